@@ -1,0 +1,117 @@
+package scim
+
+import "context"
+
+// Backend stores the resources the handlers serve. The relay implements it
+// on bbolt; the tests of this package use a small in-memory one.
+//
+// Errors are *Error values or wrap the sentinels of this package
+// (ErrNotFound for an unknown tenant or id, ErrUniqueness, ErrInvalidValue for
+// a tenant's required attributes, ErrPreconditionFailed); anything else is
+// answered 500 and logged. Implementations must be safe for concurrent use.
+type Backend interface {
+	// Create stores a new resource of r.Type and returns it with id and meta set.
+	Create(ctx context.Context, tenant string, r *Resource) (*Resource, error)
+
+	// Get returns a resource. A Group comes without its members (Members
+	// pages through them, so that a group of 100,000 members is never one
+	// value); a User comes with its read-only groups attribute.
+	Get(ctx context.Context, tenant string, rt *ResourceType, id string) (*Resource, error)
+
+	// List returns one page of the resources of rt that match q, in a stable
+	// order, and the exact number of matches. Groups come without members.
+	List(ctx context.Context, tenant string, rt *ResourceType, q Query) (Page, error)
+
+	// Update changes a resource in one transaction: it calls fn with the stored
+	// resource (without group members) and stores what fn returns. fn may be
+	// called more than once and must not have side effects. An error from fn
+	// is returned as is and changes nothing.
+	Update(ctx context.Context, tenant string, rt *ResourceType, id string, fn UpdateFunc) (*Resource, error)
+
+	// Delete removes a resource; deleting a User also removes its memberships.
+	// A non-empty ifMatch must equal the stored version (else ErrPreconditionFailed).
+	Delete(ctx context.Context, tenant string, rt *ResourceType, id, ifMatch string) error
+
+	// Members returns up to limit members of a group in a stable order,
+	// starting after the member whose value is after ("" = from the start).
+	Members(ctx context.Context, tenant, groupID, after string, limit int) ([]Member, error)
+}
+
+// UpdateFunc computes the change to a stored resource. It returns an Update
+// whose Resource is the complete new state (for a Group, without members).
+type UpdateFunc func(cur *Resource) (*Update, error)
+
+// Update is a change to one resource, as computed from its stored state.
+type Update struct {
+	// Resource is the new state; for a Group, without members.
+	Resource *Resource
+	// Changes lists what changed in Resource, path by path (members excluded).
+	Changes []Change
+	// Members lists changes to a Group's membership, applied in order after
+	// Resource. The backend decides which of them change anything: adding a
+	// member twice adds it once, removing an absent one removes nothing.
+	Members []MemberOp
+}
+
+// Changed reports whether the update changes anything.
+func (u *Update) Changed() bool { return len(u.Changes) > 0 || len(u.Members) > 0 }
+
+// MemberOpKind says what a MemberOp does.
+type MemberOpKind int
+
+// Membership operations.
+const (
+	// AddMembers adds Members (by value), leaving existing ones in place.
+	AddMembers MemberOpKind = iota + 1
+	// RemoveMembers removes Members (by value).
+	RemoveMembers
+	// RemoveAllMembers empties the group.
+	RemoveAllMembers
+	// RemoveMatchingMembers removes every member matching Filter, a filter on
+	// the sub-attributes of members (value, display, type, $ref).
+	RemoveMatchingMembers
+)
+
+// MemberOp is one change to a group's membership.
+type MemberOp struct {
+	Kind    MemberOpKind
+	Members []Member
+	Filter  *Filter
+}
+
+// Member is one member of a group.
+type Member struct {
+	Value   string // the member's id
+	Display string
+	Type    string // "User" or "Group"; the backend fills it in
+	Ref     string // the member's URI; the handler fills it in on output
+}
+
+// Query selects and pages resources.
+type Query struct {
+	// Filter selects resources; nil selects all.
+	Filter *Filter
+	// StartIndex is the 1-based index of the first result to return.
+	StartIndex int
+	// Count is the page size; 0 asks for the total only.
+	Count int
+	// SortBy orders the results; nil means the backend's stable order.
+	SortBy *AttrPath
+	// Descending reverses SortBy.
+	Descending bool
+}
+
+// Page is one page of a List.
+type Page struct {
+	Total     int
+	Resources []*Resource
+}
+
+// Authenticator checks a bearer token for a tenant.
+type Authenticator interface {
+	// Authenticate returns nil when token is valid for tenant, an error
+	// matching ErrNotFound when the tenant does not exist, and one matching
+	// ErrUnauthorized (with a detail saying why: unknown, expired, revoked)
+	// otherwise.
+	Authenticate(ctx context.Context, tenant, token string) error
+}

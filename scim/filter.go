@@ -1,0 +1,817 @@
+package scim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on filters. Entra's filters are a single comparison; the caps keep a
+// hostile filter from costing more than a legitimate one could.
+const (
+	MaxFilterLength = 4096 // bytes
+	MaxFilterNodes  = 100  // comparisons and logical operators
+	maxFilterDepth  = 32   // nesting of parentheses, not and value paths
+)
+
+// Filter is a parsed SCIM filter (RFC 7644 §3.4.2.2), resolved against a
+// resource type so that attribute names are canonical and each comparison
+// knows its attribute's type and case rule.
+type Filter struct {
+	root expr
+	src  string
+}
+
+// String returns the filter as it was given.
+func (f *Filter) String() string { return f.src }
+
+// Match reports whether the resource matches the filter.
+func (f *Filter) Match(r *Resource) bool { return f.root.match(r.Attrs) }
+
+// MatchValue reports whether one element of a multi-valued complex attribute
+// matches a value filter such as the one in members[value eq "x"]; obj is
+// the element, keyed by sub-attribute name.
+func (f *Filter) MatchValue(obj map[string]any) bool { return f.root.match(obj) }
+
+// Equality is an indexable term that a filter implies: every resource the
+// filter matches has an attribute at Path equal to Value (compared with
+// the attribute's case rule).
+type Equality struct {
+	Path  string // "id", "userName", "externalId", "displayName", "emails.value" or "members.value"
+	Value string
+}
+
+// indexable lists the paths a store may keep an equality index for.
+var indexable = map[string]bool{
+	"id": true, "userName": true, "externalId": true, "displayName": true,
+	"emails.value": true, "members.value": true,
+}
+
+// Equalities returns the equality terms the filter implies, so that a store
+// can look candidates up in an index and evaluate the whole filter only on
+// those. Terms joined by "and" are all implied; nothing under "or" or "not"
+// is. An empty result means the filter needs a scan.
+func (f *Filter) Equalities() []Equality {
+	var out []Equality
+	collectEqualities(f.root, "", &out)
+	return out
+}
+
+func collectEqualities(e expr, prefix string, out *[]Equality) {
+	switch e := e.(type) {
+	case *logicalExpr:
+		if e.and {
+			collectEqualities(e.left, prefix, out)
+			collectEqualities(e.right, prefix, out)
+		}
+	case *valuePathExpr:
+		collectEqualities(e.filter, e.path.String()+".", out)
+	case *compareExpr:
+		s, ok := e.value.(string)
+		if !ok || e.op != opEq {
+			return
+		}
+		p := prefix + e.path.String()
+		if indexable[p] {
+			*out = append(*out, Equality{Path: p, Value: s})
+		}
+	}
+}
+
+// References reports whether the filter reads the named top-level attribute
+// (for example "members"), so that a store can load it before matching.
+func (f *Filter) References(name string) bool { return references(f.root, name) }
+
+func references(e expr, name string) bool {
+	switch e := e.(type) {
+	case *logicalExpr:
+		return references(e.left, name) || references(e.right, name)
+	case *notExpr:
+		return references(e.inner, name)
+	case *valuePathExpr:
+		return strings.EqualFold(e.path.Name, name)
+	case *compareExpr:
+		return strings.EqualFold(e.path.Name, name)
+	case *presentExpr:
+		return strings.EqualFold(e.path.Name, name)
+	}
+	return false
+}
+
+// ParseFilter parses a filter for resources of type rt. Beyond the RFC it
+// accepts what real clients send: operators and attribute names in any case,
+// and unquoted string values (`externalId eq jyoung`, as Entra's docs print
+// it). A filter naming an attribute the schemas lack, comparing with an
+// operator the attribute's type does not support, or exceeding the length,
+// node or nesting limits is an invalidFilter error.
+func ParseFilter(rt *ResourceType, s string) (*Filter, error) {
+	return parseFilter(rt, s, nil)
+}
+
+// ParseValueFilter parses a filter on the sub-attributes of the multi-valued
+// complex attribute at parent, as inside members[value eq "x"].
+func ParseValueFilter(rt *ResourceType, parent AttrPath, s string) (*Filter, error) {
+	return parseFilter(rt, s, &parent)
+}
+
+func parseFilter(rt *ResourceType, s string, parent *AttrPath) (*Filter, error) {
+	if len(s) > MaxFilterLength {
+		return nil, Errorf(ErrInvalidFilter, "filter is %d bytes long; the limit is %d", len(s), MaxFilterLength)
+	}
+	if !utf8.ValidString(s) {
+		return nil, Errorf(ErrInvalidFilter, "filter is not valid UTF-8")
+	}
+	p := &filterParser{rt: rt, lex: lexer{src: s}, parent: parent}
+	root, err := p.parseOr()
+	if err == nil && p.lex.peek().kind != tokEOF {
+		err = p.errorf("unexpected %s", p.lex.peek())
+	}
+	if err != nil {
+		var se *Error
+		if errors.As(err, &se) {
+			return nil, err
+		}
+		return nil, Errorf(ErrInvalidFilter, "filter %q: %v", truncate(s, 200), err)
+	}
+	return &Filter{root: root, src: s}, nil
+}
+
+// --- lexer
+
+type tokKind int
+
+const (
+	tokEOF tokKind = iota
+	tokWord
+	tokString
+	tokLParen
+	tokRParen
+	tokLBracket
+	tokRBracket
+)
+
+type token struct {
+	kind tokKind
+	text string // the word, or the decoded string
+	pos  int
+}
+
+func (t token) String() string {
+	switch t.kind {
+	case tokEOF:
+		return "end of filter"
+	case tokString:
+		return strconv.Quote(t.text)
+	default:
+		return fmt.Sprintf("%q", t.text)
+	}
+}
+
+type lexer struct {
+	src    string
+	pos    int
+	peeked *token
+	err    error
+}
+
+func (l *lexer) peek() token {
+	if l.peeked == nil {
+		t := l.scan()
+		l.peeked = &t
+	}
+	return *l.peeked
+}
+
+func (l *lexer) next() token {
+	t := l.peek()
+	l.peeked = nil
+	return t
+}
+
+func (l *lexer) scan() token {
+	for l.pos < len(l.src) && (l.src[l.pos] == ' ' || l.src[l.pos] == '\t' || l.src[l.pos] == '\n' || l.src[l.pos] == '\r') {
+		l.pos++
+	}
+	start := l.pos
+	if l.pos >= len(l.src) {
+		return token{kind: tokEOF, pos: start}
+	}
+	switch c := l.src[l.pos]; c {
+	case '(':
+		l.pos++
+		return token{kind: tokLParen, text: "(", pos: start}
+	case ')':
+		l.pos++
+		return token{kind: tokRParen, text: ")", pos: start}
+	case '[':
+		l.pos++
+		return token{kind: tokLBracket, text: "[", pos: start}
+	case ']':
+		l.pos++
+		return token{kind: tokRBracket, text: "]", pos: start}
+	case '"':
+		return l.scanString()
+	}
+	for l.pos < len(l.src) {
+		c := l.src[l.pos]
+		if c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '(' || c == ')' || c == '[' || c == ']' || c == '"' {
+			break
+		}
+		l.pos++
+	}
+	return token{kind: tokWord, text: l.src[start:l.pos], pos: start}
+}
+
+// scanString reads a JSON string literal.
+func (l *lexer) scanString() token {
+	start := l.pos
+	i := l.pos + 1
+	escaped := false
+	for ; i < len(l.src); i++ {
+		c := l.src[i]
+		if c == '\\' {
+			i++
+			escaped = true
+			continue
+		}
+		if c == '"' {
+			break
+		}
+	}
+	if i >= len(l.src) {
+		l.pos = len(l.src)
+		l.err = fmt.Errorf("unterminated string starting at offset %d", start)
+		return token{kind: tokEOF, pos: start}
+	}
+	l.pos = i + 1
+	raw := l.src[start:l.pos]
+	if !escaped {
+		return token{kind: tokString, text: raw[1 : len(raw)-1], pos: start}
+	}
+	var s string
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		l.err = fmt.Errorf("bad string at offset %d: %v", start, err)
+		return token{kind: tokEOF, pos: start}
+	}
+	return token{kind: tokString, text: s, pos: start}
+}
+
+// --- parser
+
+type filterParser struct {
+	rt     *ResourceType
+	lex    lexer
+	parent *AttrPath // set when parsing inside attr[...]
+	nodes  int
+	depth  int
+}
+
+func (p *filterParser) errorf(format string, args ...any) error {
+	if p.lex.err != nil {
+		return p.lex.err
+	}
+	return fmt.Errorf(format, args...)
+}
+
+func (p *filterParser) node() error {
+	p.nodes++
+	if p.nodes > MaxFilterNodes {
+		return Errorf(ErrInvalidFilter, "filter has more than %d terms", MaxFilterNodes)
+	}
+	return nil
+}
+
+func (p *filterParser) enter() error {
+	p.depth++
+	if p.depth > maxFilterDepth {
+		return Errorf(ErrInvalidFilter, "filter nests deeper than %d levels", maxFilterDepth)
+	}
+	return nil
+}
+
+func (p *filterParser) keyword(word string) bool {
+	t := p.lex.peek()
+	return t.kind == tokWord && strings.EqualFold(t.text, word)
+}
+
+// parseOr: and-expressions joined by "or" (lowest precedence).
+func (p *filterParser) parseOr() (expr, error) {
+	left, err := p.parseAnd()
+	if err != nil {
+		return nil, err
+	}
+	for p.keyword("or") {
+		p.lex.next()
+		if err := p.node(); err != nil {
+			return nil, err
+		}
+		right, err := p.parseAnd()
+		if err != nil {
+			return nil, err
+		}
+		left = &logicalExpr{left: left, right: right}
+	}
+	return left, nil
+}
+
+// parseAnd: terms joined by "and".
+func (p *filterParser) parseAnd() (expr, error) {
+	left, err := p.parseTerm()
+	if err != nil {
+		return nil, err
+	}
+	for p.keyword("and") {
+		p.lex.next()
+		if err := p.node(); err != nil {
+			return nil, err
+		}
+		right, err := p.parseTerm()
+		if err != nil {
+			return nil, err
+		}
+		left = &logicalExpr{and: true, left: left, right: right}
+	}
+	return left, nil
+}
+
+// parseTerm: not(...), (...), a value path, or a comparison.
+func (p *filterParser) parseTerm() (expr, error) {
+	if err := p.enter(); err != nil {
+		return nil, err
+	}
+	defer func() { p.depth-- }()
+
+	t := p.lex.peek()
+	switch {
+	case t.kind == tokWord && strings.EqualFold(t.text, "not"):
+		p.lex.next()
+		if err := p.node(); err != nil {
+			return nil, err
+		}
+		if p.lex.peek().kind != tokLParen {
+			return nil, p.errorf("expected \"(\" after not, got %s", p.lex.peek())
+		}
+		inner, err := p.parseParen()
+		if err != nil {
+			return nil, err
+		}
+		return &notExpr{inner: inner}, nil
+	case t.kind == tokLParen:
+		return p.parseParen()
+	case t.kind == tokWord:
+		return p.parseAttrExpr()
+	default:
+		return nil, p.errorf("expected an attribute, \"not\" or \"(\", got %s", t)
+	}
+}
+
+func (p *filterParser) parseParen() (expr, error) {
+	p.lex.next() // (
+	inner, err := p.parseOr()
+	if err != nil {
+		return nil, err
+	}
+	if t := p.lex.next(); t.kind != tokRParen {
+		return nil, p.errorf("expected \")\", got %s", t)
+	}
+	return inner, nil
+}
+
+// parseAttrExpr parses `path pr`, `path op value`, `path[filter]` and the
+// `path[filter].sub op value` form that Entra's docs use for matching on the
+// work email.
+func (p *filterParser) parseAttrExpr() (expr, error) {
+	if err := p.node(); err != nil {
+		return nil, err
+	}
+	word := p.lex.next()
+	path, err := p.resolve(word.text)
+	if err != nil {
+		return nil, err
+	}
+	if p.lex.peek().kind == tokLBracket {
+		return p.parseValuePath(path)
+	}
+	return p.parseComparison(path)
+}
+
+func (p *filterParser) parseValuePath(path AttrPath) (expr, error) {
+	if p.parent != nil {
+		return nil, p.errorf("value paths cannot nest inside %s[...]", p.parent)
+	}
+	if path.Sub != "" || (path.attr != nil && path.attr.Type != Complex) {
+		return nil, p.errorf("%s is not a complex attribute and takes no [filter]", path)
+	}
+	p.lex.next() // [
+	p.parent = &path
+	inner, err := p.parseOr()
+	p.parent = nil
+	if err != nil {
+		return nil, err
+	}
+	if t := p.lex.next(); t.kind != tokRBracket {
+		return nil, p.errorf("expected \"]\", got %s", t)
+	}
+	vp := &valuePathExpr{path: path, filter: inner}
+	// emails[type eq "work"].value eq "x": a comparison on one sub-attribute
+	// of the elements the bracket selects.
+	if t := p.lex.peek(); t.kind == tokWord && strings.HasPrefix(t.text, ".") {
+		p.lex.next()
+		sub, err := path.elementPath(t.text[1:])
+		if err != nil {
+			return nil, err
+		}
+		cmp, err := p.parseComparison(sub)
+		if err != nil {
+			return nil, err
+		}
+		vp.filter = &logicalExpr{and: true, left: inner, right: cmp}
+	}
+	return vp, nil
+}
+
+func (p *filterParser) parseComparison(path AttrPath) (expr, error) {
+	opTok := p.lex.next()
+	if opTok.kind != tokWord {
+		return nil, p.errorf("expected an operator after %s, got %s", path, opTok)
+	}
+	op, ok := operators[strings.ToLower(opTok.text)]
+	if !ok {
+		return nil, p.errorf("unknown operator %q", opTok.text)
+	}
+	leaf := path.Leaf()
+	if leaf != nil && leaf.Type == Complex && path.Sub == "" && leaf.Sub("value") == nil && op != opPr {
+		return nil, p.errorf("%s is complex; compare one of its sub-attributes", path)
+	}
+	if op == opPr {
+		return &presentExpr{path: path}, nil
+	}
+	valTok := p.lex.next()
+	if valTok.kind != tokWord && valTok.kind != tokString {
+		return nil, p.errorf("expected a value after %s %s, got %s", path, opTok.text, valTok)
+	}
+	cmp := &compareExpr{path: path, op: op, caseExact: path.caseExact()}
+	if leaf != nil && leaf.Type == Complex && path.Sub == "" {
+		cmp.caseExact = leaf.Sub("value").CaseExact
+	}
+	if err := cmp.setValue(valTok); err != nil {
+		return nil, err
+	}
+	return cmp, nil
+}
+
+// resolve resolves an attribute path in the filter, relative to the parent
+// attribute inside a value path.
+func (p *filterParser) resolve(s string) (AttrPath, error) {
+	if p.parent != nil {
+		return p.parent.elementPath(s)
+	}
+	return p.rt.ParsePath(s)
+}
+
+// --- expressions
+
+type op int
+
+const (
+	opEq op = iota
+	opNe
+	opCo
+	opSw
+	opEw
+	opGt
+	opGe
+	opLt
+	opLe
+	opPr
+)
+
+var operators = map[string]op{
+	"eq": opEq, "ne": opNe, "co": opCo, "sw": opSw, "ew": opEw,
+	"gt": opGt, "ge": opGe, "lt": opLt, "le": opLe, "pr": opPr,
+}
+
+type expr interface {
+	// match evaluates the expression on an object: a resource's attributes,
+	// or one element of a multi-valued attribute inside a value path.
+	match(obj map[string]any) bool
+}
+
+type logicalExpr struct {
+	and         bool
+	left, right expr
+}
+
+func (e *logicalExpr) match(obj map[string]any) bool {
+	if e.and {
+		return e.left.match(obj) && e.right.match(obj)
+	}
+	return e.left.match(obj) || e.right.match(obj)
+}
+
+type notExpr struct{ inner expr }
+
+func (e *notExpr) match(obj map[string]any) bool { return !e.inner.match(obj) }
+
+type valuePathExpr struct {
+	path   AttrPath
+	filter expr
+}
+
+func (e *valuePathExpr) match(obj map[string]any) bool {
+	v := lookupAttr(obj, e.path)
+	switch v := v.(type) {
+	case []any:
+		for _, el := range v {
+			if m, ok := el.(map[string]any); ok && e.filter.match(m) {
+				return true
+			}
+		}
+	case map[string]any:
+		return e.filter.match(v)
+	}
+	return false
+}
+
+type presentExpr struct{ path AttrPath }
+
+func (e *presentExpr) match(obj map[string]any) bool {
+	found := false
+	eachValue(obj, e.path, func(v any) bool {
+		found = !empty(v)
+		return found
+	})
+	return found
+}
+
+type compareExpr struct {
+	path      AttrPath
+	op        op
+	caseExact bool
+	value     any    // string, bool, json.Number, or nil for null
+	folded    string // lower-cased string value, for case-insensitive co/sw/ew
+	number    float64
+	isNumber  bool
+}
+
+// setValue types the comparison value by the attribute's type, accepting
+// unquoted strings for string attributes.
+func (c *compareExpr) setValue(t token) error {
+	leaf := c.path.Leaf()
+	typ := Type("")
+	if leaf != nil {
+		typ = leaf.Type
+		if typ == Complex {
+			typ = leaf.Sub("value").Type
+		}
+	}
+	if t.kind == tokWord {
+		switch lw := strings.ToLower(t.text); {
+		case lw == "null":
+			if c.op != opEq && c.op != opNe {
+				return fmt.Errorf("%s cannot compare with null", opName(c.op))
+			}
+			c.value = nil
+			return c.checkOp(typ)
+		case (lw == "true" || lw == "false") && (typ == Boolean || typ == ""):
+			c.value = lw == "true"
+			return c.checkOp(Boolean)
+		case typ == Integer || typ == Decimal || typ == "":
+			if f, err := strconv.ParseFloat(t.text, 64); err == nil {
+				c.value, c.number, c.isNumber = json.Number(t.text), f, true
+				return c.checkOp(Decimal)
+			}
+			if typ != "" {
+				return fmt.Errorf("%s is a number; %q is not", c.path, t.text)
+			}
+		case typ == Boolean:
+			return fmt.Errorf("%s is a boolean; %q is not", c.path, t.text)
+		}
+		// An unquoted string, which Entra's docs print for externalId.
+	}
+	s := t.text
+	switch typ {
+	case Boolean:
+		switch {
+		case strings.EqualFold(s, "true"):
+			c.value = true
+		case strings.EqualFold(s, "false"):
+			c.value = false
+		default:
+			return fmt.Errorf("%s is a boolean; %q is not", c.path, s)
+		}
+		return c.checkOp(Boolean)
+	case Integer, Decimal:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("%s is a number; %q is not", c.path, s)
+		}
+		c.value, c.number, c.isNumber = json.Number(s), f, true
+		return c.checkOp(Decimal)
+	case DateTime:
+		tm, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return fmt.Errorf("%s is a date-time; %q is not RFC 3339", c.path, s)
+		}
+		// Stored date-times use TimeFormat, so they compare as strings.
+		s = tm.UTC().Format(TimeFormat)
+	}
+	c.value = s
+	c.folded = strings.ToLower(s)
+	return c.checkOp(String)
+}
+
+// checkOp rejects operators the value's type does not support.
+func (c *compareExpr) checkOp(t Type) error {
+	switch {
+	case c.value == nil:
+		return nil
+	case t == Boolean && c.op != opEq && c.op != opNe:
+		return fmt.Errorf("%s is a boolean and supports only eq and ne, not %s", c.path, opName(c.op))
+	case t == Decimal && (c.op == opCo || c.op == opSw || c.op == opEw):
+		return fmt.Errorf("%s cannot apply to the number %s", opName(c.op), c.value)
+	case t == String && c.path.Leaf() != nil && c.path.Leaf().Type == Binary && c.op != opEq && c.op != opNe:
+		return fmt.Errorf("%s is binary and supports only eq and ne", c.path)
+	}
+	return nil
+}
+
+func opName(o op) string {
+	for k, v := range operators {
+		if v == o {
+			return k
+		}
+	}
+	return "?"
+}
+
+func (c *compareExpr) match(obj map[string]any) bool {
+	if c.value == nil { // eq null: unassigned; ne null: present
+		present := false
+		eachValue(obj, c.path, func(v any) bool { present = !empty(v); return present })
+		return present == (c.op == opNe)
+	}
+	if c.op == opNe {
+		matched := false
+		eachValue(obj, c.path, func(v any) bool { matched = c.test(opEq, v); return matched })
+		return !matched
+	}
+	matched := false
+	eachValue(obj, c.path, func(v any) bool { matched = c.test(c.op, v); return matched })
+	return matched
+}
+
+// test compares one attribute value with the filter's value.
+func (c *compareExpr) test(o op, v any) bool {
+	switch want := c.value.(type) {
+	case string:
+		got, ok := v.(string)
+		if !ok {
+			return false
+		}
+		if c.caseExact {
+			return compareStrings(o, got, want)
+		}
+		if o == opEq {
+			return strings.EqualFold(got, want)
+		}
+		return compareStrings(o, strings.ToLower(got), c.folded)
+	case bool:
+		got, ok := v.(bool)
+		return ok && got == want
+	case json.Number:
+		var got float64
+		switch n := v.(type) {
+		case json.Number:
+			f, err := n.Float64()
+			if err != nil {
+				return false
+			}
+			got = f
+		case float64:
+			got = n
+		default:
+			return false
+		}
+		switch o {
+		case opEq:
+			return got == c.number
+		case opGt:
+			return got > c.number
+		case opGe:
+			return got >= c.number
+		case opLt:
+			return got < c.number
+		case opLe:
+			return got <= c.number
+		}
+	}
+	return false
+}
+
+func compareStrings(o op, got, want string) bool {
+	switch o {
+	case opEq:
+		return got == want
+	case opCo:
+		return strings.Contains(got, want)
+	case opSw:
+		return strings.HasPrefix(got, want)
+	case opEw:
+		return strings.HasSuffix(got, want)
+	case opGt:
+		return got > want
+	case opGe:
+		return got >= want
+	case opLt:
+		return got < want
+	case opLe:
+		return got <= want
+	}
+	return false
+}
+
+// lookupAttr returns the value of the attribute (not sub-attribute) at p in obj.
+func lookupAttr(obj map[string]any, p AttrPath) any {
+	if p.URN != "" {
+		_, obj = containerFor(obj, p.URN, false)
+		if obj == nil {
+			return nil
+		}
+	}
+	if v, ok := obj[p.Name]; ok {
+		return v
+	}
+	if p.attr == nil { // unknown extension: names as sent, any case
+		if k := findKeyFold(obj, p.Name); k != "" {
+			return obj[k]
+		}
+	}
+	return nil
+}
+
+// eachValue calls f with every value at p: the attribute's value, each value
+// of a multi-valued one, or the sub-attribute of each element. A complex value
+// compared without a sub-attribute is compared by its "value" sub-attribute.
+// f returns true to stop.
+func eachValue(obj map[string]any, p AttrPath, f func(any) bool) {
+	v := lookupAttr(obj, p)
+	if v == nil {
+		return
+	}
+	sub := p.Sub
+	if sub == "" && p.attr != nil && p.attr.Type == Complex {
+		sub = "value"
+	}
+	visit := func(el any) bool {
+		if sub == "" {
+			return f(el)
+		}
+		m, ok := el.(map[string]any)
+		if !ok {
+			return false
+		}
+		sv, ok := m[sub]
+		if !ok && p.attr == nil {
+			if k := findKeyFold(m, sub); k != "" {
+				sv, ok = m[k], true
+			}
+		}
+		return ok && f(sv)
+	}
+	if list, ok := v.([]any); ok {
+		for _, el := range list {
+			if visit(el) {
+				return
+			}
+		}
+		return
+	}
+	visit(v)
+}
+
+// empty reports whether a value counts as unassigned for "pr".
+func empty(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

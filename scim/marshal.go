@@ -1,0 +1,207 @@
+package scim
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// MarshalJSON writes the resource with "schemas" first, then the common
+// attributes, then the core attributes in schema order and the extensions,
+// the order in which the RFC's examples print them. Attributes returned
+// "never" (password) are never written.
+func (r *Resource) MarshalJSON() ([]byte, error) {
+	return r.AppendJSON(make([]byte, 0, 512)), nil
+}
+
+// AppendJSON appends the resource's JSON to b.
+func (r *Resource) AppendJSON(b []byte) []byte {
+	b = append(b, `{"schemas":[`...)
+	for i, s := range r.Schemas() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	b = append(b, ']')
+	b = appendMembers(b, commonAttributeList, r.Attrs, true)
+	b = appendMembers(b, r.Type.Schema.Attributes, r.Attrs, true)
+	for _, e := range r.Type.Extensions {
+		obj, ok := r.Attrs[e.Schema.ID].(map[string]any)
+		if !ok {
+			continue
+		}
+		b = append(b, ',')
+		b = appendString(b, e.Schema.ID)
+		b = append(b, ':', '{')
+		b = appendMembers(b, e.Schema.Attributes, obj, false)
+		b = append(b, '}')
+	}
+	for _, k := range r.unknownExtensions() {
+		b = append(b, ',')
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = appendAny(b, r.Attrs[k])
+	}
+	return append(b, '}')
+}
+
+// commonAttributeList is the order in which the common attributes are written.
+var commonAttributeList = []*Attribute{idAttribute, externalIDAttribute, metaAttribute}
+
+// appendMembers appends `"name":value` for each of attrs that obj holds, in
+// order; comma says whether a member was written before them.
+func appendMembers(b []byte, attrs []*Attribute, obj map[string]any, comma bool) []byte {
+	for _, a := range attrs {
+		v, ok := obj[a.Name]
+		if !ok || a.Returned == ReturnedNever {
+			continue
+		}
+		if comma {
+			b = append(b, ',')
+		}
+		comma = true
+		b = appendString(b, a.Name)
+		b = append(b, ':')
+		b = appendValue(b, a, v)
+	}
+	return b
+}
+
+// appendValue appends a value of attribute a, ordering complex sub-attributes
+// as the schema does.
+func appendValue(b []byte, a *Attribute, v any) []byte {
+	switch v := v.(type) {
+	case []any:
+		b = append(b, '[')
+		for i, e := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendValue(b, a, e)
+		}
+		return append(b, ']')
+	case map[string]any:
+		if a == nil || len(a.SubAttributes) == 0 {
+			return appendAny(b, v)
+		}
+		b = append(b, '{')
+		first := true
+		for _, sa := range a.SubAttributes {
+			sv, ok := v[sa.Name]
+			if !ok {
+				continue
+			}
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendString(b, sa.Name)
+			b = append(b, ':')
+			b = appendValue(b, sa, sv)
+		}
+		return append(b, '}')
+	default:
+		return appendAny(b, v)
+	}
+}
+
+// appendAny appends any decoded JSON value; object keys are sorted.
+func appendAny(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case string:
+		return appendString(b, v)
+	case bool:
+		return strconv.AppendBool(b, v)
+	case json.Number:
+		return append(b, v...)
+	case float64:
+		return strconv.AppendFloat(b, v, 'g', -1, 64)
+	case int:
+		return strconv.AppendInt(b, int64(v), 10)
+	case int64:
+		return strconv.AppendInt(b, v, 10)
+	case []any:
+		b = append(b, '[')
+		for i, e := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendAny(b, e)
+		}
+		return append(b, ']')
+	case map[string]any:
+		keys := sortedKeys(v)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendAny(b, v[k])
+		}
+		return append(b, '}')
+	default:
+		// Not produced by decoding or normalization; fall back to encoding/json.
+		enc, err := json.Marshal(v)
+		if err != nil {
+			return append(b, "null"...)
+		}
+		return append(b, enc...)
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, and
+// U+2028/U+2029 are escaped so the output is also safe inside JavaScript.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

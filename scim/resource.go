@@ -1,0 +1,592 @@
+package scim
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Resource is a SCIM resource in canonical form: Attrs holds its JSON object
+// with attribute names in their schema's case, values of the schema's types
+// (strings, bools, json.Number, map[string]any for complex values, []any for
+// multi-valued ones) and no nulls or empty arrays. Attributes of an extension
+// live in a nested object under the extension's URN, as on the wire.
+// "schemas" is not stored: it is derived from what the resource carries.
+type Resource struct {
+	Type  *ResourceType
+	Attrs map[string]any
+}
+
+// Meta is a resource's metadata (RFC 7643 §3.1).
+type Meta struct {
+	Created      time.Time
+	LastModified time.Time
+	Version      string // weak ETag, e.g. W/"3"
+	Location     string
+}
+
+// TimeFormat is how dateTime values are written: RFC 3339 in UTC with
+// milliseconds, so that they also sort as strings.
+const TimeFormat = "2006-01-02T15:04:05.000Z"
+
+// ID returns the resource's id.
+func (r *Resource) ID() string { s, _ := r.Attrs["id"].(string); return s }
+
+// ExternalID returns the resource's externalId, "" when it has none.
+func (r *Resource) ExternalID() string { s, _ := r.Attrs["externalId"].(string); return s }
+
+// String returns the top-level string attribute name (canonical case), "" when absent.
+func (r *Resource) String(name string) string { s, _ := r.Attrs[name].(string); return s }
+
+// Active reports the User's active attribute and whether it is set.
+func (r *Resource) Active() (active, set bool) {
+	b, ok := r.Attrs["active"].(bool)
+	return b, ok
+}
+
+// Emails returns the value of every email of a User, in order.
+func (r *Resource) Emails() []string {
+	list, _ := r.Attrs["emails"].([]any)
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok {
+			if v, ok := m["value"].(string); ok {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// WorkEmail returns the User's work email: the one typed "work", else the
+// primary one, else the first. "" when the User has none.
+func (r *Resource) WorkEmail() string {
+	list, _ := r.Attrs["emails"].([]any)
+	var primary, first string
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		v, _ := m["value"].(string)
+		if v == "" {
+			continue
+		}
+		if t, _ := m["type"].(string); strings.EqualFold(t, "work") {
+			return v
+		}
+		if p, _ := m["primary"].(bool); p && primary == "" {
+			primary = v
+		}
+		if first == "" {
+			first = v
+		}
+	}
+	if primary != "" {
+		return primary
+	}
+	return first
+}
+
+// Meta returns the resource's metadata.
+func (r *Resource) Meta() Meta {
+	m, _ := r.Attrs["meta"].(map[string]any)
+	var out Meta
+	if s, ok := m["created"].(string); ok {
+		out.Created, _ = time.Parse(time.RFC3339Nano, s)
+	}
+	if s, ok := m["lastModified"].(string); ok {
+		out.LastModified, _ = time.Parse(time.RFC3339Nano, s)
+	}
+	out.Version, _ = m["version"].(string)
+	out.Location, _ = m["location"].(string)
+	return out
+}
+
+// SetMeta replaces the resource's metadata; resourceType comes from r.Type.
+func (r *Resource) SetMeta(m Meta) {
+	meta := map[string]any{"resourceType": r.Type.Name}
+	if !m.Created.IsZero() {
+		meta["created"] = m.Created.UTC().Format(TimeFormat)
+	}
+	if !m.LastModified.IsZero() {
+		meta["lastModified"] = m.LastModified.UTC().Format(TimeFormat)
+	}
+	if m.Version != "" {
+		meta["version"] = m.Version
+	}
+	if m.Location != "" {
+		meta["location"] = m.Location
+	}
+	r.Attrs["meta"] = meta
+}
+
+// Clone returns a deep copy of r.
+func (r *Resource) Clone() *Resource {
+	return &Resource{Type: r.Type, Attrs: cloneObject(r.Attrs)}
+}
+
+func cloneObject(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = cloneValue(v)
+	}
+	return out
+}
+
+func cloneValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		return cloneObject(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = cloneValue(e)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+// Schemas returns the schema URNs the resource carries: its core schema and
+// every extension it holds attributes of.
+func (r *Resource) Schemas() []string {
+	out := []string{r.Type.Schema.ID}
+	for _, e := range r.Type.Extensions {
+		if _, ok := r.Attrs[e.Schema.ID]; ok {
+			out = append(out, e.Schema.ID)
+		}
+	}
+	for _, k := range r.unknownExtensions() {
+		out = append(out, k)
+	}
+	return out
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// unknownExtensions returns the URN keys of extensions this service has no
+// schema for, sorted.
+func (r *Resource) unknownExtensions() []string {
+	var out []string
+	for k := range r.Attrs {
+		if hasPrefixFold(k, "urn:") && r.Type.Extension(k) == nil {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ParseResource decodes a resource of type rt from a POST or PUT body into
+// canonical form. It accepts what real clients send: attribute names in any
+// case, extension attributes nested under their URN or URN-qualified at the top
+// level, enterprise attributes unqualified, "True"/"False" for booleans, a bare
+// string or a one-element array for a single complex value such as manager,
+// nulls (treated as unassigned). Read-only attributes (id, meta, groups) are
+// ignored as RFC 7644 §3.5.1 asks; password is accepted and discarded, because
+// a relay must never store or forward credentials. Attributes of extension
+// schemas it does not know are kept as sent. Anything else it rejects with a
+// SCIM error naming the attribute.
+func ParseResource(rt *ResourceType, data []byte) (*Resource, error) {
+	raw, err := decodeObject(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchemas(rt, raw); err != nil {
+		return nil, err
+	}
+	attrs := make(map[string]any, len(raw))
+	for k, v := range raw {
+		if strings.EqualFold(k, "schemas") || v == nil {
+			continue
+		}
+		p, err := rt.ParsePath(k)
+		if err != nil {
+			return nil, Errorf(ErrInvalidValue, "attribute %s: %v", k, err)
+		}
+		if err := setInput(rt, attrs, p, v); err != nil {
+			return nil, err
+		}
+	}
+	r := &Resource{Type: rt, Attrs: attrs}
+	if err := r.checkRequired(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// decodeObject decodes a JSON object, keeping numbers as json.Number.
+func decodeObject(data []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var raw any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, Errorf(ErrInvalidSyntax, "request body is not valid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, Errorf(ErrInvalidSyntax, "request body has data after the JSON object")
+	}
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return nil, Errorf(ErrInvalidSyntax, "request body must be a JSON object")
+	}
+	return obj, nil
+}
+
+// checkSchemas requires the schemas attribute to list the resource type's core schema.
+func checkSchemas(rt *ResourceType, raw map[string]any) error {
+	for k, v := range raw {
+		if !strings.EqualFold(k, "schemas") {
+			continue
+		}
+		list, ok := v.([]any)
+		if !ok {
+			return Errorf(ErrInvalidSyntax, "schemas must be an array of schema URNs")
+		}
+		for _, s := range list {
+			if s, ok := s.(string); ok && strings.EqualFold(s, rt.Schema.ID) {
+				return nil
+			}
+		}
+		return Errorf(ErrInvalidSyntax, "schemas must include %s", rt.Schema.ID)
+	}
+	return Errorf(ErrInvalidSyntax, "request body has no schemas attribute; a %s needs [%q]", rt.Name, rt.Schema.ID)
+}
+
+// setInput stores one input attribute at p, skipping read-only and write-only ones.
+func setInput(rt *ResourceType, attrs map[string]any, p AttrPath, v any) error {
+	if p.Name == "" { // a whole extension object
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return Errorf(ErrInvalidValue, "extension %s must be a JSON object", p.URN)
+		}
+		ext := rt.Extension(p.URN)
+		if ext == nil {
+			return mergeUnknown(attrs, p.URN, obj)
+		}
+		for k, sv := range obj {
+			if sv == nil {
+				continue
+			}
+			sp, err := rt.ParsePath(ext.ID + ":" + k)
+			if err != nil {
+				return Errorf(ErrInvalidValue, "attribute %s:%s: %v", ext.ID, k, err)
+			}
+			if err := setInput(rt, attrs, sp, sv); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if a := p.Leaf(); a != nil && (a.Mutability == ReadOnly || a.Mutability == WriteOnly) {
+		return nil
+	}
+	if a := p.attr; a != nil && a.Mutability == ReadOnly {
+		return nil
+	}
+	nv, err := normalizeValue(p, v)
+	if err != nil {
+		return err
+	}
+	if nv == nil {
+		return nil
+	}
+	return setNew(attrs, p, nv)
+}
+
+// mergeUnknown keeps an unknown extension's object as sent, without its nulls.
+func mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
+	key, container := containerFor(attrs, urn, true)
+	for k, v := range obj {
+		if v == nil {
+			continue
+		}
+		if existing := findKeyFold(container, k); existing != "" {
+			return Errorf(ErrInvalidValue, "attribute %s:%s is given twice", urn, k)
+		}
+		container[k] = v
+	}
+	if len(container) == 0 {
+		delete(attrs, key)
+	}
+	return nil
+}
+
+// setNew stores a normalized value at p, refusing to overwrite one already set
+// (the same attribute given twice under different spellings).
+func setNew(attrs map[string]any, p AttrPath, v any) error {
+	obj := attrs
+	if p.URN != "" {
+		_, obj = containerFor(attrs, p.URN, true)
+	}
+	name := p.Name
+	if p.attr == nil {
+		if k := findKeyFold(obj, name); k != "" {
+			name = k
+		}
+	}
+	if p.Sub == "" {
+		if existing, ok := obj[name]; ok {
+			if m, ok := existing.(map[string]any); ok {
+				if add, ok := v.(map[string]any); ok && !overlaps(m, add) {
+					for k, sv := range add {
+						m[k] = sv
+					}
+					return nil
+				}
+			}
+			return Errorf(ErrInvalidValue, "attribute %s is given twice", p)
+		}
+		obj[name] = v
+		return nil
+	}
+	parent, _ := obj[name].(map[string]any)
+	if parent == nil {
+		if _, ok := obj[name]; ok || (p.attr != nil && p.attr.MultiValued) {
+			return Errorf(ErrInvalidValue, "attribute %s cannot be set through %s", p.Name, p)
+		}
+		parent = map[string]any{}
+		obj[name] = parent
+	}
+	if _, ok := parent[p.Sub]; ok {
+		return Errorf(ErrInvalidValue, "attribute %s is given twice", p)
+	}
+	parent[p.Sub] = v
+	return nil
+}
+
+func overlaps(a, b map[string]any) bool {
+	for k := range b {
+		if _, ok := a[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// containerFor returns the object holding an extension's attributes and the
+// key it lives under, matching the URN case-insensitively; create makes it.
+func containerFor(attrs map[string]any, urn string, create bool) (string, map[string]any) {
+	key := urn
+	if k := findKeyFold(attrs, urn); k != "" {
+		key = k
+	}
+	m, _ := attrs[key].(map[string]any)
+	if m == nil && create {
+		m = map[string]any{}
+		attrs[key] = m
+	}
+	return key, m
+}
+
+// findKeyFold returns the key of m equal to k ignoring case, "" when none.
+func findKeyFold(m map[string]any, k string) string {
+	if _, ok := m[k]; ok {
+		return k
+	}
+	for mk := range m {
+		if strings.EqualFold(mk, k) {
+			return mk
+		}
+	}
+	return ""
+}
+
+// normalizeValue checks and converts an input value for the attribute at p.
+// It returns nil for a value that amounts to unassigned (null, [], {}).
+func normalizeValue(p AttrPath, v any) (any, error) {
+	if p.attr == nil { // unknown extension: as sent
+		return v, nil
+	}
+	if p.Sub != "" {
+		return normalizeSingle(p.sub, p.String(), v)
+	}
+	return normalizeAttr(p.attr, p.String(), v)
+}
+
+// normalizeAttr normalizes a value for attribute a, multi-valued or not.
+func normalizeAttr(a *Attribute, name string, v any) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if !a.MultiValued {
+		if list, ok := v.([]any); ok && a.Type == Complex {
+			// Entra sends manager as [{"value": ..., "$ref": ...}].
+			switch len(list) {
+			case 0:
+				return nil, nil
+			case 1:
+				v = list[0]
+			default:
+				return nil, Errorf(ErrInvalidValue, "attribute %s is single-valued but got %d values", name, len(list))
+			}
+		}
+		return normalizeSingle(a, name, v)
+	}
+	list, ok := v.([]any)
+	if !ok {
+		list = []any{v}
+	}
+	out := make([]any, 0, len(list))
+	for _, e := range list {
+		ne, err := normalizeSingle(a, name, e)
+		if err != nil {
+			return nil, err
+		}
+		if ne != nil {
+			out = append(out, ne)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// normalizeSingle normalizes one value of attribute a (an element, for multi-valued ones).
+func normalizeSingle(a *Attribute, name string, v any) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	switch a.Type {
+	case Complex:
+		switch v := v.(type) {
+		case map[string]any:
+			return normalizeComplex(a, name, v)
+		case string:
+			// A bare string for a complex value with a "value" sub-attribute:
+			// Entra sends manager this way.
+			if a.Sub("value") != nil {
+				if v == "" {
+					return nil, nil
+				}
+				return map[string]any{"value": v}, nil
+			}
+		}
+		return nil, Errorf(ErrInvalidValue, "attribute %s must be a JSON object, got %s", name, jsonKind(v))
+	case Boolean:
+		switch v := v.(type) {
+		case bool:
+			return v, nil
+		case string:
+			// Entra without aadOptscim062020 sends "True" and "False".
+			switch {
+			case strings.EqualFold(v, "true"):
+				return true, nil
+			case strings.EqualFold(v, "false"):
+				return false, nil
+			}
+		}
+		return nil, Errorf(ErrInvalidValue, "attribute %s must be a boolean, got %s", name, jsonKind(v))
+	case Integer, Decimal:
+		n, ok := v.(json.Number)
+		if !ok {
+			return nil, Errorf(ErrInvalidValue, "attribute %s must be a number, got %s", name, jsonKind(v))
+		}
+		if a.Type == Integer {
+			if _, err := n.Int64(); err != nil {
+				return nil, Errorf(ErrInvalidValue, "attribute %s must be an integer, got %s", name, n)
+			}
+		} else if _, err := n.Float64(); err != nil {
+			return nil, Errorf(ErrInvalidValue, "attribute %s must be a decimal, got %s", name, n)
+		}
+		return n, nil
+	default: // string, reference, dateTime, binary
+		s, ok := v.(string)
+		if !ok {
+			return nil, Errorf(ErrInvalidValue, "attribute %s must be a string, got %s", name, jsonKind(v))
+		}
+		switch a.Type {
+		case DateTime:
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				return nil, Errorf(ErrInvalidValue, "attribute %s must be an RFC 3339 date-time, got %q", name, s)
+			}
+			return t.UTC().Format(TimeFormat), nil
+		case Binary:
+			if _, err := base64.StdEncoding.DecodeString(s); err != nil {
+				return nil, Errorf(ErrInvalidValue, "attribute %s must be base64-encoded", name)
+			}
+		}
+		return s, nil
+	}
+}
+
+// normalizeComplex normalizes the sub-attributes of a complex value.
+func normalizeComplex(a *Attribute, name string, in map[string]any) (any, error) {
+	out := make(map[string]any, len(in))
+	for k, v := range in {
+		if v == nil {
+			continue
+		}
+		sa := a.Sub(k)
+		if sa == nil {
+			return nil, Errorf(ErrInvalidValue, "attribute %s has no sub-attribute %q", name, k)
+		}
+		if sa.Mutability == ReadOnly && a.Mutability != ReadOnly {
+			continue // e.g. manager.displayName: the service provider's to set
+		}
+		nv, err := normalizeSingle(sa, name+"."+sa.Name, v)
+		if err != nil {
+			return nil, err
+		}
+		if nv == nil {
+			continue
+		}
+		if _, dup := out[sa.Name]; dup {
+			return nil, Errorf(ErrInvalidValue, "attribute %s.%s is given twice", name, sa.Name)
+		}
+		out[sa.Name] = nv
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// checkRequired enforces the schema's required attributes (userName, displayName).
+func (r *Resource) checkRequired() error {
+	for _, a := range r.Type.Schema.Attributes {
+		if !a.Required {
+			continue
+		}
+		v, ok := r.Attrs[a.Name]
+		if s, isString := v.(string); !ok || (isString && strings.TrimSpace(s) == "") {
+			return Errorf(ErrInvalidValue, "attribute %s is required", a.Name)
+		}
+	}
+	return nil
+}
+
+// jsonKind names the JSON type of a decoded value for error messages.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number, float64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
