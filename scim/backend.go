@@ -81,10 +81,10 @@ type MemberOp struct {
 
 // Member is one member of a group.
 type Member struct {
-	Value   string // the member's id
-	Display string
-	Type    string // "User" or "Group"; the backend fills it in
-	Ref     string // the member's URI; the handler fills it in on output
+	Value   string `json:"value"`             // the member's id
+	Display string `json:"display,omitempty"` // as the client sent it
+	Type    string `json:"type,omitempty"`    // "User" or "Group"; the backend fills it in
+	Ref     string `json:"$ref,omitempty"`    // the member's URI; the handler fills it in on output
 }
 
 // Query selects and pages resources.

@@ -82,6 +82,52 @@ func collectEqualities(e expr, prefix string, out *[]Equality) {
 	}
 }
 
+// equalValues returns the values v when the filter is exactly
+// `sub eq "v1" or sub eq "v2" ...` on string values; ok is false otherwise.
+func (f *Filter) equalValues(sub string) ([]string, bool) {
+	var out []string
+	var walk func(e expr) bool
+	walk = func(e expr) bool {
+		switch e := e.(type) {
+		case *logicalExpr:
+			return !e.and && walk(e.left) && walk(e.right)
+		case *compareExpr:
+			s, ok := e.value.(string)
+			if !ok || e.op != opEq || e.path.Name != sub || e.path.Sub != "" {
+				return false
+			}
+			out = append(out, s)
+			return true
+		}
+		return false
+	}
+	return out, walk(f.root)
+}
+
+// template builds the element a value filter describes when it is made of
+// equality terms joined by "and", as type eq "work" is: {"type": "work"}.
+func (f *Filter) template() (map[string]any, bool) {
+	out := map[string]any{}
+	var walk func(e expr) bool
+	walk = func(e expr) bool {
+		switch e := e.(type) {
+		case *logicalExpr:
+			return e.and && walk(e.left) && walk(e.right)
+		case *compareExpr:
+			if e.op != opEq || e.value == nil || e.path.Sub != "" {
+				return false
+			}
+			if _, dup := out[e.path.Name]; dup {
+				return false
+			}
+			out[e.path.Name] = e.value
+			return true
+		}
+		return false
+	}
+	return out, walk(f.root)
+}
+
 // References reports whether the filter reads the named top-level attribute
 // (for example "members"), so that a store can load it before matching.
 func (f *Filter) References(name string) bool { return references(f.root, name) }

@@ -77,11 +77,13 @@ func (rt *ResourceType) ParsePath(s string) (AttrPath, error) {
 		schema, rest = rt.splitURN(s)
 		switch {
 		case schema == nil:
-			i := strings.LastIndexByte(s, ':')
-			urn, tail := s[:i], s[i+1:]
-			if strings.EqualFold(tail, rt.Name) {
+			urn, tail, err := rt.splitUnknownURN(s)
+			if err != nil {
+				return p, err
+			}
+			if tail == "" {
 				// The whole of an unknown extension, e.g. "urn:...:CustomExtensionName:2.0:User".
-				return AttrPath{URN: s}, nil
+				return AttrPath{URN: urn}, nil
 			}
 			p.URN, rest = urn, tail
 		case schema != rt.Schema:
@@ -148,6 +150,34 @@ func (rt *ResourceType) lookup(schema *Schema, qualified bool, name string) (*At
 		}
 	}
 	return nil, nil
+}
+
+// splitUnknownURN splits a path into an extension schema URN this service
+// does not know and the attribute path after it. Such a URN must end with the
+// resource type's name, as extension URNs do by convention
+// ("urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"):
+// without that anchor "urn:a:b:c" could be a schema "urn:a:b" with an
+// attribute "c" or a schema of its own.
+func (rt *ResourceType) splitUnknownURN(s string) (urn, rest string, err error) {
+	suffix := ":" + rt.Name
+	if len(s) > len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix) {
+		return s, "", nil
+	}
+	i := indexFold(s, suffix+":")
+	if i < 0 {
+		return "", "", fmt.Errorf("path %q: unknown schema; an extension schema URN must end with :%s", s, rt.Name)
+	}
+	return s[:i+len(suffix)], s[i+len(suffix)+1:], nil
+}
+
+// indexFold is strings.Index ignoring ASCII case.
+func indexFold(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
 }
 
 // splitURN finds the known schema (core or extension) that prefixes s and

@@ -1,0 +1,159 @@
+package scim
+
+// Discovery documents (RFC 7643 §5-§7, RFC 7644 §4), built from the schema
+// definitions so that they cannot drift from what the handlers accept.
+
+type spConfig struct {
+	Schemas          []string     `json:"schemas"`
+	DocumentationURI string       `json:"documentationUri"`
+	Patch            supported    `json:"patch"`
+	Bulk             bulkConfig   `json:"bulk"`
+	Filter           filterConfig `json:"filter"`
+	ChangePassword   supported    `json:"changePassword"`
+	Sort             supported    `json:"sort"`
+	ETag             supported    `json:"etag"`
+	AuthSchemes      []authScheme `json:"authenticationSchemes"`
+	Meta             docMeta      `json:"meta"`
+}
+
+type supported struct {
+	Supported bool `json:"supported"`
+}
+
+type bulkConfig struct {
+	Supported      bool `json:"supported"`
+	MaxOperations  int  `json:"maxOperations"`
+	MaxPayloadSize int  `json:"maxPayloadSize"`
+}
+
+type filterConfig struct {
+	Supported  bool `json:"supported"`
+	MaxResults int  `json:"maxResults"`
+}
+
+type authScheme struct {
+	Type        string `json:"type"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	SpecURI     string `json:"specUri"`
+	Primary     bool   `json:"primary"`
+}
+
+type docMeta struct {
+	ResourceType string `json:"resourceType"`
+	Location     string `json:"location"`
+}
+
+// serviceProviderConfig says truthfully what this service supports.
+func serviceProviderConfig(base string, maxResults int) spConfig {
+	return spConfig{
+		Schemas:          []string{SPConfigSchema},
+		DocumentationURI: "https://github.com/scimrelay/scimrelay#readme",
+		Patch:            supported{true},
+		Bulk:             bulkConfig{Supported: false},
+		Filter:           filterConfig{Supported: true, MaxResults: maxResults},
+		ChangePassword:   supported{false},
+		Sort:             supported{true},
+		ETag:             supported{true},
+		AuthSchemes: []authScheme{{
+			Type:        "oauthbearertoken",
+			Name:        "OAuth Bearer Token",
+			Description: "A secret token issued by scimrelay for one tenant, sent as Authorization: Bearer <token>.",
+			SpecURI:     "https://www.rfc-editor.org/info/rfc6750",
+			Primary:     true,
+		}},
+		Meta: docMeta{ResourceType: "ServiceProviderConfig", Location: base + "/ServiceProviderConfig"},
+	}
+}
+
+type schemaDoc struct {
+	Schemas     []string       `json:"schemas"`
+	ID          string         `json:"id"`
+	Name        string         `json:"name"`
+	Description string         `json:"description"`
+	Attributes  []attributeDoc `json:"attributes"`
+	Meta        docMeta        `json:"meta"`
+}
+
+type attributeDoc struct {
+	Name            string         `json:"name"`
+	Type            Type           `json:"type"`
+	MultiValued     bool           `json:"multiValued"`
+	Description     string         `json:"description"`
+	Required        bool           `json:"required"`
+	CaseExact       bool           `json:"caseExact"`
+	Mutability      Mutability     `json:"mutability"`
+	Returned        Returned       `json:"returned"`
+	Uniqueness      string         `json:"uniqueness"`
+	CanonicalValues []string       `json:"canonicalValues,omitempty"`
+	ReferenceTypes  []string       `json:"referenceTypes,omitempty"`
+	SubAttributes   []attributeDoc `json:"subAttributes,omitempty"`
+}
+
+func attributeDocs(attrs []*Attribute) []attributeDoc {
+	out := make([]attributeDoc, len(attrs))
+	for i, a := range attrs {
+		out[i] = attributeDoc{
+			Name: a.Name, Type: a.Type, MultiValued: a.MultiValued, Description: a.Description,
+			Required: a.Required, CaseExact: a.CaseExact, Mutability: a.Mutability, Returned: a.Returned,
+			Uniqueness: a.Uniqueness, CanonicalValues: a.CanonicalValues, ReferenceTypes: a.ReferenceTypes,
+			SubAttributes: attributeDocs(a.SubAttributes),
+		}
+	}
+	return out
+}
+
+// knownSchemas lists every schema the resource types use, in discovery order.
+func knownSchemas() []*Schema {
+	var out []*Schema
+	for _, rt := range ResourceTypes {
+		out = append(out, rt.Schema)
+		for _, e := range rt.Extensions {
+			out = append(out, e.Schema)
+		}
+	}
+	return out
+}
+
+func schemaDocument(base string, s *Schema) schemaDoc {
+	return schemaDoc{
+		Schemas:     []string{SchemaSchema},
+		ID:          s.ID,
+		Name:        s.Name,
+		Description: s.Description,
+		Attributes:  attributeDocs(s.Attributes),
+		Meta:        docMeta{ResourceType: "Schema", Location: base + "/Schemas/" + s.ID},
+	}
+}
+
+type resourceTypeDoc struct {
+	Schemas          []string       `json:"schemas"`
+	ID               string         `json:"id"`
+	Name             string         `json:"name"`
+	Endpoint         string         `json:"endpoint"`
+	Description      string         `json:"description"`
+	Schema           string         `json:"schema"`
+	SchemaExtensions []extensionDoc `json:"schemaExtensions,omitempty"`
+	Meta             docMeta        `json:"meta"`
+}
+
+type extensionDoc struct {
+	Schema   string `json:"schema"`
+	Required bool   `json:"required"`
+}
+
+func resourceTypeDocument(base string, rt *ResourceType) resourceTypeDoc {
+	d := resourceTypeDoc{
+		Schemas:     []string{ResourceTypeSchema},
+		ID:          rt.ID,
+		Name:        rt.Name,
+		Endpoint:    rt.Endpoint,
+		Description: rt.Description,
+		Schema:      rt.Schema.ID,
+		Meta:        docMeta{ResourceType: "ResourceType", Location: base + "/ResourceTypes/" + rt.ID},
+	}
+	for _, e := range rt.Extensions {
+		d.SchemaExtensions = append(d.SchemaExtensions, extensionDoc{Schema: e.Schema.ID, Required: e.Required})
+	}
+	return d
+}

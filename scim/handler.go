@@ -1,0 +1,924 @@
+package scim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+)
+
+// ContentType is the media type of every SCIM response.
+const ContentType = "application/scim+json; charset=utf-8"
+
+// Defaults for Options.
+const (
+	DefaultMaxResults   = 1000
+	DefaultCount        = 100
+	DefaultMaxBodyBytes = 4 << 20
+	DefaultMaxJSONDepth = 32
+	memberChunk         = 1000 // members fetched per Backend.Members call
+)
+
+// Options configures a Handler. The zero value works.
+type Options struct {
+	// BaseURL is the service's public URL (relay.yaml public_url), used for
+	// meta.location and Location headers. Empty: built from each request.
+	BaseURL string
+	// Logger receives errors; nil discards them.
+	Logger *slog.Logger
+	// MaxResults caps a page (advertised as filter.maxResults).
+	MaxResults int
+	// DefaultCount is the page size when the client gives no count.
+	DefaultCount int
+	// MaxBodyBytes bounds a request body: a larger one gets 413.
+	MaxBodyBytes int64
+	// MaxJSONDepth bounds how deeply a body nests: deeper gets 400 invalidSyntax.
+	MaxJSONDepth int
+	// Limiter, when set, is asked once per authenticated request.
+	Limiter Limiter
+	// Observe, when set, is called after every request with what happened
+	// (the provisioning log and metrics hang off it).
+	Observe func(ctx context.Context, info *RequestInfo)
+}
+
+// Limiter decides whether a tenant may make a request now.
+type Limiter interface {
+	// Allow reports whether tenant may proceed, and if not, how long until it may.
+	Allow(tenant string) (ok bool, retryAfter time.Duration)
+}
+
+// RequestInfo describes one request after it was answered.
+type RequestInfo struct {
+	Start        time.Time
+	RequestID    string
+	Tenant       string
+	Method       string
+	Path         string
+	Operation    string // create, get, list, search, replace, patch, delete, discovery
+	ResourceType string // User, Group, or "" for discovery and errors before routing
+	ResourceID   string
+	Name         string // userName or displayName of the resource, when known
+	Status       int
+	ScimType     string
+	Detail       string
+	Latency      time.Duration
+}
+
+// Handler serves the SCIM 2.0 protocol for every tenant under /scim/v2/{tenant}.
+type Handler struct {
+	backend Backend
+	auth    Authenticator
+	o       Options
+	router  *mux.Router
+	log     *slog.Logger
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler returns a handler serving b, authenticating with auth.
+func NewHandler(b Backend, auth Authenticator, o Options) *Handler {
+	if o.MaxResults <= 0 {
+		o.MaxResults = DefaultMaxResults
+	}
+	if o.DefaultCount <= 0 {
+		o.DefaultCount = DefaultCount
+	}
+	if o.DefaultCount > o.MaxResults {
+		o.DefaultCount = o.MaxResults
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.MaxJSONDepth <= 0 {
+		o.MaxJSONDepth = DefaultMaxJSONDepth
+	}
+	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{backend: b, auth: auth, o: o, log: log}
+	h.router = h.routes()
+	return h
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
+
+// call carries what a request resolved to through the handlers.
+type call struct {
+	tenant string
+	rt     *ResourceType
+	base   string // the tenant's base URL, e.g. https://relay.example.com/scim/v2/acme
+	info   *RequestInfo
+}
+
+func (h *Handler) routes() *mux.Router {
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		h.writeError(w, req, Errorf(ErrNotFound, "no SCIM endpoint at %s; the base URL is /scim/v2/<tenant>", req.URL.Path))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		h.writeError(w, req, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s", req.Method, req.URL.Path))
+	})
+	t := r.PathPrefix("/scim/v2/{tenant}").Subrouter()
+	for _, rt := range ResourceTypes {
+		t.Handle(rt.Endpoint, h.route(rt, "list", h.list)).Methods(http.MethodGet)
+		t.Handle(rt.Endpoint, h.route(rt, "create", h.create)).Methods(http.MethodPost)
+		t.Handle(rt.Endpoint+"/.search", h.route(rt, "search", h.search)).Methods(http.MethodPost)
+		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "get", h.get)).Methods(http.MethodGet)
+		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "replace", h.replace)).Methods(http.MethodPut)
+		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "patch", h.patch)).Methods(http.MethodPatch)
+		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "delete", h.delete)).Methods(http.MethodDelete)
+	}
+	t.Handle("/ServiceProviderConfig", h.route(nil, "discovery", h.serviceProviderConfig)).Methods(http.MethodGet)
+	t.Handle("/Schemas", h.route(nil, "discovery", h.schemas)).Methods(http.MethodGet)
+	t.Handle("/Schemas/{id}", h.route(nil, "discovery", h.schema)).Methods(http.MethodGet)
+	t.Handle("/ResourceTypes", h.route(nil, "discovery", h.resourceTypes)).Methods(http.MethodGet)
+	t.Handle("/ResourceTypes/{id}", h.route(nil, "discovery", h.resourceType)).Methods(http.MethodGet)
+	t.Handle("/Bulk", h.route(nil, "bulk", notImplemented("bulk operations are not supported (ServiceProviderConfig bulk.supported is false)")))
+	t.Handle("/Me", h.route(nil, "me", notImplemented("/Me is not supported: scimrelay has no authenticated subject")))
+	return r
+}
+
+func notImplemented(detail string) handlerFunc {
+	return func(http.ResponseWriter, *http.Request, *call) error {
+		return Errorf(ErrNotImplemented, "%s", detail)
+	}
+}
+
+type infoKey struct{}
+
+// ServeHTTP answers one request and reports it to Options.Observe.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	info := &RequestInfo{
+		Start:     time.Now(),
+		RequestID: requestID(r),
+		Method:    r.Method,
+		Path:      r.URL.Path,
+	}
+	w.Header().Set("X-Request-Id", info.RequestID)
+	rec := &statusRecorder{ResponseWriter: w}
+	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+		r.URL.Path = strings.TrimRight(p, "/") // a trailing slash is tolerated
+		r.URL.RawPath = ""
+	}
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	defer func() {
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler {
+			h.log.ErrorContext(r.Context(), "scim handler panicked", "request_id", info.RequestID, "panic", p)
+			if !rec.wrote {
+				h.writeError(rec, r, Errorf(ErrInternal, "internal error (request %s)", info.RequestID))
+			}
+		}
+		info.Status = rec.status
+		info.Latency = time.Since(info.Start)
+		if h.o.Observe != nil {
+			h.o.Observe(r.Context(), info)
+		}
+		if p == http.ErrAbortHandler {
+			panic(p) // a response already under way: net/http drops the connection
+		}
+	}()
+	h.router.ServeHTTP(rec, r)
+}
+
+// tenantPattern is the tenant name syntax: safe as a NATS token and URL segment.
+var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// route adapts a handlerFunc: it resolves the tenant, authenticates, applies
+// the rate limit, and turns a returned error into a SCIM error response.
+func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := r.Context().Value(infoKey{}).(*RequestInfo)
+		if info == nil {
+			info = &RequestInfo{}
+		}
+		c := &call{tenant: mux.Vars(r)["tenant"], rt: rt, info: info}
+		info.Operation = op
+		if rt != nil {
+			info.ResourceType = rt.Name
+		}
+		if id := mux.Vars(r)["id"]; id != "" && rt != nil {
+			info.ResourceID = id
+		}
+		if err := h.admit(r, c); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		info.Tenant = c.tenant
+		c.base = h.baseURL(r, c.tenant)
+		if err := f(w, r, c); err != nil {
+			h.writeError(w, r, err)
+		}
+	})
+}
+
+// admit checks the tenant, the bearer token and the rate limit.
+func (h *Handler) admit(r *http.Request, c *call) error {
+	if !tenantPattern.MatchString(c.tenant) {
+		return Errorf(ErrNotFound, "no tenant %q", truncate(c.tenant, 64))
+	}
+	token, err := bearerToken(r)
+	if err == nil {
+		err = h.auth.Authenticate(r.Context(), c.tenant, token)
+	}
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Errorf(ErrNotFound, "no tenant %q", c.tenant)
+		}
+		return err
+	}
+	if h.o.Limiter != nil {
+		if ok, wait := h.o.Limiter.Allow(c.tenant); !ok {
+			return &rateLimited{wait: wait, tenant: c.tenant}
+		}
+	}
+	return nil
+}
+
+// rateLimited is a 429 that carries its Retry-After.
+type rateLimited struct {
+	wait   time.Duration
+	tenant string
+}
+
+func (e *rateLimited) Error() string {
+	return fmt.Sprintf("tenant %s is over its request rate; retry in %s", e.tenant, e.retryAfter())
+}
+
+func (e *rateLimited) retryAfter() string {
+	secs := int((e.wait + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return strconv.Itoa(secs)
+}
+
+func bearerToken(r *http.Request) (string, error) {
+	hdr := r.Header.Get("Authorization")
+	if hdr == "" {
+		return "", Errorf(ErrUnauthorized, "missing Authorization header; send Authorization: Bearer <token>")
+	}
+	scheme, token, ok := strings.Cut(hdr, " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
+		return "", Errorf(ErrUnauthorized, "malformed Authorization header; send Authorization: Bearer <token>")
+	}
+	return token, nil
+}
+
+// baseURL returns the tenant's SCIM base URL.
+func (h *Handler) baseURL(r *http.Request, tenant string) string {
+	if h.o.BaseURL != "" {
+		return h.o.BaseURL + "/scim/v2/" + tenant
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
+	}
+	return scheme + "://" + r.Host + "/scim/v2/" + tenant
+}
+
+// --- resources
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
+	q := r.URL.Query()
+	return h.query(w, r, c, listParams{
+		filter: q.Get("filter"), startIndex: q.Get("startIndex"), count: q.Get("count"),
+		sortBy: q.Get("sortBy"), sortOrder: q.Get("sortOrder"),
+		attributes: q.Get("attributes"), excluded: q.Get("excludedAttributes"),
+	})
+}
+
+// search serves POST /.search (RFC 7644 §3.4.3).
+func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error {
+	body, err := h.readBody(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Schemas            []string `json:"schemas"`
+		Filter             string   `json:"filter"`
+		StartIndex         *int     `json:"startIndex"`
+		Count              *int     `json:"count"`
+		SortBy             string   `json:"sortBy"`
+		SortOrder          string   `json:"sortOrder"`
+		Attributes         []string `json:"attributes"`
+		ExcludedAttributes []string `json:"excludedAttributes"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return Errorf(ErrInvalidSyntax, "search request is not valid: %v", err)
+	}
+	p := listParams{filter: req.Filter, sortBy: req.SortBy, sortOrder: req.SortOrder,
+		attributes: strings.Join(req.Attributes, ","), excluded: strings.Join(req.ExcludedAttributes, ",")}
+	if req.StartIndex != nil {
+		p.startIndex = strconv.Itoa(*req.StartIndex)
+	}
+	if req.Count != nil {
+		p.count = strconv.Itoa(*req.Count)
+	}
+	return h.query(w, r, c, p)
+}
+
+type listParams struct {
+	filter, startIndex, count, sortBy, sortOrder, attributes, excluded string
+}
+
+func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listParams) error {
+	q := Query{StartIndex: 1, Count: h.o.DefaultCount}
+	if p.filter != "" {
+		f, err := ParseFilter(c.rt, p.filter)
+		if err != nil {
+			return err
+		}
+		q.Filter = f
+	}
+	if p.startIndex != "" {
+		n, err := strconv.Atoi(p.startIndex)
+		if err != nil {
+			return Errorf(ErrInvalidValue, "startIndex must be an integer, got %q", truncate(p.startIndex, 32))
+		}
+		if n > 1 {
+			q.StartIndex = n
+		}
+	}
+	if p.count != "" {
+		n, err := strconv.Atoi(p.count)
+		if err != nil {
+			return Errorf(ErrInvalidValue, "count must be an integer, got %q", truncate(p.count, 32))
+		}
+		q.Count = max(0, min(n, h.o.MaxResults))
+	}
+	if p.sortBy != "" {
+		sp, err := c.rt.ParsePath(p.sortBy)
+		if err != nil {
+			return Errorf(ErrInvalidValue, "sortBy: %v", err)
+		}
+		q.SortBy = &sp
+	}
+	switch strings.ToLower(p.sortOrder) {
+	case "", "ascending":
+	case "descending":
+		q.Descending = true
+	default:
+		return Errorf(ErrInvalidValue, "sortOrder must be ascending or descending, got %q", truncate(p.sortOrder, 32))
+	}
+	proj := ParseProjection(c.rt, p.attributes, p.excluded)
+	page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
+	if err != nil {
+		return err
+	}
+	lw := newJSONWriter(w, http.StatusOK, "")
+	lw.raw(`{"schemas":["` + ListResponseSchema + `"],"totalResults":`)
+	lw.raw(strconv.Itoa(page.Total))
+	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)) + `,"Resources":[`)
+	for i, res := range page.Resources {
+		if i > 0 {
+			lw.raw(",")
+		}
+		if err := h.writeResource(r.Context(), lw, c, res, proj); err != nil {
+			return lw.abort(err)
+		}
+	}
+	lw.raw("]}")
+	return lw.finish()
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
+	q := r.URL.Query()
+	proj := ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes"))
+	res, err := h.backend.Get(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	c.info.Name = resourceName(res)
+	version := res.Meta().Version
+	if version != "" && etagMatches(r.Header.Get("If-None-Match"), version) {
+		w.Header().Set("ETag", version)
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	return h.respond(w, r, c, http.StatusOK, res, proj)
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error {
+	body, err := h.readBody(r)
+	if err != nil {
+		return err
+	}
+	res, err := ParseResource(c.rt, body)
+	if err != nil {
+		return err
+	}
+	c.info.Name = resourceName(res)
+	created, err := h.backend.Create(r.Context(), c.tenant, res)
+	if err != nil {
+		return err
+	}
+	c.info.ResourceID = created.ID()
+	w.Header().Set("Location", c.base+c.rt.Endpoint+"/"+created.ID())
+	q := r.URL.Query()
+	return h.respond(w, r, c, http.StatusCreated, created, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
+}
+
+func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error {
+	body, err := h.readBody(r)
+	if err != nil {
+		return err
+	}
+	in, err := ParseResource(c.rt, body)
+	if err != nil {
+		return err
+	}
+	c.info.Name = resourceName(in)
+	var ops []MemberOp
+	if c.rt == GroupResourceType {
+		// PUT replaces the whole group, members included.
+		members, err := MembersFromValue(in.Attrs["members"])
+		if err != nil {
+			return err
+		}
+		delete(in.Attrs, "members")
+		ops = []MemberOp{{Kind: RemoveAllMembers}}
+		if len(members) > 0 {
+			ops = append(ops, MemberOp{Kind: AddMembers, Members: members})
+		}
+	}
+	ifMatch := r.Header.Get("If-Match")
+	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], func(cur *Resource) (*Update, error) {
+		if err := checkIfMatch(ifMatch, cur); err != nil {
+			return nil, err
+		}
+		next := &Resource{Type: cur.Type, Attrs: cloneObject(in.Attrs)}
+		next.Attrs["id"] = cur.Attrs["id"]
+		next.Attrs["meta"] = cur.Attrs["meta"]
+		return &Update{Resource: next, Changes: Diff(cur, next), Members: ops}, nil
+	})
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	return h.respond(w, r, c, http.StatusOK, res, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
+}
+
+func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
+	body, err := h.readBody(r)
+	if err != nil {
+		return err
+	}
+	p, err := ParsePatch(c.rt, body)
+	if err != nil {
+		return err
+	}
+	ifMatch := r.Header.Get("If-Match")
+	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], func(cur *Resource) (*Update, error) {
+		if err := checkIfMatch(ifMatch, cur); err != nil {
+			return nil, err
+		}
+		return p.Apply(cur)
+	})
+	if err != nil {
+		return err
+	}
+	c.info.Name = resourceName(res)
+	q := r.URL.Query()
+	proj := ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes"))
+	if c.rt == GroupResourceType && !proj.Selects() {
+		// Entra asks for 204 on group PATCH: a body listing every member is
+		// what it must not get.
+		if v := res.Meta().Version; v != "" {
+			w.Header().Set("ETag", v)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	return h.respond(w, r, c, http.StatusOK, res, proj)
+}
+
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := h.backend.Delete(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], r.Header.Get("If-Match")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// respond writes one resource with its ETag.
+func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, status int, res *Resource, proj *Projection) error {
+	jw := newJSONWriter(w, status, res.Meta().Version)
+	if err := h.writeResource(r.Context(), jw, c, res, proj); err != nil {
+		return jw.abort(err)
+	}
+	return jw.finish()
+}
+
+// writeResource writes a resource, projected, with meta.location and $ref
+// values set from the base URL. A Group's members are streamed from the
+// backend in chunks, so that a group of 100,000 members is never held whole.
+func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, res *Resource, proj *Projection) error {
+	out := proj.Apply(res)
+	if out == res {
+		out = &Resource{Type: res.Type, Attrs: make(map[string]any, len(res.Attrs))}
+		for k, v := range res.Attrs {
+			out.Attrs[k] = v
+		}
+	}
+	if meta, ok := out.Attrs["meta"].(map[string]any); ok {
+		m := make(map[string]any, len(meta)+1)
+		for k, v := range meta {
+			m[k] = v
+		}
+		m["location"] = c.base + res.Type.Endpoint + "/" + res.ID()
+		out.Attrs["meta"] = m
+	}
+	if groups, ok := out.Attrs["groups"].([]any); ok {
+		refs := make([]any, len(groups))
+		for i, g := range groups {
+			gm, _ := g.(map[string]any)
+			cp := make(map[string]any, len(gm)+1)
+			for k, v := range gm {
+				cp[k] = v
+			}
+			if v, ok := cp["value"].(string); ok {
+				cp["$ref"] = c.base + "/Groups/" + v
+			}
+			refs[i] = cp
+		}
+		out.Attrs["groups"] = refs
+	}
+	delete(out.Attrs, "members")
+	b := out.AppendJSON(jw.buf)
+	if res.Type != GroupResourceType || !proj.Wants("members") {
+		jw.buf = b
+		return nil
+	}
+	// Stream members: the object is closed after them.
+	b = b[:len(b)-1]
+	subs := proj.subFilter("members")
+	after := ""
+	first := true
+	for {
+		chunk, err := h.backend.Members(ctx, c.tenant, res.ID(), after, memberChunk)
+		if err != nil {
+			return err
+		}
+		for _, m := range chunk {
+			if first {
+				b = append(b, `,"members":[`...)
+				first = false
+			} else {
+				b = append(b, ',')
+			}
+			b = appendMember(b, m, c.base, subs)
+		}
+		jw.buf = b
+		if err := jw.flushIfLarge(); err != nil {
+			return err
+		}
+		b = jw.buf
+		if len(chunk) < memberChunk {
+			break
+		}
+		after = chunk[len(chunk)-1].Value
+	}
+	if !first {
+		b = append(b, ']')
+	}
+	jw.buf = append(b, '}')
+	return nil
+}
+
+// appendMember writes one member object; subs limits it to those sub-attributes.
+func appendMember(b []byte, m Member, base string, subs []string) []byte {
+	ref := m.Ref
+	if ref == "" && m.Value != "" {
+		switch m.Type {
+		case "Group":
+			ref = base + "/Groups/" + m.Value
+		default:
+			ref = base + "/Users/" + m.Value
+		}
+	}
+	fields := [...]struct{ name, value string }{{"value", m.Value}, {"$ref", ref}, {"display", m.Display}, {"type", m.Type}}
+	b = append(b, '{')
+	wrote := false
+	for _, f := range fields {
+		if f.value == "" || (subs != nil && !containsFold(subs, f.name)) {
+			continue
+		}
+		if wrote {
+			b = append(b, ',')
+		}
+		wrote = true
+		b = appendString(b, f.name)
+		b = append(b, ':')
+		b = appendString(b, f.value)
+	}
+	return append(b, '}')
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func resourceName(r *Resource) string {
+	if r.Type == GroupResourceType {
+		return r.String("displayName")
+	}
+	return r.String("userName")
+}
+
+// checkIfMatch enforces If-Match against the stored version (RFC 7644 §3.14).
+func checkIfMatch(ifMatch string, cur *Resource) error {
+	if ifMatch == "" || etagMatches(ifMatch, cur.Meta().Version) {
+		return nil
+	}
+	return Errorf(ErrPreconditionFailed, "If-Match %s does not match the current version %s", truncate(ifMatch, 64), cur.Meta().Version)
+}
+
+// etagMatches reports whether a comma-separated If-Match/If-None-Match list
+// names version or is "*". W/ prefixes are compared loosely: SCIM versions
+// are weak validators, and clients differ in whether they echo the prefix.
+func etagMatches(list, version string) bool {
+	for _, t := range strings.Split(list, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || (t != "" && strings.TrimPrefix(t, "W/") == strings.TrimPrefix(version, "W/")) {
+			return true
+		}
+	}
+	return false
+}
+
+// readBody reads a request body within the size and depth limits.
+func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/scim+json" && mt != "application/json") {
+			return nil, Errorf(ErrUnsupportedMedia, "Content-Type must be application/scim+json or application/json, got %q", truncate(ct, 64))
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.o.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", h.o.MaxBodyBytes)
+		}
+		return nil, Errorf(ErrInvalidSyntax, "reading request body: %v", err)
+	}
+	if depth := jsonDepth(body); depth > h.o.MaxJSONDepth {
+		return nil, Errorf(ErrInvalidSyntax, "request body nests deeper than %d levels", h.o.MaxJSONDepth)
+	}
+	return body, nil
+}
+
+// jsonDepth returns how deeply the JSON text nests objects and arrays,
+// without decoding it, so that a hostile body is refused before it costs more.
+func jsonDepth(b []byte) int {
+	depth, deepest := 0, 0
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// --- discovery
+
+// checkDiscoveryQuery refuses a filter on discovery endpoints (RFC 7644 §4).
+func checkDiscoveryQuery(r *http.Request) error {
+	if r.URL.Query().Get("filter") != "" {
+		return Errorf(ErrForbidden, "discovery endpoints do not support filtering")
+	}
+	return nil
+}
+
+func (h *Handler) serviceProviderConfig(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, serviceProviderConfig(c.base, h.o.MaxResults))
+}
+
+func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
+	var docs []any
+	for _, s := range knownSchemas() {
+		docs = append(docs, schemaDocument(c.base, s))
+	}
+	return writeJSON(w, http.StatusOK, listResponse(docs))
+}
+
+func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := mux.Vars(r)["id"]
+	for _, s := range knownSchemas() {
+		if strings.EqualFold(s.ID, id) {
+			return writeJSON(w, http.StatusOK, schemaDocument(c.base, s))
+		}
+	}
+	return Errorf(ErrNotFound, "no schema %q", truncate(id, 128))
+}
+
+func (h *Handler) resourceTypes(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
+	var docs []any
+	for _, rt := range ResourceTypes {
+		docs = append(docs, resourceTypeDocument(c.base, rt))
+	}
+	return writeJSON(w, http.StatusOK, listResponse(docs))
+}
+
+func (h *Handler) resourceType(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := mux.Vars(r)["id"]
+	for _, rt := range ResourceTypes {
+		if strings.EqualFold(rt.ID, id) {
+			return writeJSON(w, http.StatusOK, resourceTypeDocument(c.base, rt))
+		}
+	}
+	return Errorf(ErrNotFound, "no resource type %q", truncate(id, 128))
+}
+
+type listResponseDoc struct {
+	Schemas      []string `json:"schemas"`
+	TotalResults int      `json:"totalResults"`
+	StartIndex   int      `json:"startIndex"`
+	ItemsPerPage int      `json:"itemsPerPage"`
+	Resources    []any    `json:"Resources"`
+}
+
+func listResponse(docs []any) listResponseDoc {
+	if docs == nil {
+		docs = []any{}
+	}
+	return listResponseDoc{Schemas: []string{ListResponseSchema}, TotalResults: len(docs), StartIndex: 1, ItemsPerPage: len(docs), Resources: docs}
+}
+
+// --- writing
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding response: %w", err)
+	}
+	w.Header().Set("Content-Type", ContentType)
+	w.WriteHeader(status)
+	_, err = w.Write(b)
+	return err
+}
+
+// writeError is the one place that turns an error into a SCIM error
+// response. Errors that are not *Error are internal: logged, answered 500
+// with the request id, never with their text.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	info, _ := r.Context().Value(infoKey{}).(*RequestInfo)
+	var se *Error
+	var rl *rateLimited
+	switch {
+	case errors.As(err, &rl):
+		w.Header().Set("Retry-After", rl.retryAfter())
+		se = Errorf(ErrTooManyRequests, "%s", rl.Error())
+	case errors.As(err, &se):
+	default:
+		id := ""
+		if info != nil {
+			id = info.RequestID
+		}
+		h.log.ErrorContext(r.Context(), "scim request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		se = Errorf(ErrInternal, "internal error (request %s)", id)
+	}
+	if se.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="scimrelay"`)
+	}
+	if info != nil {
+		info.ScimType, info.Detail = se.Type, se.Detail
+	}
+	_ = writeJSON(w, se.Status, se.body())
+}
+
+// jsonWriter buffers a response and flushes large ones in chunks. Until the
+// first flush an error can still become a proper SCIM error response.
+type jsonWriter struct {
+	w       http.ResponseWriter
+	status  int
+	etag    string
+	buf     []byte
+	started bool
+}
+
+func newJSONWriter(w http.ResponseWriter, status int, etag string) *jsonWriter {
+	return &jsonWriter{w: w, status: status, etag: etag, buf: make([]byte, 0, 1024)}
+}
+
+func (jw *jsonWriter) raw(s string) { jw.buf = append(jw.buf, s...) }
+
+func (jw *jsonWriter) start() {
+	if jw.started {
+		return
+	}
+	jw.started = true
+	jw.w.Header().Set("Content-Type", ContentType)
+	if jw.etag != "" {
+		jw.w.Header().Set("ETag", jw.etag)
+	}
+	jw.w.WriteHeader(jw.status)
+}
+
+const flushSize = 64 << 10
+
+func (jw *jsonWriter) flushIfLarge() error {
+	if len(jw.buf) < flushSize {
+		return nil
+	}
+	jw.start()
+	_, err := jw.w.Write(jw.buf)
+	jw.buf = jw.buf[:0]
+	return err
+}
+
+func (jw *jsonWriter) finish() error {
+	jw.start()
+	_, err := jw.w.Write(jw.buf)
+	return err
+}
+
+// abort returns err for the error response if nothing was sent yet; after
+// the status line went out, the connection is the only thing left to break.
+func (jw *jsonWriter) abort(err error) error {
+	if !jw.started {
+		return err
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if !s.wrote {
+		s.status, s.wrote = http.StatusOK, true
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// requestID takes a sane X-Request-Id from the client or makes one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && !strings.ContainsAny(id, "\r\n\t ") {
+		return id
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

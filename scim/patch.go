@@ -1,0 +1,834 @@
+package scim
+
+import (
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// MaxPatchOperations caps the operations of one PATCH request. Entra sends a
+// handful; membership batches put their many members in one operation.
+const MaxPatchOperations = 1000
+
+type patchKind int
+
+const (
+	patchAdd patchKind = iota + 1
+	patchReplace
+	patchRemove
+)
+
+func (k patchKind) String() string {
+	switch k {
+	case patchAdd:
+		return "add"
+	case patchReplace:
+		return "replace"
+	}
+	return "remove"
+}
+
+// Patch is a parsed PATCH request (RFC 7644 §3.5.2) for one resource type.
+// It speaks Entra's dialect as well as the RFC: ops in any case, "True" and
+// "False" for booleans, path-less replace with dotted ("name.givenName") and
+// URN-qualified keys, manager as an object, an array or a bare string, and
+// member removal by value array or by filter path, with or without the
+// aadOptscim062020 flag.
+type Patch struct {
+	rt  *ResourceType
+	ops []patchOp
+}
+
+type patchOp struct {
+	kind  patchKind
+	path  *patchPath // nil when the op has no path
+	value any        // as decoded, numbers as json.Number; nil when absent
+	index int        // position in Operations, for error messages
+}
+
+// patchPath is attrPath, attrPath[filter] or attrPath[filter].sub.
+type patchPath struct {
+	attr   AttrPath // without sub when filter is set
+	filter *Filter
+	sub    AttrPath // element-relative sub-attribute after the filter; Name "" when none
+	text   string
+}
+
+// ParsePatch decodes and checks a PATCH body for resources of type rt. It
+// rejects, with the scimType the RFC gives, a body that is not JSON or lacks
+// the PatchOp schema (invalidSyntax), an unknown op (invalidSyntax), a path
+// that does not parse or names an unknown attribute (invalidPath), and a
+// remove without a path (noTarget).
+func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
+	raw, err := decodeObject(data)
+	if err != nil {
+		return nil, err
+	}
+	var schemas, operations any
+	for k, v := range raw {
+		switch {
+		case strings.EqualFold(k, "schemas"):
+			schemas = v
+		case strings.EqualFold(k, "Operations"):
+			operations = v
+		}
+	}
+	if !listsSchema(schemas, PatchOpSchema) {
+		return nil, Errorf(ErrInvalidSyntax, "a PATCH body needs \"schemas\": [%q]", PatchOpSchema)
+	}
+	list, ok := operations.([]any)
+	if !ok || len(list) == 0 {
+		return nil, Errorf(ErrInvalidSyntax, "a PATCH body needs a non-empty Operations array")
+	}
+	if len(list) > MaxPatchOperations {
+		return nil, Errorf(ErrTooMany, "a PATCH body may carry at most %d operations, got %d", MaxPatchOperations, len(list))
+	}
+	p := &Patch{rt: rt, ops: make([]patchOp, 0, len(list))}
+	for i, o := range list {
+		op, err := parseOp(rt, i, o)
+		if err != nil {
+			return nil, err
+		}
+		p.ops = append(p.ops, op)
+	}
+	return p, nil
+}
+
+func listsSchema(v any, urn string) bool {
+	list, _ := v.([]any)
+	for _, s := range list {
+		if s, ok := s.(string); ok && strings.EqualFold(s, urn) {
+			return true
+		}
+	}
+	return false
+}
+
+func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
+	obj, ok := o.(map[string]any)
+	if !ok {
+		return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
+	}
+	op := patchOp{index: i}
+	var kind, path any
+	var hasValue bool
+	for k, v := range obj {
+		switch strings.ToLower(k) {
+		case "op":
+			kind = v
+		case "path":
+			path = v
+		case "value":
+			op.value, hasValue = v, true
+		default:
+			return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d] has an unknown member %q", i, k)
+		}
+	}
+	s, _ := kind.(string)
+	switch strings.ToLower(s) {
+	case "add":
+		op.kind = patchAdd
+	case "replace":
+		op.kind = patchReplace
+	case "remove":
+		op.kind = patchRemove
+	default:
+		return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d]: op must be add, replace or remove, got %s", i, quoteOrKind(kind))
+	}
+	if path != nil {
+		ps, ok := path.(string)
+		if !ok {
+			return patchOp{}, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
+		}
+		if strings.TrimSpace(ps) != "" {
+			pp, err := parsePatchPath(rt, ps)
+			if err != nil {
+				return patchOp{}, err
+			}
+			op.path = pp
+		}
+	}
+	switch {
+	case op.path == nil && op.kind == patchRemove:
+		return patchOp{}, Errorf(ErrNoTarget, "Operations[%d]: remove needs a path", i)
+	case op.path == nil:
+		if _, ok := op.value.(map[string]any); !ok {
+			return patchOp{}, Errorf(ErrInvalidValue, "Operations[%d]: %s without a path needs an object value", i, op.kind)
+		}
+	case op.kind != patchRemove && !hasValue:
+		return patchOp{}, Errorf(ErrInvalidValue, "Operations[%d]: %s needs a value", i, op.kind)
+	}
+	return op, nil
+}
+
+func quoteOrKind(v any) string {
+	if s, ok := v.(string); ok {
+		return `"` + s + `"`
+	}
+	return jsonKind(v)
+}
+
+// parsePatchPath parses attrPath, attrPath[valFilter] and attrPath[valFilter].subAttr.
+func parsePatchPath(rt *ResourceType, s string) (*patchPath, error) {
+	pp := &patchPath{text: s}
+	open := strings.IndexByte(s, '[')
+	if open < 0 {
+		ap, err := rt.ParsePath(s)
+		if err != nil {
+			return nil, Errorf(ErrInvalidPath, "path %q: %v", s, trimPathPrefix(err, s))
+		}
+		pp.attr = ap
+		return pp, nil
+	}
+	end := closingBracket(s, open)
+	if end < 0 {
+		return nil, Errorf(ErrInvalidPath, "path %q: unbalanced [", s)
+	}
+	ap, err := rt.ParsePath(s[:open])
+	if err != nil {
+		return nil, Errorf(ErrInvalidPath, "path %q: %v", s, trimPathPrefix(err, s[:open]))
+	}
+	if ap.Sub != "" || ap.Name == "" || (ap.attr != nil && (ap.attr.Type != Complex || !ap.attr.MultiValued)) {
+		return nil, Errorf(ErrInvalidPath, "path %q: only a multi-valued complex attribute takes a [filter]", s)
+	}
+	f, err := ParseValueFilter(rt, ap, s[open+1:end])
+	if err != nil {
+		return nil, Errorf(ErrInvalidPath, "path %q: %v", s, err)
+	}
+	pp.attr, pp.filter = ap, f
+	rest := s[end+1:]
+	switch {
+	case rest == "":
+	case rest[0] == '.':
+		sub, err := ap.elementPath(rest[1:])
+		if err != nil {
+			return nil, Errorf(ErrInvalidPath, "path %q: %v", s, err)
+		}
+		pp.sub = sub
+	default:
+		return nil, Errorf(ErrInvalidPath, "path %q: unexpected %q after the filter", s, rest)
+	}
+	return pp, nil
+}
+
+// closingBracket finds the ] matching the [ at open, skipping quoted strings.
+func closingBracket(s string, open int) int {
+	inString := false
+	for i := open + 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case !inString && c == ']':
+			return i
+		}
+	}
+	return -1
+}
+
+// trimPathPrefix keeps ParsePath's explanation without repeating the path.
+func trimPathPrefix(err error, path string) string {
+	return strings.TrimPrefix(err.Error(), "path \""+path+"\": ")
+}
+
+// Apply applies the patch to r and returns the new state with the list of
+// changes. It never modifies r. For a Group, operations on members become
+// MemberOps for the backend (which holds memberships apart from the group) and
+// the rest apply to the group's attributes. A patch that changes nothing
+// returns an Update with no changes.
+func (p *Patch) Apply(r *Resource) (*Update, error) {
+	next := r.Clone()
+	u := &Update{Resource: next}
+	for _, op := range p.ops {
+		if err := p.applyOp(next, op, u); err != nil {
+			return nil, err
+		}
+	}
+	if err := next.checkRequired(); err != nil {
+		return nil, err
+	}
+	u.Changes = Diff(r, next)
+	return u, nil
+}
+
+func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
+	if op.path == nil {
+		// Path-less add or replace: every key of the object is a path of its
+		// own, which is how Entra sends "name.givenName" and URN-qualified keys.
+		for k, v := range op.value.(map[string]any) {
+			pp, err := parsePatchPath(p.rt, k)
+			if err != nil {
+				return Errorf(ErrInvalidValue, "Operations[%d]: value key %q: %v", op.index, k, err.(*Error).Detail)
+			}
+			sub := patchOp{kind: op.kind, path: pp, value: v, index: op.index}
+			if pp.attr.Name == "" {
+				sub.path = nil // a whole extension object: recurse into its keys
+				obj, ok := v.(map[string]any)
+				if !ok {
+					return Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, k)
+				}
+				qualified := make(map[string]any, len(obj))
+				for ek, ev := range obj {
+					qualified[pp.attr.URN+":"+ek] = ev
+				}
+				sub.value = qualified
+			}
+			if err := p.applyOp(r, sub, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	pp := op.path
+	if pp.attr.Name == "" {
+		return p.applyExtension(r, op, u)
+	}
+	if err := checkWritable(op, pp); err != nil {
+		return err
+	}
+	if r.Type == GroupResourceType && pp.attr.Name == "members" {
+		return applyMembers(op, u)
+	}
+	if pp.filter != nil {
+		return applyFiltered(r, op)
+	}
+	return applyPlain(r, op)
+}
+
+// applyExtension handles a path naming a whole extension, e.g. remove of
+// "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".
+func (p *Patch) applyExtension(r *Resource, op patchOp, u *Update) error {
+	urn := op.path.attr.URN
+	if op.kind == patchRemove {
+		if k := findKeyFold(r.Attrs, urn); k != "" {
+			delete(r.Attrs, k)
+		}
+		return nil
+	}
+	obj, ok := op.value.(map[string]any)
+	if !ok {
+		return Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, urn)
+	}
+	qualified := make(map[string]any, len(obj))
+	for k, v := range obj {
+		qualified[urn+":"+k] = v
+	}
+	return p.applyOp(r, patchOp{kind: op.kind, value: qualified, index: op.index}, u)
+}
+
+// checkWritable refuses changes to read-only attributes (id, meta, groups)
+// and to immutable ones.
+func checkWritable(op patchOp, pp *patchPath) error {
+	a := pp.attr.Leaf()
+	if pp.sub.attr != nil {
+		a = pp.sub.attr
+	}
+	if a == nil {
+		return nil
+	}
+	if pp.attr.attr != nil && pp.attr.attr.Mutability == ReadOnly || a.Mutability == ReadOnly {
+		return Errorf(ErrMutability, "Operations[%d]: %s is read-only", op.index, pp.text)
+	}
+	if a.Mutability == Immutable && pp.attr.Name != "members" {
+		return Errorf(ErrMutability, "Operations[%d]: %s is immutable", op.index, pp.text)
+	}
+	return nil
+}
+
+// applyPlain applies an op whose path has no filter: attr, attr.sub or an
+// extension attribute.
+func applyPlain(r *Resource, op patchOp) error {
+	ap := op.path.attr
+	obj := r.Attrs
+	if ap.URN != "" {
+		_, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		if obj == nil {
+			return nil // removing from an extension the resource lacks
+		}
+		defer dropEmptyContainer(r.Attrs, ap.URN)
+	}
+	name := ap.Name
+	if ap.attr == nil {
+		if k := findKeyFold(obj, name); k != "" {
+			name = k
+		}
+	}
+	if op.kind == patchRemove {
+		return removePlain(obj, name, ap, op)
+	}
+	value, err := normalizeValue(ap, op.value)
+	if err != nil {
+		return opError(op, err)
+	}
+	if ap.Sub != "" {
+		parent, _ := obj[name].(map[string]any)
+		if ap.attr != nil && ap.attr.MultiValued {
+			return Errorf(ErrInvalidPath, "Operations[%d]: %s is multi-valued; select values with %s[filter]", op.index, ap, ap.Name)
+		}
+		if value == nil {
+			delete(parent, ap.Sub)
+		} else {
+			if parent == nil {
+				parent = map[string]any{}
+				obj[name] = parent
+			}
+			parent[ap.Sub] = value
+		}
+		if len(parent) == 0 {
+			delete(obj, name)
+		}
+		return nil
+	}
+	if value == nil {
+		// Replacing with null, "" for a complex value, or [] unassigns
+		// (RFC 7643 §2.5); Entra clears a manager this way.
+		if op.kind == patchReplace {
+			delete(obj, name)
+		}
+		return nil
+	}
+	a := ap.attr
+	switch {
+	case a != nil && a.MultiValued && op.kind == patchAdd:
+		obj[name] = mergeValues(a, obj[name], value.([]any))
+	case a != nil && a.MultiValued:
+		obj[name] = enforceSinglePrimary(value.([]any), -1)
+	case a != nil && a.Type == Complex:
+		// add and replace of a complex value both set the given sub-attributes
+		// and leave the others (RFC 7644 §3.5.2.1, §3.5.2.3).
+		cur, _ := obj[name].(map[string]any)
+		merged := make(map[string]any, len(cur)+len(value.(map[string]any)))
+		for k, v := range cur {
+			merged[k] = v
+		}
+		for k, v := range value.(map[string]any) {
+			merged[k] = v
+		}
+		obj[name] = merged
+	default:
+		obj[name] = value
+	}
+	return nil
+}
+
+func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error {
+	if ap.Sub != "" {
+		parent, _ := obj[name].(map[string]any)
+		if ap.attr != nil && ap.attr.MultiValued {
+			// remove emails.value: the sub-attribute of every element.
+			list, _ := obj[name].([]any)
+			return removeSubFromEach(obj, name, list, ap.Sub)
+		}
+		delete(parent, ap.Sub)
+		if parent != nil && len(parent) == 0 {
+			delete(obj, name)
+		}
+		return nil
+	}
+	if ap.attr != nil && ap.attr.MultiValued && op.value != nil {
+		// Entra's dialect for multi-valued attributes: remove these values.
+		values, err := normalizeAttr(ap.attr, ap.String(), op.value)
+		if err != nil {
+			return opError(op, err)
+		}
+		list, _ := obj[name].([]any)
+		kept := list[:0:0]
+		for _, el := range list {
+			if !containsValue(ap.attr, values, el) {
+				kept = append(kept, el)
+			}
+		}
+		setList(obj, name, kept)
+		return nil
+	}
+	delete(obj, name)
+	return nil
+}
+
+func removeSubFromEach(obj map[string]any, name string, list []any, sub string) error {
+	out := make([]any, 0, len(list))
+	for _, el := range list {
+		m, ok := el.(map[string]any)
+		if !ok {
+			continue
+		}
+		c := cloneObject(m)
+		delete(c, sub)
+		if len(c) > 0 {
+			out = append(out, c)
+		}
+	}
+	setList(obj, name, out)
+	return nil
+}
+
+// applyFiltered applies an op whose path selects elements of a multi-valued
+// attribute: attr[filter] or attr[filter].sub.
+func applyFiltered(r *Resource, op patchOp) error {
+	pp := op.path
+	ap := pp.attr
+	obj := r.Attrs
+	if ap.URN != "" {
+		_, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		if obj == nil {
+			return nil
+		}
+		defer dropEmptyContainer(r.Attrs, ap.URN)
+	}
+	name := ap.Name
+	if ap.attr == nil {
+		if k := findKeyFold(obj, name); k != "" {
+			name = k
+		}
+	}
+	list, _ := obj[name].([]any)
+	out := make([]any, 0, len(list)+1)
+	matched := -1
+	for _, el := range list {
+		m, ok := el.(map[string]any)
+		if !ok || !pp.filter.MatchValue(m) {
+			out = append(out, el)
+			continue
+		}
+		matched = len(out)
+		switch {
+		case op.kind == patchRemove && pp.sub.Name == "":
+			matched = -2 // dropped
+			continue
+		case op.kind == patchRemove:
+			c := cloneObject(m)
+			delete(c, pp.sub.Name)
+			if len(c) > 0 {
+				out = append(out, c)
+			}
+		case pp.sub.Name != "":
+			v, err := normalizeSub(pp, op.value)
+			if err != nil {
+				return opError(op, err)
+			}
+			c := cloneObject(m)
+			if v == nil {
+				delete(c, pp.sub.Name)
+			} else {
+				c[pp.sub.Name] = v
+			}
+			out = append(out, c)
+		default:
+			v, err := normalizeElement(ap, op.value)
+			if err != nil {
+				return opError(op, err)
+			}
+			if op.kind == patchAdd {
+				c := cloneObject(m)
+				for k, sv := range v {
+					c[k] = sv
+				}
+				v = c
+			}
+			out = append(out, v)
+		}
+	}
+	if matched == -1 && op.kind != patchRemove {
+		// No element matched. Entra replaces emails[type eq "work"].value on
+		// users that have no work email yet and expects one to appear, so
+		// build the element from the filter's equality terms.
+		el, ok := pp.filter.template()
+		if !ok {
+			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s", op.index, ap, pp.text)
+		}
+		if pp.sub.Name != "" {
+			v, err := normalizeSub(pp, op.value)
+			if err != nil {
+				return opError(op, err)
+			}
+			if v == nil {
+				return nil
+			}
+			el[pp.sub.Name] = v
+		} else {
+			v, err := normalizeElement(ap, op.value)
+			if err != nil {
+				return opError(op, err)
+			}
+			for k, sv := range v {
+				el[k] = sv
+			}
+		}
+		out = append(out, el)
+		matched = len(out) - 1
+	}
+	if matched >= 0 {
+		out = enforceSinglePrimary(out, matched)
+	}
+	setList(obj, name, out)
+	return nil
+}
+
+// normalizeSub normalizes a value for the sub-attribute after a filter.
+func normalizeSub(pp *patchPath, v any) (any, error) {
+	if pp.sub.attr == nil {
+		return v, nil
+	}
+	return normalizeSingle(pp.sub.attr, pp.attr.String()+"."+pp.sub.Name, v)
+}
+
+// normalizeElement normalizes an object value for one element of a
+// multi-valued complex attribute.
+func normalizeElement(ap AttrPath, v any) (map[string]any, error) {
+	if ap.attr == nil {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, Errorf(ErrInvalidValue, "a value of %s must be an object", ap)
+		}
+		return m, nil
+	}
+	nv, err := normalizeSingle(ap.attr, ap.String(), v)
+	if err != nil {
+		return nil, err
+	}
+	m, _ := nv.(map[string]any)
+	if m == nil {
+		return nil, Errorf(ErrInvalidValue, "a value of %s must be a non-empty object", ap)
+	}
+	return m, nil
+}
+
+// applyMembers turns an op on a Group's members into MemberOps.
+func applyMembers(op patchOp, u *Update) error {
+	pp := op.path
+	if pp.sub.Name != "" {
+		return Errorf(ErrInvalidPath, "Operations[%d]: members are added and removed whole; %s cannot be changed", op.index, pp.text)
+	}
+	switch {
+	case op.kind == patchRemove && pp.filter != nil:
+		if values, ok := pp.filter.equalValues("value"); ok {
+			// members[value eq "id"], Entra's form with aadOptscim062020: a
+			// direct removal the backend can do without reading other members.
+			members := make([]Member, len(values))
+			for i, v := range values {
+				members[i] = Member{Value: v}
+			}
+			u.Members = append(u.Members, MemberOp{Kind: RemoveMembers, Members: members})
+		} else {
+			u.Members = append(u.Members, MemberOp{Kind: RemoveMatchingMembers, Filter: pp.filter})
+		}
+		return nil
+	case op.kind == patchRemove && op.value == nil:
+		u.Members = append(u.Members, MemberOp{Kind: RemoveAllMembers})
+		return nil
+	case pp.filter != nil:
+		return Errorf(ErrInvalidPath, "Operations[%d]: %s of %s is not supported; remove the member and add the new one", op.index, op.kind, pp.text)
+	}
+	members, err := parseMembers(op)
+	if err != nil {
+		return err
+	}
+	switch op.kind {
+	case patchRemove:
+		// Entra without aadOptscim062020: path "members" with the members to remove.
+		u.Members = append(u.Members, MemberOp{Kind: RemoveMembers, Members: members})
+	case patchReplace:
+		u.Members = append(u.Members, MemberOp{Kind: RemoveAllMembers})
+		if len(members) > 0 {
+			u.Members = append(u.Members, MemberOp{Kind: AddMembers, Members: members})
+		}
+	default:
+		if len(members) > 0 {
+			u.Members = append(u.Members, MemberOp{Kind: AddMembers, Members: members})
+		}
+	}
+	return nil
+}
+
+// parseMembers reads member values: an array of {"value": id, ...}, a single
+// such object, or bare id strings.
+func parseMembers(op patchOp) ([]Member, error) {
+	members, err := MembersFromValue(op.value)
+	if err != nil {
+		return nil, opError(op, err)
+	}
+	return members, nil
+}
+
+// MembersFromValue reads the members attribute of a Group as a client sent
+// it: an array of {"value": id, "display": ..., "$ref": ..., "type": ...}
+// (nulls allowed), a single such object, or bare id strings.
+func MembersFromValue(v any) ([]Member, error) {
+	list, ok := v.([]any)
+	if !ok {
+		if v == nil {
+			return nil, nil
+		}
+		list = []any{v}
+	}
+	out := make([]Member, 0, len(list))
+	for i, el := range list {
+		var m Member
+		switch el := el.(type) {
+		case nil:
+			continue
+		case string:
+			m.Value = el
+		case map[string]any:
+			for k, sv := range el {
+				if sv == nil {
+					continue
+				}
+				s, ok := sv.(string)
+				if !ok {
+					return nil, Errorf(ErrInvalidValue, "members[%d].%s must be a string, got %s", i, k, jsonKind(sv))
+				}
+				switch strings.ToLower(k) {
+				case "value":
+					m.Value = s
+				case "display":
+					m.Display = s
+				case "type":
+					m.Type = s
+				case "$ref":
+					m.Ref = s
+				default:
+					return nil, Errorf(ErrInvalidValue, "members[%d] has no sub-attribute %q", i, k)
+				}
+			}
+		default:
+			return nil, Errorf(ErrInvalidValue, "members[%d] must be an object with a value, got %s", i, jsonKind(el))
+		}
+		if strings.TrimSpace(m.Value) == "" {
+			return nil, Errorf(ErrInvalidValue, "members[%d] has no value (the member's id)", i)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// mergeValues adds values to a multi-valued attribute, updating an element
+// that already has the same value and type instead of duplicating it.
+func mergeValues(a *Attribute, cur any, add []any) []any {
+	list, _ := cur.([]any)
+	out := append(make([]any, 0, len(list)+len(add)), list...)
+	last := -1
+	for _, v := range add {
+		i := indexOfValue(a, out, v)
+		if i < 0 {
+			out = append(out, v)
+			i = len(out) - 1
+		} else if m, ok := v.(map[string]any); ok {
+			c := cloneObject(out[i].(map[string]any))
+			for k, sv := range m {
+				c[k] = sv
+			}
+			out[i] = c
+		}
+		if isPrimary(out[i]) {
+			last = i
+		}
+	}
+	if last >= 0 {
+		return enforceSinglePrimary(out, last)
+	}
+	return out
+}
+
+// indexOfValue finds the element of list that v would duplicate: equal, or
+// for complex values the same "value" (by its case rule) and "type".
+func indexOfValue(a *Attribute, list []any, v any) int {
+	m, isObj := v.(map[string]any)
+	for i, el := range list {
+		if reflect.DeepEqual(el, v) {
+			return i
+		}
+		em, ok := el.(map[string]any)
+		if !isObj || !ok {
+			continue
+		}
+		if sameString(a.Sub("value"), em["value"], m["value"]) && sameString(a.Sub("type"), em["type"], m["type"]) {
+			return i
+		}
+	}
+	return -1
+}
+
+func containsValue(a *Attribute, values any, el any) bool {
+	list, _ := values.([]any)
+	return indexOfValue(a, list, el) >= 0 || func() bool {
+		// A removal names elements by value alone (Entra sends {"value": id}).
+		em, ok := el.(map[string]any)
+		if !ok {
+			return false
+		}
+		for _, v := range list {
+			if m, ok := v.(map[string]any); ok && len(m) == 1 && sameString(a.Sub("value"), em["value"], m["value"]) && m["value"] != nil {
+				return true
+			}
+		}
+		return false
+	}()
+}
+
+func sameString(a *Attribute, x, y any) bool {
+	xs, xok := x.(string)
+	ys, yok := y.(string)
+	if !xok || !yok {
+		return x == nil && y == nil
+	}
+	if a != nil && a.CaseExact {
+		return xs == ys
+	}
+	return strings.EqualFold(xs, ys)
+}
+
+func isPrimary(v any) bool {
+	m, _ := v.(map[string]any)
+	p, _ := m["primary"].(bool)
+	return p
+}
+
+// enforceSinglePrimary keeps "primary": true on at most one element (RFC 7643
+// §2.4): the one at keep when it is primary, else the last primary one.
+func enforceSinglePrimary(list []any, keep int) []any {
+	if keep < 0 || keep >= len(list) || !isPrimary(list[keep]) {
+		keep = -1
+		for i := len(list) - 1; i >= 0; i-- {
+			if isPrimary(list[i]) {
+				keep = i
+				break
+			}
+		}
+	}
+	if keep < 0 {
+		return list
+	}
+	for i, el := range list {
+		if i != keep && isPrimary(el) {
+			c := cloneObject(el.(map[string]any))
+			c["primary"] = false
+			list[i] = c
+		}
+	}
+	return list
+}
+
+func setList(obj map[string]any, name string, list []any) {
+	if len(list) == 0 {
+		delete(obj, name)
+		return
+	}
+	obj[name] = list
+}
+
+func dropEmptyContainer(attrs map[string]any, urn string) {
+	if k, m := containerFor(attrs, urn, false); m != nil && len(m) == 0 {
+		delete(attrs, k)
+	}
+}
+
+// opError prefixes a value error with the operation it came from.
+func opError(op patchOp, err error) error {
+	se, ok := err.(*Error)
+	if !ok {
+		return err
+	}
+	return &Error{Status: se.Status, Type: se.Type, Detail: "Operations[" + strconv.Itoa(op.index) + "]: " + se.Detail}
+}

@@ -1,0 +1,361 @@
+package scim
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func patchBody(ops string) string {
+	return `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[` + ops + `]}`
+}
+
+// TestPatchApply covers RFC 7644 §3.5.2 semantics beyond the documented Entra
+// bodies (which TestEntraRequests covers), each against the user fixture.
+func TestPatchApply(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	tests := []struct {
+		name    string
+		ops     string
+		want    map[string]string // attribute path → JSON of its value afterwards ("" = absent)
+		changes []string          // paths reported as changed, in order
+	}{
+		{
+			name:    "replace with the same value changes nothing",
+			ops:     `{"op":"replace","path":"active","value":true},{"op":"Replace","path":"name.givenName","value":"givenName"}`,
+			want:    map[string]string{"active": `true`},
+			changes: nil,
+		},
+		{
+			name:    "filtered replace creates the missing element (Entra's work email)",
+			ops:     `{"op":"replace","path":"phoneNumbers[type eq \"mobile\"].value","value":"+1 555 0100"}`,
+			want:    map[string]string{"phoneNumbers": `[{"type":"mobile","value":"+1 555 0100"}]`},
+			changes: []string{"phoneNumbers"},
+		},
+		{
+			name:    "filtered add creates the missing element too",
+			ops:     `{"op":"add","path":"addresses[type eq \"work\"].country","value":"ML"}`,
+			want:    map[string]string{"addresses": `[{"country":"ML","type":"work"}]`},
+			changes: []string{"addresses"},
+		},
+		{
+			name:    "filtered remove of a sub-attribute",
+			ops:     `{"op":"remove","path":"emails[type eq \"work\"].primary"}`,
+			want:    map[string]string{"emails": `[{"type":"work","value":"Test_User_11bb11bb@testuser.com"}]`},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "filtered remove of the element",
+			ops:     `{"op":"remove","path":"emails[type eq \"work\"]"}`,
+			want:    map[string]string{"emails": ``},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "filtered remove that matches nothing is a no-op",
+			ops:     `{"op":"remove","path":"emails[type eq \"home\"]"}`,
+			want:    map[string]string{"emails": `[{"primary":true,"type":"work","value":"Test_User_11bb11bb@testuser.com"}]`},
+			changes: nil,
+		},
+		{
+			name:    "add to a multi-valued attribute appends and keeps one primary",
+			ops:     `{"op":"add","path":"emails","value":[{"value":"home@x","type":"home","primary":true}]}`,
+			want:    map[string]string{"emails": `[{"primary":false,"type":"work","value":"Test_User_11bb11bb@testuser.com"},{"primary":true,"type":"home","value":"home@x"}]`},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "add of an existing value does not duplicate it",
+			ops:     `{"op":"add","path":"emails","value":[{"value":"TEST_USER_11bb11bb@testuser.com","type":"work","primary":true}]}`,
+			want:    map[string]string{"emails": `[{"primary":true,"type":"work","value":"TEST_USER_11bb11bb@testuser.com"}]`},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "replace of a multi-valued attribute replaces the list",
+			ops:     `{"op":"replace","path":"emails","value":[{"value":"new@x","type":"work"}]}`,
+			want:    map[string]string{"emails": `[{"type":"work","value":"new@x"}]`},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "remove of values by value array (Entra's dialect beyond members)",
+			ops:     `{"op":"remove","path":"emails","value":[{"value":"test_user_11bb11bb@testuser.com"}]}`,
+			want:    map[string]string{"emails": ``},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "replace of a complex attribute merges sub-attributes",
+			ops:     `{"op":"replace","path":"name","value":{"givenName":"Ann"}}`,
+			want:    map[string]string{"name": `{"familyName":"familyName","formatted":"givenName familyName","givenName":"Ann"}`},
+			changes: []string{"name.givenName"},
+		},
+		{
+			name:    "path-less add with a nested object",
+			ops:     `{"op":"add","value":{"name":{"middleName":"Q"},"nickName":"Babs"}}`,
+			want:    map[string]string{"name.middleName": `"Q"`, "nickName": `"Babs"`},
+			changes: []string{"name.middleName", "nickName"},
+		},
+		{
+			name:    "path-less replace with an extension object",
+			ops:     `{"op":"replace","value":{"` + ent + `":{"department":"Sales","manager":"m2"}}}`,
+			want:    map[string]string{ent + ":department": `"Sales"`, ent + ":manager": `{"value":"m2"}`},
+			changes: []string{ent + ":department", ent + ":manager.value"},
+		},
+		{
+			name:    "path-less replace with active as a string",
+			ops:     `{"op":"Replace","value":{"active":"False"}}`,
+			want:    map[string]string{"active": `false`},
+			changes: []string{"active"},
+		},
+		{
+			name:    "manager by unqualified path with a bare string, then cleared",
+			ops:     `{"op":"Add","path":"manager","value":"m1"},{"op":"Replace","path":"manager","value":""}`,
+			want:    map[string]string{ent + ":manager": ``},
+			changes: nil,
+		},
+		{
+			name:    "remove of an extension attribute drops the empty extension",
+			ops:     `{"op":"remove","path":"` + ent + `:employeeNumber"},{"op":"remove","path":"` + ent + `:department"}`,
+			want:    map[string]string{ent: ``},
+			changes: []string{ent + ":employeeNumber", ent + ":department"},
+		},
+		{
+			name:    "remove of a whole extension",
+			ops:     `{"op":"remove","path":"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"}`,
+			want:    map[string]string{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User": ``},
+			changes: []string{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode"},
+		},
+		{
+			name:    "custom extension attribute set by its URN path",
+			ops:     `{"op":"replace","path":"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode","value":"10115"}`,
+			want:    map[string]string{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode": `"10115"`},
+			changes: []string{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode"},
+		},
+		{
+			name:    "replace with null unassigns",
+			ops:     `{"op":"replace","path":"externalId","value":null}`,
+			want:    map[string]string{"externalId": ``},
+			changes: []string{"externalId"},
+		},
+		{
+			name:    "operations apply in order",
+			ops:     `{"op":"add","path":"title","value":"A"},{"op":"replace","path":"title","value":"B"},{"op":"remove","path":"nickName"}`,
+			want:    map[string]string{"title": `"B"`},
+			changes: []string{"title"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fixture(t, UserResourceType, baseUserJSON)
+			p, err := ParsePatch(UserResourceType, []byte(patchBody(tt.ops)))
+			if err != nil {
+				t.Fatalf("ParsePatch: %v", err)
+			}
+			u, err := p.Apply(base)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			for path, want := range tt.want {
+				if got := valueAt(t, u.Resource, path); got != want {
+					t.Errorf("%s = %s, want %s", path, got, want)
+				}
+			}
+			var got []string
+			for _, c := range u.Changes {
+				got = append(got, c.Path)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.changes, " ") {
+				t.Errorf("changes = %v, want %v", got, tt.changes)
+			}
+		})
+	}
+}
+
+// valueAt returns the JSON of the value at an attribute path, "" if absent.
+func valueAt(t *testing.T, r *Resource, path string) string {
+	t.Helper()
+	p, err := r.Type.ParsePath(path)
+	if err != nil {
+		t.Fatalf("ParsePath(%q): %v", path, err)
+	}
+	var v any
+	if p.Name == "" {
+		_, m := containerFor(r.Attrs, p.URN, false)
+		if m == nil {
+			return ""
+		}
+		v = m
+	} else {
+		v = lookupAttr(r.Attrs, p)
+		if p.Sub != "" {
+			m, _ := v.(map[string]any)
+			v = m[p.Sub]
+		}
+	}
+	if v == nil {
+		return ""
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestPatchGroupMembers(t *testing.T) {
+	tests := []struct {
+		name string
+		ops  string
+		want string // memberOpsJSON
+	}{
+		{"add several with display and $ref", `{"op":"add","path":"members","value":[{"value":"u1","display":"Ann"},{"value":"u2","$ref":null}]}`,
+			`[{"kind":"add","members":[{"value":"u1","display":"Ann"},{"value":"u2"}]}]`},
+		{"remove all", `{"op":"remove","path":"members"}`, `[{"kind":"removeAll"}]`},
+		{"replace all", `{"op":"replace","path":"members","value":[{"value":"u3"}]}`, `[{"kind":"removeAll"},{"kind":"add","members":[{"value":"u3"}]}]`},
+		{"remove by or-ed value filter", `{"op":"remove","path":"members[value eq \"a\" or value eq \"b\"]"}`,
+			`[{"kind":"remove","members":[{"value":"a"},{"value":"b"}]}]`},
+		{"remove by another filter", `{"op":"remove","path":"members[display sw \"Ann\"]"}`,
+			`[{"kind":"removeMatching","filter":"display sw \"Ann\""}]`},
+		{"path-less replace with members and displayName", `{"op":"replace","value":{"members":[{"value":"u9"}]}}`,
+			`[{"kind":"removeAll"},{"kind":"add","members":[{"value":"u9"}]}]`},
+		{"bare id strings", `{"op":"add","path":"members","value":["u1","u2"]}`, `[{"kind":"add","members":[{"value":"u1"},{"value":"u2"}]}]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fixture(t, GroupResourceType, baseGroupJSON)
+			p, err := ParsePatch(GroupResourceType, []byte(patchBody(tt.ops)))
+			if err != nil {
+				t.Fatalf("ParsePatch: %v", err)
+			}
+			u, err := p.Apply(base)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			got, _ := json.Marshal(memberOpsJSON(u.Members))
+			if string(got) != tt.want {
+				t.Errorf("member ops = %s\nwant        %s", got, tt.want)
+			}
+			if _, ok := u.Resource.Attrs["members"]; ok {
+				t.Error("members ended up in the group's attributes; they belong to the backend")
+			}
+		})
+	}
+}
+
+func TestPatchErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		rt     *ResourceType
+		body   string
+		kind   *Error
+		detail string
+	}{
+		{"malformed JSON", UserResourceType, `{"Operations":[`, ErrInvalidSyntax, "not valid JSON"},
+		{"schema-less body", UserResourceType, `{"Operations":[{"op":"add","path":"title","value":"x"}]}`, ErrInvalidSyntax, "PatchOp"},
+		{"no operations", UserResourceType, patchBody(``), ErrInvalidSyntax, "non-empty Operations"},
+		{"unknown op", UserResourceType, patchBody(`{"op":"merge","path":"title","value":"x"}`), ErrInvalidSyntax, `got "merge"`},
+		{"op not a string", UserResourceType, patchBody(`{"op":1,"path":"title","value":"x"}`), ErrInvalidSyntax, "got a number"},
+		{"unknown member of an operation", UserResourceType, patchBody(`{"op":"add","path":"title","value":"x","from":"y"}`), ErrInvalidSyntax, `"from"`},
+		{"bad path syntax", UserResourceType, patchBody(`{"op":"add","path":"emails[type eq","value":"x"}`), ErrInvalidPath, "unbalanced"},
+		{"unknown attribute", UserResourceType, patchBody(`{"op":"add","path":"shoeSize","value":"9"}`), ErrInvalidPath, `unknown attribute "shoeSize"`},
+		{"filter on a single-valued attribute", UserResourceType, patchBody(`{"op":"add","path":"name[givenName eq \"x\"]","value":"x"}`), ErrInvalidPath, "multi-valued complex"},
+		{"bad filter in path", UserResourceType, patchBody(`{"op":"remove","path":"emails[type zz \"work\"]"}`), ErrInvalidPath, "unknown operator"},
+		{"junk after the filter", UserResourceType, patchBody(`{"op":"remove","path":"emails[type eq \"work\"]x"}`), ErrInvalidPath, "after the filter"},
+		{"patch of id", UserResourceType, patchBody(`{"op":"replace","path":"id","value":"x"}`), ErrMutability, "read-only"},
+		{"patch of meta", UserResourceType, patchBody(`{"op":"replace","path":"meta.lastModified","value":"2020-01-01T00:00:00Z"}`), ErrMutability, "read-only"},
+		{"patch of groups", UserResourceType, patchBody(`{"op":"add","path":"groups","value":[{"value":"g"}]}`), ErrMutability, "read-only"},
+		{"path-less patch of id", UserResourceType, patchBody(`{"op":"replace","value":{"id":"x"}}`), ErrMutability, "read-only"},
+		{"remove without path", UserResourceType, patchBody(`{"op":"remove"}`), ErrNoTarget, "needs a path"},
+		{"replace of a filter that matches nothing and builds nothing", UserResourceType, patchBody(`{"op":"replace","path":"emails[value co \"x\"].type","value":"home"}`), ErrNoTarget, "no value of emails"},
+		{"add without value", UserResourceType, patchBody(`{"op":"add","path":"title"}`), ErrInvalidValue, "needs a value"},
+		{"path-less add of a non-object", UserResourceType, patchBody(`{"op":"add","value":"x"}`), ErrInvalidValue, "object value"},
+		{"number for a string", UserResourceType, patchBody(`{"op":"replace","path":"title","value":7}`), ErrInvalidValue, "title must be a string"},
+		{"object for active", UserResourceType, patchBody(`{"op":"replace","path":"active","value":{"v":false}}`), ErrInvalidValue, "active must be a boolean"},
+		{"removing userName", UserResourceType, patchBody(`{"op":"remove","path":"userName"}`), ErrInvalidValue, "userName is required"},
+		{"unknown key in path-less replace", UserResourceType, patchBody(`{"op":"replace","value":{"shoeSize":"9"}}`), ErrInvalidValue, "shoeSize"},
+		{"member without value", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"display":"x"}]}`), ErrInvalidValue, "has no value"},
+		{"member value not a string", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"value":5}]}`), ErrInvalidValue, "must be a string"},
+		{"change a member's sub-attribute", GroupResourceType, patchBody(`{"op":"replace","path":"members[value eq \"u\"].display","value":"x"}`), ErrInvalidPath, "cannot be changed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fixture(t, UserResourceType, baseUserJSON)
+			if tt.rt == GroupResourceType {
+				base = fixture(t, GroupResourceType, baseGroupJSON)
+			}
+			before := string(base.AppendJSON(nil))
+			p, err := ParsePatch(tt.rt, []byte(tt.body))
+			if err == nil {
+				_, err = p.Apply(base)
+			}
+			assertSCIMError(t, err, tt.kind, tt.detail)
+			if after := string(base.AppendJSON(nil)); after != before {
+				t.Errorf("a failed patch modified its input")
+			}
+		})
+	}
+}
+
+func FuzzApplyPatch(f *testing.F) {
+	for _, s := range loadEntraSteps(f) {
+		if s.Method == "PATCH" && s.RequestBody != nil {
+			f.Add(*s.RequestBody)
+		}
+	}
+	f.Add(patchBody(`{"op":"add","path":"emails[type eq \"work\"].value","value":"x@y"}`))
+	f.Add(patchBody(`{"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":["m"]}}}`))
+	f.Add(patchBody(`{"op":"remove","path":"members[value eq \"a\" or display co \"b\"]"}`))
+	user := fixture(f, UserResourceType, baseUserJSON)
+	group := fixture(f, GroupResourceType, baseGroupJSON)
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, base := range []*Resource{user, group} {
+			before := string(base.AppendJSON(nil))
+			p, err := ParsePatch(base.Type, []byte(body))
+			if err != nil {
+				var se *Error
+				if !asSCIM(err, &se) || se.Status != 400 {
+					t.Fatalf("ParsePatch returned %v, not a 400 SCIM error", err)
+				}
+				continue
+			}
+			u, err := p.Apply(base)
+			if after := string(base.AppendJSON(nil)); after != before {
+				t.Fatalf("Apply modified its input")
+			}
+			if err != nil {
+				var se *Error
+				if !asSCIM(err, &se) || se.Status != 400 {
+					t.Fatalf("Apply returned %v, not a 400 SCIM error", err)
+				}
+				continue
+			}
+			// The result must be a resource we would accept as input.
+			out := u.Resource.AppendJSON(nil)
+			if !json.Valid(out) {
+				t.Fatalf("Apply produced invalid JSON: %s", out)
+			}
+			if _, err := ParseResource(base.Type, out); err != nil {
+				t.Fatalf("Apply produced a resource that does not parse back: %v\n%s", err, out)
+			}
+		}
+	})
+}
+
+// BenchmarkApplyPatch measures a typical Entra PATCH: parse and apply the
+// documented multi-attribute replace with dotted and URN keys.
+func BenchmarkApplyPatch(b *testing.B) {
+	var body []byte
+	for _, s := range loadEntraSteps(b) {
+		if s.ID == "replace-multi-flag" {
+			body = []byte(*s.RequestBody)
+		}
+	}
+	base := fixture(b, UserResourceType, baseUserJSON)
+	b.ReportAllocs()
+	for b.Loop() {
+		p, err := ParsePatch(UserResourceType, body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Apply(base); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

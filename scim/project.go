@@ -1,0 +1,237 @@
+package scim
+
+import "strings"
+
+// Projection is what the attributes and excludedAttributes query parameters
+// ask for (RFC 7644 §3.9). The zero value returns every attribute returned
+// by default.
+type Projection struct {
+	include []AttrPath
+	exclude []AttrPath
+}
+
+// ParseProjection parses the two comma-separated parameters. Names the
+// schemas lack are ignored: a client asking for an attribute we do not have
+// gets the response without it, as it would if the attribute were unset.
+func ParseProjection(rt *ResourceType, attributes, excluded string) *Projection {
+	return &Projection{include: parsePathList(rt, attributes), exclude: parsePathList(rt, excluded)}
+}
+
+func parsePathList(rt *ResourceType, s string) []AttrPath {
+	var out []AttrPath
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if p, err := rt.ParsePath(part); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Selects reports whether the attributes parameter was given, which changes
+// a group PATCH's answer from 204 to 200 with the resource.
+func (p *Projection) Selects() bool { return len(p.include) > 0 }
+
+// Wants reports whether the projection keeps the top-level core attribute
+// name, so that a handler can skip fetching what it would drop (members).
+func (p *Projection) Wants(name string) bool {
+	for _, e := range p.exclude {
+		if e.URN == "" && e.Sub == "" && e.Name == name {
+			return false
+		}
+	}
+	if len(p.include) == 0 {
+		return true
+	}
+	for _, i := range p.include {
+		if i.URN == "" && i.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// subFilter returns which sub-attributes of the top-level core attribute
+// name to keep: nil for all of them.
+func (p *Projection) subFilter(name string) []string {
+	var subs []string
+	for _, i := range p.include {
+		if i.URN == "" && i.Name == name {
+			if i.Sub == "" {
+				return nil
+			}
+			subs = append(subs, i.Sub)
+		}
+	}
+	return subs
+}
+
+// Apply returns a copy of r holding only what the projection keeps. Values
+// are shared with r, not copied. Attributes returned "always" (id) stay.
+func (p *Projection) Apply(r *Resource) *Resource {
+	if len(p.include) == 0 && len(p.exclude) == 0 {
+		return r
+	}
+	out := &Resource{Type: r.Type, Attrs: make(map[string]any, len(r.Attrs))}
+	if len(p.include) == 0 {
+		for k, v := range r.Attrs {
+			out.Attrs[k] = v
+		}
+	} else {
+		for _, i := range p.include {
+			copyPath(out.Attrs, r.Attrs, i)
+		}
+		if id, ok := r.Attrs["id"]; ok {
+			out.Attrs["id"] = id
+		}
+	}
+	for _, e := range p.exclude {
+		if e.attr != nil && e.attr.Returned == ReturnedAlways {
+			continue
+		}
+		removePath(out.Attrs, e)
+	}
+	return out
+}
+
+// copyPath copies the value at p from src into dst, sharing values.
+func copyPath(dst, src map[string]any, p AttrPath) {
+	if p.URN != "" {
+		key, obj := containerFor(src, p.URN, false)
+		if obj == nil {
+			return
+		}
+		if p.Name == "" {
+			dst[key] = obj
+			return
+		}
+		inner, _ := dst[key].(map[string]any)
+		if inner == nil {
+			inner = map[string]any{}
+			dst[key] = inner
+		}
+		copyPath(inner, obj, AttrPath{Name: p.Name, Sub: p.Sub, attr: p.attr, sub: p.sub})
+		if len(inner) == 0 {
+			delete(dst, key)
+		}
+		return
+	}
+	name := p.Name
+	if p.attr == nil {
+		name = findKeyFold(src, p.Name)
+	}
+	v, ok := src[name]
+	if !ok {
+		return
+	}
+	if p.Sub == "" {
+		dst[name] = v
+		return
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		sv, ok := v[p.Sub]
+		if !ok {
+			return
+		}
+		m, _ := dst[name].(map[string]any)
+		if m == nil {
+			m = map[string]any{}
+			dst[name] = m
+		}
+		m[p.Sub] = sv
+	case []any:
+		// emails.value: keep that sub-attribute of every element, merging with
+		// sub-attributes already copied for the same elements.
+		prev, _ := dst[name].([]any)
+		out := make([]any, len(v))
+		for i, el := range v {
+			m := map[string]any{}
+			if i < len(prev) {
+				if pm, ok := prev[i].(map[string]any); ok {
+					m = pm
+				}
+			}
+			if em, ok := el.(map[string]any); ok {
+				if sv, ok := em[p.Sub]; ok {
+					m[p.Sub] = sv
+				}
+			}
+			out[i] = m
+		}
+		dst[name] = out
+	}
+}
+
+// removePath drops the value at p from obj, copying what it changes so that
+// shared values are left alone.
+func removePath(obj map[string]any, p AttrPath) {
+	if p.URN != "" {
+		key, inner := containerFor(obj, p.URN, false)
+		if inner == nil {
+			return
+		}
+		if p.Name == "" {
+			delete(obj, key)
+			return
+		}
+		c := make(map[string]any, len(inner))
+		for k, v := range inner {
+			c[k] = v
+		}
+		removePath(c, AttrPath{Name: p.Name, Sub: p.Sub, attr: p.attr, sub: p.sub})
+		if len(c) == 0 {
+			delete(obj, key)
+		} else {
+			obj[key] = c
+		}
+		return
+	}
+	name := p.Name
+	if p.attr == nil {
+		name = findKeyFold(obj, p.Name)
+	}
+	if p.Sub == "" {
+		delete(obj, name)
+		return
+	}
+	switch v := obj[name].(type) {
+	case map[string]any:
+		c := make(map[string]any, len(v))
+		for k, sv := range v {
+			if k != p.Sub {
+				c[k] = sv
+			}
+		}
+		setOrDelete(obj, name, c)
+	case []any:
+		out := make([]any, 0, len(v))
+		for _, el := range v {
+			em, ok := el.(map[string]any)
+			if !ok {
+				continue
+			}
+			c := make(map[string]any, len(em))
+			for k, sv := range em {
+				if k != p.Sub {
+					c[k] = sv
+				}
+			}
+			if len(c) > 0 {
+				out = append(out, c)
+			}
+		}
+		setList(obj, name, out)
+	}
+}
+
+func setOrDelete(obj map[string]any, name string, m map[string]any) {
+	if len(m) == 0 {
+		delete(obj, name)
+		return
+	}
+	obj[name] = m
+}

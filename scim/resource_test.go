@@ -1,0 +1,173 @@
+package scim
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+const userSchemas = `"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]`
+
+func TestParseResource(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want string // the canonical JSON
+	}{
+		{
+			name: "attribute names in any case come out canonical",
+			body: `{` + userSchemas + `,"USERNAME":"ann@x.com","Name":{"GIVENNAME":"Ann"},"EMAILS":[{"VALUE":"ann@x.com","Type":"work"}]}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@x.com","name":{"givenName":"Ann"},"emails":[{"value":"ann@x.com","type":"work"}]}`,
+		},
+		{
+			name: "True and False strings become booleans",
+			body: `{` + userSchemas + `,"userName":"a","active":"False","emails":[{"value":"a@x","primary":"True"}]}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a","active":false,"emails":[{"value":"a@x","primary":true}]}`,
+		},
+		{
+			name: "nulls and empty arrays are unassigned",
+			body: `{` + userSchemas + `,"userName":"a","title":null,"roles":[],"addresses":null,"name":{"givenName":null}}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a"}`,
+		},
+		{
+			name: "read-only id, meta and groups are ignored; password is discarded",
+			body: `{` + userSchemas + `,"id":"x","meta":{"resourceType":"User"},"groups":[{"value":"g"}],"userName":"a","password":"hunter2"}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a"}`,
+		},
+		{
+			name: "manager as a bare string",
+			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":"m1"}}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"m1"}}}`,
+		},
+		{
+			name: "manager as a one-element array, displayName is the server's",
+			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":[{"value":"m1","displayName":"Boss"}]}}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"m1"}}}`,
+		},
+		{
+			name: "enterprise attributes URN-qualified at the top level or unqualified",
+			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber":"7","department":"Ops"}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"employeeNumber":"7","department":"Ops"}}`,
+		},
+		{
+			name: "an unknown extension is kept as sent (SAFE's custom attributes)",
+			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"postalCode":"98052","n":12345678901234567890}}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"n":12345678901234567890,"postalCode":"98052"}}`,
+		},
+		{
+			name: "an unknown extension attribute URN-qualified at the top level",
+			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode":"98052"}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"postalCode":"98052"}}`,
+		},
+		{
+			name: "a single object where a list belongs is one element",
+			body: `{` + userSchemas + `,"userName":"a","emails":{"value":"a@x"}}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a","emails":[{"value":"a@x"}]}`,
+		},
+		{
+			name: "unicode and control characters survive",
+			body: `{` + userSchemas + `,"userName":"zoë\u2028\"q\"\\\n"}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"zoë\u2028\"q\"\\\n"}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := ParseResource(UserResourceType, []byte(tt.body))
+			if err != nil {
+				t.Fatalf("ParseResource: %v", err)
+			}
+			got := string(r.AppendJSON(nil))
+			if got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Errorf("output is not valid JSON: %s", got)
+			}
+		})
+	}
+}
+
+func TestParseResourceErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		rt     *ResourceType
+		body   string
+		kind   *Error
+		detail string
+	}{
+		{"malformed JSON", UserResourceType, `{"userName":`, ErrInvalidSyntax, "not valid JSON"},
+		{"trailing data", UserResourceType, `{` + userSchemas + `,"userName":"a"} {}`, ErrInvalidSyntax, "after the JSON object"},
+		{"not an object", UserResourceType, `["a"]`, ErrInvalidSyntax, "must be a JSON object"},
+		{"no schemas", UserResourceType, `{"userName":"a"}`, ErrInvalidSyntax, "no schemas attribute"},
+		{"wrong core schema", UserResourceType, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"userName":"a"}`, ErrInvalidSyntax, "must include urn:ietf:params:scim:schemas:core:2.0:User"},
+		{"schemas not an array", UserResourceType, `{"schemas":"x","userName":"a"}`, ErrInvalidSyntax, "array"},
+		{"missing userName", UserResourceType, `{` + userSchemas + `,"displayName":"a"}`, ErrInvalidValue, "userName is required"},
+		{"blank userName", UserResourceType, `{` + userSchemas + `,"userName":"  "}`, ErrInvalidValue, "userName is required"},
+		{"missing displayName", GroupResourceType, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"]}`, ErrInvalidValue, "displayName is required"},
+		{"number for a string", UserResourceType, `{` + userSchemas + `,"userName":42}`, ErrInvalidValue, "userName must be a string, got a number"},
+		{"object for active", UserResourceType, `{` + userSchemas + `,"userName":"a","active":{"x":1}}`, ErrInvalidValue, "active must be a boolean, got an object"},
+		{"string that is not a boolean", UserResourceType, `{` + userSchemas + `,"userName":"a","active":"yes"}`, ErrInvalidValue, "active must be a boolean"},
+		{"unknown attribute", UserResourceType, `{` + userSchemas + `,"userName":"a","favouriteColour":"red"}`, ErrInvalidValue, `unknown attribute "favouriteColour"`},
+		{"unknown sub-attribute", UserResourceType, `{` + userSchemas + `,"userName":"a","name":{"nick":"x"}}`, ErrInvalidValue, `no sub-attribute "nick"`},
+		{"string for a complex value", UserResourceType, `{` + userSchemas + `,"userName":"a","name":"Ann"}`, ErrInvalidValue, "name must be a JSON object"},
+		{"two values for a single complex", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":[{"value":"a"},{"value":"b"}]}}`, ErrInvalidValue, "single-valued"},
+		{"same attribute twice", UserResourceType, `{` + userSchemas + `,"userName":"a","USERNAME":"b"}`, ErrInvalidValue, "given twice"},
+		{"unknown enterprise attribute", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"shoeSize":"9"}}`, ErrInvalidValue, "shoeSize"},
+		{"extension that is not an object", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":"x"}`, ErrInvalidValue, "must be a JSON object"},
+		{"bad base64 certificate", UserResourceType, `{` + userSchemas + `,"userName":"a","x509Certificates":[{"value":"%%%"}]}`, ErrInvalidValue, "base64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseResource(tt.rt, []byte(tt.body))
+			assertSCIMError(t, err, tt.kind, tt.detail)
+		})
+	}
+}
+
+// assertSCIMError checks that err is a SCIM error of kind whose detail contains detail.
+func assertSCIMError(t *testing.T, err error, kind *Error, detail string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want %d %s containing %q", kind.Status, kind.Type, detail)
+	}
+	var se *Error
+	if !errors.As(err, &se) {
+		t.Fatalf("got %T %v, want a *scim.Error", err, err)
+	}
+	if !errors.Is(err, kind) {
+		t.Fatalf("got %d %q (%s), want %d %q", se.Status, se.Type, se.Detail, kind.Status, kind.Type)
+	}
+	if !strings.Contains(se.Detail, detail) {
+		t.Fatalf("detail %q does not contain %q", se.Detail, detail)
+	}
+}
+
+func TestResourceAccessors(t *testing.T) {
+	r, err := ParseResource(UserResourceType, []byte(`{`+userSchemas+`,"userName":"a","active":false,
+		"emails":[{"value":"home@x","type":"home"},{"value":"prim@x","primary":true},{"value":"work@x","type":"Work"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.WorkEmail(); got != "work@x" {
+		t.Errorf("WorkEmail = %q, want work@x", got)
+	}
+	if got := strings.Join(r.Emails(), ","); got != "home@x,prim@x,work@x" {
+		t.Errorf("Emails = %q", got)
+	}
+	if active, set := r.Active(); active || !set {
+		t.Errorf("Active = %v, %v; want false, true", active, set)
+	}
+	noWork, _ := ParseResource(UserResourceType, []byte(`{`+userSchemas+`,"userName":"a","emails":[{"value":"h@x"},{"value":"p@x","primary":true}]}`))
+	if got := noWork.WorkEmail(); got != "p@x" {
+		t.Errorf("WorkEmail without a work email = %q, want the primary p@x", got)
+	}
+	clone := r.Clone()
+	clone.Attrs["emails"].([]any)[0].(map[string]any)["value"] = "changed"
+	if r.Emails()[0] != "home@x" {
+		t.Error("Clone shares nested values with the original")
+	}
+}
+
+// asSCIM is errors.As for *Error, for fuzz targets that must not t.Fatal through helpers.
+func asSCIM(err error, target **Error) bool { return errors.As(err, target) }
