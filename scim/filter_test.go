@@ -41,7 +41,7 @@ func TestFilterMatch(t *testing.T) {
 		{`userName eq "Joy.Young@Contoso.com"`, true},
 		{`userName eq "joy.young@contoso.com"`, true}, // userName is case-insensitive
 		{`userName eq "00aa00aa-bb11-cc22-dd33-44ee44ee44ee"`, false},
-		{`externalId eq jyoung`, true},  // unquoted, as Entra's docs print it
+		{`externalId eq jyoung`, true},    // unquoted, as Entra's docs print it
 		{`externalId eq "JYOUNG"`, false}, // externalId is caseExact
 		{`emails[type eq "work"].value eq "JOY@contoso.com"`, true},
 		{`emails[type eq "home"].value eq "joy@contoso.com"`, false},
