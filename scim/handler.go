@@ -125,31 +125,65 @@ type call struct {
 }
 
 func (h *Handler) routes() *mux.Router {
-	r := mux.NewRouter()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		h.writeError(w, req, Errorf(ErrNotFound, "no SCIM endpoint at %s; the base URL is /scim/v2/<tenant>", req.URL.Path))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		h.writeError(w, req, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s", req.Method, req.URL.Path))
-	})
+	r := mux.NewRouter()
+	r.NotFoundHandler = notFound
 	t := r.PathPrefix("/scim/v2/{tenant}").Subrouter()
+	t.NotFoundHandler = notFound
 	for _, rt := range ResourceTypes {
-		t.Handle(rt.Endpoint, h.route(rt, "list", h.list)).Methods(http.MethodGet)
-		t.Handle(rt.Endpoint, h.route(rt, "create", h.create)).Methods(http.MethodPost)
-		t.Handle(rt.Endpoint+"/.search", h.route(rt, "search", h.search)).Methods(http.MethodPost)
-		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "get", h.get)).Methods(http.MethodGet)
-		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "replace", h.replace)).Methods(http.MethodPut)
-		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "patch", h.patch)).Methods(http.MethodPatch)
-		t.Handle(rt.Endpoint+"/{id}", h.route(rt, "delete", h.delete)).Methods(http.MethodDelete)
+		t.Handle(rt.Endpoint, h.methods(
+			get(h.route(rt, "list", h.list)),
+			post(h.route(rt, "create", h.create)),
+		))
+		t.Handle(rt.Endpoint+"/.search", h.methods(post(h.route(rt, "search", h.search))))
+		t.Handle(rt.Endpoint+"/{id}", h.methods(
+			get(h.route(rt, "get", h.get)),
+			put(h.route(rt, "replace", h.replace)),
+			patch(h.route(rt, "patch", h.patch)),
+			del(h.route(rt, "delete", h.delete)),
+		))
 	}
-	t.Handle("/ServiceProviderConfig", h.route(nil, "discovery", h.serviceProviderConfig)).Methods(http.MethodGet)
-	t.Handle("/Schemas", h.route(nil, "discovery", h.schemas)).Methods(http.MethodGet)
-	t.Handle("/Schemas/{id}", h.route(nil, "discovery", h.schema)).Methods(http.MethodGet)
-	t.Handle("/ResourceTypes", h.route(nil, "discovery", h.resourceTypes)).Methods(http.MethodGet)
-	t.Handle("/ResourceTypes/{id}", h.route(nil, "discovery", h.resourceType)).Methods(http.MethodGet)
+	t.Handle("/ServiceProviderConfig", h.methods(get(h.route(nil, "discovery", h.serviceProviderConfig))))
+	t.Handle("/Schemas", h.methods(get(h.route(nil, "discovery", h.schemas))))
+	t.Handle("/Schemas/{id}", h.methods(get(h.route(nil, "discovery", h.schema))))
+	t.Handle("/ResourceTypes", h.methods(get(h.route(nil, "discovery", h.resourceTypes))))
+	t.Handle("/ResourceTypes/{id}", h.methods(get(h.route(nil, "discovery", h.resourceType))))
 	t.Handle("/Bulk", h.route(nil, "bulk", notImplemented("bulk operations are not supported (ServiceProviderConfig bulk.supported is false)")))
 	t.Handle("/Me", h.route(nil, "me", notImplemented("/Me is not supported: scimrelay has no authenticated subject")))
 	return r
+}
+
+type methodRoute struct {
+	method string
+	h      http.Handler
+}
+
+func get(h http.Handler) methodRoute   { return methodRoute{http.MethodGet, h} }
+func post(h http.Handler) methodRoute  { return methodRoute{http.MethodPost, h} }
+func put(h http.Handler) methodRoute   { return methodRoute{http.MethodPut, h} }
+func patch(h http.Handler) methodRoute { return methodRoute{http.MethodPatch, h} }
+func del(h http.Handler) methodRoute   { return methodRoute{http.MethodDelete, h} }
+
+// methods dispatches on the request method, answering 405 with an Allow
+// header for the others.
+func (h *Handler) methods(routes ...methodRoute) http.Handler {
+	allowed := make([]string, len(routes))
+	for i, m := range routes {
+		allowed[i] = m.method
+	}
+	allow := strings.Join(allowed, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range routes {
+			if m.method == r.Method {
+				m.h.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Allow", allow)
+		h.writeError(w, r, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+	})
 }
 
 func notImplemented(detail string) handlerFunc {

@@ -1,0 +1,533 @@
+package scim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	tokenAcme   = "acme-secret-token-0123456789"
+	tokenGlobex = "globex-secret-token-0123456789"
+)
+
+type testServer struct {
+	t       *testing.T
+	srv     *httptest.Server
+	backend *memBackend
+	mu      sync.Mutex
+	infos   []RequestInfo
+}
+
+func newTestServer(t *testing.T, o Options) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, backend: newMemBackend(map[string]string{"acme": tokenAcme, "globex": tokenGlobex})}
+	o.Observe = func(_ context.Context, info *RequestInfo) {
+		ts.mu.Lock()
+		ts.infos = append(ts.infos, *info)
+		ts.mu.Unlock()
+	}
+	ts.srv = httptest.NewServer(NewHandler(ts.backend, ts.backend, o))
+	t.Cleanup(ts.srv.Close)
+	return ts
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	json   map[string]any
+}
+
+// do sends a request to /scim/v2/acme<path> with the acme token unless the
+// headers say otherwise ("Authorization: -" sends none).
+func (ts *testServer) do(method, path, body string, headers ...string) response {
+	ts.t.Helper()
+	u := ts.srv.URL + path
+	if !strings.HasPrefix(path, "/scim/") {
+		u = ts.srv.URL + "/scim/v2/acme" + path
+	}
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tokenAcme)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/scim+json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "-" {
+			req.Header.Del(headers[i])
+			continue
+		}
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := ts.srv.Client().Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	r := response{status: res.StatusCode, header: res.Header, body: b}
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &r.json); err != nil {
+			ts.t.Fatalf("%s %s: response is not JSON: %v\n%s", method, path, err, b)
+		}
+		if ct := res.Header.Get("Content-Type"); ct != ContentType {
+			ts.t.Errorf("%s %s: Content-Type %q, want %q", method, path, ct, ContentType)
+		}
+	}
+	return r
+}
+
+func (r response) want(t *testing.T, status int) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	return r
+}
+
+// wantError checks a SCIM error body: status as a string, scimType, detail.
+func (r response) wantError(t *testing.T, status int, scimType, detail string) {
+	t.Helper()
+	r.want(t, status)
+	if got := r.json["status"]; got != fmt.Sprint(status) {
+		t.Errorf("error status field %#v, want the string %q", got, fmt.Sprint(status))
+	}
+	if got, _ := r.json["scimType"].(string); got != scimType {
+		t.Errorf("scimType %q, want %q", got, scimType)
+	}
+	if got, _ := r.json["detail"].(string); !strings.Contains(got, detail) {
+		t.Errorf("detail %q does not contain %q", got, detail)
+	}
+	if s, _ := r.json["schemas"].([]any); len(s) != 1 || s[0] != ErrorSchema {
+		t.Errorf("schemas %v, want [%s]", r.json["schemas"], ErrorSchema)
+	}
+}
+
+func (r response) str(path string) string {
+	var v any = r.json
+	for _, p := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[p]
+		case []any:
+			var i int
+			fmt.Sscan(p, &i)
+			if i >= len(x) {
+				return ""
+			}
+			v = x[i]
+		default:
+			return ""
+		}
+	}
+	if v == nil {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func filterQuery(f string) string { return "filter=" + url.QueryEscape(f) }
+
+func entraBody(t *testing.T, id string) string {
+	t.Helper()
+	for _, s := range loadEntraSteps(t) {
+		if s.ID == id {
+			return *s.RequestBody
+		}
+	}
+	t.Fatalf("no Entra step %s", id)
+	return ""
+}
+
+// TestEntraSequence replays Entra's provisioning cycle (entra-requests.md,
+// "Lifecycle sequences") over HTTP against the in-memory backend.
+func TestEntraSequence(t *testing.T) {
+	ts := newTestServer(t, Options{})
+
+	// Test Connection: a random GUID as the matching value → 200, empty list.
+	r := ts.do("GET", "/Users?"+filterQuery(`userName eq "9c2d4a7e-1f3b-4e8a-b5c6-d7e8f9a0b1c2"`), "").want(t, 200)
+	if r.str("totalResults") != "0" || r.str("Resources") != "[]" || r.str("schemas.0") != ListResponseSchema {
+		t.Fatalf("Test Connection answer: %s", r.body)
+	}
+	ts.do("GET", "/Schemas", "").want(t, 200)
+
+	// Create: match by userName (none), POST.
+	ts.do("GET", "/Users?"+filterQuery(`userName eq "Test_User_00aa00aa-bb11-cc22-dd33-44ee44ee44ee"`), "").want(t, 200)
+	created := ts.do("POST", "/Users", entraBody(t, "create-user")).want(t, 201)
+	id := created.str("id")
+	if id == "" || created.header.Get("Location") != ts.srv.URL+"/scim/v2/acme/Users/"+id {
+		t.Fatalf("create: id %q, Location %q", id, created.header.Get("Location"))
+	}
+	if created.str("meta.location") != created.header.Get("Location") || created.header.Get("ETag") != `W/"1"` {
+		t.Fatalf("create: meta %s, ETag %q", created.str("meta"), created.header.Get("ETag"))
+	}
+	if created.str("active") != "true" || created.str("emails.0.type") != "work" {
+		t.Fatalf("create answer: %s", created.body)
+	}
+	// A second POST of the same userName: 409 uniqueness.
+	ts.do("POST", "/Users", entraBody(t, "create-user")).wantError(t, 409, "uniqueness", "userName")
+
+	// Matching finds it by userName (any case), externalId and work email.
+	for _, f := range []string{
+		`userName eq "TEST_USER_00aa00aa-bb11-cc22-dd33-44ee44ee44ee"`,
+		`externalId eq 0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef`,
+		`emails[type eq "work"].value eq "Test_User_11bb11bb-cc22-dd33-ee44-55ff55ff55ff@testuser.com"`,
+	} {
+		r := ts.do("GET", "/Users?"+filterQuery(f), "").want(t, 200)
+		if r.str("totalResults") != "1" || r.str("Resources.0.id") != id {
+			t.Errorf("filter %s: %s", f, r.body)
+		}
+	}
+	ts.do("GET", "/Users/"+id, "").want(t, 200)
+
+	// Updates, in both aadOptscim062020 forms.
+	for _, step := range []string{"patch-user-multivalued", "patch-user-singlevalued", "replace-multi-legacy", "replace-multi-flag", "add-single-value-legacy", "patch-manager-legacy"} {
+		r := ts.do("PATCH", "/Users/"+id, entraBody(t, step)).want(t, 200)
+		if r.str("id") != id {
+			t.Fatalf("%s: answer without the user: %s", step, r.body)
+		}
+	}
+	got := ts.do("GET", "/Users/"+id, "").want(t, 200)
+	ent, _ := got.json[EnterpriseUserSchema].(map[string]any)
+	manager, _ := ent["manager"].(map[string]any)
+	if got.str("userName") != "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com" ||
+		got.str("name.givenName") != "Kkom" ||
+		got.str("emails.0.value") != "TestMhvaes@test.microsoft.com" ||
+		ent["employeeNumber"] != "Aklq" ||
+		manager["value"] != "00aa00aa-bb11-cc22-dd33-44ee44ee44ee" {
+		t.Fatalf("after the updates: %s", got.body)
+	}
+	// Disable: "False" without the flag, false with it.
+	for _, step := range []string{"disable-user-legacy", "disable-user-flag"} {
+		r := ts.do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":true}]}`).want(t, 200)
+		if r.str("active") != "true" {
+			t.Fatal("re-enable failed")
+		}
+		r = ts.do("PATCH", "/Users/"+id, entraBody(t, step)).want(t, 200)
+		if r.str("active") != "false" {
+			t.Fatalf("%s: active is %s, want the boolean false", step, r.str("active"))
+		}
+	}
+
+	// Groups: match by displayName without members, create, rename, members.
+	other := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"u1091"}`).want(t, 201).str("id")
+	r = ts.do("GET", "/Groups?excludedAttributes=members&"+filterQuery(`displayName eq "displayName"`), "").want(t, 200)
+	if r.str("totalResults") != "0" {
+		t.Fatalf("group match before create: %s", r.body)
+	}
+	gid := ts.do("POST", "/Groups", entraBody(t, "create-group")).want(t, 201).str("id")
+	ts.do("PATCH", "/Groups/"+gid, entraBody(t, "patch-group-displayname")).want(t, 204)
+	add := strings.ReplaceAll(entraBody(t, "patch-group-add-members"), "f648f8d5ea4e4cd38e9c", id)
+	ts.do("PATCH", "/Groups/"+gid, add).want(t, 204)
+	ts.do("PATCH", "/Groups/"+gid, strings.ReplaceAll(add, id, other)).want(t, 204)
+	g := ts.do("GET", "/Groups/"+gid, "").want(t, 200)
+	if g.str("members.0.value") != id || g.str("members.1.value") != other || g.str("members.0.$ref") != ts.srv.URL+"/scim/v2/acme/Users/"+id {
+		t.Fatalf("group members: %s", g.str("members"))
+	}
+	g = ts.do("GET", "/Groups?excludedAttributes=members&"+filterQuery(`displayName eq "1879db59-3bdf-4490-ad68-ab880a269474updatedDisplayName"`), "").want(t, 200)
+	if g.str("totalResults") != "1" || strings.Contains(string(g.body), `"members"`) {
+		t.Fatalf("group by displayName with excludedAttributes=members: %s", g.body)
+	}
+	if u := ts.do("GET", "/Users/"+id, "").want(t, 200); u.str("groups.0.value") != gid {
+		t.Fatalf("user's groups attribute: %s", u.str("groups"))
+	}
+	// Remove, both forms.
+	ts.do("PATCH", "/Groups/"+gid, strings.ReplaceAll(entraBody(t, "remove-member-legacy"), "u1091", other)).want(t, 204)
+	ts.do("PATCH", "/Groups/"+gid, strings.ReplaceAll(entraBody(t, "remove-member-flag"), "7f4bc1a3-285e-48ae-8202-5accb43efb0e", id)).want(t, 204)
+	if g := ts.do("GET", "/Groups/"+gid, "").want(t, 200); g.str("members") != "" {
+		t.Fatalf("members after removing both: %s", g.str("members"))
+	}
+
+	// Deletes.
+	ts.do("DELETE", "/Groups/"+gid, "").want(t, 204)
+	ts.do("GET", "/Groups/"+gid, "").wantError(t, 404, "", "not found")
+	ts.do("DELETE", "/Users/"+id, "").want(t, 204)
+	ts.do("GET", "/Users/"+id, "").wantError(t, 404, "", "not found")
+}
+
+func TestAuthAndRouting(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	r := ts.do("GET", "/Users", "", "Authorization", "-")
+	r.wantError(t, 401, "", "missing Authorization")
+	if r.header.Get("WWW-Authenticate") == "" {
+		t.Error("401 without WWW-Authenticate")
+	}
+	ts.do("GET", "/Users", "", "Authorization", "Basic dXNlcjpwYXNz").wantError(t, 401, "", "malformed")
+	ts.do("GET", "/Users", "", "Authorization", "Bearer").wantError(t, 401, "", "malformed")
+	ts.do("GET", "/Users", "", "Authorization", "Bearer a b").wantError(t, 401, "", "malformed")
+	ts.do("GET", "/Users", "", "Authorization", "Bearer "+tokenAcme+"x").wantError(t, 401, "", "invalid")
+	ts.do("GET", "/Users", "", "Authorization", "bearer "+tokenAcme).want(t, 200) // scheme is case-insensitive
+	// A token of one tenant is worthless on another.
+	ts.do("GET", "/scim/v2/globex/Users", "").wantError(t, 401, "", "invalid")
+	ts.do("GET", "/scim/v2/globex/Users", "", "Authorization", "Bearer "+tokenGlobex).want(t, 200)
+	// Unknown and malformed tenants.
+	ts.do("GET", "/scim/v2/initech/Users", "").wantError(t, 404, "", "no tenant")
+	ts.do("GET", "/scim/v2/Acme/Users", "").wantError(t, 404, "", "no tenant")
+	ts.do("GET", "/scim/v2/"+strings.Repeat("a", 300)+"/Users", "").wantError(t, 404, "", "no tenant")
+	ts.do("GET", "/scim/v2/acme/Unicorns", "").wantError(t, 404, "", "no SCIM endpoint")
+	ts.do("GET", "/scim/v2/acme/Users/a%2F..%2Fb", "").wantError(t, 404, "", "")
+	ts.do("GET", "/", "").wantError(t, 404, "", "no SCIM endpoint")
+	ts.do("DELETE", "/Users", "").wantError(t, 405, "", "not allowed")
+	ts.do("POST", "/Bulk", `{}`).wantError(t, 501, "", "bulk")
+	// A trailing slash is tolerated.
+	ts.do("GET", "/Users/", "").want(t, 200)
+	ts.do("GET", "/ServiceProviderConfig/", "").want(t, 200)
+}
+
+func TestBadInput(t *testing.T) {
+	ts := newTestServer(t, Options{MaxBodyBytes: 2048, MaxJSONDepth: 8})
+	id := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201).str("id")
+	ts.do("POST", "/Users", `{"schemas":[`).wantError(t, 400, "invalidSyntax", "not valid JSON")
+	ts.do("POST", "/Users", `{"userName":"x"}`).wantError(t, 400, "invalidSyntax", "schemas")
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x","active":{"a":1}}`).wantError(t, 400, "invalidValue", "active must be a boolean")
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "text/plain").wantError(t, 415, "", "Content-Type")
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "application/json; charset=utf-8").want(t, 201)
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"`+strings.Repeat("x", 4096)+`"}`).wantError(t, 413, "", "larger than 2048")
+	ts.do("POST", "/Users", strings.Repeat("[", 9)+strings.Repeat("]", 9)).wantError(t, 400, "invalidSyntax", "deeper than 8")
+	ts.do("PATCH", "/Users/"+id, `{"Operations":[]}`).wantError(t, 400, "invalidSyntax", "PatchOp")
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"replace","path":"id","value":"x"}`)).wantError(t, 400, "mutability", "read-only")
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"remove"}`)).wantError(t, 400, "noTarget", "path")
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"x[","value":1}`)).wantError(t, 400, "invalidPath", "")
+	ts.do("PATCH", "/Users/nope", patchBody(`{"op":"add","path":"title","value":"x"}`)).wantError(t, 404, "", "not found")
+	ts.do("GET", "/Users?"+filterQuery(`userName eq`), "").wantError(t, 400, "invalidFilter", "expected a value")
+	ts.do("GET", "/Users?startIndex=x", "").wantError(t, 400, "invalidValue", "startIndex")
+	ts.do("GET", "/Users?count=1e9", "").wantError(t, 400, "invalidValue", "count")
+	ts.do("GET", "/Users?sortBy=shoeSize", "").wantError(t, 400, "invalidValue", "sortBy")
+	ts.do("GET", "/Users?sortOrder=sideways", "").wantError(t, 400, "invalidValue", "sortOrder")
+	ts.do("GET", "/Schemas?"+filterQuery(`id pr`), "").wantError(t, 403, "", "filtering")
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
+	ts.do("PATCH", "/Groups/"+gid, patchBody(`{"op":"add","path":"members","value":[{"value":"ghost"}]}`)).wantError(t, 400, "invalidValue", "ghost")
+	// Nothing above changed the stored user.
+	if u := ts.do("GET", "/Users/"+id, "").want(t, 200); u.header.Get("ETag") != `W/"1"` || u.str("userName") != "ann" {
+		t.Fatalf("bad requests changed the user: %s %s", u.header.Get("ETag"), u.body)
+	}
+}
+
+func TestETags(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	c := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201)
+	id, etag := c.str("id"), c.header.Get("ETag")
+	ts.do("GET", "/Users/"+id, "", "If-None-Match", etag).want(t, 304)
+	ts.do("GET", "/Users/"+id, "", "If-None-Match", `W/"99"`).want(t, 200)
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", `W/"99"`).wantError(t, 412, "", "does not match")
+	r := ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", etag).want(t, 200)
+	if r.header.Get("ETag") != `W/"2"` || r.str("meta.version") != `W/"2"` {
+		t.Fatalf("version after a change: %s / %s", r.header.Get("ETag"), r.str("meta.version"))
+	}
+	// A PATCH that changes nothing keeps the version.
+	if r := ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`)).want(t, 200); r.header.Get("ETag") != `W/"2"` {
+		t.Fatalf("no-op PATCH bumped the version to %s", r.header.Get("ETag"))
+	}
+	ts.do("DELETE", "/Users/"+id, "", "If-Match", etag).wantError(t, 412, "", "")
+	ts.do("PUT", "/Users/"+id, `{"schemas":["`+UserSchema+`"],"userName":"ann2"}`, "If-Match", `"2"`).want(t, 200) // W/ is compared loosely
+	ts.do("DELETE", "/Users/"+id, "", "If-Match", "*").want(t, 204)
+}
+
+func TestListPagingAndProjection(t *testing.T) {
+	ts := newTestServer(t, Options{MaxResults: 10, DefaultCount: 4})
+	for i := 0; i < 25; i++ {
+		ts.do("POST", "/Users", fmt.Sprintf(`{"schemas":["%s"],"userName":"user%02d","title":"t%d","emails":[{"value":"u%d@x","type":"work"}]}`, UserSchema, i, i%3, i)).want(t, 201)
+	}
+	tests := []struct {
+		query                       string
+		total, start, items, first string
+	}{
+		{"", "25", "1", "4", "user00"},
+		{"count=10&startIndex=11", "25", "11", "10", "user10"},
+		{"count=10&startIndex=21", "25", "21", "5", "user20"},
+		{"count=500", "25", "1", "10", "user00"}, // capped at MaxResults
+		{"count=-3", "25", "1", "0", ""},
+		{"count=0", "25", "1", "0", ""},
+		{"startIndex=0&count=2", "25", "1", "2", "user00"},
+		{"startIndex=99", "25", "99", "0", ""},
+		{filterQuery(`title eq "t1"`) + "&count=10", "8", "1", "8", "user01"},
+		{"sortBy=userName&sortOrder=descending&count=1", "25", "1", "1", "user24"},
+	}
+	for _, tt := range tests {
+		r := ts.do("GET", "/Users?"+tt.query, "").want(t, 200)
+		if r.str("totalResults") != tt.total || r.str("startIndex") != tt.start || r.str("itemsPerPage") != tt.items || r.str("Resources.0.userName") != tt.first {
+			t.Errorf("?%s: total %s start %s items %s first %q; want %s %s %s %q", tt.query,
+				r.str("totalResults"), r.str("startIndex"), r.str("itemsPerPage"), r.str("Resources.0.userName"),
+				tt.total, tt.start, tt.items, tt.first)
+		}
+		if r.str("Resources") == "" {
+			t.Errorf("?%s: Resources missing; it must be present, [] when empty", tt.query)
+		}
+	}
+	r := ts.do("GET", "/Users?count=1&attributes=userName,emails.value", "").want(t, 200)
+	res := r.json["Resources"].([]any)[0].(map[string]any)
+	keys := []string{}
+	for k := range res {
+		keys = append(keys, k)
+	}
+	if len(res) != 4 || res["id"] == nil || res["userName"] == nil || r.str("Resources.0.emails") != `[{"value":"u0@x"}]` {
+		t.Errorf("attributes=userName,emails.value kept %v: %s", keys, r.body)
+	}
+	r = ts.do("GET", "/Users?count=1&excludedAttributes=emails,meta,id", "").want(t, 200)
+	if r.str("Resources.0.emails") != "" || r.str("Resources.0.meta") != "" || r.str("Resources.0.id") == "" {
+		t.Errorf("excludedAttributes=emails,meta,id: %s (id is returned always)", r.body)
+	}
+	// POST /.search is the same query in a body.
+	r = ts.do("POST", "/Users/.search", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],"filter":"title eq \"t2\"","count":2,"attributes":["userName"]}`).want(t, 200)
+	if r.str("totalResults") != "8" || r.str("itemsPerPage") != "2" || r.str("Resources.0.title") != "" {
+		t.Errorf(".search: %s", r.body)
+	}
+}
+
+func TestPutReplaces(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	u := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann","title":"Boss","nickName":"A"}`).want(t, 201)
+	id := u.str("id")
+	r := ts.do("PUT", "/Users/"+id, `{"schemas":["`+UserSchema+`"],"id":"evil","userName":"ann","title":"Chief"}`).want(t, 200)
+	if r.str("id") != id || r.str("title") != "Chief" || r.str("nickName") != "" || r.str("meta.created") != u.str("meta.created") {
+		t.Fatalf("PUT: %s", r.body)
+	}
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g","members":[{"value":"`+id+`"}]}`).want(t, 201).str("id")
+	ts.do("PUT", "/Groups/"+gid, `{"schemas":["`+GroupSchema+`"],"displayName":"g2"}`).want(t, 200)
+	if g := ts.do("GET", "/Groups/"+gid, "").want(t, 200); g.str("members") != "" || g.str("displayName") != "g2" {
+		t.Fatalf("PUT without members must empty the group: %s", g.body)
+	}
+}
+
+func TestGroupPatchAnswers(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
+	r := ts.do("PATCH", "/Groups/"+gid, patchBody(`{"op":"replace","path":"displayName","value":"h"}`)).want(t, 204)
+	if len(r.body) != 0 || r.header.Get("ETag") != `W/"2"` {
+		t.Fatalf("group PATCH: body %q ETag %q", r.body, r.header.Get("ETag"))
+	}
+	r = ts.do("PATCH", "/Groups/"+gid+"?attributes=displayName", patchBody(`{"op":"replace","path":"displayName","value":"i"}`)).want(t, 200)
+	if r.str("displayName") != "i" {
+		t.Fatalf("group PATCH with attributes: %s", r.body)
+	}
+}
+
+// TestLargeGroupStreams checks that a group bigger than one members chunk is
+// answered whole, in order, as valid JSON.
+func TestLargeGroupStreams(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	const n = 2*memberChunk + 500
+	var ids []string
+	var members strings.Builder
+	for i := 0; i < n; i++ {
+		id := ts.do("POST", "/Users", fmt.Sprintf(`{"schemas":["%s"],"userName":"m%d"}`, UserSchema, i)).want(t, 201).str("id")
+		ids = append(ids, id)
+		if i > 0 {
+			members.WriteByte(',')
+		}
+		fmt.Fprintf(&members, `{"value":%q}`, id)
+	}
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"big","members":[`+members.String()+`]}`).want(t, 201).str("id")
+	r := ts.do("GET", "/Groups/"+gid, "").want(t, 200)
+	got := r.json["members"].([]any)
+	if len(got) != n {
+		t.Fatalf("%d members in the answer, want %d", len(got), n)
+	}
+	for i, m := range got {
+		if m.(map[string]any)["value"] != ids[i] {
+			t.Fatalf("member %d is %v, want %s", i, m, ids[i])
+		}
+	}
+	r = ts.do("GET", "/Groups/"+gid+"?attributes=members.value", "").want(t, 200)
+	if first := r.json["members"].([]any)[0].(map[string]any); len(first) != 1 {
+		t.Fatalf("attributes=members.value kept %v", first)
+	}
+	if r := ts.do("GET", "/Groups/"+gid+"?excludedAttributes=members", "").want(t, 200); strings.Contains(string(r.body), "members") {
+		t.Fatal("excludedAttributes=members returned members")
+	}
+}
+
+func TestDiscovery(t *testing.T) {
+	ts := newTestServer(t, Options{BaseURL: "https://relay.example.com/"})
+	sp := ts.do("GET", "/ServiceProviderConfig", "").want(t, 200)
+	for _, block := range []string{"patch", "bulk", "filter", "changePassword", "sort", "etag", "authenticationSchemes"} {
+		if sp.json[block] == nil {
+			t.Errorf("ServiceProviderConfig lacks %s (RFC 7643 §5 requires it)", block)
+		}
+	}
+	if sp.str("patch.supported") != "true" || sp.str("bulk.supported") != "false" || sp.str("filter.maxResults") != fmt.Sprint(DefaultMaxResults) ||
+		sp.str("meta.location") != "https://relay.example.com/scim/v2/acme/ServiceProviderConfig" {
+		t.Errorf("ServiceProviderConfig: %s", sp.body)
+	}
+	schemas := ts.do("GET", "/Schemas", "").want(t, 200)
+	if schemas.str("totalResults") != "3" {
+		t.Fatalf("Schemas: %s", schemas.body)
+	}
+	for _, s := range schemas.json["Resources"].([]any) {
+		for _, a := range s.(map[string]any)["attributes"].([]any) {
+			am := a.(map[string]any)
+			for _, k := range []string{"name", "type", "multiValued", "required", "caseExact", "mutability", "returned", "uniqueness"} {
+				if _, ok := am[k]; !ok {
+					t.Errorf("schema attribute %v lacks %s", am["name"], k)
+				}
+			}
+		}
+	}
+	ts.do("GET", "/Schemas/"+strings.ToLower(EnterpriseUserSchema), "").want(t, 200)
+	ts.do("GET", "/Schemas/urn:nope", "").wantError(t, 404, "", "no schema")
+	rts := ts.do("GET", "/ResourceTypes", "").want(t, 200)
+	if rts.str("Resources.0.endpoint") != "/Users" || rts.str("Resources.0.schemaExtensions.0.schema") != EnterpriseUserSchema || rts.str("Resources.1.id") != "Group" {
+		t.Fatalf("ResourceTypes: %s", rts.body)
+	}
+	ts.do("GET", "/ResourceTypes/group", "").want(t, 200)
+	// Locations come from BaseURL, not from the request's host.
+	u := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"a"}`).want(t, 201)
+	if !strings.HasPrefix(u.header.Get("Location"), "https://relay.example.com/scim/v2/acme/Users/") {
+		t.Errorf("Location %q does not use BaseURL", u.header.Get("Location"))
+	}
+}
+
+type fixedLimiter struct{ allow bool }
+
+func (l fixedLimiter) Allow(string) (bool, time.Duration) { return l.allow, 1500 * time.Millisecond }
+
+func TestRateLimitAnswer(t *testing.T) {
+	ts := newTestServer(t, Options{Limiter: fixedLimiter{allow: false}})
+	r := ts.do("GET", "/Users", "")
+	r.wantError(t, 429, "", "over its request rate")
+	if r.header.Get("Retry-After") != "2" {
+		t.Errorf("Retry-After %q, want 2 (1.5 s rounded up)", r.header.Get("Retry-After"))
+	}
+	// Unauthenticated requests are refused before they cost the tenant budget.
+	ts.do("GET", "/Users", "", "Authorization", "-").want(t, 401)
+}
+
+func TestObserve(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	id := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann@x"}`, "X-Request-Id", "req-1").want(t, 201).str("id")
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"replace","path":"id","value":"x"}`))
+	ts.do("GET", "/scim/v2/nope/Users", "")
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.infos) != 3 {
+		t.Fatalf("%d observations, want 3", len(ts.infos))
+	}
+	c, p, n := ts.infos[0], ts.infos[1], ts.infos[2]
+	if c.RequestID != "req-1" || c.Tenant != "acme" || c.Operation != "create" || c.ResourceType != "User" || c.ResourceID != id || c.Name != "ann@x" || c.Status != 201 || c.Latency <= 0 {
+		t.Errorf("create observed as %+v", c)
+	}
+	if p.Operation != "patch" || p.Status != 400 || p.ScimType != "mutability" || p.ResourceID != id || p.Detail == "" {
+		t.Errorf("bad patch observed as %+v", p)
+	}
+	if n.Status != 404 || n.Tenant != "" {
+		t.Errorf("unknown tenant observed as %+v", n)
+	}
+}
