@@ -347,7 +347,7 @@ func TestListPagingAndProjection(t *testing.T) {
 		ts.do("POST", "/Users", fmt.Sprintf(`{"schemas":["%s"],"userName":"user%02d","title":"t%d","emails":[{"value":"u%d@x","type":"work"}]}`, UserSchema, i, i%3, i)).want(t, 201)
 	}
 	tests := []struct {
-		query                       string
+		query                      string
 		total, start, items, first string
 	}{
 		{"", "25", "1", "4", "user00"},
