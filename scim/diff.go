@@ -1,7 +1,5 @@
 package scim
 
-import "reflect"
-
 // Change is one attribute whose value a request changed. Old is nil when the
 // attribute was unassigned, New is nil when it was removed.
 //
@@ -32,7 +30,7 @@ func Diff(old, new *Resource) []Change {
 		_, n := containerFor(new.Attrs, urn, false)
 		for _, k := range unionKeys(sortedKeys(o), sortedKeys(n)) {
 			ov, nv := o[k], n[k]
-			if !reflect.DeepEqual(ov, nv) {
+			if !jsonEqual(ov, nv) {
 				out = append(out, Change{Path: urn + ":" + k, Old: ov, New: nv})
 			}
 		}
@@ -46,7 +44,7 @@ func diffAttrs(out []Change, prefix string, attrs []*Attribute, old, new map[str
 			continue
 		}
 		ov, nv := old[a.Name], new[a.Name]
-		if reflect.DeepEqual(ov, nv) {
+		if jsonEqual(ov, nv) {
 			continue
 		}
 		if a.Type == Complex && !a.MultiValued {
@@ -54,7 +52,7 @@ func diffAttrs(out []Change, prefix string, attrs []*Attribute, old, new map[str
 			nm, _ := nv.(map[string]any)
 			for _, sa := range a.SubAttributes {
 				so, sn := om[sa.Name], nm[sa.Name]
-				if !reflect.DeepEqual(so, sn) {
+				if !jsonEqual(so, sn) {
 					out = append(out, Change{Path: prefix + a.Name + "." + sa.Name, Old: so, New: sn})
 				}
 			}

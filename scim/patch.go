@@ -1,7 +1,6 @@
 package scim
 
 import (
-	"reflect"
 	"strconv"
 	"strings"
 )
@@ -736,7 +735,7 @@ func mergeValues(a *Attribute, cur any, add []any) []any {
 func indexOfValue(a *Attribute, list []any, v any) int {
 	m, isObj := v.(map[string]any)
 	for i, el := range list {
-		if reflect.DeepEqual(el, v) {
+		if jsonEqual(el, v) {
 			return i
 		}
 		em, ok := el.(map[string]any)

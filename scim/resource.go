@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -167,6 +166,50 @@ func (r *Resource) Schemas() []string {
 	return out
 }
 
+// jsonEqual reports whether two decoded JSON values are equal; it is
+// reflect.DeepEqual for the types decoding and normalization produce, without
+// reflection on the PATCH path.
+func jsonEqual(a, b any) bool {
+	switch a := a.(type) {
+	case nil:
+		return b == nil
+	case string:
+		bs, ok := b.(string)
+		return ok && a == bs
+	case bool:
+		bb, ok := b.(bool)
+		return ok && a == bb
+	case json.Number:
+		bn, ok := b.(json.Number)
+		return ok && a == bn
+	case map[string]any:
+		bm, ok := b.(map[string]any)
+		if !ok || len(a) != len(bm) {
+			return false
+		}
+		for k, v := range a {
+			bv, ok := bm[k]
+			if !ok || !jsonEqual(v, bv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		bl, ok := b.([]any)
+		if !ok || len(a) != len(bl) {
+			return false
+		}
+		for i := range a {
+			if !jsonEqual(a[i], bl[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(a, b)
+	}
+}
+
 // sortedKeys returns the keys of m in order.
 func sortedKeys(m map[string]any) []string {
 	keys := make([]string, 0, len(m))
@@ -236,7 +279,7 @@ func decodeObject(data []byte) (map[string]any, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return nil, Errorf(ErrInvalidSyntax, "request body is not valid JSON: %v", err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
 		return nil, Errorf(ErrInvalidSyntax, "request body has data after the JSON object")
 	}
 	obj, ok := raw.(map[string]any)
