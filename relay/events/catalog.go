@@ -1,0 +1,179 @@
+// Package events is the contract between the relay, which publishes, and
+// the sinks and any other subscriber, which consume: the event catalog, the
+// payload, building CloudEvents, the CloudEvents NATS binding and the
+// JetStream stream that carries them. It knows nothing of SCIM internals or
+// storage, so that a delivery worker runs without the relay's bbolt file.
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Action is what happened to a resource, e.g. "user.created".
+type Action string
+
+// The catalog (DESIGN.md, Events).
+const (
+	UserCreated        Action = "user.created"
+	UserUpdated        Action = "user.updated"
+	UserDeactivated    Action = "user.deactivated" // active true → false
+	UserReactivated    Action = "user.reactivated" // active false → true
+	UserDeleted        Action = "user.deleted"
+	GroupCreated       Action = "group.created"
+	GroupUpdated       Action = "group.updated"
+	GroupDeleted       Action = "group.deleted"
+	GroupMemberAdded   Action = "group.member_added"
+	GroupMemberRemoved Action = "group.member_removed"
+)
+
+// Catalog lists every action, users first.
+var Catalog = []Action{
+	UserCreated, UserUpdated, UserDeactivated, UserReactivated, UserDeleted,
+	GroupCreated, GroupUpdated, GroupDeleted, GroupMemberAdded, GroupMemberRemoved,
+}
+
+// TypePrefix prefixes an action to make the CloudEvents type.
+const TypePrefix = "io.scimrelay."
+
+// Valid reports whether a is in the catalog.
+func (a Action) Valid() bool {
+	for _, c := range Catalog {
+		if c == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Type returns the CloudEvents type, e.g. "io.scimrelay.user.created".
+func (a Action) Type() string { return TypePrefix + string(a) }
+
+// Kind returns "user" or "group".
+func (a Action) Kind() string {
+	kind, _, _ := strings.Cut(string(a), ".")
+	return kind
+}
+
+// ResourceType returns the SCIM resource type the action is about: "User" or "Group".
+func (a Action) ResourceType() string {
+	if a.Kind() == "group" {
+		return "Group"
+	}
+	return "User"
+}
+
+// ParseType returns the action of a CloudEvents type such as "io.scimrelay.user.created".
+func ParseType(ceType string) (Action, error) {
+	a := Action(strings.TrimPrefix(ceType, TypePrefix))
+	if !strings.HasPrefix(ceType, TypePrefix) || !a.Valid() {
+		return "", fmt.Errorf("event type %q is not in the scimrelay catalog", ceType)
+	}
+	return a, nil
+}
+
+// JetStream names. Subjects are scimrelay.<tenant>.<kind>.<action>.
+const (
+	StreamName     = "SCIMRELAY"
+	StreamSubjects = "scimrelay.>"
+	subjectPrefix  = "scimrelay."
+)
+
+// Subject returns the NATS subject of an event, e.g. "scimrelay.acme.user.created".
+func Subject(tenant string, a Action) string { return subjectPrefix + tenant + "." + string(a) }
+
+// TenantSubjects returns the subject filter for every event of a tenant.
+func TenantSubjects(tenant string) string { return subjectPrefix + tenant + ".>" }
+
+// tenantPattern is the tenant name syntax: a safe NATS token and URL segment.
+var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// ValidTenant reports whether name is a valid tenant name.
+func ValidTenant(name string) bool { return tenantPattern.MatchString(name) }
+
+// Pattern selects actions: "*", "user.*" or "group.member_added"; the full
+// type form "io.scimrelay.user.*" is accepted too.
+type Pattern struct {
+	kind   string // "" = any
+	action Action // "" = any of kind
+}
+
+// ParsePattern parses an event pattern, refusing anything outside the catalog.
+func ParsePattern(s string) (Pattern, error) {
+	t := strings.TrimPrefix(strings.TrimSpace(s), TypePrefix)
+	if t == "*" {
+		return Pattern{}, nil
+	}
+	kind, rest, ok := strings.Cut(t, ".")
+	if !ok || (kind != "user" && kind != "group") {
+		return Pattern{}, fmt.Errorf("event pattern %q: want \"*\", \"user.*\", \"group.*\" or an action such as \"user.created\"", s)
+	}
+	if rest == "*" {
+		return Pattern{kind: kind}, nil
+	}
+	a := Action(t)
+	if !a.Valid() {
+		return Pattern{}, fmt.Errorf("event pattern %q: no such event; the catalog is %s", s, catalogList())
+	}
+	return Pattern{kind: kind, action: a}, nil
+}
+
+func catalogList() string {
+	names := make([]string, len(Catalog))
+	for i, a := range Catalog {
+		names[i] = string(a)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Match reports whether the pattern selects a.
+func (p Pattern) Match(a Action) bool {
+	switch {
+	case p.action != "":
+		return p.action == a
+	case p.kind != "":
+		return p.kind == a.Kind()
+	}
+	return true
+}
+
+// String returns the pattern as written in relay.yaml.
+func (p Pattern) String() string {
+	switch {
+	case p.action != "":
+		return string(p.action)
+	case p.kind != "":
+		return p.kind + ".*"
+	}
+	return "*"
+}
+
+// Patterns selects the actions any of its patterns selects; empty selects all.
+type Patterns []Pattern
+
+// ParsePatterns parses each pattern.
+func ParsePatterns(list []string) (Patterns, error) {
+	out := make(Patterns, 0, len(list))
+	for _, s := range list {
+		p, err := ParsePattern(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Match reports whether any pattern selects a; an empty list selects all.
+func (ps Patterns) Match(a Action) bool {
+	if len(ps) == 0 {
+		return true
+	}
+	for _, p := range ps {
+		if p.Match(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,182 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+)
+
+// Data is the payload of every event.
+type Data struct {
+	Tenant       string `json:"tenant"`
+	ResourceType string `json:"resourceType"` // User or Group
+	ID           string `json:"id"`
+	ExternalID   string `json:"externalId,omitempty"`
+	// Resource is the full SCIM resource after the change (before it, for
+	// deletes). Groups are sent without members: membership changes come as
+	// member events of their own.
+	Resource json.RawMessage `json:"resource"`
+	// Changes lists what an update changed; only on updates, deactivations
+	// and reactivations.
+	Changes []Change `json:"changes,omitempty"`
+	// Member is the member added or removed; only on member events.
+	Member *Member `json:"member,omitempty"`
+}
+
+// Change is one changed attribute. Old is absent when the attribute was
+// unassigned, New when it was removed.
+type Change struct {
+	Path string          `json:"path"`
+	Old  json.RawMessage `json:"old,omitempty"`
+	New  json.RawMessage `json:"new,omitempty"`
+}
+
+// Member is a group member in a member event.
+type Member struct {
+	Value   string `json:"value"`
+	Display string `json:"display,omitempty"`
+	Type    string `json:"type,omitempty"`
+}
+
+// Meta holds the event attributes that are not in the payload.
+type Meta struct {
+	Tenant     string
+	Action     Action
+	ResourceID string
+	// Sequence is the tenant's strictly increasing event counter.
+	Sequence uint64
+	// SubjectSeq counts the events of one resource: 1, 2, 3 … with no gaps,
+	// member events counting on their group.
+	SubjectSeq uint64
+	// Time is when the relay committed the change.
+	Time time.Time
+}
+
+// Extension attribute names.
+const (
+	ExtTenant     = "tenant"
+	ExtSequence   = "sequence"
+	ExtSubjectSeq = "subjectseq"
+)
+
+// seqWidth is the width of zero-padded sequence numbers: enough for any
+// uint64, so that lexical order is numeric order.
+const seqWidth = 20
+
+// New builds the CloudEvent for a change: id a UUIDv7 (time-ordered, also the
+// Nats-Msg-Id and the webhook-id), source /scim/v2/<tenant>, type
+// io.scimrelay.<action>, subject Users/<id> or Groups/<id>.
+func New(m Meta, d Data) (event.Event, error) {
+	if err := m.check(d); err != nil {
+		return event.Event{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return event.Event{}, fmt.Errorf("generating an event id: %w", err)
+	}
+	e := event.New(event.CloudEventsVersionV1)
+	e.SetID(id.String())
+	e.SetSource("/scim/v2/" + m.Tenant)
+	e.SetType(m.Action.Type())
+	e.SetSubject(subjectOf(m.Action, m.ResourceID))
+	e.SetTime(m.Time.UTC())
+	e.SetExtension(ExtTenant, m.Tenant)
+	e.SetExtension(ExtSequence, formatSeq(m.Sequence))
+	e.SetExtension(ExtSubjectSeq, formatSeq(m.SubjectSeq))
+	if err := e.SetData(event.ApplicationJSON, d); err != nil {
+		return event.Event{}, fmt.Errorf("encoding event data: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return event.Event{}, fmt.Errorf("building event: %w", err)
+	}
+	return e, nil
+}
+
+func (m Meta) check(d Data) error {
+	var errs []error
+	if !ValidTenant(m.Tenant) {
+		errs = append(errs, fmt.Errorf("tenant %q is not a valid tenant name", m.Tenant))
+	}
+	if !m.Action.Valid() {
+		errs = append(errs, fmt.Errorf("action %q is not in the catalog", m.Action))
+	}
+	if m.ResourceID == "" {
+		errs = append(errs, errors.New("resource id is empty"))
+	}
+	if m.Sequence == 0 || m.SubjectSeq == 0 {
+		errs = append(errs, errors.New("sequence and subjectseq start at 1"))
+	}
+	if m.Time.IsZero() {
+		errs = append(errs, errors.New("time is not set"))
+	}
+	if m.Action.Valid() && d.ResourceType != m.Action.ResourceType() {
+		errs = append(errs, fmt.Errorf("data.resourceType %q does not match %s", d.ResourceType, m.Action))
+	}
+	if d.Tenant != m.Tenant || d.ID != m.ResourceID {
+		errs = append(errs, errors.New("data.tenant and data.id must match the event's tenant and resource"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("building event: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func subjectOf(a Action, id string) string {
+	if a.Kind() == "group" {
+		return "Groups/" + id
+	}
+	return "Users/" + id
+}
+
+func formatSeq(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	for len(s) < seqWidth {
+		s = "0" + s
+	}
+	return s
+}
+
+// Sequence returns the event's per-tenant sequence number.
+func Sequence(e event.Event) (uint64, error) { return seqExtension(e, ExtSequence) }
+
+// SubjectSeq returns the event's per-subject sequence number.
+func SubjectSeq(e event.Event) (uint64, error) { return seqExtension(e, ExtSubjectSeq) }
+
+func seqExtension(e event.Event, name string) (uint64, error) {
+	v, ok := e.Extensions()[name]
+	if !ok {
+		return 0, fmt.Errorf("event %s has no %s extension", e.ID(), name)
+	}
+	s, ok := v.(string)
+	if !ok {
+		s = fmt.Sprint(v)
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("event %s: %s %q is not a number", e.ID(), name, s)
+	}
+	return n, nil
+}
+
+// Tenant returns the event's tenant extension, "" when absent.
+func Tenant(e event.Event) string {
+	s, _ := e.Extensions()[ExtTenant].(string)
+	return s
+}
+
+// ActionOf returns the event's action.
+func ActionOf(e event.Event) (Action, error) { return ParseType(e.Type()) }
+
+// DataOf decodes the event's payload.
+func DataOf(e event.Event) (Data, error) {
+	var d Data
+	if err := json.Unmarshal(e.Data(), &d); err != nil {
+		return Data{}, fmt.Errorf("decoding data of event %s: %w", e.ID(), err)
+	}
+	return d, nil
+}

@@ -1,0 +1,169 @@
+// Package eventstest starts real in-process NATS servers for the tests of
+// relay, sinks and cmd, and holds the polling helper they share. It is a
+// normal package so that tests of several packages can use it; nothing
+// outside tests imports it.
+package eventstest
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RunServer starts a nats-server with JetStream, its store in t.TempDir(),
+// on a random loopback port, and shuts it down when the test ends.
+func RunServer(t testing.TB) *server.Server {
+	t.Helper()
+	return RunServerAt(t, t.TempDir(), -1)
+}
+
+// RunServerAt starts a JetStream server storing in dir on port (-1 picks a
+// random one), so that a test can stop a server and start it again on the
+// same store and address.
+func RunServerAt(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	opts := &server.Options{
+		ServerName: "test",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("starting nats-server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not become ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// URL returns the client URL of s.
+func URL(s *server.Server) string { return s.ClientURL() }
+
+// RunCluster starts an n-node JetStream cluster on loopback, each node with
+// its own store, and waits until it has a meta leader.
+func RunCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	ports := freePorts(t, n)
+	routes := make([]string, n)
+	for i, p := range ports {
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
+	}
+	servers := make([]*server.Server, n)
+	for i := range servers {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("node-%d", i),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster: server.ClusterOpts{
+				Name: "scimrelay-test",
+				Host: "127.0.0.1",
+				Port: ports[i],
+			},
+			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("starting cluster node %d: %v", i, err)
+		}
+		go s.Start()
+		servers[i] = s
+		t.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+	}
+	for i, s := range servers {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatalf("cluster node %d did not become ready", i)
+		}
+	}
+	CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return nil
+			}
+		}
+		return fmt.Errorf("no JetStream meta leader yet")
+	})
+	return servers
+}
+
+// ClusterURLs returns the client URLs of servers, comma-separated.
+func ClusterURLs(servers []*server.Server) string {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	return strings.Join(urls, ",")
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	listeners := make([]net.Listener, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners[i] = l
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range listeners {
+		_ = l.Close()
+	}
+	return ports
+}
+
+// Connect connects to urls and returns the connection and its JetStream
+// context; both close when the test ends.
+func Connect(t testing.TB, urls ...string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connecting to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// CheckFor calls f every `every` until it returns nil, failing the test
+// with f's last error after total. Tests wait with it, never with sleeps.
+func CheckFor(t testing.TB, total, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", total, err)
+		}
+		time.Sleep(every) // the polling interval, not a wait for an outcome
+	}
+}

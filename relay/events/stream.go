@@ -1,0 +1,87 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamOptions are the tunables of the SCIMRELAY stream.
+type StreamOptions struct {
+	Replicas   int
+	MaxAge     time.Duration
+	Duplicates time.Duration
+}
+
+// StreamConfig returns the SCIMRELAY stream's configuration: every event
+// subject, file storage, limits retention (consumers do not remove events;
+// age does), the duplicate window that makes re-publishing safe.
+func StreamConfig(o StreamOptions) jetstream.StreamConfig {
+	replicas := o.Replicas
+	if replicas <= 0 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "scimrelay provisioning events (CloudEvents, binary mode)",
+		Subjects:    []string{StreamSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      o.MaxAge,
+		Duplicates:  o.Duplicates,
+		Replicas:    replicas,
+		AllowDirect: true,
+	}
+}
+
+// EnsureStream creates the stream or updates it to o. While a cluster is
+// electing a leader, or JetStream is not yet reachable, it retries with
+// capped backoff until ctx ends; a configuration JetStream refuses fails at
+// once.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
+	cfg := StreamConfig(o)
+	backoff := 100 * time.Millisecond
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := js.CreateOrUpdateStream(attemptCtx, cfg)
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		if !transient(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("creating stream %s: %w", StreamName, err)
+		}
+		log.Info("waiting for JetStream to accept the stream", "stream", StreamName, "reason", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("creating stream %s: %w (last error: %v)", StreamName, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// transient reports whether err means "not ready yet" rather than "never".
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return true
+		}
+		// 503 covers "no suitable peers", "insufficient resources" while a
+		// cluster forms, and "cluster not available"; JetStream answers
+		// configuration mistakes with 400 or 500, which retrying cannot fix.
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting)
+}
