@@ -496,7 +496,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 	}
 	ifMatch := r.Header.Get("If-Match")
 	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], func(cur *Resource) (*Update, error) {
-		if err := checkIfMatch(ifMatch, cur); err != nil {
+		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
 		}
 		next := &Resource{Type: cur.Type, Attrs: cloneObject(in.Attrs)}
@@ -522,7 +522,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	}
 	ifMatch := r.Header.Get("If-Match")
 	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], func(cur *Resource) (*Update, error) {
-		if err := checkIfMatch(ifMatch, cur); err != nil {
+		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
 		}
 		return p.Apply(cur)
@@ -683,8 +683,9 @@ func resourceName(r *Resource) string {
 	return r.String("userName")
 }
 
-// checkIfMatch enforces If-Match against the stored version (RFC 7644 §3.14).
-func checkIfMatch(ifMatch string, cur *Resource) error {
+// CheckIfMatch enforces an If-Match header against a resource's stored
+// version (RFC 7644 §3.14); an empty header matches anything.
+func CheckIfMatch(ifMatch string, cur *Resource) error {
 	if ifMatch == "" || etagMatches(ifMatch, cur.Meta().Version) {
 		return nil
 	}

@@ -300,7 +300,7 @@ func (b *memBackend) Delete(_ context.Context, tenant string, rt *ResourceType, 
 	if !ok {
 		return Errorf(ErrNotFound, "%s %s not found", rt.Name, id)
 	}
-	if err := checkIfMatch(ifMatch, cur); err != nil {
+	if err := CheckIfMatch(ifMatch, cur); err != nil {
 		return err
 	}
 	delete(t.res, k)

@@ -271,6 +271,18 @@ func ParseResource(rt *ResourceType, data []byte) (*Resource, error) {
 	return r, nil
 }
 
+// UnmarshalResource decodes a resource that AppendJSON wrote, for a store
+// reading back what it saved. Unlike ParseResource it applies no input rules
+// (id and meta are kept): the data is trusted to be canonical already.
+func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
+	attrs, err := decodeObject(data)
+	if err != nil {
+		return nil, fmt.Errorf("decoding stored %s: %w", rt.Name, err)
+	}
+	delete(attrs, "schemas")
+	return &Resource{Type: rt, Attrs: attrs}, nil
+}
+
 // decodeObject decodes a JSON object, keeping numbers as json.Number.
 func decodeObject(data []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))

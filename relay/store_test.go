@@ -1,0 +1,760 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+var ctx = context.Background()
+
+// clock is a settable time source for tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func testOptions(c *clock) Options {
+	return Options{
+		Tenants: []TenantOptions{
+			{Name: "acme", StaticTokens: []string{"acme-static-token-0123456789"}},
+			{Name: "safe", Unique: "email", Required: []string{"emails"}},
+			{Name: "globex"},
+		},
+		Now: c.now,
+	}
+}
+
+func openStore(t testing.TB) (*Store, *clock, string) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "scimrelay.db")
+	s, err := Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, c, path
+}
+
+func user(t testing.TB, body string) *scim.Resource {
+	t.Helper()
+	r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`"],`+body+`}`))
+	if err != nil {
+		t.Fatalf("user %s: %v", body, err)
+	}
+	return r
+}
+
+func group(t testing.TB, body string) *scim.Resource {
+	t.Helper()
+	r, err := scim.ParseResource(scim.GroupResourceType, []byte(`{"schemas":["`+scim.GroupSchema+`"],`+body+`}`))
+	if err != nil {
+		t.Fatalf("group %s: %v", body, err)
+	}
+	return r
+}
+
+func create(t testing.TB, s *Store, tenant string, r *scim.Resource) *scim.Resource {
+	t.Helper()
+	out, err := s.Create(ctx, tenant, r)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return out
+}
+
+func patch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id, ops string) (*scim.Resource, error) {
+	t.Helper()
+	p, err := scim.ParsePatch(rt, []byte(`{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[`+ops+`]}`))
+	if err != nil {
+		t.Fatalf("ParsePatch: %v", err)
+	}
+	return s.Update(ctx, tenant, rt, id, func(cur *scim.Resource) (*scim.Update, error) { return p.Apply(cur) })
+}
+
+func mustPatch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id, ops string) *scim.Resource {
+	t.Helper()
+	r, err := patch(t, s, tenant, rt, id, ops)
+	if err != nil {
+		t.Fatalf("patch %s: %v", ops, err)
+	}
+	return r
+}
+
+func wantErr(t testing.TB, err error, kind *scim.Error, detail string) {
+	t.Helper()
+	if err == nil || !errors.Is(err, kind) || !strings.Contains(err.Error(), detail) {
+		t.Fatalf("got %v, want %d %s containing %q", err, kind.Status, kind.Type, detail)
+	}
+}
+
+// drain reads every outbox row and decodes the events, oldest first.
+type seen struct {
+	action     events.Action
+	subject    string
+	seq        uint64
+	subjectSeq uint64
+	data       events.Data
+}
+
+func outbox(t testing.TB, s *Store) []seen {
+	t.Helper()
+	rows, err := s.ReadOutbox(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]seen, len(rows))
+	for i, r := range rows {
+		a, _ := events.ActionOf(r.Event)
+		seq, _ := events.Sequence(r.Event)
+		sseq, _ := events.SubjectSeq(r.Event)
+		d, err := events.DataOf(r.Event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = seen{a, r.Event.Subject(), seq, sseq, d}
+	}
+	return out
+}
+
+func actionsOf(list []seen) string {
+	var b []string
+	for _, e := range list {
+		b = append(b, string(e.action))
+	}
+	return strings.Join(b, " ")
+}
+
+func TestUserLifecycle(t *testing.T) {
+	s, c, _ := openStore(t)
+	u := create(t, s, "acme", user(t, `"userName":"Ann@X.com","externalId":"e1","active":true,"emails":[{"value":"ann@x.com","type":"work"}],"name":{"givenName":"Ann"}`))
+	id := u.ID()
+	if len(id) != 36 || u.Meta().Version != `W/"1"` || u.Meta().Created.IsZero() {
+		t.Fatalf("created: %s", u.AppendJSON(nil))
+	}
+	got, err := s.Get(ctx, "acme", scim.UserResourceType, id)
+	if err != nil || got.String("userName") != "Ann@X.com" {
+		t.Fatalf("Get: %v %v", got, err)
+	}
+	c.add(time.Minute)
+	p := mustPatch(t, s, "acme", scim.UserResourceType, id, `{"op":"replace","path":"name.givenName","value":"Anna"}`)
+	if p.Meta().Version != `W/"2"` || !p.Meta().LastModified.After(p.Meta().Created) {
+		t.Fatalf("after patch: %v", p.Meta())
+	}
+	// A no-op patch changes nothing: same version, no event.
+	before := len(outbox(t, s))
+	if p := mustPatch(t, s, "acme", scim.UserResourceType, id, `{"op":"replace","path":"name.givenName","value":"Anna"}`); p.Meta().Version != `W/"2"` {
+		t.Fatalf("no-op patch bumped the version to %s", p.Meta().Version)
+	}
+	if len(outbox(t, s)) != before {
+		t.Fatal("no-op patch emitted an event")
+	}
+	mustPatch(t, s, "acme", scim.UserResourceType, id, `{"op":"replace","path":"active","value":"False"},{"op":"replace","path":"title","value":"Guide"}`)
+	mustPatch(t, s, "acme", scim.UserResourceType, id, `{"op":"replace","path":"active","value":true}`)
+	if err := s.Delete(ctx, "acme", scim.UserResourceType, id, `W/"1"`); !errors.Is(err, scim.ErrPreconditionFailed) {
+		t.Fatalf("Delete with a stale If-Match: %v", err)
+	}
+	if err := s.Delete(ctx, "acme", scim.UserResourceType, id, `W/"4"`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Get(ctx, "acme", scim.UserResourceType, id)
+	wantErr(t, err, scim.ErrNotFound, "not found")
+	wantErr(t, s.Delete(ctx, "acme", scim.UserResourceType, id, ""), scim.ErrNotFound, "not found")
+	// The userName is free again.
+	create(t, s, "acme", user(t, `"userName":"ann@x.com"`))
+
+	evs := outbox(t, s)
+	if got := actionsOf(evs); got != "user.created user.updated user.deactivated user.reactivated user.deleted user.created" {
+		t.Fatalf("events: %s", got)
+	}
+	for i, e := range evs[:5] {
+		if e.subject != "Users/"+id || e.subjectSeq != uint64(i+1) || e.seq != uint64(i+1) || e.data.Tenant != "acme" {
+			t.Errorf("event %d: subject %s subjectseq %d seq %d", i, e.subject, e.subjectSeq, e.seq)
+		}
+	}
+	deact := evs[2].data
+	if len(deact.Changes) != 2 || deact.Changes[0].Path != "title" || deact.Changes[1].Path != "active" || string(deact.Changes[1].Old) != "true" || string(deact.Changes[1].New) != "false" {
+		t.Errorf("deactivation changes: %+v", deact.Changes)
+	}
+	if upd := evs[1].data; len(upd.Changes) != 1 || string(upd.Changes[0].Old) != `"Ann"` || string(upd.Changes[0].New) != `"Anna"` || upd.ExternalID != "e1" {
+		t.Errorf("update data: %+v", upd)
+	}
+	if !strings.Contains(string(evs[4].data.Resource), `"userName":"Ann@X.com"`) {
+		t.Errorf("user.deleted carries the resource before the delete: %s", evs[4].data.Resource)
+	}
+}
+
+func TestUniqueness(t *testing.T) {
+	s, _, _ := openStore(t)
+	create(t, s, "acme", user(t, `"userName":"ann@x.com","externalId":"shared"`))
+	_, err := s.Create(ctx, "acme", user(t, `"userName":"ANN@X.COM"`))
+	wantErr(t, err, scim.ErrUniqueness, `userName "ANN@X.COM" is already taken`)
+	// externalId is not unique: clients reuse it.
+	b := create(t, s, "acme", user(t, `"userName":"bob","externalId":"shared"`))
+	// Renaming into a taken userName is refused and changes nothing.
+	_, err = patch(t, s, "acme", scim.UserResourceType, b.ID(), `{"op":"replace","path":"userName","value":"Ann@x.com"}`)
+	wantErr(t, err, scim.ErrUniqueness, "already taken")
+	if got, _ := s.Get(ctx, "acme", scim.UserResourceType, b.ID()); got.String("userName") != "bob" || got.Meta().Version != `W/"1"` {
+		t.Fatal("a refused rename changed the user")
+	}
+	// Tenants are separate namespaces.
+	create(t, s, "globex", user(t, `"userName":"ann@x.com"`))
+	// Groups: displayName is unique per tenant, case-insensitively.
+	create(t, s, "acme", group(t, `"displayName":"Sales"`))
+	_, err = s.Create(ctx, "acme", group(t, `"displayName":"sales"`))
+	wantErr(t, err, scim.ErrUniqueness, "displayName")
+	// Unknown tenant.
+	_, err = s.Create(ctx, "initech", user(t, `"userName":"x"`))
+	wantErr(t, err, scim.ErrNotFound, "no tenant")
+}
+
+// TestEmailTenant follows the SAFE guide: users match on email, and a user
+// without one is refused.
+func TestEmailTenant(t *testing.T) {
+	s, _, _ := openStore(t)
+	_, err := s.Create(ctx, "safe", user(t, `"userName":"ann"`))
+	wantErr(t, err, scim.ErrInvalidValue, "attribute emails is required in tenant safe")
+	create(t, s, "safe", user(t, `"userName":"ann","emails":[{"value":"Ann@X.com","type":"work"}]`))
+	// Same userName is fine here; same work email is not.
+	create(t, s, "safe", user(t, `"userName":"ann","emails":[{"value":"other@x.com","type":"work"}]`))
+	_, err = s.Create(ctx, "safe", user(t, `"userName":"zed","emails":[{"value":"ann@x.com","type":"work"}]`))
+	wantErr(t, err, scim.ErrUniqueness, `email "ann@x.com"`)
+}
+
+// TestFilterIndexMatchesScan checks that every filter gives the same answer
+// whether an index answers it or a scan does.
+func TestFilterIndexMatchesScan(t *testing.T) {
+	s, _, _ := openStore(t)
+	var ids []string
+	for i := 0; i < 30; i++ {
+		r := create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"user%02d@x.com","externalId":"ext%d","title":"t%d","active":%v,
+			"emails":[{"value":"User%02d@X.com","type":"work"},{"value":"home%d@y.com","type":"home"}]`, i, i%5, i%3, i%2 == 0, i, i)))
+		ids = append(ids, r.ID())
+	}
+	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"Sales","externalId":"g1","members":[{"value":%q},{"value":%q}]`, ids[3], ids[4])))
+	create(t, s, "acme", group(t, `"displayName":"Ops"`))
+	tests := []struct {
+		rt     *scim.ResourceType
+		filter string
+		want   int
+	}{
+		{scim.UserResourceType, `userName eq "USER07@x.com"`, 1},
+		{scim.UserResourceType, `externalId eq "ext2"`, 6},
+		{scim.UserResourceType, `externalId eq "EXT2"`, 0},
+		{scim.UserResourceType, `emails[type eq "work"].value eq "user09@x.COM"`, 1},
+		{scim.UserResourceType, `emails[type eq "work"].value eq "home9@y.com"`, 0},
+		{scim.UserResourceType, `emails.value eq "home9@y.com"`, 1},
+		{scim.UserResourceType, `externalId eq "ext1" and active eq true`, 3},
+		{scim.UserResourceType, `userName eq "user01@x.com" or userName eq "user02@x.com"`, 2},
+		{scim.UserResourceType, `title co "1"`, 10},
+		{scim.UserResourceType, `not (active eq true)`, 15},
+		{scim.UserResourceType, fmt.Sprintf(`id eq %q`, ids[5]), 1},
+		{scim.UserResourceType, `id eq "nope"`, 0},
+		{scim.GroupResourceType, `displayName eq "sales"`, 1},
+		{scim.GroupResourceType, `externalId eq "g1"`, 1},
+		{scim.GroupResourceType, fmt.Sprintf(`members.value eq %q`, ids[3]), 1},
+		{scim.GroupResourceType, fmt.Sprintf(`members[value eq %q]`, ids[9]), 0},
+		{scim.GroupResourceType, `displayName sw "O"`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.filter, func(t *testing.T) {
+			f, err := scim.ParseFilter(tt.rt, tt.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, err := s.List(ctx, "acme", tt.rt, scim.Query{Filter: f, StartIndex: 1, Count: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The reference answer: every resource, filtered one by one.
+			all, err := s.List(ctx, "acme", tt.rt, scim.Query{StartIndex: 1, Count: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, r := range all.Resources {
+				if tt.rt == scim.GroupResourceType && f.References("members") {
+					members, _ := s.Members(ctx, "acme", r.ID(), "", 0)
+					var list []any
+					for _, m := range members {
+						list = append(list, map[string]any{"value": m.Value})
+					}
+					if list != nil {
+						r.Attrs["members"] = list
+					}
+				}
+				if f.Match(r) {
+					want = append(want, r.ID())
+				}
+			}
+			var got []string
+			for _, r := range page.Resources {
+				got = append(got, r.ID())
+			}
+			if page.Total != tt.want || len(want) != tt.want || strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("total %d, got %v; scan gives %v; want %d", page.Total, got, want, tt.want)
+			}
+		})
+	}
+	_ = g
+}
+
+func TestPagingAndSorting(t *testing.T) {
+	s, _, _ := openStore(t)
+	var ids []string
+	for i := 0; i < 25; i++ {
+		ids = append(ids, create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%02d","title":"%c"`, i, 'z'-i%26))).ID())
+	}
+	create(t, s, "acme", user(t, `"userName":"untitled"`))
+	for start := 1; start <= 27; start += 10 {
+		page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{StartIndex: start, Count: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != 26 {
+			t.Fatalf("total %d", page.Total)
+		}
+		for i, r := range page.Resources {
+			if want := start - 1 + i; want < 25 && r.ID() != ids[want] {
+				t.Fatalf("page at %d item %d is %s, want %s (creation order)", start, i, r.ID(), ids[want])
+			}
+		}
+	}
+	if page, _ := s.List(ctx, "acme", scim.UserResourceType, scim.Query{StartIndex: 1, Count: 0}); page.Total != 26 || len(page.Resources) != 0 {
+		t.Fatalf("count 0: %d %d", page.Total, len(page.Resources))
+	}
+	title, _ := scim.UserResourceType.ParsePath("title")
+	f, _ := scim.ParseFilter(scim.UserResourceType, `userName sw "u"`)
+	page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 30, SortBy: &title})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, last := page.Resources[0].String("title"), page.Resources[len(page.Resources)-1]; first != "b" || last.String("userName") != "untitled" {
+		t.Fatalf("sorted by title: first %q, last %q (no title sorts last)", first, last.String("userName"))
+	}
+	page, _ = s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 1, SortBy: &title, Descending: true})
+	if page.Resources[0].String("title") != "z" {
+		t.Fatalf("descending: %q", page.Resources[0].String("title"))
+	}
+}
+
+func TestMemberships(t *testing.T) {
+	s, _, _ := openStore(t)
+	ann := create(t, s, "acme", user(t, `"userName":"ann","displayName":"Ann Lee"`))
+	bob := create(t, s, "acme", user(t, `"userName":"bob"`))
+	other := create(t, s, "globex", user(t, `"userName":"carl"`))
+	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"Sales","members":[{"value":%q}]`, ann.ID())))
+	gid := g.ID()
+	add := func(id string) string { return fmt.Sprintf(`{"op":"add","path":"members","value":[{"value":%q}]}`, id) }
+	mustPatch(t, s, "acme", scim.GroupResourceType, gid, add(bob.ID())+","+add(ann.ID())) // ann already in: no change
+	_, err := patch(t, s, "acme", scim.GroupResourceType, gid, add(other.ID()))
+	wantErr(t, err, scim.ErrInvalidValue, "not the id of a User or Group in this tenant")
+	_, err = patch(t, s, "acme", scim.GroupResourceType, gid, add(gid))
+	wantErr(t, err, scim.ErrInvalidValue, "member of itself")
+	members, err := s.Members(ctx, "acme", gid, "", 10)
+	if err != nil || len(members) != 2 || members[0].Value != ann.ID() || members[0].Display != "Ann Lee" || members[0].Type != "User" || members[1].Display != "bob" {
+		t.Fatalf("members %+v %v", members, err)
+	}
+	if page, _ := s.Members(ctx, "acme", gid, ann.ID(), 10); len(page) != 1 || page[0].Value != bob.ID() {
+		t.Fatalf("members after ann: %+v", page)
+	}
+	u, _ := s.Get(ctx, "acme", scim.UserResourceType, ann.ID())
+	if groups, _ := u.Attrs["groups"].([]any); len(groups) != 1 || groups[0].(map[string]any)["value"] != gid || groups[0].(map[string]any)["display"] != "Sales" {
+		t.Fatalf("ann's groups: %v", u.Attrs["groups"])
+	}
+	// Deleting a user removes its memberships, each with an event.
+	if err := s.Delete(ctx, "acme", scim.UserResourceType, ann.ID(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if members, _ := s.Members(ctx, "acme", gid, "", 10); len(members) != 1 || members[0].Value != bob.ID() {
+		t.Fatalf("members after deleting ann: %+v", members)
+	}
+	gr, _ := s.Get(ctx, "acme", scim.GroupResourceType, gid)
+	if gr.Meta().Version != `W/"3"` {
+		t.Errorf("group version %s after an add and a removal, want W/\"3\"", gr.Meta().Version)
+	}
+	mustPatch(t, s, "acme", scim.GroupResourceType, gid, `{"op":"remove","path":"members"}`)
+	if err := s.Delete(ctx, "acme", scim.GroupResourceType, gid, ""); err != nil {
+		t.Fatal(err)
+	}
+	evs := outbox(t, s)
+	var groupEvents []seen
+	for _, e := range evs {
+		if e.subject == "Groups/"+gid {
+			groupEvents = append(groupEvents, e)
+		}
+	}
+	if got := actionsOf(groupEvents); got != "group.created group.member_added group.member_added group.member_removed group.member_removed group.deleted" {
+		t.Fatalf("group events: %s", got)
+	}
+	for i, e := range groupEvents {
+		if e.subjectSeq != uint64(i+1) {
+			t.Errorf("group event %d has subjectseq %d; want gapless", i, e.subjectSeq)
+		}
+	}
+	if m := groupEvents[1].data.Member; m == nil || m.Value != ann.ID() || m.Display != "Ann Lee" || m.Type != "User" {
+		t.Errorf("member_added payload: %+v", m)
+	}
+	if strings.Contains(string(groupEvents[0].data.Resource), "members") {
+		t.Errorf("group events must not carry members: %s", groupEvents[0].data.Resource)
+	}
+	// user.deleted comes after the member_removed it caused.
+	var order []string
+	for _, e := range evs {
+		if e.subject == "Users/"+ann.ID() || (e.action == events.GroupMemberRemoved && e.data.Member.Value == ann.ID()) {
+			order = append(order, string(e.action))
+		}
+	}
+	if strings.Join(order, " ") != "user.created group.member_removed user.deleted" {
+		t.Errorf("deleting a user: %v", order)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].data.Tenant == "acme" && evs[i-1].data.Tenant == "acme" && evs[i].seq <= evs[i-1].seq {
+			t.Fatalf("sequence not increasing: %d after %d", evs[i].seq, evs[i-1].seq)
+		}
+	}
+}
+
+func TestRestartKeepsEverything(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "scimrelay.db")
+	s, err := Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := create(t, s, "acme", user(t, `"userName":"ann"`))
+	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, u.ID())))
+	secret, _, err := s.CreateToken(ctx, "acme", "ci", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second process on the same file fails fast with a clear error.
+	start := time.Now()
+	if _, err := Open(path, testOptions(c)); !errors.Is(err, ErrInUse) || time.Since(start) > 5*time.Second {
+		t.Fatalf("second Open: %v after %s", err, time.Since(start))
+	}
+	before := outbox(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get(ctx, "acme", scim.UserResourceType, u.ID()); err != nil || got.Attrs["groups"] == nil {
+		t.Fatalf("user after restart: %v %v", got, err)
+	}
+	if m, _ := s.Members(ctx, "acme", g.ID(), "", 10); len(m) != 1 {
+		t.Fatalf("members after restart: %v", m)
+	}
+	if err := s.Authenticate(ctx, "acme", secret); err != nil {
+		t.Fatalf("token after restart: %v", err)
+	}
+	after := outbox(t, s)
+	if len(after) != len(before) || len(after) != 3 {
+		t.Fatalf("outbox had %d rows, has %d after restart", len(before), len(after))
+	}
+	// Counters continue where they were.
+	mustPatch(t, s, "acme", scim.UserResourceType, u.ID(), `{"op":"add","path":"title","value":"x"}`)
+	last := outbox(t, s)[3]
+	if last.seq != 4 || last.subjectSeq != 2 {
+		t.Fatalf("after restart: seq %d subjectseq %d, want 4 and 2", last.seq, last.subjectSeq)
+	}
+	if _, err := s.Create(ctx, "acme", user(t, `"userName":"ANN"`)); !errors.Is(err, scim.ErrUniqueness) {
+		t.Fatalf("index lost in restart: %v", err)
+	}
+}
+
+func TestOutboxDelete(t *testing.T) {
+	s, _, _ := openStore(t)
+	for i := 0; i < 5; i++ {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	select {
+	case <-s.OutboxReady():
+	default:
+		t.Fatal("OutboxReady not signalled after commits")
+	}
+	rows, _ := s.ReadOutbox(0, 3)
+	if len(rows) != 3 || rows[0].Key != 1 || rows[2].Key != 3 {
+		t.Fatalf("ReadOutbox(0, 3): %d rows", len(rows))
+	}
+	if err := s.DeleteOutbox([]uint64{rows[0].Key, rows[1].Key}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.OutboxDepth(); n != 3 {
+		t.Fatalf("depth %d, want 3", n)
+	}
+	if rows, _ := s.ReadOutbox(0, 10); rows[0].Key != 3 {
+		t.Fatalf("first remaining row %d", rows[0].Key)
+	}
+}
+
+func TestEventRecorder(t *testing.T) {
+	s, _, _ := openStore(t)
+	rctx, rec := WithEventRecorder(ctx)
+	u, err := s.Create(rctx, "acme", user(t, `"userName":"ann"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(rctx, "acme", group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, u.ID()))); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := s.ReadOutbox(0, 10)
+	var want []string
+	for _, r := range rows {
+		want = append(want, r.Event.ID())
+	}
+	if got := rec.IDs(); strings.Join(got, ",") != strings.Join(want, ",") || len(got) != 3 {
+		t.Fatalf("recorded %v, want %v", got, want)
+	}
+}
+
+// TestConcurrentCreatesOfOneUserName: Entra sends requests in parallel;
+// exactly one of twenty creates of one userName wins.
+func TestConcurrentCreatesOfOneUserName(t *testing.T) {
+	s, _, _ := openStore(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Create(ctx, "acme", user(t, `"userName":"same@x.com"`))
+		}()
+	}
+	wg.Wait()
+	ok, conflicts := 0, 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, scim.ErrUniqueness):
+			conflicts++
+		default:
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if ok != 1 || conflicts != 19 {
+		t.Fatalf("%d created, %d conflicts; want 1 and 19", ok, conflicts)
+	}
+	if n := len(outbox(t, s)); n != 1 {
+		t.Fatalf("%d events, want 1", n)
+	}
+}
+
+func TestConcurrentMemberAdditions(t *testing.T) {
+	s, _, _ := openStore(t)
+	g := create(t, s, "acme", group(t, `"displayName":"g"`))
+	var ids []string
+	for i := 0; i < 200; i++ {
+		ids = append(ids, create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i))).ID())
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), fmt.Sprintf(`{"op":"Add","path":"members","value":[{"value":%q}]}`, id)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	members, err := s.Members(ctx, "acme", g.ID(), "", 0)
+	if err != nil || len(members) != 200 {
+		t.Fatalf("%d members (%v), want 200", len(members), err)
+	}
+	got, _ := s.Get(ctx, "acme", scim.GroupResourceType, g.ID())
+	if got.Meta().Version != `W/"201"` {
+		t.Fatalf("version %s, want W/\"201\"", got.Meta().Version)
+	}
+}
+
+// TestLargeGroup builds a 100,000-member group and changes one member.
+func TestLargeGroup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 100,000-member group")
+	}
+	s := openFastStore(t)
+	g, ids := buildGroup(t, s, 100_000)
+	last := create(t, s, "acme", user(t, `"userName":"newcomer"`))
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), fmt.Sprintf(`{"op":"add","path":"members","value":[{"value":%q}]}`, last.ID()))
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), fmt.Sprintf(`{"op":"remove","path":"members[value eq \"%s\"]"}`, ids[500]))
+	n := 0
+	after := ""
+	for {
+		page, err := s.Members(ctx, "acme", g.ID(), after, 10_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(page)
+		if len(page) < 10_000 {
+			break
+		}
+		after = page[len(page)-1].Value
+	}
+	if n != 100_000 {
+		t.Fatalf("%d members, want 100,000", n)
+	}
+	f, _ := scim.ParseFilter(scim.GroupResourceType, fmt.Sprintf(`members.value eq %q`, last.ID()))
+	if page, _ := s.List(ctx, "acme", scim.GroupResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); page.Total != 1 {
+		t.Fatalf("group by member: %d", page.Total)
+	}
+}
+
+// openFastStore opens a store without fsync, for tests that build large
+// data sets and are about what the data does, not about durability.
+func openFastStore(t testing.TB) *Store {
+	t.Helper()
+	o := testOptions(&clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)})
+	o.NoSync = true
+	o.BatchDelay = 5 * time.Millisecond
+	s, err := Open(filepath.Join(t.TempDir(), "scimrelay.db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// buildGroup creates n users and a group holding them, in large batches.
+func buildGroup(t testing.TB, s *Store, n int) (*scim.Resource, []string) {
+	t.Helper()
+	var ids []string
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	sem := make(chan struct{}, 256)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r, err := s.Create(ctx, "acme", user(t, fmt.Sprintf(`"userName":"member%06d"`, i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			ids = append(ids, r.ID())
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Strings(ids)
+	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"big%d"`, n)))
+	for start := 0; start < len(ids); start += 5000 {
+		var b strings.Builder
+		for i, id := range ids[start:min(start+5000, len(ids))] {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"value":%q}`, id)
+		}
+		mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), `{"op":"add","path":"members","value":[`+b.String()+`]}`)
+	}
+	return g, ids
+}
+
+func TestTokens(t *testing.T) {
+	s, c, _ := openStore(t)
+	// Static tokens from relay.yaml.
+	if err := s.Authenticate(ctx, "acme", "acme-static-token-0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Authenticate(ctx, "globex", "acme-static-token-0123456789"), scim.ErrUnauthorized, "invalid bearer token")
+	wantErr(t, s.Authenticate(ctx, "initech", "x"), scim.ErrNotFound, "no tenant")
+	// Issued tokens.
+	secret, tok, err := s.CreateToken(ctx, "globex", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil || !strings.HasPrefix(secret, TokenPrefix) || len(secret) < 50 || tok.Tenant != "globex" {
+		t.Fatalf("CreateToken: %q %+v %v", secret, tok, err)
+	}
+	if err := s.Authenticate(ctx, "globex", secret); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Authenticate(ctx, "acme", secret), scim.ErrUnauthorized, "invalid bearer token")
+	wantErr(t, s.Authenticate(ctx, "globex", secret[:len(secret)-1]+"x"), scim.ErrUnauthorized, "invalid bearer token")
+	list, _ := s.ListTokens(ctx, "globex")
+	if len(list) != 1 || list[0].LastUsed.IsZero() {
+		t.Fatalf("ListTokens: %+v", list)
+	}
+	// Expiry.
+	c.add(91 * 24 * time.Hour)
+	wantErr(t, s.Authenticate(ctx, "globex", secret), scim.ErrUnauthorized, "expired at")
+	// Rotation with overlap: the old token keeps working for the overlap.
+	old, _, _ := s.CreateToken(ctx, "globex", "old", time.Time{})
+	fresh, _, rotated, err := s.RotateToken(ctx, "globex", "new", time.Time{}, 24*time.Hour)
+	if err != nil || len(rotated) != 1 {
+		t.Fatalf("RotateToken: %v %+v", err, rotated)
+	}
+	if err := s.Authenticate(ctx, "globex", old); err != nil {
+		t.Fatalf("old token inside the overlap: %v", err)
+	}
+	c.add(25 * time.Hour)
+	wantErr(t, s.Authenticate(ctx, "globex", old), scim.ErrUnauthorized, "expired")
+	if err := s.Authenticate(ctx, "globex", fresh); err != nil {
+		t.Fatal(err)
+	}
+	// Revocation.
+	freshTok := tokenByName(t, s, "new")
+	if _, err := s.RevokeToken(ctx, freshTok.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Authenticate(ctx, "globex", fresh), scim.ErrUnauthorized, "was revoked")
+	if _, err := s.RevokeToken(ctx, "tok_nope"); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("revoking an unknown token: %v", err)
+	}
+	// EnsureToken: only when a tenant has no way in.
+	if _, created, _ := s.EnsureToken(ctx, "acme"); created {
+		t.Fatal("EnsureToken created a token for a tenant with a static one")
+	}
+	gen, created, err := s.EnsureToken(ctx, "safe")
+	if err != nil || !created || s.Authenticate(ctx, "safe", gen) != nil {
+		t.Fatalf("EnsureToken for safe: %v %v", created, err)
+	}
+	if _, created, _ := s.EnsureToken(ctx, "safe"); created {
+		t.Fatal("EnsureToken created a second token")
+	}
+	// Last-use times are written on flush and survive.
+	if err := s.flushTokenUse(); err != nil {
+		t.Fatal(err)
+	}
+	s.tokens.mu.RLock()
+	pending := len(s.tokens.lastUsed)
+	stored := s.tokens.byID[tokenByName(t, s, "generated").ID].LastUsed
+	s.tokens.mu.RUnlock()
+	if pending != 0 || stored.IsZero() {
+		t.Fatalf("after flush: %d pending, stored last use %v", pending, stored)
+	}
+}
+
+func tokenByName(t *testing.T, s *Store, name string) Token {
+	t.Helper()
+	list, _ := s.ListTokens(ctx, "")
+	for _, tok := range list {
+		if tok.Name == name {
+			return tok
+		}
+	}
+	t.Fatalf("no token named %s", name)
+	return Token{}
+}

@@ -1,0 +1,323 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// TokenPrefix starts every token the relay issues, so that secret scanners
+// and people can tell what it is.
+const TokenPrefix = "scimrelay_"
+
+// DefaultTokenLifetime is how long a generated token lives: 90 days, as the
+// SAFE guide's default.
+const DefaultTokenLifetime = 90 * 24 * time.Hour
+
+// Token describes a SCIM bearer token; the secret itself is never stored.
+type Token struct {
+	ID       string    `json:"id"`
+	Tenant   string    `json:"tenant"`
+	Name     string    `json:"name"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires,omitzero"` // zero: never
+	Revoked  time.Time `json:"revoked,omitzero"`
+	LastUsed time.Time `json:"last_used,omitzero"`
+}
+
+// Live reports whether the token is neither revoked nor expired at now.
+func (t Token) Live(now time.Time) bool {
+	return t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
+}
+
+// ErrTokenNotFound means no token has the given id.
+var ErrTokenNotFound = errors.New("no such token")
+
+type storedToken struct {
+	Token
+	Hash []byte `json:"hash"` // SHA-256 of the secret
+}
+
+// tokenCache mirrors the tokens bucket in memory; the store is its only writer.
+type tokenCache struct {
+	mu       sync.RWMutex
+	byID     map[string]*storedToken
+	lastUsed map[string]time.Time // not yet written
+}
+
+func hashToken(secret string) [32]byte { return sha256.Sum256([]byte(secret)) }
+
+func loadTokens(db *bolt.DB) (*tokenCache, error) {
+	c := &tokenCache{byID: map[string]*storedToken{}, lastUsed: map[string]time.Time{}}
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+			var st storedToken
+			if err := json.Unmarshal(v, &st); err != nil {
+				return fmt.Errorf("decoding token %s: %w", k, err)
+			}
+			c.byID[st.ID] = &st
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading tokens: %w", err)
+	}
+	return c, nil
+}
+
+// Authenticate checks a bearer token for a tenant. Secrets are compared as
+// SHA-256 digests in constant time; the answer says why a token that was
+// once valid no longer is.
+func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error {
+	t, ok := s.tenants[tenantName]
+	if !ok {
+		return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
+	}
+	h := hashToken(secret)
+	valid := false
+	for _, st := range t.static {
+		valid = subtle.ConstantTimeCompare(h[:], st[:]) == 1 || valid
+	}
+	if valid {
+		return nil
+	}
+	c := s.tokens
+	c.mu.RLock()
+	var match *storedToken
+	for _, st := range c.byID {
+		if st.Tenant == tenantName && subtle.ConstantTimeCompare(h[:], st.Hash) == 1 {
+			match = st
+		}
+	}
+	c.mu.RUnlock()
+	if match == nil {
+		return scim.Errorf(scim.ErrUnauthorized, "invalid bearer token")
+	}
+	now := s.now()
+	switch {
+	case !match.Revoked.IsZero():
+		return scim.Errorf(scim.ErrUnauthorized, "token %s was revoked at %s", match.ID, match.Revoked.UTC().Format(time.RFC3339))
+	case !match.Expires.IsZero() && !now.Before(match.Expires):
+		return scim.Errorf(scim.ErrUnauthorized, "token %s expired at %s; issue a new one with scimrelay token create", match.ID, match.Expires.UTC().Format(time.RFC3339))
+	}
+	c.mu.Lock()
+	c.lastUsed[match.ID] = now
+	c.mu.Unlock()
+	return nil
+}
+
+// CreateToken issues a token for a tenant and returns its secret, which is
+// shown once and never stored. A zero expires means it never expires.
+func (s *Store) CreateToken(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
+	if _, ok := s.tenants[tenantName]; !ok {
+		return "", Token{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
+	}
+	secret, st, err := s.newToken(tenantName, name, expires)
+	if err != nil {
+		return "", Token{}, err
+	}
+	if err := s.putTokens(ctx, st); err != nil {
+		return "", Token{}, err
+	}
+	return secret, st.Token, nil
+}
+
+func (s *Store) newToken(tenantName, name string, expires time.Time) (string, *storedToken, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", nil, fmt.Errorf("generating a token: %w", err)
+	}
+	var idb [6]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return "", nil, fmt.Errorf("generating a token id: %w", err)
+	}
+	secret := TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	h := hashToken(secret)
+	st := &storedToken{
+		Token: Token{ID: "tok_" + hex.EncodeToString(idb[:]), Tenant: tenantName, Name: name, Created: s.now().UTC(), Expires: expires.UTC()},
+		Hash:  h[:],
+	}
+	if expires.IsZero() {
+		st.Expires = time.Time{}
+	}
+	return secret, st, nil
+}
+
+// putTokens writes token records and then updates the cache.
+func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
+	_, err := s.write(ctx, func(tx *bolt.Tx, _ *txWrite) error {
+		b := tx.Bucket(bucketTokens)
+		for _, st := range list {
+			v, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(st.ID), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing tokens: %w", err)
+	}
+	s.tokens.mu.Lock()
+	for _, st := range list {
+		s.tokens.byID[st.ID] = st
+	}
+	s.tokens.mu.Unlock()
+	return nil
+}
+
+// ListTokens lists a tenant's tokens ("" for all), oldest first, without secrets.
+func (s *Store) ListTokens(_ context.Context, tenantName string) ([]Token, error) {
+	c := s.tokens
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := []Token{}
+	for _, st := range c.byID {
+		if tenantName != "" && st.Tenant != tenantName {
+			continue
+		}
+		t := st.Token
+		if used, ok := c.lastUsed[t.ID]; ok {
+			t.LastUsed = used
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// RevokeToken revokes a token at once.
+func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
+	s.tokens.mu.RLock()
+	st, ok := s.tokens.byID[id]
+	s.tokens.mu.RUnlock()
+	if !ok {
+		return Token{}, fmt.Errorf("revoking %s: %w", id, ErrTokenNotFound)
+	}
+	cp := *st
+	if cp.Revoked.IsZero() {
+		cp.Revoked = s.now().UTC()
+		if err := s.putTokens(ctx, &cp); err != nil {
+			return Token{}, err
+		}
+	}
+	return cp.Token, nil
+}
+
+// RotateToken issues a new token for a tenant and makes every other live
+// token of the tenant expire after overlap, so that the new one can be
+// pasted into Entra before the old one stops working.
+func (s *Store) RotateToken(ctx context.Context, tenantName, name string, expires time.Time, overlap time.Duration) (string, Token, []Token, error) {
+	if _, ok := s.tenants[tenantName]; !ok {
+		return "", Token{}, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
+	}
+	secret, fresh, err := s.newToken(tenantName, name, expires)
+	if err != nil {
+		return "", Token{}, nil, err
+	}
+	now := s.now()
+	cutoff := now.Add(overlap).UTC()
+	changed := []*storedToken{fresh}
+	var old []Token
+	s.tokens.mu.RLock()
+	for _, st := range s.tokens.byID {
+		if st.Tenant != tenantName || !st.Live(now) {
+			continue
+		}
+		if st.Expires.IsZero() || st.Expires.After(cutoff) {
+			cp := *st
+			cp.Expires = cutoff
+			changed = append(changed, &cp)
+			old = append(old, cp.Token)
+		}
+	}
+	s.tokens.mu.RUnlock()
+	if err := s.putTokens(ctx, changed...); err != nil {
+		return "", Token{}, nil, err
+	}
+	return secret, fresh.Token, old, nil
+}
+
+// EnsureToken makes sure a tenant can be reached: when it has no static
+// token and no live stored one, it issues a token named "generated" that
+// expires after DefaultTokenLifetime and returns its secret with created true.
+func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, bool, error) {
+	t, ok := s.tenants[tenantName]
+	if !ok {
+		return "", false, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
+	}
+	if len(t.static) > 0 {
+		return "", false, nil
+	}
+	now := s.now()
+	s.tokens.mu.RLock()
+	for _, st := range s.tokens.byID {
+		if st.Tenant == tenantName && st.Live(now) {
+			s.tokens.mu.RUnlock()
+			return "", false, nil
+		}
+	}
+	s.tokens.mu.RUnlock()
+	secret, _, err := s.CreateToken(ctx, tenantName, "generated", now.Add(DefaultTokenLifetime))
+	return secret, err == nil, err
+}
+
+// TokenExpiries returns the expiry of every live token that has one.
+func (s *Store) TokenExpiries() []Token {
+	now := s.now()
+	s.tokens.mu.RLock()
+	defer s.tokens.mu.RUnlock()
+	var out []Token
+	for _, st := range s.tokens.byID {
+		if st.Live(now) && !st.Expires.IsZero() {
+			out = append(out, st.Token)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Expires.Before(out[j].Expires) })
+	return out
+}
+
+// flushTokenUse writes the last-use times gathered since the last flush.
+func (s *Store) flushTokenUse() error {
+	c := s.tokens
+	c.mu.Lock()
+	if len(c.lastUsed) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	var list []*storedToken
+	for id, used := range c.lastUsed {
+		if st, ok := c.byID[id]; ok {
+			cp := *st
+			cp.LastUsed = used
+			list = append(list, &cp)
+		}
+	}
+	c.lastUsed = map[string]time.Time{}
+	c.mu.Unlock()
+	if len(list) == 0 {
+		return nil
+	}
+	return s.putTokens(context.Background(), list...)
+}
