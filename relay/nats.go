@@ -187,13 +187,14 @@ func redactURL(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// natsLogger sends nats-server's log to slog: notices at Info, debug and
-// trace at Debug.
+// natsLogger sends nats-server's log to slog: warnings and errors as such,
+// its start-up banner and other notices at Debug, where they do not drown
+// the relay's own log.
 type natsLogger struct{ log *slog.Logger }
 
 var _ server.Logger = natsLogger{}
 
-func (l natsLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// loadConfig loads relay.yaml and checks what config cannot know on its
+// own: that each sink's event patterns name events of the catalog.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	var problems config.Problems
+	for i, s := range cfg.Sinks {
+		for j, e := range s.Events {
+			if _, err := events.ParsePattern(e); err != nil {
+				problems = append(problems, config.Problem{Field: fmt.Sprintf("sinks[%d].events[%d]", i, j), Message: err.Error()})
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s: %w", path, problems)
+	}
+	return cfg, nil
+}
+
+// newLogger builds the process logger from relay.yaml's log section.
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, errors.New("log.level: " + err.Error())
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

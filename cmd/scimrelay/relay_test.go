@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+const (
+	acmeToken   = "acme-static-token-0123456789abcdef"
+	globexToken = "globex-static-token-0123456789abcdef"
+	adminSecret = "admin-token-0123456789abcdef"
+)
+
+// testConfig is a relay.yaml for tests: a data directory of the test's own,
+// random loopback ports, the embedded NATS in-process only, two tenants
+// with static tokens.
+func testConfig(t testing.TB, dataDir string) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.NATS.Listen = ""
+	cfg.Admin.Token = adminSecret
+	cfg.Limits.Rate = 0
+	cfg.Tenants = []config.Tenant{
+		{Name: "acme", Unique: config.UniqueUserName, Tokens: []string{acmeToken}},
+		{Name: "globex", Unique: config.UniqueUserName, Tokens: []string{globexToken}},
+	}
+	return cfg
+}
+
+// relayProc is a relay running in this process, as serve runs it.
+type relayProc struct {
+	t        testing.TB
+	srv      *server
+	cancel   context.CancelFunc
+	done     chan error
+	scimURL  string
+	adminURL string
+}
+
+func startRelay(t testing.TB, cfg *config.Config, role string) *relayProc {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := newServer(context.Background(), cfg, role, log, io.Discard)
+	if err != nil {
+		t.Fatalf("starting the relay: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &relayProc{t: t, srv: srv, cancel: cancel, done: make(chan error, 1), adminURL: "http://" + srv.adminLn.Addr().String()}
+	if srv.scimLn != nil {
+		p.scimURL = "http://" + srv.scimLn.Addr().String()
+	}
+	go func() { p.done <- srv.run(ctx) }()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop shuts the relay down the way SIGTERM does and waits for it.
+func (p *relayProc) stop() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	p.cancel = nil
+	select {
+	case err := <-p.done:
+		if err != nil {
+			p.t.Errorf("relay stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("relay did not stop within 30s")
+	}
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+// scim sends a SCIM request to a tenant with a token.
+func (p *relayProc) scim(tenant, token, method, path, body string) reply {
+	p.t.Helper()
+	req, err := http.NewRequest(method, p.scimURL+"/scim/v2/"+tenant+path, strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/scim+json")
+	}
+	return do(p.t, req)
+}
+
+func do(t testing.TB, req *http.Request) reply {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := reply{status: res.StatusCode, header: res.Header, raw: raw}
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &r.body)
+	}
+	return r
+}
+
+func (r reply) want(t testing.TB, status int) reply {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.raw)
+	}
+	return r
+}
+
+func (r reply) str(key string) string {
+	v := r.body[key]
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// entraBodies returns the documented request bodies by step id.
+func entraBodies(t testing.TB) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("../../scim/testdata/entra-requests.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []struct {
+		ID          string  `json:"id"`
+		RequestBody *string `json:"request_body"`
+	}
+	if err := json.Unmarshal(data, &steps); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, s := range steps {
+		if s.RequestBody != nil {
+			out[s.ID] = *s.RequestBody
+		}
+	}
+	return out
+}
+
+func q(filter string) string { return "filter=" + url.QueryEscape(filter) }
+
+// streamEvents waits until the SCIMRELAY stream holds n events and returns them.
+func streamEvents(t testing.TB, js jetstream.JetStream, n int) []events.Data {
+	t.Helper()
+	all := readStream(t, js, n)
+	out := make([]events.Data, len(all))
+	for i, e := range all {
+		out[i] = e.data
+	}
+	return out
+}
+
+type streamed struct {
+	action     events.Action
+	id         string
+	subject    string
+	tenant     string
+	seq        uint64
+	subjectSeq uint64
+	time       time.Time
+	data       events.Data
+}
+
+func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs < uint64(n) {
+			return fmt.Errorf("%d events in the stream, want %d", info.State.Msgs, n)
+		}
+		return nil
+	})
+	info, _ := stream.Info(ctx)
+	var out []streamed
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := events.ActionOf(e)
+		s, _ := events.Sequence(e)
+		ss, _ := events.SubjectSeq(e)
+		d, err := events.DataOf(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := events.Subject(events.Tenant(e), a); m.Subject != want {
+			t.Errorf("event %s on subject %s, want %s", e.ID(), m.Subject, want)
+		}
+		out = append(out, streamed{a, e.ID(), e.Subject(), events.Tenant(e), s, ss, e.Time(), d})
+	}
+	if len(out) != n {
+		t.Fatalf("the stream holds %d events, want exactly %d", len(out), n)
+	}
+	return out
+}
+
+func compareGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading golden file (run go test -update to create it): %v", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s differs (go test -run %s -update rewrites it; review the diff):\n--- got\n%s", path, t.Name(), got)
+	}
+}

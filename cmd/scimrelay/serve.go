@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newServeCommand, newCheckCommand) }
+
+func newServeCommand() *cobra.Command {
+	var configPath, role string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the relay: SCIM endpoint, event publisher, webhook delivery",
+		Long: `Run the relay as relay.yaml describes it.
+
+With no nats.url the relay runs its own NATS server (embedded, storing under
+data_dir). On first start each tenant without a token gets one, printed once
+with the Tenant URL to paste into Microsoft Entra ID.
+
+Roles split the relay across machines that share an external NATS cluster:
+  all    everything in one process (default)
+  scim   the SCIM endpoint and the event publisher; holds the data file
+  sinks  webhook delivery workers only; needs no data file`,
+		Example: `  scimrelay serve
+  scimrelay serve --config /etc/scimrelay/relay.yaml
+  scimrelay serve --role sinks --config relay.yaml`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch role {
+			case roleAll, roleSCIM, roleSinks:
+			default:
+				return usageError{fmt.Errorf("--role must be all, scim or sinks, got %q", role)}
+			}
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cfg.Log, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			srv, err := newServer(cmd.Context(), cfg, role, log, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			return srv.run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "relay.yaml", "path to relay.yaml")
+	cmd.Flags().StringVar(&role, "role", roleAll, "what this process runs: all, scim or sinks")
+	return cmd
+}
+
+func newCheckCommand() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate relay.yaml without starting anything",
+		Long: `Validate relay.yaml: decode it strictly, expand ${ENV} references, and report
+every problem at once, each naming its field. Exit status 0 means valid.`,
+		Example: `  scimrelay check
+  SCIMRELAY_ADMIN_TOKEN=... scimrelay check --config /etc/scimrelay/relay.yaml`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s is valid: %d tenant(s), %d sink(s), NATS %s\n",
+				configPath, len(cfg.Tenants), len(cfg.Sinks), natsDescription(cfg.NATS.URL))
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "relay.yaml", "path to relay.yaml")
+	return cmd
+}
+
+func natsDescription(url string) string {
+	if url == "" {
+		return "embedded"
+	}
+	return "external"
+}

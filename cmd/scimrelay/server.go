@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/admin"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// Roles a relay process can take.
+const (
+	roleAll   = "all"   // everything on one machine (the default)
+	roleSCIM  = "scim"  // SCIM front end and outbox publisher
+	roleSinks = "sinks" // delivery workers only; no bbolt file
+)
+
+// server is one scimrelay process: what serve wires together from relay.yaml.
+type server struct {
+	cfg  *config.Config
+	role string
+	log  *slog.Logger
+	out  io.Writer // where generated secrets are printed, once
+
+	registry   *prometheus.Registry
+	store      *relay.Store
+	natsServer *natsserver.Server
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	publisher  *relay.Publisher
+	adminToken string
+
+	scimHTTP, adminHTTP *http.Server
+	scimLn, adminLn     net.Listener
+}
+
+// newServer opens everything serve needs, in the order that lets it refuse
+// early: the data file (so that a second serve fails at once), NATS, the
+// stream, the sink consumers (before any SCIM request can produce an event),
+// tokens, and the listeners. On error it closes what it opened.
+func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.Logger, out io.Writer) (_ *server, err error) {
+	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if role != roleSinks {
+		if s.store, err = relay.Open(cfg.DBPath(), storeOptions(cfg, log)); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.connectNATS(); err != nil {
+		return nil, err
+	}
+	streamCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := events.EnsureStream(streamCtx, s.js, events.StreamOptions{
+		Replicas:   cfg.StreamReplicas(),
+		MaxAge:     time.Duration(cfg.NATS.Stream.MaxAge),
+		Duplicates: time.Duration(cfg.NATS.Stream.Duplicates),
+	}, log); err != nil {
+		return nil, err
+	}
+	if s.adminToken, err = adminToken(cfg, log); err != nil {
+		return nil, err
+	}
+	if role != roleSinks {
+		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), relay.PublisherOptions{})
+		if err := s.ensureTokens(ctx); err != nil {
+			return nil, err
+		}
+		if s.scimLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("SCIM listener: %w", err)
+		}
+		s.scimHTTP = s.newHTTPServer(s.scimHandler())
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	s.adminHTTP = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	return s, nil
+}
+
+func storeOptions(cfg *config.Config, log *slog.Logger) relay.Options {
+	o := relay.Options{
+		PublicURL:  cfg.PublicURL,
+		BatchDelay: time.Duration(cfg.Storage.BatchDelay),
+		BatchSize:  cfg.Storage.BatchSize,
+		NoSync:     cfg.Storage.NoSync,
+		Logger:     log.With("component", "store"),
+	}
+	for _, t := range cfg.Tenants {
+		o.Tenants = append(o.Tenants, relay.TenantOptions{Name: t.Name, Unique: t.Unique, Required: t.Required, StaticTokens: t.StaticTokens()})
+	}
+	return o
+}
+
+func (s *server) connectNATS() error {
+	n := s.cfg.NATS
+	o := relay.NATSOptions{
+		URL: n.URL, Listen: n.Listen, StoreDir: s.cfg.NATSDir(),
+		Credentials: n.Credentials, Token: n.Token, User: n.User, Password: n.Password,
+		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
+		ConnectTimeout: time.Duration(n.ConnectTimeout), Name: "scimrelay-" + s.role,
+	}
+	var err error
+	if s.cfg.Embedded() {
+		if s.role == roleSinks {
+			return errors.New("--role sinks needs an external NATS (set nats.url): delivery workers share the SCIM front end's stream")
+		}
+		if s.natsServer, err = relay.StartEmbeddedNATS(o, s.log); err != nil {
+			return err
+		}
+		if n.Listen != "" {
+			s.log.Info("embedded NATS is listening for local subscribers", "url", "nats://"+n.Listen)
+		}
+	}
+	if s.nc, err = relay.ConnectNATS(o, s.natsServer, s.log.With("component", "nats")); err != nil {
+		return err
+	}
+	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	return nil
+}
+
+// ensureTokens gives every tenant without a way in a token, and prints it
+// once with the tenant URL: the two values an Entra admin pastes.
+func (s *server) ensureTokens(ctx context.Context) error {
+	for _, t := range s.cfg.Tenants {
+		secret, created, err := s.store.EnsureToken(ctx, t.Name)
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+		if !created {
+			continue
+		}
+		fmt.Fprintf(s.out, "\nTenant %q had no token, so scimrelay created one. In Microsoft Entra ID, under Provisioning > Admin Credentials, enter:\n"+
+			"  Tenant URL:    %s\n  Secret Token:  %s\n"+
+			"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
+			t.Name, s.tenantURL(t.Name), secret, t.Name)
+	}
+	return nil
+}
+
+// tenantURL is the SCIM base URL of a tenant as Entra reaches it.
+func (s *server) tenantURL(tenant string) string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL + "/scim/v2/" + tenant
+	}
+	return "http://" + s.cfg.Listen + "/scim/v2/" + tenant
+}
+
+// adminToken returns the admin API's token: relay.yaml's, else the one in
+// data_dir/admin.token, generated on first start.
+func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
+	if cfg.Admin.Token != "" {
+		return cfg.Admin.Token, nil
+	}
+	path := cfg.AdminTokenPath()
+	if b, err := os.ReadFile(path); err == nil {
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			return tok, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading the admin token: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	tok := "scimrelay_admin_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the admin token: %w", err)
+	}
+	log.Info("generated an admin token for the CLI", "path", path)
+	return tok, nil
+}
+
+func (s *server) adminHandler() http.Handler {
+	o := admin.Options{
+		Token:   s.adminToken,
+		Logger:  s.log.With("component", "admin"),
+		Metrics: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
+		Checks: []admin.Check{{Name: "nats", Check: func(context.Context) error {
+			if s.nc == nil || !s.nc.IsConnected() {
+				return errors.New("not connected to NATS")
+			}
+			return nil
+		}}},
+	}
+	if s.store != nil {
+		o.Tokens, o.Backup = s.store, s.store
+		o.Checks = append(o.Checks, admin.Check{Name: "store", Check: func(context.Context) error { return s.store.Ping() }},
+			admin.Check{Name: "publisher", Check: func(context.Context) error {
+				if !s.publisher.Healthy() {
+					return errors.New("the last attempt to publish events failed; they wait in the outbox")
+				}
+				return nil
+			}})
+	}
+	return admin.NewHandler(o)
+}
+
+func (s *server) scimHandler() http.Handler {
+	l := s.cfg.Limits
+	overrides := map[string]relay.Limit{}
+	for _, t := range s.cfg.Tenants {
+		if t.Rate > 0 {
+			overrides[t.Name] = relay.Limit{Rate: t.Rate, Burst: max(t.Burst, 1)}
+		}
+	}
+	h := scim.NewHandler(s.store, s.store, scim.Options{
+		BaseURL:      s.cfg.PublicURL,
+		Logger:       s.log.With("component", "scim"),
+		MaxBodyBytes: int64(l.MaxBody),
+		MaxJSONDepth: l.MaxJSONDepth,
+		Limiter:      relay.NewLimiter(relay.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
+		Observe:      s.observe,
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, _ := relay.WithEventRecorder(r.Context())
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// observe receives every SCIM request after it was answered.
+func (s *server) observe(_ context.Context, info *scim.RequestInfo) {
+	if info.Status >= 500 {
+		s.log.Error("scim request failed", "request_id", info.RequestID, "tenant", info.Tenant, "op", info.Operation, "status", info.Status)
+	}
+	s.log.Debug("scim request", "request_id", info.RequestID, "tenant", info.Tenant, "method", info.Method, "path", info.Path,
+		"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)
+}
+
+func (s *server) newHTTPServer(h http.Handler) *http.Server {
+	l := s.cfg.Limits
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: time.Duration(l.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(l.ReadTimeout),
+		WriteTimeout:      time.Duration(l.WriteTimeout),
+		IdleTimeout:       time.Duration(l.IdleTimeout),
+		MaxHeaderBytes:    int(l.MaxHeader),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// run serves until ctx ends, then shuts down in reverse order of start:
+// HTTP (letting in-flight requests finish), the publisher, NATS, the store.
+func (s *server) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if s.scimHTTP != nil {
+		s.log.Info("serving SCIM", "addr", s.scimLn.Addr().String(), "tenants", len(s.cfg.Tenants))
+		g.Go(func() error { return serveHTTP(s.scimHTTP, s.scimLn, "SCIM") })
+	}
+	s.log.Info("serving admin API, health and metrics", "addr", s.adminLn.Addr().String())
+	g.Go(func() error { return serveHTTP(s.adminHTTP, s.adminLn, "admin") })
+	pubCtx, stopPublisher := context.WithCancel(context.Background())
+	defer stopPublisher()
+	if s.publisher != nil {
+		g.Go(func() error { return s.publisher.Run(pubCtx) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var errs []error
+		if s.scimHTTP != nil {
+			errs = append(errs, s.scimHTTP.Shutdown(shutdownCtx))
+		}
+		stopPublisher()
+		errs = append(errs, s.adminHTTP.Shutdown(shutdownCtx))
+		return errors.Join(errs...)
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return errors.Join(err, s.close())
+}
+
+func serveHTTP(srv *http.Server, ln net.Listener, name string) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s listener: %w", name, err)
+	}
+	return nil
+}
+
+// close releases everything in reverse order of opening. It is safe to call
+// on a partly built server.
+func (s *server) close() error {
+	var errs []error
+	for _, ln := range []net.Listener{s.scimLn, s.adminLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if s.nc != nil {
+		s.nc.Close()
+		s.nc = nil
+	}
+	if s.natsServer != nil {
+		s.natsServer.Shutdown()
+		s.natsServer.WaitForShutdown()
+		s.natsServer = nil
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+		s.store = nil
+	}
+	return errors.Join(errs...)
+}

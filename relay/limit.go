@@ -1,0 +1,58 @@
+package relay
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limit is a token bucket: Rate requests per second, bursts up to Burst.
+// A zero Rate means no limit.
+type Limit struct {
+	Rate  float64
+	Burst int
+}
+
+// Limiter applies a token bucket per tenant. It implements scim.Limiter.
+type Limiter struct {
+	mu       sync.Mutex
+	def      Limit
+	override map[string]Limit
+	buckets  map[string]*rate.Limiter
+	now      func() time.Time
+}
+
+// NewLimiter returns a limiter with a default limit and per-tenant overrides.
+func NewLimiter(def Limit, override map[string]Limit) *Limiter {
+	return &Limiter{def: def, override: override, buckets: map[string]*rate.Limiter{}, now: time.Now}
+}
+
+// Allow takes one token from tenant's bucket, or says how long until one is there.
+func (l *Limiter) Allow(tenant string) (bool, time.Duration) {
+	l.mu.Lock()
+	b, ok := l.buckets[tenant]
+	if !ok {
+		lim, has := l.override[tenant]
+		if !has {
+			lim = l.def
+		}
+		if lim.Rate <= 0 {
+			b = rate.NewLimiter(rate.Inf, 0)
+		} else {
+			b = rate.NewLimiter(rate.Limit(lim.Rate), max(lim.Burst, 1))
+		}
+		l.buckets[tenant] = b
+	}
+	l.mu.Unlock()
+	now := l.now()
+	r := b.ReserveN(now, 1)
+	if !r.OK() {
+		return false, time.Second
+	}
+	if wait := r.DelayFrom(now); wait > 0 {
+		r.CancelAt(now) // refused requests do not consume the budget
+		return false, wait
+	}
+	return true, 0
+}
