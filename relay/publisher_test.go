@@ -1,0 +1,303 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Logger) *Publisher {
+	t.Helper()
+	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx); err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return p
+}
+
+// streamContents returns the events in the stream, in stream order, once
+// there are n of them.
+func streamContents(t testing.TB, js jetstream.JetStream, n int) []seen {
+	t.Helper()
+	ctx := context.Background()
+	var st jetstream.Stream
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if st, err = js.Stream(ctx, events.StreamName); err != nil {
+			return err // NATS may still be reconnecting
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != uint64(n) {
+			return fmt.Errorf("%d events in the stream, want %d", info.State.Msgs, n)
+		}
+		return nil
+	})
+	info, _ := st.Info(ctx)
+	var out []seen
+	ids := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids[e.ID()] {
+			t.Fatalf("event %s is in the stream twice", e.ID())
+		}
+		ids[e.ID()] = true
+		a, _ := events.ActionOf(e)
+		s, _ := events.Sequence(e)
+		ss, _ := events.SubjectSeq(e)
+		d, _ := events.DataOf(e)
+		out = append(out, seen{a, e.Subject(), s, ss, d})
+	}
+	return out
+}
+
+// checkOrder asserts each tenant's sequence is 1, 2, 3 … in stream order.
+func checkOrder(t testing.TB, list []seen) {
+	t.Helper()
+	next := map[string]uint64{}
+	for _, e := range list {
+		next[e.data.Tenant]++
+		if e.seq != next[e.data.Tenant] {
+			t.Fatalf("tenant %s: event with sequence %d where %d was due", e.data.Tenant, e.seq, next[e.data.Tenant])
+		}
+	}
+}
+
+func TestPublisherDrainsInOrder(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	// Events committed before the publisher starts are published too.
+	for i := 0; i < 20; i++ {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"early%d"`, i)))
+	}
+	startPublisher(t, s, js, slog.New(slog.DiscardHandler))
+	for i := 0; i < 100; i++ {
+		tenant := []string{"acme", "globex"}[i%2]
+		create(t, s, tenant, user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	list := streamContents(t, js, 120)
+	checkOrder(t, list)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, _ := s.OutboxDepth(); n != 0 {
+			return fmt.Errorf("outbox still holds %d events", n)
+		}
+		return nil
+	})
+}
+
+// TestPublisherSurvivesNATSOutage stops an external NATS while SCIM writes
+// continue: every write is acknowledged at once, and when NATS returns every
+// event arrives, in sequence order, none lost and none twice.
+func TestPublisherSurvivesNATSOutage(t *testing.T) {
+	s, _, _ := openStore(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	ns := eventstest.RunServerAt(t, dir, port)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	nc, err := ConnectNATS(NATSOptions{URL: ns.ClientURL(), ConnectTimeout: time.Second}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPublisher(t, s, js, log)
+	for i := 0; i < 50; i++ {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"before%d"`, i)))
+	}
+	streamContents(t, js, 50)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	start := time.Now()
+	for i := 0; i < 100; i++ {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"during%d"`, i)))
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("100 writes took %s with NATS down: SCIM must not wait for NATS", took)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p.Healthy() {
+			return fmt.Errorf("publisher still reports healthy")
+		}
+		return nil
+	})
+	if n, _ := s.OutboxDepth(); n != 100 {
+		t.Fatalf("outbox holds %d events during the outage, want 100", n)
+	}
+
+	eventstest.RunServerAt(t, dir, port)
+	list := streamContents(t, js, 150)
+	checkOrder(t, list)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !p.Healthy() {
+			return fmt.Errorf("publisher not healthy again")
+		}
+		if n, _ := s.OutboxDepth(); n != 0 {
+			return fmt.Errorf("outbox holds %d", n)
+		}
+		return nil
+	})
+	out := logs.String()
+	if !bytes.Contains([]byte(out), []byte("publishing events to NATS failed")) || !bytes.Contains([]byte(out), []byte("publishing events to NATS again")) {
+		t.Errorf("the log does not say what happened:\n%s", out)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// BenchmarkPublisherDrain measures how fast the publisher moves a full
+// outbox into an embedded JetStream stream (file storage).
+func BenchmarkPublisherDrain(b *testing.B) {
+	s := openFastStore(b)
+	const n = 20_000
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 128)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := s.Create(ctx, "acme", user(b, `"userName":"u`+strconv.Itoa(i)+`","emails":[{"value":"u`+strconv.Itoa(i)+`@x.com","type":"work"}]`)); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	ns := eventstest.RunServer(b)
+	_, js := eventstest.Connect(b, eventstest.URL(ns))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		b.Fatal(err)
+	}
+	p := NewPublisher(s, js, slog.New(slog.DiscardHandler), PublisherOptions{})
+	b.ResetTimer()
+	start := time.Now()
+	published, err := p.drain(ctx)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil || published != n {
+		b.Fatalf("drained %d of %d: %v", published, n, err)
+	}
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
+}
+
+// BenchmarkAckToStream measures the time from a durable write's
+// acknowledgement (Create returning, fsync on) to its event being in the
+// stream, at 500 writes/s.
+func BenchmarkAckToStream(b *testing.B) {
+	s, _, _ := openStore(b)
+	s.db.MaxBatchDelay = time.Millisecond
+	ns := eventstest.RunServer(b)
+	nc, js := eventstest.Connect(b, eventstest.URL(ns))
+	startPublisher(b, s, js, slog.New(slog.DiscardHandler))
+	var mu sync.Mutex
+	acked := map[string]time.Time{}
+	arrivals := map[string]time.Time{}
+	arrived := make(chan struct{}, 1<<16)
+	sub, err := nc.Subscribe("scimrelay.>", func(m *nats.Msg) {
+		now := time.Now()
+		mu.Lock()
+		arrivals[m.Header.Get("ce-subject")] = now
+		mu.Unlock()
+		arrived <- struct{}{}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const rate, n = 500, 2500
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		<-tick.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.Create(ctx, "acme", user(b, `"userName":"lat`+strconv.Itoa(i)+`"`))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			mu.Lock()
+			acked["Users/"+r.ID()] = time.Now()
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for i := 0; i < n; i++ {
+		select {
+		case <-arrived:
+		case <-time.After(30 * time.Second):
+			b.Fatalf("only %d of %d events arrived", i, n)
+		}
+	}
+	b.StopTimer()
+	mu.Lock()
+	defer mu.Unlock()
+	var latencies []time.Duration
+	for subject, at := range acked {
+		// An event can reach the subscriber before the writer records its
+		// acknowledgement; that counts as no delay.
+		latencies = append(latencies, max(0, arrivals[subject].Sub(at)))
+	}
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	pct := func(p float64) float64 { return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(latencies[len(latencies)-1].Microseconds())/1000, "max-ms")
+}
