@@ -352,10 +352,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 }
 
 func writeOps(w io.Writer, ops []OpStats, total OpStats) error {
+	rows := append(slices.Clone(ops), total)
+	// Numbers align right; names, padded to one width, read from the left.
+	width := len("operation")
+	for _, s := range rows {
+		width = max(width, len(s.Name))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "operation\tcount\treq/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\t")
-	for _, s := range append(slices.Clone(ops), total) {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n", s.Name, s.Count, s.RPS,
+	fmt.Fprintf(tw, "%-*s\tcount\treq/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\t\n", width, "operation")
+	for _, s := range rows {
+		fmt.Fprintf(tw, "%-*s\t%d\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n", width, s.Name, s.Count, s.RPS,
 			msText(s.Latency.P50), msText(s.Latency.P95), msText(s.Latency.P99), msText(s.Latency.Max), errorsText(s.Errors))
 	}
 	if err := tw.Flush(); err != nil {
