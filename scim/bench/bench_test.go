@@ -239,8 +239,8 @@ func TestRunAgainstRelay(t *testing.T) {
 			want := map[string]int{
 				"filter-get-user": users, "create-user": users,
 				"filter-get-group": groups, "create-group": groups,
-				"patch-members":    groups * 2,
-				"patch-user":       users * 20 / 100, "deactivate-user": users * 5 / 100, "delete-user": users / 100,
+				"patch-members": groups * 2,
+				"patch-user":    users * 20 / 100, "deactivate-user": users * 5 / 100, "delete-user": users / 100,
 			}
 			sent := 0
 			for _, s := range rep.Operations {
