@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// The tests in this file run the scimrelay binary as a separate process,
+// because what they check (SIGKILL, SIGTERM, a second process on the same
+// data) cannot happen inside the test's own process.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds scimrelay once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "scimrelay-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "scimrelay")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// processConfig writes a relay.yaml for a subprocess and returns its path
+// and the addresses it uses.
+type procAddrs struct{ scim, admin, nats string }
+
+func processConfig(t *testing.T, dataDir string) (string, procAddrs) {
+	t.Helper()
+	a := procAddrs{scim: freeAddr(t), admin: freeAddr(t), nats: freeAddr(t)}
+	cfg := fmt.Sprintf(`listen: %s
+admin_listen: %s
+data_dir: %s
+admin:
+  token: %s
+nats:
+  listen: %s
+limits:
+  rate: 0
+tenants:
+  - name: acme
+    tokens: [%s]
+`, a.scim, a.admin, dataDir, adminSecret, a.nats, acmeToken)
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, a
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuf
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit status, once exited is closed
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startProcess(t *testing.T, bin, configPath string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, "serve", "--config", configPath), stderr: &syncBuf{}, exited: make(chan struct{})}
+	p.cmd.Stderr, p.cmd.Stdout = p.stderr, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+func waitReady(t *testing.T, p *proc, admin string) {
+	t.Helper()
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-p.exited:
+			t.Fatalf("relay exited before it was ready: %v\n%s", p.err, p.stderr.String())
+		default:
+		}
+		res, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", res.StatusCode)
+		}
+		return nil
+	})
+}
+
+// TestKillDuringWrites kills the relay with SIGKILL in the middle of a
+// stream of writes, restarts it, and checks that every write it had
+// acknowledged has its event in the stream, exactly once.
+func TestKillDuringWrites(t *testing.T) {
+	bin := binary(t)
+	configPath, addrs := processConfig(t, t.TempDir())
+	const trials = 5
+	var acknowledged []string
+	client := &http.Client{Timeout: 5 * time.Second}
+	for trial := 0; trial < trials; trial++ {
+		p := startProcess(t, bin, configPath)
+		waitReady(t, p, addrs.admin)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					name := fmt.Sprintf("t%d-w%d-%d@x.com", trial, w, i)
+					req, _ := http.NewRequest("POST", "http://"+addrs.scim+"/scim/v2/acme/Users",
+						strings.NewReader(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`))
+					req.Header.Set("Authorization", "Bearer "+acmeToken)
+					res, err := client.Do(req)
+					if err != nil {
+						return // the relay is gone
+					}
+					res.Body.Close()
+					if res.StatusCode == 201 {
+						mu.Lock()
+						acknowledged = append(acknowledged, name)
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		// Let a random number of writes through, then kill without warning,
+		// writes still in flight.
+		target := len(acknowledged) + 50 + rand.IntN(250)
+		eventstest.CheckFor(t, 30*time.Second, time.Millisecond, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(acknowledged) < target {
+				return fmt.Errorf("%d writes acknowledged, waiting for %d", len(acknowledged), target)
+			}
+			return nil
+		})
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-p.exited
+		close(stop)
+		wg.Wait()
+	}
+	if len(acknowledged) < trials*10 {
+		t.Fatalf("only %d writes were acknowledged across %d trials; the test did not exercise anything", len(acknowledged), trials)
+	}
+	// Restart once more and let the outbox drain.
+	p := startProcess(t, bin, configPath)
+	waitReady(t, p, addrs.admin)
+	_, js := eventstest.Connect(t, "nats://"+addrs.nats)
+	names := map[string]int{}
+	ids := map[string]bool{}
+	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		names, ids = map[string]int{}, map[string]bool{}
+		return collectCreated(js, names, ids, len(acknowledged))
+	})
+	for _, name := range acknowledged {
+		if names[name] != 1 {
+			t.Errorf("acknowledged write %s has %d user.created events in the stream, want 1", name, names[name])
+		}
+	}
+	t.Logf("%d kill trials, %d acknowledged writes, all with exactly one event", trials, len(acknowledged))
+}
+
+// collectCreated reads the stream and counts user.created events by userName.
+func collectCreated(js jetstream.JetStream, names map[string]int, ids map[string]bool, want int) error {
+	ctx := context.Background()
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.State.Msgs < uint64(want) {
+		return fmt.Errorf("%d events in the stream, at least %d acknowledged", info.State.Msgs, want)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			return err
+		}
+		e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			return err
+		}
+		if ids[e.ID()] {
+			return fmt.Errorf("event %s is in the stream twice", e.ID())
+		}
+		ids[e.ID()] = true
+		d, err := events.DataOf(e)
+		if err != nil {
+			return err
+		}
+		var r struct {
+			UserName string `json:"userName"`
+		}
+		_ = json.Unmarshal(d.Resource, &r)
+		names[r.UserName]++
+	}
+	return nil
+}
+
+// TestGracefulAndExclusive checks that SIGTERM lets the relay exit cleanly
+// and that a second serve on the same data directory fails at once.
+func TestGracefulAndExclusive(t *testing.T) {
+	bin := binary(t)
+	configPath, addrs := processConfig(t, t.TempDir())
+	p := startProcess(t, bin, configPath)
+	waitReady(t, p, addrs.admin)
+
+	start := time.Now()
+	second := exec.Command(bin, "serve", "--config", configPath)
+	out, err := second.CombinedOutput()
+	if err == nil || time.Since(start) > 10*time.Second || !strings.Contains(string(out), "in use by another scimrelay process") {
+		t.Fatalf("second serve: err %v after %s, output:\n%s", err, time.Since(start), out)
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Fatalf("relay exited with %v after SIGTERM:\n%s", p.err, p.stderr.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("relay did not exit within 40s of SIGTERM")
+	}
+}
