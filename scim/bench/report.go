@@ -326,11 +326,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "\nwebhooks at %s%s\n", c.Receiver, verified)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "event\texpected\treceived\tmissing\tunexpected\t")
+		fmt.Fprintln(tw, "event\texpected\treceived\tmissing\tunexpected")
 		for _, t := range e.ByType {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", t.Type, t.Expected, t.Received, t.Missing, t.Unexpected)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", t.Type, t.Expected, t.Received, t.Missing, t.Unexpected)
 		}
-		fmt.Fprintf(tw, "all\t%d\t%d\t%d\t%d\t\n", e.Expected, e.Received, e.Missing, e.Unexpected)
+		fmt.Fprintf(tw, "all\t%d\t%d\t%d\t%d\n", e.Expected, e.Received, e.Missing, e.Unexpected)
 		if err := tw.Flush(); err != nil {
 			return err
 		}
@@ -377,7 +377,8 @@ func writeOps(w io.Writer, ops []OpStats, total OpStats) error {
 
 func msText(d time.Duration) string { return strconv.FormatFloat(ms(d), 'f', 2, 64) }
 
-// errorsText writes errors by status, e.g. "409×3 500×1", or "-".
+// errorsText writes errors by status, e.g. "409×3 500×1", or "-"; status 0
+// (no response) reads "network".
 func errorsText(errs map[int]int) string {
 	if len(errs) == 0 {
 		return "-"
@@ -385,7 +386,11 @@ func errorsText(errs map[int]int) string {
 	statuses := slices.Sorted(maps.Keys(errs))
 	parts := make([]string, len(statuses))
 	for i, s := range statuses {
-		parts[i] = fmt.Sprintf("%d×%d", s, errs[s])
+		label := strconv.Itoa(s)
+		if s == 0 {
+			label = "network"
+		}
+		parts[i] = fmt.Sprintf("%s×%d", label, errs[s])
 	}
 	return strings.Join(parts, " ")
 }
