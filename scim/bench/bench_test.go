@@ -317,22 +317,23 @@ func TestOpenLoopMeasuresFromDueTime(t *testing.T) {
 		mu      sync.Mutex
 		waiting int
 		opened  = make(chan struct{})
+		open    sync.Once
 		byCount atomic.Bool
 	)
+	// If the open loop is broken, give up after a while so that the test
+	// fails instead of hanging.
+	giveUp := time.AfterFunc(5*time.Second, func() { open.Do(func() { close(opened) }) })
+	defer giveUp.Stop()
 	gate := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "bench-gate") {
 				mu.Lock()
 				waiting++
 				if waiting == users {
-					byCount.Store(true)
-					close(opened)
+					open.Do(func() { byCount.Store(true); close(opened) })
 				}
 				mu.Unlock()
-				select {
-				case <-opened:
-				case <-time.After(10 * time.Second): // give up so that a broken open loop fails, not hangs
-				}
+				<-opened
 			}
 			next.ServeHTTP(w, r)
 		})

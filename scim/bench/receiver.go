@@ -231,12 +231,15 @@ func (r *receiver) drain(ctx context.Context, a *acks, timeout time.Duration) {
 }
 
 func (r *receiver) allArrived(a *acks) bool {
+	r.mu.Lock()
+	received := r.received
+	r.mu.Unlock()
+	if received < a.len() {
+		return false // cheap: no copy of the acks until it can be true
+	}
 	want := a.snapshot()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.received < len(want) {
-		return false
-	}
 	for k := range want {
 		if _, ok := r.arrivals[k]; !ok {
 			return false
