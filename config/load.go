@@ -59,11 +59,39 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
+// Read reads and decodes the file at path without validating it: for the
+// CLI, which needs only admin_listen, admin.token and data_dir and must work
+// where the server's secrets (sink secrets in the environment) are not set.
+// Unknown keys and malformed values are still errors.
+func Read(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	cfg, err := decode(data, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
 // Parse decodes and validates relay.yaml text. ${NAME} and ${NAME:-default}
 // in values are replaced from lookupEnv, and $$ is a literal $. Expansion
 // happens inside values only, after the YAML is parsed, so that a variable's
 // content can never add keys or change the file's structure.
 func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	cfg, err := decode(data, lookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decode expands and strictly decodes relay.yaml text over the defaults.
+func decode(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, Problems{{Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
@@ -90,11 +118,7 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 	}
 	cfg.applyListDefaults()
 	if len(problems) > 0 {
-		// The decoded values cannot be trusted; report what we have.
 		return nil, problems
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
 	}
 	return cfg, nil
 }

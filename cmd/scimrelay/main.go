@@ -11,8 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -41,23 +43,25 @@ func (e unreachableError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(execute(ctx, os.Args[1:]))
+	os.Exit(execute(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // execute runs the CLI with args and returns the process exit code.
-func execute(ctx context.Context, args []string) int {
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(root.ErrOrStderr(), "scimrelay: %v\n", err)
+	fmt.Fprintf(stderr, "scimrelay: %v\n", err)
 	var ue usageError
 	var ne unreachableError
 	switch {
-	case errors.As(err, &ue):
-		fmt.Fprintf(root.ErrOrStderr(), "Run 'scimrelay --help' for usage.\n")
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "required flag"):
+		fmt.Fprintf(stderr, "Run 'scimrelay --help' for usage.\n")
 		return exitUsage
 	case errors.As(err, &ne):
 		return exitNotReady

@@ -9,7 +9,7 @@ import (
 func init() { subcommands = append(subcommands, newServeCommand, newCheckCommand) }
 
 func newServeCommand() *cobra.Command {
-	var configPath, role string
+	var role string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the relay: SCIM endpoint, event publisher, webhook delivery",
@@ -33,7 +33,7 @@ Roles split the relay across machines that share an external NATS cluster:
 			default:
 				return usageError{fmt.Errorf("--role must be all, scim or sinks, got %q", role)}
 			}
-			cfg, err := loadConfig(configPath)
+			cfg, err := loadConfig(configPathOf(cmd))
 			if err != nil {
 				return err
 			}
@@ -48,13 +48,12 @@ Roles split the relay across machines that share an external NATS cluster:
 			return srv.run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&configPath, "config", "c", "relay.yaml", "path to relay.yaml")
+	configFlagOn(cmd)
 	cmd.Flags().StringVar(&role, "role", roleAll, "what this process runs: all, scim or sinks")
 	return cmd
 }
 
 func newCheckCommand() *cobra.Command {
-	var configPath string
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Validate relay.yaml without starting anything",
@@ -64,16 +63,16 @@ every problem at once, each naming its field. Exit status 0 means valid.`,
   SCIMRELAY_ADMIN_TOKEN=... scimrelay check --config /etc/scimrelay/relay.yaml`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(configPath)
+			cfg, err := loadConfig(configPathOf(cmd))
 			if err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s is valid: %d tenant(s), %d sink(s), NATS %s\n",
-				configPath, len(cfg.Tenants), len(cfg.Sinks), natsDescription(cfg.NATS.URL))
+				configPathOf(cmd), len(cfg.Tenants), len(cfg.Sinks), natsDescription(cfg.NATS.URL))
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&configPath, "config", "c", "relay.yaml", "path to relay.yaml")
+	configFlagOn(cmd)
 	return cmd
 }
 

@@ -205,6 +205,7 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 
 func (s *server) adminHandler() http.Handler {
 	o := admin.Options{
+		Routes:  map[string]http.Handler{"GET /admin/v1/events": admin.EventsTail(s.js)},
 		Token:   s.adminToken,
 		Logger:  s.log.With("component", "admin"),
 		Metrics: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),

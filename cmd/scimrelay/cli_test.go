@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// cli runs the scimrelay command line in-process and returns its exit code,
+// stdout and stderr.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := execute(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// cliConfig writes the relay.yaml a CLI on the relay's machine would use.
+func cliConfig(t *testing.T, p *relayProc, token string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	text := fmt.Sprintf("admin_listen: %s\nadmin:\n  token: %q\ntenants:\n  - name: acme\n", strings.TrimPrefix(p.adminURL, "http://"), token)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCLITokens(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+
+	code, secret, stderr := cli(t, "token", "create", "--tenant", "acme", "--name", "entra", "--config", cfg)
+	secret = strings.TrimSpace(secret)
+	if code != exitOK || !strings.HasPrefix(secret, relay.TokenPrefix) || strings.Contains(secret, "\n") || !strings.Contains(stderr, "entra") {
+		t.Fatalf("token create: code %d, stdout %q, stderr %q", code, secret, stderr)
+	}
+	p.scim("acme", secret, "GET", "/Users", "").want(t, 200)
+
+	code, out, _ := cli(t, "token", "list", "--tenant", "acme", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, "entra") || strings.Contains(out, secret) {
+		t.Fatalf("token list: code %d:\n%s", code, out)
+	}
+	code, out, _ = cli(t, "token", "list", "--json", "--config", cfg)
+	var list []relay.Token
+	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].LastUsed.IsZero() {
+		t.Fatalf("token list --json: code %d:\n%s", code, out)
+	}
+
+	code, fresh, stderr := cli(t, "token", "rotate", "--tenant", "acme", "--overlap", "1h", "--config", cfg)
+	if code != exitOK || !strings.Contains(stderr, list[0].ID) {
+		t.Fatalf("token rotate: code %d stderr %q", code, stderr)
+	}
+	p.scim("acme", strings.TrimSpace(fresh), "GET", "/Users", "").want(t, 200)
+	p.scim("acme", secret, "GET", "/Users", "").want(t, 200) // inside the overlap
+
+	code, out, _ = cli(t, "token", "revoke", list[0].ID, "--config", cfg)
+	if code != exitOK || !strings.Contains(out, "revoked token "+list[0].ID) {
+		t.Fatalf("token revoke: %d %s", code, out)
+	}
+	r := p.scim("acme", secret, "GET", "/Users", "").want(t, 401)
+	if !strings.Contains(r.str("detail"), "was revoked") {
+		t.Fatalf("revoked token answer: %s", r.raw)
+	}
+
+	// Mistakes give clear errors and exit codes scripts can trust.
+	if code, _, stderr := cli(t, "token", "create", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "tenant") {
+		t.Errorf("missing --tenant: code %d, %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "create", "--tenant", "initech", "--config", cfg); code != exitError || !strings.Contains(stderr, "no tenant") {
+		t.Errorf("unknown tenant: code %d, %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "revoke", "tok_nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such token") {
+		t.Errorf("unknown token: code %d, %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "list", "--config", cliConfig(t, p, "wrong-admin-token")); code != exitError || !strings.Contains(stderr, "refused the admin token") {
+		t.Errorf("wrong admin token: code %d, %s", code, stderr)
+	}
+	p.stop()
+	if code, _, stderr := cli(t, "token", "list", "--config", cfg); code != exitNotReady || !strings.Contains(stderr, "is scimrelay serve running") {
+		t.Errorf("relay down: code %d, %s", code, stderr)
+	}
+}
+
+func TestCLIEventsTailAndBackup(t *testing.T) {
+	c := testConfig(t, t.TempDir())
+	p := startRelay(t, c, roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201).str("id")
+	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201)
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}`).want(t, 200)
+	readStream(t, p.srv.js, 3)
+
+	code, out, stderr := cli(t, "events", "tail", "--tenant", "acme", "--since", "1h", "--no-follow", "--config", cfg)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitOK || len(lines) != 2 {
+		t.Fatalf("events tail: code %d, %d lines:\n%s\n%s", code, len(lines), out, stderr)
+	}
+	var e struct {
+		Type, Subject, Sequence, Tenant string
+		Data                            map[string]any
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Type != "io.scimrelay.user.deactivated" || e.Tenant != "acme" || e.Sequence != "00000000000000000002" {
+		t.Fatalf("second line: %v %+v", err, e)
+	}
+	code, out, _ = cli(t, "events", "tail", "--tenant", "acme", "--type", "user.deactivated", "--since", "1h", "--no-follow", "--config", cfg)
+	if code != exitOK || strings.Count(out, "\n") != 1 {
+		t.Fatalf("events tail --type: %d:\n%s", code, out)
+	}
+	code, out, _ = cli(t, "events", "tail", "--tenant", "acme", "--from-seq", "2", "--no-follow", "--config", cfg)
+	if code != exitOK || strings.Count(out, "\n") != 1 || !strings.Contains(out, "deactivated") {
+		t.Fatalf("events tail --from-seq: %d:\n%s", code, out)
+	}
+	if code, _, stderr := cli(t, "events", "tail", "--from-seq", "2", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--tenant") {
+		t.Errorf("--from-seq without --tenant: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "events", "tail", "--type", "user.exploded", "--no-follow", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such event") {
+		t.Errorf("unknown type: %d %s", code, stderr)
+	}
+
+	// A backup taken while serving opens as a relay with the same users.
+	backup := filepath.Join(t.TempDir(), "copy.db")
+	if code, out, stderr := cli(t, "backup", "--out", backup, "--config", cfg); code != exitOK || !strings.Contains(out, "wrote") {
+		t.Fatalf("backup: %d %s %s", code, out, stderr)
+	}
+	copyStore, err := relay.Open(backup, storeOptions(c, p.srv.log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copyStore.Close()
+	if u, err := copyStore.Get(context.Background(), "acme", scim.UserResourceType, uid); err != nil || u.String("userName") != "ann" {
+		t.Fatalf("user in the backup: %v %v", u, err)
+	}
+}
+
+func TestCLIUsage(t *testing.T) {
+	if code, out, _ := cli(t, "version"); code != exitOK || !strings.HasPrefix(out, "scimrelay ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if code, _, stderr := cli(t, "frobnicate"); code != exitUsage || !strings.Contains(stderr, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %d %q", code, stderr)
+	}
+	if code, _, stderr := cli(t, "serve", "--role", "everything", "--config", "../../relay.yaml"); code != exitUsage || !strings.Contains(stderr, "--role") {
+		t.Errorf("bad role: %d %q", code, stderr)
+	}
+	if code, out, _ := cli(t, "check", "--config", "../../relay.yaml"); code != exitOK || !strings.Contains(out, "is valid") {
+		t.Errorf("check relay.yaml: %d %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(bad, []byte("listen: nope\ntenants:\n  - name: Acme\nsinks:\n  - name: a\n    url: https://x\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    events: [user.exploded]\n"), 0o600)
+	code, _, stderr := cli(t, "check", "--config", bad)
+	if code != exitError || !strings.Contains(stderr, "listen:") || !strings.Contains(stderr, "tenants[0].name") {
+		t.Errorf("check bad.yaml: %d\n%s", code, stderr)
+	}
+	_ = os.WriteFile(bad, []byte("tenants:\n  - name: acme\nsinks:\n  - name: a\n    url: https://x\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    events: [user.exploded]\n"), 0o600)
+	if code, _, stderr := cli(t, "check", "--config", bad); code != exitError || !strings.Contains(stderr, "sinks[0].events[0]") {
+		t.Errorf("check unknown event: %d\n%s", code, stderr)
+	}
+}
