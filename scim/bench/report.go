@@ -69,7 +69,10 @@ type OpStats struct {
 	Name  string
 	Count int
 	// RPS is Count over the span from the first request's start to the last
-	// one's end (for the total: over the cycle's duration).
+	// one's end (for the total: over the cycle's duration). Operations of one
+	// phase run interleaved (a filter GET with its create; patches,
+	// deactivations and deletes), so an operation's rate is its share of its
+	// phase, not what the endpoint could do of it alone.
 	RPS     float64
 	Latency Latency
 	// Errors counts failed requests by status (0 = no response).
@@ -98,6 +101,8 @@ type Latency struct {
 // PATCH, user.deactivated per deactivation, and per deleted user a
 // user.deleted plus a group.member_removed per membership.
 type EventStats struct {
+	// Expected counts the events the cycle caused, by the requests that
+	// succeeded.
 	Expected int
 	// Received counts distinct deliveries (by webhook-id) that passed
 	// signature verification and were CloudEvents.
@@ -108,7 +113,9 @@ type EventStats struct {
 	Duplicated int
 	// OutOfOrder counts deliveries whose subjectseq was lower than one
 	// already received for the same subject.
-	OutOfOrder        int
+	OutOfOrder int
+	// SignatureFailures counts deliveries whose Standard Webhooks signature
+	// did not verify (answered 401, not counted as received).
 	SignatureFailures int
 	// Unexpected counts events that arrived but that the cycle did not cause
 	// (another client's changes, or a request the bench counted as failed
@@ -176,6 +183,8 @@ func (r *Report) setBaseline(c *cycle) {
 }
 
 // --- JSON
+
+var _ json.Marshaler = (*Report)(nil)
 
 type jsonReport struct {
 	Config     jsonConfig    `json:"config"`
