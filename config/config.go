@@ -73,7 +73,8 @@ type TLS struct {
 
 // Stream tunes the SCIMRELAY stream.
 type Stream struct {
-	// Replicas: 0 picks 1 for the embedded server and 3 for a cluster.
+	// Replicas: 0 picks 1 for the embedded server or a single external
+	// server, and 3 for a cluster.
 	Replicas   int      `yaml:"replicas"`
 	MaxAge     Duration `yaml:"max_age"`
 	Duplicates Duration `yaml:"duplicates"`

@@ -200,11 +200,12 @@ type streamed struct {
 func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 	t.Helper()
 	ctx := context.Background()
-	stream, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var stream jetstream.Stream
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		var err error
+		if stream, err = js.Stream(ctx, events.StreamName); err != nil {
+			return err // NATS may still be reconnecting
+		}
 		info, err := stream.Info(ctx)
 		if err != nil {
 			return err

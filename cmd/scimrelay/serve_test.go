@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestEntraCycle replays Entra's provisioning sequences (entra-requests.md)
@@ -208,4 +211,46 @@ func TestConcurrentCreatesOverHTTP(t *testing.T) {
 	if count[201] != 1 || count[409] != 19 {
 		t.Fatalf("statuses %v, want one 201 and nineteen 409", count)
 	}
+}
+
+// TestNATSOutageOverHTTP stops the external NATS the relay publishes to while
+// Entra keeps writing: every request is still answered 201, and when NATS is
+// back every event reaches the stream, in sequence order.
+func TestNATSOutageOverHTTP(t *testing.T) {
+	dir := t.TempDir()
+	port := freeTCPPort(t)
+	ns := eventstest.RunServerAt(t, dir, port)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	p := startRelay(t, cfg, roleAll)
+	post := func(name string) {
+		t.Helper()
+		p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
+	}
+	for i := 0; i < 10; i++ {
+		post(fmt.Sprintf("before%d", i))
+	}
+	readStream(t, p.srv.js, 10)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	for i := 0; i < 40; i++ {
+		post(fmt.Sprintf("during%d", i))
+	}
+	eventstest.RunServerAt(t, dir, port)
+	got := readStream(t, p.srv.js, 50)
+	for i, e := range got {
+		if e.seq != uint64(i+1) {
+			t.Fatalf("event %d has sequence %d", i, e.seq)
+		}
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -77,8 +77,12 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	}
 	streamCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	replicas := cfg.StreamReplicas()
+	if cfg.NATS.Stream.Replicas == 0 && s.nc.ConnectedClusterName() == "" {
+		replicas = 1 // automatic: a single server cannot hold replicas
+	}
 	if _, err := events.EnsureStream(streamCtx, s.js, events.StreamOptions{
-		Replicas:   cfg.StreamReplicas(),
+		Replicas:   replicas,
 		MaxAge:     time.Duration(cfg.NATS.Stream.MaxAge),
 		Duplicates: time.Duration(cfg.NATS.Stream.Duplicates),
 	}, log); err != nil {
