@@ -213,6 +213,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		bar.describe("waiting for webhooks")
 		recv.drain(ctx, c.acks, o.DrainTimeout)
 		rep.Events = recv.stats(c.acks)
+		if runErr == nil && ctx.Err() != nil {
+			runErr = fmt.Errorf("waiting for webhooks: %w", ctx.Err())
+		}
 	}
 	if runErr == nil && o.Baseline {
 		bar.describe("baseline")
