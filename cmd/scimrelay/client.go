@@ -20,9 +20,10 @@ import (
 // adminClient is how every command but serve reaches the running relay:
 // its admin API on admin_listen, with the admin token.
 type adminClient struct {
-	base  string
-	token string
-	http  *http.Client
+	base    string
+	token   string
+	http    *http.Client
+	timeout time.Duration // per request; 0 waits as long as the command runs
 }
 
 // configFlagOn adds --config to a command.
@@ -53,7 +54,7 @@ func newAdminClient(configPath string) (*adminClient, error) {
 	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, ":") {
 		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
 	}
-	return &adminClient{base: "http://" + host, token: token, http: &http.Client{}}, nil
+	return &adminClient{base: "http://" + host, token: token, http: &http.Client{}, timeout: time.Minute}, nil
 }
 
 // do sends a JSON request and decodes a JSON answer into out (if not nil).
@@ -66,8 +67,11 @@ func (c *adminClient) do(ctx context.Context, method, path string, in, out any) 
 		}
 		body = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	res, err := c.send(ctx, method, path, body)
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ import (
 	"github.com/scimrelay/scimrelay/relay/admin"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // Roles a relay process can take.
@@ -49,6 +50,7 @@ type server struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	publisher  *relay.Publisher
+	sinks      *sinks.Manager
 	adminToken string
 
 	scimHTTP, adminHTTP *http.Server
@@ -86,6 +88,17 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		MaxAge:     time.Duration(cfg.NATS.Stream.MaxAge),
 		Duplicates: time.Duration(cfg.NATS.Stream.Duplicates),
 	}, log); err != nil {
+		return nil, err
+	}
+	// The sinks' consumers exist before any SCIM request can produce an
+	// event, in every role, so that no event is missed.
+	if s.sinks, err = sinks.NewManager(sinks.Options{
+		Sinks: cfg.Sinks, JS: s.js, Replicas: replicas, Retention: time.Duration(cfg.ProvisioningLog.Retention),
+		Logger: log.With("component", "sinks"), Registerer: s.registry,
+	}); err != nil {
+		return nil, err
+	}
+	if err := s.sinks.Setup(streamCtx); err != nil {
 		return nil, err
 	}
 	if s.adminToken, err = adminToken(cfg, log); err != nil {
@@ -208,8 +221,10 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 }
 
 func (s *server) adminHandler() http.Handler {
+	routes := admin.SinkRoutes(s.sinks, s.js)
+	routes["GET /admin/v1/events"] = admin.EventsTail(s.js)
 	o := admin.Options{
-		Routes:  map[string]http.Handler{"GET /admin/v1/events": admin.EventsTail(s.js)},
+		Routes:  routes,
 		Token:   s.adminToken,
 		Logger:  s.log.With("component", "admin"),
 		Metrics: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
@@ -218,7 +233,7 @@ func (s *server) adminHandler() http.Handler {
 				return errors.New("not connected to NATS")
 			}
 			return nil
-		}}},
+		}}, {Name: "sinks", Check: s.sinks.Ready}},
 	}
 	if s.store != nil {
 		o.Tokens, o.Backup = s.store, s.store
@@ -287,10 +302,16 @@ func (s *server) run(ctx context.Context) error {
 	}
 	s.log.Info("serving admin API, health and metrics", "addr", s.adminLn.Addr().String())
 	g.Go(func() error { return serveHTTP(s.adminHTTP, s.adminLn, "admin") })
-	pubCtx, stopPublisher := context.WithCancel(context.Background())
-	defer stopPublisher()
+	// The publisher and the sinks stop after the HTTP servers, so that
+	// what in-flight requests commit is still published.
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
 	if s.publisher != nil {
-		g.Go(func() error { return s.publisher.Run(pubCtx) })
+		g.Go(func() error { return s.publisher.Run(workCtx) })
+	}
+	if s.role != roleSCIM && len(s.cfg.Sinks) > 0 {
+		s.log.Info("delivering to sinks", "sinks", s.sinks.Names())
+		g.Go(func() error { return s.sinks.Run(workCtx) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -301,7 +322,7 @@ func (s *server) run(ctx context.Context) error {
 		if s.scimHTTP != nil {
 			errs = append(errs, s.scimHTTP.Shutdown(shutdownCtx))
 		}
-		stopPublisher()
+		stopWork()
 		errs = append(errs, s.adminHTTP.Shutdown(shutdownCtx))
 		return errors.Join(errs...)
 	})

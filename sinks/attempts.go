@@ -1,0 +1,136 @@
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Every delivery attempt is recorded in the JetStream stream
+// SCIMRELAY_DELIVERIES (subject scimrelay-deliveries.<sink>), kept for the
+// provisioning log's retention: a worker on any machine records, the admin
+// API of any role reads.
+const (
+	DeliveriesStream      = "SCIMRELAY_DELIVERIES"
+	deliveriesSubjectRoot = "scimrelay-deliveries."
+)
+
+// Attempt is one delivery attempt of one event to one sink.
+type Attempt struct {
+	Time        time.Time     `json:"time"`
+	Sink        string        `json:"sink"`
+	EventID     string        `json:"event_id"`
+	Type        string        `json:"type"`
+	Subject     string        `json:"subject"`
+	Outcome     string        `json:"outcome"` // delivered, retry, dead_lettered, redriven, replayed
+	Status      int           `json:"status,omitempty"`
+	Latency     time.Duration `json:"latency_ns"`
+	Error       string        `json:"error,omitempty"`
+	Attempt     int           `json:"attempt,omitempty"`
+	NextAttempt time.Time     `json:"next_attempt,omitzero"`
+}
+
+type attemptLog struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention time.Duration, replicas int, log *slog.Logger) (*attemptLog, error) {
+	if retention <= 0 {
+		retention = 30 * 24 * time.Hour
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DeliveriesStream,
+		Description: "scimrelay delivery attempts, one subject per sink",
+		Subjects:    []string{deliveriesSubjectRoot + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      retention,
+		Replicas:    max(replicas, 1),
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating stream %s: %w", DeliveriesStream, err)
+	}
+	return &attemptLog{js: js, log: log}, nil
+}
+
+func (a *attemptLog) record(sink string, e *event.Event, res Result, attempt int, outcome string) {
+	a.write(Attempt{Sink: sink, EventID: e.ID(), Type: e.Type(), Subject: e.Subject(), Outcome: outcome,
+		Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt})
+}
+
+func (a *attemptLog) recordRetry(sink string, e *event.Event, res Result, attempt int, next time.Time) {
+	a.write(Attempt{Sink: sink, EventID: e.ID(), Type: e.Type(), Subject: e.Subject(), Outcome: "retry",
+		Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt, NextAttempt: next})
+}
+
+// write publishes without waiting for the acknowledgement: the record must
+// never slow delivery down, and losing one to a NATS hiccup is acceptable.
+func (a *attemptLog) write(at Attempt) {
+	at.Time = time.Now().UTC()
+	at.Error = truncate(at.Error, maxErrorInQueue)
+	b, err := json.Marshal(at)
+	if err != nil {
+		return
+	}
+	if _, err := a.js.PublishAsync(deliveriesSubjectRoot+at.Sink, b); err != nil {
+		a.log.Debug("recording a delivery attempt", "sink", at.Sink, "err", err)
+	}
+}
+
+// Attempts returns recorded attempts, oldest first, of one sink ("" for
+// all) since a time, at most limit.
+func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time, limit int) ([]Attempt, error) {
+	st, err := js.Stream(ctx, DeliveriesStream)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", DeliveriesStream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Attempt{}
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	filter := deliveriesSubjectRoot + ">"
+	if sink != "" {
+		filter = deliveriesSubjectRoot + sink
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for len(out) < limit {
+		batch, err := cons.Fetch(min(512, limit-len(out)), jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		var last uint64
+		for m := range batch.Messages() {
+			n++
+			var at Attempt
+			if json.Unmarshal(m.Data(), &at) == nil {
+				out = append(out, at)
+			}
+			if meta, err := m.Metadata(); err == nil {
+				last = meta.Sequence.Stream
+			}
+		}
+		if n == 0 || last >= info.State.LastSeq {
+			break
+		}
+	}
+	return out, nil
+}

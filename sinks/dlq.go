@@ -1,0 +1,184 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// The dead-letter queue is a JetStream stream, SCIMRELAY_DLQ, with one
+// subject per sink (scimrelay-dlq.<sink>). A dead letter is the event as it
+// was (CloudEvents binary mode) plus headers saying why it is there. Being in
+// JetStream, it is shared by every worker and the admin API of any role.
+const (
+	DLQStream       = "SCIMRELAY_DLQ"
+	dlqSubjectRoot  = "scimrelay-dlq."
+	dlqRetention    = 30 * 24 * time.Hour
+	hdrDLQStatus    = "Scimrelay-Dlq-Status"
+	hdrDLQError     = "Scimrelay-Dlq-Error"
+	hdrDLQAttempts  = "Scimrelay-Dlq-Attempts"
+	hdrDLQTime      = "Scimrelay-Dlq-Time"
+	hdrDLQSubject   = "Scimrelay-Dlq-Subject" // the event's NATS subject
+	maxErrorInQueue = 1024
+)
+
+// DeadLetter is an event a sink gave up on.
+type DeadLetter struct {
+	ID        string    `json:"id"` // the event id, also what redrive takes
+	Type      string    `json:"type"`
+	Subject   string    `json:"subject"`
+	Tenant    string    `json:"tenant"`
+	Status    int       `json:"status"` // last HTTP status, 0 when none
+	Error     string    `json:"error"`
+	Attempts  int       `json:"attempts"`
+	Time      time.Time `json:"time"` // when it was dead-lettered
+	EventTime time.Time `json:"event_time"`
+	seq       uint64
+	event     *event.Event
+}
+
+type deadLetters struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*deadLetters, error) {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DLQStream,
+		Description: "scimrelay dead letters, one subject per sink",
+		Subjects:    []string{dlqSubjectRoot + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      dlqRetention,
+		Duplicates:  10 * time.Minute,
+		Replicas:    max(replicas, 1),
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating stream %s: %w", DLQStream, err)
+	}
+	return &deadLetters{js: js, stream: st}, nil
+}
+
+// put dead-letters an event for a sink.
+func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) error {
+	msg, err := events.ToMsg(*e)
+	if err != nil {
+		return err
+	}
+	msg.Header.Set(hdrDLQSubject, msg.Subject)
+	msg.Subject = dlqSubjectRoot + sink
+	msg.Header.Set(hdrDLQStatus, strconv.Itoa(res.Status))
+	msg.Header.Set(hdrDLQError, truncate(errText(res.Err), maxErrorInQueue))
+	msg.Header.Set(hdrDLQAttempts, strconv.Itoa(attempts))
+	msg.Header.Set(hdrDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	// One dead letter per sink and event and attempt count, even if a
+	// worker crashes between putting it and acknowledging the event.
+	msg.Header.Set(nats.MsgIdHdr, sink+"."+e.ID()+"."+strconv.Itoa(attempts))
+	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("dead-lettering event %s: %w", e.ID(), err)
+	}
+	return nil
+}
+
+// putRaw dead-letters a message that is not a valid event, as it came.
+func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, cause error) error {
+	msg := nats.NewMsg(dlqSubjectRoot + sink)
+	for k, v := range m.Headers() {
+		msg.Header[k] = v
+	}
+	msg.Header.Set(hdrDLQSubject, m.Subject())
+	msg.Header.Set(hdrDLQError, truncate(cause.Error(), maxErrorInQueue))
+	msg.Header.Set(hdrDLQAttempts, "0")
+	msg.Header.Set(hdrDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	msg.Data = m.Data()
+	_, err := d.js.PublishMsg(ctx, msg)
+	return err
+}
+
+// list returns a sink's dead letters, oldest first.
+func (d *deadLetters) list(ctx context.Context, sink string) ([]DeadLetter, error) {
+	info, err := d.stream.Info(ctx, jetstream.WithSubjectFilter(dlqSubjectRoot+sink))
+	if err != nil {
+		return nil, err
+	}
+	pending := info.State.Subjects[dlqSubjectRoot+sink]
+	out := []DeadLetter{}
+	if pending == 0 {
+		return out, nil
+	}
+	cons, err := d.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{dlqSubjectRoot + sink}})
+	if err != nil {
+		return nil, err
+	}
+	for uint64(len(out)) < pending {
+		batch, err := cons.Fetch(int(min(pending-uint64(len(out)), 256)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			out = append(out, toDeadLetter(m))
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, err
+		}
+		if n == 0 {
+			break // some expired meanwhile
+		}
+	}
+	return out, nil
+}
+
+func toDeadLetter(m jetstream.Msg) DeadLetter {
+	h := m.Headers()
+	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError)}
+	dl.Status, _ = strconv.Atoi(h.Get(hdrDLQStatus))
+	dl.Attempts, _ = strconv.Atoi(h.Get(hdrDLQAttempts))
+	dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(hdrDLQTime))
+	if meta, err := m.Metadata(); err == nil {
+		dl.seq = meta.Sequence.Stream
+	}
+	if e, err := events.FromMsg(h.Get(hdrDLQSubject), h, m.Data()); err == nil {
+		dl.ID, dl.Type, dl.Tenant, dl.EventTime, dl.Subject = e.ID(), e.Type(), events.Tenant(e), e.Time(), e.Subject()
+		dl.event = &e
+	}
+	return dl
+}
+
+// remove deletes a dead letter once it has been delivered.
+func (d *deadLetters) remove(ctx context.Context, dl DeadLetter) error {
+	return d.stream.DeleteMsg(ctx, dl.seq)
+}
+
+// count returns how many dead letters a sink has.
+func (d *deadLetters) count(ctx context.Context, sink string) (uint64, error) {
+	info, err := d.stream.Info(ctx, jetstream.WithSubjectFilter(dlqSubjectRoot+sink))
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Subjects[dlqSubjectRoot+sink], nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

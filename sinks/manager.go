@@ -1,0 +1,342 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// Options configures a Manager.
+type Options struct {
+	Sinks []config.Sink
+	JS    jetstream.JetStream
+	// Replicas is the replica count of the streams and buckets the sinks
+	// create (the SCIMRELAY stream's).
+	Replicas int
+	// Retention is how long delivery attempts are kept.
+	Retention time.Duration
+	Logger    *slog.Logger
+	// Registerer receives the sinks' metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// AckWait is how long JetStream waits before redelivering an event a
+	// worker took; workers renew it while they deliver. Default 60 s.
+	AckWait time.Duration
+	// Rand is the jitter source (tests make it fixed); nil is math/rand.
+	Rand func() float64
+}
+
+// Manager runs every configured sink.
+type Manager struct {
+	o       Options
+	log     *slog.Logger
+	sinks   map[string]*sinkRuntime
+	order   []string
+	dlq     *deadLetters
+	tries   *attemptLog
+	metrics *metrics
+}
+
+// sinkRuntime is one sink: its config, its transport and its worker.
+type sinkRuntime struct {
+	cfg      config.Sink
+	sink     Sink
+	patterns events.Patterns
+	worker   *worker
+}
+
+// ErrUnknownSink means no sink has the name given.
+var ErrUnknownSink = errors.New("no such sink")
+
+// NewManager builds the sinks from their configuration. It checks what it
+// can without NATS: event patterns, and targets the SSRF guard refuses.
+func NewManager(o Options) (*Manager, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 60 * time.Second
+	}
+	if o.Rand == nil {
+		o.Rand = defaultRand
+	}
+	m := &Manager{o: o, log: o.Logger, sinks: map[string]*sinkRuntime{}, metrics: newMetrics(o.Registerer)}
+	var errs []error
+	for i, c := range o.Sinks {
+		patterns, err := events.ParsePatterns(c.Events)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sinks[%d].events: %w", i, err))
+			continue
+		}
+		wh, err := NewWebhook(WebhookOptions{
+			Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: time.Duration(c.Timeout),
+			Headers: c.Headers, AllowPrivate: c.AllowPrivate,
+		}, o.Logger)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, c.Name, err))
+			continue
+		}
+		m.sinks[c.Name] = &sinkRuntime{cfg: c, sink: wh, patterns: patterns}
+		m.order = append(m.order, c.Name)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return m, nil
+}
+
+// Names returns the sinks' names in configuration order.
+func (m *Manager) Names() []string { return append([]string(nil), m.order...) }
+
+// consumerName is a sink's durable consumer.
+func consumerName(sink string) string { return "scimrelay-sink-" + sink }
+
+// Setup creates the dead-letter and delivery streams and each sink's
+// durable consumer and ordering bucket. Call it before SCIM traffic is
+// served, so that no event is missed; a sink added later starts with the
+// events that come after its consumer was created.
+func (m *Manager) Setup(ctx context.Context) error {
+	js := m.o.JS
+	var err error
+	if m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas); err != nil {
+		return err
+	}
+	if m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.Replicas, m.log); err != nil {
+		return err
+	}
+	for _, name := range m.order {
+		s := m.sinks[name]
+		cfg := jetstream.ConsumerConfig{
+			Durable:       consumerName(name),
+			Description:   "scimrelay sink " + name,
+			DeliverPolicy: jetstream.DeliverNewPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       m.o.AckWait,
+			MaxDeliver:    -1, // the sink's schedule decides when to give up
+			MaxAckPending: 20_000,
+		}
+		for _, t := range s.cfg.Tenants {
+			cfg.FilterSubjects = append(cfg.FilterSubjects, events.TenantSubjects(t))
+		}
+		cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
+		if err != nil {
+			return fmt.Errorf("creating the consumer of sink %s: %w", name, err)
+		}
+		kv, err := cursorBucket(ctx, js, name, m.o.Replicas)
+		if err != nil {
+			return err
+		}
+		schedule := Schedule(s.cfg.RetrySchedule())
+		s.worker = &worker{
+			name: name, sink: s.sink, patterns: s.patterns, schedule: schedule, cons: cons,
+			cursors: newCursors(kv), dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
+			log: m.log.With("sink", name), concurrency: max(s.cfg.Concurrency, 1), ackWait: m.o.AckWait,
+			now: time.Now, rnd: m.o.Rand,
+		}
+		if n, err := m.dlq.count(ctx, name); err == nil {
+			m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
+		}
+	}
+	return nil
+}
+
+// Ready reports whether every sink's consumer exists.
+func (m *Manager) Ready(ctx context.Context) error {
+	for _, name := range m.order {
+		if _, err := m.o.JS.Consumer(ctx, events.StreamName, consumerName(name)); err != nil {
+			return fmt.Errorf("sink %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Run delivers until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, name := range m.order {
+		w := m.sinks[name].worker
+		if w == nil {
+			return fmt.Errorf("sink %s: Setup was not called", name)
+		}
+		g.Go(func() error { return w.run(gctx) })
+	}
+	g.Go(func() error { m.watchBacklog(gctx); return nil })
+	return g.Wait()
+}
+
+// watchBacklog keeps the backlog and dead-letter gauges current.
+func (m *Manager) watchBacklog(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, name := range m.order {
+			if info, err := m.sinks[name].worker.cons.Info(ctx); err == nil {
+				m.metrics.backlog.WithLabelValues(name, "pending").Set(float64(info.NumPending))
+				m.metrics.backlog.WithLabelValues(name, "in_flight").Set(float64(info.NumAckPending))
+			}
+			if n, err := m.dlq.count(ctx, name); err == nil {
+				m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
+			}
+		}
+	}
+}
+
+func (m *Manager) sink(name string) (*sinkRuntime, error) {
+	s, ok := m.sinks[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownSink, name)
+	}
+	if m.dlq == nil {
+		return nil, errors.New("sinks are not set up yet")
+	}
+	return s, nil
+}
+
+// DeadLetters lists a sink's dead letters, oldest first.
+func (m *Manager) DeadLetters(ctx context.Context, sink string) ([]DeadLetter, error) {
+	if _, err := m.sink(sink); err != nil {
+		return nil, err
+	}
+	return m.dlq.list(ctx, sink)
+}
+
+// RedriveResult says what a redrive did.
+type RedriveResult struct {
+	Delivered int          `json:"delivered"`
+	Failed    []DeadLetter `json:"failed,omitempty"` // still dead-lettered, with the new error
+}
+
+// Redrive delivers dead letters again: the one with event id, or all of
+// them. Each delivered one leaves the queue; one that fails again stays,
+// with its status and error updated.
+func (m *Manager) Redrive(ctx context.Context, sink, id string, all bool) (RedriveResult, error) {
+	s, err := m.sink(sink)
+	if err != nil {
+		return RedriveResult{}, err
+	}
+	list, err := m.dlq.list(ctx, sink)
+	if err != nil {
+		return RedriveResult{}, err
+	}
+	var res RedriveResult
+	found := false
+	for _, dl := range list {
+		if !all && dl.ID != id {
+			continue
+		}
+		found = true
+		if dl.event == nil {
+			res.Failed = append(res.Failed, dl) // not a valid event: nothing to send
+			continue
+		}
+		r := s.sink.Deliver(ctx, dl.event)
+		if r.Err == nil {
+			if err := m.dlq.remove(ctx, dl); err != nil {
+				return res, fmt.Errorf("removing redriven event %s: %w", dl.ID, err)
+			}
+			res.Delivered++
+			m.metrics.outcome(sink, "redriven")
+			m.tries.record(sink, dl.event, r, dl.Attempts+1, "redriven")
+			continue
+		}
+		if err := m.dlq.put(ctx, sink, dl.event, r, dl.Attempts+1); err != nil {
+			return res, err
+		}
+		if err := m.dlq.remove(ctx, dl); err != nil {
+			return res, err
+		}
+		dl.Status, dl.Error, dl.Attempts = r.Status, errText(r.Err), dl.Attempts+1
+		res.Failed = append(res.Failed, dl)
+		m.tries.record(sink, dl.event, r, dl.Attempts, "dead_lettered")
+	}
+	if !all && !found {
+		return res, fmt.Errorf("sink %s has no dead letter with event id %s", sink, id)
+	}
+	if n, err := m.dlq.count(ctx, sink); err == nil {
+		m.metrics.deadLetters.WithLabelValues(sink).Set(float64(n))
+	}
+	return res, nil
+}
+
+// ReplayResult says what a replay did.
+type ReplayResult struct {
+	Matched      int `json:"matched"`
+	Delivered    int `json:"delivered"`
+	DeadLettered int `json:"dead_lettered"`
+}
+
+// Replay sends a sink the events of the stream since a time again, in
+// stream order, whether or not it had them: for a receiver that lost its
+// data, or a sink added after the events. Events that fail are dead-lettered.
+func (m *Manager) Replay(ctx context.Context, sink string, since time.Time) (ReplayResult, error) {
+	s, err := m.sink(sink)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	stream, err := m.o.JS.Stream(ctx, events.StreamName)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
+	for _, t := range s.cfg.Tenants {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, events.TenantSubjects(t))
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	var res ReplayResult
+	for {
+		batch, err := cons.Fetch(128, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return res, err
+		}
+		n := 0
+		var last uint64
+		for msg := range batch.Messages() {
+			n++
+			if meta, err := msg.Metadata(); err == nil {
+				last = meta.Sequence.Stream
+			}
+			e, err := events.FromMsg(msg.Subject(), msg.Headers(), msg.Data())
+			if err != nil {
+				continue
+			}
+			if a, err := events.ActionOf(e); err != nil || !s.patterns.Match(a) {
+				continue
+			}
+			res.Matched++
+			r := s.sink.Deliver(ctx, &e)
+			if r.Err == nil {
+				res.Delivered++
+				m.metrics.outcome(sink, "replayed")
+				m.tries.record(sink, &e, r, 0, "replayed")
+				continue
+			}
+			if err := m.dlq.put(ctx, sink, &e, r, 1); err != nil {
+				return res, err
+			}
+			res.DeadLettered++
+		}
+		if n == 0 || last >= info.State.LastSeq || ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+	}
+}

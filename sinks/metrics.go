@@ -1,0 +1,48 @@
+package sinks
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the sinks' Prometheus series.
+type metrics struct {
+	outcomes    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	deadLetters *prometheus.GaugeVec
+	backlog     *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "events_total",
+			Help: "Events handled per sink by outcome: delivered, retry, dead_lettered, filtered (type not wanted), duplicate (already delivered), redriven, replayed.",
+		}, []string{"sink", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "delivery_seconds",
+			Help:    "Time to deliver an event successfully, in-request retries included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"sink"}),
+		deadLetters: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "dead_letters",
+			Help: "Events in the sink's dead-letter queue.",
+		}, []string{"sink"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "backlog",
+			Help: "Events not yet delivered: waiting in the stream (pending) or being delivered and retried (in_flight).",
+		}, []string{"sink", "state"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog)
+	}
+	return m
+}
+
+func (m *metrics) outcome(sink, outcome string) { m.outcomes.WithLabelValues(sink, outcome).Inc() }
+
+func (m *metrics) delivered(sink string, d time.Duration) {
+	m.outcomes.WithLabelValues(sink, "delivered").Inc()
+	m.latency.WithLabelValues(sink).Observe(d.Seconds())
+}

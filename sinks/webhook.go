@@ -1,0 +1,344 @@
+package sinks
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Version is sent in the User-Agent of every delivery; main sets it.
+var Version = "dev"
+
+// WebhookOptions configures a webhook sink.
+type WebhookOptions struct {
+	Name string
+	URL  string
+	// Secret is the Standard Webhooks secret, "whsec_" + base64.
+	Secret string
+	// Format is "binary" (ce-* headers, data as body; the default) or
+	// "structured" (application/cloudevents+json).
+	Format  string
+	Timeout time.Duration // per HTTP request; default 10 s
+	Headers map[string]string
+	// AllowPrivate lets the sink reach loopback and private addresses.
+	AllowPrivate bool
+	// MaxRetries is the number of quick retries inside one delivery
+	// (default 2); the long schedule is the consumer's.
+	MaxRetries int
+	// MaxResponseBody caps how much of an answer is read (default 64 KiB).
+	MaxResponseBody int64
+}
+
+// Webhook delivers events by HTTP POST, signed per Standard Webhooks.
+type Webhook struct {
+	o      WebhookOptions
+	url    string
+	signer *signer
+	client *retryablehttp.Client
+	log    *slog.Logger
+}
+
+var _ Sink = (*Webhook)(nil)
+
+// In-request retries are quick: a receiver that needs longer gets the
+// consumer's schedule instead.
+const (
+	retryWaitMin     = 100 * time.Millisecond
+	retryWaitMax     = time.Second
+	maxRetryAfterNow = 2 * time.Second
+)
+
+// reservedHeaders are set on every delivery and cannot be configured.
+var reservedHeaders = []string{"content-type", "content-length", "host", "user-agent", "webhook-", "ce-"}
+
+// NewWebhook checks the options and returns the sink.
+func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if o.Format == "" {
+		o.Format = "binary"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = 2
+	}
+	if o.MaxResponseBody <= 0 {
+		o.MaxResponseBody = 64 << 10
+	}
+	var errs []error
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", o.URL))
+	} else if !o.AllowPrivate {
+		if addr, err := netipAddr(u.Hostname()); err == nil && blocked(addr) {
+			errs = append(errs, fmt.Errorf("url: %s is a loopback, private or link-local address; set allow_private: true to deliver there", u.Hostname()))
+		}
+	}
+	s, err := newSigner(o.Secret)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("secret: %w", err))
+	}
+	if o.Format != "binary" && o.Format != "structured" {
+		errs = append(errs, fmt.Errorf("format: must be binary or structured, got %q", o.Format))
+	}
+	for h := range o.Headers {
+		lh := strings.ToLower(h)
+		for _, r := range reservedHeaders {
+			if lh == r || strings.HasSuffix(r, "-") && strings.HasPrefix(lh, r) {
+				errs = append(errs, fmt.Errorf("headers: %s is set by scimrelay on every delivery", h))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	w := &Webhook{o: o, url: o.URL, signer: s, log: log}
+	w.client = &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			Transport:     newTransport(o.AllowPrivate),
+			Timeout:       o.Timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		RetryWaitMin: retryWaitMin,
+		RetryWaitMax: retryWaitMax,
+		RetryMax:     max(o.MaxRetries, 0),
+		CheckRetry:   checkRetry,
+		Backoff:      backoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		PrepareRetry: w.resign,
+	}
+	return w, nil
+}
+
+// attempt is what the retry hook needs of the delivery under way.
+type attempt struct {
+	tries atomic.Int32
+	body  []byte
+}
+
+type attemptKey struct{}
+
+// Deliver POSTs the event once, with quick retries for passing failures.
+func (w *Webhook) Deliver(ctx context.Context, e *event.Event) Result {
+	start := time.Now()
+	res := w.deliver(ctx, e)
+	res.Latency = time.Since(start)
+	return res
+}
+
+func (w *Webhook) deliver(ctx context.Context, e *event.Event) Result {
+	body, header, err := w.encode(ctx, e)
+	if err != nil {
+		return Result{Err: fmt.Errorf("encoding event %s: %w", e.ID(), err), Permanent: true}
+	}
+	at := &attempt{body: body}
+	at.tries.Store(1)
+	ctx = context.WithValue(ctx, attemptKey{}, at)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, w.url, body)
+	if err != nil {
+		return Result{Err: err, Permanent: true}
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	for k, v := range w.o.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("User-Agent", "scimrelay/"+Version)
+	req.Header.Set("webhook-id", e.ID())
+	w.sign(req.Request, e.ID(), body)
+
+	resp, err := w.client.Do(req)
+	res := Result{Attempts: int(at.tries.Load())}
+	if err != nil {
+		res.Err = fmt.Errorf("POST %s: %w", w.redacted(), unwrapURLError(err))
+		var refused *refusedError
+		res.Permanent = errors.As(err, &refused)
+		return res
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, w.o.MaxResponseBody))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, w.o.MaxResponseBody)) // drain a little for keep-alive
+	res.Status = resp.StatusCode
+	switch code := resp.StatusCode; {
+	case code >= 200 && code < 300:
+		return res
+	case code >= 300 && code < 400:
+		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", w.redacted(), resp.Status, resp.Header.Get("Location"))
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
+		res.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		res.Err = fmt.Errorf("POST %s: %s", w.redacted(), resp.Status)
+	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
+		res.Err = fmt.Errorf("POST %s: %s", w.redacted(), resp.Status)
+	default: // 410 and the other 4xx: the receiver will never take it
+		res.Err = fmt.Errorf("POST %s: %s (permanent)", w.redacted(), resp.Status)
+		res.Permanent = true
+	}
+	w.log.Debug("delivery refused", "sink", w.o.Name, "event_id", e.ID(), "status", resp.StatusCode, "body", string(snippet))
+	return res
+}
+
+// encode renders the event with the CloudEvents HTTP binding: binary mode
+// (ce-* headers, data as body) or structured mode.
+func (w *Webhook) encode(ctx context.Context, e *event.Event) ([]byte, http.Header, error) {
+	if w.o.Format == "structured" {
+		ctx = binding.WithForceStructured(ctx)
+	} else {
+		ctx = binding.WithForceBinary(ctx)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(e), req); err != nil {
+		return nil, nil, err
+	}
+	var body []byte
+	if req.Body != nil {
+		if body, err = io.ReadAll(req.Body); err != nil {
+			return nil, nil, err
+		}
+	}
+	return body, req.Header, nil
+}
+
+// sign sets webhook-timestamp and webhook-signature for this attempt.
+func (w *Webhook) sign(req *http.Request, id string, body []byte) {
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("webhook-timestamp", ts)
+	req.Header.Set("webhook-signature", w.signer.sign(id, ts, body))
+}
+
+// resign signs a retry afresh: receivers refuse stale timestamps.
+func (w *Webhook) resign(req *http.Request) error {
+	at, ok := req.Context().Value(attemptKey{}).(*attempt)
+	if !ok {
+		return errors.New("retrying a request that is not a delivery")
+	}
+	at.tries.Add(1)
+	w.sign(req, req.Header.Get("webhook-id"), at.body)
+	return nil
+}
+
+// redacted is the URL without user information or query, for messages.
+func (w *Webhook) redacted() string {
+	u, err := url.Parse(w.url)
+	if err != nil {
+		return "(webhook)"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
+}
+
+// checkRetry retries inside one delivery on connection errors, 408, 425,
+// 5xx, and 429/503 that ask for at most a short wait.
+func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		var refused *refusedError
+		return !errors.As(err, &refused), nil
+	}
+	switch code := resp.StatusCode; {
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
+		return retryAfter(resp.Header.Get("Retry-After"), time.Now()) <= maxRetryAfterNow, nil
+	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
+		return true, nil
+	}
+	return false, nil
+}
+
+// backoff waits what Retry-After asks when it is short, else doubles.
+func backoff(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+	if resp != nil {
+		if ra := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ra > 0 && ra <= maxRetryAfterNow {
+			return ra
+		}
+	}
+	return retryablehttp.DefaultBackoff(lo, hi, attempt, nil)
+}
+
+// retryAfter parses Retry-After: seconds or an HTTP date; 0 when absent or bad.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		switch {
+		case secs <= 0:
+			return 0
+		case secs > int64(maxRetryAfter/time.Second):
+			return maxRetryAfter // and no overflow multiplying it
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(t.Sub(now), 0), maxRetryAfter)
+	}
+	return 0
+}
+
+// unwrapURLError drops url.Error's repetition of method and URL.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// signer signs per Standard Webhooks: base64 HMAC-SHA256 of "id.ts.body".
+type signer struct{ key []byte }
+
+func newSigner(secret string) (*signer, error) {
+	raw, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New("must be whsec_ followed by base64 (the Standard Webhooks format)")
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(key) < 24 || len(key) > 64 {
+		return nil, errors.New("the part after whsec_ must be base64 of 24 to 64 random bytes")
+	}
+	return &signer{key: key}, nil
+}
+
+// newTransport is the HTTP transport of a sink: no proxy from the
+// environment (it would bypass the address check), the SSRF guard on every
+// dial unless private targets are allowed.
+func newTransport(allowPrivate bool) *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if !allowPrivate {
+		d.ControlContext = guardDial
+	}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 0, // the client's Timeout bounds the whole request
+		ExpectContinueTimeout: time.Second,
+	}
+}
