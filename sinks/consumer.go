@@ -203,7 +203,7 @@ func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcom
 		w.poison(ctx, m, fmt.Errorf("event %s has no subjectseq", e.ID()))
 		return outcome{done: true}
 	}
-	cur, err := w.cursors.get(ctx, key)
+	cur, err := w.cursors.get(ctx, key, firstSight(m, seq))
 	if err != nil {
 		return w.later(m, 5*time.Second, "reading the ordering cursor", err)
 	}
@@ -273,6 +273,17 @@ func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcom
 	w.attempts.recordRetry(w.name, &e, res, tries, w.now().Add(delay))
 	w.log.Warn("delivery failed; will retry", "sink", w.name, "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", delay.Round(time.Millisecond), "err", res.Err)
 	return w.later(m, delay, "", nil)
+}
+
+// firstSight reports whether a message is a resource's first event arriving
+// for the first time: then it almost surely has no cursor yet, and writing
+// one with Create (which fails if one exists) is check enough.
+func firstSight(m jetstream.Msg, seq uint64) bool {
+	if seq != 1 {
+		return false
+	}
+	meta, err := m.Metadata()
+	return err == nil && meta.NumDelivered == 1
 }
 
 // deliver calls the sink, telling JetStream the message is in progress

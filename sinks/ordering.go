@@ -128,11 +128,14 @@ func newCursors(kv jetstream.KeyValue) *cursors {
 	return &cursors{kv: kv, cache: map[string]cursor{}}
 }
 
-func (c *cursors) get(ctx context.Context, key string) (cursor, error) {
+// get returns a resource's cursor, from this worker's cache when it has
+// it. assumeNew skips the bucket on a cache miss: the caller knows the
+// cursor is almost surely absent, and put's Create settles it if not.
+func (c *cursors) get(ctx context.Context, key string, assumeNew bool) (cursor, error) {
 	c.mu.Lock()
 	cur, ok := c.cache[key]
 	c.mu.Unlock()
-	if ok {
+	if ok || assumeNew {
 		return cur, nil
 	}
 	return c.load(ctx, key)
@@ -199,7 +202,7 @@ func (c *cursors) put(ctx context.Context, key string, cur cursor, s cursorState
 // another worker wrote the cursor meanwhile.
 func (c *cursors) update(ctx context.Context, key string, f func(cursor) cursorState) error {
 	for i := 0; ; i++ {
-		cur, err := c.get(ctx, key)
+		cur, err := c.get(ctx, key, false)
 		if err != nil {
 			return err
 		}
