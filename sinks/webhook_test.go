@@ -363,3 +363,35 @@ func BenchmarkWebhookDeliver(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
 }
+
+// TestReceiver checks the verifying receiver against our own webhook sink,
+// in both modes, and that it refuses a tampered or unsigned delivery.
+func TestReceiver(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	h, err := NewReceiver(testSecret, func(e event.Event) { mu.Lock(); got = append(got, e.Type()); mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, format := range []string{"binary", "structured"} {
+		if res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Format = format }).Deliver(ctx, testEvent(t, events.UserDeleted, "u1", 1)); res.Err != nil {
+			t.Fatalf("%s: %v", format, res.Err)
+		}
+	}
+	if len(got) != 2 || got[0] != "io.scimrelay.user.deleted" {
+		t.Fatalf("received %v", got)
+	}
+	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("another-secret-of-32-bytes-long!"))
+	if res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Secret = other }).Deliver(ctx, testEvent(t, events.UserDeleted, "u1", 1)); res.Status != 401 {
+		t.Fatalf("a delivery signed with another secret: %+v", res)
+	}
+	res, err := http.Post(srv.URL, "application/json", strings.NewReader(`{}`))
+	if err != nil || res.StatusCode != 401 {
+		t.Fatalf("an unsigned post: %v %v", res.StatusCode, err)
+	}
+	if _, err := NewReceiver("nope", nil); err == nil {
+		t.Fatal("a receiver with a bad secret")
+	}
+}
