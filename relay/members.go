@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -11,76 +13,224 @@ import (
 	"github.com/scimrelay/scimrelay/scim"
 )
 
-// Memberships live in their own keys (group ‖ member and member ‖ group),
-// never in the group's record, so that changing one member of a group of
-// 100,000 touches a handful of keys.
-
 // memberChange is one membership a request actually changed.
 type memberChange struct {
 	added  bool
 	member events.Member
 }
 
+// memberPlan works out the net effect of a request's membership operations
+// on one group before anything is written. Only the members the operations
+// name are read, so that adding one member to a group of 100,000 reads and
+// writes a handful of keys; emptying a group has to read them all.
+//
+// The effect is net: a PUT that replaces the members with the same members
+// (remove all, then add each) changes nothing and emits nothing, and adding
+// then removing a member in one request leaves no trace.
+type memberPlan struct {
+	tb      *bolt.Bucket
+	groupID string
+	state   map[string]*memberState
+	step    int
+}
+
+// memberState is one member's presence before the request and after the
+// operations so far.
+type memberState struct {
+	before, after bool
+	stored        events.Member // as stored, when before
+	added         events.Member // as resolved, when added by this request
+	last          int           // the step that last changed after: event order
+}
+
+func newMemberPlan(tb *bolt.Bucket, groupID string) *memberPlan {
+	return &memberPlan{tb: tb, groupID: groupID, state: map[string]*memberState{}}
+}
+
+// lookup returns a member's state, reading its key on first use.
+func (p *memberPlan) lookup(value string) (*memberState, error) {
+	if st, ok := p.state[value]; ok {
+		return st, nil
+	}
+	st := &memberState{}
+	if validKey(value) {
+		m, present, err := getMember(p.tb, p.groupID, value)
+		if err != nil {
+			return nil, err
+		}
+		st.before, st.after, st.stored = present, present, m
+	}
+	p.state[value] = st
+	return st, nil
+}
+
+// current is the member as it now stands in the plan.
+func (st *memberState) current() events.Member {
+	if st.before {
+		return st.stored
+	}
+	return st.added
+}
+
+// apply runs the operations in order. Its errors are SCIM errors naming the
+// member at fault, or errors reading the file.
+func (p *memberPlan) apply(ops []scim.MemberOp) error {
+	for _, op := range ops {
+		switch op.Kind {
+		case scim.AddMembers:
+			for _, m := range op.Members {
+				if err := p.add(m); err != nil {
+					return err
+				}
+			}
+		case scim.RemoveMembers:
+			for _, m := range op.Members {
+				st, err := p.lookup(m.Value)
+				if err != nil {
+					return err
+				}
+				p.set(st, false)
+			}
+		case scim.RemoveAllMembers:
+			if err := p.removeWhere(nil); err != nil {
+				return err
+			}
+		case scim.RemoveMatchingMembers:
+			if op.Filter == nil {
+				return fmt.Errorf("removing matching members of group %s: the operation has no filter", p.groupID)
+			}
+			if err := p.removeWhere(op.Filter); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("changing members of group %s: unknown membership operation %d", p.groupID, op.Kind)
+		}
+	}
+	return nil
+}
+
+func (p *memberPlan) set(st *memberState, present bool) {
+	if st.after != present {
+		st.after = present
+		p.step++
+		st.last = p.step
+	}
+}
+
+func (p *memberPlan) add(m scim.Member) error {
+	st, err := p.lookup(m.Value)
+	if err != nil {
+		return err
+	}
+	if st.after {
+		return nil // already a member: adding it again changes nothing
+	}
+	if !st.before && st.added.Value == "" {
+		if st.added, err = resolveMember(p.tb, p.groupID, m); err != nil {
+			return err
+		}
+	}
+	p.set(st, true)
+	return nil
+}
+
+// removeWhere removes every current member that f matches (all when f is
+// nil): the stored ones in id order, then those this request added.
+func (p *memberPlan) removeWhere(f *scim.Filter) error {
+	match := func(m events.Member) bool {
+		return f == nil || f.MatchValue(map[string]any{"value": m.Value, "display": m.Display, "type": m.Type})
+	}
+	prefix := memberKey(p.groupID, "")
+	c := p.tb.Bucket(bucketMembers).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		value := string(k[len(prefix):])
+		st, ok := p.state[value]
+		if !ok {
+			m, err := decodeMember(p.groupID, value, v)
+			if err != nil {
+				return err
+			}
+			st = &memberState{before: true, after: true, stored: m}
+			p.state[value] = st
+		}
+		if st.after && match(st.current()) {
+			p.set(st, false)
+		}
+	}
+	var added []string
+	for value, st := range p.state {
+		if !st.before && st.after {
+			added = append(added, value)
+		}
+	}
+	slices.Sort(added)
+	for _, value := range added {
+		if st := p.state[value]; match(st.added) {
+			p.set(st, false)
+		}
+	}
+	return nil
+}
+
+// changes returns the net membership changes in the order the operations
+// made them.
+func (p *memberPlan) changes() []memberChange {
+	var changed []*memberState
+	for _, st := range p.state {
+		if st.before != st.after {
+			changed = append(changed, st)
+		}
+	}
+	slices.SortFunc(changed, func(a, b *memberState) int { return a.last - b.last })
+	out := make([]memberChange, len(changed))
+	for i, st := range changed {
+		out[i] = memberChange{added: st.after, member: st.current()}
+	}
+	return out
+}
+
+// write stores the planned changes.
+func (p *memberPlan) write(changes []memberChange) error {
+	for _, c := range changes {
+		var err error
+		if c.added {
+			err = putMember(p.tb, p.groupID, c.member)
+		} else {
+			err = deleteMember(p.tb, p.groupID, c.member.Value)
+		}
+		if err != nil {
+			return fmt.Errorf("writing a membership of group %s: %w", p.groupID, err)
+		}
+	}
+	return nil
+}
+
 // resolveMember checks that a member exists in the tenant and fills in its
-// type, and its display name when the client sent none.
+// type, and its display name (the member's displayName, else its userName)
+// when the client sent none.
 func resolveMember(tb *bolt.Bucket, groupID string, m scim.Member) (events.Member, error) {
 	if m.Value == groupID {
 		return events.Member{}, scim.Errorf(scim.ErrInvalidValue, "group %s cannot be a member of itself", groupID)
 	}
 	out := events.Member{Value: m.Value, Display: m.Display}
 	for _, rt := range []*scim.ResourceType{scim.UserResourceType, scim.GroupResourceType} {
-		v := resourceBucket(tb, rt).Get([]byte(m.Value))
-		if v == nil {
+		rec, err := getRecord(tb, rt, m.Value)
+		if err != nil {
+			return out, err
+		}
+		if rec == nil {
 			continue
 		}
 		out.Type = rt.Name
 		if out.Display == "" {
-			rec, err := decodeRecord(rt, v)
-			if err != nil {
-				return out, err
-			}
 			out.Display = rec.res.String("displayName")
-			if out.Display == "" && rt == scim.UserResourceType {
+			if out.Display == "" {
 				out.Display = rec.res.String("userName")
 			}
 		}
 		return out, nil
 	}
-	return out, scim.Errorf(scim.ErrInvalidValue, "member %q is not the id of a User or Group in this tenant", m.Value)
-}
-
-// resolveMembers resolves the members of a group being created, dropping
-// repeats.
-func resolveMembers(tb *bolt.Bucket, groupID string, members []scim.Member) ([]events.Member, error) {
-	seen := map[string]bool{}
-	out := make([]events.Member, 0, len(members))
-	for _, m := range members {
-		if seen[m.Value] {
-			continue
-		}
-		seen[m.Value] = true
-		r, err := resolveMember(tb, groupID, m)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// checkMemberOps validates membership operations before anything is written.
-func checkMemberOps(tb *bolt.Bucket, groupID string, ops []scim.MemberOp) error {
-	for _, op := range ops {
-		if op.Kind != scim.AddMembers {
-			continue
-		}
-		for _, m := range op.Members {
-			if _, err := resolveMember(tb, groupID, m); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return out, scim.Errorf(scim.ErrInvalidValue, "member %q is not the id of a User or Group in this tenant", truncate(m.Value, 64))
 }
 
 func putMember(tb *bolt.Bucket, groupID string, m events.Member) error {
@@ -101,94 +251,44 @@ func deleteMember(tb *bolt.Bucket, groupID, memberID string) error {
 	return tb.Bucket(bucketMemberOf).Delete(memberKey(memberID, groupID))
 }
 
-// getMember returns a membership, ok false when there is none.
-func getMember(tb *bolt.Bucket, groupID, memberID string) (events.Member, bool, error) {
+// getMember returns a membership, present false when there is none.
+func getMember(tb *bolt.Bucket, groupID, memberID string) (m events.Member, present bool, err error) {
 	v := tb.Bucket(bucketMembers).Get(memberKey(groupID, memberID))
 	if v == nil {
 		return events.Member{}, false, nil
 	}
-	var rec memberRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return events.Member{}, false, fmt.Errorf("decoding membership %s in group %s: %w", memberID, groupID, err)
-	}
-	return events.Member{Value: memberID, Display: rec.Display, Type: rec.Type}, true, nil
+	m, err = decodeMember(groupID, memberID, v)
+	return m, err == nil, err
 }
 
-// applyMemberOps applies membership operations in order and returns the
-// changes they made: adding a present member or removing an absent one
-// changes nothing.
-func applyMemberOps(tb *bolt.Bucket, groupID string, ops []scim.MemberOp) ([]memberChange, error) {
-	var changes []memberChange
-	remove := func(m events.Member) error {
-		if err := deleteMember(tb, groupID, m.Value); err != nil {
+func decodeMember(groupID, memberID string, v []byte) (events.Member, error) {
+	var rec memberRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return events.Member{}, fmt.Errorf("decoding membership of %s in group %s: %w", memberID, groupID, err)
+	}
+	return events.Member{Value: memberID, Display: rec.Display, Type: rec.Type}, nil
+}
+
+// deleteAllMembers removes every membership of a group, in both directions,
+// without reading the membership records.
+func deleteAllMembers(tb *bolt.Bucket, groupID string) error {
+	members := tb.Bucket(bucketMembers)
+	ids := scanIDs(members, memberKey(groupID, ""), -1)
+	for _, id := range ids {
+		if err := members.Delete(memberKey(groupID, id)); err != nil {
 			return err
 		}
-		changes = append(changes, memberChange{added: false, member: m})
-		return nil
-	}
-	for _, op := range ops {
-		switch op.Kind {
-		case scim.AddMembers:
-			for _, sm := range op.Members {
-				if _, present, err := getMember(tb, groupID, sm.Value); err != nil || present {
-					if err != nil {
-						return nil, err
-					}
-					continue
-				}
-				m, err := resolveMember(tb, groupID, sm)
-				if err != nil {
-					return nil, err
-				}
-				if err := putMember(tb, groupID, m); err != nil {
-					return nil, err
-				}
-				changes = append(changes, memberChange{added: true, member: m})
-			}
-		case scim.RemoveMembers:
-			for _, sm := range op.Members {
-				m, present, err := getMember(tb, groupID, sm.Value)
-				if err != nil {
-					return nil, err
-				}
-				if present {
-					if err := remove(m); err != nil {
-						return nil, err
-					}
-				}
-			}
-		case scim.RemoveAllMembers, scim.RemoveMatchingMembers:
-			all, err := allMembers(tb, groupID)
-			if err != nil {
-				return nil, err
-			}
-			for _, sm := range all {
-				m := events.Member{Value: sm.Value, Display: sm.Display, Type: sm.Type}
-				if op.Kind == scim.RemoveMatchingMembers && !op.Filter.MatchValue(map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}) {
-					continue
-				}
-				if err := remove(m); err != nil {
-					return nil, err
-				}
-			}
-		default:
-			return nil, fmt.Errorf("unknown membership operation %d", op.Kind)
+		if err := tb.Bucket(bucketMemberOf).Delete(memberKey(id, groupID)); err != nil {
+			return err
 		}
 	}
-	return changes, nil
+	return nil
 }
 
 // leaveAllGroups removes a member from every group it belongs to, emitting
 // group.member_removed on each group and bumping its version.
 func (w *txWrite) leaveAllGroups(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, memberID string) error {
-	prefix := memberKey(memberID, "")
-	var groups []string
-	c := tb.Bucket(bucketMemberOf).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		groups = append(groups, string(k[len(prefix):]))
-	}
-	now := w.store.now()
-	for _, gid := range groups {
+	for _, gid := range scanIDs(tb.Bucket(bucketMemberOf), memberKey(memberID, ""), -1) {
 		m, _, err := getMember(tb, gid, memberID)
 		if err != nil {
 			return err
@@ -203,10 +303,7 @@ func (w *txWrite) leaveAllGroups(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, member
 		if rec == nil {
 			continue // a dangling membership of a deleted group: nothing to tell
 		}
-		rec.version++
-		meta := rec.res.Meta()
-		meta.LastModified, meta.Version = now, versionTag(rec.version)
-		rec.res.SetMeta(meta)
+		w.touch(rec)
 		if err := w.emit(tx, tb, t, rec, events.GroupMemberRemoved, nil, &m); err != nil {
 			return err
 		}
@@ -223,16 +320,17 @@ func pageMembers(tb *bolt.Bucket, groupID, after string, limit int) ([]scim.Memb
 	prefix := memberKey(groupID, "")
 	out := []scim.Member{}
 	c := tb.Bucket(bucketMembers).Cursor()
-	k, v := c.Seek(memberKey(groupID, after))
-	if after != "" && k != nil && bytes.Equal(k, memberKey(groupID, after)) {
+	start := memberKey(groupID, after)
+	k, v := c.Seek(start)
+	if after != "" && k != nil && bytes.Equal(k, start) {
 		k, v = c.Next()
 	}
 	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		var rec memberRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return nil, fmt.Errorf("decoding a membership of group %s: %w", groupID, err)
+		m, err := decodeMember(groupID, string(k[len(prefix):]), v)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, scim.Member{Value: string(k[len(prefix):]), Display: rec.Display, Type: rec.Type})
+		out = append(out, scim.Member{Value: m.Value, Display: m.Display, Type: m.Type})
 		if limit > 0 && len(out) >= limit {
 			break
 		}
@@ -240,6 +338,10 @@ func pageMembers(tb *bolt.Bucket, groupID, after string, limit int) ([]scim.Memb
 	return out, nil
 }
 
-func allMembers(tb *bolt.Bucket, groupID string) ([]scim.Member, error) {
-	return pageMembers(tb, groupID, "", 0)
+// truncate shortens a client's value for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }

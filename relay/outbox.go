@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -55,7 +56,7 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 		ResourceID: rec.res.ID(),
 		Sequence:   seq,
 		SubjectSeq: rec.subjectSeq,
-		Time:       w.store.now(),
+		Time:       w.now,
 	}, data)
 	if err != nil {
 		return err
@@ -81,16 +82,12 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 func (s *Store) eventResource(tenant string, r *scim.Resource) json.RawMessage {
 	out := &scim.Resource{Type: r.Type, Attrs: make(map[string]any, len(r.Attrs))}
 	for k, v := range r.Attrs {
-		if k != "members" && k != "groups" {
+		if k != "members" && k != "groups" && k != "meta" {
 			out.Attrs[k] = v
 		}
 	}
-	if s.publicURL != "" {
-		m := out.Meta()
-		m.Location = s.publicURL + "/scim/v2/" + tenant + r.Type.Endpoint + "/" + r.ID()
-		out.SetMeta(m)
-	}
-	return out.AppendJSON(nil)
+	out.SetMeta(r.Meta())
+	return s.withLocation(tenant, out).AppendJSON(nil)
 }
 
 func u64(n uint64) []byte {
@@ -127,25 +124,35 @@ func (s *Store) ReadOutbox(after uint64, limit int) ([]OutboxRow, error) {
 	return rows, err
 }
 
-// DeleteOutbox removes published events from the outbox.
+// DeleteOutbox removes published events from the outbox; keys already
+// gone are skipped.
 func (s *Store) DeleteOutbox(keys []uint64) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox)
+	var deleted int
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		deleted = 0 // Batch may run this again
+		c := tx.Bucket(bucketOutbox).Cursor()
 		for _, k := range keys {
-			if err := b.Delete(u64(k)); err != nil {
+			key := u64(k)
+			if found, _ := c.Seek(key); found == nil || !bytes.Equal(found, key) {
+				continue
+			}
+			if err := c.Delete(); err != nil {
 				return err
 			}
+			deleted++
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("deleting published events from the outbox: %w", err)
+	}
+	s.depth.Add(-int64(deleted))
+	return nil
 }
 
-// OutboxDepth returns how many events wait to be published.
+// OutboxDepth returns how many events wait to be published. It reads a
+// counter kept beside the outbox, so a metric can call it on every scrape
+// however long NATS has been away; the error is always nil.
 func (s *Store) OutboxDepth() (int, error) {
-	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketOutbox).Stats().KeyN
-		return nil
-	})
-	return n, err
+	return int(s.depth.Load()), nil
 }

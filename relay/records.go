@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -28,6 +30,8 @@ func encodeRecord(rec *record) []byte {
 	return rec.res.AppendJSON(b)
 }
 
+// decodeRecord reads a stored record. The bytes come from the file, but a
+// damaged file must give an error naming what is wrong, never a panic.
 func decodeRecord(rt *scim.ResourceType, v []byte) (*record, error) {
 	if len(v) < recordHeader {
 		return nil, fmt.Errorf("stored %s record is %d bytes, shorter than its header", rt.Name, len(v))
@@ -35,6 +39,9 @@ func decodeRecord(rt *scim.ResourceType, v []byte) (*record, error) {
 	res, err := scim.UnmarshalResource(rt, v[recordHeader:])
 	if err != nil {
 		return nil, err
+	}
+	if res.ID() == "" {
+		return nil, fmt.Errorf("stored %s record has no id", rt.Name)
 	}
 	return &record{
 		subjectSeq: binary.BigEndian.Uint64(v[0:8]),
@@ -55,22 +62,83 @@ func resourceBucket(tb *bolt.Bucket, rt *scim.ResourceType) *bolt.Bucket {
 
 // getRecord loads a resource; nil when there is none.
 func getRecord(tb *bolt.Bucket, rt *scim.ResourceType, id string) (*record, error) {
+	if !validKey(id) {
+		return nil, nil
+	}
 	v := resourceBucket(tb, rt).Get([]byte(id))
 	if v == nil {
 		return nil, nil
 	}
-	return decodeRecord(rt, v)
+	rec, err := decodeRecord(rt, v)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %s: %w", rt.Name, id, err)
+	}
+	return rec, nil
 }
 
 func putRecord(tb *bolt.Bucket, rec *record) error {
 	return resourceBucket(tb, rec.res.Type).Put([]byte(rec.res.ID()), encodeRecord(rec))
 }
 
-// ixKey is an index key prefix: the value with its length in front, so that
-// no indexed value is a prefix of another.
+// validKey reports whether an id taken from a request can be a key: ids this
+// store issues are UUIDs, so anything empty, huge or holding the key
+// separator names nothing.
+func validKey(id string) bool {
+	return id != "" && len(id) <= maxIndexedValue && strings.IndexByte(id, 0) < 0
+}
+
+// maxIndexedValue bounds the indexed values (userName, emails, externalId,
+// displayName) so that index keys stay far below bbolt's 32 KiB key limit.
+// Real values are a few dozen bytes; Entra caps userPrincipalName at 113.
+const maxIndexedValue = 2048
+
+// fold maps s to one representative per case-folding class: two strings
+// fold to the same bytes exactly when strings.EqualFold says they are equal
+// (it compares rune by rune under Unicode simple folding). ASCII folds to
+// lower case, so the common index keys read naturally.
+func fold(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return foldUnicode(s)
+		}
+	}
+	return strings.ToLower(s)
+}
+
+func foldUnicode(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s { // invalid bytes read as U+FFFD, as EqualFold reads them
+		b.WriteRune(foldRune(r))
+	}
+	return b.String()
+}
+
+// foldRune returns the smallest rune of r's folding orbit, in lower case when
+// that is an ASCII capital: K, k and the Kelvin sign all give k.
+func foldRune(r rune) rune {
+	least := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	if 'A' <= least && least <= 'Z' {
+		least += 'a' - 'A'
+	}
+	return least
+}
+
+// ixKey is the index key prefix of value: 0x00 escaped as 0x00 0xFF and a
+// 0x00 0x00 terminator, so that no value's prefix is another's and keys sort
+// by value.
 func ixKey(value string) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, len(value)+40), uint64(len(value)))
-	return append(b, value...)
+	b := make([]byte, 0, len(value)+2+36)
+	for i := 0; i < len(value); i++ {
+		b = append(b, value[i])
+		if value[i] == 0 {
+			b = append(b, 0xFF)
+		}
+	}
+	return append(b, 0, 0)
 }
 
 type indexEntry struct {
@@ -78,36 +146,45 @@ type indexEntry struct {
 	key    []byte
 }
 
-// indexEntries lists the secondary index keys of a resource.
-func indexEntries(r *scim.Resource) []indexEntry {
+// indexEntries lists the secondary index keys of a resource, refusing
+// values too long to index.
+func indexEntries(r *scim.Resource) ([]indexEntry, error) {
 	id := r.ID()
-	entry := func(bucket []byte, value string) indexEntry {
-		return indexEntry{bucket: bucket, key: append(ixKey(value), id...)}
-	}
 	var out []indexEntry
-	if r.Type == scim.GroupResourceType {
-		out = append(out, entry(ixDisplayName, strings.ToLower(r.String("displayName"))))
-		if ext := r.ExternalID(); ext != "" {
-			out = append(out, entry(ixGroupExt, ext))
+	var tooLong error
+	add := func(bucket []byte, attr, value string) {
+		if len(value) > maxIndexedValue {
+			if tooLong == nil {
+				tooLong = scim.Errorf(scim.ErrInvalidValue, "attribute %s is %d bytes long; the limit is %d", attr, len(value), maxIndexedValue)
+			}
+			return
 		}
-		return out
+		out = append(out, indexEntry{bucket: bucket, key: append(ixKey(value), id...)})
 	}
-	out = append(out, entry(ixUserName, strings.ToLower(r.String("userName"))))
 	if ext := r.ExternalID(); ext != "" {
-		out = append(out, entry(ixUserExt, ext))
+		if r.Type == scim.GroupResourceType {
+			add(ixGroupExt, "externalId", ext)
+		} else {
+			add(ixUserExt, "externalId", ext)
+		}
 	}
+	if r.Type == scim.GroupResourceType {
+		add(ixDisplayName, "displayName", fold(r.String("displayName")))
+		return out, tooLong
+	}
+	add(ixUserName, "userName", fold(r.String("userName")))
 	seen := map[string]bool{}
 	for _, e := range r.Emails() {
-		e = strings.ToLower(e)
+		e = fold(e)
 		if !seen[e] {
 			seen[e] = true
-			out = append(out, entry(ixEmail, e))
+			add(ixEmail, "emails.value", e)
 		}
 	}
 	if we := r.WorkEmail(); we != "" {
-		out = append(out, entry(ixWorkEmail, strings.ToLower(we)))
+		add(ixWorkEmail, "emails.value", fold(we))
 	}
-	return out
+	return out, tooLong
 }
 
 // reindex replaces a resource's index entries old by new, touching only the
@@ -138,18 +215,26 @@ func reindex(tb *bolt.Bucket, old, new []indexEntry) error {
 	return nil
 }
 
-// lookupIDs returns the ids indexed under value, in id order.
-func lookupIDs(b *bolt.Bucket, value string) []string {
-	prefix := ixKey(value)
+// lookupIDs returns up to limit ids indexed under value (limit < 0: all),
+// in id order.
+func lookupIDs(b *bolt.Bucket, value string, limit int) []string {
+	if len(value) > maxIndexedValue {
+		return nil // nothing that long was ever indexed
+	}
+	return scanIDs(b, ixKey(value), limit)
+}
+
+// scanIDs returns up to limit key suffixes after prefix (limit < 0: all), in order.
+func scanIDs(b *bolt.Bucket, prefix []byte, limit int) []string {
 	var out []string
 	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && (limit < 0 || len(out) < limit); k, _ = c.Next() {
 		out = append(out, string(k[len(prefix):]))
 	}
 	return out
 }
 
-// memberKey is groupID ‖ 0 ‖ memberID (and the reverse for memberof).
+// memberKey is groupID ‖ 0 ‖ memberID (and memberID ‖ 0 ‖ groupID in memberof).
 func memberKey(a, b string) []byte {
 	k := make([]byte, 0, len(a)+1+len(b))
 	k = append(k, a...)

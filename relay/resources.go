@@ -1,11 +1,9 @@
 package relay
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"sort"
-	"strings"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -18,7 +16,7 @@ import (
 func (s *Store) tenantBucket(tx *bolt.Tx, name string) (*bolt.Bucket, *tenant, error) {
 	t, ok := s.tenants[name]
 	if !ok {
-		return nil, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", name)
+		return nil, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(name, 64))
 	}
 	tb := tx.Bucket(bucketTenants).Bucket([]byte(name))
 	if tb == nil {
@@ -28,74 +26,125 @@ func (s *Store) tenantBucket(tx *bolt.Tx, name string) (*bolt.Bucket, *tenant, e
 }
 
 func notFound(rt *scim.ResourceType, id string) error {
-	return scim.Errorf(scim.ErrNotFound, "%s %s not found", rt.Name, id)
+	return scim.Errorf(scim.ErrNotFound, "%s %s not found", rt.Name, truncate(id, 64))
 }
 
-// Create stores a new resource with a fresh id and emits its events.
+// checkType refuses resource types other than User and Group, whose
+// buckets this store has.
+func checkType(rt *scim.ResourceType) error {
+	if rt != scim.UserResourceType && rt != scim.GroupResourceType {
+		name := "<nil>"
+		if rt != nil {
+			name = rt.Name
+		}
+		return fmt.Errorf("resource type %s is not stored by the relay", name)
+	}
+	return nil
+}
+
+// withLocation sets meta.location on a resource being handed out, when a
+// public URL is configured. Locations are never stored: the URL may change.
+func (s *Store) withLocation(tenant string, r *scim.Resource) *scim.Resource {
+	if s.publicURL != "" && r != nil {
+		m := r.Meta()
+		m.Location = s.publicURL + "/scim/v2/" + tenant + r.Type.Endpoint + "/" + r.ID()
+		r.SetMeta(m)
+	}
+	return r
+}
+
+// Create stores a new resource with a fresh UUIDv7 id and emits its events:
+// user.created, or group.created followed by one group.member_added per
+// initial member (given in r.Attrs["members"], stored as membership keys).
 func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource) (*scim.Resource, error) {
+	if in == nil {
+		return nil, errors.New("creating a resource: no resource given")
+	}
+	if err := checkType(in.Type); err != nil {
+		return nil, fmt.Errorf("creating a resource: %w", err)
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("generating an id: %w", err)
 	}
 	res := in.Clone()
-	members, err := scim.MembersFromValue(res.Attrs["members"])
-	if err != nil {
-		return nil, err
+	var members []scim.Member
+	if res.Type == scim.GroupResourceType {
+		if members, err = scim.MembersFromValue(res.Attrs["members"]); err != nil {
+			return nil, err
+		}
 	}
 	delete(res.Attrs, "members")
 	delete(res.Attrs, "groups")
 	res.Attrs["id"] = id.String()
 	w, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
-		tb, t, err := s.tenantBucket(tx, tenantName)
-		if err != nil {
-			return w.refuse(err)
-		}
-		now := s.now()
-		rec := &record{version: 1, res: res.Clone()}
-		rec.res.SetMeta(scim.Meta{Created: now, LastModified: now, Version: versionTag(1)})
-		if err := s.checkResource(tb, t, rec.res); err != nil {
-			return w.refuse(err)
-		}
-		resolved, err := resolveMembers(tb, rec.res.ID(), members)
-		if err != nil {
-			return w.refuse(err)
-		}
-		if err := reindex(tb, nil, indexEntries(rec.res)); err != nil {
-			return err
-		}
-		if rec.res.Type == scim.GroupResourceType {
-			if err := w.emit(tx, tb, t, rec, events.GroupCreated, nil, nil); err != nil {
-				return err
-			}
-			for _, m := range resolved {
-				if err := putMember(tb, rec.res.ID(), m); err != nil {
-					return err
-				}
-				if err := w.emit(tx, tb, t, rec, events.GroupMemberAdded, nil, &m); err != nil {
-					return err
-				}
-			}
-		} else if err := w.emit(tx, tb, t, rec, events.UserCreated, nil, nil); err != nil {
-			return err
-		}
-		if err := putRecord(tb, rec); err != nil {
-			return err
-		}
-		w.result = rec.res
-		return nil
+		return w.create(tx, tenantName, res, members)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return w.result, nil
+	return s.withLocation(tenantName, w.result), nil
+}
+
+// create stores res (which has its id) in one transaction; Create and
+// bulk loads in tests call it.
+func (w *txWrite) create(tx *bolt.Tx, tenantName string, res *scim.Resource, members []scim.Member) error {
+	tb, t, err := w.store.tenantBucket(tx, tenantName)
+	if err != nil {
+		return w.refuse(err)
+	}
+	rec := &record{version: 1, res: res.Clone()}
+	rec.res.SetMeta(scim.Meta{Created: w.now, LastModified: w.now, Version: versionTag(1)})
+	entries, err := indexEntries(rec.res)
+	if err != nil {
+		return w.refuse(err)
+	}
+	if err := checkResource(tb, t, rec.res); err != nil {
+		return w.refuse(err)
+	}
+	if resourceBucket(tb, rec.res.Type).Get([]byte(rec.res.ID())) != nil {
+		return fmt.Errorf("creating %s %s: the id is taken", rec.res.Type.Name, rec.res.ID())
+	}
+	var changes []memberChange
+	if len(members) > 0 {
+		plan := newMemberPlan(tb, rec.res.ID())
+		if err := plan.apply([]scim.MemberOp{{Kind: scim.AddMembers, Members: members}}); err != nil {
+			return w.refuse(err)
+		}
+		changes = plan.changes()
+		if err := plan.write(changes); err != nil {
+			return err
+		}
+	}
+	// Validation is over; from here on an error aborts the transaction.
+	if err := reindex(tb, nil, entries); err != nil {
+		return err
+	}
+	action := events.UserCreated
+	if rec.res.Type == scim.GroupResourceType {
+		action = events.GroupCreated
+	}
+	if err := w.emit(tx, tb, t, rec, action, nil, nil); err != nil {
+		return err
+	}
+	for _, c := range changes {
+		if err := w.emit(tx, tb, t, rec, events.GroupMemberAdded, nil, &c.member); err != nil {
+			return err
+		}
+	}
+	if err := putRecord(tb, rec); err != nil {
+		return err
+	}
+	w.result = rec.res
+	return nil
 }
 
 // checkResource enforces the tenant's uniqueness and required attributes on
 // a resource about to be stored.
-func (s *Store) checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
+func checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 	id := r.ID()
 	taken := func(b []byte, value string) bool {
-		for _, other := range lookupIDs(tb.Bucket(b), value) {
+		for _, other := range lookupIDs(tb.Bucket(b), value, 2) {
 			if other != id {
 				return true
 			}
@@ -104,10 +153,17 @@ func (s *Store) checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) erro
 	}
 	if r.Type == scim.GroupResourceType {
 		name := r.String("displayName")
-		if taken(ixDisplayName, strings.ToLower(name)) {
-			return scim.Errorf(scim.ErrUniqueness, "a Group with displayName %q already exists", name)
+		if name == "" {
+			return scim.Errorf(scim.ErrInvalidValue, "attribute displayName is required")
+		}
+		if taken(ixDisplayName, fold(name)) {
+			return scim.Errorf(scim.ErrUniqueness, "displayName %q is already taken by another Group", truncate(name, 256))
 		}
 		return nil
+	}
+	name := r.String("userName")
+	if name == "" {
+		return scim.Errorf(scim.ErrInvalidValue, "attribute userName is required")
 	}
 	for _, req := range t.required {
 		if !req.present.Match(r) {
@@ -117,22 +173,25 @@ func (s *Store) checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) erro
 	if t.uniqueEmail {
 		we := r.WorkEmail()
 		if we == "" {
-			return scim.Errorf(scim.ErrInvalidValue, "a User needs an email in tenant %s, which matches users by email", t.name)
+			return scim.Errorf(scim.ErrInvalidValue, "a User needs an email in tenant %s, which tells users apart by their work email", t.name)
 		}
-		if taken(ixWorkEmail, strings.ToLower(we)) {
-			return scim.Errorf(scim.ErrUniqueness, "a User with email %q already exists", we)
+		if taken(ixWorkEmail, fold(we)) {
+			return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", truncate(we, 256))
 		}
 		return nil
 	}
-	name := r.String("userName")
-	if taken(ixUserName, strings.ToLower(name)) {
-		return scim.Errorf(scim.ErrUniqueness, "userName %q is already taken", name)
+	if taken(ixUserName, fold(name)) {
+		return scim.Errorf(scim.ErrUniqueness, "userName %q is already taken", truncate(name, 256))
 	}
 	return nil
 }
 
-// Get returns a resource; a User with its groups, a Group without members.
+// Get returns a resource: a User with its read-only groups attribute, a
+// Group without members.
 func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType, id string) (*scim.Resource, error) {
+	if err := checkType(rt); err != nil {
+		return nil, fmt.Errorf("getting %s: %w", truncate(id, 64), err)
+	}
 	var out *scim.Resource
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, _, err := s.tenantBucket(tx, tenantName)
@@ -152,19 +211,29 @@ func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType,
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return s.withLocation(tenantName, out), nil
 }
 
-// withGroups adds a User's read-only groups attribute from its memberships.
+// withGroups adds a User's read-only groups attribute from its memberships
+// (direct ones only: nesting is not expanded).
 func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
 	if r.Type != scim.UserResourceType {
 		return r, nil
 	}
-	prefix := memberKey(r.ID(), "")
+	groups, err := groupsOf(tb, r.ID())
+	if err != nil {
+		return nil, err
+	}
+	if groups != nil {
+		r.Attrs["groups"] = groups
+	}
+	return r, nil
+}
+
+// groupsOf lists the groups a member belongs to as groups attribute values.
+func groupsOf(tb *bolt.Bucket, memberID string) ([]any, error) {
 	var groups []any
-	c := tb.Bucket(bucketMemberOf).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		gid := string(k[len(prefix):])
+	for _, gid := range scanIDs(tb.Bucket(bucketMemberOf), memberKey(memberID, ""), -1) {
 		g, err := getRecord(tb, scim.GroupResourceType, gid)
 		if err != nil {
 			return nil, err
@@ -175,324 +244,116 @@ func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
 		}
 		groups = append(groups, entry)
 	}
-	if groups != nil {
-		r.Attrs["groups"] = groups
-	}
-	return r, nil
+	return groups, nil
 }
 
-// List returns one page of matching resources. Equality filters on indexed
-// attributes are answered from the indexes; anything else scans in id order.
-func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType, q scim.Query) (scim.Page, error) {
-	var page scim.Page
-	err := s.db.View(func(tx *bolt.Tx) error {
-		tb, _, err := s.tenantBucket(tx, tenantName)
-		if err != nil {
-			return err
-		}
-		if q.Filter == nil && q.SortBy == nil {
-			page, err = listAll(tb, rt, q)
-			return err
-		}
-		matches, err := s.matching(tb, rt, q.Filter)
-		if err != nil {
-			return err
-		}
-		if q.SortBy != nil {
-			sortResources(matches, *q.SortBy, q.Descending)
-		}
-		page.Total = len(matches)
-		page.Resources = []*scim.Resource{}
-		for i := q.StartIndex - 1; i >= 0 && i < len(matches) && len(page.Resources) < q.Count; i++ {
-			r, err := withGroups(tb, matches[i])
-			if err != nil {
-				return err
-			}
-			page.Resources = append(page.Resources, r)
-		}
-		return nil
-	})
-	return page, err
-}
-
-// listAll pages through every resource without decoding the ones it skips.
-func listAll(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query) (scim.Page, error) {
-	page := scim.Page{Resources: []*scim.Resource{}}
-	c := resourceBucket(tb, rt).Cursor()
-	i := 0
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		i++
-		if i < q.StartIndex || len(page.Resources) >= q.Count {
-			continue
-		}
-		rec, err := decodeRecord(rt, v)
-		if err != nil {
-			return page, err
-		}
-		r, err := withGroups(tb, rec.res)
-		if err != nil {
-			return page, err
-		}
-		page.Resources = append(page.Resources, r)
-	}
-	page.Total = i
-	return page, nil
-}
-
-// matching returns every resource matching f, in id order.
-func (s *Store) matching(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter) ([]*scim.Resource, error) {
-	withMembers := f != nil && rt == scim.GroupResourceType && f.References("members")
-	test := func(r *scim.Resource) (bool, error) {
-		if f == nil {
-			return true, nil
-		}
-		if withMembers {
-			members, err := allMembers(tb, r.ID())
-			if err != nil {
-				return false, err
-			}
-			list := make([]any, len(members))
-			for i, m := range members {
-				list[i] = map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}
-			}
-			if len(list) > 0 {
-				r.Attrs["members"] = list
-			}
-			defer delete(r.Attrs, "members")
-		}
-		return f.Match(r), nil
-	}
-	var out []*scim.Resource
-	if ids, ok := candidates(tb, rt, f); ok {
-		for _, id := range ids {
-			rec, err := getRecord(tb, rt, id)
-			if err != nil {
-				return nil, err
-			}
-			if rec == nil {
-				continue
-			}
-			ok, err := test(rec.res)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				out = append(out, rec.res)
-			}
-		}
-		return out, nil
-	}
-	c := resourceBucket(tb, rt).Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		rec, err := decodeRecord(rt, v)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := test(rec.res)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, rec.res)
-		}
-	}
-	return out, nil
-}
-
-// indexOrder is the order in which equality terms are tried, most selective first.
-var indexOrder = []string{"id", "userName", "displayName", "externalId", "emails.value", "members.value"}
-
-// candidates returns the ids an index gives for the filter's most selective
-// equality term, sorted and deduplicated; ok is false when no term is indexed.
-func candidates(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter) ([]string, bool) {
-	if f == nil {
-		return nil, false
-	}
-	eqs := f.Equalities()
-	for _, path := range indexOrder {
-		for _, eq := range eqs {
-			if eq.Path != path {
-				continue
-			}
-			var ids []string
-			switch {
-			case path == "id":
-				ids = []string{eq.Value}
-			case path == "userName" && rt == scim.UserResourceType:
-				ids = lookupIDs(tb.Bucket(ixUserName), strings.ToLower(eq.Value))
-			case path == "displayName" && rt == scim.GroupResourceType:
-				ids = lookupIDs(tb.Bucket(ixDisplayName), strings.ToLower(eq.Value))
-			case path == "externalId" && rt == scim.UserResourceType:
-				ids = lookupIDs(tb.Bucket(ixUserExt), eq.Value)
-			case path == "externalId" && rt == scim.GroupResourceType:
-				ids = lookupIDs(tb.Bucket(ixGroupExt), eq.Value)
-			case path == "emails.value" && rt == scim.UserResourceType:
-				ids = lookupIDs(tb.Bucket(ixEmail), strings.ToLower(eq.Value))
-			case path == "members.value" && rt == scim.GroupResourceType:
-				prefix := memberKey(eq.Value, "")
-				c := tb.Bucket(bucketMemberOf).Cursor()
-				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-					ids = append(ids, string(k[len(prefix):]))
-				}
-			default:
-				continue
-			}
-			sort.Strings(ids)
-			return compact(ids), true
-		}
-	}
-	return nil, false
-}
-
-func compact(ids []string) []string {
-	out := ids[:0]
-	for i, id := range ids {
-		if i == 0 || id != ids[i-1] {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// sortResources orders by the value at path (case-insensitively unless the
-// attribute is caseExact), resources without a value last, ties by id.
-func sortResources(list []*scim.Resource, path scim.AttrPath, desc bool) {
-	exact := path.Leaf() != nil && path.Leaf().CaseExact
-	key := func(r *scim.Resource) (string, bool) {
-		f, err := scim.ParseFilter(r.Type, path.String()+" pr")
-		if err != nil || !f.Match(r) {
-			return "", false
-		}
-		v := sortValue(r, path)
-		if !exact {
-			v = strings.ToLower(v)
-		}
-		return v, true
-	}
-	type keyed struct {
-		r   *scim.Resource
-		k   string
-		has bool
-	}
-	ks := make([]keyed, len(list))
-	for i, r := range list {
-		k, has := key(r)
-		ks[i] = keyed{r, k, has}
-	}
-	sort.SliceStable(ks, func(i, j int) bool {
-		a, b := ks[i], ks[j]
-		if a.has != b.has {
-			return a.has
-		}
-		if a.k != b.k {
-			return (a.k < b.k) != desc
-		}
-		return a.r.ID() < b.r.ID()
-	})
-	for i := range ks {
-		list[i] = ks[i].r
-	}
-}
-
-// sortValue returns the string form of the first value at path.
-func sortValue(r *scim.Resource, path scim.AttrPath) string {
-	obj := r.Attrs
-	if path.URN != "" {
-		m, _ := obj[path.URN].(map[string]any)
-		obj = m
-	}
-	v := obj[path.Name]
-	if list, ok := v.([]any); ok && len(list) > 0 {
-		v = list[0]
-	}
-	if m, ok := v.(map[string]any); ok {
-		sub := path.Sub
-		if sub == "" {
-			sub = "value"
-		}
-		v = m[sub]
-	}
-	return fmt.Sprint(v)
-}
-
-// Update applies fn to a stored resource in one transaction.
+// Update applies fn to a stored resource in one transaction. Uniqueness and
+// required attributes are checked on the new state; member operations apply
+// in order and only their net effect counts; the version, lastModified and
+// events change only when something did.
 func (s *Store) Update(ctx context.Context, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) (*scim.Resource, error) {
+	if err := checkType(rt); err != nil {
+		return nil, fmt.Errorf("updating %s: %w", truncate(id, 64), err)
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("updating %s %s: no update function", rt.Name, truncate(id, 64))
+	}
 	w, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
-		tb, t, err := s.tenantBucket(tx, tenantName)
-		if err != nil {
-			return w.refuse(err)
-		}
-		rec, err := getRecord(tb, rt, id)
-		if err != nil {
-			return err
-		}
-		if rec == nil {
-			return w.refuse(notFound(rt, id))
-		}
-		cur := rec.res
-		u, err := fn(cur.Clone())
-		if err != nil {
-			return w.refuse(err)
-		}
-		next := u.Resource
-		next.Attrs["id"] = cur.ID()
-		next.Attrs["meta"] = cur.Attrs["meta"]
-		delete(next.Attrs, "groups")
-		delete(next.Attrs, "members")
-		if len(u.Changes) > 0 {
-			if err := s.checkResource(tb, t, next); err != nil {
-				return w.refuse(err)
-			}
-		}
-		if rt == scim.GroupResourceType {
-			if err := checkMemberOps(tb, id, u.Members); err != nil {
-				return w.refuse(err)
-			}
-		}
-		// Validation is over; from here on an error aborts the transaction.
-		var memberChanges []memberChange
-		if rt == scim.GroupResourceType {
-			if memberChanges, err = applyMemberOps(tb, id, u.Members); err != nil {
-				return err
-			}
-		}
-		if len(u.Changes) == 0 && len(memberChanges) == 0 {
-			w.result, err = withGroups(tb, cur)
-			return err
-		}
-		rec.version++
-		m := next.Meta()
-		m.LastModified, m.Version = s.now(), versionTag(rec.version)
-		next.SetMeta(m)
-		rec.res = next
-		if len(u.Changes) > 0 {
-			if err := reindex(tb, indexEntries(cur), indexEntries(next)); err != nil {
-				return err
-			}
-			if err := w.emit(tx, tb, t, rec, updateAction(cur, next), u.Changes, nil); err != nil {
-				return err
-			}
-		}
-		for _, mc := range memberChanges {
-			action := events.GroupMemberAdded
-			if !mc.added {
-				action = events.GroupMemberRemoved
-			}
-			if err := w.emit(tx, tb, t, rec, action, nil, &mc.member); err != nil {
-				return err
-			}
-		}
-		if err := putRecord(tb, rec); err != nil {
-			return err
-		}
-		out, err := withGroups(tb, rec.res)
-		w.result = out
-		return err
+		return w.update(tx, tenantName, rt, id, fn)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return w.result, nil
+	return s.withLocation(tenantName, w.result), nil
+}
+
+func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) error {
+	tb, t, err := w.store.tenantBucket(tx, tenantName)
+	if err != nil {
+		return w.refuse(err)
+	}
+	rec, err := getRecord(tb, rt, id)
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		return w.refuse(notFound(rt, id))
+	}
+	cur := rec.res
+	u, err := fn(cur.Clone())
+	if err != nil {
+		return w.refuse(err)
+	}
+	if u == nil || u.Resource == nil || u.Resource.Attrs == nil {
+		return w.refuse(fmt.Errorf("updating %s %s: the update function returned no resource", rt.Name, id))
+	}
+	next := &scim.Resource{Type: rt, Attrs: u.Resource.Attrs}
+	next.Attrs["id"] = cur.ID()
+	next.Attrs["meta"] = cur.Attrs["meta"]
+	delete(next.Attrs, "groups")
+	delete(next.Attrs, "members")
+	var oldEntries, newEntries []indexEntry
+	if len(u.Changes) > 0 {
+		if newEntries, err = indexEntries(next); err != nil {
+			return w.refuse(err)
+		}
+		if err := checkResource(tb, t, next); err != nil {
+			return w.refuse(err)
+		}
+		// The stored state was indexed when it was written, so it cannot be too long.
+		oldEntries, _ = indexEntries(cur)
+	}
+	var changes []memberChange
+	var plan *memberPlan
+	if rt == scim.GroupResourceType && len(u.Members) > 0 {
+		plan = newMemberPlan(tb, id)
+		if err := plan.apply(u.Members); err != nil {
+			return w.refuse(err)
+		}
+		changes = plan.changes()
+	}
+	if len(u.Changes) == 0 && len(changes) == 0 {
+		w.result, err = withGroups(tb, cur)
+		return err
+	}
+	// Validation is over; from here on an error aborts the transaction.
+	if plan != nil {
+		if err := plan.write(changes); err != nil {
+			return err
+		}
+	}
+	rec.res = next
+	w.touch(rec)
+	if len(u.Changes) > 0 {
+		if err := reindex(tb, oldEntries, newEntries); err != nil {
+			return err
+		}
+		if err := w.emit(tx, tb, t, rec, updateAction(cur, next), u.Changes, nil); err != nil {
+			return err
+		}
+	}
+	for _, c := range changes {
+		action := events.GroupMemberAdded
+		if !c.added {
+			action = events.GroupMemberRemoved
+		}
+		if err := w.emit(tx, tb, t, rec, action, nil, &c.member); err != nil {
+			return err
+		}
+	}
+	if err := putRecord(tb, rec); err != nil {
+		return err
+	}
+	w.result, err = withGroups(tb, rec.res)
+	return err
+}
+
+// touch bumps a resource's version and lastModified.
+func (w *txWrite) touch(rec *record) {
+	rec.version++
+	m := rec.res.Meta()
+	m.LastModified, m.Version, m.Location = w.now, versionTag(rec.version), ""
+	rec.res.SetMeta(m)
 }
 
 // updateAction names an update: a User's active going true → false is a
@@ -513,13 +374,18 @@ func updateAction(old, new *scim.Resource) events.Action {
 	return events.UserUpdated
 }
 
-// Delete removes a resource. A User's memberships go with it, each emitting
-// group.member_removed before user.deleted. A Group's memberships go
-// without per-member events: group.deleted says it all, and a group of
-// 100,000 members would otherwise flood every consumer.
+// Delete removes a resource and its index keys. A User leaves every group
+// it is in, each emitting group.member_removed (on the group) before
+// user.deleted. A Group's own memberships go without per-member events:
+// group.deleted says it all, and a group of 100,000 members would otherwise
+// flood every consumer; a Group nested in others leaves them with
+// group.member_removed like a User.
 func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.ResourceType, id, ifMatch string) error {
+	if err := checkType(rt); err != nil {
+		return fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
+	}
 	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
-		tb, t, err := s.tenantBucket(tx, tenantName)
+		tb, t, err := w.store.tenantBucket(tx, tenantName)
 		if err != nil {
 			return w.refuse(err)
 		}
@@ -534,15 +400,15 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 			return w.refuse(err)
 		}
 		if rt == scim.GroupResourceType {
-			if _, err := applyMemberOps(tb, id, []scim.MemberOp{{Kind: scim.RemoveAllMembers}}); err != nil {
+			if err := deleteAllMembers(tb, id); err != nil {
 				return err
 			}
 		}
-		// Users, and groups nested in others, leave every group they are in.
 		if err := w.leaveAllGroups(tx, tb, t, id); err != nil {
 			return err
 		}
-		if err := reindex(tb, indexEntries(rec.res), nil); err != nil {
+		entries, _ := indexEntries(rec.res)
+		if err := reindex(tb, entries, nil); err != nil {
 			return err
 		}
 		action := events.UserDeleted
@@ -557,7 +423,8 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 	return err
 }
 
-// Members pages through a group's members in id order.
+// Members pages through a group's members in id order, after the member
+// whose value is after; limit <= 0 returns all.
 func (s *Store) Members(_ context.Context, tenantName, groupID, after string, limit int) ([]scim.Member, error) {
 	var out []scim.Member
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -565,7 +432,7 @@ func (s *Store) Members(_ context.Context, tenantName, groupID, after string, li
 		if err != nil {
 			return err
 		}
-		if resourceBucket(tb, scim.GroupResourceType).Get([]byte(groupID)) == nil {
+		if !validKey(groupID) || tb.Bucket(bucketGroups).Get([]byte(groupID)) == nil {
 			return notFound(scim.GroupResourceType, groupID)
 		}
 		out, err = pageMembers(tb, groupID, after, limit)

@@ -6,34 +6,51 @@
 //
 // # Layout of the bbolt file
 //
-//	meta                      "outbox" → uint64 commit counter
-//	outbox                    u64be commit number → event (structured CloudEvent JSON)
-//	tokens                    token id → token record (JSON)
+//	meta                      "outbox" → u64 global commit counter of outbox rows
+//	                          "layout" → u64 version of this layout (2)
+//	outbox                    u64 commit number → event (structured CloudEvent JSON)
+//	tokens                    token id → token record (JSON, secret as SHA-256)
+//	provlog                   the provisioning log (see provlog.go)
 //	tenants/<name>/
 //	    users                 id → record
-//	    groups                id → record (without members)
-//	    counters              "sequence" → uint64, the tenant's last event sequence
-//	    ix_username           key(lower(userName)) ‖ id → ∅
-//	    ix_email              key(lower(emails[].value)) ‖ id → ∅
-//	    ix_workemail          key(lower(work email)) ‖ id → ∅
-//	    ix_user_ext           key(externalId) ‖ id → ∅
-//	    ix_group_ext          key(externalId) ‖ id → ∅
-//	    ix_displayname        key(lower(displayName)) ‖ id → ∅
+//	    groups                id → record (never members)
+//	    counters              "sequence" → u64, the tenant's last event sequence
+//	    ix_username           ix(fold(userName)) ‖ id → ∅
+//	    ix_email              ix(fold(emails[].value)) ‖ id → ∅
+//	    ix_workemail          ix(fold(work email)) ‖ id → ∅
+//	    ix_user_ext           ix(externalId) ‖ id → ∅
+//	    ix_group_ext          ix(externalId) ‖ id → ∅
+//	    ix_displayname        ix(fold(displayName)) ‖ id → ∅  (groups)
 //	    members               groupID ‖ 0x00 ‖ memberID → member record (JSON)
 //	    memberof              memberID ‖ 0x00 ‖ groupID → ∅
 //
-// A record is 16 bytes of header (the resource's subjectseq and version as
-// big-endian uint64) followed by the resource's canonical JSON. key(v) is v
-// prefixed with its length as a uvarint, so that no value is a prefix of
-// another. Resource ids are UUIDv7, so id order is creation order: the stable
-// order of lists and of a group's members.
+// u64 is a big-endian uint64, so counters sort numerically. A record is 16
+// bytes of header (the resource's subjectseq and version as u64) followed by
+// the resource's canonical JSON without meta.location. ix(v) is v with every
+// 0x00 written as 0x00 0xFF, then a 0x00 0x00 terminator: no indexed value
+// is a prefix of another, and keys still sort by value, then by id. fold(v)
+// maps every rune to one representative of its Unicode simple-folding orbit
+// (ASCII in lower case), so that two values share an index key exactly when
+// strings.EqualFold, which filters and uniqueness use, calls them equal.
+// Indexes are not unique in themselves: uniqueness is checked on them per
+// tenant (userName, or the work email in email mode, and group displayName),
+// and externalId is deliberately not unique, since real clients give many
+// users one externalId.
+//
+// Resource ids are UUIDv7 strings, so id order is creation order: the
+// stable order of lists and of a group's members. Memberships live in their
+// own keys, never in the group's record, so that changing one member of a
+// group of 100,000 touches a handful of keys.
 //
 // Every write goes through bbolt's Batch, so that concurrent SCIM requests
-// share one transaction and one fsync.
+// share one transaction and one fsync. Batch may run a function more than
+// once; the functions here, and the scim.UpdateFunc they call, change
+// nothing but the transaction.
 package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -42,31 +59,45 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
 // TenantOptions configures one tenant.
 type TenantOptions struct {
+	// Name is the tenant's name: [a-z0-9][a-z0-9_-]*, a URL segment and a NATS token.
 	Name string
-	// Unique is "userName" (default) or "email": what must be unique among users.
+	// Unique is "userName" (the default) or "email" (the work email): what
+	// must be unique among the tenant's users.
 	Unique string
-	// Required lists User attributes every user must carry, e.g. "emails".
+	// Required lists User attributes every user must carry, as attribute
+	// paths: "emails", "name.givenName" or URN-qualified ones.
 	Required []string
 	// StaticTokens are bearer tokens from relay.yaml, accepted besides stored ones.
 	StaticTokens []string
 }
 
+// Unique modes of TenantOptions.
+const (
+	UniqueUserName = "userName"
+	UniqueEmail    = "email"
+)
+
 // Options configures a Store.
 type Options struct {
 	Tenants []TenantOptions
-	// PublicURL, when set, gives events' resources a meta.location.
+	// PublicURL, when set, gives resources a meta.location in what Get,
+	// List, Create, Update and events return. It is never stored.
 	PublicURL string
-	// BatchDelay and BatchSize tune bbolt's Batch.
+	// BatchDelay is how long a write waits for others to share its
+	// transaction and fsync (bbolt's MaxBatchDelay); BatchSize caps how
+	// many share one (0: bbolt's default of 1000).
 	BatchDelay time.Duration
 	BatchSize  int
 	// NoSync skips fsync; acknowledged writes can be lost. Benchmarks only.
@@ -76,7 +107,7 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Store is the relay's bbolt identity index.
+// Store is the relay's bbolt identity index. It is safe for concurrent use.
 type Store struct {
 	db        *bolt.DB
 	log       *slog.Logger
@@ -84,11 +115,13 @@ type Store struct {
 	publicURL string
 	tenants   map[string]*tenant
 	ready     chan struct{} // signalled after every commit that added events
+	depth     atomic.Int64  // rows in the outbox
 
 	tokens *tokenCache
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 var (
@@ -104,9 +137,10 @@ type tenant struct {
 	static      [][32]byte // SHA-256 of the static tokens
 }
 
+// requirement is one attribute a tenant requires of its users.
 type requirement struct {
 	path    string
-	present *scim.Filter
+	present *scim.Filter // "<path> pr"
 }
 
 // Bucket names.
@@ -130,13 +164,23 @@ var (
 	tenantBuckets = [][]byte{bucketUsers, bucketGroups, bucketCounters, bucketMembers, bucketMemberOf,
 		ixUserName, ixEmail, ixWorkEmail, ixUserExt, ixGroupExt, ixDisplayName}
 	keyOutboxCounter = []byte("outbox")
+	keyLayout        = []byte("layout")
 	keySequence      = []byte("sequence")
 )
 
-// ErrInUse means another process holds the data file.
-var ErrInUse = errors.New("data file is in use by another scimrelay process")
+// layoutVersion is the version of the layout described in the package
+// documentation; Open refuses a file written in another one.
+const layoutVersion = 2
 
-// Open opens (creating if needed) the bbolt file at path.
+// ErrInUse means another process holds the data file.
+var ErrInUse = errors.New("in use by another scimrelay process")
+
+// lockTimeout is how long Open waits for the file lock: long enough to ride
+// out a restart's overlap, short enough that a second process fails at once.
+const lockTimeout = time.Second
+
+// Open opens (creating if needed) the bbolt file at path. A file another
+// process holds is refused after a second with an error matching ErrInUse.
 func Open(path string, o Options) (*Store, error) {
 	log := o.Logger
 	if log == nil {
@@ -146,6 +190,9 @@ func Open(path string, o Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
+	if o.BatchDelay < 0 || o.BatchSize < 0 {
+		return nil, fmt.Errorf("opening %s: batch delay %s and size %d must not be negative", path, o.BatchDelay, o.BatchSize)
+	}
 	tenants, err := resolveTenants(o.Tenants)
 	if err != nil {
 		return nil, err
@@ -153,12 +200,14 @@ func Open(path string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	// The freelist is not written on commit (less to fsync) and is rebuilt
+	// on open by scanning the file.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("opening %s: %w", path, ErrInUse)
+			return nil, fmt.Errorf("data file %s is %w", path, ErrInUse)
 		}
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return nil, fmt.Errorf("opening data file %s: %w", path, err)
 	}
 	db.MaxBatchDelay = o.BatchDelay
 	if o.BatchSize > 0 {
@@ -173,31 +222,16 @@ func Open(path string, o Options) (*Store, error) {
 		ready:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketOutbox, bucketTokens} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		root, err := tx.CreateBucketIfNotExists(bucketTenants)
-		if err != nil {
-			return err
-		}
-		for name := range tenants {
-			tb, err := root.CreateBucketIfNotExists([]byte(name))
-			if err != nil {
-				return err
-			}
-			for _, b := range tenantBuckets {
-				if _, err := tb.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-		}
+	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, tenants) }); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("preparing data file %s: %w", path, err)
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		s.depth.Store(int64(tx.Bucket(bucketOutbox).Stats().KeyN))
 		return nil
 	}); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("preparing %s: %w", path, err)
+		return nil, fmt.Errorf("counting the outbox of %s: %w", path, err)
 	}
 	if s.tokens, err = loadTokens(db); err != nil {
 		_ = db.Close()
@@ -208,16 +242,78 @@ func Open(path string, o Options) (*Store, error) {
 	return s, nil
 }
 
+// prepare creates the buckets and checks the layout version.
+func prepare(tx *bolt.Tx, tenants map[string]*tenant) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		if tx.Bucket(bucketTenants) != nil {
+			return errors.New("the file has tenants but no meta bucket; it is not a scimrelay data file")
+		}
+		var err error
+		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
+			return err
+		}
+		if err := meta.Put(keyLayout, u64(layoutVersion)); err != nil {
+			return err
+		}
+	}
+	switch v := meta.Get(keyLayout); {
+	case len(v) != 8:
+		return errors.New("the file records no layout version; it was written by an older scimrelay")
+	case binary.BigEndian.Uint64(v) != layoutVersion:
+		return fmt.Errorf("the file has layout version %d; this build reads version %d", binary.BigEndian.Uint64(v), layoutVersion)
+	}
+	for _, b := range [][]byte{bucketOutbox, bucketTokens} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	root, err := tx.CreateBucketIfNotExists(bucketTenants)
+	if err != nil {
+		return err
+	}
+	for name := range tenants {
+		tb, err := root.CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", name, err)
+		}
+		for _, b := range tenantBuckets {
+			if _, err := tb.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("tenant %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// resolveTenants checks the tenants' options, reporting every problem at once.
 func resolveTenants(list []TenantOptions) (map[string]*tenant, error) {
 	out := make(map[string]*tenant, len(list))
-	for _, o := range list {
-		t := &tenant{name: o.Name, uniqueEmail: strings.EqualFold(o.Unique, "email")}
+	var errs []error
+	for i, o := range list {
+		if !events.ValidTenant(o.Name) {
+			errs = append(errs, fmt.Errorf("tenant %d: name %q must match [a-z0-9][a-z0-9_-]*", i+1, o.Name))
+			continue
+		}
+		if _, dup := out[o.Name]; dup {
+			errs = append(errs, fmt.Errorf("tenant %s is configured twice", o.Name))
+			continue
+		}
+		t := &tenant{name: o.Name}
+		switch {
+		case o.Unique == "" || strings.EqualFold(o.Unique, UniqueUserName):
+		case strings.EqualFold(o.Unique, UniqueEmail):
+			t.uniqueEmail = true
+		default:
+			errs = append(errs, fmt.Errorf("tenant %s: unique must be %s or %s, got %q", o.Name, UniqueUserName, UniqueEmail, o.Unique))
+		}
 		for _, r := range o.Required {
-			f, err := scim.ParseFilter(scim.UserResourceType, r+" pr")
+			req, err := parseRequirement(r)
 			if err != nil {
-				return nil, fmt.Errorf("tenant %s: required attribute %q: %w", o.Name, r, err)
+				errs = append(errs, fmt.Errorf("tenant %s: %w", o.Name, err))
+				continue
 			}
-			t.required = append(t.required, requirement{path: r, present: f})
+			t.required = append(t.required, req)
 		}
 		for _, tok := range o.StaticTokens {
 			if tok != "" {
@@ -226,18 +322,44 @@ func resolveTenants(list []TenantOptions) (map[string]*tenant, error) {
 		}
 		out[o.Name] = t
 	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("configuring tenants: %w", errors.Join(errs...))
+	}
 	return out, nil
 }
 
-// Close flushes token use times and closes the file.
-func (s *Store) Close() error {
-	close(s.stop)
-	s.wg.Wait()
-	flushErr := s.flushTokenUse()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("closing the data file: %w", err)
+// parseRequirement resolves a required attribute path against the User schema.
+func parseRequirement(r string) (requirement, error) {
+	p, err := scim.UserResourceType.ParsePath(strings.TrimSpace(r))
+	if err != nil {
+		return requirement{}, fmt.Errorf("required attribute %q: %w", r, err)
 	}
-	return flushErr
+	if p.Name == "" {
+		return requirement{}, fmt.Errorf("required attribute %q names a whole extension, not an attribute", r)
+	}
+	// The canonical path is a valid filter operand, so "pr" gives presence
+	// with the filter's rules (an empty string or list is absent).
+	f, err := scim.ParseFilter(scim.UserResourceType, p.String()+" pr")
+	if err != nil {
+		return requirement{}, fmt.Errorf("required attribute %q: %w", r, err)
+	}
+	return requirement{path: p.String(), present: f}, nil
+}
+
+// Close flushes token use times and closes the file. Calling it again does nothing.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		flushErr := s.flushTokenUse()
+		if cerr := s.db.Close(); cerr != nil {
+			err = fmt.Errorf("closing the data file: %w", cerr)
+			return
+		}
+		err = flushErr
+	})
+	return err
 }
 
 // flushLoop writes token last-use times once a minute, so that
@@ -258,7 +380,8 @@ func (s *Store) flushLoop() {
 	}
 }
 
-// OutboxReady is signalled after every commit that added events.
+// OutboxReady is signalled (capacity 1, never blocking the writer) after
+// every commit that added events, so that a publisher wakes at once.
 func (s *Store) OutboxReady() <-chan struct{} { return s.ready }
 
 func (s *Store) signal() {
@@ -303,17 +426,17 @@ func (s *Store) Tenants() []string {
 }
 
 // write runs fn in a batched write transaction. fn reports a refusal
-// (validation, uniqueness, not found) through its result rather than its
+// (validation, uniqueness, not found) through w.refuse rather than its
 // error, having written nothing, so that a refused request does not roll
 // back the other requests sharing its batch; an error fn returns aborts
-// the transaction.
+// the transaction (bbolt then reruns the others without it).
 func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) error) (*txWrite, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var w *txWrite
 	err := s.db.Batch(func(tx *bolt.Tx) error {
-		w = &txWrite{store: s} // Batch may run fn again: start clean
+		w = &txWrite{store: s, now: s.now()} // Batch may run fn again: start clean
 		return fn(tx, w)
 	})
 	if err != nil {
@@ -323,6 +446,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		return nil, w.refused
 	}
 	if len(w.eventIDs) > 0 {
+		s.depth.Add(int64(len(w.eventIDs)))
 		s.signal()
 		if rec := recorderFrom(ctx); rec != nil {
 			rec.add(w.eventIDs)
@@ -331,9 +455,10 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 	return w, nil
 }
 
-// txWrite collects what a write transaction did.
+// txWrite collects what one run of a write transaction did.
 type txWrite struct {
 	store    *Store
+	now      time.Time // one time for the whole change: lastModified and event time agree
 	refused  error
 	eventIDs []string
 	result   *scim.Resource
@@ -348,7 +473,7 @@ func (w *txWrite) refuse(err error) error {
 }
 
 // EventRecorder collects the ids of the events a request produced, for the
-// provisioning log.
+// provisioning log. It is safe for concurrent use.
 type EventRecorder struct {
 	mu  sync.Mutex
 	ids []string
@@ -356,8 +481,8 @@ type EventRecorder struct {
 
 type recorderKey struct{}
 
-// WithEventRecorder returns a context whose writes report their event ids
-// to the returned recorder.
+// WithEventRecorder returns a context whose writes report the ids of the
+// events they committed to the returned recorder.
 func WithEventRecorder(ctx context.Context) (context.Context, *EventRecorder) {
 	r := &EventRecorder{}
 	return context.WithValue(ctx, recorderKey{}, r), r
@@ -374,7 +499,7 @@ func (r *EventRecorder) add(ids []string) {
 	r.mu.Unlock()
 }
 
-// IDs returns the recorded event ids.
+// IDs returns the recorded event ids in commit order.
 func (r *EventRecorder) IDs() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -51,8 +51,12 @@ type storedToken struct {
 	Hash []byte `json:"hash"` // SHA-256 of the secret
 }
 
-// tokenCache mirrors the tokens bucket in memory; the store is its only writer.
+// tokenCache mirrors the tokens bucket in memory; the store is its only
+// writer. Writers hold writeMu from reading the cache to updating it, so
+// that a last-use flush cannot write back a token a revocation changed
+// meanwhile.
 type tokenCache struct {
+	writeMu  sync.Mutex
 	mu       sync.RWMutex
 	byID     map[string]*storedToken
 	lastUsed map[string]time.Time // not yet written
@@ -125,6 +129,13 @@ func (s *Store) CreateToken(ctx context.Context, tenantName, name string, expire
 	if _, ok := s.tenants[tenantName]; !ok {
 		return "", Token{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
+	s.tokens.writeMu.Lock()
+	defer s.tokens.writeMu.Unlock()
+	return s.createToken(ctx, tenantName, name, expires)
+}
+
+// createToken issues a token; the caller holds writeMu.
+func (s *Store) createToken(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
 	secret, st, err := s.newToken(tenantName, name, expires)
 	if err != nil {
 		return "", Token{}, err
@@ -156,7 +167,8 @@ func (s *Store) newToken(tenantName, name string, expires time.Time) (string, *s
 	return secret, st, nil
 }
 
-// putTokens writes token records and then updates the cache.
+// putTokens writes token records and then updates the cache; the caller
+// holds writeMu.
 func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
 	_, err := s.write(ctx, func(tx *bolt.Tx, _ *txWrite) error {
 		b := tx.Bucket(bucketTokens)
@@ -209,6 +221,8 @@ func (s *Store) ListTokens(_ context.Context, tenantName string) ([]Token, error
 
 // RevokeToken revokes a token at once.
 func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
+	s.tokens.writeMu.Lock()
+	defer s.tokens.writeMu.Unlock()
 	s.tokens.mu.RLock()
 	st, ok := s.tokens.byID[id]
 	s.tokens.mu.RUnlock()
@@ -236,6 +250,11 @@ func (s *Store) RotateToken(ctx context.Context, tenantName, name string, expire
 	if err != nil {
 		return "", Token{}, nil, err
 	}
+	if overlap < 0 {
+		return "", Token{}, nil, fmt.Errorf("rotating tokens of %s: overlap %s is negative", tenantName, overlap)
+	}
+	s.tokens.writeMu.Lock()
+	defer s.tokens.writeMu.Unlock()
 	now := s.now()
 	cutoff := now.Add(overlap).UTC()
 	changed := []*storedToken{fresh}
@@ -270,6 +289,8 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 	if len(t.static) > 0 {
 		return "", false, nil
 	}
+	s.tokens.writeMu.Lock()
+	defer s.tokens.writeMu.Unlock()
 	now := s.now()
 	s.tokens.mu.RLock()
 	for _, st := range s.tokens.byID {
@@ -279,11 +300,13 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 		}
 	}
 	s.tokens.mu.RUnlock()
-	secret, _, err := s.CreateToken(ctx, tenantName, "generated", now.Add(DefaultTokenLifetime))
+	secret, _, err := s.createToken(ctx, tenantName, "generated", now.Add(DefaultTokenLifetime))
 	return secret, err == nil, err
 }
 
-// TokenExpiries returns the expiry of every live token that has one.
+// TokenExpiries returns every live stored token that expires, soonest
+// first (tokens that never expire and static ones are left out), for the
+// expiry metric and warnings.
 func (s *Store) TokenExpiries() []Token {
 	now := s.now()
 	s.tokens.mu.RLock()
@@ -294,13 +317,20 @@ func (s *Store) TokenExpiries() []Token {
 			out = append(out, st.Token)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Expires.Before(out[j].Expires) })
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Expires.Equal(out[j].Expires) {
+			return out[i].Expires.Before(out[j].Expires)
+		}
+		return out[i].ID < out[j].ID
+	})
 	return out
 }
 
 // flushTokenUse writes the last-use times gathered since the last flush.
 func (s *Store) flushTokenUse() error {
 	c := s.tokens
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	if len(c.lastUsed) == 0 {
 		c.mu.Unlock()

@@ -1,0 +1,311 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// List returns one page of the resources of rt that match q and the exact
+// number of matches. Without SortBy the order is id order, which is creation
+// order, so pages are stable while resources are added. A filter implying an
+// equality on an indexed attribute is answered from the index that gives the
+// fewest candidates, each then tested against the whole filter; any other
+// filter scans. Groups come without members; they are loaded for matching
+// only when the filter reads them.
+func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType, q scim.Query) (scim.Page, error) {
+	if err := checkType(rt); err != nil {
+		return scim.Page{}, fmt.Errorf("listing: %w", err)
+	}
+	start, count := max(q.StartIndex, 1), max(q.Count, 0)
+	var page scim.Page
+	err := s.db.View(func(tx *bolt.Tx) error {
+		tb, _, err := s.tenantBucket(tx, tenantName)
+		if err != nil {
+			return err
+		}
+		if q.Filter == nil && q.SortBy == nil {
+			page, err = listAll(tb, rt, start, count)
+		} else {
+			page, err = listMatching(tb, rt, q, start, count)
+		}
+		if err != nil {
+			return err
+		}
+		for _, r := range page.Resources {
+			if _, err := withGroups(tb, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return scim.Page{}, err
+	}
+	for _, r := range page.Resources {
+		s.withLocation(tenantName, r)
+	}
+	return page, nil
+}
+
+// listAll pages through every resource without decoding the ones it skips.
+func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Page, error) {
+	page := scim.Page{Resources: []*scim.Resource{}}
+	c := resourceBucket(tb, rt).Cursor()
+	i := 0
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		i++
+		if i < start || len(page.Resources) >= count {
+			continue
+		}
+		rec, err := decodeRecord(rt, v)
+		if err != nil {
+			return page, fmt.Errorf("reading %s %s: %w", rt.Name, k, err)
+		}
+		page.Resources = append(page.Resources, rec.res)
+	}
+	page.Total = i
+	return page, nil
+}
+
+// listMatching filters, sorts and pages. Unsorted, it keeps only the page;
+// sorted, it keeps every match with its sort key.
+func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, count int) (scim.Page, error) {
+	page := scim.Page{Resources: []*scim.Resource{}}
+	var sorted []sortable
+	var exact bool
+	if q.SortBy != nil {
+		exact = q.SortBy.Leaf() != nil && q.SortBy.Leaf().CaseExact
+	}
+	err := eachMatch(tb, rt, q.Filter, func(r *scim.Resource) {
+		page.Total++
+		if q.SortBy != nil {
+			k, has := sortKey(r, *q.SortBy, exact)
+			sorted = append(sorted, sortable{r: r, key: k, has: has})
+			return
+		}
+		if page.Total >= start && len(page.Resources) < count {
+			page.Resources = append(page.Resources, r)
+		}
+	})
+	if err != nil || q.SortBy == nil {
+		return page, err
+	}
+	slices.SortFunc(sorted, func(a, b sortable) int {
+		if a.has != b.has { // missing values last, either way
+			if a.has {
+				return -1
+			}
+			return 1
+		}
+		if c := strings.Compare(a.key, b.key); c != 0 {
+			if q.Descending {
+				return -c
+			}
+			return c
+		}
+		return strings.Compare(a.r.ID(), b.r.ID())
+	})
+	for i := start - 1; i < len(sorted) && len(page.Resources) < count; i++ {
+		page.Resources = append(page.Resources, sorted[i].r)
+	}
+	return page, nil
+}
+
+// eachMatch calls fn with every resource of rt matching f (nil: all), in id
+// order.
+func eachMatch(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, fn func(*scim.Resource)) error {
+	loadMembers := f != nil && rt == scim.GroupResourceType && f.References("members")
+	loadGroups := f != nil && rt == scim.UserResourceType && f.References("groups")
+	test := func(r *scim.Resource) error {
+		if f == nil {
+			fn(r)
+			return nil
+		}
+		var derived string
+		switch {
+		case loadMembers:
+			members, err := pageMembers(tb, r.ID(), "", 0)
+			if err != nil {
+				return err
+			}
+			if len(members) > 0 {
+				list := make([]any, len(members))
+				for i, m := range members {
+					list[i] = map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}
+				}
+				r.Attrs["members"], derived = list, "members"
+			}
+		case loadGroups:
+			groups, err := groupsOf(tb, r.ID())
+			if err != nil {
+				return err
+			}
+			if groups != nil {
+				r.Attrs["groups"], derived = groups, "groups"
+			}
+		}
+		ok := f.Match(r)
+		if derived != "" {
+			delete(r.Attrs, derived) // lists return groups without members; users get groups later
+		}
+		if ok {
+			fn(r)
+		}
+		return nil
+	}
+	if ids, ok := candidates(tb, rt, f); ok {
+		for _, id := range ids {
+			rec, err := getRecord(tb, rt, id)
+			if err != nil {
+				return err
+			}
+			if rec == nil {
+				continue
+			}
+			if err := test(rec.res); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	c := resourceBucket(tb, rt).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		rec, err := decodeRecord(rt, v)
+		if err != nil {
+			return fmt.Errorf("reading %s %s: %w", rt.Name, k, err)
+		}
+		if err := test(rec.res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// candidates returns, in id order, the ids that the filter's most selective
+// indexed equality allows; ok is false when no equality is indexed. Each
+// index is counted only as far as it could still beat the best so far.
+func candidates(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter) (ids []string, ok bool) {
+	if f == nil {
+		return nil, false
+	}
+	for _, eq := range f.Equalities() {
+		limit := -1
+		if ok {
+			limit = len(ids) // a list as long as the best cannot beat it
+		}
+		found, indexed := lookupEquality(tb, rt, eq, limit)
+		if !indexed || (ok && len(found) >= len(ids)) {
+			continue
+		}
+		ids, ok = found, true
+		if len(ids) == 0 {
+			break
+		}
+	}
+	return ids, ok
+}
+
+// lookupEquality returns up to limit ids (limit < 0: all) having the
+// equality, and whether an index answers it for rt.
+func lookupEquality(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, limit int) ([]string, bool) {
+	user := rt == scim.UserResourceType
+	switch {
+	case eq.Path == "id":
+		if !validKey(eq.Value) || limit == 0 {
+			return nil, true
+		}
+		return []string{eq.Value}, true
+	case eq.Path == "userName" && user:
+		return lookupIDs(tb.Bucket(ixUserName), fold(eq.Value), limit), true
+	case eq.Path == "emails.value" && user:
+		return lookupIDs(tb.Bucket(ixEmail), fold(eq.Value), limit), true
+	case eq.Path == "externalId" && user:
+		return lookupIDs(tb.Bucket(ixUserExt), eq.Value, limit), true
+	case eq.Path == "externalId":
+		return lookupIDs(tb.Bucket(ixGroupExt), eq.Value, limit), true
+	case eq.Path == "displayName" && !user:
+		return lookupIDs(tb.Bucket(ixDisplayName), fold(eq.Value), limit), true
+	case eq.Path == "members.value" && !user:
+		if !validKey(eq.Value) {
+			return nil, true
+		}
+		return scanIDs(tb.Bucket(bucketMemberOf), memberKey(eq.Value, ""), limit), true
+	}
+	return nil, false
+}
+
+// sortable is a match with its sort key.
+type sortable struct {
+	r   *scim.Resource
+	key string
+	has bool
+}
+
+// sortKey returns the string a resource sorts by at path: for a
+// multi-valued attribute its primary value, else its first; for a complex
+// one its sub-attribute, else its "value". Strings compare with the
+// attribute's case rule; has is false when there is no value.
+func sortKey(r *scim.Resource, path scim.AttrPath, exact bool) (key string, has bool) {
+	obj := r.Attrs
+	if path.URN != "" {
+		m, _ := valueFold(obj, path.URN).(map[string]any)
+		obj = m
+	}
+	v := valueFold(obj, path.Name)
+	if list, ok := v.([]any); ok {
+		v = nil
+		for i, el := range list {
+			m, _ := el.(map[string]any)
+			if p, _ := m["primary"].(bool); p || i == 0 {
+				v = el
+				if p {
+					break
+				}
+			}
+		}
+	}
+	if m, ok := v.(map[string]any); ok {
+		sub := path.Sub
+		if sub == "" {
+			sub = "value"
+		}
+		v = valueFold(m, sub)
+	}
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = v
+	case bool:
+		s = fmt.Sprint(v)
+	case json.Number:
+		s = v.String()
+	}
+	if s == "" {
+		return "", false
+	}
+	if !exact {
+		s = fold(s)
+	}
+	return s, true
+}
+
+// valueFold returns obj[name], matching name case-insensitively when it is
+// not there as given (attributes of unknown extensions keep the client's case).
+func valueFold(obj map[string]any, name string) any {
+	if v, ok := obj[name]; ok {
+		return v
+	}
+	for k, v := range obj {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return nil
+}
