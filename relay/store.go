@@ -435,8 +435,15 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		return nil, err
 	}
 	var w *txWrite
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.db.Batch(func(tx *bolt.Tx) (err error) {
 		w = &txWrite{store: s, now: s.now()} // Batch may run fn again: start clean
+		// bbolt reruns a failed function alone, outside its own recover: a
+		// panicking UpdateFunc must become an error here, not a crash.
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("writing: panic: %v", p)
+			}
+		}()
 		return fn(tx, w)
 	})
 	if err != nil {

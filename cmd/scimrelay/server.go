@@ -50,6 +50,8 @@ type server struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	publisher  *relay.Publisher
+	reqLog     *relay.RequestLog
+	metrics    *relay.Metrics
 	sinks      *sinks.Manager
 	adminToken string
 
@@ -105,7 +107,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		return nil, err
 	}
 	if role != roleSinks {
-		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), relay.PublisherOptions{})
+		s.reqLog = relay.NewRequestLog(s.store, time.Duration(cfg.ProvisioningLog.Retention), log.With("component", "provisioning-log"))
+		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
+		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), relay.PublisherOptions{Observe: s.metrics.ObservePublished})
 		if err := s.ensureTokens(ctx); err != nil {
 			return nil, err
 		}
@@ -236,7 +240,7 @@ func (s *server) adminHandler() http.Handler {
 		}}, {Name: "sinks", Check: s.sinks.Ready}},
 	}
 	if s.store != nil {
-		o.Tokens, o.Backup = s.store, s.store
+		o.Tokens, o.Backup, o.Log = s.store, s.store, s.reqLog
 		o.Checks = append(o.Checks, admin.Check{Name: "store", Check: func(context.Context) error { return s.store.Ping() }},
 			admin.Check{Name: "publisher", Check: func(context.Context) error {
 				if !s.publisher.Healthy() {
@@ -270,8 +274,16 @@ func (s *server) scimHandler() http.Handler {
 	})
 }
 
-// observe receives every SCIM request after it was answered.
-func (s *server) observe(_ context.Context, info *scim.RequestInfo) {
+// observe receives every SCIM request after it was answered: metrics, the
+// provisioning log, and a log line for server errors.
+func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
+	s.metrics.ObserveRequest(info)
+	s.reqLog.Record(relay.LogEntry{
+		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
+		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name,
+		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
+		EventIDs: relay.EventsRecorded(ctx),
+	})
 	if info.Status >= 500 {
 		s.log.Error("scim request failed", "request_id", info.RequestID, "tenant", info.Tenant, "op", info.Operation, "status", info.Status)
 	}
@@ -308,6 +320,8 @@ func (s *server) run(ctx context.Context) error {
 	defer stopWork()
 	if s.publisher != nil {
 		g.Go(func() error { return s.publisher.Run(workCtx) })
+		g.Go(func() error { return s.reqLog.Run(workCtx) })
+		g.Go(func() error { s.store.WarnExpiringTokens(workCtx, s.log.With("component", "tokens"), 24*time.Hour); return nil })
 	}
 	if s.role != roleSCIM && len(s.cfg.Sinks) > 0 {
 		s.log.Info("delivering to sinks", "sinks", s.sinks.Names())

@@ -30,10 +30,11 @@ type hook struct {
 	mu    sync.Mutex
 	types []string // ce-type of each verified delivery, in arrival order
 	at    map[string]time.Time
+	ids   map[string]int // deliveries per event id
 }
 
 func newHook(t testing.TB) *hook {
-	h := &hook{t: t, at: map[string]time.Time{}}
+	h := &hook{t: t, at: map[string]time.Time{}, ids: map[string]int{}}
 	wh, err := standardwebhooks.NewWebhook(sinkSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +56,7 @@ func newHook(t testing.TB) *hook {
 		}
 		h.mu.Lock()
 		h.types = append(h.types, e.Subject()+" "+strings.TrimPrefix(e.Type(), "io.scimrelay."))
+		h.ids[e.ID()]++
 		if _, seen := h.at[e.Subject()]; !seen {
 			h.at[e.Subject()] = time.Now()
 		}
@@ -63,6 +65,13 @@ func newHook(t testing.TB) *hook {
 	}))
 	t.Cleanup(h.Close)
 	return h
+}
+
+// distinct returns how many different events arrived.
+func (h *hook) distinct() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ids)
 }
 
 func (h *hook) received() []string {

@@ -32,6 +32,7 @@ type Options struct {
 	Checks  []Check
 	Tokens  Tokens
 	Backup  Backup
+	Log     Log
 	// Routes adds endpoints under /admin/v1/ that other packages serve
 	// (the sinks' dead-letter queues, the provisioning log, event tails).
 	Routes map[string]http.Handler
@@ -66,6 +67,7 @@ func NewHandler(o Options) *Handler {
 	h.api("POST /admin/v1/tokens/rotate", h.rotateToken)
 	h.api("DELETE /admin/v1/tokens/{id}", h.revokeToken)
 	h.api("GET /admin/v1/backup", h.backup)
+	h.api("GET /admin/v1/log", h.queryLog)
 	for pattern, route := range o.Routes {
 		h.mux.Handle(pattern, h.authenticate(route))
 	}

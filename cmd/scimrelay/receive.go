@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+func init() { subcommands = append(subcommands, newReceiveCommand) }
+
+func newReceiveCommand() *cobra.Command {
+	var listen, secret string
+	cmd := &cobra.Command{
+		Use:   "receive --listen ADDR --secret whsec_...",
+		Short: "Run a webhook receiver that verifies deliveries and prints each event",
+		Long: `Listen for a sink's deliveries, verify each signature with the official
+Standard Webhooks library, and print every event as one line of JSON. For
+trying a sink out, and as the demo receiver of deploy/compose.yaml.`,
+		Example: `  scimrelay receive --listen 127.0.0.1:9000 --secret "$CRM_WEBHOOK_SECRET"`,
+		Args:    positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if secret == "" {
+				return usageError{errors.New("--secret is required (the sink's whsec_ secret)")}
+			}
+			var mu sync.Mutex
+			out := cmd.OutOrStdout()
+			h, err := sinks.NewReceiver(secret, func(e event.Event) {
+				line, err := events.MarshalStructured(e)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(out, "%s\n", line)
+			})
+			if err != nil {
+				return usageError{err}
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "receiving webhooks on http://%s/\n", ln.Addr())
+			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				<-cmd.Context().Done()
+				_ = srv.Close()
+			}()
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9000", "address to listen on")
+	cmd.Flags().StringVar(&secret, "secret", os.Getenv("SCIMRELAY_RECEIVER_SECRET"), "the sink's whsec_ secret (default $SCIMRELAY_RECEIVER_SECRET)")
+	return cmd
+}

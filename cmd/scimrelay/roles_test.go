@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestScaleOut runs the production shape in one process: a 3-node NATS
+// cluster with R3 streams, a relay in role scim and two in role sinks. Every
+// event reaches the webhook at least once and the two workers share the work;
+// then the NATS node leading the stream and one worker stop mid-run, and
+// nothing is lost.
+func TestScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 3-node NATS cluster and three relays")
+	}
+	nodes := eventstest.RunCluster(t, 3)
+	h := newHook(t)
+	configure := func() *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL = eventstest.ClusterURLs(nodes)
+		cfg.NATS.Stream.Replicas = 3
+		withSink(cfg, "crm", h.URL, func(s *config.Sink) { s.Concurrency = 8 })
+		return cfg
+	}
+	front := startRelay(t, configure(), roleSCIM)
+	worker1 := startRelay(t, configure(), roleSinks)
+	worker2 := startRelay(t, configure(), roleSinks)
+
+	// An initial Entra cycle: users, a group, its members, some changes.
+	writes := 0
+	provision := func(prefix string, users int) {
+		var ids []string
+		for i := 0; i < users; i++ {
+			ids = append(ids, front.scim("acme", acmeToken, "POST", "/Users",
+				fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"%s%d@x.com","active":true}`, prefix, i)).want(t, 201).str("id"))
+		}
+		gid := front.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"`+prefix+`"}`).want(t, 201).str("id")
+		for _, id := range ids {
+			front.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Add","path":"members","value":[{"value":"`+id+`"}]}]}`).want(t, 204)
+			front.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"title","value":"Guide"}]}`).want(t, 200)
+		}
+		writes += 3*users + 1
+	}
+	provision("first", 60)
+	waitDelivered(t, h, writes)
+	d1, d2 := delivered(t, worker1), delivered(t, worker2)
+	if d1 == 0 || d2 == 0 || d1+d2 < float64(writes) {
+		t.Fatalf("worker 1 delivered %v, worker 2 %v, of %d events; both should share the work", d1, d2, writes)
+	}
+
+	// Stop the node leading the stream and one worker, and keep provisioning.
+	leader := streamLeader(t, front)
+	for _, n := range nodes {
+		if n.Name() == leader {
+			n.Shutdown()
+			n.WaitForShutdown()
+		}
+	}
+	worker1.stop()
+	provision("second", 40)
+	waitDelivered(t, h, writes)
+	t.Logf("%d events delivered; the leader %s and worker 1 stopped half way", writes, leader)
+}
+
+func waitDelivered(t *testing.T, h *hook, n int) {
+	t.Helper()
+	eventstest.CheckFor(t, 90*time.Second, 20*time.Millisecond, func() error {
+		if got := h.distinct(); got < n {
+			return fmt.Errorf("%d of %d events delivered", got, n)
+		}
+		return nil
+	})
+}
+
+// delivered reads a relay's count of delivered events from its metrics.
+func delivered(t *testing.T, p *relayProc) float64 {
+	t.Helper()
+	families, err := p.srv.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "scimrelay_sink_events_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labelValue(m, "outcome") == "delivered" {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func streamLeader(t *testing.T, p *relayProc) string {
+	t.Helper()
+	st, err := p.srv.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+		t.Fatalf("stream leader: %+v %v", info, err)
+	}
+	return info.Cluster.Leader
+}
+

@@ -1,0 +1,269 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The provisioning log records every SCIM request, the way Entra's own
+// provisioning logs do on its side: who asked for what, what came back, and
+// the events it produced. It lives in the data file (bucket "provlog", key
+// u64(unix nanoseconds) ‖ u64(counter)) and is written in batches by its own
+// goroutine, so that logging never adds a transaction, let alone an fsync,
+// to a SCIM request.
+
+var bucketProvLog = []byte("provlog")
+
+// LogEntry is one SCIM request.
+type LogEntry struct {
+	Time       time.Time     `json:"time"`
+	RequestID  string        `json:"request_id"`
+	Tenant     string        `json:"tenant,omitempty"`
+	Method     string        `json:"method"`
+	Path       string        `json:"path"`
+	Operation  string        `json:"operation,omitempty"`
+	Resource   string        `json:"resource_type,omitempty"`
+	ResourceID string        `json:"resource_id,omitempty"`
+	Name       string        `json:"name,omitempty"` // userName or displayName
+	Status     int           `json:"status"`
+	ScimType   string        `json:"scim_type,omitempty"`
+	Detail     string        `json:"detail,omitempty"`
+	Latency    time.Duration `json:"latency_ns"`
+	EventIDs   []string      `json:"event_ids,omitempty"`
+	// Key orders entries; pass the last one seen as After to read on.
+	Key string `json:"key"`
+}
+
+// EventsRecorded returns the ids of the events written under ctx, which
+// WithEventRecorder prepared; nil when it was not.
+func EventsRecorded(ctx context.Context) []string {
+	if r := recorderFrom(ctx); r != nil {
+		return r.IDs()
+	}
+	return nil
+}
+
+// LogQuery selects log entries.
+type LogQuery struct {
+	Tenant string
+	Since  time.Time
+	// After continues after the entry with this key (for --follow).
+	After string
+	// Status is "2xx", "4xx", "5xx", an exact code such as "409", or "".
+	Status string
+	// User matches userName or displayName, case-insensitively, by substring.
+	User  string
+	Limit int
+}
+
+// RequestLog writes and reads the provisioning log.
+type RequestLog struct {
+	store     *Store
+	log       *slog.Logger
+	retention time.Duration
+	entries   chan LogEntry
+	dropped   atomic.Uint64
+	counter   atomic.Uint64
+	done      chan struct{}
+}
+
+// NewRequestLog returns the provisioning log of a store, keeping entries for retention.
+func NewRequestLog(s *Store, retention time.Duration, log *slog.Logger) *RequestLog {
+	if retention <= 0 {
+		retention = 30 * 24 * time.Hour
+	}
+	return &RequestLog{store: s, log: log, retention: retention, entries: make(chan LogEntry, 8192), done: make(chan struct{})}
+}
+
+// Record queues an entry. It never blocks: when the writer is behind by
+// thousands of entries, new ones are dropped and counted instead of
+// slowing SCIM down.
+func (l *RequestLog) Record(e LogEntry) {
+	select {
+	case l.entries <- e:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Dropped returns how many entries were dropped because the writer was behind.
+func (l *RequestLog) Dropped() uint64 { return l.dropped.Load() }
+
+// Run writes queued entries in batches and prunes expired ones, until ctx
+// ends; then it writes what is left.
+func (l *RequestLog) Run(ctx context.Context) error {
+	defer close(l.done)
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	if err := l.prune(); err != nil {
+		l.log.Warn("pruning the provisioning log", "err", err)
+	}
+	batch := make([]LogEntry, 0, 512)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := l.write(batch); err != nil {
+			l.log.Warn("writing the provisioning log", "entries", len(batch), "err", err)
+		}
+		batch = batch[:0]
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case e := <-l.entries:
+			batch = append(batch, e)
+			if len(batch) == cap(batch) {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		case <-prune.C:
+			if err := l.prune(); err != nil {
+				l.log.Warn("pruning the provisioning log", "err", err)
+			}
+		case <-ctx.Done():
+			for {
+				select {
+				case e := <-l.entries:
+					batch = append(batch, e)
+				default:
+					flush()
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// Wait returns once Run has written everything and returned.
+func (l *RequestLog) Wait() { <-l.done }
+
+func (l *RequestLog) key(t time.Time) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k[:8], uint64(t.UnixNano()))
+	binary.BigEndian.PutUint64(k[8:], l.counter.Add(1))
+	return k
+}
+
+func (l *RequestLog) write(batch []LogEntry) error {
+	return l.store.db.Batch(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketProvLog)
+		if err != nil {
+			return err
+		}
+		for _, e := range batch {
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(l.key(e.Time), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// prune deletes entries older than the retention.
+func (l *RequestLog) prune() error {
+	cutoff := make([]byte, 8)
+	binary.BigEndian.PutUint64(cutoff, uint64(l.store.now().Add(-l.retention).UnixNano()))
+	for {
+		n := 0
+		err := l.store.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketProvLog)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && bytes.Compare(k[:8], cutoff) < 0 && n < 10_000; k, _ = c.Next() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil || n < 10_000 {
+			return err
+		}
+	}
+}
+
+// Query returns matching entries, oldest first.
+func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
+	if q.Limit <= 0 {
+		q.Limit = 1000
+	}
+	start := make([]byte, 8)
+	binary.BigEndian.PutUint64(start, uint64(max(q.Since.UnixNano(), 0)))
+	var after []byte
+	if q.After != "" {
+		k, err := decodeLogKey(q.After)
+		if err != nil {
+			return nil, err
+		}
+		after = k
+		if bytes.Compare(k, start) > 0 {
+			start = k
+		}
+	}
+	out := []LogEntry{}
+	user := strings.ToLower(q.User)
+	err := l.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketProvLog)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(start); k != nil && len(out) < q.Limit; k, v = c.Next() {
+			if after != nil && bytes.Equal(k, after) {
+				continue
+			}
+			var e LogEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decoding a log entry: %w", err)
+			}
+			if q.Tenant != "" && e.Tenant != q.Tenant || !statusMatches(q.Status, e.Status) ||
+				user != "" && !strings.Contains(strings.ToLower(e.Name), user) {
+				continue
+			}
+			e.Key = encodeLogKey(k)
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// statusMatches compares a status with "2xx", "4xx", "5xx", "409" or "".
+func statusMatches(want string, got int) bool {
+	switch {
+	case want == "":
+		return true
+	case len(want) == 3 && strings.HasSuffix(strings.ToLower(want), "xx"):
+		return want[0] == byte('0'+got/100)
+	}
+	return want == fmt.Sprint(got)
+}
+
+func encodeLogKey(k []byte) string { return fmt.Sprintf("%x", k) }
+
+func decodeLogKey(s string) ([]byte, error) {
+	var k []byte
+	if _, err := fmt.Sscanf(s, "%x", &k); err != nil || len(k) != 16 {
+		return nil, fmt.Errorf("after: %q is not a log entry key", s)
+	}
+	return k, nil
+}
