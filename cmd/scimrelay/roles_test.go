@@ -123,4 +123,3 @@ func streamLeader(t *testing.T, p *relayProc) string {
 	}
 	return info.Cluster.Leader
 }
-

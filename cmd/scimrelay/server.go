@@ -321,7 +321,10 @@ func (s *server) run(ctx context.Context) error {
 	if s.publisher != nil {
 		g.Go(func() error { return s.publisher.Run(workCtx) })
 		g.Go(func() error { return s.reqLog.Run(workCtx) })
-		g.Go(func() error { s.store.WarnExpiringTokens(workCtx, s.log.With("component", "tokens"), 24*time.Hour); return nil })
+		g.Go(func() error {
+			s.store.WarnExpiringTokens(workCtx, s.log.With("component", "tokens"), 24*time.Hour)
+			return nil
+		})
 	}
 	if s.role != roleSCIM && len(s.cfg.Sinks) > 0 {
 		s.log.Info("delivering to sinks", "sinks", s.sinks.Names())
