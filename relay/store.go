@@ -441,7 +441,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		// panicking UpdateFunc must become an error here, not a crash.
 		defer func() {
 			if p := recover(); p != nil {
-				err = fmt.Errorf("writing: panic: %v", p)
+				err = fmt.Errorf("writing to the data file: recovered from panic: %v", p)
 			}
 		}()
 		return fn(tx, w)
