@@ -274,7 +274,9 @@ func TestPublicURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	want := func(r *scim.Resource) string { return "https://relay.example.com/scim/v2/acme" + r.Type.Endpoint + "/" + r.ID() }
+	want := func(r *scim.Resource) string {
+		return "https://relay.example.com/scim/v2/acme" + r.Type.Endpoint + "/" + r.ID()
+	}
 	u := create(t, s, "acme", user(t, `"userName":"ann"`))
 	if u.Meta().Location != want(u) {
 		t.Fatalf("Create: location %q", u.Meta().Location)
