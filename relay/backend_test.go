@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -42,6 +44,43 @@ func checkEventOrder(t testing.TB, evs []seen) {
 func since(t testing.TB, s *Store, n int) []seen {
 	t.Helper()
 	return outbox(t, s)[n:]
+}
+
+// mark returns the outbox key of the last event committed so far.
+func mark(t testing.TB, s *Store) uint64 {
+	t.Helper()
+	var last uint64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketOutbox).Cursor().Last(); k != nil {
+			last = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// eventsAfter returns the events committed after key, without decoding the
+// earlier ones.
+func eventsAfter(t testing.TB, s *Store, key uint64) []seen {
+	t.Helper()
+	rows, err := s.ReadOutbox(key, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]seen, len(rows))
+	for i, r := range rows {
+		a, _ := events.ActionOf(r.Event)
+		seq, _ := events.Sequence(r.Event)
+		sseq, _ := events.SubjectSeq(r.Event)
+		d, err := events.DataOf(r.Event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = seen{a, r.Event.Subject(), seq, sseq, d}
+	}
+	return out
 }
 
 func mustParseFilter(t testing.TB, rt *scim.ResourceType, f string) *scim.Filter {

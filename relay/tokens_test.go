@@ -1,0 +1,233 @@
+package relay
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// TestTokenSecrets: secrets are scimrelay_ + base64url of 32 random bytes,
+// and the file holds only their SHA-256.
+func TestTokenSecrets(t *testing.T) {
+	s, _, _ := openStore(t)
+	seen := map[string]bool{}
+	for i := 0; i < 5; i++ {
+		secret, tok, err := s.CreateToken(ctx, "acme", "t", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, TokenPrefix))
+		if !strings.HasPrefix(secret, TokenPrefix) || err != nil || len(raw) != 32 || seen[secret] || seen[tok.ID] {
+			t.Fatalf("secret %q, id %q", secret, tok.ID)
+		}
+		seen[secret], seen[tok.ID] = true, true
+		var stored []byte
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			stored = append(stored, tx.Bucket(bucketTokens).Get([]byte(tok.ID))...)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(secret))
+		if strings.Contains(string(stored), strings.TrimPrefix(secret, TokenPrefix)) || !strings.Contains(string(stored), base64.StdEncoding.EncodeToString(sum[:])) {
+			t.Fatalf("stored token record %s", stored)
+		}
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	s, c, _ := openStore(t)
+	acme, _, _ := s.CreateToken(ctx, "acme", "entra", c.now().Add(time.Hour))
+	revoked, rtok, _ := s.CreateToken(ctx, "acme", "old", time.Time{})
+	if _, err := s.RevokeToken(ctx, rtok.ID); err != nil {
+		t.Fatal(err)
+	}
+	globex, _, _ := s.CreateToken(ctx, "globex", "entra", time.Time{})
+	tests := []struct {
+		name, tenant, token string
+		kind                *scim.Error // nil: accepted
+		detail              string
+	}{
+		{"issued", "acme", acme, nil, ""},
+		{"static", "acme", "acme-static-token-0123456789", nil, ""},
+		{"static of another tenant", "globex", "acme-static-token-0123456789", scim.ErrUnauthorized, "invalid bearer token"},
+		{"issued for another tenant", "acme", globex, scim.ErrUnauthorized, "invalid bearer token"},
+		{"revoked", "acme", revoked, scim.ErrUnauthorized, "token " + rtok.ID + " was revoked at 2026-11-23T09:00:00Z"},
+		{"revoked, asked of another tenant", "globex", revoked, scim.ErrUnauthorized, "invalid bearer token"},
+		{"unknown", "acme", "scimrelay_nope", scim.ErrUnauthorized, "invalid bearer token"},
+		{"empty", "acme", "", scim.ErrUnauthorized, "invalid bearer token"},
+		{"unknown tenant", "initech", acme, scim.ErrNotFound, `no tenant "initech"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.Authenticate(ctx, tt.tenant, tt.token)
+			if tt.kind == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantErr(t, err, tt.kind, tt.detail)
+		})
+	}
+	c.add(time.Hour)
+	wantErr(t, s.Authenticate(ctx, "acme", acme), scim.ErrUnauthorized, "expired at 2026-11-23T10:00:00Z")
+}
+
+// TestRotateToken: every other live token of the tenant expires after the
+// overlap, unless it expires sooner already; other tenants are untouched.
+func TestRotateToken(t *testing.T) {
+	s, c, _ := openStore(t)
+	never, _, _ := s.CreateToken(ctx, "globex", "never", time.Time{})
+	_, soon, _ := s.CreateToken(ctx, "globex", "soon", c.now().Add(time.Hour))
+	_, late, _ := s.CreateToken(ctx, "globex", "late", c.now().Add(90*24*time.Hour))
+	other, _, _ := s.CreateToken(ctx, "acme", "other", time.Time{})
+	fresh, tok, old, err := s.RotateToken(ctx, "globex", "fresh", time.Time{}, 24*time.Hour)
+	if err != nil || len(old) != 2 {
+		t.Fatalf("RotateToken: %v, %d tokens shortened", err, len(old))
+	}
+	exp := s.TokenExpiries()
+	byID := map[string]time.Time{}
+	for _, e := range exp {
+		byID[e.ID] = e.Expires
+	}
+	cutoff := c.now().Add(24 * time.Hour)
+	if !byID[soon.ID].Equal(soon.Expires) || !byID[late.ID].Equal(cutoff) || !byID[tokenByName(t, s, "never").ID].Equal(cutoff) {
+		t.Fatalf("expiries after rotation: %v", byID)
+	}
+	if _, ok := byID[tok.ID]; ok {
+		t.Fatalf("the new token, which never expires, is in TokenExpiries")
+	}
+	for i := 1; i < len(exp); i++ {
+		if exp[i].Expires.Before(exp[i-1].Expires) {
+			t.Fatal("TokenExpiries is not soonest first")
+		}
+	}
+	c.add(23 * time.Hour)
+	for _, secret := range []string{never, fresh} {
+		if err := s.Authenticate(ctx, "globex", secret); err != nil {
+			t.Fatalf("inside the overlap: %v", err)
+		}
+	}
+	c.add(2 * time.Hour)
+	wantErr(t, s.Authenticate(ctx, "globex", never), scim.ErrUnauthorized, "expired")
+	if err := s.Authenticate(ctx, "globex", fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authenticate(ctx, "acme", other); err != nil {
+		t.Fatalf("another tenant's token after rotation: %v", err)
+	}
+	if _, _, _, err := s.RotateToken(ctx, "globex", "x", time.Time{}, -time.Hour); err == nil {
+		t.Fatal("negative overlap accepted")
+	}
+	if _, _, _, err := s.RotateToken(ctx, "initech", "x", time.Time{}, time.Hour); err == nil {
+		t.Fatal("rotation for an unknown tenant accepted")
+	}
+}
+
+// TestTokenLastUsed: use is tracked in memory, written by a flush, and
+// written on Close, so that it survives a restart; authentication itself
+// writes nothing.
+func TestTokenLastUsed(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "x.db")
+	s, err := Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, tok, _ := s.CreateToken(ctx, "acme", "entra", time.Time{})
+	st := s.db.Stats()
+	before := st.TxStats.GetWrite()
+	c.add(time.Minute)
+	for i := 0; i < 100; i++ {
+		if err := s.Authenticate(ctx, "acme", secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st = s.db.Stats()
+	if after := st.TxStats.GetWrite(); after != before {
+		t.Fatalf("authentication wrote %d pages", after-before)
+	}
+	if list, _ := s.ListTokens(ctx, "acme"); !list[0].LastUsed.Equal(c.now()) {
+		t.Fatalf("ListTokens: last used %v", list[0].LastUsed)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	s, err = Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, _ := s.ListTokens(ctx, "")
+	if len(list) != 1 || list[0].ID != tok.ID || !list[0].LastUsed.Equal(time.Date(2026, 11, 23, 9, 1, 0, 0, time.UTC)) {
+		t.Fatalf("after restart: %+v", list)
+	}
+}
+
+// TestRevokeRacesFlush: a last-use flush never writes back a token that a
+// revocation changed meanwhile.
+func TestRevokeRacesFlush(t *testing.T) {
+	s, _, _ := openStore(t)
+	for i := 0; i < 20; i++ {
+		secret, tok, _ := s.CreateToken(ctx, "acme", "t", time.Time{})
+		if err := s.Authenticate(ctx, "acme", secret); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = s.flushTokenUse() }()
+		go func() {
+			defer wg.Done()
+			if _, err := s.RevokeToken(ctx, tok.ID); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		wantErr(t, s.Authenticate(ctx, "acme", secret), scim.ErrUnauthorized, "was revoked")
+		s.tokens.mu.RLock()
+		revoked := s.tokens.byID[tok.ID].Revoked
+		s.tokens.mu.RUnlock()
+		if revoked.IsZero() {
+			t.Fatalf("round %d: the revocation was lost", i)
+		}
+	}
+}
+
+func TestEnsureToken(t *testing.T) {
+	s, c, _ := openStore(t)
+	if _, created, err := s.EnsureToken(ctx, "acme"); created || err != nil {
+		t.Fatalf("tenant with a static token: created %v, %v", created, err)
+	}
+	secret, created, err := s.EnsureToken(ctx, "globex")
+	if err != nil || !created || s.Authenticate(ctx, "globex", secret) != nil {
+		t.Fatalf("EnsureToken: %v %v", created, err)
+	}
+	gen := tokenByName(t, s, "generated")
+	if !gen.Expires.Equal(c.now().Add(DefaultTokenLifetime)) {
+		t.Fatalf("generated token expires %v", gen.Expires)
+	}
+	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+		t.Fatal("a second token while one is live")
+	}
+	if _, err := s.RevokeToken(ctx, gen.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {
+		t.Fatal("no new token once the only one was revoked")
+	}
+	if _, _, err := s.EnsureToken(ctx, "initech"); err == nil {
+		t.Fatal("EnsureToken for an unknown tenant")
+	}
+}
