@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -119,6 +120,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
 // call carries what a request resolved to through the handlers.
 type call struct {
 	tenant string
+	id     string // the {id} path segment, decoded
 	rt     *ResourceType
 	base   string // the tenant's base URL, e.g. https://relay.example.com/scim/v2/acme
 	info   *RequestInfo
@@ -128,7 +130,10 @@ func (h *Handler) routes() *mux.Router {
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		h.writeError(w, req, Errorf(ErrNotFound, "no SCIM endpoint at %s; the base URL is /scim/v2/<tenant>", req.URL.Path))
 	})
-	r := mux.NewRouter()
+	// Paths are taken literally: no cleaning of "..", and an encoded "/"
+	// stays inside its segment, so that /Users/<id>%2F.. is an unknown id,
+	// not a redirect to the list.
+	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	r.NotFoundHandler = notFound
 	t := r.PathPrefix("/scim/v2/{tenant}").Subrouter()
 	t.NotFoundHandler = notFound
@@ -205,8 +210,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", info.RequestID)
 	rec := &statusRecorder{ResponseWriter: w}
 	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
-		r.URL.Path = strings.TrimRight(p, "/") // a trailing slash is tolerated
-		r.URL.RawPath = ""
+		// A trailing slash is tolerated.
+		r.URL.Path = strings.TrimRight(p, "/")
+		r.URL.RawPath = strings.TrimRight(r.URL.RawPath, "/")
 	}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	defer func() {
@@ -240,13 +246,17 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 		if info == nil {
 			info = &RequestInfo{}
 		}
-		c := &call{tenant: mux.Vars(r)["tenant"], rt: rt, info: info}
+		vars := mux.Vars(r) // raw: the router matches the encoded path
+		c := &call{tenant: vars["tenant"], rt: rt, info: info}
+		if id, err := url.PathUnescape(vars["id"]); err == nil {
+			c.id = id
+		} else {
+			c.id = vars["id"]
+		}
 		info.Operation = op
 		if rt != nil {
 			info.ResourceType = rt.Name
-		}
-		if id := mux.Vars(r)["id"]; id != "" && rt != nil {
-			info.ResourceID = id
+			info.ResourceID = c.id
 		}
 		if err := h.admit(r, c); err != nil {
 			h.writeError(w, r, err)
@@ -437,7 +447,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
 	q := r.URL.Query()
 	proj := ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes"))
-	res, err := h.backend.Get(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"])
+	res, err := h.backend.Get(r.Context(), c.tenant, c.rt, c.id)
 	if err != nil {
 		return err
 	}
@@ -495,7 +505,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 		}
 	}
 	ifMatch := r.Header.Get("If-Match")
-	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], func(cur *Resource) (*Update, error) {
+	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
 		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
 		}
@@ -521,7 +531,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err
 	}
 	ifMatch := r.Header.Get("If-Match")
-	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], func(cur *Resource) (*Update, error) {
+	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
 		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
 		}
@@ -546,7 +556,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error {
-	if err := h.backend.Delete(r.Context(), c.tenant, c.rt, mux.Vars(r)["id"], r.Header.Get("If-Match")); err != nil {
+	if err := h.backend.Delete(r.Context(), c.tenant, c.rt, c.id, r.Header.Get("If-Match")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -782,7 +792,7 @@ func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error
 }
 
 func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error {
-	id := mux.Vars(r)["id"]
+	id := c.id
 	for _, s := range knownSchemas() {
 		if strings.EqualFold(s.ID, id) {
 			return writeJSON(w, http.StatusOK, schemaDocument(c.base, s))
@@ -803,7 +813,7 @@ func (h *Handler) resourceTypes(w http.ResponseWriter, r *http.Request, c *call)
 }
 
 func (h *Handler) resourceType(w http.ResponseWriter, r *http.Request, c *call) error {
-	id := mux.Vars(r)["id"]
+	id := c.id
 	for _, rt := range ResourceTypes {
 		if strings.EqualFold(rt.ID, id) {
 			return writeJSON(w, http.StatusOK, resourceTypeDocument(c.base, rt))

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/config"
+)
+
+// TestHostileRequests sends what an attacker or a broken client would to a
+// running relay: every answer is a SCIM error with the right status, never
+// a 500, and the stored data is unchanged afterwards.
+func TestHostileRequests(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.MaxBody = 64 << 10
+	cfg.Limits.MaxHeader = 8 << 10
+	p := startRelay(t, cfg, roleAll)
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"keep@x.com"}`).want(t, 201).str("id")
+
+	raw := func(method, path string, header http.Header, body string) reply {
+		t.Helper()
+		req, err := http.NewRequest(method, p.scimURL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = path // send the path exactly as written
+		req.Header = header
+		return do(t, req)
+	}
+	auth := http.Header{"Authorization": {"Bearer " + acmeToken}, "Content-Type": {"application/scim+json"}}
+	tests := []struct {
+		name           string
+		method, path   string
+		header         http.Header
+		body           string
+		status         int
+		scimType       string
+		detailContains string
+	}{
+		{"no Authorization", "GET", "/scim/v2/acme/Users", http.Header{}, "", 401, "", "missing Authorization"},
+		{"Basic auth", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Basic YTpi"}}, "", 401, "", "malformed"},
+		{"empty bearer", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Bearer "}}, "", 401, "", "malformed"},
+		{"token with a wrong tail", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Bearer " + acmeToken[:len(acmeToken)-1] + "X"}}, "", 401, "", "invalid bearer token"},
+		{"token of another tenant", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Bearer " + globexToken}}, "", 401, "", "invalid bearer token"},
+		{"dot-dot tenant", "GET", "/scim/v2/../acme/Users", auth, "", 404, "", ""},
+		{"encoded slash in tenant", "GET", "/scim/v2/acme%2F..%2Fglobex/Users", auth, "", 404, "", ""},
+		{"encoded slash in id", "GET", "/scim/v2/acme/Users/" + uid + "%2F..", auth, "", 404, "", ""},
+		{"NUL in id", "GET", "/scim/v2/acme/Users/a%00b", auth, "", 404, "", ""},
+		{"NUL in tenant", "GET", "/scim/v2/ac%00me/Users", auth, "", 404, "", "no tenant"},
+		{"very long id", "GET", "/scim/v2/acme/Users/" + strings.Repeat("a", 4000), auth, "", 404, "", ""},
+		{"very long tenant", "GET", "/scim/v2/" + strings.Repeat("a", 4000) + "/Users", auth, "", 404, "", "no tenant"},
+		{"oversized body", "POST", "/scim/v2/acme/Users", auth, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"` + strings.Repeat("x", 70<<10) + `"}`, 413, "", "larger than"},
+		{"deeply nested body", "POST", "/scim/v2/acme/Users", auth, strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000), 400, "invalidSyntax", "deeper than"},
+		{"malformed JSON", "POST", "/scim/v2/acme/Users", auth, `{"schemas":`, 400, "invalidSyntax", "not valid JSON"},
+		{"PATCH of id", "PATCH", "/scim/v2/acme/Users/" + uid, auth, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"id","value":"x"}]}`, 400, "mutability", "read-only"},
+		{"huge filter", "GET", "/scim/v2/acme/Users?filter=" + strings.Repeat("userName%20eq%20%22a%22%20or%20", 110) + "title%20pr", auth, "", 400, "invalidFilter", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := raw(tt.method, tt.path, tt.header, tt.body)
+			if r.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tt.status, r.raw)
+			}
+			if r.str("status") != fmt.Sprint(tt.status) || tt.scimType != "" && r.str("scimType") != tt.scimType ||
+				!strings.Contains(r.str("detail"), tt.detailContains) {
+				t.Fatalf("error body: %s", r.raw)
+			}
+		})
+	}
+	// Headers beyond the limit are refused by the HTTP server itself.
+	req, _ := http.NewRequest("GET", p.scimURL+"/scim/v2/acme/Users", nil)
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	req.Header.Set("X-Padding", strings.Repeat("x", 16<<10))
+	if r := do(t, req); r.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized headers: %d", r.status)
+	}
+	// None of it changed the stored user.
+	u := p.scim("acme", acmeToken, "GET", "/Users/"+uid, "").want(t, 200)
+	if u.str("userName") != "keep@x.com" || u.body["meta"].(map[string]any)["version"] != `W/"1"` {
+		t.Fatalf("the user changed: %s", u.raw)
+	}
+}
+
+// TestRateLimit sends a burst over the limit: requests beyond the bucket get
+// 429 with a Retry-After that is long enough, and other tenants are not
+// affected.
+func TestRateLimit(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.Rate, cfg.Limits.Burst = 50, 20
+	p := startRelay(t, cfg, roleAll)
+	counts := map[int]int{}
+	var retryAfter string
+	var firstLimited time.Time
+	for i := 0; i < 60; i++ {
+		r := p.scim("acme", acmeToken, "GET", "/Users?count=1", "")
+		counts[r.status]++
+		if r.status == 429 && retryAfter == "" {
+			retryAfter, firstLimited = r.header.Get("Retry-After"), time.Now()
+			if r.str("status") != "429" || !strings.Contains(r.str("detail"), "retry in") {
+				t.Fatalf("429 body: %s", r.raw)
+			}
+		}
+	}
+	if counts[200] < 20 || counts[429] == 0 || counts[200]+counts[429] != 60 {
+		t.Fatalf("statuses %v: want the burst of 20 (plus what refilled) answered, the rest 429", counts)
+	}
+	if retryAfter != "1" {
+		t.Fatalf("Retry-After %q; at 50/s one token is due within a second", retryAfter)
+	}
+	// Another tenant has its own bucket.
+	p.scim("globex", globexToken, "GET", "/Users", "").want(t, 200)
+	// Waiting what Retry-After said is enough.
+	time.Sleep(time.Until(firstLimited.Add(time.Second))) // honouring the server's Retry-After, as a client must
+	p.scim("acme", acmeToken, "GET", "/Users", "").want(t, 200)
+	t.Logf("a burst of 60 at rate 50/s, burst 20: %d answered, %d refused with Retry-After %s", counts[200], counts[429], retryAfter)
+}
+
+// TestNoSecretsInLogs runs an Entra sequence with the log at Info and checks
+// that no token, secret, userName or email appears in it.
+func TestNoSecretsInLogs(t *testing.T) {
+	var buf syncBuf
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", h.URL, func(s *config.Sink) { s.Headers = map[string]string{"Authorization": "Bearer crm-secret-header"} })
+	srv, err := newServer(t.Context(), cfg, roleAll, log, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &relayProc{t: t, srv: srv, done: make(chan error, 1), scimURL: "http://" + srv.scimLn.Addr().String(), adminURL: "http://" + srv.adminLn.Addr().String()}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() { p.done <- srv.run(ctx) }()
+	t.Cleanup(p.stop)
+
+	b := entraBodies(t)
+	uid := p.scim("acme", acmeToken, "POST", "/Users", b["create-user"]).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, b["replace-multi-flag"]).want(t, 200)
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, b["disable-user-legacy"]).want(t, 200)
+	p.scim("acme", "scimrelay_wrong_token_0123456789", "GET", "/Users", "").want(t, 401)
+	p.scim("acme", acmeToken, "POST", "/Users", b["create-user"]).want(t, 409)
+	gid := p.scim("acme", acmeToken, "POST", "/Groups", b["create-group"]).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, strings.ReplaceAll(b["patch-group-add-members"], "f648f8d5ea4e4cd38e9c", uid)).want(t, 204)
+	p.scim("acme", acmeToken, "DELETE", "/Users/"+uid, "").want(t, 204)
+	waitDelivered(t, h, 6)
+	p.stop()
+
+	out := buf.String()
+	if !strings.Contains(out, "serving SCIM") {
+		t.Fatalf("the log is not what this test thinks it is:\n%s", out)
+	}
+	for _, secret := range []string{acmeToken, globexToken, adminSecret, sinkSecret, "scimrelay_wrong_token", "crm-secret-header",
+		"Test_User_00aa00aa", "testuser.com", "TestMhvaes", "microsoft.com", "displayName\":\"Bjfe"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the Info log contains %q", secret)
+		}
+	}
+	sc := bufio.NewScanner(bytes.NewReader([]byte(out)))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"level":"DEBUG"`) {
+			t.Fatalf("a Debug line at Info level: %s", sc.Text())
+		}
+	}
+}
