@@ -179,6 +179,12 @@ var ErrInUse = errors.New("in use by another scimrelay process")
 // out a restart's overlap, short enough that a second process fails at once.
 const lockTimeout = time.Second
 
+// initialMmapSize is address space, not memory: mapping 1 GiB from the
+// start means the file seldom has to be remapped as it grows, and a remap
+// waits for every open read transaction, so a long List scan or a backup
+// would otherwise stall every write behind it.
+const initialMmapSize = 1 << 30
+
 // Open opens (creating if needed) the bbolt file at path. A file another
 // process holds is refused after a second with an error matching ErrInUse.
 func Open(path string, o Options) (*Store, error) {
@@ -202,7 +208,7 @@ func Open(path string, o Options) (*Store, error) {
 	}
 	// The freelist is not written on commit (less to fsync) and is rebuilt
 	// on open by scanning the file.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: initialMmapSize})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("data file %s is %w", path, ErrInUse)

@@ -1,0 +1,165 @@
+package relay
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// openBenchStore opens a store with fsync on, as production runs it;
+// SCIMRELAY_BENCH_NOSYNC=1 turns fsync off, to tell CPU from disk.
+func openBenchStore(b *testing.B, delay time.Duration) *Store {
+	b.Helper()
+	o := testOptions(&clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)})
+	o.Now = nil
+	o.BatchDelay = delay
+	o.NoSync = os.Getenv("SCIMRELAY_BENCH_NOSYNC") != ""
+	s, err := Open(filepath.Join(b.TempDir(), "scimrelay.db"), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// entraUser is a user as Entra creates it.
+func entraUser(b testing.TB, i int) *scim.Resource {
+	return user(b, fmt.Sprintf(`"externalId":"%08d-38d6-4ec8-948c-50044d0a33fd","userName":"user%d@contoso.com","active":true,
+		"displayName":"User %d","emails":[{"primary":true,"type":"work","value":"user%d@contoso.com"}],
+		"name":{"formatted":"User %d","familyName":"%d","givenName":"User"},
+		"title":"Engineer","preferredLanguage":"en-US",
+		"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"R&D","employeeNumber":"%d"}`, i, i, i, i, i, i, i))
+}
+
+// runConcurrently runs op(i) for i in [0, n) on workers goroutines and
+// returns each call's latency and the wall time.
+func runConcurrently(b *testing.B, n, workers int, op func(i int) error) ([]time.Duration, time.Duration) {
+	b.Helper()
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				if err := op(i); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, time.Since(start)
+}
+
+func percentile(lat []time.Duration, p float64) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkCreate measures durable creates (fsync on) at 1, 8 and 32
+// concurrent writers for several batch delays: throughput and p99 latency.
+func BenchmarkCreate(b *testing.B) {
+	for _, delay := range []time.Duration{0, 500 * time.Microsecond, time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond} {
+		for _, workers := range []int{1, 8, 32} {
+			b.Run(fmt.Sprintf("delay=%s/writers=%d", delay, workers), func(b *testing.B) {
+				s := openBenchStore(b, delay)
+				users := make([]*scim.Resource, b.N)
+				for i := range users {
+					users[i] = entraUser(b, i)
+				}
+				b.ResetTimer()
+				lat, wall := runConcurrently(b, b.N, workers, func(i int) error {
+					_, err := s.Create(ctx, "acme", users[i])
+					return err
+				})
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/wall.Seconds(), "creates/s")
+				b.ReportMetric(float64(percentile(lat, 0.50))/1e6, "p50-ms")
+				b.ReportMetric(float64(percentile(lat, 0.99))/1e6, "p99-ms")
+				b.ReportMetric(float64(percentile(lat, 0.90))/1e6, "p90-ms")
+				b.ReportMetric(float64(percentile(lat, 1))/1e6, "max-ms")
+			})
+		}
+	}
+}
+
+// BenchmarkListByUserName measures Entra's matching query,
+// userName eq "...", on a tenant of 10,000 users.
+func BenchmarkListByUserName(b *testing.B) {
+	s := openBenchStore(b, time.Millisecond)
+	ids := bulkUsers(b, s, 10_000)
+	filters := make([]*scim.Filter, 256)
+	for i := range filters {
+		u, err := s.Get(ctx, "acme", scim.UserResourceType, ids[i*37%len(ids)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if filters[i], err = scim.ParseFilter(scim.UserResourceType, fmt.Sprintf(`userName eq %q`, u.String("userName"))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	query := func(i int) error {
+		page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: filters[i%len(filters)], StartIndex: 1, Count: 100})
+		if err == nil && page.Total != 1 {
+			err = fmt.Errorf("total %d", page.Total)
+		}
+		return err
+	}
+	b.Run("serial", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if err := query(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := query(int(n.Add(1))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkMemberAdd measures a one-member PATCH (durable) on a group of
+// 10 and of 100,000 members: the two must cost the same.
+func BenchmarkMemberAdd(b *testing.B) {
+	for _, size := range []int{10, 100_000} {
+		b.Run(fmt.Sprintf("members=%d", size), func(b *testing.B) {
+			s := openBenchStore(b, 0)
+			g, _ := buildGroup(b, s, size)
+			newcomers := bulkUsers(b, s, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := updateMembers(b, s, "acme", g.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: members(newcomers[i])}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
