@@ -131,4 +131,3 @@ func FuzzListFilter(f *testing.F) {
 		}
 	})
 }
-
