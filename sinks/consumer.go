@@ -124,8 +124,42 @@ func (w *worker) enqueue(ctx context.Context, m jetstream.Msg) {
 
 // outcome is what became of a lane's head.
 type outcome struct {
-	done  bool          // acknowledged: the next in the lane may go
+	done  bool          // completed or acknowledged: the next in the lane may go
 	retry time.Duration // not done: the head comes back after this delay
+}
+
+// maxRun bounds how many completed events wait for one cursor write.
+const maxRun = 64
+
+// run is what a lane has completed but not yet recorded: events delivered
+// (or filtered out, or dead-lettered) in order. Their cursor write and their
+// acknowledgements are made once for the whole run, so that a burst of
+// events on one resource (a group's members) costs one write, not one each.
+// A crash before the write only means the run is delivered again, in order,
+// with the same webhook-ids.
+type run struct {
+	first, last uint64 // subjectseqs completed; last 0 = none
+	msgs        []jetstream.Msg
+}
+
+// view is the cursor as the lane sees it: what the bucket says, plus the run.
+func (r *run) view(c cursor) cursor {
+	if r.last == 0 {
+		return c
+	}
+	if !c.exists {
+		c = cursor{exists: true, state: cursorState{Base: r.first}}
+	}
+	c.state.Last = max(c.state.Last, r.last)
+	return c
+}
+
+func (r *run) add(m jetstream.Msg, seq uint64) {
+	if r.last == 0 {
+		r.first = seq
+	}
+	r.last = seq
+	r.msgs = append(r.msgs, m)
 }
 
 // drainLane delivers a lane's messages one after the other.
@@ -137,26 +171,35 @@ func (w *worker) drainLane(ctx context.Context, key string) {
 		return
 	}
 	defer func() { <-w.sem }()
+	var r run
 	for {
 		w.mu.Lock()
 		head := w.lanes[key][0]
 		w.mu.Unlock()
-		out := w.handle(ctx, key, head)
-		w.mu.Lock()
+		out := w.handle(ctx, key, head, &r)
 		if out.done {
+			w.mu.Lock()
 			queue := w.lanes[key][1:]
-			if len(queue) == 0 {
-				delete(w.lanes, key)
-				w.mu.Unlock()
-				return
-			}
 			w.lanes[key] = queue
 			w.mu.Unlock()
-			continue
+			if len(queue) > 0 && len(r.msgs) < maxRun {
+				continue
+			}
+			w.flush(ctx, key, &r)
+			w.mu.Lock()
+			if len(w.lanes[key]) > 0 { // more arrived while flushing
+				w.mu.Unlock()
+				continue
+			}
+			delete(w.lanes, key)
+			w.mu.Unlock()
+			return
 		}
+		w.flush(ctx, key, &r)
 		// The head comes back later: send the rest of the lane back too, each
 		// a little later than the one before, so that JetStream redelivers
 		// them in order behind it.
+		w.mu.Lock()
 		followers := w.lanes[key][1:]
 		delete(w.lanes, key)
 		w.mu.Unlock()
@@ -165,6 +208,30 @@ func (w *worker) drainLane(ctx context.Context, key string) {
 		}
 		return
 	}
+}
+
+// flush records a run: the cursor advances past it, then its messages are
+// acknowledged. If the cursor cannot be written the messages come back and
+// go out again.
+func (w *worker) flush(ctx context.Context, key string, r *run) {
+	if r.last == 0 {
+		return
+	}
+	first, last := r.first, r.last
+	err := w.cursors.update(ctx, key, func(c cursor) cursorState { return c.completed(first, last) })
+	for i, m := range r.msgs {
+		if err != nil {
+			_ = m.NakWithDelay(time.Second + time.Duration(i)*10*time.Millisecond)
+			continue
+		}
+		w.ack(m)
+	}
+	if err != nil {
+		// The delivery happened; if the cursor cannot say so, the events
+		// come back and go out again (at-least-once, same webhook-ids).
+		w.log.Warn("recording deliveries failed; they will be repeated", "sink", w.name, "events", len(r.msgs), "err", err)
+	}
+	*r = run{}
 }
 
 // keepQueuedAlive tells JetStream that queued messages are still being
@@ -191,8 +258,9 @@ func (w *worker) keepQueuedAlive(ctx context.Context) {
 	}
 }
 
-// handle decides what to do with a lane's head and does it.
-func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcome {
+// handle decides what to do with a lane's head and does it. What it
+// completes joins the lane's run r.
+func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg, r *run) outcome {
 	e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		w.poison(ctx, m, err)
@@ -203,12 +271,12 @@ func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcom
 		w.poison(ctx, m, fmt.Errorf("event %s has no subjectseq", e.ID()))
 		return outcome{done: true}
 	}
-	cur, err := w.cursors.get(ctx, key, firstSight(m, seq))
+	cur, err := w.cursors.get(ctx, key, r.last == 0 && firstSight(m, seq))
 	if err != nil {
 		return w.later(m, 5*time.Second, "reading the ordering cursor", err)
 	}
-	v := decide(cur, seq)
-	if v == waitTurn {
+	v := decide(r.view(cur), seq)
+	if v == waitTurn && r.last == 0 {
 		// The cached cursor may be behind: another worker of this sink may
 		// have delivered the predecessor. Ask the bucket before waiting.
 		if cur, err = w.cursors.load(ctx, key); err != nil {
@@ -230,7 +298,7 @@ func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcom
 	action, _ := events.ActionOf(e)
 	if !w.patterns.Match(action) {
 		w.metrics.outcome(w.name, "filtered")
-		return w.complete(ctx, key, m, seq, v)
+		return w.complete(m, seq, v, r)
 	}
 	res := w.deliver(ctx, m, &e)
 	if ctx.Err() != nil {
@@ -240,7 +308,13 @@ func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcom
 		w.metrics.delivered(w.name, res.Latency)
 		w.attempts.record(w.name, &e, res, 0, "delivered")
 		w.log.Debug("delivered", "sink", w.name, "event_id", e.ID(), "status", res.Status, "latency", res.Latency)
-		return w.complete(ctx, key, m, seq, v)
+		return w.complete(m, seq, v, r)
+	}
+	// A failure: record the run so far, so that the failure's cursor state
+	// builds on it.
+	w.flush(ctx, key, r)
+	if cur, err = w.cursors.get(ctx, key, false); err != nil {
+		return w.later(m, 5*time.Second, "reading the ordering cursor", err)
 	}
 	var tries int
 	var delay time.Duration
@@ -267,7 +341,7 @@ func (w *worker) handle(ctx context.Context, key string, m jetstream.Msg) outcom
 		w.metrics.outcome(w.name, "dead_lettered")
 		w.attempts.record(w.name, &e, res, tries, "dead_lettered")
 		w.log.Warn("delivery failed for good; event dead-lettered", "sink", w.name, "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", res.Err)
-		return w.complete(ctx, key, m, seq, v)
+		return w.complete(m, seq, v, r)
 	}
 	w.metrics.outcome(w.name, "retry")
 	w.attempts.recordRetry(w.name, &e, res, tries, w.now().Add(delay))
@@ -306,17 +380,14 @@ func (w *worker) deliver(ctx context.Context, m jetstream.Msg, e *event.Event) R
 	return w.sink.Deliver(ctx, e)
 }
 
-// complete advances the resource's cursor (unless the event was older than
-// it) and acknowledges the message.
-func (w *worker) complete(ctx context.Context, key string, m jetstream.Msg, seq uint64, v verdict) outcome {
+// complete adds a completed event to the lane's run; an event older than
+// the cursor (first seen late) is acknowledged at once, moving nothing.
+func (w *worker) complete(m jetstream.Msg, seq uint64, v verdict, r *run) outcome {
 	if v == deliverNext {
-		if err := w.cursors.update(ctx, key, func(c cursor) cursorState { return c.completed(seq) }); err != nil {
-			// The delivery happened; if the cursor cannot say so, the event
-			// comes back and goes out again (at-least-once, same webhook-id).
-			return w.later(m, time.Second, "recording a delivery", err)
-		}
+		r.add(m, seq)
+	} else {
+		w.ack(m)
 	}
-	w.ack(m)
 	return outcome{done: true}
 }
 

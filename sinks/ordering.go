@@ -68,13 +68,14 @@ func decide(c cursor, seq uint64) verdict {
 	return waitTurn
 }
 
-// completed returns the cursor state after the event numbered seq completed.
-func (c cursor) completed(seq uint64) cursorState {
+// completed returns the cursor state after the events numbered first to
+// last completed.
+func (c cursor) completed(first, last uint64) cursorState {
 	if !c.exists {
-		return cursorState{Last: seq, Base: seq}
+		return cursorState{Last: last, Base: first}
 	}
 	s := c.state
-	s.Last = max(s.Last, seq)
+	s.Last = max(s.Last, last)
 	if s.Head <= s.Last {
 		s.Head, s.Attempts, s.Until = 0, 0, time.Time{}
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 )
@@ -68,6 +69,11 @@ func NewHandler(o Options) *Handler {
 	h.api("DELETE /admin/v1/tokens/{id}", h.revokeToken)
 	h.api("GET /admin/v1/backup", h.backup)
 	h.api("GET /admin/v1/log", h.queryLog)
+	// Profiles, for when the relay is slow and nobody knows why; behind the
+	// admin token like the rest of the API.
+	h.mux.Handle("GET /debug/pprof/", h.authenticate(http.HandlerFunc(pprof.Index)))
+	h.mux.Handle("GET /debug/pprof/profile", h.authenticate(http.HandlerFunc(pprof.Profile)))
+	h.mux.Handle("GET /debug/pprof/trace", h.authenticate(http.HandlerFunc(pprof.Trace)))
 	for pattern, route := range o.Routes {
 		h.mux.Handle(pattern, h.authenticate(route))
 	}
