@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sort"
 	"strconv"
 	"sync"
@@ -136,7 +135,7 @@ func TestPublisherDrainsInOrder(t *testing.T) {
 func TestPublisherSurvivesNATSOutage(t *testing.T) {
 	s, _, _ := openStore(t)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := eventstest.FreePort(t)
 	ns := eventstest.RunServerAt(t, dir, port)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
@@ -190,16 +189,6 @@ func TestPublisherSurvivesNATSOutage(t *testing.T) {
 	if !bytes.Contains([]byte(out), []byte("publishing events to NATS failed")) || !bytes.Contains([]byte(out), []byte("publishing events to NATS again")) {
 		t.Errorf("the log does not say what happened:\n%s", out)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // BenchmarkPublisherDrain measures how fast the publisher moves a full

@@ -267,17 +267,27 @@ func (s *Store) Update(ctx context.Context, tenantName string, rt *scim.Resource
 	return s.withLocation(tenantName, w.result), nil
 }
 
-func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) error {
+// target loads the resource a write is about. When the tenant or the
+// resource does not exist it records the refusal and returns a nil record.
+func (w *txWrite) target(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, id string) (*bolt.Bucket, *tenant, *record, error) {
 	tb, t, err := w.store.tenantBucket(tx, tenantName)
 	if err != nil {
-		return w.refuse(err)
+		return nil, nil, nil, w.refuse(err)
 	}
 	rec, err := getRecord(tb, rt, id)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	if rec == nil {
-		return w.refuse(notFound(rt, id))
+		return nil, nil, nil, w.refuse(notFound(rt, id))
+	}
+	return tb, t, rec, nil
+}
+
+func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) error {
+	tb, t, rec, err := w.target(tx, tenantName, rt, id)
+	if rec == nil {
+		return err
 	}
 	cur := rec.res
 	u, err := fn(cur.Clone())
@@ -385,16 +395,9 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 		return fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
 	}
 	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
-		tb, t, err := w.store.tenantBucket(tx, tenantName)
-		if err != nil {
-			return w.refuse(err)
-		}
-		rec, err := getRecord(tb, rt, id)
-		if err != nil {
-			return err
-		}
+		tb, t, rec, err := w.target(tx, tenantName, rt, id)
 		if rec == nil {
-			return w.refuse(notFound(rt, id))
+			return err
 		}
 		if err := scim.CheckIfMatch(ifMatch, rec.res); err != nil {
 			return w.refuse(err)

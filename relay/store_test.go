@@ -118,22 +118,7 @@ type seen struct {
 
 func outbox(t testing.TB, s *Store) []seen {
 	t.Helper()
-	rows, err := s.ReadOutbox(0, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]seen, len(rows))
-	for i, r := range rows {
-		a, _ := events.ActionOf(r.Event)
-		seq, _ := events.Sequence(r.Event)
-		sseq, _ := events.SubjectSeq(r.Event)
-		d, err := events.DataOf(r.Event)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = seen{a, r.Event.Subject(), seq, sseq, d}
-	}
-	return out
+	return eventsAfter(t, s, 0)
 }
 
 func actionsOf(list []seen) string {

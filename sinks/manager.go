@@ -32,6 +32,8 @@ type Options struct {
 	AckWait time.Duration
 	// Rand is the jitter source (tests make it fixed); nil is math/rand.
 	Rand func() float64
+	// UserAgent is sent with every delivery, e.g. "scimrelay/1.2.0".
+	UserAgent string
 }
 
 // Manager runs every configured sink.
@@ -78,7 +80,7 @@ func NewManager(o Options) (*Manager, error) {
 		}
 		wh, err := NewWebhook(WebhookOptions{
 			Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: time.Duration(c.Timeout),
-			Headers: c.Headers, AllowPrivate: c.AllowPrivate,
+			Headers: c.Headers, AllowPrivate: c.AllowPrivate, UserAgent: o.UserAgent,
 		}, o.Logger)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, c.Name, err))

@@ -21,9 +21,6 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 )
 
-// Version is sent in the User-Agent of every delivery; main sets it.
-var Version = "dev"
-
 // WebhookOptions configures a webhook sink.
 type WebhookOptions struct {
 	Name string
@@ -42,6 +39,8 @@ type WebhookOptions struct {
 	MaxRetries int
 	// MaxResponseBody caps how much of an answer is read (default 64 KiB).
 	MaxResponseBody int64
+	// UserAgent names the sender (default "scimrelay").
+	UserAgent string
 }
 
 // Webhook delivers events by HTTP POST, signed per Standard Webhooks.
@@ -82,6 +81,9 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	}
 	if o.MaxResponseBody <= 0 {
 		o.MaxResponseBody = 64 << 10
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "scimrelay"
 	}
 	var errs []error
 	u, err := url.Parse(o.URL)
@@ -162,7 +164,7 @@ func (w *Webhook) deliver(ctx context.Context, e *event.Event) Result {
 	for k, v := range w.o.Headers {
 		req.Header.Set(k, v)
 	}
-	req.Header.Set("User-Agent", "scimrelay/"+Version)
+	req.Header.Set("User-Agent", w.o.UserAgent)
 	req.Header.Set("webhook-id", e.ID())
 	w.sign(req.Request, e.ID(), body)
 

@@ -111,7 +111,7 @@ func TestBinaryModeDelivery(t *testing.T) {
 	want := map[string]string{
 		"Ce-Id": e.ID(), "Ce-Type": "io.scimrelay.user.created", "Ce-Source": "/scim/v2/acme", "Ce-Subject": "Users/u1",
 		"Ce-Specversion": "1.0", "Ce-Tenant": "acme", "Ce-Subjectseq": "00000000000000000003", "Ce-Sequence": "00000000000000000003",
-		"Content-Type": "application/json", "Webhook-Id": e.ID(), "Authorization": "Bearer crm", "User-Agent": "scimrelay/dev",
+		"Content-Type": "application/json", "Webhook-Id": e.ID(), "Authorization": "Bearer crm", "User-Agent": "scimrelay",
 	}
 	for k, v := range want {
 		if got := r.header.Get(k); got != v {

@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // cli runs the scimrelay command line in-process and returns its exit code,
@@ -166,5 +170,102 @@ func TestCLIUsage(t *testing.T) {
 	_ = os.WriteFile(bad, []byte("tenants:\n  - name: acme\nsinks:\n  - name: a\n    url: https://x\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    events: [user.exploded]\n"), 0o600)
 	if code, _, stderr := cli(t, "check", "--config", bad); code != exitError || !strings.Contains(stderr, "sinks[0].events[0]") {
 		t.Errorf("check unknown event: %d\n%s", code, stderr)
+	}
+}
+
+// TestCLILogAndDeadLetters drives the provisioning log, the dead-letter queue
+// and replay from the command line against a running relay.
+func TestCLILogAndDeadLetters(t *testing.T) {
+	var gone atomic.Bool
+	gone.Store(true)
+	h := newHook(t)
+	receiver := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gone.Load() {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		receiver.ServeHTTP(w, r)
+	})
+	c := testConfig(t, t.TempDir())
+	withSink(c, "crm", h.URL, nil)
+	p := startRelay(t, c, roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@acme.com"}`).want(t, 201)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ANN@acme.com"}`).want(t, 409)
+
+	// The dead letter appears, and the CLI shows it.
+	var dls []sinks.DeadLetter
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		code, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--json", "--config", cfg)
+		if code != exitOK {
+			return fmt.Errorf("dlq list: %d %s", code, stderr)
+		}
+		if err := json.Unmarshal([]byte(out), &dls); err != nil || len(dls) != 1 {
+			return fmt.Errorf("dead letters: %s", out)
+		}
+		return nil
+	})
+	if dls[0].Status != 410 || dls[0].Type != "io.scimrelay.user.created" {
+		t.Fatalf("dead letter %+v", dls[0])
+	}
+	if code, out, _ := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitOK || !strings.Contains(out, dls[0].ID) || !strings.Contains(out, "410") {
+		t.Fatalf("dlq list table: %d\n%s", code, out)
+	}
+	if code, _, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg); code != exitError || !strings.Contains(stderr, "failed again") {
+		t.Fatalf("redrive while the receiver still refuses: %d %s", code, stderr)
+	}
+	gone.Store(false)
+	if code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--id", dls[0].ID, "--config", cfg); code != exitOK || !strings.Contains(out, "delivered 1") {
+		t.Fatalf("redrive: %d %s %s", code, out, stderr)
+	}
+	if h.distinct() != 1 {
+		t.Fatalf("%d events reached the receiver after the redrive", h.distinct())
+	}
+	if code, _, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--id or --all") {
+		t.Fatalf("redrive without --id or --all: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "dlq", "list", "--sink", "nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such sink") {
+		t.Fatalf("unknown sink: %d %s", code, stderr)
+	}
+	if code, out, _ := cli(t, "sinks", "replay", "--sink", "crm", "--since", "1h", "--config", cfg); code != exitOK || !strings.Contains(out, "replayed 1 events: 1 delivered") {
+		t.Fatalf("replay: %d %s", code, out)
+	}
+
+	// The provisioning log, filtered, as a table and as JSON.
+	var entries []relay.LogEntry
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		code, out, stderr := cli(t, "log", "--tenant", "acme", "--since", "1h", "--json", "--config", cfg)
+		if code != exitOK {
+			return fmt.Errorf("log: %d %s", code, stderr)
+		}
+		entries = nil
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var e relay.LogEntry
+			if json.Unmarshal([]byte(line), &e) == nil {
+				entries = append(entries, e)
+			}
+		}
+		if len(entries) != 2 {
+			return fmt.Errorf("%d log entries", len(entries))
+		}
+		return nil
+	})
+	if e := entries[0]; e.Operation != "create" || e.Status != 201 || e.Name != "ann@acme.com" || len(e.EventIDs) != 1 || e.EventIDs[0] != dls[0].ID {
+		t.Fatalf("first entry %+v", e)
+	}
+	if e := entries[1]; e.Status != 409 || e.ScimType != "uniqueness" {
+		t.Fatalf("second entry %+v", e)
+	}
+	code, out, _ := cli(t, "log", "--status", "4xx", "--user", "ANN@", "--config", cfg)
+	if code != exitOK || strings.Count(out, "\n") != 2 || !strings.Contains(out, "uniqueness") {
+		t.Fatalf("log --status 4xx: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, "log", "--deliveries", "--sink", "crm", "--since", "1h", "--json", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, `"outcome": "dead_lettered"`) || !strings.Contains(out, `"outcome": "redriven"`) {
+		t.Fatalf("log --deliveries: %d\n%s", code, out)
+	}
+	if code, _, stderr := cli(t, "log", "--status", "teapot", "--config", cfg); code != exitError || !strings.Contains(stderr, "status") {
+		t.Fatalf("bad --status: %d %s", code, stderr)
 	}
 }

@@ -18,8 +18,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-
-	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // Exit codes scripts can rely on.
@@ -86,7 +84,6 @@ server through its admin listener (admin_listen in relay.yaml).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	sinks.Version = versionString()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.Args = func(_ *cobra.Command, args []string) error {
 		if len(args) > 0 {

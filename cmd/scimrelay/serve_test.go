@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -218,7 +217,7 @@ func TestConcurrentCreatesOverHTTP(t *testing.T) {
 // back every event reaches the stream, in sequence order.
 func TestNATSOutageOverHTTP(t *testing.T) {
 	dir := t.TempDir()
-	port := freeTCPPort(t)
+	port := eventstest.FreePort(t)
 	ns := eventstest.RunServerAt(t, dir, port)
 	cfg := testConfig(t, t.TempDir())
 	cfg.NATS.URL = ns.ClientURL()
@@ -243,14 +242,4 @@ func TestNATSOutageOverHTTP(t *testing.T) {
 			t.Fatalf("event %d has sequence %d", i, e.seq)
 		}
 	}
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

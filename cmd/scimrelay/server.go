@@ -96,7 +96,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// event, in every role, so that no event is missed.
 	if s.sinks, err = sinks.NewManager(sinks.Options{
 		Sinks: cfg.Sinks, JS: s.js, Replicas: replicas, Retention: time.Duration(cfg.ProvisioningLog.Retention),
-		Logger: log.With("component", "sinks"), Registerer: s.registry,
+		Logger: log.With("component", "sinks"), Registerer: s.registry, UserAgent: "scimrelay/" + versionString(),
 	}); err != nil {
 		return nil, err
 	}

@@ -50,15 +50,21 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
+// tokenRequest decodes a create or rotate request.
+func (h *Handler) tokenRequest(r *http.Request) (TokenRequest, time.Time, error) {
 	if h.o.Tokens == nil {
-		return unavailable("token management")
+		return TokenRequest{}, time.Time{}, unavailable("token management")
 	}
 	var req TokenRequest
 	if err := DecodeJSON(r, &req); err != nil {
-		return err
+		return req, time.Time{}, err
 	}
 	expires, err := expiry(req.Expires)
+	return req, expires, err
+}
+
+func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
+	req, expires, err := h.tokenRequest(r)
 	if err != nil {
 		return err
 	}
@@ -74,14 +80,7 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) rotateToken(w http.ResponseWriter, r *http.Request) error {
-	if h.o.Tokens == nil {
-		return unavailable("token management")
-	}
-	var req TokenRequest
-	if err := DecodeJSON(r, &req); err != nil {
-		return err
-	}
-	expires, err := expiry(req.Expires)
+	req, expires, err := h.tokenRequest(r)
 	if err != nil {
 		return err
 	}

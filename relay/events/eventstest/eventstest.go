@@ -117,6 +117,13 @@ func ClusterURLs(servers []*server.Server) string {
 	return strings.Join(urls, ",")
 }
 
+// FreePort returns a loopback TCP port that was free a moment ago, for a
+// server a test stops and starts again on the same address.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	return freePorts(t, 1)[0]
+}
+
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
