@@ -44,8 +44,7 @@ type Publisher struct {
 	log    *slog.Logger
 	o      PublisherOptions
 
-	published atomic.Uint64
-	healthy   atomic.Bool
+	healthy atomic.Bool
 }
 
 // NewPublisher returns a publisher from outbox to js.
@@ -61,9 +60,6 @@ func NewPublisher(outbox Outbox, js jetstream.JetStream, log *slog.Logger, o Pub
 	}
 	return &Publisher{outbox: outbox, js: js, log: log, o: o}
 }
-
-// Published returns how many events the publisher has had acknowledged.
-func (p *Publisher) Published() uint64 { return p.published.Load() }
 
 // Healthy reports whether the last attempt to publish succeeded.
 func (p *Publisher) Healthy() bool { return p.healthy.Load() }
@@ -186,7 +182,6 @@ wait:
 		if err := p.outbox.DeleteOutbox(acked); err != nil {
 			return len(acked), fmt.Errorf("deleting published events from the outbox: %w", err)
 		}
-		p.published.Add(uint64(len(acked)))
 	}
 	if ackErr != nil {
 		return len(acked), ackErr

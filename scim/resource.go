@@ -160,10 +160,7 @@ func (r *Resource) Schemas() []string {
 			out = append(out, e.Schema.ID)
 		}
 	}
-	for _, k := range r.unknownExtensions() {
-		out = append(out, k)
-	}
-	return out
+	return append(out, r.unknownExtensions()...)
 }
 
 // jsonEqual reports whether two decoded JSON values are equal; it is

@@ -290,14 +290,3 @@ var GroupResourceType = &ResourceType{
 
 // ResourceTypes lists the resource types this service serves, in discovery order.
 var ResourceTypes = []*ResourceType{UserResourceType, GroupResourceType}
-
-// ResourceTypeByEndpoint returns the resource type served under an endpoint
-// such as "Users", ignoring case, or nil.
-func ResourceTypeByEndpoint(endpoint string) *ResourceType {
-	for _, rt := range ResourceTypes {
-		if strings.EqualFold(rt.Endpoint[1:], endpoint) {
-			return rt
-		}
-	}
-	return nil
-}

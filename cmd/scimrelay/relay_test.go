@@ -175,17 +175,6 @@ func entraBodies(t testing.TB) map[string]string {
 
 func q(filter string) string { return "filter=" + url.QueryEscape(filter) }
 
-// streamEvents waits until the SCIMRELAY stream holds n events and returns them.
-func streamEvents(t testing.TB, js jetstream.JetStream, n int) []events.Data {
-	t.Helper()
-	all := readStream(t, js, n)
-	out := make([]events.Data, len(all))
-	for i, e := range all {
-		out[i] = e.data
-	}
-	return out
-}
-
 type streamed struct {
 	action     events.Action
 	id         string

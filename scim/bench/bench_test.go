@@ -26,23 +26,6 @@ import (
 
 const testToken = "bench-test-token-0123456789abcdef"
 
-// checkFor calls f every `every` until it returns nil, failing the test with
-// f's last error after total.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", total, err)
-		}
-		time.Sleep(every) // the polling interval, not a wait for an outcome
-	}
-}
-
 // startRelay serves scim.NewHandler over a relay.Store in t.TempDir(),
 // through wrap (nil = none), and returns the store and the tenant's base URL.
 func startRelay(t testing.TB, wrap func(http.Handler) http.Handler) (*relay.Store, string) {
