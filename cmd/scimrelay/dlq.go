@@ -18,6 +18,7 @@ func newDLQCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq",
 		Short: "List and redrive the events a sink gave up on",
+		Example: "  scimrelay dlq list --sink crm\n  scimrelay dlq redrive --sink crm --all",
 		Long: `Each sink has a dead-letter queue: events its receiver refused for good
 (410 and other permanent 4xx), or that still failed after the last retry of
 the schedule. Redrive delivers them again once the receiver is fixed.`,
@@ -98,6 +99,7 @@ func newSinksCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sinks",
 		Short: "Operate on sinks",
+		Example: "  scimrelay sinks replay --sink crm --since 24h",
 		Args:  positional(cobra.NoArgs),
 	}
 	var sink, since string

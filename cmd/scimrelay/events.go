@@ -15,6 +15,7 @@ func newEventsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Read the event stream",
+		Example: "  scimrelay events tail --tenant acme --since 10m",
 		Args:  positional(cobra.NoArgs),
 	}
 	var tenant, typ, since string
