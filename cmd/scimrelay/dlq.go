@@ -16,8 +16,8 @@ func init() { subcommands = append(subcommands, newDLQCommand, newSinksCommand) 
 
 func newDLQCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "dlq",
-		Short: "List and redrive the events a sink gave up on",
+		Use:     "dlq",
+		Short:   "List and redrive the events a sink gave up on",
 		Example: "  scimrelay dlq list --sink crm\n  scimrelay dlq redrive --sink crm --all",
 		Long: `Each sink has a dead-letter queue: events its receiver refused for good
 (410 and other permanent 4xx), or that still failed after the last retry of
@@ -97,10 +97,10 @@ the schedule. Redrive delivers them again once the receiver is fixed.`,
 
 func newSinksCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "sinks",
-		Short: "Operate on sinks",
+		Use:     "sinks",
+		Short:   "Operate on sinks",
 		Example: "  scimrelay sinks replay --sink crm --since 24h",
-		Args:  positional(cobra.NoArgs),
+		Args:    positional(cobra.NoArgs),
 	}
 	var sink, since string
 	replay := &cobra.Command{

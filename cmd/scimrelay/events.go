@@ -13,10 +13,10 @@ func init() { subcommands = append(subcommands, newEventsCommand) }
 
 func newEventsCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "events",
-		Short: "Read the event stream",
+		Use:     "events",
+		Short:   "Read the event stream",
 		Example: "  scimrelay events tail --tenant acme --since 10m",
-		Args:  positional(cobra.NoArgs),
+		Args:    positional(cobra.NoArgs),
 	}
 	var tenant, typ, since string
 	var fromSeq uint64

@@ -18,8 +18,8 @@ func init() { subcommands = append(subcommands, newTokenCommand) }
 
 func newTokenCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "token",
-		Short: "Issue, list, rotate and revoke SCIM bearer tokens",
+		Use:     "token",
+		Short:   "Issue, list, rotate and revoke SCIM bearer tokens",
 		Example: "  scimrelay token create --tenant acme --name entra\n  scimrelay token list\n  scimrelay token rotate --tenant acme --overlap 24h\n  scimrelay token revoke tok_3f9a1c2b7d4e",
 		Long: `Manage the bearer tokens Entra ID authenticates with, one set per tenant.
 A new token's secret is printed once, alone on stdout, so scripts can capture

@@ -24,10 +24,10 @@ func versionString() string {
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version of scimrelay",
+		Use:     "version",
+		Short:   "Print the version of scimrelay",
 		Example: "  scimrelay version",
-		Args:  positional(cobra.NoArgs),
+		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := fmt.Fprintf(cmd.OutOrStdout(), "scimrelay %s (%s, %s/%s)\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return err
