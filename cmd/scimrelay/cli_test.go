@@ -15,7 +15,6 @@ import (
 
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
-	"github.com/scimrelay/scimrelay/scim"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -105,6 +104,7 @@ func TestCLIEventsTailAndBackup(t *testing.T) {
 	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201)
 	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}`).want(t, 200)
 	readStream(t, p.srv.js, 3)
+	gid := p.scim("globex", globexToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"ops"}`).want(t, 201).str("id")
 
 	code, out, stderr := cli(t, "events", "tail", "--tenant", "acme", "--since", "1h", "--no-follow", "--config", cfg)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -133,18 +133,25 @@ func TestCLIEventsTailAndBackup(t *testing.T) {
 		t.Errorf("unknown type: %d %s", code, stderr)
 	}
 
-	// A backup taken while serving opens as a relay with the same users.
+	// A backup taken while serving is the data file of a relay with the same
+	// users and groups.
 	backup := filepath.Join(t.TempDir(), "copy.db")
 	if code, out, stderr := cli(t, "backup", "--out", backup, "--config", cfg); code != exitOK || !strings.Contains(out, "wrote") {
 		t.Fatalf("backup: %d %s %s", code, out, stderr)
 	}
-	copyStore, err := relay.Open(backup, storeOptions(c, p.srv.log))
-	if err != nil {
+	restored := testConfig(t, t.TempDir())
+	if err := os.Rename(backup, restored.DBPath()); err != nil {
 		t.Fatal(err)
 	}
-	defer copyStore.Close()
-	if u, err := copyStore.Get(context.Background(), "acme", scim.UserResourceType, uid); err != nil || u.String("userName") != "ann" {
-		t.Fatalf("user in the backup: %v %v", u, err)
+	r := startRelay(t, restored, roleAll)
+	if u := r.scim("acme", acmeToken, "GET", "/Users/"+uid, "").want(t, 200); u.str("userName") != "ann" || u.str("active") != "false" {
+		t.Fatalf("user in the restored relay: %s", u.raw)
+	}
+	if g := r.scim("globex", globexToken, "GET", "/Groups/"+gid, "").want(t, 200); g.str("displayName") != "ops" {
+		t.Fatalf("group in the restored relay: %s", g.raw)
+	}
+	if l := r.scim("globex", globexToken, "GET", "/Users", "").want(t, 200); l.str("totalResults") != "1" {
+		t.Fatalf("globex users in the restored relay: %s", l.raw)
 	}
 }
 
