@@ -223,14 +223,41 @@ func resolveMember(tb *bolt.Bucket, groupID string, m scim.Member) (events.Membe
 		}
 		out.Type = rt.Name
 		if out.Display == "" {
-			out.Display = rec.res.String("displayName")
-			if out.Display == "" {
-				out.Display = rec.res.String("userName")
-			}
+			out.Display = memberDisplay(rec.res)
 		}
 		return out, nil
 	}
 	return out, scim.Errorf(scim.ErrInvalidValue, "member %q is not the id of a User or Group in this tenant", truncate(m.Value, 64))
+}
+
+// memberDisplay is the name a group shows for a member: its displayName,
+// else its userName.
+func memberDisplay(r *scim.Resource) string {
+	if d := r.String("displayName"); d != "" {
+		return d
+	}
+	return r.String("userName")
+}
+
+// renameInGroups sets the display name of memberID in every group it
+// belongs to, so that a renamed member does not keep its old name in its
+// groups. It touches one key per group of the member, never a group's other
+// members.
+func renameInGroups(tb *bolt.Bucket, memberID, display string) error {
+	for _, gid := range scanIDs(tb.Bucket(bucketMemberOf), memberKey(memberID, ""), -1) {
+		m, present, err := getMember(tb, gid, memberID)
+		if err != nil {
+			return err
+		}
+		if !present || m.Display == display {
+			continue
+		}
+		m.Display = display
+		if err := putMember(tb, gid, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func putMember(tb *bolt.Bucket, groupID string, m events.Member) error {

@@ -338,6 +338,11 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		if err := reindex(tb, oldEntries, newEntries); err != nil {
 			return err
 		}
+		if d := memberDisplay(next); d != memberDisplay(cur) {
+			if err := renameInGroups(tb, id, d); err != nil {
+				return err
+			}
+		}
 		if err := w.emit(tx, tb, t, rec, updateAction(cur, next), u.Changes, nil); err != nil {
 			return err
 		}

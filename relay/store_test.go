@@ -419,6 +419,43 @@ func TestMemberships(t *testing.T) {
 	}
 }
 
+// TestRenamedMemberKeepsNoOldName checks that a group shows its members by
+// their current names: renaming a user or a nested group updates its entry
+// in every group it is in, and leaves the groups' versions and events alone.
+func TestRenamedMemberKeepsNoOldName(t *testing.T) {
+	s, _, _ := openStore(t)
+	ann := create(t, s, "acme", user(t, `"userName":"ann","displayName":"Ann Lee"`))
+	bob := create(t, s, "acme", user(t, `"userName":"bob"`))
+	inner := create(t, s, "acme", group(t, `"displayName":"Inner"`))
+	var gids []string
+	for _, name := range []string{"Sales", "Leads"} {
+		g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":%q,"members":[{"value":%q},{"value":%q},{"value":%q}]`, name, ann.ID(), bob.ID(), inner.ID())))
+		gids = append(gids, g.ID())
+	}
+	before := len(outbox(t, s))
+	mustPatch(t, s, "acme", scim.UserResourceType, ann.ID(), `{"op":"replace","path":"displayName","value":"Ann Smith"}`)
+	mustPatch(t, s, "acme", scim.UserResourceType, bob.ID(), `{"op":"replace","path":"userName","value":"robert"}`)
+	mustPatch(t, s, "acme", scim.GroupResourceType, inner.ID(), `{"op":"replace","path":"displayName","value":"Core"}`)
+	want := map[string]string{ann.ID(): "Ann Smith", bob.ID(): "robert", inner.ID(): "Core"}
+	for _, gid := range gids {
+		members, err := s.Members(ctx, "acme", gid, "", 10)
+		if err != nil || len(members) != 3 {
+			t.Fatalf("members of %s: %+v %v", gid, members, err)
+		}
+		for _, m := range members {
+			if m.Display != want[m.Value] {
+				t.Errorf("group %s shows member %s as %q, want %q", gid, m.Value, m.Display, want[m.Value])
+			}
+		}
+		if g, _ := s.Get(ctx, "acme", scim.GroupResourceType, gid); g.Meta().Version != `W/"1"` {
+			t.Errorf("group %s has version %s after its members were renamed, want W/\"1\"", gid, g.Meta().Version)
+		}
+	}
+	if got := actionsOf(outbox(t, s)[before:]); got != "user.updated user.updated group.updated" {
+		t.Errorf("renames emitted %s, want one update each", got)
+	}
+}
+
 func TestRestartKeepsEverything(t *testing.T) {
 	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
 	path := filepath.Join(t.TempDir(), "scimrelay.db")
