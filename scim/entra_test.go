@@ -3,14 +3,13 @@ package scim
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+	"github.com/scimrelay/scimrelay/scim/scimtest"
+)
 
 // entraStep is one request of testdata/entra-requests.json, a copy of
 // ../shared/reference/entra-requests.json: what Microsoft documents that
@@ -120,7 +119,7 @@ func TestEntraRequests(t *testing.T) {
 			default:
 				t.Fatalf("unexpected method %s with a body", s.Method)
 			}
-			compareGolden(t, filepath.Join("testdata", "entra", s.ID+".golden"), got)
+			scimtest.Golden(t, filepath.Join("testdata", "entra", s.ID+".golden"), got)
 		})
 	}
 	if n < 15 {
@@ -154,24 +153,4 @@ func goldenJSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return append(b, '\n')
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
 }

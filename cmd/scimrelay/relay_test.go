@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +19,6 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 const (
 	acmeToken   = "acme-static-token-0123456789abcdef"
@@ -231,24 +227,4 @@ func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 		t.Fatalf("the stream holds %d events, want exactly %d", len(out), n)
 	}
 	return out
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs (go test -run %s -update rewrites it; review the diff):\n--- got\n%s", path, t.Name(), got)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
 
 // TestEntraCycle replays Entra's provisioning sequences (entra-requests.md)
@@ -88,7 +89,7 @@ func TestEntraCycle(t *testing.T) {
 
 	// The events, as any subscriber sees them in the stream.
 	got := readStream(t, p.srv.js, 20)
-	compareGolden(t, "testdata/entra-events.golden", normaliseEvents(t, got))
+	scimtest.Golden(t, "testdata/entra-events.golden", normaliseEvents(t, got))
 
 	// A restart keeps everything: the manager is still there, with its
 	// uniqueness, and its membership is gone with the group.

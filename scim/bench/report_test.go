@@ -4,15 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/scimrelay/scimrelay/scim/scimtest"
+)
 
 // TestReportJSONShape runs a small cycle with a receiver and the baseline
 // and checks every documented key of the JSON output and its type.
@@ -207,7 +205,7 @@ func TestWriteTableGolden(t *testing.T) {
 	if err := fixedReport().WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "table.golden", b.Bytes())
+	scimtest.Golden(t, filepath.Join("testdata", "table.golden"), b.Bytes())
 }
 
 func TestMarshalJSONGolden(t *testing.T) {
@@ -215,24 +213,7 @@ func TestMarshalJSONGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.json.golden", append(b, '\n'))
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run with -update if the change is meant):\n got:\n%s\nwant:\n%s", name, got, want)
-	}
+	scimtest.Golden(t, filepath.Join("testdata", "report.json.golden"), append(b, '\n'))
 }
 
 func TestPercentiles(t *testing.T) {
