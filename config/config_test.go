@@ -177,6 +177,7 @@ func TestProblems(t *testing.T) {
 		{"unique mode", "tenants:\n  - name: a\n    unique: phone\n", "tenants[0].unique", "userName or email"},
 		{"required attribute", "tenants:\n  - name: a\n    required: [shoeSize]\n", "tenants[0].required[0]", "shoeSize"},
 		{"sink name", minimal + "sinks:\n  - name: CRM\n    url: https://x\n    secret: " + secret + "\n", "sinks[0].name", "[a-z0-9]"},
+		{"duplicate sink", minimal + "sinks:\n  - name: a\n    url: https://x\n    secret: " + secret + "\n  - name: a\n    url: https://y\n    secret: " + secret + "\n", "sinks[1].name", "also sinks[0]"},
 		{"sink type", minimal + "sinks:\n  - name: a\n    type: kafka\n    url: https://x\n    secret: " + secret + "\n", "sinks[0].type", "webhook"},
 		{"sink url", minimal + "sinks:\n  - name: a\n    url: ftp://x\n    secret: " + secret + "\n", "sinks[0].url", "http(s)"},
 		{"sink secret missing", minimal + "sinks:\n  - name: a\n    url: https://x\n", "sinks[0].secret", "required"},

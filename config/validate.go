@@ -165,13 +165,7 @@ func (c *Config) validateTenants(v *validator) {
 	seen := map[string]int{}
 	for i, t := range c.Tenants {
 		f := fmt.Sprintf("tenants[%d]", i)
-		if !namePattern.MatchString(t.Name) {
-			v.add(f+".name", "must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got %q", t.Name)
-		} else if j, dup := seen[t.Name]; dup {
-			v.add(f+".name", "%q is also tenants[%d]", t.Name, j)
-		} else {
-			seen[t.Name] = i
-		}
+		v.uniqueName("tenants", i, t.Name, seen)
 		for j, tok := range t.Tokens {
 			if tok = strings.TrimSpace(tok); tok != "" && len(tok) < 20 {
 				v.add(fmt.Sprintf("%s.tokens[%d]", f, j), "is %d characters; a bearer token needs at least 20", len(tok))
@@ -200,13 +194,7 @@ func (c *Config) validateSinks(v *validator) {
 	seen := map[string]int{}
 	for i, s := range c.Sinks {
 		f := fmt.Sprintf("sinks[%d]", i)
-		if !namePattern.MatchString(s.Name) {
-			v.add(f+".name", "must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got %q", s.Name)
-		} else if j, dup := seen[s.Name]; dup {
-			v.add(f+".name", "%q is also sinks[%d]", s.Name, j)
-		} else {
-			seen[s.Name] = i
-		}
+		v.uniqueName("sinks", i, s.Name, seen)
 		if s.Type != "webhook" {
 			v.add(f+".type", "must be webhook, got %q", s.Type)
 		}
@@ -270,6 +258,19 @@ func checkSecret(s string) error {
 
 // validator collects problems.
 type validator struct{ problems Problems }
+
+// uniqueName checks the name of list[i] (tenants or sinks): its syntax, and
+// that no earlier entry of seen has it.
+func (v *validator) uniqueName(list string, i int, name string, seen map[string]int) {
+	field := fmt.Sprintf("%s[%d].name", list, i)
+	if !namePattern.MatchString(name) {
+		v.add(field, "must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got %q", name)
+	} else if j, dup := seen[name]; dup {
+		v.add(field, "%q is also %s[%d]", name, list, j)
+	} else {
+		seen[name] = i
+	}
+}
 
 func (v *validator) add(field, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Field: field, Message: fmt.Sprintf(format, args...)})
