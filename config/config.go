@@ -128,7 +128,8 @@ type Sink struct {
 	Headers      map[string]string `yaml:"headers"`
 	AllowPrivate bool              `yaml:"allow_private"`
 	Concurrency  int               `yaml:"concurrency"`
-	// Retry overrides DefaultRetrySchedule: the delay before each retry.
+	// Retry overrides the default retry schedule (sinks.DefaultSchedule):
+	// the delay before each retry.
 	Retry []Duration `yaml:"retry"`
 }
 
@@ -137,14 +138,6 @@ const (
 	UniqueUserName = "userName"
 	UniqueEmail    = "email"
 )
-
-// DefaultRetrySchedule is the delay before each retry of a failed delivery:
-// the first within 10 s, the last reached after more than 24 h even with
-// -20% jitter, after which the event is dead-lettered.
-var DefaultRetrySchedule = []time.Duration{
-	5 * time.Second, time.Minute, 5 * time.Minute, 30 * time.Minute,
-	2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 14 * time.Hour,
-}
 
 // Default returns the configuration every relay.yaml starts from.
 func Default() *Config {
@@ -257,18 +250,6 @@ func (t Tenant) StaticTokens() []string {
 		if tok = strings.TrimSpace(tok); tok != "" {
 			out = append(out, tok)
 		}
-	}
-	return out
-}
-
-// RetrySchedule returns the sink's retry schedule, the default when unset.
-func (s Sink) RetrySchedule() []time.Duration {
-	if len(s.Retry) == 0 {
-		return append([]time.Duration(nil), DefaultRetrySchedule...)
-	}
-	out := make([]time.Duration, len(s.Retry))
-	for i, d := range s.Retry {
-		out[i] = time.Duration(d)
 	}
 	return out
 }

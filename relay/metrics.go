@@ -1,36 +1,22 @@
 package relay
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/scimrelay/scimrelay/scim"
 )
 
-// Metrics are the relay's Prometheus series: SCIM requests, the outbox and
-// its publisher, tokens.
+// Metrics are the store's Prometheus series: the outbox and its publisher,
+// the provisioning log, tokens.
 type Metrics struct {
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
 	publishLag prometheus.Histogram
 	published  prometheus.Counter
 }
 
-// NewMetrics registers the relay's metrics. The outbox, token and log
+// NewMetrics registers the store's metrics. The outbox, token and log
 // series are read from s and l when scraped.
 func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "scimrelay", Subsystem: "scim", Name: "requests_total",
-			Help: "SCIM requests by tenant, operation (create, get, list, search, replace, patch, delete, discovery) and HTTP status.",
-		}, []string{"tenant", "operation", "status"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "scimrelay", Subsystem: "scim", Name: "request_seconds",
-			Help:    "SCIM request latency by tenant and operation.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60},
-		}, []string{"tenant", "operation"}),
 		publishLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "publish_lag_seconds",
 			Help:    "Time from a change's commit to JetStream's acknowledgement of its event.",
@@ -41,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			Help: "Events published to JetStream and removed from the outbox.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.publishLag, m.published,
+	reg.MustRegister(m.publishLag, m.published,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "depth",
 			Help: "Committed events waiting to be published (grows while NATS is away).",
@@ -61,16 +47,6 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		}, func() float64 { return float64(l.Dropped()) }))
 	}
 	return m
-}
-
-// ObserveRequest counts a SCIM request.
-func (m *Metrics) ObserveRequest(info *scim.RequestInfo) {
-	op := info.Operation
-	if op == "" {
-		op = "none"
-	}
-	m.requests.WithLabelValues(info.Tenant, op, strconv.Itoa(info.Status)).Inc()
-	m.latency.WithLabelValues(info.Tenant, op).Observe(info.Latency.Seconds())
 }
 
 // ObservePublished records an event JetStream acknowledged.

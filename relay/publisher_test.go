@@ -16,6 +16,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
 // syncBuffer is a log destination safe for concurrent writes.
@@ -139,7 +140,7 @@ func TestPublisherSurvivesNATSOutage(t *testing.T) {
 	ns := eventstest.RunServerAt(t, dir, port)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	nc, err := ConnectNATS(NATSOptions{URL: ns.ClientURL(), ConnectTimeout: time.Second}, nil, log)
+	nc, err := natsbus.Connect(natsbus.Options{URL: ns.ClientURL(), ConnectTimeout: time.Second}, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 )
 
+// Config is one sink: where its events go and which ones.
+type Config struct {
+	Name   string
+	URL    string
+	Secret string // whsec_<base64>
+	// Events selects event types ("*", "user.*", "group.member_added" …); empty = all.
+	Events []string
+	// Tenants selects tenants; empty = all.
+	Tenants      []string
+	Format       string // binary (default) or structured
+	Timeout      time.Duration
+	Headers      map[string]string
+	AllowPrivate bool
+	// Concurrency is how many resources are delivered to at once.
+	Concurrency int
+	// Retry is the retry schedule; nil is DefaultSchedule.
+	Retry Schedule
+}
+
 // Options configures a Manager.
 type Options struct {
-	Sinks []config.Sink
+	Sinks []Config
 	JS    jetstream.JetStream
 	// Replicas is the replica count of the streams and buckets the sinks
 	// create (the SCIMRELAY stream's).
@@ -49,7 +67,7 @@ type Manager struct {
 
 // sinkRuntime is one sink: its config, its transport and its worker.
 type sinkRuntime struct {
-	cfg      config.Sink
+	cfg      Config
 	sink     Sink
 	patterns events.Patterns
 	worker   *worker
@@ -79,7 +97,7 @@ func NewManager(o Options) (*Manager, error) {
 			continue
 		}
 		wh, err := NewWebhook(WebhookOptions{
-			Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: time.Duration(c.Timeout),
+			Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: c.Timeout,
 			Headers: c.Headers, AllowPrivate: c.AllowPrivate, UserAgent: o.UserAgent,
 		}, o.Logger)
 		if err != nil {
@@ -136,7 +154,10 @@ func (m *Manager) Setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		schedule := Schedule(s.cfg.RetrySchedule())
+		schedule := s.cfg.Retry
+		if len(schedule) == 0 {
+			schedule = DefaultSchedule
+		}
 		s.worker = &worker{
 			name: name, sink: s.sink, patterns: s.patterns, schedule: schedule, cons: cons,
 			cursors: newCursors(kv), dlq: m.dlq, attempts: m.tries, metrics: m.metrics,

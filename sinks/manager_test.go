@@ -15,23 +15,22 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // fastRetry is a schedule for tests: quick, and long enough that nothing
 // is dead-lettered by accident.
-var fastRetry = []config.Duration{
-	config.Duration(20 * time.Millisecond), config.Duration(40 * time.Millisecond), config.Duration(80 * time.Millisecond),
-	config.Duration(100 * time.Millisecond), config.Duration(100 * time.Millisecond), config.Duration(100 * time.Millisecond),
-	config.Duration(100 * time.Millisecond), config.Duration(100 * time.Millisecond), config.Duration(100 * time.Millisecond),
-	config.Duration(100 * time.Millisecond), config.Duration(100 * time.Millisecond), config.Duration(100 * time.Millisecond),
+var fastRetry = Schedule{
+	20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond,
+	100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,
+	100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,
+	100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,
 }
 
-func sinkConfig(name, url string, edit func(*config.Sink)) config.Sink {
-	s := config.Sink{Name: name, Type: "webhook", URL: url, Secret: testSecret, Format: "binary",
-		Timeout: config.Duration(2 * time.Second), AllowPrivate: true, Concurrency: 16, Retry: fastRetry}
+func sinkConfig(name, url string, edit func(*Config)) Config {
+	s := Config{Name: name, URL: url, Secret: testSecret, Format: "binary",
+		Timeout: 2 * time.Second, AllowPrivate: true, Concurrency: 16, Retry: fastRetry}
 	if edit != nil {
 		edit(&s)
 	}
@@ -50,7 +49,7 @@ func natsStream(t testing.TB) jetstream.JetStream {
 }
 
 // runSinks sets the sinks up and runs them until stop is called (or the test ends).
-func runSinks(t testing.TB, js jetstream.JetStream, ackWait time.Duration, cfgs ...config.Sink) (*Manager, func()) {
+func runSinks(t testing.TB, js jetstream.JetStream, ackWait time.Duration, cfgs ...Config) (*Manager, func()) {
 	t.Helper()
 	m, err := NewManager(Options{Sinks: cfgs, JS: js, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})), AckWait: ackWait})
 	if err != nil {
@@ -177,7 +176,7 @@ func TestOrderPerResourceUnderRandomFailures(t *testing.T) {
 			return 204
 		})
 	})
-	runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(s *config.Sink) { s.Concurrency = 64 }))
+	runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 64 }))
 	p := newPublisher(t, js)
 	const resources, perResource = 1000, 5
 	for round := 0; round < perResource; round++ {
@@ -288,7 +287,7 @@ func TestHangingReceivers(t *testing.T) {
 	})
 	fast := newReceiver(t, nil)
 	runSinks(t, js, 5*time.Second,
-		sinkConfig("slow", hanging.URL, func(s *config.Sink) { s.Timeout = config.Duration(time.Minute); s.Concurrency = 4 }),
+		sinkConfig("slow", hanging.URL, func(s *Config) { s.Timeout = time.Minute; s.Concurrency = 4 }),
 		sinkConfig("fast", fast.URL, nil))
 	p := newPublisher(t, js)
 	p.publish("acme", events.UserCreated, "stuck")
@@ -320,7 +319,7 @@ func TestRestartMidDelivery(t *testing.T) {
 		}
 		return l.admit(r, func(string, uint64) int { return 204 })
 	})
-	cfg := sinkConfig("crm", rc.URL, func(s *config.Sink) { s.Concurrency = 8 })
+	cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 8 })
 	_, stop := runSinks(t, js, 2*time.Second, cfg)
 	p := newPublisher(t, js)
 	const resources, perResource = 100, 4
@@ -349,7 +348,7 @@ func TestRestartMidDelivery(t *testing.T) {
 func TestFiltersAndReplay(t *testing.T) {
 	js := natsStream(t)
 	rc := newReceiver(t, nil)
-	m, _ := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(s *config.Sink) {
+	m, _ := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(s *Config) {
 		s.Events = []string{"user.*", "group.member_added"}
 		s.Tenants = []string{"acme"}
 	}))
@@ -388,8 +387,8 @@ func TestFiltersAndReplay(t *testing.T) {
 func TestExhaustedScheduleDeadLetters(t *testing.T) {
 	js := natsStream(t)
 	rc := newReceiver(t, func(int, *http.Request) int { return 503 })
-	m, _ := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(s *config.Sink) {
-		s.Retry = []config.Duration{config.Duration(10 * time.Millisecond), config.Duration(10 * time.Millisecond)}
+	m, _ := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(s *Config) {
+		s.Retry = Schedule{10 * time.Millisecond, 10 * time.Millisecond}
 	}))
 	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
@@ -415,7 +414,7 @@ func BenchmarkDeliveryThroughput(b *testing.B) {
 	var got atomic.Int64
 	rc := newReceiver(b, nil)
 	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1); w.WriteHeader(204) })
-	m, err := NewManager(Options{Sinks: []config.Sink{sinkConfig("crm", rc.URL, func(s *config.Sink) { s.Concurrency = 64 })}, JS: js})
+	m, err := NewManager(Options{Sinks: []Config{sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 64 })}, JS: js})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/scimrelay/scimrelay/scim/bench"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/bench"
 )
 
 func init() { subcommands = append(subcommands, newBenchCommand) }

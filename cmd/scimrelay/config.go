@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // loadConfig loads relay.yaml and checks what config cannot know on its
@@ -29,6 +31,23 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, problems)
 	}
 	return cfg, nil
+}
+
+// sinkConfigs converts relay.yaml's sinks into what the sinks package takes.
+func sinkConfigs(list []config.Sink) []sinks.Config {
+	out := make([]sinks.Config, 0, len(list))
+	for _, c := range list {
+		sc := sinks.Config{
+			Name: c.Name, URL: c.URL, Secret: c.Secret, Events: c.Events, Tenants: c.Tenants,
+			Format: c.Format, Timeout: time.Duration(c.Timeout), Headers: c.Headers,
+			AllowPrivate: c.AllowPrivate, Concurrency: c.Concurrency,
+		}
+		for _, d := range c.Retry {
+			sc.Retry = append(sc.Retry, time.Duration(d))
+		}
+		out = append(out, sc)
+	}
+	return out
 }
 
 // newLogger builds the process logger from relay.yaml's log section.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/scimrelay/scimrelay/relay/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 

@@ -22,10 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
-	"github.com/scimrelay/scimrelay/relay/admin"
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 	"github.com/scimrelay/scimrelay/scim"
 	"github.com/scimrelay/scimrelay/sinks"
 )
@@ -52,6 +54,7 @@ type server struct {
 	publisher  *relay.Publisher
 	reqLog     *relay.RequestLog
 	metrics    *relay.Metrics
+	reqMetrics *httpmw.RequestMetrics
 	sinks      *sinks.Manager
 	adminToken string
 
@@ -95,7 +98,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// The sinks' consumers exist before any SCIM request can produce an
 	// event, in every role, so that no event is missed.
 	if s.sinks, err = sinks.NewManager(sinks.Options{
-		Sinks: cfg.Sinks, JS: s.js, Replicas: replicas, Retention: time.Duration(cfg.ProvisioningLog.Retention),
+		Sinks: sinkConfigs(cfg.Sinks), JS: s.js, Replicas: replicas, Retention: time.Duration(cfg.ProvisioningLog.Retention),
 		Logger: log.With("component", "sinks"), Registerer: s.registry, UserAgent: "scimrelay/" + versionString(),
 	}); err != nil {
 		return nil, err
@@ -109,6 +112,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if role != roleSinks {
 		s.reqLog = relay.NewRequestLog(s.store, time.Duration(cfg.ProvisioningLog.Retention), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
+		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
 		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), relay.PublisherOptions{Observe: s.metrics.ObservePublished})
 		if err := s.ensureTokens(ctx); err != nil {
 			return nil, err
@@ -141,7 +145,7 @@ func storeOptions(cfg *config.Config, log *slog.Logger) relay.Options {
 
 func (s *server) connectNATS() error {
 	n := s.cfg.NATS
-	o := relay.NATSOptions{
+	o := natsbus.Options{
 		URL: n.URL, Listen: n.Listen, StoreDir: s.cfg.NATSDir(),
 		Credentials: n.Credentials, Token: n.Token, User: n.User, Password: n.Password,
 		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
@@ -152,14 +156,14 @@ func (s *server) connectNATS() error {
 		if s.role == roleSinks {
 			return errors.New("--role sinks needs an external NATS (set nats.url): delivery workers share the SCIM front end's stream")
 		}
-		if s.natsServer, err = relay.StartEmbeddedNATS(o, s.log); err != nil {
+		if s.natsServer, err = natsbus.StartEmbedded(o, s.log); err != nil {
 			return err
 		}
 		if n.Listen != "" {
 			s.log.Info("embedded NATS is listening for local subscribers", "url", "nats://"+n.Listen)
 		}
 	}
-	if s.nc, err = relay.ConnectNATS(o, s.natsServer, s.log.With("component", "nats")); err != nil {
+	if s.nc, err = natsbus.Connect(o, s.natsServer, s.log.With("component", "nats")); err != nil {
 		return err
 	}
 	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
@@ -254,10 +258,10 @@ func (s *server) adminHandler() http.Handler {
 
 func (s *server) scimHandler() http.Handler {
 	l := s.cfg.Limits
-	overrides := map[string]relay.Limit{}
+	overrides := map[string]httpmw.Limit{}
 	for _, t := range s.cfg.Tenants {
 		if t.Rate > 0 {
-			overrides[t.Name] = relay.Limit{Rate: t.Rate, Burst: max(t.Burst, 1)}
+			overrides[t.Name] = httpmw.Limit{Rate: t.Rate, Burst: max(t.Burst, 1)}
 		}
 	}
 	h := scim.NewHandler(s.store, s.store, scim.Options{
@@ -265,7 +269,7 @@ func (s *server) scimHandler() http.Handler {
 		Logger:       s.log.With("component", "scim"),
 		MaxBodyBytes: int64(l.MaxBody),
 		MaxJSONDepth: l.MaxJSONDepth,
-		Limiter:      relay.NewLimiter(relay.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
+		Limiter:      httpmw.NewLimiter(httpmw.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
 		Observe:      s.observe,
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -277,7 +281,7 @@ func (s *server) scimHandler() http.Handler {
 // observe receives every SCIM request after it was answered: metrics, the
 // provisioning log, and a log line for server errors.
 func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
-	s.metrics.ObserveRequest(info)
+	s.reqMetrics.Observe(info)
 	s.reqLog.Record(relay.LogEntry{
 		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name,

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/relay"
-	"github.com/scimrelay/scimrelay/relay/admin"
 )
 
 func init() { subcommands = append(subcommands, newTokenCommand) }

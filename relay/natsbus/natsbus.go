@@ -1,4 +1,7 @@
-package relay
+// Package natsbus connects the relay to NATS: it starts the embedded
+// nats-server with JetStream, or connects to an external server or cluster
+// with the credentials relay.yaml names.
+package natsbus
 
 import (
 	"crypto/tls"
@@ -17,9 +20,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// NATSOptions says how to reach NATS: an external server or cluster when URL
+// Options says how to reach NATS: an external server or cluster when URL
 // is set, else an embedded server the relay runs itself.
-type NATSOptions struct {
+type Options struct {
 	// URL of an external server or cluster (comma-separated); empty runs the embedded server.
 	URL string
 	// Listen is the embedded server's client listener (host:port) for local
@@ -37,10 +40,10 @@ type NATSOptions struct {
 	Name string
 }
 
-// StartEmbeddedNATS starts an in-process nats-server with JetStream storing
+// StartEmbedded starts an in-process nats-server with JetStream storing
 // under o.StoreDir. It listens on o.Listen (loopback by default) so that
 // local services can subscribe, or on nothing when o.Listen is empty.
-func StartEmbeddedNATS(o NATSOptions, log *slog.Logger) (*server.Server, error) {
+func StartEmbedded(o Options, log *slog.Logger) (*server.Server, error) {
 	opts := &server.Options{
 		ServerName: "scimrelay",
 		JetStream:  true,
@@ -84,11 +87,11 @@ func StartEmbeddedNATS(o NATSOptions, log *slog.Logger) (*server.Server, error) 
 	return s, nil
 }
 
-// ConnectNATS connects to the embedded server (in-process, no TCP) when
+// Connect connects to the embedded server (in-process, no TCP) when
 // embedded is not nil, else to o.URL. The connection reconnects forever;
 // publishes fail fast while it is away (no reconnect buffer), because the
 // outbox, not the client, is where unpublished events wait.
-func ConnectNATS(o NATSOptions, embedded *server.Server, log *slog.Logger) (*nats.Conn, error) {
+func Connect(o Options, embedded *server.Server, log *slog.Logger) (*nats.Conn, error) {
 	name := o.Name
 	if name == "" {
 		name = "scimrelay"
@@ -152,7 +155,7 @@ func ConnectNATS(o NATSOptions, embedded *server.Server, log *slog.Logger) (*nat
 	return nc, nil
 }
 
-func tlsConfig(o NATSOptions) (*tls.Config, error) {
+func tlsConfig(o Options) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
