@@ -20,6 +20,7 @@ type Config struct {
 	Storage         Storage         `yaml:"storage"`
 	NATS            NATS            `yaml:"nats"`
 	Limits          Limits          `yaml:"limits"`
+	OAuth           OAuth           `yaml:"oauth"`
 	ProvisioningLog ProvisioningLog `yaml:"provisioning_log"`
 	Tenants         []Tenant        `yaml:"tenants"`
 	Sinks           []Sink          `yaml:"sinks"`
@@ -88,10 +89,28 @@ type Limits struct {
 	MaxBody           Size     `yaml:"max_body"`
 	MaxJSONDepth      int      `yaml:"max_json_depth"`
 	MaxHeader         Size     `yaml:"max_header"`
+	// BulkMaxOperations and BulkMaxPayload bound a /Bulk request; both are
+	// advertised in ServiceProviderConfig.
+	BulkMaxOperations int      `yaml:"bulk_max_operations"`
+	BulkMaxPayload    Size     `yaml:"bulk_max_payload"`
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	ReadTimeout       Duration `yaml:"read_timeout"`
 	WriteTimeout      Duration `yaml:"write_timeout"`
 	IdleTimeout       Duration `yaml:"idle_timeout"`
+}
+
+// OAuth configures each tenant's OAuth 2.0 token endpoint,
+// <public_url>/oauth2/<tenant>/token (client credentials grant), and HTTP
+// Basic with an OAuth client's id and secret.
+type OAuth struct {
+	// TokenLifetime is how long an access token lives.
+	TokenLifetime Duration `yaml:"token_lifetime"`
+	// Rate and Burst limit token requests per tenant (token bucket); 0 disables.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+	// BasicAuth accepts Authorization: Basic with a client's id and secret
+	// on the SCIM endpoints (Okta's "Basic Auth" option).
+	BasicAuth bool `yaml:"basic_auth"`
 }
 
 // ProvisioningLog configures the record of SCIM requests and deliveries.
@@ -162,7 +181,10 @@ func Default() *Config {
 			ReadTimeout:       Duration(30 * time.Second),
 			WriteTimeout:      Duration(60 * time.Second),
 			IdleTimeout:       Duration(120 * time.Second),
+			BulkMaxOperations: 1000,
+			BulkMaxPayload:    1 << 20,
 		},
+		OAuth:           OAuth{TokenLifetime: Duration(time.Hour), Rate: 5, Burst: 20, BasicAuth: true},
 		ProvisioningLog: ProvisioningLog{Retention: Duration(30 * 24 * time.Hour)},
 	}
 }

@@ -56,7 +56,7 @@ func TestRepositoryFile(t *testing.T) {
 	}
 	// Everything the file sets explicitly equals the defaults it documents.
 	d := Default()
-	if cfg.Limits != d.Limits || cfg.NATS.Stream != d.NATS.Stream || cfg.Storage != d.Storage || cfg.ProvisioningLog != d.ProvisioningLog {
+	if cfg.Limits != d.Limits || cfg.OAuth != d.OAuth || cfg.NATS.Stream != d.NATS.Stream || cfg.Storage != d.Storage || cfg.ProvisioningLog != d.ProvisioningLog {
 		t.Errorf("relay.yaml drifted from Default():\n%+v\n%+v", cfg.Limits, d.Limits)
 	}
 }
@@ -161,6 +161,11 @@ func TestProblems(t *testing.T) {
 		{"dup window", minimal + "nats:\n  stream:\n    max_age: 1m\n    duplicates: 1h\n", "nats.stream.duplicates", "max_age"},
 		{"rate without burst", minimal + "limits:\n  burst: 0\n", "limits.burst", "at least 1"},
 		{"json depth", minimal + "limits:\n  max_json_depth: 1\n", "limits.max_json_depth", "between"},
+		{"bulk operations", minimal + "limits:\n  bulk_max_operations: 0\n", "limits.bulk_max_operations", "between 1 and 100000"},
+		{"bulk payload", minimal + "limits:\n  bulk_max_payload: 10\n", "limits.bulk_max_payload", "1KiB"},
+		{"token lifetime", minimal + "oauth:\n  token_lifetime: 30d\n", "oauth.token_lifetime", "between 1m and 24h"},
+		{"oauth rate without burst", minimal + "oauth:\n  burst: 0\n", "oauth.burst", "at least 1"},
+		{"negative oauth rate", minimal + "oauth:\n  rate: -1\n", "oauth.rate", "negative"},
 		{"tenant name", "tenants:\n  - name: Acme Corp\n", "tenants[0].name", "[a-z0-9]"},
 		{"duplicate tenant", "tenants:\n  - name: a\n  - name: a\n", "tenants[1].name", "also tenants[0]"},
 		{"short token", "tenants:\n  - name: a\n    tokens: [short]\n", "tenants[0].tokens[0]", "at least 20"},

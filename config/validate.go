@@ -68,6 +68,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateNATS(&v)
 	c.validateLimits(&v)
+	c.validateOAuth(&v)
 	if c.ProvisioningLog.Retention <= 0 {
 		v.add("provisioning_log.retention", "must be positive, e.g. 30d")
 	}
@@ -147,6 +148,12 @@ func (c *Config) validateLimits(v *validator) {
 	if l.MaxHeader < 4<<10 {
 		v.add("limits.max_header", "must be at least 4KiB")
 	}
+	if l.BulkMaxOperations < 1 || l.BulkMaxOperations > 100_000 {
+		v.add("limits.bulk_max_operations", "must be between 1 and 100000, got %d", l.BulkMaxOperations)
+	}
+	if l.BulkMaxPayload < 1<<10 || l.BulkMaxPayload > 256<<20 {
+		v.add("limits.bulk_max_payload", "must be between 1KiB and 256MiB")
+	}
 	for _, t := range []struct {
 		field string
 		d     Duration
@@ -155,6 +162,19 @@ func (c *Config) validateLimits(v *validator) {
 		if t.d <= 0 {
 			v.add(t.field, "must be positive")
 		}
+	}
+}
+
+func (c *Config) validateOAuth(v *validator) {
+	o := c.OAuth
+	if d := time.Duration(o.TokenLifetime); d < time.Minute || d > 24*time.Hour {
+		v.add("oauth.token_lifetime", "must be between 1m and 24h, got %s", o.TokenLifetime)
+	}
+	if o.Rate < 0 {
+		v.add("oauth.rate", "must not be negative (0 disables the limit)")
+	}
+	if o.Rate > 0 && o.Burst < 1 {
+		v.add("oauth.burst", "must be at least 1 when oauth.rate is set")
 	}
 }
 

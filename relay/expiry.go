@@ -10,7 +10,7 @@ import (
 const ExpiryWarning = 14 * 24 * time.Hour
 
 // WarnExpiringTokens logs, at start and then once a day, a warning for each
-// token that expires within ExpiryWarning: the SAFE guide's warning, that an
+// token and OAuth client that expires within ExpiryWarning: the SAFE guide's warning, that an
 // expired token quarantines the Entra provisioning job, is why.
 func (s *Store) WarnExpiringTokens(ctx context.Context, log *slog.Logger, every time.Duration) {
 	t := time.NewTicker(every)
@@ -19,9 +19,12 @@ func (s *Store) WarnExpiringTokens(ctx context.Context, log *slog.Logger, every 
 		now := s.now()
 		for _, tok := range s.TokenExpiries() {
 			if left := tok.Expires.Sub(now); left <= ExpiryWarning {
-				log.Warn("a SCIM token expires soon; issue a new one with scimrelay token rotate before Entra's provisioning stops",
-					"tenant", tok.Tenant, "token", tok.ID, "name", tok.Name, "expires", tok.Expires.Format(time.RFC3339),
-					"days_left", int(left.Hours()/24))
+				msg := "a SCIM token expires soon; issue a new one with scimrelay token rotate before Entra's provisioning stops"
+				if tok.Kind == KindClient {
+					msg = "an OAuth client expires soon; issue a new one with scimrelay client rotate before the identity provider's provisioning stops"
+				}
+				log.Warn(msg, "tenant", tok.Tenant, "kind", string(tok.Kind), "token", tok.ID, "name", tok.Name,
+					"expires", tok.Expires.Format(time.RFC3339), "days_left", int(left.Hours()/24))
 			}
 		}
 		select {

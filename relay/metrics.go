@@ -59,14 +59,14 @@ func (m *Metrics) ObservePublished(committed time.Time) {
 type tokenExpiry struct{ s *Store }
 
 var tokenExpiryDesc = prometheus.NewDesc("scimrelay_token_expiry_seconds",
-	"Seconds until a SCIM token expires (negative: expired). Alert well before 0: an expired token quarantines the Entra job.",
-	[]string{"tenant", "token", "name"}, nil)
+	"Seconds until a SCIM token or OAuth client (kind) expires (negative: expired). Alert well before 0: an expired credential quarantines the Entra job.",
+	[]string{"tenant", "kind", "token", "name"}, nil)
 
 func (c tokenExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- tokenExpiryDesc }
 
 func (c tokenExpiry) Collect(ch chan<- prometheus.Metric) {
 	now := c.s.now()
 	for _, t := range c.s.TokenExpiries() {
-		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, t.Expires.Sub(now).Seconds(), t.Tenant, t.ID, t.Name)
+		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, t.Expires.Sub(now).Seconds(), t.Tenant, string(t.Kind), t.ID, t.Name)
 	}
 }

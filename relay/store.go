@@ -8,8 +8,9 @@
 //
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (2)
+//	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
 //	outbox                    u64 commit number → event (structured CloudEvent JSON)
-//	tokens                    token id → token record (JSON, secret as SHA-256)
+//	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
 //	provlog                   the provisioning log (see provlog.go)
 //	tenants/<name>/
 //	    users                 id → record
@@ -117,7 +118,8 @@ type Store struct {
 	ready     chan struct{} // signalled after every commit that added events
 	depth     atomic.Int64  // rows in the outbox
 
-	tokens *tokenCache
+	tokens   *tokenCache
+	oauthKey []byte // signs access tokens (clients.go)
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -240,6 +242,10 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("counting the outbox of %s: %w", path, err)
 	}
 	if s.tokens, err = loadTokens(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if s.oauthKey, err = loadOAuthKey(db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -420,6 +426,12 @@ func (s *Store) Ping() error {
 		}
 		return nil
 	})
+}
+
+// HasTenant reports whether a tenant is configured.
+func (s *Store) HasTenant(name string) bool {
+	_, ok := s.tenants[name]
+	return ok
 }
 
 // Tenants returns the names of the configured tenants.

@@ -465,7 +465,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	}
 	u := create(t, s, "acme", user(t, `"userName":"ann"`))
 	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, u.ID())))
-	secret, _, err := s.CreateToken(ctx, "acme", "ci", time.Time{})
+	secret, _, err := s.Tokens().Create(ctx, "acme", "ci", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -771,7 +771,7 @@ func TestTokens(t *testing.T) {
 	wantErr(t, s.Authenticate(ctx, "globex", "acme-static-token-0123456789"), scim.ErrUnauthorized, "invalid bearer token")
 	wantErr(t, s.Authenticate(ctx, "initech", "x"), scim.ErrNotFound, "no tenant")
 	// Issued tokens.
-	secret, tok, err := s.CreateToken(ctx, "globex", "entra", c.now().Add(90*24*time.Hour))
+	secret, tok, err := s.Tokens().Create(ctx, "globex", "entra", c.now().Add(90*24*time.Hour))
 	if err != nil || !strings.HasPrefix(secret, TokenPrefix) || len(secret) < 50 || tok.Tenant != "globex" {
 		t.Fatalf("CreateToken: %q %+v %v", secret, tok, err)
 	}
@@ -780,7 +780,7 @@ func TestTokens(t *testing.T) {
 	}
 	wantErr(t, s.Authenticate(ctx, "acme", secret), scim.ErrUnauthorized, "invalid bearer token")
 	wantErr(t, s.Authenticate(ctx, "globex", secret[:len(secret)-1]+"x"), scim.ErrUnauthorized, "invalid bearer token")
-	list, _ := s.ListTokens(ctx, "globex")
+	list, _ := s.Tokens().List(ctx, "globex")
 	if len(list) != 1 || list[0].LastUsed.IsZero() {
 		t.Fatalf("ListTokens: %+v", list)
 	}
@@ -788,8 +788,8 @@ func TestTokens(t *testing.T) {
 	c.add(91 * 24 * time.Hour)
 	wantErr(t, s.Authenticate(ctx, "globex", secret), scim.ErrUnauthorized, "expired at")
 	// Rotation with overlap: the old token keeps working for the overlap.
-	old, _, _ := s.CreateToken(ctx, "globex", "old", time.Time{})
-	fresh, _, rotated, err := s.RotateToken(ctx, "globex", "new", time.Time{}, 24*time.Hour)
+	old, _, _ := s.Tokens().Create(ctx, "globex", "old", time.Time{})
+	fresh, _, rotated, err := s.Tokens().Rotate(ctx, "globex", "new", time.Time{}, 24*time.Hour)
 	if err != nil || len(rotated) != 1 {
 		t.Fatalf("RotateToken: %v %+v", err, rotated)
 	}
@@ -803,11 +803,11 @@ func TestTokens(t *testing.T) {
 	}
 	// Revocation.
 	freshTok := tokenByName(t, s, "new")
-	if _, err := s.RevokeToken(ctx, freshTok.ID); err != nil {
+	if _, err := s.Tokens().Revoke(ctx, freshTok.ID); err != nil {
 		t.Fatal(err)
 	}
 	wantErr(t, s.Authenticate(ctx, "globex", fresh), scim.ErrUnauthorized, "was revoked")
-	if _, err := s.RevokeToken(ctx, "tok_nope"); !errors.Is(err, ErrTokenNotFound) {
+	if _, err := s.Tokens().Revoke(ctx, "tok_nope"); !errors.Is(err, ErrTokenNotFound) {
 		t.Fatalf("revoking an unknown token: %v", err)
 	}
 	// EnsureToken: only when a tenant has no way in.
@@ -836,7 +836,7 @@ func TestTokens(t *testing.T) {
 
 func tokenByName(t *testing.T, s *Store, name string) Token {
 	t.Helper()
-	list, _ := s.ListTokens(ctx, "")
+	list, _ := s.Tokens().List(ctx, "")
 	for _, tok := range list {
 		if tok.Name == name {
 			return tok

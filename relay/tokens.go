@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,8 +28,24 @@ const TokenPrefix = "scimrelay_"
 // SAFE guide's default.
 const DefaultTokenLifetime = 90 * 24 * time.Hour
 
-// Token describes a SCIM bearer token; the secret itself is never stored.
+// Kind says what a stored credential is.
+type Kind string
+
+// Kinds of credential. Both share one lifecycle (issue, list, rotate with
+// overlap, revoke, expiry warnings and metric) and one bucket.
+const (
+	// KindToken is a SCIM bearer token, sent as Authorization: Bearer.
+	KindToken Kind = "token"
+	// KindClient is an OAuth 2.0 client: its id is the client_id, its
+	// secret the client_secret of the client credentials grant (and the
+	// password of HTTP Basic).
+	KindClient Kind = "client"
+)
+
+// Token describes a stored credential, a SCIM bearer token or an OAuth
+// client; the secret itself is never stored.
 type Token struct {
+	Kind     Kind      `json:"kind"`
 	ID       string    `json:"id"`
 	Tenant   string    `json:"tenant"`
 	Name     string    `json:"name"`
@@ -43,8 +60,25 @@ func (t Token) Live(now time.Time) bool {
 	return t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
 }
 
-// ErrTokenNotFound means no token has the given id.
-var ErrTokenNotFound = errors.New("no such token")
+// ErrTokenNotFound means no credential of the kind asked for has the given id.
+var ErrTokenNotFound = errors.New("not found")
+
+// ClientSecretPrefix starts every OAuth client secret, as TokenPrefix starts
+// tokens; the prefixes differ so that one pasted where the other belongs
+// is recognisable.
+const ClientSecretPrefix = "scimrelay_secret_"
+
+// Credentials manages one kind of stored credential of a store.
+type Credentials struct {
+	s    *Store
+	kind Kind
+}
+
+// Tokens manages the store's SCIM bearer tokens.
+func (s *Store) Tokens() Credentials { return Credentials{s, KindToken} }
+
+// Clients manages the store's OAuth 2.0 clients.
+func (s *Store) Clients() Credentials { return Credentials{s, KindClient} }
 
 type storedToken struct {
 	Token
@@ -72,6 +106,9 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 			if err := json.Unmarshal(v, &st); err != nil {
 				return fmt.Errorf("decoding token %s: %w", k, err)
 			}
+			if st.Kind == "" {
+				st.Kind = KindToken // written before there were kinds
+			}
 			c.byID[st.ID] = &st
 			return nil
 		})
@@ -98,11 +135,14 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	if valid {
 		return nil
 	}
+	if strings.HasPrefix(secret, AccessTokenPrefix) {
+		return s.authenticateAccessToken(tenantName, secret)
+	}
 	c := s.tokens
 	c.mu.RLock()
 	var match *storedToken
 	for _, st := range c.byID {
-		if st.Tenant == tenantName && subtle.ConstantTimeCompare(h[:], st.Hash) == 1 {
+		if st.Kind == KindToken && st.Tenant == tenantName && subtle.ConstantTimeCompare(h[:], st.Hash) == 1 {
 			match = st
 		}
 	}
@@ -117,48 +157,52 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	case !match.Expires.IsZero() && !now.Before(match.Expires):
 		return scim.Errorf(scim.ErrUnauthorized, "token %s expired at %s; issue a new one with scimrelay token create", match.ID, match.Expires.UTC().Format(time.RFC3339))
 	}
-	c.mu.Lock()
-	c.lastUsed[match.ID] = now
-	c.mu.Unlock()
+	s.noteUse(match.ID, now)
 	return nil
 }
 
-// CreateToken issues a token for a tenant and returns its secret, which is
+// Create issues a credential for a tenant and returns its secret, which is
 // shown once and never stored. A zero expires means it never expires.
-func (s *Store) CreateToken(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
+func (c Credentials) Create(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
+	s := c.s
 	if _, ok := s.tenants[tenantName]; !ok {
 		return "", Token{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
 	s.tokens.writeMu.Lock()
 	defer s.tokens.writeMu.Unlock()
-	return s.createToken(ctx, tenantName, name, expires)
+	return c.create(ctx, tenantName, name, expires)
 }
 
-// createToken issues a token; the caller holds writeMu.
-func (s *Store) createToken(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
-	secret, st, err := s.newToken(tenantName, name, expires)
+// create issues a credential; the caller holds writeMu.
+func (c Credentials) create(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
+	secret, st, err := c.issue(tenantName, name, expires)
 	if err != nil {
 		return "", Token{}, err
 	}
-	if err := s.putTokens(ctx, st); err != nil {
+	if err := c.s.putTokens(ctx, st); err != nil {
 		return "", Token{}, err
 	}
 	return secret, st.Token, nil
 }
 
-func (s *Store) newToken(tenantName, name string, expires time.Time) (string, *storedToken, error) {
+// issue makes a new credential and its secret without storing it.
+func (c Credentials) issue(tenantName, name string, expires time.Time) (string, *storedToken, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return "", nil, fmt.Errorf("generating a token: %w", err)
+		return "", nil, fmt.Errorf("generating a secret: %w", err)
 	}
-	var idb [6]byte
-	if _, err := rand.Read(idb[:]); err != nil {
-		return "", nil, fmt.Errorf("generating a token id: %w", err)
+	prefix, idPrefix, idLen := TokenPrefix, "tok_", 6
+	if c.kind == KindClient {
+		prefix, idPrefix, idLen = ClientSecretPrefix, "cli_", 8
 	}
-	secret := TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	idb := make([]byte, idLen)
+	if _, err := rand.Read(idb); err != nil {
+		return "", nil, fmt.Errorf("generating an id: %w", err)
+	}
+	secret := prefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	h := hashToken(secret)
 	st := &storedToken{
-		Token: Token{ID: "tok_" + hex.EncodeToString(idb[:]), Tenant: tenantName, Name: name, Created: s.now().UTC(), Expires: expires.UTC()},
+		Token: Token{Kind: c.kind, ID: idPrefix + hex.EncodeToString(idb), Tenant: tenantName, Name: name, Created: c.s.now().UTC(), Expires: expires.UTC()},
 		Hash:  h[:],
 	}
 	if expires.IsZero() {
@@ -194,18 +238,18 @@ func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
 	return nil
 }
 
-// ListTokens lists a tenant's tokens ("" for all), oldest first, without secrets.
-func (s *Store) ListTokens(_ context.Context, tenantName string) ([]Token, error) {
-	c := s.tokens
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+// List lists a tenant's credentials ("" for all), oldest first, without secrets.
+func (c Credentials) List(_ context.Context, tenantName string) ([]Token, error) {
+	tc := c.s.tokens
+	tc.mu.RLock()
+	defer tc.mu.RUnlock()
 	out := []Token{}
-	for _, st := range c.byID {
-		if tenantName != "" && st.Tenant != tenantName {
+	for _, st := range tc.byID {
+		if st.Kind != c.kind || tenantName != "" && st.Tenant != tenantName {
 			continue
 		}
 		t := st.Token
-		if used, ok := c.lastUsed[t.ID]; ok {
+		if used, ok := tc.lastUsed[t.ID]; ok {
 			t.LastUsed = used
 		}
 		out = append(out, t)
@@ -219,15 +263,17 @@ func (s *Store) ListTokens(_ context.Context, tenantName string) ([]Token, error
 	return out, nil
 }
 
-// RevokeToken revokes a token at once.
-func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
+// Revoke revokes a credential at once. Access tokens issued to a revoked
+// client stop working with it.
+func (c Credentials) Revoke(ctx context.Context, id string) (Token, error) {
+	s := c.s
 	s.tokens.writeMu.Lock()
 	defer s.tokens.writeMu.Unlock()
 	s.tokens.mu.RLock()
 	st, ok := s.tokens.byID[id]
 	s.tokens.mu.RUnlock()
-	if !ok {
-		return Token{}, fmt.Errorf("revoking %s: %w", id, ErrTokenNotFound)
+	if !ok || st.Kind != c.kind {
+		return Token{}, fmt.Errorf("no such %s %s: %w", c.kind, truncate(id, 64), ErrTokenNotFound)
 	}
 	cp := *st
 	if cp.Revoked.IsZero() {
@@ -239,19 +285,21 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
 	return cp.Token, nil
 }
 
-// RotateToken issues a new token for a tenant and makes every other live
-// token of the tenant expire after overlap, so that the new one can be
-// pasted into Entra before the old one stops working.
-func (s *Store) RotateToken(ctx context.Context, tenantName, name string, expires time.Time, overlap time.Duration) (string, Token, []Token, error) {
+// Rotate issues a new credential for a tenant and makes every other live
+// one of the same kind of the tenant expire after overlap, so that the new
+// one can be pasted into the identity provider before the old one stops
+// working.
+func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expires time.Time, overlap time.Duration) (string, Token, []Token, error) {
+	s := c.s
 	if _, ok := s.tenants[tenantName]; !ok {
 		return "", Token{}, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
-	secret, fresh, err := s.newToken(tenantName, name, expires)
+	secret, fresh, err := c.issue(tenantName, name, expires)
 	if err != nil {
 		return "", Token{}, nil, err
 	}
 	if overlap < 0 {
-		return "", Token{}, nil, fmt.Errorf("rotating tokens of %s: overlap %s is negative", tenantName, overlap)
+		return "", Token{}, nil, fmt.Errorf("rotating %ss of %s: overlap %s is negative", c.kind, tenantName, overlap)
 	}
 	s.tokens.writeMu.Lock()
 	defer s.tokens.writeMu.Unlock()
@@ -261,7 +309,7 @@ func (s *Store) RotateToken(ctx context.Context, tenantName, name string, expire
 	var old []Token
 	s.tokens.mu.RLock()
 	for _, st := range s.tokens.byID {
-		if st.Tenant != tenantName || !st.Live(now) {
+		if st.Kind != c.kind || st.Tenant != tenantName || !st.Live(now) {
 			continue
 		}
 		if st.Expires.IsZero() || st.Expires.After(cutoff) {
@@ -279,8 +327,9 @@ func (s *Store) RotateToken(ctx context.Context, tenantName, name string, expire
 }
 
 // EnsureToken makes sure a tenant can be reached: when it has no static
-// token and no live stored one, it issues a token named "generated" that
-// expires after DefaultTokenLifetime and returns its secret with created true.
+// token and no live stored credential (token or OAuth client), it issues a
+// token named "generated" that expires after DefaultTokenLifetime and
+// returns its secret with created true.
 func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, bool, error) {
 	t, ok := s.tenants[tenantName]
 	if !ok {
@@ -300,13 +349,13 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 		}
 	}
 	s.tokens.mu.RUnlock()
-	secret, _, err := s.createToken(ctx, tenantName, "generated", now.Add(DefaultTokenLifetime))
+	secret, _, err := s.Tokens().create(ctx, tenantName, "generated", now.Add(DefaultTokenLifetime))
 	return secret, err == nil, err
 }
 
-// TokenExpiries returns every live stored token that expires, soonest
-// first (tokens that never expire and static ones are left out), for the
-// expiry metric and warnings.
+// TokenExpiries returns every live stored credential (tokens and OAuth
+// clients) that expires, soonest first (those that never expire and static
+// tokens are left out), for the expiry metric and warnings.
 func (s *Store) TokenExpiries() []Token {
 	now := s.now()
 	s.tokens.mu.RLock()

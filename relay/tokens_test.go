@@ -20,7 +20,7 @@ func TestTokenSecrets(t *testing.T) {
 	s, _, _ := openStore(t)
 	seen := map[string]bool{}
 	for i := 0; i < 5; i++ {
-		secret, tok, err := s.CreateToken(ctx, "acme", "t", time.Time{})
+		secret, tok, err := s.Tokens().Create(ctx, "acme", "t", time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,12 +45,12 @@ func TestTokenSecrets(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	s, c, _ := openStore(t)
-	acme, _, _ := s.CreateToken(ctx, "acme", "entra", c.now().Add(time.Hour))
-	revoked, rtok, _ := s.CreateToken(ctx, "acme", "old", time.Time{})
-	if _, err := s.RevokeToken(ctx, rtok.ID); err != nil {
+	acme, _, _ := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(time.Hour))
+	revoked, rtok, _ := s.Tokens().Create(ctx, "acme", "old", time.Time{})
+	if _, err := s.Tokens().Revoke(ctx, rtok.ID); err != nil {
 		t.Fatal(err)
 	}
-	globex, _, _ := s.CreateToken(ctx, "globex", "entra", time.Time{})
+	globex, _, _ := s.Tokens().Create(ctx, "globex", "entra", time.Time{})
 	tests := []struct {
 		name, tenant, token string
 		kind                *scim.Error // nil: accepted
@@ -86,11 +86,11 @@ func TestAuthenticate(t *testing.T) {
 // overlap, unless it expires sooner already; other tenants are untouched.
 func TestRotateToken(t *testing.T) {
 	s, c, _ := openStore(t)
-	never, _, _ := s.CreateToken(ctx, "globex", "never", time.Time{})
-	_, soon, _ := s.CreateToken(ctx, "globex", "soon", c.now().Add(time.Hour))
-	_, late, _ := s.CreateToken(ctx, "globex", "late", c.now().Add(90*24*time.Hour))
-	other, _, _ := s.CreateToken(ctx, "acme", "other", time.Time{})
-	fresh, tok, old, err := s.RotateToken(ctx, "globex", "fresh", time.Time{}, 24*time.Hour)
+	never, _, _ := s.Tokens().Create(ctx, "globex", "never", time.Time{})
+	_, soon, _ := s.Tokens().Create(ctx, "globex", "soon", c.now().Add(time.Hour))
+	_, late, _ := s.Tokens().Create(ctx, "globex", "late", c.now().Add(90*24*time.Hour))
+	other, _, _ := s.Tokens().Create(ctx, "acme", "other", time.Time{})
+	fresh, tok, old, err := s.Tokens().Rotate(ctx, "globex", "fresh", time.Time{}, 24*time.Hour)
 	if err != nil || len(old) != 2 {
 		t.Fatalf("RotateToken: %v, %d tokens shortened", err, len(old))
 	}
@@ -125,10 +125,10 @@ func TestRotateToken(t *testing.T) {
 	if err := s.Authenticate(ctx, "acme", other); err != nil {
 		t.Fatalf("another tenant's token after rotation: %v", err)
 	}
-	if _, _, _, err := s.RotateToken(ctx, "globex", "x", time.Time{}, -time.Hour); err == nil {
+	if _, _, _, err := s.Tokens().Rotate(ctx, "globex", "x", time.Time{}, -time.Hour); err == nil {
 		t.Fatal("negative overlap accepted")
 	}
-	if _, _, _, err := s.RotateToken(ctx, "initech", "x", time.Time{}, time.Hour); err == nil {
+	if _, _, _, err := s.Tokens().Rotate(ctx, "initech", "x", time.Time{}, time.Hour); err == nil {
 		t.Fatal("rotation for an unknown tenant accepted")
 	}
 }
@@ -143,7 +143,7 @@ func TestTokenLastUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, tok, _ := s.CreateToken(ctx, "acme", "entra", time.Time{})
+	secret, tok, _ := s.Tokens().Create(ctx, "acme", "entra", time.Time{})
 	st := s.db.Stats()
 	before := st.TxStats.GetWrite()
 	c.add(time.Minute)
@@ -156,7 +156,7 @@ func TestTokenLastUsed(t *testing.T) {
 	if after := st.TxStats.GetWrite(); after != before {
 		t.Fatalf("authentication wrote %d pages", after-before)
 	}
-	if list, _ := s.ListTokens(ctx, "acme"); !list[0].LastUsed.Equal(c.now()) {
+	if list, _ := s.Tokens().List(ctx, "acme"); !list[0].LastUsed.Equal(c.now()) {
 		t.Fatalf("ListTokens: last used %v", list[0].LastUsed)
 	}
 	if err := s.Close(); err != nil {
@@ -170,7 +170,7 @@ func TestTokenLastUsed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	list, _ := s.ListTokens(ctx, "")
+	list, _ := s.Tokens().List(ctx, "")
 	if len(list) != 1 || list[0].ID != tok.ID || !list[0].LastUsed.Equal(time.Date(2026, 11, 23, 9, 1, 0, 0, time.UTC)) {
 		t.Fatalf("after restart: %+v", list)
 	}
@@ -181,7 +181,7 @@ func TestTokenLastUsed(t *testing.T) {
 func TestRevokeRacesFlush(t *testing.T) {
 	s, _, _ := openStore(t)
 	for i := 0; i < 20; i++ {
-		secret, tok, _ := s.CreateToken(ctx, "acme", "t", time.Time{})
+		secret, tok, _ := s.Tokens().Create(ctx, "acme", "t", time.Time{})
 		if err := s.Authenticate(ctx, "acme", secret); err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +190,7 @@ func TestRevokeRacesFlush(t *testing.T) {
 		go func() { defer wg.Done(); _ = s.flushTokenUse() }()
 		go func() {
 			defer wg.Done()
-			if _, err := s.RevokeToken(ctx, tok.ID); err != nil {
+			if _, err := s.Tokens().Revoke(ctx, tok.ID); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -221,7 +221,7 @@ func TestEnsureToken(t *testing.T) {
 	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
 		t.Fatal("a second token while one is live")
 	}
-	if _, err := s.RevokeToken(ctx, gen.ID); err != nil {
+	if _, err := s.Tokens().Revoke(ctx, gen.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {

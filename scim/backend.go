@@ -107,11 +107,15 @@ type Page struct {
 	Resources []*Resource
 }
 
-// Authenticator checks a bearer token for a tenant.
+// Authenticator checks a request's credentials for a tenant. Both methods
+// return nil when the credentials are valid for tenant, an error matching
+// ErrNotFound when the tenant does not exist, and one matching
+// ErrUnauthorized (with a detail saying why: unknown, expired, revoked)
+// otherwise.
 type Authenticator interface {
-	// Authenticate returns nil when token is valid for tenant, an error
-	// matching ErrNotFound when the tenant does not exist, and one matching
-	// ErrUnauthorized (with a detail saying why: unknown, expired, revoked)
-	// otherwise.
+	// Authenticate checks a bearer token.
 	Authenticate(ctx context.Context, tenant, token string) error
+	// AuthenticateBasic checks HTTP Basic credentials (Okta's "Basic Auth"
+	// option): an OAuth client's id as user and its secret as password.
+	AuthenticateBasic(ctx context.Context, tenant, user, password string) error
 }

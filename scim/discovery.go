@@ -32,11 +32,12 @@ type filterConfig struct {
 }
 
 type authScheme struct {
-	Type        string `json:"type"`
-	Name        string `json:"name"`
-	Description string `json:"description"`
-	SpecURI     string `json:"specUri"`
-	Primary     bool   `json:"primary"`
+	Type             string `json:"type"`
+	Name             string `json:"name"`
+	Description      string `json:"description"`
+	SpecURI          string `json:"specUri"`
+	DocumentationURI string `json:"documentationUri,omitempty"`
+	Primary          bool   `json:"primary"`
 }
 
 type docMeta struct {
@@ -44,25 +45,51 @@ type docMeta struct {
 	Location     string `json:"location"`
 }
 
-// serviceProviderConfig says truthfully what this service supports.
-func serviceProviderConfig(base string, maxResults int) spConfig {
+// DocumentationURI is where this service's documentation lives.
+const DocumentationURI = "https://github.com/scimrelay/scimrelay#readme"
+
+// serviceProviderConfig says truthfully what this service supports: every
+// feature it advertises works, and every one it does not is refused
+// (TestServiceProviderConfigIsTruthful holds it to that). tokenURL is the
+// tenant's OAuth 2.0 token endpoint, "" when the oauth2 scheme is not offered.
+func serviceProviderConfig(base string, o Options, tokenURL string) spConfig {
+	schemes := []authScheme{{
+		Type:        "oauthbearertoken",
+		Name:        "OAuth Bearer Token",
+		Description: "A secret token issued by scimrelay for one tenant (scimrelay token create), or an access token from the tenant's OAuth 2.0 token endpoint, sent as Authorization: Bearer <token>.",
+		SpecURI:     "https://www.rfc-editor.org/info/rfc6750",
+		Primary:     true,
+	}}
+	if tokenURL != "" {
+		schemes = append(schemes, authScheme{
+			Type: "oauth2",
+			Name: "OAuth 2.0 Client Credentials Grant",
+			Description: "Access tokens from the token endpoint " + tokenURL + " (grant_type=client_credentials; client_secret_basic or client_secret_post) " +
+				"for a client issued by scimrelay client create, sent as Authorization: Bearer <access token>.",
+			SpecURI:          "https://www.rfc-editor.org/info/rfc6749",
+			DocumentationURI: DocumentationURI,
+		})
+	}
+	if o.BasicAuth {
+		schemes = append(schemes, authScheme{
+			Type:             "httpbasic",
+			Name:             "HTTP Basic",
+			Description:      "An OAuth client's id as user name and its secret as password (RFC 7617).",
+			SpecURI:          "https://www.rfc-editor.org/info/rfc7617",
+			DocumentationURI: DocumentationURI,
+		})
+	}
 	return spConfig{
 		Schemas:          []string{SPConfigSchema},
-		DocumentationURI: "https://github.com/scimrelay/scimrelay#readme",
+		DocumentationURI: DocumentationURI,
 		Patch:            supported{true},
-		Bulk:             bulkConfig{Supported: false},
-		Filter:           filterConfig{Supported: true, MaxResults: maxResults},
+		Bulk:             bulkConfig{Supported: true, MaxOperations: o.BulkMaxOperations, MaxPayloadSize: int(o.BulkMaxPayload)},
+		Filter:           filterConfig{Supported: true, MaxResults: o.MaxResults},
 		ChangePassword:   supported{false},
 		Sort:             supported{true},
 		ETag:             supported{true},
-		AuthSchemes: []authScheme{{
-			Type:        "oauthbearertoken",
-			Name:        "OAuth Bearer Token",
-			Description: "A secret token issued by scimrelay for one tenant, sent as Authorization: Bearer <token>.",
-			SpecURI:     "https://www.rfc-editor.org/info/rfc6750",
-			Primary:     true,
-		}},
-		Meta: docMeta{ResourceType: "ServiceProviderConfig", Location: base + "/ServiceProviderConfig"},
+		AuthSchemes:      schemes,
+		Meta:             docMeta{ResourceType: "ServiceProviderConfig", Location: base + "/ServiceProviderConfig"},
 	}
 }
 

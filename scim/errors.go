@@ -38,6 +38,7 @@ var (
 	ErrNotFound           = &Error{Status: 404}
 	ErrMethodNotAllowed   = &Error{Status: 405}
 	ErrUniqueness         = &Error{Status: 409, Type: "uniqueness"}
+	ErrConflict           = &Error{Status: 409}
 	ErrPreconditionFailed = &Error{Status: 412}
 	ErrPayloadTooLarge    = &Error{Status: 413}
 	ErrUnsupportedMedia   = &Error{Status: 415}

@@ -29,7 +29,10 @@ const (
 	DefaultCount        = 100
 	DefaultMaxBodyBytes = 4 << 20
 	DefaultMaxJSONDepth = 32
-	memberChunk         = 1000 // members fetched per Backend.Members call
+	// DefaultBulkMaxOperations and DefaultBulkMaxPayload bound /Bulk.
+	DefaultBulkMaxOperations = 1000
+	DefaultBulkMaxPayload    = 1 << 20
+	memberChunk              = 1000 // members fetched per Backend.Members call
 )
 
 // Options configures a Handler. The zero value works.
@@ -47,17 +50,32 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxJSONDepth bounds how deeply a body nests: deeper gets 400 invalidSyntax.
 	MaxJSONDepth int
-	// Limiter, when set, is asked once per authenticated request.
+	// Limiter, when set, is asked once per authenticated request, and for
+	// a /Bulk request once more for each of its operations but the first.
 	Limiter Limiter
+	// BulkMaxOperations and BulkMaxPayload bound a /Bulk request
+	// (advertised as bulk.maxOperations and bulk.maxPayloadSize); more gets
+	// 413. Zero takes the defaults.
+	BulkMaxOperations int
+	BulkMaxPayload    int64
+	// TokenPath, when set, is where clients get OAuth 2.0 access tokens for
+	// a tenant, a path on the same origin with {tenant} in it (for example
+	// "/oauth2/{tenant}/token"): ServiceProviderConfig then advertises the
+	// oauth2 scheme with that endpoint.
+	TokenPath string
+	// BasicAuth accepts HTTP Basic credentials, checked by the
+	// Authenticator's AuthenticateBasic, and advertises the httpbasic scheme.
+	BasicAuth bool
 	// Observe, when set, is called after every request with what happened
 	// (the provisioning log and metrics hang off it).
 	Observe func(ctx context.Context, info *RequestInfo)
 }
 
-// Limiter decides whether a tenant may make a request now.
+// Limiter decides whether a tenant may make requests now.
 type Limiter interface {
-	// Allow reports whether tenant may proceed, and if not, how long until it may.
-	Allow(tenant string) (ok bool, retryAfter time.Duration)
+	// AllowN reports whether tenant may make n more requests, and if not,
+	// how long until it may.
+	AllowN(tenant string, n int) (ok bool, retryAfter time.Duration)
 }
 
 // RequestInfo describes one request after it was answered.
@@ -104,6 +122,12 @@ func NewHandler(b Backend, auth Authenticator, o Options) *Handler {
 	}
 	if o.MaxJSONDepth <= 0 {
 		o.MaxJSONDepth = DefaultMaxJSONDepth
+	}
+	if o.BulkMaxOperations <= 0 {
+		o.BulkMaxOperations = DefaultBulkMaxOperations
+	}
+	if o.BulkMaxPayload <= 0 {
+		o.BulkMaxPayload = DefaultBulkMaxPayload
 	}
 	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
 	log := o.Logger
@@ -155,7 +179,7 @@ func (h *Handler) routes() *mux.Router {
 	t.Handle("/Schemas/{id}", h.methods(get(h.route(nil, "discovery", h.schema))))
 	t.Handle("/ResourceTypes", h.methods(get(h.route(nil, "discovery", h.resourceTypes))))
 	t.Handle("/ResourceTypes/{id}", h.methods(get(h.route(nil, "discovery", h.resourceType))))
-	t.Handle("/Bulk", h.route(nil, "bulk", notImplemented("bulk operations are not supported (ServiceProviderConfig bulk.supported is false)")))
+	t.Handle("/Bulk", h.methods(post(h.route(nil, "bulk", h.bulk))))
 	t.Handle("/Me", h.route(nil, "me", notImplemented("/Me is not supported: scimrelay has no authenticated subject")))
 	return r
 }
@@ -209,11 +233,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", info.RequestID)
 	rec := &statusRecorder{ResponseWriter: w}
-	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
-		// A trailing slash is tolerated.
-		r.URL.Path = strings.TrimRight(p, "/")
-		r.URL.RawPath = strings.TrimRight(r.URL.RawPath, "/")
-	}
+	canonicalPath(r.URL)
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	defer func() {
 		p := recover()
@@ -233,6 +253,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	h.router.ServeHTTP(rec, r)
+}
+
+// endpoints are the path segments after /scim/v2/<tenant> this service
+// serves, in their canonical case.
+var endpoints = func() map[string]string {
+	m := map[string]string{}
+	for _, e := range []string{"ServiceProviderConfig", "Schemas", "ResourceTypes", "Bulk", "Me", ".search"} {
+		m[strings.ToLower(e)] = e
+	}
+	for _, rt := range ResourceTypes {
+		e := strings.TrimPrefix(rt.Endpoint, "/")
+		m[strings.ToLower(e)] = e
+	}
+	return m
+}()
+
+// canonicalPath tolerates a trailing slash and rewrites the endpoint segment
+// of a SCIM path (the one after the tenant, and a .search after it) to its
+// canonical case, so that /users routes as /Users: clients differ, and
+// nothing is gained by refusing them. It works on the encoded path and
+// touches only whole segments that name an endpoint, so an id such as %2F
+// stays in its segment and never becomes a route to the collection.
+func canonicalPath(u *url.URL) {
+	escaped := u.EscapedPath()
+	trimmed := escaped
+	if len(trimmed) > 1 {
+		trimmed = strings.TrimRight(trimmed, "/")
+	}
+	segs := strings.Split(trimmed, "/")
+	// "", "scim", "v2", tenant, endpoint, [id or .search]
+	if len(segs) >= 5 && segs[1] == "scim" && segs[2] == "v2" {
+		for i := 4; i < len(segs) && i < 6; i++ {
+			if canon, ok := endpoints[strings.ToLower(segs[i])]; ok && (i == 4 || canon == ".search") {
+				segs[i] = canon
+			}
+		}
+		trimmed = strings.Join(segs, "/")
+	}
+	if trimmed == escaped {
+		return
+	}
+	if p, err := url.PathUnescape(trimmed); err == nil {
+		u.Path, u.RawPath = p, trimmed
+	}
 }
 
 // tenantPattern is the tenant name syntax: safe as a NATS token and URL segment.
@@ -270,27 +334,59 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 	})
 }
 
-// admit checks the tenant, the bearer token and the rate limit.
+// admit checks the tenant, the credentials and the rate limit.
 func (h *Handler) admit(r *http.Request, c *call) error {
 	if !tenantPattern.MatchString(c.tenant) {
 		return Errorf(ErrNotFound, "no tenant %q", truncate(c.tenant, 64))
 	}
-	token, err := bearerToken(r)
-	if err == nil {
-		err = h.auth.Authenticate(r.Context(), c.tenant, token)
-	}
-	if err != nil {
+	if err := h.authenticate(r, c.tenant); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Errorf(ErrNotFound, "no tenant %q", c.tenant)
 		}
 		return err
 	}
-	if h.o.Limiter != nil {
-		if ok, wait := h.o.Limiter.Allow(c.tenant); !ok {
-			return &rateLimited{wait: wait, tenant: c.tenant}
-		}
+	return h.limit(c.tenant, 1)
+}
+
+// limit takes n requests from the tenant's rate limit.
+func (h *Handler) limit(tenant string, n int) error {
+	if h.o.Limiter == nil || n <= 0 {
+		return nil
+	}
+	if ok, wait := h.o.Limiter.AllowN(tenant, n); !ok {
+		return &rateLimited{wait: wait, tenant: tenant}
 	}
 	return nil
+}
+
+// authenticate checks the request's Authorization header: a bearer token
+// (RFC 6750), or HTTP Basic credentials (RFC 7617) that the Authenticator
+// checks as an OAuth client's id and secret.
+func (h *Handler) authenticate(r *http.Request, tenant string) error {
+	usage := "send Authorization: Bearer <token>"
+	if h.o.BasicAuth {
+		usage += ", or Basic with an OAuth client's id and secret"
+	}
+	hdr := r.Header.Get("Authorization")
+	if hdr == "" {
+		return Errorf(ErrUnauthorized, "missing Authorization header; %s", usage)
+	}
+	scheme, cred, ok := strings.Cut(hdr, " ")
+	cred = strings.TrimSpace(cred)
+	if !ok || cred == "" || strings.ContainsAny(cred, " \t") {
+		return Errorf(ErrUnauthorized, "malformed Authorization header; %s", usage)
+	}
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		return h.auth.Authenticate(r.Context(), tenant, cred)
+	case strings.EqualFold(scheme, "Basic") && h.o.BasicAuth:
+		user, password, ok := r.BasicAuth()
+		if !ok || user == "" || password == "" {
+			return Errorf(ErrUnauthorized, "malformed Basic credentials; %s", usage)
+		}
+		return h.auth.AuthenticateBasic(r.Context(), tenant, user, password)
+	}
+	return Errorf(ErrUnauthorized, "malformed Authorization header: unsupported scheme; %s", usage)
 }
 
 // rateLimited is a 429 that carries its Retry-After.
@@ -309,19 +405,6 @@ func (e *rateLimited) retryAfter() string {
 		secs = 1
 	}
 	return strconv.Itoa(secs)
-}
-
-func bearerToken(r *http.Request) (string, error) {
-	hdr := r.Header.Get("Authorization")
-	if hdr == "" {
-		return "", Errorf(ErrUnauthorized, "missing Authorization header; send Authorization: Bearer <token>")
-	}
-	scheme, token, ok := strings.Cut(hdr, " ")
-	token = strings.TrimSpace(token)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
-		return "", Errorf(ErrUnauthorized, "malformed Authorization header; send Authorization: Bearer <token>")
-	}
-	return token, nil
 }
 
 // baseURL returns the tenant's SCIM base URL.
@@ -352,7 +435,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 
 // search serves POST /.search (RFC 7644 §3.4.3).
 func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r)
+	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -462,41 +545,67 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
 }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r)
+	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	res, err := ParseResource(c.rt, body)
+	created, err := h.createResource(r.Context(), c, body)
 	if err != nil {
 		return err
 	}
-	c.info.Name = resourceName(res)
-	created, err := h.backend.Create(r.Context(), c.tenant, res)
-	if err != nil {
-		return err
-	}
-	c.info.ResourceID = created.ID()
-	w.Header().Set("Location", c.base+c.rt.Endpoint+"/"+created.ID())
+	w.Header().Set("Location", c.location(created))
 	q := r.URL.Query()
 	return h.respond(w, r, c, http.StatusCreated, created, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
 }
 
+// createResource is a POST of body to c's resource type, for the endpoint
+// and for /Bulk alike.
+func (h *Handler) createResource(ctx context.Context, c *call, body []byte) (*Resource, error) {
+	res, ignored, err := ParseResourceNoting(c.rt, body)
+	if err != nil {
+		return nil, err
+	}
+	c.info.Name = resourceName(res)
+	c.noteIgnored(ignored)
+	created, err := h.backend.Create(ctx, c.tenant, res)
+	if err != nil {
+		return nil, err
+	}
+	c.info.ResourceID = created.ID()
+	return created, nil
+}
+
 func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r)
+	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	in, err := ParseResource(c.rt, body)
+	res, err := h.replaceResource(r.Context(), c, body, r.Header.Get("If-Match"))
 	if err != nil {
 		return err
+	}
+	q := r.URL.Query()
+	return h.respond(w, r, c, http.StatusOK, res, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
+}
+
+// replaceResource is a PUT of body to the resource c.id. The new state is
+// compared with the stored one attribute by attribute, so a full replace
+// reports the same fine-grained changes (and member events) as the PATCH
+// that would have made it, and a PUT that repeats what is stored changes
+// nothing.
+func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifMatch string) (*Resource, error) {
+	in, ignored, err := ParseResourceNoting(c.rt, body)
+	if err != nil {
+		return nil, err
 	}
 	c.info.Name = resourceName(in)
+	c.noteIgnored(ignored)
 	var ops []MemberOp
 	if c.rt == GroupResourceType {
 		// PUT replaces the whole group, members included.
 		members, err := MembersFromValue(in.Attrs["members"])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		delete(in.Attrs, "members")
 		ops = []MemberOp{{Kind: RemoveAllMembers}}
@@ -504,8 +613,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 			ops = append(ops, MemberOp{Kind: AddMembers, Members: members})
 		}
 	}
-	ifMatch := r.Header.Get("If-Match")
-	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
+	return h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
 		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
 		}
@@ -514,38 +622,20 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 		next.Attrs["meta"] = cur.Attrs["meta"]
 		return &Update{Resource: next, Changes: Diff(cur, next), Members: ops}, nil
 	})
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	return h.respond(w, r, c, http.StatusOK, res, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
 }
 
 func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r)
+	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	p, err := ParsePatch(c.rt, body)
+	res, err := h.patchResource(r.Context(), c, body, r.Header.Get("If-Match"))
 	if err != nil {
 		return err
 	}
-	ifMatch := r.Header.Get("If-Match")
-	res, err := h.backend.Update(r.Context(), c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
-		if err := CheckIfMatch(ifMatch, cur); err != nil {
-			return nil, err
-		}
-		return p.Apply(cur)
-	})
-	if err != nil {
-		return err
-	}
-	c.info.Name = resourceName(res)
 	q := r.URL.Query()
 	proj := ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes"))
-	if c.rt == GroupResourceType && !proj.Selects() {
-		// Entra asks for 204 on group PATCH: a body listing every member is
-		// what it must not get.
+	if patchAnswersEmpty(c.rt, proj) {
 		if v := res.Meta().Version; v != "" {
 			w.Header().Set("ETag", v)
 		}
@@ -555,12 +645,57 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	return h.respond(w, r, c, http.StatusOK, res, proj)
 }
 
+// patchAnswersEmpty reports whether a PATCH is answered 204: a group's is,
+// unless attributes were asked for (RFC 7644 §3.5.2 then wants 200). Entra
+// asks for 204 on group PATCH: a body listing every member is what it must
+// not get. A user's PATCH answers 200 with the user, as Entra's guide shows.
+func patchAnswersEmpty(rt *ResourceType, proj *Projection) bool {
+	return rt == GroupResourceType && !proj.Selects()
+}
+
+// patchResource is a PATCH of body to the resource c.id.
+func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMatch string) (*Resource, error) {
+	p, err := ParsePatch(c.rt, body)
+	if err != nil {
+		return nil, err
+	}
+	res, err := h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
+		if err := CheckIfMatch(ifMatch, cur); err != nil {
+			return nil, err
+		}
+		return p.Apply(cur)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.info.Name = resourceName(res)
+	return res, nil
+}
+
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err := h.backend.Delete(r.Context(), c.tenant, c.rt, c.id, r.Header.Get("If-Match")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// location is the URL of a resource under the call's tenant.
+func (c *call) location(res *Resource) string {
+	return c.base + res.Type.Endpoint + "/" + res.ID()
+}
+
+// noteIgnored records, for the provisioning log, the attributes a body
+// carried that the schema does not define and that were dropped.
+func (c *call) noteIgnored(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	note := "ignored unknown attributes: " + strings.Join(names, ", ")
+	if c.info.Detail != "" {
+		note = c.info.Detail + "; " + note
+	}
+	c.info.Detail = truncate(note, 1024)
 }
 
 // respond writes one resource with its ETag.
@@ -588,7 +723,7 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 		for k, v := range meta {
 			m[k] = v
 		}
-		m["location"] = c.base + res.Type.Endpoint + "/" + res.ID()
+		m["location"] = c.location(res)
 		out.Attrs["meta"] = m
 	}
 	if groups, ok := out.Attrs["groups"].([]any); ok {
@@ -715,19 +850,20 @@ func etagMatches(list, version string) bool {
 	return false
 }
 
-// readBody reads a request body within the size and depth limits.
-func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+// readBody reads a request body of at most limit bytes and within the
+// depth limit.
+func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/scim+json" && mt != "application/json") {
 			return nil, Errorf(ErrUnsupportedMedia, "Content-Type must be application/scim+json or application/json, got %q", truncate(ct, 64))
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.o.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", h.o.MaxBodyBytes)
+			return nil, Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", limit)
 		}
 		return nil, Errorf(ErrInvalidSyntax, "reading request body: %v", err)
 	}
@@ -777,7 +913,12 @@ func (h *Handler) serviceProviderConfig(w http.ResponseWriter, r *http.Request, 
 	if err := checkDiscoveryQuery(r); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, serviceProviderConfig(c.base, h.o.MaxResults))
+	tokenURL := ""
+	if h.o.TokenPath != "" {
+		origin := strings.TrimSuffix(c.base, "/scim/v2/"+c.tenant)
+		tokenURL = origin + strings.ReplaceAll(h.o.TokenPath, "{tenant}", c.tenant)
+	}
+	return writeJSON(w, http.StatusOK, serviceProviderConfig(c.base, h.o, tokenURL))
 }
 
 func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error {

@@ -270,6 +270,7 @@ func TestAuthAndRouting(t *testing.T) {
 	if r.header.Get("WWW-Authenticate") == "" {
 		t.Error("401 without WWW-Authenticate")
 	}
+	// Basic is refused unless enabled (see TestBasicAuth).
 	ts.do("GET", "/Users", "", "Authorization", "Basic dXNlcjpwYXNz").wantError(t, 401, "", "malformed")
 	ts.do("GET", "/Users", "", "Authorization", "Bearer").wantError(t, 401, "", "malformed")
 	ts.do("GET", "/Users", "", "Authorization", "Bearer a b").wantError(t, 401, "", "malformed")
@@ -286,7 +287,8 @@ func TestAuthAndRouting(t *testing.T) {
 	ts.do("GET", "/scim/v2/acme/Users/a%2F..%2Fb", "").wantError(t, 404, "", "")
 	ts.do("GET", "/", "").wantError(t, 404, "", "no SCIM endpoint")
 	ts.do("DELETE", "/Users", "").wantError(t, 405, "", "not allowed")
-	ts.do("POST", "/Bulk", `{}`).wantError(t, 501, "", "bulk")
+	ts.do("POST", "/Bulk", `{}`).wantError(t, 400, "invalidSyntax", "BulkRequest")
+	ts.do("GET", "/Bulk", "").wantError(t, 405, "", "not allowed")
 	// A trailing slash is tolerated.
 	ts.do("GET", "/Users/", "").want(t, 200)
 	ts.do("GET", "/ServiceProviderConfig/", "").want(t, 200)
@@ -463,7 +465,7 @@ func TestDiscovery(t *testing.T) {
 			t.Errorf("ServiceProviderConfig lacks %s (RFC 7643 §5 requires it)", block)
 		}
 	}
-	if sp.str("patch.supported") != "true" || sp.str("bulk.supported") != "false" || sp.str("filter.maxResults") != fmt.Sprint(DefaultMaxResults) ||
+	if sp.str("patch.supported") != "true" || sp.str("bulk.supported") != "true" || sp.str("bulk.maxOperations") != fmt.Sprint(DefaultBulkMaxOperations) || sp.str("filter.maxResults") != fmt.Sprint(DefaultMaxResults) ||
 		sp.str("meta.location") != "https://relay.example.com/scim/v2/acme/ServiceProviderConfig" {
 		t.Errorf("ServiceProviderConfig: %s", sp.body)
 	}
@@ -497,7 +499,9 @@ func TestDiscovery(t *testing.T) {
 
 type fixedLimiter struct{ allow bool }
 
-func (l fixedLimiter) Allow(string) (bool, time.Duration) { return l.allow, 1500 * time.Millisecond }
+func (l fixedLimiter) AllowN(string, int) (bool, time.Duration) {
+	return l.allow, 1500 * time.Millisecond
+}
 
 func TestRateLimitAnswer(t *testing.T) {
 	ts := newTestServer(t, Options{Limiter: fixedLimiter{allow: false}})

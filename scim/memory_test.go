@@ -50,6 +50,16 @@ func (b *memBackend) Authenticate(_ context.Context, tenant, token string) error
 	return nil
 }
 
+// AuthenticateBasic accepts "<tenant>-client" with the tenant's token as password.
+func (b *memBackend) AuthenticateBasic(ctx context.Context, tenant, user, password string) error {
+	if user != tenant+"-client" {
+		if _, ok := b.tokens[tenant]; ok {
+			return Errorf(ErrUnauthorized, "invalid client credentials")
+		}
+	}
+	return b.Authenticate(ctx, tenant, password)
+}
+
 func (b *memBackend) tenant(name string) (*memTenant, error) {
 	t, ok := b.tenants[name]
 	if !ok {

@@ -119,9 +119,9 @@ func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
 			path = v
 		case "value":
 			op.value, hasValue = v, true
-		default:
-			return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d] has an unknown member %q", i, k)
 		}
+		// Other members are ignored: clients add their own (a "name" such as
+		// "addMember"), and they change nothing RFC 7644 §3.5.2 defines.
 	}
 	s, _ := kind.(string)
 	switch strings.ToLower(s) {
@@ -260,6 +260,11 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
 			if err != nil {
 				return Errorf(ErrInvalidValue, "Operations[%d]: value key %q: %v", op.index, k, err.(*Error).Detail)
 			}
+			if unchangedReadOnly(r, pp, v) {
+				// Okta's rename repeats the group's id beside displayName;
+				// a read-only attribute given its current value changes nothing.
+				continue
+			}
 			sub := patchOp{kind: op.kind, path: pp, value: v, index: op.index}
 			if pp.attr.Name == "" {
 				sub.path = nil // a whole extension object: recurse into its keys
@@ -293,6 +298,21 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
 		return applyFiltered(r, op)
 	}
 	return applyPlain(r, op)
+}
+
+// unchangedReadOnly reports whether a key of a path-less value names a
+// read-only attribute (id, meta) and repeats its current value.
+func unchangedReadOnly(r *Resource, pp *patchPath, v any) bool {
+	a := pp.attr.attr
+	if a == nil || a.Mutability != ReadOnly || pp.filter != nil || pp.attr.URN != "" {
+		return false
+	}
+	cur := r.Attrs[a.Name]
+	if pp.attr.Sub != "" {
+		m, _ := cur.(map[string]any)
+		cur = m[pp.attr.Sub]
+	}
+	return cur != nil && jsonEqual(cur, v)
 }
 
 // applyExtension handles a path naming a whole extension, e.g. remove of
@@ -356,7 +376,7 @@ func applyPlain(r *Resource, op patchOp) error {
 	if op.kind == patchRemove {
 		return removePlain(obj, name, ap, op)
 	}
-	value, err := normalizeValue(ap, op.value)
+	value, err := normalizeValue(ap, op.value, nil)
 	if err != nil {
 		return opError(op, err)
 	}
@@ -427,7 +447,7 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 	}
 	if ap.attr != nil && ap.attr.MultiValued && op.value != nil {
 		// Entra's dialect for multi-valued attributes: remove these values.
-		values, err := normalizeAttr(ap.attr, ap.String(), op.value)
+		values, err := normalizeAttr(ap.attr, ap.String(), op.value, nil)
 		if err != nil {
 			return opError(op, err)
 		}
@@ -569,7 +589,7 @@ func normalizeSub(pp *patchPath, v any) (any, error) {
 	if pp.sub.attr == nil {
 		return v, nil
 	}
-	return normalizeSingle(pp.sub.attr, pp.attr.String()+"."+pp.sub.Name, v)
+	return normalizeSingle(pp.sub.attr, pp.attr.String()+"."+pp.sub.Name, v, nil)
 }
 
 // normalizeElement normalizes an object value for one element of a
@@ -582,7 +602,7 @@ func normalizeElement(ap AttrPath, v any) (map[string]any, error) {
 		}
 		return m, nil
 	}
-	nv, err := normalizeSingle(ap.attr, ap.String(), v)
+	nv, err := normalizeSingle(ap.attr, ap.String(), v, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -671,6 +691,21 @@ func MembersFromValue(v any) ([]Member, error) {
 			m.Value = el
 		case map[string]any:
 			for k, sv := range el {
+				var field *string
+				switch strings.ToLower(k) {
+				case "value":
+					field = &m.Value
+				case "display":
+					field = &m.Display
+				case "type":
+					field = &m.Type
+				case "$ref":
+					field = &m.Ref
+				default:
+					// A sub-attribute members do not have (a "displayName", an
+					// "operation") is ignored: it changes nothing about the member.
+					continue
+				}
 				if sv == nil {
 					continue
 				}
@@ -678,18 +713,7 @@ func MembersFromValue(v any) ([]Member, error) {
 				if !ok {
 					return nil, Errorf(ErrInvalidValue, "members[%d].%s must be a string, got %s", i, k, jsonKind(sv))
 				}
-				switch strings.ToLower(k) {
-				case "value":
-					m.Value = s
-				case "display":
-					m.Display = s
-				case "type":
-					m.Type = s
-				case "$ref":
-					m.Ref = s
-				default:
-					return nil, Errorf(ErrInvalidValue, "members[%d] has no sub-attribute %q", i, k)
-				}
+				*field = s
 			}
 		default:
 			return nil, Errorf(ErrInvalidValue, "members[%d] must be an object with a value, got %s", i, jsonKind(el))
@@ -703,10 +727,46 @@ func MembersFromValue(v any) ([]Member, error) {
 }
 
 // mergeValues adds values to a multi-valued attribute, updating an element
-// that already has the same value and type instead of duplicating it.
+// that already has the same value and type instead of duplicating it. The
+// last value added as primary stays the only primary (RFC 7644 §3.5.2).
 func mergeValues(a *Attribute, cur any, add []any) []any {
 	list, _ := cur.([]any)
-	out := append(make([]any, 0, len(list)+len(add)), list...)
+	out, last := mergeInto(a, append(make([]any, 0, len(list)+len(add)), list...), add)
+	if last >= 0 {
+		return enforceSinglePrimary(out, last)
+	}
+	return out
+}
+
+// dedupeValues merges the elements of list that repeat one another's value
+// and type, keeping the first one's place. An attribute without a value
+// sub-attribute (addresses) only loses exact repeats: two work addresses are
+// two addresses.
+func dedupeValues(a *Attribute, list []any) []any {
+	if a.Sub("value") == nil {
+		out := make([]any, 0, len(list))
+		for _, v := range list {
+			dup := false
+			for _, el := range out {
+				if jsonEqual(el, v) {
+					dup = true
+					break
+				}
+			}
+			if !dup {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	out, _ := mergeInto(a, make([]any, 0, len(list)), list)
+	return out
+}
+
+// mergeInto appends each of add to out, or merges it into the element of out
+// it duplicates; it returns out and the index of the last element a primary
+// value landed on (-1 when none).
+func mergeInto(a *Attribute, out, add []any) ([]any, int) {
 	last := -1
 	for _, v := range add {
 		i := indexOfValue(a, out, v)
@@ -724,10 +784,7 @@ func mergeValues(a *Attribute, cur any, add []any) []any {
 			last = i
 		}
 	}
-	if last >= 0 {
-		return enforceSinglePrimary(out, last)
-	}
-	return out
+	return out, last
 }
 
 // indexOfValue finds the element of list that v would duplicate: equal, or

@@ -252,7 +252,6 @@ func TestPatchErrors(t *testing.T) {
 		{"no operations", UserResourceType, patchBody(``), ErrInvalidSyntax, "non-empty Operations"},
 		{"unknown op", UserResourceType, patchBody(`{"op":"merge","path":"title","value":"x"}`), ErrInvalidSyntax, `got "merge"`},
 		{"op not a string", UserResourceType, patchBody(`{"op":1,"path":"title","value":"x"}`), ErrInvalidSyntax, "got a number"},
-		{"unknown member of an operation", UserResourceType, patchBody(`{"op":"add","path":"title","value":"x","from":"y"}`), ErrInvalidSyntax, `"from"`},
 		{"bad path syntax", UserResourceType, patchBody(`{"op":"add","path":"emails[type eq","value":"x"}`), ErrInvalidPath, "unbalanced"},
 		{"unknown attribute", UserResourceType, patchBody(`{"op":"add","path":"shoeSize","value":"9"}`), ErrInvalidPath, `unknown attribute "shoeSize"`},
 		{"filter on a single-valued attribute", UserResourceType, patchBody(`{"op":"add","path":"name[givenName eq \"x\"]","value":"x"}`), ErrInvalidPath, "multi-valued complex"},

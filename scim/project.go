@@ -33,7 +33,7 @@ func parsePathList(rt *ResourceType, s string) []AttrPath {
 
 // Selects reports whether the attributes parameter was given, which changes
 // a group PATCH's answer from 204 to 200 with the resource.
-func (p *Projection) Selects() bool { return len(p.include) > 0 }
+func (p *Projection) Selects() bool { return p != nil && len(p.include) > 0 }
 
 // Wants reports whether the projection keeps the top-level core attribute
 // name, so that a handler can skip fetching what it would drop (members).

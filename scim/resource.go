@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -235,19 +236,32 @@ func (r *Resource) unknownExtensions() []string {
 // case, extension attributes nested under their URN or URN-qualified at the top
 // level, enterprise attributes unqualified, "True"/"False" for booleans, a bare
 // string or a one-element array for a single complex value such as manager,
-// nulls (treated as unassigned). Read-only attributes (id, meta, groups) are
-// ignored as RFC 7644 §3.5.1 asks; password is accepted and discarded, because
-// a relay must never store or forward credentials. Attributes of extension
-// schemas it does not know are kept as sent. Anything else it rejects with a
+// nulls and empty strings (treated as unassigned). Read-only attributes (id,
+// meta, groups) are ignored as RFC 7644 §3.5.1 asks; password is accepted and
+// discarded, because a relay must never store or forward credentials.
+// Attributes of extension schemas it does not know are kept as sent;
+// attributes and sub-attributes a known schema does not define are dropped
+// (ParseResourceNoting names them). Values of a multi-valued attribute that
+// repeat a {value, type} pair are merged into one, and more than one value
+// marked primary is refused (RFC 7643 §2.4). Anything else it rejects with a
 // SCIM error naming the attribute.
 func ParseResource(rt *ResourceType, data []byte) (*Resource, error) {
+	r, _, err := ParseResourceNoting(rt, data)
+	return r, err
+}
+
+// ParseResourceNoting is ParseResource that also returns the attributes it
+// dropped because their schema does not define them, sorted, for the
+// provisioning log.
+func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, error) {
 	raw, err := decodeObject(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkSchemas(rt, raw); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	in := &input{rt: rt}
 	attrs := make(map[string]any, len(raw))
 	for k, v := range raw {
 		if strings.EqualFold(k, "schemas") || v == nil {
@@ -255,17 +269,42 @@ func ParseResource(rt *ResourceType, data []byte) (*Resource, error) {
 		}
 		p, err := rt.ParsePath(k)
 		if err != nil {
-			return nil, Errorf(ErrInvalidValue, "attribute %s: %v", k, err)
+			if errors.Is(err, errUnknownAttribute) {
+				in.ignore(k)
+				continue
+			}
+			return nil, nil, Errorf(ErrInvalidValue, "attribute %s: %v", k, err)
 		}
-		if err := setInput(rt, attrs, p, v); err != nil {
-			return nil, err
+		if err := in.set(attrs, p, v); err != nil {
+			return nil, nil, err
 		}
 	}
 	r := &Resource{Type: rt, Attrs: attrs}
 	if err := r.checkRequired(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return r, nil
+	if err := r.checkMultiValued(); err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(in.ignored)
+	return r, in.ignored, nil
+}
+
+// input carries what parsing one POST or PUT body needs besides the value at
+// hand: the resource type, and the attributes it dropped.
+type input struct {
+	rt      *ResourceType
+	ignored []string
+}
+
+// ignore notes an attribute the schema does not define, once.
+func (in *input) ignore(name string) {
+	for _, n := range in.ignored {
+		if strings.EqualFold(n, name) {
+			return
+		}
+	}
+	in.ignored = append(in.ignored, name)
 }
 
 // UnmarshalResource decodes a resource that AppendJSON wrote, for a store
@@ -318,8 +357,9 @@ func checkSchemas(rt *ResourceType, raw map[string]any) error {
 	return Errorf(ErrInvalidSyntax, "request body has no schemas attribute; a %s needs [%q]", rt.Name, rt.Schema.ID)
 }
 
-// setInput stores one input attribute at p, skipping read-only and write-only ones.
-func setInput(rt *ResourceType, attrs map[string]any, p AttrPath, v any) error {
+// set stores one input attribute at p, skipping read-only and write-only ones.
+func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
+	rt := in.rt
 	if p.Name == "" { // a whole extension object
 		obj, ok := v.(map[string]any)
 		if !ok {
@@ -335,9 +375,13 @@ func setInput(rt *ResourceType, attrs map[string]any, p AttrPath, v any) error {
 			}
 			sp, err := rt.ParsePath(ext.ID + ":" + k)
 			if err != nil {
+				if errors.Is(err, errUnknownAttribute) {
+					in.ignore(ext.ID + ":" + k)
+					continue
+				}
 				return Errorf(ErrInvalidValue, "attribute %s:%s: %v", ext.ID, k, err)
 			}
-			if err := setInput(rt, attrs, sp, sv); err != nil {
+			if err := in.set(attrs, sp, sv); err != nil {
 				return err
 			}
 		}
@@ -349,7 +393,7 @@ func setInput(rt *ResourceType, attrs map[string]any, p AttrPath, v any) error {
 	if a := p.attr; a != nil && a.Mutability == ReadOnly {
 		return nil
 	}
-	nv, err := normalizeValue(p, v)
+	nv, err := normalizeValue(p, v, in)
 	if err != nil {
 		return err
 	}
@@ -458,19 +502,22 @@ func findKeyFold(m map[string]any, k string) string {
 }
 
 // normalizeValue checks and converts an input value for the attribute at p.
-// It returns nil for a value that amounts to unassigned (null, [], {}).
-func normalizeValue(p AttrPath, v any) (any, error) {
+// It returns nil for a value that amounts to unassigned (null, "", [], {}).
+// With in set (a POST or PUT body), sub-attributes the schema does not define
+// are dropped and noted; with in nil (PATCH, which names what it changes)
+// they are refused.
+func normalizeValue(p AttrPath, v any, in *input) (any, error) {
 	if p.attr == nil { // unknown extension: as sent
 		return v, nil
 	}
 	if p.Sub != "" {
-		return normalizeSingle(p.sub, p.String(), v)
+		return normalizeSingle(p.sub, p.String(), v, in)
 	}
-	return normalizeAttr(p.attr, p.String(), v)
+	return normalizeAttr(p.attr, p.String(), v, in)
 }
 
 // normalizeAttr normalizes a value for attribute a, multi-valued or not.
-func normalizeAttr(a *Attribute, name string, v any) (any, error) {
+func normalizeAttr(a *Attribute, name string, v any, in *input) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -486,7 +533,7 @@ func normalizeAttr(a *Attribute, name string, v any) (any, error) {
 				return nil, Errorf(ErrInvalidValue, "attribute %s is single-valued but got %d values", name, len(list))
 			}
 		}
-		return normalizeSingle(a, name, v)
+		return normalizeSingle(a, name, v, in)
 	}
 	list, ok := v.([]any)
 	if !ok {
@@ -494,7 +541,7 @@ func normalizeAttr(a *Attribute, name string, v any) (any, error) {
 	}
 	out := make([]any, 0, len(list))
 	for _, e := range list {
-		ne, err := normalizeSingle(a, name, e)
+		ne, err := normalizeSingle(a, name, e, in)
 		if err != nil {
 			return nil, err
 		}
@@ -509,7 +556,7 @@ func normalizeAttr(a *Attribute, name string, v any) (any, error) {
 }
 
 // normalizeSingle normalizes one value of attribute a (an element, for multi-valued ones).
-func normalizeSingle(a *Attribute, name string, v any) (any, error) {
+func normalizeSingle(a *Attribute, name string, v any, in *input) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -517,7 +564,7 @@ func normalizeSingle(a *Attribute, name string, v any) (any, error) {
 	case Complex:
 		switch v := v.(type) {
 		case map[string]any:
-			return normalizeComplex(a, name, v)
+			return normalizeComplex(a, name, v, in)
 		case string:
 			// A bare string for a complex value with a "value" sub-attribute:
 			// Entra sends manager this way.
@@ -561,6 +608,13 @@ func normalizeSingle(a *Attribute, name string, v any) (any, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidValue, "attribute %s must be a string, got %s", name, jsonKind(v))
 		}
+		if s == "" {
+			// An empty string carries nothing: it is unassigned, as null is
+			// (RFC 7643 §2.5). Okta sends "" for every profile field it has
+			// no value for, and a PUT that repeats what is stored must not
+			// count as a change.
+			return nil, nil
+		}
 		switch a.Type {
 		case DateTime:
 			t, err := time.Parse(time.RFC3339Nano, s)
@@ -578,20 +632,24 @@ func normalizeSingle(a *Attribute, name string, v any) (any, error) {
 }
 
 // normalizeComplex normalizes the sub-attributes of a complex value.
-func normalizeComplex(a *Attribute, name string, in map[string]any) (any, error) {
-	out := make(map[string]any, len(in))
-	for k, v := range in {
+func normalizeComplex(a *Attribute, name string, obj map[string]any, in *input) (any, error) {
+	out := make(map[string]any, len(obj))
+	for k, v := range obj {
 		if v == nil {
 			continue
 		}
 		sa := a.Sub(k)
 		if sa == nil {
+			if in != nil {
+				in.ignore(name + "." + k)
+				continue
+			}
 			return nil, Errorf(ErrInvalidValue, "attribute %s has no sub-attribute %q", name, k)
 		}
 		if sa.Mutability == ReadOnly && a.Mutability != ReadOnly {
 			continue // e.g. manager.displayName: the service provider's to set
 		}
-		nv, err := normalizeSingle(sa, name+"."+sa.Name, v)
+		nv, err := normalizeSingle(sa, name+"."+sa.Name, v, in)
 		if err != nil {
 			return nil, err
 		}
@@ -618,6 +676,46 @@ func (r *Resource) checkRequired() error {
 		v, ok := r.Attrs[a.Name]
 		if s, isString := v.(string); !ok || (isString && strings.TrimSpace(s) == "") {
 			return Errorf(ErrInvalidValue, "attribute %s is required", a.Name)
+		}
+	}
+	return nil
+}
+
+// checkMultiValued merges the values of each multi-valued complex attribute
+// that repeat a {value, type} pair (as a PATCH add does) and refuses more than
+// one value marked primary: RFC 7643 §2.4 says the primary value "MUST appear
+// no more than once", and in a whole resource there is no telling which of two
+// the client meant. (A PATCH that sets a new primary clears the others, as
+// RFC 7644 §3.5.2 asks; see enforceSinglePrimary.)
+func (r *Resource) checkMultiValued() error {
+	check := func(attrs []*Attribute, obj map[string]any, prefix string) error {
+		for _, a := range attrs {
+			list, ok := obj[a.Name].([]any)
+			if !ok || !a.MultiValued || a.Type != Complex {
+				continue
+			}
+			list = dedupeValues(a, list)
+			obj[a.Name] = list
+			primaries := 0
+			for _, el := range list {
+				if isPrimary(el) {
+					primaries++
+				}
+			}
+			if primaries > 1 {
+				return Errorf(ErrInvalidValue, "attribute %s%s has %d values marked primary; RFC 7643 §2.4 allows one", prefix, a.Name, primaries)
+			}
+		}
+		return nil
+	}
+	if err := check(r.Type.Schema.Attributes, r.Attrs, ""); err != nil {
+		return err
+	}
+	for _, e := range r.Type.Extensions {
+		if obj, ok := r.Attrs[e.Schema.ID].(map[string]any); ok {
+			if err := check(e.Schema.Attributes, obj, e.Schema.ID+":"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -9,6 +9,8 @@ const (
 	EnterpriseUserSchema = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 	ListResponseSchema   = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 	PatchOpSchema        = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+	BulkRequestSchema    = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+	BulkResponseSchema   = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 	SPConfigSchema       = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 	ResourceTypeSchema   = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
 	SchemaSchema         = "urn:ietf:params:scim:schemas:core:2.0:Schema"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
@@ -31,6 +32,15 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, problems)
 	}
 	return cfg, nil
+}
+
+// publicOrigin is where identity providers reach the SCIM listener:
+// public_url, else the listen address over plain HTTP.
+func publicOrigin(cfg *config.Config) string {
+	if cfg.PublicURL != "" {
+		return strings.TrimRight(cfg.PublicURL, "/")
+	}
+	return "http://" + cfg.Listen
 }
 
 // sinkConfigs converts relay.yaml's sinks into what the sinks package takes.

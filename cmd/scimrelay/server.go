@@ -24,6 +24,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/oauth"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -44,7 +45,8 @@ type server struct {
 	cfg  *config.Config
 	role string
 	log  *slog.Logger
-	out  io.Writer // where generated secrets are printed, once
+	out  io.Writer        // where generated secrets are printed, once
+	now  func() time.Time // nil: time.Now
 
 	registry   *prometheus.Registry
 	store      *relay.Store
@@ -62,12 +64,22 @@ type server struct {
 	scimLn, adminLn     net.Listener
 }
 
+// serverOption adjusts a server for tests.
+type serverOption func(*server)
+
+// withClock makes the store read the time from now, so that a test can
+// expire tokens without waiting.
+func withClock(now func() time.Time) serverOption { return func(s *server) { s.now = now } }
+
 // newServer opens everything serve needs, in the order that lets it refuse
 // early: the data file (so that a second serve fails at once), NATS, the
 // stream, the sink consumers (before any SCIM request can produce an event),
 // tokens, and the listeners. On error it closes what it opened.
-func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.Logger, out io.Writer) (_ *server, err error) {
+func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.Logger, out io.Writer, opts ...serverOption) (_ *server, err error) {
 	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry()}
+	for _, o := range opts {
+		o(s)
+	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer func() {
 		if err != nil {
@@ -75,7 +87,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		}
 	}()
 	if role != roleSinks {
-		if s.store, err = relay.Open(cfg.DBPath(), storeOptions(cfg, log)); err != nil {
+		so := storeOptions(cfg, log)
+		so.Now = s.now
+		if s.store, err = relay.Open(cfg.DBPath(), so); err != nil {
 			return nil, err
 		}
 	}
@@ -193,10 +207,7 @@ func (s *server) ensureTokens(ctx context.Context) error {
 
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.
 func (s *server) tenantURL(tenant string) string {
-	if s.cfg.PublicURL != "" {
-		return s.cfg.PublicURL + "/scim/v2/" + tenant
-	}
-	return "http://" + s.cfg.Listen + "/scim/v2/" + tenant
+	return publicOrigin(s.cfg) + "/scim/v2/" + tenant
 }
 
 // adminToken returns the admin API's token: relay.yaml's, else the one in
@@ -244,7 +255,7 @@ func (s *server) adminHandler() http.Handler {
 		}}, {Name: "sinks", Check: s.sinks.Ready}},
 	}
 	if s.store != nil {
-		o.Tokens, o.Backup, o.Log = s.store, s.store, s.reqLog
+		o.Tokens, o.Clients, o.Backup, o.Log = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog
 		o.Checks = append(o.Checks, admin.Check{Name: "store", Check: func(context.Context) error { return s.store.Ping() }},
 			admin.Check{Name: "publisher", Check: func(context.Context) error {
 				if !s.publisher.Healthy() {
@@ -265,14 +276,29 @@ func (s *server) scimHandler() http.Handler {
 		}
 	}
 	h := scim.NewHandler(s.store, s.store, scim.Options{
-		BaseURL:      s.cfg.PublicURL,
-		Logger:       s.log.With("component", "scim"),
-		MaxBodyBytes: int64(l.MaxBody),
-		MaxJSONDepth: l.MaxJSONDepth,
-		Limiter:      httpmw.NewLimiter(httpmw.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
-		Observe:      s.observe,
+		BaseURL:           s.cfg.PublicURL,
+		Logger:            s.log.With("component", "scim"),
+		MaxBodyBytes:      int64(l.MaxBody),
+		MaxJSONDepth:      l.MaxJSONDepth,
+		Limiter:           httpmw.NewLimiter(httpmw.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
+		Observe:           s.observe,
+		BulkMaxOperations: l.BulkMaxOperations,
+		BulkMaxPayload:    int64(l.BulkMaxPayload),
+		TokenPath:         oauth.PathPattern,
+		BasicAuth:         s.cfg.OAuth.BasicAuth,
+	})
+	token := oauth.NewHandler(oauth.Options{
+		Issuer:   s.store,
+		Lifetime: time.Duration(s.cfg.OAuth.TokenLifetime),
+		Limiter:  httpmw.NewLimiter(httpmw.Limit{Rate: s.cfg.OAuth.Rate, Burst: s.cfg.OAuth.Burst}, nil),
+		Observe:  s.observe,
+		Logger:   s.log.With("component", "oauth"),
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, oauth.PathPrefix) {
+			token.ServeHTTP(w, r)
+			return
+		}
 		ctx, _ := relay.WithEventRecorder(r.Context())
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})

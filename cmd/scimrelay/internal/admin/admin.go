@@ -31,7 +31,8 @@ type Options struct {
 	Logger  *slog.Logger
 	Metrics http.Handler
 	Checks  []Check
-	Tokens  Tokens
+	Tokens  Credentials // SCIM bearer tokens
+	Clients Credentials // OAuth clients
 	Backup  Backup
 	Log     Log
 	// Routes adds endpoints under /admin/v1/ that other packages serve
@@ -63,10 +64,8 @@ func NewHandler(o Options) *Handler {
 	if o.Metrics != nil {
 		h.mux.Handle("GET /metrics", o.Metrics)
 	}
-	h.api("GET /admin/v1/tokens", h.listTokens)
-	h.api("POST /admin/v1/tokens", h.createToken)
-	h.api("POST /admin/v1/tokens/rotate", h.rotateToken)
-	h.api("DELETE /admin/v1/tokens/{id}", h.revokeToken)
+	h.credentialRoutes("/admin/v1/tokens", "token management", o.Tokens)
+	h.clientRoutes(o.Clients)
 	h.api("GET /admin/v1/backup", h.backup)
 	h.api("GET /admin/v1/log", h.queryLog)
 	// Profiles, for when the relay is slow and nobody knows why; behind the

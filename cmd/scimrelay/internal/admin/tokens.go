@@ -11,18 +11,36 @@ import (
 	"github.com/scimrelay/scimrelay/scim"
 )
 
-// Tokens is the token store the admin API manages.
-type Tokens interface {
-	CreateToken(ctx context.Context, tenant, name string, expires time.Time) (string, relay.Token, error)
-	ListTokens(ctx context.Context, tenant string) ([]relay.Token, error)
-	RevokeToken(ctx context.Context, id string) (relay.Token, error)
-	RotateToken(ctx context.Context, tenant, name string, expires time.Time, overlap time.Duration) (string, relay.Token, []relay.Token, error)
+// Credentials is a set of stored credentials the admin API manages: the SCIM
+// bearer tokens, or the OAuth clients. Both have the same lifecycle, so the
+// same endpoints serve them, under /admin/v1/tokens and /admin/v1/clients.
+type Credentials interface {
+	Create(ctx context.Context, tenant, name string, expires time.Time) (string, relay.Token, error)
+	List(ctx context.Context, tenant string) ([]relay.Token, error)
+	Revoke(ctx context.Context, id string) (relay.Token, error)
+	Rotate(ctx context.Context, tenant, name string, expires time.Time, overlap time.Duration) (string, relay.Token, []relay.Token, error)
 }
 
-var _ Tokens = (*relay.Store)(nil)
+var _ Credentials = relay.Credentials{}
 
-// TokenRequest asks for a token. Expires is a duration from now ("90d",
-// "never"); empty means 90 days.
+// credentialRoutes serves the lifecycle of one set of credentials under
+// prefix; what names it in errors.
+func (h *Handler) credentialRoutes(prefix, what string, store Credentials) {
+	c := credentialAPI{store: store, what: what}
+	h.api("GET "+prefix, c.list)
+	h.api("POST "+prefix, c.create)
+	h.api("POST "+prefix+"/rotate", c.rotate)
+	h.api("DELETE "+prefix+"/{id}", c.revoke)
+}
+
+// credentialAPI is the admin endpoints of one set of credentials.
+type credentialAPI struct {
+	store Credentials
+	what  string
+}
+
+// TokenRequest asks for a token or an OAuth client. Expires is a duration
+// from now ("90d", "never"); empty means 90 days.
 type TokenRequest struct {
 	Tenant  string `json:"tenant"`
 	Name    string `json:"name"`
@@ -31,18 +49,18 @@ type TokenRequest struct {
 	Overlap string `json:"overlap,omitempty"`
 }
 
-// TokenResponse carries a new token's secret, shown once.
+// TokenResponse carries a new token's or client's secret, shown once.
 type TokenResponse struct {
 	Secret  string        `json:"secret"`
 	Token   relay.Token   `json:"token"`
 	Expired []relay.Token `json:"expiring,omitempty"` // rotation: the tokens that now expire after the overlap
 }
 
-func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) error {
-	if h.o.Tokens == nil {
-		return unavailable("token management")
+func (c credentialAPI) list(w http.ResponseWriter, r *http.Request) error {
+	if c.store == nil {
+		return unavailable(c.what)
 	}
-	list, err := h.o.Tokens.ListTokens(r.Context(), r.URL.Query().Get("tenant"))
+	list, err := c.store.List(r.Context(), r.URL.Query().Get("tenant"))
 	if err != nil {
 		return tokenError(err)
 	}
@@ -50,10 +68,10 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// tokenRequest decodes a create or rotate request.
-func (h *Handler) tokenRequest(r *http.Request) (TokenRequest, time.Time, error) {
-	if h.o.Tokens == nil {
-		return TokenRequest{}, time.Time{}, unavailable("token management")
+// request decodes a create or rotate request.
+func (c credentialAPI) request(r *http.Request) (TokenRequest, time.Time, error) {
+	if c.store == nil {
+		return TokenRequest{}, time.Time{}, unavailable(c.what)
 	}
 	var req TokenRequest
 	if err := DecodeJSON(r, &req); err != nil {
@@ -63,15 +81,15 @@ func (h *Handler) tokenRequest(r *http.Request) (TokenRequest, time.Time, error)
 	return req, expires, err
 }
 
-func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
-	req, expires, err := h.tokenRequest(r)
+func (c credentialAPI) create(w http.ResponseWriter, r *http.Request) error {
+	req, expires, err := c.request(r)
 	if err != nil {
 		return err
 	}
 	if req.Name == "" {
 		req.Name = "unnamed"
 	}
-	secret, tok, err := h.o.Tokens.CreateToken(r.Context(), req.Tenant, req.Name, expires)
+	secret, tok, err := c.store.Create(r.Context(), req.Tenant, req.Name, expires)
 	if err != nil {
 		return tokenError(err)
 	}
@@ -79,8 +97,8 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (h *Handler) rotateToken(w http.ResponseWriter, r *http.Request) error {
-	req, expires, err := h.tokenRequest(r)
+func (c credentialAPI) rotate(w http.ResponseWriter, r *http.Request) error {
+	req, expires, err := c.request(r)
 	if err != nil {
 		return err
 	}
@@ -93,7 +111,7 @@ func (h *Handler) rotateToken(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" {
 		req.Name = "rotated"
 	}
-	secret, tok, old, err := h.o.Tokens.RotateToken(r.Context(), req.Tenant, req.Name, expires, overlap)
+	secret, tok, old, err := c.store.Rotate(r.Context(), req.Tenant, req.Name, expires, overlap)
 	if err != nil {
 		return tokenError(err)
 	}
@@ -101,11 +119,11 @@ func (h *Handler) rotateToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (h *Handler) revokeToken(w http.ResponseWriter, r *http.Request) error {
-	if h.o.Tokens == nil {
-		return unavailable("token management")
+func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
+	if c.store == nil {
+		return unavailable(c.what)
 	}
-	tok, err := h.o.Tokens.RevokeToken(r.Context(), r.PathValue("id"))
+	tok, err := c.store.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return tokenError(err)
 	}

@@ -14,7 +14,7 @@ type Limit struct {
 	Burst int
 }
 
-// Limiter applies a token bucket per tenant. It implements scim.Limiter.
+// Limiter applies a token bucket per key (a tenant). It implements scim.Limiter.
 type Limiter struct {
 	mu       sync.Mutex
 	def      Limit
@@ -29,7 +29,13 @@ func NewLimiter(def Limit, override map[string]Limit) *Limiter {
 }
 
 // Allow takes one token from tenant's bucket, or says how long until one is there.
-func (l *Limiter) Allow(tenant string) (bool, time.Duration) {
+func (l *Limiter) Allow(tenant string) (bool, time.Duration) { return l.AllowN(tenant, 1) }
+
+// AllowN takes n tokens from tenant's bucket (a bulk request of n
+// operations), or says how long until they are there. n is capped at the
+// bucket's burst, so that the largest request a client may send can always
+// pass once the bucket is full.
+func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 	l.mu.Lock()
 	b, ok := l.buckets[tenant]
 	if !ok {
@@ -45,8 +51,11 @@ func (l *Limiter) Allow(tenant string) (bool, time.Duration) {
 		l.buckets[tenant] = b
 	}
 	l.mu.Unlock()
+	if b.Limit() != rate.Inf {
+		n = min(n, b.Burst())
+	}
 	now := l.now()
-	r := b.ReserveN(now, 1)
+	r := b.ReserveN(now, n)
 	if !r.OK() {
 		return false, time.Second
 	}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay"
+)
+
+// credentialCLI builds the create, list, rotate and revoke commands of one
+// kind of stored credential (SCIM tokens, OAuth clients), which share their
+// lifecycle and their admin API shape.
+type credentialCLI struct {
+	noun    string // "token", "client"
+	path    string // the admin API collection, e.g. /admin/v1/tokens
+	example string // an id, for examples
+	// printNew prints a new credential: its secret is shown only then.
+	printNew func(cmd *cobra.Command, res admin.TokenResponse) error
+}
+
+func (k credentialCLI) createCommand(short, long, example string) *cobra.Command {
+	var tenant, name, expires string
+	cmd := &cobra.Command{
+		Use:     "create --tenant T",
+		Short:   short,
+		Long:    long,
+		Example: example,
+		Args:    positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			var res admin.TokenResponse
+			if err := c.do(cmd.Context(), "POST", k.path, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires}, &res); err != nil {
+				return err
+			}
+			return k.printNew(cmd, res)
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant the "+k.noun+" is for (required)")
+	cmd.Flags().StringVar(&name, "name", "", "a name to recognise the "+k.noun+" by")
+	cmd.Flags().StringVar(&expires, "expires", "90d", "lifetime, e.g. 90d, 12h, or never")
+	_ = cmd.MarkFlagRequired("tenant")
+	return cmd
+}
+
+func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
+	var tenant, name, expires, overlap string
+	cmd := &cobra.Command{
+		Use:     "rotate --tenant T",
+		Short:   "Issue a new " + k.noun + "; the tenant's other " + k.noun + "s expire after an overlap",
+		Long:    long,
+		Example: example,
+		Args:    positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			var res admin.TokenResponse
+			if err := c.do(cmd.Context(), "POST", k.path+"/rotate", admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires, Overlap: overlap}, &res); err != nil {
+				return err
+			}
+			for _, old := range res.Expired {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (%s) now expires at %s\n", k.noun, old.ID, old.Name, old.Expires.Format(time.RFC3339))
+			}
+			return k.printNew(cmd, res)
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant whose "+k.noun+"s to rotate (required)")
+	cmd.Flags().StringVar(&name, "name", "rotated", "a name for the new "+k.noun)
+	cmd.Flags().StringVar(&expires, "expires", "90d", "lifetime of the new "+k.noun+", e.g. 90d, or never")
+	cmd.Flags().StringVar(&overlap, "overlap", "24h", "how long the old "+k.noun+"s keep working")
+	_ = cmd.MarkFlagRequired("tenant")
+	return cmd
+}
+
+func (k credentialCLI) listCommand() *cobra.Command {
+	var tenant string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List " + k.noun + "s (never their secrets)",
+		Example: "  scimrelay " + k.noun + " list --tenant acme\n  scimrelay " + k.noun + " list --json",
+		Args:    positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			var list []relay.Token
+			if err := c.do(cmd.Context(), "GET", k.path+"?tenant="+url.QueryEscape(tenant), nil, &list); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONTo(cmd.OutOrStdout(), list)
+			}
+			return writeCredentialTable(cmd.OutOrStdout(), list, time.Now())
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's "+k.noun+"s")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (k credentialCLI) revokeCommand(extra string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "revoke ID",
+		Short:   "Revoke a " + k.noun + " at once" + extra,
+		Example: "  scimrelay " + k.noun + " revoke " + k.example,
+		Args:    positional(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			var t relay.Token
+			if err := c.do(cmd.Context(), "DELETE", k.path+"/"+url.PathEscape(args[0]), nil, &t); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked %s %s (%s) of tenant %s\n", k.noun, t.ID, t.Name, t.Tenant)
+			return err
+		},
+	}
+	configFlagOn(cmd)
+	return cmd
+}
+
+// writeCredentialTable lists tokens or clients with their state.
+func writeCredentialTable(w io.Writer, list []relay.Token, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTENANT\tNAME\tCREATED\tEXPIRES\tLAST USED\tSTATE")
+	day := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.Local().Format("2006-01-02 15:04")
+	}
+	for _, t := range list {
+		state := "live"
+		switch {
+		case !t.Revoked.IsZero():
+			state = "revoked"
+		case !t.Expires.IsZero() && !now.Before(t.Expires):
+			state = "expired"
+		case !t.Expires.IsZero() && t.Expires.Sub(now) < relay.ExpiryWarning:
+			state = fmt.Sprintf("expires in %dd", int(t.Expires.Sub(now).Hours()/24))
+		}
+		expires := "never"
+		if !t.Expires.IsZero() {
+			expires = day(t.Expires)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Tenant, t.Name, day(t.Created), expires, day(t.LastUsed), state)
+	}
+	return tw.Flush()
+}
+
+// expiresText is a credential's expiry for people.
+func expiresText(t relay.Token) string {
+	if t.Expires.IsZero() {
+		return "never"
+	}
+	return t.Expires.Format(time.RFC3339)
+}

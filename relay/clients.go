@@ -1,0 +1,226 @@
+package relay
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// OAuth 2.0 clients (RFC 6749 §4.4, client credentials) and the access
+// tokens the relay issues to them.
+//
+// An access token is signed, not stored: AccessTokenPrefix, then the
+// base64url JSON of {tenant, client, expiry}, a dot, and the base64url
+// HMAC-SHA256 of what precedes the dot under a key kept in the data file
+// (meta/"oauth_key", made on first open). Every use verifies the signature
+// and the expiry, and then looks the client up, so that an access token
+// stops working the moment its client is revoked or expires, with nothing
+// to store or prune per token. Because the key and the client records live
+// in the data file, tokens survive a restart exactly as the clients do, and
+// a restored backup accepts the tokens of the clients it holds.
+
+// AccessTokenPrefix starts every access token.
+const AccessTokenPrefix = "scimrelay_at_"
+
+// DefaultAccessTokenLifetime is how long an access token lives unless
+// configured otherwise: an hour, as is usual for client credentials.
+const DefaultAccessTokenLifetime = time.Hour
+
+// Errors of client authentication at the token endpoint. Both wrap a
+// detail saying why; neither ever carries a secret.
+var (
+	// ErrInvalidClient: unknown client, wrong secret, revoked or expired
+	// (RFC 6749 §5.2 invalid_client).
+	ErrInvalidClient = errors.New("invalid client")
+	// ErrClientTenant: the client authenticated, but belongs to another
+	// tenant than the token endpoint it used (RFC 6749 §5.2
+	// unauthorized_client).
+	ErrClientTenant = errors.New("client not authorized for this tenant")
+)
+
+// clientError is a refusal of client credentials: its text is the reason
+// alone, and it matches ErrInvalidClient or ErrClientTenant.
+type clientError struct {
+	reason string
+	kind   error
+}
+
+func (e *clientError) Error() string { return e.reason }
+func (e *clientError) Unwrap() error { return e.kind }
+
+func refuseClient(kind error, format string, args ...any) error {
+	return &clientError{reason: fmt.Sprintf(format, args...), kind: kind}
+}
+
+var keyOAuth = []byte("oauth_key")
+
+// loadOAuthKey returns the access-token signing key, making it on first use.
+func loadOAuthKey(db *bolt.DB) ([]byte, error) {
+	var key []byte
+	err := db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if k := meta.Get(keyOAuth); len(k) == 32 {
+			key = append([]byte(nil), k...)
+			return nil
+		}
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		return meta.Put(keyOAuth, key)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading the access-token key: %w", err)
+	}
+	return key, nil
+}
+
+// AccessToken is what the token endpoint hands out.
+type AccessToken struct {
+	Token     string
+	ClientID  string
+	ExpiresIn time.Duration
+}
+
+// accessClaims is the signed content of an access token.
+type accessClaims struct {
+	Tenant  string `json:"t"`
+	Client  string `json:"c"`
+	Expires int64  `json:"e"` // unix seconds
+}
+
+// IssueAccessToken authenticates an OAuth client of tenant by its id and
+// secret and issues an access token for the tenant that expires after
+// lifetime, or when the client does if that is sooner. Errors wrap
+// ErrInvalidClient or ErrClientTenant; an unknown tenant is ErrInvalidClient
+// too, so that the endpoint says nothing about which tenants exist.
+func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret string, lifetime time.Duration) (AccessToken, error) {
+	if lifetime <= 0 {
+		lifetime = DefaultAccessTokenLifetime
+	}
+	st, err := s.authenticateClient(tenantName, clientID, secret)
+	if err != nil {
+		return AccessToken{}, err
+	}
+	now := s.now()
+	exp := now.Add(lifetime).Truncate(time.Second)
+	if !st.Expires.IsZero() && st.Expires.Before(exp) {
+		exp = st.Expires
+	}
+	payload, err := json.Marshal(accessClaims{Tenant: tenantName, Client: st.ID, Expires: exp.Unix()})
+	if err != nil {
+		return AccessToken{}, fmt.Errorf("encoding an access token: %w", err)
+	}
+	signed := AccessTokenPrefix + base64.RawURLEncoding.EncodeToString(payload)
+	token := signed + "." + base64.RawURLEncoding.EncodeToString(s.sign(signed))
+	s.noteUse(st.ID, now)
+	return AccessToken{Token: token, ClientID: st.ID, ExpiresIn: exp.Sub(now).Round(time.Second)}, nil
+}
+
+// AuthenticateBasic checks HTTP Basic credentials on the SCIM endpoints: an
+// OAuth client's id and secret, as at the token endpoint.
+func (s *Store) AuthenticateBasic(_ context.Context, tenantName, user, password string) error {
+	if _, ok := s.tenants[tenantName]; !ok {
+		return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
+	}
+	st, err := s.authenticateClient(tenantName, user, password)
+	if err != nil {
+		if errors.Is(err, ErrClientTenant) {
+			return scim.Errorf(scim.ErrUnauthorized, "invalid client credentials")
+		}
+		return scim.Errorf(scim.ErrUnauthorized, "%v", err)
+	}
+	s.noteUse(st.ID, s.now())
+	return nil
+}
+
+// authenticateClient finds a live client by id and checks its secret.
+func (s *Store) authenticateClient(tenantName, clientID, secret string) (*storedToken, error) {
+	if _, ok := s.tenants[tenantName]; !ok {
+		return nil, refuseClient(ErrInvalidClient, "invalid client credentials")
+	}
+	s.tokens.mu.RLock()
+	st, ok := s.tokens.byID[clientID]
+	s.tokens.mu.RUnlock()
+	h := hashToken(secret)
+	if !ok || st.Kind != KindClient || subtle.ConstantTimeCompare(h[:], st.Hash) != 1 {
+		return nil, refuseClient(ErrInvalidClient, "invalid client credentials")
+	}
+	if err := clientLive(st, s.now()); err != nil {
+		return nil, err
+	}
+	if st.Tenant != tenantName {
+		return nil, refuseClient(ErrClientTenant, "client %s belongs to another tenant; use that tenant's token endpoint", st.ID)
+	}
+	return st, nil
+}
+
+// clientLive says why a client no longer works, nil when it does.
+func clientLive(st *storedToken, now time.Time) error {
+	switch {
+	case !st.Revoked.IsZero():
+		return refuseClient(ErrInvalidClient, "client %s was revoked at %s", st.ID, st.Revoked.UTC().Format(time.RFC3339))
+	case !st.Expires.IsZero() && !now.Before(st.Expires):
+		return refuseClient(ErrInvalidClient, "client %s expired at %s; issue a new one with scimrelay client rotate", st.ID, st.Expires.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// authenticateAccessToken checks an access token presented as a bearer token.
+func (s *Store) authenticateAccessToken(tenantName, token string) error {
+	invalid := scim.Errorf(scim.ErrUnauthorized, "invalid bearer token")
+	signed, sig, ok := strings.Cut(token, ".")
+	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	if !ok || err != nil || !hmac.Equal(mac, s.sign(signed)) {
+		return invalid
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(signed, AccessTokenPrefix))
+	if err != nil {
+		return invalid
+	}
+	var claims accessClaims
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Tenant != tenantName {
+		return invalid
+	}
+	now := s.now()
+	if exp := time.Unix(claims.Expires, 0); !now.Before(exp) {
+		return scim.Errorf(scim.ErrUnauthorized, "access token expired at %s; request a new one from the token endpoint", exp.UTC().Format(time.RFC3339))
+	}
+	s.tokens.mu.RLock()
+	st, ok := s.tokens.byID[claims.Client]
+	s.tokens.mu.RUnlock()
+	if !ok || st.Kind != KindClient || st.Tenant != tenantName {
+		return invalid
+	}
+	if err := clientLive(st, now); err != nil {
+		return scim.Errorf(scim.ErrUnauthorized, "access token of a client that no longer works: %v", err)
+	}
+	s.noteUse(st.ID, now)
+	return nil
+}
+
+// sign returns the HMAC-SHA256 of s under the access-token key.
+func (s *Store) sign(signed string) []byte {
+	m := hmac.New(sha256.New, s.oauthKey)
+	m.Write([]byte(signed))
+	return m.Sum(nil)
+}
+
+// noteUse records a credential's last use, written by the next flush.
+func (s *Store) noteUse(id string, now time.Time) {
+	s.tokens.mu.Lock()
+	s.tokens.lastUsed[id] = now
+	s.tokens.mu.Unlock()
+}

@@ -1,0 +1,182 @@
+package relay
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// TestClientSecrets: a client's id is cli_ and 16 hex digits, its secret
+// scimrelay_secret_ and base64url of 32 random bytes, and only the secret's
+// SHA-256 is in the file.
+func TestClientSecrets(t *testing.T) {
+	s, _, _ := openStore(t)
+	secret, cl, err := s.Clients().Create(ctx, "acme", "entra", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(secret, ClientSecretPrefix))
+	if !strings.HasPrefix(secret, ClientSecretPrefix) || err != nil || len(raw) != 32 || cl.Kind != KindClient || !strings.HasPrefix(cl.ID, "cli_") || len(cl.ID) != 20 {
+		t.Fatalf("secret %q, client %+v", secret, cl)
+	}
+	var stored []byte
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		stored = append(stored, tx.Bucket(bucketTokens).Get([]byte(cl.ID))...)
+		return nil
+	})
+	sum := sha256.Sum256([]byte(secret))
+	if strings.Contains(string(stored), strings.TrimPrefix(secret, ClientSecretPrefix)) || !strings.Contains(string(stored), base64.StdEncoding.EncodeToString(sum[:])) {
+		t.Fatalf("stored client record %s", stored)
+	}
+	// Clients and tokens are listed, revoked and rotated apart.
+	if list, _ := s.Tokens().List(ctx, ""); len(list) != 0 {
+		t.Fatalf("a client listed among tokens: %+v", list)
+	}
+	if list, _ := s.Clients().List(ctx, "acme"); len(list) != 1 || list[0].ID != cl.ID {
+		t.Fatalf("clients: %+v", list)
+	}
+	if _, err := s.Tokens().Revoke(ctx, cl.ID); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("token revoke of a client id: %v", err)
+	}
+	tokSecret, tok, _ := s.Tokens().Create(ctx, "acme", "t", time.Time{})
+	if _, _, old, _ := s.Clients().Rotate(ctx, "acme", "new", time.Time{}, time.Hour); len(old) != 1 || old[0].ID != cl.ID {
+		t.Fatalf("client rotation shortened %+v", old)
+	}
+	if list, _ := s.Tokens().List(ctx, "acme"); !list[0].Expires.IsZero() || list[0].ID != tok.ID {
+		t.Fatalf("client rotation touched a token: %+v", list)
+	}
+	// A client secret is no bearer token, and a token no client secret.
+	wantErr(t, s.Authenticate(ctx, "acme", secret), scim.ErrUnauthorized, "invalid bearer token")
+	if _, err := s.IssueAccessToken(ctx, "acme", tok.ID, tokSecret, 0); !errors.Is(err, ErrInvalidClient) {
+		t.Fatalf("a token used as client credentials: %v", err)
+	}
+}
+
+// TestAccessTokens follows an access token through its life: issued for a
+// tenant, refused on another, after it expires, and once its client is
+// revoked; a restart keeps it valid.
+func TestAccessTokens(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "x.db")
+	s, err := Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	secret, cl, _ := s.Clients().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	at, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour)
+	if err != nil || at.ExpiresIn != time.Hour || !strings.HasPrefix(at.Token, AccessTokenPrefix) || at.ClientID != cl.ID {
+		t.Fatalf("IssueAccessToken: %+v %v", at, err)
+	}
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Authenticate(ctx, "globex", at.Token), scim.ErrUnauthorized, "invalid bearer token")
+	// Tampering with the claims or the signature breaks it.
+	signed, sig, _ := strings.Cut(at.Token, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(signed, AccessTokenPrefix))
+	forged := AccessTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(payload), `"acme"`, `"globex"`, 1))) + "." + sig
+	wantErr(t, s.Authenticate(ctx, "globex", forged), scim.ErrUnauthorized, "invalid bearer token")
+	wantErr(t, s.Authenticate(ctx, "acme", at.Token[:len(at.Token)-2]+"AA"), scim.ErrUnauthorized, "invalid bearer token")
+	wantErr(t, s.Authenticate(ctx, "acme", AccessTokenPrefix+"garbage"), scim.ErrUnauthorized, "invalid bearer token")
+
+	// A restart keeps the key, so the token stays valid.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, testOptions(c)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	c.add(time.Hour)
+	wantErr(t, s.Authenticate(ctx, "acme", at.Token), scim.ErrUnauthorized, "access token expired at 2026-11-23T10:00:00Z")
+
+	// Revoking the client ends its live tokens at once.
+	at, _ = s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour)
+	if _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Authenticate(ctx, "acme", at.Token), scim.ErrUnauthorized, "client "+cl.ID+" was revoked")
+	if _, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour); !errors.Is(err, ErrInvalidClient) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("a revoked client got a token: %v", err)
+	}
+}
+
+// TestClientAuthentication: what the token endpoint and HTTP Basic refuse.
+func TestClientAuthentication(t *testing.T) {
+	s, c, _ := openStore(t)
+	secret, cl, _ := s.Clients().Create(ctx, "acme", "entra", c.now().Add(2*time.Hour))
+	tests := []struct {
+		name, tenant, id, secret string
+		want                     error
+		detail                   string
+	}{
+		{"wrong secret", "acme", cl.ID, secret + "x", ErrInvalidClient, "invalid client credentials"},
+		{"unknown client", "acme", "cli_0000000000000000", secret, ErrInvalidClient, "invalid client credentials"},
+		{"unknown tenant", "initech", cl.ID, secret, ErrInvalidClient, "invalid client credentials"},
+		{"another tenant", "globex", cl.ID, secret, ErrClientTenant, "belongs to another tenant"},
+		{"empty secret", "acme", cl.ID, "", ErrInvalidClient, "invalid client credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.IssueAccessToken(ctx, tt.tenant, tt.id, tt.secret, time.Hour)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.detail) || strings.Contains(err.Error(), secret) {
+				t.Fatalf("got %v, want %v containing %q (and no secret)", err, tt.want, tt.detail)
+			}
+			if err := s.AuthenticateBasic(ctx, tt.tenant, tt.id, tt.secret); err == nil {
+				t.Fatal("Basic accepted what the token endpoint refuses")
+			}
+		})
+	}
+	if err := s.AuthenticateBasic(ctx, "acme", cl.ID, secret); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.AuthenticateBasic(ctx, "initech", cl.ID, secret), scim.ErrNotFound, "no tenant")
+	// An access token never outlives its client.
+	at, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, 24*time.Hour)
+	if err != nil || at.ExpiresIn != 2*time.Hour {
+		t.Fatalf("access token of a client expiring in 2h: %+v %v", at, err)
+	}
+	c.add(2 * time.Hour)
+	if _, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour); !errors.Is(err, ErrInvalidClient) || !strings.Contains(err.Error(), "expired at") {
+		t.Fatalf("an expired client: %v", err)
+	}
+	wantErr(t, s.AuthenticateBasic(ctx, "acme", cl.ID, secret), scim.ErrUnauthorized, "expired at")
+}
+
+// TestClientLifecycle: clients count as a way in for EnsureToken, show in
+// the expiry metric's source with their kind, and record their last use.
+func TestClientLifecycle(t *testing.T) {
+	s, c, _ := openStore(t)
+	secret, cl, _ := s.Clients().Create(ctx, "globex", "entra", c.now().Add(10*24*time.Hour))
+	if _, created, err := s.EnsureToken(ctx, "globex"); created || err != nil {
+		t.Fatalf("EnsureToken for a tenant with a live client: %v %v", created, err)
+	}
+	exp := s.TokenExpiries()
+	if len(exp) != 1 || exp[0].ID != cl.ID || exp[0].Kind != KindClient {
+		t.Fatalf("TokenExpiries: %+v", exp)
+	}
+	c.add(time.Minute)
+	if _, err := s.IssueAccessToken(ctx, "globex", cl.ID, secret, 0); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.Clients().List(ctx, "globex"); !list[0].LastUsed.Equal(c.now()) {
+		t.Fatalf("last used %v", list[0].LastUsed)
+	}
+	if _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {
+		t.Fatal("no token once the only client was revoked")
+	}
+}

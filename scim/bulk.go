@@ -1,0 +1,465 @@
+package scim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Bulk (RFC 7644 §3.7). Each operation is the single request it stands for,
+// through the same code (createResource, replaceResource, patchResource and
+// Backend.Delete), so it is checked, stored and turned into events exactly
+// as that request would be, and it commits on its own: the RFC has a bulk
+// request processed operation by operation, not as one transaction (a
+// failure does not undo what came before it; failOnErrors only stops what
+// comes after).
+//
+// Operations run in the order given, except that an operation referring to
+// a bulkId runs after the operation that creates it (RFC 7644 §3.7: the
+// client's intent must be preserved). A reference that cannot be resolved,
+// because no operation creates that bulkId, because the one that does failed,
+// or because the references form a cycle (RFC 7644 §3.7.1 allows refusing
+// circular references with 409 Conflict), fails its operation with 409.
+
+// bulkRef matches a bulkId reference inside a string, such as the PATCH path
+// members[value eq "bulkId:qwerty"].
+var bulkRef = regexp.MustCompile(`bulkId:([^\s"'\[\]/,]+)`)
+
+const bulkRefPrefix = "bulkId:"
+
+// bulkOp is one operation of a bulk request.
+type bulkOp struct {
+	index   int
+	method  string // POST, PUT, PATCH or DELETE; as sent when it is none of them
+	bulkID  string
+	version string
+	path    string
+	data    any      // decoded, numbers as json.Number; nil for DELETE
+	refs    []string // bulkIds the operation refers to, in path and data
+	err     *Error   // what is wrong with the operation itself
+}
+
+// bulkRequest is a parsed bulk request.
+type bulkRequest struct {
+	failOnErrors int // 0: never stop
+	ops          []*bulkOp
+	creates      map[string]int // bulkId → index of the POST that creates it
+}
+
+// bulkResult is one operation's entry in the bulk response.
+type bulkResult struct {
+	Location string `json:"location,omitempty"`
+	Method   string `json:"method"`
+	BulkID   string `json:"bulkId,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Status   string `json:"status"`
+	Response any    `json:"response,omitempty"`
+}
+
+type bulkResponse struct {
+	Schemas    []string      `json:"schemas"`
+	Operations []*bulkResult `json:"Operations"`
+}
+
+// bulk serves POST /Bulk.
+func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
+	body, err := h.readBody(r, h.o.BulkMaxPayload)
+	if err != nil {
+		if errors.Is(err, ErrPayloadTooLarge) {
+			return Errorf(ErrPayloadTooLarge, "the size of the bulk request exceeds maxPayloadSize (%d bytes)", h.o.BulkMaxPayload)
+		}
+		return err
+	}
+	req, err := parseBulk(body, h.o.BulkMaxOperations)
+	if err != nil {
+		return err
+	}
+	// Each operation costs what its single request would; admit took one.
+	if err := h.limit(c.tenant, len(req.ops)-1); err != nil {
+		return err
+	}
+	run := &bulkRun{h: h, c: c, req: req, state: make([]int, len(req.ops)), created: map[string]string{}}
+	for i := range req.ops {
+		run.visit(r.Context(), i, nil)
+	}
+	c.info.Detail = truncate(run.summary(), 1024)
+	return writeJSON(w, http.StatusOK, bulkResponse{Schemas: []string{BulkResponseSchema}, Operations: run.results})
+}
+
+// parseBulk decodes a bulk request and checks it as a whole; problems of a
+// single operation are kept on the operation, to be answered in its result.
+func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
+	raw, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	var schemas, operations, failOn any
+	for k, v := range raw {
+		switch strings.ToLower(k) {
+		case "schemas":
+			schemas = v
+		case "operations":
+			operations = v
+		case "failonerrors":
+			failOn = v
+		}
+	}
+	if !listsSchema(schemas, BulkRequestSchema) {
+		return nil, Errorf(ErrInvalidSyntax, "a bulk request needs \"schemas\": [%q]", BulkRequestSchema)
+	}
+	req := &bulkRequest{creates: map[string]int{}}
+	if failOn != nil {
+		n, ok := failOn.(json.Number)
+		v, err := n.Int64()
+		if !ok || err != nil || v < 0 || v > int64(maxOps) {
+			return nil, Errorf(ErrInvalidValue, "failOnErrors must be an integer from 0 to %d, got %s", maxOps, truncate(fmt.Sprint(failOn), 32))
+		}
+		req.failOnErrors = int(v)
+	}
+	list, ok := operations.([]any)
+	if !ok || len(list) == 0 {
+		return nil, Errorf(ErrInvalidSyntax, "a bulk request needs a non-empty Operations array")
+	}
+	if len(list) > maxOps {
+		return nil, Errorf(ErrPayloadTooLarge, "the bulk request has %d operations; maxOperations is %d", len(list), maxOps)
+	}
+	for i, o := range list {
+		op := parseBulkOp(i, o)
+		if op.bulkID != "" && op.method == http.MethodPost && op.err == nil {
+			if j, dup := req.creates[op.bulkID]; dup {
+				return nil, Errorf(ErrInvalidValue, "Operations[%d] and Operations[%d] both create bulkId %q; a bulkId must be unique within a request", j, i, truncate(op.bulkID, 64))
+			}
+			req.creates[op.bulkID] = i
+		}
+		req.ops = append(req.ops, op)
+	}
+	return req, nil
+}
+
+func parseBulkOp(i int, o any) *bulkOp {
+	op := &bulkOp{index: i}
+	obj, ok := o.(map[string]any)
+	if !ok {
+		op.err = Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
+		return op
+	}
+	var method, path, bulkID, version any
+	for k, v := range obj {
+		switch strings.ToLower(k) {
+		case "method":
+			method = v
+		case "path":
+			path = v
+		case "bulkid":
+			bulkID = v
+		case "version":
+			version = v
+		case "data":
+			op.data = v
+		}
+	}
+	m, _ := method.(string)
+	op.method = strings.ToUpper(m)
+	op.bulkID, _ = bulkID.(string)
+	op.version, _ = version.(string)
+	op.path, _ = path.(string)
+	switch {
+	case op.method != http.MethodPost && op.method != http.MethodPut && op.method != http.MethodPatch && op.method != http.MethodDelete:
+		op.method = truncate(m, 16)
+		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: method must be POST, PUT, PATCH or DELETE, got %s", i, quoteOrKind(method))
+	case op.path == "":
+		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path is required (/Users, /Groups, or /Users/<id> ...)", i)
+	case op.method != http.MethodDelete:
+		if _, ok := op.data.(map[string]any); !ok {
+			op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: %s needs data, a JSON object", i, op.method)
+		}
+	}
+	if op.err == nil {
+		op.refs = bulkRefs(op)
+	}
+	return op
+}
+
+// bulkRefs lists the bulkIds an operation refers to: in its path, and in
+// its data as whole string values ("value": "bulkId:qwerty") or, for a PATCH,
+// inside an operation's path (members[value eq "bulkId:qwerty"]).
+func bulkRefs(op *bulkOp) []string {
+	var refs []string
+	add := func(id string) {
+		for _, r := range refs {
+			if r == id {
+				return
+			}
+		}
+		refs = append(refs, id)
+	}
+	for _, m := range bulkRef.FindAllStringSubmatch(op.path, -1) {
+		add(m[1])
+	}
+	walkBulkStrings(op.data, op.method == http.MethodPatch, func(s string, inPath bool) string {
+		if inPath {
+			for _, m := range bulkRef.FindAllStringSubmatch(s, -1) {
+				add(m[1])
+			}
+		} else if strings.HasPrefix(s, bulkRefPrefix) && len(s) > len(bulkRefPrefix) {
+			add(s[len(bulkRefPrefix):])
+		}
+		return s
+	})
+	return refs
+}
+
+// walkBulkStrings calls f on every string value in v and stores what it
+// returns; inPath says the string is a PATCH operation's path.
+func walkBulkStrings(v any, patch bool, f func(s string, inPath bool) string) any {
+	switch v := v.(type) {
+	case string:
+		return f(v, false)
+	case []any:
+		for i, e := range v {
+			v[i] = walkBulkStrings(e, patch, f)
+		}
+	case map[string]any:
+		for k, e := range v {
+			if s, ok := e.(string); ok && patch && strings.EqualFold(k, "path") {
+				v[k] = f(s, true)
+				continue
+			}
+			v[k] = walkBulkStrings(e, patch, f)
+		}
+	}
+	return v
+}
+
+// Visit states of a bulk operation.
+const (
+	opPending = iota
+	opRunning // its references are being resolved
+	opDone
+)
+
+// bulkRun processes one bulk request.
+type bulkRun struct {
+	h       *Handler
+	c       *call
+	req     *bulkRequest
+	state   []int
+	cyclic  map[int]string // operation → the cycle it is in, for its error
+	created map[string]string
+	results []*bulkResult
+	failed  int
+	ignored []string
+}
+
+// visit runs operation i after the operations creating the bulkIds it refers
+// to. stack holds the operations waiting on i, to name a cycle.
+func (b *bulkRun) visit(ctx context.Context, i int, stack []int) {
+	if b.stopped() || b.state[i] == opDone {
+		return
+	}
+	if b.state[i] == opRunning {
+		b.markCycle(i, stack)
+		return
+	}
+	b.state[i] = opRunning
+	op := b.req.ops[i]
+	for _, ref := range op.refs {
+		if j, ok := b.req.creates[ref]; ok {
+			b.visit(ctx, j, append(stack, i))
+		}
+	}
+	if b.stopped() {
+		return
+	}
+	b.state[i] = opDone
+	res := b.run(ctx, op)
+	b.results = append(b.results, res)
+	if st, _ := strconv.Atoi(res.Status); st >= 400 {
+		b.failed++
+	}
+}
+
+// markCycle records that the operations on stack from i onwards, and i,
+// refer to each other in a circle.
+func (b *bulkRun) markCycle(i int, stack []int) {
+	start := len(stack)
+	for k := len(stack) - 1; k >= 0; k-- {
+		if stack[k] == i {
+			start = k
+			break
+		}
+	}
+	members := append(append([]int(nil), stack[start:]...), i)
+	names := make([]string, len(members))
+	for k, m := range members {
+		names[k] = "Operations[" + strconv.Itoa(m) + "]"
+		if id := b.req.ops[m].bulkID; id != "" {
+			names[k] += " (bulkId " + truncate(id, 64) + ")"
+		}
+	}
+	cycle := strings.Join(names, " → ")
+	if b.cyclic == nil {
+		b.cyclic = map[int]string{}
+	}
+	for _, m := range members {
+		b.cyclic[m] = cycle
+	}
+}
+
+// stopped reports whether failOnErrors was reached.
+func (b *bulkRun) stopped() bool {
+	return b.req.failOnErrors > 0 && b.failed >= b.req.failOnErrors
+}
+
+// run performs one operation and returns its result.
+func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
+	res := &bulkResult{Method: op.method, BulkID: op.bulkID}
+	fail := func(err error) *bulkResult {
+		var se *Error
+		if !errors.As(err, &se) {
+			id := b.c.info.RequestID
+			b.h.log.ErrorContext(ctx, "scim bulk operation failed", "request_id", id, "operation", op.index, "err", err)
+			se = Errorf(ErrInternal, "internal error (request %s, operation %d)", id, op.index)
+		}
+		res.Status = strconv.Itoa(se.Status)
+		res.Response = se.body()
+		return res
+	}
+	if op.err != nil {
+		return fail(op.err)
+	}
+	if cycle, ok := b.cyclic[op.index]; ok {
+		return fail(Errorf(ErrConflict, "Operations[%d]: circular bulkId references (%s); create the resources first and link them in a later request", op.index, cycle))
+	}
+	if err := b.resolve(op); err != nil {
+		return fail(err)
+	}
+	c, err := b.target(op)
+	if err != nil {
+		return fail(err)
+	}
+	var body []byte
+	if op.data != nil {
+		if body, err = json.Marshal(op.data); err != nil {
+			return fail(fmt.Errorf("encoding operation %d: %w", op.index, err))
+		}
+	}
+	var out *Resource
+	switch op.method {
+	case http.MethodPost:
+		if c.id != "" {
+			return fail(Errorf(ErrInvalidSyntax, "Operations[%d]: POST goes to %s, not to a resource", op.index, c.rt.Endpoint))
+		}
+		if out, err = b.h.createResource(ctx, c, body); err != nil {
+			return fail(err)
+		}
+		res.Status = strconv.Itoa(http.StatusCreated)
+		if op.bulkID != "" {
+			b.created[op.bulkID] = out.ID()
+		}
+	case http.MethodPut:
+		out, err = b.h.replaceResource(ctx, c, body, op.version)
+		res.Status = strconv.Itoa(http.StatusOK)
+	case http.MethodPatch:
+		out, err = b.h.patchResource(ctx, c, body, op.version)
+		res.Status = strconv.Itoa(http.StatusOK)
+		if patchAnswersEmpty(c.rt, nil) {
+			res.Status = strconv.Itoa(http.StatusNoContent)
+		}
+	case http.MethodDelete:
+		err = b.h.backend.Delete(ctx, c.tenant, c.rt, c.id, op.version)
+		res.Status = strconv.Itoa(http.StatusNoContent)
+		res.Location = c.base + c.rt.Endpoint + "/" + c.id
+	}
+	if err != nil {
+		res.Location = ""
+		if op.method != http.MethodPost {
+			res.Location = c.base + c.rt.Endpoint + "/" + c.id
+		}
+		return fail(err)
+	}
+	b.ignore(c.info.Detail)
+	if out != nil {
+		res.Location = c.location(out)
+		res.Version = out.Meta().Version
+	}
+	return res
+}
+
+// resolve replaces the bulkId references of op with the ids they stand for.
+func (b *bulkRun) resolve(op *bulkOp) error {
+	for _, ref := range op.refs {
+		if _, ok := b.created[ref]; ok {
+			continue
+		}
+		if j, ok := b.req.creates[ref]; ok {
+			return Errorf(ErrConflict, "Operations[%d]: bulkId %q could not be resolved: Operations[%d], which creates it, failed", op.index, truncate(ref, 64), j)
+		}
+		return Errorf(ErrConflict, "Operations[%d]: bulkId %q could not be resolved: no POST in this request has that bulkId", op.index, truncate(ref, 64))
+	}
+	if len(op.refs) == 0 {
+		return nil
+	}
+	replaceIn := func(s string) string {
+		return bulkRef.ReplaceAllStringFunc(s, func(m string) string { return b.created[m[len(bulkRefPrefix):]] })
+	}
+	op.path = replaceIn(op.path)
+	op.data = walkBulkStrings(op.data, op.method == http.MethodPatch, func(s string, inPath bool) string {
+		if inPath {
+			return replaceIn(s)
+		}
+		if id, ok := b.created[strings.TrimPrefix(s, bulkRefPrefix)]; ok && strings.HasPrefix(s, bulkRefPrefix) {
+			return id
+		}
+		return s
+	})
+	return nil
+}
+
+// target resolves an operation's path, "/Users" or "/Groups/<id>", to a call
+// of its own (its endpoint matched in any case, as on the URL).
+func (b *bulkRun) target(op *bulkOp) (*call, error) {
+	p := strings.TrimPrefix(op.path, "/")
+	endpoint, id, hasID := strings.Cut(p, "/")
+	var rt *ResourceType
+	for _, t := range ResourceTypes {
+		if strings.EqualFold("/"+endpoint, t.Endpoint) {
+			rt = t
+		}
+	}
+	if rt == nil || (hasID && (id == "" || strings.Contains(id, "/"))) {
+		return nil, Errorf(ErrInvalidValue, "Operations[%d]: path must be /Users, /Groups, /Users/<id> or /Groups/<id>, got %q", op.index, truncate(op.path, 128))
+	}
+	if uid, err := url.PathUnescape(id); err == nil {
+		id = uid
+	}
+	if op.method != http.MethodPost && id == "" {
+		return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s needs the path of a resource, e.g. %s/<id>", op.index, op.method, rt.Endpoint)
+	}
+	return &call{tenant: b.c.tenant, id: id, rt: rt, base: b.c.base, info: &RequestInfo{RequestID: b.c.info.RequestID}}, nil
+}
+
+// ignore collects what an operation noted about dropped attributes.
+func (b *bulkRun) ignore(note string) {
+	if note != "" {
+		b.ignored = append(b.ignored, note)
+	}
+}
+
+// summary describes the request for the provisioning log.
+func (b *bulkRun) summary() string {
+	s := fmt.Sprintf("%d of %d operations performed, %d failed", len(b.results), len(b.req.ops), b.failed)
+	if b.stopped() && len(b.results) < len(b.req.ops) {
+		s += fmt.Sprintf("; stopped after failOnErrors (%d)", b.req.failOnErrors)
+	}
+	if len(b.ignored) > 0 {
+		s += "; " + strings.Join(b.ignored, "; ")
+	}
+	return s
+}

@@ -1,0 +1,257 @@
+package scim
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func bulkBody(extra, ops string) string {
+	if extra != "" {
+		extra += ","
+	}
+	return `{"schemas":["` + BulkRequestSchema + `"],` + extra + `"Operations":[` + ops + `]}`
+}
+
+type bulkAnswer struct {
+	Schemas    []string `json:"schemas"`
+	Operations []struct {
+		Location string         `json:"location"`
+		Method   string         `json:"method"`
+		BulkID   string         `json:"bulkId"`
+		Version  string         `json:"version"`
+		Status   string         `json:"status"`
+		Response map[string]any `json:"response"`
+	} `json:"Operations"`
+}
+
+func (ts *testServer) bulk(t *testing.T, body string) bulkAnswer {
+	t.Helper()
+	r := ts.do("POST", "/Bulk", body).want(t, 200)
+	var a bulkAnswer
+	if err := json.Unmarshal(r.body, &a); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Schemas) != 1 || a.Schemas[0] != BulkResponseSchema {
+		t.Fatalf("bulk response schemas %v", a.Schemas)
+	}
+	return a
+}
+
+// statuses lists each result as "METHOD bulkId status".
+func (a bulkAnswer) statuses() string {
+	var out []string
+	for _, o := range a.Operations {
+		out = append(out, strings.TrimSpace(o.Method+" "+o.BulkID)+" "+o.Status)
+	}
+	return strings.Join(out, ", ")
+}
+
+// RFC 7644 §3.7.2: a user created and added to a group in one request, the
+// group referring to the user by "bulkId:"; RFC 7644 §3.7.3: each result
+// has its status (a string), location and version.
+func TestBulkIDReferences(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Users","bulkId":"ann","data":{`+userSchemas+`,"userName":"ann"}},
+		{"method":"POST","path":"/Groups","bulkId":"ops","data":{`+groupSchemas+`,"displayName":"Ops","members":[{"type":"User","value":"bulkId:ann"}]}},
+		{"method":"POST","path":"/Users","bulkId":"bob","data":{`+userSchemas+`,"userName":"bob"}},
+		{"method":"PATCH","path":"/Groups/bulkId:ops","data":{`+patchSchemas+`,"Operations":[{"op":"add","path":"members","value":[{"value":"bulkId:bob"}]},{"op":"remove","path":"members[value eq \"bulkId:ann\"]"}]}},
+		{"method":"PUT","path":"/Users/bulkId:bob","version":"W/\"1\"","data":{`+userSchemas+`,"userName":"bob","title":"Ops lead"}}`))
+	if got := a.statuses(); got != "POST ann 201, POST ops 201, POST bob 201, PATCH 204, PUT 200" {
+		t.Fatalf("statuses: %s", got)
+	}
+	ann, ops, bob := a.Operations[0], a.Operations[1], a.Operations[2]
+	for _, o := range a.Operations {
+		if !strings.HasPrefix(o.Location, ts.srv.URL+"/scim/v2/acme/") || o.Version == "" || o.Response != nil {
+			t.Errorf("result %+v: want a location, a version and no response", o)
+		}
+	}
+	if a.Operations[3].Location != ops.Location || a.Operations[4].Location != bob.Location || a.Operations[4].Version != `W/"2"` {
+		t.Errorf("results name the wrong resources: %+v", a.Operations)
+	}
+	g := ts.do("GET", ops.Location[len(ts.srv.URL+"/scim/v2/acme"):], "").want(t, 200)
+	members := g.str("members")
+	if !strings.Contains(members, lastSegment(bob.Location)) || strings.Contains(members, lastSegment(ann.Location)) {
+		t.Fatalf("group members %s: want bob and not ann", members)
+	}
+}
+
+func lastSegment(s string) string { return s[strings.LastIndexByte(s, '/')+1:] }
+
+// RFC 7644 §3.7: operations are processed in order and not atomically; an
+// operation that refers to a bulkId created later in the request runs after
+// the one creating it, preserving the client's intent.
+func TestBulkForwardReference(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"G","members":[{"value":"bulkId:u"}]}},
+		{"method":"POST","path":"/Users","bulkId":"u","data":{`+userSchemas+`,"userName":"u"}}`))
+	if got := a.statuses(); got != "POST u 201, POST g 201" {
+		t.Fatalf("statuses: %s (the user must be created before the group that contains it)", got)
+	}
+}
+
+// RFC 7644 §3.7.1: circular references may be refused with 409; the
+// operations in the circle fail, those depending on them fail as unresolved,
+// the others run. A group that contains itself is a circle of one.
+func TestBulkCircularReferences(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Groups","bulkId":"a","data":{`+groupSchemas+`,"displayName":"A","members":[{"value":"bulkId:b","type":"Group"}]}},
+		{"method":"POST","path":"/Groups","bulkId":"b","data":{`+groupSchemas+`,"displayName":"B","members":[{"value":"bulkId:a","type":"Group"}]}},
+		{"method":"POST","path":"/Groups","bulkId":"self","data":{`+groupSchemas+`,"displayName":"S","members":[{"value":"bulkId:self"}]}},
+		{"method":"PATCH","path":"/Groups/bulkId:a","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"displayName","value":"A2"}]}},
+		{"method":"POST","path":"/Users","bulkId":"fine","data":{`+userSchemas+`,"userName":"fine"}}`))
+	if got := a.statuses(); got != "POST b 409, POST a 409, POST self 409, PATCH 409, POST fine 201" {
+		t.Fatalf("statuses: %s", got)
+	}
+	for i, want := range []string{"circular", "circular", "circular", "Operations[0], which creates it, failed"} {
+		r := a.Operations[i].Response
+		if r["status"] != "409" || !strings.Contains(fmt.Sprint(r["detail"]), want) {
+			t.Errorf("result %d: %v, want a 409 error saying %q", i, r, want)
+		}
+	}
+	if n := ts.do("GET", "/Groups", "").str("totalResults"); n != "0" {
+		t.Fatalf("%s groups were created from circular references", n)
+	}
+}
+
+// RFC 7644 §3.7.2: a bulkId no operation creates cannot be resolved; the
+// operation fails with 409 and the rest of the request goes on.
+func TestBulkUnresolvedReference(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"G","members":[{"value":"bulkId:nobody"}]}},
+		{"method":"DELETE","path":"/Users/bulkId:ghost"},
+		{"method":"POST","path":"/Users","data":{`+userSchemas+`,"userName":"u"}}`))
+	if got := a.statuses(); got != "POST g 409, DELETE 409, POST 201" {
+		t.Fatalf("statuses: %s", got)
+	}
+	if d := fmt.Sprint(a.Operations[0].Response["detail"]); !strings.Contains(d, `bulkId "nobody" could not be resolved`) {
+		t.Errorf("detail %q", d)
+	}
+}
+
+// RFC 7644 §3.7.3: with failOnErrors, processing stops once that many
+// operations failed; the results so far are returned, and what was done is
+// not undone (each operation commits on its own). Without it, every
+// operation is attempted.
+func TestBulkFailOnErrors(t *testing.T) {
+	ops := `
+		{"method":"POST","path":"/Users","bulkId":"1","data":{` + userSchemas + `,"userName":"one"}},
+		{"method":"POST","path":"/Users","bulkId":"2","data":{` + userSchemas + `,"userName":"one"}},
+		{"method":"PATCH","path":"/Users/nope","data":{` + patchSchemas + `,"Operations":[{"op":"replace","path":"title","value":"x"}]}},
+		{"method":"POST","path":"/Users","bulkId":"3","data":{` + userSchemas + `,"userName":"three"}}`
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody(`"failOnErrors":1`, ops))
+	if got := a.statuses(); got != "POST 1 201, POST 2 409" {
+		t.Fatalf("failOnErrors 1: %s", got)
+	}
+	if a.Operations[1].Response["scimType"] != "uniqueness" {
+		t.Errorf("the 409 carries the single request's error: %v", a.Operations[1].Response)
+	}
+	if n := ts.do("GET", "/Users", "").str("totalResults"); n != "1" {
+		t.Fatalf("%s users after stopping; the first create stays", n)
+	}
+	ts = newTestServer(t, Options{})
+	if got := ts.bulk(t, bulkBody(`"failOnErrors":2`, ops)).statuses(); got != "POST 1 201, POST 2 409, PATCH 404" {
+		t.Fatalf("failOnErrors 2: %s", got)
+	}
+	ts = newTestServer(t, Options{})
+	if got := ts.bulk(t, bulkBody("", ops)).statuses(); got != "POST 1 201, POST 2 409, PATCH 404, POST 3 201" {
+		t.Fatalf("without failOnErrors: %s", got)
+	}
+}
+
+// RFC 7644 §3.7.4: maxOperations and maxPayloadSize, as advertised, are
+// enforced with 413 and a SCIM error; nothing of a refused request runs.
+func TestBulkLimits(t *testing.T) {
+	ts := newTestServer(t, Options{BulkMaxOperations: 3, BulkMaxPayload: 2048})
+	sp := ts.do("GET", "/ServiceProviderConfig", "").want(t, 200)
+	if sp.str("bulk.supported") != "true" || sp.str("bulk.maxOperations") != "3" || sp.str("bulk.maxPayloadSize") != "2048" {
+		t.Fatalf("advertised bulk: %s", sp.str("bulk"))
+	}
+	op := `{"method":"POST","path":"/Users","data":{` + userSchemas + `,"userName":"u%d"}}`
+	var four []string
+	for i := range 4 {
+		four = append(four, fmt.Sprintf(op, i))
+	}
+	ts.do("POST", "/Bulk", bulkBody("", strings.Join(four, ","))).wantError(t, 413, "", "maxOperations is 3")
+	ts.do("POST", "/Bulk", bulkBody("", fmt.Sprintf(`{"method":"POST","path":"/Users","data":{`+userSchemas+`,"userName":"u","title":"%s"}}`, strings.Repeat("x", 2048)))).
+		wantError(t, 413, "", "maxPayloadSize (2048 bytes)")
+	if n := ts.do("GET", "/Users", "").str("totalResults"); n != "0" {
+		t.Fatalf("%s users created by refused bulk requests", n)
+	}
+	if got := ts.bulk(t, bulkBody("", strings.Join(four[:3], ","))).statuses(); got != "POST 201, POST 201, POST 201" {
+		t.Fatalf("at the limit: %s", got)
+	}
+}
+
+// Malformed requests and operations: the request as a whole is refused when
+// it cannot be read; an operation that cannot be read fails on its own.
+func TestBulkMalformed(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	ts.do("POST", "/Bulk", `{"Operations":[]}`).wantError(t, 400, "invalidSyntax", "BulkRequest")
+	ts.do("POST", "/Bulk", bulkBody("", "")).wantError(t, 400, "invalidSyntax", "non-empty Operations")
+	ts.do("POST", "/Bulk", bulkBody(`"failOnErrors":-1`, `{"method":"DELETE","path":"/Users/x"}`)).wantError(t, 400, "invalidValue", "failOnErrors")
+	ts.do("POST", "/Bulk", bulkBody("", `{"method":"POST","path":"/Users","bulkId":"x","data":{`+userSchemas+`,"userName":"a"}},{"method":"POST","path":"/Users","bulkId":"x","data":{`+userSchemas+`,"userName":"b"}}`)).
+		wantError(t, 400, "invalidValue", "both create bulkId")
+	a := ts.bulk(t, bulkBody("", `
+		"not an object",
+		{"method":"GET","path":"/Users"},
+		{"method":"POST","path":"/Schemas","data":{}},
+		{"method":"PUT","path":"/Users/x"},
+		{"method":"POST","path":"/Users/x","data":{`+userSchemas+`,"userName":"a"}},
+		{"method":"DELETE","path":"/Users"},
+		{"method":"POST","path":"/users","data":{`+userSchemas+`,"userName":"ok","shoeSize":9}}`))
+	if got := a.statuses(); got != " 400, GET 400, POST 400, PUT 400, POST 400, DELETE 400, POST 201" {
+		t.Fatalf("statuses: %s", got)
+	}
+	var detail string
+	for _, info := range ts.requests() {
+		if info.Operation == "bulk" && info.Status == 200 {
+			detail = info.Detail
+		}
+	}
+	if detail != "7 of 7 operations performed, 6 failed; ignored unknown attributes: shoeSize" {
+		t.Errorf("provisioning log detail %q", detail)
+	}
+}
+
+// A bulk request costs the rate limit one request per operation: one that
+// the budget cannot pay for is refused whole with 429, and one it can pay
+// for spends it.
+func TestBulkRateLimit(t *testing.T) {
+	op := `{"method":"POST","path":"/Users","data":{` + userSchemas + `,"userName":"u%d"}}`
+	four := bulkBody("", fmt.Sprintf(op, 1)+","+fmt.Sprintf(op, 2)+","+fmt.Sprintf(op, 3)+","+fmt.Sprintf(op, 4))
+	short := newTestServer(t, Options{Limiter: &countingLimiter{budget: 3}})
+	short.do("POST", "/Bulk", four).wantError(t, 429, "", "over its request rate")
+	if n := short.do("GET", "/Users", "").want(t, 200).str("totalResults"); n != "0" {
+		t.Fatalf("a refused bulk request created %s users", n)
+	}
+	exact := newTestServer(t, Options{Limiter: &countingLimiter{budget: 4}})
+	if got := exact.bulk(t, four).statuses(); got != "POST 201, POST 201, POST 201, POST 201" {
+		t.Fatalf("statuses: %s", got)
+	}
+	exact.do("GET", "/Users", "").wantError(t, 429, "", "over its request rate")
+}
+
+// countingLimiter allows budget requests in all.
+type countingLimiter struct {
+	mu     sync.Mutex
+	budget int
+}
+
+func (l *countingLimiter) AllowN(_ string, n int) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n > l.budget {
+		return false, time.Second
+	}
+	l.budget -= n
+	return true, 0
+}
