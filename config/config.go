@@ -84,11 +84,11 @@ type Stream struct {
 // Limits protect the SCIM listener.
 type Limits struct {
 	// Rate is the requests per second each tenant may make (token bucket); 0 disables.
-	Rate              float64  `yaml:"rate"`
-	Burst             int      `yaml:"burst"`
-	MaxBody           Size     `yaml:"max_body"`
-	MaxJSONDepth      int      `yaml:"max_json_depth"`
-	MaxHeader         Size     `yaml:"max_header"`
+	Rate         float64 `yaml:"rate"`
+	Burst        int     `yaml:"burst"`
+	MaxBody      Size    `yaml:"max_body"`
+	MaxJSONDepth int     `yaml:"max_json_depth"`
+	MaxHeader    Size    `yaml:"max_header"`
 	// BulkMaxOperations and BulkMaxPayload bound a /Bulk request; both are
 	// advertised in ServiceProviderConfig.
 	BulkMaxOperations int      `yaml:"bulk_max_operations"`

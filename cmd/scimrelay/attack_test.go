@@ -48,7 +48,7 @@ func TestHostileRequests(t *testing.T) {
 	}{
 		{"no Authorization", "GET", "/scim/v2/acme/Users", http.Header{}, "", 401, "", "missing Authorization"},
 		{"Basic auth of no client", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Basic YTpi"}}, "", 401, "", "invalid client credentials"},
-		{"Basic auth with the bearer token as password", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("x:" + acmeToken))}}, "", 401, "", "invalid client credentials"},
+		{"Basic auth with the bearer token as password", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("x:"+acmeToken))}}, "", 401, "", "invalid client credentials"},
 		{"unknown scheme", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Digest x"}}, "", 401, "", "malformed"},
 		{"empty bearer", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Bearer "}}, "", 401, "", "malformed"},
 		{"token with a wrong tail", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Bearer " + acmeToken[:len(acmeToken)-1] + "X"}}, "", 401, "", "invalid bearer token"},
