@@ -115,9 +115,12 @@ func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret
 		return AccessToken{}, err
 	}
 	now := s.now()
-	exp := now.Add(lifetime).Truncate(time.Second)
+	// Expiry is in whole seconds, counted from the start of this second, so
+	// that expires_in is exact and the token never outlives what it says.
+	issued := now.Truncate(time.Second)
+	exp := issued.Add(lifetime.Truncate(time.Second))
 	if !st.Expires.IsZero() && st.Expires.Before(exp) {
-		exp = st.Expires
+		exp = st.Expires.Truncate(time.Second)
 	}
 	payload, err := json.Marshal(accessClaims{Tenant: tenantName, Client: st.ID, Expires: exp.Unix()})
 	if err != nil {
@@ -126,7 +129,7 @@ func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret
 	signed := AccessTokenPrefix + base64.RawURLEncoding.EncodeToString(payload)
 	token := signed + "." + base64.RawURLEncoding.EncodeToString(s.sign(signed))
 	s.noteUse(st.ID, now)
-	return AccessToken{Token: token, ClientID: st.ID, ExpiresIn: exp.Sub(now).Round(time.Second)}, nil
+	return AccessToken{Token: token, ClientID: st.ID, ExpiresIn: exp.Sub(issued)}, nil
 }
 
 // AuthenticateBasic checks HTTP Basic credentials on the SCIM endpoints: an

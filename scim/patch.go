@@ -349,6 +349,12 @@ func checkWritable(op patchOp, pp *patchPath) error {
 	if pp.attr.attr != nil && pp.attr.attr.Mutability == ReadOnly || a.Mutability == ReadOnly {
 		return Errorf(ErrMutability, "Operations[%d]: %s is read-only", op.index, pp.text)
 	}
+	if a.Mutability == WriteOnly {
+		// The password: a POST or PUT may carry one (it is discarded), but a
+		// PATCH of it asks for a password change, which ServiceProviderConfig
+		// says is not supported.
+		return Errorf(ErrMutability, "Operations[%d]: changing %s is not supported (changePassword.supported is false): scimrelay keeps no credentials", op.index, pp.text)
+	}
 	if a.Mutability == Immutable && pp.attr.Name != "members" {
 		return Errorf(ErrMutability, "Operations[%d]: %s is immutable", op.index, pp.text)
 	}

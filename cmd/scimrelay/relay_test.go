@@ -54,10 +54,10 @@ type relayProc struct {
 	adminURL string
 }
 
-func startRelay(t testing.TB, cfg *config.Config, role string) *relayProc {
+func startRelay(t testing.TB, cfg *config.Config, role string, opts ...serverOption) *relayProc {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := newServer(context.Background(), cfg, role, log, io.Discard)
+	srv, err := newServer(context.Background(), cfg, role, log, io.Discard, opts...)
 	if err != nil {
 		t.Fatalf("starting the relay: %v", err)
 	}
@@ -95,8 +95,9 @@ type reply struct {
 	raw    []byte
 }
 
-// scim sends a SCIM request to a tenant with a token.
-func (p *relayProc) scim(tenant, token, method, path, body string) reply {
+// scim sends a SCIM request to a tenant with a token, and any headers given
+// as name, value pairs.
+func (p *relayProc) scim(tenant, token, method, path, body string, header ...string) reply {
 	p.t.Helper()
 	req, err := http.NewRequest(method, p.scimURL+"/scim/v2/"+tenant+path, strings.NewReader(body))
 	if err != nil {
@@ -107,6 +108,9 @@ func (p *relayProc) scim(tenant, token, method, path, body string) reply {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/scim+json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	return do(p.t, req)
 }

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// testClock is a settable clock for a relay under test.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// oauthClient is a client as scimrelay client create prints it.
+type oauthClient struct{ id, secret, endpoint string }
+
+// createClient runs scimrelay client create and reads its three lines.
+func createClient(t *testing.T, p *relayProc, tenant string, extra ...string) oauthClient {
+	t.Helper()
+	code, out, stderr := cli(t, append([]string{"client", "create", "--tenant", tenant, "--config", cliConfig(t, p, adminSecret)}, extra...)...)
+	if code != exitOK {
+		t.Fatalf("client create: %d %s", code, stderr)
+	}
+	var c oauthClient
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		switch k {
+		case "client_id":
+			c.id = v
+		case "client_secret":
+			c.secret = v
+		case "token_endpoint":
+			c.endpoint = v
+		}
+	}
+	if !strings.HasPrefix(c.id, "cli_") || !strings.HasPrefix(c.secret, relay.ClientSecretPrefix) || !strings.HasSuffix(c.endpoint, "/oauth2/"+tenant+"/token") {
+		t.Fatalf("client create printed %q", out)
+	}
+	return c
+}
+
+// tokenReply is a token endpoint answer.
+type tokenReply struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+// tokenRequest posts a form to a tenant's token endpoint; basic, when not
+// empty, is "id:secret" for client_secret_basic.
+func (p *relayProc) tokenRequest(tenant string, form url.Values, basic string) tokenReply {
+	p.t.Helper()
+	req, err := http.NewRequest("POST", p.scimURL+"/oauth2/"+tenant+"/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic != "" {
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(basic)))
+	}
+	return doToken(p.t, req)
+}
+
+func doToken(t testing.TB, req *http.Request) tokenReply {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := tokenReply{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if err := json.Unmarshal(raw, &r.body); err != nil {
+		t.Fatalf("token endpoint answered %d with non-JSON %q", res.StatusCode, raw)
+	}
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("token endpoint Content-Type %q", ct)
+	}
+	// RFC 6749 §5.1: never cached, success or not.
+	if res.Header.Get("Cache-Control") != "no-store" || res.Header.Get("Pragma") != "no-cache" {
+		t.Errorf("token endpoint answer without Cache-Control: no-store and Pragma: no-cache: %v", res.Header)
+	}
+	return r
+}
+
+// wantError checks an RFC 6749 §5.2 error answer.
+func (r tokenReply) wantError(t *testing.T, status int, code, detail string) {
+	t.Helper()
+	if r.status != status || r.body["error"] != code || !strings.Contains(fmt.Sprint(r.body["error_description"]), detail) {
+		t.Fatalf("got %d %s, want %d %s with a description containing %q", r.status, r.raw, status, code, detail)
+	}
+	if status == http.StatusUnauthorized && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Basic ") {
+		t.Fatalf("401 without a Basic challenge: %v", r.header)
+	}
+}
+
+func (r tokenReply) accessToken(t *testing.T) string {
+	t.Helper()
+	if r.status != 200 || r.body["token_type"] != "Bearer" || r.body["expires_in"] != float64(3600) {
+		t.Fatalf("token answer %d %s", r.status, r.raw)
+	}
+	tok, _ := r.body["access_token"].(string)
+	if !strings.HasPrefix(tok, relay.AccessTokenPrefix) {
+		t.Fatalf("access token %q", tok)
+	}
+	return tok
+}
+
+func grant(extra ...string) url.Values {
+	v := url.Values{"grant_type": {"client_credentials"}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		v.Set(extra[i], extra[i+1])
+	}
+	return v
+}
+
+// TestOAuthClientCredentials runs RFC 6749 §4.4 against the running relay:
+// a client from the CLI gets access tokens by both client authentication
+// methods and provisions with them; a wrong secret, a revoked client, an
+// expired access token (by an injected clock) and cross-tenant use are
+// refused; the failures are in the provisioning log without secrets.
+func TestOAuthClientCredentials(t *testing.T) {
+	clock := newTestClock()
+	cfg := testConfig(t, t.TempDir())
+	p := startRelay(t, cfg, roleAll, withClock(clock.now))
+	acme := createClient(t, p, "acme", "--name", "entra")
+	globex := createClient(t, p, "globex")
+
+	// client_secret_basic and client_secret_post both work.
+	tok := p.tokenRequest("acme", grant(), acme.id+":"+acme.secret).accessToken(t)
+	postTok := p.tokenRequest("acme", grant("client_id", acme.id, "client_secret", acme.secret, "scope", "scim"), "").accessToken(t)
+	uid := p.scim("acme", tok, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"oauth@x.com"}`).want(t, 201).str("id")
+	p.scim("acme", postTok, "GET", "/Users/"+uid, "").want(t, 200)
+
+	// Refusals of RFC 6749 §5.2.
+	p.tokenRequest("acme", grant("client_secret", acme.secret), acme.id+":"+acme.secret).wantError(t, 400, "invalid_request", "use one method")
+	p.tokenRequest("acme", grant(), acme.id+":"+acme.secret+"x").wantError(t, 401, "invalid_client", "invalid client credentials")
+	p.tokenRequest("acme", grant("client_id", acme.id, "client_secret", "nope"), "").wantError(t, 401, "invalid_client", "invalid client credentials")
+	p.tokenRequest("acme", grant(), "").wantError(t, 401, "invalid_client", "no client authentication")
+	p.tokenRequest("acme", grant("grant_type", "password"), acme.id+":"+acme.secret).wantError(t, 400, "unsupported_grant_type", "client_credentials")
+	p.tokenRequest("acme", url.Values{}, acme.id+":"+acme.secret).wantError(t, 400, "invalid_request", "grant_type is missing")
+	p.tokenRequest("initech", grant(), acme.id+":"+acme.secret).wantError(t, 401, "invalid_client", "invalid client credentials")
+	// A client of another tenant: authenticated, but not for this endpoint.
+	p.tokenRequest("globex", grant(), acme.id+":"+acme.secret).wantError(t, 400, "unauthorized_client", "another tenant")
+	// A SCIM bearer token is no client secret.
+	p.tokenRequest("acme", grant("client_id", "tok_x", "client_secret", acmeToken), "").wantError(t, 401, "invalid_client", "invalid client credentials")
+	bad := func(method, ctype, query, body string) tokenReply {
+		req, _ := http.NewRequest(method, p.scimURL+"/oauth2/acme/token"+query, strings.NewReader(body))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		return doToken(t, req)
+	}
+	bad("POST", "application/json", "", `{"grant_type":"client_credentials"}`).wantError(t, 400, "invalid_request", "x-www-form-urlencoded")
+	bad("POST", "application/x-www-form-urlencoded", "?client_secret="+acme.secret, "grant_type=client_credentials&client_id="+acme.id).wantError(t, 400, "invalid_request", "not in the URL")
+	bad("POST", "application/x-www-form-urlencoded", "", "grant_type=client_credentials&grant_type=client_credentials").wantError(t, 400, "invalid_request", "given 2 times")
+	bad("GET", "", "", "").wantError(t, 405, "invalid_request", "POST")
+	bad("POST", "application/x-www-form-urlencoded", "", strings.Repeat("a=b&", 5000)).wantError(t, 400, "invalid_request", "larger than")
+
+	// Access tokens are bound to their tenant.
+	p.scim("globex", tok, "GET", "/Users", "").want(t, 401)
+	globexTok := p.tokenRequest("globex", grant(), globex.id+":"+globex.secret).accessToken(t)
+	p.scim("acme", globexTok, "GET", "/Users/"+uid, "").want(t, 401)
+	p.scim("globex", globexTok, "GET", "/Users/"+uid, "").want(t, 404)
+	// A client secret is no bearer token.
+	p.scim("acme", acme.secret, "GET", "/Users", "").want(t, 401)
+
+	// Expiry: an hour later the access token is refused, saying why, and a
+	// new one works. A restart keeps tokens valid.
+	clock.add(59 * time.Minute)
+	p.scim("acme", tok, "GET", "/Users", "").want(t, 200)
+	clock.add(time.Minute)
+	if r := p.scim("acme", tok, "GET", "/Users", "").want(t, 401); !strings.Contains(r.str("detail"), "access token expired") {
+		t.Fatalf("expired access token: %s", r.raw)
+	}
+	fresh := p.tokenRequest("acme", grant(), acme.id+":"+acme.secret).accessToken(t)
+	p.stop()
+	p = startRelay(t, cfg, roleAll, withClock(clock.now))
+	p.scim("acme", fresh, "GET", "/Users", "").want(t, 200)
+
+	// Revoking the client ends its tokens and its Basic credentials.
+	p.scim("acme", "", "GET", "/Users", "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(acme.id+":"+acme.secret))).want(t, 200)
+	if code, out, stderr := cli(t, "client", "revoke", acme.id, "--config", cliConfig(t, p, adminSecret)); code != exitOK || !strings.Contains(out, "revoked client "+acme.id) {
+		t.Fatalf("client revoke: %d %s %s", code, out, stderr)
+	}
+	if r := p.scim("acme", fresh, "GET", "/Users", "").want(t, 401); !strings.Contains(r.str("detail"), "was revoked") {
+		t.Fatalf("token of a revoked client: %s", r.raw)
+	}
+	p.tokenRequest("acme", grant(), acme.id+":"+acme.secret).wantError(t, 401, "invalid_client", "was revoked")
+	p.scim("acme", "", "GET", "/Users", "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(acme.id+":"+acme.secret))).want(t, 401)
+
+	// The provisioning log has the failures, with the client id and the
+	// reason, and no secret anywhere.
+	var entries []relay.LogEntry
+	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		entries, err = p.srv.reqLog.Query(context.Background(), relay.LogQuery{})
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Operation == "token" && e.Status == 401 && strings.Contains(e.Detail, "was revoked") {
+				return nil
+			}
+		}
+		return fmt.Errorf("the revoked client's token request is not in the log yet")
+	})
+	all, _ := json.Marshal(entries)
+	for _, secret := range []string{acme.secret, globex.secret, tok, fresh, globexTok, acmeToken} {
+		if strings.Contains(string(all), secret) {
+			t.Fatalf("the provisioning log holds a secret")
+		}
+	}
+	var refused []string
+	for _, e := range entries {
+		if e.Operation == "token" && e.Status >= 400 {
+			refused = append(refused, e.Detail)
+			if e.Tenant == "initech" {
+				t.Errorf("an unknown tenant labels a log entry: %+v", e)
+			}
+		}
+	}
+	if len(refused) < 10 || !strings.HasPrefix(refused[0], "invalid_request") {
+		t.Fatalf("token failures in the log: %q", refused)
+	}
+}
+
+// TestOAuthRateLimit: the token endpoint has its own bucket per tenant;
+// requests beyond it get 429 with Retry-After, before any secret is checked,
+// and neither another tenant's token endpoint nor SCIM is affected.
+func TestOAuthRateLimit(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.OAuth.Rate, cfg.OAuth.Burst = 1, 3
+	p := startRelay(t, cfg, roleAll)
+	acme := createClient(t, p, "acme")
+	globex := createClient(t, p, "globex")
+	counts := map[int]int{}
+	var limited tokenReply
+	for i := 0; i < 8; i++ {
+		r := p.tokenRequest("acme", grant(), acme.id+":wrong-secret")
+		counts[r.status]++
+		if r.status == 429 {
+			limited = r
+		}
+	}
+	if counts[401] < 3 || counts[429] < 4 || counts[401]+counts[429] != 8 {
+		t.Fatalf("statuses %v: want the burst of 3 (plus what refilled) checked, the rest refused", counts)
+	}
+	if limited.header.Get("Retry-After") != "1" || limited.body["error"] != "invalid_request" {
+		t.Fatalf("429 answer: %v %s", limited.header, limited.raw)
+	}
+	// The right secret is refused too while the bucket is empty.
+	if r := p.tokenRequest("acme", grant(), acme.id+":"+acme.secret); r.status != 429 {
+		t.Fatalf("a correct secret inside the limit: %d", r.status)
+	}
+	p.tokenRequest("globex", grant(), globex.id+":"+globex.secret).accessToken(t)
+	p.scim("acme", acmeToken, "GET", "/Users", "").want(t, 200)
+}
+
+// TestTokenEndpointAdvertised: ServiceProviderConfig lists the oauth2
+// scheme with the tenant's token endpoint, and that endpoint works.
+func TestTokenEndpointAdvertised(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	p := startRelay(t, cfg, roleAll)
+	c := createClient(t, p, "globex")
+	sp := p.scim("globex", globexToken, "GET", "/ServiceProviderConfig", "").want(t, 200)
+	var endpoint string
+	for _, s := range sp.body["authenticationSchemes"].([]any) {
+		m := s.(map[string]any)
+		if m["type"] == "oauth2" {
+			desc := m["description"].(string)
+			i := strings.Index(desc, "http://")
+			endpoint = strings.Fields(desc[i:])[0]
+		}
+	}
+	if endpoint != p.scimURL+"/oauth2/globex/token" {
+		t.Fatalf("advertised token endpoint %q in %s", endpoint, sp.raw)
+	}
+	req, _ := http.NewRequest("POST", endpoint, strings.NewReader(grant().Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(c.id, c.secret)
+	doToken(t, req).accessToken(t)
+}
