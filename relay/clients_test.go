@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -178,5 +181,27 @@ func TestClientLifecycle(t *testing.T) {
 	}
 	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {
 		t.Fatal("no token once the only client was revoked")
+	}
+}
+
+// TestExpiryWarnings: tokens and clients that expire within ExpiryWarning
+// are warned about, each with the command that replaces it; later ones not.
+func TestExpiryWarnings(t *testing.T) {
+	s, c, _ := openStore(t)
+	_, tok, _ := s.Tokens().Create(ctx, "acme", "entra-token", c.now().Add(10*24*time.Hour))
+	_, cl, _ := s.Clients().Create(ctx, "acme", "entra-client", c.now().Add(3*24*time.Hour))
+	_, late, _ := s.Clients().Create(ctx, "acme", "later", c.now().Add(30*24*time.Hour))
+	var buf bytes.Buffer
+	done, cancel := context.WithCancel(ctx)
+	cancel() // one round of warnings, then return
+	s.WarnExpiringTokens(done, slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
+	out := buf.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || strings.Contains(out, late.ID) {
+		t.Fatalf("warnings:\n%s", out)
+	}
+	if !strings.Contains(lines[0], cl.ID) || !strings.Contains(lines[0], "scimrelay client rotate") || !strings.Contains(lines[0], "days_left=3") ||
+		!strings.Contains(lines[1], tok.ID) || !strings.Contains(lines[1], "scimrelay token rotate") {
+		t.Fatalf("warnings:\n%s", out)
 	}
 }

@@ -153,6 +153,13 @@ func TestNoSecretsInLogs(t *testing.T) {
 	gid := p.scim("acme", acmeToken, "POST", "/Groups", b["create-group"]).want(t, 201).str("id")
 	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, strings.ReplaceAll(b["patch-group-add-members"], "f648f8d5ea4e4cd38e9c", uid)).want(t, 204)
 	p.scim("acme", acmeToken, "DELETE", "/Users/"+uid, "").want(t, 204)
+	// OAuth: a client, a refused and a granted token request, a request
+	// with the access token, Basic with the client's credentials.
+	c := createClient(t, p, "acme")
+	p.tokenRequest("acme", grant(), c.id+":"+c.secret+"-wrong").wantError(t, 401, "invalid_client", "invalid client credentials")
+	at := p.tokenRequest("acme", grant("client_id", c.id, "client_secret", c.secret), "").accessToken(t)
+	p.scim("acme", at, "GET", "/Users", "").want(t, 200)
+	p.scim("acme", "", "GET", "/Users", "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.id+":"+c.secret))).want(t, 200)
 	waitDelivered(t, h, 6)
 	p.stop()
 
@@ -160,7 +167,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	if !strings.Contains(out, "serving SCIM") {
 		t.Fatalf("the log is not what this test thinks it is:\n%s", out)
 	}
-	for _, secret := range []string{acmeToken, globexToken, adminSecret, sinkSecret, "scimrelay_wrong_token", "crm-secret-header",
+	for _, secret := range []string{acmeToken, globexToken, adminSecret, sinkSecret, "scimrelay_wrong_token", "crm-secret-header", c.secret, at,
 		"Test_User_00aa00aa", "testuser.com", "TestMhvaes", "microsoft.com", "displayName\":\"Bjfe"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the Info log contains %q", secret)

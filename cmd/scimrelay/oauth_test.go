@@ -303,3 +303,61 @@ func TestTokenEndpointAdvertised(t *testing.T) {
 	req.SetBasicAuth(c.id, c.secret)
 	doToken(t, req).accessToken(t)
 }
+
+// TestCLIClients: the client commands have the lifecycle of the token
+// commands: list (never a secret), rotate with an overlap in which both
+// clients work, revoke, clear errors; the expiry metric shows clients.
+func TestCLIClients(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	old := createClient(t, p, "acme", "--name", "entra", "--expires", "30d")
+
+	code, out, _ := cli(t, "client", "list", "--tenant", "acme", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, old.id) || !strings.Contains(out, "entra") || strings.Contains(out, old.secret) {
+		t.Fatalf("client list: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, "client", "list", "--json", "--config", cfg)
+	var list []relay.Token
+	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Kind != relay.KindClient {
+		t.Fatalf("client list --json: %d\n%s", code, out)
+	}
+	if code, out, _ := cli(t, "token", "list", "--json", "--config", cfg); code != exitOK || strings.Contains(out, old.id) {
+		t.Fatalf("a client among the tokens: %s", out)
+	}
+
+	code, out, stderr := cli(t, "client", "rotate", "--tenant", "acme", "--overlap", "1h", "--config", cfg)
+	if code != exitOK || !strings.Contains(stderr, "client "+old.id) || !strings.Contains(out, "client_secret: "+relay.ClientSecretPrefix) {
+		t.Fatalf("client rotate: %d %s %s", code, out, stderr)
+	}
+	fresh := strings.TrimPrefix(strings.Split(out, "\n")[0], "client_id: ")
+	secret := strings.TrimPrefix(strings.Split(out, "\n")[1], "client_secret: ")
+	p.tokenRequest("acme", grant(), old.id+":"+old.secret).accessToken(t) // inside the overlap
+	p.tokenRequest("acme", grant(), fresh+":"+secret).accessToken(t)
+
+	// The expiry metric carries clients, by kind.
+	res, err := http.Get(p.adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(metrics), `scimrelay_token_expiry_seconds{kind="client",name="entra",tenant="acme",token="`+old.id+`"}`) {
+		t.Fatalf("no expiry series for the client:\n%s", metrics)
+	}
+
+	if code, out, _ := cli(t, "client", "revoke", old.id, "--config", cfg); code != exitOK || !strings.Contains(out, "revoked client "+old.id) {
+		t.Fatalf("client revoke: %d %s", code, out)
+	}
+	if code, _, stderr := cli(t, "client", "revoke", "cli_nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such client") {
+		t.Errorf("unknown client: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "revoke", fresh, "--config", cfg); code != exitError || !strings.Contains(stderr, "no such token") {
+		t.Errorf("a client revoked as a token: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "client", "create", "--tenant", "initech", "--config", cfg); code != exitError || !strings.Contains(stderr, "no tenant") {
+		t.Errorf("unknown tenant: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "client", "create", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "tenant") {
+		t.Errorf("missing --tenant: %d %s", code, stderr)
+	}
+}

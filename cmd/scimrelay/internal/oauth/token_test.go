@@ -1,0 +1,98 @@
+package oauth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+func newEndpoint(t *testing.T) (*httptest.Server, *relay.Store, *[]scim.RequestInfo) {
+	t.Helper()
+	s, err := relay.Open(filepath.Join(t.TempDir(), "x.db"), relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	var seen []scim.RequestInfo
+	h := NewHandler(Options{Issuer: s, Observe: func(_ context.Context, info *scim.RequestInfo) { seen = append(seen, *info) }})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, s, &seen
+}
+
+func post(t *testing.T, u, auth, form string) (int, map[string]string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", u, strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=UTF-8")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	out := map[string]string{}
+	for k, v := range body {
+		b, _ := json.Marshal(v)
+		out[k] = strings.Trim(string(b), `"`)
+	}
+	return res.StatusCode, out
+}
+
+// TestTokenEndpointDetails: RFC 6749 §2.3.1 (Basic credentials are
+// form-encoded first), §5.2 (error_description within printable ASCII
+// without " and \), the path, and what the provisioning log gets.
+func TestTokenEndpointDetails(t *testing.T) {
+	srv, s, seen := newEndpoint(t)
+	secret, cl, err := s.Clients().Create(context.Background(), "acme", "x", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	basic := func(id, secret string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+	}
+	// The id form-encoded ("_" as %5F) is the same id.
+	status, body := post(t, srv.URL+"/oauth2/acme/token", basic(strings.ReplaceAll(cl.ID, "_", "%5F"), url.QueryEscape(secret)), "grant_type=client_credentials")
+	if status != 200 || body["token_type"] != "Bearer" {
+		t.Fatalf("form-encoded Basic credentials: %d %v", status, body)
+	}
+	// A trailing slash is the same endpoint.
+	if status, _ := post(t, srv.URL+"/oauth2/acme/token/", basic(cl.ID, secret), "grant_type=client_credentials"); status != 200 {
+		t.Fatalf("trailing slash: %d", status)
+	}
+	// Descriptions stay within the allowed characters even when they echo input.
+	status, body = post(t, srv.URL+"/oauth2/acme/token", basic(cl.ID, secret), `grant_type=`+url.QueryEscape("pass\"wörd\\"))
+	if status != 400 || body["error"] != "unsupported_grant_type" {
+		t.Fatalf("odd grant type: %d %v", status, body)
+	}
+	for _, r := range body["error_description"] {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			t.Fatalf("error_description %q has %q", body["error_description"], r)
+		}
+	}
+	for _, p := range []string{"/oauth2/acme", "/oauth2/acme/tokens", "/oauth2/ACME/token", "/oauth2//token", "/oauth2/acme/token/x"} {
+		if status, body := post(t, srv.URL+p, "", ""); status != 404 || body["error"] != "invalid_request" {
+			t.Errorf("%s: %d %v", p, status, body)
+		}
+	}
+	// A wrong secret is logged with the client id and the reason, never the secret.
+	post(t, srv.URL+"/oauth2/acme/token", "", "grant_type=client_credentials&client_id="+cl.ID+"&client_secret=guess-"+secret[:10])
+	last := (*seen)[len(*seen)-1]
+	if last.Operation != "token" || last.Tenant != "acme" || last.Name != cl.ID || last.Status != 401 ||
+		last.Detail != "invalid_client: invalid client credentials" {
+		t.Fatalf("log info %+v", last)
+	}
+}
