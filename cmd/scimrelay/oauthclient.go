@@ -20,13 +20,14 @@ func newClientCommand() *cobra.Command {
 		Use:   "client",
 		Short: "Issue, list, rotate and revoke OAuth 2.0 clients (client credentials grant)",
 		Long: `Manage OAuth 2.0 clients, one set per tenant, for identity providers that
-authenticate with the client credentials grant (RFC 6749 section 4.4): Entra
-ID's "OAuth2 Client Credentials Grant" authentication method, Okta's OAuth 2
-option. A client gets access tokens from its tenant's token endpoint,
+authenticate with the client credentials grant (RFC 6749 section 4.4), such
+as Entra ID's "OAuth2 Client Credentials Grant" authentication method. A
+client gets access tokens from its tenant's token endpoint,
 <public_url>/oauth2/<tenant>/token, with client_secret_basic or
 client_secret_post; they expire after oauth.token_lifetime (1h) and stop
 working when the client is revoked or expires. The client's id and secret
-also work as HTTP Basic credentials on the SCIM endpoints (oauth.basic_auth).
+also work as HTTP Basic credentials on the SCIM endpoints (oauth.basic_auth),
+which is what Okta's "Basic Auth" authentication mode sends.
 
 A new client's secret is printed once; only its SHA-256 is stored. Clients
 have the lifecycle of tokens: expiry (90 days unless --expires), warnings
