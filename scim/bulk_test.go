@@ -3,6 +3,7 @@ package scim
 import (
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -254,4 +255,38 @@ func (l *countingLimiter) AllowN(_ string, n int) (bool, time.Duration) {
 	}
 	l.budget -= n
 	return true, 0
+}
+
+// FuzzBulk sends arbitrary bulk bodies through the handler to the in-memory
+// backend: every answer is 200 with a BulkResponse, or a SCIM error other
+// than 500; no operation's result is a 500 either.
+func FuzzBulk(f *testing.F) {
+	f.Add(bulkBody("", `{"method":"POST","path":"/Users","bulkId":"a","data":{`+userSchemas+`,"userName":"a"}},`+
+		`{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"g","members":[{"value":"bulkId:a"}]}}`))
+	f.Add(bulkBody(`"failOnErrors":1`, `{"method":"PATCH","path":"/Groups/bulkId:g","data":{`+patchSchemas+`,"Operations":[{"op":"remove","path":"members[value eq \"bulkId:a\"]"}]}},`+
+		`{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"g","members":[{"value":"bulkId:g"}]}}`))
+	f.Add(bulkBody("", `{"method":"DELETE","path":"/users/bulkId:x/y"},{"method":"put","path":"/Groups/%2F","data":{}}`))
+	f.Fuzz(func(t *testing.T, body string) {
+		b := newMemBackend(map[string]string{"acme": tokenAcme}) // fresh: state must not pile up across inputs
+		h := NewHandler(b, b, Options{BulkMaxOperations: 20})
+		req := httptest.NewRequest("POST", "/scim/v2/acme/Bulk", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tokenAcme)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%d: %s", rec.Code, rec.Body)
+		}
+		if rec.Code != 200 {
+			return
+		}
+		var a bulkAnswer
+		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+			t.Fatalf("answer is not a BulkResponse: %v\n%s", err, rec.Body)
+		}
+		for _, o := range a.Operations {
+			if o.Status == "" || o.Status[0] == '5' {
+				t.Fatalf("operation result %+v", o)
+			}
+		}
+	})
 }

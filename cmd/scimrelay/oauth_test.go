@@ -331,7 +331,10 @@ func TestCLIClients(t *testing.T) {
 	}
 	fresh := strings.TrimPrefix(strings.Split(out, "\n")[0], "client_id: ")
 	secret := strings.TrimPrefix(strings.Split(out, "\n")[1], "client_secret: ")
-	p.tokenRequest("acme", grant(), old.id+":"+old.secret).accessToken(t) // inside the overlap
+	// Inside the overlap the old client still gets tokens, which end with it.
+	if r := p.tokenRequest("acme", grant(), old.id+":"+old.secret); r.status != 200 || r.body["expires_in"].(float64) > 3600 || r.body["expires_in"].(float64) < 3590 {
+		t.Fatalf("old client inside the overlap: %d %s", r.status, r.raw)
+	}
 	p.tokenRequest("acme", grant(), fresh+":"+secret).accessToken(t)
 
 	// The expiry metric carries clients, by kind.
