@@ -99,17 +99,8 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	var schemas, operations, failOn any
-	for k, v := range raw {
-		switch strings.ToLower(k) {
-		case "schemas":
-			schemas = v
-		case "operations":
-			operations = v
-		case "failonerrors":
-			failOn = v
-		}
-	}
+	m := lowerKeys(raw)
+	schemas, operations, failOn := m["schemas"], m["operations"], m["failonerrors"]
 	if !listsSchema(schemas, BulkRequestSchema) {
 		return nil, Errorf(ErrInvalidSyntax, "a bulk request needs \"schemas\": [%q]", BulkRequestSchema)
 	}
@@ -149,26 +140,14 @@ func parseBulkOp(i int, o any) *bulkOp {
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
 		return op
 	}
-	var method, path, bulkID, version any
-	for k, v := range obj {
-		switch strings.ToLower(k) {
-		case "method":
-			method = v
-		case "path":
-			path = v
-		case "bulkid":
-			bulkID = v
-		case "version":
-			version = v
-		case "data":
-			op.data = v
-		}
-	}
+	f := lowerKeys(obj)
+	method := f["method"]
 	m, _ := method.(string)
 	op.method = strings.ToUpper(m)
-	op.bulkID, _ = bulkID.(string)
-	op.version, _ = version.(string)
-	op.path, _ = path.(string)
+	op.bulkID, _ = f["bulkid"].(string)
+	op.version, _ = f["version"].(string)
+	op.path, _ = f["path"].(string)
+	op.data = f["data"]
 	switch {
 	case op.method != http.MethodPost && op.method != http.MethodPut && op.method != http.MethodPatch && op.method != http.MethodDelete:
 		op.method = truncate(m, 16)

@@ -227,7 +227,7 @@ type infoKey struct{}
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := &RequestInfo{
 		Start:     time.Now(),
-		RequestID: requestID(r),
+		RequestID: RequestID(r),
 		Method:    r.Method,
 		Path:      r.URL.Path,
 	}
@@ -1099,8 +1099,8 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// requestID takes a sane X-Request-Id from the client or makes one.
-func requestID(r *http.Request) string {
+// RequestID takes a sane X-Request-Id from the client or makes one.
+func RequestID(r *http.Request) string {
 	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && !strings.ContainsAny(id, "\r\n\t ") {
 		return id
 	}

@@ -93,6 +93,16 @@ func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
 	return p, nil
 }
 
+// lowerKeys returns obj with its keys in lower case, for the members of
+// request messages, which clients write in any case.
+func lowerKeys(obj map[string]any) map[string]any {
+	out := make(map[string]any, len(obj))
+	for k, v := range obj {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
 func listsSchema(v any, urn string) bool {
 	list, _ := v.([]any)
 	for _, s := range list {
@@ -109,20 +119,13 @@ func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
 		return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
 	}
 	op := patchOp{index: i}
-	var kind, path any
+	// Members besides op, path and value are ignored: clients add their own
+	// (a "name" such as "addMember"), and they change nothing RFC 7644
+	// §3.5.2 defines.
+	f := lowerKeys(obj)
+	kind, path := f["op"], f["path"]
 	var hasValue bool
-	for k, v := range obj {
-		switch strings.ToLower(k) {
-		case "op":
-			kind = v
-		case "path":
-			path = v
-		case "value":
-			op.value, hasValue = v, true
-		}
-		// Other members are ignored: clients add their own (a "name" such as
-		// "addMember"), and they change nothing RFC 7644 §3.5.2 defines.
-	}
+	op.value, hasValue = f["value"]
 	s, _ := kind.(string)
 	switch strings.ToLower(s) {
 	case "add":

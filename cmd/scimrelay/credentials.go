@@ -33,12 +33,8 @@ func (k credentialCLI) createCommand(short, long, example string) *cobra.Command
 		Example: example,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			res, err := k.issue(cmd, k.path, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires})
 			if err != nil {
-				return err
-			}
-			var res admin.TokenResponse
-			if err := c.do(cmd.Context(), "POST", k.path, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires}, &res); err != nil {
 				return err
 			}
 			return k.printNew(cmd, res)
@@ -52,6 +48,17 @@ func (k credentialCLI) createCommand(short, long, example string) *cobra.Command
 	return cmd
 }
 
+// issue posts a create or rotate request to the admin API.
+func (k credentialCLI) issue(cmd *cobra.Command, path string, req admin.TokenRequest) (admin.TokenResponse, error) {
+	var res admin.TokenResponse
+	c, err := newAdminClient(configPathOf(cmd))
+	if err != nil {
+		return res, err
+	}
+	err = c.do(cmd.Context(), "POST", path, req, &res)
+	return res, err
+}
+
 func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 	var tenant, name, expires, overlap string
 	cmd := &cobra.Command{
@@ -61,12 +68,8 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 		Example: example,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			res, err := k.issue(cmd, k.path+"/rotate", admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires, Overlap: overlap})
 			if err != nil {
-				return err
-			}
-			var res admin.TokenResponse
-			if err := c.do(cmd.Context(), "POST", k.path+"/rotate", admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires, Overlap: overlap}, &res); err != nil {
 				return err
 			}
 			for _, old := range res.Expired {

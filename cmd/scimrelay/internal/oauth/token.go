@@ -18,12 +18,12 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -88,9 +88,6 @@ func NewHandler(o Options) *Handler {
 // maxBody bounds a token request: a few short form fields.
 const maxBody = 16 << 10
 
-// tenantPattern is the tenant name syntax.
-var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
-
 // Error codes of RFC 6749 §5.2.
 const (
 	errInvalidRequest       = "invalid_request"
@@ -131,10 +128,7 @@ func description(s string) string {
 
 // ServeHTTP answers one token request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	info := &scim.RequestInfo{Start: time.Now(), RequestID: r.Header.Get("X-Request-Id"), Method: r.Method, Path: r.URL.Path, Operation: "token"}
-	if info.RequestID == "" || len(info.RequestID) > 64 || strings.ContainsAny(info.RequestID, " \t\r\n") {
-		info.RequestID = strconv.FormatInt(info.Start.UnixNano(), 36)
-	}
+	info := &scim.RequestInfo{Start: time.Now(), RequestID: scim.RequestID(r), Method: r.Method, Path: r.URL.Path, Operation: "token"}
 	// Token responses and errors must not be cached (RFC 6749 §5.1).
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
@@ -224,7 +218,7 @@ func tenantOf(escaped string) (string, bool) {
 		return "", false
 	}
 	tenant, tail, ok := strings.Cut(rest, "/")
-	if !ok || strings.TrimRight(tail, "/") != "token" || !tenantPattern.MatchString(tenant) {
+	if !ok || strings.TrimRight(tail, "/") != "token" || !events.ValidTenant(tenant) {
 		return "", false
 	}
 	return tenant, true
