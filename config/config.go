@@ -55,8 +55,11 @@ type NATS struct {
 	// URL of an external server or cluster; empty runs the embedded server.
 	URL string `yaml:"url"`
 	// Listen is the embedded server's client listener; "" keeps it in-process.
-	Listen         string   `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	// Credentials (a .creds file), Nkey (a file holding a user nkey seed),
+	// Token, and User with Password authenticate to an external NATS.
 	Credentials    string   `yaml:"credentials"`
+	Nkey           string   `yaml:"nkey"`
 	Token          string   `yaml:"token"`
 	User           string   `yaml:"user"`
 	Password       string   `yaml:"password"`
@@ -65,7 +68,11 @@ type NATS struct {
 	Stream         Stream   `yaml:"stream"`
 }
 
-// TLS configures TLS to an external NATS.
+// TLS configures TLS. With an external NATS: ca_file is the CA that signed
+// the server's certificate, cert_file and key_file the relay's client
+// certificate. With the embedded server: cert_file and key_file are its
+// listener's certificate (subscribers must then use TLS), and ca_file,
+// when set, the CA that subscribers' client certificates must chain to.
 type TLS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`

@@ -84,11 +84,17 @@ func (c *Config) validateNATS(v *validator) {
 	n := c.NATS
 	if c.Embedded() {
 		v.hostPort("nats.listen", n.Listen, true)
-		for _, f := range []struct{ field, val string }{{"nats.credentials", n.Credentials}, {"nats.token", n.Token},
-			{"nats.user", n.User}, {"nats.tls.ca_file", n.TLS.CAFile}, {"nats.tls.cert_file", n.TLS.CertFile}} {
+		for _, f := range []struct{ field, val string }{{"nats.credentials", n.Credentials}, {"nats.nkey", n.Nkey}, {"nats.token", n.Token},
+			{"nats.user", n.User}} {
 			if f.val != "" {
-				v.add(f.field, "applies only to an external NATS (set nats.url)")
+				v.add(f.field, "applies only to an external NATS (set nats.url); the embedded server gives the relay a credential of its own and subscribers theirs (scimrelay subscriber add)")
 			}
+		}
+		switch {
+		case n.TLS.CertFile != "" && n.Listen == "":
+			v.add("nats.tls", "secures the embedded server's listener, but nats.listen is empty (in-process only)")
+		case n.TLS.CAFile != "" && n.TLS.CertFile == "":
+			v.add("nats.tls.ca_file", "verifies subscribers' client certificates on the embedded listener, which needs cert_file and key_file")
 		}
 		if n.Stream.Replicas > 1 {
 			v.add("nats.stream.replicas", "the embedded server keeps 1 replica; replicas > 1 need nats.url pointing at a cluster")

@@ -11,6 +11,7 @@
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
 //	outbox                    u64 commit number → event (structured CloudEvent JSON)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
+//	subscribers               name → NATS subscriber (JSON: public nkey, subject pattern)
 //	provlog                   the provisioning log (see provlog.go)
 //	tenants/<name>/
 //	    users                 id → record
@@ -275,7 +276,7 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) error {
 	case binary.BigEndian.Uint64(v) != layoutVersion:
 		return fmt.Errorf("the file has layout version %d; this build reads version %d", binary.BigEndian.Uint64(v), layoutVersion)
 	}
-	for _, b := range [][]byte{bucketOutbox, bucketTokens} {
+	for _, b := range [][]byte{bucketOutbox, bucketTokens, bucketSubscribers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

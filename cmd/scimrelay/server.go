@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +49,7 @@ type server struct {
 
 	registry   *prometheus.Registry
 	store      *relay.Store
-	natsServer *natsserver.Server
+	natsServer *natsbus.Embedded // nil with an external NATS
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	publisher  *relay.Publisher
@@ -93,7 +92,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			return nil, err
 		}
 	}
-	if err := s.connectNATS(); err != nil {
+	if err := s.connectNATS(ctx); err != nil {
 		return nil, err
 	}
 	streamCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -157,12 +156,12 @@ func storeOptions(cfg *config.Config, log *slog.Logger) relay.Options {
 	return o
 }
 
-func (s *server) connectNATS() error {
+func (s *server) connectNATS(ctx context.Context) error {
 	n := s.cfg.NATS
 	o := natsbus.Options{
 		URL: n.URL, Listen: n.Listen, StoreDir: s.cfg.NATSDir(),
-		Credentials: n.Credentials, Token: n.Token, User: n.User, Password: n.Password,
-		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
+		Credentials: n.Credentials, NkeySeedFile: n.Nkey, Token: n.Token, User: n.User, Password: n.Password,
+		TLS:            natsbus.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
 		ConnectTimeout: time.Duration(n.ConnectTimeout), Name: "scimrelay-" + s.role,
 	}
 	var err error
@@ -170,11 +169,15 @@ func (s *server) connectNATS() error {
 		if s.role == roleSinks {
 			return errors.New("--role sinks needs an external NATS (set nats.url): delivery workers share the SCIM front end's stream")
 		}
-		if s.natsServer, err = natsbus.StartEmbedded(o, s.log); err != nil {
+		subscribers, err := s.store.Subscribers(ctx)
+		if err != nil {
 			return err
 		}
-		if n.Listen != "" {
-			s.log.Info("embedded NATS is listening for local subscribers", "url", "nats://"+n.Listen)
+		if s.natsServer, err = natsbus.StartEmbedded(o, admin.BusSubscribers(subscribers), s.log); err != nil {
+			return err
+		}
+		if url := s.natsServer.ClientURL(); url != "" {
+			s.log.Info("embedded NATS is listening for subscribers (each with its own credential: scimrelay subscriber add)", "url", url, "subscribers", len(subscribers))
 		}
 	}
 	if s.nc, err = natsbus.Connect(o, s.natsServer, s.log.With("component", "nats")); err != nil {
@@ -254,6 +257,7 @@ func (s *server) adminHandler() http.Handler {
 			return nil
 		}}, {Name: "sinks", Check: s.sinks.Ready}},
 	}
+	o.Subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog
 		o.Checks = append(o.Checks, admin.Check{Name: "store", Check: func(context.Context) error { return s.store.Ping() }},
@@ -402,7 +406,6 @@ func (s *server) close() error {
 	}
 	if s.natsServer != nil {
 		s.natsServer.Shutdown()
-		s.natsServer.WaitForShutdown()
 		s.natsServer = nil
 	}
 	if s.store != nil {

@@ -177,3 +177,63 @@ func (ps Patterns) Match(a Action) bool {
 	}
 	return false
 }
+
+// subjectTokens is how many tokens every event subject has.
+const subjectTokens = 4
+
+// CheckSubjectPattern checks a subject pattern a subscriber may be limited
+// to: a NATS subject filter under scimrelay. that can match an event
+// subject, so that a typo ("scimrelay.acme.users.>") is refused rather than
+// matching nothing. A pattern of fewer tokens ending in "*" is refused too:
+// it matches nothing, and a client could write ">" in its place (NATS
+// permissions let a permitted "*" stand for a literal ">" token), which a
+// pattern of the full length cannot widen, since every event subject has
+// the same number of tokens.
+func CheckSubjectPattern(p string) error {
+	tokens := strings.Split(p, ".")
+	bad := func(why string) error {
+		return fmt.Errorf("subject pattern %q %s; event subjects are scimrelay.<tenant>.<kind>.<action>, e.g. scimrelay.acme.user.> or scimrelay.*.group.member_added", p, why)
+	}
+	if tokens[0] != "scimrelay" {
+		return bad("must start with scimrelay.")
+	}
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return bad("has an empty token")
+		case t == ">" && i != len(tokens)-1:
+			return bad("has > before its last token")
+		case strings.ContainsAny(t, " \t\r\n") || (len(t) > 1 && strings.ContainsAny(t, "*>")):
+			return bad(fmt.Sprintf("has an invalid token %q", t))
+		}
+	}
+	last := tokens[len(tokens)-1]
+	switch {
+	case len(tokens) < 2:
+		return bad("names no events")
+	case last == ">" && len(tokens) > subjectTokens:
+		return bad("is longer than any event subject")
+	case last != ">" && len(tokens) != subjectTokens:
+		return bad(fmt.Sprintf("has %d tokens; without > it needs %d", len(tokens), subjectTokens))
+	}
+	if len(tokens) > 1 && tokens[1] != "*" && tokens[1] != ">" && !ValidTenant(tokens[1]) {
+		return bad(fmt.Sprintf("names %q, which is not a valid tenant name", tokens[1]))
+	}
+	kind := ""
+	if len(tokens) > 2 && tokens[2] != "*" && tokens[2] != ">" {
+		if kind = tokens[2]; kind != "user" && kind != "group" {
+			return bad("has a kind other than user or group")
+		}
+	}
+	if len(tokens) > 3 && tokens[3] != "*" && tokens[3] != ">" {
+		found := false
+		for _, a := range Catalog {
+			_, action, _ := strings.Cut(string(a), ".")
+			found = found || action == tokens[3] && (kind == "" || a.Kind() == kind)
+		}
+		if !found {
+			return bad(fmt.Sprintf("names %q, which is no event's action", tokens[3]))
+		}
+	}
+	return nil
+}

@@ -6,13 +6,10 @@ package natsbus
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,68 +27,29 @@ type Options struct {
 	Listen string
 	// StoreDir holds the embedded server's JetStream files.
 	StoreDir string
-	// Credentials, Token, User and Password authenticate to an external server.
-	Credentials, Token, User, Password string
-	// CAFile, CertFile and KeyFile configure TLS to an external server.
-	CAFile, CertFile, KeyFile string
+	// Credentials (a .creds file), NkeySeedFile (a file holding a user nkey
+	// seed), Token, and User with Password authenticate to an external server.
+	Credentials, NkeySeedFile, Token, User, Password string
+	// TLS is the client side of TLS to an external server, or the embedded
+	// server's listener certificate (and, with a CA, the CA its clients'
+	// certificates must chain to).
+	TLS TLS
 	// ConnectTimeout bounds each connection attempt.
 	ConnectTimeout time.Duration
 	// Name identifies the connection in the server's monitoring.
 	Name string
 }
 
-// StartEmbedded starts an in-process nats-server with JetStream storing
-// under o.StoreDir. It listens on o.Listen (loopback by default) so that
-// local services can subscribe, or on nothing when o.Listen is empty.
-func StartEmbedded(o Options, log *slog.Logger) (*server.Server, error) {
-	opts := &server.Options{
-		ServerName: "scimrelay",
-		JetStream:  true,
-		StoreDir:   o.StoreDir,
-		NoSigs:     true, // the relay owns signal handling
-		MaxPayload: 8 << 20,
-	}
-	if o.Listen == "" {
-		opts.DontListen = true
-	} else {
-		host, port, err := net.SplitHostPort(o.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("embedded NATS listen address %q: %w", o.Listen, err)
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil {
-			return nil, fmt.Errorf("embedded NATS listen address %q: bad port", o.Listen)
-		}
-		opts.Host, opts.Port = host, p
-		// Fail with a clear message rather than nats-server's own when the port is taken.
-		l, err := net.Listen("tcp", o.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("embedded NATS cannot listen on %s: %w (is another NATS or scimrelay running? set nats.listen to another address, or to \"\" for in-process only)", o.Listen, err)
-		}
-		_ = l.Close()
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
-	}
-	s.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
-	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return nil, errors.New("embedded NATS did not become ready within 30s")
-	}
-	if !s.JetStreamEnabled() {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded NATS started without JetStream (store %s)", o.StoreDir)
-	}
-	return s, nil
+// TLS names PEM files.
+type TLS struct {
+	CAFile, CertFile, KeyFile string
 }
 
-// Connect connects to the embedded server (in-process, no TCP) when
-// embedded is not nil, else to o.URL. The connection reconnects forever;
+// Connect connects to the embedded server (in-process, no TCP, with the
+// relay's own credential) when embedded is not nil, else to o.URL. The connection reconnects forever;
 // publishes fail fast while it is away (no reconnect buffer), because the
 // outbox, not the client, is where unpublished events wait.
-func Connect(o Options, embedded *server.Server, log *slog.Logger) (*nats.Conn, error) {
+func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error) {
 	name := o.Name
 	if name == "" {
 		name = "scimrelay"
@@ -125,8 +83,11 @@ func Connect(o Options, embedded *server.Server, log *slog.Logger) (*nats.Conn, 
 		}),
 	}
 	if embedded != nil {
-		opts = append(opts, nats.InProcessServer(embedded))
-		nc, err := nats.Connect("", opts...)
+		own, err := embedded.connectOptions()
+		if err != nil {
+			return nil, err
+		}
+		nc, err := nats.Connect("", append(opts, own...)...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
 		}
@@ -135,14 +96,21 @@ func Connect(o Options, embedded *server.Server, log *slog.Logger) (*nats.Conn, 
 	if o.Credentials != "" {
 		opts = append(opts, nats.UserCredentials(o.Credentials))
 	}
+	if o.NkeySeedFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading nats.nkey: %w", err)
+		}
+		opts = append(opts, opt)
+	}
 	if o.Token != "" {
 		opts = append(opts, nats.Token(o.Token))
 	}
 	if o.User != "" {
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
-	if o.CAFile != "" || o.CertFile != "" {
-		tc, err := tlsConfig(o)
+	if o.TLS.CAFile != "" || o.TLS.CertFile != "" {
+		tc, err := tlsConfig(o.TLS)
 		if err != nil {
 			return nil, err
 		}
@@ -155,7 +123,7 @@ func Connect(o Options, embedded *server.Server, log *slog.Logger) (*nats.Conn, 
 	return nc, nil
 }
 
-func tlsConfig(o Options) (*tls.Config, error) {
+func tlsConfig(o TLS) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)

@@ -35,6 +35,8 @@ type Options struct {
 	Clients Credentials // OAuth clients
 	Backup  Backup
 	Log     Log
+	// Subscribers manages the embedded NATS server's subscribers.
+	Subscribers Subscribers
 	// Routes adds endpoints under /admin/v1/ that other packages serve
 	// (the sinks' dead-letter queues, the provisioning log, event tails).
 	Routes map[string]http.Handler
@@ -68,6 +70,11 @@ func NewHandler(o Options) *Handler {
 	h.clientRoutes(o.Clients)
 	h.api("GET /admin/v1/backup", h.backup)
 	h.api("GET /admin/v1/log", h.queryLog)
+	if o.Subscribers != nil {
+		h.api("GET /admin/v1/subscribers", h.listSubscribers)
+		h.api("POST /admin/v1/subscribers", h.addSubscriber)
+		h.api("DELETE /admin/v1/subscribers/{name}", h.removeSubscriber)
+	}
 	// Profiles, for when the relay is slow and nobody knows why; behind the
 	// admin token like the rest of the API.
 	h.mux.Handle("GET /debug/pprof/", h.authenticate(http.HandlerFunc(pprof.Index)))

@@ -1,0 +1,204 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// Subscribers manages the NATS subscribers of the embedded server.
+type Subscribers interface {
+	AddSubscriber(ctx context.Context, sub relay.Subscriber) (SubscriberInfo, error)
+	ListSubscribers(ctx context.Context) ([]SubscriberInfo, error)
+	RemoveSubscriber(ctx context.Context, name string) (relay.Subscriber, error)
+}
+
+// SubscriberRequest asks for a subscriber. The CLI generates the nkey pair
+// and sends only the public key, so the seed never crosses the wire.
+type SubscriberRequest struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key"`
+	Subjects  string `json:"subjects,omitempty"`
+}
+
+// SubscriberInfo is a subscriber with what it needs to connect.
+type SubscriberInfo struct {
+	relay.Subscriber
+	// URL is the embedded server's client URL; empty when it listens on nothing.
+	URL string `json:"url"`
+	// Stream and Consumer are where it reads: the consumer is named as the subscriber.
+	Stream   string `json:"stream"`
+	Consumer string `json:"consumer"`
+	// InboxPrefix is the private inbox prefix its client must use.
+	InboxPrefix string `json:"inbox_prefix"`
+}
+
+// ErrExternalNATS means the relay does not run the NATS server: its
+// accounts and credentials are the operator's to manage.
+var ErrExternalNATS = errors.New("this relay uses an external NATS (nats.url): create subscriber credentials in that server's accounts; scimrelay manages subscribers only for its embedded server")
+
+// SubscriberRegistry keeps subscribers in the data file and applies them
+// to the embedded server, so that adding or removing one takes effect at
+// once, without a restart.
+type SubscriberRegistry struct {
+	store *relay.Store
+	bus   *natsbus.Embedded // nil with an external NATS
+	js    jetstream.JetStream
+
+	mu sync.Mutex // one change at a time: the data file and the server agree
+}
+
+var _ Subscribers = (*SubscriberRegistry)(nil)
+
+// NewSubscriberRegistry returns the registry; bus is nil with an external NATS.
+func NewSubscriberRegistry(store *relay.Store, bus *natsbus.Embedded, js jetstream.JetStream) *SubscriberRegistry {
+	return &SubscriberRegistry{store: store, bus: bus, js: js}
+}
+
+// BusSubscribers converts stored subscribers to what the server admits.
+func BusSubscribers(list []relay.Subscriber) []natsbus.Subscriber {
+	out := make([]natsbus.Subscriber, len(list))
+	for i, s := range list {
+		out[i] = natsbus.Subscriber{Name: s.Name, PublicKey: s.PublicKey, Subjects: s.Subjects}
+	}
+	return out
+}
+
+func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {
+	return SubscriberInfo{Subscriber: s, URL: r.bus.ClientURL(), Stream: events.StreamName, Consumer: s.Name, InboxPrefix: natsbus.InboxPrefix(s.Name)}
+}
+
+// AddSubscriber checks, stores and admits a subscriber.
+func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscriber) (SubscriberInfo, error) {
+	if r.bus == nil || r.store == nil {
+		return SubscriberInfo{}, ErrExternalNATS
+	}
+	if err := BusSubscribers([]relay.Subscriber{sub})[0].Check(); err != nil {
+		return SubscriberInfo{}, Errorf(http.StatusBadRequest, "%v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list, err := r.store.Subscribers(ctx)
+	if err != nil {
+		return SubscriberInfo{}, err
+	}
+	for _, s := range list {
+		if s.PublicKey == sub.PublicKey {
+			return SubscriberInfo{}, Errorf(http.StatusConflict, "subscriber %s already has this public key; generate a new key pair", s.Name)
+		}
+	}
+	stored, err := r.store.AddSubscriber(ctx, sub)
+	if err != nil {
+		return SubscriberInfo{}, err
+	}
+	if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); err != nil {
+		if _, rerr := r.store.RemoveSubscriber(context.WithoutCancel(ctx), sub.Name); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
+		}
+		return SubscriberInfo{}, err
+	}
+	return r.info(stored), nil
+}
+
+// ListSubscribers lists the subscribers by name.
+func (r *SubscriberRegistry) ListSubscribers(ctx context.Context) ([]SubscriberInfo, error) {
+	if r.bus == nil || r.store == nil {
+		return nil, ErrExternalNATS
+	}
+	list, err := r.store.Subscribers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SubscriberInfo, len(list))
+	for i, s := range list {
+		out[i] = r.info(s)
+	}
+	return out, nil
+}
+
+// RemoveSubscriber cuts a subscriber off (its connections close at once),
+// forgets it, and deletes its consumer.
+func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) (relay.Subscriber, error) {
+	if r.bus == nil || r.store == nil {
+		return relay.Subscriber{}, ErrExternalNATS
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list, err := r.store.Subscribers(ctx)
+	if err != nil {
+		return relay.Subscriber{}, err
+	}
+	var kept []relay.Subscriber
+	for _, s := range list {
+		if s.Name != name {
+			kept = append(kept, s)
+		}
+	}
+	if len(kept) == len(list) {
+		return relay.Subscriber{}, fmt.Errorf("removing subscriber %s: %w", name, relay.ErrSubscriberNotFound)
+	}
+	// Cut it off first: a failure after this leaves it stored but unable
+	// to connect, never the other way round.
+	if err := r.bus.SetSubscribers(BusSubscribers(kept)); err != nil {
+		return relay.Subscriber{}, err
+	}
+	removed, err := r.store.RemoveSubscriber(ctx, name)
+	if err != nil {
+		return relay.Subscriber{}, err
+	}
+	if err := r.js.DeleteConsumer(ctx, events.StreamName, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return removed, fmt.Errorf("subscriber %s removed, but deleting its consumer: %w", name, err)
+	}
+	return removed, nil
+}
+
+func (h *Handler) listSubscribers(w http.ResponseWriter, r *http.Request) error {
+	list, err := h.o.Subscribers.ListSubscribers(r.Context())
+	if err != nil {
+		return subscriberError(err)
+	}
+	WriteJSON(w, http.StatusOK, list)
+	return nil
+}
+
+func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
+	var req SubscriberRequest
+	if err := DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	info, err := h.o.Subscribers.AddSubscriber(r.Context(), relay.Subscriber{Name: req.Name, PublicKey: req.PublicKey, Subjects: req.Subjects})
+	if err != nil {
+		return subscriberError(err)
+	}
+	WriteJSON(w, http.StatusCreated, info)
+	return nil
+}
+
+func (h *Handler) removeSubscriber(w http.ResponseWriter, r *http.Request) error {
+	sub, err := h.o.Subscribers.RemoveSubscriber(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return subscriberError(err)
+	}
+	WriteJSON(w, http.StatusOK, sub)
+	return nil
+}
+
+func subscriberError(err error) error {
+	switch {
+	case errors.Is(err, ErrExternalNATS):
+		return Errorf(http.StatusConflict, "%v", err)
+	case errors.Is(err, relay.ErrSubscriberNotFound):
+		return Errorf(http.StatusNotFound, "%v", err)
+	case errors.Is(err, relay.ErrSubscriberExists):
+		return Errorf(http.StatusConflict, "%v", err)
+	}
+	return err
+}

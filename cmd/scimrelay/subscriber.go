@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nats-io/nkeys"
+	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+)
+
+func init() { subcommands = append(subcommands, newSubscriberCommand) }
+
+func newSubscriberCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "subscriber",
+		Short: "Give services read-only credentials for the embedded NATS",
+		Long: `Manage the services that read events from the embedded NATS server. Each
+subscriber has an nkey of its own and may create, read and acknowledge one
+durable consumer on the SCIMRELAY stream, named as the subscriber; it can never
+publish an event, or change a stream, a key-value bucket or another consumer.
+With --subjects it reads only events under that subject pattern.
+
+Changes take effect at once; removing a subscriber closes its connections.
+With an external NATS (nats.url) create credentials in that server instead.`,
+		Example: "  scimrelay subscriber add billing --subjects 'scimrelay.acme.user.>'\n  scimrelay subscriber list\n  scimrelay subscriber remove billing",
+		Args:    positional(cobra.NoArgs),
+	}
+	cmd.AddCommand(newSubscriberAddCommand(), newSubscriberListCommand(), newSubscriberRemoveCommand())
+	return cmd
+}
+
+func newSubscriberAddCommand() *cobra.Command {
+	var subjects, out string
+	var toStdout bool
+	cmd := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Create a subscriber and write its nkey seed to a file",
+		Long: `Create a subscriber. The nkey pair is generated here and only the public key
+is sent to the relay: the seed is written to --out (mode 0600, never
+overwriting a file), or printed alone on stdout with --stdout.`,
+		Example: `  scimrelay subscriber add billing
+  scimrelay subscriber add audit-acme --subjects 'scimrelay.acme.>' --out /etc/audit/nats.nk
+  SEED=$(scimrelay subscriber add crm-sync --subjects 'scimrelay.*.user.>' --stdout)`,
+		Args: positional(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if toStdout && cmd.Flags().Changed("out") {
+				return usageError{errors.New("--out and --stdout exclude each other")}
+			}
+			if out == "" {
+				out = name + ".nk"
+			}
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			kp, err := nkeys.CreateUser()
+			if err != nil {
+				return fmt.Errorf("generating an nkey: %w", err)
+			}
+			defer kp.Wipe()
+			pub, err := kp.PublicKey()
+			if err != nil {
+				return err
+			}
+			seed, err := kp.Seed()
+			if err != nil {
+				return err
+			}
+			if !toStdout {
+				// Claim the file before asking the relay, so that an existing
+				// file is never overwritten and a refusal leaves nothing behind.
+				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+				if err != nil {
+					return fmt.Errorf("writing the seed: %w", err)
+				}
+				_, werr := f.Write(append(seed, '\n'))
+				if err := errors.Join(werr, f.Close()); err != nil {
+					_ = os.Remove(out)
+					return fmt.Errorf("writing the seed to %s: %w", out, err)
+				}
+			}
+			var info admin.SubscriberInfo
+			if err := c.do(cmd.Context(), "POST", "/admin/v1/subscribers", admin.SubscriberRequest{Name: name, PublicKey: pub, Subjects: subjects}, &info); err != nil {
+				if !toStdout {
+					_ = os.Remove(out)
+				}
+				return err
+			}
+			if toStdout {
+				printConnectHelp(cmd.ErrOrStderr(), info, "<seed file>")
+				_, err := fmt.Fprintln(cmd.OutOrStdout(), string(seed))
+				return err
+			}
+			printConnectHelp(cmd.OutOrStdout(), info, out)
+			return nil
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().StringVar(&subjects, "subjects", "", "limit it to events under this subject pattern, e.g. 'scimrelay.acme.>'")
+	cmd.Flags().StringVar(&out, "out", "", "file for the nkey seed (default NAME.nk)")
+	cmd.Flags().BoolVar(&toStdout, "stdout", false, "print the seed alone on stdout instead of writing a file")
+	return cmd
+}
+
+// printConnectHelp says how a subscriber connects, for nats.go, nats.js
+// and the nats CLI.
+func printConnectHelp(w io.Writer, info admin.SubscriberInfo, seedFile string) {
+	scope := "every event"
+	filter := "scimrelay.>"
+	if info.Subjects != "" {
+		scope, filter = "events under "+info.Subjects, info.Subjects
+	}
+	natsURL := info.URL
+	if natsURL == "" {
+		natsURL = "<nats.listen is empty: set it to accept subscribers>"
+	}
+	fmt.Fprintf(w, "Subscriber %s may read %s. Its nkey seed is in %s: keep it secret (the relay holds only %s).\n", info.Name, scope, seedFile, info.PublicKey)
+	fmt.Fprintf(w, "It connects to %s with that nkey and the inbox prefix %s, and reads with the durable consumer %q on stream %s (the one consumer it may create; its filter must lie within %s).\n",
+		natsURL, info.InboxPrefix, info.Consumer, info.Stream, filter)
+	fmt.Fprintf(w, "  nats.go:  opt, err := nats.NkeyOptionFromSeed(%q)\n            nc, err := nats.Connect(%q, opt, nats.CustomInboxPrefix(%q))\n", seedFile, natsURL, info.InboxPrefix)
+	fmt.Fprintf(w, "  nats.js:  connect({ servers: %q, authenticator: nkeyAuthenticator(seed), inboxPrefix: %q })\n", natsURL, info.InboxPrefix)
+	fmt.Fprintf(w, "  nats CLI: nats --server %s --nkey %s --inbox-prefix %s ...\n", natsURL, seedFile, info.InboxPrefix)
+	if strings.HasPrefix(natsURL, "tls://") {
+		fmt.Fprintf(w, "The listener requires TLS: trust its CA (nats.go nats.RootCAs, nats CLI --tlsca) and, if nats.tls.ca_file is set, present a client certificate it signed.\n")
+	}
+}
+
+func newSubscriberListCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List subscribers (names, subjects, public keys)",
+		Example: "  scimrelay subscriber list\n  scimrelay subscriber list --json",
+		Args:    positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			var list []admin.SubscriberInfo
+			if err := c.do(cmd.Context(), "GET", "/admin/v1/subscribers", nil, &list); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONTo(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSUBJECTS\tPUBLIC KEY\tCREATED")
+			for _, s := range list {
+				subjects := s.Subjects
+				if subjects == "" {
+					subjects = "(all)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, subjects, s.PublicKey, s.Created.Local().Format("2006-01-02 15:04"))
+			}
+			return tw.Flush()
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newSubscriberRemoveCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "remove NAME",
+		Short:   "Remove a subscriber: its connections close and its consumer is deleted",
+		Example: "  scimrelay subscriber remove billing",
+		Args:    positional(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), "DELETE", "/admin/v1/subscribers/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "removed subscriber %s: its connections are closed and its consumer deleted\n", args[0])
+			return err
+		},
+	}
+	configFlagOn(cmd)
+	return cmd
+}

@@ -1,0 +1,193 @@
+package natsbus
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// Embedded is the in-process nats-server the relay runs when relay.yaml
+// names no external NATS. Its client listener requires a credential: the
+// relay's own nkey, generated in memory at each start, never written
+// anywhere, and usable only in-process; and the subscribers' nkeys, each
+// with the read-only permissions of SubscriberPermissions. Loopback is not
+// a security boundary: without this any local process could publish an
+// event that the relay would sign and deliver.
+type Embedded struct {
+	srv   *server.Server
+	relay nkeys.KeyPair
+	log   *slog.Logger
+
+	mu   sync.Mutex     // serialises reloads
+	opts server.Options // as started; reloads replace Nkeys only
+}
+
+// StartEmbedded starts an in-process nats-server with JetStream storing
+// under o.StoreDir, admitting the relay and subscribers. It listens on
+// o.Listen (loopback by default, with TLS when o.TLS has a certificate) so
+// that local services can subscribe, or on nothing when o.Listen is empty.
+func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embedded, error) {
+	relay, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("generating the relay's NATS credential: %w", err)
+	}
+	opts := server.Options{
+		ServerName:  "scimrelay",
+		JetStream:   true,
+		StoreDir:    o.StoreDir,
+		NoSigs:      true, // the relay owns signal handling
+		MaxPayload:  8 << 20,
+		AuthTimeout: 5,
+	}
+	if o.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS listen address %q: %w", o.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS listen address %q: bad port", o.Listen)
+		}
+		opts.Host, opts.Port = host, p
+		if o.TLS.CertFile != "" {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+				CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile,
+				Verify: o.TLS.CAFile != "", MinVersion: tls.VersionTLS12,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("nats.tls for the embedded listener: %w", err)
+			}
+			opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, o.TLS.CAFile != "", 2
+		}
+		// Fail with a clear message rather than nats-server's own when the port is taken.
+		l, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS cannot listen on %s: %w (is another NATS or scimrelay running? set nats.listen to another address, or to \"\" for in-process only)", o.Listen, err)
+		}
+		_ = l.Close()
+	}
+	e := &Embedded{relay: relay, log: log}
+	if opts.Nkeys, err = e.users(subscribers); err != nil {
+		return nil, err
+	}
+	e.opts = opts
+	start := opts // NewServer keeps and fills in the pointer it is given
+	s, err := server.NewServer(&start)
+	if err != nil {
+		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
+	}
+	s.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded NATS did not become ready within 30s")
+	}
+	if !s.JetStreamEnabled() {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded NATS started without JetStream (store %s)", o.StoreDir)
+	}
+	e.srv = s
+	return e, nil
+}
+
+// users returns the server's nkey users: the relay, with every permission
+// but only in-process, and each subscriber with its own.
+func (e *Embedded) users(subscribers []Subscriber) ([]*server.NkeyUser, error) {
+	pub, err := e.relay.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	users := []*server.NkeyUser{{
+		Nkey:                   pub,
+		AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeInProcess: {}},
+	}}
+	seen := map[string]bool{pub: true}
+	for _, sub := range subscribers {
+		if err := sub.Check(); err != nil {
+			return nil, err
+		}
+		if seen[sub.PublicKey] {
+			return nil, fmt.Errorf("subscriber %s: its public key is already in use", sub.Name)
+		}
+		seen[sub.PublicKey] = true
+		users = append(users, &server.NkeyUser{
+			Nkey:                   sub.PublicKey,
+			Permissions:            SubscriberPermissions(sub),
+			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}},
+		})
+	}
+	return users, nil
+}
+
+// SetSubscribers replaces the subscribers the server admits, without a
+// restart. A subscriber no longer in the list is disconnected at once;
+// one whose permissions changed gets the new ones.
+func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	users, err := e.users(subscribers)
+	if err != nil {
+		return err
+	}
+	next := e.opts
+	next.Nkeys = users
+	if err := e.srv.ReloadOptions(&next); err != nil {
+		return fmt.Errorf("applying subscribers to the embedded NATS: %w", err)
+	}
+	e.opts.Nkeys = users
+	return nil
+}
+
+// Server returns the nats-server, for monitoring and tests.
+func (e *Embedded) Server() *server.Server { return e.srv }
+
+// ClientURL returns the URL subscribers connect to (tls:// when the
+// listener requires TLS), or "" when the server listens on nothing.
+func (e *Embedded) ClientURL() string {
+	if e.opts.DontListen {
+		return ""
+	}
+	addr := e.srv.Addr()
+	if addr == nil {
+		return ""
+	}
+	scheme := "nats"
+	if e.opts.TLSConfig != nil {
+		scheme = "tls"
+	}
+	host := e.opts.Host
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1" // reachable from this machine; other hosts use the machine's address
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(addr.(*net.TCPAddr).Port))
+}
+
+// Shutdown stops the server and waits for it.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// connectOptions are how the relay connects: in-process, with its nkey.
+func (e *Embedded) connectOptions() ([]nats.Option, error) {
+	pub, err := e.relay.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return []nats.Option{
+		nats.InProcessServer(e.srv),
+		nats.Nkey(pub, e.relay.Sign),
+	}, nil
+}

@@ -1,0 +1,473 @@
+package natsbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// bus is an embedded server as the relay runs it: the relay's connection,
+// the SCIMRELAY stream with one event per tenant and kind, a sink's
+// consumer and key-value bucket, and a dead-letter stream.
+type bus struct {
+	e   *natsbus.Embedded
+	js  jetstream.JetStream
+	url string
+}
+
+func startBus(t *testing.T, subscribers ...natsbus.Subscriber) *bus {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, subscribers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := natsbus.Connect(natsbus.Options{}, e, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range []string{"scimrelay.acme.user.created", "scimrelay.acme.group.created", "scimrelay.globex.user.created"} {
+		if _, err := js.Publish(ctx, subject, []byte(`{"subject":"`+subject+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "scimrelay-sink-crm", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scimrelay-sink-crm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCIMRELAY_DLQ", Subjects: []string{"scimrelay-dlq.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	return &bus{e: e, js: js, url: e.ClientURL()}
+}
+
+// newSubscriber returns a subscriber with a fresh key pair and its seed file.
+func newSubscriber(t *testing.T, name, subjects string) (natsbus.Subscriber, string) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	path := filepath.Join(t.TempDir(), name+".nk")
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return natsbus.Subscriber{Name: name, PublicKey: pub, Subjects: subjects}, path
+}
+
+// client is a subscriber's connection that records the server's
+// permission refusals.
+type client struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	refused chan error
+}
+
+func connectAs(t *testing.T, url, name, seedFile string) *client {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{refused: make(chan error, 100)}
+	c.nc, err = nats.Connect(url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix(name)), nats.MaxReconnects(0),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				c.refused <- err
+			}
+		}))
+	if err != nil {
+		t.Fatalf("connecting as %s: %v", name, err)
+	}
+	t.Cleanup(c.nc.Close)
+	c.js, _ = jetstream.New(c.nc)
+	return c
+}
+
+// wantRefused runs what and checks that the server refused it with a
+// permissions error naming subject.
+func (c *client) wantRefused(t *testing.T, subject string, what func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	if err := what(ctx); err == nil {
+		t.Fatalf("%s was allowed", subject)
+	}
+	select {
+	case err := <-c.refused:
+		if !strings.Contains(err.Error(), subject) {
+			t.Fatalf("refused %v, want a refusal of %s", err, subject)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no permissions violation for %s", subject)
+	}
+}
+
+func TestEmbeddedRefusesUnauthenticated(t *testing.T) {
+	b := startBus(t)
+	stranger, seed := newSubscriber(t, "stranger", "") // a valid nkey the server does not know
+	for name, opts := range map[string][]nats.Option{
+		"no credential": nil,
+		"user/password": {nats.UserInfo("scimrelay", "scimrelay")},
+		"token":         {nats.Token("scimrelay")},
+		"unknown nkey":  {must(nats.NkeyOptionFromSeed(seed))},
+	} {
+		nc, err := nats.Connect(b.url, append(opts, nats.MaxReconnects(0))...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("%s: connected", name)
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("%s: %v, want an authorization violation", name, err)
+		}
+	}
+	_ = stranger
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// request sends a raw JetStream API request, as a hand-written client would.
+func (c *client) request(subject, body string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := c.nc.RequestWithContext(ctx, subject, []byte(body))
+		return err
+	}
+}
+
+func (c *client) publish(subject string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if err := c.nc.Publish(subject, []byte(`{"forged":true}`)); err != nil {
+			return err
+		}
+		// A refused publish is reported asynchronously; a flush round trip
+		// makes sure the server has seen it. The publish itself "succeeds".
+		if err := c.nc.FlushWithContext(ctx); err != nil {
+			return err
+		}
+		return errors.New("published (the refusal comes asynchronously)")
+	}
+}
+
+// TestSubscriberCannotForgeOrTamper: a subscriber reads its events, and
+// every attempt to publish an event, change a stream, a key-value bucket or
+// another consumer, or listen on another client's inbox is refused with a
+// permissions error, leaving the stream as it was.
+func TestSubscriberCannotForgeOrTamper(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, sub)
+	c := connectAs(t, b.url, "billing", seed)
+	ctx := t.Context()
+
+	// What it may do: its own consumer, reading and acknowledging.
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("creating its consumer: %v", err)
+	}
+	got := fetchAll(t, cons, 2)
+	if len(got) != 2 {
+		t.Fatalf("read %v", got)
+	}
+	if _, err := c.js.Stream(ctx, events.StreamName); err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+
+	const sinkConsumer = "scimrelay-sink-crm"
+	tests := []struct {
+		name, subject string
+		what          func(ctx context.Context) error
+	}{
+		{"publish an event", "scimrelay.acme.user.deleted", c.publish("scimrelay.acme.user.deleted")},
+		{"publish an event through JetStream", "scimrelay.acme.user.deleted", func(ctx context.Context) error {
+			_, err := c.js.Publish(ctx, "scimrelay.acme.user.deleted", []byte(`{}`))
+			return err
+		}},
+		{"purge the stream", "$JS.API.STREAM.PURGE.SCIMRELAY", c.request("$JS.API.STREAM.PURGE.SCIMRELAY", `{}`)},
+		{"delete the stream", "$JS.API.STREAM.DELETE.SCIMRELAY", func(ctx context.Context) error { return c.js.DeleteStream(ctx, events.StreamName) }},
+		{"edit the stream", "$JS.API.STREAM.UPDATE.SCIMRELAY", func(ctx context.Context) error {
+			_, err := c.js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamName, Subjects: []string{"scimrelay.>"}, MaxAge: time.Second})
+			return err
+		}},
+		{"delete an event", "$JS.API.STREAM.MSG.DELETE.SCIMRELAY", c.request("$JS.API.STREAM.MSG.DELETE.SCIMRELAY", `{"seq":1}`)},
+		{"delete the dead-letter stream", "$JS.API.STREAM.DELETE.SCIMRELAY_DLQ", func(ctx context.Context) error { return c.js.DeleteStream(ctx, "SCIMRELAY_DLQ") }},
+		{"write a sink's bucket", "$KV.scimrelay-sink-crm.cursor", c.publish("$KV.scimrelay-sink-crm.cursor")},
+		{"delete a sink's bucket", "$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm", func(ctx context.Context) error { return c.js.DeleteKeyValue(ctx, "scimrelay-sink-crm") }},
+		{"edit a sink's consumer", "$JS.API.CONSUMER.CREATE.SCIMRELAY." + sinkConsumer, func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: sinkConsumer, FilterSubjects: []string{"x.>", "y.>"}, AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		}},
+		{"pull a sink's events", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY." + sinkConsumer, c.request("$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY."+sinkConsumer, `{"batch":1}`)},
+		{"acknowledge a sink's event", "$JS.ACK.SCIMRELAY." + sinkConsumer, c.publish("$JS.ACK.SCIMRELAY." + sinkConsumer + ".1.1.1.0.0")},
+		{"delete a sink's consumer", "$JS.API.CONSUMER.DELETE.SCIMRELAY." + sinkConsumer, func(ctx context.Context) error { return c.js.DeleteConsumer(ctx, events.StreamName, sinkConsumer) }},
+		{"create a second consumer", "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing-2", func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing-2"})
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { c.wantRefused(t, tt.subject, tt.what) })
+	}
+	t.Run("listen on other inboxes", func(t *testing.T) {
+		c.wantRefused(t, `Subscription to "_INBOX.>"`, func(ctx context.Context) error {
+			if _, err := c.nc.SubscribeSync("_INBOX.>"); err != nil {
+				return err
+			}
+			_ = c.nc.FlushWithContext(ctx)
+			return errors.New("subscribed (the refusal comes asynchronously)")
+		})
+	})
+
+	// Nothing changed: the stream holds the three events, the sink's
+	// consumer and bucket are as they were.
+	info, err := b.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 3 {
+		t.Fatalf("the stream holds %d events, want the 3 the relay wrote", n)
+	}
+	ci, err := b.js.Consumer(ctx, events.StreamName, sinkConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := ci.CachedInfo(); i.Delivered.Consumer != 0 || i.Config.FilterSubject != "" || len(i.Config.FilterSubjects) != 0 {
+		t.Fatalf("the sink's consumer changed: %+v", i)
+	}
+	kv, err := b.js.KeyValue(ctx, "scimrelay-sink-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(ctx, "cursor"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the sink's bucket has a cursor key: %v", err)
+	}
+}
+
+// fetchAll reads up to want messages, acknowledging each, and returns their subjects.
+func fetchAll(t *testing.T, cons jetstream.Consumer, want int) []string {
+	t.Helper()
+	batch, err := cons.Fetch(want+1, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subjects []string
+	for m := range batch.Messages() {
+		subjects = append(subjects, m.Subject())
+		if err := m.DoubleAck(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		t.Fatal(err)
+	}
+	return subjects
+}
+
+// TestSubscriberLimitedToSubjects: a subscriber limited to one tenant's
+// user events reads those, and every way to read others is refused.
+func TestSubscriberLimitedToSubjects(t *testing.T) {
+	sub, seed := newSubscriber(t, "acme-users", "scimrelay.acme.user.>")
+	star, starSeed := newSubscriber(t, "acme-star", "scimrelay.acme.user.*")
+	b := startBus(t, sub, star)
+	c := connectAs(t, b.url, "acme-users", seed)
+	ctx := t.Context()
+
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("creating its consumer: %v", err)
+	}
+	if got := fetchAll(t, cons, 1); len(got) != 1 || got[0] != "scimrelay.acme.user.created" {
+		t.Fatalf("read %v, want acme's user event only", got)
+	}
+	const create = "$JS.API.CONSUMER.CREATE.SCIMRELAY.acme-users"
+	tests := []struct {
+		name, subject string
+		what          func(ctx context.Context) error
+	}{
+		{"a wider filter", create + ".scimrelay.acme.>", func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.>"})
+			return err
+		}},
+		{"another tenant", create + ".scimrelay.globex.user.>", func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.globex.user.>"})
+			return err
+		}},
+		{"a wildcard tenant", create + ".scimrelay.*.user.>", func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.*.user.>"})
+			return err
+		}},
+		{"no filter", create, func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users"})
+			return err
+		}},
+		{"several filters", create, func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubjects: []string{"scimrelay.acme.user.>", "scimrelay.globex.>"}})
+			return err
+		}},
+		{"the legacy durable create", "$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.acme-users",
+			c.request("$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.acme-users", `{"stream_name":"SCIMRELAY","config":{"durable_name":"acme-users","ack_policy":"explicit"}}`)},
+		{"a direct get", "$JS.API.DIRECT.GET.SCIMRELAY", c.request("$JS.API.DIRECT.GET.SCIMRELAY", `{"seq":3}`)},
+		{"a direct get by subject", "$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.globex.user.created", c.request("$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.globex.user.created", ``)},
+		{"a stored message get", "$JS.API.STREAM.MSG.GET.SCIMRELAY", c.request("$JS.API.STREAM.MSG.GET.SCIMRELAY", `{"seq":3}`)},
+		{"stream info with subjects", "$JS.API.STREAM.INFO.SCIMRELAY", c.request("$JS.API.STREAM.INFO.SCIMRELAY", `{"subjects_filter":">"}`)},
+		{"a core subscription", `Subscription to "scimrelay.>"`, func(ctx context.Context) error {
+			if _, err := c.nc.SubscribeSync("scimrelay.>"); err != nil {
+				return err
+			}
+			_ = c.nc.FlushWithContext(ctx)
+			return errors.New("subscribed (the refusal comes asynchronously)")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { c.wantRefused(t, tt.subject, tt.what) })
+	}
+	t.Run("a filter in the subject that the body contradicts", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		res, err := c.nc.RequestWithContext(ctx, create+".scimrelay.acme.user.>",
+			[]byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"acme-users","filter_subject":"scimrelay.>","ack_policy":"explicit"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(res.Data), `"error"`) {
+			t.Fatalf("the server accepted a filter other than the permitted one: %s", res.Data)
+		}
+	})
+	// A pattern ending in "*" can be written as ">" by the client; since
+	// every event subject has the same length, that reads nothing more.
+	sc := connectAs(t, b.url, "acme-star", starSeed)
+	wide, err := sc.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-star", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, wide, 1); len(got) != 1 || got[0] != "scimrelay.acme.user.created" {
+		t.Fatalf("read %v", got)
+	}
+}
+
+// TestSubscribersChangeWithoutRestart: a subscriber added to the running
+// server connects at once; removing it closes its live connection and
+// refuses the next.
+func TestSubscribersChangeWithoutRestart(t *testing.T) {
+	b := startBus(t)
+	sub, seed := newSubscriber(t, "billing", "")
+	opt := must(nats.NkeyOptionFromSeed(seed))
+	if nc, err := nats.Connect(b.url, opt, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("connected before being added")
+	}
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{sub}); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	nc, err := nats.Connect(b.url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix("billing")), nats.MaxReconnects(0), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatalf("connecting after being added: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "billing"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.SetSubscribers(nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed subscriber's connection stayed open")
+	}
+	if nc, err := nats.Connect(b.url, opt, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("connected after being removed")
+	}
+	// The relay's own connection was not disturbed.
+	if _, err := b.js.Stream(t.Context(), events.StreamName); err != nil {
+		t.Fatalf("the relay lost its connection: %v", err)
+	}
+}
+
+// TestPushConsumerCannotWriteElsewhere: the server delivers a push
+// consumer's messages to any subject its creator names, whatever that
+// creator's permissions; delivering into a bucket's or the JetStream API's
+// subjects stores and runs nothing.
+func TestPushConsumerCannotWriteElsewhere(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, sub)
+	c := connectAs(t, b.url, "billing", seed)
+	ctx := t.Context()
+	kv, err := b.js.KeyValue(ctx, "scimrelay-sink-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"$KV.scimrelay-sink-crm.cursor", "$JS.API.STREAM.PURGE.SCIMRELAY"} {
+		if err := c.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Fatal(err)
+		}
+		// Someone listening there gives the consumer the interest it
+		// delivers on, so that the messages really go out on target.
+		nc := b.js.Conn()
+		listener, err := nc.SubscribeSync(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: target, AckPolicy: jetstream.AckNonePolicy}); err != nil {
+			t.Fatalf("push consumer to %s: %v", target, err)
+		}
+		for i := 0; i < 3; i++ {
+			if _, err := listener.NextMsg(5 * time.Second); err != nil {
+				t.Fatalf("delivery %d on %s: %v", i, target, err)
+			}
+		}
+		_ = listener.Unsubscribe()
+		// Streams store in order: once a later write to the bucket is
+		// there, anything the deliveries would have stored is too.
+		if _, err := kv.Put(ctx, "sentinel", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Get(ctx, "cursor"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("a push consumer wrote into the sink's bucket: %v", err)
+		}
+		eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			st, err := b.js.Stream(ctx, events.StreamName)
+			if err != nil {
+				return err
+			}
+			if n := st.CachedInfo().State.Msgs; n != 3 {
+				t.Fatalf("a push consumer to %s purged the stream: %d events left", target, n)
+			}
+			return nil
+		})
+	}
+}

@@ -1,0 +1,94 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Subscriber is a NATS subscriber the relay admits to its embedded server:
+// its name, its public nkey (the seed never reaches the relay) and the
+// subject pattern it is limited to ("" for all). The rules on these fields
+// live in relay/natsbus, which applies them.
+type Subscriber struct {
+	Name      string    `json:"name"`
+	PublicKey string    `json:"public_key"`
+	Subjects  string    `json:"subjects,omitempty"`
+	Created   time.Time `json:"created"`
+}
+
+// Subscriber errors.
+var (
+	ErrSubscriberExists   = errors.New("a subscriber with this name exists")
+	ErrSubscriberNotFound = errors.New("no such subscriber")
+)
+
+var bucketSubscribers = []byte("subscribers")
+
+// AddSubscriber stores a new subscriber; a name already taken is refused
+// with ErrSubscriberExists.
+func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, error) {
+	if sub.Created.IsZero() {
+		sub.Created = s.now().UTC()
+	}
+	v, err := json.Marshal(sub)
+	if err != nil {
+		return Subscriber{}, err
+	}
+	_, err = s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+		b := tx.Bucket(bucketSubscribers)
+		if b.Get([]byte(sub.Name)) != nil {
+			return w.refuse(fmt.Errorf("adding subscriber %s: %w", sub.Name, ErrSubscriberExists))
+		}
+		return b.Put([]byte(sub.Name), v)
+	})
+	if err != nil {
+		return Subscriber{}, err
+	}
+	return sub, nil
+}
+
+// Subscribers lists the subscribers by name.
+func (s *Store) Subscribers(_ context.Context) ([]Subscriber, error) {
+	out := []Subscriber{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSubscribers).ForEach(func(k, v []byte) error {
+			var sub Subscriber
+			if err := json.Unmarshal(v, &sub); err != nil {
+				return fmt.Errorf("decoding subscriber %s: %w", k, err)
+			}
+			out = append(out, sub)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing subscribers: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// RemoveSubscriber deletes a subscriber and returns what it was.
+func (s *Store) RemoveSubscriber(ctx context.Context, name string) (Subscriber, error) {
+	var sub Subscriber
+	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+		b := tx.Bucket(bucketSubscribers)
+		v := b.Get([]byte(name))
+		if v == nil {
+			return w.refuse(fmt.Errorf("removing subscriber %s: %w", name, ErrSubscriberNotFound))
+		}
+		if err := json.Unmarshal(v, &sub); err != nil {
+			return fmt.Errorf("decoding subscriber %s: %w", name, err)
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return Subscriber{}, err
+	}
+	return sub, nil
+}
