@@ -207,7 +207,16 @@ func TestKillDuringWrites(t *testing.T) {
 	// Restart once more and let the outbox drain.
 	p := startProcess(t, bin, configPath)
 	waitReady(t, p, addrs.admin)
-	_, js := eventstest.Connect(t, "nats://"+addrs.nats)
+	// Read the stream as a subscriber would: the embedded NATS admits no one else.
+	seedFile := filepath.Join(t.TempDir(), "check.nk")
+	if out, err := exec.Command(bin, "subscriber", "add", "check", "--out", seedFile, "--config", configPath).CombinedOutput(); err != nil {
+		t.Fatalf("subscriber add: %v\n%s", err, out)
+	}
+	sub, err := connectSubscriber(t, "nats://"+addrs.nats, "check", seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := sub.js
 	names := map[string]int{}
 	ids := map[string]bool{}
 	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {

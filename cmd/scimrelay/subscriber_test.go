@@ -1,0 +1,237 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// subscriberConn connects as a subscriber with the seed file the CLI wrote.
+type subscriberConn struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	closed  chan struct{}
+	refused chan error
+}
+
+func connectSubscriber(t *testing.T, url, name, seedFile string) (*subscriberConn, error) {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &subscriberConn{closed: make(chan struct{}), refused: make(chan error, 16)}
+	c.nc, err = nats.Connect(url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix(name)), nats.MaxReconnects(0),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				c.refused <- err
+			}
+		}))
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(c.nc.Close)
+	c.js, err = jetstream.New(c.nc)
+	return c, err
+}
+
+// next reads the consumer's next event and acknowledges it; "" when none comes within a second.
+func next(t *testing.T, cons jetstream.Consumer) string {
+	t.Helper()
+	m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+	if errors.Is(err, nats.ErrTimeout) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoubleAck(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := events.DataOf(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		UserName string `json:"userName"`
+	}
+	_ = json.Unmarshal(d.Resource, &r)
+	return m.Subject() + " " + r.UserName
+}
+
+// TestSubscriberCLI: a subscriber the CLI creates reads its tenant's
+// events with a durable consumer that resumes after a restart of the relay;
+// it cannot forge an event (the webhook receives only what the relay
+// wrote); removing it cuts it off at once.
+func TestSubscriberCLI(t *testing.T) {
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	cliCfg := cliConfig(t, p, adminSecret)
+	dir := t.TempDir()
+	seedFile := filepath.Join(dir, "billing.nk")
+
+	code, out, stderr := cli(t, "subscriber", "add", "billing", "--subjects", "scimrelay.acme.user.>", "--out", seedFile, "--config", cliCfg)
+	if code != exitOK {
+		t.Fatalf("subscriber add: %d %s %s", code, out, stderr)
+	}
+	url := "nats://" + cfg.NATS.Listen
+	for _, want := range []string{url, "nats.NkeyOptionFromSeed(\"" + seedFile + "\")", "--nkey " + seedFile, "_INBOX_billing", `"billing"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("subscriber add does not say %q:\n%s", want, out)
+		}
+	}
+	if fi, err := os.Stat(seedFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file: %v %v", fi, err)
+	}
+	seed, _ := os.ReadFile(seedFile)
+	if strings.Contains(out+stderr, strings.TrimSpace(string(seed))) {
+		t.Fatal("the seed was printed besides being written")
+	}
+	// --stdout prints the seed alone.
+	code, out, stderr = cli(t, "subscriber", "add", "audit", "--stdout", "--config", cliCfg)
+	if code != exitOK || !strings.HasPrefix(out, "SU") || strings.Count(out, "\n") != 1 || !strings.Contains(stderr, "audit") {
+		t.Fatalf("subscriber add --stdout: %d %q %q", code, out, stderr)
+	}
+	// Mistakes are refused and leave no seed file behind.
+	for _, args := range [][]string{
+		{"subscriber", "add", "billing", "--out", filepath.Join(dir, "again.nk")},                          // taken
+		{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")},                           // syntax
+		{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")},                // the relay's own
+		{"subscriber", "add", "wide", "--subjects", "scimrelay.*", "--out", filepath.Join(dir, "wide.nk")}, // matches nothing
+	} {
+		code, _, stderr := cli(t, append(args, "--config", cliCfg)...)
+		if code != exitError || stderr == "" {
+			t.Fatalf("%v: code %d %s", args, code, stderr)
+		}
+		if _, err := os.Stat(args[len(args)-1]); !os.IsNotExist(err) {
+			t.Fatalf("%v left its seed file", args)
+		}
+	}
+	code, out, _ = cli(t, "subscriber", "list", "--json", "--config", cliCfg)
+	var list []admin.SubscriberInfo
+	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 2 || list[1].Name != "billing" || list[1].Subjects != "scimrelay.acme.user.>" {
+		t.Fatalf("subscriber list: %d %s", code, out)
+	}
+	code, out, _ = cli(t, "subscriber", "list", "--config", cliCfg)
+	if code != exitOK || !strings.Contains(out, "scimrelay.acme.user.>") || !strings.Contains(out, list[1].PublicKey) {
+		t.Fatalf("subscriber list: %d %s", code, out)
+	}
+
+	// It reads acme's user events, nothing else, with a durable consumer.
+	sub, err := connectSubscriber(t, url, "billing", seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := sub.js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newUser := func(p *relayProc, tenant, token, name string) {
+		p.scim(tenant, token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
+	}
+	newUser(p, "globex", globexToken, "gina")
+	newUser(p, "acme", acmeToken, "ann")
+	if got := next(t, cons); got != "scimrelay.acme.user.created ann" {
+		t.Fatalf("read %q", got)
+	}
+	if got := next(t, cons); got != "" {
+		t.Fatalf("read %q, which is not its tenant's", got)
+	}
+	// A forged event is refused, and the webhook gets only the two the relay wrote.
+	if err := sub.nc.Publish("scimrelay.acme.user.deleted", []byte(`{"forged":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.nc.Flush()
+	select {
+	case err := <-sub.refused:
+		if !strings.Contains(err.Error(), "scimrelay.acme.user.deleted") {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the forged publish was not refused")
+	}
+	waitDelivered(t, h, 2)
+	if got := h.received(); len(got) != 2 || strings.Contains(strings.Join(got, ","), "deleted") {
+		t.Fatalf("the webhook received %v", got)
+	}
+
+	// After a restart of the relay it reconnects and resumes where it was.
+	sub.nc.Close()
+	p.stop()
+	p = startRelay(t, cfg, roleAll)
+	cliCfg = cliConfig(t, p, adminSecret) // the admin listener has a new port
+	newUser(p, "acme", acmeToken, "bob")
+	sub, err = connectSubscriber(t, url, "billing", seedFile)
+	if err != nil {
+		t.Fatalf("reconnecting after a restart: %v", err)
+	}
+	cons, err = sub.js.Consumer(t.Context(), events.StreamName, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := next(t, cons); got != "scimrelay.acme.user.created bob" {
+		t.Fatalf("after the restart read %q, want the event after the last acknowledged one", got)
+	}
+
+	// Removing it closes its connection at once and deletes its consumer.
+	code, out, _ = cli(t, "subscriber", "remove", "billing", "--config", cliCfg)
+	if code != exitOK || !strings.Contains(out, "removed subscriber billing") {
+		t.Fatalf("subscriber remove: %d %s", code, out)
+	}
+	select {
+	case <-sub.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed subscriber is still connected")
+	}
+	if _, err := connectSubscriber(t, url, "billing", seedFile); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("connecting after removal: %v", err)
+	}
+	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("its consumer is still there: %v", err)
+	}
+	if code, _, stderr := cli(t, "subscriber", "remove", "billing", "--config", cliCfg); code != exitError || !strings.Contains(stderr, "no such subscriber") {
+		t.Fatalf("removing it twice: %d %s", code, stderr)
+	}
+}
+
+// TestSubscriberExternalNATS: with an external NATS the relay manages no
+// subscribers, and says so.
+func TestSubscriberExternalNATS(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	p := startRelay(t, cfg, roleAll)
+	cliCfg := cliConfig(t, p, adminSecret)
+	seed := filepath.Join(t.TempDir(), "x.nk")
+	code, _, stderr := cli(t, "subscriber", "add", "billing", "--out", seed, "--config", cliCfg)
+	if code != exitError || !strings.Contains(stderr, "external NATS") {
+		t.Fatalf("subscriber add: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(seed); !os.IsNotExist(err) {
+		t.Fatal("a refused add left its seed file")
+	}
+	if code, _, stderr := cli(t, "subscriber", "list", "--config", cliCfg); code != exitError || !strings.Contains(stderr, "external NATS") {
+		t.Fatalf("subscriber list: %d %s", code, stderr)
+	}
+}
