@@ -1,0 +1,194 @@
+package natsbus_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// runAuthServer starts an external NATS server that admits only the given
+// users and nkeys, as an operator would configure one.
+func runAuthServer(t *testing.T, mod func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	mod(opts)
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// TestConnectExternalCredentials: the relay reaches an external NATS with
+// each credential relay.yaml offers, and is refused without one.
+func TestConnectExternalCredentials(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	relayKey, seedFile := newSubscriber(t, "relay", "")
+	s := runAuthServer(t, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "relay", Password: "s3cret-password"}}
+		o.Nkeys = []*server.NkeyUser{{Nkey: relayKey.PublicKey}}
+	})
+	for name, o := range map[string]natsbus.Options{
+		"nkey seed file": {URL: s.ClientURL(), NkeySeedFile: seedFile},
+		"user/password":  {URL: s.ClientURL(), User: "relay", Password: "s3cret-password"},
+	} {
+		nc, err := natsbus.Connect(o, nil, log)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		nc.Close()
+	}
+	for name, o := range map[string]natsbus.Options{
+		"no credential":  {URL: s.ClientURL()},
+		"wrong password": {URL: s.ClientURL(), User: "relay", Password: "guess"},
+	} {
+		if nc, err := natsbus.Connect(o, nil, log); err == nil {
+			nc.Close()
+			t.Fatalf("%s: connected", name)
+		} else if !strings.Contains(err.Error(), "Authorization Violation") {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, err := natsbus.Connect(natsbus.Options{URL: s.ClientURL(), NkeySeedFile: filepath.Join(t.TempDir(), "missing.nk")}, nil, log); err == nil || !strings.Contains(err.Error(), "nats.nkey") {
+		t.Fatalf("a missing seed file: %v", err)
+	}
+}
+
+// pki is a test CA and a server and a client certificate it signed for
+// 127.0.0.1, as PEM files.
+type pki struct{ ca, serverCert, serverKey, clientCert, clientKey string }
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	leaf := func(serial int64, usage x509.ExtKeyUsage) (string, string) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: time.Now().Add(-time.Hour),
+			NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			KeyUsage: x509.KeyUsageDigitalSignature}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, _ := x509.MarshalECPrivateKey(key)
+		return write(fmt.Sprintf("cert%d.pem", serial), "CERTIFICATE", der), write(fmt.Sprintf("key%d.pem", serial), "EC PRIVATE KEY", keyDER)
+	}
+	p := pki{ca: write("ca.pem", "CERTIFICATE", caDER)}
+	p.serverCert, p.serverKey = leaf(2, x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = leaf(3, x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+// TestEmbeddedTLS: with a certificate the embedded listener speaks TLS
+// only; with a CA too, a subscriber must also present a client
+// certificate. The relay's own in-process connection needs neither.
+func TestEmbeddedTLS(t *testing.T) {
+	p := newPKI(t)
+	sub, seed := newSubscriber(t, "billing", "")
+	for _, mutual := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mutual=%v", mutual), func(t *testing.T) {
+			tlsOpts := natsbus.TLS{CertFile: p.serverCert, KeyFile: p.serverKey}
+			if mutual {
+				tlsOpts.CAFile = p.ca
+			}
+			log := slog.New(slog.DiscardHandler)
+			e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir(), TLS: tlsOpts}, []natsbus.Subscriber{sub}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(e.Shutdown)
+			if !strings.HasPrefix(e.ClientURL(), "tls://") {
+				t.Fatalf("client URL %s", e.ClientURL())
+			}
+			relayConn, err := natsbus.Connect(natsbus.Options{}, e, log)
+			if err != nil {
+				t.Fatalf("the relay's in-process connection: %v", err)
+			}
+			relayConn.Close()
+			nkey := must(nats.NkeyOptionFromSeed(seed))
+			plain := strings.Replace(e.ClientURL(), "tls://", "nats://", 1)
+			if nc, err := nats.Connect(plain, nkey, nats.MaxReconnects(0)); err == nil {
+				nc.Close()
+				t.Fatal("connected without TLS")
+			}
+			opts := []nats.Option{nkey, nats.RootCAs(p.ca), nats.MaxReconnects(0)}
+			if mutual {
+				if nc, err := nats.Connect(e.ClientURL(), opts...); err == nil {
+					nc.Close()
+					t.Fatal("connected without a client certificate")
+				}
+				opts = append(opts, nats.ClientCert(p.clientCert, p.clientKey))
+			}
+			nc, err := nats.Connect(e.ClientURL(), opts...)
+			if err != nil {
+				t.Fatalf("connecting over TLS: %v", err)
+			}
+			nc.Close()
+		})
+	}
+}
+
+// TestConnectExternalTLS: the relay reaches an external NATS that
+// requires TLS and a client certificate, with nats.tls.
+func TestConnectExternalTLS(t *testing.T) {
+	p := newPKI(t)
+	s := runAuthServer(t, func(o *server.Options) {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.serverCert, KeyFile: p.serverKey, CaFile: p.ca, Verify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.TLSConfig, o.TLS, o.TLSVerify = tc, true, true
+	})
+	url := strings.Replace(s.ClientURL(), "nats://", "tls://", 1)
+	log := slog.New(slog.DiscardHandler)
+	nc, err := natsbus.Connect(natsbus.Options{URL: url, TLS: natsbus.TLS{CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if nc, err := natsbus.Connect(natsbus.Options{URL: url, TLS: natsbus.TLS{CAFile: p.ca}}, nil, log); err == nil {
+		nc.Close()
+		t.Fatal("connected without the client certificate the server requires")
+	}
+}
