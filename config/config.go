@@ -238,6 +238,10 @@ func (c *Config) NATSDir() string { return filepath.Join(c.DataDir, "nats") }
 // AdminTokenPath is where serve writes a generated admin token.
 func (c *Config) AdminTokenPath() string { return filepath.Join(c.DataDir, "admin.token") }
 
+// InitialTokenPath is where serve writes the tokens it creates on first
+// start when its output is not a terminal.
+func (c *Config) InitialTokenPath() string { return filepath.Join(c.DataDir, "initial-token") }
+
 // Embedded reports whether the relay runs its own NATS server.
 func (c *Config) Embedded() bool { return strings.TrimSpace(c.NATS.URL) == "" }
 

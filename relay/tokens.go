@@ -122,15 +122,17 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 // Authenticate checks a bearer token for a tenant. Secrets are compared as
 // SHA-256 digests in constant time; the answer says why a token that was
 // once valid no longer is.
+//
+// An unknown tenant costs the same work as a wrong token, so that the
+// answer's timing does not tell which tenants exist.
 func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error {
-	t, ok := s.tenants[tenantName]
-	if !ok {
-		return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
-	}
+	t, known := s.tenants[tenantName]
 	h := hashToken(secret)
 	valid := false
-	for _, st := range t.static {
-		valid = subtle.ConstantTimeCompare(h[:], st[:]) == 1 || valid
+	if known {
+		for _, st := range t.static {
+			valid = subtle.ConstantTimeCompare(h[:], st[:]) == 1 || valid
+		}
 	}
 	if valid {
 		return nil
@@ -142,11 +144,14 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	c.mu.RLock()
 	var match *storedToken
 	for _, st := range c.byID {
-		if st.Kind == KindToken && st.Tenant == tenantName && subtle.ConstantTimeCompare(h[:], st.Hash) == 1 {
+		if subtle.ConstantTimeCompare(h[:], st.Hash) == 1 && st.Kind == KindToken && st.Tenant == tenantName {
 			match = st
 		}
 	}
 	c.mu.RUnlock()
+	if !known {
+		return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
+	}
 	if match == nil {
 		return scim.Errorf(scim.ErrUnauthorized, "invalid bearer token")
 	}

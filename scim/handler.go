@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 )
@@ -341,7 +343,9 @@ func (h *Handler) admit(r *http.Request, c *call) error {
 	}
 	if err := h.authenticate(r, c.tenant); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return Errorf(ErrNotFound, "no tenant %q", c.tenant)
+			// An unknown tenant answers as a wrong token does, so that
+			// tenant names cannot be found by asking.
+			return Errorf(ErrUnauthorized, "invalid bearer token")
 		}
 		return err
 	}
@@ -366,6 +370,9 @@ func (h *Handler) authenticate(r *http.Request, tenant string) error {
 	usage := "send Authorization: Bearer <token>"
 	if h.o.BasicAuth {
 		usage += ", or Basic with an OAuth client's id and secret"
+	}
+	if len(r.Header.Values("Authorization")) > 1 {
+		return Errorf(ErrInvalidSyntax, "more than one Authorization header; send exactly one")
 	}
 	hdr := r.Header.Get("Authorization")
 	if hdr == "" {
@@ -870,7 +877,53 @@ func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
 	if depth := jsonDepth(body); depth > h.o.MaxJSONDepth {
 		return nil, Errorf(ErrInvalidSyntax, "request body nests deeper than %d levels", h.o.MaxJSONDepth)
 	}
+	// A JSON decoder would replace invalid UTF-8 and lone surrogate escapes
+	// by U+FFFD, silently changing a name (and making it collide with
+	// others): refuse them instead.
+	if !utf8.Valid(body) {
+		return nil, Errorf(ErrInvalidSyntax, "request body is not valid UTF-8")
+	}
+	if at := loneSurrogate(body); at >= 0 {
+		return nil, Errorf(ErrInvalidSyntax, "request body has an unpaired UTF-16 surrogate escape at byte %d", at)
+	}
 	return body, nil
+}
+
+// loneSurrogate returns the offset of the first \uD800–\uDFFF escape in a
+// JSON string that is not part of a surrogate pair, or -1.
+func loneSurrogate(b []byte) int {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 16)
+		return rune(n), err == nil
+	}
+	inString := false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case !inString:
+			inString = c == '"'
+		case c == '"':
+			inString = false
+		case c == '\\':
+			r, ok := hex4(i)
+			switch {
+			case !ok:
+				i++ // a one-character escape
+			case utf16.IsSurrogate(r) && r < 0xDC00:
+				if r2, ok := hex4(i + 6); !ok || r2 < 0xDC00 || r2 > 0xDFFF {
+					return i
+				}
+				i += 11
+			case utf16.IsSurrogate(r):
+				return i
+			default:
+				i += 5
+			}
+		}
+	}
+	return -1
 }
 
 // jsonDepth returns how deeply the JSON text nests objects and arrays,

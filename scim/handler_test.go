@@ -70,6 +70,13 @@ func (ts *testServer) do(method, path, body string, headers ...string) response 
 		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	return ts.send(req)
+}
+
+// send sends a request as it is and reads the answer.
+func (ts *testServer) send(req *http.Request) response {
+	ts.t.Helper()
+	method, path := req.Method, req.URL.Path
 	res, err := ts.srv.Client().Do(req)
 	if err != nil {
 		ts.t.Fatal(err)
@@ -279,12 +286,35 @@ func TestAuthAndRouting(t *testing.T) {
 	// A token of one tenant is worthless on another.
 	ts.do("GET", "/scim/v2/globex/Users", "").wantError(t, 401, "", "invalid")
 	ts.do("GET", "/scim/v2/globex/Users", "", "Authorization", "Bearer "+tokenGlobex).want(t, 200)
-	// Unknown and malformed tenants.
-	ts.do("GET", "/scim/v2/initech/Users", "").wantError(t, 404, "", "no tenant")
+	// An unknown tenant answers exactly as a known one does to a wrong or
+	// missing token, so that tenant names cannot be found by asking.
+	for _, hdr := range [][]string{{"Authorization", "-"}, {"Authorization", "Bearer " + tokenAcme + "x"}, {"Authorization", "Bearer " + tokenAcme}} {
+		known, unknown := ts.do("GET", "/scim/v2/globex/Users", "", hdr...), ts.do("GET", "/scim/v2/initech/Users", "", hdr...)
+		if hdr[1] == "Bearer "+tokenAcme {
+			known = ts.do("GET", "/scim/v2/globex/Users", "", "Authorization", "Bearer "+tokenAcme+"x")
+		}
+		if unknown.status != 401 || unknown.str("detail") != known.str("detail") || unknown.str("status") != known.str("status") {
+			t.Fatalf("unknown tenant with %q: %d %s; a known tenant: %d %s", hdr[1], unknown.status, unknown.body, known.status, known.body)
+		}
+	}
+	// Two Authorization headers are ambiguous: which one counts?
+	two := func(method, path string) response {
+		req, _ := http.NewRequest(method, ts.srv.URL+path, nil)
+		req.Header.Add("Authorization", "Bearer "+tokenAcme)
+		req.Header.Add("Authorization", "Bearer "+tokenGlobex)
+		return ts.send(req)
+	}
+	two("GET", "/scim/v2/acme/Users").wantError(t, 400, "invalidSyntax", "more than one Authorization header")
+	two("GET", "/scim/v2/initech/Users").wantError(t, 400, "invalidSyntax", "more than one Authorization header")
+	// Malformed tenants: names no tenant can have.
 	ts.do("GET", "/scim/v2/Acme/Users", "").wantError(t, 404, "", "no tenant")
 	ts.do("GET", "/scim/v2/"+strings.Repeat("a", 300)+"/Users", "").wantError(t, 404, "", "no tenant")
 	ts.do("GET", "/scim/v2/acme/Unicorns", "").wantError(t, 404, "", "no SCIM endpoint")
 	ts.do("GET", "/scim/v2/acme/Users/a%2F..%2Fb", "").wantError(t, 404, "", "")
+	// An encoded slash is an id, never the collection (with or without a trailing slash).
+	for _, p := range []string{"/scim/v2/acme/Users/%2F", "/scim/v2/acme/Users/%2F/", "/scim/v2/acme/Users/%2f%2F", "/scim/v2/acme/Groups/%2F"} {
+		ts.do("GET", p, "").wantError(t, 404, "", "not found")
+	}
 	ts.do("GET", "/", "").wantError(t, 404, "", "no SCIM endpoint")
 	ts.do("DELETE", "/Users", "").wantError(t, 405, "", "not allowed")
 	ts.do("POST", "/Bulk", `{}`).wantError(t, 400, "invalidSyntax", "BulkRequest")
@@ -317,6 +347,25 @@ func TestBadInput(t *testing.T) {
 	ts.do("GET", "/Schemas?"+filterQuery(`id pr`), "").wantError(t, 403, "", "filtering")
 	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
 	ts.do("PATCH", "/Groups/"+gid, patchBody(`{"op":"add","path":"members","value":[{"value":"ghost"}]}`)).wantError(t, 400, "invalidValue", "ghost")
+	// Text that a decoder would silently change is refused, never stored as U+FFFD.
+	ts.do("POST", "/Users", "{\"schemas\":[\""+UserSchema+"\"],\"userName\":\"\xff\xfeann\"}").wantError(t, 400, "invalidSyntax", "not valid UTF-8")
+	ts.do("PATCH", "/Users/"+id, patchBody("{\"op\":\"replace\",\"path\":\"title\",\"value\":\"\xc3\"}")).wantError(t, 400, "invalidSyntax", "not valid UTF-8")
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"\ud800ann"}`).wantError(t, 400, "invalidSyntax", "surrogate")
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann\udc00"}`).wantError(t, 400, "invalidSyntax", "surrogate")
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"\ud83d\ude00 \\ud800"}`).want(t, 201) // a real pair, and an escaped backslash
+	// Control characters in the names clients match on.
+	for _, attr := range []struct{ rt, schema, name string }{{"/Users", UserSchema, "userName"}, {"/Users", UserSchema, "externalId"}, {"/Groups", GroupSchema, "displayName"}, {"/Groups", GroupSchema, "externalId"}} {
+		for _, c := range []string{`\u0000`, `\u0007`, `\n`, `\u001f`} {
+			body := `{"schemas":["` + attr.schema + `"],"userName":"u","displayName":"d","` + attr.name + `":"a` + c + `b"}`
+			if attr.rt == "/Groups" {
+				body = strings.Replace(body, `"userName":"u",`, "", 1)
+			}
+			ts.do("POST", attr.rt, body).wantError(t, 400, "invalidValue", "attribute "+attr.name+" has the control character")
+		}
+	}
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"replace","path":"userName","value":"ann\u0000"}`)).wantError(t, 400, "invalidValue", "control character U+0000")
+	ts.do("PATCH", "/Groups/"+gid, patchBody(`{"op":"replace","path":"displayName","value":"g\r"}`)).wantError(t, 400, "invalidValue", "control character U+000D")
+	ts.do("PUT", "/Users/"+id, `{"schemas":["`+UserSchema+`"],"userName":"ann\u0001"}`).wantError(t, 400, "invalidValue", "control character")
 	// Nothing above changed the stored user.
 	if u := ts.do("GET", "/Users/"+id, "").want(t, 200); u.header.Get("ETag") != `W/"1"` || u.str("userName") != "ann" {
 		t.Fatalf("bad requests changed the user: %s %s", u.header.Get("ETag"), u.body)
@@ -531,7 +580,7 @@ func TestObserve(t *testing.T) {
 	if p.Operation != "patch" || p.Status != 400 || p.ScimType != "mutability" || p.ResourceID != id || p.Detail == "" {
 		t.Errorf("bad patch observed as %+v", p)
 	}
-	if n.Status != 404 || n.Tenant != "" {
+	if n.Status != 401 || n.Tenant != "" {
 		t.Errorf("unknown tenant observed as %+v", n)
 	}
 }

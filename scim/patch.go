@@ -247,7 +247,7 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 			return nil, err
 		}
 	}
-	if err := next.checkRequired(); err != nil {
+	if err := next.check(); err != nil {
 		return nil, err
 	}
 	u.Changes = Diff(r, next)

@@ -280,7 +280,7 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 		}
 	}
 	r := &Resource{Type: rt, Attrs: attrs}
-	if err := r.checkRequired(); err != nil {
+	if err := r.check(); err != nil {
 		return nil, nil, err
 	}
 	if err := r.checkMultiValued(); err != nil {
@@ -665,6 +665,34 @@ func normalizeComplex(a *Attribute, name string, obj map[string]any, in *input) 
 		return nil, nil
 	}
 	return out, nil
+}
+
+// check enforces what every stored resource must satisfy: the schema's
+// required attributes, and identifiers free of control characters.
+func (r *Resource) check() error {
+	if err := r.checkRequired(); err != nil {
+		return err
+	}
+	return r.checkIdentifiers()
+}
+
+// identifierAttributes are the names clients match resources by; a NUL or
+// another C0 control character in one is never a real name, and would
+// show up in logs, events and receivers' databases.
+var identifierAttributes = []string{"userName", "displayName", "externalId"}
+
+// checkIdentifiers refuses control characters (U+0000–U+001F) in the
+// identifier attributes.
+func (r *Resource) checkIdentifiers() error {
+	for _, name := range identifierAttributes {
+		s, _ := r.Attrs[name].(string)
+		for i, c := range s {
+			if c < 0x20 {
+				return Errorf(ErrInvalidValue, "attribute %s has the control character U+%04X at byte %d; names may not contain control characters", name, c, i)
+			}
+		}
+	}
+	return nil
 }
 
 // checkRequired enforces the schema's required attributes (userName, displayName).

@@ -66,9 +66,9 @@ func TestParseResource(t *testing.T) {
 			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a","emails":[{"value":"a@x"}]}`,
 		},
 		{
-			name: "unicode and control characters survive",
-			body: `{` + userSchemas + `,"userName":"zoë\u2028\"q\"\\\n"}`,
-			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"zoë\u2028\"q\"\\\n"}`,
+			name: "unicode and control characters survive outside identifiers",
+			body: `{` + userSchemas + `,"userName":"zoë","title":"zoë\u2028\"q\"\\\n"}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"zoë","title":"zoë\u2028\"q\"\\\n"}`,
 		},
 	}
 	for _, tt := range tests {

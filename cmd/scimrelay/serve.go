@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 func init() { subcommands = append(subcommands, newServeCommand, newCheckCommand) }
@@ -16,8 +19,11 @@ func newServeCommand() *cobra.Command {
 		Long: `Run the relay as relay.yaml describes it.
 
 With no nats.url the relay runs its own NATS server (embedded, storing under
-data_dir). On first start each tenant without a token gets one, printed once
-with the Tenant URL to paste into Microsoft Entra ID.
+data_dir); services read from it with credentials from 'scimrelay subscriber
+add'. On first start each tenant without a token gets one, shown once with the
+Tenant URL to paste into Microsoft Entra ID: printed when stdout is a
+terminal, else written to data_dir/initial-token (mode 0600), which the log
+names.
 
 Roles split the relay across machines that share an external NATS cluster:
   all    everything in one process (default)
@@ -41,7 +47,13 @@ Roles split the relay across machines that share an external NATS cluster:
 			if err != nil {
 				return err
 			}
-			srv, err := newServer(cmd.Context(), cfg, role, log, cmd.OutOrStdout())
+			// A token created on first start is printed only to a person at a
+			// terminal; under systemd or Kubernetes it goes to a file instead.
+			var out io.Writer
+			if isTerminal(cmd.OutOrStdout()) {
+				out = cmd.OutOrStdout()
+			}
+			srv, err := newServer(cmd.Context(), cfg, role, log, out)
 			if err != nil {
 				return err
 			}
@@ -81,4 +93,10 @@ func natsDescription(url string) string {
 		return "embedded"
 	}
 	return "external"
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -147,7 +147,7 @@ func normaliseEvents(t *testing.T, list []streamed) []byte {
 }
 
 // TestCrossTenant checks that a token of one tenant gets 401 on every
-// other tenant's Users and Groups, list and by id, and an unknown tenant 404.
+// other tenant's Users and Groups, list and by id, and an unknown tenant 401.
 func TestCrossTenant(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	ids := map[string]map[string]string{}
@@ -178,7 +178,8 @@ func TestCrossTenant(t *testing.T) {
 			}
 		}
 	}
-	p.scim("initech", acmeToken, "GET", "/Users", "").want(t, 404)
+	// An unknown tenant answers as a wrong token does: names cannot be probed.
+	p.scim("initech", acmeToken, "GET", "/Users", "").want(t, 401)
 }
 
 // TestConcurrentCreatesOverHTTP: twenty parallel POSTs of one userName give

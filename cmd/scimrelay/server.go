@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -44,7 +45,7 @@ type server struct {
 	cfg  *config.Config
 	role string
 	log  *slog.Logger
-	out  io.Writer        // where generated secrets are printed, once
+	out  io.Writer        // a terminal, where generated secrets are printed once; nil: they go to a file
 	now  func() time.Time // nil: time.Now
 
 	registry   *prometheus.Registry
@@ -127,9 +128,6 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
 		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), relay.PublisherOptions{Observe: s.metrics.ObservePublished})
-		if err := s.ensureTokens(ctx); err != nil {
-			return nil, err
-		}
 		if s.scimLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("SCIM listener: %w", err)
 		}
@@ -139,6 +137,13 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	s.adminHTTP = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// Tokens last: a relay that cannot start (a port taken) must not have
+	// created a token that nobody saw.
+	if s.store != nil {
+		if err := s.ensureTokens(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -189,8 +194,11 @@ func (s *server) connectNATS(ctx context.Context) error {
 	return nil
 }
 
-// ensureTokens gives every tenant without a way in a token, and prints it
-// once with the tenant URL: the two values an Entra admin pastes.
+// ensureTokens gives every tenant without a way in a token: the two values
+// an Entra admin pastes, shown once. They are printed when the relay's
+// output is a terminal (s.out); otherwise they go to data_dir/initial-token
+// (mode 0600) and the log says where, so that a secret never lands in
+// journald or kubectl logs.
 func (s *server) ensureTokens(ctx context.Context) error {
 	for _, t := range s.cfg.Tenants {
 		secret, created, err := s.store.EnsureToken(ctx, t.Name)
@@ -200,12 +208,37 @@ func (s *server) ensureTokens(ctx context.Context) error {
 		if !created {
 			continue
 		}
-		fmt.Fprintf(s.out, "\nTenant %q had no token, so scimrelay created one. In Microsoft Entra ID, under Provisioning > Admin Credentials, enter:\n"+
-			"  Tenant URL:    %s\n  Secret Token:  %s\n"+
-			"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
-			t.Name, s.tenantURL(t.Name), secret, t.Name)
+		if s.out != nil {
+			fmt.Fprintf(s.out, "\nTenant %q had no token, so scimrelay created one. In Microsoft Entra ID, under Provisioning > Admin Credentials, enter:\n"+
+				"  Tenant URL:    %s\n  Secret Token:  %s\n"+
+				"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
+				t.Name, s.tenantURL(t.Name), secret, t.Name)
+			continue
+		}
+		path := s.cfg.InitialTokenPath()
+		if err := appendSecretFile(path, fmt.Sprintf("tenant %s (expires in 90 days)\n  Tenant URL:    %s\n  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), secret)); err != nil {
+			return fmt.Errorf("tenant %s: writing its first token: %w", t.Name, err)
+		}
+		s.log.Warn("created a SCIM token for a tenant without one; paste it into Microsoft Entra ID, then delete the file", "tenant", t.Name, "file", path)
 	}
 	return nil
+}
+
+// appendSecretFile appends text to a file only its owner can read.
+func appendSecretFile(path, text string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil { // in case someone widened it
+		_ = f.Close()
+		return err
+	}
+	_, werr := f.WriteString(text)
+	return errors.Join(werr, f.Close())
 }
 
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.

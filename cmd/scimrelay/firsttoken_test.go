@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/config"
+)
+
+var tokenPattern = regexp.MustCompile(`scimrelay_[A-Za-z0-9_-]{20,}`)
+
+// TestFirstStartToken: a tenant without a token gets one on first start. A
+// relay whose output is not a terminal writes it to data_dir/initial-token
+// (0600) and logs only where it is; a terminal gets it printed. A start
+// that fails (a port taken) creates no token, so none is lost unseen.
+func TestFirstStartToken(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Tenants = []config.Tenant{{Name: "acme", Unique: config.UniqueUserName}}
+	var logBuf syncBuf
+	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	// A port taken: the start fails before any token exists.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = taken.Addr().String()
+	if _, err := newServer(context.Background(), cfg, roleAll, log, nil); err == nil || !strings.Contains(err.Error(), "SCIM listener") {
+		t.Fatalf("start on a taken port: %v", err)
+	}
+	_ = taken.Close()
+	if _, err := os.Stat(cfg.InitialTokenPath()); !os.IsNotExist(err) {
+		t.Fatalf("a failed start wrote %s", cfg.InitialTokenPath())
+	}
+
+	// Not a terminal: the token goes to the file, never to the log.
+	cfg.Listen = "127.0.0.1:0"
+	srv, err := newServer(context.Background(), cfg, roleAll, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &relayProc{t: t, srv: srv, done: make(chan error, 1), scimURL: "http://" + srv.scimLn.Addr().String(), adminURL: "http://" + srv.adminLn.Addr().String()}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() { p.done <- srv.run(ctx) }()
+	t.Cleanup(p.stop)
+	fi, err := os.Stat(cfg.InitialTokenPath())
+	if err != nil {
+		t.Fatalf("no %s: %v (the token was created on this start)", cfg.InitialTokenPath(), err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v", cfg.InitialTokenPath(), fi.Mode().Perm())
+	}
+	text, _ := os.ReadFile(cfg.InitialTokenPath())
+	token := tokenPattern.FindString(string(text))
+	if token == "" || !strings.Contains(string(text), "/scim/v2/acme") {
+		t.Fatalf("%s holds:\n%s", cfg.InitialTokenPath(), text)
+	}
+	if strings.Contains(logBuf.String(), token) || !strings.Contains(logBuf.String(), cfg.InitialTokenPath()) {
+		t.Fatalf("the log must name the file, never hold the token:\n%s", logBuf.String())
+	}
+	p.scim("acme", token, "GET", "/Users", "").want(t, 200)
+	p.stop()
+
+	// A terminal gets it printed, and no file.
+	cfg2 := testConfig(t, t.TempDir())
+	cfg2.Tenants = cfg.Tenants
+	var terminal bytes.Buffer
+	srv2, err := newServer(context.Background(), cfg2, roleAll, log, &terminal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.close()
+	if tokenPattern.FindString(terminal.String()) == "" || !strings.Contains(terminal.String(), "Secret Token:") {
+		t.Fatalf("printed:\n%s", terminal.String())
+	}
+	if _, err := os.Stat(cfg2.InitialTokenPath()); !os.IsNotExist(err) {
+		t.Fatal("the token went to a file as well")
+	}
+}
