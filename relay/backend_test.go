@@ -78,7 +78,7 @@ func eventsAfter(t testing.TB, s *Store, key uint64) []seen {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[i] = seen{a, r.Event.Subject(), seq, sseq, d}
+		out[i] = seen{a, r.Event.Subject(), seq, sseq, d, r.Event.Source()}
 	}
 	return out
 }
@@ -343,6 +343,9 @@ func TestPublicURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range outbox(t, s) {
+		if e.source != "https://relay.example.com/scim/v2/acme" {
+			t.Fatalf("event %s: source %q, want the absolute URI", e.action, e.source)
+		}
 		var r struct {
 			Meta struct{ Location string } `json:"meta"`
 		}
@@ -527,6 +530,59 @@ func TestMembershipOperations(t *testing.T) {
 		t.Fatalf("a refused request left members %v", list)
 	}
 	checkEventOrder(t, outbox(t, s))
+}
+
+// TestMemberEventsDescribeTheMember: member events say who the member is
+// in a receiver's own terms (userName, email, externalId of a user;
+// displayName and externalId of a group), on every path that emits them.
+func TestMemberEventsDescribeTheMember(t *testing.T) {
+	s, _, _ := openStore(t)
+	ann := create(t, s, "acme", user(t, `"userName":"ann@x.com","externalId":"e-ann","emails":[{"value":"ann@home.com","type":"home"},{"value":"ann@work.com","type":"work"}]`))
+	bob := create(t, s, "acme", user(t, `"userName":"bob","displayName":"Bob B","emails":[{"value":"bob@work.com","type":"work"},{"value":"bob@p.com","primary":true}]`))
+	cid := create(t, s, "acme", user(t, `"userName":"cid"`))
+	child := create(t, s, "acme", group(t, `"displayName":"child","externalId":"e-child"`))
+	wantAnn := events.Member{Value: ann.ID(), Display: "ann@x.com", Type: "User", UserName: "ann@x.com", ExternalID: "e-ann", Email: "ann@work.com"}
+	wantBob := events.Member{Value: bob.ID(), Display: "Bob B", Type: "User", UserName: "bob", Email: "bob@p.com"}
+	wantCid := events.Member{Value: cid.ID(), Display: "cid", Type: "User", UserName: "cid"}
+	wantChild := events.Member{Value: child.ID(), Display: "child", Type: "Group", DisplayName: "child", ExternalID: "e-child"}
+	check := func(step string, evs []seen, want ...events.Member) {
+		t.Helper()
+		var got []events.Member
+		for _, e := range evs {
+			if e.data.Member != nil {
+				got = append(got, *e.data.Member)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: members\n%+v\nwant\n%+v", step, got, want)
+		}
+	}
+	n := len(outbox(t, s))
+	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, ann.ID())))
+	check("create with a member", since(t, s, n), wantAnn)
+	n = len(outbox(t, s))
+	if _, err := updateMembers(t, s, "acme", g.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: members(bob.ID(), child.ID(), cid.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	check("add", since(t, s, n), wantBob, wantChild, wantCid)
+	n = len(outbox(t, s))
+	if _, err := updateMembers(t, s, "acme", g.ID(), scim.MemberOp{Kind: scim.RemoveMembers, Members: members(bob.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	check("remove", since(t, s, n), wantBob)
+	n = len(outbox(t, s))
+	if err := s.Delete(ctx, "acme", scim.UserResourceType, ann.ID(), ""); err != nil {
+		t.Fatal(err)
+	}
+	check("delete the user", since(t, s, n), wantAnn)
+	// Renamed since it joined: the event says who it is now.
+	mustPatch(t, s, "acme", scim.UserResourceType, cid.ID(), `{"op":"replace","path":"userName","value":"cid2"}`)
+	n = len(outbox(t, s))
+	if _, err := updateMembers(t, s, "acme", g.ID(), scim.MemberOp{Kind: scim.RemoveAllMembers}); err != nil {
+		t.Fatal(err)
+	}
+	wantCid.Display, wantCid.UserName = "cid2", "cid2"
+	check("remove all", since(t, s, n), wantCid, wantChild) // in id order
 }
 
 // TestDeleteGroup: a group's own memberships go without per-member events;

@@ -225,9 +225,35 @@ func resolveMember(tb *bolt.Bucket, groupID string, m scim.Member) (events.Membe
 		if out.Display == "" {
 			out.Display = memberDisplay(rec.res)
 		}
-		return out, nil
+		return describe(out, rec.res), nil
 	}
 	return out, scim.Errorf(scim.ErrInvalidValue, "member %q is not the id of a User or Group in this tenant", truncate(m.Value, 64))
+}
+
+// describeMember fills in who a member is (userName, email and externalId
+// of a User; displayName and externalId of a Group) from its record: one
+// key read, whatever the size of the group. A member whose record is gone
+// keeps what the membership holds.
+func describeMember(tb *bolt.Bucket, m events.Member) (events.Member, error) {
+	rt := scim.UserResourceType
+	if m.Type == scim.GroupResourceType.Name {
+		rt = scim.GroupResourceType
+	}
+	rec, err := getRecord(tb, rt, m.Value)
+	if err != nil || rec == nil {
+		return m, err
+	}
+	return describe(m, rec.res), nil
+}
+
+func describe(m events.Member, r *scim.Resource) events.Member {
+	m.ExternalID = r.ExternalID()
+	if r.Type == scim.GroupResourceType {
+		m.DisplayName = r.String("displayName")
+	} else {
+		m.UserName, m.Email = r.String("userName"), r.PrimaryEmail()
+	}
+	return m
 }
 
 // memberDisplay is the name a group shows for a member: its displayName,

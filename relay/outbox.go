@@ -28,6 +28,13 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 		return err
 	}
 	rec.subjectSeq++
+	if member != nil && member.UserName == "" && member.DisplayName == "" {
+		m, err := describeMember(tb, *member)
+		if err != nil {
+			return err
+		}
+		member = &m
+	}
 	data := events.Data{
 		Tenant:       t.name,
 		ResourceType: rec.res.Type.Name,
@@ -57,6 +64,7 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 		Sequence:   seq,
 		SubjectSeq: rec.subjectSeq,
 		Time:       w.now,
+		BaseURL:    w.store.publicURL,
 	}, data)
 	if err != nil {
 		return err

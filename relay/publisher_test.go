@@ -90,7 +90,7 @@ func streamContents(t testing.TB, js jetstream.JetStream, n int) []seen {
 		s, _ := events.Sequence(e)
 		ss, _ := events.SubjectSeq(e)
 		d, _ := events.DataOf(e)
-		out = append(out, seen{a, e.Subject(), s, ss, d})
+		out = append(out, seen{a, e.Subject(), s, ss, d, e.Source()})
 	}
 	return out
 }

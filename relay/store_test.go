@@ -114,6 +114,7 @@ type seen struct {
 	seq        uint64
 	subjectSeq uint64
 	data       events.Data
+	source     string
 }
 
 func outbox(t testing.TB, s *Store) []seen {
@@ -641,6 +642,9 @@ func TestLargeGroup(t *testing.T) {
 	for _, e := range eventsAfter(t, s, m) {
 		if e.subject == "Groups/"+g.ID() {
 			got = append(got, string(e.action))
+			if !strings.HasPrefix(e.data.Member.UserName, "newcomer-") {
+				t.Fatalf("a member event on the large group does not say who: %+v", e.data.Member)
+			}
 		}
 	}
 	if want := strings.Repeat("group.member_added group.member_removed ", 5); strings.Join(got, " ")+" " != want {

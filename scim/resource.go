@@ -64,6 +64,27 @@ func (r *Resource) Emails() []string {
 	return out
 }
 
+// PrimaryEmail returns the User's email marked primary, else the one typed
+// "work"; "" when it has neither.
+func (r *Resource) PrimaryEmail() string {
+	list, _ := r.Attrs["emails"].([]any)
+	work := ""
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		v, _ := m["value"].(string)
+		if v == "" {
+			continue
+		}
+		if p, _ := m["primary"].(bool); p {
+			return v
+		}
+		if t, _ := m["type"].(string); work == "" && strings.EqualFold(t, "work") {
+			work = v
+		}
+	}
+	return work
+}
+
 // WorkEmail returns the User's work email: the one typed "work", else the
 // primary one, else the first. "" when the User has none.
 func (r *Resource) WorkEmail() string {

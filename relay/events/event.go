@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -36,11 +37,21 @@ type Change struct {
 	New  json.RawMessage `json:"new,omitempty"`
 }
 
-// Member is a group member in a member event.
+// Member is a group member in a member event: its id, the name the group
+// shows for it and its type, and who it is in a receiver's own terms, read
+// from the member's record when the event was written (absent when the
+// member has no such attribute).
 type Member struct {
 	Value   string `json:"value"`
 	Display string `json:"display,omitempty"`
 	Type    string `json:"type,omitempty"`
+	// UserName and Email (the primary, else the work email) are a User's.
+	UserName string `json:"userName,omitempty"`
+	Email    string `json:"email,omitempty"`
+	// DisplayName is a Group's.
+	DisplayName string `json:"displayName,omitempty"`
+	// ExternalID is the member's externalId, User or Group.
+	ExternalID string `json:"externalId,omitempty"`
 }
 
 // Meta holds the event attributes that are not in the payload.
@@ -55,6 +66,9 @@ type Meta struct {
 	SubjectSeq uint64
 	// Time is when the relay committed the change.
 	Time time.Time
+	// BaseURL is the relay's public URL (relay.yaml public_url), e.g.
+	// https://relay.example.com; when set, source is absolute.
+	BaseURL string
 }
 
 // Extension attribute names.
@@ -69,8 +83,10 @@ const (
 const seqWidth = 20
 
 // New builds the CloudEvent for a change: id a UUIDv7 (time-ordered, also the
-// Nats-Msg-Id and the webhook-id), source /scim/v2/<tenant>, type
-// io.scimrelay.<action>, subject Users/<id> or Groups/<id>.
+// Nats-Msg-Id and the webhook-id), source /scim/v2/<tenant> (absolute,
+// <BaseURL>/scim/v2/<tenant>, when the public URL is known, as CloudEvents
+// recommends for uniqueness across deployments), type io.scimrelay.<action>,
+// subject Users/<id> or Groups/<id>.
 func New(m Meta, d Data) (event.Event, error) {
 	if err := m.check(d); err != nil {
 		return event.Event{}, err
@@ -81,7 +97,7 @@ func New(m Meta, d Data) (event.Event, error) {
 	}
 	e := event.New(event.CloudEventsVersionV1)
 	e.SetID(id.String())
-	e.SetSource("/scim/v2/" + m.Tenant)
+	e.SetSource(strings.TrimRight(m.BaseURL, "/") + "/scim/v2/" + m.Tenant)
 	e.SetType(m.Action.Type())
 	e.SetSubject(subjectOf(m.Action, m.ResourceID))
 	e.SetTime(m.Time.UTC())
