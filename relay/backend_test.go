@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -71,6 +72,7 @@ func eventsAfter(t testing.TB, s *Store, key uint64) []seen {
 	}
 	out := make([]seen, len(rows))
 	for i, r := range rows {
+		eventstest.ValidateEvent(t, r.Event) // every event the tests write matches the contract
 		a, _ := events.ActionOf(r.Event)
 		seq, _ := events.Sequence(r.Event)
 		sseq, _ := events.SubjectSeq(r.Event)

@@ -82,6 +82,8 @@ func streamContents(t testing.TB, js jetstream.JetStream, n int) []seen {
 		if err != nil {
 			t.Fatal(err)
 		}
+		eventstest.ValidateEvent(t, e)
+		eventstest.ValidateNATSHeaders(t, m.Header)
 		if ids[e.ID()] {
 			t.Fatalf("event %s is in the stream twice", e.ID())
 		}

@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -92,11 +91,7 @@ func (p *publisher) publish(tenant string, a events.Action, id string) string {
 	p.n++
 	sseq, seq := p.seq[tenant+id], p.n
 	p.mu.Unlock()
-	e, err := events.New(events.Meta{Tenant: tenant, Action: a, ResourceID: id, Sequence: seq, SubjectSeq: sseq, Time: time.Now()},
-		events.Data{Tenant: tenant, ResourceType: a.ResourceType(), ID: id, Resource: json.RawMessage(`{}`)})
-	if err != nil {
-		p.t.Fatal(err)
-	}
+	e := eventstest.Event(p.t, tenant, a, id, seq, sseq)
 	msg, err := events.ToMsg(e)
 	if err != nil {
 		p.t.Fatal(err)

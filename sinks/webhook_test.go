@@ -19,6 +19,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -27,11 +28,7 @@ var ctx = context.Background()
 
 func testEvent(t testing.TB, a events.Action, id string, subjectSeq uint64) *event.Event {
 	t.Helper()
-	e, err := events.New(events.Meta{Tenant: "acme", Action: a, ResourceID: id, Sequence: subjectSeq, SubjectSeq: subjectSeq, Time: time.Now()},
-		events.Data{Tenant: "acme", ResourceType: a.ResourceType(), ID: id, Resource: json.RawMessage(`{"userName":"ann"}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := eventstest.Event(t, "acme", a, id, subjectSeq, subjectSeq)
 	return &e
 }
 
@@ -54,6 +51,17 @@ func newReceiver(t testing.TB, respond func(n int, r *http.Request) int) *receiv
 	rc := &receiver{respond: respond}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		// Every delivery matches the contract's webhook description.
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
+			if err := eventstest.Schemas(t).CheckWebhookHeaders(r.Header); err != nil {
+				t.Error(err)
+			}
+			if a, err := events.ParseType(r.Header.Get("ce-type")); err == nil {
+				if err := eventstest.Schemas(t).CheckData(a, body); err != nil {
+					t.Error(err)
+				}
+			}
+		}
 		rc.mu.Lock()
 		rc.got = append(rc.got, received{header: r.Header.Clone(), body: body, at: time.Now()})
 		n := len(rc.got)

@@ -215,6 +215,9 @@ func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Every event the relay publishes matches the contract.
+		eventstest.ValidateEvent(t, e)
+		eventstest.ValidateNATSHeaders(t, m.Header)
 		a, _ := events.ActionOf(e)
 		s, _ := events.Sequence(e)
 		ss, _ := events.SubjectSeq(e)

@@ -278,6 +278,9 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 func (s *server) adminHandler() http.Handler {
 	routes := admin.SinkRoutes(s.sinks, s.js)
 	routes["GET /admin/v1/events"] = admin.EventsTail(s.js)
+	for pattern, h := range admin.SchemaRoutes() {
+		routes[pattern] = h
+	}
 	o := admin.Options{
 		Routes:  routes,
 		Token:   s.adminToken,

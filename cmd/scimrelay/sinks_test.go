@@ -54,6 +54,15 @@ func newHook(t testing.TB) *hook {
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
+		// What the webhook gets matches the contract (relay/events/schema).
+		if err := eventstest.Schemas(t).CheckEvent(*e); err != nil {
+			t.Error(err)
+		}
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
+			if err := eventstest.Schemas(t).CheckWebhookHeaders(r.Header); err != nil {
+				t.Error(err)
+			}
+		}
 		h.mu.Lock()
 		h.types = append(h.types, e.Subject()+" "+strings.TrimPrefix(e.Type(), "io.scimrelay."))
 		h.ids[e.ID()]++
