@@ -1,0 +1,28 @@
+// Reads one tenant's user events with the credential that
+// `scimrelay subscriber add billing-users --subjects 'scimrelay.acme.user.>'` wrote.
+import { readFileSync } from "node:fs";
+import { AckPolicy, connect, nkeyAuthenticator } from "nats";
+
+const seed = readFileSync(process.env.SEED_FILE ?? "billing-users.nk", "utf8").trim();
+const nc = await connect({
+  servers: process.env.NATS_URL ?? "nats://127.0.0.1:4222",
+  authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+  inboxPrefix: "_INBOX_billing-users", // the subscriber's private inbox
+});
+// A durable consumer, named as the subscriber, remembers where it got to across restarts.
+const jsm = await nc.jetstreamManager();
+await jsm.consumers.add("SCIMRELAY", {
+  durable_name: "billing-users",
+  filter_subject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>
+  ack_policy: AckPolicy.Explicit,
+});
+const consumer = await nc.jetstream().consumers.get("SCIMRELAY", "billing-users");
+const limit = Number(process.env.LIMIT ?? Infinity); // for the test: stop after LIMIT events
+let n = 0;
+for await (const m of await consumer.consume()) {
+  const data = m.json(); // tenant, resourceType, id, resource, changes, member
+  console.log(JSON.stringify({ id: m.headers.get("ce-id"), type: m.headers.get("ce-type"), userName: data.resource.userName }));
+  m.ack(); // at-least-once: a repeat has the same ce-id
+  if (++n >= limit) break;
+}
+await nc.close();
