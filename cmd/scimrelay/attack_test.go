@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -145,15 +144,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	h := newHook(t)
 	cfg := testConfig(t, t.TempDir())
 	withSink(cfg, "crm", h.URL, func(s *config.Sink) { s.Headers = map[string]string{"Authorization": "Bearer crm-secret-header"} })
-	srv, err := newServer(t.Context(), cfg, roleAll, log, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &relayProc{t: t, srv: srv, done: make(chan error, 1), scimURL: "http://" + srv.scimLn.Addr().String(), adminURL: "http://" + srv.adminLn.Addr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	go func() { p.done <- srv.run(ctx) }()
-	t.Cleanup(p.stop)
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
 
 	b := entraBodies(t)
 	uid := p.scim("acme", acmeToken, "POST", "/Users", b["create-user"]).want(t, 201).str("id")

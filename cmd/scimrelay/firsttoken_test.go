@@ -41,15 +41,7 @@ func TestFirstStartToken(t *testing.T) {
 
 	// Not a terminal: the token goes to the file, never to the log.
 	cfg.Listen = "127.0.0.1:0"
-	srv, err := newServer(context.Background(), cfg, roleAll, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &relayProc{t: t, srv: srv, done: make(chan error, 1), scimURL: "http://" + srv.scimLn.Addr().String(), adminURL: "http://" + srv.adminLn.Addr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	go func() { p.done <- srv.run(ctx) }()
-	t.Cleanup(p.stop)
+	p := startRelayWith(t, cfg, roleAll, log, nil)
 	fi, err := os.Stat(cfg.InitialTokenPath())
 	if err != nil {
 		t.Fatalf("no %s: %v (the token was created on this start)", cfg.InitialTokenPath(), err)

@@ -56,8 +56,13 @@ type relayProc struct {
 
 func startRelay(t testing.TB, cfg *config.Config, role string, opts ...serverOption) *relayProc {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := newServer(context.Background(), cfg, role, log, io.Discard, opts...)
+	return startRelayWith(t, cfg, role, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard, opts...)
+}
+
+// startRelayWith starts a relay logging to log; out is its terminal (nil: none).
+func startRelayWith(t testing.TB, cfg *config.Config, role string, log *slog.Logger, out io.Writer, opts ...serverOption) *relayProc {
+	t.Helper()
+	srv, err := newServer(context.Background(), cfg, role, log, out, opts...)
 	if err != nil {
 		t.Fatalf("starting the relay: %v", err)
 	}
