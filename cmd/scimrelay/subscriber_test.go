@@ -158,20 +158,38 @@ func TestSubscriberCLI(t *testing.T) {
 	if got := next(t, cons); got != "" {
 		t.Fatalf("read %q, which is not its tenant's", got)
 	}
-	// A forged event is refused, and the webhook gets only the two the relay wrote.
-	if err := sub.nc.Publish("scimrelay.acme.user.deleted", []byte(`{"forged":true}`)); err != nil {
-		t.Fatal(err)
+	// Nobody else gets in at all.
+	if nc, err := nats.Connect(url, nats.MaxReconnects(0)); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("an unauthenticated client: %v", err)
 	}
-	_ = sub.nc.Flush()
-	select {
-	case err := <-sub.refused:
-		if !strings.Contains(err.Error(), "scimrelay.acme.user.deleted") {
+	// A forged event, and every way to tamper with what the webhook gets,
+	// are refused; the webhook gets only the two events the relay wrote.
+	for _, subject := range []string{
+		"scimrelay.acme.user.deleted",                            // a forged event
+		"$JS.API.STREAM.PURGE.SCIMRELAY",                         // purge the events
+		"$JS.API.STREAM.DELETE.SCIMRELAY",                        // delete them
+		"$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm",            // the sink's bucket
+		"$KV.scimrelay-sink-crm.cursor",                          // write into it
+		"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.scimrelay-sink-crm", // take the sink's deliveries
+	} {
+		if err := sub.nc.Publish(subject, []byte(`{"forged":true}`)); err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the forged publish was not refused")
+		_ = sub.nc.Flush()
+		select {
+		case err := <-sub.refused:
+			if !strings.Contains(err.Error(), subject) {
+				t.Fatalf("%s: refused %v", subject, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was not refused", subject)
+		}
 	}
 	waitDelivered(t, h, 2)
+	readStream(t, p.srv.js, 2) // exactly the relay's two events: nothing forged got in
 	if got := h.received(); len(got) != 2 || strings.Contains(strings.Join(got, ","), "deleted") {
 		t.Fatalf("the webhook received %v", got)
 	}

@@ -168,7 +168,7 @@ func (e *Embedded) ClientURL() string {
 		scheme = "tls"
 	}
 	host := e.opts.Host
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1" // reachable from this machine; other hosts use the machine's address
 	}
 	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(addr.(*net.TCPAddr).Port))
