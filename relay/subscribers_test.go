@@ -1,0 +1,43 @@
+package relay
+
+import (
+	"errors"
+	"testing"
+)
+
+// TestSubscribersPersist: subscribers are kept in the data file, one per
+// name, and survive a reopen.
+func TestSubscribersPersist(t *testing.T) {
+	s, _, path := openStore(t)
+	a := Subscriber{Name: "billing", PublicKey: "UABC", Subjects: "scimrelay.acme.>"}
+	if _, err := s.AddSubscriber(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddSubscriber(ctx, Subscriber{Name: "audit", PublicKey: "UDEF"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddSubscriber(ctx, Subscriber{Name: "billing", PublicKey: "UXYZ"}); !errors.Is(err, ErrSubscriberExists) {
+		t.Fatalf("a second billing: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, testOptions(&clock{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := s.Subscribers(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "audit" || list[1].PublicKey != "UABC" || list[1].Subjects != a.Subjects || list[1].Created.IsZero() {
+		t.Fatalf("after reopening: %+v %v", list, err)
+	}
+	if got, err := s.RemoveSubscriber(ctx, "billing"); err != nil || got.PublicKey != "UABC" {
+		t.Fatalf("remove: %+v %v", got, err)
+	}
+	if _, err := s.RemoveSubscriber(ctx, "billing"); !errors.Is(err, ErrSubscriberNotFound) {
+		t.Fatalf("remove twice: %v", err)
+	}
+	if list, _ := s.Subscribers(ctx); len(list) != 1 {
+		t.Fatalf("left: %+v", list)
+	}
+}
