@@ -165,6 +165,14 @@ func TestEmbeddedTLS(t *testing.T) {
 				t.Fatalf("connecting over TLS: %v", err)
 			}
 			nc.Close()
+			// Subscribers change without a restart under TLS too.
+			if err := e.SetSubscribers(nil); err != nil {
+				t.Fatalf("reloading with TLS: %v", err)
+			}
+			if nc, err := nats.Connect(e.ClientURL(), opts...); err == nil {
+				nc.Close()
+				t.Fatal("connected after being removed")
+			}
 		})
 	}
 }
