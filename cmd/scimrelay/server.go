@@ -198,8 +198,20 @@ func (s *server) connectNATS(ctx context.Context) error {
 // an Entra admin pastes, shown once. They are printed when the relay's
 // output is a terminal (s.out); otherwise they go to data_dir/initial-token
 // (mode 0600) and the log says where, so that a secret never lands in
-// journald or kubectl logs.
-func (s *server) ensureTokens(ctx context.Context) error {
+// journald or kubectl logs. The file is opened before any token is made,
+// so that one that cannot be written is never created.
+func (s *server) ensureTokens(ctx context.Context) (err error) {
+	path := s.cfg.InitialTokenPath()
+	var file *os.File
+	if s.out == nil {
+		if file, err = openSecretFile(path); err != nil {
+			return fmt.Errorf("opening %s for first tokens: %w", path, err)
+		}
+		defer func() {
+			err = errors.Join(err, file.Close())
+			_ = removeIfEmpty(path)
+		}()
+	}
 	for _, t := range s.cfg.Tenants {
 		secret, created, err := s.store.EnsureToken(ctx, t.Name)
 		if err != nil {
@@ -208,37 +220,43 @@ func (s *server) ensureTokens(ctx context.Context) error {
 		if !created {
 			continue
 		}
-		if s.out != nil {
+		if file == nil {
 			fmt.Fprintf(s.out, "\nTenant %q had no token, so scimrelay created one. In Microsoft Entra ID, under Provisioning > Admin Credentials, enter:\n"+
 				"  Tenant URL:    %s\n  Secret Token:  %s\n"+
 				"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
 				t.Name, s.tenantURL(t.Name), secret, t.Name)
 			continue
 		}
-		path := s.cfg.InitialTokenPath()
-		if err := appendSecretFile(path, fmt.Sprintf("tenant %s (expires in 90 days)\n  Tenant URL:    %s\n  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), secret)); err != nil {
-			return fmt.Errorf("tenant %s: writing its first token: %w", t.Name, err)
+		if _, err := fmt.Fprintf(file, "tenant %s (expires in 90 days)\n  Tenant URL:    %s\n  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), secret); err != nil {
+			return fmt.Errorf("tenant %s: writing its first token to %s: %w", t.Name, path, err)
 		}
 		s.log.Warn("created a SCIM token for a tenant without one; paste it into Microsoft Entra ID, then delete the file", "tenant", t.Name, "file", path)
 	}
 	return nil
 }
 
-// appendSecretFile appends text to a file only its owner can read.
-func appendSecretFile(path, text string) error {
+// openSecretFile opens a file for appending that only its owner can read.
+func openSecretFile(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := f.Chmod(0o600); err != nil { // in case someone widened it
 		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// removeIfEmpty removes a file that holds nothing.
+func removeIfEmpty(path string) error {
+	if fi, err := os.Stat(path); err != nil || fi.Size() > 0 {
 		return err
 	}
-	_, werr := f.WriteString(text)
-	return errors.Join(werr, f.Close())
+	return os.Remove(path)
 }
 
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.
