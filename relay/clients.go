@@ -135,9 +135,6 @@ func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret
 // AuthenticateBasic checks HTTP Basic credentials on the SCIM endpoints: an
 // OAuth client's id and secret, as at the token endpoint.
 func (s *Store) AuthenticateBasic(_ context.Context, tenantName, user, password string) error {
-	if _, ok := s.tenants[tenantName]; !ok {
-		return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
-	}
 	st, err := s.authenticateClient(tenantName, user, password)
 	if err != nil {
 		if errors.Is(err, ErrClientTenant) {
@@ -151,14 +148,14 @@ func (s *Store) AuthenticateBasic(_ context.Context, tenantName, user, password 
 
 // authenticateClient finds a live client by id and checks its secret.
 func (s *Store) authenticateClient(tenantName, clientID, secret string) (*storedToken, error) {
-	if _, ok := s.tenants[tenantName]; !ok {
-		return nil, refuseClient(ErrInvalidClient, "invalid client credentials")
-	}
+	// An unknown tenant costs the same work as a wrong secret and gets the
+	// same answer, so that neither tells which tenants exist.
+	_, known := s.tenants[tenantName]
 	s.tokens.mu.RLock()
 	st, ok := s.tokens.byID[clientID]
 	s.tokens.mu.RUnlock()
 	h := hashToken(secret)
-	if !ok || st.Kind != KindClient || subtle.ConstantTimeCompare(h[:], st.Hash) != 1 {
+	if !ok || subtle.ConstantTimeCompare(h[:], st.Hash) != 1 || st.Kind != KindClient || !known {
 		return nil, refuseClient(ErrInvalidClient, "invalid client credentials")
 	}
 	if err := clientLive(st, s.now()); err != nil {

@@ -144,7 +144,8 @@ func TestClientAuthentication(t *testing.T) {
 	if err := s.AuthenticateBasic(ctx, "acme", cl.ID, secret); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, s.AuthenticateBasic(ctx, "initech", cl.ID, secret), scim.ErrNotFound, "no tenant")
+	// An unknown tenant is answered as a wrong credential: names cannot be probed.
+	wantErr(t, s.AuthenticateBasic(ctx, "initech", cl.ID, secret), scim.ErrUnauthorized, "invalid client credentials")
 	// An access token never outlives its client.
 	at, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, 24*time.Hour)
 	if err != nil || at.ExpiresIn != 2*time.Hour {

@@ -109,9 +109,10 @@ type Page struct {
 
 // Authenticator checks a request's credentials for a tenant. Both methods
 // return nil when the credentials are valid for tenant, an error matching
-// ErrNotFound when the tenant does not exist, and one matching
-// ErrUnauthorized (with a detail saying why: unknown, expired, revoked)
-// otherwise.
+// ErrNotFound or ErrUnauthorized when the tenant does not exist (the
+// handler answers both as a wrong credential, so that tenant names cannot
+// be probed), and one matching ErrUnauthorized (with a detail saying why:
+// unknown, expired, revoked) otherwise.
 type Authenticator interface {
 	// Authenticate checks a bearer token.
 	Authenticate(ctx context.Context, tenant, token string) error

@@ -199,6 +199,12 @@ func TestBasicAuth(t *testing.T) {
 	ts.do("GET", "/Users", "", "Authorization", basic("acme-client", tokenAcme+"x")).wantError(t, 401, "", "invalid")
 	ts.do("GET", "/scim/v2/globex/Users", "", "Authorization", basic("acme-client", tokenAcme)).wantError(t, 401, "", "invalid")
 	ts.do("GET", "/Users", "", "Authorization", "Basic !!!").wantError(t, 401, "", "malformed Basic")
+	// An unknown tenant answers as a wrong client does.
+	unknown := ts.do("GET", "/scim/v2/initech/Users", "", "Authorization", basic("initech-client", "x"))
+	known := ts.do("GET", "/Users", "", "Authorization", basic("nobody", "x"))
+	if unknown.status != 401 || unknown.str("detail") != known.str("detail") {
+		t.Errorf("unknown tenant with Basic: %d %s; a known one: %d %s", unknown.status, unknown.body, known.status, known.body)
+	}
 	sp := ts.do("GET", "/ServiceProviderConfig", "").want(t, 200)
 	if !strings.Contains(sp.str("authenticationSchemes"), `"httpbasic"`) {
 		t.Errorf("Basic enabled but not advertised: %s", sp.str("authenticationSchemes"))

@@ -342,11 +342,6 @@ func (h *Handler) admit(r *http.Request, c *call) error {
 		return Errorf(ErrNotFound, "no tenant %q", truncate(c.tenant, 64))
 	}
 	if err := h.authenticate(r, c.tenant); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			// An unknown tenant answers as a wrong token does, so that
-			// tenant names cannot be found by asking.
-			return Errorf(ErrUnauthorized, "invalid bearer token")
-		}
 		return err
 	}
 	return h.limit(c.tenant, 1)
@@ -383,15 +378,27 @@ func (h *Handler) authenticate(r *http.Request, tenant string) error {
 	if !ok || cred == "" || strings.ContainsAny(cred, " \t") {
 		return Errorf(ErrUnauthorized, "malformed Authorization header; %s", usage)
 	}
+	// An unknown tenant answers as a wrong credential does, so that tenant
+	// names cannot be found by asking.
 	switch {
 	case strings.EqualFold(scheme, "Bearer"):
-		return h.auth.Authenticate(r.Context(), tenant, cred)
+		if err := h.auth.Authenticate(r.Context(), tenant, cred); errors.Is(err, ErrNotFound) {
+			return Errorf(ErrUnauthorized, "invalid bearer token")
+		} else if err != nil {
+			return err
+		}
+		return nil
 	case strings.EqualFold(scheme, "Basic") && h.o.BasicAuth:
 		user, password, ok := r.BasicAuth()
 		if !ok || user == "" || password == "" {
 			return Errorf(ErrUnauthorized, "malformed Basic credentials; %s", usage)
 		}
-		return h.auth.AuthenticateBasic(r.Context(), tenant, user, password)
+		if err := h.auth.AuthenticateBasic(r.Context(), tenant, user, password); errors.Is(err, ErrNotFound) {
+			return Errorf(ErrUnauthorized, "invalid client credentials")
+		} else if err != nil {
+			return err
+		}
+		return nil
 	}
 	return Errorf(ErrUnauthorized, "malformed Authorization header: unsupported scheme; %s", usage)
 }

@@ -55,6 +55,7 @@ func TestHostileRequests(t *testing.T) {
 		{"unknown tenant, no token", "GET", "/scim/v2/initech/Users", http.Header{}, "", 401, "", "missing Authorization"},
 		{"unknown tenant, a wrong token", "GET", "/scim/v2/initech/Users", http.Header{"Authorization": {"Bearer scimrelay_guess_0123456789abcdef"}}, "", 401, "", "invalid bearer token"},
 		{"unknown tenant, another tenant's token", "GET", "/scim/v2/initech/Users", auth, "", 401, "", "invalid bearer token"},
+		{"unknown tenant, Basic of no client", "GET", "/scim/v2/initech/Users", http.Header{"Authorization": {"Basic YTpi"}}, "", 401, "", "invalid client credentials"},
 		{"two Authorization headers", "GET", "/scim/v2/acme/Users", http.Header{"Authorization": {"Bearer " + acmeToken, "Bearer " + globexToken}}, "", 400, "invalidSyntax", "more than one Authorization"},
 		{"encoded slash as id", "GET", "/scim/v2/acme/Users/%2F", auth, "", 404, "", "not found"},
 		{"encoded slash as id, trailing slash", "GET", "/scim/v2/acme/Users/%2F/", auth, "", 404, "", "not found"},
