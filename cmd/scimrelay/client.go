@@ -50,11 +50,17 @@ func newAdminClient(configPath string) (*adminClient, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
+	return &adminClient{base: adminBaseURL(cfg), token: token, http: &http.Client{}, timeout: time.Minute}, nil
+}
+
+// adminBaseURL is where a command on the relay's machine reaches its admin
+// listener: admin_listen, with a wildcard address replaced by loopback.
+func adminBaseURL(cfg *config.Config) string {
 	host := cfg.AdminListen
 	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, ":") {
 		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
 	}
-	return &adminClient{base: "http://" + host, token: token, http: &http.Client{}, timeout: time.Minute}, nil
+	return "http://" + host
 }
 
 // do sends a JSON request and decodes a JSON answer into out (if not nil).

@@ -83,7 +83,10 @@ Start it with 'scimrelay serve'. Every other command talks to the running
 server through its admin listener (admin_listen in relay.yaml).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints what the version command prints.
+		Version: currentBuild().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.Args = func(_ *cobra.Command, args []string) error {
 		if len(args) > 0 {

@@ -80,7 +80,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	for _, o := range opts {
 		o(s)
 	}
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric(currentBuild()))
 	defer func() {
 		if err != nil {
 			s.close()
