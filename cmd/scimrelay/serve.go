@@ -11,8 +11,24 @@ import (
 
 func init() { subcommands = append(subcommands, newServeCommand, newCheckCommand) }
 
+// roleFlag is --role. It refuses an unknown role while the flags are
+// parsed, so that a deployment file naming one fails even `serve --help`.
+type roleFlag string
+
+func (r *roleFlag) String() string { return string(*r) }
+func (r *roleFlag) Type() string   { return "role" }
+
+func (r *roleFlag) Set(s string) error {
+	switch s {
+	case roleAll, roleSCIM, roleSinks:
+		*r = roleFlag(s)
+		return nil
+	}
+	return fmt.Errorf("must be all, scim or sinks, got %q", s)
+}
+
 func newServeCommand() *cobra.Command {
-	var role string
+	role := roleFlag(roleAll)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the relay: SCIM endpoint, event publisher, webhook delivery",
@@ -34,11 +50,6 @@ Roles split the relay across machines that share an external NATS cluster:
   scimrelay serve --role sinks --config relay.yaml`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch role {
-			case roleAll, roleSCIM, roleSinks:
-			default:
-				return usageError{fmt.Errorf("--role must be all, scim or sinks, got %q", role)}
-			}
 			cfg, err := loadConfig(configPathOf(cmd))
 			if err != nil {
 				return err
@@ -53,7 +64,7 @@ Roles split the relay across machines that share an external NATS cluster:
 			if isTerminal(cmd.OutOrStdout()) {
 				out = cmd.OutOrStdout()
 			}
-			srv, err := newServer(cmd.Context(), cfg, role, log, out)
+			srv, err := newServer(cmd.Context(), cfg, string(role), log, out)
 			if err != nil {
 				return err
 			}
@@ -61,7 +72,7 @@ Roles split the relay across machines that share an external NATS cluster:
 		},
 	}
 	configFlagOn(cmd)
-	cmd.Flags().StringVar(&role, "role", roleAll, "what this process runs: all, scim or sinks")
+	cmd.Flags().Var(&role, "role", "what this process runs: all, scim or sinks")
 	return cmd
 }
 
