@@ -1,0 +1,189 @@
+package deploy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// composeEnv is what compose.yaml's header tells a user to export.
+var composeEnv = map[string]string{
+	"SCIMRELAY_ADMIN_TOKEN": "admin-token-0123456789abcdef",
+	"DEFAULT_SCIM_TOKEN":    "scim-token-0123456789abcdef",
+	"DEMO_WEBHOOK_SECRET":   "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+}
+
+// loadCompose loads compose.yaml with the loader of the Compose v2 CLI,
+// with env as the only environment.
+func loadCompose(t *testing.T, env map[string]string) (*types.Project, error) {
+	t.Helper()
+	var list []string
+	for k, v := range env {
+		list = append(list, k+"="+v)
+	}
+	opts, err := cli.NewProjectOptions([]string{"compose.yaml"}, cli.WithWorkingDirectory("."), cli.WithEnv(list))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts.LoadProject(context.Background())
+}
+
+// TestComposeFile loads deploy/compose.yaml as `docker compose` does and
+// checks the deployment it describes: a 3-node JetStream cluster, one relay
+// in role scim and two in role sinks, each relay with a health check the
+// distroless image can run, and a start order that waits for health.
+func TestComposeFile(t *testing.T) {
+	// The secrets are required: without them compose refuses to start.
+	if _, err := loadCompose(t, nil); err == nil || !strings.Contains(err.Error(), "set SCIMRELAY_ADMIN_TOKEN") {
+		t.Fatalf("compose.yaml loads without SCIMRELAY_ADMIN_TOKEN: %v", err)
+	}
+	p, err := loadCompose(t, composeEnv)
+	if err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+
+	var nats, relays []string
+	roles := map[string]int{}
+	for name, s := range p.Services {
+		switch {
+		case strings.HasPrefix(s.Image, "nats:"):
+			nats = append(nats, name)
+			cmd := strings.Join(s.Command, " ")
+			if !strings.Contains(cmd, "--jetstream") || !strings.Contains(cmd, "--routes") || !strings.Contains(cmd, "--http_port 8222") {
+				t.Errorf("%s is not a clustered JetStream node with its monitoring port: %s", name, cmd)
+			}
+			if hc := s.HealthCheck; hc == nil || hc.Disable || !slices.Contains(hc.Test, "http://127.0.0.1:8222/healthz") {
+				t.Errorf("%s: health check %+v; want NATS's /healthz", name, hc)
+			}
+		case s.Image == "scimrelay:local" && len(s.Command) > 0 && s.Command[0] == "serve":
+			relays = append(relays, name)
+			roles[flagValue(s.Command, "--role")]++
+		}
+	}
+	slices.Sort(nats)
+	if !slices.Equal(nats, []string{"nats-1", "nats-2", "nats-3"}) || roles["scim"] != 1 || roles["sinks"] != 2 || len(relays) != 3 {
+		t.Fatalf("compose runs NATS %v and relays %v with roles %v; want 3 nodes, one scim, two sinks", nats, relays, roles)
+	}
+
+	for _, name := range relays {
+		s := p.Services[name]
+		checkCommandLine(t, name, s.Command)
+		conf := flagValue(s.Command, "--config")
+
+		// The health check is the binary itself, reading the same relay.yaml.
+		hc := s.HealthCheck
+		if hc == nil || hc.Disable || len(hc.Test) < 3 || hc.Test[0] != "CMD" || hc.Test[1] != "/usr/local/bin/scimrelay" || hc.Test[2] != "healthcheck" {
+			t.Errorf("%s: health check %+v; want [CMD /usr/local/bin/scimrelay healthcheck ...] (no shell in the image)", name, hc)
+		} else {
+			checkCommandLine(t, name+" healthcheck", hc.Test[2:])
+			if got := flagValue(hc.Test, "--config"); got != conf {
+				t.Errorf("%s: the health check reads %s, serve reads %s", name, got, conf)
+			}
+			if hc.StartPeriod == nil || hc.Interval == nil || hc.Timeout == nil {
+				t.Errorf("%s: health check without start_period, interval or timeout", name)
+			}
+		}
+
+		// Start only when every NATS node (and, for workers, the scim
+		// relay) is healthy.
+		for _, n := range nats {
+			if d, ok := s.DependsOn[n]; !ok || d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s does not wait for %s to be healthy: %+v", name, n, s.DependsOn)
+			}
+		}
+		if flagValue(s.Command, "--role") == "sinks" {
+			if d := s.DependsOn["relay-scim"]; d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s does not wait for relay-scim to be healthy: %+v", name, s.DependsOn)
+			}
+		}
+
+		// The relay.yaml it mounts validates with the environment compose
+		// gives the container.
+		var source string
+		for _, v := range s.Volumes {
+			if v.Type == types.VolumeTypeBind && v.Target == conf {
+				source = v.Source
+				if !v.ReadOnly {
+					t.Errorf("%s mounts %s writable", name, conf)
+				}
+			}
+		}
+		if source == "" {
+			t.Fatalf("%s reads %s, which it does not mount", name, conf)
+		}
+		text, err := os.ReadFile(source)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{}
+		for k, v := range s.Environment {
+			if v != nil {
+				env[k] = *v
+			}
+		}
+		checkRelayYAML(t, name, string(text), env)
+
+		// Built from this repository's Dockerfile, with its build arguments.
+		if b := s.Build; b == nil || filepath.Clean(b.Context) != filepath.Clean(mustAbs(t, repoRoot)) || b.Dockerfile != "deploy/Dockerfile" {
+			t.Errorf("%s: build %+v; want the repository root with deploy/Dockerfile", name, s.Build)
+		} else {
+			for arg := range b.Args {
+				if !dockerfileArgs(t)[arg] {
+					t.Errorf("%s passes build argument %s, which the Dockerfile does not declare", name, arg)
+				}
+			}
+		}
+		// The admin API is published on loopback at most.
+		for _, port := range s.Ports {
+			if port.Target == 8081 && port.Published != "" && port.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes the admin port on %q", name, port.HostIP)
+			}
+		}
+	}
+
+	// Every service waited on for health has a health check, and a
+	// service running the image for something else than serve switches off
+	// the image's own check (it would probe an admin listener that is not
+	// there and report the service unhealthy).
+	for name, s := range p.Services {
+		for dep, d := range s.DependsOn {
+			if hc := p.Services[dep].HealthCheck; d.Condition == types.ServiceConditionHealthy && (hc == nil || hc.Disable) {
+				t.Errorf("%s waits for %s to be healthy, which has no health check", name, dep)
+			}
+		}
+		if s.Image == "scimrelay:local" && !slices.Contains(relays, name) {
+			if s.HealthCheck == nil || !s.HealthCheck.Disable {
+				t.Errorf("%s runs %v in the scimrelay image without disabling its HEALTHCHECK", name, s.Command)
+			}
+			checkCommandLine(t, name, s.Command)
+		}
+	}
+}
+
+// dockerfileArgs lists the build arguments deploy/Dockerfile declares.
+func dockerfileArgs(t *testing.T) map[string]bool {
+	t.Helper()
+	m := map[string]bool{}
+	for _, in := range readDockerfile(t) {
+		if in.keyword == "ARG" {
+			name, _, _ := strings.Cut(in.args, "=")
+			m[name] = true
+		}
+	}
+	return m
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
