@@ -10,6 +10,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/scimrelay/scimrelay/config"
 )
 
 // composeEnv is what compose.yaml's header tells a user to export.
@@ -128,6 +130,19 @@ func TestComposeFile(t *testing.T) {
 			}
 		}
 		checkRelayYAML(t, name, string(text), env)
+		cfg, err := config.Parse(text, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Embedded() || cfg.StreamReplicas() != len(nats) || len(cfg.Sinks) == 0 {
+			t.Errorf("%s: relay.yaml uses NATS %q with %d stream replicas and %d sinks; want the %d-node cluster, R%d, the demo sink",
+				name, cfg.NATS.URL, cfg.StreamReplicas(), len(cfg.Sinks), len(nats), len(nats))
+		}
+		for _, n := range nats {
+			if !strings.Contains(cfg.NATS.URL, "nats://"+n+":4222") {
+				t.Errorf("%s: nats.url %s does not name %s", name, cfg.NATS.URL, n)
+			}
+		}
 
 		// Built from this repository's Dockerfile, with its build arguments.
 		if b := s.Build; b == nil || filepath.Clean(b.Context) != filepath.Clean(mustAbs(t, repoRoot)) || b.Dockerfile != "deploy/Dockerfile" {

@@ -93,7 +93,7 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{/* The pod spec both roles share; .role is scim or sinks. */}}
 {{- define "scimrelay.podSpec" -}}
 {{- $ := .root }}
-{{- $values := index $.Values .role }}
+{{- $values := index $.Values .role -}}
 serviceAccountName: {{ include "scimrelay.serviceAccountName" $ }}
 # The relay never talks to the Kubernetes API.
 automountServiceAccountToken: false
@@ -178,7 +178,7 @@ affinity:
 
 {{/* Annotations that roll the pods when relay.yaml or the Secret change. */}}
 {{- define "scimrelay.podAnnotations" -}}
-{{- $ := .root }}
+{{- $ := .root -}}
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") $ | sha256sum }}
 {{- if not $.Values.secret.existingSecret }}
 checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") $ | sha256sum }}

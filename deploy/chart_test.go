@@ -1,0 +1,670 @@
+package deploy
+
+import (
+	"fmt"
+	"net"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+
+	"github.com/scimrelay/scimrelay/config"
+)
+
+// The chart is rendered with the Helm SDK, as `helm template` does, without
+// a cluster or a network, and every object is decoded strictly into its
+// Kubernetes type: a misspelt or misplaced field is an error, as the API
+// server's strict field validation would make it.
+
+const chartDir = "helm/scimrelay"
+
+// manifests are a rendered chart's objects, by kind.
+type manifests struct {
+	statefulSets    []appsv1.StatefulSet
+	deployments     []appsv1.Deployment
+	services        []corev1.Service
+	configMaps      []corev1.ConfigMap
+	secrets         []corev1.Secret
+	serviceAccounts []corev1.ServiceAccount
+	pdbs            []policyv1.PodDisruptionBudget
+	netpols         []networkingv1.NetworkPolicy
+	serviceMonitors []monitoringv1.ServiceMonitor
+}
+
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	c, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// render renders the chart as release "scimrelay" with values over its
+// defaults, the way `helm template scimrelay deploy/helm/scimrelay -f values` does.
+func render(t *testing.T, release string, values string) (map[string]string, error) {
+	t.Helper()
+	c := loadChart(t)
+	vals, err := chartutil.ReadValues([]byte(values))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := chartutil.ToRenderValues(c, vals, chartutil.ReleaseOptions{Name: release, Namespace: "scimrelay", Revision: 1, IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Render(c, rv)
+}
+
+// decode strictly decodes every object of a render.
+func decode(t *testing.T, files map[string]string) *manifests {
+	t.Helper()
+	m := &manifests{}
+	for file, text := range files {
+		if !strings.HasSuffix(file, ".yaml") {
+			continue // NOTES.txt, helpers
+		}
+		for _, doc := range releaseutil.SplitManifests(text) {
+			var head struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+				t.Fatalf("%s: %v\n%s", file, err, doc)
+			}
+			var err error
+			switch head.APIVersion + " " + head.Kind {
+			case "apps/v1 StatefulSet":
+				m.statefulSets, err = decodeInto(doc, m.statefulSets)
+			case "apps/v1 Deployment":
+				m.deployments, err = decodeInto(doc, m.deployments)
+			case "v1 Service":
+				m.services, err = decodeInto(doc, m.services)
+			case "v1 ConfigMap":
+				m.configMaps, err = decodeInto(doc, m.configMaps)
+			case "v1 Secret":
+				m.secrets, err = decodeInto(doc, m.secrets)
+			case "v1 ServiceAccount":
+				m.serviceAccounts, err = decodeInto(doc, m.serviceAccounts)
+			case "policy/v1 PodDisruptionBudget":
+				m.pdbs, err = decodeInto(doc, m.pdbs)
+			case "networking.k8s.io/v1 NetworkPolicy":
+				m.netpols, err = decodeInto(doc, m.netpols)
+			case "monitoring.coreos.com/v1 ServiceMonitor":
+				m.serviceMonitors, err = decodeInto(doc, m.serviceMonitors)
+			default:
+				t.Fatalf("%s: an object of %s %s, which this test does not know", file, head.APIVersion, head.Kind)
+			}
+			if err != nil {
+				t.Fatalf("%s: %s does not decode strictly: %v\n%s", file, head.Kind, err, doc)
+			}
+		}
+	}
+	return m
+}
+
+func decodeInto[T any](doc string, list []T) ([]T, error) {
+	var v T
+	if err := yaml.UnmarshalStrict([]byte(doc), &v); err != nil {
+		return list, err
+	}
+	return append(list, v), nil
+}
+
+func mustRender(t *testing.T, release, values string) *manifests {
+	t.Helper()
+	files, err := render(t, release, values)
+	if err != nil {
+		t.Fatalf("rendering the chart: %v", err)
+	}
+	return decode(t, files)
+}
+
+// names checks every object's name: a DNS label for Services (and the
+// StatefulSet, whose pods' hostnames derive from it), a subdomain otherwise.
+func checkNames(t *testing.T, m *manifests) {
+	t.Helper()
+	check := func(kind string, meta metav1.ObjectMeta, label bool) {
+		errs := validation.IsDNS1123Subdomain(meta.Name)
+		if label {
+			errs = validation.IsDNS1035Label(meta.Name)
+		}
+		if len(errs) > 0 {
+			t.Errorf("%s %q: %v", kind, meta.Name, errs)
+		}
+		for _, k := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"} {
+			if meta.Labels[k] == "" {
+				t.Errorf("%s %s lacks label %s", kind, meta.Name, k)
+			}
+		}
+		for k, v := range meta.Labels {
+			if len(validation.IsQualifiedName(k)) > 0 || len(validation.IsValidLabelValue(v)) > 0 {
+				t.Errorf("%s %s: label %s=%q is not valid", kind, meta.Name, k, v)
+			}
+		}
+	}
+	for _, o := range m.statefulSets {
+		check("StatefulSet", o.ObjectMeta, true)
+	}
+	for _, o := range m.deployments {
+		check("Deployment", o.ObjectMeta, false)
+	}
+	for _, o := range m.services {
+		check("Service", o.ObjectMeta, true)
+	}
+	for _, o := range m.configMaps {
+		check("ConfigMap", o.ObjectMeta, false)
+	}
+	for _, o := range m.secrets {
+		check("Secret", o.ObjectMeta, false)
+	}
+	for _, o := range m.serviceAccounts {
+		check("ServiceAccount", o.ObjectMeta, false)
+	}
+	for _, o := range m.pdbs {
+		check("PodDisruptionBudget", o.ObjectMeta, false)
+	}
+	for _, o := range m.netpols {
+		check("NetworkPolicy", o.ObjectMeta, false)
+	}
+	for _, o := range m.serviceMonitors {
+		check("ServiceMonitor", o.ObjectMeta, false)
+	}
+}
+
+// selects reports whether a label selector selects a pod with labels.
+func selects(t *testing.T, sel *metav1.LabelSelector, podLabels map[string]string) bool {
+	t.Helper()
+	if sel == nil {
+		return false
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Matches(labels.Set(podLabels))
+}
+
+// pod is where a connection comes from: a pod's labels and its namespace's.
+type pod struct {
+	labels, namespace map[string]string
+	sameNamespace     bool
+}
+
+// admits reports whether the NetworkPolicies let from open a TCP
+// connection to port (named, and numbered) of a pod with labels to, as a
+// NetworkPolicy implementation decides: a pod no policy selects for ingress
+// takes everything; a selected pod takes what one of the rules allows.
+func admits(t *testing.T, policies []networkingv1.NetworkPolicy, to map[string]string, portName string, port int32, from pod) bool {
+	t.Helper()
+	selected := false
+	for _, p := range policies {
+		if !selects(t, &p.Spec.PodSelector, to) || !slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		selected = true
+		for _, rule := range p.Spec.Ingress {
+			portOK := len(rule.Ports) == 0
+			for _, rp := range rule.Ports {
+				if rp.Port == nil || *rp.Port == intstr.FromString(portName) || *rp.Port == intstr.FromInt32(port) {
+					portOK = true
+				}
+			}
+			peerOK := len(rule.From) == 0
+			for _, peer := range rule.From {
+				nsOK := peer.NamespaceSelector == nil && from.sameNamespace ||
+					peer.NamespaceSelector != nil && selects(t, peer.NamespaceSelector, from.namespace)
+				podOK := peer.PodSelector == nil || selects(t, peer.PodSelector, from.labels)
+				if peer.IPBlock == nil && nsOK && podOK {
+					peerOK = true
+				}
+			}
+			if portOK && peerOK {
+				return true
+			}
+		}
+	}
+	return !selected
+}
+
+// podOf returns the pod template of a role.
+func (m *manifests) podOf(t *testing.T, role string) corev1.PodTemplateSpec {
+	t.Helper()
+	switch role {
+	case "scim":
+		if len(m.statefulSets) != 1 {
+			t.Fatalf("%d StatefulSets, want 1", len(m.statefulSets))
+		}
+		return m.statefulSets[0].Spec.Template
+	case "sinks":
+		if len(m.deployments) != 1 {
+			t.Fatalf("%d Deployments, want 1", len(m.deployments))
+		}
+		return m.deployments[0].Spec.Template
+	}
+	t.Fatalf("no role %s", role)
+	return corev1.PodTemplateSpec{}
+}
+
+// relayYAML returns the relay.yaml the ConfigMap carries.
+func (m *manifests) relayYAML(t *testing.T) string {
+	t.Helper()
+	if len(m.configMaps) != 1 {
+		t.Fatalf("%d ConfigMaps, want 1", len(m.configMaps))
+	}
+	text, ok := m.configMaps[0].Data["relay.yaml"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no relay.yaml", m.configMaps[0].Name)
+	}
+	return text
+}
+
+// secretEnv returns what the chart's Secret puts into the environment.
+func (m *manifests) secretEnv(t *testing.T) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, s := range m.secrets {
+		for k, v := range s.Data {
+			env[k] = string(v)
+		}
+	}
+	return env
+}
+
+func (m *manifests) service(t *testing.T, name string) corev1.Service {
+	t.Helper()
+	for _, s := range m.services {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no Service %s", name)
+	return corev1.Service{}
+}
+
+// checkPod checks what both roles' pods must hold.
+func checkPod(t *testing.T, m *manifests, role string, relay *config.Config) {
+	t.Helper()
+	tpl := m.podOf(t, role)
+	spec := tpl.Spec
+	where := role + " pod"
+	if a := spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("%s mounts a service account token", where)
+	}
+	for _, sa := range m.serviceAccounts {
+		if a := sa.AutomountServiceAccountToken; sa.Name == spec.ServiceAccountName && (a == nil || *a) {
+			t.Errorf("ServiceAccount %s mounts its token by default", sa.Name)
+		}
+	}
+	if sc := spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 ||
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: pod securityContext %+v; want non-root with the RuntimeDefault seccomp profile", where, sc)
+	}
+	if tpl.Annotations["checksum/config"] == "" {
+		t.Errorf("%s does not roll when relay.yaml changes (no checksum/config annotation)", where)
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%s has %d containers", where, len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Errorf("%s: container securityContext %+v; want a read-only root, no privilege escalation, ALL capabilities dropped", where, sc)
+	}
+	if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(c.Image, ":") && !strings.Contains(c.Image, "@sha256:") {
+		t.Errorf("%s runs image %q; want a release tag or a digest", where, c.Image)
+	}
+
+	// The command line is one serve accepts, in this role, reading the
+	// ConfigMap's relay.yaml.
+	checkCommandLine(t, where, c.Args)
+	if got := flagValue(c.Args, "--role"); got != role {
+		t.Errorf("%s runs role %q", where, got)
+	}
+	mountOf := func(volume string) string {
+		for _, vm := range c.VolumeMounts {
+			if vm.Name == volume {
+				return vm.MountPath
+			}
+		}
+		return ""
+	}
+	conf := flagValue(c.Args, "--config")
+	var configVolume string
+	for _, v := range spec.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == m.configMaps[0].Name {
+			configVolume = v.Name
+		}
+	}
+	if configVolume == "" || path.Join(mountOf(configVolume), "relay.yaml") != conf {
+		t.Errorf("%s reads %s, which is not the ConfigMap's relay.yaml (mounted at %q)", where, conf, mountOf(configVolume))
+	}
+	if mountOf("data") != relay.DataDir {
+		t.Errorf("%s: relay.yaml keeps data in %s, the data volume is at %q", where, relay.DataDir, mountOf("data"))
+	}
+	secretName := ""
+	for _, e := range c.EnvFrom {
+		if e.SecretRef != nil {
+			secretName = e.SecretRef.Name
+		}
+	}
+	if secretName == "" {
+		t.Errorf("%s takes no environment from a Secret", where)
+	}
+
+	// Probes: /healthz for start-up and liveness, /readyz for readiness,
+	// on the port relay.yaml's admin_listen opens.
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	_, adminPort, _ := net.SplitHostPort(relay.AdminListen)
+	if fmt.Sprint(ports["admin"]) != adminPort {
+		t.Errorf("%s: container port admin is %d, admin_listen is %s", where, ports["admin"], relay.AdminListen)
+	}
+	if role == "scim" {
+		if _, scimPort, _ := net.SplitHostPort(relay.Listen); fmt.Sprint(ports["scim"]) != scimPort {
+			t.Errorf("%s: container port scim is %d, listen is %s", where, ports["scim"], relay.Listen)
+		}
+	}
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"startupProbe", c.StartupProbe, "/healthz"}, {"livenessProbe", c.LivenessProbe, "/healthz"}, {"readinessProbe", c.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port != intstr.FromString("admin") {
+			t.Errorf("%s: %s %+v; want GET %s on the admin port", where, p.name, p.probe, p.path)
+		}
+	}
+}
+
+// TestChartDefaults renders the chart with its default values and checks
+// the deployment it describes.
+func TestChartDefaults(t *testing.T) {
+	files, err := render(t, "scimrelay", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, files)
+	checkNames(t, m)
+	if len(m.serviceMonitors) != 0 {
+		t.Error("a ServiceMonitor by default; it needs the Prometheus Operator's CRDs")
+	}
+
+	// relay.yaml: valid for serve with what the Secret provides, on an
+	// external NATS, listening where the manifests say.
+	text := m.relayYAML(t)
+	checkRelayYAML(t, "ConfigMap relay.yaml", text, m.secretEnv(t))
+	relay, err := config.Parse([]byte(text), func(k string) (string, bool) { v, ok := m.secretEnv(t)[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if relay.Embedded() || relay.NATS.URL != "nats://nats:4222" || relay.StreamReplicas() != 3 {
+		t.Errorf("relay.yaml: NATS %q with %d stream replicas; want the NATS chart's release nats, R3", relay.NATS.URL, relay.StreamReplicas())
+	}
+
+	// Role scim: a StatefulSet of one, its headless Service, its data on a PVC.
+	sts := m.statefulSets[0]
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 1 {
+		t.Errorf("StatefulSet %s runs %v replicas; the data file has one writer", sts.Name, sts.Spec.Replicas)
+	}
+	headless := m.service(t, sts.Spec.ServiceName)
+	if headless.Spec.ClusterIP != corev1.ClusterIPNone || !selects(t, &metav1.LabelSelector{MatchLabels: headless.Spec.Selector}, sts.Spec.Template.Labels) {
+		t.Errorf("serviceName %s is not a headless Service selecting the scim pod: %+v", headless.Name, headless.Spec)
+	}
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Name != "data" {
+		t.Errorf("StatefulSet %s: volumeClaimTemplates %+v; want one named data", sts.Name, sts.Spec.VolumeClaimTemplates)
+	}
+	if !selects(t, sts.Spec.Selector, sts.Spec.Template.Labels) {
+		t.Errorf("StatefulSet %s does not select its own pods", sts.Name)
+	}
+	checkPod(t, m, "scim", relay)
+
+	// Role sinks: a Deployment of two by default, no persistent state.
+	dep := m.deployments[0]
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 || !selects(t, dep.Spec.Selector, dep.Spec.Template.Labels) {
+		t.Errorf("Deployment %s: %v replicas, selector %v", dep.Name, dep.Spec.Replicas, dep.Spec.Selector)
+	}
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.Name == "data" && v.EmptyDir == nil {
+			t.Errorf("the sinks' data volume is %+v; a worker keeps no state", v.VolumeSource)
+		}
+	}
+	checkPod(t, m, "sinks", relay)
+	scimPod, sinksPod := sts.Spec.Template.Labels, dep.Spec.Template.Labels
+	if selects(t, sts.Spec.Selector, sinksPod) || selects(t, dep.Spec.Selector, scimPod) {
+		t.Error("the StatefulSet's and the Deployment's selectors overlap")
+	}
+
+	// Services: SCIM reaches the scim pod only; metrics reach every pod.
+	scim := m.service(t, sts.Name)
+	if !selects(t, &metav1.LabelSelector{MatchLabels: scim.Spec.Selector}, scimPod) || selects(t, &metav1.LabelSelector{MatchLabels: scim.Spec.Selector}, sinksPod) ||
+		len(scim.Spec.Ports) != 1 || scim.Spec.Ports[0].TargetPort != intstr.FromString("scim") {
+		t.Errorf("Service %s does not route SCIM to the scim pod alone: %+v", scim.Name, scim.Spec)
+	}
+	metrics := m.service(t, strings.TrimSuffix(sts.Name, "-scim")+"-metrics")
+	for _, podLabels := range []map[string]string{scimPod, sinksPod} {
+		if !selects(t, &metav1.LabelSelector{MatchLabels: metrics.Spec.Selector}, podLabels) {
+			t.Errorf("Service %s does not reach pod %v", metrics.Name, podLabels)
+		}
+	}
+
+	// A node drain takes the workers one at a time; the single scim pod has
+	// no budget by default (minAvailable 1 would block every drain).
+	if len(m.pdbs) != 1 || !selects(t, m.pdbs[0].Spec.Selector, sinksPod) || selects(t, m.pdbs[0].Spec.Selector, scimPod) ||
+		m.pdbs[0].Spec.MaxUnavailable == nil || m.pdbs[0].Spec.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("PodDisruptionBudgets %+v; want one for the sinks, maxUnavailable 1", m.pdbs)
+	}
+
+	// NetworkPolicy: SCIM open, the admin port closed to every pod, NATS
+	// open to the relay's pods only.
+	other := pod{labels: map[string]string{"app": "something-else"}, sameNamespace: true}
+	asPod := func(l map[string]string) pod { return pod{labels: l, sameNamespace: true} }
+	natsPod := map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats"}
+	for _, c := range []struct {
+		what     string
+		to       map[string]string
+		portName string
+		port     int32
+		from     pod
+		want     bool
+	}{
+		{"any pod to SCIM", scimPod, "scim", 8080, other, true},
+		{"a pod to the scim pod's admin port", scimPod, "admin", 8081, other, false},
+		{"a pod to a worker's admin port", sinksPod, "admin", 8081, other, false},
+		{"a worker to the scim pod's admin port", scimPod, "admin", 8081, asPod(sinksPod), false},
+		{"a pod to a worker's other ports", sinksPod, "", 9000, other, false},
+		{"the scim pod to NATS", natsPod, "", 4222, asPod(scimPod), true},
+		{"a worker to NATS", natsPod, "", 4222, asPod(sinksPod), true},
+		{"another pod to NATS", natsPod, "", 4222, other, false},
+		{"a NATS node to another's routes", natsPod, "", 6222, asPod(natsPod), true},
+		{"a relay to NATS routes", natsPod, "", 6222, asPod(scimPod), false},
+		{"another pod to NATS monitoring", natsPod, "", 8222, other, false},
+	} {
+		if got := admits(t, m.netpols, c.to, c.portName, c.port, c.from); got != c.want {
+			t.Errorf("NetworkPolicy: %s: admitted %v, want %v", c.what, got, c.want)
+		}
+	}
+
+	// `helm lint` has nothing to say.
+	for _, msg := range lint.All(chartDir, nil, "scimrelay", false).Messages {
+		if msg.Severity > support.InfoSev {
+			t.Errorf("helm lint: %s", msg)
+		}
+	}
+}
+
+// TestChartValues renders the chart with the values an operator changes and
+// checks that each takes effect, and that the chart refuses what it must.
+func TestChartValues(t *testing.T) {
+	m := mustRender(t, "relay", `
+image: {repository: registry.example.com/scimrelay, digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
+config:
+  public_url: https://relay.example.com
+  tenants:
+    - name: acme
+      tokens: ["${ACME_SCIM_TOKEN}"]
+  sinks:
+    - name: crm
+      type: webhook
+      url: https://crm.example.com/hooks/scim
+      secret: "${CRM_WEBHOOK_SECRET}"
+secret:
+  adminToken: admin-token-0123456789abcdef
+  scimTokens: {ACME_SCIM_TOKEN: acme-token-0123456789abcdef}
+  webhookSecrets: {CRM_WEBHOOK_SECRET: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
+nats:
+  url: nats://nats.messaging.svc:4222
+  credentialsSecret: {name: scimrelay-nats, key: relay.creds}
+sinks: {replicas: 3}
+scim: {podDisruptionBudget: {enabled: true}}
+serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}
+networkPolicy:
+  scimFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]
+  adminFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+`)
+	checkNames(t, m)
+	text := m.relayYAML(t)
+	env := m.secretEnv(t)
+	checkRelayYAML(t, "ConfigMap relay.yaml", text, env)
+	relay, err := config.Parse([]byte(text), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every variable relay.yaml needs is in the Secret.
+	for _, ref := range regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`).FindAllStringSubmatch(text, -1) {
+		if _, ok := env[ref[1]]; !ok {
+			t.Errorf("relay.yaml needs ${%s}, which the Secret does not hold", ref[1])
+		}
+	}
+	if relay.Admin.Token != "admin-token-0123456789abcdef" || relay.NATS.URL != "nats://nats.messaging.svc:4222" || relay.PublicURL != "https://relay.example.com" {
+		t.Errorf("relay.yaml does not carry the values: %+v", relay)
+	}
+
+	for _, role := range []string{"scim", "sinks"} {
+		checkPod(t, m, role, relay)
+		spec := m.podOf(t, role).Spec
+		c := spec.Containers[0]
+		if c.Image != "registry.example.com/scimrelay@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" {
+			t.Errorf("%s runs %s, not the digest", role, c.Image)
+		}
+		// The NATS credentials are mounted where relay.yaml looks for them.
+		found := false
+		for _, v := range spec.Volumes {
+			if v.Secret == nil || v.Secret.SecretName != "scimrelay-nats" {
+				continue
+			}
+			for _, vm := range c.VolumeMounts {
+				if vm.Name == v.Name && vm.ReadOnly && path.Join(vm.MountPath, "relay.creds") == relay.NATS.Credentials {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: relay.yaml reads NATS credentials from %q, which no read-only mount of Secret scimrelay-nats provides", role, relay.NATS.Credentials)
+		}
+	}
+	if r := m.deployments[0].Spec.Replicas; r == nil || *r != 3 {
+		t.Errorf("sinks.replicas 3 gives %v", r)
+	}
+	scimPod, sinksPod := m.podOf(t, "scim").Labels, m.podOf(t, "sinks").Labels
+	var scimPDB bool
+	for _, p := range m.pdbs {
+		if selects(t, p.Spec.Selector, scimPod) && p.Spec.MinAvailable != nil && p.Spec.MinAvailable.IntValue() == 1 {
+			scimPDB = true
+		}
+	}
+	if !scimPDB {
+		t.Error("scim.podDisruptionBudget.enabled gives no budget for the scim pod")
+	}
+
+	// The ServiceMonitor scrapes /metrics on the metrics Service's admin port.
+	if len(m.serviceMonitors) != 1 {
+		t.Fatalf("%d ServiceMonitors, want 1", len(m.serviceMonitors))
+	}
+	sm := m.serviceMonitors[0]
+	metrics := m.service(t, "relay-scimrelay-metrics")
+	if sm.Labels["release"] != "kube-prometheus-stack" || !selects(t, &sm.Spec.Selector, metrics.Labels) ||
+		len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != metrics.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor %+v does not scrape /metrics of Service %s", sm, metrics.Name)
+	}
+	for _, s := range m.services {
+		if s.Name != metrics.Name && selects(t, &sm.Spec.Selector, s.Labels) {
+			t.Errorf("the ServiceMonitor also scrapes Service %s", s.Name)
+		}
+	}
+
+	// NetworkPolicy: the admin port opens to the monitoring namespace only,
+	// SCIM to the ingress controller only.
+	ns := func(name string) pod {
+		return pod{labels: map[string]string{"app": "x"}, namespace: map[string]string{"kubernetes.io/metadata.name": name}}
+	}
+	for _, c := range []struct {
+		what     string
+		to       map[string]string
+		portName string
+		port     int32
+		from     pod
+		want     bool
+	}{
+		{"monitoring to the scim pod's admin port", scimPod, "admin", 8081, ns("monitoring"), true},
+		{"monitoring to a worker's admin port", sinksPod, "admin", 8081, ns("monitoring"), true},
+		{"monitoring to SCIM", scimPod, "scim", 8080, ns("monitoring"), false},
+		{"ingress to SCIM", scimPod, "scim", 8080, ns("ingress-nginx"), true},
+		{"ingress to the admin port", scimPod, "admin", 8081, ns("ingress-nginx"), false},
+		{"a pod of the release's namespace to SCIM", scimPod, "scim", 8080, pod{labels: map[string]string{"app": "x"}, sameNamespace: true}, false},
+	} {
+		if got := admits(t, m.netpols, c.to, c.portName, c.port, c.from); got != c.want {
+			t.Errorf("NetworkPolicy: %s: admitted %v, want %v", c.what, got, c.want)
+		}
+	}
+
+	// An existing Secret replaces the chart's.
+	m = mustRender(t, "scimrelay", `secret: {existingSecret: scimrelay-secrets}`)
+	if len(m.secrets) != 0 {
+		t.Errorf("with secret.existingSecret the chart still renders %d Secrets", len(m.secrets))
+	}
+	for _, role := range []string{"scim", "sinks"} {
+		tpl := m.podOf(t, role)
+		if ef := tpl.Spec.Containers[0].EnvFrom; len(ef) != 1 || ef[0].SecretRef == nil || ef[0].SecretRef.Name != "scimrelay-secrets" {
+			t.Errorf("%s takes its environment from %+v, not the existing Secret", role, ef)
+		}
+		if _, ok := tpl.Annotations["checksum/secret"]; ok {
+			t.Errorf("%s has a checksum of a Secret the chart does not render", role)
+		}
+	}
+
+	// A long release name still gives valid names.
+	checkNames(t, mustRender(t, strings.Repeat("r", 53), ""))
+
+	// What the chart refuses, with a message that says why.
+	for _, c := range []struct{ values, want string }{
+		{`image: {tag: latest}`, `"latest" is refused`},
+		{`secret: {webhookSecrets: {"crm-secret": x}}`, `"crm-secret" is not an environment variable name`},
+		{`secret: {scimTokens: {X_TOKEN: a}, webhookSecrets: {X_TOKEN: b}}`, "X_TOKEN is set twice"},
+		{`nats: {url: ""}`, "nats.url must name"},
+	} {
+		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+package deploy
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestSystemdUnit checks that the unit runs a command the binary accepts
+// and may write where the relay keeps its data.
+func TestSystemdUnit(t *testing.T) {
+	data, err := os.ReadFile("systemd/scimrelay.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string][]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(line, "#") {
+			keys[k] = append(keys[k], v)
+		}
+	}
+	exec := strings.Fields(strings.Join(keys["ExecStart"], " "))
+	if len(exec) < 2 || exec[0] != "/usr/local/bin/scimrelay" {
+		t.Fatalf("ExecStart %q; the README installs the binary as /usr/local/bin/scimrelay", exec)
+	}
+	checkCommandLine(t, "ExecStart", exec[1:])
+	state := "/var/lib/" + strings.Join(keys["StateDirectory"], "")
+	if !strings.Contains(strings.Join(keys["ReadWritePaths"], " "), state) || keys["ProtectSystem"][0] != "strict" {
+		t.Errorf("ProtectSystem=%v with ReadWritePaths %v: the relay cannot write its StateDirectory %s", keys["ProtectSystem"], keys["ReadWritePaths"], state)
+	}
+	if keys["User"] == nil || keys["User"][0] == "root" || keys["NoNewPrivileges"][0] != "yes" {
+		t.Errorf("the unit runs as %v with NoNewPrivileges=%v", keys["User"], keys["NoNewPrivileges"])
+	}
+}
