@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package config is relay.yaml: its schema, its defaults (in Default, the one
 // place they live), ${ENV} expansion, strict decoding, and validation that
 // reports every problem at once, each naming its field.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package deploy holds no code. Its tests check the deployment files beside
 // them (Dockerfile and .dockerignore, compose.yaml, the Helm chart, the
 // systemd unit) against the scimrelay they deploy: every command line they

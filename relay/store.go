@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package relay is the Backend behind the SCIM handlers: the bbolt identity
 // index (users, groups, memberships, secondary indexes, tokens), the events
 // every change produces, the outbox that carries them to NATS JetStream in

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package scim
 
 // Change is one attribute whose value a request changed. Old is nil when the

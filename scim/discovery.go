@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package scim
 
 // Discovery documents (RFC 7643 §5-§7, RFC 7644 §4), built from the schema

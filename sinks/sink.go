@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sinks delivers events to the destinations configured in
 // relay.yaml: one durable JetStream consumer per sink, webhook delivery with
 // short in-request retries and a long jittered schedule on top of JetStream

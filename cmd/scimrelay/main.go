@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command scimrelay receives SCIM 2.0 provisioning from Microsoft Entra ID
 // (and other identity providers), keeps a local identity index, and turns
 // every change into a CloudEvent on NATS JetStream that sink workers deliver

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package events is the contract between the relay, which publishes, and
 // the sinks and any other subscriber, which consume: the event catalog, the
 // payload, building CloudEvents, the CloudEvents NATS binding and the

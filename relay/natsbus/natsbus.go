@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package natsbus connects the relay to NATS: it starts the embedded
 // nats-server with JetStream, or connects to an external server or cluster
 // with the credentials relay.yaml names.

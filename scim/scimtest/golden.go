@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package scimtest holds what tests of scim and of its users share.
 package scimtest
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package eventstest starts real in-process NATS servers for the tests of
 // relay, sinks and cmd, and holds the polling helper they share. It is a
 // normal package so that tests of several packages can use it; nothing

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package admin serves the admin listener: /healthz, /readyz, /metrics and
 // the admin API under /admin/v1/ that the CLI uses, guarded by the admin
 // token. Each service it exposes is a small interface defined here, so that

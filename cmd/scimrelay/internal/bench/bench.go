@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package bench simulates a Microsoft Entra ID provisioning cycle against a
 // SCIM 2.0 endpoint and measures what it sustains: the load generator behind
 // `scimrelay bench`.
