@@ -664,6 +664,11 @@ networkPolicy:
 		{`secret: {webhookSecrets: {"crm-secret": x}}`, `"crm-secret" is not an environment variable name`},
 		{`secret: {scimTokens: {X_TOKEN: a}, webhookSecrets: {X_TOKEN: b}}`, "X_TOKEN is set twice"},
 		{`nats: {url: ""}`, "nats.url must name"},
+		// values.schema.json: a misspelt or mistyped value fails, rather
+		// than being ignored.
+		{`image: {tga: v1.0.0}`, "tga"},
+		{`sinks: {replicas: two}`, "replicas"},
+		{`sinks: {spreadAcrossNodes: "yes"}`, "spreadAcrossNodes"},
 	} {
 		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
