@@ -402,11 +402,24 @@ func checkPod(t *testing.T, m *manifests, role string, relay *config.Config) {
 // TestChartDefaults renders the chart with its default values and checks
 // the deployment it describes.
 func TestChartDefaults(t *testing.T) {
+	c := loadChart(t)
+	if c.Metadata.Annotations["artifacthub.io/license"] != "Apache-2.0" || c.Metadata.AppVersion == "" || c.Metadata.AppVersion == "latest" {
+		t.Errorf("Chart.yaml: license %q, appVersion %q", c.Metadata.Annotations["artifacthub.io/license"], c.Metadata.AppVersion)
+	}
 	files, err := render(t, "scimrelay", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := decode(t, files)
+	for _, role := range []string{"scim", "sinks"} {
+		tpl := m.podOf(t, role)
+		if img := tpl.Spec.Containers[0].Image; img != "ghcr.io/scimrelay/scimrelay:"+c.Metadata.AppVersion {
+			t.Errorf("%s runs %s by default; want the chart's appVersion as tag", role, img)
+		}
+		if tpl.Annotations["checksum/secret"] == "" {
+			t.Errorf("%s does not roll when the chart's Secret changes", role)
+		}
+	}
 	checkNames(t, m)
 	if len(m.serviceMonitors) != 0 {
 		t.Error("a ServiceMonitor by default; it needs the Prometheus Operator's CRDs")
@@ -453,6 +466,9 @@ func TestChartDefaults(t *testing.T) {
 	}
 	checkPod(t, m, "sinks", relay)
 	scimPod, sinksPod := sts.Spec.Template.Labels, dep.Spec.Template.Labels
+	if tsc := dep.Spec.Template.Spec.TopologySpreadConstraints; len(tsc) != 1 || tsc[0].TopologyKey != "kubernetes.io/hostname" || !selects(t, tsc[0].LabelSelector, sinksPod) {
+		t.Errorf("the workers are not spread over nodes: %+v", tsc)
+	}
 	if selects(t, sts.Spec.Selector, sinksPod) || selects(t, dep.Spec.Selector, scimPod) {
 		t.Error("the StatefulSet's and the Deployment's selectors overlap")
 	}
@@ -501,6 +517,7 @@ func TestChartDefaults(t *testing.T) {
 		{"a NATS node to another's routes", natsPod, "", 6222, asPod(natsPod), true},
 		{"a relay to NATS routes", natsPod, "", 6222, asPod(scimPod), false},
 		{"another pod to NATS monitoring", natsPod, "", 8222, other, false},
+		{"another pod to the NATS exporter", natsPod, "", 7777, other, false},
 	} {
 		if got := admits(t, m.netpols, c.to, c.portName, c.port, c.from); got != c.want {
 			t.Errorf("NetworkPolicy: %s: admitted %v, want %v", c.what, got, c.want)
@@ -543,6 +560,9 @@ serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}
 networkPolicy:
   scimFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]
   adminFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+  nats:
+    clientsFrom: [{podSelector: {matchLabels: {app: billing}}}]
+    monitoringFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
 `)
 	checkNames(t, m)
 	text := m.relayYAML(t)
@@ -589,6 +609,7 @@ networkPolicy:
 		t.Errorf("sinks.replicas 3 gives %v", r)
 	}
 	scimPod, sinksPod := m.podOf(t, "scim").Labels, m.podOf(t, "sinks").Labels
+	natsPod := map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats"}
 	var scimPDB bool
 	for _, p := range m.pdbs {
 		if selects(t, p.Spec.Selector, scimPod) && p.Spec.MinAvailable != nil && p.Spec.MinAvailable.IntValue() == 1 {
@@ -634,6 +655,10 @@ networkPolicy:
 		{"ingress to SCIM", scimPod, "scim", 8080, ns("ingress-nginx"), true},
 		{"ingress to the admin port", scimPod, "admin", 8081, ns("ingress-nginx"), false},
 		{"a pod of the release's namespace to SCIM", scimPod, "scim", 8080, pod{labels: map[string]string{"app": "x"}, sameNamespace: true}, false},
+		{"a subscriber to NATS", natsPod, "", 4222, pod{labels: map[string]string{"app": "billing"}, sameNamespace: true}, true},
+		{"a subscriber to NATS routes", natsPod, "", 6222, pod{labels: map[string]string{"app": "billing"}, sameNamespace: true}, false},
+		{"monitoring to NATS monitoring", natsPod, "", 8222, ns("monitoring"), true},
+		{"monitoring to NATS clients", natsPod, "", 4222, ns("monitoring"), false},
 	} {
 		if got := admits(t, m.netpols, c.to, c.portName, c.port, c.from); got != c.want {
 			t.Errorf("NetworkPolicy: %s: admitted %v, want %v", c.what, got, c.want)

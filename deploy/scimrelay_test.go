@@ -120,3 +120,28 @@ func flagValue(args []string, name string) string {
 	}
 	return ""
 }
+
+// TestBinaryLeavesDeployDependenciesOut checks that the libraries these
+// tests use (Helm, Kubernetes, Compose) are not linked into scimrelay.
+func TestBinaryLeavesDeployDependenciesOut(t *testing.T) {
+	out, err := exec.Command("go", "version", "-m", scimrelay(t)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "dep" {
+			continue
+		}
+		deps++
+		for _, heavy := range []string{"helm.sh/", "k8s.io/", "sigs.k8s.io/", "github.com/compose-spec/", "github.com/moby/", "github.com/prometheus-operator/"} {
+			if strings.HasPrefix(f[1], heavy) {
+				t.Errorf("scimrelay links %s", f[1])
+			}
+		}
+	}
+	if deps == 0 {
+		t.Fatalf("go version -m lists no dependencies:\n%s", out)
+	}
+}
