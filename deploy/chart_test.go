@@ -50,6 +50,14 @@ type manifests struct {
 	pdbs            []policyv1.PodDisruptionBudget
 	netpols         []networkingv1.NetworkPolicy
 	serviceMonitors []monitoringv1.ServiceMonitor
+
+	all []object // every object above
+}
+
+// object is any rendered object, for what every kind must hold.
+type object struct {
+	kind string
+	meta metav1.Object
 }
 
 func loadChart(t *testing.T) *chart.Chart {
@@ -96,23 +104,23 @@ func decode(t *testing.T, files map[string]string) *manifests {
 			var err error
 			switch head.APIVersion + " " + head.Kind {
 			case "apps/v1 StatefulSet":
-				m.statefulSets, err = decodeInto(doc, m.statefulSets)
+				m.statefulSets, err = decodeInto(m, head.Kind, doc, m.statefulSets)
 			case "apps/v1 Deployment":
-				m.deployments, err = decodeInto(doc, m.deployments)
+				m.deployments, err = decodeInto(m, head.Kind, doc, m.deployments)
 			case "v1 Service":
-				m.services, err = decodeInto(doc, m.services)
+				m.services, err = decodeInto(m, head.Kind, doc, m.services)
 			case "v1 ConfigMap":
-				m.configMaps, err = decodeInto(doc, m.configMaps)
+				m.configMaps, err = decodeInto(m, head.Kind, doc, m.configMaps)
 			case "v1 Secret":
-				m.secrets, err = decodeInto(doc, m.secrets)
+				m.secrets, err = decodeInto(m, head.Kind, doc, m.secrets)
 			case "v1 ServiceAccount":
-				m.serviceAccounts, err = decodeInto(doc, m.serviceAccounts)
+				m.serviceAccounts, err = decodeInto(m, head.Kind, doc, m.serviceAccounts)
 			case "policy/v1 PodDisruptionBudget":
-				m.pdbs, err = decodeInto(doc, m.pdbs)
+				m.pdbs, err = decodeInto(m, head.Kind, doc, m.pdbs)
 			case "networking.k8s.io/v1 NetworkPolicy":
-				m.netpols, err = decodeInto(doc, m.netpols)
+				m.netpols, err = decodeInto(m, head.Kind, doc, m.netpols)
 			case "monitoring.coreos.com/v1 ServiceMonitor":
-				m.serviceMonitors, err = decodeInto(doc, m.serviceMonitors)
+				m.serviceMonitors, err = decodeInto(m, head.Kind, doc, m.serviceMonitors)
 			default:
 				t.Fatalf("%s: an object of %s %s, which this test does not know", file, head.APIVersion, head.Kind)
 			}
@@ -124,12 +132,18 @@ func decode(t *testing.T, files map[string]string) *manifests {
 	return m
 }
 
-func decodeInto[T any](doc string, list []T) ([]T, error) {
-	var v T
-	if err := yaml.UnmarshalStrict([]byte(doc), &v); err != nil {
+// decodeInto decodes doc strictly and appends it to list (and to m.all).
+func decodeInto[T any](m *manifests, kind, doc string, list []T) ([]T, error) {
+	v := new(T)
+	if err := yaml.UnmarshalStrict([]byte(doc), v); err != nil {
 		return list, err
 	}
-	return append(list, v), nil
+	meta, ok := any(v).(metav1.Object)
+	if !ok {
+		return list, fmt.Errorf("%s has no object metadata", kind)
+	}
+	m.all = append(m.all, object{kind: kind, meta: meta})
+	return append(list, *v), nil
 }
 
 func mustRender(t *testing.T, release, values string) *manifests {
@@ -141,55 +155,31 @@ func mustRender(t *testing.T, release, values string) *manifests {
 	return decode(t, files)
 }
 
-// names checks every object's name: a DNS label for Services (and the
-// StatefulSet, whose pods' hostnames derive from it), a subdomain otherwise.
+// checkNames checks every object's name (a DNS label for Services and the
+// StatefulSet, whose pods' hostnames derive from it; a subdomain otherwise)
+// and its labels.
 func checkNames(t *testing.T, m *manifests) {
 	t.Helper()
-	check := func(kind string, meta metav1.ObjectMeta, label bool) {
-		errs := validation.IsDNS1123Subdomain(meta.Name)
-		if label {
-			errs = validation.IsDNS1035Label(meta.Name)
+	for _, o := range m.all {
+		kind, name := o.kind, o.meta.GetName()
+		errs := validation.IsDNS1123Subdomain(name)
+		if kind == "Service" || kind == "StatefulSet" {
+			errs = validation.IsDNS1035Label(name)
 		}
 		if len(errs) > 0 {
-			t.Errorf("%s %q: %v", kind, meta.Name, errs)
+			t.Errorf("%s %q: %v", kind, name, errs)
 		}
+		l := o.meta.GetLabels()
 		for _, k := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"} {
-			if meta.Labels[k] == "" {
-				t.Errorf("%s %s lacks label %s", kind, meta.Name, k)
+			if l[k] == "" {
+				t.Errorf("%s %s lacks label %s", kind, name, k)
 			}
 		}
-		for k, v := range meta.Labels {
+		for k, v := range l {
 			if len(validation.IsQualifiedName(k)) > 0 || len(validation.IsValidLabelValue(v)) > 0 {
-				t.Errorf("%s %s: label %s=%q is not valid", kind, meta.Name, k, v)
+				t.Errorf("%s %s: label %s=%q is not valid", kind, name, k, v)
 			}
 		}
-	}
-	for _, o := range m.statefulSets {
-		check("StatefulSet", o.ObjectMeta, true)
-	}
-	for _, o := range m.deployments {
-		check("Deployment", o.ObjectMeta, false)
-	}
-	for _, o := range m.services {
-		check("Service", o.ObjectMeta, true)
-	}
-	for _, o := range m.configMaps {
-		check("ConfigMap", o.ObjectMeta, false)
-	}
-	for _, o := range m.secrets {
-		check("Secret", o.ObjectMeta, false)
-	}
-	for _, o := range m.serviceAccounts {
-		check("ServiceAccount", o.ObjectMeta, false)
-	}
-	for _, o := range m.pdbs {
-		check("PodDisruptionBudget", o.ObjectMeta, false)
-	}
-	for _, o := range m.netpols {
-		check("NetworkPolicy", o.ObjectMeta, false)
-	}
-	for _, o := range m.serviceMonitors {
-		check("ServiceMonitor", o.ObjectMeta, false)
 	}
 }
 
