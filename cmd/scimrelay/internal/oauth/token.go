@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package oauth serves the OAuth 2.0 token endpoint of each tenant on the
 // SCIM listener, POST /oauth2/<tenant>/token: the client credentials grant
 // (RFC 6749 §4.4) that Entra's "OAuth2 Client Credentials Grant"
