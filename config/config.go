@@ -100,8 +100,11 @@ type Limits struct {
 	MaxHeader    Size    `yaml:"max_header"`
 	// BulkMaxOperations and BulkMaxPayload bound a /Bulk request; both are
 	// advertised in ServiceProviderConfig.
-	BulkMaxOperations int      `yaml:"bulk_max_operations"`
-	BulkMaxPayload    Size     `yaml:"bulk_max_payload"`
+	BulkMaxOperations int  `yaml:"bulk_max_operations"`
+	BulkMaxPayload    Size `yaml:"bulk_max_payload"`
+	// MaxSortMatches bounds a SCIM list with sortBy: more matches get 400
+	// tooMany (each match is held, as its sort key and id, to sort).
+	MaxSortMatches    int      `yaml:"max_sort_matches"`
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	ReadTimeout       Duration `yaml:"read_timeout"`
 	WriteTimeout      Duration `yaml:"write_timeout"`
@@ -186,6 +189,7 @@ func Default() *Config {
 			MaxBody:           4 << 20,
 			MaxJSONDepth:      32,
 			MaxHeader:         64 << 10,
+			MaxSortMatches:    50_000,
 			ReadHeaderTimeout: Duration(10 * time.Second),
 			ReadTimeout:       Duration(30 * time.Second),
 			WriteTimeout:      Duration(60 * time.Second),

@@ -147,6 +147,7 @@ func TestProblems(t *testing.T) {
 		{"wrong type", minimal + "limits:\n  burst: lots\n", "", "cannot unmarshal"},
 		{"bad duration", minimal + "provisioning_log:\n  retention: forever\n", "", "duration"},
 		{"bad size", minimal + "limits:\n  max_body: big\n", "", "size"},
+		{"sort limit", minimal + "limits:\n  max_sort_matches: 0\n", "limits.max_sort_matches", "positive"},
 		{"no tenants", "listen: 127.0.0.1:8080\n", "tenants", "at least one"},
 		{"bad listen", minimal + "listen: 8080\n", "listen", "host:port"},
 		{"same listeners", minimal + "admin_listen: 127.0.0.1:8080\n", "admin_listen", "must differ"},

@@ -162,6 +162,9 @@ func (c *Config) validateLimits(v *validator) {
 	if l.BulkMaxPayload < 1<<10 || l.BulkMaxPayload > 256<<20 {
 		v.add("limits.bulk_max_payload", "must be between 1KiB and 256MiB")
 	}
+	if l.MaxSortMatches <= 0 {
+		v.add("limits.max_sort_matches", "must be positive, e.g. 50000, got %d", l.MaxSortMatches)
+	}
 	for _, t := range []struct {
 		field string
 		d     Duration

@@ -19,8 +19,10 @@ import (
 // order, so pages are stable while resources are added. A filter implying an
 // equality on an indexed attribute is answered from the index that gives the
 // fewest candidates, each then tested against the whole filter; any other
-// filter scans. Groups come without members; they are loaded for matching
-// only when the filter reads them.
+// filter scans. Groups come without members. A filter on a group's members
+// (or a user's groups) reads the membership keys it needs: one key per
+// member value it names, never the whole group. Only the page is held in
+// memory, and with SortBy each match's sort key and id, up to q.SortLimit.
 func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType, q scim.Query) (scim.Page, error) {
 	if err := checkType(rt); err != nil {
 		return scim.Page{}, fmt.Errorf("listing: %w", err)
@@ -32,10 +34,13 @@ func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType
 		if err != nil {
 			return err
 		}
-		if q.Filter == nil && q.SortBy == nil {
+		switch {
+		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
-		} else {
-			page, err = listMatching(tb, rt, q, start, count)
+		case q.SortBy == nil || count == 0:
+			page, err = listMatching(tb, rt, q.Filter, start, count)
+		default:
+			page, err = listSorted(tb, rt, q, start, count)
 		}
 		if err != nil {
 			return err
@@ -49,9 +54,6 @@ func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType
 	})
 	if err != nil {
 		return scim.Page{}, err
-	}
-	for _, r := range page.Resources {
-		s.withLocation(tenantName, r)
 	}
 	return page, nil
 }
@@ -76,28 +78,36 @@ func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Pag
 	return page, nil
 }
 
-// listMatching filters, sorts and pages. Unsorted, it keeps only the page;
-// sorted, it keeps every match with its sort key.
-func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, count int) (scim.Page, error) {
+// listMatching filters and pages in id order, keeping only the page.
+func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, start, count int) (scim.Page, error) {
 	page := scim.Page{Resources: []*scim.Resource{}}
-	var sorted []sortable
-	var exact bool
-	if q.SortBy != nil {
-		exact = q.SortBy.Leaf() != nil && q.SortBy.Leaf().CaseExact
-	}
-	err := eachMatch(tb, rt, q.Filter, func(r *scim.Resource) {
+	err := eachMatch(tb, rt, f, func(r *scim.Resource) error {
 		page.Total++
-		if q.SortBy != nil {
-			k, has := sortKey(r, *q.SortBy, exact)
-			sorted = append(sorted, sortable{r: r, key: k, has: has})
-			return
-		}
 		if page.Total >= start && len(page.Resources) < count {
 			page.Resources = append(page.Resources, r)
 		}
+		return nil
 	})
-	if err != nil || q.SortBy == nil {
-		return page, err
+	return page, err
+}
+
+// listSorted filters, sorts and pages. It keeps each match's sort key and
+// id, not the match, and refuses with tooMany when more than q.SortLimit
+// resources match; the page's resources are read again once the order is
+// known.
+func listSorted(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, count int) (scim.Page, error) {
+	exact := q.SortBy.Leaf() != nil && q.SortBy.Leaf().CaseExact
+	var sorted []sortable
+	err := eachMatch(tb, rt, q.Filter, func(r *scim.Resource) error {
+		if q.SortLimit > 0 && len(sorted) >= q.SortLimit {
+			return scim.Errorf(scim.ErrTooMany, "more than %d %ss match; sortBy sorts at most %d: narrow the filter or leave sortBy out", q.SortLimit, rt.Name, q.SortLimit)
+		}
+		k, has := sortKey(r, *q.SortBy, exact)
+		sorted = append(sorted, sortable{id: r.ID(), key: k, has: has})
+		return nil
+	})
+	if err != nil {
+		return scim.Page{}, err
 	}
 	slices.SortFunc(sorted, func(a, b sortable) int {
 		if a.has != b.has { // missing values last, either way
@@ -112,53 +122,45 @@ func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, c
 			}
 			return c
 		}
-		return strings.Compare(a.r.ID(), b.r.ID())
+		return strings.Compare(a.id, b.id)
 	})
+	page := scim.Page{Total: len(sorted), Resources: []*scim.Resource{}}
 	for i := start - 1; i < len(sorted) && len(page.Resources) < count; i++ {
-		page.Resources = append(page.Resources, sorted[i].r)
+		rec, err := getRecord(tb, rt, sorted[i].id)
+		if err != nil {
+			return scim.Page{}, err
+		}
+		if rec == nil {
+			return scim.Page{}, fmt.Errorf("reading %s %s: matched, then gone within one read transaction", rt.Name, sorted[i].id)
+		}
+		page.Resources = append(page.Resources, rec.res)
 	}
 	return page, nil
 }
 
 // eachMatch calls fn with every resource of rt matching f (nil: all), in id
-// order.
-func eachMatch(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, fn func(*scim.Resource)) error {
-	loadMembers := f != nil && rt == scim.GroupResourceType && f.References("members")
-	loadGroups := f != nil && rt == scim.UserResourceType && f.References("groups")
+// order, until fn returns an error.
+func eachMatch(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, fn func(*scim.Resource) error) error {
+	var elements func(id string) scim.Elements
+	switch {
+	case f == nil:
+	case rt == scim.GroupResourceType && f.References("members"):
+		elements = func(id string) scim.Elements { return memberElements(tb, id) }
+	case rt == scim.UserResourceType && f.References("groups"):
+		elements = func(id string) scim.Elements { return groupElements(tb, id) }
+	}
 	test := func(r *scim.Resource) error {
-		if f == nil {
-			fn(r)
-			return nil
-		}
-		var derived string
-		switch {
-		case loadMembers:
-			members, err := pageMembers(tb, r.ID(), "", 0)
-			if err != nil {
+		ok := f == nil
+		if !ok && elements != nil {
+			var err error
+			if ok, err = f.MatchElements(r, elements(r.ID())); err != nil {
 				return err
 			}
-			if len(members) > 0 {
-				list := make([]any, len(members))
-				for i, m := range members {
-					list[i] = map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}
-				}
-				r.Attrs["members"], derived = list, "members"
-			}
-		case loadGroups:
-			groups, err := groupsOf(tb, r.ID())
-			if err != nil {
-				return err
-			}
-			if groups != nil {
-				r.Attrs["groups"], derived = groups, "groups"
-			}
-		}
-		ok := f.Match(r)
-		if derived != "" {
-			delete(r.Attrs, derived) // lists return groups without members; users get groups later
+		} else if !ok {
+			ok = f.Match(r)
 		}
 		if ok {
-			fn(r)
+			return fn(r)
 		}
 		return nil
 	}
@@ -243,9 +245,9 @@ func lookupEquality(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, li
 	return nil, false
 }
 
-// sortable is a match with its sort key.
+// sortable is a match's id with its sort key.
 type sortable struct {
-	r   *scim.Resource
+	id  string
 	key string
 	has bool
 }

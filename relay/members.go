@@ -369,6 +369,77 @@ func (w *txWrite) leaveAllGroups(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, member
 	return nil
 }
 
+// memberElements gives a filter the members of a group one key at a time
+// (scim.Filter.MatchElements), so that asking whether a group of 100,000
+// holds one user reads one key.
+func memberElements(tb *bolt.Bucket, groupID string) scim.Elements {
+	object := func(m events.Member) map[string]any {
+		return map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}
+	}
+	return scim.Elements{
+		Attr: "members",
+		Lookup: func(value string) (map[string]any, error) {
+			if !validKey(value) {
+				return nil, nil
+			}
+			m, present, err := getMember(tb, groupID, value)
+			if err != nil || !present {
+				return nil, err
+			}
+			return object(m), nil
+		},
+		Each: func(yield func(map[string]any) bool) error {
+			prefix := memberKey(groupID, "")
+			c := tb.Bucket(bucketMembers).Cursor()
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				m, err := decodeMember(groupID, string(k[len(prefix):]), v)
+				if err != nil {
+					return err
+				}
+				if !yield(object(m)) {
+					return nil
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// groupElements gives a filter the groups of a member one key at a time.
+func groupElements(tb *bolt.Bucket, memberID string) scim.Elements {
+	object := func(groupID string) (map[string]any, error) {
+		entry := map[string]any{"value": groupID, "type": "direct"}
+		g, err := getRecord(tb, scim.GroupResourceType, groupID)
+		if g != nil {
+			entry["display"] = g.res.String("displayName")
+		}
+		return entry, err
+	}
+	return scim.Elements{
+		Attr: "groups",
+		Lookup: func(value string) (map[string]any, error) {
+			if !validKey(value) || tb.Bucket(bucketMemberOf).Get(memberKey(memberID, value)) == nil {
+				return nil, nil
+			}
+			return object(value)
+		},
+		Each: func(yield func(map[string]any) bool) error {
+			prefix := memberKey(memberID, "")
+			c := tb.Bucket(bucketMemberOf).Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				entry, err := object(string(k[len(prefix):]))
+				if err != nil {
+					return err
+				}
+				if !yield(entry) {
+					return nil
+				}
+			}
+			return nil
+		},
+	}
+}
+
 // pageMembers returns up to limit members of a group after the member id
 // after, in id order; limit <= 0 returns all.
 func pageMembers(tb *bolt.Bucket, groupID, after string, limit int) ([]scim.Member, error) {

@@ -96,8 +96,12 @@ func (s *Store) eventResource(tenant string, r *scim.Resource) json.RawMessage {
 			out.Attrs[k] = v
 		}
 	}
-	out.SetMeta(r.Meta())
-	return s.withLocation(tenant, out).AppendJSON(nil)
+	m := r.Meta()
+	if s.publicURL != "" {
+		m.Location = scim.Location(scim.TenantURL(s.publicURL, tenant), r.Type, r.ID())
+	}
+	out.SetMeta(m)
+	return out.AppendJSON(nil)
 }
 
 func u64(n uint64) []byte {

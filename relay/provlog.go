@@ -45,15 +45,6 @@ type LogEntry struct {
 	Key string `json:"key"`
 }
 
-// EventsRecorded returns the ids of the events written under ctx, which
-// WithEventRecorder prepared; nil when it was not.
-func EventsRecorded(ctx context.Context) []string {
-	if r := recorderFrom(ctx); r != nil {
-		return r.IDs()
-	}
-	return nil
-}
-
 // LogQuery selects log entries.
 type LogQuery struct {
 	Tenant string

@@ -272,7 +272,7 @@ func BenchmarkAckToStream(b *testing.B) {
 				return
 			}
 			mu.Lock()
-			acked["Users/"+r.ID()] = time.Now()
+			acked["Users/"+r.Resource.ID()] = time.Now()
 			mu.Unlock()
 		}()
 	}

@@ -44,48 +44,33 @@ func checkType(rt *scim.ResourceType) error {
 	return nil
 }
 
-// withLocation sets meta.location on a resource being handed out, when a
-// public URL is configured. Locations are never stored: the URL may change.
-func (s *Store) withLocation(tenant string, r *scim.Resource) *scim.Resource {
-	if s.publicURL != "" && r != nil {
-		m := r.Meta()
-		m.Location = s.publicURL + "/scim/v2/" + tenant + r.Type.Endpoint + "/" + r.ID()
-		r.SetMeta(m)
-	}
-	return r
-}
-
 // Create stores a new resource with a fresh UUIDv7 id and emits its events:
 // user.created, or group.created followed by one group.member_added per
 // initial member (given in r.Attrs["members"], stored as membership keys).
-func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource) (*scim.Resource, error) {
+func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource) (scim.WriteResult, error) {
 	if in == nil {
-		return nil, errors.New("creating a resource: no resource given")
+		return scim.WriteResult{}, errors.New("creating a resource: no resource given")
 	}
 	if err := checkType(in.Type); err != nil {
-		return nil, fmt.Errorf("creating a resource: %w", err)
+		return scim.WriteResult{}, fmt.Errorf("creating a resource: %w", err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, fmt.Errorf("generating an id: %w", err)
+		return scim.WriteResult{}, fmt.Errorf("generating an id: %w", err)
 	}
 	res := in.Clone()
 	var members []scim.Member
 	if res.Type == scim.GroupResourceType {
 		if members, err = scim.MembersFromValue(res.Attrs["members"]); err != nil {
-			return nil, err
+			return scim.WriteResult{}, err
 		}
 	}
 	delete(res.Attrs, "members")
 	delete(res.Attrs, "groups")
 	res.Attrs["id"] = id.String()
-	w, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
 		return w.create(tx, tenantName, res, members)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s.withLocation(tenantName, w.result), nil
 }
 
 // create stores res (which has its id) in one transaction; Create and
@@ -213,7 +198,7 @@ func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType,
 	if err != nil {
 		return nil, err
 	}
-	return s.withLocation(tenantName, out), nil
+	return out, nil
 }
 
 // withGroups adds a User's read-only groups attribute from its memberships
@@ -235,38 +220,27 @@ func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
 // groupsOf lists the groups a member belongs to as groups attribute values.
 func groupsOf(tb *bolt.Bucket, memberID string) ([]any, error) {
 	var groups []any
-	for _, gid := range scanIDs(tb.Bucket(bucketMemberOf), memberKey(memberID, ""), -1) {
-		g, err := getRecord(tb, scim.GroupResourceType, gid)
-		if err != nil {
-			return nil, err
-		}
-		entry := map[string]any{"value": gid, "type": "direct"}
-		if g != nil {
-			entry["display"] = g.res.String("displayName")
-		}
-		groups = append(groups, entry)
-	}
-	return groups, nil
+	err := groupElements(tb, memberID).Each(func(g map[string]any) bool {
+		groups = append(groups, g)
+		return true
+	})
+	return groups, err
 }
 
 // Update applies fn to a stored resource in one transaction. Uniqueness and
 // required attributes are checked on the new state; member operations apply
 // in order and only their net effect counts; the version, lastModified and
 // events change only when something did.
-func (s *Store) Update(ctx context.Context, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) (*scim.Resource, error) {
+func (s *Store) Update(ctx context.Context, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) (scim.WriteResult, error) {
 	if err := checkType(rt); err != nil {
-		return nil, fmt.Errorf("updating %s: %w", truncate(id, 64), err)
+		return scim.WriteResult{}, fmt.Errorf("updating %s: %w", truncate(id, 64), err)
 	}
 	if fn == nil {
-		return nil, fmt.Errorf("updating %s %s: no update function", rt.Name, truncate(id, 64))
+		return scim.WriteResult{}, fmt.Errorf("updating %s %s: no update function", rt.Name, truncate(id, 64))
 	}
-	w, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
 		return w.update(tx, tenantName, rt, id, fn)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s.withLocation(tenantName, w.result), nil
 }
 
 // target loads the resource a write is about. When the tenant or the
@@ -397,11 +371,11 @@ func updateAction(old, new *scim.Resource) events.Action {
 // group.deleted says it all, and a group of 100,000 members would otherwise
 // flood every consumer; a Group nested in others leaves them with
 // group.member_removed like a User.
-func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.ResourceType, id, ifMatch string) error {
+func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.ResourceType, id, ifMatch string) (scim.WriteResult, error) {
 	if err := checkType(rt); err != nil {
-		return fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
+		return scim.WriteResult{}, fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
 	}
-	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
 		tb, t, rec, err := w.target(tx, tenantName, rt, id)
 		if rec == nil {
 			return err
@@ -430,7 +404,6 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 		}
 		return resourceBucket(tb, rt).Delete([]byte(id))
 	})
-	return err
 }
 
 // Members pages through a group's members in id order, after the member

@@ -96,8 +96,10 @@ const (
 // Options configures a Store.
 type Options struct {
 	Tenants []TenantOptions
-	// PublicURL, when set, gives resources a meta.location in what Get,
-	// List, Create, Update and events return. It is never stored.
+	// PublicURL, when set, gives the resource inside each event a
+	// meta.location: an event leaves the relay, so it carries the absolute
+	// URL. It is never stored, and what the Backend methods return has no
+	// location (the SCIM handler sets it from the URL the client used).
 	PublicURL string
 	// BatchDelay is how long a write waits for others to share its
 	// transaction and fsync (bbolt's MaxBatchDelay); BatchSize caps how
@@ -451,9 +453,9 @@ func (s *Store) Tenants() []string {
 // error, having written nothing, so that a refused request does not roll
 // back the other requests sharing its batch; an error fn returns aborts
 // the transaction (bbolt then reruns the others without it).
-func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) error) (*txWrite, error) {
+func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) error) (scim.WriteResult, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return scim.WriteResult{}, err
 	}
 	var w *txWrite
 	err := s.db.Batch(func(tx *bolt.Tx) (err error) {
@@ -468,19 +470,16 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		return fn(tx, w)
 	})
 	if err != nil {
-		return nil, err
+		return scim.WriteResult{}, err
 	}
 	if w.refused != nil {
-		return nil, w.refused
+		return scim.WriteResult{}, w.refused
 	}
 	if len(w.eventIDs) > 0 {
 		s.depth.Add(int64(len(w.eventIDs)))
 		s.signal()
-		if rec := recorderFrom(ctx); rec != nil {
-			rec.add(w.eventIDs)
-		}
 	}
-	return w, nil
+	return scim.WriteResult{Resource: w.result, EventIDs: w.eventIDs}, nil
 }
 
 // txWrite collects what one run of a write transaction did.
@@ -489,7 +488,7 @@ type txWrite struct {
 	now      time.Time // one time for the whole change: lastModified and event time agree
 	refused  error
 	eventIDs []string
-	result   *scim.Resource
+	result   *scim.Resource // the resource as stored; nil after a delete
 }
 
 // refuse records a refusal. Only a function that has not written anything
@@ -498,38 +497,4 @@ type txWrite struct {
 func (w *txWrite) refuse(err error) error {
 	w.refused = err
 	return nil
-}
-
-// EventRecorder collects the ids of the events a request produced, for the
-// provisioning log. It is safe for concurrent use.
-type EventRecorder struct {
-	mu  sync.Mutex
-	ids []string
-}
-
-type recorderKey struct{}
-
-// WithEventRecorder returns a context whose writes report the ids of the
-// events they committed to the returned recorder.
-func WithEventRecorder(ctx context.Context) (context.Context, *EventRecorder) {
-	r := &EventRecorder{}
-	return context.WithValue(ctx, recorderKey{}, r), r
-}
-
-func recorderFrom(ctx context.Context) *EventRecorder {
-	r, _ := ctx.Value(recorderKey{}).(*EventRecorder)
-	return r
-}
-
-func (r *EventRecorder) add(ids []string) {
-	r.mu.Lock()
-	r.ids = append(r.ids, ids...)
-	r.mu.Unlock()
-}
-
-// IDs returns the recorded event ids in commit order.
-func (r *EventRecorder) IDs() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.ids...)
 }

@@ -81,7 +81,7 @@ func create(t testing.TB, s *Store, tenant string, r *scim.Resource) *scim.Resou
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	return out
+	return out.Resource
 }
 
 func patch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id, ops string) (*scim.Resource, error) {
@@ -90,7 +90,8 @@ func patch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id, ops
 	if err != nil {
 		t.Fatalf("ParsePatch: %v", err)
 	}
-	return s.Update(ctx, tenant, rt, id, func(cur *scim.Resource) (*scim.Update, error) { return p.Apply(cur) })
+	res, err := s.Update(ctx, tenant, rt, id, func(cur *scim.Resource) (*scim.Update, error) { return p.Apply(cur) })
+	return res.Resource, err
 }
 
 func mustPatch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id, ops string) *scim.Resource {
@@ -100,6 +101,12 @@ func mustPatch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id,
 		t.Fatalf("patch %s: %v", ops, err)
 	}
 	return r
+}
+
+// del deletes a resource, for tests that care only whether it worked.
+func del(s *Store, tenant string, rt *scim.ResourceType, id, ifMatch string) error {
+	_, err := s.Delete(ctx, tenant, rt, id, ifMatch)
+	return err
 }
 
 func wantErr(t testing.TB, err error, kind *scim.Error, detail string) {
@@ -158,15 +165,15 @@ func TestUserLifecycle(t *testing.T) {
 	}
 	mustPatch(t, s, "acme", scim.UserResourceType, id, `{"op":"replace","path":"active","value":"False"},{"op":"replace","path":"title","value":"Guide"}`)
 	mustPatch(t, s, "acme", scim.UserResourceType, id, `{"op":"replace","path":"active","value":true}`)
-	if err := s.Delete(ctx, "acme", scim.UserResourceType, id, `W/"1"`); !errors.Is(err, scim.ErrPreconditionFailed) {
+	if err := del(s, "acme", scim.UserResourceType, id, `W/"1"`); !errors.Is(err, scim.ErrPreconditionFailed) {
 		t.Fatalf("Delete with a stale If-Match: %v", err)
 	}
-	if err := s.Delete(ctx, "acme", scim.UserResourceType, id, `W/"4"`); err != nil {
+	if err := del(s, "acme", scim.UserResourceType, id, `W/"4"`); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Get(ctx, "acme", scim.UserResourceType, id)
 	wantErr(t, err, scim.ErrNotFound, "not found")
-	wantErr(t, s.Delete(ctx, "acme", scim.UserResourceType, id, ""), scim.ErrNotFound, "not found")
+	wantErr(t, del(s, "acme", scim.UserResourceType, id, ""), scim.ErrNotFound, "not found")
 	// The userName is free again.
 	create(t, s, "acme", user(t, `"userName":"ann@x.com"`))
 
@@ -370,7 +377,7 @@ func TestMemberships(t *testing.T) {
 		t.Fatalf("ann's groups: %v", u.Attrs["groups"])
 	}
 	// Deleting a user removes its memberships, each with an event.
-	if err := s.Delete(ctx, "acme", scim.UserResourceType, ann.ID(), ""); err != nil {
+	if err := del(s, "acme", scim.UserResourceType, ann.ID(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if members, _ := s.Members(ctx, "acme", gid, "", 10); len(members) != 1 || members[0].Value != bob.ID() {
@@ -381,7 +388,7 @@ func TestMemberships(t *testing.T) {
 		t.Errorf("group version %s after an add and a removal, want W/\"3\"", gr.Meta().Version)
 	}
 	mustPatch(t, s, "acme", scim.GroupResourceType, gid, `{"op":"remove","path":"members"}`)
-	if err := s.Delete(ctx, "acme", scim.GroupResourceType, gid, ""); err != nil {
+	if err := del(s, "acme", scim.GroupResourceType, gid, ""); err != nil {
 		t.Fatal(err)
 	}
 	evs := outbox(t, s)
@@ -535,23 +542,40 @@ func TestOutboxDelete(t *testing.T) {
 	}
 }
 
-func TestEventRecorder(t *testing.T) {
+// TestWriteResultEventIDs: every write reports the ids of the events it
+// committed, in commit order, and a write that changes nothing reports none.
+func TestWriteResultEventIDs(t *testing.T) {
 	s, _, _ := openStore(t)
-	rctx, rec := WithEventRecorder(ctx)
-	u, err := s.Create(rctx, "acme", user(t, `"userName":"ann"`))
+	var reported []string
+	u, err := s.Create(ctx, "acme", user(t, `"userName":"ann"`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(rctx, "acme", group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, u.ID()))); err != nil {
+	reported = append(reported, u.EventIDs...)
+	g, err := s.Create(ctx, "acme", group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, u.Resource.ID())))
+	if err != nil {
 		t.Fatal(err)
 	}
+	reported = append(reported, g.EventIDs...)
+	noop, err := s.Update(ctx, "acme", scim.UserResourceType, u.Resource.ID(), func(cur *scim.Resource) (*scim.Update, error) {
+		return &scim.Update{Resource: cur}, nil
+	})
+	if err != nil || len(noop.EventIDs) != 0 {
+		t.Fatalf("no-op update reported %v (%v)", noop.EventIDs, err)
+	}
+	d, err := s.Delete(ctx, "acme", scim.UserResourceType, u.Resource.ID(), "")
+	if err != nil || d.Resource != nil {
+		t.Fatalf("delete: %+v %v", d, err)
+	}
+	reported = append(reported, d.EventIDs...)
 	rows, _ := s.ReadOutbox(0, 10)
 	var want []string
 	for _, r := range rows {
 		want = append(want, r.Event.ID())
 	}
-	if got := rec.IDs(); strings.Join(got, ",") != strings.Join(want, ",") || len(got) != 3 {
-		t.Fatalf("recorded %v, want %v", got, want)
+	// user.created; group.created, member_added; member_removed, user.deleted
+	if strings.Join(reported, ",") != strings.Join(want, ",") || len(reported) != 5 {
+		t.Fatalf("reported %v, outbox %v", reported, want)
 	}
 }
 
@@ -678,7 +702,7 @@ func TestLargeGroup(t *testing.T) {
 	}
 	// Deleting the group emits group.deleted alone, and frees every key.
 	m = mark(t, s)
-	if err := s.Delete(ctx, "acme", scim.GroupResourceType, g.ID(), ""); err != nil {
+	if err := del(s, "acme", scim.GroupResourceType, g.ID(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := actionsOf(eventsAfter(t, s, m)); got != "group.deleted" {

@@ -5,15 +5,22 @@ package scim
 import "context"
 
 // Backend stores the resources the handlers serve. The relay implements it
-// on bbolt; the tests of this package use a small in-memory one.
+// on bbolt; scimtest.Memory is a small in-memory one, and
+// scimtest.RunBackendTests is the suite every implementation must pass.
 //
 // Errors are *Error values or wrap the sentinels of this package
 // (ErrNotFound for an unknown tenant or id, ErrUniqueness, ErrInvalidValue for
-// a tenant's required attributes, ErrPreconditionFailed); anything else is
+// a tenant's required attributes or an unknown member, ErrPreconditionFailed,
+// ErrTooMany for a sorted list over Query.SortLimit); anything else is
 // answered 500 and logged. Implementations must be safe for concurrent use.
+//
+// Resources come back without meta.location: the handler knows the URL the
+// client used and sets it on what it answers.
 type Backend interface {
-	// Create stores a new resource of r.Type and returns it with id and meta set.
-	Create(ctx context.Context, tenant string, r *Resource) (*Resource, error)
+	// Create stores a new resource of r.Type and returns it with id and meta
+	// set. A Group's initial members come in r.Attrs["members"]; the
+	// returned Group has none (Members pages through them).
+	Create(ctx context.Context, tenant string, r *Resource) (WriteResult, error)
 
 	// Get returns a resource. A Group comes without its members (Members
 	// pages through them, so that a group of 100,000 members is never one
@@ -22,21 +29,38 @@ type Backend interface {
 
 	// List returns one page of the resources of rt that match q, in a stable
 	// order, and the exact number of matches. Groups come without members.
+	// Memory must not grow with the size of a group: a filter on members
+	// (or on a User's groups) is matched with Filter.MatchElements.
 	List(ctx context.Context, tenant string, rt *ResourceType, q Query) (Page, error)
 
 	// Update changes a resource in one transaction: it calls fn with the stored
-	// resource (without group members) and stores what fn returns. fn may be
-	// called more than once and must not have side effects. An error from fn
-	// is returned as is and changes nothing.
-	Update(ctx context.Context, tenant string, rt *ResourceType, id string, fn UpdateFunc) (*Resource, error)
+	// resource (without a Group's members or a User's groups) and stores what
+	// fn returns. fn may be called more than once and must not have side
+	// effects. An error from fn is returned as is and changes nothing. An
+	// update that changes nothing keeps the version and produces nothing.
+	Update(ctx context.Context, tenant string, rt *ResourceType, id string, fn UpdateFunc) (WriteResult, error)
 
 	// Delete removes a resource; deleting a User also removes its memberships.
 	// A non-empty ifMatch must equal the stored version (else ErrPreconditionFailed).
-	Delete(ctx context.Context, tenant string, rt *ResourceType, id, ifMatch string) error
+	// The result has no Resource.
+	Delete(ctx context.Context, tenant string, rt *ResourceType, id, ifMatch string) (WriteResult, error)
 
 	// Members returns up to limit members of a group in a stable order,
 	// starting after the member whose value is after ("" = from the start).
+	// An unknown group is ErrNotFound.
 	Members(ctx context.Context, tenant, groupID, after string, limit int) ([]Member, error)
+}
+
+// WriteResult is what a write produced: the resource as stored and the ids
+// of what the write told the world about it. The handler reports the ids
+// in RequestInfo, so that a request's log entry names what it caused.
+type WriteResult struct {
+	// Resource is the resource after the write; nil after Delete.
+	Resource *Resource
+	// EventIDs are the ids of the events the write committed (for the
+	// relay, its CloudEvents), in commit order; empty when the write changed
+	// nothing or the backend emits no events.
+	EventIDs []string
 }
 
 // UpdateFunc computes the change to a stored resource. It returns an Update
@@ -101,6 +125,9 @@ type Query struct {
 	SortBy *AttrPath
 	// Descending reverses SortBy.
 	Descending bool
+	// SortLimit bounds what a sorted List holds in memory: with SortBy set,
+	// more than SortLimit matches is ErrTooMany. 0 means no limit.
+	SortLimit int
 }
 
 // Page is one page of a List.

@@ -16,7 +16,7 @@ import (
 
 // Bulk (RFC 7644 §3.7). Each operation is the single request it stands for,
 // through the same code (createResource, replaceResource, patchResource and
-// Backend.Delete), so it is checked, stored and turned into events exactly
+// deleteResource), so it is checked, stored and turned into events exactly
 // as that request would be, and it commits on its own: the RFC has a bulk
 // request processed operation by operation, not as one transaction (a
 // failure does not undo what came before it; failOnErrors only stops what
@@ -354,18 +354,19 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 			res.Status = strconv.Itoa(http.StatusNoContent)
 		}
 	case http.MethodDelete:
-		err = b.h.backend.Delete(ctx, c.tenant, c.rt, c.id, op.version)
+		err = b.h.deleteResource(ctx, c, op.version)
 		res.Status = strconv.Itoa(http.StatusNoContent)
-		res.Location = c.base + c.rt.Endpoint + "/" + c.id
+		res.Location = Location(c.base, c.rt, c.id)
 	}
 	if err != nil {
 		res.Location = ""
 		if op.method != http.MethodPost {
-			res.Location = c.base + c.rt.Endpoint + "/" + c.id
+			res.Location = Location(c.base, c.rt, c.id)
 		}
 		return fail(err)
 	}
 	b.ignore(c.info.Detail)
+	b.c.info.EventIDs = append(b.c.info.EventIDs, c.info.EventIDs...)
 	if out != nil {
 		res.Location = c.location(out)
 		res.Version = out.Meta().Version

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package scim
+package scim_test
 
 import (
 	"encoding/json"
@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	. "github.com/scimrelay/scimrelay/scim"
+	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
 
 func bulkBody(extra, ops string) string {
@@ -269,7 +272,7 @@ func FuzzBulk(f *testing.F) {
 		`{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"g","members":[{"value":"bulkId:g"}]}}`))
 	f.Add(bulkBody("", `{"method":"DELETE","path":"/users/bulkId:x/y"},{"method":"put","path":"/Groups/%2F","data":{}}`))
 	f.Fuzz(func(t *testing.T, body string) {
-		b := newMemBackend(map[string]string{"acme": tokenAcme}) // fresh: state must not pile up across inputs
+		b := scimtest.NewMemory(map[string]string{"acme": tokenAcme}) // fresh: state must not pile up across inputs
 		h := NewHandler(b, b, Options{BulkMaxOperations: 20})
 		req := httptest.NewRequest("POST", "/scim/v2/acme/Bulk", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tokenAcme)

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package scim
+package scim_test
 
 import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	. "github.com/scimrelay/scimrelay/scim"
 )
 
 // Conformance cases public SCIM test suites check, each citing the RFC

@@ -78,6 +78,9 @@ func collectEqualities(e expr, prefix string, out *[]Equality) {
 			return
 		}
 		p := prefix + e.path.String()
+		if e.path.Sub == "" && e.path.attr != nil && e.path.attr.Type == Complex {
+			p += ".value" // members eq "x" compares each member's value
+		}
 		if indexable[p] {
 			*out = append(*out, Equality{Path: p, Value: s})
 		}

@@ -36,7 +36,10 @@ const (
 	// DefaultBulkMaxOperations and DefaultBulkMaxPayload bound /Bulk.
 	DefaultBulkMaxOperations = 1000
 	DefaultBulkMaxPayload    = 1 << 20
-	memberChunk              = 1000 // members fetched per Backend.Members call
+	// DefaultMaxSortMatches bounds a sorted list: each match is held (as
+	// its sort key and id) until the sort is done.
+	DefaultMaxSortMatches = 50_000
+	memberChunk           = 1000 // members fetched per Backend.Members call
 )
 
 // Options configures a Handler. The zero value works.
@@ -54,6 +57,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxJSONDepth bounds how deeply a body nests: deeper gets 400 invalidSyntax.
 	MaxJSONDepth int
+	// MaxSortMatches bounds a list with sortBy: when more resources match,
+	// the answer is 400 tooMany (Query.SortLimit).
+	MaxSortMatches int
 	// Limiter, when set, is asked once per authenticated request, and for
 	// a /Bulk request once more for each of its operations but the first.
 	Limiter Limiter
@@ -97,6 +103,9 @@ type RequestInfo struct {
 	ScimType     string
 	Detail       string
 	Latency      time.Duration
+	// EventIDs are the ids of the events the request's writes committed
+	// (WriteResult.EventIDs), in commit order.
+	EventIDs []string
 }
 
 // Handler serves the SCIM 2.0 protocol for every tenant under /scim/v2/{tenant}.
@@ -126,6 +135,9 @@ func NewHandler(b Backend, auth Authenticator, o Options) *Handler {
 	}
 	if o.MaxJSONDepth <= 0 {
 		o.MaxJSONDepth = DefaultMaxJSONDepth
+	}
+	if o.MaxSortMatches <= 0 {
+		o.MaxSortMatches = DefaultMaxSortMatches
 	}
 	if o.BulkMaxOperations <= 0 {
 		o.BulkMaxOperations = DefaultBulkMaxOperations
@@ -426,7 +438,7 @@ func (e *rateLimited) retryAfter() string {
 // baseURL returns the tenant's SCIM base URL.
 func (h *Handler) baseURL(r *http.Request, tenant string) string {
 	if h.o.BaseURL != "" {
-		return h.o.BaseURL + "/scim/v2/" + tenant
+		return TenantURL(h.o.BaseURL, tenant)
 	}
 	scheme := "http"
 	if r.TLS != nil {
@@ -435,7 +447,7 @@ func (h *Handler) baseURL(r *http.Request, tenant string) string {
 	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
 		scheme = p
 	}
-	return scheme + "://" + r.Host + "/scim/v2/" + tenant
+	return TenantURL(scheme+"://"+r.Host, tenant)
 }
 
 // --- resources
@@ -513,7 +525,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		if err != nil {
 			return Errorf(ErrInvalidValue, "sortBy: %v", err)
 		}
-		q.SortBy = &sp
+		q.SortBy, q.SortLimit = &sp, h.o.MaxSortMatches
 	}
 	switch strings.ToLower(p.sortOrder) {
 	case "", "ascending":
@@ -587,8 +599,9 @@ func (h *Handler) createResource(ctx context.Context, c *call, body []byte) (*Re
 	if err != nil {
 		return nil, err
 	}
-	c.info.ResourceID = created.ID()
-	return created, nil
+	c.info.ResourceID = created.Resource.ID()
+	c.produced(created)
+	return created.Resource, nil
 }
 
 func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -629,7 +642,7 @@ func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifM
 			ops = append(ops, MemberOp{Kind: AddMembers, Members: members})
 		}
 	}
-	return h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
+	res, err := h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
 		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
 		}
@@ -638,6 +651,11 @@ func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifM
 		next.Attrs["meta"] = cur.Attrs["meta"]
 		return &Update{Resource: next, Changes: Diff(cur, next), Members: ops}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	c.produced(res)
+	return res.Resource, nil
 }
 
 func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -684,21 +702,37 @@ func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMat
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name = resourceName(res)
-	return res, nil
+	c.info.Name = resourceName(res.Resource)
+	c.produced(res)
+	return res.Resource, nil
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error {
-	if err := h.backend.Delete(r.Context(), c.tenant, c.rt, c.id, r.Header.Get("If-Match")); err != nil {
+	if err := h.deleteResource(r.Context(), c, r.Header.Get("If-Match")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// deleteResource is a DELETE of the resource c.id.
+func (h *Handler) deleteResource(ctx context.Context, c *call, ifMatch string) error {
+	res, err := h.backend.Delete(ctx, c.tenant, c.rt, c.id, ifMatch)
+	if err != nil {
+		return err
+	}
+	c.produced(res)
+	return nil
+}
+
+// produced records, for the provisioning log, the events a write committed.
+func (c *call) produced(res WriteResult) {
+	c.info.EventIDs = append(c.info.EventIDs, res.EventIDs...)
+}
+
 // location is the URL of a resource under the call's tenant.
 func (c *call) location(res *Resource) string {
-	return c.base + res.Type.Endpoint + "/" + res.ID()
+	return Location(c.base, res.Type, res.ID())
 }
 
 // noteIgnored records, for the provisioning log, the attributes a body
@@ -751,7 +785,7 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 				cp[k] = v
 			}
 			if v, ok := cp["value"].(string); ok {
-				cp["$ref"] = c.base + "/Groups/" + v
+				cp["$ref"] = Location(c.base, GroupResourceType, v)
 			}
 			refs[i] = cp
 		}
@@ -803,12 +837,11 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 func appendMember(b []byte, m Member, base string, subs []string) []byte {
 	ref := m.Ref
 	if ref == "" && m.Value != "" {
-		switch m.Type {
-		case "Group":
-			ref = base + "/Groups/" + m.Value
-		default:
-			ref = base + "/Users/" + m.Value
+		rt := UserResourceType
+		if m.Type == GroupResourceType.Name {
+			rt = GroupResourceType
 		}
+		ref = Location(base, rt, m.Value)
 	}
 	fields := [...]struct{ name, value string }{{"value", m.Value}, {"$ref", ref}, {"display", m.Display}, {"type", m.Type}}
 	b = append(b, '{')

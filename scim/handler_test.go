@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package scim
+package scim_test
 
 import (
 	"context"
@@ -14,6 +14,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	. "github.com/scimrelay/scimrelay/scim"
+	"github.com/scimrelay/scimrelay/scim/scimtest"
+)
+
+// Shared with the internal tests (export_test.go).
+var patchBody = PatchBody
+
+const (
+	memberChunk = MemberChunk
+	userSchemas = UserSchemas
 )
 
 const (
@@ -22,22 +33,61 @@ const (
 )
 
 type testServer struct {
-	t       *testing.T
-	srv     *httptest.Server
-	backend *memBackend
-	mu      sync.Mutex
-	infos   []RequestInfo
+	t     *testing.T
+	srv   *httptest.Server
+	mu    sync.Mutex
+	infos []RequestInfo
+}
+
+// eventingBackend reports an event id for every write that changed
+// something, as the relay does, so that the tests can follow event ids
+// from a backend to RequestInfo.
+type eventingBackend struct {
+	Backend
+	mu sync.Mutex
+	n  int
+}
+
+func (b *eventingBackend) produced(res WriteResult, err error) (WriteResult, error) {
+	if err == nil {
+		b.mu.Lock()
+		b.n++
+		res.EventIDs = []string{fmt.Sprintf("ev-%d", b.n)}
+		b.mu.Unlock()
+	}
+	return res, err
+}
+
+func (b *eventingBackend) Create(ctx context.Context, tenant string, r *Resource) (WriteResult, error) {
+	return b.produced(b.Backend.Create(ctx, tenant, r))
+}
+
+func (b *eventingBackend) Update(ctx context.Context, tenant string, rt *ResourceType, id string, fn UpdateFunc) (WriteResult, error) {
+	var before string
+	res, err := b.Backend.Update(ctx, tenant, rt, id, func(cur *Resource) (*Update, error) {
+		before = cur.Meta().Version
+		return fn(cur)
+	})
+	if err != nil || res.Resource.Meta().Version == before {
+		return res, err
+	}
+	return b.produced(res, err)
+}
+
+func (b *eventingBackend) Delete(ctx context.Context, tenant string, rt *ResourceType, id, ifMatch string) (WriteResult, error) {
+	return b.produced(b.Backend.Delete(ctx, tenant, rt, id, ifMatch))
 }
 
 func newTestServer(t *testing.T, o Options) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, backend: newMemBackend(map[string]string{"acme": tokenAcme, "globex": tokenGlobex})}
+	mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme, "globex": tokenGlobex})
+	ts := &testServer{t: t}
 	o.Observe = func(_ context.Context, info *RequestInfo) {
 		ts.mu.Lock()
 		ts.infos = append(ts.infos, *info)
 		ts.mu.Unlock()
 	}
-	ts.srv = httptest.NewServer(NewHandler(ts.backend, ts.backend, o))
+	ts.srv = httptest.NewServer(NewHandler(&eventingBackend{Backend: mem}, mem, o))
 	t.Cleanup(ts.srv.Close)
 	return ts
 }
@@ -157,9 +207,9 @@ func filterQuery(f string) string { return "filter=" + url.QueryEscape(f) }
 
 func entraBody(t *testing.T, id string) string {
 	t.Helper()
-	for _, s := range loadEntraSteps(t) {
+	for _, s := range scimtest.LoadEntraSteps(t, entraFixture) {
 		if s.ID == id {
-			return *s.RequestBody
+			return s.Body()
 		}
 	}
 	t.Fatalf("no Entra step %s", id)
@@ -570,10 +620,14 @@ func TestObserve(t *testing.T) {
 	id := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann@x"}`, "X-Request-Id", "req-1").want(t, 201).str("id")
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"replace","path":"id","value":"x"}`))
 	ts.do("GET", "/scim/v2/nope/Users", "")
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`)).want(t, 200)
+	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`)).want(t, 200)
+	ts.do("PUT", "/Users/"+id, `{"schemas":["`+UserSchema+`"],"userName":"ann@y"}`).want(t, 200)
+	ts.do("DELETE", "/Users/"+id, "").want(t, 204)
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if len(ts.infos) != 3 {
-		t.Fatalf("%d observations, want 3", len(ts.infos))
+	if len(ts.infos) != 7 {
+		t.Fatalf("%d observations, want 7", len(ts.infos))
 	}
 	c, p, n := ts.infos[0], ts.infos[1], ts.infos[2]
 	if c.RequestID != "req-1" || c.Tenant != "acme" || c.Operation != "create" || c.ResourceType != "User" || c.ResourceID != id || c.Name != "ann@x" || c.Status != 201 || c.Latency <= 0 {
@@ -584,5 +638,14 @@ func TestObserve(t *testing.T) {
 	}
 	if n.Status != 401 || n.Tenant != "" {
 		t.Errorf("unknown tenant observed as %+v", n)
+	}
+	// The ids of what each write produced, as the backend reported them;
+	// none for a refused or a no-op write.
+	var produced []string
+	for _, info := range ts.infos {
+		produced = append(produced, fmt.Sprintf("%s:%s", info.Operation, strings.Join(info.EventIDs, ",")))
+	}
+	if got := strings.Join(produced, " "); got != "create:ev-1 patch: list: patch:ev-2 patch: replace:ev-3 delete:ev-4" {
+		t.Errorf("event ids observed: %s", got)
 	}
 }

@@ -263,7 +263,7 @@ func removeIfEmpty(path string) error {
 
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.
 func (s *server) tenantURL(tenant string) string {
-	return publicOrigin(s.cfg) + "/scim/v2/" + tenant
+	return scim.TenantURL(publicOrigin(s.cfg), tenant)
 }
 
 // adminToken returns the admin API's token: relay.yaml's, else the one in
@@ -340,6 +340,7 @@ func (s *server) scimHandler() http.Handler {
 		Logger:            s.log.With("component", "scim"),
 		MaxBodyBytes:      int64(l.MaxBody),
 		MaxJSONDepth:      l.MaxJSONDepth,
+		MaxSortMatches:    l.MaxSortMatches,
 		Limiter:           httpmw.NewLimiter(httpmw.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
 		Observe:           s.observe,
 		BulkMaxOperations: l.BulkMaxOperations,
@@ -359,20 +360,19 @@ func (s *server) scimHandler() http.Handler {
 			token.ServeHTTP(w, r)
 			return
 		}
-		ctx, _ := relay.WithEventRecorder(r.Context())
-		h.ServeHTTP(w, r.WithContext(ctx))
+		h.ServeHTTP(w, r)
 	})
 }
 
 // observe receives every SCIM request after it was answered: metrics, the
 // provisioning log, and a log line for server errors.
-func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
+func (s *server) observe(_ context.Context, info *scim.RequestInfo) {
 	s.reqMetrics.Observe(info)
 	s.reqLog.Record(relay.LogEntry{
 		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
-		EventIDs: relay.EventsRecorded(ctx),
+		EventIDs: info.EventIDs,
 	})
 	if info.Status >= 500 {
 		s.log.Error("scim request failed", "request_id", info.RequestID, "tenant", info.Tenant, "op", info.Operation, "status", info.Status)

@@ -1,0 +1,16 @@
+package scim
+
+// What the external tests (package scim_test) share with the internal ones.
+// The external tests exist because they use scimtest, which imports scim.
+const (
+	MemberChunk   = memberChunk
+	BaseUserJSON  = baseUserJSON
+	BaseGroupJSON = baseGroupJSON
+	UserSchemas   = userSchemas
+)
+
+var (
+	Fixture       = fixture
+	PatchBody     = patchBody
+	MemberOpsJSON = memberOpsJSON
+)
