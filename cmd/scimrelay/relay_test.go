@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
 
 const (
@@ -157,24 +157,16 @@ func (r reply) str(key string) string {
 	return string(b)
 }
 
+// entraFixture is the Entra reference fixture, shared with scim's tests.
+const entraFixture = "../../scim/testdata/entra-requests.json"
+
 // entraBodies returns the documented request bodies by step id.
 func entraBodies(t testing.TB) map[string]string {
 	t.Helper()
-	data, err := os.ReadFile("../../scim/testdata/entra-requests.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []struct {
-		ID          string  `json:"id"`
-		RequestBody *string `json:"request_body"`
-	}
-	if err := json.Unmarshal(data, &steps); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for _, s := range steps {
+	for _, s := range scimtest.LoadEntraSteps(t, entraFixture) {
 		if s.RequestBody != nil {
-			out[s.ID] = *s.RequestBody
+			out[s.ID] = s.Body()
 		}
 	}
 	return out

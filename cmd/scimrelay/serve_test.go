@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,7 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
@@ -104,6 +107,73 @@ func TestEntraCycle(t *testing.T) {
 	p.scim("acme", acmeToken, "POST", "/Users", b["create-user-legacy-nulls"]).want(t, 409)
 	p.scim("acme", acmeToken, "GET", "/Users/"+uid, "").want(t, 404)
 	readStream(t, p.srv.js, 20) // nothing re-published, nothing lost
+}
+
+// TestEntraContract sends every request of the Entra fixture to the real
+// relay and checks each answer against the documented status and response
+// (scimtest.CheckEntraResponse), then that every write's events are named
+// in the provisioning log.
+func TestEntraContract(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	sent := 0
+	scimtest.ReplayEntra(t, scimtest.LoadEntraSteps(t, entraFixture), func(method, path, body string) scimtest.Answer {
+		sent++
+		r := p.scim("acme", acmeToken, method, path, body)
+		return scimtest.Answer{Status: r.status, Header: r.header, Body: r.raw}
+	})
+	// The log names, across its entries, exactly the events in the stream.
+	var entries []relay.LogEntry
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if entries, err = p.srv.reqLog.Query(context.Background(), relay.LogQuery{Tenant: "acme", Limit: 1000}); err != nil {
+			return err
+		}
+		if len(entries) != sent {
+			return fmt.Errorf("%d log entries, want %d", len(entries), sent)
+		}
+		return nil
+	})
+	logged := map[string]bool{}
+	for _, e := range entries {
+		if e.Status >= 300 && len(e.EventIDs) > 0 {
+			t.Errorf("%s %s answered %d, yet logged events %v", e.Method, e.Path, e.Status, e.EventIDs)
+		}
+		for _, id := range e.EventIDs {
+			if logged[id] {
+				t.Errorf("event %s logged twice", id)
+			}
+			logged[id] = true
+		}
+	}
+	stream := readStream(t, p.srv.js, len(logged))
+	for _, e := range stream {
+		if !logged[e.id] {
+			t.Errorf("event %s (%s) is in the stream but in no log entry", e.id, e.action)
+		}
+	}
+}
+
+// TestSortLimit: a list with sortBy matching more than
+// limits.max_sort_matches resources is refused with 400 tooMany; a filter
+// that narrows the matches, or leaving sortBy out, answers.
+func TestSortLimit(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.MaxSortMatches = 3
+	p := startRelay(t, cfg, roleAll)
+	for i := range 4 {
+		p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d","title":"t%d"}`, i, i%2)).want(t, 201)
+	}
+	r := p.scim("acme", acmeToken, "GET", "/Users?sortBy=userName", "").want(t, 400)
+	if r.str("scimType") != "tooMany" || !strings.Contains(r.str("detail"), "at most 3") {
+		t.Fatalf("sorting 4 matches with a limit of 3: %s", r.raw)
+	}
+	r = p.scim("acme", acmeToken, "GET", "/Users?sortBy=userName&sortOrder=descending&"+q(`title eq "t1"`), "").want(t, 200)
+	if r.str("totalResults") != "2" {
+		t.Fatalf("sorting 2 matches: %s", r.raw)
+	}
+	if r := p.scim("acme", acmeToken, "GET", "/Users", "").want(t, 200); r.str("totalResults") != "4" {
+		t.Fatalf("listing without sortBy: %s", r.raw)
+	}
 }
 
 var uuidPattern = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
