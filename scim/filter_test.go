@@ -165,6 +165,8 @@ func TestFilterEqualities(t *testing.T) {
 		{GroupResourceType, `displayName eq "Sales"`, []Equality{{"displayName", "Sales"}}},
 		{GroupResourceType, `members.value eq "u1"`, []Equality{{"members.value", "u1"}}},
 		{GroupResourceType, `members[value eq "u1"]`, []Equality{{"members.value", "u1"}}},
+		{GroupResourceType, `id eq "g1" and members eq "u1"`, []Equality{{"id", "g1"}, {"members.value", "u1"}}},
+		{UserResourceType, `emails eq "a@x"`, []Equality{{"emails.value", "a@x"}}},
 		// Nothing implied: these need a scan.
 		{UserResourceType, `userName eq "a" or userName eq "b"`, nil},
 		{UserResourceType, `not (userName eq "a")`, nil},
