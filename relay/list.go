@@ -45,6 +45,9 @@ func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType
 		if err != nil {
 			return err
 		}
+		if q.SortBy != nil && q.SortLimit > 0 && page.Total > q.SortLimit {
+			return tooManyToSort(rt, q.SortLimit) // count 0: nothing sorted, the answer is the same
+		}
 		for _, r := range page.Resources {
 			if _, err := withGroups(tb, r); err != nil {
 				return err
@@ -100,7 +103,7 @@ func listSorted(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, cou
 	var sorted []sortable
 	err := eachMatch(tb, rt, q.Filter, func(r *scim.Resource) error {
 		if q.SortLimit > 0 && len(sorted) >= q.SortLimit {
-			return scim.Errorf(scim.ErrTooMany, "more than %d %ss match; sortBy sorts at most %d: narrow the filter or leave sortBy out", q.SortLimit, rt.Name, q.SortLimit)
+			return tooManyToSort(rt, q.SortLimit)
 		}
 		k, has := sortKey(r, *q.SortBy, exact)
 		sorted = append(sorted, sortable{id: r.ID(), key: k, has: has})
@@ -136,6 +139,10 @@ func listSorted(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, cou
 		page.Resources = append(page.Resources, rec.res)
 	}
 	return page, nil
+}
+
+func tooManyToSort(rt *scim.ResourceType, limit int) error {
+	return scim.Errorf(scim.ErrTooMany, "more than %d %ss match; sortBy sorts at most %d: narrow the filter or leave sortBy out", limit, rt.Name, limit)
 }
 
 // eachMatch calls fn with every resource of rt matching f (nil: all), in id

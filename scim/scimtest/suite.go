@@ -698,6 +698,8 @@ func testSort(t *testing.T, b scim.Backend) {
 	}
 	_, err = sortList(false, 1, 1, 4)
 	wantErr(t, err, scim.ErrTooMany, "sorting more matches than the limit")
+	_, err = sortList(false, 1, 0, 4)
+	wantErr(t, err, scim.ErrTooMany, "counting, with sortBy, more matches than the limit")
 	f, err := scim.ParseFilter(scim.UserResourceType, `displayName pr`)
 	if err != nil {
 		t.Fatal(err)
