@@ -154,6 +154,9 @@ func CheckEntraResponse(t testing.TB, s EntraStep, got Answer) {
 		}
 		if s.Method == http.MethodPost && doc != nil {
 			for k, v := range doc {
+				if isEmptyList(v) && body[k] != nil {
+					t.Errorf("%s: %s is %v; an empty list is left out (RFC 7643 §2.5)", s.ID, k, body[k])
+				}
 				if k == "id" || k == "meta" || isEmptyList(v) {
 					continue
 				}
