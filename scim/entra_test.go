@@ -5,8 +5,6 @@ package scim_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,24 +21,8 @@ const entraFixture = "testdata/entra-requests.json"
 func TestEntraContract(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	scimtest.ReplayEntra(t, scimtest.LoadEntraSteps(t, entraFixture), func(method, path, body string) scimtest.Answer {
-		req, err := http.NewRequest(method, ts.srv.URL+"/scim/v2/acme"+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+tokenAcme)
-		if body != "" {
-			req.Header.Set("Content-Type", "application/scim+json")
-		}
-		res, err := ts.srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return scimtest.Answer{Status: res.StatusCode, Header: res.Header, Body: b}
+		r := ts.do(method, path, body)
+		return scimtest.Answer{Status: r.status, Header: r.header, Body: r.body}
 	})
 }
 

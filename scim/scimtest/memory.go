@@ -84,6 +84,16 @@ func (m *Memory) tenant(name string) (*memTenant, error) {
 	return t, nil
 }
 
+// target returns a tenant and one of its resources, or ErrNotFound.
+func (m *Memory) target(tenant string, rt *scim.ResourceType, id string) (*memTenant, *memRecord, error) {
+	t, err := m.tenant(tenant)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := t.record(rt, id)
+	return t, rec, err
+}
+
 // record returns a stored resource of type rt, or ErrNotFound.
 func (t *memTenant) record(rt *scim.ResourceType, id string) (*memRecord, error) {
 	rec, ok := t.records[id]
@@ -213,11 +223,7 @@ func memberObject(mb scim.Member) map[string]any {
 func (m *Memory) Get(_ context.Context, tenant string, rt *scim.ResourceType, id string) (*scim.Resource, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, err := m.tenant(tenant)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := t.record(rt, id)
+	t, rec, err := m.target(tenant, rt, id)
 	if err != nil {
 		return nil, err
 	}
@@ -392,11 +398,7 @@ func sortResources(list []*scim.Resource, p scim.AttrPath, descending bool) {
 func (m *Memory) Update(_ context.Context, tenant string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) (scim.WriteResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, err := m.tenant(tenant)
-	if err != nil {
-		return scim.WriteResult{}, err
-	}
-	rec, err := t.record(rt, id)
+	t, rec, err := m.target(tenant, rt, id)
 	if err != nil {
 		return scim.WriteResult{}, err
 	}
@@ -448,11 +450,7 @@ func (rec *memRecord) touch() {
 func (m *Memory) Delete(_ context.Context, tenant string, rt *scim.ResourceType, id, ifMatch string) (scim.WriteResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, err := m.tenant(tenant)
-	if err != nil {
-		return scim.WriteResult{}, err
-	}
-	rec, err := t.record(rt, id)
+	t, rec, err := m.target(tenant, rt, id)
 	if err != nil {
 		return scim.WriteResult{}, err
 	}
