@@ -697,6 +697,20 @@ func TestLargeGroup(t *testing.T) {
 	if page, _ := s.List(ctx, "acme", scim.GroupResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); page.Total != 1 || page.Resources[0].ID() != g.ID() {
 		t.Fatalf("group by member: %d", page.Total)
 	}
+	// Asking whether one user is in the group reads that membership alone:
+	// it allocates what it allocates on a group of 10.
+	smallIDs, _ := s.Members(ctx, "acme", small.ID(), "", 1)
+	allocs := func(gid, member string) float64 {
+		f, _ := scim.ParseFilter(scim.GroupResourceType, fmt.Sprintf(`id eq %q and members eq %q`, gid, member))
+		return testing.AllocsPerRun(5, func() {
+			if page, err := s.List(ctx, "acme", scim.GroupResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); err != nil || page.Total != 1 {
+				t.Fatalf("id and member: %d, %v", page.Total, err)
+			}
+		})
+	}
+	if onLarge, onSmall := allocs(g.ID(), ids[7]), allocs(small.ID(), smallIDs[0].Value); onLarge > 2*onSmall {
+		t.Errorf("id eq G and members eq U: %.0f allocations on 100,000 members, %.0f on 10", onLarge, onSmall)
+	}
 	if u, _ := s.Get(ctx, "acme", scim.UserResourceType, ids[500]); u.Attrs["groups"] != nil {
 		t.Fatalf("removed member still lists %v", u.Attrs["groups"])
 	}
