@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package scimtest holds what tests of scim and of its users share.
+// Package scimtest holds what tests of scim and of its users share: the
+// Backend conformance suite (RunBackendTests), an in-memory Backend that
+// passes it (Memory), the Entra reference fixture with its documented
+// contract (LoadEntraSteps, CheckEntraResponse, ReplayEntra), and golden
+// files (Golden).
 package scimtest
 
 import (
