@@ -295,3 +295,20 @@ func FuzzBulk(f *testing.F) {
 		}
 	})
 }
+
+// TestBulkReportsEvents: a bulk request reports, in RequestInfo, the events
+// of every operation that changed something, in the order they ran; a
+// failed operation adds none.
+func TestBulkReportsEvents(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	ts.bulk(t, bulkBody("", `{"method":"POST","path":"/Users","bulkId":"a","data":{`+userSchemas+`,"userName":"a"}},`+
+		`{"method":"POST","path":"/Users","bulkId":"dup","data":{`+userSchemas+`,"userName":"a"}},`+
+		`{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"g","members":[{"value":"bulkId:a"}]}},`+
+		`{"method":"DELETE","path":"/Groups/bulkId:g"}`))
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	info := ts.infos[len(ts.infos)-1]
+	if info.Operation != "bulk" || strings.Join(info.EventIDs, ",") != "ev-1,ev-2,ev-3" {
+		t.Fatalf("bulk observed as %s with events %v, want ev-1,ev-2,ev-3 (the failed create adds none)", info.Operation, info.EventIDs)
+	}
+}
