@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -48,20 +47,6 @@ func loadOktaSteps(t *testing.T) map[string]oktaStep {
 	return out
 }
 
-// encodeQuery URL-encodes the query of a documented path, written readable.
-func encodeQuery(path string) string {
-	p, q, ok := strings.Cut(path, "?")
-	if !ok {
-		return path
-	}
-	var parts []string
-	for _, kv := range strings.Split(q, "&") {
-		k, v, _ := strings.Cut(kv, "=")
-		parts = append(parts, k+"="+url.QueryEscape(v))
-	}
-	return p + "?" + strings.Join(parts, "&")
-}
-
 // TestOktaCycle replays Okta's documented provisioning sequence against the
 // running relay, authenticated the way Okta's "Basic Auth" option does it
 // (an OAuth client's id and secret): test connection, import with paging,
@@ -95,7 +80,7 @@ func TestOktaCycle(t *testing.T) {
 		if s.RequestBody != nil {
 			body = fill(*s.RequestBody)
 		}
-		r := p.scim("acme", "", s.Method, encodeQuery(fill(s.Path)), body,
+		r := p.scim("acme", "", s.Method, scimtest.EncodeQuery(fill(s.Path)), body,
 			"Authorization", basic, "User-Agent", "Okta SCIM Client 1.0.0", "Content-Type", "application/json; charset=utf-8", "X-Request-Id", "okta-"+id)
 		if r.status != s.ExpectedStatus {
 			t.Fatalf("%s: status %d, want %d: %s", id, r.status, s.ExpectedStatus, r.raw)

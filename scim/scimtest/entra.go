@@ -370,17 +370,27 @@ func idOf(t *testing.T, a Answer) string {
 // the legacy /scim prefix goes, the resource id becomes id when one is
 // given, and the query is encoded as a client would.
 func livePath(doc, id string) string {
-	p, query, _ := strings.Cut(strings.TrimPrefix(doc, "/scim"), "?")
+	p, query, hasQuery := strings.Cut(strings.TrimPrefix(doc, "/scim"), "?")
 	if parts := strings.Split(p, "/"); id != "" && len(parts) == 3 {
 		p = "/" + parts[1] + "/" + id
 	}
-	if query == "" {
-		return p
+	if hasQuery {
+		p += "?" + query
 	}
-	var enc []string
-	for _, kv := range strings.Split(query, "&") {
+	return EncodeQuery(p)
+}
+
+// EncodeQuery URL-encodes the query of a path that documentation writes
+// readable (filter=userName eq "ann"), as a client sends it.
+func EncodeQuery(path string) string {
+	p, q, ok := strings.Cut(path, "?")
+	if !ok {
+		return path
+	}
+	var parts []string
+	for _, kv := range strings.Split(q, "&") {
 		k, v, _ := strings.Cut(kv, "=")
-		enc = append(enc, k+"="+url.QueryEscape(v))
+		parts = append(parts, k+"="+url.QueryEscape(v))
 	}
-	return p + "?" + strings.Join(enc, "&")
+	return p + "?" + strings.Join(parts, "&")
 }
