@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package scim
 
 // What the external tests (package scim_test) share with the internal ones.
