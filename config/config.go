@@ -1,8 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package config is relay.yaml: its schema, its defaults (in Default, the one
-// place they live), ${ENV} expansion, strict decoding, and validation that
-// reports every problem at once, each naming its field.
+// Package config reads relay.yaml: its schema, the defaults of its
+// top-level settings (Default, the one place they live), ${ENV} expansion,
+// and a strict decoding that reports every problem of the file at once,
+// each naming its field ("limits.rate: want a number, got \"fast\"").
+//
+// It owns no rule of another package. Whether a value makes sense (a
+// tenant's name, a sink's URL, the NATS options) is checked by the package
+// that uses it, when the composition layer (cmd/scimrelay) builds the
+// components; `scimrelay check` and `serve` run that same build, so they
+// cannot disagree. List entries (tenants, sinks) keep the zero value where
+// a key is left out, and the component that reads them applies its default.
 package config
 
 import (
@@ -26,6 +34,8 @@ type Config struct {
 	ProvisioningLog ProvisioningLog `yaml:"provisioning_log"`
 	Tenants         []Tenant        `yaml:"tenants"`
 	Sinks           []Sink          `yaml:"sinks"`
+
+	lines map[string]int // field path → line in the file it was read from
 }
 
 // Log configures the process log.
@@ -135,7 +145,8 @@ type Tenant struct {
 	Name string `yaml:"name"`
 	// Tokens are static bearer tokens (GitOps); empty entries are ignored.
 	Tokens []string `yaml:"tokens"`
-	// Unique is what makes a user unique: userName or email (the work email).
+	// Unique is what makes a user unique: userName (the default) or email
+	// (the work email).
 	Unique string `yaml:"unique"`
 	// Required lists attributes every User must carry, e.g. [emails].
 	Required []string `yaml:"required"`
@@ -145,30 +156,24 @@ type Tenant struct {
 }
 
 // Sink is a delivery target.
+// Left-out keys stay zero; the sinks package applies its defaults.
 type Sink struct {
 	Name   string `yaml:"name"`
-	Type   string `yaml:"type"`
+	Type   string `yaml:"type"` // webhook (the default and only type)
 	URL    string `yaml:"url"`
 	Secret string `yaml:"secret"`
 	// Events selects event types: "*", "user.*", "group.member_added" …; empty = all.
 	Events []string `yaml:"events"`
 	// Tenants selects tenants; empty = all.
 	Tenants      []string          `yaml:"tenants"`
-	Format       string            `yaml:"format"` // binary or structured
+	Format       string            `yaml:"format"` // binary (the default) or structured
 	Timeout      Duration          `yaml:"timeout"`
 	Headers      map[string]string `yaml:"headers"`
 	AllowPrivate bool              `yaml:"allow_private"`
 	Concurrency  int               `yaml:"concurrency"`
-	// Retry overrides the default retry schedule (sinks.DefaultSchedule):
-	// the delay before each retry.
+	// Retry replaces the sink's retry schedule: the delay before each retry.
 	Retry []Duration `yaml:"retry"`
 }
-
-// Unique modes.
-const (
-	UniqueUserName = "userName"
-	UniqueEmail    = "email"
-)
 
 // Default returns the configuration every relay.yaml starts from.
 func Default() *Config {
@@ -202,39 +207,6 @@ func Default() *Config {
 	}
 }
 
-// Defaults applied to each tenant and sink that leaves a field unset.
-const (
-	defaultSinkFormat      = "binary"
-	defaultSinkTimeout     = 10 * time.Second
-	defaultSinkConcurrency = 16
-)
-
-// applyListDefaults fills in per-tenant and per-sink defaults, which a
-// decoder cannot pre-populate the way it does the top-level ones.
-func (c *Config) applyListDefaults() {
-	for i := range c.Tenants {
-		t := &c.Tenants[i]
-		if t.Unique == "" {
-			t.Unique = UniqueUserName
-		}
-	}
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		if s.Type == "" {
-			s.Type = "webhook"
-		}
-		if s.Format == "" {
-			s.Format = defaultSinkFormat
-		}
-		if s.Timeout == 0 {
-			s.Timeout = Duration(defaultSinkTimeout)
-		}
-		if s.Concurrency == 0 {
-			s.Concurrency = defaultSinkConcurrency
-		}
-	}
-}
-
 // DBPath is the bbolt file.
 func (c *Config) DBPath() string { return filepath.Join(c.DataDir, "scimrelay.db") }
 
@@ -251,44 +223,19 @@ func (c *Config) InitialTokenPath() string { return filepath.Join(c.DataDir, "in
 // Embedded reports whether the relay runs its own NATS server.
 func (c *Config) Embedded() bool { return strings.TrimSpace(c.NATS.URL) == "" }
 
-// StreamReplicas resolves nats.stream.replicas: 1 embedded, 3 on a cluster.
-func (c *Config) StreamReplicas() int {
-	switch {
-	case c.NATS.Stream.Replicas > 0:
-		return c.NATS.Stream.Replicas
-	case c.Embedded():
-		return 1
-	}
-	return 3
-}
-
-// Tenant returns the tenant called name.
-func (c *Config) Tenant(name string) (Tenant, bool) {
-	for _, t := range c.Tenants {
-		if t.Name == name {
-			return t, true
+// Line returns the line of the file on which field (a path such as
+// "sinks[0].url") or, when the file does not set it, its nearest parent was
+// set; 0 when neither was, or the configuration was not read from a file.
+func (c *Config) Line(field string) int {
+	for field != "" {
+		if n, ok := c.lines[field]; ok {
+			return n
 		}
-	}
-	return Tenant{}, false
-}
-
-// Sink returns the sink called name.
-func (c *Config) Sink(name string) (Sink, bool) {
-	for _, s := range c.Sinks {
-		if s.Name == name {
-			return s, true
+		i := strings.LastIndexAny(field, ".[")
+		if i < 0 {
+			break
 		}
+		field = field[:i]
 	}
-	return Sink{}, false
-}
-
-// StaticTokens returns the tenant's non-empty static tokens.
-func (t Tenant) StaticTokens() []string {
-	var out []string
-	for _, tok := range t.Tokens {
-		if tok = strings.TrimSpace(tok); tok != "" {
-			out = append(out, tok)
-		}
-	}
-	return out
+	return 0
 }

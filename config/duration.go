@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Duration is a time.Duration written as "10s", "5m", "2h" or with days:
@@ -49,19 +47,6 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("duration %q is out of range", s)
 	}
 	return days + d, nil
-}
-
-// UnmarshalYAML reads a duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 10s or 7d", n.Line)
-	}
-	v, err := ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*d = Duration(v)
-	return nil
 }
 
 // MarshalYAML writes the duration readably, in days when it is whole days.
@@ -108,19 +93,6 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is out of range", s)
 	}
 	return n * factor, nil
-}
-
-// UnmarshalYAML reads a size.
-func (z *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a size such as 4MiB", n.Line)
-	}
-	v, err := ParseSize(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*z = Size(v)
-	return nil
 }
 
 // MarshalYAML writes the size in the largest binary unit that divides it.

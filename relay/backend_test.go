@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -127,23 +128,34 @@ func TestOpenRefusesBadOptions(t *testing.T) {
 		tenants []TenantOptions
 		want    string
 	}{
-		{"bad name", []TenantOptions{{Name: "Acme Corp"}}, `name "Acme Corp" must match`},
-		{"empty name", []TenantOptions{{Name: ""}}, `name "" must match`},
-		{"twice", []TenantOptions{{Name: "acme"}, {Name: "acme"}}, "tenant acme is configured twice"},
-		{"unique", []TenantOptions{{Name: "acme", Unique: "externalId"}}, `unique must be userName or email, got "externalId"`},
-		{"required unknown", []TenantOptions{{Name: "acme", Required: []string{"shoeSize"}}}, `required attribute "shoeSize"`},
+		{"bad name", []TenantOptions{{Name: "Acme Corp"}}, `tenants[0].name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got "Acme Corp"`},
+		{"empty name", []TenantOptions{{Name: ""}}, `tenants[0].name: must match`},
+		{"twice", []TenantOptions{{Name: "acme"}, {Name: "acme"}}, `tenants[1].name: "acme" is also tenants[0]`},
+		{"unique", []TenantOptions{{Name: "acme", Unique: "externalId"}}, `tenants[0].unique: must be userName or email, got "externalId"`},
+		{"required unknown", []TenantOptions{{Name: "acme", Required: []string{"shoeSize"}}}, `tenants[0].required[0]: required attribute "shoeSize"`},
 		{"required extension", []TenantOptions{{Name: "acme", Required: []string{scim.EnterpriseUserSchema}}}, "names a whole extension"},
-		{"every problem", []TenantOptions{{Name: "A"}, {Name: "b", Unique: "x"}}, `unique must be`},
+		{"required read-only", []TenantOptions{{Name: "acme", Required: []string{"emails", "groups"}}}, `tenants[0].required[1]: required attribute "groups" is not one a client writes`},
+		{"required password", []TenantOptions{{Name: "acme", Required: []string{"password"}}}, `"password" is not one a client writes and the relay keeps`},
+		{"short token", []TenantOptions{{Name: "acme", StaticTokens: []string{"", "short"}}}, "tenants[0].tokens[1]: is 5 characters; a bearer token needs at least 20"},
+		{"every problem", []TenantOptions{{Name: "A"}, {Name: "b", Unique: "x"}}, "tenants[0].name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got \"A\"\ntenants[1].unique: must be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{Tenants: tt.tenants})
+			o := Options{Tenants: tt.tenants}
+			if err := o.Check(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Check: got %v, want it to contain %q", err, tt.want)
+			}
+			path := filepath.Join(t.TempDir(), "x.db")
+			s, err := Open(path, o)
 			if err == nil {
 				s.Close()
 				t.Fatal("Open accepted the options")
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %q, want it to contain %q", err, tt.want)
+			}
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("Open created the file before refusing the options: %v", err)
 			}
 		})
 	}

@@ -75,7 +75,7 @@ import (
 
 // TenantOptions configures one tenant.
 type TenantOptions struct {
-	// Name is the tenant's name: [a-z0-9][a-z0-9_-]*, a URL segment and a NATS token.
+	// Name is the tenant's name (events.ValidTenant): a URL segment and a NATS token.
 	Name string
 	// Unique is "userName" (the default) or "email" (the work email): what
 	// must be unique among the tenant's users.
@@ -83,7 +83,9 @@ type TenantOptions struct {
 	// Required lists User attributes every user must carry, as attribute
 	// paths: "emails", "name.givenName" or URN-qualified ones.
 	Required []string
-	// StaticTokens are bearer tokens from relay.yaml, accepted besides stored ones.
+	// StaticTokens are bearer tokens from relay.yaml, accepted besides
+	// stored ones; each needs at least 20 characters, and empty entries
+	// (an unset variable) are ignored.
 	StaticTokens []string
 }
 
@@ -102,8 +104,8 @@ type Options struct {
 	// location (the SCIM handler sets it from the URL the client used).
 	PublicURL string
 	// BatchDelay is how long a write waits for others to share its
-	// transaction and fsync (bbolt's MaxBatchDelay); BatchSize caps how
-	// many share one (0: bbolt's default of 1000).
+	// transaction and fsync (bbolt's MaxBatchDelay), at most 100 ms;
+	// BatchSize caps how many share one (0: bbolt's default of 1000).
 	BatchDelay time.Duration
 	BatchSize  int
 	// NoSync skips fsync; acknowledged writes can be lost. Benchmarks only.
@@ -203,10 +205,7 @@ func Open(path string, o Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if o.BatchDelay < 0 || o.BatchSize < 0 {
-		return nil, fmt.Errorf("opening %s: batch delay %s and size %d must not be negative", path, o.BatchDelay, o.BatchSize)
-	}
-	tenants, err := resolveTenants(o.Tenants)
+	tenants, err := o.resolve()
 	if err != nil {
 		return nil, err
 	}
@@ -303,46 +302,85 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) error {
 	return nil
 }
 
-// resolveTenants checks the tenants' options, reporting every problem at once.
-func resolveTenants(list []TenantOptions) (map[string]*tenant, error) {
-	out := make(map[string]*tenant, len(list))
+// maxBatchDelay bounds storage.batch_delay: a write waits at most this long
+// for others to share its fsync, which a SCIM client feels on every write.
+const maxBatchDelay = 100 * time.Millisecond
+
+// minTokenLength is the shortest static token accepted: a bearer token
+// shorter than this can be guessed.
+const minTokenLength = 20
+
+// Check reports every problem of the options at once, each naming its
+// relay.yaml key ("tenants[1].unique: ..."), without opening anything. Open
+// refuses exactly what Check refuses.
+func (o Options) Check() error {
+	_, err := o.resolve()
+	return err
+}
+
+// resolve checks the options and resolves the tenants.
+func (o Options) resolve() (map[string]*tenant, error) {
 	var errs []error
-	for i, o := range list {
-		if !events.ValidTenant(o.Name) {
-			errs = append(errs, fmt.Errorf("tenant %d: name %q must match [a-z0-9][a-z0-9_-]*", i+1, o.Name))
+	if o.BatchDelay < 0 || o.BatchDelay > maxBatchDelay {
+		errs = append(errs, fmt.Errorf("storage.batch_delay: must be between 0 and %s, got %s", maxBatchDelay, o.BatchDelay))
+	}
+	if o.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("storage.batch_size: must not be negative, got %d", o.BatchSize))
+	}
+	tenants := make(map[string]*tenant, len(o.Tenants))
+	index := map[string]int{}
+	for i, to := range o.Tenants {
+		field := fmt.Sprintf("tenants[%d]", i)
+		if !events.ValidTenant(to.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: must match %s, got %q", field, events.TenantNameRule, to.Name))
 			continue
 		}
-		if _, dup := out[o.Name]; dup {
-			errs = append(errs, fmt.Errorf("tenant %s is configured twice", o.Name))
+		if j, dup := index[to.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is also tenants[%d]", field, to.Name, j))
 			continue
 		}
-		t := &tenant{name: o.Name}
-		switch {
-		case o.Unique == "" || strings.EqualFold(o.Unique, UniqueUserName):
-		case strings.EqualFold(o.Unique, UniqueEmail):
-			t.uniqueEmail = true
-		default:
-			errs = append(errs, fmt.Errorf("tenant %s: unique must be %s or %s, got %q", o.Name, UniqueUserName, UniqueEmail, o.Unique))
-		}
-		for _, r := range o.Required {
-			req, err := parseRequirement(r)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("tenant %s: %w", o.Name, err))
-				continue
-			}
-			t.required = append(t.required, req)
-		}
-		for _, tok := range o.StaticTokens {
-			if tok != "" {
-				t.static = append(t.static, hashToken(tok))
-			}
-		}
-		out[o.Name] = t
+		index[to.Name] = i
+		t, terrs := resolveTenant(field, to)
+		errs = append(errs, terrs...)
+		tenants[to.Name] = t
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("configuring tenants: %w", errors.Join(errs...))
+		return nil, errors.Join(errs...)
 	}
-	return out, nil
+	return tenants, nil
+}
+
+// resolveTenant checks one tenant's options; field is its relay.yaml path.
+func resolveTenant(field string, o TenantOptions) (*tenant, []error) {
+	var errs []error
+	t := &tenant{name: o.Name}
+	switch {
+	case o.Unique == "" || strings.EqualFold(o.Unique, UniqueUserName):
+	case strings.EqualFold(o.Unique, UniqueEmail):
+		t.uniqueEmail = true
+	default:
+		errs = append(errs, fmt.Errorf("%s.unique: must be %s or %s, got %q", field, UniqueUserName, UniqueEmail, o.Unique))
+	}
+	for j, r := range o.Required {
+		req, err := parseRequirement(r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.required[%d]: %w", field, j, err))
+			continue
+		}
+		t.required = append(t.required, req)
+	}
+	for j, tok := range o.StaticTokens {
+		// An empty entry is an unset variable in a GitOps file: no token.
+		if tok = strings.TrimSpace(tok); tok == "" {
+			continue
+		}
+		if len(tok) < minTokenLength {
+			errs = append(errs, fmt.Errorf("%s.tokens[%d]: is %d characters; a bearer token needs at least %d", field, j, len(tok), minTokenLength))
+			continue
+		}
+		t.static = append(t.static, hashToken(tok))
+	}
+	return t, errs
 }
 
 // parseRequirement resolves a required attribute path against the User schema.
@@ -353,6 +391,12 @@ func parseRequirement(r string) (requirement, error) {
 	}
 	if p.Name == "" {
 		return requirement{}, fmt.Errorf("required attribute %q names a whole extension, not an attribute", r)
+	}
+	// Only what a client writes and the relay keeps can be required:
+	// requiring id, meta or groups (read-only) or password (never kept)
+	// would refuse every user.
+	if a := p.Leaf(); a != nil && (a.Mutability == scim.ReadOnly || a.Returned == scim.ReturnedNever) {
+		return requirement{}, fmt.Errorf("required attribute %q is not one a client writes and the relay keeps", r)
 	}
 	// The canonical path is a valid filter operand, so "pr" gives presence
 	// with the filter's rules (an empty string or list is absent).

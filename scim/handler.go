@@ -14,7 +14,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -79,6 +78,12 @@ type Options struct {
 	// Observe, when set, is called after every request with what happened
 	// (the provisioning log and metrics hang off it).
 	Observe func(ctx context.Context, info *RequestInfo)
+	// ValidTenant, when set, says which tenant names are possible at all
+	// (the relay sets the event contract's rule, events.ValidTenant): a
+	// path with any other is 404 before authentication, since the syntax
+	// is public and the answer reveals nothing. Which tenants exist is the
+	// Authenticator's to say.
+	ValidTenant func(name string) bool
 }
 
 // Limiter decides whether a tenant may make requests now.
@@ -315,9 +320,6 @@ func canonicalPath(u *url.URL) {
 	}
 }
 
-// tenantPattern is the tenant name syntax: safe as a NATS token and URL segment.
-var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
-
 // route adapts a handlerFunc: it resolves the tenant, authenticates, applies
 // the rate limit, and turns a returned error into a SCIM error response.
 func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler {
@@ -352,7 +354,7 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 
 // admit checks the tenant, the credentials and the rate limit.
 func (h *Handler) admit(r *http.Request, c *call) error {
-	if !tenantPattern.MatchString(c.tenant) {
+	if h.o.ValidTenant != nil && !h.o.ValidTenant(c.tenant) {
 		return Errorf(ErrNotFound, "no tenant %q", truncate(c.tenant, 64))
 	}
 	if err := h.authenticate(r, c.tenant); err != nil {

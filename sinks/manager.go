@@ -18,18 +18,20 @@ import (
 
 // Config is one sink: where its events go and which ones.
 type Config struct {
-	Name   string
+	Name   string // [a-z0-9][a-z0-9_-]*, at most 64 characters
+	Type   string // webhook, the default and only type
 	URL    string
 	Secret string // whsec_<base64>
 	// Events selects event types ("*", "user.*", "group.member_added" …); empty = all.
 	Events []string
 	// Tenants selects tenants; empty = all.
 	Tenants      []string
-	Format       string // binary (default) or structured
-	Timeout      time.Duration
+	Format       string        // binary (default) or structured
+	Timeout      time.Duration // per HTTP request, at most 5m; 0 is 10 s
 	Headers      map[string]string
 	AllowPrivate bool
-	// Concurrency is how many resources are delivered to at once.
+	// Concurrency is how many resources are delivered to at once, at most
+	// 1024; 0 is 16.
 	Concurrency int
 	// Retry is the retry schedule; nil is DefaultSchedule.
 	Retry Schedule
@@ -78,8 +80,8 @@ type sinkRuntime struct {
 // ErrUnknownSink means no sink has the name given.
 var ErrUnknownSink = errors.New("no such sink")
 
-// NewManager builds the sinks from their configuration. It checks what it
-// can without NATS: event patterns, and targets the SSRF guard refuses.
+// NewManager builds the sinks from their configuration, refusing what
+// Options.Check refuses. It needs no NATS: Setup does.
 func NewManager(o Options) (*Manager, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -90,27 +92,14 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Rand == nil {
 		o.Rand = defaultRand
 	}
-	m := &Manager{o: o, log: o.Logger, sinks: map[string]*sinkRuntime{}, metrics: newMetrics(o.Registerer)}
-	var errs []error
-	for i, c := range o.Sinks {
-		patterns, err := events.ParsePatterns(c.Events)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sinks[%d].events: %w", i, err))
-			continue
-		}
-		wh, err := NewWebhook(WebhookOptions{
-			Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: c.Timeout,
-			Headers: c.Headers, AllowPrivate: c.AllowPrivate, UserAgent: o.UserAgent,
-		}, o.Logger)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sinks[%d] (%s): %w", i, c.Name, err))
-			continue
-		}
-		m.sinks[c.Name] = &sinkRuntime{cfg: c, sink: wh, patterns: patterns}
-		m.order = append(m.order, c.Name)
+	built, err := o.build()
+	if err != nil {
+		return nil, err
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	m := &Manager{o: o, log: o.Logger, sinks: map[string]*sinkRuntime{}, metrics: newMetrics(o.Registerer)}
+	for _, s := range built {
+		m.sinks[s.cfg.Name] = s
+		m.order = append(m.order, s.cfg.Name)
 	}
 	return m, nil
 }

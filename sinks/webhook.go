@@ -32,7 +32,7 @@ type WebhookOptions struct {
 	// Format is "binary" (ce-* headers, data as body; the default) or
 	// "structured" (application/cloudevents+json).
 	Format  string
-	Timeout time.Duration // per HTTP request; default 10 s
+	Timeout time.Duration // per HTTP request, at most 5m; 0 is 10 s
 	Headers map[string]string
 	// AllowPrivate lets the sink reach loopback and private addresses.
 	AllowPrivate bool
@@ -67,7 +67,8 @@ const (
 // reservedHeaders are set on every delivery and cannot be configured.
 var reservedHeaders = []string{"content-type", "content-length", "host", "user-agent", "webhook-", "ce-"}
 
-// NewWebhook checks the options and returns the sink.
+// NewWebhook checks the options and returns the sink. Each problem names
+// the option as relay.yaml spells it ("url: ..."), all of them at once.
 func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -75,8 +76,12 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if o.Format == "" {
 		o.Format = "binary"
 	}
-	if o.Timeout <= 0 {
+	var errs []error
+	switch {
+	case o.Timeout == 0:
 		o.Timeout = 10 * time.Second
+	case o.Timeout < 0 || o.Timeout > maxTimeout:
+		errs = append(errs, fmt.Errorf("timeout: must be between 0 and %s, got %s", maxTimeout, o.Timeout))
 	}
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 2
@@ -87,7 +92,6 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if o.UserAgent == "" {
 		o.UserAgent = "scimrelay"
 	}
-	var errs []error
 	u, err := url.Parse(o.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", o.URL))
@@ -107,7 +111,7 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 		lh := strings.ToLower(h)
 		for _, r := range reservedHeaders {
 			if lh == r || strings.HasSuffix(r, "-") && strings.HasPrefix(lh, r) {
-				errs = append(errs, fmt.Errorf("headers: %s is set by scimrelay on every delivery", h))
+				errs = append(errs, fmt.Errorf("headers.%s: is set by scimrelay on every delivery and cannot be overridden", h))
 			}
 		}
 	}

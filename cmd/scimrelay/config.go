@@ -3,70 +3,322 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
-// loadConfig loads relay.yaml and checks what config cannot know on its
-// own: that each sink's event patterns name events of the catalog.
-func loadConfig(path string) (*config.Config, error) {
+// loadConfig reads relay.yaml and checks it for role the way serve builds
+// it: every problem of the file and of the components, at once. serve and
+// check both call it, and serve builds its components from the options
+// checkConfig checked, so that the two cannot disagree.
+func loadConfig(path, role string) (*config.Config, error) {
 	cfg, err := config.Load(path)
-	if err != nil {
+	var problems config.Problems
+	if err != nil && (cfg == nil || !errors.As(err, &problems)) {
 		return nil, err
 	}
-	var problems config.Problems
+	problems = append(problems, checkConfig(cfg, role)...)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s: %w", path, sortProblems(problems))
+	}
+	return cfg, nil
+}
+
+// Bounds of the settings the composition layer applies itself.
+const (
+	minJSONDepth, maxJSONDepth = 4, 1000
+	minMaxHeader               = 4 << 10
+	minBulkOps, maxBulkOps     = 1, 100_000
+	minBulkPayload             = 1 << 10
+	maxBulkPayload             = 256 << 20
+	minTokenLife, maxTokenLife = time.Minute, 24 * time.Hour
+)
+
+// checkConfig builds every component's options from cfg for role and asks
+// each component to check them, without opening a file or a socket; it
+// checks itself only what spans components or what it applies itself (the
+// listeners, the limits, the log). Each problem names its relay.yaml field.
+func checkConfig(cfg *config.Config, role string) config.Problems {
+	var ps config.Problems
+	add := func(field, format string, args ...any) {
+		ps = append(ps, config.Problem{Field: field, Message: fmt.Sprintf(format, args...), Line: cfg.Line(field)})
+	}
+	if role != roleSinks {
+		checkListen(add, "listen", cfg.Listen)
+	}
+	checkListen(add, "admin_listen", cfg.AdminListen)
+	if _, port, _ := net.SplitHostPort(cfg.Listen); role != roleSinks && port != "0" && cfg.Listen == cfg.AdminListen {
+		add("admin_listen", "must differ from listen (%s)", cfg.Listen)
+	}
+	if _, err := publicURL(cfg.PublicURL); err != nil {
+		add("public_url", "%v", err)
+	}
+	if strings.TrimSpace(cfg.DataDir) == "" {
+		add("data_dir", "must not be empty")
+	}
+	if _, err := newLogger(cfg.Log, io.Discard); err != nil {
+		ps = append(ps, problemsOf(cfg, err)...)
+	}
+	ps = append(ps, problemsOf(cfg, storeOptions(cfg, nil).Check())...)
+	ps = append(ps, problemsOf(cfg, natsOptions(cfg, role).Check())...)
+	ps = append(ps, problemsOf(cfg, streamOptions(cfg).Check())...)
+	if cfg.Embedded() {
+		if role == roleSinks {
+			add("nats.url", "--role sinks needs an external NATS: delivery workers share the SCIM front end's stream")
+		}
+		if cfg.NATS.Stream.Replicas > 1 {
+			add("nats.stream.replicas", "the embedded server keeps 1 replica; replicas > 1 need nats.url pointing at a cluster")
+		}
+	}
+	checkLimits(add, cfg)
+	checkOAuth(add, cfg.OAuth)
+	if cfg.ProvisioningLog.Retention <= 0 {
+		add("provisioning_log.retention", "must be positive, e.g. 30d")
+	}
+	if len(cfg.Tenants) == 0 {
+		add("tenants", "at least one tenant is needed; its SCIM base path is /scim/v2/<name>")
+	}
+	ps = append(ps, problemsOf(cfg, sinkOptions(cfg).Check())...)
+	tenants := map[string]bool{}
+	for _, t := range cfg.Tenants {
+		tenants[t.Name] = true
+	}
 	for i, s := range cfg.Sinks {
-		for j, e := range s.Events {
-			if _, err := events.ParsePattern(e); err != nil {
-				problems = append(problems, config.Problem{Field: fmt.Sprintf("sinks[%d].events[%d]", i, j), Message: err.Error()})
+		for j, t := range s.Tenants {
+			if events.ValidTenant(t) && !tenants[t] {
+				add(fmt.Sprintf("sinks[%d].tenants[%d]", i, j), "no tenant %q is configured", t)
 			}
 		}
 	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("%s: %w", path, problems)
+	return ps
+}
+
+// checkListen checks a listener address: host:port with a numeric port.
+func checkListen(add func(field, format string, args ...any), field, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		add(field, "must be host:port, e.g. 127.0.0.1:8080, got %q", addr)
 	}
-	return cfg, nil
+}
+
+// checkLimits checks the limits the SCIM listener applies.
+func checkLimits(add func(field, format string, args ...any), cfg *config.Config) {
+	l := cfg.Limits
+	if l.Rate < 0 {
+		add("limits.rate", "must not be negative (0 disables the limit)")
+	}
+	if l.Rate > 0 && l.Burst < 1 {
+		add("limits.burst", "must be at least 1 when limits.rate is set")
+	}
+	if l.MaxBody <= 0 {
+		add("limits.max_body", "must be positive, e.g. 4MiB")
+	}
+	if l.MaxJSONDepth < minJSONDepth || l.MaxJSONDepth > maxJSONDepth {
+		add("limits.max_json_depth", "must be between %d and %d, got %d", minJSONDepth, maxJSONDepth, l.MaxJSONDepth)
+	}
+	if l.MaxSortMatches <= 0 {
+		add("limits.max_sort_matches", "must be positive, e.g. 50000, got %d", l.MaxSortMatches)
+	}
+	if l.MaxHeader < minMaxHeader {
+		add("limits.max_header", "must be at least 4KiB")
+	}
+	if l.BulkMaxOperations < minBulkOps || l.BulkMaxOperations > maxBulkOps {
+		add("limits.bulk_max_operations", "must be between %d and %d, got %d", minBulkOps, maxBulkOps, l.BulkMaxOperations)
+	}
+	if l.BulkMaxPayload < minBulkPayload || l.BulkMaxPayload > maxBulkPayload {
+		add("limits.bulk_max_payload", "must be between 1KiB and 256MiB")
+	}
+	for _, t := range []struct {
+		field string
+		d     config.Duration
+	}{{"limits.read_header_timeout", l.ReadHeaderTimeout}, {"limits.read_timeout", l.ReadTimeout},
+		{"limits.write_timeout", l.WriteTimeout}, {"limits.idle_timeout", l.IdleTimeout}} {
+		if t.d <= 0 {
+			add(t.field, "must be positive")
+		}
+	}
+	for i, t := range cfg.Tenants {
+		if t.Rate < 0 {
+			add(fmt.Sprintf("tenants[%d].rate", i), "must not be negative")
+		}
+		if t.Burst < 0 {
+			add(fmt.Sprintf("tenants[%d].burst", i), "must not be negative")
+		}
+	}
+}
+
+// checkOAuth checks the token endpoint's settings.
+func checkOAuth(add func(field, format string, args ...any), o config.OAuth) {
+	if d := time.Duration(o.TokenLifetime); d < minTokenLife || d > maxTokenLife {
+		add("oauth.token_lifetime", "must be between 1m and 24h, got %s", o.TokenLifetime)
+	}
+	if o.Rate < 0 {
+		add("oauth.rate", "must not be negative (0 disables the limit)")
+	}
+	if o.Rate > 0 && o.Burst < 1 {
+		add("oauth.burst", "must be at least 1 when oauth.rate is set")
+	}
 }
 
 // publicOrigin is where identity providers reach the SCIM listener:
 // public_url, else the listen address over plain HTTP.
 func publicOrigin(cfg *config.Config) string {
-	if cfg.PublicURL != "" {
-		return strings.TrimRight(cfg.PublicURL, "/")
+	if public, _ := publicURL(cfg.PublicURL); public != "" {
+		return public
 	}
 	return "http://" + cfg.Listen
 }
 
-// sinkConfigs converts relay.yaml's sinks into what the sinks package takes.
-func sinkConfigs(list []config.Sink) []sinks.Config {
-	out := make([]sinks.Config, 0, len(list))
-	for _, c := range list {
+// publicURL checks public_url and returns it without a trailing slash.
+func publicURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return "", fmt.Errorf("must be an absolute http(s) URL such as https://relay.example.com, got %q", s)
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", errors.New("must not have a query or fragment")
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+// problemsOf turns a component's error into problems. Components name the
+// relay.yaml field a problem is about at the start of each error they join
+// ("sinks[0].url: ..."), which is where the line comes from.
+func problemsOf(cfg *config.Config, err error) config.Problems {
+	var ps config.Problems
+	for _, e := range flatten(err) {
+		msg := e.Error()
+		field, rest, ok := strings.Cut(msg, ": ")
+		if !ok || strings.ContainsAny(field, " \"'") {
+			ps = append(ps, config.Problem{Message: msg})
+			continue
+		}
+		ps = append(ps, config.Problem{Field: field, Message: rest, Line: cfg.Line(field)})
+	}
+	return ps
+}
+
+// flatten returns the errors an errors.Join tree holds.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
+}
+
+// sortProblems orders problems as their fields appear in the file; those
+// the file does not locate come last.
+func sortProblems(ps config.Problems) config.Problems {
+	slices.SortStableFunc(ps, func(a, b config.Problem) int {
+		if (a.Line == 0) != (b.Line == 0) {
+			return cmp.Compare(b.Line, a.Line) // the one with a line first
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
+	return ps
+}
+
+// storeOptions are the identity index's options.
+func storeOptions(cfg *config.Config, log *slog.Logger) relay.Options {
+	public, _ := publicURL(cfg.PublicURL)
+	o := relay.Options{
+		PublicURL:  public,
+		BatchDelay: time.Duration(cfg.Storage.BatchDelay),
+		BatchSize:  cfg.Storage.BatchSize,
+		NoSync:     cfg.Storage.NoSync,
+		Logger:     log,
+	}
+	for _, t := range cfg.Tenants {
+		o.Tenants = append(o.Tenants, relay.TenantOptions{Name: t.Name, Unique: t.Unique, Required: t.Required, StaticTokens: t.Tokens})
+	}
+	return o
+}
+
+// natsOptions say how a process of role reaches NATS.
+func natsOptions(cfg *config.Config, role string) natsbus.Options {
+	n := cfg.NATS
+	return natsbus.Options{
+		URL: n.URL, Listen: n.Listen, StoreDir: cfg.NATSDir(),
+		Credentials: n.Credentials, NkeySeedFile: n.Nkey, Token: n.Token, User: n.User, Password: n.Password,
+		TLS:            natsbus.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
+		ConnectTimeout: time.Duration(n.ConnectTimeout), Name: "scimrelay-" + role,
+	}
+}
+
+// streamOptions are the SCIMRELAY stream's options as configured; serve
+// resolves automatic replicas (0) once it knows the server it reached.
+func streamOptions(cfg *config.Config) events.StreamOptions {
+	return events.StreamOptions{
+		Replicas:   cfg.NATS.Stream.Replicas,
+		MaxAge:     time.Duration(cfg.NATS.Stream.MaxAge),
+		Duplicates: time.Duration(cfg.NATS.Stream.Duplicates),
+	}
+}
+
+// sinkOptions are the sinks' options without their connection to NATS.
+func sinkOptions(cfg *config.Config) sinks.Options {
+	o := sinks.Options{Retention: time.Duration(cfg.ProvisioningLog.Retention), UserAgent: "scimrelay/" + versionString()}
+	for _, c := range cfg.Sinks {
 		sc := sinks.Config{
-			Name: c.Name, URL: c.URL, Secret: c.Secret, Events: c.Events, Tenants: c.Tenants,
+			Name: c.Name, Type: c.Type, URL: c.URL, Secret: c.Secret, Events: c.Events, Tenants: c.Tenants,
 			Format: c.Format, Timeout: time.Duration(c.Timeout), Headers: c.Headers,
 			AllowPrivate: c.AllowPrivate, Concurrency: c.Concurrency,
 		}
 		for _, d := range c.Retry {
 			sc.Retry = append(sc.Retry, time.Duration(d))
 		}
-		out = append(out, sc)
+		o.Sinks = append(o.Sinks, sc)
 	}
-	return out
+	return o
 }
 
 // newLogger builds the process logger from relay.yaml's log section.
 func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var errs []error
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		return nil, errors.New("log.level: " + err.Error())
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "info":
+		level = slog.LevelInfo
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		errs = append(errs, fmt.Errorf("log.level: must be one of debug, info, warn, error, got %q", c.Level))
+	}
+	if c.Format != "text" && c.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: must be one of text, json, got %q", c.Format))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {

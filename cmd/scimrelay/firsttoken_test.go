@@ -23,7 +23,7 @@ var tokenPattern = regexp.MustCompile(`scimrelay_[A-Za-z0-9_-]{20,}`)
 // that fails (a port taken) creates no token, so none is lost unseen.
 func TestFirstStartToken(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	cfg.Tenants = []config.Tenant{{Name: "acme", Unique: config.UniqueUserName}}
+	cfg.Tenants = []config.Tenant{{Name: "acme"}}
 	var logBuf syncBuf
 	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 

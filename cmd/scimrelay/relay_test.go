@@ -40,8 +40,8 @@ func testConfig(t testing.TB, dataDir string) *config.Config {
 	cfg.Admin.Token = adminSecret
 	cfg.Limits.Rate = 0
 	cfg.Tenants = []config.Tenant{
-		{Name: "acme", Unique: config.UniqueUserName, Tokens: []string{acmeToken}},
-		{Name: "globex", Unique: config.UniqueUserName, Tokens: []string{globexToken}},
+		{Name: "acme", Tokens: []string{acmeToken}},
+		{Name: "globex", Tokens: []string{globexToken}},
 	}
 	return cfg
 }

@@ -52,7 +52,7 @@ Roles split the relay across machines that share an external NATS cluster:
   scimrelay serve --role sinks --config relay.yaml`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(configPathOf(cmd))
+			cfg, err := loadConfig(configPathOf(cmd), string(role))
 			if err != nil {
 				return err
 			}
@@ -79,25 +79,32 @@ Roles split the relay across machines that share an external NATS cluster:
 }
 
 func newCheckCommand() *cobra.Command {
+	role := roleFlag(roleAll)
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Validate relay.yaml without starting anything",
-		Long: `Validate relay.yaml: decode it strictly, expand ${ENV} references, and report
-every problem at once, each naming its field. Exit status 0 means valid.`,
+		Long: `Validate relay.yaml the way serve does, without opening a file or a socket:
+decode it strictly, expand ${ENV} references, build every component's options
+and let each component check them, and report every problem at once, each
+naming its field. Exit status 0 means serve accepts the file. What only
+starting can show (a port in use, an unreachable NATS, a data file held by
+another process) serve reports when it starts.`,
 		Example: `  scimrelay check
-  SCIMRELAY_ADMIN_TOKEN=... scimrelay check --config /etc/scimrelay/relay.yaml`,
+  SCIMRELAY_ADMIN_TOKEN=... scimrelay check --config /etc/scimrelay/relay.yaml
+  scimrelay check --role sinks --config relay.yaml`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(configPathOf(cmd))
+			cfg, err := loadConfig(configPathOf(cmd), string(role))
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s is valid: %d tenant(s), %d sink(s), NATS %s\n",
-				configPathOf(cmd), len(cfg.Tenants), len(cfg.Sinks), natsDescription(cfg.NATS.URL))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s is valid for role %s: %d tenant(s), %d sink(s), NATS %s\n",
+				configPathOf(cmd), role, len(cfg.Tenants), len(cfg.Sinks), natsDescription(cfg.NATS.URL))
 			return err
 		},
 	}
 	configFlagOn(cmd)
+	cmd.Flags().Var(&role, "role", "the role serve would run: all, scim or sinks")
 	return cmd
 }
 

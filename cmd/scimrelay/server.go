@@ -78,6 +78,9 @@ func withClock(now func() time.Time) serverOption { return func(s *server) { s.n
 // stream, the sink consumers (before any SCIM request can produce an event),
 // tokens, and the listeners. On error it closes what it opened.
 func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.Logger, out io.Writer, opts ...serverOption) (_ *server, err error) {
+	if problems := checkConfig(cfg, role); len(problems) > 0 {
+		return nil, sortProblems(problems)
+	}
 	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry()}
 	for _, o := range opts {
 		o(s)
@@ -89,7 +92,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		}
 	}()
 	if role != roleSinks {
-		so := storeOptions(cfg, log)
+		so := storeOptions(cfg, log.With("component", "store"))
 		so.Now = s.now
 		if s.store, err = relay.Open(cfg.DBPath(), so); err != nil {
 			return nil, err
@@ -100,23 +103,21 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	}
 	streamCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	replicas := cfg.StreamReplicas()
-	if cfg.NATS.Stream.Replicas == 0 && s.nc.ConnectedClusterName() == "" {
-		replicas = 1 // automatic: a single server cannot hold replicas
+	stream := streamOptions(cfg)
+	if stream.Replicas == 0 { // automatic: 3 on a cluster; a single server cannot hold replicas
+		stream.Replicas = 1
+		if s.nc.ConnectedClusterName() != "" {
+			stream.Replicas = 3
+		}
 	}
-	if _, err := events.EnsureStream(streamCtx, s.js, events.StreamOptions{
-		Replicas:   replicas,
-		MaxAge:     time.Duration(cfg.NATS.Stream.MaxAge),
-		Duplicates: time.Duration(cfg.NATS.Stream.Duplicates),
-	}, log); err != nil {
+	if _, err := events.EnsureStream(streamCtx, s.js, stream, log); err != nil {
 		return nil, err
 	}
 	// The sinks' consumers exist before any SCIM request can produce an
 	// event, in every role, so that no event is missed.
-	if s.sinks, err = sinks.NewManager(sinks.Options{
-		Sinks: sinkConfigs(cfg.Sinks), JS: s.js, Replicas: replicas, Retention: time.Duration(cfg.ProvisioningLog.Retention),
-		Logger: log.With("component", "sinks"), Registerer: s.registry, UserAgent: "scimrelay/" + versionString(),
-	}); err != nil {
+	so := sinkOptions(cfg)
+	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
+	if s.sinks, err = sinks.NewManager(so); err != nil {
 		return nil, err
 	}
 	if err := s.sinks.Setup(streamCtx); err != nil {
@@ -149,33 +150,10 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	return s, nil
 }
 
-func storeOptions(cfg *config.Config, log *slog.Logger) relay.Options {
-	o := relay.Options{
-		PublicURL:  cfg.PublicURL,
-		BatchDelay: time.Duration(cfg.Storage.BatchDelay),
-		BatchSize:  cfg.Storage.BatchSize,
-		NoSync:     cfg.Storage.NoSync,
-		Logger:     log.With("component", "store"),
-	}
-	for _, t := range cfg.Tenants {
-		o.Tenants = append(o.Tenants, relay.TenantOptions{Name: t.Name, Unique: t.Unique, Required: t.Required, StaticTokens: t.StaticTokens()})
-	}
-	return o
-}
-
 func (s *server) connectNATS(ctx context.Context) error {
-	n := s.cfg.NATS
-	o := natsbus.Options{
-		URL: n.URL, Listen: n.Listen, StoreDir: s.cfg.NATSDir(),
-		Credentials: n.Credentials, NkeySeedFile: n.Nkey, Token: n.Token, User: n.User, Password: n.Password,
-		TLS:            natsbus.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
-		ConnectTimeout: time.Duration(n.ConnectTimeout), Name: "scimrelay-" + s.role,
-	}
+	o := natsOptions(s.cfg, s.role)
 	var err error
 	if s.cfg.Embedded() {
-		if s.role == roleSinks {
-			return errors.New("--role sinks needs an external NATS (set nats.url): delivery workers share the SCIM front end's stream")
-		}
 		subscribers, err := s.store.Subscribers(ctx)
 		if err != nil {
 			return err
@@ -347,6 +325,7 @@ func (s *server) scimHandler() http.Handler {
 		BulkMaxPayload:    int64(l.BulkMaxPayload),
 		TokenPath:         oauth.PathPattern,
 		BasicAuth:         s.cfg.OAuth.BasicAuth,
+		ValidTenant:       events.ValidTenant,
 	})
 	token := oauth.NewHandler(oauth.Options{
 		Issuer:   s.store,

@@ -16,7 +16,9 @@ import (
 // Action is what happened to a resource, e.g. "user.created".
 type Action string
 
-// The catalog (DESIGN.md, Events).
+// The catalog: every kind of change the relay reports. Adding an action is
+// a change of the public contract; removing or renaming one breaks
+// subscribers.
 const (
 	UserCreated        Action = "user.created"
 	UserUpdated        Action = "user.updated"
@@ -88,10 +90,16 @@ func Subject(tenant string, a Action) string { return subjectPrefix + tenant + "
 // TenantSubjects returns the subject filter for every event of a tenant.
 func TenantSubjects(tenant string) string { return subjectPrefix + tenant + ".>" }
 
-// tenantPattern is the tenant name syntax: a safe NATS token and URL segment.
+// Tenant names are part of every subject and of the SCIM base path
+// /scim/v2/<tenant>, so this package, which owns the subjects, owns their
+// syntax: a safe NATS token and URL segment. The relay refuses to configure
+// a tenant with another name, and readers refuse events that carry one.
 var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
-// ValidTenant reports whether name is a valid tenant name.
+// TenantNameRule describes valid tenant names, for messages.
+const TenantNameRule = "[a-z0-9][a-z0-9_-]* (at most 64 characters)"
+
+// ValidTenant reports whether name is a valid tenant name (TenantNameRule).
 func ValidTenant(name string) bool { return tenantPattern.MatchString(name) }
 
 // Pattern selects actions: "*", "user.*" or "group.member_added"; the full

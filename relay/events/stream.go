@@ -87,3 +87,24 @@ func transient(err error) bool {
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
 		errors.Is(err, nats.ErrConnectionReconnecting)
 }
+
+// Check reports every problem of the options at once, each naming its
+// relay.yaml key ("nats.stream.replicas: ...").
+func (o StreamOptions) Check() error {
+	var errs []error
+	switch o.Replicas {
+	case 0, 1, 3, 5:
+	default:
+		errs = append(errs, fmt.Errorf("nats.stream.replicas: must be 0 (automatic), 1, 3 or 5, got %d", o.Replicas))
+	}
+	if o.MaxAge <= 0 {
+		errs = append(errs, errors.New("nats.stream.max_age: must be positive, e.g. 7d"))
+	}
+	switch {
+	case o.Duplicates <= 0:
+		errs = append(errs, errors.New("nats.stream.duplicates: must be positive, e.g. 10m"))
+	case o.MaxAge > 0 && o.Duplicates > o.MaxAge:
+		errs = append(errs, fmt.Errorf("nats.stream.duplicates: must not exceed nats.stream.max_age (%s)", o.MaxAge))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestCheckAgreesWithServe feeds the same invalid files to check and to
+// serve: both refuse each of them, with the same problems, each naming its
+// field, and serve refuses before it opens anything.
+func TestCheckAgreesWithServe(t *testing.T) {
+	const tenant = "tenants:\n  - name: acme\n"
+	sink := func(extra string) string {
+		return tenant + "sinks:\n  - name: crm\n    url: https://crm.example.com/h\n    secret: " + sinkSecret + "\n" + extra
+	}
+	tests := []struct {
+		name, yaml, role string
+		want             []string // in the order of the file
+	}{
+		// The file itself: keys, types, variables.
+		{"types and variables", "listen: [a]\nlimits:\n  rate: fast\n  burst: lots\npublic_url: ${SCIMRELAY_TEST_UNSET}\n" + tenant, roleAll, []string{
+			`listen: want a string, got a list (line 1)`,
+			`limits.rate: want a number, got "fast" (line 3)`,
+			`limits.burst: want a whole number, got "lots" (line 4)`,
+			`public_url: ${SCIMRELAY_TEST_UNSET} is not set`,
+		}},
+		{"required variable", "admin:\n  token: ${SCIMRELAY_TEST_UNSET:?the admin token must come from the vault}\n" + tenant, roleAll, []string{
+			`admin.token: ${SCIMRELAY_TEST_UNSET}: the admin token must come from the vault (line 2)`,
+		}},
+		{"unknown key", "listne: x\n" + tenant, roleAll, []string{"listne: unknown key (line 1)"}},
+		// A sink at a loopback address without allow_private: check used to
+		// call this valid while serve refused it.
+		{"private sink", tenant + "sinks:\n  - name: crm\n    url: http://127.0.0.1:9000/h\n    secret: " + sinkSecret + "\n", roleAll, []string{
+			"sinks[0].url: 127.0.0.1 is a loopback, private or link-local address; set allow_private: true to deliver there (line 5)",
+		}},
+		// The sinks' own rules, and what spans sinks and tenants.
+		{"sinks", sink("    events: [user.*, user.exploded]\n    tenants: [globex]\n    headers: {webhook-id: x}\n    format: xml\n  - name: crm\n    url: ftp://x\n    secret: abc\n"), roleAll, []string{
+			`sinks[0].events[1]: event pattern "user.exploded": no such event`,
+			`sinks[0].tenants[0]: no tenant "globex" is configured (line 8)`,
+			"sinks[0].headers.webhook-id: is set by scimrelay on every delivery and cannot be overridden (line 9)",
+			`sinks[0].format: must be binary or structured, got "xml" (line 10)`,
+			`sinks[1].name: "crm" is also sinks[0] (line 11)`,
+			`sinks[1].url: must be an absolute http(s) URL, got "ftp://x" (line 12)`,
+			"sinks[1].secret: must be whsec_ followed by base64 (the Standard Webhooks format) (line 13)",
+		}},
+		// The tenants' rules, which the identity index owns.
+		{"tenants", "storage:\n  batch_delay: 1s\ntenants:\n  - name: Acme Corp\n  - name: b\n    unique: phone\n    required: [shoeSize, groups]\n    tokens: [short]\n    rate: -1\n", roleAll, []string{
+			"storage.batch_delay: must be between 0 and 100ms, got 1s (line 2)",
+			`tenants[0].name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got "Acme Corp" (line 4)`,
+			`tenants[1].unique: must be userName or email, got "phone" (line 6)`,
+			`tenants[1].required[0]: required attribute "shoeSize"`,
+			`tenants[1].required[1]: required attribute "groups" is not one a client writes and the relay keeps (line 7)`,
+			"tenants[1].tokens[0]: is 5 characters; a bearer token needs at least 20 (line 8)",
+			"tenants[1].rate: must not be negative (line 9)",
+		}},
+		// NATS and the stream.
+		{"nats", "nats:\n  credentials: /x.creds\n  password: p\n  stream:\n    replicas: 3\n    max_age: 1m\n    duplicates: 1h\n" + tenant, roleAll, []string{
+			"nats.credentials: applies only to an external NATS (set nats.url); the embedded server gives the relay a credential of its own",
+			"nats.password: needs nats.user (line 3)",
+			"nats.stream.replicas: the embedded server keeps 1 replica; replicas > 1 need nats.url pointing at a cluster (line 5)",
+			"nats.stream.duplicates: must not exceed nats.stream.max_age (1m0s) (line 7)",
+		}},
+		{"nats url", "nats:\n  url: http://n1:4222\n  stream:\n    replicas: 2\n" + tenant, roleAll, []string{
+			`nats.url: scheme "http" is not one of nats, tls, ws, wss (line 2)`,
+			"nats.stream.replicas: must be 0 (automatic), 1, 3 or 5, got 2 (line 4)",
+		}},
+		{"sinks role on the embedded NATS", tenant, roleSinks, []string{
+			"nats.url: --role sinks needs an external NATS: delivery workers share the SCIM front end's stream",
+		}},
+		// What the composition layer applies itself.
+		{"listeners and limits", "listen: 8080\nadmin_listen: 127.0.0.1:8081\npublic_url: relay.example.com\nlog:\n  level: loud\nlimits:\n  max_json_depth: 1\n  read_timeout: 0\nprovisioning_log:\n  retention: 0\n", roleAll, []string{
+			`listen: must be host:port, e.g. 127.0.0.1:8080, got "8080" (line 1)`,
+			`public_url: must be an absolute http(s) URL such as https://relay.example.com, got "relay.example.com" (line 3)`,
+			`log.level: must be one of debug, info, warn, error, got "loud" (line 5)`,
+			"limits.max_json_depth: must be between 4 and 1000, got 1 (line 7)",
+			"limits.read_timeout: must be positive (line 8)",
+			"provisioning_log.retention: must be positive, e.g. 30d (line 10)",
+			"tenants: at least one tenant is needed; its SCIM base path is /scim/v2/<name>",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			data := filepath.Join(dir, "data")
+			path := filepath.Join(dir, "relay.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml+"data_dir: "+data+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			checkCode, _, checkErr := cli(t, "check", "--role", tt.role, "--config", path)
+			serveCode, _, serveErr := cli(t, "serve", "--role", tt.role, "--config", path)
+			if checkCode != exitError || serveCode != exitError {
+				t.Fatalf("check exited %d, serve %d; want both %d\ncheck: %s\nserve: %s", checkCode, serveCode, exitError, checkErr, serveErr)
+			}
+			if checkErr != serveErr {
+				t.Fatalf("check and serve disagree:\ncheck: %s\nserve: %s", checkErr, serveErr)
+			}
+			lines := strings.Split(strings.TrimSpace(checkErr), "\n  - ")[1:]
+			if !strings.Contains(checkErr, fmt.Sprintf("has %d problem", len(tt.want))) || len(lines) != len(tt.want) {
+				t.Fatalf("%d problems, want %d:\n%s", len(lines), len(tt.want), checkErr)
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(lines[i], w) {
+					t.Errorf("problem %d is\n  %s\nwant it to start with\n  %s", i, lines[i], w)
+				}
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("serve created %s before refusing the file: %v", data, err)
+			}
+		})
+	}
+}
+
+// TestCheckAcceptsWhatServeRuns checks the other direction: a file check
+// calls valid, with a tenant, a sink and every section set, is one serve
+// starts with.
+func TestCheckAcceptsWhatServeRuns(t *testing.T) {
+	dir := t.TempDir()
+	admin := freeAddr(t)
+	text := fmt.Sprintf(`listen: %s
+admin_listen: %s
+public_url: https://relay.example.com/
+data_dir: %s
+log: {level: warn, format: json}
+admin: {token: %q}
+nats: {listen: ""}
+limits: {rate: 50, burst: 10, max_body: 1MiB}
+tenants:
+  - name: acme
+    unique: email
+    required: [emails, name.givenName, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"]
+    tokens: ["${SCIMRELAY_TEST_UNSET:-}", %q]
+sinks:
+  - name: crm
+    url: http://127.0.0.1:1/h
+    allow_private: true
+    secret: %s
+    events: ["user.*", io.scimrelay.group.member_added]
+    tenants: [acme]
+    headers: {Authorization: Bearer x}
+    retry: [1s, 1m]
+`, freeAddr(t), admin, filepath.Join(dir, "data"), adminSecret, acmeToken, sinkSecret)
+	path := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(t, "check", "--config", path); code != exitOK || !strings.Contains(out, "is valid for role all: 1 tenant(s), 1 sink(s)") {
+		t.Fatalf("check: %d %s %s", code, out, stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() { done <- execute(ctx, []string{"serve", "--config", path}, &bytes.Buffer{}, &stderr) }()
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		default:
+		}
+		res, err := http.Get("http://" + admin + "/healthz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		return nil
+	})
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("serve exited %d: %s", code, stderr.String())
+	}
+}

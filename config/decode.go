@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package config
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxNodes bounds the nodes one decoding visits, so that aliases that
+// refer to aliases cannot make a small file expand into a huge one.
+const maxNodes = 100_000
+
+// decode expands and strictly decodes relay.yaml text over the defaults.
+// strictEnv says for which fields an unset variable is an error.
+func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(field string) bool) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Problems{{Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	cfg := Default()
+	if len(root.Content) == 0 {
+		return cfg, nil
+	}
+	doc := root.Content[0]
+	if doc.Kind != yaml.MappingNode {
+		return nil, Problems{{Message: "relay.yaml must be a mapping of keys to values", Line: doc.Line}}
+	}
+	d := decoder{lookupEnv: lookupEnv, strictEnv: strictEnv, lines: map[string]int{}}
+	d.value(doc, reflect.ValueOf(cfg).Elem(), "")
+	cfg.lines = d.lines
+	if len(d.problems) > 0 {
+		return cfg, d.problems
+	}
+	return cfg, nil
+}
+
+// decoder walks the YAML tree and the configuration types together, so
+// that every problem is reported with the path of its field, and one
+// problem does not hide the next (yaml.v3's own decoding stops reporting
+// at the first type error of a value, and names lines, not fields).
+type decoder struct {
+	lookupEnv func(string) (string, bool)
+	strictEnv func(field string) bool
+	problems  Problems
+	nodes     int
+	lines     map[string]int
+}
+
+func (d *decoder) add(n *yaml.Node, path, format string, args ...any) {
+	d.problems = append(d.problems, Problem{Field: path, Message: fmt.Sprintf(format, args...), Line: n.Line})
+}
+
+// value decodes n into v, which holds the default.
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if d.nodes++; d.nodes > maxNodes {
+		if d.nodes == maxNodes+1 {
+			d.add(n, path, "the file expands to more than %d values (aliases of aliases?)", maxNodes)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if _, ok := d.lines[path]; !ok && path != "" {
+		d.lines[path] = n.Line // a list item; entries records a key's own line
+	}
+	if n.Kind == yaml.ScalarNode {
+		var ok bool
+		if n, ok = d.expand(n, path); !ok {
+			return
+		}
+	}
+	switch p := v.Addr().Interface().(type) {
+	case *Duration:
+		if d.scalar(n, path, "a duration such as 10s or 7d") {
+			dur, err := ParseDuration(n.Value)
+			if err != nil {
+				d.add(n, path, "%v", err)
+				return
+			}
+			*p = Duration(dur)
+		}
+		return
+	case *Size:
+		if d.scalar(n, path, "a size such as 4MiB") {
+			size, err := ParseSize(n.Value)
+			if err != nil {
+				d.add(n, path, "%v", err)
+				return
+			}
+			*p = Size(size)
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.structure(n, v, path)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.add(n, path, "want a list, got %s", describe(n))
+			return
+		}
+		list := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.value(c, list.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(list)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.add(n, path, "want a mapping of names to values, got %s", describe(n))
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		d.entries(n, path, func(key string, val *yaml.Node, field string) {
+			elem := reflect.New(v.Type().Elem()).Elem()
+			d.value(val, elem, field)
+			m.SetMapIndex(reflect.ValueOf(key), elem)
+		})
+		v.Set(m)
+	case reflect.String:
+		if d.scalar(n, path, "a string") && n.ShortTag() != "!!null" {
+			v.SetString(n.Value)
+		}
+	case reflect.Bool:
+		var b bool
+		if d.scalar(n, path, "true or false") && d.decodeScalar(n, &b, path, "true or false") {
+			v.SetBool(b)
+		}
+	case reflect.Int, reflect.Int64:
+		var i int64
+		if d.scalar(n, path, "a whole number") && d.decodeScalar(n, &i, path, "a whole number") {
+			if v.OverflowInt(i) {
+				d.add(n, path, "%s is out of range", n.Value)
+				return
+			}
+			v.SetInt(i)
+		}
+	case reflect.Float64:
+		var f float64
+		if d.scalar(n, path, "a number") && d.decodeScalar(n, &f, path, "a number") {
+			if math.IsInf(f, 0) || math.IsNaN(f) {
+				d.add(n, path, "want a finite number, got %s", n.Value)
+				return
+			}
+			v.SetFloat(f)
+		}
+	default:
+		// A configuration type this decoder does not know is a bug here,
+		// not in the file.
+		panic(fmt.Sprintf("config: cannot decode into %s at %s", v.Type(), path))
+	}
+}
+
+// structure decodes a mapping into a struct by its fields' yaml tags.
+func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.add(n, path, "want a mapping of keys to values, got %s", describe(n))
+		return
+	}
+	fields := map[string]int{}
+	for i := 0; i < v.NumField(); i++ {
+		if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			fields[name] = i
+		}
+	}
+	d.entries(n, path, func(key string, val *yaml.Node, field string) {
+		i, ok := fields[key]
+		if !ok {
+			d.add(val, field, "unknown key%s", suggest(key, fields))
+			return
+		}
+		d.value(val, v.Field(i), field)
+	})
+}
+
+// entries calls f for each key of a mapping whose value is not null: a key
+// with nothing after it keeps its default. Keys must be strings and appear
+// once.
+func (d *decoder) entries(n *yaml.Node, path string, f func(key string, val *yaml.Node, field string)) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.add(k, path, "a key must be a name, got %s", describe(k))
+			continue
+		}
+		field := joinPath(path, k.Value)
+		if line, dup := seen[k.Value]; dup {
+			d.add(k, field, "is set twice (also on line %d)", line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		if val.Kind == yaml.AliasNode && val.Alias != nil {
+			val = val.Alias
+		}
+		if val.Kind == yaml.ScalarNode && val.ShortTag() == "!!null" {
+			continue
+		}
+		d.lines[field] = k.Line
+		f(k.Value, val, field)
+	}
+}
+
+// expand returns n with ${ENV} references in its value expanded. A plain
+// scalar's type is resolved again from the expanded text, so that
+// "rate: ${RATE}" is a number when RATE is one.
+func (d *decoder) expand(n *yaml.Node, path string) (*yaml.Node, bool) {
+	if !strings.Contains(n.Value, "$") {
+		return n, true
+	}
+	v, err := expandEnv(n.Value, d.lookupEnv, d.strictEnv(path))
+	if err != nil {
+		d.add(n, path, "%v", err)
+		return n, false
+	}
+	c := *n // the node may be an alias's target, decoded again elsewhere
+	c.Value = v
+	if c.Style == 0 {
+		c.Tag = ""
+	}
+	return &c, true
+}
+
+// scalar reports whether n is a single value, and a problem when it is not.
+func (d *decoder) scalar(n *yaml.Node, path, want string) bool {
+	if n.Kind == yaml.ScalarNode {
+		return true
+	}
+	d.add(n, path, "want %s, got %s", want, describe(n))
+	return false
+}
+
+// decodeScalar lets YAML resolve a scalar into out.
+func (d *decoder) decodeScalar(n *yaml.Node, out any, path, want string) bool {
+	if err := n.Decode(out); err != nil {
+		msg := fmt.Sprintf("want %s, got %q", want, n.Value)
+		if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 {
+			plain := yaml.Node{Kind: yaml.ScalarNode, Value: n.Value}
+			if plain.Decode(out) == nil {
+				msg += " in quotes, which make it a string; remove the quotes"
+			}
+		}
+		d.add(n, path, "%s", msg)
+		return false
+	}
+	return true
+}
+
+// describe names what a node holds, for "want X, got Y".
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return "nothing"
+		}
+		return strconv.Quote(n.Value)
+	}
+	return "nothing usable"
+}
+
+// suggest names a known key that differs from k only in case or separators.
+func suggest(k string, fields map[string]int) string {
+	norm := func(s string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s)) }
+	for f := range fields {
+		if norm(f) == norm(k) {
+			return fmt.Sprintf("; did you mean %q?", f)
+		}
+	}
+	return ""
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Check reports every problem of the options at once, each naming its
+// relay.yaml key ("nats.url: ..."), without connecting or opening a file:
+// the URLs' form, options that apply only to an external server or only
+// to the embedded one, and options that go together.
+func (o Options) Check() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("nats.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if strings.TrimSpace(o.URL) == "" {
+		if o.Listen != "" {
+			if _, port, err := net.SplitHostPort(o.Listen); err != nil || !validPort(port) {
+				add("listen", "must be host:port such as 127.0.0.1:4222, or \"\" for in-process only, got %q", o.Listen)
+			}
+		}
+		for _, f := range []struct{ field, val string }{{"credentials", o.Credentials}, {"nkey", o.NkeySeedFile},
+			{"token", o.Token}, {"user", o.User}} {
+			if f.val != "" {
+				add(f.field, "applies only to an external NATS (set nats.url); the embedded server gives the relay a credential of its own and subscribers theirs (scimrelay subscriber add)")
+			}
+		}
+		switch {
+		case o.TLS.CertFile != "" && o.Listen == "":
+			add("tls", "secures the embedded server's listener, but nats.listen is empty (in-process only)")
+		case o.TLS.CAFile != "" && o.TLS.CertFile == "":
+			add("tls.ca_file", "verifies subscribers' client certificates on the embedded listener, which needs cert_file and key_file")
+		}
+	} else {
+		for _, raw := range strings.Split(o.URL, ",") {
+			u, err := url.Parse(strings.TrimSpace(raw))
+			if err != nil || u.Host == "" {
+				add("url", "%q is not a URL such as nats://nats-1:4222", redactURL(strings.TrimSpace(raw)))
+				continue
+			}
+			switch u.Scheme {
+			case "nats", "tls", "ws", "wss":
+			default:
+				add("url", "scheme %q is not one of nats, tls, ws, wss", u.Scheme)
+			}
+		}
+	}
+	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
+		add("tls", "cert_file and key_file go together")
+	}
+	if o.Password != "" && o.User == "" {
+		add("password", "needs nats.user")
+	}
+	if o.ConnectTimeout < 0 {
+		add("connect_timeout", "must not be negative, got %s", o.ConnectTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n <= 65535
+}

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name string
+		o    Options
+		want string // "" when valid
+	}{
+		{"embedded", Options{Listen: "127.0.0.1:4222"}, ""},
+		{"embedded in-process", Options{}, ""},
+		{"external", Options{URL: "nats://a:4222, tls://b:4222", User: "u", Password: "p", TLS: TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}}, ""},
+		{"embedded with TLS", Options{Listen: "127.0.0.1:4222", TLS: TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}}, ""},
+		{"listen", Options{Listen: "4222"}, `nats.listen: must be host:port`},
+		{"embedded credentials", Options{Credentials: "x.creds"}, "nats.credentials: applies only to an external NATS"},
+		{"embedded nkey", Options{NkeySeedFile: "relay.nk"}, "nats.nkey: applies only to an external NATS"},
+		{"embedded TLS in-process", Options{TLS: TLS{CertFile: "c", KeyFile: "k"}}, "nats.tls: secures the embedded server's listener, but nats.listen is empty"},
+		{"embedded client CA alone", Options{Listen: "127.0.0.1:4222", TLS: TLS{CAFile: "ca"}}, "nats.tls.ca_file: verifies subscribers' client certificates"},
+		{"url", Options{URL: "nats://a:4222,b"}, `nats.url: "b" is not a URL`},
+		{"url credentials stay out of messages", Options{URL: "nats://u:secret@a:4222,x"}, `nats.url: "x"`},
+		{"scheme", Options{URL: "http://a:4222"}, `nats.url: scheme "http"`},
+		{"cert without key", Options{URL: "tls://a:4222", TLS: TLS{CertFile: "c"}}, "nats.tls: cert_file and key_file go together"},
+		{"password without user", Options{URL: "nats://a:4222", Password: "p"}, "nats.password: needs nats.user"},
+		{"timeout", Options{ConnectTimeout: -time.Second}, "nats.connect_timeout: must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.o.Check()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("got %v, want %q", err, tt.want)
+			case err != nil && strings.Contains(err.Error(), "secret"):
+				t.Fatalf("the message shows a password: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// Defaults and bounds of a sink Config; a zero field takes the default.
+const (
+	defaultConcurrency = 16
+	maxConcurrency     = 1024
+	// maxTimeout bounds a webhook's per-request timeout: a receiver that
+	// needs longer holds a worker slot for that long on every delivery.
+	maxTimeout = 5 * time.Minute
+)
+
+// namePattern is the syntax of sink names. A name becomes part of the
+// sink's durable consumer (scimrelay-sink-<name>), its ordering bucket and
+// its dead-letter subject (scimrelay-dlq.<name>), so it must be a safe NATS
+// token and JetStream name.
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// Check reports every problem of the sinks' configuration at once, each
+// naming its relay.yaml key ("sinks[0].url: ..."), without NATS and without
+// a network connection. NewManager refuses exactly what Check refuses.
+func (o Options) Check() error {
+	_, err := o.build()
+	return err
+}
+
+// build checks each sink, applies its defaults and builds its transport.
+func (o Options) build() ([]*sinkRuntime, error) {
+	var errs []error
+	var out []*sinkRuntime
+	seen := map[string]int{}
+	for i, c := range o.Sinks {
+		field := fmt.Sprintf("sinks[%d]", i)
+		s, err := o.buildOne(field, c)
+		switch j, dup := seen[c.Name]; {
+		case !namePattern.MatchString(c.Name):
+			errs = append(errs, fmt.Errorf("%s.name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got %q", field, c.Name))
+		case dup:
+			errs = append(errs, fmt.Errorf("%s.name: %q is also sinks[%d]", field, c.Name, j))
+		default:
+			seen[c.Name] = i
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// buildOne checks one sink; field is its relay.yaml path.
+func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", field, key, fmt.Sprintf(format, args...)))
+	}
+	if c.Type != "" && c.Type != "webhook" {
+		add("type", "must be webhook, got %q", c.Type)
+	}
+	var patterns events.Patterns
+	for j, e := range c.Events {
+		p, err := events.ParsePattern(e)
+		if err != nil {
+			add(fmt.Sprintf("events[%d]", j), "%v", err)
+			continue
+		}
+		patterns = append(patterns, p)
+	}
+	for j, t := range c.Tenants {
+		if !events.ValidTenant(t) {
+			add(fmt.Sprintf("tenants[%d]", j), "must be a tenant name, %s, got %q", events.TenantNameRule, t)
+		}
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = defaultConcurrency
+	}
+	if c.Concurrency < 1 || c.Concurrency > maxConcurrency {
+		add("concurrency", "must be between 1 and %d, got %d", maxConcurrency, c.Concurrency)
+	}
+	for j, d := range c.Retry {
+		if d <= 0 {
+			add(fmt.Sprintf("retry[%d]", j), "must be positive, got %s", d)
+		}
+	}
+	if len(c.Retry) == 0 {
+		c.Retry = DefaultSchedule
+	}
+	wh, err := NewWebhook(WebhookOptions{
+		Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: c.Timeout,
+		Headers: c.Headers, AllowPrivate: c.AllowPrivate, UserAgent: o.UserAgent,
+	}, o.Logger)
+	for _, e := range leaves(err) {
+		errs = append(errs, fmt.Errorf("%s.%w", field, e))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &sinkRuntime{cfg: c, sink: wh, patterns: patterns}, nil
+}
+
+// leaves returns the errors an errors.Join holds, or err alone.
+func leaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

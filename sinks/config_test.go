@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheck(t *testing.T) {
+	good := func(edit func(*Config)) Config {
+		c := Config{Name: "crm", URL: "https://crm.example.com/h", Secret: testSecret}
+		if edit != nil {
+			edit(&c)
+		}
+		return c
+	}
+	tests := []struct {
+		name  string
+		sinks []Config
+		want  []string // every line of the error, in order
+	}{
+		{"name", []Config{good(func(c *Config) { c.Name = "CRM" })}, []string{`sinks[0].name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got "CRM"`}},
+		{"duplicate", []Config{good(nil), good(nil)}, []string{`sinks[1].name: "crm" is also sinks[0]`}},
+		{"type", []Config{good(func(c *Config) { c.Type = "kafka" })}, []string{`sinks[0].type: must be webhook, got "kafka"`}},
+		{"event outside the catalog", []Config{good(func(c *Config) { c.Events = []string{"user.*", "user.exploded"} })}, []string{`sinks[0].events[1]: event pattern "user.exploded": no such event`}},
+		{"event shape", []Config{good(func(c *Config) { c.Events = []string{"users"} })}, []string{`sinks[0].events[0]: event pattern "users": want`}},
+		{"tenant", []Config{good(func(c *Config) { c.Tenants = []string{"Acme"} })}, []string{`sinks[0].tenants[0]: must be a tenant name`}},
+		{"concurrency", []Config{good(func(c *Config) { c.Concurrency = 5000 })}, []string{"sinks[0].concurrency: must be between 1 and 1024, got 5000"}},
+		{"retry", []Config{good(func(c *Config) { c.Retry = Schedule{time.Second, 0} })}, []string{"sinks[0].retry[1]: must be positive"}},
+		{"url", []Config{good(func(c *Config) { c.URL = "ftp://x" })}, []string{`sinks[0].url: must be an absolute http(s) URL, got "ftp://x"`}},
+		{"loopback", []Config{good(func(c *Config) { c.URL = "http://127.0.0.1:9000/h" })}, []string{"sinks[0].url: 127.0.0.1 is a loopback, private or link-local address; set allow_private: true"}},
+		{"secret missing", []Config{good(func(c *Config) { c.Secret = "" })}, []string{"sinks[0].secret: must be whsec_"}},
+		{"format", []Config{good(func(c *Config) { c.Format = "xml" })}, []string{`sinks[0].format: must be binary or structured, got "xml"`}},
+		{"timeout", []Config{good(func(c *Config) { c.Timeout = time.Hour })}, []string{"sinks[0].timeout: must be between 0 and 5m0s, got 1h0m0s"}},
+		{"header", []Config{good(func(c *Config) { c.Headers = map[string]string{"ce-id": "x"} })}, []string{"sinks[0].headers.ce-id: is set by scimrelay on every delivery and cannot be overridden"}},
+		{"every problem at once", []Config{good(func(c *Config) { c.Name = "" }), good(func(c *Config) { c.Format = "xml"; c.Secret = "x" })},
+			[]string{`sinks[0].name: must match`, `sinks[1].format: must be binary`, `sinks[1].secret: must be whsec_`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := Options{Sinks: tt.sinks}
+			err := o.Check()
+			if err == nil {
+				t.Fatal("Check accepted the configuration")
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("%d problems, want %d:\n%v", len(lines), len(tt.want), err)
+			}
+			for _, w := range tt.want {
+				found := false
+				for _, l := range lines {
+					found = found || strings.HasPrefix(l, w)
+				}
+				if !found {
+					t.Errorf("no problem starting %q in:\n%v", w, err)
+				}
+			}
+			if _, merr := NewManager(o); merr == nil || merr.Error() != err.Error() {
+				t.Errorf("NewManager and Check disagree:\n%v\n%v", merr, err)
+			}
+		})
+	}
+}
+
+// TestDefaults checks what a sink that sets only its name, URL and secret gets.
+func TestDefaults(t *testing.T) {
+	m, err := NewManager(Options{Sinks: []Config{{Name: "crm", URL: "https://crm.example.com/h", Secret: testSecret}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.sinks["crm"]
+	wh := s.sink.(*Webhook)
+	if s.cfg.Concurrency != 16 || len(s.cfg.Retry) != len(DefaultSchedule) || wh.o.Format != "binary" || wh.o.Timeout != 10*time.Second || len(s.patterns) != 0 {
+		t.Errorf("defaults: %+v %+v", s.cfg, wh.o)
+	}
+	if err := (Options{}).Check(); err != nil {
+		t.Errorf("no sinks: %v", err)
+	}
+}
