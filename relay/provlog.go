@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -253,10 +254,13 @@ func statusMatches(want string, got int) bool {
 
 func encodeLogKey(k []byte) string { return fmt.Sprintf("%x", k) }
 
+// ErrInvalidLogKey means LogQuery.After is not a key Query returned.
+var ErrInvalidLogKey = errors.New("not a log entry key")
+
 func decodeLogKey(s string) ([]byte, error) {
 	var k []byte
 	if _, err := fmt.Sscanf(s, "%x", &k); err != nil || len(k) != 16 {
-		return nil, fmt.Errorf("after: %q is not a log entry key", s)
+		return nil, fmt.Errorf("after: %q: %w", s, ErrInvalidLogKey)
 	}
 	return k, nil
 }

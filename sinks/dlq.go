@@ -4,7 +4,6 @@ package sinks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -43,8 +42,7 @@ type DeadLetter struct {
 	Attempts  int       `json:"attempts"`
 	Time      time.Time `json:"time"` // when it was dead-lettered
 	EventTime time.Time `json:"event_time"`
-	seq       uint64
-	event     *event.Event
+	seq       uint64    // in the dead-letter stream
 }
 
 type deadLetters struct {
@@ -106,55 +104,33 @@ func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, 
 	return err
 }
 
-// list returns a sink's dead letters, oldest first.
-func (d *deadLetters) list(ctx context.Context, sink string) ([]DeadLetter, error) {
-	info, err := d.stream.Info(ctx, jetstream.WithSubjectFilter(dlqSubjectRoot+sink))
-	if err != nil {
-		return nil, err
-	}
-	pending := info.State.Subjects[dlqSubjectRoot+sink]
-	out := []DeadLetter{}
-	if pending == 0 {
-		return out, nil
-	}
-	cons, err := d.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{dlqSubjectRoot + sink}})
-	if err != nil {
-		return nil, err
-	}
-	for uint64(len(out)) < pending {
-		batch, err := cons.Fetch(int(min(pending-uint64(len(out)), 256)), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			out = append(out, toDeadLetter(m))
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, err
-		}
-		if n == 0 {
-			break // some expired meanwhile
-		}
-	}
-	return out, nil
-}
-
-func toDeadLetter(m jetstream.Msg) DeadLetter {
+// toDeadLetter reads a dead letter and, when it holds a valid event, the event.
+func toDeadLetter(m jetstream.Msg, seq uint64) (DeadLetter, *event.Event) {
 	h := m.Headers()
-	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError)}
+	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), seq: seq}
 	dl.Status, _ = strconv.Atoi(h.Get(hdrDLQStatus))
 	dl.Attempts, _ = strconv.Atoi(h.Get(hdrDLQAttempts))
 	dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(hdrDLQTime))
-	if meta, err := m.Metadata(); err == nil {
-		dl.seq = meta.Sequence.Stream
+	e, err := events.FromMsg(h.Get(hdrDLQSubject), h, m.Data())
+	if err != nil {
+		return dl, nil
 	}
-	if e, err := events.FromMsg(h.Get(hdrDLQSubject), h, m.Data()); err == nil {
-		dl.ID, dl.Type, dl.Tenant, dl.EventTime, dl.Subject = e.ID(), e.Type(), events.Tenant(e), e.Time(), e.Subject()
-		dl.event = &e
+	dl.ID, dl.Type, dl.Tenant, dl.EventTime, dl.Subject = e.ID(), e.Type(), events.Tenant(e), e.Time(), e.Subject()
+	return dl, &e
+}
+
+// each calls f for each of a sink's dead letters after the one at sequence
+// after (0: from the first), oldest first, up to the last one there was
+// when it started; total is told how many that is at most.
+func (d *deadLetters) each(ctx context.Context, sink string, after uint64, batch int, total func(uint64), f func(DeadLetter, *event.Event) error) error {
+	cfg := jetstream.ConsumerConfig{FilterSubject: dlqSubjectRoot + sink, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 	}
-	return dl
+	return readRange(ctx, d.stream, cfg, batch, total, func(m jetstream.Msg, seq uint64) error {
+		dl, e := toDeadLetter(m, seq)
+		return f(dl, e)
+	})
 }
 
 // remove deletes a dead letter once it has been delivered.

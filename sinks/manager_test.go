@@ -235,11 +235,11 @@ func TestGoneIsDeadLetteredThenRedriven(t *testing.T) {
 	p.publish("acme", events.UserUpdated, "u1")
 	var dls []DeadLetter
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		var err error
-		if dls, err = m.DeadLetters(ctx, "crm"); err != nil {
+		page, err := m.DeadLetters(ctx, "crm", "", 0)
+		if err != nil {
 			return err
 		}
-		if len(dls) != 1 || len(rc.requests()) != 2 {
+		if dls = page.DeadLetters; len(dls) != 1 || len(rc.requests()) != 2 {
 			return fmt.Errorf("%d dead letters, %d requests", len(dls), len(rc.requests()))
 		}
 		return nil
@@ -247,23 +247,23 @@ func TestGoneIsDeadLetteredThenRedriven(t *testing.T) {
 	if dl := dls[0]; dl.ID != created || dl.Status != 410 || dl.Attempts != 1 || dl.Type != "io.scimrelay.user.created" || dl.Tenant != "acme" || dl.Subject != "Users/u1" {
 		t.Fatalf("dead letter: %+v", dl)
 	}
-	if _, err := m.Redrive(ctx, "crm", "nope", false); err == nil {
+	if _, err := m.Redrive(ctx, "crm", "nope", nil); err == nil {
 		t.Fatal("redrive of an unknown id succeeded")
 	}
 	gone.Store(false)
-	res, err := m.Redrive(ctx, "crm", created, false)
-	if err != nil || res.Delivered != 1 || len(res.Failed) != 0 {
+	res, err := m.Redrive(ctx, "crm", created, nil)
+	if err != nil || res.Delivered != 1 || res.Failed != 0 {
 		t.Fatalf("redrive: %+v %v", res, err)
 	}
-	if dls, _ := m.DeadLetters(ctx, "crm"); len(dls) != 0 {
-		t.Fatalf("still dead-lettered after redrive: %+v", dls)
+	if page, _ := m.DeadLetters(ctx, "crm", "", 0); len(page.DeadLetters) != 0 {
+		t.Fatalf("still dead-lettered after redrive: %+v", page)
 	}
 	last := rc.requests()[len(rc.requests())-1]
 	verify(t, last)
 	if last.header.Get("Webhook-Id") != created {
 		t.Fatal("redrive sent a different event")
 	}
-	if _, err := m.DeadLetters(ctx, "nope"); err == nil {
+	if _, err := m.DeadLetters(ctx, "nope", "", 0); err == nil {
 		t.Fatal("dead letters of an unknown sink")
 	}
 }
@@ -370,7 +370,7 @@ func TestFiltersAndReplay(t *testing.T) {
 		fmt.Sprint(bySubject["Groups/g1"]) != "[io.scimrelay.group.member_added]" || len(bySubject) != 2 {
 		t.Fatalf("delivered %v", bySubject)
 	}
-	res, err := m.Replay(ctx, "crm", time.Now().Add(-time.Hour))
+	res, err := m.Replay(ctx, "crm", time.Now().Add(-time.Hour), nil)
 	if err != nil || res.Matched != 3 || res.Delivered != 3 {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
@@ -389,12 +389,12 @@ func TestExhaustedScheduleDeadLetters(t *testing.T) {
 	}))
 	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		dls, err := m.DeadLetters(ctx, "crm")
+		page, err := m.DeadLetters(ctx, "crm", "", 0)
 		if err != nil {
 			return err
 		}
-		if len(dls) != 1 || dls[0].Attempts != 3 || dls[0].Status != 503 {
-			return fmt.Errorf("dead letters %+v", dls)
+		if dls := page.DeadLetters; len(dls) != 1 || dls[0].Attempts != 3 || dls[0].Status != 503 {
+			return fmt.Errorf("dead letters %+v", page)
 		}
 		return nil
 	})

@@ -210,7 +210,15 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 		if code != exitOK {
 			return fmt.Errorf("dlq list: %d %s", code, stderr)
 		}
-		if err := json.Unmarshal([]byte(out), &dls); err != nil || len(dls) != 1 {
+		dls = nil
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var dl sinks.DeadLetter
+			if err := json.Unmarshal([]byte(line), &dl); err != nil {
+				return fmt.Errorf("dead letters: %v: %s", err, out)
+			}
+			dls = append(dls, dl)
+		}
+		if len(dls) != 1 {
 			return fmt.Errorf("dead letters: %s", out)
 		}
 		return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -26,43 +27,82 @@ func newDLQCommand() *cobra.Command {
 the schedule. Redrive delivers them again once the receiver is fixed.`,
 		Args: positional(cobra.NoArgs),
 	}
-	var sink string
+	var sink, after string
 	var asJSON bool
+	var limit int
 	list := &cobra.Command{
-		Use:     "list --sink NAME",
-		Short:   "List a sink's dead letters, oldest first",
-		Example: "  scimrelay dlq list --sink crm\n  scimrelay dlq list --sink crm --json | jq -r '.[].id'",
-		Args:    positional(cobra.NoArgs),
+		Use:   "list --sink NAME",
+		Short: "List a sink's dead letters, oldest first",
+		Long: `List a sink's dead letters, oldest first, a page at a time: the relay never
+reads more than a page of them at once, however long the queue. With --limit
+the list stops after that many and says how to go on (--after).`,
+		Example: `  scimrelay dlq list --sink crm
+  scimrelay dlq list --sink crm --limit 20
+  scimrelay dlq list --sink crm --json | jq -r .id`,
+		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 0 {
+				return usageError{errors.New("--limit must not be negative")}
+			}
 			c, err := newAdminClient(configPathOf(cmd))
 			if err != nil {
 				return err
 			}
-			var dls []sinks.DeadLetter
-			if err := c.do(cmd.Context(), "GET", "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq", nil, &dls); err != nil {
-				return err
+			out := cmd.OutOrStdout()
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			if !asJSON {
+				fmt.Fprintln(tw, "EVENT ID\tTYPE\tSUBJECT\tTENANT\tSTATUS\tATTEMPTS\tDEAD SINCE\tERROR")
 			}
-			if asJSON {
-				return writeJSONTo(cmd.OutOrStdout(), dls)
+			for shown := 0; ; {
+				q := url.Values{"after": {after}}
+				if limit > 0 {
+					q.Set("limit", strconv.Itoa(min(limit-shown, sinks.MaxPageSize)))
+				}
+				var page sinks.DeadLetterPage
+				if err := c.do(cmd.Context(), "GET", "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), nil, &page); err != nil {
+					return err
+				}
+				for _, d := range page.DeadLetters {
+					if asJSON {
+						if err := writeJSONLine(out, d); err != nil {
+							return err
+						}
+						continue
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.Type, d.Subject, d.Tenant, d.Status, d.Attempts, d.Time.Local().Format("2006-01-02 15:04:05"), d.Error)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				shown += len(page.DeadLetters)
+				after = page.Next
+				if after == "" {
+					return nil
+				}
+				if limit > 0 && shown >= limit {
+					fmt.Fprintf(cmd.ErrOrStderr(), "more dead letters follow: add --after %s\n", after)
+					return nil
+				}
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "EVENT ID\tTYPE\tSUBJECT\tTENANT\tSTATUS\tATTEMPTS\tDEAD SINCE\tERROR")
-			for _, d := range dls {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.Type, d.Subject, d.Tenant, d.Status, d.Attempts, d.Time.Local().Format("2006-01-02 15:04:05"), d.Error)
-			}
-			return tw.Flush()
 		},
 	}
 	configFlagOn(list)
 	list.Flags().StringVar(&sink, "sink", "", "sink name (required)")
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	list.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
+	list.Flags().StringVar(&after, "after", "", "start after this point of an earlier listing")
 	_ = list.MarkFlagRequired("sink")
 
 	var id string
 	var all bool
 	redrive := &cobra.Command{
-		Use:     "redrive --sink NAME (--id EVENT_ID | --all)",
-		Short:   "Deliver dead letters again",
+		Use:   "redrive --sink NAME (--id EVENT_ID | --all)",
+		Short: "Deliver dead letters again",
+		Long: `Deliver dead letters again, once the receiver is fixed: one by event id, or
+all the sink has. The relay runs the redrive as a background job, reading the
+queue a batch at a time; this command follows the job, shows its progress
+and exits 1 if the job fails or a dead letter fails again (it stays in the
+queue with its new error).`,
 		Example: "  scimrelay dlq redrive --sink crm --id 0198f3c2-6a7e-7b1c-9d2e-3f4a5b6c7d8e\n  scimrelay dlq redrive --sink crm --all",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -73,17 +113,26 @@ the schedule. Redrive delivers them again once the receiver is fixed.`,
 			if err != nil {
 				return err
 			}
-			c.timeout = 0
 			var res sinks.RedriveResult
-			if err := c.do(cmd.Context(), "POST", "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq/redrive", admin.RedriveRequest{ID: id, All: all}, &res); err != nil {
+			started, err := c.runJob(cmd.Context(), "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq/redrive", admin.RedriveRequest{ID: id, All: all},
+				cmd.ErrOrStderr(), &res, func() string {
+					return fmt.Sprintf("%d of %d dead letters: %d delivered, %d still failing", res.Done, res.Total, res.Delivered, res.Failed)
+				})
+			if !started {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "delivered %d, still failing %d\n", res.Delivered, len(res.Failed))
-			for _, f := range res.Failed {
+			fmt.Fprintf(cmd.OutOrStdout(), "delivered %d, still failing %d\n", res.Delivered, res.Failed)
+			for _, f := range res.Failures {
 				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", f.ID, f.Error)
 			}
-			if len(res.Failed) > 0 {
-				return fmt.Errorf("%d dead letter(s) failed again and stay in the queue", len(res.Failed))
+			if more := res.Failed - len(res.Failures); more > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "  and %d more (scimrelay dlq list --sink %s)\n", more, sink)
+			}
+			switch {
+			case err != nil:
+				return err
+			case res.Failed > 0:
+				return fmt.Errorf("%d dead letter(s) failed again and stay in the queue", res.Failed)
 			}
 			return nil
 		},
@@ -111,7 +160,10 @@ func newSinksCommand() *cobra.Command {
 		Long: `Send a sink every event of the stream since a time ago (that the sink's
 tenants and event types select), in stream order, whether or not it had them
 already: for a receiver that lost its data, or a sink added after the events.
-The stream keeps events for nats.stream.max_age (7 days by default).`,
+The stream keeps events for nats.stream.max_age (7 days by default). The
+relay runs the replay as a background job, reading the stream a batch at a
+time; this command follows the job, shows its progress and exits 1 if the
+job fails. Events the sink refuses are dead-lettered.`,
 		Example: "  scimrelay sinks replay --sink crm --since 24h",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -119,12 +171,15 @@ The stream keeps events for nats.stream.max_age (7 days by default).`,
 			if err != nil {
 				return err
 			}
-			c.timeout = 0 // a replay of days of events can take a while
 			var res sinks.ReplayResult
-			if err := c.do(cmd.Context(), "POST", "/admin/v1/sinks/"+url.PathEscape(sink)+"/replay", admin.ReplayRequest{Since: since}, &res); err != nil {
+			started, err := c.runJob(cmd.Context(), "/admin/v1/sinks/"+url.PathEscape(sink)+"/replay", admin.ReplayRequest{Since: since},
+				cmd.ErrOrStderr(), &res, func() string {
+					return fmt.Sprintf("%d of at most %d events read: %d delivered, %d dead-lettered", res.Done, res.Total, res.Delivered, res.DeadLettered)
+				})
+			if !started {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events: %d delivered, %d dead-lettered\n", res.Matched, res.Delivered, res.DeadLettered)
+			fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events: %d delivered, %d dead-lettered\n", res.Matched, res.Delivered, res.DeadLettered)
 			return err
 		},
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/oauth"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
@@ -60,6 +61,7 @@ type server struct {
 	metrics    *relay.Metrics
 	reqMetrics *httpmw.RequestMetrics
 	sinks      *sinks.Manager
+	jobs       *jobs.Runner // the admin API's redrives and replays
 	adminToken string
 
 	scimHTTP, adminHTTP *http.Server
@@ -139,6 +141,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
+	s.jobs = jobs.NewRunner(log.With("component", "jobs"))
 	s.adminHTTP = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	// Tokens last: a relay that cannot start (a port taken) must not have
 	// created a token that nobody saw.
@@ -274,16 +277,16 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 }
 
 func (s *server) adminHandler() http.Handler {
-	routes := admin.SinkRoutes(s.sinks, s.js)
-	routes["GET /admin/v1/events"] = admin.EventsTail(s.js)
-	for pattern, h := range admin.SchemaRoutes() {
-		routes[pattern] = h
-	}
 	o := admin.Options{
-		Routes:  routes,
 		Token:   s.adminToken,
 		Logger:  s.log.With("component", "admin"),
 		Metrics: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
+		Sinks:   s.sinks,
+		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
+			return sinks.Attempts(ctx, s.js, sink, since, limit)
+		},
+		Events: s.js,
+		Jobs:   s.jobs,
 		Checks: []admin.Check{{Name: "nats", Check: func(context.Context) error {
 			if s.nc == nil || !s.nc.IsConnected() {
 				return errors.New("not connected to NATS")
@@ -410,6 +413,7 @@ func (s *server) run(ctx context.Context) error {
 		}
 		stopWork()
 		errs = append(errs, s.adminHTTP.Shutdown(shutdownCtx))
+		s.jobs.Close() // running redrives and replays fail, saying why
 		return errors.Join(errs...)
 	})
 	err := g.Wait()

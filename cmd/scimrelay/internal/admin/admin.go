@@ -2,22 +2,26 @@
 
 // Package admin serves the admin listener: /healthz, /readyz, /metrics and
 // the admin API under /admin/v1/ that the CLI uses, guarded by the admin
-// token. Each service it exposes is a small interface defined here, so that
-// a process without a bbolt file (role sinks) serves what it has.
+// token. It is the composition layer's one place that knows the relay and
+// the sinks together. Each service it exposes is a small interface defined
+// here, so that a process without a bbolt file (role sinks) serves what it
+// has; every endpoint returns its error to one adapter (errors.go).
 package admin
 
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // Check is one readiness check: nil when ready.
@@ -26,8 +30,8 @@ type Check struct {
 	Check func(ctx context.Context) error
 }
 
-// Options configures the admin handler. Nil services are answered with 503
-// "not available in this role".
+// Options configures the admin handler. A nil service is answered with
+// 503 "not available in this role".
 type Options struct {
 	Token   string
 	Logger  *slog.Logger
@@ -39,21 +43,28 @@ type Options struct {
 	Log     Log
 	// Subscribers manages the embedded NATS server's subscribers.
 	Subscribers Subscribers
-	// Routes adds endpoints under /admin/v1/ that other packages serve
-	// (the sinks' dead-letter queues, the provisioning log, event tails).
-	Routes map[string]http.Handler
+	Sinks   Sinks
+	// Attempts reads the delivery attempts of a sink ("" for all).
+	Attempts func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error)
+	// Events is where the event stream is tailed from.
+	Events jetstream.JetStream
+	// Jobs runs redrives and replays in the background.
+	Jobs *jobs.Runner
 }
 
 // Handler serves the admin listener.
 type Handler struct {
-	o   Options
-	mux *http.ServeMux
-	log *slog.Logger
+	o    Options
+	mux  *http.ServeMux
+	root http.Handler // mux, each request with an id
+	log  *slog.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
 
-// NewHandler returns the admin handler.
+// NewHandler returns the admin handler. /healthz, /readyz and /metrics are
+// open, for probes and scrapers on the admin listener's network; the admin
+// API and the profiles need the admin token.
 func NewHandler(o Options) *Handler {
 	log := o.Logger
 	if log == nil {
@@ -77,54 +88,66 @@ func NewHandler(o Options) *Handler {
 		h.api("POST /admin/v1/subscribers", h.addSubscriber)
 		h.api("DELETE /admin/v1/subscribers/{name}", h.removeSubscriber)
 	}
+	h.api("GET /admin/v1/schemas", h.listSchemas)
+	h.api("GET /admin/v1/schemas/{name}", h.schema)
+	h.api("GET /admin/v1/events", h.tailEvents)
+	h.api("GET /admin/v1/sinks/{sink}/dlq", h.listDeadLetters)
+	h.api("POST /admin/v1/sinks/{sink}/dlq/redrive", h.redrive)
+	h.api("POST /admin/v1/sinks/{sink}/replay", h.replay)
+	h.api("GET /admin/v1/deliveries", h.deliveries)
+	h.api("GET /admin/v1/jobs/{id}", h.job)
 	// Profiles, for when the relay is slow and nobody knows why; behind the
 	// admin token like the rest of the API.
-	h.mux.Handle("GET /debug/pprof/", h.authenticate(http.HandlerFunc(pprof.Index)))
-	h.mux.Handle("GET /debug/pprof/profile", h.authenticate(http.HandlerFunc(pprof.Profile)))
-	h.mux.Handle("GET /debug/pprof/trace", h.authenticate(http.HandlerFunc(pprof.Trace)))
-	for pattern, route := range o.Routes {
-		h.mux.Handle(pattern, h.authenticate(route))
+	for _, p := range []string{"GET /debug/pprof/", "GET /debug/pprof/profile", "GET /debug/pprof/trace"} {
+		h.api(p, profile)
 	}
-	h.mux.Handle("/admin/", h.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, fmt.Errorf("no admin endpoint %s %s", r.Method, r.URL.Path))
-	})))
+	h.api("/admin/", func(_ http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "no admin endpoint %s %s", r.Method, r.URL.Path)
+	})
+	h.root = withRequestID(h.mux)
 	return h
 }
 
-// ServeHTTP routes a request.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP routes a request, giving it a request id.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.root.ServeHTTP(w, r) }
 
-// apiFunc is an admin endpoint: it returns an error with a status (see
-// statusError) or writes its answer.
-type apiFunc func(w http.ResponseWriter, r *http.Request) error
-
+// api routes pattern to f behind the admin token; f's error, and a refused
+// token, are answered by writeError.
 func (h *Handler) api(pattern string, f apiFunc) {
-	h.mux.Handle(pattern, h.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			status := http.StatusInternalServerError
-			var se *statusError
-			if errors.As(err, &se) {
-				status = se.status
-			} else {
-				h.log.ErrorContext(r.Context(), "admin request failed", "path", r.URL.Path, "err", err)
-			}
-			WriteError(w, status, err)
+	h.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &responseWriter{ResponseWriter: w}
+		err := h.authenticate(w, r)
+		if err == nil {
+			err = f(rw, r)
 		}
-	})))
+		if err != nil {
+			h.writeError(rw, r, err)
+		}
+	}))
 }
 
 // authenticate requires the admin token as a bearer token.
-func (h *Handler) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if h.o.Token == "" || !strings.EqualFold(scheme, "Bearer") ||
-			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(h.o.Token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="scimrelay-admin"`)
-			WriteError(w, http.StatusUnauthorized, errors.New("the admin API needs Authorization: Bearer <admin token> (admin.token in relay.yaml, or data_dir/admin.token)"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) error {
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if h.o.Token == "" || !strings.EqualFold(scheme, "Bearer") ||
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(h.o.Token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="scimrelay-admin"`)
+		return errorf(http.StatusUnauthorized, "the admin API needs Authorization: Bearer <admin token> (admin.token in relay.yaml, or data_dir/admin.token)")
+	}
+	return nil
+}
+
+// profile serves the pprof index and profiles.
+func profile(w http.ResponseWriter, r *http.Request) error {
+	switch r.URL.Path {
+	case "/debug/pprof/profile":
+		pprof.Profile(w, r)
+	case "/debug/pprof/trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r)
+	}
+	return nil
 }
 
 func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
@@ -148,47 +171,5 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	WriteJSON(w, status, map[string]any{"ready": ready, "checks": results})
-}
-
-// statusError is an error with the HTTP status it answers.
-type statusError struct {
-	status int
-	err    error
-}
-
-func (e *statusError) Error() string { return e.err.Error() }
-func (e *statusError) Unwrap() error { return e.err }
-
-// Errorf returns an error answered with status.
-func Errorf(status int, format string, args ...any) error {
-	return &statusError{status: status, err: fmt.Errorf(format, args...)}
-}
-
-// WriteJSON writes v as the JSON answer.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-// WriteError writes {"error": "..."} with status.
-func WriteError(w http.ResponseWriter, status int, err error) {
-	WriteJSON(w, status, map[string]string{"error": err.Error()})
-}
-
-// DecodeJSON reads a JSON request body of at most 1 MiB into v.
-func DecodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return Errorf(http.StatusBadRequest, "request body: %v", err)
-	}
-	return nil
-}
-
-func unavailable(what string) error {
-	return Errorf(http.StatusServiceUnavailable, "%s is not available on this relay (its role does not hold the data file)", what)
+	writeJSON(w, status, map[string]any{"ready": ready, "checks": results})
 }

@@ -4,7 +4,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,30 +11,149 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 )
 
-// EventsTail streams events from the SCIMRELAY stream as NDJSON, one
+// How a tail reads the stream: batches of up to tailBatch, waiting up to
+// tailWait for one; after a failed fetch it waits from tailRetryMin,
+// doubling to tailRetryMax, so that a NATS outage costs a request every few
+// seconds rather than a busy loop.
+const (
+	tailBatch    = 256
+	tailWait     = time.Second
+	tailRetryMin = 100 * time.Millisecond
+	tailRetryMax = 5 * time.Second
+	// tailEmptyMax is how many empty batches in a row a tail that is not
+	// following accepts while JetStream says events wait.
+	tailEmptyMax = 3
+)
+
+// tailEvents streams events from the SCIMRELAY stream as NDJSON, one
 // structured-mode CloudEvent per line:
 //
 //	GET /admin/v1/events?tenant=acme&type=user.*&since=10m&follow=true
 //	GET /admin/v1/events?tenant=acme&from_seq=42
 //
 // since and from_seq (the tenant's event sequence) start in the past;
-// without them only new events come. follow=false ends the answer once it
-// has caught up.
-func EventsTail(js jetstream.JetStream) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := tail(r.Context(), js, w, r); err != nil {
-			var se *statusError
-			if errors.As(err, &se) {
-				WriteError(w, se.status, err)
-				return
-			}
-			WriteError(w, http.StatusBadGateway, err)
+// without them only new events come. follow=false ends the answer as soon
+// as no matching event is pending.
+func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
+	if h.o.Events == nil {
+		return unavailable("the event stream")
+	}
+	q := r.URL.Query()
+	tenant := q.Get("tenant")
+	if tenant != "" && !events.ValidTenant(tenant) {
+		return badRequest("tenant: %q is not a tenant name (%s)", tenant, events.TenantNameRule)
+	}
+	var patterns events.Patterns
+	if t := q.Get("type"); t != "" {
+		p, err := events.ParsePattern(t)
+		if err != nil {
+			return badRequest("type: %v", err)
 		}
-	})
+		patterns = events.Patterns{p}
+	}
+	follow := q.Get("follow") != "false"
+	cfg := jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		// One attempt at making the consumer per fetch: the tail's own
+		// retry waits, and stops when the caller goes.
+		MaxResetAttempts:  1,
+		InactiveThreshold: 30 * time.Second,
+	}
+	if tenant != "" {
+		cfg.FilterSubjects = []string{events.TenantSubjects(tenant)}
+	}
+	if s := q.Get("since"); s != "" {
+		start, err := sinceParam(s, 0)
+		if err != nil {
+			return err
+		}
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	var fromSeq uint64
+	if s := q.Get("from_seq"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || tenant == "" {
+			return badRequest("from_seq needs a tenant and a number (the tenant's event sequence)")
+		}
+		fromSeq = n
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	stream, err := h.o.Events.Stream(r.Context(), events.StreamName)
+	if err != nil {
+		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
+	}
+	cons, err := stream.OrderedConsumer(r.Context(), cfg)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", events.StreamName, err)
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	_ = http.NewResponseController(w).Flush()
+	return h.tail(r.Context(), cons, w, follow, func(m jetstream.Msg) ([]byte, bool) { return tailLine(m, patterns, fromSeq) })
+}
+
+// tail copies the consumer's messages to w as render makes them, until
+// ctx ends or, when not following, until nothing is pending.
+func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.ResponseWriter, follow bool, render func(jetstream.Msg) ([]byte, bool)) error {
+	rc := http.NewResponseController(w)
+	retry, empty := tailRetryMin, 0
+	failed := func(err error) bool {
+		h.log.WarnContext(ctx, "tailing events: reading the stream failed", "request_id", requestIDOf(ctx), "err", err, "retry_in", retry)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, tailRetryMax)
+		return true
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(tailBatch, jetstream.FetchMaxWait(tailWait))
+		if err != nil {
+			if !failed(err) {
+				return nil
+			}
+			continue
+		}
+		// Each fetch makes a consumer at the tail's position, which says
+		// how many events are pending: with none, a tail that does not
+		// follow is done without waiting for the fetch.
+		if ci := cons.CachedInfo(); !follow && ci != nil && ci.NumPending == 0 {
+			return nil
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if line, ok := render(m); ok {
+				if _, err := w.Write(line); err != nil {
+					return nil // the caller went away
+				}
+			}
+			if meta, err := m.Metadata(); err == nil && !follow && meta.NumPending == 0 {
+				_ = rc.Flush()
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			if !failed(err) {
+				return nil
+			}
+			continue
+		}
+		retry = tailRetryMin
+		if n > 0 {
+			empty = 0
+			_ = rc.Flush()
+		} else if !follow {
+			if empty++; empty >= tailEmptyMax {
+				return fmt.Errorf("events wait in stream %s but none arrived in %s", events.StreamName, tailEmptyMax*tailWait)
+			}
+		}
+	}
+	return nil
 }
 
 // tailLine renders a message as a line of NDJSON when it passes the filters.
@@ -57,95 +175,4 @@ func tailLine(m jetstream.Msg, patterns events.Patterns, fromSeq uint64) ([]byte
 		return nil, false
 	}
 	return append(line, '\n'), true
-}
-
-func tail(ctx context.Context, js jetstream.JetStream, w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	tenant := q.Get("tenant")
-	if tenant != "" && !events.ValidTenant(tenant) {
-		return Errorf(http.StatusBadRequest, "tenant %q is not a valid tenant name", tenant)
-	}
-	var patterns events.Patterns
-	if t := q.Get("type"); t != "" {
-		p, err := events.ParsePattern(t)
-		if err != nil {
-			return Errorf(http.StatusBadRequest, "type: %v", err)
-		}
-		patterns = events.Patterns{p}
-	}
-	follow := q.Get("follow") != "false"
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
-	if tenant != "" {
-		cfg.FilterSubjects = []string{events.TenantSubjects(tenant)}
-	}
-	var fromSeq uint64
-	if s := q.Get("since"); s != "" {
-		d, err := config.ParseDuration(s)
-		if err != nil {
-			return Errorf(http.StatusBadRequest, "since: %v", err)
-		}
-		start := time.Now().Add(-d)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
-	if s := q.Get("from_seq"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || tenant == "" {
-			return Errorf(http.StatusBadRequest, "from_seq needs a tenant and a number (the tenant's event sequence)")
-		}
-		fromSeq = n
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-	}
-	stream, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
-	}
-	var last uint64
-	if !follow {
-		info, err := stream.Info(ctx)
-		if err != nil {
-			return err
-		}
-		last = info.State.LastSeq
-	}
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("reading stream %s: %w", events.StreamName, err)
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	var seen uint64 // stream sequence of the last message read
-	for {
-		if !follow && seen >= last {
-			return nil
-		}
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if meta, err := m.Metadata(); err == nil {
-				seen = meta.Sequence.Stream
-			}
-			if line, ok := tailLine(m, patterns, fromSeq); ok {
-				if _, err := w.Write(line); err != nil {
-					return nil // the client went away
-				}
-			}
-		}
-		if n > 0 {
-			_ = rc.Flush()
-		} else if !follow {
-			return nil // caught up: nothing more for this filter
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
 }

@@ -6,9 +6,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
-	"time"
 
-	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 )
 
@@ -25,29 +23,24 @@ func (h *Handler) queryLog(w http.ResponseWriter, r *http.Request) error {
 		return unavailable("the provisioning log")
 	}
 	v := r.URL.Query()
-	q := relay.LogQuery{Tenant: v.Get("tenant"), After: v.Get("after"), Status: v.Get("status"), User: v.Get("user"), Limit: 1000}
+	q := relay.LogQuery{Tenant: v.Get("tenant"), After: v.Get("after"), Status: v.Get("status"), User: v.Get("user")}
+	var err error
 	if s := v.Get("since"); s != "" {
-		d, err := config.ParseDuration(s)
-		if err != nil {
-			return Errorf(http.StatusBadRequest, "since: %v", err)
+		if q.Since, err = sinceParam(s, 0); err != nil {
+			return err
 		}
-		q.Since = time.Now().Add(-d)
 	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return Errorf(http.StatusBadRequest, "limit must be a positive number")
-		}
-		q.Limit = min(n, 100_000)
+	if q.Limit, err = limitParam(v.Get("limit"), 1000, 100_000); err != nil {
+		return err
 	}
 	if s := q.Status; s != "" && !validStatusFilter(s) {
-		return Errorf(http.StatusBadRequest, "status: want 2xx, 4xx, 5xx or a code such as 409, got %q", s)
+		return badRequest("status: want 2xx, 4xx, 5xx or a code such as 409, got %q", s)
 	}
 	list, err := h.o.Log.Query(r.Context(), q)
 	if err != nil {
-		return Errorf(http.StatusBadRequest, "%v", err)
+		return err
 	}
-	WriteJSON(w, http.StatusOK, list)
+	writeJSON(w, http.StatusOK, list)
 	return nil
 }
 

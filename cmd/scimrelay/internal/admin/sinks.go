@@ -4,12 +4,10 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/sinks"
@@ -17,9 +15,10 @@ import (
 
 // Sinks is the delivery side the admin API manages.
 type Sinks interface {
-	DeadLetters(ctx context.Context, sink string) ([]sinks.DeadLetter, error)
-	Redrive(ctx context.Context, sink, id string, all bool) (sinks.RedriveResult, error)
-	Replay(ctx context.Context, sink string, since time.Time) (sinks.ReplayResult, error)
+	Names() []string
+	DeadLetters(ctx context.Context, sink, after string, limit int) (sinks.DeadLetterPage, error)
+	Redrive(ctx context.Context, sink, id string, progress func(sinks.RedriveResult)) (sinks.RedriveResult, error)
+	Replay(ctx context.Context, sink string, since time.Time, progress func(sinks.ReplayResult)) (sinks.ReplayResult, error)
 }
 
 var _ Sinks = (*sinks.Manager)(nil)
@@ -35,88 +34,127 @@ type ReplayRequest struct {
 	Since string `json:"since"`
 }
 
-// SinkRoutes returns the admin endpoints of the sinks: dead letters,
-// redrive, replay and delivery attempts.
-func SinkRoutes(s Sinks, js jetstream.JetStream) map[string]http.Handler {
-	wrap := func(f apiFunc) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := f(w, r); err != nil {
-				status := http.StatusInternalServerError
-				var se *statusError
-				switch {
-				case errors.As(err, &se):
-					status = se.status
-				case errors.Is(err, sinks.ErrUnknownSink):
-					status = http.StatusNotFound
-				}
-				WriteError(w, status, err)
-			}
-		})
+// Kinds of the sinks' jobs.
+const (
+	JobRedrive = "redrive"
+	JobReplay  = "replay"
+)
+
+// sink returns the sink the path names, or 404.
+func (h *Handler) sink(r *http.Request) (string, error) {
+	if h.o.Sinks == nil {
+		return "", unavailable("sink management")
 	}
-	return map[string]http.Handler{
-		"GET /admin/v1/sinks/{sink}/dlq": wrap(func(w http.ResponseWriter, r *http.Request) error {
-			list, err := s.DeadLetters(r.Context(), r.PathValue("sink"))
-			if err != nil {
-				return err
-			}
-			WriteJSON(w, http.StatusOK, list)
-			return nil
-		}),
-		"POST /admin/v1/sinks/{sink}/dlq/redrive": wrap(func(w http.ResponseWriter, r *http.Request) error {
-			var req RedriveRequest
-			if err := DecodeJSON(r, &req); err != nil {
-				return err
-			}
-			if req.All == (req.ID != "") {
-				return Errorf(http.StatusBadRequest, "give either an id or all")
-			}
-			res, err := s.Redrive(r.Context(), r.PathValue("sink"), req.ID, req.All)
-			if err != nil {
-				return err
-			}
-			WriteJSON(w, http.StatusOK, res)
-			return nil
-		}),
-		"POST /admin/v1/sinks/{sink}/replay": wrap(func(w http.ResponseWriter, r *http.Request) error {
-			var req ReplayRequest
-			if err := DecodeJSON(r, &req); err != nil {
-				return err
-			}
-			d, err := config.ParseDuration(req.Since)
-			if err != nil || d <= 0 {
-				return Errorf(http.StatusBadRequest, "since: want a duration such as 24h, got %q", req.Since)
-			}
-			res, err := s.Replay(r.Context(), r.PathValue("sink"), time.Now().Add(-d))
-			if err != nil {
-				return err
-			}
-			WriteJSON(w, http.StatusOK, res)
-			return nil
-		}),
-		"GET /admin/v1/deliveries": wrap(func(w http.ResponseWriter, r *http.Request) error {
-			q := r.URL.Query()
-			since := time.Now().Add(-time.Hour)
-			if v := q.Get("since"); v != "" {
-				d, err := config.ParseDuration(v)
-				if err != nil {
-					return Errorf(http.StatusBadRequest, "since: %v", err)
-				}
-				since = time.Now().Add(-d)
-			}
-			limit := 1000
-			if v := q.Get("limit"); v != "" {
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 1 {
-					return Errorf(http.StatusBadRequest, "limit must be a positive number")
-				}
-				limit = min(n, 100_000)
-			}
-			list, err := sinks.Attempts(r.Context(), js, q.Get("sink"), since, limit)
-			if err != nil {
-				return err
-			}
-			WriteJSON(w, http.StatusOK, list)
-			return nil
-		}),
+	name := r.PathValue("sink")
+	if !slices.Contains(h.o.Sinks.Names(), name) {
+		return "", errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, name)
 	}
+	return name, nil
+}
+
+// GET /admin/v1/sinks/{sink}/dlq?after=&limit=
+func (h *Handler) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	name, err := h.sink(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit, err := limitParam(q.Get("limit"), sinks.DefaultPageSize, sinks.MaxPageSize)
+	if err != nil {
+		return err
+	}
+	page, err := h.o.Sinks.DeadLetters(r.Context(), name, q.Get("after"), limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// POST /admin/v1/sinks/{sink}/dlq/redrive starts a redrive job.
+func (h *Handler) redrive(w http.ResponseWriter, r *http.Request) error {
+	name, err := h.sink(r)
+	if err != nil {
+		return err
+	}
+	var req RedriveRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.All == (req.ID != "") {
+		return badRequest("give either an id or all")
+	}
+	return h.startJob(w, JobRedrive, name, func(ctx context.Context, report func(any)) (any, error) {
+		return h.o.Sinks.Redrive(ctx, name, req.ID, func(p sinks.RedriveResult) { report(p) })
+	})
+}
+
+// POST /admin/v1/sinks/{sink}/replay starts a replay job.
+func (h *Handler) replay(w http.ResponseWriter, r *http.Request) error {
+	name, err := h.sink(r)
+	if err != nil {
+		return err
+	}
+	var req ReplayRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	d, err := config.ParseDuration(req.Since)
+	if err != nil || d <= 0 {
+		return badRequest("since: want a duration such as 24h, got %q", req.Since)
+	}
+	since := time.Now().Add(-d)
+	return h.startJob(w, JobReplay, name, func(ctx context.Context, report func(any)) (any, error) {
+		return h.o.Sinks.Replay(ctx, name, since, func(p sinks.ReplayResult) { report(p) })
+	})
+}
+
+// GET /admin/v1/deliveries?sink=&since=1h&limit=
+func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
+	if h.o.Attempts == nil {
+		return unavailable("the delivery log")
+	}
+	q := r.URL.Query()
+	sink := q.Get("sink")
+	if sink != "" && h.o.Sinks != nil && !slices.Contains(h.o.Sinks.Names(), sink) {
+		return errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, sink)
+	}
+	since, err := sinceParam(q.Get("since"), time.Hour)
+	if err != nil {
+		return err
+	}
+	limit, err := limitParam(q.Get("limit"), 1000, 100_000)
+	if err != nil {
+		return err
+	}
+	list, err := h.o.Attempts(r.Context(), sink, since, limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}
+
+// limitParam reads a limit query parameter: def when absent, at most most.
+func limitParam(s string, def, most int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, badRequest("limit: want a positive number, got %q", s)
+	}
+	return min(n, most), nil
+}
+
+// sinceParam reads a since query parameter, a duration ago; def when absent.
+func sinceParam(s string, def time.Duration) (time.Time, error) {
+	if s == "" {
+		return time.Now().Add(-def), nil
+	}
+	d, err := config.ParseDuration(s)
+	if err != nil {
+		return time.Time{}, badRequest("since: %v", err)
+	}
+	return time.Now().Add(-d), nil
 }

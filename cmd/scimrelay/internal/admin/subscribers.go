@@ -84,7 +84,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		return SubscriberInfo{}, ErrExternalNATS
 	}
 	if err := BusSubscribers([]relay.Subscriber{sub})[0].Check(); err != nil {
-		return SubscriberInfo{}, Errorf(http.StatusBadRequest, "%v", err)
+		return SubscriberInfo{}, errorf(http.StatusBadRequest, "%v", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -94,7 +94,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	}
 	for _, s := range list {
 		if s.PublicKey == sub.PublicKey {
-			return SubscriberInfo{}, Errorf(http.StatusConflict, "subscriber %s already has this public key; generate a new key pair", s.Name)
+			return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s already has this public key; generate a new key pair", s.Name)
 		}
 	}
 	stored, err := r.store.AddSubscriber(ctx, sub)
@@ -165,42 +165,30 @@ func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) 
 func (h *Handler) listSubscribers(w http.ResponseWriter, r *http.Request) error {
 	list, err := h.o.Subscribers.ListSubscribers(r.Context())
 	if err != nil {
-		return subscriberError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusOK, list)
+	writeJSON(w, http.StatusOK, list)
 	return nil
 }
 
 func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 	var req SubscriberRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
 	info, err := h.o.Subscribers.AddSubscriber(r.Context(), relay.Subscriber{Name: req.Name, PublicKey: req.PublicKey, Subjects: req.Subjects})
 	if err != nil {
-		return subscriberError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusCreated, info)
+	writeJSON(w, http.StatusCreated, info)
 	return nil
 }
 
 func (h *Handler) removeSubscriber(w http.ResponseWriter, r *http.Request) error {
 	sub, err := h.o.Subscribers.RemoveSubscriber(r.Context(), r.PathValue("name"))
 	if err != nil {
-		return subscriberError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusOK, sub)
+	writeJSON(w, http.StatusOK, sub)
 	return nil
-}
-
-func subscriberError(err error) error {
-	switch {
-	case errors.Is(err, ErrExternalNATS):
-		return Errorf(http.StatusConflict, "%v", err)
-	case errors.Is(err, relay.ErrSubscriberNotFound):
-		return Errorf(http.StatusNotFound, "%v", err)
-	case errors.Is(err, relay.ErrSubscriberExists):
-		return Errorf(http.StatusConflict, "%v", err)
-	}
-	return err
 }

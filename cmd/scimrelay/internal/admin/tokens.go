@@ -4,13 +4,11 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
-	"github.com/scimrelay/scimrelay/scim"
 )
 
 // Credentials is a set of stored credentials the admin API manages: the SCIM
@@ -64,9 +62,9 @@ func (c credentialAPI) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	list, err := c.store.List(r.Context(), r.URL.Query().Get("tenant"))
 	if err != nil {
-		return tokenError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusOK, list)
+	writeJSON(w, http.StatusOK, list)
 	return nil
 }
 
@@ -76,8 +74,11 @@ func (c credentialAPI) request(r *http.Request) (TokenRequest, time.Time, error)
 		return TokenRequest{}, time.Time{}, unavailable(c.what)
 	}
 	var req TokenRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := decodeJSON(r, &req); err != nil {
 		return req, time.Time{}, err
+	}
+	if req.Tenant == "" {
+		return req, time.Time{}, badRequest("tenant is required")
 	}
 	expires, err := expiry(req.Expires)
 	return req, expires, err
@@ -93,9 +94,9 @@ func (c credentialAPI) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	secret, tok, err := c.store.Create(r.Context(), req.Tenant, req.Name, expires)
 	if err != nil {
-		return tokenError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok})
+	writeJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok})
 	return nil
 }
 
@@ -107,7 +108,7 @@ func (c credentialAPI) rotate(w http.ResponseWriter, r *http.Request) error {
 	overlap := 24 * time.Hour
 	if req.Overlap != "" {
 		if overlap, err = config.ParseDuration(req.Overlap); err != nil {
-			return Errorf(http.StatusBadRequest, "overlap: %v", err)
+			return badRequest("overlap: %v", err)
 		}
 	}
 	if req.Name == "" {
@@ -115,9 +116,9 @@ func (c credentialAPI) rotate(w http.ResponseWriter, r *http.Request) error {
 	}
 	secret, tok, old, err := c.store.Rotate(r.Context(), req.Tenant, req.Name, expires, overlap)
 	if err != nil {
-		return tokenError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok, Expired: old})
+	writeJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok, Expired: old})
 	return nil
 }
 
@@ -127,9 +128,9 @@ func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	tok, err := c.store.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return tokenError(err)
+		return err
 	}
-	WriteJSON(w, http.StatusOK, tok)
+	writeJSON(w, http.StatusOK, tok)
 	return nil
 }
 
@@ -143,15 +144,7 @@ func expiry(s string) (time.Time, error) {
 	}
 	d, err := config.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return time.Time{}, Errorf(http.StatusBadRequest, "expires: want a duration such as 90d, or never; got %q", s)
+		return time.Time{}, badRequest("expires: want a duration such as 90d, or never; got %q", s)
 	}
 	return time.Now().Add(d), nil
-}
-
-func tokenError(err error) error {
-	switch {
-	case errors.Is(err, relay.ErrTokenNotFound), errors.Is(err, scim.ErrNotFound):
-		return Errorf(http.StatusNotFound, "%v", err)
-	}
-	return err
 }

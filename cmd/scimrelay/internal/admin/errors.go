@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/scim"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// The admin API's one error model, like the SCIM handler's: handlers
+// return errors and writeError alone turns them into answers. An *Error
+// is the caller's mistake or a known state and is answered with its status
+// and message; the services' sentinel errors map to theirs; anything else
+// is the relay's own failure, logged with the request id and answered 500
+// with that id and without its text.
+
+// statusError is an error answered with its status and message.
+type statusError struct {
+	status int
+	err    error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+// errorf returns an error answered with status and the formatted message.
+func errorf(status int, format string, args ...any) error {
+	return &statusError{status: status, err: fmt.Errorf(format, args...)}
+}
+
+func badRequest(format string, args ...any) error {
+	return errorf(http.StatusBadRequest, format, args...)
+}
+
+func unavailable(what string) error {
+	return errorf(http.StatusServiceUnavailable, "%s is not available on this relay (its role does not hold the data file)", what)
+}
+
+// apiFunc is an admin endpoint: it writes its answer, or returns an error
+// for writeError.
+type apiFunc func(w http.ResponseWriter, r *http.Request) error
+
+// errorBody is the JSON of every error answer.
+type errorBody struct {
+	Error     string `json:"error"`
+	RequestID string `json:"request_id,omitempty"`
+	JobID     string `json:"job_id,omitempty"` // 409: the job already running
+}
+
+// statusOf returns the status an error is answered with, and whether its
+// text is for the caller.
+func statusOf(err error) (int, bool) {
+	var se *statusError
+	switch {
+	case errors.As(err, &se):
+		return se.status, true
+	case errors.Is(err, sinks.ErrUnknownSink), errors.Is(err, relay.ErrTokenNotFound), errors.Is(err, scim.ErrNotFound),
+		errors.Is(err, relay.ErrSubscriberNotFound):
+		return http.StatusNotFound, true
+	case errors.Is(err, ErrExternalNATS), errors.Is(err, relay.ErrSubscriberExists):
+		return http.StatusConflict, true
+	case errors.Is(err, sinks.ErrInvalidCursor), errors.Is(err, relay.ErrInvalidLogKey):
+		return http.StatusBadRequest, true
+	}
+	return http.StatusInternalServerError, false
+}
+
+// writeError answers err. When the answer had already begun (a stream, a
+// backup), it can only be cut short: the error is logged.
+func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
+	id := requestIDOf(r.Context())
+	status, public := statusOf(err)
+	if w.started {
+		h.log.ErrorContext(r.Context(), "admin request failed after its answer began", "request_id", id, "path", r.URL.Path, "err", err)
+		return
+	}
+	body := errorBody{Error: err.Error()}
+	if !public {
+		h.log.ErrorContext(r.Context(), "admin request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		body = errorBody{Error: "internal error; the relay's log has the details under request_id " + id, RequestID: id}
+	}
+	var running *jobs.RunningError
+	if errors.As(err, &running) {
+		body.JobID = running.Job.ID
+	}
+	writeJSON(w, status, body)
+}
+
+// responseWriter notes whether the answer has begun.
+type responseWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *responseWriter) WriteHeader(status int) {
+	w.started = true
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	w.started = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type requestIDKey struct{}
+
+// withRequestID gives every request an id, the caller's X-Request-Id when
+// it is a sane one, and answers with it.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+func requestIDOf(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// writeJSON writes v as the JSON answer.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decodeJSON reads a JSON request body of at most 1 MiB into v.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("request body: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
+)
+
+// startJob starts f as a job and answers 202 with the job and where to ask
+// after it.
+func (h *Handler) startJob(w http.ResponseWriter, kind, target string, f jobs.Func) error {
+	if h.o.Jobs == nil {
+		return unavailable("background jobs")
+	}
+	j, err := h.o.Jobs.Start(kind, target, f)
+	var running *jobs.RunningError
+	switch {
+	case errors.As(err, &running):
+		return &statusError{status: http.StatusConflict, err: err} // the answer names the running job
+	case err != nil:
+		return errorf(http.StatusServiceUnavailable, "%v", err)
+	}
+	w.Header().Set("Location", "/admin/v1/jobs/"+j.ID)
+	writeJSON(w, http.StatusAccepted, j)
+	return nil
+}
+
+// GET /admin/v1/jobs/{id}
+func (h *Handler) job(w http.ResponseWriter, r *http.Request) error {
+	if h.o.Jobs == nil {
+		return unavailable("background jobs")
+	}
+	j, err := h.o.Jobs.Get(r.PathValue("id"))
+	if errors.Is(err, jobs.ErrNotFound) {
+		return errorf(http.StatusNotFound, "%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, j)
+	return nil
+}

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// errStop ends a readRange early without an error.
+var errStop = errors.New("stop reading")
+
+// Reading a range of a stream is done through an ephemeral consumer that
+// holds no state on the server once read and says how many messages it
+// selects, so that a reader never holds more than one batch and can tell
+// "nothing is left" from "JetStream did not answer": an empty fetch while
+// messages remain is an error, never taken for the end.
+const (
+	readWait      = 5 * time.Second // longest wait for a batch JetStream says is there
+	readEmptyMax  = 3               // empty fetches in a row before giving up
+	readInactive  = 2 * time.Minute // the consumer goes away if its reader dies
+	readDeleteMax = 2 * time.Second // deleting is a courtesy: the threshold removes it anyway
+)
+
+// readRange calls f for each message cfg selects from stream, in stream
+// order, up to the stream's last message when it starts (messages added
+// later, such as dead letters put back by a redrive, are not read), batch
+// messages at a time. total, when not nil, is told first how many messages
+// the range holds at most. f may return errStop to end early.
+func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.ConsumerConfig, batch int,
+	total func(uint64), f func(m jetstream.Msg, seq uint64) error) error {
+	name := stream.CachedInfo().Config.Name
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", name, err)
+	}
+	until := info.State.LastSeq
+	cfg.AckPolicy = jetstream.AckNonePolicy
+	cfg.InactiveThreshold = readInactive
+	cfg.MemoryStorage = true
+	cons, err := stream.CreateConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", name, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readDeleteMax)
+		defer cancel()
+		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	pending := cons.CachedInfo().NumPending
+	if total != nil {
+		total(pending)
+	}
+	for empty := 0; pending > 0; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		msgs, err := cons.Fetch(int(min(pending, uint64(batch))), jetstream.FetchMaxWait(readWait))
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("reading stream %s: %w", name, err)
+			}
+			if meta.Sequence.Stream > until {
+				return nil
+			}
+			if err := f(m, meta.Sequence.Stream); err != nil {
+				if errors.Is(err, errStop) {
+					return nil
+				}
+				return err
+			}
+			pending = meta.NumPending
+		}
+		if err := msgs.Error(); err != nil {
+			return fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		if n > 0 {
+			empty = 0
+			continue
+		}
+		// Nothing came: messages may have expired or been removed, or
+		// JetStream did not answer. The consumer knows which.
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		if pending = ci.NumPending; pending == 0 {
+			return nil
+		}
+		if empty++; empty >= readEmptyMax {
+			return fmt.Errorf("reading stream %s: %d messages wait but none arrived in %s", name, pending, readEmptyMax*readWait)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// deadLetterAll publishes n events, one per user, to a sink whose receiver
+// refuses them for good, and waits until all n are dead letters.
+func deadLetterAll(t *testing.T, m *Manager, js jetstream.JetStream, n int) map[string]bool {
+	t.Helper()
+	p := newPublisher(t, js)
+	ids := map[string]bool{}
+	for i := range n {
+		ids[p.publish("acme", events.UserCreated, fmt.Sprintf("u%d", i))] = true
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got, err := m.dlq.count(ctx, "crm"); err != nil || got != uint64(n) {
+			return fmt.Errorf("%d dead letters, want %d (%v)", got, n, err)
+		}
+		return nil
+	})
+	return ids
+}
+
+// TestDeadLetterPages: a listing comes in pages of at most the limit, each
+// dead letter once, oldest first, and a cursor that is not one is refused.
+func TestDeadLetterPages(t *testing.T) {
+	js := natsStream(t)
+	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusGone })
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	ids := deadLetterAll(t, m, js, 120)
+	stop()
+
+	seen := map[string]bool{}
+	var pages []int
+	var last uint64
+	after := ""
+	for {
+		page, err := m.DeadLetters(ctx, "crm", after, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, len(page.DeadLetters))
+		for _, dl := range page.DeadLetters {
+			if !ids[dl.ID] || seen[dl.ID] || dl.seq <= last || dl.Status != http.StatusGone {
+				t.Fatalf("dead letter %+v: unknown, repeated or out of order", dl)
+			}
+			seen[dl.ID], last = true, dl.seq
+		}
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	if fmt.Sprint(pages) != "[50 50 20]" || len(seen) != 120 {
+		t.Fatalf("pages %v, %d dead letters", pages, len(seen))
+	}
+	if page, err := m.DeadLetters(ctx, "crm", "", 5000); err != nil || len(page.DeadLetters) != 120 || page.Next != "" {
+		t.Fatalf("a limit above the maximum: %d, %q, %v", len(page.DeadLetters), page.Next, err)
+	}
+	if page, err := m.DeadLetters(ctx, "crm", "", 0); err != nil || len(page.DeadLetters) != DefaultPageSize || page.Next == "" {
+		t.Fatalf("the default page: %d, %v", len(page.DeadLetters), err)
+	}
+	if _, err := m.DeadLetters(ctx, "crm", "next-please", 10); !errors.Is(err, ErrInvalidCursor) {
+		t.Fatalf("a bad cursor: %v", err)
+	}
+	if _, err := m.DeadLetters(ctx, "nope", "", 10); !errors.Is(err, ErrUnknownSink) {
+		t.Fatalf("an unknown sink: %v", err)
+	}
+}
+
+// TestRedriveAll: redriving every dead letter reads them a batch at a time,
+// ends even though the failing ones go back to the queue, counts failures
+// beyond the ones it lists, reports progress, and empties the queue once the
+// receiver takes them.
+func TestRedriveAll(t *testing.T) {
+	js := natsStream(t)
+	var fixed atomic.Bool
+	rc := newReceiver(t, func(int, *http.Request) int {
+		if fixed.Load() {
+			return http.StatusNoContent
+		}
+		return http.StatusGone
+	})
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	deadLetterAll(t, m, js, 120)
+	stop()
+
+	var progress []int
+	res, err := m.Redrive(ctx, "crm", "", func(r RedriveResult) { progress = append(progress, r.Done) })
+	if err != nil || res.Total != 120 || res.Done != 120 || res.Failed != 120 || res.Delivered != 0 || len(res.Failures) != maxFailures {
+		t.Fatalf("redrive to a receiver that still refuses: total %d done %d failed %d delivered %d listed %d: %v",
+			res.Total, res.Done, res.Failed, res.Delivered, len(res.Failures), err)
+	}
+	if len(progress) != 120 || progress[0] != 1 || progress[119] != 120 {
+		t.Fatalf("progress reported %d times: %v", len(progress), progress)
+	}
+	if f := res.Failures[0]; f.Attempts != 2 || f.Status != http.StatusGone {
+		t.Fatalf("a failure: %+v", f)
+	}
+	if n, _ := m.dlq.count(ctx, "crm"); n != 120 {
+		t.Fatalf("%d dead letters after a failed redrive, want 120", n)
+	}
+
+	fixed.Store(true)
+	before := len(rc.requests())
+	res, err = m.Redrive(ctx, "crm", "", nil)
+	if err != nil || res.Delivered != 120 || res.Failed != 0 {
+		t.Fatalf("redrive: %+v %v", res, err)
+	}
+	if n, _ := m.dlq.count(ctx, "crm"); n != 0 || len(rc.requests())-before != 120 {
+		t.Fatalf("%d dead letters left, %d deliveries", n, len(rc.requests())-before)
+	}
+}
+
+// TestReplayFailsWhenJetStreamGoes: a replay that cannot read the rest of
+// the stream fails; it does not end as if it had sent everything.
+func TestReplayFailsWhenJetStreamGoes(t *testing.T) {
+	srv := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(srv))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	rc := newReceiver(t, func(int, *http.Request) int {
+		if first.CompareAndSwap(false, true) {
+			close(arrived)
+			<-release
+		}
+		return http.StatusNoContent
+	})
+	m, err := NewManager(Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js)
+	const n = 3 * replayBatch
+	for i := range n {
+		p.publish("acme", events.UserCreated, fmt.Sprintf("u%d", i))
+	}
+	type outcome struct {
+		res ReplayResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := m.Replay(ctx, "crm", time.Now().Add(-time.Hour), nil)
+		done <- outcome{res, err}
+	}()
+	<-arrived
+	srv.Shutdown()
+	close(release)
+	select {
+	case o := <-done:
+		if o.err == nil || o.res.Delivered >= n {
+			t.Fatalf("replay after JetStream went away: %+v, %v", o.res, o.err)
+		}
+		if o.res.Total != n {
+			t.Errorf("total %d, want %d", o.res.Total, n)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the replay did not end within 60s")
+	}
+}
