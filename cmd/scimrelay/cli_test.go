@@ -286,3 +286,56 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 		t.Fatalf("bad --status: %d %s", code, stderr)
 	}
 }
+
+// TestCLIDeadLetterPages: dlq list reads the queue a page at a time and
+// says how to go on after --limit; a redrive job that fails makes the
+// command exit 1 with the job's error.
+func TestCLIDeadLetterPages(t *testing.T) {
+	h := newHook(t)
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	c := testConfig(t, t.TempDir())
+	withSink(c, "crm", h.URL, nil)
+	p := startRelay(t, c, roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	for _, name := range []string{"ann", "bob", "cy"} {
+		p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if code, out, _ := cli(t, "dlq", "list", "--sink", "crm", "--json", "--config", cfg); code != exitOK || strings.Count(out, "\n") != 3 {
+			return fmt.Errorf("dlq list: %d\n%s", code, out)
+		}
+		return nil
+	})
+	code, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--json", "--limit", "2", "--config", cfg)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	after, found := strings.CutPrefix(strings.TrimSpace(stderr), "more dead letters follow: add --after ")
+	if code != exitOK || len(lines) != 2 || !found {
+		t.Fatalf("dlq list --limit 2: %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, _ = cli(t, "dlq", "list", "--sink", "crm", "--json", "--after", after, "--config", cfg)
+	lines = append(lines, strings.Split(strings.TrimSpace(out), "\n")...)
+	ids := map[string]bool{}
+	for _, l := range lines {
+		var dl sinks.DeadLetter
+		if err := json.Unmarshal([]byte(l), &dl); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		ids[dl.ID] = true
+	}
+	if code != exitOK || len(ids) != 3 {
+		t.Fatalf("the two pages hold %d dead letters: %v", len(ids), lines)
+	}
+	if code, out, _ := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitOK || strings.Count(out, "\n") != 4 || !strings.HasPrefix(out, "EVENT ID") {
+		t.Fatalf("dlq list table: %d\n%s", code, out)
+	}
+	code, _, stderr = cli(t, "dlq", "redrive", "--sink", "crm", "--id", "0198f3c2-6a7e-7b1c-9d2e-3f4a5b6c7d8e", "--config", cfg)
+	if code != exitError || !strings.Contains(stderr, "failed: sink crm has no dead letter with event id 0198f3c2-6a7e-7b1c-9d2e-3f4a5b6c7d8e") {
+		t.Fatalf("redrive of an unknown id: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "sinks", "replay", "--sink", "erp", "--since", "1h", "--config", cfg); code != exitError || !strings.Contains(stderr, `no such sink "erp"`) {
+		t.Fatalf("replay of an unknown sink: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "dlq", "list", "--sink", "crm", "--after", "x", "--config", cfg); code != exitError || !strings.Contains(stderr, "not a cursor") {
+		t.Fatalf("a bad --after: %d %s", code, stderr)
+	}
+}

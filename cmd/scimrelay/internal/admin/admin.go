@@ -54,10 +54,11 @@ type Options struct {
 
 // Handler serves the admin listener.
 type Handler struct {
-	o    Options
-	mux  *http.ServeMux
-	root http.Handler // mux, each request with an id
-	log  *slog.Logger
+	o        Options
+	mux      *http.ServeMux
+	root     http.Handler // mux, each request with an id
+	log      *slog.Logger
+	tailWait time.Duration // how long a tail's fetch waits for events
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -70,7 +71,7 @@ func NewHandler(o Options) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{o: o, mux: http.NewServeMux(), log: log}
+	h := &Handler{o: o, mux: http.NewServeMux(), log: log, tailWait: tailWait}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")

@@ -56,7 +56,6 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	follow := q.Get("follow") != "false"
 	cfg := jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy,
 		// One attempt at making the consumer per fetch: the tail's own
 		// retry waits, and stops when the caller goes.
 		MaxResetAttempts:  1,
@@ -85,6 +84,13 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
+	if q.Get("since") == "" && q.Get("from_seq") == "" {
+		// New events only: those after the last one now, so that none
+		// published once the caller has the answer is missed (the consumer
+		// is made with the first fetch, after the answer began).
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = stream.CachedInfo().State.LastSeq + 1
+	}
 	cons, err := stream.OrderedConsumer(r.Context(), cfg)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", events.StreamName, err)
@@ -111,7 +117,7 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.Resp
 		return true
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(tailBatch, jetstream.FetchMaxWait(tailWait))
+		batch, err := cons.Fetch(tailBatch, jetstream.FetchMaxWait(h.tailWait))
 		if err != nil {
 			if !failed(err) {
 				return nil
@@ -149,7 +155,7 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.Resp
 			_ = rc.Flush()
 		} else if !follow {
 			if empty++; empty >= tailEmptyMax {
-				return fmt.Errorf("events wait in stream %s but none arrived in %s", events.StreamName, tailEmptyMax*tailWait)
+				return fmt.Errorf("events wait in stream %s but none arrived in %s", events.StreamName, tailEmptyMax*h.tailWait)
 			}
 		}
 	}

@@ -1,0 +1,559 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+const (
+	adminToken = "admin-token-0123456789abcdef"
+	sinkSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+)
+
+// client gives up on an answer that does not end: a tail that should have
+// ended fails the test instead of hanging it.
+var client = &http.Client{Timeout: 30 * time.Second}
+
+// syncBuffer is a log both the handler and the test touch.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// fixture is an admin API over real parts: a bbolt store and its
+// provisioning log, an in-process JetStream server, the sinks with one sink
+// "crm" posting to a test receiver, and the job runner.
+type fixture struct {
+	t       *testing.T
+	url     string
+	h       *Handler
+	store   *relay.Store
+	reqLog  *relay.RequestLog
+	js      jetstream.JetStream
+	nats    *server.Server
+	natsDir string
+	natsURL string
+	sinks   *sinks.Manager
+	log     *syncBuffer
+	// status is what the receiver answers; block, when set, holds requests.
+	status atomic.Int32
+	block  atomic.Pointer[chan struct{}]
+	got    atomic.Int32
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, log: &syncBuffer{}, natsDir: t.TempDir()}
+	f.status.Store(http.StatusNoContent)
+	log := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	var err error
+	f.store, err = relay.Open(filepath.Join(t.TempDir(), "scimrelay.db"), relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}, {Name: "globex"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.store.Close() })
+	f.reqLog = relay.NewRequestLog(f.store, time.Hour, log)
+	wg.Go(func() { _ = f.reqLog.Run(ctx) })
+
+	f.nats = eventstest.RunServerAt(t, f.natsDir, eventstest.FreePort(t))
+	f.natsURL = eventstest.URL(f.nats)
+	// As the relay connects: publishes fail at once while NATS is away.
+	nc, err := nats.Connect(f.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if f.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, f.js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if b := f.block.Load(); b != nil {
+			<-*b
+		}
+		f.got.Add(1)
+		w.WriteHeader(int(f.status.Load()))
+	}))
+	t.Cleanup(receiver.Close)
+	f.sinks, err = sinks.NewManager(sinks.Options{
+		Sinks: []sinks.Config{{Name: "crm", URL: receiver.URL, Secret: sinkSecret, AllowPrivate: true, Tenants: []string{"acme"}}},
+		JS:    f.js, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sinks.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { _ = f.sinks.Run(ctx) })
+
+	runner := jobs.NewRunner(log)
+	t.Cleanup(runner.Close)
+	f.h = NewHandler(Options{
+		Token: adminToken, Logger: log,
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "scimrelay_up 1\n") }),
+		Checks:  []Check{{Name: "sinks", Check: f.sinks.Ready}},
+		Tokens:  f.store, Backup: f.store, Log: f.reqLog, Sinks: f.sinks,
+		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
+			return sinks.Attempts(ctx, f.js, sink, since, limit)
+		},
+		Events: f.js, Jobs: runner,
+	})
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	return f
+}
+
+// answer is an HTTP answer, its body read.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// request sends an admin request with the admin token.
+func (f *fixture) request(method, path, body string) answer {
+	return f.requestAs(adminToken, method, path, body)
+}
+
+func (f *fixture) requestAs(token, method, path, body string) answer {
+	f.t.Helper()
+	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return answer{res.StatusCode, res.Header, b}
+}
+
+// want checks the status and decodes the JSON body into v (when not nil).
+func (a answer) want(t *testing.T, status int, v any) answer {
+	t.Helper()
+	if a.status != status {
+		t.Fatalf("status %d, want %d: %s", a.status, status, a.body)
+	}
+	if v != nil {
+		if err := json.Unmarshal(a.body, v); err != nil {
+			t.Fatalf("%v: %s", err, a.body)
+		}
+	}
+	return a
+}
+
+// wantError checks an error answer: its status, and that its message says detail.
+func (a answer) wantError(t *testing.T, status int, detail string) errorBody {
+	t.Helper()
+	var e errorBody
+	a.want(t, status, &e)
+	if !strings.Contains(e.Error, detail) || a.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("error %q, want it to say %q", e.Error, detail)
+	}
+	return e
+}
+
+// message is an event of tenant about user id, as the relay puts it on NATS.
+func message(t *testing.T, tenant string, a events.Action, id string, seq uint64) (*nats.Msg, string) {
+	t.Helper()
+	e, err := events.New(events.Meta{Tenant: tenant, Action: a, ResourceID: id, Sequence: seq, SubjectSeq: 1, Time: time.Now()},
+		events.Data{Tenant: tenant, ResourceType: a.ResourceType(), ID: id, Resource: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := events.ToMsg(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg, e.ID()
+}
+
+// publish puts n events of tenant, about users u0, u1 …, on the stream and
+// returns their ids.
+func (f *fixture) publish(tenant string, a events.Action, n int) []string {
+	f.t.Helper()
+	var ids []string
+	for i := range n {
+		msg, id := message(f.t, tenant, a, fmt.Sprintf("u%d", i), uint64(i+1))
+		if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+			f.t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// routes are every admin route, with a request each would accept.
+var routes = []struct{ method, path, body string }{
+	{"GET", "/admin/v1/tokens", ""},
+	{"POST", "/admin/v1/tokens", `{"tenant":"acme"}`},
+	{"POST", "/admin/v1/tokens/rotate", `{"tenant":"acme"}`},
+	{"DELETE", "/admin/v1/tokens/tok_x", ""},
+	{"GET", "/admin/v1/backup", ""},
+	{"GET", "/admin/v1/log", ""},
+	{"GET", "/admin/v1/events?follow=false", ""},
+	{"GET", "/admin/v1/sinks/crm/dlq", ""},
+	{"POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`},
+	{"POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`},
+	{"GET", "/admin/v1/deliveries", ""},
+	{"GET", "/admin/v1/jobs/job_x", ""},
+	{"GET", "/admin/v1/nothing-here", ""},
+	{"GET", "/debug/pprof/", ""},
+	{"GET", "/debug/pprof/heap", ""},
+}
+
+// TestAuthentication: every admin route refuses a missing or wrong admin
+// token, before doing anything; health, readiness and metrics are open.
+func TestAuthentication(t *testing.T) {
+	f := newFixture(t)
+	for _, r := range routes {
+		for _, token := range []string{"", "wrong-token-0123456789abcdef", adminToken + "x", "Basic " + adminToken} {
+			a := f.requestAs(token, r.method, r.path, r.body)
+			a.wantError(t, http.StatusUnauthorized, "Authorization: Bearer <admin token>")
+			if a.header.Get("WWW-Authenticate") == "" || a.header.Get("X-Request-Id") == "" {
+				t.Fatalf("%s %s: headers %v", r.method, r.path, a.header)
+			}
+		}
+	}
+	if toks, _ := f.store.ListTokens(context.Background(), ""); len(toks) != 0 {
+		t.Fatalf("a refused request created tokens: %+v", toks)
+	}
+	if f.got.Load() != 0 {
+		t.Fatal("a refused request reached the sink")
+	}
+	// A relay without an admin token refuses everyone.
+	closed := httptest.NewServer(NewHandler(Options{Tokens: f.store}))
+	defer closed.Close()
+	req, _ := http.NewRequest("GET", closed.URL+"/admin/v1/tokens", nil)
+	req.Header.Set("Authorization", "Bearer ")
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("an empty admin token: %v %v", res, err)
+	}
+	// Probes and scrapers need no token.
+	if a := f.requestAs("", "GET", "/healthz", ""); a.status != 200 || string(a.body) != "ok\n" {
+		t.Fatalf("healthz: %d %s", a.status, a.body)
+	}
+	var ready struct{ Ready bool }
+	f.requestAs("", "GET", "/readyz", "").want(t, 200, &ready)
+	if a := f.requestAs("", "GET", "/metrics", ""); a.status != 200 || !strings.Contains(string(a.body), "scimrelay_up") {
+		t.Fatalf("metrics: %d %s", a.status, a.body)
+	}
+	// The profiles answer with the token.
+	if a := f.request("GET", "/debug/pprof/", ""); a.status != 200 {
+		t.Fatalf("pprof: %d", a.status)
+	}
+	f.request("GET", "/admin/v1/nothing-here", "").wantError(t, http.StatusNotFound, "no admin endpoint GET /admin/v1/nothing-here")
+}
+
+func TestTokens(t *testing.T) {
+	f := newFixture(t)
+	var created TokenResponse
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"entra","expires":"30d"}`).want(t, http.StatusCreated, &created)
+	if err := f.store.Authenticate(context.Background(), "acme", created.Secret); err != nil || created.Token.Name != "entra" ||
+		created.Token.Expires.Sub(time.Now()) < 29*24*time.Hour {
+		t.Fatalf("created %+v: %v", created.Token, err)
+	}
+	var never TokenResponse
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"globex","expires":"never"}`).want(t, http.StatusCreated, &never)
+	if !never.Token.Expires.IsZero() || never.Token.Name != "unnamed" {
+		t.Fatalf("never: %+v", never.Token)
+	}
+	var list []relay.Token
+	a := f.request("GET", "/admin/v1/tokens?tenant=acme", "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].ID != created.Token.ID || strings.Contains(string(a.body), created.Secret) {
+		t.Fatalf("list: %s", a.body)
+	}
+	var rotated TokenResponse
+	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"acme","overlap":"1h"}`).want(t, http.StatusCreated, &rotated)
+	if rotated.Token.Name != "rotated" || len(rotated.Expired) != 1 || rotated.Expired[0].ID != created.Token.ID {
+		t.Fatalf("rotate: %+v", rotated)
+	}
+	var revoked relay.Token
+	f.request("DELETE", "/admin/v1/tokens/"+created.Token.ID, "").want(t, http.StatusOK, &revoked)
+	if revoked.Revoked.IsZero() || f.store.Authenticate(context.Background(), "acme", created.Secret) == nil {
+		t.Fatalf("revoked %+v still authenticates", revoked)
+	}
+	// The caller's mistakes.
+	f.request("DELETE", "/admin/v1/tokens/tok_nope", "").wantError(t, http.StatusNotFound, "no such token")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
+	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
+	f.request("POST", "/admin/v1/tokens", `{"name":"x"}`).wantError(t, http.StatusBadRequest, "tenant is required")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","expires":"soon"}`).wantError(t, http.StatusBadRequest, "expires:")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","expires":"-1h"}`).wantError(t, http.StatusBadRequest, "expires:")
+	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"acme","overlap":"a while"}`).wantError(t, http.StatusBadRequest, "overlap:")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"`).wantError(t, http.StatusBadRequest, "request body")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","tenants":["x"]}`).wantError(t, http.StatusBadRequest, "unknown field")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"`+strings.Repeat("a", 2<<20)+`"}`).wantError(t, http.StatusBadRequest, "request body")
+	f.request("PUT", "/admin/v1/tokens", ``).wantError(t, http.StatusNotFound, "no admin endpoint")
+}
+
+func TestLog(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	for i, e := range []relay.LogEntry{
+		{Tenant: "acme", Operation: "create", Name: "ann@acme.com", Status: 201},
+		{Tenant: "acme", Operation: "create", Name: "ANN@acme.com", Status: 409, ScimType: "uniqueness"},
+		{Tenant: "globex", Operation: "get", Status: 200},
+	} {
+		e.Time, e.RequestID, e.Method, e.Path = now.Add(time.Duration(i)*time.Millisecond), fmt.Sprint("r", i), "POST", "/scim/v2/"+e.Tenant+"/Users"
+		f.reqLog.Record(e)
+	}
+	var all []relay.LogEntry
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if err := json.Unmarshal(f.request("GET", "/admin/v1/log?since=1h", "").body, &all); err != nil || len(all) != 3 {
+			return fmt.Errorf("%d entries (%v)", len(all), err)
+		}
+		return nil
+	})
+	var list []relay.LogEntry
+	f.request("GET", "/admin/v1/log?tenant=acme&status=4xx", "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].ScimType != "uniqueness" {
+		t.Fatalf("4xx of acme: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?user=ann@&limit=1", "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].RequestID != "r0" {
+		t.Fatalf("first page: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?user=ann@&limit=1&after="+list[0].Key, "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].RequestID != "r1" {
+		t.Fatalf("second page: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?status=teapot", "").wantError(t, http.StatusBadRequest, "status:")
+	f.request("GET", "/admin/v1/log?since=yesterday", "").wantError(t, http.StatusBadRequest, "since:")
+	f.request("GET", "/admin/v1/log?limit=0", "").wantError(t, http.StatusBadRequest, "limit:")
+	f.request("GET", "/admin/v1/log?after=zz", "").wantError(t, http.StatusBadRequest, "not a log entry key")
+}
+
+// TestInternalErrors: a failure of the relay itself is answered 500 with a
+// request id and without its text, which goes to the log under that id.
+func TestInternalErrors(t *testing.T) {
+	f := newFixture(t)
+	if err := f.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a := f.request("GET", "/admin/v1/log", "")
+	e := a.wantError(t, http.StatusInternalServerError, "internal error")
+	if e.RequestID == "" || e.RequestID != a.header.Get("X-Request-Id") || strings.Contains(e.Error, "database") {
+		t.Fatalf("answer %+v, header id %q", e, a.header.Get("X-Request-Id"))
+	}
+	if log := f.log.String(); !strings.Contains(log, "request_id="+e.RequestID) || !strings.Contains(log, "database not open") {
+		t.Fatalf("the log does not have the failure under its request id:\n%s", log)
+	}
+	// A caller's request id is kept when it is a sane one.
+	req, _ := http.NewRequest("GET", f.url+"/admin/v1/log", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("X-Request-Id", "trace-42")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.Header.Get("X-Request-Id") != "trace-42" {
+		t.Fatalf("request id: %v %v", res.Header, err)
+	}
+	res.Body.Close()
+}
+
+// TestUnavailableInRole: a process without the data file (role sinks)
+// answers what it cannot do with 503.
+func TestUnavailableInRole(t *testing.T) {
+	srv := httptest.NewServer(NewHandler(Options{Token: adminToken}))
+	defer srv.Close()
+	f := &fixture{t: t, url: srv.URL}
+	for _, r := range routes[:12] {
+		if r.path == "/admin/v1/tokens/tok_x" || r.path == "/admin/v1/jobs/job_x" {
+			r.path = strings.TrimSuffix(r.path, "_x") + "_y"
+		}
+		f.request(r.method, r.path, r.body).wantError(t, http.StatusServiceUnavailable, "is not available on this relay")
+	}
+}
+
+func TestBackup(t *testing.T) {
+	f := newFixture(t)
+	if _, _, err := f.store.CreateToken(context.Background(), "acme", "kept", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	a := f.request("GET", "/admin/v1/backup", "")
+	if a.status != http.StatusOK || a.header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("backup: %d %v", a.status, a.header)
+	}
+	path := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(path, a.body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	copyStore, err := relay.Open(path, relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}, {Name: "globex"}}})
+	if err != nil {
+		t.Fatalf("the backup does not open: %v", err)
+	}
+	defer copyStore.Close()
+	if toks, _ := copyStore.ListTokens(context.Background(), "acme"); len(toks) != 1 || toks[0].Name != "kept" {
+		t.Fatalf("tokens in the backup: %+v", toks)
+	}
+}
+
+func TestEventsTail(t *testing.T) {
+	f := newFixture(t)
+	f.h.tailWait = time.Minute // a tail that waited for a fetch to time out would not end in time
+	acme := f.publish("acme", events.UserCreated, 3)
+	f.publish("globex", events.UserCreated, 2)
+	f.publish("acme", events.UserDeactivated, 1)
+
+	lines := func(query string) []map[string]any {
+		t.Helper()
+		a := f.request("GET", "/admin/v1/events?"+query, "")
+		if a.status != http.StatusOK || a.header.Get("Content-Type") != "application/x-ndjson" {
+			t.Fatalf("%s: %d %s", query, a.status, a.body)
+		}
+		var out []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(string(a.body)), "\n") {
+			if l == "" {
+				continue
+			}
+			var e map[string]any
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatalf("%s: line %q: %v", query, l, err)
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	if got := lines("since=1h&follow=false"); len(got) != 6 {
+		t.Fatalf("every event: %d", len(got))
+	}
+	got := lines("tenant=acme&since=1h&follow=false")
+	if len(got) != 4 || got[0]["id"] != acme[0] || got[3]["type"] != "io.scimrelay.user.deactivated" {
+		t.Fatalf("acme's events: %v", got)
+	}
+	if got := lines("tenant=acme&type=user.deactivated&since=1h&follow=false"); len(got) != 1 {
+		t.Fatalf("by type: %v", got)
+	}
+	if got := lines("tenant=acme&from_seq=3&follow=false"); len(got) != 1 || got[0]["id"] != acme[2] {
+		t.Fatalf("from sequence 3: %v", got)
+	}
+	// With nothing pending, a tail that does not follow ends at once.
+	if got := lines("follow=false"); len(got) != 0 {
+		t.Fatalf("new events only: %v", got)
+	}
+	if got := lines("tenant=initech&since=1h&follow=false"); len(got) != 0 {
+		t.Fatalf("a tenant without events: %v", got)
+	}
+	f.request("GET", "/admin/v1/events?tenant=Acme", "").wantError(t, http.StatusBadRequest, "tenant:")
+	f.request("GET", "/admin/v1/events?type=user.exploded", "").wantError(t, http.StatusBadRequest, "no such event")
+	f.request("GET", "/admin/v1/events?since=ages", "").wantError(t, http.StatusBadRequest, "since:")
+	f.request("GET", "/admin/v1/events?from_seq=3", "").wantError(t, http.StatusBadRequest, "from_seq needs a tenant")
+}
+
+// TestEventsTailAcrossOutage: a following tail keeps going while NATS is
+// away, retrying with a growing wait rather than in a loop, and carries on
+// with the events published once it is back.
+func TestEventsTailAcrossOutage(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/admin/v1/events?tenant=acme", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("tail: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		dec := json.NewDecoder(res.Body)
+		for {
+			var e struct{ ID string }
+			if dec.Decode(&e) != nil {
+				return
+			}
+			lines <- e.ID
+		}
+	}()
+	first := f.publish("acme", events.UserCreated, 1)[0]
+	if id := <-lines; id != first {
+		t.Fatalf("first line %s, want %s", id, first)
+	}
+
+	port := f.nats.Addr().(*net.TCPAddr).Port
+	f.nats.Shutdown()
+	f.nats.WaitForShutdown()
+	down := time.Now()
+	failures := func() int { return strings.Count(f.log.String(), "reading the stream failed") }
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := failures(); n < 4 {
+			return fmt.Errorf("%d failed fetches so far", n)
+		}
+		return nil
+	})
+	// Waits of 100 ms, 200 ms, 400 ms …: n failures take at least
+	// 100 ms × (2^(n-1) - 1); a loop would fail thousands of times.
+	n, elapsed := failures(), time.Since(down)
+	if most := 2 + int(elapsed/(100*time.Millisecond)); n > most {
+		t.Fatalf("%d failed fetches in %s: not backing off", n, elapsed)
+	}
+	f.nats = eventstest.RunServerAt(t, f.natsDir, port)
+	second := f.publishWhenBack("acme", events.UserUpdated)
+	select {
+	case id := <-lines:
+		if id != second {
+			t.Fatalf("after the outage %s, want %s", id, second)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tail did not carry on after NATS came back")
+	}
+}
+
+// publishWhenBack publishes one event as soon as NATS takes it.
+func (f *fixture) publishWhenBack(tenant string, a events.Action) string {
+	f.t.Helper()
+	msg, id := message(f.t, tenant, a, "u9", 9)
+	eventstest.CheckFor(f.t, 20*time.Second, 50*time.Millisecond, func() error {
+		_, err := f.js.PublishMsg(context.Background(), msg)
+		return err
+	})
+	return id
+}

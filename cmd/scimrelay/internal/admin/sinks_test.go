@@ -1,0 +1,175 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// deadLetters makes the receiver refuse for good and waits until n events
+// of acme are dead letters.
+func (f *fixture) deadLetters(n int) []string {
+	f.t.Helper()
+	f.status.Store(http.StatusGone)
+	ids := f.publish("acme", events.UserCreated, n)
+	eventstest.CheckFor(f.t, 20*time.Second, 20*time.Millisecond, func() error {
+		var page sinks.DeadLetterPage
+		f.request("GET", "/admin/v1/sinks/crm/dlq?limit=1000", "").want(f.t, http.StatusOK, &page)
+		if len(page.DeadLetters) != n {
+			return fmt.Errorf("%d dead letters, want %d", len(page.DeadLetters), n)
+		}
+		return nil
+	})
+	return ids
+}
+
+// job follows a job until it ends and decodes its result into result.
+func (f *fixture) job(a answer, result any) jobs.Job {
+	f.t.Helper()
+	var j jobs.Job
+	a.want(f.t, http.StatusAccepted, &j)
+	if j.State != jobs.Running || a.header.Get("Location") != "/admin/v1/jobs/"+j.ID {
+		f.t.Fatalf("job as started: %+v, Location %q", j, a.header.Get("Location"))
+	}
+	var status struct {
+		jobs.Job
+		Progress json.RawMessage `json:"progress"`
+	}
+	eventstest.CheckFor(f.t, 30*time.Second, 10*time.Millisecond, func() error {
+		f.request("GET", "/admin/v1/jobs/"+j.ID, "").want(f.t, http.StatusOK, &status)
+		if status.State == jobs.Running {
+			return fmt.Errorf("job %s still running", j.ID)
+		}
+		return nil
+	})
+	if result != nil {
+		if err := json.Unmarshal(status.Progress, result); err != nil {
+			f.t.Fatalf("job %s: %v: %s", j.ID, err, status.Progress)
+		}
+	}
+	return status.Job
+}
+
+func TestDeadLetterPages(t *testing.T) {
+	f := newFixture(t)
+	ids := f.deadLetters(5)
+	var seen []string
+	after := ""
+	for range 3 {
+		var page sinks.DeadLetterPage
+		f.request("GET", "/admin/v1/sinks/crm/dlq?limit=2&after="+after, "").want(t, http.StatusOK, &page)
+		for _, dl := range page.DeadLetters {
+			if dl.Status != http.StatusGone || dl.Tenant != "acme" || dl.Type != "io.scimrelay.user.created" {
+				t.Fatalf("dead letter %+v", dl)
+			}
+			seen = append(seen, dl.ID)
+		}
+		after = page.Next
+	}
+	slices.Sort(seen)
+	slices.Sort(ids)
+	if !slices.Equal(seen, ids) || after != "" {
+		t.Fatalf("pages of 2 gave %v (next %q), want %v", seen, after, ids)
+	}
+	f.request("GET", "/admin/v1/sinks/crm/dlq?after=somewhere", "").wantError(t, http.StatusBadRequest, "not a cursor of this listing")
+	f.request("GET", "/admin/v1/sinks/crm/dlq?limit=-1", "").wantError(t, http.StatusBadRequest, "limit:")
+	f.request("GET", "/admin/v1/sinks/erp/dlq", "").wantError(t, http.StatusNotFound, `no such sink "erp"`)
+}
+
+func TestRedriveJobs(t *testing.T) {
+	f := newFixture(t)
+	ids := f.deadLetters(3)
+
+	// The receiver still refuses: the job is done, and says so.
+	var res sinks.RedriveResult
+	j := f.job(f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`), &res)
+	if j.State != jobs.Done || j.Kind != JobRedrive || j.Target != "crm" || res.Done != 3 || res.Failed != 3 || len(res.Failures) != 3 {
+		t.Fatalf("redrive to a receiver that still refuses: %+v %+v", j, res)
+	}
+	// One dead letter, by id, once the receiver takes it.
+	f.status.Store(http.StatusNoContent)
+	j = f.job(f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"id":"`+ids[1]+`"}`), &res)
+	if j.State != jobs.Done || res.Delivered != 1 || res.Failed != 0 {
+		t.Fatalf("redrive of one: %+v %+v", j, res)
+	}
+	// An id the queue does not have fails the job, saying why.
+	j = f.job(f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"id":"`+ids[1]+`"}`), nil)
+	if j.State != jobs.Failed || j.Error != "sink crm has no dead letter with event id "+ids[1] {
+		t.Fatalf("redrive of a delivered one: %+v", j)
+	}
+	// A redrive of the same sink while one runs is refused, naming it.
+	block := make(chan struct{})
+	f.block.Store(&block)
+	var first jobs.Job
+	f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`).want(t, http.StatusAccepted, &first)
+	e := f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`).wantError(t, http.StatusConflict, "already running")
+	if e.JobID != first.ID {
+		t.Fatalf("409 names job %q, want %q", e.JobID, first.ID)
+	}
+	f.block.Store(nil)
+	close(block)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		var page sinks.DeadLetterPage
+		f.request("GET", "/admin/v1/sinks/crm/dlq", "").want(t, http.StatusOK, &page)
+		if len(page.DeadLetters) != 0 {
+			return fmt.Errorf("%d dead letters left", len(page.DeadLetters))
+		}
+		return nil
+	})
+
+	f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{}`).wantError(t, http.StatusBadRequest, "either an id or all")
+	f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"id":"x","all":true}`).wantError(t, http.StatusBadRequest, "either an id or all")
+	f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":"yes"}`).wantError(t, http.StatusBadRequest, "request body")
+	f.request("POST", "/admin/v1/sinks/erp/dlq/redrive", `{"all":true}`).wantError(t, http.StatusNotFound, `no such sink "erp"`)
+	f.request("GET", "/admin/v1/jobs/job_0123", "").wantError(t, http.StatusNotFound, "no such job")
+}
+
+func TestReplayJobAndDeliveries(t *testing.T) {
+	f := newFixture(t)
+	f.publish("acme", events.UserCreated, 3)
+	f.publish("globex", events.UserCreated, 2) // not the sink's tenant
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := f.got.Load(); n != 3 {
+			return fmt.Errorf("%d deliveries", n)
+		}
+		return nil
+	})
+	var res sinks.ReplayResult
+	j := f.job(f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`), &res)
+	if j.State != jobs.Done || j.Kind != JobReplay || res.Total != 3 || res.Matched != 3 || res.Delivered != 3 || f.got.Load() != 6 {
+		t.Fatalf("replay: %+v %+v, %d deliveries", j, res, f.got.Load())
+	}
+	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"0"}`).wantError(t, http.StatusBadRequest, "since:")
+	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"last week"}`).wantError(t, http.StatusBadRequest, "since:")
+	f.request("POST", "/admin/v1/sinks/erp/replay", `{"since":"1h"}`).wantError(t, http.StatusNotFound, `no such sink "erp"`)
+
+	var attempts []sinks.Attempt
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		f.request("GET", "/admin/v1/deliveries?sink=crm&since=1h", "").want(t, http.StatusOK, &attempts)
+		replayed := 0
+		for _, a := range attempts {
+			if a.Outcome == "replayed" {
+				replayed++
+			}
+		}
+		if len(attempts) != 6 || replayed != 3 {
+			return fmt.Errorf("%d attempts, %d replayed", len(attempts), replayed)
+		}
+		return nil
+	})
+	f.request("GET", "/admin/v1/deliveries?sink=crm&limit=2", "").want(t, http.StatusOK, &attempts)
+	if len(attempts) != 2 {
+		t.Fatalf("limit 2: %d", len(attempts))
+	}
+	f.request("GET", "/admin/v1/deliveries?sink=erp", "").wantError(t, http.StatusNotFound, `no such sink "erp"`)
+	f.request("GET", "/admin/v1/deliveries?since=forever", "").wantError(t, http.StatusBadRequest, "since:")
+	f.request("GET", "/admin/v1/deliveries?limit=many", "").wantError(t, http.StatusBadRequest, "limit:")
+}
