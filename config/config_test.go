@@ -274,14 +274,14 @@ func TestDurationAndSize(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]int64{"4MiB": 4 << 20, "64KiB": 64 << 10, "1048576": 1 << 20, "1GB": 1e9, "2 MiB": 2 << 20, "10B": 10} {
-		got, err := ParseSize(in)
+		got, err := parseSize(in)
 		if err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "MiB", "-1", "1.5MiB", "1TB", "99999999999GiB"} {
-		if _, err := ParseSize(bad); err == nil {
-			t.Errorf("ParseSize(%q) accepted it", bad)
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted it", bad)
 		}
 	}
 	if Duration(7*24*time.Hour).String() != "7d" || Duration(90*time.Second).String() != "1m30s" || Size(4<<20).String() != "4MiB" || Size(1000).String() != "1000" {

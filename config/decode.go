@@ -89,7 +89,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		return
 	case *Size:
 		if d.scalar(n, path, "a size such as 4MiB") {
-			size, err := ParseSize(n.Value)
+			size, err := parseSize(n.Value)
 			if err != nil {
 				d.add(n, path, "%v", err)
 				return

@@ -74,8 +74,8 @@ var sizeUnits = []struct {
 	{"B", 1},
 }
 
-// ParseSize parses a byte count with an optional unit.
-func ParseSize(s string) (int64, error) {
+// parseSize parses a byte count with an optional unit.
+func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	factor := int64(1)
 	num := s

@@ -221,8 +221,10 @@ func entraBody(t *testing.T, id string) string {
 	return ""
 }
 
-// TestEntraSequence replays Entra's provisioning cycle (entra-requests.md,
-// "Lifecycle sequences") over HTTP against the in-memory backend.
+// TestEntraSequence replays Entra's provisioning cycle (the requests Entra
+// sends, recorded in testdata/entra-requests.json, in the order of its
+// lifecycle: Test Connection, create, update, deactivate, groups, delete)
+// over HTTP against the in-memory backend.
 func TestEntraSequence(t *testing.T) {
 	ts := newTestServer(t, Options{})
 

@@ -18,7 +18,7 @@ import (
 // provisioning log's retention: a worker on any machine records, the admin
 // API of any role reads.
 const (
-	DeliveriesStream      = "SCIMRELAY_DELIVERIES"
+	deliveriesStream      = "SCIMRELAY_DELIVERIES"
 	deliveriesSubjectRoot = "scimrelay-deliveries."
 )
 
@@ -47,7 +47,7 @@ func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention tim
 		retention = 30 * 24 * time.Hour
 	}
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        DeliveriesStream,
+		Name:        deliveriesStream,
 		Description: "scimrelay delivery attempts, one subject per sink",
 		Subjects:    []string{deliveriesSubjectRoot + ">"},
 		Storage:     jetstream.FileStorage,
@@ -57,7 +57,7 @@ func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention tim
 		AllowDirect: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating stream %s: %w", DeliveriesStream, err)
+		return nil, fmt.Errorf("creating stream %s: %w", deliveriesStream, err)
 	}
 	return &attemptLog{js: js, log: log}, nil
 }
@@ -89,9 +89,9 @@ func (a *attemptLog) write(at Attempt) {
 // Attempts returns recorded attempts, oldest first, of one sink ("" for
 // all) since a time, at most limit.
 func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time, limit int) ([]Attempt, error) {
-	st, err := js.Stream(ctx, DeliveriesStream)
+	st, err := js.Stream(ctx, deliveriesStream)
 	if err != nil {
-		return nil, fmt.Errorf("opening stream %s: %w", DeliveriesStream, err)
+		return nil, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {

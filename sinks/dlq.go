@@ -20,7 +20,7 @@ import (
 // was (CloudEvents binary mode) plus headers saying why it is there. Being in
 // JetStream, it is shared by every worker and the admin API of any role.
 const (
-	DLQStream       = "SCIMRELAY_DLQ"
+	dlqStream       = "SCIMRELAY_DLQ"
 	dlqSubjectRoot  = "scimrelay-dlq."
 	dlqRetention    = 30 * 24 * time.Hour
 	hdrDLQStatus    = "Scimrelay-Dlq-Status"
@@ -52,7 +52,7 @@ type deadLetters struct {
 
 func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*deadLetters, error) {
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        DLQStream,
+		Name:        dlqStream,
 		Description: "scimrelay dead letters, one subject per sink",
 		Subjects:    []string{dlqSubjectRoot + ">"},
 		Storage:     jetstream.FileStorage,
@@ -63,7 +63,7 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*dead
 		AllowDirect: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating stream %s: %w", DLQStream, err)
+		return nil, fmt.Errorf("creating stream %s: %w", dlqStream, err)
 	}
 	return &deadLetters{js: js, stream: st}, nil
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // HTTP-level benchmarks of the relay with fsync on: a SCIM client and the
-// relay share this machine's cores, as in the targets.
+// relay share this machine's cores, as they do in the README's figures.
 //
 //	go test ./cmd/scimrelay -run x -bench 'SCIM' -benchtime 3s
 //

@@ -18,8 +18,8 @@ import (
 	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
 
-// TestEntraCycle replays Entra's provisioning sequences (entra-requests.md)
-// against the real relay: bbolt file, embedded JetStream, HTTP. It checks
+// TestEntraCycle replays Entra's provisioning sequences (the requests Entra
+// sends, recorded in scim/testdata/entra-requests.json) against the real relay: bbolt file, embedded JetStream, HTTP. It checks
 // every answer, then that the events in the stream are exactly the expected
 // ones (testdata/entra-events.golden, ids and times normalised), then that a
 // restart keeps everything.

@@ -162,19 +162,6 @@ func (p Pattern) String() string {
 // Patterns selects the actions any of its patterns selects; empty selects all.
 type Patterns []Pattern
 
-// ParsePatterns parses each pattern.
-func ParsePatterns(list []string) (Patterns, error) {
-	out := make(Patterns, 0, len(list))
-	for _, s := range list {
-		p, err := ParsePattern(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
 // Match reports whether any pattern selects a; an empty list selects all.
 func (ps Patterns) Match(a Action) bool {
 	if len(ps) == 0 {

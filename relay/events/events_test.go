@@ -143,9 +143,11 @@ func TestPatterns(t *testing.T) {
 			}
 		})
 	}
-	ps, err := events.ParsePatterns([]string{"user.*", "group.member_added"})
-	if err != nil || !ps.Match(events.UserDeleted) || !ps.Match(events.GroupMemberAdded) || ps.Match(events.GroupCreated) {
-		t.Errorf("Patterns.Match is wrong: %v", err)
+	users, err1 := events.ParsePattern("user.*")
+	added, err2 := events.ParsePattern("group.member_added")
+	ps := events.Patterns{users, added}
+	if err1 != nil || err2 != nil || !ps.Match(events.UserDeleted) || !ps.Match(events.GroupMemberAdded) || ps.Match(events.GroupCreated) {
+		t.Errorf("Patterns.Match is wrong: %v %v", err1, err2)
 	}
 	if !(events.Patterns{}).Match(events.GroupDeleted) {
 		t.Error("empty Patterns must match everything")

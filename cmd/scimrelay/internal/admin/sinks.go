@@ -36,8 +36,8 @@ type ReplayRequest struct {
 
 // Kinds of the sinks' jobs.
 const (
-	JobRedrive = "redrive"
-	JobReplay  = "replay"
+	jobRedrive = "redrive"
+	jobReplay  = "replay"
 )
 
 // sink returns the sink the path names, or 404.
@@ -84,7 +84,7 @@ func (h *Handler) redrive(w http.ResponseWriter, r *http.Request) error {
 	if req.All == (req.ID != "") {
 		return badRequest("give either an id or all")
 	}
-	return h.startJob(w, JobRedrive, name, func(ctx context.Context, report func(any)) (any, error) {
+	return h.startJob(w, jobRedrive, name, func(ctx context.Context, report func(any)) (any, error) {
 		return h.o.Sinks.Redrive(ctx, name, req.ID, func(p sinks.RedriveResult) { report(p) })
 	})
 }
@@ -104,7 +104,7 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("since: want a duration such as 24h, got %q", req.Since)
 	}
 	since := time.Now().Add(-d)
-	return h.startJob(w, JobReplay, name, func(ctx context.Context, report func(any)) (any, error) {
+	return h.startJob(w, jobReplay, name, func(ctx context.Context, report func(any)) (any, error) {
 		return h.o.Sinks.Replay(ctx, name, since, func(p sinks.ReplayResult) { report(p) })
 	})
 }

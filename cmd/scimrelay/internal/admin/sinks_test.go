@@ -91,7 +91,7 @@ func TestRedriveJobs(t *testing.T) {
 	// The receiver still refuses: the job is done, and says so.
 	var res sinks.RedriveResult
 	j := f.job(f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`), &res)
-	if j.State != jobs.Done || j.Kind != JobRedrive || j.Target != "crm" || res.Done != 3 || res.Failed != 3 || len(res.Failures) != 3 {
+	if j.State != jobs.Done || j.Kind != jobRedrive || j.Target != "crm" || res.Done != 3 || res.Failed != 3 || len(res.Failures) != 3 {
 		t.Fatalf("redrive to a receiver that still refuses: %+v %+v", j, res)
 	}
 	// One dead letter, by id, once the receiver takes it.
@@ -144,7 +144,7 @@ func TestReplayJobAndDeliveries(t *testing.T) {
 	})
 	var res sinks.ReplayResult
 	j := f.job(f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`), &res)
-	if j.State != jobs.Done || j.Kind != JobReplay || res.Total != 3 || res.Matched != 3 || res.Delivered != 3 || f.got.Load() != 6 {
+	if j.State != jobs.Done || j.Kind != jobReplay || res.Total != 3 || res.Matched != 3 || res.Delivered != 3 || f.got.Load() != 6 {
 		t.Fatalf("replay: %+v %+v, %d deliveries", j, res, f.got.Load())
 	}
 	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"0"}`).wantError(t, http.StatusBadRequest, "since:")
