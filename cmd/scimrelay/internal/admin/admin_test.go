@@ -131,7 +131,7 @@ func newFixture(t *testing.T) *fixture {
 		Token: adminToken, Logger: log,
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "scimrelay_up 1\n") }),
 		Checks:  []Check{{Name: "sinks", Check: f.sinks.Ready}},
-		Tokens:  f.store, Backup: f.store, Log: f.reqLog, Sinks: f.sinks,
+		Tokens: f.store.Tokens(), Clients: f.store.Clients(), Backup: f.store, Log: f.reqLog, Sinks: f.sinks,
 		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},
@@ -237,6 +237,10 @@ var routes = []struct{ method, path, body string }{
 	{"POST", "/admin/v1/tokens", `{"tenant":"acme"}`},
 	{"POST", "/admin/v1/tokens/rotate", `{"tenant":"acme"}`},
 	{"DELETE", "/admin/v1/tokens/tok_x", ""},
+	{"GET", "/admin/v1/clients", ""},
+	{"POST", "/admin/v1/clients", `{"tenant":"acme"}`},
+	{"POST", "/admin/v1/clients/rotate", `{"tenant":"acme"}`},
+	{"DELETE", "/admin/v1/clients/cli_x", ""},
 	{"GET", "/admin/v1/backup", ""},
 	{"GET", "/admin/v1/log", ""},
 	{"GET", "/admin/v1/events?follow=false", ""},
@@ -263,14 +267,14 @@ func TestAuthentication(t *testing.T) {
 			}
 		}
 	}
-	if toks, _ := f.store.ListTokens(context.Background(), ""); len(toks) != 0 {
+	if toks, _ := f.store.Tokens().List(context.Background(), ""); len(toks) != 0 {
 		t.Fatalf("a refused request created tokens: %+v", toks)
 	}
 	if f.got.Load() != 0 {
 		t.Fatal("a refused request reached the sink")
 	}
 	// A relay without an admin token refuses everyone.
-	closed := httptest.NewServer(NewHandler(Options{Tokens: f.store}))
+	closed := httptest.NewServer(NewHandler(Options{Tokens: f.store.Tokens()}))
 	defer closed.Close()
 	req, _ := http.NewRequest("GET", closed.URL+"/admin/v1/tokens", nil)
 	req.Header.Set("Authorization", "Bearer ")
@@ -333,6 +337,27 @@ func TestTokens(t *testing.T) {
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","tenants":["x"]}`).wantError(t, http.StatusBadRequest, "unknown field")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"`+strings.Repeat("a", 2<<20)+`"}`).wantError(t, http.StatusBadRequest, "request body")
 	f.request("PUT", "/admin/v1/tokens", ``).wantError(t, http.StatusNotFound, "no admin endpoint")
+}
+
+// TestClients: OAuth clients go through the same routes and errors as tokens.
+func TestClients(t *testing.T) {
+	f := newFixture(t)
+	var created TokenResponse
+	f.request("POST", "/admin/v1/clients", `{"tenant":"acme","name":"okta"}`).want(t, http.StatusCreated, &created)
+	if err := f.store.AuthenticateBasic(context.Background(), "acme", created.Token.ID, created.Secret); err != nil {
+		t.Fatalf("the new client's id and secret: %v", err)
+	}
+	var list []relay.Token
+	a := f.request("GET", "/admin/v1/clients?tenant=acme", "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].ID != created.Token.ID || strings.Contains(string(a.body), created.Secret) {
+		t.Fatalf("list: %s", a.body)
+	}
+	if toks, _ := f.store.Tokens().List(context.Background(), ""); len(toks) != 0 {
+		t.Fatalf("a client was listed as a token: %+v", toks)
+	}
+	f.request("DELETE", "/admin/v1/clients/"+created.Token.ID, "").want(t, http.StatusOK, nil)
+	f.request("DELETE", "/admin/v1/clients/cli_nope", "").wantError(t, http.StatusNotFound, "not found")
+	f.request("POST", "/admin/v1/clients", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
 }
 
 func TestLog(t *testing.T) {
@@ -404,9 +429,9 @@ func TestUnavailableInRole(t *testing.T) {
 	srv := httptest.NewServer(NewHandler(Options{Token: adminToken}))
 	defer srv.Close()
 	f := &fixture{t: t, url: srv.URL}
-	for _, r := range routes[:12] {
-		if r.path == "/admin/v1/tokens/tok_x" || r.path == "/admin/v1/jobs/job_x" {
-			r.path = strings.TrimSuffix(r.path, "_x") + "_y"
+	for _, r := range routes {
+		if !strings.HasPrefix(r.path, "/admin/v1/") || r.path == "/admin/v1/nothing-here" {
+			continue
 		}
 		f.request(r.method, r.path, r.body).wantError(t, http.StatusServiceUnavailable, "is not available on this relay")
 	}
@@ -414,7 +439,7 @@ func TestUnavailableInRole(t *testing.T) {
 
 func TestBackup(t *testing.T) {
 	f := newFixture(t)
-	if _, _, err := f.store.CreateToken(context.Background(), "acme", "kept", time.Time{}); err != nil {
+	if _, _, err := f.store.Tokens().Create(context.Background(), "acme", "kept", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	a := f.request("GET", "/admin/v1/backup", "")
@@ -430,7 +455,7 @@ func TestBackup(t *testing.T) {
 		t.Fatalf("the backup does not open: %v", err)
 	}
 	defer copyStore.Close()
-	if toks, _ := copyStore.ListTokens(context.Background(), "acme"); len(toks) != 1 || toks[0].Name != "kept" {
+	if toks, _ := copyStore.Tokens().List(context.Background(), "acme"); len(toks) != 1 || toks[0].Name != "kept" {
 		t.Fatalf("tokens in the backup: %+v", toks)
 	}
 }
