@@ -21,19 +21,6 @@ import (
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func startPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Logger) *Publisher {
 	t.Helper()
 	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
@@ -142,7 +129,7 @@ func TestPublisherSurvivesNATSOutage(t *testing.T) {
 	dir := t.TempDir()
 	port := eventstest.FreePort(t)
 	ns := eventstest.RunServerAt(t, dir, port)
-	logs := &syncBuffer{}
+	logs := &eventstest.Log{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	nc, err := natsbus.Connect(natsbus.Options{URL: ns.ClientURL(), ConnectTimeout: time.Second}, nil, log)
 	if err != nil {

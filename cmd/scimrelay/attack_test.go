@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestHostileRequests sends what an attacker or a broken client would to a
@@ -142,7 +143,7 @@ func TestRateLimit(t *testing.T) {
 // TestNoSecretsInLogs runs an Entra sequence with the log at Info and checks
 // that no token, secret, userName or email appears in it.
 func TestNoSecretsInLogs(t *testing.T) {
-	var buf syncBuf
+	var buf eventstest.Log
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := newHook(t)
 	cfg := testConfig(t, t.TempDir())

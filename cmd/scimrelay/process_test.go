@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -92,22 +91,14 @@ tenants:
 
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuf
+	stderr *eventstest.Log
 	exited chan struct{} // closed when the process has exited
 	err    error         // its exit status, once exited is closed
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func startProcess(t *testing.T, bin, configPath string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, "serve", "--config", configPath), stderr: &syncBuf{}, exited: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin, "serve", "--config", configPath), stderr: &eventstest.Log{}, exited: make(chan struct{})}
 	p.cmd.Stderr, p.cmd.Stdout = p.stderr, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

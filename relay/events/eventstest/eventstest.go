@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package eventstest starts real in-process NATS servers for the tests of
-// relay, sinks and cmd, and holds the polling helper they share. It is a
+// relay, sinks and cmd, and holds the helpers they share: polling for a
+// condition, and a Log to read what the code under test logged. It is a
 // normal package so that tests of several packages can use it; nothing
 // outside tests imports it.
 package eventstest

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -38,19 +37,6 @@ const (
 // ended fails the test instead of hanging it.
 var client = &http.Client{Timeout: 30 * time.Second}
 
-// syncBuffer is a log both the handler and the test touch.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // fixture is an admin API over real parts: a bbolt store and its
 // provisioning log, an in-process JetStream server, the sinks with one sink
 // "crm" posting to a test receiver, and the job runner.
@@ -65,7 +51,7 @@ type fixture struct {
 	natsDir string
 	natsURL string
 	sinks   *sinks.Manager
-	log     *syncBuffer
+	log     *eventstest.Log
 	// status is what the receiver answers; block, when set, holds requests.
 	status atomic.Int32
 	block  atomic.Pointer[chan struct{}]
@@ -74,7 +60,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{t: t, log: &syncBuffer{}, natsDir: t.TempDir()}
+	f := &fixture{t: t, log: &eventstest.Log{}, natsDir: t.TempDir()}
 	f.status.Store(http.StatusNoContent)
 	log := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -131,7 +117,7 @@ func newFixture(t *testing.T) *fixture {
 		Token: adminToken, Logger: log,
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "scimrelay_up 1\n") }),
 		Checks:  []Check{{Name: "sinks", Check: f.sinks.Ready}},
-		Tokens: f.store.Tokens(), Clients: f.store.Clients(), Backup: f.store, Log: f.reqLog, Sinks: f.sinks,
+		Tokens:  f.store.Tokens(), Clients: f.store.Clients(), Backup: f.store, Log: f.reqLog, Sinks: f.sinks,
 		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},

@@ -1,0 +1,26 @@
+package eventstest
+
+import (
+	"bytes"
+	"sync"
+)
+
+// Log is an output (a logger's, a process's stderr) that the code under
+// test writes while the test reads it.
+type Log struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns what was written so far.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
