@@ -3,10 +3,12 @@
 package sinks
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,5 +179,46 @@ func TestReplayFailsWhenJetStreamGoes(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("the replay did not end within 60s")
+	}
+}
+
+// BenchmarkDeadLetterPage lists one page of 100 dead letters from queues
+// of 1,000 and 10,000: what a page costs must not grow with the queue.
+func BenchmarkDeadLetterPage(b *testing.B) {
+	for _, size := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("queue=%d", size), func(b *testing.B) {
+			js := natsStream(b)
+			m, err := NewManager(Options{Sinks: []Config{sinkConfig("crm", "http://127.0.0.1:1/h", nil)}, JS: js})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.Setup(ctx); err != nil {
+				b.Fatal(err)
+			}
+			for i := range size {
+				id := fmt.Sprintf("u%d", i)
+				e, err := events.New(events.Meta{Tenant: "acme", Action: events.UserCreated, ResourceID: id, Sequence: uint64(i + 1), SubjectSeq: 1, Time: time.Now()},
+					events.Data{Tenant: "acme", ResourceType: "User", ID: id, Resource: json.RawMessage(`{"userName":"` + id + `"}`)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := m.dlq.put(ctx, "crm", &e, Result{Status: http.StatusGone}, 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The last page of the queue: a listing that read what comes
+			// before it would cost more the longer the queue.
+			page, err := m.DeadLetters(ctx, "crm", strconv.Itoa(size-100), 100)
+			if err != nil || len(page.DeadLetters) != 100 || page.Next != "" {
+				b.Fatalf("the last page: %d, %q, %v", len(page.DeadLetters), page.Next, err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := m.DeadLetters(ctx, "crm", strconv.Itoa(size-100), 100); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
