@@ -41,7 +41,7 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 	until := info.State.LastSeq
 	cfg.AckPolicy = jetstream.AckNonePolicy
 	cfg.InactiveThreshold = readInactive
-	cfg.MemoryStorage = true
+	cfg.MemoryStorage, cfg.Replicas = true, 1 // a reader's position is worth no disk
 	cons, err := stream.CreateConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", name, err)

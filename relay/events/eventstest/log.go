@@ -12,6 +12,7 @@ type Log struct {
 	b  bytes.Buffer
 }
 
+// Write appends p.
 func (l *Log) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
