@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package scim is the SCIM 2.0 protocol (RFC 7643, RFC 7644) as Microsoft
 // Entra ID and other identity providers speak it, over storage it does not
 // know:
@@ -16,6 +18,7 @@
 // The handlers store and read through the Backend and Authenticator
 // interfaces this package defines; the relay implements them on bbolt. The
 // package imports nothing else of the project, so that the protocol is
-// tested on its own; scim/scimtest holds what its tests and its users'
-// tests share.
+// tested on its own; scim/scimtest holds the Backend conformance suite
+// every implementation passes, an in-memory Backend, the Entra fixture's
+// contract and the golden-file helpers.
 package scim

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 var tokenPattern = regexp.MustCompile(`scimrelay_[A-Za-z0-9_-]{20,}`)
@@ -24,7 +25,7 @@ var tokenPattern = regexp.MustCompile(`scimrelay_[A-Za-z0-9_-]{20,}`)
 func TestFirstStartToken(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Tenants = []config.Tenant{{Name: "acme"}}
-	var logBuf syncBuf
+	var logBuf eventstest.Log
 	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	// A port taken: the start fails before any token exists.

@@ -43,7 +43,7 @@ type Options struct {
 	Log     Log
 	// Subscribers manages the embedded NATS server's subscribers.
 	Subscribers Subscribers
-	Sinks   Sinks
+	Sinks       Sinks
 	// Attempts reads the delivery attempts of a sink ("" for all).
 	Attempts func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error)
 	// Events is where the event stream is tailed from.
