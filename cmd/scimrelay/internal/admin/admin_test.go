@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,6 +125,8 @@ func newFixture(t *testing.T) *fixture {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},
 		Events: f.js, Jobs: runner,
+		// As on a relay with an external NATS, whose subscribers are its operator's.
+		Subscribers: NewSubscriberRegistry(f.store, nil, f.js),
 	})
 	srv := httptest.NewServer(f.h)
 	t.Cleanup(srv.Close)
@@ -237,6 +240,11 @@ var routes = []struct{ method, path, body string }{
 	{"POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`},
 	{"GET", "/admin/v1/deliveries", ""},
 	{"GET", "/admin/v1/jobs/job_x", ""},
+	{"GET", "/admin/v1/subscribers", ""},
+	{"POST", "/admin/v1/subscribers", `{"name":"billing"}`},
+	{"DELETE", "/admin/v1/subscribers/billing", ""},
+	{"GET", "/admin/v1/schemas", ""},
+	{"GET", "/admin/v1/schemas/event.json", ""},
 	{"GET", "/admin/v1/nothing-here", ""},
 	{"GET", "/debug/pprof/", ""},
 	{"GET", "/debug/pprof/heap", ""},
@@ -348,6 +356,24 @@ func TestClients(t *testing.T) {
 	f.request("POST", "/admin/v1/clients", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
 }
 
+// TestSchemasAndSubscribers: the event schemas are served, and a relay
+// that does not run NATS itself says so for its subscribers (409).
+func TestSchemasAndSubscribers(t *testing.T) {
+	f := newFixture(t)
+	var names []string
+	f.request("GET", "/admin/v1/schemas", "").want(t, http.StatusOK, &names)
+	if !slices.Contains(names, "event.json") || !slices.Contains(names, "user.created.json") {
+		t.Fatalf("schemas: %v", names)
+	}
+	if a := f.request("GET", "/admin/v1/schemas/event.json", ""); a.status != http.StatusOK || a.header.Get("Content-Type") != "application/schema+json" || !json.Valid(a.body) {
+		t.Fatalf("event.json: %d %v", a.status, a.header)
+	}
+	f.request("GET", "/admin/v1/schemas/nothing.json", "").wantError(t, http.StatusNotFound, `no schema "nothing.json"`)
+	f.request("GET", "/admin/v1/subscribers", "").wantError(t, http.StatusConflict, "external NATS")
+	f.request("POST", "/admin/v1/subscribers", `{"name":"billing","public_key":"UA"}`).wantError(t, http.StatusConflict, "external NATS")
+	f.request("POST", "/admin/v1/subscribers", `{"name":`).wantError(t, http.StatusBadRequest, "request body")
+}
+
 func TestLog(t *testing.T) {
 	f := newFixture(t)
 	now := time.Now()
@@ -418,7 +444,9 @@ func TestUnavailableInRole(t *testing.T) {
 	defer srv.Close()
 	f := &fixture{t: t, url: srv.URL}
 	for _, r := range routes {
-		if !strings.HasPrefix(r.path, "/admin/v1/") || r.path == "/admin/v1/nothing-here" {
+		// The schemas need no data file; subscribers are TestSchemasAndSubscribers'.
+		if !strings.HasPrefix(r.path, "/admin/v1/") || r.path == "/admin/v1/nothing-here" ||
+			strings.HasPrefix(r.path, "/admin/v1/schemas") || strings.HasPrefix(r.path, "/admin/v1/subscribers") {
 			continue
 		}
 		f.request(r.method, r.path, r.body).wantError(t, http.StatusServiceUnavailable, "is not available on this relay")
