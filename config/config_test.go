@@ -138,15 +138,18 @@ func TestRead(t *testing.T) {
 		}
 	}
 	write(minimal + "sinks:\n  - name: crm\n    secret: ${SCIMRELAY_TEST_UNSET_SECRET}\n")
-	if cfg, err := Read(path); err != nil || cfg.Sinks[0].Secret != "" {
+	if cfg, err := Read(path, "admin_listen", "admin.token"); err != nil || cfg.Sinks[0].Secret != "" {
 		t.Errorf("Read with an unset sink secret: %v", err)
 	}
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "sinks[0].secret: ${SCIMRELAY_TEST_UNSET_SECRET} is not set") {
 		t.Errorf("Load with an unset sink secret: %v", err)
 	}
 	write(minimal + "admin:\n  token: ${SCIMRELAY_TEST_UNSET_TOKEN}\n")
-	if _, err := Read(path); err == nil || !strings.Contains(err.Error(), "admin.token: ${SCIMRELAY_TEST_UNSET_TOKEN} is not set") {
+	if _, err := Read(path, "admin_listen", "admin.token"); err == nil || !strings.Contains(err.Error(), "admin.token: ${SCIMRELAY_TEST_UNSET_TOKEN} is not set") {
 		t.Errorf("Read with an unset admin token: %v", err)
+	}
+	if _, err := Read(path, "admin_listen"); err != nil {
+		t.Errorf("Read for admin_listen alone, with an unset admin token: %v", err)
 	}
 }
 

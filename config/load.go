@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -57,15 +58,13 @@ func Load(path string) (*Config, error) {
 	return load(path, func(string) bool { return true })
 }
 
-// Read is Load for the CLI, which needs only admin_listen, admin.token and
-// data_dir and must work where the server's secrets (sink secrets in the
-// environment) are not set: an unset variable is an error only in those
-// three keys, and expands to "" elsewhere. Unknown keys and malformed values
-// are still errors.
-func Read(path string) (*Config, error) {
-	return load(path, func(field string) bool {
-		return field == "admin_listen" || field == "admin.token" || field == "data_dir"
-	})
+// Read is Load for CLI commands, which use a few keys (admin_listen and
+// admin.token, say) and must work where the server's secrets (sink secrets
+// in the environment) are not set: an unset variable is an error only in
+// the keys named, and expands to "" elsewhere. Unknown keys and malformed
+// values are still errors.
+func Read(path string, keys ...string) (*Config, error) {
+	return load(path, func(field string) bool { return slices.Contains(keys, field) })
 }
 
 func load(path string, strictEnv func(field string) bool) (*Config, error) {

@@ -339,3 +339,29 @@ func TestCLIDeadLetterPages(t *testing.T) {
 		t.Fatalf("a bad --after: %d %s", code, stderr)
 	}
 }
+
+// TestCLIReadsOnlyItsKeys: a command other than serve and check needs only
+// the variables of the keys it uses to be set.
+func TestCLIReadsOnlyItsKeys(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	write := func(text string) string {
+		path := filepath.Join(t.TempDir(), "relay.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	admin := strings.TrimPrefix(p.adminURL, "http://")
+	secrets := "tenants:\n  - name: acme\nsinks:\n  - name: crm\n    url: https://crm.example.com/h\n    secret: ${SCIMRELAY_TEST_UNSET_SECRET}\n"
+	cfg := write(fmt.Sprintf("admin_listen: %s\nadmin:\n  token: %q\n%s", admin, adminSecret, secrets))
+	if code, _, stderr := cli(t, "token", "list", "--config", cfg); code != exitOK {
+		t.Fatalf("token list with a sink secret unset: %d %s", code, stderr)
+	}
+	cfg = write(fmt.Sprintf("admin_listen: %s\nadmin:\n  token: ${SCIMRELAY_TEST_UNSET_TOKEN}\n%s", admin, secrets))
+	if code, _, stderr := cli(t, "healthcheck", "--config", cfg); code != exitOK {
+		t.Fatalf("healthcheck with the admin token unset: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "list", "--config", cfg); code != exitError || !strings.Contains(stderr, "admin.token: ${SCIMRELAY_TEST_UNSET_TOKEN} is not set") {
+		t.Fatalf("token list with the admin token unset: %d %s", code, stderr)
+	}
+}

@@ -40,7 +40,7 @@ func configPathOf(cmd *cobra.Command) string {
 }
 
 func newAdminClient(configPath string) (*adminClient, error) {
-	cfg, err := config.Read(configPath)
+	cfg, err := config.Read(configPath, "admin_listen", "admin.token", "data_dir")
 	if err != nil {
 		return nil, err
 	}

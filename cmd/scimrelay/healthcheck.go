@@ -43,7 +43,7 @@ Kubernetes probes ask /healthz and /readyz over HTTP themselves.`,
 			if timeout <= 0 {
 				return usageError{fmt.Errorf("--timeout must be positive, got %s", timeout)}
 			}
-			cfg, err := config.Read(configPathOf(cmd))
+			cfg, err := config.Read(configPathOf(cmd), "admin_listen")
 			if err != nil {
 				return err
 			}

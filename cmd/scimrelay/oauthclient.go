@@ -60,7 +60,7 @@ secret in the identity provider before the old one stops working.`, `  scimrelay
 func printClient(cmd *cobra.Command, res admin.TokenResponse) error {
 	t := res.Token
 	endpoint := "<public_url>" + strings.ReplaceAll(oauth.PathPattern, "{tenant}", t.Tenant)
-	if cfg, err := config.Read(configPathOf(cmd)); err == nil {
+	if cfg, err := config.Read(configPathOf(cmd), "public_url", "listen"); err == nil {
 		endpoint = tokenEndpoint(cfg, t.Tenant)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "client %s for tenant %s (%s), expires %s. The secret is shown only now:\n", t.ID, t.Tenant, t.Name, expiresText(t))
