@@ -320,9 +320,12 @@ func TestClusterStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg, _ := events.ToMsg(newEvent(t, events.UserCreated, 1, 1))
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		t.Fatal(err)
-	}
+	// A new R3 stream may answer "no response" until its leader is elected;
+	// the message id makes a retried publish count once.
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		_, err := js.PublishMsg(ctx, msg)
+		return err
+	})
 	info, err := st.Info(ctx)
 	if err != nil || info.Config.Replicas != 3 || info.State.Msgs != 1 || len(info.Cluster.Replicas) != 2 {
 		t.Fatalf("R3 stream: %+v %+v (%v)", info.Config, info.Cluster, err)
