@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,7 +37,8 @@ type LogEntry struct {
 	Operation  string        `json:"operation,omitempty"`
 	Resource   string        `json:"resource_type,omitempty"`
 	ResourceID string        `json:"resource_id,omitempty"`
-	Name       string        `json:"name,omitempty"` // userName or displayName
+	Name       string        `json:"name,omitempty"`  // userName or displayName
+	Email      string        `json:"email,omitempty"` // a user's primary (else work) email
 	Status     int           `json:"status"`
 	ScimType   string        `json:"scim_type,omitempty"`
 	Detail     string        `json:"detail,omitempty"`
@@ -50,13 +52,18 @@ type LogEntry struct {
 type LogQuery struct {
 	Tenant string
 	Since  time.Time
+	// Until, when set, ends the selection before this time.
+	Until time.Time
 	// After continues after the entry with this key (for --follow).
 	After string
 	// Status is "2xx", "4xx", "5xx", an exact code such as "409", or "".
 	Status string
-	// User matches userName or displayName, case-insensitively, by substring.
-	User  string
-	Limit int
+	// User matches userName, displayName or email, case-insensitively, by
+	// substring.
+	User string
+	// Operation is one operation (create, patch, token …), or "".
+	Operation string
+	Limit     int
 }
 
 // RequestLog writes and reads the provisioning log.
@@ -229,8 +236,12 @@ func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding a log entry: %w", err)
 			}
+			if !q.Until.IsZero() && !e.Time.Before(q.Until) {
+				return nil // keys are in time order: nothing later matches
+			}
 			if q.Tenant != "" && e.Tenant != q.Tenant || !statusMatches(q.Status, e.Status) ||
-				user != "" && !strings.Contains(strings.ToLower(e.Name), user) {
+				q.Operation != "" && e.Operation != q.Operation ||
+				user != "" && !strings.Contains(strings.ToLower(e.Name), user) && !strings.Contains(strings.ToLower(e.Email), user) {
 				continue
 			}
 			e.Key = encodeLogKey(k)
@@ -238,6 +249,93 @@ func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
 		}
 		return nil
 	})
+	return out, err
+}
+
+// ErrLogEntryNotFound means no entry of the provisioning log has the key
+// given: it never had one, or the entry is past the retention.
+var ErrLogEntryNotFound = errors.New("no such log entry")
+
+// Entry returns the entry whose key is key.
+func (l *RequestLog) Entry(_ context.Context, key string) (LogEntry, error) {
+	k, err := decodeLogKey(key)
+	if err != nil {
+		return LogEntry{}, err
+	}
+	var e LogEntry
+	err = l.store.db.View(func(tx *bolt.Tx) error {
+		var v []byte
+		if b := tx.Bucket(bucketProvLog); b != nil {
+			v = b.Get(k)
+		}
+		if v == nil {
+			return fmt.Errorf("%w %s (entries are kept for %s)", ErrLogEntryNotFound, key, l.retention)
+		}
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("decoding log entry %s: %w", key, err)
+		}
+		e.Key = key
+		return nil
+	})
+	return e, err
+}
+
+// LogCount counts a tenant's requests by status class.
+type LogCount struct {
+	Tenant string `json:"tenant"`
+	Total  int    `json:"total"`
+	Class2 int    `json:"2xx"`
+	Class4 int    `json:"4xx"`
+	Class5 int    `json:"5xx"`
+}
+
+// Count counts the requests since a time per tenant, in tenant order.
+// It reads every entry since then, so it is meant for short windows (the
+// console's last hour).
+func (l *RequestLog) Count(ctx context.Context, since time.Time) ([]LogCount, error) {
+	start := make([]byte, 8)
+	binary.BigEndian.PutUint64(start, uint64(max(since.UnixNano(), 0)))
+	counts := map[string]*LogCount{}
+	err := l.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketProvLog)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		n := 0
+		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
+			if n++; n%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var e struct {
+				Tenant string `json:"tenant"`
+				Status int    `json:"status"`
+			}
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decoding a log entry: %w", err)
+			}
+			lc := counts[e.Tenant]
+			if lc == nil {
+				lc = &LogCount{Tenant: e.Tenant}
+				counts[e.Tenant] = lc
+			}
+			lc.Total++
+			switch e.Status / 100 {
+			case 2:
+				lc.Class2++
+			case 4:
+				lc.Class4++
+			case 5:
+				lc.Class5++
+			}
+		}
+		return nil
+	})
+	out := make([]LogCount, 0, len(counts))
+	for _, lc := range counts {
+		out = append(out, *lc)
+	}
+	slices.SortFunc(out, func(a, b LogCount) int { return strings.Compare(a.Tenant, b.Tenant) })
 	return out, err
 }
 

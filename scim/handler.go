@@ -104,6 +104,7 @@ type RequestInfo struct {
 	ResourceType string // User, Group, or "" for discovery and errors before routing
 	ResourceID   string
 	Name         string // userName or displayName of the resource, when known
+	Email        string // a User's primary (else work) email, when known
 	Status       int
 	ScimType     string
 	Detail       string
@@ -564,7 +565,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	c.info.Name = resourceName(res)
+	c.info.Name, c.info.Email = resourceName(res), res.PrimaryEmail()
 	version := res.Meta().Version
 	if version != "" && etagMatches(r.Header.Get("If-None-Match"), version) {
 		w.Header().Set("ETag", version)
@@ -595,7 +596,7 @@ func (h *Handler) createResource(ctx context.Context, c *call, body []byte) (*Re
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name = resourceName(res)
+	c.info.Name, c.info.Email = resourceName(res), res.PrimaryEmail()
 	c.noteIgnored(ignored)
 	created, err := h.backend.Create(ctx, c.tenant, res)
 	if err != nil {
@@ -629,7 +630,7 @@ func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifM
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name = resourceName(in)
+	c.info.Name, c.info.Email = resourceName(in), in.PrimaryEmail()
 	c.noteIgnored(ignored)
 	var ops []MemberOp
 	if c.rt == GroupResourceType {
@@ -704,7 +705,7 @@ func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMat
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name = resourceName(res.Resource)
+	c.info.Name, c.info.Email = resourceName(res.Resource), res.Resource.PrimaryEmail()
 	c.produced(res)
 	return res.Resource, nil
 }

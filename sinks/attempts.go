@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -14,9 +15,12 @@ import (
 )
 
 // Every delivery attempt is recorded in the JetStream stream
-// SCIMRELAY_DELIVERIES (subject scimrelay-deliveries.<sink>), kept for the
-// provisioning log's retention: a worker on any machine records, the admin
-// API of any role reads.
+// SCIMRELAY_DELIVERIES (subject scimrelay-deliveries.<sink>.<event id>),
+// kept for the provisioning log's retention: a worker on any machine
+// records, the admin API of any role reads. The event id in the subject
+// lets the attempts of one event be read through the stream's subject
+// index (AttemptsOf) rather than by scanning; records written before it was
+// there (scimrelay-deliveries.<sink>) are still read by sink.
 const (
 	deliveriesStream      = "SCIMRELAY_DELIVERIES"
 	deliveriesSubjectRoot = "scimrelay-deliveries."
@@ -81,7 +85,7 @@ func (a *attemptLog) write(at Attempt) {
 	if err != nil {
 		return
 	}
-	if _, err := a.js.PublishAsync(deliveriesSubjectRoot+at.Sink, b); err != nil {
+	if _, err := a.js.PublishAsync(attemptSubject(at.Sink, at.EventID), b); err != nil {
 		a.log.Debug("recording a delivery attempt", "sink", at.Sink, "err", err)
 	}
 }
@@ -101,24 +105,74 @@ func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since ti
 	if info.State.Msgs == 0 {
 		return out, nil
 	}
-	filter := deliveriesSubjectRoot + ">"
+	filters := []string{deliveriesSubjectRoot + ">"}
 	if sink != "" {
-		filter = deliveriesSubjectRoot + sink
+		filters = []string{deliveriesSubjectRoot + sink, deliveriesSubjectRoot + sink + ".>"}
 	}
+	return readAttempts(ctx, st, info.State.LastSeq, filters, since, limit)
+}
+
+// attemptSubject is where an attempt of event id to sink is recorded; an
+// id that is not a NATS token (never one the relay made) is left out.
+func attemptSubject(sink, id string) string {
+	if id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
+		return deliveriesSubjectRoot + sink
+	}
+	return deliveriesSubjectRoot + sink + "." + id
+}
+
+// MaxAttemptsOf is how many events' attempts AttemptsOf reads at once.
+const MaxAttemptsOf = 100
+
+// AttemptsOf returns the recorded attempts to deliver the events ids (at
+// most MaxAttemptsOf of them) to any sink since a time, oldest first, at
+// most limit.
+func AttemptsOf(ctx context.Context, js jetstream.JetStream, ids []string, since time.Time, limit int) ([]Attempt, error) {
+	out := []Attempt{}
+	var filters []string
+	for _, id := range ids[:min(len(ids), MaxAttemptsOf)] {
+		if s := attemptSubject("*", id); s != deliveriesSubjectRoot+"*" {
+			filters = append(filters, s)
+		}
+	}
+	if len(filters) == 0 {
+		return out, nil
+	}
+	st, err := js.Stream(ctx, deliveriesStream)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	return readAttempts(ctx, st, info.State.LastSeq, filters, since, limit)
+}
+
+// readAttempts reads the attempts on filters since a time, up to the
+// stream's last message when asked, at most limit.
+func readAttempts(ctx context.Context, st jetstream.Stream, lastSeq uint64, filters []string, since time.Time, limit int) ([]Attempt, error) {
+	out := []Attempt{}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
+		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &since,
 	})
 	if err != nil {
 		return nil, err
 	}
+	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+		return out, nil // nothing selected: no need to wait for a fetch
+	}
 	for len(out) < limit {
 		batch, err := cons.Fetch(min(512, limit-len(out)), jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {
 			return nil, err
 		}
-		n := 0
+		n, pending := 0, uint64(1)
 		var last uint64
 		for m := range batch.Messages() {
 			n++
@@ -127,12 +181,34 @@ func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since ti
 				out = append(out, at)
 			}
 			if meta, err := m.Metadata(); err == nil {
-				last = meta.Sequence.Stream
+				last, pending = meta.Sequence.Stream, meta.NumPending
 			}
 		}
-		if n == 0 || last >= info.State.LastSeq {
+		if n == 0 || last >= lastSeq || pending == 0 {
 			break
 		}
 	}
 	return out, nil
+}
+
+// countAttempts counts the attempts recorded for a sink since a time,
+// without reading them: a consumer starting then says how many it selects.
+func countAttempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time) (uint64, error) {
+	st, err := js.Stream(ctx, deliveriesStream)
+	if err != nil {
+		return 0, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{deliveriesSubjectRoot + sink, deliveriesSubjectRoot + sink + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return 0, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.NumPending, nil
 }

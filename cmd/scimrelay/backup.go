@@ -29,7 +29,7 @@ To restore, stop the relay and put the copy at data_dir/scimrelay.db.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.send(cmd.Context(), "GET", "/admin/v1/backup", nil)
+			res, err := c.Send(cmd.Context(), "GET", "/admin/v1/backup", nil)
 			if err != nil {
 				return err
 			}

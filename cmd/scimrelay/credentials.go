@@ -5,13 +5,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/url"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/relay"
 )
 
@@ -19,9 +19,9 @@ import (
 // kind of stored credential (SCIM tokens, OAuth clients), which share their
 // lifecycle and their admin API shape.
 type credentialCLI struct {
-	noun    string // "token", "client"
-	path    string // the admin API collection, e.g. /admin/v1/tokens
-	example string // an id, for examples
+	noun    string           // "token", "client"
+	kind    adminclient.Kind // the admin API collection
+	example string           // an id, for examples
 	// printNew prints a new credential: its secret is shown only then.
 	printNew func(cmd *cobra.Command, res admin.TokenResponse) error
 }
@@ -35,7 +35,11 @@ func (k credentialCLI) createCommand(short, long, example string) *cobra.Command
 		Example: example,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := k.issue(cmd, k.path, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires})
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			res, err := c.Issue(cmd.Context(), k.kind, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires})
 			if err != nil {
 				return err
 			}
@@ -50,17 +54,6 @@ func (k credentialCLI) createCommand(short, long, example string) *cobra.Command
 	return cmd
 }
 
-// issue posts a create or rotate request to the admin API.
-func (k credentialCLI) issue(cmd *cobra.Command, path string, req admin.TokenRequest) (admin.TokenResponse, error) {
-	var res admin.TokenResponse
-	c, err := newAdminClient(configPathOf(cmd))
-	if err != nil {
-		return res, err
-	}
-	err = c.do(cmd.Context(), "POST", path, req, &res)
-	return res, err
-}
-
 func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 	var tenant, name, expires, overlap string
 	cmd := &cobra.Command{
@@ -70,7 +63,11 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 		Example: example,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := k.issue(cmd, k.path+"/rotate", admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires, Overlap: overlap})
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			res, err := c.Rotate(cmd.Context(), k.kind, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires, Overlap: overlap})
 			if err != nil {
 				return err
 			}
@@ -102,8 +99,8 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var list []relay.Token
-			if err := c.do(cmd.Context(), "GET", k.path+"?tenant="+url.QueryEscape(tenant), nil, &list); err != nil {
+			list, err := c.Credentials(cmd.Context(), k.kind, tenant)
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -129,8 +126,8 @@ func (k credentialCLI) revokeCommand(extra string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var t relay.Token
-			if err := c.do(cmd.Context(), "DELETE", k.path+"/"+url.PathEscape(args[0]), nil, &t); err != nil {
+			t, err := c.Revoke(cmd.Context(), k.kind, args[0])
+			if err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked %s %s (%s) of tenant %s\n", k.noun, t.ID, t.Name, t.Tenant)

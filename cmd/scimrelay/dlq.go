@@ -5,8 +5,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -54,12 +52,12 @@ the list stops after that many and says how to go on (--after).`,
 				fmt.Fprintln(tw, "EVENT ID\tTYPE\tSUBJECT\tTENANT\tSTATUS\tATTEMPTS\tDEAD SINCE\tERROR")
 			}
 			for shown := 0; ; {
-				q := url.Values{"after": {after}}
+				pageSize := 0
 				if limit > 0 {
-					q.Set("limit", strconv.Itoa(min(limit-shown, sinks.MaxPageSize)))
+					pageSize = min(limit-shown, sinks.MaxPageSize)
 				}
-				var page sinks.DeadLetterPage
-				if err := c.do(cmd.Context(), "GET", "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), nil, &page); err != nil {
+				page, err := c.DeadLetters(cmd.Context(), sink, after, pageSize)
+				if err != nil {
 					return err
 				}
 				for _, d := range page.DeadLetters {
@@ -114,13 +112,13 @@ queue with its new error).`,
 				return err
 			}
 			var res sinks.RedriveResult
-			started, err := c.runJob(cmd.Context(), "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq/redrive", admin.RedriveRequest{ID: id, All: all},
-				cmd.ErrOrStderr(), &res, func() string {
-					return fmt.Sprintf("%d of %d dead letters: %d delivered, %d still failing", res.Done, res.Total, res.Delivered, res.Failed)
-				})
-			if !started {
+			j, err := c.Redrive(cmd.Context(), sink, admin.RedriveRequest{ID: id, All: all})
+			if err != nil {
 				return err
 			}
+			err = followJob(cmd.Context(), c, j, cmd.ErrOrStderr(), &res, func() string {
+				return fmt.Sprintf("%d of %d dead letters: %d delivered, %d still failing", res.Done, res.Total, res.Delivered, res.Failed)
+			})
 			fmt.Fprintf(cmd.OutOrStdout(), "delivered %d, still failing %d\n", res.Delivered, res.Failed)
 			for _, f := range res.Failures {
 				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", f.ID, f.Error)
@@ -172,13 +170,13 @@ job fails. Events the sink refuses are dead-lettered.`,
 				return err
 			}
 			var res sinks.ReplayResult
-			started, err := c.runJob(cmd.Context(), "/admin/v1/sinks/"+url.PathEscape(sink)+"/replay", admin.ReplayRequest{Since: since},
-				cmd.ErrOrStderr(), &res, func() string {
-					return fmt.Sprintf("%d of at most %d events read: %d delivered, %d dead-lettered", res.Done, res.Total, res.Delivered, res.DeadLettered)
-				})
-			if !started {
+			j, err := c.Replay(cmd.Context(), sink, admin.ReplayRequest{Since: since})
+			if err != nil {
 				return err
 			}
+			err = followJob(cmd.Context(), c, j, cmd.ErrOrStderr(), &res, func() string {
+				return fmt.Sprintf("%d of at most %d events read: %d delivered, %d dead-lettered", res.Done, res.Total, res.Delivered, res.DeadLettered)
+			})
 			fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events: %d delivered, %d dead-lettered\n", res.Matched, res.Delivered, res.DeadLettered)
 			return err
 		},

@@ -56,12 +56,12 @@ follows the stream until interrupted unless --no-follow is given.`,
 			if noFollow {
 				q.Set("follow", "false")
 			}
-			res, err := c.send(cmd.Context(), "GET", "/admin/v1/events?"+q.Encode(), nil)
+			tail, err := c.Tail(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
-			defer res.Body.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), res.Body)
+			defer tail.Close()
+			_, err = io.Copy(cmd.OutOrStdout(), tail)
 			if cmd.Context().Err() != nil {
 				return nil // interrupted: the normal end of a tail
 			}

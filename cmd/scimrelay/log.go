@@ -49,8 +49,8 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 				if sink != "" {
 					q.Set("sink", sink)
 				}
-				var list []sinks.Attempt
-				if err := c.do(cmd.Context(), "GET", "/admin/v1/deliveries?"+q.Encode(), nil, &list); err != nil {
+				list, err := c.Deliveries(cmd.Context(), q)
+				if err != nil {
 					return err
 				}
 				if asJSON {
@@ -66,8 +66,8 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			}
 			header := true
 			for {
-				var list []relay.LogEntry
-				if err := c.do(cmd.Context(), "GET", "/admin/v1/log?"+q.Encode(), nil, &list); err != nil {
+				list, err := c.Log(cmd.Context(), q)
+				if err != nil {
 					if cmd.Context().Err() != nil {
 						return nil
 					}

@@ -20,6 +20,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 )
 
 // Exit codes scripts can rely on.
@@ -61,11 +63,12 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "scimrelay: %v\n", err)
 	var ue usageError
 	var ne unreachableError
+	var ae *adminclient.UnreachableError
 	switch {
 	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "required flag"):
 		fmt.Fprintf(stderr, "Run 'scimrelay --help' for usage.\n")
 		return exitUsage
-	case errors.As(err, &ne):
+	case errors.As(err, &ne), errors.As(err, &ae):
 		return exitNotReady
 	}
 	return exitError

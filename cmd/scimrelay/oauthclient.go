@@ -9,13 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/oauth"
 	"github.com/scimrelay/scimrelay/config"
 )
 
 func init() { subcommands = append(subcommands, newClientCommand) }
 
-var clientCLI = credentialCLI{noun: "client", path: "/admin/v1/clients", example: "cli_3f9a1c2b7d4e5f60", printNew: printClient}
+var clientCLI = credentialCLI{noun: "client", kind: adminclient.Clients, example: "cli_3f9a1c2b7d4e5f60", printNew: printClient}
 
 func newClientCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -59,16 +60,17 @@ secret in the identity provider before the old one stops working.`, `  scimrelay
 // one "key: value" line each, and the details on stderr.
 func printClient(cmd *cobra.Command, res admin.TokenResponse) error {
 	t := res.Token
-	endpoint := "<public_url>" + strings.ReplaceAll(oauth.PathPattern, "{tenant}", t.Tenant)
+	endpoint := tokenEndpoint("<public_url>", t.Tenant)
 	if cfg, err := config.Read(configPathOf(cmd), "public_url", "listen"); err == nil {
-		endpoint = tokenEndpoint(cfg, t.Tenant)
+		endpoint = tokenEndpoint(publicOrigin(cfg), t.Tenant)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "client %s for tenant %s (%s), expires %s. The secret is shown only now:\n", t.ID, t.Tenant, t.Name, expiresText(t))
 	_, err := fmt.Fprintf(cmd.OutOrStdout(), "client_id: %s\nclient_secret: %s\ntoken_endpoint: %s\n", t.ID, res.Secret, endpoint)
 	return err
 }
 
-// tokenEndpoint is a tenant's OAuth token endpoint as identity providers reach it.
-func tokenEndpoint(cfg *config.Config, tenant string) string {
-	return publicOrigin(cfg) + strings.ReplaceAll(oauth.PathPattern, "{tenant}", tenant)
+// tokenEndpoint is a tenant's OAuth token endpoint as identity providers
+// reach it at origin.
+func tokenEndpoint(origin, tenant string) string {
+	return origin + strings.ReplaceAll(oauth.PathPattern, "{tenant}", tenant)
 }

@@ -247,6 +247,33 @@ func (s *server) tenantURL(tenant string) string {
 	return scim.TenantURL(publicOrigin(s.cfg), tenant)
 }
 
+// scimOrigin is where identity providers reach the SCIM listener:
+// public_url, else the address the listener is bound to.
+func (s *server) scimOrigin() string {
+	if public, _ := publicURL(s.cfg.PublicURL); public != "" || s.scimLn == nil {
+		return publicOrigin(s.cfg)
+	}
+	return "http://" + s.scimLn.Addr().String()
+}
+
+// tenantInfos describes the tenants as the admin API shows them.
+func (s *server) tenantInfos() []admin.TenantInfo {
+	origin := s.scimOrigin()
+	list := make([]admin.TenantInfo, 0, len(s.cfg.Tenants))
+	for _, t := range s.cfg.Tenants {
+		unique := "userName"
+		if strings.EqualFold(t.Unique, "email") {
+			unique = "email"
+		}
+		list = append(list, admin.TenantInfo{
+			Name: t.Name, SCIMURL: scim.TenantURL(origin, t.Name),
+			TokenEndpoint: tokenEndpoint(origin, t.Name),
+			Unique:        unique, Required: t.Required,
+		})
+	}
+	return list
+}
+
 // adminToken returns the admin API's token: relay.yaml's, else the one in
 // data_dir/admin.token, generated on first start.
 func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
@@ -295,8 +322,9 @@ func (s *server) adminHandler() http.Handler {
 		}}, {Name: "sinks", Check: s.sinks.Ready}},
 	}
 	o.Subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
+	o.Tenants = s.tenantInfos()
 	if s.store != nil {
-		o.Tokens, o.Clients, o.Backup, o.Log = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog
+		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
 		o.Checks = append(o.Checks, admin.Check{Name: "store", Check: func(context.Context) error { return s.store.Ping() }},
 			admin.Check{Name: "publisher", Check: func(context.Context) error {
 				if !s.publisher.Healthy() {
@@ -352,7 +380,7 @@ func (s *server) observe(_ context.Context, info *scim.RequestInfo) {
 	s.reqMetrics.Observe(info)
 	s.reqLog.Record(relay.LogEntry{
 		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
-		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name,
+		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
 		EventIDs: info.EventIDs,
 	})

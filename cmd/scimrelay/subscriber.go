@@ -90,7 +90,7 @@ overwriting a file), or printed alone on stdout with --stdout.`,
 				}
 			}
 			var info admin.SubscriberInfo
-			if err := c.do(cmd.Context(), "POST", "/admin/v1/subscribers", admin.SubscriberRequest{Name: name, PublicKey: pub, Subjects: subjects}, &info); err != nil {
+			if err := c.Do(cmd.Context(), "POST", "/admin/v1/subscribers", admin.SubscriberRequest{Name: name, PublicKey: pub, Subjects: subjects}, &info); err != nil {
 				if !toStdout {
 					_ = os.Remove(out)
 				}
@@ -148,7 +148,7 @@ func newSubscriberListCommand() *cobra.Command {
 				return err
 			}
 			var list []admin.SubscriberInfo
-			if err := c.do(cmd.Context(), "GET", "/admin/v1/subscribers", nil, &list); err != nil {
+			if err := c.Do(cmd.Context(), "GET", "/admin/v1/subscribers", nil, &list); err != nil {
 				return err
 			}
 			if asJSON {
@@ -182,7 +182,7 @@ func newSubscriberRemoveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), "DELETE", "/admin/v1/subscribers/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.Do(cmd.Context(), "DELETE", "/admin/v1/subscribers/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "removed subscriber %s: its connections are closed and its consumer deleted\n", args[0])

@@ -10,11 +10,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 )
 
 func init() { subcommands = append(subcommands, newTokenCommand) }
 
-var tokenCLI = credentialCLI{noun: "token", path: "/admin/v1/tokens", example: "tok_3f9a1c2b7d4e", printNew: printSecret}
+var tokenCLI = credentialCLI{noun: "token", kind: adminclient.Tokens, example: "tok_3f9a1c2b7d4e", printNew: printSecret}
 
 func newTokenCommand() *cobra.Command {
 	cmd := &cobra.Command{

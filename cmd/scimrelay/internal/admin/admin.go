@@ -41,6 +41,10 @@ type Options struct {
 	Clients Credentials // OAuth clients
 	Backup  Backup
 	Log     Log
+	// Tenants are the tenants of relay.yaml with their URLs.
+	Tenants []TenantInfo
+	// Outbox reports the outbox's depth; nil in a role without the data file.
+	Outbox Outbox
 	// Subscribers manages the embedded NATS server's subscribers.
 	Subscribers Subscribers
 	Sinks       Sinks
@@ -84,6 +88,11 @@ func NewHandler(o Options) *Handler {
 	h.clientRoutes(o.Clients)
 	h.api("GET /admin/v1/backup", h.backup)
 	h.api("GET /admin/v1/log", h.queryLog)
+	h.api("GET /admin/v1/log/{key}", h.logEntry)
+	h.api("GET /admin/v1/stats", h.stats)
+	h.api("GET /admin/v1/tenants", h.tenants)
+	h.api("GET /admin/v1/sinks", h.listSinks)
+	h.api("GET /admin/v1/sinks/{sink}", h.sinkStatus)
 	if o.Subscribers != nil {
 		h.api("GET /admin/v1/subscribers", h.listSubscribers)
 		h.api("POST /admin/v1/subscribers", h.addSubscriber)
@@ -151,26 +160,33 @@ func profile(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// Readiness is the answer of /readyz: ready when every check passes.
+type Readiness struct {
+	Ready  bool          `json:"ready"`
+	Checks []CheckResult `json:"checks"`
+}
+
+// CheckResult is one readiness check's outcome.
+type CheckResult struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
 func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	type result struct {
-		Name  string `json:"name"`
-		OK    bool   `json:"ok"`
-		Error string `json:"error,omitempty"`
-	}
-	var results []result
-	ready := true
+	res := Readiness{Ready: true, Checks: []CheckResult{}}
 	for _, c := range h.o.Checks {
-		res := result{Name: c.Name, OK: true}
+		cr := CheckResult{Name: c.Name, OK: true}
 		if err := c.Check(ctx); err != nil {
-			res.OK, res.Error, ready = false, err.Error(), false
+			cr.OK, cr.Error, res.Ready = false, err.Error(), false
 		}
-		results = append(results, res)
+		res.Checks = append(res.Checks, cr)
 	}
 	status := http.StatusOK
-	if !ready {
+	if !res.Ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "checks": results})
+	writeJSON(w, status, res)
 }

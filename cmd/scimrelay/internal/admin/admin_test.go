@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,7 +125,8 @@ func newFixture(t *testing.T) *fixture {
 		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},
-		Events: f.js, Jobs: runner,
+		Events: f.js, Jobs: runner, Outbox: f.store,
+		Tenants: []TenantInfo{{Name: "acme", SCIMURL: "https://relay.example.com/scim/v2/acme", TokenEndpoint: "https://relay.example.com/oauth2/acme/token", Unique: "userName"}},
 		// As on a relay with an external NATS, whose subscribers are its operator's.
 		Subscribers: NewSubscriberRegistry(f.store, nil, f.js),
 	})
@@ -234,6 +236,11 @@ var routes = []struct{ method, path, body string }{
 	{"DELETE", "/admin/v1/clients/cli_x", ""},
 	{"GET", "/admin/v1/backup", ""},
 	{"GET", "/admin/v1/log", ""},
+	{"GET", "/admin/v1/log/00", ""},
+	{"GET", "/admin/v1/stats", ""},
+	{"GET", "/admin/v1/tenants", ""},
+	{"GET", "/admin/v1/sinks", ""},
+	{"GET", "/admin/v1/sinks/crm", ""},
 	{"GET", "/admin/v1/events?follow=false", ""},
 	{"GET", "/admin/v1/sinks/crm/dlq", ""},
 	{"POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`},
@@ -381,13 +388,14 @@ func TestLog(t *testing.T) {
 		{Tenant: "acme", Operation: "create", Name: "ann@acme.com", Status: 201},
 		{Tenant: "acme", Operation: "create", Name: "ANN@acme.com", Status: 409, ScimType: "uniqueness"},
 		{Tenant: "globex", Operation: "get", Status: 200},
+		{Tenant: "globex", Operation: "patch", Name: "E-1024", Email: "Bob@Globex.example", Status: 200},
 	} {
 		e.Time, e.RequestID, e.Method, e.Path = now.Add(time.Duration(i)*time.Millisecond), fmt.Sprint("r", i), "POST", "/scim/v2/"+e.Tenant+"/Users"
 		f.reqLog.Record(e)
 	}
 	var all []relay.LogEntry
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if err := json.Unmarshal(f.request("GET", "/admin/v1/log?since=1h", "").body, &all); err != nil || len(all) != 3 {
+		if err := json.Unmarshal(f.request("GET", "/admin/v1/log?since=1h", "").body, &all); err != nil || len(all) != 4 {
 			return fmt.Errorf("%d entries (%v)", len(all), err)
 		}
 		return nil
@@ -405,6 +413,30 @@ func TestLog(t *testing.T) {
 	if len(list) != 1 || list[0].RequestID != "r1" {
 		t.Fatalf("second page: %+v", list)
 	}
+	// A user is found by email too; operation and until narrow the search.
+	f.request("GET", "/admin/v1/log?user=bob@globex", "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].RequestID != "r3" || list[0].Email != "Bob@Globex.example" {
+		t.Fatalf("by email: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?operation=create", "").want(t, http.StatusOK, &list)
+	if len(list) != 2 || list[0].RequestID != "r0" || list[1].RequestID != "r1" {
+		t.Fatalf("creates: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?until="+url.QueryEscape(all[2].Time.Format(time.RFC3339Nano)), "").want(t, http.StatusOK, &list)
+	if len(list) != 2 || list[1].RequestID != "r1" {
+		t.Fatalf("until the third entry: %+v", list)
+	}
+	var one relay.LogEntry
+	f.request("GET", "/admin/v1/log/"+all[1].Key, "").want(t, http.StatusOK, &struct {
+		Entry *relay.LogEntry `json:"entry"`
+	}{&one})
+	if one.RequestID != "r1" || one.Key != all[1].Key {
+		t.Fatalf("entry %s: %+v", all[1].Key, one)
+	}
+	f.request("GET", "/admin/v1/log/"+strings.Repeat("0", 32), "").wantError(t, http.StatusNotFound, "no such log entry")
+	f.request("GET", "/admin/v1/log/zz", "").wantError(t, http.StatusBadRequest, "not a log entry key")
+	f.request("GET", "/admin/v1/log?operation=dance", "").wantError(t, http.StatusBadRequest, "operation:")
+	f.request("GET", "/admin/v1/log?until=soon", "").wantError(t, http.StatusBadRequest, "until:")
 	f.request("GET", "/admin/v1/log?status=teapot", "").wantError(t, http.StatusBadRequest, "status:")
 	f.request("GET", "/admin/v1/log?since=yesterday", "").wantError(t, http.StatusBadRequest, "since:")
 	f.request("GET", "/admin/v1/log?limit=0", "").wantError(t, http.StatusBadRequest, "limit:")
@@ -444,9 +476,11 @@ func TestUnavailableInRole(t *testing.T) {
 	defer srv.Close()
 	f := &fixture{t: t, url: srv.URL}
 	for _, r := range routes {
-		// The schemas need no data file; subscribers are TestSchemasAndSubscribers'.
+		// The schemas, tenants and stats need no data file (stats say what
+		// they lack); subscribers are TestSchemasAndSubscribers'.
 		if !strings.HasPrefix(r.path, "/admin/v1/") || r.path == "/admin/v1/nothing-here" ||
-			strings.HasPrefix(r.path, "/admin/v1/schemas") || strings.HasPrefix(r.path, "/admin/v1/subscribers") {
+			strings.HasPrefix(r.path, "/admin/v1/schemas") || strings.HasPrefix(r.path, "/admin/v1/subscribers") ||
+			r.path == "/admin/v1/tenants" || r.path == "/admin/v1/stats" {
 			continue
 		}
 		f.request(r.method, r.path, r.body).wantError(t, http.StatusServiceUnavailable, "is not available on this relay")

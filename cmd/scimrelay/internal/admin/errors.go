@@ -66,7 +66,7 @@ func statusOf(err error) (int, bool) {
 	case errors.As(err, &se):
 		return se.status, true
 	case errors.Is(err, sinks.ErrUnknownSink), errors.Is(err, relay.ErrTokenNotFound), errors.Is(err, scim.ErrNotFound),
-		errors.Is(err, relay.ErrSubscriberNotFound):
+		errors.Is(err, relay.ErrSubscriberNotFound), errors.Is(err, relay.ErrLogEntryNotFound):
 		return http.StatusNotFound, true
 	case errors.Is(err, ErrExternalNATS), errors.Is(err, relay.ErrSubscriberExists):
 		return http.StatusConflict, true

@@ -4,6 +4,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 // Sinks is the delivery side the admin API manages.
 type Sinks interface {
 	Names() []string
+	Status(ctx context.Context, sink string) (sinks.Status, error)
 	DeadLetters(ctx context.Context, sink, after string, limit int) (sinks.DeadLetterPage, error)
 	Redrive(ctx context.Context, sink, id string, progress func(sinks.RedriveResult)) (sinks.RedriveResult, error)
 	Replay(ctx context.Context, sink string, since time.Time, progress func(sinks.ReplayResult)) (sinks.ReplayResult, error)
@@ -50,6 +52,37 @@ func (h *Handler) sink(r *http.Request) (string, error) {
 		return "", errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, name)
 	}
 	return name, nil
+}
+
+// GET /admin/v1/sinks lists the sinks with their state.
+func (h *Handler) listSinks(w http.ResponseWriter, r *http.Request) error {
+	if h.o.Sinks == nil {
+		return unavailable("sink management")
+	}
+	list := []sinks.Status{}
+	for _, name := range h.o.Sinks.Names() {
+		st, err := h.o.Sinks.Status(r.Context(), name)
+		if err != nil {
+			return fmt.Errorf("reading the state of sink %s: %w", name, err)
+		}
+		list = append(list, st)
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}
+
+// GET /admin/v1/sinks/{sink}
+func (h *Handler) sinkStatus(w http.ResponseWriter, r *http.Request) error {
+	name, err := h.sink(r)
+	if err != nil {
+		return err
+	}
+	st, err := h.o.Sinks.Status(r.Context(), name)
+	if err != nil {
+		return fmt.Errorf("reading the state of sink %s: %w", name, err)
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
 }
 
 // GET /admin/v1/sinks/{sink}/dlq?after=&limit=

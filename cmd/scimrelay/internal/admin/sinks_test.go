@@ -175,3 +175,40 @@ func TestReplayJobAndDeliveries(t *testing.T) {
 	f.request("GET", "/admin/v1/deliveries?since=forever", "").wantError(t, http.StatusBadRequest, "since:")
 	f.request("GET", "/admin/v1/deliveries?limit=many", "").wantError(t, http.StatusBadRequest, "limit:")
 }
+
+// TestSinkStatus: a sink's state says what it selects, how far behind it
+// is (events held by a receiver that does not answer), its dead letters,
+// its attempts and the last one's outcome.
+func TestSinkStatus(t *testing.T) {
+	f := newFixture(t)
+	f.deadLetters(2)
+	var list []sinks.Status
+	f.request("GET", "/admin/v1/sinks", "").want(t, http.StatusOK, &list)
+	if len(list) != 1 {
+		t.Fatalf("sinks: %+v", list)
+	}
+	st := list[0]
+	if st.Name != "crm" || st.Format != "binary" || !slices.Equal(st.Tenants, []string{"acme"}) || st.DeadLetters != 2 ||
+		st.Attempts1h < 2 || st.Attempts5m < 2 || st.LastAttempt == nil || st.LastAttempt.Outcome != "dead_lettered" || st.LastAttempt.Status != http.StatusGone {
+		t.Fatalf("state: %+v (last attempt %+v)", st, st.LastAttempt)
+	}
+
+	// A receiver that holds its requests: the events wait, in flight.
+	block := make(chan struct{})
+	f.block.Store(&block)
+	defer func() { f.block.Store(nil); close(block) }()
+	for i := range 3 { // users of their own: u0 and u1 are past their first event
+		msg, _ := message(t, "acme", events.UserCreated, fmt.Sprintf("held%d", i), uint64(10+i))
+		if _, err := f.js.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		f.request("GET", "/admin/v1/sinks/crm", "").want(t, http.StatusOK, &st)
+		if st.InFlight+int(st.Pending) < 3 {
+			return fmt.Errorf("backlog %d pending, %d in flight; want 3", st.Pending, st.InFlight)
+		}
+		return nil
+	})
+	f.request("GET", "/admin/v1/sinks/nope", "").wantError(t, http.StatusNotFound, "no such sink")
+}

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay"
+)
+
+// Outbox is the store's outbox, as far as the admin API reads it.
+type Outbox interface {
+	OutboxDepth() (int, error)
+}
+
+var _ Outbox = (*relay.Store)(nil)
+
+// Stats are the counts of the console's overview. A role without the data
+// file has neither the provisioning log nor the outbox: those fields are
+// then null.
+type Stats struct {
+	Since time.Time `json:"since"`
+	// Requests counts the SCIM requests since Since per tenant and status
+	// class.
+	Requests []relay.LogCount `json:"requests"`
+	// OutboxDepth is how many committed events wait to be published.
+	OutboxDepth *int `json:"outbox_depth"`
+}
+
+// GET /admin/v1/stats?since=1h
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) error {
+	since, err := sinceParam(r.URL.Query().Get("since"), time.Hour)
+	if err != nil {
+		return err
+	}
+	st := Stats{Since: since}
+	if h.o.Log != nil {
+		if st.Requests, err = h.o.Log.Count(r.Context(), since); err != nil {
+			return fmt.Errorf("counting requests: %w", err)
+		}
+	}
+	if h.o.Outbox != nil {
+		n, err := h.o.Outbox.OutboxDepth()
+		if err != nil {
+			return fmt.Errorf("reading the outbox depth: %w", err)
+		}
+		st.OutboxDepth = &n
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package adminclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// Kind names a collection of stored credentials: SCIM tokens or OAuth
+// clients, which share their lifecycle and their routes' shape.
+type Kind string
+
+// The admin API's credential collections.
+const (
+	Tokens  Kind = "/admin/v1/tokens"
+	Clients Kind = "/admin/v1/clients"
+)
+
+// Credentials lists the credentials of a kind, of one tenant ("" for all),
+// never their secrets.
+func (c *Client) Credentials(ctx context.Context, kind Kind, tenant string) ([]relay.Token, error) {
+	var list []relay.Token
+	err := c.Do(ctx, http.MethodGet, string(kind)+"?tenant="+url.QueryEscape(tenant), nil, &list)
+	return list, err
+}
+
+// Issue creates a credential; the answer carries its secret, shown once.
+func (c *Client) Issue(ctx context.Context, kind Kind, req admin.TokenRequest) (admin.TokenResponse, error) {
+	var res admin.TokenResponse
+	err := c.Do(ctx, http.MethodPost, string(kind), req, &res)
+	return res, err
+}
+
+// Rotate issues a credential and makes the tenant's other live ones of the
+// kind expire after req.Overlap.
+func (c *Client) Rotate(ctx context.Context, kind Kind, req admin.TokenRequest) (admin.TokenResponse, error) {
+	var res admin.TokenResponse
+	err := c.Do(ctx, http.MethodPost, string(kind)+"/rotate", req, &res)
+	return res, err
+}
+
+// Revoke revokes a credential at once.
+func (c *Client) Revoke(ctx context.Context, kind Kind, id string) (relay.Token, error) {
+	var t relay.Token
+	err := c.Do(ctx, http.MethodDelete, string(kind)+"/"+url.PathEscape(id), nil, &t)
+	return t, err
+}
+
+// Tenants lists the tenants with the URLs an identity provider is given.
+func (c *Client) Tenants(ctx context.Context) ([]admin.TenantInfo, error) {
+	var list []admin.TenantInfo
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/tenants", nil, &list)
+	return list, err
+}
+
+// Log reads the provisioning log; q takes the route's parameters (tenant,
+// since, until, after, status, user, operation, limit).
+func (c *Client) Log(ctx context.Context, q url.Values) ([]relay.LogEntry, error) {
+	var list []relay.LogEntry
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/log?"+q.Encode(), nil, &list)
+	return list, err
+}
+
+// LogEntry reads one request of the provisioning log with the events it
+// produced and their deliveries.
+func (c *Client) LogEntry(ctx context.Context, key string) (admin.LogDetail, error) {
+	var d admin.LogDetail
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/log/"+url.PathEscape(key), nil, &d)
+	return d, err
+}
+
+// Stats reads the counts of the overview: requests since a time, the outbox.
+func (c *Client) Stats(ctx context.Context, since string) (admin.Stats, error) {
+	var s admin.Stats
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/stats?since="+url.QueryEscape(since), nil, &s)
+	return s, err
+}
+
+// Ready reads the readiness checks. A relay that is not ready answers 503
+// with the same body, which is returned without an error.
+func (c *Client) Ready(ctx context.Context) (admin.Readiness, error) {
+	var r admin.Readiness
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	res, err := c.send(ctx, http.MethodGet, "/readyz", nil, http.StatusServiceUnavailable)
+	if err != nil {
+		return r, err
+	}
+	defer res.Body.Close()
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+		return r, fmt.Errorf("reading the relay's readiness: %w", err)
+	}
+	return r, nil
+}
+
+// Deliveries reads delivery attempts; q takes sink, since and limit.
+func (c *Client) Deliveries(ctx context.Context, q url.Values) ([]sinks.Attempt, error) {
+	var list []sinks.Attempt
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/deliveries?"+q.Encode(), nil, &list)
+	return list, err
+}
+
+// Sinks lists the sinks with their state.
+func (c *Client) Sinks(ctx context.Context) ([]sinks.Status, error) {
+	var list []sinks.Status
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/sinks", nil, &list)
+	return list, err
+}
+
+// Sink reads one sink's state.
+func (c *Client) Sink(ctx context.Context, sink string) (sinks.Status, error) {
+	var s sinks.Status
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/sinks/"+url.PathEscape(sink), nil, &s)
+	return s, err
+}
+
+// DeadLetters reads a page of a sink's dead letters, oldest first; limit 0
+// is the API's default page.
+func (c *Client) DeadLetters(ctx context.Context, sink, after string, limit int) (sinks.DeadLetterPage, error) {
+	q := url.Values{"after": {after}}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var page sinks.DeadLetterPage
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), nil, &page)
+	return page, err
+}
+
+// Redrive starts a job delivering a sink's dead letters again.
+func (c *Client) Redrive(ctx context.Context, sink string, req admin.RedriveRequest) (Job, error) {
+	return c.StartJob(ctx, "/admin/v1/sinks/"+url.PathEscape(sink)+"/dlq/redrive", req)
+}
+
+// Replay starts a job sending a sink the events since req.Since again.
+func (c *Client) Replay(ctx context.Context, sink string, req admin.ReplayRequest) (Job, error) {
+	return c.StartJob(ctx, "/admin/v1/sinks/"+url.PathEscape(sink)+"/replay", req)
+}
+
+// Tail streams events, one structured CloudEvent per line (NDJSON); q takes
+// tenant, type, since, from_seq and follow. The caller closes the stream;
+// it is not bounded by Timeout.
+func (c *Client) Tail(ctx context.Context, q url.Values) (io.ReadCloser, error) {
+	res, err := c.Send(ctx, http.MethodGet, "/admin/v1/events?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return res.Body, nil
+}

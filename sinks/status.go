@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Status is what an operator sees of a sink: where it delivers, what it
+// selects, how far behind it is and how it fares.
+type Status struct {
+	Name string `json:"name"`
+	// URL is the sink's URL without credentials or query values, which
+	// may be secrets (a function key, a signed query).
+	URL     string   `json:"url"`
+	Events  []string `json:"events,omitempty"`  // empty: every type
+	Tenants []string `json:"tenants,omitempty"` // empty: every tenant
+	Format  string   `json:"format"`
+	// Pending events wait in the stream; InFlight ones are being
+	// delivered or wait for a retry.
+	Pending     uint64 `json:"pending"`
+	InFlight    int    `json:"in_flight"`
+	DeadLetters uint64 `json:"dead_letters"`
+	// Attempts5m and Attempts1h count the delivery attempts of the last
+	// five minutes and of the last hour, whatever their outcome.
+	Attempts5m uint64 `json:"attempts_5m"`
+	Attempts1h uint64 `json:"attempts_1h"`
+	// LastAttempt is the latest attempt recorded; nil when none is.
+	LastAttempt *Attempt `json:"last_attempt,omitempty"`
+}
+
+// Status returns the state of the sink named.
+func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
+	s, err := m.sink(name)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{Name: name, URL: redactURL(s.cfg.URL), Events: s.cfg.Events, Tenants: s.cfg.Tenants, Format: s.cfg.Format}
+	if st.Format == "" {
+		st.Format = "binary"
+	}
+	if s.worker != nil {
+		info, err := s.worker.cons.Info(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.Pending, st.InFlight = info.NumPending, info.NumAckPending
+	}
+	if st.DeadLetters, err = m.dlq.count(ctx, name); err != nil {
+		return st, err
+	}
+	now := time.Now()
+	if st.Attempts5m, err = countAttempts(ctx, m.o.JS, name, now.Add(-5*time.Minute)); err != nil {
+		return st, err
+	}
+	if st.Attempts1h, err = countAttempts(ctx, m.o.JS, name, now.Add(-time.Hour)); err != nil {
+		return st, err
+	}
+	st.LastAttempt, err = lastAttempt(ctx, m.o.JS, name)
+	return st, err
+}
+
+// lastAttempt reads the latest attempt recorded for a sink, nil when none is.
+func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Attempt, error) {
+	st, err := js.Stream(ctx, deliveriesStream)
+	if err != nil {
+		return nil, err
+	}
+	var last *jetstream.RawStreamMsg
+	for _, subject := range []string{deliveriesSubjectRoot + sink + ".>", deliveriesSubjectRoot + sink} {
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if last == nil || m.Sequence > last.Sequence {
+			last = m
+		}
+	}
+	if last == nil {
+		return nil, nil
+	}
+	var at Attempt
+	if err := json.Unmarshal(last.Data, &at); err != nil {
+		return nil, nil // not ours to show
+	}
+	return &at, nil
+}
+
+// redactURL drops a URL's password and query values.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unreadable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"redacted"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	u.Fragment = ""
+	return u.String()
+}
