@@ -54,8 +54,12 @@ type LogQuery struct {
 	Since  time.Time
 	// Until, when set, ends the selection before this time.
 	Until time.Time
-	// After continues after the entry with this key (for --follow).
+	// After continues after the entry with this key (for --follow); with
+	// Newest, before it (the next page of older entries).
 	After string
+	// Newest reads from the end of the window back: the latest entries
+	// first.
+	Newest bool
 	// Status is "2xx", "4xx", "5xx", an exact code such as "409", or "".
 	Status string
 	// User matches userName, displayName or email, case-insensitively, by
@@ -202,13 +206,17 @@ func (l *RequestLog) prune() error {
 	}
 }
 
-// Query returns matching entries, oldest first.
-func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
+// Query returns matching entries, oldest first, or newest first with
+// q.Newest.
+func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) {
 	if q.Limit <= 0 {
 		q.Limit = 1000
 	}
-	start := make([]byte, 8)
-	binary.BigEndian.PutUint64(start, uint64(max(q.Since.UnixNano(), 0)))
+	first := timeKey(q.Since)
+	last := []byte(nil) // exclusive; nil: none
+	if !q.Until.IsZero() {
+		last = timeKey(q.Until)
+	}
 	var after []byte
 	if q.After != "" {
 		k, err := decodeLogKey(q.After)
@@ -216,8 +224,12 @@ func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
 			return nil, err
 		}
 		after = k
-		if bytes.Compare(k, start) > 0 {
-			start = k
+		if q.Newest {
+			if last == nil || bytes.Compare(k, last) < 0 {
+				last = k
+			}
+		} else if bytes.Compare(k, first) > 0 {
+			first = k
 		}
 	}
 	out := []LogEntry{}
@@ -228,16 +240,31 @@ func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
 			return nil
 		}
 		c := b.Cursor()
-		for k, v := c.Seek(start); k != nil && len(out) < q.Limit; k, v = c.Next() {
+		k, v := c.Seek(first)
+		step := c.Next
+		if q.Newest {
+			step = c.Prev
+			if last == nil {
+				k, v = c.Last()
+			} else if k, v = c.Seek(last); k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
+		for n := 0; k != nil && len(out) < q.Limit; k, v = step() {
+			if n++; n%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if bytes.Compare(k, first) < 0 || last != nil && bytes.Compare(k, last) >= 0 {
+				break // past the window: keys are in time order
+			}
 			if after != nil && bytes.Equal(k, after) {
 				continue
 			}
 			var e LogEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding a log entry: %w", err)
-			}
-			if !q.Until.IsZero() && !e.Time.Before(q.Until) {
-				return nil // keys are in time order: nothing later matches
 			}
 			if q.Tenant != "" && e.Tenant != q.Tenant || !statusMatches(q.Status, e.Status) ||
 				q.Operation != "" && e.Operation != q.Operation ||
@@ -250,6 +277,13 @@ func (l *RequestLog) Query(_ context.Context, q LogQuery) ([]LogEntry, error) {
 		return nil
 	})
 	return out, err
+}
+
+// timeKey is the first key an entry at t or later can have.
+func timeKey(t time.Time) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, uint64(max(t.UnixNano(), 0)))
+	return k
 }
 
 // ErrLogEntryNotFound means no entry of the provisioning log has the key
@@ -293,8 +327,7 @@ type LogCount struct {
 // It reads every entry since then, so it is meant for short windows (the
 // console's last hour).
 func (l *RequestLog) Count(ctx context.Context, since time.Time) ([]LogCount, error) {
-	start := make([]byte, 8)
-	binary.BigEndian.PutUint64(start, uint64(max(since.UnixNano(), 0)))
+	start := timeKey(since)
 	counts := map[string]*LogCount{}
 	err := l.store.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketProvLog)

@@ -426,6 +426,20 @@ func TestLog(t *testing.T) {
 	if len(list) != 2 || list[1].RequestID != "r1" {
 		t.Fatalf("until the third entry: %+v", list)
 	}
+	// Newest first, a page at a time.
+	f.request("GET", "/admin/v1/log?order=newest&limit=3", "").want(t, http.StatusOK, &list)
+	if len(list) != 3 || list[0].RequestID != "r3" || list[2].RequestID != "r1" {
+		t.Fatalf("newest first: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?order=newest&limit=3&after="+list[2].Key, "").want(t, http.StatusOK, &list)
+	if len(list) != 1 || list[0].RequestID != "r0" {
+		t.Fatalf("the page of older ones: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?order=newest&until="+url.QueryEscape(all[2].Time.Format(time.RFC3339Nano))+"&operation=create", "").want(t, http.StatusOK, &list)
+	if len(list) != 2 || list[0].RequestID != "r1" {
+		t.Fatalf("newest creates before the third entry: %+v", list)
+	}
+	f.request("GET", "/admin/v1/log?order=sideways", "").wantError(t, http.StatusBadRequest, "order:")
 	var one relay.LogEntry
 	f.request("GET", "/admin/v1/log/"+all[1].Key, "").want(t, http.StatusOK, &struct {
 		Entry *relay.LogEntry `json:"entry"`

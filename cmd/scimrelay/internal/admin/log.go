@@ -30,7 +30,10 @@ var _ Log = (*relay.RequestLog)(nil)
 // Operations a log entry can have, for the operation filter.
 var logOperations = []string{"create", "get", "list", "search", "replace", "patch", "delete", "bulk", "discovery", "token"}
 
-// GET /admin/v1/log?tenant=&since=1h&until=&after=&status=4xx&user=&operation=&limit=
+// GET /admin/v1/log?tenant=&since=1h&until=&after=&status=4xx&user=&operation=&order=&limit=
+//
+// order=newest reads from until (or now) back, and after then pages to
+// older entries.
 func (h *Handler) queryLog(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Log == nil {
 		return unavailable("the provisioning log")
@@ -53,6 +56,13 @@ func (h *Handler) queryLog(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s := q.Status; s != "" && !validStatusFilter(s) {
 		return badRequest("status: want 2xx, 4xx, 5xx or a code such as 409, got %q", s)
+	}
+	switch v.Get("order") {
+	case "", "oldest":
+	case "newest":
+		q.Newest = true
+	default:
+		return badRequest("order: want oldest or newest, got %q", v.Get("order"))
 	}
 	if q.Operation != "" && !slices.Contains(logOperations, q.Operation) {
 		return badRequest("operation: want one of %v, got %q", logOperations, q.Operation)
