@@ -49,6 +49,10 @@ type Admin struct {
 	// Token is the admin API's bearer token. Empty: serve generates one and
 	// writes it to data_dir/admin.token, where the CLI finds it.
 	Token string `yaml:"token"`
+	// Console serves the web console under /ui/ on the admin listener.
+	Console bool `yaml:"console"`
+	// SessionIdle signs a console session out after this long unused.
+	SessionIdle Duration `yaml:"session_idle"`
 }
 
 // Storage tunes the bbolt file.
@@ -181,6 +185,7 @@ func Default() *Config {
 		Listen:      "127.0.0.1:8080",
 		AdminListen: "127.0.0.1:8081",
 		DataDir:     "./data",
+		Admin:       Admin{Console: true, SessionIdle: Duration(30 * time.Minute)},
 		Log:         Log{Level: "info", Format: "text"},
 		Storage:     Storage{BatchDelay: Duration(time.Millisecond), BatchSize: 1000},
 		NATS: NATS{

@@ -62,6 +62,21 @@ func (t Token) Live(now time.Time) bool {
 	return t.Revoked.IsZero() && (t.Expires.IsZero() || now.Before(t.Expires))
 }
 
+// State says whether the credential works at now, for people: "revoked",
+// "expired", "expires in Nd" from ExpiryWarning before its expiry, else
+// "live".
+func (t Token) State(now time.Time) string {
+	switch {
+	case !t.Revoked.IsZero():
+		return "revoked"
+	case !t.Expires.IsZero() && !now.Before(t.Expires):
+		return "expired"
+	case !t.Expires.IsZero() && t.Expires.Sub(now) < ExpiryWarning:
+		return fmt.Sprintf("expires in %dd", int(t.Expires.Sub(now).Hours()/24))
+	}
+	return "live"
+}
+
 // ErrTokenNotFound means no credential of the kind asked for has the given id.
 var ErrTokenNotFound = errors.New("not found")
 

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/console"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -87,6 +88,9 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	}
 	checkLimits(add, cfg)
 	checkOAuth(add, cfg.OAuth)
+	if cfg.Admin.Console && (cfg.Admin.SessionIdle < config.Duration(time.Minute) || cfg.Admin.SessionIdle > config.Duration(console.DefaultMaxAge)) {
+		add("admin.session_idle", "must be from 1m to %s, got %s", console.DefaultMaxAge, time.Duration(cfg.Admin.SessionIdle))
+	}
 	if cfg.ProvisioningLog.Retention <= 0 {
 		add("provisioning_log.retention", "must be positive, e.g. 30d")
 	}

@@ -149,20 +149,11 @@ func writeCredentialTable(w io.Writer, list []relay.Token, now time.Time) error 
 		return t.Local().Format("2006-01-02 15:04")
 	}
 	for _, t := range list {
-		state := "live"
-		switch {
-		case !t.Revoked.IsZero():
-			state = "revoked"
-		case !t.Expires.IsZero() && !now.Before(t.Expires):
-			state = "expired"
-		case !t.Expires.IsZero() && t.Expires.Sub(now) < relay.ExpiryWarning:
-			state = fmt.Sprintf("expires in %dd", int(t.Expires.Sub(now).Hours()/24))
-		}
 		expires := "never"
 		if !t.Expires.IsZero() {
 			expires = day(t.Expires)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Tenant, t.Name, day(t.Created), expires, day(t.LastUsed), state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Tenant, t.Name, day(t.Created), expires, day(t.LastUsed), t.State(now))
 	}
 	return tw.Flush()
 }

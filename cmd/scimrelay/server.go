@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/console"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/oauth"
@@ -142,7 +143,11 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	s.jobs = jobs.NewRunner(log.With("component", "jobs"))
-	s.adminHTTP = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	adminHandler, err := s.adminListenerHandler()
+	if err != nil {
+		return nil, err
+	}
+	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	// Tokens last: a relay that cannot start (a port taken) must not have
 	// created a token that nobody saw.
 	if s.store != nil {
@@ -301,6 +306,30 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 	}
 	log.Info("generated an admin token for the CLI", "path", path)
 	return tok, nil
+}
+
+// adminListenerHandler serves the admin listener: the admin API, and the
+// web console under /ui/ when admin.console is on. The console calls the
+// API in-process; it has no other way to the relay.
+func (s *server) adminListenerHandler() (http.Handler, error) {
+	api := s.adminHandler()
+	if !s.cfg.Admin.Console {
+		return api, nil
+	}
+	ui, err := console.New(console.Options{
+		Admin:       api,
+		Logger:      s.log.With("component", "console"),
+		IdleTimeout: time.Duration(s.cfg.Admin.SessionIdle),
+		Now:         s.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	mux.Handle(console.Prefix, ui)
+	mux.Handle("GET /ui", http.RedirectHandler(console.Prefix, http.StatusMovedPermanently))
+	return mux, nil
 }
 
 func (s *server) adminHandler() http.Handler {

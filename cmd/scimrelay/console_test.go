@@ -1,0 +1,599 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// browser is a console user: a cookie jar, redirects not followed (the
+// tests check them), the CSRF token of the last page that had one.
+type browser struct {
+	t      *testing.T
+	base   string
+	client *http.Client
+	csrf   string
+	header http.Header // sent with every request
+}
+
+func newBrowser(t *testing.T, p *relayProc) *browser {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &browser{t: t, base: p.adminURL, header: http.Header{}, client: &http.Client{
+		Jar:           jar,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// page is a console answer.
+type page struct {
+	status int
+	header http.Header
+	body   string
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (b *browser) do(req *http.Request) page {
+	b.t.Helper()
+	for k, v := range b.header {
+		req.Header[k] = v
+	}
+	res, err := b.client.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if m := csrfField.FindSubmatch(body); m != nil {
+		b.csrf = html.UnescapeString(string(m[1]))
+	}
+	return page{res.StatusCode, res.Header, string(body)}
+}
+
+func (b *browser) get(path string) page {
+	b.t.Helper()
+	req, err := http.NewRequest("GET", b.base+path, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return b.do(req)
+}
+
+// post submits a form with the CSRF token the browser holds (unless the
+// form sets csrf itself).
+func (b *browser) post(path string, form url.Values) page {
+	b.t.Helper()
+	if form == nil {
+		form = url.Values{}
+	}
+	if _, set := form["csrf"]; !set {
+		form.Set("csrf", b.csrf)
+	}
+	req, err := http.NewRequest("POST", b.base+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(req)
+}
+
+func (p page) want(t *testing.T, status int, says ...string) page {
+	t.Helper()
+	if p.status != status {
+		t.Fatalf("status %d, want %d:\n%s", p.status, status, p.body)
+	}
+	for _, s := range says {
+		if !strings.Contains(p.body, s) {
+			t.Fatalf("the page does not say %q:\n%s", s, p.body)
+		}
+	}
+	return p
+}
+
+// redirect checks a 303 to location.
+func (p page) redirect(t *testing.T, location string) string {
+	t.Helper()
+	if p.status != http.StatusSeeOther || !strings.HasPrefix(p.header.Get("Location"), location) {
+		t.Fatalf("status %d to %q, want 303 to %s:\n%s", p.status, p.header.Get("Location"), location, p.body)
+	}
+	return p.header.Get("Location")
+}
+
+// signIn signs in with an admin token.
+func (b *browser) signIn(token string) page {
+	b.t.Helper()
+	b.get("/ui/login").want(b.t, http.StatusOK, "Admin token")
+	return b.post("/ui/login", url.Values{"token": {token}})
+}
+
+// consoleRelay is a relay with one sink posting to receiver, and a signed-in browser.
+func consoleRelay(t *testing.T, edit func(*config.Config), opts ...serverOption) (*relayProc, *browser) {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir())
+	if edit != nil {
+		edit(cfg)
+	}
+	p := startRelay(t, cfg, roleAll, opts...)
+	b := newBrowser(t, p)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	return p, b
+}
+
+// securityHeaders are on every console answer.
+var securityHeaders = map[string]string{
+	"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+	"X-Frame-Options":         "DENY",
+	"Referrer-Policy":         "no-referrer",
+	"X-Content-Type-Options":  "nosniff",
+}
+
+func checkHeaders(t *testing.T, what string, p page) {
+	t.Helper()
+	for k, v := range securityHeaders {
+		if got := p.header.Get(k); got != v {
+			t.Errorf("%s: %s is %q, want %q", what, k, got, v)
+		}
+	}
+	if cc := p.header.Get("Cache-Control"); cc != "no-store" && !strings.HasPrefix(what, "GET /ui/static/") {
+		t.Errorf("%s: Cache-Control %q, want no-store", what, cc)
+	}
+}
+
+// TestConsoleSignIn: the admin token is exchanged for a session cookie
+// (HttpOnly, SameSite=Strict, Secure over TLS); a wrong one is refused;
+// signing out ends the session, even for a copy of its cookie.
+func TestConsoleSignIn(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	b := newBrowser(t, p)
+	b.get("/ui/").redirect(t, "/ui/login")
+	b.get("/ui").want(t, http.StatusMovedPermanently)
+	login := b.get("/ui/login").want(t, http.StatusOK, `type="password"`, `<label for="token">Admin token</label>`)
+	checkHeaders(t, "GET /ui/login", login)
+
+	b.post("/ui/login", url.Values{"token": {"wrong-token"}}).want(t, http.StatusUnauthorized, "not the admin token")
+	b.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"forged"}}).want(t, http.StatusForbidden, "out of date")
+	b.get("/ui/").redirect(t, "/ui/login")
+
+	ok := b.signIn(adminSecret)
+	ok.redirect(t, "/ui/")
+	var session *http.Cookie
+	for _, c := range (&http.Response{Header: ok.header}).Cookies() {
+		if c.Name == "scimrelay_console" {
+			session = c
+		}
+	}
+	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Path != "/ui/" || session.Secure || session.MaxAge != 0 {
+		t.Fatalf("session cookie over plain HTTP: %+v", session)
+	}
+	b.get("/ui/").want(t, http.StatusOK, "Health", "Tenants", "Sinks")
+
+	// Behind a TLS proxy the cookie is Secure.
+	tls := newBrowser(t, p)
+	tls.header.Set("X-Forwarded-Proto", "https")
+	res := tls.signIn(adminSecret)
+	if c := (&http.Response{Header: res.header}).Cookies(); len(c) == 0 || !c[len(c)-1].Secure {
+		t.Fatalf("session cookie behind TLS: %v", res.header["Set-Cookie"])
+	}
+
+	// Sign-out needs the form's token; then the session is gone, also for
+	// a copy of its cookie.
+	b.post("/ui/logout", url.Values{"csrf": {"nope"}}).want(t, http.StatusForbidden)
+	b.get("/ui/").want(t, http.StatusOK)
+	b.post("/ui/logout", nil).redirect(t, "/ui/login")
+	replay := newBrowser(t, p)
+	u, _ := url.Parse(p.adminURL + "/ui/")
+	replay.client.Jar.SetCookies(u, []*http.Cookie{{Name: "scimrelay_console", Value: session.Value, Path: "/ui/"}})
+	replay.get("/ui/").redirect(t, "/ui/login")
+	b.get("/ui/").redirect(t, "/ui/login")
+}
+
+// TestConsoleSessionExpiry: a session ends after admin.session_idle
+// without a request, and 12 hours after sign-in whatever its use.
+func TestConsoleSessionExpiry(t *testing.T) {
+	clock := newTestClock()
+	_, b := consoleRelay(t, func(c *config.Config) { c.Admin.SessionIdle = config.Duration(30 * time.Minute) }, withClock(clock.now))
+	for range 3 { // used every 29 minutes: kept
+		clock.add(29 * time.Minute)
+		b.get("/ui/").want(t, http.StatusOK)
+	}
+	clock.add(31 * time.Minute)
+	b.get("/ui/").redirect(t, "/ui/login")
+
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	for range 12 * 60 / 20 { // used every 20 minutes for 12 hours
+		b.get("/ui/sinks").want(t, http.StatusOK)
+		clock.add(20 * time.Minute)
+	}
+	b.get("/ui/").redirect(t, "/ui/login")
+}
+
+// TestConsoleRateLimit: sign-in attempts are limited per client address,
+// before the token is checked: guessing costs budget, and once it is spent
+// even the right token waits.
+func TestConsoleRateLimit(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	b := newBrowser(t, p)
+	for i := range 10 {
+		b.signIn(fmt.Sprintf("guess-%d", i)).want(t, http.StatusUnauthorized)
+	}
+	res := b.signIn(adminSecret).want(t, http.StatusTooManyRequests, "too many sign-in attempts")
+	if res.header.Get("Retry-After") == "" {
+		t.Fatalf("429 without Retry-After: %v", res.header)
+	}
+	checkHeaders(t, "429", res)
+	b.get("/ui/").redirect(t, "/ui/login")
+}
+
+// TestConsoleOff: with admin.console false the admin listener has no /ui/.
+func TestConsoleOff(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Admin.Console = false
+	p := startRelay(t, cfg, roleAll)
+	newBrowser(t, p).get("/ui/login").want(t, http.StatusNotFound)
+}
+
+// TestConsoleTokens: the tenant page gives the Tenant URL and generates a
+// token whose secret is shown exactly once (never in the answer to the
+// POST, never again after its page, on no other page); rotation and
+// revocation take effect on the SCIM endpoint.
+func TestConsoleTokens(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	tenantURL := p.scimURL + "/scim/v2/acme"
+	b.get("/ui/tenants/acme").want(t, http.StatusOK, `value="`+tenantURL+`"`, "Generate token", `value="90"`, "Provisioning Mode", "Test Connection", "Create client")
+
+	res := b.post("/ui/tenants/acme/tokens", url.Values{"name": {"entra"}, "days": {"30"}})
+	issued := res.redirect(t, "/ui/secrets/")
+	if strings.Contains(res.body, relay.TokenPrefix) {
+		t.Fatalf("the answer to the POST holds the secret:\n%s", res.body)
+	}
+	shown := b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusOK, "Secret Token", "Tenant URL", "shown only this once")
+	secret := regexp.MustCompile(`value="(scimrelay_[^"]+)"`).FindStringSubmatch(shown.body)
+	if secret == nil {
+		t.Fatalf("no secret on its page:\n%s", shown.body)
+	}
+	if shown.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("the secret's page may be cached: %v", shown.header)
+	}
+	p.scim("acme", secret[1], "GET", "/Users", "").want(t, 200)
+	var list []relay.Token
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var err error
+		list, err = p.srv.store.Tokens().List(context.Background(), "acme")
+		if err != nil || len(list) != 1 || list[0].Name != "entra" {
+			return fmt.Errorf("tokens %+v %v", list, err)
+		}
+		return nil
+	})
+	if d := time.Until(list[0].Expires); d < 29*24*time.Hour || d > 30*24*time.Hour {
+		t.Fatalf("expiry in %s, want 30 days", d)
+	}
+
+	// Shown once: not again, and on no page of the console.
+	b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusGone, "shown once")
+	for _, path := range []string{"/ui/", "/ui/tenants/acme", "/ui/tenants/globex", "/ui/log", "/ui/sinks", "/ui/events", "/ui/tenants/acme/tokens/" + list[0].ID + "/revoke"} {
+		if pg := b.get(path).want(t, http.StatusOK); strings.Contains(pg.body, secret[1]) {
+			t.Fatalf("%s shows the secret", path)
+		}
+	}
+
+	// Never, and bad expiries.
+	b.post("/ui/tenants/acme/tokens", url.Values{"name": {"forever"}, "days": {"90"}, "never": {"1"}}).redirect(t, "/ui/secrets/")
+	b.get("/ui/tenants/acme").want(t, http.StatusOK, "forever", "never")
+	for _, days := range []string{"0", "-3", "ninety", "99999"} {
+		b.post("/ui/tenants/acme/tokens", url.Values{"days": {days}}).want(t, http.StatusBadRequest, "number of days")
+	}
+	b.post("/ui/tenants/initech/tokens", url.Values{"days": {"90"}}).want(t, http.StatusNotFound, "no tenant")
+	b.post("/ui/tenants/acme/secrets", url.Values{"days": {"90"}}).want(t, http.StatusNotFound)
+
+	// Rotation: a new token; the others expire after the overlap.
+	rotated := b.post("/ui/tenants/acme/tokens/rotate", url.Values{"name": {"next"}, "days": {"90"}, "overlap": {"2"}}).redirect(t, "/ui/secrets/")
+	b.get(strings.TrimPrefix(rotated, p.adminURL)).want(t, http.StatusOK, "keep working until the overlap ends", list[0].ID)
+	after, _ := p.srv.store.Tokens().List(context.Background(), "acme")
+	for _, tok := range after {
+		if tok.Name != "next" && (tok.Expires.IsZero() || time.Until(tok.Expires) > 2*time.Hour) {
+			t.Errorf("token %s (%s) expires %s, want within the 2h overlap", tok.ID, tok.Name, tok.Expires)
+		}
+	}
+
+	// Revocation asks first, then takes effect at once.
+	b.get("/ui/tenants/acme/tokens/" + list[0].ID + "/revoke").want(t, http.StatusOK, "stops working at once", list[0].ID)
+	b.get("/ui/tenants/globex/tokens/" + list[0].ID + "/revoke").want(t, http.StatusNotFound)
+	b.post("/ui/tenants/acme/tokens/"+list[0].ID+"/revoke", nil).redirect(t, "/ui/tenants/acme")
+	b.get("/ui/tenants/acme").want(t, http.StatusOK, "Revoked token "+list[0].ID, "revoked")
+	p.scim("acme", secret[1], "GET", "/Users", "").want(t, 401)
+
+	// OAuth clients: Entra's three fields, the secret once.
+	issued = b.post("/ui/tenants/acme/clients", url.Values{"name": {"entra-oauth"}, "days": {"90"}}).redirect(t, "/ui/secrets/")
+	shown = b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusOK, "OAuth2 Client Credentials Grant", "Token Endpoint", "Client Identifier", "Client Secret",
+		`value="`+p.scimURL+`/oauth2/acme/token"`)
+	clientSecret := regexp.MustCompile(`value="(scimrelay_secret_[^"]+)"`).FindStringSubmatch(shown.body)
+	clientID := regexp.MustCompile(`value="(cli_[^"]+)"`).FindStringSubmatch(shown.body)
+	if clientSecret == nil || clientID == nil {
+		t.Fatalf("client id or secret missing:\n%s", shown.body)
+	}
+	tok := p.tokenRequest("acme", grant(), clientID[1]+":"+clientSecret[1]).accessToken(t)
+	p.scim("acme", tok, "GET", "/Users", "").want(t, 200)
+	if pg := b.get("/ui/tenants/acme").want(t, http.StatusOK, clientID[1]); strings.Contains(pg.body, clientSecret[1]) {
+		t.Fatal("the tenant page shows the client secret")
+	}
+}
+
+// TestConsoleCSRF: every form that changes something is refused (403,
+// nothing done) without the session's token, with another session's, or
+// when sent from another site's page.
+func TestConsoleCSRF(t *testing.T) {
+	p, b := consoleRelay(t, func(c *config.Config) { withSink(c, "crm", "http://127.0.0.1:1/hook", nil) })
+	other := newBrowser(t, p)
+	other.signIn(adminSecret).redirect(t, "/ui/")
+	other.get("/ui/")
+	b.get("/ui/")
+	if other.csrf == b.csrf || b.csrf == "" {
+		t.Fatalf("two sessions share a CSRF token %q", b.csrf)
+	}
+	_, kept, err := p.srv.store.Tokens().Create(context.Background(), "acme", "kept", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := []struct {
+		path string
+		form url.Values
+	}{
+		{"/ui/tenants/acme/tokens", url.Values{"days": {"90"}}},
+		{"/ui/tenants/acme/tokens/rotate", url.Values{"days": {"90"}}},
+		{"/ui/tenants/acme/clients", url.Values{"days": {"90"}}},
+		{"/ui/tenants/acme/tokens/" + kept.ID + "/revoke", nil},
+		{"/ui/sinks/crm/redrive", url.Values{"all": {"1"}}},
+		{"/ui/sinks/crm/replay", url.Values{"since": {"1h"}}},
+		{"/ui/logout", nil},
+	}
+	for _, f := range forms {
+		for name, token := range map[string][]string{"no token": {""}, "a forged one": {"forged"}, "another session's": {other.csrf}} {
+			form := url.Values{"csrf": token}
+			for k, v := range f.form {
+				form[k] = v
+			}
+			res := b.post(f.path, form)
+			if res.status != http.StatusForbidden || !strings.Contains(res.body, "out of date") {
+				t.Errorf("POST %s with %s: %d", f.path, name, res.status)
+			}
+			checkHeaders(t, "POST "+f.path, res)
+		}
+		// The right token from another site's page.
+		req, _ := http.NewRequest("POST", b.base+f.path, strings.NewReader(url.Values{"csrf": {b.csrf}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		if res := b.do(req); res.status != http.StatusForbidden || !strings.Contains(res.body, "cross-origin") {
+			t.Errorf("cross-site POST %s: %d", f.path, res.status)
+		}
+	}
+	all, _ := p.srv.store.Tokens().List(context.Background(), "acme")
+	clients, _ := p.srv.store.Clients().List(context.Background(), "")
+	if len(all) != 1 || !all[0].Live(time.Now()) || !all[0].Expires.IsZero() || len(clients) != 0 {
+		t.Fatalf("a refused form changed something: tokens %+v, clients %+v", all, clients)
+	}
+	b.get("/ui/").want(t, http.StatusOK) // still signed in
+}
+
+// TestConsoleHeaders: every answer of the console, pages, assets,
+// redirects and errors, carries the security headers, and nothing but a
+// versioned asset may be cached.
+func TestConsoleHeaders(t *testing.T) {
+	_, b := consoleRelay(t, func(c *config.Config) { withSink(c, "crm", "http://127.0.0.1:1/hook", nil) })
+	home := b.get("/ui/")
+	asset := regexp.MustCompile(`/ui/static/app\.js\?v=[0-9a-f]+`).FindString(home.body)
+	if asset == "" {
+		t.Fatalf("no versioned script:\n%s", home.body)
+	}
+	for _, path := range []string{"/ui/", "/ui/login", "/ui/tenants/acme", "/ui/tenants/nope", "/ui/log", "/ui/log?status=teapot", "/ui/log/zz", "/ui/sinks",
+		"/ui/sinks/crm", "/ui/sinks/nope", "/ui/jobs/job_nope", "/ui/events", "/ui/nothing", "/ui/static/app.css", "/ui/static/nope.js", asset} {
+		res := b.get(path)
+		checkHeaders(t, "GET "+path, res)
+		if strings.Contains(res.body, "style=") || regexp.MustCompile(`<script>|<script [^>]*>[^<]`).MatchString(res.body) {
+			t.Errorf("GET %s has inline style or script", path)
+		}
+	}
+	if res := b.get(asset); !strings.Contains(res.header.Get("Cache-Control"), "immutable") || res.header.Get("Content-Type") != "text/javascript; charset=utf-8" {
+		t.Errorf("versioned asset: %v", res.header)
+	}
+	b.get("/ui/log?status=teapot").want(t, http.StatusBadRequest, "status:")
+	b.get("/ui/sinks/nope").want(t, http.StatusNotFound, "no such sink")
+	b.get("/ui/nothing").want(t, http.StatusNotFound)
+}
+
+// TestConsoleLogSinksAndEvents: a SCIM request appears in the log, found
+// by user, email, status and operation; its detail has what it changed, its
+// event and the event's delivery per sink; a failing sink's dead letter is
+// redriven from its page once the receiver is back; the live tail streams
+// events and ends when the session does.
+func TestConsoleLogSinksAndEvents(t *testing.T) {
+	hook := newFlakyHook(t)
+	p, b := consoleRelay(t, func(c *config.Config) {
+		withSink(c, "crm", hook.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(50 * time.Millisecond)} })
+	})
+	tail := openTail(t, b, "/ui/events/stream?tenant=acme&type=user.*")
+	defer tail.close()
+
+	hook.fail(http.StatusGone)
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann","emails":[{"value":"ann@acme.example","type":"work","primary":true}]}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 409)
+	if line := tail.next(t, "cloudevent"); !strings.Contains(line, `"type":"io.scimrelay.user.created"`) || !strings.Contains(line, uid) {
+		t.Fatalf("live tail: %s", line)
+	}
+
+	var key string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		res := b.get("/ui/log?user=ann%40ACME&operation=create&status=2xx")
+		m := regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindAllStringSubmatch(res.body, -1)
+		if len(m) != 1 {
+			return fmt.Errorf("%d entries found by email", len(m))
+		}
+		key = m[0][1]
+		return nil
+	})
+	b.get("/ui/log?status=4xx").want(t, http.StatusOK, "uniqueness")
+	eventstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		res := b.get("/ui/log/" + key)
+		for _, want := range []string{"user.created", "Users/" + uid, "Sink <a href=\"/ui/sinks/crm\">crm</a>", "dead_lettered", ">410<"} {
+			if !strings.Contains(res.body, want) {
+				return fmt.Errorf("the detail does not say %q yet", want)
+			}
+		}
+		return nil
+	})
+	b.get("/ui/").want(t, http.StatusOK, `href="/ui/sinks/crm#dead-letters" class="bad">1<`)
+	sink := b.get("/ui/sinks/crm").want(t, http.StatusOK, "Redrive all 1", "410")
+
+	// Redrive the one dead letter once the receiver is back.
+	hook.fail(0)
+	id := regexp.MustCompile(`name="id" value="([^"]+)"`).FindStringSubmatch(sink.body)
+	if id == nil {
+		t.Fatalf("no redrive form for the dead letter:\n%s", sink.body)
+	}
+	job := b.post("/ui/sinks/crm/redrive", url.Values{"id": {id[1]}}).redirect(t, "/ui/jobs/")
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if res := b.get(strings.TrimPrefix(job, p.adminURL)); !strings.Contains(res.body, `data-state="done"`) || !strings.Contains(res.body, "1 delivered") {
+			return fmt.Errorf("job page:\n%s", res.body)
+		}
+		return nil
+	})
+	if hook.delivered() != 1 {
+		t.Fatalf("the receiver got %d deliveries, want the redriven one", hook.delivered())
+	}
+	b.get("/ui/sinks/crm").want(t, http.StatusOK, "None.")
+	// A second redrive of an empty queue, and a replay, are jobs too.
+	b.post("/ui/sinks/crm/redrive", url.Values{"all": {"1"}}).redirect(t, "/ui/jobs/")
+	replay := b.post("/ui/sinks/crm/replay", url.Values{"since": {"1h"}}).redirect(t, "/ui/jobs/")
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if res := b.get(strings.TrimPrefix(replay, p.adminURL)); !strings.Contains(res.body, `data-state="done"`) || !strings.Contains(res.body, "1 delivered") {
+			return fmt.Errorf("replay page:\n%s", res.body)
+		}
+		return nil
+	})
+	b.post("/ui/sinks/crm/replay", url.Values{"since": {"yesterday"}}).want(t, http.StatusBadRequest, "since:")
+	b.post("/ui/sinks/crm/redrive", url.Values{}).want(t, http.StatusBadRequest, "either an id or all")
+
+	// The tail filters by type, and ends when the session does.
+	p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"g"}`).want(t, 201)
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}`).want(t, 200)
+	if line := tail.next(t, "cloudevent"); !strings.Contains(line, "io.scimrelay.user.deactivated") {
+		t.Fatalf("the tail let another type through or missed one: %s", line)
+	}
+	b.post("/ui/logout", nil).redirect(t, "/ui/login")
+	tail.next(t, "signed-out")
+	b.get("/ui/events/stream").redirect(t, "/ui/login")
+}
+
+// sseTail reads a console event stream.
+type sseTail struct {
+	events chan [2]string // event name, data
+	close  func()
+}
+
+func openTail(t *testing.T, b *browser, path string) *sseTail {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.base+path, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	client := *b.client
+	client.Timeout = 0
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %v", res.StatusCode, res.Header)
+	}
+	s := &sseTail{events: make(chan [2]string, 64), close: func() { cancel(); res.Body.Close() }}
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		var name string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				s.events <- [2]string{name, strings.TrimPrefix(line, "data: ")}
+			}
+		}
+		close(s.events)
+	}()
+	if e := s.next(t, "ready"); e == "" {
+		t.Fatal("no ready event")
+	}
+	return s
+}
+
+// next returns the data of the next event, which must be named name.
+func (s *sseTail) next(t *testing.T, name string) string {
+	t.Helper()
+	select {
+	case e, ok := <-s.events:
+		if !ok {
+			t.Fatalf("the stream ended before a %s event", name)
+		}
+		if e[0] != name {
+			t.Fatalf("event %s (%s), want %s", e[0], e[1], name)
+		}
+		return e[1]
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no %s event within 20s", name)
+	}
+	return ""
+}
+
+// flakyHook is a webhook receiver told what to answer.
+type flakyHook struct {
+	URL    string
+	mu     sync.Mutex
+	answer int // 0: take the delivery
+	count  int // deliveries taken
+}
+
+func newFlakyHook(t *testing.T) *flakyHook {
+	h := &flakyHook{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.answer != 0 {
+			w.WriteHeader(h.answer)
+			return
+		}
+		h.count++
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	h.URL = srv.URL
+	return h
+}
+
+// fail makes the receiver answer status to everything; 0 makes it take them.
+func (h *flakyHook) fail(status int) { h.mu.Lock(); h.answer = status; h.mu.Unlock() }
+
+// delivered counts the deliveries taken.
+func (h *flakyHook) delivered() int { h.mu.Lock(); defer h.mu.Unlock(); return h.count }

@@ -1,0 +1,120 @@
+// scimrelay console: copy buttons, the progress of running jobs, the live
+// tail. Every page works without it; the CSP allows no inline script, so
+// this file is all there is.
+"use strict";
+
+(function () {
+  // Copy buttons: shown only where a script can copy.
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var input = document.getElementById(button.dataset.copy);
+    if (!input) {
+      return;
+    }
+    var label = button.innerHTML;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var said = function (text) {
+        button.textContent = text;
+        setTimeout(function () { button.innerHTML = label; }, 2000);
+      };
+      var fallback = function () {
+        input.focus();
+        input.select();
+        try {
+          said(document.execCommand("copy") ? "Copied" : "Press Ctrl+C");
+        } catch (e) {
+          said("Press Ctrl+C");
+        }
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(input.value).then(function () { said("Copied"); }, fallback);
+      } else {
+        fallback();
+      }
+    });
+  });
+
+  // A running job's page follows it: the region is fetched again and
+  // replaced until the job ends.
+  var refresh = function (region) {
+    if (!region || region.dataset.state !== "running") {
+      return;
+    }
+    setTimeout(function () {
+      fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (res) { return res.ok ? res.text() : Promise.reject(res.status); })
+        .then(function (html) {
+          var next = new DOMParser().parseFromString(html, "text/html").getElementById(region.id);
+          if (next) {
+            region.replaceWith(next);
+            refresh(next);
+          }
+        })
+        .catch(function () { refresh(region); });
+    }, Number(region.dataset.refresh) || 1000);
+  };
+  refresh(document.querySelector("[data-refresh]"));
+
+  // The live tail: server-sent events, each a CloudEvent, newest on top.
+  var tail = document.getElementById("tail");
+  var status = document.getElementById("tail-status");
+  if (!tail || !window.EventSource) {
+    return;
+  }
+  var shown = 0;
+  var keep = 200;
+  var say = function (text) { status.textContent = text; };
+  say("Connecting…");
+  var source = new EventSource(tail.dataset.stream);
+  source.addEventListener("ready", function () { say("Watching: new events appear at the top."); });
+  source.addEventListener("cloudevent", function (message) {
+    var e;
+    try {
+      e = JSON.parse(message.data);
+    } catch (err) {
+      return;
+    }
+    var item = document.createElement("li");
+    var details = document.createElement("details");
+    var summary = document.createElement("summary");
+    [e.time || "", (e.type || "").replace(/^io\.scimrelay\./, ""), e.subject || "", e.tenant || ""].forEach(function (text, i) {
+      var part = document.createElement(i === 1 ? "code" : "span");
+      part.textContent = text;
+      summary.appendChild(part);
+    });
+    var pre = document.createElement("pre");
+    pre.textContent = JSON.stringify(e, null, 2);
+    details.appendChild(summary);
+    details.appendChild(pre);
+    item.appendChild(details);
+    item.className = "event";
+    item.dataset.type = e.type || "";
+    tail.insertBefore(item, tail.firstChild);
+    shown++;
+    while (tail.children.length > keep) {
+      tail.removeChild(tail.lastChild);
+    }
+    say("Watching: " + shown + " event" + (shown === 1 ? "" : "s") + " so far.");
+  });
+  source.addEventListener("failure", function (message) {
+    source.close();
+    var why = "";
+    try {
+      why = JSON.parse(message.data).error;
+    } catch (err) {
+      why = message.data;
+    }
+    say("The tail stopped: " + why);
+  });
+  source.addEventListener("signed-out", function () {
+    source.close();
+    window.location.assign("/ui/login");
+  });
+  source.onerror = function () {
+    if (source.readyState === EventSource.CLOSED) {
+      say("The tail stopped. Reload the page to start again.");
+    } else {
+      say("Reconnecting…");
+    }
+  };
+})();

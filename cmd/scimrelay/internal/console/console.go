@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package console is the web console on the admin listener, under /ui/:
+// what each application's provisioning page gives its admin (the Tenant
+// URL, tokens generated with an expiry and shown once, the set-up steps of
+// Microsoft Entra ID), the provisioning log, the sinks with their dead
+// letters, and a live tail of events.
+//
+// The console holds no state of the relay and implements no action: every
+// page and every form calls the admin API, in-process, through
+// adminclient, with the admin token the user signed in with, so the CLI
+// and the console share one code path per action and the admin API's
+// checks are the only ones. What the console adds is the browser's
+// concerns: sessions (an HttpOnly, SameSite=Strict cookie with an idle
+// timeout), a CSRF token on every form, a strict Content-Security-Policy
+// and the other security headers on every answer, and a rate limit on
+// sign-in. Pages are server-rendered html/template; assets/static/app.js
+// adds copy buttons, refreshing of running jobs and the live tail, and
+// every page works without it.
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
+)
+
+// Prefix is where the console is served.
+const Prefix = "/ui/"
+
+// Defaults of Options.
+const (
+	DefaultIdleTimeout = 30 * time.Minute
+	DefaultMaxAge      = 12 * time.Hour
+)
+
+// Sign-in attempts allowed per client address, and in all: the admin
+// token a person types is checked by the admin API, and guessing it costs
+// this budget (taken before the token is checked).
+var (
+	loginPerAddress = httpmw.Limit{Rate: 10.0 / 60, Burst: 10}
+	loginOverall    = httpmw.Limit{Rate: 1, Burst: 30}
+)
+
+// Options configures the console.
+type Options struct {
+	// Admin is the admin API's handler, called in-process.
+	Admin  http.Handler
+	Logger *slog.Logger
+	// IdleTimeout ends a session unused for this long (DefaultIdleTimeout
+	// when 0); MaxAge ends it this long after sign-in (DefaultMaxAge).
+	IdleTimeout time.Duration
+	MaxAge      time.Duration
+	// Now is the clock (tests move it); nil is time.Now.
+	Now func() time.Time
+}
+
+// Console serves the web console.
+type Console struct {
+	o        Options
+	log      *slog.Logger
+	now      func() time.Time
+	sessions *sessions
+	limit    *httpmw.Limiter
+	pages    *pages
+	root     http.Handler
+}
+
+var _ http.Handler = (*Console)(nil)
+
+// New returns the console.
+func New(o Options) (*Console, error) {
+	if o.Admin == nil {
+		return nil, errors.New("console: no admin API to call")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	p, err := loadPages()
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{
+		o: o, log: o.Logger, now: o.Now, pages: p,
+		sessions: newSessions(o.IdleTimeout, o.MaxAge, o.Now),
+		limit:    httpmw.NewLimiter(loginPerAddress, map[string]httpmw.Limit{loginOverallKey: loginOverall}),
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ui/static/{file}", c.static)
+	mux.Handle("GET /ui/login", c.handle(c.loginPage))
+	mux.Handle("POST /ui/login", c.handle(c.login))
+	mux.Handle("POST /ui/logout", c.signedIn(c.logout))
+	mux.Handle("GET /ui/{$}", c.signedIn(c.overview))
+	mux.Handle("GET /ui/tenants/{tenant}", c.signedIn(c.tenant))
+	mux.Handle("POST /ui/tenants/{tenant}/{kind}", c.signedIn(c.issue))
+	mux.Handle("POST /ui/tenants/{tenant}/{kind}/rotate", c.signedIn(c.rotate))
+	mux.Handle("GET /ui/secrets/{flash}", c.signedIn(c.issued))
+	mux.Handle("GET /ui/tenants/{tenant}/{kind}/{id}/revoke", c.signedIn(c.confirmRevoke))
+	mux.Handle("POST /ui/tenants/{tenant}/{kind}/{id}/revoke", c.signedIn(c.revoke))
+	mux.Handle("GET /ui/log", c.signedIn(c.logPage))
+	mux.Handle("GET /ui/log/{key}", c.signedIn(c.logEntry))
+	mux.Handle("GET /ui/sinks", c.signedIn(c.sinksPage))
+	mux.Handle("GET /ui/sinks/{sink}", c.signedIn(c.sink))
+	mux.Handle("POST /ui/sinks/{sink}/redrive", c.signedIn(c.redrive))
+	mux.Handle("POST /ui/sinks/{sink}/replay", c.signedIn(c.replay))
+	mux.Handle("GET /ui/jobs/{id}", c.signedIn(c.job))
+	mux.Handle("GET /ui/events", c.signedIn(c.eventsPage))
+	mux.Handle("GET /ui/events/stream", c.signedIn(c.eventStream))
+	mux.Handle("/ui/", c.handle(func(http.ResponseWriter, *http.Request) error {
+		return errorf(http.StatusNotFound, "there is no such page in the console")
+	}))
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
+	c.root = withSecurityHeaders(withRequestID(cop.Handler(mux)))
+	return c, nil
+}
+
+// ServeHTTP serves a console request.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.root.ServeHTTP(w, r) }
+
+// pageFunc is a page or an action of a signed-in user: it writes its answer
+// or returns an error for fail.
+type pageFunc func(w http.ResponseWriter, r *http.Request, s *session) error
+
+// handle serves f, answering its error with fail.
+func (c *Console) handle(f func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			c.fail(w, r, nil, err)
+		}
+	})
+}
+
+// signedIn serves f to a signed-in user, checking the CSRF token of every
+// request that changes something; others are sent to sign in.
+func (c *Console) signedIn(f pageFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := c.session(r)
+		if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			err = s.checkCSRF(r)
+		}
+		if err == nil {
+			err = f(w, r, s)
+		}
+		if err != nil {
+			c.fail(w, r, s, err)
+		}
+	})
+}
+
+// api is the admin API as the signed-in user: their admin token, this
+// request's id.
+func (c *Console) api(r *http.Request, s *session) *adminclient.Client {
+	return &adminclient.Client{
+		BaseURL:   "http://admin.in-process",
+		Token:     s.token,
+		HTTP:      &http.Client{Transport: adminclient.HandlerTransport{Handler: c.o.Admin}},
+		Timeout:   time.Minute,
+		RequestID: requestIDOf(r.Context()),
+	}
+}
+
+type requestIDKey struct{}
+
+// withRequestID gives every console request an id, sent to the admin API
+// with its calls and shown with a failure, so that one id finds it in the
+// relay's log.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+func requestIDOf(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package console
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// How the live tail's stream behaves: a comment every keepAlive keeps
+// proxies from closing it, and the session is checked as often, so a
+// session that idled out ends its stream (watching a tail is not a
+// person's activity); signing out ends it at once.
+const (
+	keepAlive   = 10 * time.Second
+	maxEventLen = 4 << 20
+)
+
+// eventsData is the live tail's page.
+type eventsData struct {
+	Tenants []string
+	Types   []string
+	// Tenant, Type and Since are the filter asked for.
+	Tenant, Type, Since string
+}
+
+// GET /ui/events?tenant=&type=&since=
+func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	tenants, err := c.api(r, s).Tenants(r.Context())
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	d := eventsData{Tenant: q.Get("tenant"), Type: q.Get("type"), Since: q.Get("since")}
+	for _, t := range tenants {
+		d.Tenants = append(d.Tenants, t.Name)
+	}
+	d.Types = append(d.Types, "user.*", "group.*")
+	for _, a := range events.Catalog {
+		d.Types = append(d.Types, string(a))
+	}
+	c.render(w, r, http.StatusOK, "events", page{Title: "Events", Nav: "events", CSRF: s.csrf, Data: d})
+	return nil
+}
+
+// GET /ui/events/stream?tenant=&type=&since= streams the admin API's tail
+// as server-sent events: "cloudevent" events carrying one structured
+// CloudEvent each, "failure" when the tail cannot go on (then the script
+// stops, rather than reconnecting into the same failure), "signed-out"
+// when the session ends.
+func (c *Console) eventStream(w http.ResponseWriter, r *http.Request, s *session) error {
+	in := r.URL.Query()
+	q := url.Values{"follow": {"true"}}
+	for _, k := range []string{"tenant", "type", "since"} {
+		if v := in.Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	rc := http.NewResponseController(w)
+	send := func(event, data string) bool {
+		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+		return err == nil && rc.Flush() == nil
+	}
+	tail, err := c.api(r, s).Tail(ctx, q)
+	var api *adminclient.Error
+	if err != nil && (!errors.As(err, &api) || api.Status == http.StatusUnauthorized) {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	if err != nil { // the admin API refused the tail: say why, once
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		send("failure", string(b))
+		return nil
+	}
+	defer tail.Close()
+	if !send("ready", "{}") {
+		return nil
+	}
+	lines := make(chan []byte)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(tail)
+		sc.Buffer(make([]byte, 64<<10), maxEventLen)
+		for sc.Scan() {
+			select {
+			case lines <- append([]byte(nil), sc.Bytes()...):
+			case <-ctx.Done():
+				return
+			}
+		}
+		err := sc.Err()
+		if err == nil {
+			err = io.EOF
+		}
+		readErr <- err
+	}()
+	tick := time.NewTicker(keepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.ended():
+			send("signed-out", "{}")
+			return nil
+		case line := <-lines:
+			if !send("cloudevent", string(line)) {
+				return nil
+			}
+		case err := <-readErr:
+			b, _ := json.Marshal(map[string]string{"error": "the event tail ended: " + err.Error()})
+			send("failure", string(b))
+			return nil
+		case <-tick.C:
+			if !c.sessions.alive(s) {
+				send("signed-out", "{}")
+				return nil
+			}
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+				return nil
+			}
+		}
+	}
+}

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package console
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// jobData is a redrive's or replay's page: its state and progress, which
+// app.js refreshes while it runs.
+type jobData struct {
+	Job     adminclient.Job
+	Redrive *sinks.RedriveResult
+	Replay  *sinks.ReplayResult
+}
+
+// GET /ui/jobs/{id}
+func (c *Console) job(w http.ResponseWriter, r *http.Request, s *session) error {
+	j, err := c.api(r, s).Job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	d := jobData{Job: j}
+	if len(j.Progress) > 0 {
+		switch j.Kind {
+		case "redrive":
+			d.Redrive = &sinks.RedriveResult{}
+			_ = json.Unmarshal(j.Progress, d.Redrive)
+		case "replay":
+			d.Replay = &sinks.ReplayResult{}
+			_ = json.Unmarshal(j.Progress, d.Replay)
+		}
+	}
+	c.render(w, r, http.StatusOK, "job", page{Title: "Job " + j.ID, Nav: "sinks", CSRF: s.csrf, Data: d})
+	return nil
+}

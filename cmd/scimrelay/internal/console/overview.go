@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package console
+
+import (
+	"cmp"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// overviewData is the overview: is provisioning and delivery healthy.
+type overviewData struct {
+	Now     time.Time
+	Ready   admin.Readiness
+	Tenants []tenantRow
+	// NoLog and NoTokens say this relay's role has no provisioning log or
+	// tokens (role sinks).
+	NoLog, NoTokens bool
+	// Outbox is the outbox's depth; -1 where the role has no data file.
+	Outbox int
+	Sinks           []sinks.Status
+	// Expiring are the live tokens and clients that expire within
+	// relay.ExpiryWarning.
+	Expiring []relay.Token
+}
+
+type tenantRow struct {
+	admin.TenantInfo
+	Requests relay.LogCount
+	Live     int // live tokens and clients
+}
+
+// GET /ui/
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) error {
+	api, ctx := c.api(r, s), r.Context()
+	d := overviewData{Now: c.now()}
+	var err error
+	if d.Ready, err = api.Ready(ctx); err != nil {
+		return err
+	}
+	tenants, err := api.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	stats, err := api.Stats(ctx, "1h")
+	if err != nil {
+		return err
+	}
+	d.NoLog, d.Outbox = stats.Requests == nil, -1
+	if stats.OutboxDepth != nil {
+		d.Outbox = *stats.OutboxDepth
+	}
+	creds, err := credentialsOf(r, api, "")
+	if d.NoTokens = unavailable(err); err != nil && !d.NoTokens {
+		return err
+	}
+	for _, t := range tenants {
+		row := tenantRow{TenantInfo: t, Requests: relay.LogCount{Tenant: t.Name}}
+		for _, lc := range stats.Requests {
+			if lc.Tenant == t.Name {
+				row.Requests = lc
+			}
+		}
+		for _, cr := range creds {
+			if cr.Tenant == t.Name && cr.Live(d.Now) {
+				row.Live++
+			}
+		}
+		d.Tenants = append(d.Tenants, row)
+	}
+	for _, cr := range creds {
+		if cr.Live(d.Now) && !cr.Expires.IsZero() && cr.Expires.Sub(d.Now) < relay.ExpiryWarning {
+			d.Expiring = append(d.Expiring, cr)
+		}
+	}
+	slices.SortFunc(d.Expiring, func(a, b relay.Token) int { return a.Expires.Compare(b.Expires) })
+	if d.Sinks, err = api.Sinks(ctx); err != nil {
+		return err
+	}
+	c.render(w, r, http.StatusOK, "overview", page{Title: "Overview", Nav: "overview", CSRF: s.csrf, Notice: s.takeNotice(), Data: d})
+	return nil
+}
+
+// credentialsOf lists a tenant's tokens and OAuth clients ("" for every
+// tenant's), newest first.
+func credentialsOf(r *http.Request, api *adminclient.Client, tenant string) ([]relay.Token, error) {
+	tokens, err := api.Credentials(r.Context(), adminclient.Tokens, tenant)
+	if err != nil {
+		return nil, err
+	}
+	clients, err := api.Credentials(r.Context(), adminclient.Clients, tenant)
+	if err != nil {
+		return nil, err
+	}
+	all := append(tokens, clients...)
+	slices.SortStableFunc(all, func(a, b relay.Token) int { return cmp.Compare(b.Created.UnixNano(), a.Created.UnixNano()) })
+	return all, nil
+}
+
+// unavailable reports whether the admin API said it cannot do this in the
+// relay's role.
+func unavailable(err error) bool {
+	var e *adminclient.Error
+	return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+}

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package console
+
+import (
+	"crypto/subtle"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+)
+
+// contentSecurityPolicy allows the console's own scripts, styles and
+// images and nothing else: no inline script or style (attributes
+// included), no framing, forms posting only to the console.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// withSecurityHeaders sets the security headers on every answer, pages,
+// assets and errors alike. Nothing but the versioned assets may be cached:
+// a page can hold a secret shown once.
+func withSecurityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+		h.Set("Cache-Control", "no-store")
+		if secure(r) {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loginOverallKey is the limiter's bucket of every sign-in attempt.
+const loginOverallKey = "overall"
+
+// loginData is what the sign-in page shows.
+type loginData struct {
+	CSRF string // the sign-in form's own token (there is no session yet)
+}
+
+// loginToken sets a fresh sign-in form token in a cookie and returns it
+// for the form: a double-submit token, since there is no session to bind
+// one to; with SameSite=Strict another site's form cannot send the cookie.
+func (c *Console) loginToken(w http.ResponseWriter, r *http.Request) string {
+	tok := randomToken()
+	setCookie(w, r, loginCookie, tok, Prefix+"login", 3600)
+	return tok
+}
+
+// GET /ui/login
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) error {
+	if _, err := c.session(r); err == nil {
+		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+		return nil
+	}
+	c.render(w, r, http.StatusOK, "login", page{Title: "Sign in", Data: loginData{CSRF: c.loginToken(w, r)}})
+	return nil
+}
+
+// POST /ui/login exchanges the admin token for a session. The admin API
+// checks the token (the console has no credential of its own to compare
+// with): a token it refuses is refused here.
+func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
+	ck, err := r.Cookie(loginCookie)
+	form := r.PostFormValue("csrf")
+	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(form), []byte(ck.Value)) != 1 {
+		return errCSRF
+	}
+	for _, key := range []string{clientAddress(r), loginOverallKey} {
+		if ok, wait := c.limit.Allow(key); !ok {
+			c.log.WarnContext(r.Context(), "console sign-in refused: too many attempts", "request_id", requestIDOf(r.Context()), "client", clientAddress(r))
+			return &tooManyError{retryAfter: int(math.Ceil(max(wait.Seconds(), 1)))}
+		}
+	}
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	probe := &session{token: token}
+	if token != "" {
+		_, err = c.api(r, probe).Tenants(r.Context())
+	}
+	var api *adminclient.Error
+	if token == "" || errors.As(err, &api) && api.Status == http.StatusUnauthorized {
+		c.log.WarnContext(r.Context(), "console sign-in refused: wrong admin token", "request_id", requestIDOf(r.Context()), "client", clientAddress(r))
+		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Sign in", Error: "That is not the admin token of this relay (admin.token in relay.yaml, or data_dir/admin.token).", Data: loginData{CSRF: c.loginToken(w, r)}})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	id, _ := c.sessions.create(token)
+	setCookie(w, r, sessionCookie, id, Prefix, 0)
+	setCookie(w, r, loginCookie, "", Prefix+"login", -1)
+	c.log.InfoContext(r.Context(), "console sign-in", "request_id", requestIDOf(r.Context()), "client", clientAddress(r))
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	return nil
+}
+
+// POST /ui/logout
+func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) error {
+	c.sessions.end(s)
+	c.sessions.clearCookie(w, r)
+	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+	return nil
+}
+
+// clientAddress is the address sign-in attempts are counted by: the
+// peer's IP (behind a proxy, the proxy's: the overall budget still holds).
+func clientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package console
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// How much of a sink's history its page shows.
+const (
+	recentAttempts = 25
+	deadLetterPage = 50
+)
+
+// GET /ui/sinks
+func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	list, err := c.api(r, s).Sinks(r.Context())
+	if err != nil {
+		return err
+	}
+	c.render(w, r, http.StatusOK, "sinks", page{Title: "Sinks", Nav: "sinks", CSRF: s.csrf, Data: struct {
+		Now   time.Time
+		Sinks []sinks.Status
+	}{c.now(), list}})
+	return nil
+}
+
+// sinkData is one sink's page.
+type sinkData struct {
+	Now    time.Time
+	Status sinks.Status
+	// Recent are the latest delivery attempts of the last hour, newest first.
+	Recent      []sinks.Attempt
+	DeadLetters sinks.DeadLetterPage
+	// After is the dead-letter page shown ("" for the first); Next links on.
+	After, Next string
+}
+
+// GET /ui/sinks/{sink}?after=
+func (c *Console) sink(w http.ResponseWriter, r *http.Request, s *session) error {
+	api, ctx, name := c.api(r, s), r.Context(), r.PathValue("sink")
+	d := sinkData{Now: c.now(), After: r.URL.Query().Get("after")}
+	var err error
+	if d.Status, err = api.Sink(ctx, name); err != nil {
+		return err
+	}
+	recent, err := api.Deliveries(ctx, url.Values{"sink": {name}, "since": {"1h"}, "limit": {"10000"}})
+	if err != nil {
+		return err
+	}
+	recent = recent[max(0, len(recent)-recentAttempts):]
+	slices.Reverse(recent)
+	d.Recent = recent
+	if d.DeadLetters, err = api.DeadLetters(ctx, name, d.After, deadLetterPage); err != nil {
+		return err
+	}
+	if d.DeadLetters.Next != "" {
+		d.Next = Prefix + "sinks/" + url.PathEscape(name) + "?after=" + url.QueryEscape(d.DeadLetters.Next) + "#dead-letters"
+	}
+	c.render(w, r, http.StatusOK, "sink", page{Title: "Sink " + name, Nav: "sinks", CSRF: s.csrf, Notice: s.takeNotice(), Data: d})
+	return nil
+}
+
+// POST /ui/sinks/{sink}/redrive: id=<event id>, or all=1.
+func (c *Console) redrive(w http.ResponseWriter, r *http.Request, s *session) error {
+	req := admin.RedriveRequest{ID: strings.TrimSpace(r.PostFormValue("id")), All: r.PostFormValue("all") != ""}
+	j, err := c.api(r, s).Redrive(r.Context(), r.PathValue("sink"), req)
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, Prefix+"jobs/"+url.PathEscape(j.ID), http.StatusSeeOther)
+	return nil
+}
+
+// POST /ui/sinks/{sink}/replay: since=<duration>.
+func (c *Console) replay(w http.ResponseWriter, r *http.Request, s *session) error {
+	j, err := c.api(r, s).Replay(r.Context(), r.PathValue("sink"), admin.ReplayRequest{Since: strings.TrimSpace(r.PostFormValue("since"))})
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, Prefix+"jobs/"+url.PathEscape(j.ID), http.StatusSeeOther)
+	return nil
+}
