@@ -320,8 +320,8 @@ func TestConsoleTokens(t *testing.T) {
 	}
 
 	// Revocation asks first, then takes effect at once.
-	b.get("/ui/tenants/acme/tokens/" + list[0].ID + "/revoke").want(t, http.StatusOK, "stops working at once", list[0].ID)
-	b.get("/ui/tenants/globex/tokens/" + list[0].ID + "/revoke").want(t, http.StatusNotFound)
+	b.get("/ui/tenants/acme/tokens/"+list[0].ID+"/revoke").want(t, http.StatusOK, "stops working at once", list[0].ID)
+	b.get("/ui/tenants/globex/tokens/"+list[0].ID+"/revoke").want(t, http.StatusNotFound)
 	b.post("/ui/tenants/acme/tokens/"+list[0].ID+"/revoke", nil).redirect(t, "/ui/tenants/acme")
 	b.get("/ui/tenants/acme").want(t, http.StatusOK, "Revoked token "+list[0].ID, "revoked")
 	p.scim("acme", secret[1], "GET", "/Users", "").want(t, 401)

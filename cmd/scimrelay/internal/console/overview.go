@@ -25,7 +25,7 @@ type overviewData struct {
 	NoLog, NoTokens bool
 	// Outbox is the outbox's depth; -1 where the role has no data file.
 	Outbox int
-	Sinks           []sinks.Status
+	Sinks  []sinks.Status
 	// Expiring are the live tokens and clients that expire within
 	// relay.ExpiryWarning.
 	Expiring []relay.Token
