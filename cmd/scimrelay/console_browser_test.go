@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+var screenshotDir = flag.String("screenshots", "", "where TestConsoleInBrowser saves a screenshot of each page (default: the test's temporary directory)")
+
+// chromiumPath finds a Chromium or Chrome to drive, or skips the test
+// saying how to run it.
+func chromiumPath(t *testing.T) string {
+	if p := os.Getenv("SCIMRELAY_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("the console's browser test needs Chromium: install it (Debian: apt-get install -y chromium) " +
+		"or set SCIMRELAY_CHROMIUM to a Chrome or Chromium binary, then run go test ./cmd/scimrelay -run TestConsoleInBrowser")
+	return ""
+}
+
+// chrome is a headless Chromium tab that records what the pages write to
+// the console, and saves screenshots.
+type chrome struct {
+	t     *testing.T
+	ctx   context.Context
+	dir   string
+	shots int
+
+	mu       sync.Mutex
+	messages []chromedp.ConsoleMessage
+}
+
+func newChrome(t *testing.T) *chrome {
+	path := chromiumPath(t)
+	// The machine's network is closed: without these flags Chromium waits
+	// on connections that are refused (updates, sync, QUIC probes).
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.WindowSize(1280, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	c := &chrome{t: t, ctx: ctx, dir: *screenshotDir}
+	if c.dir == "" {
+		c.dir = t.TempDir()
+	} else if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.messages = append(c.messages, m)
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+// do runs actions, failing the test on an error.
+func (c *chrome) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		c.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression.
+func eval[T any](c *chrome, expr string) T {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		c.t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
+}
+
+// text reads the text of the first element sel selects.
+func (c *chrome) text(sel string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		c.t.Fatalf("reading %s: %v", sel, err)
+	}
+	return s
+}
+
+// waitText waits until the first element sel selects says want. It asks
+// again after a navigation, which ends an evaluation under way.
+func (c *chrome) waitText(sel, want string) {
+	c.t.Helper()
+	expr := fmt.Sprintf(`(document.querySelector(%q)?.textContent ?? "")`, sel)
+	eventstest.CheckFor(c.t, 30*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(got, want) {
+			return fmt.Errorf("%s says %q, want %q", sel, got, want)
+		}
+		return nil
+	})
+}
+
+// page checks the page just shown: a screenshot saved as name, and nothing
+// written to the console as a warning, an error or an exception (a CSP
+// violation, a script error, a failed load) since the last check.
+func (c *chrome) page(name string) {
+	c.t.Helper()
+	c.do("waiting for "+name, chromedp.WaitVisible(chromedp.CSS("main h1")))
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		c.t.Fatalf("screenshot of %s: %v", name, err)
+	}
+	c.shots++
+	file := filepath.Join(c.dir, fmt.Sprintf("%02d-%s.png", c.shots, name))
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Logf("%s: %s", name, file)
+	c.checkConsole(name)
+}
+
+func (c *chrome) checkConsole(name string) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.messages {
+		switch m.Type {
+		case chromedp.ConsoleWarning, chromedp.ConsoleError, chromedp.ConsoleException:
+			c.t.Errorf("page %s: the console says %s", name, m)
+		}
+	}
+	c.messages = nil
+}
+
+// TestConsoleInBrowser drives the console in headless Chromium against a
+// real relay: sign in, generate a token and provision with it, find the
+// request in the log with its event and deliveries, redrive a failing
+// sink's dead letter, watch an event arrive in the live tail; each page on
+// a phone-sized screen too, usable with the keyboard, with no console
+// error and a screenshot each.
+func TestConsoleInBrowser(t *testing.T) {
+	c := newChrome(t)
+	crm, flaky := newFlakyHook(t), newFlakyHook(t)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", crm.URL, nil)
+	withSink(cfg, "erp", flaky.URL, func(s *config.Sink) { s.Events = []string{"user.*"} })
+	p := startRelay(t, cfg, roleAll)
+	ui := p.adminURL + "/ui/"
+
+	// Sign in, with the keyboard: the token field has the focus, Tab goes
+	// to the button, whose focus is visible.
+	c.do("opening the console", chromedp.Navigate(ui))
+	c.waitText("main h1", "Sign in")
+	c.page("sign-in")
+	if id := eval[string](c, `document.activeElement.id`); id != "token" {
+		t.Fatalf("the focus is on %q, want the token field", id)
+	}
+	c.do("typing the admin token", chromedp.SendKeys(chromedp.ID("token"), adminSecret), chromedp.KeyEvent(kb.Tab))
+	if focus := eval[string](c, `document.activeElement.tagName + " " + document.activeElement.textContent.trim() + " " + getComputedStyle(document.activeElement).outlineStyle`); focus != "BUTTON Sign in solid" {
+		t.Fatalf("after Tab the focus is %q, want the Sign in button with a visible outline", focus)
+	}
+	c.do("signing in", chromedp.KeyEvent(kb.Enter))
+	c.waitText("main h1", "Overview")
+	c.page("overview")
+
+	// Generate a token; its secret shows once, with Entra's field names.
+	c.do("opening the tenant", chromedp.Click(chromedp.CSS(`a[href="/ui/tenants/acme"]`)))
+	c.waitText("main h1", "Tenant acme")
+	if u := eval[string](c, `document.getElementById("tenant-url").value`); u != p.scimURL+"/scim/v2/acme" {
+		t.Fatalf("Tenant URL %q", u)
+	}
+	c.page("tenant")
+	c.do("generating a token",
+		chromedp.SetValue(chromedp.ID("tokens-name"), "entra-browser"),
+		chromedp.SetValue(chromedp.ID("tokens-days"), "30"),
+		chromedp.Click(chromedp.CSS(`form[action="/ui/tenants/acme/tokens"] button[type="submit"]`)),
+	)
+	c.waitText("main h1", "New secret for acme")
+	secret := eval[string](c, `document.getElementById("secret").value`)
+	if !strings.HasPrefix(secret, "scimrelay_") || !strings.Contains(c.text("main"), "Secret Token") {
+		t.Fatalf("secret %q", secret)
+	}
+	c.do("copying the secret", chromedp.Click(chromedp.CSS(`button[data-copy="secret"]`)))
+	c.page("secret")
+
+	// Provision with it.
+	uid := p.scim("acme", secret, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@acme.example","emails":[{"value":"ann@acme.example","type":"work","primary":true}]}`).want(t, 201).str("id")
+
+	// The request in the log: what it changed, its event, the deliveries
+	// per sink (the failing one's dead-lettered).
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := flaky.delivered(); n != 1 {
+			return fmt.Errorf("sink erp's receiver got %d deliveries, want user.created", n)
+		}
+		return nil
+	})
+	flaky.fail(http.StatusGone)
+	p.scim("acme", secret, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":"Engineer"}]}`).want(t, 200)
+	c.do("searching the log", chromedp.Navigate(ui+"log"))
+	c.do("searching by user", chromedp.SendKeys(chromedp.ID("f-user"), "ann@acme"), chromedp.SetValue(chromedp.ID("f-op"), "patch"), chromedp.Submit(chromedp.ID("f-user")))
+	c.waitText("table.log tbody", "ann@acme.example")
+	c.page("log")
+	c.do("opening the request", chromedp.Click(chromedp.CSS(`table.log tbody a`)))
+	c.waitText("main h1", "Request")
+	eventstest.CheckFor(t, 20*time.Second, 200*time.Millisecond, func() error {
+		c.do("reloading the request", chromedp.Reload())
+		if m := c.text("main"); !strings.Contains(m, "dead_lettered") || !strings.Contains(m, "delivered") {
+			return fmt.Errorf("the request's deliveries do not show both sinks yet:\n%s", m)
+		}
+		return nil
+	})
+	if m := c.text("main"); !strings.Contains(m, "title") || !strings.Contains(m, "Engineer") || !strings.Contains(m, "user.updated") || !strings.Contains(m, "Sink erp") || !strings.Contains(m, "410") {
+		t.Fatalf("the request's detail:\n%s", m)
+	}
+	c.page("request")
+
+	// The sinks; the failing one's dead letter redriven once it is fixed.
+	c.do("opening the sinks", chromedp.Click(chromedp.CSS(`nav a[href="/ui/sinks"]`)))
+	c.waitText("main h1", "Sinks")
+	c.page("sinks")
+	c.do("opening sink erp", chromedp.Click(chromedp.CSS(`a[href="/ui/sinks/erp"]`)))
+	c.waitText("#dead-letters + p + form button", "Redrive all 1")
+	c.page("sink")
+	flaky.fail(0)
+	c.do("redriving the dead letter", chromedp.Click(chromedp.CSS(`td form button[type="submit"]`)))
+	c.waitText("main h1", "Job")
+	c.waitText("#job", "1 delivered") // app.js follows the job until it ends
+	if state := eval[string](c, `document.getElementById("job").dataset.state`); state != "done" {
+		t.Fatalf("job state %q", state)
+	}
+	c.page("job")
+	if n := flaky.delivered(); n != 2 {
+		t.Fatalf("sink erp's receiver got %d deliveries, want user.created and the redriven user.updated", n)
+	}
+
+	// The live tail: an event arrives, and opens to its CloudEvent.
+	c.do("opening the events", chromedp.Navigate(ui+"events?tenant=acme"))
+	c.waitText("#tail-status", "Watching")
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob@acme.example"}`).want(t, 201)
+	c.waitText("#tail", "user.created")
+	c.do("opening the event", chromedp.Click(chromedp.CSS(`#tail li summary`)))
+	if ev := c.text("#tail li pre"); !strings.Contains(ev, `"specversion": "1.0"`) || !strings.Contains(ev, "bob@acme.example") {
+		t.Fatalf("the event as shown: %s", ev)
+	}
+	c.page("events")
+
+	// A phone-sized screen: nothing wider than the screen but the tables,
+	// which scroll in their own box.
+	c.do("a phone's screen", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+	for _, pg := range []struct{ path, name string }{{"", "overview"}, {"tenants/acme", "tenant"}, {"log", "log"}, {"sinks/erp", "sink"}, {"events", "events"}} {
+		c.do("opening "+pg.name+" on a phone", chromedp.Navigate(ui+pg.path))
+		if wide := eval[bool](c, `document.documentElement.scrollWidth > window.innerWidth + 1`); wide {
+			t.Errorf("%s on a phone is wider than the screen (%d > %d)", pg.name, eval[int](c, `document.documentElement.scrollWidth`), eval[int](c, `window.innerWidth`))
+		}
+		c.page("phone-" + pg.name)
+	}
+	c.do("a desktop's screen", chromedp.ResetViewport())
+
+	// Signing out ends the session.
+	c.do("signing out", chromedp.Navigate(ui), chromedp.Click(chromedp.CSS(`form.logout button`)))
+	c.waitText("main h1", "Sign in")
+	c.do("coming back", chromedp.Navigate(ui))
+	c.waitText("main h1", "Sign in")
+	c.checkConsole("sign-out")
+}
