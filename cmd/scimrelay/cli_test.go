@@ -278,6 +278,10 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 	if code != exitOK || strings.Count(out, "\n") != 2 || !strings.Contains(out, "uniqueness") {
 		t.Fatalf("log --status 4xx: %d\n%s", code, out)
 	}
+	code, out, _ = cli(t, "log", "--operation", "create", "--until", entries[1].Time.Format(time.RFC3339Nano), "--config", cfg)
+	if code != exitOK || strings.Count(out, "\n") != 2 || !strings.Contains(out, "ann@acme.com") || strings.Contains(out, "uniqueness") {
+		t.Fatalf("log --operation create --until the second entry: %d\n%s", code, out)
+	}
 	code, out, _ = cli(t, "log", "--deliveries", "--sink", "crm", "--since", "1h", "--json", "--config", cfg)
 	if code != exitOK || !strings.Contains(out, `"outcome": "dead_lettered"`) || !strings.Contains(out, `"outcome": "redriven"`) {
 		t.Fatalf("log --deliveries: %d\n%s", code, out)

@@ -209,6 +209,21 @@ func TestConsoleSignIn(t *testing.T) {
 	replay.client.Jar.SetCookies(u, []*http.Cookie{{Name: "scimrelay_console", Value: session.Value, Path: "/ui/"}})
 	replay.get("/ui/").redirect(t, "/ui/login")
 	b.get("/ui/").redirect(t, "/ui/login")
+
+	// Sessions live in the process: a restart signs everyone out.
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	var kept string
+	for _, c := range b.client.Jar.Cookies(u) {
+		if c.Name == "scimrelay_console" {
+			kept = c.Value
+		}
+	}
+	p.stop()
+	p = startRelay(t, p.srv.cfg, roleAll)
+	again := newBrowser(t, p)
+	u, _ = url.Parse(p.adminURL + "/ui/")
+	again.client.Jar.SetCookies(u, []*http.Cookie{{Name: "scimrelay_console", Value: kept, Path: "/ui/"}})
+	again.get("/ui/").redirect(t, "/ui/login")
 }
 
 // TestConsoleSessionExpiry: a session ends after admin.session_idle
@@ -220,7 +235,11 @@ func TestConsoleSessionExpiry(t *testing.T) {
 		clock.add(29 * time.Minute)
 		b.get("/ui/").want(t, http.StatusOK)
 	}
+	// Watching the live tail is not activity: the idle session ends it.
+	tail := openTail(t, b, "/ui/events/stream")
+	defer tail.close()
 	clock.add(31 * time.Minute)
+	tail.next(t, "signed-out")
 	b.get("/ui/").redirect(t, "/ui/login")
 
 	b.signIn(adminSecret).redirect(t, "/ui/")

@@ -20,7 +20,7 @@ import (
 func init() { subcommands = append(subcommands, newLogCommand) }
 
 func newLogCommand() *cobra.Command {
-	var tenant, since, status, user, sink string
+	var tenant, since, until, status, user, operation, sink string
 	var follow, asJSON, deliveries bool
 	var limit int
 	cmd := &cobra.Command{
@@ -36,6 +36,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 		Example: `  scimrelay log --tenant acme --since 1h
   scimrelay log --tenant acme --status 4xx --follow
   scimrelay log --user ann@acme.com --since 7d --json
+  scimrelay log --operation delete --since 24h --until 2h
   scimrelay log --deliveries --sink crm --since 24h`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -59,7 +60,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 				return writeDeliveryTable(out, list)
 			}
 			q := url.Values{"since": {since}, "limit": {strconv.Itoa(limit)}}
-			for k, v := range map[string]string{"tenant": tenant, "status": status, "user": user} {
+			for k, v := range map[string]string{"tenant": tenant, "status": status, "user": user, "operation": operation, "until": until} {
 				if v != "" {
 					q.Set(k, v)
 				}
@@ -102,7 +103,9 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 	f.StringVar(&tenant, "tenant", "", "only this tenant")
 	f.StringVar(&since, "since", "1h", "how far back, e.g. 30m, 24h, 7d")
 	f.StringVar(&status, "status", "", "only these statuses: 2xx, 4xx, 5xx or a code such as 409")
-	f.StringVar(&user, "user", "", "only requests about this userName or displayName (substring, any case)")
+	f.StringVar(&until, "until", "", "only requests before this time: RFC 3339, or a duration ago such as 2h")
+	f.StringVar(&user, "user", "", "only requests about this userName, displayName or email (substring, any case)")
+	f.StringVar(&operation, "operation", "", "only this operation: create, get, list, search, replace, patch, delete, bulk, token")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	f.IntVar(&limit, "limit", 1000, "at most this many entries per page")
