@@ -93,23 +93,11 @@ func (a *attemptLog) write(at Attempt) {
 // Attempts returns recorded attempts, oldest first, of one sink ("" for
 // all) since a time, at most limit.
 func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time, limit int) ([]Attempt, error) {
-	st, err := js.Stream(ctx, deliveriesStream)
-	if err != nil {
-		return nil, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := []Attempt{}
-	if info.State.Msgs == 0 {
-		return out, nil
-	}
 	filters := []string{deliveriesSubjectRoot + ">"}
 	if sink != "" {
 		filters = []string{deliveriesSubjectRoot + sink, deliveriesSubjectRoot + sink + ".>"}
 	}
-	return readAttempts(ctx, st, info.State.LastSeq, filters, since, limit)
+	return readAttempts(ctx, js, filters, since, limit)
 }
 
 // attemptSubject is where an attempt of event id to sink is recorded; an
@@ -128,7 +116,6 @@ const MaxAttemptsOf = 100
 // most MaxAttemptsOf of them) to any sink since a time, oldest first, at
 // most limit.
 func AttemptsOf(ctx context.Context, js jetstream.JetStream, ids []string, since time.Time, limit int) ([]Attempt, error) {
-	out := []Attempt{}
 	var filters []string
 	for _, id := range ids[:min(len(ids), MaxAttemptsOf)] {
 		if s := attemptSubject("*", id); s != deliveriesSubjectRoot+"*" {
@@ -136,8 +123,14 @@ func AttemptsOf(ctx context.Context, js jetstream.JetStream, ids []string, since
 		}
 	}
 	if len(filters) == 0 {
-		return out, nil
+		return []Attempt{}, nil
 	}
+	return readAttempts(ctx, js, filters, since, limit)
+}
+
+// readAttempts reads the attempts recorded on filters since a time, up to
+// the last one there was when it started, at most limit.
+func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string, since time.Time, limit int) ([]Attempt, error) {
 	st, err := js.Stream(ctx, deliveriesStream)
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
@@ -146,16 +139,11 @@ func AttemptsOf(ctx context.Context, js jetstream.JetStream, ids []string, since
 	if err != nil {
 		return nil, err
 	}
+	out := []Attempt{}
 	if info.State.Msgs == 0 {
 		return out, nil
 	}
-	return readAttempts(ctx, st, info.State.LastSeq, filters, since, limit)
-}
-
-// readAttempts reads the attempts on filters since a time, up to the
-// stream's last message when asked, at most limit.
-func readAttempts(ctx context.Context, st jetstream.Stream, lastSeq uint64, filters []string, since time.Time, limit int) ([]Attempt, error) {
-	out := []Attempt{}
+	lastSeq := info.State.LastSeq
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,

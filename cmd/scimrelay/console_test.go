@@ -410,6 +410,8 @@ func TestConsoleCSRF(t *testing.T) {
 			t.Errorf("cross-site POST %s: %d", f.path, res.status)
 		}
 	}
+	// A form past 64 KiB is not read, so its token is not either.
+	b.post("/ui/tenants/acme/tokens", url.Values{"days": {"90"}, "name": {strings.Repeat("x", 70<<10)}}).want(t, http.StatusForbidden)
 	all, _ := p.srv.store.Tokens().List(context.Background(), "acme")
 	clients, _ := p.srv.store.Clients().List(context.Background(), "")
 	if len(all) != 1 || !all[0].Live(time.Now()) || !all[0].Expires.IsZero() || len(clients) != 0 {

@@ -127,7 +127,7 @@ func New(o Options) (*Console, error) {
 	}))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
-	c.root = withSecurityHeaders(withRequestID(cop.Handler(mux)))
+	c.root = withSecurityHeaders(withRequestID(cop.Handler(limitForms(mux))))
 	return c, nil
 }
 
@@ -174,6 +174,17 @@ func (c *Console) api(r *http.Request, s *session) *adminclient.Client {
 		Timeout:   time.Minute,
 		RequestID: requestIDOf(r.Context()),
 	}
+}
+
+// maxForm is the most a form may send: the console's are a few fields.
+const maxForm = 64 << 10
+
+// limitForms bounds what a request may send.
+func limitForms(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		next.ServeHTTP(w, r)
+	})
 }
 
 type requestIDKey struct{}

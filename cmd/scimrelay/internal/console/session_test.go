@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package console
+
+import (
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+)
+
+// TestSessionTable: the table holds at most maxSessions, dropping the
+// least recently used; a session ends at its idle timeout and its maximum
+// age; ending one closes its streams' channel.
+func TestSessionTable(t *testing.T) {
+	now := time.Now()
+	ss := newSessions(30*time.Minute, 12*time.Hour, func() time.Time { return now })
+	first, s1 := ss.create("tok")
+	for range maxSessions - 1 {
+		now = now.Add(time.Millisecond)
+		ss.create("tok")
+	}
+	if _, ok := ss.get(first); !ok { // used: now the most recent
+		t.Fatal("the first session is gone before the table is full")
+	}
+	now = now.Add(time.Millisecond)
+	ss.create("tok")
+	if len(ss.m) != maxSessions {
+		t.Fatalf("%d sessions, want at most %d", len(ss.m), maxSessions)
+	}
+	if _, ok := ss.get(first); !ok {
+		t.Fatal("the most recently used session was dropped, not the least")
+	}
+	now = now.Add(29 * time.Minute)
+	if _, ok := ss.get(first); !ok {
+		t.Fatal("ended before its idle timeout")
+	}
+	now = now.Add(30 * time.Minute)
+	if _, ok := ss.get(first); ok || ss.alive(s1) {
+		t.Fatal("alive after its idle timeout")
+	}
+	id, s2 := ss.create("tok")
+	ss.end(s2)
+	select {
+	case <-s2.ended():
+	default:
+		t.Fatal("ending a session does not end its streams")
+	}
+	if _, ok := ss.get(id); ok {
+		t.Fatal("an ended session is found")
+	}
+}
+
+// TestIssuedShownOnce: a kept secret is given once, and not at all after
+// secretKeepFor.
+func TestIssuedShownOnce(t *testing.T) {
+	now := time.Now()
+	s := &session{issued: map[string]issued{}}
+	id := s.keepIssued(issued{tenant: "acme", res: admin.TokenResponse{Secret: "s1"}, at: now})
+	if it, ok := s.takeIssued(id, now); !ok || it.res.Secret != "s1" {
+		t.Fatalf("first display: %+v %v", it, ok)
+	}
+	if _, ok := s.takeIssued(id, now); ok {
+		t.Fatal("shown twice")
+	}
+	id = s.keepIssued(issued{tenant: "acme", res: admin.TokenResponse{Secret: "s2"}, at: now})
+	if _, ok := s.takeIssued(id, now.Add(secretKeepFor+time.Second)); ok {
+		t.Fatal("shown after it should have been dropped")
+	}
+}
