@@ -36,7 +36,9 @@ func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request, s *session) 
 type sinkData struct {
 	Now    time.Time
 	Status sinks.Status
-	// Recent are the latest delivery attempts of the last hour, newest first.
+	// Recent are the latest delivery attempts of the last 10 minutes,
+	// newest first (of the first 5,000 of that window on a sink busier
+	// than that: the attempts are read oldest first).
 	Recent      []sinks.Attempt
 	DeadLetters sinks.DeadLetterPage
 	// After is the dead-letter page shown ("" for the first); Next links on.
@@ -51,7 +53,7 @@ func (c *Console) sink(w http.ResponseWriter, r *http.Request, s *session) error
 	if d.Status, err = api.Sink(ctx, name); err != nil {
 		return err
 	}
-	recent, err := api.Deliveries(ctx, url.Values{"sink": {name}, "since": {"1h"}, "limit": {"10000"}})
+	recent, err := api.Deliveries(ctx, url.Values{"sink": {name}, "since": {"10m"}, "limit": {"5000"}})
 	if err != nil {
 		return err
 	}
