@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,6 +58,19 @@ type Options struct {
 	Rand func() float64
 	// UserAgent is sent with every delivery, e.g. "scimrelay/1.2.0".
 	UserAgent string
+	// WorkerID names this process among the workers of its sinks; empty
+	// generates one (host, pid and a random part).
+	WorkerID string
+	// Heartbeat is how often a worker announces itself to the other
+	// workers of its sinks; every hand-off delay derives from it (see
+	// timingFor). Default 1 s.
+	Heartbeat time.Duration
+	// MaxAckPending bounds the events a partition consumer has out at
+	// once. Default 1,000.
+	MaxAckPending int
+	// LaneLimit is how many events of one resource may wait in a worker
+	// before the resource is read from the stream instead. Default 64.
+	LaneLimit int
 }
 
 // Manager runs every configured sink.
@@ -92,6 +107,12 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Rand == nil {
 		o.Rand = defaultRand
 	}
+	if o.MaxAckPending <= 0 {
+		o.MaxAckPending = 1000
+	}
+	if o.LaneLimit <= 0 {
+		o.LaneLimit = 64
+	}
 	built, err := o.build()
 	if err != nil {
 		return nil, err
@@ -107,15 +128,13 @@ func NewManager(o Options) (*Manager, error) {
 // Names returns the sinks' names in configuration order.
 func (m *Manager) Names() []string { return append([]string(nil), m.order...) }
 
-// consumerName is a sink's durable consumer.
-func consumerName(sink string) string { return "scimrelay-sink-" + sink }
-
-// Setup creates the dead-letter and delivery streams and each sink's
-// durable consumer and ordering bucket. Call it before SCIM traffic is
-// served, so that no event is missed; a sink added later starts with the
-// events that come after its consumer was created.
+// Setup creates the dead-letter, delivery and worker streams, and each
+// sink's partition consumers and parking bucket. Call it before SCIM traffic
+// is served, so that no event is missed; a sink added later starts with the
+// events that come after its consumers were created.
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
+	t := timingFor(m.o.Heartbeat)
 	var err error
 	if m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas); err != nil {
 		return err
@@ -123,38 +142,44 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.Replicas, m.log); err != nil {
 		return err
 	}
+	workers, err := ensureWorkersStream(ctx, js, t, m.o.Replicas)
+	if err != nil {
+		return err
+	}
+	partitions, err := events.Partitions(ctx, js)
+	if err != nil {
+		return err
+	}
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
+	}
 	for _, name := range m.order {
 		s := m.sinks[name]
-		cfg := jetstream.ConsumerConfig{
-			Durable:       consumerName(name),
-			Description:   "scimrelay sink " + name,
-			DeliverPolicy: jetstream.DeliverNewPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       m.o.AckWait,
-			MaxDeliver:    -1, // the sink's schedule decides when to give up
-			MaxAckPending: 20_000,
-		}
-		for _, t := range s.cfg.Tenants {
-			cfg.FilterSubjects = append(cfg.FilterSubjects, events.TenantSubjects(t))
-		}
-		cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
-		if err != nil {
-			return fmt.Errorf("creating the consumer of sink %s: %w", name, err)
-		}
-		kv, err := cursorBucket(ctx, js, name, m.o.Replicas)
-		if err != nil {
-			return err
-		}
 		schedule := s.cfg.Retry
 		if len(schedule) == 0 {
 			schedule = DefaultSchedule
 		}
-		s.worker = &worker{
-			name: name, sink: s.sink, patterns: s.patterns, schedule: schedule, cons: cons,
-			cursors: newCursors(kv), dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
-			log: m.log.With("sink", name), concurrency: max(s.cfg.Concurrency, 1), ackWait: m.o.AckWait,
-			now: time.Now, rnd: m.o.Rand,
+		w := &worker{
+			name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: schedule,
+			js: js, stream: stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
+			log: m.log.With("sink", name), partitions: partitions, ackWait: m.o.AckWait,
+			maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: t, now: time.Now, rnd: m.o.Rand,
+			sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		}
+		w.members = &membership{js: js, stream: workers, sink: name, id: m.o.workerID(), t: t}
+		for p := range partitions {
+			if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p)); err != nil {
+				return fmt.Errorf("creating the consumers of sink %s: %w", name, err)
+			}
+		}
+		if err := m.removeStale(ctx, stream, name, partitions); err != nil {
+			return err
+		}
+		if w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas); err != nil {
+			return err
+		}
+		s.worker = w
 		if n, err := m.dlq.count(ctx, name); err == nil {
 			m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
 		}
@@ -162,17 +187,70 @@ func (m *Manager) Setup(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether every sink's consumer exists.
-func (m *Manager) Ready(ctx context.Context) error {
-	for _, name := range m.order {
-		if _, err := m.o.JS.Consumer(ctx, events.StreamName, consumerName(name)); err != nil {
-			return fmt.Errorf("sink %s: %w", name, err)
+// workerID names this process's worker of every sink.
+func (o *Options) workerID() string {
+	if o.WorkerID == "" {
+		o.WorkerID = newWorkerID()
+	}
+	return o.WorkerID
+}
+
+// removeStale deletes what an earlier layout left for a sink: the single
+// consumer and cursor bucket of releases before partitions, and partition
+// consumers beyond the stream's partition count.
+func (m *Manager) removeStale(ctx context.Context, stream jetstream.Stream, sink string, partitions int) error {
+	old := "scimrelay-sink-" + sink
+	prefix := old + "-P"
+	names := stream.ConsumerNames(ctx)
+	var stale []string
+	for name := range names.Name() {
+		n, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
+		if name == old || (strings.HasPrefix(name, prefix) && err == nil && n >= partitions) {
+			stale = append(stale, name)
 		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("listing the consumers of sink %s: %w", sink, err)
+	}
+	for _, name := range stale {
+		if c, err := stream.Consumer(ctx, name); err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumPending+uint64(info.NumAckPending) > 0 {
+				m.log.Warn("removing a consumer of an earlier layout that still had events; `scimrelay sinks replay` sends them again",
+					"sink", sink, "consumer", name, "pending", info.NumPending, "unacknowledged", info.NumAckPending)
+			}
+		}
+		if err := stream.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("removing stale consumer %s: %w", name, err)
+		}
+		m.log.Info("removed a consumer of an earlier layout", "sink", sink, "consumer", name)
+	}
+	if err := m.o.JS.DeleteKeyValue(ctx, old); err == nil {
+		m.log.Info("removed the ordering bucket of an earlier layout", "sink", sink, "bucket", old)
 	}
 	return nil
 }
 
-// Run delivers until ctx ends.
+// Ready reports whether every sink's worker in this process delivers: it
+// takes part among the sink's workers and consumes the partitions that
+// fell to it.
+func (m *Manager) Ready(context.Context) error {
+	var errs []error
+	for _, name := range m.order {
+		w := m.sinks[name].worker
+		if w == nil {
+			errs = append(errs, fmt.Errorf("sink %s: not set up", name))
+			continue
+		}
+		if err := w.ready(); err != nil {
+			errs = append(errs, fmt.Errorf("sink %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run delivers until ctx ends, then hands this process's partitions to the
+// other workers. A worker never stops on its own: it retries whatever
+// fails, and Ready says so meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range m.order {
@@ -197,10 +275,20 @@ func (m *Manager) watchBacklog(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, name := range m.order {
-			if info, err := m.sinks[name].worker.cons.Info(ctx); err == nil {
-				m.metrics.backlog.WithLabelValues(name, "pending").Set(float64(info.NumPending))
-				m.metrics.backlog.WithLabelValues(name, "in_flight").Set(float64(info.NumAckPending))
+			w := m.sinks[name].worker
+			var pending, inFlight, parked float64
+			for _, p := range w.ownedPartitions() {
+				if c, err := m.o.JS.Consumer(ctx, events.StreamName, p.name); err == nil {
+					if info, err := c.Info(ctx); err == nil {
+						pending += float64(info.NumPending)
+						inFlight += float64(info.NumAckPending)
+					}
+				}
+				parked += float64(p.parkedCount())
 			}
+			m.metrics.backlog.WithLabelValues(name, "pending").Set(pending)
+			m.metrics.backlog.WithLabelValues(name, "in_flight").Set(inFlight)
+			m.metrics.backlog.WithLabelValues(name, "parked").Set(parked)
 			if n, err := m.dlq.count(ctx, name); err == nil {
 				m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
 			}

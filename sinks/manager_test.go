@@ -52,7 +52,16 @@ func natsStream(t testing.TB) jetstream.JetStream {
 // runSinks sets the sinks up and runs them until stop is called (or the test ends).
 func runSinks(t testing.TB, js jetstream.JetStream, ackWait time.Duration, cfgs ...Config) (*Manager, func()) {
 	t.Helper()
-	m, err := NewManager(Options{Sinks: cfgs, JS: js, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})), AckWait: ackWait})
+	return runManager(t, Options{Sinks: cfgs, JS: js, AckWait: ackWait})
+}
+
+// runManager is runSinks with every option: one delivery worker of each sink.
+func runManager(t testing.TB, o Options) (*Manager, func()) {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	m, err := NewManager(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +129,15 @@ func newLedger() *ledger {
 
 // admit records an attempt and decides its status with fail.
 func (l *ledger) admit(r *http.Request, fail func(subject string, seq uint64) int) int {
+	subject, seq := l.arrive(r)
+	status := fail(subject, seq)
+	l.answer(r, subject, seq, status)
+	return status
+}
+
+// arrive records that an attempt came in: a violation if the resource's
+// previous event has not been answered with a 2xx yet.
+func (l *ledger) arrive(r *http.Request) (string, uint64) {
 	subject := r.Header.Get("Ce-Subject")
 	seq, _ := strconv.ParseUint(r.Header.Get("Ce-Subjectseq"), 10, 64)
 	l.mu.Lock()
@@ -127,7 +145,13 @@ func (l *ledger) admit(r *http.Request, fail func(subject string, seq uint64) in
 	if seq > l.delivered[subject]+1 && l.violation == "" {
 		l.violation = fmt.Sprintf("%s: event %d tried before %d was delivered", subject, seq, l.delivered[subject]+1)
 	}
-	status := fail(subject, seq)
+	return subject, seq
+}
+
+// answer records the status an attempt got.
+func (l *ledger) answer(r *http.Request, subject string, seq uint64, status int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if status < 300 {
 		l.delivered[subject] = max(l.delivered[subject], seq)
 		key := subject + " " + strconv.FormatUint(seq, 10)
@@ -137,7 +161,25 @@ func (l *ledger) admit(r *http.Request, fail func(subject string, seq uint64) in
 		}
 		l.ids[key] = r.Header.Get("Webhook-Id")
 	}
-	return status
+}
+
+// repeats returns the events delivered more than once.
+func (l *ledger) repeats() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for k, n := range l.count {
+		if n > 1 {
+			out = append(out, fmt.Sprintf("%s ×%d", k, n))
+		}
+	}
+	return out
+}
+
+func (l *ledger) failure() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.violation
 }
 
 func (l *ledger) deliveredAll(subjects, perSubject int) error {

@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"sink"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "sink", Name: "backlog",
-			Help: "Events not yet delivered: waiting in the stream (pending) or being delivered and retried (in_flight).",
+			Help: "Events not yet delivered in the partitions this worker owns: waiting in the stream (pending), taken by the worker (in_flight); and resources read back from the stream after a failure or a burst (parked).",
 		}, []string{"sink", "state"}),
 	}
 	if reg != nil {

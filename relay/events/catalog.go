@@ -77,19 +77,6 @@ func ParseType(ceType string) (Action, error) {
 	return a, nil
 }
 
-// JetStream names. Subjects are scimrelay.<tenant>.<kind>.<action>.
-const (
-	StreamName     = "SCIMRELAY"
-	StreamSubjects = "scimrelay.>"
-	subjectPrefix  = "scimrelay."
-)
-
-// Subject returns the NATS subject of an event, e.g. "scimrelay.acme.user.created".
-func Subject(tenant string, a Action) string { return subjectPrefix + tenant + "." + string(a) }
-
-// TenantSubjects returns the subject filter for every event of a tenant.
-func TenantSubjects(tenant string) string { return subjectPrefix + tenant + ".>" }
-
 // Tenant names are part of every subject and of the SCIM base path
 // /scim/v2/<tenant>, so this package, which owns the subjects, owns their
 // syntax: a safe NATS token and URL segment. The relay refuses to configure

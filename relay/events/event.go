@@ -125,6 +125,8 @@ func (m Meta) check(d Data) error {
 	}
 	if m.ResourceID == "" {
 		errs = append(errs, errors.New("resource id is empty"))
+	} else if !ValidResourceID(m.ResourceID) {
+		errs = append(errs, fmt.Errorf("resource id %q is not [A-Za-z0-9_-]{1,128}: it travels in NATS subjects", m.ResourceID))
 	}
 	if m.Sequence == 0 || m.SubjectSeq == 0 {
 		errs = append(errs, errors.New("sequence and subjectseq start at 1"))

@@ -88,6 +88,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"bad tenant", func(m *events.Meta, d *events.Data) { m.Tenant, d.Tenant = "Acme Corp", "Acme Corp" }, "not a valid tenant"},
 		{"unknown action", func(m *events.Meta, _ *events.Data) { m.Action = "user.exploded" }, "not in the catalog"},
 		{"no id", func(m *events.Meta, d *events.Data) { m.ResourceID, d.ID = "", "" }, "resource id is empty"},
+		{"id not a subject token", func(m *events.Meta, d *events.Data) { m.ResourceID, d.ID = "u.1", "u.1" }, "travels in NATS subjects"},
 		{"zero sequence", func(m *events.Meta, _ *events.Data) { m.Sequence = 0 }, "start at 1"},
 		{"no time", func(m *events.Meta, _ *events.Data) { m.Time = time.Time{} }, "time is not set"},
 		{"kind mismatch", func(_ *events.Meta, d *events.Data) { d.ResourceType = "Group" }, "does not match"},
@@ -186,7 +187,7 @@ func TestBinaryModeHeaders(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, got, v)
 		}
 	}
-	if msg.Subject != "scimrelay.acme.user.updated" || string(msg.Data) != string(e.Data()) {
+	if msg.Subject != "scimrelay.acme.user.updated.2819c223-7f76-453a-919d-413861904646" || string(msg.Data) != string(e.Data()) {
 		t.Errorf("subject %s data %s", msg.Subject, msg.Data)
 	}
 }
@@ -296,7 +297,7 @@ func TestEnsureStreamIsIdempotentAndUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := st.Info(ctx)
-	if err != nil || info.Config.MaxAge != 2*time.Hour || info.Config.Subjects[0] != "scimrelay.>" || info.Config.Storage != jetstream.FileStorage {
+	if err != nil || info.Config.MaxAge != 2*time.Hour || info.Config.Subjects[0] != "scimrelay.*.*.*.*" || info.Config.Storage != jetstream.FileStorage {
 		t.Fatalf("stream config after update: %+v (%v)", info.Config, err)
 	}
 	// A configuration JetStream refuses fails at once instead of retrying forever.

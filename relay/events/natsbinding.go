@@ -35,6 +35,10 @@ func ToMsg(e event.Event) (*nats.Msg, error) {
 	if !ValidTenant(tenant) {
 		return nil, fmt.Errorf("event %s has no valid tenant extension", e.ID())
 	}
+	id, err := ResourceID(e)
+	if err != nil {
+		return nil, err
+	}
 	h := nats.Header{}
 	h.Set(headerPrefix+"specversion", e.SpecVersion())
 	h.Set(headerPrefix+"id", e.ID())
@@ -56,7 +60,7 @@ func ToMsg(e event.Event) (*nats.Msg, error) {
 		h.Set(headerContentType, ct)
 	}
 	h.Set(nats.MsgIdHdr, e.ID())
-	return &nats.Msg{Subject: Subject(tenant, a), Header: h, Data: e.Data()}, nil
+	return &nats.Msg{Subject: Subject(tenant, a, id), Header: h, Data: e.Data()}, nil
 }
 
 // FromMsg decodes a NATS message in binary or structured content mode. It

@@ -18,20 +18,34 @@ type StreamOptions struct {
 	Replicas   int
 	MaxAge     time.Duration
 	Duplicates time.Duration
+	// Partitions is how many partitions the stream spreads resources over
+	// (0: DefaultPartitions). Changing it on a stream that holds events
+	// needs care: stored events keep their partition, so a resource can
+	// have events in two partitions until the old ones are delivered.
+	Partitions int
 }
 
-// StreamConfig returns the SCIMRELAY stream's configuration: every event
-// subject, file storage, limits retention (consumers do not remove events;
-// age does), the duplicate window that makes re-publishing safe.
+// StreamConfig returns the SCIMRELAY stream's configuration: the event
+// subjects with the transform that appends each resource's partition,
+// file storage, limits retention (consumers do not remove events; age
+// does), the duplicate window that makes re-publishing safe.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	replicas := o.Replicas
 	if replicas <= 0 {
 		replicas = 1
 	}
+	partitions := o.Partitions
+	if partitions <= 0 {
+		partitions = DefaultPartitions
+	}
 	return jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "scimrelay provisioning events (CloudEvents, binary mode)",
-		Subjects:    []string{StreamSubjects},
+		Subjects:    []string{publishSubjects},
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      publishSubjects,
+			Destination: partitionTransform(partitions),
+		},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
@@ -47,6 +61,9 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 // capped backoff until ctx ends; a configuration JetStream refuses fails at
 // once.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
+	if o.Partitions < 0 || o.Partitions > MaxPartitions {
+		return nil, fmt.Errorf("stream %s: partitions must be between 1 and %d, got %d", StreamName, MaxPartitions, o.Partitions)
+	}
 	cfg := StreamConfig(o)
 	backoff := 100 * time.Millisecond
 	for {
@@ -106,5 +123,25 @@ func (o StreamOptions) Check() error {
 	case o.MaxAge > 0 && o.Duplicates > o.MaxAge:
 		errs = append(errs, fmt.Errorf("nats.stream.duplicates: must not exceed nats.stream.max_age (%s)", o.MaxAge))
 	}
+	if o.Partitions < 0 || o.Partitions > MaxPartitions {
+		errs = append(errs, fmt.Errorf("nats.stream.partitions: must be between 1 and %d (0 is the default, %d), got %d", MaxPartitions, DefaultPartitions, o.Partitions))
+	}
 	return errors.Join(errs...)
+}
+
+// Partitions returns the partition count of the SCIMRELAY stream as
+// JetStream has it configured.
+func Partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	st, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return 0, fmt.Errorf("opening stream %s: %w", StreamName, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading stream %s: %w", StreamName, err)
+	}
+	if info.Config.SubjectTransform == nil {
+		return 0, fmt.Errorf("stream %s does not partition its subjects; the relay that owns it sets that up", StreamName)
+	}
+	return PartitionsOf(info.Config.SubjectTransform.Destination)
 }

@@ -1,0 +1,204 @@
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Which worker delivers which partition. Every delivery worker of a sink
+// announces itself in the stream SCIMRELAY_WORKERS, one subject per sink and
+// worker, rewritten every heartbeat and kept for a short MaxAge: the
+// subjects present are the live workers. From that list every worker
+// computes the same assignment (assign) and takes the partitions that fall
+// to it. The pinned priority group of each partition's consumer is what
+// makes delivery exclusive: a second worker that believes it owns a
+// partition receives nothing while the first holds the pin. See
+// docs/decisions.md, Delivery, for the timings and the hand-off.
+const (
+	WorkersStream       = "SCIMRELAY_WORKERS"
+	workersSubjectRoot  = "scimrelay-workers."
+	defaultHeartbeat    = time.Second
+	minimumPullInterval = time.Second // nats.go refuses shorter pull expiries
+)
+
+// timing derives every delay of the hand-off from the heartbeat h.
+//
+//   - a worker re-announces itself every h;
+//   - it considers itself a member (its lease) for lease = 8h after an
+//     announcement it sent succeeded, and stops delivering when that lapses;
+//   - the announcement stays in the stream memberTTL = lease + 3h, so
+//     that no other worker takes its partitions while its lease runs;
+//   - it re-pulls every pullExpiry, which renews its pin;
+//   - a pin nobody renews expires after pinnedTTL = lease + pullExpiry + 4h:
+//     a worker cut off from NATS stops delivering (lease) before another
+//     one can be pinned in its place.
+type timing struct {
+	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL time.Duration
+}
+
+func timingFor(h time.Duration) timing {
+	if h <= 0 {
+		h = defaultHeartbeat
+	}
+	t := timing{heartbeat: h, lease: 8 * h}
+	t.memberTTL = t.lease + 3*h
+	t.pullExpiry = max(minimumPullInterval, 2*h)
+	t.pinnedTTL = t.lease + t.pullExpiry + 4*h
+	return t
+}
+
+// membership is one worker's presence among a sink's workers.
+type membership struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	sink   string
+	id     string
+	t      timing
+	// leaseUntil is when this worker stops considering itself a member
+	// (unix nanoseconds), unless an announcement succeeds before.
+	leaseUntil atomic.Int64
+}
+
+// ensureWorkersStream creates the stream of announcements.
+func ensureWorkersStream(ctx context.Context, js jetstream.JetStream, t timing, replicas int) (jetstream.Stream, error) {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              WorkersStream,
+		Description:       "scimrelay delivery workers alive, one subject per sink and worker",
+		Subjects:          []string{workersSubjectRoot + ">"},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		MaxMsgsPerSubject: 1,
+		MaxAge:            t.memberTTL,
+		Duplicates:        min(t.memberTTL, time.Second),
+		Replicas:          max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating stream %s: %w", WorkersStream, err)
+	}
+	return st, nil
+}
+
+var unsafeToken = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// newWorkerID names this process's worker: host, process and a random
+// part, so that two workers never share a name, even in one process.
+func newWorkerID() string {
+	host, _ := os.Hostname()
+	host = strings.Trim(unsafeToken.ReplaceAllString(host, "-"), "-")
+	if host == "" {
+		host = "worker"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
+}
+
+func (m *membership) subject() string { return workersSubjectRoot + m.sink + "." + m.id }
+
+// announcement is what a worker publishes; the subject alone carries the
+// membership, the rest is for people reading the stream.
+type announcement struct {
+	Sink       string    `json:"sink"`
+	Worker     string    `json:"worker"`
+	Time       time.Time `json:"time"`
+	Partitions []int     `json:"partitions"`
+}
+
+// beat announces the worker and returns the live workers of its sink,
+// sorted, itself included.
+func (m *membership) beat(ctx context.Context, owned []int) ([]string, error) {
+	sent := time.Now()
+	body, err := json.Marshal(announcement{Sink: m.sink, Worker: m.id, Time: sent.UTC(), Partitions: owned})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.js.Publish(ctx, m.subject(), body); err != nil {
+		return nil, fmt.Errorf("announcing worker %s: %w", m.id, err)
+	}
+	m.leaseUntil.Store(sent.Add(m.t.lease).UnixNano())
+	prefix := workersSubjectRoot + m.sink + "."
+	info, err := m.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+"*"))
+	if err != nil {
+		return nil, fmt.Errorf("listing the workers of sink %s: %w", m.sink, err)
+	}
+	live := make([]string, 0, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		live = append(live, strings.TrimPrefix(subject, prefix))
+	}
+	if !slices.Contains(live, m.id) {
+		live = append(live, m.id) // announced, even if the listing raced it
+	}
+	slices.Sort(live)
+	return live, nil
+}
+
+// leaseValid reports whether this worker may still deliver.
+func (m *membership) leaseValid() bool { return time.Now().UnixNano() < m.leaseUntil.Load() }
+
+// leave withdraws the announcement, so that the others take over at once.
+// The lease stays: this worker finishes what it has in flight before it
+// releases its pins, and nobody takes a partition before that.
+func (m *membership) leave(ctx context.Context) error {
+	err := m.stream.Purge(ctx, jetstream.WithPurgeSubject(m.subject()))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("withdrawing worker %s: %w", m.id, err)
+	}
+	return nil
+}
+
+// assign returns, for each partition, the member that delivers it. Each
+// partition goes to the member that ranks it highest by rendezvous hashing
+// among those that do not yet hold their share (⌈P/n⌉): every member
+// computes the same answer from the same list, the load is even, and a
+// member joining or leaving moves few partitions.
+func assign(sink string, partitions int, members []string) []string {
+	owner := make([]string, partitions)
+	if len(members) == 0 {
+		return owner
+	}
+	share := (partitions + len(members) - 1) / len(members)
+	load := make(map[string]int, len(members))
+	ranked := make([]string, len(members))
+	for p := range partitions {
+		copy(ranked, members)
+		slices.SortFunc(ranked, func(a, b string) int {
+			ha, hb := rendezvous(sink, p, a), rendezvous(sink, p, b)
+			switch {
+			case ha > hb:
+				return -1
+			case ha < hb:
+				return 1
+			}
+			return strings.Compare(a, b)
+		})
+		for _, m := range ranked {
+			if load[m] < share {
+				owner[p] = m
+				load[m]++
+				break
+			}
+		}
+	}
+	return owner
+}
+
+func rendezvous(sink string, partition int, member string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(sink))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(strconv.Itoa(partition)))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(member))
+	return h.Sum64()
+}

@@ -1,0 +1,132 @@
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// A resource whose head event failed, or whose waiting events outgrow its
+// share of the consumer's pending window, is parked: its consumer messages
+// are acknowledged as they arrive (so they never hold the window, however
+// many there are), and a record in the sink's key-value bucket says where
+// its delivery stands: the stream sequence of its first undelivered event,
+// the failed tries of that event and when it is due again. When it is due,
+// the partition's owner reads the resource's events back from the stream by
+// subject (direct get, next by subject) and delivers them in order until
+// it catches up, then takes the resource's events from the consumer again.
+// The records are keyed by partition, so that a worker taking a partition
+// over finds its parked resources with one listing.
+
+// parkRecord is the stored state of a parked resource.
+type parkRecord struct {
+	// From is the stream sequence to read the resource from: its first
+	// event not yet delivered (or dead-lettered, or filtered out).
+	From uint64 `json:"from"`
+	// Attempts counts the failed tries of the event at From.
+	Attempts int `json:"attempts,omitempty"`
+	// Due is when From is tried (again).
+	Due time.Time `json:"due"`
+	// Status and Error are the last failure's, for people reading the bucket.
+	Status int    `json:"status,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// parking reads and writes one sink's park records.
+type parking struct {
+	kv jetstream.KeyValue
+}
+
+// parkingBucket creates or opens a sink's bucket. Records live as long as
+// the stream keeps events: a record older than that points at nothing.
+func parkingBucket(ctx context.Context, js jetstream.JetStream, sink string, replicas int) (*parking, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      parkingBucketName(sink),
+		Description: "resources of sink " + sink + " whose events are read back from the stream: where each stands",
+		History:     1,
+		TTL:         30 * 24 * time.Hour,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the parking bucket of sink %s: %w", sink, err)
+	}
+	return &parking{kv: kv}, nil
+}
+
+func parkingBucketName(sink string) string { return "scimrelay-parked-" + sink }
+
+// parkKey is the record's key: partition, tenant, kind, resource id.
+func parkKey(partition int, s events.StoredSubject) string {
+	return strconv.Itoa(partition) + "." + s.Key()
+}
+
+func (pk *parking) put(ctx context.Context, partition int, s events.StoredSubject, r parkRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := pk.kv.Put(ctx, parkKey(partition, s), b); err != nil {
+		return fmt.Errorf("parking %s: %w", s.Key(), err)
+	}
+	return nil
+}
+
+func (pk *parking) remove(ctx context.Context, partition int, s events.StoredSubject) error {
+	if err := pk.kv.Purge(ctx, parkKey(partition, s)); err != nil {
+		return fmt.Errorf("unparking %s: %w", s.Key(), err)
+	}
+	return nil
+}
+
+// parked is a resource's record as loaded.
+type parked struct {
+	subject events.StoredSubject
+	record  parkRecord
+}
+
+// load returns the parked resources of a partition.
+func (pk *parking) load(ctx context.Context, partition int) ([]parked, error) {
+	prefix := strconv.Itoa(partition) + "."
+	lister, err := pk.kv.ListKeysFiltered(ctx, prefix+">")
+	if err != nil {
+		return nil, fmt.Errorf("listing parked resources of partition %d: %w", partition, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []parked
+	for key := range lister.Keys() {
+		s, ok := parseParkKey(partition, strings.TrimPrefix(key, prefix))
+		if !ok {
+			continue // not ours to read; left as it is
+		}
+		e, err := pk.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading parked resource %s: %w", key, err)
+		}
+		var r parkRecord
+		if err := json.Unmarshal(e.Value(), &r); err != nil || r.From == 0 {
+			continue
+		}
+		out = append(out, parked{subject: s, record: r})
+	}
+	return out, nil
+}
+
+func parseParkKey(partition int, rest string) (events.StoredSubject, bool) {
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 || !events.ValidTenant(parts[0]) || (parts[1] != "user" && parts[1] != "group") || !events.ValidResourceID(parts[2]) {
+		return events.StoredSubject{}, false
+	}
+	return events.StoredSubject{Tenant: parts[0], Kind: parts[1], ResourceID: parts[2], Partition: partition}, true
+}

@@ -1,0 +1,786 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// A partition is one of a sink's partition consumers while this worker
+// owns it. Its messages are queued in lanes, one per resource, so that a
+// resource's events go out one at a time and in order while different
+// resources go out in parallel, up to the sink's concurrency (shared by all
+// the partitions a worker owns).
+
+// priorityGroup is the pinned priority group every partition consumer has.
+const priorityGroup = "scimrelay"
+
+// Partition states, for readiness.
+const (
+	stateAcquiring int32 = iota // waiting for the pin, or setting up
+	stateRunning                // consuming
+	stateFailing                // cannot consume; retrying
+)
+
+type partition struct {
+	w     *worker
+	n     int
+	name  string
+	state atomic.Int32
+
+	// ctx ends on a hard stop: in-flight deliveries are abandoned.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// stopping closes on a graceful stop: nothing new is taken, queued
+	// events are parked for the next owner.
+	stopping chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+
+	mu        sync.Mutex
+	lanes     map[string]*lane
+	delivered map[string]uint64 // resource key → highest subjectseq completed while owned
+	highest   uint64            // highest stream sequence received from the consumer
+	floor     uint64            // the consumer's ack floor when this worker took it
+	wg        sync.WaitGroup    // lane goroutines
+}
+
+// lane is one resource's queue.
+type lane struct {
+	subject events.StoredSubject
+	queue   []jetstream.Msg // consumer messages not started, in stream order
+	busy    bool            // a goroutine works the lane
+	park    *parkRecord     // set: the resource is read from the stream, not the consumer
+	dropped uint64          // highest stream sequence acknowledged unread while parked
+	timer   *time.Timer
+}
+
+func newPartition(w *worker, n int) *partition {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &partition{w: w, n: n, name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
+		stopping: make(chan struct{}), done: make(chan struct{}),
+		lanes: map[string]*lane{}, delivered: map[string]uint64{}}
+}
+
+// stop ends the partition: gracefully (finish what is in flight, park what
+// is queued, release the pin) or hard (abandon in-flight deliveries).
+func (p *partition) stop(graceful bool) {
+	p.stopOnce.Do(func() { close(p.stopping) })
+	if !graceful {
+		p.cancel()
+	}
+}
+
+func (p *partition) isStopping() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// run owns the partition until stopped.
+func (p *partition) run() {
+	defer close(p.done)
+	defer p.cancel()
+	backoff := 250 * time.Millisecond
+	for {
+		cons, err := p.acquire()
+		if p.isStopping() {
+			break
+		}
+		if err != nil {
+			p.state.Store(stateFailing)
+			p.w.log.Warn("taking a partition failed; will try again", "sink", p.w.name, "partition", p.n, "err", err, "retry_in", backoff)
+			if !p.pause(backoff) {
+				break
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = 250 * time.Millisecond
+		p.state.Store(stateRunning)
+		err = p.consume(cons)
+		if p.isStopping() {
+			break
+		}
+		// The consumer went away under us (deleted, or recreated): let the
+		// lanes deliver what they took from it, then take the partition
+		// again, which brings the consumer back from the next event.
+		p.state.Store(stateFailing)
+		p.w.log.Warn("lost the partition's consumer; taking it again", "sink", p.w.name, "partition", p.n, "consumer", p.name, "err", err)
+		p.wg.Wait()
+		if !p.pause(backoff) {
+			break
+		}
+	}
+	p.release()
+}
+
+func (p *partition) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.stopping:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// acquire gets the partition's consumer (recreating it if it is gone),
+// waits until no other worker holds its pin, takes over what a previous
+// owner left unacknowledged, and loads the parked resources.
+func (p *partition) acquire() (jetstream.Consumer, error) {
+	p.state.Store(stateAcquiring)
+	w := p.w
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	cons, err := w.js.Consumer(ctx, events.StreamName, p.name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = p.recreate(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening consumer %s: %w", p.name, err)
+	}
+	if taken, err := p.waitForPin(cons); err != nil || !taken {
+		return nil, err
+	}
+	parked, err := w.parked.load(ctx, p.n)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	for _, pr := range parked {
+		l := p.laneLocked(pr.subject)
+		rec := pr.record
+		l.park = &rec
+		p.scheduleLocked(l)
+	}
+	p.mu.Unlock()
+	return cons, nil
+}
+
+// waitForPin waits until no other worker holds the consumer's pin, then
+// takes over what a previous owner left unacknowledged. It reports false
+// when the partition stopped meanwhile.
+func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
+	w := p.w
+	for {
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		info, err := cons.Info(ctx)
+		if err != nil {
+			cancel()
+			return false, fmt.Errorf("reading consumer %s: %w", p.name, err)
+		}
+		if pinned(info) == "" {
+			defer cancel()
+			p.mu.Lock()
+			p.floor = max(p.floor, info.AckFloor.Stream)
+			p.mu.Unlock()
+			if info.NumAckPending > 0 {
+				// A previous owner stopped without finishing: start again
+				// from the ack floor, in stream order. Events it delivered
+				// after the floor go out again (same webhook-id); none
+				// overtakes an earlier one of its resource.
+				w.log.Info("taking over a partition with unacknowledged events; redelivering from its ack floor",
+					"sink", w.name, "partition", p.n, "unacknowledged", info.NumAckPending, "ack_floor", info.AckFloor.Stream)
+				if _, err := w.js.ResetConsumer(ctx, events.StreamName, p.name); err != nil {
+					return false, fmt.Errorf("resetting consumer %s to its ack floor: %w", p.name, err)
+				}
+			}
+			return true, nil
+		}
+		cancel()
+		// Another worker holds it: it releases the pin once it has parked
+		// what it held, or the pin expires if that worker is gone.
+		if !p.pause(250 * time.Millisecond) {
+			return false, nil
+		}
+	}
+}
+
+// recreate brings back a consumer someone deleted, starting after the last
+// event this partition received, so that nothing published meanwhile is
+// skipped.
+func (p *partition) recreate(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := p.w.consumerConfig(p.n)
+	p.mu.Lock()
+	if from := max(p.highest, p.floor); from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	p.mu.Unlock()
+	cons, err := p.w.js.CreateConsumer(ctx, events.StreamName, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return p.w.js.Consumer(ctx, events.StreamName, p.name)
+	}
+	if err == nil {
+		p.w.log.Warn("the partition's consumer was gone; recreated it", "sink", p.w.name, "consumer", p.name, "from_stream_seq", cfg.OptStartSeq)
+	}
+	return cons, err
+}
+
+func pinned(info *jetstream.ConsumerInfo) string {
+	for _, g := range info.PriorityGroups {
+		if g.PinnedClientID != "" {
+			return g.PinnedClientID
+		}
+	}
+	return ""
+}
+
+// consume takes messages until the partition stops (nil) or the consumer
+// fails (the error).
+func (p *partition) consume(cons jetstream.Consumer) error {
+	w := p.w
+	iter, err := cons.Messages(
+		jetstream.PullMaxMessages(w.pullBatch()),
+		jetstream.PullExpiry(w.t.pullExpiry),
+		jetstream.PullPriorityGroup(priorityGroup),
+	)
+	if err != nil {
+		return fmt.Errorf("consuming %s: %w", p.name, err)
+	}
+	finished := make(chan struct{})
+	defer close(finished)
+	var stopped atomic.Bool
+	go func() {
+		select {
+		case <-p.stopping:
+		case <-p.ctx.Done():
+		case <-finished:
+			return
+		}
+		stopped.Store(true)
+		// Drain, not Stop: what the client already holds is handed to the
+		// lanes, which park it for the next owner.
+		iter.Drain()
+	}()
+	defer iter.Stop()
+	go func() {
+		t := time.NewTicker(max(w.ackWait/3, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-finished:
+				return
+			case <-t.C:
+				p.keepQueuedAlive()
+			}
+		}
+	}()
+	for {
+		m, err := iter.Next()
+		if err == nil {
+			p.enqueue(m)
+			continue
+		}
+		if stopped.Load() {
+			return nil
+		}
+		switch {
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			// NATS was away or slow: the iterator carries on by itself
+			// unless the consumer itself is gone.
+			ictx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+			_, ierr := cons.Info(ictx)
+			cancel()
+			if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+				return ierr
+			}
+			continue
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, jetstream.ErrConsumerDeleted),
+			errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
+			return err
+		}
+		w.log.Warn("receiving events failed; retrying", "sink", w.name, "partition", p.n, "err", err)
+	}
+}
+
+// parkedCount is how many of the partition's resources are parked.
+func (p *partition) parkedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lanes {
+		if l.park != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// keepQueuedAlive tells JetStream that queued messages are still being
+// worked on, so that their ack wait does not run out while they wait their
+// turn.
+func (p *partition) keepQueuedAlive() {
+	p.mu.Lock()
+	var queued []jetstream.Msg
+	for _, l := range p.lanes {
+		queued = append(queued, l.queue...)
+	}
+	p.mu.Unlock()
+	for _, m := range queued {
+		_ = m.InProgress()
+	}
+}
+
+// laneLocked returns a resource's lane, creating it.
+func (p *partition) laneLocked(s events.StoredSubject) *lane {
+	key := s.Key()
+	l, ok := p.lanes[key]
+	if !ok {
+		s.Action = ""
+		l = &lane{subject: s}
+		p.lanes[key] = l
+	}
+	return l
+}
+
+func (p *partition) enqueue(m jetstream.Msg) {
+	w := p.w
+	s, err := events.ParseStoredSubject(m.Subject())
+	if err != nil {
+		w.poison(p.ctx, m, err)
+		return
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		w.poison(p.ctx, m, fmt.Errorf("reading the message's metadata: %w", err))
+		return
+	}
+	seq := meta.Sequence.Stream
+	p.mu.Lock()
+	p.highest = max(p.highest, seq)
+	l := p.laneLocked(s)
+	if l.park != nil {
+		// The stream read covers it (or delivered it already).
+		l.dropped = max(l.dropped, seq)
+		p.mu.Unlock()
+		w.ack(m)
+		return
+	}
+	l.queue = append(l.queue, m)
+	if len(l.queue) > w.laneLimit {
+		// More of this resource's events wait than its share of the
+		// pending window: read them from the stream instead.
+		p.parkQueuedLocked(l, parkRecord{From: streamSeq(l.queue[0]), Due: w.now()}, "its events outgrew the lane")
+	}
+	if !l.busy && (len(l.queue) > 0 || l.park != nil) {
+		p.startLocked(l)
+	}
+	p.mu.Unlock()
+}
+
+// parkQueuedLocked parks a lane with rec and acknowledges its queue, which
+// rec covers. If the record cannot be written, nothing changes.
+// p.mu is held across the write: it is rare, and nobody may pop the queue
+// meanwhile.
+func (p *partition) parkQueuedLocked(l *lane, rec parkRecord, why string) bool {
+	w := p.w
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	err := w.parked.put(ctx, p.n, l.subject, rec)
+	cancel()
+	if err != nil {
+		w.log.Warn("parking a resource failed; its events stay in the consumer", "sink", w.name, "partition", p.n, "err", err)
+		return false
+	}
+	w.log.Debug("resource parked", "sink", w.name, "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
+	l.park = &rec
+	for _, m := range l.queue {
+		l.dropped = max(l.dropped, streamSeq(m))
+		w.ack(m)
+	}
+	l.queue = nil
+	return true
+}
+
+func streamSeq(m jetstream.Msg) uint64 {
+	meta, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return meta.Sequence.Stream
+}
+
+func (p *partition) startLocked(l *lane) {
+	l.busy = true
+	p.wg.Add(1)
+	go p.work(l)
+}
+
+// scheduleLocked starts a parked lane when it is due.
+func (p *partition) scheduleLocked(l *lane) {
+	if l.busy || l.park == nil || p.isStopping() {
+		return
+	}
+	wait := time.Until(l.park.Due)
+	if wait <= 0 {
+		p.startLocked(l)
+		return
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.timer = time.AfterFunc(wait, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !l.busy && l.park != nil && !p.isStopping() {
+			p.startLocked(l)
+		}
+	})
+}
+
+// work delivers a lane until it is empty, parked and not due, or the
+// partition stops.
+func (p *partition) work(l *lane) {
+	defer p.wg.Done()
+	w := p.w
+	select {
+	case w.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		p.mu.Lock()
+		l.busy = false
+		p.mu.Unlock()
+		return
+	}
+	defer func() { <-w.sem }()
+	for {
+		p.mu.Lock()
+		switch {
+		case p.ctx.Err() != nil:
+			l.busy = false
+			p.mu.Unlock()
+			return
+		case l.park != nil:
+			if p.isStopping() || time.Now().Before(l.park.Due) {
+				l.busy = false
+				p.scheduleLocked(l)
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			p.readBack(l)
+			continue
+		case len(l.queue) == 0:
+			l.busy = false
+			if l.timer != nil {
+				l.timer.Stop()
+			}
+			delete(p.lanes, l.subject.Key())
+			p.mu.Unlock()
+			return
+		case p.isStopping():
+			// Hand over: the next owner reads these from the stream.
+			if !p.parkQueuedLocked(l, parkRecord{From: streamSeq(l.queue[0]), Due: w.now()}, "the partition changes hands") {
+				l.queue = nil // unacknowledged: the next owner redelivers them from the ack floor
+			}
+			l.busy = false
+			p.mu.Unlock()
+			return
+		}
+		m := l.queue[0]
+		l.queue = l.queue[1:]
+		p.mu.Unlock()
+		p.handle(l, m)
+	}
+}
+
+// release ends ownership: lanes finish, the pin is released for the next
+// owner once every message this worker took is acknowledged.
+func (p *partition) release() {
+	w := p.w
+	p.mu.Lock()
+	for _, l := range p.lanes {
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	if p.ctx.Err() != nil {
+		return // a hard stop: the next owner resets the consumer
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		info, err := w.js.Consumer(ctx, events.StreamName, p.name)
+		if err != nil {
+			break
+		}
+		ci, err := info.Info(ctx)
+		if err != nil || ci.NumAckPending == 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // acknowledgements are on their way
+	}
+	st, err := w.js.Stream(ctx, events.StreamName)
+	if err == nil {
+		err = st.UnpinConsumer(ctx, p.name, priorityGroup)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		w.log.Debug("releasing a partition's pin", "sink", w.name, "partition", p.n, "err", err)
+	}
+}
+
+// handle delivers a lane's head, taken from the consumer.
+func (p *partition) handle(l *lane, m jetstream.Msg) {
+	w := p.w
+	e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
+	if err != nil {
+		w.poison(p.ctx, m, err)
+		return
+	}
+	seq, err := events.SubjectSeq(e)
+	if err != nil || seq == 0 {
+		w.poison(p.ctx, m, fmt.Errorf("event %s has no subjectseq", e.ID()))
+		return
+	}
+	key := l.subject.Key()
+	p.mu.Lock()
+	done := p.delivered[key]
+	p.mu.Unlock()
+	if seq <= done {
+		// Already delivered by this worker: a redelivery after a lost ack.
+		w.metrics.outcome(w.name, "duplicate")
+		w.ack(m)
+		return
+	}
+	res, skipped := p.deliver(&e, m)
+	switch {
+	case p.ctx.Err() != nil:
+		return // hard stop: JetStream redelivers it to the next owner
+	case skipped || res.Err == nil:
+		p.completed(key, seq)
+		w.ack(m)
+		return
+	}
+	if res.Permanent {
+		if err := w.deadLetter(p.ctx, &e, res, 1); err != nil {
+			p.later(l, m, err)
+			return
+		}
+		p.completed(key, seq)
+		w.ack(m)
+		return
+	}
+	// A failure to retry later: park the resource from this event, so that
+	// neither it nor the resource's later events hold the consumer's window.
+	rec := parkRecord{From: streamSeq(m), Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
+	delay, ok := w.schedule.Delay(1, res, w.rnd)
+	if !ok {
+		if err := w.deadLetter(p.ctx, &e, res, 1); err != nil {
+			p.later(l, m, err)
+			return
+		}
+		p.completed(key, seq)
+		w.ack(m)
+		return
+	}
+	rec.Due = w.now().Add(delay)
+	w.retrying(&e, res, 1, rec.Due)
+	p.mu.Lock()
+	l.queue = append([]jetstream.Msg{m}, l.queue...)
+	if !p.parkQueuedLocked(l, rec, "its next event failed") {
+		l.queue = l.queue[1:]
+		p.mu.Unlock()
+		p.later(l, m, errors.New("the resource could not be parked"))
+		return
+	}
+	p.mu.Unlock()
+}
+
+// later is the fallback when a resource cannot be parked: the head and its
+// followers go back to JetStream, each a little later than the one before,
+// so that they come back in order; they hold the window meanwhile.
+func (p *partition) later(l *lane, m jetstream.Msg, cause error) {
+	w := p.w
+	d := 5 * time.Second
+	w.log.Warn("delivery cannot be recorded; the resource's events come back later", "sink", w.name, "partition", p.n, "err", cause, "retry_in", d)
+	p.mu.Lock()
+	followers := l.queue
+	l.queue = nil
+	p.mu.Unlock()
+	_ = m.NakWithDelay(d)
+	for i, f := range followers {
+		_ = f.NakWithDelay(d + time.Duration(i+1)*10*time.Millisecond)
+	}
+}
+
+func (p *partition) completed(key string, seq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.delivered) > 100_000 {
+		clear(p.delivered) // a bound on memory; it only saves repeats
+	}
+	p.delivered[key] = max(p.delivered[key], seq)
+}
+
+// deliver sends one event unless the sink does not want its type
+// (skipped); m, when set, is told that delivery is in progress meanwhile.
+func (p *partition) deliver(e *event.Event, m jetstream.Msg) (Result, bool) {
+	w := p.w
+	if a, _ := events.ActionOf(*e); !w.patterns.Match(a) {
+		w.metrics.outcome(w.name, "filtered")
+		return Result{}, true
+	}
+	for !w.members.leaseValid() {
+		// Cut off from the other workers for too long: another one may own
+		// this partition by now. Deliver nothing until this worker has
+		// released its partitions (which ends p.ctx).
+		select {
+		case <-p.ctx.Done():
+			return Result{Err: p.ctx.Err()}, false
+		case <-time.After(w.t.heartbeat):
+		}
+	}
+	if m != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(max(w.ackWait/3, 100*time.Millisecond))
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					_ = m.InProgress()
+				}
+			}
+		}()
+	}
+	res := w.sink.Deliver(p.ctx, e)
+	if res.Err == nil {
+		w.metrics.delivered(w.name, res.Latency)
+		w.attempts.record(w.name, e, res, 0, "delivered")
+		w.log.Debug("delivered", "sink", w.name, "event_id", e.ID(), "status", res.Status, "latency", res.Latency)
+	}
+	return res, false
+}
+
+// readBack delivers a parked resource's events from the stream, from its
+// record on, until it catches up (the lane takes events from the consumer
+// again), its head fails (parked until the next try), or the partition
+// stops (the record says where the next owner starts).
+func (p *partition) readBack(l *lane) {
+	w := p.w
+	p.mu.Lock()
+	rec := *l.park
+	p.mu.Unlock()
+	key := l.subject.Key()
+	filter := l.subject.ResourceSubjects()
+	sinceSave := 0
+	save := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := w.parked.put(ctx, p.n, l.subject, rec); err != nil {
+			w.log.Warn("recording a parked resource's progress failed", "sink", w.name, "resource", key, "err", err)
+			return false
+		}
+		sinceSave = 0
+		return true
+	}
+	park := func(r parkRecord) {
+		p.mu.Lock()
+		l.park = &r
+		p.mu.Unlock()
+	}
+	for {
+		if p.ctx.Err() != nil {
+			return
+		}
+		if p.isStopping() {
+			if sinceSave > 0 {
+				save()
+			}
+			park(rec)
+			return
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		raw, err := w.stream.GetMsg(ctx, rec.From, jetstream.WithGetMsgSubject(filter))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			p.mu.Lock()
+			if l.dropped >= rec.From {
+				p.mu.Unlock()
+				continue // one arrived meanwhile: read on
+			}
+			l.park = nil
+			p.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := w.parked.remove(ctx, p.n, l.subject); err != nil {
+				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "sink", w.name, "resource", key, "err", err)
+			}
+			cancel()
+			return
+		}
+		if err != nil {
+			if p.ctx.Err() == nil {
+				w.log.Warn("reading a parked resource's events failed; will try again", "sink", w.name, "resource", key, "err", err)
+			}
+			rec.Due = w.now().Add(time.Second)
+			park(rec)
+			return
+		}
+		e, err := events.FromMsg(raw.Subject, raw.Header, raw.Data)
+		if err != nil {
+			w.poisonRaw(p.ctx, raw, err)
+			rec.From, rec.Attempts = raw.Sequence+1, 0
+			sinceSave++
+			continue
+		}
+		seq, _ := events.SubjectSeq(e)
+		p.mu.Lock()
+		done := p.delivered[key]
+		p.mu.Unlock()
+		if seq != 0 && seq <= done {
+			rec.From, rec.Attempts = raw.Sequence+1, 0
+			continue
+		}
+		res, skipped := p.deliver(&e, nil)
+		if p.ctx.Err() != nil {
+			return
+		}
+		if !skipped && res.Err != nil {
+			tries := 1
+			if raw.Sequence == rec.From {
+				tries = rec.Attempts + 1
+			}
+			delay, ok := time.Duration(0), false
+			if !res.Permanent {
+				delay, ok = w.schedule.Delay(tries, res, w.rnd)
+			}
+			if ok {
+				rec = parkRecord{From: raw.Sequence, Attempts: tries, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
+				w.retrying(&e, res, tries, rec.Due)
+				save()
+				park(rec)
+				return
+			}
+			if err := w.deadLetter(p.ctx, &e, res, tries); err != nil {
+				rec.Due = w.now().Add(5 * time.Second)
+				park(rec)
+				return
+			}
+		}
+		p.completed(key, seq)
+		rec.From, rec.Attempts, rec.Status, rec.Error = raw.Sequence+1, 0, 0, ""
+		if sinceSave++; sinceSave >= maxUnsaved {
+			save()
+		}
+	}
+}
+
+// maxUnsaved bounds how many events a parked resource delivers before its
+// record says so: a worker that dies repeats at most that many.
+const maxUnsaved = 64

@@ -1,0 +1,426 @@
+package sinks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// fastHeartbeat makes hand-overs take about two seconds in tests.
+const fastHeartbeat = 100 * time.Millisecond
+
+// natsServer starts a JetStream server with the SCIMRELAY stream and returns
+// it with a connection.
+func natsServer(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	s := eventstest.RunServer(t)
+	nc, js := eventstest.Connect(t, eventstest.URL(s))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return s, nc, js
+}
+
+// slowReceiver answers after latency and records order in l.
+func slowReceiver(t testing.TB, l *ledger, latency time.Duration, fail func(subject string, seq uint64) int) *receiver {
+	return newReceiver(t, func(_ int, r *http.Request) int {
+		subject, seq := l.arrive(r)
+		time.Sleep(latency) // the receiver's own latency, not a wait for anything
+		status := 204
+		if fail != nil {
+			status = fail(subject, seq)
+		}
+		l.answer(r, subject, seq, status)
+		return status
+	})
+}
+
+// owned returns how many partitions of sink each manager's worker owns.
+func owned(ms ...*Manager) []int {
+	out := make([]int, len(ms))
+	for i, m := range ms {
+		out[i] = m.sinks["crm"].worker.ownedCount()
+	}
+	return out
+}
+
+// waitBalanced waits until the workers share the partitions and all of
+// them are consuming.
+func waitBalanced(t testing.TB, ms ...*Manager) {
+	t.Helper()
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		total := 0
+		for i, n := range owned(ms...) {
+			if n == 0 {
+				return fmt.Errorf("worker %d owns no partition yet (%v)", i, owned(ms...))
+			}
+			total += n
+		}
+		if total != events.DefaultPartitions {
+			return fmt.Errorf("the workers own %v partitions, want %d in all", owned(ms...), events.DefaultPartitions)
+		}
+		for i, m := range ms {
+			if err := m.Ready(ctx); err != nil {
+				return fmt.Errorf("worker %d: %w", i, err)
+			}
+			for _, p := range m.sinks["crm"].worker.ownedPartitions() {
+				if p.state.Load() != stateRunning {
+					return fmt.Errorf("worker %d: partition %d not consuming yet", i, p.n)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// expect is how many events each resource gets.
+type expect map[string]uint64
+
+func (l *ledger) deliveredEach(want expect) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.violation != "" {
+		return nil // reported by the caller
+	}
+	missing := 0
+	var example string
+	for subject, n := range want {
+		if l.delivered[subject] != n {
+			missing++
+			example = fmt.Sprintf("%s: %d of %d", subject, l.delivered[subject], n)
+		}
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d of %d resources not complete (e.g. %s)", missing, len(want), example)
+	}
+	return nil
+}
+
+// provision publishes users × rounds events and groups created with
+// members: group.created then one member_added per member, as the relay
+// commits a group created with members.
+func provision(p *publisher, prefix string, users, rounds, groups, members int) expect {
+	want := expect{}
+	for round := range rounds {
+		for i := range users {
+			a := []events.Action{events.UserCreated, events.UserUpdated, events.UserDeactivated, events.UserReactivated}[min(round, 3)]
+			id := fmt.Sprintf("%s-u%04d", prefix, i)
+			p.publish("acme", a, id)
+			want["Users/"+id]++
+		}
+	}
+	for g := range groups {
+		id := fmt.Sprintf("%s-g%02d", prefix, g)
+		p.publish("acme", events.GroupCreated, id)
+		for range members {
+			p.publish("acme", events.GroupMemberAdded, id)
+		}
+		want["Groups/"+id] = uint64(members + 1)
+	}
+	return want
+}
+
+func deliveredBy(m *Manager) float64 {
+	return testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "delivered"))
+}
+
+// TestTwoWorkersKeepOrderPerResource is the shipped shape: two delivery
+// workers of one sink on one NATS, a receiver taking 20 ms per request,
+// 201 resources × 3 events and groups created with members. No event of a
+// resource is sent before the previous one was answered, and both workers
+// deliver.
+func TestTwoWorkersKeepOrderPerResource(t *testing.T) {
+	s, _, js := natsServer(t)
+	_, js2 := eventstest.Connect(t, eventstest.URL(s))
+	l := newLedger()
+	rc := slowReceiver(t, l, 20*time.Millisecond, nil)
+	cfg := sinkConfig("crm", rc.URL, nil)
+	m1, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js2, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	waitBalanced(t, m1, m2)
+
+	want := provision(newPublisher(t, js), "t", 201, 3, 10, 20)
+	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredEach(want) })
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	if d1, d2 := deliveredBy(m1), deliveredBy(m2); d1 == 0 || d2 == 0 {
+		t.Fatalf("worker 1 delivered %v, worker 2 %v: both should take part", d1, d2)
+	}
+	t.Logf("partitions owned %v; delivered %v and %v", owned(m1, m2), deliveredBy(m1), deliveredBy(m2))
+}
+
+// TestHandOverWhenAWorkerIsCutOff cuts one of two workers off NATS half way
+// (its connection closes, as when its machine is partitioned away or
+// killed): the other takes its partitions over, every event arrives, and
+// no event of a resource overtakes an earlier one, although the cut-off
+// worker still holds events it had taken.
+func TestHandOverWhenAWorkerIsCutOff(t *testing.T) {
+	s, _, js := natsServer(t)
+	nc1, err := nats.Connect(eventstest.URL(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc1.Close()
+	js1, _ := jetstream.New(nc1)
+	l := newLedger()
+	rc := slowReceiver(t, l, 10*time.Millisecond, nil)
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 8 })
+	m1, stop1 := runManager(t, Options{Sinks: []Config{cfg}, JS: js1, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	waitBalanced(t, m1, m2)
+
+	p := newPublisher(t, js)
+	want := provision(p, "h", 150, 4, 5, 30)
+	eventstest.CheckFor(t, 30*time.Second, 2*time.Millisecond, func() error {
+		if d := deliveredBy(m1); d < 50 {
+			return fmt.Errorf("worker 1 delivered %v so far", d)
+		}
+		return nil
+	})
+	nc1.Close() // worker 1 is cut off with events in hand
+	for k, v := range provision(p, "i", 100, 2, 2, 20) {
+		want[k] += v
+	}
+	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredEach(want) })
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := owned(m2)[0]; n != events.DefaultPartitions {
+			return fmt.Errorf("worker 2 owns %d partitions after the hand-over, want all %d", n, events.DefaultPartitions)
+		}
+		return nil
+	})
+	total := 0
+	for _, n := range want {
+		total += int(n)
+	}
+	stop1()
+	t.Logf("worker 1 delivered %v before it was cut off, worker 2 %v; %d events, repeats: %d", deliveredBy(m1), deliveredBy(m2), total, len(l.repeats()))
+}
+
+// TestGracefulHandOverRepeatsNothing adds a worker while events flow and
+// then stops the first one: partitions change hands twice, in order, and
+// since each hand-over parks what the previous owner held, no event is
+// delivered twice.
+func TestGracefulHandOverRepeatsNothing(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	rc := slowReceiver(t, l, 2*time.Millisecond, nil)
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 8 })
+	m1, stop1 := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m1.Ready(ctx) })
+	p := newPublisher(t, js)
+	want := provision(p, "a", 200, 3, 4, 50)
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	waitBalanced(t, m1, m2)
+	for k, v := range provision(p, "b", 200, 3, 4, 50) {
+		want[k] = v
+	}
+	stop1()
+	for k, v := range provision(p, "c", 50, 2, 1, 10) {
+		want[k] = v
+	}
+	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredEach(want) })
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	if r := l.repeats(); len(r) > 0 {
+		t.Fatalf("graceful hand-overs repeated %d events, e.g. %s", len(r), r[0])
+	}
+}
+
+// TestBlockedResourceHoldsBackOnlyItself: a group whose events fail has
+// more waiting events than the consumer's pending limit; every other
+// resource's events arrive within 2 s anyway, and once the receiver heals
+// the group's events arrive in order, none missing, none twice.
+func TestBlockedResourceHoldsBackOnlyItself(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	var broken atomic.Bool
+	broken.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admit(r, func(subject string, _ uint64) int {
+			if broken.Load() && subject == "Groups/big" {
+				return 500
+			}
+			return 204
+		})
+	})
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 4 })
+	runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, MaxAckPending: 50})
+	p := newPublisher(t, js)
+	p.publish("acme", events.GroupCreated, "big")
+	for range 300 {
+		p.publish("acme", events.GroupMemberAdded, "big")
+	}
+	others := expect{}
+	for i := range 10 {
+		id := fmt.Sprintf("u%d", i)
+		for _, a := range []events.Action{events.UserCreated, events.UserUpdated, events.UserDeactivated} {
+			p.publish("acme", a, id)
+			others["Users/"+id]++
+		}
+	}
+	published := time.Now()
+	eventstest.CheckFor(t, 2*time.Second, 5*time.Millisecond, func() error { return l.deliveredEach(others) })
+	t.Logf("the other resources' 30 events arrived %s after they were published", time.Since(published).Round(time.Millisecond))
+	l.mu.Lock()
+	n := l.delivered["Groups/big"]
+	l.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d events of the failing group delivered", n)
+	}
+	broken.Store(false)
+	all := expect{"Groups/big": 301}
+	for k, v := range others {
+		all[k] = v
+	}
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(all) })
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	if r := l.repeats(); len(r) > 0 {
+		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
+	}
+}
+
+// TestConsumerDeletedUnderARunningWorker deletes every partition consumer
+// of a sink while its worker runs: the worker says it is not ready, brings
+// the consumers back and delivers what was published meanwhile.
+func TestConsumerDeletedUnderARunningWorker(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int { return l.admit(r, func(string, uint64) int { return 204 }) })
+	var logs syncBuffer
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	p := newPublisher(t, js)
+	want := provision(p, "before", 50, 1, 0, 0)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(want) })
+
+	var notReady atomic.Bool
+	watching, stopWatching := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for watching.Err() == nil {
+			if m.Ready(ctx) != nil {
+				notReady.Store(true)
+			}
+			time.Sleep(5 * time.Millisecond) // the polling interval
+		}
+	}()
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range events.DefaultPartitions {
+		if err := st.DeleteConsumer(ctx, consumerName("crm", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, v := range provision(p, "after", 50, 2, 0, 0) {
+		want[k] = v
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(want) })
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	stopWatching()
+	wg.Wait()
+	if !notReady.Load() {
+		t.Error("the worker said it was ready while its consumers were gone")
+	}
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	if !strings.Contains(logs.String(), "recreated it") {
+		t.Errorf("the log does not say the consumers were recreated:\n%s", logs.String())
+	}
+	for n := range events.DefaultPartitions {
+		if _, err := js.Consumer(ctx, events.StreamName, consumerName("crm", n)); err != nil {
+			t.Errorf("partition %d: %v", n, err)
+		}
+	}
+}
+
+// TestAssignment: every partition has one owner, loads differ by one at
+// most whatever the order of the list, and a member leaving moves few
+// partitions of the others.
+func TestAssignment(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 5, 16, 20} {
+		var members []string
+		for i := range n {
+			members = append(members, fmt.Sprintf("host-%d-%08x", i, i*7919))
+		}
+		owner := assign("crm", 16, members)
+		load := map[string]int{}
+		for p, m := range owner {
+			if m == "" {
+				t.Fatalf("%d members: partition %d has no owner", n, p)
+			}
+			load[m]++
+		}
+		share := (16 + n - 1) / n
+		for m, l := range load {
+			if l > share {
+				t.Errorf("%d members: %s owns %d partitions, more than %d", n, m, l, share)
+			}
+		}
+		reversed := make([]string, n)
+		for i, m := range members {
+			reversed[n-1-i] = m
+		}
+		if fmt.Sprint(assign("crm", 16, reversed)) != fmt.Sprint(owner) {
+			t.Errorf("%d members: the assignment depends on the order of the list", n)
+		}
+		if n == 3 {
+			after := assign("crm", 16, members[:2])
+			moved := 0
+			for p := range owner {
+				if owner[p] != members[2] && after[p] != owner[p] {
+					moved++
+				}
+			}
+			if moved > 4 {
+				t.Errorf("a member leaving moved %d partitions of the others", moved)
+			}
+		}
+	}
+	if owner := assign("crm", 4, nil); owner[0] != "" {
+		t.Fatal("partitions assigned without members")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,298 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// worker delivers one sink's events in this process: it announces itself
+// among the sink's workers, takes the partitions that fall to it and lets
+// go of the others.
+type worker struct {
+	name       string
+	sink       Sink
+	patterns   events.Patterns
+	tenants    []string
+	schedule   Schedule
+	js         jetstream.JetStream
+	stream     jetstream.Stream
+	parked     *parking
+	members    *membership
+	dlq        *deadLetters
+	attempts   *attemptLog
+	metrics    *metrics
+	log        *slog.Logger
+	partitions int
+	ackWait    time.Duration
+	maxPending int
+	laneLimit  int
+	t          timing
+	now        func() time.Time
+	rnd        func() float64
+
+	sem chan struct{} // deliveries in flight, across the worker's partitions
+	wg  sync.WaitGroup // partitions running or handing over
+
+	mu     sync.Mutex
+	owned  map[int]*partition
+	joined bool // announced at least once
+}
+
+// consumerName is the durable consumer of one partition of a sink. Sink
+// names have no capital letters, so no sink's consumers collide with
+// another's.
+func consumerName(sink string, partition int) string {
+	return "scimrelay-sink-" + sink + "-P" + strconv.Itoa(partition)
+}
+
+// consumerConfig is a partition consumer's configuration: explicit acks, no
+// delivery limit (the sink's schedule decides), a pinned priority group so
+// that one worker at a time receives the partition.
+func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		Durable:        consumerName(w.name, partition),
+		Description:    fmt.Sprintf("scimrelay sink %s, partition %d of %d", w.name, partition, w.partitions),
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        w.ackWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  w.maxPending,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PinnedTTL:      w.t.pinnedTTL,
+		PriorityGroups: []string{priorityGroup},
+	}
+	if len(w.tenants) == 0 {
+		cfg.FilterSubject = events.PartitionSubjects("", partition)
+	}
+	for _, t := range w.tenants {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, events.PartitionSubjects(t, partition))
+	}
+	return cfg
+}
+
+// pullBatch is how many messages a partition asks for at a time.
+func (w *worker) pullBatch() int {
+	return min(w.maxPending, max(16, min(256, 2*cap(w.sem))))
+}
+
+// run takes part in delivery until ctx ends, then hands its partitions over.
+func (w *worker) run(ctx context.Context) error {
+	tick := time.NewTicker(w.t.heartbeat)
+	defer tick.Stop()
+	failing := false
+	for {
+		if err := w.reconcile(ctx); err != nil {
+			if !failing {
+				w.log.Warn("delivery workers cannot coordinate through NATS; retrying", "sink", w.name, "err", err)
+			}
+			failing = true
+		} else if failing {
+			w.log.Info("delivery workers coordinate again", "sink", w.name)
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			w.shutdown()
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// reconcile announces the worker and starts and stops partitions to match
+// the assignment.
+func (w *worker) reconcile(ctx context.Context) error {
+	if !w.members.leaseValid() && w.ownedCount() > 0 {
+		// The lease lapsed: another worker may take these partitions over
+		// at any moment. Stop at once, abandoning in-flight deliveries.
+		w.log.Warn("this worker lost contact for too long; stopping its deliveries", "sink", w.name)
+		w.releaseAll(false)
+	}
+	bctx, cancel := context.WithTimeout(ctx, max(w.t.heartbeat, 2*time.Second))
+	live, err := w.members.beat(bctx, w.ownedList())
+	cancel()
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.joined = true
+	w.mu.Unlock()
+	owner := assign(w.name, w.partitions, live)
+	for n, id := range owner {
+		mine := id == w.members.id
+		w.mu.Lock()
+		p, running := w.owned[n]
+		w.mu.Unlock()
+		switch {
+		case mine && !running:
+			w.start(n)
+		case !mine && running:
+			w.mu.Lock()
+			delete(w.owned, n)
+			w.mu.Unlock()
+			p.stop(true) // it hands over in the background
+		}
+	}
+	return nil
+}
+
+func (w *worker) start(n int) {
+	p := newPartition(w, n)
+	w.mu.Lock()
+	w.owned[n] = p
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		p.run()
+	}()
+}
+
+func (w *worker) ownedCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.owned)
+}
+
+func (w *worker) ownedPartitions() []*partition {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]*partition, 0, len(w.owned))
+	for _, p := range w.owned {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (w *worker) ownedList() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]int, 0, len(w.owned))
+	for n := range w.owned {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// releaseAll stops every partition and waits for them.
+func (w *worker) releaseAll(graceful bool) {
+	w.mu.Lock()
+	owned := w.owned
+	w.owned = map[int]*partition{}
+	w.mu.Unlock()
+	for _, p := range owned {
+		p.stop(graceful)
+	}
+	for _, p := range owned {
+		<-p.done
+	}
+}
+
+// shutdown withdraws the worker, so that the others take its partitions,
+// and hands them over.
+func (w *worker) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.members.leave(ctx); err != nil {
+		w.log.Debug("withdrawing the worker", "sink", w.name, "err", err)
+	}
+	w.releaseAll(true)
+	w.wg.Wait() // partitions handed over earlier
+}
+
+// ready reports whether the worker delivers: it is a member, and each of
+// its partitions is consuming or waiting for the previous owner's pin.
+func (w *worker) ready() error {
+	w.mu.Lock()
+	joined := w.joined
+	var failing []int
+	for n, p := range w.owned {
+		if p.state.Load() == stateFailing {
+			failing = append(failing, n)
+		}
+	}
+	w.mu.Unlock()
+	switch {
+	case !joined:
+		return errors.New("not yet a member of the sink's workers")
+	case !w.members.leaseValid():
+		return errors.New("cannot reach the other workers through NATS")
+	case len(failing) > 0:
+		slices.Sort(failing)
+		return fmt.Errorf("cannot consume partitions %v", failing)
+	}
+	return nil
+}
+
+// deadLetter gives up on an event.
+func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tries int) error {
+	if err := w.dlq.put(ctx, w.name, e, res, tries); err != nil {
+		return fmt.Errorf("dead-lettering: %w", err)
+	}
+	w.metrics.outcome(w.name, "dead_lettered")
+	w.attempts.record(w.name, e, res, tries, "dead_lettered")
+	w.log.Warn("delivery failed for good; event dead-lettered", "sink", w.name, "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", res.Err)
+	return nil
+}
+
+// retrying records a failed try that will be repeated at next.
+func (w *worker) retrying(e *event.Event, res Result, tries int, next time.Time) {
+	w.metrics.outcome(w.name, "retry")
+	w.attempts.recordRetry(w.name, e, res, tries, next)
+	w.log.Warn("delivery failed; will retry", "sink", w.name, "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
+}
+
+func (w *worker) ack(m jetstream.Msg) {
+	if err := m.Ack(); err != nil {
+		w.log.Warn("acknowledging an event failed; it may be delivered again", "sink", w.name, "err", err)
+	}
+}
+
+// poison dead-letters a message that is not a scimrelay event, so that it
+// does not block its consumer.
+func (w *worker) poison(ctx context.Context, m jetstream.Msg, cause error) {
+	w.log.Error("message is not a scimrelay event; dead-lettered", "sink", w.name, "subject", m.Subject(), "err", cause)
+	if err := w.dlq.putRaw(ctx, w.name, m, cause); err != nil {
+		w.log.Error("dead-lettering a malformed message failed", "sink", w.name, "err", err)
+	}
+	w.metrics.outcome(w.name, "dead_lettered")
+	_ = m.Term()
+}
+
+// poisonRaw dead-letters a malformed message read back from the stream.
+func (w *worker) poisonRaw(ctx context.Context, raw *jetstream.RawStreamMsg, cause error) {
+	w.log.Error("message is not a scimrelay event; dead-lettered", "sink", w.name, "subject", raw.Subject, "err", cause)
+	if err := w.dlq.putRaw(ctx, w.name, storedMsg{raw: raw}, cause); err != nil {
+		w.log.Error("dead-lettering a malformed message failed", "sink", w.name, "err", err)
+	}
+	w.metrics.outcome(w.name, "dead_lettered")
+}
+
+// storedMsg presents a message read from the stream the way the
+// dead-letter queue takes a consumer's: by its subject, headers and data.
+// It is never acknowledged, so the embedded interface stays nil.
+type storedMsg struct {
+	jetstream.Msg
+	raw *jetstream.RawStreamMsg
+}
+
+func (s storedMsg) Subject() string      { return s.raw.Subject }
+func (s storedMsg) Headers() nats.Header { return s.raw.Header }
+func (s storedMsg) Data() []byte         { return s.raw.Data }
+
+// defaultRand is the jitter source.
+func defaultRand() float64 { return rand.Float64() }
