@@ -43,7 +43,7 @@ type worker struct {
 	now        func() time.Time
 	rnd        func() float64
 
-	sem chan struct{} // deliveries in flight, across the worker's partitions
+	sem chan struct{}  // deliveries in flight, across the worker's partitions
 	wg  sync.WaitGroup // partitions running or handing over
 
 	mu     sync.Mutex
