@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	bolt "go.etcd.io/bbolt"
@@ -19,6 +20,10 @@ import (
 type OutboxRow struct {
 	Key   uint64 // commit order
 	Event event.Event
+	// Err is why the row could not be decoded (Event is then empty); Raw
+	// is the row as stored, for quarantine.
+	Err error
+	Raw []byte
 }
 
 // emit builds an event about rec and appends it to the outbox in the same
@@ -121,21 +126,96 @@ func increment(b *bolt.Bucket, key []byte) (uint64, error) {
 }
 
 // ReadOutbox returns up to limit committed events after key after, in
-// commit order.
+// commit order. A row that does not decode is returned with Err set, for
+// the caller to quarantine: it must not stop the rows behind it.
 func (s *Store) ReadOutbox(after uint64, limit int) ([]OutboxRow, error) {
 	var rows []OutboxRow
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Seek(u64(after + 1)); k != nil && len(rows) < limit; k, v = c.Next() {
-			var e event.Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("decoding outbox row %d: %w", binary.BigEndian.Uint64(k), err)
+			row := OutboxRow{Key: binary.BigEndian.Uint64(k)}
+			if err := json.Unmarshal(v, &row.Event); err != nil {
+				row.Event = event.Event{}
+				row.Err = fmt.Errorf("decoding outbox row %d: %w", row.Key, err)
+			} else if err := row.Event.Validate(); err != nil {
+				row.Err = fmt.Errorf("outbox row %d is not a valid event: %w", row.Key, err)
 			}
-			rows = append(rows, OutboxRow{Key: binary.BigEndian.Uint64(k), Event: e})
+			if row.Err != nil {
+				row.Raw = append([]byte(nil), v...)
+			}
+			rows = append(rows, row)
 		}
 		return nil
 	})
 	return rows, err
+}
+
+// Quarantined is an outbox row that could not be published, kept aside so
+// that the rows behind it could be.
+type Quarantined struct {
+	Key    uint64    `json:"key"` // its place in commit order
+	Time   time.Time `json:"time"`
+	Reason string    `json:"reason"`
+	Row    string    `json:"row"` // the row as stored
+}
+
+// QuarantineOutbox moves an outbox row to the quarantine bucket, with why.
+func (s *Store) QuarantineOutbox(key uint64, reason string) error {
+	moved := false
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		moved = false // Batch may run this again
+		v := tx.Bucket(bucketOutbox).Get(u64(key))
+		if v == nil {
+			return nil
+		}
+		q, err := json.Marshal(Quarantined{Key: key, Time: s.now().UTC(), Reason: reason, Row: string(v)})
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketQuarant).Put(u64(key), q); err != nil {
+			return err
+		}
+		moved = true
+		return tx.Bucket(bucketOutbox).Delete(u64(key))
+	})
+	if err != nil {
+		return fmt.Errorf("quarantining outbox row %d: %w", key, err)
+	}
+	if moved {
+		s.depth.Add(-1)
+	}
+	return nil
+}
+
+// QuarantinedRows returns up to limit quarantined rows after key after, in
+// commit order.
+func (s *Store) QuarantinedRows(after uint64, limit int) ([]Quarantined, error) {
+	out := []Quarantined{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketQuarant).Cursor()
+		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var q Quarantined
+			if err := json.Unmarshal(v, &q); err != nil {
+				q = Quarantined{Key: binary.BigEndian.Uint64(k), Reason: "the quarantine record does not decode: " + err.Error(), Row: string(v)}
+			}
+			out = append(out, q)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the outbox quarantine: %w", err)
+	}
+	return out, nil
+}
+
+// QuarantineCount returns how many outbox rows are in quarantine.
+func (s *Store) QuarantineCount() (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketQuarant).Stats().KeyN
+		return nil
+	})
+	return n, err
 }
 
 // DeleteOutbox removes published events from the outbox; keys already

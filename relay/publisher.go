@@ -4,22 +4,33 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // Outbox is what the publisher needs from the store: committed events in
-// commit order, removable once JetStream has them.
+// commit order, removable once JetStream has them, and a place to put a
+// row that can never be published.
 type Outbox interface {
 	ReadOutbox(after uint64, limit int) ([]OutboxRow, error)
 	DeleteOutbox(keys []uint64) error
+	QuarantineOutbox(key uint64, reason string) error
 	OutboxReady() <-chan struct{}
+}
+
+// StoreHealer repairs the NATS store after a write error once it can: the
+// embedded server restarts JetStream when its disk has room again. It
+// reports whether it repaired anything.
+type StoreHealer interface {
+	HealStore(ctx context.Context) (bool, error)
 }
 
 // PublisherOptions tunes a Publisher; the zero value works.
@@ -33,6 +44,11 @@ type PublisherOptions struct {
 	// Observe, when set, is called for every event JetStream acknowledged,
 	// with the time it was committed (for the publish-lag metric).
 	Observe func(committed time.Time)
+	// Healer, when set, is asked to repair the NATS store after a failed
+	// attempt.
+	Healer StoreHealer
+	// Quarantined, when set, is called for every row put in quarantine.
+	Quarantined func()
 }
 
 // Publisher drains the outbox to JetStream: in commit order (so in each
@@ -40,13 +56,21 @@ type PublisherOptions struct {
 // re-publish after a crash is deduplicated, deleting rows only after the
 // PubAck. It never blocks a SCIM request: the store commits and signals, and
 // the publisher catches up.
+//
+// Order under partial failure: the events of a window are published
+// pipelined, each but the first expecting the previous one to be the
+// stream's last message (Nats-Expected-Last-Msg-Id). If one is refused or
+// lost, every later one of the window is refused too, so that nothing
+// overtakes it; the next attempt starts again from it.
 type Publisher struct {
 	outbox Outbox
 	js     jetstream.JetStream
 	log    *slog.Logger
 	o      PublisherOptions
 
-	healthy atomic.Bool
+	healthy       atomic.Bool
+	lastPublished atomic.Int64 // unix nanoseconds of the last acknowledged publish
+	quarantined   atomic.Int64
 }
 
 // NewPublisher returns a publisher from outbox to js.
@@ -66,12 +90,30 @@ func NewPublisher(outbox Outbox, js jetstream.JetStream, log *slog.Logger, o Pub
 // Healthy reports whether the last attempt to publish succeeded.
 func (p *Publisher) Healthy() bool { return p.healthy.Load() }
 
+// LastPublished returns when JetStream last acknowledged an event (zero
+// before the first).
+func (p *Publisher) LastPublished() time.Time {
+	if n := p.lastPublished.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+const minBackoff = 100 * time.Millisecond
+
 // Run publishes until ctx ends. While NATS is away it retries with capped
-// exponential backoff, saying so in the log once per outage and when it
-// recovers.
+// exponential backoff, cut short when the connection comes back, saying so
+// in the log once per outage and when it recovers.
 func (p *Publisher) Run(ctx context.Context) error {
 	p.healthy.Store(true)
-	backoff := 100 * time.Millisecond
+	// The wait between attempts ends early when the connection is back:
+	// NATS may have been away far longer than the backoff it reached.
+	reconnected := make(chan nats.Status, 1)
+	if nc := p.js.Conn(); nc != nil {
+		reconnected = nc.StatusChanged(nats.CONNECTED)
+		defer nc.RemoveStatusListener(reconnected)
+	}
+	backoff := minBackoff
 	failingSince := time.Time{}
 	// A periodic wake-up covers a signal lost to a full channel between a
 	// drain that found nothing and the next commit.
@@ -90,10 +132,22 @@ func (p *Publisher) Run(ctx context.Context) error {
 			} else {
 				p.log.Debug("publishing events to NATS still failing", "err", err, "retry_in", backoff)
 			}
-			if !sleep(ctx, backoff) {
-				return nil
+			if p.heal(ctx) {
+				backoff = minBackoff
+				continue
 			}
-			backoff = min(backoff*2, p.o.MaxBackoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-reconnected:
+				p.log.Info("NATS connection is back; publishing again")
+				backoff = minBackoff
+			case <-t.C:
+				backoff = min(backoff*2, p.o.MaxBackoff)
+			}
+			t.Stop()
 			continue
 		}
 		if !failingSince.IsZero() {
@@ -101,7 +155,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 			failingSince = time.Time{}
 		}
 		p.healthy.Store(true)
-		backoff = 100 * time.Millisecond
+		backoff = minBackoff
 		if n > 0 {
 			continue // more may be waiting
 		}
@@ -110,8 +164,24 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return nil
 		case <-p.outbox.OutboxReady():
 		case <-tick.C:
+		case <-reconnected:
 		}
 	}
+}
+
+// heal asks the healer to repair the NATS store, reporting whether it did.
+func (p *Publisher) heal(ctx context.Context) bool {
+	if p.o.Healer == nil {
+		return false
+	}
+	healed, err := p.o.Healer.HealStore(ctx)
+	if err != nil {
+		p.log.Debug("the NATS store cannot be repaired yet", "err", err)
+	}
+	if healed {
+		p.log.Info("restarted the NATS store after a write error; publishing again")
+	}
+	return healed
 }
 
 // drain publishes what the outbox holds, one window at a time, and returns
@@ -134,28 +204,47 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 	}
 }
 
-// publishWindow sends rows asynchronously and waits for every ack. Rows are
-// deleted only once acknowledged. A failure stops the window: later rows are
-// not sent, so that after NATS returns events still reach the stream in
-// commit order (the ones already acked stay; their re-publish would be
-// deduplicated anyway).
+// publishWindow sends rows asynchronously, each chained to the one before,
+// and waits for the acks. Rows are deleted only once acknowledged. It
+// stops at the first row that fails: with the chain, JetStream refused the
+// rows after it too, and the next attempt starts again from it. A row that
+// can never become a message, or that JetStream refuses for what it is, is
+// quarantined instead, so that it does not hold back the rows behind it.
 func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(rows))
 	var sendErr error
+	previous := ""
 	for _, row := range rows {
+		if row.Err != nil {
+			if len(futures) == 0 {
+				p.quarantine(row, row.Err)
+				return 0, nil // the next read starts after it
+			}
+			break // after what is in flight
+		}
 		msg, err := events.ToMsg(row.Event)
 		if err != nil {
-			// A row that cannot become a message would block the outbox
-			// forever; it cannot happen for events the store built, so
-			// treat it as the bug it is and stop.
-			return 0, fmt.Errorf("encoding outbox row %d (event %s): %w", row.Key, row.Event.ID(), err)
+			if len(futures) == 0 {
+				p.quarantine(row, fmt.Errorf("encoding: %w", err))
+				return 0, nil
+			}
+			break
 		}
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithExpectStream(events.StreamName))
+		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
+		if previous != "" {
+			opts = append(opts, jetstream.WithExpectLastMsgID(previous))
+		}
+		f, err := p.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
+			if len(futures) == 0 && refusesMessage(err) {
+				p.quarantine(row, err)
+				return 0, nil
+			}
 			sendErr = fmt.Errorf("publishing event %s: %w", row.Event.ID(), err)
 			break
 		}
 		futures = append(futures, f)
+		previous = row.Event.ID()
 	}
 	deadline := time.NewTimer(p.o.AckTimeout)
 	defer deadline.Stop()
@@ -170,6 +259,17 @@ wait:
 				p.o.Observe(rows[i].Event.Time())
 			}
 		case err := <-f.Err():
+			if i == 0 && refusesMessage(err) {
+				p.quarantine(rows[i], err)
+				break wait
+			}
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeWrongLastMsgID {
+				// Everything before it is stored, so another publisher (the
+				// front end of other tenants) came in between: not a
+				// failure. The next window starts from this row.
+				break wait
+			}
 			ackErr = fmt.Errorf("publishing event %s: %w", rows[i].Event.ID(), err)
 			break wait
 		case <-deadline.C:
@@ -181,6 +281,7 @@ wait:
 		}
 	}
 	if len(acked) > 0 {
+		p.lastPublished.Store(time.Now().UnixNano())
 		if err := p.outbox.DeleteOutbox(acked); err != nil {
 			return len(acked), fmt.Errorf("deleting published events from the outbox: %w", err)
 		}
@@ -191,13 +292,40 @@ wait:
 	return len(acked), sendErr
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
+// jsErrCodeWrongLastMsgID is JetStream's answer when the stream's last
+// message is not the one a publish expects.
+const jsErrCodeWrongLastMsgID jetstream.ErrorCode = 10070
+
+// jsErrCodeHeaderExceedsMaximum is JetStream's "header size exceeds
+// maximum allowed", which nats.go has no name for.
+const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
+
+// refusesMessage reports whether JetStream or the client refused a message
+// for what it is, so that publishing it again can never succeed.
+func refusesMessage(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) {
 		return true
 	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum, jsErrCodeHeaderExceedsMaximum:
+			return true
+		}
+	}
+	return false
+}
+
+// quarantine sets a row aside, says so once, and counts it.
+func (p *Publisher) quarantine(row OutboxRow, cause error) {
+	if err := p.outbox.QuarantineOutbox(row.Key, cause.Error()); err != nil {
+		p.log.Error("quarantining an outbox row failed", "key", row.Key, "err", err)
+		return
+	}
+	p.quarantined.Add(1)
+	if p.o.Quarantined != nil {
+		p.o.Quarantined()
+	}
+	p.log.Error("an outbox row cannot be published; it is kept in quarantine and the rows behind it go on",
+		"key", row.Key, "event_id", row.Event.ID(), "err", cause)
 }

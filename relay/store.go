@@ -12,6 +12,7 @@
 //	                          "layout" → u64 version of this layout (2)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
 //	outbox                    u64 commit number → event (structured CloudEvent JSON)
+//	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
 //	subscribers               name → NATS subscriber (JSON: public nkey, subject pattern)
 //	provlog                   the provisioning log (see provlog.go)
@@ -156,6 +157,7 @@ type requirement struct {
 var (
 	bucketMeta     = []byte("meta")
 	bucketOutbox   = []byte("outbox")
+	bucketQuarant  = []byte("quarantine")
 	bucketTokens   = []byte("tokens")
 	bucketTenants  = []byte("tenants")
 	bucketUsers    = []byte("users")
@@ -279,7 +281,7 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) error {
 	case binary.BigEndian.Uint64(v) != layoutVersion:
 		return fmt.Errorf("the file has layout version %d; this build reads version %d", binary.BigEndian.Uint64(v), layoutVersion)
 	}
-	for _, b := range [][]byte{bucketOutbox, bucketTokens, bucketSubscribers} {
+	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

@@ -1,0 +1,215 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// runPublisher runs a publisher on a stream the test set up itself.
+func runPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
+	t.Helper()
+	p := NewPublisher(s, js, log, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx); err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return p
+}
+
+// TestStreamOrderUnderPartialFailure: JetStream refuses one event in the
+// middle of a window (a per-subject limit refuses the second user.updated
+// of one user) and would take the ones after it. They must not overtake
+// it: once the limit is lifted, the stream holds every event in commit
+// order.
+func TestStreamOrderUnderPartialFailure(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute})
+	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Committed before the publisher starts, so that they share a window.
+	first := create(t, s, "acme", user(t, `"userName":"first"`))
+	for i := range 5 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"a%d"`, i)))
+	}
+	mustPatch(t, s, "acme", scim.UserResourceType, first.ID(), `{"op":"replace","path":"title","value":"One"}`)
+	mustPatch(t, s, "acme", scim.UserResourceType, first.ID(), `{"op":"replace","path":"title","value":"Two"}`) // refused while the limit holds
+	for i := range 20 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"b%d"`, i)))
+	}
+	const total = 1 + 5 + 2 + 20
+	p := runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 100 * time.Millisecond})
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p.Healthy() {
+			return fmt.Errorf("the refusal has not happened yet")
+		}
+		if n, _ := s.OutboxDepth(); n != 21 {
+			return fmt.Errorf("outbox holds %d events, want the refused one and the 20 behind it", n)
+		}
+		return nil
+	})
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := st.Info(ctx); info.State.Msgs != 7 {
+		t.Fatalf("the stream took %d events while one was refused, want the 7 before it", info.State.Msgs)
+	}
+	cfg.MaxMsgsPerSubject = 100
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkOrder(t, streamContents(t, js, total))
+}
+
+// TestQuarantine: an outbox row that does not decode, and one that decodes
+// but cannot become a NATS message, are set aside; the rows behind them
+// are published, and the quarantine lists and counts them.
+func TestQuarantine(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "acme", user(t, `"userName":"one"`))
+	corrupt := injectOutboxRow(t, s, []byte(`{"specversion":"1.0","id":`))
+	create(t, s, "acme", user(t, `"userName":"two"`))
+	bad := event.New()
+	bad.SetID("0198f3c2-0000-7000-8000-00000000beef")
+	bad.SetSource("/scim/v2/acme")
+	bad.SetType(events.UserCreated.Type())
+	bad.SetSubject("Users/not.a.token") // a valid CloudEvent, but no NATS subject can carry it
+	bad.SetExtension(events.ExtTenant, "acme")
+	raw, err := json.Marshal(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unencodable := injectOutboxRow(t, s, raw)
+	create(t, s, "acme", user(t, `"userName":"three"`))
+
+	logs := &syncBuffer{}
+	var counted atomic.Int32
+	runPublisher(t, s, js, slog.New(slog.NewTextHandler(logs, nil)), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 100 * time.Millisecond,
+		Quarantined: func() { counted.Add(1) }})
+	list := streamContents(t, js, 3)
+	checkOrder(t, list)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, _ := s.OutboxDepth(); n != 0 {
+			return fmt.Errorf("outbox holds %d", n)
+		}
+		return nil
+	})
+	q, err := s.QuarantinedRows(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 2 || q[0].Key != corrupt || q[1].Key != unencodable || !strings.Contains(q[0].Reason, "decoding") ||
+		!strings.Contains(q[1].Reason, "encoding") || q[1].Row != string(raw) {
+		t.Fatalf("quarantine: %+v", q)
+	}
+	if n, err := s.QuarantineCount(); n != 2 || err != nil || counted.Load() != 2 {
+		t.Fatalf("quarantine count %d (%v), counted %d", n, err, counted.Load())
+	}
+	for _, key := range []uint64{corrupt, unencodable} {
+		if n := strings.Count(logs.String(), fmt.Sprintf("key=%d ", key)); n != 1 {
+			t.Errorf("row %d is in the log %d times, want once:\n%s", key, n, logs.String())
+		}
+	}
+}
+
+// injectOutboxRow writes a row into the outbox the way emit does, with
+// whatever bytes the test wants.
+func injectOutboxRow(t testing.TB, s *Store, row []byte) uint64 {
+	t.Helper()
+	var key uint64
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if key, err = increment(tx.Bucket(bucketMeta), keyOutboxCounter); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOutbox).Put(u64(key), row)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.depth.Add(1)
+	return key
+}
+
+// TestPublisherWakesOnReconnect keeps NATS away long enough for the
+// publisher's backoff to grow to several seconds, then brings it back:
+// publishing resumes within two seconds of the reconnection, not after the
+// backoff.
+func TestPublisherWakesOnReconnect(t *testing.T) {
+	s, _, _ := openStore(t)
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	ns := eventstest.RunServerAt(t, dir, port)
+	log := slog.New(slog.DiscardHandler)
+	nc, err := natsbus.Connect(natsbus.Options{URL: ns.ClientURL(), ConnectTimeout: time.Second}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	p := runPublisher(t, s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 30 * time.Second})
+	create(t, s, "acme", user(t, `"userName":"before"`))
+	streamContents(t, js, 1)
+
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	// Writes go on through an outage long enough for the backoff to reach
+	// 6.4 s (0.1 + 0.2 + … + 3.2 s of waiting).
+	for start, i := time.Now(), 0; time.Since(start) < 7*time.Second; i++ {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"during%d"`, i)))
+	}
+	eventstest.RunServerAt(t, dir, port)
+	var back time.Time
+	select {
+	case <-reconnected:
+		back = time.Now()
+	case <-time.After(30 * time.Second):
+		t.Fatal("the connection did not come back")
+	}
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if !p.LastPublished().After(back) {
+			return fmt.Errorf("nothing published since the reconnection")
+		}
+		return nil
+	})
+	if lag := p.LastPublished().Sub(back); lag > 2*time.Second {
+		t.Fatalf("publishing resumed %s after the reconnection, want within 2 s", lag)
+	}
+	t.Logf("publishing resumed %s after the reconnection", p.LastPublished().Sub(back).Round(time.Millisecond))
+}
