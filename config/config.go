@@ -102,6 +102,9 @@ type Stream struct {
 	Replicas   int      `yaml:"replicas"`
 	MaxAge     Duration `yaml:"max_age"`
 	Duplicates Duration `yaml:"duplicates"`
+	// Partitions is how many partitions the stream spreads resources over;
+	// each is a consumer per sink, delivered by one worker at a time.
+	Partitions int `yaml:"partitions"`
 }
 
 // Limits protect the SCIM listener.
@@ -191,7 +194,7 @@ func Default() *Config {
 		NATS: NATS{
 			Listen:         "127.0.0.1:4222",
 			ConnectTimeout: Duration(5 * time.Second),
-			Stream:         Stream{MaxAge: Duration(7 * 24 * time.Hour), Duplicates: Duration(10 * time.Minute)},
+			Stream:         Stream{MaxAge: Duration(7 * 24 * time.Hour), Duplicates: Duration(10 * time.Minute), Partitions: 16},
 		},
 		Limits: Limits{
 			Rate:              200,

@@ -11,14 +11,21 @@ import (
 // Metrics are the store's Prometheus series: the outbox and its publisher,
 // the provisioning log, tokens.
 type Metrics struct {
-	publishLag prometheus.Histogram
-	published  prometheus.Counter
+	reg         prometheus.Registerer
+	publishLag  prometheus.Histogram
+	published   prometheus.Counter
+	quarantined prometheus.Counter
 }
 
 // NewMetrics registers the store's metrics. The outbox, token and log
 // series are read from s and l when scraped.
 func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 	m := &Metrics{
+		reg: reg,
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scimrelay", Subsystem: "outbox", Name: "quarantined_total",
+			Help: "Outbox rows set aside because they can never be published (see GET /admin/v1/outbox/quarantine).",
+		}),
 		publishLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "publish_lag_seconds",
 			Help:    "Time from a change's commit to JetStream's acknowledgement of its event.",
@@ -29,7 +36,17 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			Help: "Events published to JetStream and removed from the outbox.",
 		}),
 	}
-	reg.MustRegister(m.publishLag, m.published,
+	reg.MustRegister(m.publishLag, m.published, m.quarantined,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "outbox", Name: "quarantine",
+			Help: "Outbox rows in quarantine now.",
+		}, func() float64 {
+			n, err := s.QuarantineCount()
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "depth",
 			Help: "Committed events waiting to be published (grows while NATS is away).",
@@ -49,6 +66,24 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		}, func() float64 { return float64(l.Dropped()) }))
 	}
 	return m
+}
+
+// ObserveQuarantined records an outbox row put in quarantine.
+func (m *Metrics) ObserveQuarantined() { m.quarantined.Inc() }
+
+// WatchPublisher exports when p last published, so that an alert (or a
+// test) can see publishing resume after NATS comes back.
+func (m *Metrics) WatchPublisher(p *Publisher) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "scimrelay", Subsystem: "outbox", Name: "last_published_timestamp_seconds",
+		Help: "When JetStream last acknowledged an event from the outbox (unix seconds; 0 before the first).",
+	}, func() float64 {
+		t := p.LastPublished()
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.UnixNano()) / 1e9
+	}))
 }
 
 // ObservePublished records an event JetStream acknowledged.

@@ -11,6 +11,7 @@
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (2)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
+//	                          "probe"  → time of the last write that checked for disk space
 //	outbox                    u64 commit number → event (structured CloudEvent JSON)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
@@ -65,6 +66,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -129,6 +131,12 @@ type Store struct {
 	tokens   *tokenCache
 	oauthKey []byte // signs access tokens (clients.go)
 
+	// full is set when a write failed for want of disk space, and cleared
+	// by the next write that succeeds.
+	full      atomic.Bool
+	probeMu   sync.Mutex
+	lastProbe time.Time
+
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -176,6 +184,7 @@ var (
 		ixUserName, ixEmail, ixWorkEmail, ixUserExt, ixGroupExt, ixDisplayName}
 	keyOutboxCounter = []byte("outbox")
 	keyLayout        = []byte("layout")
+	keyProbe         = []byte("probe")
 	keySequence      = []byte("sequence")
 )
 
@@ -485,6 +494,38 @@ func (s *Store) HasTenant(name string) bool {
 	return ok
 }
 
+// diskFull reports whether err means the disk (or the quota) has no room.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Writable reports whether the store can commit writes. After a write
+// failed for want of space it tries a small write itself (at most once a
+// second), so that it says so again as soon as there is room, even before
+// a SCIM request comes.
+func (s *Store) Writable() error {
+	if !s.full.Load() {
+		return nil
+	}
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if time.Since(s.lastProbe) < time.Second {
+		return errors.New("the data disk is full")
+	}
+	s.lastProbe = time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(s.now().UTC().Format(time.RFC3339Nano)))
+	})
+	switch {
+	case err == nil:
+		s.full.Store(false)
+		return nil
+	case diskFull(err):
+		return errors.New("the data disk is full")
+	}
+	return fmt.Errorf("writing to the data file: %w", err)
+}
+
 // Tenants returns the names of the configured tenants.
 func (s *Store) Tenants() []string {
 	out := make([]string, 0, len(s.tenants))
@@ -516,8 +557,14 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		return fn(tx, w)
 	})
 	if err != nil {
+		if diskFull(err) {
+			s.full.Store(true)
+			s.log.Error("the data disk is full; SCIM writes are refused until there is room", "err", err)
+			return scim.WriteResult{}, scim.Errorf(scim.ErrInsufficientStorage, "the relay's data disk is full: the change was not saved; retry later")
+		}
 		return scim.WriteResult{}, err
 	}
+	s.full.Store(false)
 	if w.refused != nil {
 		return scim.WriteResult{}, w.refused
 	}

@@ -48,6 +48,9 @@ var (
 	ErrInternal           = &Error{Status: 500}
 	ErrNotImplemented     = &Error{Status: 501}
 	ErrUnavailable        = &Error{Status: 503}
+	// ErrInsufficientStorage is RFC 7644 §3.12's 507: the service provider
+	// has no room to store the change.
+	ErrInsufficientStorage = &Error{Status: 507}
 )
 
 // Errorf returns an error of kind's status and scimType with a formatted detail.

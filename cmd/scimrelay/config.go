@@ -282,6 +282,7 @@ func streamOptions(cfg *config.Config) events.StreamOptions {
 		Replicas:   cfg.NATS.Stream.Replicas,
 		MaxAge:     time.Duration(cfg.NATS.Stream.MaxAge),
 		Duplicates: time.Duration(cfg.NATS.Stream.Duplicates),
+		Partitions: cfg.NATS.Stream.Partitions,
 	}
 }
 

@@ -224,8 +224,9 @@ func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := events.Subject(events.Tenant(e), a); m.Subject != want {
-			t.Errorf("event %s on subject %s, want %s", e.ID(), m.Subject, want)
+		id, _ := events.ResourceID(e)
+		if stored, err := events.ParseStoredSubject(m.Subject); err != nil || stored.Tenant != events.Tenant(e) || stored.Action != a || stored.ResourceID != id {
+			t.Errorf("event %s on subject %s, want %s.<partition> (%v)", e.ID(), m.Subject, events.Subject(events.Tenant(e), a, id), err)
 		}
 		out = append(out, streamed{a, e.ID(), e.Subject(), events.Tenant(e), s, ss, e.Time(), d})
 	}

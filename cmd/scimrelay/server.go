@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,7 +64,9 @@ type server struct {
 	reqMetrics *httpmw.RequestMetrics
 	sinks      *sinks.Manager
 	jobs       *jobs.Runner // the admin API's redrives and replays
+	healer     *natsbus.StoreHealer // embedded NATS only
 	adminToken string
+	stopping   atomic.Bool // set when shutdown begins: no longer ready
 
 	scimHTTP, adminHTTP *http.Server
 	scimLn, adminLn     net.Listener
@@ -133,7 +136,12 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		s.reqLog = relay.NewRequestLog(s.store, time.Duration(cfg.ProvisioningLog.Retention), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
-		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), relay.PublisherOptions{Observe: s.metrics.ObservePublished})
+		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined}
+		if s.healer != nil {
+			po.Healer = s.healer
+		}
+		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), po)
+		s.metrics.WatchPublisher(s.publisher)
 		if s.scimLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("SCIM listener: %w", err)
 		}
@@ -167,6 +175,9 @@ func (s *server) connectNATS(ctx context.Context) error {
 			return err
 		}
 		if s.natsServer, err = natsbus.StartEmbedded(o, admin.BusSubscribers(subscribers), s.log); err != nil {
+			return err
+		}
+		if s.healer, err = natsbus.NewStoreHealer(s.natsServer.Server(), o, s.log); err != nil {
 			return err
 		}
 		if url := s.natsServer.ClientURL(); url != "" {
@@ -343,26 +354,59 @@ func (s *server) adminHandler() http.Handler {
 		},
 		Events: s.js,
 		Jobs:   s.jobs,
-		Checks: []admin.Check{{Name: "nats", Check: func(context.Context) error {
-			if s.nc == nil || !s.nc.IsConnected() {
-				return errors.New("not connected to NATS")
-			}
-			return nil
-		}}, {Name: "sinks", Check: s.sinks.Ready}},
+		Checks: s.readinessChecks(),
 	}
 	o.Subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
 	o.Tenants = s.tenantInfos()
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
-		o.Checks = append(o.Checks, admin.Check{Name: "store", Check: func(context.Context) error { return s.store.Ping() }},
-			admin.Check{Name: "publisher", Check: func(context.Context) error {
-				if !s.publisher.Healthy() {
-					return errors.New("the last attempt to publish events failed; they wait in the outbox")
-				}
-				return nil
-			}})
+		o.Quarantine = s.store
 	}
 	return admin.NewHandler(o)
+}
+
+// readinessChecks are what /readyz asks, by role. A SCIM front end (roles
+// all and scim) is ready when it can commit writes: NATS, the publisher
+// and the sinks are listed but do not gate it, since the outbox keeps
+// every write while they are away. A delivery worker (role sinks) is ready
+// when its workers deliver.
+func (s *server) readinessChecks() []admin.Check {
+	checks := []admin.Check{{Name: "shutdown", Check: func(context.Context) error {
+		if s.stopping.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	}}}
+	scimRole := s.store != nil
+	if scimRole {
+		checks = append(checks, admin.Check{Name: "store", Check: func(context.Context) error {
+			if err := s.store.Ping(); err != nil {
+				return err
+			}
+			return s.store.Writable()
+		}})
+	}
+	checks = append(checks, admin.Check{Name: "nats", Informational: scimRole, Check: func(context.Context) error {
+		if s.nc == nil || !s.nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		if s.healer != nil {
+			return s.healer.WriteError()
+		}
+		return nil
+	}})
+	if scimRole {
+		checks = append(checks, admin.Check{Name: "publisher", Informational: true, Check: func(context.Context) error {
+			if !s.publisher.Healthy() {
+				return errors.New("the last attempt to publish events failed; they wait in the outbox")
+			}
+			return nil
+		}})
+	}
+	if s.role != roleSCIM {
+		checks = append(checks, admin.Check{Name: "sinks", Informational: scimRole, Check: s.sinks.Ready})
+	}
+	return checks
 }
 
 func (s *server) scimHandler() http.Handler {
@@ -461,6 +505,7 @@ func (s *server) run(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
+		s.stopping.Store(true)
 		s.log.Info("shutting down")
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

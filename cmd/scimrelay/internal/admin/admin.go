@@ -24,10 +24,14 @@ import (
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
-// Check is one readiness check: nil when ready.
+// Check is one readiness check: nil when ready. An informational check
+// does not gate /readyz (a SCIM front end keeps taking writes while NATS
+// is away: that is what the outbox is for); /readyz?verbose lists it and
+// /readyz/<name> answers it alone.
 type Check struct {
-	Name  string
-	Check func(ctx context.Context) error
+	Name          string
+	Check         func(ctx context.Context) error
+	Informational bool
 }
 
 // Options configures the admin handler. A nil service is answered with
@@ -54,6 +58,8 @@ type Options struct {
 	Events jetstream.JetStream
 	// Jobs runs redrives and replays in the background.
 	Jobs *jobs.Runner
+	// Quarantine lists the outbox rows that could not be published.
+	Quarantine Quarantine
 }
 
 // Handler serves the admin listener.
@@ -81,6 +87,7 @@ func NewHandler(o Options) *Handler {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	h.mux.HandleFunc("GET /readyz", h.ready)
+	h.mux.HandleFunc("GET /readyz/{check}", h.readyCheck)
 	if o.Metrics != nil {
 		h.mux.Handle("GET /metrics", o.Metrics)
 	}
@@ -106,6 +113,7 @@ func NewHandler(o Options) *Handler {
 	h.api("POST /admin/v1/sinks/{sink}/replay", h.replay)
 	h.api("GET /admin/v1/deliveries", h.deliveries)
 	h.api("GET /admin/v1/jobs/{id}", h.job)
+	h.api("GET /admin/v1/outbox/quarantine", h.listQuarantine)
 	// Profiles, for when the relay is slow and nobody knows why; behind the
 	// admin token like the rest of the API.
 	for _, p := range []string{"GET /debug/pprof/", "GET /debug/pprof/profile", "GET /debug/pprof/trace"} {
@@ -160,33 +168,114 @@ func profile(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// Readiness is the answer of /readyz: ready when every check passes.
+// Readiness is the answer of /readyz in JSON (?format=json, or Accept:
+// application/json): ready when every gating check passes.
 type Readiness struct {
 	Ready  bool          `json:"ready"`
 	Checks []CheckResult `json:"checks"`
 }
 
-// CheckResult is one readiness check's outcome.
+// CheckResult is one readiness check's outcome. An informational check does
+// not gate readiness.
 type CheckResult struct {
-	Name  string `json:"name"`
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
+	Name          string `json:"name"`
+	OK            bool   `json:"ok"`
+	Error         string `json:"error,omitempty"`
+	Informational bool   `json:"informational,omitempty"`
 }
 
-func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
+// readiness runs checks.
+func readiness(ctx context.Context, checks []Check) Readiness {
 	res := Readiness{Ready: true, Checks: []CheckResult{}}
-	for _, c := range h.o.Checks {
-		cr := CheckResult{Name: c.Name, OK: true}
+	for _, c := range checks {
+		cr := CheckResult{Name: c.Name, OK: true, Informational: c.Informational}
 		if err := c.Check(ctx); err != nil {
-			cr.OK, cr.Error, res.Ready = false, err.Error(), false
+			cr.OK, cr.Error = false, err.Error()
+			res.Ready = res.Ready && c.Informational
 		}
 		res.Checks = append(res.Checks, cr)
 	}
+	return res
+}
+
+// ready answers the way Kubernetes' own /readyz does: 200 "ok" when every
+// gating check passes, else 503 naming the failing ones; ?verbose lists
+// every check, [+] passed or [-] failed. The console asks for JSON.
+func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	res := readiness(ctx, h.o.Checks)
 	status := http.StatusOK
 	if !res.Ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, res)
+	if wantsJSON(r) {
+		writeJSON(w, status, res)
+		return
+	}
+	_, verbose := r.URL.Query()["verbose"]
+	var b strings.Builder
+	for _, c := range res.Checks {
+		if verbose || (!c.OK && !c.Informational) {
+			b.WriteString(checkLine(c))
+		}
+	}
+	switch {
+	case !res.Ready:
+		b.WriteString("readyz check failed\n")
+	case verbose:
+		b.WriteString("readyz check passed\n")
+	default:
+		b.WriteString("ok\n")
+	}
+	writeText(w, status, b.String())
+}
+
+// readyCheck answers one check alone: 200 when it passes, 503 when not,
+// whether or not it gates /readyz.
+func (h *Handler) readyCheck(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("check")
+	var names []string
+	for _, c := range h.o.Checks {
+		names = append(names, c.Name)
+		if c.Name != name {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		res := readiness(ctx, []Check{c})
+		status := http.StatusOK
+		if !res.Checks[0].OK {
+			status = http.StatusServiceUnavailable
+		}
+		if wantsJSON(r) {
+			writeJSON(w, status, res.Checks[0])
+			return
+		}
+		writeText(w, status, checkLine(res.Checks[0]))
+		return
+	}
+	writeText(w, http.StatusNotFound, fmt.Sprintf("no readiness check %q; this relay has %s\n", name, strings.Join(names, ", ")))
+}
+
+func wantsJSON(r *http.Request) bool {
+	return r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json")
+}
+
+func checkLine(c CheckResult) string {
+	line := "[+]" + c.Name + " ok"
+	if !c.OK {
+		line = "[-]" + c.Name + " failed: " + c.Error
+	}
+	if c.Informational {
+		line += " (does not gate readiness)"
+	}
+	return line + "\n"
+}
+
+func writeText(w http.ResponseWriter, status int, text string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, text)
 }
