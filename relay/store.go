@@ -11,7 +11,6 @@
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (2)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
-//	                          "probe"  → time of the last write that checked for disk space
 //	outbox                    u64 commit number → event (structured CloudEvent JSON)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
@@ -72,6 +71,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/scimrelay/scimrelay/internal/disk"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
 )
@@ -132,10 +132,9 @@ type Store struct {
 	oauthKey []byte // signs access tokens (clients.go)
 
 	// full is set when a write failed for want of disk space, and cleared
-	// by the next write that succeeds.
-	full      atomic.Bool
-	probeMu   sync.Mutex
-	lastProbe time.Time
+	// by the next write that succeeds or when the disk has room again.
+	full atomic.Bool
+	dir  string // the data file's directory
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -184,7 +183,6 @@ var (
 		ixUserName, ixEmail, ixWorkEmail, ixUserExt, ixGroupExt, ixDisplayName}
 	keyOutboxCounter = []byte("outbox")
 	keyLayout        = []byte("layout")
-	keyProbe         = []byte("probe")
 	keySequence      = []byte("sequence")
 )
 
@@ -244,6 +242,7 @@ func Open(path string, o Options) (*Store, error) {
 		tenants:   tenants,
 		ready:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
+		dir:       filepath.Dir(path),
 	}
 	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, tenants) }); err != nil {
 		_ = db.Close()
@@ -499,32 +498,27 @@ func diskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-// Writable reports whether the store can commit writes. After a write
-// failed for want of space it tries a small write itself (at most once a
-// second), so that it says so again as soon as there is room, even before
-// a SCIM request comes.
+// Writable reports whether the store can commit writes: after a write
+// failed for want of space, not until the data file's disk has room again
+// (a write that succeeds says so too).
 func (s *Store) Writable() error {
 	if !s.full.Load() {
 		return nil
 	}
-	s.probeMu.Lock()
-	defer s.probeMu.Unlock()
-	if time.Since(s.lastProbe) < time.Second {
-		return errors.New("the data disk is full")
-	}
-	s.lastProbe = time.Now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyProbe, []byte(s.now().UTC().Format(time.RFC3339Nano)))
-	})
+	free, err := disk.Free(s.dir)
 	switch {
-	case err == nil:
-		s.full.Store(false)
-		return nil
-	case diskFull(err):
-		return errors.New("the data disk is full")
+	case err != nil:
+		return fmt.Errorf("the data disk was full; its free space is unknown: %w", err)
+	case free < minFreeToWrite:
+		return fmt.Errorf("the data disk is full (%d KiB free)", free>>10)
 	}
-	return fmt.Errorf("writing to the data file: %w", err)
+	s.full.Store(false)
+	return nil
 }
+
+// minFreeToWrite is the room the data disk needs before the store says it
+// can write again: a batch of writes and the pages bbolt copies for it.
+const minFreeToWrite = 4 << 20
 
 // Tenants returns the names of the configured tenants.
 func (s *Store) Tenants() []string {

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,16 +17,18 @@ import (
 )
 
 // TestScaleOut runs the production shape in one process: a 3-node NATS
-// cluster with R3 streams, a relay in role scim and two in role sinks. Every
-// event reaches the webhook at least once and the two workers share the work;
-// then the NATS node leading the stream and one worker stop mid-run, and
-// nothing is lost.
+// cluster with R3 streams, a relay in role scim and two in role sinks, a
+// receiver taking 2 ms per request. Every event reaches the webhook, no
+// event of a resource arrives before the previous one was answered, and the
+// two workers share the work; then the NATS node leading the stream and one
+// worker stop mid-run, and still nothing is lost and order holds.
 func TestScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-node NATS cluster and three relays")
 	}
 	nodes := eventstest.RunCluster(t, 3)
 	h := newHook(t)
+	h.latency = 2 * time.Millisecond
 	configure := func() *config.Config {
 		cfg := testConfig(t, t.TempDir())
 		cfg.NATS.URL = eventstest.ClusterURLs(nodes)
@@ -50,10 +53,20 @@ func TestScaleOut(t *testing.T) {
 			front.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Add","path":"members","value":[{"value":"`+id+`"}]}]}`).want(t, 204)
 			front.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"title","value":"Guide"}]}`).want(t, 200)
 		}
-		writes += 3*users + 1
+		// A group created with its members commits group.created and one
+		// member_added per member together: a burst on one resource.
+		members := make([]string, len(ids))
+		for i, id := range ids {
+			members[i] = `{"value":"` + id + `"}`
+		}
+		front.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"`+prefix+`-all","members":[`+strings.Join(members, ",")+`]}`).want(t, 201)
+		writes += 3*users + 1 + 1 + users
 	}
 	provision("first", 60)
 	waitDelivered(t, h, writes)
+	if v := h.orderViolation(); v != "" {
+		t.Fatal(v)
+	}
 	d1, d2 := delivered(t, worker1), delivered(t, worker2)
 	if d1 == 0 || d2 == 0 || d1+d2 < float64(writes) {
 		t.Fatalf("worker 1 delivered %v, worker 2 %v, of %d events; both should share the work", d1, d2, writes)
@@ -70,6 +83,9 @@ func TestScaleOut(t *testing.T) {
 	worker1.stop()
 	provision("second", 40)
 	waitDelivered(t, h, writes)
+	if v := h.orderViolation(); v != "" {
+		t.Fatal(v)
+	}
 	t.Logf("%d events delivered; the leader %s and worker 1 stopped half way", writes, leader)
 }
 

@@ -285,35 +285,3 @@ func TestConcurrentCreatesOverHTTP(t *testing.T) {
 		t.Fatalf("statuses %v, want one 201 and nineteen 409", count)
 	}
 }
-
-// TestNATSOutageOverHTTP stops the external NATS the relay publishes to while
-// Entra keeps writing: every request is still answered 201, and when NATS is
-// back every event reaches the stream, in sequence order.
-func TestNATSOutageOverHTTP(t *testing.T) {
-	dir := t.TempDir()
-	port := eventstest.FreePort(t)
-	ns := eventstest.RunServerAt(t, dir, port)
-	cfg := testConfig(t, t.TempDir())
-	cfg.NATS.URL = ns.ClientURL()
-	p := startRelay(t, cfg, roleAll)
-	post := func(name string) {
-		t.Helper()
-		p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
-	}
-	for i := 0; i < 10; i++ {
-		post(fmt.Sprintf("before%d", i))
-	}
-	readStream(t, p.srv.js, 10)
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	for i := 0; i < 40; i++ {
-		post(fmt.Sprintf("during%d", i))
-	}
-	eventstest.RunServerAt(t, dir, port)
-	got := readStream(t, p.srv.js, 50)
-	for i, e := range got {
-		if e.seq != uint64(i+1) {
-			t.Fatalf("event %d has sequence %d", i, e.seq)
-		}
-	}
-}

@@ -491,6 +491,9 @@ func (s *server) run(ctx context.Context) error {
 	// what in-flight requests commit is still published.
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
+	if s.healer != nil {
+		g.Go(func() error { s.healer.Watch(workCtx, 2*time.Second); return nil })
+	}
 	if s.publisher != nil {
 		g.Go(func() error { return s.publisher.Run(workCtx) })
 		g.Go(func() error { return s.reqLog.Run(workCtx) })

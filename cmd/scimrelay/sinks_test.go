@@ -19,6 +19,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -33,10 +34,15 @@ type hook struct {
 	types []string // ce-type of each verified delivery, in arrival order
 	at    map[string]time.Time
 	ids   map[string]int // deliveries per event id
+	// Order per resource: the highest subjectseq answered 2xx per subject,
+	// and the first event that arrived before its predecessor was answered.
+	answered  map[string]uint64
+	violation string
+	latency   time.Duration // how long the receiver takes to answer
 }
 
 func newHook(t testing.TB) *hook {
-	h := &hook{t: t, at: map[string]time.Time{}, ids: map[string]int{}}
+	h := &hook{t: t, at: map[string]time.Time{}, ids: map[string]int{}, answered: map[string]uint64{}}
 	wh, err := standardwebhooks.NewWebhook(sinkSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -65,12 +71,21 @@ func newHook(t testing.TB) *hook {
 				t.Error(err)
 			}
 		}
+		seq, _ := events.SubjectSeq(*e)
 		h.mu.Lock()
 		h.types = append(h.types, e.Subject()+" "+strings.TrimPrefix(e.Type(), "io.scimrelay."))
 		h.ids[e.ID()]++
 		if _, seen := h.at[e.Subject()]; !seen {
 			h.at[e.Subject()] = time.Now()
 		}
+		if seq > h.answered[e.Subject()]+1 && h.violation == "" {
+			h.violation = fmt.Sprintf("%s: event %d arrived before %d was answered", e.Subject(), seq, h.answered[e.Subject()]+1)
+		}
+		latency := h.latency
+		h.mu.Unlock()
+		time.Sleep(latency) // the receiver's own latency, not a wait for anything
+		h.mu.Lock()
+		h.answered[e.Subject()] = max(h.answered[e.Subject()], seq)
 		h.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -83,6 +98,26 @@ func (h *hook) distinct() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.ids)
+}
+
+// orderViolation returns the first event that overtook its predecessor, "" when none did.
+func (h *hook) orderViolation() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.violation
+}
+
+// repeated returns the events that arrived more than once.
+func (h *hook) repeated() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, c := range h.ids {
+		if c > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 func (h *hook) received() []string {
@@ -135,6 +170,9 @@ func TestWebhooksEndToEnd(t *testing.T) {
 	}
 	if got := strings.Join(perSubject["Groups/"+gid], ","); got != "group.created,group.member_added,group.member_removed" {
 		t.Errorf("group events in order: %s", got)
+	}
+	if v := all.orderViolation(); v != "" {
+		t.Error(v)
 	}
 	got := usersOnly.received()
 	sort.Strings(got)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scimrelay/scimrelay/internal/disk"
 )
 
 // StoreHealer brings the embedded server's JetStream back after a write
@@ -57,11 +59,29 @@ func (h *StoreHealer) WriteError() error {
 	}
 	health := h.s.Healthz(&server.HealthzOptions{Details: true})
 	for _, e := range health.Errors {
-		if e.Type == server.HealthzErrorStream && strings.Contains(e.Error, "write error") {
+		if strings.Contains(e.Error, "write error") {
 			return errors.New(e.Error)
 		}
 	}
 	return nil
+}
+
+// Watch heals the store whenever it is stuck, until ctx ends: a consumer
+// or a bucket can be stuck on a write error while the relay publishes
+// nothing that would notice.
+func (h *StoreHealer) Watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := h.HealStore(ctx); err != nil {
+			h.log.Debug("the NATS store cannot be repaired yet", "err", err)
+		}
+	}
 }
 
 // HealStore restarts JetStream if it cannot store events (see WriteError)
@@ -76,7 +96,7 @@ func (h *StoreHealer) HealStore(ctx context.Context) (bool, error) {
 	if since := time.Since(h.last); since < healInterval {
 		return false, fmt.Errorf("%w (restarted JetStream %s ago)", stuck, since.Round(time.Millisecond))
 	}
-	if free, err := freeSpace(h.storeDir); err == nil && free < h.minFree {
+	if free, err := disk.Free(h.storeDir); err == nil && free < h.minFree {
 		return false, fmt.Errorf("%w; the NATS store %s has %d KiB free, waiting for %d KiB", stuck, h.storeDir, free>>10, h.minFree>>10)
 	}
 	if err := ctx.Err(); err != nil {

@@ -1,12 +1,12 @@
 //go:build unix
 
-package natsbus
+package disk
 
 import "syscall"
 
-// freeSpace returns the bytes an unprivileged process may still write on
-// the file system holding dir.
-func freeSpace(dir string) (uint64, error) {
+// Free returns the bytes an unprivileged process may still write on the
+// file system holding dir.
+func Free(dir string) (uint64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, err

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// get answers a GET on the admin listener: status and body.
+func (p *relayProc) get(path string) (int, string) {
+	p.t.Helper()
+	res, err := http.Get(p.adminURL + path)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
+}
+
+// wantStatus polls an admin path until it answers status.
+func (p *relayProc) wantStatus(path string, status int, within time.Duration) string {
+	p.t.Helper()
+	var body string
+	eventstest.CheckFor(p.t, within, 20*time.Millisecond, func() error {
+		var got int
+		if got, body = p.get(path); got != status {
+			return fmt.Errorf("GET %s: %d %q, want %d", path, got, body, status)
+		}
+		return nil
+	})
+	return body
+}
+
+// metric reads a gauge or counter (summed over its labels) from the relay's registry.
+func metric(t *testing.T, p *relayProc, name string) float64 {
+	t.Helper()
+	families, err := p.srv.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			total += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
+
+func (p *relayProc) createUser(t *testing.T, name string) string {
+	t.Helper()
+	return p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201).str("id")
+}
+
+// TestNATSOutageOverHTTP stops the external NATS the relay publishes to for
+// 20 seconds while Entra keeps writing: every request is answered 201, the
+// relay stays ready (it can take writes) while saying NATS is away, and
+// when NATS is back publishing resumes within 2 s, every event reaches the
+// stream in sequence order and the webhook once, in order per resource.
+func TestNATSOutageOverHTTP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keeps NATS away for 20 s")
+	}
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	ns := eventstest.RunServerAt(t, dir, port)
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	writes := 0
+	for i := range 10 {
+		p.createUser(t, fmt.Sprintf("before%d", i))
+		writes++
+	}
+	waitDelivered(t, h, writes)
+
+	reconnected := p.srv.nc.StatusChanged(nats.CONNECTED)
+	defer p.srv.nc.RemoveStatusListener(reconnected)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	// Entra keeps writing for 20 s, a request every 20 ms or so.
+	tick := time.NewTicker(20 * time.Millisecond)
+	for start := time.Now(); time.Since(start) < 20*time.Second; <-tick.C {
+		p.createUser(t, fmt.Sprintf("during%d", writes))
+		writes++
+	}
+	tick.Stop()
+	if status, body := p.get("/readyz"); status != 200 {
+		t.Fatalf("/readyz answered %d during the outage, want 200 (SCIM writes are taken): %s", status, body)
+	}
+	if status, _ := p.get("/readyz/nats"); status != 503 {
+		t.Fatalf("/readyz/nats answered %d during the outage, want 503", status)
+	}
+	if _, body := p.get("/readyz?verbose"); !strings.Contains(body, "[-]nats failed") || !strings.Contains(body, "[+]store ok") || !strings.Contains(body, "[-]publisher failed") {
+		t.Fatalf("/readyz?verbose during the outage:\n%s", body)
+	}
+
+	eventstest.RunServerAt(t, dir, port)
+	var back time.Time
+	select {
+	case <-reconnected:
+		back = time.Now()
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not reconnect")
+	}
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if last := metric(t, p, "scimrelay_outbox_last_published_timestamp_seconds"); last < float64(back.UnixNano())/1e9 {
+			return errors.New("nothing published since the reconnection")
+		}
+		return nil
+	})
+	lag := time.Duration(metric(t, p, "scimrelay_outbox_last_published_timestamp_seconds")*1e9) - time.Duration(back.UnixNano())
+	if lag > 2*time.Second {
+		t.Fatalf("publishing resumed %s after the reconnection, want within 2 s", lag)
+	}
+	got := readStream(t, p.srv.js, writes)
+	for i, e := range got {
+		if e.seq != uint64(i+1) {
+			t.Fatalf("event %d has sequence %d", i, e.seq)
+		}
+	}
+	waitDelivered(t, h, writes)
+	if v := h.orderViolation(); v != "" {
+		t.Fatal(v)
+	}
+	if n := h.repeated(); n > 0 {
+		t.Fatalf("%d events reached the webhook more than once", n)
+	}
+	t.Logf("%d writes; publishing resumed %s after the reconnection", writes, lag.Round(time.Millisecond))
+}
+
+// TestReadinessByRole: /readyz is the role's job. A SCIM front end stays
+// ready while NATS is away; a delivery worker does not. Each check answers
+// alone at /readyz/<check>.
+func TestReadinessByRole(t *testing.T) {
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	ns := eventstest.RunServerAt(t, dir, port)
+	h := newHook(t)
+	configure := func() *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL = ns.ClientURL()
+		withSink(cfg, "crm", h.URL, nil)
+		return cfg
+	}
+	front := startRelay(t, configure(), roleSCIM)
+	worker := startRelay(t, configure(), roleSinks)
+	if body := front.wantStatus("/readyz", 200, 10*time.Second); body != "ok\n" {
+		t.Fatalf("/readyz: %q", body)
+	}
+	body := front.wantStatus("/readyz?verbose", 200, time.Second)
+	for _, want := range []string{"[+]shutdown ok\n", "[+]store ok\n", "[+]nats ok (does not gate readiness)\n", "[+]publisher ok (does not gate readiness)\n", "readyz check passed\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the SCIM front end's /readyz?verbose lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "sinks") {
+		t.Errorf("role scim runs no sinks but lists them:\n%s", body)
+	}
+	worker.wantStatus("/readyz", 200, 20*time.Second)
+	worker.wantStatus("/readyz/sinks", 200, time.Second)
+	if status, body := worker.get("/readyz/store"); status != 404 || !strings.Contains(body, "sinks") {
+		t.Errorf("role sinks has no store, yet /readyz/store answered %d %q", status, body)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	worker.wantStatus("/readyz", 503, 10*time.Second)
+	front.wantStatus("/readyz/nats", 503, 10*time.Second)
+	front.wantStatus("/readyz", 200, time.Second)
+	front.createUser(t, "while-away") // and it does take writes
+	front.wantStatus("/readyz/publisher", 503, 20*time.Second)
+	front.wantStatus("/readyz", 200, time.Second)
+
+	eventstest.RunServerAt(t, dir, port)
+	worker.wantStatus("/readyz", 200, 30*time.Second)
+	front.wantStatus("/readyz/publisher", 200, 30*time.Second)
+	waitDelivered(t, h, 1)
+}
+
+// mountTmpfs mounts a tmpfs of size at dir for the test, or skips it.
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs to fill needs root")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs at %s: %v: %s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmounting %s: %v: %s", dir, err, out)
+		}
+	})
+}
+
+// fill writes a file in dir until the file system has no room left, and
+// returns its path.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, chunk := range []int{1 << 20, 4 << 10, 512} {
+		buf := make([]byte, chunk)
+		for {
+			if _, err := f.Write(buf); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	return path
+}
+
+// TestDiskFullDataFile fills the data file's disk: SCIM writes are answered
+// 507 with a SCIM error saying why, /readyz turns 503; when room comes
+// back, both recover without a restart.
+func TestDiskFullDataFile(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	mountTmpfs(t, dataDir, "24m")
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, dataDir)
+	cfg.NATS.URL = ns.ClientURL()
+	p := startRelay(t, cfg, roleAll)
+	p.createUser(t, "before")
+	filler := fill(t, dataDir)
+	var refused reply
+	for i := 0; ; i++ {
+		// bbolt reuses pages it freed before, so a few writes may still fit.
+		r := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"full%d"}`, i))
+		if r.status == 507 {
+			refused = r
+			break
+		}
+		if r.status != 201 || i == 500 {
+			t.Fatalf("write %d on a full disk: %d %s", i, r.status, r.raw)
+		}
+	}
+	if refused.body["status"] != "507" || !strings.Contains(refused.str("detail"), "data disk is full") || !strings.Contains(refused.header.Get("Content-Type"), "scim+json") {
+		t.Fatalf("the refusal: %s %s", refused.header, refused.raw)
+	}
+	body := p.wantStatus("/readyz", 503, 5*time.Second)
+	if !strings.Contains(body, "[-]store failed: the data disk is full") {
+		t.Fatalf("/readyz on a full disk: %s", body)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	p.wantStatus("/readyz", 200, 10*time.Second)
+	p.createUser(t, "after")
+}
+
+// TestEmbeddedNATSStoreFull fills the disk of the embedded NATS server's
+// store while SCIM writes continue: they are all answered, and once room
+// comes back the relay heals JetStream by itself and every event reaches
+// the stream and the webhook, none lost, none twice in the stream.
+func TestEmbeddedNATSStoreFull(t *testing.T) {
+	dataDir := t.TempDir()
+	natsDir := filepath.Join(dataDir, "nats")
+	mountTmpfs(t, natsDir, "64m")
+	h := newHook(t)
+	cfg := testConfig(t, dataDir)
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	writes := 0
+	for i := range 10 {
+		p.createUser(t, fmt.Sprintf("before%d", i))
+		writes++
+	}
+	waitDelivered(t, h, writes)
+
+	filler := fill(t, natsDir)
+	for i := range 30 {
+		p.createUser(t, fmt.Sprintf("full%d", i))
+		writes++
+	}
+	p.wantStatus("/readyz/publisher", 503, 30*time.Second)
+	p.wantStatus("/readyz", 200, time.Second) // SCIM still takes writes
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		p.createUser(t, fmt.Sprintf("after%d", i))
+		writes++
+	}
+	waitDelivered(t, h, writes)
+	got := readStream(t, p.srv.js, writes)
+	for i, e := range got {
+		if e.seq != uint64(i+1) {
+			t.Fatalf("event %d has sequence %d", i, e.seq)
+		}
+	}
+	if v := h.orderViolation(); v != "" {
+		t.Fatal(v)
+	}
+	p.wantStatus("/readyz/nats", 200, 10*time.Second)
+}

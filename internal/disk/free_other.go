@@ -1,0 +1,8 @@
+//go:build !unix
+
+package disk
+
+import "errors"
+
+// Free is unknown on this system.
+func Free(string) (uint64, error) { return 0, errors.ErrUnsupported }
