@@ -71,9 +71,10 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			"nats.stream.replicas: the embedded server keeps 1 replica; replicas > 1 need nats.url pointing at a cluster (line 5)",
 			"nats.stream.duplicates: must not exceed nats.stream.max_age (1m0s) (line 7)",
 		}},
-		{"nats url", "nats:\n  url: http://n1:4222\n  stream:\n    replicas: 2\n" + tenant, roleAll, []string{
+		{"nats url", "nats:\n  url: http://n1:4222\n  stream:\n    replicas: 2\n    partitions: 1000\n" + tenant, roleAll, []string{
 			`nats.url: scheme "http" is not one of nats, tls, ws, wss (line 2)`,
 			"nats.stream.replicas: must be 0 (automatic), 1, 3 or 5, got 2 (line 4)",
+			"nats.stream.partitions: must be between 1 and 256 (0 is the default, 16), got 1000 (line 5)",
 		}},
 		{"sinks role on the embedded NATS", tenant, roleSinks, []string{
 			"nats.url: --role sinks needs an external NATS: delivery workers share the SCIM front end's stream",
