@@ -239,33 +239,47 @@ func pinned(info *jetstream.ConsumerInfo) string {
 }
 
 // consume takes messages until the partition stops (nil) or the consumer
-// fails (the error).
+// fails (the error). It uses Consume, whose subscription buffers what the
+// server sends, rather than Messages, whose channel holds one batch: a
+// worker starved of CPU for a moment misses heartbeats, re-pulls, and a
+// full channel would drop events until their ack wait ran out.
 func (p *partition) consume(cons jetstream.Consumer) error {
 	w := p.w
-	iter, err := cons.Messages(
+	lost := make(chan error, 1)
+	gone := func(err error) {
+		select {
+		case lost <- err:
+		default:
+		}
+	}
+	cc, err := cons.Consume(p.enqueue,
 		jetstream.PullMaxMessages(w.pullBatch()),
 		jetstream.PullExpiry(w.t.pullExpiry),
 		jetstream.PullPriorityGroup(priorityGroup),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			switch {
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
+				gone(err)
+			case errors.Is(err, jetstream.ErrNoHeartbeat):
+				// NATS was away or slow: consuming carries on by itself
+				// unless the consumer itself is gone.
+				go func() {
+					ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+					defer cancel()
+					if _, err := cons.Info(ctx); errors.Is(err, jetstream.ErrConsumerNotFound) {
+						gone(err)
+					}
+				}()
+			default:
+				w.log.Debug("consuming a partition", "sink", w.name, "partition", p.n, "err", err)
+			}
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("consuming %s: %w", p.name, err)
 	}
 	finished := make(chan struct{})
 	defer close(finished)
-	var stopped atomic.Bool
-	go func() {
-		select {
-		case <-p.stopping:
-		case <-p.ctx.Done():
-		case <-finished:
-			return
-		}
-		stopped.Store(true)
-		// Drain, not Stop: what the client already holds is handed to the
-		// lanes, which park it for the next owner.
-		iter.Drain()
-	}()
-	defer iter.Stop()
 	go func() {
 		t := time.NewTicker(max(w.ackWait/3, 100*time.Millisecond))
 		defer t.Stop()
@@ -278,32 +292,23 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 			}
 		}
 	}()
-	for {
-		m, err := iter.Next()
-		if err == nil {
-			p.enqueue(m)
-			continue
-		}
-		if stopped.Load() {
-			return nil
-		}
-		switch {
-		case errors.Is(err, jetstream.ErrNoHeartbeat):
-			// NATS was away or slow: the iterator carries on by itself
-			// unless the consumer itself is gone.
-			ictx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-			_, ierr := cons.Info(ictx)
-			cancel()
-			if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
-				return ierr
-			}
-			continue
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, jetstream.ErrConsumerDeleted),
-			errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
-			return err
-		}
-		w.log.Warn("receiving events failed; retrying", "sink", w.name, "partition", p.n, "err", err)
+	select {
+	case <-p.stopping:
+	case <-p.ctx.Done():
+	case err := <-lost:
+		cc.Stop()
+		<-cc.Closed()
+		return err
 	}
+	// Drain, not Stop: what the client already holds is handed to the
+	// lanes, which park it for the next owner.
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(10 * time.Second):
+		cc.Stop()
+	}
+	return nil
 }
 
 // parkedCount is how many of the partition's resources are parked.
