@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -97,6 +98,27 @@ func newPublisher(t testing.TB, js jetstream.JetStream) *publisher {
 
 func (p *publisher) publish(tenant string, a events.Action, id string) string {
 	p.t.Helper()
+	msg, id := p.next(tenant, a, id)
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		p.t.Fatal(err)
+	}
+	return id
+}
+
+// publishAsync publishes without waiting for the acknowledgement, for
+// benchmarks that must not be limited by the publisher.
+func (p *publisher) publishAsync(tenant string, a events.Action, id string) {
+	p.t.Helper()
+	msg, _ := p.next(tenant, a, id)
+	if _, err := p.js.PublishMsgAsync(msg); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// next numbers the resource's next event and returns it as a message, with
+// the event's id.
+func (p *publisher) next(tenant string, a events.Action, id string) (*nats.Msg, string) {
+	p.t.Helper()
 	p.mu.Lock()
 	p.seq[tenant+id]++
 	p.n++
@@ -107,33 +129,7 @@ func (p *publisher) publish(tenant string, a events.Action, id string) string {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
-		p.t.Fatal(err)
-	}
-	return e.ID()
-}
-
-// publishAsync publishes without waiting for the acknowledgement, for
-// benchmarks that must not be limited by the publisher.
-func (p *publisher) publishAsync(tenant string, a events.Action, id string) {
-	p.t.Helper()
-	p.mu.Lock()
-	p.seq[tenant+id]++
-	p.n++
-	sseq, seq := p.seq[tenant+id], p.n
-	p.mu.Unlock()
-	e, err := events.New(events.Meta{Tenant: tenant, Action: a, ResourceID: id, Sequence: seq, SubjectSeq: sseq, Time: time.Now()},
-		events.Data{Tenant: tenant, ResourceType: a.ResourceType(), ID: id, Resource: json.RawMessage(`{}`)})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	msg, err := events.ToMsg(e)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if _, err := p.js.PublishMsgAsync(msg); err != nil {
-		p.t.Fatal(err)
-	}
+	return msg, e.ID()
 }
 
 // ledger checks, in arrival order, that no event of a resource is tried

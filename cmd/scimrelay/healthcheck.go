@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -90,21 +89,14 @@ func checkReady(ctx context.Context, target string) error {
 }
 
 // readinessReason turns the body of a failed /readyz into one line: the
-// failing checks with their errors, or the body's first line.
+// failing checks ("[-]nats failed: not connected" becomes "nats: not
+// connected"), or the body's first line.
 func readinessReason(body []byte) string {
-	var r struct {
-		Checks []struct {
-			Name  string `json:"name"`
-			OK    bool   `json:"ok"`
-			Error string `json:"error"`
-		} `json:"checks"`
-	}
 	var failing []string
-	if json.Unmarshal(body, &r) == nil {
-		for _, c := range r.Checks {
-			if !c.OK {
-				failing = append(failing, c.Name+": "+oneLine(c.Error))
-			}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "[-]"); ok {
+			name, reason, _ := strings.Cut(rest, " failed: ")
+			failing = append(failing, name+": "+strings.TrimSpace(reason))
 		}
 	}
 	if len(failing) > 0 {

@@ -127,8 +127,8 @@ func TestHealthcheckHungRelay(t *testing.T) {
 
 func TestReadinessReason(t *testing.T) {
 	for _, c := range []struct{ body, want string }{
-		{`{"ready":false,"checks":[{"name":"store","ok":true},{"name":"nats","ok":false,"error":"not connected to NATS"},{"name":"sinks","ok":false,"error":"consumer crm\nmissing"}]}`,
-			"nats: not connected to NATS; sinks: consumer crm"},
+		{"[-]nats failed: not connected to NATS\n[-]sinks failed: sink crm: cannot consume partitions [3]\nreadyz check failed\n",
+			"nats: not connected to NATS; sinks: sink crm: cannot consume partitions [3]"},
 		{"upstream down\nmore detail\n", "upstream down"},
 		{"", "no reason given"},
 	} {

@@ -76,7 +76,11 @@ func next(t *testing.T, cons jetstream.Consumer) string {
 		UserName string `json:"userName"`
 	}
 	_ = json.Unmarshal(d.Resource, &r)
-	return m.Subject() + " " + r.UserName
+	stored, err := events.ParseStoredSubject(m.Subject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "scimrelay." + stored.Tenant + "." + string(stored.Action) + " " + r.UserName // without id and partition
 }
 
 // TestSubscriberCLI: a subscriber the CLI creates reads its tenant's

@@ -10,6 +10,7 @@ package events
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -162,8 +163,9 @@ func (ps Patterns) Match(a Action) bool {
 	return false
 }
 
-// subjectTokens is how many tokens every event subject has.
-const subjectTokens = 4
+// subjectTokens is how many tokens every stored event subject has:
+// scimrelay.<tenant>.<kind>.<action>.<resource id>.<partition>.
+const subjectTokens = 6
 
 // CheckSubjectPattern checks a subject pattern a subscriber may be limited
 // to: a NATS subject filter under scimrelay. that can match an event
@@ -176,7 +178,7 @@ const subjectTokens = 4
 func CheckSubjectPattern(p string) error {
 	tokens := strings.Split(p, ".")
 	bad := func(why string) error {
-		return fmt.Errorf("subject pattern %q %s; event subjects are scimrelay.<tenant>.<kind>.<action>, e.g. scimrelay.acme.user.> or scimrelay.*.group.member_added", p, why)
+		return fmt.Errorf("subject pattern %q %s; event subjects are scimrelay.<tenant>.<kind>.<action>.<resource id>.<partition>, e.g. scimrelay.acme.user.> or scimrelay.*.group.member_added.>", p, why)
 	}
 	if tokens[0] != "scimrelay" {
 		return bad("must start with scimrelay.")
@@ -217,6 +219,14 @@ func CheckSubjectPattern(p string) error {
 		}
 		if !found {
 			return bad(fmt.Sprintf("names %q, which is no event's action", tokens[3]))
+		}
+	}
+	if len(tokens) > 4 && tokens[4] != "*" && tokens[4] != ">" && !ValidResourceID(tokens[4]) {
+		return bad(fmt.Sprintf("names %q, which is not a resource id", tokens[4]))
+	}
+	if len(tokens) > 5 && tokens[5] != "*" && tokens[5] != ">" {
+		if n, err := strconv.Atoi(tokens[5]); err != nil || n < 0 || n >= MaxPartitions || strconv.Itoa(n) != tokens[5] {
+			return bad(fmt.Sprintf("names %q, which is not a partition", tokens[5]))
 		}
 	}
 	return nil

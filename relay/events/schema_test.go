@@ -200,7 +200,7 @@ func TestAsyncAPIMatchesCatalog(t *testing.T) {
 			t.Errorf("no channel for %s", a)
 			continue
 		}
-		if want := events.Subject("{tenant}", a); ch.Address == nil || *ch.Address != want {
+		if want := events.Subject("{tenant}", a, "{resourceId}") + ".{partition}"; ch.Address == nil || *ch.Address != want {
 			t.Errorf("channel %s: address %v, want %s (events.Subject)", a, ch.Address, want)
 		}
 		for _, name := range []string{string(a), "webhook." + string(a)} {

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package events
 
 import (
@@ -27,8 +29,10 @@ import (
 // give each partition to one worker at a time, and read one resource's
 // events back from the stream by subject (ResourceSubjects).
 const (
-	StreamName    = "SCIMRELAY"
-	subjectPrefix = "scimrelay."
+	StreamName = "SCIMRELAY"
+	// StreamSubjects matches every event subject, for permissions.
+	StreamSubjects = "scimrelay.>"
+	subjectPrefix  = "scimrelay."
 	// publishSubjects is what the stream takes: exactly five tokens, so that
 	// a message on any other subject is refused rather than stored
 	// unpartitioned.

@@ -52,7 +52,7 @@ func startBus(t *testing.T, subscribers ...natsbus.Subscriber) *bus {
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
 		t.Fatal(err)
 	}
-	for _, subject := range []string{"scimrelay.acme.user.created", "scimrelay.acme.group.created", "scimrelay.globex.user.created"} {
+	for _, subject := range []string{events.Subject("acme", events.UserCreated, "u1"), events.Subject("acme", events.GroupCreated, "g1"), events.Subject("globex", events.UserCreated, "u2")} {
 		if _, err := js.Publish(ctx, subject, []byte(`{"subject":"`+subject+`"}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -300,7 +300,7 @@ func fetchAll(t *testing.T, cons jetstream.Consumer, want int) []string {
 // user events reads those, and every way to read others is refused.
 func TestSubscriberLimitedToSubjects(t *testing.T) {
 	sub, seed := newSubscriber(t, "acme-users", "scimrelay.acme.user.>")
-	star, starSeed := newSubscriber(t, "acme-star", "scimrelay.acme.user.*")
+	star, starSeed := newSubscriber(t, "acme-star", "scimrelay.acme.user.*.*.*")
 	b := startBus(t, sub, star)
 	c := connectAs(t, b.url, "acme-users", seed)
 	ctx := t.Context()
@@ -309,7 +309,7 @@ func TestSubscriberLimitedToSubjects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("creating its consumer: %v", err)
 	}
-	if got := fetchAll(t, cons, 1); len(got) != 1 || got[0] != "scimrelay.acme.user.created" {
+	if got := fetchAll(t, cons, 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
 		t.Fatalf("read %v, want acme's user event only", got)
 	}
 	const create = "$JS.API.CONSUMER.CREATE.SCIMRELAY.acme-users"
@@ -369,11 +369,11 @@ func TestSubscriberLimitedToSubjects(t *testing.T) {
 	// A pattern ending in "*" can be written as ">" by the client; since
 	// every event subject has the same length, that reads nothing more.
 	sc := connectAs(t, b.url, "acme-star", starSeed)
-	wide, err := sc.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-star", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
+	wide, err := sc.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-star", FilterSubject: "scimrelay.acme.user.*.*.>", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fetchAll(t, wide, 1); len(got) != 1 || got[0] != "scimrelay.acme.user.created" {
+	if got := fetchAll(t, wide, 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
 		t.Fatalf("read %v", got)
 	}
 }

@@ -46,7 +46,7 @@ func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action
 	// A durable consumer, named as the subscriber, remembers where it got to across restarts.
 	cons, err := js.CreateOrUpdateConsumer(ctx, "SCIMRELAY", jetstream.ConsumerConfig{
 		Durable:       "billing-users",
-		FilterSubject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>
+		FilterSubject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>.<id>.<partition>
 		AckPolicy:     jetstream.AckExplicitPolicy,
 	})
 	if err != nil {

@@ -13,7 +13,7 @@ const nc = await connect({
 const jsm = await nc.jetstreamManager();
 await jsm.consumers.add("SCIMRELAY", {
   durable_name: "billing-users",
-  filter_subject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>
+  filter_subject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>.<id>.<partition>
   ack_policy: AckPolicy.Explicit,
 });
 const consumer = await nc.jetstream().consumers.get("SCIMRELAY", "billing-users");
