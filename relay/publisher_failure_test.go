@@ -13,13 +13,11 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
-	"github.com/scimrelay/scimrelay/relay/natsbus"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -160,58 +158,4 @@ func injectOutboxRow(t testing.TB, s *Store, row []byte) uint64 {
 	}
 	s.depth.Add(1)
 	return key
-}
-
-// TestPublisherWakesOnReconnect keeps NATS away long enough for the
-// publisher's backoff to grow to several seconds, then brings it back:
-// publishing resumes within two seconds of the reconnection, not after the
-// backoff.
-func TestPublisherWakesOnReconnect(t *testing.T) {
-	s, _, _ := openStore(t)
-	dir, port := t.TempDir(), eventstest.FreePort(t)
-	ns := eventstest.RunServerAt(t, dir, port)
-	log := slog.New(slog.DiscardHandler)
-	nc, err := natsbus.Connect(natsbus.Options{URL: ns.ClientURL(), ConnectTimeout: time.Second}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
-		t.Fatal(err)
-	}
-	p := runPublisher(t, s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 30 * time.Second})
-	create(t, s, "acme", user(t, `"userName":"before"`))
-	streamContents(t, js, 1)
-
-	reconnected := nc.StatusChanged(nats.CONNECTED)
-	defer nc.RemoveStatusListener(reconnected)
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	// Writes go on through an outage long enough for the backoff to reach
-	// 6.4 s (0.1 + 0.2 + … + 3.2 s of waiting).
-	for start, i := time.Now(), 0; time.Since(start) < 7*time.Second; i++ {
-		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"during%d"`, i)))
-	}
-	eventstest.RunServerAt(t, dir, port)
-	var back time.Time
-	select {
-	case <-reconnected:
-		back = time.Now()
-	case <-time.After(30 * time.Second):
-		t.Fatal("the connection did not come back")
-	}
-	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if !p.LastPublished().After(back) {
-			return fmt.Errorf("nothing published since the reconnection")
-		}
-		return nil
-	})
-	if lag := p.LastPublished().Sub(back); lag > 2*time.Second {
-		t.Fatalf("publishing resumed %s after the reconnection, want within 2 s", lag)
-	}
-	t.Logf("publishing resumed %s after the reconnection", p.LastPublished().Sub(back).Round(time.Millisecond))
 }

@@ -26,17 +26,7 @@ func startPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Lo
 	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := p.Run(ctx); err != nil {
-			t.Errorf("publisher: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return p
+	return runPublisher(t, s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
 }
 
 // streamContents returns the events in the stream, in stream order, once
@@ -122,8 +112,11 @@ func TestPublisherDrainsInOrder(t *testing.T) {
 }
 
 // TestPublisherSurvivesNATSOutage stops an external NATS while SCIM writes
-// continue: every write is acknowledged at once, and when NATS returns every
-// event arrives, in sequence order, none lost and none twice.
+// continue, long enough for the publisher's backoff to grow to several
+// seconds: every write is acknowledged at once; when NATS returns,
+// publishing resumes within two seconds of the reconnection (not after the
+// backoff), and every event arrives, in sequence order, none lost and none
+// twice.
 func TestPublisherSurvivesNATSOutage(t *testing.T) {
 	s, _, _ := openStore(t)
 	dir := t.TempDir()
@@ -140,34 +133,49 @@ func TestPublisherSurvivesNATSOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startPublisher(t, s, js, log)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	p := runPublisher(t, s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 30 * time.Second})
 	for i := 0; i < 50; i++ {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"before%d"`, i)))
 	}
 	streamContents(t, js, 50)
 
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	start := time.Now()
-	for i := 0; i < 100; i++ {
-		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"during%d"`, i)))
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("100 writes took %s with NATS down: SCIM must not wait for NATS", took)
-	}
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if p.Healthy() {
-			return fmt.Errorf("publisher still reports healthy")
+	// Writes go on through an outage long enough for the backoff to reach
+	// 6.4 s (0.1 + 0.2 + … + 3.2 s of waiting).
+	during := 0
+	for start := time.Now(); time.Since(start) < 7*time.Second; during++ {
+		t0 := time.Now()
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"during%d"`, during)))
+		if took := time.Since(t0); took > time.Second {
+			t.Fatalf("a write took %s with NATS down: SCIM must not wait for NATS", took)
 		}
-		return nil
-	})
-	if n, _ := s.OutboxDepth(); n != 100 {
-		t.Fatalf("outbox holds %d events during the outage, want 100", n)
+	}
+	if p.Healthy() {
+		t.Fatal("publisher reports healthy during the outage")
+	}
+	if n, _ := s.OutboxDepth(); n != during {
+		t.Fatalf("outbox holds %d events during the outage, want %d", n, during)
 	}
 
 	eventstest.RunServerAt(t, dir, port)
-	list := streamContents(t, js, 150)
+	var back time.Time
+	select {
+	case <-reconnected:
+		back = time.Now()
+	case <-time.After(30 * time.Second):
+		t.Fatal("the connection did not come back")
+	}
+	list := streamContents(t, js, 50+during)
 	checkOrder(t, list)
+	if lag := p.LastPublished().Sub(back); lag > 2*time.Second || lag < 0 {
+		t.Fatalf("publishing resumed %s after the reconnection, want within 2 s", lag)
+	}
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !p.Healthy() {
 			return fmt.Errorf("publisher not healthy again")

@@ -282,18 +282,7 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 	}
 	finished := make(chan struct{})
 	defer close(finished)
-	go func() {
-		t := time.NewTicker(max(w.ackWait/3, 100*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-finished:
-				return
-			case <-t.C:
-				p.keepQueuedAlive()
-			}
-		}
-	}()
+	go repeat(finished, w.keepAliveEvery(), p.keepQueuedAlive)
 	select {
 	case <-p.stopping:
 	case <-p.ctx.Done():
@@ -571,7 +560,11 @@ func (p *partition) handle(l *lane, m jetstream.Msg) {
 		w.ack(m)
 		return
 	}
-	if res.Permanent {
+	delay, retry := time.Duration(0), false
+	if !res.Permanent {
+		delay, retry = w.schedule.Delay(1, res, w.rnd)
+	}
+	if !retry {
 		if err := w.deadLetter(p.ctx, &e, res, 1); err != nil {
 			p.later(l, m, err)
 			return
@@ -583,16 +576,6 @@ func (p *partition) handle(l *lane, m jetstream.Msg) {
 	// A failure to retry later: park the resource from this event, so that
 	// neither it nor the resource's later events hold the consumer's window.
 	rec := parkRecord{From: streamSeq(m), Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
-	delay, ok := w.schedule.Delay(1, res, w.rnd)
-	if !ok {
-		if err := w.deadLetter(p.ctx, &e, res, 1); err != nil {
-			p.later(l, m, err)
-			return
-		}
-		p.completed(key, seq)
-		w.ack(m)
-		return
-	}
 	rec.Due = w.now().Add(delay)
 	w.retrying(&e, res, 1, rec.Due)
 	p.mu.Lock()
@@ -653,18 +636,7 @@ func (p *partition) deliver(e *event.Event, m jetstream.Msg) (Result, bool) {
 	if m != nil {
 		done := make(chan struct{})
 		defer close(done)
-		go func() {
-			t := time.NewTicker(max(w.ackWait/3, 100*time.Millisecond))
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					_ = m.InProgress()
-				}
-			}
-		}()
+		go repeat(done, w.keepAliveEvery(), func() { _ = m.InProgress() })
 	}
 	res := w.sink.Deliver(p.ctx, e)
 	if res.Err == nil {
@@ -784,6 +756,20 @@ func (p *partition) readBack(l *lane) {
 		rec.From, rec.Attempts, rec.Status, rec.Error = raw.Sequence+1, 0, 0, ""
 		if sinceSave++; sinceSave >= maxUnsaved {
 			save()
+		}
+	}
+}
+
+// repeat calls f every d until stop closes.
+func repeat(stop <-chan struct{}, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			f()
 		}
 	}
 }

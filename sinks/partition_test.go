@@ -112,6 +112,20 @@ func (l *ledger) deliveredEach(want expect) error {
 	return nil
 }
 
+// wantDelivered waits until every resource has its events, then fails on
+// an order violation, and on any repeat unless repeats are allowed (a
+// worker that died may repeat what it had not acknowledged).
+func (l *ledger) wantDelivered(t testing.TB, want expect, within time.Duration, repeatsAllowed bool) {
+	t.Helper()
+	eventstest.CheckFor(t, within, 10*time.Millisecond, func() error { return l.deliveredEach(want) })
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	if r := l.repeats(); len(r) > 0 && !repeatsAllowed {
+		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
+	}
+}
+
 // provision publishes users × rounds events and groups created with
 // members: group.created then one member_added per member, as the relay
 // commits a group created with members.
@@ -156,10 +170,7 @@ func TestTwoWorkersKeepOrderPerResource(t *testing.T) {
 	waitBalanced(t, m1, m2)
 
 	want := provision(newPublisher(t, js), "t", 201, 3, 10, 20)
-	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredEach(want) })
-	if v := l.failure(); v != "" {
-		t.Fatal(v)
-	}
+	l.wantDelivered(t, want, 60*time.Second, false)
 	if d1, d2 := deliveredBy(m1), deliveredBy(m2); d1 == 0 || d2 == 0 {
 		t.Fatalf("worker 1 delivered %v, worker 2 %v: both should take part", d1, d2)
 	}
@@ -198,10 +209,7 @@ func TestHandOverWhenAWorkerIsCutOff(t *testing.T) {
 	for k, v := range provision(p, "i", 100, 2, 2, 20) {
 		want[k] += v
 	}
-	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredEach(want) })
-	if v := l.failure(); v != "" {
-		t.Fatal(v)
-	}
+	l.wantDelivered(t, want, 60*time.Second, true)
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := owned(m2)[0]; n != events.DefaultPartitions {
 			return fmt.Errorf("worker 2 owns %d partitions after the hand-over, want all %d", n, events.DefaultPartitions)
@@ -238,13 +246,7 @@ func TestGracefulHandOverRepeatsNothing(t *testing.T) {
 	for k, v := range provision(p, "c", 50, 2, 1, 10) {
 		want[k] = v
 	}
-	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredEach(want) })
-	if v := l.failure(); v != "" {
-		t.Fatal(v)
-	}
-	if r := l.repeats(); len(r) > 0 {
-		t.Fatalf("graceful hand-overs repeated %d events, e.g. %s", len(r), r[0])
-	}
+	l.wantDelivered(t, want, 60*time.Second, false) // graceful hand-overs repeat nothing
 }
 
 // TestBlockedResourceHoldsBackOnlyItself: a group whose events fail has
@@ -293,13 +295,7 @@ func TestBlockedResourceHoldsBackOnlyItself(t *testing.T) {
 	for k, v := range others {
 		all[k] = v
 	}
-	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(all) })
-	if v := l.failure(); v != "" {
-		t.Fatal(v)
-	}
-	if r := l.repeats(); len(r) > 0 {
-		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
-	}
+	l.wantDelivered(t, all, 30*time.Second, false)
 }
 
 // TestConsumerDeletedUnderARunningWorker deletes every partition consumer

@@ -85,6 +85,10 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 	return cfg
 }
 
+// keepAliveEvery is how often a message a worker holds is said to be in
+// progress, so that its ack wait does not run out meanwhile.
+func (w *worker) keepAliveEvery() time.Duration { return max(w.ackWait/3, 100*time.Millisecond) }
+
 // pullBatch is how many messages a partition asks for at a time.
 func (w *worker) pullBatch() int {
 	return min(w.maxPending, max(16, min(256, 2*cap(w.sem))))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -47,8 +48,9 @@ func (p *relayProc) wantStatus(path string, status int, within time.Duration) st
 	return body
 }
 
-// metric reads a gauge or counter (summed over its labels) from the relay's registry.
-func metric(t *testing.T, p *relayProc, name string) float64 {
+// metric reads a gauge or counter from the relay's registry, summed over
+// the series whose labels match the name-value pairs given.
+func metric(t *testing.T, p *relayProc, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := p.srv.registry.Gather()
 	if err != nil {
@@ -59,11 +61,35 @@ func metric(t *testing.T, p *relayProc, name string) float64 {
 		if f.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if labelValue(m, labels[i]) != labels[i+1] {
+					continue series
+				}
+			}
 			total += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
 	return total
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// createUsers creates n users named prefix0, prefix1 … and returns n.
+func (p *relayProc) createUsers(t *testing.T, prefix string, n int) int {
+	t.Helper()
+	for i := range n {
+		p.createUser(t, fmt.Sprintf("%s%d", prefix, i))
+	}
+	return n
 }
 
 func (p *relayProc) createUser(t *testing.T, name string) string {
@@ -87,11 +113,7 @@ func TestNATSOutageOverHTTP(t *testing.T) {
 	cfg.NATS.URL = ns.ClientURL()
 	withSink(cfg, "crm", h.URL, nil)
 	p := startRelay(t, cfg, roleAll)
-	writes := 0
-	for i := range 10 {
-		p.createUser(t, fmt.Sprintf("before%d", i))
-		writes++
-	}
+	writes := p.createUsers(t, "before", 10)
 	waitDelivered(t, h, writes)
 
 	reconnected := p.srv.nc.StatusChanged(nats.CONNECTED)
@@ -290,27 +312,17 @@ func TestEmbeddedNATSStoreFull(t *testing.T) {
 	cfg := testConfig(t, dataDir)
 	withSink(cfg, "crm", h.URL, nil)
 	p := startRelay(t, cfg, roleAll)
-	writes := 0
-	for i := range 10 {
-		p.createUser(t, fmt.Sprintf("before%d", i))
-		writes++
-	}
+	writes := p.createUsers(t, "before", 10)
 	waitDelivered(t, h, writes)
 
 	filler := fill(t, natsDir)
-	for i := range 30 {
-		p.createUser(t, fmt.Sprintf("full%d", i))
-		writes++
-	}
+	writes += p.createUsers(t, "full", 30)
 	p.wantStatus("/readyz/publisher", 503, 30*time.Second)
 	p.wantStatus("/readyz", 200, time.Second) // SCIM still takes writes
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 10 {
-		p.createUser(t, fmt.Sprintf("after%d", i))
-		writes++
-	}
+	writes += p.createUsers(t, "after", 10)
 	waitDelivered(t, h, writes)
 	got := readStream(t, p.srv.js, writes)
 	for i, e := range got {

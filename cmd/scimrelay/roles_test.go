@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -102,31 +100,7 @@ func waitDelivered(t *testing.T, h *hook, n int) {
 // delivered reads a relay's count of delivered events from its metrics.
 func delivered(t *testing.T, p *relayProc) float64 {
 	t.Helper()
-	families, err := p.srv.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != "scimrelay_sink_events_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if labelValue(m, "outcome") == "delivered" {
-				total += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return total
-}
-
-func labelValue(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
+	return metric(t, p, "scimrelay_sink_events_total", "outcome", "delivered")
 }
 
 func streamLeader(t *testing.T, p *relayProc) string {
