@@ -49,10 +49,11 @@ type partition struct {
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
-	delivered map[string]uint64 // resource key → highest subjectseq completed while owned
-	highest   uint64            // highest stream sequence received from the consumer
-	floor     uint64            // the consumer's ack floor when this worker took it
-	wg        sync.WaitGroup    // lane goroutines
+	delivered map[string]uint64          // resource key → highest subjectseq completed while owned
+	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
+	highest   uint64                     // highest stream sequence received from the consumer
+	floor     uint64                     // the consumer's ack floor when this worker took it
+	wg        sync.WaitGroup             // lane goroutines
 }
 
 // lane is one resource's queue.
@@ -69,7 +70,7 @@ func newPartition(w *worker, n int) *partition {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &partition{w: w, n: n, name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
-		lanes: map[string]*lane{}, delivered: map[string]uint64{}}
+		lanes: map[string]*lane{}, delivered: map[string]uint64{}, inFlight: map[jetstream.Msg]struct{}{}}
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
@@ -315,14 +316,17 @@ func (p *partition) parkedCount() int {
 	return n
 }
 
-// keepQueuedAlive tells JetStream that queued messages are still being
-// worked on, so that their ack wait does not run out while they wait their
-// turn.
+// keepQueuedAlive tells JetStream that the messages the lanes hold, queued
+// or being delivered, are still being worked on, so that their ack wait
+// does not run out while they wait their turn or a receiver is slow.
 func (p *partition) keepQueuedAlive() {
 	p.mu.Lock()
 	var queued []jetstream.Msg
 	for _, l := range p.lanes {
 		queued = append(queued, l.queue...)
+	}
+	for m := range p.inFlight {
+		queued = append(queued, m)
 	}
 	p.mu.Unlock()
 	for _, m := range queued {
@@ -616,7 +620,7 @@ func (p *partition) completed(key string, seq uint64) {
 }
 
 // deliver sends one event unless the sink does not want its type
-// (skipped); m, when set, is told that delivery is in progress meanwhile.
+// (skipped); m, when set, is kept alive meanwhile (keepQueuedAlive).
 func (p *partition) deliver(e *event.Event, m jetstream.Msg) (Result, bool) {
 	w := p.w
 	if a, _ := events.ActionOf(*e); !w.patterns.Match(a) {
@@ -634,9 +638,14 @@ func (p *partition) deliver(e *event.Event, m jetstream.Msg) (Result, bool) {
 		}
 	}
 	if m != nil {
-		done := make(chan struct{})
-		defer close(done)
-		go repeat(done, w.keepAliveEvery(), func() { _ = m.InProgress() })
+		p.mu.Lock()
+		p.inFlight[m] = struct{}{}
+		p.mu.Unlock()
+		defer func() {
+			p.mu.Lock()
+			delete(p.inFlight, m)
+			p.mu.Unlock()
+		}()
 	}
 	res := w.sink.Deliver(p.ctx, e)
 	if res.Err == nil {
