@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -188,6 +189,8 @@ func BenchmarkAckToWebhook(b *testing.B) {
 	cfg := testConfig(b, b.TempDir())
 	withSink(cfg, "bench", h.URL, nil)
 	p := startRelay(b, cfg, roleAll)
+	// Steady state: the worker has taken its partitions.
+	eventstest.CheckFor(b, 10*time.Second, 10*time.Millisecond, func() error { return p.srv.sinks.Ready(context.Background()) })
 	const rate, n = 500, 2500
 	acked := make(map[string]time.Time, n)
 	var mu sync.Mutex
