@@ -112,7 +112,7 @@ func TestQuarantine(t *testing.T) {
 	unencodable := injectOutboxRow(t, s, raw)
 	create(t, s, "acme", user(t, `"userName":"three"`))
 
-	logs := &syncBuffer{}
+	logs := &eventstest.Log{}
 	var counted atomic.Int32
 	runPublisher(t, s, js, slog.New(slog.NewTextHandler(logs, nil)), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 100 * time.Millisecond,
 		Quarantined: func() { counted.Add(1) }})

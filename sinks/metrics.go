@@ -14,6 +14,7 @@ type metrics struct {
 	latency     *prometheus.HistogramVec
 	deadLetters *prometheus.GaugeVec
 	backlog     *prometheus.GaugeVec
+	partitions  *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,9 +36,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scimrelay", Subsystem: "sink", Name: "backlog",
 			Help: "Events not yet delivered in the partitions this worker owns: waiting in the stream (pending), taken by the worker (in_flight); and resources read back from the stream after a failure or a burst (parked).",
 		}, []string{"sink", "state"}),
+		partitions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "partitions",
+			Help: "Partitions of the sink this worker owns (delivers, or waits to take over).",
+		}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog)
+		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions)
 	}
 	return m
 }

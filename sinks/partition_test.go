@@ -305,9 +305,9 @@ func TestConsumerDeletedUnderARunningWorker(t *testing.T) {
 	_, _, js := natsServer(t)
 	l := newLedger()
 	rc := newReceiver(t, func(_ int, r *http.Request) int { return l.admit(r, func(string, uint64) int { return 204 }) })
-	var logs syncBuffer
+	logs := &eventstest.Log{}
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat,
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
 	p := newPublisher(t, js)
 	want := provision(p, "before", 50, 1, 0, 0)
@@ -404,21 +404,4 @@ func TestAssignment(t *testing.T) {
 	if owner := assign("crm", 4, nil); owner[0] != "" {
 		t.Fatal("partitions assigned without members")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

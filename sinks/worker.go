@@ -152,6 +152,7 @@ func (w *worker) reconcile(ctx context.Context) error {
 			p.stop(true) // it hands over in the background
 		}
 	}
+	w.metrics.partitions.WithLabelValues(w.name).Set(float64(w.ownedCount()))
 	return nil
 }
 

@@ -37,6 +37,19 @@ func TestScaleOut(t *testing.T) {
 	front := startRelay(t, configure(), roleSCIM)
 	worker1 := startRelay(t, configure(), roleSinks)
 	worker2 := startRelay(t, configure(), roleSinks)
+	// Both workers have taken their share of the partitions.
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		p1, p2 := metric(t, worker1, "scimrelay_sink_partitions"), metric(t, worker2, "scimrelay_sink_partitions")
+		if p1 == 0 || p2 == 0 || p1+p2 != float64(events.DefaultPartitions) {
+			return fmt.Errorf("the workers own %v and %v partitions", p1, p2)
+		}
+		for _, w := range []*relayProc{worker1, worker2} {
+			if err := w.srv.sinks.Ready(context.Background()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 
 	// An initial Entra cycle: users, a group, its members, some changes.
 	writes := 0

@@ -63,7 +63,7 @@ type server struct {
 	metrics    *relay.Metrics
 	reqMetrics *httpmw.RequestMetrics
 	sinks      *sinks.Manager
-	jobs       *jobs.Runner // the admin API's redrives and replays
+	jobs       *jobs.Runner         // the admin API's redrives and replays
 	healer     *natsbus.StoreHealer // embedded NATS only
 	adminToken string
 	stopping   atomic.Bool // set when shutdown begins: no longer ready

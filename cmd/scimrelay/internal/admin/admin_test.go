@@ -29,6 +29,7 @@ import (
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -125,7 +126,7 @@ func newFixture(t *testing.T) *fixture {
 		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},
-		Events: f.js, Jobs: runner, Outbox: f.store,
+		Events: f.js, Jobs: runner, Outbox: f.store, Quarantine: f.store,
 		Tenants: []TenantInfo{{Name: "acme", SCIMURL: "https://relay.example.com/scim/v2/acme", TokenEndpoint: "https://relay.example.com/oauth2/acme/token", Unique: "userName"}},
 		// As on a relay with an external NATS, whose subscribers are its operator's.
 		Subscribers: NewSubscriberRegistry(f.store, nil, f.js),
@@ -247,6 +248,7 @@ var routes = []struct{ method, path, body string }{
 	{"POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`},
 	{"GET", "/admin/v1/deliveries", ""},
 	{"GET", "/admin/v1/jobs/job_x", ""},
+	{"GET", "/admin/v1/outbox/quarantine", ""},
 	{"GET", "/admin/v1/subscribers", ""},
 	{"POST", "/admin/v1/subscribers", `{"name":"billing"}`},
 	{"DELETE", "/admin/v1/subscribers/billing", ""},
@@ -288,8 +290,12 @@ func TestAuthentication(t *testing.T) {
 	if a := f.requestAs("", "GET", "/healthz", ""); a.status != 200 || string(a.body) != "ok\n" {
 		t.Fatalf("healthz: %d %s", a.status, a.body)
 	}
-	var ready struct{ Ready bool }
-	f.requestAs("", "GET", "/readyz", "").want(t, 200, &ready)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if a := f.requestAs("", "GET", "/readyz", ""); a.status != 200 || string(a.body) != "ok\n" {
+			return fmt.Errorf("readyz: %d %s", a.status, a.body)
+		}
+		return nil
+	})
 	if a := f.requestAs("", "GET", "/metrics", ""); a.status != 200 || !strings.Contains(string(a.body), "scimrelay_up") {
 		t.Fatalf("metrics: %d %s", a.status, a.body)
 	}
@@ -645,4 +651,41 @@ func (f *fixture) publishWhenBack(tenant string, a events.Action) string {
 		return err
 	})
 	return id
+}
+
+// TestOutboxQuarantine lists the outbox rows the publisher set aside, a
+// page at a time, and refuses a bad cursor or limit.
+func TestOutboxQuarantine(t *testing.T) {
+	f := newFixture(t)
+	for _, name := range []string{"ann", "bob", "cid"} {
+		r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`"],"userName":"`+name+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.store.Create(context.Background(), "acme", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := f.store.ReadOutbox(0, 10)
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("outbox: %d rows, %v", len(rows), err)
+	}
+	for _, row := range rows {
+		if err := f.store.QuarantineOutbox(row.Key, "a test put it here"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var page QuarantinePage
+	f.request("GET", "/admin/v1/outbox/quarantine?limit=2", "").want(t, 200, &page)
+	if len(page.Rows) != 2 || page.Rows[0].Key != rows[0].Key || page.NextAfter != rows[1].Key || page.Rows[0].Reason != "a test put it here" || page.Rows[0].Row == "" {
+		t.Fatalf("first page: %+v", page)
+	}
+	next := page.NextAfter
+	page = QuarantinePage{}
+	f.request("GET", fmt.Sprintf("/admin/v1/outbox/quarantine?limit=2&after=%d", next), "").want(t, 200, &page)
+	if len(page.Rows) != 1 || page.Rows[0].Key != rows[2].Key || page.NextAfter != 0 {
+		t.Fatalf("second page: %+v", page)
+	}
+	f.request("GET", "/admin/v1/outbox/quarantine?after=x", "").wantError(t, http.StatusBadRequest, "after")
+	f.request("GET", "/admin/v1/outbox/quarantine?limit=0", "").wantError(t, http.StatusBadRequest, "limit")
 }
