@@ -146,10 +146,14 @@ func (p *partition) pause(d time.Duration) bool {
 func (p *partition) acquire() (jetstream.Consumer, error) {
 	p.state.Store(stateAcquiring)
 	w := p.w
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	// Short deadlines: a request in flight when the connection drops gets
+	// no answer, and waiting long for it would leave the partition idle.
+	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
 	defer cancel()
 	cons, err := w.js.Consumer(ctx, events.StreamName, p.name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) && p.gone() {
+		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+		defer cancel()
 		cons, err = p.recreate(ctx)
 	}
 	if err != nil {
@@ -158,7 +162,9 @@ func (p *partition) acquire() (jetstream.Consumer, error) {
 	if taken, err := p.waitForPin(cons); err != nil || !taken {
 		return nil, err
 	}
-	parked, err := w.parked.load(ctx, p.n)
+	lctx, lcancel := context.WithTimeout(p.ctx, 2*apiTimeout)
+	defer lcancel()
+	parked, err := w.parked.load(lctx, p.n)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +185,7 @@ func (p *partition) acquire() (jetstream.Consumer, error) {
 func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 	w := p.w
 	for {
-		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
 		info, err := cons.Info(ctx)
 		if err != nil {
 			cancel()
@@ -210,6 +216,29 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			return false, nil
 		}
 	}
+}
+
+// apiTimeout bounds one JetStream API call of a partition.
+const apiTimeout = 5 * time.Second
+
+// gone reports whether the partition's consumer is really gone: JetStream
+// says so twice, a moment apart, while the stream is there. A server that
+// has just restarted answers "not found" for a consumer it has not
+// recovered yet, and recreating it then would lose its position.
+func (p *partition) gone() bool {
+	for i := range 2 {
+		if i > 0 && !p.pause(2*time.Second) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+		_, serr := p.w.js.Stream(ctx, events.StreamName)
+		_, cerr := p.w.js.Consumer(ctx, events.StreamName, p.name)
+		cancel()
+		if serr != nil || !errors.Is(cerr, jetstream.ErrConsumerNotFound) {
+			return false
+		}
+	}
+	return true
 }
 
 // recreate brings back a consumer someone deleted, starting after the last
@@ -267,10 +296,8 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 				// NATS was away or slow: consuming carries on by itself
 				// unless the consumer itself is gone.
 				go func() {
-					ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-					defer cancel()
-					if _, err := cons.Info(ctx); errors.Is(err, jetstream.ErrConsumerNotFound) {
-						gone(err)
+					if p.gone() {
+						gone(jetstream.ErrConsumerNotFound)
 					}
 				}()
 			default:
