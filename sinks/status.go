@@ -23,7 +23,8 @@ type Status struct {
 	Tenants []string `json:"tenants,omitempty"` // empty: every tenant
 	Format  string   `json:"format"`
 	// Pending events wait in the stream; InFlight ones are being
-	// delivered or wait for a retry.
+	// delivered or wait in a worker (summed over the sink's partitions;
+	// events of a parked resource count in neither).
 	Pending     uint64 `json:"pending"`
 	InFlight    int    `json:"in_flight"`
 	DeadLetters uint64 `json:"dead_letters"`
@@ -46,11 +47,9 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 		st.Format = "binary"
 	}
 	if s.worker != nil {
-		info, err := s.worker.cons.Info(ctx)
-		if err != nil {
+		if st.Pending, st.InFlight, err = s.worker.backlog(ctx); err != nil {
 			return st, err
 		}
-		st.Pending, st.InFlight = info.NumPending, info.NumAckPending
 	}
 	if st.DeadLetters, err = m.dlq.count(ctx, name); err != nil {
 		return st, err

@@ -221,6 +221,24 @@ func (w *worker) shutdown() {
 	w.wg.Wait() // partitions handed over earlier
 }
 
+// backlog sums the pending and unacknowledged events of every partition
+// consumer of the sink, whoever owns them.
+func (w *worker) backlog(ctx context.Context) (pending uint64, inFlight int, err error) {
+	for p := range w.partitions {
+		c, err := w.js.Consumer(ctx, events.StreamName, consumerName(w.name, p))
+		if err != nil {
+			return 0, 0, fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return 0, 0, fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
+		}
+		pending += info.NumPending
+		inFlight += info.NumAckPending
+	}
+	return pending, inFlight, nil
+}
+
 // ready reports whether the worker delivers: it is a member, and each of
 // its partitions is consuming or waiting for the previous owner's pin.
 func (w *worker) ready() error {

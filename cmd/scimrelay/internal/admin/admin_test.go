@@ -296,6 +296,18 @@ func TestAuthentication(t *testing.T) {
 		}
 		return nil
 	})
+	// The console reads it as JSON.
+	var ready Readiness
+	f.requestAs("", "GET", "/readyz?format=json", "").want(t, 200, &ready)
+	if !ready.Ready || len(ready.Checks) != 1 || ready.Checks[0].Name != "sinks" || !ready.Checks[0].OK {
+		t.Fatalf("readyz in JSON: %+v", ready)
+	}
+	if a := f.requestAs("", "GET", "/readyz/sinks", ""); a.status != 200 || string(a.body) != "[+]sinks ok\n" {
+		t.Fatalf("readyz/sinks: %d %s", a.status, a.body)
+	}
+	if a := f.requestAs("", "GET", "/readyz/nope", ""); a.status != 404 {
+		t.Fatalf("readyz/nope: %d %s", a.status, a.body)
+	}
 	if a := f.requestAs("", "GET", "/metrics", ""); a.status != 200 || !strings.Contains(string(a.body), "scimrelay_up") {
 		t.Fatalf("metrics: %d %s", a.status, a.body)
 	}

@@ -95,7 +95,7 @@ func (c *Client) Ready(ctx context.Context) (admin.Readiness, error) {
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	res, err := c.send(ctx, http.MethodGet, "/readyz", nil, http.StatusServiceUnavailable)
+	res, err := c.send(ctx, http.MethodGet, "/readyz?format=json", nil, http.StatusServiceUnavailable)
 	if err != nil {
 		return r, err
 	}
