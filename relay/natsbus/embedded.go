@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -28,10 +27,11 @@ import (
 type Embedded struct {
 	srv   *server.Server
 	relay nkeys.KeyPair
+	auth  *authenticator
 	log   *slog.Logger
+	opts  server.Options // as started
 
-	mu   sync.Mutex     // serialises reloads
-	opts server.Options // as started; reloads replace Nkeys only
+	mu sync.Mutex // serialises SetSubscribers
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -80,10 +80,18 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		}
 		_ = l.Close()
 	}
-	e := &Embedded{relay: relay, log: log}
-	if opts.Nkeys, err = e.users(subscribers); err != nil {
+	pub, err := relay.PublicKey()
+	if err != nil {
 		return nil, err
 	}
+	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log}
+	users, err := subscriberUsers(pub, subscribers)
+	if err != nil {
+		return nil, err
+	}
+	e.auth.set(users)
+	opts.CustomClientAuthentication = e.auth
+	opts.AlwaysEnableNonce = true // clients sign it with their nkey
 	e.opts = opts
 	start := opts // NewServer keeps and fills in the pointer it is given
 	s, err := server.NewServer(&start)
@@ -91,6 +99,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
 	}
 	s.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
+	e.auth.alive = func(id uint64) bool { return s.GetClient(id) != nil }
 	go s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
@@ -104,31 +113,19 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	return e, nil
 }
 
-// users returns the server's nkey users: the relay, with every permission
-// but only in-process, and each subscriber with its own.
-func (e *Embedded) users(subscribers []Subscriber) ([]*server.NkeyUser, error) {
-	pub, err := e.relay.PublicKey()
-	if err != nil {
-		return nil, err
-	}
-	users := []*server.NkeyUser{{
-		Nkey:                   pub,
-		AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeInProcess: {}},
-	}}
-	seen := map[string]bool{pub: true}
+// subscriberUsers returns the subscribers' nkey users, each with its
+// permissions, by public key; relay is the relay's own key, which no
+// subscriber may present.
+func subscriberUsers(relay string, subscribers []Subscriber) (map[string]*server.NkeyUser, error) {
+	users := make(map[string]*server.NkeyUser, len(subscribers))
 	for _, sub := range subscribers {
 		if err := sub.Check(); err != nil {
 			return nil, err
 		}
-		if seen[sub.PublicKey] {
+		if sub.PublicKey == relay || users[sub.PublicKey] != nil {
 			return nil, fmt.Errorf("subscriber %s: its public key is already in use", sub.Name)
 		}
-		seen[sub.PublicKey] = true
-		users = append(users, &server.NkeyUser{
-			Nkey:                   sub.PublicKey,
-			Permissions:            SubscriberPermissions(sub),
-			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}},
-		})
+		users[sub.PublicKey] = &server.NkeyUser{Nkey: sub.PublicKey, Permissions: SubscriberPermissions(sub)}
 	}
 	return users, nil
 }
@@ -139,16 +136,13 @@ func (e *Embedded) users(subscribers []Subscriber) ([]*server.NkeyUser, error) {
 func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	users, err := e.users(subscribers)
+	users, err := subscriberUsers(e.auth.relay, subscribers)
 	if err != nil {
 		return err
 	}
-	next := e.opts
-	next.Nkeys = users
-	if err := e.srv.ReloadOptions(&next); err != nil {
-		return fmt.Errorf("applying subscribers to the embedded NATS: %w", err)
+	for _, id := range e.auth.set(users) {
+		_ = e.srv.DisconnectClientByID(id) // gone already is fine
 	}
-	e.opts.Nkeys = users
 	return nil
 }
 

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"encoding/base64"
+	"reflect"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// authenticator admits the embedded server's clients: the relay's own
+// nkey over an in-process connection, and each subscriber's nkey with its
+// permissions. It is the server's custom client authentication rather than
+// its Nkeys option so that subscribers come and go without ReloadOptions,
+// which in nats-server 2.15 swaps the server's options while JetStream
+// requests read them (a data race the race detector reports), and so that a
+// removed subscriber's live connections are known and closed.
+type authenticator struct {
+	relay string // the relay's public nkey
+	// alive reports whether a connection id is still open; stale ids of a
+	// subscriber that reconnects often are pruned with it.
+	alive func(id uint64) bool
+
+	mu    sync.Mutex
+	users map[string]*server.NkeyUser // public nkey → what it may do
+	conns map[string]map[uint64]bool  // public nkey → ids of its connections
+}
+
+var _ server.Authentication = (*authenticator)(nil)
+
+func newAuthenticator(relay string) *authenticator {
+	return &authenticator{relay: relay, users: map[string]*server.NkeyUser{}, conns: map[string]map[uint64]bool{}}
+}
+
+// nkeyRegistrar is how the server's client takes an nkey user's
+// permissions; server.ClientAuthentication does not name it, the client
+// type has it.
+type nkeyRegistrar interface {
+	RegisterNkeyUser(*server.NkeyUser) error
+}
+
+// Check verifies the client's signature of the server's nonce with the
+// public nkey it presents, and gives it that key's permissions.
+func (a *authenticator) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o == nil || o.Nkey == "" || o.Sig == "" || c.Kind() != server.CLIENT {
+		return false
+	}
+	inProcess := c.RemoteAddress() != nil && c.RemoteAddress().Network() == "pipe"
+	a.mu.Lock()
+	user, known := a.users[o.Nkey]
+	a.mu.Unlock()
+	relay := o.Nkey == a.relay
+	switch {
+	case relay && !inProcess:
+		return false // the relay's key is only ever used in-process
+	case relay:
+		user = &server.NkeyUser{Nkey: a.relay}
+	case !known || inProcess:
+		return false
+	}
+	if !verifyNonce(o.Nkey, o.Sig, c.GetNonce()) {
+		return false
+	}
+	reg, ok := c.(nkeyRegistrar)
+	if !ok || reg.RegisterNkeyUser(user) != nil {
+		return false
+	}
+	if !relay {
+		a.mu.Lock()
+		ids := a.conns[o.Nkey]
+		if ids == nil {
+			ids = map[uint64]bool{}
+			a.conns[o.Nkey] = ids
+		}
+		if len(ids) >= 64 && a.alive != nil {
+			for id := range ids {
+				if !a.alive(id) {
+					delete(ids, id)
+				}
+			}
+		}
+		ids[c.GetID()] = true
+		a.mu.Unlock()
+	}
+	return true
+}
+
+// verifyNonce reports whether sig (base64, URL or standard alphabet, as
+// nats-server accepts) is the signature of nonce by the public nkey pub.
+func verifyNonce(pub, sig string, nonce []byte) bool {
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		if raw, err = base64.StdEncoding.DecodeString(sig); err != nil {
+			return false
+		}
+	}
+	kp, err := nkeys.FromPublicKey(pub)
+	return err == nil && len(nonce) > 0 && kp.Verify(nonce, raw) == nil
+}
+
+// set replaces the admitted subscribers and returns the ids of the
+// connections that must go: those of a subscriber removed, or whose
+// permissions changed (it reconnects and gets the new ones).
+func (a *authenticator) set(users map[string]*server.NkeyUser) []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var kick []uint64
+	for key, old := range a.users {
+		if next, ok := users[key]; ok && samePermissions(old.Permissions, next.Permissions) {
+			continue
+		}
+		for id := range a.conns[key] {
+			kick = append(kick, id)
+		}
+		delete(a.conns, key)
+	}
+	a.users = users
+	return kick
+}
+
+func samePermissions(a, b *server.Permissions) bool { return reflect.DeepEqual(a, b) }
