@@ -99,9 +99,26 @@ func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
 	if len(c.Retry) == 0 {
 		c.Retry = DefaultSchedule
 	}
+	if b := c.Batch; b != nil {
+		b := *b
+		switch {
+		case b.MaxEvents == 0:
+			b.MaxEvents = defaultBatchEvents
+		case b.MaxEvents < 1 || b.MaxEvents > maxBatchEvents:
+			add("batch.max_events", "must be between 1 and %d, got %d", maxBatchEvents, b.MaxEvents)
+		}
+		switch {
+		case b.MaxWait == 0:
+			b.MaxWait = defaultBatchWait
+		case b.MaxWait < 0 || b.MaxWait > maxBatchWait:
+			add("batch.max_wait", "must be between 0 and %s, got %s", maxBatchWait, b.MaxWait)
+		}
+		c.Batch = &b
+	}
 	wh, err := NewWebhook(WebhookOptions{
 		Name: c.Name, URL: c.URL, Secret: c.Secret, Format: c.Format, Timeout: c.Timeout,
-		Headers: c.Headers, AllowPrivate: c.AllowPrivate, UserAgent: o.UserAgent,
+		PreviousSecret: c.PreviousSecret, PreviousSecretExpires: c.PreviousSecretExpires, Batch: c.Batch != nil,
+		Headers: c.Headers, AllowPrivate: c.AllowPrivate, AllowPrivateProxy: c.AllowPrivateProxy, UserAgent: o.UserAgent,
 	}, o.Logger)
 	for _, e := range leaves(err) {
 		errs = append(errs, fmt.Errorf("%s.%w", field, e))

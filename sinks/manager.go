@@ -28,12 +28,22 @@ type Config struct {
 	Events []string
 	// Tenants selects tenants; empty = all.
 	Tenants      []string
-	Format       string        // binary (default) or structured
+	// PreviousSecret signs too while Secret replaces it (rotation);
+	// PreviousSecretExpires (RFC 3339) ends that by itself.
+	PreviousSecret        string
+	PreviousSecretExpires string
+	Format                string // binary (default) or structured; empty with Batch
+	// Batch, when set, sends several events per request
+	// (application/cloudevents-batch+json).
+	Batch        *Batch
 	Timeout      time.Duration // per HTTP request, at most 5m; 0 is 10 s
 	Headers      map[string]string
 	AllowPrivate bool
-	// Concurrency is how many resources are delivered to at once, at most
-	// 1024; 0 is 16.
+	// AllowPrivateProxy lets the sink use a proxy from HTTPS_PROXY or
+	// HTTP_PROXY on a loopback or private address.
+	AllowPrivateProxy bool
+	// Concurrency is how many requests are in flight at once, at most
+	// 1024; 0 is 16: resources delivered to at once, or with Batch, batches.
 	Concurrency int
 	// Retry is the retry schedule; nil is DefaultSchedule.
 	Retry Schedule
@@ -166,6 +176,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 			log: m.log.With("sink", name), partitions: partitions, ackWait: m.o.AckWait,
 			maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: t, now: time.Now, rnd: m.o.Rand,
 			sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
+		}
+		if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
+			w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)
 		}
 		w.members = &membership{js: js, stream: workers, sink: name, id: m.o.workerID(), t: t}
 		for p := range partitions {

@@ -468,19 +468,24 @@ func (p *partition) scheduleLocked(l *lane) {
 }
 
 // work delivers a lane until it is empty, parked and not due, or the
-// partition stops.
+// partition stops. One event at a time, or in batch mode a slice of the
+// lane's waiting events at a time, each after the previous was accepted.
 func (p *partition) work(l *lane) {
 	defer p.wg.Done()
 	w := p.w
-	select {
-	case w.sem <- struct{}{}:
-	case <-p.ctx.Done():
-		p.mu.Lock()
-		l.busy = false
-		p.mu.Unlock()
-		return
+	if w.batches == nil {
+		// One request per event: the lane holds a request slot. In batch
+		// mode the batcher takes the slots for whole batches instead.
+		select {
+		case w.sem <- struct{}{}:
+		case <-p.ctx.Done():
+			p.mu.Lock()
+			l.busy = false
+			p.mu.Unlock()
+			return
+		}
+		defer func() { <-w.sem }()
 	}
-	defer func() { <-w.sem }()
 	for {
 		p.mu.Lock()
 		switch {
@@ -515,10 +520,11 @@ func (p *partition) work(l *lane) {
 			p.mu.Unlock()
 			return
 		}
-		m := l.queue[0]
-		l.queue = l.queue[1:]
+		n := min(len(l.queue), w.sliceMax())
+		ms := append([]jetstream.Msg(nil), l.queue[:n]...)
+		l.queue = l.queue[n:]
 		p.mu.Unlock()
-		p.handle(l, m)
+		p.handle(l, ms)
 	}
 }
 
@@ -559,81 +565,151 @@ func (p *partition) release() {
 	}
 }
 
-// handle delivers a lane's head, taken from the consumer.
-func (p *partition) handle(l *lane, m jetstream.Msg) {
+// item is one event of a slice: delivered, or skipped in its place (a
+// type the sink does not want), with what settles it.
+type item struct {
+	e    event.Event
+	seq  uint64        // subjectseq
+	sseq uint64        // stream sequence
+	m    jetstream.Msg // nil when read back from the stream
+	skip bool
+}
+
+// send returns the events of a slice that go out.
+func send(items []item) []*event.Event {
+	var out []*event.Event
+	for i := range items {
+		if !items[i].skip {
+			out = append(out, &items[i].e)
+		}
+	}
+	return out
+}
+
+// handle delivers a slice of a lane's events taken from the consumer, in
+// order: all of them are accepted, or the resource is parked from the first
+// one that went out (the whole slice's events are then read back from the
+// stream, in order, when the retry is due).
+func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	w := p.w
-	e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
-	if err != nil {
-		w.poison(p.ctx, m, err)
-		return
-	}
-	seq, err := events.SubjectSeq(e)
-	if err != nil || seq == 0 {
-		w.poison(p.ctx, m, fmt.Errorf("event %s has no subjectseq", e.ID()))
-		return
-	}
 	key := l.subject.Key()
 	p.mu.Lock()
 	done := p.delivered[key]
 	p.mu.Unlock()
-	if seq <= done {
-		// Already delivered by this worker: a redelivery after a lost ack.
-		w.metrics.outcome(w.name, "duplicate")
-		w.ack(m)
+	var items []item
+	for _, m := range ms {
+		e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
+		if err != nil {
+			w.poison(p.ctx, m, err)
+			continue
+		}
+		seq, err := events.SubjectSeq(e)
+		if err != nil || seq == 0 {
+			w.poison(p.ctx, m, fmt.Errorf("event %s has no subjectseq", e.ID()))
+			continue
+		}
+		if seq <= done {
+			// Already delivered by this worker: a redelivery after a lost ack.
+			w.metrics.outcome(w.name, "duplicate")
+			w.ack(m)
+			continue
+		}
+		items = append(items, item{e: e, seq: seq, sseq: streamSeq(m), m: m, skip: !w.wants(e)})
+	}
+	if len(items) == 0 {
 		return
 	}
-	res, skipped := p.deliver(&e, m)
+	res := p.deliver(items)
 	switch {
 	case p.ctx.Err() != nil:
-		return // hard stop: JetStream redelivers it to the next owner
-	case skipped || res.Err == nil:
-		p.completed(key, seq)
-		w.ack(m)
+		return // hard stop: JetStream redelivers them to the next owner
+	case res.Err == nil:
+		p.settle(key, items)
 		return
 	}
+	// The first event that went out, and all after it, failed. Those
+	// before it were skipped: they are settled.
+	first := 0
+	for items[first].skip {
+		first++
+	}
+	p.settle(key, items[:first])
+	failed := items[first:]
+	out := send(failed)
 	delay, retry := time.Duration(0), false
 	if !res.Permanent {
 		delay, retry = w.schedule.Delay(1, res, w.rnd)
 	}
-	if !retry {
-		if err := w.deadLetter(p.ctx, &e, res, 1); err != nil {
-			p.later(l, m, err)
+	rec := parkRecord{From: failed[0].sseq, Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
+	switch {
+	case !retry && len(out) == 1:
+		if err := w.deadLetter(p.ctx, out[0], res, 1); err != nil {
+			p.later(l, msgsOf(failed), err)
 			return
 		}
-		p.completed(key, seq)
-		w.ack(m)
+		p.settle(key, failed)
 		return
+	case !retry:
+		// A batch refused for good: which of its events the receiver
+		// refuses is not known. The resource is read back at once, and a
+		// refusal of its events together sends them one by one, so that
+		// only the event refused alone is dead-lettered.
+		rec.Attempts, rec.Due = 0, w.now()
+	default:
+		rec.Due = w.now().Add(delay)
+		w.retrying(out, res, 1, rec.Due)
 	}
-	// A failure to retry later: park the resource from this event, so that
-	// neither it nor the resource's later events hold the consumer's window.
-	rec := parkRecord{From: streamSeq(m), Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
-	rec.Due = w.now().Add(delay)
-	w.retrying(&e, res, 1, rec.Due)
+	// Park the resource from its first failed event, so that neither it
+	// nor the resource's later events hold the consumer's window.
 	p.mu.Lock()
-	l.queue = append([]jetstream.Msg{m}, l.queue...)
-	if !p.parkQueuedLocked(l, rec, "its next event failed") {
-		l.queue = l.queue[1:]
+	l.queue = append(msgsOf(failed), l.queue...)
+	if !p.parkQueuedLocked(l, rec, "its next events failed") {
+		l.queue = l.queue[len(failed):]
 		p.mu.Unlock()
-		p.later(l, m, errors.New("the resource could not be parked"))
+		p.later(l, msgsOf(failed), errors.New("the resource could not be parked"))
 		return
 	}
 	p.mu.Unlock()
 }
 
-// later is the fallback when a resource cannot be parked: the head and its
-// followers go back to JetStream, each a little later than the one before,
-// so that they come back in order; they hold the window meanwhile.
-func (p *partition) later(l *lane, m jetstream.Msg, cause error) {
+// settle records items as done (delivered, dead-lettered or skipped) and
+// acknowledges those taken from the consumer.
+func (p *partition) settle(key string, items []item) {
+	for _, it := range items {
+		if it.skip {
+			p.w.metrics.outcome(p.w.name, "filtered")
+		}
+		p.completed(key, it.seq)
+		if it.m != nil {
+			p.w.ack(it.m)
+		}
+	}
+}
+
+func msgsOf(items []item) []jetstream.Msg {
+	out := make([]jetstream.Msg, 0, len(items))
+	for _, it := range items {
+		if it.m != nil {
+			out = append(out, it.m)
+		}
+	}
+	return out
+}
+
+// later is the fallback when a resource cannot be parked: the failed
+// events and their followers go back to JetStream, each a little later than
+// the one before, so that they come back in order; they hold the window
+// meanwhile.
+func (p *partition) later(l *lane, failed []jetstream.Msg, cause error) {
 	w := p.w
 	d := 5 * time.Second
 	w.log.Warn("delivery cannot be recorded; the resource's events come back later", "sink", w.name, "partition", p.n, "err", cause, "retry_in", d)
 	p.mu.Lock()
-	followers := l.queue
+	all := append(failed, l.queue...)
 	l.queue = nil
 	p.mu.Unlock()
-	_ = m.NakWithDelay(d)
-	for i, f := range followers {
-		_ = f.NakWithDelay(d + time.Duration(i+1)*10*time.Millisecond)
+	for i, m := range all {
+		_ = m.NakWithDelay(d + time.Duration(i)*10*time.Millisecond)
 	}
 }
 
@@ -646,13 +722,14 @@ func (p *partition) completed(key string, seq uint64) {
 	p.delivered[key] = max(p.delivered[key], seq)
 }
 
-// deliver sends one event unless the sink does not want its type
-// (skipped); m, when set, is kept alive meanwhile (keepQueuedAlive).
-func (p *partition) deliver(e *event.Event, m jetstream.Msg) (Result, bool) {
+// deliver sends the events of a slice that the sink wants, in one request
+// (one event, or a batch); the messages among them are kept alive meanwhile
+// (keepQueuedAlive). A slice of skipped events alone succeeds at once.
+func (p *partition) deliver(items []item) Result {
 	w := p.w
-	if a, _ := events.ActionOf(*e); !w.patterns.Match(a) {
-		w.metrics.outcome(w.name, "filtered")
-		return Result{}, true
+	out := send(items)
+	if len(out) == 0 {
+		return Result{}
 	}
 	for !w.members.leaseValid() {
 		// Cut off from the other workers for too long: another one may own
@@ -660,40 +737,49 @@ func (p *partition) deliver(e *event.Event, m jetstream.Msg) (Result, bool) {
 		// released its partitions (which ends p.ctx).
 		select {
 		case <-p.ctx.Done():
-			return Result{Err: p.ctx.Err()}, false
+			return Result{Err: p.ctx.Err()}
 		case <-time.After(w.t.heartbeat):
 		}
 	}
-	if m != nil {
-		p.mu.Lock()
+	held := msgsOf(items)
+	p.mu.Lock()
+	for _, m := range held {
 		p.inFlight[m] = struct{}{}
-		p.mu.Unlock()
-		defer func() {
-			p.mu.Lock()
+	}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		for _, m := range held {
 			delete(p.inFlight, m)
-			p.mu.Unlock()
-		}()
+		}
+		p.mu.Unlock()
+	}()
+	var res Result
+	if w.batches != nil {
+		res = w.batches.submit(p.ctx, out)
+	} else {
+		res = w.sink.Deliver(p.ctx, out[0])
 	}
-	res := w.sink.Deliver(p.ctx, e)
 	if res.Err == nil {
-		w.metrics.delivered(w.name, res.Latency)
-		w.attempts.record(w.name, e, res, 0, "delivered")
-		w.log.Debug("delivered", "sink", w.name, "event_id", e.ID(), "status", res.Status, "latency", res.Latency)
+		for _, e := range out {
+			w.metrics.delivered(w.name, res.Latency)
+			w.attempts.record(w.name, e, res, 0, "delivered")
+		}
+		w.log.Debug("delivered", "sink", w.name, "events", len(out), "first_event_id", out[0].ID(), "status", res.Status, "latency", res.Latency)
 	}
-	return res, false
+	return res
 }
 
 // readBack delivers a parked resource's events from the stream, from its
-// record on, until it catches up (the lane takes events from the consumer
-// again), its head fails (parked until the next try), or the partition
-// stops (the record says where the next owner starts).
+// record on, a slice at a time, until it catches up (the lane takes events
+// from the consumer again), its head fails (parked until the next try), or
+// the partition stops (the record says where the next owner starts).
 func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
 	rec := *l.park
 	p.mu.Unlock()
 	key := l.subject.Key()
-	filter := l.subject.ResourceSubjects()
 	sinceSave := 0
 	save := func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -710,6 +796,17 @@ func (p *partition) readBack(l *lane) {
 		l.park = &r
 		p.mu.Unlock()
 	}
+	// advance moves the record past settled items.
+	advance := func(items []item) {
+		if len(items) == 0 {
+			return
+		}
+		p.settle(key, items)
+		rec.From, rec.Attempts, rec.Status, rec.Error = items[len(items)-1].sseq+1, 0, 0, ""
+		if sinceSave += len(items); sinceSave >= maxUnsaved {
+			save()
+		}
+	}
 	for {
 		if p.ctx.Err() != nil {
 			return
@@ -721,10 +818,25 @@ func (p *partition) readBack(l *lane) {
 			park(rec)
 			return
 		}
-		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-		raw, err := w.stream.GetMsg(ctx, rec.From, jetstream.WithGetMsgSubject(filter))
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		items, next, caughtUp, err := p.readSlice(l, rec.From)
+		if err != nil {
+			if p.ctx.Err() == nil {
+				w.log.Warn("reading a parked resource's events failed; will try again", "sink", w.name, "resource", key, "err", err)
+			}
+			rec.Due = w.now().Add(time.Second)
+			park(rec)
+			return
+		}
+		if len(items) == 0 {
+			if next > rec.From {
+				// Only malformed or repeated messages: past them.
+				rec.From, rec.Attempts = next, 0
+				sinceSave++
+				continue
+			}
+			if !caughtUp {
+				continue
+			}
 			p.mu.Lock()
 			if l.dropped >= rec.From {
 				p.mu.Unlock()
@@ -739,61 +851,144 @@ func (p *partition) readBack(l *lane) {
 			cancel()
 			return
 		}
-		if err != nil {
-			if p.ctx.Err() == nil {
-				w.log.Warn("reading a parked resource's events failed; will try again", "sink", w.name, "resource", key, "err", err)
-			}
-			rec.Due = w.now().Add(time.Second)
-			park(rec)
-			return
-		}
-		e, err := events.FromMsg(raw.Subject, raw.Header, raw.Data)
-		if err != nil {
-			w.poisonRaw(p.ctx, raw, err)
-			rec.From, rec.Attempts = raw.Sequence+1, 0
-			sinceSave++
-			continue
-		}
-		seq, _ := events.SubjectSeq(e)
-		p.mu.Lock()
-		done := p.delivered[key]
-		p.mu.Unlock()
-		if seq != 0 && seq <= done {
-			rec.From, rec.Attempts = raw.Sequence+1, 0
-			continue
-		}
-		res, skipped := p.deliver(&e, nil)
+		res := p.deliver(items)
 		if p.ctx.Err() != nil {
 			return
 		}
-		if !skipped && res.Err != nil {
-			tries := 1
-			if raw.Sequence == rec.From {
-				tries = rec.Attempts + 1
-			}
-			delay, ok := time.Duration(0), false
-			if !res.Permanent {
-				delay, ok = w.schedule.Delay(tries, res, w.rnd)
-			}
-			if ok {
-				rec = parkRecord{From: raw.Sequence, Attempts: tries, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
-				w.retrying(&e, res, tries, rec.Due)
-				save()
-				park(rec)
-				return
-			}
-			if err := w.deadLetter(p.ctx, &e, res, tries); err != nil {
-				rec.Due = w.now().Add(5 * time.Second)
-				park(rec)
-				return
-			}
+		if res.Err == nil {
+			advance(items)
+			rec.From = max(rec.From, next)
+			continue
 		}
-		p.completed(key, seq)
-		rec.From, rec.Attempts, rec.Status, rec.Error = raw.Sequence+1, 0, 0, ""
-		if sinceSave++; sinceSave >= maxUnsaved {
+		first := 0
+		for items[first].skip {
+			first++
+		}
+		advance(items[:first])
+		failed := items[first:]
+		out := send(failed)
+		tries := 1
+		if failed[0].sseq == rec.From {
+			tries = rec.Attempts + 1
+		}
+		delay, ok := time.Duration(0), false
+		if !res.Permanent {
+			delay, ok = w.schedule.Delay(tries, res, w.rnd)
+		}
+		if ok {
+			rec = parkRecord{From: failed[0].sseq, Attempts: tries, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
+			w.retrying(out, res, tries, rec.Due)
 			save()
+			park(rec)
+			return
+		}
+		if len(out) > 1 {
+			// Refused together for good, or out of retries: which event is
+			// to blame is not known. Send them one by one.
+			if !p.oneByOne(failed, tries, &rec, advance, save, park) {
+				return
+			}
+			continue
+		}
+		if err := w.deadLetter(p.ctx, out[0], res, tries); err != nil {
+			rec.Due = w.now().Add(5 * time.Second)
+			park(rec)
+			return
+		}
+		advance(failed)
+	}
+}
+
+// readSlice reads a parked resource's next events from the stream from
+// stream sequence from: one the sink wants, or in batch mode up to a
+// batch's worth, with the skipped ones among them. next is the stream
+// sequence after the last message read; caughtUp says the stream has no
+// more of the resource.
+func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, caughtUp bool, err error) {
+	w := p.w
+	key := l.subject.Key()
+	filter := l.subject.ResourceSubjects()
+	p.mu.Lock()
+	done := p.delivered[key]
+	p.mu.Unlock()
+	next = from
+	wanted := 0
+	for wanted < w.sliceMax() {
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		raw, err := w.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return items, next, true, nil
+		}
+		if err != nil {
+			if len(items) > 0 {
+				return items, next, false, nil // deliver what was read
+			}
+			return nil, next, false, err
+		}
+		e, err := events.FromMsg(raw.Subject, raw.Header, raw.Data)
+		if err != nil {
+			if len(items) > 0 {
+				return items, next, false, nil // settle the earlier ones first
+			}
+			w.poisonRaw(p.ctx, raw, err)
+			return nil, raw.Sequence + 1, false, nil
+		}
+		next = raw.Sequence + 1
+		seq, _ := events.SubjectSeq(e)
+		if seq != 0 && seq <= done {
+			if len(items) > 0 {
+				return items, raw.Sequence, false, nil
+			}
+			return nil, next, false, nil
+		}
+		it := item{e: e, seq: seq, sseq: raw.Sequence, skip: !w.wants(e)}
+		items = append(items, it)
+		if !it.skip {
+			wanted++
 		}
 	}
+	return items, next, false, nil
+}
+
+// oneByOne delivers a parked resource's failed events one at a time: the
+// first with the tries it has had, the others afresh. It reports whether
+// the resource goes on (false: parked again, or the partition stopped).
+func (p *partition) oneByOne(failed []item, tries int, rec *parkRecord, advance func([]item), save func() bool, park func(parkRecord)) bool {
+	w := p.w
+	for i := range failed {
+		it := failed[i : i+1]
+		res := p.deliver(it)
+		if p.ctx.Err() != nil {
+			return false
+		}
+		if res.Err == nil {
+			advance(it)
+			continue
+		}
+		t := 1
+		if i == 0 {
+			t = tries
+		}
+		delay, ok := time.Duration(0), false
+		if !res.Permanent {
+			delay, ok = w.schedule.Delay(t, res, w.rnd)
+		}
+		if ok {
+			*rec = parkRecord{From: it[0].sseq, Attempts: t, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
+			w.retrying(send(it), res, t, rec.Due)
+			save()
+			park(*rec)
+			return false
+		}
+		if err := w.deadLetter(p.ctx, &it[0].e, res, t); err != nil {
+			rec.Due = w.now().Add(5 * time.Second)
+			park(*rec)
+			return false
+		}
+		advance(it)
+	}
+	return true
 }
 
 // repeat calls f every d until stop closes.

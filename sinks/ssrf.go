@@ -4,10 +4,16 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpproxy"
 )
 
 // The SSRF guard: a sink may not reach loopback, private, link-local,
@@ -16,10 +22,22 @@ import (
 // dialled, after DNS, so that neither a DNS answer that changes nor a
 // redirect can get around it.
 
-// refusedError is a dial the guard refused.
-type refusedError struct{ addr netip.Addr }
+// refusedError is a connection the guard refused.
+type refusedError struct {
+	addr netip.Addr
+	// proxy: the address refused is the proxy's; host: the target's name
+	// (a target checked before a proxy reaches it), "" when dialled.
+	proxy bool
+	host  string
+}
 
 func (e *refusedError) Error() string {
+	switch {
+	case e.proxy:
+		return fmt.Sprintf("refused to connect to the proxy at %s: a loopback, private or link-local address (set allow_private_proxy: true on the sink to allow it)", e.addr)
+	case e.host != "":
+		return fmt.Sprintf("refused to send to %s through the proxy: it resolves to %s, a loopback, private or link-local address (set allow_private: true on the sink to allow it)", e.host, e.addr)
+	}
 	return fmt.Sprintf("refused to connect to %s: a loopback, private or link-local address (set allow_private: true on the sink to allow it)", e.addr)
 }
 
@@ -48,10 +66,17 @@ func blocked(addr netip.Addr) bool {
 	return false
 }
 
-func netipAddr(host string) (netip.Addr, error) { return netip.ParseAddr(host) }
-
 // guardDial runs after DNS, before the connection: address is what will be dialled.
 func guardDial(_ context.Context, _, address string, _ syscall.RawConn) error {
+	return checkDialled(address, false)
+}
+
+// guardProxyDial is guardDial for a connection to the proxy.
+func guardProxyDial(_ context.Context, _, address string, _ syscall.RawConn) error {
+	return checkDialled(address, true)
+}
+
+func checkDialled(address string, proxy bool) error {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return err
@@ -61,7 +86,135 @@ func guardDial(_ context.Context, _, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("refused to connect to %q: not an IP address", host)
 	}
 	if blocked(addr) {
-		return &refusedError{addr: addr.Unmap()}
+		return &refusedError{addr: addr.Unmap(), proxy: proxy}
 	}
 	return nil
+}
+
+// Proxies. A sink honours HTTPS_PROXY, HTTP_PROXY and NO_PROXY (read when
+// the sink is built, with Go's rules: golang.org/x/net/http/httpproxy).
+// The guard still applies to what the relay dials, which through a proxy
+// is the proxy: a proxy on a loopback or private address (the usual egress
+// proxy) is refused unless the sink sets allow_private_proxy (or
+// allow_private). The target is then reached by the proxy, not dialled by
+// the relay, so before each request through a proxy the relay resolves the
+// target's name itself and refuses it if any address is blocked; a name the
+// relay's DNS does not know is left to the proxy, whose own egress rules
+// govern what it connects to.
+
+// dialer dials for one sink: through the guard unless allowed otherwise,
+// the proxies' addresses under their own rule.
+type dialer struct {
+	direct, guarded, guardedProxy *net.Dialer
+	allowPrivate, allowProxy      bool
+	proxies                       map[string]bool // canonical host:port of the configured proxies
+	lookup                        func(ctx context.Context, host string) ([]netip.Addr, error)
+	proxyFor                      func(*url.URL) (*url.URL, error) // nil: no proxy configured
+}
+
+func newDialer(allowPrivate, allowPrivateProxy bool, env *httpproxy.Config) *dialer {
+	base := func(control func(context.Context, string, string, syscall.RawConn) error) *net.Dialer {
+		return &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: control}
+	}
+	d := &dialer{
+		direct: base(nil), guarded: base(guardDial), guardedProxy: base(guardProxyDial),
+		allowPrivate: allowPrivate, allowProxy: allowPrivate || allowPrivateProxy,
+		proxies: map[string]bool{},
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+	}
+	if env != nil && (env.HTTPProxy != "" || env.HTTPSProxy != "") {
+		d.proxyFor = env.ProxyFunc()
+		for _, p := range []string{env.HTTPProxy, env.HTTPSProxy} {
+			if u := parseProxyURL(p); u != nil {
+				d.proxies[canonicalAddr(u)] = true
+			}
+		}
+	}
+	return d
+}
+
+// dial is the transport's DialContext.
+func (d *dialer) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	switch {
+	case d.proxies[address]:
+		if d.allowProxy {
+			return d.direct.DialContext(ctx, network, address)
+		}
+		return d.guardedProxy.DialContext(ctx, network, address)
+	case d.allowPrivate:
+		return d.direct.DialContext(ctx, network, address)
+	}
+	return d.guarded.DialContext(ctx, network, address)
+}
+
+// proxy is the transport's Proxy: the environment's proxy for the request,
+// once the target it will reach has passed the guard.
+func (d *dialer) proxy(req *http.Request) (*url.URL, error) {
+	if d.proxyFor == nil {
+		return nil, nil
+	}
+	p, err := d.proxyFor(req.URL)
+	if err != nil {
+		return nil, err
+	}
+	// A direct request to a proxy's own address would pass as the proxy
+	// at the dial: check it as a target too.
+	if !d.allowPrivate && (p != nil || d.proxies[canonicalAddr(req.URL)]) {
+		if err := d.checkTarget(req.Context(), req.URL.Hostname()); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// checkTarget refuses a target the relay will not dial itself when any
+// address its name resolves to is blocked.
+func (d *dialer) checkTarget(ctx context.Context, host string) error {
+	addrs := []netip.Addr{}
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = append(addrs, a)
+	} else {
+		found, err := d.lookup(ctx, host)
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+			return nil // only the proxy knows the name: its rules apply
+		case err != nil:
+			return fmt.Errorf("resolving %s to check it before the proxy reaches it: %w", host, err)
+		}
+		addrs = found
+	}
+	for _, a := range addrs {
+		if blocked(a) {
+			return &refusedError{addr: a.Unmap(), host: host}
+		}
+	}
+	return nil
+}
+
+// parseProxyURL reads a proxy setting the way httpproxy does: a URL, or a
+// host:port taken as http.
+func parseProxyURL(s string) *url.URL {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		if u, err = url.Parse("http://" + s); err != nil {
+			return nil
+		}
+	}
+	return u
+}
+
+// canonicalAddr is host:port with the scheme's default port, as the
+// transport dials it.
+func canonicalAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}[u.Scheme]
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }

@@ -43,7 +43,10 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 		return Status{}, err
 	}
 	st := Status{Name: name, URL: redactURL(s.cfg.URL), Events: s.cfg.Events, Tenants: s.cfg.Tenants, Format: s.cfg.Format}
-	if st.Format == "" {
+	switch {
+	case s.cfg.Batch != nil:
+		st.Format = formatBatch
+	case st.Format == "":
 		st.Format = "binary"
 	}
 	if s.worker != nil {

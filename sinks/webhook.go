@@ -3,14 +3,18 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
-	"encoding/base64"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -21,6 +25,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/net/http/httpproxy"
 )
 
 // WebhookOptions configures a webhook sink.
@@ -29,13 +34,25 @@ type WebhookOptions struct {
 	URL  string
 	// Secret is the Standard Webhooks secret, "whsec_" + base64.
 	Secret string
+	// PreviousSecret, while a secret rotates, is the one being replaced:
+	// deliveries carry a signature by each, so that a receiver verifying
+	// with either accepts them. PreviousSecretExpires (RFC 3339, optional)
+	// ends that overlap by itself.
+	PreviousSecret        string
+	PreviousSecretExpires string
 	// Format is "binary" (ce-* headers, data as body; the default) or
 	// "structured" (application/cloudevents+json).
-	Format  string
+	Format string
+	// Batch sends events as application/cloudevents-batch+json arrays,
+	// several per request; Format must then be left empty.
+	Batch   bool
 	Timeout time.Duration // per HTTP request, at most 5m; 0 is 10 s
 	Headers map[string]string
 	// AllowPrivate lets the sink reach loopback and private addresses.
 	AllowPrivate bool
+	// AllowPrivateProxy lets the sink use a proxy (HTTPS_PROXY,
+	// HTTP_PROXY) on a loopback or private address; targets stay guarded.
+	AllowPrivateProxy bool
 	// MaxRetries is the number of quick retries inside one delivery
 	// (default 2); the long schedule is the consumer's.
 	MaxRetries int
@@ -43,6 +60,13 @@ type WebhookOptions struct {
 	MaxResponseBody int64
 	// UserAgent names the sender (default "scimrelay").
 	UserAgent string
+
+	// proxyEnv is the proxy configuration; nil reads the environment.
+	proxyEnv *httpproxy.Config
+	// lookup resolves targets checked before a proxy; nil is the system's.
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+	// rootCAs, when set, replaces the system's (tests with a TLS receiver).
+	rootCAs *x509.CertPool
 }
 
 // Webhook delivers events by HTTP POST, signed per Standard Webhooks.
@@ -54,7 +78,10 @@ type Webhook struct {
 	log    *slog.Logger
 }
 
-var _ Sink = (*Webhook)(nil)
+var (
+	_ Sink        = (*Webhook)(nil)
+	_ batchSender = (*Webhook)(nil)
+)
 
 // In-request retries are quick: a receiver that needs longer gets the
 // consumer's schedule instead.
@@ -73,10 +100,17 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if o.Format == "" {
-		o.Format = "binary"
-	}
 	var errs []error
+	switch {
+	case o.Batch && o.Format != "":
+		errs = append(errs, fmt.Errorf("format: batched deliveries are always application/cloudevents-batch+json; leave format out, got %q", o.Format))
+	case o.Batch:
+		o.Format = formatBatch
+	case o.Format == "":
+		o.Format = "binary"
+	case o.Format != "binary" && o.Format != "structured":
+		errs = append(errs, fmt.Errorf("format: must be binary or structured, got %q", o.Format))
+	}
 	switch {
 	case o.Timeout == 0:
 		o.Timeout = 10 * time.Second
@@ -96,17 +130,12 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", o.URL))
 	} else if !o.AllowPrivate {
-		if addr, err := netipAddr(u.Hostname()); err == nil && blocked(addr) {
+		if addr, err := netip.ParseAddr(u.Hostname()); err == nil && blocked(addr) {
 			errs = append(errs, fmt.Errorf("url: %s is a loopback, private or link-local address; set allow_private: true to deliver there", u.Hostname()))
 		}
 	}
-	s, err := newSigner(o.Secret)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("secret: %w", err))
-	}
-	if o.Format != "binary" && o.Format != "structured" {
-		errs = append(errs, fmt.Errorf("format: must be binary or structured, got %q", o.Format))
-	}
+	s, err := newSigner(o.Secret, o.PreviousSecret, o.PreviousSecretExpires)
+	errs = append(errs, leaves(err)...)
 	for h := range o.Headers {
 		lh := strings.ToLower(h)
 		for _, r := range reservedHeaders {
@@ -118,10 +147,13 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if o.proxyEnv == nil {
+		o.proxyEnv = httpproxy.FromEnvironment()
+	}
 	w := &Webhook{o: o, url: o.URL, signer: s, log: log}
 	w.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport:     newTransport(o.AllowPrivate),
+			Transport:     newTransport(o),
 			Timeout:       o.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -136,6 +168,9 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	return w, nil
 }
 
+// formatBatch is the format a batching sink reports.
+const formatBatch = "batch"
+
 // attempt is what the retry hook needs of the delivery under way.
 type attempt struct {
 	tries atomic.Int32
@@ -145,24 +180,79 @@ type attempt struct {
 type attemptKey struct{}
 
 // Deliver POSTs the event once, with quick retries for passing failures.
+// A batching sink sends it as a batch of one, so that its receiver sees
+// one format.
 func (w *Webhook) Deliver(ctx context.Context, e *event.Event) Result {
-	start := time.Now()
-	res := w.deliver(ctx, e)
-	res.Latency = time.Since(start)
-	return res
-}
-
-func (w *Webhook) deliver(ctx context.Context, e *event.Event) Result {
+	if w.o.Batch {
+		part, err := w.part(e)
+		if err != nil {
+			return Result{Err: err, Permanent: true}
+		}
+		return w.sendBatch(ctx, []string{e.ID()}, [][]byte{part})
+	}
 	body, header, err := w.encode(ctx, e)
 	if err != nil {
 		return Result{Err: fmt.Errorf("encoding event %s: %w", e.ID(), err), Permanent: true}
 	}
+	return w.post(ctx, e.ID(), body, header)
+}
+
+// part encodes one event of a batch: the event in structured mode.
+func (w *Webhook) part(e *event.Event) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := event.WriteJson(e, &buf); err != nil {
+		return nil, fmt.Errorf("encoding event %s: %w", e.ID(), err)
+	}
+	return buf.Bytes(), nil
+}
+
+// sendBatch POSTs encoded events as one JSON array, in the order given,
+// signed once. Its webhook-id (batchID) is the same whenever the same
+// events are sent together again.
+func (w *Webhook) sendBatch(ctx context.Context, ids []string, parts [][]byte) Result {
+	size := 2 + len(parts)
+	for _, p := range parts {
+		size += len(p)
+	}
+	body := make([]byte, 0, size)
+	body = append(body, '[')
+	for i, p := range parts {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, p...)
+	}
+	body = append(body, ']')
+	header := http.Header{"Content-Type": {batchContentType}}
+	return w.post(ctx, batchID(ids), body, header)
+}
+
+// batchContentType is the CloudEvents HTTP binding's batched content mode.
+const batchContentType = "application/cloudevents-batch+json; charset=utf-8"
+
+// batchID is a batch's webhook-id: "batch_" and the first 128 bits of the
+// SHA-256 of its events' ids in order, in hex. The in-request retries of a
+// batch resend it unchanged, with the same id; events sent again in
+// another composition (after a retry was scheduled) make another batch,
+// with another id. Each event's own id stays the key to deduplicate on.
+func batchID(ids []string) string {
+	h := sha256.New()
+	for _, id := range ids {
+		h.Write([]byte(id))
+		h.Write([]byte{'\n'})
+	}
+	return "batch_" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// post sends one request, with quick retries for passing failures.
+func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.Header) Result {
+	start := time.Now()
 	at := &attempt{body: body}
 	at.tries.Store(1)
 	ctx = context.WithValue(ctx, attemptKey{}, at)
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, w.url, body)
 	if err != nil {
-		return Result{Err: err, Permanent: true}
+		return Result{Err: err, Permanent: true, Latency: time.Since(start)}
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -171,8 +261,10 @@ func (w *Webhook) deliver(ctx context.Context, e *event.Event) Result {
 		req.Header.Set(k, v)
 	}
 	req.Header.Set("User-Agent", w.o.UserAgent)
-	req.Header.Set("webhook-id", e.ID())
-	w.sign(req.Request, e.ID(), body)
+	req.Header.Set("webhook-id", id)
+	if err := w.sign(req.Request, id, body); err != nil {
+		return Result{Err: err, Permanent: true, Latency: time.Since(start)}
+	}
 
 	resp, err := w.client.Do(req)
 	res := Result{Attempts: int(at.tries.Load())}
@@ -180,12 +272,14 @@ func (w *Webhook) deliver(ctx context.Context, e *event.Event) Result {
 		res.Err = fmt.Errorf("POST %s: %w", w.redacted(), unwrapURLError(err))
 		var refused *refusedError
 		res.Permanent = errors.As(err, &refused)
+		res.Latency = time.Since(start)
 		return res
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, w.o.MaxResponseBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, w.o.MaxResponseBody)) // drain a little for keep-alive
 	res.Status = resp.StatusCode
+	res.Latency = time.Since(start)
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
 		return res
@@ -200,7 +294,7 @@ func (w *Webhook) deliver(ctx context.Context, e *event.Event) Result {
 		res.Err = fmt.Errorf("POST %s: %s (permanent)", w.redacted(), resp.Status)
 		res.Permanent = true
 	}
-	w.log.Debug("delivery refused", "sink", w.o.Name, "event_id", e.ID(), "status", resp.StatusCode, "body", string(snippet))
+	w.log.Debug("delivery refused", "sink", w.o.Name, "webhook_id", id, "status", resp.StatusCode, "body", string(snippet))
 	return res
 }
 
@@ -229,10 +323,15 @@ func (w *Webhook) encode(ctx context.Context, e *event.Event) ([]byte, http.Head
 }
 
 // sign sets webhook-timestamp and webhook-signature for this attempt.
-func (w *Webhook) sign(req *http.Request, id string, body []byte) {
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	req.Header.Set("webhook-timestamp", ts)
-	req.Header.Set("webhook-signature", w.signer.sign(id, ts, body))
+func (w *Webhook) sign(req *http.Request, id string, body []byte) error {
+	now := time.Now()
+	sig, err := w.signer.sign(id, now, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("webhook-signature", sig)
+	return nil
 }
 
 // resign signs a retry afresh: receivers refuse stale timestamps.
@@ -242,8 +341,7 @@ func (w *Webhook) resign(req *http.Request) error {
 		return errors.New("retrying a request that is not a delivery")
 	}
 	at.tries.Add(1)
-	w.sign(req, req.Header.Get("webhook-id"), at.body)
-	return nil
+	return w.sign(req, req.Header.Get("webhook-id"), at.body)
 }
 
 // redacted is the URL without user information or query, for messages.
@@ -315,32 +413,17 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// signer signs per Standard Webhooks: base64 HMAC-SHA256 of "id.ts.body".
-type signer struct{ key []byte }
-
-func newSigner(secret string) (*signer, error) {
-	raw, ok := strings.CutPrefix(secret, "whsec_")
-	if !ok {
-		return nil, errors.New("must be whsec_ followed by base64 (the Standard Webhooks format)")
+// newTransport is the HTTP transport of a sink: the SSRF guard on every
+// dial (unless private targets are allowed), proxies from the environment
+// under the guard's rules (ssrf.go), and connections kept for reuse.
+func newTransport(o WebhookOptions) *http.Transport {
+	d := newDialer(o.AllowPrivate, o.AllowPrivateProxy, o.proxyEnv)
+	if o.lookup != nil {
+		d.lookup = o.lookup
 	}
-	key, err := base64.StdEncoding.DecodeString(raw)
-	if err != nil || len(key) < 24 || len(key) > 64 {
-		return nil, errors.New("the part after whsec_ must be base64 of 24 to 64 random bytes")
-	}
-	return &signer{key: key}, nil
-}
-
-// newTransport is the HTTP transport of a sink: no proxy from the
-// environment (it would bypass the address check), the SSRF guard on every
-// dial unless private targets are allowed.
-func newTransport(allowPrivate bool) *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	if !allowPrivate {
-		d.ControlContext = guardDial
-	}
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           d.DialContext,
+	t := &http.Transport{
+		Proxy:                 d.proxy,
+		DialContext:           d.dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   128,
@@ -349,4 +432,8 @@ func newTransport(allowPrivate bool) *http.Transport {
 		ResponseHeaderTimeout: 0, // the client's Timeout bounds the whole request
 		ExpectContinueTimeout: time.Second,
 	}
+	if o.rootCAs != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: o.rootCAs, MinVersion: tls.VersionTLS12}
+	}
+	return t
 }

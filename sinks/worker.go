@@ -45,7 +45,10 @@ type worker struct {
 	now        func() time.Time
 	rnd        func() float64
 
-	sem chan struct{}  // deliveries in flight, across the worker's partitions
+	sem chan struct{} // requests in flight, across the worker's partitions
+	// batches gathers lanes' events into batched requests; nil when the
+	// sink sends one event per request.
+	batches *batcher
 	wg  sync.WaitGroup // partitions running or handing over
 
 	mu     sync.Mutex
@@ -92,6 +95,20 @@ func (w *worker) keepAliveEvery() time.Duration { return max(w.ackWait/3, 100*ti
 // pullBatch is how many messages a partition asks for at a time.
 func (w *worker) pullBatch() int {
 	return min(w.maxPending, max(16, min(256, 2*cap(w.sem))))
+}
+
+// sliceMax is how many of a resource's events go out in one request.
+func (w *worker) sliceMax() int {
+	if w.batches == nil {
+		return 1
+	}
+	return w.batches.maxEvents
+}
+
+// wants reports whether the sink takes events of e's type.
+func (w *worker) wants(e event.Event) bool {
+	a, _ := events.ActionOf(e)
+	return w.patterns.Match(a)
 }
 
 // run takes part in delivery until ctx ends, then hands its partitions over.
@@ -274,11 +291,14 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tri
 	return nil
 }
 
-// retrying records a failed try that will be repeated at next.
-func (w *worker) retrying(e *event.Event, res Result, tries int, next time.Time) {
-	w.metrics.outcome(w.name, "retry")
-	w.attempts.recordRetry(w.name, e, res, tries, next)
-	w.log.Warn("delivery failed; will retry", "sink", w.name, "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
+// retrying records a failed try of events (one request) that will be
+// repeated at next.
+func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Time) {
+	for _, e := range es {
+		w.metrics.outcome(w.name, "retry")
+		w.attempts.recordRetry(w.name, e, res, tries, next)
+	}
+	w.log.Warn("delivery failed; will retry", "sink", w.name, "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
 }
 
 func (w *worker) ack(m jetstream.Msg) {

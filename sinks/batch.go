@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
+// Batched delivery (CloudEvents' batched content mode). A sink with a
+// batch setting sends application/cloudevents-batch+json arrays. Order is
+// still the lanes' business: a resource's lane hands the batcher a slice
+// of its waiting events, in order, and waits for the outcome before it
+// hands over the next, so that no event of a resource is sent before the
+// batch holding its predecessors was accepted. The batcher puts the slices
+// of many lanes, of every partition the worker owns, into one request:
+// when the batch holds max_events, or max_wait after its first slice (and
+// later while every request slot is taken, gathering meanwhile). The
+// sink's concurrency bounds the batches in flight. The outcome of a batch
+// is each of its slices' outcome: a lane whose batch failed parks its
+// resource from the first event of its slice, and other resources, in the
+// same batch or not, are not held back by it beyond that one request.
+
+// Batch is a sink's batch setting.
+type Batch struct {
+	// MaxEvents is the most events in one request (1 to 1,000; 0 is 100).
+	MaxEvents int
+	// MaxWait is how long the first event of a batch waits for others
+	// (at most 10 s; 0 is 50 ms).
+	MaxWait time.Duration
+}
+
+// Bounds and defaults of a Batch.
+const (
+	defaultBatchEvents = 100
+	maxBatchEvents     = 1000
+	defaultBatchWait   = 50 * time.Millisecond
+	maxBatchWait       = 10 * time.Second
+)
+
+// batchSender is a sink that takes several events in one request.
+type batchSender interface {
+	// part encodes one event as a batch carries it.
+	part(e *event.Event) ([]byte, error)
+	// sendBatch delivers encoded events in one request, in the order given.
+	sendBatch(ctx context.Context, ids []string, parts [][]byte) Result
+}
+
+// batcher gathers the slices of a worker's lanes into batches.
+type batcher struct {
+	sender    batchSender
+	maxEvents int
+	maxWait   time.Duration
+	slots     chan struct{} // batches in flight
+
+	mu   sync.Mutex
+	open *pendingBatch // gathering; nil when none is
+}
+
+// pendingBatch is a batch being gathered, then sent.
+type pendingBatch struct {
+	ids   []string
+	parts [][]byte
+	full  chan struct{} // closed when it cannot take more
+	done  chan struct{} // closed when res is set
+	res   Result
+	// ctx ends when a lane that put events in it stops hard: its worker
+	// has lost its partitions, and every lane stops with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	stops  []func() bool
+}
+
+func newBatcher(sender batchSender, b Batch, slots chan struct{}) *batcher {
+	return &batcher{sender: sender, maxEvents: b.MaxEvents, maxWait: b.MaxWait, slots: slots}
+}
+
+// submit puts one lane's events, in order, into a batch and returns the
+// batch's outcome. An event that cannot be encoded fails the slice at
+// once, as a permanent failure.
+func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
+	parts := make([][]byte, len(es))
+	ids := make([]string, len(es))
+	for i, e := range es {
+		part, err := b.sender.part(e)
+		if err != nil {
+			return Result{Err: err, Permanent: true}
+		}
+		parts[i], ids[i] = part, e.ID()
+	}
+	b.mu.Lock()
+	if pb := b.open; pb != nil && len(pb.ids)+len(es) > b.maxEvents {
+		b.closeLocked(pb) // this slice starts the next one
+	}
+	pb := b.open
+	if pb == nil {
+		pb = &pendingBatch{full: make(chan struct{}), done: make(chan struct{})}
+		pb.ctx, pb.cancel = context.WithCancel(context.Background())
+		b.open = pb
+		go b.send(pb)
+	}
+	pb.ids = append(pb.ids, ids...)
+	pb.parts = append(pb.parts, parts...)
+	pb.stops = append(pb.stops, context.AfterFunc(ctx, pb.cancel))
+	if len(pb.ids) >= b.maxEvents {
+		b.closeLocked(pb)
+	}
+	b.mu.Unlock()
+	select {
+	case <-pb.done:
+		return pb.res
+	case <-ctx.Done():
+		return Result{Err: ctx.Err()}
+	}
+}
+
+func (b *batcher) closeLocked(pb *pendingBatch) {
+	if b.open == pb {
+		b.open = nil
+		close(pb.full)
+	}
+}
+
+// send waits until the batch is full or its first event has waited
+// maxWait, then for a request slot (the batch keeps gathering
+// meanwhile), and sends it.
+func (b *batcher) send(pb *pendingBatch) {
+	t := time.NewTimer(b.maxWait)
+	select {
+	case <-pb.full:
+	case <-t.C:
+	}
+	t.Stop()
+	slot := false
+	select {
+	case b.slots <- struct{}{}:
+		slot = true
+	case <-pb.ctx.Done():
+	}
+	b.mu.Lock()
+	b.closeLocked(pb)
+	b.mu.Unlock()
+	switch {
+	case !slot:
+		pb.res = Result{Err: pb.ctx.Err()}
+	default:
+		pb.res = b.sender.sendBatch(pb.ctx, pb.ids, pb.parts)
+		<-b.slots
+	}
+	for _, stop := range pb.stops {
+		stop()
+	}
+	pb.cancel()
+	close(pb.done)
+}
