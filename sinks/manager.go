@@ -27,7 +27,7 @@ type Config struct {
 	// Events selects event types ("*", "user.*", "group.member_added" …); empty = all.
 	Events []string
 	// Tenants selects tenants; empty = all.
-	Tenants      []string
+	Tenants []string
 	// PreviousSecret signs too while Secret replaces it (rotation);
 	// PreviousSecretExpires (RFC 3339) ends that by itself.
 	PreviousSecret        string

@@ -49,7 +49,7 @@ type worker struct {
 	// batches gathers lanes' events into batched requests; nil when the
 	// sink sends one event per request.
 	batches *batcher
-	wg  sync.WaitGroup // partitions running or handing over
+	wg      sync.WaitGroup // partitions running or handing over
 
 	mu     sync.Mutex
 	owned  map[int]*partition
