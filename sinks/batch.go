@@ -87,7 +87,7 @@ func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 	for i, e := range es {
 		part, err := b.sender.part(e)
 		if err != nil {
-			return Result{Err: err, Permanent: true}
+			return Result{Err: err, Permanent: true, Events: len(es)}
 		}
 		parts[i], ids[i] = part, e.ID()
 	}

@@ -5,6 +5,7 @@ package sinks
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -138,7 +140,8 @@ type ledger struct {
 	mu        sync.Mutex
 	delivered map[string]uint64 // subject → highest subjectseq answered 2xx
 	count     map[string]int    // "subject seq" → 2xx deliveries
-	ids       map[string]string // "subject seq" → webhook-id
+	ids       map[string]string // "subject seq" → webhook-id (a batch's: event id)
+	batches   []int             // events per batch received
 	violation string
 }
 
@@ -151,6 +154,56 @@ func (l *ledger) admit(r *http.Request, fail func(subject string, seq uint64) in
 	subject, seq := l.arrive(r)
 	status := fail(subject, seq)
 	l.answer(r, subject, seq, status)
+	return status
+}
+
+// admitBatch is admit for a batch: the events of a resource in it must
+// follow on from the last one delivered, in order, and a 2xx delivers them
+// all. fail decides the status from the batch's events.
+func (l *ledger) admitBatch(t testing.TB, r *http.Request, fail func(es []event.Event) int) int {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Error(err)
+		return 400
+	}
+	es, err := ReadDelivery(r.Header, body)
+	if err != nil {
+		t.Errorf("reading a batch: %v", err)
+		return 400
+	}
+	l.mu.Lock()
+	l.batches = append(l.batches, len(es))
+	next := map[string]uint64{}
+	for _, e := range es {
+		seq, _ := events.SubjectSeq(e)
+		cur, ok := next[e.Subject()]
+		if !ok {
+			cur = l.delivered[e.Subject()]
+		}
+		if seq > cur+1 && l.violation == "" {
+			l.violation = fmt.Sprintf("%s: event %d sent before %d was delivered", e.Subject(), seq, cur+1)
+		}
+		next[e.Subject()] = max(cur, seq)
+	}
+	l.mu.Unlock()
+	status := 204
+	if fail != nil {
+		status = fail(es)
+	}
+	if status < 300 {
+		l.mu.Lock()
+		for _, e := range es {
+			seq, _ := events.SubjectSeq(e)
+			l.delivered[e.Subject()] = max(l.delivered[e.Subject()], seq)
+			key := e.Subject() + " " + strconv.FormatUint(seq, 10)
+			l.count[key]++
+			if id, ok := l.ids[key]; ok && id != e.ID() {
+				l.violation = fmt.Sprintf("%s delivered twice with different event ids", key)
+			}
+			l.ids[key] = e.ID()
+		}
+		l.mu.Unlock()
+	}
 	return status
 }
 

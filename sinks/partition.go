@@ -619,7 +619,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	if len(items) == 0 {
 		return
 	}
-	res := p.deliver(items)
+	res := p.deliver(items, false)
 	switch {
 	case p.ctx.Err() != nil:
 		return // hard stop: JetStream redelivers them to the next owner
@@ -642,7 +642,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	}
 	rec := parkRecord{From: failed[0].sseq, Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
 	switch {
-	case !retry && len(out) == 1:
+	case !retry && res.Events <= 1:
 		if err := w.deadLetter(p.ctx, out[0], res, 1); err != nil {
 			p.later(l, msgsOf(failed), err)
 			return
@@ -652,8 +652,8 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	case !retry:
 		// A batch refused for good: which of its events the receiver
 		// refuses is not known. The resource is read back at once, and a
-		// refusal of its events together sends them one by one, so that
-		// only the event refused alone is dead-lettered.
+		// second refusal sends its events one per request, so that only
+		// the event refused alone is dead-lettered.
 		rec.Attempts, rec.Due = 0, w.now()
 	default:
 		rec.Due = w.now().Add(delay)
@@ -723,9 +723,11 @@ func (p *partition) completed(key string, seq uint64) {
 }
 
 // deliver sends the events of a slice that the sink wants, in one request
-// (one event, or a batch); the messages among them are kept alive meanwhile
-// (keepQueuedAlive). A slice of skipped events alone succeeds at once.
-func (p *partition) deliver(items []item) Result {
+// (one event, or a batch with other lanes' slices; alone: a request of its
+// own, for a single event); the messages among them are kept alive
+// meanwhile (keepQueuedAlive). A slice of skipped events alone succeeds at
+// once.
+func (p *partition) deliver(items []item, alone bool) Result {
 	w := p.w
 	out := send(items)
 	if len(out) == 0 {
@@ -755,10 +757,19 @@ func (p *partition) deliver(items []item) Result {
 		p.mu.Unlock()
 	}()
 	var res Result
-	if w.batches != nil {
-		res = w.batches.submit(p.ctx, out)
-	} else {
+	switch {
+	case w.batches == nil:
 		res = w.sink.Deliver(p.ctx, out[0])
+	case alone:
+		select {
+		case w.sem <- struct{}{}:
+		case <-p.ctx.Done():
+			return Result{Err: p.ctx.Err()}
+		}
+		res = w.sink.Deliver(p.ctx, out[0])
+		<-w.sem
+	default:
+		res = w.batches.submit(p.ctx, out)
 	}
 	if res.Err == nil {
 		for _, e := range out {
@@ -851,7 +862,7 @@ func (p *partition) readBack(l *lane) {
 			cancel()
 			return
 		}
-		res := p.deliver(items)
+		res := p.deliver(items, false)
 		if p.ctx.Err() != nil {
 			return
 		}
@@ -882,9 +893,10 @@ func (p *partition) readBack(l *lane) {
 			park(rec)
 			return
 		}
-		if len(out) > 1 {
-			// Refused together for good, or out of retries: which event is
-			// to blame is not known. Send them one by one.
+		if res.Events > 1 {
+			// Refused together with others for good, or out of retries:
+			// which event is to blame is not known. Send them one per
+			// request.
 			if !p.oneByOne(failed, tries, &rec, advance, save, park) {
 				return
 			}
@@ -958,7 +970,11 @@ func (p *partition) oneByOne(failed []item, tries int, rec *parkRecord, advance 
 	w := p.w
 	for i := range failed {
 		it := failed[i : i+1]
-		res := p.deliver(it)
+		if it[0].skip {
+			advance(it)
+			continue
+		}
+		res := p.deliver(it, true)
 		if p.ctx.Err() != nil {
 			return false
 		}

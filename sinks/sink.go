@@ -38,4 +38,6 @@ type Result struct {
 	Latency time.Duration
 	// Attempts counts the HTTP requests made inside the call.
 	Attempts int
+	// Events is how many events the request carried: 1, or a batch's.
+	Events int
 }

@@ -194,7 +194,9 @@ func (w *Webhook) Deliver(ctx context.Context, e *event.Event) Result {
 	if err != nil {
 		return Result{Err: fmt.Errorf("encoding event %s: %w", e.ID(), err), Permanent: true}
 	}
-	return w.post(ctx, e.ID(), body, header)
+	res := w.post(ctx, e.ID(), body, header)
+	res.Events = 1
+	return res
 }
 
 // part encodes one event of a batch: the event in structured mode.
@@ -224,7 +226,9 @@ func (w *Webhook) sendBatch(ctx context.Context, ids []string, parts [][]byte) R
 	}
 	body = append(body, ']')
 	header := http.Header{"Content-Type": {batchContentType}}
-	return w.post(ctx, batchID(ids), body, header)
+	res := w.post(ctx, batchID(ids), body, header)
+	res.Events = len(ids)
+	return res
 }
 
 // batchContentType is the CloudEvents HTTP binding's batched content mode.

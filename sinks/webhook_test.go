@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -54,7 +55,17 @@ func newReceiver(t testing.TB, respond func(n int, r *http.Request) int) *receiv
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		// Every delivery matches the contract's webhook description.
-		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents-batch+json") {
+			es, err := ReadDelivery(r.Header, body)
+			if err != nil {
+				t.Error(err)
+			}
+			for _, e := range es {
+				if err := eventstest.Schemas(t).CheckEvent(e); err != nil {
+					t.Error(err)
+				}
+			}
+		} else if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
 			if err := eventstest.Schemas(t).CheckWebhookHeaders(r.Header); err != nil {
 				t.Error(err)
 			}
@@ -64,6 +75,7 @@ func newReceiver(t testing.TB, respond func(n int, r *http.Request) int) *receiv
 				}
 			}
 		}
+		r.Body = io.NopCloser(bytes.NewReader(body)) // for respond
 		rc.mu.Lock()
 		rc.got = append(rc.got, received{header: r.Header.Clone(), body: body, at: time.Now()})
 		n := len(rc.got)

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+func batchConfig(url string, edit func(*Config)) Config {
+	return sinkConfig("crm", url, func(c *Config) {
+		c.Format = ""
+		c.Batch = &Batch{MaxEvents: 50, MaxWait: 20 * time.Millisecond}
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// TestBatchRequest: a batch is one POST of an application/cloudevents-batch+json
+// array of structured events in the order given, signed once (the official
+// library verifies it); its webhook-id is the same for the same events and
+// differs for others; a batching sink sends a single event as a batch of one.
+func TestBatchRequest(t *testing.T) {
+	rc := newReceiver(t, nil)
+	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
+	es := []*event.Event{testEvent(t, events.UserCreated, "u1", 1), testEvent(t, events.UserUpdated, "u1", 2), testEvent(t, events.GroupCreated, "g1", 1)}
+	var ids []string
+	var parts [][]byte
+	for _, e := range es {
+		p, err := w.part(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, parts = append(ids, e.ID()), append(parts, p)
+	}
+	if res := w.sendBatch(ctx, ids, parts); res.Err != nil || res.Status != 204 {
+		t.Fatalf("sendBatch: %+v", res)
+	}
+	if res := w.sendBatch(ctx, ids, parts); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res := w.Deliver(ctx, es[0]); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	reqs := rc.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d requests, want 3", len(reqs))
+	}
+	for i, r := range reqs {
+		verify(t, r)
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/cloudevents-batch+json") {
+			t.Fatalf("request %d: Content-Type %q", i, ct)
+		}
+		if r.header.Get("Ce-Id") != "" {
+			t.Fatalf("request %d has binary-mode headers", i)
+		}
+	}
+	var got []event.Event
+	if err := json.Unmarshal(reqs[0].body, &got); err != nil {
+		t.Fatalf("the body is not a JSON array of events: %v", err)
+	}
+	for i, e := range got {
+		if e.ID() != es[i].ID() || e.Type() != es[i].Type() || string(e.Data()) != string(es[i].Data()) || e.Extensions()["subjectseq"] != es[i].Extensions()["subjectseq"] {
+			t.Fatalf("event %d of the batch: %v, want %v", i, e, es[i])
+		}
+	}
+	if id := reqs[0].header.Get("Webhook-Id"); id != reqs[1].header.Get("Webhook-Id") || !strings.HasPrefix(id, "batch_") || id == reqs[2].header.Get("Webhook-Id") {
+		t.Fatalf("webhook-ids %q %q %q: want the same for the same events, another for others", id, reqs[1].header.Get("Webhook-Id"), reqs[2].header.Get("Webhook-Id"))
+	}
+	if es, err := ReadDelivery(reqs[2].header, reqs[2].body); err != nil || len(es) != 1 || es[0].ID() != ids[0] {
+		t.Fatalf("a single event of a batching sink: %v %v", es, err)
+	}
+}
+
+// TestBatchesKeepOrderWithTwoWorkers is the shipped shape in batch mode:
+// two workers, users with several events each and groups created with
+// members (bursts that are read back from the stream). Every event
+// arrives once; within and across batches no event of a resource comes
+// before its predecessor was accepted; and batches carry many events.
+func TestBatchesKeepOrderWithTwoWorkers(t *testing.T) {
+	s, _, js := natsServer(t)
+	_, js2 := eventstest.Connect(t, eventstest.URL(s))
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		time.Sleep(5 * time.Millisecond) // the receiver's own latency, not a wait for anything
+		return l.admitBatch(t, r, nil)
+	})
+	cfg := batchConfig(rc.URL, nil)
+	m1, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js2, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	waitBalanced(t, m1, m2)
+
+	want := provision(newPublisher(t, js), "t", 300, 3, 6, 150)
+	l.wantDelivered(t, want, 60*time.Second, false)
+	if d1, d2 := deliveredBy(m1), deliveredBy(m2); d1 == 0 || d2 == 0 {
+		t.Fatalf("worker 1 delivered %v, worker 2 %v: both should take part", d1, d2)
+	}
+	l.mu.Lock()
+	sizes := slices.Clone(l.batches)
+	l.mu.Unlock()
+	total := 0
+	for _, n := range want {
+		total += int(n)
+	}
+	if len(sizes) >= total/4 || slices.Max(sizes) > 50 {
+		t.Fatalf("%d events in %d batches (largest %d): want batches of several events, at most 50", total, len(sizes), slices.Max(sizes))
+	}
+	t.Logf("%d events in %d batches, largest %d", total, len(sizes), slices.Max(sizes))
+}
+
+// TestFailingBatchHoldsBackOnlyItsResources: while the receiver refuses
+// every batch holding events of one group, the other resources' events
+// arrive (those that shared a failed batch with the group included); the
+// group's events arrive in order, none missing or repeated, once it heals.
+func TestFailingBatchHoldsBackOnlyItsResources(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	var broken atomic.Bool
+	broken.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admitBatch(t, r, func(es []event.Event) int {
+			for _, e := range es {
+				if broken.Load() && e.Subject() == "Groups/big" {
+					return 503
+				}
+			}
+			return 204
+		})
+	})
+	runManager(t, Options{Sinks: []Config{batchConfig(rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, MaxAckPending: 50})
+	p := newPublisher(t, js)
+	others := expect{}
+	for i := range 20 {
+		id := fmt.Sprintf("u%d", i)
+		p.publish("acme", events.UserCreated, id)
+		others["Users/"+id]++
+	}
+	p.publish("acme", events.GroupCreated, "big")
+	for range 300 {
+		p.publish("acme", events.GroupMemberAdded, "big")
+	}
+	for i := range 20 {
+		id := fmt.Sprintf("u%d", i)
+		for _, a := range []events.Action{events.UserUpdated, events.UserDeactivated} {
+			p.publish("acme", a, id)
+			others["Users/"+id]++
+		}
+	}
+	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error { return l.deliveredEach(others) })
+	l.mu.Lock()
+	n := l.delivered["Groups/big"]
+	l.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d events of the failing group delivered", n)
+	}
+	broken.Store(false)
+	all := expect{"Groups/big": 301}
+	for k, v := range others {
+		all[k] = v
+	}
+	l.wantDelivered(t, all, 30*time.Second, false)
+}
+
+// TestBatchRefusedForGood: a receiver answers 422 to every batch holding one
+// particular event. That event alone is dead-lettered; every other event,
+// its resource's later ones included, is delivered in order.
+func TestBatchRefusedForGood(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	var poisonID atomic.Value
+	poisonID.Store("")
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admitBatch(t, r, func(es []event.Event) int {
+			for _, e := range es {
+				if e.ID() == poisonID.Load().(string) {
+					if len(es) == 1 {
+						// Refused alone: it will be dead-lettered, and
+						// the resource's next event may come.
+						l.mu.Lock()
+						l.delivered[e.Subject()] = 2
+						l.mu.Unlock()
+					}
+					return 422
+				}
+			}
+			return 204
+		})
+	})
+	m, _ := runManager(t, Options{Sinks: []Config{batchConfig(rc.URL, func(c *Config) { c.Batch.MaxWait = 200 * time.Millisecond })}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	p := newPublisher(t, js)
+	want := expect{}
+	for i := range 30 {
+		id := fmt.Sprintf("u%d", i)
+		p.publish("acme", events.UserCreated, id)
+		want["Users/"+id]++
+	}
+	poisonID.Store(p.publish("acme", events.UserUpdated, "u7"))
+	p.publish("acme", events.UserDeactivated, "u7")
+	want["Users/u7"] = 3
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		page, err := m.DeadLetters(ctx, "crm", "", 0)
+		if err != nil {
+			return err
+		}
+		if len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != poisonID.Load().(string) || page.DeadLetters[0].Status != 422 {
+			return fmt.Errorf("dead letters: %+v", page.DeadLetters)
+		}
+		return nil
+	})
+	l.wantDelivered(t, want, 20*time.Second, true)
+	if r := l.repeats(); len(r) > 0 {
+		t.Logf("events sent again after the refusal (expected: a refused batch's other events go out once more): %v", r)
+	}
+}
