@@ -169,6 +169,10 @@ type Sink struct {
 	Type   string `yaml:"type"` // webhook (the default and only type)
 	URL    string `yaml:"url"`
 	Secret string `yaml:"secret"`
+	// PreviousSecret signs too while Secret replaces it; PreviousSecretExpires
+	// (RFC 3339) ends that overlap.
+	PreviousSecret        string `yaml:"previous_secret"`
+	PreviousSecretExpires string `yaml:"previous_secret_expires"`
 	// Events selects event types: "*", "user.*", "group.member_added" …; empty = all.
 	Events []string `yaml:"events"`
 	// Tenants selects tenants; empty = all.
@@ -177,9 +181,20 @@ type Sink struct {
 	Timeout      Duration          `yaml:"timeout"`
 	Headers      map[string]string `yaml:"headers"`
 	AllowPrivate bool              `yaml:"allow_private"`
-	Concurrency  int               `yaml:"concurrency"`
+	// AllowPrivateProxy lets a proxy from HTTPS_PROXY/HTTP_PROXY be on a
+	// loopback or private address.
+	AllowPrivateProxy bool `yaml:"allow_private_proxy"`
+	Concurrency       int  `yaml:"concurrency"`
+	// Batch, when present, sends several events per request.
+	Batch *SinkBatch `yaml:"batch"`
 	// Retry replaces the sink's retry schedule: the delay before each retry.
 	Retry []Duration `yaml:"retry"`
+}
+
+// SinkBatch is a sink's batched delivery.
+type SinkBatch struct {
+	MaxEvents int      `yaml:"max_events"`
+	MaxWait   Duration `yaml:"max_wait"`
 }
 
 // Default returns the configuration every relay.yaml starts from.

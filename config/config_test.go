@@ -88,6 +88,25 @@ func TestDefaults(t *testing.T) {
 	if sink := s.Sinks[0]; !reflect.DeepEqual(sink, Sink{Name: "crm", URL: "https://crm.example.com/h", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}) {
 		t.Errorf("sink: %+v", sink)
 	}
+	// An optional block: absent or null is nil, present (even empty) is set.
+	for text, want := range map[string]*SinkBatch{
+		"":                                   nil,
+		"    batch: ~\n":                     nil,
+		"    batch: {}\n":                    {},
+		"    batch: {max_events: 5}\n":       {MaxEvents: 5},
+		"    batch:\n      max_wait: 20ms\n": {MaxWait: Duration(20 * time.Millisecond)},
+	} {
+		s, ps := parse(t, minimal+"sinks:\n  - name: crm\n"+text, nil)
+		if ps != nil {
+			t.Fatal(ps)
+		}
+		if got := s.Sinks[0].Batch; !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: batch %+v, want %+v", text, got, want)
+		}
+	}
+	if _, ps := parse(t, minimal+"sinks:\n  - name: crm\n    batch: 5\n", nil); ps == nil || !strings.Contains(ps.Error(), "sinks[0].batch") {
+		t.Errorf("a batch that is not a mapping: %v", ps)
+	}
 }
 
 func TestEnvExpansion(t *testing.T) {
@@ -298,7 +317,8 @@ func TestDefaultRoundTrip(t *testing.T) {
 	d.Tenants = []Tenant{{Name: "acme", Unique: "email", Required: []string{"emails"}, Tokens: []string{"t"}, Rate: 1.5, Burst: 3}}
 	d.Sinks = []Sink{{Name: "crm", Type: "webhook", URL: "https://x", Secret: "s", Events: []string{"user.*"}, Tenants: []string{"acme"},
 		Format: "structured", Timeout: Duration(time.Second), Headers: map[string]string{"X-A": "b"}, AllowPrivate: true, Concurrency: 2,
-		Retry: []Duration{Duration(time.Minute)}}}
+		Retry: []Duration{Duration(time.Minute)}, PreviousSecret: "p", PreviousSecretExpires: "2026-12-31T00:00:00Z",
+		AllowPrivateProxy: true, Batch: &SinkBatch{MaxEvents: 10, MaxWait: Duration(time.Second)}}}
 	b, err := yaml.Marshal(d)
 	if err != nil {
 		t.Fatal(err)

@@ -99,6 +99,14 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	switch v.Kind() {
+	case reflect.Pointer:
+		// An optional block: present (even empty) or absent.
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+			return
+		}
+		elem := reflect.New(v.Type().Elem())
+		d.value(n, elem.Elem(), path)
+		v.Set(elem)
 	case reflect.Struct:
 		d.structure(n, v, path)
 	case reflect.Slice:

@@ -292,8 +292,12 @@ func sinkOptions(cfg *config.Config) sinks.Options {
 	for _, c := range cfg.Sinks {
 		sc := sinks.Config{
 			Name: c.Name, Type: c.Type, URL: c.URL, Secret: c.Secret, Events: c.Events, Tenants: c.Tenants,
+			PreviousSecret: c.PreviousSecret, PreviousSecretExpires: c.PreviousSecretExpires,
 			Format: c.Format, Timeout: time.Duration(c.Timeout), Headers: c.Headers,
-			AllowPrivate: c.AllowPrivate, Concurrency: c.Concurrency,
+			AllowPrivate: c.AllowPrivate, AllowPrivateProxy: c.AllowPrivateProxy, Concurrency: c.Concurrency,
+		}
+		if b := c.Batch; b != nil {
+			sc.Batch = &sinks.Batch{MaxEvents: b.MaxEvents, MaxWait: time.Duration(b.MaxWait)}
 		}
 		for _, d := range c.Retry {
 			sc.Retry = append(sc.Retry, time.Duration(d))

@@ -215,7 +215,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if recv != nil {
 		bar.describe("waiting for webhooks")
 		recv.drain(ctx, c.acks, o.DrainTimeout)
-		rep.Events = recv.stats(c.acks)
+		rep.Events = recv.stats(c.acks, c.start)
 		if runErr == nil && ctx.Err() != nil {
 			runErr = fmt.Errorf("waiting for webhooks: %w", ctx.Err())
 		}

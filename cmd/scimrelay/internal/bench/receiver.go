@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -43,6 +45,7 @@ type receiver struct {
 	lastSeq  map[string]uint64   // per subject, the highest subjectseq seen
 	arrivals map[eventKey]time.Time
 	received int // distinct deliveries, verified and parsed
+	requests int // requests verified and parsed (a batch is one)
 	dups     int // deliveries of a webhook-id seen before
 	outOrder int
 	badSig   int
@@ -129,13 +132,18 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	d, err := parseDelivery(req, body)
+	ds, err := parseDeliveries(req, body)
 	if err != nil {
 		r.count(&r.invalid)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	r.record(d, arrived)
+	r.mu.Lock()
+	r.requests++
+	for _, d := range ds {
+		r.recordLocked(d, arrived)
+	}
+	r.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -153,17 +161,48 @@ type delivery struct {
 	key     eventKey
 }
 
-// parseDelivery reads the CloudEvent of a delivery whose body was read.
-func parseDelivery(req *http.Request, body []byte) (delivery, error) {
+// batchType is the CloudEvents HTTP binding's batched content mode.
+const batchType = "application/cloudevents-batch+json"
+
+// parseDeliveries reads the CloudEvents of a request whose body was read:
+// one (binary or structured mode) or a batch, an array taken in order. A
+// batch's events are told apart by their own ids (its webhook-id names the
+// request); a single event's by its webhook-id.
+func parseDeliveries(req *http.Request, body []byte) ([]delivery, error) {
+	if mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); mt == batchType {
+		var es []event.Event
+		if err := json.Unmarshal(body, &es); err != nil {
+			return nil, fmt.Errorf("reading the CloudEvents batch: %w", err)
+		}
+		out := make([]delivery, 0, len(es))
+		for i := range es {
+			d, err := deliveryOf(&es[i], es[i].ID())
+			if err != nil {
+				return nil, fmt.Errorf("event %d of the batch: %w", i, err)
+			}
+			out = append(out, d)
+		}
+		return out, nil
+	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	e, err := cehttp.NewEventFromHTTPRequest(req)
 	if err != nil {
-		return delivery{}, fmt.Errorf("reading the CloudEvent: %w", err)
+		return nil, fmt.Errorf("reading the CloudEvent: %w", err)
 	}
+	d, err := deliveryOf(e, req.Header.Get(standardwebhooks.HeaderWebhookID))
+	if err != nil {
+		return nil, err
+	}
+	return []delivery{d}, nil
+}
+
+// deliveryOf is what the receiver keeps of event e, known by id ("" = the
+// event's id).
+func deliveryOf(e *event.Event, id string) (delivery, error) {
 	if err := e.Validate(); err != nil {
 		return delivery{}, fmt.Errorf("reading the CloudEvent: %w", err)
 	}
-	d := delivery{id: req.Header.Get(standardwebhooks.HeaderWebhookID), subject: e.Subject()}
+	d := delivery{id: id, subject: e.Subject()}
 	if d.id == "" {
 		d.id = e.ID()
 	}
@@ -192,9 +231,7 @@ func parseDelivery(req *http.Request, body []byte) (delivery, error) {
 	return d, nil
 }
 
-func (r *receiver) record(d delivery, arrived time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *receiver) recordLocked(d delivery, arrived time.Time) {
 	if _, seen := r.ids[d.id]; seen {
 		// An at-least-once redelivery: not an ordering problem.
 		r.dups++
@@ -250,15 +287,18 @@ func (r *receiver) allArrived(a *acks) bool {
 	return true
 }
 
-// stats compares what arrived with what the cycle caused.
-func (r *receiver) stats(a *acks) *EventStats {
+// stats compares what arrived with what the cycle caused; start is when
+// the cycle began.
+func (r *receiver) stats(a *acks, start time.Time) *EventStats {
 	want := a.snapshot()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := &EventStats{
 		Expected: len(want), Received: r.received, Duplicated: r.dups, OutOfOrder: r.outOrder,
 		SignatureFailures: r.badSig, Invalid: r.invalid, SignaturesVerified: r.wh != nil,
+		Requests: r.requests,
 	}
+	var last time.Time
 	byType := map[string]*TypeStats{}
 	typeStats := func(typ string) *TypeStats {
 		t := byType[typ]
@@ -279,6 +319,9 @@ func (r *receiver) stats(a *acks) *EventStats {
 			continue
 		}
 		t.Received++
+		if arrived.After(last) {
+			last = arrived
+		}
 		// A webhook can beat the SCIM response to the bench; that is 0, not negative.
 		lat = append(lat, max(arrived.Sub(acked), 0))
 	}
@@ -289,6 +332,9 @@ func (r *receiver) stats(a *acks) *EventStats {
 		}
 	}
 	s.Latency = latencyOf(lat)
+	if s.Missing == 0 && !last.IsZero() {
+		s.CaughtUp = last.Sub(start)
+	}
 	for _, t := range byType {
 		s.ByType = append(s.ByType, *t)
 	}

@@ -136,7 +136,7 @@ func TestReceiverCountsCraftedDeliveries(t *testing.T) {
 	} {
 		acks.add(k, before)
 	}
-	got := r.stats(acks)
+	got := r.stats(acks, before)
 	want := EventStats{
 		Expected: 6, Received: 8, Missing: 2, Duplicated: 1, OutOfOrder: 2,
 		SignatureFailures: 4, Unexpected: 3, Invalid: 3, SignaturesVerified: true,
@@ -162,6 +162,66 @@ func TestReceiverCountsCraftedDeliveries(t *testing.T) {
 	}
 	if r.allArrived(acks) {
 		t.Error("allArrived with two events missing")
+	}
+	if got.Requests != 9 || got.CaughtUp != 0 {
+		t.Errorf("requests %d (want 9 verified and parsed), caught up after %s (want 0: events are missing)", got.Requests, got.CaughtUp)
+	}
+}
+
+// TestReceiverCountsBatches: a batch is verified once and each of its events
+// counted in order, by its own id: duplicates, order within and across
+// batches, a batch signed for other content refused whole.
+func TestReceiverCountsBatches(t *testing.T) {
+	secret := newSecret(t)
+	r, err := newReceiver(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	wh, _ := standardwebhooks.NewWebhook(secret)
+	ev := func(id, typ, subject, seq, member string) json.RawMessage {
+		_, body := craftedEvent(id, typ, subject, seq, member, true)
+		return body
+	}
+	batch := func(es ...json.RawMessage) []byte {
+		b, _ := json.Marshal(es)
+		return b
+	}
+	h := func() http.Header { return http.Header{"Content-Type": {"application/cloudevents-batch+json; charset=utf-8"}} }
+	start := time.Now()
+	steps := []struct {
+		name   string
+		body   []byte
+		tamper bool
+		want   int
+	}{
+		{"a user's events and a member", batch(ev("e1", "user.created", "Users/u1", "1", ""), ev("e2", "user.updated", "Users/u1", "2", ""), ev("e3", "group.member_added", "Groups/g1", "1", "u1")), false, 204},
+		{"the same batch again", batch(ev("e1", "user.created", "Users/u1", "1", ""), ev("e2", "user.updated", "Users/u1", "2", ""), ev("e3", "group.member_added", "Groups/g1", "1", "u1")), false, 204},
+		{"out of order within a batch", batch(ev("e5", "user.created", "Users/u2", "2", ""), ev("e4", "user.deactivated", "Users/u2", "1", "")), false, 204},
+		{"signed for other content", batch(ev("e6", "user.created", "Users/u3", "1", "")), true, 401},
+		{"not events", []byte(`[{"hello":1}]`), false, 400},
+	}
+	for _, st := range steps {
+		signed := st.body
+		if st.tamper {
+			signed = batch(ev("e7", "user.created", "Users/u3", "1", ""))
+		}
+		status, err := postSigned(wh, srv.URL, "batch_"+st.name, time.Now(), h(), signed, st.body)
+		if err != nil || status != st.want {
+			t.Fatalf("%s: status %d (%v), want %d", st.name, status, err, st.want)
+		}
+	}
+	acks := newAcks()
+	for _, k := range []eventKey{{typeUserCreated, "u1", ""}, {typeUserUpdated, "u1", ""}, {typeGroupMemberAdded, "g1", "u1"}, {typeUserCreated, "u2", ""}} {
+		acks.add(k, start)
+	}
+	got := r.stats(acks, start)
+	if got.Received != 5 || got.Duplicated != 3 || got.OutOfOrder != 1 || got.SignatureFailures != 1 || got.Invalid != 1 || got.Missing != 0 || got.Unexpected != 1 || got.Requests != 3 {
+		t.Errorf("stats %+v", *got)
+	}
+	if got.CaughtUp <= 0 || got.CaughtUp > time.Minute {
+		t.Errorf("caught up after %s", got.CaughtUp)
 	}
 }
 
@@ -197,7 +257,7 @@ func TestReceiverWithoutSecret(t *testing.T) {
 	if !r.allArrived(acks) {
 		t.Error("the delivery was not matched by its ce-id")
 	}
-	if s := r.stats(acks); s.Received != 1 || s.Missing != 0 || s.SignaturesVerified {
+	if s := r.stats(acks, time.Now().Add(-time.Second)); s.Received != 1 || s.Missing != 0 || s.SignaturesVerified {
 		t.Errorf("stats %+v", *s)
 	}
 }

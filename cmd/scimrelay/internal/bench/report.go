@@ -29,7 +29,7 @@ import (
 //	  "events":     null without a receiver, else
 //	                {"expected", "received", "missing", "duplicated", "out_of_order",
 //	                 "signature_failures", "unexpected", "invalid", "signatures_verified",
-//	                 "latency": {"p50_ms", "p95_ms", "p99_ms", "max_ms"},
+//	                 "latency": {"p50_ms", "p95_ms", "p99_ms", "max_ms"}, "requests", "caught_up_s",
 //	                 "by_type": [{"type", "expected", "received", "missing", "unexpected"}]},
 //	  "baseline":   null without Baseline, else
 //	                {"duration_s", "operations": [...], "total": {...}, "rps_ratio", "p99_ratio"}
@@ -130,7 +130,13 @@ type EventStats struct {
 	// Latency runs from the SCIM response that caused an event to the
 	// event's first delivery.
 	Latency Latency
-	ByType  []TypeStats
+	// Requests counts the webhook requests that passed verification: a
+	// batch (application/cloudevents-batch+json) is one, whatever it holds.
+	Requests int
+	// CaughtUp is how long after the cycle began the last expected event
+	// arrived: the whole cycle, delivery included; 0 while any is missing.
+	CaughtUp time.Duration
+	ByType   []TypeStats
 }
 
 // TypeStats is EventStats for one event type.
@@ -237,6 +243,8 @@ type jsonEvents struct {
 	Invalid            int         `json:"invalid"`
 	SignaturesVerified bool        `json:"signatures_verified"`
 	Latency            jsonLatency `json:"latency"`
+	Requests           int         `json:"requests"`
+	CaughtUpS          float64     `json:"caught_up_s"`
 	ByType             []jsonType  `json:"by_type"`
 }
 
@@ -298,7 +306,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			Expected: e.Expected, Received: e.Received, Missing: e.Missing, Duplicated: e.Duplicated,
 			OutOfOrder: e.OutOfOrder, SignatureFailures: e.SignatureFailures, Unexpected: e.Unexpected,
 			Invalid: e.Invalid, SignaturesVerified: e.SignaturesVerified, Latency: latencyJSON(e.Latency),
-			ByType: []jsonType{},
+			Requests: e.Requests, CaughtUpS: round3(e.CaughtUp.Seconds()), ByType: []jsonType{},
 		}
 		for _, t := range e.ByType {
 			je.ByType = append(je.ByType, jsonType(t))
@@ -349,6 +357,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 			e.Duplicated, e.OutOfOrder, e.SignatureFailures, e.Invalid)
 		fmt.Fprintf(&b, "response-to-delivery latency ms: p50 %s  p95 %s  p99 %s  max %s\n",
 			msText(e.Latency.P50), msText(e.Latency.P95), msText(e.Latency.P99), msText(e.Latency.Max))
+		fmt.Fprintf(&b, "%d requests", e.Requests)
+		if e.Requests > 0 {
+			fmt.Fprintf(&b, " (%.1f events each)", float64(e.Received)/float64(e.Requests))
+		}
+		if e.CaughtUp > 0 {
+			fmt.Fprintf(&b, "; the last event arrived %s after the cycle began", e.CaughtUp.Round(time.Millisecond))
+		}
+		b.WriteString("\n")
 	}
 	if bl := r.Baseline; bl != nil {
 		fmt.Fprintf(&b, "\nbaseline: the same cycle against a minimal net/http JSON handler in this process (took %s)\n\n",

@@ -57,6 +57,7 @@ func TestReportJSONShape(t *testing.T) {
 		"expected": "number", "received": "number", "missing": "number", "duplicated": "number",
 		"out_of_order": "number", "signature_failures": "number", "unexpected": "number",
 		"invalid": "number", "signatures_verified": "bool", "latency": "object", "by_type": "array",
+		"requests": "number", "caught_up_s": "number",
 	})
 	assertKeys(t, "events.latency", events["latency"], latencyKeys)
 	for _, bt := range events["by_type"].([]any) {
@@ -192,7 +193,7 @@ func fixedReport() *Report {
 		Total:      OpStats{Name: "total", Count: 3600, RPS: 291.6, Latency: lat(1.5, 2.5, 3.5, 11), Errors: map[int]int{409: 3, 0: 1}},
 		Events: &EventStats{
 			Expected: 10, Received: 9, Missing: 1, Duplicated: 2, OutOfOrder: 0, SignatureFailures: 0,
-			SignaturesVerified: true, Latency: lat(10, 20, 30, 40),
+			SignaturesVerified: true, Latency: lat(10, 20, 30, 40), Requests: 4,
 			ByType: []TypeStats{{Type: typeUserCreated, Expected: 10, Received: 9, Missing: 1}},
 		},
 		Baseline: &Baseline{
