@@ -188,7 +188,9 @@ func TestReceiverCountsBatches(t *testing.T) {
 		b, _ := json.Marshal(es)
 		return b
 	}
-	h := func() http.Header { return http.Header{"Content-Type": {"application/cloudevents-batch+json; charset=utf-8"}} }
+	h := func() http.Header {
+		return http.Header{"Content-Type": {"application/cloudevents-batch+json; charset=utf-8"}}
+	}
 	start := time.Now()
 	steps := []struct {
 		name   string
