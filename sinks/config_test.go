@@ -35,6 +35,11 @@ func TestCheck(t *testing.T) {
 		{"format", []Config{good(func(c *Config) { c.Format = "xml" })}, []string{`sinks[0].format: must be binary or structured, got "xml"`}},
 		{"timeout", []Config{good(func(c *Config) { c.Timeout = time.Hour })}, []string{"sinks[0].timeout: must be between 0 and 5m0s, got 1h0m0s"}},
 		{"header", []Config{good(func(c *Config) { c.Headers = map[string]string{"ce-id": "x"} })}, []string{"sinks[0].headers.ce-id: is set by scimrelay on every delivery and cannot be overridden"}},
+		{"batch with a format", []Config{good(func(c *Config) { c.Batch = &Batch{}; c.Format = "binary" })}, []string{`sinks[0].format: batched deliveries are always application/cloudevents-batch+json; leave format out, got "binary"`}},
+		{"batch bounds", []Config{good(func(c *Config) { c.Batch = &Batch{MaxEvents: 5000, MaxWait: time.Minute} })},
+			[]string{"sinks[0].batch.max_events: must be between 1 and 1000, got 5000", "sinks[0].batch.max_wait: must be between 0 and 10s, got 1m0s"}},
+		{"previous secret", []Config{good(func(c *Config) { c.PreviousSecret = testSecret; c.PreviousSecretExpires = "soon" })},
+			[]string{"sinks[0].previous_secret: is the same as secret", `sinks[0].previous_secret_expires: want an RFC 3339 time such as 2026-12-31T00:00:00Z, got "soon"`}},
 		{"every problem at once", []Config{good(func(c *Config) { c.Name = "" }), good(func(c *Config) { c.Format = "xml"; c.Secret = "x" })},
 			[]string{`sinks[0].name: must match`, `sinks[1].format: must be binary`, `sinks[1].secret: must be whsec_`}},
 	}
@@ -78,5 +83,14 @@ func TestDefaults(t *testing.T) {
 	}
 	if err := (Options{}).Check(); err != nil {
 		t.Errorf("no sinks: %v", err)
+	}
+	// An empty batch block turns batching on with its defaults.
+	m, err = NewManager(Options{Sinks: []Config{{Name: "crm", URL: "https://crm.example.com/h", Secret: testSecret, Batch: &Batch{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = m.sinks["crm"]
+	if b := s.cfg.Batch; b.MaxEvents != 100 || b.MaxWait != 50*time.Millisecond || s.sink.(*Webhook).o.Format != "batch" {
+		t.Errorf("batch defaults: %+v, format %s", b, s.sink.(*Webhook).o.Format)
 	}
 }
