@@ -519,42 +519,73 @@ func TestExhaustedScheduleDeadLetters(t *testing.T) {
 
 // BenchmarkDeliveryThroughput measures events/s from the stream to a fast
 // local receiver with one and with two delivery workers (each its own
-// Manager and NATS connection, as two processes would be): the workers run
-// and share the partitions, then 20,000 events of 20,000 users are
-// published and delivered; the clock runs from the first publish to the
-// last delivery.
+// Manager and NATS connection, as two processes would be), one event per
+// request and in batches of 100: the workers run and share the partitions,
+// then 20,000 events are published and delivered; the clock runs from the
+// first publish to the last delivery. Shapes: users (20,000 users, an event
+// each) and members (40 groups with 500 member events each, published in
+// bursts of 100 as a member PATCH commits them).
 func BenchmarkDeliveryThroughput(b *testing.B) {
-	for _, workers := range []int{1, 2} {
-		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-			s, _, js := natsServer(b)
-			var got atomic.Int64
-			rc := newReceiver(b, nil)
-			rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1); w.WriteHeader(204) })
-			cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 64 })
-			var ms []*Manager
-			for range workers {
-				_, wjs := eventstest.Connect(b, eventstest.URL(s))
-				m, _ := runManager(b, Options{Sinks: []Config{cfg}, JS: wjs, Logger: slog.New(slog.DiscardHandler), Heartbeat: fastHeartbeat})
-				ms = append(ms, m)
+	for _, shape := range []string{"users", "members"} {
+		for _, batch := range []int{0, 100} {
+			for _, workers := range []int{1, 2} {
+				b.Run(fmt.Sprintf("shape=%s/batch=%d/workers=%d", shape, batch, workers), func(b *testing.B) {
+					benchmarkDelivery(b, shape, batch, workers)
+				})
 			}
-			waitBalanced(b, ms...)
-			const n = 20_000
-			b.ResetTimer()
-			start := time.Now()
-			p := newPublisher(b, js)
-			for i := 0; i < n; i++ {
-				p.publishAsync("acme", events.UserCreated, "u"+strconv.Itoa(i))
-				if i%1000 == 999 {
-					<-js.PublishAsyncComplete() // stay within the client's window
-				}
-			}
-			eventstest.CheckFor(b, 5*time.Minute, 5*time.Millisecond, func() error {
-				if got.Load() < n {
-					return fmt.Errorf("%d of %d delivered", got.Load(), n)
-				}
-				return nil
-			})
-			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
-		})
+		}
 	}
+}
+
+func benchmarkDelivery(b *testing.B, shape string, batch, workers int) {
+	s, _, js := natsServer(b)
+	var got atomic.Int64
+	rc := newReceiver(b, nil)
+	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if batch == 0 {
+			got.Add(1)
+		} else {
+			body, _ := io.ReadAll(r.Body)
+			es, err := ReadDelivery(r.Header, body)
+			if err != nil {
+				b.Error(err)
+			}
+			got.Add(int64(len(es)))
+		}
+		w.WriteHeader(204)
+	})
+	cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 64 })
+	if batch > 0 {
+		cfg = batchConfig(rc.URL, func(c *Config) { c.Concurrency = 16; c.Batch = &Batch{MaxEvents: batch, MaxWait: 50 * time.Millisecond} })
+	}
+	var ms []*Manager
+	for range workers {
+		_, wjs := eventstest.Connect(b, eventstest.URL(s))
+		m, _ := runManager(b, Options{Sinks: []Config{cfg}, JS: wjs, Logger: slog.New(slog.DiscardHandler), Heartbeat: fastHeartbeat})
+		ms = append(ms, m)
+	}
+	waitBalanced(b, ms...)
+	const n = 20_000
+	b.ResetTimer()
+	start := time.Now()
+	p := newPublisher(b, js)
+	for i := 0; i < n; i++ {
+		switch shape {
+		case "users":
+			p.publishAsync("acme", events.UserCreated, "u"+strconv.Itoa(i))
+		case "members":
+			// Bursts of 100 events of one group, groups in turn.
+			p.publishAsync("acme", events.GroupMemberAdded, "g"+strconv.Itoa((i/100)%40))
+		}
+		if i%1000 == 999 {
+			<-js.PublishAsyncComplete() // stay within the client's window
+		}
+	}
+	eventstest.CheckFor(b, 5*time.Minute, 5*time.Millisecond, func() error {
+		if got.Load() < n {
+			return fmt.Errorf("%d of %d delivered", got.Load(), n)
+		}
+		return nil
+	})
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
 }
