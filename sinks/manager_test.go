@@ -556,7 +556,10 @@ func benchmarkDelivery(b *testing.B, shape string, batch, workers int) {
 	})
 	cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 64 })
 	if batch > 0 {
-		cfg = batchConfig(rc.URL, func(c *Config) { c.Concurrency = 16; c.Batch = &Batch{MaxEvents: batch, MaxWait: 50 * time.Millisecond} })
+		cfg = batchConfig(rc.URL, func(c *Config) {
+			c.Concurrency = 16
+			c.Batch = &Batch{MaxEvents: batch, MaxWait: 50 * time.Millisecond}
+		})
 	}
 	var ms []*Manager
 	for range workers {
