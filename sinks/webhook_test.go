@@ -408,6 +408,23 @@ func TestReceiver(t *testing.T) {
 	if len(got) != 2 || got[0] != "io.scimrelay.user.deleted" {
 		t.Fatalf("received %v", got)
 	}
+	// A batch: each event handed over, in order.
+	bw := webhook(t, srv.URL, func(o *WebhookOptions) { o.Batch = true })
+	var ids []string
+	var parts [][]byte
+	for i, a := range []events.Action{events.UserCreated, events.UserUpdated, events.UserDeactivated} {
+		p, err := bw.part(testEvent(t, a, "u1", uint64(i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, parts = append(ids, strconv.Itoa(i)), append(parts, p)
+	}
+	if res := bw.sendBatch(ctx, ids, parts); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if len(got) != 5 || got[2] != "io.scimrelay.user.created" || got[4] != "io.scimrelay.user.deactivated" {
+		t.Fatalf("received %v after a batch", got)
+	}
 	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("another-secret-of-32-bytes-long!"))
 	if res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Secret = other }).Deliver(ctx, testEvent(t, events.UserDeleted, "u1", 1)); res.Status != 401 {
 		t.Fatalf("a delivery signed with another secret: %+v", res)

@@ -29,10 +29,11 @@ p95, p99, max and errors by status.
 
 --rate makes the run open-loop: requests are sent at a fixed rate whatever the
 server's speed, and latency counts from when each was due, so that queueing
-shows. --receiver listens for the webhooks of a sink you point at it,
-verifies their signatures with --receiver-secret, and reports
-acknowledgement-to-delivery latency and whether every expected event arrived,
-once, in per-resource order. --baseline measures a minimal Go JSON handler
+shows. --receiver listens for the webhooks of a sink you point at it (one
+event per request, or batches), verifies their signatures with
+--receiver-secret, and reports acknowledgement-to-delivery latency, whether
+every expected event arrived, once, in per-resource order, and when the last
+one arrived. --baseline measures a minimal Go JSON handler
 with the same load in the same run, for the ratio to the machine's ceiling.`,
 		Example: `  scimrelay bench --url http://127.0.0.1:8080/scim/v2/default --token "$TOKEN"
   scimrelay bench --url ... --token ... --users 1000 --rate 500 --json

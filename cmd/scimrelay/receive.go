@@ -26,8 +26,10 @@ func newReceiveCommand() *cobra.Command {
 		Use:   "receive --listen ADDR --secret whsec_...",
 		Short: "Run a webhook receiver that verifies deliveries and prints each event",
 		Long: `Listen for a sink's deliveries, verify each signature with the official
-Standard Webhooks library, and print every event as one line of JSON. For
-trying a sink out, and as the demo receiver of deploy/compose.yaml.`,
+Standard Webhooks library, and print every event as one line of JSON: single
+events (binary or structured mode) and batches (a sink's batch setting), each
+event of a batch on its own line, in order. For trying a sink out, and as the
+demo receiver of deploy/compose.yaml.`,
 		Example: `  scimrelay receive --listen 127.0.0.1:9000 --secret "$CRM_WEBHOOK_SECRET"`,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 const sinkSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -33,8 +31,10 @@ type hook struct {
 	t     testing.TB
 	mu    sync.Mutex
 	types []string // ce-type of each verified delivery, in arrival order
-	at    map[string]time.Time
-	ids   map[string]int // deliveries per event id
+	// requests holds the Content-Type of each verified request.
+	requests []string
+	at       map[string]time.Time
+	ids      map[string]int // deliveries per event id
 	// Order per resource: the highest subjectseq answered 2xx per subject,
 	// and the first event that arrived before its predecessor was answered.
 	answered  map[string]uint64
@@ -55,38 +55,49 @@ func newHook(t testing.TB) *hook {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		// Binary or structured mode: the CloudEvents SDK reads either.
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+		// Binary or structured mode, or a batch of structured events.
+		es, err := sinks.ReadDelivery(r.Header, body)
 		if err != nil {
 			t.Errorf("not a CloudEvent: %v", err)
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
-		// What the webhook gets matches the contract (relay/events/schema).
-		if err := eventstest.Schemas(t).CheckEvent(*e); err != nil {
-			t.Error(err)
-		}
-		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
+		ct := r.Header.Get("Content-Type")
+		if !strings.HasPrefix(ct, "application/cloudevents+json") && !strings.HasPrefix(ct, "application/cloudevents-batch+json") {
 			if err := eventstest.Schemas(t).CheckWebhookHeaders(r.Header); err != nil {
 				t.Error(err)
 			}
 		}
-		seq, _ := events.SubjectSeq(*e)
 		h.mu.Lock()
-		h.types = append(h.types, e.Subject()+" "+strings.TrimPrefix(e.Type(), "io.scimrelay."))
-		h.ids[e.ID()]++
-		if _, seen := h.at[e.Subject()]; !seen {
-			h.at[e.Subject()] = time.Now()
-		}
-		if seq > h.answered[e.Subject()]+1 && h.violation == "" {
-			h.violation = fmt.Sprintf("%s: event %d arrived before %d was answered", e.Subject(), seq, h.answered[e.Subject()]+1)
+		h.requests = append(h.requests, ct)
+		next := map[string]uint64{} // within this request, per subject
+		for _, e := range es {
+			// What the webhook gets matches the contract (relay/events/schema).
+			if err := eventstest.Schemas(t).CheckEvent(e); err != nil {
+				t.Error(err)
+			}
+			seq, _ := events.SubjectSeq(e)
+			h.types = append(h.types, e.Subject()+" "+strings.TrimPrefix(e.Type(), "io.scimrelay."))
+			h.ids[e.ID()]++
+			if _, seen := h.at[e.Subject()]; !seen {
+				h.at[e.Subject()] = time.Now()
+			}
+			cur, ok := next[e.Subject()]
+			if !ok {
+				cur = h.answered[e.Subject()]
+			}
+			if seq > cur+1 && h.violation == "" {
+				h.violation = fmt.Sprintf("%s: event %d arrived before %d was answered", e.Subject(), seq, cur+1)
+			}
+			next[e.Subject()] = max(cur, seq)
 		}
 		latency := h.latency
 		h.mu.Unlock()
 		time.Sleep(latency) // the receiver's own latency, not a wait for anything
 		h.mu.Lock()
-		h.answered[e.Subject()] = max(h.answered[e.Subject()], seq)
+		for subject, seq := range next {
+			h.answered[subject] = max(h.answered[subject], seq)
+		}
 		h.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -140,9 +151,13 @@ func withSink(cfg *config.Config, name, url string, edit func(*config.Sink)) {
 // receive: signed deliveries (the official library verifies them), each
 // sink's event and tenant filters, per-resource order.
 func TestWebhooksEndToEnd(t *testing.T) {
-	all, usersOnly := newHook(t), newHook(t)
+	all, usersOnly, batched := newHook(t), newHook(t), newHook(t)
 	cfg := testConfig(t, t.TempDir())
 	withSink(cfg, "all", all.URL, nil)
+	withSink(cfg, "batched", batched.URL, func(s *config.Sink) {
+		s.Format = ""
+		s.Batch = &config.SinkBatch{MaxEvents: 10, MaxWait: config.Duration(20 * time.Millisecond)}
+	})
 	withSink(cfg, "users", usersOnly.URL, func(s *config.Sink) {
 		s.Events = []string{"user.*"}
 		s.Tenants = []string{"acme"}
@@ -156,11 +171,21 @@ func TestWebhooksEndToEnd(t *testing.T) {
 	p.scim("acme", acmeToken, "DELETE", "/Users/"+uid, "").want(t, 204)
 
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if a, u := len(all.received()), len(usersOnly.received()); a != 7 || u != 3 {
-			return fmt.Errorf("sink all got %d of 7, sink users got %d of 3", a, u)
+		if a, u, b := len(all.received()), len(usersOnly.received()), len(batched.received()); a != 7 || u != 3 || b != 7 {
+			return fmt.Errorf("sink all got %d of 7, sink users got %d of 3, sink batched %d of 7", a, u, b)
 		}
 		return nil
 	})
+	if v := batched.orderViolation(); v != "" {
+		t.Error(v)
+	}
+	batched.mu.Lock()
+	for _, ct := range batched.requests {
+		if !strings.HasPrefix(ct, "application/cloudevents-batch+json") {
+			t.Errorf("the batched sink sent %s", ct)
+		}
+	}
+	batched.mu.Unlock()
 	perSubject := map[string][]string{}
 	for _, r := range all.received() {
 		subject, typ, _ := strings.Cut(r, " ")
