@@ -179,6 +179,10 @@ func (m *Manager) Setup(ctx context.Context) error {
 		}
 		if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
 			w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)
+			// A lane sends a batch's worth at once: a burst of one resource
+			// is read back from the stream (one request per event) only
+			// past two batches, within half the pending window.
+			w.laneLimit = max(w.laneLimit, min(2*s.cfg.Batch.MaxEvents, w.maxPending/2))
 		}
 		w.members = &membership{js: js, stream: workers, sink: name, id: m.o.workerID(), t: t}
 		for p := range partitions {
