@@ -76,7 +76,11 @@ type Publisher struct {
 // NewPublisher returns a publisher from outbox to js.
 func NewPublisher(outbox Outbox, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
 	if o.Window <= 0 {
-		o.Window = 512
+		// Each window pays a read and an fsync'd delete of the outbox: a
+		// member PATCH commits 100 events at once, and with 512 the outbox
+		// fell 23,000 events behind in the bench's member phase (2,900 with
+		// 2048; docs/decisions.md, Publishing).
+		o.Window = 2048
 	}
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 10 * time.Second
