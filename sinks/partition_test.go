@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -284,17 +285,23 @@ func TestBlockedResourceHoldsBackOnlyItself(t *testing.T) {
 	published := time.Now()
 	eventstest.CheckFor(t, 2*time.Second, 5*time.Millisecond, func() error { return l.deliveredEach(others) })
 	t.Logf("the other resources' 30 events arrived %s after they were published", time.Since(published).Round(time.Millisecond))
+	l.heldBackThenHealed(t, "Groups/big", 301, others, func() { broken.Store(false) })
+}
+
+// heldBackThenHealed checks that none of held's events were delivered,
+// heals the receiver, and waits for held's n events and the others', in
+// order and once each.
+func (l *ledger) heldBackThenHealed(t testing.TB, held string, n uint64, others expect, heal func()) {
+	t.Helper()
 	l.mu.Lock()
-	n := l.delivered["Groups/big"]
+	got := l.delivered[held]
 	l.mu.Unlock()
-	if n != 0 {
-		t.Fatalf("%d events of the failing group delivered", n)
+	if got != 0 {
+		t.Fatalf("%d events of the failing %s delivered", got, held)
 	}
-	broken.Store(false)
-	all := expect{"Groups/big": 301}
-	for k, v := range others {
-		all[k] = v
-	}
+	heal()
+	all := expect{held: n}
+	maps.Copy(all, others)
 	l.wantDelivered(t, all, 30*time.Second, false)
 }
 

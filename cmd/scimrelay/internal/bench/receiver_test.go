@@ -46,17 +46,28 @@ func craftedEvent(id, typ, subject, seq, member string, structured bool) (http.H
 	return h, body
 }
 
-// TestReceiverCountsCraftedDeliveries posts deliveries crafted to exercise
-// every count, signed with the Standard Webhooks library, in order.
-func TestReceiverCountsCraftedDeliveries(t *testing.T) {
+// signingReceiver serves a receiver with a new secret and returns it with
+// the library's signer of that secret.
+func signingReceiver(t *testing.T) (*receiver, *httptest.Server, *standardwebhooks.Webhook) {
+	t.Helper()
 	secret := newSecret(t)
 	r, err := newReceiver(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(r)
-	defer srv.Close()
-	good, _ := standardwebhooks.NewWebhook(secret)
+	t.Cleanup(srv.Close)
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, srv, wh
+}
+
+// TestReceiverCountsCraftedDeliveries posts deliveries crafted to exercise
+// every count, signed with the Standard Webhooks library, in order.
+func TestReceiverCountsCraftedDeliveries(t *testing.T) {
+	r, srv, good := signingReceiver(t)
 	wrong, _ := standardwebhooks.NewWebhook(newSecret(t))
 	now := time.Now()
 
@@ -172,14 +183,7 @@ func TestReceiverCountsCraftedDeliveries(t *testing.T) {
 // counted in order, by its own id: duplicates, order within and across
 // batches, a batch signed for other content refused whole.
 func TestReceiverCountsBatches(t *testing.T) {
-	secret := newSecret(t)
-	r, err := newReceiver(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(r)
-	defer srv.Close()
-	wh, _ := standardwebhooks.NewWebhook(secret)
+	r, srv, wh := signingReceiver(t)
 	ev := func(id, typ, subject, seq, member string) json.RawMessage {
 		_, body := craftedEvent(id, typ, subject, seq, member, true)
 		return body
