@@ -9,7 +9,6 @@ package events
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -82,13 +81,25 @@ func ParseType(ceType string) (Action, error) {
 // /scim/v2/<tenant>, so this package, which owns the subjects, owns their
 // syntax: a safe NATS token and URL segment. The relay refuses to configure
 // a tenant with another name, and readers refuse events that carry one.
-var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+// tenant names are checked on every request, so by a loop rather than
+// the regular expression ^[a-z0-9][a-z0-9_-]{0,63}$ they amount to.
 
 // TenantNameRule describes valid tenant names, for messages.
 const TenantNameRule = "[a-z0-9][a-z0-9_-]* (at most 64 characters)"
 
 // ValidTenant reports whether name is a valid tenant name (TenantNameRule).
-func ValidTenant(name string) bool { return tenantPattern.MatchString(name) }
+func ValidTenant(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && (i == 0 || c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Pattern selects actions: "*", "user.*" or "group.member_added"; the full
 // type form "io.scimrelay.user.*" is accepted too.

@@ -71,6 +71,10 @@ type Meta struct {
 	// BaseURL is the relay's public URL (relay.yaml public_url), e.g.
 	// https://relay.example.com; when set, source is absolute.
 	BaseURL string
+	// Extensions are further CloudEvents extension attributes (a trace's
+	// traceparent, say), each a ce- header of the message. Encode writes
+	// them; New does not.
+	Extensions map[string]string
 }
 
 // Extension attribute names.
@@ -154,11 +158,9 @@ func subjectOf(a Action, id string) string {
 }
 
 func formatSeq(n uint64) string {
-	s := strconv.FormatUint(n, 10)
-	for len(s) < seqWidth {
-		s = "0" + s
-	}
-	return s
+	var b [seqWidth]byte
+	putSeq(b[:], n)
+	return string(b[:])
 }
 
 // Sequence returns the event's per-tenant sequence number.

@@ -44,12 +44,20 @@ const (
 	MaxPartitions = 256
 )
 
-// resourceIDPattern is what a resource id may be to travel in a subject
-// and a key-value key: the relay's ids are UUIDs.
-var resourceIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-
-// ValidResourceID reports whether id can be a resource id in a subject.
-func ValidResourceID(id string) bool { return resourceIDPattern.MatchString(id) }
+// ValidResourceID reports whether id can be a resource id in a subject and
+// a key-value key: [A-Za-z0-9_-]{1,128} (the relay's ids are UUIDs).
+func ValidResourceID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Subject returns the subject an event is published on, e.g.
 // "scimrelay.acme.user.created.0198f3c2-…".
