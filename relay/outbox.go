@@ -162,8 +162,8 @@ type Quarantined struct {
 // QuarantineOutbox moves an outbox row to the quarantine bucket, with why.
 func (s *Store) QuarantineOutbox(key uint64, reason string) error {
 	moved := false
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		moved = false // Batch may run this again
+	err := s.commits.do(func(tx *bolt.Tx) error {
+		moved = false // a commit may run this again
 		v := tx.Bucket(bucketOutbox).Get(u64(key))
 		if v == nil {
 			return nil
@@ -222,8 +222,8 @@ func (s *Store) QuarantineCount() (int, error) {
 // gone are skipped.
 func (s *Store) DeleteOutbox(keys []uint64) error {
 	var deleted int
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		deleted = 0 // Batch may run this again
+	err := s.commits.do(func(tx *bolt.Tx) error {
+		deleted = 0 // a commit may run this again
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for _, k := range keys {
 			key := u64(k)

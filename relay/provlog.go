@@ -162,7 +162,7 @@ func (l *RequestLog) key(t time.Time) []byte {
 }
 
 func (l *RequestLog) write(batch []LogEntry) error {
-	return l.store.db.Batch(func(tx *bolt.Tx) error {
+	return l.store.commits.do(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketProvLog)
 		if err != nil {
 			return err

@@ -47,10 +47,10 @@
 // own keys, never in the group's record, so that changing one member of a
 // group of 100,000 touches a handful of keys.
 //
-// Every write goes through bbolt's Batch, so that concurrent SCIM requests
-// share one transaction and one fsync. Batch may run a function more than
-// once; the functions here, and the scim.UpdateFunc they call, change
-// nothing but the transaction.
+// Every write goes through a group commit (committer), so that concurrent
+// SCIM requests share one transaction and one fsync. A commit may run a
+// function more than once; the functions here, and the scim.UpdateFunc they
+// call, change nothing but the transaction.
 package relay
 
 import (
@@ -106,9 +106,10 @@ type Options struct {
 	// URL. It is never stored, and what the Backend methods return has no
 	// location (the SCIM handler sets it from the URL the client used).
 	PublicURL string
-	// BatchDelay is how long a write waits for others to share its
-	// transaction and fsync (bbolt's MaxBatchDelay), at most 100 ms;
-	// BatchSize caps how many share one (0: bbolt's default of 1000).
+	// BatchDelay is how long a write that finds no commit under way waits
+	// for others to share its transaction and fsync, at most 100 ms (writes
+	// that arrive during a commit share the next one anyway; see
+	// committer); BatchSize caps how many share one (0: 1000).
 	BatchDelay time.Duration
 	BatchSize  int
 	// NoSync skips fsync; acknowledged writes can be lost. Benchmarks only.
@@ -121,6 +122,7 @@ type Options struct {
 // Store is the relay's bbolt identity index. It is safe for concurrent use.
 type Store struct {
 	db        *bolt.DB
+	commits   *committer // every write goes through it
 	log       *slog.Logger
 	now       func() time.Time
 	publicURL string
@@ -230,10 +232,6 @@ func Open(path string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("opening data file %s: %w", path, err)
 	}
-	db.MaxBatchDelay = o.BatchDelay
-	if o.BatchSize > 0 {
-		db.MaxBatchSize = o.BatchSize
-	}
 	s := &Store{
 		db:        db,
 		log:       log,
@@ -263,6 +261,7 @@ func Open(path string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.commits = newCommitter(db, o.BatchSize, o.BatchDelay)
 	s.wg.Add(1)
 	go s.flushLoop()
 	return s, nil
@@ -424,6 +423,7 @@ func (s *Store) Close() error {
 		close(s.stop)
 		s.wg.Wait()
 		flushErr := s.flushTokenUse()
+		s.commits.close()
 		if cerr := s.db.Close(); cerr != nil {
 			err = fmt.Errorf("closing the data file: %w", cerr)
 			return
@@ -539,15 +539,8 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		return scim.WriteResult{}, err
 	}
 	var w *txWrite
-	err := s.db.Batch(func(tx *bolt.Tx) (err error) {
-		w = &txWrite{store: s, now: s.now()} // Batch may run fn again: start clean
-		// bbolt reruns a failed function alone, outside its own recover: a
-		// panicking UpdateFunc must become an error here, not a crash.
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("writing to the data file: recovered from panic: %v", p)
-			}
-		}()
+	err := s.commits.do(func(tx *bolt.Tx) error {
+		w = &txWrite{store: s, now: s.now()} // a commit may run fn again: start clean
 		return fn(tx, w)
 	})
 	if err != nil {

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// committer runs the store's writes as group commits: one goroutine
+// commits whatever writes are waiting, in one transaction and one fsync,
+// and the writes that arrive meanwhile wait for the next. A write that
+// finds it idle is committed at once, so a lone writer waits for no timer,
+// and parallel writers share a commit without one: the batch is what
+// arrived during the previous commit.
+//
+// bbolt's own Batch was used before. It collects writes for
+// MaxBatchDelay, then commits them while the next batch collects; with a
+// delay of 0 each write became its own commit and parallel writers
+// queued for the lock one fsync at a time (1,249 creates/s at 32 writers),
+// and any delay is paid by every write, also a lone one. The semantics are
+// Batch's: a function may run more than once, and one that fails is run
+// again alone, so that its error is its own and the others commit without
+// it.
+type committer struct {
+	db     *bolt.DB
+	max    int           // writes in one transaction at most
+	linger time.Duration // an idle committer's wait for more writes
+
+	mu     sync.Mutex
+	queue  []commitCall
+	closed bool
+	wake   chan struct{}
+	done   chan struct{}
+}
+
+// defaultMaxBatch is how many writes share a commit unless configured.
+const defaultMaxBatch = 1000
+
+type commitCall struct {
+	fn  func(*bolt.Tx) error
+	err chan error
+}
+
+func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration) *committer {
+	if maxBatch <= 0 {
+		maxBatch = defaultMaxBatch
+	}
+	c := &committer{db: db, max: maxBatch, linger: linger, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+// do commits fn with the writes waiting beside it and returns once that
+// commit is durable, with fn's error or the commit's.
+func (c *committer) do(fn func(*bolt.Tx) error) error {
+	call := commitCall{fn: fn, err: make(chan error, 1)}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return bolterrors.ErrDatabaseNotOpen
+	}
+	c.queue = append(c.queue, call)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return <-call.err
+}
+
+// close commits what is queued and stops; later writes fail.
+func (c *committer) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	<-c.done
+}
+
+func (c *committer) run() {
+	defer close(c.done)
+	for range c.wake {
+		if c.linger > 0 {
+			time.Sleep(c.linger) // to let more writers join: storage.batch_delay
+		}
+		for {
+			c.mu.Lock()
+			n := min(len(c.queue), c.max)
+			batch := c.queue[:n:n]
+			c.queue = c.queue[n:]
+			if len(c.queue) == 0 {
+				c.queue = nil // let the backing array go
+			}
+			closed := c.closed
+			c.mu.Unlock()
+			if n == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			c.commit(batch)
+		}
+	}
+}
+
+// commit runs calls in one transaction. When one fails, the transaction is
+// rolled back, the failing call runs alone (its error goes to its caller)
+// and the others run again without it.
+func (c *committer) commit(calls []commitCall) {
+	for len(calls) > 0 {
+		failed := -1
+		err := c.db.Update(func(tx *bolt.Tx) error {
+			for i, call := range calls {
+				if err := safely(call.fn, tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, call := range calls {
+				call.err <- err
+			}
+			return
+		}
+		bad := calls[failed]
+		calls = append(calls[:failed:failed], calls[failed+1:]...)
+		bad.err <- c.db.Update(func(tx *bolt.Tx) error { return safely(bad.fn, tx) })
+	}
+}
+
+// safely runs fn, turning a panic into an error: a write must never take
+// the committer, and every writer waiting on it, down.
+func safely(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("writing to the data file: recovered from panic: %v", p)
+		}
+	}()
+	return fn(tx)
+}
