@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -18,23 +19,31 @@ import (
 
 // OutboxRow is one committed event waiting for JetStream's acknowledgement.
 type OutboxRow struct {
-	Key   uint64 // commit order
-	Event event.Event
-	// Err is why the row could not be decoded (Event is then empty); Raw
-	// is the row as stored, for quarantine.
+	Key uint64 // commit order
+	// Msg is the message to publish, as it was encoded when the change was
+	// written; ID is its event id (and Nats-Msg-Id), Time its commit time.
+	Msg  *nats.Msg
+	ID   string
+	Time time.Time
+	// Err is why the row cannot be published (Msg is then nil); Raw is the
+	// row as stored, for quarantine.
 	Err error
 	Raw []byte
 }
 
-// emit builds an event about rec and appends it to the outbox in the same
-// transaction. It advances the tenant's sequence and rec's subjectseq; the
-// caller writes rec afterwards.
-func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a events.Action, changes []scim.Change, member *events.Member) error {
-	seq, err := increment(tb.Bucket(bucketCounters), keySequence)
-	if err != nil {
-		return err
+// Event decodes the row's CloudEvent, as a subscriber would.
+func (r OutboxRow) Event() (event.Event, error) {
+	if r.Msg == nil {
+		return event.Event{}, fmt.Errorf("outbox row %d: %w", r.Key, r.Err)
 	}
-	rec.subjectSeq++
+	return events.FromMsg(r.Msg.Subject, r.Msg.Header, r.Msg.Data)
+}
+
+// emit builds an event about rec in the transaction and appends it to the
+// outbox. It advances the tenant's sequence and rec's subjectseq; the
+// caller writes rec afterwards. Creates encode their event before the
+// transaction instead (prepareCreate) and only append it here (appendEvent).
+func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a events.Action, changes []scim.Change, member *events.Member) error {
 	if member != nil && member.UserName == "" && member.DisplayName == "" {
 		m, err := describeMember(tb, *member)
 		if err != nil {
@@ -42,52 +51,70 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 		}
 		member = &m
 	}
+	d, err := w.store.draft(t.name, rec.res, a, w.now, changes, member)
+	if err != nil {
+		return err
+	}
+	rec.subjectSeq++
+	return w.appendEvent(tx, tb, d, rec.subjectSeq)
+}
+
+// draft encodes the event of a change to r, without its sequence numbers.
+func (s *Store) draft(tenant string, r *scim.Resource, a events.Action, now time.Time, changes []scim.Change, member *events.Member) (*events.Draft, error) {
+	return s.encodeEvent(tenant, r, s.eventResource(tenant, r), a, now, changes, member)
+}
+
+// encodeEvent encodes the event of a change to r, whose JSON as events
+// carry it is resource.
+func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMessage, a events.Action, now time.Time, changes []scim.Change, member *events.Member) (*events.Draft, error) {
 	data := events.Data{
-		Tenant:       t.name,
-		ResourceType: rec.res.Type.Name,
-		ID:           rec.res.ID(),
-		ExternalID:   rec.res.ExternalID(),
-		Resource:     w.store.eventResource(t.name, rec.res),
+		Tenant:       tenant,
+		ResourceType: r.Type.Name,
+		ID:           r.ID(),
+		ExternalID:   r.ExternalID(),
+		Resource:     resource,
 		Member:       member,
 	}
 	for _, c := range changes {
 		ec := events.Change{Path: c.Path}
+		var err error
 		if c.Old != nil {
 			if ec.Old, err = json.Marshal(c.Old); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if c.New != nil {
 			if ec.New, err = json.Marshal(c.New); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		data.Changes = append(data.Changes, ec)
 	}
-	e, err := events.New(events.Meta{
-		Tenant:     t.name,
+	return events.Encode(events.Meta{
+		Tenant:     tenant,
 		Action:     a,
-		ResourceID: rec.res.ID(),
-		Sequence:   seq,
-		SubjectSeq: rec.subjectSeq,
-		Time:       w.now,
-		BaseURL:    w.store.publicURL,
+		ResourceID: r.ID(),
+		Time:       now,
+		BaseURL:    s.publicURL,
 	}, data)
+}
+
+// appendEvent gives an encoded event the tenant's next sequence number and
+// subjectSeq, and appends it to the outbox.
+func (w *txWrite) appendEvent(tx *bolt.Tx, tb *bolt.Bucket, d *events.Draft, subjectSeq uint64) error {
+	seq, err := increment(tb.Bucket(bucketCounters), keySequence)
 	if err != nil {
 		return err
 	}
-	payload, err := events.MarshalStructured(e)
-	if err != nil {
-		return err
-	}
+	d.SetSequences(seq, subjectSeq)
 	key, err := increment(tx.Bucket(bucketMeta), keyOutboxCounter)
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketOutbox).Put(u64(key), payload); err != nil {
+	if err := tx.Bucket(bucketOutbox).Put(u64(key), d.Row()); err != nil {
 		return err
 	}
-	w.eventIDs = append(w.eventIDs, e.ID())
+	w.eventIDs = append(w.eventIDs, d.ID())
 	return nil
 }
 
@@ -95,6 +122,11 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 // with meta.location when a public URL is configured, never with a
 // group's members or a user's derived groups.
 func (s *Store) eventResource(tenant string, r *scim.Resource) json.RawMessage {
+	_, members := r.Attrs["members"]
+	_, groups := r.Attrs["groups"]
+	if s.publicURL == "" && !members && !groups {
+		return r.AppendJSON(nil) // the same, without a copy
+	}
 	out := &scim.Resource{Type: r.Type, Attrs: make(map[string]any, len(r.Attrs))}
 	for k, v := range r.Attrs {
 		if k != "members" && k != "groups" && k != "meta" {
@@ -126,28 +158,52 @@ func increment(b *bolt.Bucket, key []byte) (uint64, error) {
 }
 
 // ReadOutbox returns up to limit committed events after key after, in
-// commit order. A row that does not decode is returned with Err set, for
-// the caller to quarantine: it must not stop the rows behind it.
+// commit order. A row that cannot be published is returned with Err set,
+// for the caller to quarantine: it must not stop the rows behind it.
 func (s *Store) ReadOutbox(after uint64, limit int) ([]OutboxRow, error) {
 	var rows []OutboxRow
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Seek(u64(after + 1)); k != nil && len(rows) < limit; k, v = c.Next() {
-			row := OutboxRow{Key: binary.BigEndian.Uint64(k)}
-			if err := json.Unmarshal(v, &row.Event); err != nil {
-				row.Event = event.Event{}
-				row.Err = fmt.Errorf("decoding outbox row %d: %w", row.Key, err)
-			} else if err := row.Event.Validate(); err != nil {
-				row.Err = fmt.Errorf("outbox row %d is not a valid event: %w", row.Key, err)
-			}
-			if row.Err != nil {
-				row.Raw = append([]byte(nil), v...)
-			}
-			rows = append(rows, row)
+			rows = append(rows, readOutboxRow(binary.BigEndian.Uint64(k), bytes.Clone(v)))
 		}
 		return nil
 	})
 	return rows, err
+}
+
+// readOutboxRow reads a stored row: the message as encoded when it was
+// committed, or (written before layout 3) a structured CloudEvent in JSON,
+// encoded now as that release's publisher did.
+func readOutboxRow(key uint64, v []byte) OutboxRow {
+	row := OutboxRow{Key: key}
+	if events.IsMessage(v) {
+		m, err := events.ParseMessage(v)
+		if err == nil {
+			row.Msg, err = m.NATS()
+		}
+		if err == nil {
+			row.ID = row.Msg.Header.Get(nats.MsgIdHdr)
+			row.Time, _ = time.Parse(time.RFC3339Nano, row.Msg.Header.Get("ce-time"))
+		} else {
+			row.Err = fmt.Errorf("decoding outbox row %d: %w", key, err)
+		}
+	} else {
+		var e event.Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			row.Err = fmt.Errorf("decoding outbox row %d: %w", key, err)
+		} else if err := e.Validate(); err != nil {
+			row.Err = fmt.Errorf("outbox row %d is not a valid event: %w", key, err)
+		} else if row.Msg, err = events.ToMsg(e); err != nil {
+			row.Err = fmt.Errorf("encoding outbox row %d: %w", key, err)
+		} else {
+			row.ID, row.Time = e.ID(), e.Time()
+		}
+	}
+	if row.Err != nil {
+		row.Msg, row.Raw = nil, v
+	}
+	return row
 }
 
 // Quarantined is an outbox row that could not be published, kept aside so

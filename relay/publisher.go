@@ -226,14 +226,9 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 			}
 			break // after what is in flight
 		}
-		msg, err := events.ToMsg(row.Event)
-		if err != nil {
-			if len(futures) == 0 {
-				p.quarantine(row, fmt.Errorf("encoding: %w", err))
-				return 0, nil
-			}
-			break
-		}
+		// The message goes out as it was encoded when the change was
+		// committed; JetStream's expectations are headers of their own.
+		msg := row.Msg
 		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
 		if previous != "" {
 			opts = append(opts, jetstream.WithExpectLastMsgID(previous))
@@ -244,11 +239,11 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 				p.quarantine(row, err)
 				return 0, nil
 			}
-			sendErr = fmt.Errorf("publishing event %s: %w", row.Event.ID(), err)
+			sendErr = fmt.Errorf("publishing event %s: %w", row.ID, err)
 			break
 		}
 		futures = append(futures, f)
-		previous = row.Event.ID()
+		previous = row.ID
 	}
 	deadline := time.NewTimer(p.o.AckTimeout)
 	defer deadline.Stop()
@@ -260,7 +255,7 @@ wait:
 		case <-f.Ok():
 			acked = append(acked, rows[i].Key)
 			if p.o.Observe != nil {
-				p.o.Observe(rows[i].Event.Time())
+				p.o.Observe(rows[i].Time)
 			}
 		case err := <-f.Err():
 			if i == 0 && refusesMessage(err) {
@@ -274,7 +269,7 @@ wait:
 				// failure. The next window starts from this row.
 				break wait
 			}
-			ackErr = fmt.Errorf("publishing event %s: %w", rows[i].Event.ID(), err)
+			ackErr = fmt.Errorf("publishing event %s: %w", rows[i].ID, err)
 			break wait
 		case <-deadline.C:
 			ackErr = fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)
@@ -331,5 +326,5 @@ func (p *Publisher) quarantine(row OutboxRow, cause error) {
 		p.o.Quarantined()
 	}
 	p.log.Error("an outbox row cannot be published; it is kept in quarantine and the rows behind it go on",
-		"key", row.Key, "event_id", row.Event.ID(), "err", cause)
+		"key", row.Key, "event_id", row.ID, "err", cause)
 }

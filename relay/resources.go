@@ -4,8 +4,10 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -47,12 +49,21 @@ func checkType(rt *scim.ResourceType) error {
 // Create stores a new resource with a fresh UUIDv7 id and emits its events:
 // user.created, or group.created followed by one group.member_added per
 // initial member (given in r.Attrs["members"], stored as membership keys).
+//
+// Everything that does not need the stored state is done before the write
+// transaction, in parallel with other requests (prepareCreate): the
+// record, its index keys, the required attributes and the event, encoded
+// once. The transaction checks uniqueness, writes, and numbers the event.
 func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource) (scim.WriteResult, error) {
 	if in == nil {
 		return scim.WriteResult{}, errors.New("creating a resource: no resource given")
 	}
 	if err := checkType(in.Type); err != nil {
 		return scim.WriteResult{}, fmt.Errorf("creating a resource: %w", err)
+	}
+	t, ok := s.tenants[tenantName]
+	if !ok {
+		return scim.WriteResult{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(tenantName, 64))
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -68,34 +79,77 @@ func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource
 	delete(res.Attrs, "members")
 	delete(res.Attrs, "groups")
 	res.Attrs["id"] = id.String()
+	p, err := s.prepareCreate(t, res, members, s.now())
+	if err != nil {
+		return scim.WriteResult{}, err
+	}
 	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
-		return w.create(tx, tenantName, res, members)
+		return w.create(tx, p)
 	})
 }
 
-// create stores res (which has its id) in one transaction; Create and
-// bulk loads in tests call it.
-func (w *txWrite) create(tx *bolt.Tx, tenantName string, res *scim.Resource, members []scim.Member) error {
-	tb, t, err := w.store.tenantBucket(tx, tenantName)
+// preparedCreate is a create worked out before its transaction.
+type preparedCreate struct {
+	t       *tenant
+	res     *scim.Resource // with id and meta
+	entries []indexEntry
+	members []scim.Member
+	value   []byte // the stored record; nil when members change its subjectseq
+	created *events.Draft
+}
+
+// prepareCreate does the part of a create that needs no stored state. res
+// has its id; it becomes the stored resource. A refusal (a value too long
+// to index, a required attribute missing) is returned as the error.
+func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Member, now time.Time) (*preparedCreate, error) {
+	res.SetMeta(scim.Meta{Created: now, LastModified: now, Version: versionTag(1)})
+	p := &preparedCreate{t: t, res: res, members: members}
+	var err error
+	if p.entries, err = indexEntries(res); err != nil {
+		return nil, err
+	}
+	if err := checkRequired(t, res); err != nil {
+		return nil, err
+	}
+	rec := &record{version: 1, subjectSeq: 1, res: res}
+	var resourceJSON json.RawMessage
+	if len(members) == 0 {
+		p.value = encodeRecord(rec)
+		if s.publicURL == "" {
+			// Without a public URL the event carries the record as stored.
+			resourceJSON = p.value[recordHeader:]
+		}
+	}
+	if resourceJSON == nil {
+		resourceJSON = s.eventResource(t.name, res)
+	}
+	action := events.UserCreated
+	if res.Type == scim.GroupResourceType {
+		action = events.GroupCreated
+	}
+	if p.created, err = s.encodeEvent(t.name, res, resourceJSON, action, now, nil, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// create stores a prepared resource in one transaction.
+func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
+	tb, t, err := w.store.tenantBucket(tx, p.t.name)
 	if err != nil {
 		return w.refuse(err)
 	}
-	rec := &record{version: 1, res: res.Clone()}
-	rec.res.SetMeta(scim.Meta{Created: w.now, LastModified: w.now, Version: versionTag(1)})
-	entries, err := indexEntries(rec.res)
-	if err != nil {
+	res := p.res
+	if err := checkUnique(tb, t, res); err != nil {
 		return w.refuse(err)
 	}
-	if err := checkResource(tb, t, rec.res); err != nil {
-		return w.refuse(err)
-	}
-	if resourceBucket(tb, rec.res.Type).Get([]byte(rec.res.ID())) != nil {
-		return fmt.Errorf("creating %s %s: the id is taken", rec.res.Type.Name, rec.res.ID())
+	if resourceBucket(tb, res.Type).Get([]byte(res.ID())) != nil {
+		return fmt.Errorf("creating %s %s: the id is taken", res.Type.Name, res.ID())
 	}
 	var changes []memberChange
-	if len(members) > 0 {
-		plan := newMemberPlan(tb, rec.res.ID())
-		if err := plan.apply([]scim.MemberOp{{Kind: scim.AddMembers, Members: members}}); err != nil {
+	if len(p.members) > 0 {
+		plan := newMemberPlan(tb, res.ID())
+		if err := plan.apply([]scim.MemberOp{{Kind: scim.AddMembers, Members: p.members}}); err != nil {
 			return w.refuse(err)
 		}
 		changes = plan.changes()
@@ -104,14 +158,11 @@ func (w *txWrite) create(tx *bolt.Tx, tenantName string, res *scim.Resource, mem
 		}
 	}
 	// Validation is over; from here on an error aborts the transaction.
-	if err := reindex(tb, nil, entries); err != nil {
+	if err := reindex(tb, nil, p.entries); err != nil {
 		return err
 	}
-	action := events.UserCreated
-	if rec.res.Type == scim.GroupResourceType {
-		action = events.GroupCreated
-	}
-	if err := w.emit(tx, tb, t, rec, action, nil, nil); err != nil {
+	rec := &record{version: 1, subjectSeq: 1, res: res}
+	if err := w.appendEvent(tx, tb, p.created, rec.subjectSeq); err != nil {
 		return err
 	}
 	for _, c := range changes {
@@ -119,16 +170,51 @@ func (w *txWrite) create(tx *bolt.Tx, tenantName string, res *scim.Resource, mem
 			return err
 		}
 	}
-	if err := putRecord(tb, rec); err != nil {
+	value := p.value
+	if value == nil {
+		value = encodeRecord(rec)
+	}
+	if err := resourceBucket(tb, res.Type).Put([]byte(res.ID()), value); err != nil {
 		return err
 	}
-	w.result = rec.res
+	w.result = res
 	return nil
 }
 
-// checkResource enforces the tenant's uniqueness and required attributes on
-// a resource about to be stored.
+// checkResource enforces the tenant's required attributes and uniqueness
+// on a resource about to be stored.
 func checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
+	if err := checkRequired(t, r); err != nil {
+		return err
+	}
+	return checkUnique(tb, t, r)
+}
+
+// checkRequired enforces what needs no stored state: the identifying
+// attribute and the tenant's required attributes.
+func checkRequired(t *tenant, r *scim.Resource) error {
+	if r.Type == scim.GroupResourceType {
+		if r.String("displayName") == "" {
+			return scim.Errorf(scim.ErrInvalidValue, "attribute displayName is required")
+		}
+		return nil
+	}
+	if r.String("userName") == "" {
+		return scim.Errorf(scim.ErrInvalidValue, "attribute userName is required")
+	}
+	for _, req := range t.required {
+		if !req.present.Match(r) {
+			return scim.Errorf(scim.ErrInvalidValue, "attribute %s is required in tenant %s", req.path, t.name)
+		}
+	}
+	if t.uniqueEmail && r.WorkEmail() == "" {
+		return scim.Errorf(scim.ErrInvalidValue, "a User needs an email in tenant %s, which tells users apart by their work email", t.name)
+	}
+	return nil
+}
+
+// checkUnique enforces the tenant's uniqueness (checkRequired has passed).
+func checkUnique(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 	id := r.ID()
 	taken := func(b []byte, value string) bool {
 		for _, other := range lookupIDs(tb.Bucket(b), value, 2) {
@@ -140,33 +226,19 @@ func checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 	}
 	if r.Type == scim.GroupResourceType {
 		name := r.String("displayName")
-		if name == "" {
-			return scim.Errorf(scim.ErrInvalidValue, "attribute displayName is required")
-		}
 		if taken(ixDisplayName, fold(name)) {
 			return scim.Errorf(scim.ErrUniqueness, "displayName %q is already taken by another Group", truncate(name, 256))
 		}
 		return nil
 	}
-	name := r.String("userName")
-	if name == "" {
-		return scim.Errorf(scim.ErrInvalidValue, "attribute userName is required")
-	}
-	for _, req := range t.required {
-		if !req.present.Match(r) {
-			return scim.Errorf(scim.ErrInvalidValue, "attribute %s is required in tenant %s", req.path, t.name)
-		}
-	}
 	if t.uniqueEmail {
 		we := r.WorkEmail()
-		if we == "" {
-			return scim.Errorf(scim.ErrInvalidValue, "a User needs an email in tenant %s, which tells users apart by their work email", t.name)
-		}
 		if taken(ixWorkEmail, fold(we)) {
 			return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", truncate(we, 256))
 		}
 		return nil
 	}
+	name := r.String("userName")
 	if taken(ixUserName, fold(name)) {
 		return scim.Errorf(scim.ErrUniqueness, "userName %q is already taken", truncate(name, 256))
 	}

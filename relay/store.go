@@ -9,9 +9,9 @@
 // # Layout of the bbolt file
 //
 //	meta                      "outbox" → u64 global commit counter of outbox rows
-//	                          "layout" → u64 version of this layout (2)
+//	                          "layout" → u64 version of this layout (3)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
-//	outbox                    u64 commit number → event (structured CloudEvent JSON)
+//	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
 //	subscribers               name → NATS subscriber (JSON: public nkey, subject pattern)
@@ -41,6 +41,14 @@
 // tenant (userName, or the work email in email mode, and group displayName),
 // and externalId is deliberately not unique, since real clients give many
 // users one externalId.
+//
+// Layout 3 changed the outbox rows only: layout 2 stored each event as a
+// structured CloudEvent in JSON, which the publisher decoded and encoded
+// again. Open takes a layout 2 file as it is and marks it 3; its rows keep
+// their form and are read by the decoder of the time (readOutboxRow) until
+// published, so that no acknowledged event is lost across an upgrade. A
+// release before layout 3 refuses a file marked 3, whose rows it could not
+// read.
 //
 // Resource ids are UUIDv7 strings, so id order is creation order: the
 // stable order of lists and of a group's members. Memberships live in their
@@ -189,8 +197,12 @@ var (
 )
 
 // layoutVersion is the version of the layout described in the package
-// documentation; Open refuses a file written in another one.
-const layoutVersion = 2
+// documentation; Open upgrades a file of upgradableLayout and refuses any
+// other.
+const (
+	layoutVersion    = 3
+	upgradableLayout = 2
+)
 
 // ErrInUse means another process holds the data file.
 var ErrInUse = errors.New("in use by another scimrelay process")
@@ -285,8 +297,13 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) error {
 	switch v := meta.Get(keyLayout); {
 	case len(v) != 8:
 		return errors.New("the file records no layout version; it was written by an older scimrelay")
+	case binary.BigEndian.Uint64(v) == upgradableLayout:
+		// Only the outbox rows differ, and old ones are read as they are.
+		if err := meta.Put(keyLayout, u64(layoutVersion)); err != nil {
+			return err
+		}
 	case binary.BigEndian.Uint64(v) != layoutVersion:
-		return fmt.Errorf("the file has layout version %d; this build reads version %d", binary.BigEndian.Uint64(v), layoutVersion)
+		return fmt.Errorf("the file has layout version %d; this build reads version %d (and upgrades %d)", binary.BigEndian.Uint64(v), layoutVersion, upgradableLayout)
 	}
 	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {

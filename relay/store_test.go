@@ -571,7 +571,7 @@ func TestWriteResultEventIDs(t *testing.T) {
 	rows, _ := s.ReadOutbox(0, 10)
 	var want []string
 	for _, r := range rows {
-		want = append(want, r.Event.ID())
+		want = append(want, rowEvent(t, r).ID())
 	}
 	// user.created; group.created, member_added; member_removed, user.deleted
 	if strings.Join(reported, ",") != strings.Join(want, ",") || len(reported) != 5 {

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestQuarantineDamagedMessage: a stored message that is cut short, or
+// whose header block is not NATS's, is set aside like an undecodable
+// structured row; the rows behind it are published.
+func TestQuarantineDamagedMessage(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	create(t, s, "acme", user(t, `"userName":"one"`))
+	rows, err := s.ReadOutbox(0, 1)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("outbox: %d rows, %v", len(rows), err)
+	}
+	good := events.Message{Subject: rows[0].Msg.Subject, Data: rows[0].Msg.Data}
+	good.Header = []byte("NATS/1.0\r\nce-id: x\r\nNats-Msg-Id: x\r\n\r\n")
+	cut := good.Append(nil)
+	cut = cut[:len(cut)-len(good.Data)-10] // inside the header block
+	bad := good
+	bad.Header = []byte("HTTP/1.1 200 OK\r\n\r\n")
+	keys := []uint64{injectOutboxRow(t, s, cut), injectOutboxRow(t, s, bad.Append(nil))}
+	create(t, s, "acme", user(t, `"userName":"two"`))
+
+	startPublisher(t, s, js, slog.New(slog.DiscardHandler))
+	checkOrder(t, streamContents(t, js, 2))
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, _ := s.OutboxDepth(); n != 0 {
+			return fmt.Errorf("outbox holds %d", n)
+		}
+		return nil
+	})
+	q, err := s.QuarantinedRows(0, 10)
+	if err != nil || len(q) != 2 || q[0].Key != keys[0] || q[1].Key != keys[1] {
+		t.Fatalf("quarantine: %+v, %v", q, err)
+	}
+	for _, r := range q {
+		if !strings.Contains(r.Reason, "decoding outbox row") || !strings.Contains(r.Reason, "not a stored event message") {
+			t.Errorf("row %d: reason %q", r.Key, r.Reason)
+		}
+	}
+}
