@@ -220,9 +220,13 @@ func (s *Store) sign(signed string) []byte {
 	return m.Sum(nil)
 }
 
-// noteUse records a credential's last use, written by the next flush.
+// noteUse records a credential's last use, written by the next flush. It
+// takes no write lock: requests authenticate in parallel.
 func (s *Store) noteUse(id string, now time.Time) {
-	s.tokens.mu.Lock()
-	s.tokens.lastUsed[id] = now
-	s.tokens.mu.Unlock()
+	s.tokens.mu.RLock()
+	u := s.tokens.used[id]
+	s.tokens.mu.RUnlock()
+	if u != nil {
+		u.at.Store(now.UnixNano())
+	}
 }

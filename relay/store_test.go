@@ -870,7 +870,12 @@ func TestTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.tokens.mu.RLock()
-	pending := len(s.tokens.lastUsed)
+	pending := 0
+	for _, u := range s.tokens.used {
+		if u.at.Load() != 0 {
+			pending++
+		}
+	}
 	stored := s.tokens.byID[tokenByName(t, s, "generated").ID].LastUsed
 	s.tokens.mu.RUnlock()
 	if pending != 0 || stored.IsZero() {

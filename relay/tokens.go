@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -105,18 +106,52 @@ type storedToken struct {
 // tokenCache mirrors the tokens bucket in memory; the store is its only
 // writer. Writers hold writeMu from reading the cache to updating it, so
 // that a last-use flush cannot write back a token a revocation changed
-// meanwhile.
+// meanwhile. A request reads it under the read lock alone: its token by
+// digest, and its last use noted atomically (written by the next flush).
 type tokenCache struct {
-	writeMu  sync.Mutex
-	mu       sync.RWMutex
-	byID     map[string]*storedToken
-	lastUsed map[string]time.Time // not yet written
+	writeMu sync.Mutex
+	mu      sync.RWMutex
+	byID    map[string]*storedToken
+	// byHash finds a credential by the SHA-256 of its secret. A map lookup
+	// by digest leaks nothing a comparison in constant time would hide:
+	// timing can at most tell something about the digest of a guess, and
+	// learning a digest does not give its secret.
+	byHash map[[32]byte]*storedToken
+	used   map[string]*lastUse // by id; an entry per credential, never removed
+}
+
+// lastUse is a credential's last use not yet written, in unix nanoseconds
+// (0: none since the last flush).
+type lastUse struct{ at atomic.Int64 }
+
+// put adds or replaces a credential; the caller holds mu for writing.
+func (c *tokenCache) put(st *storedToken) {
+	if old, ok := c.byID[st.ID]; ok && len(old.Hash) == sha256.Size {
+		delete(c.byHash, [32]byte(old.Hash))
+	}
+	c.byID[st.ID] = st
+	if len(st.Hash) == sha256.Size {
+		c.byHash[[32]byte(st.Hash)] = st
+	}
+	if c.used[st.ID] == nil {
+		c.used[st.ID] = &lastUse{}
+	}
+}
+
+// lastUsed returns when a credential was last used, written or not.
+func (c *tokenCache) lastUsed(st *storedToken) time.Time {
+	if u := c.used[st.ID]; u != nil {
+		if ns := u.at.Load(); ns != 0 && time.Unix(0, ns).After(st.LastUsed) {
+			return time.Unix(0, ns)
+		}
+	}
+	return st.LastUsed
 }
 
 func hashToken(secret string) [32]byte { return sha256.Sum256([]byte(secret)) }
 
 func loadTokens(db *bolt.DB) (*tokenCache, error) {
-	c := &tokenCache{byID: map[string]*storedToken{}, lastUsed: map[string]time.Time{}}
+	c := &tokenCache{byID: map[string]*storedToken{}, byHash: map[[32]byte]*storedToken{}, used: map[string]*lastUse{}}
 	err := db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var st storedToken
@@ -126,7 +161,7 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 			if st.Kind == "" {
 				st.Kind = KindToken // written before there were kinds
 			}
-			c.byID[st.ID] = &st
+			c.put(&st)
 			return nil
 		})
 	})
@@ -159,13 +194,11 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	}
 	c := s.tokens
 	c.mu.RLock()
-	var match *storedToken
-	for _, st := range c.byID {
-		if subtle.ConstantTimeCompare(h[:], st.Hash) == 1 && st.Kind == KindToken && st.Tenant == tenantName {
-			match = st
-		}
-	}
+	match := c.byHash[h]
 	c.mu.RUnlock()
+	if match != nil && (match.Kind != KindToken || match.Tenant != tenantName) {
+		match = nil
+	}
 	if !known {
 		return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
@@ -254,7 +287,7 @@ func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
 	}
 	s.tokens.mu.Lock()
 	for _, st := range list {
-		s.tokens.byID[st.ID] = st
+		s.tokens.put(st)
 	}
 	s.tokens.mu.Unlock()
 	return nil
@@ -271,9 +304,7 @@ func (c Credentials) List(_ context.Context, tenantName string) ([]Token, error)
 			continue
 		}
 		t := st.Token
-		if used, ok := tc.lastUsed[t.ID]; ok {
-			t.LastUsed = used
-		}
+		t.LastUsed = tc.lastUsed(st)
 		out = append(out, t)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -402,21 +433,18 @@ func (s *Store) flushTokenUse() error {
 	c := s.tokens
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	if len(c.lastUsed) == 0 {
-		c.mu.Unlock()
-		return nil
-	}
+	c.mu.RLock()
 	var list []*storedToken
-	for id, used := range c.lastUsed {
-		if st, ok := c.byID[id]; ok {
-			cp := *st
-			cp.LastUsed = used
-			list = append(list, &cp)
+	for id, u := range c.used {
+		if ns := u.at.Swap(0); ns != 0 {
+			if st, ok := c.byID[id]; ok && time.Unix(0, ns).After(st.LastUsed) {
+				cp := *st
+				cp.LastUsed = time.Unix(0, ns).UTC()
+				list = append(list, &cp)
+			}
 		}
 	}
-	c.lastUsed = map[string]time.Time{}
-	c.mu.Unlock()
+	c.mu.RUnlock()
 	if len(list) == 0 {
 		return nil
 	}
