@@ -62,6 +62,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -594,4 +595,58 @@ type txWrite struct {
 func (w *txWrite) refuse(err error) error {
 	w.refused = err
 	return nil
+}
+
+// StorageStats describes the space the data file takes, by bucket.
+type StorageStats struct {
+	// FileBytes is the size of the data file; it includes free pages.
+	FileBytes int64 `json:"file_bytes"`
+	// Buckets lists every bucket: meta, outbox, quarantine, tokens,
+	// subscribers, provlog, and tenants/<name>/<bucket> for each tenant.
+	Buckets []BucketStats `json:"buckets"`
+}
+
+// BucketStats is one bucket's share of the data file.
+type BucketStats struct {
+	Name string `json:"name"`
+	Keys int    `json:"keys"`
+	// Bytes is what its pages hold in use (leaves, branches and inline
+	// buckets), not counting the pages' unused room.
+	Bytes int64 `json:"bytes"`
+	// PageBytes is the size of the pages it takes.
+	PageBytes int64 `json:"page_bytes"`
+}
+
+// StorageStats walks every bucket of the data file. It reads every page, so
+// it is for operators and benchmarks, not for every scrape.
+func (s *Store) StorageStats() (StorageStats, error) {
+	var out StorageStats
+	err := s.db.View(func(tx *bolt.Tx) error {
+		out.FileBytes = tx.Size()
+		add := func(name string, b *bolt.Bucket) {
+			st := b.Stats()
+			out.Buckets = append(out.Buckets, BucketStats{
+				Name: name, Keys: st.KeyN,
+				Bytes:     int64(st.BranchInuse + st.LeafInuse + st.InlineBucketInuse),
+				PageBytes: int64(st.BranchAlloc + st.LeafAlloc),
+			})
+		}
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if !bytes.Equal(name, bucketTenants) {
+				add(string(name), b)
+				return nil
+			}
+			return b.ForEachBucket(func(tenant []byte) error {
+				tb := b.Bucket(tenant)
+				return tb.ForEachBucket(func(sub []byte) error {
+					add("tenants/"+string(tenant)+"/"+string(sub), tb.Bucket(sub))
+					return nil
+				})
+			})
+		})
+	})
+	if err != nil {
+		return StorageStats{}, fmt.Errorf("reading the data file's statistics: %w", err)
+	}
+	return out, nil
 }

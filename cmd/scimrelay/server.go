@@ -360,7 +360,7 @@ func (s *server) adminHandler() http.Handler {
 	o.Tenants = s.tenantInfos()
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
-		o.Quarantine = s.store
+		o.Quarantine, o.Storage = s.store, s.store
 	}
 	return admin.NewHandler(o)
 }

@@ -61,6 +61,8 @@ type Options struct {
 	Jobs *jobs.Runner
 	// Quarantine lists the outbox rows that could not be published.
 	Quarantine Quarantine
+	// Storage reports the data file's size by bucket.
+	Storage Storage
 }
 
 // Handler serves the admin listener.
@@ -98,6 +100,7 @@ func NewHandler(o Options) *Handler {
 	h.api("GET /admin/v1/log", h.queryLog)
 	h.api("GET /admin/v1/log/{key}", h.logEntry)
 	h.api("GET /admin/v1/stats", h.stats)
+	h.api("GET /admin/v1/storage", h.storage)
 	h.api("GET /admin/v1/tenants", h.tenants)
 	h.api("GET /admin/v1/sinks", h.listSinks)
 	h.api("GET /admin/v1/sinks/{sink}", h.sinkStatus)

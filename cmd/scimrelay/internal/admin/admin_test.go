@@ -126,7 +126,7 @@ func newFixture(t *testing.T) *fixture {
 		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},
-		Events: f.js, Jobs: runner, Outbox: f.store, Quarantine: f.store,
+		Events: f.js, Jobs: runner, Outbox: f.store, Quarantine: f.store, Storage: f.store,
 		Tenants: []TenantInfo{{Name: "acme", SCIMURL: "https://relay.example.com/scim/v2/acme", TokenEndpoint: "https://relay.example.com/oauth2/acme/token", Unique: "userName"}},
 		// As on a relay with an external NATS, whose subscribers are its operator's.
 		Subscribers: NewSubscriberRegistry(f.store, nil, f.js),
@@ -700,4 +700,30 @@ func TestOutboxQuarantine(t *testing.T) {
 	}
 	f.request("GET", "/admin/v1/outbox/quarantine?after=x", "").wantError(t, http.StatusBadRequest, "after")
 	f.request("GET", "/admin/v1/outbox/quarantine?limit=0", "").wantError(t, http.StatusBadRequest, "limit")
+}
+
+// TestStorage: the data file's size by bucket, for operators and the
+// bench's scale run; behind the admin token like the rest of the API.
+func TestStorage(t *testing.T) {
+	f := newFixture(t)
+	for _, name := range []string{"ann", "bob", "cid"} {
+		r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`"],"userName":"`+name+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.store.Create(context.Background(), "acme", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.requestAs("", "GET", "/admin/v1/storage", "").want(t, 401, nil)
+	var st relay.StorageStats
+	f.request("GET", "/admin/v1/storage", "").want(t, 200, &st)
+	byName := map[string]relay.BucketStats{}
+	for _, b := range st.Buckets {
+		byName[b.Name] = b
+	}
+	users, ix := byName["tenants/acme/users"], byName["tenants/acme/ix_username"]
+	if st.FileBytes <= 0 || users.Keys != 3 || users.Bytes <= 0 || ix.Keys != 3 || byName["tenants/globex/users"].Keys != 0 || byName["outbox"].Keys != 3 {
+		t.Fatalf("storage: %+v", st)
+	}
 }

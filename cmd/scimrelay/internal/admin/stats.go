@@ -51,3 +51,23 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }
+
+// Storage reports the space the data file takes.
+type Storage interface {
+	StorageStats() (relay.StorageStats, error)
+}
+
+var _ Storage = (*relay.Store)(nil)
+
+// GET /admin/v1/storage: the data file's size and each bucket's share of it.
+func (h *Handler) storage(w http.ResponseWriter, _ *http.Request) error {
+	if h.o.Storage == nil {
+		return unavailable("storage statistics")
+	}
+	st, err := h.o.Storage.StorageStats()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
