@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,12 @@ import (
 )
 
 func init() { subcommands = append(subcommands, newBenchCommand) }
+
+// report is what each mode of the bench prints.
+type report interface {
+	WriteTable(io.Writer) error
+}
+
 
 func newBenchCommand() *cobra.Command {
 	var o bench.Options
@@ -34,10 +41,21 @@ event per request, or batches), verifies their signatures with
 --receiver-secret, and reports acknowledgement-to-delivery latency, whether
 every expected event arrived, once, in per-resource order, and when the last
 one arrived. --baseline measures a minimal Go JSON handler
-with the same load in the same run, for the ratio to the machine's ceiling.`,
+with the same load in the same run, for the ratio to the machine's ceiling.
+
+--mode ops measures Entra's create-user POST and its userName filter GET (a
+hit) alone: --requests of each per round at --concurrency, each followed by
+the same against the baseline (with --baseline), for --rounds rounds, and
+the medians. --mode scale creates --users users (the fill, reported per
+10,000), --groups groups of --members-per-group members, then measures
+--requests filter GETs at --read-concurrency and --requests creates at that
+size; with --admin-url it reads the relay's heap in use and the data file's
+size by bucket.`,
 		Example: `  scimrelay bench --url http://127.0.0.1:8080/scim/v2/default --token "$TOKEN"
   scimrelay bench --url ... --token ... --users 1000 --rate 500 --json
-  scimrelay bench --url ... --token ... --receiver 127.0.0.1:9000 --receiver-secret "$SECRET" --baseline`,
+  scimrelay bench --url ... --token ... --receiver 127.0.0.1:9000 --receiver-secret "$SECRET" --baseline
+  scimrelay bench --url ... --token ... --mode ops --concurrency 32 --baseline
+  scimrelay bench --url ... --token ... --mode scale --users 1000000 --groups 10000 --members-per-group 100 --concurrency 32 --admin-url http://127.0.0.1:8081`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.URL == "" || o.Token == "" {
@@ -46,7 +64,25 @@ with the same load in the same run, for the ratio to the machine's ceiling.`,
 			if !noProgress && !asJSON {
 				o.Progress = cmd.ErrOrStderr()
 			}
-			rep, err := bench.Run(cmd.Context(), o)
+			var rep report
+			var err error
+			switch o.Mode {
+			case bench.ModeOps:
+				r, e := bench.RunOps(cmd.Context(), o)
+				if rep, err = r, e; r == nil {
+					rep = nil
+				}
+			case bench.ModeScale:
+				r, e := bench.RunScale(cmd.Context(), o)
+				if rep, err = r, e; r == nil {
+					rep = nil
+				}
+			default:
+				r, e := bench.Run(cmd.Context(), o)
+				if rep, err = r, e; r == nil {
+					rep = nil // not a typed nil: the report is absent
+				}
+			}
 			if errors.Is(err, bench.ErrInvalidOptions) {
 				return usageError{err}
 			}
@@ -76,6 +112,12 @@ with the same load in the same run, for the ratio to the machine's ceiling.`,
 	f.BoolVar(&o.Baseline, "baseline", false, "also measure a minimal Go JSON handler, for the ratio")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of userNames and group names (default: random, so runs do not collide)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "how long to wait for webhooks after the last request")
+	f.StringVar(&o.Mode, "mode", bench.ModeCycle, "cycle: the Entra cycle; ops: creates and filter GETs alone, in rounds, against the baseline too with --baseline; scale: fill with --users and --groups, then measure at that size")
+	f.IntVar(&o.Requests, "requests", 0, "ops: creates and filter GETs per round (default 4000); scale: of each, measured at size (default 10000)")
+	f.IntVar(&o.Rounds, "rounds", 0, "ops: rounds (default 3)")
+	f.IntVar(&o.ReadConcurrency, "read-concurrency", 0, "scale: concurrency of the filter GETs at size (default 8)")
+	f.StringVar(&o.AdminURL, "admin-url", "", "scale: the relay's admin listener, e.g. http://127.0.0.1:8081, for its heap in use and the data file by bucket")
+	f.StringVar(&o.AdminToken, "admin-token", os.Getenv("SCIMRELAY_ADMIN_TOKEN"), "scale: the admin token (default $SCIMRELAY_ADMIN_TOKEN)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bar")
 	return cmd

@@ -54,11 +54,12 @@ func baselineHandler() http.Handler {
 	})
 }
 
-// runBaseline runs the cycle of o against baselineHandler on a loopback port.
-func runBaseline(ctx context.Context, o Options, b *bar) (*cycle, error) {
+// startBaseline serves baselineHandler on a loopback port and returns its
+// tenant URL and how to stop it.
+func startBaseline() (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("starting the baseline server: %w", err)
+		return "", nil, fmt.Errorf("starting the baseline server: %w", err)
 	}
 	srv := &http.Server{Handler: baselineHandler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan struct{})
@@ -66,12 +67,22 @@ func runBaseline(ctx context.Context, o Options, b *bar) (*cycle, error) {
 		defer close(served)
 		_ = srv.Serve(ln)
 	}()
-	defer func() {
+	stop := func() {
 		_ = srv.Close()
 		<-served
-	}()
+	}
+	return "http://" + ln.Addr().String() + "/scim/v2/baseline", stop, nil
+}
+
+// runBaseline runs the cycle of o against baselineHandler on a loopback port.
+func runBaseline(ctx context.Context, o Options, b *bar) (*cycle, error) {
+	url, stop, err := startBaseline()
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
 	o.Prefix += "-baseline"
-	c := newCycle(o, "http://"+ln.Addr().String()+"/scim/v2/baseline", b, false)
+	c := newCycle(o, url, b, false)
 	defer c.close()
 	if err := c.run(ctx); err != nil {
 		return nil, fmt.Errorf("running the baseline: %w", err)

@@ -76,7 +76,31 @@ type Options struct {
 	DrainTimeout time.Duration
 	// Timeout bounds each request (default 60s, Entra's).
 	Timeout time.Duration
+
+	// Mode is what to run: ModeCycle (the default, Run), ModeOps (RunOps)
+	// or ModeScale (RunScale).
+	Mode string
+	// Requests is, in the ops mode, how many creates and filter GETs a
+	// round sends (default 4,000); in the scale mode, how many of each it
+	// measures once the endpoint holds Users users (default 10,000).
+	Requests int
+	// Rounds is how often the ops mode repeats its measurement (default 3).
+	Rounds int
+	// ReadConcurrency is the concurrency of the scale mode's filter GETs
+	// (default 8).
+	ReadConcurrency int
+	// AdminURL and AdminToken, in the scale mode, reach a scimrelay's admin
+	// listener (e.g. http://127.0.0.1:8081) for its heap in use and the
+	// data file's size by bucket; "" = not measured.
+	AdminURL, AdminToken string
 }
+
+// Modes of a run.
+const (
+	ModeCycle = "cycle"
+	ModeOps   = "ops"
+	ModeScale = "scale"
+)
 
 // Defaults of Options.
 const (
@@ -122,8 +146,28 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Groups < 0 {
 		errs = append(errs, fmt.Errorf("groups is %d; want 0 or more", o.Groups))
 	}
-	if o.Users == 0 && o.Groups == 0 {
-		errs = append(errs, errors.New("users and groups are both 0: nothing to provision"))
+	switch o.Mode {
+	case "", ModeCycle, ModeScale:
+		if o.Users == 0 && o.Groups == 0 {
+			errs = append(errs, errors.New("users and groups are both 0: nothing to provision"))
+		}
+	case ModeOps:
+	default:
+		errs = append(errs, fmt.Errorf("mode %q: want %s, %s or %s", o.Mode, ModeCycle, ModeOps, ModeScale))
+	}
+	if o.Requests < 0 || o.Rounds < 0 || o.ReadConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("requests (%d), rounds (%d) and read concurrency (%d) must not be negative", o.Requests, o.Rounds, o.ReadConcurrency))
+	}
+	if o.Mode == ModeScale && o.Rate > 0 {
+		errs = append(errs, errors.New("rate: the scale mode runs closed loop only"))
+	}
+	if o.Mode == ModeOps && o.Rate > 0 {
+		errs = append(errs, errors.New("rate: the ops mode runs closed loop only"))
+	}
+	if o.AdminURL != "" {
+		if u, err := url.Parse(o.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("admin url %q: want http(s)://host:port of the admin listener", o.AdminURL))
+		}
 	}
 	if o.MembersPerGroup < 0 {
 		errs = append(errs, fmt.Errorf("members per group is %d; want 0 or more", o.MembersPerGroup))
@@ -175,6 +219,22 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Prefix == "" {
 		o.Prefix = "bench-" + randomHex(4)
 	}
+	if o.Mode == "" {
+		o.Mode = ModeCycle
+	}
+	if o.Requests == 0 {
+		o.Requests = 4000
+		if o.Mode == ModeScale {
+			o.Requests = 10_000
+		}
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
+	if o.ReadConcurrency == 0 {
+		o.ReadConcurrency = 8
+	}
+	o.AdminURL = strings.TrimRight(o.AdminURL, "/")
 	return o, nil
 }
 

@@ -264,6 +264,14 @@ type jsonBaseline struct {
 	P99Ratio   float64  `json:"p99_ratio"`
 }
 
+func configJSON(c Config) jsonConfig {
+	return jsonConfig{
+		URL: c.URL, Users: c.Users, Groups: c.Groups, MembersPerGroup: c.MembersPerGroup,
+		Concurrency: c.Concurrency, Rate: c.Rate, Receiver: c.Receiver, Baseline: c.Baseline,
+		Prefix: c.Prefix, DrainTimeoutS: c.DrainTimeout.Seconds(),
+	}
+}
+
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
@@ -290,13 +298,8 @@ func opsJSON(ops []OpStats) []jsonOp {
 
 // MarshalJSON writes the report in its documented shape (see Report).
 func (r *Report) MarshalJSON() ([]byte, error) {
-	c := r.Config
 	j := jsonReport{
-		Config: jsonConfig{
-			URL: c.URL, Users: c.Users, Groups: c.Groups, MembersPerGroup: c.MembersPerGroup,
-			Concurrency: c.Concurrency, Rate: c.Rate, Receiver: c.Receiver, Baseline: c.Baseline,
-			Prefix: c.Prefix, DrainTimeoutS: c.DrainTimeout.Seconds(),
-		},
+		Config:     configJSON(r.Config),
 		DurationS:  round3(r.Duration.Seconds()),
 		Operations: opsJSON(r.Operations),
 		Total:      opJSON(r.Total),

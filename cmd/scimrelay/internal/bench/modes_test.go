@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// TestOpsMode: each round creates Requests users and finds each by its
+// userName, on the relay and on the baseline; every request succeeds and
+// is counted, and the relay holds the users.
+func TestOpsMode(t *testing.T) {
+	store, url := startRelay(t, nil)
+	rep, err := RunOps(context.Background(), Options{URL: url, Token: testToken, Requests: 60, Rounds: 2, Concurrency: 4, Baseline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.RoundRows) != 2 || len(rep.Median) != 2 {
+		t.Fatalf("rounds %d, median rows %d", len(rep.RoundRows), len(rep.Median))
+	}
+	for _, rows := range append(rep.RoundRows, rep.Median) {
+		for _, r := range rows {
+			if r.Endpoint.RPS <= 0 || r.Endpoint.ErrorCount() != 0 || r.Baseline == nil || r.Baseline.RPS <= 0 || r.Ratio <= 0 {
+				t.Errorf("%s: %+v (baseline %+v)", r.Operation, r.Endpoint, r.Baseline)
+			}
+		}
+	}
+	if rep.Median[0].Endpoint.Count != 120 || rep.RoundRows[0][1].Endpoint.Count != 60 {
+		t.Errorf("counts: median %d, round 1 filter %d", rep.Median[0].Endpoint.Count, rep.RoundRows[0][1].Endpoint.Count)
+	}
+	page, err := store.List(context.Background(), "default", scim.UserResourceType, scim.Query{StartIndex: 1, Count: 1})
+	if err != nil || page.Total != 120 {
+		t.Fatalf("the relay holds %d users (%v), want 120", page.Total, err)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "median  filter-get-user") {
+		t.Errorf("table: %v\n%s", err, table.String())
+	}
+	var j struct {
+		Median []struct {
+			Operation string  `json:"operation"`
+			Ratio     float64 `json:"ratio"`
+		} `json:"median"`
+	}
+	b, _ := json.Marshal(rep)
+	if err := json.Unmarshal(b, &j); err != nil || len(j.Median) != 2 || j.Median[0].Operation != "create-user" || j.Median[0].Ratio <= 0 {
+		t.Errorf("JSON %s: %v", b, err)
+	}
+}
+
+// TestOpsModeCountsFailures: a filter GET that does not find the user just
+// created is an error of the endpoint, not a success.
+func TestOpsModeCountsFailures(t *testing.T) {
+	_, url := startRelay(t, nil)
+	o := Options{URL: url, Token: testToken, Requests: 10, Rounds: 1, Concurrency: 2, Prefix: "fixed"}
+	if _, err := RunOps(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	// The same prefix again: every create is refused as a duplicate.
+	rep, err := RunOps(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := rep.RoundRows[0][0].Endpoint.Errors[409]; n != 10 {
+		t.Errorf("creates refused: %v, want 409×10", rep.RoundRows[0][0].Endpoint.Errors)
+	}
+}
+
+// TestScaleMode fills the relay, measures at its size, and reads the
+// relay's heap and data file through its admin API.
+func TestScaleMode(t *testing.T) {
+	store, url := startRelay(t, nil)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	adm := httptest.NewServer(admin.NewHandler(admin.Options{Token: "admin-token-0123456789", Storage: store,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}))
+	t.Cleanup(adm.Close)
+	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 250, Groups: 3, MembersPerGroup: 150,
+		Requests: 40, Concurrency: 4, AdminURL: adm.URL, AdminToken: "admin-token-0123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []phaseResult{rep.Fill, rep.Groups, rep.Members, rep.FilterGet, rep.Create} {
+		if p.ErrorCount() != 0 || p.RPS <= 0 {
+			t.Errorf("%s: %+v", p.Name, p.OpStats)
+		}
+	}
+	if rep.Fill.Count != 250 || len(rep.Fill.Windows) != 1 || rep.Members.Count != 6 || rep.FilterGet.Count != 40 || rep.Create.Count != 40 {
+		t.Errorf("counts: fill %d (%d windows), members %d, filter %d, create %d",
+			rep.Fill.Count, len(rep.Fill.Windows), rep.Members.Count, rep.FilterGet.Count, rep.Create.Count)
+	}
+	rs := rep.Relay
+	if rs == nil || rs.HeapInuseMax <= 0 || rs.FileBytes <= 0 || rs.IndexBytesPerUser <= 0 {
+		t.Fatalf("relay: %+v", rs)
+	}
+	found := false
+	for _, b := range rs.Buckets {
+		if b.Name == "tenants/default/members" {
+			found = b.Keys == 3*150 && b.BytesPerUser > 0
+		}
+	}
+	if !found {
+		t.Errorf("no members bucket of 450 keys in %+v", rs.Buckets)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "at size: filter-get-user") || !strings.Contains(table.String(), "tenants/default/users") {
+		t.Errorf("table: %v\n%s", err, table.String())
+	}
+}

@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// The scale mode fills the endpoint with Users users (Entra's creates at
+// Concurrency, every request measured, in windows of scaleWindow) and
+// Groups groups of MembersPerGroup members (PATCHes of 100), then measures,
+// at that size, Requests filter GETs at ReadConcurrency and Requests more
+// creates at Concurrency. With AdminURL it also reads the relay's heap in
+// use (sampled every few seconds through the run; its largest value and
+// the last) and the data file's size by bucket at the end.
+
+// scaleWindow is how many creates each window of the fill reports: the
+// first window is the create rate of an endpoint of that many users.
+const scaleWindow = 10_000
+
+// ScaleReport is what a scale run measured. Its JSON form:
+//
+//	{"config": {...as Report's, plus "requests", "read_concurrency"},
+//	 "fill": op plus "windows": [op...],   // creating the users, and per 10,000
+//	 "groups": op, "members": op,          // creating the groups, adding members
+//	 "filter_get": op, "create": op,       // measured at size
+//	 "relay": null without an admin URL, else
+//	   {"heap_inuse_max_bytes", "heap_inuse_end_bytes", "rss_end_bytes", "file_bytes",
+//	    "buckets": [{"name", "keys", "bytes", "page_bytes", "bytes_per_user"}],
+//	    "index_bytes_per_user"}}
+//
+// where op is an operation of Report. index_bytes_per_user counts the
+// tenant's buckets (resources, indexes, memberships) over its users.
+type ScaleReport struct {
+	Config          Config
+	Requests        int
+	ReadConcurrency int
+	Fill            phaseResult
+	Groups, Members phaseResult
+	FilterGet       phaseResult
+	Create          phaseResult
+	Relay           *RelayStats
+}
+
+// RelayStats is what the relay's admin listener said.
+type RelayStats struct {
+	HeapInuseMax, HeapInuseEnd, RSSEnd int64
+	FileBytes                          int64
+	Buckets                            []BucketStats
+	// IndexBytesPerUser is the tenant's buckets over its users.
+	IndexBytesPerUser float64
+}
+
+// BucketStats is one bucket of the data file.
+type BucketStats struct {
+	Name         string  `json:"name"`
+	Keys         int     `json:"keys"`
+	Bytes        int64   `json:"bytes"`
+	PageBytes    int64   `json:"page_bytes"`
+	BytesPerUser float64 `json:"bytes_per_user"`
+}
+
+// RunScale runs the scale mode.
+func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
+	o.Mode = ModeScale
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	rep := &ScaleReport{Config: configOf(o), Requests: o.Requests, ReadConcurrency: o.ReadConcurrency}
+	batches := o.Groups * ((o.MembersPerGroup + MemberBatch - 1) / MemberBatch)
+	b := newBar(o.Progress, int64(o.Users+o.Groups+batches+2*o.Requests), "users")
+	defer b.finish()
+	c := newClient(o, o.URL)
+	defer c.close()
+
+	var heap *heapSampler
+	if o.AdminURL != "" {
+		heap = startHeapSampler(ctx, o, 5*time.Second)
+	}
+	users := make([]user, o.Users+o.Requests)
+	for i := range users {
+		users[i] = user{name: fmt.Sprintf("%s.u%07d@bench.example", o.Prefix, i), externalID: newUUID()}
+	}
+	rep.Fill = runPhase(ctx, c, "fill", o.Users, o.Concurrency, scaleWindow, b, func(i int) request { return createUserRequest(&users[i], i) })
+
+	b.describe("groups")
+	groups := make([]group, o.Groups)
+	for i := range groups {
+		groups[i] = group{name: fmt.Sprintf("%s-group-%05d", o.Prefix, i), externalID: newUUID()}
+	}
+	rep.Groups = runPhase(ctx, c, "create-group", o.Groups, o.Concurrency, 0, b, func(i int) request {
+		g := &groups[i]
+		return request{method: "POST", path: "/Groups", body: groupBody(g), want: []int{201}, parse: expectID, found: &g.id}
+	})
+	b.describe("members")
+	perGroup := (o.MembersPerGroup + MemberBatch - 1) / MemberBatch
+	rep.Members = runPhase(ctx, c, "patch-members", batches, o.Concurrency, 0, b, func(i int) request {
+		g := &groups[i/perGroup]
+		lo := (i % perGroup) * MemberBatch
+		ids := make([]string, 0, MemberBatch)
+		// Members of group k: users k*M … k*M+M-1, wrapping around, so that
+		// memberships spread over all users.
+		for j := lo; j < min(lo+MemberBatch, o.MembersPerGroup); j++ {
+			if id := users[((i/perGroup)*o.MembersPerGroup+j)%max(o.Users, 1)].id; id != "" {
+				ids = append(ids, id)
+			}
+		}
+		return request{method: "PATCH", path: "/Groups/" + g.id, body: addMembersBody(ids), want: []int{204, 200}}
+	})
+
+	b.describe("filter GETs at size")
+	if o.Users > 0 {
+		rep.FilterGet = runPhase(ctx, c, "filter-get-user", o.Requests, o.ReadConcurrency, 0, b, func(i int) request {
+			u := &users[(i*104729)%o.Users]
+			return request{method: "GET", path: filterUserPath(u.name), want: []int{200}, parse: expectOne}
+		})
+	}
+	b.describe("creates at size")
+	rep.Create = runPhase(ctx, c, "create-user", o.Requests, o.Concurrency, 0, b, func(i int) request {
+		return createUserRequest(&users[o.Users+i], o.Users+i)
+	})
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	if heap != nil {
+		heap.stop()
+		rs, err := relayStats(ctx, o, heap)
+		if err != nil {
+			return rep, err
+		}
+		rep.Relay = rs
+	}
+	return rep, nil
+}
+
+// --- the relay's side
+
+// heapSampler reads the relay's heap in use every interval.
+type heapSampler struct {
+	mu   sync.Mutex
+	max  int64
+	err  error
+	done chan struct{}
+	quit chan struct{}
+}
+
+func startHeapSampler(ctx context.Context, o Options, every time.Duration) *heapSampler {
+	h := &heapSampler{done: make(chan struct{}), quit: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			m, err := relayMetrics(ctx, o)
+			h.mu.Lock()
+			if err != nil && h.err == nil {
+				h.err = err
+			}
+			h.max = max(h.max, m["go_memstats_heap_inuse_bytes"])
+			h.mu.Unlock()
+			select {
+			case <-t.C:
+			case <-h.quit:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return h
+}
+
+func (h *heapSampler) stop() {
+	close(h.quit)
+	<-h.done
+}
+
+// adminGet reads an admin endpoint.
+func adminGet(ctx context.Context, o Options, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", o.AdminURL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if o.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+o.AdminToken)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading the relay's %s: %w", path, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading the relay's %s: %w", path, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("reading the relay's %s: %s: %s", path, res.Status, snippet(body))
+	}
+	return body, nil
+}
+
+// relayMetrics reads the gauges of the relay's /metrics that the report uses.
+func relayMetrics(ctx context.Context, o Options) (map[string]int64, error) {
+	body, err := adminGet(ctx, o, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !slices.Contains([]string{"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes"}, name) {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			out[name] = int64(f)
+		}
+	}
+	return out, sc.Err()
+}
+
+func relayStats(ctx context.Context, o Options, heap *heapSampler) (*RelayStats, error) {
+	m, err := relayMetrics(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	rs := &RelayStats{HeapInuseEnd: m["go_memstats_heap_inuse_bytes"], RSSEnd: m["process_resident_memory_bytes"]}
+	heap.mu.Lock()
+	rs.HeapInuseMax = max(heap.max, rs.HeapInuseEnd)
+	heap.mu.Unlock()
+	body, err := adminGet(ctx, o, "/admin/v1/storage")
+	if err != nil {
+		return nil, err
+	}
+	var st struct {
+		FileBytes int64         `json:"file_bytes"`
+		Buckets   []BucketStats `json:"buckets"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, fmt.Errorf("reading the relay's storage statistics: %w", err)
+	}
+	rs.FileBytes = st.FileBytes
+	tenant := o.URL[strings.LastIndexByte(o.URL, '/')+1:]
+	var index int64
+	usersKeys := 0
+	for _, bk := range st.Buckets {
+		if bk.Name == "tenants/"+tenant+"/users" {
+			usersKeys = bk.Keys
+		}
+	}
+	for _, bk := range st.Buckets {
+		if usersKeys > 0 {
+			bk.BytesPerUser = float64(bk.Bytes) / float64(usersKeys)
+		}
+		if strings.HasPrefix(bk.Name, "tenants/"+tenant+"/") {
+			index += bk.Bytes
+		}
+		rs.Buckets = append(rs.Buckets, bk)
+	}
+	if usersKeys > 0 {
+		rs.IndexBytesPerUser = float64(index) / float64(usersKeys)
+	}
+	return rs, nil
+}
+
+// --- output
+
+type jsonPhase struct {
+	jsonOp
+	Windows []jsonOp `json:"windows,omitempty"`
+}
+
+func phaseJSON(p phaseResult) jsonPhase {
+	j := jsonPhase{jsonOp: opJSON(p.OpStats)}
+	for _, w := range p.Windows {
+		j.Windows = append(j.Windows, opJSON(w))
+	}
+	return j
+}
+
+// MarshalJSON writes the report in its documented shape (see ScaleReport).
+func (r *ScaleReport) MarshalJSON() ([]byte, error) {
+	type relayJSON struct {
+		HeapInuseMax      int64         `json:"heap_inuse_max_bytes"`
+		HeapInuseEnd      int64         `json:"heap_inuse_end_bytes"`
+		RSSEnd            int64         `json:"rss_end_bytes"`
+		FileBytes         int64         `json:"file_bytes"`
+		Buckets           []BucketStats `json:"buckets"`
+		IndexBytesPerUser float64       `json:"index_bytes_per_user"`
+	}
+	j := struct {
+		Config          jsonConfig `json:"config"`
+		Requests        int        `json:"requests"`
+		ReadConcurrency int        `json:"read_concurrency"`
+		Fill            jsonPhase  `json:"fill"`
+		Groups          jsonPhase  `json:"groups"`
+		Members         jsonPhase  `json:"members"`
+		FilterGet       jsonPhase  `json:"filter_get"`
+		Create          jsonPhase  `json:"create"`
+		Relay           *relayJSON `json:"relay"`
+	}{
+		Config: configJSON(r.Config), Requests: r.Requests, ReadConcurrency: r.ReadConcurrency,
+		Fill: phaseJSON(r.Fill), Groups: phaseJSON(r.Groups), Members: phaseJSON(r.Members),
+		FilterGet: phaseJSON(r.FilterGet), Create: phaseJSON(r.Create),
+	}
+	if rs := r.Relay; rs != nil {
+		j.Relay = &relayJSON{rs.HeapInuseMax, rs.HeapInuseEnd, rs.RSSEnd, rs.FileBytes, rs.Buckets, round3(rs.IndexBytesPerUser)}
+	}
+	return json.Marshal(j)
+}
+
+// WriteTable writes the report as aligned text for people: the fill's
+// first, slowest and last windows, the phases, and the relay's figures.
+func (r *ScaleReport) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	c := r.Config
+	fmt.Fprintf(&b, "%s: %d users, %d groups × %d members; concurrency %d (filter GETs %d); prefix %s\n\n",
+		c.URL, c.Users, c.Groups, c.MembersPerGroup, c.Concurrency, r.ReadConcurrency, c.Prefix)
+	rows := []OpStats{r.Fill.OpStats}
+	if ws := r.Fill.Windows; len(ws) > 0 {
+		slowest := slices.MinFunc(ws, func(a, b OpStats) int { return cmpFloat(a.RPS, b.RPS) })
+		worst := slices.MaxFunc(ws, func(a, b OpStats) int { return int(a.Latency.Max - b.Latency.Max) })
+		rows = append(rows, ws[0], relabel(slowest, "slowest window: "), relabel(worst, "longest request: "), ws[len(ws)-1])
+	}
+	rows = append(rows, r.Groups.OpStats, r.Members.OpStats, relabel(r.FilterGet.OpStats, "at size: "), relabel(r.Create.OpStats, "at size: "))
+	if err := writeOps(&b, rows[:len(rows)-1], rows[len(rows)-1]); err != nil {
+		return err
+	}
+	if rs := r.Relay; rs != nil {
+		fmt.Fprintf(&b, "\nrelay: heap in use %.1f MiB at most, %.1f MiB at the end; RSS %.1f MiB; data file %.1f MiB; index %.0f bytes per user\n",
+			mib(rs.HeapInuseMax), mib(rs.HeapInuseEnd), mib(rs.RSSEnd), mib(rs.FileBytes), rs.IndexBytesPerUser)
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "bucket\tkeys\tMiB\tbytes/user\t\n")
+		for _, bk := range rs.Buckets {
+			if bk.Keys == 0 && bk.Bytes == 0 {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.0f\t\n", bk.Name, bk.Keys, mib(bk.Bytes), bk.BytesPerUser)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func relabel(s OpStats, prefix string) OpStats { s.Name = prefix + s.Name; return s }
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
