@@ -20,7 +20,6 @@ type report interface {
 	WriteTable(io.Writer) error
 }
 
-
 func newBenchCommand() *cobra.Command {
 	var o bench.Options
 	var asJSON, noProgress bool
