@@ -145,6 +145,12 @@ type OAuth struct {
 // ProvisioningLog configures the record of SCIM requests and deliveries.
 type ProvisioningLog struct {
 	Retention Duration `yaml:"retention"`
+	// MaxBytes bounds the log's space in the data file; past it the oldest
+	// entries go.
+	MaxBytes Size `yaml:"max_bytes"`
+	// Reads is how successful reads are recorded: aggregate (per minute)
+	// or all (one by one).
+	Reads string `yaml:"reads"`
 }
 
 // Tenant is one SCIM base path, /scim/v2/<name>, with its own tokens and index.
@@ -226,7 +232,7 @@ func Default() *Config {
 			BulkMaxPayload:    1 << 20,
 		},
 		OAuth:           OAuth{TokenLifetime: Duration(time.Hour), Rate: 5, Burst: 20, BasicAuth: true},
-		ProvisioningLog: ProvisioningLog{Retention: Duration(30 * 24 * time.Hour)},
+		ProvisioningLog: ProvisioningLog{Retention: Duration(30 * 24 * time.Hour), MaxBytes: 512 << 20, Reads: "aggregate"},
 	}
 }
 

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -24,6 +25,13 @@ import (
 // u64(unix nanoseconds) ‖ u64(counter)) and is written in batches by its own
 // goroutine, so that logging never adds a transaction, let alone an fsync,
 // to a SCIM request.
+//
+// Writes and every refusal or failure are recorded one by one. Successful
+// reads (get, list, search, discovery), which a provisioning cycle sends as
+// often as writes and which say little one by one, are by default recorded
+// as one entry per minute, tenant, operation, resource type and status,
+// with their count and latencies (LogOptions.Reads). The log is kept for a
+// retention and within a size: past MaxBytes the oldest entries go first.
 
 var bucketProvLog = []byte("provlog")
 
@@ -44,8 +52,60 @@ type LogEntry struct {
 	Detail     string        `json:"detail,omitempty"`
 	Latency    time.Duration `json:"latency_ns"`
 	EventIDs   []string      `json:"event_ids,omitempty"`
+	// Count, when set, makes the entry a summary of Count successful reads
+	// in the minute from Time: Latency is their mean, LatencyMax the
+	// longest; RequestID, Path and the resource are those of the last.
+	Count      int           `json:"count,omitempty"`
+	LatencyMax time.Duration `json:"latency_max_ns,omitempty"`
 	// Key orders entries; pass the last one seen as After to read on.
 	Key string `json:"key"`
+}
+
+// Requests returns how many requests the entry stands for.
+func (e LogEntry) Requests() int { return max(e.Count, 1) }
+
+// LogOptions configures the provisioning log.
+type LogOptions struct {
+	// Retention is how long entries are kept (default 30 days).
+	Retention time.Duration
+	// MaxBytes bounds the space entries take in the data file; past it the
+	// oldest go (default DefaultLogMaxBytes).
+	MaxBytes int64
+	// Reads is how successful reads are recorded: LogReadsAggregate (the
+	// default) or LogReadsAll.
+	Reads string
+}
+
+// How successful reads are recorded.
+const (
+	LogReadsAggregate = "aggregate" // one entry per minute, tenant, operation, resource type and status
+	LogReadsAll       = "all"       // every one on its own
+)
+
+// DefaultLogMaxBytes bounds the provisioning log unless configured: some
+// 1.5 million entries.
+const DefaultLogMaxBytes = 512 << 20
+
+// minLogMaxBytes is the least MaxBytes: a log smaller than a few batches
+// would prune on every write.
+const minLogMaxBytes = 1 << 20
+
+// Check reports every problem of the options at once, naming their
+// relay.yaml keys.
+func (o LogOptions) Check() error {
+	var errs []error
+	if o.Retention < 0 {
+		errs = append(errs, fmt.Errorf("provisioning_log.retention: must be positive, got %s", o.Retention))
+	}
+	if o.MaxBytes != 0 && o.MaxBytes < minLogMaxBytes {
+		errs = append(errs, fmt.Errorf("provisioning_log.max_bytes: must be at least 1MiB, got %d bytes", o.MaxBytes))
+	}
+	switch o.Reads {
+	case "", LogReadsAggregate, LogReadsAll:
+	default:
+		errs = append(errs, fmt.Errorf("provisioning_log.reads: must be %s or %s, got %q", LogReadsAggregate, LogReadsAll, o.Reads))
+	}
+	return errors.Join(errs...)
 }
 
 // LogQuery selects log entries.
@@ -75,18 +135,82 @@ type RequestLog struct {
 	store     *Store
 	log       *slog.Logger
 	retention time.Duration
+	maxBytes  int64
+	allReads  bool
 	entries   chan LogEntry
 	dropped   atomic.Uint64
 	counter   atomic.Uint64
 	done      chan struct{}
+
+	// size is what the entries take in their pages (keys, values and
+	// their page elements), kept by the writer goroutine alone.
+	size int64
 }
 
-// NewRequestLog returns the provisioning log of a store, keeping entries for retention.
-func NewRequestLog(s *Store, retention time.Duration, log *slog.Logger) *RequestLog {
-	if retention <= 0 {
-		retention = 30 * 24 * time.Hour
+// NewRequestLog returns the provisioning log of a store. Options that
+// LogOptions.Check refuses take their defaults.
+func NewRequestLog(s *Store, o LogOptions, log *slog.Logger) *RequestLog {
+	if o.Retention <= 0 {
+		o.Retention = 30 * 24 * time.Hour
 	}
-	return &RequestLog{store: s, log: log, retention: retention, entries: make(chan LogEntry, 8192), done: make(chan struct{})}
+	if o.MaxBytes < minLogMaxBytes {
+		o.MaxBytes = DefaultLogMaxBytes
+	}
+	return &RequestLog{store: s, log: log, retention: o.Retention, maxBytes: o.MaxBytes, allReads: o.Reads == LogReadsAll,
+		entries: make(chan LogEntry, 8192), done: make(chan struct{})}
+}
+
+// readOperations are the operations that change nothing.
+var readOperations = map[string]bool{"get": true, "list": true, "search": true, "discovery": true}
+
+// summarised reports whether an entry is recorded in a per-minute summary
+// rather than on its own: a successful read, unless every read is kept.
+func (l *RequestLog) summarised(e LogEntry) bool {
+	return !l.allReads && e.Count == 0 && readOperations[e.Operation] && e.Status > 0 && e.Status < 400
+}
+
+// summaryKey groups the reads one summary stands for.
+type summaryKey struct {
+	minute                              int64
+	tenant, operation, resource, method string
+	status                              int
+}
+
+// summaries gathers successful reads per minute until they are written.
+type summaries map[summaryKey]*LogEntry
+
+func (m summaries) add(e LogEntry) {
+	minute := e.Time.Truncate(time.Minute)
+	k := summaryKey{minute.UnixNano(), e.Tenant, e.Operation, e.Resource, e.Method, e.Status}
+	s := m[k]
+	if s == nil {
+		s = &LogEntry{Time: minute, Tenant: e.Tenant, Method: e.Method, Operation: e.Operation, Resource: e.Resource, Status: e.Status}
+		m[k] = s
+	}
+	// Latency holds the sum until the summary is written.
+	s.Count++
+	s.Latency += e.Latency
+	s.LatencyMax = max(s.LatencyMax, e.Latency)
+	s.RequestID, s.Path, s.ResourceID = e.RequestID, e.Path, e.ResourceID
+}
+
+// due takes out the summaries of minutes that ended before now (all of
+// them with now zero), ready to write.
+func (m summaries) due(now time.Time) []LogEntry {
+	var out []LogEntry
+	for k, s := range m {
+		if !now.IsZero() && now.Before(s.Time.Add(time.Minute)) {
+			continue
+		}
+		s.Latency /= time.Duration(s.Count)
+		out = append(out, *s)
+		delete(m, k)
+	}
+	slices.SortFunc(out, func(a, b LogEntry) int {
+		return cmp.Or(a.Time.Compare(b.Time), strings.Compare(a.Tenant, b.Tenant), strings.Compare(a.Operation, b.Operation),
+			strings.Compare(a.Resource, b.Resource), cmp.Compare(a.Status, b.Status))
+	})
+	return out
 }
 
 // Record queues an entry. It never blocks: when the writer is behind by
@@ -113,6 +237,7 @@ func (l *RequestLog) Run(ctx context.Context) error {
 		l.log.Warn("pruning the provisioning log", "err", err)
 	}
 	batch := make([]LogEntry, 0, 512)
+	reads := summaries{}
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -121,17 +246,30 @@ func (l *RequestLog) Run(ctx context.Context) error {
 			l.log.Warn("writing the provisioning log", "entries", len(batch), "err", err)
 		}
 		batch = batch[:0]
+		if l.size > l.maxBytes {
+			if err := l.pruneSize(); err != nil {
+				l.log.Warn("pruning the provisioning log to its size", "err", err)
+			}
+		}
+	}
+	add := func(e LogEntry) {
+		if l.summarised(e) {
+			reads.add(e)
+			return
+		}
+		batch = append(batch, e)
+		if len(batch) == cap(batch) {
+			flush()
+		}
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
 		case e := <-l.entries:
-			batch = append(batch, e)
-			if len(batch) == cap(batch) {
-				flush()
-			}
+			add(e)
 		case <-tick.C:
+			batch = append(batch, reads.due(l.store.now())...)
 			flush()
 		case <-prune.C:
 			if err := l.prune(); err != nil {
@@ -141,8 +279,9 @@ func (l *RequestLog) Run(ctx context.Context) error {
 			for {
 				select {
 				case e := <-l.entries:
-					batch = append(batch, e)
+					add(e)
 				default:
+					batch = append(batch, reads.due(time.Time{})...)
 					flush()
 					return nil
 				}
@@ -162,7 +301,9 @@ func (l *RequestLog) key(t time.Time) []byte {
 }
 
 func (l *RequestLog) write(batch []LogEntry) error {
-	return l.store.commits.do(func(tx *bolt.Tx) error {
+	var added int64
+	err := l.store.commits.do(func(tx *bolt.Tx) error {
+		added = 0 // a commit may run this again
 		b, err := tx.CreateBucketIfNotExists(bucketProvLog)
 		if err != nil {
 			return err
@@ -172,36 +313,87 @@ func (l *RequestLog) write(batch []LogEntry) error {
 			if err != nil {
 				return err
 			}
-			if err := b.Put(l.key(e.Time), v); err != nil {
+			k := l.key(e.Time)
+			if err := b.Put(k, v); err != nil {
 				return err
 			}
+			added += entrySize(k, v)
 		}
 		return nil
 	})
+	if err == nil {
+		l.size += added
+	}
+	return err
 }
 
-// prune deletes entries older than the retention.
+// entrySize is what an entry takes in a leaf page: its key, its value and
+// the page element that points at them.
+func entrySize(k, v []byte) int64 { return int64(len(k) + len(v) + 16) }
+
+// pruneChunk is how many entries one pruning transaction deletes at most,
+// so that pruning never holds the writer for long.
+const pruneChunk = 10_000
+
+// prune deletes entries older than the retention, and measures what the
+// log takes (for the size bound) on its first run.
 func (l *RequestLog) prune() error {
 	cutoff := make([]byte, 8)
 	binary.BigEndian.PutUint64(cutoff, uint64(l.store.now().Add(-l.retention).UnixNano()))
+	if err := l.deleteOldest(func(k []byte, _ int64) bool { return bytes.Compare(k[:8], cutoff) < 0 }); err != nil {
+		return err
+	}
+	if l.size == 0 {
+		return l.store.db.View(func(tx *bolt.Tx) error {
+			if b := tx.Bucket(bucketProvLog); b != nil {
+				return b.ForEach(func(k, v []byte) error {
+					l.size += entrySize(k, v)
+					return nil
+				})
+			}
+			return nil
+		})
+	}
+	return nil
+}
+
+// pruneSize deletes the oldest entries until the log takes at most 90% of
+// its bound, so that it is not pruned again at the next write.
+func (l *RequestLog) pruneSize() error {
+	target := l.maxBytes / 10 * 9
+	return l.deleteOldest(func(_ []byte, size int64) bool { return size > target })
+}
+
+// deleteOldest deletes entries from the oldest while more (given the key
+// and what the log takes before deleting it) says so, a chunk per
+// transaction.
+func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 	for {
 		n := 0
-		err := l.store.db.Update(func(tx *bolt.Tx) error {
+		var freed int64
+		err := l.store.commits.do(func(tx *bolt.Tx) error {
+			n, freed = 0, 0 // a commit may run this again
 			b := tx.Bucket(bucketProvLog)
 			if b == nil {
 				return nil
 			}
 			c := b.Cursor()
-			for k, _ := c.First(); k != nil && bytes.Compare(k[:8], cutoff) < 0 && n < 10_000; k, _ = c.Next() {
+			for k, v := c.First(); k != nil && n < pruneChunk && more(k, l.size-freed); k, v = c.Next() {
+				sz := entrySize(k, v)
 				if err := c.Delete(); err != nil {
 					return err
 				}
 				n++
+				freed += sz
 			}
 			return nil
 		})
-		if err != nil || n < 10_000 {
+		if err != nil {
 			return err
+		}
+		l.size -= freed
+		if n < pruneChunk {
+			return nil
 		}
 	}
 }
@@ -343,6 +535,7 @@ func (l *RequestLog) Count(ctx context.Context, since time.Time) ([]LogCount, er
 			var e struct {
 				Tenant string `json:"tenant"`
 				Status int    `json:"status"`
+				Count  int    `json:"count"`
 			}
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding a log entry: %w", err)
@@ -352,14 +545,15 @@ func (l *RequestLog) Count(ctx context.Context, since time.Time) ([]LogCount, er
 				lc = &LogCount{Tenant: e.Tenant}
 				counts[e.Tenant] = lc
 			}
-			lc.Total++
+			n := max(e.Count, 1)
+			lc.Total += n
 			switch e.Status / 100 {
 			case 2:
-				lc.Class2++
+				lc.Class2 += n
 			case 4:
-				lc.Class4++
+				lc.Class4 += n
 			case 5:
-				lc.Class5++
+				lc.Class5 += n
 			}
 		}
 		return nil

@@ -94,6 +94,7 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	if cfg.ProvisioningLog.Retention <= 0 {
 		add("provisioning_log.retention", "must be positive, e.g. 30d")
 	}
+	ps = append(ps, problemsOf(cfg, logOptions(cfg).Check())...)
 	if len(cfg.Tenants) == 0 {
 		add("tenants", "at least one tenant is needed; its SCIM base path is /scim/v2/<name>")
 	}
@@ -262,6 +263,12 @@ func storeOptions(cfg *config.Config, log *slog.Logger) relay.Options {
 		o.Tenants = append(o.Tenants, relay.TenantOptions{Name: t.Name, Unique: t.Unique, Required: t.Required, StaticTokens: t.Tokens})
 	}
 	return o
+}
+
+// logOptions configure the provisioning log.
+func logOptions(cfg *config.Config) relay.LogOptions {
+	p := cfg.ProvisioningLog
+	return relay.LogOptions{Retention: time.Duration(p.Retention), MaxBytes: int64(p.MaxBytes), Reads: p.Reads}
 }
 
 // natsOptions say how a process of role reaches NATS.

@@ -133,7 +133,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		return nil, err
 	}
 	if role != roleSinks {
-		s.reqLog = relay.NewRequestLog(s.store, time.Duration(cfg.ProvisioningLog.Retention), log.With("component", "provisioning-log"))
+		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
 		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined}

@@ -78,7 +78,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.store.Close() })
-	f.reqLog = relay.NewRequestLog(f.store, time.Hour, log)
+	f.reqLog = relay.NewRequestLog(f.store, relay.LogOptions{Retention: time.Hour, Reads: relay.LogReadsAll}, log)
 	wg.Go(func() { _ = f.reqLog.Run(ctx) })
 
 	f.nats = eventstest.RunServerAt(t, f.natsDir, eventstest.FreePort(t))

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// runLog runs a provisioning log over s, records entries, and stops it
+// (which writes everything recorded).
+func runLog(t *testing.T, s *Store, o LogOptions, entries []LogEntry) *RequestLog {
+	t.Helper()
+	l := NewRequestLog(s, o, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	for _, e := range entries {
+		l.Record(e)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Dropped(); n != 0 {
+		t.Fatalf("%d entries dropped", n)
+	}
+	return l
+}
+
+// TestLogSummarisesReads: successful reads become one entry per minute,
+// tenant, operation, resource type and status, with their count and
+// latencies; writes and refused reads stay one by one.
+func TestLogSummarisesReads(t *testing.T) {
+	s, c, _ := openStore(t)
+	start := c.now()
+	var entries []LogEntry
+	for i := range 100 {
+		entries = append(entries, LogEntry{Time: start.Add(time.Duration(i) * time.Millisecond), RequestID: fmt.Sprint("g", i), Tenant: "acme",
+			Method: "GET", Operation: "get", Resource: "User", Status: 200, Latency: time.Duration(i+1) * time.Millisecond})
+	}
+	for i := range 3 {
+		entries = append(entries, LogEntry{Time: start.Add(time.Second), Tenant: "acme", Method: "GET", Operation: "list", Resource: "User", Status: 200, Latency: time.Millisecond, RequestID: fmt.Sprint("l", i)})
+		// The next minute is a summary of its own.
+		entries = append(entries, LogEntry{Time: start.Add(time.Minute), Tenant: "acme", Method: "GET", Operation: "list", Resource: "User", Status: 200, Latency: time.Millisecond, RequestID: fmt.Sprint("m", i)})
+	}
+	entries = append(entries,
+		LogEntry{Time: start.Add(2 * time.Second), Tenant: "acme", Method: "GET", Operation: "get", Resource: "User", Status: 404, RequestID: "missing1"},
+		LogEntry{Time: start.Add(3 * time.Second), Tenant: "acme", Method: "GET", Operation: "get", Resource: "User", Status: 404, RequestID: "missing2"},
+		LogEntry{Time: start.Add(4 * time.Second), Tenant: "acme", Method: "POST", Operation: "create", Resource: "User", Status: 201, RequestID: "create"},
+	)
+	l := runLog(t, s, LogOptions{}, entries)
+	got, err := l.Query(ctx, LogQuery{Since: start.Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, e := range got {
+		lines = append(lines, fmt.Sprintf("%s %s %d count=%d", e.Time.Sub(start), e.Operation, e.Status, e.Count))
+	}
+	want := []string{"0s get 200 count=100", "0s list 200 count=3", "2s get 404 count=0", "3s get 404 count=0", "4s create 201 count=0", "1m0s list 200 count=3"}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("entries:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if sum := got[0]; sum.Latency != 50500*time.Microsecond || sum.LatencyMax != 100*time.Millisecond || sum.RequestID != "g99" {
+		t.Errorf("summary of gets: mean %s, max %s, last %s", sum.Latency, sum.LatencyMax, sum.RequestID)
+	}
+	counts, err := l.Count(ctx, start.Add(-time.Hour))
+	if err != nil || len(counts) != 1 || counts[0].Total != 109 || counts[0].Class2 != 107 || counts[0].Class4 != 2 {
+		t.Fatalf("counts %+v, %v; want every request counted", counts, err)
+	}
+}
+
+// TestLogAllReads: with reads: all, each read is an entry.
+func TestLogAllReads(t *testing.T) {
+	s, c, _ := openStore(t)
+	var entries []LogEntry
+	for i := range 50 {
+		entries = append(entries, LogEntry{Time: c.now().Add(time.Duration(i)), Tenant: "acme", Operation: "get", Status: 200})
+	}
+	l := runLog(t, s, LogOptions{Reads: LogReadsAll}, entries)
+	got, err := l.Query(ctx, LogQuery{Since: c.now().Add(-time.Hour)})
+	if err != nil || len(got) != 50 || got[0].Count != 0 {
+		t.Fatalf("%d entries (%v), want 50 single ones", len(got), err)
+	}
+}
+
+// TestLogMaxBytes: past its size bound the log loses its oldest entries,
+// keeps the newest, and stays within the bound, also across a restart.
+func TestLogMaxBytes(t *testing.T) {
+	s, c, _ := openStore(t)
+	const bound = 1 << 20
+	detail := strings.Repeat("x", 400)
+	batch := func(from, n int) []LogEntry {
+		var out []LogEntry
+		for i := from; i < from+n; i++ {
+			out = append(out, LogEntry{Time: c.now().Add(time.Duration(i) * time.Microsecond), RequestID: fmt.Sprint(i), Tenant: "acme",
+				Operation: "create", Status: 201, Detail: detail})
+		}
+		return out
+	}
+	runLog(t, s, LogOptions{MaxBytes: bound}, batch(0, 3000)) // about 1.6 MiB
+	size := func() (n int64, oldest, newest string) {
+		err := s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketProvLog).ForEach(func(k, v []byte) error {
+				n += entrySize(k, v)
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := NewRequestLog(s, LogOptions{}, slog.New(slog.DiscardHandler))
+		first, _ := l.Query(ctx, LogQuery{Since: c.now().Add(-time.Hour), Limit: 1})
+		last, _ := l.Query(ctx, LogQuery{Since: c.now().Add(-time.Hour), Limit: 1, Newest: true})
+		return n, first[0].RequestID, last[0].RequestID
+	}
+	n, oldest, newest := size()
+	if n > bound || newest != "2999" || oldest == "0" {
+		t.Fatalf("after 3,000 entries: %d bytes (bound %d), oldest %s, newest %s", n, bound, oldest, newest)
+	}
+	// A restarted log measures what is there and keeps to the bound.
+	runLog(t, s, LogOptions{MaxBytes: bound}, batch(3000, 2000))
+	if n, _, newest := size(); n > bound || newest != "4999" {
+		t.Fatalf("after a restart and 2,000 more: %d bytes, newest %s", n, newest)
+	}
+	if err := (LogOptions{MaxBytes: 1000, Reads: "some", Retention: -time.Hour}).Check(); err == nil ||
+		!strings.Contains(err.Error(), "provisioning_log.max_bytes") || !strings.Contains(err.Error(), "provisioning_log.reads") || !strings.Contains(err.Error(), "provisioning_log.retention") {
+		t.Errorf("Check: %v", err)
+	}
+}
