@@ -5,6 +5,7 @@ package relay
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,6 +31,10 @@ type committer struct {
 	db     *bolt.DB
 	max    int           // writes in one transaction at most
 	linger time.Duration // an idle committer's wait for more writes
+
+	// observe, when set, is told of every commit: how long it took and
+	// how many writes it held.
+	observe atomic.Pointer[func(d time.Duration, writes int)]
 
 	mu     sync.Mutex
 	queue  []commitCall
@@ -116,6 +121,13 @@ func (c *committer) run() {
 // rolled back, the failing call runs alone (its error goes to its caller)
 // and the others run again without it.
 func (c *committer) commit(calls []commitCall) {
+	start := time.Now()
+	n := len(calls)
+	defer func() {
+		if f := c.observe.Load(); f != nil {
+			(*f)(time.Since(start), n)
+		}
+	}()
 	for len(calls) > 0 {
 		failed := -1
 		err := c.db.Update(func(tx *bolt.Tx) error {

@@ -36,7 +36,22 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			Help: "Events published to JetStream and removed from the outbox.",
 		}),
 	}
-	reg.MustRegister(m.publishLag, m.published, m.quarantined,
+	commitTime := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "scimrelay", Subsystem: "store", Name: "commit_duration_seconds",
+		Help:    "Time one commit of the data file took, fsync included (writes waiting meanwhile share the next).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+	})
+	commitSize := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "scimrelay", Subsystem: "store", Name: "commit_writes",
+		Help:    "Writes (SCIM changes, log batches, outbox deletions) one commit held.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000},
+	})
+	observe := func(d time.Duration, writes int) {
+		commitTime.Observe(d.Seconds())
+		commitSize.Observe(float64(writes))
+	}
+	s.commits.observe.Store(&observe)
+	reg.MustRegister(m.publishLag, m.published, m.quarantined, commitTime, commitSize,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "quarantine",
 			Help: "Outbox rows in quarantine now.",

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -50,5 +54,32 @@ func TestQuarantineDamagedMessage(t *testing.T) {
 		if !strings.Contains(r.Reason, "decoding outbox row") || !strings.Contains(r.Reason, "not a stored event message") {
 			t.Errorf("row %d: reason %q", r.Key, r.Reason)
 		}
+	}
+}
+
+// TestCommitMetrics: every commit is timed and counted with the writes it
+// held, so that stalls and batch sizes show on /metrics.
+func TestCommitMetrics(t *testing.T) {
+	s, _, _ := openStore(t)
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg, s, nil)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() { create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"m%d"`, i))) })
+	}
+	wg.Wait()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.Histogram{}
+	for _, f := range families {
+		if strings.HasPrefix(f.GetName(), "scimrelay_store_commit_") {
+			got[f.GetName()] = f.GetMetric()[0].GetHistogram()
+		}
+	}
+	d, w := got["scimrelay_store_commit_duration_seconds"], got["scimrelay_store_commit_writes"]
+	if d == nil || w == nil || d.GetSampleCount() == 0 || d.GetSampleCount() != w.GetSampleCount() || w.GetSampleSum() < 20 {
+		t.Fatalf("commit metrics: %v", got)
 	}
 }
