@@ -57,7 +57,9 @@ type Admin struct {
 
 // Storage tunes the bbolt file.
 type Storage struct {
-	// BatchDelay is how long a write waits for others to share its fsync.
+	// BatchDelay is how long a write that finds no commit under way waits
+	// for others to share its fsync (writes arriving during a commit share
+	// the next one anyway).
 	BatchDelay Duration `yaml:"batch_delay"`
 	// BatchSize caps the writes that share one transaction.
 	BatchSize int `yaml:"batch_size"`
@@ -211,7 +213,7 @@ func Default() *Config {
 		DataDir:     "./data",
 		Admin:       Admin{Console: true, SessionIdle: Duration(30 * time.Minute)},
 		Log:         Log{Level: "info", Format: "text"},
-		Storage:     Storage{BatchDelay: Duration(time.Millisecond), BatchSize: 1000},
+		Storage:     Storage{BatchDelay: 0, BatchSize: 1000},
 		NATS: NATS{
 			Listen:         "127.0.0.1:4222",
 			ConnectTimeout: Duration(5 * time.Second),
