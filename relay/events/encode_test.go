@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -98,15 +99,7 @@ func TestEncodeExtensions(t *testing.T) {
 		t.Fatal(err)
 	}
 	dr.SetSequences(1, 1)
-	stored, _ := events.ParseMessage(dr.Row())
-	msg, err := stored.NATS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := events.FromMsg(msg.Subject, msg.Header, msg.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := decodeDraft(t, dr)
 	if got := e.Extensions()["traceparent"]; got != m.Extensions["traceparent"] {
 		t.Errorf("traceparent %v", got)
 	}
@@ -116,6 +109,24 @@ func TestEncodeExtensions(t *testing.T) {
 			t.Errorf("extension %q=%q accepted", name, v)
 		}
 	}
+}
+
+// decodeDraft reads an encoded event back as a subscriber would.
+func decodeDraft(t *testing.T, dr *events.Draft) event.Event {
+	t.Helper()
+	stored, err := events.ParseMessage(dr.Row())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stored.NATS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.FromMsg(msg.Subject, msg.Header, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // TestSetSequences writes the numbers only the transaction knows into the
@@ -128,15 +139,7 @@ func TestSetSequences(t *testing.T) {
 	}
 	for _, n := range []uint64{1, 18446744073709551615, 42} {
 		dr.SetSequences(n, n+1)
-		stored, _ := events.ParseMessage(dr.Row())
-		msg, err := stored.NATS()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := events.FromMsg(msg.Subject, msg.Header, msg.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := decodeDraft(t, dr)
 		if seq, _ := events.Sequence(e); seq != n {
 			t.Errorf("sequence %d, want %d", seq, n)
 		}

@@ -669,15 +669,7 @@ func (f *fixture) publishWhenBack(tenant string, a events.Action) string {
 // page at a time, and refuses a bad cursor or limit.
 func TestOutboxQuarantine(t *testing.T) {
 	f := newFixture(t)
-	for _, name := range []string{"ann", "bob", "cid"} {
-		r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`"],"userName":"`+name+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.store.Create(context.Background(), "acme", r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.createUsers("acme", "ann", "bob", "cid")
 	rows, err := f.store.ReadOutbox(0, 10)
 	if err != nil || len(rows) != 3 {
 		t.Fatalf("outbox: %d rows, %v", len(rows), err)
@@ -702,19 +694,25 @@ func TestOutboxQuarantine(t *testing.T) {
 	f.request("GET", "/admin/v1/outbox/quarantine?limit=0", "").wantError(t, http.StatusBadRequest, "limit")
 }
 
+// createUsers creates users of the given userNames in a tenant.
+func (f *fixture) createUsers(tenant string, names ...string) {
+	f.t.Helper()
+	for _, name := range names {
+		r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`"],"userName":"`+name+`"}`))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if _, err := f.store.Create(context.Background(), tenant, r); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
 // TestStorage: the data file's size by bucket, for operators and the
 // bench's scale run; behind the admin token like the rest of the API.
 func TestStorage(t *testing.T) {
 	f := newFixture(t)
-	for _, name := range []string{"ann", "bob", "cid"} {
-		r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`"],"userName":"`+name+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.store.Create(context.Background(), "acme", r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.createUsers("acme", "ann", "bob", "cid")
 	f.requestAs("", "GET", "/admin/v1/storage", "").want(t, 401, nil)
 	var st relay.StorageStats
 	f.request("GET", "/admin/v1/storage", "").want(t, 200, &st)
