@@ -111,7 +111,7 @@ func (w *txWrite) appendEvent(tx *bolt.Tx, tb *bolt.Bucket, d *events.Draft, sub
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketOutbox).Put(u64(key), d.Row()); err != nil {
+	if err := appending(tx.Bucket(bucketOutbox)).Put(u64(key), d.Row()); err != nil {
 		return err
 	}
 	w.eventIDs = append(w.eventIDs, d.ID())

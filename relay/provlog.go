@@ -308,6 +308,7 @@ func (l *RequestLog) write(batch []LogEntry) error {
 		if err != nil {
 			return err
 		}
+		appending(b)
 		for _, e := range batch {
 			v, err := json.Marshal(e)
 			if err != nil {

@@ -57,9 +57,25 @@ func versionTag(v uint64) string { return `W/"` + strconv.FormatUint(v, 10) + `"
 // resourceBucket returns the bucket that stores resources of rt.
 func resourceBucket(tb *bolt.Bucket, rt *scim.ResourceType) *bolt.Bucket {
 	if rt == scim.GroupResourceType {
-		return tb.Bucket(bucketGroups)
+		return appending(tb.Bucket(bucketGroups))
 	}
-	return tb.Bucket(bucketUsers)
+	return appending(tb.Bucket(bucketUsers))
+}
+
+// appendFill is how full bbolt fills a page it splits in a bucket whose new
+// keys come last (UUIDv7 ids, commit numbers, timestamps). bbolt's default,
+// half, suits keys that arrive in any order; with keys that only grow, a
+// split page is never written again, so half of every page would stay
+// empty and the file would take twice the room.
+const appendFill = 0.9
+
+// appending sets b up for keys that arrive in order (in this transaction:
+// bbolt keeps the setting per bucket handle).
+func appending(b *bolt.Bucket) *bolt.Bucket {
+	if b != nil {
+		b.FillPercent = appendFill
+	}
+	return b
 }
 
 // getRecord loads a resource; nil when there is none.

@@ -38,7 +38,7 @@ const scaleWindow = 10_000
 //	 "relay": null without an admin URL, else
 //	   {"heap_inuse_max_bytes", "heap_inuse_end_bytes", "rss_end_bytes", "file_bytes",
 //	    "buckets": [{"name", "keys", "bytes", "page_bytes", "bytes_per_user"}],
-//	    "index_bytes_per_user"}}
+//	    "index_bytes_per_user", "index_page_bytes_per_user"}}
 //
 // where op is an operation of Report. index_bytes_per_user counts the
 // tenant's buckets (resources, indexes, memberships) over its users.
@@ -58,8 +58,9 @@ type RelayStats struct {
 	HeapInuseMax, HeapInuseEnd, RSSEnd int64
 	FileBytes                          int64
 	Buckets                            []BucketStats
-	// IndexBytesPerUser is the tenant's buckets over its users.
-	IndexBytesPerUser float64
+	// IndexBytesPerUser is what the tenant's buckets hold over its users;
+	// IndexPageBytesPerUser, the pages they take.
+	IndexBytesPerUser, IndexPageBytesPerUser float64
 }
 
 // BucketStats is one bucket of the data file.
@@ -254,7 +255,7 @@ func relayStats(ctx context.Context, o Options, heap *heapSampler) (*RelayStats,
 	}
 	rs.FileBytes = st.FileBytes
 	tenant := o.URL[strings.LastIndexByte(o.URL, '/')+1:]
-	var index int64
+	var index, indexPages int64
 	usersKeys := 0
 	for _, bk := range st.Buckets {
 		if bk.Name == "tenants/"+tenant+"/users" {
@@ -267,11 +268,13 @@ func relayStats(ctx context.Context, o Options, heap *heapSampler) (*RelayStats,
 		}
 		if strings.HasPrefix(bk.Name, "tenants/"+tenant+"/") {
 			index += bk.Bytes
+			indexPages += bk.PageBytes
 		}
 		rs.Buckets = append(rs.Buckets, bk)
 	}
 	if usersKeys > 0 {
 		rs.IndexBytesPerUser = float64(index) / float64(usersKeys)
+		rs.IndexPageBytesPerUser = float64(indexPages) / float64(usersKeys)
 	}
 	return rs, nil
 }
@@ -300,6 +303,7 @@ func (r *ScaleReport) MarshalJSON() ([]byte, error) {
 		FileBytes         int64         `json:"file_bytes"`
 		Buckets           []BucketStats `json:"buckets"`
 		IndexBytesPerUser float64       `json:"index_bytes_per_user"`
+		IndexPageBytes    float64       `json:"index_page_bytes_per_user"`
 	}
 	j := struct {
 		Config          jsonConfig `json:"config"`
@@ -317,7 +321,7 @@ func (r *ScaleReport) MarshalJSON() ([]byte, error) {
 		FilterGet: phaseJSON(r.FilterGet), Create: phaseJSON(r.Create),
 	}
 	if rs := r.Relay; rs != nil {
-		j.Relay = &relayJSON{rs.HeapInuseMax, rs.HeapInuseEnd, rs.RSSEnd, rs.FileBytes, rs.Buckets, round3(rs.IndexBytesPerUser)}
+		j.Relay = &relayJSON{rs.HeapInuseMax, rs.HeapInuseEnd, rs.RSSEnd, rs.FileBytes, rs.Buckets, round3(rs.IndexBytesPerUser), round3(rs.IndexPageBytesPerUser)}
 	}
 	return json.Marshal(j)
 }
@@ -340,15 +344,15 @@ func (r *ScaleReport) WriteTable(w io.Writer) error {
 		return err
 	}
 	if rs := r.Relay; rs != nil {
-		fmt.Fprintf(&b, "\nrelay: heap in use %.1f MiB at most, %.1f MiB at the end; RSS %.1f MiB; data file %.1f MiB; index %.0f bytes per user\n",
-			mib(rs.HeapInuseMax), mib(rs.HeapInuseEnd), mib(rs.RSSEnd), mib(rs.FileBytes), rs.IndexBytesPerUser)
+		fmt.Fprintf(&b, "\nrelay: heap in use %.1f MiB at most, %.1f MiB at the end; RSS %.1f MiB; data file %.1f MiB; index %.0f bytes per user in use, %.0f in its pages\n",
+			mib(rs.HeapInuseMax), mib(rs.HeapInuseEnd), mib(rs.RSSEnd), mib(rs.FileBytes), rs.IndexBytesPerUser, rs.IndexPageBytesPerUser)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "bucket\tkeys\tMiB\tbytes/user\t\n")
+		fmt.Fprintf(tw, "bucket\tkeys\tMiB in use\tMiB of pages\tbytes/user\t\n")
 		for _, bk := range rs.Buckets {
 			if bk.Keys == 0 && bk.Bytes == 0 {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.0f\t\n", bk.Name, bk.Keys, mib(bk.Bytes), bk.BytesPerUser)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.0f\t\n", bk.Name, bk.Keys, mib(bk.Bytes), mib(bk.PageBytes), bk.BytesPerUser)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
