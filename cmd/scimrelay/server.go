@@ -449,7 +449,7 @@ func (s *server) scimHandler() http.Handler {
 
 // observe receives every SCIM request after it was answered: metrics, the
 // provisioning log, and a log line for server errors.
-func (s *server) observe(_ context.Context, info *scim.RequestInfo) {
+func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	s.reqMetrics.Observe(info)
 	s.reqLog.Record(relay.LogEntry{
 		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
@@ -460,8 +460,10 @@ func (s *server) observe(_ context.Context, info *scim.RequestInfo) {
 	if info.Status >= 500 {
 		s.log.Error("scim request failed", "request_id", info.RequestID, "tenant", info.Tenant, "op", info.Operation, "status", info.Status)
 	}
-	s.log.Debug("scim request", "request_id", info.RequestID, "tenant", info.Tenant, "method", info.Method, "path", info.Path,
-		"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)
+	if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every request
+		s.log.DebugContext(ctx, "scim request", "request_id", info.RequestID, "tenant", info.Tenant, "method", info.Method, "path", info.Path,
+			"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)
+	}
 }
 
 func (s *server) newHTTPServer(h http.Handler) *http.Server {
