@@ -51,7 +51,7 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 		}
 		member = &m
 	}
-	d, err := w.store.draft(t.name, rec.res, a, w.now, changes, member)
+	d, err := w.store.draft(t.name, rec.res, a, w.now, w.ext, changes, member)
 	if err != nil {
 		return err
 	}
@@ -60,13 +60,14 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 }
 
 // draft encodes the event of a change to r, without its sequence numbers.
-func (s *Store) draft(tenant string, r *scim.Resource, a events.Action, now time.Time, changes []scim.Change, member *events.Member) (*events.Draft, error) {
-	return s.encodeEvent(tenant, r, s.eventResource(tenant, r), a, now, changes, member)
+func (s *Store) draft(tenant string, r *scim.Resource, a events.Action, now time.Time, ext map[string]string, changes []scim.Change, member *events.Member) (*events.Draft, error) {
+	return s.encodeEvent(tenant, r, s.eventResource(tenant, r), a, now, ext, changes, member)
 }
 
 // encodeEvent encodes the event of a change to r, whose JSON as events
-// carry it is resource.
-func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMessage, a events.Action, now time.Time, changes []scim.Change, member *events.Member) (*events.Draft, error) {
+// carry it is resource; ext are its further extension attributes (the
+// request's trace context).
+func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMessage, a events.Action, now time.Time, ext map[string]string, changes []scim.Change, member *events.Member) (*events.Draft, error) {
 	data := events.Data{
 		Tenant:       tenant,
 		ResourceType: r.Type.Name,
@@ -96,6 +97,7 @@ func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMe
 		ResourceID: r.ID(),
 		Time:       now,
 		BaseURL:    s.publicURL,
+		Extensions: ext,
 	}, data)
 }
 

@@ -12,6 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -49,6 +52,10 @@ type PublisherOptions struct {
 	Healer StoreHealer
 	// Quarantined, when set, is called for every row put in quarantine.
 	Quarantined func()
+	// Tracer, when set, traces the publish of every event that carries a
+	// trace context, as a child of the request that made it. Nil: no
+	// tracing, at no cost.
+	Tracer trace.Tracer
 }
 
 // Publisher drains the outbox to JetStream: in commit order (so in each
@@ -216,6 +223,17 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 // quarantined instead, so that it does not hold back the rows behind it.
 func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(rows))
+	var spans []trace.Span // futures[i]'s publish span, nil when not traced
+	if p.o.Tracer != nil {
+		spans = make([]trace.Span, 0, len(rows))
+		defer func() {
+			for _, s := range spans {
+				if s != nil {
+					s.End() // not acknowledged: the window stopped before it
+				}
+			}
+		}()
+	}
 	var sendErr error
 	previous := ""
 	for _, row := range rows {
@@ -243,6 +261,9 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 			break
 		}
 		futures = append(futures, f)
+		if spans != nil {
+			spans = append(spans, p.startSpan(ctx, row))
+		}
 		previous = row.ID
 	}
 	deadline := time.NewTimer(p.o.AckTimeout)
@@ -253,11 +274,18 @@ wait:
 	for i, f := range futures {
 		select {
 		case <-f.Ok():
+			if spans != nil && spans[i] != nil {
+				spans[i].End()
+				spans[i] = nil
+			}
 			acked = append(acked, rows[i].Key)
 			if p.o.Observe != nil {
 				p.o.Observe(rows[i].Time)
 			}
 		case err := <-f.Err():
+			if spans != nil && spans[i] != nil {
+				spans[i].SetStatus(codes.Error, err.Error())
+			}
 			if i == 0 && refusesMessage(err) {
 				p.quarantine(rows[i], err)
 				break wait
@@ -289,6 +317,26 @@ wait:
 		return len(acked), ackErr
 	}
 	return len(acked), sendErr
+}
+
+// startSpan starts the publish span of an event that carries a trace
+// context; nil for one that does not (committed while not tracing).
+func (p *Publisher) startSpan(ctx context.Context, row OutboxRow) trace.Span {
+	h := row.Msg.Header
+	parent := events.MessageTraceContext(ctx, h)
+	if !trace.SpanContextFromContext(parent).IsValid() {
+		return nil
+	}
+	_, span := p.o.Tracer.Start(parent, "publish "+events.StreamName, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", row.Msg.Subject),
+			attribute.String("messaging.message.id", row.ID),
+			attribute.String("scimrelay.tenant", events.MessageAttribute(h, events.ExtTenant)),
+			attribute.String("cloudevents.event_type", events.MessageAttribute(h, "type")),
+		))
+	return span
 }
 
 // jsErrCodeWrongLastMsgID is JetStream's answer when the stream's last

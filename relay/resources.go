@@ -79,7 +79,7 @@ func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource
 	delete(res.Attrs, "members")
 	delete(res.Attrs, "groups")
 	res.Attrs["id"] = id.String()
-	p, err := s.prepareCreate(t, res, members, s.now())
+	p, err := s.prepareCreate(t, res, members, s.now(), s.eventExtensions(ctx))
 	if err != nil {
 		return scim.WriteResult{}, err
 	}
@@ -101,7 +101,7 @@ type preparedCreate struct {
 // prepareCreate does the part of a create that needs no stored state. res
 // has its id; it becomes the stored resource. A refusal (a value too long
 // to index, a required attribute missing) is returned as the error.
-func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Member, now time.Time) (*preparedCreate, error) {
+func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Member, now time.Time, ext map[string]string) (*preparedCreate, error) {
 	res.SetMeta(scim.Meta{Created: now, LastModified: now, Version: versionTag(1)})
 	p := &preparedCreate{t: t, res: res, members: members}
 	var err error
@@ -127,7 +127,7 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 	if res.Type == scim.GroupResourceType {
 		action = events.GroupCreated
 	}
-	if p.created, err = s.encodeEvent(t.name, res, resourceJSON, action, now, nil, nil); err != nil {
+	if p.created, err = s.encodeEvent(t.name, res, resourceJSON, action, now, ext, nil, nil); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -79,6 +79,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scimrelay/scimrelay/internal/disk"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -126,6 +129,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time; tests set it.
 	Now func() time.Time
+	// Tracer, when set, traces each commit as a child of the request's
+	// span, and gives the events it writes the request's trace context
+	// (events.TraceExtensions). Nil: no tracing, at no cost.
+	Tracer trace.Tracer
 }
 
 // Store is the relay's bbolt identity index. It is safe for concurrent use.
@@ -135,6 +142,7 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	publicURL string
+	tracer    trace.Tracer // nil: no tracing
 	tenants   map[string]*tenant
 	ready     chan struct{} // signalled after every commit that added events
 	depth     atomic.Int64  // rows in the outbox
@@ -250,6 +258,7 @@ func Open(path string, o Options) (*Store, error) {
 		log:       log,
 		now:       now,
 		publicURL: strings.TrimRight(o.PublicURL, "/"),
+		tracer:    o.Tracer,
 		tenants:   tenants,
 		ready:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
@@ -556,12 +565,22 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 	if err := ctx.Err(); err != nil {
 		return scim.WriteResult{}, err
 	}
+	ext := s.eventExtensions(ctx)
+	var span trace.Span
+	if s.tracer != nil {
+		// The commit is a span of its own beneath the request's.
+		_, span = s.tracer.Start(ctx, "commit", trace.WithAttributes(attribute.String("db.system.name", "bbolt")))
+		defer span.End()
+	}
 	var w *txWrite
 	err := s.commits.do(func(tx *bolt.Tx) error {
-		w = &txWrite{store: s, now: s.now()} // a commit may run fn again: start clean
+		w = &txWrite{store: s, now: s.now(), ext: ext} // a commit may run fn again: start clean
 		return fn(tx, w)
 	})
 	if err != nil {
+		if span != nil {
+			span.SetStatus(codes.Error, "writing to the data file failed") // never the error: it may quote a userName
+		}
 		if diskFull(err) {
 			s.full.Store(true)
 			s.log.Error("the data disk is full; SCIM writes are refused until there is room", "err", err)
@@ -570,6 +589,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		return scim.WriteResult{}, err
 	}
 	s.full.Store(false)
+	if span != nil {
+		span.SetAttributes(attribute.Int("scimrelay.events", len(w.eventIDs)))
+	}
 	if w.refused != nil {
 		return scim.WriteResult{}, w.refused
 	}
@@ -580,10 +602,22 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 	return scim.WriteResult{Resource: w.result, EventIDs: w.eventIDs}, nil
 }
 
+// eventExtensions are the extension attributes of the events a request
+// writes: its trace context when the relay traces, else none.
+func (s *Store) eventExtensions(ctx context.Context) map[string]string {
+	if s.tracer == nil {
+		return nil
+	}
+	return events.TraceExtensions(ctx)
+}
+
 // txWrite collects what one run of a write transaction did.
 type txWrite struct {
-	store    *Store
-	now      time.Time // one time for the whole change: lastModified and event time agree
+	store *Store
+	now   time.Time // one time for the whole change: lastModified and event time agree
+	// ext is the request's trace context (events.TraceExtensions), which
+	// every event of the change carries; nil when not tracing.
+	ext      map[string]string
 	refused  error
 	eventIDs []string
 	result   *scim.Resource // the resource as stored; nil after a delete

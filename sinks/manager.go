@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -81,6 +82,11 @@ type Options struct {
 	// LaneLimit is how many events of one resource may wait in a worker
 	// before the resource is read from the stream instead. Default 64.
 	LaneLimit int
+	// Tracer, when set, traces every delivery attempt of an event that
+	// carries a trace context, as a child of the request that made it, and
+	// sends the attempt's traceparent with the webhook request. Nil: no
+	// tracing, at no cost.
+	Tracer trace.Tracer
 }
 
 // Manager runs every configured sink.
@@ -174,7 +180,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 			name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: schedule,
 			js: js, stream: stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 			log: m.log.With("sink", name), partitions: partitions, ackWait: m.o.AckWait,
-			maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: t, now: time.Now, rnd: m.o.Rand,
+			maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
 			sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		}
 		if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {

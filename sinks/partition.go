@@ -103,7 +103,7 @@ func (p *partition) run() {
 		}
 		if err != nil {
 			p.state.Store(stateFailing)
-			p.w.log.Warn("taking a partition failed; will try again", "sink", p.w.name, "partition", p.n, "err", err, "retry_in", backoff)
+			p.w.log.Warn("taking a partition failed; will try again", "partition", p.n, "err", err, "retry_in", backoff)
 			if !p.pause(backoff) {
 				break
 			}
@@ -120,7 +120,7 @@ func (p *partition) run() {
 		// lanes deliver what they took from it, then take the partition
 		// again, which brings the consumer back from the next event.
 		p.state.Store(stateFailing)
-		p.w.log.Warn("lost the partition's consumer; taking it again", "sink", p.w.name, "partition", p.n, "consumer", p.name, "err", err)
+		p.w.log.Warn("lost the partition's consumer; taking it again", "partition", p.n, "consumer", p.name, "err", err)
 		p.wg.Wait()
 		if !p.pause(backoff) {
 			break
@@ -256,7 +256,7 @@ func (p *partition) recreate(ctx context.Context) (jetstream.Consumer, error) {
 		return p.w.js.Consumer(ctx, events.StreamName, p.name)
 	}
 	if err == nil {
-		p.w.log.Warn("the partition's consumer was gone; recreated it", "sink", p.w.name, "consumer", p.name, "from_stream_seq", cfg.OptStartSeq)
+		p.w.log.Warn("the partition's consumer was gone; recreated it", "consumer", p.name, "from_stream_seq", cfg.OptStartSeq)
 	}
 	return cons, err
 }
@@ -301,7 +301,7 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 					}
 				}()
 			default:
-				w.log.Debug("consuming a partition", "sink", w.name, "partition", p.n, "err", err)
+				w.log.Debug("consuming a partition", "partition", p.n, "err", err)
 			}
 		}),
 	)
@@ -418,10 +418,10 @@ func (p *partition) parkQueuedLocked(l *lane, rec parkRecord, why string) bool {
 	err := w.parked.put(ctx, p.n, l.subject, rec)
 	cancel()
 	if err != nil {
-		w.log.Warn("parking a resource failed; its events stay in the consumer", "sink", w.name, "partition", p.n, "err", err)
+		w.log.Warn("parking a resource failed; its events stay in the consumer", "partition", p.n, "err", err)
 		return false
 	}
-	w.log.Debug("resource parked", "sink", w.name, "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
+	w.log.Debug("resource parked", "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
 	l.park = &rec
 	for _, m := range l.queue {
 		l.dropped = max(l.dropped, streamSeq(m))
@@ -561,7 +561,7 @@ func (p *partition) release() {
 		err = st.UnpinConsumer(ctx, p.name, priorityGroup)
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		w.log.Debug("releasing a partition's pin", "sink", w.name, "partition", p.n, "err", err)
+		w.log.Debug("releasing a partition's pin", "partition", p.n, "err", err)
 	}
 }
 
@@ -703,7 +703,7 @@ func msgsOf(items []item) []jetstream.Msg {
 func (p *partition) later(l *lane, failed []jetstream.Msg, cause error) {
 	w := p.w
 	d := 5 * time.Second
-	w.log.Warn("delivery cannot be recorded; the resource's events come back later", "sink", w.name, "partition", p.n, "err", cause, "retry_in", d)
+	w.log.Warn("delivery cannot be recorded; the resource's events come back later", "partition", p.n, "err", cause, "retry_in", d)
 	p.mu.Lock()
 	all := append(failed, l.queue...)
 	l.queue = nil
@@ -756,27 +756,33 @@ func (p *partition) deliver(items []item, alone bool) Result {
 		}
 		p.mu.Unlock()
 	}()
+	ctx, span := startAttempt(p.ctx, w.tracer, w.name, out)
 	var res Result
 	switch {
 	case w.batches == nil:
-		res = w.sink.Deliver(p.ctx, out[0])
+		res = w.sink.Deliver(ctx, out[0])
 	case alone:
 		select {
 		case w.sem <- struct{}{}:
 		case <-p.ctx.Done():
-			return Result{Err: p.ctx.Err()}
+			res = Result{Err: p.ctx.Err()}
 		}
-		res = w.sink.Deliver(p.ctx, out[0])
-		<-w.sem
+		if res.Err == nil {
+			res = w.sink.Deliver(ctx, out[0])
+			<-w.sem
+		}
 	default:
-		res = w.batches.submit(p.ctx, out)
+		res = w.batches.submit(ctx, out)
+	}
+	if span != nil {
+		endAttempt(span, res)
 	}
 	if res.Err == nil {
 		for _, e := range out {
 			w.metrics.delivered(w.name, res.Latency)
 			w.attempts.record(w.name, e, res, 0, "delivered")
 		}
-		w.log.Debug("delivered", "sink", w.name, "events", len(out), "first_event_id", out[0].ID(), "status", res.Status, "latency", res.Latency)
+		w.log.Debug("delivered", "events", len(out), "first_event_id", out[0].ID(), "status", res.Status, "latency", res.Latency)
 	}
 	return res
 }
@@ -796,7 +802,7 @@ func (p *partition) readBack(l *lane) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := w.parked.put(ctx, p.n, l.subject, rec); err != nil {
-			w.log.Warn("recording a parked resource's progress failed", "sink", w.name, "resource", key, "err", err)
+			w.log.Warn("recording a parked resource's progress failed", "resource", key, "err", err)
 			return false
 		}
 		sinceSave = 0
@@ -832,7 +838,7 @@ func (p *partition) readBack(l *lane) {
 		items, next, caughtUp, err := p.readSlice(l, rec.From)
 		if err != nil {
 			if p.ctx.Err() == nil {
-				w.log.Warn("reading a parked resource's events failed; will try again", "sink", w.name, "resource", key, "err", err)
+				w.log.Warn("reading a parked resource's events failed; will try again", "resource", key, "err", err)
 			}
 			rec.Due = w.now().Add(time.Second)
 			park(rec)
@@ -857,7 +863,7 @@ func (p *partition) readBack(l *lane) {
 			p.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := w.parked.remove(ctx, p.n, l.subject); err != nil {
-				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "sink", w.name, "resource", key, "err", err)
+				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "resource", key, "err", err)
 			}
 			cancel()
 			return

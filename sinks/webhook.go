@@ -266,6 +266,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	}
 	req.Header.Set("User-Agent", w.o.UserAgent)
 	req.Header.Set("webhook-id", id)
+	injectTrace(ctx, req.Header)
 	if err := w.sign(req.Request, id, body); err != nil {
 		return Result{Err: err, Permanent: true, Latency: time.Since(start)}
 	}

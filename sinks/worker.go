@@ -16,6 +16,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -44,6 +45,7 @@ type worker struct {
 	t          timing
 	now        func() time.Time
 	rnd        func() float64
+	tracer     trace.Tracer // nil: no tracing
 
 	sem chan struct{} // requests in flight, across the worker's partitions
 	// batches gathers lanes' events into batched requests; nil when the
@@ -119,11 +121,11 @@ func (w *worker) run(ctx context.Context) error {
 	for {
 		if err := w.reconcile(ctx); err != nil {
 			if !failing {
-				w.log.Warn("delivery workers cannot coordinate through NATS; retrying", "sink", w.name, "err", err)
+				w.log.Warn("delivery workers cannot coordinate through NATS; retrying", "err", err)
 			}
 			failing = true
 		} else if failing {
-			w.log.Info("delivery workers coordinate again", "sink", w.name)
+			w.log.Info("delivery workers coordinate again")
 			failing = false
 		}
 		select {
@@ -141,7 +143,7 @@ func (w *worker) reconcile(ctx context.Context) error {
 	if !w.members.leaseValid() && w.ownedCount() > 0 {
 		// The lease lapsed: another worker may take these partitions over
 		// at any moment. Stop at once, abandoning in-flight deliveries.
-		w.log.Warn("this worker lost contact for too long; stopping its deliveries", "sink", w.name)
+		w.log.Warn("this worker lost contact for too long; stopping its deliveries")
 		w.releaseAll(false)
 	}
 	bctx, cancel := context.WithTimeout(ctx, max(w.t.heartbeat, 2*time.Second))
@@ -232,7 +234,7 @@ func (w *worker) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := w.members.leave(ctx); err != nil {
-		w.log.Debug("withdrawing the worker", "sink", w.name, "err", err)
+		w.log.Debug("withdrawing the worker", "err", err)
 	}
 	w.releaseAll(true)
 	w.wg.Wait() // partitions handed over earlier
@@ -287,7 +289,7 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tri
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 	w.attempts.record(w.name, e, res, tries, "dead_lettered")
-	w.log.Warn("delivery failed for good; event dead-lettered", "sink", w.name, "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", res.Err)
+	w.log.Warn("delivery failed for good; event dead-lettered", "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", res.Err)
 	return nil
 }
 
@@ -298,21 +300,21 @@ func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Ti
 		w.metrics.outcome(w.name, "retry")
 		w.attempts.recordRetry(w.name, e, res, tries, next)
 	}
-	w.log.Warn("delivery failed; will retry", "sink", w.name, "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
+	w.log.Warn("delivery failed; will retry", "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
 }
 
 func (w *worker) ack(m jetstream.Msg) {
 	if err := m.Ack(); err != nil {
-		w.log.Warn("acknowledging an event failed; it may be delivered again", "sink", w.name, "err", err)
+		w.log.Warn("acknowledging an event failed; it may be delivered again", "err", err)
 	}
 }
 
 // poison dead-letters a message that is not a scimrelay event, so that it
 // does not block its consumer.
 func (w *worker) poison(ctx context.Context, m jetstream.Msg, cause error) {
-	w.log.Error("message is not a scimrelay event; dead-lettered", "sink", w.name, "subject", m.Subject(), "err", cause)
+	w.log.Error("message is not a scimrelay event; dead-lettered", "subject", m.Subject(), "err", cause)
 	if err := w.dlq.putRaw(ctx, w.name, m, cause); err != nil {
-		w.log.Error("dead-lettering a malformed message failed", "sink", w.name, "err", err)
+		w.log.Error("dead-lettering a malformed message failed", "err", err)
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 	_ = m.Term()
@@ -320,9 +322,9 @@ func (w *worker) poison(ctx context.Context, m jetstream.Msg, cause error) {
 
 // poisonRaw dead-letters a malformed message read back from the stream.
 func (w *worker) poisonRaw(ctx context.Context, raw *jetstream.RawStreamMsg, cause error) {
-	w.log.Error("message is not a scimrelay event; dead-lettered", "sink", w.name, "subject", raw.Subject, "err", cause)
+	w.log.Error("message is not a scimrelay event; dead-lettered", "subject", raw.Subject, "err", cause)
 	if err := w.dlq.putRaw(ctx, w.name, storedMsg{raw: raw}, cause); err != nil {
-		w.log.Error("dead-lettering a malformed message failed", "sink", w.name, "err", err)
+		w.log.Error("dead-lettering a malformed message failed", "err", err)
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 }

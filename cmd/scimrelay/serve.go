@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/tracing"
 )
 
 func init() { subcommands = append(subcommands, newServeCommand, newCheckCommand) }
@@ -96,6 +98,10 @@ another process) serve reports when it starts.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(configPathOf(cmd), string(role))
 			if err != nil {
+				return err
+			}
+			// serve refuses an OTEL_* setting it cannot honour; so does check.
+			if _, err := tracing.Enabled(os.Getenv); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s is valid for role %s: %d tenant(s), %d sink(s), NATS %s\n",

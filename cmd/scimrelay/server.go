@@ -30,6 +30,7 @@ import (
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/oauth"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/tracing"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -65,6 +66,7 @@ type server struct {
 	sinks      *sinks.Manager
 	jobs       *jobs.Runner         // the admin API's redrives and replays
 	healer     *natsbus.StoreHealer // embedded NATS only
+	tracing    *tracing.Tracing     // nil: not tracing (no OTEL_* asks for it)
 	adminToken string
 	stopping   atomic.Bool // set when shutdown begins: no longer ready
 
@@ -97,9 +99,15 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			s.close()
 		}
 	}()
+	if s.tracing, err = tracing.FromEnv(ctx, versionString()); err != nil {
+		return nil, err
+	}
+	if s.tracing != nil {
+		log.Info("tracing: exporting spans over OTLP/HTTP as the OTEL_* environment variables say")
+	}
 	if role != roleSinks {
 		so := storeOptions(cfg, log.With("component", "store"))
-		so.Now = s.now
+		so.Now, so.Tracer = s.now, s.tracing.Tracer()
 		if s.store, err = relay.Open(cfg.DBPath(), so); err != nil {
 			return nil, err
 		}
@@ -123,6 +131,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// event, in every role, so that no event is missed.
 	so := sinkOptions(cfg)
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
+	so.Tracer = s.tracing.Tracer()
 	if s.sinks, err = sinks.NewManager(so); err != nil {
 		return nil, err
 	}
@@ -136,7 +145,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
-		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined}
+		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined, Tracer: s.tracing.Tracer()}
 		if s.healer != nil {
 			po.Healer = s.healer
 		}
@@ -438,19 +447,25 @@ func (s *server) scimHandler() http.Handler {
 		Observe:  s.observe,
 		Logger:   s.log.With("component", "oauth"),
 	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.tracing.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, oauth.PathPrefix) {
 			token.ServeHTTP(w, r)
 			return
 		}
 		h.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // observe receives every SCIM request after it was answered: metrics, the
 // provisioning log, and a log line for server errors.
 func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	s.reqMetrics.Observe(info)
+	if s.tracing != nil {
+		tracing.Annotate(ctx, tracing.Request{
+			Tenant: info.Tenant, Operation: info.Operation, ResourceType: info.ResourceType,
+			Route: routeOf(info), RequestID: info.RequestID, Status: info.Status,
+		})
+	}
 	s.reqLog.Record(relay.LogEntry{
 		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
@@ -464,6 +479,24 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		s.log.DebugContext(ctx, "scim request", "request_id", info.RequestID, "tenant", info.Tenant, "method", info.Method, "path", info.Path,
 			"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)
 	}
+}
+
+// routeOf is a request's path as a template, without the tenant or the
+// resource id: /scim/v2/{tenant}/Users/{id}, /oauth2/{tenant}/token.
+func routeOf(info *scim.RequestInfo) string {
+	segs := strings.Split(info.Path, "/")
+	switch {
+	case len(segs) >= 4 && segs[1] == "scim" && segs[2] == "v2":
+		segs[3] = "{tenant}"
+		if info.ResourceID != "" && len(segs) >= 6 {
+			segs[5] = "{id}"
+		}
+	case len(segs) >= 3 && "/"+segs[1]+"/" == oauth.PathPrefix:
+		segs[2] = "{tenant}"
+	default:
+		return ""
+	}
+	return strings.Join(segs, "/")
 }
 
 func (s *server) newHTTPServer(h http.Handler) *http.Server {
@@ -557,6 +590,15 @@ func (s *server) close() error {
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 		s.store = nil
+	}
+	if s.tracing != nil {
+		// Last, so that the spans of what shut down are sent too.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.tracing.Shutdown(ctx); err != nil {
+			s.log.Warn("sending the last spans failed", "err", err)
+		}
+		cancel()
+		s.tracing = nil
 	}
 	return errors.Join(errs...)
 }

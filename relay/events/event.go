@@ -72,8 +72,8 @@ type Meta struct {
 	// https://relay.example.com; when set, source is absolute.
 	BaseURL string
 	// Extensions are further CloudEvents extension attributes (a trace's
-	// traceparent, say), each a ce- header of the message. Encode writes
-	// them; New does not.
+	// traceparent, say: TraceExtensions), each a ce- header of the
+	// message.
 	Extensions map[string]string
 }
 
@@ -110,6 +110,9 @@ func New(m Meta, d Data) (event.Event, error) {
 	e.SetExtension(ExtTenant, m.Tenant)
 	e.SetExtension(ExtSequence, formatSeq(m.Sequence))
 	e.SetExtension(ExtSubjectSeq, formatSeq(m.SubjectSeq))
+	for name, v := range m.Extensions {
+		e.SetExtension(name, v)
+	}
 	if err := e.SetData(event.ApplicationJSON, d); err != nil {
 		return event.Event{}, fmt.Errorf("encoding event data: %w", err)
 	}

@@ -23,6 +23,13 @@ const (
 	structuredType    = "application/cloudevents+json"
 )
 
+// MessageAttribute returns context attribute name (type, tenant,
+// traceparent, …) of an event as a NATS message, without decoding it; ""
+// when it has none.
+func MessageAttribute(h nats.Header, name string) string {
+	return h.Get(headerPrefix + name)
+}
+
 // ToMsg encodes an event as a NATS message in binary content mode on its
 // subject, with Nats-Msg-Id set to the event id so that JetStream drops a
 // re-publish within the duplicate window.

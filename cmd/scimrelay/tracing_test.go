@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/tracing"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// otlpReceiver is an OTLP/HTTP trace receiver, as a collector runs it: it
+// decodes every export (protobuf) and keeps the spans.
+type otlpReceiver struct {
+	*httptest.Server
+	mu    sync.Mutex
+	spans []*tracepb.Span
+	attrs []*commonpb.KeyValue // every attribute seen, of spans, events and resources
+}
+
+func newOTLPReceiver(t *testing.T) *otlpReceiver {
+	r := &otlpReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/v1/traces" || req.Header.Get("Content-Type") != "application/x-protobuf" {
+			t.Errorf("OTLP export to %s as %s", req.URL.Path, req.Header.Get("Content-Type"))
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		body, _ := io.ReadAll(req.Body)
+		var export coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &export); err != nil {
+			t.Errorf("decoding an OTLP export: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		for _, rs := range export.ResourceSpans {
+			r.attrs = append(r.attrs, rs.GetResource().GetAttributes()...)
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					r.spans = append(r.spans, s)
+					r.attrs = append(r.attrs, s.Attributes...)
+					for _, ev := range s.Events {
+						r.attrs = append(r.attrs, ev.Attributes...)
+					}
+				}
+			}
+		}
+		r.mu.Unlock()
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+// span returns the first span named name, nil when none arrived yet.
+func (r *otlpReceiver) span(name string) *tracepb.Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.spans {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func (r *otlpReceiver) attributes() []*commonpb.KeyValue {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*commonpb.KeyValue(nil), r.attrs...)
+}
+
+// TestTracing sends one SCIM create carrying a W3C traceparent to a relay
+// whose environment asks for OTLP traces, and checks what an OTLP receiver
+// gets: spans for the request, the commit, the publish and the delivery,
+// all in the caller's trace, each the child it should be; the webhook
+// request carries the trace on (traceparent naming the delivery span) and
+// the event carries the request's (ce-traceparent). No span says a
+// userName, an email or a token.
+func TestTracing(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50") // ms: export soon after each span ends
+	t.Setenv("OTEL_SERVICE_NAME", "scimrelay-test")
+
+	type delivery struct{ traceparent, ceTraceparent string }
+	got := make(chan delivery, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- delivery{r.Header.Get("traceparent"), r.Header.Get("ce-traceparent")}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", hook.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	if p.srv.tracing == nil {
+		t.Fatal("OTEL_EXPORTER_OTLP_ENDPOINT is set but the relay does not trace")
+	}
+
+	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	const userName, email = "ann.secret@acme.example", "ann.private@acme.example"
+	p.scim("acme", acmeToken, "POST", "/Users",
+		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+userName+`","emails":[{"value":"`+email+`","type":"work"}]}`,
+		"traceparent", "00-"+traceID+"-"+callerSpan+"-01").want(t, 201)
+
+	var d delivery
+	select {
+	case d = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no webhook delivery within 20 s")
+	}
+
+	var request, commit, publish, deliver *tracepb.Span
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		request, commit, publish, deliver = otlp.span("SCIM create User"), otlp.span("commit"), otlp.span("publish SCIMRELAY"), otlp.span("deliver crm")
+		if request == nil || commit == nil || publish == nil || deliver == nil {
+			return fmt.Errorf("spans so far: request %v, commit %v, publish %v, deliver %v", request != nil, commit != nil, publish != nil, deliver != nil)
+		}
+		return nil
+	})
+	id := func(b []byte) string { return hex.EncodeToString(b) }
+	for _, s := range []*tracepb.Span{request, commit, publish, deliver} {
+		if id(s.TraceId) != traceID {
+			t.Errorf("span %q is in trace %s, not the caller's %s", s.Name, id(s.TraceId), traceID)
+		}
+	}
+	parents := []struct {
+		child  *tracepb.Span
+		parent string
+	}{
+		{request, callerSpan},         // the incoming traceparent is honoured
+		{commit, id(request.SpanId)},  // the commit within the request
+		{publish, id(request.SpanId)}, // the event carries the request's context
+		{deliver, id(request.SpanId)}, // and so does each delivery attempt
+	}
+	for _, c := range parents {
+		if id(c.child.ParentSpanId) != c.parent {
+			t.Errorf("span %q has parent %s, want %s", c.child.Name, id(c.child.ParentSpanId), c.parent)
+		}
+	}
+	if want := "00-" + traceID + "-" + id(request.SpanId) + "-01"; d.ceTraceparent != want {
+		t.Errorf("the event's ce-traceparent is %q, want the request's %q", d.ceTraceparent, want)
+	}
+	if want := "00-" + traceID + "-" + id(deliver.SpanId) + "-01"; d.traceparent != want {
+		t.Errorf("the webhook's traceparent is %q, want the delivery span's %q", d.traceparent, want)
+	}
+	if request.Kind != tracepb.Span_SPAN_KIND_SERVER || publish.Kind != tracepb.Span_SPAN_KIND_PRODUCER || deliver.Kind != tracepb.Span_SPAN_KIND_CLIENT {
+		t.Errorf("span kinds: request %v, publish %v, deliver %v", request.Kind, publish.Kind, deliver.Kind)
+	}
+	want := map[string]string{"scimrelay.tenant": "acme", "scimrelay.operation": "create", "http.response.status_code": "201", "http.route": "/scim/v2/{tenant}/Users"}
+	for _, kv := range request.Attributes {
+		if w, ok := want[kv.Key]; ok {
+			if v := anyValue(kv.Value); v != w {
+				t.Errorf("request span %s = %s, want %s", kv.Key, v, w)
+			}
+			delete(want, kv.Key)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("request span lacks %v", want)
+	}
+	for _, kv := range otlp.attributes() {
+		v := anyValue(kv.Value)
+		for _, secret := range []string{userName, email, acmeToken, sinkSecret, adminSecret} {
+			if strings.Contains(v, secret) {
+				t.Errorf("span attribute %s says %q", kv.Key, v)
+			}
+		}
+	}
+}
+
+// TestTracingOff: with no OTEL_* variable the relay makes no tracer, and
+// neither the event nor the webhook request carries a trace context, even
+// when the SCIM request came with one.
+func TestTracingOff(t *testing.T) {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"} {
+		t.Setenv(k, "")
+	}
+	got := make(chan http.Header, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", hook.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	if p.srv.tracing != nil || p.srv.tracing.Tracer() != nil {
+		t.Fatal("the relay traces with no OTEL_* variable set")
+	}
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`,
+		"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").want(t, 201)
+	select {
+	case h := <-got:
+		if h.Get("traceparent") != "" || h.Get("ce-traceparent") != "" {
+			t.Errorf("tracing is off but the webhook got traceparent %q, ce-traceparent %q", h.Get("traceparent"), h.Get("ce-traceparent"))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no webhook delivery within 20 s")
+	}
+}
+
+// TestTracingEnvironment: which OTEL_* settings turn tracing on, and the
+// ones the relay cannot honour are refused rather than ignored.
+func TestTracingEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		env     map[string]string
+		on      bool
+		problem string
+	}{
+		{env: nil, on: false},
+		{env: map[string]string{"OTEL_SERVICE_NAME": "relay"}, on: false},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, on: true},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, on: true},
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, on: true},
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, on: false},
+		{env: map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, on: false},
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, problem: "OTEL_TRACES_EXPORTER"},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, problem: "OTEL_EXPORTER_OTLP_PROTOCOL"},
+	} {
+		on, err := tracing.Enabled(func(k string) string { return c.env[k] })
+		switch {
+		case c.problem != "" && (err == nil || !strings.Contains(err.Error(), c.problem)):
+			t.Errorf("%v: error %v, want one naming %s", c.env, err, c.problem)
+		case c.problem == "" && err != nil:
+			t.Errorf("%v: %v", c.env, err)
+		case on != c.on:
+			t.Errorf("%v: tracing on = %v, want %v", c.env, on, c.on)
+		}
+	}
+}
+
+func anyValue(v *commonpb.AnyValue) string {
+	switch x := v.GetValue().(type) {
+	case *commonpb.AnyValue_StringValue:
+		return x.StringValue
+	case *commonpb.AnyValue_IntValue:
+		return fmt.Sprint(x.IntValue)
+	case *commonpb.AnyValue_BoolValue:
+		return fmt.Sprint(x.BoolValue)
+	case *commonpb.AnyValue_DoubleValue:
+		return fmt.Sprint(x.DoubleValue)
+	}
+	return v.String()
+}
