@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			Help: "Outbox rows set aside because they can never be published (see GET /admin/v1/outbox/quarantine).",
 		}),
 		publishLag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "scimrelay", Subsystem: "outbox", Name: "publish_lag_seconds",
+			Namespace: "scimrelay", Subsystem: "outbox", Name: "publish_lag_duration_seconds",
 			Help:    "Time from a change's commit to JetStream's acknowledgement of its event.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 120, 600},
 		}),
@@ -72,6 +72,19 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			}
 			return float64(n)
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "outbox", Name: "oldest_age_seconds",
+			Help: "Age of the oldest event waiting in the outbox (0 when empty): grows while NATS is away or publishing fails.",
+		}, func() float64 {
+			t, err := s.OutboxOldest()
+			switch {
+			case err != nil:
+				return -1
+			case t.IsZero():
+				return 0
+			}
+			return max(s.now().Sub(t).Seconds(), 0)
+		}),
 		tokenExpiry{s},
 	)
 	if l != nil {
@@ -107,18 +120,29 @@ func (m *Metrics) ObservePublished(committed time.Time) {
 	m.publishLag.Observe(time.Since(committed).Seconds())
 }
 
-// tokenExpiry reports, at each scrape, the seconds until each live token expires.
+// tokenExpiry reports, at each scrape, when each live token expires.
 type tokenExpiry struct{ s *Store }
 
-var tokenExpiryDesc = prometheus.NewDesc("scimrelay_token_expiry_seconds",
-	"Seconds until a SCIM token or OAuth client (kind) expires (negative: expired). Alert well before 0: an expired credential quarantines the Entra job.",
-	[]string{"tenant", "kind", "token", "name"}, nil)
+var (
+	tokenExpiryDesc = prometheus.NewDesc("scimrelay_token_expiry_timestamp_seconds",
+		"When a SCIM token or OAuth client (kind) expires, in unix seconds. Alert well before it (time() > value - 14*86400): an expired credential quarantines the Entra job.",
+		[]string{"tenant", "kind", "token", "name"}, nil)
+	// tokenExpiryDeprecatedDesc is the name before the conventions; kept
+	// for one release (it costs nothing: computed at scrape).
+	tokenExpiryDeprecatedDesc = prometheus.NewDesc("scimrelay_token_expiry_seconds",
+		"DEPRECATED, removed in the next release: use scimrelay_token_expiry_timestamp_seconds. Seconds until a SCIM token or OAuth client (kind) expires (negative: expired).",
+		[]string{"tenant", "kind", "token", "name"}, nil)
+)
 
-func (c tokenExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- tokenExpiryDesc }
+func (c tokenExpiry) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tokenExpiryDesc
+	ch <- tokenExpiryDeprecatedDesc
+}
 
 func (c tokenExpiry) Collect(ch chan<- prometheus.Metric) {
 	now := c.s.now()
 	for _, t := range c.s.TokenExpiries() {
-		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, t.Expires.Sub(now).Seconds(), t.Tenant, string(t.Kind), t.ID, t.Name)
+		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, float64(t.Expires.UnixNano())/1e9, t.Tenant, string(t.Kind), t.ID, t.Name)
+		ch <- prometheus.MustNewConstMetric(tokenExpiryDeprecatedDesc, prometheus.GaugeValue, t.Expires.Sub(now).Seconds(), t.Tenant, string(t.Kind), t.ID, t.Name)
 	}
 }

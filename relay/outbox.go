@@ -308,3 +308,27 @@ func (s *Store) DeleteOutbox(keys []uint64) error {
 func (s *Store) OutboxDepth() (int, error) {
 	return int(s.depth.Load()), nil
 }
+
+// OutboxOldest returns when the oldest event waiting in the outbox was
+// committed; zero when the outbox is empty.
+func (s *Store) OutboxOldest() (time.Time, error) {
+	if s.depth.Load() == 0 {
+		return time.Time{}, nil
+	}
+	var oldest time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, v := tx.Bucket(bucketOutbox).Cursor().First()
+		if v == nil {
+			return nil
+		}
+		var row struct {
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(v, &row); err != nil {
+			return fmt.Errorf("reading the oldest outbox row: %w", err)
+		}
+		oldest = row.Time
+		return nil
+	})
+	return oldest, err
+}

@@ -894,3 +894,33 @@ func tokenByName(t *testing.T, s *Store, name string) Token {
 	t.Fatalf("no token named %s", name)
 	return Token{}
 }
+
+// TestOutboxOldest: the outbox's oldest row says when it was committed
+// (the age metric reads it), and an empty outbox has none.
+func TestOutboxOldest(t *testing.T) {
+	s, c, _ := openStore(t)
+	if at, err := s.OutboxOldest(); err != nil || !at.IsZero() {
+		t.Fatalf("empty outbox: %v, %v", at, err)
+	}
+	first := c.now()
+	if _, err := s.Create(context.Background(), "acme", user(t, `"userName":"ann"`)); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	if _, err := s.Create(context.Background(), "acme", user(t, `"userName":"bob"`)); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := s.OutboxOldest(); err != nil || !at.Equal(first) {
+		t.Fatalf("oldest row committed at %v (%v), want %v", at, err, first)
+	}
+	rows, err := s.ReadOutbox(0, 10)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("%d rows, %v", len(rows), err)
+	}
+	if err := s.DeleteOutbox([]uint64{rows[0].Key}); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := s.OutboxOldest(); err != nil || !at.Equal(first.Add(time.Minute)) {
+		t.Fatalf("after the first was published: %v (%v), want %v", at, err, first.Add(time.Minute))
+	}
+}

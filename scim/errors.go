@@ -51,6 +51,10 @@ var (
 	// ErrInsufficientStorage is RFC 7644 §3.12's 507: the service provider
 	// has no room to store the change.
 	ErrInsufficientStorage = &Error{Status: 507}
+	// ErrClientClosedRequest is what a request whose client went away
+	// before its answer is recorded with (499, nginx's "client closed
+	// request"): nobody reads the answer, and it is not the relay's failure.
+	ErrClientClosedRequest = &Error{Status: 499}
 )
 
 // Errorf returns an error of kind's status and scimType with a formatted detail.

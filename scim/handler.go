@@ -1101,6 +1101,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		w.Header().Set("Retry-After", rl.retryAfter())
 		se = Errorf(ErrTooManyRequests, "%s", rl.Error())
 	case errors.As(err, &se):
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away (Entra timed out, a connection dropped):
+		// nothing failed on our side, and nobody reads the answer.
+		h.log.DebugContext(r.Context(), "scim client went away before the answer", "method", r.Method, "path", r.URL.Path)
+		se = Errorf(ErrClientClosedRequest, "the client closed the request")
 	default:
 		id := ""
 		if info != nil {

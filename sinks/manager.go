@@ -300,15 +300,27 @@ func (m *Manager) watchBacklog(ctx context.Context) {
 		for _, name := range m.order {
 			w := m.sinks[name].worker
 			var pending, inFlight, parked float64
+			var oldest time.Time
 			for _, p := range w.ownedPartitions() {
 				if c, err := m.o.JS.Consumer(ctx, events.StreamName, p.name); err == nil {
 					if info, err := c.Info(ctx); err == nil {
 						pending += float64(info.NumPending)
 						inFlight += float64(info.NumAckPending)
+						if info.NumPending+uint64(info.NumAckPending) > 0 {
+							oldest = earliest(oldest, w.firstStored(ctx, info.AckFloor.Stream+1, append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...)...))
+						}
 					}
 				}
 				parked += float64(p.parkedCount())
+				for _, l := range p.parkedFrom() {
+					oldest = earliest(oldest, w.firstStored(ctx, l.from, l.filter))
+				}
 			}
+			age := 0.0
+			if !oldest.IsZero() {
+				age = max(time.Since(oldest).Seconds(), 0)
+			}
+			m.metrics.oldest.WithLabelValues(name).Set(age)
 			m.metrics.backlog.WithLabelValues(name, "pending").Set(pending)
 			m.metrics.backlog.WithLabelValues(name, "in_flight").Set(inFlight)
 			m.metrics.backlog.WithLabelValues(name, "parked").Set(parked)
@@ -317,6 +329,33 @@ func (m *Manager) watchBacklog(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// firstStored returns when the stream stored its first event at or after
+// sequence from on any of the subjects; zero when there is none (or the
+// stream cannot be asked now).
+func (w *worker) firstStored(ctx context.Context, from uint64, subjects ...string) time.Time {
+	var first time.Time
+	for _, subject := range subjects {
+		if subject == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		raw, err := w.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		cancel()
+		if err == nil {
+			first = earliest(first, raw.Time)
+		}
+	}
+	return first
+}
+
+// earliest returns the earlier of two times, a zero time counting as none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 func (m *Manager) sink(name string) (*sinkRuntime, error) {

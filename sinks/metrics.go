@@ -15,6 +15,7 @@ type metrics struct {
 	deadLetters *prometheus.GaugeVec
 	backlog     *prometheus.GaugeVec
 	partitions  *prometheus.GaugeVec
+	oldest      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events handled per sink by outcome: delivered, retry, dead_lettered, filtered (type not wanted), duplicate (already delivered), redriven, replayed.",
 		}, []string{"sink", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "scimrelay", Subsystem: "sink", Name: "delivery_seconds",
+			Namespace: "scimrelay", Subsystem: "sink", Name: "delivery_duration_seconds",
 			Help:    "Time to deliver an event successfully, in-request retries included.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"sink"}),
@@ -40,9 +41,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scimrelay", Subsystem: "sink", Name: "partitions",
 			Help: "Partitions of the sink this worker owns (delivers, or waits to take over).",
 		}, []string{"sink"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "oldest_undelivered_age_seconds",
+			Help: "Age of the oldest event not yet delivered (nor dead-lettered) in the partitions this worker owns, parked resources included; 0 when none waits. Alert when it keeps growing: the receiver is down or too slow.",
+		}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions)
+		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions, m.oldest)
 	}
 	return m
 }

@@ -202,7 +202,7 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 				// after the floor go out again (same webhook-id); none
 				// overtakes an earlier one of its resource.
 				w.log.Info("taking over a partition with unacknowledged events; redelivering from its ack floor",
-					"sink", w.name, "partition", p.n, "unacknowledged", info.NumAckPending, "ack_floor", info.AckFloor.Stream)
+					"partition", p.n, "unacknowledged", info.NumAckPending, "ack_floor", info.AckFloor.Stream)
 				if _, err := w.js.ResetConsumer(ctx, events.StreamName, p.name); err != nil {
 					return false, fmt.Errorf("resetting consumer %s to its ack floor: %w", p.name, err)
 				}
@@ -341,6 +341,25 @@ func (p *partition) parkedCount() int {
 		}
 	}
 	return n
+}
+
+// parkedAt is where a parked resource's undelivered events start.
+type parkedAt struct {
+	from   uint64 // stream sequence
+	filter string // the resource's subjects
+}
+
+// parkedFrom lists where each parked resource's undelivered events start.
+func (p *partition) parkedFrom() []parkedAt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []parkedAt
+	for _, l := range p.lanes {
+		if l.park != nil {
+			out = append(out, parkedAt{from: l.park.From, filter: l.subject.ResourceSubjects()})
+		}
+	}
+	return out
 }
 
 // keepQueuedAlive tells JetStream that the messages the lanes hold, queued

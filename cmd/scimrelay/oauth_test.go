@@ -346,7 +346,7 @@ func TestCLIClients(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if !strings.Contains(string(metrics), `scimrelay_token_expiry_seconds{kind="client",name="entra",tenant="acme",token="`+old.id+`"}`) {
+	if !strings.Contains(string(metrics), `scimrelay_token_expiry_timestamp_seconds{kind="client",name="entra",tenant="acme",token="`+old.id+`"}`) {
 		t.Fatalf("no expiry series for the client:\n%s", metrics)
 	}
 

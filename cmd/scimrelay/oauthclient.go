@@ -34,7 +34,7 @@ which is what Okta's "Basic Auth" authentication mode sends.
 
 A new client's secret is printed once; only its SHA-256 is stored. Clients
 have the lifecycle of tokens: expiry (90 days unless --expires), warnings
-14 days before, scimrelay_token_expiry_seconds{kind="client"}, rotation with
+14 days before, scimrelay_token_expiry_timestamp_seconds{kind="client"}, rotation with
 overlap, revocation.`,
 		Example: "  scimrelay client create --tenant acme --name entra\n  scimrelay client list\n  scimrelay client rotate --tenant acme --overlap 24h\n  scimrelay client revoke cli_3f9a1c2b7d4e5f60",
 		Args:    positional(cobra.NoArgs),

@@ -127,6 +127,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if _, err := events.EnsureStream(streamCtx, s.js, stream, log); err != nil {
 		return nil, err
 	}
+	s.registry.MustRegister(natsbus.StreamMetrics(s.js, events.StreamName))
 	// The sinks' consumers exist before any SCIM request can produce an
 	// event, in every role, so that no event is missed.
 	so := sinkOptions(cfg)
@@ -472,7 +473,9 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
 		EventIDs: info.EventIDs,
 	})
-	if info.Status >= 500 {
+	// A 501 answers what the relay does not offer (/Me): expected, the
+	// caller's concern, not an error of the relay's.
+	if info.Status >= 500 && info.Status != http.StatusNotImplemented {
 		s.log.Error("scim request failed", "request_id", info.RequestID, "tenant", info.Tenant, "op", info.Operation, "status", info.Status)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every request

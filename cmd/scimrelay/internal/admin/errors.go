@@ -81,6 +81,12 @@ func statusOf(err error) (int, bool) {
 func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	id := requestIDOf(r.Context())
 	status, public := statusOf(err)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The caller went away (a tail or a log follow ended with ^C):
+		// nothing failed, and nobody reads an answer.
+		h.log.DebugContext(r.Context(), "admin client went away", "request_id", id, "path", r.URL.Path)
+		return
+	}
 	if w.started {
 		h.log.ErrorContext(r.Context(), "admin request failed after its answer began", "request_id", id, "path", r.URL.Path, "err", err)
 		return

@@ -25,7 +25,7 @@ func NewRequestMetrics(reg prometheus.Registerer) *RequestMetrics {
 			Help: "SCIM requests by tenant, operation (create, get, list, search, replace, patch, delete, discovery) and HTTP status.",
 		}, []string{"tenant", "operation", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "scimrelay", Subsystem: "scim", Name: "request_seconds",
+			Namespace: "scimrelay", Subsystem: "scim", Name: "request_duration_seconds",
 			Help:    "SCIM request latency by tenant and operation.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60},
 		}, []string{"tenant", "operation"}),
