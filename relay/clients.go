@@ -152,7 +152,7 @@ func (s *Store) AuthenticateBasic(_ context.Context, tenantName, user, password 
 func (s *Store) authenticateClient(tenantName, clientID, secret string) (*storedToken, error) {
 	// An unknown tenant costs the same work as a wrong secret and gets the
 	// same answer, so that neither tells which tenants exist.
-	_, known := s.tenants[tenantName]
+	_, known := s.tenantMap()[tenantName]
 	s.tokens.mu.RLock()
 	st, ok := s.tokens.byID[clientID]
 	s.tokens.mu.RUnlock()

@@ -18,7 +18,7 @@ import (
 
 // tenantBucket returns a tenant's bucket and configuration, or ErrNotFound.
 func (s *Store) tenantBucket(tx *bolt.Tx, name string) (*bolt.Bucket, *tenant, error) {
-	t, ok := s.tenants[name]
+	t, ok := s.tenantMap()[name]
 	if !ok {
 		return nil, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(name, 64))
 	}
@@ -61,7 +61,7 @@ func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource
 	if err := checkType(in.Type); err != nil {
 		return scim.WriteResult{}, fmt.Errorf("creating a resource: %w", err)
 	}
-	t, ok := s.tenants[tenantName]
+	t, ok := s.tenantMap()[tenantName]
 	if !ok {
 		return scim.WriteResult{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(tenantName, 64))
 	}

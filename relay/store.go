@@ -143,7 +143,7 @@ type Store struct {
 	now       func() time.Time
 	publicURL string
 	tracer    trace.Tracer // nil: no tracing
-	tenants   map[string]*tenant
+	tenants   atomic.Pointer[map[string]*tenant] // replaced whole by SetTenants
 	ready     chan struct{} // signalled after every commit that added events
 	depth     atomic.Int64  // rows in the outbox
 
@@ -259,11 +259,11 @@ func Open(path string, o Options) (*Store, error) {
 		now:       now,
 		publicURL: strings.TrimRight(o.PublicURL, "/"),
 		tracer:    o.Tracer,
-		tenants:   tenants,
 		ready:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		dir:       filepath.Dir(path),
 	}
+	s.tenants.Store(&tenants)
 	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, tenants) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("preparing data file %s: %w", path, err)
@@ -514,9 +514,31 @@ func (s *Store) Ping() error {
 	})
 }
 
+// tenantMap returns the configured tenants; SetTenants replaces the map,
+// never changes it.
+func (s *Store) tenantMap() map[string]*tenant { return *s.tenants.Load() }
+
+// SetTenants replaces the configured tenants (relay.yaml was reloaded):
+// their options and static tokens, added ones (their buckets are created)
+// and removed ones (their data stays in the file; their requests are
+// refused as for any unknown tenant). It refuses what Options.Check
+// refuses, changing nothing. Requests under way finish with the tenant as
+// they found it.
+func (s *Store) SetTenants(list []TenantOptions) error {
+	tenants, err := Options{Tenants: list}.resolve()
+	if err != nil {
+		return err
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return prepare(tx, tenants) }); err != nil {
+		return fmt.Errorf("preparing the tenants' buckets: %w", err)
+	}
+	s.tenants.Store(&tenants)
+	return nil
+}
+
 // HasTenant reports whether a tenant is configured.
 func (s *Store) HasTenant(name string) bool {
-	_, ok := s.tenants[name]
+	_, ok := s.tenantMap()[name]
 	return ok
 }
 
@@ -549,8 +571,8 @@ const minFreeToWrite = 4 << 20
 
 // Tenants returns the names of the configured tenants.
 func (s *Store) Tenants() []string {
-	out := make([]string, 0, len(s.tenants))
-	for name := range s.tenants {
+	out := make([]string, 0, len(s.tenantMap()))
+	for name := range s.tenantMap() {
 		out = append(out, name)
 	}
 	return out

@@ -178,7 +178,7 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 // An unknown tenant costs the same work as a wrong token, so that the
 // answer's timing does not tell which tenants exist.
 func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error {
-	t, known := s.tenants[tenantName]
+	t, known := s.tenantMap()[tenantName]
 	h := hashToken(secret)
 	valid := false
 	if known {
@@ -220,7 +220,7 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 // shown once and never stored. A zero expires means it never expires.
 func (c Credentials) Create(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
 	s := c.s
-	if _, ok := s.tenants[tenantName]; !ok {
+	if _, ok := s.tenantMap()[tenantName]; !ok {
 		return "", Token{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
 	s.tokens.writeMu.Lock()
@@ -344,7 +344,7 @@ func (c Credentials) Revoke(ctx context.Context, id string) (Token, error) {
 // working.
 func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expires time.Time, overlap time.Duration) (string, Token, []Token, error) {
 	s := c.s
-	if _, ok := s.tenants[tenantName]; !ok {
+	if _, ok := s.tenantMap()[tenantName]; !ok {
 		return "", Token{}, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
 	secret, fresh, err := c.issue(tenantName, name, expires)
@@ -384,7 +384,7 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 // token named "generated" that expires after DefaultTokenLifetime and
 // returns its secret with created true.
 func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, bool, error) {
-	t, ok := s.tenants[tenantName]
+	t, ok := s.tenantMap()[tenantName]
 	if !ok {
 		return "", false, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}

@@ -7,14 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -89,15 +91,29 @@ type Options struct {
 	Tracer trace.Tracer
 }
 
-// Manager runs every configured sink.
+// Manager runs every configured sink. Apply changes the set of sinks while
+// it runs, one sink at a time, leaving the others alone.
 type Manager struct {
 	o       Options
 	log     *slog.Logger
-	sinks   map[string]*sinkRuntime
-	order   []string
 	dlq     *deadLetters
 	tries   *attemptLog
 	metrics *metrics
+	shared  *shared // what Setup made for every sink; nil before
+
+	mu      sync.RWMutex
+	sinks   map[string]*sinkRuntime
+	order   []string
+	runCtx  context.Context // set while Run runs: Apply starts new workers in it
+	applyMu sync.Mutex      // one Apply at a time
+}
+
+// shared is what the sinks' workers share, made once by Setup.
+type shared struct {
+	t          timing
+	stream     jetstream.Stream // SCIMRELAY
+	workers    jetstream.Stream // the workers' announcements
+	partitions int
 }
 
 // sinkRuntime is one sink: its config, its transport and its worker.
@@ -106,6 +122,10 @@ type sinkRuntime struct {
 	sink     Sink
 	patterns events.Patterns
 	worker   *worker
+	// stop ends the running worker (which hands its partitions over);
+	// done is closed when it has. Both nil while it does not run.
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // ErrUnknownSink means no sink has the name given.
@@ -142,7 +162,22 @@ func NewManager(o Options) (*Manager, error) {
 }
 
 // Names returns the sinks' names in configuration order.
-func (m *Manager) Names() []string { return append([]string(nil), m.order...) }
+func (m *Manager) Names() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return append([]string(nil), m.order...)
+}
+
+// runtimes returns the sinks in configuration order.
+func (m *Manager) runtimes() []*sinkRuntime {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*sinkRuntime, 0, len(m.order))
+	for _, name := range m.order {
+		out = append(out, m.sinks[name])
+	}
+	return out
+}
 
 // Setup creates the dead-letter, delivery and worker streams, and each
 // sink's partition consumers and parking bucket. Call it before SCIM traffic
@@ -150,7 +185,7 @@ func (m *Manager) Names() []string { return append([]string(nil), m.order...) }
 // events that come after its consumers were created.
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
-	t := timingFor(m.o.Heartbeat)
+	sh := &shared{t: timingFor(m.o.Heartbeat)}
 	var err error
 	if m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas); err != nil {
 		return err
@@ -158,56 +193,68 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.Replicas, m.log); err != nil {
 		return err
 	}
-	workers, err := ensureWorkersStream(ctx, js, t, m.o.Replicas)
-	if err != nil {
+	if sh.workers, err = ensureWorkersStream(ctx, js, sh.t, m.o.Replicas); err != nil {
 		return err
 	}
-	partitions, err := events.Partitions(ctx, js)
-	if err != nil {
+	if sh.partitions, err = events.Partitions(ctx, js); err != nil {
 		return err
 	}
-	stream, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
+	if sh.stream, err = js.Stream(ctx, events.StreamName); err != nil {
 		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
-	for _, name := range m.order {
-		s := m.sinks[name]
-		schedule := s.cfg.Retry
-		if len(schedule) == 0 {
-			schedule = DefaultSchedule
-		}
-		w := &worker{
-			name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: schedule,
-			js: js, stream: stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
-			log: m.log.With("sink", name), partitions: partitions, ackWait: m.o.AckWait,
-			maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
-			sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
-		}
-		if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
-			w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)
-			// A lane sends a batch's worth at once: a burst of one resource
-			// is read back from the stream (one request per event) only
-			// past two batches, within half the pending window.
-			w.laneLimit = max(w.laneLimit, min(2*s.cfg.Batch.MaxEvents, w.maxPending/2))
-		}
-		w.members = &membership{js: js, stream: workers, sink: name, id: m.o.workerID(), t: t}
-		for p := range partitions {
-			if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p)); err != nil {
-				return fmt.Errorf("creating the consumers of sink %s: %w", name, err)
-			}
-		}
-		if err := m.removeStale(ctx, stream, name, partitions); err != nil {
+	m.shared = sh
+	for _, s := range m.runtimes() {
+		w, err := m.setupSink(ctx, s)
+		if err != nil {
 			return err
 		}
-		if w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas); err != nil {
-			return err
-		}
+		m.mu.Lock()
 		s.worker = w
-		if n, err := m.dlq.count(ctx, name); err == nil {
-			m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
-		}
+		m.mu.Unlock()
 	}
 	return nil
+}
+
+// setupSink creates one sink's partition consumers (or updates them to its
+// configuration) and its parking bucket, and returns its worker, not
+// started.
+func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error) {
+	js, sh, name := m.o.JS, m.shared, s.cfg.Name
+	schedule := s.cfg.Retry
+	if len(schedule) == 0 {
+		schedule = DefaultSchedule
+	}
+	w := &worker{
+		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: schedule,
+		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
+		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
+		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
+		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
+	}
+	if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
+		w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)
+		// A lane sends a batch's worth at once: a burst of one resource
+		// is read back from the stream (one request per event) only
+		// past two batches, within half the pending window.
+		w.laneLimit = max(w.laneLimit, min(2*s.cfg.Batch.MaxEvents, w.maxPending/2))
+	}
+	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.workerID(), t: sh.t}
+	for p := range sh.partitions {
+		if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p)); err != nil {
+			return nil, fmt.Errorf("creating the consumers of sink %s: %w", name, err)
+		}
+	}
+	if err := m.removeStale(ctx, sh.stream, name, sh.partitions); err != nil {
+		return nil, err
+	}
+	var err error
+	if w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas); err != nil {
+		return nil, err
+	}
+	if n, err := m.dlq.count(ctx, name); err == nil {
+		m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
+	}
+	return w, nil
 }
 
 // workerID names this process's worker of every sink.
@@ -258,8 +305,8 @@ func (m *Manager) removeStale(ctx context.Context, stream jetstream.Stream, sink
 // fell to it.
 func (m *Manager) Ready(context.Context) error {
 	var errs []error
-	for _, name := range m.order {
-		w := m.sinks[name].worker
+	for _, s := range m.runtimes() {
+		name, w := s.cfg.Name, s.worker
 		if w == nil {
 			errs = append(errs, fmt.Errorf("sink %s: not set up", name))
 			continue
@@ -275,16 +322,142 @@ func (m *Manager) Ready(context.Context) error {
 // other workers. A worker never stops on its own: it retries whatever
 // fails, and Ready says so meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
+	if err := m.startAll(ctx); err != nil {
+		return err
+	}
+	backlog := make(chan struct{})
+	go func() { defer close(backlog); m.watchBacklog(ctx) }()
+	<-ctx.Done()
+	<-backlog
+	// Every worker ends with ctx, those Apply started too; wait for each
+	// to hand its partitions over.
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	for _, s := range m.runtimes() {
+		if s.done != nil {
+			<-s.done
+		}
+	}
+	return nil
+}
+
+// startAll starts every sink's worker in ctx, which Apply then starts new
+// ones in.
+func (m *Manager) startAll(ctx context.Context) error {
+	m.applyMu.Lock() // an Apply under way finishes first
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, name := range m.order {
-		w := m.sinks[name].worker
-		if w == nil {
+		if m.sinks[name].worker == nil {
 			return fmt.Errorf("sink %s: Setup was not called", name)
 		}
-		g.Go(func() error { return w.run(gctx) })
 	}
-	g.Go(func() error { m.watchBacklog(gctx); return nil })
-	return g.Wait()
+	m.runCtx = ctx
+	for _, name := range m.order {
+		m.start(m.sinks[name])
+	}
+	return nil
+}
+
+// start runs a sink's worker in the Run context; m.mu is held.
+func (m *Manager) start(s *sinkRuntime) {
+	ctx, cancel := context.WithCancel(m.runCtx)
+	s.stop, s.done = cancel, make(chan struct{})
+	w, done := s.worker, s.done
+	go func() {
+		defer close(done)
+		_ = w.run(ctx) // returns when ctx ends, partitions handed over
+	}()
+}
+
+// Changes says what Apply did, by sink name.
+type Changes struct {
+	Added, Removed, Changed []string
+}
+
+// Apply makes the manager run the sinks of list: it sets up and starts the
+// ones added, stops the ones removed (handing their partitions over, as at
+// shutdown; their consumers stay, so that adding the sink again resumes
+// where it stopped), and restarts the ones whose configuration changed,
+// after their in-flight deliveries end; the other sinks are not touched.
+// It refuses what Check refuses, changing nothing. Before Setup it only
+// replaces the configuration.
+func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
+	o := m.o
+	o.Sinks = list
+	built, err := o.build()
+	if err != nil {
+		return Changes{}, err
+	}
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	var ch Changes
+	next := map[string]*sinkRuntime{}
+	var order []string
+	for _, s := range built {
+		next[s.cfg.Name] = s
+		order = append(order, s.cfg.Name)
+	}
+	m.mu.RLock()
+	old := m.sinks
+	m.mu.RUnlock()
+	var stop []*sinkRuntime
+	for name, s := range old {
+		n, kept := next[name]
+		switch {
+		case !kept:
+			ch.Removed = append(ch.Removed, name)
+			stop = append(stop, s)
+		case !reflect.DeepEqual(n.cfg, s.cfg):
+			ch.Changed = append(ch.Changed, name)
+			stop = append(stop, s)
+		default:
+			next[name] = s // untouched: the running worker goes on
+		}
+	}
+	for _, name := range order {
+		if _, had := old[name]; !had {
+			ch.Added = append(ch.Added, name)
+		}
+	}
+	slices.Sort(ch.Removed)
+	slices.Sort(ch.Changed)
+	// Stop first, so that a changed sink's partitions are free for its new
+	// worker; its events wait in the consumers meanwhile.
+	for _, s := range stop {
+		if s.stop != nil {
+			s.stop()
+			<-s.done
+		}
+		if _, kept := next[s.cfg.Name]; !kept {
+			m.metrics.forget(s.cfg.Name)
+		}
+	}
+	var errs []error
+	if m.shared != nil {
+		for _, name := range order {
+			s := next[name]
+			if s.worker != nil {
+				continue // kept as it was
+			}
+			if s.worker, err = m.setupSink(ctx, s); err != nil {
+				// The sink stays configured but idle; Ready reports it.
+				errs = append(errs, err)
+			}
+		}
+	}
+	m.mu.Lock()
+	m.sinks, m.order, m.o.Sinks = next, order, list
+	if m.runCtx != nil && m.runCtx.Err() == nil {
+		for _, name := range order {
+			if s := next[name]; s.worker != nil && s.done == nil {
+				m.start(s)
+			}
+		}
+	}
+	m.mu.Unlock()
+	return ch, errors.Join(errs...)
 }
 
 // watchBacklog keeps the backlog and dead-letter gauges current.
@@ -297,8 +470,11 @@ func (m *Manager) watchBacklog(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, name := range m.order {
-			w := m.sinks[name].worker
+		for _, s := range m.runtimes() {
+			name, w := s.cfg.Name, s.worker
+			if w == nil {
+				continue
+			}
 			var pending, inFlight, parked float64
 			var oldest time.Time
 			for _, p := range w.ownedPartitions() {
@@ -359,7 +535,9 @@ func earliest(a, b time.Time) time.Time {
 }
 
 func (m *Manager) sink(name string) (*sinkRuntime, error) {
+	m.mu.RLock()
 	s, ok := m.sinks[name]
+	m.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownSink, name)
 	}

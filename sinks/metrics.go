@@ -52,6 +52,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// forget drops a removed sink's series, so that no stale value stays.
+func (m *metrics) forget(sink string) {
+	for _, v := range []*prometheus.GaugeVec{m.deadLetters, m.partitions, m.oldest} {
+		v.DeleteLabelValues(sink)
+	}
+	m.backlog.DeletePartialMatch(prometheus.Labels{"sink": sink})
+}
+
 func (m *metrics) outcome(sink, outcome string) { m.outcomes.WithLabelValues(sink, outcome).Inc() }
 
 func (m *metrics) delivered(sink string, d time.Duration) {

@@ -14,15 +14,24 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 )
 
+// configEnv names relay.yaml for every command; --config wins.
+const configEnv = "SCIMRELAY_CONFIG"
+
 // configFlagOn adds --config to a command.
 func configFlagOn(cmd *cobra.Command) {
-	cmd.Flags().StringP("config", "c", "relay.yaml", "path to relay.yaml")
+	cmd.Flags().StringP("config", "c", "", "path to relay.yaml (default $"+configEnv+", else ./relay.yaml)")
 }
 
-// configPathOf returns a command's --config.
+// configPathOf returns a command's relay.yaml: --config when given, else
+// $SCIMRELAY_CONFIG when set, else ./relay.yaml.
 func configPathOf(cmd *cobra.Command) string {
-	p, _ := cmd.Flags().GetString("config")
-	return p
+	if p, _ := cmd.Flags().GetString("config"); p != "" {
+		return p
+	}
+	if env := os.Getenv(configEnv); env != "" {
+		return env
+	}
+	return "relay.yaml"
 }
 
 // newAdminClient is how every command but serve reaches the running

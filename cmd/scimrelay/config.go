@@ -72,7 +72,7 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	if strings.TrimSpace(cfg.DataDir) == "" {
 		add("data_dir", "must not be empty")
 	}
-	if _, err := newLogger(cfg.Log, io.Discard); err != nil {
+	if _, err := newLogger(cfg.Log, io.Discard, nil); err != nil {
 		ps = append(ps, problemsOf(cfg, err)...)
 	}
 	ps = append(ps, problemsOf(cfg, storeOptions(cfg, nil).Check())...)
@@ -314,21 +314,13 @@ func sinkOptions(cfg *config.Config) sinks.Options {
 	return o
 }
 
-// newLogger builds the process logger from relay.yaml's log section.
-func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+// newLogger builds the process logger from relay.yaml's log section. Its
+// level is level's (nil: a level of its own), so that a reload can change it.
+func newLogger(c config.Log, w io.Writer, level *slog.LevelVar) (*slog.Logger, error) {
 	var errs []error
-	var level slog.Level
-	switch c.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "info":
-		level = slog.LevelInfo
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	default:
-		errs = append(errs, fmt.Errorf("log.level: must be one of debug, info, warn, error, got %q", c.Level))
+	lvl, err := parseLevel(c.Level)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if c.Format != "text" && c.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: must be one of text, json, got %q", c.Format))
@@ -336,9 +328,28 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if level == nil {
+		level = new(slog.LevelVar)
+	}
+	level.Set(lvl)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// parseLevel reads log.level.
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log.level: must be one of debug, info, warn, error, got %q", s)
 }

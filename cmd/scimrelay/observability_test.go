@@ -88,7 +88,7 @@ func TestLogs(t *testing.T) {
 	var out eventstest.Log
 	cfg := testConfig(t, t.TempDir())
 	cfg.Log = config.Log{Level: "debug", Format: "json"}
-	log, err := newLogger(cfg.Log, &out)
+	log, err := newLogger(cfg.Log, &out, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

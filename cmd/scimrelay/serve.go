@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -58,7 +59,8 @@ Roles split the relay across machines that share an external NATS cluster:
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(cfg.Log, cmd.ErrOrStderr())
+			level := new(slog.LevelVar)
+			log, err := newLogger(cfg.Log, cmd.ErrOrStderr(), level)
 			if err != nil {
 				return err
 			}
@@ -68,7 +70,7 @@ Roles split the relay across machines that share an external NATS cluster:
 			if isTerminal(cmd.OutOrStdout()) {
 				out = cmd.OutOrStdout()
 			}
-			srv, err := newServer(cmd.Context(), cfg, string(role), log, out)
+			srv, err := newServer(cmd.Context(), cfg, string(role), log, out, withReload(configPathOf(cmd), level))
 			if err != nil {
 				return err
 			}

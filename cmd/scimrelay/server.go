@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +49,8 @@ const (
 
 // server is one scimrelay process: what serve wires together from relay.yaml.
 type server struct {
-	cfg  *config.Config
+	mu   sync.RWMutex   // guards cfg, which a reload replaces
+	cfg  *config.Config // read it with config()
 	role string
 	log  *slog.Logger
 	out  io.Writer        // a terminal, where generated secrets are printed once; nil: they go to a file
@@ -72,6 +74,20 @@ type server struct {
 
 	scimHTTP, adminHTTP *http.Server
 	scimLn, adminLn     net.Listener
+
+	// What a reload changes (reload.go).
+	configPath                string         // relay.yaml; "": no reload
+	level                     *slog.LevelVar // the log's level; nil: fixed
+	reloadMu                  sync.Mutex     // one reload at a time
+	scimCurrent               atomic.Pointer[http.Handler]
+	scimLimiter, oauthLimiter *httpmw.Limiter
+}
+
+// config returns the configuration in force.
+func (s *server) config() *config.Config {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cfg
 }
 
 // serverOption adjusts a server for tests.
@@ -177,9 +193,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 }
 
 func (s *server) connectNATS(ctx context.Context) error {
-	o := natsOptions(s.cfg, s.role)
+	o := natsOptions(s.config(), s.role)
 	var err error
-	if s.cfg.Embedded() {
+	if s.config().Embedded() {
 		subscribers, err := s.store.Subscribers(ctx)
 		if err != nil {
 			return err
@@ -210,7 +226,8 @@ func (s *server) connectNATS(ctx context.Context) error {
 // journald or kubectl logs. The file is opened before any token is made,
 // so that one that cannot be written is never created.
 func (s *server) ensureTokens(ctx context.Context) (err error) {
-	path := s.cfg.InitialTokenPath()
+	cfg := s.config()
+	path := cfg.InitialTokenPath()
 	var file *os.File
 	if s.out == nil {
 		if file, err = openSecretFile(path); err != nil {
@@ -221,7 +238,7 @@ func (s *server) ensureTokens(ctx context.Context) (err error) {
 			_ = removeIfEmpty(path)
 		}()
 	}
-	for _, t := range s.cfg.Tenants {
+	for _, t := range cfg.Tenants {
 		secret, created, err := s.store.EnsureToken(ctx, t.Name)
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", t.Name, err)
@@ -270,14 +287,15 @@ func removeIfEmpty(path string) error {
 
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.
 func (s *server) tenantURL(tenant string) string {
-	return scim.TenantURL(publicOrigin(s.cfg), tenant)
+	return scim.TenantURL(publicOrigin(s.config()), tenant)
 }
 
 // scimOrigin is where identity providers reach the SCIM listener:
 // public_url, else the address the listener is bound to.
 func (s *server) scimOrigin() string {
-	if public, _ := publicURL(s.cfg.PublicURL); public != "" || s.scimLn == nil {
-		return publicOrigin(s.cfg)
+	cfg := s.config()
+	if public, _ := publicURL(cfg.PublicURL); public != "" || s.scimLn == nil {
+		return publicOrigin(cfg)
 	}
 	return "http://" + s.scimLn.Addr().String()
 }
@@ -285,8 +303,9 @@ func (s *server) scimOrigin() string {
 // tenantInfos describes the tenants as the admin API shows them.
 func (s *server) tenantInfos() []admin.TenantInfo {
 	origin := s.scimOrigin()
-	list := make([]admin.TenantInfo, 0, len(s.cfg.Tenants))
-	for _, t := range s.cfg.Tenants {
+	cfg := s.config()
+	list := make([]admin.TenantInfo, 0, len(cfg.Tenants))
+	for _, t := range cfg.Tenants {
 		unique := "userName"
 		if strings.EqualFold(t.Unique, "email") {
 			unique = "email"
@@ -334,13 +353,14 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 // API in-process; it has no other way to the relay.
 func (s *server) adminListenerHandler() (http.Handler, error) {
 	api := s.adminHandler()
-	if !s.cfg.Admin.Console {
+	cfg := s.config()
+	if !cfg.Admin.Console {
 		return api, nil
 	}
 	ui, err := console.New(console.Options{
 		Admin:       api,
 		Logger:      s.log.With("component", "console"),
-		IdleTimeout: time.Duration(s.cfg.Admin.SessionIdle),
+		IdleTimeout: time.Duration(cfg.Admin.SessionIdle),
 		Now:         s.now,
 	})
 	if err != nil {
@@ -367,7 +387,10 @@ func (s *server) adminHandler() http.Handler {
 		Checks: s.readinessChecks(),
 	}
 	o.Subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
-	o.Tenants = s.tenantInfos()
+	o.Tenants = s.tenantInfos
+	if s.configPath != "" {
+		o.Reload = s.reload
+	}
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
 		o.Quarantine, o.Storage = s.store, s.store
@@ -419,42 +442,69 @@ func (s *server) readinessChecks() []admin.Check {
 	return checks
 }
 
+// scimHandler serves the SCIM listener: the SCIM endpoints and the token
+// endpoint, as the current configuration says (a reload swaps them; the
+// requests under way finish with the ones they started with).
 func (s *server) scimHandler() http.Handler {
-	l := s.cfg.Limits
-	overrides := map[string]httpmw.Limit{}
-	for _, t := range s.cfg.Tenants {
-		if t.Rate > 0 {
-			overrides[t.Name] = httpmw.Limit{Rate: t.Rate, Burst: max(t.Burst, 1)}
-		}
-	}
+	cfg := s.config()
+	s.scimLimiter = httpmw.NewLimiter(scimLimits(cfg))
+	s.oauthLimiter = httpmw.NewLimiter(oauthLimits(cfg))
+	s.setSCIMHandler(cfg)
+	return s.tracing.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*s.scimCurrent.Load()).ServeHTTP(w, r)
+	}))
+}
+
+// setSCIMHandler builds the SCIM listener's handler from cfg and makes it
+// the one new requests get.
+func (s *server) setSCIMHandler(cfg *config.Config) {
+	l := cfg.Limits
 	h := scim.NewHandler(s.store, s.store, scim.Options{
-		BaseURL:           s.cfg.PublicURL,
+		BaseURL:           cfg.PublicURL,
 		Logger:            s.log.With("component", "scim"),
 		MaxBodyBytes:      int64(l.MaxBody),
 		MaxJSONDepth:      l.MaxJSONDepth,
 		MaxSortMatches:    l.MaxSortMatches,
-		Limiter:           httpmw.NewLimiter(httpmw.Limit{Rate: l.Rate, Burst: l.Burst}, overrides),
+		Limiter:           s.scimLimiter,
 		Observe:           s.observe,
 		BulkMaxOperations: l.BulkMaxOperations,
 		BulkMaxPayload:    int64(l.BulkMaxPayload),
 		TokenPath:         oauth.PathPattern,
-		BasicAuth:         s.cfg.OAuth.BasicAuth,
+		BasicAuth:         cfg.OAuth.BasicAuth,
 		ValidTenant:       events.ValidTenant,
 	})
 	token := oauth.NewHandler(oauth.Options{
 		Issuer:   s.store,
-		Lifetime: time.Duration(s.cfg.OAuth.TokenLifetime),
-		Limiter:  httpmw.NewLimiter(httpmw.Limit{Rate: s.cfg.OAuth.Rate, Burst: s.cfg.OAuth.Burst}, nil),
+		Lifetime: time.Duration(cfg.OAuth.TokenLifetime),
+		Limiter:  s.oauthLimiter,
 		Observe:  s.observe,
 		Logger:   s.log.With("component", "oauth"),
 	})
-	return s.tracing.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, oauth.PathPrefix) {
 			token.ServeHTTP(w, r)
 			return
 		}
 		h.ServeHTTP(w, r)
-	}))
+	})
+	s.scimCurrent.Store(&handler)
+}
+
+// scimLimits are the SCIM listener's rate limits: limits.rate and burst,
+// and the tenants' own.
+func scimLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
+	overrides := map[string]httpmw.Limit{}
+	for _, t := range cfg.Tenants {
+		if t.Rate > 0 {
+			overrides[t.Name] = httpmw.Limit{Rate: t.Rate, Burst: max(t.Burst, 1)}
+		}
+	}
+	return httpmw.Limit{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst}, overrides
+}
+
+// oauthLimits are the token endpoint's rate limit, the same for every tenant.
+func oauthLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
+	return httpmw.Limit{Rate: cfg.OAuth.Rate, Burst: cfg.OAuth.Burst}, nil
 }
 
 // observe receives every SCIM request after it was answered: metrics, the
@@ -503,7 +553,7 @@ func routeOf(info *scim.RequestInfo) string {
 }
 
 func (s *server) newHTTPServer(h http.Handler) *http.Server {
-	l := s.cfg.Limits
+	l := s.config().Limits
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: time.Duration(l.ReadHeaderTimeout),
@@ -520,7 +570,7 @@ func (s *server) newHTTPServer(h http.Handler) *http.Server {
 func (s *server) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if s.scimHTTP != nil {
-		s.log.Info("serving SCIM", "addr", s.scimLn.Addr().String(), "tenants", len(s.cfg.Tenants))
+		s.log.Info("serving SCIM", "addr", s.scimLn.Addr().String(), "tenants", len(s.config().Tenants))
 		g.Go(func() error { return serveHTTP(s.scimHTTP, s.scimLn, "SCIM") })
 	}
 	s.log.Info("serving admin API, health and metrics", "addr", s.adminLn.Addr().String())
@@ -540,9 +590,15 @@ func (s *server) run(ctx context.Context) error {
 			return nil
 		})
 	}
-	if s.role != roleSCIM && len(s.cfg.Sinks) > 0 {
-		s.log.Info("delivering to sinks", "sinks", s.sinks.Names())
+	if s.role != roleSCIM {
+		// Even without sinks: a reload may add some.
+		if names := s.sinks.Names(); len(names) > 0 {
+			s.log.Info("delivering to sinks", "sinks", names)
+		}
 		g.Go(func() error { return s.sinks.Run(workCtx) })
+	}
+	if s.configPath != "" {
+		g.Go(func() error { s.reloadOnHangUp(gctx); return nil })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

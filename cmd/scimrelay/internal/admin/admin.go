@@ -46,8 +46,11 @@ type Options struct {
 	Clients Credentials // OAuth clients
 	Backup  Backup
 	Log     Log
-	// Tenants are the tenants of relay.yaml with their URLs.
-	Tenants []TenantInfo
+	// Tenants returns the tenants of relay.yaml with their URLs (as of
+	// the last reload).
+	Tenants func() []TenantInfo
+	// Reload re-reads relay.yaml and applies it; nil: not offered.
+	Reload Reloader
 	// Outbox reports the outbox's depth; nil in a role without the data file.
 	Outbox Outbox
 	// Subscribers manages the embedded NATS server's subscribers.
@@ -102,6 +105,7 @@ func NewHandler(o Options) *Handler {
 	h.api("GET /admin/v1/stats", h.stats)
 	h.api("GET /admin/v1/storage", h.storage)
 	h.api("GET /admin/v1/tenants", h.tenants)
+	h.api("POST /admin/v1/reload", h.reload)
 	h.api("GET /admin/v1/sinks", h.listSinks)
 	h.api("GET /admin/v1/sinks/{sink}", h.sinkStatus)
 	if o.Subscribers != nil {

@@ -127,7 +127,9 @@ func newFixture(t *testing.T) *fixture {
 			return sinks.Attempts(ctx, f.js, sink, since, limit)
 		},
 		Events: f.js, Jobs: runner, Outbox: f.store, Quarantine: f.store, Storage: f.store,
-		Tenants: []TenantInfo{{Name: "acme", SCIMURL: "https://relay.example.com/scim/v2/acme", TokenEndpoint: "https://relay.example.com/oauth2/acme/token", Unique: "userName"}},
+		Tenants: func() []TenantInfo {
+			return []TenantInfo{{Name: "acme", SCIMURL: "https://relay.example.com/scim/v2/acme", TokenEndpoint: "https://relay.example.com/oauth2/acme/token", Unique: "userName"}}
+		},
 		// As on a relay with an external NATS, whose subscribers are its operator's.
 		Subscribers: NewSubscriberRegistry(f.store, nil, f.js),
 	})

@@ -56,6 +56,8 @@ type errorBody struct {
 	Error     string `json:"error"`
 	RequestID string `json:"request_id,omitempty"`
 	JobID     string `json:"job_id,omitempty"` // 409: the job already running
+	// Problems lists, one each, what a refused relay.yaml got wrong (422).
+	Problems []string `json:"problems,omitempty"`
 }
 
 // statusOf returns the status an error is answered with, and whether its
@@ -72,6 +74,8 @@ func statusOf(err error) (int, bool) {
 		return http.StatusConflict, true
 	case errors.Is(err, sinks.ErrInvalidCursor), errors.Is(err, relay.ErrInvalidLogKey):
 		return http.StatusBadRequest, true
+	case errors.Is(err, ErrReloadRefused):
+		return http.StatusUnprocessableEntity, true
 	}
 	return http.StatusInternalServerError, false
 }
@@ -99,6 +103,9 @@ func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	var running *jobs.RunningError
 	if errors.As(err, &running) {
 		body.JobID = running.Job.ID
+	}
+	if public {
+		body.Problems = problemsOf(err)
 	}
 	writeJSON(w, status, body)
 }

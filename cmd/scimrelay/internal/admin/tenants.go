@@ -20,7 +20,10 @@ type TenantInfo struct {
 
 // GET /admin/v1/tenants
 func (h *Handler) tenants(w http.ResponseWriter, _ *http.Request) error {
-	list := h.o.Tenants
+	var list []TenantInfo
+	if h.o.Tenants != nil {
+		list = h.o.Tenants()
+	}
 	if list == nil {
 		list = []TenantInfo{}
 	}

@@ -56,6 +56,14 @@ func (c *Client) Revoke(ctx context.Context, kind Kind, id string) (relay.Token,
 	return t, err
 }
 
+// Reload asks the relay to re-read relay.yaml and apply it. A refused file
+// is an *Error with status 422 whose Problems list what is wrong.
+func (c *Client) Reload(ctx context.Context) (admin.ReloadResult, error) {
+	var res admin.ReloadResult
+	err := c.Do(ctx, http.MethodPost, "/admin/v1/reload", nil, &res)
+	return res, err
+}
+
 // Tenants lists the tenants with the URLs an identity provider is given.
 func (c *Client) Tenants(ctx context.Context) ([]admin.TenantInfo, error) {
 	var list []admin.TenantInfo

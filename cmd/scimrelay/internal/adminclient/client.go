@@ -42,6 +42,8 @@ type Error struct {
 	Message   string
 	RequestID string // on a 500: where the relay's log has the details
 	JobID     string // on a 409: the job already running
+	// Problems lists what a refused relay.yaml got wrong (422 on reload).
+	Problems []string
 }
 
 func (e *Error) Error() string {
@@ -135,7 +137,8 @@ func readError(res *http.Response) error {
 	var body struct {
 		Error     string `json:"error"`
 		RequestID string `json:"request_id"`
-		JobID     string `json:"job_id"`
+		JobID     string   `json:"job_id"`
+		Problems  []string `json:"problems"`
 	}
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 	if json.Unmarshal(b, &body) != nil || body.Error == "" {
@@ -144,5 +147,5 @@ func readError(res *http.Response) error {
 	if body.Error == "" {
 		body.Error = res.Status
 	}
-	return &Error{Status: res.StatusCode, Message: body.Error, RequestID: body.RequestID, JobID: body.JobID}
+	return &Error{Status: res.StatusCode, Message: body.Error, RequestID: body.RequestID, JobID: body.JobID, Problems: body.Problems}
 }

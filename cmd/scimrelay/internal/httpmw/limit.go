@@ -30,6 +30,28 @@ func NewLimiter(def Limit, override map[string]Limit) *Limiter {
 	return &Limiter{def: def, override: override, buckets: map[string]*rate.Limiter{}, now: time.Now}
 }
 
+// Set replaces the limits (relay.yaml was reloaded). A tenant whose limit
+// changed starts with a full bucket of the new size; the others keep
+// theirs as they are.
+func (l *Limiter) Set(def Limit, override map[string]Limit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for tenant := range l.buckets {
+		before, had := l.override[tenant]
+		if !had {
+			before = l.def
+		}
+		after, has := override[tenant]
+		if !has {
+			after = def
+		}
+		if before != after {
+			delete(l.buckets, tenant)
+		}
+	}
+	l.def, l.override = def, override
+}
+
 // Allow takes one token from tenant's bucket, or says how long until one is there.
 func (l *Limiter) Allow(tenant string) (bool, time.Duration) { return l.AllowN(tenant, 1) }
 

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/config"
+)
+
+// withReload lets the server re-read relay.yaml from path (SIGHUP, POST
+// /admin/v1/reload) and change the log's level.
+func withReload(path string, level *slog.LevelVar) serverOption {
+	return func(s *server) { s.configPath, s.level = path, level }
+}
+
+// reloadable are the relay.yaml keys a reload applies; a change of any
+// other key needs a restart. Tenants and sinks are applied whole (each
+// one added, removed or changed on its own).
+var reloadable = []string{
+	"log.level",
+	"limits.rate", "limits.burst", "limits.max_body", "limits.max_json_depth", "limits.max_sort_matches",
+	"limits.bulk_max_operations", "limits.bulk_max_payload",
+	"oauth",
+	"tenants", "sinks",
+}
+
+// isReloadable reports whether a change of key is applied by a reload.
+func isReloadable(key string) bool {
+	return slices.ContainsFunc(reloadable, func(r string) bool { return key == r || strings.HasPrefix(key, r+".") })
+}
+
+// reload re-reads relay.yaml and applies what can change while the relay
+// runs: tenants (with their tokens from the file and their limits), sinks
+// (each added, removed or changed on its own; the others keep delivering),
+// the SCIM listener's limits, the token endpoint's settings, the log's
+// level. Requests under way finish with the configuration they started
+// with. A file that check refuses is refused whole (the error wraps
+// admin.ErrReloadRefused) and the running configuration stays. Settings
+// that only a restart applies are listed, not applied.
+func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	res := admin.ReloadResult{Config: s.configPath}
+	next, err := loadConfig(s.configPath, s.role)
+	if err != nil {
+		s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
+		return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
+	}
+	old := s.config()
+	for _, key := range changedKeys(old, next) {
+		if !isReloadable(key) {
+			res.RestartNeeded = append(res.RestartNeeded, key)
+		}
+	}
+	// What changes as a whole goes first, so that a failure leaves the
+	// relay as it was: the tenants (a disk error), then the rest.
+	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) {
+		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
+			return res, fmt.Errorf("applying the tenants: %w", err)
+		}
+	}
+	res.Applied = append(res.Applied, listChanges("tenant", tenantNames(old.Tenants), tenantNames(next.Tenants), func(name string) bool {
+		return !reflect.DeepEqual(tenantNamed(old.Tenants, name), tenantNamed(next.Tenants, name))
+	})...)
+	if s.scimCurrent.Load() != nil {
+		s.scimLimiter.Set(scimLimits(next))
+		s.oauthLimiter.Set(oauthLimits(next))
+		s.setSCIMHandler(next)
+	}
+	for _, key := range changedKeys(old, next) {
+		if isReloadable(key) && key != "tenants" && key != "sinks" && !strings.HasPrefix(key, "tenants.") && !strings.HasPrefix(key, "sinks.") {
+			res.Applied = append(res.Applied, fmt.Sprintf("%s: %v → %v", key, valueAt(old, key), valueAt(next, key)))
+		}
+	}
+	if s.level != nil {
+		lvl, _ := parseLevel(next.Log.Level) // checked by loadConfig
+		s.level.Set(lvl)
+	}
+	s.mu.Lock()
+	s.cfg = next
+	s.mu.Unlock()
+	changes, err := s.sinks.Apply(ctx, sinkOptions(next).Sinks)
+	for _, c := range []struct {
+		what  string
+		names []string
+	}{{"added", changes.Added}, {"removed", changes.Removed}, {"changed", changes.Changed}} {
+		for _, name := range c.names {
+			res.Applied = append(res.Applied, "sink "+name+" "+c.what)
+		}
+	}
+	if err != nil {
+		s.log.Error("reloading relay.yaml: a sink could not be set up; it delivers nothing until the next reload or restart", "err", err)
+		return res, fmt.Errorf("setting up the sinks: %w", err)
+	}
+	if s.store != nil {
+		if err := s.ensureTokens(ctx); err != nil { // a new tenant gets its first token, as at start
+			return res, err
+		}
+	}
+	if len(res.Applied) == 0 {
+		s.log.Info("reloaded relay.yaml: nothing to change", "file", s.configPath, "restart_needed", res.RestartNeeded)
+	} else {
+		s.log.Info("reloaded relay.yaml", "file", s.configPath, "applied", res.Applied, "restart_needed", res.RestartNeeded)
+	}
+	if len(res.RestartNeeded) > 0 {
+		s.log.Warn("relay.yaml changed settings that only a restart applies; the running values stay", "keys", res.RestartNeeded)
+	}
+	return res, nil
+}
+
+// reloadOnHangUp reloads relay.yaml on every SIGHUP until ctx ends.
+func (s *server) reloadOnHangUp(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			s.log.Info("SIGHUP: reloading relay.yaml", "file", s.configPath)
+			_, _ = s.reload(ctx) // it logs what it did, or why not
+		}
+	}
+}
+
+// listChanges says which of a list's entries were added, removed or
+// changed ("tenant globex added"), by name.
+func listChanges(what string, before, after []string, changed func(name string) bool) []string {
+	var out []string
+	for _, name := range after {
+		switch {
+		case !slices.Contains(before, name):
+			out = append(out, what+" "+name+" added")
+		case changed(name):
+			out = append(out, what+" "+name+" changed")
+		}
+	}
+	for _, name := range before {
+		if !slices.Contains(after, name) {
+			out = append(out, what+" "+name+" removed")
+		}
+	}
+	return out
+}
+
+func tenantNames(ts []config.Tenant) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Name
+	}
+	return out
+}
+
+func tenantNamed(ts []config.Tenant, name string) *config.Tenant {
+	for i := range ts {
+		if ts[i].Name == name {
+			return &ts[i]
+		}
+	}
+	return nil
+}
+
+// changedKeys lists the relay.yaml keys whose values differ between a and
+// b, as dotted paths ("limits.rate", "nats.url"); a list (tenants, sinks)
+// counts as one key.
+func changedKeys(a, b *config.Config) []string {
+	var out []string
+	var walk func(prefix string, x, y reflect.Value)
+	walk = func(prefix string, x, y reflect.Value) {
+		if x.Kind() != reflect.Struct {
+			if !reflect.DeepEqual(x.Interface(), y.Interface()) {
+				out = append(out, prefix)
+			}
+			return
+		}
+		for i := range x.NumField() {
+			f := x.Type().Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || tag == "" || tag == "-" {
+				continue
+			}
+			key := tag
+			if prefix != "" {
+				key = prefix + "." + tag
+			}
+			walk(key, x.Field(i), y.Field(i))
+		}
+	}
+	walk("", reflect.ValueOf(*a), reflect.ValueOf(*b))
+	return out
+}
+
+// valueAt returns the value of a dotted relay.yaml key of cfg, for saying
+// what a reload changed. Only reloadable scalar keys are asked for, none
+// of which holds a secret.
+func valueAt(cfg *config.Config, key string) any {
+	v := reflect.ValueOf(*cfg)
+	for _, part := range strings.Split(key, ".") {
+		t := v.Type()
+		for i := range t.NumField() {
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag == part {
+				v = v.Field(i)
+				break
+			}
+		}
+	}
+	if s, ok := v.Interface().(fmt.Stringer); ok {
+		return s.String()
+	}
+	return v.Interface()
+}

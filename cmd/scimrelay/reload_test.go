@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// reloadFile is a relay.yaml that a test rewrites while the relay runs.
+type reloadFile struct {
+	t       *testing.T
+	path    string
+	dataDir string
+}
+
+// write writes relay.yaml: the test relay's fixed part, then extra (YAML
+// at the top level: log, limits, tenants, sinks …; a listen of its own
+// first).
+func (f reloadFile) write(extra string) {
+	f.t.Helper()
+	text := fmt.Sprintf("admin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: \"\"\n%s", f.dataDir, adminSecret, extra)
+	if !strings.HasPrefix(extra, "listen:") {
+		text = "listen: 127.0.0.1:0\n" + text
+	}
+	if err := os.WriteFile(f.path, []byte(text), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func sinkYAML(name, url string) string {
+	return fmt.Sprintf("  - name: %s\n    url: %s\n    secret: %s\n    allow_private: true\n", name, url, sinkSecret)
+}
+
+// TestReload rewrites a running relay's relay.yaml and reloads it through
+// the CLI: a sink added starts receiving new events while the one already
+// there is not restarted; a tenant added works at once; a limit and the
+// log level change; a setting that needs a restart is reported and kept; a
+// sink removed stops receiving (its events wait in its consumers); a
+// broken file is refused with its problems, exit 1, and the relay goes on
+// with the configuration it had.
+func TestReload(t *testing.T) {
+	hookA, hookB := newHook(t), newHook(t)
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write(`log:
+  level: info
+  format: json
+limits:
+  rate: 0
+tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+sinks:
+` + sinkYAML("a", hookA.URL))
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out eventstest.Log
+	level := new(slog.LevelVar)
+	log, err := newLogger(cfg.Log, &out, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard, withReload(f.path, level))
+	cliConf := cliConfig(t, p, adminSecret)
+	p.createUser(t, "ann")
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if hookA.distinct() != 1 {
+			return fmt.Errorf("sink a got %d events", hookA.distinct())
+		}
+		return nil
+	})
+	if strings.Contains(out.String(), `"msg":"scim request"`) {
+		t.Fatal("a Debug line at level info")
+	}
+
+	// Add a sink and a tenant, limit the rate, log at debug, move listen.
+	f.write(`listen: 127.0.0.1:1
+log:
+  level: debug
+  format: json
+limits:
+  rate: 1
+  burst: 1
+tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+  - name: globex
+    tokens: [` + globexToken + `]
+sinks:
+` + sinkYAML("a", hookA.URL) + sinkYAML("b", hookB.URL))
+	code, stdout, stderr := cli(t, "reload", "--config", cliConf)
+	if code != exitOK {
+		t.Fatalf("reload: %d %s %s", code, stdout, stderr)
+	}
+	for _, want := range []string{"tenant globex added", "sink b added", "limits.rate: 0 → 1", "limits.burst: 400 → 1", "log.level: info → debug", "listen changed: needs a restart"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("reload says:\n%s\nwithout %q", stdout, want)
+		}
+	}
+	if strings.Contains(stdout, "sink a") {
+		t.Errorf("sink a did not change, but reload says:\n%s", stdout)
+	}
+	bob := p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201).str("id")
+	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusTooManyRequests {
+		t.Errorf("a second request within the second at rate 1, burst 1: %d", r.status)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if hookB.distinct() != 1 || hookA.distinct() != 2 {
+			return fmt.Errorf("sink a got %d events (want 2), sink b %d (want 1: the new one)", hookA.distinct(), hookB.distinct())
+		}
+		return nil
+	})
+	if !strings.Contains(out.String(), `"msg":"scim request"`) {
+		t.Error("no Debug line after the level became debug")
+	}
+
+	// Remove sink a: it stops receiving; its events wait in its consumers.
+	f.write(`log:
+  level: debug
+  format: json
+tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+  - name: globex
+    tokens: [` + globexToken + `]
+sinks:
+` + sinkYAML("b", hookB.URL))
+	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "sink a removed") || !strings.Contains(stdout, "limits.rate: 1 → 200") {
+		t.Fatalf("reload: %d %s %s", code, stdout, stderr)
+	}
+	p.createUser(t, "cid")
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if hookB.distinct() != 2 {
+			return fmt.Errorf("sink b got %d events, want 2", hookB.distinct())
+		}
+		if n := consumersPending(t, p, "a"); n != 1 {
+			return fmt.Errorf("sink a's consumers hold %d events, want the 1 it no longer delivers", n)
+		}
+		return nil
+	})
+	if hookA.distinct() != 2 {
+		t.Errorf("removed sink a got %d events, want 2", hookA.distinct())
+	}
+	if _, err := p.srv.sinks.Status(context.Background(), "a"); err == nil {
+		t.Error("removed sink a still has a status")
+	}
+
+	// A broken file is refused whole; the relay keeps what it had.
+	f.write(`limits:
+  rate: fast
+tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+sinks:
+  - name: c
+    url: ftp://nowhere
+    secret: whsec_short
+`)
+	code, stdout, stderr = cli(t, "reload", "--config", cliConf)
+	if code != exitError || !strings.Contains(stderr, "limits.rate") || !strings.Contains(stderr, "sinks[0].url") || !strings.Contains(stderr, "running configuration stays") {
+		t.Errorf("reload of a broken file: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(out.String(), "reloading relay.yaml refused") {
+		t.Error("the refusal is not logged")
+	}
+	req, _ := http.NewRequest("POST", p.adminURL+"/admin/v1/reload", nil)
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	r := do(t, req).want(t, http.StatusUnprocessableEntity)
+	var body struct{ Problems []string }
+	if err := json.Unmarshal(r.raw, &body); err != nil || len(body.Problems) < 3 {
+		t.Errorf("refusal's problems: %s", r.raw)
+	}
+	if names := p.srv.sinks.Names(); strings.Join(names, ",") != "b" {
+		t.Errorf("sinks after a refused reload: %v", names)
+	}
+	p.scim("globex", globexToken, "GET", "/Users/"+bob, "").want(t, 200) // globex is still there
+	p.createUser(t, "dee")
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if hookB.distinct() != 3 {
+			return fmt.Errorf("sink b got %d events, want 3", hookB.distinct())
+		}
+		return nil
+	})
+}
+
+// consumersPending sums the events waiting in a sink's partition consumers.
+func consumersPending(t *testing.T, p *relayProc, sink string) int {
+	t.Helper()
+	partitions, err := events.Partitions(context.Background(), p.srv.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := range partitions {
+		c, err := p.srv.js.Consumer(context.Background(), events.StreamName, fmt.Sprintf("scimrelay-sink-%s-P%d", sink, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += int(info.NumPending) + info.NumAckPending
+	}
+	return n
+}
+
+// TestReloadOnSIGHUP runs the binary with SCIMRELAY_CONFIG naming its
+// relay.yaml (no --config), adds a sink to the file and sends SIGHUP: the
+// sink receives the next event.
+func TestReloadOnSIGHUP(t *testing.T) {
+	bin := binary(t)
+	path, addrs := processConfig(t, t.TempDir())
+	hook := newHook(t)
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), configEnv+"="+path)
+	p := &proc{cmd: cmd, stderr: &eventstest.Log{}, exited: make(chan struct{})}
+	cmd.Stderr, cmd.Stdout = p.stderr, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.exited })
+	waitReady(t, p, addrs.admin)
+
+	file, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.WriteString("sinks:\n" + sinkYAML("late", hook.URL)); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(p.stderr.String(), "sink late added") {
+			return fmt.Errorf("no reload in the log yet:\n%s", p.stderr.String())
+		}
+		return nil
+	})
+	req, _ := http.NewRequest("POST", "http://"+addrs.scim+"/scim/v2/acme/Users", strings.NewReader(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`))
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	req.Header.Set("Content-Type", "application/scim+json")
+	do(t, req).want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if hook.distinct() != 1 {
+			return fmt.Errorf("the sink added by SIGHUP got %d events", hook.distinct())
+		}
+		return nil
+	})
+	select {
+	case <-p.exited:
+		t.Fatalf("SIGHUP ended the relay: %v", p.err)
+	default:
+	}
+}

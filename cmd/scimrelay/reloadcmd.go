@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newReloadCommand) }
+
+func newReloadCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running relay re-read relay.yaml and apply it",
+		Long: `Ask the running relay to re-read its relay.yaml (the file serve was started
+with) and apply it without a restart, as SIGHUP does: tenants (added, removed,
+their options and tokens from the file), sinks (added, removed, changed; the
+others keep delivering), limits, the token endpoint's settings and the log
+level. Requests under way finish with the configuration they started with.
+
+A file that 'scimrelay check' would refuse is refused: the relay keeps running
+as it was, and the problems are printed (exit 1). Settings that only a restart
+applies (listen, admin_listen, data_dir, nats, storage, public_url, admin,
+log.format, the listener's timeouts …) are listed as needing a restart and
+keep their running values.`,
+		Example: `  scimrelay reload
+  SCIMRELAY_CONFIG=/etc/scimrelay/relay.yaml scimrelay reload --json`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			res, err := c.Reload(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return writeJSONLine(out, res)
+			}
+			if len(res.Applied) == 0 {
+				fmt.Fprintf(out, "reloaded %s: nothing to change\n", res.Config)
+			} else {
+				fmt.Fprintf(out, "reloaded %s:\n", res.Config)
+				for _, a := range res.Applied {
+					fmt.Fprintf(out, "  %s\n", a)
+				}
+			}
+			for _, key := range res.RestartNeeded {
+				fmt.Fprintf(out, "  %s changed: needs a restart (the running value stays)\n", key)
+			}
+			return nil
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	return cmd
+}
