@@ -142,10 +142,10 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	publicURL string
-	tracer    trace.Tracer // nil: no tracing
+	tracer    trace.Tracer                       // nil: no tracing
 	tenants   atomic.Pointer[map[string]*tenant] // replaced whole by SetTenants
-	ready     chan struct{} // signalled after every commit that added events
-	depth     atomic.Int64  // rows in the outbox
+	ready     chan struct{}                      // signalled after every commit that added events
+	depth     atomic.Int64                       // rows in the outbox
 
 	tokens   *tokenCache
 	oauthKey []byte // signs access tokens (clients.go)

@@ -135,8 +135,8 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 // readError turns an error answer into an *Error.
 func readError(res *http.Response) error {
 	var body struct {
-		Error     string `json:"error"`
-		RequestID string `json:"request_id"`
+		Error     string   `json:"error"`
+		RequestID string   `json:"request_id"`
 		JobID     string   `json:"job_id"`
 		Problems  []string `json:"problems"`
 	}
