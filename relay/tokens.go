@@ -73,9 +73,21 @@ func (t Token) State(now time.Time) string {
 	case !t.Expires.IsZero() && !now.Before(t.Expires):
 		return "expired"
 	case !t.Expires.IsZero() && t.Expires.Sub(now) < ExpiryWarning:
-		return fmt.Sprintf("expires in %dd", int(t.Expires.Sub(now).Hours()/24))
+		return "expires in " + remaining(t.Expires.Sub(now))
 	}
 	return "live"
+}
+
+// remaining says how long is left in the largest whole unit that is not
+// zero: days, else hours, else minutes ("0d" would read as "now").
+func remaining(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour:
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dm", max(int(d/time.Minute), 1))
 }
 
 // ErrTokenNotFound means no credential of the kind asked for has the given id.

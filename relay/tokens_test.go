@@ -233,3 +233,24 @@ func TestEnsureToken(t *testing.T) {
 		t.Fatal("EnsureToken for an unknown tenant")
 	}
 }
+
+// TestTokenStateSaysWhatIsLeft: within the warning period a credential's
+// state says how long it has in days, then hours, then minutes, never
+// "0d" for a token that expires today.
+func TestTokenStateSaysWhatIsLeft(t *testing.T) {
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	for left, want := range map[time.Duration]string{
+		20 * 24 * time.Hour:           "live",
+		13*24*time.Hour + time.Hour:   "expires in 13d",
+		24 * time.Hour:                "expires in 1d",
+		23*time.Hour + 59*time.Minute: "expires in 23h",
+		5 * time.Hour:                 "expires in 5h",
+		59 * time.Minute:              "expires in 59m",
+		10 * time.Second:              "expires in 1m",
+		0:                             "expired",
+	} {
+		if got := (Token{Expires: now.Add(left)}).State(now); got != want {
+			t.Errorf("%s left: %q, want %q", left, got, want)
+		}
+	}
+}

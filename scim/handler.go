@@ -427,7 +427,7 @@ type rateLimited struct {
 }
 
 func (e *rateLimited) Error() string {
-	return fmt.Sprintf("tenant %s is over its request rate; retry in %s", e.tenant, e.retryAfter())
+	return fmt.Sprintf("tenant %s is over its request rate; retry in %s s", e.tenant, e.retryAfter())
 }
 
 func (e *rateLimited) retryAfter() string {

@@ -614,7 +614,7 @@ func (l fixedLimiter) AllowN(string, int) (bool, time.Duration) {
 func TestRateLimitAnswer(t *testing.T) {
 	ts := newTestServer(t, Options{Limiter: fixedLimiter{allow: false}})
 	r := ts.do("GET", "/Users", "")
-	r.wantError(t, 429, "", "over its request rate")
+	r.wantError(t, 429, "", "over its request rate; retry in 2 s")
 	if r.header.Get("Retry-After") != "2" {
 		t.Errorf("Retry-After %q, want 2 (1.5 s rounded up)", r.header.Get("Retry-After"))
 	}

@@ -5,8 +5,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,14 +17,16 @@ import (
 
 func init() { subcommands = append(subcommands, newBenchCommand) }
 
-// report is what each mode of the bench prints.
+// report is what each mode of the bench prints, and what failed in it
+// (for --fail-on-errors).
 type report interface {
 	WriteTable(io.Writer) error
+	Failures() []string
 }
 
 func newBenchCommand() *cobra.Command {
 	var o bench.Options
-	var asJSON, noProgress bool
+	var asJSON, noProgress, failOnErrors bool
 	cmd := &cobra.Command{
 		Use:   "bench --url URL --token TOKEN",
 		Short: "Simulate an Entra provisioning cycle against a SCIM endpoint and report what it sustains",
@@ -60,7 +64,9 @@ size by bucket.`,
 			if o.URL == "" || o.Token == "" {
 				return usageError{errors.New("--url and --token are required")}
 			}
-			if !noProgress && !asJSON {
+			// A progress bar is for a person watching: on a terminal only,
+			// never into a CI log or a file.
+			if !noProgress && !asJSON && isTerminal(cmd.ErrOrStderr()) {
 				o.Progress = cmd.ErrOrStderr()
 			}
 			var rep report
@@ -95,6 +101,11 @@ size by bucket.`,
 			} else if werr := rep.WriteTable(cmd.OutOrStdout()); werr != nil {
 				return werr
 			}
+			if err == nil && failOnErrors {
+				if failures := rep.Failures(); len(failures) > 0 {
+					return fmt.Errorf("--fail-on-errors: %s", strings.Join(failures, "; "))
+				}
+			}
 			return err
 		},
 	}
@@ -118,6 +129,7 @@ size by bucket.`,
 	f.StringVar(&o.AdminURL, "admin-url", "", "scale: the relay's admin listener, e.g. http://127.0.0.1:8081, for its heap in use and the data file by bucket")
 	f.StringVar(&o.AdminToken, "admin-token", os.Getenv("SCIMRELAY_ADMIN_TOKEN"), "scale: the admin token (default $SCIMRELAY_ADMIN_TOKEN)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.BoolVar(&noProgress, "no-progress", false, "no progress bar")
+	f.BoolVar(&noProgress, "no-progress", false, "no progress bar (there is none unless stderr is a terminal)")
+	f.BoolVar(&failOnErrors, "fail-on-errors", false, "exit 1 when a request failed or an event was missing, repeated, out of order or badly signed (for CI)")
 	return cmd
 }

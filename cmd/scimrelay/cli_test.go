@@ -59,7 +59,7 @@ func TestCLITokens(t *testing.T) {
 	}
 	code, out, _ = cli(t, "token", "list", "--json", "--config", cfg)
 	var list []relay.Token
-	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].LastUsed.IsZero() {
+	if code != exitOK || !oneObjectPerLine(out) || jsonLines(out, &list) != nil || len(list) != 1 || list[0].LastUsed.IsZero() {
 		t.Fatalf("token list --json: code %d:\n%s", code, out)
 	}
 
@@ -131,7 +131,7 @@ func TestCLIEventsTailAndBackup(t *testing.T) {
 	if code, _, stderr := cli(t, "events", "tail", "--from-seq", "2", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--tenant") {
 		t.Errorf("--from-seq without --tenant: %d %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "events", "tail", "--type", "user.exploded", "--no-follow", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such event") {
+	if code, _, stderr := cli(t, "events", "tail", "--type", "user.exploded", "--no-follow", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "no such event") {
 		t.Errorf("unknown type: %d %s", code, stderr)
 	}
 
@@ -242,7 +242,7 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 	if code, _, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--id or --all") {
 		t.Fatalf("redrive without --id or --all: %d %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "dlq", "list", "--sink", "nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such sink") {
+	if code, _, stderr := cli(t, "dlq", "list", "--sink", "nope", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "no such sink") {
 		t.Fatalf("unknown sink: %d %s", code, stderr)
 	}
 	if code, out, _ := cli(t, "sinks", "replay", "--sink", "crm", "--since", "1h", "--config", cfg); code != exitOK || !strings.Contains(out, "replayed 1 events: 1 delivered") {
@@ -283,10 +283,10 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 		t.Fatalf("log --operation create --until the second entry: %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, "log", "--deliveries", "--sink", "crm", "--since", "1h", "--json", "--config", cfg)
-	if code != exitOK || !strings.Contains(out, `"outcome": "dead_lettered"`) || !strings.Contains(out, `"outcome": "redriven"`) {
+	if code != exitOK || !strings.Contains(out, `"outcome":"dead_lettered"`) || !strings.Contains(out, `"outcome":"redriven"`) || !oneObjectPerLine(out) {
 		t.Fatalf("log --deliveries: %d\n%s", code, out)
 	}
-	if code, _, stderr := cli(t, "log", "--status", "teapot", "--config", cfg); code != exitError || !strings.Contains(stderr, "status") {
+	if code, _, stderr := cli(t, "log", "--status", "teapot", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "status") || !strings.Contains(stderr, "Run 'scimrelay log --help' for usage.") {
 		t.Fatalf("bad --status: %d %s", code, stderr)
 	}
 }
@@ -336,10 +336,10 @@ func TestCLIDeadLetterPages(t *testing.T) {
 	if code != exitError || !strings.Contains(stderr, "failed: sink crm has no dead letter with event id 0198f3c2-6a7e-7b1c-9d2e-3f4a5b6c7d8e") {
 		t.Fatalf("redrive of an unknown id: %d %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "sinks", "replay", "--sink", "erp", "--since", "1h", "--config", cfg); code != exitError || !strings.Contains(stderr, `no such sink "erp"`) {
+	if code, _, stderr := cli(t, "sinks", "replay", "--sink", "erp", "--since", "1h", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--sink erp: no such sink") {
 		t.Fatalf("replay of an unknown sink: %d %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "dlq", "list", "--sink", "crm", "--after", "x", "--config", cfg); code != exitError || !strings.Contains(stderr, "not a cursor") {
+	if code, _, stderr := cli(t, "dlq", "list", "--sink", "crm", "--after", "x", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "not a cursor") {
 		t.Fatalf("a bad --after: %d %s", code, stderr)
 	}
 }
@@ -368,4 +368,29 @@ func TestCLIReadsOnlyItsKeys(t *testing.T) {
 	if code, _, stderr := cli(t, "token", "list", "--config", cfg); code != exitError || !strings.Contains(stderr, "admin.token: ${SCIMRELAY_TEST_UNSET_TOKEN} is not set") {
 		t.Fatalf("token list with the admin token unset: %d %s", code, stderr)
 	}
+}
+
+// oneObjectPerLine reports whether out is JSON objects, one per line, as
+// every --json prints.
+func oneObjectPerLine(out string) bool {
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v map[string]any
+		if json.Unmarshal([]byte(line), &v) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonLines decodes the JSON objects of out, one per line, into list.
+func jsonLines[T any](out string, list *[]T) error {
+	*list = nil
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v T
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			return err
+		}
+		*list = append(*list, v)
+	}
+	return nil
 }

@@ -3,8 +3,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,4 +64,33 @@ func adminBaseURL(cfg *config.Config) string {
 		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
 	}
 	return "http://" + host
+}
+
+// checkFilters refuses, as a usage error, a --tenant or --sink filter that
+// names no tenant or sink of the running relay: the answer would be
+// empty, which reads as "nothing happened" rather than "misspelt". An
+// empty filter is not checked.
+func checkFilters(ctx context.Context, c *adminclient.Client, tenant, sink string) error {
+	if tenant != "" {
+		list, err := c.Tenants(ctx)
+		if err != nil {
+			return err
+		}
+		names := make([]string, len(list))
+		for i, t := range list {
+			names[i] = t.Name
+		}
+		if !slices.Contains(names, tenant) {
+			return usageError{fmt.Errorf("--tenant %s: no such tenant (tenants: %s)", tenant, strings.Join(names, ", "))}
+		}
+	}
+	if sink != "" {
+		var api *adminclient.Error
+		if _, err := c.Sink(ctx, sink); errors.As(err, &api) && api.Status == http.StatusNotFound {
+			return usageError{fmt.Errorf("--sink %s: no such sink", sink)}
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
 }

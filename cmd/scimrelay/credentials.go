@@ -99,19 +99,22 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := checkFilters(cmd.Context(), c, tenant, ""); err != nil {
+				return err
+			}
 			list, err := c.Credentials(cmd.Context(), k.kind, tenant)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSONTo(cmd.OutOrStdout(), list)
+				return writeJSONLines(cmd.OutOrStdout(), list)
 			}
 			return writeCredentialTable(cmd.OutOrStdout(), list, time.Now())
 		},
 	}
 	configFlagOn(cmd)
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's "+k.noun+"s")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	return cmd
 }
 

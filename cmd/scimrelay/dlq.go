@@ -46,6 +46,9 @@ the list stops after that many and says how to go on (--after).`,
 			if err != nil {
 				return err
 			}
+			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			if !asJSON {
@@ -111,6 +114,9 @@ queue with its new error).`,
 			if err != nil {
 				return err
 			}
+			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
+				return err
+			}
 			var res sinks.RedriveResult
 			j, err := c.Redrive(cmd.Context(), sink, admin.RedriveRequest{ID: id, All: all})
 			if err != nil {
@@ -167,6 +173,9 @@ job fails. Events the sink refuses are dead-lettered.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newAdminClient(configPathOf(cmd))
 			if err != nil {
+				return err
+			}
+			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
 				return err
 			}
 			var res sinks.ReplayResult

@@ -44,6 +44,9 @@ follows the stream until interrupted unless --no-follow is given.`,
 			if err != nil {
 				return err
 			}
+			if err := checkFilters(cmd.Context(), c, tenant, ""); err != nil {
+				return err
+			}
 			q := url.Values{}
 			for k, v := range map[string]string{"tenant": tenant, "type": typ, "since": since} {
 				if v != "" {

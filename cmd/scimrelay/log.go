@@ -44,6 +44,9 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			if err != nil {
 				return err
 			}
+			if err := checkFilters(cmd.Context(), c, tenant, sink); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			if deliveries {
 				q := url.Values{"since": {since}, "limit": {strconv.Itoa(limit)}}
@@ -55,7 +58,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 					return err
 				}
 				if asJSON {
-					return writeJSONTo(out, list)
+					return writeJSONLines(out, list)
 				}
 				return writeDeliveryTable(out, list)
 			}
@@ -75,10 +78,8 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 					return err
 				}
 				if asJSON {
-					for _, e := range list {
-						if err := writeJSONLine(out, e); err != nil {
-							return err
-						}
+					if err := writeJSONLines(out, list); err != nil {
+						return err
 					}
 				} else if err := writeLogTable(out, list, header); err != nil {
 					return err

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -56,22 +57,40 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "scimrelay: %v\n", err)
-	var ue usageError
+	if isUsageError(err) {
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return exitUsage
+	}
 	var ne unreachableError
 	var ae *adminclient.UnreachableError
-	switch {
-	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "required flag"):
-		fmt.Fprintf(stderr, "Run 'scimrelay --help' for usage.\n")
-		return exitUsage
-	case errors.As(err, &ne), errors.As(err, &ae):
+	if errors.As(err, &ne) || errors.As(err, &ae) {
 		return exitNotReady
 	}
 	return exitError
+}
+
+// isUsageError reports whether err means the command was called wrongly:
+// a bad flag or argument, a flag value the command or the admin API
+// refuses (the API answers 400 only for a bad parameter), or a filter
+// naming a tenant or sink that does not exist.
+func isUsageError(err error) bool {
+	var ue usageError
+	var api *adminclient.Error
+	switch {
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "required flag"):
+		return true
+	case errors.As(err, &api) && api.Status == http.StatusBadRequest:
+		return true
+	}
+	return false
 }
 
 func newRootCommand() *cobra.Command {

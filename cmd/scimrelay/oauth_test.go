@@ -320,7 +320,7 @@ func TestCLIClients(t *testing.T) {
 	}
 	code, out, _ = cli(t, "client", "list", "--json", "--config", cfg)
 	var list []relay.Token
-	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Kind != relay.KindClient {
+	if code != exitOK || jsonLines(out, &list) != nil || len(list) != 1 || list[0].Kind != relay.KindClient {
 		t.Fatalf("client list --json: %d\n%s", code, out)
 	}
 	if code, out, _ := cli(t, "token", "list", "--json", "--config", cfg); code != exitOK || strings.Contains(out, old.id) {

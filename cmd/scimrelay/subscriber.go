@@ -152,7 +152,7 @@ func newSubscriberListCommand() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSONTo(cmd.OutOrStdout(), list)
+				return writeJSONLines(cmd.OutOrStdout(), list)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSUBJECTS\tPUBLIC KEY\tCREATED")
@@ -167,7 +167,7 @@ func newSubscriberListCommand() *cobra.Command {
 		},
 	}
 	configFlagOn(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	return cmd
 }
 

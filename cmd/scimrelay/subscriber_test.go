@@ -120,15 +120,19 @@ func TestSubscriberCLI(t *testing.T) {
 		t.Fatalf("subscriber add --stdout: %d %q %q", code, out, stderr)
 	}
 	// Mistakes are refused and leave no seed file behind.
-	for _, args := range [][]string{
-		{"subscriber", "add", "billing", "--out", filepath.Join(dir, "again.nk")},                          // taken
-		{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")},                           // syntax
-		{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")},                // the relay's own
-		{"subscriber", "add", "wide", "--subjects", "scimrelay.*", "--out", filepath.Join(dir, "wide.nk")}, // matches nothing
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"subscriber", "add", "billing", "--out", filepath.Join(dir, "again.nk")}, exitError},                          // taken
+		{[]string{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")}, exitUsage},                           // syntax
+		{[]string{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")}, exitUsage},                // the relay's own
+		{[]string{"subscriber", "add", "wide", "--subjects", "scimrelay.*", "--out", filepath.Join(dir, "wide.nk")}, exitUsage}, // matches nothing
 	} {
+		args := c.args
 		code, _, stderr := cli(t, append(args, "--config", cliCfg)...)
-		if code != exitError || stderr == "" {
-			t.Fatalf("%v: code %d %s", args, code, stderr)
+		if code != c.code || stderr == "" {
+			t.Fatalf("%v: code %d, want %d: %s", args, code, c.code, stderr)
 		}
 		if _, err := os.Stat(args[len(args)-1]); !os.IsNotExist(err) {
 			t.Fatalf("%v left its seed file", args)
@@ -136,7 +140,7 @@ func TestSubscriberCLI(t *testing.T) {
 	}
 	code, out, _ = cli(t, "subscriber", "list", "--json", "--config", cliCfg)
 	var list []admin.SubscriberInfo
-	if code != exitOK || json.Unmarshal([]byte(out), &list) != nil || len(list) != 2 || list[1].Name != "billing" || list[1].Subjects != "scimrelay.acme.user.>" {
+	if code != exitOK || !oneObjectPerLine(out) || jsonLines(out, &list) != nil || len(list) != 2 || list[1].Name != "billing" || list[1].Subjects != "scimrelay.acme.user.>" {
 		t.Fatalf("subscriber list: %d %s", code, out)
 	}
 	code, out, _ = cli(t, "subscriber", "list", "--config", cliCfg)

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -48,8 +47,13 @@ func printSecret(cmd *cobra.Command, res admin.TokenResponse) error {
 	return err
 }
 
-func writeJSONTo(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+// writeJSONLines writes each element of list as one line of JSON, as every
+// --json does: a script reads a line at a time (jq, grep, a follow).
+func writeJSONLines[T any](w io.Writer, list []T) error {
+	for _, v := range list {
+		if err := writeJSONLine(w, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/scim"
 )
@@ -32,6 +34,12 @@ const testToken = "bench-test-token-0123456789abcdef"
 // through wrap (nil = none), and returns the store and the tenant's base URL.
 func startRelay(t testing.TB, wrap func(http.Handler) http.Handler) (*relay.Store, string) {
 	t.Helper()
+	return startRelayWith(t, scim.Options{}, wrap)
+}
+
+// startRelayWith serves a relay's store with the SCIM handler's options o.
+func startRelayWith(t testing.TB, o scim.Options, wrap func(http.Handler) http.Handler) (*relay.Store, string) {
+	t.Helper()
 	store, err := relay.Open(filepath.Join(t.TempDir(), "scimrelay.db"), relay.Options{
 		Tenants: []relay.TenantOptions{{Name: "default", StaticTokens: []string{testToken}}},
 		NoSync:  true, // the bench is under test here, not the disk
@@ -40,7 +48,7 @@ func startRelay(t testing.TB, wrap func(http.Handler) http.Handler) (*relay.Stor
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	var h http.Handler = scim.NewHandler(store, store, scim.Options{})
+	var h http.Handler = scim.NewHandler(store, store, o)
 	if wrap != nil {
 		h = wrap(h)
 	}
@@ -508,5 +516,58 @@ func TestOptionsRejected(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestThrottledRequestsWaitForRetryAfter runs the cycle against a relay
+// whose rate limit is well below the bench's pace: every 429 is waited out
+// as its Retry-After asks and sent again, as Entra does, so the run ends
+// without a failed request, and the report counts the throttling.
+func TestThrottledRequestsWaitForRetryAfter(t *testing.T) {
+	limiter := httpmw.NewLimiter(httpmw.Limit{Rate: 200, Burst: 5}, nil)
+	var refused atomic.Int64
+	count := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			if rec.Code == http.StatusTooManyRequests {
+				refused.Add(1)
+				if rec.Header().Get("Retry-After") == "" {
+					t.Error("a 429 without Retry-After")
+				}
+			}
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(rec.Body.Bytes())
+		})
+	}
+	_, base := startRelayWith(t, scim.Options{Limiter: limiter}, count)
+	rep, err := Run(context.Background(), Options{URL: base, Token: testToken, Users: 80, Groups: 1, MembersPerGroup: 10, Concurrency: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("the relay never answered 429; the test proves nothing")
+	}
+	if n := rep.Total.ErrorCount(); n != 0 {
+		t.Errorf("%d requests failed (%v): a 429 must be waited out and sent again", n, rep.Total.Errors)
+	}
+	if rep.Total.Throttled != int(refused.Load()) {
+		t.Errorf("report counts %d throttled, the relay refused %d", rep.Total.Throttled, refused.Load())
+	}
+	if f := rep.Failures(); len(f) != 0 {
+		t.Errorf("failures: %v", f)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"2": 2 * time.Second, "0": 0, "": defaultRetryAfter, "soon": defaultRetryAfter, "86400": maxRetryAfter,
+		now.Add(3 * time.Second).Format(http.TimeFormat): 3 * time.Second,
+	} {
+		if got := retryAfter(v, now); got != want {
+			t.Errorf("Retry-After %q: %s, want %s", v, got, want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,20 +76,64 @@ type result struct {
 	status int // 0 = no response (network error, timeout)
 	end    time.Time
 	err    error // nil when status is wanted and the body parsed
+	// throttled counts the 429 answers waited out (Retry-After) and sent
+	// again before this outcome.
+	throttled int
 }
+
+// Entra's answer to 429: wait what Retry-After says (or a default), send
+// again, and give up after a few tries.
+const (
+	maxThrottleRetries = 10
+	defaultRetryAfter  = time.Second
+	maxRetryAfter      = 5 * time.Minute
+)
 
 // errStatus reports an unexpected status.
 var errStatus = errors.New("unexpected status")
 
-// send makes one request; res.end is when its response body was read.
+// send makes one request; res.end is when its response body was read. A
+// 429 is waited out as its Retry-After asks and the request sent again, as
+// Entra does, up to maxThrottleRetries times.
 func (c *client) send(ctx context.Context, r request) result {
+	for throttled := 0; ; throttled++ {
+		res, wait := c.sendOnce(ctx, r)
+		res.throttled = throttled
+		if res.status != http.StatusTooManyRequests || throttled == maxThrottleRetries {
+			return res
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res
+		case <-t.C:
+		}
+	}
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date, bounded;
+// defaultRetryAfter when absent or unreadable.
+func retryAfter(v string, now time.Time) time.Duration {
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+		return min(time.Duration(secs)*time.Second, maxRetryAfter)
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return min(max(at.Sub(now), 0), maxRetryAfter)
+	}
+	return defaultRetryAfter
+}
+
+// sendOnce makes one request, and says how long to wait before sending it
+// again when it was answered 429.
+func (c *client) sendOnce(ctx context.Context, r request) (result, time.Duration) {
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, body)
 	if err != nil {
-		return result{end: time.Now(), err: fmt.Errorf("building request: %w", err)}
+		return result{end: time.Now(), err: fmt.Errorf("building request: %w", err)}, 0
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/scim+json")
@@ -97,7 +142,7 @@ func (c *client) send(ctx context.Context, r request) result {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return result{end: time.Now(), err: err}
+		return result{end: time.Now(), err: err}, 0
 	}
 	data, readErr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	_ = resp.Body.Close()
@@ -110,7 +155,7 @@ func (c *client) send(ctx context.Context, r request) result {
 	case r.parse != nil:
 		res.err = r.parse(data, r.found)
 	}
-	return res
+	return res, retryAfter(resp.Header.Get("Retry-After"), res.end)
 }
 
 // snippet shortens a response body for an error message.

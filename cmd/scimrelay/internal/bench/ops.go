@@ -43,6 +43,17 @@ type OpsReport struct {
 	Median           []OpsRow
 }
 
+// Failures lists the operations whose requests failed, in any round.
+func (r *OpsReport) Failures() []string {
+	var stats []OpStats
+	for _, rows := range r.RoundRows {
+		for _, row := range rows {
+			stats = append(stats, row.Endpoint)
+		}
+	}
+	return failedRequests(stats...)
+}
+
 // OpsRow is one operation of a round: the endpoint's figures and the
 // baseline's.
 type OpsRow struct {

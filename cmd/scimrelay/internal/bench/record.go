@@ -22,6 +22,7 @@ type opRecord struct {
 	errs        map[int]int
 	firstErr    string
 	first, last time.Time // earliest origin, latest end
+	throttled   int       // 429s waited out and sent again
 }
 
 func newRecorder() *recorder {
@@ -37,6 +38,7 @@ func (r *recorder) add(op int, origin time.Time, res result) {
 	defer r.mu.Unlock()
 	o := &r.ops[op]
 	o.lat = append(o.lat, max(res.end.Sub(origin), 0))
+	o.throttled += res.throttled
 	if o.first.IsZero() || origin.Before(o.first) {
 		o.first = origin
 	}
@@ -64,8 +66,9 @@ func (r *recorder) stats(wall time.Duration) ([]OpStats, OpStats) {
 		ops[i] = OpStats{
 			Name: opNames[i], Count: len(o.lat), Latency: latencyOf(o.lat),
 			Errors: maps.Clone(o.errs), FirstError: o.firstErr,
-			RPS: rate(len(o.lat), o.last.Sub(o.first)),
+			RPS: rate(len(o.lat), o.last.Sub(o.first)), Throttled: o.throttled,
 		}
+		total.Throttled += o.throttled
 		all = append(all, o.lat...)
 		for s, n := range o.errs {
 			total.Errors[s] += n

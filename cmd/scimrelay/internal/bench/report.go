@@ -81,6 +81,10 @@ type OpStats struct {
 	Errors map[int]int
 	// FirstError describes the first failure, "" if none.
 	FirstError string
+	// Throttled counts the 429 answers waited out (Retry-After) and sent
+	// again, as Entra does; a request that succeeded after them is not an
+	// error, but its latency includes the wait.
+	Throttled int
 }
 
 // ErrorCount returns the number of failed requests.
@@ -230,6 +234,7 @@ type jsonOp struct {
 	jsonLatency
 	Errors     map[string]int `json:"errors"`
 	FirstError string         `json:"first_error"`
+	Throttled  int            `json:"throttled"`
 }
 
 type jsonEvents struct {
@@ -285,7 +290,7 @@ func opJSON(s OpStats) jsonOp {
 	for status, n := range s.Errors {
 		errs[strconv.Itoa(status)] = n
 	}
-	return jsonOp{Name: s.Name, Count: s.Count, RPS: round3(s.RPS), jsonLatency: latencyJSON(s.Latency), Errors: errs, FirstError: s.FirstError}
+	return jsonOp{Name: s.Name, Count: s.Count, RPS: round3(s.RPS), jsonLatency: latencyJSON(s.Latency), Errors: errs, FirstError: s.FirstError, Throttled: s.Throttled}
 }
 
 func opsJSON(ops []OpStats) []jsonOp {
@@ -402,7 +407,43 @@ func writeOps(w io.Writer, ops []OpStats, total OpStats) error {
 			fmt.Fprintf(w, "first %s error: %s\n", s.Name, s.FirstError)
 		}
 	}
+	if total.Throttled > 0 {
+		fmt.Fprintf(w, "throttled: %d answers of 429 waited out as Retry-After asked and sent again (as Entra does)\n", total.Throttled)
+	}
 	return nil
+}
+
+// Failures says what went wrong in the run, one phrase each: failed
+// requests, and events missing, repeated, out of order or badly signed.
+// Empty when nothing did.
+func (r *Report) Failures() []string {
+	var out []string
+	if n := r.Total.ErrorCount(); n > 0 {
+		out = append(out, fmt.Sprintf("%d requests failed (%s)", n, errorsText(r.Total.Errors)))
+	}
+	if e := r.Events; e != nil {
+		for _, f := range []struct {
+			n    int
+			what string
+		}{{e.Missing, "events missing"}, {e.Duplicated, "events delivered twice"}, {e.OutOfOrder, "events out of order"},
+			{e.SignatureFailures, "signatures that did not verify"}, {e.Invalid, "deliveries that were not CloudEvents"}} {
+			if f.n > 0 {
+				out = append(out, fmt.Sprintf("%d %s", f.n, f.what))
+			}
+		}
+	}
+	return out
+}
+
+// failedRequests names, for Failures, the operations whose requests failed.
+func failedRequests(stats ...OpStats) []string {
+	var out []string
+	for _, s := range stats {
+		if n := s.ErrorCount(); n > 0 {
+			out = append(out, fmt.Sprintf("%d %s requests failed (%s)", n, s.Name, errorsText(s.Errors)))
+		}
+	}
+	return out
 }
 
 func msText(d time.Duration) string { return strconv.FormatFloat(ms(d), 'f', 2, 64) }

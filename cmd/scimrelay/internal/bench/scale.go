@@ -53,6 +53,11 @@ type ScaleReport struct {
 	Relay           *RelayStats
 }
 
+// Failures lists the phases whose requests failed.
+func (r *ScaleReport) Failures() []string {
+	return failedRequests(r.Fill.OpStats, r.Groups.OpStats, r.Members.OpStats, r.FilterGet.OpStats, r.Create.OpStats)
+}
+
 // RelayStats is what the relay's admin listener said.
 type RelayStats struct {
 	HeapInuseMax, HeapInuseEnd, RSSEnd int64
