@@ -294,7 +294,11 @@ func (m *Manager) removeStale(ctx context.Context, stream jetstream.Stream, sink
 		}
 		m.log.Info("removed a consumer of an earlier layout", "sink", sink, "consumer", name)
 	}
-	if err := m.o.JS.DeleteKeyValue(ctx, old); err == nil {
+	// Bounded: on an external NATS whose account does not allow the delete,
+	// the request is dropped unanswered, and the setup must go on.
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := m.o.JS.DeleteKeyValue(dctx, old); err == nil {
 		m.log.Info("removed the ordering bucket of an earlier layout", "sink", sink, "bucket", old)
 	}
 	return nil

@@ -42,6 +42,9 @@ func (f reloadFile) write(extra string) {
 	}
 }
 
+// twoTenants is relay.yaml's tenants acme and globex, with their tokens.
+const twoTenants = "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n  - name: globex\n    tokens: [" + globexToken + "]\n"
+
 func sinkYAML(name, url string) string {
 	return fmt.Sprintf("  - name: %s\n    url: %s\n    secret: %s\n    allow_private: true\n", name, url, sinkSecret)
 }
@@ -97,12 +100,7 @@ log:
 limits:
   rate: 1
   burst: 1
-tenants:
-  - name: acme
-    tokens: [` + acmeToken + `]
-  - name: globex
-    tokens: [` + globexToken + `]
-sinks:
+` + twoTenants + `sinks:
 ` + sinkYAML("a", hookA.URL) + sinkYAML("b", hookB.URL))
 	code, stdout, stderr := cli(t, "reload", "--config", cliConf)
 	if code != exitOK {
@@ -134,12 +132,7 @@ sinks:
 	f.write(`log:
   level: debug
   format: json
-tenants:
-  - name: acme
-    tokens: [` + acmeToken + `]
-  - name: globex
-    tokens: [` + globexToken + `]
-sinks:
+` + twoTenants + `sinks:
 ` + sinkYAML("b", hookB.URL))
 	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "sink a removed") || !strings.Contains(stdout, "limits.rate: 1 → 200") {
 		t.Fatalf("reload: %d %s %s", code, stdout, stderr)

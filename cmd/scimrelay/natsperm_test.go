@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// workerPublish is what README's "Who can reach what" gives a sink worker
+// on an external NATS: the subjects it may publish on (JetStream's API
+// included). Subscribing it needs only on its inbox.
+var workerPublish = []string{
+	"$JS.API.INFO",
+	// The event stream: kept as configured, read by parked resources.
+	"$JS.API.STREAM.CREATE.SCIMRELAY", "$JS.API.STREAM.UPDATE.SCIMRELAY", "$JS.API.STREAM.INFO.SCIMRELAY",
+	"$JS.API.STREAM.MSG.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY.>",
+	// The sinks' partition consumers, their hand-over and acknowledgements.
+	"$JS.API.CONSUMER.CREATE.SCIMRELAY.*", "$JS.API.CONSUMER.CREATE.SCIMRELAY.*.>", "$JS.API.CONSUMER.INFO.SCIMRELAY.*",
+	"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.*", "$JS.API.CONSUMER.DELETE.SCIMRELAY.*", "$JS.API.CONSUMER.NAMES.SCIMRELAY",
+	"$JS.API.CONSUMER.RESET.SCIMRELAY.*", "$JS.API.CONSUMER.UNPIN.SCIMRELAY.*", "$JS.ACK.SCIMRELAY.>",
+	// The workers' announcements.
+	"scimrelay-workers.>", "$JS.API.STREAM.CREATE.SCIMRELAY_WORKERS", "$JS.API.STREAM.UPDATE.SCIMRELAY_WORKERS",
+	"$JS.API.STREAM.INFO.SCIMRELAY_WORKERS", "$JS.API.STREAM.PURGE.SCIMRELAY_WORKERS",
+	// Dead letters and delivery attempts.
+	"scimrelay-dlq.>", "scimrelay-deliveries.>",
+	"$JS.API.STREAM.CREATE.SCIMRELAY_DLQ", "$JS.API.STREAM.UPDATE.SCIMRELAY_DLQ", "$JS.API.STREAM.INFO.SCIMRELAY_DLQ",
+	"$JS.API.STREAM.CREATE.SCIMRELAY_DELIVERIES", "$JS.API.STREAM.UPDATE.SCIMRELAY_DELIVERIES", "$JS.API.STREAM.INFO.SCIMRELAY_DELIVERIES",
+	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DLQ.>",
+	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DELIVERIES.>",
+	// The parked-resource buckets (here of the sink crm).
+	"$KV.scimrelay-parked-crm.>", "$JS.API.STREAM.CREATE.KV_scimrelay-parked-crm", "$JS.API.STREAM.UPDATE.KV_scimrelay-parked-crm",
+	"$JS.API.STREAM.INFO.KV_scimrelay-parked-crm", "$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.>",
+	"$JS.API.CONSUMER.CREATE.KV_scimrelay-parked-crm.>", "$JS.API.CONSUMER.DELETE.KV_scimrelay-parked-crm.>",
+	// The removal of what releases before partitions left (an upgrade).
+	"$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm",
+}
+
+// TestSinkWorkerPermissions runs a sink worker on an external NATS as a
+// user holding only README's permissions (workerPublish): it takes its
+// partitions, parks a resource whose first delivery fails and reads it back
+// from the stream, and delivers everything, in order. The SCIM front end
+// runs as a user of its own.
+func TestSinkWorkerPermissions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	opts := &natsserver.Options{
+		ServerName: "perm", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*natsserver.User{
+			{Username: "front", Password: "front-secret"},
+			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
+				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
+				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			}},
+		},
+	}
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(ns.Shutdown)
+
+	h := newHook(t)
+	// ann's first event fails, quick retries included: her resource is
+	// parked, and its events are read back from the stream.
+	var refused atomic.Int32
+	receiver := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if r.Header.Get("ce-type") == "io.scimrelay.user.created" && bytes.Contains(body, []byte(`"userName":"ann"`)) && refused.Add(1) <= 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		receiver.ServeHTTP(w, r)
+	})
+	configure := func(user, password string) *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), user, password
+		withSink(cfg, "crm", h.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(200 * time.Millisecond)} })
+		return cfg
+	}
+	front := startRelay(t, configure("front", "front-secret"), roleSCIM)
+	// Two workers, as deployed; a request the account refuses shows in
+	// their log as a permissions violation.
+	var workerLog eventstest.Log
+	log := slog.New(slog.NewTextHandler(&workerLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	worker1 := startRelayWith(t, configure("worker", "worker-secret"), roleSinks, log, io.Discard)
+	worker2 := startRelayWith(t, configure("worker", "worker-secret"), roleSinks, log, io.Discard)
+	uid := front.createUser(t, "ann")
+	front.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"title","value":"Guide"}]}`).want(t, 200)
+	front.createUser(t, "bob")
+	waitDelivered(t, h, 3)
+	if refused.Load() < 4 {
+		t.Errorf("ann's first event was refused %d times; it was not parked", refused.Load())
+	}
+	// One worker leaves (a rolling update): it hands its partitions over
+	// (unpinning them), and the other delivers what comes next.
+	worker1.stop()
+	for i := range 5 {
+		front.createUser(t, fmt.Sprintf("later%d", i))
+	}
+	waitDelivered(t, h, 8)
+	worker2.stop()
+	if v := h.orderViolation(); v != "" {
+		t.Error(v)
+	}
+	if strings.Contains(workerLog.String(), "ermissions") {
+		t.Errorf("the worker's account refused a request:\n%s", workerLog.String())
+	}
+}
