@@ -24,7 +24,8 @@ import (
 //	                 "rate", "receiver", "baseline", "prefix", "drain_timeout_s"},
 //	  "duration_s": wall time of the cycle (without the webhook drain),
 //	  "operations": [{"name", "count", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-//	                  "errors": {"<status>": count}, "first_error"}],   // 8, in cycle order
+//	                  "errors": {"<status>": count}, "first_error",
+//	                  "throttled": 429s waited out and sent again}],   // 8, in cycle order
 //	  "total":      {same keys as an operation, name "total"},
 //	  "events":     null without a receiver, else
 //	                {"expected", "received", "missing", "duplicated", "out_of_order",

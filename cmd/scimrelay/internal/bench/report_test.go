@@ -104,7 +104,7 @@ var latencyKeys = map[string]string{"p50_ms": "number", "p95_ms": "number", "p99
 
 var opKeys = map[string]string{
 	"name": "string", "count": "number", "rps": "number", "p50_ms": "number", "p95_ms": "number",
-	"p99_ms": "number", "max_ms": "number", "errors": "object", "first_error": "string",
+	"p99_ms": "number", "max_ms": "number", "errors": "object", "first_error": "string", "throttled": "number",
 }
 
 func assertOps(t *testing.T, what string, v any) {
