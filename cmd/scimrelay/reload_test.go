@@ -102,9 +102,32 @@ limits:
   burst: 1
 ` + twoTenants + `sinks:
 ` + sinkYAML("a", hookA.URL) + sinkYAML("b", hookB.URL))
+	// A request under way when the reload happens is answered as usual.
+	pending, send := io.Pipe()
+	inFlight := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", p.scimURL+"/scim/v2/acme/Users", pending)
+		req.Header.Set("Authorization", "Bearer "+acmeToken)
+		req.Header.Set("Content-Type", "application/scim+json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			inFlight <- 0
+			return
+		}
+		res.Body.Close()
+		inFlight <- res.StatusCode
+	}()
+	if _, err := io.WriteString(send, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],`); err != nil {
+		t.Fatal(err) // the client is sending it: the request is under way
+	}
 	code, stdout, stderr := cli(t, "reload", "--config", cliConf)
 	if code != exitOK {
 		t.Fatalf("reload: %d %s %s", code, stdout, stderr)
+	}
+	_, _ = io.WriteString(send, `"userName":"during-reload"}`)
+	send.Close()
+	if status := <-inFlight; status != http.StatusCreated {
+		t.Errorf("the request under way during the reload: %d, want 201", status)
 	}
 	for _, want := range []string{"tenant globex added", "sink b added", "limits.rate: 0 → 1", "limits.burst: 400 → 1", "log.level: info → debug", "listen changed: needs a restart"} {
 		if !strings.Contains(stdout, want) {
@@ -119,8 +142,8 @@ limits:
 		t.Errorf("a second request within the second at rate 1, burst 1: %d", r.status)
 	}
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if hookB.distinct() != 1 || hookA.distinct() != 2 {
-			return fmt.Errorf("sink a got %d events (want 2), sink b %d (want 1: the new one)", hookA.distinct(), hookB.distinct())
+		if hookB.distinct() != 2 || hookA.distinct() != 3 {
+			return fmt.Errorf("sink a got %d events (want 3), sink b %d (want 2: those committed after it was added)", hookA.distinct(), hookB.distinct())
 		}
 		return nil
 	})
@@ -139,16 +162,16 @@ limits:
 	}
 	p.createUser(t, "cid")
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if hookB.distinct() != 2 {
-			return fmt.Errorf("sink b got %d events, want 2", hookB.distinct())
+		if hookB.distinct() != 3 {
+			return fmt.Errorf("sink b got %d events, want 3", hookB.distinct())
 		}
 		if n := consumersPending(t, p, "a"); n != 1 {
 			return fmt.Errorf("sink a's consumers hold %d events, want the 1 it no longer delivers", n)
 		}
 		return nil
 	})
-	if hookA.distinct() != 2 {
-		t.Errorf("removed sink a got %d events, want 2", hookA.distinct())
+	if hookA.distinct() != 3 {
+		t.Errorf("removed sink a got %d events, want 3", hookA.distinct())
 	}
 	if _, err := p.srv.sinks.Status(context.Background(), "a"); err == nil {
 		t.Error("removed sink a still has a status")
@@ -185,8 +208,8 @@ sinks:
 	p.scim("globex", globexToken, "GET", "/Users/"+bob, "").want(t, 200) // globex is still there
 	p.createUser(t, "dee")
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if hookB.distinct() != 3 {
-			return fmt.Errorf("sink b got %d events, want 3", hookB.distinct())
+		if hookB.distinct() != 4 {
+			return fmt.Errorf("sink b got %d events, want 4", hookB.distinct())
 		}
 		return nil
 	})

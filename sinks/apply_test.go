@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// ids returns the webhook-ids a receiver got, in order.
+func ids(rc *receiver) []string {
+	var out []string
+	for _, r := range rc.requests() {
+		out = append(out, r.header.Get("webhook-id"))
+	}
+	return out
+}
+
+// TestApply changes the sinks of a running manager: an unchanged sink keeps
+// its worker and delivers on; a changed one delivers with its new
+// configuration from then on; an added one receives the events after it;
+// a removed one receives nothing more; a configuration Check refuses
+// changes nothing.
+func TestApply(t *testing.T) {
+	js := natsStream(t)
+	a, b, b2, c := newReceiver(t, nil), newReceiver(t, nil), newReceiver(t, nil), newReceiver(t, nil)
+	m, _ := runSinks(t, js, 0, sinkConfig("a", a.URL, nil), sinkConfig("b", b.URL, nil))
+	pub := newPublisher(t, js)
+	want := func(what string, r *receiver, want ...string) {
+		t.Helper()
+		eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+			if got := ids(r); !slices.Equal(got, want) {
+				return fmt.Errorf("%s received %v, want %v", what, got, want)
+			}
+			return nil
+		})
+	}
+	e1 := pub.publish("acme", events.UserCreated, "u1")
+	want("a", a, e1)
+	want("b", b, e1)
+	wa := m.sinks["a"].worker
+
+	ch, err := m.Apply(ctx, []Config{sinkConfig("a", a.URL, nil), sinkConfig("b", b2.URL, nil), sinkConfig("c", c.URL, nil)})
+	if err != nil || !slices.Equal(ch.Added, []string{"c"}) || !slices.Equal(ch.Changed, []string{"b"}) || len(ch.Removed) != 0 {
+		t.Fatalf("Apply: %+v, %v", ch, err)
+	}
+	if m.sinks["a"].worker != wa {
+		t.Error("sink a did not change, but its worker was replaced")
+	}
+	e2 := pub.publish("acme", events.UserCreated, "u2")
+	want("a", a, e1, e2)
+	want("b at its new URL", b2, e2)
+	want("c, added", c, e2)
+	if got := ids(b); len(got) != 1 {
+		t.Errorf("b's old URL received %v after the change", got)
+	}
+
+	ch, err = m.Apply(ctx, []Config{sinkConfig("c", c.URL, nil)})
+	if err != nil || !slices.Equal(ch.Removed, []string{"a", "b"}) {
+		t.Fatalf("Apply: %+v, %v", ch, err)
+	}
+	e3 := pub.publish("acme", events.UserCreated, "u3")
+	want("c", c, e2, e3)
+	if got := ids(a); len(got) != 2 {
+		t.Errorf("removed sink a received %v", got)
+	}
+	if _, err := m.Status(ctx, "a"); err == nil {
+		t.Error("a removed sink still has a status")
+	}
+
+	if _, err := m.Apply(ctx, []Config{sinkConfig("c", "ftp://nowhere", nil)}); err == nil {
+		t.Fatal("Apply took a configuration Check refuses")
+	}
+	e4 := pub.publish("acme", events.UserCreated, "u4")
+	want("c, after a refused Apply", c, e2, e3, e4)
+	if err := m.Ready(ctx); err != nil {
+		t.Errorf("not ready after the changes: %v", err)
+	}
+}
