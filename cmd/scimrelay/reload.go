@@ -64,14 +64,14 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	}
 	// What changes as a whole goes first, so that a failure leaves the
 	// relay as it was: the tenants (a disk error), then the rest.
-	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) {
+	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
 			return res, fmt.Errorf("applying the tenants: %w", err)
 		}
+		res.Applied = append(res.Applied, listChanges("tenant", tenantNames(old.Tenants), tenantNames(next.Tenants), func(name string) bool {
+			return !reflect.DeepEqual(tenantNamed(old.Tenants, name), tenantNamed(next.Tenants, name))
+		})...)
 	}
-	res.Applied = append(res.Applied, listChanges("tenant", tenantNames(old.Tenants), tenantNames(next.Tenants), func(name string) bool {
-		return !reflect.DeepEqual(tenantNamed(old.Tenants, name), tenantNamed(next.Tenants, name))
-	})...)
 	if s.scimCurrent.Load() != nil {
 		s.scimLimiter.Set(scimLimits(next))
 		s.oauthLimiter.Set(oauthLimits(next))
