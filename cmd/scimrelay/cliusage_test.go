@@ -80,4 +80,11 @@ func TestCLIBench(t *testing.T) {
 	if code != exitError || !strings.Contains(stderr, "--fail-on-errors:") || !strings.Contains(stderr, "requests failed") || !strings.Contains(out, "create-user") {
 		t.Errorf("a run with failures and --fail-on-errors: exit %d, want %d, with the report first\nstdout:\n%s\nstderr:\n%s", code, exitError, out, stderr)
 	}
+	// So does the ops mode's: with a token the relay refuses, every
+	// request fails.
+	code, out, stderr = cli(t, "bench", "--mode", "ops", "--url", p.scimURL+"/scim/v2/acme", "--token", "not-a-token",
+		"--requests", "5", "--rounds", "1", "--concurrency", "2", "--prefix", "cli-bench-ops", "--fail-on-errors")
+	if code != exitError || !strings.Contains(stderr, "--fail-on-errors:") || !strings.Contains(stderr, "requests failed (401") {
+		t.Errorf("an ops run with failures and --fail-on-errors: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitError, out, stderr)
+	}
 }

@@ -94,7 +94,7 @@ func fullEvent(t *testing.T, a events.Action, baseURL string) event.Event {
 		d.Member = &events.Member{Value: "0198f3c2-0000-7000-8000-000000000002", Display: "Ops", Type: "Group", DisplayName: "Ops", ExternalID: "g2"}
 	}
 	e, err := events.New(events.Meta{Tenant: "acme", Action: a, ResourceID: id, Sequence: 7, SubjectSeq: 2, Time: commitTime, BaseURL: baseURL,
-		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "vendor=x"}, d)
+		Extensions: map[string]string{events.ExtTraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", events.ExtTraceState: "vendor=x"}}, d)
 	if err != nil {
 		t.Fatal(err)
 	}

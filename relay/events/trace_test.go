@@ -23,23 +23,43 @@ func TestTraceContext(t *testing.T) {
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, TraceState: ts})
 	ctx := trace.ContextWithSpanContext(context.Background(), sc)
 
-	parent, state := events.TraceHeaders(ctx)
-	if parent != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" || state != "vendor=x" {
-		t.Fatalf("TraceHeaders = %q, %q", parent, state)
+	ext := events.TraceExtensions(ctx)
+	if ext[events.ExtTraceParent] != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" || ext[events.ExtTraceState] != "vendor=x" || len(ext) != 2 {
+		t.Fatalf("TraceExtensions = %v", ext)
 	}
-	if p, s := events.TraceHeaders(context.Background()); p != "" || s != "" {
-		t.Errorf("TraceHeaders without a span = %q, %q", p, s)
+	if got := events.TraceExtensions(context.Background()); got != nil {
+		t.Errorf("TraceExtensions without a span = %v", got)
 	}
 	for _, c := range []struct {
-		name          string
-		parent, state string
-		want          trace.SpanContext
+		name string
+		ext  map[string]string
+		want trace.SpanContext
 	}{
-		{"traced", parent, state, sc.WithRemote(true)},
-		{"not traced", "", "", trace.SpanContext{}},
+		{"traced", ext, sc.WithRemote(true)},
+		{"not traced", nil, trace.SpanContext{}},
 	} {
-		meta := events.Meta{Tenant: "acme", Action: events.UserCreated, ResourceID: "u1", Sequence: 1, SubjectSeq: 1, Time: time.Now(), TraceParent: c.parent, TraceState: c.state}
-		e, err := events.New(meta, events.Data{Tenant: "acme", ResourceType: "User", ID: "u1", Resource: []byte(`{}`)})
+		meta := events.Meta{Tenant: "acme", Action: events.UserCreated, ResourceID: "u1", Sequence: 1, SubjectSeq: 1, Time: time.Now(), Extensions: c.ext}
+		data := events.Data{Tenant: "acme", ResourceType: "User", ID: "u1", Resource: []byte(`{}`)}
+
+		// As the relay writes it: encoded once, published as stored.
+		d, err := events.Encode(meta, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := events.ParseMessage(d.Row())
+		if err != nil {
+			t.Fatal(err)
+		}
+		published, err := stored.NATS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := trace.SpanContextFromContext(events.MessageTraceContext(context.Background(), published.Header)); !got.Equal(c.want) {
+			t.Errorf("%s: the published message's trace context is %+v, want %+v", c.name, got, c.want)
+		}
+
+		// As a sink worker reads it: a CloudEvent.
+		e, err := events.New(meta, data)
 		if err != nil {
 			t.Fatal(err)
 		}
