@@ -317,15 +317,13 @@ func (s *Store) OutboxOldest() (time.Time, error) {
 	}
 	var oldest time.Time
 	err := s.db.View(func(tx *bolt.Tx) error {
-		_, v := tx.Bucket(bucketOutbox).Cursor().First()
+		k, v := tx.Bucket(bucketOutbox).Cursor().First()
 		if v == nil {
 			return nil
 		}
-		var row struct {
-			Time time.Time `json:"time"`
-		}
-		if err := json.Unmarshal(v, &row); err != nil {
-			return fmt.Errorf("reading the oldest outbox row: %w", err)
+		row := readOutboxRow(binary.BigEndian.Uint64(k), v)
+		if row.Err != nil {
+			return fmt.Errorf("reading the oldest outbox row: %w", row.Err)
 		}
 		oldest = row.Time
 		return nil
