@@ -232,7 +232,6 @@ func BenchmarkPublisherDrain(b *testing.B) {
 // stream, at 500 writes/s.
 func BenchmarkAckToStream(b *testing.B) {
 	s, _, _ := openStore(b)
-	s.db.MaxBatchDelay = time.Millisecond
 	ns := eventstest.RunServer(b)
 	nc, js := eventstest.Connect(b, eventstest.URL(ns))
 	startPublisher(b, s, js, slog.New(slog.DiscardHandler))

@@ -6,15 +6,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -78,19 +84,33 @@ func TestOpsModeCountsFailures(t *testing.T) {
 	}
 }
 
-// TestScaleMode fills the relay, measures at its size, and reads the
-// relay's heap and data file through its admin API.
-func TestScaleMode(t *testing.T) {
-	store, url := startRelay(t, nil)
+// startAdmin serves the admin API of a relay's store, with the relay's
+// metrics.
+func startAdmin(t *testing.T, store *relay.Store) string {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	relay.NewMetrics(reg, store, relay.NewRequestLog(store, relay.LogOptions{}, slog.New(slog.DiscardHandler)))
 	adm := httptest.NewServer(admin.NewHandler(admin.Options{Token: "admin-token-0123456789", Storage: store,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}))
 	t.Cleanup(adm.Close)
+	return adm.URL
+}
+
+// TestScaleMode fills the relay, measures at its size, and reads the
+// relay's heap and data file through its admin API. With no publisher the
+// outbox never empties: the wait before measuring at size gives up after
+// the drain timeout and says so.
+func TestScaleMode(t *testing.T) {
+	store, url := startRelay(t, nil)
 	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 250, Groups: 3, MembersPerGroup: 150,
-		Requests: 40, Concurrency: 4, AdminURL: adm.URL, AdminToken: "admin-token-0123456789"})
+		Requests: 40, Concurrency: 4, AdminURL: startAdmin(t, store), AdminToken: "admin-token-0123456789", DrainTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
+	}
+	const events = 250 + 3 + 3*150 // user.created, group.created, member_added
+	if w := rep.Outbox; w == nil || w.Behind != events || w.Left != events || w.Took < 300*time.Millisecond {
+		t.Errorf("outbox wait: %+v, want %d events behind and left after the 300ms timeout", w, events)
 	}
 	for _, p := range []phaseResult{rep.Fill, rep.Groups, rep.Members, rep.FilterGet, rep.Create} {
 		if p.ErrorCount() != 0 || p.RPS <= 0 {
@@ -115,7 +135,35 @@ func TestScaleMode(t *testing.T) {
 		t.Errorf("no members bucket of 450 keys in %+v", rs.Buckets)
 	}
 	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "at size: filter-get-user") || !strings.Contains(table.String(), "tenants/default/users") {
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "at size: filter-get-user") || !strings.Contains(table.String(), "tenants/default/users") ||
+		!strings.Contains(table.String(), fmt.Sprintf("still %d after", events)) {
+		t.Errorf("table: %v\n%s", err, table.String())
+	}
+}
+
+// TestScaleModeWaitsForTheOutbox: with the relay's publisher sending to a
+// real JetStream, the measurement at size starts once the outbox is empty.
+func TestScaleModeWaitsForTheOutbox(t *testing.T) {
+	store, url := startRelay(t, nil)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- relay.NewPublisher(store, js, slog.New(slog.DiscardHandler), relay.PublisherOptions{}).Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 200, Groups: 2, MembersPerGroup: 100,
+		Requests: 20, Concurrency: 4, AdminURL: startAdmin(t, store), AdminToken: "admin-token-0123456789", DrainTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := rep.Outbox; w == nil || w.Left != 0 || w.Behind < 0 {
+		t.Fatalf("outbox wait: %+v, want it caught up", w)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "events behind; published in") {
 		t.Errorf("table: %v\n%s", err, table.String())
 	}
 }

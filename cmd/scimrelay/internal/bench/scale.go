@@ -23,7 +23,11 @@ import (
 // at that size, Requests filter GETs at ReadConcurrency and Requests more
 // creates at Concurrency. With AdminURL it also reads the relay's heap in
 // use (sampled every few seconds through the run; its largest value and
-// the last) and the data file's size by bucket at the end.
+// the last) and the data file's size by bucket at the end, and before
+// measuring at size it waits (up to DrainTimeout) for the relay's outbox
+// to be published: a fill makes events faster than the publisher sends
+// them on two shared cores, and figures taken while it catches up measure
+// the catching up.
 
 // scaleWindow is how many creates each window of the fill reports: the
 // first window is the create rate of an endpoint of that many users.
@@ -35,6 +39,7 @@ const scaleWindow = 10_000
 //	 "fill": op plus "windows": [op...],   // creating the users, and per 10,000
 //	 "groups": op, "members": op,          // creating the groups, adding members
 //	 "filter_get": op, "create": op,       // measured at size
+//	 "outbox": null without an admin URL, else {"behind", "left", "took_s"},
 //	 "relay": null without an admin URL, else
 //	   {"heap_inuse_max_bytes", "heap_inuse_end_bytes", "rss_end_bytes", "file_bytes",
 //	    "buckets": [{"name", "keys", "bytes", "page_bytes", "bytes_per_user"}],
@@ -51,6 +56,17 @@ type ScaleReport struct {
 	FilterGet       phaseResult
 	Create          phaseResult
 	Relay           *RelayStats
+	// Outbox is the wait for the relay's outbox before measuring at size;
+	// nil without an admin URL.
+	Outbox *OutboxWait
+}
+
+// OutboxWait is how far the relay's publisher was behind when the fill
+// ended (Behind events), how long it took to catch up, and how many events
+// were still waiting when the wait gave up (Left; 0 when it caught up).
+type OutboxWait struct {
+	Behind, Left int64
+	Took         time.Duration
 }
 
 // Failures lists the phases whose requests failed.
@@ -126,6 +142,14 @@ func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
 		return request{method: "PATCH", path: "/Groups/" + g.id, body: addMembersBody(ids), want: []int{204, 200}}
 	})
 
+	if o.AdminURL != "" {
+		b.describe("waiting for the outbox")
+		w, err := waitOutbox(ctx, o, 250*time.Millisecond)
+		if err != nil {
+			return rep, err
+		}
+		rep.Outbox = w
+	}
 	b.describe("filter GETs at size")
 	if o.Users > 0 {
 		rep.FilterGet = runPhase(ctx, c, "filter-get-user", o.Requests, o.ReadConcurrency, 0, b, func(i int) request {
@@ -193,6 +217,36 @@ func (h *heapSampler) stop() {
 	<-h.done
 }
 
+// waitOutbox polls the relay's scimrelay_outbox_depth until it is 0, or
+// DrainTimeout has passed.
+func waitOutbox(ctx context.Context, o Options, every time.Duration) (*OutboxWait, error) {
+	start := time.Now()
+	deadline := start.Add(o.DrainTimeout)
+	w := &OutboxWait{Behind: -1}
+	for {
+		m, err := relayMetrics(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		depth, ok := m[outboxDepthMetric]
+		if !ok {
+			return nil, fmt.Errorf("the relay's /metrics has no %s", outboxDepthMetric)
+		}
+		if w.Behind < 0 {
+			w.Behind = depth
+		}
+		w.Left, w.Took = depth, time.Since(start)
+		if depth == 0 || time.Now().After(deadline) {
+			return w, nil
+		}
+		select {
+		case <-time.After(every):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
 // adminGet reads an admin endpoint.
 func adminGet(ctx context.Context, o Options, path string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", o.AdminURL+path, nil)
@@ -217,6 +271,8 @@ func adminGet(ctx context.Context, o Options, path string) ([]byte, error) {
 	return body, nil
 }
 
+const outboxDepthMetric = "scimrelay_outbox_depth"
+
 // relayMetrics reads the gauges of the relay's /metrics that the report uses.
 func relayMetrics(ctx context.Context, o Options) (map[string]int64, error) {
 	body, err := adminGet(ctx, o, "/metrics")
@@ -228,7 +284,7 @@ func relayMetrics(ctx context.Context, o Options) (map[string]int64, error) {
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !slices.Contains([]string{"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes"}, name) {
+		if !ok || !slices.Contains([]string{"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", outboxDepthMetric}, name) {
 			continue
 		}
 		if f, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
@@ -299,6 +355,12 @@ func phaseJSON(p phaseResult) jsonPhase {
 	return j
 }
 
+type outboxJSON struct {
+	Behind int64   `json:"behind"`
+	Left   int64   `json:"left"`
+	TookS  float64 `json:"took_s"`
+}
+
 // MarshalJSON writes the report in its documented shape (see ScaleReport).
 func (r *ScaleReport) MarshalJSON() ([]byte, error) {
 	type relayJSON struct {
@@ -311,15 +373,16 @@ func (r *ScaleReport) MarshalJSON() ([]byte, error) {
 		IndexPageBytes    float64       `json:"index_page_bytes_per_user"`
 	}
 	j := struct {
-		Config          jsonConfig `json:"config"`
-		Requests        int        `json:"requests"`
-		ReadConcurrency int        `json:"read_concurrency"`
-		Fill            jsonPhase  `json:"fill"`
-		Groups          jsonPhase  `json:"groups"`
-		Members         jsonPhase  `json:"members"`
-		FilterGet       jsonPhase  `json:"filter_get"`
-		Create          jsonPhase  `json:"create"`
-		Relay           *relayJSON `json:"relay"`
+		Config          jsonConfig  `json:"config"`
+		Requests        int         `json:"requests"`
+		ReadConcurrency int         `json:"read_concurrency"`
+		Fill            jsonPhase   `json:"fill"`
+		Groups          jsonPhase   `json:"groups"`
+		Members         jsonPhase   `json:"members"`
+		FilterGet       jsonPhase   `json:"filter_get"`
+		Create          jsonPhase   `json:"create"`
+		Relay           *relayJSON  `json:"relay"`
+		Outbox          *outboxJSON `json:"outbox"`
 	}{
 		Config: configJSON(r.Config), Requests: r.Requests, ReadConcurrency: r.ReadConcurrency,
 		Fill: phaseJSON(r.Fill), Groups: phaseJSON(r.Groups), Members: phaseJSON(r.Members),
@@ -327,6 +390,9 @@ func (r *ScaleReport) MarshalJSON() ([]byte, error) {
 	}
 	if rs := r.Relay; rs != nil {
 		j.Relay = &relayJSON{rs.HeapInuseMax, rs.HeapInuseEnd, rs.RSSEnd, rs.FileBytes, rs.Buckets, round3(rs.IndexBytesPerUser), round3(rs.IndexPageBytesPerUser)}
+	}
+	if w := r.Outbox; w != nil {
+		j.Outbox = &outboxJSON{w.Behind, w.Left, round3(w.Took.Seconds())}
 	}
 	return json.Marshal(j)
 }
@@ -347,6 +413,13 @@ func (r *ScaleReport) WriteTable(w io.Writer) error {
 	rows = append(rows, r.Groups.OpStats, r.Members.OpStats, relabel(r.FilterGet.OpStats, "at size: "), relabel(r.Create.OpStats, "at size: "))
 	if err := writeOps(&b, rows[:len(rows)-1], rows[len(rows)-1]); err != nil {
 		return err
+	}
+	if w := r.Outbox; w != nil {
+		if w.Left == 0 {
+			fmt.Fprintf(&b, "\nbefore measuring at size: the outbox was %d events behind; published in %.1f s\n", w.Behind, w.Took.Seconds())
+		} else {
+			fmt.Fprintf(&b, "\nbefore measuring at size: the outbox was %d events behind; still %d after %.1f s (measured while it catches up)\n", w.Behind, w.Left, w.Took.Seconds())
+		}
 	}
 	if rs := r.Relay; rs != nil {
 		fmt.Fprintf(&b, "\nrelay: heap in use %.1f MiB at most, %.1f MiB at the end; RSS %.1f MiB; data file %.1f MiB; index %.0f bytes per user in use, %.0f in its pages\n",
