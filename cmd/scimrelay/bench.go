@@ -121,7 +121,7 @@ size by bucket.`,
 	f.StringVar(&o.ReceiverSecret, "receiver-secret", "", "the sink's whsec_ secret, to verify signatures")
 	f.BoolVar(&o.Baseline, "baseline", false, "also measure a minimal Go JSON handler, for the ratio")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of userNames and group names (default: random, so runs do not collide)")
-	f.DurationVar(&o.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "how long to wait for webhooks after the last request")
+	f.DurationVar(&o.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "how long to wait for webhooks after the last request; scale: for the relay's outbox to be published before measuring at size")
 	f.StringVar(&o.Mode, "mode", bench.ModeCycle, "cycle: the Entra cycle; ops: creates and filter GETs alone, in rounds, against the baseline too with --baseline; scale: fill with --users and --groups, then measure at that size")
 	f.IntVar(&o.Requests, "requests", 0, "ops: creates and filter GETs per round (default 4000); scale: of each, measured at size (default 10000)")
 	f.IntVar(&o.Rounds, "rounds", 0, "ops: rounds (default 3)")
