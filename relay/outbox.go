@@ -186,7 +186,7 @@ func readOutboxRow(key uint64, v []byte) OutboxRow {
 		}
 		if err == nil {
 			row.ID = row.Msg.Header.Get(nats.MsgIdHdr)
-			row.Time, _ = time.Parse(time.RFC3339Nano, row.Msg.Header.Get("ce-time"))
+			row.Time, _ = time.Parse(time.RFC3339Nano, events.MessageAttribute(row.Msg.Header, "time"))
 		} else {
 			row.Err = fmt.Errorf("decoding outbox row %d: %w", key, err)
 		}

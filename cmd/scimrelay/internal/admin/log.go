@@ -187,7 +187,7 @@ func findEvents(ctx context.Context, js jetstream.JetStream, tenant string, ids 
 			if meta, err := m.Metadata(); err == nil {
 				pending = meta.NumPending
 			}
-			id := m.Headers().Get("ce-id")
+			id := events.MessageAttribute(m.Headers(), "id")
 			if !want[id] {
 				continue
 			}
