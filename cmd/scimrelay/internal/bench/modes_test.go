@@ -152,7 +152,9 @@ func TestScaleModeWaitsForTheOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- relay.NewPublisher(store, js, slog.New(slog.DiscardHandler), relay.PublisherOptions{}).Run(ctx) }()
+	go func() {
+		done <- relay.NewPublisher(store, js, slog.New(slog.DiscardHandler), relay.PublisherOptions{}).Run(ctx)
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 200, Groups: 2, MembersPerGroup: 100,
 		Requests: 20, Concurrency: 4, AdminURL: startAdmin(t, store), AdminToken: "admin-token-0123456789", DrainTimeout: 20 * time.Second})
