@@ -78,10 +78,15 @@ func TestScaleOut(t *testing.T) {
 	if v := h.orderViolation(); v != "" {
 		t.Fatal(v)
 	}
-	d1, d2 := delivered(t, worker1), delivered(t, worker2)
-	if d1 == 0 || d2 == 0 || d1+d2 < float64(writes) {
-		t.Fatalf("worker 1 delivered %v, worker 2 %v, of %d events; both should share the work", d1, d2, writes)
-	}
+	// A worker counts a delivery once it has the receiver's answer, a moment
+	// after the receiver counted the event.
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		d1, d2 := delivered(t, worker1), delivered(t, worker2)
+		if d1 == 0 || d2 == 0 || d1+d2 < float64(writes) {
+			return fmt.Errorf("worker 1 delivered %v, worker 2 %v, of %d events; both should share the work", d1, d2, writes)
+		}
+		return nil
+	})
 
 	// Stop the node leading the stream and one worker, and keep provisioning.
 	leader := streamLeader(t, front)
