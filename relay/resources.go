@@ -96,6 +96,7 @@ type preparedCreate struct {
 	members []scim.Member
 	value   []byte // the stored record; nil when members change its subjectseq
 	created *events.Draft
+	now     time.Time // the change's time: its meta and every event's
 }
 
 // prepareCreate does the part of a create that needs no stored state. res
@@ -103,7 +104,7 @@ type preparedCreate struct {
 // to index, a required attribute missing) is returned as the error.
 func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Member, now time.Time, ext map[string]string) (*preparedCreate, error) {
 	res.SetMeta(scim.Meta{Created: now, LastModified: now, Version: versionTag(1)})
-	p := &preparedCreate{t: t, res: res, members: members}
+	p := &preparedCreate{t: t, res: res, members: members, now: now}
 	var err error
 	if p.entries, err = indexEntries(res); err != nil {
 		return nil, err
@@ -135,6 +136,7 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 
 // create stores a prepared resource in one transaction.
 func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
+	w.now = p.now // the initial members' events carry the create's time
 	tb, t, err := w.store.tenantBucket(tx, p.t.name)
 	if err != nil {
 		return w.refuse(err)

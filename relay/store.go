@@ -578,11 +578,11 @@ func (s *Store) Tenants() []string {
 	return out
 }
 
-// write runs fn in a batched write transaction. fn reports a refusal
+// write runs fn in a group commit (commit.go). fn reports a refusal
 // (validation, uniqueness, not found) through w.refuse rather than its
 // error, having written nothing, so that a refused request does not roll
-// back the other requests sharing its batch; an error fn returns aborts
-// the transaction (bbolt then reruns the others without it).
+// back the other requests sharing its commit; an error fn returns aborts
+// the transaction (the committer then reruns the others without it).
 func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) error) (scim.WriteResult, error) {
 	if err := ctx.Err(); err != nil {
 		return scim.WriteResult{}, err
