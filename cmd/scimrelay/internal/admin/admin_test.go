@@ -241,6 +241,8 @@ var routes = []struct{ method, path, body string }{
 	{"GET", "/admin/v1/log", ""},
 	{"GET", "/admin/v1/log/00", ""},
 	{"GET", "/admin/v1/stats", ""},
+	{"GET", "/admin/v1/storage", ""},
+	{"POST", "/admin/v1/reload", ""},
 	{"GET", "/admin/v1/tenants", ""},
 	{"GET", "/admin/v1/sinks", ""},
 	{"GET", "/admin/v1/sinks/crm", ""},
