@@ -28,6 +28,7 @@ type Config struct {
 	Log             Log             `yaml:"log"`
 	Admin           Admin           `yaml:"admin"`
 	Storage         Storage         `yaml:"storage"`
+	Memory          Memory          `yaml:"memory"`
 	NATS            NATS            `yaml:"nats"`
 	Limits          Limits          `yaml:"limits"`
 	OAuth           OAuth           `yaml:"oauth"`
@@ -53,6 +54,14 @@ type Admin struct {
 	Console bool `yaml:"console"`
 	// SessionIdle signs a console session out after this long unused.
 	SessionIdle Duration `yaml:"session_idle"`
+}
+
+// Memory tunes the Go runtime's memory use in serve.
+type Memory struct {
+	// GCFloor is the heap below which the garbage collector does not run;
+	// above it the collector paces as GOGC=100 does. 0 turns the floor off.
+	// GOGC in the environment, when set, wins.
+	GCFloor Size `yaml:"gc_floor"`
 }
 
 // Storage tunes the bbolt file.
@@ -214,6 +223,7 @@ func Default() *Config {
 		Admin:       Admin{Console: true, SessionIdle: Duration(30 * time.Minute)},
 		Log:         Log{Level: "info", Format: "text"},
 		Storage:     Storage{BatchDelay: 0, BatchSize: 1000},
+		Memory:      Memory{GCFloor: 128 << 20},
 		NATS: NATS{
 			Listen:         "127.0.0.1:4222",
 			ConnectTimeout: Duration(5 * time.Second),

@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,9 +98,12 @@ type proc struct {
 	err    error         // its exit status, once exited is closed
 }
 
-func startProcess(t *testing.T, bin, configPath string) *proc {
+// startProcess runs serve on configPath, with env added to the test's
+// environment.
+func startProcess(t *testing.T, bin, configPath string, env ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(bin, "serve", "--config", configPath), stderr: &eventstest.Log{}, exited: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr, p.cmd.Stdout = p.stderr, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -290,4 +295,48 @@ func TestGracefulAndExclusive(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatal("relay did not exit within 40s of SIGTERM")
 	}
+}
+
+// TestServeKeepsAGCFloor checks that serve applies memory.gc_floor: the
+// relay's GC percentage, as its metrics report it, is raised above Go's
+// 100 while its heap is far below the default 128 MiB floor, and left at
+// 100 when GOGC is set, which wins.
+func TestServeKeepsAGCFloor(t *testing.T) {
+	bin := binary(t)
+	for _, c := range []struct {
+		gogc   string
+		raised bool
+	}{{"", true}, {"100", false}} {
+		configPath, addrs := processConfig(t, t.TempDir())
+		p := startProcess(t, bin, configPath, "GOGC="+c.gogc)
+		waitReady(t, p, addrs.admin)
+		percent := scrapeGauge(t, addrs.admin, "go_gc_gogc_percent")
+		if raised := percent > 100; raised != c.raised {
+			t.Errorf("GOGC=%q: go_gc_gogc_percent %v; want it raised above 100: %v", c.gogc, percent, c.raised)
+		}
+	}
+}
+
+// scrapeGauge reads one unlabelled sample from a relay process's /metrics.
+func scrapeGauge(t *testing.T, admin, name string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics (%d) has no %s", res.StatusCode, name)
+	return 0
 }

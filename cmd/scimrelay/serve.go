@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/gcfloor"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/tracing"
 )
 
@@ -70,6 +71,7 @@ Roles split the relay across machines that share an external NATS cluster:
 			if isTerminal(cmd.OutOrStdout()) {
 				out = cmd.OutOrStdout()
 			}
+			defer gcfloor.Start(int64(cfg.Memory.GCFloor))()
 			srv, err := newServer(cmd.Context(), cfg, string(role), log, out, withReload(configPathOf(cmd), level))
 			if err != nil {
 				return err
