@@ -133,3 +133,53 @@ func FuzzListFilter(f *testing.F) {
 		}
 	})
 }
+
+// cardSeeds are stored resources whose cards readCard and cardOf must
+// agree on: Entra's user, names and emails missing, of the wrong type,
+// repeated, escaped, and several emails in every order of primary and work.
+var cardSeeds = []string{
+	`{"id":"u1","userName":"ann@example.com","externalId":"x1","displayName":"Ann","emails":[{"primary":true,"type":"work","value":"ann@example.com"}],"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"D"}}`,
+	`{"id":"u2","userName":"bob"}`,
+	`{"id":"u3","userName":7,"displayName":null,"externalId":["x"],"emails":"bob@x"}`,
+	`{"id":"u4","userName":"a","userName":"b","displayName":"first","displayName":"second"}`,
+	`{"id":"u5","userName":"\u00e9l\u00e8ve \"q\" \\ \ud83d\ude00","emails":[{"value":"h@x","type":"home"},{"value":"w@x","type":"WORK"},{"value":"p@x","primary":true}]}`,
+	`{"id":"u6","emails":[{"value":"w1@x","type":"work"},{"value":"w2@x","type":"work"}]}`,
+	`{"id":"u7","emails":[{"value":"","primary":true},{"value":"w@x","type":"work"}]}`,
+	`{"id":"u8","emails":[{"value":"p@x","primary":"true"},{"value":"q@x","primary":false,"type":"other"}]}`,
+	`{"id":"u9","emails":[7,null,{"value":3,"primary":true},{"value":"v@x","type":"work","type":"home"}]}`,
+	`{"id":"u10","emails":[{"value":"a@x","value":"b@x","primary":true}]}`,
+	`{"id":"u11","Emails":[{"value":"a@x","primary":true}],"USERNAME":"upper"}`,
+	`{"id":"g1","displayName":"Group One","externalId":"gx","members":[{"value":"u1"}]}`,
+}
+
+// TestCardMatchesDecodedRecord: the card read from a record's JSON
+// without decoding it is the card of the decoded resource.
+func TestCardMatchesDecodedRecord(t *testing.T) {
+	for _, seed := range cardSeeds {
+		checkCard(t, []byte(seed))
+	}
+}
+
+// FuzzCard: for any JSON object, readCard agrees with cardOf.
+func FuzzCard(f *testing.F) {
+	for _, seed := range cardSeeds {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(checkCard)
+}
+
+func checkCard(t *testing.T, data []byte) {
+	for _, rt := range []*scim.ResourceType{scim.UserResourceType, scim.GroupResourceType} {
+		got, err := readCard(rt, data)
+		res, derr := scim.UnmarshalResource(rt, data)
+		if derr != nil {
+			continue // readCard may refuse it too, or read what gjson accepts
+		}
+		if err != nil {
+			t.Fatalf("%s %s: readCard: %v; the resource decodes", rt.Name, data, err)
+		}
+		if want := cardOf(res); got != want {
+			t.Fatalf("%s %s:\nreadCard %+v\ncardOf   %+v", rt.Name, data, got, want)
+		}
+	}
+}

@@ -388,7 +388,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		if err := reindex(tb, oldEntries, newEntries); err != nil {
 			return err
 		}
-		if d := memberDisplay(next); d != memberDisplay(cur) {
+		if d := cardOf(next).display(); d != cardOf(cur).display() {
 			if err := renameInGroups(tb, id, d); err != nil {
 				return err
 			}
