@@ -301,6 +301,16 @@ func (l *RequestLog) key(t time.Time) []byte {
 }
 
 func (l *RequestLog) write(batch []LogEntry) error {
+	// Encoded before the commit: the transaction is the store's one
+	// writer, and holds only the puts.
+	vals := make([][]byte, len(batch))
+	for i, e := range batch {
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		vals[i] = v
+	}
 	var added int64
 	err := l.store.commits.do(func(tx *bolt.Tx) error {
 		added = 0 // a commit may run this again
@@ -309,16 +319,12 @@ func (l *RequestLog) write(batch []LogEntry) error {
 			return err
 		}
 		appending(b)
-		for _, e := range batch {
-			v, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
+		for i, e := range batch {
 			k := l.key(e.Time)
-			if err := b.Put(k, v); err != nil {
+			if err := b.Put(k, vals[i]); err != nil {
 				return err
 			}
-			added += entrySize(k, v)
+			added += entrySize(k, vals[i])
 		}
 		return nil
 	})
