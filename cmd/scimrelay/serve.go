@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -71,6 +72,7 @@ Roles split the relay across machines that share an external NATS cluster:
 			if isTerminal(cmd.OutOrStdout()) {
 				out = cmd.OutOrStdout()
 			}
+			setMemoryLimit(log, memlimit.FromCgroup)
 			defer gcfloor.Start(int64(cfg.Memory.GCFloor))()
 			srv, err := newServer(cmd.Context(), cfg, string(role), log, out, withReload(configPathOf(cmd), level))
 			if err != nil {
@@ -129,4 +131,25 @@ func natsDescription(url string) string {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// memoryLimitRatio is the share of the container's memory limit given to Go
+// as its soft limit; the rest is headroom for what Go does not count (the
+// data file's mapped pages, the kernel's buffers).
+const memoryLimitRatio = 0.9
+
+// setMemoryLimit gives Go a soft memory limit of 90% of the container's
+// (the cgroup's, from limit), so that the collector works harder as the
+// heap nears it instead of the process being killed; memory.gc_floor keeps
+// it from running while the heap is small. GOMEMLIMIT in the environment
+// wins, and AUTOMEMLIMIT sets another ratio or "off"
+// (github.com/KimMachineGun/automemlimit). Without a limit it does nothing.
+func setMemoryLimit(log *slog.Logger, limit memlimit.Provider) {
+	set, err := memlimit.SetGoMemLimitWithOpts(memlimit.WithProvider(limit), memlimit.WithRatio(memoryLimitRatio))
+	switch {
+	case err != nil:
+		log.Debug("no container memory limit for Go's soft limit", "err", err)
+	case set > 0:
+		log.Info("Go's soft memory limit set from the container's", "gomemlimit_bytes", set)
+	}
 }

@@ -6,12 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"math"
 	"net/http"
+	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -287,5 +293,39 @@ func TestConcurrentCreatesOverHTTP(t *testing.T) {
 	}
 	if count[201] != 1 || count[409] != 19 {
 		t.Fatalf("statuses %v, want one 201 and nineteen 409", count)
+	}
+}
+
+// TestMemoryLimitFromContainer: serve gives Go a soft limit of 90% of the
+// container's memory limit, leaves an operator's GOMEMLIMIT alone, and
+// sets nothing without a limit.
+func TestMemoryLimitFromContainer(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	const container = 1 << 30
+	limited := func() (uint64, error) { return container, nil }
+	unlimited := func() (uint64, error) { return 0, memlimit.ErrNoLimit }
+	log := slog.New(slog.DiscardHandler)
+
+	t.Setenv("AUTOMEMLIMIT", "")
+	os.Unsetenv("AUTOMEMLIMIT")
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	setMemoryLimit(log, limited)
+	ratio := memoryLimitRatio
+	if got, want := debug.SetMemoryLimit(-1), int64(float64(container)*ratio); got != want {
+		t.Errorf("soft limit %d under a 1 GiB container, want %d", got, want)
+	}
+
+	debug.SetMemoryLimit(math.MaxInt64)
+	setMemoryLimit(log, unlimited)
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("soft limit %d without a container limit, want none", got)
+	}
+
+	t.Setenv("GOMEMLIMIT", "512MiB") // read by the runtime at start; here only the library sees it
+	setMemoryLimit(log, limited)
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("soft limit %d with GOMEMLIMIT set, want it left alone", got)
 	}
 }
