@@ -44,6 +44,32 @@ func (r OutboxRow) Event() (event.Event, error) {
 // caller writes rec afterwards. Creates encode their event before the
 // transaction instead (prepareCreate) and only append it here (appendEvent).
 func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a events.Action, changes []scim.Change, member *events.Member) error {
+	return w.emitAs(tx, tb, t, rec, w.store.eventResource(t.name, rec.res), a, changes, member)
+}
+
+// emitMembers emits a member event for each change, all carrying the group
+// as it is after the change, encoded once: a member PATCH makes one event
+// per member.
+func (w *txWrite) emitMembers(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, changes []memberChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	resource := w.store.eventResource(t.name, rec.res)
+	for _, c := range changes {
+		action := events.GroupMemberAdded
+		if !c.added {
+			action = events.GroupMemberRemoved
+		}
+		if err := w.emitAs(tx, tb, t, rec, resource, action, nil, &c.member); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emitAs is emit with the resource's JSON as events carry it
+// (eventResource) already encoded.
+func (w *txWrite) emitAs(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, resource json.RawMessage, a events.Action, changes []scim.Change, member *events.Member) error {
 	if member != nil && member.UserName == "" && member.DisplayName == "" {
 		m, err := describeMember(tb, *member)
 		if err != nil {
@@ -51,17 +77,12 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 		}
 		member = &m
 	}
-	d, err := w.store.draft(t.name, rec.res, a, w.now, w.ext, changes, member)
+	d, err := w.store.encodeEvent(t.name, rec.res, resource, a, w.now, w.ext, changes, member)
 	if err != nil {
 		return err
 	}
 	rec.subjectSeq++
 	return w.appendEvent(tx, tb, d, rec.subjectSeq)
-}
-
-// draft encodes the event of a change to r, without its sequence numbers.
-func (s *Store) draft(tenant string, r *scim.Resource, a events.Action, now time.Time, ext map[string]string, changes []scim.Change, member *events.Member) (*events.Draft, error) {
-	return s.encodeEvent(tenant, r, s.eventResource(tenant, r), a, now, ext, changes, member)
 }
 
 // encodeEvent encodes the event of a change to r, whose JSON as events

@@ -167,10 +167,8 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if err := w.appendEvent(tx, tb, p.created, rec.subjectSeq); err != nil {
 		return err
 	}
-	for _, c := range changes {
-		if err := w.emit(tx, tb, t, rec, events.GroupMemberAdded, nil, &c.member); err != nil {
-			return err
-		}
+	if err := w.emitMembers(tx, tb, t, rec, changes); err != nil {
+		return err
 	}
 	value := p.value
 	if value == nil {
@@ -397,14 +395,8 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 			return err
 		}
 	}
-	for _, c := range changes {
-		action := events.GroupMemberAdded
-		if !c.added {
-			action = events.GroupMemberRemoved
-		}
-		if err := w.emit(tx, tb, t, rec, action, nil, &c.member); err != nil {
-			return err
-		}
+	if err := w.emitMembers(tx, tb, t, rec, changes); err != nil {
+		return err
 	}
 	if err := putRecord(tb, rec); err != nil {
 		return err
