@@ -57,6 +57,7 @@ func gcPercent() int {
 func TestFloorHoldsOffCollections(t *testing.T) {
 	t.Setenv("GOGC", "") // the floor applies only when GOGC is not set
 	const floor, garbage = 64 << 20, 512 << 20
+	defer debug.SetGCPercent(debug.SetGCPercent(100)) // Go's default, whatever GOGC the test runs under
 	runtime.GC()
 	before := gcPercent()
 	stop := Start(floor)
@@ -85,6 +86,7 @@ func TestFloorHoldsOffCollections(t *testing.T) {
 
 func TestGOGCWins(t *testing.T) {
 	t.Setenv("GOGC", "100")
+	defer debug.SetGCPercent(debug.SetGCPercent(100)) // as GOGC=100 would have set it
 	before := gcPercent()
 	stop := Start(1 << 30)
 	defer stop()
