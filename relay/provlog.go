@@ -94,8 +94,8 @@ const minLogMaxBytes = 1 << 20
 // relay.yaml keys.
 func (o LogOptions) Check() error {
 	var errs []error
-	if o.Retention < 0 {
-		errs = append(errs, fmt.Errorf("provisioning_log.retention: must be positive, got %s", o.Retention))
+	if o.Retention <= 0 {
+		errs = append(errs, errors.New("provisioning_log.retention: must be positive, e.g. 30d"))
 	}
 	if o.MaxBytes != 0 && o.MaxBytes < minLogMaxBytes {
 		errs = append(errs, fmt.Errorf("provisioning_log.max_bytes: must be at least 1MiB, got %d bytes", o.MaxBytes))
@@ -233,6 +233,9 @@ func (l *RequestLog) Run(ctx context.Context) error {
 	defer close(l.done)
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	if err := l.measure(); err != nil {
+		l.log.Warn("measuring the provisioning log", "err", err)
+	}
 	if err := l.prune(); err != nil {
 		l.log.Warn("pruning the provisioning log", "err", err)
 	}
@@ -342,26 +345,29 @@ func entrySize(k, v []byte) int64 { return int64(len(k) + len(v) + 16) }
 // so that pruning never holds the writer for long.
 const pruneChunk = 10_000
 
-// prune deletes entries older than the retention, and measures what the
-// log takes (for the size bound) on its first run.
+// measure sets what the log takes in the data file (for the size bound)
+// from the entries there; Run calls it once, before anything is pruned or
+// written, and then keeps the figure as entries come and go.
+func (l *RequestLog) measure() error {
+	var size int64
+	err := l.store.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketProvLog); b != nil {
+			return b.ForEach(func(k, v []byte) error {
+				size += entrySize(k, v)
+				return nil
+			})
+		}
+		return nil
+	})
+	l.size = size
+	return err
+}
+
+// prune deletes entries older than the retention.
 func (l *RequestLog) prune() error {
 	cutoff := make([]byte, 8)
 	binary.BigEndian.PutUint64(cutoff, uint64(l.store.now().Add(-l.retention).UnixNano()))
-	if err := l.deleteOldest(func(k []byte, _ int64) bool { return bytes.Compare(k[:8], cutoff) < 0 }); err != nil {
-		return err
-	}
-	if l.size == 0 {
-		return l.store.db.View(func(tx *bolt.Tx) error {
-			if b := tx.Bucket(bucketProvLog); b != nil {
-				return b.ForEach(func(k, v []byte) error {
-					l.size += entrySize(k, v)
-					return nil
-				})
-			}
-			return nil
-		})
-	}
-	return nil
+	return l.deleteOldest(func(k []byte, _ int64) bool { return bytes.Compare(k[:8], cutoff) < 0 })
 }
 
 // pruneSize deletes the oldest entries until the log takes at most 90% of

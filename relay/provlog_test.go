@@ -130,6 +130,24 @@ func TestLogMaxBytes(t *testing.T) {
 	if n, _, newest := size(); n > bound || newest != "4999" {
 		t.Fatalf("after a restart and 2,000 more: %d bytes, newest %s", n, newest)
 	}
+	// A restarted log that first prunes expired entries still measures
+	// all that is there before it, and keeps to the bound.
+	s2, c2, _ := openStore(t)
+	old := batch(0, 100)
+	for i := range old {
+		old[i].Time = c2.now().Add(-48 * time.Hour)
+	}
+	runLog(t, s2, LogOptions{MaxBytes: bound, Retention: 72 * time.Hour}, append(old, batch(100, 1200)...)) // about 0.7 MiB
+	runLog(t, s2, LogOptions{MaxBytes: bound, Retention: 24 * time.Hour}, batch(1300, 1500))                  // 0.8 MiB more
+	var n2 int64
+	if err := s2.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketProvLog).ForEach(func(k, v []byte) error { n2 += entrySize(k, v); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n2 > bound {
+		t.Fatalf("after a restart that pruned expired entries: %d bytes, bound %d", n2, bound)
+	}
 	if err := (LogOptions{MaxBytes: 1000, Reads: "some", Retention: -time.Hour}).Check(); err == nil ||
 		!strings.Contains(err.Error(), "provisioning_log.max_bytes") || !strings.Contains(err.Error(), "provisioning_log.reads") || !strings.Contains(err.Error(), "provisioning_log.retention") {
 		t.Errorf("Check: %v", err)

@@ -91,9 +91,6 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	if cfg.Admin.Console && (cfg.Admin.SessionIdle < config.Duration(time.Minute) || cfg.Admin.SessionIdle > config.Duration(console.DefaultMaxAge)) {
 		add("admin.session_idle", "must be from 1m to %s, got %s", console.DefaultMaxAge, time.Duration(cfg.Admin.SessionIdle))
 	}
-	if cfg.ProvisioningLog.Retention <= 0 {
-		add("provisioning_log.retention", "must be positive, e.g. 30d")
-	}
 	ps = append(ps, problemsOf(cfg, logOptions(cfg).Check())...)
 	if len(cfg.Tenants) == 0 {
 		add("tenants", "at least one tenant is needed; its SCIM base path is /scim/v2/<name>")
