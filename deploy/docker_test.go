@@ -196,6 +196,10 @@ func TestDockerfile(t *testing.T) {
 	if flagValue(probe, "--config") != flagValue(cmd, "--config") {
 		t.Errorf("HEALTHCHECK reads %s, serve reads %s", flagValue(probe, "--config"), flagValue(cmd, "--config"))
 	}
+	// An operator's `docker exec … scimrelay reload` reads the same file.
+	if env := find(final, "ENV"); len(env) != 1 || env[0].args != "SCIMRELAY_CONFIG="+flagValue(cmd, "--config") {
+		t.Errorf("ENV %v; want SCIMRELAY_CONFIG=%s, the file serve reads", env, flagValue(cmd, "--config"))
+	}
 	src, ok := copies[flagValue(cmd, "--config")]
 	if !ok {
 		t.Fatalf("CMD reads %s, which the image does not contain", flagValue(cmd, "--config"))

@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// TestSystemdUnit checks that the unit runs a command the binary accepts
-// and may write where the relay keeps its data.
+// TestSystemdUnit checks that the unit runs a command the binary accepts,
+// reloads it with SIGHUP and may write where the relay keeps its data.
 func TestSystemdUnit(t *testing.T) {
 	data, err := os.ReadFile("systemd/scimrelay.service")
 	if err != nil {
@@ -26,6 +26,10 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("ExecStart %q; the README installs the binary as /usr/local/bin/scimrelay", exec)
 	}
 	checkCommandLine(t, "ExecStart", exec[1:])
+	// systemctl reload: SIGHUP, which serve answers by re-reading relay.yaml.
+	if r := keys["ExecReload"]; len(r) != 1 || r[0] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("ExecReload %q; want /bin/kill -HUP $MAINPID", r)
+	}
 	state := "/var/lib/" + strings.Join(keys["StateDirectory"], "")
 	if !strings.Contains(strings.Join(keys["ReadWritePaths"], " "), state) || keys["ProtectSystem"][0] != "strict" {
 		t.Errorf("ProtectSystem=%v with ReadWritePaths %v: the relay cannot write its StateDirectory %s", keys["ProtectSystem"], keys["ReadWritePaths"], state)

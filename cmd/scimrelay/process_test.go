@@ -340,3 +340,48 @@ func scrapeGauge(t *testing.T, admin, name string) float64 {
 	t.Fatalf("/metrics (%d) has no %s", res.StatusCode, name)
 	return 0
 }
+
+// TestHangUpWhileStarting: a SIGHUP that arrives while the relay starts
+// (opening its data file, starting NATS, before it reloads on SIGHUP) does
+// not end it.
+func TestHangUpWhileStarting(t *testing.T) {
+	bin := binary(t)
+	dataDir := t.TempDir()
+	configPath, addrs := processConfig(t, dataDir)
+	p := startProcess(t, bin, configPath)
+	// From when it opens its data file (its Go code runs: before that a
+	// signal meets a process not yet able to handle any) until it is ready.
+	eventstest.CheckFor(t, 30*time.Second, time.Millisecond, func() error {
+		_, err := os.Stat(filepath.Join(dataDir, "scimrelay.db"))
+		return err
+	})
+	hups := 0
+	eventstest.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		select {
+		case <-p.exited:
+			t.Fatalf("relay exited after %d SIGHUPs while starting: %v\n%s", hups, p.err, p.stderr.String())
+		default:
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err == nil {
+			hups++
+		}
+		res, err := http.Get("http://" + addrs.admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", res.StatusCode)
+		}
+		return nil
+	})
+	if hups < 1 {
+		t.Fatal("no SIGHUP was sent before the relay was ready")
+	}
+	t.Logf("%d SIGHUPs while starting", hups)
+	select {
+	case <-p.exited:
+		t.Fatalf("relay exited after the SIGHUPs: %v\n%s", p.err, p.stderr.String())
+	default:
+	}
+}

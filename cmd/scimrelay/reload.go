@@ -34,6 +34,31 @@ var reloadable = []string{
 	"tenants", "sinks",
 }
 
+// applicable is the configuration a reload runs with: running, with the
+// value of every reloadable key taken from next.
+func applicable(running, next *config.Config) *config.Config {
+	out := *running
+	dst, src := reflect.ValueOf(&out).Elem(), reflect.ValueOf(next).Elem()
+	for _, key := range reloadable {
+		d, s := dst, src
+		for _, name := range strings.Split(key, ".") {
+			d, s = fieldByTag(d, name), fieldByTag(s, name)
+		}
+		d.Set(s)
+	}
+	return &out
+}
+
+// fieldByTag is the field of struct v whose yaml name is name.
+func fieldByTag(v reflect.Value, name string) reflect.Value {
+	for i := range v.NumField() {
+		if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); tag == name {
+			return v.Field(i)
+		}
+	}
+	panic("relay.yaml has no key " + name) // reloadable names only keys that exist: TestReloadableKeysExist
+}
+
 // isReloadable reports whether a change of key is applied by a reload.
 func isReloadable(key string) bool {
 	return slices.ContainsFunc(reloadable, func(r string) bool { return key == r || strings.HasPrefix(key, r+".") })
@@ -62,6 +87,11 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 			res.RestartNeeded = append(res.RestartNeeded, key)
 		}
 	}
+	// From here on the relay runs with the running configuration and only
+	// the reloadable keys of the file: what needs a restart keeps its
+	// running value everywhere (public_url in SCIM locations and events
+	// alike, data_dir for the token files).
+	next = applicable(old, next)
 	// What changes as a whole goes first, so that a failure leaves the
 	// relay as it was: the tenants (a disk error), then the rest.
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
@@ -78,7 +108,7 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 		s.setSCIMHandler(next)
 	}
 	for _, key := range changedKeys(old, next) {
-		if isReloadable(key) && key != "tenants" && key != "sinks" && !strings.HasPrefix(key, "tenants.") && !strings.HasPrefix(key, "sinks.") {
+		if key != "tenants" && key != "sinks" { // said one by one above and below
 			res.Applied = append(res.Applied, fmt.Sprintf("%s: %v → %v", key, valueAt(old, key), valueAt(next, key)))
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -92,8 +93,10 @@ sinks:
 		t.Fatal("a Debug line at level info")
 	}
 
-	// Add a sink and a tenant, limit the rate, log at debug, move listen.
+	// Add a sink and a tenant, limit the rate, log at debug, move listen
+	// and public_url.
 	f.write(`listen: 127.0.0.1:1
+public_url: https://moved.example.com
 log:
   level: debug
   format: json
@@ -129,7 +132,7 @@ limits:
 	if status := <-inFlight; status != http.StatusCreated {
 		t.Errorf("the request under way during the reload: %d, want 201", status)
 	}
-	for _, want := range []string{"tenant globex added", "sink b added", "limits.rate: 0 → 1", "limits.burst: 400 → 1", "log.level: info → debug", "listen changed: needs a restart"} {
+	for _, want := range []string{"tenant globex added", "sink b added", "limits.rate: 0 → 1", "limits.burst: 400 → 1", "log.level: info → debug", "listen changed: needs a restart", "public_url changed: needs a restart"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("reload says:\n%s\nwithout %q", stdout, want)
 		}
@@ -137,7 +140,11 @@ limits:
 	if strings.Contains(stdout, "sink a") {
 		t.Errorf("sink a did not change, but reload says:\n%s", stdout)
 	}
-	bob := p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201).str("id")
+	created := p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201)
+	bob := created.str("id")
+	if loc := created.header.Get("Location"); !strings.HasPrefix(loc, p.scimURL) {
+		t.Errorf("Location %q after a reload that changed public_url: want the running value, %s…, until a restart", loc, p.scimURL)
+	}
 	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusTooManyRequests {
 		t.Errorf("a second request within the second at rate 1, burst 1: %d", r.status)
 	}
@@ -286,5 +293,17 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	case <-p.exited:
 		t.Fatalf("SIGHUP ended the relay: %v", p.err)
 	default:
+	}
+}
+
+// TestReloadableKeysExist: every key a reload applies names a relay.yaml
+// key (applicable finds each by its yaml name).
+func TestReloadableKeysExist(t *testing.T) {
+	cfg := config.Default()
+	next := config.Default()
+	next.Log.Level = "debug"
+	got := applicable(cfg, next) // panics on a key that does not exist
+	if got.Log.Level != "debug" || cfg.Log.Level == "debug" {
+		t.Errorf("applicable: log.level %q (running %q), want the file's debug in a copy", got.Log.Level, cfg.Log.Level)
 	}
 }

@@ -3,10 +3,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/cobra"
@@ -51,12 +54,24 @@ names.
 Roles split the relay across machines that share an external NATS cluster:
   all    everything in one process (default)
   scim   the SCIM endpoint and the event publisher; holds the data file
-  sinks  webhook delivery workers only; needs no data file`,
+  sinks  webhook delivery workers only; needs no data file
+
+SIGHUP (or 'scimrelay reload') re-reads relay.yaml and applies what can change
+while running; SIGTERM or SIGINT stops it gracefully.
+
+Environment: SCIMRELAY_CONFIG names relay.yaml; OTEL_* turns on tracing;
+GOGC overrides memory.gc_floor; in a container with a memory limit, Go's soft
+limit is 90% of it unless GOMEMLIMIT is set (AUTOMEMLIMIT: another share, or
+off).`,
 		Example: `  scimrelay serve
   scimrelay serve --config /etc/scimrelay/relay.yaml
   scimrelay serve --role sinks --config relay.yaml`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP reloads relay.yaml once the relay runs; until then (the
+			// data file opening, NATS connecting) it must not end the
+			// process, as Go's default action would.
+			signal.Ignore(syscall.SIGHUP)
 			cfg, err := loadConfig(configPathOf(cmd), string(role))
 			if err != nil {
 				return err
@@ -102,6 +117,10 @@ another process) serve reports when it starts.`,
   scimrelay check --role sinks --config relay.yaml`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP reloads relay.yaml once the relay runs; until then (the
+			// data file opening, NATS connecting) it must not end the
+			// process, as Go's default action would.
+			signal.Ignore(syscall.SIGHUP)
 			cfg, err := loadConfig(configPathOf(cmd), string(role))
 			if err != nil {
 				return err
@@ -147,8 +166,10 @@ const memoryLimitRatio = 0.9
 func setMemoryLimit(log *slog.Logger, limit memlimit.Provider) {
 	set, err := memlimit.SetGoMemLimitWithOpts(memlimit.WithProvider(limit), memlimit.WithRatio(memoryLimitRatio))
 	switch {
-	case err != nil:
+	case errors.Is(err, memlimit.ErrNoCgroup) || errors.Is(err, memlimit.ErrCgroupsNotSupported):
 		log.Debug("no container memory limit for Go's soft limit", "err", err)
+	case err != nil: // AUTOMEMLIMIT unreadable, or the cgroup's files
+		log.Warn("Go's soft memory limit is not set from the container's", "err", err)
 	case set > 0:
 		log.Info("Go's soft memory limit set from the container's", "gomemlimit_bytes", set)
 	}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -322,6 +323,14 @@ func TestMemoryLimitFromContainer(t *testing.T) {
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Errorf("soft limit %d without a container limit, want none", got)
 	}
+
+	var logged bytes.Buffer
+	t.Setenv("AUTOMEMLIMIT", "0.5x")
+	setMemoryLimit(slog.New(slog.NewTextHandler(&logged, nil)), limited)
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 || !strings.Contains(logged.String(), "level=WARN") {
+		t.Errorf("AUTOMEMLIMIT=0.5x: soft limit %d, log %q; want none and a warning", got, logged.String())
+	}
+	os.Unsetenv("AUTOMEMLIMIT")
 
 	t.Setenv("GOMEMLIMIT", "512MiB") // read by the runtime at start; here only the library sees it
 	setMemoryLimit(log, limited)
