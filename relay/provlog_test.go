@@ -138,7 +138,7 @@ func TestLogMaxBytes(t *testing.T) {
 		old[i].Time = c2.now().Add(-48 * time.Hour)
 	}
 	runLog(t, s2, LogOptions{MaxBytes: bound, Retention: 72 * time.Hour}, append(old, batch(100, 1200)...)) // about 0.7 MiB
-	runLog(t, s2, LogOptions{MaxBytes: bound, Retention: 24 * time.Hour}, batch(1300, 1500))                  // 0.8 MiB more
+	runLog(t, s2, LogOptions{MaxBytes: bound, Retention: 24 * time.Hour}, batch(1300, 1500))                // 0.8 MiB more
 	var n2 int64
 	if err := s2.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketProvLog).ForEach(func(k, v []byte) error { n2 += entrySize(k, v); return nil })
