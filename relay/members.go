@@ -388,13 +388,16 @@ func (c memberCard) describe(m events.Member) events.Member {
 	return m
 }
 
-// display is the name a group shows for a member: its displayName, else
+// display is the name a group shows for the member.
+func (c memberCard) display() string { return displayOf(c.displayName, c.userName) }
+
+// displayOf is the name a group shows for a member: its displayName, else
 // its userName.
-func (c memberCard) display() string {
-	if c.displayName != "" {
-		return c.displayName
+func displayOf(displayName, userName string) string {
+	if displayName != "" {
+		return displayName
 	}
-	return c.userName
+	return userName
 }
 
 // renameInGroups sets the display name of memberID in every group it

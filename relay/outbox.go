@@ -25,10 +25,8 @@ type OutboxRow struct {
 	Msg  *nats.Msg
 	ID   string
 	Time time.Time
-	// Err is why the row cannot be published (Msg is then nil); Raw is the
-	// row as stored, for quarantine.
+	// Err is why the row cannot be published (Msg is then nil).
 	Err error
-	Raw []byte
 }
 
 // Event decodes the row's CloudEvent, as a subscriber would.
@@ -224,7 +222,7 @@ func readOutboxRow(key uint64, v []byte) OutboxRow {
 		}
 	}
 	if row.Err != nil {
-		row.Msg, row.Raw = nil, v
+		row.Msg = nil
 	}
 	return row
 }

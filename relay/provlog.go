@@ -61,9 +61,6 @@ type LogEntry struct {
 	Key string `json:"key"`
 }
 
-// Requests returns how many requests the entry stands for.
-func (e LogEntry) Requests() int { return max(e.Count, 1) }
-
 // LogOptions configures the provisioning log.
 type LogOptions struct {
 	// Retention is how long entries are kept (default 30 days).

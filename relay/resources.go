@@ -386,7 +386,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		if err := reindex(tb, oldEntries, newEntries); err != nil {
 			return err
 		}
-		if d := cardOf(next).display(); d != cardOf(cur).display() {
+		if d := displayOf(next.String("displayName"), next.String("userName")); d != displayOf(cur.String("displayName"), cur.String("userName")) {
 			if err := renameInGroups(tb, id, d); err != nil {
 				return err
 			}

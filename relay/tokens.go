@@ -460,5 +460,16 @@ func (s *Store) flushTokenUse() error {
 	if len(list) == 0 {
 		return nil
 	}
-	return s.putTokens(context.Background(), list...)
+	if err := s.putTokens(context.Background(), list...); err != nil {
+		// Keep the times for the next flush; a use noted since is newer.
+		c.mu.RLock()
+		for _, st := range list {
+			if u, ok := c.used[st.ID]; ok {
+				u.at.CompareAndSwap(0, st.LastUsed.UnixNano())
+			}
+		}
+		c.mu.RUnlock()
+		return err
+	}
+	return nil
 }

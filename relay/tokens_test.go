@@ -254,3 +254,26 @@ func TestTokenStateSaysWhatIsLeft(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenUseKeptWhenFlushFails: last-use times that could not be written
+// wait for the next flush instead of being lost.
+func TestTokenUseKeptWhenFlushFails(t *testing.T) {
+	s, _, _ := openStore(t)
+	secret, tok, err := s.Tokens().Create(ctx, "acme", "ci", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authenticate(ctx, "acme", secret); err != nil {
+		t.Fatal(err)
+	}
+	s.commits.close() // every write fails from here on
+	if err := s.flushTokenUse(); err == nil {
+		t.Fatal("flush succeeded with the committer closed")
+	}
+	s.tokens.mu.RLock()
+	pending := s.tokens.used[tok.ID].at.Load()
+	s.tokens.mu.RUnlock()
+	if pending == 0 {
+		t.Fatal("the last use of a token was dropped by a failed flush; want it kept for the next")
+	}
+}

@@ -92,8 +92,19 @@ func TestUpgradeFromLayout2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != len(old)+2 || events.IsMessage(rows[0].Raw) || rows[0].Err != nil || rows[len(rows)-1].Err != nil {
+	if len(rows) != len(old)+2 || rows[0].Err != nil || rows[len(rows)-1].Err != nil {
 		t.Fatalf("%d rows after the upgrade, want %d, all readable", len(rows), len(old)+2)
+	}
+	// The old rows are read as they were stored (structured JSON), not
+	// rewritten; the new ones are stored messages.
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox)
+		if first, last := b.Get(u64(rows[0].Key)), b.Get(u64(rows[len(rows)-1].Key)); events.IsMessage(first) || !events.IsMessage(last) {
+			return fmt.Errorf("first row stored as a message: %v, last row: %v; want structured, then message", events.IsMessage(first), events.IsMessage(last))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 
 	ns := eventstest.RunServer(t)

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 )
@@ -124,36 +126,17 @@ func Encode(m Meta, d Data) (*Draft, error) {
 	seqAt := len(h) - len(placeholderSeq) - 2
 	h = appendHeader(h, headerPrefix+ExtSubjectSeq, placeholderSeq)
 	subSeqAt := len(h) - len(placeholderSeq) - 2
-	for _, name := range slices.Sorted(mapKeys(m.Extensions)) {
+	for _, name := range slices.Sorted(maps.Keys(m.Extensions)) {
 		h = appendHeader(h, headerPrefix+name, m.Extensions[name])
 	}
-	h = appendHeader(h, headerContentType, ApplicationJSON)
+	h = appendHeader(h, headerContentType, event.ApplicationJSON)
 	h = appendHeader(h, nats.MsgIdHdr, dr.id)
 	h = append(h, "\r\n"...)
 
-	row := make([]byte, 0, 1+2*binary.MaxVarintLen32+len(subject)+len(h)+len(data))
-	row = append(row, messageTag)
-	row = binary.AppendUvarint(row, uint64(len(subject)))
-	row = append(row, subject...)
-	row = binary.AppendUvarint(row, uint64(len(h)))
-	headerAt := len(row)
-	row = append(row, h...)
-	row = append(row, data...)
+	row := Message{Subject: subject, Header: h, Data: data}.Append(make([]byte, 0, 1+2*binary.MaxVarintLen32+len(subject)+len(h)+len(data)))
+	headerAt := len(row) - len(data) - len(h)
 	dr.row, dr.seqAt, dr.subSeqAt = row, headerAt+seqAt, headerAt+subSeqAt
 	return dr, nil
-}
-
-// ApplicationJSON is the datacontenttype of every event.
-const ApplicationJSON = "application/json"
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // checkExtensions refuses extension attributes that are not CloudEvents
