@@ -158,11 +158,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Requests < 0 || o.Rounds < 0 || o.ReadConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("requests (%d), rounds (%d) and read concurrency (%d) must not be negative", o.Requests, o.Rounds, o.ReadConcurrency))
 	}
-	if o.Mode == ModeScale && o.Rate > 0 {
-		errs = append(errs, errors.New("rate: the scale mode runs closed loop only"))
-	}
-	if o.Mode == ModeOps && o.Rate > 0 {
-		errs = append(errs, errors.New("rate: the ops mode runs closed loop only"))
+	if (o.Mode == ModeScale || o.Mode == ModeOps) && o.Rate > 0 {
+		errs = append(errs, fmt.Errorf("rate: the %s mode runs closed loop only", o.Mode))
 	}
 	if o.AdminURL != "" {
 		if u, err := url.Parse(o.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -84,7 +84,7 @@ func newCycle(o Options, base string, b *bar, expectEvents bool) *cycle {
 		o:        o,
 		client:   newClient(o, base),
 		bar:      b,
-		rec:      newRecorder(),
+		rec:      &recorder{},
 		users:    make([]user, o.Users),
 		groups:   make([]group, o.Groups),
 		memberOf: make(map[int][]int),

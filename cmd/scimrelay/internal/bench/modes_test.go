@@ -6,10 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,5 +170,172 @@ func TestScaleModeWaitsForTheOutbox(t *testing.T) {
 	var table bytes.Buffer
 	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), "events behind; published in") {
 		t.Errorf("table: %v\n%s", err, table.String())
+	}
+}
+
+// throttleEvery answers every k-th request 429 with Retry-After: 0, as a
+// rate-limited relay does (but with no wait, and deterministically), and
+// counts the 429s in refused.
+func throttleEvery(k int64, refused *atomic.Int64) func(http.Handler) http.Handler {
+	var n atomic.Int64
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1)%k == 0 {
+				refused.Add(1)
+				w.Header().Set("Retry-After", "0")
+				w.Header().Set("Content-Type", "application/scim+json")
+				w.WriteHeader(http.StatusTooManyRequests)
+				_, _ = w.Write([]byte(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"429"}`))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// TestOpsModeCountsThrottling: a 429 answered during an ops round is waited
+// out and sent again, and counted as throttled in the round's row, the
+// median row, the JSON and the table.
+func TestOpsModeCountsThrottling(t *testing.T) {
+	var refused atomic.Int64
+	_, url := startRelay(t, throttleEvery(3, &refused))
+	rep, err := RunOps(context.Background(), Options{URL: url, Token: testToken, Requests: 20, Rounds: 2, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("the relay never answered 429; the test proves nothing")
+	}
+	throttled := 0
+	for _, rows := range rep.RoundRows {
+		for _, r := range rows {
+			throttled += r.Endpoint.Throttled
+			if r.Endpoint.ErrorCount() != 0 {
+				t.Errorf("%s: errors %v: a 429 must be waited out and sent again", r.Operation, r.Endpoint.Errors)
+			}
+		}
+	}
+	if throttled != int(refused.Load()) {
+		t.Errorf("rounds count %d throttled, the relay refused %d", throttled, refused.Load())
+	}
+	if m := rep.Median[0].Endpoint.Throttled + rep.Median[1].Endpoint.Throttled; m != throttled {
+		t.Errorf("median rows count %d throttled, the rounds %d", m, throttled)
+	}
+	var j struct {
+		Rounds []struct {
+			Rows []struct {
+				Endpoint struct {
+					Throttled int `json:"throttled"`
+				} `json:"endpoint"`
+			} `json:"rows"`
+		} `json:"rounds"`
+	}
+	b, _ := json.Marshal(rep)
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	inJSON := 0
+	for _, r := range j.Rounds {
+		for _, row := range r.Rows {
+			inJSON += row.Endpoint.Throttled
+		}
+	}
+	if inJSON != throttled {
+		t.Errorf("JSON counts %d throttled, want %d: %s", inJSON, throttled, b)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), fmt.Sprintf("throttled: %d answers of 429", throttled)) {
+		t.Errorf("table: %v\n%s", err, table.String())
+	}
+}
+
+// TestScaleModeCountsThrottling: a 429 answered during any phase of a scale
+// run is waited out and sent again, and counted as throttled in that
+// phase, its windows, the JSON and the table.
+func TestScaleModeCountsThrottling(t *testing.T) {
+	var refused atomic.Int64
+	_, url := startRelay(t, throttleEvery(3, &refused))
+	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 30, Groups: 2, MembersPerGroup: 10,
+		Requests: 10, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("the relay never answered 429; the test proves nothing")
+	}
+	throttled := 0
+	for _, p := range []phaseResult{rep.Fill, rep.Groups, rep.Members, rep.FilterGet, rep.Create} {
+		throttled += p.Throttled
+		if p.ErrorCount() != 0 {
+			t.Errorf("%s: errors %v: a 429 must be waited out and sent again", p.Name, p.Errors)
+		}
+	}
+	if throttled != int(refused.Load()) {
+		t.Errorf("phases count %d throttled, the relay refused %d", throttled, refused.Load())
+	}
+	if len(rep.Fill.Windows) != 1 || rep.Fill.Windows[0].Throttled != rep.Fill.Throttled {
+		t.Errorf("fill throttled %d, its windows %+v", rep.Fill.Throttled, rep.Fill.Windows)
+	}
+	type op struct {
+		Throttled int `json:"throttled"`
+	}
+	var j struct {
+		Fill      op `json:"fill"`
+		Groups    op `json:"groups"`
+		Members   op `json:"members"`
+		FilterGet op `json:"filter_get"`
+		Create    op `json:"create"`
+	}
+	b, _ := json.Marshal(rep)
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	inJSON := j.Fill.Throttled + j.Groups.Throttled + j.Members.Throttled + j.FilterGet.Throttled + j.Create.Throttled
+	if inJSON != throttled {
+		t.Errorf("JSON counts %d throttled, want %d: %s", inJSON, throttled, b)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), fmt.Sprintf("throttled: %d answers of 429", throttled)) {
+		t.Errorf("table: %v\n%s", err, table.String())
+	}
+}
+
+// TestScaleTableFirstErrors: the table gives the first error of every
+// phase, the last one (the creates at size) too, and not again for the
+// fill's windows.
+func TestScaleTableFirstErrors(t *testing.T) {
+	phase := func(name string) phaseResult {
+		return phaseResult{OpStats: OpStats{Name: name, Count: 1, Errors: map[int]int{500: 1}, FirstError: name + " broke"}}
+	}
+	rep := &ScaleReport{Fill: phase("fill"), Groups: phase("create-group"), Members: phase("patch-members"),
+		FilterGet: phase("filter-get-user"), Create: phase("create-user")}
+	rep.Fill.Windows = []OpStats{phase("fill 1-1").OpStats}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"first fill error: fill broke\n", "first create-group error: create-group broke\n",
+		"first patch-members error: patch-members broke\n", "first at size: filter-get-user error: filter-get-user broke\n",
+		"first at size: create-user error: create-user broke\n"} {
+		if n := strings.Count(table.String(), line); n != 1 {
+			t.Errorf("table has %q %d times, want once:\n%s", line, n, table.String())
+		}
+	}
+	if strings.Contains(table.String(), "fill 1-1 broke") {
+		t.Errorf("table repeats a window's first error:\n%s", table.String())
+	}
+}
+
+// TestModesRejectRate: the ops and scale modes run closed loop only, and
+// say so, naming the mode.
+func TestModesRejectRate(t *testing.T) {
+	o := Options{URL: "http://x", Users: 1, Rate: 10}
+	_, err := RunOps(context.Background(), o)
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "rate: the ops mode runs closed loop only") {
+		t.Errorf("RunOps with a rate: %v", err)
+	}
+	_, err = RunScale(context.Background(), o)
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "rate: the scale mode runs closed loop only") {
+		t.Errorf("RunScale with a rate: %v", err)
 	}
 }

@@ -28,19 +28,21 @@ const (
 
 // OpsReport is what an ops run measured. Its JSON form:
 //
-//	{"config": {...as Report's, plus "requests", "rounds"},
+//	{"config": {...as Report's},
+//	 "requests",
 //	 "rounds": [{"round", "rows": [row...]}],
 //	 "median": [row...]}
 //	row: {"operation", "endpoint": op, "baseline": op or null, "ratio"}
 //
 // where op is an operation of Report and ratio the endpoint's requests/s
 // over the baseline's (0 without a baseline). A median row's figures are
-// each the median over the rounds.
+// each the median over the rounds, except the endpoint's count, errors and
+// throttled: the rounds' sums.
 type OpsReport struct {
-	Config           Config
-	Requests, Rounds int
-	RoundRows        [][]OpsRow
-	Median           []OpsRow
+	Config    Config
+	Requests  int
+	RoundRows [][]OpsRow
+	Median    []OpsRow
 }
 
 // Failures lists the operations whose requests failed, in any round.
@@ -70,7 +72,7 @@ func RunOps(ctx context.Context, o Options) (*OpsReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &OpsReport{Config: configOf(o), Requests: o.Requests, Rounds: o.Rounds}
+	rep := &OpsReport{Config: configOf(o), Requests: o.Requests}
 	per := int64(2 * o.Requests)
 	if o.Baseline {
 		per *= 2
@@ -176,6 +178,7 @@ func medianRows(rounds [][]OpsRow) []OpsRow {
 		m := OpsRow{Operation: rounds[0][k].Operation, Endpoint: OpStats{Name: rounds[0][k].Operation, Errors: map[int]int{}}}
 		for _, rows := range rounds {
 			m.Endpoint.Count += rows[k].Endpoint.Count
+			m.Endpoint.Throttled += rows[k].Endpoint.Throttled
 			for s, n := range rows[k].Endpoint.Errors {
 				m.Endpoint.Errors[s] += n
 			}
@@ -259,9 +262,11 @@ func (r *OpsReport) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n", round, row.Operation, e.RPS,
 			msText(e.Latency.P50), msText(e.Latency.P99), msText(e.Latency.Max), errorsText(e.Errors), base)
 	}
+	throttled := 0
 	for i, rows := range r.RoundRows {
 		for _, row := range rows {
 			line(fmt.Sprint(i+1), row)
+			throttled += row.Endpoint.Throttled
 		}
 	}
 	for _, row := range r.Median {
@@ -270,6 +275,7 @@ func (r *OpsReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	writeThrottled(&b, throttled)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

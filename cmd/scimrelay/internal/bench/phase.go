@@ -28,11 +28,12 @@ type phaseResult struct {
 // runPhase sends n requests, req(i) for i in [0, n), from conc workers.
 // window > 0 also reports every window requests on their own.
 func runPhase(ctx context.Context, c *client, name string, n, conc, window int, b *bar, req func(i int) request) phaseResult {
-	lat := make([]time.Duration, n)
-	starts := make([]time.Time, n)
-	ends := make([]time.Time, n)
-	failed := make([]int, n) // status+1 of a failure, 0 when it succeeded
-	var firstErr atomic.Value
+	var mu sync.Mutex
+	var all opRecord
+	var windows []opRecord
+	if window > 0 {
+		windows = make([]opRecord, (n+window-1)/window)
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	begin := time.Now()
@@ -44,53 +45,32 @@ func runPhase(ctx context.Context, c *client, name string, n, conc, window int, 
 					return
 				}
 				r := req(i)
-				starts[i] = time.Now()
+				origin := time.Now()
 				res := c.send(ctx, r)
-				ends[i] = res.end
-				lat[i] = res.end.Sub(starts[i])
-				if res.err != nil {
-					failed[i] = res.status + 1
-					firstErr.CompareAndSwap(nil, res.err.Error())
+				mu.Lock()
+				all.add(origin, res)
+				if window > 0 {
+					windows[i/window].add(origin, res)
 				}
+				mu.Unlock()
 				b.add()
 			}
 		})
 	}
 	wg.Wait()
 	done := int(min(next.Load(), int64(n)))
-	out := phaseResult{OpStats: sliceStats(name, lat[:done], starts[:done], ends[:done], failed[:done])}
+	out := phaseResult{OpStats: all.stats(name)}
+	// The phase's rate is over its wall time, workers' start and end
+	// included; a window's, over its own requests' span.
 	out.RPS = rate(done, time.Since(begin))
-	if s, ok := firstErr.Load().(string); ok {
-		out.FirstError = s
-	}
-	if window > 0 {
-		for lo := 0; lo < done; lo += window {
-			hi := min(lo+window, done)
-			out.Windows = append(out.Windows, sliceStats(fmt.Sprintf("%s %d-%d", name, lo+1, hi), lat[lo:hi], starts[lo:hi], ends[lo:hi], failed[lo:hi]))
+	for k := range windows {
+		lo := k * window
+		if lo >= done {
+			break
 		}
+		out.Windows = append(out.Windows, windows[k].stats(fmt.Sprintf("%s %d-%d", name, lo+1, min(lo+window, done))))
 	}
 	return out
-}
-
-// sliceStats summarises requests; their rate is over the span from the
-// first start to the last end.
-func sliceStats(name string, lat []time.Duration, starts, ends []time.Time, failed []int) OpStats {
-	s := OpStats{Name: name, Count: len(lat), Errors: map[int]int{}}
-	var first, last time.Time
-	for i := range lat {
-		if first.IsZero() || starts[i].Before(first) {
-			first = starts[i]
-		}
-		if ends[i].After(last) {
-			last = ends[i]
-		}
-		if failed[i] != 0 {
-			s.Errors[failed[i]-1]++
-		}
-	}
-	s.RPS = rate(len(lat), last.Sub(first))
-	s.Latency = latencyOf(append([]time.Duration(nil), lat...))
-	return s
 }
 
 // filterUserPath is Entra's matching query for a userName.

@@ -17,6 +17,8 @@ type recorder struct {
 	ops [numOps]opRecord
 }
 
+// opRecord is the requests of one operation (or one phase, or one window
+// of a phase). Its zero value is ready; it is not safe for concurrent use.
 type opRecord struct {
 	lat         []time.Duration
 	errs        map[int]int
@@ -25,18 +27,14 @@ type opRecord struct {
 	throttled   int       // 429s waited out and sent again
 }
 
-func newRecorder() *recorder {
-	r := &recorder{}
-	for i := range r.ops {
-		r.ops[i].errs = map[int]int{}
-	}
-	return r
-}
-
 func (r *recorder) add(op int, origin time.Time, res result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o := &r.ops[op]
+	r.ops[op].add(origin, res)
+}
+
+// add records a request sent at origin (or due then, in open loop).
+func (o *opRecord) add(origin time.Time, res result) {
 	o.lat = append(o.lat, max(res.end.Sub(origin), 0))
 	o.throttled += res.throttled
 	if o.first.IsZero() || origin.Before(o.first) {
@@ -46,10 +44,27 @@ func (r *recorder) add(op int, origin time.Time, res result) {
 		o.last = res.end
 	}
 	if res.err != nil {
+		if o.errs == nil {
+			o.errs = map[int]int{}
+		}
 		o.errs[res.status]++
 		if o.firstErr == "" {
 			o.firstErr = res.err.Error()
 		}
+	}
+}
+
+// stats summarises the requests; their rate is over the span from the
+// earliest origin to the latest end.
+func (o *opRecord) stats(name string) OpStats {
+	errs := maps.Clone(o.errs)
+	if errs == nil {
+		errs = map[int]int{}
+	}
+	return OpStats{
+		Name: name, Count: len(o.lat), Latency: latencyOf(o.lat),
+		Errors: errs, FirstError: o.firstErr,
+		RPS: rate(len(o.lat), o.last.Sub(o.first)), Throttled: o.throttled,
 	}
 }
 
@@ -63,11 +78,7 @@ func (r *recorder) stats(wall time.Duration) ([]OpStats, OpStats) {
 	var all []time.Duration
 	for i := range r.ops {
 		o := &r.ops[i]
-		ops[i] = OpStats{
-			Name: opNames[i], Count: len(o.lat), Latency: latencyOf(o.lat),
-			Errors: maps.Clone(o.errs), FirstError: o.firstErr,
-			RPS: rate(len(o.lat), o.last.Sub(o.first)), Throttled: o.throttled,
-		}
+		ops[i] = o.stats(opNames[i])
 		total.Throttled += o.throttled
 		all = append(all, o.lat...)
 		for s, n := range o.errs {

@@ -387,8 +387,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
+// writeOps writes the operations and their total as a table, then each
+// operation's first error and the 429s waited out.
 func writeOps(w io.Writer, ops []OpStats, total OpStats) error {
-	rows := append(slices.Clone(ops), total)
+	if err := writeOpRows(w, append(slices.Clone(ops), total)); err != nil {
+		return err
+	}
+	writeFirstErrors(w, ops)
+	writeThrottled(w, total.Throttled)
+	return nil
+}
+
+// writeOpRows writes one table row per operation.
+func writeOpRows(w io.Writer, rows []OpStats) error {
 	// Numbers align right; names, padded to one width, read from the left.
 	width := len("operation")
 	for _, s := range rows {
@@ -400,18 +411,23 @@ func writeOps(w io.Writer, ops []OpStats, total OpStats) error {
 		fmt.Fprintf(tw, "%-*s\t%d\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n", width, s.Name, s.Count, s.RPS,
 			msText(s.Latency.P50), msText(s.Latency.P95), msText(s.Latency.P99), msText(s.Latency.Max), errorsText(s.Errors))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	return tw.Flush()
+}
+
+// writeFirstErrors writes the first error of each operation that had one.
+func writeFirstErrors(w io.Writer, ops []OpStats) {
 	for _, s := range ops {
 		if s.FirstError != "" {
 			fmt.Fprintf(w, "first %s error: %s\n", s.Name, s.FirstError)
 		}
 	}
-	if total.Throttled > 0 {
-		fmt.Fprintf(w, "throttled: %d answers of 429 waited out as Retry-After asked and sent again (as Entra does)\n", total.Throttled)
+}
+
+// writeThrottled says how many 429s were waited out, when there were any.
+func writeThrottled(w io.Writer, n int) {
+	if n > 0 {
+		fmt.Fprintf(w, "throttled: %d answers of 429 waited out as Retry-After asked and sent again (as Entra does)\n", n)
 	}
-	return nil
 }
 
 // Failures says what went wrong in the run, one phrase each: failed

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,7 +36,8 @@ const scaleWindow = 10_000
 
 // ScaleReport is what a scale run measured. Its JSON form:
 //
-//	{"config": {...as Report's, plus "requests", "read_concurrency"},
+//	{"config": {...as Report's},
+//	 "requests", "read_concurrency",
 //	 "fill": op plus "windows": [op...],   // creating the users, and per 10,000
 //	 "groups": op, "members": op,          // creating the groups, adding members
 //	 "filter_get": op, "create": op,       // measured at size
@@ -404,16 +406,25 @@ func (r *ScaleReport) WriteTable(w io.Writer) error {
 	c := r.Config
 	fmt.Fprintf(&b, "%s: %d users, %d groups × %d members; concurrency %d (filter GETs %d); prefix %s\n\n",
 		c.URL, c.Users, c.Groups, c.MembersPerGroup, c.Concurrency, r.ReadConcurrency, c.Prefix)
-	rows := []OpStats{r.Fill.OpStats}
+	phases := []OpStats{r.Fill.OpStats, r.Groups.OpStats, r.Members.OpStats,
+		relabel(r.FilterGet.OpStats, "at size: "), relabel(r.Create.OpStats, "at size: ")}
+	rows := []OpStats{phases[0]}
 	if ws := r.Fill.Windows; len(ws) > 0 {
-		slowest := slices.MinFunc(ws, func(a, b OpStats) int { return cmpFloat(a.RPS, b.RPS) })
+		slowest := slices.MinFunc(ws, func(a, b OpStats) int { return cmp.Compare(a.RPS, b.RPS) })
 		worst := slices.MaxFunc(ws, func(a, b OpStats) int { return int(a.Latency.Max - b.Latency.Max) })
 		rows = append(rows, ws[0], relabel(slowest, "slowest window: "), relabel(worst, "longest request: "), ws[len(ws)-1])
 	}
-	rows = append(rows, r.Groups.OpStats, r.Members.OpStats, relabel(r.FilterGet.OpStats, "at size: "), relabel(r.Create.OpStats, "at size: "))
-	if err := writeOps(&b, rows[:len(rows)-1], rows[len(rows)-1]); err != nil {
+	if err := writeOpRows(&b, append(rows, phases[1:]...)); err != nil {
 		return err
 	}
+	// The windows are the fill's requests again: their errors and 429s are
+	// the fill's, said once.
+	writeFirstErrors(&b, phases)
+	throttled := 0
+	for _, p := range phases {
+		throttled += p.Throttled
+	}
+	writeThrottled(&b, throttled)
 	if w := r.Outbox; w != nil {
 		if w.Left == 0 {
 			fmt.Fprintf(&b, "\nbefore measuring at size: the outbox was %d events behind; published in %.1f s\n", w.Behind, w.Took.Seconds())
@@ -441,15 +452,5 @@ func (r *ScaleReport) WriteTable(w io.Writer) error {
 }
 
 func relabel(s OpStats, prefix string) OpStats { s.Name = prefix + s.Name; return s }
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
