@@ -300,6 +300,17 @@ func (l *RequestLog) key(t time.Time) []byte {
 	return k
 }
 
+// keyTime is where an entry is filed: a request at its time; a summary,
+// written when its minute is over, at the time it is written, so that a
+// reader following the log (LogQuery.After) that has read past its minute
+// still finds it. Its Time stays its minute.
+func keyTime(e LogEntry, written time.Time) time.Time {
+	if e.Count > 0 {
+		return written
+	}
+	return e.Time
+}
+
 func (l *RequestLog) write(batch []LogEntry) error {
 	// Encoded before the commit: the transaction is the store's one
 	// writer, and holds only the puts.
@@ -311,6 +322,7 @@ func (l *RequestLog) write(batch []LogEntry) error {
 		}
 		vals[i] = v
 	}
+	now := l.store.now()
 	var added int64
 	err := l.store.commits.do(func(tx *bolt.Tx) error {
 		added = 0 // a commit may run this again
@@ -320,7 +332,7 @@ func (l *RequestLog) write(batch []LogEntry) error {
 		}
 		appending(b)
 		for i, e := range batch {
-			k := l.key(e.Time)
+			k := l.key(keyTime(e, now))
 			if err := b.Put(k, vals[i]); err != nil {
 				return err
 			}
