@@ -42,17 +42,13 @@ func (r OutboxRow) Event() (event.Event, error) {
 // caller writes rec afterwards. Creates encode their event before the
 // transaction instead (prepareCreate) and only append it here (appendEvent).
 func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a events.Action, changes []scim.Change, member *events.Member) error {
-	return w.emitAs(tx, tb, t, rec, w.store.eventResource(t.name, rec.res), a, changes, member)
+	return w.emitAs(tx, tb, t, rec, w.store.eventResource(t.name, rec.res, nil), a, changes, member)
 }
 
 // emitMembers emits a member event for each change, all carrying the group
-// as it is after the change, encoded once: a member PATCH makes one event
-// per member.
-func (w *txWrite) emitMembers(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, changes []memberChange) error {
-	if len(changes) == 0 {
-		return nil
-	}
-	resource := w.store.eventResource(t.name, rec.res)
+// as it is after the change (resource, from eventResource), encoded once: a
+// member PATCH makes one event per member.
+func (w *txWrite) emitMembers(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, resource json.RawMessage, changes []memberChange) error {
 	for _, c := range changes {
 		action := events.GroupMemberAdded
 		if !c.added {
@@ -141,12 +137,16 @@ func (w *txWrite) appendEvent(tx *bolt.Tx, tb *bolt.Bucket, d *events.Draft, sub
 
 // eventResource is the resource as events carry it: its canonical JSON,
 // with meta.location when a public URL is configured, never with a
-// group's members or a user's derived groups.
-func (s *Store) eventResource(tenant string, r *scim.Resource) json.RawMessage {
+// group's members or a user's derived groups. stored, when not nil, is r
+// as its record stores it (r.AppendJSON), taken as is where the two agree.
+func (s *Store) eventResource(tenant string, r *scim.Resource, stored json.RawMessage) json.RawMessage {
 	_, members := r.Attrs["members"]
 	_, groups := r.Attrs["groups"]
 	if s.publicURL == "" && !members && !groups {
-		return r.AppendJSON(nil) // the same, without a copy
+		if stored != nil {
+			return stored
+		}
+		return r.AppendJSON(nil)
 	}
 	out := &scim.Resource{Type: r.Type, Attrs: make(map[string]any, len(r.Attrs))}
 	for k, v := range r.Attrs {

@@ -95,7 +95,14 @@ func getRecord(tb *bolt.Bucket, rt *scim.ResourceType, id string) (*record, erro
 }
 
 func putRecord(tb *bolt.Bucket, rec *record) error {
-	return resourceBucket(tb, rec.res.Type).Put([]byte(rec.res.ID()), encodeRecord(rec))
+	return putEncoded(tb, rec, encodeRecord(rec))
+}
+
+// putEncoded stores rec as value, encoded by encodeRecord before rec's
+// events were numbered: it writes rec's subjectseq into the header.
+func putEncoded(tb *bolt.Bucket, rec *record, value []byte) error {
+	binary.BigEndian.PutUint64(value[0:8], rec.subjectSeq)
+	return resourceBucket(tb, rec.res.Type).Put([]byte(rec.res.ID()), value)
 }
 
 // validKey reports whether an id taken from a request can be a key: ids this

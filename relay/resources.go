@@ -4,7 +4,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -94,7 +93,7 @@ type preparedCreate struct {
 	res     *scim.Resource // with id and meta
 	entries []indexEntry
 	members []scim.Member
-	value   []byte // the stored record; nil when members change its subjectseq
+	value   []byte // the stored record (its subjectseq set when stored: putEncoded)
 	created *events.Draft
 	now     time.Time // the change's time: its meta and every event's
 }
@@ -112,18 +111,8 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 	if err := checkRequired(t, res); err != nil {
 		return nil, err
 	}
-	rec := &record{version: 1, subjectSeq: 1, res: res}
-	var resourceJSON json.RawMessage
-	if len(members) == 0 {
-		p.value = encodeRecord(rec)
-		if s.publicURL == "" {
-			// Without a public URL the event carries the record as stored.
-			resourceJSON = p.value[recordHeader:]
-		}
-	}
-	if resourceJSON == nil {
-		resourceJSON = s.eventResource(t.name, res)
-	}
+	p.value = encodeRecord(&record{version: 1, subjectSeq: 1, res: res})
+	resourceJSON := s.eventResource(t.name, res, p.value[recordHeader:])
 	action := events.UserCreated
 	if res.Type == scim.GroupResourceType {
 		action = events.GroupCreated
@@ -167,14 +156,10 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if err := w.appendEvent(tx, tb, p.created, rec.subjectSeq); err != nil {
 		return err
 	}
-	if err := w.emitMembers(tx, tb, t, rec, changes); err != nil {
+	if err := w.emitMembers(tx, tb, t, rec, w.store.eventResource(t.name, res, p.value[recordHeader:]), changes); err != nil {
 		return err
 	}
-	value := p.value
-	if value == nil {
-		value = encodeRecord(rec)
-	}
-	if err := resourceBucket(tb, res.Type).Put([]byte(res.ID()), value); err != nil {
+	if err := putEncoded(tb, rec, p.value); err != nil {
 		return err
 	}
 	w.result = res
@@ -382,6 +367,9 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 	}
 	rec.res = next
 	w.touch(rec)
+	// The resource as stored and as its events carry it, encoded once.
+	value := encodeRecord(rec)
+	resource := w.store.eventResource(t.name, rec.res, value[recordHeader:])
 	if len(u.Changes) > 0 {
 		if err := reindex(tb, oldEntries, newEntries); err != nil {
 			return err
@@ -391,14 +379,14 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 				return err
 			}
 		}
-		if err := w.emit(tx, tb, t, rec, updateAction(cur, next), u.Changes, nil); err != nil {
+		if err := w.emitAs(tx, tb, t, rec, resource, updateAction(cur, next), u.Changes, nil); err != nil {
 			return err
 		}
 	}
-	if err := w.emitMembers(tx, tb, t, rec, changes); err != nil {
+	if err := w.emitMembers(tx, tb, t, rec, resource, changes); err != nil {
 		return err
 	}
-	if err := putRecord(tb, rec); err != nil {
+	if err := putEncoded(tb, rec, value); err != nil {
 		return err
 	}
 	w.result, err = withGroups(tb, rec.res)
