@@ -220,6 +220,28 @@ sinks:
 		}
 		return nil
 	})
+
+	// A tenant removed is refused like any unknown one (its data stays);
+	// a tenant added without a token gets its first one, as at start.
+	f.write(`log:
+  level: debug
+  format: json
+tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+  - name: initech
+sinks:
+` + sinkYAML("b", hookB.URL))
+	code, stdout, stderr = cli(t, "reload", "--config", cliConf)
+	if code != exitOK || !strings.Contains(stdout, "tenant globex removed") || !strings.Contains(stdout, "tenant initech added") {
+		t.Fatalf("reload removing globex, adding initech: %d %s %s", code, stdout, stderr)
+	}
+	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusUnauthorized {
+		t.Errorf("globex after it was removed: %d, want 401", r.status)
+	}
+	if toks, err := p.srv.store.Tokens().List(context.Background(), "initech"); err != nil || len(toks) != 1 {
+		t.Errorf("initech's tokens after it was added without one: %d, %v; want its first", len(toks), err)
+	}
 }
 
 // consumersPending sums the events waiting in a sink's partition consumers.
