@@ -220,12 +220,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 // started.
 func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error) {
 	js, sh, name := m.o.JS, m.shared, s.cfg.Name
-	schedule := s.cfg.Retry
-	if len(schedule) == 0 {
-		schedule = DefaultSchedule
-	}
+	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
-		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: schedule,
+		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: s.cfg.Retry,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
@@ -452,7 +449,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		}
 	}
 	m.mu.Lock()
-	m.sinks, m.order, m.o.Sinks = next, order, list
+	m.sinks, m.order = next, order
 	if m.runCtx != nil && m.runCtx.Err() == nil {
 		for _, name := range order {
 			if s := next[name]; s.worker != nil && s.done == nil {
