@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -80,5 +82,60 @@ func TestApply(t *testing.T) {
 	want("c, after a refused Apply", c, e2, e3, e4)
 	if err := m.Ready(ctx); err != nil {
 		t.Errorf("not ready after the changes: %v", err)
+	}
+}
+
+// gaugesOf returns the gauge series reg holds for a sink, as name{state}.
+func gaugesOf(t *testing.T, reg *prometheus.Registry, sink string) []string {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			if s.GetGauge() == nil {
+				continue
+			}
+			labels := map[string]string{}
+			for _, l := range s.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["sink"] == sink {
+				out = append(out, f.GetName()+"{"+labels["state"]+"}")
+			}
+		}
+	}
+	return out
+}
+
+// TestRemovedSinkGaugesStayGone: a backlog pass that took its list of
+// sinks before Apply removed one does not bring the removed sink's series
+// back, and still sets the others'.
+func TestRemovedSinkGaugesStayGone(t *testing.T) {
+	js := natsStream(t)
+	a, b := newReceiver(t, nil), newReceiver(t, nil)
+	reg := prometheus.NewRegistry()
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("a", a.URL, nil), sinkConfig("b", b.URL, nil)}, JS: js, Registerer: reg})
+	before := m.runtimes() // what a pass under way works from
+	m.observeBacklog(ctx, before)
+	if got := gaugesOf(t, reg, "a"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") {
+		t.Fatalf("sink a's series before its removal: %v", got)
+	}
+
+	if _, err := m.Apply(ctx, []Config{sinkConfig("b", b.URL, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := gaugesOf(t, reg, "a"); len(got) > 0 {
+		t.Fatalf("Apply removed sink a but left its series %v", got)
+	}
+	m.metrics.backlog.DeletePartialMatch(prometheus.Labels{"sink": "b"})
+	m.observeBacklog(ctx, before)
+	if got := gaugesOf(t, reg, "a"); len(got) > 0 {
+		t.Errorf("removed sink a's series came back: %v", got)
+	}
+	if got := gaugesOf(t, reg, "b"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") {
+		t.Errorf("the pass did not set kept sink b's backlog: %v", got)
 	}
 }

@@ -220,12 +220,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 // started.
 func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error) {
 	js, sh, name := m.o.JS, m.shared, s.cfg.Name
-	schedule := s.cfg.Retry
-	if len(schedule) == 0 {
-		schedule = DefaultSchedule
-	}
+	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
-		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: schedule,
+		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: s.cfg.Retry,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
@@ -434,9 +431,6 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 			s.stop()
 			<-s.done
 		}
-		if _, kept := next[s.cfg.Name]; !kept {
-			m.metrics.forget(s.cfg.Name)
-		}
 	}
 	var errs []error
 	if m.shared != nil {
@@ -452,7 +446,14 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		}
 	}
 	m.mu.Lock()
-	m.sinks, m.order, m.o.Sinks = next, order, list
+	m.sinks, m.order = next, order
+	// Under m.mu and after the swap: gauges are set only while their sink
+	// is current (ifCurrent), so a removed sink's series stay gone.
+	for _, s := range stop {
+		if _, kept := next[s.cfg.Name]; !kept {
+			m.metrics.forget(s.cfg.Name)
+		}
+	}
 	if m.runCtx != nil && m.runCtx.Err() == nil {
 		for _, name := range order {
 			if s := next[name]; s.worker != nil && s.done == nil {
@@ -474,40 +475,61 @@ func (m *Manager) watchBacklog(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, s := range m.runtimes() {
-			name, w := s.cfg.Name, s.worker
-			if w == nil {
-				continue
-			}
-			var pending, inFlight, parked float64
-			var oldest time.Time
-			for _, p := range w.ownedPartitions() {
-				if c, err := m.o.JS.Consumer(ctx, events.StreamName, p.name); err == nil {
-					if info, err := c.Info(ctx); err == nil {
-						pending += float64(info.NumPending)
-						inFlight += float64(info.NumAckPending)
-						if info.NumPending+uint64(info.NumAckPending) > 0 {
-							oldest = earliest(oldest, w.firstStored(ctx, info.AckFloor.Stream+1, append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...)...))
-						}
+		m.observeBacklog(ctx, m.runtimes())
+	}
+}
+
+// observeBacklog sets the backlog and dead-letter gauges of sinks, a
+// snapshot of runtimes(); a sink Apply removed or replaced since is left
+// alone.
+func (m *Manager) observeBacklog(ctx context.Context, sinks []*sinkRuntime) {
+	for _, s := range sinks {
+		name, w := s.cfg.Name, s.worker
+		if w == nil {
+			continue
+		}
+		var pending, inFlight, parked float64
+		var oldest time.Time
+		for _, p := range w.ownedPartitions() {
+			if c, err := m.o.JS.Consumer(ctx, events.StreamName, p.name); err == nil {
+				if info, err := c.Info(ctx); err == nil {
+					pending += float64(info.NumPending)
+					inFlight += float64(info.NumAckPending)
+					if info.NumPending+uint64(info.NumAckPending) > 0 {
+						oldest = earliest(oldest, w.firstStored(ctx, info.AckFloor.Stream+1, append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...)...))
 					}
 				}
-				parked += float64(p.parkedCount())
-				for _, l := range p.parkedFrom() {
-					oldest = earliest(oldest, w.firstStored(ctx, l.from, l.filter))
-				}
 			}
-			age := 0.0
-			if !oldest.IsZero() {
-				age = max(time.Since(oldest).Seconds(), 0)
+			parked += float64(p.parkedCount())
+			for _, l := range p.parkedFrom() {
+				oldest = earliest(oldest, w.firstStored(ctx, l.from, l.filter))
 			}
+		}
+		age := 0.0
+		if !oldest.IsZero() {
+			age = max(time.Since(oldest).Seconds(), 0)
+		}
+		dead, err := m.dlq.count(ctx, name)
+		m.ifCurrent(s, func() {
 			m.metrics.oldest.WithLabelValues(name).Set(age)
 			m.metrics.backlog.WithLabelValues(name, "pending").Set(pending)
 			m.metrics.backlog.WithLabelValues(name, "in_flight").Set(inFlight)
 			m.metrics.backlog.WithLabelValues(name, "parked").Set(parked)
-			if n, err := m.dlq.count(ctx, name); err == nil {
-				m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
+			if err == nil {
+				m.metrics.deadLetters.WithLabelValues(name).Set(float64(dead))
 			}
-		}
+		})
+	}
+}
+
+// ifCurrent calls set, which sets gauges of s, only while s is one of the
+// manager's sinks, holding m.mu: Apply swaps the sinks and forgets a
+// removed one's series under it, so that they do not come back.
+func (m *Manager) ifCurrent(s *sinkRuntime, set func()) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.sinks[s.cfg.Name] == s {
+		set()
 	}
 }
 

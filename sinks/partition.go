@@ -854,7 +854,7 @@ func (p *partition) readBack(l *lane) {
 			park(rec)
 			return
 		}
-		items, next, caughtUp, err := p.readSlice(l, rec.From)
+		items, next, err := p.readSlice(l, rec.From)
 		if err != nil {
 			if p.ctx.Err() == nil {
 				w.log.Warn("reading a parked resource's events failed; will try again", "resource", key, "err", err)
@@ -870,9 +870,7 @@ func (p *partition) readBack(l *lane) {
 				sinceSave++
 				continue
 			}
-			if !caughtUp {
-				continue
-			}
+			// Caught up: the stream has no more of the resource.
 			p.mu.Lock()
 			if l.dropped >= rec.From {
 				p.mu.Unlock()
@@ -939,9 +937,11 @@ func (p *partition) readBack(l *lane) {
 // readSlice reads a parked resource's next events from the stream from
 // stream sequence from: one the sink wants, or in batch mode up to a
 // batch's worth, with the skipped ones among them. next is the stream
-// sequence after the last message read; caughtUp says the stream has no
-// more of the resource.
-func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, caughtUp bool, err error) {
+// sequence after the last message read. Without items and without an
+// error, next == from means the stream has no more of the resource (caught
+// up), and next > from that it read only messages to pass over (malformed,
+// or delivered already).
+func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, err error) {
 	w := p.w
 	key := l.subject.Key()
 	filter := l.subject.ResourceSubjects()
@@ -955,29 +955,29 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 		raw, err := w.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
 		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return items, next, true, nil
+			return items, next, nil
 		}
 		if err != nil {
 			if len(items) > 0 {
-				return items, next, false, nil // deliver what was read
+				return items, next, nil // deliver what was read
 			}
-			return nil, next, false, err
+			return nil, next, err
 		}
 		e, err := events.FromMsg(raw.Subject, raw.Header, raw.Data)
 		if err != nil {
 			if len(items) > 0 {
-				return items, next, false, nil // settle the earlier ones first
+				return items, next, nil // settle the earlier ones first
 			}
 			w.poisonRaw(p.ctx, raw, err)
-			return nil, raw.Sequence + 1, false, nil
+			return nil, raw.Sequence + 1, nil
 		}
 		next = raw.Sequence + 1
 		seq, _ := events.SubjectSeq(e)
 		if seq != 0 && seq <= done {
 			if len(items) > 0 {
-				return items, raw.Sequence, false, nil
+				return items, raw.Sequence, nil
 			}
-			return nil, next, false, nil
+			return nil, next, nil
 		}
 		it := item{e: e, seq: seq, sseq: raw.Sequence, skip: !w.wants(e)}
 		items = append(items, it)
@@ -985,7 +985,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			wanted++
 		}
 	}
-	return items, next, false, nil
+	return items, next, nil
 }
 
 // oneByOne delivers a parked resource's failed events one at a time: the

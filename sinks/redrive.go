@@ -107,7 +107,7 @@ func (m *Manager) Redrive(ctx context.Context, sink, id string, progress func(Re
 		return nil
 	})
 	if n, cerr := m.dlq.count(ctx, sink); cerr == nil {
-		m.metrics.deadLetters.WithLabelValues(sink).Set(float64(n))
+		m.ifCurrent(s, func() { m.metrics.deadLetters.WithLabelValues(sink).Set(float64(n)) })
 	}
 	if err != nil {
 		return res, fmt.Errorf("redriving the dead letters of sink %s: %w", sink, err)
