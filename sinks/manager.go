@@ -149,6 +149,9 @@ func NewManager(o Options) (*Manager, error) {
 	if o.LaneLimit <= 0 {
 		o.LaneLimit = 64
 	}
+	if o.WorkerID == "" { // set here, before any Apply copies o
+		o.WorkerID = newWorkerID()
+	}
 	built, err := o.build()
 	if err != nil {
 		return nil, err
@@ -235,7 +238,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		// past two batches, within half the pending window.
 		w.laneLimit = max(w.laneLimit, min(2*s.cfg.Batch.MaxEvents, w.maxPending/2))
 	}
-	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.workerID(), t: sh.t}
+	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.WorkerID, t: sh.t}
 	for p := range sh.partitions {
 		if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p)); err != nil {
 			return nil, fmt.Errorf("creating the consumers of sink %s: %w", name, err)
@@ -252,14 +255,6 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
 	}
 	return w, nil
-}
-
-// workerID names this process's worker of every sink.
-func (o *Options) workerID() string {
-	if o.WorkerID == "" {
-		o.WorkerID = newWorkerID()
-	}
-	return o.WorkerID
 }
 
 // removeStale deletes what an earlier layout left for a sink: the single
