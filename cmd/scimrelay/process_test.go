@@ -127,16 +127,21 @@ func waitReady(t *testing.T, p *proc, admin string) {
 			t.Fatalf("relay exited before it was ready: %v\n%s", p.err, p.stderr.String())
 		default:
 		}
-		res, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", res.StatusCode)
-		}
-		return nil
+		return ready(admin)
 	})
+}
+
+// ready asks a relay's admin listener whether it is ready.
+func ready(admin string) error {
+	res, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return fmt.Errorf("readyz %d", res.StatusCode)
+	}
+	return nil
 }
 
 // TestKillDuringWrites kills the relay with SIGKILL in the middle of a
@@ -365,15 +370,7 @@ func TestHangUpWhileStarting(t *testing.T) {
 		if err := p.cmd.Process.Signal(syscall.SIGHUP); err == nil {
 			hups++
 		}
-		res, err := http.Get("http://" + addrs.admin + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", res.StatusCode)
-		}
-		return nil
+		return ready(addrs.admin)
 	})
 	if hups < 1 {
 		t.Fatal("no SIGHUP was sent before the relay was ready")
