@@ -171,9 +171,10 @@ func TestCLIBenchReceiverSecretFromTheEnvironment(t *testing.T) {
 
 // TestCLIBenchScaleReadsTheRelay: the scale mode reads the relay's heap,
 // outbox and data file through the admin client every command uses, from
-// the relay.yaml it finds as they do (--config, else ./relay.yaml); with
-// none it measures the endpoint alone and says so; a relay.yaml whose
-// admin token the relay refuses stops it.
+// the relay.yaml it finds as they do (--config, else ./relay.yaml, which
+// may hold no more than admin_listen and the admin token from the
+// environment); with none it measures the endpoint alone and says so; a
+// relay.yaml whose admin token the relay refuses stops it.
 func TestCLIBenchScaleReadsTheRelay(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	cfg := cliConfig(t, p, adminSecret)
@@ -236,11 +237,11 @@ func TestCLIBenchScaleReadsTheRelay(t *testing.T) {
 	code, out, stderr = run("flag", "--config", cfg)
 	checkRelay("--config", read("--config", code, out, stderr))
 
-	text, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), text, 0o600); err != nil {
+	// As for a relay on another machine: its admin_listen, and the admin
+	// token from the environment; no data_dir of the relay's.
+	t.Setenv("SCIMRELAY_ADMIN_TOKEN", adminSecret)
+	text := "admin_listen: " + strings.TrimPrefix(p.adminURL, "http://") + "\nadmin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, out, stderr = run("cwd")
