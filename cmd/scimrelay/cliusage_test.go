@@ -3,6 +3,11 @@
 package main
 
 import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -60,12 +65,14 @@ func subcommandOf(args []string) []string {
 	return args
 }
 
-// TestCLIBench: without a terminal the bench draws no progress bar; with
-// --fail-on-errors a run whose requests failed exits 1 after its report.
+// TestCLIBench: the bench takes its token from the environment alone;
+// without a terminal it draws no progress bar; with --fail-on-errors a run
+// whose requests failed exits 1 after its report.
 func TestCLIBench(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	t.Setenv(benchTokenEnv, acmeToken)
 	run := func() (int, string, string) {
-		return cli(t, "bench", "--url", p.scimURL+"/scim/v2/acme", "--token", acmeToken, "--users", "6", "--groups", "1",
+		return cli(t, "bench", "--url", p.scimURL+"/scim/v2/acme", "--users", "6", "--groups", "1",
 			"--members-per-group", "2", "--concurrency", "2", "--prefix", "cli-bench", "--fail-on-errors")
 	}
 	code, out, stderr := run()
@@ -82,9 +89,166 @@ func TestCLIBench(t *testing.T) {
 	}
 	// So does the ops mode's: with a token the relay refuses, every
 	// request fails.
-	code, out, stderr = cli(t, "bench", "--mode", "ops", "--url", p.scimURL+"/scim/v2/acme", "--token", "not-a-token",
+	t.Setenv(benchTokenEnv, "not-a-token")
+	code, out, stderr = cli(t, "bench", "--mode", "ops", "--url", p.scimURL+"/scim/v2/acme",
 		"--requests", "5", "--rounds", "1", "--concurrency", "2", "--prefix", "cli-bench-ops", "--fail-on-errors")
 	if code != exitError || !strings.Contains(stderr, "--fail-on-errors:") || !strings.Contains(stderr, "requests failed (401") {
 		t.Errorf("an ops run with failures and --fail-on-errors: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitError, out, stderr)
+	}
+}
+
+// TestCLIBenchTakesNoSecretOnItsCommandLine: without $SCIMRELAY_BENCH_TOKEN
+// the bench is bad usage and says where the token goes; a secret given as
+// a flag, as the bench once took them, is refused without being echoed
+// and without a request sent; --config outside the scale mode is refused.
+func TestCLIBenchTakesNoSecretOnItsCommandLine(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	url := p.scimURL + "/scim/v2/acme"
+	small := []string{"--users", "2", "--groups", "0", "--prefix", "argv"}
+	t.Setenv(benchTokenEnv, "")
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{append([]string{"--url", url}, small...), "no SCIM bearer token: set $SCIMRELAY_BENCH_TOKEN"},
+		{append([]string{"--url", url, "--token", acmeToken}, small...), "--token is no longer taken: a secret on the command line is visible in ps and kept in shell history; set $SCIMRELAY_BENCH_TOKEN"},
+		{append([]string{"--url", url, "--receiver", "127.0.0.1:0", "--receiver-secret", sinkSecret}, small...), "--receiver-secret is no longer taken: a secret on the command line is visible in ps and kept in shell history; set $SCIMRELAY_RECEIVER_SECRET"},
+		{append([]string{"--url", url, "--mode", "scale", "--admin-token", adminSecret}, small...), "--admin-token is no longer taken: a secret on the command line is visible in ps and kept in shell history; the scale mode reads the admin token from relay.yaml (--config)"},
+		{append([]string{"--url", url, "--mode", "scale", "--admin-url", p.adminURL}, small...), "--admin-url is no longer taken: the scale mode reads admin_listen from relay.yaml (--config)"},
+	} {
+		code, stdout, stderr := cli(t, append([]string{"bench"}, tc.args...)...)
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, tc.says) || !strings.Contains(stderr, "Run 'scimrelay bench --help' for usage.") {
+			t.Errorf("%v: exit %d, want %d; stdout %q; stderr %q, want it to say %q", tc.args, code, exitUsage, stdout, stderr, tc.says)
+		}
+		for _, secret := range []string{acmeToken, sinkSecret, adminSecret} {
+			if strings.Contains(stderr, secret) {
+				t.Errorf("%v: the error repeats a secret: %s", tc.args, stderr)
+			}
+		}
+	}
+	if n := p.scim("acme", acmeToken, "GET", "/Users?count=0", "").want(t, 200).str("totalResults"); n != "0" {
+		t.Errorf("the relay holds %s users: a refused bench sent requests", n)
+	}
+
+	t.Setenv(benchTokenEnv, acmeToken)
+	if code, _, stderr := cli(t, append([]string{"bench", "--url", url, "--config", "relay.yaml"}, small...)...); code != exitUsage || !strings.Contains(stderr, "--config is read by --mode scale only") {
+		t.Errorf("--config in the cycle: exit %d, %s", code, stderr)
+	}
+}
+
+// TestCLIBenchReceiverSecretFromTheEnvironment: the bench's receiver
+// verifies a real sink's signatures with $SCIMRELAY_RECEIVER_SECRET, the
+// variable scimrelay receive reads.
+func TestCLIBenchReceiverSecretFromTheEnvironment(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // the bench listens on it; the relay's sink is told it first
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "bench", "http://"+addr+"/hook", nil)
+	p := startRelay(t, cfg, roleAll)
+	t.Setenv(benchTokenEnv, acmeToken)
+	t.Setenv(receiverSecretEnv, sinkSecret)
+	code, out, stderr := cli(t, "bench", "--url", p.scimURL+"/scim/v2/acme", "--users", "10", "--groups", "1", "--members-per-group", "4",
+		"--receiver", addr, "--drain-timeout", "30s", "--json", "--fail-on-errors")
+	var rep struct {
+		Events struct {
+			Expected           int  `json:"expected"`
+			Received           int  `json:"received"`
+			SignatureFailures  int  `json:"signature_failures"`
+			SignaturesVerified bool `json:"signatures_verified"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitOK {
+		t.Fatalf("exit %d, %v\n%s\n%s", code, err, out, stderr)
+	}
+	if e := rep.Events; !e.SignaturesVerified || e.SignatureFailures != 0 || e.Expected == 0 || e.Received != e.Expected {
+		t.Errorf("events %+v: want every one received with its signature verified", e)
+	}
+}
+
+// TestCLIBenchScaleReadsTheRelay: the scale mode reads the relay's heap,
+// outbox and data file through the admin client every command uses, from
+// the relay.yaml it finds as they do (--config, else ./relay.yaml, which
+// may hold no more than admin_listen and the admin token from the
+// environment); with none it measures the endpoint alone and says so; a
+// relay.yaml whose admin token the relay refuses stops it.
+func TestCLIBenchScaleReadsTheRelay(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	t.Setenv(benchTokenEnv, acmeToken)
+	t.Setenv(configEnv, "")
+	dir := t.TempDir()
+	t.Chdir(dir)
+	run := func(prefix string, extra ...string) (int, string, string) {
+		return cli(t, append([]string{"bench", "--mode", "scale", "--url", p.scimURL + "/scim/v2/acme", "--users", "20", "--groups", "1",
+			"--members-per-group", "5", "--requests", "10", "--concurrency", "4", "--drain-timeout", "30s", "--prefix", prefix, "--json"}, extra...)...)
+	}
+	type scaleJSON struct {
+		Outbox *struct {
+			Left int64 `json:"left"`
+		} `json:"outbox"`
+		Relay *struct {
+			HeapInuseMax int64 `json:"heap_inuse_max_bytes"`
+			FileBytes    int64 `json:"file_bytes"`
+			Buckets      []struct {
+				Name string `json:"name"`
+				Keys int    `json:"keys"`
+			} `json:"buckets"`
+		} `json:"relay"`
+	}
+	read := func(name string, code int, out, stderr string) scaleJSON {
+		t.Helper()
+		var rep scaleJSON
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitOK {
+			t.Fatalf("%s: exit %d, %v\n%s\n%s", name, code, err, out, stderr)
+		}
+		return rep
+	}
+	users := 0
+	checkRelay := func(name string, rep scaleJSON) {
+		t.Helper()
+		users += 20 + 10
+		if rep.Outbox == nil || rep.Outbox.Left != 0 {
+			t.Errorf("%s: outbox %+v, want it waited for and published", name, rep.Outbox)
+		}
+		r := rep.Relay
+		if r == nil || r.HeapInuseMax <= 0 || r.FileBytes <= 0 {
+			t.Fatalf("%s: relay %+v", name, r)
+		}
+		if !slices.ContainsFunc(r.Buckets, func(b struct {
+			Name string `json:"name"`
+			Keys int    `json:"keys"`
+		}) bool {
+			return b.Name == "tenants/acme/users" && b.Keys == users
+		}) {
+			t.Errorf("%s: no bucket tenants/acme/users of %d keys in %+v", name, users, r.Buckets)
+		}
+	}
+
+	code, out, stderr := run("none")
+	if rep := read("no relay.yaml", code, out, stderr); rep.Relay != nil || rep.Outbox != nil || !strings.Contains(stderr, "no relay.yaml") {
+		t.Errorf("no relay.yaml: relay %+v, outbox %+v; stderr %q", rep.Relay, rep.Outbox, stderr)
+	}
+	users += 30
+
+	code, out, stderr = run("flag", "--config", cfg)
+	checkRelay("--config", read("--config", code, out, stderr))
+
+	// As for a relay on another machine: its admin_listen, and the admin
+	// token from the environment; no data_dir of the relay's.
+	t.Setenv("SCIMRELAY_ADMIN_TOKEN", adminSecret)
+	text := "admin_listen: " + strings.TrimPrefix(p.adminURL, "http://") + "\nadmin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = run("cwd")
+	checkRelay("./relay.yaml", read("./relay.yaml", code, out, stderr))
+
+	code, out, stderr = run("refused", "--config", cliConfig(t, p, "not-the-admin-token"))
+	if code != exitError || out != "" || !strings.Contains(stderr, "refused the admin token") {
+		t.Errorf("a refused admin token: exit %d, want %d\nstdout %q\nstderr %q", code, exitError, out, stderr)
 	}
 }

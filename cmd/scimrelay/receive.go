@@ -67,6 +67,6 @@ demo receiver of deploy/compose.yaml.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9000", "address to listen on")
-	cmd.Flags().StringVar(&secret, "secret", os.Getenv("SCIMRELAY_RECEIVER_SECRET"), "the sink's whsec_ secret (default $SCIMRELAY_RECEIVER_SECRET)")
+	cmd.Flags().StringVar(&secret, "secret", os.Getenv(receiverSecretEnv), "the sink's whsec_ secret (default $"+receiverSecretEnv+")")
 	return cmd
 }

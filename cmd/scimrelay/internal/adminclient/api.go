@@ -11,6 +11,10 @@ import (
 	"net/url"
 	"strconv"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/sinks"
@@ -94,15 +98,39 @@ func (c *Client) Stats(ctx context.Context, since string) (admin.Stats, error) {
 	return s, err
 }
 
+// Storage reads the data file's size and each bucket's share of it. The
+// relay walks every page of the file to answer, so this is for operators
+// and benchmarks, not for polling.
+func (c *Client) Storage(ctx context.Context) (relay.StorageStats, error) {
+	var st relay.StorageStats
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/storage", nil, &st)
+	return st, err
+}
+
+// Metrics reads the relay's /metrics (the Prometheus text format) and
+// returns its metric families by name.
+func (c *Client) Metrics(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	res, err := c.Send(ctx, http.MethodGet, "/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(res.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the relay's /metrics: %w", err)
+	}
+	return families, nil
+}
+
 // Ready reads the readiness checks. A relay that is not ready answers 503
 // with the same body, which is returned without an error.
 func (c *Client) Ready(ctx context.Context) (admin.Readiness, error) {
 	var r admin.Readiness
-	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	res, err := c.send(ctx, http.MethodGet, "/readyz?format=json", nil, http.StatusServiceUnavailable)
 	if err != nil {
 		return r, err

@@ -76,11 +76,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	res, err := c.Send(ctx, method, path, body)
 	if err != nil {
 		return err
@@ -94,6 +91,15 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("reading the relay's answer to %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// bounded returns ctx bounded by Timeout, for a request that is not a
+// stream.
+func (c *Client) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.Timeout > 0 {
+		return context.WithTimeout(ctx, c.Timeout)
+	}
+	return ctx, func() {}
 }
 
 // Send performs a request and returns the answer for its caller to read

@@ -32,6 +32,8 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 )
 
 // Options configures a Run. Zero values of Concurrency, DrainTimeout,
@@ -89,10 +91,10 @@ type Options struct {
 	// ReadConcurrency is the concurrency of the scale mode's filter GETs
 	// (default 8).
 	ReadConcurrency int
-	// AdminURL and AdminToken, in the scale mode, reach a scimrelay's admin
-	// listener (e.g. http://127.0.0.1:8081) for its heap in use and the
-	// data file's size by bucket; "" = not measured.
-	AdminURL, AdminToken string
+	// Admin, in the scale mode, is the admin API of the scimrelay that URL
+	// points at, read for its heap in use, its outbox and its data file's
+	// size by bucket; nil = not read (any SCIM endpoint).
+	Admin *adminclient.Client
 }
 
 // Modes of a run.
@@ -161,11 +163,6 @@ func (o Options) withDefaults() (Options, error) {
 	if (o.Mode == ModeScale || o.Mode == ModeOps) && o.Rate > 0 {
 		errs = append(errs, fmt.Errorf("rate: the %s mode runs closed loop only", o.Mode))
 	}
-	if o.AdminURL != "" {
-		if u, err := url.Parse(o.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("admin url %q: want http(s)://host:port of the admin listener", o.AdminURL))
-		}
-	}
 	if o.MembersPerGroup < 0 {
 		errs = append(errs, fmt.Errorf("members per group is %d; want 0 or more", o.MembersPerGroup))
 	}
@@ -231,7 +228,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ReadConcurrency == 0 {
 		o.ReadConcurrency = 8
 	}
-	o.AdminURL = strings.TrimRight(o.AdminURL, "/")
 	return o, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -87,17 +88,22 @@ func TestOpsModeCountsFailures(t *testing.T) {
 	}
 }
 
+// adminToken is the admin token of startAdmin's API.
+const adminToken = "admin-token-0123456789"
+
 // startAdmin serves the admin API of a relay's store, with the relay's
-// metrics.
-func startAdmin(t *testing.T, store *relay.Store) string {
+// metrics and its one tenant, and returns the shared admin client the CLI
+// reaches it with.
+func startAdmin(t *testing.T, store *relay.Store) *adminclient.Client {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	relay.NewMetrics(reg, store, relay.NewRequestLog(store, relay.LogOptions{}, slog.New(slog.DiscardHandler)))
-	adm := httptest.NewServer(admin.NewHandler(admin.Options{Token: "admin-token-0123456789", Storage: store,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}))
+	adm := httptest.NewServer(admin.NewHandler(admin.Options{Token: adminToken, Storage: store,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Tenants: func() []admin.TenantInfo { return []admin.TenantInfo{{Name: "default"}} }}))
 	t.Cleanup(adm.Close)
-	return adm.URL
+	return &adminclient.Client{BaseURL: adm.URL, Token: adminToken, Timeout: time.Minute}
 }
 
 // TestScaleMode fills the relay, measures at its size, and reads the
@@ -107,7 +113,7 @@ func startAdmin(t *testing.T, store *relay.Store) string {
 func TestScaleMode(t *testing.T) {
 	store, url := startRelay(t, nil)
 	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 250, Groups: 3, MembersPerGroup: 150,
-		Requests: 40, Concurrency: 4, AdminURL: startAdmin(t, store), AdminToken: "admin-token-0123456789", DrainTimeout: 300 * time.Millisecond})
+		Requests: 40, Concurrency: 4, Admin: startAdmin(t, store), DrainTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +150,41 @@ func TestScaleMode(t *testing.T) {
 	}
 }
 
+// TestScaleModeRefusesTheWrongAdmin: an admin API that is not the one of
+// the relay the URL points at, or that refuses the admin token, stops the
+// run before its first request, saying why.
+func TestScaleModeRefusesTheWrongAdmin(t *testing.T) {
+	store, url := startRelay(t, nil)
+	wrongToken := startAdmin(t, store)
+	wrongToken.Token = "not-the-admin-token"
+	tests := []struct {
+		name  string
+		url   string
+		admin *adminclient.Client
+		check func(error) bool
+		says  string
+	}{
+		{"another relay's tenant", strings.TrimSuffix(url, "/default") + "/acme", startAdmin(t, store),
+			func(err error) bool { return errors.Is(err, ErrInvalidOptions) }, `has no tenant "acme", which the url names (its tenants: default)`},
+		{"a refused admin token", url, wrongToken,
+			func(err error) bool {
+				var api *adminclient.Error
+				return errors.As(err, &api) && api.Status == http.StatusUnauthorized
+			}, "refused the admin token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep, err := RunScale(context.Background(), Options{URL: tt.url, Token: testToken, Users: 5, Requests: 5, Admin: tt.admin})
+			if rep != nil || err == nil || !tt.check(err) || !strings.Contains(err.Error(), tt.says) {
+				t.Fatalf("RunScale = %v, %v; want an error saying %q", rep, err, tt.says)
+			}
+			if page, err := store.List(context.Background(), "default", scim.UserResourceType, scim.Query{StartIndex: 1, Count: 1}); err != nil || page.Total != 0 {
+				t.Errorf("the relay holds %d users (%v): the run went on", page.Total, err)
+			}
+		})
+	}
+}
+
 // TestScaleModeWaitsForTheOutbox: with the relay's publisher sending to a
 // real JetStream, the measurement at size starts once the outbox is empty.
 func TestScaleModeWaitsForTheOutbox(t *testing.T) {
@@ -160,7 +201,7 @@ func TestScaleModeWaitsForTheOutbox(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 200, Groups: 2, MembersPerGroup: 100,
-		Requests: 20, Concurrency: 4, AdminURL: startAdmin(t, store), AdminToken: "admin-token-0123456789", DrainTimeout: 20 * time.Second})
+		Requests: 20, Concurrency: 4, Admin: startAdmin(t, store), DrainTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,26 +3,25 @@
 package bench
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 )
 
 // The scale mode fills the endpoint with Users users (Entra's creates at
 // Concurrency, every request measured, in windows of scaleWindow) and
 // Groups groups of MembersPerGroup members (PATCHes of 100), then measures,
 // at that size, Requests filter GETs at ReadConcurrency and Requests more
-// creates at Concurrency. With AdminURL it also reads the relay's heap in
+// creates at Concurrency. With Admin it also reads the relay's heap in
 // use (sampled every few seconds through the run; its largest value and
 // the last) and the data file's size by bucket at the end, and before
 // measuring at size it waits (up to DrainTimeout) for the relay's outbox
@@ -41,8 +40,8 @@ const scaleWindow = 10_000
 //	 "fill": op plus "windows": [op...],   // creating the users, and per 10,000
 //	 "groups": op, "members": op,          // creating the groups, adding members
 //	 "filter_get": op, "create": op,       // measured at size
-//	 "outbox": null without an admin URL, else {"behind", "left", "took_s"},
-//	 "relay": null without an admin URL, else
+//	 "outbox": null without the relay's admin API, else {"behind", "left", "took_s"},
+//	 "relay": null without the relay's admin API, else
 //	   {"heap_inuse_max_bytes", "heap_inuse_end_bytes", "rss_end_bytes", "file_bytes",
 //	    "buckets": [{"name", "keys", "bytes", "page_bytes", "bytes_per_user"}],
 //	    "index_bytes_per_user", "index_page_bytes_per_user"}}
@@ -59,7 +58,7 @@ type ScaleReport struct {
 	Create          phaseResult
 	Relay           *RelayStats
 	// Outbox is the wait for the relay's outbox before measuring at size;
-	// nil without an admin URL.
+	// nil without the relay's admin API.
 	Outbox *OutboxWait
 }
 
@@ -110,8 +109,11 @@ func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
 	defer c.close()
 
 	var heap *heapSampler
-	if o.AdminURL != "" {
-		heap = startHeapSampler(ctx, o, 5*time.Second)
+	if o.Admin != nil {
+		if err := checkTenant(ctx, o); err != nil {
+			return nil, err
+		}
+		heap = startHeapSampler(ctx, o.Admin, 5*time.Second)
 	}
 	users := make([]user, o.Users+o.Requests)
 	for i := range users {
@@ -144,7 +146,7 @@ func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
 		return request{method: "PATCH", path: "/Groups/" + g.id, body: addMembersBody(ids), want: []int{204, 200}}
 	})
 
-	if o.AdminURL != "" {
+	if o.Admin != nil {
 		b.describe("waiting for the outbox")
 		w, err := waitOutbox(ctx, o, 250*time.Millisecond)
 		if err != nil {
@@ -188,19 +190,19 @@ type heapSampler struct {
 	quit chan struct{}
 }
 
-func startHeapSampler(ctx context.Context, o Options, every time.Duration) *heapSampler {
+func startHeapSampler(ctx context.Context, a *adminclient.Client, every time.Duration) *heapSampler {
 	h := &heapSampler{done: make(chan struct{}), quit: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			m, err := relayMetrics(ctx, o)
+			m, err := relayGauges(ctx, a)
 			h.mu.Lock()
 			if err != nil && h.err == nil {
 				h.err = err
 			}
-			h.max = max(h.max, m["go_memstats_heap_inuse_bytes"])
+			h.max = max(h.max, m[heapInuseMetric])
 			h.mu.Unlock()
 			select {
 			case <-t.C:
@@ -226,7 +228,7 @@ func waitOutbox(ctx context.Context, o Options, every time.Duration) (*OutboxWai
 	deadline := start.Add(o.DrainTimeout)
 	w := &OutboxWait{Behind: -1}
 	for {
-		m, err := relayMetrics(ctx, o)
+		m, err := relayGauges(ctx, o.Admin)
 		if err != nil {
 			return nil, err
 		}
@@ -249,75 +251,67 @@ func waitOutbox(ctx context.Context, o Options, every time.Duration) (*OutboxWai
 	}
 }
 
-// adminGet reads an admin endpoint.
-func adminGet(ctx context.Context, o Options, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", o.AdminURL+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	if o.AdminToken != "" {
-		req.Header.Set("Authorization", "Bearer "+o.AdminToken)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reading the relay's %s: %w", path, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading the relay's %s: %w", path, err)
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("reading the relay's %s: %s: %s", path, res.Status, snippet(body))
-	}
-	return body, nil
-}
+// The relay's gauges the report reads.
+const (
+	heapInuseMetric   = "go_memstats_heap_inuse_bytes"
+	rssMetric         = "process_resident_memory_bytes"
+	outboxDepthMetric = "scimrelay_outbox_depth"
+)
 
-const outboxDepthMetric = "scimrelay_outbox_depth"
-
-// relayMetrics reads the gauges of the relay's /metrics that the report uses.
-func relayMetrics(ctx context.Context, o Options) (map[string]int64, error) {
-	body, err := adminGet(ctx, o, "/metrics")
+// relayGauges reads the relay's gauges that the report uses; one missing
+// from its /metrics is missing from the map.
+func relayGauges(ctx context.Context, a *adminclient.Client) (map[string]int64, error) {
+	families, err := a.Metrics(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int64{}
-	sc := bufio.NewScanner(strings.NewReader(string(body)))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !slices.Contains([]string{"go_memstats_heap_inuse_bytes", "process_resident_memory_bytes", outboxDepthMetric}, name) {
-			continue
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
-			out[name] = int64(f)
+	for _, name := range []string{heapInuseMetric, rssMetric, outboxDepthMetric} {
+		if f := families[name]; f != nil && len(f.GetMetric()) == 1 && f.GetMetric()[0].GetGauge() != nil {
+			out[name] = int64(f.GetMetric()[0].GetGauge().GetValue())
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
+// checkTenant refuses an admin API whose relay has no tenant of the name
+// the URL ends with: its figures would be another relay's, and the index
+// per user would read 0.
+func checkTenant(ctx context.Context, o Options) error {
+	list, err := o.Admin.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	tenant := tenantOf(o.URL)
+	names := make([]string, len(list))
+	for i, t := range list {
+		if t.Name == tenant {
+			return nil
+		}
+		names[i] = t.Name
+	}
+	return fmt.Errorf("%w: the relay whose admin API is at %s has no tenant %q, which the url names (its tenants: %s); give the relay.yaml of the relay the url points at",
+		ErrInvalidOptions, o.Admin.BaseURL, tenant, strings.Join(names, ", "))
+}
+
+// tenantOf is the tenant a scimrelay SCIM base URL names: its last segment.
+func tenantOf(url string) string { return url[strings.LastIndexByte(url, '/')+1:] }
+
 func relayStats(ctx context.Context, o Options, heap *heapSampler) (*RelayStats, error) {
-	m, err := relayMetrics(ctx, o)
+	m, err := relayGauges(ctx, o.Admin)
 	if err != nil {
 		return nil, err
 	}
-	rs := &RelayStats{HeapInuseEnd: m["go_memstats_heap_inuse_bytes"], RSSEnd: m["process_resident_memory_bytes"]}
+	rs := &RelayStats{HeapInuseEnd: m[heapInuseMetric], RSSEnd: m[rssMetric]}
 	heap.mu.Lock()
 	rs.HeapInuseMax = max(heap.max, rs.HeapInuseEnd)
 	heap.mu.Unlock()
-	body, err := adminGet(ctx, o, "/admin/v1/storage")
+	st, err := o.Admin.Storage(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var st struct {
-		FileBytes int64         `json:"file_bytes"`
-		Buckets   []BucketStats `json:"buckets"`
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return nil, fmt.Errorf("reading the relay's storage statistics: %w", err)
-	}
 	rs.FileBytes = st.FileBytes
-	tenant := o.URL[strings.LastIndexByte(o.URL, '/')+1:]
+	tenant := tenantOf(o.URL)
 	var index, indexPages int64
 	usersKeys := 0
 	for _, bk := range st.Buckets {
@@ -325,7 +319,8 @@ func relayStats(ctx context.Context, o Options, heap *heapSampler) (*RelayStats,
 			usersKeys = bk.Keys
 		}
 	}
-	for _, bk := range st.Buckets {
+	for _, sb := range st.Buckets {
+		bk := BucketStats{Name: sb.Name, Keys: sb.Keys, Bytes: sb.Bytes, PageBytes: sb.PageBytes}
 		if usersKeys > 0 {
 			bk.BytesPerUser = float64(bk.Bytes) / float64(usersKeys)
 		}
