@@ -3,13 +3,25 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestCLIBadUsage: a bad flag value is bad usage (exit 2) and the hint names
@@ -251,4 +263,106 @@ func TestCLIBenchScaleReadsTheRelay(t *testing.T) {
 	if code != exitError || out != "" || !strings.Contains(stderr, "refused the admin token") {
 		t.Errorf("a refused admin token: exit %d, want %d\nstdout %q\nstderr %q", code, exitError, out, stderr)
 	}
+}
+
+// TestCLIReceiveTakesItsSecretFromTheEnvironment: scimrelay receive verifies
+// with $SCIMRELAY_RECEIVER_SECRET and prints what it accepted; a delivery
+// signed with another secret is refused and not printed; without the
+// variable it is bad usage, and --secret (a secret in ps) is refused without
+// being echoed.
+func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
+	t.Setenv(receiverSecretEnv, "")
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"receive", "--listen", "127.0.0.1:0"}, "no secret: set $SCIMRELAY_RECEIVER_SECRET"},
+		{[]string{"receive", "--listen", "127.0.0.1:0", "--secret", sinkSecret}, "--secret is no longer taken: a secret on the command line is visible in ps"},
+	} {
+		code, _, stderr := cli(t, tc.args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.says) || strings.Contains(stderr, sinkSecret) {
+			t.Errorf("%v: exit %d, want %d; stderr %q, want it to say %q without the secret", tc.args, code, exitUsage, stderr, tc.says)
+		}
+	}
+
+	t.Setenv(receiverSecretEnv, sinkSecret)
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- execute(ctx, []string{"receive", "--listen", "127.0.0.1:0"}, out, errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("receive ended with %d: %s", code, errOut.String())
+		}
+	})
+	var base string
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		_, after, ok := strings.Cut(errOut.String(), "receiving webhooks on ")
+		if base, _, _ = strings.Cut(after, "\n"); !ok || !strings.HasSuffix(base, "/") {
+			return fmt.Errorf("receive has not said where it listens: %q", errOut.String())
+		}
+		return nil
+	})
+
+	post := func(secret, id string) int {
+		t.Helper()
+		body := `{"specversion":"1.0","id":"` + id + `","source":"/scimrelay/acme","type":"io.scimrelay.user.created","datacontenttype":"application/json","data":{}}`
+		req, err := http.NewRequest("POST", base, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		wh, err := standardwebhooks.NewWebhook(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		sig, err := wh.Sign(id, now, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("webhook-id", id)
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("webhook-signature", sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("whsec_"+base64.StdEncoding.EncodeToString([]byte("not the sink's secret, 32 bytes!")), "forged-1"); code/100 == 2 {
+		t.Errorf("a delivery signed with another secret: %d", code)
+	}
+	if code := post(sinkSecret, "signed-1"); code/100 != 2 {
+		t.Fatalf("a delivery signed with the sink's secret: %d", code)
+	}
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), `"signed-1"`) {
+			return fmt.Errorf("receive has not printed the signed event: %q", out.String())
+		}
+		return nil
+	})
+	if strings.Contains(out.String(), "forged-1") {
+		t.Errorf("receive printed the forged event: %s", out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a command writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

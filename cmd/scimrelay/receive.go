@@ -21,20 +21,27 @@ import (
 func init() { subcommands = append(subcommands, newReceiveCommand) }
 
 func newReceiveCommand() *cobra.Command {
-	var listen, secret string
+	var listen string
 	cmd := &cobra.Command{
-		Use:   "receive --listen ADDR --secret whsec_...",
+		Use:   "receive --listen ADDR",
 		Short: "Run a webhook receiver that verifies deliveries and prints each event",
 		Long: `Listen for a sink's deliveries, verify each signature with the official
 Standard Webhooks library, and print every event as one line of JSON: single
 events (binary or structured mode) and batches (a sink's batch setting), each
 event of a batch on its own line, in order. For trying a sink out, and as the
-demo receiver of deploy/compose.yaml.`,
-		Example: `  scimrelay receive --listen 127.0.0.1:9000 --secret "$CRM_WEBHOOK_SECRET"`,
+demo receiver of deploy/compose.yaml.
+
+The sink's whsec_ secret comes from $SCIMRELAY_RECEIVER_SECRET, never the
+command line, where ps shows it to every user of the machine.`,
+		Example: `  SCIMRELAY_RECEIVER_SECRET="$CRM_WEBHOOK_SECRET" scimrelay receive --listen 127.0.0.1:9000`,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("secret") {
+				return usageError{errors.New("--secret is no longer taken: a secret on the command line is visible in ps and kept in shell history; set $" + receiverSecretEnv)}
+			}
+			secret := os.Getenv(receiverSecretEnv)
 			if secret == "" {
-				return usageError{errors.New("--secret is required (the sink's whsec_ secret)")}
+				return usageError{errors.New("no secret: set $" + receiverSecretEnv + " to the sink's whsec_ secret")}
 			}
 			var mu sync.Mutex
 			out := cmd.OutOrStdout()
@@ -67,6 +74,7 @@ demo receiver of deploy/compose.yaml.`,
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9000", "address to listen on")
-	cmd.Flags().StringVar(&secret, "secret", os.Getenv(receiverSecretEnv), "the sink's whsec_ secret (default $"+receiverSecretEnv+")")
+	cmd.Flags().String("secret", "", "")
+	_ = cmd.Flags().MarkHidden("secret") // refused: see RunE
 	return cmd
 }
