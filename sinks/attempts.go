@@ -12,15 +12,28 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // Every delivery attempt is recorded in the JetStream stream
-// SCIMRELAY_DELIVERIES (subject scimrelay-deliveries.<sink>.<event id>),
-// kept for the provisioning log's retention: a worker on any machine
-// records, the admin API of any role reads. The event id in the subject
-// lets the attempts of one event be read through the stream's subject
-// index (AttemptsOf) rather than by scanning; records written before it was
-// there (scimrelay-deliveries.<sink>) are still read by sink.
+// SCIMRELAY_DELIVERIES, kept for the provisioning log's retention: a worker
+// on any machine records, the admin API of any role reads. One record
+// covers one attempt to deliver a slice of one resource's events (a single
+// event, or in batch mode the events of the resource that one request
+// carried) and is kept on the resource's subject,
+//
+//	scimrelay-deliveries.<sink>.<tenant>.<kind>.<resource id>
+//
+// so that the attempts of a request's events are read through the
+// stream's subject index (AttemptsOf) rather than by scanning, and so that
+// the stream has a subject per resource delivered, as the event stream
+// does, not one per event: JetStream keeps every subject that holds a
+// message in an in-memory index, and the retention is weeks of events. A
+// record of a batch slice is also one JetStream write where there was one
+// per event. Records written before are still read: one event each on
+// scimrelay-deliveries.<sink>.<event id>, and before that on
+// scimrelay-deliveries.<sink>.
 const (
 	deliveriesStream      = "SCIMRELAY_DELIVERIES"
 	deliveriesSubjectRoot = "scimrelay-deliveries."
@@ -30,8 +43,8 @@ const (
 type Attempt struct {
 	Time        time.Time     `json:"time"`
 	Sink        string        `json:"sink"`
-	EventID     string        `json:"event_id"`
-	Type        string        `json:"type"`
+	EventID     string        `json:"event_id,omitempty"`
+	Type        string        `json:"type,omitempty"`
 	Subject     string        `json:"subject"`
 	Outcome     string        `json:"outcome"` // delivered, retry, dead_lettered, redriven, replayed
 	Status      int           `json:"status,omitempty"`
@@ -39,6 +52,32 @@ type Attempt struct {
 	Error       string        `json:"error,omitempty"`
 	Attempt     int           `json:"attempt,omitempty"`
 	NextAttempt time.Time     `json:"next_attempt,omitzero"`
+}
+
+// attemptRecord is a record as stored: an attempt with the events it
+// covers, or (written before slices were recorded together) an attempt
+// of the one event it names.
+type attemptRecord struct {
+	Attempt
+	Events []attemptEvent `json:"events,omitempty"`
+}
+
+type attemptEvent struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+}
+
+// attempts returns the record as one attempt per event.
+func (r *attemptRecord) attempts() []Attempt {
+	if len(r.Events) == 0 {
+		return []Attempt{r.Attempt}
+	}
+	out := make([]Attempt, len(r.Events))
+	for i, e := range r.Events {
+		out[i] = r.Attempt
+		out[i].EventID, out[i].Type = e.ID, e.Type
+	}
+	return out
 }
 
 type attemptLog struct {
@@ -66,27 +105,37 @@ func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention tim
 	return &attemptLog{js: js, log: log}, nil
 }
 
-func (a *attemptLog) record(sink string, e *event.Event, res Result, attempt int, outcome string) {
-	a.write(Attempt{Sink: sink, EventID: e.ID(), Type: e.Type(), Subject: e.Subject(), Outcome: outcome,
-		Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt})
+// record writes one attempt to deliver es, events of one resource sent in
+// one request.
+func (a *attemptLog) record(sink string, es []*event.Event, res Result, attempt int, outcome string) {
+	a.write(sink, es, Attempt{Outcome: outcome, Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt})
 }
 
-func (a *attemptLog) recordRetry(sink string, e *event.Event, res Result, attempt int, next time.Time) {
-	a.write(Attempt{Sink: sink, EventID: e.ID(), Type: e.Type(), Subject: e.Subject(), Outcome: "retry",
-		Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt, NextAttempt: next})
+// recordRetry writes a failed attempt to deliver es that is tried again at
+// next.
+func (a *attemptLog) recordRetry(sink string, es []*event.Event, res Result, attempt int, next time.Time) {
+	a.write(sink, es, Attempt{Outcome: "retry", Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt, NextAttempt: next})
 }
 
 // write publishes without waiting for the acknowledgement: the record must
 // never slow delivery down, and losing one to a NATS hiccup is acceptable.
-func (a *attemptLog) write(at Attempt) {
+func (a *attemptLog) write(sink string, es []*event.Event, at Attempt) {
+	if len(es) == 0 {
+		return
+	}
 	at.Time = time.Now().UTC()
+	at.Sink, at.Subject = sink, es[0].Subject()
 	at.Error = truncate(at.Error, maxErrorInQueue)
-	b, err := json.Marshal(at)
+	rec := attemptRecord{Attempt: at, Events: make([]attemptEvent, len(es))}
+	for i, e := range es {
+		rec.Events[i] = attemptEvent{ID: e.ID(), Type: e.Type()}
+	}
+	b, err := json.Marshal(rec)
 	if err != nil {
 		return
 	}
-	if _, err := a.js.PublishAsync(attemptSubject(at.Sink, at.EventID), b); err != nil {
-		a.log.Debug("recording a delivery attempt", "sink", at.Sink, "err", err)
+	if _, err := a.js.PublishAsync(attemptSubject(sink, es[0]), b); err != nil {
+		a.log.Debug("recording a delivery attempt", "sink", sink, "err", err)
 	}
 }
 
@@ -95,42 +144,84 @@ func (a *attemptLog) write(at Attempt) {
 func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time, limit int) ([]Attempt, error) {
 	filters := []string{deliveriesSubjectRoot + ">"}
 	if sink != "" {
-		filters = []string{deliveriesSubjectRoot + sink, deliveriesSubjectRoot + sink + ".>"}
+		filters = sinkAttemptSubjects(sink)
 	}
-	return readAttempts(ctx, js, filters, since, limit)
+	return readAttempts(ctx, js, filters, since, limit, nil)
 }
 
-// attemptSubject is where an attempt of event id to sink is recorded; an
-// id that is not a NATS token (never one the relay made) is left out.
-func attemptSubject(sink, id string) string {
-	if id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
+// attemptSubject is where an attempt to deliver e, and the other events of
+// its resource sent with it, is recorded; an event that names no resource
+// of the relay's (a message dead-lettered for not being an event) is
+// recorded on the sink's own subject.
+func attemptSubject(sink string, e *event.Event) string {
+	r, err := RefOf(e.ID(), events.Tenant(*e), e.Type(), e.Subject())
+	if err != nil {
 		return deliveriesSubjectRoot + sink
 	}
-	return deliveriesSubjectRoot + sink + "." + id
+	return deliveriesSubjectRoot + sink + "." + r.Tenant + "." + r.Kind + "." + r.ResourceID
+}
+
+// EventRef names an event and the resource it is about, which is where the
+// attempts to deliver it are recorded.
+type EventRef struct {
+	ID         string
+	Tenant     string
+	Kind       string // user or group
+	ResourceID string
+}
+
+// RefOf returns the reference of an event from its id, tenant, type and
+// subject (Users/<id> or Groups/<id>), as a structured CloudEvent carries
+// them.
+func RefOf(id, tenant, ceType, subject string) (EventRef, error) {
+	a, err := events.ParseType(ceType)
+	if err != nil {
+		return EventRef{}, err
+	}
+	kind, rid, _ := strings.Cut(subject, "/")
+	if !events.ValidTenant(tenant) || kind != a.ResourceType()+"s" || !events.ValidResourceID(rid) {
+		return EventRef{}, fmt.Errorf("event %s: tenant %q and subject %q name no resource", id, tenant, subject)
+	}
+	return EventRef{ID: id, Tenant: tenant, Kind: a.Kind(), ResourceID: rid}, nil
 }
 
 // MaxAttemptsOf is how many events' attempts AttemptsOf reads at once.
 const MaxAttemptsOf = 100
 
-// AttemptsOf returns the recorded attempts to deliver the events ids (at
+// AttemptsOf returns the recorded attempts to deliver the events refs (at
 // most MaxAttemptsOf of them) to any sink since a time, oldest first, at
-// most limit.
-func AttemptsOf(ctx context.Context, js jetstream.JetStream, ids []string, since time.Time, limit int) ([]Attempt, error) {
+// most limit. A ref without a resource finds only records written one
+// per event, before slices were recorded together.
+func AttemptsOf(ctx context.Context, js jetstream.JetStream, refs []EventRef, since time.Time, limit int) ([]Attempt, error) {
 	var filters []string
-	for _, id := range ids[:min(len(ids), MaxAttemptsOf)] {
-		if s := attemptSubject("*", id); s != deliveriesSubjectRoot+"*" {
-			filters = append(filters, s)
+	want := map[string]bool{}
+	seen := map[string]bool{}
+	add := func(f string) {
+		if !seen[f] {
+			seen[f] = true
+			filters = append(filters, f)
+		}
+	}
+	for _, r := range refs[:min(len(refs), MaxAttemptsOf)] {
+		if !events.ValidResourceID(r.ID) {
+			continue // not a NATS token: never an id the relay made
+		}
+		want[r.ID] = true
+		add(deliveriesSubjectRoot + "*." + r.ID)
+		if events.ValidTenant(r.Tenant) && (r.Kind == "user" || r.Kind == "group") && events.ValidResourceID(r.ResourceID) {
+			add(deliveriesSubjectRoot + "*." + r.Tenant + "." + r.Kind + "." + r.ResourceID)
 		}
 	}
 	if len(filters) == 0 {
 		return []Attempt{}, nil
 	}
-	return readAttempts(ctx, js, filters, since, limit)
+	return readAttempts(ctx, js, filters, since, limit, func(at *Attempt) bool { return want[at.EventID] })
 }
 
 // readAttempts reads the attempts recorded on filters since a time, up to
 // the last one there was when it started, at most limit.
-func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string, since time.Time, limit int) ([]Attempt, error) {
+// Only the attempts keep accepts (nil: all) are returned.
+func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string, since time.Time, limit int, keep func(*Attempt) bool) ([]Attempt, error) {
 	st, err := js.Stream(ctx, deliveriesStream)
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
@@ -164,9 +255,13 @@ func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string,
 		var last uint64
 		for m := range batch.Messages() {
 			n++
-			var at Attempt
-			if json.Unmarshal(m.Data(), &at) == nil {
-				out = append(out, at)
+			var rec attemptRecord
+			if json.Unmarshal(m.Data(), &rec) == nil {
+				for _, at := range rec.attempts() {
+					if len(out) < limit && (keep == nil || keep(&at)) {
+						out = append(out, at)
+					}
+				}
 			}
 			if meta, err := m.Metadata(); err == nil {
 				last, pending = meta.Sequence.Stream, meta.NumPending
@@ -179,15 +274,16 @@ func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string,
 	return out, nil
 }
 
-// countAttempts counts the attempts recorded for a sink since a time,
-// without reading them: a consumer starting then says how many it selects.
+// countAttempts counts the attempt records of a sink since a time, without
+// reading them (a consumer starting then says how many it selects): the
+// events of one resource sent in one request count once.
 func countAttempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time) (uint64, error) {
 	st, err := js.Stream(ctx, deliveriesStream)
 	if err != nil {
 		return 0, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{deliveriesSubjectRoot + sink, deliveriesSubjectRoot + sink + ".>"},
+		FilterSubjects: sinkAttemptSubjects(sink),
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &since,
 	})
@@ -199,4 +295,9 @@ func countAttempts(ctx context.Context, js jetstream.JetStream, sink string, sin
 		return 0, err
 	}
 	return info.NumPending, nil
+}
+
+// sinkAttemptSubjects are the subjects of every attempt record of a sink.
+func sinkAttemptSubjects(sink string) []string {
+	return []string{deliveriesSubjectRoot + sink, deliveriesSubjectRoot + sink + ".>"}
 }

@@ -797,10 +797,10 @@ func (p *partition) deliver(items []item, alone bool) Result {
 		endAttempt(span, res)
 	}
 	if res.Err == nil {
-		for _, e := range out {
+		for range out {
 			w.metrics.delivered(w.name, res.Latency)
-			w.attempts.record(w.name, e, res, 0, "delivered")
 		}
+		w.attempts.record(w.name, out, res, 0, "delivered")
 		w.log.Debug("delivered", "events", len(out), "first_event_id", out[0].ID(), "status", res.Status, "latency", res.Latency)
 	}
 	return res

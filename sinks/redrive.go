@@ -138,7 +138,7 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 		}
 		res.Delivered++
 		m.metrics.outcome(sink, "redriven")
-		m.tries.record(sink, e, r, dl.Attempts+1, "redriven")
+		m.tries.record(sink, []*event.Event{e}, r, dl.Attempts+1, "redriven")
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -152,6 +152,6 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	}
 	dl.Status, dl.Error, dl.Attempts = r.Status, errText(r.Err), dl.Attempts+1
 	fail(dl)
-	m.tries.record(sink, e, r, dl.Attempts, "dead_lettered")
+	m.tries.record(sink, []*event.Event{e}, r, dl.Attempts, "dead_lettered")
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -62,7 +63,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if r.Err == nil {
 			res.Delivered++
 			m.metrics.outcome(sink, "replayed")
-			m.tries.record(sink, &e, r, 0, "replayed")
+			m.tries.record(sink, []*event.Event{&e}, r, 0, "replayed")
 			return nil
 		}
 		if err := ctx.Err(); err != nil {

@@ -29,7 +29,8 @@ type Status struct {
 	InFlight    int    `json:"in_flight"`
 	DeadLetters uint64 `json:"dead_letters"`
 	// Attempts5m and Attempts1h count the delivery attempts of the last
-	// five minutes and of the last hour, whatever their outcome.
+	// five minutes and of the last hour, whatever their outcome; the
+	// events of one resource sent in one request are one attempt.
 	Attempts5m uint64 `json:"attempts_5m"`
 	Attempts1h uint64 `json:"attempts_1h"`
 	// LastAttempt is the latest attempt recorded; nil when none is.
@@ -75,7 +76,7 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 		return nil, err
 	}
 	var last *jetstream.RawStreamMsg
-	for _, subject := range []string{deliveriesSubjectRoot + sink + ".>", deliveriesSubjectRoot + sink} {
+	for _, subject := range sinkAttemptSubjects(sink) {
 		m, err := st.GetLastMsgForSubject(ctx, subject)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
@@ -90,11 +91,12 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 	if last == nil {
 		return nil, nil
 	}
-	var at Attempt
-	if err := json.Unmarshal(last.Data, &at); err != nil {
+	var rec attemptRecord
+	if err := json.Unmarshal(last.Data, &rec); err != nil {
 		return nil, nil // not ours to show
 	}
-	return &at, nil
+	all := rec.attempts()
+	return &all[len(all)-1], nil
 }
 
 // redactURL drops a URL's password and query values.

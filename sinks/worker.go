@@ -288,7 +288,7 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tri
 		return fmt.Errorf("dead-lettering: %w", err)
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
-	w.attempts.record(w.name, e, res, tries, "dead_lettered")
+	w.attempts.record(w.name, []*event.Event{e}, res, tries, "dead_lettered")
 	w.log.Warn("delivery failed for good; event dead-lettered", "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", res.Err)
 	return nil
 }
@@ -296,10 +296,10 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tri
 // retrying records a failed try of events (one request) that will be
 // repeated at next.
 func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Time) {
-	for _, e := range es {
+	for range es {
 		w.metrics.outcome(w.name, "retry")
-		w.attempts.recordRetry(w.name, e, res, tries, next)
 	}
+	w.attempts.recordRetry(w.name, es, res, tries, next)
 	w.log.Warn("delivery failed; will retry", "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
 }
 

@@ -144,12 +144,42 @@ func (h *Handler) logEntry(w http.ResponseWriter, r *http.Request) error {
 				d.Missing = append(d.Missing, id)
 			}
 		}
-		if d.Deliveries, err = sinks.AttemptsOf(r.Context(), h.o.Events, e.EventIDs, e.Time.Add(-eventSearchSlack), 1000); err != nil {
+		if d.Deliveries, err = sinks.AttemptsOf(r.Context(), h.o.Events, eventRefs(e, found), e.Time.Add(-eventSearchSlack), 1000); err != nil {
 			return fmt.Errorf("reading the deliveries of log entry %s: %w", e.Key, err)
 		}
 	}
 	writeJSON(w, http.StatusOK, d)
 	return nil
+}
+
+// eventRefs names the entry's events and the resources they are about,
+// where their delivery attempts are recorded: from each event found, else
+// (the event has left the stream) the entry's own resource, which is what
+// most requests' events are about.
+func eventRefs(e relay.LogEntry, found map[string]json.RawMessage) []sinks.EventRef {
+	refs := make([]sinks.EventRef, 0, len(e.EventIDs))
+	for _, id := range e.EventIDs {
+		var ce struct {
+			Tenant  string `json:"tenant"`
+			Type    string `json:"type"`
+			Subject string `json:"subject"`
+		}
+		if raw, ok := found[id]; ok && json.Unmarshal(raw, &ce) == nil {
+			if ref, err := sinks.RefOf(id, ce.Tenant, ce.Type, ce.Subject); err == nil {
+				refs = append(refs, ref)
+				continue
+			}
+		}
+		ref := sinks.EventRef{ID: id, Tenant: e.Tenant, ResourceID: e.ResourceID}
+		switch e.Resource {
+		case "User":
+			ref.Kind = "user"
+		case "Group":
+			ref.Kind = "group"
+		}
+		refs = append(refs, ref)
+	}
+	return refs
 }
 
 // findEvents reads a tenant's events from a time on until it has found the

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestAttemptsRecordedPerResource: a batching sink records one attempt per
+// resource slice it sent, on the resource's subject, so that the
+// deliveries stream has a subject per resource (not per event) and fewer
+// records than events; read back, every event has its own "delivered"
+// attempt, found by AttemptsOf through its resource. A record written one
+// per event, before this, is still read.
+func TestAttemptsRecordedPerResource(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int { return l.admitBatch(t, r, nil) })
+	runManager(t, Options{Sinks: []Config{batchConfig(rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	since := time.Now().Add(-time.Second)
+
+	p := newPublisher(t, js)
+	var groupEvents []string
+	groupEvents = append(groupEvents, p.publish("acme", events.GroupCreated, "big"))
+	for range 200 {
+		groupEvents = append(groupEvents, p.publish("acme", events.GroupMemberAdded, "big"))
+	}
+	users := []string{"u1", "u2", "u3"}
+	var userEvents []string
+	for _, u := range users {
+		userEvents = append(userEvents, p.publish("acme", events.UserCreated, u))
+	}
+	want := expect{"Groups/big": 201, "Users/u1": 1, "Users/u2": 1, "Users/u3": 1}
+	l.wantDelivered(t, want, 30*time.Second, false)
+	total := len(groupEvents) + len(userEvents)
+
+	// Records are written without waiting for their acknowledgement.
+	var all []Attempt
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if all, err = Attempts(ctx, js, "crm", since, 10_000); err != nil {
+			return err
+		}
+		if len(all) != total {
+			return fmt.Errorf("%d attempts read, want %d", len(all), total)
+		}
+		return nil
+	})
+	seen := map[string]bool{}
+	for _, a := range all {
+		if a.Outcome != "delivered" || a.Sink != "crm" || a.EventID == "" || a.Type == "" || seen[a.EventID] {
+			t.Fatalf("attempt %+v: want one delivered attempt per event, with its id and type", a)
+		}
+		seen[a.EventID] = true
+	}
+
+	st, err := js.Stream(ctx, deliveriesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(deliveriesSubjectRoot+">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subjects []string
+	for s := range info.State.Subjects {
+		subjects = append(subjects, s)
+	}
+	slices.Sort(subjects)
+	wantSubjects := []string{
+		"scimrelay-deliveries.crm.acme.group.big",
+		"scimrelay-deliveries.crm.acme.user.u1",
+		"scimrelay-deliveries.crm.acme.user.u2",
+		"scimrelay-deliveries.crm.acme.user.u3",
+	}
+	if !slices.Equal(subjects, wantSubjects) {
+		t.Fatalf("subjects %v, want one per resource %v", subjects, wantSubjects)
+	}
+	// The group's 201 events went in slices of at most 50 (the batch size).
+	if n := info.State.Subjects[wantSubjects[0]]; n < 5 || n >= 201 {
+		t.Fatalf("%d records of the group's 201 events: want one per slice sent", n)
+	}
+
+	// A record as a worker wrote it before: one event, on its id's subject.
+	old := Attempt{Time: time.Now().UTC(), Sink: "crm", EventID: "0198f3c2-0000-7000-8000-0000000000aa", Type: "io.scimrelay.user.updated", Subject: "Users/u1", Outcome: "delivered", Status: 204}
+	b, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, deliveriesSubjectRoot+"crm."+old.EventID, b); err != nil {
+		t.Fatal(err)
+	}
+
+	refs := []EventRef{
+		{ID: groupEvents[0], Tenant: "acme", Kind: "group", ResourceID: "big"},
+		{ID: groupEvents[150], Tenant: "acme", Kind: "group", ResourceID: "big"},
+		{ID: userEvents[1], Tenant: "acme", Kind: "user", ResourceID: "u2"},
+		{ID: old.EventID}, // its resource unknown: found by its id's subject
+	}
+	got, err := AttemptsOf(ctx, js, refs, since, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotIDs []string
+	for _, a := range got {
+		gotIDs = append(gotIDs, a.EventID)
+	}
+	wantIDs := []string{groupEvents[0], groupEvents[150], userEvents[1], old.EventID}
+	slices.Sort(gotIDs)
+	slices.Sort(wantIDs)
+	if !slices.Equal(gotIDs, wantIDs) {
+		t.Fatalf("AttemptsOf found %v, want exactly %v", gotIDs, wantIDs)
+	}
+	if all, err := Attempts(ctx, js, "crm", since, 10_000); err != nil || len(all) != total+1 || all[len(all)-1].EventID != old.EventID {
+		t.Fatalf("Attempts after an old record: %d (%v), want %d ending with the old one", len(all), err, total+1)
+	}
+}
+
+// TestAttemptSubject: an event is recorded on its resource's subject; what
+// names no resource of the relay's on the sink's own.
+func TestAttemptSubject(t *testing.T) {
+	e := testEvent(t, events.GroupMemberAdded, "g1", 3)
+	if got, want := attemptSubject("crm", e), "scimrelay-deliveries.crm.acme.group.g1"; got != want {
+		t.Fatalf("attemptSubject = %q, want %q", got, want)
+	}
+	e.SetSubject("Users/g1") // a group event about a user: not the relay's
+	if got, want := attemptSubject("crm", e), "scimrelay-deliveries.crm"; got != want {
+		t.Fatalf("attemptSubject of a mismatched event = %q, want %q", got, want)
+	}
+	e.SetSubject("Groups/a.b")
+	if got, want := attemptSubject("crm", e), "scimrelay-deliveries.crm"; got != want {
+		t.Fatalf("attemptSubject of an id that is not a subject token = %q, want %q", got, want)
+	}
+}
