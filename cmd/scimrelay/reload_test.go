@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -327,5 +329,135 @@ func TestReloadableKeysExist(t *testing.T) {
 	got := applicable(cfg, next) // panics on a key that does not exist
 	if got.Log.Level != "debug" || cfg.Log.Level == "debug" {
 		t.Errorf("applicable: log.level %q (running %q), want the file's debug in a copy", got.Log.Level, cfg.Log.Level)
+	}
+}
+
+// TestReloadAppliesOAuth: a reload applies every oauth.* key to requests
+// that arrive after it, through the SCIM listener. basic_auth: a client's
+// id and secret that worked as Basic credentials get 401 once it is off,
+// and work again once it is back on. token_lifetime: a token issued after
+// the reload lives the new lifetime while one issued before keeps its own.
+// rate and burst: the token endpoint refuses beyond the new bucket.
+func TestReloadAppliesOAuth(t *testing.T) {
+	clock := newTestClock()
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	oauthYAML := func(lifetime string, rate float64, burst int, basic bool) string {
+		return fmt.Sprintf("oauth:\n  token_lifetime: %s\n  rate: %v\n  burst: %d\n  basic_auth: %v\nlimits:\n  rate: 0\n%s", lifetime, rate, burst, basic, twoTenants)
+	}
+	f.write(oauthYAML("1h", 0, 20, true))
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil), withClock(clock.now))
+	c := createClient(t, p, "acme")
+	basic := func() int {
+		return p.scim("acme", "", "GET", "/Users", "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.id+":"+c.secret))).status
+	}
+	if got := basic(); got != http.StatusOK {
+		t.Fatalf("Basic credentials with basic_auth on: %d", got)
+	}
+	before := p.tokenRequest("acme", grant(), c.id+":"+c.secret).accessToken(t) // 1 h
+	reload := func(want ...string) {
+		t.Helper()
+		res, err := p.srv.reload(context.Background())
+		if err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		for _, w := range want {
+			if !slices.ContainsFunc(res.Applied, func(a string) bool { return strings.HasPrefix(a, w+": ") }) {
+				t.Errorf("reload applied %q, without %s", res.Applied, w)
+			}
+		}
+	}
+
+	f.write(oauthYAML("2h", 0.001, 1, false)) // one token request per 1,000 s
+	reload("oauth.token_lifetime", "oauth.rate", "oauth.burst", "oauth.basic_auth")
+	if got := basic(); got != http.StatusUnauthorized {
+		t.Errorf("Basic credentials after a reload turned basic_auth off: %d, want 401", got)
+	}
+	r := p.tokenRequest("acme", grant(), c.id+":"+c.secret)
+	if r.status != http.StatusOK || r.body["expires_in"] != float64(7200) {
+		t.Fatalf("token after a reload to a 2 h lifetime: %d %s", r.status, r.raw)
+	}
+	after, _ := r.body["access_token"].(string)
+	if r := p.tokenRequest("acme", grant(), c.id+":"+c.secret); r.status != http.StatusTooManyRequests {
+		t.Errorf("a second token request at burst 1: %d, want 429", r.status)
+	}
+	clock.add(90 * time.Minute)
+	p.scim("acme", after, "GET", "/Users", "").want(t, http.StatusOK)
+	p.scim("acme", before, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+
+	f.write(oauthYAML("2h", 0, 1, true))
+	reload("oauth.rate", "oauth.basic_auth")
+	if got := basic(); got != http.StatusOK {
+		t.Errorf("Basic credentials after a reload turned basic_auth back on: %d, want 200", got)
+	}
+	if r := p.tokenRequest("acme", grant(), c.id+":"+c.secret); r.status != http.StatusOK {
+		t.Errorf("token request after a reload lifted the rate limit: %d %s", r.status, r.raw)
+	}
+}
+
+// TestReloadKeepsRateLimits: the SCIM rate limiter outlives a reload. A
+// tenant whose limit the reload does not change keeps its bucket as it
+// was (one that used up its burst is still refused right after); one whose
+// limit changes starts with a full bucket of the new size.
+func TestReloadKeepsRateLimits(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	// A rate of one request per 1,000 s: nothing refills during the test.
+	limits := func(burst int, globex string) string {
+		return fmt.Sprintf("limits:\n  rate: 0.001\n  burst: %d\ntenants:\n  - name: acme\n    tokens: [%s]\n  - name: globex\n    tokens: [%s]\n%s",
+			burst, acmeToken, globexToken, globex)
+	}
+	f.write(limits(2, ""))
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
+	// answered sends n+1 requests as tenant and says how many were
+	// answered before the first 429.
+	answered := func(tenant, token string, n int) int {
+		t.Helper()
+		for i := range n + 1 {
+			switch r := p.scim(tenant, token, "GET", "/Users", ""); r.status {
+			case http.StatusOK:
+			case http.StatusTooManyRequests:
+				return i
+			default:
+				t.Fatalf("%s: %d %s", tenant, r.status, r.raw)
+			}
+		}
+		return n + 1
+	}
+	reload := func() {
+		t.Helper()
+		if _, err := p.srv.reload(context.Background()); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	if got := answered("acme", acmeToken, 2); got != 2 {
+		t.Fatalf("acme at burst 2: %d answered", got)
+	}
+
+	// globex gets a limit of its own; acme's stays as it was.
+	f.write(limits(2, "    rate: 0.001\n    burst: 3\n"))
+	reload()
+	if got := answered("acme", acmeToken, 0); got != 0 {
+		t.Errorf("acme, its burst used up, right after a reload that did not change its limit: %d answered, want 0 (its bucket kept)", got)
+	}
+	if got := answered("globex", globexToken, 3); got != 3 {
+		t.Errorf("globex after a reload gave it burst 3: %d answered, want 3", got)
+	}
+
+	// The default burst changes: acme (on the default) starts full at
+	// the new size; globex (its own limit, unchanged) keeps its empty bucket.
+	f.write(limits(5, "    rate: 0.001\n    burst: 3\n"))
+	reload()
+	if got := answered("acme", acmeToken, 5); got != 5 {
+		t.Errorf("acme after a reload raised limits.burst to 5: %d answered, want 5", got)
+	}
+	if got := answered("globex", globexToken, 0); got != 0 {
+		t.Errorf("globex, its own limit unchanged by the reload: %d answered, want 0", got)
 	}
 }
