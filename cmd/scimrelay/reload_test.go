@@ -337,7 +337,8 @@ func TestReloadableKeysExist(t *testing.T) {
 // id and secret that worked as Basic credentials get 401 once it is off,
 // and work again once it is back on. token_lifetime: a token issued after
 // the reload lives the new lifetime while one issued before keeps its own.
-// rate and burst: the token endpoint refuses beyond the new bucket.
+// rate and burst: the token endpoint refuses beyond the new bucket, and
+// a reload that does not change them does not refill it.
 func TestReloadAppliesOAuth(t *testing.T) {
 	clock := newTestClock()
 	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
@@ -387,6 +388,13 @@ func TestReloadAppliesOAuth(t *testing.T) {
 	clock.add(90 * time.Minute)
 	p.scim("acme", after, "GET", "/Users", "").want(t, http.StatusOK)
 	p.scim("acme", before, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+	// A reload that leaves the token endpoint's limit alone leaves its
+	// bucket empty.
+	f.write(oauthYAML("3h", 0.001, 1, false))
+	reload("oauth.token_lifetime")
+	if r := p.tokenRequest("acme", grant(), c.id+":"+c.secret); r.status != http.StatusTooManyRequests {
+		t.Errorf("a token request after a reload that kept the limit: %d, want 429", r.status)
+	}
 
 	f.write(oauthYAML("2h", 0, 1, true))
 	reload("oauth.rate", "oauth.basic_auth")
