@@ -147,6 +147,32 @@ limits:
 	if loc := created.header.Get("Location"); !strings.HasPrefix(loc, p.scimURL) {
 		t.Errorf("Location %q after a reload that changed public_url: want the running value, %s…, until a restart", loc, p.scimURL)
 	}
+	// Nor does the event's source move.
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		stream, err := p.srv.js.Stream(context.Background(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		info, err := stream.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		m, err := stream.GetMsg(context.Background(), info.State.LastSeq)
+		if err != nil {
+			return err
+		}
+		e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			return err
+		}
+		if e.Subject() != "Users/"+bob {
+			return fmt.Errorf("bob's event is not in the stream yet")
+		}
+		if e.Source() != "/scim/v2/globex" {
+			t.Errorf("event source %q after a reload that changed public_url: want the running value, /scim/v2/globex, until a restart", e.Source())
+		}
+		return nil
+	})
 	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusTooManyRequests {
 		t.Errorf("a second request within the second at rate 1, burst 1: %d", r.status)
 	}
