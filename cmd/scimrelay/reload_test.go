@@ -387,13 +387,10 @@ func TestReloadAppliesOAuth(t *testing.T) {
 	before := p.tokenRequest("acme", grant(), c.id+":"+c.secret).accessToken(t) // 1 h
 	reload := func(want ...string) {
 		t.Helper()
-		res, err := p.srv.reload(context.Background())
-		if err != nil {
-			t.Fatalf("reload: %v", err)
-		}
+		applied := reloadNow(t, p)
 		for _, w := range want {
-			if !slices.ContainsFunc(res.Applied, func(a string) bool { return strings.HasPrefix(a, w+": ") }) {
-				t.Errorf("reload applied %q, without %s", res.Applied, w)
+			if !slices.ContainsFunc(applied, func(a string) bool { return strings.HasPrefix(a, w+": ") }) {
+				t.Errorf("reload applied %q, without %s", applied, w)
 			}
 		}
 	}
@@ -464,34 +461,38 @@ func TestReloadKeepsRateLimits(t *testing.T) {
 		}
 		return n + 1
 	}
-	reload := func() {
-		t.Helper()
-		if _, err := p.srv.reload(context.Background()); err != nil {
-			t.Fatalf("reload: %v", err)
-		}
-	}
 	if got := answered("acme", acmeToken, 2); got != 2 {
 		t.Fatalf("acme at burst 2: %d answered", got)
 	}
+	for _, step := range []struct {
+		what        string
+		burst       int    // limits.burst
+		globex      string // globex's own limit
+		acme, globe int    // requests answered after the reload
+	}{
+		// globex gets a limit of its own; acme's stays as it was.
+		{"globex given burst 3", 2, "    rate: 0.001\n    burst: 3\n", 0, 3},
+		// The default changes: acme (on the default) starts full at the
+		// new size; globex (its own limit, unchanged) keeps its empty bucket.
+		{"limits.burst raised to 5", 5, "    rate: 0.001\n    burst: 3\n", 5, 0},
+	} {
+		f.write(limits(step.burst, step.globex))
+		reloadNow(t, p)
+		if got := answered("acme", acmeToken, step.acme); got != step.acme {
+			t.Errorf("after a reload (%s), acme: %d answered, want %d", step.what, got, step.acme)
+		}
+		if got := answered("globex", globexToken, step.globe); got != step.globe {
+			t.Errorf("after a reload (%s), globex: %d answered, want %d", step.what, got, step.globe)
+		}
+	}
+}
 
-	// globex gets a limit of its own; acme's stays as it was.
-	f.write(limits(2, "    rate: 0.001\n    burst: 3\n"))
-	reload()
-	if got := answered("acme", acmeToken, 0); got != 0 {
-		t.Errorf("acme, its burst used up, right after a reload that did not change its limit: %d answered, want 0 (its bucket kept)", got)
+// reloadNow reloads a relay started withReload and says what it applied.
+func reloadNow(t *testing.T, p *relayProc) []string {
+	t.Helper()
+	res, err := p.srv.reload(context.Background())
+	if err != nil {
+		t.Fatalf("reload: %v", err)
 	}
-	if got := answered("globex", globexToken, 3); got != 3 {
-		t.Errorf("globex after a reload gave it burst 3: %d answered, want 3", got)
-	}
-
-	// The default burst changes: acme (on the default) starts full at
-	// the new size; globex (its own limit, unchanged) keeps its empty bucket.
-	f.write(limits(5, "    rate: 0.001\n    burst: 3\n"))
-	reload()
-	if got := answered("acme", acmeToken, 5); got != 5 {
-		t.Errorf("acme after a reload raised limits.burst to 5: %d answered, want 5", got)
-	}
-	if got := answered("globex", globexToken, 0); got != 0 {
-		t.Errorf("globex, its own limit unchanged by the reload: %d answered, want 0", got)
-	}
+	return res.Applied
 }
