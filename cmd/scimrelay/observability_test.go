@@ -162,7 +162,8 @@ func hangUp(t *testing.T, base, path, token string) {
 }
 
 // TestMetricsFollowConventions: latency histograms end in
-// _duration_seconds, token expiry is an absolute time, and the gauges an
+// _duration_seconds, token expiry is an absolute time (the deprecated
+// seconds-left gauge beside it until its removal), and the gauges an
 // operator alerts on are there: the oldest undelivered event per sink,
 // the outbox's oldest row, the relay's streams, dead letters.
 func TestMetricsFollowConventions(t *testing.T) {
@@ -203,6 +204,10 @@ func TestMetricsFollowConventions(t *testing.T) {
 	}
 	if at := metric(t, p, "scimrelay_token_expiry_timestamp_seconds", "tenant", "acme", "kind", "token"); at < float64(time.Now().Add(29*24*time.Hour).Unix()) || at > float64(time.Now().Add(31*24*time.Hour).Unix()) {
 		t.Errorf("scimrelay_token_expiry_timestamp_seconds = %v, want about 30 days from now (unix seconds)", at)
+	}
+	// Deprecated, still exported for one release: seconds left.
+	if left := metric(t, p, "scimrelay_token_expiry_seconds", "tenant", "acme", "kind", "token"); left < (29*24*time.Hour).Seconds() || left > (31*24*time.Hour).Seconds() {
+		t.Errorf("scimrelay_token_expiry_seconds = %v, want about 30 days in seconds", left)
 	}
 
 	families, err := p.srv.registry.Gather()

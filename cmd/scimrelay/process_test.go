@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -318,6 +319,45 @@ func TestServeKeepsAGCFloor(t *testing.T) {
 		percent := scrapeGauge(t, addrs.admin, "go_gc_gogc_percent")
 		if raised := percent > 100; raised != c.raised {
 			t.Errorf("GOGC=%q: go_gc_gogc_percent %v; want it raised above 100: %v", c.gogc, percent, c.raised)
+		}
+	}
+}
+
+// TestServeSetsASoftMemoryLimit checks that serve gives Go a soft memory
+// limit from the container's, as its metrics report it: 90% of it by
+// default, the share AUTOMEMLIMIT names, and GOMEMLIMIT's value when that
+// is set, which wins. The machine's memory stands in for a cgroup's limit
+// (automemlimit's AUTOMEMLIMIT_EXPERIMENT=system, used only when there is
+// no cgroup limit; where there is one, the cgroup's is expected).
+func TestServeSetsASoftMemoryLimit(t *testing.T) {
+	bin := binary(t)
+	total, err := memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)()
+	if err != nil {
+		t.Skipf("neither a cgroup nor the system says how much memory there is: %v", err)
+	}
+	for _, k := range []string{"GOMEMLIMIT", "AUTOMEMLIMIT"} { // the test's own must not reach the relay
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	cases := []struct {
+		env  string
+		want int64
+	}{
+		{"", int64(float64(total) * memoryLimitRatio)},
+		{"AUTOMEMLIMIT=0.5", int64(float64(total) * 0.5)},
+		{"GOMEMLIMIT=300MiB", 300 << 20},
+	}
+	admins := make([]string, len(cases))
+	procs := make([]*proc, len(cases))
+	for i, c := range cases { // start them all, then wait: they start in parallel
+		configPath, addrs := processConfig(t, t.TempDir())
+		procs[i] = startProcess(t, bin, configPath, "AUTOMEMLIMIT_EXPERIMENT=system", c.env)
+		admins[i] = addrs.admin
+	}
+	for i, c := range cases {
+		waitReady(t, procs[i], admins[i])
+		if got := scrapeGauge(t, admins[i], "go_gc_gomemlimit_bytes"); got != float64(c.want) {
+			t.Errorf("%q with %d bytes of memory: go_gc_gomemlimit_bytes %.0f, want %d", c.env, total, got, c.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +147,32 @@ limits:
 	if loc := created.header.Get("Location"); !strings.HasPrefix(loc, p.scimURL) {
 		t.Errorf("Location %q after a reload that changed public_url: want the running value, %s…, until a restart", loc, p.scimURL)
 	}
+	// Nor does the event's source move.
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		stream, err := p.srv.js.Stream(context.Background(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		info, err := stream.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		m, err := stream.GetMsg(context.Background(), info.State.LastSeq)
+		if err != nil {
+			return err
+		}
+		e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			return err
+		}
+		if e.Subject() != "Users/"+bob {
+			return fmt.Errorf("bob's event is not in the stream yet")
+		}
+		if e.Source() != "/scim/v2/globex" {
+			t.Errorf("event source %q after a reload that changed public_url: want the running value, /scim/v2/globex, until a restart", e.Source())
+		}
+		return nil
+	})
 	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusTooManyRequests {
 		t.Errorf("a second request within the second at rate 1, burst 1: %d", r.status)
 	}
@@ -328,4 +356,143 @@ func TestReloadableKeysExist(t *testing.T) {
 	if got.Log.Level != "debug" || cfg.Log.Level == "debug" {
 		t.Errorf("applicable: log.level %q (running %q), want the file's debug in a copy", got.Log.Level, cfg.Log.Level)
 	}
+}
+
+// TestReloadAppliesOAuth: a reload applies every oauth.* key to requests
+// that arrive after it, through the SCIM listener. basic_auth: a client's
+// id and secret that worked as Basic credentials get 401 once it is off,
+// and work again once it is back on. token_lifetime: a token issued after
+// the reload lives the new lifetime while one issued before keeps its own.
+// rate and burst: the token endpoint refuses beyond the new bucket, and
+// a reload that does not change them does not refill it.
+func TestReloadAppliesOAuth(t *testing.T) {
+	clock := newTestClock()
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	oauthYAML := func(lifetime string, rate float64, burst int, basic bool) string {
+		return fmt.Sprintf("oauth:\n  token_lifetime: %s\n  rate: %v\n  burst: %d\n  basic_auth: %v\nlimits:\n  rate: 0\n%s", lifetime, rate, burst, basic, twoTenants)
+	}
+	f.write(oauthYAML("1h", 0, 20, true))
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil), withClock(clock.now))
+	c := createClient(t, p, "acme")
+	basic := func() int {
+		return p.scim("acme", "", "GET", "/Users", "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.id+":"+c.secret))).status
+	}
+	if got := basic(); got != http.StatusOK {
+		t.Fatalf("Basic credentials with basic_auth on: %d", got)
+	}
+	before := p.tokenRequest("acme", grant(), c.id+":"+c.secret).accessToken(t) // 1 h
+	reload := func(want ...string) {
+		t.Helper()
+		applied := reloadNow(t, p)
+		for _, w := range want {
+			if !slices.ContainsFunc(applied, func(a string) bool { return strings.HasPrefix(a, w+": ") }) {
+				t.Errorf("reload applied %q, without %s", applied, w)
+			}
+		}
+	}
+
+	f.write(oauthYAML("2h", 0.001, 1, false)) // one token request per 1,000 s
+	reload("oauth.token_lifetime", "oauth.rate", "oauth.burst", "oauth.basic_auth")
+	if got := basic(); got != http.StatusUnauthorized {
+		t.Errorf("Basic credentials after a reload turned basic_auth off: %d, want 401", got)
+	}
+	r := p.tokenRequest("acme", grant(), c.id+":"+c.secret)
+	if r.status != http.StatusOK || r.body["expires_in"] != float64(7200) {
+		t.Fatalf("token after a reload to a 2 h lifetime: %d %s", r.status, r.raw)
+	}
+	after, _ := r.body["access_token"].(string)
+	if r := p.tokenRequest("acme", grant(), c.id+":"+c.secret); r.status != http.StatusTooManyRequests {
+		t.Errorf("a second token request at burst 1: %d, want 429", r.status)
+	}
+	clock.add(90 * time.Minute)
+	p.scim("acme", after, "GET", "/Users", "").want(t, http.StatusOK)
+	p.scim("acme", before, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+	// A reload that leaves the token endpoint's limit alone leaves its
+	// bucket empty.
+	f.write(oauthYAML("3h", 0.001, 1, false))
+	reload("oauth.token_lifetime")
+	if r := p.tokenRequest("acme", grant(), c.id+":"+c.secret); r.status != http.StatusTooManyRequests {
+		t.Errorf("a token request after a reload that kept the limit: %d, want 429", r.status)
+	}
+
+	f.write(oauthYAML("2h", 0, 1, true))
+	reload("oauth.rate", "oauth.basic_auth")
+	if got := basic(); got != http.StatusOK {
+		t.Errorf("Basic credentials after a reload turned basic_auth back on: %d, want 200", got)
+	}
+	if r := p.tokenRequest("acme", grant(), c.id+":"+c.secret); r.status != http.StatusOK {
+		t.Errorf("token request after a reload lifted the rate limit: %d %s", r.status, r.raw)
+	}
+}
+
+// TestReloadKeepsRateLimits: the SCIM rate limiter outlives a reload. A
+// tenant whose limit the reload does not change keeps its bucket as it
+// was (one that used up its burst is still refused right after); one whose
+// limit changes starts with a full bucket of the new size.
+func TestReloadKeepsRateLimits(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	// A rate of one request per 1,000 s: nothing refills during the test.
+	limits := func(burst int, globex string) string {
+		return fmt.Sprintf("limits:\n  rate: 0.001\n  burst: %d\ntenants:\n  - name: acme\n    tokens: [%s]\n  - name: globex\n    tokens: [%s]\n%s",
+			burst, acmeToken, globexToken, globex)
+	}
+	f.write(limits(2, ""))
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
+	// answered sends n+1 requests as tenant and says how many were
+	// answered before the first 429.
+	answered := func(tenant, token string, n int) int {
+		t.Helper()
+		for i := range n + 1 {
+			switch r := p.scim(tenant, token, "GET", "/Users", ""); r.status {
+			case http.StatusOK:
+			case http.StatusTooManyRequests:
+				return i
+			default:
+				t.Fatalf("%s: %d %s", tenant, r.status, r.raw)
+			}
+		}
+		return n + 1
+	}
+	if got := answered("acme", acmeToken, 2); got != 2 {
+		t.Fatalf("acme at burst 2: %d answered", got)
+	}
+	for _, step := range []struct {
+		what        string
+		burst       int    // limits.burst
+		globex      string // globex's own limit
+		acme, globe int    // requests answered after the reload
+	}{
+		// globex gets a limit of its own; acme's stays as it was.
+		{"globex given burst 3", 2, "    rate: 0.001\n    burst: 3\n", 0, 3},
+		// The default changes: acme (on the default) starts full at the
+		// new size; globex (its own limit, unchanged) keeps its empty bucket.
+		{"limits.burst raised to 5", 5, "    rate: 0.001\n    burst: 3\n", 5, 0},
+	} {
+		f.write(limits(step.burst, step.globex))
+		reloadNow(t, p)
+		if got := answered("acme", acmeToken, step.acme); got != step.acme {
+			t.Errorf("after a reload (%s), acme: %d answered, want %d", step.what, got, step.acme)
+		}
+		if got := answered("globex", globexToken, step.globe); got != step.globe {
+			t.Errorf("after a reload (%s), globex: %d answered, want %d", step.what, got, step.globe)
+		}
+	}
+}
+
+// reloadNow reloads a relay started withReload and says what it applied.
+func reloadNow(t *testing.T, p *relayProc) []string {
+	t.Helper()
+	res, err := p.srv.reload(context.Background())
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	return res.Applied
 }

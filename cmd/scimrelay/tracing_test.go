@@ -3,11 +3,14 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +19,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/tracing"
@@ -26,9 +30,9 @@ import (
 // decodes every export (protobuf) and keeps the spans.
 type otlpReceiver struct {
 	*httptest.Server
-	mu    sync.Mutex
-	spans []*tracepb.Span
-	attrs []*commonpb.KeyValue // every attribute seen, of spans, events and resources
+	mu      sync.Mutex
+	spans   []*tracepb.Span
+	exports [][]byte // every export as received: every string a span holds is in one
 }
 
 func newOTLPReceiver(t *testing.T) *otlpReceiver {
@@ -47,15 +51,11 @@ func newOTLPReceiver(t *testing.T) *otlpReceiver {
 			return
 		}
 		r.mu.Lock()
+		r.exports = append(r.exports, body)
 		for _, rs := range export.ResourceSpans {
-			r.attrs = append(r.attrs, rs.GetResource().GetAttributes()...)
 			for _, ss := range rs.ScopeSpans {
 				for _, s := range ss.Spans {
 					r.spans = append(r.spans, s)
-					r.attrs = append(r.attrs, s.Attributes...)
-					for _, ev := range s.Events {
-						r.attrs = append(r.attrs, ev.Attributes...)
-					}
 				}
 			}
 		}
@@ -66,6 +66,19 @@ func newOTLPReceiver(t *testing.T) *otlpReceiver {
 	}))
 	t.Cleanup(r.Close)
 	return r
+}
+
+// count is how many spans named name arrived.
+func (r *otlpReceiver) count(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.spans {
+		if s.Name == name {
+			n++
+		}
+	}
+	return n
 }
 
 // span returns the first span named name, nil when none arrived yet.
@@ -80,10 +93,36 @@ func (r *otlpReceiver) span(name string) *tracepb.Span {
 	return nil
 }
 
-func (r *otlpReceiver) attributes() []*commonpb.KeyValue {
+// holding says which exported spans hold one of texts anywhere (their
+// names, attributes, events, links, status) and whether the resource does.
+func (r *otlpReceiver) holding(texts ...string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]*commonpb.KeyValue(nil), r.attrs...)
+	var out []string
+	for _, body := range r.exports {
+		for _, text := range texts {
+			if !strings.Contains(string(body), text) {
+				continue
+			}
+			where := "an export (undecoded)"
+			var export coltracepb.ExportTraceServiceRequest
+			_ = proto.Unmarshal(body, &export)
+			for _, rs := range export.ResourceSpans {
+				for _, ss := range rs.ScopeSpans {
+					for _, s := range ss.Spans {
+						if strings.Contains(prototext.Format(s), text) {
+							where = fmt.Sprintf("span %q", s.Name)
+						}
+					}
+				}
+				if strings.Contains(prototext.Format(rs.Resource), text) {
+					where = "the resource"
+				}
+			}
+			out = append(out, fmt.Sprintf("%s holds %q", where, text))
+		}
+	}
+	return out
 }
 
 // TestTracing sends one SCIM create carrying a W3C traceparent to a relay
@@ -91,18 +130,20 @@ func (r *otlpReceiver) attributes() []*commonpb.KeyValue {
 // gets: spans for the request, the commit, the publish and the delivery,
 // all in the caller's trace, each the child it should be; the webhook
 // request carries the trace on (traceparent naming the delivery span) and
-// the event carries the request's (ce-traceparent). No span says a
-// userName, an email or a token.
+// the event carries the request's (ce-traceparent, and the caller's
+// tracestate as ce-tracestate). Then a filtered list, a token request and
+// requests with an access token and with Basic credentials: no span says a
+// userName, an email, a filter or a credential, anywhere.
 func TestTracing(t *testing.T) {
 	otlp := newOTLPReceiver(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50") // ms: export soon after each span ends
 	t.Setenv("OTEL_SERVICE_NAME", "scimrelay-test")
 
-	type delivery struct{ traceparent, ceTraceparent string }
+	type delivery struct{ traceparent, ceTraceparent, ceTracestate string }
 	got := make(chan delivery, 4)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- delivery{r.Header.Get("traceparent"), r.Header.Get("ce-traceparent")}
+		got <- delivery{r.Header.Get("traceparent"), r.Header.Get("ce-traceparent"), r.Header.Get("ce-tracestate")}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer hook.Close()
@@ -115,9 +156,10 @@ func TestTracing(t *testing.T) {
 
 	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	const userName, email = "ann.secret@acme.example", "ann.private@acme.example"
+	const traceState = "vendor=opaque-1,other=x"
 	p.scim("acme", acmeToken, "POST", "/Users",
 		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+userName+`","emails":[{"value":"`+email+`","type":"work"}]}`,
-		"traceparent", "00-"+traceID+"-"+callerSpan+"-01").want(t, 201)
+		"traceparent", "00-"+traceID+"-"+callerSpan+"-01", "tracestate", traceState).want(t, 201)
 
 	var d delivery
 	select {
@@ -157,6 +199,9 @@ func TestTracing(t *testing.T) {
 	if want := "00-" + traceID + "-" + id(request.SpanId) + "-01"; d.ceTraceparent != want {
 		t.Errorf("the event's ce-traceparent is %q, want the request's %q", d.ceTraceparent, want)
 	}
+	if d.ceTracestate != traceState {
+		t.Errorf("the event's ce-tracestate is %q, want the caller's %q", d.ceTracestate, traceState)
+	}
 	if want := "00-" + traceID + "-" + id(deliver.SpanId) + "-01"; d.traceparent != want {
 		t.Errorf("the webhook's traceparent is %q, want the delivery span's %q", d.traceparent, want)
 	}
@@ -175,13 +220,32 @@ func TestTracing(t *testing.T) {
 	if len(want) > 0 {
 		t.Errorf("request span lacks %v", want)
 	}
-	for _, kv := range otlp.attributes() {
-		v := anyValue(kv.Value)
-		for _, secret := range []string{userName, email, acmeToken, sinkSecret, adminSecret} {
-			if strings.Contains(v, secret) {
-				t.Errorf("span attribute %s says %q", kv.Key, v)
-			}
+
+	// A filter, an OAuth client's secret, its access token and its Basic
+	// credentials, each in a request of its own.
+	filter := `userName eq "` + userName + `"`
+	if r := p.scim("acme", acmeToken, "GET", "/Users?"+q(filter), "").want(t, 200); r.body["totalResults"] != float64(1) {
+		t.Fatalf("the filter found %v users", r.body["totalResults"])
+	}
+	client := createClient(t, p, "acme")
+	basic := base64.StdEncoding.EncodeToString([]byte(client.id + ":" + client.secret))
+	access := p.tokenRequest("acme", grant(), client.id+":"+client.secret).accessToken(t)
+	p.scim("acme", access, "GET", "/Users", "").want(t, 200)
+	p.scim("acme", "", "GET", "/Users?"+q(filter), "", "Authorization", "Basic "+basic).want(t, 200)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if otlp.count("SCIM list User") < 3 || otlp.count("SCIM token") < 1 {
+			return fmt.Errorf("spans of the list (%d of 3) and token (%d of 1) requests not exported yet", otlp.count("SCIM list User"), otlp.count("SCIM token"))
 		}
+		return nil
+	})
+	var secrets []string
+	for _, s := range []string{userName, email, filter, "userName eq", acmeToken, client.secret, access, basic, sinkSecret, adminSecret} {
+		secrets = append(secrets, s, url.QueryEscape(s), url.PathEscape(s))
+	}
+	slices.Sort(secrets)
+	secrets = slices.Compact(secrets)
+	for _, found := range otlp.holding(secrets...) {
+		t.Error(found)
 	}
 }
 
