@@ -123,11 +123,13 @@ func (c *committer) run() {
 func (c *committer) commit(calls []commitCall) {
 	start := time.Now()
 	n := len(calls)
-	defer func() {
+	// The commit is observed before its writers are told, so that a write
+	// that has returned is counted.
+	observed := func() {
 		if f := c.observe.Load(); f != nil {
 			(*f)(time.Since(start), n)
 		}
-	}()
+	}
 	for len(calls) > 0 {
 		failed := -1
 		err := c.db.Update(func(tx *bolt.Tx) error {
@@ -140,6 +142,7 @@ func (c *committer) commit(calls []commitCall) {
 			return nil
 		})
 		if failed < 0 {
+			observed()
 			for _, call := range calls {
 				call.err <- err
 			}
@@ -149,6 +152,7 @@ func (c *committer) commit(calls []commitCall) {
 		calls = append(calls[:failed:failed], calls[failed+1:]...)
 		bad.err <- c.db.Update(func(tx *bolt.Tx) error { return safely(bad.fn, tx) })
 	}
+	observed() // every write failed, each alone
 }
 
 // safely runs fn, turning a panic into an error: a write must never take
