@@ -654,32 +654,20 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	}
 	p.settle(key, items[:first])
 	failed := items[first:]
-	out := send(failed)
-	delay, retry := time.Duration(0), false
-	if !res.Permanent {
-		delay, retry = w.schedule.Delay(1, res, w.rnd)
-	}
-	rec := parkRecord{From: failed[0].sseq, Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
-	switch {
-	case !retry && res.Events <= 1:
-		if err := w.deadLetter(p.ctx, out[0], res, 1); err != nil {
-			p.later(l, msgsOf(failed), err)
-			return
-		}
+	o, rec, err := p.failed(failed, res, 1)
+	switch o {
+	case deadLettered:
 		p.settle(key, failed)
 		return
-	case !retry:
-		// A batch refused for good: which of its events the receiver
-		// refuses is not known. The resource is read back at once, and a
-		// second refusal sends its events one per request, so that only
-		// the event refused alone is dead-lettered.
-		rec.Attempts, rec.Due = 0, w.now()
-	default:
-		rec.Due = w.now().Add(delay)
-		w.retrying(out, res, 1, rec.Due)
+	case deadLetterFailed:
+		p.later(l, msgsOf(failed), err)
+		return
 	}
-	// Park the resource from its first failed event, so that neither it
-	// nor the resource's later events hold the consumer's window.
+	// retryLater, or sendAlone: events taken from the consumer are not
+	// split here; the resource is read back at once, and a second refusal
+	// sends its events one per request. Either way the resource is parked
+	// from its first failed event, so that neither it nor the resource's
+	// later events hold the consumer's window.
 	p.mu.Lock()
 	l.queue = append(msgsOf(failed), l.queue...)
 	if !p.parkQueuedLocked(l, rec, "its next events failed") {
@@ -813,66 +801,38 @@ func (p *partition) deliver(items []item, alone bool) Result {
 func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
-	rec := *l.park
+	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park}
 	p.mu.Unlock()
-	key := l.subject.Key()
-	sinceSave := 0
-	save := func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := w.parked.put(ctx, p.n, l.subject, rec); err != nil {
-			w.log.Warn("recording a parked resource's progress failed", "resource", key, "err", err)
-			return false
-		}
-		sinceSave = 0
-		return true
-	}
-	park := func(r parkRecord) {
-		p.mu.Lock()
-		l.park = &r
-		p.mu.Unlock()
-	}
-	// advance moves the record past settled items.
-	advance := func(items []item) {
-		if len(items) == 0 {
-			return
-		}
-		p.settle(key, items)
-		rec.From, rec.Attempts, rec.Status, rec.Error = items[len(items)-1].sseq+1, 0, 0, ""
-		if sinceSave += len(items); sinceSave >= maxUnsaved {
-			save()
-		}
-	}
 	for {
 		if p.ctx.Err() != nil {
 			return
 		}
 		if p.isStopping() {
-			if sinceSave > 0 {
-				save()
+			if r.unsaved > 0 {
+				r.save()
 			}
-			park(rec)
+			r.park()
 			return
 		}
-		items, next, err := p.readSlice(l, rec.From)
+		items, next, err := p.readSlice(l, r.rec.From)
 		if err != nil {
 			if p.ctx.Err() == nil {
-				w.log.Warn("reading a parked resource's events failed; will try again", "resource", key, "err", err)
+				w.log.Warn("reading a parked resource's events failed; will try again", "resource", r.key, "err", err)
 			}
-			rec.Due = w.now().Add(time.Second)
-			park(rec)
+			r.rec.Due = w.now().Add(time.Second)
+			r.park()
 			return
 		}
 		if len(items) == 0 {
-			if next > rec.From {
+			if next > r.rec.From {
 				// Only malformed or repeated messages: past them.
-				rec.From, rec.Attempts = next, 0
-				sinceSave++
+				r.rec.From, r.rec.Attempts = next, 0
+				r.unsaved++
 				continue
 			}
 			// Caught up: the stream has no more of the resource.
 			p.mu.Lock()
-			if l.dropped >= rec.From {
+			if l.dropped >= r.rec.From {
 				p.mu.Unlock()
 				continue // one arrived meanwhile: read on
 			}
@@ -880,7 +840,7 @@ func (p *partition) readBack(l *lane) {
 			p.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := w.parked.remove(ctx, p.n, l.subject); err != nil {
-				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "resource", key, "err", err)
+				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "resource", r.key, "err", err)
 			}
 			cancel()
 			return
@@ -890,47 +850,91 @@ func (p *partition) readBack(l *lane) {
 			return
 		}
 		if res.Err == nil {
-			advance(items)
-			rec.From = max(rec.From, next)
+			r.advance(items)
+			r.rec.From = max(r.rec.From, next)
 			continue
 		}
 		first := 0
 		for items[first].skip {
 			first++
 		}
-		advance(items[:first])
+		r.advance(items[:first])
 		failed := items[first:]
-		out := send(failed)
 		tries := 1
-		if failed[0].sseq == rec.From {
-			tries = rec.Attempts + 1
+		if failed[0].sseq == r.rec.From {
+			tries = r.rec.Attempts + 1
 		}
-		delay, ok := time.Duration(0), false
-		if !res.Permanent {
-			delay, ok = w.schedule.Delay(tries, res, w.rnd)
-		}
-		if ok {
-			rec = parkRecord{From: failed[0].sseq, Attempts: tries, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
-			w.retrying(out, res, tries, rec.Due)
-			save()
-			park(rec)
+		if !r.fail(failed, res, tries, false) {
 			return
 		}
-		if res.Events > 1 {
-			// Refused together with others for good, or out of retries:
-			// which event is to blame is not known. Send them one per
-			// request.
-			if !p.oneByOne(failed, tries, &rec, advance, save, park) {
-				return
-			}
-			continue
-		}
-		if err := w.deadLetter(p.ctx, out[0], res, tries); err != nil {
-			rec.Due = w.now().Add(5 * time.Second)
-			park(rec)
-			return
-		}
-		advance(failed)
+	}
+}
+
+// reader is where a parked resource being read back stands.
+type reader struct {
+	p       *partition
+	l       *lane
+	key     string
+	rec     parkRecord
+	unsaved int // events settled since the record was last written
+}
+
+// save writes the record to the bucket.
+func (r *reader) save() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.p.w.parked.put(ctx, r.p.n, r.l.subject, r.rec); err != nil {
+		r.p.w.log.Warn("recording a parked resource's progress failed", "resource", r.key, "err", err)
+		return false
+	}
+	r.unsaved = 0
+	return true
+}
+
+// park leaves the lane parked at the record (in memory).
+func (r *reader) park() {
+	rec := r.rec
+	r.p.mu.Lock()
+	r.l.park = &rec
+	r.p.mu.Unlock()
+}
+
+// advance moves the record past settled items.
+func (r *reader) advance(items []item) {
+	if len(items) == 0 {
+		return
+	}
+	r.p.settle(r.key, items)
+	r.rec.From, r.rec.Attempts, r.rec.Status, r.rec.Error = items[len(items)-1].sseq+1, 0, 0, ""
+	if r.unsaved += len(items); r.unsaved >= maxUnsaved {
+		r.save()
+	}
+}
+
+// fail carries out the retry policy for read-back events whose request
+// failed (failed starts at the first that went out; tries are its failed
+// tries, this one included; alone: they went out one per request). It
+// reports whether reading goes on (false: parked again, or the partition
+// stopped).
+func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
+	o, rec, _ := r.p.failed(failed, res, tries)
+	switch {
+	case o == retryLater:
+		r.rec = rec
+		r.save()
+		r.park()
+		return false
+	case o == deadLettered:
+		r.advance(failed)
+		return true
+	case o == sendAlone && !alone:
+		return r.oneByOne(failed, tries)
+	default:
+		// The dead-letter queue did not take it (or a request of one event
+		// claims to have carried several): from the record, a little later.
+		r.rec.Due = r.p.w.now().Add(5 * time.Second)
+		r.park()
+		return false
 	}
 }
 
@@ -991,43 +995,28 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 // oneByOne delivers a parked resource's failed events one at a time: the
 // first with the tries it has had, the others afresh. It reports whether
 // the resource goes on (false: parked again, or the partition stopped).
-func (p *partition) oneByOne(failed []item, tries int, rec *parkRecord, advance func([]item), save func() bool, park func(parkRecord)) bool {
-	w := p.w
+func (r *reader) oneByOne(failed []item, tries int) bool {
 	for i := range failed {
 		it := failed[i : i+1]
 		if it[0].skip {
-			advance(it)
+			r.advance(it)
 			continue
 		}
-		res := p.deliver(it, true)
-		if p.ctx.Err() != nil {
+		res := r.p.deliver(it, true)
+		if r.p.ctx.Err() != nil {
 			return false
 		}
 		if res.Err == nil {
-			advance(it)
+			r.advance(it)
 			continue
 		}
 		t := 1
 		if i == 0 {
 			t = tries
 		}
-		delay, ok := time.Duration(0), false
-		if !res.Permanent {
-			delay, ok = w.schedule.Delay(t, res, w.rnd)
-		}
-		if ok {
-			*rec = parkRecord{From: it[0].sseq, Attempts: t, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
-			w.retrying(send(it), res, t, rec.Due)
-			save()
-			park(*rec)
+		if !r.fail(it, res, t, true) {
 			return false
 		}
-		if err := w.deadLetter(p.ctx, &it[0].e, res, t); err != nil {
-			rec.Due = w.now().Add(5 * time.Second)
-			park(*rec)
-			return false
-		}
-		advance(it)
 	}
 	return true
 }
