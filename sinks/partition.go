@@ -64,6 +64,34 @@ type lane struct {
 	park    *parkRecord     // set: the resource is read from the stream, not the consumer
 	dropped uint64          // highest stream sequence acknowledged unread while parked
 	timer   *time.Timer
+	// parking counts park records being written. p.mu is not held across
+	// the write (a NATS round trip): meanwhile the lane is not worked, its
+	// arrivals wait in queue, and enqueue starts no other park of it.
+	parking int
+	// written is closed when the lane's latest record write is done: each
+	// write waits for the one before, so that writes reach the bucket in
+	// the order they were decided under p.mu.
+	written chan struct{}
+}
+
+// recordTurn is one write of a lane's park record, in its turn.
+type recordTurn struct {
+	after <-chan struct{} // the previous write's; nil: none
+	done  chan struct{}
+}
+
+// turnLocked takes the lane's next turn to write its record.
+func (l *lane) turnLocked() recordTurn {
+	t := recordTurn{after: l.written, done: make(chan struct{})}
+	l.written = t.done
+	return t
+}
+
+// wait returns once the writes decided before this one are done.
+func (t recordTurn) wait() {
+	if t.after != nil {
+		<-t.after
+	}
 }
 
 func newPartition(w *worker, n int) *partition {
@@ -416,37 +444,91 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	l.queue = append(l.queue, m)
-	if len(l.queue) > w.laneLimit {
+	if len(l.queue) > w.laneLimit && l.parking == 0 {
 		// More of this resource's events wait than its share of the
 		// pending window: read them from the stream instead.
-		p.parkQueuedLocked(l, parkRecord{From: streamSeq(l.queue[0]), Due: w.now()}, "its events outgrew the lane")
+		p.parkOverflowLocked(l)
 	}
-	if !l.busy && (len(l.queue) > 0 || l.park != nil) {
+	if !l.busy && l.parking == 0 && (len(l.queue) > 0 || l.park != nil) {
 		p.startLocked(l)
 	}
 	p.mu.Unlock()
 }
 
-// parkQueuedLocked parks a lane with rec and acknowledges its queue, which
-// rec covers. If the record cannot be written, nothing changes.
-// p.mu is held across the write: it is rare, and nobody may pop the queue
-// meanwhile.
+// parkOverflowLocked parks a lane from its first queued event, in the
+// background: enqueue is the consumer's callback, and waiting for the
+// bucket there would hold up every lane of the partition. The lane is
+// not worked until the record is written (or not), then starts again.
+func (p *partition) parkOverflowLocked(l *lane) {
+	rec := parkRecord{From: streamSeq(l.queue[0]), Due: p.w.now()}
+	t := p.beginParkLocked(l)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := p.writePark(l, t, rec)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.endParkLocked(l, t, rec, err, "its events outgrew the lane")
+		if !l.busy && l.parking == 0 {
+			p.startLocked(l)
+		}
+	}()
+}
+
+// parkQueuedLocked parks a lane with rec and acknowledges its queued
+// messages that rec covers; if the record cannot be written, nothing
+// changes. It is called and returns with p.mu held, but releases it across
+// the write, so that the partition's other lanes go on meanwhile.
 func (p *partition) parkQueuedLocked(l *lane, rec parkRecord, why string) bool {
-	w := p.w
+	t := p.beginParkLocked(l)
+	p.mu.Unlock()
+	err := p.writePark(l, t, rec)
+	p.mu.Lock()
+	return p.endParkLocked(l, t, rec, err, why)
+}
+
+// beginParkLocked stops the lane from being worked, or parked again from
+// enqueue, until endParkLocked, and takes the write's turn.
+func (p *partition) beginParkLocked(l *lane) recordTurn {
+	l.parking++
+	return l.turnLocked()
+}
+
+// writePark writes a park record in its turn, without p.mu.
+func (p *partition) writePark(l *lane, t recordTurn, rec parkRecord) error {
+	t.wait()
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-	err := w.parked.put(ctx, p.n, l.subject, rec)
-	cancel()
+	defer cancel()
+	return p.w.parked.put(ctx, p.n, l.subject, rec)
+}
+
+// endParkLocked applies a park record's write: on success the lane is
+// parked at rec, and its queued messages that rec covers, those that
+// arrived during the write included, are acknowledged. A message before
+// rec.From stays: it belongs to a failed slice whose own park, from it,
+// is next in turn (handle, while a park from enqueue was being written).
+func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err error, why string) bool {
+	w := p.w
+	l.parking--
+	close(t.done)
 	if err != nil {
 		w.log.Warn("parking a resource failed; its events stay in the consumer", "partition", p.n, "err", err)
 		return false
 	}
 	w.log.Debug("resource parked", "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
 	l.park = &rec
+	kept := l.queue[:0]
 	for _, m := range l.queue {
-		l.dropped = max(l.dropped, streamSeq(m))
+		seq := streamSeq(m)
+		if seq < rec.From {
+			kept = append(kept, m)
+			continue
+		}
+		l.dropped = max(l.dropped, seq)
 		w.ack(m)
 	}
-	l.queue = nil
+	clear(l.queue[len(kept):])
+	l.queue = kept
 	return true
 }
 
@@ -466,7 +548,7 @@ func (p *partition) startLocked(l *lane) {
 
 // scheduleLocked starts a parked lane when it is due.
 func (p *partition) scheduleLocked(l *lane) {
-	if l.busy || l.park == nil || p.isStopping() {
+	if l.busy || l.park == nil || l.parking > 0 || p.isStopping() {
 		return
 	}
 	wait := time.Until(l.park.Due)
@@ -480,7 +562,7 @@ func (p *partition) scheduleLocked(l *lane) {
 	l.timer = time.AfterFunc(wait, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if !l.busy && l.park != nil && !p.isStopping() {
+		if !l.busy && l.park != nil && l.parking == 0 && !p.isStopping() {
 			p.startLocked(l)
 		}
 	})
@@ -509,6 +591,12 @@ func (p *partition) work(l *lane) {
 		p.mu.Lock()
 		switch {
 		case p.ctx.Err() != nil:
+			l.busy = false
+			p.mu.Unlock()
+			return
+		case l.parking > 0:
+			// A park from enqueue is being written: whoever ends it
+			// starts the lane again.
 			l.busy = false
 			p.mu.Unlock()
 			return
@@ -837,12 +925,18 @@ func (p *partition) readBack(l *lane) {
 				continue // one arrived meanwhile: read on
 			}
 			l.park = nil
+			// In turn: once the lock is released a burst may park the
+			// resource again from enqueue, and that record must not be
+			// removed by this write landing after it.
+			t := l.turnLocked()
 			p.mu.Unlock()
+			t.wait()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := w.parked.remove(ctx, p.n, l.subject); err != nil {
 				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "resource", r.key, "err", err)
 			}
 			cancel()
+			close(t.done)
 			return
 		}
 		res := p.deliver(items, false)
@@ -879,8 +973,13 @@ type reader struct {
 	unsaved int // events settled since the record was last written
 }
 
-// save writes the record to the bucket.
+// save writes the record to the bucket, in its turn.
 func (r *reader) save() bool {
+	r.p.mu.Lock()
+	t := r.l.turnLocked()
+	r.p.mu.Unlock()
+	defer close(t.done)
+	t.wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := r.p.w.parked.put(ctx, r.p.n, r.l.subject, r.rec); err != nil {
