@@ -503,10 +503,13 @@ func (p *partition) writePark(l *lane, t recordTurn, rec parkRecord) error {
 }
 
 // endParkLocked applies a park record's write: on success the lane is
-// parked at rec, and its queued messages that rec covers, those that
-// arrived during the write included, are acknowledged. A message before
-// rec.From stays: it belongs to a failed slice whose own park, from it,
-// is next in turn (handle, while a park from enqueue was being written).
+// parked at rec, and its queued messages, those that arrived during the
+// write included, are acknowledged. While another park of the lane is
+// next in turn, a message before rec.From stays for it: it is of a failed
+// slice that its lane parks from its first event (handle, while a park
+// from enqueue was being written), and only that record covers it.
+// Otherwise such a message is acknowledged as enqueue does while parked:
+// a copy of an event delivered already.
 func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err error, why string) bool {
 	w := p.w
 	l.parking--
@@ -520,7 +523,7 @@ func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err err
 	kept := l.queue[:0]
 	for _, m := range l.queue {
 		seq := streamSeq(m)
-		if seq < rec.From {
+		if seq < rec.From && l.parking > 0 {
 			kept = append(kept, m)
 			continue
 		}
