@@ -64,6 +64,34 @@ type lane struct {
 	park    *parkRecord     // set: the resource is read from the stream, not the consumer
 	dropped uint64          // highest stream sequence acknowledged unread while parked
 	timer   *time.Timer
+	// parking counts park records being written. p.mu is not held across
+	// the write (a NATS round trip): meanwhile the lane is not worked, its
+	// arrivals wait in queue, and enqueue starts no other park of it.
+	parking int
+	// written is closed when the lane's latest record write is done: each
+	// write waits for the one before, so that writes reach the bucket in
+	// the order they were decided under p.mu.
+	written chan struct{}
+}
+
+// recordTurn is one write of a lane's park record, in its turn.
+type recordTurn struct {
+	after <-chan struct{} // the previous write's; nil: none
+	done  chan struct{}
+}
+
+// turnLocked takes the lane's next turn to write its record.
+func (l *lane) turnLocked() recordTurn {
+	t := recordTurn{after: l.written, done: make(chan struct{})}
+	l.written = t.done
+	return t
+}
+
+// wait returns once the writes decided before this one are done.
+func (t recordTurn) wait() {
+	if t.after != nil {
+		<-t.after
+	}
 }
 
 func newPartition(w *worker, n int) *partition {
@@ -416,37 +444,94 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	l.queue = append(l.queue, m)
-	if len(l.queue) > w.laneLimit {
+	if len(l.queue) > w.laneLimit && l.parking == 0 {
 		// More of this resource's events wait than its share of the
 		// pending window: read them from the stream instead.
-		p.parkQueuedLocked(l, parkRecord{From: streamSeq(l.queue[0]), Due: w.now()}, "its events outgrew the lane")
+		p.parkOverflowLocked(l)
 	}
-	if !l.busy && (len(l.queue) > 0 || l.park != nil) {
+	if !l.busy && l.parking == 0 && (len(l.queue) > 0 || l.park != nil) {
 		p.startLocked(l)
 	}
 	p.mu.Unlock()
 }
 
-// parkQueuedLocked parks a lane with rec and acknowledges its queue, which
-// rec covers. If the record cannot be written, nothing changes.
-// p.mu is held across the write: it is rare, and nobody may pop the queue
-// meanwhile.
+// parkOverflowLocked parks a lane from its first queued event, in the
+// background: enqueue is the consumer's callback, and waiting for the
+// bucket there would hold up every lane of the partition. The lane is
+// not worked until the record is written (or not), then starts again.
+func (p *partition) parkOverflowLocked(l *lane) {
+	rec := parkRecord{From: streamSeq(l.queue[0]), Due: p.w.now()}
+	t := p.beginParkLocked(l)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := p.writePark(l, t, rec)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.endParkLocked(l, t, rec, err, "its events outgrew the lane")
+		if !l.busy && l.parking == 0 {
+			p.startLocked(l)
+		}
+	}()
+}
+
+// parkQueuedLocked parks a lane with rec and acknowledges its queued
+// messages that rec covers; if the record cannot be written, nothing
+// changes. It is called and returns with p.mu held, but releases it across
+// the write, so that the partition's other lanes go on meanwhile.
 func (p *partition) parkQueuedLocked(l *lane, rec parkRecord, why string) bool {
-	w := p.w
+	t := p.beginParkLocked(l)
+	p.mu.Unlock()
+	err := p.writePark(l, t, rec)
+	p.mu.Lock()
+	return p.endParkLocked(l, t, rec, err, why)
+}
+
+// beginParkLocked stops the lane from being worked, or parked again from
+// enqueue, until endParkLocked, and takes the write's turn.
+func (p *partition) beginParkLocked(l *lane) recordTurn {
+	l.parking++
+	return l.turnLocked()
+}
+
+// writePark writes a park record in its turn, without p.mu.
+func (p *partition) writePark(l *lane, t recordTurn, rec parkRecord) error {
+	t.wait()
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-	err := w.parked.put(ctx, p.n, l.subject, rec)
-	cancel()
+	defer cancel()
+	return p.w.parked.put(ctx, p.n, l.subject, rec)
+}
+
+// endParkLocked applies a park record's write: on success the lane is
+// parked at rec, and its queued messages, those that arrived during the
+// write included, are acknowledged. While another park of the lane is
+// next in turn, a message before rec.From stays for it: it is of a failed
+// slice that its lane parks from its first event (handle, while a park
+// from enqueue was being written), and only that record covers it.
+// Otherwise such a message is acknowledged as enqueue does while parked:
+// a copy of an event delivered already.
+func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err error, why string) bool {
+	w := p.w
+	l.parking--
+	close(t.done)
 	if err != nil {
 		w.log.Warn("parking a resource failed; its events stay in the consumer", "partition", p.n, "err", err)
 		return false
 	}
 	w.log.Debug("resource parked", "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
 	l.park = &rec
+	kept := l.queue[:0]
 	for _, m := range l.queue {
-		l.dropped = max(l.dropped, streamSeq(m))
+		seq := streamSeq(m)
+		if seq < rec.From && l.parking > 0 {
+			kept = append(kept, m)
+			continue
+		}
+		l.dropped = max(l.dropped, seq)
 		w.ack(m)
 	}
-	l.queue = nil
+	clear(l.queue[len(kept):])
+	l.queue = kept
 	return true
 }
 
@@ -466,7 +551,7 @@ func (p *partition) startLocked(l *lane) {
 
 // scheduleLocked starts a parked lane when it is due.
 func (p *partition) scheduleLocked(l *lane) {
-	if l.busy || l.park == nil || p.isStopping() {
+	if l.busy || l.park == nil || l.parking > 0 || p.isStopping() {
 		return
 	}
 	wait := time.Until(l.park.Due)
@@ -480,7 +565,7 @@ func (p *partition) scheduleLocked(l *lane) {
 	l.timer = time.AfterFunc(wait, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if !l.busy && l.park != nil && !p.isStopping() {
+		if !l.busy && l.park != nil && l.parking == 0 && !p.isStopping() {
 			p.startLocked(l)
 		}
 	})
@@ -509,6 +594,12 @@ func (p *partition) work(l *lane) {
 		p.mu.Lock()
 		switch {
 		case p.ctx.Err() != nil:
+			l.busy = false
+			p.mu.Unlock()
+			return
+		case l.parking > 0:
+			// A park from enqueue is being written: whoever ends it
+			// starts the lane again.
 			l.busy = false
 			p.mu.Unlock()
 			return
@@ -654,32 +745,20 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	}
 	p.settle(key, items[:first])
 	failed := items[first:]
-	out := send(failed)
-	delay, retry := time.Duration(0), false
-	if !res.Permanent {
-		delay, retry = w.schedule.Delay(1, res, w.rnd)
-	}
-	rec := parkRecord{From: failed[0].sseq, Attempts: 1, Status: res.Status, Error: truncate(errText(res.Err), 256)}
-	switch {
-	case !retry && res.Events <= 1:
-		if err := w.deadLetter(p.ctx, out[0], res, 1); err != nil {
-			p.later(l, msgsOf(failed), err)
-			return
-		}
+	o, rec, err := p.failed(failed, res, 1)
+	switch o {
+	case deadLettered:
 		p.settle(key, failed)
 		return
-	case !retry:
-		// A batch refused for good: which of its events the receiver
-		// refuses is not known. The resource is read back at once, and a
-		// second refusal sends its events one per request, so that only
-		// the event refused alone is dead-lettered.
-		rec.Attempts, rec.Due = 0, w.now()
-	default:
-		rec.Due = w.now().Add(delay)
-		w.retrying(out, res, 1, rec.Due)
+	case deadLetterFailed:
+		p.later(l, msgsOf(failed), err)
+		return
 	}
-	// Park the resource from its first failed event, so that neither it
-	// nor the resource's later events hold the consumer's window.
+	// retryLater, or sendAlone: events taken from the consumer are not
+	// split here; the resource is read back at once, and a second refusal
+	// sends its events one per request. Either way the resource is parked
+	// from its first failed event, so that neither it nor the resource's
+	// later events hold the consumer's window.
 	p.mu.Lock()
 	l.queue = append(msgsOf(failed), l.queue...)
 	if !p.parkQueuedLocked(l, rec, "its next events failed") {
@@ -813,76 +892,54 @@ func (p *partition) deliver(items []item, alone bool) Result {
 func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
-	rec := *l.park
+	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park}
 	p.mu.Unlock()
-	key := l.subject.Key()
-	sinceSave := 0
-	save := func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := w.parked.put(ctx, p.n, l.subject, rec); err != nil {
-			w.log.Warn("recording a parked resource's progress failed", "resource", key, "err", err)
-			return false
-		}
-		sinceSave = 0
-		return true
-	}
-	park := func(r parkRecord) {
-		p.mu.Lock()
-		l.park = &r
-		p.mu.Unlock()
-	}
-	// advance moves the record past settled items.
-	advance := func(items []item) {
-		if len(items) == 0 {
-			return
-		}
-		p.settle(key, items)
-		rec.From, rec.Attempts, rec.Status, rec.Error = items[len(items)-1].sseq+1, 0, 0, ""
-		if sinceSave += len(items); sinceSave >= maxUnsaved {
-			save()
-		}
-	}
 	for {
 		if p.ctx.Err() != nil {
 			return
 		}
 		if p.isStopping() {
-			if sinceSave > 0 {
-				save()
+			if r.unsaved > 0 {
+				r.save()
 			}
-			park(rec)
+			r.park()
 			return
 		}
-		items, next, err := p.readSlice(l, rec.From)
+		items, next, err := p.readSlice(l, r.rec.From)
 		if err != nil {
 			if p.ctx.Err() == nil {
-				w.log.Warn("reading a parked resource's events failed; will try again", "resource", key, "err", err)
+				w.log.Warn("reading a parked resource's events failed; will try again", "resource", r.key, "err", err)
 			}
-			rec.Due = w.now().Add(time.Second)
-			park(rec)
+			r.rec.Due = w.now().Add(time.Second)
+			r.park()
 			return
 		}
 		if len(items) == 0 {
-			if next > rec.From {
+			if next > r.rec.From {
 				// Only malformed or repeated messages: past them.
-				rec.From, rec.Attempts = next, 0
-				sinceSave++
+				r.rec.From, r.rec.Attempts = next, 0
+				r.unsaved++
 				continue
 			}
 			// Caught up: the stream has no more of the resource.
 			p.mu.Lock()
-			if l.dropped >= rec.From {
+			if l.dropped >= r.rec.From {
 				p.mu.Unlock()
 				continue // one arrived meanwhile: read on
 			}
 			l.park = nil
+			// In turn: once the lock is released a burst may park the
+			// resource again from enqueue, and that record must not be
+			// removed by this write landing after it.
+			t := l.turnLocked()
 			p.mu.Unlock()
+			t.wait()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := w.parked.remove(ctx, p.n, l.subject); err != nil {
-				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "resource", key, "err", err)
+				w.log.Warn("a resource caught up but its record stays; its events may be repeated", "resource", r.key, "err", err)
 			}
 			cancel()
+			close(t.done)
 			return
 		}
 		res := p.deliver(items, false)
@@ -890,47 +947,96 @@ func (p *partition) readBack(l *lane) {
 			return
 		}
 		if res.Err == nil {
-			advance(items)
-			rec.From = max(rec.From, next)
+			r.advance(items)
+			r.rec.From = max(r.rec.From, next)
 			continue
 		}
 		first := 0
 		for items[first].skip {
 			first++
 		}
-		advance(items[:first])
+		r.advance(items[:first])
 		failed := items[first:]
-		out := send(failed)
 		tries := 1
-		if failed[0].sseq == rec.From {
-			tries = rec.Attempts + 1
+		if failed[0].sseq == r.rec.From {
+			tries = r.rec.Attempts + 1
 		}
-		delay, ok := time.Duration(0), false
-		if !res.Permanent {
-			delay, ok = w.schedule.Delay(tries, res, w.rnd)
-		}
-		if ok {
-			rec = parkRecord{From: failed[0].sseq, Attempts: tries, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
-			w.retrying(out, res, tries, rec.Due)
-			save()
-			park(rec)
+		if !r.fail(failed, res, tries, false) {
 			return
 		}
-		if res.Events > 1 {
-			// Refused together with others for good, or out of retries:
-			// which event is to blame is not known. Send them one per
-			// request.
-			if !p.oneByOne(failed, tries, &rec, advance, save, park) {
-				return
-			}
-			continue
-		}
-		if err := w.deadLetter(p.ctx, out[0], res, tries); err != nil {
-			rec.Due = w.now().Add(5 * time.Second)
-			park(rec)
-			return
-		}
-		advance(failed)
+	}
+}
+
+// reader is where a parked resource being read back stands.
+type reader struct {
+	p       *partition
+	l       *lane
+	key     string
+	rec     parkRecord
+	unsaved int // events settled since the record was last written
+}
+
+// save writes the record to the bucket, in its turn.
+func (r *reader) save() bool {
+	r.p.mu.Lock()
+	t := r.l.turnLocked()
+	r.p.mu.Unlock()
+	defer close(t.done)
+	t.wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.p.w.parked.put(ctx, r.p.n, r.l.subject, r.rec); err != nil {
+		r.p.w.log.Warn("recording a parked resource's progress failed", "resource", r.key, "err", err)
+		return false
+	}
+	r.unsaved = 0
+	return true
+}
+
+// park leaves the lane parked at the record (in memory).
+func (r *reader) park() {
+	rec := r.rec
+	r.p.mu.Lock()
+	r.l.park = &rec
+	r.p.mu.Unlock()
+}
+
+// advance moves the record past settled items.
+func (r *reader) advance(items []item) {
+	if len(items) == 0 {
+		return
+	}
+	r.p.settle(r.key, items)
+	r.rec.From, r.rec.Attempts, r.rec.Status, r.rec.Error = items[len(items)-1].sseq+1, 0, 0, ""
+	if r.unsaved += len(items); r.unsaved >= maxUnsaved {
+		r.save()
+	}
+}
+
+// fail carries out the retry policy for read-back events whose request
+// failed (failed starts at the first that went out; tries are its failed
+// tries, this one included; alone: they went out one per request). It
+// reports whether reading goes on (false: parked again, or the partition
+// stopped).
+func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
+	o, rec, _ := r.p.failed(failed, res, tries)
+	switch {
+	case o == retryLater:
+		r.rec = rec
+		r.save()
+		r.park()
+		return false
+	case o == deadLettered:
+		r.advance(failed)
+		return true
+	case o == sendAlone && !alone:
+		return r.oneByOne(failed, tries)
+	default:
+		// The dead-letter queue did not take it (or a request of one event
+		// claims to have carried several): from the record, a little later.
+		r.rec.Due = r.p.w.now().Add(5 * time.Second)
+		r.park()
+		return false
 	}
 }
 
@@ -991,43 +1097,28 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 // oneByOne delivers a parked resource's failed events one at a time: the
 // first with the tries it has had, the others afresh. It reports whether
 // the resource goes on (false: parked again, or the partition stopped).
-func (p *partition) oneByOne(failed []item, tries int, rec *parkRecord, advance func([]item), save func() bool, park func(parkRecord)) bool {
-	w := p.w
+func (r *reader) oneByOne(failed []item, tries int) bool {
 	for i := range failed {
 		it := failed[i : i+1]
 		if it[0].skip {
-			advance(it)
+			r.advance(it)
 			continue
 		}
-		res := p.deliver(it, true)
-		if p.ctx.Err() != nil {
+		res := r.p.deliver(it, true)
+		if r.p.ctx.Err() != nil {
 			return false
 		}
 		if res.Err == nil {
-			advance(it)
+			r.advance(it)
 			continue
 		}
 		t := 1
 		if i == 0 {
 			t = tries
 		}
-		delay, ok := time.Duration(0), false
-		if !res.Permanent {
-			delay, ok = w.schedule.Delay(t, res, w.rnd)
-		}
-		if ok {
-			*rec = parkRecord{From: it[0].sseq, Attempts: t, Due: w.now().Add(delay), Status: res.Status, Error: truncate(errText(res.Err), 256)}
-			w.retrying(send(it), res, t, rec.Due)
-			save()
-			park(*rec)
+		if !r.fail(it, res, t, true) {
 			return false
 		}
-		if err := w.deadLetter(p.ctx, &it[0].e, res, t); err != nil {
-			rec.Due = w.now().Add(5 * time.Second)
-			park(*rec)
-			return false
-		}
-		advance(it)
 	}
 	return true
 }

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+// The retry policy of a partition, in one place: what becomes of a
+// resource's events after a request carrying them failed, whether they
+// came from the consumer (handle) or were read back from the stream
+// (readBack, oneByOne). The callers differ only in how they carry it out:
+// events from the consumer are parked in the bucket and acknowledged,
+// events read back move their record.
+
+// outcome is what becomes of a resource's failed events.
+type outcome int
+
+const (
+	// retryLater: the resource is parked from the first failed event
+	// until the record's Due, the schedule's next delay.
+	retryLater outcome = iota
+	// sendAlone: a request carrying several events was refused for good
+	// or is out of tries. Which event the receiver refuses is not known,
+	// so none is dead-lettered: they go out one per request. Where the
+	// events cannot be split at once (taken from the consumer), the
+	// record parks the resource due now, its head's tries unchanged.
+	sendAlone
+	// deadLettered: the event, refused alone for good or out of tries,
+	// is in the dead-letter queue; it is settled.
+	deadLettered
+	// deadLetterFailed: as deadLettered, but the dead-letter queue did not
+	// take it; the resource tries again shortly.
+	deadLetterFailed
+)
+
+// failed applies the sink's retry policy to a slice of one resource whose
+// request failed with res: failed are the slice's items from the first
+// that went out, tries the failed tries of failed[0], this one included.
+// It records the failure (metrics, attempt log, dead-letter queue) and
+// returns what becomes of the resource, with the record that parks it
+// from failed[0] (retryLater, sendAlone), or the dead-letter queue's error.
+func (p *partition) failed(failed []item, res Result, tries int) (outcome, parkRecord, error) {
+	w := p.w
+	out := send(failed)
+	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256)}
+	if !res.Permanent {
+		if delay, ok := w.schedule.Delay(tries, res, w.rnd); ok {
+			rec.Due = w.now().Add(delay)
+			w.retrying(out, res, tries, rec.Due)
+			return retryLater, rec, nil
+		}
+	}
+	// The request's own count says whether it was a batch (another lane's
+	// events may be the ones refused); the slice's, that dead-lettering
+	// out[0] alone would settle events never sent.
+	if res.Events > 1 || len(out) > 1 {
+		rec.Attempts, rec.Due = tries-1, w.now()
+		return sendAlone, rec, nil
+	}
+	if err := w.deadLetter(p.ctx, out[0], res, tries); err != nil {
+		w.log.Warn("an event failed for good but cannot be dead-lettered; will try again", "partition", p.n, "event_id", out[0].ID(), "err", err)
+		return deadLetterFailed, rec, err
+	}
+	return deadLettered, rec, nil
+}

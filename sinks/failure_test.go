@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestRetryPolicy is the one retry policy that events from the consumer
+// and events read back from the stream share: what a failed request's
+// result makes of a resource's slice, with a real dead-letter queue.
+func TestRetryPolicy(t *testing.T) {
+	js := natsStream(t)
+	m, err := NewManager(Options{Sinks: []Config{sinkConfig("crm", "http://127.0.0.1:1", nil)}, JS: js,
+		Rand:   func() float64 { return 0.5 }, // no jitter
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil { // the worker, not running: nothing else reads it
+		t.Fatal(err)
+	}
+	w := m.sinks["crm"].worker
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	w.now = func() time.Time { return now }
+	p := newPartition(w, 0)
+	last := len(w.schedule)
+	fail500 := errors.New("POST: 500")
+
+	var n uint64
+	slice := func(kinds ...bool) []item { // true: sent, false: skipped
+		var out []item
+		for _, sent := range kinds {
+			n++
+			out = append(out, item{e: eventstest.Event(t, "acme", events.UserUpdated, "u1", n, n), seq: n, sseq: 100 + n, skip: !sent})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name    string
+		items   []item
+		res     Result
+		tries   int
+		want    outcome
+		due     time.Time // retryLater, sendAlone
+		records int       // retryLater, sendAlone: the record's Attempts
+		metric  string    // the outcome counted, "" for none
+	}{
+		{"retryable: the schedule's next delay", slice(true), Result{Status: 500, Err: fail500, Events: 1}, 1, retryLater, now.Add(w.schedule[0]), 1, "retry"},
+		{"a longer Retry-After wins", slice(true), Result{Status: 429, Err: fail500, Events: 1, RetryAfter: time.Hour}, 2, retryLater, now.Add(time.Hour), 2, "retry"},
+		{"a batch with retries left waits as a whole", slice(true, false, true), Result{Status: 503, Err: fail500, Events: 2}, 3, retryLater, now.Add(w.schedule[2]), 3, "retry"},
+		{"out of tries, alone: dead-lettered", slice(true), Result{Status: 500, Err: fail500, Events: 1}, last + 1, deadLettered, time.Time{}, 0, "dead_lettered"},
+		{"refused for good, alone: dead-lettered", slice(true, false), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 1, deadLettered, time.Time{}, 0, "dead_lettered"},
+		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, ""},
+		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, ""},
+		{"a batch out of tries: one per request, its head's tries kept", slice(true, true), Result{Status: 500, Err: fail500, Events: 2}, last + 1, sendAlone, now, last, ""},
+		{"a result that counts no events never settles unsent ones", slice(true, true), Result{Err: fail500, Permanent: true}, 1, sendAlone, now, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := map[string]float64{}
+			for _, o := range []string{"retry", "dead_lettered"} {
+				before[o] = testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", o))
+			}
+			o, rec, err := p.failed(c.items, c.res, c.tries)
+			if err != nil || o != c.want {
+				t.Fatalf("outcome %d (err %v), want %d", o, err, c.want)
+			}
+			for name, was := range before {
+				got, want := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", name))-was, 0.0
+				if name == c.metric {
+					want = float64(len(send(c.items)))
+					if name == "dead_lettered" {
+						want = 1
+					}
+				}
+				if got != want {
+					t.Errorf("outcome %q counted %v times, want %v", name, got, want)
+				}
+			}
+			if o == deadLettered {
+				page, err := m.DeadLetters(ctx, "crm", "", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dl := page.DeadLetters[len(page.DeadLetters)-1]
+				if dl.ID != c.items[0].e.ID() || dl.Attempts != c.tries || dl.Status != c.res.Status {
+					t.Fatalf("dead letter %+v, want event %s after %d tries with status %d", dl, c.items[0].e.ID(), c.tries, c.res.Status)
+				}
+				return
+			}
+			want := parkRecord{From: c.items[0].sseq, Attempts: c.records, Due: c.due, Status: c.res.Status, Error: errText(c.res.Err)}
+			if rec != want {
+				t.Fatalf("park record %+v, want %+v", rec, want)
+			}
+		})
+	}
+}
