@@ -304,7 +304,17 @@ func TestDiskFullDataFile(t *testing.T) {
 // store while SCIM writes continue: they are all answered, and once room
 // comes back the relay heals JetStream by itself and every event reaches
 // the stream and the webhook, none lost, none twice in the stream.
+//
+// It does not run under -race: nats-server (2.15.2) restarting JetStream
+// in a running server writes the server's JetStream API queue
+// (setJetStreamExportSubs, jetstream_api.go:1110) without synchronising
+// with a request the old JetStream dispatched (apiDispatch, :1023), and
+// the race detector fails the test about one run in seven. .ci/run runs it
+// without -race after the suite.
 func TestEmbeddedNATSStoreFull(t *testing.T) {
+	if raceDetector {
+		t.Skip("nats-server's JetStream restart races with its API dispatch under -race; .ci/run runs this test without it")
+	}
 	dataDir := t.TempDir()
 	natsDir := filepath.Join(dataDir, "nats")
 	mountTmpfs(t, natsDir, "64m")
