@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -184,5 +185,65 @@ func TestNoSecretsInLogs(t *testing.T) {
 		if strings.Contains(sc.Text(), `"level":"DEBUG"`) {
 			t.Fatalf("a Debug line at Info level: %s", sc.Text())
 		}
+	}
+}
+
+// TestSlowClientsAreCutOff: the SCIM listener applies
+// limits.read_header_timeout (a client that never finishes its headers is
+// disconnected) and limits.idle_timeout (a kept-alive connection with no
+// next request is closed), so that slow or idle clients cannot hold the
+// relay's connections open.
+func TestSlowClientsAreCutOff(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.ReadHeaderTimeout = config.Duration(300 * time.Millisecond)
+	cfg.Limits.IdleTimeout = config.Duration(300 * time.Millisecond)
+	p := startRelay(t, cfg, roleAll)
+	addr := strings.TrimPrefix(p.scimURL, "http://")
+
+	// closed waits for the relay to close conn, failing after far longer
+	// than the timeout.
+	closed := func(conn net.Conn, what string) {
+		t.Helper()
+		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			t.Fatalf("%s: the relay kept the connection open: %v", what, err)
+		}
+	}
+
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := io.WriteString(slow, "GET /scim/v2/acme/Users HTTP/1.1\r\nHost: relay\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	closed(slow, "headers never finished")
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET /scim/v2/acme/Users?count=0 HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer "+acmeToken+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("the first request: %d, close %v; want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+	}
+	if err := idle.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("an idle kept-alive connection: the relay kept it open: %v", err)
 	}
 }
