@@ -361,6 +361,14 @@ func TestGoneIsDeadLetteredThenRedriven(t *testing.T) {
 	if dl := dls[0]; dl.ID != created || dl.Status != 410 || dl.Attempts != 1 || dl.Type != "io.scimrelay.user.created" || dl.Tenant != "acme" || dl.Subject != "Users/u1" {
 		t.Fatalf("dead letter: %+v", dl)
 	}
+	// Dead letters stay 30 days (README): the stream that keeps them says so.
+	st, err := js.Stream(ctx, dlqStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.MaxAge != 30*24*time.Hour || c.Storage != jetstream.FileStorage {
+		t.Fatalf("the dead-letter stream keeps them %v on %v, want 30 days on disk", c.MaxAge, c.Storage)
+	}
 	if _, err := m.Redrive(ctx, "crm", "nope", nil); err == nil {
 		t.Fatal("redrive of an unknown id succeeded")
 	}
