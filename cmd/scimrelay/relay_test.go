@@ -235,3 +235,13 @@ func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 	}
 	return out
 }
+
+// TestConfigDefaultsAgreeWithPackages: the config package may import no
+// other package of the project, so a default that relay.yaml and a package
+// both state is written twice; this keeps the two the same.
+func TestConfigDefaultsAgreeWithPackages(t *testing.T) {
+	d := config.Default()
+	if d.NATS.Stream.Partitions != events.DefaultPartitions {
+		t.Errorf("nats.stream.partitions defaults to %d, the stream to %d", d.NATS.Stream.Partitions, events.DefaultPartitions)
+	}
+}
