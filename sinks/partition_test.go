@@ -500,3 +500,114 @@ func TestParkingUnderLoadKeepsOrder(t *testing.T) {
 	}
 	t.Logf("parked %d bursts and %d failing resources; delivered %v and %v", bursts, failures, deliveredBy(m1), deliveredBy(m2))
 }
+
+// natsServerDenyingParks starts a JetStream server with the SCIMRELAY
+// stream and two users: "admin", who may do anything (the tests publish as
+// it), and "worker", who may do anything but write to sink crm's parking
+// bucket, as a worker whose account lacks that permission, or whose bucket
+// refuses writes. It returns the server and admin's connection.
+func natsServerDenyingParks(t testing.TB) (*server.Server, jetstream.JetStream) {
+	t.Helper()
+	opts := &server.Options{
+		ServerName: "noparks", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "admin", Password: "admin"},
+			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".>"}},
+			}},
+		},
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not become ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	_, js := eventstest.Connect(t, "nats://admin:admin@"+strings.TrimPrefix(s.ClientURL(), "nats://"))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return s, js
+}
+
+// TestUnparkableResourceKeepsOrder: two workers whose account may not
+// write park records. A resource's first event is refused, so its lane
+// tries to park it and cannot; more of its events arrive meanwhile (more
+// than its lane holds, so that a burst park is tried too), and the other
+// resources' events, which arrive while it is held back. Once the
+// receiver takes it, its events arrive in order, none missing, none twice.
+func TestUnparkableResourceKeepsOrder(t *testing.T) {
+	s, js := natsServerDenyingParks(t)
+	l := newLedger()
+	var broken atomic.Bool
+	broken.Store(true)
+	var refused atomic.Int32
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admit(r, func(subject string, _ uint64) int {
+			if subject == "Users/stuck" && broken.Load() {
+				refused.Add(1)
+				return 503
+			}
+			return 204
+		})
+	})
+	// Retries every 100 ms for 6 s: long enough that nothing is
+	// dead-lettered while the receiver refuses.
+	retry := make(Schedule, 60)
+	for i := range retry {
+		retry[i] = 100 * time.Millisecond
+	}
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 4; c.Retry = retry })
+	logs := &eventstest.Log{}
+	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	worker := "nats://worker:worker@" + strings.TrimPrefix(s.ClientURL(), "nats://")
+	var ms []*Manager
+	for range 2 {
+		_, wjs := eventstest.Connect(t, worker)
+		o.JS = wjs
+		m, _ := runManager(t, o)
+		ms = append(ms, m)
+	}
+	waitBalanced(t, ms...)
+
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "stuck")
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "parking a resource failed") {
+			return fmt.Errorf("no park has failed yet (refused %d times)", refused.Load())
+		}
+		return nil
+	})
+	others := expect{}
+	for i := range 20 {
+		p.publish("acme", events.UserUpdated, "stuck")
+		id := fmt.Sprintf("u%02d", i)
+		for _, a := range []events.Action{events.UserCreated, events.UserUpdated, events.UserDeactivated} {
+			p.publish("acme", a, id)
+			others["Users/"+id]++
+		}
+	}
+	published := time.Now()
+	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error { return l.deliveredEach(others) })
+	t.Logf("the other resources' events arrived %s after they were published", time.Since(published).Round(time.Millisecond))
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	// Held back across retries (each one refused) while its events wait.
+	before := refused.Load()
+	// A write the account refuses gets no answer: it takes its 5 s timeout.
+	eventstest.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		if refused.Load() < before+2 {
+			return fmt.Errorf("refused %d times since, want 2", refused.Load()-before)
+		}
+		return nil
+	})
+	l.heldBackThenHealed(t, "Users/stuck", 21, others, func() { broken.Store(false) })
+}
