@@ -681,7 +681,9 @@ func (p *partition) work(l *lane) {
 			if l.hold != nil {
 				rec = l.hold.rec
 			}
-			if !p.parkQueuedLocked(l, rec, "the partition changes hands") {
+			// A park that failed lately is not tried again: the write
+			// would hold up the hand-over for nothing.
+			if time.Now().Before(l.nextPark) || !p.parkQueuedLocked(l, rec, "the partition changes hands") {
 				// Unacknowledged: the next owner redelivers them from the
 				// ack floor.
 				l.queue, l.hold = nil, nil
