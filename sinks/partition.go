@@ -526,9 +526,10 @@ func (p *partition) writePark(l *lane, t recordTurn, rec parkRecord) error {
 // write included, are acknowledged. While another park of the lane is
 // next in turn, a message before rec.From stays for it: it is of a failed
 // slice that its lane parks from its first event (handle, while a park
-// from enqueue was being written), and only that record covers it.
-// Otherwise such a message is acknowledged as enqueue does while parked:
-// a copy of an event delivered already.
+// from enqueue was being written), and only that record covers it; so
+// does one the lane holds (hold), for its retry. Otherwise such a message
+// is acknowledged as enqueue does while parked: a copy of an event
+// delivered already.
 func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err error, why string) bool {
 	w := p.w
 	l.parking--
@@ -548,7 +549,7 @@ func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err err
 	kept := l.queue[:0]
 	for _, m := range l.queue {
 		seq := streamSeq(m)
-		if seq < rec.From && l.parking > 0 {
+		if seq < rec.From && (l.parking > 0 || l.hold != nil) {
 			kept = append(kept, m)
 			continue
 		}
@@ -832,7 +833,10 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		// event claims to have carried several): as a read-back does,
 		// from the same event a little later, in memory.
 		h.rec.Due, h.alone = w.now().Add(5*time.Second), alone
-		p.hold(l, failed, h, err)
+		p.mu.Lock()
+		l.queue = append(msgsOf(failed), l.queue...)
+		p.holdLocked(l, h, err)
+		p.mu.Unlock()
 		return
 	}
 	// retryLater, or sendAlone: events taken from the consumer are not
@@ -842,16 +846,13 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	// later events hold the consumer's window; while its park writes fail,
 	// it is held in memory and the write is tried again after a backoff.
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	l.queue = append(msgsOf(failed), l.queue...)
-	if time.Now().Before(l.nextPark) {
-		p.mu.Unlock()
-		p.hold(l, nil, h, errParkBackoff)
-		return
-	}
-	ok := p.parkQueuedLocked(l, rec, "its next events failed")
-	p.mu.Unlock()
-	if !ok {
-		p.hold(l, nil, h, errors.New("the resource could not be parked"))
+	switch {
+	case time.Now().Before(l.nextPark):
+		p.holdLocked(l, h, errParkBackoff)
+	case !p.parkQueuedLocked(l, rec, "its next events failed"):
+		p.holdLocked(l, h, errors.New("the resource could not be parked"))
 	}
 }
 
@@ -859,19 +860,13 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 // without writing.
 var errParkBackoff = errors.New("parking this resource failed lately; not tried again yet")
 
-// hold keeps a lane's failed events at the head of its queue,
-// unacknowledged, and makes the lane wait in memory until h's Due, when
-// they are tried again (and parked again if they fail). Newer events queue
-// behind them, so that the resource's order holds; the partition keeps them
-// all alive meanwhile (keepQueuedAlive). failed are put back at the head
-// (nil: they are there already).
-func (p *partition) hold(l *lane, failed []item, h held, cause error) {
-	p.w.log.Warn("a resource's events wait in memory for their next try", "partition", p.n, "err", cause, "retry_at", h.rec.Due)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(failed) > 0 {
-		l.queue = append(msgsOf(failed), l.queue...)
-	}
+// holdLocked makes a lane whose failed events are back at the head of its
+// queue, unacknowledged, wait in memory until h's Due, when they are tried
+// again (and parked again if they fail). Newer events queue behind them,
+// so that the resource's order holds; the partition keeps them all alive
+// meanwhile (keepQueuedAlive).
+func (p *partition) holdLocked(l *lane, h held, cause error) {
+	p.w.log.Warn("a resource's events wait in memory for their next try", "partition", p.n, "resource", l.subject.Key(), "err", cause, "retry_at", h.rec.Due)
 	l.hold = &h
 }
 
