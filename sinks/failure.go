@@ -52,6 +52,9 @@ func (p *partition) failed(failed []item, res Result, tries int) (outcome, parkR
 	// out[0] alone would settle events never sent.
 	if res.Events > 1 || len(out) > 1 {
 		rec.Attempts, rec.Due = tries-1, w.now()
+		// Counted and logged as a retry: they go out again, one per
+		// request.
+		w.retrying(out, res, tries, rec.Due)
 		return sendAlone, rec, nil
 	}
 	if err := w.deadLetter(p.ctx, out[0], res, tries); err != nil {

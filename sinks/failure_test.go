@@ -4,7 +4,9 @@ package sinks
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,6 +36,7 @@ func TestRetryPolicy(t *testing.T) {
 	p := newPartition(w, 0)
 	last := len(w.schedule)
 	fail500 := errors.New("POST: 500")
+	since := time.Now().Add(-time.Minute)
 
 	var n uint64
 	slice := func(kinds ...bool) []item { // true: sent, false: skipped
@@ -52,17 +55,17 @@ func TestRetryPolicy(t *testing.T) {
 		want    outcome
 		due     time.Time // retryLater, sendAlone
 		records int       // retryLater, sendAlone: the record's Attempts
-		metric  string    // the outcome counted, "" for none
+		metric  string    // the outcome counted and recorded as an attempt
 	}{
 		{"retryable: the schedule's next delay", slice(true), Result{Status: 500, Err: fail500, Events: 1}, 1, retryLater, now.Add(w.schedule[0]), 1, "retry"},
 		{"a longer Retry-After wins", slice(true), Result{Status: 429, Err: fail500, Events: 1, RetryAfter: time.Hour}, 2, retryLater, now.Add(time.Hour), 2, "retry"},
 		{"a batch with retries left waits as a whole", slice(true, false, true), Result{Status: 503, Err: fail500, Events: 2}, 3, retryLater, now.Add(w.schedule[2]), 3, "retry"},
 		{"out of tries, alone: dead-lettered", slice(true), Result{Status: 500, Err: fail500, Events: 1}, last + 1, deadLettered, time.Time{}, 0, "dead_lettered"},
 		{"refused for good, alone: dead-lettered", slice(true, false), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 1, deadLettered, time.Time{}, 0, "dead_lettered"},
-		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, ""},
-		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, ""},
-		{"a batch out of tries: one per request, its head's tries kept", slice(true, true), Result{Status: 500, Err: fail500, Events: 2}, last + 1, sendAlone, now, last, ""},
-		{"a result that counts no events never settles unsent ones", slice(true, true), Result{Err: fail500, Permanent: true}, 1, sendAlone, now, 0, ""},
+		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, "retry"},
+		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, "retry"},
+		{"a batch out of tries: one per request, its head's tries kept", slice(true, true), Result{Status: 500, Err: fail500, Events: 2}, last + 1, sendAlone, now, last, "retry"},
+		{"a result that counts no events never settles unsent ones", slice(true, true), Result{Err: fail500, Permanent: true}, 1, sendAlone, now, 0, "retry"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := map[string]float64{}
@@ -96,6 +99,21 @@ func TestRetryPolicy(t *testing.T) {
 				}
 				return
 			}
+			// The failed try is in the attempt log, for each event sent.
+			eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+				all, err := Attempts(ctx, js, "crm", since, 10_000)
+				if err != nil {
+					return err
+				}
+				for _, e := range send(c.items) {
+					if !slices.ContainsFunc(all, func(a Attempt) bool {
+						return a.EventID == e.ID() && a.Outcome == "retry" && a.Attempt == c.tries && a.Status == c.res.Status && a.NextAttempt.Equal(c.due)
+					}) {
+						return fmt.Errorf("no retry of event %s (try %d) recorded", e.ID(), c.tries)
+					}
+				}
+				return nil
+			})
 			want := parkRecord{From: c.items[0].sseq, Attempts: c.records, Due: c.due, Status: c.res.Status, Error: errText(c.res.Err)}
 			if rec != want {
 				t.Fatalf("park record %+v, want %+v", rec, want)

@@ -64,6 +64,14 @@ type lane struct {
 	park    *parkRecord     // set: the resource is read from the stream, not the consumer
 	dropped uint64          // highest stream sequence acknowledged unread while parked
 	timer   *time.Timer
+	// hold is set while the lane's head failed and its park record could
+	// not be written: the head and its followers stay queued,
+	// unacknowledged, and the lane waits in memory until hold's Due.
+	hold *held
+	// parkFails counts the lane's park writes failed in a row; until
+	// nextPark a burst does not try again.
+	parkFails int
+	nextPark  time.Time
 	// parking counts park records being written. p.mu is not held across
 	// the write (a NATS round trip): meanwhile the lane is not worked, its
 	// arrivals wait in queue, and enqueue starts no other park of it.
@@ -72,6 +80,14 @@ type lane struct {
 	// write waits for the one before, so that writes reach the bucket in
 	// the order they were decided under p.mu.
 	written chan struct{}
+}
+
+// held is the record a lane could not write: where its retry stands.
+type held struct {
+	rec parkRecord
+	// alone: the head goes out in a request of its own (a batch refusal
+	// asked to split it).
+	alone bool
 }
 
 // recordTurn is one write of a lane's park record, in its turn.
@@ -444,13 +460,13 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	l.queue = append(l.queue, m)
-	if len(l.queue) > w.laneLimit && l.parking == 0 {
+	if len(l.queue) > w.laneLimit && l.parking == 0 && !time.Now().Before(l.nextPark) {
 		// More of this resource's events wait than its share of the
 		// pending window: read them from the stream instead.
 		p.parkOverflowLocked(l)
 	}
-	if !l.busy && l.parking == 0 && (len(l.queue) > 0 || l.park != nil) {
-		p.startLocked(l)
+	if !l.busy && l.parking == 0 && l.hold == nil && (len(l.queue) > 0 || l.park != nil) {
+		p.startLocked(l) // a held lane starts when due (scheduleLocked)
 	}
 	p.mu.Unlock()
 }
@@ -461,6 +477,9 @@ func (p *partition) enqueue(m jetstream.Msg) {
 // not worked until the record is written (or not), then starts again.
 func (p *partition) parkOverflowLocked(l *lane) {
 	rec := parkRecord{From: streamSeq(l.queue[0]), Due: p.w.now()}
+	if l.hold != nil {
+		rec = l.hold.rec // its retry stands as it was
+	}
 	t := p.beginParkLocked(l)
 	p.wg.Add(1)
 	go func() {
@@ -507,23 +526,30 @@ func (p *partition) writePark(l *lane, t recordTurn, rec parkRecord) error {
 // write included, are acknowledged. While another park of the lane is
 // next in turn, a message before rec.From stays for it: it is of a failed
 // slice that its lane parks from its first event (handle, while a park
-// from enqueue was being written), and only that record covers it.
-// Otherwise such a message is acknowledged as enqueue does while parked:
-// a copy of an event delivered already.
+// from enqueue was being written), and only that record covers it; so
+// does one the lane holds (hold), for its retry. Otherwise such a message
+// is acknowledged as enqueue does while parked: a copy of an event
+// delivered already.
 func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err error, why string) bool {
 	w := p.w
 	l.parking--
 	close(t.done)
 	if err != nil {
-		w.log.Warn("parking a resource failed; its events stay in the consumer", "partition", p.n, "err", err)
+		l.parkFails++
+		backoff := min(parkBackoff<<min(l.parkFails-1, 5), maxParkBackoff)
+		l.nextPark = time.Now().Add(backoff)
+		w.log.Warn("parking a resource failed; its events stay in the consumer, unacknowledged", "partition", p.n, "err", err, "next_park_in", backoff)
 		return false
 	}
 	w.log.Debug("resource parked", "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
-	l.park = &rec
+	l.park, l.parkFails, l.nextPark = &rec, 0, time.Time{}
+	if l.hold != nil && rec.From <= l.hold.rec.From {
+		l.hold = nil // the record carries its retry
+	}
 	kept := l.queue[:0]
 	for _, m := range l.queue {
 		seq := streamSeq(m)
-		if seq < rec.From && l.parking > 0 {
+		if seq < rec.From && (l.parking > 0 || l.hold != nil) {
 			kept = append(kept, m)
 			continue
 		}
@@ -534,6 +560,15 @@ func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err err
 	l.queue = kept
 	return true
 }
+
+// A lane whose park write failed is parked again no sooner than
+// parkBackoff later, doubling with each failure in a row up to
+// maxParkBackoff: a bucket that takes no writes (each may take the write's
+// 5 s timeout) is not asked on every arrival or every retry.
+const (
+	parkBackoff    = time.Second
+	maxParkBackoff = 30 * time.Second
+)
 
 func streamSeq(m jetstream.Msg) uint64 {
 	meta, err := m.Metadata()
@@ -549,12 +584,21 @@ func (p *partition) startLocked(l *lane) {
 	go p.work(l)
 }
 
-// scheduleLocked starts a parked lane when it is due.
+// scheduleLocked starts a parked or held lane when it is due.
 func (p *partition) scheduleLocked(l *lane) {
-	if l.busy || l.park == nil || l.parking > 0 || p.isStopping() {
+	if l.busy || l.parking > 0 || p.isStopping() {
 		return
 	}
-	wait := time.Until(l.park.Due)
+	var due time.Time
+	switch {
+	case l.hold != nil:
+		due = l.hold.rec.Due
+	case l.park != nil:
+		due = l.park.Due
+	default:
+		return
+	}
+	wait := time.Until(due)
 	if wait <= 0 {
 		p.startLocked(l)
 		return
@@ -565,7 +609,7 @@ func (p *partition) scheduleLocked(l *lane) {
 	l.timer = time.AfterFunc(wait, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if !l.busy && l.park != nil && l.parking == 0 && !p.isStopping() {
+		if !l.busy && (l.park != nil || l.hold != nil) && l.parking == 0 && !p.isStopping() {
 			p.startLocked(l)
 		}
 	})
@@ -603,7 +647,18 @@ func (p *partition) work(l *lane) {
 			l.busy = false
 			p.mu.Unlock()
 			return
-		case l.park != nil:
+		case l.hold != nil && len(l.queue) == 0:
+			l.hold = nil // its events were settled or handed over
+			p.mu.Unlock()
+			continue
+		case l.hold != nil && !p.isStopping() && time.Now().Before(l.hold.rec.Due):
+			// Its park could not be written: the lane waits in memory,
+			// its events queued and unacknowledged, newer ones behind.
+			l.busy = false
+			p.scheduleLocked(l)
+			p.mu.Unlock()
+			return
+		case l.park != nil && l.hold == nil:
 			if p.isStopping() || time.Now().Before(l.park.Due) {
 				l.busy = false
 				p.scheduleLocked(l)
@@ -623,18 +678,31 @@ func (p *partition) work(l *lane) {
 			return
 		case p.isStopping():
 			// Hand over: the next owner reads these from the stream.
-			if !p.parkQueuedLocked(l, parkRecord{From: streamSeq(l.queue[0]), Due: w.now()}, "the partition changes hands") {
-				l.queue = nil // unacknowledged: the next owner redelivers them from the ack floor
+			rec := parkRecord{From: streamSeq(l.queue[0]), Due: w.now()}
+			if l.hold != nil {
+				rec = l.hold.rec
+			}
+			// A park that failed lately is not tried again: the write
+			// would hold up the hand-over for nothing.
+			if time.Now().Before(l.nextPark) || !p.parkQueuedLocked(l, rec, "the partition changes hands") {
+				// Unacknowledged: the next owner redelivers them from the
+				// ack floor.
+				l.queue, l.hold = nil, nil
 			}
 			l.busy = false
 			p.mu.Unlock()
 			return
 		}
 		n := min(len(l.queue), w.sliceMax())
+		prev := l.hold
+		if prev != nil && prev.alone {
+			n = 1
+		}
+		l.hold = nil
 		ms := append([]jetstream.Msg(nil), l.queue[:n]...)
 		l.queue = l.queue[n:]
 		p.mu.Unlock()
-		p.handle(l, ms)
+		p.handle(l, ms, prev)
 	}
 }
 
@@ -646,6 +714,9 @@ func (p *partition) release() {
 	for _, l := range p.lanes {
 		if l.timer != nil {
 			l.timer.Stop()
+		}
+		if l.hold != nil && !l.busy && l.parking == 0 && p.ctx.Err() == nil {
+			p.startLocked(l) // hands its held events over
 		}
 	}
 	p.mu.Unlock()
@@ -699,8 +770,9 @@ func send(items []item) []*event.Event {
 // handle delivers a slice of a lane's events taken from the consumer, in
 // order: all of them are accepted, or the resource is parked from the first
 // one that went out (the whole slice's events are then read back from the
-// stream, in order, when the retry is due).
-func (p *partition) handle(l *lane, ms []jetstream.Msg) {
+// stream, in order, when the retry is due). prev is the lane's hold when
+// the slice is its retry in memory.
+func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	w := p.w
 	key := l.subject.Key()
 	p.mu.Lock()
@@ -729,7 +801,8 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	if len(items) == 0 {
 		return
 	}
-	res := p.deliver(items, false)
+	alone := prev != nil && prev.alone
+	res := p.deliver(items, alone)
 	switch {
 	case p.ctx.Err() != nil:
 		return // hard stop: JetStream redelivers them to the next owner
@@ -745,29 +818,56 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg) {
 	}
 	p.settle(key, items[:first])
 	failed := items[first:]
-	o, rec, err := p.failed(failed, res, 1)
-	switch o {
-	case deadLettered:
+	tries := 1
+	if prev != nil && failed[0].sseq == prev.rec.From {
+		tries = prev.rec.Attempts + 1
+	}
+	o, rec, err := p.failed(failed, res, tries)
+	h := held{rec: rec, alone: o == sendAlone}
+	switch {
+	case o == deadLettered:
 		p.settle(key, failed)
 		return
-	case deadLetterFailed:
-		p.later(l, msgsOf(failed), err)
+	case o == deadLetterFailed, o == sendAlone && alone:
+		// The dead-letter queue did not take it (or a request of one
+		// event claims to have carried several): as a read-back does,
+		// from the same event a little later, in memory.
+		h.rec.Due, h.alone = w.now().Add(5*time.Second), alone
+		p.mu.Lock()
+		l.queue = append(msgsOf(failed), l.queue...)
+		p.holdLocked(l, h, err)
+		p.mu.Unlock()
 		return
 	}
 	// retryLater, or sendAlone: events taken from the consumer are not
 	// split here; the resource is read back at once, and a second refusal
 	// sends its events one per request. Either way the resource is parked
 	// from its first failed event, so that neither it nor the resource's
-	// later events hold the consumer's window.
+	// later events hold the consumer's window; while its park writes fail,
+	// it is held in memory and the write is tried again after a backoff.
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	l.queue = append(msgsOf(failed), l.queue...)
-	if !p.parkQueuedLocked(l, rec, "its next events failed") {
-		l.queue = l.queue[len(failed):]
-		p.mu.Unlock()
-		p.later(l, msgsOf(failed), errors.New("the resource could not be parked"))
-		return
+	switch {
+	case time.Now().Before(l.nextPark):
+		p.holdLocked(l, h, errParkBackoff)
+	case !p.parkQueuedLocked(l, rec, "its next events failed"):
+		p.holdLocked(l, h, errors.New("the resource could not be parked"))
 	}
-	p.mu.Unlock()
+}
+
+// errParkBackoff says why a lane whose park writes failed lately is held
+// without writing.
+var errParkBackoff = errors.New("parking this resource failed lately; not tried again yet")
+
+// holdLocked makes a lane whose failed events are back at the head of its
+// queue, unacknowledged, wait in memory until h's Due, when they are tried
+// again (and parked again if they fail). Newer events queue behind them,
+// so that the resource's order holds; the partition keeps them all alive
+// meanwhile (keepQueuedAlive).
+func (p *partition) holdLocked(l *lane, h held, cause error) {
+	p.w.log.Warn("a resource's events wait in memory for their next try", "partition", p.n, "resource", l.subject.Key(), "err", cause, "retry_at", h.rec.Due)
+	l.hold = &h
 }
 
 // settle records items as done (delivered, dead-lettered or skipped) and
@@ -792,23 +892,6 @@ func msgsOf(items []item) []jetstream.Msg {
 		}
 	}
 	return out
-}
-
-// later is the fallback when a resource cannot be parked: the failed
-// events and their followers go back to JetStream, each a little later than
-// the one before, so that they come back in order; they hold the window
-// meanwhile.
-func (p *partition) later(l *lane, failed []jetstream.Msg, cause error) {
-	w := p.w
-	d := 5 * time.Second
-	w.log.Warn("delivery cannot be recorded; the resource's events come back later", "partition", p.n, "err", cause, "retry_in", d)
-	p.mu.Lock()
-	all := append(failed, l.queue...)
-	l.queue = nil
-	p.mu.Unlock()
-	for i, m := range all {
-		_ = m.NakWithDelay(d + time.Duration(i)*10*time.Millisecond)
-	}
 }
 
 func (p *partition) completed(key string, seq uint64) {

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -499,4 +500,176 @@ func TestParkingUnderLoadKeepsOrder(t *testing.T) {
 		t.Fatalf("parked %d bursts and %d failing resources: the test did not park both ways", bursts, failures)
 	}
 	t.Logf("parked %d bursts and %d failing resources; delivered %v and %v", bursts, failures, deliveredBy(m1), deliveredBy(m2))
+}
+
+// unparkable is two workers of sink crm whose account may not write park
+// records (as one lacking that permission, or whose bucket refuses
+// writes), and a receiver that refuses Users/stuck while broken.
+type unparkable struct {
+	js      jetstream.JetStream // may do anything: publish with it
+	l       *ledger
+	broken  atomic.Bool
+	refused atomic.Int32 // requests refused
+	ms      []*Manager
+	stops   []func()
+}
+
+// runUnparkable starts a server with users "admin", who may do anything,
+// and "worker", who may do anything but write to crm's parking bucket, and
+// two workers as "worker" logging to log (nil: errors only).
+func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
+	t.Helper()
+	opts := &server.Options{
+		ServerName: "noparks", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "admin", Password: "admin"},
+			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".>"}},
+			}},
+		},
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not become ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	u := &unparkable{l: newLedger()}
+	u.broken.Store(true)
+	address := strings.TrimPrefix(s.ClientURL(), "nats://")
+	_, u.js = eventstest.Connect(t, "nats://admin:admin@"+address)
+	if _, err := events.EnsureStream(ctx, u.js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return u.l.admit(r, func(subject string, _ uint64) int {
+			if subject == "Users/stuck" && u.broken.Load() {
+				u.refused.Add(1)
+				return 503
+			}
+			return 204
+		})
+	})
+	// Retries every 100 ms for 6 s: long enough that nothing is
+	// dead-lettered while the receiver refuses.
+	retry := make(Schedule, 60)
+	for i := range retry {
+		retry[i] = 100 * time.Millisecond
+	}
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 4; c.Retry = retry })
+	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3, Logger: log}
+	for range 2 {
+		_, o.JS = eventstest.Connect(t, "nats://worker:worker@"+address)
+		m, stop := runManager(t, o)
+		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
+	}
+	waitBalanced(t, u.ms...)
+	return u
+}
+
+// publishStuckAndOthers publishes n more events of Users/stuck, and three
+// of each of n other users, interleaved; it returns what the others get.
+func (u *unparkable) publishStuckAndOthers(p *publisher, n int) expect {
+	others := expect{}
+	for i := range n {
+		p.publish("acme", events.UserUpdated, "stuck")
+		id := fmt.Sprintf("u%02d", i)
+		for _, a := range []events.Action{events.UserCreated, events.UserUpdated, events.UserDeactivated} {
+			p.publish("acme", a, id)
+			others["Users/"+id]++
+		}
+	}
+	return others
+}
+
+// TestUnparkableResourceKeepsOrder: two workers whose account may not
+// write park records. A resource's first event is refused, so its lane
+// tries to park it and cannot; more of its events arrive meanwhile (more
+// than its lane holds, so that a burst park is tried too), and the other
+// resources' events, which arrive while it is held back. Once the
+// receiver takes it, its events arrive in order, none missing, none twice.
+func TestUnparkableResourceKeepsOrder(t *testing.T) {
+	logs := &eventstest.Log{}
+	u := runUnparkable(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	p := newPublisher(t, u.js)
+	p.publish("acme", events.UserCreated, "stuck")
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "parking a resource failed") {
+			return fmt.Errorf("no park has failed yet (refused %d times)", u.refused.Load())
+		}
+		return nil
+	})
+	others := u.publishStuckAndOthers(p, 20)
+	published := time.Now()
+	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error { return u.l.deliveredEach(others) })
+	t.Logf("the other resources' events arrived %s after they were published", time.Since(published).Round(time.Millisecond))
+	if v := u.l.failure(); v != "" {
+		t.Fatal(v)
+	}
+	// Held back across retries (each one refused) while its events wait.
+	// A write the account refuses gets no answer: it takes its 5 s timeout.
+	before := u.refused.Load()
+	eventstest.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		if u.refused.Load() < before+2 {
+			return fmt.Errorf("refused %d times since, want 2", u.refused.Load()-before)
+		}
+		return nil
+	})
+	u.l.heldBackThenHealed(t, "Users/stuck", 21, others, func() { u.broken.Store(false) })
+}
+
+// holding reports whether one of m's partitions holds resource key in
+// memory (its park could not be written).
+func holding(m *Manager, key string) bool {
+	for _, p := range m.sinks["crm"].worker.ownedPartitions() {
+		p.mu.Lock()
+		l, ok := p.lanes[key]
+		held := ok && l.hold != nil
+		p.mu.Unlock()
+		if held {
+			return true
+		}
+	}
+	return false
+}
+
+// TestUnparkableResourceHandedOver: the worker holding a resource in
+// memory, because its park could not be written, leaves gracefully. The
+// held events are unacknowledged, so the next owner gets them again from
+// the partition's ack floor, and every event of every resource arrives in
+// order, none missing.
+func TestUnparkableResourceHandedOver(t *testing.T) {
+	u := runUnparkable(t, nil)
+	p := newPublisher(t, u.js)
+	p.publish("acme", events.UserCreated, "stuck")
+	owner := -1
+	eventstest.CheckFor(t, 15*time.Second, 5*time.Millisecond, func() error {
+		for i, m := range u.ms {
+			if holding(m, "acme.user.stuck") {
+				owner = i
+				return nil
+			}
+		}
+		return errors.New("no worker holds the resource in memory yet")
+	})
+	want := u.publishStuckAndOthers(p, 10)
+	want["Users/stuck"] = 11
+	u.stops[owner]()
+	u.broken.Store(false)
+	// The previous owner delivered other resources' events past the ack
+	// floor that the held ones keep down: those may come again.
+	u.l.wantDelivered(t, want, 60*time.Second, true)
+	u.l.mu.Lock()
+	defer u.l.mu.Unlock()
+	for k, n := range u.l.count {
+		if strings.HasPrefix(k, "Users/stuck ") && n != 1 {
+			t.Errorf("%s delivered %d times", k, n)
+		}
+	}
 }
