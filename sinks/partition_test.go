@@ -519,26 +519,13 @@ type unparkable struct {
 // two workers as "worker" logging to log (nil: errors only).
 func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	t.Helper()
-	opts := &server.Options{
-		ServerName: "noparks", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		Users: []*server.User{
+	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
+		o.Users = []*server.User{
 			{Username: "admin", Password: "admin"},
 			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
 				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".>"}},
 			}},
-		},
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not become ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
+		}
 	})
 	u := &unparkable{l: newLedger()}
 	u.broken.Store(true)

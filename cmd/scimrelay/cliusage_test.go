@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -15,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -287,7 +285,7 @@ func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
 
 	t.Setenv(receiverSecretEnv, sinkSecret)
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &eventstest.Log{}, &eventstest.Log{}
 	done := make(chan int, 1)
 	go func() { done <- execute(ctx, []string{"receive", "--listen", "127.0.0.1:0"}, out, errOut) }()
 	t.Cleanup(func() {
@@ -347,22 +345,4 @@ func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
 	if strings.Contains(out.String(), "forged-1") {
 		t.Errorf("receive printed the forged event: %s", out.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -31,6 +31,13 @@ func RunServer(t testing.TB) *server.Server {
 // same store and address.
 func RunServerAt(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
+	return RunServerWith(t, dir, port, nil)
+}
+
+// RunServerWith is RunServerAt with the server's options changed by edit
+// first (nil: none), e.g. to give it users and their permissions.
+func RunServerWith(t testing.TB, dir string, port int, edit func(*server.Options)) *server.Server {
+	t.Helper()
 	opts := &server.Options{
 		ServerName: "test",
 		Host:       "127.0.0.1",
@@ -39,6 +46,9 @@ func RunServerAt(t testing.TB, dir string, port int) *server.Server {
 		StoreDir:   dir,
 		NoLog:      true,
 		NoSigs:     true,
+	}
+	if edit != nil {
+		edit(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
