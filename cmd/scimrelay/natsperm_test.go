@@ -57,25 +57,15 @@ func TestSinkWorkerPermissions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a NATS server with users")
 	}
-	opts := &natsserver.Options{
-		ServerName: "perm", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		Users: []*natsserver.User{
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
+		o.Users = []*natsserver.User{
 			{Username: "front", Password: "front-secret"},
 			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
 				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
 				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
 			}},
-		},
-	}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(ns.Shutdown)
+		}
+	})
 
 	h := newHook(t)
 	// ann's first event fails, quick retries included: her resource is

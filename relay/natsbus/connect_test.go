@@ -30,18 +30,7 @@ import (
 // users and nkeys, as an operator would configure one.
 func runAuthServer(t *testing.T, mod func(*server.Options)) *server.Server {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	mod(opts)
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
+	return eventstest.RunServerWith(t, t.TempDir(), -1, mod)
 }
 
 // TestConnectExternalCredentials: the relay reaches an external NATS with
