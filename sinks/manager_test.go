@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -599,4 +601,95 @@ func benchmarkDelivery(b *testing.B, shape string, batch, workers int) {
 		return nil
 	})
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
+}
+
+// TestEventWithoutSubjectSeqIsDeadLettered: an event without its place in
+// its resource's order (no subjectseq) cannot be delivered in order; it is
+// dead-lettered whether it comes from the consumer or, the resource being
+// parked, is read back from the stream, and the resource's other events
+// arrive in order.
+func TestEventWithoutSubjectSeqIsDeadLettered(t *testing.T) {
+	js := natsStream(t)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admit(r, func(subject string, _ uint64) int {
+			if refuse.Load() && subject == "Users/parked" {
+				return 503
+			}
+			return 204
+		})
+	})
+	m, _ := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	unnumbered := func(id string) string {
+		t.Helper()
+		e := eventstest.Event(t, "acme", events.UserUpdated, id, 999, 1)
+		msg, err := events.ToMsg(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Header.Get("ce-"+events.ExtSubjectSeq) == "" {
+			t.Fatalf("no ce-%s header to take out: %v", events.ExtSubjectSeq, msg.Header)
+		}
+		msg.Header.Del("ce-" + events.ExtSubjectSeq) // as no relay writes it
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		return e.ID()
+	}
+	// From the consumer: a resource that is not parked.
+	p.publish("acme", events.UserCreated, "flowing")
+	fromConsumer := unnumbered("flowing")
+	p.publish("acme", events.UserUpdated, "flowing")
+	// Read back: the resource is parked behind its refused first event.
+	p.publish("acme", events.UserCreated, "parked")
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		kv, err := js.KeyValue(ctx, parkingBucketName("crm"))
+		if err != nil {
+			return err
+		}
+		keys, err := kv.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if strings.HasSuffix(k, ".acme.user.parked") {
+				return nil
+			}
+		}
+		return fmt.Errorf("Users/parked is not parked: %v", keys)
+	})
+	readBack := unnumbered("parked")
+	p.publish("acme", events.UserUpdated, "parked")
+	refuse.Store(false)
+
+	l.wantDelivered(t, expect{"Users/flowing": 2, "Users/parked": 2}, 30*time.Second, false)
+	var ids []string
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		page, err := m.DeadLetters(ctx, "crm", "", 0)
+		if err != nil {
+			return err
+		}
+		ids = ids[:0]
+		for _, dl := range page.DeadLetters {
+			ids = append(ids, dl.ID)
+		}
+		if len(ids) != 2 {
+			return fmt.Errorf("dead letters %v", ids)
+		}
+		return nil
+	})
+	slices.Sort(ids)
+	want := []string{fromConsumer, readBack}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Fatalf("dead letters %v, want the two unnumbered events %v", ids, want)
+	}
+	for _, r := range rc.requests() {
+		if id := r.header.Get("Ce-Id"); id == fromConsumer || id == readBack {
+			t.Fatalf("the unnumbered event %s was delivered", id)
+		}
+	}
 }

@@ -1153,6 +1153,11 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			return nil, next, err
 		}
 		e, err := events.FromMsg(raw.Subject, raw.Header, raw.Data)
+		if seq, _ := events.SubjectSeq(e); err == nil && seq == 0 {
+			// As from the consumer (handle): without its place in the
+			// resource's order it cannot be delivered in order.
+			err = fmt.Errorf("event %s has no subjectseq", e.ID())
+		}
 		if err != nil {
 			if len(items) > 0 {
 				return items, next, nil // settle the earlier ones first
