@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -207,4 +209,21 @@ func TestExpiryWarnings(t *testing.T) {
 		!strings.Contains(lines[1], tok.ID) || !strings.Contains(lines[1], "scimrelay token rotate") {
 		t.Fatalf("warnings:\n%s", out)
 	}
+
+	// The warnings repeat every period (serve's is a day), not once.
+	repeated := &eventstest.Log{}
+	stop, cancelRepeats := context.WithCancel(ctx)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.WarnExpiringTokens(stop, slog.New(slog.NewTextHandler(repeated, nil)), 10*time.Millisecond)
+	}()
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := strings.Count(repeated.String(), tok.ID); n < 3 {
+			return fmt.Errorf("the token's warning was logged %d times", n)
+		}
+		return nil
+	})
+	cancelRepeats()
+	<-ended
 }

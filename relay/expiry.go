@@ -11,7 +11,11 @@ import (
 // ExpiryWarning is how long before a token expires the relay starts warning.
 const ExpiryWarning = 14 * 24 * time.Hour
 
-// WarnExpiringTokens logs, at start and then once a day, a warning for each
+// ExpiryWarningEvery is how often serve repeats the warnings: daily.
+const ExpiryWarningEvery = 24 * time.Hour
+
+// WarnExpiringTokens logs, at start and then every period (serve: once a
+// day, ExpiryWarningEvery), a warning for each
 // token and OAuth client that expires within ExpiryWarning: the SAFE guide's warning, that an
 // expired token quarantines the Entra provisioning job, is why.
 func (s *Store) WarnExpiringTokens(ctx context.Context, log *slog.Logger, every time.Duration) {

@@ -586,7 +586,7 @@ func (s *server) run(ctx context.Context) error {
 		g.Go(func() error { return s.publisher.Run(workCtx) })
 		g.Go(func() error { return s.reqLog.Run(workCtx) })
 		g.Go(func() error {
-			s.store.WarnExpiringTokens(workCtx, s.log.With("component", "tokens"), 24*time.Hour)
+			s.store.WarnExpiringTokens(workCtx, s.log.With("component", "tokens"), relay.ExpiryWarningEvery)
 			return nil
 		})
 	}
