@@ -139,3 +139,36 @@ func TestRemovedSinkGaugesStayGone(t *testing.T) {
 		t.Errorf("the pass did not set kept sink b's backlog: %v", got)
 	}
 }
+
+// TestOldestStoredLooksUpOnlyWhatCanBeOldest: the oldest waiting event is
+// found among places whose first message may lie past them (a parked
+// resource whose record moved on), and no place from the oldest found
+// sequence on is looked up: with thousands of resources parked, the
+// backlog gauge costs a lookup or two, not one per resource.
+func TestOldestStoredLooksUpOnlyWhatCanBeOldest(t *testing.T) {
+	base := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	// The first message at or after each place, by filter.
+	next := map[string]uint64{"a": 50, "b": 20, "c": 30, "d": 0}
+	var asked []string
+	first := func(at parkedAt) (uint64, time.Time) {
+		asked = append(asked, at.filter)
+		seq := next[at.filter]
+		if seq == 0 {
+			return 0, time.Time{}
+		}
+		return seq, base.Add(time.Duration(seq) * time.Second)
+	}
+	waiting := []parkedAt{{from: 25, filter: "c"}, {from: 5, filter: "d"}, {from: 10, filter: "a"}, {from: 20, filter: "b"}}
+	for i := range 1000 {
+		waiting = append(waiting, parkedAt{from: 100 + uint64(i), filter: "many"})
+	}
+	if got, want := oldestStored(waiting, first), base.Add(20*time.Second); !got.Equal(want) {
+		t.Fatalf("oldest %v, want %v (sequence 20)", got, want)
+	}
+	if !slices.Equal(asked, []string{"d", "a", "b"}) {
+		t.Fatalf("looked up %v, want d (nothing there), a (50), b (20), and nothing from 20 on", asked)
+	}
+	if got := oldestStored(nil, first); !got.IsZero() {
+		t.Fatalf("nothing waiting: oldest %v", got)
+	}
+}

@@ -3,10 +3,12 @@
 package sinks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -484,24 +486,26 @@ func (m *Manager) observeBacklog(ctx context.Context, sinks []*sinkRuntime) {
 			continue
 		}
 		var pending, inFlight, parked float64
-		var oldest time.Time
+		var waiting []parkedAt // where undelivered events start
 		for _, p := range w.ownedPartitions() {
 			if c, err := m.o.JS.Consumer(ctx, events.StreamName, p.name); err == nil {
 				if info, err := c.Info(ctx); err == nil {
 					pending += float64(info.NumPending)
 					inFlight += float64(info.NumAckPending)
 					if info.NumPending+uint64(info.NumAckPending) > 0 {
-						oldest = earliest(oldest, w.firstStored(ctx, info.AckFloor.Stream+1, append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...)...))
+						for _, f := range append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...) {
+							if f != "" {
+								waiting = append(waiting, parkedAt{from: info.AckFloor.Stream + 1, filter: f})
+							}
+						}
 					}
 				}
 			}
 			parked += float64(p.parkedCount())
-			for _, l := range p.parkedFrom() {
-				oldest = earliest(oldest, w.firstStored(ctx, l.from, l.filter))
-			}
+			waiting = append(waiting, p.parkedFrom()...)
 		}
 		age := 0.0
-		if !oldest.IsZero() {
+		if oldest := oldestStored(waiting, w.firstStored(ctx)); !oldest.IsZero() {
 			age = max(time.Since(oldest).Seconds(), 0)
 		}
 		dead, err := m.dlq.count(ctx, name)
@@ -528,31 +532,41 @@ func (m *Manager) ifCurrent(s *sinkRuntime, set func()) {
 	}
 }
 
-// firstStored returns when the stream stored its first event at or after
-// sequence from on any of the subjects; zero when there is none (or the
-// stream cannot be asked now).
-func (w *worker) firstStored(ctx context.Context, from uint64, subjects ...string) time.Time {
-	var first time.Time
-	for _, subject := range subjects {
-		if subject == "" {
-			continue
-		}
+// firstStored returns a lookup of the first event the stream stored at or
+// after a place (sequence and filter): its sequence and when it was
+// stored; 0 when there is none (or the stream cannot be asked now).
+func (w *worker) firstStored(ctx context.Context) func(parkedAt) (uint64, time.Time) {
+	return func(at parkedAt) (uint64, time.Time) {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		raw, err := w.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
-		cancel()
-		if err == nil {
-			first = earliest(first, raw.Time)
+		defer cancel()
+		raw, err := w.stream.GetMsg(ctx, at.from, jetstream.WithGetMsgSubject(at.filter))
+		if err != nil {
+			return 0, time.Time{}
 		}
+		return raw.Sequence, raw.Time
 	}
-	return first
 }
 
-// earliest returns the earlier of two times, a zero time counting as none.
-func earliest(a, b time.Time) time.Time {
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
+// oldestStored returns when the oldest of the waiting events was stored,
+// zero when none is. first finds the first message at or after a place
+// (its stream sequence and time; 0 when there is none). It looks up only
+// the places that can hold the oldest: the stream stores in sequence
+// order, and a place's first message is at or after it, so once a message
+// was found at sequence s, no place from s on can be older. With a
+// receiver down and thousands of resources parked, that is a lookup or two
+// every few seconds, not thousands.
+func oldestStored(waiting []parkedAt, first func(parkedAt) (uint64, time.Time)) time.Time {
+	slices.SortFunc(waiting, func(a, b parkedAt) int { return cmp.Compare(a.from, b.from) })
+	best, oldest := uint64(math.MaxUint64), time.Time{}
+	for _, at := range waiting {
+		if at.from >= best {
+			break
+		}
+		if seq, t := first(at); seq != 0 && seq < best {
+			best, oldest = seq, t
+		}
 	}
-	return a
+	return oldest
 }
 
 func (m *Manager) sink(name string) (*sinkRuntime, error) {

@@ -387,10 +387,11 @@ func (p *partition) parkedCount() int {
 	return n
 }
 
-// parkedAt is where a parked resource's undelivered events start.
+// parkedAt is where undelivered events start: a parked resource's, or
+// (for the backlog gauge) a partition consumer's past its ack floor.
 type parkedAt struct {
 	from   uint64 // stream sequence
-	filter string // the resource's subjects
+	filter string // the resource's subjects, or the consumer's filter
 }
 
 // parkedFrom lists where each parked resource's undelivered events start.
