@@ -293,22 +293,32 @@ func (l *RequestLog) Run(ctx context.Context) error {
 // Wait returns once Run has written everything and returned.
 func (l *RequestLog) Wait() { <-l.done }
 
-func (l *RequestLog) key(t time.Time) []byte {
+func (l *RequestLog) key(nanos int64) []byte {
 	k := make([]byte, 16)
-	binary.BigEndian.PutUint64(k[:8], uint64(t.UnixNano()))
+	binary.BigEndian.PutUint64(k[:8], uint64(nanos))
 	binary.BigEndian.PutUint64(k[8:], l.counter.Add(1))
 	return k
 }
 
 // keyTime is where an entry is filed: a request at its time; a summary,
-// written when its minute is over, at the time it is written, so that a
-// reader following the log (LogQuery.After) that has read past its minute
-// still finds it. Its Time stays its minute.
+// written when its minute is over, at the time it is written. Its Time
+// stays its minute.
 func keyTime(e LogEntry, written time.Time) time.Time {
 	if e.Count > 0 {
 		return written
 	}
 	return e.Time
+}
+
+// keyNanos is keyTime, never before floor: the log's keys grow in the
+// order entries are written, so that a reader following the log
+// (LogQuery.After) finds every entry written after the last one it read.
+// A request that started before the newest entry written but ended after
+// it (a long member PATCH beside quick requests), and a summary written
+// after its minute, are filed at that entry's time instead of their own;
+// their Time is unchanged.
+func keyNanos(e LogEntry, written time.Time, floor int64) int64 {
+	return max(keyTime(e, written).UnixNano(), floor, 0)
 }
 
 func (l *RequestLog) write(batch []LogEntry) error {
@@ -331,8 +341,16 @@ func (l *RequestLog) write(batch []LogEntry) error {
 			return err
 		}
 		appending(b)
+		// After the newest key, whoever wrote it (this process, or one
+		// before a restart, whose counter started again at 0).
+		floor := int64(0)
+		if last, _ := b.Cursor().Last(); len(last) >= 8 {
+			floor = int64(binary.BigEndian.Uint64(last[:8])) + 1
+		}
 		for i, e := range batch {
-			k := l.key(keyTime(e, now))
+			// Within the batch the counter orders equal times.
+			floor = keyNanos(e, now, floor)
+			k := l.key(floor)
 			if err := b.Put(k, vals[i]); err != nil {
 				return err
 			}

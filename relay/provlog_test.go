@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // runLog runs a provisioning log over s, records entries, and stops it
@@ -160,5 +163,68 @@ func TestLogMaxBytes(t *testing.T) {
 	if err := (LogOptions{MaxBytes: 1000, Reads: "some", Retention: -time.Hour}).Check(); err == nil ||
 		!strings.Contains(err.Error(), "provisioning_log.max_bytes") || !strings.Contains(err.Error(), "provisioning_log.reads") || !strings.Contains(err.Error(), "provisioning_log.retention") {
 		t.Errorf("Check: %v", err)
+	}
+}
+
+// TestLogFollowFindsSlowRequests: a reader following the log (After the
+// last key it read) finds a request that started before the last one it
+// read but ended, and was written, after it; the entry keeps its start as
+// its time. So does a request written after a restart.
+func TestLogFollowFindsSlowRequests(t *testing.T) {
+	s, c, _ := openStore(t)
+	start := c.now()
+	// run starts a log over s, as serve does; stop writes what it holds.
+	run := func() (l *RequestLog, stop func()) {
+		l = NewRequestLog(s, LogOptions{}, slog.New(slog.DiscardHandler))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		var once sync.Once
+		stop = func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		return l, stop
+	}
+	// follow returns the entries after key once id is among them.
+	follow := func(l *RequestLog, after, id string) []LogEntry {
+		t.Helper()
+		var got []LogEntry
+		eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			var err error
+			if got, err = l.Query(ctx, LogQuery{Since: start.Add(-time.Hour), After: after}); err != nil {
+				return err
+			}
+			for _, e := range got {
+				if e.RequestID == id {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s not found after %q: %+v", id, after, got)
+		})
+		return got
+	}
+	l, stop := run()
+	// A quick create starts and ends; a follower reads it.
+	l.Record(LogEntry{Time: start.Add(10 * time.Millisecond), RequestID: "quick", Tenant: "acme", Method: "POST", Operation: "create", Resource: "User", Status: 201})
+	quick := follow(l, "", "quick")
+	// A PATCH that started before it ends later.
+	l.Record(LogEntry{Time: start, RequestID: "slow", Tenant: "acme", Method: "PATCH", Operation: "patch", Resource: "Group", Status: 200, Latency: time.Second})
+	next := follow(l, quick[len(quick)-1].Key, "slow")
+	if len(next) != 1 || !next[0].Time.Equal(start) {
+		t.Fatalf("following after the quick request: %+v, want the slow one, with its start as its time", next)
+	}
+	// After a restart (its counter starts again), a request that started
+	// as early still comes after the newest entry.
+	stop()
+	l, _ = run()
+	l.Record(LogEntry{Time: start, RequestID: "after-restart", Tenant: "acme", Method: "DELETE", Operation: "delete", Resource: "User", Status: 204})
+	if got := follow(l, next[0].Key, "after-restart"); len(got) != 1 {
+		t.Fatalf("following across a restart: %+v", got)
 	}
 }
