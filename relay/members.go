@@ -391,6 +391,11 @@ func (c memberCard) describe(m events.Member) events.Member {
 // display is the name a group shows for the member.
 func (c memberCard) display() string { return displayOf(c.displayName, c.userName) }
 
+// memberDisplay is the name a group shows for r as a member.
+func memberDisplay(r *scim.Resource) string {
+	return displayOf(r.String("displayName"), r.String("userName"))
+}
+
 // displayOf is the name a group shows for a member: its displayName, else
 // its userName.
 func displayOf(displayName, userName string) string {

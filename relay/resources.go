@@ -4,6 +4,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -94,8 +95,11 @@ type preparedCreate struct {
 	entries []indexEntry
 	members []scim.Member
 	value   []byte // the stored record (its subjectseq set when stored: putEncoded)
-	created *events.Draft
-	now     time.Time // the change's time: its meta and every event's
+	// resource is res as its events carry it (eventResource): the created
+	// event's, and the initial members' events'.
+	resource json.RawMessage
+	created  *events.Draft
+	now      time.Time // the change's time: its meta and every event's
 }
 
 // prepareCreate does the part of a create that needs no stored state. res
@@ -112,12 +116,12 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 		return nil, err
 	}
 	p.value = encodeRecord(&record{version: 1, subjectSeq: 1, res: res})
-	resourceJSON := s.eventResource(t.name, res, p.value[recordHeader:])
+	p.resource = s.eventResource(t.name, res, p.value[recordHeader:])
 	action := events.UserCreated
 	if res.Type == scim.GroupResourceType {
 		action = events.GroupCreated
 	}
-	if p.created, err = s.encodeEvent(t.name, res, resourceJSON, action, now, ext, nil, nil); err != nil {
+	if p.created, err = s.encodeEvent(t.name, res, p.resource, action, now, ext, nil, nil); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -156,7 +160,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if err := w.appendEvent(tx, tb, p.created, rec.subjectSeq); err != nil {
 		return err
 	}
-	if err := w.emitMembers(tx, tb, t, rec, w.store.eventResource(t.name, res, p.value[recordHeader:]), changes); err != nil {
+	if err := w.emitMembers(tx, tb, t, rec, p.resource, changes); err != nil {
 		return err
 	}
 	if err := putEncoded(tb, rec, p.value); err != nil {
@@ -374,7 +378,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		if err := reindex(tb, oldEntries, newEntries); err != nil {
 			return err
 		}
-		if d := displayOf(next.String("displayName"), next.String("userName")); d != displayOf(cur.String("displayName"), cur.String("userName")) {
+		if d := memberDisplay(next); d != memberDisplay(cur) {
 			if err := renameInGroups(tb, id, d); err != nil {
 				return err
 			}
