@@ -6,13 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +20,7 @@ import (
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -362,28 +361,20 @@ func TestServeSetsASoftMemoryLimit(t *testing.T) {
 	}
 }
 
-// scrapeGauge reads one unlabelled sample from a relay process's /metrics.
+// scrapeGauge reads one unlabelled gauge from a relay process's /metrics,
+// through the admin client the CLI uses.
 func scrapeGauge(t *testing.T, admin, name string) float64 {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+admin+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+adminSecret)
-	res, err := http.DefaultClient.Do(req)
+	c := &adminclient.Client{BaseURL: "http://" + admin, Token: adminSecret, Timeout: 10 * time.Second}
+	families, err := c.Metrics(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
+	f := families[name]
+	if f == nil {
+		t.Fatalf("/metrics has no %s", name)
 	}
-	t.Fatalf("/metrics (%d) has no %s", res.StatusCode, name)
-	return 0
+	return sumSeries(f)
 }
 
 // TestHangUpWhileStarting: a SIGHUP that arrives while the relay starts

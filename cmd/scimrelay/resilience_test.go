@@ -56,20 +56,26 @@ func metric(t *testing.T, p *relayProc, name string, labels ...string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := 0.0
 	for _, f := range families {
-		if f.GetName() != name {
-			continue
+		if f.GetName() == name {
+			return sumSeries(f, labels...)
 		}
-	series:
-		for _, m := range f.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if labelValue(m, labels[i]) != labels[i+1] {
-					continue series
-				}
+	}
+	return 0
+}
+
+// sumSeries sums a gauge's or counter's series that carry the labels
+// (name, value, name, value …).
+func sumSeries(f *dto.MetricFamily, labels ...string) float64 {
+	total := 0.0
+series:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			if labelValue(m, labels[i]) != labels[i+1] {
+				continue series
 			}
-			total += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
+		total += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 	}
 	return total
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -281,13 +282,7 @@ func TestOpsModeCountsThrottling(t *testing.T) {
 			inJSON += row.Endpoint.Throttled
 		}
 	}
-	if inJSON != throttled {
-		t.Errorf("JSON counts %d throttled, want %d: %s", inJSON, throttled, b)
-	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), fmt.Sprintf("throttled: %d answers of 429", throttled)) {
-		t.Errorf("table: %v\n%s", err, table.String())
-	}
+	wantThrottledReported(t, rep, b, inJSON, throttled)
 }
 
 // TestScaleModeCountsThrottling: a 429 answered during any phase of a scale
@@ -332,13 +327,7 @@ func TestScaleModeCountsThrottling(t *testing.T) {
 		t.Fatal(err)
 	}
 	inJSON := j.Fill.Throttled + j.Groups.Throttled + j.Members.Throttled + j.FilterGet.Throttled + j.Create.Throttled
-	if inJSON != throttled {
-		t.Errorf("JSON counts %d throttled, want %d: %s", inJSON, throttled, b)
-	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), fmt.Sprintf("throttled: %d answers of 429", throttled)) {
-		t.Errorf("table: %v\n%s", err, table.String())
-	}
+	wantThrottledReported(t, rep, b, inJSON, throttled)
 }
 
 // TestScaleTableFirstErrors: the table gives the first error of every
@@ -378,5 +367,18 @@ func TestModesRejectRate(t *testing.T) {
 	_, err = RunScale(context.Background(), o)
 	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "rate: the scale mode runs closed loop only") {
 		t.Errorf("RunScale with a rate: %v", err)
+	}
+}
+
+// wantThrottledReported checks that a report's JSON (b, which counted
+// inJSON) and its table give the throttled answers the phases counted.
+func wantThrottledReported(t *testing.T, rep interface{ WriteTable(io.Writer) error }, b []byte, inJSON, throttled int) {
+	t.Helper()
+	if inJSON != throttled {
+		t.Errorf("JSON counts %d throttled, want %d: %s", inJSON, throttled, b)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), fmt.Sprintf("throttled: %d answers of 429", throttled)) {
+		t.Errorf("table: %v\n%s", err, table.String())
 	}
 }
