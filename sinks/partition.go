@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -747,6 +748,21 @@ func (p *partition) release() {
 	}
 }
 
+// orderedEvent reads a stored message as an event with its place in its
+// resource's order (subjectseq), from the consumer or read back alike: an
+// event without one cannot be delivered in order, and is refused.
+func orderedEvent(subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
+	e, err := events.FromMsg(subject, h, data)
+	if err != nil {
+		return e, 0, err
+	}
+	seq, err := events.SubjectSeq(e)
+	if err != nil || seq == 0 {
+		return e, 0, fmt.Errorf("event %s has no subjectseq", e.ID())
+	}
+	return e, seq, nil
+}
+
 // item is one event of a slice: delivered, or skipped in its place (a
 // type the sink does not want), with what settles it.
 type item struct {
@@ -781,14 +797,9 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	p.mu.Unlock()
 	var items []item
 	for _, m := range ms {
-		e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
+		e, seq, err := orderedEvent(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			w.poison(p.ctx, m, err)
-			continue
-		}
-		seq, err := events.SubjectSeq(e)
-		if err != nil || seq == 0 {
-			w.poison(p.ctx, m, fmt.Errorf("event %s has no subjectseq", e.ID()))
 			continue
 		}
 		if seq <= done {
@@ -1153,12 +1164,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			}
 			return nil, next, err
 		}
-		e, err := events.FromMsg(raw.Subject, raw.Header, raw.Data)
-		if seq, _ := events.SubjectSeq(e); err == nil && seq == 0 {
-			// As from the consumer (handle): without its place in the
-			// resource's order it cannot be delivered in order.
-			err = fmt.Errorf("event %s has no subjectseq", e.ID())
-		}
+		e, seq, err := orderedEvent(raw.Subject, raw.Header, raw.Data)
 		if err != nil {
 			if len(items) > 0 {
 				return items, next, nil // settle the earlier ones first
@@ -1167,8 +1173,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			return nil, raw.Sequence + 1, nil
 		}
 		next = raw.Sequence + 1
-		seq, _ := events.SubjectSeq(e)
-		if seq != 0 && seq <= done {
+		if seq <= done {
 			if len(items) > 0 {
 				return items, raw.Sequence, nil
 			}
