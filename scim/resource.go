@@ -3,7 +3,6 @@
 package scim
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -340,24 +339,6 @@ func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
 	}
 	delete(attrs, "schemas")
 	return &Resource{Type: rt, Attrs: attrs}, nil
-}
-
-// decodeObject decodes a JSON object, keeping numbers as json.Number.
-func decodeObject(data []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var raw any
-	if err := dec.Decode(&raw); err != nil {
-		return nil, Errorf(ErrInvalidSyntax, "request body is not valid JSON: %v", err)
-	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
-		return nil, Errorf(ErrInvalidSyntax, "request body has data after the JSON object")
-	}
-	obj, ok := raw.(map[string]any)
-	if !ok {
-		return nil, Errorf(ErrInvalidSyntax, "request body must be a JSON object")
-	}
-	return obj, nil
 }
 
 // checkSchemas requires the schemas attribute to list the resource type's core schema.

@@ -148,11 +148,18 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	return res, nil
 }
 
-// reloadOnHangUp reloads relay.yaml on every SIGHUP until ctx ends.
-func (s *server) reloadOnHangUp(ctx context.Context) {
+// hangUps subscribes to SIGHUP. run calls it before its listeners serve,
+// so that a SIGHUP sent once /readyz answers is never lost: serve ignores
+// the signal until then, and a goroutine that subscribed later could miss
+// one sent in between (the relay would keep running the old relay.yaml).
+func hangUps() (<-chan os.Signal, func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	return hup, func() { signal.Stop(hup) }
+}
+
+// reloadOnHangUp reloads relay.yaml on every SIGHUP until ctx ends.
+func (s *server) reloadOnHangUp(ctx context.Context, hup <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():

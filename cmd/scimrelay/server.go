@@ -569,6 +569,11 @@ func (s *server) newHTTPServer(h http.Handler) *http.Server {
 // HTTP (letting in-flight requests finish), the publisher, NATS, the store.
 func (s *server) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	if s.configPath != "" {
+		hup, stop := hangUps()
+		defer stop()
+		g.Go(func() error { s.reloadOnHangUp(gctx, hup); return nil })
+	}
 	if s.scimHTTP != nil {
 		s.log.Info("serving SCIM", "addr", s.scimLn.Addr().String(), "tenants", len(s.config().Tenants))
 		g.Go(func() error { return serveHTTP(s.scimHTTP, s.scimLn, "SCIM") })
@@ -596,9 +601,6 @@ func (s *server) run(ctx context.Context) error {
 			s.log.Info("delivering to sinks", "sinks", names)
 		}
 		g.Go(func() error { return s.sinks.Run(workCtx) })
-	}
-	if s.configPath != "" {
-		g.Go(func() error { s.reloadOnHangUp(gctx); return nil })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package scim
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// decodeStd is what decodeObject replaced and must agree with: encoding/json
+// with UseNumber, followed by nothing but JSON's whitespace (the code it
+// replaced also took Unicode's, such as a trailing \v).
+func decodeStd(data []byte) (map[string]any, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil || len(bytes.Trim(data[dec.InputOffset():], " \t\r\n")) > 0 {
+		return nil, false
+	}
+	obj, ok := v.(map[string]any)
+	return obj, ok
+}
+
+// decodeSeeds are JSON texts where a decoder can differ from encoding/json:
+// every request Entra documents, and the edges.
+func decodeSeeds(t testing.TB) []string {
+	seeds := []string{
+		baseUserJSON, baseGroupJSON,
+		`{}`, `{"a":[]}`, `{"a":{}}`, `{"a":null,"b":true,"c":false}`,
+		`{"n":1,"f":-0.5e+10,"z":0,"big":123456789012345678901234567890}`,
+		`{"a":1,"a":"last"}`, `{"a":{"x":1},"a":{"y":2}}`,
+		`{"s":"\u00e9\ud83d\ude00\"\\\/\b\f\n\r\t"}`,
+		"{\"bad\":\"\xff\xfe\"}", `{"lone":"\ud800x"}`, `{"low":"\udc00"}`,
+		` {"ws": 1} ` + "\n\t\r", "{}\v", "{}\u00a0",
+		`{"a":1} {"b":2}`, `{"a":1}}`, `[{"a":1}]`, `"str"`, `3`, `null`,
+		`{"a":`, `{"a":1,}`, `{"a" 1}`, `{'a':1}`, `{"a":01}`, `{"a":tru}`, ``, `{`,
+		`{"a":[1,2,` + strings.Repeat("[", 50) + strings.Repeat("]", 50) + `]}`,
+	}
+	for _, s := range loadEntraSteps(t) {
+		if s.RequestBody != nil {
+			seeds = append(seeds, *s.RequestBody)
+		}
+	}
+	return seeds
+}
+
+func TestDecodeObjectAgreesWithEncodingJSON(t *testing.T) {
+	for _, s := range decodeSeeds(t) {
+		checkDecodeAgrees(t, []byte(s))
+	}
+}
+
+func FuzzDecodeObject(f *testing.F) {
+	for _, s := range decodeSeeds(f) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(checkDecodeAgrees)
+}
+
+func checkDecodeAgrees(t *testing.T, data []byte) {
+	t.Helper()
+	want, wantOK := decodeStd(data)
+	got, err := decodeObject(data)
+	switch {
+	case wantOK && err != nil:
+		t.Fatalf("%q: encoding/json decodes it, decodeObject: %v", data, err)
+	case !wantOK && err == nil:
+		t.Fatalf("%q: encoding/json refuses it, decodeObject gives %#v", data, got)
+	case err != nil:
+		var se *Error
+		if !asSCIM(err, &se) || se.Type != "invalidSyntax" {
+			t.Fatalf("%q: %v, want an invalidSyntax error", data, err)
+		}
+	case !reflect.DeepEqual(got, want):
+		t.Fatalf("%q:\n got %#v\nwant %#v", data, got, want)
+	}
+}
+
+func TestDecodeObjectSaysWhereTextIsNotJSON(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"userName":`:          "ends before its value does",
+		`{"userName":"a",}`:     "near byte 15",
+		`{"userName":"a"} junk`: "data after the JSON object",
+		`["a"]`:                 "must be a JSON object",
+	} {
+		_, err := decodeObject([]byte(body))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want it to say %q", body, err, want)
+		}
+	}
+}
+
+// BenchmarkDecodeObject decodes Entra's create-user body; /std is
+// encoding/json, which decodeObject replaced.
+func BenchmarkDecodeObject(b *testing.B) {
+	var body []byte
+	for _, s := range loadEntraSteps(b) {
+		if s.ID == "create-user" {
+			body = []byte(*s.RequestBody)
+		}
+	}
+	b.Run("jsontext", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeObject(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("std", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := decodeStd(body); !ok {
+				b.Fatal("not decoded")
+			}
+		}
+	})
+}
