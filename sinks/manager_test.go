@@ -693,3 +693,89 @@ func TestEventWithoutSubjectSeqIsDeadLettered(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReadBack measures how fast parked resources are delivered once
+// their receiver is back: 40 groups of 500 events each are parked while
+// the receiver refuses them, then read back from the stream. It reports
+// events/s from the first delivery after the receiver came back to the
+// last.
+func BenchmarkReadBack(b *testing.B) {
+	for _, batch := range []int{0, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			benchmarkReadBack(b, batch)
+		})
+	}
+}
+
+func benchmarkReadBack(b *testing.B, batch int) {
+	_, _, js := natsServer(b)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var got atomic.Int64
+	var first atomic.Int64 // unix nanoseconds of the first delivery after the receiver came back
+	rc := newReceiver(b, nil)
+	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuse.Load() {
+			w.WriteHeader(503)
+			return
+		}
+		first.CompareAndSwap(0, time.Now().UnixNano())
+		n := int64(1)
+		if batch > 0 {
+			body, _ := io.ReadAll(r.Body)
+			es, err := ReadDelivery(r.Header, body)
+			if err != nil {
+				b.Error(err)
+			}
+			n = int64(len(es))
+		}
+		got.Add(n)
+		w.WriteHeader(204)
+	})
+	// Tries every 300 ms, and enough of them that none is dead-lettered
+	// while the receiver refuses.
+	slow := make(Schedule, 200)
+	for i := range slow {
+		slow[i] = 300 * time.Millisecond
+	}
+	cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Concurrency = 64; s.Retry = slow })
+	if batch > 0 {
+		cfg = batchConfig(rc.URL, func(c *Config) {
+			c.Concurrency = 16
+			c.Retry = slow
+			c.Batch = &Batch{MaxEvents: batch, MaxWait: 50 * time.Millisecond}
+		})
+	}
+	m, _ := runManager(b, Options{Sinks: []Config{cfg}, JS: js, Logger: slog.New(slog.DiscardHandler), Heartbeat: fastHeartbeat})
+	waitBalanced(b, m)
+	const groups, each = 40, 500
+	p := newPublisher(b, js)
+	for i := range groups * each {
+		p.publishAsync("acme", events.GroupMemberAdded, "g"+strconv.Itoa(i%groups))
+		if i%1000 == 999 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	// Every event is parked (acknowledged, not delivered) before the
+	// receiver comes back.
+	eventstest.CheckFor(b, 2*time.Minute, 10*time.Millisecond, func() error {
+		st, err := m.Status(ctx, cfg.Name)
+		if err != nil {
+			return err
+		}
+		if st.Pending > 0 || st.InFlight > 0 {
+			return fmt.Errorf("%d pending, %d in flight", st.Pending, st.InFlight)
+		}
+		return nil
+	})
+	b.ResetTimer()
+	refuse.Store(false)
+	eventstest.CheckFor(b, 5*time.Minute, 5*time.Millisecond, func() error {
+		if got.Load() < groups*each {
+			return fmt.Errorf("%d of %d delivered", got.Load(), groups*each)
+		}
+		return nil
+	})
+	b.ReportMetric(float64(groups*each)/time.Since(time.Unix(0, first.Load())).Seconds(), "events/s")
+}
