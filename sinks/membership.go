@@ -46,9 +46,15 @@ const (
 //   - it re-pulls every pullExpiry, which renews its pin;
 //   - a pin nobody renews expires after pinnedTTL = lease + pullExpiry + 4h:
 //     a worker cut off from NATS stops delivering (lease) before another
-//     one can be pinned in its place.
+//     one can be pinned in its place;
+//   - a graceful hand-over that is not done after handOver = lease (a
+//     delivery to a slow receiver in flight, a slow bucket) ends as a hard
+//     stop: a partition that stopped pulling keeps its pin no longer than
+//     pinnedTTL − pullExpiry = lease + 4h, and by then this worker must
+//     deliver nothing more of it, or the next owner's attempts of a
+//     resource would overlap its own.
 type timing struct {
-	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL time.Duration
+	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -59,6 +65,7 @@ func timingFor(h time.Duration) timing {
 	t.memberTTL = t.lease + 3*h
 	t.pullExpiry = max(minimumPullInterval, 2*h)
 	t.pinnedTTL = t.lease + t.pullExpiry + 4*h
+	t.handOver = t.lease
 	return t
 }
 

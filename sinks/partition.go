@@ -119,9 +119,24 @@ func newPartition(w *worker, n int) *partition {
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
-// is queued, release the pin) or hard (abandon in-flight deliveries).
+// is queued, release the pin) or hard (abandon in-flight deliveries). A
+// graceful stop not done within handOver becomes a hard one (timing): the
+// next owner then delivers the events this worker left unacknowledged.
 func (p *partition) stop(graceful bool) {
-	p.stopOnce.Do(func() { close(p.stopping) })
+	p.stopOnce.Do(func() {
+		close(p.stopping)
+		time.AfterFunc(p.w.t.handOver, func() {
+			select {
+			case <-p.done:
+			default:
+				if p.ctx.Err() == nil {
+					p.w.log.Error("a partition's hand-over outlasted its time; abandoning its deliveries in flight, which the next owner sends again",
+						"partition", p.n, "after", p.w.t.handOver)
+				}
+				p.cancel()
+			}
+		})
+	})
 	if !graceful {
 		p.cancel()
 	}
@@ -369,6 +384,8 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 	cc.Drain()
 	select {
 	case <-cc.Closed():
+	case <-p.ctx.Done(): // the hand-over outlasted its time
+		cc.Stop()
 	case <-time.After(10 * time.Second):
 		cc.Stop()
 	}

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -658,5 +660,95 @@ func TestUnparkableResourceHandedOver(t *testing.T) {
 		if strings.HasPrefix(k, "Users/stuck ") && n != 1 {
 			t.Errorf("%s delivered %d times", k, n)
 		}
+	}
+}
+
+// TestSlowHandOverEndsBeforeThePinExpires: a worker handing its partitions
+// over gracefully while a delivery to a slow receiver is in flight stops
+// that delivery before the partition's pin expires, so that the next owner
+// never sends a resource's events while the previous owner still has one
+// of them in flight; the resource's events arrive in order, once. One
+// event per request, and in batches.
+func TestSlowHandOverEndsBeforeThePinExpires(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%t", batch), func(t *testing.T) { slowHandOver(t, batch) })
+	}
+}
+
+func slowHandOver(t *testing.T, batch bool) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	var mu sync.Mutex
+	inFlight := map[string]int{} // subject → attempts being answered
+	overlap := ""
+	held := make(chan struct{})
+	var holdOnce sync.Once
+	// answer holds the first attempt longer than the pin lives (2.2 s at
+	// this heartbeat) unless its sender gives up, and notes any attempt
+	// of a resource that arrives while another one is being answered.
+	answer := func(r *http.Request, subjects []string) int {
+		mu.Lock()
+		for _, s := range subjects {
+			if inFlight[s] > 0 && overlap == "" {
+				overlap = s + ": an attempt arrived while another one of the resource was in flight"
+			}
+			inFlight[s]++
+		}
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			for _, s := range subjects {
+				inFlight[s]--
+			}
+			mu.Unlock()
+		}()
+		first := false
+		holdOnce.Do(func() { first = true })
+		if first {
+			close(held)
+			select {
+			case <-r.Context().Done():
+				return 503 // the sender is gone: nothing is delivered
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return 204
+	}
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if batch {
+			return l.admitBatch(t, r, func(es []event.Event) int {
+				var subjects []string
+				for _, e := range es {
+					subjects = append(subjects, e.Subject())
+				}
+				return answer(r, slices.Compact(subjects))
+			})
+		}
+		return l.admit(r, func(subject string, _ uint64) int { return answer(r, []string{subject}) })
+	})
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Timeout = 10 * time.Second })
+	if batch {
+		cfg = batchConfig(rc.URL, func(c *Config) { c.Timeout = 10 * time.Second })
+	}
+	_, stop1 := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "slow")
+	for range 2 {
+		p.publish("acme", events.UserUpdated, "slow")
+	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event never reached the receiver")
+	}
+	runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	stopped := make(chan struct{})
+	go func() { stop1(); close(stopped) }()
+	l.wantDelivered(t, expect{"Users/slow": 3}, 30*time.Second, false)
+	<-stopped
+	mu.Lock()
+	defer mu.Unlock()
+	if overlap != "" {
+		t.Fatal(overlap)
 	}
 }
