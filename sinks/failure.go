@@ -2,6 +2,13 @@
 
 package sinks
 
+import (
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
 // The retry policy of a partition, in one place: what becomes of a
 // resource's events after a request carrying them failed, whether they
 // came from the consumer (handle) or were read back from the stream
@@ -30,6 +37,18 @@ const (
 	deadLetterFailed
 )
 
+// dropsBefore reports whether the stream may have dropped e by t: an
+// event leaves it max_age after it was stored (keepFor; 0: never), which
+// is after the event's own time. A margin of a tenth of max_age (at most
+// an hour) leaves time to read the event back and for clocks that differ.
+func (w *worker) dropsBefore(e event.Event, t time.Time) bool {
+	if w.keepFor <= 0 {
+		return false
+	}
+	margin := min(w.keepFor/10, time.Hour)
+	return t.After(e.Time().Add(w.keepFor - margin))
+}
+
 // failed applies the sink's retry policy to a slice of one resource whose
 // request failed with res: failed are the slice's items from the first
 // that went out, tries the failed tries of failed[0], this one included.
@@ -42,9 +61,16 @@ func (p *partition) failed(failed []item, res Result, tries int) (outcome, parkR
 	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256)}
 	if !res.Permanent {
 		if delay, ok := w.schedule.Delay(tries, res, w.rnd); ok {
-			rec.Due = w.now().Add(delay)
-			w.retrying(out, res, tries, rec.Due)
-			return retryLater, rec, nil
+			next := w.now().Add(delay)
+			if !w.dropsBefore(failed[0].e, next) {
+				rec.Due = next
+				w.retrying(out, res, tries, rec.Due)
+				return retryLater, rec, nil
+			}
+			// Out of tries, as far as the stream is concerned: waiting
+			// longer would lose the events without a dead letter.
+			res.Err = fmt.Errorf("%s; no try is left before the stream drops the event (nats.stream.max_age %s)", errText(res.Err), w.keepFor)
+			w.log.Warn("an event's next try would come after the stream drops it; not waiting for it", "partition", p.n, "event_id", out[0].ID(), "retry_in", delay, "max_age", w.keepFor)
 		}
 	}
 	// The request's own count says whether it was a batch (another lane's

@@ -779,3 +779,42 @@ func benchmarkReadBack(b *testing.B, batch int) {
 	})
 	b.ReportMetric(float64(groups*each)/time.Since(time.Unix(0, first.Load())).Seconds(), "events/s")
 }
+
+// TestEventsAreDeadLetteredBeforeTheStreamDropsThem: a receiver that keeps
+// failing for longer than the stream keeps events (nats.stream.max_age)
+// loses none of them: an event whose next try would come after the stream
+// dropped it goes to the dead-letter queue then, with why, and the
+// resource's later events follow, in order.
+func TestEventsAreDeadLetteredBeforeTheStreamDropsThem(t *testing.T) {
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	const keep = 3 * time.Second
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: keep, Duplicates: time.Second}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, func(int, *http.Request) int { return 503 })
+	// A quick retry, then one an hour later: past what the stream keeps.
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Retry = Schedule{100 * time.Millisecond, time.Hour} })
+	m, _ := runSinks(t, js, 5*time.Second, cfg)
+	p := newPublisher(t, js)
+	want := []string{p.publish("acme", events.UserCreated, "u1")}
+	for range 2 {
+		want = append(want, p.publish("acme", events.UserUpdated, "u1"))
+	}
+	var dls []DeadLetter
+	eventstest.CheckFor(t, 3*keep, 20*time.Millisecond, func() error {
+		page, err := m.DeadLetters(ctx, "crm", "", 0)
+		if err != nil {
+			return err
+		}
+		if dls = page.DeadLetters; len(dls) < len(want) {
+			return fmt.Errorf("%d of %d events dead-lettered", len(dls), len(want))
+		}
+		return nil
+	})
+	for i, dl := range dls {
+		if dl.ID != want[i] || dl.Attempts != 2 || dl.Status != 503 || !strings.Contains(dl.Error, "max_age") {
+			t.Errorf("dead letter %d: %+v, want event %s after 2 tries, saying why", i, dl, want[i])
+		}
+	}
+}

@@ -25,11 +25,14 @@ import (
 // among the sink's workers, takes the partitions that fall to it and lets
 // go of the others.
 type worker struct {
-	name       string
-	sink       Sink
-	patterns   events.Patterns
-	tenants    []string
-	schedule   Schedule
+	name     string
+	sink     Sink
+	patterns events.Patterns
+	tenants  []string
+	schedule Schedule
+	// keepFor is how long the stream keeps an event (its max_age when the
+	// worker was set up; 0: for ever): a retry is not put off past it.
+	keepFor    time.Duration
 	js         jetstream.JetStream
 	stream     jetstream.Stream
 	parked     *parking
