@@ -227,9 +227,9 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	js, sh, name := m.o.JS, m.shared, s.cfg.Name
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
-		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, schedule: s.cfg.Retry,
-		keepFor: sh.stream.CachedInfo().Config.MaxAge,
-		js:      js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
+		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
+		schedule: s.cfg.Retry, keepFor: sh.stream.CachedInfo().Config.MaxAge,
+		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},

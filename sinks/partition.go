@@ -130,7 +130,7 @@ func (p *partition) stop(graceful bool) {
 			case <-p.done:
 			default:
 				if p.ctx.Err() == nil {
-					p.w.log.Error("a partition's hand-over outlasted its time; abandoning its deliveries in flight, which the next owner sends again",
+					p.w.log.Warn("a partition's hand-over outlasted its time; abandoning its deliveries in flight, which the next owner sends again",
 						"partition", p.n, "after", p.w.t.handOver)
 				}
 				p.cancel()
