@@ -120,7 +120,7 @@ func TestProxyWithGuard(t *testing.T) {
 	}
 
 	// NO_PROXY: the relay dials the target itself, and the dial guard decides.
-	d := build("https://direct.example/hook", true).client.HTTPClient.Transport.(*http.Transport)
+	d := build("https://direct.example/hook", true).client.HTTPClient.Transport.(keptAlive).RoundTripper.(*http.Transport)
 	if u, err := d.Proxy(&http.Request{URL: mustURL(t, "https://direct.example/hook")}); u != nil || err != nil {
 		t.Fatalf("NO_PROXY: proxy %v, %v", u, err)
 	}

@@ -153,7 +153,7 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	w := &Webhook{o: o, url: o.URL, signer: s, log: log}
 	w.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport:     newTransport(o),
+			Transport:     keptAlive{newTransport(o)},
 			Timeout:       o.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -417,6 +417,14 @@ func unwrapURLError(err error) error {
 	}
 	return err
 }
+
+// keptAlive is a sink's transport without CloseIdleConnections, which
+// retryablehttp calls on its client whenever a request fails: that dropped
+// every kept connection of the sink, the healthy resources' too, and broke
+// a delivery that had just taken one of them ("http: CloseIdleConnections
+// called", a failed try of an event the receiver would have taken). Idle
+// connections still close after the transport's IdleConnTimeout.
+type keptAlive struct{ http.RoundTripper }
 
 // newTransport is the HTTP transport of a sink: the SSRF guard on every
 // dial (unless private targets are allowed), proxies from the environment

@@ -7,7 +7,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -436,4 +438,54 @@ func TestReceiver(t *testing.T) {
 	if _, err := NewReceiver("nope", nil); err == nil {
 		t.Fatal("a receiver with a bad secret")
 	}
+}
+
+// TestFailuresKeepOtherConnections: a sink whose receiver refuses some
+// resources keeps its connections for the others. retryablehttp closes
+// every idle connection of its client when a request fails; with several
+// deliveries in flight that broke another one that had just taken a kept
+// connection ("http: CloseIdleConnections called") and made the healthy
+// resources reconnect after every failure.
+func TestFailuresKeepOtherConnections(t *testing.T) {
+	js := natsStream(t)
+	var conns, good atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if strings.HasPrefix(r.Header.Get("Ce-Subject"), "Users/bad") {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		good.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	const concurrency = 4
+	runSinks(t, js, 5*time.Second, sinkConfig("crm", srv.URL, func(c *Config) { c.Concurrency = concurrency }))
+	p := newPublisher(t, js)
+	for i := range 20 {
+		p.publish("acme", events.UserCreated, fmt.Sprintf("bad%d", i))
+	}
+	const n = 400
+	for i := range n {
+		p.publish("acme", events.UserCreated, fmt.Sprintf("u%d", i))
+	}
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if good.Load() < n {
+			return fmt.Errorf("%d of %d delivered", good.Load(), n)
+		}
+		return nil
+	})
+	// The refused resources failed all along; the others' deliveries
+	// reused the sink's connections, at most one per request slot, plus
+	// one a failed request's connection may leave closed.
+	if c := conns.Load(); c > 2*concurrency {
+		t.Fatalf("%d connections for %d deliveries at concurrency %d: failures dropped the kept ones", c, n, concurrency)
+	}
+	t.Logf("%d connections for %d deliveries and the refused resources' tries", conns.Load(), n)
 }
