@@ -5,8 +5,6 @@ package sinks
 import (
 	"fmt"
 	"time"
-
-	"github.com/cloudevents/sdk-go/v2/event"
 )
 
 // The retry policy of a partition, in one place: what becomes of a
@@ -37,16 +35,21 @@ const (
 	deadLetterFailed
 )
 
-// dropsBefore reports whether the stream may have dropped e by t: an
-// event leaves it max_age after it was stored (keepFor; 0: never), which
-// is after the event's own time. A margin of a tenth of max_age (at most
-// an hour) leaves time to read the event back and for clocks that differ.
-func (w *worker) dropsBefore(e event.Event, t time.Time) bool {
+// dropsBefore reports whether the stream may have dropped it by t: an
+// event leaves it max_age after it was stored (keepFor; 0: never). When
+// the stream's timestamp is not known, the event's own time stands in: it
+// is earlier. A margin of a tenth of max_age (at most an hour) leaves time
+// to read the event back and for clocks that differ.
+func (w *worker) dropsBefore(it item, t time.Time) bool {
 	if w.keepFor <= 0 {
 		return false
 	}
+	stored := it.stored
+	if stored.IsZero() {
+		stored = it.e.Time()
+	}
 	margin := min(w.keepFor/10, time.Hour)
-	return t.After(e.Time().Add(w.keepFor - margin))
+	return t.After(stored.Add(w.keepFor - margin))
 }
 
 // failed applies the sink's retry policy to a slice of one resource whose
@@ -62,7 +65,7 @@ func (p *partition) failed(failed []item, res Result, tries int) (outcome, parkR
 	if !res.Permanent {
 		if delay, ok := w.schedule.Delay(tries, res, w.rnd); ok {
 			next := w.now().Add(delay)
-			if !w.dropsBefore(failed[0].e, next) {
+			if !w.dropsBefore(failed[0], next) {
 				rec.Due = next
 				w.retrying(out, res, tries, rec.Due)
 				return retryLater, rec, nil

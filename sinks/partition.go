@@ -589,6 +589,15 @@ const (
 	maxParkBackoff = 30 * time.Second
 )
 
+// storedAt is when the stream stored m; zero if its metadata is unreadable.
+func storedAt(m jetstream.Msg) time.Time {
+	meta, err := m.Metadata()
+	if err != nil {
+		return time.Time{}
+	}
+	return meta.Timestamp
+}
+
 func streamSeq(m jetstream.Msg) uint64 {
 	meta, err := m.Metadata()
 	if err != nil {
@@ -783,11 +792,12 @@ func orderedEvent(subject string, h nats.Header, data []byte) (event.Event, uint
 // item is one event of a slice: delivered, or skipped in its place (a
 // type the sink does not want), with what settles it.
 type item struct {
-	e    event.Event
-	seq  uint64        // subjectseq
-	sseq uint64        // stream sequence
-	m    jetstream.Msg // nil when read back from the stream
-	skip bool
+	e      event.Event
+	seq    uint64        // subjectseq
+	sseq   uint64        // stream sequence
+	stored time.Time     // when the stream stored it; zero if not known
+	m      jetstream.Msg // nil when read back from the stream
+	skip   bool
 }
 
 // send returns the events of a slice that go out.
@@ -825,7 +835,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			w.ack(m)
 			continue
 		}
-		items = append(items, item{e: e, seq: seq, sseq: streamSeq(m), m: m, skip: !w.wants(e)})
+		items = append(items, item{e: e, seq: seq, sseq: streamSeq(m), stored: storedAt(m), m: m, skip: !w.wants(e)})
 	}
 	if len(items) == 0 {
 		return
@@ -1196,7 +1206,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			}
 			return nil, next, nil
 		}
-		it := item{e: e, seq: seq, sseq: raw.Sequence, skip: !w.wants(e)}
+		it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
 		items = append(items, it)
 		if !it.skip {
 			wanted++
