@@ -5,6 +5,7 @@ package sinks
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -67,11 +68,14 @@ type pendingBatch struct {
 	full  chan struct{} // closed when it cannot take more
 	done  chan struct{} // closed when res is set
 	res   Result
-	// ctx ends when a lane that put events in it stops hard: its worker
-	// has lost its partitions, and every lane stops with it.
-	ctx    context.Context
-	cancel context.CancelFunc
-	stops  []func() bool
+	// ctx ends when a lane that put events in it stops hard (its worker
+	// lost the lane's partition, or gave it up too slowly): the request is
+	// cancelled, so that no event goes out from a worker that no longer
+	// owns it, and the batch is abandoned.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	abandoned atomic.Bool
+	stops     []func() bool
 }
 
 func newBatcher(sender batchSender, b Batch, slots chan struct{}) *batcher {
@@ -81,6 +85,8 @@ func newBatcher(sender batchSender, b Batch, slots chan struct{}) *batcher {
 // submit puts one lane's events, in order, into a batch and returns the
 // batch's outcome. An event that cannot be encoded fails the slice at
 // once, as a permanent failure.
+// A slice whose batch another lane abandoned goes into the next batch at
+// once: that failure was not the receiver's.
 func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 	parts := make([][]byte, len(es))
 	ids := make([]string, len(es))
@@ -91,8 +97,25 @@ func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 		}
 		parts[i], ids[i] = part, e.ID()
 	}
+	for {
+		pb := b.add(ctx, ids, parts)
+		select {
+		case <-pb.done:
+			if pb.res.Err != nil && pb.abandoned.Load() && ctx.Err() == nil {
+				continue
+			}
+			return pb.res
+		case <-ctx.Done():
+			return Result{Err: ctx.Err()}
+		}
+	}
+}
+
+// add puts a slice's encoded events into the open batch, opening one (and
+// its sender) when none is open or the slice would overfill it.
+func (b *batcher) add(ctx context.Context, ids []string, parts [][]byte) *pendingBatch {
 	b.mu.Lock()
-	if pb := b.open; pb != nil && len(pb.ids)+len(es) > b.maxEvents {
+	if pb := b.open; pb != nil && len(pb.ids)+len(ids) > b.maxEvents {
 		b.closeLocked(pb) // this slice starts the next one
 	}
 	pb := b.open
@@ -104,17 +127,15 @@ func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 	}
 	pb.ids = append(pb.ids, ids...)
 	pb.parts = append(pb.parts, parts...)
-	pb.stops = append(pb.stops, context.AfterFunc(ctx, pb.cancel))
+	pb.stops = append(pb.stops, context.AfterFunc(ctx, func() {
+		pb.abandoned.Store(true)
+		pb.cancel()
+	}))
 	if len(pb.ids) >= b.maxEvents {
 		b.closeLocked(pb)
 	}
 	b.mu.Unlock()
-	select {
-	case <-pb.done:
-		return pb.res
-	case <-ctx.Done():
-		return Result{Err: ctx.Err()}
-	}
+	return pb
 }
 
 func (b *batcher) closeLocked(pb *pendingBatch) {

@@ -3,7 +3,9 @@
 package sinks
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -197,5 +199,73 @@ func TestBatchRefusedForGood(t *testing.T) {
 	l.wantDelivered(t, want, 20*time.Second, true)
 	if r := l.repeats(); len(r) > 0 {
 		t.Logf("events sent again after the refusal (expected: a refused batch's other events go out once more): %v", r)
+	}
+}
+
+// TestBatchOfAStoppedLaneRetriesTheOthers: when a lane stops hard while
+// its slice is in a batch in flight, the batch is abandoned (a worker that
+// no longer owns those events must not deliver them); the other lanes'
+// slices in it go out again at once, in the next request, rather than
+// failing a try and waiting for their retry.
+func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
+	release := make(chan struct{})
+	rc := newReceiver(t, func(n int, r *http.Request) int {
+		if n == 1 {
+			select { // the first batch is held until its sender gives up
+			case <-r.Context().Done():
+			case <-release:
+			}
+		}
+		return 204
+	})
+	defer close(release)
+	subjects := func(r received) []string {
+		es, err := ReadDelivery(r.header, r.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Subject())
+		}
+		return out
+	}
+	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
+	b := newBatcher(w, Batch{MaxEvents: 2, MaxWait: time.Second}, make(chan struct{}, 4))
+	stopped, stop := context.WithCancel(ctx)
+	stoppedRes := make(chan Result, 1)
+	go func() { stoppedRes <- b.submit(stopped, []*event.Event{testEvent(t, events.UserCreated, "gone", 1)}) }()
+	eventstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.open == nil || len(b.open.ids) != 1 {
+			return errors.New("the first slice is not in a batch yet")
+		}
+		return nil
+	})
+	// The second slice fills the batch of two, which goes out at once.
+	otherRes := make(chan Result, 1)
+	go func() { otherRes <- b.submit(ctx, []*event.Event{testEvent(t, events.UserCreated, "kept", 1)}) }()
+	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if reqs := rc.requests(); len(reqs) != 1 || len(subjects(reqs[0])) != 2 {
+			return fmt.Errorf("%d requests so far, want the batch of two", len(reqs))
+		}
+		return nil
+	})
+	stop() // the lane of "gone" stops hard
+	if res := <-stoppedRes; res.Err == nil {
+		t.Fatalf("the stopped lane's slice: %+v, want its context's error", res)
+	}
+	select {
+	case res := <-otherRes:
+		if res.Err != nil || res.Status != 204 {
+			t.Fatalf("the other lane's slice: %+v, want it delivered in the next request", res)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other lane's slice never came back")
+	}
+	reqs := rc.requests()
+	if len(reqs) != 2 || !slices.Equal(subjects(reqs[1]), []string{"Users/kept"}) {
+		t.Fatalf("%d requests, want the abandoned batch, then Users/kept alone", len(reqs))
 	}
 }
