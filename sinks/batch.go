@@ -84,9 +84,8 @@ func newBatcher(sender batchSender, b Batch, slots chan struct{}) *batcher {
 
 // submit puts one lane's events, in order, into a batch and returns the
 // batch's outcome. An event that cannot be encoded fails the slice at
-// once, as a permanent failure.
-// A slice whose batch another lane abandoned goes into the next batch at
-// once: that failure was not the receiver's.
+// once, as a permanent failure. A slice whose batch another lane abandoned
+// goes into the next batch at once: that failure was not the receiver's.
 func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 	parts := make([][]byte, len(es))
 	ids := make([]string, len(es))
