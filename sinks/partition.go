@@ -752,12 +752,12 @@ func (p *partition) release() {
 	if p.ctx.Err() != nil {
 		return // a hard stop: the next owner resets the consumer
 	}
-	// The acknowledgements sent are on their way: give them a heartbeat to
+	// The acknowledgements sent are on their way: give them up to 5 s to
 	// land, so that the next owner, which resets the consumer to its ack
 	// floor if anything is unacknowledged, does not deliver those events
 	// again. Some are never acknowledged: held lanes' (handed over on
 	// purpose) and what the server sent into the drained subscription.
-	settle, cancel := context.WithTimeout(context.Background(), w.t.heartbeat)
+	settle, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for settle.Err() == nil {
 		info, err := w.js.Consumer(settle, events.StreamName, p.name)

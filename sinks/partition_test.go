@@ -757,9 +757,9 @@ func slowHandOver(t *testing.T, batch bool) {
 // releases its partitions' pins even when some of their events stay
 // unacknowledged (here a resource held in memory; in production also what
 // the server sent into the drained subscription), so that the next owner
-// takes over at once instead of waiting for the pins to expire (14 s). It
-// used to wait 5 s for acknowledgements that never came, then ask to unpin
-// with the deadline that wait had used up.
+// takes over then, not when the pins expire (14 s). It used to wait 5 s
+// for acknowledgements that never came, then ask to unpin with the
+// deadline that wait had used up.
 func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	logs := &eventstest.Log{}
 	u := runUnparkable(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
