@@ -752,25 +752,34 @@ func (p *partition) release() {
 	if p.ctx.Err() != nil {
 		return // a hard stop: the next owner resets the consumer
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The acknowledgements sent are on their way: give them up to 5 s to
+	// land, so that the next owner, which resets the consumer to its ack
+	// floor if anything is unacknowledged, does not deliver those events
+	// again. Some are never acknowledged: held lanes' (handed over on
+	// purpose) and what the server sent into the drained subscription.
+	settle, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for {
-		info, err := w.js.Consumer(ctx, events.StreamName, p.name)
+	for settle.Err() == nil {
+		info, err := w.js.Consumer(settle, events.StreamName, p.name)
 		if err != nil {
 			break
 		}
-		ci, err := info.Info(ctx)
-		if err != nil || ci.NumAckPending == 0 || ctx.Err() != nil {
+		ci, err := info.Info(settle)
+		if err != nil || ci.NumAckPending == 0 {
 			break
 		}
-		time.Sleep(20 * time.Millisecond) // acknowledgements are on their way
+		time.Sleep(20 * time.Millisecond)
 	}
+	// A deadline of its own: the wait above may have used its up, and a
+	// pin not released holds the next owner off until it expires.
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
 	st, err := w.js.Stream(ctx, events.StreamName)
 	if err == nil {
 		err = st.UnpinConsumer(ctx, p.name, priorityGroup)
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		w.log.Debug("releasing a partition's pin", "partition", p.n, "err", err)
+		w.log.Warn("releasing a partition's pin failed; the next owner takes the partition when the pin expires", "partition", p.n, "pin_ttl", w.t.pinnedTTL, "err", err)
 	}
 }
 
