@@ -562,6 +562,23 @@ func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	return u
 }
 
+// holder waits until a worker holds Users/stuck in memory and returns
+// which one.
+func (u *unparkable) holder(t testing.TB) int {
+	t.Helper()
+	owner := -1
+	eventstest.CheckFor(t, 15*time.Second, 5*time.Millisecond, func() error {
+		for i, m := range u.ms {
+			if holding(m, "acme.user.stuck") {
+				owner = i
+				return nil
+			}
+		}
+		return errors.New("no worker holds the resource in memory yet")
+	})
+	return owner
+}
+
 // publishStuckAndOthers publishes n more events of Users/stuck, and three
 // of each of n other users, interleaved; it returns what the others get.
 func (u *unparkable) publishStuckAndOthers(p *publisher, n int) expect {
@@ -637,16 +654,7 @@ func TestUnparkableResourceHandedOver(t *testing.T) {
 	u := runUnparkable(t, nil)
 	p := newPublisher(t, u.js)
 	p.publish("acme", events.UserCreated, "stuck")
-	owner := -1
-	eventstest.CheckFor(t, 15*time.Second, 5*time.Millisecond, func() error {
-		for i, m := range u.ms {
-			if holding(m, "acme.user.stuck") {
-				owner = i
-				return nil
-			}
-		}
-		return errors.New("no worker holds the resource in memory yet")
-	})
+	owner := u.holder(t)
 	want := u.publishStuckAndOthers(p, 10)
 	want["Users/stuck"] = 11
 	u.stops[owner]()
@@ -765,16 +773,7 @@ func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	u := runUnparkable(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	p := newPublisher(t, u.js)
 	p.publish("acme", events.UserCreated, "stuck")
-	owner := -1
-	eventstest.CheckFor(t, 15*time.Second, 5*time.Millisecond, func() error {
-		for i, m := range u.ms {
-			if holding(m, "acme.user.stuck") {
-				owner = i
-				return nil
-			}
-		}
-		return errors.New("no worker holds the resource in memory yet")
-	})
+	owner := u.holder(t)
 	u.stops[owner]()
 	if out := logs.String(); strings.Contains(out, "releasing a partition's pin") {
 		t.Fatalf("a pin was not released:\n%s", grepLines(out, "releasing a partition's pin"))
