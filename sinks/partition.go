@@ -54,6 +54,7 @@ type partition struct {
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
+	pin       string                     // the pin id of the messages last received (enqueue's own)
 	wg        sync.WaitGroup             // lane goroutines
 }
 
@@ -222,21 +223,45 @@ func (p *partition) acquire() (jetstream.Consumer, error) {
 	if taken, err := p.waitForPin(cons); err != nil || !taken {
 		return nil, err
 	}
-	lctx, lcancel := context.WithTimeout(p.ctx, 2*apiTimeout)
-	defer lcancel()
-	parked, err := w.parked.load(lctx, p.n)
-	if err != nil {
+	if err := p.loadParked(); err != nil {
 		return nil, err
 	}
+	return cons, nil
+}
+
+// pinHeader is the header in which JetStream gives the pin id of a pinned
+// consumer's messages.
+const pinHeader = "Nats-Pin-Id"
+
+// loadParked reads the partition's parked resources and parks those this
+// worker holds nothing of. acquire calls it; enqueue again when the pin
+// it receives under changes. Two workers can both acquire a partition that
+// nobody had pinned yet: the pin goes to one, and the other pulls only
+// once it is released, after that owner's hand-over, which may have parked
+// resources (and acknowledged their events) after the other one's acquire
+// read the bucket. Without the second read it would take a parked
+// resource's later events from the consumer and deliver them before the
+// parked ones.
+func (p *partition) loadParked() error {
+	ctx, cancel := context.WithTimeout(p.ctx, 2*apiTimeout)
+	defer cancel()
+	parked, err := p.w.parked.load(ctx, p.n)
+	if err != nil {
+		p.w.log.Warn("reading the partition's parked resources failed", "partition", p.n, "err", err)
+		return err
+	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, pr := range parked {
 		l := p.laneLocked(pr.subject)
+		if l.park != nil || l.busy || l.parking > 0 || l.hold != nil || len(l.queue) > 0 {
+			continue // this worker has it in hand already
+		}
 		rec := pr.record
 		l.park = &rec
 		p.scheduleLocked(l)
 	}
-	p.mu.Unlock()
-	return cons, nil
+	return nil
 }
 
 // waitForPin waits until no other worker holds the consumer's pin, then
@@ -468,6 +493,10 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
+	if pin := m.Headers().Get(pinHeader); pin != "" && pin != p.pin {
+		p.pin = pin
+		p.loadParked()
+	}
 	p.mu.Lock()
 	p.highest = max(p.highest, seq)
 	l := p.laneLocked(s)
