@@ -247,7 +247,6 @@ func (p *partition) loadParked() error {
 	defer cancel()
 	parked, err := p.w.parked.load(ctx, p.n)
 	if err != nil {
-		p.w.log.Warn("reading the partition's parked resources failed", "partition", p.n, "err", err)
 		return err
 	}
 	p.mu.Lock()
@@ -495,7 +494,9 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	seq := meta.Sequence.Stream
 	if pin := m.Headers().Get(pinHeader); pin != "" && pin != p.pin {
 		p.pin = pin
-		p.loadParked()
+		if err := p.loadParked(); err != nil {
+			w.log.Warn("reading the partition's parked resources again failed; a resource parked by its previous owner may be delivered out of order", "partition", p.n, "err", err)
+		}
 	}
 	p.mu.Lock()
 	p.highest = max(p.highest, seq)

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -771,6 +772,21 @@ func slowHandOver(t *testing.T, batch bool) {
 func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	logs := &eventstest.Log{}
 	u := runUnparkable(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	// JetStream says why a pin went: "admin" when a worker released it,
+	// "timeout" when it expired.
+	var mu sync.Mutex
+	var unpinned []string
+	sub, err := u.js.Conn().Subscribe("$JS.EVENT.ADVISORY.CONSUMER.UNPINNED."+events.StreamName+".>", func(m *nats.Msg) {
+		var a struct{ Reason string }
+		_ = json.Unmarshal(m.Data, &a)
+		mu.Lock()
+		unpinned = append(unpinned, a.Reason)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	p := newPublisher(t, u.js)
 	p.publish("acme", events.UserCreated, "stuck")
 	owner := u.holder(t)
@@ -778,6 +794,14 @@ func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	if out := logs.String(); strings.Contains(out, "releasing a partition's pin") {
 		t.Fatalf("a pin was not released:\n%s", grepLines(out, "releasing a partition's pin"))
 	}
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(unpinned, "admin") {
+			return fmt.Errorf("pins went for these reasons: %v, want one released by the worker", unpinned)
+		}
+		return nil
+	})
 	u.broken.Store(false)
 	u.l.wantDelivered(t, expect{"Users/stuck": 1}, 30*time.Second, false)
 }
