@@ -816,3 +816,108 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestParkedResourcesAreReadAgainWhenThePinChanges: two workers can both
+// take a partition nobody has pinned yet. The pin goes to one; the other
+// has read the parking bucket already and receives events only once that
+// owner lets go, after a hand-over that may have parked a resource (and
+// acknowledged its events). The later owner must read the bucket again
+// when the pin comes to it, or it delivers the resource's next event
+// before the parked ones. The first owner here is a plain pull request
+// that takes the pin, parks the resource the way a hand-over does and
+// releases the pin.
+func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	// One partition, so that every resource is on the consumer pulled here.
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	l := newLedger()
+	rc := slowReceiver(t, l, 0, nil)
+	cfg := sinkConfig("crm", rc.URL, nil)
+	o := Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
+	// A worker that comes and goes sets up the consumer and the bucket.
+	_, stop := runManager(t, o)
+	stop()
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first owner's pull request waits before the worker's.
+	fetched := make(chan jetstream.MessageBatch, 1)
+	go func() {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(30*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+		if err != nil {
+			t.Error(err)
+		}
+		fetched <- b
+	}()
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumWaiting != 1 {
+			return fmt.Errorf("%d pull requests waiting, want the first owner's", info.NumWaiting)
+		}
+		return nil
+	})
+	m, _ := runManager(t, o)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, p := range m.sinks["crm"].worker.ownedPartitions() {
+			if p.state.Load() == stateRunning {
+				return nil // it has read the (empty) bucket and pulls
+			}
+		}
+		return errors.New("the worker is not consuming yet")
+	})
+
+	// The first owner takes the resource's first event, and the pin with
+	// it, then hands over: parks the resource from that event,
+	// acknowledges it and releases the pin.
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "moved")
+	b := <-fetched
+	if b == nil {
+		t.FailNow()
+	}
+	var first jetstream.Msg
+	for msg := range b.Messages() {
+		first = msg
+	}
+	if first == nil || first.Headers().Get(pinHeader) == "" {
+		t.Fatalf("the first owner did not take the pinned event: %v", b.Error())
+	}
+	meta, err := first.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0, err := events.ParseStoredSubject(first.Subject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pk.put(ctx, 0, s0, parkRecord{From: meta.Sequence.Stream, Due: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.publish("acme", events.UserUpdated, "moved")
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UnpinConsumer(ctx, consumerName("crm", 0), priorityGroup); err != nil {
+		t.Fatal(err)
+	}
+
+	// The worker gets the pin with the second event: the first comes out
+	// of the bucket before it.
+	l.wantDelivered(t, expect{"Users/moved": 2}, 20*time.Second, false)
+}
