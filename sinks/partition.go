@@ -1241,8 +1241,11 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 		next = raw.Sequence + 1
 		if seq <= done {
 			if len(items) > 0 {
-				return items, raw.Sequence, nil
+				return items, raw.Sequence, nil // read again after these
 			}
+			// Already delivered by this worker: the record was written
+			// by an owner that did not know.
+			w.metrics.outcome(w.name, "duplicate")
 			return nil, next, nil
 		}
 		it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}

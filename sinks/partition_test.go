@@ -827,12 +827,7 @@ func grepLines(s, sub string) string {
 // that takes the pin, parks the resource the way a hand-over does and
 // releases the pin.
 func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
-	s := eventstest.RunServer(t)
-	_, js := eventstest.Connect(t, eventstest.URL(s))
-	// One partition, so that every resource is on the consumer pulled here.
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	js := onePartition(t)
 	l := newLedger()
 	rc := slowReceiver(t, l, 0, nil)
 	cfg := sinkConfig("crm", rc.URL, nil)
@@ -909,6 +904,29 @@ func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.publish("acme", events.UserUpdated, "moved")
+	unpin(t, js)
+
+	// The worker gets the pin with the second event: the first comes out
+	// of the bucket before it.
+	l.wantDelivered(t, expect{"Users/moved": 2}, 20*time.Second, false)
+}
+
+// onePartition starts a JetStream server with a SCIMRELAY stream of one
+// partition, so that every resource is on partition 0.
+func onePartition(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// unpin releases the pin of sink crm's partition 0, as a worker handing
+// it over does.
+func unpin(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
 	st, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
@@ -916,8 +934,47 @@ func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
 	if err := st.UnpinConsumer(ctx, consumerName("crm", 0), priorityGroup); err != nil {
 		t.Fatal(err)
 	}
+}
 
-	// The worker gets the pin with the second event: the first comes out
-	// of the bucket before it.
-	l.wantDelivered(t, expect{"Users/moved": 2}, 20*time.Second, false)
+// TestRepeatReadBackIsCountedAsDuplicate: a parked resource whose record
+// points at an event this worker delivered already (a record written by
+// an owner that did not know of the delivery) skips it, and counts it as
+// a duplicate, as the consumer path does.
+func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
+	js := onePartition(t)
+	l := newLedger()
+	rc := slowReceiver(t, l, 0, nil)
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "again")
+	l.wantDelivered(t, expect{"Users/again": 1}, 10*time.Second, false)
+	duplicates := func() float64 { return testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "duplicate")) }
+	before := duplicates()
+
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.GetLastMsgForSubject(ctx, "scimrelay.acme.user.created.again.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.ParseStoredSubject(first.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pk.put(ctx, 0, s, parkRecord{From: first.Sequence, Due: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// A new pin makes the worker read the record.
+	unpin(t, js)
+	p.publish("acme", events.UserUpdated, "again")
+	l.wantDelivered(t, expect{"Users/again": 2}, 10*time.Second, false)
+	if got := duplicates() - before; got != 1 {
+		t.Fatalf("%v events counted as duplicates, want the one read back again", got)
+	}
 }
