@@ -97,7 +97,7 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 // parseBulk decodes a bulk request and checks it as a whole; problems of a
 // single operation are kept on the operation, to be answered in its result.
 func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
-	raw, err := decodeObject(body)
+	raw, err := decodeObject(body, "request body")
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,8 @@ import (
 // reads: a repeated name's last value counts, and invalid UTF-8 or an
 // unpaired surrogate escape becomes U+FFFD. Request bodies holding either are
 // refused before they get here (readBody); stored records hold neither.
-func decodeObject(data []byte) (map[string]any, error) {
+// what names the text in errors: "request body", or "stored record".
+func decodeObject(data []byte, what string) (map[string]any, error) {
 	dec := decoders.Get().(*jsontext.Decoder)
 	defer func() {
 		dec.Reset(noInput{}) // let go of data before the pool keeps it
@@ -32,16 +33,16 @@ func decodeObject(data []byte) (map[string]any, error) {
 	dec.Reset(bytes.NewBuffer(data), decodeOptions...)
 	if dec.PeekKind() != '{' {
 		if _, err := readValue(dec); err != nil {
-			return nil, syntaxError(err)
+			return nil, syntaxError(what, err)
 		}
-		return nil, Errorf(ErrInvalidSyntax, "request body must be a JSON object")
+		return nil, Errorf(ErrInvalidSyntax, "%s must be a JSON object", what)
 	}
 	v, err := readValue(dec)
 	if err != nil {
-		return nil, syntaxError(err)
+		return nil, syntaxError(what, err)
 	}
 	if _, err := dec.ReadToken(); err != io.EOF {
-		return nil, Errorf(ErrInvalidSyntax, "request body has data after the JSON object")
+		return nil, Errorf(ErrInvalidSyntax, "%s has data after the JSON object", what)
 	}
 	return v.(map[string]any), nil
 }
@@ -101,14 +102,14 @@ func readValue(dec *jsontext.Decoder) (any, error) {
 	}
 }
 
-// syntaxError describes why text is not JSON, and where.
-func syntaxError(err error) error {
+// syntaxError describes why the text named what is not JSON, and where.
+func syntaxError(what string, err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return Errorf(ErrInvalidSyntax, "request body is not valid JSON: it ends before its value does")
+		return Errorf(ErrInvalidSyntax, "%s is not valid JSON: it ends before its value does", what)
 	}
 	var se *jsontext.SyntacticError
 	if errors.As(err, &se) {
-		return Errorf(ErrInvalidSyntax, "request body is not valid JSON near byte %d: %v", se.ByteOffset, se.Err)
+		return Errorf(ErrInvalidSyntax, "%s is not valid JSON near byte %d: %v", what, se.ByteOffset, se.Err)
 	}
-	return Errorf(ErrInvalidSyntax, "request body is not valid JSON: %v", err)
+	return Errorf(ErrInvalidSyntax, "%s is not valid JSON: %v", what, err)
 }

@@ -63,7 +63,7 @@ func FuzzDecodeObject(f *testing.F) {
 func checkDecodeAgrees(t *testing.T, data []byte) {
 	t.Helper()
 	want, wantOK := decodeStd(data)
-	got, err := decodeObject(data)
+	got, err := decodeObject(data, "request body")
 	switch {
 	case wantOK && err != nil:
 		t.Fatalf("%q: encoding/json decodes it, decodeObject: %v", data, err)
@@ -86,10 +86,20 @@ func TestDecodeObjectSaysWhereTextIsNotJSON(t *testing.T) {
 		`{"userName":"a"} junk`: "data after the JSON object",
 		`["a"]`:                 "must be a JSON object",
 	} {
-		_, err := decodeObject([]byte(body))
+		_, err := decodeObject([]byte(body), "request body")
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want it to say %q", body, err, want)
 		}
+	}
+}
+
+// TestStoredRecordErrorsNameTheRecord: a stored record that is not JSON
+// says so, not that a request body is wrong: an operator reading the log
+// looks at the data file, not at the client.
+func TestStoredRecordErrorsNameTheRecord(t *testing.T) {
+	_, err := UnmarshalResource(UserResourceType, []byte(`{"id":"a",`))
+	if err == nil || !strings.Contains(err.Error(), "decoding stored User: stored record is not valid JSON") {
+		t.Fatalf("%v, want it to name the stored record", err)
 	}
 }
 
@@ -105,7 +115,7 @@ func BenchmarkDecodeObject(b *testing.B) {
 	b.Run("jsontext", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := decodeObject(body); err != nil {
+			if _, err := decodeObject(body, "request body"); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -764,38 +764,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, statu
 // values set from the base URL. A Group's members are streamed from the
 // backend in chunks, so that a group of 100,000 members is never held whole.
 func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, res *Resource, proj *Projection) error {
-	out := proj.Apply(res)
-	if out == res {
-		out = &Resource{Type: res.Type, Attrs: make(map[string]any, len(res.Attrs))}
-		for k, v := range res.Attrs {
-			out.Attrs[k] = v
-		}
-	}
-	if meta, ok := out.Attrs["meta"].(map[string]any); ok {
-		m := make(map[string]any, len(meta)+1)
-		for k, v := range meta {
-			m[k] = v
-		}
-		m["location"] = c.location(res)
-		out.Attrs["meta"] = m
-	}
-	if groups, ok := out.Attrs["groups"].([]any); ok {
-		refs := make([]any, len(groups))
-		for i, g := range groups {
-			gm, _ := g.(map[string]any)
-			cp := make(map[string]any, len(gm)+1)
-			for k, v := range gm {
-				cp[k] = v
-			}
-			if v, ok := cp["value"].(string); ok {
-				cp["$ref"] = Location(c.base, GroupResourceType, v)
-			}
-			refs[i] = cp
-		}
-		out.Attrs["groups"] = refs
-	}
-	delete(out.Attrs, "members")
-	b := out.AppendJSON(jw.buf)
+	b := proj.Apply(res).appendJSON(jw.buf, &links{location: c.location(res), base: c.base})
 	if res.Type != GroupResourceType || !proj.Wants("members") {
 		jw.buf = b
 		return nil

@@ -17,7 +17,19 @@ func (r *Resource) MarshalJSON() ([]byte, error) {
 }
 
 // AppendJSON appends the resource's JSON to b.
-func (r *Resource) AppendJSON(b []byte) []byte {
+func (r *Resource) AppendJSON(b []byte) []byte { return r.appendJSON(b, nil) }
+
+// links are the URLs an answer adds to a resource: its meta.location and
+// its groups' $ref, which depend on the URL the client used and are not
+// stored. A Group's members are left out (the handler streams them).
+type links struct {
+	location string // meta.location
+	base     string // the tenant's URL, for the groups' $ref
+}
+
+// appendJSON appends the resource's JSON to b, with the links l (nil: as
+// stored).
+func (r *Resource) appendJSON(b []byte, l *links) []byte {
 	b = append(b, `{"schemas":[`...)
 	for i, s := range r.Schemas() {
 		if i > 0 {
@@ -26,8 +38,8 @@ func (r *Resource) AppendJSON(b []byte) []byte {
 		b = appendString(b, s)
 	}
 	b = append(b, ']')
-	b = appendMembers(b, commonAttributeList, r.Attrs, true)
-	b = appendMembers(b, r.Type.Schema.Attributes, r.Attrs, true)
+	b = appendMembers(b, commonAttributeList, r.Attrs, true, l)
+	b = appendMembers(b, r.Type.Schema.Attributes, r.Attrs, true, l)
 	for _, e := range r.Type.Extensions {
 		obj, ok := r.Attrs[e.Schema.ID].(map[string]any)
 		if !ok {
@@ -36,7 +48,7 @@ func (r *Resource) AppendJSON(b []byte) []byte {
 		b = append(b, ',')
 		b = appendString(b, e.Schema.ID)
 		b = append(b, ':', '{')
-		b = appendMembers(b, e.Schema.Attributes, obj, false)
+		b = appendMembers(b, e.Schema.Attributes, obj, false, nil)
 		b = append(b, '}')
 	}
 	for _, k := range r.unknownExtensions() {
@@ -52,11 +64,12 @@ func (r *Resource) AppendJSON(b []byte) []byte {
 var commonAttributeList = []*Attribute{idAttribute, externalIDAttribute, metaAttribute}
 
 // appendMembers appends `"name":value` for each of attrs that obj holds, in
-// order; comma says whether a member was written before them.
-func appendMembers(b []byte, attrs []*Attribute, obj map[string]any, comma bool) []byte {
+// order; comma says whether a member was written before them. With links,
+// meta gets its location, each group its $ref, and members are left out.
+func appendMembers(b []byte, attrs []*Attribute, obj map[string]any, comma bool, l *links) []byte {
 	for _, a := range attrs {
 		v, ok := obj[a.Name]
-		if !ok || a.Returned == ReturnedNever {
+		if !ok || a.Returned == ReturnedNever || (l != nil && a.Name == "members") {
 			continue
 		}
 		if comma {
@@ -65,14 +78,33 @@ func appendMembers(b []byte, attrs []*Attribute, obj map[string]any, comma bool)
 		comma = true
 		b = appendString(b, a.Name)
 		b = append(b, ':')
-		b = appendValue(b, a, v)
+		switch {
+		case l == nil:
+			b = appendValue(b, a, v)
+		case a == metaAttribute:
+			b = appendLinked(b, a, v, func(map[string]any) string { return l.location })
+		case a.Name == "groups":
+			b = appendLinked(b, a, v, func(g map[string]any) string {
+				if id, ok := g["value"].(string); ok {
+					return Location(l.base, GroupResourceType, id)
+				}
+				return ""
+			})
+		default:
+			b = appendValue(b, a, v)
+		}
 	}
 	return b
 }
 
 // appendValue appends a value of attribute a, ordering complex sub-attributes
 // as the schema does.
-func appendValue(b []byte, a *Attribute, v any) []byte {
+func appendValue(b []byte, a *Attribute, v any) []byte { return appendLinked(b, a, v, nil) }
+
+// appendLinked is appendValue where each object of a complex attribute gets
+// the reference link returns (if not ""): in place of its location or $ref
+// sub-attribute, whichever a has.
+func appendLinked(b []byte, a *Attribute, v any, link func(obj map[string]any) string) []byte {
 	switch v := v.(type) {
 	case []any:
 		b = append(b, '[')
@@ -80,7 +112,7 @@ func appendValue(b []byte, a *Attribute, v any) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendValue(b, a, e)
+			b = appendLinked(b, a, e, link)
 		}
 		return append(b, ']')
 	case map[string]any:
@@ -91,6 +123,11 @@ func appendValue(b []byte, a *Attribute, v any) []byte {
 		first := true
 		for _, sa := range a.SubAttributes {
 			sv, ok := v[sa.Name]
+			if link != nil && sa.Type == Reference {
+				if ref := link(v); ref != "" {
+					sv, ok = ref, true
+				}
+			}
 			if !ok {
 				continue
 			}

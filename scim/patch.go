@@ -61,7 +61,7 @@ type patchPath struct {
 // that does not parse or names an unknown attribute (invalidPath), and a
 // remove without a path (noTarget).
 func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
-	raw, err := decodeObject(data)
+	raw, err := decodeObject(data, "request body")
 	if err != nil {
 		return nil, err
 	}

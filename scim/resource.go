@@ -276,7 +276,7 @@ func ParseResource(rt *ResourceType, data []byte) (*Resource, error) {
 // dropped because their schema does not define them, sorted, for the
 // provisioning log.
 func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, error) {
-	raw, err := decodeObject(data)
+	raw, err := decodeObject(data, "request body")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -333,7 +333,7 @@ func (in *input) ignore(name string) {
 // reading back what it saved. Unlike ParseResource it applies no input rules
 // (id and meta are kept): the data is trusted to be canonical already.
 func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
-	attrs, err := decodeObject(data)
+	attrs, err := decodeObject(data, "stored record")
 	if err != nil {
 		return nil, fmt.Errorf("decoding stored %s: %w", rt.Name, err)
 	}
