@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestGeneratedAdminToken holds the README's Operating section to who can
+// reach the admin listener: with admin.token empty, serve writes a token
+// of its own to data_dir/admin.token (readable by its owner only, never
+// logged, kept across restarts) that the CLI on the same machine reads;
+// the admin API and the profiles refuse a request without it, with a
+// wrong one or with a tenant's SCIM token, while /healthz, /readyz and
+// /metrics answer anyone. The SCIM listener serves none of the admin
+// listener's routes, not even to the admin token.
+func TestGeneratedAdminToken(t *testing.T) {
+	if host, _, err := net.SplitHostPort(config.Default().AdminListen); err != nil || !net.ParseIP(host).IsLoopback() {
+		t.Fatalf("admin_listen defaults to %q, want a loopback address", config.Default().AdminListen)
+	}
+	var logBuf eventstest.Log
+	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg := testConfig(t, t.TempDir())
+	cfg.Admin.Token = ""
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+
+	fi, err := os.Stat(cfg.AdminTokenPath())
+	if err != nil {
+		t.Fatalf("serve without admin.token wrote no %s: %v", cfg.AdminTokenPath(), err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", cfg.AdminTokenPath(), fi.Mode().Perm())
+	}
+	raw, err := os.ReadFile(cfg.AdminTokenPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(raw))
+	if len(token) < 32 {
+		t.Fatalf("the generated admin token %q is too short to be a secret", token)
+	}
+
+	admin := func(method, path, authorization string) reply {
+		t.Helper()
+		req, err := http.NewRequest(method, p.adminURL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
+		return do(t, req)
+	}
+	// An attacker on the admin listener's network, without the token.
+	for _, path := range []string{"/admin/v1/tokens", "/admin/v1/backup", "/admin/v1/log", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine"} {
+		for _, authz := range []string{"", "Bearer wrong-" + token[6:], "Bearer " + token + "x", "Bearer " + acmeToken, "Basic " + token, token} {
+			if r := admin("GET", path, authz); r.status != http.StatusUnauthorized || r.header.Get("X-Request-Id") == "" {
+				t.Errorf("GET %s with Authorization %q: %d (request id %q), want 401", path, authz, r.status, r.header.Get("X-Request-Id"))
+			}
+		}
+		if r := admin("GET", path, "Bearer "+token); r.status != http.StatusOK || r.header.Get("X-Request-Id") == "" {
+			t.Errorf("GET %s with the generated admin token: %d (request id %q), want 200: %s", path, r.status, r.header.Get("X-Request-Id"), r.raw)
+		}
+	}
+	// Probes and scrapers need nothing.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		p.wantStatus(path, http.StatusOK, 10e9)
+		if r := admin("GET", path, ""); r.header.Get("X-Request-Id") == "" {
+			t.Errorf("GET %s: no X-Request-Id", path)
+		}
+	}
+	// The SCIM listener, the one exposed to the identity provider, serves
+	// none of it.
+	for _, path := range []string{"/admin/v1/tokens", "/debug/pprof/", "/metrics", "/ui/"} {
+		req, _ := http.NewRequest("GET", p.scimURL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if r := do(t, req); r.status == http.StatusOK || strings.Contains(string(r.raw), "scimrelay_") {
+			t.Errorf("GET %s on the SCIM listener with the admin token: %d %.200s", path, r.status, r.raw)
+		}
+	}
+
+	// The CLI on the same machine: relay.yaml without admin.token.
+	cliConf := func() string {
+		path := filepath.Join(t.TempDir(), "relay.yaml")
+		text := fmt.Sprintf("admin_listen: %s\ndata_dir: %s\n", strings.TrimPrefix(p.adminURL, "http://"), cfg.DataDir)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	if code, out, stderr := cli(t, "token", "create", "--tenant", "acme", "--name", "cli", "--config", cliConf()); code != exitOK || strings.TrimSpace(out) == "" {
+		t.Fatalf("token create with the generated admin token: %d %s %s", code, out, stderr)
+	}
+	p.stop()
+
+	// A restart keeps the token: the CLI and scripts go on working.
+	p = startRelayWith(t, cfg, roleAll, log, io.Discard)
+	if code, _, stderr := cli(t, "token", "list", "--config", cliConf()); code != exitOK {
+		t.Fatalf("token list after a restart: %d %s", code, stderr)
+	}
+	if again, _ := os.ReadFile(cfg.AdminTokenPath()); strings.TrimSpace(string(again)) != token {
+		t.Error("a restart replaced the generated admin token")
+	}
+	p.stop()
+	if strings.Contains(logBuf.String(), token) {
+		t.Errorf("the log holds the generated admin token:\n%s", logBuf.String())
+	}
+	if !strings.Contains(logBuf.String(), cfg.AdminTokenPath()) {
+		t.Errorf("the log does not say where the admin token is:\n%s", logBuf.String())
+	}
+}
