@@ -120,3 +120,83 @@ func TestGeneratedAdminToken(t *testing.T) {
 		t.Errorf("the log does not say where the admin token is:\n%s", logBuf.String())
 	}
 }
+
+// TestReloadChangesTenantsAndLimits holds what the README says a reload
+// applies beyond TestReload: a tenant's tokens from the file (the one
+// taken out stops working at once: an operator rotating a leaked static
+// token must not need a restart), its unique and required, a tenant
+// removed keeping its data (it is back when the tenant is), and
+// limits.max_body, max_json_depth, max_sort_matches and
+// bulk_max_operations.
+func TestReloadChangesTenantsAndLimits(t *testing.T) {
+	const leaked, fresh = "acme-leaked-token-0123456789abcdef", "acme-fresh-token-0123456789abcdef"
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	write := func(acme, limits string, globex bool) {
+		text := "limits:\n  rate: 0\n" + limits + "tenants:\n  - name: acme\n" + acme
+		if globex {
+			text += "  - name: globex\n    tokens: [" + globexToken + "]\n"
+		}
+		f.write(text)
+	}
+	write("    tokens: ["+leaked+"]\n", "", true)
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
+	user := func(token, name, extra string) reply {
+		t.Helper()
+		return p.scim("acme", token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"`+extra+`}`)
+	}
+	user(leaked, "ann", `,"emails":[{"value":"shared@acme.com","primary":true}]`).want(t, 201)
+	bob := p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201).str("id")
+
+	// The leaked token is replaced in the file; globex is removed; acme
+	// becomes unique by email and requires emails.
+	write("    tokens: ["+fresh+"]\n    unique: email\n    required: [emails]\n", "", false)
+	applied := reloadNow(t, p)
+	if !strings.Contains(strings.Join(applied, "\n"), "tenant acme changed") || !strings.Contains(strings.Join(applied, "\n"), "tenant globex removed") {
+		t.Errorf("reload applied %q", applied)
+	}
+	if r := p.scim("acme", leaked, "GET", "/Users", ""); r.status != http.StatusUnauthorized {
+		t.Errorf("the token taken out of relay.yaml after a reload: %d, want 401", r.status)
+	}
+	p.scim("acme", fresh, "GET", "/Users", "").want(t, http.StatusOK)
+	if r := user(fresh, "cid", ""); r.status != http.StatusBadRequest || !strings.Contains(r.str("detail"), "emails") {
+		t.Errorf("a user without emails after required: [emails]: %d %s", r.status, r.raw)
+	}
+	if r := user(fresh, "dee", `,"emails":[{"value":"shared@acme.com","primary":true}]`); r.status != http.StatusConflict || r.str("scimType") != "uniqueness" {
+		t.Errorf("a second user with ann's email after unique: email: %d %s", r.status, r.raw)
+	}
+	removed := p.scim("globex", globexToken, "GET", "/Users/"+bob, "")
+	unknown := p.scim("initech", globexToken, "GET", "/Users/"+bob, "")
+	if removed.status != http.StatusUnauthorized || removed.str("detail") != unknown.str("detail") {
+		t.Errorf("a removed tenant answers %d %s; an unknown one %d %s", removed.status, removed.raw, unknown.status, unknown.raw)
+	}
+
+	// The limits, and globex back with its data.
+	write("    tokens: ["+fresh+"]\n", "  max_body: 400\n  max_json_depth: 6\n  max_sort_matches: 1\n  bulk_max_operations: 1\n", true)
+	applied = reloadNow(t, p)
+	for _, key := range []string{"limits.max_body", "limits.max_json_depth", "limits.max_sort_matches", "limits.bulk_max_operations", "tenant globex added"} {
+		if !strings.Contains(strings.Join(applied, "\n"), key) {
+			t.Errorf("reload applied %q, without %s", applied, key)
+		}
+	}
+	p.scim("globex", globexToken, "GET", "/Users/"+bob, "").want(t, http.StatusOK)
+	if r := user(fresh, "eve", `,"title":"`+strings.Repeat("x", 500)+`"`); r.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 600-byte body after max_body: 400: %d %s", r.status, r.raw)
+	}
+	if r := user(fresh, "fay", `,"x":{"a":{"b":{"c":{"d":{"e":{"f":1}}}}}}`); r.status != http.StatusBadRequest || r.str("scimType") != "invalidSyntax" {
+		t.Errorf("JSON 8 deep after max_json_depth: 6: %d %s", r.status, r.raw)
+	}
+	user(fresh, "gus", "").want(t, http.StatusCreated)
+	if r := p.scim("acme", fresh, "GET", "/Users?sortBy=userName", ""); r.status != http.StatusBadRequest || r.str("scimType") != "tooMany" {
+		t.Errorf("sorting 2 users after max_sort_matches: 1: %d %s", r.status, r.raw)
+	}
+	op := func(name string) string {
+		return `{"method":"POST","path":"/Users","data":{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"` + name + `"}}`
+	}
+	if r := p.scim("acme", fresh, "POST", "/Bulk", bulkRequest(0, op("h1"), op("h2"))); r.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a /Bulk of 2 operations after bulk_max_operations: 1: %d %s", r.status, r.raw)
+	}
+}
