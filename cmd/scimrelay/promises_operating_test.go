@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,9 +11,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -198,5 +205,115 @@ func TestReloadChangesTenantsAndLimits(t *testing.T) {
 	}
 	if r := p.scim("acme", fresh, "POST", "/Bulk", bulkRequest(0, op("h1"), op("h2"))); r.status != http.StatusRequestEntityTooLarge {
 		t.Errorf("a /Bulk of 2 operations after bulk_max_operations: 1: %d %s", r.status, r.raw)
+	}
+}
+
+// operatingParagraph returns the README's paragraph of the Operating
+// section that starts with start, up to the line starting with end.
+func operatingParagraph(t *testing.T, start, end string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	i := strings.Index(text, "\n## Operating\n")
+	if i < 0 {
+		t.Fatal("the README has no Operating section")
+	}
+	text = text[i:]
+	i = strings.Index(text, "\n"+start)
+	if i < 0 {
+		t.Fatalf("the README's Operating section has no paragraph starting %q", start)
+	}
+	text = text[i:]
+	j := strings.Index(text, "\n"+end)
+	if j < 0 {
+		t.Fatalf("the README's paragraph %q does not end with %q", start, end)
+	}
+	return text[:j]
+}
+
+var metricMention = regexp.MustCompile("`(scimrelay_[a-z_]+)(?:\\{([a-z_,]+)\\})?`")
+
+// TestMetricsTheREADMENames scrapes /metrics on the admin listener, with no
+// token, of a relay that took a write, delivered it to a sink and has a
+// token that expires: every series the README's Metrics paragraph names is
+// there, with exactly the labels it names, and scimrelay_stream_* cover
+// the four streams it lists. A metric renamed, dropped or relabelled in
+// the code, or named wrong in the README, fails here.
+func TestMetricsTheREADMENames(t *testing.T) {
+	paragraph := operatingParagraph(t, "**Metrics**", "*Renamed in this release*")
+	named := map[string]string{} // name → its labels, sorted, comma-separated
+	for _, m := range metricMention.FindAllStringSubmatch(paragraph, -1) {
+		labels := strings.Split(m[2], ",")
+		slices.Sort(labels)
+		if m[2] == "" {
+			labels = nil
+		}
+		if prev, ok := named[m[1]]; !ok || prev == "" {
+			named[m[1]] = strings.Join(labels, ",")
+		}
+	}
+	if len(named) < 20 {
+		t.Fatalf("found only %d metrics in the README's Metrics paragraph: %v", len(named), named)
+	}
+
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	if code, _, stderr := cli(t, "token", "create", "--tenant", "acme", "--expires", "30d", "--config", cliConfig(t, p, adminSecret)); code != exitOK {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	p.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+
+	scrape := &adminclient.Client{BaseURL: p.adminURL, Timeout: 10 * time.Second}
+	var families map[string]*dto.MetricFamily
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if families, err = scrape.Metrics(context.Background()); err != nil {
+			return err
+		}
+		// The stream and backlog gauges are read in the background (the
+		// backlog every 5 s).
+		if f := families["scimrelay_stream_messages"]; f == nil || len(f.GetMetric()) < 4 {
+			return fmt.Errorf("scimrelay_stream_messages not there for every stream yet")
+		}
+		if families["scimrelay_sink_backlog"] == nil {
+			return fmt.Errorf("scimrelay_sink_backlog not read yet")
+		}
+		return nil
+	})
+	for name, labels := range named {
+		f := families[name]
+		if f == nil || len(f.GetMetric()) == 0 {
+			t.Errorf("the README names %s; /metrics has no such series", name)
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var got []string
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetName())
+			}
+			slices.Sort(got)
+			if strings.Join(got, ",") != labels {
+				t.Errorf("%s has labels {%s}; the README says {%s}", name, strings.Join(got, ","), labels)
+				break
+			}
+		}
+	}
+	streams := map[string]bool{}
+	for _, m := range families["scimrelay_stream_bytes"].GetMetric() {
+		streams[labelValue(m, "stream")] = true
+	}
+	for _, s := range []string{"SCIMRELAY", "SCIMRELAY_DLQ", "SCIMRELAY_DELIVERIES", "SCIMRELAY_WORKERS"} {
+		if !streams[s] {
+			t.Errorf("scimrelay_stream_bytes has no series for the stream %s: %v", s, streams)
+		}
+	}
+	if v := sumSeries(families["scimrelay_scim_requests_total"], "tenant", "acme", "operation", "create", "status", "201"); v != 1 {
+		t.Errorf("scimrelay_scim_requests_total{tenant=acme,operation=create,status=201} = %v, want 1", v)
 	}
 }
