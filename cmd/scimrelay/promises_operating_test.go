@@ -317,3 +317,108 @@ func TestMetricsTheREADMENames(t *testing.T) {
 		t.Errorf("scimrelay_scim_requests_total{tenant=acme,operation=create,status=201} = %v, want 1", v)
 	}
 }
+
+// TestNoSecretsInOperatorLogs holds "tokens and secrets never appear above
+// Debug" for what TestNoSecretsInLogs does not do: an operator's work on
+// the admin API. It creates and rotates tokens and OAuth clients, adds a
+// subscriber (its nkey seed), tries the admin API with a guessed token and
+// SCIM with a revoked one, reloads relay.yaml with a static token
+// replaced, and reloads a file whose token is too short (refused, logged
+// at Error): none of those secrets is in the Info log.
+func TestNoSecretsInOperatorLogs(t *testing.T) {
+	const (
+		newStatic  = "acme-rotated-static-token-0123456789"
+		shortToken = "short-secret-x9"
+		guess      = "guessed-admin-token-0123456789abcdef"
+	)
+	h := newHook(t)
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	write := func(token string) {
+		text := fmt.Sprintf(`listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+data_dir: %s
+admin:
+  token: %s
+nats:
+  listen: 127.0.0.1:%d
+log:
+  level: info
+  format: json
+limits:
+  rate: 0
+tenants:
+  - name: acme
+    tokens: [%s]
+sinks:
+%s`, filepath.Dir(path), adminSecret, eventstest.FreePort(t), token, sinkYAML("crm", h.URL))
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(acmeToken)
+	cfg, err := loadConfig(path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out eventstest.Log
+	level := new(slog.LevelVar)
+	log, err := newLogger(cfg.Log, &out, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard, withReload(path, level))
+	cliConf := cliConfig(t, p, adminSecret)
+	secrets := []string{adminSecret, acmeToken, newStatic, shortToken, guess, sinkSecret}
+	run := func(args ...string) string {
+		t.Helper()
+		code, stdout, stderr := cli(t, append(args, "--config", cliConf)...)
+		if code != exitOK {
+			t.Fatalf("%v: %d %s %s", args, code, stdout, stderr)
+		}
+		return stdout
+	}
+	secrets = append(secrets, strings.TrimSpace(run("token", "create", "--tenant", "acme", "--expires", "30d")))
+	secrets = append(secrets, strings.TrimSpace(run("token", "rotate", "--tenant", "acme", "--overlap", "1h")))
+	for _, args := range [][]string{{"client", "create", "--tenant", "acme"}, {"client", "rotate", "--tenant", "acme", "--overlap", "1h"}} {
+		stdout := run(args...)
+		for _, line := range strings.Split(stdout, "\n") {
+			if v, ok := strings.CutPrefix(line, "client_secret: "); ok {
+				secrets = append(secrets, strings.TrimSpace(v))
+			}
+		}
+	}
+	secrets = append(secrets, strings.TrimSpace(run("subscriber", "add", "billing", "--stdout")))
+	if len(secrets) != 11 {
+		t.Fatalf("collected %d secrets, want 11: %q", len(secrets), secrets)
+	}
+	req, _ := http.NewRequest("GET", p.adminURL+"/admin/v1/tokens", nil)
+	req.Header.Set("Authorization", "Bearer "+guess)
+	do(t, req).want(t, http.StatusUnauthorized)
+	p.createUser(t, "ann@acme.example")
+
+	write(newStatic)
+	if stdout := run("reload"); !strings.Contains(stdout, "tenant acme changed") {
+		t.Fatalf("reload: %s", stdout)
+	}
+	p.scim("acme", acmeToken, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+	p.scim("acme", newStatic, "GET", "/Users", "").want(t, http.StatusOK)
+	write(shortToken)
+	if code, _, stderr := cli(t, "reload", "--config", cliConf); code != exitError || !strings.Contains(stderr, "tenants[0].tokens[0]") {
+		t.Fatalf("reload of a too-short token: %d %s", code, stderr)
+	}
+	waitDelivered(t, h, 1)
+	p.stop()
+
+	text := out.String()
+	if !strings.Contains(text, "reloading relay.yaml refused") || !strings.Contains(text, "serving SCIM") {
+		t.Fatalf("the log is not what this test thinks it is:\n%s", text)
+	}
+	for _, secret := range append(secrets, "ann@acme.example") {
+		if strings.Contains(text, secret) {
+			t.Errorf("the Info log holds %q", secret)
+		}
+	}
+	if strings.Contains(text, `"level":"DEBUG"`) {
+		t.Error("a Debug line at level info")
+	}
+}
