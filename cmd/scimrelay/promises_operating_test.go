@@ -422,3 +422,38 @@ sinks:
 		t.Error("a Debug line at level info")
 	}
 }
+
+// TestDeliveryAttemptsKeptForTheRetention holds the README's "every
+// delivery attempt … kept provisioning_log.retention": the attempts live
+// in the stream SCIMRELAY_DELIVERIES, which drops them at that age. They
+// are not in the data file, so provisioning_log.max_bytes does not bound
+// them (the README says so; scimrelay_stream_bytes shows their size).
+func TestDeliveryAttemptsKeptForTheRetention(t *testing.T) {
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.ProvisioningLog.Retention = config.Duration(36 * time.Hour)
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	p.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	stream, err := p.srv.js.Stream(context.Background(), "SCIMRELAY_DELIVERIES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != 36*time.Hour {
+		t.Errorf("SCIMRELAY_DELIVERIES keeps attempts %v, want provisioning_log.retention, 36h", info.Config.MaxAge)
+	}
+	if info.Config.MaxBytes > 0 {
+		t.Errorf("SCIMRELAY_DELIVERIES is bounded to %d bytes; the README says only its age bounds it", info.Config.MaxBytes)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n, err := stream.Info(context.Background()); err != nil || n.State.Msgs == 0 {
+			return fmt.Errorf("no delivery attempt recorded yet (%v)", err)
+		}
+		return nil
+	})
+}
