@@ -457,3 +457,31 @@ func TestDeliveryAttemptsKeptForTheRetention(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCLIFindsItsConfig holds "commands take --config for admin_listen and
+// the token (default: the file SCIMRELAY_CONFIG names, else ./relay.yaml;
+// --config wins)".
+func TestCLIFindsItsConfig(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	good, wrong := cliConfig(t, p, adminSecret), cliConfig(t, p, "wrong-admin-token-0123456789")
+	list := func(args ...string) int {
+		t.Helper()
+		code, _, _ := cli(t, append([]string{"token", "list"}, args...)...)
+		return code
+	}
+	t.Chdir(filepath.Dir(wrong)) // ./relay.yaml holds the wrong token
+	if code := list(); code != exitError {
+		t.Errorf("./relay.yaml with a wrong token: exit %d, want %d (refused)", code, exitError)
+	}
+	t.Setenv(configEnv, good)
+	if code := list(); code != exitOK {
+		t.Errorf("SCIMRELAY_CONFIG naming the right file over ./relay.yaml: exit %d, want 0", code)
+	}
+	if code := list("--config", wrong); code != exitError {
+		t.Errorf("--config naming the wrong file over SCIMRELAY_CONFIG: exit %d, want %d", code, exitError)
+	}
+	t.Setenv(configEnv, wrong)
+	if code := list("--config", good); code != exitOK {
+		t.Errorf("--config naming the right file over SCIMRELAY_CONFIG: exit %d, want 0", code)
+	}
+}
