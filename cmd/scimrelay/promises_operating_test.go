@@ -485,3 +485,29 @@ func TestCLIFindsItsConfig(t *testing.T) {
 		t.Errorf("--config naming the right file over SCIMRELAY_CONFIG: exit %d, want 0", code)
 	}
 }
+
+// TestTracingSettingsRefused holds "Another exporter (zipkin) or protocol
+// (grpc) is refused by serve and check, not ignored": both name the
+// variable and serve does not start.
+func TestTracingSettingsRefused(t *testing.T) {
+	for _, env := range [][2]string{{"OTEL_TRACES_EXPORTER", "zipkin"}, {"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}} {
+		t.Run(env[1], func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+			t.Setenv(env[0], env[1])
+			cfg := testConfig(t, t.TempDir())
+			if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil || !strings.Contains(err.Error(), env[0]) {
+				if srv != nil {
+					srv.close()
+				}
+				t.Errorf("serve with %s=%s: %v, want a refusal naming %s", env[0], env[1], err, env[0])
+			}
+			path := filepath.Join(t.TempDir(), "relay.yaml")
+			if err := os.WriteFile(path, []byte("tenants:\n  - name: acme\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if code, _, stderr := cli(t, "check", "--config", path); code == exitOK || !strings.Contains(stderr, env[0]) {
+				t.Errorf("check with %s=%s: exit %d, %s", env[0], env[1], code, stderr)
+			}
+		})
+	}
+}
