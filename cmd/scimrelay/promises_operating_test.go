@@ -313,6 +313,12 @@ func TestMetricsTheREADMENames(t *testing.T) {
 			t.Errorf("scimrelay_stream_bytes has no series for the stream %s: %v", s, streams)
 		}
 	}
+	// "Go and process metrics".
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
+		if families[name] == nil {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
 	if v := sumSeries(families["scimrelay_scim_requests_total"], "tenant", "acme", "operation", "create", "status", "201"); v != 1 {
 		t.Errorf("scimrelay_scim_requests_total{tenant=acme,operation=create,status=201} = %v, want 1", v)
 	}
