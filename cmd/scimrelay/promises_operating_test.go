@@ -362,17 +362,8 @@ sinks:
 		}
 	}
 	write(acmeToken)
-	cfg, err := loadConfig(path, roleAll)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out eventstest.Log
-	level := new(slog.LevelVar)
-	log, err := newLogger(cfg.Log, &out, level)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startRelayWith(t, cfg, roleAll, log, io.Discard, withReload(path, level))
+	p := startReloadable(t, path, &out)
 	cliConf := cliConfig(t, p, adminSecret)
 	secrets := []string{adminSecret, acmeToken, newStatic, shortToken, guess, sinkSecret}
 	run := func(args ...string) string {
@@ -516,4 +507,20 @@ func TestTracingSettingsRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startReloadable starts a relay from the relay.yaml at path, as serve
+// does: logging to out as its log keys say, and reloading that file.
+func startReloadable(t *testing.T, path string, out io.Writer) *relayProc {
+	t.Helper()
+	cfg, err := loadConfig(path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	log, err := newLogger(cfg.Log, out, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRelayWith(t, cfg, roleAll, log, io.Discard, withReload(path, level))
 }
