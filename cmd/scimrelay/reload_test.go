@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -72,17 +71,8 @@ tenants:
     tokens: [` + acmeToken + `]
 sinks:
 ` + sinkYAML("a", hookA.URL))
-	cfg, err := loadConfig(f.path, roleAll)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out eventstest.Log
-	level := new(slog.LevelVar)
-	log, err := newLogger(cfg.Log, &out, level)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startRelayWith(t, cfg, roleAll, log, io.Discard, withReload(f.path, level))
+	p := startReloadable(t, f.path, &out)
 	cliConf := cliConfig(t, p, adminSecret)
 	p.createUser(t, "ann")
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {

@@ -157,7 +157,7 @@ func TestTracing(t *testing.T) {
 	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	const userName, email = "ann.secret@acme.example", "ann.private@acme.example"
 	const traceState = "vendor=opaque-1,other=x"
-	p.scim("acme", acmeToken, "POST", "/Users",
+	created := p.scim("acme", acmeToken, "POST", "/Users",
 		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+userName+`","emails":[{"value":"`+email+`","type":"work"}]}`,
 		"traceparent", "00-"+traceID+"-"+callerSpan+"-01", "tracestate", traceState).want(t, 201)
 
@@ -208,7 +208,11 @@ func TestTracing(t *testing.T) {
 	if request.Kind != tracepb.Span_SPAN_KIND_SERVER || publish.Kind != tracepb.Span_SPAN_KIND_PRODUCER || deliver.Kind != tracepb.Span_SPAN_KIND_CLIENT {
 		t.Errorf("span kinds: request %v, publish %v, deliver %v", request.Kind, publish.Kind, deliver.Kind)
 	}
-	want := map[string]string{"scimrelay.tenant": "acme", "scimrelay.operation": "create", "http.response.status_code": "201", "http.route": "/scim/v2/{tenant}/Users"}
+	want := map[string]string{"scimrelay.tenant": "acme", "scimrelay.operation": "create", "http.response.status_code": "201", "http.route": "/scim/v2/{tenant}/Users",
+		"scimrelay.request_id": created.header.Get("X-Request-Id")}
+	if want["scimrelay.request_id"] == "" {
+		t.Error("the SCIM answer has no X-Request-Id")
+	}
 	for _, kv := range request.Attributes {
 		if w, ok := want[kv.Key]; ok {
 			if v := anyValue(kv.Value); v != w {
