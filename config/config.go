@@ -156,7 +156,8 @@ type OAuth struct {
 // ProvisioningLog configures the record of SCIM requests and deliveries.
 type ProvisioningLog struct {
 	Retention Duration `yaml:"retention"`
-	// MaxBytes bounds the log's space in the data file; past it the oldest
+	// MaxBytes bounds the log's space in the data file, and apart the
+	// delivery attempts' stream in the NATS store; past it the oldest
 	// entries go.
 	MaxBytes Size `yaml:"max_bytes"`
 	// Reads is how successful reads are recorded: aggregate (per minute)

@@ -85,9 +85,16 @@ type attemptLog struct {
 	log *slog.Logger
 }
 
-func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention time.Duration, replicas int, log *slog.Logger) (*attemptLog, error) {
+// ensureDeliveries creates or updates the stream of delivery attempts,
+// kept for retention and, when maxBytes > 0, within maxBytes (the oldest
+// go first): a receiver that fails for weeks must not fill the NATS store
+// that the events themselves need.
+func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention time.Duration, maxBytes int64, replicas int, log *slog.Logger) (*attemptLog, error) {
 	if retention <= 0 {
 		retention = 30 * 24 * time.Hour
+	}
+	if maxBytes <= 0 {
+		maxBytes = -1 // no bound
 	}
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        deliveriesStream,
@@ -96,6 +103,8 @@ func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention tim
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      retention,
+		MaxBytes:    maxBytes,
+		Discard:     jetstream.DiscardOld,
 		Replicas:    max(replicas, 1),
 		AllowDirect: true,
 	})

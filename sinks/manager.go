@@ -63,7 +63,10 @@ type Options struct {
 	Replicas int
 	// Retention is how long delivery attempts are kept.
 	Retention time.Duration
-	Logger    *slog.Logger
+	// AttemptsMaxBytes bounds the delivery attempts' stream; past it the
+	// oldest go. 0: only Retention bounds it.
+	AttemptsMaxBytes int64
+	Logger           *slog.Logger
 	// Registerer receives the sinks' metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// AckWait is how long JetStream waits before redelivering an event a
@@ -195,7 +198,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas); err != nil {
 		return err
 	}
-	if m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.Replicas, m.log); err != nil {
+	if m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.AttemptsMaxBytes, m.o.Replicas, m.log); err != nil {
 		return err
 	}
 	if sh.workers, err = ensureWorkersStream(ctx, js, sh.t, m.o.Replicas); err != nil {

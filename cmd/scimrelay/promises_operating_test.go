@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
@@ -422,13 +423,14 @@ sinks:
 
 // TestDeliveryAttemptsKeptForTheRetention holds the README's "every
 // delivery attempt … kept provisioning_log.retention": the attempts live
-// in the stream SCIMRELAY_DELIVERIES, which drops them at that age. They
-// are not in the data file, so provisioning_log.max_bytes does not bound
-// them (the README says so; scimrelay_stream_bytes shows their size).
+// in the stream SCIMRELAY_DELIVERIES, which drops them at that age, and
+// past provisioning_log.max_bytes (in the NATS store, apart from the
+// data file's log) drops the oldest.
 func TestDeliveryAttemptsKeptForTheRetention(t *testing.T) {
 	h := newHook(t)
 	cfg := testConfig(t, t.TempDir())
 	cfg.ProvisioningLog.Retention = config.Duration(36 * time.Hour)
+	cfg.ProvisioningLog.MaxBytes = 3 << 20
 	withSink(cfg, "crm", h.URL, nil)
 	p := startRelay(t, cfg, roleAll)
 	p.createUser(t, "ann")
@@ -444,8 +446,8 @@ func TestDeliveryAttemptsKeptForTheRetention(t *testing.T) {
 	if info.Config.MaxAge != 36*time.Hour {
 		t.Errorf("SCIMRELAY_DELIVERIES keeps attempts %v, want provisioning_log.retention, 36h", info.Config.MaxAge)
 	}
-	if info.Config.MaxBytes > 0 {
-		t.Errorf("SCIMRELAY_DELIVERIES is bounded to %d bytes; the README says only its age bounds it", info.Config.MaxBytes)
+	if info.Config.MaxBytes != 3<<20 || info.Config.Discard != jetstream.DiscardOld {
+		t.Errorf("SCIMRELAY_DELIVERIES is bounded to %d bytes (discard %v), want provisioning_log.max_bytes, 3 MiB, the oldest going first", info.Config.MaxBytes, info.Config.Discard)
 	}
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n, err := stream.Info(context.Background()); err != nil || n.State.Msgs == 0 {
