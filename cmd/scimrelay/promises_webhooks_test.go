@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -59,5 +60,25 @@ func TestSinkConsumersExistBeforeServing(t *testing.T) {
 	}
 	if _, err := srv.js.KeyValue(ctx, "scimrelay-parked-crm"); err != nil {
 		t.Fatalf("the sink's parking bucket: %v", err)
+	}
+}
+
+// TestStreamDropsEventsOnlyByAge holds "No retry is put off past the time
+// the stream drops its event (nats.stream.max_age, 7 days …) … Events the
+// stream drops by its other limits (an external stream given max_bytes or
+// max_msgs) are not covered: the relay's stream sets neither."
+func TestStreamDropsEventsOnlyByAge(t *testing.T) {
+	srv, err := newServer(context.Background(), testConfig(t, t.TempDir()), roleAll, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.close()
+	stream, err := srv.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := stream.CachedInfo().Config
+	if c.MaxAge != 7*24*time.Hour || c.MaxBytes > 0 || c.MaxMsgs > 0 || c.MaxMsgsPerSubject > 0 {
+		t.Fatalf("the stream keeps events %s, at most %d bytes, %d messages, %d per subject; want 7 days and no other limit", c.MaxAge, c.MaxBytes, c.MaxMsgs, c.MaxMsgsPerSubject)
 	}
 }
