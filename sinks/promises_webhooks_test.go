@@ -5,7 +5,6 @@ package sinks
 import (
 	"bufio"
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -188,15 +187,7 @@ func TestBatchWebhookID(t *testing.T) {
 	})
 	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
 	es := []*event.Event{testEvent(t, events.UserCreated, "u1", 1), testEvent(t, events.GroupCreated, "g1", 1)}
-	var ids []string
-	var parts [][]byte
-	for _, e := range es {
-		p, err := w.part(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids, parts = append(ids, e.ID()), append(parts, p)
-	}
+	ids, parts := encodeBatch(t, w, es...)
 	if res := w.sendBatch(ctx, ids, parts); res.Err != nil || res.Attempts != 3 {
 		t.Fatalf("a batch refused twice, then taken: %+v", res)
 	}
@@ -243,17 +234,6 @@ func TestBatchWaitsAtMostMaxWait(t *testing.T) {
 	// Bounded, so that a batcher that never sends fails the test.
 	bounded, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	subjects := func(r received) []string {
-		es, err := ReadDelivery(r.header, r.body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, e := range es {
-			out = append(out, e.Subject())
-		}
-		return out
-	}
 
 	// Alone, an event goes out once max_wait has passed, though its batch
 	// could take 99 more.
@@ -310,8 +290,8 @@ func TestBatchWaitsAtMostMaxWait(t *testing.T) {
 		}
 	}
 	reqs := rc.requests()
-	if len(reqs) != 3 || !slices.Equal(subjects(reqs[2]), []string{"Users/waiting", "Users/late"}) {
-		t.Fatalf("%d requests, the last with %v; want the waiting and the late event in one", len(reqs), subjects(reqs[len(reqs)-1]))
+	if len(reqs) != 3 || !slices.Equal(subjectsOf(t, reqs[2]), []string{"Users/waiting", "Users/late"}) {
+		t.Fatalf("%d requests, the last with %v; want the waiting and the late event in one", len(reqs), subjectsOf(t, reqs[len(reqs)-1]))
 	}
 }
 
@@ -392,13 +372,7 @@ func TestHTTPProxy(t *testing.T) {
 // and a proxy on a private address "is refused unless the sink sets
 // allow_private_proxy: true (or allow_private)".
 func TestProxyLeavesUnknownNamesAndAllowPrivate(t *testing.T) {
-	rc := newReceiver(t, nil)
-	rc.Close()
-	rc.Server = httptest.NewTLSServer(rc.Config.Handler) // *.example.com is among its certificate's names
-	defer rc.Close()
-	pool := x509.NewCertPool()
-	pool.AddCert(rc.Certificate())
-	proxy := newConnectProxy(t, rc.Listener.Addr().String())
+	rc, proxy, pool := behindProxy(t)
 	t.Setenv("HTTPS_PROXY", proxy.URL)
 	t.Setenv("NO_PROXY", "")
 	deliver := func(target string, edit func(*WebhookOptions)) Result {
@@ -418,5 +392,11 @@ func TestProxyLeavesUnknownNamesAndAllowPrivate(t *testing.T) {
 	}
 	if got := proxy.hosts(); !slices.Equal(got, []string{"unknown.example.com:443", "example.com:443"}) {
 		t.Fatalf("the proxy was asked for %v", got)
+	}
+	if reqs := rc.requests(); len(reqs) != 2 {
+		t.Fatalf("the receiver got %d requests through the proxy, want 2", len(reqs))
+	}
+	for _, r := range rc.requests() {
+		verify(t, r)
 	}
 }
