@@ -30,14 +30,9 @@ func batchConfig(url string, edit func(*Config)) Config {
 	})
 }
 
-// TestBatchRequest: a batch is one POST of an application/cloudevents-batch+json
-// array of structured events in the order given, signed once (the official
-// library verifies it); its webhook-id is the same for the same events and
-// differs for others; a batching sink sends a single event as a batch of one.
-func TestBatchRequest(t *testing.T) {
-	rc := newReceiver(t, nil)
-	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
-	es := []*event.Event{testEvent(t, events.UserCreated, "u1", 1), testEvent(t, events.UserUpdated, "u1", 2), testEvent(t, events.GroupCreated, "g1", 1)}
+// encodeBatch encodes events as w's batches carry them: their ids and parts.
+func encodeBatch(t testing.TB, w *Webhook, es ...*event.Event) ([]string, [][]byte) {
+	t.Helper()
 	var ids []string
 	var parts [][]byte
 	for _, e := range es {
@@ -47,6 +42,32 @@ func TestBatchRequest(t *testing.T) {
 		}
 		ids, parts = append(ids, e.ID()), append(parts, p)
 	}
+	return ids, parts
+}
+
+// subjectsOf returns the subjects of the events a request carried, in order.
+func subjectsOf(t testing.TB, r received) []string {
+	t.Helper()
+	es, err := ReadDelivery(r.header, r.body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Subject())
+	}
+	return out
+}
+
+// TestBatchRequest: a batch is one POST of an application/cloudevents-batch+json
+// array of structured events in the order given, signed once (the official
+// library verifies it); its webhook-id is the same for the same events and
+// differs for others; a batching sink sends a single event as a batch of one.
+func TestBatchRequest(t *testing.T) {
+	rc := newReceiver(t, nil)
+	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
+	es := []*event.Event{testEvent(t, events.UserCreated, "u1", 1), testEvent(t, events.UserUpdated, "u1", 2), testEvent(t, events.GroupCreated, "g1", 1)}
+	ids, parts := encodeBatch(t, w, es...)
 	if res := w.sendBatch(ctx, ids, parts); res.Err != nil || res.Status != 204 {
 		t.Fatalf("sendBatch: %+v", res)
 	}
@@ -219,17 +240,6 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 		return 204
 	})
 	defer close(release)
-	subjects := func(r received) []string {
-		es, err := ReadDelivery(r.header, r.body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, e := range es {
-			out = append(out, e.Subject())
-		}
-		return out
-	}
 	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
 	b := newBatcher(w, Batch{MaxEvents: 2, MaxWait: time.Second}, make(chan struct{}, 4))
 	stopped, stop := context.WithCancel(ctx)
@@ -247,7 +257,7 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	otherRes := make(chan Result, 1)
 	go func() { otherRes <- b.submit(ctx, []*event.Event{testEvent(t, events.UserCreated, "kept", 1)}) }()
 	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if reqs := rc.requests(); len(reqs) != 1 || len(subjects(reqs[0])) != 2 {
+		if reqs := rc.requests(); len(reqs) != 1 || len(subjectsOf(t, reqs[0])) != 2 {
 			return fmt.Errorf("%d requests so far, want the batch of two", len(reqs))
 		}
 		return nil
@@ -265,7 +275,7 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 		t.Fatal("the other lane's slice never came back")
 	}
 	reqs := rc.requests()
-	if len(reqs) != 2 || !slices.Equal(subjects(reqs[1]), []string{"Users/kept"}) {
+	if len(reqs) != 2 || !slices.Equal(subjectsOf(t, reqs[1]), []string{"Users/kept"}) {
 		t.Fatalf("%d requests, want the abandoned batch, then Users/kept alone", len(reqs))
 	}
 }

@@ -61,6 +61,19 @@ func (p *connectProxy) hosts() []string {
 	return append([]string(nil), p.asked...)
 }
 
+// behindProxy is a TLS receiver (example.com and *.example.com are among
+// its certificate's names), the pool that trusts it, and a CONNECT proxy
+// that tunnels to it.
+func behindProxy(t *testing.T) (*receiver, *connectProxy, *x509.CertPool) {
+	rc := newReceiver(t, nil)
+	rc.Close()
+	rc.Server = httptest.NewTLSServer(rc.Config.Handler)
+	t.Cleanup(rc.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(rc.Certificate())
+	return rc, newConnectProxy(t, rc.Listener.Addr().String()), pool
+}
+
 // fakeDNS resolves the test's names: example.com is public, internal.example
 // private; the rest is unknown.
 func fakeDNS(_ context.Context, host string) ([]netip.Addr, error) {
@@ -79,13 +92,7 @@ func fakeDNS(_ context.Context, host string) ([]netip.Addr, error) {
 // allow_private_proxy; and to the target, checked before the proxy is asked
 // to reach it; NO_PROXY sends around the proxy.
 func TestProxyWithGuard(t *testing.T) {
-	rc := newReceiver(t, nil)
-	rc.Close()
-	rc.Server = httptest.NewTLSServer(rc.Config.Handler) // example.com is among its certificate's names
-	defer rc.Close()
-	pool := x509.NewCertPool()
-	pool.AddCert(rc.Certificate())
-	proxy := newConnectProxy(t, rc.Listener.Addr().String())
+	rc, proxy, pool := behindProxy(t)
 	t.Setenv("HTTPS_PROXY", proxy.URL)
 	t.Setenv("NO_PROXY", "direct.example")
 

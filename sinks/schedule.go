@@ -10,7 +10,7 @@ import "time"
 // back is not hit by every retry at once.
 //
 // The default, DefaultSchedule, retries after 5 s, 1 m, 5 m, 30 m, 2 h, 5 h,
-// 10 h and 14 h: the first retry within 10 s, and 31 h 36 m in all (more than
+// 10 h and 14 h: the first retry within 10 s, and 31 h 36 m 5 s in all (more than
 // 24 h even with every delay 20% short) before an event is dead-lettered.
 type Schedule []time.Duration
 
