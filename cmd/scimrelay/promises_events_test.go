@@ -165,3 +165,17 @@ func TestSubscriberAddSendsOnlyThePublicKey(t *testing.T) {
 		t.Fatalf("connecting with the seed add wrote: %v", err)
 	}
 }
+
+// TestSubscriberRemoveRefusesWithExternalNATS: "With an external NATS
+// (nats.url) the subscriber commands refuse": remove too (add and list:
+// TestSubscriberExternalNATS).
+func TestSubscriberRemoveRefusesWithExternalNATS(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	p := startRelay(t, cfg, roleAll)
+	code, _, stderr := cli(t, "subscriber", "remove", "billing", "--config", cliConfig(t, p, adminSecret))
+	if code != exitError || !strings.Contains(stderr, "external NATS") {
+		t.Fatalf("subscriber remove: %d %s", code, stderr)
+	}
+}
