@@ -23,15 +23,7 @@ func TestEventsTailWaitsAtMostFiveSeconds(t *testing.T) {
 		t.Skip("keeps NATS away for about 15 s")
 	}
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/admin/v1/events?tenant=acme", nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("tail: %v %v", res, err)
-	}
-	defer res.Body.Close()
+	f.follow("tenant=acme")
 	f.nats.Shutdown()
 	f.nats.WaitForShutdown()
 	retryIn := regexp.MustCompile(`reading the stream failed.* retry_in=([0-9.]+m?s)`)
@@ -58,4 +50,20 @@ func TestEventsTailWaitsAtMostFiveSeconds(t *testing.T) {
 			t.Fatalf("the tail's waits %v do not grow", waits)
 		}
 	}
+}
+
+// follow opens a following tail of the events the query selects; it ends
+// with the test.
+func (f *fixture) follow(query string) *http.Response {
+	f.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/admin/v1/events?"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		f.t.Fatalf("tail: %v %v", res, err)
+	}
+	f.t.Cleanup(func() { _ = res.Body.Close() })
+	return res
 }
