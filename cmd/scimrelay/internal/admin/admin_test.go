@@ -603,15 +603,7 @@ func TestEventsTail(t *testing.T) {
 // with the events published once it is back.
 func TestEventsTailAcrossOutage(t *testing.T) {
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/admin/v1/events?tenant=acme", nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("tail: %v %v", res, err)
-	}
-	defer res.Body.Close()
+	res := f.follow("tenant=acme")
 	lines := make(chan string, 16)
 	go func() {
 		defer close(lines)

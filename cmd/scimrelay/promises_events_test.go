@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// The README's "Events" section, where the tests beside this file leave a
+// promise unchecked as the relay is deployed.
+
+// TestPublicURLIsTheEventSource: with public_url set in relay.yaml, an
+// event's source is the absolute https://relay.example.com/scim/v2/<tenant>
+// and its resource's meta.location is absolute too.
+func TestPublicURLIsTheEventSource(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.PublicURL = "https://relay.example.com"
+	p := startRelay(t, cfg, roleAll)
+	id := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201).str("id")
+	readStream(t, p.srv.js, 1)
+	ctx := context.Background()
+	st, err := p.srv.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Source() != "https://relay.example.com/scim/v2/acme" {
+		t.Errorf("source %q, want https://relay.example.com/scim/v2/acme", e.Source())
+	}
+	d, err := events.DataOf(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Meta struct{ Location string } `json:"meta"`
+	}
+	if err := json.Unmarshal(d.Resource, &r); err != nil || r.Meta.Location != "https://relay.example.com/scim/v2/acme/Users/"+id {
+		t.Errorf("the event's resource has meta.location %q (%v), want the public URL's", r.Meta.Location, err)
+	}
+}
+
+// recorder is a reverse proxy in front of the admin API that keeps every
+// request it passes on, headers (but the admin token) and body, as the
+// relay receives them.
+type recorder struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []string
+}
+
+func newRecorder(t *testing.T, target string) *recorder {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	r := &recorder{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		var head bytes.Buffer
+		h := req.Header.Clone()
+		h.Del("Authorization") // the admin token: not what this looks for, and not for the test's output
+		_ = h.Write(&head)
+		r.mu.Lock()
+		r.seen = append(r.seen, req.Method+" "+req.URL.String()+"\n"+head.String()+"\n"+string(body))
+		r.mu.Unlock()
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		proxy.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *recorder) requests() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.seen, "\n----\n")
+}
+
+// TestSubscriberAddSendsOnlyThePublicKey: "the CLI … generates the nkey
+// pair and sends the relay only the public key": everything the relay
+// receives from subscriber add, with a seed file and with --stdout, holds
+// the public key and neither the seed nor the private key. The seed goes
+// to ./NAME.nk (0600) by default, and add says how to connect with each
+// client the README names.
+func TestSubscriberAddSendsOnlyThePublicKey(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	p := startRelay(t, cfg, roleAll)
+	rec := newRecorder(t, p.adminURL)
+	viaRecorder := *p
+	viaRecorder.adminURL = rec.URL
+	cliCfg := cliConfig(t, &viaRecorder, adminSecret)
+	dir := t.TempDir()
+	t.Chdir(dir)
+
+	code, out, stderr := cli(t, "subscriber", "add", "billing-users", "--subjects", "scimrelay.acme.user.>", "--config", cliCfg)
+	if code != exitOK {
+		t.Fatalf("subscriber add: %d %s %s", code, out, stderr)
+	}
+	fi, err := os.Stat("billing-users.nk")
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("./billing-users.nk: %v %v, want a file of mode 0600", fi, err)
+	}
+	seed, err := os.ReadFile("billing-users.nk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"nats://" + cfg.NATS.Listen, "nats.NkeyOptionFromSeed", "nkeyAuthenticator", "--nkey", "_INBOX_billing-users",
+		"nats.CustomInboxPrefix", "inboxPrefix", "--inbox-prefix"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("subscriber add does not say %q:\n%s", want, out)
+		}
+	}
+	code, stdoutSeed, stderr := cli(t, "subscriber", "add", "audit", "--stdout", "--config", cliCfg)
+	if code != exitOK {
+		t.Fatalf("subscriber add --stdout: %d %s", code, stderr)
+	}
+
+	sent := rec.requests()
+	if !strings.Contains(sent, "/admin/v1/subscribers") {
+		t.Fatalf("the recorder saw no subscriber request:\n%s", sent)
+	}
+	for name, s := range map[string][]byte{"billing-users": seed, "audit": []byte(stdoutSeed)} {
+		kp, err := nkeys.FromSeed(bytes.TrimSpace(s))
+		if err != nil {
+			t.Fatalf("%s: the seed it was given: %v", name, err)
+		}
+		pub, _ := kp.PublicKey()
+		private, _ := kp.PrivateKey()
+		if !strings.Contains(sent, pub) {
+			t.Errorf("%s: the relay was not sent the public key %s", name, pub)
+		}
+		if strings.Contains(sent, string(bytes.TrimSpace(s))) || strings.Contains(sent, string(private)) {
+			t.Errorf("%s: the relay was sent the seed or the private key", name)
+		}
+	}
+	// The relay admits the seed's key: what it was sent is the pair's.
+	if _, err := connectSubscriber(t, "nats://"+cfg.NATS.Listen, "billing-users", dir+"/billing-users.nk"); err != nil {
+		t.Fatalf("connecting with the seed add wrote: %v", err)
+	}
+}
+
+// TestSubscriberRemoveRefusesWithExternalNATS: "With an external NATS
+// (nats.url) the subscriber commands refuse": remove too (add and list:
+// TestSubscriberExternalNATS).
+func TestSubscriberRemoveRefusesWithExternalNATS(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	p := startRelay(t, cfg, roleAll)
+	code, _, stderr := cli(t, "subscriber", "remove", "billing", "--config", cliConfig(t, p, adminSecret))
+	if code != exitError || !strings.Contains(stderr, "external NATS") {
+		t.Fatalf("subscriber remove: %d %s", code, stderr)
+	}
+}

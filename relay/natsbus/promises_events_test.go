@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// The README's "Subscribing on NATS", where the tests beside this file
+// leave a promise unchecked: what one subscriber can do to another, and the
+// reads of the relay's buckets and dead letters.
+
+// TestSubscriberCannotTouchAnotherSubscriber: a subscriber may create,
+// read, acknowledge and delete its own consumer; every attempt on another
+// subscriber's consumer or inbox, on the relay's buckets and dead letters,
+// on a stream of its own making or an ephemeral consumer, is refused, and
+// the other subscriber still reads all its events afterwards.
+func TestSubscriberCannotTouchAnotherSubscriber(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, billing, audit)
+	c := connectAs(t, b.url, "billing", billingSeed)
+	victim := connectAs(t, b.url, "audit", auditSeed)
+	ctx := t.Context()
+	if _, err := victim.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Its own consumer: create, read and acknowledge, delete, create again.
+	own := jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, cons, 3); len(got) != 3 {
+		t.Fatalf("billing read %v", got)
+	}
+	if err := c.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil {
+		t.Fatalf("deleting its own consumer: %v", err)
+	}
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, own); err != nil {
+		t.Fatalf("creating its consumer again: %v", err)
+	}
+
+	const api = "$JS.API."
+	subscribe := func(subject string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			if _, err := c.nc.SubscribeSync(subject); err != nil {
+				return err
+			}
+			_ = c.nc.FlushWithContext(ctx)
+			return errors.New("subscribed (the refusal comes asynchronously)")
+		}
+	}
+	tests := []struct {
+		name, subject string
+		what          func(ctx context.Context) error
+	}{
+		{"pull another subscriber's events", api + "CONSUMER.MSG.NEXT.SCIMRELAY.audit", c.request(api+"CONSUMER.MSG.NEXT.SCIMRELAY.audit", `{"batch":3}`)},
+		{"acknowledge another subscriber's event", "$JS.ACK.SCIMRELAY.audit", c.publish("$JS.ACK.SCIMRELAY.audit.1.1.1.0.0")},
+		{"delete another subscriber's consumer", api + "CONSUMER.DELETE.SCIMRELAY.audit", func(ctx context.Context) error { return c.js.DeleteConsumer(ctx, events.StreamName, "audit") }},
+		{"take over another subscriber's consumer", api + "CONSUMER.CREATE.SCIMRELAY.audit", func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckNonePolicy})
+			return err
+		}},
+		{"read another subscriber's consumer", api + "CONSUMER.INFO.SCIMRELAY.audit", c.request(api+"CONSUMER.INFO.SCIMRELAY.audit", ``)},
+		{"read a sink's consumer", api + "CONSUMER.INFO.SCIMRELAY.scimrelay-sink-crm", c.request(api+"CONSUMER.INFO.SCIMRELAY.scimrelay-sink-crm", ``)},
+		{"create an ephemeral consumer", api + "CONSUMER.CREATE.SCIMRELAY", c.request(api+"CONSUMER.CREATE.SCIMRELAY", `{"stream_name":"SCIMRELAY","config":{"ack_policy":"none"}}`)},
+		{"create a stream", api + "STREAM.CREATE.MINE", func(ctx context.Context) error {
+			_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"_INBOX_billing.mine.>"}})
+			return err
+		}},
+		{"read a sink's bucket", api + "DIRECT.GET.KV_scimrelay-sink-crm", c.request(api+"DIRECT.GET.KV_scimrelay-sink-crm.$KV.scimrelay-sink-crm.cursor", ``)},
+		{"read a sink's bucket as a stream", api + "STREAM.MSG.GET.KV_scimrelay-sink-crm", c.request(api+"STREAM.MSG.GET.KV_scimrelay-sink-crm", `{"last_by_subj":"$KV.scimrelay-sink-crm.cursor"}`)},
+		{"watch a sink's bucket", api + "CONSUMER.CREATE.KV_scimrelay-sink-crm", func(ctx context.Context) error {
+			_, err := c.js.OrderedConsumer(ctx, "KV_scimrelay-sink-crm", jetstream.OrderedConsumerConfig{})
+			return err
+		}},
+		{"read the dead letters", api + "CONSUMER.CREATE.SCIMRELAY_DLQ", func(ctx context.Context) error {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, "SCIMRELAY_DLQ", jetstream.ConsumerConfig{Durable: "billing"})
+			return err
+		}},
+		{"listen on another subscriber's inbox", `Subscription to "_INBOX_audit.>"`, subscribe("_INBOX_audit.>")},
+		{"listen on everything", `Subscription to ">"`, subscribe(">")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { c.wantRefused(t, tt.subject, tt.what) })
+	}
+
+	// The other subscriber's consumer is as it was: nothing delivered,
+	// nothing acknowledged, and it reads every event.
+	vc, err := victim.js.Consumer(ctx, events.StreamName, "audit")
+	if err != nil {
+		t.Fatalf("audit's consumer: %v", err)
+	}
+	if i := vc.CachedInfo(); i.Delivered.Consumer != 0 || i.AckFloor.Consumer != 0 || i.Config.AckPolicy != jetstream.AckExplicitPolicy {
+		t.Fatalf("audit's consumer changed: delivered %+v, ack floor %+v, ack policy %v", i.Delivered, i.AckFloor, i.Config.AckPolicy)
+	}
+	if got := fetchAll(t, vc, 3); len(got) != 3 {
+		t.Fatalf("audit read %v, want the 3 events", got)
+	}
+}
+
+// TestSubscriberFilterWithinItsPattern: "with --subjects its filter must
+// lie within that pattern": a narrower filter is its to choose, a wider or
+// a neighbouring one is refused.
+func TestSubscriberFilterWithinItsPattern(t *testing.T) {
+	sub, seed := newSubscriber(t, "acme-users", "scimrelay.acme.user.>")
+	b := startBus(t, sub)
+	c := connectAs(t, b.url, "acme-users", seed)
+	ctx := t.Context()
+	narrow, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.created.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("a filter within its pattern: %v", err)
+	}
+	if got := fetchAll(t, narrow, 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
+		t.Fatalf("read %v", got)
+	}
+	if err := c.js.DeleteConsumer(ctx, events.StreamName, "acme-users"); err != nil {
+		t.Fatal(err)
+	}
+	const create = "$JS.API.CONSUMER.CREATE.SCIMRELAY.acme-users"
+	for _, filter := range []string{"scimrelay.acme.group.>", "scimrelay.acme.*.created.>"} {
+		t.Run(filter, func(t *testing.T) {
+			c.wantRefused(t, create+"."+filter, func(ctx context.Context) error {
+				_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: filter})
+				return err
+			})
+		})
+	}
+}
+
+// TestPushConsumerDeliversIntoNoStream: a subscriber's consumer may be a
+// push consumer, which the server delivers to any subject its creator
+// names, whatever that creator's permissions. Delivered where a stream of
+// the relay's listens (a bucket, the dead letters, the sinks' workers and
+// delivery attempts), nothing is stored: a push consumer delivers only to a
+// subject some client subscribes to, and on the embedded server nobody can
+// subscribe there (the relay does not; a subscriber only on its inbox, so
+// its own attempt is refused).
+// Were such a subscription made, JetStream would store the deliveries in
+// that stream (under the events' own subjects): this guarantee is the
+// embedded server's, not an external NATS's.
+func TestPushConsumerDeliversIntoNoStream(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, sub)
+	c := connectAs(t, b.url, "billing", seed)
+	ctx := t.Context()
+	for _, st := range []jetstream.StreamConfig{
+		{Name: "SCIMRELAY_WORKERS", Subjects: []string{"scimrelay-workers.>"}},
+		{Name: "SCIMRELAY_DELIVERIES", Subjects: []string{"scimrelay-deliveries.>"}},
+	} {
+		if _, err := b.js.CreateStream(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ stream, target, sentinel string }{
+		{"KV_scimrelay-sink-crm", "$KV.scimrelay-sink-crm.cursor", "$KV.scimrelay-sink-crm.sentinel"},
+		{"SCIMRELAY_DLQ", "scimrelay-dlq.crm.forged", "scimrelay-dlq.crm.sentinel"},
+		{"SCIMRELAY_WORKERS", "scimrelay-workers.crm.forged", "scimrelay-workers.crm.sentinel"},
+		{"SCIMRELAY_DELIVERIES", "scimrelay-deliveries.crm.forged", "scimrelay-deliveries.crm.sentinel"},
+	} {
+		if err := c.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Fatal(err)
+		}
+		// The subscriber's own attempt at the interest is refused.
+		if _, err := c.nc.SubscribeSync(tt.target); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: tt.target, AckPolicy: jetstream.AckNonePolicy})
+		if err != nil {
+			t.Fatalf("push consumer to %s: %v", tt.target, err)
+		}
+		// Streams store in order: once a later write is there, anything a
+		// delivery would have stored is too.
+		if _, err := b.js.Publish(ctx, tt.sentinel, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		st, err := b.js.Stream(ctx, tt.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st.CachedInfo().State.Msgs; n != 1 {
+			t.Errorf("a push consumer to %s left %d messages in %s, want the sentinel alone", tt.target, n, tt.stream)
+		}
+		if i, err := cons.Info(ctx); err != nil || i.Delivered.Consumer != 0 {
+			t.Errorf("the push consumer to %s delivered %+v (%v)", tt.target, i.Delivered, err)
+		}
+		if err := st.Purge(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
