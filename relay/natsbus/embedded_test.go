@@ -422,8 +422,12 @@ func TestSubscribersChangeWithoutRestart(t *testing.T) {
 
 // TestPushConsumerCannotWriteElsewhere: the server delivers a push
 // consumer's messages to any subject its creator names, whatever that
-// creator's permissions; delivering into a bucket's or the JetStream API's
-// subjects stores and runs nothing.
+// creator's permissions. Delivered on the JetStream API's subjects they run
+// nothing (the stream is not purged), and they do not become the bucket
+// key named by the deliver subject. The listener this test adds gives the
+// consumer the interest it delivers on; with it, the bucket's stream does
+// store the deliveries (under the events' subjects), which is why no one
+// may listen there on the embedded server (TestPushConsumerDeliversIntoNoStream).
 func TestPushConsumerCannotWriteElsewhere(t *testing.T) {
 	sub, seed := newSubscriber(t, "billing", "")
 	b := startBus(t, sub)
