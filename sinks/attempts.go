@@ -5,6 +5,7 @@ package sinks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -88,7 +89,10 @@ type attemptLog struct {
 // ensureDeliveries creates or updates the stream of delivery attempts,
 // kept for retention and, when maxBytes > 0, within maxBytes (the oldest
 // go first): a receiver that fails for weeks must not fill the NATS store
-// that the events themselves need.
+// that the events themselves need. JetStream sets a stream's max_bytes
+// aside in its store at once; a store without that much room gets a
+// stream bounded by age only, and a warning that says what to change,
+// rather than a relay that does not start.
 func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention time.Duration, maxBytes int64, replicas int, log *slog.Logger) (*attemptLog, error) {
 	if retention <= 0 {
 		retention = 30 * 24 * time.Hour
@@ -96,7 +100,7 @@ func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention tim
 	if maxBytes <= 0 {
 		maxBytes = -1 // no bound
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        deliveriesStream,
 		Description: "scimrelay delivery attempts, one subject per sink",
 		Subjects:    []string{deliveriesSubjectRoot + ">"},
@@ -107,11 +111,25 @@ func ensureDeliveries(ctx context.Context, js jetstream.JetStream, retention tim
 		Discard:     jetstream.DiscardOld,
 		Replicas:    max(replicas, 1),
 		AllowDirect: true,
-	})
+	}
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
+	if maxBytes > 0 && noRoom(err) {
+		log.Warn("the NATS store has no room to set provisioning_log.max_bytes aside for delivery attempts; they are bounded by age only: give NATS more storage or lower provisioning_log.max_bytes",
+			"stream", deliveriesStream, "max_bytes", maxBytes, "err", err)
+		cfg.MaxBytes = -1
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating stream %s: %w", deliveriesStream, err)
 	}
 	return &attemptLog{js: js, log: log}, nil
+}
+
+// noRoom reports whether JetStream refused a stream for want of storage
+// to set aside (insufficient resources, or insufficient storage).
+func noRoom(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10023 || apiErr.ErrorCode == 10047)
 }
 
 // record writes one attempt to deliver es, events of one resource sent in

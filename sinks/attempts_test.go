@@ -5,11 +5,14 @@ package sinks
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -140,5 +143,41 @@ func TestAttemptSubject(t *testing.T) {
 	e.SetSubject("Groups/a.b")
 	if got, want := attemptSubject("crm", e), "scimrelay-deliveries.crm"; got != want {
 		t.Fatalf("attemptSubject of an id that is not a subject token = %q, want %q", got, want)
+	}
+}
+
+// TestAttemptsBoundedBySizeWhereTheStoreHasRoom: the deliveries stream is
+// bounded by provisioning_log.max_bytes, the oldest going first; a NATS
+// store too small to set that much aside gets a stream bounded by age
+// only and a warning naming what to change, not a relay that cannot start.
+func TestAttemptsBoundedBySizeWhereTheStoreHasRoom(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxStore int64
+		want     int64
+	}{
+		{"room", 1 << 30, 8 << 20},
+		{"no room", 4 << 20, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) { o.JetStreamMaxStore = tc.maxStore })
+			_, js := eventstest.Connect(t, eventstest.URL(s))
+			logs := &eventstest.Log{}
+			if _, err := ensureDeliveries(ctx, js, time.Hour, 8<<20, 1, slog.New(slog.NewTextHandler(logs, nil))); err != nil {
+				t.Fatal(err)
+			}
+			st, err := js.Stream(ctx, deliveriesStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			if cfg.MaxBytes != tc.want || cfg.MaxAge != time.Hour || cfg.Discard != jetstream.DiscardOld {
+				t.Fatalf("max_bytes %d, max_age %v, discard %v; want %d, 1h, old", cfg.MaxBytes, cfg.MaxAge, cfg.Discard, tc.want)
+			}
+			warned := strings.Contains(logs.String(), "give NATS more storage or lower provisioning_log.max_bytes")
+			if warned != (tc.want < 0) {
+				t.Fatalf("warned %t, want %t:\n%s", warned, tc.want < 0, logs)
+			}
+		})
 	}
 }
