@@ -11,8 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // Tests for promises of the README's "Connecting Microsoft Entra ID" and
@@ -207,4 +211,33 @@ func TestOktaAuthorizationCodeRefused(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want 404: the relay has no authorization endpoint", path, res.status, res.raw)
 		}
 	}
+}
+
+// README, Entra section: the figures it quotes are the defaults a relay
+// runs with: sortBy sorts up to 50,000 matches (limits.max_sort_matches),
+// /Bulk takes 1,000 operations and 1 MiB (limits.bulk_max_operations,
+// limits.bulk_max_payload), advertised as such in ServiceProviderConfig,
+// and an access token is valid an hour (oauth.token_lifetime).
+func TestEntraSectionDefaults(t *testing.T) {
+	d := config.Default()
+	if d.Limits.MaxSortMatches != 50_000 || scim.DefaultMaxSortMatches != 50_000 {
+		t.Errorf("max_sort_matches defaults to %d (scim: %d); the README says 50,000", d.Limits.MaxSortMatches, scim.DefaultMaxSortMatches)
+	}
+	if d.Limits.BulkMaxOperations != 1000 || scim.DefaultBulkMaxOperations != 1000 {
+		t.Errorf("bulk_max_operations defaults to %d (scim: %d); the README says 1,000", d.Limits.BulkMaxOperations, scim.DefaultBulkMaxOperations)
+	}
+	if d.Limits.BulkMaxPayload != 1<<20 || scim.DefaultBulkMaxPayload != 1<<20 {
+		t.Errorf("bulk_max_payload defaults to %d (scim: %d); the README says 1 MiB", d.Limits.BulkMaxPayload, scim.DefaultBulkMaxPayload)
+	}
+	if time.Duration(d.OAuth.TokenLifetime) != time.Hour || relay.DefaultAccessTokenLifetime != time.Hour {
+		t.Errorf("oauth.token_lifetime defaults to %s (relay: %s); the README says an hour", time.Duration(d.OAuth.TokenLifetime), relay.DefaultAccessTokenLifetime)
+	}
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	sp := p.scim("acme", acmeToken, "GET", "/ServiceProviderConfig", "").want(t, 200)
+	bulk, _ := sp.body["bulk"].(map[string]any)
+	if bulk["maxOperations"] != float64(1000) || bulk["maxPayloadSize"] != float64(1<<20) {
+		t.Errorf("ServiceProviderConfig advertises bulk %v, want maxOperations 1000 and maxPayloadSize 1048576", bulk)
+	}
+	c := createClient(t, p, "acme", "--name", "entra")
+	p.tokenRequest("acme", grant(), c.id+":"+c.secret).accessToken(t) // expires_in 3600
 }
