@@ -4,11 +4,9 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,9 +163,13 @@ func TestEntraClientCredentialsAsPrinted(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.PublicURL = "https://relay.example.com"
 	p := startRelay(t, cfg, roleAll)
-	path := filepath.Join(t.TempDir(), "relay.yaml")
-	text := fmt.Sprintf("public_url: https://relay.example.com\nadmin_listen: %s\nadmin:\n  token: %q\ntenants:\n  - name: acme\n", strings.TrimPrefix(p.adminURL, "http://"), adminSecret)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+	// The CLI's relay.yaml, with the public_url the printed endpoint uses.
+	path := cliConfig(t, p, adminSecret)
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append([]byte("public_url: https://relay.example.com\n"), text...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, out, stderr := cli(t, "client", "create", "--tenant", "acme", "--name", "entra", "--config", path)
