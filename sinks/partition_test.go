@@ -970,7 +970,34 @@ func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
 	if err := pk.put(ctx, 0, s, parkRecord{From: first.Sequence, Due: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	// A new pin makes the worker read the record.
+	// Once the worker is done with the first event (acknowledged, its
+	// lane idle), a new pin makes it read the record. Earlier, the lane
+	// would still have the resource in hand, the record would be read at
+	// some later pin change, after the second event too, and both would
+	// count.
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream < first.Sequence || info.NumAckPending > 0 {
+			return fmt.Errorf("ack floor %d, %d unacknowledged; want the first event acknowledged", info.AckFloor.Stream, info.NumAckPending)
+		}
+		for _, p := range m.sinks["crm"].worker.ownedPartitions() {
+			p.mu.Lock()
+			l := p.lanes[s.Key()]
+			busy := l != nil && (l.busy || len(l.queue) > 0)
+			p.mu.Unlock()
+			if busy {
+				return errors.New("the worker still has the resource in hand")
+			}
+		}
+		return nil
+	})
 	unpin(t, js)
 	p.publish("acme", events.UserUpdated, "again")
 	l.wantDelivered(t, expect{"Users/again": 2}, 10*time.Second, false)
