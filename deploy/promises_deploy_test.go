@@ -460,3 +460,121 @@ func TestREADMEHelmInstall(t *testing.T) {
 		t.Errorf("the README creates a token for tenant %s, which my-values.yaml does not define", tenant)
 	}
 }
+
+// TestComposeReceiverAndExposure holds the compose shape's "a demo
+// receiver" and what it exposes: the demo sink delivers to the receiver
+// service, which verifies with the sink's secret; only the scim relay
+// publishes ports (the admin port on loopback), so that nothing outside
+// the host reaches NATS, which asks for no credentials here, or a worker.
+func TestComposeReceiverAndExposure(t *testing.T) {
+	p, err := loadCompose(t, composeEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv, ok := p.Services["receiver"]
+	if !ok || len(recv.Command) == 0 || recv.Command[0] != "receive" {
+		t.Fatalf("no receiver service running scimrelay receive: %+v", recv.Command)
+	}
+	checkCommandLine(t, "receiver", recv.Command)
+	text, err := os.ReadFile("compose/relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Sinks []struct {
+			URL    string `json:"url"`
+			Secret string `json:"secret"`
+		} `json:"sinks"`
+	}
+	if err := yaml.Unmarshal(text, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(flagValue(recv.Command, "--listen"), ":")
+	if len(cfg.Sinks) != 1 || cfg.Sinks[0].URL != "http://receiver:"+port+"/" {
+		t.Errorf("the demo sink delivers to %+v, not the receiver on port %s", cfg.Sinks, port)
+	}
+	secret := recv.Environment["SCIMRELAY_RECEIVER_SECRET"]
+	if secret == nil || len(cfg.Sinks) == 1 && os.Expand(cfg.Sinks[0].Secret, func(k string) string { return composeEnv[k] }) != *secret {
+		t.Errorf("the receiver verifies with %v, not the demo sink's secret", secret)
+	}
+	for name, s := range p.Services {
+		for _, port := range s.Ports {
+			switch {
+			case name == "relay-scim" && port.Target == 8080:
+			case name == "relay-scim" && port.Target == 8081 && port.HostIP == "127.0.0.1":
+			default:
+				t.Errorf("%s publishes port %d on %q", name, port.Target, port.HostIP)
+			}
+		}
+	}
+}
+
+// TestSystemdREADME holds deploy/systemd/README.md against the unit: the
+// user it creates is the unit's, every scimrelay command it gives is one
+// the binary accepts, reading the relay.yaml the unit's relay reads, and
+// the first token is read from the file serve writes in the unit's state
+// directory.
+func TestSystemdREADME(t *testing.T) {
+	readme, err := os.ReadFile("systemd/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("systemd/scimrelay.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(k string) string {
+		m := regexp.MustCompile(`(?m)^` + k + `=(.*)$`).FindStringSubmatch(string(unit))
+		if m == nil {
+			t.Fatalf("the unit has no %s", k)
+		}
+		return m[1]
+	}
+	user := regexp.MustCompile(`useradd --system .* (\S+)\n`).FindStringSubmatch(string(readme))
+	if user == nil || user[1] != key("User") || key("User") == "root" {
+		t.Errorf("the README creates user %v; the unit runs as %s", user, key("User"))
+	}
+	conf := flagValue(strings.Fields(key("ExecStart")), "--config")
+	commands := regexp.MustCompile(`\bscimrelay ((?:check|token|subscriber|serve|reload|backup)\b[^` + "`" + `\n#)]*)`).FindAllStringSubmatch(string(readme), -1)
+	if len(commands) < 3 {
+		t.Fatalf("found %d scimrelay commands in the README", len(commands))
+	}
+	for _, c := range commands {
+		args := strings.Fields(c[1])
+		checkCommandLine(t, "deploy/systemd/README.md", args)
+		if got := flagValue(args, "--config"); got != conf {
+			t.Errorf("the README runs scimrelay %s with --config %q; the unit's relay reads %s", c[1], got, conf)
+		}
+	}
+	state := "/var/lib/" + key("StateDirectory")
+	if !strings.Contains(string(readme), "cat "+state+"/initial-token") {
+		t.Errorf("the README does not read the first token from %s/initial-token", state)
+	}
+}
+
+// TestNATSVersionTheREADMENames holds "the tests run nats-server X": the
+// version in go.mod, which every test's in-process server is.
+func TestNATSVersionTheREADMENames(t *testing.T) {
+	section := readmeSection(t, "## Deploying and scaling out", "## Performance")
+	m := regexp.MustCompile(`the tests run\s+nats-server (v?[0-9.]+)`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("the README does not say which nats-server the tests run")
+	}
+	mod, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := regexp.MustCompile(`github.com/nats-io/nats-server/v2 (v\S+)`).FindSubmatch(mod)
+	if v == nil || string(v[1]) != "v"+strings.TrimPrefix(m[1], "v") {
+		t.Errorf("the README says the tests run nats-server %s; go.mod has %s", m[1], v)
+	}
+}
+
+// TestChartHasNoDependencies holds "NATS ... as a prerequisite rather than
+// a chart dependency (... the chart renders without fetching anything)".
+func TestChartHasNoDependencies(t *testing.T) {
+	c := loadChart(t)
+	if len(c.Metadata.Dependencies) != 0 || len(c.Dependencies()) != 0 {
+		t.Errorf("the chart depends on %v", c.Metadata.Dependencies)
+	}
+}
