@@ -140,7 +140,14 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			stream.Replicas = 3
 		}
 	}
-	if _, err := events.EnsureStream(streamCtx, s.js, stream, log); err != nil {
+	// The relay that owns the stream sets it up as its relay.yaml says; a
+	// delivery worker reads it (its partitions above all) as it is, and
+	// creates it only when it starts first.
+	ensure := events.EnsureStream
+	if role == roleSinks {
+		ensure = events.OpenOrCreateStream
+	}
+	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
 		return nil, err
 	}
 	s.registry.MustRegister(natsbus.StreamMetrics(s.js, events.StreamName))

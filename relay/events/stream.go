@@ -61,6 +61,33 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 // capped backoff until ctx ends; a configuration JetStream refuses fails at
 // once.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
+	return retryStream(ctx, o, log, func(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	})
+}
+
+// OpenOrCreateStream opens the stream as it is, or creates it to o when
+// there is none yet. A delivery worker starts this way: the stream's
+// partitions, replicas and limits are set by the relay that owns it, and a
+// worker whose relay.yaml differs must read them, not change them. It
+// retries as EnsureStream does.
+func OpenOrCreateStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
+	return retryStream(ctx, o, log, func(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+		s, err := js.Stream(ctx, StreamName)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return s, err
+		}
+		s, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile, maybe otherwise
+			return js.Stream(ctx, StreamName)
+		}
+		return s, err
+	})
+}
+
+// retryStream runs op with the stream's configuration until it succeeds,
+// fails for good, or ctx ends.
+func retryStream(ctx context.Context, o StreamOptions, log *slog.Logger, op func(context.Context, jetstream.StreamConfig) (jetstream.Stream, error)) (jetstream.Stream, error) {
 	if o.Partitions < 0 || o.Partitions > MaxPartitions {
 		return nil, fmt.Errorf("stream %s: partitions must be between 1 and %d, got %d", StreamName, MaxPartitions, o.Partitions)
 	}
@@ -68,7 +95,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 	backoff := 100 * time.Millisecond
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s, err := js.CreateOrUpdateStream(attemptCtx, cfg)
+		s, err := op(attemptCtx, cfg)
 		cancel()
 		if err == nil {
 			return s, nil

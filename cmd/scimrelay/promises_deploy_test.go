@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// The README's "Deploying and scaling out" section, the promises a relay
+// process keeps in each role; the deployment files themselves are checked
+// in deploy/.
+
+// TestRolesRunWhatTheREADMESays holds "--role scim runs the SCIM endpoint
+// and the outbox publisher and holds the data file; --role sinks runs
+// delivery workers only and needs no data file": a worker given a SCIM
+// port and a data directory opens neither the port nor a data file, and
+// the front end, although relay.yaml names a sink, takes no partition of
+// it.
+func TestRolesRunWhatTheREADMESays(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	h := newHook(t)
+	configure := func(dataDir string) *config.Config {
+		cfg := testConfig(t, dataDir)
+		cfg.NATS.URL = eventstest.URL(ns)
+		withSink(cfg, "crm", h.URL, nil)
+		return cfg
+	}
+	front := startRelay(t, configure(t.TempDir()), roleSCIM)
+
+	workerDir := t.TempDir()
+	wcfg := configure(workerDir)
+	scimPort := eventstest.FreePort(t)
+	wcfg.Listen = fmt.Sprintf("127.0.0.1:%d", scimPort)
+	worker := startRelay(t, wcfg, roleSinks)
+	worker.wantStatus("/readyz", 200, 20*time.Second)
+
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	if d := delivered(t, worker); d != 1 {
+		t.Errorf("the worker delivered %v events, want the one", d)
+	}
+	if p := metric(t, front, "scimrelay_sink_partitions"); p != 0 {
+		t.Errorf("role scim owns %v partitions of sink crm; it runs no delivery", p)
+	}
+	if d := delivered(t, front); d != 0 {
+		t.Errorf("role scim delivered %v events; it runs no delivery", d)
+	}
+	if c, err := net.DialTimeout("tcp", wcfg.Listen, time.Second); err == nil {
+		c.Close()
+		t.Errorf("role sinks listens on the SCIM port %s", wcfg.Listen)
+	}
+	entries, err := os.ReadDir(workerDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == "scimrelay.db" || strings.HasSuffix(e.Name(), ".db") {
+			t.Errorf("role sinks created a data file %s", e.Name())
+		}
+	}
+}
+
+// TestClusterStreamsGetThreeReplicas holds "Point both at a NATS cluster
+// (...; streams then get 3 replicas)" with nats.stream.replicas left at its
+// default (automatic): every stream and bucket the two roles create on a
+// 3-node cluster keeps 3 copies.
+func TestClusterStreamsGetThreeReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 3-node NATS cluster")
+	}
+	nodes := eventstest.RunCluster(t, 3)
+	configure := func() *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL = eventstest.ClusterURLs(nodes)
+		if cfg.NATS.Stream.Replicas != 0 {
+			t.Fatalf("nats.stream.replicas defaults to %d, not automatic", cfg.NATS.Stream.Replicas)
+		}
+		withSink(cfg, "crm", "http://127.0.0.1:1/hook", nil)
+		return cfg
+	}
+	front := startRelay(t, configure(), roleSCIM)
+	worker := startRelay(t, configure(), roleSinks)
+	worker.wantStatus("/readyz", 200, 30*time.Second)
+
+	ctx := context.Background()
+	var names []string
+	list := front.srv.js.ListStreams(ctx)
+	for info := range list.Info() {
+		names = append(names, info.Config.Name)
+		if info.Config.Replicas != 3 {
+			t.Errorf("stream %s has %d replicas on a 3-node cluster, want 3", info.Config.Name, info.Config.Replicas)
+		}
+	}
+	if err := list.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{events.StreamName, sinks.WorkersStream, "KV_scimrelay-parked-crm"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no stream %s on the cluster (streams: %v)", want, names)
+		}
+	}
+}
+
+// TestWorkersReadPartitionsFromTheStream holds "nats.stream.partitions (16)
+// is a property of the stream: the relay that creates the stream sets it
+// and every worker reads it from there": a worker whose relay.yaml says
+// otherwise takes the stream's count, and leaves the stream as it is.
+func TestWorkersReadPartitionsFromTheStream(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	configure := func(partitions int) *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL = eventstest.URL(ns)
+		cfg.NATS.Stream.Partitions = partitions
+		withSink(cfg, "crm", "http://127.0.0.1:1/hook", nil)
+		return cfg
+	}
+	front := startRelay(t, configure(4), roleSCIM)
+	worker := startRelay(t, configure(16), roleSinks)
+	worker.wantStatus("/readyz", 200, 20*time.Second)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if p := metric(t, worker, "scimrelay_sink_partitions"); p != 4 {
+			return fmt.Errorf("the worker owns %v partitions; the stream has 4", p)
+		}
+		return nil
+	})
+	if n, err := events.Partitions(context.Background(), front.srv.js); err != nil || n != 4 {
+		t.Errorf("after the worker started the stream has %d partitions (%v); the relay that created it set 4", n, err)
+	}
+}
+
+// TestHandOverTimings holds the numbers the README gives for a worker's
+// presence and hand-over, as the relay sets them up on NATS: each worker
+// announces itself on stream SCIMRELAY_WORKERS about every second; an
+// announcement lives 11 s there (the 8 s a worker goes on without contact,
+// plus 3 s), and a partition's pin, unless renewed, expires 14 s after its
+// worker went silent, which is when the others resume it.
+func TestHandOverTimings(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = eventstest.URL(ns)
+	withSink(cfg, "crm", "http://127.0.0.1:1/hook", nil)
+
+	nc, js := eventstest.Connect(t, eventstest.URL(ns))
+	var mu sync.Mutex
+	var at []time.Time
+	sub, err := nc.Subscribe("scimrelay-workers.>", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		at = append(at, time.Now())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	worker := startRelay(t, cfg, roleSinks)
+	worker.wantStatus("/readyz", 200, 20*time.Second)
+	ctx := context.Background()
+
+	st, err := js.Stream(ctx, sinks.WorkersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxAge; got != 11*time.Second {
+		t.Errorf("a worker's announcement lives %s in %s, want 11s (8 s without contact + 3 s)", got, sinks.WorkersStream)
+	}
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := 0
+	consumers := stream.ListConsumers(ctx)
+	for info := range consumers.Info() {
+		if info.Config.PriorityPolicy != jetstream.PriorityPolicyPinned {
+			continue
+		}
+		pinned++
+		if info.Config.PinnedTTL != 14*time.Second {
+			t.Errorf("consumer %s: a pin expires %s after its worker went silent, want 14s", info.Name, info.Config.PinnedTTL)
+		}
+	}
+	if err := consumers.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if pinned != events.DefaultPartitions {
+		t.Errorf("%d pinned partition consumers, want %d", pinned, events.DefaultPartitions)
+	}
+
+	// Five announcements in a row: about a second apart (the median, so
+	// that one late on a busy machine does not decide).
+	eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(at) < 6 {
+			return fmt.Errorf("%d announcements so far", len(at))
+		}
+		return nil
+	})
+	mu.Lock()
+	var gaps []time.Duration
+	for i := 1; i < len(at); i++ {
+		gaps = append(gaps, at[i].Sub(at[i-1]))
+	}
+	mu.Unlock()
+	slices.Sort(gaps)
+	if median := gaps[len(gaps)/2]; median < 500*time.Millisecond || median > 1500*time.Millisecond {
+		t.Errorf("announcements come %s apart (median of %v), want about every second", median, gaps)
+	}
+}
+
+// TestPublishedEventsOutliveTheFrontEnd holds "While it [the SCIM front
+// end] is down Entra's requests fail and Entra retries them later; events
+// already published keep being delivered": the front end publishes and
+// stops; its SCIM port refuses connections, and a worker started while it
+// is down delivers every event.
+func TestPublishedEventsOutliveTheFrontEnd(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	h := newHook(t)
+	configure := func() *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL = eventstest.URL(ns)
+		withSink(cfg, "crm", h.URL, nil)
+		return cfg
+	}
+	front := startRelay(t, configure(), roleSCIM)
+	n := front.createUsers(t, "u", 5)
+	readStream(t, front.srv.js, n) // published
+	scimAddr := strings.TrimPrefix(front.scimURL, "http://")
+	front.stop()
+	if c, err := net.DialTimeout("tcp", scimAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the stopped front end still accepts connections on %s", scimAddr)
+	}
+	startRelay(t, configure(), roleSinks)
+	waitDelivered(t, h, n)
+}
