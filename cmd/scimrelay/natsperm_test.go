@@ -24,8 +24,9 @@ import (
 // included). Subscribing it needs only on its inbox.
 var workerPublish = []string{
 	"$JS.API.INFO",
-	// The event stream: kept as configured, read by parked resources.
-	"$JS.API.STREAM.CREATE.SCIMRELAY", "$JS.API.STREAM.UPDATE.SCIMRELAY", "$JS.API.STREAM.INFO.SCIMRELAY",
+	// The event stream: created if none exists yet (never updated: the
+	// front end's relay.yaml configures it), read by parked resources.
+	"$JS.API.STREAM.CREATE.SCIMRELAY", "$JS.API.STREAM.INFO.SCIMRELAY",
 	"$JS.API.STREAM.MSG.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY.>",
 	// The sinks' partition consumers, their hand-over and acknowledgements.
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY.*", "$JS.API.CONSUMER.CREATE.SCIMRELAY.*.>", "$JS.API.CONSUMER.INFO.SCIMRELAY.*",
