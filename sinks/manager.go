@@ -194,6 +194,9 @@ func (m *Manager) runtimes() []*sinkRuntime {
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
 	sh := &shared{t: timingFor(m.o.Heartbeat)}
+	if err := checkAPILevel(ctx, js); err != nil {
+		return err
+	}
 	var err error
 	if m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas); err != nil {
 		return err
@@ -219,6 +222,30 @@ func (m *Manager) Setup(ctx context.Context) error {
 		m.mu.Lock()
 		s.worker = w
 		m.mu.Unlock()
+	}
+	return nil
+}
+
+// minAPILevel is the JetStream API level the sinks need: pinned priority
+// groups (level 1, nats-server 2.11) keep a partition with one worker at a
+// time, and consumer reset (level 4, nats-server 2.14) hands it over.
+const minAPILevel = 4
+
+// checkAPILevel refuses a NATS whose JetStream is older than the sinks
+// need. Such a server does not refuse a consumer's priority group, it
+// ignores it: two workers would take the same partition's events and
+// deliver a resource's events out of order, silently.
+func checkAPILevel(ctx context.Context, js jetstream.JetStream) error {
+	info, err := js.AccountInfo(ctx)
+	if err != nil {
+		return fmt.Errorf("reading JetStream's account information: %w", err)
+	}
+	return requireAPILevel(info.API.Level)
+}
+
+func requireAPILevel(level int) error {
+	if level < minAPILevel {
+		return fmt.Errorf("NATS offers JetStream API level %d, and delivery needs %d (nats-server 2.14 or later): pinned consumers keep each partition with one worker, and consumer reset hands it over", level, minAPILevel)
 	}
 	return nil
 }

@@ -818,3 +818,23 @@ func TestEventsAreDeadLetteredBeforeTheStreamDropsThem(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderNATSIsRefused: the sinks refuse a NATS older than JetStream API
+// level 4 at set-up, naming what they need (an older server would ignore
+// the partition consumers' priority group and let two workers deliver one
+// resource's events out of order); the server the tests run (2.15.2)
+// passes.
+func TestOlderNATSIsRefused(t *testing.T) {
+	if err := checkAPILevel(ctx, natsStream(t)); err != nil {
+		t.Fatalf("the tests' nats-server: %v", err)
+	}
+	for _, level := range []int{0, 1, 3} {
+		err := requireAPILevel(level)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("API level %d, and delivery needs 4 (nats-server 2.14 or later)", level)) {
+			t.Errorf("level %d: %v", level, err)
+		}
+	}
+	if err := requireAPILevel(4); err != nil {
+		t.Errorf("level 4: %v", err)
+	}
+}
