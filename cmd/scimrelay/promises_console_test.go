@@ -368,7 +368,7 @@ func TestConsoleLogSearch(t *testing.T) {
 	})
 	only := func(query string, want string) {
 		t.Helper()
-		body := b.get("/ui/log?" + query).want(t, http.StatusOK).body
+		body := b.get("/ui/log?"+query).want(t, http.StatusOK).body
 		for _, name := range []string{"ann.first", "Finance Team", "carl.third"} {
 			if got := strings.Contains(body, name); got != (name == want) {
 				t.Errorf("log?%s: %s shown %v", query, name, got)
