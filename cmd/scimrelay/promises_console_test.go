@@ -11,6 +11,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -474,4 +476,58 @@ func TestConsoleRedirectHeaders(t *testing.T) {
 	res = b.get("/ui/")
 	res.redirect(t, "/ui/login")
 	checkHeaders(t, "GET /ui/ signed out", res)
+}
+
+// TestConsoleBatchAttemptsCountOnce: in batch mode, a resource's events
+// sent in one request count as one delivery attempt on the sink's page.
+func TestConsoleBatchAttemptsCountOnce(t *testing.T) {
+	var mu sync.Mutex
+	var batches []int // events per request received
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var evs []json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
+			evs = []json.RawMessage{nil} // one event, not a batch
+		}
+		mu.Lock()
+		batches = append(batches, len(evs))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(recv.Close)
+	p, b := consoleRelay(t, func(c *config.Config) {
+		withSink(c, "crm", recv.URL, func(s *config.Sink) {
+			s.Format, s.Batch = "", &config.SinkBatch{MaxEvents: 10, MaxWait: config.Duration(2 * time.Second)}
+		})
+	})
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201).str("id")
+	titles := []string{"Engineer", "Manager", "Director", "Chief"}
+	for _, title := range titles {
+		p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":"`+title+`"}]}`).want(t, 200)
+	}
+	// The events of one resource, in as many requests as the batcher made:
+	// each request is one attempt, however many events it carried.
+	var requests int
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		total, most := 0, 0
+		for _, n := range batches {
+			total, most = total+n, max(most, n)
+		}
+		if total != 1+len(titles) {
+			return fmt.Errorf("requests received, events in each: %v; want %d events", batches, 1+len(titles))
+		}
+		if most < 2 {
+			t.Fatalf("no request carried more than one event (%v): nothing to count once", batches)
+		}
+		requests = len(batches)
+		return nil
+	})
+	want := fmt.Sprintf("%d attempts in the last 5 minutes, %d in the last hour", requests, requests)
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if body := b.get("/ui/sinks/crm").body; !strings.Contains(body, want) {
+			return fmt.Errorf("the sink page's throughput: %s; want %s", regexp.MustCompile(`<dt>Throughput</dt><dd>[^<]*`).FindString(body), want)
+		}
+		return nil
+	})
 }
