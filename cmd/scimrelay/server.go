@@ -376,7 +376,7 @@ func (s *server) adminListenerHandler() (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle(console.Prefix, ui)
-	mux.Handle("GET /ui", http.RedirectHandler(console.Prefix, http.StatusMovedPermanently))
+	mux.Handle("GET /ui", ui) // its redirect to /ui/ carries the console's headers
 	return mux, nil
 }
 

@@ -102,6 +102,8 @@ func New(o Options) (*Console, error) {
 		limit:    httpmw.NewLimiter(loginPerAddress, map[string]httpmw.Limit{loginOverallKey: loginOverall}),
 	}
 	mux := http.NewServeMux()
+	// /ui without the slash is the console's answer too, with its headers.
+	mux.Handle("GET /ui", http.RedirectHandler(Prefix, http.StatusMovedPermanently))
 	mux.HandleFunc("GET /ui/static/{file}", c.static)
 	mux.Handle("GET /ui/login", c.handle(c.loginPage))
 	mux.Handle("POST /ui/login", c.handle(c.login))

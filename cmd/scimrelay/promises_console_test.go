@@ -1,0 +1,533 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+// The README's Console section, promise by promise, where console_test.go
+// left one unproven: the cookies' flags by name, an attacker's planted,
+// guessed or borrowed session, admin.session_idle itself, the overall
+// sign-in budget, what the overview, the log and the sink pages show, and
+// that nothing is fetched from elsewhere.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// cookieNamed returns the cookie an answer sets under name, or nil.
+func cookieNamed(h http.Header, name string) *http.Cookie {
+	for _, c := range (&http.Response{Header: h}).Cookies() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// TestConsoleCookieFlags: each console cookie, the session's and the
+// sign-in form's, is HttpOnly, SameSite=Strict, limited to the console's
+// path, and Secure exactly when the browser came over TLS: on the listener
+// itself or through a proxy saying X-Forwarded-Proto: https.
+func TestConsoleCookieFlags(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	h, err := p.srv.adminListenerHandler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsSrv := httptest.NewTLSServer(h)
+	t.Cleanup(tlsSrv.Close)
+
+	plain := newBrowser(t, p)
+	proxied := newBrowser(t, p)
+	proxied.header.Set("X-Forwarded-Proto", "https")
+	overTLS := newBrowser(t, p)
+	overTLS.base = tlsSrv.URL
+	overTLS.client.Transport = tlsSrv.Client().Transport
+
+	for _, c := range []struct {
+		name   string
+		b      *browser
+		secure bool
+	}{{"plain HTTP", plain, false}, {"behind a TLS proxy", proxied, true}, {"over TLS", overTLS, true}} {
+		check := func(what string, ck *http.Cookie, path string) {
+			t.Helper()
+			if ck == nil {
+				t.Fatalf("%s: no %s cookie", c.name, what)
+			}
+			if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != path || ck.Secure != c.secure {
+				t.Errorf("%s: %s cookie %q: HttpOnly %v, SameSite %v, Path %q, Secure %v; want HttpOnly, Strict, %s, Secure %v",
+					c.name, what, ck.Name, ck.HttpOnly, ck.SameSite, ck.Path, ck.Secure, path, c.secure)
+			}
+		}
+		form := c.b.get("/ui/login").want(t, http.StatusOK)
+		check("sign-in form", cookieNamed(form.header, "scimrelay_console_login"), "/ui/login")
+		in := c.b.post("/ui/login", url.Values{"token": {adminSecret}})
+		in.redirect(t, "/ui/")
+		check("session", cookieNamed(in.header, "scimrelay_console"), "/ui/")
+		c.b.get("/ui/").want(t, http.StatusOK, "Health")
+	}
+}
+
+// TestConsoleSessionAttacks: an attacker cannot choose the victim's session
+// (a cookie planted before sign-in is replaced, and is worth nothing), guess
+// one, act with a guessed one, or read another session's new secret by its
+// address.
+func TestConsoleSessionAttacks(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	adminUI, _ := url.Parse(p.adminURL + "/ui/")
+
+	// Session fixation: the victim's browser holds an id the attacker chose.
+	const planted = "attacker-chosen-session-id-0123456789abcdefghijklmnop"
+	// (Planted after the sign-in form is fetched: a redirect to sign in
+	// clears the cookie, which an attacker can plant again.)
+	victim := newBrowser(t, p)
+	victim.get("/ui/login").want(t, http.StatusOK)
+	victim.client.Jar.SetCookies(adminUI, []*http.Cookie{{Name: "scimrelay_console", Value: planted, Path: "/ui/"}})
+	in := victim.post("/ui/login", url.Values{"token": {adminSecret}})
+	in.redirect(t, "/ui/")
+	issued := cookieNamed(in.header, "scimrelay_console")
+	if issued == nil || issued.Value == planted || len(issued.Value) < 32 {
+		t.Fatalf("sign-in kept or did not replace the planted session id: %+v", issued)
+	}
+	victim.get("/ui/").want(t, http.StatusOK)
+	attacker := newBrowser(t, p)
+	attacker.client.Jar.SetCookies(adminUI, []*http.Cookie{{Name: "scimrelay_console", Value: planted, Path: "/ui/"}})
+	attacker.get("/ui/").redirect(t, "/ui/login")
+
+	// Guessed ids, including near misses of the real one, reach nothing;
+	// and a form sent with one does nothing, even with the victim's form
+	// token.
+	victim.get("/ui/tenants/acme").want(t, http.StatusOK)
+	for _, guess := range []string{"", "0", "admin", adminSecret, issued.Value[:len(issued.Value)-1], issued.Value + "A", strings.ToUpper(issued.Value)} {
+		g := newBrowser(t, p)
+		g.client.Jar.SetCookies(adminUI, []*http.Cookie{{Name: "scimrelay_console", Value: guess, Path: "/ui/"}})
+		g.get("/ui/").redirect(t, "/ui/login")
+		g.get("/ui/tenants/acme").redirect(t, "/ui/login")
+		g.post("/ui/tenants/acme/tokens", url.Values{"days": {"90"}, "csrf": {victim.csrf}}).redirect(t, "/ui/login")
+	}
+	if list, err := p.srv.store.Tokens().List(context.Background(), "acme"); err != nil || len(list) != 0 {
+		t.Fatalf("a form sent with a guessed session created tokens: %+v %v", list, err)
+	}
+
+	// A new secret's address is worth nothing to another session, and
+	// trying it does not spend the owner's one display.
+	shownAt := strings.TrimPrefix(victim.post("/ui/tenants/acme/tokens", url.Values{"name": {"entra"}, "days": {"30"}}).redirect(t, "/ui/secrets/"), p.adminURL)
+	other := newBrowser(t, p)
+	other.signIn(adminSecret).redirect(t, "/ui/")
+	if res := other.get(shownAt).want(t, http.StatusGone); strings.Contains(res.body, "scimrelay_") && regexp.MustCompile(`value="scimrelay_[^"]+"`).MatchString(res.body) {
+		t.Fatalf("another session was shown the secret:\n%s", res.body)
+	}
+	victim.get(shownAt).want(t, http.StatusOK, "Secret Token")
+}
+
+// rawTail reads a console event stream line by line, comments (the
+// keep-alives) included.
+type rawTail struct {
+	lines chan string
+}
+
+func openRawTail(t *testing.T, b *browser, path string) *rawTail {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", b.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	client := *b.client
+	client.Timeout = 0
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); res.Body.Close() })
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %d", res.StatusCode)
+	}
+	rt := &rawTail{lines: make(chan string, 64)}
+	go func() {
+		defer close(rt.lines)
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if line := sc.Text(); line != "" {
+				rt.lines <- line
+			}
+		}
+	}()
+	return rt
+}
+
+// next returns the stream's next line that is an event's name or a
+// keep-alive comment.
+func (rt *rawTail) next(t *testing.T) string {
+	t.Helper()
+	for {
+		select {
+		case line, ok := <-rt.lines:
+			if !ok {
+				t.Fatal("the stream ended")
+			}
+			if strings.HasPrefix(line, "event: ") || strings.HasPrefix(line, ":") {
+				return line
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("nothing on the stream within 30s")
+		}
+	}
+}
+
+// TestConsoleSessionIdleSetting: admin.session_idle is the idle timeout
+// (here 10 minutes, not the default 30), and a live tail kept open across
+// it does not keep the session alive: the stream's own checks are not
+// activity.
+func TestConsoleSessionIdleSetting(t *testing.T) {
+	clock := newTestClock()
+	_, b := consoleRelay(t, func(c *config.Config) { c.Admin.SessionIdle = config.Duration(10 * time.Minute) }, withClock(clock.now))
+	clock.add(9 * time.Minute)
+	b.get("/ui/").want(t, http.StatusOK)
+	clock.add(11 * time.Minute)
+	b.get("/ui/").redirect(t, "/ui/login")
+
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	tail := openRawTail(t, b, "/ui/events/stream") // the last request
+	if got := tail.next(t); got != "event: ready" {
+		t.Fatalf("the stream begins with %q", got)
+	}
+	// 6 minutes on, the stream checks the session (and must not count as
+	// a use of it); 6 more, 12 minutes after the last request, it ends.
+	clock.add(6 * time.Minute)
+	if got := tail.next(t); got != ": keep-alive" {
+		t.Fatalf("after 6 idle minutes the stream says %q, want a keep-alive", got)
+	}
+	clock.add(6 * time.Minute)
+	if got := tail.next(t); got != "event: signed-out" {
+		t.Fatalf("12 minutes after the last request, with session_idle 10m, the stream says %q: watching kept the session alive", got)
+	}
+	b.get("/ui/").redirect(t, "/ui/login")
+}
+
+// TestConsoleSignInGeneratedToken: with no admin.token in relay.yaml, the
+// token the relay wrote to data_dir/admin.token signs in.
+func TestConsoleSignInGeneratedToken(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Admin.Token = ""
+	p := startRelay(t, cfg, roleAll)
+	raw, err := os.ReadFile(cfg.AdminTokenPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, p)
+	b.signIn(adminSecret).want(t, http.StatusUnauthorized, "not the admin token")
+	b.signIn(strings.TrimSpace(string(raw))).redirect(t, "/ui/")
+	b.get("/ui/").want(t, http.StatusOK, "Health")
+}
+
+// TestConsoleRateLimitOverall: sign-in attempts from many addresses share
+// one budget (a burst of 30, then one a second), taken before the token is
+// checked: attempts with the right token from fresh addresses are refused
+// once it is spent. The requests go to the admin listener's handler
+// in-process, each from an address of its own.
+func TestConsoleRateLimitOverall(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	h, err := p.srv.adminListenerHandler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := func(i int) *httptest.ResponseRecorder {
+		addr := fmt.Sprintf("10.1.%d.%d:40000", i/250, i%250+1)
+		get := httptest.NewRequest("GET", "/ui/login", nil)
+		get.RemoteAddr = addr
+		form := httptest.NewRecorder()
+		h.ServeHTTP(form, get)
+		ck := cookieNamed(form.Header(), "scimrelay_console_login")
+		m := csrfField.FindStringSubmatch(form.Body.String())
+		if ck == nil || m == nil {
+			t.Fatalf("the sign-in form from %s: %d %v", addr, form.Code, form.Header())
+		}
+		post := httptest.NewRequest("POST", "/ui/login", strings.NewReader(url.Values{"token": {adminSecret}, "csrf": {html.UnescapeString(m[1])}}.Encode()))
+		post.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		post.AddCookie(ck)
+		post.RemoteAddr = addr
+		res := httptest.NewRecorder()
+		h.ServeHTTP(res, post)
+		return res
+	}
+	start := time.Now()
+	allowed := 0
+	for i := range 200 {
+		res := attempt(i)
+		if res.Code == http.StatusTooManyRequests {
+			if res.Header().Get("Retry-After") == "" || !strings.Contains(res.Body.String(), "too many sign-in attempts") {
+				t.Fatalf("429 without Retry-After or a reason: %v", res.Header())
+			}
+			// The budget refills at one a second while the attempts run.
+			if most := 30 + int(time.Since(start).Seconds()) + 1; allowed > most {
+				t.Fatalf("%d sign-ins from fresh addresses before the first refusal, want at most %d", allowed, most)
+			}
+			if allowed < 30 {
+				t.Fatalf("refused after %d sign-ins, want a burst of 30 first", allowed)
+			}
+			return
+		}
+		if res.Code != http.StatusSeeOther {
+			t.Fatalf("sign-in %d: %d %s", i, res.Code, res.Body)
+		}
+		allowed++
+	}
+	t.Fatalf("200 sign-ins from fresh addresses in %s and none refused: no overall limit", time.Since(start))
+}
+
+// TestConsoleOverviewShows: the overview has the readiness checks, each
+// tenant's SCIM requests and 4xx of the last hour, the outbox, each sink's
+// last delivery, and the tokens and OAuth clients expiring within 14 days
+// (not those expiring later).
+func TestConsoleOverviewShows(t *testing.T) {
+	hook := newFlakyHook(t)
+	p, b := consoleRelay(t, func(c *config.Config) { withSink(c, "crm", hook.URL, nil) })
+	ctx, now := context.Background(), time.Now()
+	for _, c := range []struct {
+		kind, name string
+		in         time.Duration
+	}{{"token", "soon-token", 10 * 24 * time.Hour}, {"client", "soon-client", 13 * 24 * time.Hour}, {"token", "later-token", 20 * 24 * time.Hour}} {
+		creds := p.srv.store.Tokens()
+		if c.kind == "client" {
+			creds = p.srv.store.Clients()
+		}
+		if _, _, err := creds.Create(ctx, "acme", c.name, now.Add(c.in)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	user := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`
+	p.scim("acme", acmeToken, "POST", "/Users", user).want(t, 201)
+	p.scim("acme", acmeToken, "POST", "/Users", user).want(t, 409)
+
+	acmeRow := regexp.MustCompile(`(?s)<th scope="row"><a href="/ui/tenants/acme">acme</a></th>\s*<td>(\d+)</td>\s*<td>(.*?)</td>`)
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		res := b.get("/ui/").want(t, http.StatusOK, "every readiness check passes", "<strong>store</strong>", "<strong>nats</strong>")
+		m := acmeRow.FindStringSubmatch(res.body)
+		if m == nil || m[1] != "2" || !strings.Contains(m[2], `status=4xx&amp;since=1h" class="warn">1<`) {
+			return fmt.Errorf("acme's requests of the last hour: %q", m)
+		}
+		if !strings.Contains(res.body, "Outbox: empty") {
+			return fmt.Errorf("the outbox is not shown empty")
+		}
+		if !regexp.MustCompile(`(?s)<a href="/ui/sinks/crm">crm</a></th>.*?delivered</span> 204`).MatchString(res.body) {
+			return fmt.Errorf("sink crm's last delivery is not shown")
+		}
+		return nil
+	})
+	res := b.get("/ui/")
+	expiring := res.body[strings.Index(res.body, `id="expiring"`):]
+	for _, want := range []string{"soon-token", "soon-client"} {
+		if !strings.Contains(expiring, want) {
+			t.Errorf("%s expires within 14 days and is not listed:\n%s", want, expiring)
+		}
+	}
+	if strings.Contains(expiring, "later-token") {
+		t.Errorf("a token expiring in 20 days is listed as expiring within 14")
+	}
+}
+
+// TestConsoleLogSearch: the provisioning log is newest first and searched
+// by tenant, a group's displayName, userName and time; the live tail keeps
+// to its tenant.
+func TestConsoleLogSearch(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	tail := openTail(t, b, "/ui/events/stream?tenant=globex")
+	defer tail.close()
+	user := func(tenant, token, userName string) {
+		p.scim(tenant, token, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":%q}`, userName)).want(t, 201)
+	}
+	user("acme", acmeToken, "ann.first")
+	p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Finance Team"}`).want(t, 201)
+	user("globex", globexToken, "carl.third")
+	if line := tail.next(t, "cloudevent"); !strings.Contains(line, "carl.third") {
+		t.Fatalf("the tail of tenant globex gave another tenant's event first: %s", line)
+	}
+
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		body := b.get("/ui/log?operation=create").body
+		i, j, k := strings.Index(body, "ann.first"), strings.Index(body, "Finance Team"), strings.Index(body, "carl.third")
+		if i < 0 || j < 0 || k < 0 {
+			return fmt.Errorf("not every create is in the log yet")
+		}
+		if !(k < j && j < i) {
+			return fmt.Errorf("the log is not newest first: carl at %d, the group at %d, ann at %d", k, j, i)
+		}
+		return nil
+	})
+	only := func(query string, want string) {
+		t.Helper()
+		body := b.get("/ui/log?"+query).want(t, http.StatusOK).body
+		for _, name := range []string{"ann.first", "Finance Team", "carl.third"} {
+			if got := strings.Contains(body, name); got != (name == want) {
+				t.Errorf("log?%s: %s shown %v", query, name, got)
+			}
+		}
+	}
+	only("tenant=globex", "carl.third")
+	only("user="+url.QueryEscape("finance team"), "Finance Team")
+	only("operation=create&tenant=acme&user=ANN.f", "ann.first")
+	only("operation=create&until="+url.QueryEscape(time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04")), "")
+}
+
+// TestConsoleSinkPage: a sink's pages show its URL without its password or
+// query values, its event and tenant filters, its format and its delivery
+// attempts of the last 5 minutes and hour.
+func TestConsoleSinkPage(t *testing.T) {
+	hook := newFlakyHook(t)
+	u, _ := url.Parse(hook.URL)
+	u.User = url.UserPassword("hookuser", "hook-password-1")
+	u.Path, u.RawQuery = "/hook", "code=query-secret-2"
+	p, b := consoleRelay(t, func(c *config.Config) {
+		withSink(c, "crm", u.String(), func(s *config.Sink) {
+			s.Events, s.Tenants, s.Format = []string{"user.*"}, []string{"acme"}, "structured"
+		})
+	})
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(b.get("/ui/sinks/crm").body, "1 attempts in the last 5 minutes, 1 in the last hour") {
+			return fmt.Errorf("the sink page does not count the delivery")
+		}
+		return nil
+	})
+	for _, path := range []string{"/ui/sinks", "/ui/sinks/crm", "/ui/"} {
+		body := b.get(path).want(t, http.StatusOK).body
+		if strings.Contains(body, "hook-password-1") || strings.Contains(body, "query-secret-2") {
+			t.Errorf("%s shows the sink URL's password or query value", path)
+		}
+	}
+	b.get("/ui/sinks").want(t, http.StatusOK, "<td>1 / 1</td>", "/hook?code=redacted")
+	b.get("/ui/sinks/crm").want(t, http.StatusOK, "<code>user.*</code>", "<dd>acme</dd>", "CloudEvents structured mode", "delivered</span>")
+}
+
+// TestConsoleOwnAssetsOnly: every page loads only the console's own
+// assets (nothing fetched from elsewhere), and every control has a label.
+func TestConsoleOwnAssetsOnly(t *testing.T) {
+	p, b := consoleRelay(t, func(c *config.Config) { withSink(c, "crm", "http://127.0.0.1:1/hook", nil) })
+	_, kept, err := p.srv.store.Tokens().Create(context.Background(), "acme", "kept", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.get("/ui/") // the session's form token
+	secret := strings.TrimPrefix(b.post("/ui/tenants/acme/clients", url.Values{"days": {"90"}}).redirect(t, "/ui/secrets/"), p.adminURL)
+	job := strings.TrimPrefix(b.post("/ui/sinks/crm/replay", url.Values{"since": {"1h"}}).redirect(t, "/ui/jobs/"), p.adminURL)
+	pages := map[string]string{"/ui/login (signed out)": newBrowser(t, p).get("/ui/login").body}
+	for _, path := range []string{"/ui/", "/ui/tenants/acme", secret, "/ui/tenants/acme/tokens/" + kept.ID + "/revoke", "/ui/log", "/ui/sinks", "/ui/sinks/crm", job, "/ui/events", "/ui/nothing"} {
+		pages[path] = b.get(path).body
+	}
+	loads := regexp.MustCompile(`<(?:script|img|link|iframe|source|video|audio|embed|object)\b[^>]*?\b(?:src|href|data)="([^"]*)"`)
+	controls := regexp.MustCompile(`<(input|select|textarea)\b[^>]*>`)
+	for path, body := range pages {
+		if !strings.Contains(body, "</html>") {
+			t.Fatalf("%s is not a page:\n%s", path, body)
+		}
+		for _, m := range loads.FindAllStringSubmatch(body, -1) {
+			if !strings.HasPrefix(m[1], "/ui/static/") {
+				t.Errorf("%s loads %q, not one of the console's own assets", path, m[1])
+			}
+		}
+		if strings.Contains(body, "@import") || strings.Contains(body, "url(") {
+			t.Errorf("%s loads something from a style", path)
+		}
+		for _, at := range controls.FindAllStringIndex(body, -1) {
+			c, before := body[at[0]:at[1]], body[:at[0]]
+			if strings.Contains(c, `type="hidden"`) {
+				continue
+			}
+			wrapped := strings.LastIndex(before, "<label") > strings.LastIndex(before, "</label>")
+			id := regexp.MustCompile(`\bid="([^"]+)"`).FindStringSubmatch(c)
+			if !wrapped && (id == nil || !strings.Contains(body, `<label for="`+id[1]+`"`)) {
+				t.Errorf("%s: control without a label: %s", path, c)
+			}
+		}
+	}
+	for _, asset := range []string{"app.js", "app.css"} {
+		if body := b.get("/ui/static/" + asset).body; strings.Contains(body, "://") || strings.Contains(body, "@import") {
+			t.Errorf("%s refers to another origin", asset)
+		}
+	}
+}
+
+// TestConsoleRedirectHeaders: the answer to /ui (without the slash) is
+// the console's too, with its security headers.
+func TestConsoleRedirectHeaders(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	b := newBrowser(t, p)
+	res := b.get("/ui").want(t, http.StatusMovedPermanently)
+	if res.header.Get("Location") != "/ui/" {
+		t.Fatalf("/ui redirects to %q", res.header.Get("Location"))
+	}
+	checkHeaders(t, "GET /ui", res)
+	res = b.get("/ui/")
+	res.redirect(t, "/ui/login")
+	checkHeaders(t, "GET /ui/ signed out", res)
+}
+
+// TestConsoleBatchAttemptsCountOnce: in batch mode, a resource's events
+// sent in one request count as one delivery attempt on the sink's page.
+func TestConsoleBatchAttemptsCountOnce(t *testing.T) {
+	var mu sync.Mutex
+	var batches []int // events per request received
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var evs []json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
+			evs = []json.RawMessage{nil} // one event, not a batch
+		}
+		mu.Lock()
+		batches = append(batches, len(evs))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(recv.Close)
+	p, b := consoleRelay(t, func(c *config.Config) {
+		withSink(c, "crm", recv.URL, func(s *config.Sink) {
+			s.Format, s.Batch = "", &config.SinkBatch{MaxEvents: 10, MaxWait: config.Duration(2 * time.Second)}
+		})
+	})
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201).str("id")
+	titles := []string{"Engineer", "Manager", "Director", "Chief"}
+	for _, title := range titles {
+		p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":"`+title+`"}]}`).want(t, 200)
+	}
+	// The events of one resource, in as many requests as the batcher made:
+	// each request is one attempt, however many events it carried.
+	var requests int
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		total, most := 0, 0
+		for _, n := range batches {
+			total, most = total+n, max(most, n)
+		}
+		if total != 1+len(titles) {
+			return fmt.Errorf("requests received, events in each: %v; want %d events", batches, 1+len(titles))
+		}
+		if most < 2 {
+			t.Fatalf("no request carried more than one event (%v): nothing to count once", batches)
+		}
+		requests = len(batches)
+		return nil
+	})
+	want := fmt.Sprintf("%d attempts in the last 5 minutes, %d in the last hour", requests, requests)
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if body := b.get("/ui/sinks/crm").body; !strings.Contains(body, want) {
+			return fmt.Errorf("the sink page's throughput: %s; want %s", regexp.MustCompile(`<dt>Throughput</dt><dd>[^<]*`).FindString(body), want)
+		}
+		return nil
+	})
+}
