@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -131,7 +133,11 @@ func TestWorkersReadPartitionsFromTheStream(t *testing.T) {
 		return cfg
 	}
 	front := startRelay(t, configure(4), roleSCIM)
-	worker := startRelay(t, configure(16), roleSinks)
+	logs := &eventstest.Log{}
+	worker := startRelayWith(t, configure(16), roleSinks, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
+	if out := logs.String(); !strings.Contains(out, "nats.stream.partitions: the stream has 4, relay.yaml says 16") {
+		t.Errorf("the worker did not say that its relay.yaml differs from the stream:\n%s", out)
+	}
 	worker.wantStatus("/readyz", 200, 20*time.Second)
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if p := metric(t, worker, "scimrelay_sink_partitions"); p != 4 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +75,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 func OpenOrCreateStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
 	return retryStream(ctx, o, log, func(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 		s, err := js.Stream(ctx, StreamName)
+		if err == nil {
+			warnIfDiffers(s.CachedInfo().Config, cfg, log)
+		}
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return s, err
 		}
@@ -83,6 +87,32 @@ func OpenOrCreateStream(ctx context.Context, js jetstream.JetStream, o StreamOpt
 		}
 		return s, err
 	})
+}
+
+// warnIfDiffers tells the operator of a worker whose relay.yaml says
+// other than the stream it found: the stream's settings are in force.
+func warnIfDiffers(have, want jetstream.StreamConfig, log *slog.Logger) {
+	var diffs []string
+	partitions := func(c jetstream.StreamConfig) int {
+		if c.SubjectTransform == nil {
+			return 0
+		}
+		n, _ := PartitionsOf(c.SubjectTransform.Destination)
+		return n
+	}
+	if h, w := partitions(have), partitions(want); h != w {
+		diffs = append(diffs, fmt.Sprintf("nats.stream.partitions: the stream has %d, relay.yaml says %d", h, w))
+	}
+	if have.Replicas != want.Replicas {
+		diffs = append(diffs, fmt.Sprintf("nats.stream.replicas: the stream has %d, relay.yaml says %d", have.Replicas, want.Replicas))
+	}
+	if have.MaxAge != want.MaxAge {
+		diffs = append(diffs, fmt.Sprintf("nats.stream.max_age: the stream has %s, relay.yaml says %s", have.MaxAge, want.MaxAge))
+	}
+	if len(diffs) > 0 {
+		log.Warn("this worker's relay.yaml differs from the event stream, whose settings are in force (the SCIM relay's relay.yaml sets them)",
+			"stream", StreamName, "differences", strings.Join(diffs, "; "))
+	}
 }
 
 // retryStream runs op with the stream's configuration until it succeeds,
