@@ -721,6 +721,26 @@ func TestLargeGroup(t *testing.T) {
 			t.Errorf("%s: %.0f allocations on 100,000 members, %.0f on 10", name, onLarge, onSmall)
 		}
 	}
+	// The same from the user's side: a filter on a user's groups that names
+	// the group reads that membership alone.
+	userAllocs := func(filter string) float64 {
+		f, err := scim.ParseFilter(scim.UserResourceType, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return testing.AllocsPerRun(5, func() {
+			if page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); err != nil || page.Total != 1 {
+				t.Fatalf("%s: %d, %v", filter, page.Total, err)
+			}
+		})
+	}
+	for _, form := range []string{`id eq %q and groups eq %q`, `id eq %q and groups[value eq %q]`} {
+		onLarge := userAllocs(fmt.Sprintf(form, ids[7], g.ID()))
+		onSmall := userAllocs(fmt.Sprintf(form, smallIDs[0].Value, small.ID()))
+		if onLarge > 2*onSmall {
+			t.Errorf("%s: %.0f allocations in a group of 100,000, %.0f in one of 10", form, onLarge, onSmall)
+		}
+	}
 	if u, _ := s.Get(ctx, "acme", scim.UserResourceType, ids[500]); u.Attrs["groups"] != nil {
 		t.Fatalf("removed member still lists %v", u.Attrs["groups"])
 	}
