@@ -132,6 +132,17 @@ limits:
 	if strings.Contains(stdout, "sink a") {
 		t.Errorf("sink a did not change, but reload says:\n%s", stdout)
 	}
+	// The keys that need a restart are in the log too, at Warn, for an
+	// operator who sent the SIGHUP without reading an answer.
+	var warn string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "only a restart applies") {
+			warn = line
+		}
+	}
+	if !strings.Contains(warn, `"level":"WARN"`) || !strings.Contains(warn, "listen") || !strings.Contains(warn, "public_url") {
+		t.Errorf("no Warn naming listen and public_url as needing a restart; the log has %q", warn)
+	}
 	created := p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`).want(t, 201)
 	bob := created.str("id")
 	if loc := created.header.Get("Location"); !strings.HasPrefix(loc, p.scimURL) {
