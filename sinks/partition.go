@@ -619,21 +619,19 @@ const (
 	maxParkBackoff = 30 * time.Second
 )
 
-// storedAt is when the stream stored m; zero if its metadata is unreadable.
-func storedAt(m jetstream.Msg) time.Time {
+// stored is where and when the stream stored m; zeros if its metadata is
+// unreadable.
+func stored(m jetstream.Msg) (seq uint64, at time.Time) {
 	meta, err := m.Metadata()
 	if err != nil {
-		return time.Time{}
+		return 0, time.Time{}
 	}
-	return meta.Timestamp
+	return meta.Sequence.Stream, meta.Timestamp
 }
 
 func streamSeq(m jetstream.Msg) uint64 {
-	meta, err := m.Metadata()
-	if err != nil {
-		return 0
-	}
-	return meta.Sequence.Stream
+	seq, _ := stored(m)
+	return seq
 }
 
 func (p *partition) startLocked(l *lane) {
@@ -874,7 +872,8 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			w.ack(m)
 			continue
 		}
-		items = append(items, item{e: e, seq: seq, sseq: streamSeq(m), stored: storedAt(m), m: m, skip: !w.wants(e)})
+		sseq, at := stored(m)
+		items = append(items, item{e: e, seq: seq, sseq: sseq, stored: at, m: m, skip: !w.wants(e)})
 	}
 	if len(items) == 0 {
 		return
