@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -291,12 +292,14 @@ var endpoints = func() map[string]string {
 	return m
 }()
 
-// canonicalPath tolerates a trailing slash and rewrites the endpoint segment
-// of a SCIM path (the one after the tenant, and a .search after it) to its
-// canonical case, so that /users routes as /Users: clients differ, and
-// nothing is gained by refusing them. It works on the encoded path and
-// touches only whole segments that name an endpoint, so an id such as %2F
-// stays in its segment and never becomes a route to the collection.
+// canonicalPath tolerates a trailing slash, and a doubled one between the
+// tenant and the endpoint (/scim/v2/acme//Users: a Tenant URL entered with
+// a trailing slash, as Microsoft's own examples write it), and rewrites the
+// endpoint segment of a SCIM path (the one after the tenant, and a .search
+// after it) to its canonical case, so that /users routes as /Users: clients
+// differ, and nothing is gained by refusing them. It works on the encoded
+// path and touches only whole segments that name an endpoint, so an id such
+// as %2F stays in its segment and never becomes a route to the collection.
 func canonicalPath(u *url.URL) {
 	escaped := u.EscapedPath()
 	trimmed := escaped
@@ -305,6 +308,13 @@ func canonicalPath(u *url.URL) {
 	}
 	segs := strings.Split(trimmed, "/")
 	// "", "scim", "v2", tenant, endpoint, [id or .search]
+	if len(segs) >= 6 && segs[4] == "" && segs[1] == "scim" && segs[2] == "v2" {
+		if _, ok := endpoints[strings.ToLower(segs[5])]; ok {
+			// A Tenant URL entered with a trailing slash: the client
+			// appended "/Users" to it.
+			segs = slices.Delete(segs, 4, 5)
+		}
+	}
 	if len(segs) >= 5 && segs[1] == "scim" && segs[2] == "v2" {
 		for i := 4; i < len(segs) && i < 6; i++ {
 			if canon, ok := endpoints[strings.ToLower(segs[i])]; ok && (i == 4 || canon == ".search") {

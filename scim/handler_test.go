@@ -378,9 +378,24 @@ func TestAuthAndRouting(t *testing.T) {
 	ts.do("DELETE", "/Users", "").wantError(t, 405, "", "not allowed")
 	ts.do("POST", "/Bulk", `{}`).wantError(t, 400, "invalidSyntax", "BulkRequest")
 	ts.do("GET", "/Bulk", "").wantError(t, 405, "", "not allowed")
-	// A trailing slash is tolerated.
+	// A trailing slash is tolerated, and so is a Tenant URL entered with
+	// one, to which the client appends the endpoint: /scim/v2/acme//Users.
 	ts.do("GET", "/Users/", "").want(t, 200)
 	ts.do("GET", "/ServiceProviderConfig/", "").want(t, 200)
+	doubled := ts.do("POST", "/scim/v2/acme//Users?aadOptscim062020", `{"schemas":["`+UserSchema+`"],"userName":"slash@example.com"}`).want(t, 201)
+	if loc := doubled.header.Get("Location"); !strings.HasSuffix(loc, "/scim/v2/acme/Users/"+doubled.str("id")) {
+		t.Errorf("created through //Users: Location %q, want the canonical URL", loc)
+	}
+	if found := ts.do("GET", "/scim/v2/acme//users?filter="+url.QueryEscape(`userName eq "slash@example.com"`), "").want(t, 200); found.str("Resources.0.id") != doubled.str("id") {
+		t.Errorf("filter through //users: %s", found.body)
+	}
+	ts.do("GET", "/scim/v2/acme//Users/"+doubled.str("id"), "").want(t, 200)
+	ts.do("GET", "/scim/v2/acme//ServiceProviderConfig", "").want(t, 200)
+	// Only one empty segment, only before an endpoint.
+	ts.do("GET", "/scim/v2/acme///Users", "").wantError(t, 404, "", "no SCIM endpoint")
+	ts.do("GET", "/scim/v2/acme//Unicorns", "").wantError(t, 404, "", "no SCIM endpoint")
+	ts.do("GET", "/scim/v2/acme/Users//"+doubled.str("id"), "").wantError(t, 404, "", "")
+	ts.do("GET", "/scim/v2//acme/Users", "").wantError(t, 404, "", "")
 }
 
 func TestBadInput(t *testing.T) {
