@@ -819,6 +819,51 @@ func TestEventsAreDeadLetteredBeforeTheStreamDropsThem(t *testing.T) {
 	}
 }
 
+// TestALateEventIsTimedFromTheStream: how long the stream still keeps an
+// event counts from when the stream stored it, not from the event's own
+// time. An event made an hour before it reached the stream (an outbox that
+// could not publish for that long), on a stream that keeps events an hour,
+// is retried on the schedule and delivered, not dead-lettered at its first
+// failure as if the stream were about to drop it.
+func TestALateEventIsTimedFromTheStream(t *testing.T) {
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Second}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	// The first delivery fails, its quick retries too (three requests).
+	rc := newReceiver(t, func(n int, _ *http.Request) int {
+		if n <= 3 {
+			return 503
+		}
+		return 204
+	})
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Retry = Schedule{100 * time.Millisecond} })
+	m, _ := runSinks(t, js, 5*time.Second, cfg)
+	e := eventstest.Event(t, "acme", events.UserCreated, "u1", 1, 1)
+	e.SetTime(time.Now().Add(-time.Hour))
+	msg, err := events.ToMsg(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := len(rc.requests()); n < 4 {
+			return fmt.Errorf("%d requests, want the failed delivery's three and the retry", n)
+		}
+		return nil
+	})
+	page, err := m.DeadLetters(ctx, "crm", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.DeadLetters) != 0 {
+		t.Fatalf("the late event was dead-lettered: %+v", page.DeadLetters)
+	}
+}
+
 // TestOlderNATSIsRefused: the sinks refuse a NATS older than JetStream API
 // level 4 at set-up, naming what they need (an older server would ignore
 // the partition consumers' priority group and let two workers deliver one
