@@ -3,12 +3,23 @@
 package bench
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // TestFailuresNameEveryEventProblem: what --fail-on-errors exits 1 for in
@@ -52,4 +63,148 @@ func TestFailuresNameEveryEventProblem(t *testing.T) {
 			t.Errorf("the report's failures %q do not say %q", failures, want)
 		}
 	}
+}
+
+// TestOpsModeSendsEntrasCreatesAndFindsThem: "each round sends [--requests]
+// of Entra's create-user POSTs (with the enterprise extension) to the
+// relay ..., then [as many] userName eq filter GETs that each find one of
+// the users just created": the relay sees exactly that, round by round,
+// and a filter GET that finds nothing (the baseline's empty answer, as
+// an endpoint) is counted as an error of the endpoint, not a success.
+// The scale mode's filter GETs at size are held to the same.
+func TestOpsModeSendsEntrasCreatesAndFindsThem(t *testing.T) {
+	var mu sync.Mutex
+	created := map[string]bool{}
+	var creates, gets, strays int
+	var problems []string
+	watch := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			mu.Lock()
+			switch {
+			case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/Users"):
+				var u struct {
+					Schemas    []string        `json:"schemas"`
+					UserName   string          `json:"userName"`
+					ExternalID string          `json:"externalId"`
+					Enterprise json.RawMessage `json:"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"`
+				}
+				if err := json.Unmarshal(body, &u); err != nil || !slices.Contains(u.Schemas, scim.EnterpriseUserSchema) || len(u.Enterprise) == 0 || u.ExternalID == "" {
+					problems = append(problems, "a create that is not Entra's with the enterprise extension: "+string(body))
+				}
+				created[u.UserName] = true
+				creates++
+			case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/Users"):
+				name, ok := strings.CutPrefix(r.URL.Query().Get("filter"), `userName eq "`)
+				if name = strings.TrimSuffix(name, `"`); !ok || !created[name] {
+					problems = append(problems, "a filter GET for a user not created before it: "+r.URL.RawQuery)
+				}
+				gets++
+			default:
+				strays++
+			}
+			mu.Unlock()
+			next.ServeHTTP(w, r)
+		})
+	}
+	_, relayURL := startRelay(t, watch)
+	rep, err := RunOps(context.Background(), Options{URL: relayURL, Token: testToken, Requests: 30, Rounds: 2, Concurrency: 4, Baseline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if creates != 60 || gets != 60 || strays != 0 || len(problems) > 0 {
+		t.Errorf("the relay got %d creates, %d filter GETs and %d other requests (want 60, 60, 0); %v", creates, gets, strays, problems)
+	}
+	mu.Unlock()
+	for _, rows := range rep.RoundRows {
+		if rows[1].Endpoint.ErrorCount() != 0 || rows[1].Endpoint.Count != 30 {
+			t.Errorf("a round's filter GETs: %+v", rows[1].Endpoint)
+		}
+	}
+
+	// An endpoint whose filter GETs find nothing.
+	empty, stop, err := startBaseline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	rep, err = RunOps(context.Background(), Options{URL: empty, Token: testToken, Requests: 10, Rounds: 1, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := rep.RoundRows[0][1].Endpoint; f.ErrorCount() != 10 {
+		t.Errorf("ops filter GETs that found nothing: %d errors of %d, want all", f.ErrorCount(), f.Count)
+	}
+	scale, err := RunScale(context.Background(), Options{URL: empty, Token: testToken, Users: 10, Requests: 10, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := scale.FilterGet; f.ErrorCount() != 10 {
+		t.Errorf("scale filter GETs that found nothing: %d errors of %d, want all", f.ErrorCount(), f.Count)
+	}
+}
+
+// TestOpsMedianIsTheRoundsMedian: the ops mode's figures are the rounds'
+// medians, each figure on its own, and its counts the rounds' sums.
+func TestOpsMedianIsTheRoundsMedian(t *testing.T) {
+	round := func(rps float64, p99 time.Duration, errs int) []OpsRow {
+		s := OpStats{Name: opsCreateUser, Count: 10, RPS: rps, Latency: Latency{P99: p99}, Errors: map[int]int{}}
+		if errs > 0 {
+			s.Errors[500] = errs
+		}
+		return []OpsRow{{Operation: opsCreateUser, Endpoint: s}}
+	}
+	m := medianRows([][]OpsRow{round(100, 9*time.Millisecond, 0), round(300, 3*time.Millisecond, 1), round(200, 5*time.Millisecond, 2)})[0].Endpoint
+	if m.RPS != 200 || m.Latency.P99 != 5*time.Millisecond || m.Count != 30 || m.Errors[500] != 3 {
+		t.Errorf("median of rounds at 100, 300 and 200/s (p99 9, 3, 5 ms): %v/s, p99 %s; count %d, errors %v", m.RPS, m.Latency.P99, m.Count, m.Errors)
+	}
+}
+
+// TestScaleModeReportsTheFillPerWindow: the scale mode's fill is
+// "reported per 10,000" (the README's words, and scaleWindow): a phase
+// with a window reports each run of that many requests on its own, the
+// last one short, named by the requests it holds. (Against the baseline
+// handler, with a window of 10: the bench's arithmetic is under test, not
+// a relay, and 10,001 requests take seconds under -race.)
+func TestScaleModeReportsTheFillPerWindow(t *testing.T) {
+	readme, err := os.ReadFile("../../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if says := fmt.Sprintf("(every request timed, reported per %s)", commas(scaleWindow)); !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), says) {
+		t.Errorf("the README does not say the fill is %s", says)
+	}
+	endpoint, stop, err := startBaseline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	c := newClient(Options{Token: testToken}, endpoint)
+	defer c.close()
+	users := make([]user, 25)
+	for i := range users {
+		users[i] = user{name: fmt.Sprintf("window.u%d@bench.example", i), externalID: newUUID()}
+	}
+	p := runPhase(context.Background(), c, "fill", len(users), 4, 10, nil, func(i int) request { return createUserRequest(&users[i], i) })
+	var got []string
+	for _, w := range p.Windows {
+		got = append(got, fmt.Sprintf("%s: %d", w.Name, w.Count))
+		if w.RPS <= 0 || w.Latency.Max <= 0 {
+			t.Errorf("window %s has no figures: %+v", w.Name, w)
+		}
+	}
+	if want := []string{"fill 1-10: 10", "fill 11-20: 10", "fill 21-25: 5"}; !slices.Equal(got, want) || p.Count != 25 {
+		t.Errorf("25 requests in windows of 10: %v (of %d), want %v", got, p.Count, want)
+	}
+}
+
+// commas writes n with thousands separators, as the README does.
+func commas(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
