@@ -3,13 +3,26 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // performanceSection returns the README's Performance section.
@@ -213,5 +226,136 @@ func TestBenchFailOnErrorsInEveryMode(t *testing.T) {
 		"--requests", "2", "--concurrency", "2", "--prefix", "scale-fails", "--fail-on-errors")
 	if code != exitError || !strings.Contains(out, "fill") || !strings.Contains(stderr, "--fail-on-errors:") || !strings.Contains(stderr, "fill requests failed (401") {
 		t.Errorf("a scale run with failures and --fail-on-errors: exit %d, want %d after the report\nstdout:\n%s\nstderr:\n%s", code, exitError, out, stderr)
+	}
+}
+
+// TestStreamDuplicateWindow holds what the README says of
+// nats.stream.duplicates: "The window is how long a re-published event
+// ... is still recognised and dropped; past it the event is stored twice,
+// with the same event id ... The default stays 10 minutes." A relay
+// started with the default makes its stream with a 10-minute window. One
+// given a short window drops an event published again (with its
+// Nats-Msg-Id, as the publisher re-publishes after a crash) within it,
+// and stores it past it. The sink's worker that delivered the event skips
+// the copy (an event of a resource not after the last it delivered); a
+// worker that does not remember it (after a restart) delivers it again,
+// with the same id.
+func TestStreamDuplicateWindow(t *testing.T) {
+	ctx := context.Background()
+	window := func(p *relayProc) time.Duration {
+		t.Helper()
+		st, err := p.srv.js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.Duplicates
+	}
+	if d := window(startRelay(t, testConfig(t, t.TempDir()), roleAll)); d != 10*time.Minute {
+		t.Errorf("a relay with the default nats.stream.duplicates made its stream with a window of %s, want 10m", d)
+	}
+
+	const short = 250 * time.Millisecond
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.Stream.Duplicates = config.Duration(short)
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	if d := window(p); d != short {
+		t.Fatalf("nats.stream.duplicates: %s made a window of %s", short, d)
+	}
+	p.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	stored := readStream(t, p.srv.js, 1)[0]
+	// Published as the relay publishes it: on its subject before the
+	// stream appends the partition, with the Nats-Msg-Id it was stored with.
+	subject := events.Subject(stored.tenant, stored.action, stored.data.ID)
+	var header nats.Header
+	var data []byte
+	copies := func(p *relayProc) uint64 {
+		t.Helper()
+		st, err := p.srv.js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := st.GetMsg(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		header, data = raw.Header, raw.Data
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	copies(p)
+	if id := header.Get(jetstream.MsgIDHeader); id != stored.id {
+		t.Fatalf("the stored event's Nats-Msg-Id is %q, its id %q", id, stored.id)
+	}
+	again := func(p *relayProc) *jetstream.PubAck {
+		t.Helper()
+		ack, err := p.srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: header, Data: data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack
+	}
+	if ack := again(p); !ack.Duplicate || copies(p) != 1 {
+		t.Fatalf("an event published again within the window was stored (sequence %d)", ack.Sequence)
+	}
+	pastTheWindow := func(p *relayProc) {
+		t.Helper()
+		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if ack := again(p); ack.Duplicate {
+				return fmt.Errorf("still recognised as a duplicate")
+			}
+			return nil
+		})
+	}
+	pastTheWindow(p)
+	if n := copies(p); n != 2 {
+		t.Fatalf("the stream holds %d messages, want the event twice", n)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		families, err := (&adminclient.Client{BaseURL: p.adminURL, Timeout: 10 * time.Second}).Metrics(ctx)
+		if err != nil {
+			return err
+		}
+		if f := families["scimrelay_sink_events_total"]; f == nil || sumSeries(f, "sink", "crm", "outcome", "duplicate") != 1 {
+			return fmt.Errorf("the worker has not skipped the copy")
+		}
+		return nil
+	})
+	if n := h.repeated(); n != 0 {
+		t.Fatalf("the worker that delivered the event delivered its copy too")
+	}
+
+	p.stop()
+	p = startRelay(t, cfg, roleAll)
+	pastTheWindow(p)
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := h.repeated(); n != 1 {
+			return fmt.Errorf("%d events delivered twice, want the one stored again", n)
+		}
+		return nil
+	})
+	if n := h.distinct(); n != 1 {
+		t.Errorf("the receiver got %d distinct event ids, want the one, twice", n)
+	}
+}
+
+// TestServeLeavesGOMAXPROCSAtGosDefault: the README measured the relay
+// "at the default 2" on two cores and says "the default is left as it
+// is": serve does not set GOMAXPROCS (the variable still does).
+func TestServeLeavesGOMAXPROCSAtGosDefault(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" || flag.Lookup("test.cpu").Value.String() != "" {
+		t.Skip("this test process does not run at Go's default GOMAXPROCS to compare with")
+	}
+	bin := binary(t)
+	configPath, addrs := processConfig(t, t.TempDir())
+	p := startProcess(t, bin, configPath)
+	waitReady(t, p, addrs.admin)
+	if got, want := scrapeGauge(t, addrs.admin, "go_sched_gomaxprocs_threads"), runtime.GOMAXPROCS(0); got != float64(want) {
+		t.Errorf("the relay runs with GOMAXPROCS %v; Go's default here is %d", got, want)
 	}
 }
