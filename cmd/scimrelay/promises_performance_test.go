@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -357,5 +358,42 @@ func TestServeLeavesGOMAXPROCSAtGosDefault(t *testing.T) {
 	waitReady(t, p, addrs.admin)
 	if got, want := scrapeGauge(t, addrs.admin, "go_sched_gomaxprocs_threads"), runtime.GOMAXPROCS(0); got != float64(want) {
 		t.Errorf("the relay runs with GOMAXPROCS %v; Go's default here is %d", got, want)
+	}
+}
+
+// TestPerformanceSettingsAsTheREADMESays: the settings the Performance
+// section names have the defaults it gives, reach the relay as set, and
+// take the values it suggests: storage.batch_delay "defaults to 0" and
+// "Set it to 500µs" (relay.yaml takes the µ), fsync off with
+// storage.no_sync, the provisioning log's max_bytes of 512 MiB.
+func TestPerformanceSettingsAsTheREADMESays(t *testing.T) {
+	readme := strings.Join(strings.Fields(performanceSection(t)), " ")
+	for _, says := range []string{
+		"`storage.batch_delay`, how long the committer waits for more writes before it commits, defaults to 0.",
+		"Set it to 500µs if your relay takes many writers at once",
+		"fsync off (`storage.no_sync`)",
+		"its `provisioning_log.max_bytes`, 512 MiB",
+	} {
+		if !strings.Contains(readme, says) {
+			t.Errorf("the README's Performance section no longer says %q: update this test", says)
+		}
+	}
+	d := config.Default()
+	if o := storeOptions(d, nil); o.BatchDelay != 0 || o.NoSync {
+		t.Errorf("by default the store waits %s for more writes (no_sync %v), want 0 and fsync on", o.BatchDelay, o.NoSync)
+	}
+	if o := logOptions(d); o.MaxBytes != 512<<20 {
+		t.Errorf("the provisioning log is bounded at %d bytes by default, want 512 MiB", o.MaxBytes)
+	}
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte("storage: {batch_delay: 500µs, no_sync: true}\ntenants: [{name: acme}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path, roleAll)
+	if err != nil {
+		t.Fatalf("the README's batch_delay: 500µs: %v", err)
+	}
+	if o := storeOptions(cfg, nil); o.BatchDelay != 500*time.Microsecond || !o.NoSync {
+		t.Errorf("storage: {batch_delay: 500µs, no_sync: true} reaches the store as %s, no_sync %v", o.BatchDelay, o.NoSync)
 	}
 }
