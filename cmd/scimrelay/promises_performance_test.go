@@ -100,7 +100,8 @@ var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
 // that size too: the scale mode reads the relay's heap, outbox and data
 // file through the admin API of that relay.yaml, whose admin token is the
 // one serve generated in data_dir, and measures the filter GETs at
-// concurrency 8.
+// concurrency 8; and so it does with the relay.yaml $SCIMRELAY_CONFIG
+// names instead of --config.
 func TestTheREADMEBenchRuns(t *testing.T) {
 	section := performanceSection(t)
 	yaml := codeBlock(t, section, "**An Entra cycle end to end.**", "yaml")
@@ -186,6 +187,27 @@ func TestTheREADMEBenchRuns(t *testing.T) {
 	}
 	if sized.ReadConcurrency != 8 || sized.FilterGet.Count != 20 {
 		t.Errorf("filter GETs at size: %d at concurrency %d, want 20 at 8", sized.FilterGet.Count, sized.ReadConcurrency)
+	}
+
+	// The same without --config: the relay.yaml $SCIMRELAY_CONFIG names,
+	// as for every command (moved, so that ./relay.yaml is not found).
+	if err := os.Mkdir("env", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename("relay.yaml", filepath.Join("env", "relay.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(configEnv, filepath.Join(dir, "env", "relay.yaml"))
+	i := slices.Index(scale, "--config")
+	scale = slices.Delete(slices.Clone(scale), i, i+2)
+	code, out, stderr = cli(t, append(scale, "--prefix", "readme-env", "--json", "--fail-on-errors")...)
+	sized.Relay = nil
+	if err := json.Unmarshal([]byte(out), &sized); err != nil || code != exitOK || sized.Relay == nil || sized.Relay.FileBytes <= 0 {
+		t.Errorf("the scale bench with $%s: exit %d, %v, relay %+v\n%s", configEnv, code, err, sized.Relay, stderr)
 	}
 }
 
