@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -19,6 +20,9 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -207,4 +211,43 @@ func commas(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// TestScaleModeReadsTheHeapEvery5s: "Through the run it reads the
+// relay's heap in use every 5 s" (heapEvery) and reports the largest
+// reading: a sampler reads the relay's /metrics again at each interval
+// (here 5 ms) and keeps the peak, though the heap went down after it.
+func TestScaleModeReadsTheHeapEvery5s(t *testing.T) {
+	readme, err := os.ReadFile("../../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if says := fmt.Sprintf("reads the relay's heap in use every %d s", int(heapEvery/time.Second)); !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), says) {
+		t.Errorf("the README does not say it %s", says)
+	}
+	heap := []int{100 << 20, 300 << 20, 200 << 20} // MiB in use at the 1st, 2nd, 3rd … reading
+	var mu sync.Mutex
+	reads := 0
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		v := heap[min(reads, len(heap)-1)]
+		reads++
+		mu.Unlock()
+		fmt.Fprintf(w, "# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n", v)
+	})
+	adm := httptest.NewServer(admin.NewHandler(admin.Options{Token: adminToken, Metrics: metrics}))
+	defer adm.Close()
+	s := startHeapSampler(context.Background(), &adminclient.Client{BaseURL: adm.URL, Token: adminToken, Timeout: time.Minute}, 5*time.Millisecond)
+	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if reads < len(heap)+1 {
+			return fmt.Errorf("%d readings", reads)
+		}
+		return nil
+	})
+	s.stop()
+	if s.max != 300<<20 || s.err != nil {
+		t.Errorf("the heap's peak over readings of 100, 300, 200, 200 MiB: %d MiB (%v), want 300", s.max>>20, s.err)
+	}
 }
