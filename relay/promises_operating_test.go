@@ -4,10 +4,17 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestLogRetention holds the README's "kept provisioning_log.retention (30
@@ -48,5 +55,133 @@ func TestLogRetention(t *testing.T) {
 	runLog(t, s, LogOptions{Retention: 30 * 24 * time.Hour}, nil)
 	if got := kept(); !slices.Equal(got, []string{"1h"}) {
 		t.Fatalf("two days later: %v, want 1h alone", got)
+	}
+}
+
+// startLog runs a provisioning log over s that prunes by age every
+// millisecond, as a running relay does every hour, until the test ends.
+func startLog(t *testing.T, s *Store, o LogOptions) *RequestLog {
+	t.Helper()
+	l := NewRequestLog(s, o, slog.New(slog.DiscardHandler))
+	l.pruneEvery = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return l
+}
+
+// logIDs returns the request ids of the log's entries, oldest first.
+func logIDs(t *testing.T, l *RequestLog, since time.Time) []string {
+	t.Helper()
+	got, err := l.Query(context.Background(), LogQuery{Since: since, Limit: 100_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(got))
+	for i, e := range got {
+		ids[i] = e.RequestID
+	}
+	return ids
+}
+
+// waitLog polls until the log holds exactly want.
+func waitLog(t *testing.T, l *RequestLog, since time.Time, want ...string) {
+	t.Helper()
+	eventstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if got := logIDs(t, l, since); !slices.Equal(got, want) {
+			return fmt.Errorf("the log holds %v, want %v", got, want)
+		}
+		return nil
+	})
+}
+
+// TestLogPrunedByAgeWhileRunning: a relay that runs for months keeps its
+// provisioning log to provisioning_log.retention without a restart: as
+// time passes, the running log drops each entry once it is older than the
+// retention, and keeps the younger ones.
+func TestLogPrunedByAgeWhileRunning(t *testing.T) {
+	s, c, _ := openStore(t)
+	start := c.now()
+	since := start.Add(-365 * 24 * time.Hour)
+	l := startLog(t, s, LogOptions{Retention: 24 * time.Hour})
+	for _, e := range []LogEntry{
+		{Time: start.Add(-2 * time.Hour), RequestID: "2h"},
+		{Time: start.Add(-time.Hour), RequestID: "1h"},
+		{Time: start, RequestID: "now"},
+	} {
+		e.Tenant, e.Operation, e.Status = "acme", "create", 201
+		l.Record(e)
+	}
+	waitLog(t, l, since, "2h", "1h", "now")
+
+	c.add(22*time.Hour + 30*time.Minute) // "2h" is 24.5 hours old now
+	waitLog(t, l, since, "1h", "now")
+	c.add(time.Hour) // and "1h"
+	waitLog(t, l, since, "now")
+	c.add(time.Hour)
+	waitLog(t, l, since)
+}
+
+// TestLogPrunedBySizeWhileRunning: a running log past
+// provisioning_log.max_bytes drops its oldest entries as it writes new
+// ones, without a restart: after each write it is back within the bound,
+// holding the newest entries without a gap.
+func TestLogPrunedBySizeWhileRunning(t *testing.T) {
+	s, c, _ := openStore(t)
+	start := c.now()
+	const bound = minLogMaxBytes
+	l := startLog(t, s, LogOptions{MaxBytes: bound})
+	detail := strings.Repeat("x", 1600) // about 1,750 bytes an entry: 300 are half the bound
+	record := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			l.Record(LogEntry{Time: start.Add(time.Duration(i) * time.Microsecond), RequestID: fmt.Sprint(i), Tenant: "acme",
+				Operation: "create", Status: 201, Detail: detail})
+		}
+	}
+	// size is what the entries take in the data file, as the bound counts.
+	size := func() (n int64) {
+		t.Helper()
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			if b := tx.Bucket(bucketProvLog); b != nil {
+				return b.ForEach(func(k, v []byte) error { n += entrySize(k, v); return nil })
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	since := start.Add(-time.Hour)
+	written := 0
+	for round := range 4 {
+		record(written, 300)
+		written += 300
+		newest := fmt.Sprint(written - 1)
+		// A batch is written, then the oldest entries go: poll for both.
+		var ids []string
+		eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			ids = logIDs(t, l, since)
+			if len(ids) == 0 || ids[len(ids)-1] != newest {
+				return fmt.Errorf("round %d: the newest entry is not written yet (%d entries)", round, len(ids))
+			}
+			if n := size(); n > bound {
+				return fmt.Errorf("after %d entries: the log takes %d bytes, past its bound of %d", written, n, bound)
+			}
+			return nil
+		})
+		if round >= 2 && (ids[0] == "0" || len(ids) >= written) {
+			t.Fatalf("after %d entries: the log holds %d from %s, want the oldest dropped", written, len(ids), ids[0])
+		}
+		// What is kept is the newest, without a gap.
+		first, _ := strconv.Atoi(ids[0])
+		if len(ids) != written-first {
+			t.Fatalf("after %d entries: %d kept from %d, want every one since it", written, len(ids), first)
+		}
 	}
 }

@@ -83,6 +83,10 @@ const (
 // 1.5 million entries.
 const DefaultLogMaxBytes = 512 << 20
 
+// logPruneInterval is how often a running log drops the entries past its
+// retention. The size bound needs no timer: it is kept after each write.
+const logPruneInterval = time.Hour
+
 // minLogMaxBytes is the least MaxBytes: a log smaller than a few batches
 // would prune on every write.
 const minLogMaxBytes = 1 << 20
@@ -135,9 +139,12 @@ type RequestLog struct {
 	maxBytes  int64
 	allReads  bool
 	entries   chan LogEntry
-	dropped   atomic.Uint64
-	counter   atomic.Uint64
-	done      chan struct{}
+	// pruneEvery is how often Run prunes by age (logPruneInterval; tests
+	// shorten it to see a running log prune).
+	pruneEvery time.Duration
+	dropped    atomic.Uint64
+	counter    atomic.Uint64
+	done       chan struct{}
 
 	// size is what the entries take in their pages (keys, values and
 	// their page elements), kept by the writer goroutine alone.
@@ -154,7 +161,7 @@ func NewRequestLog(s *Store, o LogOptions, log *slog.Logger) *RequestLog {
 		o.MaxBytes = DefaultLogMaxBytes
 	}
 	return &RequestLog{store: s, log: log, retention: o.Retention, maxBytes: o.MaxBytes, allReads: o.Reads == LogReadsAll,
-		entries: make(chan LogEntry, 8192), done: make(chan struct{})}
+		entries: make(chan LogEntry, 8192), pruneEvery: logPruneInterval, done: make(chan struct{})}
 }
 
 // readOperations are the operations that change nothing.
@@ -228,7 +235,7 @@ func (l *RequestLog) Dropped() uint64 { return l.dropped.Load() }
 // ends; then it writes what is left.
 func (l *RequestLog) Run(ctx context.Context) error {
 	defer close(l.done)
-	prune := time.NewTicker(time.Hour)
+	prune := time.NewTicker(l.pruneEvery)
 	defer prune.Stop()
 	if err := l.measure(); err != nil {
 		l.log.Warn("measuring the provisioning log", "err", err)

@@ -113,7 +113,7 @@ func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
 		if err := checkTenant(ctx, o); err != nil {
 			return nil, err
 		}
-		heap = startHeapSampler(ctx, o.Admin, 5*time.Second)
+		heap = startHeapSampler(ctx, o.Admin, heapEvery)
 	}
 	users := make([]user, o.Users+o.Requests)
 	for i := range users {
@@ -180,6 +180,11 @@ func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
 }
 
 // --- the relay's side
+
+// heapEvery is how often the scale mode reads the relay's heap in use. The
+// peak it reports is the largest reading: a shorter peak between two
+// readings is missed.
+const heapEvery = 5 * time.Second
 
 // heapSampler reads the relay's heap in use every interval.
 type heapSampler struct {
