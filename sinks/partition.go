@@ -54,7 +54,10 @@ type partition struct {
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
-	pin       string                     // the pin id of the messages last received (enqueue's own)
+	pin       string                     // the pin id of the messages last received
+	// seenDelivered is the consumer's delivered count at the last look
+	// that found no other worker holding its pin (findHandedOver).
+	seenDelivered uint64
 	wg        sync.WaitGroup             // lane goroutines
 }
 
@@ -235,7 +238,8 @@ const pinHeader = "Nats-Pin-Id"
 
 // loadParked reads the partition's parked resources and parks those this
 // worker holds nothing of. acquire calls it; enqueue again when the pin
-// it receives under changes. Two workers can both acquire a partition that
+// it receives under changes, and findHandedOver when another worker let
+// the pin go without an event coming here. Two workers can both acquire a partition that
 // nobody had pinned yet: the pin goes to one, and the other pulls only
 // once it is released, after that owner's hand-over, which may have parked
 // resources (and acknowledged their events) after the other one's acquire
@@ -279,6 +283,7 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			defer cancel()
 			p.mu.Lock()
 			p.floor = max(p.floor, info.AckFloor.Stream)
+			p.seenDelivered = info.Delivered.Consumer
 			p.mu.Unlock()
 			if info.NumAckPending > 0 {
 				// A previous owner stopped without finishing: start again
@@ -395,6 +400,7 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 	finished := make(chan struct{})
 	defer close(finished)
 	go repeat(finished, w.keepAliveEvery(), p.keepQueuedAlive)
+	go repeat(finished, w.t.pullExpiry, func() { p.findHandedOver(cons) })
 	select {
 	case <-p.stopping:
 	case <-p.ctx.Done():
@@ -492,8 +498,7 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
-	if pin := m.Headers().Get(pinHeader); pin != "" && pin != p.pin {
-		p.pin = pin
+	if pin := m.Headers().Get(pinHeader); pin != "" && p.setPin(pin) {
 		if err := p.loadParked(); err != nil {
 			w.log.Warn("reading the partition's parked resources again failed; a resource parked by its previous owner may be delivered out of order", "partition", p.n, "err", err)
 		}
@@ -518,6 +523,52 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		p.startLocked(l) // a held lane starts when due (scheduleLocked)
 	}
 	p.mu.Unlock()
+}
+
+// setPin records the pin id of a message received and reports whether it
+// changed.
+func (p *partition) setPin(pin string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := pin != p.pin
+	p.pin = pin
+	return changed
+}
+
+// findHandedOver reads the parking bucket again when the consumer
+// delivered events to another worker that has since let its pin go, and
+// none came to this worker. Two workers can both take a partition nobody
+// has pinned yet (see loadParked); the one that got the pin may park a
+// resource as it hands the partition over, and enqueue reads the bucket
+// when the pin comes here with an event. Without one (the parked
+// resource's last event went to that worker) the record would wait for
+// the partition's next event, however late. consume calls this every
+// pullExpiry: one consumer info a partition, beside its pulls.
+func (p *partition) findHandedOver(cons jetstream.Consumer) {
+	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+	info, err := cons.Info(ctx)
+	cancel()
+	if err != nil {
+		return // the next look; a consumer that is gone shows in consume
+	}
+	pin := pinned(info)
+	p.mu.Lock()
+	if pin != "" && pin != p.pin {
+		// Another worker holds it: what it delivers counts at a later look.
+		p.mu.Unlock()
+		return
+	}
+	moved := info.Delivered.Consumer != p.seenDelivered
+	p.seenDelivered = info.Delivered.Consumer
+	p.mu.Unlock()
+	if pin == "" && moved {
+		if err := p.loadParked(); err != nil {
+			p.w.log.Warn("reading the partition's parked resources after a hand-over failed; will look again", "partition", p.n, "err", err)
+			p.mu.Lock()
+			p.seenDelivered = 0 // look again next time
+			p.mu.Unlock()
+		}
+	}
 }
 
 // parkOverflowLocked parks a lane from its first queued event, in the

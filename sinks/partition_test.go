@@ -841,8 +841,38 @@ func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
 	js := onePartition(t)
 	l := newLedger()
 	rc := slowReceiver(t, l, 0, nil)
-	cfg := sinkConfig("crm", rc.URL, nil)
-	o := Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
+	p := parkedByAnotherOwner(t, js, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	p.publish("acme", events.UserUpdated, "moved")
+	unpin(t, js)
+
+	// The worker gets the pin with the second event: the first comes out
+	// of the bucket before it.
+	l.wantDelivered(t, expect{"Users/moved": 2}, 20*time.Second, false)
+}
+
+// TestParkedResourcesAreFoundWhenNoEventFollows: as above, but no event
+// follows the hand-over, so no pin comes to the later owner with one. It
+// finds the parked resource all the same (its consumer delivered to
+// another worker, which let the pin go), and delivers it without waiting
+// for the partition's next event.
+func TestParkedResourcesAreFoundWhenNoEventFollows(t *testing.T) {
+	js := onePartition(t)
+	l := newLedger()
+	rc := slowReceiver(t, l, 0, nil)
+	parkedByAnotherOwner(t, js, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	unpin(t, js)
+	l.wantDelivered(t, expect{"Users/moved": 1}, 20*time.Second, false)
+}
+
+// parkedByAnotherOwner runs a worker for sink crm (o) on a partition it
+// takes before anyone holds its pin, while another owner's pull request
+// (a plain Fetch with the partition's priority group) waits ahead of it.
+// It publishes user.created for "moved", which goes to that owner with the
+// pin; the owner parks the resource from it, as a hand-over does, and
+// acknowledges it. The pin is left with that owner (unpin releases it).
+// It returns the publisher, for the resource's next events.
+func parkedByAnotherOwner(t *testing.T, js jetstream.JetStream, o Options) *publisher {
+	t.Helper()
 	// A worker that comes and goes sets up the consumer and the bucket.
 	_, stop := runManager(t, o)
 	stop()
@@ -881,8 +911,8 @@ func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
 	})
 
 	// The first owner takes the resource's first event, and the pin with
-	// it, then hands over: parks the resource from that event,
-	// acknowledges it and releases the pin.
+	// it, then hands over: parks the resource from that event and
+	// acknowledges it.
 	p := newPublisher(t, js)
 	p.publish("acme", events.UserCreated, "moved")
 	b := <-fetched
@@ -914,12 +944,7 @@ func TestParkedResourcesAreReadAgainWhenThePinChanges(t *testing.T) {
 	if err := first.DoubleAck(ctx); err != nil {
 		t.Fatal(err)
 	}
-	p.publish("acme", events.UserUpdated, "moved")
-	unpin(t, js)
-
-	// The worker gets the pin with the second event: the first comes out
-	// of the bucket before it.
-	l.wantDelivered(t, expect{"Users/moved": 2}, 20*time.Second, false)
+	return p
 }
 
 // onePartition starts a JetStream server with a SCIMRELAY stream of one
