@@ -55,10 +55,11 @@ type partition struct {
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
 	pin       string                     // the pin id of the messages last received
+	wg        sync.WaitGroup             // lane goroutines
+
 	// seenDelivered is the consumer's delivered count at the last look
 	// that found no other worker holding its pin (findHandedOver).
 	seenDelivered uint64
-	wg        sync.WaitGroup             // lane goroutines
 }
 
 // lane is one resource's queue.
