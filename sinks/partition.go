@@ -57,7 +57,7 @@ type partition struct {
 	pin       string                     // the pin id of the messages last received
 	wg        sync.WaitGroup             // lane goroutines
 
-	// seenDelivered is the consumer's delivered count at the last look
+	// seenDelivered (under mu) is the consumer's delivered count at the last look
 	// that found no other worker holding its pin (findHandedOver).
 	seenDelivered uint64
 }
