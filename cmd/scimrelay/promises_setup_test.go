@@ -206,6 +206,11 @@ func TestFirstTokenUnderAServiceManager(t *testing.T) {
 	s := startServe(t, path)
 	waitServing(t, s, adminAddr)
 	token := readFirstToken(t, tokenFile, "acme", scimAddr)
+	for _, held := range []string{"scimrelay.db", "nats"} { // relay.yaml: data_dir holds the bbolt file and the NATS store
+		if _, err := os.Stat(filepath.Join(data, held)); err != nil {
+			t.Errorf("data_dir has no %s: %v", held, err)
+		}
+	}
 	if text, _ := os.ReadFile(tokenFile); strings.Contains(string(text), "globex") {
 		t.Errorf("globex has a static token, yet %s holds one for it:\n%s", tokenFile, text)
 	}

@@ -3,6 +3,7 @@
 package natsbus_test
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,8 +14,73 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
+
+// TestEmbeddedInProcessOnly holds relay.yaml's nats.listen comment, ""
+// = in-process only: the embedded server then opens no socket a client on
+// the network could reach, and has no client URL to give; with an address
+// it opens exactly one, there.
+func TestEmbeddedInProcessOnly(t *testing.T) {
+	if _, err := os.Stat("/proc/self/net/tcp"); err != nil {
+		t.Skip("counting this process's listening sockets needs Linux's /proc")
+	}
+	log := slog.New(slog.DiscardHandler)
+	before := listeningSockets(t)
+	e, err := natsbus.StartEmbedded(natsbus.Options{StoreDir: t.TempDir()}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsbus.Connect(natsbus.Options{}, e, log)
+	if err != nil {
+		t.Fatalf("the relay's in-process connection: %v", err)
+	}
+	if got := listeningSockets(t); got != before || e.ClientURL() != "" {
+		t.Errorf("nats.listen \"\": %d listening sockets, %d before; client URL %q", got, before, e.ClientURL())
+	}
+	nc.Close()
+	e.Shutdown()
+
+	addr := fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	e, err = natsbus.StartEmbedded(natsbus.Options{Listen: addr, StoreDir: t.TempDir()}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown()
+	if got := listeningSockets(t); got != before+1 || e.ClientURL() != "nats://"+addr {
+		t.Errorf("nats.listen %s: %d listening sockets, %d before; client URL %q", addr, got, before, e.ClientURL())
+	}
+}
+
+// listeningSockets counts the TCP sockets of this process that listen.
+func listeningSockets(t *testing.T) int {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] = true
+		}
+	}
+	n := 0
+	for _, table := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 && f[3] == "0A" && inodes[f[9]] { // 0A: LISTEN
+				n++
+			}
+		}
+	}
+	return n
+}
 
 // TestConnectExternalTokenAndCreds holds the two credentials of relay.yaml's
 // nats section that TestConnectExternalCredentials leaves out: nats.token
