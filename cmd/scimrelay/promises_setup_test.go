@@ -247,6 +247,41 @@ func TestFirstTokenUnderAServiceManager(t *testing.T) {
 	}
 }
 
+// TestServeBinaryAsAServiceRunsIt holds serve's --help as the built binary
+// runs under a service manager: stdout is a pipe, so the first token goes
+// to data_dir/initial-token, which the log names, and neither stream holds
+// it; SIGINT (as SIGTERM, TestGracefulAndExclusive) stops it gracefully,
+// exit status 0.
+func TestServeBinaryAsAServiceRunsIt(t *testing.T) {
+	bin := binary(t)
+	data := t.TempDir()
+	a := procAddrs{scim: freeAddr(t), admin: freeAddr(t)}
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	text := fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: \"\"\ntenants:\n  - name: acme\n", a.scim, a.admin, data, adminSecret)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, bin, path) // stdout and stderr: a pipe to the test
+	waitReady(t, p, a.admin)
+	tokenFile := filepath.Join(data, "initial-token")
+	token := readFirstToken(t, tokenFile, "acme", a.scim)
+	createUser(t, a.scim, "acme", token, "ann@acme.example").want(t, http.StatusCreated)
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Fatalf("serve exited with %v after SIGINT:\n%s", p.err, p.stderr.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not exit within 40s of SIGINT")
+	}
+	if out := p.stderr.String(); strings.Contains(out, token) || !strings.Contains(out, tokenFile) || !strings.Contains(out, "shutting down") {
+		t.Errorf("stdout and stderr must name %s, never hold the token, and say it shut down:\n%s", tokenFile, out)
+	}
+}
+
 // waitServing waits for a serveProcess to answer /readyz.
 func waitServing(t *testing.T, s *serveProcess, admin string) {
 	t.Helper()
