@@ -58,8 +58,8 @@ func (o Options) Check() error {
 	if o.Password != "" && o.User == "" {
 		add("password", "needs nats.user")
 	}
-	if o.ConnectTimeout <= 0 {
-		add("connect_timeout", "must be positive, e.g. 5s, got %s", o.ConnectTimeout)
+	if o.ConnectTimeout < 0 {
+		add("connect_timeout", "must not be negative, got %s", o.ConnectTimeout)
 	}
 	return errors.Join(errs...)
 }

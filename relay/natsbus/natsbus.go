@@ -36,8 +36,7 @@ type Options struct {
 	// server's listener certificate (and, with a CA, the CA its clients'
 	// certificates must chain to).
 	TLS TLS
-	// ConnectTimeout bounds each connection attempt; 0 is 5 s to Connect,
-	// and refused by Check, which holds relay.yaml's nats.connect_timeout.
+	// ConnectTimeout bounds each connection attempt.
 	ConnectTimeout time.Duration
 	// Name identifies the connection in the server's monitoring.
 	Name string
