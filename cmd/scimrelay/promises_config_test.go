@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"context"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -308,23 +307,10 @@ func TestTenantOwnLimits(t *testing.T) {
 	cfg.Tenants[0].Burst = 3                     // acme
 	cfg.Tenants[1].Rate = 0.002                  // globex
 	p := startRelay(t, cfg, roleAll)
-	answered := func(tenant, token string) int {
-		t.Helper()
-		for i := range 10 {
-			switch r := p.scim(tenant, token, "GET", "/Users", ""); r.status {
-			case http.StatusOK:
-			case http.StatusTooManyRequests:
-				return i
-			default:
-				t.Fatalf("%s: %d %s", tenant, r.status, r.raw)
-			}
-		}
-		return 10
-	}
-	if got := answered("acme", acmeToken); got != 3 {
+	if got := p.answered("acme", acmeToken, 9); got != 3 {
 		t.Errorf("acme (burst 3 of its own, limits.rate): %d answered before a 429, want 3", got)
 	}
-	if got := answered("globex", globexToken); got != 2 {
+	if got := p.answered("globex", globexToken, 9); got != 2 {
 		t.Errorf("globex (a rate of its own, limits.burst 2): %d answered before a 429, want 2", got)
 	}
 	// A tenant rate with no burst anywhere is refused rather than made 1.

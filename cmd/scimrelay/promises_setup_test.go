@@ -266,17 +266,7 @@ func TestServeBinaryAsAServiceRunsIt(t *testing.T) {
 	tokenFile := filepath.Join(data, "initial-token")
 	token := readFirstToken(t, tokenFile, "acme", a.scim)
 	createUser(t, a.scim, "acme", token, "ann@acme.example").want(t, http.StatusCreated)
-	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-		if p.err != nil {
-			t.Fatalf("serve exited with %v after SIGINT:\n%s", p.err, p.stderr.String())
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("serve did not exit within 40s of SIGINT")
-	}
+	p.stopWith(t, os.Interrupt)
 	if out := p.stderr.String(); strings.Contains(out, token) || !strings.Contains(out, tokenFile) || !strings.Contains(out, "shutting down") {
 		t.Errorf("stdout and stderr must name %s, never hold the token, and say it shut down:\n%s", tokenFile, out)
 	}
@@ -416,29 +406,6 @@ func TestCodeMapNamesWhatExists(t *testing.T) {
 	}
 }
 
-// declares reports whether the non-test Go files in dir declare or use
-// the identifier name (relay uses scim's Backend, which it implements).
-func declares(t *testing.T, dir, name string) bool {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if mentions(file, name) {
-			return true
-		}
-	}
-	return false
-}
-
 // testFuncs returns the names of the top-level functions of the test files
 // in a package folder.
 func testFuncs(t *testing.T, dir string) map[string]*ast.FuncDecl {
@@ -565,15 +532,26 @@ func TestTestsSectionCommands(t *testing.T) {
 	}
 }
 
-// calls reports whether the Go files in dir call a function or method
-// named name (scimtest.Golden, flag.Bool ...).
-func calls(t *testing.T, dir, name string) bool {
+// declares reports whether the non-test Go files in dir declare or use
+// the identifier name (relay uses scim's Backend, which it implements).
+func declares(t *testing.T, dir, name string) bool { return namedIn(t, dir, name, false) }
+
+// calls reports whether the Go files in dir, tests included, call or name
+// name (scimtest.Golden, flag.Bool ...).
+func calls(t *testing.T, dir, name string) bool { return namedIn(t, dir, name, true) }
+
+// namedIn reports whether a Go file in dir (a test file only when tests)
+// names the identifier name.
+func namedIn(t *testing.T, dir, name string, tests bool) bool {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range files {
+		if !tests && strings.HasSuffix(f, "_test.go") {
+			continue
+		}
 		file, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.SkipObjectResolution)
 		if err != nil {
 			t.Fatal(err)
