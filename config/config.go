@@ -175,7 +175,8 @@ type Tenant struct {
 	Unique string `yaml:"unique"`
 	// Required lists attributes every User must carry, e.g. [emails].
 	Required []string `yaml:"required"`
-	// Rate and Burst override limits.rate and limits.burst when non-zero.
+	// Rate and Burst, each when not zero, replace limits.rate and
+	// limits.burst for this tenant.
 	Rate  float64 `yaml:"rate"`
 	Burst int     `yaml:"burst"`
 }

@@ -92,13 +92,15 @@ const logPruneInterval = time.Hour
 const minLogMaxBytes = 1 << 20
 
 // Check reports every problem of the options at once, naming their
-// relay.yaml keys.
+// relay.yaml keys. It holds them to what the file must say: a zero
+// Retention or MaxBytes, which NewRequestLog reads as its default, is a
+// value the file set, and refused.
 func (o LogOptions) Check() error {
 	var errs []error
 	if o.Retention <= 0 {
 		errs = append(errs, errors.New("provisioning_log.retention: must be positive, e.g. 30d"))
 	}
-	if o.MaxBytes != 0 && o.MaxBytes < minLogMaxBytes {
+	if o.MaxBytes < minLogMaxBytes {
 		errs = append(errs, fmt.Errorf("provisioning_log.max_bytes: must be at least 1MiB, got %d bytes", o.MaxBytes))
 	}
 	switch o.Reads {

@@ -346,6 +346,16 @@ const maxBatchDelay = 100 * time.Millisecond
 // shorter than this can be guessed.
 const minTokenLength = 20
 
+// CheckStaticToken says why tok, a bearer token written in relay.yaml (a
+// tenant's static token, the admin token), cannot be one: it is too short
+// to resist guessing. The token is never part of the error.
+func CheckStaticToken(tok string) error {
+	if len(tok) < minTokenLength {
+		return fmt.Errorf("is %d characters; a bearer token needs at least %d", len(tok), minTokenLength)
+	}
+	return nil
+}
+
 // Check reports every problem of the options at once, each naming its
 // relay.yaml key ("tenants[1].unique: ..."), without opening anything. Open
 // refuses exactly what Check refuses.
@@ -410,8 +420,8 @@ func resolveTenant(field string, o TenantOptions) (*tenant, []error) {
 		if tok = strings.TrimSpace(tok); tok == "" {
 			continue
 		}
-		if len(tok) < minTokenLength {
-			errs = append(errs, fmt.Errorf("%s.tokens[%d]: is %d characters; a bearer token needs at least %d", field, j, len(tok), minTokenLength))
+		if err := CheckStaticToken(tok); err != nil {
+			errs = append(errs, fmt.Errorf("%s.tokens[%d]: %w", field, j, err))
 			continue
 		}
 		t.static = append(t.static, hashToken(tok))

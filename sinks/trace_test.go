@@ -77,6 +77,20 @@ func TestBatchTraceContext(t *testing.T) {
 		return nil
 	})
 
+	// A delivery attempt's span ends once its answer is read, a moment
+	// after the receiver has the request: wait for those the requests name.
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		ended := map[string]bool{}
+		for _, s := range recorder.Ended() {
+			ended[s.SpanContext().SpanID().String()] = true
+		}
+		for id, r := range accepted {
+			if parts := strings.Split(r.header.Get("traceparent"), "-"); len(parts) == 4 && !ended[parts[2]] {
+				return fmt.Errorf("the span of event %s's delivery has not ended", id)
+			}
+		}
+		return nil
+	})
 	spans := map[string]sdktrace.ReadOnlySpan{} // span id → ended span
 	for _, s := range recorder.Ended() {
 		spans[s.SpanContext().SpanID().String()] = s

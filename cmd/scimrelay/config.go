@@ -86,6 +86,11 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 			add("nats.stream.replicas", "the embedded server keeps 1 replica; replicas > 1 need nats.url pointing at a cluster")
 		}
 	}
+	if cfg.Admin.Token != "" {
+		if err := relay.CheckStaticToken(cfg.Admin.Token); err != nil {
+			add("admin.token", "%v", err)
+		}
+	}
 	checkLimits(add, cfg)
 	checkOAuth(add, cfg.OAuth)
 	if cfg.Admin.Console && (cfg.Admin.SessionIdle < config.Duration(time.Minute) || cfg.Admin.SessionIdle > config.Duration(console.DefaultMaxAge)) {
@@ -160,6 +165,9 @@ func checkLimits(add func(field, format string, args ...any), cfg *config.Config
 		}
 		if t.Burst < 0 {
 			add(fmt.Sprintf("tenants[%d].burst", i), "must not be negative")
+		}
+		if t.Rate > 0 && t.Burst == 0 && l.Burst < 1 {
+			add(fmt.Sprintf("tenants[%d].burst", i), "must be at least 1 when tenants[%d].rate is set and limits.burst is 0", i)
 		}
 	}
 }

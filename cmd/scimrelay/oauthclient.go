@@ -60,8 +60,11 @@ secret in the identity provider before the old one stops working.`, `  scimrelay
 // one "key: value" line each, and the details on stderr.
 func printClient(cmd *cobra.Command, res admin.TokenResponse) error {
 	t := res.Token
+	// The endpoint is under public_url, else the SCIM listener; listen
+	// matters only without public_url, so an unset variable in it is no
+	// reason to print the placeholder.
 	endpoint := tokenEndpoint("<public_url>", t.Tenant)
-	if cfg, err := config.Read(configPathOf(cmd), "public_url", "listen"); err == nil {
+	if cfg, err := config.Read(configPathOf(cmd), "public_url"); err == nil && (cfg.PublicURL != "" || cfg.Listen != "") {
 		endpoint = tokenEndpoint(publicOrigin(cfg), t.Tenant)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "client %s for tenant %s (%s), expires %s. The secret is shown only now:\n", t.ID, t.Tenant, t.Name, expiresText(t))

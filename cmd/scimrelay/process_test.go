@@ -289,16 +289,22 @@ func TestGracefulAndExclusive(t *testing.T) {
 		t.Fatalf("second serve: err %v after %s, output:\n%s", err, time.Since(start), out)
 	}
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	p.stopWith(t, syscall.SIGTERM)
+}
+
+// stopWith sends the relay sig and waits for it to exit with status 0.
+func (p *proc) stopWith(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-p.exited:
 		if p.err != nil {
-			t.Fatalf("relay exited with %v after SIGTERM:\n%s", p.err, p.stderr.String())
+			t.Fatalf("relay exited with %v after %v:\n%s", p.err, sig, p.stderr.String())
 		}
 	case <-time.After(40 * time.Second):
-		t.Fatal("relay did not exit within 40s of SIGTERM")
+		t.Fatalf("relay did not exit within 40s of %v", sig)
 	}
 }
 

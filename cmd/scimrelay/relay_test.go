@@ -122,6 +122,22 @@ func (p *relayProc) scim(tenant, token, method, path, body string, header ...str
 	return do(p.t, req)
 }
 
+// answered sends up to n+1 GET /Users as tenant and says how many were
+// answered before the first 429 (n+1 when none was refused).
+func (p *relayProc) answered(tenant, token string, n int) int {
+	p.t.Helper()
+	for i := range n + 1 {
+		switch r := p.scim(tenant, token, "GET", "/Users", ""); r.status {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			return i
+		default:
+			p.t.Fatalf("%s: %d %s", tenant, r.status, r.raw)
+		}
+	}
+	return n + 1
+}
+
 func do(t testing.TB, req *http.Request) reply {
 	t.Helper()
 	res, err := http.DefaultClient.Do(req)

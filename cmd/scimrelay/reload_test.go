@@ -447,21 +447,7 @@ func TestReloadKeepsRateLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
-	// answered sends n+1 requests as tenant and says how many were
-	// answered before the first 429.
-	answered := func(tenant, token string, n int) int {
-		t.Helper()
-		for i := range n + 1 {
-			switch r := p.scim(tenant, token, "GET", "/Users", ""); r.status {
-			case http.StatusOK:
-			case http.StatusTooManyRequests:
-				return i
-			default:
-				t.Fatalf("%s: %d %s", tenant, r.status, r.raw)
-			}
-		}
-		return n + 1
-	}
+	answered := p.answered
 	if got := answered("acme", acmeToken, 2); got != 2 {
 		t.Fatalf("acme at burst 2: %d answered", got)
 	}

@@ -498,15 +498,25 @@ func (s *server) setSCIMHandler(cfg *config.Config) {
 }
 
 // scimLimits are the SCIM listener's rate limits: limits.rate and burst,
-// and the tenants' own.
+// and the tenants' own: a tenant's rate and burst, each where it is not 0,
+// replace limits.rate and limits.burst for that tenant.
 func scimLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
+	def := httpmw.Limit{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst}
 	overrides := map[string]httpmw.Limit{}
 	for _, t := range cfg.Tenants {
-		if t.Rate > 0 {
-			overrides[t.Name] = httpmw.Limit{Rate: t.Rate, Burst: max(t.Burst, 1)}
+		if t.Rate == 0 && t.Burst == 0 {
+			continue
 		}
+		l := def
+		if t.Rate > 0 {
+			l.Rate = t.Rate
+		}
+		if t.Burst > 0 {
+			l.Burst = t.Burst
+		}
+		overrides[t.Name] = l
 	}
-	return httpmw.Limit{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst}, overrides
+	return def, overrides
 }
 
 // oauthLimits are the token endpoint's rate limit, the same for every tenant.
