@@ -79,3 +79,29 @@ func TestFirstStartToken(t *testing.T) {
 		t.Fatal("the token went to a file as well")
 	}
 }
+
+// TestFirstTokenSaysWhenItsHostIsUnreachable: a relay listening on every
+// address (0.0.0.0, as in a container) with public_url empty writes its
+// first token's Tenant URL with a line saying to put the host name Entra
+// reaches in place of 0.0.0.0; with public_url set, the Tenant URL is
+// under it and there is no such line.
+func TestFirstTokenSaysWhenItsHostIsUnreachable(t *testing.T) {
+	for _, public := range []string{"", "https://relay.example.com"} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Tenants = []config.Tenant{{Name: "acme"}}
+		cfg.Listen, cfg.PublicURL = "0.0.0.0:0", public
+		p := startRelayWith(t, cfg, roleAll, slog.New(slog.DiscardHandler), nil)
+		text, err := os.ReadFile(cfg.InitialTokenPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		hinted := strings.Contains(string(text), "in place of 0.0.0.0, or set public_url")
+		switch {
+		case public == "" && !hinted:
+			t.Errorf("listening on 0.0.0.0 without public_url, %s does not say the host must be replaced:\n%s", cfg.InitialTokenPath(), text)
+		case public != "" && (hinted || !strings.Contains(string(text), "Tenant URL:    "+public+"/scim/v2/acme\n")):
+			t.Errorf("with public_url %s, %s holds:\n%s", public, cfg.InitialTokenPath(), text)
+		}
+		p.stop()
+	}
+}

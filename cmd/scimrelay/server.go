@@ -255,12 +255,12 @@ func (s *server) ensureTokens(ctx context.Context) (err error) {
 		}
 		if file == nil {
 			fmt.Fprintf(s.out, "\nTenant %q had no token, so scimrelay created one. In Microsoft Entra ID, under Provisioning > Admin Credentials, enter:\n"+
-				"  Tenant URL:    %s\n  Secret Token:  %s\n"+
+				"  Tenant URL:    %s\n%s  Secret Token:  %s\n"+
 				"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
-				t.Name, s.tenantURL(t.Name), secret, t.Name)
+				t.Name, s.tenantURL(t.Name), s.originHint(), secret, t.Name)
 			continue
 		}
-		if _, err := fmt.Fprintf(file, "tenant %s (expires in 90 days)\n  Tenant URL:    %s\n  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), secret); err != nil {
+		if _, err := fmt.Fprintf(file, "tenant %s (expires in 90 days)\n  Tenant URL:    %s\n%s  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), s.originHint(), secret); err != nil {
 			return fmt.Errorf("tenant %s: writing its first token to %s: %w", t.Name, path, err)
 		}
 		s.log.Warn("created a SCIM token for a tenant without one; paste it into Microsoft Entra ID, then delete the file", "tenant", t.Name, "file", path)
@@ -295,6 +295,24 @@ func removeIfEmpty(path string) error {
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.
 func (s *server) tenantURL(tenant string) string {
 	return scim.TenantURL(publicOrigin(s.config()), tenant)
+}
+
+// originHint is a line to print under a Tenant URL whose host no identity
+// provider can reach: public_url is empty and listen takes every address
+// (0.0.0.0, [::] or no host, as in a container). Empty otherwise.
+func (s *server) originHint() string {
+	cfg := s.config()
+	if public, _ := publicURL(cfg.PublicURL); public != "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if ip := net.ParseIP(host); err != nil || (host != "" && (ip == nil || !ip.IsUnspecified())) {
+		return ""
+	}
+	if host == "" {
+		host = "the empty host"
+	}
+	return "                 (public_url is not set: put the host name Entra reaches this relay by in place of " + host + ", or set public_url)\n"
 }
 
 // scimOrigin is where identity providers reach the SCIM listener:
