@@ -308,14 +308,14 @@ func canonicalPath(u *url.URL) {
 	}
 	segs := strings.Split(trimmed, "/")
 	// "", "scim", "v2", tenant, endpoint, [id or .search]
-	if len(segs) >= 6 && segs[4] == "" && segs[1] == "scim" && segs[2] == "v2" {
-		if _, ok := endpoints[strings.ToLower(segs[5])]; ok {
-			// A Tenant URL entered with a trailing slash: the client
-			// appended "/Users" to it.
-			segs = slices.Delete(segs, 4, 5)
-		}
-	}
 	if len(segs) >= 5 && segs[1] == "scim" && segs[2] == "v2" {
+		if len(segs) >= 6 && segs[4] == "" {
+			if _, ok := endpoints[strings.ToLower(segs[5])]; ok {
+				// A Tenant URL entered with a trailing slash: the client
+				// appended "/Users" to it.
+				segs = slices.Delete(segs, 4, 5)
+			}
+		}
 		for i := 4; i < len(segs) && i < 6; i++ {
 			if canon, ok := endpoints[strings.ToLower(segs[i])]; ok && (i == 4 || canon == ".search") {
 				segs[i] = canon

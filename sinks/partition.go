@@ -57,8 +57,9 @@ type partition struct {
 	pin       string                     // the pin id of the messages last received
 	wg        sync.WaitGroup             // lane goroutines
 
-	// seenDelivered (under mu) is the consumer's delivered count at the last look
-	// that found no other worker holding its pin (findHandedOver).
+	// seenDelivered (under mu) is the consumer's delivered count at the
+	// last look that found no other worker holding its pin and nothing
+	// left to read (findHandedOver).
 	seenDelivered uint64
 }
 
@@ -240,8 +241,8 @@ const pinHeader = "Nats-Pin-Id"
 // loadParked reads the partition's parked resources and parks those this
 // worker holds nothing of. acquire calls it; enqueue again when the pin
 // it receives under changes, and findHandedOver when another worker let
-// the pin go without an event coming here. Two workers can both acquire a partition that
-// nobody had pinned yet: the pin goes to one, and the other pulls only
+// the pin go without an event coming here. Two workers can both acquire a
+// partition that nobody had pinned yet: the pin goes to one, and the other pulls only
 // once it is released, after that owner's hand-over, which may have parked
 // resources (and acknowledged their events) after the other one's acquire
 // read the bucket. Without the second read it would take a parked
@@ -559,17 +560,21 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 		p.mu.Unlock()
 		return
 	}
-	moved := info.Delivered.Consumer != p.seenDelivered
-	p.seenDelivered = info.Delivered.Consumer
-	p.mu.Unlock()
-	if pin == "" && moved {
-		if err := p.loadParked(); err != nil {
-			p.w.log.Warn("reading the partition's parked resources after a hand-over failed; will look again", "partition", p.n, "err", err)
-			p.mu.Lock()
-			p.seenDelivered = 0 // look again next time
-			p.mu.Unlock()
-		}
+	delivered := info.Delivered.Consumer
+	if pin != "" || delivered == p.seenDelivered {
+		p.seenDelivered = delivered
+		p.mu.Unlock()
+		return
 	}
+	p.mu.Unlock()
+	if err := p.loadParked(); err != nil {
+		// seenDelivered stays: the next look reads the bucket again.
+		p.w.log.Warn("reading the partition's parked resources after a hand-over failed; will look again", "partition", p.n, "err", err)
+		return
+	}
+	p.mu.Lock()
+	p.seenDelivered = delivered
+	p.mu.Unlock()
 }
 
 // parkOverflowLocked parks a lane from its first queued event, in the
