@@ -263,6 +263,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
+		running: map[uint64]struct{}{}, unreleased: map[int]uint64{},
 	}
 	if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
 		w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)

@@ -23,7 +23,9 @@ import (
 // Which worker delivers which partition. Every delivery worker of a sink
 // announces itself in the stream SCIMRELAY_WORKERS, one subject per sink and
 // worker, rewritten every heartbeat and kept for a short MaxAge: the
-// subjects present are the live workers. From that list every worker
+// subjects present are the live workers. A worker shutting down moves to
+// a subject of its own (leavingSuffix) until it has handed its partitions
+// over: out of the assignment, its partition claims standing. From that list every worker
 // computes the same assignment (assign) and takes the partitions that fall
 // to it. The pinned priority group of each partition's consumer is what
 // makes delivery exclusive: a second worker that believes it owns a
@@ -79,7 +81,15 @@ type membership struct {
 	// leaseUntil is when this worker stops considering itself a member
 	// (unix nanoseconds), unless an announcement succeeds before.
 	leaseUntil atomic.Int64
+	// present is the workers whose announcement (as a member, or as
+	// leaving) the last beat found: those that may hold partition claims.
+	present atomic.Pointer[[]string]
 }
+
+// leavingSuffix marks the announcement of a worker that has withdrawn
+// from the assignment and is handing its partitions over: it takes no
+// partition, but the claims it holds stand until it releases them.
+const leavingSuffix = ".leaving"
 
 // ensureWorkersStream creates the stream of announcements.
 func ensureWorkersStream(ctx context.Context, js jetstream.JetStream, t timing, replicas int) (jetstream.Stream, error) {
@@ -113,7 +123,8 @@ func newWorkerID() string {
 	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
 }
 
-func (m *membership) subject() string { return workersSubjectRoot + m.sink + "." + m.id }
+func (m *membership) prefix() string  { return workersSubjectRoot + m.sink + "." }
+func (m *membership) subject() string { return m.prefix() + m.id }
 
 // announcement is what a worker publishes; the subject alone carries the
 // membership, the rest is for people reading the stream.
@@ -128,38 +139,101 @@ type announcement struct {
 // sorted, itself included.
 func (m *membership) beat(ctx context.Context, owned []int) ([]string, error) {
 	sent := time.Now()
-	body, err := json.Marshal(announcement{Sink: m.sink, Worker: m.id, Time: sent.UTC(), Partitions: owned})
+	if err := m.announce(ctx, m.subject(), owned); err != nil {
+		return nil, err
+	}
+	m.leaseUntil.Store(sent.Add(m.t.lease).UnixNano())
+	live, present, err := m.list(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.js.Publish(ctx, m.subject(), body); err != nil {
-		return nil, fmt.Errorf("announcing worker %s: %w", m.id, err)
-	}
-	m.leaseUntil.Store(sent.Add(m.t.lease).UnixNano())
-	prefix := workersSubjectRoot + m.sink + "."
-	info, err := m.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+"*"))
-	if err != nil {
-		return nil, fmt.Errorf("listing the workers of sink %s: %w", m.sink, err)
-	}
-	live := make([]string, 0, len(info.State.Subjects))
-	for subject := range info.State.Subjects {
-		live = append(live, strings.TrimPrefix(subject, prefix))
-	}
 	if !slices.Contains(live, m.id) {
 		live = append(live, m.id) // announced, even if the listing raced it
+		slices.Sort(live)
+	}
+	m.present.Store(&present)
+	return live, nil
+}
+
+func (m *membership) announce(ctx context.Context, subject string, owned []int) error {
+	body, err := json.Marshal(announcement{Sink: m.sink, Worker: m.id, Time: time.Now().UTC(), Partitions: owned})
+	if err != nil {
+		return err
+	}
+	if _, err := m.js.Publish(ctx, subject, body); err != nil {
+		return fmt.Errorf("announcing worker %s: %w", m.id, err)
+	}
+	return nil
+}
+
+// list reads the sink's announcements: the members (live), and every
+// worker announced as a member or as leaving (present), each sorted.
+func (m *membership) list(ctx context.Context) (live, present []string, err error) {
+	prefix := m.prefix()
+	info, err := m.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing the workers of sink %s: %w", m.sink, err)
+	}
+	for subject := range info.State.Subjects {
+		id := strings.TrimPrefix(subject, prefix)
+		if leaving, ok := strings.CutSuffix(id, leavingSuffix); ok {
+			present = append(present, leaving)
+			continue
+		}
+		live = append(live, id)
+		present = append(present, id)
 	}
 	slices.Sort(live)
-	return live, nil
+	slices.Sort(present)
+	return live, slices.Compact(present), nil
+}
+
+// alive reports whether worker id is announced, as a member or as leaving:
+// whether a claim it holds stands. A worker found in the last beat's
+// listing is; one not found there is looked up again, because it may have
+// announced itself (and claimed a partition) since. A worker that has not
+// announced itself for memberTTL has let its lease lapse, and delivers
+// nothing more.
+func (m *membership) alive(ctx context.Context, id string) (bool, error) {
+	if p := m.present.Load(); p != nil && slices.Contains(*p, id) {
+		return true, nil
+	}
+	_, present, err := m.list(ctx)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(present, id), nil
 }
 
 // leaseValid reports whether this worker may still deliver.
 func (m *membership) leaseValid() bool { return time.Now().UnixNano() < m.leaseUntil.Load() }
 
-// leave withdraws the announcement, so that the others take over at once.
-// The lease stays: this worker finishes what it has in flight before it
-// releases its pins, and nobody takes a partition before that.
+// leave withdraws the worker from the assignment, so that the others take
+// its partitions, and announces it as leaving: the claims it holds stand
+// while it hands them over (stillLeaving renews the announcement, gone
+// withdraws it). The lease stays: this worker finishes what it has in
+// flight before it releases its partitions. When the leaving announcement
+// cannot be made, the member's stays, and the others take over once it
+// expires.
 func (m *membership) leave(ctx context.Context) error {
-	err := m.stream.Purge(ctx, jetstream.WithPurgeSubject(m.subject()))
+	if err := m.stillLeaving(ctx); err != nil {
+		return err
+	}
+	return m.purge(ctx, m.subject())
+}
+
+// stillLeaving renews the worker's leaving announcement.
+func (m *membership) stillLeaving(ctx context.Context) error {
+	return m.announce(ctx, m.subject()+leavingSuffix, nil)
+}
+
+// gone withdraws the leaving announcement: the worker holds nothing more.
+func (m *membership) gone(ctx context.Context) error {
+	return m.purge(ctx, m.subject()+leavingSuffix)
+}
+
+func (m *membership) purge(ctx context.Context, subject string) error {
+	err := m.stream.Purge(ctx, jetstream.WithPurgeSubject(subject))
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("withdrawing worker %s: %w", m.id, err)
 	}

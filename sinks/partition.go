@@ -36,6 +36,7 @@ const (
 type partition struct {
 	w     *worker
 	n     int
+	runID uint64 // this run of the partition in this worker (its claim's)
 	name  string
 	state atomic.Int32
 
@@ -55,6 +56,7 @@ type partition struct {
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
 	pin       string                     // the pin id of the messages last received
+	claimRev  uint64                     // the revision of the claim this run wrote; 0: none
 	wg        sync.WaitGroup             // lane goroutines
 
 	// seenDelivered (under mu) is the consumer's delivered count at the
@@ -119,7 +121,7 @@ func (t recordTurn) wait() {
 
 func newPartition(w *worker, n int) *partition {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &partition{w: w, n: n, name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
+	return &partition{w: w, n: n, runID: w.runs.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
 		lanes: map[string]*lane{}, delivered: map[string]uint64{}, inFlight: map[jetstream.Msg]struct{}{}}
 }
@@ -193,6 +195,7 @@ func (p *partition) run() {
 		}
 	}
 	p.release()
+	p.dropClaim()
 }
 
 func (p *partition) pause(d time.Duration) bool {
@@ -206,12 +209,16 @@ func (p *partition) pause(d time.Duration) bool {
 	}
 }
 
-// acquire gets the partition's consumer (recreating it if it is gone),
-// waits until no other worker holds its pin, takes over what a previous
-// owner left unacknowledged, and loads the parked resources.
+// acquire takes the partition's claim, gets its consumer (recreating it
+// if it is gone), waits until no other worker holds its pin, takes over
+// what a previous owner left unacknowledged, and loads the parked
+// resources.
 func (p *partition) acquire() (jetstream.Consumer, error) {
 	p.state.Store(stateAcquiring)
 	w := p.w
+	if taken, err := p.takeClaim(); err != nil || !taken {
+		return nil, err
+	}
 	// Short deadlines: a request in flight when the connection drops gets
 	// no answer, and waiting long for it would leave the partition idle.
 	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
@@ -247,7 +254,10 @@ const pinHeader = "Nats-Pin-Id"
 // resources (and acknowledged their events) after the other one's acquire
 // read the bucket. Without the second read it would take a parked
 // resource's later events from the consumer and deliver them before the
-// parked ones.
+// parked ones. Workers that claim partitions (claim.go) never run one two
+// at a time; the reads on a pin change and in findHandedOver remain for
+// workers of an earlier release, which take no claim, met in a rolling
+// upgrade.
 func (p *partition) loadParked() error {
 	ctx, cancel := context.WithTimeout(p.ctx, 2*apiTimeout)
 	defer cancel()

@@ -529,15 +529,16 @@ type unparkable struct {
 }
 
 // runUnparkable starts a server with users "admin", who may do anything,
-// and "worker", who may do anything but write to crm's parking bucket, and
-// two workers as "worker" logging to log (nil: errors only).
+// and "worker", who may do anything but write park records to crm's
+// parking bucket (its partition claims it may write), and two workers as
+// "worker" logging to log (nil: errors only).
 func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	t.Helper()
 	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
 		o.Users = []*server.User{
 			{Username: "admin", Password: "admin"},
 			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".>"}},
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".*.*.*.*"}},
 			}},
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -56,9 +57,16 @@ type worker struct {
 	batches *batcher
 	wg      sync.WaitGroup // partitions running or handing over
 
+	runs atomic.Uint64 // numbers the partitions' runs, from 1
+
 	mu     sync.Mutex
 	owned  map[int]*partition
 	joined bool // announced at least once
+	// running holds the runs of partitions not ended (a run's claim stands
+	// while it runs: claim.go); unreleased, by partition, the revisions of
+	// claims whose release failed.
+	running    map[uint64]struct{}
+	unreleased map[int]uint64
 }
 
 // consumerName is the durable consumer of one partition of a sink. Sink
@@ -158,6 +166,7 @@ func (w *worker) reconcile(ctx context.Context) error {
 	w.mu.Lock()
 	w.joined = true
 	w.mu.Unlock()
+	w.retryUnclaims(ctx)
 	owner := assign(w.name, w.partitions, live)
 	for n, id := range owner {
 		mine := id == w.members.id
@@ -182,11 +191,15 @@ func (w *worker) start(n int) {
 	p := newPartition(w, n)
 	w.mu.Lock()
 	w.owned[n] = p
+	w.running[p.runID] = struct{}{}
 	w.mu.Unlock()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		p.run()
+		w.mu.Lock()
+		delete(w.running, p.runID)
+		w.mu.Unlock()
 	}()
 }
 
@@ -232,15 +245,29 @@ func (w *worker) releaseAll(graceful bool) {
 }
 
 // shutdown withdraws the worker, so that the others take its partitions,
-// and hands them over.
+// and hands them over. It stays announced as leaving until every
+// partition's claim is released, so that nobody takes one before.
 func (w *worker) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := w.members.leave(ctx); err != nil {
 		w.log.Debug("withdrawing the worker", "err", err)
 	}
+	handedOver := make(chan struct{})
+	go repeat(handedOver, w.t.heartbeat, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), w.t.heartbeat)
+		defer cancel()
+		_ = w.members.stillLeaving(ctx)
+	})
 	w.releaseAll(true)
 	w.wg.Wait() // partitions handed over earlier
+	close(handedOver)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.retryUnclaims(ctx)
+	if err := w.members.gone(ctx); err != nil {
+		w.log.Debug("withdrawing the worker", "err", err)
+	}
 }
 
 // backlog sums the pending and unacknowledged events of every partition

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestPartitionClaim: a free claim is taken, taking it again is a no-op,
+// a claim whose holder holds is refused and one whose holder does not is
+// taken over, a release by a holder that was taken over leaves the new
+// claim, and of workers taking a free claim at once exactly one gets it.
+func TestPartitionClaim(t *testing.T) {
+	_, _, js := natsServer(t)
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := claim{Worker: "a", Run: 1}, claim{Worker: "b", Run: 1}
+	holds := func(v bool) func(context.Context, int, claim) (bool, error) {
+		return func(context.Context, int, claim) (bool, error) { return v, nil }
+	}
+
+	revA, _, err := pk.claim(ctx, 0, a, holds(true))
+	if err != nil || revA == 0 {
+		t.Fatalf("taking a free claim: revision %d, %v", revA, err)
+	}
+	if again, _, err := pk.claim(ctx, 0, a, holds(true)); err != nil || again != revA {
+		t.Fatalf("taking one's own claim again: revision %d (want %d), %v", again, revA, err)
+	}
+	if _, holder, err := pk.claim(ctx, 0, b, holds(true)); !errors.Is(err, errClaimHeld) || holder != a {
+		t.Fatalf("b took a claim a holds: holder %+v, %v", holder, err)
+	}
+	// A run of the same worker is another holder.
+	if _, _, err := pk.claim(ctx, 0, claim{Worker: "a", Run: 2}, holds(true)); !errors.Is(err, errClaimHeld) {
+		t.Fatalf("a's second run took the claim of its first, which still runs: %v", err)
+	}
+	revB, _, err := pk.claim(ctx, 0, b, holds(false))
+	if err != nil || revB == 0 {
+		t.Fatalf("b did not take over a claim whose holder is gone: %v", err)
+	}
+	if err := pk.unclaim(ctx, 0, revA); err != nil {
+		t.Fatalf("a stale release: %v", err)
+	}
+	if held := readClaim(t, pk, 0); held != b {
+		t.Fatalf("after a's stale release the claim is %+v, want b's", held)
+	}
+	if err := pk.unclaim(ctx, 0, revB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pk.kv.Get(ctx, claimKey(0)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the claim stays after its release: %v", err)
+	}
+
+	// Eight workers at once, on a free claim and on one whose holder is
+	// gone: one each.
+	if _, _, err := pk.claim(ctx, 1, claim{Worker: "dead"}, holds(true)); err != nil {
+		t.Fatal(err)
+	}
+	for n := range 2 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var won []string
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := claim{Worker: fmt.Sprintf("w%d", i), Run: 1}
+				_, _, err := pk.claim(ctx, n, c, func(_ context.Context, _ int, h claim) (bool, error) { return h.Worker != "dead", nil })
+				switch {
+				case err == nil:
+					mu.Lock()
+					won = append(won, c.Worker)
+					mu.Unlock()
+				case !errors.Is(err, errClaimHeld):
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(won) != 1 {
+			t.Fatalf("partition %d: %d workers took its claim at once (%v), want 1", n, len(won), won)
+		}
+		if held := readClaim(t, pk, n); held.Worker != won[0] {
+			t.Fatalf("partition %d: the claim names %+v, but %s took it", n, held, won[0])
+		}
+	}
+
+	// Claims are not parked resources.
+	if parked, err := pk.load(ctx, 0); err != nil || len(parked) != 0 {
+		t.Fatalf("loading partition 0's parked resources: %v, %v", parked, err)
+	}
+}
+
+func readClaim(t testing.TB, pk *parking, n int) claim {
+	t.Helper()
+	e, err := pk.kv.Get(ctx, claimKey(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c claim
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestLeavingWorkerIsAlive: a worker that withdrew from the assignment is
+// no member any more, but its claims stand until it is gone; a worker that
+// announced itself after the last listing is found.
+func TestLeavingWorkerIsAlive(t *testing.T) {
+	_, _, js := natsServer(t)
+	tm := timingFor(fastHeartbeat)
+	st, err := ensureWorkersStream(ctx, js, tm, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := func(id string) *membership { return &membership{js: js, stream: st, sink: "crm", id: id, t: tm} }
+	a, b := member("a"), member("b")
+	if _, err := a.beat(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	// b announces itself after a's listing: a finds it all the same.
+	if _, err := b.beat(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantAlive := func(who string, want bool) {
+		t.Helper()
+		if got, err := a.alive(ctx, who); err != nil || got != want {
+			t.Fatalf("a says %s alive: %v (%v), want %v", who, got, err, want)
+		}
+	}
+	wantAlive("b", true)
+	wantAlive("nobody", false)
+
+	if err := b.leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	live, err := a.beat(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(live, ",") != "a" {
+		t.Fatalf("members after b left: %v, want a alone", live)
+	}
+	wantAlive("b", true) // handing over: its claims stand
+	if err := b.gone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.beat(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantAlive("b", false)
+}
+
+// TestHandOverWhileReadingBackRepeatsNothing: a worker reading a parked
+// resource back, on a partition from which it received no event since it
+// took it, holds no pin. When it hands the partition over, the next owner
+// waits for its claim: it reads the resource on from where the first one
+// stopped, and no event goes out twice.
+func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
+	js := onePartition(t)
+	const n = 6
+	l := newLedger()
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	var inFlightOnce, releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		subject, seq := l.arrive(r)
+		if seq == 3 {
+			// Event 3 stays in flight until the next owner is waiting.
+			inFlightOnce.Do(func() { close(inFlight) })
+			select {
+			case <-release:
+			case <-r.Context().Done(): // the worker gave up on it
+			}
+		}
+		l.answer(r, subject, seq, http.StatusNoContent)
+		return http.StatusNoContent
+	})
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: 500 * time.Millisecond}
+	// A worker that comes and goes sets up the consumer and the bucket.
+	_, stop := runManager(t, o)
+	stop()
+
+	// An earlier owner parked the resource from its first event and
+	// acknowledged them all, as a hand-over does.
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "parked")
+	for range n - 1 {
+		p.publish("acme", events.UserUpdated, "parked")
+	}
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(n, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first uint64
+	for m := range b.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 {
+			first = meta.Sequence.Stream
+			s, err := events.ParseStoredSubject(m.Subject())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pk, err := parkingBucket(ctx, js, "crm", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pk.put(ctx, 0, s, parkRecord{From: first, Due: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first == 0 {
+		t.Fatalf("the earlier owner fetched nothing: %v", b.Error())
+	}
+	unpin(t, js)
+
+	// The first worker takes the partition, with no event from its
+	// consumer, and reads the resource back.
+	a, stopA := runManager(t, o)
+	select {
+	case <-inFlight:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first worker did not read the parked resource back")
+	}
+	// A second worker comes, and the first leaves while event 3 is in
+	// flight: the partition is the second's, but not before the first
+	// let go of its claim.
+	logs := &eventstest.Log{}
+	o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	second, _ := runManager(t, o)
+	t.Cleanup(unblock) // before the workers stop, when the test fails
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stopA()
+	}()
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "waiting for a partition's claim") {
+			return errors.New("the second worker has not found the partition claimed")
+		}
+		return nil
+	})
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held := readClaim(t, pk, 0); held.Worker != a.o.WorkerID {
+		t.Fatalf("while the first worker hands over, the claim names %+v, want %s", held, a.o.WorkerID)
+	}
+	unblock()
+	<-stopped
+	l.wantDelivered(t, expect{"Users/parked": n}, 20*time.Second, false)
+	if got := deliveredBy(second); got != n-3 {
+		t.Fatalf("the second worker delivered %v events, want the %d after the first worker's last", got, n-3)
+	}
+}
