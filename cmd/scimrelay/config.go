@@ -194,6 +194,24 @@ func publicOrigin(cfg *config.Config) string {
 	return "http://" + cfg.Listen
 }
 
+// unreachableOrigin says what to do when the origin printed for identity
+// providers (publicOrigin) has a host none can reach: public_url is empty
+// and listen takes every address (0.0.0.0, [::] or no host, as in a
+// container). Empty otherwise.
+func unreachableOrigin(cfg *config.Config) string {
+	if public, _ := publicURL(cfg.PublicURL); public != "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if ip := net.ParseIP(host); err != nil || (host != "" && (ip == nil || !ip.IsUnspecified())) {
+		return ""
+	}
+	if host == "" {
+		host = "the empty host"
+	}
+	return "public_url is not set: put the host name Entra reaches this relay by in place of " + host + ", or set public_url"
+}
+
 // publicURL checks public_url and returns it without a trailing slash.
 func publicURL(s string) (string, error) {
 	if s == "" {

@@ -5,9 +5,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -103,5 +105,71 @@ func TestFirstTokenSaysWhenItsHostIsUnreachable(t *testing.T) {
 			t.Errorf("with public_url %s, %s holds:\n%s", public, cfg.InitialTokenPath(), text)
 		}
 		p.stop()
+	}
+}
+
+// TestFirstTokenIsNotWrittenThroughALink: a link put where the first
+// token's file goes (data_dir/initial-token) stops the start, naming the
+// file, and the token reaches neither the link's target nor the log.
+func TestFirstTokenIsNotWrittenThroughALink(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Tenants = []config.Tenant{{Name: "acme"}}
+	target := filepath.Join(t.TempDir(), "readable-by-all")
+	if err := os.WriteFile(target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, cfg.InitialTokenPath()); err != nil {
+		t.Fatal(err)
+	}
+	logs := &eventstest.Log{}
+	srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	if err == nil {
+		_ = srv.close()
+		t.Fatal("the relay started with a link in place of its first token's file")
+	}
+	if !strings.Contains(err.Error(), cfg.InitialTokenPath()) || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("the refusal does not name the file and why: %v", err)
+	}
+	if text, err := os.ReadFile(target); err != nil || len(text) > 0 {
+		t.Errorf("the link's target holds %q (%v), want nothing", text, err)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("the link's target changed: %v, %v", fi, err)
+	}
+	if tokenPattern.MatchString(logs.String()) {
+		t.Errorf("the log holds a secret:\n%s", logs.String())
+	}
+}
+
+// TestClientCreateSaysWhenItsHostIsUnreachable: client create prints the
+// token endpoint under listen when public_url is empty; listening on
+// every address, it says on stderr that the host must be replaced, and
+// says nothing of it with public_url set. stdout keeps its three lines.
+func TestClientCreateSaysWhenItsHostIsUnreachable(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	for _, public := range []string{"", "https://relay.example.com"} {
+		path := filepath.Join(t.TempDir(), "relay.yaml")
+		text := fmt.Sprintf("listen: 0.0.0.0:8080\npublic_url: %q\nadmin_listen: %s\nadmin:\n  token: %q\ntenants:\n  - name: acme\n",
+			public, strings.TrimPrefix(p.adminURL, "http://"), adminSecret)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := cli(t, "client", "create", "--tenant", "acme", "--config", path)
+		if code != exitOK {
+			t.Fatalf("client create: %d %s", code, stderr)
+		}
+		hinted := strings.Contains(stderr, "in place of 0.0.0.0, or set public_url")
+		switch {
+		case public == "" && (!hinted || !strings.Contains(out, "token_endpoint: http://0.0.0.0:8080/oauth2/acme/token\n")):
+			t.Errorf("listening on 0.0.0.0 without public_url, client create printed %q and said %q", out, stderr)
+		case public != "" && hinted:
+			t.Errorf("with public_url, client create said %q", stderr)
+		}
+		if lines := strings.Count(out, "\n"); lines != 3 {
+			t.Errorf("client create printed %d lines on stdout, want 3: %q", lines, out)
+		}
 	}
 }

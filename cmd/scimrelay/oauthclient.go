@@ -63,11 +63,14 @@ func printClient(cmd *cobra.Command, res admin.TokenResponse) error {
 	// The endpoint is under public_url, else the SCIM listener; listen
 	// matters only without public_url, so an unset variable in it is no
 	// reason to print the placeholder.
-	endpoint := tokenEndpoint("<public_url>", t.Tenant)
+	endpoint, hint := tokenEndpoint("<public_url>", t.Tenant), ""
 	if cfg, err := config.Read(configPathOf(cmd), "public_url"); err == nil && (cfg.PublicURL != "" || cfg.Listen != "") {
-		endpoint = tokenEndpoint(publicOrigin(cfg), t.Tenant)
+		endpoint, hint = tokenEndpoint(publicOrigin(cfg), t.Tenant), unreachableOrigin(cfg)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "client %s for tenant %s (%s), expires %s. The secret is shown only now:\n", t.ID, t.Tenant, t.Name, expiresText(t))
+	if hint != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "token_endpoint: %s.\n", hint)
+	}
 	_, err := fmt.Fprintf(cmd.OutOrStdout(), "client_id: %s\nclient_secret: %s\ntoken_endpoint: %s\n", t.ID, res.Secret, endpoint)
 	return err
 }

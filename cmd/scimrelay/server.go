@@ -277,7 +277,19 @@ func openSecretFile(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Chmod(0o600); err != nil { // in case someone widened it
+	// The path must be the file opened, a regular one: a secret must not
+	// follow a link someone put in its place to a file others can read.
+	opened, err := f.Stat()
+	if err == nil {
+		var there os.FileInfo
+		if there, err = os.Lstat(path); err == nil && (!there.Mode().IsRegular() || !os.SameFile(opened, there)) {
+			err = errors.New("not a regular file (a symbolic link?); remove it")
+		}
+	}
+	if err == nil {
+		err = f.Chmod(0o600) // in case someone widened it
+	}
+	if err != nil {
 		_ = f.Close()
 		return nil, err
 	}
@@ -298,21 +310,13 @@ func (s *server) tenantURL(tenant string) string {
 }
 
 // originHint is a line to print under a Tenant URL whose host no identity
-// provider can reach: public_url is empty and listen takes every address
-// (0.0.0.0, [::] or no host, as in a container). Empty otherwise.
+// provider can reach (unreachableOrigin); empty otherwise.
 func (s *server) originHint() string {
-	cfg := s.config()
-	if public, _ := publicURL(cfg.PublicURL); public != "" {
+	hint := unreachableOrigin(s.config())
+	if hint == "" {
 		return ""
 	}
-	host, _, err := net.SplitHostPort(cfg.Listen)
-	if ip := net.ParseIP(host); err != nil || (host != "" && (ip == nil || !ip.IsUnspecified())) {
-		return ""
-	}
-	if host == "" {
-		host = "the empty host"
-	}
-	return "                 (public_url is not set: put the host name Entra reaches this relay by in place of " + host + ", or set public_url)\n"
+	return "                 (" + hint + ")\n"
 }
 
 // scimOrigin is where identity providers reach the SCIM listener:

@@ -124,9 +124,7 @@ func NewHandler(o Options) *Handler {
 	h.api("GET /admin/v1/outbox/quarantine", h.listQuarantine)
 	// Profiles, for when the relay is slow and nobody knows why; behind the
 	// admin token like the rest of the API.
-	for _, p := range []string{"GET /debug/pprof/", "GET /debug/pprof/profile", "GET /debug/pprof/trace"} {
-		h.api(p, profile)
-	}
+	h.api("GET /debug/pprof/", profile)
 	h.api("/admin/", func(_ http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, "no admin endpoint %s %s", r.Method, r.URL.Path)
 	})
