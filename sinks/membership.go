@@ -25,11 +25,14 @@ import (
 // worker, rewritten every heartbeat and kept for a short MaxAge: the
 // subjects present are the live workers. A worker shutting down moves to
 // a subject of its own (leavingSuffix) until it has handed its partitions
-// over: out of the assignment, its partition claims standing. From that list every worker
-// computes the same assignment (assign) and takes the partitions that fall
-// to it. The pinned priority group of each partition's consumer is what
-// makes delivery exclusive: a second worker that believes it owns a
-// partition receives nothing while the first holds the pin. See
+// over: out of the assignment, its partition claims standing. From the
+// list of members every worker computes the same assignment (assign) and
+// takes the partitions that fall to it. What makes delivery exclusive is
+// each partition's claim (claim.go), which a worker takes before the
+// partition's consumer and keeps until its hand-over is done, and the
+// consumer's pinned priority group: a second worker that believes it owns
+// a partition waits for the claim, and would receive nothing while the
+// first holds the pin. See
 // docs/decisions.md, Delivery, for the timings and the hand-off.
 const (
 	WorkersStream       = "SCIMRELAY_WORKERS"
@@ -227,9 +230,10 @@ func (m *membership) stillLeaving(ctx context.Context) error {
 	return m.announce(ctx, m.subject()+leavingSuffix, nil)
 }
 
-// gone withdraws the leaving announcement: the worker holds nothing more.
+// gone withdraws the worker's announcements (the member's too, in case
+// leave could not): it holds nothing more.
 func (m *membership) gone(ctx context.Context) error {
-	return m.purge(ctx, m.subject()+leavingSuffix)
+	return errors.Join(m.purge(ctx, m.subject()+leavingSuffix), m.purge(ctx, m.subject()))
 }
 
 func (m *membership) purge(ctx context.Context, subject string) error {
