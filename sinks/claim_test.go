@@ -281,3 +281,78 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 		t.Fatalf("the second worker delivered %v events, want the %d after the first worker's last", got, n-3)
 	}
 }
+
+// TestLeavingWorkerKeepsItsClaims: a worker's hand-over may outlast its
+// announcement's lifetime (here a held lane makes its release wait 5 s for
+// acknowledgements that never come; announcements live 1.1 s). It renews
+// its leaving announcement meanwhile, so that the other worker takes each
+// of its partitions' claims only after it let go of it: the claim is
+// deleted first, never overwritten while the leaving worker holds it.
+func TestLeavingWorkerKeepsItsClaims(t *testing.T) {
+	u := runUnparkable(t, nil)
+	pk, err := parkingBucket(ctx, u.js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watcher, err := pk.kv.Watch(ctx, "claim.*", jetstream.IncludeHistory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = watcher.Stop() }()
+	type change struct {
+		deleted bool
+		worker  string
+	}
+	var mu sync.Mutex
+	changes := map[string][]change{}
+	go func() {
+		for e := range watcher.Updates() {
+			if e == nil {
+				continue // the end of what was there
+			}
+			var c claim
+			_ = json.Unmarshal(e.Value(), &c)
+			mu.Lock()
+			changes[e.Key()] = append(changes[e.Key()], change{deleted: e.Operation() != jetstream.KeyValuePut, worker: c.Worker})
+			mu.Unlock()
+		}
+	}()
+
+	p := newPublisher(t, u.js)
+	p.publish("acme", events.UserCreated, "stuck")
+	owner := u.holder(t)
+	leaving, staying := u.ms[owner].o.WorkerID, u.ms[1-owner].o.WorkerID
+	started := time.Now()
+	u.stops[owner]()
+	if took := time.Since(started); took < 2*u.ms[owner].sinks["crm"].worker.t.memberTTL {
+		t.Fatalf("the hand-over took %s, too short to outlast an announcement (%s)", took, u.ms[owner].sinks["crm"].worker.t.memberTTL)
+	}
+	u.broken.Store(false)
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for n := range 16 {
+			cs := changes[claimKey(n)]
+			if len(cs) == 0 || cs[len(cs)-1].deleted || cs[len(cs)-1].worker != staying {
+				return fmt.Errorf("partition %d's claim is not the staying worker's: %+v", n, cs)
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	handed := 0
+	for key, cs := range changes {
+		for i := 1; i < len(cs); i++ {
+			if cs[i].worker == staying && !cs[i].deleted && cs[i-1].worker == leaving && !cs[i-1].deleted {
+				t.Errorf("%s: the staying worker overwrote the leaving worker's claim (changes %+v)", key, cs)
+			}
+			if cs[i].worker == staying && !cs[i].deleted && cs[i-1].deleted && i >= 2 && cs[i-2].worker == leaving {
+				handed++
+			}
+		}
+	}
+	if handed == 0 {
+		t.Fatalf("no claim went from the leaving worker to the staying one: %+v", changes)
+	}
+}
