@@ -409,6 +409,9 @@ func TestChartDefaults(t *testing.T) {
 		if tpl.Annotations["checksum/secret"] == "" {
 			t.Errorf("%s does not roll when the chart's Secret changes", role)
 		}
+		if g := tpl.Spec.TerminationGracePeriodSeconds; g == nil || *g < 45 {
+			t.Errorf("%s: terminationGracePeriodSeconds %v; want at least 45, for a graceful stop (SCIM requests 30 s, a worker's hand-over)", role, g)
+		}
 	}
 	checkNames(t, m)
 	if len(m.serviceMonitors) != 0 {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -68,6 +69,11 @@ func TestComposeFile(t *testing.T) {
 		case s.Image == "scimrelay:local" && len(s.Command) > 0 && s.Command[0] == "serve":
 			relays = append(relays, name)
 			roles[flagValue(s.Command, "--role")]++
+			// A graceful stop (HTTP requests 30 s, a worker's hand-over)
+			// must not be cut short by Docker's 10 s default.
+			if g := s.StopGracePeriod; g == nil || time.Duration(*g) < 45*time.Second {
+				t.Errorf("%s: stop_grace_period %v, want at least 45s, as systemd and the chart give", name, g)
+			}
 		}
 	}
 	slices.Sort(nats)

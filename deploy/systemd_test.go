@@ -4,6 +4,7 @@ package deploy
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,12 @@ func TestSystemdUnit(t *testing.T) {
 	state := "/var/lib/" + strings.Join(keys["StateDirectory"], "")
 	if !strings.Contains(strings.Join(keys["ReadWritePaths"], " "), state) || keys["ProtectSystem"][0] != "strict" {
 		t.Errorf("ProtectSystem=%v with ReadWritePaths %v: the relay cannot write its StateDirectory %s", keys["ProtectSystem"], keys["ReadWritePaths"], state)
+	}
+	// A graceful stop: in-flight SCIM requests 30 s, a sink worker's
+	// hand-over up to about 25 s.
+	stop := keys["TimeoutStopSec"]
+	if n, err := strconv.Atoi(strings.Join(stop, "")); len(stop) != 1 || err != nil || n < 45 {
+		t.Errorf("TimeoutStopSec %q; want 45 (seconds) or more", stop)
 	}
 	if keys["User"] == nil || keys["User"][0] == "root" || keys["NoNewPrivileges"][0] != "yes" {
 		t.Errorf("the unit runs as %v with NoNewPrivileges=%v", keys["User"], keys["NoNewPrivileges"])
