@@ -43,10 +43,11 @@ var errClaimHeld = errors.New("held by another worker")
 
 func claimKey(partition int) string { return "claim." + strconv.Itoa(partition) }
 
-// claim takes partition n's claim for mine and returns its revision. A
-// claim held by a run that holds is not taken (errClaimHeld); holds
-// reports whether it does. A claim of mine is mine again.
-func (pk *parking) claim(ctx context.Context, n int, mine claim, holds func(context.Context, int, claim) (bool, error)) (uint64, claim, error) {
+// claim takes partition n's claim for mine and returns its revision and
+// the holder it found (zero when the claim was free, mine when it was
+// mine already). A claim whose holder still holds it (holds says) is not
+// taken: errClaimHeld, with that holder.
+func (pk *parking) claim(ctx context.Context, n int, mine claim, holds func(context.Context, claim) (bool, error)) (uint64, claim, error) {
 	key := claimKey(n)
 	body, err := json.Marshal(mine)
 	if err != nil {
@@ -61,7 +62,7 @@ func (pk *parking) claim(ctx context.Context, n int, mine claim, holds func(cont
 		if err != nil {
 			return 0, claim{}, fmt.Errorf("claiming partition %d: %w", n, err)
 		}
-		return rev, mine, nil
+		return rev, claim{}, nil
 	}
 	if err != nil {
 		return 0, claim{}, fmt.Errorf("reading partition %d's claim: %w", n, err)
@@ -69,9 +70,9 @@ func (pk *parking) claim(ctx context.Context, n int, mine claim, holds func(cont
 	var held claim
 	if json.Unmarshal(e.Value(), &held) == nil {
 		if held == mine {
-			return e.Revision(), mine, nil
+			return e.Revision(), held, nil
 		}
-		alive, err := holds(ctx, n, held)
+		alive, err := holds(ctx, held)
 		if err != nil {
 			return 0, held, fmt.Errorf("looking up partition %d's claim holder %s: %w", n, held.Worker, err)
 		}
@@ -86,7 +87,7 @@ func (pk *parking) claim(ctx context.Context, n int, mine claim, holds func(cont
 	if err != nil {
 		return 0, held, fmt.Errorf("claiming partition %d from %s: %w", n, held.Worker, err)
 	}
-	return rev, mine, nil
+	return rev, held, nil
 }
 
 // unclaim lets go of partition n's claim written at revision rev. A claim
@@ -128,7 +129,10 @@ func (p *partition) takeClaim() (bool, error) {
 			p.mu.Lock()
 			p.claimRev = rev
 			p.mu.Unlock()
-			if waiting {
+			if holder.Worker != "" && holder.Worker != w.members.id {
+				// Its announcement is gone: it let its lease lapse.
+				w.log.Info("took over a partition's claim from a worker that is gone", "partition", p.n, "holder", holder.Worker)
+			} else if waiting {
 				w.log.Debug("took a partition's claim", "partition", p.n)
 			}
 			return true, nil
@@ -166,10 +170,10 @@ func (p *partition) dropClaim() {
 	}
 }
 
-// claimHolds reports whether the run that wrote partition n's claim c
-// still holds it: one of this worker's that has not ended, or any of
-// another worker that is announced.
-func (w *worker) claimHolds(ctx context.Context, n int, c claim) (bool, error) {
+// claimHolds reports whether the run that wrote claim c still holds it:
+// one of this worker's that has not ended, or any of another worker that
+// is announced.
+func (w *worker) claimHolds(ctx context.Context, c claim) (bool, error) {
 	if c.Worker == w.members.id {
 		w.mu.Lock()
 		defer w.mu.Unlock()

@@ -31,13 +31,13 @@ func TestPartitionClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := claim{Worker: "a", Run: 1}, claim{Worker: "b", Run: 1}
-	holds := func(v bool) func(context.Context, int, claim) (bool, error) {
-		return func(context.Context, int, claim) (bool, error) { return v, nil }
+	holds := func(v bool) func(context.Context, claim) (bool, error) {
+		return func(context.Context, claim) (bool, error) { return v, nil }
 	}
 
-	revA, _, err := pk.claim(ctx, 0, a, holds(true))
-	if err != nil || revA == 0 {
-		t.Fatalf("taking a free claim: revision %d, %v", revA, err)
+	revA, prev, err := pk.claim(ctx, 0, a, holds(true))
+	if err != nil || revA == 0 || prev != (claim{}) {
+		t.Fatalf("taking a free claim: revision %d, previous holder %+v, %v", revA, prev, err)
 	}
 	if again, _, err := pk.claim(ctx, 0, a, holds(true)); err != nil || again != revA {
 		t.Fatalf("taking one's own claim again: revision %d (want %d), %v", again, revA, err)
@@ -49,9 +49,9 @@ func TestPartitionClaim(t *testing.T) {
 	if _, _, err := pk.claim(ctx, 0, claim{Worker: "a", Run: 2}, holds(true)); !errors.Is(err, errClaimHeld) {
 		t.Fatalf("a's second run took the claim of its first, which still runs: %v", err)
 	}
-	revB, _, err := pk.claim(ctx, 0, b, holds(false))
-	if err != nil || revB == 0 {
-		t.Fatalf("b did not take over a claim whose holder is gone: %v", err)
+	revB, prev, err := pk.claim(ctx, 0, b, holds(false))
+	if err != nil || revB == 0 || prev != a {
+		t.Fatalf("b did not take over a's claim, whose holder is gone: previous holder %+v, %v", prev, err)
 	}
 	if err := pk.unclaim(ctx, 0, revA); err != nil {
 		t.Fatalf("a stale release: %v", err)
@@ -80,7 +80,7 @@ func TestPartitionClaim(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				c := claim{Worker: fmt.Sprintf("w%d", i), Run: 1}
-				_, _, err := pk.claim(ctx, n, c, func(_ context.Context, _ int, h claim) (bool, error) { return h.Worker != "dead", nil })
+				_, _, err := pk.claim(ctx, n, c, func(_ context.Context, h claim) (bool, error) { return h.Worker != "dead", nil })
 				switch {
 				case err == nil:
 					mu.Lock()

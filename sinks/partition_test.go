@@ -200,7 +200,9 @@ func TestHandOverWhenAWorkerIsCutOff(t *testing.T) {
 	rc := slowReceiver(t, l, 10*time.Millisecond, nil)
 	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 8 })
 	m1, stop1 := runManager(t, Options{Sinks: []Config{cfg}, JS: js1, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
-	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	logs2 := &eventstest.Log{}
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat,
+		Logger: slog.New(slog.NewTextHandler(logs2, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	waitBalanced(t, m1, m2)
 
 	p := newPublisher(t, js)
@@ -221,9 +223,13 @@ func TestHandOverWhenAWorkerIsCutOff(t *testing.T) {
 		return nil
 	})
 	// By the time the other worker consumes every partition (the pins of
-	// the cut-off one had to expire first), the cut-off worker's abandoned
-	// deliveries are long over.
+	// the cut-off one had to expire first, and its claims, which it could
+	// not release, stand no more once its announcement is gone), the
+	// cut-off worker's abandoned deliveries are long over.
 	waitBalanced(t, m2)
+	if took := strings.Count(logs2.String(), "took over a partition's claim from a worker that is gone"); took != 8 {
+		t.Errorf("the other worker took over %d claims of the cut-off one, want its 8:\n%s", took, logs2.String())
+	}
 	lastBy1 := deliveredBy(m1)
 	for k, v := range provision(p, "i", 100, 2, 2, 20) {
 		want[k] += v
