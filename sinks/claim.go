@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,10 +26,12 @@ import (
 //
 // The claim is a key in the sink's parking bucket, claim.<partition>,
 // written with the revision its writer read, so that of two workers
-// taking it at once one fails. Nobody renews it: it stands while its
-// holder is announced (as a member, or as leaving while it hands over),
-// and a worker whose announcement is gone has let its lease lapse and
-// delivers nothing more (membership.alive).
+// taking it at once one fails. It stands while its holder is announced
+// (as a member, or as leaving while it hands over), not by a time to
+// live: a worker whose announcement is gone has let its lease lapse and
+// delivers nothing more (membership.alive). The holder writes it again
+// once a day (renewClaim) only so that the bucket's 30-day age limit
+// never removes it.
 
 // claim names a partition's holder: the worker, and which of its runs of
 // the partition (a worker that gives a partition up and gets it back runs
@@ -91,13 +94,41 @@ func (pk *parking) claim(ctx context.Context, n int, mine claim, holds func(cont
 }
 
 // unclaim lets go of partition n's claim written at revision rev. A claim
-// rewritten since (taken over) is left alone.
+// rewritten since (taken over, or renewed) is left alone.
 func (pk *parking) unclaim(ctx context.Context, n int, rev uint64) error {
 	err := pk.kv.Delete(ctx, claimKey(n), jetstream.LastRevision(rev))
 	if err != nil && !casConflict(err) {
 		return fmt.Errorf("releasing partition %d's claim: %w", n, err)
 	}
 	return nil
+}
+
+// unclaimEnded lets go of partition n's claim if worker wrote it in a run
+// that has ended (ended says), whatever its revision: a claim whose write
+// the worker saw fail may have been written all the same.
+func (pk *parking) unclaimEnded(ctx context.Context, n int, worker string, ended func(run uint64) bool) error {
+	e, err := pk.kv.Get(ctx, claimKey(n))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading partition %d's claim: %w", n, err)
+	}
+	var held claim
+	if json.Unmarshal(e.Value(), &held) != nil || held.Worker != worker || !ended(held.Run) {
+		return nil
+	}
+	return pk.unclaim(ctx, n, e.Revision())
+}
+
+// renew writes partition n's claim again at revision rev, so that the
+// bucket's age limit never removes it, and returns its new revision.
+func (pk *parking) renew(ctx context.Context, n int, mine claim, rev uint64) (uint64, error) {
+	body, err := json.Marshal(mine)
+	if err != nil {
+		return 0, err
+	}
+	return pk.kv.Update(ctx, claimKey(n), body, rev)
 }
 
 // casConflict reports whether a write failed because the key was not at
@@ -148,25 +179,60 @@ func (p *partition) takeClaim() (bool, error) {
 	}
 }
 
-// dropClaim lets go of the partition's claim, once its run is over. When
-// that fails the worker tries again at its next heartbeats (retryUnclaims):
-// while it is alive, nobody else takes the partition.
+// dropClaim lets go of the partition's claim, once its run is over; also
+// when this run saw its claim's write fail, which may have been written
+// all the same. When that fails the worker tries again at its next
+// heartbeats (retryUnclaims): while it is alive, nobody else takes the
+// partition.
 func (p *partition) dropClaim() {
 	w := p.w
 	p.mu.Lock()
 	rev := p.claimRev
 	p.claimRev = 0
 	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	var err error
+	if rev != 0 {
+		err = w.parked.unclaim(ctx, p.n, rev)
+	} else {
+		err = w.parked.unclaimEnded(ctx, p.n, w.members.id, func(run uint64) bool { return run == p.runID })
+	}
+	if err != nil {
+		w.log.Warn("releasing a partition's claim failed; will try again", "partition", p.n, "err", err)
+		w.mu.Lock()
+		w.unreleased[p.n] = struct{}{}
+		w.mu.Unlock()
+	}
+}
+
+// renewClaim writes the partition's claim again (every claimRenew), so
+// that the parking bucket's age limit (30 days) never removes it under a
+// long run.
+func (p *partition) renewClaim() {
+	w := p.w
+	p.mu.Lock()
+	rev := p.claimRev
+	p.mu.Unlock()
 	if rev == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
 	defer cancel()
-	if err := w.parked.unclaim(ctx, p.n, rev); err != nil {
-		w.log.Warn("releasing a partition's claim failed; will try again", "partition", p.n, "err", err)
-		w.mu.Lock()
-		w.unreleased[p.n] = rev
-		w.mu.Unlock()
+	next, err := w.parked.renew(ctx, p.n, claim{Worker: w.members.id, Run: p.runID}, rev)
+	switch {
+	case casConflict(err):
+		// Only a worker that found this one gone writes it: this worker
+		// lost contact for longer than its lease, and stops delivering.
+		w.log.Error("a partition's claim was taken over while this worker ran it", "partition", p.n)
+	case err != nil:
+		w.log.Warn("renewing a partition's claim failed; will try again", "partition", p.n, "err", err)
+	default:
+		p.mu.Lock()
+		if p.claimRev == rev {
+			p.claimRev = next
+		}
+		p.mu.Unlock()
 	}
 }
 
@@ -183,19 +249,24 @@ func (w *worker) claimHolds(ctx context.Context, c claim) (bool, error) {
 	return w.members.alive(ctx, c.Worker)
 }
 
-// retryUnclaims lets go of the claims whose release failed.
+// retryUnclaims lets go of the claims whose release failed, those of
+// runs that have ended, within ctx.
 func (w *worker) retryUnclaims(ctx context.Context) {
 	w.mu.Lock()
-	todo := maps.Clone(w.unreleased)
+	todo := slices.Collect(maps.Keys(w.unreleased))
 	w.mu.Unlock()
-	for n, rev := range todo {
-		if err := w.parked.unclaim(ctx, n, rev); err != nil {
-			continue
+	ended := func(run uint64) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		_, running := w.running[run]
+		return !running
+	}
+	for _, n := range todo {
+		if ctx.Err() != nil || w.parked.unclaimEnded(ctx, n, w.members.id, ended) != nil {
+			return
 		}
 		w.mu.Lock()
-		if w.unreleased[n] == rev {
-			delete(w.unreleased, n)
-		}
+		delete(w.unreleased, n)
 		w.mu.Unlock()
 	}
 }

@@ -356,3 +356,109 @@ func TestLeavingWorkerKeepsItsClaims(t *testing.T) {
 		t.Fatalf("no claim went from the leaving worker to the staying one: %+v", changes)
 	}
 }
+
+// TestClaimIsRenewedAndReleased: a worker writes its partition's claim
+// again while it runs (the bucket's age limit would remove a claim written
+// once), and still lets go of it at its release, at the revision it
+// renewed to.
+func TestClaimIsRenewedAndReleased(t *testing.T) {
+	js := onePartition(t)
+	rc := slowReceiver(t, newLedger(), 0, nil)
+	m, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second,
+		Heartbeat: fastHeartbeat, claimRenew: 50 * time.Millisecond})
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revision := func() uint64 {
+		e, err := pk.kv.Get(ctx, claimKey(0))
+		if err != nil {
+			return 0
+		}
+		var c claim
+		if json.Unmarshal(e.Value(), &c) != nil || c.Worker != m.o.WorkerID {
+			return 0
+		}
+		return e.Revision()
+	}
+	var first uint64
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if first = revision(); first == 0 {
+			return errors.New("the worker has not claimed partition 0")
+		}
+		return nil
+	})
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r := revision(); r <= first {
+			return fmt.Errorf("the claim is at revision %d, as first written (%d)", r, first)
+		}
+		return nil
+	})
+	stop()
+	if _, err := pk.kv.Get(ctx, claimKey(0)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("after the worker stopped, its renewed claim stays: %v", err)
+	}
+}
+
+// TestClaimsOfEndedRunsAreReleased: a claim this worker wrote in a run
+// that has ended, which it did not let go of (the write's answer was
+// lost, or the release failed), is deleted by the run's end or at the
+// next try; a claim of a run still going, or of another worker, stays.
+func TestClaimsOfEndedRunsAreReleased(t *testing.T) {
+	js := onePartition(t)
+	rc := slowReceiver(t, newLedger(), 0, nil)
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	w := m.sinks["crm"].worker
+	pk := w.parked
+	var running claim
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		e, err := pk.kv.Get(ctx, claimKey(0))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(e.Value(), &running)
+	})
+	put := func(n int, c claim) {
+		t.Helper()
+		b, _ := json.Marshal(c)
+		if _, err := pk.kv.Put(ctx, claimKey(n), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(n int) bool {
+		_, err := pk.kv.Get(ctx, claimKey(n))
+		return err == nil
+	}
+
+	// A run whose claim write it saw fail, which the server applied.
+	p := newPartition(w, 3)
+	put(3, claim{Worker: w.members.id, Run: p.runID})
+	p.dropClaim()
+	if exists(3) {
+		t.Error("a run's end left the claim it did not know it had written")
+	}
+
+	// Releases that failed, tried again.
+	put(4, claim{Worker: w.members.id, Run: 1 << 40}) // ended
+	put(5, running)                                   // this worker's running run of partition 0
+	put(6, claim{Worker: "another", Run: 1})
+	w.mu.Lock()
+	for _, n := range []int{4, 5, 6} {
+		w.unreleased[n] = struct{}{}
+	}
+	w.mu.Unlock()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.unreleased) > 0 {
+			return fmt.Errorf("%d releases still to try", len(w.unreleased))
+		}
+		return nil
+	})
+	if exists(4) {
+		t.Error("the claim of an ended run stays")
+	}
+	if !exists(5) || !exists(6) {
+		t.Errorf("a running run's claim (%v) or another worker's (%v) was released", exists(5), exists(6))
+	}
+}

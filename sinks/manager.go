@@ -83,6 +83,8 @@ type Options struct {
 	// workers of its sinks; every hand-off delay derives from it (see
 	// timingFor). Default 1 s.
 	Heartbeat time.Duration
+	// claimRenew, in tests, renews partition claims more often than daily.
+	claimRenew time.Duration
 	// MaxAckPending bounds the events a partition consumer has out at
 	// once. Default 1,000.
 	MaxAckPending int
@@ -194,6 +196,9 @@ func (m *Manager) runtimes() []*sinkRuntime {
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
 	sh := &shared{t: timingFor(m.o.Heartbeat)}
+	if m.o.claimRenew > 0 {
+		sh.t.claimRenew = m.o.claimRenew
+	}
 	if err := checkAPILevel(ctx, js); err != nil {
 		return err
 	}
@@ -263,7 +268,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
-		running: map[uint64]struct{}{}, unreleased: map[int]uint64{},
+		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
 	if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
 		w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)

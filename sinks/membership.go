@@ -58,8 +58,12 @@ const (
 //     pinnedTTL − pullExpiry = lease + 4h, and by then this worker must
 //     deliver nothing more of it, or the next owner's attempts of a
 //     resource would overlap its own.
+//
+// A partition's claim is written again every claimRenew (a day), so that
+// the parking bucket's age limit never removes it.
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
+	claimRenew                                                   time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -71,6 +75,7 @@ func timingFor(h time.Duration) timing {
 	t.pullExpiry = max(minimumPullInterval, 2*h)
 	t.pinnedTTL = t.lease + t.pullExpiry + 4*h
 	t.handOver = t.lease
+	t.claimRenew = 24 * time.Hour
 	return t
 }
 

@@ -413,6 +413,7 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 	defer close(finished)
 	go repeat(finished, w.keepAliveEvery(), p.keepQueuedAlive)
 	go repeat(finished, w.t.pullExpiry, func() { p.findHandedOver(cons) })
+	go repeat(finished, w.t.claimRenew, p.renewClaim)
 	select {
 	case <-p.stopping:
 	case <-p.ctx.Done():

@@ -63,10 +63,10 @@ type worker struct {
 	owned  map[int]*partition
 	joined bool // announced at least once
 	// running holds the runs of partitions not ended (a run's claim stands
-	// while it runs: claim.go); unreleased, by partition, the revisions of
-	// claims whose release failed.
+	// while it runs: claim.go); unreleased the partitions whose claim's
+	// release failed.
 	running    map[uint64]struct{}
-	unreleased map[int]uint64
+	unreleased map[int]struct{}
 }
 
 // consumerName is the durable consumer of one partition of a sink. Sink
@@ -166,7 +166,15 @@ func (w *worker) reconcile(ctx context.Context) error {
 	w.mu.Lock()
 	w.joined = true
 	w.mu.Unlock()
-	w.retryUnclaims(ctx)
+	w.mu.Lock()
+	unreleased := len(w.unreleased) > 0
+	w.mu.Unlock()
+	if unreleased {
+		// Within a heartbeat: the lease check above must come round again.
+		rctx, cancel := context.WithTimeout(ctx, w.t.heartbeat)
+		w.retryUnclaims(rctx)
+		cancel()
+	}
 	owner := assign(w.name, w.partitions, live)
 	for n, id := range owner {
 		mine := id == w.members.id
@@ -262,10 +270,12 @@ func (w *worker) shutdown() {
 	w.releaseAll(true)
 	w.wg.Wait() // partitions handed over earlier
 	close(handedOver)
-	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	w.retryUnclaims(ctx)
-	if err := w.members.gone(ctx); err != nil {
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer rcancel()
+	w.retryUnclaims(rctx)
+	gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer gcancel()
+	if err := w.members.gone(gctx); err != nil {
 		w.log.Debug("withdrawing the worker", "err", err)
 	}
 }
