@@ -148,8 +148,11 @@ func Retry(ctx context.Context, what string, log *slog.Logger, op func(context.C
 		if err == nil {
 			return nil
 		}
-		if !transient(err) || ctx.Err() != nil {
+		if !transient(err) {
 			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 		log.Info("waiting for JetStream to accept a request", "what", what, "reason", err, "retry_in", backoff)
 		select {
