@@ -202,21 +202,43 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err := checkAPILevel(ctx, js); err != nil {
 		return err
 	}
-	var err error
-	if m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas); err != nil {
-		return err
+	// Each request is tried again while JetStream is not ready (a cluster
+	// forming, a leader being elected): all of them may be repeated.
+	retry := func(what string, op func(context.Context) error) error {
+		return events.Retry(ctx, what, m.log, op)
 	}
-	if m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.AttemptsMaxBytes, m.o.Replicas, m.log); err != nil {
+	err := retry("the dead-letter stream", func(ctx context.Context) (err error) {
+		m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas)
 		return err
+	})
+	if err == nil {
+		err = retry("the delivery attempts' stream", func(ctx context.Context) (err error) {
+			m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.AttemptsMaxBytes, m.o.Replicas, m.log)
+			return err
+		})
 	}
-	if sh.workers, err = ensureWorkersStream(ctx, js, sh.t, m.o.Replicas); err != nil {
+	if err == nil {
+		err = retry("the workers' stream", func(ctx context.Context) (err error) {
+			sh.workers, err = ensureWorkersStream(ctx, js, sh.t, m.o.Replicas)
+			return err
+		})
+	}
+	if err == nil {
+		err = retry("reading the stream's partitions", func(ctx context.Context) (err error) {
+			sh.partitions, err = events.Partitions(ctx, js)
+			return err
+		})
+	}
+	if err == nil {
+		err = retry("opening the stream", func(ctx context.Context) (err error) {
+			if sh.stream, err = js.Stream(ctx, events.StreamName); err != nil {
+				return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
+			}
+			return nil
+		})
+	}
+	if err != nil {
 		return err
-	}
-	if sh.partitions, err = events.Partitions(ctx, js); err != nil {
-		return err
-	}
-	if sh.stream, err = js.Stream(ctx, events.StreamName); err != nil {
-		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
 	m.shared = sh
 	for _, s := range m.runtimes() {
@@ -279,15 +301,22 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	}
 	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.WorkerID, t: sh.t}
 	for p := range sh.partitions {
-		if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p)); err != nil {
+		err := events.Retry(ctx, "the consumers of sink "+name, m.log, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p))
+			return err
+		})
+		if err != nil {
 			return nil, fmt.Errorf("creating the consumers of sink %s: %w", name, err)
 		}
 	}
 	if err := m.removeStale(ctx, sh.stream, name, sh.partitions); err != nil {
 		return nil, err
 	}
-	var err error
-	if w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas); err != nil {
+	err := events.Retry(ctx, "the parking bucket of sink "+name, m.log, func(ctx context.Context) (err error) {
+		w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	if n, err := m.dlq.count(ctx, name); err == nil {

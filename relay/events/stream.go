@@ -122,21 +122,42 @@ func retryStream(ctx context.Context, o StreamOptions, log *slog.Logger, op func
 		return nil, fmt.Errorf("stream %s: partitions must be between 1 and %d, got %d", StreamName, MaxPartitions, o.Partitions)
 	}
 	cfg := StreamConfig(o)
+	var s jetstream.Stream
+	err := Retry(ctx, "stream "+StreamName, log, func(ctx context.Context) (err error) {
+		s, err = op(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+// Retry runs op, a JetStream request that may be repeated (creating or
+// updating a stream, a bucket or a consumer), until it succeeds, fails for
+// good, or ctx ends. Each attempt has 10 s: a request whose answer is lost
+// while a cluster forms or elects a leader would otherwise wait out all of
+// ctx. Errors that mean "not ready yet" are tried again, backing off from
+// 100 ms to 5 s; what is what op does, for the log.
+func Retry(ctx context.Context, what string, log *slog.Logger, op func(context.Context) error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s, err := op(attemptCtx, cfg)
+		err := op(attemptCtx)
 		cancel()
 		if err == nil {
-			return s, nil
+			return nil
 		}
-		if !transient(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("creating stream %s: %w", StreamName, err)
+		if !transient(err) {
+			return err
 		}
-		log.Info("waiting for JetStream to accept the stream", "stream", StreamName, "reason", err, "retry_in", backoff)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		}
+		log.Info("waiting for JetStream to accept a request", "what", what, "reason", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("creating stream %s: %w (last error: %v)", StreamName, ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// TestRetry: a JetStream request that times out or finds no responder (a
+// cluster forming, an answer lost in a leader election) is tried again,
+// each attempt with a deadline of its own; one that fails for good is not;
+// one still failing when ctx ends says so, with its last error.
+func TestRetry(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	attempts := 0
+	err := events.Retry(ctx, "test", log, func(ctx context.Context) error {
+		attempts++
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("an attempt without a deadline of its own")
+		}
+		switch attempts {
+		case 1:
+			return context.DeadlineExceeded // an answer that never came
+		case 2:
+			return nats.ErrNoResponders
+		}
+		return nil
+	})
+	if err != nil || attempts != 3 {
+		t.Fatalf("after a lost answer and no responders: %v, %d attempts, want success at the third", err, attempts)
+	}
+
+	attempts = 0
+	forGood := errors.New("stream name already in use with a different configuration")
+	if err := events.Retry(ctx, "test", log, func(context.Context) error { attempts++; return forGood }); !errors.Is(err, forGood) || attempts != 1 {
+		t.Fatalf("a lasting error: %v after %d attempts, want it at once", err, attempts)
+	}
+
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	err = events.Retry(short, "test", log, func(context.Context) error { return nats.ErrNoResponders })
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), nats.ErrNoResponders.Error()) {
+		t.Fatalf("out of time: %v, want the deadline and the last error", err)
+	}
+}
