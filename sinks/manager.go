@@ -207,38 +207,35 @@ func (m *Manager) Setup(ctx context.Context) error {
 	retry := func(what string, op func(context.Context) error) error {
 		return events.Retry(ctx, what, m.log, op)
 	}
-	err := retry("the dead-letter stream", func(ctx context.Context) (err error) {
+	if err := retry("the dead-letter stream", func(ctx context.Context) (err error) {
 		m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas)
 		return err
-	})
-	if err == nil {
-		err = retry("the delivery attempts' stream", func(ctx context.Context) (err error) {
-			m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.AttemptsMaxBytes, m.o.Replicas, m.log)
-			return err
-		})
-	}
-	if err == nil {
-		err = retry("the workers' stream", func(ctx context.Context) (err error) {
-			sh.workers, err = ensureWorkersStream(ctx, js, sh.t, m.o.Replicas)
-			return err
-		})
-	}
-	if err == nil {
-		err = retry("reading the stream's partitions", func(ctx context.Context) (err error) {
-			sh.partitions, err = events.Partitions(ctx, js)
-			return err
-		})
-	}
-	if err == nil {
-		err = retry("opening the stream", func(ctx context.Context) (err error) {
-			if sh.stream, err = js.Stream(ctx, events.StreamName); err != nil {
-				return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
-			}
-			return nil
-		})
-	}
-	if err != nil {
+	}); err != nil {
 		return err
+	}
+	if err := retry("the delivery attempts' stream", func(ctx context.Context) (err error) {
+		m.tries, err = ensureDeliveries(ctx, js, m.o.Retention, m.o.AttemptsMaxBytes, m.o.Replicas, m.log)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := retry("the workers' stream", func(ctx context.Context) (err error) {
+		sh.workers, err = ensureWorkersStream(ctx, js, sh.t, m.o.Replicas)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := retry("reading the stream's partitions", func(ctx context.Context) (err error) {
+		sh.partitions, err = events.Partitions(ctx, js)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := retry("opening the stream", func(ctx context.Context) (err error) {
+		sh.stream, err = js.Stream(ctx, events.StreamName)
+		return err
+	}); err != nil {
+		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
 	m.shared = sh
 	for _, s := range m.runtimes() {

@@ -248,13 +248,13 @@ const pinHeader = "Nats-Pin-Id"
 // loadParked reads the partition's parked resources and parks those this
 // worker holds nothing of. acquire calls it; enqueue again when the pin
 // it receives under changes, and findHandedOver when another worker let
-// the pin go without an event coming here. Two workers can both acquire a
-// partition that nobody had pinned yet: the pin goes to one, and the other pulls only
-// once it is released, after that owner's hand-over, which may have parked
-// resources (and acknowledged their events) after the other one's acquire
-// read the bucket. Without the second read it would take a parked
-// resource's later events from the consumer and deliver them before the
-// parked ones. Workers that claim partitions (claim.go) never run one two
+// the pin go without an event coming here. Two workers can both acquire
+// a partition that nobody had pinned yet: the pin goes to one, and the
+// other pulls only once it is released, after that owner's hand-over,
+// which may have parked resources (and acknowledged their events) after
+// the other one's acquire read the bucket. Without the second read it
+// would take a parked resource's later events from the consumer and
+// deliver them before the parked ones. Workers that claim partitions (claim.go) never run one two
 // at a time; the reads on a pin change and in findHandedOver remain for
 // workers of an earlier release, which take no claim, met in a rolling
 // upgrade.

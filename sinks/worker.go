@@ -165,8 +165,6 @@ func (w *worker) reconcile(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	w.joined = true
-	w.mu.Unlock()
-	w.mu.Lock()
 	unreleased := len(w.unreleased) > 0
 	w.mu.Unlock()
 	if unreleased {
