@@ -4,7 +4,12 @@ package sinks
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +176,58 @@ func TestOldestStoredLooksUpOnlyWhatCanBeOldest(t *testing.T) {
 	if got := oldestStored(nil, first); !got.IsZero() {
 		t.Fatalf("nothing waiting: oldest %v", got)
 	}
+}
+
+// TestApplyClosesTheConnectionsOfSinksItStops: the connections a removed
+// sink kept to its receiver, and those of a changed sink's previous
+// configuration, are closed once it stops, not left until they idle out.
+func TestApplyClosesTheConnectionsOfSinksItStops(t *testing.T) {
+	js := natsStream(t)
+	var open, got [2]atomic.Int64 // per receiver: a, b
+	receiverAt := func(i int) string {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			got[i].Add(1)
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				open[i].Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open[i].Add(-1)
+			}
+		}
+		srv.Start()
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	a, b := receiverAt(0), receiverAt(1)
+	m, _ := runSinks(t, js, 0, sinkConfig("a", a, nil), sinkConfig("b", b, nil))
+	pub := newPublisher(t, js)
+	for i := range 20 {
+		pub.publish("acme", events.UserCreated, "u"+strconv.Itoa(i))
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if got[0].Load() < 20 || got[1].Load() < 20 {
+			return fmt.Errorf("a received %d events of 20, b %d", got[0].Load(), got[1].Load())
+		}
+		return nil
+	})
+	if open[0].Load() == 0 || open[1].Load() == 0 {
+		t.Fatalf("no connection kept to the receivers (a %d, b %d)", open[0].Load(), open[1].Load())
+	}
+
+	// a removed; b changed (its concurrency), so it runs with a new client.
+	if _, err := m.Apply(ctx, []Config{sinkConfig("b", b, func(c *Config) { c.Concurrency = 3 })}); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := open[0].Load(); n != 0 {
+			return fmt.Errorf("the removed sink still holds %d connections to its receiver", n)
+		}
+		if n := open[1].Load(); n != 0 {
+			return fmt.Errorf("the changed sink's previous client still holds %d connections", n)
+		}
+		return nil
+	})
 }

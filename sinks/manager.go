@@ -135,6 +135,9 @@ type sinkRuntime struct {
 	done chan struct{}
 }
 
+// idleCloser is a sink that keeps connections to its receiver.
+type idleCloser interface{ CloseIdleConnections() }
+
 // ErrUnknownSink means no sink has the name given.
 var ErrUnknownSink = errors.New("no such sink")
 
@@ -490,6 +493,11 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		if s.stop != nil {
 			s.stop()
 			<-s.done
+		}
+		// Nothing delivers through it any more: its kept connections
+		// would otherwise linger until they idle out (90 s).
+		if c, ok := s.sink.(idleCloser); ok {
+			c.CloseIdleConnections()
 		}
 	}
 	var errs []error

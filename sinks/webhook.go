@@ -75,12 +75,15 @@ type Webhook struct {
 	url    string
 	signer *signer
 	client *retryablehttp.Client
-	log    *slog.Logger
+	// transport holds the connections kept to the receiver.
+	transport *http.Transport
+	log       *slog.Logger
 }
 
 var (
 	_ Sink        = (*Webhook)(nil)
 	_ batchSender = (*Webhook)(nil)
+	_ idleCloser  = (*Webhook)(nil)
 )
 
 // In-request retries are quick: a receiver that needs longer gets the
@@ -150,10 +153,10 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if o.proxyEnv == nil {
 		o.proxyEnv = httpproxy.FromEnvironment()
 	}
-	w := &Webhook{o: o, url: o.URL, signer: s, log: log}
+	w := &Webhook{o: o, url: o.URL, signer: s, transport: newTransport(o), log: log}
 	w.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport:     keptAlive{newTransport(o)},
+			Transport:     keptAlive{w.transport},
 			Timeout:       o.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -417,6 +420,10 @@ func unwrapURLError(err error) error {
 	}
 	return err
 }
+
+// CloseIdleConnections closes the connections kept to the receiver that
+// no delivery is using.
+func (w *Webhook) CloseIdleConnections() { w.transport.CloseIdleConnections() }
 
 // keptAlive is a sink's transport without CloseIdleConnections, which
 // retryablehttp calls on its client whenever a request fails: that dropped

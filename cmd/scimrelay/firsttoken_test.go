@@ -5,7 +5,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -112,35 +114,50 @@ func TestFirstTokenSaysWhenItsHostIsUnreachable(t *testing.T) {
 // token's file goes (data_dir/initial-token) stops the start, naming the
 // file, and the token reaches neither the link's target nor the log.
 func TestFirstTokenIsNotWrittenThroughALink(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Tenants = []config.Tenant{{Name: "acme"}}
-	target := filepath.Join(t.TempDir(), "readable-by-all")
-	if err := os.WriteFile(target, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(target, cfg.InitialTokenPath()); err != nil {
-		t.Fatal(err)
-	}
-	logs := &eventstest.Log{}
-	srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.NewTextHandler(logs, nil)), nil)
-	if err == nil {
-		_ = srv.close()
-		t.Fatal("the relay started with a link in place of its first token's file")
-	}
-	if !strings.Contains(err.Error(), cfg.InitialTokenPath()) || !strings.Contains(err.Error(), "not a regular file") {
-		t.Errorf("the refusal does not name the file and why: %v", err)
-	}
-	if text, err := os.ReadFile(target); err != nil || len(text) > 0 {
-		t.Errorf("the link's target holds %q (%v), want nothing", text, err)
-	}
-	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o644 {
-		t.Errorf("the link's target changed: %v, %v", fi, err)
-	}
-	if tokenPattern.MatchString(logs.String()) {
-		t.Errorf("the log holds a secret:\n%s", logs.String())
+	for _, tc := range []struct {
+		name   string
+		exists bool
+	}{{"a link to a file others can read", true}, {"a link to nothing", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, t.TempDir())
+			cfg.Tenants = []config.Tenant{{Name: "acme"}}
+			target := filepath.Join(t.TempDir(), "readable-by-all")
+			if tc.exists {
+				if err := os.WriteFile(target, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, cfg.InitialTokenPath()); err != nil {
+				t.Fatal(err)
+			}
+			logs := &eventstest.Log{}
+			srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.NewTextHandler(logs, nil)), nil)
+			if err == nil {
+				_ = srv.close()
+				t.Fatal("the relay started with a link in place of its first token's file")
+			}
+			if !strings.Contains(err.Error(), cfg.InitialTokenPath()) || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("the refusal does not name the file and why: %v", err)
+			}
+			if !tc.exists {
+				if _, err := os.Lstat(target); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("the link's target was created: %v", err)
+				}
+			} else {
+				if text, err := os.ReadFile(target); err != nil || len(text) > 0 {
+					t.Errorf("the link's target holds %q (%v), want nothing", text, err)
+				}
+				if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o644 {
+					t.Errorf("the link's target changed: %v, %v", fi, err)
+				}
+			}
+			if tokenPattern.MatchString(logs.String()) {
+				t.Errorf("the log holds a secret:\n%s", logs.String())
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -273,17 +274,27 @@ func openSecretFile(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	// A secret must not follow a link someone put in the file's place to a
+	// file others can read. A new file is created exclusively, which no
+	// link survives (not even one to nothing, whose target would be
+	// created); a file already there is opened without creating anything,
+	// and must be the file opened, a regular one.
+	notRegular := errors.New("not a regular file (a symbolic link?); remove it")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, notRegular // a link to nothing
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	// The path must be the file opened, a regular one: a secret must not
-	// follow a link someone put in its place to a file others can read.
 	opened, err := f.Stat()
 	if err == nil {
 		var there os.FileInfo
 		if there, err = os.Lstat(path); err == nil && (!there.Mode().IsRegular() || !os.SameFile(opened, there)) {
-			err = errors.New("not a regular file (a symbolic link?); remove it")
+			err = notRegular
 		}
 	}
 	if err == nil {

@@ -70,15 +70,54 @@ func URL(s *server.Server) string { return s.ClientURL() }
 
 // RunCluster starts an n-node JetStream cluster on loopback, each node with
 // its own store, and waits until it has a meta leader.
+//
+// The nodes' route ports are picked free and then bound by the nodes, and
+// another test may take one in between: that node never becomes ready.
+// Such a start is shut down and tried again on other ports.
 func RunCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		servers, err := startCluster(t, n)
+		if err == nil {
+			t.Cleanup(func() {
+				for _, s := range servers {
+					s.Shutdown()
+					s.WaitForShutdown()
+				}
+			})
+			CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+				for _, s := range servers {
+					if s.JetStreamIsLeader() {
+						return nil
+					}
+				}
+				return fmt.Errorf("no JetStream meta leader yet")
+			})
+			return servers
+		}
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+		if attempt == attempts {
+			t.Fatalf("starting a %d-node cluster, %d times: %v", n, attempts, err)
+		}
+		t.Logf("starting a %d-node cluster: %v; trying again on other ports", n, err)
+	}
+}
+
+// startCluster starts the nodes of a cluster and waits for each to be
+// ready; on error it returns the nodes it started, for the caller to shut
+// down.
+func startCluster(t testing.TB, n int) ([]*server.Server, error) {
 	ports := freePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range ports {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
 	}
-	servers := make([]*server.Server, n)
-	for i := range servers {
+	var servers []*server.Server
+	for i := range n {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("node-%d", i),
 			Host:       "127.0.0.1",
@@ -96,29 +135,17 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 		}
 		s, err := server.NewServer(opts)
 		if err != nil {
-			t.Fatalf("starting cluster node %d: %v", i, err)
+			return servers, fmt.Errorf("node %d: %w", i, err)
 		}
 		go s.Start()
-		servers[i] = s
-		t.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
+		servers = append(servers, s)
 	}
 	for i, s := range servers {
 		if !s.ReadyForConnections(20 * time.Second) {
-			t.Fatalf("cluster node %d did not become ready", i)
+			return servers, fmt.Errorf("node %d did not become ready (its route port %d taken?)", i, ports[i])
 		}
 	}
-	CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		for _, s := range servers {
-			if s.JetStreamIsLeader() {
-				return nil
-			}
-		}
-		return fmt.Errorf("no JetStream meta leader yet")
-	})
-	return servers
+	return servers, nil
 }
 
 // ClusterURLs returns the client URLs of servers, comma-separated.

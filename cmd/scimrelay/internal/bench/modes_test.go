@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -380,5 +382,66 @@ func wantThrottledReported(t *testing.T, rep interface{ WriteTable(io.Writer) er
 	var table bytes.Buffer
 	if err := rep.WriteTable(&table); err != nil || !strings.Contains(table.String(), fmt.Sprintf("throttled: %d answers of 429", throttled)) {
 		t.Errorf("table: %v\n%s", err, table.String())
+	}
+}
+
+// TestOpsModeRunsTheRelayThenTheBaseline: a round sends its creates to the
+// endpoint and then to the baseline, then its filter GETs to the endpoint
+// and then to the baseline, each phase whole before the next starts, as
+// the README says.
+func TestOpsModeRunsTheRelayThenTheBaseline(t *testing.T) {
+	var (
+		mu  sync.Mutex
+		log []string
+	)
+	serve := func(name string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			log = append(log, name+" "+r.Method)
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/scim+json")
+			if r.Method == http.MethodPost {
+				w.WriteHeader(http.StatusCreated)
+				fmt.Fprintf(w, `{"id":%q}`, newUUID())
+				return
+			}
+			fmt.Fprint(w, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":1,"Resources":[{"id":"x"}]}`)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	relaySrv, baseSrv := serve("relay"), serve("baseline")
+	o, err := Options{URL: relaySrv.URL, Token: testToken, Requests: 20, Rounds: 1, Concurrency: 4, Baseline: true, Mode: ModeOps}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint, base := newClient(o, relaySrv.URL), newClient(o, baseSrv.URL)
+	defer endpoint.close()
+	defer base.close()
+	rows, err := opsRound(context.Background(), o, 0, endpoint, base, newBar(nil, 0, "ops"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Endpoint.ErrorCount() != 0 || r.Baseline == nil || r.Baseline.ErrorCount() != 0 {
+			t.Errorf("%s: errors on the fakes: %+v, %+v", r.Operation, r.Endpoint, r.Baseline)
+		}
+	}
+	var phases []string
+	counts := map[string]int{}
+	for _, l := range log {
+		if len(phases) == 0 || phases[len(phases)-1] != l {
+			phases = append(phases, l)
+		}
+		counts[l]++
+	}
+	want := []string{"relay POST", "baseline POST", "relay GET", "baseline GET"}
+	if !slices.Equal(phases, want) {
+		t.Errorf("the round's requests came in the phases %v, want %v", phases, want)
+	}
+	for _, p := range want {
+		if counts[p] != 20 {
+			t.Errorf("%s: %d requests, want 20", p, counts[p])
+		}
 	}
 }
