@@ -1048,3 +1048,243 @@ func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
 		t.Fatalf("%v events counted as duplicates, want the one read back again", got)
 	}
 }
+
+// TestHandOverUnderFlowRepeatsNothing: a worker stopped while events keep
+// coming hands its partitions over without waiting out the
+// acknowledgement settle time, and its acknowledgements all land before it
+// lets the partitions go: the next worker delivers every event once and in
+// order.
+func TestHandOverUnderFlowRepeatsNothing(t *testing.T) {
+	s, _, js := natsServer(t)
+	l := newLedger()
+	rc := slowReceiver(t, l, 0, nil)
+	logs := &eventstest.Log{}
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	_, o.JS = eventstest.Connect(t, eventstest.URL(s))
+	a, stopA := runManager(t, o)
+	waitBalanced(t, a)
+
+	p := newPublisher(t, js)
+	want := expect{}
+	publish := func() {
+		id := fmt.Sprintf("u%02d", len(want)%40)
+		if len(want) >= 40 {
+			id = fmt.Sprintf("u%02d", int(p.n)%40)
+		}
+		p.publish("acme", events.UserUpdated, id)
+		want["Users/"+id]++
+	}
+	delivered := func() uint64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		var n uint64
+		for _, seq := range l.delivered {
+			n += seq
+		}
+		return n
+	}
+	// One event a millisecond, to 40 users across the partitions, while
+	// the worker delivers them, while it stops, and after.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for delivered() < 300 {
+		<-tick.C
+		publish()
+	}
+	stopped := make(chan struct{})
+	go func() { stopA(); close(stopped) }()
+	for running := true; running; {
+		select {
+		case <-stopped:
+			running = false
+		case <-tick.C:
+			publish()
+		}
+	}
+	if strings.Contains(logs.String(), "did not all land in time") {
+		t.Errorf("the release waited out its acknowledgements:\n%s", logs.String())
+	}
+	_, o.JS = eventstest.Connect(t, eventstest.URL(s))
+	b, _ := runManager(t, o)
+	waitBalanced(t, b)
+	for range 200 {
+		<-tick.C
+		publish()
+	}
+	l.wantDelivered(t, want, 30*time.Second, false)
+}
+
+// TestReleaseWaitsOnlyForItsOwnAcknowledgements: of a consumer's
+// unacknowledged messages, release waits only for those this worker
+// acknowledged: not those it kept unacknowledged on purpose, nor those the
+// server sent that never reached it. An acknowledgement that does not land
+// is waited for until the settle time runs out, and said.
+func TestReleaseWaitsOnlyForItsOwnAcknowledgements(t *testing.T) {
+	js := onePartition(t)
+	// A worker that comes and goes sets up the consumer.
+	_, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", "http://127.0.0.1:9/hook", nil)}, JS: js})
+	stop()
+	p := newPublisher(t, js)
+	for i := range 10 {
+		p.publish("acme", events.UserCreated, fmt.Sprintf("u%d", i))
+	}
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(10, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != 10 {
+		t.Fatalf("fetched %d messages, want 10 (%v)", len(msgs), b.Error())
+	}
+	// partition is a run of partition 0 that received the first eight of
+	// them (the last two never reached it) and, it believes, acknowledged
+	// settled of them.
+	partition := func(settled int) (*partition, *eventstest.Log) {
+		logs := &eventstest.Log{}
+		w := &worker{name: "crm", js: js, log: slog.New(slog.NewTextHandler(logs, nil)), t: timingFor(fastHeartbeat)}
+		w.t.ackSettle = 2 * time.Second
+		pt := newPartition(w, 0)
+		meta, err := msgs[7].Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt.lastDelivery = meta.Sequence.Consumer
+		pt.taken.Store(8)
+		pt.settled.Store(uint64(settled))
+		return pt, logs
+	}
+
+	// It acknowledged seven and kept the eighth: unacknowledged are the
+	// eighth and the two it never received, nothing to wait for once its
+	// seven have landed.
+	pt, logs := partition(0)
+	for _, m := range msgs[:7] {
+		pt.ack(m)
+	}
+	pt.awaitAcks()
+	if strings.Contains(logs.String(), "did not all land") {
+		t.Fatalf("the release waited out acknowledgements that were not its own:\n%s", logs.String())
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 3 {
+		t.Errorf("%d messages unacknowledged once the release stopped waiting, want 3: its seven acknowledgements had not all landed", info.NumAckPending)
+	}
+
+	// It believes it acknowledged the eighth too, but that never landed:
+	// it waits the settle time out, and says so.
+	pt, logs = partition(8)
+	pt.awaitAcks()
+	if !strings.Contains(logs.String(), "did not all land in time") || !strings.Contains(logs.String(), "never_received=2") {
+		t.Fatalf("a lost acknowledgement was not waited for, or not said:\n%s", logs.String())
+	}
+}
+
+// TestReadBackAheadOfTheConsumerIsHandedOver: a worker reads a parked
+// resource back to its end while the consumer, held up by another
+// resource's events (max_ack_pending), has not yet delivered the
+// resource's events. The consumer's copies of them come later, and the
+// worker skips them as delivered already; when it hands the partition
+// over first, the next owner must skip them too, although it never
+// delivered them: every event once, in order.
+func TestReadBackAheadOfTheConsumerIsHandedOver(t *testing.T) {
+	js := onePartition(t)
+	const blockers, parked = 5, 10
+	l := newLedger()
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unblock()
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		subject, seq := l.arrive(r)
+		if subject == "Users/blocker" {
+			select { // holds the consumer's window until released
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		l.answer(r, subject, seq, http.StatusNoContent)
+		return http.StatusNoContent
+	})
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, MaxAckPending: blockers}
+	// A worker that comes and goes sets up the consumer and the bucket.
+	_, stop := runManager(t, o)
+	stop()
+
+	p := newPublisher(t, js)
+	for range blockers {
+		p.publish("acme", events.UserUpdated, "blocker")
+	}
+	var first uint64
+	for range parked {
+		msg, _ := p.next("acme", events.UserUpdated, "parked")
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 {
+			first = ack.Sequence
+		}
+	}
+	// An earlier owner parked the resource from its first event.
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.ParseStoredSubject(raw.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pk.put(ctx, 0, s, parkRecord{From: first, Due: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first worker reads the parked resource back while the consumer
+	// is held at the blocker's events, then hands the partition over.
+	_, stopA := runManager(t, o)
+	l.wantDelivered(t, expect{"Users/parked": parked}, 20*time.Second, false)
+	stopped := make(chan struct{})
+	go func() { stopA(); close(stopped) }()
+	unblock()
+	<-stopped
+
+	_, _ = runManager(t, o)
+	l.wantDelivered(t, expect{"Users/parked": parked, "Users/blocker": blockers}, 20*time.Second, true)
+	// Every message of the consumer settled: its copies of the parked
+	// resource's events came, and went, before the count below.
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream < first+parked-1 || info.NumAckPending > 0 {
+			return fmt.Errorf("the consumer's ack floor is %d, %d pending; want %d, none", info.AckFloor.Stream, info.NumAckPending, first+parked-1)
+		}
+		return nil
+	})
+	if r := l.repeats(); len(r) > 0 {
+		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
+	}
+}
