@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -221,17 +220,7 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 		}
 		if first == 0 {
 			first = meta.Sequence.Stream
-			s, err := events.ParseStoredSubject(m.Subject())
-			if err != nil {
-				t.Fatal(err)
-			}
-			pk, err := parkingBucket(ctx, js, "crm", 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := pk.put(ctx, 0, s, parkRecord{From: first, Due: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
+			parkedBy(t, js, m.Subject(), first)
 		}
 		if err := m.DoubleAck(ctx); err != nil {
 			t.Fatal(err)
@@ -476,24 +465,13 @@ type ackless struct {
 // sink crm as "worker".
 func runAckless(t testing.TB) *ackless {
 	t.Helper()
-	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "admin", Password: "admin"},
-			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.ACK.>"}},
-			}},
-		}
-	})
 	u := &ackless{}
-	address := strings.TrimPrefix(s.ClientURL(), "nats://")
-	_, u.js = eventstest.Connect(t, "nats://admin:admin@"+address)
-	if _, err := events.EnsureStream(ctx, u.js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	var workerURL string
+	u.js, workerURL = serverDenyingWorkers(t, "$JS.ACK.>")
 	rc := newReceiver(t, nil)
 	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
 	for range 2 {
-		_, o.JS = eventstest.Connect(t, "nats://worker:worker@"+address)
+		_, o.JS = eventstest.Connect(t, workerURL)
 		m, stop := runManager(t, o)
 		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
 	}

@@ -540,21 +540,10 @@ type unparkable struct {
 // "worker" logging to log (nil: errors only).
 func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	t.Helper()
-	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "admin", Password: "admin"},
-			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".*.*.*.*"}},
-			}},
-		}
-	})
 	u := &unparkable{l: newLedger()}
 	u.broken.Store(true)
-	address := strings.TrimPrefix(s.ClientURL(), "nats://")
-	_, u.js = eventstest.Connect(t, "nats://admin:admin@"+address)
-	if _, err := events.EnsureStream(ctx, u.js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	var workerURL string
+	u.js, workerURL = serverDenyingWorkers(t, "$KV."+parkingBucketName("crm")+".*.*.*.*")
 	rc := newReceiver(t, func(_ int, r *http.Request) int {
 		return u.l.admit(r, func(subject string, _ uint64) int {
 			if subject == "Users/stuck" && u.broken.Load() {
@@ -573,12 +562,51 @@ func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 4; c.Retry = retry })
 	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3, Logger: log}
 	for range 2 {
-		_, o.JS = eventstest.Connect(t, "nats://worker:worker@"+address)
+		_, o.JS = eventstest.Connect(t, workerURL)
 		m, stop := runManager(t, o)
 		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
 	}
 	waitBalanced(t, u.ms...)
 	return u
+}
+
+// serverDenyingWorkers starts a server with the event stream and users
+// "admin", who may do anything, and "worker", who may publish anything but
+// deny. It returns a connection as admin and the URL to connect as worker.
+func serverDenyingWorkers(t testing.TB, deny string) (jetstream.JetStream, string) {
+	t.Helper()
+	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "admin", Password: "admin"},
+			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{deny}},
+			}},
+		}
+	})
+	address := strings.TrimPrefix(s.ClientURL(), "nats://")
+	_, js := eventstest.Connect(t, "nats://admin:admin@"+address)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return js, "nats://worker:worker@" + address
+}
+
+// parkedBy writes crm's partition 0 record of the resource whose stored
+// subject is subject, parked from stream sequence from, as a hand-over by
+// an earlier owner does.
+func parkedBy(t testing.TB, js jetstream.JetStream, subject string, from uint64) {
+	t.Helper()
+	s, err := events.ParseStoredSubject(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pk.put(ctx, 0, s, parkRecord{From: from, Due: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // holder waits until a worker holds Users/stuck in memory and returns
@@ -1245,17 +1273,7 @@ func TestReadBackAheadOfTheConsumerIsHandedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := events.ParseStoredSubject(raw.Subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := parkingBucket(ctx, js, "crm", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pk.put(ctx, 0, s, parkRecord{From: first, Due: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	parkedBy(t, js, raw.Subject, first)
 
 	// The first worker reads the parked resource back while the consumer
 	// is held at the blocker's events, then hands the partition over.
