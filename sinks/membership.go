@@ -61,10 +61,12 @@ const (
 //
 // A partition's claim is written again every claimRenew (a day), so that
 // the parking bucket's age limit never removes it. A release waits at
-// most ackSettle (5 s) for its acknowledgements to land (awaitAcks).
+// most ackSettle (5 s) for its acknowledgements to land (awaitAcks). A
+// parked resource read to its end before its consumer passed it looks
+// again every catchUpRecheck (1 s) when no event of it wakes it.
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
-	claimRenew, ackSettle                                        time.Duration
+	claimRenew, ackSettle, catchUpRecheck                        time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -78,6 +80,7 @@ func timingFor(h time.Duration) timing {
 	t.handOver = t.lease
 	t.claimRenew = 24 * time.Hour
 	t.ackSettle = 5 * time.Second
+	t.catchUpRecheck = time.Second
 	return t
 }
 

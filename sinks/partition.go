@@ -71,6 +71,10 @@ type partition struct {
 	// delivery sequence received (under mu).
 	taken, settled atomic.Uint64
 	lastDelivery   uint64
+	// consumed (under mu) is the highest stream sequence received from the
+	// consumer since the partition was acquired: a reset there delivers
+	// again what was received before.
+	consumed uint64
 }
 
 // lane is one resource's queue.
@@ -308,7 +312,7 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			p.mu.Lock()
 			p.floor = max(p.floor, info.AckFloor.Stream)
 			p.seenDelivered = info.Delivered.Consumer
-			p.lastDelivery = 0
+			p.lastDelivery, p.consumed = 0, 0
 			p.taken.Store(0)
 			p.settled.Store(0)
 			p.mu.Unlock()
@@ -537,6 +541,7 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	}
 	p.mu.Lock()
 	p.highest = max(p.highest, seq)
+	p.consumed = max(p.consumed, seq)
 	l := p.laneLocked(s)
 	if l.park != nil {
 		// The stream read covers it (or delivered it already).
@@ -888,10 +893,6 @@ func (p *partition) release() {
 	}
 }
 
-// catchUpRecheck is how often a parked resource read to its end looks
-// again whether the consumer has passed it, when no event of it comes.
-const catchUpRecheck = time.Second
-
 // awaitAcks waits, at most ackSettle, until every acknowledgement this
 // worker sent has landed: the next owner, which resets the consumer to its
 // ack floor if anything is unacknowledged, would deliver those events
@@ -908,18 +909,11 @@ func (p *partition) awaitAcks() {
 	ctx, cancel := context.WithTimeout(context.Background(), p.w.t.ackSettle)
 	defer cancel()
 	var pending, kept, unseen int64
+	var lastErr error
 	for {
 		cons, err := p.w.js.Consumer(ctx, events.StreamName, p.name)
-		var ci *jetstream.ConsumerInfo
 		if err == nil {
-			ci, err = cons.Info(ctx)
-		}
-		if err != nil && ctx.Err() == nil {
-			p.w.log.Warn("reading a partition's consumer to see its acknowledgements land failed; the next owner may deliver some of its events again",
-				"partition", p.n, "err", err)
-			return
-		}
-		if err == nil {
+			ci := cons.CachedInfo() // as the lookup read it
 			p.mu.Lock()
 			last := p.lastDelivery
 			p.mu.Unlock()
@@ -930,11 +924,15 @@ func (p *partition) awaitAcks() {
 			if pending <= kept+unseen {
 				return
 			}
+		} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return // nothing of it to acknowledge any more
+		} else if ctx.Err() == nil {
+			lastErr = err // tried again until the time is out
 		}
 		select {
 		case <-ctx.Done():
 			p.w.log.Warn("acknowledgements of a partition handed over did not all land in time; the next owner may deliver some of its events again",
-				"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "waited", p.w.t.ackSettle)
+				"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "waited", p.w.t.ackSettle, "err", lastErr)
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -1196,6 +1194,10 @@ func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
 	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park}
+	// A wait for the consumer ends with this read: it waits again if it
+	// finds the resource caught up, but a retry parked after a failure must
+	// not be woken early by a copy arriving.
+	l.catchUp = 0
 	p.mu.Unlock()
 	for {
 		if p.ctx.Err() != nil {
@@ -1230,7 +1232,7 @@ func (p *partition) readBack(l *lane) {
 				p.mu.Unlock()
 				continue // one arrived meanwhile: read on
 			}
-			if last := r.rec.From - 1; max(p.highest, p.floor) < last {
+			if last := r.rec.From - 1; max(p.consumed, p.floor) < last {
 				// The consumer has yet to deliver events read here, which
 				// this worker or an earlier owner delivered: they come as
 				// copies, which a parked resource drops. Unparked now, they
@@ -1238,14 +1240,23 @@ func (p *partition) readBack(l *lane) {
 				// (the next owner, after a hand-over). The resource stays
 				// parked until the consumer has passed them (enqueue wakes
 				// it), looking again every catchUpRecheck meanwhile.
-				l.catchUp = last
 				p.mu.Unlock()
 				if r.unsaved > 0 {
 					r.save() // a hand-over meanwhile starts from here
 				}
-				r.rec.Due = w.now().Add(catchUpRecheck)
-				r.park()
-				return
+				p.mu.Lock()
+				waiting := max(p.consumed, p.floor) < last && l.dropped < r.rec.From
+				if waiting {
+					l.catchUp = last
+					rec := r.rec
+					rec.Due = w.now().Add(w.t.catchUpRecheck)
+					l.park = &rec
+				}
+				p.mu.Unlock()
+				if waiting {
+					return
+				}
+				continue // it passed, or an event came, meanwhile: look again
 			}
 			l.catchUp = 0
 			l.park = nil

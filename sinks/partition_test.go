@@ -1077,72 +1077,6 @@ func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
 	}
 }
 
-// TestHandOverUnderFlowRepeatsNothing: a worker stopped while events keep
-// coming hands its partitions over without waiting out the
-// acknowledgement settle time, and its acknowledgements all land before it
-// lets the partitions go: the next worker delivers every event once and in
-// order.
-func TestHandOverUnderFlowRepeatsNothing(t *testing.T) {
-	s, _, js := natsServer(t)
-	l := newLedger()
-	rc := slowReceiver(t, l, 0, nil)
-	logs := &eventstest.Log{}
-	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	_, o.JS = eventstest.Connect(t, eventstest.URL(s))
-	a, stopA := runManager(t, o)
-	waitBalanced(t, a)
-
-	p := newPublisher(t, js)
-	want := expect{}
-	publish := func() {
-		id := fmt.Sprintf("u%02d", len(want)%40)
-		if len(want) >= 40 {
-			id = fmt.Sprintf("u%02d", int(p.n)%40)
-		}
-		p.publish("acme", events.UserUpdated, id)
-		want["Users/"+id]++
-	}
-	delivered := func() uint64 {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		var n uint64
-		for _, seq := range l.delivered {
-			n += seq
-		}
-		return n
-	}
-	// One event a millisecond, to 40 users across the partitions, while
-	// the worker delivers them, while it stops, and after.
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for delivered() < 300 {
-		<-tick.C
-		publish()
-	}
-	stopped := make(chan struct{})
-	go func() { stopA(); close(stopped) }()
-	for running := true; running; {
-		select {
-		case <-stopped:
-			running = false
-		case <-tick.C:
-			publish()
-		}
-	}
-	if strings.Contains(logs.String(), "did not all land in time") {
-		t.Errorf("the release waited out its acknowledgements:\n%s", logs.String())
-	}
-	_, o.JS = eventstest.Connect(t, eventstest.URL(s))
-	b, _ := runManager(t, o)
-	waitBalanced(t, b)
-	for range 200 {
-		<-tick.C
-		publish()
-	}
-	l.wantDelivered(t, want, 30*time.Second, false)
-}
-
 // TestReleaseWaitsOnlyForItsOwnAcknowledgements: of a consumer's
 // unacknowledged messages, release waits only for those this worker
 // acknowledged: not those it kept unacknowledged on purpose, nor those the
@@ -1218,62 +1152,118 @@ func TestReleaseWaitsOnlyForItsOwnAcknowledgements(t *testing.T) {
 	}
 }
 
+// readAhead is a partition of sink crm whose consumer is held at the
+// first of a blocker resource's events (the receiver holds them until
+// unblock; max_ack_pending is their number), behind which a resource of
+// readAheadParked events waits, parked from its first (first) by an
+// earlier owner.
+type readAhead struct {
+	js      jetstream.JetStream
+	l       *ledger
+	p       *publisher
+	o       Options
+	unblock func()
+	first   uint64
+}
+
+const readAheadBlockers, readAheadParked = 5, 10
+
+// newReadAhead sets a readAhead up; tune changes the sink, respond answers
+// the parked resource's events (nil: 204).
+func newReadAhead(t *testing.T, tune func(*Config), respond func(seq uint64) int) *readAhead {
+	t.Helper()
+	ra := &readAhead{js: onePartition(t), l: newLedger()}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	ra.unblock = func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(ra.unblock)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		subject, seq := ra.l.arrive(r)
+		status := http.StatusNoContent
+		switch {
+		case subject == "Users/blocker":
+			select { // holds the consumer's window until released
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case respond != nil:
+			status = respond(seq)
+		}
+		ra.l.answer(r, subject, seq, status)
+		return status
+	})
+	ra.o = Options{Sinks: []Config{sinkConfig("crm", rc.URL, tune)}, JS: ra.js, AckWait: 5 * time.Second, MaxAckPending: readAheadBlockers}
+	// A worker that comes and goes sets up the consumer and the bucket.
+	_, stop := runManager(t, ra.o)
+	stop()
+
+	ra.p = newPublisher(t, ra.js)
+	for range readAheadBlockers {
+		ra.p.publish("acme", events.UserUpdated, "blocker")
+	}
+	for range readAheadParked {
+		if seq := ra.publishParked(t); ra.first == 0 {
+			ra.first = seq
+		}
+	}
+	st, err := ra.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, ra.first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parkedBy(t, ra.js, raw.Subject, ra.first)
+	return ra
+}
+
+// publishParked publishes the parked resource's next event and returns its
+// stream sequence.
+func (ra *readAhead) publishParked(t *testing.T) uint64 {
+	t.Helper()
+	msg, _ := ra.p.next("acme", events.UserUpdated, "parked")
+	ack, err := ra.js.PublishMsg(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// settled waits until the consumer has every message up to seq
+// acknowledged and none pending.
+func (ra *readAhead) settled(t *testing.T, seq uint64) {
+	t.Helper()
+	cons, err := ra.js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream < seq || info.NumAckPending > 0 {
+			return fmt.Errorf("the consumer's ack floor is %d, %d pending; want %d, none", info.AckFloor.Stream, info.NumAckPending, seq)
+		}
+		return nil
+	})
+}
+
 // TestReadBackAheadOfTheConsumerIsHandedOver: a worker reads a parked
 // resource back to its end while the consumer, held up by another
 // resource's events (max_ack_pending), has not yet delivered the
 // resource's events. The consumer's copies of them come later, and the
 // worker skips them as delivered already; when it hands the partition
 // over first, the next owner must skip them too, although it never
-// delivered them: every event once, in order.
+// delivered them: every event once, in order. The resource stays parked
+// until the consumer has passed it, and the consumer's event wakes it
+// then (the time-based look again is an hour here).
 func TestReadBackAheadOfTheConsumerIsHandedOver(t *testing.T) {
-	js := onePartition(t)
-	const blockers, parked = 5, 10
-	l := newLedger()
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	unblock := func() { releaseOnce.Do(func() { close(release) }) }
-	defer unblock()
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		subject, seq := l.arrive(r)
-		if subject == "Users/blocker" {
-			select { // holds the consumer's window until released
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-		l.answer(r, subject, seq, http.StatusNoContent)
-		return http.StatusNoContent
-	})
-	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, MaxAckPending: blockers}
-	// A worker that comes and goes sets up the consumer and the bucket.
-	_, stop := runManager(t, o)
-	stop()
-
-	p := newPublisher(t, js)
-	for range blockers {
-		p.publish("acme", events.UserUpdated, "blocker")
-	}
-	var first uint64
-	for range parked {
-		msg, _ := p.next("acme", events.UserUpdated, "parked")
-		ack, err := js.PublishMsg(ctx, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if first == 0 {
-			first = ack.Sequence
-		}
-	}
-	// An earlier owner parked the resource from its first event.
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := st.GetMsg(ctx, first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parkedBy(t, js, raw.Subject, first)
+	ra := newReadAhead(t, nil, nil)
+	l, o, unblock, first := ra.l, ra.o, ra.unblock, ra.first
+	o.catchUpRecheck = time.Hour
+	const blockers, parked = readAheadBlockers, readAheadParked
 
 	// The first worker reads the parked resource back while the consumer
 	// is held at the blocker's events, then hands the partition over.
@@ -1284,25 +1274,62 @@ func TestReadBackAheadOfTheConsumerIsHandedOver(t *testing.T) {
 	unblock()
 	<-stopped
 
-	_, _ = runManager(t, o)
+	b, _ := runManager(t, o)
 	l.wantDelivered(t, expect{"Users/parked": parked, "Users/blocker": blockers}, 20*time.Second, true)
 	// Every message of the consumer settled: its copies of the parked
 	// resource's events came, and went, before the count below.
-	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
-	if err != nil {
-		t.Fatal(err)
+	ra.settled(t, first+parked-1)
+	if r := l.repeats(); len(r) > 0 {
+		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
 	}
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.AckFloor.Stream < first+parked-1 || info.NumAckPending > 0 {
-			return fmt.Errorf("the consumer's ack floor is %d, %d pending; want %d, none", info.AckFloor.Stream, info.NumAckPending, first+parked-1)
+		for _, pt := range b.sinks["crm"].worker.ownedPartitions() {
+			if n := pt.parkedCount(); n > 0 {
+				return fmt.Errorf("%d resources still parked after the consumer passed them", n)
+			}
 		}
 		return nil
 	})
-	if r := l.repeats(); len(r) > 0 {
-		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
+}
+
+// TestRetryWaitingForTheConsumerKeepsItsBackoff: a parked resource read to
+// its end waits for its consumer; an event of it that comes meanwhile is
+// read back, refused, and parked for its retry 20 minutes later. The
+// consumer's copies arriving after that do not wake the resource early:
+// its refused event is not tried again meanwhile.
+func TestRetryWaitingForTheConsumerKeepsItsBackoff(t *testing.T) {
+	var tries atomic.Int32
+	ra := newReadAhead(t, func(c *Config) { c.Retry = Schedule{20 * time.Minute} }, func(seq uint64) int {
+		if seq == readAheadParked+1 {
+			tries.Add(1)
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	ra.o.catchUpRecheck = 50 * time.Millisecond
+	m, _ := runManager(t, ra.o)
+	ra.l.wantDelivered(t, expect{"Users/parked": readAheadParked}, 20*time.Second, false)
+	last := ra.publishParked(t)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		state := "no lane"
+		for _, pt := range m.sinks["crm"].worker.ownedPartitions() {
+			pt.mu.Lock()
+			l := pt.lanes["acme.user.parked"]
+			retrying := l != nil && l.park != nil && time.Until(l.park.Due) > 10*time.Minute
+			if l != nil {
+				state = fmt.Sprintf("parked at %+v", l.park)
+			}
+			pt.mu.Unlock()
+			if retrying {
+				return nil
+			}
+		}
+		return fmt.Errorf("the new event was not refused and parked for its retry yet (%d tries; %s)", tries.Load(), state)
+	})
+	refused := tries.Load() // its one attempt, with its quick retries
+	ra.unblock()
+	ra.settled(t, last)
+	if n := tries.Load(); n != refused {
+		t.Fatalf("the refused event was tried %d more times within its backoff, want none", n-refused)
 	}
 }
