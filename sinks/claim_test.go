@@ -220,17 +220,7 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 		}
 		if first == 0 {
 			first = meta.Sequence.Stream
-			s, err := events.ParseStoredSubject(m.Subject())
-			if err != nil {
-				t.Fatal(err)
-			}
-			pk, err := parkingBucket(ctx, js, "crm", 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := pk.put(ctx, 0, s, parkRecord{From: first, Due: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
+			parkedBy(t, js, m.Subject(), first)
 		}
 		if err := m.DoubleAck(ctx); err != nil {
 			t.Fatal(err)
@@ -283,13 +273,14 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 }
 
 // TestLeavingWorkerKeepsItsClaims: a worker's hand-over may outlast its
-// announcement's lifetime (here a held lane makes its release wait 5 s for
-// acknowledgements that never come; announcements live 1.1 s). It renews
-// its leaving announcement meanwhile, so that the other worker takes each
-// of its partitions' claims only after it let go of it: the claim is
-// deleted first, never overwritten while the leaving worker holds it.
+// announcement's lifetime (here its release waits 5 s for an
+// acknowledgement that never lands, its account being refused every
+// acknowledgement; announcements live 1.1 s). It renews its leaving
+// announcement meanwhile, so that the other worker takes each of its
+// partitions' claims only after it let go of it: the claim is deleted
+// first, never overwritten while the leaving worker holds it.
 func TestLeavingWorkerKeepsItsClaims(t *testing.T) {
-	u := runUnparkable(t, nil)
+	u := runAckless(t)
 	pk, err := parkingBucket(ctx, u.js, "crm", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -320,14 +311,13 @@ func TestLeavingWorkerKeepsItsClaims(t *testing.T) {
 
 	p := newPublisher(t, u.js)
 	p.publish("acme", events.UserCreated, "stuck")
-	owner := u.holder(t)
+	owner := u.unacknowledged(t)
 	leaving, staying := u.ms[owner].o.WorkerID, u.ms[1-owner].o.WorkerID
 	started := time.Now()
 	u.stops[owner]()
 	if took := time.Since(started); took < 2*u.ms[owner].sinks["crm"].worker.t.memberTTL {
 		t.Fatalf("the hand-over took %s, too short to outlast an announcement (%s)", took, u.ms[owner].sinks["crm"].worker.t.memberTTL)
 	}
-	u.broken.Store(false)
 	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -461,4 +451,62 @@ func TestClaimsOfEndedRunsAreReleased(t *testing.T) {
 	if !exists(5) || !exists(6) {
 		t.Errorf("a running run's claim (%v) or another worker's (%v) was released", exists(5), exists(6))
 	}
+}
+
+// ackless is two workers whose account may not acknowledge anything.
+type ackless struct {
+	js    jetstream.JetStream // an account that may do anything
+	ms    []*Manager
+	stops []func()
+}
+
+// runAckless starts a server with users "admin", who may do anything, and
+// "worker", whose acknowledgements the server refuses, and two workers of
+// sink crm as "worker".
+func runAckless(t testing.TB) *ackless {
+	t.Helper()
+	u := &ackless{}
+	var workerURL string
+	u.js, workerURL = serverDenyingWorkers(t, "$JS.ACK.>")
+	rc := newReceiver(t, nil)
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
+	for range 2 {
+		_, o.JS = eventstest.Connect(t, workerURL)
+		m, stop := runManager(t, o)
+		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
+	}
+	waitBalanced(t, u.ms...)
+	return u
+}
+
+// unacknowledged waits until a partition of crm has an event delivered and
+// unacknowledged, and returns which worker owns it.
+func (u *ackless) unacknowledged(t testing.TB) int {
+	t.Helper()
+	owner := -1
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		for n := range events.DefaultPartitions {
+			cons, err := u.js.Consumer(ctx, events.StreamName, consumerName("crm", n))
+			if err != nil {
+				return err
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumAckPending == 0 {
+				continue
+			}
+			for i, m := range u.ms {
+				for _, p := range m.sinks["crm"].worker.ownedPartitions() {
+					if p.n == n {
+						owner = i
+						return nil
+					}
+				}
+			}
+		}
+		return errors.New("no partition has an unacknowledged event owned by a worker yet")
+	})
+	return owner
 }

@@ -85,6 +85,9 @@ type Options struct {
 	Heartbeat time.Duration
 	// claimRenew, in tests, renews partition claims more often than daily.
 	claimRenew time.Duration
+	// catchUpRecheck, in tests, sets how often a parked resource waiting
+	// for its consumer looks again without being woken.
+	catchUpRecheck time.Duration
 	// MaxAckPending bounds the events a partition consumer has out at
 	// once. Default 1,000.
 	MaxAckPending int
@@ -199,6 +202,9 @@ func (m *Manager) runtimes() []*sinkRuntime {
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
 	sh := &shared{t: timingFor(m.o.Heartbeat)}
+	if m.o.catchUpRecheck > 0 {
+		sh.t.catchUpRecheck = m.o.catchUpRecheck
+	}
 	if m.o.claimRenew > 0 {
 		sh.t.claimRenew = m.o.claimRenew
 	}

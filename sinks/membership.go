@@ -60,10 +60,13 @@ const (
 //     resource would overlap its own.
 //
 // A partition's claim is written again every claimRenew (a day), so that
-// the parking bucket's age limit never removes it.
+// the parking bucket's age limit never removes it. A release waits at
+// most ackSettle (5 s) for its acknowledgements to land (awaitAcks). A
+// parked resource read to its end before its consumer passed it looks
+// again every catchUpRecheck (1 s) when no event of it wakes it.
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
-	claimRenew                                                   time.Duration
+	claimRenew, ackSettle, catchUpRecheck                        time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -76,6 +79,8 @@ func timingFor(h time.Duration) timing {
 	t.pinnedTTL = t.lease + t.pullExpiry + 4*h
 	t.handOver = t.lease
 	t.claimRenew = 24 * time.Hour
+	t.ackSettle = 5 * time.Second
+	t.catchUpRecheck = time.Second
 	return t
 }
 

@@ -63,6 +63,18 @@ type partition struct {
 	// last look that found no other worker holding its pin and nothing
 	// left to read (findHandedOver).
 	seenDelivered uint64
+
+	// What release needs to know which of the consumer's unacknowledged
+	// messages are this worker's acknowledgements still on their way:
+	// the messages taken from the consumer since the partition was
+	// acquired, those acknowledged or terminated since, and the highest
+	// delivery sequence received (under mu).
+	taken, settled atomic.Uint64
+	lastDelivery   uint64
+	// consumed (under mu) is the highest stream sequence received from the
+	// consumer since the partition was acquired: a reset there delivers
+	// again what was received before.
+	consumed uint64
 }
 
 // lane is one resource's queue.
@@ -89,6 +101,10 @@ type lane struct {
 	// write waits for the one before, so that writes reach the bucket in
 	// the order they were decided under p.mu.
 	written chan struct{}
+	// catchUp, while the lane is parked and read to its end, is the
+	// stream sequence of the last event read: the consumer has yet to
+	// pass it, and the lane stays parked until it has.
+	catchUp uint64
 }
 
 // held is the record a lane could not write: where its retry stands.
@@ -296,6 +312,9 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			p.mu.Lock()
 			p.floor = max(p.floor, info.AckFloor.Stream)
 			p.seenDelivered = info.Delivered.Consumer
+			p.lastDelivery, p.consumed = 0, 0
+			p.taken.Store(0)
+			p.settled.Store(0)
 			p.mu.Unlock()
 			if info.NumAckPending > 0 {
 				// A previous owner stopped without finishing: start again
@@ -500,14 +519,18 @@ func (p *partition) laneLocked(s events.StoredSubject) *lane {
 
 func (p *partition) enqueue(m jetstream.Msg) {
 	w := p.w
-	s, err := events.ParseStoredSubject(m.Subject())
-	if err != nil {
-		w.poison(p.ctx, m, err)
-		return
-	}
+	p.taken.Add(1)
 	meta, err := m.Metadata()
 	if err != nil {
-		w.poison(p.ctx, m, fmt.Errorf("reading the message's metadata: %w", err))
+		p.poison(m, fmt.Errorf("reading the message's metadata: %w", err))
+		return
+	}
+	p.mu.Lock()
+	p.lastDelivery = max(p.lastDelivery, meta.Sequence.Consumer)
+	p.mu.Unlock()
+	s, err := events.ParseStoredSubject(m.Subject())
+	if err != nil {
+		p.poison(m, err)
 		return
 	}
 	seq := meta.Sequence.Stream
@@ -518,12 +541,20 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	}
 	p.mu.Lock()
 	p.highest = max(p.highest, seq)
+	p.consumed = max(p.consumed, seq)
 	l := p.laneLocked(s)
 	if l.park != nil {
 		// The stream read covers it (or delivered it already).
 		l.dropped = max(l.dropped, seq)
+		if l.catchUp > 0 && seq >= l.catchUp {
+			// The consumer has passed what the read delivered: it may
+			// unpark.
+			l.catchUp = 0
+			l.park.Due = w.now()
+			p.scheduleLocked(l)
+		}
 		p.mu.Unlock()
-		w.ack(m)
+		p.ack(m)
 		return
 	}
 	l.queue = append(l.queue, m)
@@ -671,7 +702,7 @@ func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err err
 			continue
 		}
 		l.dropped = max(l.dropped, seq)
-		w.ack(m)
+		p.ack(m)
 	}
 	clear(l.queue[len(kept):])
 	l.queue = kept
@@ -848,24 +879,7 @@ func (p *partition) release() {
 	if p.ctx.Err() != nil {
 		return // a hard stop: the next owner resets the consumer
 	}
-	// The acknowledgements sent are on their way: give them up to 5 s to
-	// land, so that the next owner, which resets the consumer to its ack
-	// floor if anything is unacknowledged, does not deliver those events
-	// again. Some are never acknowledged: held lanes' (handed over on
-	// purpose) and what the server sent into the drained subscription.
-	settle, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for settle.Err() == nil {
-		info, err := w.js.Consumer(settle, events.StreamName, p.name)
-		if err != nil {
-			break
-		}
-		ci, err := info.Info(settle)
-		if err != nil || ci.NumAckPending == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.awaitAcks()
 	// A deadline of its own: the wait above may have used its up, and a
 	// pin not released holds the next owner off until it expires.
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
@@ -877,6 +891,65 @@ func (p *partition) release() {
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		w.log.Warn("releasing a partition's pin failed; the next owner takes the partition when the pin expires", "partition", p.n, "pin_ttl", w.t.pinnedTTL, "err", err)
 	}
+}
+
+// awaitAcks waits, at most ackSettle, until every acknowledgement this
+// worker sent has landed: the next owner, which resets the consumer to its
+// ack floor if anything is unacknowledged, would deliver those events
+// again. The consumer's unacknowledged messages are then exactly those
+// this worker left so on purpose (taken and never acknowledged: a held
+// lane's, handed over) and those the server sent after the last one this
+// worker received, into the drained subscription, which never reach it.
+// Waiting for none at all would wait the whole time whenever the server
+// had sent some, holding up the partition's next owner (7 of 15 stops of
+// a worker during the Entra cycle took 3-5.5 s so). An acknowledgement
+// that failed, or messages lost on the way in, make it wait longer, never
+// shorter.
+func (p *partition) awaitAcks() {
+	ctx, cancel := context.WithTimeout(context.Background(), p.w.t.ackSettle)
+	defer cancel()
+	var pending, kept, unseen int64
+	var lastErr error
+	for {
+		cons, err := p.w.js.Consumer(ctx, events.StreamName, p.name)
+		if err == nil {
+			ci := cons.CachedInfo() // as the lookup read it
+			p.mu.Lock()
+			last := p.lastDelivery
+			p.mu.Unlock()
+			pending, kept, unseen = int64(ci.NumAckPending), max(int64(p.taken.Load())-int64(p.settled.Load()), 0), 0
+			if ci.Delivered.Consumer > last {
+				unseen = int64(ci.Delivered.Consumer - last)
+			}
+			if pending <= kept+unseen {
+				return
+			}
+		} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return // nothing of it to acknowledge any more
+		} else if ctx.Err() == nil {
+			lastErr = err // tried again until the time is out
+		}
+		select {
+		case <-ctx.Done():
+			p.w.log.Warn("acknowledgements of a partition handed over did not all land in time; the next owner may deliver some of its events again",
+				"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "waited", p.w.t.ackSettle, "err", lastErr)
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ack acknowledges a message taken from the consumer.
+func (p *partition) ack(m jetstream.Msg) {
+	p.w.ack(m)
+	p.settled.Add(1)
+}
+
+// poison dead-letters a message taken from the consumer that is not a
+// scimrelay event.
+func (p *partition) poison(m jetstream.Msg, cause error) {
+	p.w.poison(p.ctx, m, cause)
+	p.settled.Add(1)
 }
 
 // orderedEvent reads a stored message as an event with its place in its
@@ -931,13 +1004,13 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	for _, m := range ms {
 		e, seq, err := orderedEvent(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
-			w.poison(p.ctx, m, err)
+			p.poison(m, err)
 			continue
 		}
 		if seq <= done {
 			// Already delivered by this worker: a redelivery after a lost ack.
 			w.metrics.outcome(w.name, "duplicate")
-			w.ack(m)
+			p.ack(m)
 			continue
 		}
 		sseq, at := stored(m)
@@ -1024,7 +1097,7 @@ func (p *partition) settle(key string, items []item) {
 		}
 		p.completed(key, it.seq)
 		if it.m != nil {
-			p.w.ack(it.m)
+			p.ack(it.m)
 		}
 	}
 }
@@ -1121,6 +1194,10 @@ func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
 	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park}
+	// A wait for the consumer ends with this read: it waits again if it
+	// finds the resource caught up, but a retry parked after a failure must
+	// not be woken early by a copy arriving.
+	l.catchUp = 0
 	p.mu.Unlock()
 	for {
 		if p.ctx.Err() != nil {
@@ -1155,6 +1232,33 @@ func (p *partition) readBack(l *lane) {
 				p.mu.Unlock()
 				continue // one arrived meanwhile: read on
 			}
+			if last := r.rec.From - 1; max(p.consumed, p.floor) < last {
+				// The consumer has yet to deliver events read here, which
+				// this worker or an earlier owner delivered: they come as
+				// copies, which a parked resource drops. Unparked now, they
+				// would go out again from a worker that does not know them
+				// (the next owner, after a hand-over). The resource stays
+				// parked until the consumer has passed them (enqueue wakes
+				// it), looking again every catchUpRecheck meanwhile.
+				p.mu.Unlock()
+				if r.unsaved > 0 {
+					r.save() // a hand-over meanwhile starts from here
+				}
+				p.mu.Lock()
+				waiting := max(p.consumed, p.floor) < last && l.dropped < r.rec.From
+				if waiting {
+					l.catchUp = last
+					rec := r.rec
+					rec.Due = w.now().Add(w.t.catchUpRecheck)
+					l.park = &rec
+				}
+				p.mu.Unlock()
+				if waiting {
+					return
+				}
+				continue // it passed, or an event came, meanwhile: look again
+			}
+			l.catchUp = 0
 			l.park = nil
 			// In turn: once the lock is released a burst may park the
 			// resource again from enqueue, and that record must not be

@@ -540,21 +540,10 @@ type unparkable struct {
 // "worker" logging to log (nil: errors only).
 func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	t.Helper()
-	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "admin", Password: "admin"},
-			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV." + parkingBucketName("crm") + ".*.*.*.*"}},
-			}},
-		}
-	})
 	u := &unparkable{l: newLedger()}
 	u.broken.Store(true)
-	address := strings.TrimPrefix(s.ClientURL(), "nats://")
-	_, u.js = eventstest.Connect(t, "nats://admin:admin@"+address)
-	if _, err := events.EnsureStream(ctx, u.js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	var workerURL string
+	u.js, workerURL = serverDenyingWorkers(t, "$KV."+parkingBucketName("crm")+".*.*.*.*")
 	rc := newReceiver(t, func(_ int, r *http.Request) int {
 		return u.l.admit(r, func(subject string, _ uint64) int {
 			if subject == "Users/stuck" && u.broken.Load() {
@@ -573,12 +562,51 @@ func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 4; c.Retry = retry })
 	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3, Logger: log}
 	for range 2 {
-		_, o.JS = eventstest.Connect(t, "nats://worker:worker@"+address)
+		_, o.JS = eventstest.Connect(t, workerURL)
 		m, stop := runManager(t, o)
 		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
 	}
 	waitBalanced(t, u.ms...)
 	return u
+}
+
+// serverDenyingWorkers starts a server with the event stream and users
+// "admin", who may do anything, and "worker", who may publish anything but
+// deny. It returns a connection as admin and the URL to connect as worker.
+func serverDenyingWorkers(t testing.TB, deny string) (jetstream.JetStream, string) {
+	t.Helper()
+	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "admin", Password: "admin"},
+			{Username: "worker", Password: "worker", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{deny}},
+			}},
+		}
+	})
+	address := strings.TrimPrefix(s.ClientURL(), "nats://")
+	_, js := eventstest.Connect(t, "nats://admin:admin@"+address)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return js, "nats://worker:worker@" + address
+}
+
+// parkedBy writes crm's partition 0 record of the resource whose stored
+// subject is subject, parked from stream sequence from, as a hand-over by
+// an earlier owner does.
+func parkedBy(t testing.TB, js jetstream.JetStream, subject string, from uint64) {
+	t.Helper()
+	s, err := events.ParseStoredSubject(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pk.put(ctx, 0, s, parkRecord{From: from, Due: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // holder waits until a worker holds Users/stuck in memory and returns
@@ -1046,5 +1074,262 @@ func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
 	l.wantDelivered(t, expect{"Users/again": 2}, 10*time.Second, false)
 	if got := duplicates() - before; got != 1 {
 		t.Fatalf("%v events counted as duplicates, want the one read back again", got)
+	}
+}
+
+// TestReleaseWaitsOnlyForItsOwnAcknowledgements: of a consumer's
+// unacknowledged messages, release waits only for those this worker
+// acknowledged: not those it kept unacknowledged on purpose, nor those the
+// server sent that never reached it. An acknowledgement that does not land
+// is waited for until the settle time runs out, and said.
+func TestReleaseWaitsOnlyForItsOwnAcknowledgements(t *testing.T) {
+	js := onePartition(t)
+	// A worker that comes and goes sets up the consumer.
+	_, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", "http://127.0.0.1:9/hook", nil)}, JS: js})
+	stop()
+	p := newPublisher(t, js)
+	for i := range 10 {
+		p.publish("acme", events.UserCreated, fmt.Sprintf("u%d", i))
+	}
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(10, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != 10 {
+		t.Fatalf("fetched %d messages, want 10 (%v)", len(msgs), b.Error())
+	}
+	// partition is a run of partition 0 that received the first eight of
+	// them (the last two never reached it) and, it believes, acknowledged
+	// settled of them.
+	partition := func(settled int) (*partition, *eventstest.Log) {
+		logs := &eventstest.Log{}
+		w := &worker{name: "crm", js: js, log: slog.New(slog.NewTextHandler(logs, nil)), t: timingFor(fastHeartbeat)}
+		w.t.ackSettle = 2 * time.Second
+		pt := newPartition(w, 0)
+		meta, err := msgs[7].Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt.lastDelivery = meta.Sequence.Consumer
+		pt.taken.Store(8)
+		pt.settled.Store(uint64(settled))
+		return pt, logs
+	}
+
+	// It acknowledged seven and kept the eighth: unacknowledged are the
+	// eighth and the two it never received, nothing to wait for once its
+	// seven have landed.
+	pt, logs := partition(0)
+	for _, m := range msgs[:7] {
+		pt.ack(m)
+	}
+	pt.awaitAcks()
+	if strings.Contains(logs.String(), "did not all land") {
+		t.Fatalf("the release waited out acknowledgements that were not its own:\n%s", logs.String())
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 3 {
+		t.Errorf("%d messages unacknowledged once the release stopped waiting, want 3: its seven acknowledgements had not all landed", info.NumAckPending)
+	}
+
+	// It believes it acknowledged the eighth too, but that never landed:
+	// it waits the settle time out, and says so.
+	pt, logs = partition(8)
+	pt.awaitAcks()
+	if !strings.Contains(logs.String(), "did not all land in time") || !strings.Contains(logs.String(), "never_received=2") {
+		t.Fatalf("a lost acknowledgement was not waited for, or not said:\n%s", logs.String())
+	}
+}
+
+// readAhead is a partition of sink crm whose consumer is held at the
+// first of a blocker resource's events (the receiver holds them until
+// unblock; max_ack_pending is their number), behind which a resource of
+// readAheadParked events waits, parked from its first (first) by an
+// earlier owner.
+type readAhead struct {
+	js      jetstream.JetStream
+	l       *ledger
+	p       *publisher
+	o       Options
+	unblock func()
+	first   uint64
+}
+
+const readAheadBlockers, readAheadParked = 5, 10
+
+// newReadAhead sets a readAhead up; tune changes the sink, respond answers
+// the parked resource's events (nil: 204).
+func newReadAhead(t *testing.T, tune func(*Config), respond func(seq uint64) int) *readAhead {
+	t.Helper()
+	ra := &readAhead{js: onePartition(t), l: newLedger()}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	ra.unblock = func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(ra.unblock)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		subject, seq := ra.l.arrive(r)
+		status := http.StatusNoContent
+		switch {
+		case subject == "Users/blocker":
+			select { // holds the consumer's window until released
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case respond != nil:
+			status = respond(seq)
+		}
+		ra.l.answer(r, subject, seq, status)
+		return status
+	})
+	ra.o = Options{Sinks: []Config{sinkConfig("crm", rc.URL, tune)}, JS: ra.js, AckWait: 5 * time.Second, MaxAckPending: readAheadBlockers}
+	// A worker that comes and goes sets up the consumer and the bucket.
+	_, stop := runManager(t, ra.o)
+	stop()
+
+	ra.p = newPublisher(t, ra.js)
+	for range readAheadBlockers {
+		ra.p.publish("acme", events.UserUpdated, "blocker")
+	}
+	for range readAheadParked {
+		if seq := ra.publishParked(t); ra.first == 0 {
+			ra.first = seq
+		}
+	}
+	st, err := ra.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, ra.first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parkedBy(t, ra.js, raw.Subject, ra.first)
+	return ra
+}
+
+// publishParked publishes the parked resource's next event and returns its
+// stream sequence.
+func (ra *readAhead) publishParked(t *testing.T) uint64 {
+	t.Helper()
+	msg, _ := ra.p.next("acme", events.UserUpdated, "parked")
+	ack, err := ra.js.PublishMsg(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// settled waits until the consumer has every message up to seq
+// acknowledged and none pending.
+func (ra *readAhead) settled(t *testing.T, seq uint64) {
+	t.Helper()
+	cons, err := ra.js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream < seq || info.NumAckPending > 0 {
+			return fmt.Errorf("the consumer's ack floor is %d, %d pending; want %d, none", info.AckFloor.Stream, info.NumAckPending, seq)
+		}
+		return nil
+	})
+}
+
+// TestReadBackAheadOfTheConsumerIsHandedOver: a worker reads a parked
+// resource back to its end while the consumer, held up by another
+// resource's events (max_ack_pending), has not yet delivered the
+// resource's events. The consumer's copies of them come later, and the
+// worker skips them as delivered already; when it hands the partition
+// over first, the next owner must skip them too, although it never
+// delivered them: every event once, in order. The resource stays parked
+// until the consumer has passed it, and the consumer's event wakes it
+// then (the time-based look again is an hour here).
+func TestReadBackAheadOfTheConsumerIsHandedOver(t *testing.T) {
+	ra := newReadAhead(t, nil, nil)
+	l, o, unblock, first := ra.l, ra.o, ra.unblock, ra.first
+	o.catchUpRecheck = time.Hour
+	const blockers, parked = readAheadBlockers, readAheadParked
+
+	// The first worker reads the parked resource back while the consumer
+	// is held at the blocker's events, then hands the partition over.
+	_, stopA := runManager(t, o)
+	l.wantDelivered(t, expect{"Users/parked": parked}, 20*time.Second, false)
+	stopped := make(chan struct{})
+	go func() { stopA(); close(stopped) }()
+	unblock()
+	<-stopped
+
+	b, _ := runManager(t, o)
+	l.wantDelivered(t, expect{"Users/parked": parked, "Users/blocker": blockers}, 20*time.Second, true)
+	// Every message of the consumer settled: its copies of the parked
+	// resource's events came, and went, before the count below.
+	ra.settled(t, first+parked-1)
+	if r := l.repeats(); len(r) > 0 {
+		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, pt := range b.sinks["crm"].worker.ownedPartitions() {
+			if n := pt.parkedCount(); n > 0 {
+				return fmt.Errorf("%d resources still parked after the consumer passed them", n)
+			}
+		}
+		return nil
+	})
+}
+
+// TestRetryWaitingForTheConsumerKeepsItsBackoff: a parked resource read to
+// its end waits for its consumer; an event of it that comes meanwhile is
+// read back, refused, and parked for its retry 20 minutes later. The
+// consumer's copies arriving after that do not wake the resource early:
+// its refused event is not tried again meanwhile.
+func TestRetryWaitingForTheConsumerKeepsItsBackoff(t *testing.T) {
+	var tries atomic.Int32
+	ra := newReadAhead(t, func(c *Config) { c.Retry = Schedule{20 * time.Minute} }, func(seq uint64) int {
+		if seq == readAheadParked+1 {
+			tries.Add(1)
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	ra.o.catchUpRecheck = 50 * time.Millisecond
+	m, _ := runManager(t, ra.o)
+	ra.l.wantDelivered(t, expect{"Users/parked": readAheadParked}, 20*time.Second, false)
+	last := ra.publishParked(t)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		state := "no lane"
+		for _, pt := range m.sinks["crm"].worker.ownedPartitions() {
+			pt.mu.Lock()
+			l := pt.lanes["acme.user.parked"]
+			retrying := l != nil && l.park != nil && time.Until(l.park.Due) > 10*time.Minute
+			if l != nil {
+				state = fmt.Sprintf("parked at %+v", l.park)
+			}
+			pt.mu.Unlock()
+			if retrying {
+				return nil
+			}
+		}
+		return fmt.Errorf("the new event was not refused and parked for its retry yet (%d tries; %s)", tries.Load(), state)
+	})
+	refused := tries.Load() // its one attempt, with its quick retries
+	ra.unblock()
+	ra.settled(t, last)
+	if n := tries.Load(); n != refused {
+		t.Fatalf("the refused event was tried %d more times within its backoff, want none", n-refused)
 	}
 }
