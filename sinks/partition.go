@@ -1204,9 +1204,6 @@ func (p *partition) readBack(l *lane) {
 			return
 		}
 		if p.isStopping() {
-			if r.unsaved > 0 {
-				r.save()
-			}
 			r.park()
 			return
 		}
@@ -1325,8 +1322,14 @@ func (r *reader) save() bool {
 	return true
 }
 
-// park leaves the lane parked at the record (in memory).
+// park leaves the lane parked at the record (in memory), written first if
+// the read has settled events since it was last written: a hand-over
+// while the lane waits leaves the record as it is in the bucket, and a
+// next owner would read those events again.
 func (r *reader) park() {
+	if r.unsaved > 0 {
+		r.save()
+	}
 	rec := r.rec
 	r.p.mu.Lock()
 	r.l.park = &rec

@@ -1333,3 +1333,103 @@ func TestRetryWaitingForTheConsumerKeepsItsBackoff(t *testing.T) {
 		t.Fatalf("the refused event was tried %d more times within its backoff, want none", n-refused)
 	}
 }
+
+// TestReadBackWaitingAfterAFailureKeepsItsProgress: a parked resource read
+// back delivers ten events, then one is refused for good and the
+// dead-letter queue does not take it (its stream is gone), so the
+// resource waits in memory to try again. Its record holds the ten
+// delivered: a worker that takes the partition over meanwhile reads on
+// from the refused event, and sends none of the ten again.
+func TestReadBackWaitingAfterAFailureKeepsItsProgress(t *testing.T) {
+	const delivered = 10
+	js := onePartition(t)
+	l := newLedger()
+	arrived, refuse := make(chan struct{}), make(chan struct{})
+	var arrivedOnce, refuseOnce sync.Once
+	var refusals atomic.Int32
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admit(r, func(_ string, seq uint64) int {
+			if seq != delivered+1 {
+				return http.StatusNoContent
+			}
+			arrivedOnce.Do(func() { close(arrived) })
+			<-refuse
+			refusals.Add(1)
+			return http.StatusBadRequest // for good
+		})
+	})
+	defer refuseOnce.Do(func() { close(refuse) })
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
+	// A worker that comes and goes sets up the consumer and the bucket.
+	_, stop := runManager(t, o)
+	stop()
+	p := newPublisher(t, js)
+	var first uint64
+	for range delivered + 1 {
+		msg, _ := p.next("acme", events.UserUpdated, "parked")
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 {
+			first = ack.Sequence
+		}
+	}
+	// An earlier owner parked the resource from its first event and
+	// acknowledged its events, as a hand-over does.
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parkedBy(t, js, raw.Subject, first)
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(delivered+1, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unpin(t, js)
+
+	a, stopA := runManager(t, o)
+	<-arrived
+	// The dead-letter queue goes away while the event is in flight.
+	if err := js.DeleteStream(ctx, dlqStream); err != nil {
+		t.Fatal(err)
+	}
+	refuseOnce.Do(func() { close(refuse) })
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, pt := range a.sinks["crm"].worker.ownedPartitions() {
+			pt.mu.Lock()
+			l := pt.lanes["acme.user.parked"]
+			waiting := l != nil && !l.busy && l.park != nil && time.Now().Before(l.park.Due)
+			pt.mu.Unlock()
+			if waiting {
+				return nil
+			}
+		}
+		return errors.New("the refused event is not waiting to be tried again yet")
+	})
+	stopA()
+	before := refusals.Load()
+	runManager(t, o)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if refusals.Load() == before {
+			return errors.New("the next worker has not tried the refused event yet")
+		}
+		return nil
+	})
+	if r := l.repeats(); len(r) > 0 {
+		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
+	}
+}
