@@ -64,11 +64,11 @@ type partition struct {
 	// left to read (findHandedOver).
 	seenDelivered uint64
 
-	// What release needs to know which of the consumer's unacknowledged
-	// messages are this worker's acknowledgements still on their way:
-	// the messages taken from the consumer since the partition was
-	// acquired, those acknowledged or terminated since, and the highest
-	// delivery sequence received (under mu).
+	// What release needs to tell which of the consumer's unacknowledged
+	// messages wait for this worker's acknowledgements (awaitAcks): the
+	// messages taken from the consumer since the partition was acquired,
+	// those acknowledged or terminated since, and the highest delivery
+	// sequence received (lastDelivery, under mu).
 	taken, settled atomic.Uint64
 	lastDelivery   uint64
 	// consumed (under mu) is the highest stream sequence received from the
