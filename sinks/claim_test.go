@@ -199,37 +199,7 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 
 	// An earlier owner parked the resource from its first event and
 	// acknowledged them all, as a hand-over does.
-	p := newPublisher(t, js)
-	p.publish("acme", events.UserCreated, "parked")
-	for range n - 1 {
-		p.publish("acme", events.UserUpdated, "parked")
-	}
-	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := cons.Fetch(n, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first uint64
-	for m := range b.Messages() {
-		meta, err := m.Metadata()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if first == 0 {
-			first = meta.Sequence.Stream
-			parkedBy(t, js, m.Subject(), first)
-		}
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if first == 0 {
-		t.Fatalf("the earlier owner fetched nothing: %v", b.Error())
-	}
-	unpin(t, js)
+	handedOverParked(t, js, n)
 
 	// The first worker takes the partition, with no event from its
 	// consumer, and reads the resource back.
@@ -470,12 +440,7 @@ func runAckless(t testing.TB) *ackless {
 	u.js, workerURL = serverDenyingWorkers(t, "$JS.ACK.>")
 	rc := newReceiver(t, nil)
 	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
-	for range 2 {
-		_, o.JS = eventstest.Connect(t, workerURL)
-		m, stop := runManager(t, o)
-		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
-	}
-	waitBalanced(t, u.ms...)
+	u.ms, u.stops = startWorkers(t, o, workerURL, 2)
 	return u
 }
 

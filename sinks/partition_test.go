@@ -561,13 +561,23 @@ func runUnparkable(t testing.TB, log *slog.Logger) *unparkable {
 	}
 	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 4; c.Retry = retry })
 	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3, Logger: log}
-	for range 2 {
-		_, o.JS = eventstest.Connect(t, workerURL)
-		m, stop := runManager(t, o)
-		u.ms, u.stops = append(u.ms, m), append(u.stops, stop)
-	}
-	waitBalanced(t, u.ms...)
+	u.ms, u.stops = startWorkers(t, o, workerURL, 2)
 	return u
+}
+
+// startWorkers runs n managers of o, each on a connection of its own to
+// url, and waits until they share the partitions.
+func startWorkers(t testing.TB, o Options, url string, n int) ([]*Manager, []func()) {
+	t.Helper()
+	var ms []*Manager
+	var stops []func()
+	for range n {
+		_, o.JS = eventstest.Connect(t, url)
+		m, stop := runManager(t, o)
+		ms, stops = append(ms, m), append(stops, stop)
+	}
+	waitBalanced(t, ms...)
+	return ms, stops
 }
 
 // serverDenyingWorkers starts a server with the event stream and users
@@ -607,6 +617,46 @@ func parkedBy(t testing.TB, js jetstream.JetStream, subject string, from uint64)
 	if err := pk.put(ctx, 0, s, parkRecord{From: from, Due: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// handedOverParked publishes n events of Users/parked and does with them
+// what an earlier owner's hand-over does: takes them from crm's partition
+// 0, parks the resource from the first, acknowledges them all and lets
+// the pin go. It returns the first's stream sequence.
+func handedOverParked(t testing.TB, js jetstream.JetStream, n int) uint64 {
+	t.Helper()
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "parked")
+	for range n - 1 {
+		p.publish("acme", events.UserUpdated, "parked")
+	}
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(n, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first uint64
+	for m := range b.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 {
+			first = meta.Sequence.Stream
+			parkedBy(t, js, m.Subject(), first)
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first == 0 {
+		t.Fatalf("the earlier owner fetched nothing: %v", b.Error())
+	}
+	unpin(t, js)
+	return first
 }
 
 // holder waits until a worker holds Users/stuck in memory and returns
@@ -1363,43 +1413,9 @@ func TestReadBackWaitingAfterAFailureKeepsItsProgress(t *testing.T) {
 	// A worker that comes and goes sets up the consumer and the bucket.
 	_, stop := runManager(t, o)
 	stop()
-	p := newPublisher(t, js)
-	var first uint64
-	for range delivered + 1 {
-		msg, _ := p.next("acme", events.UserUpdated, "parked")
-		ack, err := js.PublishMsg(ctx, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if first == 0 {
-			first = ack.Sequence
-		}
-	}
 	// An earlier owner parked the resource from its first event and
 	// acknowledged its events, as a hand-over does.
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := st.GetMsg(ctx, first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parkedBy(t, js, raw.Subject, first)
-	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := cons.Fetch(delivered+1, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range b.Messages() {
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	unpin(t, js)
+	handedOverParked(t, js, delivered+1)
 
 	a, stopA := runManager(t, o)
 	<-arrived
