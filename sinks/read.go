@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // errStop ends a readRange early without an error.
@@ -102,4 +103,28 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 		}
 	}
 	return nil
+}
+
+// readNext returns up to n of stream's messages on subjects filter, from
+// sequence from on, in stream order, in one request (JetStream's batched
+// direct get, which needs the stream's allow_direct); none when the stream
+// holds no more of them. On an error it returns what came before it.
+func readNext(ctx context.Context, js jetstream.JetStream, stream, filter string, from uint64, n int) ([]*jetstream.RawStreamMsg, error) {
+	ctx, cancel := context.WithTimeout(ctx, readWait)
+	defer cancel()
+	msgs, err := jetstreamext.GetBatch(ctx, js, stream, n, jetstreamext.GetBatchSeq(from), jetstreamext.GetBatchSubject(filter))
+	if err != nil {
+		return nil, fmt.Errorf("reading stream %s: %w", stream, err)
+	}
+	out := make([]*jetstream.RawStreamMsg, 0, n)
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return out, fmt.Errorf("reading stream %s: %w", stream, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
