@@ -1393,7 +1393,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 	wanted := 0
 	for wanted < w.sliceMax() {
 		asked := w.sliceMax() - wanted
-		raws, err := readNext(p.ctx, w.js, w.stream.CachedInfo().Config.Name, filter, next, asked)
+		raws, err := readNext(p.ctx, w.js, w.stream, filter, next, asked)
 		if err != nil && len(raws) == 0 {
 			if len(items) > 0 {
 				return items, next, nil // deliver what was read
