@@ -78,6 +78,19 @@ type Publisher struct {
 	healthy       atomic.Bool
 	lastPublished atomic.Int64 // unix nanoseconds of the last acknowledged publish
 	quarantined   atomic.Int64
+
+	// Run's goroutine alone uses these. after is the key of the last row
+	// JetStream acknowledged: the next window is read from behind it while
+	// the rows up to it are deleted. deleting is that delete, nil when none
+	// is in flight.
+	after    uint64
+	deleting *outboxDelete
+}
+
+// outboxDelete is a delete of published rows, running.
+type outboxDelete struct {
+	done chan struct{} // closed when err is set
+	err  error
 }
 
 // NewPublisher returns a publisher from outbox to js.
@@ -117,6 +130,7 @@ const minBackoff = 100 * time.Millisecond
 // in the log once per outage and when it recovers.
 func (p *Publisher) Run(ctx context.Context) error {
 	p.healthy.Store(true)
+	defer func() { _ = p.settleDelete(true) }() // a clean stop leaves nothing to publish twice
 	// The wait between attempts ends early when the connection is back:
 	// NATS may have been away far longer than the backoff it reached.
 	reconnected := make(chan nats.Status, 1)
@@ -176,6 +190,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-p.outbox.OutboxReady():
 		case <-tick.C:
 		case <-reconnected:
+		case <-p.deleteDone(): // drain settles it
 		}
 	}
 }
@@ -196,11 +211,16 @@ func (p *Publisher) heal(ctx context.Context) bool {
 }
 
 // drain publishes what the outbox holds, one window at a time, and returns
-// how many events it published.
+// how many events it published. Each window is read and sent while the one
+// before it is deleted from the outbox: the delete is a commit, which waits
+// its turn behind the SCIM requests' (docs/decisions.md, Publishing).
 func (p *Publisher) drain(ctx context.Context) (int, error) {
+	if err := p.settleDelete(false); err != nil {
+		return 0, err
+	}
 	total := 0
 	for {
-		rows, err := p.outbox.ReadOutbox(0, p.o.Window)
+		rows, err := p.outbox.ReadOutbox(p.after, p.o.Window)
 		if err != nil {
 			return total, fmt.Errorf("reading the outbox: %w", err)
 		}
@@ -309,14 +329,55 @@ wait:
 	}
 	if len(acked) > 0 {
 		p.lastPublished.Store(time.Now().UnixNano())
-		if err := p.outbox.DeleteOutbox(acked); err != nil {
-			return len(acked), fmt.Errorf("deleting published events from the outbox: %w", err)
+		if err := p.settleDelete(true); err != nil {
+			return len(acked), err
 		}
+		p.after = acked[len(acked)-1]
+		d := &outboxDelete{done: make(chan struct{})}
+		go func() {
+			defer close(d.done)
+			d.err = p.outbox.DeleteOutbox(acked)
+		}()
+		p.deleting = d
 	}
 	if ackErr != nil {
 		return len(acked), ackErr
 	}
 	return len(acked), sendErr
+}
+
+// settleDelete ends the delete in flight, if any: it waits for it when
+// wait is set, and otherwise only settles one that has ended. When the
+// delete failed, the rows it left are read again from the start of the
+// outbox and published again, as after a crash: JetStream drops the copies
+// by their Nats-Msg-Id.
+func (p *Publisher) settleDelete(wait bool) error {
+	d := p.deleting
+	if d == nil {
+		return nil
+	}
+	if !wait {
+		select {
+		case <-d.done:
+		default:
+			return nil
+		}
+	}
+	<-d.done
+	p.deleting = nil
+	if d.err != nil {
+		p.after = 0
+	}
+	return d.err
+}
+
+// deleteDone is closed when the delete in flight ends; nil, which is never
+// ready, when none is in flight.
+func (p *Publisher) deleteDone() <-chan struct{} {
+	if p.deleting == nil {
+		return nil
+	}
+	return p.deleting.done
 }
 
 // startSpan starts the publish span of an event that carries a trace

@@ -5,11 +5,13 @@ package relay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,4 +296,103 @@ func BenchmarkAckToStream(b *testing.B) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(latencies[len(latencies)-1].Microseconds())/1000, "max-ms")
+}
+
+// slowDeletes is the store's outbox with deletes that can be held or made
+// to fail.
+type slowDeletes struct {
+	*Store
+	entered chan struct{} // a delete began
+	release chan struct{} // closed: held deletes go on
+	opened  sync.Once
+	fail    atomic.Int32 // deletes still to fail
+}
+
+// open lets held deletes go on.
+func (d *slowDeletes) open() { d.opened.Do(func() { close(d.release) }) }
+
+func (d *slowDeletes) DeleteOutbox(keys []uint64) error {
+	select {
+	case d.entered <- struct{}{}:
+	default:
+	}
+	<-d.release
+	if d.fail.Add(-1) >= 0 {
+		return errors.New("disk full")
+	}
+	return d.Store.DeleteOutbox(keys)
+}
+
+func newSlowDeletes(s *Store) *slowDeletes {
+	return &slowDeletes{Store: s, entered: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func runPublisherOn(t *testing.T, o Outbox, js jetstream.JetStream, opts PublisherOptions) {
+	t.Helper()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(o, js, slog.New(slog.DiscardHandler), opts)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestPublisherSendsTheNextWindowWhileTheLastIsDeleted: the delete of a
+// published window is a commit, which waits behind the SCIM requests'; the
+// next window must not wait for it. With the first delete held, an event
+// committed after it still reaches the stream, in order, and once the
+// delete goes on the outbox empties.
+func TestPublisherSendsTheNextWindowWhileTheLastIsDeleted(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	d := newSlowDeletes(s)
+	for i := range 2 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"first%d"`, i)))
+	}
+	runPublisherOn(t, d, js, PublisherOptions{Window: 2, AckTimeout: 2 * time.Second})
+	t.Cleanup(d.open) // before the publisher's: its stop waits for the delete
+	select {
+	case <-d.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first window was not deleted")
+	}
+	create(t, s, "acme", user(t, `"userName":"next"`))
+	checkOrder(t, streamContents(t, js, 3)) // while the first delete is held
+	d.open()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, _ := s.OutboxDepth(); n != 0 {
+			return fmt.Errorf("the outbox still holds %d events", n)
+		}
+		return nil
+	})
+}
+
+// TestPublisherFailedDeletePublishesAgainWithoutCopies: a delete that fails
+// leaves published rows in the outbox. They are read again and published
+// again, which JetStream drops by their Nats-Msg-Id, and deleted: the
+// stream holds every event once, in order, and the outbox empties.
+func TestPublisherFailedDeletePublishesAgainWithoutCopies(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	d := newSlowDeletes(s)
+	d.open()
+	d.fail.Store(2)
+	for i := range 7 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	runPublisherOn(t, d, js, PublisherOptions{Window: 3, AckTimeout: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, _ := s.OutboxDepth(); n != 0 {
+			return fmt.Errorf("the outbox still holds %d events", n)
+		}
+		return nil
+	})
+	if d.fail.Load() >= 0 {
+		t.Fatalf("%d deletes were still to fail", d.fail.Load()+1)
+	}
+	checkOrder(t, streamContents(t, js, 7))
 }

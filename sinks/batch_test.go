@@ -7,14 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -278,4 +282,141 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	if len(reqs) != 2 || !slices.Equal(subjectsOf(t, reqs[1]), []string{"Users/kept"}) {
 		t.Fatalf("%d requests, want the abandoned batch, then Users/kept alone", len(reqs))
 	}
+}
+
+// apiRequests counts the JetStream API requests on subjects (a wildcard),
+// keeping their bodies.
+type apiRequests struct {
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func watchAPI(t testing.TB, s *server.Server, subjects string) *apiRequests {
+	t.Helper()
+	nc, _ := eventstest.Connect(t, eventstest.URL(s))
+	a := &apiRequests{}
+	if _, err := nc.Subscribe(subjects, func(m *nats.Msg) {
+		a.mu.Lock()
+		a.bodies = append(a.bodies, m.Data)
+		a.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (a *apiRequests) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.bodies)
+}
+
+// TestBatchingLaneTakesABurstAndReadsBackInBatches: a batching sink's
+// partition pulls two batches' worth at a time; a burst of one resource of
+// up to half the pending window waits in its lane while the receiver is
+// slow, rather than being read back from the stream; past that it is read
+// back a batch's worth per request, not one request per event. Every
+// event arrives once, in order.
+func TestBatchingLaneTakesABurstAndReadsBackInBatches(t *testing.T) {
+	s, _, js := natsServer(t)
+	pulls := watchAPI(t, s, "$JS.API.CONSUMER.MSG.NEXT."+events.StreamName+".>")
+	gets := watchAPI(t, s, "$JS.API.DIRECT.GET."+events.StreamName)
+	l := newLedger()
+	// The receiver holds every request of a phase until the phase opens.
+	gates := []chan struct{}{make(chan struct{}), make(chan struct{})}
+	var phase, opened atomic.Int32
+	open := func() { close(gates[opened.Add(1)-1]) }
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		<-gates[phase.Load()]
+		return l.admitBatch(t, r, nil)
+	})
+	logs := &eventstest.Log{}
+	m, _ := runManager(t, Options{Sinks: []Config{batchConfig(rc.URL, nil)}, JS: js, AckWait: 30 * time.Second, Heartbeat: fastHeartbeat,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	t.Cleanup(func() { // before the worker stops: it waits for its requests
+		for range len(gates) - int(opened.Load()) {
+			open()
+		}
+	})
+	waitBalanced(t, m)
+	unacknowledged := func(want int) {
+		t.Helper()
+		eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+			st, err := js.Stream(ctx, events.StreamName)
+			if err != nil {
+				return err
+			}
+			n := 0
+			list := st.ListConsumers(ctx)
+			for info := range list.Info() {
+				n += info.NumAckPending
+			}
+			if err := list.Err(); err != nil {
+				return err
+			}
+			if n != want {
+				return fmt.Errorf("the worker holds %d events unacknowledged, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	p := newPublisher(t, js)
+	burst := func(id string, members int) {
+		p.publish("acme", events.GroupCreated, id)
+		for range members {
+			p.publishAsync("acme", events.GroupMemberAdded, id)
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(10 * time.Second):
+			t.Fatal("publishing did not complete")
+		}
+	}
+
+	// 400 events, of which one batch (50) is in flight: 350 wait in the
+	// lane, more than two batches but less than half of 1,000.
+	burst("small", 399)
+	unacknowledged(400)
+	if n := strings.Count(logs.String(), `why="its events outgrew the lane"`); n != 0 || gets.count() != 0 {
+		t.Fatalf("a burst of 400 was parked %d times and read with %d requests: it should wait in its lane", n, gets.count())
+	}
+	pulls.mu.Lock()
+	largest := 0
+	for _, b := range pulls.bodies {
+		var req struct {
+			Batch int `json:"batch"`
+		}
+		if err := json.Unmarshal(b, &req); err != nil {
+			t.Fatalf("pull request %s: %v", b, err)
+		}
+		largest = max(largest, req.Batch)
+	}
+	pulls.mu.Unlock()
+	if largest != 100 {
+		t.Fatalf("the partitions pulled at most %d messages at a time, want two batches' worth (100)", largest)
+	}
+	open()
+	l.wantDelivered(t, expect{"Groups/small": 400}, 30*time.Second, false)
+
+	// 800 events: past half the window, the resource is parked and read
+	// back from the stream.
+	phase.Store(1)
+	burst("large", 799)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), `why="its events outgrew the lane"`) {
+			return errors.New("the burst of 800 is not parked yet")
+		}
+		return nil
+	})
+	open()
+	l.wantDelivered(t, expect{"Groups/small": 400, "Groups/large": 800}, 30*time.Second, false)
+	// 16 batches' worth at most, with a read that finds the end after each
+	// part read back; one request per event would be about 750.
+	if n := gets.count(); n == 0 || n > 50 {
+		t.Fatalf("the parked resource was read back with %d requests, want a batch's worth a request", n)
+	}
+	t.Logf("read back with %d requests", gets.count())
 }

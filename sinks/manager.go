@@ -300,10 +300,13 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	}
 	if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
 		w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)
-		// A lane sends a batch's worth at once: a burst of one resource
-		// is read back from the stream (one request per event) only
-		// past two batches, within half the pending window.
-		w.laneLimit = max(w.laneLimit, min(2*s.cfg.Batch.MaxEvents, w.maxPending/2))
+		// A lane sends a batch's worth at once, and its events come in
+		// faster than from a read back (a batch's worth per request, but
+		// each request waits its turn on a busy server): a burst of one
+		// resource, such as a group's member PATCHes, waits in its lane
+		// up to half the pending window, leaving the other half to the
+		// partition's other resources (docs/decisions.md, Delivery).
+		w.laneLimit = max(w.laneLimit, w.maxPending/2)
 	}
 	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.WorkerID, t: sh.t}
 	for p := range sh.partitions {

@@ -1392,40 +1392,41 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 	next = from
 	wanted := 0
 	for wanted < w.sliceMax() {
-		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-		raw, err := w.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return items, next, nil
-		}
-		if err != nil {
+		asked := w.sliceMax() - wanted
+		raws, err := readNext(p.ctx, w.js, w.stream, filter, next, asked)
+		if err != nil && len(raws) == 0 {
 			if len(items) > 0 {
 				return items, next, nil // deliver what was read
 			}
 			return nil, next, err
 		}
-		e, seq, err := orderedEvent(raw.Subject, raw.Header, raw.Data)
-		if err != nil {
-			if len(items) > 0 {
-				return items, next, nil // settle the earlier ones first
+		for _, raw := range raws {
+			e, seq, err := orderedEvent(raw.Subject, raw.Header, raw.Data)
+			if err != nil {
+				if len(items) > 0 {
+					return items, next, nil // settle the earlier ones first
+				}
+				w.poisonRaw(p.ctx, raw, err)
+				return nil, raw.Sequence + 1, nil
 			}
-			w.poisonRaw(p.ctx, raw, err)
-			return nil, raw.Sequence + 1, nil
-		}
-		next = raw.Sequence + 1
-		if seq <= done {
-			if len(items) > 0 {
-				return items, raw.Sequence, nil // read again after these
+			next = raw.Sequence + 1
+			if seq <= done {
+				if len(items) > 0 {
+					return items, raw.Sequence, nil // read again after these
+				}
+				// Already delivered by this worker: the record was written
+				// by an owner that did not know.
+				w.metrics.outcome(w.name, "duplicate")
+				return nil, next, nil
 			}
-			// Already delivered by this worker: the record was written
-			// by an owner that did not know.
-			w.metrics.outcome(w.name, "duplicate")
-			return nil, next, nil
+			it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
+			items = append(items, it)
+			if !it.skip {
+				wanted++
+			}
 		}
-		it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
-		items = append(items, it)
-		if !it.skip {
-			wanted++
+		if err != nil || len(raws) < asked {
+			return items, next, nil // what was read, up to the end of the resource's events
 		}
 	}
 	return items, next, nil

@@ -105,9 +105,18 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 // progress, so that its ack wait does not run out meanwhile.
 func (w *worker) keepAliveEvery() time.Duration { return max(w.ackWait/3, 100*time.Millisecond) }
 
-// pullBatch is how many messages a partition asks for at a time.
+// pullBatch is how many messages a partition asks for at a time: what two
+// rounds of requests carry, so that the next is there when one goes out.
+// Sized by what one request carries (a batch's worth, or one event), not by
+// the requests in flight alone: with 32 for a batching sink, a busy
+// partition's events waited a second on average to be pulled in the
+// README's Entra cycle (docs/decisions.md, Delivery).
 func (w *worker) pullBatch() int {
-	return min(w.maxPending, max(16, min(256, 2*cap(w.sem))))
+	want := 2 * cap(w.sem)
+	if w.batches != nil {
+		want = 2 * w.batches.maxEvents
+	}
+	return min(w.maxPending, max(16, min(256, want)))
 }
 
 // sliceMax is how many of a resource's events go out in one request.

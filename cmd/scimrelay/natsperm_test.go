@@ -52,12 +52,18 @@ var workerPublish = []string{
 // TestSinkWorkerPermissions runs a sink worker on an external NATS as a
 // user holding only README's permissions (workerPublish): it takes its
 // partitions, parks a resource whose first delivery fails and reads it back
-// from the stream, and delivers everything, in order. The SCIM front end
-// runs as a user of its own.
+// from the stream (one event a request, or a batch's worth), and delivers
+// everything, in order. The SCIM front end runs as a user of its own.
 func TestSinkWorkerPermissions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a NATS server with users")
 	}
+	for _, batch := range []*config.SinkBatch{nil, {MaxEvents: 10, MaxWait: config.Duration(20 * time.Millisecond)}} {
+		t.Run(fmt.Sprintf("batch=%v", batch != nil), func(t *testing.T) { sinkWorkerPermissions(t, batch) })
+	}
+}
+
+func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
 		o.Users = []*natsserver.User{
 			{Username: "front", Password: "front-secret"},
@@ -76,7 +82,8 @@ func TestSinkWorkerPermissions(t *testing.T) {
 	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if r.Header.Get("ce-type") == "io.scimrelay.user.created" && bytes.Contains(body, []byte(`"userName":"ann"`)) && refused.Add(1) <= 3 {
+		created := r.Header.Get("ce-type") == "io.scimrelay.user.created" || bytes.Contains(body, []byte(`"type":"io.scimrelay.user.created"`))
+		if created && bytes.Contains(body, []byte(`"userName":"ann"`)) && refused.Add(1) <= 3 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
@@ -85,7 +92,12 @@ func TestSinkWorkerPermissions(t *testing.T) {
 	configure := func(user, password string) *config.Config {
 		cfg := testConfig(t, t.TempDir())
 		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), user, password
-		withSink(cfg, "crm", h.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(200 * time.Millisecond)} })
+		withSink(cfg, "crm", h.URL, func(s *config.Sink) {
+			s.Retry = []config.Duration{config.Duration(200 * time.Millisecond)}
+			if s.Batch = batch; batch != nil {
+				s.Format = "" // batches have a format of their own
+			}
+		})
 		return cfg
 	}
 	front := startRelay(t, configure("front", "front-secret"), roleSCIM)
