@@ -259,8 +259,7 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 	for _, row := range rows {
 		if row.Err != nil {
 			if len(futures) == 0 {
-				p.quarantine(row, row.Err)
-				return 0, nil // the next read starts after it
+				return 0, p.quarantine(row, row.Err) // the next read starts after it
 			}
 			break // after what is in flight
 		}
@@ -274,8 +273,7 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 		f, err := p.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
 			if len(futures) == 0 && refusesMessage(err) {
-				p.quarantine(row, err)
-				return 0, nil
+				return 0, p.quarantine(row, err)
 			}
 			sendErr = fmt.Errorf("publishing event %s: %w", row.ID, err)
 			break
@@ -307,7 +305,7 @@ wait:
 				spans[i].SetStatus(codes.Error, err.Error())
 			}
 			if i == 0 && refusesMessage(err) {
-				p.quarantine(rows[i], err)
+				ackErr = p.quarantine(rows[i], err)
 				break wait
 			}
 			var apiErr *jetstream.APIError
@@ -424,11 +422,12 @@ func refusesMessage(err error) bool {
 	return false
 }
 
-// quarantine sets a row aside, says so once, and counts it.
-func (p *Publisher) quarantine(row OutboxRow, cause error) {
+// quarantine sets a row aside, says so once, and counts it. When the row
+// cannot be set aside it returns why, so that the publisher tries again
+// after its backoff instead of at once, over and over.
+func (p *Publisher) quarantine(row OutboxRow, cause error) error {
 	if err := p.outbox.QuarantineOutbox(row.Key, cause.Error()); err != nil {
-		p.log.Error("quarantining an outbox row failed", "key", row.Key, "err", err)
-		return
+		return err
 	}
 	p.quarantined.Add(1)
 	if p.o.Quarantined != nil {
@@ -436,4 +435,5 @@ func (p *Publisher) quarantine(row OutboxRow, cause error) {
 	}
 	p.log.Error("an outbox row cannot be published; it is kept in quarantine and the rows behind it go on",
 		"key", row.Key, "event_id", row.ID, "err", cause)
+	return nil
 }

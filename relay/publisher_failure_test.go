@@ -5,6 +5,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -158,4 +159,42 @@ func injectOutboxRow(t testing.TB, s *Store, row []byte) uint64 {
 	}
 	s.depth.Add(1)
 	return key
+}
+
+// quarantineRefused is the store's outbox with a quarantine that takes no
+// rows, counting the tries.
+type quarantineRefused struct {
+	*Store
+	tries atomic.Int32
+}
+
+func (q *quarantineRefused) QuarantineOutbox(uint64, string) error {
+	q.tries.Add(1)
+	return errors.New("disk full")
+}
+
+// TestQuarantineThatFailsWaitsItsBackoff: a row that must go to quarantine
+// while the quarantine takes no writes is tried again after the
+// publisher's backoff, reported as a failure (the publisher is not
+// healthy), not at once over and over while it says it is.
+func TestQuarantineThatFailsWaitsItsBackoff(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	injectOutboxRow(t, s, []byte(`{"specversion":"1.0","id":`))
+	q := &quarantineRefused{Store: s}
+	p := NewPublisher(q, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: time.Hour})
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if q.tries.Load() < 2 || p.Healthy() {
+			return fmt.Errorf("%d tries to quarantine, healthy %v", q.tries.Load(), p.Healthy())
+		}
+		return nil
+	})
 }

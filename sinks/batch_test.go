@@ -420,3 +420,33 @@ func TestBatchingLaneTakesABurstAndReadsBackInBatches(t *testing.T) {
 	}
 	t.Logf("read back with %d requests", gets.count())
 }
+
+// TestReadNextTellsACutShortReadFromTheEnd: a batched read that ends
+// without its end-of-batch marker (here its time ran out) is an error, never "the stream holds no more": a parked
+// resource taken for caught up would be unparked past events nobody
+// delivered. The end of the stream is no error, and a read gets what it
+// asked for.
+func TestReadNextTellsACutShortReadFromTheEnd(t *testing.T) {
+	_, _, js := natsServer(t)
+	p := newPublisher(t, js)
+	for range 30 {
+		p.publish("acme", events.UserUpdated, "ann")
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter := events.ResourceSubjects("acme", "user", "ann")
+	if got, err := readNext(ctx, js, st, filter, 1, 10); err != nil || len(got) != 10 || got[9].Sequence != 10 {
+		t.Fatalf("read %d messages (%v), want sequences 1 to 10", len(got), err)
+	}
+	if got, err := readNext(ctx, js, st, filter, 31, 10); err != nil || len(got) != 0 {
+		t.Fatalf("past the end: read %d messages (%v), want none and no error", len(got), err)
+	}
+	// The library's iterator ends silently when the wait runs out.
+	late, cancel := context.WithDeadline(ctx, time.Now())
+	defer cancel()
+	if got, err := readNext(late, js, st, filter, 1, 10); err == nil {
+		t.Fatalf("a read whose time ran out returned %d messages and no error", len(got))
+	}
+}

@@ -304,8 +304,9 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		// faster than from a read back (a batch's worth per request, but
 		// each request waits its turn on a busy server): a burst of one
 		// resource, such as a group's member PATCHes, waits in its lane
-		// up to half the pending window, leaving the other half to the
-		// partition's other resources (docs/decisions.md, Delivery).
+		// up to half the pending window. Two such bursts in one partition
+		// can fill the window, and its other resources then wait for the
+		// lanes to drain (docs/decisions.md, Delivery).
 		w.laneLimit = max(w.laneLimit, w.maxPending/2)
 	}
 	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.WorkerID, t: sh.t}

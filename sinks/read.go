@@ -110,7 +110,11 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 // direct get, which needs the stream's allow_direct); none when the stream
 // holds no more of them. On an error it returns what came before it. One
 // message is a plain direct get: a batch of one took about ten times as
-// long (BenchmarkReadBack/batch=0).
+// long (BenchmarkReadBack/batch=0). A batch that ends without its
+// end-of-batch marker (the wait ran out, or ctx ended) is an error, never
+// the end: the library's iterator ends silently then, and a parked
+// resource taken for caught up would be unparked past events it never
+// delivered.
 func readNext(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, filter string, from uint64, n int) ([]*jetstream.RawStreamMsg, error) {
 	ctx, cancel := context.WithTimeout(ctx, readWait)
 	defer cancel()
@@ -132,12 +136,15 @@ func readNext(ctx context.Context, js jetstream.JetStream, stream jetstream.Stre
 	out := make([]*jetstream.RawStreamMsg, 0, n)
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			break
+			return out, nil
 		}
 		if err != nil {
 			return out, fmt.Errorf("reading stream %s: %w", name, err)
 		}
 		out = append(out, m)
+	}
+	if err := ctx.Err(); err != nil {
+		return out, fmt.Errorf("reading stream %s: no end of batch: %w", name, err)
 	}
 	return out, nil
 }
