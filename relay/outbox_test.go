@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -40,12 +39,7 @@ func TestQuarantineDamagedMessage(t *testing.T) {
 
 	startPublisher(t, s, js, slog.New(slog.DiscardHandler))
 	checkOrder(t, streamContents(t, js, 2))
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := s.OutboxDepth(); n != 0 {
-			return fmt.Errorf("outbox holds %d", n)
-		}
-		return nil
-	})
+	outboxEmpties(t, s)
 	q, err := s.QuarantinedRows(0, 10)
 	if err != nil || len(q) != 2 || q[0].Key != keys[0] || q[1].Key != keys[1] {
 		t.Fatalf("quarantine: %+v, %v", q, err)

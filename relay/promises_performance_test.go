@@ -4,7 +4,6 @@ package relay
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -49,12 +48,7 @@ func TestPublisherWindowsOf2048(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, err := s.OutboxDepth(); err != nil || n != 0 {
-			return fmt.Errorf("the outbox holds %d events (%v)", n, err)
-		}
-		return nil
-	})
+	outboxEmpties(t, s)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.limits) == 0 || slices.ContainsFunc(w.limits, func(n int) bool { return n != 2048 }) {

@@ -23,9 +23,9 @@ import (
 )
 
 // runPublisher runs a publisher on a stream the test set up itself.
-func runPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
+func runPublisher(t testing.TB, outbox Outbox, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
 	t.Helper()
-	p := NewPublisher(s, js, log, o)
+	p := NewPublisher(outbox, js, log, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -94,9 +94,7 @@ func TestQuarantine(t *testing.T) {
 	s, _, _ := openStore(t)
 	ns := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	ensureStream(t, js)
 	create(t, s, "acme", user(t, `"userName":"one"`))
 	corrupt := injectOutboxRow(t, s, []byte(`{"specversion":"1.0","id":`))
 	create(t, s, "acme", user(t, `"userName":"two"`))
@@ -119,12 +117,7 @@ func TestQuarantine(t *testing.T) {
 		Quarantined: func() { counted.Add(1) }})
 	list := streamContents(t, js, 3)
 	checkOrder(t, list)
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := s.OutboxDepth(); n != 0 {
-			return fmt.Errorf("outbox holds %d", n)
-		}
-		return nil
-	})
+	outboxEmpties(t, s)
 	q, err := s.QuarantinedRows(0, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -181,16 +174,10 @@ func TestQuarantineThatFailsWaitsItsBackoff(t *testing.T) {
 	s, _, _ := openStore(t)
 	ns := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	ensureStream(t, js)
 	injectOutboxRow(t, s, []byte(`{"specversion":"1.0","id":`))
 	q := &quarantineRefused{Store: s}
-	p := NewPublisher(q, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: time.Hour})
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	p := runPublisher(t, q, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: time.Hour})
 	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if q.tries.Load() < 2 || p.Healthy() {
 			return fmt.Errorf("%d tries to quarantine, healthy %v", q.tries.Load(), p.Healthy())

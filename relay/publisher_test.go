@@ -23,11 +23,29 @@ import (
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
-func startPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Logger) *Publisher {
+// ensureStream creates the events stream as serve does, with a 10-minute
+// duplicate window.
+func ensureStream(t testing.TB, js jetstream.JetStream) {
 	t.Helper()
-	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, log); err != nil {
+	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// outboxEmpties waits until every event left the outbox.
+func outboxEmpties(t testing.TB, s *Store) {
+	t.Helper()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, err := s.OutboxDepth(); err != nil || n != 0 {
+			return fmt.Errorf("the outbox still holds %d events (%v)", n, err)
+		}
+		return nil
+	})
+}
+
+func startPublisher(t testing.TB, s *Store, js jetstream.JetStream, log *slog.Logger) *Publisher {
+	t.Helper()
+	ensureStream(t, js)
 	return runPublisher(t, s, js, log, PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
 }
 
@@ -105,12 +123,7 @@ func TestPublisherDrainsInOrder(t *testing.T) {
 	}
 	list := streamContents(t, js, 120)
 	checkOrder(t, list)
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := s.OutboxDepth(); n != 0 {
-			return fmt.Errorf("outbox still holds %d events", n)
-		}
-		return nil
-	})
+	outboxEmpties(t, s)
 }
 
 // TestPublisherSurvivesNATSOutage stops an external NATS while SCIM writes
@@ -214,9 +227,7 @@ func BenchmarkPublisherDrain(b *testing.B) {
 	wg.Wait()
 	ns := eventstest.RunServer(b)
 	_, js := eventstest.Connect(b, eventstest.URL(ns))
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		b.Fatal(err)
-	}
+	ensureStream(b, js)
 	p := NewPublisher(s, js, slog.New(slog.DiscardHandler), PublisherOptions{})
 	b.ResetTimer()
 	start := time.Now()
@@ -330,18 +341,6 @@ func newSlowDeletes(s *Store) *slowDeletes {
 	return &slowDeletes{Store: s, entered: make(chan struct{}, 1), release: make(chan struct{})}
 }
 
-func runPublisherOn(t *testing.T, o Outbox, js jetstream.JetStream, opts PublisherOptions) {
-	t.Helper()
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(o, js, slog.New(slog.DiscardHandler), opts)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-}
-
 // TestPublisherSendsTheNextWindowWhileTheLastIsDeleted: the delete of a
 // published window is a commit, which waits behind the SCIM requests'; the
 // next window must not wait for it. With the first delete held, an event
@@ -355,7 +354,8 @@ func TestPublisherSendsTheNextWindowWhileTheLastIsDeleted(t *testing.T) {
 	for i := range 2 {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"first%d"`, i)))
 	}
-	runPublisherOn(t, d, js, PublisherOptions{Window: 2, AckTimeout: 2 * time.Second})
+	ensureStream(t, js)
+	runPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 2, AckTimeout: 2 * time.Second})
 	t.Cleanup(d.open) // before the publisher's: its stop waits for the delete
 	select {
 	case <-d.entered:
@@ -365,12 +365,7 @@ func TestPublisherSendsTheNextWindowWhileTheLastIsDeleted(t *testing.T) {
 	create(t, s, "acme", user(t, `"userName":"next"`))
 	checkOrder(t, streamContents(t, js, 3)) // while the first delete is held
 	d.open()
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := s.OutboxDepth(); n != 0 {
-			return fmt.Errorf("the outbox still holds %d events", n)
-		}
-		return nil
-	})
+	outboxEmpties(t, s)
 }
 
 // TestPublisherFailedDeletePublishesAgainWithoutCopies: a delete that fails
@@ -387,13 +382,9 @@ func TestPublisherFailedDeletePublishesAgainWithoutCopies(t *testing.T) {
 	for i := range 7 {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
 	}
-	runPublisherOn(t, d, js, PublisherOptions{Window: 3, AckTimeout: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := s.OutboxDepth(); n != 0 {
-			return fmt.Errorf("the outbox still holds %d events", n)
-		}
-		return nil
-	})
+	ensureStream(t, js)
+	runPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 3, AckTimeout: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
+	outboxEmpties(t, s)
 	if d.fail.Load() >= 0 {
 		t.Fatalf("%d deletes were still to fail", d.fail.Load()+1)
 	}

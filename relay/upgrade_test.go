@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
@@ -121,12 +120,7 @@ func TestUpgradeFromLayout2(t *testing.T) {
 	if strings.Join(ids[:len(oldIDs)], ",") != strings.Join(oldIDs, ",") {
 		t.Errorf("ids in the stream %v, want the old events' %v first", ids, oldIDs)
 	}
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := s.OutboxDepth(); n != 0 {
-			return fmt.Errorf("outbox holds %d", n)
-		}
-		return nil
-	})
+	outboxEmpties(t, s)
 }
 
 // streamIDs returns the ids of the first n events in the stream, in order.

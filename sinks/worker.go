@@ -105,12 +105,12 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 // progress, so that its ack wait does not run out meanwhile.
 func (w *worker) keepAliveEvery() time.Duration { return max(w.ackWait/3, 100*time.Millisecond) }
 
-// pullBatch is how many messages a partition asks for at a time: what two
-// rounds of requests carry, so that the next is there when one goes out.
-// Sized by what one request carries (a batch's worth, or one event), not by
-// the requests in flight alone: with 32 for a batching sink, a busy
-// partition's events waited a second on average to be pulled in the
-// README's Entra cycle (docs/decisions.md, Delivery).
+// pullBatch is how many messages a partition asks for at a time, so that
+// the next request's events are there when one goes out: two per request
+// slot for a sink that sends one event per request, two batches' worth for
+// a batching sink (with two per slot, 32, a busy partition's events waited
+// a second on average to be pulled in the README's Entra cycle:
+// docs/decisions.md, Delivery).
 func (w *worker) pullBatch() int {
 	want := 2 * cap(w.sem)
 	if w.batches != nil {
