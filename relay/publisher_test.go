@@ -390,3 +390,65 @@ func TestPublisherFailedDeletePublishesAgainWithoutCopies(t *testing.T) {
 	}
 	checkOrder(t, streamContents(t, js, 7))
 }
+
+// TestPublisherKeepsPublishedEventsUntilNATSWroteThem: an event JetStream
+// acknowledged stays in the outbox for KeepFor (the NATS server's interval
+// between writes to disk, twice), so that a crash of the machine before
+// the server wrote it cannot lose it; then it is deleted.
+func TestPublisherKeepsPublishedEventsUntilNATSWroteThem(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	const keep = 2 * time.Second
+	runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second})
+	for i := range 3 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	checkOrder(t, streamContents(t, js, 3))
+	published := time.Now() // after JetStream acknowledged the last of them
+	if n, err := s.OutboxDepth(); err != nil || n != 3 {
+		t.Fatalf("the outbox holds %d events once JetStream has them (%v), want the 3 kept", n, err)
+	}
+	outboxEmpties(t, s)
+	// They were acknowledged before published was read, by less than the
+	// poll that saw them: half of KeepFor is a bound no scheduling delay
+	// crosses.
+	if kept := time.Since(published); kept < keep/2 {
+		t.Fatalf("the published events were deleted %s after JetStream had them, want about %s", kept, keep)
+	}
+	checkOrder(t, streamContents(t, js, 3)) // none published twice
+}
+
+// TestPublisherCleanStopDeletesWhatItKept: a clean stop waits until the
+// kept events are due and deletes them, so that the next start publishes
+// none of them again (past the stream's duplicate window, JetStream would
+// store such a copy).
+func TestPublisherCleanStopDeletesWhatItKept(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	p := NewPublisher(s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: time.Second, AckTimeout: 2 * time.Second})
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	for i := range 3 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	streamContents(t, js, 3)
+	stop()
+	select {
+	case err := <-done:
+		done <- err // for the cleanup
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher did not stop")
+	}
+	if n, err := s.OutboxDepth(); err != nil || n != 0 {
+		t.Fatalf("the outbox holds %d events after a clean stop (%v), want none", n, err)
+	}
+}
