@@ -350,7 +350,7 @@ wait:
 		p.after = acked[len(acked)-1]
 		p.kept = append(p.kept, keptRows{keys: acked, acked: now})
 		if err := p.deleteDue(now); err != nil {
-			return len(acked), err
+			return len(acked), errors.Join(err, ackErr, sendErr)
 		}
 	}
 	if ackErr != nil {
@@ -376,11 +376,13 @@ func (p *Publisher) deleteDue(now time.Time) error {
 	if n == 0 {
 		return nil
 	}
-	keys := p.kept[0].keys
-	for _, k := range p.kept[1:n] {
+	var keys []uint64
+	for _, k := range p.kept[:n] {
 		keys = append(keys, k.keys...)
 	}
-	p.kept = append(p.kept[:0], p.kept[n:]...)
+	rest := copy(p.kept, p.kept[n:])
+	clear(p.kept[rest:]) // let go of the deleted keys
+	p.kept = p.kept[:rest]
 	d := &outboxDelete{done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
@@ -415,19 +417,33 @@ func (p *Publisher) settleDelete(wait bool) error {
 	return d.err
 }
 
-// deleteKept, on a clean stop, waits until the kept rows are due and
-// deletes them, so that the next start publishes none of them again.
+// maxStopWait bounds how long a clean stop waits for kept rows to come
+// due: well inside a stop's grace period (45 s in the shipped deployments)
+// whatever nats.sync_interval says.
+const maxStopWait = 5 * time.Second
+
+// deleteKept, on a clean stop, waits until the kept rows are due, at most
+// maxStopWait, and deletes those that are, so that the next start
+// publishes none of them again. NATS keeps running until the publisher
+// has stopped.
 func (p *Publisher) deleteKept() {
-	if err := p.settleDelete(true); err != nil || len(p.kept) == 0 {
+	const left = "the published events kept in the outbox are published again at the next start, and JetStream drops the copies it still remembers"
+	if err := p.settleDelete(true); err != nil {
+		p.log.Warn("deleting published events from the outbox failed; "+left, "err", err)
+		return
+	}
+	if len(p.kept) == 0 {
 		return
 	}
 	last := p.kept[len(p.kept)-1].acked.Add(p.o.KeepFor)
-	time.Sleep(time.Until(last)) // NATS keeps running until the publisher stops
-	if err := p.deleteDue(last); err != nil {
-		return
+	t := time.NewTimer(min(time.Until(last), maxStopWait))
+	<-t.C
+	err := p.deleteDue(time.Now())
+	if err == nil {
+		err = p.settleDelete(true)
 	}
-	if err := p.settleDelete(true); err != nil {
-		p.log.Warn("the published events kept in the outbox could not be deleted; they are published again at the next start, and JetStream drops the copies it still remembers", "err", err)
+	if err != nil || len(p.kept) > 0 {
+		p.log.Warn("stopping with published events kept in the outbox, not yet due; "+left, "kept", len(p.kept), "err", err)
 	}
 }
 
