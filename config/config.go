@@ -92,7 +92,14 @@ type NATS struct {
 	Password       string   `yaml:"password"`
 	TLS            TLS      `yaml:"tls"`
 	ConnectTimeout Duration `yaml:"connect_timeout"`
-	Stream         Stream   `yaml:"stream"`
+	// SyncInterval is how often the NATS server writes its store to disk
+	// (fsync): the embedded server is run with it, and the relay keeps each
+	// event JetStream acknowledged in its outbox for three times as long,
+	// so that a crash of the machine cannot lose one the server held only
+	// in memory. 0: every message is written to disk before it is
+	// acknowledged (nats-server's sync_always), and the relay keeps none.
+	SyncInterval Duration `yaml:"sync_interval"`
+	Stream       Stream   `yaml:"stream"`
 }
 
 // TLS configures TLS. With an external NATS: ca_file is the CA that signed
@@ -229,6 +236,7 @@ func Default() *Config {
 		NATS: NATS{
 			Listen:         "127.0.0.1:4222",
 			ConnectTimeout: Duration(5 * time.Second),
+			SyncInterval:   Duration(250 * time.Millisecond),
 			Stream:         Stream{MaxAge: Duration(7 * 24 * time.Hour), Duplicates: Duration(10 * time.Minute), Partitions: 16},
 		},
 		Limits: Limits{

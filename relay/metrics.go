@@ -64,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "depth",
-			Help: "Committed events waiting to be published (grows while NATS is away).",
+			Help: "Committed events in the outbox: waiting to be published, or published and kept until NATS has written them to disk (three times nats.sync_interval). Grows while NATS is away.",
 		}, func() float64 {
 			n, err := s.OutboxDepth()
 			if err != nil {
@@ -74,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "oldest_age_seconds",
-			Help: "Age of the oldest event waiting in the outbox (0 when empty): grows while NATS is away or publishing fails.",
+			Help: "Age of the oldest event in the outbox, kept ones included (0 when empty): grows while NATS is away or publishing fails.",
 		}, func() float64 {
 			t, err := s.OutboxOldest()
 			switch {

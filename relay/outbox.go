@@ -321,14 +321,15 @@ func (s *Store) DeleteOutbox(keys []uint64) error {
 	return nil
 }
 
-// OutboxDepth returns how many events wait to be published. It reads a
+// OutboxDepth returns how many events are in the outbox: waiting to be
+// published, or published and kept by the publisher (KeepFor). It reads a
 // counter kept beside the outbox, so a metric can call it on every scrape
 // however long NATS has been away; the error is always nil.
 func (s *Store) OutboxDepth() (int, error) {
 	return int(s.depth.Load()), nil
 }
 
-// OutboxOldest returns when the oldest event waiting in the outbox was
+// OutboxOldest returns when the oldest event in the outbox was
 // committed; zero when the outbox is empty.
 func (s *Store) OutboxOldest() (time.Time, error) {
 	if s.depth.Load() == 0 {

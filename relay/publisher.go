@@ -56,6 +56,13 @@ type PublisherOptions struct {
 	// trace context, as a child of the request that made it. Nil: no
 	// tracing, at no cost.
 	Tracer trace.Tracer
+	// KeepFor is how long an event JetStream acknowledged stays in the
+	// outbox before it is deleted: long enough for the NATS server to have
+	// written it to disk, so that a crash of the machine cannot lose an
+	// event the server held only in memory; the event is published again
+	// instead. 0 deletes at once, for a server that writes every message to
+	// disk before acknowledging it.
+	KeepFor time.Duration
 }
 
 // Publisher drains the outbox to JetStream: in commit order (so in each
@@ -81,10 +88,18 @@ type Publisher struct {
 
 	// Run's goroutine alone uses these. after is the key of the last row
 	// JetStream acknowledged: the next window is read from behind it while
-	// the rows up to it are deleted. deleting is that delete, nil when none
-	// is in flight.
+	// the rows up to it are kept and deleted. kept are the acknowledged rows
+	// not yet deleted, oldest first; deleting is the delete in flight, nil
+	// when none is.
 	after    uint64
+	kept     []keptRows
 	deleting *outboxDelete
+}
+
+// keptRows are rows JetStream acknowledged at the same time.
+type keptRows struct {
+	keys  []uint64
+	acked time.Time
 }
 
 // outboxDelete is a delete of published rows, running.
@@ -130,7 +145,7 @@ const minBackoff = 100 * time.Millisecond
 // in the log once per outage and when it recovers.
 func (p *Publisher) Run(ctx context.Context) error {
 	p.healthy.Store(true)
-	defer func() { _ = p.settleDelete(true) }() // a clean stop leaves nothing to publish twice
+	defer p.deleteKept() // a clean stop leaves nothing to publish twice
 	// The wait between attempts ends early when the connection is back:
 	// NATS may have been away far longer than the backoff it reached.
 	reconnected := make(chan nats.Status, 1)
@@ -184,14 +199,18 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if n > 0 {
 			continue // more may be waiting
 		}
+		due := p.keptDue()
 		select {
 		case <-ctx.Done():
+			due.Stop()
 			return nil
 		case <-p.outbox.OutboxReady():
 		case <-tick.C:
 		case <-reconnected:
-		case <-p.deleteDone(): // drain settles it
+		case <-p.deleteDone(): // drain settles it and starts the next
+		case <-due.C: // drain deletes them
 		}
+		due.Stop()
 	}
 }
 
@@ -215,7 +234,7 @@ func (p *Publisher) heal(ctx context.Context) bool {
 // before it is deleted from the outbox: the delete is a commit, which waits
 // its turn behind the SCIM requests' (docs/decisions.md, Publishing).
 func (p *Publisher) drain(ctx context.Context) (int, error) {
-	if err := p.settleDelete(false); err != nil {
+	if err := p.deleteDue(time.Now()); err != nil {
 		return 0, err
 	}
 	total := 0
@@ -326,17 +345,13 @@ wait:
 		}
 	}
 	if len(acked) > 0 {
-		p.lastPublished.Store(time.Now().UnixNano())
-		if err := p.settleDelete(true); err != nil {
-			return len(acked), err
-		}
+		now := time.Now()
+		p.lastPublished.Store(now.UnixNano())
 		p.after = acked[len(acked)-1]
-		d := &outboxDelete{done: make(chan struct{})}
-		go func() {
-			defer close(d.done)
-			d.err = p.outbox.DeleteOutbox(acked)
-		}()
-		p.deleting = d
+		p.kept = append(p.kept, keptRows{keys: acked, acked: now})
+		if err := p.deleteDue(now); err != nil {
+			return len(acked), errors.Join(err, ackErr, sendErr)
+		}
 	}
 	if ackErr != nil {
 		return len(acked), ackErr
@@ -344,11 +359,44 @@ wait:
 	return len(acked), sendErr
 }
 
+// deleteDue starts the delete of the kept rows whose time is up, unless
+// a delete is in flight: a delete is a commit, which waits its turn behind
+// the SCIM requests', and the rows that come due meanwhile go in the next.
+func (p *Publisher) deleteDue(now time.Time) error {
+	if err := p.settleDelete(false); err != nil {
+		return err
+	}
+	if p.deleting != nil {
+		return nil
+	}
+	n := 0
+	for n < len(p.kept) && !p.kept[n].acked.Add(p.o.KeepFor).After(now) {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	var keys []uint64
+	for _, k := range p.kept[:n] {
+		keys = append(keys, k.keys...)
+	}
+	rest := copy(p.kept, p.kept[n:])
+	clear(p.kept[rest:]) // let go of the deleted keys
+	p.kept = p.kept[:rest]
+	d := &outboxDelete{done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		d.err = p.outbox.DeleteOutbox(keys)
+	}()
+	p.deleting = d
+	return nil
+}
+
 // settleDelete ends the delete in flight, if any: it waits for it when
 // wait is set, and otherwise only settles one that has ended. When the
-// delete failed, the rows it left are read again from the start of the
-// outbox and published again, as after a crash: JetStream drops the copies
-// by their Nats-Msg-Id.
+// delete failed, the rows it left, and the kept ones, are read again from
+// the start of the outbox and published again, as after a crash: JetStream
+// drops the copies by their Nats-Msg-Id.
 func (p *Publisher) settleDelete(wait bool) error {
 	d := p.deleting
 	if d == nil {
@@ -364,9 +412,39 @@ func (p *Publisher) settleDelete(wait bool) error {
 	<-d.done
 	p.deleting = nil
 	if d.err != nil {
-		p.after = 0
+		p.after, p.kept = 0, nil
 	}
 	return d.err
+}
+
+// maxStopWait bounds how long a clean stop waits for kept rows to come
+// due: well inside a stop's grace period (45 s in the shipped deployments)
+// whatever nats.sync_interval says.
+const maxStopWait = 5 * time.Second
+
+// deleteKept, on a clean stop, waits until the kept rows are due, at most
+// maxStopWait, and deletes those that are, so that the next start
+// publishes none of them again. NATS keeps running until the publisher
+// has stopped.
+func (p *Publisher) deleteKept() {
+	const left = "the published events kept in the outbox are published again at the next start, and JetStream drops the copies it still remembers"
+	if err := p.settleDelete(true); err != nil {
+		p.log.Warn("deleting published events from the outbox failed; "+left, "err", err)
+		return
+	}
+	if len(p.kept) == 0 {
+		return
+	}
+	last := p.kept[len(p.kept)-1].acked.Add(p.o.KeepFor)
+	t := time.NewTimer(min(time.Until(last), maxStopWait))
+	<-t.C
+	err := p.deleteDue(time.Now())
+	if err == nil {
+		err = p.settleDelete(true)
+	}
+	if err != nil || len(p.kept) > 0 {
+		p.log.Warn("stopping with published events kept in the outbox, not yet due; "+left, "kept", len(p.kept), "err", err)
+	}
 }
 
 // deleteDone is closed when the delete in flight ends; nil, which is never
@@ -376,6 +454,18 @@ func (p *Publisher) deleteDone() <-chan struct{} {
 		return nil
 	}
 	return p.deleting.done
+}
+
+// keptDue is a timer that fires when the oldest kept rows come due; one
+// that never fires when none are kept or a delete is in flight (its end
+// wakes the publisher instead).
+func (p *Publisher) keptDue() *time.Timer {
+	if len(p.kept) == 0 || p.deleting != nil {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
+	return time.NewTimer(time.Until(p.kept[0].acked.Add(p.o.KeepFor)))
 }
 
 // startSpan starts the publish span of an event that carries a trace

@@ -320,12 +320,18 @@ type slowDeletes struct {
 	release chan struct{} // closed: held deletes go on
 	opened  sync.Once
 	fail    atomic.Int32 // deletes still to fail
+
+	mu    sync.Mutex
+	calls []time.Time // when each delete began
 }
 
 // open lets held deletes go on.
 func (d *slowDeletes) open() { d.opened.Do(func() { close(d.release) }) }
 
 func (d *slowDeletes) DeleteOutbox(keys []uint64) error {
+	d.mu.Lock()
+	d.calls = append(d.calls, time.Now())
+	d.mu.Unlock()
 	select {
 	case d.entered <- struct{}{}:
 	default:
@@ -335,6 +341,13 @@ func (d *slowDeletes) DeleteOutbox(keys []uint64) error {
 		return errors.New("disk full")
 	}
 	return d.Store.DeleteOutbox(keys)
+}
+
+// began returns when each delete began.
+func (d *slowDeletes) began() []time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]time.Time(nil), d.calls...)
 }
 
 func newSlowDeletes(s *Store) *slowDeletes {
@@ -347,6 +360,18 @@ func newSlowDeletes(s *Store) *slowDeletes {
 // committed after it still reaches the stream, in order, and once the
 // delete goes on the outbox empties.
 func TestPublisherSendsTheNextWindowWhileTheLastIsDeleted(t *testing.T) {
+	forKeeps(t, func(t *testing.T, keep time.Duration) { sendsTheNextWindowWhileTheLastIsDeleted(t, keep) })
+}
+
+// forKeeps runs a test deleting published events at once, and keeping
+// them a while first.
+func forKeeps(t *testing.T, test func(t *testing.T, keep time.Duration)) {
+	for _, keep := range []time.Duration{0, 200 * time.Millisecond} {
+		t.Run(fmt.Sprintf("keep=%s", keep), func(t *testing.T) { test(t, keep) })
+	}
+}
+
+func sendsTheNextWindowWhileTheLastIsDeleted(t *testing.T, keep time.Duration) {
 	s, _, _ := openStore(t)
 	ns := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
@@ -355,7 +380,7 @@ func TestPublisherSendsTheNextWindowWhileTheLastIsDeleted(t *testing.T) {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"first%d"`, i)))
 	}
 	ensureStream(t, js)
-	runPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 2, AckTimeout: 2 * time.Second})
+	runPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 2, AckTimeout: 2 * time.Second, KeepFor: keep})
 	t.Cleanup(d.open) // before the publisher's: its stop waits for the delete
 	select {
 	case <-d.entered:
@@ -373,6 +398,10 @@ func TestPublisherSendsTheNextWindowWhileTheLastIsDeleted(t *testing.T) {
 // again, which JetStream drops by their Nats-Msg-Id, and deleted: the
 // stream holds every event once, in order, and the outbox empties.
 func TestPublisherFailedDeletePublishesAgainWithoutCopies(t *testing.T) {
+	forKeeps(t, func(t *testing.T, keep time.Duration) { failedDeletePublishesAgainWithoutCopies(t, keep) })
+}
+
+func failedDeletePublishesAgainWithoutCopies(t *testing.T, keep time.Duration) {
 	s, _, _ := openStore(t)
 	ns := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
@@ -383,10 +412,84 @@ func TestPublisherFailedDeletePublishesAgainWithoutCopies(t *testing.T) {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
 	}
 	ensureStream(t, js)
-	runPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 3, AckTimeout: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
+	runPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 3, AckTimeout: 2 * time.Second, MaxBackoff: 50 * time.Millisecond, KeepFor: keep})
 	outboxEmpties(t, s)
 	if d.fail.Load() >= 0 {
 		t.Fatalf("%d deletes were still to fail", d.fail.Load()+1)
 	}
 	checkOrder(t, streamContents(t, js, 7))
+}
+
+// TestPublisherKeepsPublishedEventsUntilNATSWroteThem: an event JetStream
+// acknowledged stays in the outbox for KeepFor (the NATS server's interval
+// between writes to disk, twice), so that a crash of the machine before
+// the server wrote it cannot lose it; then it is deleted.
+func TestPublisherKeepsPublishedEventsUntilNATSWroteThem(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	const keep = 2 * time.Second
+	runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second})
+	for i := range 3 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	checkOrder(t, streamContents(t, js, 3))
+	published := time.Now() // after JetStream acknowledged the last of them
+	if n, err := s.OutboxDepth(); err != nil || n != 3 {
+		t.Fatalf("the outbox holds %d events once JetStream has them (%v), want the 3 kept", n, err)
+	}
+	outboxEmpties(t, s)
+	// They were acknowledged before published was read, by less than the
+	// poll that saw them: half of KeepFor is a bound no scheduling delay
+	// crosses.
+	if kept := time.Since(published); kept < keep/2 {
+		t.Fatalf("the published events were deleted %s after JetStream had them, want about %s", kept, keep)
+	}
+	checkOrder(t, streamContents(t, js, 3)) // none published twice
+}
+
+// TestPublisherCleanStopDeletesWhatItKept: a clean stop waits until the
+// kept events are due and deletes them, so that the next start publishes
+// none of them again (past the stream's duplicate window, JetStream would
+// store such a copy).
+func TestPublisherCleanStopDeletesWhatItKept(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	d := newSlowDeletes(s)
+	d.open()
+	const keep = time.Second
+	p := NewPublisher(d, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second})
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	for i := range 3 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	streamContents(t, js, 3)
+	published := time.Now() // after JetStream acknowledged them
+	stop()
+	select {
+	case err := <-done:
+		done <- err // for the cleanup
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher did not stop")
+	}
+	if n, err := s.OutboxDepth(); err != nil || n != 0 {
+		t.Fatalf("the outbox holds %d events after a clean stop (%v), want none", n, err)
+	}
+	// As in TestPublisherKeepsPublishedEventsUntilNATSWroteThem: half of
+	// KeepFor is a bound the time between an acknowledgement and
+	// published cannot cross.
+	for _, at := range d.began() {
+		if early := at.Sub(published); early < keep/2 {
+			t.Fatalf("a delete began %s after JetStream had the events, before they were due (%s)", early, keep)
+		}
+	}
 }

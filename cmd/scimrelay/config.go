@@ -78,6 +78,9 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	ps = append(ps, problemsOf(cfg, storeOptions(cfg, nil).Check())...)
 	ps = append(ps, problemsOf(cfg, natsOptions(cfg, role).Check())...)
 	ps = append(ps, problemsOf(cfg, streamOptions(cfg).Check())...)
+	if keep, dup := keepPublished(cfg), time.Duration(cfg.NATS.Stream.Duplicates); dup > 0 && keep > dup {
+		add("nats.sync_interval", "the relay keeps a published event in its outbox for three times it (%s), longer than nats.stream.duplicates (%s): a copy published again after a crash would not be recognised", keep, dup)
+	}
 	if cfg.Embedded() {
 		if role == roleSinks {
 			add("nats.url", "--role sinks needs an external NATS: delivery workers share the SCIM front end's stream")
@@ -302,7 +305,18 @@ func natsOptions(cfg *config.Config, role string) natsbus.Options {
 		Credentials: n.Credentials, NkeySeedFile: n.Nkey, Token: n.Token, User: n.User, Password: n.Password,
 		TLS:            natsbus.TLS{CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile},
 		ConnectTimeout: time.Duration(n.ConnectTimeout), Name: "scimrelay-" + role,
+		SyncInterval: time.Duration(n.SyncInterval), SyncAlways: n.SyncInterval == 0,
 	}
+}
+
+// keepPublished is how long the publisher keeps an event JetStream
+// acknowledged in the outbox: three times the interval at which the NATS
+// server writes its store to disk. The server starts its next write an
+// interval after the last one ended, so an event stored while one is under
+// way is on disk once that one ends, the interval passes and the next one
+// ends: within three intervals while a write takes no longer than one.
+func keepPublished(cfg *config.Config) time.Duration {
+	return 3 * time.Duration(cfg.NATS.SyncInterval)
 }
 
 // streamOptions are the SCIMRELAY stream's options as configured; serve

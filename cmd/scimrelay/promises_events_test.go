@@ -16,9 +16,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -177,5 +179,54 @@ func TestSubscriberRemoveRefusesWithExternalNATS(t *testing.T) {
 	code, _, stderr := cli(t, "subscriber", "remove", "billing", "--config", cliConfig(t, p, adminSecret))
 	if code != exitError || !strings.Contains(stderr, "external NATS") {
 		t.Fatalf("subscriber remove: %d %s", code, stderr)
+	}
+}
+
+// TestPublishedEventsWaitForTheDisk: "an acknowledged change is never lost"
+// holds across a crash of the machine, not only of the process. The
+// embedded NATS server writes its store to disk every nats.sync_interval,
+// and the relay keeps each event JetStream acknowledged in its outbox for
+// three times that, to be published again after such a crash; with 0 the
+// server writes each message before acknowledging it and the relay keeps
+// none.
+func TestPublishedEventsWaitForTheDisk(t *testing.T) {
+	for _, interval := range []time.Duration{time.Second, 0} {
+		t.Run(fmt.Sprintf("sync_interval=%s", interval), func(t *testing.T) {
+			cfg := testConfig(t, t.TempDir())
+			cfg.NATS.SyncInterval = config.Duration(interval)
+			p := startRelay(t, cfg, roleAll)
+			js := p.srv.natsServer.Server().JetStreamConfig()
+			if js.SyncInterval != interval && interval != 0 || js.SyncAlways != (interval == 0) {
+				t.Fatalf("the embedded server writes to disk every %s, sync_always %t; relay.yaml says %s", js.SyncInterval, js.SyncAlways, interval)
+			}
+			p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+			readStream(t, p.srv.js, 1)
+			published := time.Now() // after JetStream acknowledged it
+			n, err := p.srv.store.OutboxDepth()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if interval > 0 && n != 1 {
+				t.Fatalf("the outbox holds %d events once JetStream has the one, want it kept for %s", n, 3*interval)
+			}
+			eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if n, err := p.srv.store.OutboxDepth(); err != nil || n != 0 {
+					return fmt.Errorf("the outbox still holds %d events (%v)", n, err)
+				}
+				return nil
+			})
+			// Kept three intervals from its acknowledgement, which came
+			// before published by less than the poll that saw it: five
+			// sixths of that is a bound no scheduling delay crosses, and
+			// two intervals do not reach it. With 0, nothing is kept: the
+			// delete took far less than a second.
+			kept := time.Since(published)
+			if interval > 0 && kept < 5*interval/2 {
+				t.Fatalf("the event was deleted %s after JetStream had it, want it kept for %s", kept, 3*interval)
+			}
+			if interval == 0 && kept >= time.Second {
+				t.Fatalf("the event was kept %s with sync_always, want it deleted at once", kept)
+			}
+		})
 	}
 }

@@ -281,6 +281,7 @@ func TestStreamDuplicateWindow(t *testing.T) {
 	h := newHook(t)
 	cfg := testConfig(t, t.TempDir())
 	cfg.NATS.Stream.Duplicates = config.Duration(short)
+	cfg.NATS.SyncInterval = config.Duration(short / 5) // kept three times that, inside the window, as check demands
 	withSink(cfg, "crm", h.URL, nil)
 	p := startRelay(t, cfg, roleAll)
 	if d := window(p); d != short {

@@ -61,6 +61,9 @@ func (o Options) Check() error {
 	if o.ConnectTimeout < 0 {
 		add("connect_timeout", "must not be negative, got %s", o.ConnectTimeout)
 	}
+	if o.SyncInterval < 0 {
+		add("sync_interval", "must not be negative (0 writes every message to disk before it is acknowledged), got %s", o.SyncInterval)
+	}
 	return errors.Join(errs...)
 }
 

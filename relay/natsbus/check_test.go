@@ -29,6 +29,7 @@ func TestCheck(t *testing.T) {
 		{"cert without key", Options{URL: "tls://a:4222", TLS: TLS{CertFile: "c"}}, "nats.tls: cert_file and key_file go together"},
 		{"password without user", Options{URL: "nats://a:4222", Password: "p"}, "nats.password: needs nats.user"},
 		{"timeout", Options{ConnectTimeout: -time.Second}, "nats.connect_timeout: must not be negative"},
+		{"sync interval", Options{SyncInterval: -time.Second}, "nats.sync_interval: must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

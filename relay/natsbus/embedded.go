@@ -50,6 +50,10 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		NoSigs:      true, // the relay owns signal handling
 		MaxPayload:  8 << 20,
 		AuthTimeout: 5,
+		// The publisher deletes an event from the outbox only once the
+		// server has written it to disk (nats.sync_interval).
+		SyncInterval: o.SyncInterval,
+		SyncAlways:   o.SyncAlways,
 	}
 	if o.Listen == "" {
 		opts.DontListen = true

@@ -38,6 +38,11 @@ type Options struct {
 	TLS TLS
 	// ConnectTimeout bounds each connection attempt.
 	ConnectTimeout time.Duration
+	// SyncInterval is how often the embedded server writes its store to
+	// disk (0: nats-server's default, 2 minutes); SyncAlways writes every
+	// message before acknowledging it.
+	SyncInterval time.Duration
+	SyncAlways   bool
 	// Name identifies the connection in the server's monitoring.
 	Name string
 }

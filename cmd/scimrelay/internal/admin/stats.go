@@ -25,7 +25,9 @@ type Stats struct {
 	// Requests counts the SCIM requests since Since per tenant and status
 	// class.
 	Requests []relay.LogCount `json:"requests"`
-	// OutboxDepth is how many committed events wait to be published.
+	// OutboxDepth is how many committed events are in the outbox: waiting
+	// to be published, or published and kept until NATS has written them
+	// to disk.
 	OutboxDepth *int `json:"outbox_depth"`
 }
 
