@@ -155,12 +155,14 @@ func TestCLIBenchReceiverSecretFromTheEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	_ = ln.Close() // the bench listens on it; the relay's sink is told it first
 	cfg := testConfig(t, t.TempDir())
 	withSink(cfg, "bench", "http://"+addr+"/hook", nil)
 	p := startRelay(t, cfg, roleAll)
 	t.Setenv(benchTokenEnv, acmeToken)
 	t.Setenv(receiverSecretEnv, sinkSecret)
+	// The bench listens on it. Held until now: the relay's own listeners
+	// (port 0) could otherwise be given the port while it starts.
+	_ = ln.Close()
 	code, out, stderr := cli(t, "bench", "--url", p.scimURL+"/scim/v2/acme", "--users", "10", "--groups", "1", "--members-per-group", "4",
 		"--receiver", addr, "--drain-timeout", "30s", "--json", "--fail-on-errors")
 	var rep struct {
