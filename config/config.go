@@ -98,6 +98,8 @@ type NATS struct {
 	// so that a crash of the machine cannot lose one the server held only
 	// in memory. 0: every message is written to disk before it is
 	// acknowledged (nats-server's sync_always), and the relay keeps none.
+	// For an external server it is what the relay assumes of it, not a
+	// setting it applies.
 	SyncInterval Duration `yaml:"sync_interval"`
 	Stream       Stream   `yaml:"stream"`
 }

@@ -174,6 +174,11 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		if s.healer != nil {
 			po.Healer = s.healer
 		}
+		if !cfg.Embedded() {
+			// What the relay assumes of a server it does not run (README, Events).
+			log.Info("published events are kept in the outbox until NATS has written them to disk, as nats.sync_interval says the external server does",
+				"sync_interval", time.Duration(cfg.NATS.SyncInterval), "kept_for", po.KeepFor)
+		}
 		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), po)
 		s.metrics.WatchPublisher(s.publisher)
 		if s.scimLn, err = net.Listen("tcp", cfg.Listen); err != nil {
