@@ -446,6 +446,33 @@ func TestPublisherKeepsPublishedEventsUntilNATSWroteThem(t *testing.T) {
 	checkOrder(t, streamContents(t, js, 3)) // none published twice
 }
 
+// runStoppable runs p and returns its clean stop: it cancels Run and
+// fails the test unless Run returns, without error, within maxStopWait and
+// 10 s more. The cleanup stops it too, as boundedly.
+func runStoppable(t *testing.T, p *Publisher) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		t.Helper()
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Error(err)
+				}
+			case <-time.After(maxStopWait + 10*time.Second):
+				t.Errorf("the publisher did not stop within %s of maxStopWait", 10*time.Second)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
 // TestPublisherCleanStopDeletesWhatItKept: a clean stop waits until the
 // kept events are due and deletes them, so that the next start publishes
 // none of them again (past the stream's duplicate window, JetStream would
@@ -458,26 +485,13 @@ func TestPublisherCleanStopDeletesWhatItKept(t *testing.T) {
 	d := newSlowDeletes(s)
 	d.open()
 	const keep = time.Second
-	p := NewPublisher(d, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second})
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
-	t.Cleanup(func() { stop(); <-done })
+	stop := runStoppable(t, NewPublisher(d, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second}))
 	before := time.Now() // every acknowledgement comes after it
 	for i := range 3 {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
 	}
 	streamContents(t, js, 3)
 	stop()
-	select {
-	case err := <-done:
-		done <- err // for the cleanup
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the publisher did not stop")
-	}
 	if n, err := s.OutboxDepth(); err != nil || n != 0 {
 		t.Fatalf("the outbox holds %d events after a clean stop (%v), want none", n, err)
 	}
@@ -485,5 +499,23 @@ func TestPublisherCleanStopDeletesWhatItKept(t *testing.T) {
 		if early := at.Sub(before); early < keep {
 			t.Fatalf("a delete began %s after the first commit, before any event was due (%s after JetStream had it)", early, keep)
 		}
+	}
+}
+
+// TestPublisherCleanStopWaitsAtMostMaxStopWait: with events kept far
+// longer than a stop's grace period (an external NATS writing to disk
+// every few minutes), a clean stop ends after maxStopWait, and leaves them
+// in the outbox to be published again rather than deleting them early.
+func TestPublisherCleanStopWaitsAtMostMaxStopWait(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	stop := runStoppable(t, NewPublisher(s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: time.Hour, AckTimeout: 2 * time.Second}))
+	create(t, s, "acme", user(t, `"userName":"ann"`))
+	streamContents(t, js, 1)
+	stop()
+	if n, err := s.OutboxDepth(); err != nil || n != 1 {
+		t.Fatalf("the outbox holds %d events after the stop (%v), want the one not yet due", n, err)
 	}
 }

@@ -188,16 +188,28 @@ func TestSubscriberRemoveRefusesWithExternalNATS(t *testing.T) {
 // and the relay keeps each event JetStream acknowledged in its outbox for
 // three times that, to be published again after such a crash; with 0 the
 // server writes each message before acknowledging it and the relay keeps
-// none.
+// none. A SCIM front end on an external NATS (the shipped compose and Helm
+// shape) keeps them as long, on the interval relay.yaml says that server
+// has.
 func TestPublishedEventsWaitForTheDisk(t *testing.T) {
-	for _, interval := range []time.Duration{time.Second, 0} {
-		t.Run(fmt.Sprintf("sync_interval=%s", interval), func(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		external bool
+	}{{time.Second, false}, {0, false}, {time.Second, true}} {
+		interval := tc.interval
+		t.Run(fmt.Sprintf("sync_interval=%s/external=%t", interval, tc.external), func(t *testing.T) {
 			cfg := testConfig(t, t.TempDir())
 			cfg.NATS.SyncInterval = config.Duration(interval)
-			p := startRelay(t, cfg, roleAll)
-			js := p.srv.natsServer.Server().JetStreamConfig()
-			if js.SyncInterval != interval && interval != 0 || js.SyncAlways != (interval == 0) {
-				t.Fatalf("the embedded server writes to disk every %s, sync_always %t; relay.yaml says %s", js.SyncInterval, js.SyncAlways, interval)
+			role := roleAll
+			if tc.external {
+				cfg.NATS.URL, role = eventstest.URL(eventstest.RunServer(t)), roleSCIM
+			}
+			p := startRelay(t, cfg, role)
+			if !tc.external {
+				js := p.srv.natsServer.Server().JetStreamConfig()
+				if js.SyncInterval != interval && interval != 0 || js.SyncAlways != (interval == 0) {
+					t.Fatalf("the embedded server writes to disk every %s, sync_always %t; relay.yaml says %s", js.SyncInterval, js.SyncAlways, interval)
+				}
 			}
 			before := time.Now() // JetStream acknowledges the event after it
 			p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
