@@ -31,6 +31,9 @@ type committer struct {
 	db     *bolt.DB
 	max    int           // writes in one transaction at most
 	linger time.Duration // an idle committer's wait for more writes
+	// gatherMax bounds the wait for the writers the last commit answered
+	// (gather).
+	gatherMax time.Duration
 
 	// observe, when set, is told of every commit: how long it took and
 	// how many writes it held.
@@ -46,6 +49,9 @@ type committer struct {
 // defaultMaxBatch is how many writes share a commit unless configured.
 const defaultMaxBatch = 1000
 
+// maxGather bounds gather's wait: a few fsyncs on a slow disk.
+const maxGather = 2 * time.Millisecond
+
 type commitCall struct {
 	fn  func(*bolt.Tx) error
 	err chan error
@@ -55,7 +61,7 @@ func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration) *committer {
 	if maxBatch <= 0 {
 		maxBatch = defaultMaxBatch
 	}
-	c := &committer{db: db, max: maxBatch, linger: linger, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &committer{db: db, max: maxBatch, linger: linger, gatherMax: maxGather, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -92,11 +98,13 @@ func (c *committer) close() {
 
 func (c *committer) run() {
 	defer close(c.done)
+	var last lastCommit
 	for range c.wake {
 		if c.linger > 0 {
 			time.Sleep(c.linger) // to let more writers join: storage.batch_delay
 		}
 		for {
+			c.gather(last)
 			c.mu.Lock()
 			n := min(len(c.queue), c.max)
 			batch := c.queue[:n:n]
@@ -112,9 +120,56 @@ func (c *committer) run() {
 				}
 				break
 			}
+			start := time.Now()
 			c.commit(batch)
+			last = lastCommit{writes: n, took: time.Since(start), ended: time.Now()}
 		}
 	}
+}
+
+// lastCommit is what gather knows of the commit before.
+type lastCommit struct {
+	writes int           // how many writers it answered
+	took   time.Duration // from its start until they were answered
+	ended  time.Time
+}
+
+// gather waits for the writers the last commit answered. They are
+// answered together, and under steady load most of them write again soon
+// after, each first doing its own work (an HTTP request read, decoded,
+// validated). Committing at once the one or two writes that came first
+// would spend a commit, and its fsyncs, on them, and the others would
+// queue behind it. So the committer waits until half as many writes as
+// the last commit held are queued, for at most half as long as that
+// commit took (bounded by gatherMax), and only while its writers can
+// still be on their way back: not once it ended longer ago than it took.
+// A lone writer never waits, since half of one is none. Measured in
+// README, Performance.
+func (c *committer) gather(last lastCommit) {
+	want := last.writes / 2
+	wait := min(last.took/2, c.gatherMax) - time.Since(last.ended)
+	if n, closed := c.queued(); n >= want || closed || wait <= 0 || time.Since(last.ended) > last.took {
+		return
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-c.wake: // a write was queued (or the committer closed)
+		case <-deadline.C:
+			return
+		}
+		if n, closed := c.queued(); n >= want || closed {
+			return
+		}
+	}
+}
+
+// queued is how many writes wait, and whether the committer is closing.
+func (c *committer) queued() (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue), c.closed
 }
 
 // commit runs calls in one transaction. When one fails, the transaction is

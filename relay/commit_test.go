@@ -114,3 +114,82 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("a write after close: %v, want ErrDatabaseNotOpen", err)
 	}
 }
+
+// TestGroupCommitWaitsForTheWritersItAnswered: after a commit of eight
+// writes, the first write to come back waits for half as many before it
+// commits, so that the four share a commit instead of one committing
+// alone and three behind it; after a commit of one, a write waits for no
+// one.
+func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
+	c, _, sizes := openCommitter(t, 100)
+	c.gatherMax = time.Minute // so the bound is half the last commit's time
+	// held is how long the held commits take: half of it is far more than
+	// any scheduling delay below.
+	const held = 2 * time.Second
+	hold := func(started chan<- struct{}, release <-chan struct{}) func(*bolt.Tx) error {
+		return func(tx *bolt.Tx) error {
+			close(started)
+			<-release
+			return put("held")(tx)
+		}
+	}
+	holdFor := func(release chan<- struct{}) {
+		begun := time.Now()
+		for time.Since(begun) < held { // the commit is made to take this long
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(release)
+	}
+	errs := make(chan error, 16)
+	receive := func(n int) {
+		t.Helper()
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// A commit of one, held; then a write commits at once.
+	started, release := make(chan struct{}), make(chan struct{})
+	go func() { errs <- c.do(hold(started, release)) }()
+	<-started
+	holdFor(release)
+	receive(1)
+	start := time.Now()
+	if err := c.do(put("alone")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= held/2 {
+		t.Fatalf("a write after a commit of one took %s: it waited for writers that are not coming", took)
+	}
+
+	// A commit of eight, held: one write holds the committer while eight
+	// queue, one of which holds their commit.
+	started, release = make(chan struct{}), make(chan struct{})
+	go func() { errs <- c.do(hold(started, release)) }()
+	<-started
+	started2, release2 := make(chan struct{}), make(chan struct{})
+	go func() { errs <- c.do(hold(started2, release2)) }()
+	for i := range 7 {
+		go func() { errs <- c.do(put(fmt.Sprint("k", i))) }()
+	}
+	queued(t, c, 8)
+	close(release)
+	<-started2
+	holdFor(release2)
+	receive(1 + 8)
+	// The first write to come back waits until four are queued.
+	go func() { errs <- c.do(put("back0")) }()
+	queued(t, c, 1) // it waits in the queue: committed at once, it would commit alone
+	for i := 1; i < 4; i++ {
+		go func() { errs <- c.do(put(fmt.Sprint("back", i))) }()
+	}
+	receive(4)
+	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if got := sizes(); fmt.Sprint(got) != "[1 1 1 8 4]" {
+			return fmt.Errorf("commits held %v writes, want [1 1 1 8 4]", got)
+		}
+		return nil
+	})
+}
