@@ -99,7 +99,8 @@ type NATS struct {
 	// in memory. 0: every message is written to disk before it is
 	// acknowledged (nats-server's sync_always), and the relay keeps none.
 	// For an external server it is what the relay assumes of it, not a
-	// setting it applies.
+	// setting it applies; unset, the relay assumes nats-server's own
+	// default, ExternalSyncInterval.
 	SyncInterval Duration `yaml:"sync_interval"`
 	Stream       Stream   `yaml:"stream"`
 }
@@ -272,6 +273,26 @@ func (c *Config) AdminTokenPath() string { return filepath.Join(c.DataDir, "admi
 // InitialTokenPath is where serve writes the tokens it creates on first
 // start when its output is not a terminal.
 func (c *Config) InitialTokenPath() string { return filepath.Join(c.DataDir, "initial-token") }
+
+// ExternalSyncInterval is what the relay assumes of an external NATS
+// server when nats.sync_interval does not say: nats-server's own default
+// sync_interval. Assuming the embedded server's shorter default would let
+// the relay delete events that server had not yet written to disk.
+const ExternalSyncInterval = 2 * time.Minute
+
+// resolve sets the defaults that depend on other keys.
+func (c *Config) resolve() {
+	if !c.Embedded() && !c.Set("nats.sync_interval") {
+		c.NATS.SyncInterval = Duration(ExternalSyncInterval)
+	}
+}
+
+// Set reports whether the file sets field (a path such as
+// "nats.sync_interval"), as opposed to leaving it at its default.
+func (c *Config) Set(field string) bool {
+	_, ok := c.lines[field]
+	return ok
+}
 
 // Embedded reports whether the relay runs its own NATS server.
 func (c *Config) Embedded() bool { return strings.TrimSpace(c.NATS.URL) == "" }

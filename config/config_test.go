@@ -109,6 +109,42 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestExternalNATSSyncInterval: with nats.url and no nats.sync_interval,
+// the relay assumes nats-server's own default of an external server, not
+// the interval it runs its embedded server with; a value the file gives,
+// 0 included, is taken as given.
+func TestExternalNATSSyncInterval(t *testing.T) {
+	const external = "nats:\n  url: nats://n1:4222\n"
+	for _, tt := range []struct {
+		name, text string
+		want       time.Duration
+		set        bool
+	}{
+		{"embedded", "", 250 * time.Millisecond, false},
+		{"embedded, url empty", "nats:\n  url: ${SCIMRELAY_TEST_UNSET:-}\n", 250 * time.Millisecond, false},
+		{"external", external, ExternalSyncInterval, false},
+		{"external, set", external + "  sync_interval: 1s\n", time.Second, true},
+		{"external, sync_always", external + "  sync_interval: 0\n", 0, true},
+		{"external, set to the embedded default", external + "  sync_interval: 250ms\n", 250 * time.Millisecond, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, ps := parse(t, minimal+tt.text, nil)
+			if ps != nil {
+				t.Fatal(ps)
+			}
+			if got := time.Duration(cfg.NATS.SyncInterval); got != tt.want {
+				t.Errorf("nats.sync_interval is %s, want %s", got, tt.want)
+			}
+			if cfg.Set("nats.sync_interval") != tt.set || cfg.Set("nats.stream.duplicates") {
+				t.Errorf("Set: nats.sync_interval %t (want %t), nats.stream.duplicates %t (want false)", cfg.Set("nats.sync_interval"), tt.set, cfg.Set("nats.stream.duplicates"))
+			}
+		})
+	}
+	if ExternalSyncInterval != 2*time.Minute {
+		t.Errorf("ExternalSyncInterval is %s; nats-server's default sync_interval is 2m", ExternalSyncInterval)
+	}
+}
+
 func TestEnvExpansion(t *testing.T) {
 	vars := map[string]string{"TOKEN": "tok-0123456789abcdefghij", "RATE": "50", "EMPTY": "", "HOSTILE": "x\nadmin_listen: 0.0.0.0:1 # injected"}
 	cfg, ps := parse(t, `

@@ -34,6 +34,7 @@ func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(f
 	d := decoder{lookupEnv: lookupEnv, strictEnv: strictEnv, lines: map[string]int{}}
 	d.value(doc, reflect.ValueOf(cfg).Elem(), "")
 	cfg.lines = d.lines
+	cfg.resolve()
 	if len(d.problems) > 0 {
 		return cfg, d.problems
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -236,6 +237,43 @@ func TestPublishedEventsWaitForTheDisk(t *testing.T) {
 			}
 			if interval == 0 && kept >= time.Second {
 				t.Fatalf("the event was kept %s with sync_always, want it deleted at once", kept)
+			}
+		})
+	}
+}
+
+// TestExternalNATSWithoutSyncInterval: a relay.yaml that points at an
+// external NATS and leaves nats.sync_interval out makes the relay assume
+// nats-server's own default, 2m, and keep published events 6m; it says so
+// as a warning at start. The embedded server's 250ms would let it delete
+// events such a server had not yet written to disk.
+func TestExternalNATSWithoutSyncInterval(t *testing.T) {
+	for _, tt := range []struct {
+		name, sync string
+		keep       time.Duration
+		warned     bool
+	}{
+		{"unset", "", 3 * config.ExternalSyncInterval, true},
+		{"set", "  sync_interval: 1s\n", 3 * time.Second, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url := eventstest.URL(eventstest.RunServer(t))
+			text := "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nadmin: {token: " + adminSecret + "}\ndata_dir: " + t.TempDir() +
+				"\nnats:\n  url: " + url + "\n" + tt.sync + "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+			cfg, err := config.Parse([]byte(text), os.LookupEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs eventstest.Log
+			p := startRelayWith(t, cfg, roleSCIM, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})), io.Discard)
+			p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+			readStream(t, p.srv.js, 1)
+			warned := strings.Contains(logs.String(), "level=WARN msg=\"nats.sync_interval is not set")
+			if !strings.Contains(logs.String(), "kept_for="+tt.keep.String()) || warned != tt.warned {
+				t.Fatalf("want published events kept %s, warned %t; the log:\n%s", tt.keep, tt.warned, logs.String())
+			}
+			if n, err := p.srv.store.OutboxDepth(); err != nil || n != 1 {
+				t.Fatalf("the outbox holds %d events (%v) once JetStream has the one, want it kept", n, err)
 			}
 		})
 	}

@@ -174,8 +174,12 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		if s.healer != nil {
 			po.Healer = s.healer
 		}
-		if !cfg.Embedded() {
-			// What the relay assumes of a server it does not run (README, Events).
+		switch {
+		// What the relay assumes of a server it does not run (README, Events).
+		case !cfg.Embedded() && !cfg.Set("nats.sync_interval"):
+			log.Warn("nats.sync_interval is not set: assuming the external NATS server writes its store to disk at nats-server's default interval, and keeping published events in the outbox until it has; set it to the server's sync_interval, or 0 for sync_always or a cluster with replicas on other machines",
+				"sync_interval", time.Duration(cfg.NATS.SyncInterval), "kept_for", po.KeepFor)
+		case !cfg.Embedded():
 			log.Info("published events are kept in the outbox until NATS has written them to disk, as nats.sync_interval says the external server does",
 				"sync_interval", time.Duration(cfg.NATS.SyncInterval), "kept_for", po.KeepFor)
 		}
