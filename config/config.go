@@ -37,6 +37,8 @@ type Config struct {
 	Sinks           []Sink          `yaml:"sinks"`
 
 	lines map[string]int // field path → line in the file it was read from
+	// syncAssumed: nats.sync_interval was left out with nats.url set (resolve).
+	syncAssumed bool
 }
 
 // Log configures the process log.
@@ -282,14 +284,20 @@ const ExternalSyncInterval = 2 * time.Minute
 
 // resolve sets the defaults that depend on other keys.
 func (c *Config) resolve() {
-	if !c.Embedded() && !c.Set("nats.sync_interval") {
+	if !c.Embedded() && !c.isSet("nats.sync_interval") {
 		c.NATS.SyncInterval = Duration(ExternalSyncInterval)
+		c.syncAssumed = true
 	}
 }
 
-// Set reports whether the file sets field (a path such as
+// SyncIntervalAssumed reports whether nats.sync_interval is
+// ExternalSyncInterval because the file names an external NATS and leaves
+// the key out.
+func (c *Config) SyncIntervalAssumed() bool { return c.syncAssumed }
+
+// isSet reports whether the file sets field (a path such as
 // "nats.sync_interval"), as opposed to leaving it at its default.
-func (c *Config) Set(field string) bool {
+func (c *Config) isSet(field string) bool {
 	_, ok := c.lines[field]
 	return ok
 }

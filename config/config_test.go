@@ -135,8 +135,11 @@ func TestExternalNATSSyncInterval(t *testing.T) {
 			if got := time.Duration(cfg.NATS.SyncInterval); got != tt.want {
 				t.Errorf("nats.sync_interval is %s, want %s", got, tt.want)
 			}
-			if cfg.Set("nats.sync_interval") != tt.set || cfg.Set("nats.stream.duplicates") {
-				t.Errorf("Set: nats.sync_interval %t (want %t), nats.stream.duplicates %t (want false)", cfg.Set("nats.sync_interval"), tt.set, cfg.Set("nats.stream.duplicates"))
+			if cfg.SyncIntervalAssumed() != (tt.want == ExternalSyncInterval && !tt.set) {
+				t.Errorf("SyncIntervalAssumed is %t", cfg.SyncIntervalAssumed())
+			}
+			if cfg.isSet("nats.sync_interval") != tt.set || cfg.isSet("nats.stream.duplicates") {
+				t.Errorf("isSet: nats.sync_interval %t (want %t), nats.stream.duplicates %t (want false)", cfg.isSet("nats.sync_interval"), tt.set, cfg.isSet("nats.stream.duplicates"))
 			}
 		})
 	}

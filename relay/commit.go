@@ -15,9 +15,10 @@ import (
 // committer runs the store's writes as group commits: one goroutine
 // commits whatever writes are waiting, in one transaction and one fsync,
 // and the writes that arrive meanwhile wait for the next. A write that
-// finds it idle is committed at once, so a lone writer waits for no timer,
-// and parallel writers share a commit without one: the batch is what
-// arrived during the previous commit.
+// finds it idle is committed at once, unless the commit just before
+// answered several writers that may be on their way back (gather), so a
+// steady lone writer waits for no timer, and parallel writers share a
+// commit without one.
 //
 // bbolt's own Batch was used before. It collects writes for
 // MaxBatchDelay, then commits them while the next batch collects; with a
@@ -104,12 +105,15 @@ func (c *committer) run() {
 			time.Sleep(c.linger) // to let more writers join: storage.batch_delay
 		}
 		for {
-			c.gather(last)
+			if c.linger == 0 {
+				c.gather(last)
+			}
 			c.mu.Lock()
 			n := min(len(c.queue), c.max)
 			batch := c.queue[:n:n]
 			c.queue = c.queue[n:]
-			if len(c.queue) == 0 {
+			left := len(c.queue)
+			if left == 0 {
 				c.queue = nil // let the backing array go
 			}
 			closed := c.closed
@@ -123,13 +127,16 @@ func (c *committer) run() {
 			start := time.Now()
 			c.commit(batch)
 			last = lastCommit{writes: n, took: time.Since(start), ended: time.Now()}
+			if left > 0 {
+				last.writes = 0 // the writes left behind have waited a commit already
+			}
 		}
 	}
 }
 
 // lastCommit is what gather knows of the commit before.
 type lastCommit struct {
-	writes int           // how many writers it answered
+	writes int           // how many writers it answered (0: do not wait)
 	took   time.Duration // from its start until they were answered
 	ended  time.Time
 }
@@ -140,15 +147,17 @@ type lastCommit struct {
 // validated). Committing at once the one or two writes that came first
 // would spend a commit, and its fsyncs, on them, and the others would
 // queue behind it. So the committer waits until half as many writes as
-// the last commit held are queued, for at most half as long as that
-// commit took (bounded by gatherMax), and only while its writers can
-// still be on their way back: not once it ended longer ago than it took.
-// A lone writer never waits, since half of one is none. Measured in
-// README, Performance.
+// the last commit held are queued, until half that commit's time has
+// passed since it ended, and at most gatherMax (2 ms). After a commit of
+// one, half is none: a steady lone writer never waits; a write that comes
+// alone after a commit of several may wait up to the bound. It does not
+// wait when the last commit left writes queued (they have waited a commit
+// already), nor with storage.batch_delay set, which then decides alone how
+// long the committer waits (run). Measured in README, Performance.
 func (c *committer) gather(last lastCommit) {
 	want := last.writes / 2
 	wait := min(last.took/2, c.gatherMax) - time.Since(last.ended)
-	if n, closed := c.queued(); n >= want || closed || wait <= 0 || time.Since(last.ended) > last.took {
+	if n, closed := c.queued(); n >= want || closed || wait <= 0 {
 		return
 	}
 	deadline := time.NewTimer(wait)

@@ -118,78 +118,167 @@ func TestGroupCommit(t *testing.T) {
 // TestGroupCommitWaitsForTheWritersItAnswered: after a commit of eight
 // writes, the first write to come back waits for half as many before it
 // commits, so that the four share a commit instead of one committing
-// alone and three behind it; after a commit of one, a write waits for no
-// one.
+// alone and three behind it; when fewer come back it commits once half
+// the last commit's time has passed, or gatherMax if that is sooner; after
+// a commit of one, a write waits for no one.
 func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
-	c, _, sizes := openCommitter(t, 100)
-	c.gatherMax = time.Minute // so the bound is half the last commit's time
-	// held is how long the held commits take: half of it is far more than
-	// any scheduling delay below.
+	// held is how long the commit before takes: a quarter of it is far more
+	// than any scheduling delay below, and half of it is the wait.
 	const held = 2 * time.Second
-	hold := func(started chan<- struct{}, release <-chan struct{}) func(*bolt.Tx) error {
-		return func(tx *bolt.Tx) error {
-			close(started)
-			<-release
-			return put("held")(tx)
+	// afterCommitOf leaves c idle after a commit of n writes that took held.
+	afterCommitOf := func(t *testing.T, c *committer, n int) {
+		t.Helper()
+		errs := make(chan error, n+1)
+		hold := func(release <-chan struct{}) (func(*bolt.Tx) error, chan struct{}) {
+			started := make(chan struct{})
+			return func(tx *bolt.Tx) error {
+				close(started)
+				<-release
+				return put("held")(tx)
+			}, started
 		}
-	}
-	holdFor := func(release chan<- struct{}) {
+		// One write holds the committer while the n queue, one of which
+		// holds their commit for held.
+		release1, release2 := make(chan struct{}), make(chan struct{})
+		first, started1 := hold(release1)
+		go func() { errs <- c.do(first) }()
+		<-started1
+		longest, started2 := hold(release2)
+		go func() { errs <- c.do(longest) }()
+		for i := range n - 1 {
+			go func() { errs <- c.do(put(fmt.Sprint("k", i))) }()
+		}
+		queued(t, c, n)
+		close(release1)
+		<-started2
 		begun := time.Now()
 		for time.Since(begun) < held { // the commit is made to take this long
 			time.Sleep(10 * time.Millisecond)
 		}
-		close(release)
-	}
-	errs := make(chan error, 16)
-	receive := func(n int) {
-		t.Helper()
-		for range n {
+		close(release2)
+		for range n + 1 {
 			if err := <-errs; err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-
-	// A commit of one, held; then a write commits at once.
-	started, release := make(chan struct{}), make(chan struct{})
-	go func() { errs <- c.do(hold(started, release)) }()
-	<-started
-	holdFor(release)
-	receive(1)
-	start := time.Now()
-	if err := c.do(put("alone")); err != nil {
-		t.Fatal(err)
+	commits := func(t *testing.T, sizes func() []int, want string) {
+		t.Helper()
+		eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if got := sizes(); fmt.Sprint(got) != want {
+				return fmt.Errorf("commits held %v writes, want %s", got, want)
+			}
+			return nil
+		})
 	}
-	if took := time.Since(start); took >= held/2 {
-		t.Fatalf("a write after a commit of one took %s: it waited for writers that are not coming", took)
-	}
-
-	// A commit of eight, held: one write holds the committer while eight
-	// queue, one of which holds their commit.
-	started, release = make(chan struct{}), make(chan struct{})
-	go func() { errs <- c.do(hold(started, release)) }()
-	<-started
-	started2, release2 := make(chan struct{}), make(chan struct{})
-	go func() { errs <- c.do(hold(started2, release2)) }()
-	for i := range 7 {
-		go func() { errs <- c.do(put(fmt.Sprint("k", i))) }()
-	}
-	queued(t, c, 8)
-	close(release)
-	<-started2
-	holdFor(release2)
-	receive(1 + 8)
-	// The first write to come back waits until four are queued.
-	go func() { errs <- c.do(put("back0")) }()
-	queued(t, c, 1) // it waits in the queue: committed at once, it would commit alone
-	for i := 1; i < 4; i++ {
-		go func() { errs <- c.do(put(fmt.Sprint("back", i))) }()
-	}
-	receive(4)
-	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
-		if got := sizes(); fmt.Sprint(got) != "[1 1 1 8 4]" {
-			return fmt.Errorf("commits held %v writes, want [1 1 1 8 4]", got)
+	timed := func(t *testing.T, c *committer, key string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		if err := c.do(put(key)); err != nil {
+			t.Fatal(err)
 		}
-		return nil
+		return time.Since(start)
+	}
+
+	t.Run("after a commit of one", func(t *testing.T) {
+		t.Parallel()
+		c, _, sizes := openCommitter(t, 100)
+		c.gatherMax = time.Minute // so that the bound is half the last commit's time
+		afterCommitOf(t, c, 1)
+		if took := timed(t, c, "alone"); took >= held/4 {
+			t.Errorf("a write after a commit of one took %s: it waited for writers that are not coming", took)
+		}
+		commits(t, sizes, "[1 1 1]")
+	})
+	t.Run("half come back", func(t *testing.T) {
+		t.Parallel()
+		c, _, sizes := openCommitter(t, 100)
+		c.gatherMax = time.Minute
+		afterCommitOf(t, c, 8)
+		errs := make(chan error, 4)
+		go func() { errs <- c.do(put("back0")) }()
+		queued(t, c, 1) // it waits in the queue: committed at once, it would commit alone
+		start := time.Now()
+		for i := 1; i < 4; i++ {
+			go func() { errs <- c.do(put(fmt.Sprint("back", i))) }()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if took := time.Since(start); took >= held/4 {
+			t.Errorf("the four took %s once the last came: the wait wanted more than half of eight", took)
+		}
+		commits(t, sizes, "[1 8 4]")
+	})
+	t.Run("fewer come back", func(t *testing.T) {
+		t.Parallel()
+		c, _, sizes := openCommitter(t, 100)
+		c.gatherMax = time.Minute
+		afterCommitOf(t, c, 8)
+		if took := timed(t, c, "back0"); took < held/4 || took > 2*held {
+			t.Errorf("a write alone after a commit of eight that took %s committed after %s, want about half of that", held, took)
+		}
+		commits(t, sizes, "[1 8 1]")
+	})
+	t.Run("with batch_delay", func(t *testing.T) {
+		t.Parallel()
+		c, _, sizes := openCommitter(t, 100)
+		c.gatherMax, c.linger = time.Minute, time.Millisecond // batch_delay alone decides
+		afterCommitOf(t, c, 8)
+		if took := timed(t, c, "back0"); took >= held/4 {
+			t.Errorf("a write alone after a commit of eight committed after %s with batch_delay 1ms", took)
+		}
+		commits(t, sizes, "[1 8 1]")
+	})
+	t.Run("writes left behind", func(t *testing.T) {
+		t.Parallel()
+		c, _, sizes := openCommitter(t, 4) // four writes a commit at most
+		c.gatherMax = time.Minute
+		afterCommitOf(t, c, 4)
+		// Five queue behind a held write; the first four commit, held
+		// long, and the fifth, left behind, is committed at once after.
+		release := make(chan struct{})
+		started := make(chan struct{})
+		errs := make(chan error, 6)
+		go func() {
+			errs <- c.do(func(tx *bolt.Tx) error { close(started); <-release; return put("blocker")(tx) })
+		}()
+		<-started
+		held2 := make(chan struct{})
+		go func() { errs <- c.do(func(tx *bolt.Tx) error { <-held2; return put("held2")(tx) }) }()
+		queued(t, c, 1)
+		for i := range 4 {
+			go func() { errs <- c.do(put(fmt.Sprint("left", i))) }()
+		}
+		queued(t, c, 5)
+		close(release)
+		queued(t, c, 1) // four taken
+		begun := time.Now()
+		for time.Since(begun) < held {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(held2)
+		ended := time.Now()
+		for range 6 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if took := time.Since(ended); took >= held/4 {
+			t.Errorf("the write left behind by a full commit was answered %s after it: it waited again", took)
+		}
+		commits(t, sizes, "[1 4 1 4 1]")
+	})
+	t.Run("bounded by gatherMax", func(t *testing.T) {
+		t.Parallel()
+		c, _, sizes := openCommitter(t, 100)
+		c.gatherMax = 50 * time.Millisecond
+		afterCommitOf(t, c, 8)
+		if took := timed(t, c, "back0"); took >= held/4 {
+			t.Errorf("a write alone after a commit of eight committed after %s, want at most about gatherMax (%s)", took, c.gatherMax)
+		}
+		commits(t, sizes, "[1 8 1]")
 	})
 }

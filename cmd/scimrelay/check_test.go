@@ -81,6 +81,10 @@ func TestCheckAgreesWithServe(t *testing.T) {
 		{"external NATS without sync_interval", "nats:\n  url: nats://127.0.0.1:1\n  stream:\n    duplicates: 2m\n" + tenant, roleAll, []string{
 			"nats.sync_interval: the relay keeps a published event in its outbox for three times it (6m0s), longer than nats.stream.duplicates (2m0s): a copy published again after a crash would not be recognised (not set: with nats.url the relay assumes nats-server's default, 2m0s; set it to the server's sync_interval, or 0 for sync_always or a cluster with replicas on other machines) (line 1)",
 		}},
+		// Delivery workers publish nothing: no keep to check.
+		{"sinks role on an external NATS without sync_interval", "nats:\n  url: nats://127.0.0.1:1\n  stream:\n    duplicates: 2m\n  password: p\n" + tenant, roleSinks, []string{
+			"nats.password: needs nats.user (line 5)",
+		}},
 		{"sinks role on the embedded NATS", tenant, roleSinks, []string{
 			"nats.url: --role sinks needs an external NATS: delivery workers share the SCIM front end's stream",
 		}},

@@ -78,9 +78,10 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	ps = append(ps, problemsOf(cfg, storeOptions(cfg, nil).Check())...)
 	ps = append(ps, problemsOf(cfg, natsOptions(cfg, role).Check())...)
 	ps = append(ps, problemsOf(cfg, streamOptions(cfg).Check())...)
-	if keep, dup := keepPublished(cfg), time.Duration(cfg.NATS.Stream.Duplicates); dup > 0 && keep > dup {
+	// Delivery workers publish nothing: the keep is the SCIM front end's.
+	if keep, dup := keepPublished(cfg), time.Duration(cfg.NATS.Stream.Duplicates); role != roleSinks && dup > 0 && keep > dup {
 		assumed := ""
-		if !cfg.Embedded() && !cfg.Set("nats.sync_interval") {
+		if cfg.SyncIntervalAssumed() {
 			assumed = fmt.Sprintf(" (not set: with nats.url the relay assumes nats-server's default, %s; set it to the server's sync_interval, or 0 for sync_always or a cluster with replicas on other machines)", config.ExternalSyncInterval)
 		}
 		add("nats.sync_interval", "the relay keeps a published event in its outbox for three times it (%s), longer than nats.stream.duplicates (%s): a copy published again after a crash would not be recognised%s", keep, dup, assumed)

@@ -254,9 +254,10 @@ func TestExternalNATSWithoutSyncInterval(t *testing.T) {
 		warned     bool
 	}{
 		{"unset", "", 3 * config.ExternalSyncInterval, true},
-		{"set", "  sync_interval: 1s\n", 3 * time.Second, false},
+		{"set", "  sync_interval: 10s\n", 30 * time.Second, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			url := eventstest.URL(eventstest.RunServer(t))
 			text := "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nadmin: {token: " + adminSecret + "}\ndata_dir: " + t.TempDir() +
 				"\nnats:\n  url: " + url + "\n" + tt.sync + "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"

@@ -176,7 +176,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		}
 		switch {
 		// What the relay assumes of a server it does not run (README, Events).
-		case !cfg.Embedded() && !cfg.Set("nats.sync_interval"):
+		case cfg.SyncIntervalAssumed():
 			log.Warn("nats.sync_interval is not set: assuming the external NATS server writes its store to disk at nats-server's default interval, and keeping published events in the outbox until it has; set it to the server's sync_interval, or 0 for sync_always or a cluster with replicas on other machines",
 				"sync_interval", time.Duration(cfg.NATS.SyncInterval), "kept_for", po.KeepFor)
 		case !cfg.Embedded():
