@@ -125,6 +125,23 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 	// held is how long the commit before takes: a quarter of it is far more
 	// than any scheduling delay below, and half of it is the wait.
 	const held = 2 * time.Second
+	// receive waits for the answers of n writes on errs.
+	receive := func(t *testing.T, errs <-chan error, n int) {
+		t.Helper()
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// holdThenRelease makes a held commit take held, then lets it go.
+	holdThenRelease := func(release chan<- struct{}) {
+		begun := time.Now()
+		for time.Since(begun) < held { // the commit is made to take this long
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(release)
+	}
 	// afterCommitOf leaves c idle after a commit of n writes that took held.
 	afterCommitOf := func(t *testing.T, c *committer, n int) {
 		t.Helper()
@@ -151,16 +168,8 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		queued(t, c, n)
 		close(release1)
 		<-started2
-		begun := time.Now()
-		for time.Since(begun) < held { // the commit is made to take this long
-			time.Sleep(10 * time.Millisecond)
-		}
-		close(release2)
-		for range n + 1 {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
-			}
-		}
+		holdThenRelease(release2)
+		receive(t, errs, n+1)
 	}
 	commits := func(t *testing.T, sizes func() []int, want string) {
 		t.Helper()
@@ -202,11 +211,7 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		for i := 1; i < 4; i++ {
 			go func() { errs <- c.do(put(fmt.Sprint("back", i))) }()
 		}
-		for range 4 {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
-			}
-		}
+		receive(t, errs, 4)
 		if took := time.Since(start); took >= held/4 {
 			t.Errorf("the four took %s once the last came: the wait wanted more than half of eight", took)
 		}
@@ -255,17 +260,9 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		queued(t, c, 5)
 		close(release)
 		queued(t, c, 1) // four taken
-		begun := time.Now()
-		for time.Since(begun) < held {
-			time.Sleep(10 * time.Millisecond)
-		}
-		close(held2)
+		holdThenRelease(held2)
 		ended := time.Now()
-		for range 6 {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
-			}
-		}
+		receive(t, errs, 6)
 		if took := time.Since(ended); took >= held/4 {
 			t.Errorf("the write left behind by a full commit was answered %s after it: it waited again", took)
 		}
