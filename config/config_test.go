@@ -126,6 +126,7 @@ func TestExternalNATSSyncInterval(t *testing.T) {
 		{"external, set", external + "  sync_interval: 1s\n", time.Second, true},
 		{"external, sync_always", external + "  sync_interval: 0\n", 0, true},
 		{"external, set to the embedded default", external + "  sync_interval: 250ms\n", 250 * time.Millisecond, true},
+		{"external, set to nats-server's default", external + "  sync_interval: 2m\n", ExternalSyncInterval, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, ps := parse(t, minimal+tt.text, nil)

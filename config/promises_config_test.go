@@ -96,6 +96,11 @@ func TestRelayYAMLDocumentsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("relay.yaml with its sink example uncommented: %v\n%s", err, text)
 	}
+	// The commented keys hold the default the relay applies when they are
+	// left out, as every key set does (TestRelayYAMLHoldsTheDefaults).
+	if cfg.NATS.SyncInterval != Default().NATS.SyncInterval {
+		t.Errorf("relay.yaml's commented nats.sync_interval, uncommented, is %s, not the default %s", cfg.NATS.SyncInterval, Default().NATS.SyncInterval)
+	}
 	if len(cfg.Sinks) != 1 || cfg.Sinks[0].Name != "crm" || cfg.Sinks[0].Batch == nil || len(cfg.Sinks[0].Retry) == 0 {
 		t.Errorf("the uncommented example decoded to %+v", cfg.Sinks)
 	}

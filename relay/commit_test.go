@@ -244,6 +244,8 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		afterCommitOf(t, c, 4)
 		// Five queue behind a held write; the first four commit, held
 		// long, and the fifth, left behind, is committed at once after.
+		// (The blocker itself, alone after the commit of four, waits about
+		// a second for a second write before committing alone.)
 		release := make(chan struct{})
 		started := make(chan struct{})
 		errs := make(chan error, 6)
@@ -271,7 +273,10 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 	t.Run("bounded by gatherMax", func(t *testing.T) {
 		t.Parallel()
 		c, _, sizes := openCommitter(t, 100)
-		c.gatherMax = 50 * time.Millisecond
+		if c.gatherMax != 2*time.Millisecond {
+			t.Errorf("gatherMax is %s, want 2ms as documented", c.gatherMax)
+		}
+		c.gatherMax = 50 * time.Millisecond // the default, made long enough to tell from no bound
 		afterCommitOf(t, c, 8)
 		if took := timed(t, c, "back0"); took >= held/4 {
 			t.Errorf("a write alone after a commit of eight committed after %s, want at most about gatherMax (%s)", took, c.gatherMax)

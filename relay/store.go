@@ -121,7 +121,9 @@ type Options struct {
 	// BatchDelay is how long a write that finds no commit under way waits
 	// for others to share its transaction and fsync, at most 100 ms (writes
 	// that arrive during a commit share the next one anyway; see
-	// committer); BatchSize caps how many share one (0: 1000).
+	// committer). Set, it replaces the committer's own wait for the
+	// writers its last commit answered (gather). BatchSize caps how many
+	// share one (0: 1000).
 	BatchDelay time.Duration
 	BatchSize  int
 	// NoSync skips fsync; acknowledged writes can be lost. Benchmarks only.
