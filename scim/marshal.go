@@ -30,8 +30,9 @@ type links struct {
 // appendJSON appends the resource's JSON to b, with the links l (nil: as
 // stored).
 func (r *Resource) appendJSON(b []byte, l *links) []byte {
+	unknown := r.unknownExtensions() // once: in schemas and as members
 	b = append(b, `{"schemas":[`...)
-	for i, s := range r.Schemas() {
+	for i, s := range r.schemas(unknown) {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -51,7 +52,7 @@ func (r *Resource) appendJSON(b []byte, l *links) []byte {
 		b = appendMembers(b, e.Schema.Attributes, obj, false, nil)
 		b = append(b, '}')
 	}
-	for _, k := range r.unknownExtensions() {
+	for _, k := range unknown {
 		b = append(b, ',')
 		b = appendString(b, k)
 		b = append(b, ':')

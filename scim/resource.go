@@ -176,14 +176,18 @@ func cloneValue(v any) any {
 
 // Schemas returns the schema URNs the resource carries: its core schema and
 // every extension it holds attributes of.
-func (r *Resource) Schemas() []string {
-	out := []string{r.Type.Schema.ID}
+func (r *Resource) Schemas() []string { return r.schemas(r.unknownExtensions()) }
+
+// schemas is Schemas with the resource's unknownExtensions.
+func (r *Resource) schemas(unknown []string) []string {
+	out := make([]string, 1, 2+len(unknown))
+	out[0] = r.Type.Schema.ID
 	for _, e := range r.Type.Extensions {
 		if _, ok := r.Attrs[e.Schema.ID]; ok {
 			out = append(out, e.Schema.ID)
 		}
 	}
-	return append(out, r.unknownExtensions()...)
+	return append(out, unknown...)
 }
 
 // jsonEqual reports whether two decoded JSON values are equal; it is
