@@ -131,6 +131,7 @@ its data file's size by bucket.`,
 	f.StringVar(&o.Receiver, "receiver", "", "host:port to receive a sink's webhooks on, e.g. 127.0.0.1:9000; signatures verified with $"+receiverSecretEnv)
 	f.BoolVar(&o.Baseline, "baseline", false, "also measure a minimal Go JSON handler, for the ratio")
 	f.StringVar(&o.Prefix, "prefix", "", "prefix of userNames and group names (default: random, so runs do not collide)")
+	f.BoolVar(&o.ShuffledNames, "shuffled-names", false, "start every userName with a random part, so that users arrive in no order, as a directory's do (default: numbered in order)")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "how long to wait for webhooks after the last request; scale: for the relay's outbox to be published before measuring at size")
 	f.StringVar(&o.Mode, "mode", bench.ModeCycle, "cycle: the Entra cycle; ops: creates and filter GETs alone, in rounds, against the baseline too with --baseline; scale: fill with --users and --groups, then measure at that size")
 	f.IntVar(&o.Requests, "requests", 0, "ops: creates and filter GETs per round (default 4000); scale: of each, measured at size (default 10000)")

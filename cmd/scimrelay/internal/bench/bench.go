@@ -71,6 +71,11 @@ type Options struct {
 	// Prefix makes userNames and displayNames unique to the run, so that runs
 	// against the same tenant don't collide. "" = a random one.
 	Prefix string
+	// ShuffledNames starts every userName (and the email made of it) with
+	// a random part, so that they arrive in no order, as a directory's do;
+	// otherwise they are numbered in order, which keeps a store's index
+	// writes for consecutive creates on the same pages.
+	ShuffledNames bool
 	// Progress receives a progress bar; nil = none.
 	Progress io.Writer
 	// DrainTimeout bounds the wait for webhooks after the last request
@@ -301,6 +306,14 @@ func plannedRequests(o Options) int64 {
 		n *= 2
 	}
 	return n + 1 // the test connection
+}
+
+// userName is the userName of the user named local in the run.
+func (o *Options) userName(local string) string {
+	if o.ShuffledNames {
+		local = randomHex(4) + "." + local
+	}
+	return local + "@bench.example"
 }
 
 func randomHex(n int) string {

@@ -93,7 +93,7 @@ func newCycle(o Options, base string, b *bar, expectEvents bool) *cycle {
 		c.acks = newAcks()
 	}
 	for i := range c.users {
-		c.users[i] = user{name: fmt.Sprintf("%s.u%06d@bench.example", o.Prefix, i), externalID: newUUID()}
+		c.users[i] = user{name: o.userName(fmt.Sprintf("%s.u%06d", o.Prefix, i)), externalID: newUUID()}
 	}
 	for i := range c.groups {
 		c.groups[i] = group{name: fmt.Sprintf("%s-group-%04d", o.Prefix, i), externalID: newUUID()}

@@ -109,7 +109,7 @@ func opsRound(ctx context.Context, o Options, round int, endpoint, base *client,
 	users := func(tag string) []user {
 		us := make([]user, o.Requests)
 		for i := range us {
-			us[i] = user{name: fmt.Sprintf("%s.r%d%s.u%06d@bench.example", o.Prefix, round, tag, i), externalID: newUUID()}
+			us[i] = user{name: o.userName(fmt.Sprintf("%s.r%d%s.u%06d", o.Prefix, round, tag, i)), externalID: newUUID()}
 		}
 		return us
 	}

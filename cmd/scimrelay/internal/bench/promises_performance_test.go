@@ -251,3 +251,52 @@ func TestScaleModeReadsTheHeapEvery5s(t *testing.T) {
 		t.Errorf("the heap's peak over readings of 100, 300, 200, 200 MiB: %d MiB (%v), want 300", s.max>>20, s.err)
 	}
 }
+
+// TestShuffledNamesArriveInNoOrder: with ShuffledNames every userName
+// starts with a random part, so that creates sent one after another carry
+// userNames in no order, as a directory's do; without it they are
+// numbered in order. Either way each holds the run's prefix and the
+// filter GETs find them.
+func TestShuffledNamesArriveInNoOrder(t *testing.T) {
+	for _, shuffled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shuffled=%t", shuffled), func(t *testing.T) {
+			var mu sync.Mutex
+			var names []string
+			watch := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					body, _ := io.ReadAll(r.Body)
+					r.Body = io.NopCloser(bytes.NewReader(body))
+					if r.Method == http.MethodPost {
+						var u struct {
+							UserName string `json:"userName"`
+						}
+						_ = json.Unmarshal(body, &u)
+						mu.Lock()
+						names = append(names, u.UserName)
+						mu.Unlock()
+					}
+					next.ServeHTTP(w, r)
+				})
+			}
+			_, relayURL := startRelay(t, watch)
+			rep, err := RunOps(context.Background(), Options{URL: relayURL, Token: testToken, Requests: 30, Rounds: 1, Concurrency: 1, Prefix: "shuf", ShuffledNames: shuffled})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if get := rep.RoundRows[0][1].Endpoint; get.ErrorCount() != 0 {
+				t.Errorf("filter GETs: %d of %d failed", get.ErrorCount(), get.Count)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, n := range names {
+				if !strings.Contains(n, "shuf.") {
+					t.Errorf("userName %q does not hold the run's prefix", n)
+				}
+			}
+			// 30 random parts come out sorted once in 30! runs.
+			if sorted := slices.IsSorted(names); len(names) != 30 || sorted == shuffled {
+				t.Errorf("%d creates, userNames sorted %t, want 30 and sorted %t: %v", len(names), sorted, !shuffled, names)
+			}
+		})
+	}
+}

@@ -117,7 +117,7 @@ func RunScale(ctx context.Context, o Options) (*ScaleReport, error) {
 	}
 	users := make([]user, o.Users+o.Requests)
 	for i := range users {
-		users[i] = user{name: fmt.Sprintf("%s.u%07d@bench.example", o.Prefix, i), externalID: newUUID()}
+		users[i] = user{name: o.userName(fmt.Sprintf("%s.u%07d", o.Prefix, i)), externalID: newUUID()}
 	}
 	rep.Fill = runPhase(ctx, c, "fill", o.Users, o.Concurrency, scaleWindow, b, func(i int) request { return createUserRequest(&users[i], i) })
 
