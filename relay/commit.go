@@ -150,7 +150,7 @@ type lastCommit struct {
 // the last commit held are queued, until half that commit's time has
 // passed since it ended, and at most gatherMax (2 ms). After a commit of
 // one, half is none: a steady lone writer never waits; a write that comes
-// alone after a commit of several may wait up to the bound. It does not
+// alone after a commit of four or more may wait up to the bound. It does not
 // wait when the last commit left writes queued (they have waited a commit
 // already), nor with storage.batch_delay set, which then decides alone how
 // long the committer waits (run). Measured in README, Performance.
