@@ -142,18 +142,20 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		}
 		close(release)
 	}
+	// hold is a write that signals started when its commit runs and holds
+	// that commit until release.
+	hold := func(release <-chan struct{}) (func(*bolt.Tx) error, chan struct{}) {
+		started := make(chan struct{})
+		return func(tx *bolt.Tx) error {
+			close(started)
+			<-release
+			return put("held")(tx)
+		}, started
+	}
 	// afterCommitOf leaves c idle after a commit of n writes that took held.
 	afterCommitOf := func(t *testing.T, c *committer, n int) {
 		t.Helper()
 		errs := make(chan error, n+1)
-		hold := func(release <-chan struct{}) (func(*bolt.Tx) error, chan struct{}) {
-			started := make(chan struct{})
-			return func(tx *bolt.Tx) error {
-				close(started)
-				<-release
-				return put("held")(tx)
-			}, started
-		}
 		// One write holds the committer while the n queue, one of which
 		// holds their commit for held.
 		release1, release2 := make(chan struct{}), make(chan struct{})
@@ -180,25 +182,43 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 			return nil
 		})
 	}
-	timed := func(t *testing.T, c *committer, key string) time.Duration {
-		t.Helper()
-		start := time.Now()
-		if err := c.do(put(key)); err != nil {
-			t.Fatal(err)
-		}
-		return time.Since(start)
+	if c, _, _ := openCommitter(t, 100); c.gatherMax != 2*time.Millisecond {
+		t.Errorf("gatherMax is %s, want 2ms as documented", c.gatherMax)
 	}
-
-	t.Run("after a commit of one", func(t *testing.T) {
-		t.Parallel()
-		c, _, sizes := openCommitter(t, 100)
-		c.gatherMax = time.Minute // so that the bound is half the last commit's time
-		afterCommitOf(t, c, 1)
-		if took := timed(t, c, "alone"); took >= held/4 {
-			t.Errorf("a write after a commit of one took %s: it waited for writers that are not coming", took)
-		}
-		commits(t, sizes, "[1 1 1]")
-	})
+	// One write alone after a commit of n: whether it waits, about half
+	// the commit's time, or commits at once.
+	for _, tc := range []struct {
+		name      string
+		n         int
+		gatherMax time.Duration // a minute: the bound is half the last commit's time
+		linger    time.Duration
+		waits     bool
+	}{
+		{"after a commit of one", 1, time.Minute, 0, false},
+		{"fewer come back", 8, time.Minute, 0, true},
+		// the default, 2ms, made long enough to tell from no bound
+		{"bounded by gatherMax", 8, 50 * time.Millisecond, 0, false},
+		{"with batch_delay", 8, time.Minute, time.Millisecond, false}, // batch_delay alone decides
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, _, sizes := openCommitter(t, 100)
+			c.gatherMax, c.linger = tc.gatherMax, tc.linger
+			afterCommitOf(t, c, tc.n)
+			start := time.Now()
+			if err := c.do(put("alone")); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			if tc.waits && (took < held/4 || took > 2*held) {
+				t.Errorf("a write alone after a commit of %d that took %s committed after %s, want about half of that", tc.n, held, took)
+			}
+			if !tc.waits && took >= held/4 {
+				t.Errorf("a write alone after a commit of %d committed after %s: it waited for writers that are not coming", tc.n, took)
+			}
+			commits(t, sizes, fmt.Sprintf("[1 %d 1]", tc.n))
+		})
+	}
 	t.Run("half come back", func(t *testing.T) {
 		t.Parallel()
 		c, _, sizes := openCommitter(t, 100)
@@ -217,26 +237,6 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		}
 		commits(t, sizes, "[1 8 4]")
 	})
-	t.Run("fewer come back", func(t *testing.T) {
-		t.Parallel()
-		c, _, sizes := openCommitter(t, 100)
-		c.gatherMax = time.Minute
-		afterCommitOf(t, c, 8)
-		if took := timed(t, c, "back0"); took < held/4 || took > 2*held {
-			t.Errorf("a write alone after a commit of eight that took %s committed after %s, want about half of that", held, took)
-		}
-		commits(t, sizes, "[1 8 1]")
-	})
-	t.Run("with batch_delay", func(t *testing.T) {
-		t.Parallel()
-		c, _, sizes := openCommitter(t, 100)
-		c.gatherMax, c.linger = time.Minute, time.Millisecond // batch_delay alone decides
-		afterCommitOf(t, c, 8)
-		if took := timed(t, c, "back0"); took >= held/4 {
-			t.Errorf("a write alone after a commit of eight committed after %s with batch_delay 1ms", took)
-		}
-		commits(t, sizes, "[1 8 1]")
-	})
 	t.Run("writes left behind", func(t *testing.T) {
 		t.Parallel()
 		c, _, sizes := openCommitter(t, 4) // four writes a commit at most
@@ -246,15 +246,13 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		// long, and the fifth, left behind, is committed at once after.
 		// (The blocker itself, alone after the commit of four, waits about
 		// a second for a second write before committing alone.)
-		release := make(chan struct{})
-		started := make(chan struct{})
+		release, held2 := make(chan struct{}), make(chan struct{})
 		errs := make(chan error, 6)
-		go func() {
-			errs <- c.do(func(tx *bolt.Tx) error { close(started); <-release; return put("blocker")(tx) })
-		}()
+		blocker, started := hold(release)
+		go func() { errs <- c.do(blocker) }()
 		<-started
-		held2 := make(chan struct{})
-		go func() { errs <- c.do(func(tx *bolt.Tx) error { <-held2; return put("held2")(tx) }) }()
+		second, _ := hold(held2)
+		go func() { errs <- c.do(second) }()
 		queued(t, c, 1)
 		for i := range 4 {
 			go func() { errs <- c.do(put(fmt.Sprint("left", i))) }()
@@ -269,18 +267,5 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 			t.Errorf("the write left behind by a full commit was answered %s after it: it waited again", took)
 		}
 		commits(t, sizes, "[1 4 1 4 1]")
-	})
-	t.Run("bounded by gatherMax", func(t *testing.T) {
-		t.Parallel()
-		c, _, sizes := openCommitter(t, 100)
-		if c.gatherMax != 2*time.Millisecond {
-			t.Errorf("gatherMax is %s, want 2ms as documented", c.gatherMax)
-		}
-		c.gatherMax = 50 * time.Millisecond // the default, made long enough to tell from no bound
-		afterCommitOf(t, c, 8)
-		if took := timed(t, c, "back0"); took >= held/4 {
-			t.Errorf("a write alone after a commit of eight committed after %s, want at most about gatherMax (%s)", took, c.gatherMax)
-		}
-		commits(t, sizes, "[1 8 1]")
 	})
 }

@@ -436,14 +436,16 @@ func (p *Publisher) deleteKept() {
 		return
 	}
 	last := p.kept[len(p.kept)-1].acked.Add(p.o.KeepFor)
-	t := time.NewTimer(min(time.Until(last), maxStopWait))
-	<-t.C
+	time.Sleep(min(time.Until(last), maxStopWait))
 	err := p.deleteDue(time.Now())
 	if err == nil {
 		err = p.settleDelete(true)
 	}
-	if err != nil || len(p.kept) > 0 {
-		p.log.Warn("stopping with published events kept in the outbox, not yet due; "+left, "kept", len(p.kept), "err", err)
+	switch {
+	case err != nil:
+		p.log.Warn("deleting published events from the outbox failed; "+left, "err", err)
+	case len(p.kept) > 0:
+		p.log.Warn("stopping with published events kept in the outbox, not yet due; "+left, "kept", len(p.kept))
 	}
 }
 
