@@ -236,7 +236,10 @@ func TestEmailTenant(t *testing.T) {
 }
 
 // TestFilterIndexMatchesScan checks that every filter gives the same answer
-// whether an index answers it or a scan does.
+// whether an index answers it or a scan does, and, when the query lets
+// the store answer with stored resources, whether it does or not: it does
+// for a user's userName or externalId equality alone, which its index
+// answers exactly.
 func TestFilterIndexMatchesScan(t *testing.T) {
 	s, _, _ := openStore(t)
 	var ids []string
@@ -253,6 +256,7 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 		want   int
 	}{
 		{scim.UserResourceType, `userName eq "USER07@x.com"`, 1},
+		{scim.UserResourceType, `userName eq "user07@x.co"`, 0},
 		{scim.UserResourceType, `externalId eq "ext2"`, 6},
 		{scim.UserResourceType, `externalId eq "EXT2"`, 0},
 		{scim.UserResourceType, `emails[type eq "work"].value eq "user09@x.COM"`, 1},
@@ -279,6 +283,24 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 			page, err := s.List(ctx, "acme", tt.rt, scim.Query{Filter: f, StartIndex: 1, Count: 100})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(page.Stored) > 0 {
+				t.Fatal("stored resources, unasked")
+			}
+			stored, err := s.List(ctx, "acme", tt.rt, scim.Query{Filter: f, StartIndex: 1, Count: 100, Stored: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			exact := tt.rt == scim.UserResourceType && (strings.HasPrefix(tt.filter, "userName eq") || strings.HasPrefix(tt.filter, "externalId eq")) && !strings.Contains(tt.filter, " and ") && !strings.Contains(tt.filter, " or ")
+			if (stored.Stored != nil) != exact || len(stored.Stored) > 0 && len(stored.Resources) > 0 {
+				t.Errorf("%d stored and %d decoded resources; stored expected: %v", len(stored.Stored), len(stored.Resources), exact)
+			}
+			var storedIDs []string
+			for _, r := range stored.Resources {
+				storedIDs = append(storedIDs, r.ID())
+			}
+			for _, r := range stored.Stored {
+				storedIDs = append(storedIDs, r.ID)
 			}
 			// The reference answer: every resource, filtered one by one.
 			all, err := s.List(ctx, "acme", tt.rt, scim.Query{StartIndex: 1, Count: 1000})
@@ -307,6 +329,9 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 			}
 			if page.Total != tt.want || len(want) != tt.want || strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("total %d, got %v; scan gives %v; want %d", page.Total, got, want, tt.want)
+			}
+			if stored.Total != tt.want || strings.Join(storedIDs, ",") != strings.Join(want, ",") {
+				t.Errorf("stored: total %d, got %v; scan gives %v", stored.Total, storedIDs, want)
 			}
 		})
 	}

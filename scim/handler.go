@@ -548,6 +548,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		return Errorf(ErrInvalidValue, "sortOrder must be ascending or descending, got %q", truncate(p.sortOrder, 32))
 	}
 	proj := ParseProjection(c.rt, p.attributes, p.excluded)
+	q.Stored = proj.whole()
 	page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
 	if err != nil {
 		return err
@@ -555,12 +556,20 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	lw := newJSONWriter(w, http.StatusOK, "")
 	lw.raw(`{"schemas":["` + ListResponseSchema + `"],"totalResults":`)
 	lw.raw(strconv.Itoa(page.Total))
-	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)) + `,"Resources":[`)
+	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)+len(page.Stored)) + `,"Resources":[`)
 	for i, res := range page.Resources {
 		if i > 0 {
 			lw.raw(",")
 		}
 		if err := h.writeResource(r.Context(), lw, c, res, proj); err != nil {
+			return lw.abort(err)
+		}
+	}
+	for i, s := range page.Stored {
+		if i > 0 {
+			lw.raw(",")
+		}
+		if err := h.writeStored(r.Context(), lw, c, s, proj); err != nil {
 			return lw.abort(err)
 		}
 	}
