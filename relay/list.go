@@ -37,9 +37,9 @@ func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType
 		}
 		eq, exact := exactEquality(rt, q.Filter)
 		switch {
-		case exact && q.Stored && (q.SortBy == nil || count == 0):
+		case exact && q.Stored && q.SortBy == nil:
 			page, err = listStored(tb, rt, eq, start, count)
-			return err // with their groups
+			return err // with their groups, and nothing sorted
 		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
 		case q.SortBy == nil || count == 0:

@@ -37,16 +37,18 @@ func (s StoredResource) Resource() (*Resource, error) {
 	return r, nil
 }
 
-// appendStored appends the answer for s with the links l: the bytes that
-// decoding s and writing the resource with appendJSON would give, read off
-// s.JSON in one pass. It checks as it copies that the JSON is in the form
-// appendJSON writes: the attributes in their order, each complex value's
-// sub-attributes known and in theirs, other objects' names sorted, the
-// schemas those the members imply, no meta.location or groups stored. ok is
-// false when it is not (a record an older release wrote differently, a
-// damaged one) and b is then unchanged: the caller decodes the resource
-// instead. A Group's answer streams its members, so Groups are never
-// answered here.
+// appendStored appends the answer for s with the links l, read off s.JSON
+// in one pass: what decoding s and writing the resource with appendJSON
+// would give, the same bytes when appendJSON wrote s.JSON. It checks the
+// JSON's structure as it copies: the attributes in appendJSON's order,
+// each complex value's sub-attributes known and in theirs, other objects'
+// names sorted, the schemas those the members imply, the id s.ID, no
+// meta.location or groups stored, valid UTF-8 and no escaped name. Values
+// are copied as written (a string escaped otherwise than appendString
+// escapes it keeps its escapes). ok is false when a check fails (a record
+// an older release wrote differently, a damaged one) and b is then
+// unchanged: the caller decodes the resource instead. A Group's answer
+// streams its members, so Groups are never answered here.
 func appendStored(b []byte, s StoredResource, l *links) (_ []byte, ok bool) {
 	if s.Type == nil || s.Type == GroupResourceType || s.ID == "" || l == nil || l.location == "" {
 		return b, false
@@ -233,7 +235,8 @@ func appendName(b []byte, name string) []byte {
 }
 
 // name reads an object member's name. A name holding an escape is refused:
-// appendJSON writes none.
+// no schema's names need one, and comparing or sorting an escaped name
+// would need it decoded.
 func (w *storedWriter) name() ([]byte, bool) {
 	v, err := w.dec.ReadValue()
 	if err != nil || len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {

@@ -421,14 +421,19 @@ func TestPerformanceSettingsAsTheREADMESays(t *testing.T) {
 	}
 }
 
-// TestFilterAnswersAreTheStoredUsers: "Entra's userName eq query (and an
-// externalId eq alone) is answered from each user's stored JSON, copied
-// into the answer instead of decoded and written again; the answer is the
-// same, byte for byte". Each user a filter finds is in the list answer as
-// GET /Users/<id> gives it: Entra's documented user with its extensions,
-// in two groups, and a user in none, with the URL the client used.
+// TestFilterAnswersAreTheStoredUsers: Entra's userName eq query, and an
+// externalId eq alone, "answer from each user's stored JSON, copied into
+// the answer rather than decoded and written again: each user is in the
+// answer as GET /Users/<id> gives it, byte for byte". Each user a filter
+// finds is in the list answer as GET /Users/<id> gives it: Entra's
+// documented user with its extensions, in two groups, and a user in none
+// with an extension the relay does not know.
 func TestFilterAnswersAreTheStoredUsers(t *testing.T) {
 	t.Parallel()
+	readme := strings.Join(strings.Fields(performanceSection(t)), " ")
+	if says := "answer from each user's stored JSON, copied into the answer rather than decoded and written again: each user is in the answer as GET /Users/<id> gives it, byte for byte"; !strings.Contains(readme, says) {
+		t.Errorf("README Performance does not say %q", says)
+	}
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	body := entraBodies(t)["create-user"]
 	ann := p.scim("acme", acmeToken, "POST", "/Users", body).want(t, 201)
