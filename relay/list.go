@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,7 +35,11 @@ func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType
 		if err != nil {
 			return err
 		}
+		eq, exact := exactEquality(rt, q.Filter)
 		switch {
+		case exact && q.Stored && q.SortBy == nil:
+			page, err = listStored(tb, rt, eq, start, count)
+			return err // with their groups, and nothing sorted
 		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
 		case q.SortBy == nil || count == 0:
@@ -78,6 +83,54 @@ func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Pag
 		page.Resources = append(page.Resources, rec.res)
 	}
 	page.Total = i
+	return page, nil
+}
+
+// exactEquality returns the equality that is the whole of f when an index
+// answers it exactly: every key under the value belongs to a resource that
+// matches, none other does. The userName index is keyed by the folded
+// userName, and two userNames fold alike exactly when strings.EqualFold,
+// the filter's test for the case-insensitive userName, says they are equal
+// (FuzzFold); the externalId index is keyed by the value
+// as is, which the case-exact externalId compares.
+func exactEquality(rt *scim.ResourceType, f *scim.Filter) (scim.Equality, bool) {
+	if rt != scim.UserResourceType || f == nil {
+		return scim.Equality{}, false
+	}
+	eq, ok := f.SoleEquality()
+	return eq, ok && (eq.Path == "userName" || eq.Path == "externalId")
+}
+
+// listStored pages through the resources an exact equality finds, in id
+// order, without decoding them: each as stored, with its groups. Entra's
+// userName eq query before every user it provisions comes this way.
+func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start, count int) (scim.Page, error) {
+	page := scim.Page{Stored: []scim.StoredResource{}}
+	ids, _ := lookupEquality(tb, rt, eq, -1)
+	b := resourceBucket(tb, rt)
+	for _, id := range ids {
+		v := b.Get([]byte(id))
+		if v == nil {
+			continue
+		}
+		page.Total++
+		if page.Total < start || len(page.Stored) >= count {
+			continue
+		}
+		if len(v) < recordHeader {
+			return scim.Page{}, fmt.Errorf("reading %s %s: stored record is %d bytes, shorter than its header", rt.Name, id, len(v))
+		}
+		groups, err := groupsOf(tb, id)
+		if err != nil {
+			return scim.Page{}, err
+		}
+		page.Stored = append(page.Stored, scim.StoredResource{
+			Type:   rt,
+			ID:     id,
+			JSON:   bytes.Clone(v[recordHeader:]), // v is the file's, for this transaction only
+			Groups: groups,
+		})
+	}
 	return page, nil
 }
 

@@ -236,7 +236,10 @@ func TestEmailTenant(t *testing.T) {
 }
 
 // TestFilterIndexMatchesScan checks that every filter gives the same answer
-// whether an index answers it or a scan does.
+// whether an index answers it or a scan does, and, when the query lets
+// the store answer with stored resources, whether it does or not: it does
+// for a user's userName or externalId equality alone, which its index
+// answers exactly.
 func TestFilterIndexMatchesScan(t *testing.T) {
 	s, _, _ := openStore(t)
 	var ids []string
@@ -253,6 +256,7 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 		want   int
 	}{
 		{scim.UserResourceType, `userName eq "USER07@x.com"`, 1},
+		{scim.UserResourceType, `userName eq "user07@x.co"`, 0},
 		{scim.UserResourceType, `externalId eq "ext2"`, 6},
 		{scim.UserResourceType, `externalId eq "EXT2"`, 0},
 		{scim.UserResourceType, `emails[type eq "work"].value eq "user09@x.COM"`, 1},
@@ -279,6 +283,24 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 			page, err := s.List(ctx, "acme", tt.rt, scim.Query{Filter: f, StartIndex: 1, Count: 100})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(page.Stored) > 0 {
+				t.Fatal("stored resources, unasked")
+			}
+			stored, err := s.List(ctx, "acme", tt.rt, scim.Query{Filter: f, StartIndex: 1, Count: 100, Stored: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			exact := tt.rt == scim.UserResourceType && (strings.HasPrefix(tt.filter, "userName eq") || strings.HasPrefix(tt.filter, "externalId eq")) && !strings.Contains(tt.filter, " and ") && !strings.Contains(tt.filter, " or ")
+			if (stored.Stored != nil) != exact || len(stored.Stored) > 0 && len(stored.Resources) > 0 {
+				t.Errorf("%d stored and %d decoded resources; stored expected: %v", len(stored.Stored), len(stored.Resources), exact)
+			}
+			var storedIDs []string
+			for _, r := range stored.Resources {
+				storedIDs = append(storedIDs, r.ID())
+			}
+			for _, r := range stored.Stored {
+				storedIDs = append(storedIDs, r.ID)
 			}
 			// The reference answer: every resource, filtered one by one.
 			all, err := s.List(ctx, "acme", tt.rt, scim.Query{StartIndex: 1, Count: 1000})
@@ -308,9 +330,71 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 			if page.Total != tt.want || len(want) != tt.want || strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("total %d, got %v; scan gives %v; want %d", page.Total, got, want, tt.want)
 			}
+			if stored.Total != tt.want || strings.Join(storedIDs, ",") != strings.Join(want, ",") {
+				t.Errorf("stored: total %d, got %v; scan gives %v", stored.Total, storedIDs, want)
+			}
 		})
 	}
 	_ = g
+}
+
+// TestStoredUsersAreInAppendJSONsForm: the users a list hands over as
+// stored are in the form scim's copy takes (appendJSON's own), whatever
+// wrote them: a create with both extensions, Entra's PATCHes, a
+// membership; so the copy, not the decoding it falls back to, answers
+// them. And a page of stored users is the page of decoded ones, at every
+// start and count.
+func TestStoredUsersAreInAppendJSONsForm(t *testing.T) {
+	s, _, _ := openStore(t)
+	var ids []string
+	for i := range 4 {
+		ids = append(ids, create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d@x.com","externalId":"shared","active":true,"name":{"givenName":"U","familyName":"%d"},
+			"emails":[{"value":"u%d@x.com","type":"work","primary":true}],
+			"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"R&D","manager":{"value":"m"}},
+			"urn:example:custom:2.0:User":{"z":[1,{"b":true,"a":null}],"a":"x"}`, i, i, i))).ID())
+	}
+	mustPatch(t, s, "acme", scim.UserResourceType, ids[1], `{"op":"replace","value":{"active":false,"displayName":"Ü \u2028 \"q\""}},
+		{"op":"add","path":"phoneNumbers[type eq \"work\"].value","value":"+1 555"},
+		{"op":"replace","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department","value":"Sales"}`)
+	g := create(t, s, "acme", group(t, `"displayName":"G"`))
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), fmt.Sprintf(`{"op":"add","path":"members","value":[{"value":%q},{"value":%q}]}`, ids[1], ids[2]))
+	f, err := scim.ParseFilter(scim.UserResourceType, `externalId eq "shared"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, start := range []int{0, 1, 2, 4, 5} {
+		for _, count := range []int{0, 1, 3, 100} {
+			q := scim.Query{Filter: f, StartIndex: start, Count: count}
+			plain, err := s.List(ctx, "acme", scim.UserResourceType, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q.Stored = true
+			stored, err := s.List(ctx, "acme", scim.UserResourceType, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.Total != 4 || plain.Total != 4 || len(stored.Stored) != len(plain.Resources) || stored.Resources != nil {
+				t.Fatalf("start %d count %d: total %d, %d stored, %d decoded; want total 4 and %d stored", start, count, stored.Total, len(stored.Stored), len(stored.Resources), len(plain.Resources))
+			}
+			for i, sr := range stored.Stored {
+				res, err := sr.Resource()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := string(res.AppendJSON(nil)), string(plain.Resources[i].AppendJSON(nil)); got != want {
+					t.Errorf("start %d count %d: stored\n%s\ndecoded\n%s", start, count, got, want)
+				}
+				delete(res.Attrs, "groups")
+				if again := res.AppendJSON(nil); string(again) != string(sr.JSON) {
+					t.Errorf("%s is stored as\n%s\nnot as appendJSON writes it\n%s", sr.ID, sr.JSON, again)
+				}
+			}
+		}
+	}
+	// Sorted, even with count 0, it is the decoded path and its limit.
+	_, err = s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, SortBy: &scim.AttrPath{Name: "userName"}, SortLimit: 3, Stored: true})
+	wantErr(t, err, scim.ErrTooMany, "more than 3")
 }
 
 func TestPagingAndSorting(t *testing.T) {

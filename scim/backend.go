@@ -128,12 +128,19 @@ type Query struct {
 	// SortLimit bounds what a sorted List holds in memory: with SortBy set,
 	// more than SortLimit matches is ErrTooMany. 0 means no limit.
 	SortLimit int
+	// Stored lets the backend answer with Page.Stored instead of
+	// Page.Resources, skipping the decoding of each resource. The handler
+	// sets it when it writes the resources whole (no attributes or
+	// excludedAttributes). A backend may ignore it.
+	Stored bool
 }
 
-// Page is one page of a List.
+// Page is one page of a List. With Query.Stored the backend may fill
+// Stored instead of Resources; never both.
 type Page struct {
 	Total     int
 	Resources []*Resource
+	Stored    []StoredResource
 }
 
 // Authenticator checks a request's credentials for a tenant. Both methods

@@ -63,6 +63,23 @@ func (f *Filter) Equalities() []Equality {
 	return out
 }
 
+// SoleEquality returns the filter's equality when the filter is that one
+// comparison and nothing else, such as Entra's userName eq "x": a store
+// whose index compares with the attribute's case rule then has its answer
+// in the index, with nothing left to test.
+func (f *Filter) SoleEquality() (Equality, bool) {
+	c, ok := f.root.(*compareExpr)
+	if !ok {
+		return Equality{}, false
+	}
+	var out []Equality
+	collectEqualities(c, "", &out)
+	if len(out) != 1 {
+		return Equality{}, false
+	}
+	return out[0], true
+}
+
 func collectEqualities(e expr, prefix string, out *[]Equality) {
 	switch e := e.(type) {
 	case *logicalExpr:

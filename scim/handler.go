@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -548,6 +549,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		return Errorf(ErrInvalidValue, "sortOrder must be ascending or descending, got %q", truncate(p.sortOrder, 32))
 	}
 	proj := ParseProjection(c.rt, p.attributes, p.excluded)
+	q.Stored = proj.whole()
 	page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
 	if err != nil {
 		return err
@@ -555,12 +557,23 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	lw := newJSONWriter(w, http.StatusOK, "")
 	lw.raw(`{"schemas":["` + ListResponseSchema + `"],"totalResults":`)
 	lw.raw(strconv.Itoa(page.Total))
-	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)) + `,"Resources":[`)
-	for i, res := range page.Resources {
-		if i > 0 {
+	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)+len(page.Stored)) + `,"Resources":[`)
+	written := 0
+	next := func() {
+		if written > 0 {
 			lw.raw(",")
 		}
+		written++
+	}
+	for _, res := range page.Resources {
+		next()
 		if err := h.writeResource(r.Context(), lw, c, res, proj); err != nil {
+			return lw.abort(err)
+		}
+	}
+	for _, s := range page.Stored {
+		next()
+		if err := h.writeStored(r.Context(), lw, c, s, proj); err != nil {
 			return lw.abort(err)
 		}
 	}
@@ -1109,11 +1122,25 @@ type jsonWriter struct {
 	status  int
 	etag    string
 	buf     []byte
+	pooled  *[]byte // where buf came from, to go back to answerBuffers
 	started bool
 }
 
+// answerBuffers holds the buffers answers are written in, for the next
+// answer: most are a few KiB, written and sent within their request, and a
+// buffer made for each was a third of the bytes a filter GET allocated.
+var answerBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledAnswer bounds the buffers kept: a large group's answer flushes
+// at flushSize, but the buffer may outgrow it by one chunk of members.
+const maxPooledAnswer = 2 * flushSize
+
 func newJSONWriter(w http.ResponseWriter, status int, etag string) *jsonWriter {
-	return &jsonWriter{w: w, status: status, etag: etag, buf: make([]byte, 0, 1024)}
+	pooled := answerBuffers.Get().(*[]byte)
+	if *pooled == nil {
+		*pooled = make([]byte, 0, 4096)
+	}
+	return &jsonWriter{w: w, status: status, etag: etag, buf: (*pooled)[:0], pooled: pooled}
 }
 
 func (jw *jsonWriter) raw(s string) { jw.buf = append(jw.buf, s...) }
@@ -1142,9 +1169,16 @@ func (jw *jsonWriter) flushIfLarge() error {
 	return err
 }
 
+// finish sends what is buffered and gives the buffer back: the writer is
+// done.
 func (jw *jsonWriter) finish() error {
 	jw.start()
 	_, err := jw.w.Write(jw.buf)
+	if jw.pooled != nil && cap(jw.buf) <= maxPooledAnswer {
+		*jw.pooled = jw.buf[:0]
+		answerBuffers.Put(jw.pooled)
+	}
+	jw.buf, jw.pooled = nil, nil
 	return err
 }
 

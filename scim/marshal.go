@@ -79,23 +79,29 @@ func appendMembers(b []byte, attrs []*Attribute, obj map[string]any, comma bool,
 		comma = true
 		b = appendString(b, a.Name)
 		b = append(b, ':')
-		switch {
-		case l == nil:
-			b = appendValue(b, a, v)
-		case a == metaAttribute:
-			b = appendLinked(b, a, v, func(map[string]any) string { return l.location })
-		case a.Name == "groups":
-			b = appendLinked(b, a, v, func(g map[string]any) string {
-				if id, ok := g["value"].(string); ok {
-					return Location(l.base, GroupResourceType, id)
-				}
-				return ""
-			})
-		default:
-			b = appendValue(b, a, v)
-		}
+		b = appendAttribute(b, a, v, l)
 	}
 	return b
+}
+
+// appendAttribute appends the value v of the top-level attribute a, with
+// the links l (nil: as stored).
+func appendAttribute(b []byte, a *Attribute, v any, l *links) []byte {
+	switch {
+	case l == nil:
+		return appendValue(b, a, v)
+	case a == metaAttribute:
+		return appendLinked(b, a, v, func(map[string]any) string { return l.location })
+	case a.Name == "groups":
+		return appendLinked(b, a, v, func(g map[string]any) string {
+			if id, ok := g["value"].(string); ok {
+				return Location(l.base, GroupResourceType, id)
+			}
+			return ""
+		})
+	default:
+		return appendValue(b, a, v)
+	}
 }
 
 // appendValue appends a value of attribute a, ordering complex sub-attributes

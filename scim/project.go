@@ -33,6 +33,10 @@ func parsePathList(rt *ResourceType, s string) []AttrPath {
 	return out
 }
 
+// whole reports whether the projection keeps a resource whole: neither
+// attributes nor excludedAttributes.
+func (p *Projection) whole() bool { return len(p.include) == 0 && len(p.exclude) == 0 }
+
 // Selects reports whether the attributes parameter was given, which changes
 // a group PATCH's answer from 204 to 200 with the resource.
 func (p *Projection) Selects() bool { return p != nil && len(p.include) > 0 }
@@ -74,7 +78,7 @@ func (p *Projection) subFilter(name string) []string {
 // Apply returns a copy of r holding only what the projection keeps. Values
 // are shared with r, not copied. Attributes returned "always" (id) stay.
 func (p *Projection) Apply(r *Resource) *Resource {
-	if len(p.include) == 0 && len(p.exclude) == 0 {
+	if p.whole() {
 		return r
 	}
 	out := &Resource{Type: r.Type, Attrs: make(map[string]any, len(r.Attrs))}

@@ -420,3 +420,50 @@ func TestPerformanceSettingsAsTheREADMESays(t *testing.T) {
 		t.Errorf("storage: {batch_delay: 500µs, no_sync: true} reaches the store as %s, no_sync %v", o.BatchDelay, o.NoSync)
 	}
 }
+
+// TestFilterAnswersAreTheStoredUsers: Entra's userName eq query, and an
+// externalId eq alone, "answer from each user's stored JSON, copied into
+// the answer rather than decoded and written again: each user is in the
+// answer as GET /Users/<id> gives it, byte for byte". Each user a filter
+// finds is in the list answer as GET /Users/<id> gives it: Entra's
+// documented user with its extensions, in two groups, and a user in none
+// with an extension the relay does not know.
+func TestFilterAnswersAreTheStoredUsers(t *testing.T) {
+	t.Parallel()
+	readme := strings.Join(strings.Fields(performanceSection(t)), " ")
+	if says := "answer from each user's stored JSON, copied into the answer rather than decoded and written again: each user is in the answer as GET /Users/<id> gives it, byte for byte"; !strings.Contains(readme, says) {
+		t.Errorf("README Performance does not say %q", says)
+	}
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	body := entraBodies(t)["create-user"]
+	ann := p.scim("acme", acmeToken, "POST", "/Users", body).want(t, 201)
+	bob := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob@example.com","externalId":"Bob-1","urn:example:custom:2.0:User":{"b":[2,1],"a":"x"}}`).want(t, 201)
+	for _, name := range []string{"Sales", "Süpport"} {
+		p.scim("acme", acmeToken, "POST", "/Groups", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":%q,"members":[{"value":%q}]}`, name, ann.str("id"))).want(t, 201)
+	}
+	for _, tc := range []struct {
+		user   reply
+		filter string
+	}{
+		{ann, fmt.Sprintf(`userName eq %q`, strings.ToUpper(ann.str("userName")))},
+		{ann, fmt.Sprintf(`externalId eq %q`, ann.str("externalId"))},
+		{bob, `userName eq "BOB@example.com"`},
+		{bob, `externalId eq "Bob-1"`},
+	} {
+		got := p.scim("acme", acmeToken, "GET", "/Users?"+q(tc.filter), "").want(t, 200)
+		var list struct {
+			Total     int               `json:"totalResults"`
+			Resources []json.RawMessage `json:"Resources"`
+		}
+		if err := json.Unmarshal(got.raw, &list); err != nil || list.Total != 1 || len(list.Resources) != 1 {
+			t.Fatalf("%s: %v %s", tc.filter, err, got.raw)
+		}
+		want := p.scim("acme", acmeToken, "GET", "/Users/"+tc.user.str("id"), "").want(t, 200)
+		if string(list.Resources[0]) != string(want.raw) {
+			t.Errorf("%s found\n%s\nGET by id gives\n%s", tc.filter, list.Resources[0], want.raw)
+		}
+	}
+	if groups := p.scim("acme", acmeToken, "GET", "/Users/"+ann.str("id"), "").body["groups"]; len(groups.([]any)) != 2 {
+		t.Fatalf("ann's groups: %v", groups)
+	}
+}

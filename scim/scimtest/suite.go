@@ -45,6 +45,7 @@ func RunBackendTests(t *testing.T, newBackend func(t *testing.T) scim.Backend) {
 		{"Tenants", testTenants},
 		{"Concurrency", testConcurrency},
 		{"EventIDs", testEventIDs},
+		{"StoredPages", testStoredPages},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, newBackend(t)) })
@@ -800,4 +801,69 @@ func testEventIDs(t *testing.T, b scim.Backend) {
 	}
 	record(b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), ""))
 	record(b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), ""))
+}
+
+// testStoredPages: a page a backend gives as stored resources (when the
+// query lets it) holds what the page of decoded resources holds, in the
+// same order and with the same total, whatever the backend chose.
+func testStoredPages(t *testing.T, b scim.Backend) {
+	ann := create(t, b, User(t, `"userName":"Ann@Example.com","externalId":"e-1","name":{"givenName":"Ann"},"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"Sales"},"urn:example:custom:2.0:User":{"z":[1,{"b":true,"a":null}]}`))
+	create(t, b, User(t, `"userName":"bob","externalId":"E-1"`))
+	g := create(t, b, Group(t, `"displayName":"Sales"`))
+	if _, err := members(b, g.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: memberList(ann.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		filter       string
+		start, count int
+	}{
+		{`userName eq "ann@example.com"`, 1, 10},
+		{`userName eq "ANN@EXAMPLE.COM"`, 1, 10},
+		{`externalId eq "e-1"`, 1, 10},
+		{`externalId eq "E-1"`, 1, 10},
+		{`userName eq "nobody"`, 1, 10},
+		{`userName eq "ann@example.com"`, 1, 0},
+		{`userName eq "ann@example.com"`, 2, 10},
+		{`userName eq "ann@example.com" and active pr`, 1, 10},
+		{`userName sw "ann"`, 1, 10},
+	} {
+		f, err := scim.ParseFilter(scim.UserResourceType, tc.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := scim.Query{Filter: f, StartIndex: tc.start, Count: tc.count}
+		plain, err := b.List(ctx, Tenant, scim.UserResourceType, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Stored = true
+		stored, err := b.List(ctx, Tenant, scim.UserResourceType, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stored.Resources) > 0 && len(stored.Stored) > 0 {
+			t.Errorf("%s: a page of both decoded and stored resources", tc.filter)
+		}
+		var got []string
+		for _, r := range stored.Resources {
+			got = append(got, string(r.AppendJSON(nil)))
+		}
+		for _, s := range stored.Stored {
+			r, err := s.Resource()
+			if err != nil {
+				t.Fatalf("%s: %v", tc.filter, err)
+			}
+			if s.ID != r.ID() || s.Type != scim.UserResourceType {
+				t.Errorf("%s: stored %s %q holds %q", tc.filter, s.Type.Name, s.ID, r.ID())
+			}
+			got = append(got, string(r.AppendJSON(nil)))
+		}
+		var want []string
+		for _, r := range plain.Resources {
+			want = append(want, string(r.AppendJSON(nil)))
+		}
+		if stored.Total != plain.Total || !slices.Equal(got, want) {
+			t.Errorf("%s (start %d, count %d): total %d\n%s\nwant total %d\n%s", tc.filter, tc.start, tc.count, stored.Total, got, plain.Total, want)
+		}
+	}
 }
