@@ -240,23 +240,23 @@ func (t token) String() string {
 }
 
 type lexer struct {
-	src    string
-	pos    int
-	peeked *token
-	err    error
+	src       string
+	pos       int
+	peeked    token
+	hasPeeked bool
+	err       error
 }
 
 func (l *lexer) peek() token {
-	if l.peeked == nil {
-		t := l.scan()
-		l.peeked = &t
+	if !l.hasPeeked {
+		l.peeked, l.hasPeeked = l.scan(), true
 	}
-	return *l.peeked
+	return l.peeked
 }
 
 func (l *lexer) next() token {
 	t := l.peek()
-	l.peeked = nil
+	l.hasPeeked = false
 	return t
 }
 

@@ -20,6 +20,9 @@ func ParseProjection(rt *ResourceType, attributes, excluded string) *Projection 
 }
 
 func parsePathList(rt *ResourceType, s string) []AttrPath {
+	if s == "" {
+		return nil // most requests: nothing to split
+	}
 	var out []AttrPath
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
