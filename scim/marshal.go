@@ -31,14 +31,8 @@ type links struct {
 // stored).
 func (r *Resource) appendJSON(b []byte, l *links) []byte {
 	unknown := r.unknownExtensions() // once: in schemas and as members
-	b = append(b, `{"schemas":[`...)
-	for i, s := range r.schemas(unknown) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, s)
-	}
-	b = append(b, ']')
+	b = append(b, `{"schemas":`...)
+	b = appendStrings(b, r.schemas(unknown))
 	b = appendMembers(b, commonAttributeList, r.Attrs, true, l)
 	b = appendMembers(b, r.Type.Schema.Attributes, r.Attrs, true, l)
 	for _, e := range r.Type.Extensions {
@@ -59,6 +53,18 @@ func (r *Resource) appendJSON(b []byte, l *links) []byte {
 		b = appendAny(b, r.Attrs[k])
 	}
 	return append(b, '}')
+}
+
+// appendStrings appends list as a JSON array of strings.
+func appendStrings(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
 }
 
 // commonAttributeList is the order in which the common attributes are written.

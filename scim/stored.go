@@ -85,24 +85,34 @@ type topLevelMember struct {
 	ext  *Schema    // the extension, for its object
 }
 
-var topLevels sync.Map // *ResourceType → []topLevelMember
+// topLevel is a resource type's top-level members, and where among them
+// a User's groups go (-1: nowhere).
+type topLevel struct {
+	members []topLevelMember
+	groups  int
+}
 
-func topLevelOf(rt *ResourceType) []topLevelMember {
+var topLevels sync.Map // *ResourceType → *topLevel
+
+func topLevelOf(rt *ResourceType) *topLevel {
 	if v, ok := topLevels.Load(rt); ok {
-		return v.([]topLevelMember)
+		return v.(*topLevel)
 	}
-	var out []topLevelMember
+	t := &topLevel{groups: -1}
 	for _, a := range commonAttributeList {
-		out = append(out, topLevelMember{name: a.Name, attr: a})
+		t.members = append(t.members, topLevelMember{name: a.Name, attr: a})
 	}
 	for _, a := range rt.Schema.Attributes {
-		out = append(out, topLevelMember{name: a.Name, attr: a})
+		if a.Name == "groups" {
+			t.groups = len(t.members)
+		}
+		t.members = append(t.members, topLevelMember{name: a.Name, attr: a})
 	}
 	for _, e := range rt.Extensions {
-		out = append(out, topLevelMember{name: e.Schema.ID, ext: e.Schema})
+		t.members = append(t.members, topLevelMember{name: e.Schema.ID, ext: e.Schema})
 	}
-	topLevels.Store(rt, out)
-	return out
+	topLevels.Store(rt, t)
+	return t
 }
 
 func (w *storedWriter) resource(s StoredResource, l *links) ([]byte, bool) {
@@ -122,12 +132,13 @@ func (w *storedWriter) resource(s StoredResource, l *links) ([]byte, bool) {
 	}
 	schemasEnd := len(w.b)
 
-	members := topLevelOf(s.Type)
-	next := 0            // members[next:] may still come
-	var exts []string    // known extensions present, in order
-	var unknown []string // unknown extensions present, sorted
+	layout := topLevelOf(s.Type)
+	members, groups := layout.members, layout.groups
+	next := 0 // members[next:] may still come
+	var schemaIDs [4]string
+	schemas := append(schemaIDs[:0], s.Type.Schema.ID) // and the known extensions present, in order
+	var unknown []string                               // unknown extensions present, sorted
 	sawID := false
-	groups := slices.IndexFunc(members, func(m topLevelMember) bool { return m.name == "groups" && m.attr != nil })
 	groupsDue := groups >= 0 && s.Groups != nil
 	writeGroups := func() {
 		w.b = append(w.b, `,"groups":`...)
@@ -190,7 +201,7 @@ func (w *storedWriter) resource(s StoredResource, l *links) ([]byte, bool) {
 			if !w.extension(m.ext) {
 				return nil, false
 			}
-			exts = append(exts, m.name)
+			schemas = append(schemas, m.name)
 		case m.attr == metaAttribute:
 			if !w.meta(l.location) {
 				return nil, false
@@ -211,15 +222,7 @@ func (w *storedWriter) resource(s StoredResource, l *links) ([]byte, bool) {
 		writeGroups()
 	}
 	// The schemas stored must be those appendJSON writes for these members.
-	want := append(w.b, '[')
-	want = appendString(want, s.Type.Schema.ID)
-	for _, list := range [][]string{exts, unknown} {
-		for _, id := range list {
-			want = append(want, ',')
-			want = appendString(want, id)
-		}
-	}
-	want = append(want, ']')
+	want := appendStrings(w.b, append(schemas, unknown...))
 	if !bytes.Equal(w.b[schemasAt:schemasEnd], want[len(w.b):]) {
 		return nil, false
 	}
@@ -267,25 +270,18 @@ func (w *storedWriter) value(a *Attribute) bool {
 	case '[':
 		return w.array(func() bool { return w.value(a) })
 	case '{':
-		if a == nil || len(a.SubAttributes) == 0 {
+		if len(a.SubAttributes) == 0 {
 			return w.any()
 		}
-		return w.complex(a, "")
+		return w.object(a.SubAttributes, "")
 	default:
 		return w.raw()
 	}
 }
 
-// complex copies an object of the complex attribute a: its known
-// sub-attributes in a's order. With location set (meta), it writes
-// location in its place, where none may be stored.
-func (w *storedWriter) complex(a *Attribute, location string) bool {
-	return w.object(a.SubAttributes, location)
-}
-
-// meta copies meta, with the answer's location (not "").
+// meta copies meta, with the answer's location (not "") in its place.
 func (w *storedWriter) meta(location string) bool {
-	return w.dec.PeekKind() == '{' && w.complex(metaAttribute, location)
+	return w.dec.PeekKind() == '{' && w.object(metaAttribute.SubAttributes, location)
 }
 
 // extension copies a known extension's object: its attributes in order.

@@ -290,7 +290,7 @@ func TestSchemaNamesNeedNoEscape(t *testing.T) {
 		}
 	}
 	for _, rt := range ResourceTypes {
-		for _, m := range topLevelOf(rt) {
+		for _, m := range topLevelOf(rt).members {
 			if got, want := string(appendName(nil, m.name)), string(appendString(nil, m.name)); got != want {
 				t.Errorf("%s: %s, want %s", m.name, got, want)
 			}
