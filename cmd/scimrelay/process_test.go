@@ -188,7 +188,9 @@ func TestKillDuringWrites(t *testing.T) {
 		}
 		// Let a random number of writes through, then kill without warning,
 		// writes still in flight.
+		mu.Lock()
 		target := len(acknowledged) + 50 + rand.IntN(250)
+		mu.Unlock()
 		eventstest.CheckFor(t, 30*time.Second, time.Millisecond, func() error {
 			mu.Lock()
 			defer mu.Unlock()
