@@ -994,6 +994,7 @@ func TestPanickingUpdateFunc(t *testing.T) {
 	results := make([]scim.WriteResult, 10)
 	errs := make([]error, 10)
 	for i := range results {
+		r := user(t, fmt.Sprintf(`"userName":"p%d"`, i)) // on the test goroutine: user may call t.Fatal
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -1001,7 +1002,7 @@ func TestPanickingUpdateFunc(t *testing.T) {
 				results[i], errs[i] = s.Update(ctx, "acme", scim.UserResourceType, u.ID(), func(*scim.Resource) (*scim.Update, error) { panic("boom") })
 				return
 			}
-			results[i], errs[i] = s.Create(ctx, "acme", user(t, fmt.Sprintf(`"userName":"p%d"`, i)))
+			results[i], errs[i] = s.Create(ctx, "acme", r)
 		}()
 	}
 	wg.Wait()
@@ -1066,11 +1067,12 @@ func TestOutboxAcrossTenants(t *testing.T) {
 	s, _, _ := openStore(t)
 	var wg sync.WaitGroup
 	for i := 0; i < 40; i++ {
+		r := user(t, fmt.Sprintf(`"userName":"u%d"`, i)) // on the test goroutine: user may call t.Fatal
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			tenant := []string{"acme", "globex"}[i%2]
-			if _, err := s.Create(ctx, tenant, user(t, fmt.Sprintf(`"userName":"u%d"`, i))); err != nil {
+			if _, err := s.Create(ctx, tenant, r); err != nil {
 				t.Error(err)
 			}
 		}()

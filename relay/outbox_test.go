@@ -59,7 +59,12 @@ func TestCommitMetrics(t *testing.T) {
 	NewMetrics(reg, s, nil)
 	var wg sync.WaitGroup
 	for i := range 20 {
-		wg.Go(func() { create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"m%d"`, i))) })
+		u := user(t, fmt.Sprintf(`"userName":"m%d"`, i))
+		wg.Go(func() {
+			if _, err := s.Create(ctx, "acme", u); err != nil {
+				t.Errorf("Create: %v", err)
+			}
+		})
 	}
 	wg.Wait()
 	families, err := reg.Gather()

@@ -670,10 +670,11 @@ func TestConcurrentCreatesOfOneUserName(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 20)
 	for i := range errs {
+		r := user(t, `"userName":"same@x.com"`) // on the test goroutine: user may call t.Fatal
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = s.Create(ctx, "acme", user(t, `"userName":"same@x.com"`))
+			_, errs[i] = s.Create(ctx, "acme", r)
 		}()
 	}
 	wg.Wait()
@@ -708,7 +709,13 @@ func TestConcurrentMemberAdditions(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), fmt.Sprintf(`{"op":"Add","path":"members","value":[{"value":%q}]}`, id)); err != nil {
+			// Not patch, which calls t.Fatal: this is not the test's goroutine.
+			p, err := scim.ParsePatch(scim.GroupResourceType, []byte(`{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[`+fmt.Sprintf(`{"op":"Add","path":"members","value":[{"value":%q}]}`, id)+`]}`))
+			if err != nil {
+				t.Errorf("ParsePatch: %v", err)
+				return
+			}
+			if _, err := s.Update(ctx, "acme", scim.GroupResourceType, g.ID(), func(cur *scim.Resource) (*scim.Update, error) { return p.Apply(cur) }); err != nil {
 				t.Error(err)
 			}
 		}()

@@ -248,7 +248,8 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	b := newBatcher(w, Batch{MaxEvents: 2, MaxWait: time.Second}, make(chan struct{}, 4))
 	stopped, stop := context.WithCancel(ctx)
 	stoppedRes := make(chan Result, 1)
-	go func() { stoppedRes <- b.submit(stopped, []*event.Event{testEvent(t, events.UserCreated, "gone", 1)}) }()
+	gone := testEvent(t, events.UserCreated, "gone", 1) // on the test goroutine: it may call t.Fatal
+	go func() { stoppedRes <- b.submit(stopped, []*event.Event{gone}) }()
 	eventstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -259,7 +260,8 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	})
 	// The second slice fills the batch of two, which goes out at once.
 	otherRes := make(chan Result, 1)
-	go func() { otherRes <- b.submit(ctx, []*event.Event{testEvent(t, events.UserCreated, "kept", 1)}) }()
+	kept := testEvent(t, events.UserCreated, "kept", 1)
+	go func() { otherRes <- b.submit(ctx, []*event.Event{kept}) }()
 	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if reqs := rc.requests(); len(reqs) != 1 || len(subjectsOf(t, reqs[0])) != 2 {
 			return fmt.Errorf("%d requests so far, want the batch of two", len(reqs))

@@ -302,8 +302,8 @@ func TestOrderPerResourceUnderRandomFailures(t *testing.T) {
 		}
 	}
 	eventstest.CheckFor(t, 90*time.Second, 50*time.Millisecond, func() error { return l.deliveredAll(resources, perResource) })
-	if l.violation != "" {
-		t.Fatal(l.violation)
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
 	}
 }
 
@@ -459,8 +459,8 @@ func TestRestartMidDelivery(t *testing.T) {
 	slow.Store(false)
 	runSinks(t, js, 2*time.Second, cfg)
 	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error { return l.deliveredAll(resources, perResource) })
-	if l.violation != "" {
-		t.Fatal(l.violation)
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -434,6 +435,20 @@ func TestAssignment(t *testing.T) {
 	}
 }
 
+// offTestGoroutine is t for a goroutine the test starts: only the test's
+// own goroutine may call FailNow, so Fatal here reports with Error and
+// ends the calling goroutine instead.
+type offTestGoroutine struct{ testing.TB }
+
+func (o offTestGoroutine) FailNow() { o.Fail(); runtime.Goexit() }
+
+func (o offTestGoroutine) Fatal(args ...any) { o.Error(args...); runtime.Goexit() }
+
+func (o offTestGoroutine) Fatalf(format string, args ...any) {
+	o.Errorf(format, args...)
+	runtime.Goexit()
+}
+
 // TestParkingUnderLoadKeepsOrder parks resources both ways while every
 // lane of the partitions takes events: bursts that outgrow their lane
 // (parked from the consumer's callback, the bucket written without the
@@ -470,7 +485,7 @@ func TestParkingUnderLoadKeepsOrder(t *testing.T) {
 	m2, _ := runManager(t, o)
 	waitBalanced(t, m1, m2)
 
-	p := newPublisher(t, js)
+	p := newPublisher(offTestGoroutine{t}, js) // used by the publishing goroutines only
 	want := expect{}
 	var wmu sync.Mutex
 	var wg sync.WaitGroup

@@ -249,7 +249,8 @@ func TestBatchWaitsAtMostMaxWait(t *testing.T) {
 	// gathers meanwhile: what comes then goes out with it.
 	results := make(chan Result, 3)
 	submit := func(id string) {
-		go func() { results <- b.submit(bounded, []*event.Event{testEvent(t, events.UserCreated, id, 1)}) }()
+		e := testEvent(t, events.UserCreated, id, 1) // on the test goroutine: it may call t.Fatal
+		go func() { results <- b.submit(bounded, []*event.Event{e}) }()
 	}
 	submit("held")
 	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,7 @@ type receiver struct {
 
 func newReceiver(t testing.TB, respond func(n int, r *http.Request) int) *receiver {
 	rc := &receiver{respond: respond}
+	schemas := eventstest.Schemas(t) // on the test goroutine: it may call t.Fatal
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		// Every delivery matches the contract's webhook description.
@@ -63,16 +65,16 @@ func newReceiver(t testing.TB, respond func(n int, r *http.Request) int) *receiv
 				t.Error(err)
 			}
 			for _, e := range es {
-				if err := eventstest.Schemas(t).CheckEvent(e); err != nil {
+				if err := schemas.CheckEvent(e); err != nil {
 					t.Error(err)
 				}
 			}
 		} else if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
-			if err := eventstest.Schemas(t).CheckWebhookHeaders(r.Header); err != nil {
+			if err := schemas.CheckWebhookHeaders(r.Header); err != nil {
 				t.Error(err)
 			}
 			if a, err := events.ParseType(r.Header.Get("ce-type")); err == nil {
-				if err := eventstest.Schemas(t).CheckData(a, body); err != nil {
+				if err := schemas.CheckData(a, body); err != nil {
 					t.Error(err)
 				}
 			}
@@ -397,6 +399,7 @@ func TestReceiver(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
 	h, err := NewReceiver(testSecret, func(e event.Event) { mu.Lock(); got = append(got, e.Type()); mu.Unlock() })
+	soFar := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +410,7 @@ func TestReceiver(t *testing.T) {
 			t.Fatalf("%s: %v", format, res.Err)
 		}
 	}
-	if len(got) != 2 || got[0] != "io.scimrelay.user.deleted" {
+	if got := soFar(); len(got) != 2 || got[0] != "io.scimrelay.user.deleted" {
 		t.Fatalf("received %v", got)
 	}
 	// A batch: each event handed over, in order.
@@ -424,7 +427,7 @@ func TestReceiver(t *testing.T) {
 	if res := bw.sendBatch(ctx, ids, parts); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if len(got) != 5 || got[2] != "io.scimrelay.user.created" || got[4] != "io.scimrelay.user.deactivated" {
+	if got := soFar(); len(got) != 5 || got[2] != "io.scimrelay.user.created" || got[4] != "io.scimrelay.user.deactivated" {
 		t.Fatalf("received %v after a batch", got)
 	}
 	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("another-secret-of-32-bytes-long!"))

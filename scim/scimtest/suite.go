@@ -737,8 +737,9 @@ func testConcurrency(t *testing.T, b scim.Backend) {
 	var wg sync.WaitGroup
 	errs := make([]error, 20)
 	for i := range errs {
+		u := User(t, `"userName":"same@x.com"`) // on the test goroutine: User may call t.Fatal
 		wg.Go(func() {
-			_, errs[i] = b.Create(ctx, Tenant, User(t, `"userName":"same@x.com"`))
+			_, errs[i] = b.Create(ctx, Tenant, u)
 		})
 	}
 	wg.Wait()

@@ -57,6 +57,11 @@ type fixture struct {
 	natsURL string
 	sinks   *sinks.Manager
 	log     *eventstest.Log
+	// stop ends the request log's and the sinks' goroutines. Cleanups run
+	// last-registered first, so it is registered after what they use, to
+	// end them before it is closed; a test that starts a NATS server of
+	// its own registers it again after that.
+	stop func()
 	// status is what the receiver answers; block, when set, holds requests.
 	status atomic.Int32
 	block  atomic.Pointer[chan struct{}]
@@ -70,7 +75,7 @@ func newFixture(t *testing.T) *fixture {
 	log := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	f.stop = func() { cancel(); wg.Wait() }
 
 	var err error
 	f.store, err = relay.Open(filepath.Join(t.TempDir(), "scimrelay.db"), relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}, {Name: "globex"}}})
@@ -80,6 +85,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { _ = f.store.Close() })
 	f.reqLog = relay.NewRequestLog(f.store, relay.LogOptions{Retention: time.Hour, Reads: relay.LogReadsAll}, log)
 	wg.Go(func() { _ = f.reqLog.Run(ctx) })
+	t.Cleanup(f.stop) // before the store is closed
 
 	f.nats = eventstest.RunServerAt(t, f.natsDir, eventstest.FreePort(t))
 	f.natsURL = eventstest.URL(f.nats)
@@ -115,6 +121,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	wg.Go(func() { _ = f.sinks.Run(ctx) })
+	t.Cleanup(f.stop) // before NATS and the receiver are closed
 
 	runner := jobs.NewRunner(log)
 	t.Cleanup(runner.Close)
@@ -639,6 +646,7 @@ func TestEventsTailAcrossOutage(t *testing.T) {
 		t.Fatalf("%d failed fetches in %s: not backing off", n, elapsed)
 	}
 	f.nats = eventstest.RunServerAt(t, f.natsDir, port)
+	t.Cleanup(f.stop) // the sinks hand their partitions over before this server shuts down
 	second := f.publishWhenBack("acme", events.UserUpdated)
 	select {
 	case id := <-lines:

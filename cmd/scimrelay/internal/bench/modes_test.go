@@ -427,9 +427,12 @@ func TestOpsModeRunsTheRelayThenTheBaseline(t *testing.T) {
 			t.Errorf("%s: errors on the fakes: %+v, %+v", r.Operation, r.Endpoint, r.Baseline)
 		}
 	}
+	mu.Lock()
+	got := slices.Clone(log)
+	mu.Unlock()
 	var phases []string
 	counts := map[string]int{}
-	for _, l := range log {
+	for _, l := range got {
 		if len(phases) == 0 || phases[len(phases)-1] != l {
 			phases = append(phases, l)
 		}

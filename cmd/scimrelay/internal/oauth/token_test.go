@@ -6,30 +6,54 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
-func newEndpoint(t *testing.T) (*httptest.Server, *relay.Store, *[]scim.RequestInfo) {
+// observed collects what Observe gets: it runs on the server's goroutine
+// after the response is written, so the test reads it under the lock and
+// waits for the entry it expects.
+type observed struct {
+	mu    sync.Mutex
+	infos []scim.RequestInfo
+}
+
+func (o *observed) add(_ context.Context, info *scim.RequestInfo) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.infos = append(o.infos, *info)
+}
+
+func (o *observed) all() []scim.RequestInfo {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.infos)
+}
+
+func newEndpoint(t *testing.T) (*httptest.Server, *relay.Store, *observed) {
 	t.Helper()
 	s, err := relay.Open(filepath.Join(t.TempDir(), "x.db"), relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	var seen []scim.RequestInfo
-	h := NewHandler(Options{Issuer: s, Observe: func(_ context.Context, info *scim.RequestInfo) { seen = append(seen, *info) }})
+	seen := &observed{}
+	h := NewHandler(Options{Issuer: s, Observe: seen.add})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv, s, &seen
+	return srv, s, seen
 }
 
 func post(t *testing.T, u, auth, form string) (int, map[string]string) {
@@ -92,7 +116,19 @@ func TestTokenEndpointDetails(t *testing.T) {
 	}
 	// A wrong secret is logged with the client id and the reason, never the secret.
 	post(t, srv.URL+"/oauth2/acme/token", "", "grant_type=client_credentials&client_id="+cl.ID+"&client_secret=guess-"+secret[:10])
-	last := (*seen)[len(*seen)-1]
+	// Observe runs after the response is written: wait for the request's
+	// entry (the only 401 here).
+	var last scim.RequestInfo
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		infos := seen.all()
+		for _, info := range infos {
+			if info.Status == http.StatusUnauthorized {
+				last = info
+				return nil
+			}
+		}
+		return fmt.Errorf("no 401 observed yet; observed %+v", infos)
+	})
 	if last.Operation != "token" || last.Tenant != "acme" || last.Name != cl.ID || last.Status != 401 ||
 		last.Detail != "invalid_client: invalid client credentials" {
 		t.Fatalf("log info %+v", last)
