@@ -108,8 +108,23 @@ func TestAccessTokens(t *testing.T) {
 	c.add(time.Hour)
 	wantErr(t, s.Authenticate(ctx, "acme", at.Token), scim.ErrUnauthorized, "access token expired at 2026-11-23T10:00:00Z")
 
-	// Revoking the client ends its live tokens at once.
+	// A tenant removed from relay.yaml (a reload) ends its live access
+	// tokens, as it does its static and stored tokens: its clients stay in
+	// the file, and come back with the tenant.
 	at, _ = s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour)
+	opts := testOptions(c)
+	if err := s.SetTenants(opts.Tenants[1:]); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.Authenticate(ctx, "acme", at.Token), scim.ErrNotFound, `no tenant "acme"`)
+	if err := s.SetTenants(opts.Tenants); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatalf("after acme was added again: %v", err)
+	}
+
+	// Revoking the client ends its live tokens at once.
 	if _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
 		t.Fatal(err)
 	}

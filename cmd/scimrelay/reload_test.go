@@ -250,8 +250,18 @@ sinks:
 		return nil
 	})
 
-	// A tenant removed is refused like any unknown one (its data stays);
-	// a tenant added without a token gets its first one, as at start.
+	// A tenant removed is refused like any unknown one (its data stays),
+	// with its OAuth clients' access tokens too; a tenant added without a
+	// token gets its first one, as at start.
+	clientSecret, client, err := p.srv.store.Clients().Create(context.Background(), "globex", "entra", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, err := p.srv.store.IssueAccessToken(context.Background(), "globex", client.ID, clientSecret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.scim("globex", access.Token, "GET", "/Users/"+bob, "").want(t, 200)
 	f.write(`log:
   level: debug
   format: json
@@ -267,6 +277,11 @@ sinks:
 	}
 	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusUnauthorized {
 		t.Errorf("globex after it was removed: %d, want 401", r.status)
+	}
+	for _, path := range []string{"/Users/" + bob, "/ServiceProviderConfig"} {
+		if r := p.scim("globex", access.Token, "GET", path, ""); r.status != http.StatusUnauthorized {
+			t.Errorf("GET %s with an access token of globex after it was removed: %d, want 401", path, r.status)
+		}
 	}
 	if toks, err := p.srv.store.Tokens().List(context.Background(), "initech"); err != nil || len(toks) != 1 {
 		t.Errorf("initech's tokens after it was added without one: %d, %v; want its first", len(toks), err)
