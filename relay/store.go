@@ -502,10 +502,14 @@ func (s *Store) signal() {
 }
 
 // Backup writes a consistent copy of the data file to w while the store
-// keeps serving.
-func (s *Store) Backup(w io.Writer) (int64, error) {
+// keeps serving. size, when set, is told the copy's length before its
+// first byte is written, so that a reader can tell a copy cut short.
+func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 	var n int64
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if size != nil {
+			size(tx.Size())
+		}
 		var err error
 		n, err = tx.WriteTo(w)
 		return err

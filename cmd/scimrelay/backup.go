@@ -49,13 +49,9 @@ To restore, stop the relay and put the copy at data_dir/scimrelay.db.`,
 			if err != nil {
 				return fmt.Errorf("writing the backup: %w", err)
 			}
-			// A copy cut short would not open; check before it replaces anything.
-			db, err := bolt.Open(tmp.Name(), 0o600, &bolt.Options{ReadOnly: true})
-			if err != nil {
+			// Check the copy before it replaces anything.
+			if err := checkWholeDataFile(tmp.Name()); err != nil {
 				return fmt.Errorf("the backup received is not a valid data file: %w", err)
-			}
-			if err := db.Close(); err != nil {
-				return err
 			}
 			if err := os.Rename(tmp.Name(), out); err != nil {
 				return err
@@ -68,4 +64,26 @@ To restore, stop the relay and put the copy at data_dir/scimrelay.db.`,
 	cmd.Flags().StringVarP(&out, "out", "o", "", "file to write (required)")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// checkWholeDataFile opens a copy of a data file and checks that it holds
+// every page its meta page counts. bbolt opens a copy cut short without a
+// complaint (it reads only the meta pages), and would fault on the first
+// page past the end.
+func checkWholeDataFile(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close() }()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	return db.View(func(tx *bolt.Tx) error {
+		if want := tx.Size(); fi.Size() < want {
+			return fmt.Errorf("%d bytes of the %d its pages take: the copy was cut short", fi.Size(), want)
+		}
+		return nil
+	})
 }

@@ -6,8 +6,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,6 +158,57 @@ func TestCLIEventsTailAndBackup(t *testing.T) {
 	}
 	if l := r.scim("globex", globexToken, "GET", "/Users", "").want(t, 200); l.str("totalResults") != "1" {
 		t.Fatalf("globex users in the restored relay: %s", l.raw)
+	}
+}
+
+// TestCLIBackupCutShort: a backup that does not arrive whole is refused
+// and writes nothing, whether the connection breaks before the length the
+// relay announced or a proxy that dropped the length ends it cleanly.
+func TestCLIBackupCutShort(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	for i := range 50 {
+		p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
+	}
+	for _, c := range []struct {
+		name       string
+		keepLength bool
+		want       string
+	}{
+		{"the connection breaks", true, "unexpected EOF"},
+		{"a proxy ends it cleanly", false, "the copy was cut short"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// A proxy in front of the admin listener that passes half the
+			// backup on.
+			cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.adminURL+r.URL.Path, nil)
+				req.Header = r.Header.Clone()
+				res, err := http.DefaultTransport.RoundTrip(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer res.Body.Close()
+				if c.keepLength {
+					w.Header().Set("Content-Length", res.Header.Get("Content-Length"))
+				}
+				w.WriteHeader(res.StatusCode)
+				_, _ = io.CopyN(w, res.Body, max(res.ContentLength/2, 4096))
+			}))
+			defer cut.Close()
+			whole := p.adminURL
+			p.adminURL = cut.URL
+			cfg := cliConfig(t, p, adminSecret)
+			p.adminURL = whole
+			out := filepath.Join(t.TempDir(), "copy.db")
+			code, stdout, stderr := cli(t, "backup", "--out", out, "--config", cfg)
+			if code == exitOK || !strings.Contains(stderr, c.want) {
+				t.Errorf("backup cut short: exit %d, stdout %q, stderr %q; want a failure saying %q", code, stdout, stderr, c.want)
+			}
+			if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a backup cut short left %s: %v", out, err)
+			}
+		})
 	}
 }
 

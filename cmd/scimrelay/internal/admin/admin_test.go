@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -538,6 +539,10 @@ func TestBackup(t *testing.T) {
 	a := f.request("GET", "/admin/v1/backup", "")
 	if a.status != http.StatusOK || a.header.Get("Content-Type") != "application/octet-stream" {
 		t.Fatalf("backup: %d %v", a.status, a.header)
+	}
+	// The length is announced, so that a copy cut short is not taken whole.
+	if n := a.header.Get("Content-Length"); n != strconv.Itoa(len(a.body)) {
+		t.Errorf("backup of %d bytes announced Content-Length %q", len(a.body), n)
 	}
 	path := filepath.Join(t.TempDir(), "copy.db")
 	if err := os.WriteFile(path, a.body, 0o600); err != nil {
