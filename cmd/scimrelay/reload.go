@@ -70,8 +70,13 @@ func isReloadable(key string) bool {
 // the SCIM listener's limits, the token endpoint's settings, the log's
 // level. Requests under way finish with the configuration they started
 // with. A file that check refuses is refused whole (the error wraps
-// admin.ErrReloadRefused) and the running configuration stays. Settings
-// that only a restart applies are listed, not applied.
+// admin.ErrReloadRefused) and the running configuration stays. A failure
+// after that (a sink that cannot be set up, a first token that cannot be
+// written) leaves what was applied applied: the result lists it beside
+// the error, and a reload once the cause is mended applies the rest.
+// Settings that only a restart applies are listed, not applied. ctx ends
+// the reload only with the relay (a stop); the admin API does not pass on
+// its client's leaving.
 func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
@@ -92,8 +97,8 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	// running value everywhere (public_url in SCIM locations and events
 	// alike, data_dir for the token files).
 	next = applicable(old, next)
-	// What changes as a whole goes first, so that a failure leaves the
-	// relay as it was: the tenants (a disk error), then the rest.
+	// What changes as a whole goes first, so that its failure (a disk
+	// error) leaves the relay as it was: the tenants, then the rest.
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
 			return res, fmt.Errorf("applying the tenants: %w", err)
@@ -134,6 +139,7 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	}
 	if s.store != nil {
 		if err := s.ensureTokens(ctx); err != nil { // a new tenant gets its first token, as at start
+			s.log.Error("reloading relay.yaml: a new tenant's first token could not be made; reload again once that is mended", "applied", res.Applied, "err", err)
 			return res, err
 		}
 	}

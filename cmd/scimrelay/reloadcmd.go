@@ -22,7 +22,10 @@ others keep delivering), limits, the token endpoint's settings and the log
 level. Requests under way finish with the configuration they started with.
 
 A file that 'scimrelay check' would refuse is refused: the relay keeps running
-as it was, and the problems are printed (exit 1). Settings that only a restart
+as it was, and the problems are printed (exit 1). A reload that fails after
+applying part of the file (a sink that cannot be set up) keeps what it applied
+and prints it with the cause (exit 1); reload again once that is mended.
+Settings that only a restart
 applies (listen, admin_listen, data_dir, nats, storage, public_url, admin,
 log.format, the listener's timeouts …) are listed as needing a restart and
 keep their running values.`,

@@ -58,15 +58,20 @@ type errorBody struct {
 	JobID     string `json:"job_id,omitempty"` // 409: the job already running
 	// Problems lists, one each, what a refused relay.yaml got wrong (422).
 	Problems []string `json:"problems,omitempty"`
+	// Applied lists what a reload that failed part-way applied (500).
+	Applied []string `json:"applied,omitempty"`
 }
 
 // statusOf returns the status an error is answered with, and whether its
 // text is for the caller.
 func statusOf(err error) (int, bool) {
 	var se *statusError
+	var ri *reloadIncomplete
 	switch {
 	case errors.As(err, &se):
 		return se.status, true
+	case errors.As(err, &ri):
+		return http.StatusInternalServerError, true
 	case errors.Is(err, sinks.ErrUnknownSink), errors.Is(err, relay.ErrTokenNotFound), errors.Is(err, scim.ErrNotFound),
 		errors.Is(err, relay.ErrSubscriberNotFound), errors.Is(err, relay.ErrLogEntryNotFound):
 		return http.StatusNotFound, true
@@ -106,6 +111,9 @@ func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	}
 	if public {
 		body.Problems = problemsOf(err)
+	}
+	if ri := (*reloadIncomplete)(nil); errors.As(err, &ri) {
+		body.Applied = ri.applied // the reload logged its failure
 	}
 	writeJSON(w, status, body)
 }

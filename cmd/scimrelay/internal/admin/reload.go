@@ -5,7 +5,9 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/scimrelay/scimrelay/config"
 )
@@ -32,12 +34,37 @@ type Reloader func(ctx context.Context) (ReloadResult, error)
 // ErrReloadRefused marks a configuration that a reload refused.
 var ErrReloadRefused = errors.New("relay.yaml refused; the running configuration stays")
 
+// reloadIncomplete is a reload that failed after it had applied part of
+// relay.yaml. It is answered 500 with its cause and what was applied, for
+// the operator who asked: the relay runs with those changes, and a reload
+// once the cause is mended applies the rest.
+type reloadIncomplete struct {
+	applied []string
+	err     error
+}
+
+func (e *reloadIncomplete) Error() string {
+	applied := "nothing"
+	if len(e.applied) > 0 {
+		applied = strings.Join(e.applied, "; ")
+	}
+	return fmt.Sprintf("relay.yaml applied in part (%s), then %v; reload again once that is mended", applied, e.err)
+}
+
+func (e *reloadIncomplete) Unwrap() error { return e.err }
+
 // POST /admin/v1/reload
 func (h *Handler) reload(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Reload == nil {
 		return unavailable("reloading")
 	}
-	res, err := h.o.Reload(r.Context())
+	// A reload, once begun, runs to its end: a client that gives up (the
+	// CLI's timeout, ^C) must not leave a changed sink's old worker
+	// stopped and its new one unstarted.
+	res, err := h.o.Reload(context.WithoutCancel(r.Context()))
+	if err != nil && !errors.Is(err, ErrReloadRefused) {
+		return &reloadIncomplete{applied: res.Applied, err: err}
+	}
 	if err != nil {
 		return err
 	}
