@@ -75,6 +75,8 @@ type Handler struct {
 	root     http.Handler // mux, each request with an id
 	log      *slog.Logger
 	tailWait time.Duration // how long a tail's fetch waits for events
+	// backupStall is how long a backup waits for its client to take more.
+	backupStall time.Duration
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -87,7 +89,7 @@ func NewHandler(o Options) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{o: o, mux: http.NewServeMux(), log: log, tailWait: tailWait}
+	h := &Handler{o: o, mux: http.NewServeMux(), log: log, tailWait: tailWait, backupStall: backupStall}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")

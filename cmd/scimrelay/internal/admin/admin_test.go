@@ -3,8 +3,10 @@
 package admin
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -556,6 +558,57 @@ func TestBackup(t *testing.T) {
 	if toks, _ := copyStore.Tokens().List(context.Background(), "acme"); len(toks) != 1 || toks[0].Name != "kept" {
 		t.Fatalf("tokens in the backup: %+v", toks)
 	}
+}
+
+// TestBackupGivesUpOnAStalledClient: a backup's client that stops taking
+// the copy is cut off after backupStall, so that the copy's read
+// transaction, which a growing data file's remap would wait for, ends.
+func TestBackupGivesUpOnAStalledClient(t *testing.T) {
+	f := newFixture(t)
+	f.h.backupStall = 100 * time.Millisecond
+	for i := range 200 { // a copy far larger than the sockets' small buffers below
+		if _, _, err := f.store.Tokens().Create(context.Background(), "acme", fmt.Sprintf("token-%03d-%s", i, strings.Repeat("x", 200)), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewUnstartedServer(f.h)
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(conn, "GET /admin/v1/backup HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer %s\r\n\r\n", adminToken); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), nil)
+	if err != nil || res.StatusCode != http.StatusOK || res.ContentLength < 128<<10 {
+		t.Fatalf("backup: %v, %+v; want 200 and a copy of at least 128 KiB", err, res)
+	}
+	// The client reads no more.
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(f.log.String(), "i/o timeout") {
+			return errors.New("the backup still waits for its client")
+		}
+		return nil
+	})
+}
+
+// smallBuffers is a listener whose connections send through a small
+// socket buffer, so that a client that stops reading is felt at once.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	return c, err
 }
 
 func TestEventsTail(t *testing.T) {
