@@ -20,8 +20,13 @@ func newBackupCommand() *cobra.Command {
 		Use:   "backup --out FILE",
 		Short: "Write a consistent copy of the data file while the relay serves",
 		Long: `Ask the running relay for a consistent copy of its bbolt data file (users,
-groups, memberships, tokens, the undelivered outbox) and write it to FILE.
-To restore, stop the relay and put the copy at data_dir/scimrelay.db.`,
+groups, memberships, tokens, the undelivered outbox) and write it to FILE. A
+copy that does not arrive whole is refused and nothing is written.
+
+To restore, stop the relay and put the copy at data_dir/scimrelay.db. The
+relay then holds the state at the backup: restart provisioning in Entra so
+that it sends what changed since, and see README (Backup and recovery) for
+what subscribers and revoked credentials see.`,
 		Example: `  scimrelay backup --out /backups/scimrelay-$(date +%F).db`,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
