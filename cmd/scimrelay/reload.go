@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
@@ -74,10 +75,17 @@ func isReloadable(key string) bool {
 // after that (a sink that cannot be set up, a first token that cannot be
 // written) leaves what was applied applied: the result lists it beside
 // the error, and a reload once the cause is mended applies the rest.
-// Settings that only a restart applies are listed, not applied. ctx ends
-// the reload only with the relay (a stop); the admin API does not pass on
-// its client's leaving.
+// Settings that only a restart applies are listed, not applied.
+//
+// The admin API does not pass on its client's leaving, so that a reload
+// runs to its end; it ends when the relay stops, and after maxReload (a
+// NATS outage would otherwise keep it retrying a sink's consumers).
 func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, maxReload)
+	defer cancel()
+	if serving := s.serving.Load(); serving != nil {
+		defer context.AfterFunc(*serving, cancel)()
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	res := admin.ReloadResult{Config: s.configPath}
@@ -153,6 +161,10 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	}
 	return res, nil
 }
+
+// maxReload bounds a reload: stopping changed sinks (each hand-over up to
+// 8 s) and setting up their consumers again, with time to spare.
+const maxReload = 2 * time.Minute
 
 // hangUps subscribes to SIGHUP. run calls it before its listeners serve,
 // so that a SIGHUP sent once /readyz answers is never lost: serve ignores

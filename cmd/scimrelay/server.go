@@ -82,6 +82,10 @@ type server struct {
 	reloadMu                  sync.Mutex     // one reload at a time
 	scimCurrent               atomic.Pointer[http.Handler]
 	scimLimiter, oauthLimiter *httpmw.Limiter
+
+	// serving ends when the relay stops (run's context); it ends a reload
+	// under way, which the admin API's client cannot.
+	serving atomic.Pointer[context.Context]
 }
 
 // config returns the configuration in force.
@@ -628,6 +632,7 @@ func (s *server) newHTTPServer(h http.Handler) *http.Server {
 // HTTP (letting in-flight requests finish), the publisher, NATS, the store.
 func (s *server) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	s.serving.Store(&gctx)
 	if s.configPath != "" {
 		hup, stop := hangUps()
 		defer stop()
@@ -691,8 +696,12 @@ func serveHTTP(srv *http.Server, ln net.Listener, name string) error {
 }
 
 // close releases everything in reverse order of opening. It is safe to call
-// on a partly built server.
+// on a partly built server. It waits for a reload under way, which reads
+// the store and the sinks it tears down (one asked through the admin API
+// runs to its end, and may outlast the admin listener's shutdown).
 func (s *server) close() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	var errs []error
 	for _, ln := range []net.Listener{s.scimLn, s.adminLn} {
 		if ln != nil {
