@@ -180,8 +180,9 @@ func clientLive(st *storedToken, now time.Time) error {
 	return nil
 }
 
-// authenticateAccessToken checks an access token presented as a bearer token.
-func (s *Store) authenticateAccessToken(tenantName, token string) error {
+// authenticateAccessToken checks an access token presented as a bearer
+// token for a tenant, known when relay.yaml has it.
+func (s *Store) authenticateAccessToken(tenantName string, known bool, token string) error {
 	invalid := scim.Errorf(scim.ErrUnauthorized, "invalid bearer token")
 	signed, sig, ok := strings.Cut(token, ".")
 	mac, err := base64.RawURLEncoding.DecodeString(sig)
@@ -208,6 +209,11 @@ func (s *Store) authenticateAccessToken(tenantName, token string) error {
 	}
 	if err := clientLive(st, now); err != nil {
 		return scim.Errorf(scim.ErrUnauthorized, "access token of a client that no longer works: %v", err)
+	}
+	if !known {
+		// A tenant removed from relay.yaml keeps its clients in the file;
+		// an access token issued before the removal must not outlive it.
+		return scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(tenantName, 64))
 	}
 	s.noteUse(st.ID, now)
 	return nil

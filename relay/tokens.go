@@ -202,14 +202,7 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 		return nil
 	}
 	if strings.HasPrefix(secret, AccessTokenPrefix) {
-		err := s.authenticateAccessToken(tenantName, secret)
-		if err == nil && !known {
-			// A tenant removed from relay.yaml keeps its clients in the
-			// file; an access token issued before the removal must not
-			// outlive it.
-			return scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
-		}
-		return err
+		return s.authenticateAccessToken(tenantName, known, secret)
 	}
 	c := s.tokens
 	c.mu.RLock()

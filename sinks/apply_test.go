@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -88,6 +89,22 @@ func TestApply(t *testing.T) {
 	if err := m.Ready(ctx); err != nil {
 		t.Errorf("not ready after the changes: %v", err)
 	}
+
+	// A sink whose setup fails stays configured and idle; the next Apply
+	// of the same list sets it up, and says so.
+	d := newReceiver(t, nil)
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	list := []Config{sinkConfig("c", c.URL, nil), sinkConfig("d", d.URL, nil)}
+	if ch, err := m.Apply(gone, list); err == nil || !slices.Equal(ch.Added, []string{"d"}) {
+		t.Fatalf("Apply with its context ended: %+v, %v; want d added and its setup failed", ch, err)
+	}
+	if ch, err := m.Apply(ctx, list); err != nil || !slices.Equal(ch.Restarted, []string{"d"}) || len(ch.Added)+len(ch.Changed)+len(ch.Removed) != 0 {
+		t.Fatalf("Apply of the same list: %+v, %v; want d started again and nothing else", ch, err)
+	}
+	e5 := pub.publish("acme", events.UserCreated, "u5")
+	want("d, set up again", d, e5)
+	want("c, untouched", c, e2, e3, e4, e5)
 }
 
 // gaugesOf returns the gauge series reg holds for a sink, as name{state}.

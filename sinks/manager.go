@@ -445,9 +445,11 @@ func (m *Manager) start(s *sinkRuntime) {
 	}()
 }
 
-// Changes says what Apply did, by sink name.
+// Changes says what Apply did, by sink name. Restarted names the sinks
+// that kept their configuration but had no worker (a setup that failed
+// before) and were set up again.
 type Changes struct {
-	Added, Removed, Changed []string
+	Added, Removed, Changed, Restarted []string
 }
 
 // Apply makes the manager run the sinks of list: it sets up and starts the
@@ -517,9 +519,12 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 			if s.worker != nil {
 				continue // kept as it was
 			}
+			idle := old[name] == s // kept, but its last setup failed
 			if s.worker, err = m.setupSink(ctx, s); err != nil {
 				// The sink stays configured but idle; Ready reports it.
 				errs = append(errs, err)
+			} else if idle {
+				ch.Restarted = append(ch.Restarted, name)
 			}
 		}
 	}

@@ -45,9 +45,11 @@ what subscribers and revoked credentials see.`,
 			}
 			defer os.Remove(tmp.Name())
 			n, err := io.Copy(tmp, res.Body)
-			if err == nil {
-				err = tmp.Sync()
+			if err != nil {
+				_ = tmp.Close()
+				return fmt.Errorf("receiving the backup (cut short after %d bytes; nothing was written to %s): %w", n, out, err)
 			}
+			err = tmp.Sync()
 			if cerr := tmp.Close(); err == nil {
 				err = cerr
 			}

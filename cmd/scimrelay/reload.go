@@ -81,14 +81,20 @@ func isReloadable(key string) bool {
 // runs to its end; it ends when the relay stops, and after maxReload (a
 // NATS outage would otherwise keep it retrying a sink's consumers).
 func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	res := admin.ReloadResult{Config: s.configPath}
+	// The bound starts once this reload's turn has come; one that waited
+	// behind another past its time, or behind the relay's stop, applies
+	// nothing.
 	ctx, cancel := context.WithTimeout(ctx, maxReload)
 	defer cancel()
 	if serving := s.serving.Load(); serving != nil {
 		defer context.AfterFunc(*serving, cancel)()
 	}
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	res := admin.ReloadResult{Config: s.configPath}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("not reloaded: the relay is stopping, or the reload's caller gave up before its turn: %w", err)
+	}
 	next, err := loadConfig(s.configPath, s.role)
 	if err != nil {
 		s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
@@ -136,7 +142,7 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	for _, c := range []struct {
 		what  string
 		names []string
-	}{{"added", changes.Added}, {"removed", changes.Removed}, {"changed", changes.Changed}} {
+	}{{"added", changes.Added}, {"removed", changes.Removed}, {"changed", changes.Changed}, {"started again (it was idle after a failed setup)", changes.Restarted}} {
 		for _, name := range c.names {
 			res.Applied = append(res.Applied, "sink "+name+" "+c.what)
 		}

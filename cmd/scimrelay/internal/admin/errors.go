@@ -100,6 +100,9 @@ func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 		h.log.ErrorContext(r.Context(), "admin request failed after its answer began", "request_id", id, "path", r.URL.Path, "err", err)
 		return
 	}
+	// A length set for the answer that did not begin (a backup's) is not
+	// the error's.
+	w.Header().Del("Content-Length")
 	body := errorBody{Error: err.Error()}
 	if !public {
 		h.log.ErrorContext(r.Context(), "admin request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)

@@ -44,11 +44,10 @@ type reloadIncomplete struct {
 }
 
 func (e *reloadIncomplete) Error() string {
-	applied := "nothing"
-	if len(e.applied) > 0 {
-		applied = strings.Join(e.applied, "; ")
+	if len(e.applied) == 0 {
+		return fmt.Sprintf("relay.yaml not applied: %v", e.err)
 	}
-	return fmt.Sprintf("relay.yaml applied in part (%s), then %v; reload again once that is mended", applied, e.err)
+	return fmt.Sprintf("relay.yaml applied in part (%s), then %v; reload again once that is mended", strings.Join(e.applied, "; "), e.err)
 }
 
 func (e *reloadIncomplete) Unwrap() error { return e.err }

@@ -53,4 +53,7 @@ func TestReloadAnswers(t *testing.T) {
 	if !slices.Equal(e.Applied, res.Applied) {
 		t.Errorf("the failed reload's answer lists %v as applied, want %v", e.Applied, res.Applied)
 	}
+	// Failed before applying anything: it says so.
+	res, err = ReloadResult{}, errors.New("applying the tenants: disk full")
+	f.request("POST", "/admin/v1/reload", "").wantError(t, http.StatusInternalServerError, "relay.yaml not applied: applying the tenants: disk full")
 }
