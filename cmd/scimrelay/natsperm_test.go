@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +39,7 @@ var workerPublish = []string{
 	// Dead letters and delivery attempts.
 	"scimrelay-dlq.>", "scimrelay-deliveries.>",
 	"$JS.API.STREAM.CREATE.SCIMRELAY_DLQ", "$JS.API.STREAM.UPDATE.SCIMRELAY_DLQ", "$JS.API.STREAM.INFO.SCIMRELAY_DLQ",
+	"$JS.API.STREAM.MSG.DELETE.SCIMRELAY_DLQ", // a redrive takes a delivered dead letter out of the queue
 	"$JS.API.STREAM.CREATE.SCIMRELAY_DELIVERIES", "$JS.API.STREAM.UPDATE.SCIMRELAY_DELIVERIES", "$JS.API.STREAM.INFO.SCIMRELAY_DELIVERIES",
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DLQ.>",
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DELIVERIES.>",
@@ -78,6 +80,8 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	// ann's first event fails, quick retries included: her resource is
 	// parked, and its events are read back from the stream.
 	var refused atomic.Int32
+	var gone atomic.Bool
+	gone.Store(true)
 	receiver := h.Config.Handler
 	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -85,6 +89,10 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 		created := r.Header.Get("ce-type") == "io.scimrelay.user.created" || bytes.Contains(body, []byte(`"type":"io.scimrelay.user.created"`))
 		if created && bytes.Contains(body, []byte(`"userName":"ann"`)) && refused.Add(1) <= 3 {
 			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		if created && bytes.Contains(body, []byte(`"userName":"dee"`)) && gone.Load() {
+			w.WriteHeader(http.StatusGone) // permanent: dead-lettered at once
 			return
 		}
 		receiver.ServeHTTP(w, r)
@@ -126,6 +134,28 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 		front.createUser(t, fmt.Sprintf("later%d", i))
 	}
 	waitDelivered(t, h, 8)
+	// A dead letter redriven through the worker that is left (the admin
+	// API of a --role sinks process): its account reads the queue, and
+	// takes the delivered dead letter out of it.
+	front.createUser(t, "dee")
+	deadLetters := func() (int, error) {
+		page, err := worker2.srv.sinks.DeadLetters(context.Background(), "crm", "", 10)
+		return len(page.DeadLetters), err
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n, err := deadLetters(); n != 1 || err != nil {
+			return fmt.Errorf("%d dead letters (%v), want dee's", n, err)
+		}
+		return nil
+	})
+	gone.Store(false)
+	if res, err := worker2.srv.sinks.Redrive(context.Background(), "crm", "", nil); err != nil || res.Delivered != 1 || res.Failed != 0 {
+		t.Fatalf("redrive through a worker: %+v, %v", res, err)
+	}
+	waitDelivered(t, h, 9)
+	if n, err := deadLetters(); n != 0 || err != nil {
+		t.Errorf("%d dead letters (%v) after the redrive delivered the one there was", n, err)
+	}
 	worker2.stop()
 	if v := h.orderViolation(); v != "" {
 		t.Error(v)
