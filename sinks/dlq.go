@@ -70,19 +70,36 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*dead
 
 // put dead-letters an event for a sink.
 func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) error {
+	// One dead letter per sink and event and attempt count, even if a
+	// worker crashes between putting it and acknowledging the event.
+	id := sink + "." + e.ID() + "." + strconv.Itoa(attempts)
+	return d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now()}, id)
+}
+
+// moveToEnd puts a dead letter again at the end of the queue, as it was
+// (status, error, attempts, time), and removes it from where it was.
+func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter, e *event.Event) error {
+	// Its own id: the dead letter's would be dropped as a copy of itself.
+	id := sink + "." + e.ID() + "." + strconv.Itoa(dl.Attempts) + ".moved-from." + strconv.FormatUint(dl.seq, 10)
+	if err := d.publish(ctx, sink, e, dl, id); err != nil {
+		return err
+	}
+	return d.remove(ctx, dl)
+}
+
+// publish adds e to a sink's queue with what dl says of its deliveries.
+func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, dl DeadLetter, id string) error {
 	msg, err := events.ToMsg(*e)
 	if err != nil {
 		return err
 	}
 	msg.Header.Set(hdrDLQSubject, msg.Subject)
 	msg.Subject = dlqSubjectRoot + sink
-	msg.Header.Set(hdrDLQStatus, strconv.Itoa(res.Status))
-	msg.Header.Set(hdrDLQError, truncate(errText(res.Err), maxErrorInQueue))
-	msg.Header.Set(hdrDLQAttempts, strconv.Itoa(attempts))
-	msg.Header.Set(hdrDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
-	// One dead letter per sink and event and attempt count, even if a
-	// worker crashes between putting it and acknowledging the event.
-	msg.Header.Set(nats.MsgIdHdr, sink+"."+e.ID()+"."+strconv.Itoa(attempts))
+	msg.Header.Set(hdrDLQStatus, strconv.Itoa(dl.Status))
+	msg.Header.Set(hdrDLQError, truncate(dl.Error, maxErrorInQueue))
+	msg.Header.Set(hdrDLQAttempts, strconv.Itoa(dl.Attempts))
+	msg.Header.Set(hdrDLQTime, dl.Time.UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(nats.MsgIdHdr, id)
 	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("dead-lettering event %s: %w", e.ID(), err)
 	}

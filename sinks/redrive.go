@@ -73,6 +73,10 @@ type RedriveResult struct {
 	Done      int    `json:"done"`  // looked at so far
 	Delivered int    `json:"delivered"`
 	Failed    int    `json:"failed"` // failed again and stay in the queue
+	// Held are dead letters left in the queue, moved behind an earlier one
+	// of their resource that failed again in this redrive, so that they
+	// stay in order.
+	Held int `json:"held,omitempty"`
 	// Failures are the first of the failed ones, with their new error.
 	Failures []DeadLetter `json:"failures,omitempty"`
 }
@@ -89,14 +93,29 @@ func (m *Manager) Redrive(ctx context.Context, sink, id string, progress func(Re
 	}
 	var res RedriveResult
 	found := false
+	// The resources whose dead letter failed again: their later dead
+	// letters are not delivered before it, but moved behind it.
+	held := map[resourceKey]bool{}
 	err = m.dlq.each(ctx, sink, 0, redriveBatch, func(n uint64) { res.Total = n }, func(dl DeadLetter, e *event.Event) error {
 		if id != "" && dl.ID != id {
 			return nil
 		}
 		found = true
 		res.Done++
-		if err := m.redriveOne(ctx, s, dl, e, &res); err != nil {
-			return err
+		key := resourceKey{dl.Tenant, dl.Subject}
+		if e != nil && held[key] {
+			if err := m.dlq.moveToEnd(ctx, sink, dl, e); err != nil {
+				return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
+			}
+			res.Held++
+		} else {
+			failed := res.Failed
+			if err := m.redriveOne(ctx, s, dl, e, &res); err != nil {
+				return err
+			}
+			if e != nil && res.Failed > failed {
+				held[key] = true
+			}
 		}
 		if progress != nil {
 			progress(res)
@@ -117,6 +136,10 @@ func (m *Manager) Redrive(ctx context.Context, sink, id string, progress func(Re
 	}
 	return res, nil
 }
+
+// resourceKey names a resource across tenants: its tenant and its events'
+// subject (Users/<id>).
+type resourceKey struct{ tenant, subject string }
 
 // redriveOne delivers one dead letter again.
 func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter, e *event.Event, res *RedriveResult) error {

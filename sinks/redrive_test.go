@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,6 +127,76 @@ func TestRedriveAll(t *testing.T) {
 	}
 	if n, _ := m.dlq.count(ctx, "crm"); n != 0 || len(rc.requests())-before != 120 {
 		t.Fatalf("%d dead letters left, %d deliveries", n, len(rc.requests())-before)
+	}
+}
+
+// TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails: in a
+// redrive of every dead letter, once one of a resource's fails again, its
+// later ones are not delivered before it but moved behind it, in order;
+// other resources' are delivered. The next redrive delivers the resource's
+// in their order.
+func TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails(t *testing.T) {
+	js := natsStream(t)
+	var refuse sync.Map // event ids the receiver refuses; all while it is "down"
+	var down atomic.Bool
+	down.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if _, ok := refuse.Load(r.Header.Get("ce-id")); ok || down.Load() {
+			return http.StatusGone
+		}
+		return http.StatusNoContent
+	})
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	annCreated := p.publish("acme", events.UserCreated, "ann")
+	annUpdated := p.publish("acme", events.UserUpdated, "ann")
+	bob := p.publish("acme", events.UserCreated, "bob")
+	annDeactivated := p.publish("acme", events.UserDeactivated, "ann")
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 4 {
+			return fmt.Errorf("%d dead letters (%v), want 4", n, err)
+		}
+		return nil
+	})
+	stop()
+	queue := func() []string {
+		t.Helper()
+		page, err := m.DeadLetters(ctx, "crm", "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, dl := range page.DeadLetters {
+			out = append(out, dl.ID)
+		}
+		return out
+	}
+
+	// The receiver is back, but still refuses ann's first event.
+	down.Store(false)
+	refuse.Store(annCreated, true)
+	before := len(rc.requests())
+	res, err := m.Redrive(ctx, "crm", "", nil)
+	if err != nil || res.Delivered != 1 || res.Failed != 1 || res.Held != 2 {
+		t.Fatalf("redrive: %+v, %v; want bob's delivered, ann's first failed and her two later ones held", res, err)
+	}
+	if got := ids(rc)[before:]; len(got) != 2 || !slices.Contains(got, annCreated) || !slices.Contains(got, bob) {
+		t.Errorf("the redrive sent %v, want ann's first (refused again) and bob's", got)
+	}
+	if got, want := queue(), []string{annCreated, annUpdated, annDeactivated}; !slices.Equal(got, want) {
+		t.Fatalf("the queue after the redrive holds %v, want ann's three in order %v", got, want)
+	}
+
+	refuse.Delete(annCreated)
+	before = len(rc.requests())
+	if res, err := m.Redrive(ctx, "crm", "", nil); err != nil || res.Delivered != 3 || res.Held != 0 {
+		t.Fatalf("second redrive: %+v, %v", res, err)
+	}
+	if got, want := ids(rc)[before:], []string{annCreated, annUpdated, annDeactivated}; !slices.Equal(got, want) {
+		t.Errorf("the second redrive sent %v, want ann's in order %v", got, want)
+	}
+	if got := queue(); len(got) != 0 {
+		t.Errorf("dead letters left: %v", got)
 	}
 }
 

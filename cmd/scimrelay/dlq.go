@@ -126,6 +126,9 @@ queue with its new error).`,
 				return fmt.Sprintf("%d of %d dead letters: %d delivered, %d still failing", res.Done, res.Total, res.Delivered, res.Failed)
 			})
 			fmt.Fprintf(cmd.OutOrStdout(), "delivered %d, still failing %d\n", res.Delivered, res.Failed)
+			if res.Held > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "kept %d in the queue behind an earlier one of their resource that failed again, in order\n", res.Held)
+			}
 			for _, f := range res.Failures {
 				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", f.ID, f.Error)
 			}
