@@ -68,12 +68,17 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*dead
 	return &deadLetters{js: js, stream: st}, nil
 }
 
-// put dead-letters an event for a sink.
-func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) error {
-	// One dead letter per sink and event and attempt count, even if a
-	// worker crashes between putting it and acknowledging the event.
+// put dead-letters an event for a sink. It reports whether the queue
+// already had it: one dead letter per sink and event and attempt count,
+// even if a worker crashes between putting it and acknowledging the event,
+// or the event comes again after a lost acknowledgement.
+func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) (already bool, err error) {
 	id := sink + "." + e.ID() + "." + strconv.Itoa(attempts)
-	return d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now()}, id)
+	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now()}, id)
+	if err != nil {
+		return false, err
+	}
+	return ack.Duplicate, nil
 }
 
 // moveToEnd puts a dead letter again at the end of the queue, as it was
@@ -81,17 +86,17 @@ func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res 
 func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter, e *event.Event) error {
 	// Its own id: the dead letter's would be dropped as a copy of itself.
 	id := sink + "." + e.ID() + "." + strconv.Itoa(dl.Attempts) + ".moved-from." + strconv.FormatUint(dl.seq, 10)
-	if err := d.publish(ctx, sink, e, dl, id); err != nil {
+	if _, err := d.publish(ctx, sink, e, dl, id); err != nil {
 		return err
 	}
 	return d.remove(ctx, dl)
 }
 
 // publish adds e to a sink's queue with what dl says of its deliveries.
-func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, dl DeadLetter, id string) error {
+func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, dl DeadLetter, id string) (*jetstream.PubAck, error) {
 	msg, err := events.ToMsg(*e)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	msg.Header.Set(hdrDLQSubject, msg.Subject)
 	msg.Subject = dlqSubjectRoot + sink
@@ -100,10 +105,11 @@ func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, 
 	msg.Header.Set(hdrDLQAttempts, strconv.Itoa(dl.Attempts))
 	msg.Header.Set(hdrDLQTime, dl.Time.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(nats.MsgIdHdr, id)
-	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("dead-lettering event %s: %w", e.ID(), err)
+	ack, err := d.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("dead-lettering event %s: %w", e.ID(), err)
 	}
-	return nil
+	return ack, nil
 }
 
 // putRaw dead-letters a message that is not a valid event, as it came.

@@ -120,4 +120,27 @@ func TestRetryPolicy(t *testing.T) {
 			}
 		})
 	}
+
+	// An event that comes again (an acknowledgement lost, a hand-over)
+	// and fails as before is in the queue once, and counted once.
+	t.Run("dead-lettered again when it comes again: once", func(t *testing.T) {
+		items, res := slice(true), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}
+		if o, _, err := p.failed(items, res, 1); err != nil || o != deadLettered {
+			t.Fatalf("outcome %d (err %v), want dead-lettered", o, err)
+		}
+		counted := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "dead_lettered"))
+		queued, err := m.dlq.count(ctx, "crm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, _, err := p.failed(items, res, 1); err != nil || o != deadLettered {
+			t.Fatalf("again: outcome %d (err %v), want dead-lettered", o, err)
+		}
+		if got := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "dead_lettered")) - counted; got != 0 {
+			t.Errorf("the event dead-lettered again was counted %v more times, want 0", got)
+		}
+		if n, err := m.dlq.count(ctx, "crm"); n != queued || err != nil {
+			t.Errorf("%d dead letters (%v) after the event came again, want %d", n, err, queued)
+		}
+	})
 }

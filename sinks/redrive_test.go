@@ -274,7 +274,7 @@ func BenchmarkDeadLetterPage(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := m.dlq.put(ctx, "crm", &e, Result{Status: http.StatusGone}, 1); err != nil {
+				if _, err := m.dlq.put(ctx, "crm", &e, Result{Status: http.StatusGone}, 1); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -69,7 +69,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := m.dlq.put(ctx, sink, &e, r, 1); err != nil {
+		if _, err := m.dlq.put(ctx, sink, &e, r, 1); err != nil {
 			return err
 		}
 		res.DeadLettered++

@@ -331,8 +331,15 @@ func (w *worker) ready() error {
 
 // deadLetter gives up on an event.
 func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tries int) error {
-	if err := w.dlq.put(ctx, w.name, e, res, tries); err != nil {
+	already, err := w.dlq.put(ctx, w.name, e, res, tries)
+	if err != nil {
 		return fmt.Errorf("dead-lettering: %w", err)
+	}
+	if already {
+		// The event came again (an acknowledgement lost, a hand-over) and
+		// failed as before: counted and logged the first time.
+		w.log.Debug("event dead-lettered again; the queue had it", "event_id", e.ID(), "attempt", tries)
+		return nil
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 	w.attempts.record(w.name, []*event.Event{e}, res, tries, "dead_lettered")
@@ -361,9 +368,10 @@ func (w *worker) ack(m jetstream.Msg) {
 func (w *worker) poison(ctx context.Context, m jetstream.Msg, cause error) {
 	w.log.Error("message is not a scimrelay event; dead-lettered", "subject", m.Subject(), "err", cause)
 	if err := w.dlq.putRaw(ctx, w.name, m, cause); err != nil {
-		w.log.Error("dead-lettering a malformed message failed", "err", err)
+		w.log.Error("dead-lettering a malformed message failed; it is dropped", "err", err)
+	} else {
+		w.metrics.outcome(w.name, "dead_lettered")
 	}
-	w.metrics.outcome(w.name, "dead_lettered")
 	_ = m.Term()
 }
 
@@ -372,6 +380,7 @@ func (w *worker) poisonRaw(ctx context.Context, raw *jetstream.RawStreamMsg, cau
 	w.log.Error("message is not a scimrelay event; dead-lettered", "subject", raw.Subject, "err", cause)
 	if err := w.dlq.putRaw(ctx, w.name, storedMsg{raw: raw}, cause); err != nil {
 		w.log.Error("dead-lettering a malformed message failed", "err", err)
+		return
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 }
