@@ -202,7 +202,13 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if err != nil {
 		return nil, err
 	}
-	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// No read or write timeout: an event tail and a backup stream for as
+	// long as they are read (a backup bounds its own wait). A connection
+	// kept alive with nothing asked is closed after two minutes, so that
+	// idle connections cannot pile up on a listener that needs no token
+	// for its probes.
+	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	// Tokens last: a relay that cannot start (a port taken) must not have
 	// created a token that nobody saw.
 	if s.store != nil {

@@ -201,26 +201,34 @@ func (s *session) keepIssued(it issued) string {
 	id := randomToken()[:16]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, old := range s.issued {
-		if it.at.Sub(old.at) > secretKeepFor {
-			delete(s.issued, k)
-		}
-	}
+	s.forgetExpired(it.at)
 	s.issued[id] = it
 	return id
 }
 
 // takeIssued returns a credential kept for display and forgets it: its
-// secret is shown once.
+// secret is shown once. The others kept past their display window are
+// forgotten too.
 func (s *session) takeIssued(id string, now time.Time) (issued, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it, ok := s.issued[id]
 	delete(s.issued, id)
+	s.forgetExpired(now)
 	if ok && now.Sub(it.at) > secretKeepFor {
 		return issued{}, false
 	}
 	return it, ok
+}
+
+// forgetExpired drops the credentials kept longer than secretKeepFor
+// before now; s.mu is held.
+func (s *session) forgetExpired(now time.Time) {
+	for k, it := range s.issued {
+		if now.Sub(it.at) > secretKeepFor {
+			delete(s.issued, k)
+		}
+	}
 }
 
 // say keeps a notice for the next page.

@@ -67,4 +67,13 @@ func TestIssuedShownOnce(t *testing.T) {
 	if _, ok := s.takeIssued(id, now.Add(secretKeepFor+time.Second)); ok {
 		t.Fatal("shown after it should have been dropped")
 	}
+	// A secret never displayed does not stay in memory past its window:
+	// the next display, of any other, forgets it.
+	s.keepIssued(issued{tenant: "acme", res: admin.TokenResponse{Secret: "s3"}, at: now})
+	later := now.Add(secretKeepFor + time.Second)
+	id = s.keepIssued(issued{tenant: "acme", res: admin.TokenResponse{Secret: "s4"}, at: now})
+	s.takeIssued(id, later)
+	if len(s.issued) != 0 {
+		t.Errorf("%d secrets kept past their display window", len(s.issued))
+	}
 }
