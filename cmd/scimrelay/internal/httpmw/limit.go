@@ -16,18 +16,26 @@ type Limit struct {
 	Burst int
 }
 
-// Limiter applies a token bucket per key (a tenant). It implements scim.Limiter.
+// Limiter applies a token bucket per key (a tenant, or a client's address
+// at the console's sign-in). It implements scim.Limiter.
 type Limiter struct {
 	mu       sync.Mutex
 	def      Limit
 	override map[string]Limit
 	buckets  map[string]*rate.Limiter
 	now      func() time.Time
+	// prune is how many buckets are kept before those back at full are
+	// dropped: a full bucket is as good as a new one, and keys that come
+	// from anywhere (addresses) must not grow the map without end.
+	prune int
 }
+
+// pruneBuckets is the default of Limiter.prune.
+const pruneBuckets = 10_000
 
 // NewLimiter returns a limiter with a default limit and per-tenant overrides.
 func NewLimiter(def Limit, override map[string]Limit) *Limiter {
-	return &Limiter{def: def, override: override, buckets: map[string]*rate.Limiter{}, now: time.Now}
+	return &Limiter{def: def, override: override, buckets: map[string]*rate.Limiter{}, now: time.Now, prune: pruneBuckets}
 }
 
 // Set replaces the limits (relay.yaml was reloaded). A tenant whose limit
@@ -60,9 +68,17 @@ func (l *Limiter) Allow(tenant string) (bool, time.Duration) { return l.AllowN(t
 // bucket's burst, so that the largest request a client may send can always
 // pass once the bucket is full.
 func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
+	now := l.now()
 	l.mu.Lock()
 	b, ok := l.buckets[tenant]
 	if !ok {
+		if len(l.buckets) >= l.prune {
+			for key, full := range l.buckets {
+				if full.TokensAt(now) >= float64(full.Burst()) {
+					delete(l.buckets, key)
+				}
+			}
+		}
 		lim, has := l.override[tenant]
 		if !has {
 			lim = l.def
@@ -78,7 +94,6 @@ func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 	if b.Limit() != rate.Inf {
 		n = min(n, b.Burst())
 	}
-	now := l.now()
 	r := b.ReserveN(now, n)
 	if !r.OK() {
 		return false, time.Second

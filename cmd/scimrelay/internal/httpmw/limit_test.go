@@ -3,6 +3,7 @@
 package httpmw
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -35,5 +36,36 @@ func TestAllowN(t *testing.T) {
 	unlimited := NewLimiter(Limit{}, nil)
 	if ok, _ := unlimited.AllowN("x", 1_000_000); !ok {
 		t.Fatal("rate 0 limited")
+	}
+}
+
+// TestLimiterForgetsFullBuckets: keys that come from anywhere (the
+// console's sign-in limits each client address) do not grow the limiter
+// without end: past its prune size it drops the buckets back at full, and
+// keeps the others, whose limit still holds.
+func TestLimiterForgetsFullBuckets(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewLimiter(Limit{Rate: 1, Burst: 1}, nil)
+	l.now = func() time.Time { return now }
+	l.prune = 10
+	for i := range 10 {
+		l.Allow(fmt.Sprintf("10.0.0.%d", i))
+	}
+	now = now.Add(2 * time.Second) // every bucket is full again
+	if ok, _ := l.Allow("attacker"); !ok {
+		t.Fatal("a new key refused")
+	}
+	if n := len(l.buckets); n != 1 {
+		t.Errorf("%d buckets after the full ones were dropped, want the new one", n)
+	}
+	for i := range 20 {
+		l.Allow(fmt.Sprintf("10.0.1.%d", i))
+	}
+	// None is full again yet: they are all kept, the first one's limit too.
+	if n := len(l.buckets); n != 21 {
+		t.Errorf("%d buckets, want 21: none was full", n)
+	}
+	if ok, _ := l.Allow("attacker"); ok {
+		t.Error("a key's limit was forgotten while its bucket was not full")
 	}
 }
