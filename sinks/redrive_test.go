@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -197,6 +198,35 @@ func TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails(t *testing.T) 
 	}
 	if got := queue(); len(got) != 0 {
 		t.Errorf("dead letters left: %v", got)
+	}
+}
+
+// TestReplayDeadLettersWhatFails: an event a replay cannot deliver is in
+// the queue afterwards, and counted, even when the queue just had a dead
+// letter of it with the same attempt count (a worker's, redriven since).
+func TestReplayDeadLettersWhatFails(t *testing.T) {
+	js := natsStream(t)
+	var status atomic.Int32
+	status.Store(http.StatusGone)
+	rc := newReceiver(t, func(int, *http.Request) int { return int(status.Load()) })
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	deadLetterAll(t, m, js, 2) // each refused on its first try
+	stop()
+	status.Store(http.StatusNoContent)
+	if res, err := m.Redrive(ctx, "crm", "", nil); err != nil || res.Delivered != 2 {
+		t.Fatalf("redrive: %+v, %v", res, err)
+	}
+	status.Store(http.StatusGone)
+	counted := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "dead_lettered"))
+	res, err := m.Replay(ctx, "crm", time.Now().Add(-time.Hour), nil)
+	if err != nil || res.DeadLettered != 2 {
+		t.Fatalf("replay: %+v, %v; want both dead-lettered", res, err)
+	}
+	if n, err := m.dlq.count(ctx, "crm"); n != 2 || err != nil {
+		t.Errorf("%d dead letters (%v) after a replay that dead-lettered 2", n, err)
+	}
+	if got := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "dead_lettered")) - counted; got != 2 {
+		t.Errorf("the replay's dead letters were counted %v times, want 2", got)
 	}
 }
 

@@ -5,6 +5,7 @@ package sinks
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -44,6 +45,11 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		cfg.FilterSubjects = append(cfg.FilterSubjects, events.TenantSubjects(t))
 	}
 	var res ReplayResult
+	// A replay's dead letters have ids of their own: the id of a worker's
+	// first dead letter of an event (sink, event, attempt 1) would have
+	// JetStream drop one as its copy for minutes after that one was
+	// redriven and left the queue.
+	run := strconv.FormatInt(time.Now().UnixNano(), 10)
 	err = readRange(ctx, stream, cfg, replayBatch, func(n uint64) { res.Total = n }, func(msg jetstream.Msg, _ uint64) error {
 		res.Done++
 		defer func() {
@@ -69,10 +75,13 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, err := m.dlq.put(ctx, sink, &e, r, 1); err != nil {
+		dl := DeadLetter{Status: r.Status, Error: errText(r.Err), Attempts: 1, Time: time.Now()}
+		if _, err := m.dlq.publish(ctx, sink, &e, dl, sink+"."+e.ID()+".replay."+run); err != nil {
 			return err
 		}
 		res.DeadLettered++
+		m.metrics.outcome(sink, "dead_lettered")
+		m.tries.record(sink, []*event.Event{&e}, r, 1, "dead_lettered")
 		return nil
 	})
 	if err != nil {

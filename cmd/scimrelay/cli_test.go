@@ -303,6 +303,14 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 	if code, out, _ := cli(t, "sinks", "replay", "--sink", "crm", "--since", "1h", "--config", cfg); code != exitOK || !strings.Contains(out, "replayed 1 events: 1 delivered") {
 		t.Fatalf("replay: %d %s", code, out)
 	}
+	// A replay that dead-letters what fails says so, and exits 1, as a
+	// redrive does.
+	gone.Store(true)
+	if code, out, stderr := cli(t, "sinks", "replay", "--sink", "crm", "--since", "1h", "--config", cfg); code != exitError ||
+		!strings.Contains(out, "0 delivered, 1 dead-lettered") || !strings.Contains(stderr, "1 event(s) failed and were dead-lettered") {
+		t.Fatalf("replay to a receiver that refuses: %d %s %s", code, out, stderr)
+	}
+	gone.Store(false)
 
 	// The provisioning log, filtered, as a table and as JSON.
 	var entries []relay.LogEntry

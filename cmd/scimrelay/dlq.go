@@ -190,6 +190,9 @@ job fails. Events the sink refuses are dead-lettered.`,
 				return fmt.Sprintf("%d of at most %d events read: %d delivered, %d dead-lettered", res.Done, res.Total, res.Delivered, res.DeadLettered)
 			})
 			fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events: %d delivered, %d dead-lettered\n", res.Matched, res.Delivered, res.DeadLettered)
+			if err == nil && res.DeadLettered > 0 {
+				err = fmt.Errorf("%d event(s) failed and were dead-lettered (scimrelay dlq list --sink %s)", res.DeadLettered, sink)
+			}
 			return err
 		},
 	}
