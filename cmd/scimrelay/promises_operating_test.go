@@ -25,6 +25,61 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
+// TestAdminTokenFileIsItsOwners: the generated admin token is read only
+// from a regular file, never through a link someone put in its place; a
+// file others could read is made its owner's alone, with a warning.
+func TestAdminTokenFileIsItsOwners(t *testing.T) {
+	var logBuf eventstest.Log
+	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg := testConfig(t, t.TempDir())
+	cfg.Admin.Token = ""
+	path := cfg.AdminTokenPath()
+
+	// A token file others can read.
+	if err := os.WriteFile(path, []byte("scimrelay_admin_known-to-others\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	if tok, err := adminToken(cfg, log); err != nil || tok != "scimrelay_admin_known-to-others" {
+		t.Fatalf("admin token from a 0644 file: %q, %v", tok, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the token file after it was read: %v, %v; want mode 0600", fi.Mode().Perm(), err)
+	}
+	if !strings.Contains(logBuf.String(), "readable by others") {
+		t.Errorf("no warning that the token file was readable by others:\n%s", logBuf.String())
+	}
+
+	// A link in the token file's place, to a file others can read.
+	elsewhere := filepath.Join(t.TempDir(), "planted")
+	if err := os.WriteFile(elsewhere, []byte("scimrelay_admin_planted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, path); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := adminToken(cfg, log); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("admin token through a link: %q, %v; want it refused", tok, err)
+	}
+
+	// None there: a new one, its owner's alone.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := adminToken(cfg, log)
+	if err != nil || !strings.HasPrefix(tok, "scimrelay_admin_") {
+		t.Fatalf("generated admin token: %q, %v", tok, err)
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the generated token file: %v, %v; want a regular file of mode 0600", fi.Mode(), err)
+	}
+}
+
 // TestGeneratedAdminToken holds the README's Operating section to who can
 // reach the admin listener: with admin.token empty, serve writes a token
 // of its own to data_dir/admin.token (readable by its owner only, never

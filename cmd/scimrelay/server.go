@@ -385,26 +385,53 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 		return cfg.Admin.Token, nil
 	}
 	path := cfg.AdminTokenPath()
-	if b, err := os.ReadFile(path); err == nil {
-		if tok := strings.TrimSpace(string(b)); tok != "" {
-			return tok, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("reading the admin token: %w", err)
+	if tok, err := readAdminTokenFile(path, log); err != nil || tok != "" {
+		return tok, err
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", err
 	}
 	tok := "scimrelay_admin_" + base64.RawURLEncoding.EncodeToString(raw[:])
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return "", err
+	// As carefully as the first SCIM tokens: created exclusively, 0600,
+	// never through a link.
+	f, err := openSecretFile(path)
+	if err == nil {
+		_, err = f.WriteString(tok + "\n")
+		err = errors.Join(err, f.Close())
 	}
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing the admin token: %w", err)
+	if err != nil {
+		return "", fmt.Errorf("writing the admin token to %s: %w", path, err)
 	}
 	log.Info("generated an admin token for the CLI", "path", path)
 	return tok, nil
+}
+
+// readAdminTokenFile reads the admin token serve generated before; "" when
+// there is none. The file must be a regular one; one others could read is
+// made its owner's alone, with a warning, since the token may be known.
+func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading the admin token: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("reading the admin token: %s is not a regular file (a symbolic link?); remove it and serve writes a new one", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", fmt.Errorf("reading the admin token: making %s its owner's alone: %w", path, err)
+		}
+		log.Warn("the admin token file was readable by others; it is now its owner's alone. Treat the token as known: delete the file and restart to have a new one", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the admin token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // adminListenerHandler serves the admin listener: the admin API, and the
