@@ -425,7 +425,7 @@ func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
 		if err := os.Chmod(path, 0o600); err != nil {
 			return "", fmt.Errorf("reading the admin token: making %s its owner's alone: %w", path, err)
 		}
-		log.Warn("the admin token file was readable by others; it is now its owner's alone. Treat the token as known: delete the file and restart to have a new one", "path", path, "mode", fi.Mode().Perm().String())
+		log.Warn("the admin token file was readable by others (its group, or everyone; a volume's fsGroup does this); it is now its owner's alone. If someone could have read it, delete the file and restart for a new token", "path", path, "mode", fi.Mode().Perm().String())
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
