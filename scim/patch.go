@@ -627,7 +627,10 @@ func normalizeElement(ap AttrPath, v any) (map[string]any, error) {
 // applyMembers turns an op on a Group's members into MemberOps.
 func applyMembers(op patchOp, u *Update) error {
 	pp := op.path
-	if pp.sub.Name != "" {
+	if pp.sub.Name != "" || pp.attr.Sub != "" {
+		// members.display, members[value eq "x"].type: a member's
+		// sub-attributes are not changed one by one. Read as the whole
+		// members, a remove of members.display would remove every member.
 		return Errorf(ErrInvalidPath, "Operations[%d]: members are added and removed whole; %s cannot be changed", op.index, pp.text)
 	}
 	switch {

@@ -274,6 +274,12 @@ func TestPatchErrors(t *testing.T) {
 		{"member without value", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"display":"x"}]}`), ErrInvalidValue, "has no value"},
 		{"member value not a string", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"value":5}]}`), ErrInvalidValue, "must be a string"},
 		{"change a member's sub-attribute", GroupResourceType, patchBody(`{"op":"replace","path":"members[value eq \"u\"].display","value":"x"}`), ErrInvalidPath, "cannot be changed"},
+		// Without a filter, each of these once acted on the whole members:
+		// the remove removed every member, the replace and add took the
+		// value for member ids.
+		{"remove of every member's display", GroupResourceType, patchBody(`{"op":"remove","path":"members.display"}`), ErrInvalidPath, "cannot be changed"},
+		{"replace of every member's display", GroupResourceType, patchBody(`{"op":"replace","path":"members.display","value":"u"}`), ErrInvalidPath, "cannot be changed"},
+		{"add of a member's type", GroupResourceType, patchBody(`{"op":"add","path":"members.type","value":"u"}`), ErrInvalidPath, "cannot be changed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
