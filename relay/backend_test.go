@@ -241,6 +241,16 @@ func TestRequiredAttributes(t *testing.T) {
 		})
 	}
 	u := create(t, s, "strict", user(t, full))
+	// A complex attribute without a value sub-attribute can be required:
+	// a user with a name is taken, one whose name holds nothing is not.
+	named, err := Open(filepath.Join(t.TempDir(), "named.db"), Options{Now: c.now, Tenants: []TenantOptions{{Name: "named", Required: []string{"name", "addresses"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer named.Close()
+	create(t, named, "named", user(t, `"userName":"bob","name":{"familyName":"Lee"},"addresses":[{"locality":"Oslo"}]`))
+	_, err = named.Create(ctx, "named", user(t, `"userName":"cy","name":{"familyName":""},"addresses":[{"locality":"Oslo"}]`))
+	wantErr(t, err, scim.ErrInvalidValue, "attribute name is required in tenant named")
 	// Removing a required attribute is refused, and changes nothing.
 	_, err = patch(t, s, "strict", scim.UserResourceType, u.ID(), `{"op":"remove","path":"name.givenName"}`)
 	wantErr(t, err, scim.ErrInvalidValue, "attribute name.givenName is required in tenant strict")

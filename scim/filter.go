@@ -824,7 +824,8 @@ func lookupAttr(obj map[string]any, p AttrPath) any {
 
 // eachValue calls f with every value at p: the attribute's value, each value
 // of a multi-valued one, or the sub-attribute of each element. A complex value
-// compared without a sub-attribute is compared by its "value" sub-attribute.
+// named without a sub-attribute is its "value" sub-attribute when it has one
+// (emails, members), and itself when it has none (name, addresses, meta).
 // f returns true to stop.
 func eachValue(obj map[string]any, p AttrPath, f func(any) bool) {
 	v := lookupAttr(obj, p)
@@ -832,7 +833,7 @@ func eachValue(obj map[string]any, p AttrPath, f func(any) bool) {
 		return
 	}
 	sub := p.Sub
-	if sub == "" && p.attr != nil && p.attr.Type == Complex {
+	if sub == "" && p.attr != nil && p.attr.Type == Complex && p.attr.Sub("value") != nil {
 		sub = "value"
 	}
 	visit := func(el any) bool {
@@ -862,7 +863,10 @@ func eachValue(obj map[string]any, p AttrPath, f func(any) bool) {
 	visit(v)
 }
 
-// empty reports whether a value counts as unassigned for "pr".
+// empty reports whether a value counts as unassigned for "pr": nothing, an
+// empty string, or a complex value none of whose sub-attributes is
+// assigned (RFC 7644 §3.4.2.2: a complex attribute is present when it
+// "contains a non-empty node").
 func empty(v any) bool {
 	switch v := v.(type) {
 	case nil:
@@ -872,7 +876,12 @@ func empty(v any) bool {
 	case []any:
 		return len(v) == 0
 	case map[string]any:
-		return len(v) == 0
+		for _, sv := range v {
+			if !empty(sv) {
+				return false
+			}
+		}
+		return true
 	}
 	return false
 }

@@ -62,6 +62,12 @@ func TestFilterMatch(t *testing.T) {
 		{`title le "tour guide"`, true},
 		{`title pr`, true},
 		{`nickName pr`, false},
+		// A complex attribute without a value sub-attribute is present
+		// when one of its sub-attributes is.
+		{`name pr`, true},
+		{`not (name pr)`, false},
+		{`addresses pr`, false},
+		{`meta pr`, true},
 		{`nickName eq null`, true},
 		{`title ne null`, true},
 		{`active eq true`, true},
