@@ -538,7 +538,13 @@ func (p *filterParser) resolve(s string) (AttrPath, error) {
 	if p.parent != nil {
 		return p.parent.elementPath(s)
 	}
-	return p.rt.ParsePath(s)
+	path, err := p.rt.ParsePath(s)
+	if err == nil && path.Name == "" {
+		// A path may name a whole extension (PATCH takes one); a filter
+		// compares attributes, and would match nothing.
+		return AttrPath{}, p.errorf("%s names a whole extension; filter on one of its attributes", s)
+	}
+	return path, err
 }
 
 // --- expressions

@@ -137,6 +137,8 @@ func TestFilterErrors(t *testing.T) {
 		{``, "expected an attribute"},
 		{`userName co null`, "cannot compare with null"},
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:shoeSize eq "9"`, "shoeSize"},
+		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User pr`, "names a whole extension"},
+		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User eq "x"`, "names a whole extension"},
 		{strings.Repeat(`userName eq "a" or `, 120) + `userName eq "b"`, "more than 100 terms"},
 		{strings.Repeat("(", 40) + `userName eq "a"` + strings.Repeat(")", 40), "deeper than 32"},
 		{strings.Repeat("a", MaxFilterLength+1), "limit is 4096"},
