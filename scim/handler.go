@@ -794,7 +794,7 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 	}
 	// Stream members: the object is closed after them.
 	b = b[:len(b)-1]
-	subs := proj.subFilter("members")
+	subs := proj.subFilter("members", memberFields[:])
 	after := ""
 	first := true
 	for {
@@ -829,6 +829,10 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 }
 
 // appendMember writes one member object; subs limits it to those sub-attributes.
+// memberFields are a member's sub-attributes, in the order an answer
+// writes them.
+var memberFields = [...]string{"value", "$ref", "display", "type"}
+
 func appendMember(b []byte, m Member, base string, subs []string) []byte {
 	ref := m.Ref
 	if ref == "" && m.Value != "" {
@@ -838,7 +842,7 @@ func appendMember(b []byte, m Member, base string, subs []string) []byte {
 		}
 		ref = Location(base, rt, m.Value)
 	}
-	fields := [...]struct{ name, value string }{{"value", m.Value}, {"$ref", ref}, {"display", m.Display}, {"type", m.Type}}
+	fields := [len(memberFields)]struct{ name, value string }{{memberFields[0], m.Value}, {memberFields[1], ref}, {memberFields[2], m.Display}, {memberFields[3], m.Type}}
 	b = append(b, '{')
 	wrote := false
 	for _, f := range fields {

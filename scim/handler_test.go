@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -577,6 +579,19 @@ func TestLargeGroupStreams(t *testing.T) {
 	}
 	if r := ts.do("GET", "/Groups/"+gid+"?excludedAttributes=members", "").want(t, 200); strings.Contains(string(r.body), "members") {
 		t.Fatal("excludedAttributes=members returned members")
+	}
+	// Members' sub-attributes are excluded one by one, too (RFC 7644 §3.9).
+	for query, want := range map[string][]string{
+		"excludedAttributes=members.$ref":                                        {"display", "type", "value"},
+		"excludedAttributes=members.value,members.$ref":                          {"display", "type"},
+		"attributes=members&excludedAttributes=members.$ref":                     {"display", "type", "value"},
+		"attributes=members.value,members.$ref&excludedAttributes=members.value": {"$ref"},
+	} {
+		r := ts.do("GET", "/Groups/"+gid+"?"+strings.ReplaceAll(query, "$", "%24"), "").want(t, 200)
+		first := r.json["members"].([]any)[0].(map[string]any)
+		if got := slices.Sorted(maps.Keys(first)); !slices.Equal(got, want) {
+			t.Errorf("%s: a member holds %v, want %v", query, got, want)
+		}
 	}
 }
 

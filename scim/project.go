@@ -2,7 +2,10 @@
 
 package scim
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Projection is what the attributes and excludedAttributes query parameters
 // ask for (RFC 7644 §3.9). The zero value returns every attribute returned
@@ -63,19 +66,36 @@ func (p *Projection) Wants(name string) bool {
 	return false
 }
 
-// subFilter returns which sub-attributes of the top-level core attribute
-// name to keep: nil for all of them.
-func (p *Projection) subFilter(name string) []string {
-	var subs []string
+// subFilter returns which of the sub-attributes all of the top-level core
+// attribute name to keep: those attributes names (all when it names the
+// attribute, or none of it), less those excludedAttributes names; nil for
+// all of them.
+func (p *Projection) subFilter(name string, all []string) []string {
+	keep, whole := []string(nil), len(p.include) == 0
 	for _, i := range p.include {
 		if i.URN == "" && i.Name == name {
 			if i.Sub == "" {
-				return nil
+				whole = true
+			} else {
+				keep = append(keep, i.Sub)
 			}
-			subs = append(subs, i.Sub)
 		}
 	}
-	return subs
+	if whole {
+		keep = all
+	}
+	out := keep[:0:0]
+	for _, sub := range keep {
+		if !slices.ContainsFunc(p.exclude, func(e AttrPath) bool {
+			return e.URN == "" && e.Name == name && strings.EqualFold(e.Sub, sub)
+		}) {
+			out = append(out, sub)
+		}
+	}
+	if whole && len(out) == len(all) {
+		return nil
+	}
+	return out
 }
 
 // Apply returns a copy of r holding only what the projection keeps. Values
