@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -72,6 +73,11 @@ func readValue(dec *jsontext.Decoder) (any, error) {
 				return nil, err
 			}
 			key := name.String() // before the next read voids name
+			if _, twice := obj[key]; twice {
+				// The last would win silently; the same name in another
+				// case is refused too (parse).
+				return nil, fmt.Errorf("the name %q is given twice in one object", key)
+			}
 			v, err := readValue(dec)
 			if err != nil {
 				return nil, err

@@ -5,6 +5,8 @@ package scim
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"github.com/go-json-experiment/json/jsontext"
 	"reflect"
 	"strings"
 	"testing"
@@ -64,6 +66,14 @@ func checkDecodeAgrees(t *testing.T, data []byte) {
 	t.Helper()
 	want, wantOK := decodeStd(data)
 	got, err := decodeObject(data, "request body")
+	if wantOK && duplicateNames(data) {
+		// encoding/json keeps the last; decodeObject refuses the object.
+		var se *Error
+		if err == nil || !asSCIM(err, &se) || se.Type != "invalidSyntax" || !strings.Contains(err.Error(), "given twice") {
+			t.Fatalf("%q gives a name twice: decodeObject %v, want an invalidSyntax error saying so", data, err)
+		}
+		return
+	}
 	switch {
 	case wantOK && err != nil:
 		t.Fatalf("%q: encoding/json decodes it, decodeObject: %v", data, err)
@@ -76,6 +86,16 @@ func checkDecodeAgrees(t *testing.T, data []byte) {
 		}
 	case !reflect.DeepEqual(got, want):
 		t.Fatalf("%q:\n got %#v\nwant %#v", data, got, want)
+	}
+}
+
+// duplicateNames reports whether an object in data gives a name twice.
+func duplicateNames(data []byte) bool {
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowInvalidUTF8(true))
+	for {
+		if _, err := dec.ReadToken(); err != nil {
+			return errors.Is(err, jsontext.ErrDuplicateName)
+		}
 	}
 }
 

@@ -113,6 +113,8 @@ func TestParseResourceErrors(t *testing.T) {
 		{"string for a complex value", UserResourceType, `{` + userSchemas + `,"userName":"a","name":"Ann"}`, ErrInvalidValue, "name must be a JSON object"},
 		{"two values for a single complex", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":[{"value":"a"},{"value":"b"}]}}`, ErrInvalidValue, "single-valued"},
 		{"same attribute twice", UserResourceType, `{` + userSchemas + `,"userName":"a","USERNAME":"b"}`, ErrInvalidValue, "given twice"},
+		{"same name twice", UserResourceType, `{` + userSchemas + `,"userName":"a","active":"False","active":true}`, ErrInvalidSyntax, `the name "active" is given twice`},
+		{"same name twice in a complex value", UserResourceType, `{` + userSchemas + `,"userName":"a","name":{"givenName":"A","givenName":"B"}}`, ErrInvalidSyntax, `the name "givenName" is given twice`},
 		{"extension that is not an object", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":"x"}`, ErrInvalidValue, "must be a JSON object"},
 		{"an unknown schema URN without the resource type's anchor", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:a:b:c":"x"}`, ErrInvalidValue, "unknown schema"},
 		{"two primary emails (RFC 7643 §2.4)", UserResourceType, `{` + userSchemas + `,"userName":"a","emails":[{"value":"a@x","primary":true},{"value":"b@x","primary":true}]}`, ErrInvalidValue, "emails has 2 values marked primary"},
