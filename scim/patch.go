@@ -432,8 +432,19 @@ func applyPlain(r *Resource, op patchOp) error {
 		for k, v := range cur {
 			merged[k] = v
 		}
-		for k, v := range value.(map[string]any) {
+		given := value.(map[string]any)
+		for k, v := range given {
 			merged[k] = v
+		}
+		// A new value names another resource (Entra replaces a manager by
+		// its id alone): what described the old one goes with it, unless
+		// given anew.
+		if v, ok := given["value"]; ok && cur != nil && cur["value"] != v {
+			for _, derived := range []string{"$ref", "display", "displayName"} {
+				if _, anew := given[derived]; !anew {
+					delete(merged, derived)
+				}
+			}
 		}
 		obj[name] = merged
 	default:

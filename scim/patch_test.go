@@ -107,6 +107,12 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"active"},
 		},
 		{
+			name:    "a new manager by id alone does not keep the old one's $ref and name",
+			ops:     `{"op":"Add","path":"manager","value":{"value":"m1","$ref":"https://r.example.com/Users/m1","displayName":"Old Boss"}},{"op":"Replace","path":"manager","value":"m2"}`,
+			want:    map[string]string{ent + ":manager": `{"value":"m2"}`},
+			changes: []string{ent + ":manager.value"},
+		},
+		{
 			name:    "manager by unqualified path with a bare string, then cleared",
 			ops:     `{"op":"Add","path":"manager","value":"m1"},{"op":"Replace","path":"manager","value":""}`,
 			want:    map[string]string{ent + ":manager": ``},
