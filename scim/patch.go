@@ -249,6 +249,12 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 			return nil, err
 		}
 	}
+	// Values the ops left repeating one another (a replace of emails
+	// with the same one twice, a filtered replace that made two work
+	// emails alike) are merged, as a POST's and a PUT's are.
+	if err := next.checkMultiValued(); err != nil {
+		return nil, err
+	}
 	if err := next.check(); err != nil {
 		return nil, err
 	}

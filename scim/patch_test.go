@@ -107,6 +107,12 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"active"},
 		},
 		{
+			name:    "a replace that repeats a value stores it once",
+			ops:     `{"op":"replace","path":"phoneNumbers","value":[{"value":"+1 555 0100","type":"work","primary":true},{"value":"+1 555 0100","type":"work","primary":true}]}`,
+			want:    map[string]string{"phoneNumbers": `[{"primary":true,"type":"work","value":"+1 555 0100"}]`},
+			changes: []string{"phoneNumbers"},
+		},
+		{
 			name:    "a new manager by id alone does not keep the old one's $ref and name",
 			ops:     `{"op":"Add","path":"manager","value":{"value":"m1","$ref":"https://r.example.com/Users/m1","displayName":"Old Boss"}},{"op":"Replace","path":"manager","value":"m2"}`,
 			want:    map[string]string{ent + ":manager": `{"value":"m2"}`},
