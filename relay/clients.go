@@ -157,14 +157,17 @@ func (s *Store) authenticateClient(tenantName, clientID, secret string) (*stored
 	st, ok := s.tokens.byID[clientID]
 	s.tokens.mu.RUnlock()
 	h := hashToken(secret)
-	if !ok || subtle.ConstantTimeCompare(h[:], st.Hash) != 1 || st.Kind != KindClient || !known {
+	if !ok || subtle.ConstantTimeCompare(h[:], st.Hash) != 1 || st.Kind != KindClient {
 		return nil, refuseClient(ErrInvalidClient, "invalid client credentials")
 	}
 	if err := clientLive(st, s.now()); err != nil {
 		return nil, err
 	}
-	if st.Tenant != tenantName {
-		return nil, refuseClient(ErrClientTenant, "client %s belongs to another tenant; use that tenant's token endpoint", st.ID)
+	// A live client asking at another name's endpoint gets the same answer
+	// whether that name is a tenant or not: its holder learns nothing about
+	// which tenants exist.
+	if st.Tenant != tenantName || !known {
+		return nil, refuseClient(ErrClientTenant, "client %s is not a client of this tenant; use its own tenant's token endpoint", st.ID)
 	}
 	return st, nil
 }

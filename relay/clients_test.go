@@ -145,8 +145,8 @@ func TestClientAuthentication(t *testing.T) {
 	}{
 		{"wrong secret", "acme", cl.ID, secret + "x", ErrInvalidClient, "invalid client credentials"},
 		{"unknown client", "acme", "cli_0000000000000000", secret, ErrInvalidClient, "invalid client credentials"},
-		{"unknown tenant", "initech", cl.ID, secret, ErrInvalidClient, "invalid client credentials"},
-		{"another tenant", "globex", cl.ID, secret, ErrClientTenant, "belongs to another tenant"},
+		{"another tenant", "globex", cl.ID, secret, ErrClientTenant, "not a client of this tenant"},
+		{"a name that is no tenant", "initech", cl.ID, secret, ErrClientTenant, "not a client of this tenant"},
 		{"empty secret", "acme", cl.ID, "", ErrInvalidClient, "invalid client credentials"},
 	}
 	for _, tt := range tests {

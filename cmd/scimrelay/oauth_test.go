@@ -163,9 +163,11 @@ func TestOAuthClientCredentials(t *testing.T) {
 	p.tokenRequest("acme", grant(), "").wantError(t, 401, "invalid_client", "no client authentication")
 	p.tokenRequest("acme", grant("grant_type", "password"), acme.id+":"+acme.secret).wantError(t, 400, "unsupported_grant_type", "client_credentials")
 	p.tokenRequest("acme", url.Values{}, acme.id+":"+acme.secret).wantError(t, 400, "invalid_request", "grant_type is missing")
-	p.tokenRequest("initech", grant(), acme.id+":"+acme.secret).wantError(t, 401, "invalid_client", "invalid client credentials")
-	// A client of another tenant: authenticated, but not for this endpoint.
-	p.tokenRequest("globex", grant(), acme.id+":"+acme.secret).wantError(t, 400, "unauthorized_client", "another tenant")
+	// A client of another tenant: authenticated, but not for this endpoint;
+	// the same answer at a name that is no tenant, so that a client's holder
+	// cannot tell tenants from other names.
+	p.tokenRequest("globex", grant(), acme.id+":"+acme.secret).wantError(t, 400, "unauthorized_client", "not a client of this tenant")
+	p.tokenRequest("initech", grant(), acme.id+":"+acme.secret).wantError(t, 400, "unauthorized_client", "not a client of this tenant")
 	// A SCIM bearer token is no client secret.
 	p.tokenRequest("acme", grant("client_id", "tok_x", "client_secret", acmeToken), "").wantError(t, 401, "invalid_client", "invalid client credentials")
 	bad := func(method, ctype, query, body string) tokenReply {
@@ -279,6 +281,15 @@ func TestOAuthRateLimit(t *testing.T) {
 	}
 	p.tokenRequest("globex", grant(), globex.id+":"+globex.secret).accessToken(t)
 	p.scim("acme", acmeToken, "GET", "/Users", "").want(t, 200)
+	// Names that are no tenant have buckets of their own too: spending one
+	// leaves the others answering as a tenant's would, so that the limit
+	// cannot tell tenants from other names.
+	for range 8 {
+		p.tokenRequest("nosuch", grant(), acme.id+":wrong-secret")
+	}
+	if r := p.tokenRequest("ghost", grant(), acme.id+":wrong-secret"); r.status != 401 {
+		t.Errorf("an unknown name after another unknown one spent its bucket: %d, want 401 as for a tenant", r.status)
+	}
 }
 
 // TestTokenEndpointAdvertised: ServiceProviderConfig lists the oauth2

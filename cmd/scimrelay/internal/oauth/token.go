@@ -176,11 +176,10 @@ func (h *Handler) serve(r *http.Request, info *scim.RequestInfo) (relay.AccessTo
 		info.Tenant = tenant
 	}
 	if h.o.Limiter != nil {
-		key := tenant
-		if !known {
-			key = "" // unknown tenants share one bucket
-		}
-		if ok, wait := h.o.Limiter.Allow(key); !ok {
+		// Every name its own bucket, known or not: a bucket shared by the
+		// unknown names would tell them from the known ones once spent.
+		// (The limiter drops buckets back at full past 10,000.)
+		if ok, wait := h.o.Limiter.Allow(tenant); !ok {
 			te := fail(http.StatusTooManyRequests, errInvalidRequest, "too many token requests for this tenant; retry later")
 			te.retryAfter = wait
 			return relay.AccessToken{}, te
