@@ -201,13 +201,15 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	if valid {
 		return nil
 	}
-	if strings.HasPrefix(secret, AccessTokenPrefix) {
-		return s.authenticateAccessToken(tenantName, known, secret)
-	}
 	c := s.tokens
 	c.mu.RLock()
 	match := c.byHash[h]
 	c.mu.RUnlock()
+	// A stored token is looked up first: one in 262,144 of them begins as
+	// an access token does ("scimrelay_" and three random characters).
+	if match == nil && strings.HasPrefix(secret, AccessTokenPrefix) {
+		return s.authenticateAccessToken(tenantName, known, secret)
+	}
 	if match != nil && (match.Kind != KindToken || match.Tenant != tenantName) {
 		match = nil
 	}

@@ -86,6 +86,28 @@ func TestAuthenticate(t *testing.T) {
 
 // TestRotateToken: every other live token of the tenant expires after the
 // overlap, unless it expires sooner already; other tenants are untouched.
+// TestStoredTokenThatLooksLikeAnAccessToken: a stored token's secret is
+// "scimrelay_" and 43 random characters, so one in 262,144 begins
+// "scimrelay_at_" as an access token does; it works as any other.
+func TestStoredTokenThatLooksLikeAnAccessToken(t *testing.T) {
+	s, c, _ := openStore(t)
+	secret := AccessTokenPrefix + strings.Repeat("A", 40)
+	h := hashToken(secret)
+	st := &storedToken{Token: Token{Kind: KindToken, ID: "tok_0000000000aa", Tenant: "acme", Name: "lucky", Created: c.now()}, Hash: h[:]}
+	s.tokens.writeMu.Lock()
+	err := s.putTokens(ctx, st)
+	s.tokens.writeMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authenticate(ctx, "acme", secret); err != nil {
+		t.Fatalf("a stored token beginning %s: %v", AccessTokenPrefix, err)
+	}
+	if err := s.Authenticate(ctx, "globex", secret); err == nil {
+		t.Fatal("acme's stored token works for globex")
+	}
+}
+
 func TestRotateToken(t *testing.T) {
 	s, c, _ := openStore(t)
 	never, _, _ := s.Tokens().Create(ctx, "globex", "never", time.Time{})
