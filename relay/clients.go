@@ -36,6 +36,12 @@ import (
 // AccessTokenPrefix starts every access token.
 const AccessTokenPrefix = "scimrelay_at_"
 
+// MaxAccessTokenLifetime is the longest an access token lives
+// (oauth.token_lifetime at most). A token that says it lives longer was
+// not issued by this relay, whoever signed it (the signing key is in the
+// data file, and so in its backups).
+const MaxAccessTokenLifetime = 24 * time.Hour
+
 // DefaultAccessTokenLifetime is how long an access token lives unless
 // configured otherwise: an hour, as is usual for client credentials.
 const DefaultAccessTokenLifetime = time.Hour
@@ -201,8 +207,12 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 		return invalid
 	}
 	now := s.now()
-	if exp := time.Unix(claims.Expires, 0); !now.Before(exp) {
+	exp := time.Unix(claims.Expires, 0)
+	if !now.Before(exp) {
 		return scim.Errorf(scim.ErrUnauthorized, "access token expired at %s; request a new one from the token endpoint", exp.UTC().Format(time.RFC3339))
+	}
+	if exp.After(now.Add(MaxAccessTokenLifetime + time.Minute)) { // a minute for clocks
+		return invalid
 	}
 	s.tokens.mu.RLock()
 	st, ok := s.tokens.byID[claims.Client]

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,12 @@ func TestAccessTokens(t *testing.T) {
 	wantErr(t, s.Authenticate(ctx, "globex", forged), scim.ErrUnauthorized, "invalid bearer token")
 	wantErr(t, s.Authenticate(ctx, "acme", at.Token[:len(at.Token)-2]+"AA"), scim.ErrUnauthorized, "invalid bearer token")
 	wantErr(t, s.Authenticate(ctx, "acme", AccessTokenPrefix+"garbage"), scim.ErrUnauthorized, "invalid bearer token")
+	// One that says it lives longer than any the relay issues was not
+	// issued by it, even with a valid signature (the key is in backups).
+	longPayload, _ := json.Marshal(accessClaims{Tenant: "acme", Client: cl.ID, Expires: c.now().Add(30 * 24 * time.Hour).Unix()})
+	long := AccessTokenPrefix + base64.RawURLEncoding.EncodeToString(longPayload)
+	long += "." + base64.RawURLEncoding.EncodeToString(s.sign(long))
+	wantErr(t, s.Authenticate(ctx, "acme", long), scim.ErrUnauthorized, "invalid bearer token")
 
 	// A restart keeps the key, so the token stays valid.
 	if err := s.Close(); err != nil {

@@ -47,7 +47,7 @@ const (
 	minBulkOps, maxBulkOps     = 1, 100_000
 	minBulkPayload             = 1 << 10
 	maxBulkPayload             = 256 << 20
-	minTokenLife, maxTokenLife = time.Minute, 24 * time.Hour
+	minTokenLife, maxTokenLife = time.Minute, relay.MaxAccessTokenLifetime
 )
 
 // checkConfig builds every component's options from cfg for role and asks

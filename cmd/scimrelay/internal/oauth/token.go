@@ -190,7 +190,7 @@ func (h *Handler) serve(r *http.Request, info *scim.RequestInfo) (relay.AccessTo
 		return relay.AccessToken{}, err
 	}
 	id, secret, err := clientCredentials(r, form)
-	info.Name = truncate(id, 64)
+	info.Name = clientIDForLog(id)
 	if err != nil {
 		return relay.AccessToken{}, err
 	}
@@ -317,6 +317,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// clientIDForLog is what the provisioning log says of a client id: the id
+// when it has a client id's form (cli_ and 16 hex digits), and otherwise
+// not what was sent, which may be the secret given in the id's place.
+func clientIDForLog(id string) string {
+	if hex, ok := strings.CutPrefix(id, "cli_"); ok && len(hex) == 16 && strings.Trim(hex, "0123456789abcdef") == "" {
+		return id
+	}
+	if id == "" {
+		return ""
+	}
+	return "(not a client id)"
 }
 
 func truncate(s string, n int) string {

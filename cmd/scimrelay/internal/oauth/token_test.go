@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -132,5 +133,19 @@ func TestTokenEndpointDetails(t *testing.T) {
 	if last.Operation != "token" || last.Tenant != "acme" || last.Name != cl.ID || last.Status != 401 ||
 		last.Detail != "invalid_client: invalid client credentials" {
 		t.Fatalf("log info %+v", last)
+	}
+	// The secret sent in the id's place (the two swapped) is not logged
+	// as the client id.
+	before := len(seen.all())
+	post(t, srv.URL+"/oauth2/acme/token", "", "grant_type=client_credentials&client_id="+secret+"&client_secret="+cl.ID)
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if infos := seen.all(); len(infos) > before {
+			last = infos[before]
+			return nil
+		}
+		return errors.New("the swapped request is not observed yet")
+	})
+	if last.Name != "(not a client id)" || strings.Contains(fmt.Sprintf("%+v", last), secret) {
+		t.Fatalf("log info of a request with the secret as its id: %+v", last)
 	}
 }
