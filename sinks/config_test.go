@@ -31,6 +31,11 @@ func TestCheck(t *testing.T) {
 		{"retry", []Config{good(func(c *Config) { c.Retry = Schedule{time.Second, 0} })}, []string{"sinks[0].retry[1]: must be positive"}},
 		{"url", []Config{good(func(c *Config) { c.URL = "ftp://x" })}, []string{`sinks[0].url: must be an absolute http(s) URL, got "ftp://x"`}},
 		{"loopback", []Config{good(func(c *Config) { c.URL = "http://127.0.0.1:9000/h" })}, []string{"sinks[0].url: 127.0.0.1 is a loopback, private or link-local address; set allow_private: true"}},
+		// Hosts the relay and a proxy would read differently.
+		{"fullwidth digits", []Config{good(func(c *Config) { c.URL = "https://１０.０.０.１/h" })}, []string{`sinks[0].url: "１０.０.０.１" is not written in ASCII; write it as "10.0.0.1"`}},
+		{"decimal IPv4", []Config{good(func(c *Config) { c.URL = "http://2852039166/h" })}, []string{`sinks[0].url: "2852039166" is an IPv4 address written other than in dotted decimal`}},
+		{"hex IPv4", []Config{good(func(c *Config) { c.URL = "http://0xa9.0xfe.0xa9.0xfe/h" })}, []string{`sinks[0].url: "0xa9.0xfe.0xa9.0xfe" is an IPv4 address written other than in dotted decimal`}},
+		{"octal IPv4", []Config{good(func(c *Config) { c.URL = "http://0177.0.0.1/h"; c.AllowPrivate = true })}, []string{`sinks[0].url: "0177.0.0.1" is an IPv4 address written other than in dotted decimal`}},
 		{"secret missing", []Config{good(func(c *Config) { c.Secret = "" })}, []string{"sinks[0].secret: must be whsec_"}},
 		{"format", []Config{good(func(c *Config) { c.Format = "xml" })}, []string{`sinks[0].format: must be binary or structured, got "xml"`}},
 		{"timeout", []Config{good(func(c *Config) { c.Timeout = time.Hour })}, []string{"sinks[0].timeout: must be between 0 and 5m0s, got 1h0m0s"}},

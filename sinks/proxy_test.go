@@ -128,6 +128,14 @@ func TestProxyWithGuard(t *testing.T) {
 
 	// NO_PROXY: the relay dials the target itself, and the dial guard decides.
 	d := build("https://direct.example/hook", true).client.HTTPClient.Transport.(keptAlive).RoundTripper.(*http.Transport)
+	// A host the relay's resolver does not know, but a proxy's would read
+	// as an address, is refused before the proxy is asked (relay.yaml
+	// refuses it already; this is the request's own check).
+	for _, host := range []string{"2852039166", "0xa9.0xfe.0xa9.0xfe", "１６９.２５４.１６９.２５４"} {
+		if u, err := d.Proxy(&http.Request{URL: &url.URL{Scheme: "https", Host: host, Path: "/hook"}}); u != nil || err == nil {
+			t.Errorf("a target %q through the proxy: proxy %v, %v; want it refused", host, u, err)
+		}
+	}
 	if u, err := d.Proxy(&http.Request{URL: mustURL(t, "https://direct.example/hook")}); u != nil || err != nil {
 		t.Fatalf("NO_PROXY: proxy %v, %v", u, err)
 	}

@@ -10,10 +10,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpproxy"
+	"golang.org/x/net/idna"
 )
 
 // The SSRF guard: a sink may not reach loopback, private, link-local,
@@ -29,10 +33,14 @@ type refusedError struct {
 	// (a target checked before a proxy reaches it), "" when dialled.
 	proxy bool
 	host  string
+	// form: why the target's name is refused as written (checkHost).
+	form error
 }
 
 func (e *refusedError) Error() string {
 	switch {
+	case e.form != nil:
+		return fmt.Sprintf("refused to send through the proxy: %v", e.form)
 	case e.proxy:
 		return fmt.Sprintf("refused to connect to the proxy at %s: a loopback, private or link-local address (set allow_private_proxy: true on the sink to allow it)", e.addr)
 	case e.host != "":
@@ -169,9 +177,43 @@ func (d *dialer) proxy(req *http.Request) (*url.URL, error) {
 	return p, nil
 }
 
+// checkHost refuses a host the relay and a proxy could read differently:
+// one not written in ASCII (Go's transport sends its ASCII form, which
+// may be an address: fullwidth "１０.０.０.１" is 10.0.0.1), and an IPv4
+// address written other than in dotted decimal ("2852039166",
+// "0xa9.0xfe.0xa9.0xfe", "0177.0.0.1"), which the relay's resolver does
+// not know but a proxy's may.
+func checkHost(host string) error {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			ascii, err := idna.Lookup.ToASCII(host)
+			if err != nil {
+				return fmt.Errorf("%q is not a host name", host)
+			}
+			return fmt.Errorf("%q is not written in ASCII; write it as %q", host, ascii)
+		}
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return nil
+	}
+	for _, p := range parts {
+		if _, err := strconv.ParseUint(p, 0, 32); err != nil {
+			return nil // a name
+		}
+	}
+	return fmt.Errorf("%q is an IPv4 address written other than in dotted decimal; write it as four decimal numbers", host)
+}
+
 // checkTarget refuses a target the relay will not dial itself when any
 // address its name resolves to is blocked.
 func (d *dialer) checkTarget(ctx context.Context, host string) error {
+	if err := checkHost(host); err != nil {
+		return &refusedError{form: err}
+	}
 	addrs := []netip.Addr{}
 	if a, err := netip.ParseAddr(host); err == nil {
 		addrs = append(addrs, a)

@@ -131,7 +131,9 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	}
 	u, err := url.Parse(o.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", o.URL))
+		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", redactURL(o.URL)))
+	} else if err := checkHost(u.Hostname()); err != nil {
+		errs = append(errs, fmt.Errorf("url: %w", err))
 	} else if !o.AllowPrivate {
 		if addr, err := netip.ParseAddr(u.Hostname()); err == nil && blocked(addr) {
 			errs = append(errs, fmt.Errorf("url: %s is a loopback, private or link-local address; set allow_private: true to deliver there", u.Hostname()))
