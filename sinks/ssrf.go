@@ -57,6 +57,10 @@ var blockedPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),       // reserved, and broadcast
 	netip.MustParsePrefix("fd00:ec2::254/128"), // AWS metadata over IPv6 (also inside fc00::/7)
 	netip.MustParsePrefix("64:ff9b::/96"),      // NAT64, which can reach IPv4 private space
+	netip.MustParsePrefix("64:ff9b:1::/48"),    // local-use NAT64 (RFC 8215), the same
+	netip.MustParsePrefix("2002::/16"),         // 6to4, which embeds an IPv4 address (deprecated)
+	netip.MustParsePrefix("::/96"),             // IPv4-compatible IPv6 (deprecated), ::a9fe:a9fe
+	netip.MustParsePrefix("fec0::/10"),         // site-local (deprecated)
 }
 
 // blocked reports whether the guard refuses addr.

@@ -95,7 +95,11 @@ const (
 )
 
 // reservedHeaders are set on every delivery and cannot be configured.
-var reservedHeaders = []string{"content-type", "content-length", "host", "user-agent", "webhook-", "ce-"}
+var reservedHeaders = []string{"content-type", "content-length", "content-encoding", "host", "user-agent", "webhook-", "ce-",
+	// HTTP's own (hop-by-hop and framing): set, they break or change the request.
+	"connection", "keep-alive", "proxy-", "te", "trailer", "transfer-encoding", "upgrade", "expect",
+	// The trace context the relay sends when it traces.
+	"traceparent", "tracestate"}
 
 // NewWebhook checks the options and returns the sink. Each problem names
 // the option as relay.yaml spells it ("url: ..."), all of them at once.
@@ -142,7 +146,9 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	s, err := newSigner(o.Secret, o.PreviousSecret, o.PreviousSecretExpires)
 	errs = append(errs, leaves(err)...)
 	for h := range o.Headers {
-		lh := strings.ToLower(h)
+		// Webhook_Signature is webhook-signature to a receiver that reads
+		// "_" as "-".
+		lh := strings.ReplaceAll(strings.ToLower(h), "_", "-")
 		for _, r := range reservedHeaders {
 			if lh == r || strings.HasSuffix(r, "-") && strings.HasPrefix(lh, r) {
 				errs = append(errs, fmt.Errorf("headers.%s: is set by scimrelay on every delivery and cannot be overridden", h))

@@ -295,6 +295,7 @@ func TestSSRFGuard(t *testing.T) {
 		"127.0.0.1": true, "::1": true, "10.0.0.1": true, "172.16.5.4": true, "192.168.1.1": true, "169.254.169.254": true,
 		"100.64.0.1": true, "0.0.0.0": true, "0.1.2.3": true, "224.0.0.1": true, "255.255.255.255": true, "fe80::1": true,
 		"fc00::1": true, "fd00:ec2::254": true, "::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true, "64:ff9b::a00:1": true,
+		"64:ff9b:1::a9fe:a9fe": true, "2002:a9fe:a9fe::1": true, "::a9fe:a9fe": true, "fec0::1": true,
 		"8.8.8.8": false, "93.184.216.34": false, "2606:4700::1111": false, "::ffff:8.8.8.8": false,
 	} {
 		if got := blocked(netip.MustParseAddr(addr)); got != want {
