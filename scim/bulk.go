@@ -101,7 +101,10 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := lowerKeys(raw)
+	m, kerr := lowerKeys(raw, "the bulk request")
+	if kerr != nil {
+		return nil, kerr
+	}
 	schemas, operations, failOn := m["schemas"], m["operations"], m["failonerrors"]
 	if !listsSchema(schemas, BulkRequestSchema) {
 		return nil, Errorf(ErrInvalidSyntax, "a bulk request needs \"schemas\": [%q]", BulkRequestSchema)
@@ -142,7 +145,11 @@ func parseBulkOp(i int, o any) *bulkOp {
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
 		return op
 	}
-	f := lowerKeys(obj)
+	f, ferr := lowerKeys(obj, fmt.Sprintf("Operations[%d]", i))
+	if ferr != nil {
+		op.err = ferr
+		return op
+	}
 	method := f["method"]
 	m, _ := method.(string)
 	op.method = strings.ToUpper(m)
@@ -150,7 +157,13 @@ func parseBulkOp(i int, o any) *bulkOp {
 	op.version, _ = f["version"].(string)
 	op.path, _ = f["path"].(string)
 	op.data = f["data"]
+	_, versionIsString := f["version"].(string)
+	_, pathIsString := f["path"].(string)
 	switch {
+	case f["version"] != nil && !versionIsString:
+		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: version must be a string, an ETag such as W/\"3\", got %s", i, quoteOrKind(f["version"]))
+	case f["path"] != nil && !pathIsString:
+		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path must be a string, got %s", i, quoteOrKind(f["path"]))
 	case op.method != http.MethodPost && op.method != http.MethodPut && op.method != http.MethodPatch && op.method != http.MethodDelete:
 		op.method = truncate(m, 16)
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: method must be POST, PUT, PATCH or DELETE, got %s", i, quoteOrKind(method))

@@ -226,6 +226,26 @@ func TestBulkMalformed(t *testing.T) {
 	if detail != "7 of 7 operations performed, 6 failed; ignored unknown attributes: shoeSize" {
 		t.Errorf("provisioning log detail %q", detail)
 	}
+	// An operation giving one name in two spellings (which one would count
+	// was map order) or a version that is not an ETag string fails alone;
+	// nothing is deleted or replaced.
+	id := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"kept"}`).want(t, 201).str("id")
+	a = ts.bulk(t, bulkBody("", `
+		{"method":"DELETE","path":"/Users/`+id+`","Path":"/Users/nobody"},
+		{"method":"PUT","path":"/Users/`+id+`","version":7,"data":{`+userSchemas+`,"userName":"kept","title":"x"}},
+		{"method":"PATCH","path":"/Users/`+id+`","data":{"schemas":["`+PatchOpSchema+`"],"Operations":[{"op":"replace","Op":"remove","path":"title","value":"y"}]}}`))
+	if got := a.statuses(); got != " 400, PUT 400, PATCH 400" { // the first op's method is unread
+		t.Fatalf("statuses: %s", got)
+	}
+	for i, want := range []string{`gives "path" twice`, "version must be a string", `gives "op" twice`} {
+		if o := a.Operations[i]; o.Response == nil || !strings.Contains(fmt.Sprint(o.Response), want) {
+			t.Errorf("operation %d: %+v, want it to say %q", i, o.Response, want)
+		}
+	}
+	if u := ts.do("GET", "/Users/"+id, "").want(t, 200); u.str("title") != "" || u.str("meta.version") != `W/"1"` {
+		t.Errorf("the user after the refused operations: %s", u.body)
+	}
+	ts.do("POST", "/Bulk", `{"schemas":["`+BulkRequestSchema+`"],"Operations":[],"operations":[]}`).wantError(t, 400, "invalidSyntax", `gives "operations" twice`)
 }
 
 // A bulk request costs the rate limit one request per operation: one that

@@ -3,6 +3,7 @@
 package scim
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -65,15 +66,11 @@ func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
 	if err != nil {
 		return nil, err
 	}
-	var schemas, operations any
-	for k, v := range raw {
-		switch {
-		case strings.EqualFold(k, "schemas"):
-			schemas = v
-		case strings.EqualFold(k, "Operations"):
-			operations = v
-		}
+	m, kerr := lowerKeys(raw, "the PATCH body")
+	if kerr != nil {
+		return nil, kerr
 	}
+	schemas, operations := m["schemas"], m["operations"]
 	if !listsSchema(schemas, PatchOpSchema) {
 		return nil, Errorf(ErrInvalidSyntax, "a PATCH body needs \"schemas\": [%q]", PatchOpSchema)
 	}
@@ -97,12 +94,19 @@ func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
 
 // lowerKeys returns obj with its keys in lower case, for the members of
 // request messages, which clients write in any case.
-func lowerKeys(obj map[string]any) map[string]any {
+// lowerKeys returns obj keyed by its names in lower case: SCIM's message
+// members are case-insensitive. Two spellings of one name are refused: one
+// of them would be kept at random (map order).
+func lowerKeys(obj map[string]any, what string) (map[string]any, *Error) {
 	out := make(map[string]any, len(obj))
 	for k, v := range obj {
-		out[strings.ToLower(k)] = v
+		lk := strings.ToLower(k)
+		if _, twice := out[lk]; twice {
+			return nil, Errorf(ErrInvalidSyntax, "%s gives %q twice, in two spellings (names are case-insensitive)", what, lk)
+		}
+		out[lk] = v
 	}
-	return out
+	return out, nil
 }
 
 func listsSchema(v any, urn string) bool {
@@ -124,7 +128,10 @@ func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
 	// Members besides op, path and value are ignored: clients add their own
 	// (a "name" such as "addMember"), and they change nothing RFC 7644
 	// §3.5.2 defines.
-	f := lowerKeys(obj)
+	f, kerr := lowerKeys(obj, fmt.Sprintf("Operations[%d]", i))
+	if kerr != nil {
+		return patchOp{}, kerr
+	}
 	kind, path := f["op"], f["path"]
 	var hasValue bool
 	op.value, hasValue = f["value"]

@@ -289,6 +289,8 @@ func TestPatchErrors(t *testing.T) {
 		// Without a filter, each of these once acted on the whole members:
 		// the remove removed every member, the replace and add took the
 		// value for member ids.
+		{"op in two spellings", UserResourceType, patchBody(`{"op":"replace","Op":"remove","path":"title","value":"x"}`), ErrInvalidSyntax, `gives "op" twice`},
+		{"Operations in two spellings", UserResourceType, `{"schemas":["` + PatchOpSchema + `"],"Operations":[],"operations":[{"op":"remove","path":"title"}]}`, ErrInvalidSyntax, `gives "operations" twice`},
 		{"remove of every member's display", GroupResourceType, patchBody(`{"op":"remove","path":"members.display"}`), ErrInvalidPath, "cannot be changed"},
 		{"replace of every member's display", GroupResourceType, patchBody(`{"op":"replace","path":"members.display","value":"u"}`), ErrInvalidPath, "cannot be changed"},
 		{"add of a member's type", GroupResourceType, patchBody(`{"op":"add","path":"members.type","value":"u"}`), ErrInvalidPath, "cannot be changed"},
