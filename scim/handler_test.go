@@ -457,8 +457,22 @@ func TestETags(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	c := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201)
 	id, etag := c.str("id"), c.header.Get("ETag")
-	ts.do("GET", "/Users/"+id, "", "If-None-Match", etag).want(t, 304)
-	ts.do("GET", "/Users/"+id, "", "If-None-Match", `W/"99"`).want(t, 200)
+	// If-None-Match is answered whole, never 304: a user's groups (and a
+	// group's members' names) change without a new version.
+	if r := ts.do("GET", "/Users/"+id, "", "If-None-Match", etag).want(t, 200); r.str("userName") != "ann" || r.header.Get("ETag") != etag {
+		t.Fatalf("GET with If-None-Match of the current version: %s %s", r.header.Get("ETag"), r.body)
+	}
+	// A write with If-None-Match is refused, and changes nothing.
+	for _, m := range []struct{ method, body string }{
+		{"PATCH", patchBody(`{"op":"add","path":"title","value":"x"}`)},
+		{"PUT", `{"schemas":["` + UserSchema + `"],"userName":"ann","title":"x"}`},
+		{"DELETE", ""},
+	} {
+		ts.do(m.method, "/Users/"+id, m.body, "If-None-Match", "*").wantError(t, 501, "", "If-None-Match is not supported")
+	}
+	if r := ts.do("GET", "/Users/"+id, "").want(t, 200); r.header.Get("ETag") != etag {
+		t.Fatalf("writes refused for If-None-Match changed the user: %s", r.header.Get("ETag"))
+	}
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", `W/"99"`).wantError(t, 412, "", "does not match")
 	r := ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", etag).want(t, 200)
 	if r.header.Get("ETag") != `W/"2"` || r.str("meta.version") != `W/"2"` {
