@@ -119,6 +119,14 @@ func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMe
 // appendEvent gives an encoded event the tenant's next sequence number and
 // subjectSeq, and appends it to the outbox.
 func (w *txWrite) appendEvent(tx *bolt.Tx, tb *bolt.Bucket, d *events.Draft, subjectSeq uint64) error {
+	if max := w.store.maxEvent.Load(); max > 0 && int64(len(d.Row())) > max {
+		// The bus would refuse the event for good, after the change was
+		// answered: a change whose event cannot be delivered is refused.
+		// An error, not w.refuse: the change is written already, and the
+		// transaction must not commit it (the committer reruns the writes
+		// that shared it without this one).
+		return scim.Errorf(scim.ErrPayloadTooLarge, "the change is too large for its event: %d bytes where the event bus takes %d (an event carries the resource, and the old and new values of what changed); send smaller values", len(d.Row()), max)
+	}
 	seq, err := increment(tb.Bucket(bucketCounters), keySequence)
 	if err != nil {
 		return err
@@ -133,6 +141,17 @@ func (w *txWrite) appendEvent(tx *bolt.Tx, tb *bolt.Bucket, d *events.Draft, sub
 	}
 	w.eventIDs = append(w.eventIDs, d.ID())
 	return nil
+}
+
+// eventHeadroom is what an event's message may gain at publishing, besides
+// the row the outbox stores (JetStream's expectation headers).
+const eventHeadroom = 4 << 10
+
+// LimitEvents sets the largest message the event bus takes (NATS's
+// max_payload): a change whose event would be larger is refused, 413,
+// and not committed. 0 removes the limit.
+func (s *Store) LimitEvents(maxPayload int64) {
+	s.maxEvent.Store(max(maxPayload-eventHeadroom, 0))
 }
 
 // eventResource is the resource as events carry it: its canonical JSON,

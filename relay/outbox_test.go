@@ -14,6 +14,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // TestQuarantineDamagedMessage: a stored message that is cut short, or
@@ -80,5 +81,38 @@ func TestCommitMetrics(t *testing.T) {
 	d, w := got["scimrelay_store_commit_duration_seconds"], got["scimrelay_store_commit_writes"]
 	if d == nil || w == nil || d.GetSampleCount() == 0 || d.GetSampleCount() != w.GetSampleCount() || w.GetSampleSum() < 20 {
 		t.Fatalf("commit metrics: %v", got)
+	}
+}
+
+// TestEventTooLargeForTheBus: a change whose event the bus would refuse
+// (NATS's max_payload, which serve gives the store) is refused, 413, and
+// not committed: neither the change nor an event, and the writes sharing
+// its commit go through. Before, it was answered and its event was
+// quarantined, a gap in the sequences.
+func TestEventTooLargeForTheBus(t *testing.T) {
+	s, _, _ := openStore(t)
+	s.LimitEvents(64<<10 + eventHeadroom)
+	big := strings.Repeat("x", 80<<10)
+	_, err := s.Create(ctx, "acme", user(t, `"userName":"ann","title":"`+big+`"`))
+	wantErr(t, err, scim.ErrPayloadTooLarge, "too large for its event")
+	if n := len(outbox(t, s)); n != 0 {
+		t.Fatalf("%d events after a refused create", n)
+	}
+	bob := create(t, s, "acme", user(t, `"userName":"bob","title":"Guide"`))
+	// An update's event carries the resource, and the old and the new
+	// value: 20 KiB fits (twice, the old being short); 30 KiB over 20 KiB
+	// does not (three times).
+	half := strings.Repeat("y", 20<<10)
+	if _, err := patch(t, s, "acme", scim.UserResourceType, bob.ID(), `{"op":"replace","path":"title","value":"`+half+`"}`); err != nil {
+		t.Fatalf("a change whose event fits: %v", err)
+	}
+	_, err = patch(t, s, "acme", scim.UserResourceType, bob.ID(), `{"op":"replace","path":"title","value":"`+strings.Repeat("z", 30<<10)+`"}`)
+	wantErr(t, err, scim.ErrPayloadTooLarge, "too large for its event")
+	got, err := s.Get(ctx, "acme", scim.UserResourceType, bob.ID())
+	if err != nil || got.String("title") != half || got.Meta().Version != `W/"2"` {
+		t.Fatalf("bob after a refused update: %v, version %s", err, got.Meta().Version)
+	}
+	if n := len(outbox(t, s)); n != 2 {
+		t.Fatalf("%d events, want bob's created and the update that fitted", n)
 	}
 }

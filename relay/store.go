@@ -148,6 +148,9 @@ type Store struct {
 	tenants   atomic.Pointer[map[string]*tenant] // replaced whole by SetTenants
 	ready     chan struct{}                      // signalled after every commit that added events
 	depth     atomic.Int64                       // rows in the outbox
+	// maxEvent is the largest event the bus takes (LimitEvents); 0: no
+	// limit known.
+	maxEvent atomic.Int64
 
 	tokens   *tokenCache
 	oauthKey []byte // signs access tokens (clients.go)

@@ -279,3 +279,24 @@ func TestExternalNATSWithoutSyncInterval(t *testing.T) {
 		})
 	}
 }
+
+// TestChangeTooLargeForItsEventIsRefused: "an acknowledged change is never
+// lost". An update's event carries the resource and the old and new
+// values, so a change the SCIM listener takes can make an event larger
+// than NATS takes (the embedded server's 8 MiB): it is refused, 413, and
+// nothing changes; it was answered 200 and its event quarantined.
+func TestChangeTooLargeForItsEventIsRefused(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	title := strings.Repeat("x", 3<<20)
+	id := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann","title":"`+title+`"}`).want(t, 201).str("id")
+	r := p.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":"`+strings.Repeat("y", 3<<20)+`"}]}`)
+	if r.status != http.StatusRequestEntityTooLarge || !strings.Contains(string(r.raw), "too large for its event") {
+		t.Fatalf("a change whose event NATS would refuse: %d %.300s", r.status, r.raw)
+	}
+	if u := p.scim("acme", acmeToken, "GET", "/Users/"+id, "").want(t, 200); u.str("title") != title || u.header.Get("ETag") != `W/"1"` {
+		t.Fatalf("ann after the refused change: version %s", u.header.Get("ETag"))
+	}
+	if got := readStream(t, p.srv.js, 1); got[0].action != events.UserCreated {
+		t.Fatalf("the stream holds %v, want ann's user.created alone", got[0].action)
+	}
+}

@@ -240,6 +240,11 @@ func (s *server) connectNATS(ctx context.Context) error {
 	if s.nc, err = natsbus.Connect(o, s.natsServer, s.log.With("component", "nats")); err != nil {
 		return err
 	}
+	if s.store != nil {
+		// A change whose event NATS would refuse is refused before it is
+		// committed and answered.
+		s.store.LimitEvents(s.nc.MaxPayload())
+	}
 	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
