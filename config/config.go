@@ -284,6 +284,9 @@ const ExternalSyncInterval = 2 * time.Minute
 
 // resolve sets the defaults that depend on other keys.
 func (c *Config) resolve() {
+	// A token from an environment variable filled from a file (a
+	// Kubernetes Secret) often ends in a newline, which no client sends.
+	c.Admin.Token = strings.TrimSpace(c.Admin.Token)
 	if !c.Embedded() && !c.isSet("nats.sync_interval") {
 		c.NATS.SyncInterval = Duration(ExternalSyncInterval)
 		c.syncAssumed = true

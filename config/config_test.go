@@ -175,6 +175,10 @@ tenants:
 	if cfg.Admin.Token != vars["HOSTILE"] || cfg.AdminListen != "127.0.0.1:8081" {
 		t.Errorf("expansion changed the file's structure: admin token %q, admin_listen %q", cfg.Admin.Token, cfg.AdminListen)
 	}
+	// An admin token from a variable filled from a file keeps no newline.
+	if cfg, _ := parse(t, minimal+"admin:\n  token: ${FROM_FILE}\n", map[string]string{"FROM_FILE": "admin-token-0123456789abcdef\n"}); cfg.Admin.Token != "admin-token-0123456789abcdef" {
+		t.Errorf("admin token %q, want it without the file's newline", cfg.Admin.Token)
+	}
 	// Expansion does not happen inside comments.
 	if _, ps := parse(t, minimal+"# ${NOT_CLOSED\n", nil); ps != nil {
 		t.Errorf("a comment was expanded: %v", ps)
@@ -250,16 +254,38 @@ func TestProblems(t *testing.T) {
 		{"unset variable", minimal + "public_url: ${NOPE}\n", "public_url", "${NOPE} is not set"},
 		{"required variable", minimal + "admin:\n  token: ${NOPE:?the admin token}\n", "admin.token", "${NOPE}: the admin token"},
 		{"required variable empty", minimal + "admin:\n  token: ${EMPTY:?}\n", "admin.token", "${EMPTY}: must be set"},
-		{"unterminated variable", minimal + "public_url: ${BROKEN\n", "public_url", "unterminated"},
+		{"unterminated variable", minimal + "public_url: ${BROKEN\n", "public_url", "a ${ without its }"},
+		{"variable inside a default", minimal + "public_url: ${A_UNSET:-${B}}\n", "public_url", "inside another one's default"},
 		{"bad variable name", minimal + "public_url: ${1X}\n", "public_url", "not a valid environment variable"},
 		{"not a mapping", "- a\n- b\n", "", "mapping"},
 		{"not yaml", "tenants: [\n", "", "not valid YAML"},
+		{"two documents", minimal + "---\nlisten: bad\n", "", "one YAML document"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, ps := parse(t, tt.yaml, map[string]string{"EMPTY": ""})
 			wantProblem(t, ps, tt.field, tt.message)
 		})
+	}
+}
+
+// TestProblemsQuoteNoSecret: a problem names the key and what is wrong,
+// never the value of a key that may hold a secret: a token given where a
+// list of tokens belongs, a "${" inside a password.
+func TestProblemsQuoteNoSecret(t *testing.T) {
+	const secret = "Sup3rS3cretTokenValue1234567"
+	for _, yaml := range []string{
+		"tenants:\n  - name: acme\n    tokens: " + secret + "\n",
+		"tenants: [{name: acme}]\nnats:\n  password: \"" + secret + "${x\"\n",
+		"tenants: [{name: acme}]\nnats:\n  password: \"" + secret + "${x-y}\"\n",
+	} {
+		_, ps := parse(t, yaml, nil)
+		if len(ps) == 0 {
+			t.Fatalf("%q: no problem", yaml)
+		}
+		if strings.Contains(ps.Error(), secret) {
+			t.Errorf("a problem quotes the secret: %v", ps)
+		}
 	}
 }
 

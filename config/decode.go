@@ -3,10 +3,11 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -20,8 +21,18 @@ const maxNodes = 100_000
 // strictEnv says for which fields an unset variable is an error.
 func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(field string) bool) (*Config, error) {
 	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil && err != io.EOF {
 		return nil, Problems{{Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	// A second document (after ---) would be ignored: refused instead.
+	var next yaml.Node
+	if err := dec.Decode(&next); err != io.EOF {
+		line := 0
+		if err == nil {
+			line = next.Line
+		}
+		return nil, Problems{{Message: "relay.yaml must hold one YAML document; remove the --- and what follows, or merge it into the first", Line: line}}
 	}
 	cfg := Default()
 	if len(root.Content) == 0 {
@@ -272,7 +283,15 @@ func describe(n *yaml.Node) string {
 		if n.ShortTag() == "!!null" {
 			return "nothing"
 		}
-		return strconv.Quote(n.Value)
+		// The value itself is not quoted: the key may hold a secret (a
+		// token given where a list of them belongs).
+		switch n.ShortTag() {
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		}
+		return fmt.Sprintf("a string of %d characters", len([]rune(n.Value)))
 	}
 	return "nothing usable"
 }

@@ -38,7 +38,11 @@ func expandEnv(s string, lookupEnv func(string) (string, bool), strict bool) (st
 		case '{':
 			end := strings.IndexByte(s[i+2:], '}')
 			if end < 0 {
-				return "", fmt.Errorf("unterminated ${ in %q", s)
+				// Not quoting s: it may be a secret that holds "${".
+				return "", errors.New("a ${ without its } (write $$ for a literal $)")
+			}
+			if strings.Contains(s[i+2:i+2+end], "${") {
+				return "", errors.New("a ${...} inside another one's default; defaults are plain text (write $$ for a literal $)")
 			}
 			v, err := reference(s[i+2:i+2+end], lookupEnv)
 			var unset *unsetError
@@ -61,7 +65,8 @@ func reference(expr string, lookupEnv func(string) (string, bool)) (string, erro
 		name, op, arg = expr[:i], expr[i:i+2], expr[i+2:]
 	}
 	if !validEnvName(name) {
-		return "", fmt.Errorf("${%s} is not a valid environment variable reference (want ${NAME}, ${NAME:-default} or ${NAME:?message})", expr)
+		// Not quoting expr: "${" may be part of a secret.
+		return "", errors.New("a ${...} that is not a valid environment variable reference (want ${NAME}, ${NAME:-default} or ${NAME:?message}; write $$ for a literal $)")
 	}
 	v, ok := lookupEnv(name)
 	switch op {

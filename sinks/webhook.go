@@ -25,6 +25,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http/httpproxy"
 )
 
@@ -145,7 +146,20 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	}
 	s, err := newSigner(o.Secret, o.PreviousSecret, o.PreviousSecretExpires)
 	errs = append(errs, leaves(err)...)
-	for h := range o.Headers {
+	seen := map[string]string{}
+	for h, v := range o.Headers {
+		switch {
+		case !httpguts.ValidHeaderFieldName(h):
+			errs = append(errs, fmt.Errorf("headers.%q: is not an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~)", h))
+			continue
+		case !httpguts.ValidHeaderFieldValue(v):
+			// The value is not quoted: it may be a secret.
+			errs = append(errs, fmt.Errorf("headers.%s: its value holds a line break or another control character", h))
+		}
+		if other, twice := seen[strings.ToLower(h)]; twice {
+			errs = append(errs, fmt.Errorf("headers.%s: is headers.%s again (header names are case-insensitive); give it once", h, other))
+		}
+		seen[strings.ToLower(h)] = h
 		// Webhook_Signature is webhook-signature to a receiver that reads
 		// "_" as "-".
 		lh := strings.ReplaceAll(strings.ToLower(h), "_", "-")

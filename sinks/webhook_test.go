@@ -290,6 +290,16 @@ func TestWebhookOptionsAreChecked(t *testing.T) {
 	}
 }
 
+// TestHeaderGivenTwice: one header in two spellings is refused; which one
+// went out was map order.
+func TestHeaderGivenTwice(t *testing.T) {
+	_, err := NewWebhook(WebhookOptions{Name: "x", URL: "https://crm.example.com/h", Secret: testSecret,
+		Headers: map[string]string{"Authorization": "a", "authorization": "b"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "header names are case-insensitive") {
+		t.Fatalf("a header in two spellings: %v", err)
+	}
+}
+
 func TestSSRFGuard(t *testing.T) {
 	for addr, want := range map[string]bool{
 		"127.0.0.1": true, "::1": true, "10.0.0.1": true, "172.16.5.4": true, "192.168.1.1": true, "169.254.169.254": true,

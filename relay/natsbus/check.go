@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Check reports every problem of the options at once, each naming its
@@ -41,7 +42,12 @@ func (o Options) Check() error {
 	} else {
 		for _, raw := range strings.Split(o.URL, ",") {
 			u, err := url.Parse(strings.TrimSpace(raw))
-			if err != nil || u.Host == "" {
+			switch {
+			case err != nil:
+				// Not shown: it may hold a password.
+				add("url", "an entry is not a URL such as nats://nats-1:4222 (a %% or # in a password must be written %%25 or %%23)")
+				continue
+			case u.Host == "":
 				add("url", "%q is not a URL such as nats://nats-1:4222", redactURL(strings.TrimSpace(raw)))
 				continue
 			}
@@ -61,8 +67,8 @@ func (o Options) Check() error {
 	if o.ConnectTimeout < 0 {
 		add("connect_timeout", "must not be negative, got %s", o.ConnectTimeout)
 	}
-	if o.SyncInterval < 0 {
-		add("sync_interval", "must not be negative (0 writes every message to disk before it is acknowledged), got %s", o.SyncInterval)
+	if o.SyncInterval < 0 || o.SyncInterval > maxSyncInterval {
+		add("sync_interval", "must be between 0 (every message written to disk before it is acknowledged) and %s, got %s", maxSyncInterval, o.SyncInterval)
 	}
 	return errors.Join(errs...)
 }
@@ -71,3 +77,7 @@ func validPort(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n >= 0 && n <= 65535
 }
+
+// maxSyncInterval bounds nats.sync_interval: the relay keeps each published
+// event three times it, and a day is far past any server's setting.
+const maxSyncInterval = 24 * time.Hour

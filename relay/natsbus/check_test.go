@@ -29,7 +29,9 @@ func TestCheck(t *testing.T) {
 		{"cert without key", Options{URL: "tls://a:4222", TLS: TLS{CertFile: "c"}}, "nats.tls: cert_file and key_file go together"},
 		{"password without user", Options{URL: "nats://a:4222", Password: "p"}, "nats.password: needs nats.user"},
 		{"timeout", Options{ConnectTimeout: -time.Second}, "nats.connect_timeout: must not be negative"},
-		{"sync interval", Options{SyncInterval: -time.Second}, "nats.sync_interval: must not be negative"},
+		{"sync interval", Options{SyncInterval: -time.Second}, "nats.sync_interval: must be between 0"},
+		{"url with a password it cannot read", Options{URL: "nats://relay:p%ss@nats:4222"}, "nats.url: an entry is not a URL"},
+		{"sync interval of a century", Options{SyncInterval: 36500 * 24 * time.Hour}, "nats.sync_interval: must be between 0"}, // three times it overflowed
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -157,7 +157,13 @@ func tlsConfig(o TLS) (*tls.Config, error) {
 func redactURL(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil:
+			// Unreadable, perhaps for a password with a "%" or "#": not
+			// shown, since it may hold one.
+			parts[i] = "(an unreadable URL)"
+		case u.User != nil:
 			u.User = url.User("redacted")
 			parts[i] = u.String()
 		}
