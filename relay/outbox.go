@@ -119,13 +119,13 @@ func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMe
 // appendEvent gives an encoded event the tenant's next sequence number and
 // subjectSeq, and appends it to the outbox.
 func (w *txWrite) appendEvent(tx *bolt.Tx, tb *bolt.Bucket, d *events.Draft, subjectSeq uint64) error {
-	if max := w.store.maxEvent.Load(); max > 0 && int64(len(d.Row())) > max {
+	if limit := w.store.maxEvent.Load(); limit > 0 && int64(len(d.Row())) > limit {
 		// The bus would refuse the event for good, after the change was
 		// answered: a change whose event cannot be delivered is refused.
 		// An error, not w.refuse: the change is written already, and the
 		// transaction must not commit it (the committer reruns the writes
 		// that shared it without this one).
-		return scim.Errorf(scim.ErrPayloadTooLarge, "the change is too large for its event: %d bytes where the event bus takes %d (an event carries the resource, and the old and new values of what changed); send smaller values", len(d.Row()), max)
+		return scim.Errorf(scim.ErrPayloadTooLarge, "the change is too large for its event: %d bytes where the event bus takes %d (an event carries the resource, and the old and new values of what changed); send smaller values", len(d.Row()), limit)
 	}
 	seq, err := increment(tb.Bucket(bucketCounters), keySequence)
 	if err != nil {

@@ -101,9 +101,9 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, kerr := lowerKeys(raw, "the bulk request")
-	if kerr != nil {
-		return nil, kerr
+	m, twice := lowerKeys(raw)
+	if twice != "" {
+		return nil, givenTwice("the bulk request", twice)
 	}
 	schemas, operations, failOn := m["schemas"], m["operations"], m["failonerrors"]
 	if !listsSchema(schemas, BulkRequestSchema) {
@@ -145,20 +145,19 @@ func parseBulkOp(i int, o any) *bulkOp {
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
 		return op
 	}
-	f, ferr := lowerKeys(obj, fmt.Sprintf("Operations[%d]", i))
-	if ferr != nil {
-		op.err = ferr
+	f, twice := lowerKeys(obj)
+	if twice != "" {
+		op.err = givenTwice(fmt.Sprintf("Operations[%d]", i), twice)
 		return op
 	}
 	method := f["method"]
 	m, _ := method.(string)
 	op.method = strings.ToUpper(m)
 	op.bulkID, _ = f["bulkid"].(string)
-	op.version, _ = f["version"].(string)
-	op.path, _ = f["path"].(string)
+	var versionIsString, pathIsString bool
+	op.version, versionIsString = f["version"].(string)
+	op.path, pathIsString = f["path"].(string)
 	op.data = f["data"]
-	_, versionIsString := f["version"].(string)
-	_, pathIsString := f["path"].(string)
 	switch {
 	case f["version"] != nil && !versionIsString:
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: version must be a string, an ETag such as W/\"3\", got %s", i, quoteOrKind(f["version"]))

@@ -837,11 +837,11 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 	return nil
 }
 
-// appendMember writes one member object; subs limits it to those sub-attributes.
 // memberFields are a member's sub-attributes, in the order an answer
 // writes them.
 var memberFields = [...]string{"value", "$ref", "display", "type"}
 
+// appendMember writes one member object; subs limits it to those sub-attributes.
 func appendMember(b []byte, m Member, base string, subs []string) []byte {
 	ref := m.Ref
 	if ref == "" && m.Value != "" {
@@ -851,20 +851,20 @@ func appendMember(b []byte, m Member, base string, subs []string) []byte {
 		}
 		ref = Location(base, rt, m.Value)
 	}
-	fields := [len(memberFields)]struct{ name, value string }{{memberFields[0], m.Value}, {memberFields[1], ref}, {memberFields[2], m.Display}, {memberFields[3], m.Type}}
+	values := [len(memberFields)]string{m.Value, ref, m.Display, m.Type} // memberFields' order
 	b = append(b, '{')
 	wrote := false
-	for _, f := range fields {
-		if f.value == "" || (subs != nil && !containsFold(subs, f.name)) {
+	for i, name := range memberFields {
+		if values[i] == "" || (subs != nil && !containsFold(subs, name)) {
 			continue
 		}
 		if wrote {
 			b = append(b, ',')
 		}
 		wrote = true
-		b = appendString(b, f.name)
+		b = appendString(b, name)
 		b = append(b, ':')
-		b = appendString(b, f.value)
+		b = appendString(b, values[i])
 	}
 	return append(b, '}')
 }

@@ -66,9 +66,9 @@ func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, kerr := lowerKeys(raw, "the PATCH body")
-	if kerr != nil {
-		return nil, kerr
+	m, twice := lowerKeys(raw)
+	if twice != "" {
+		return nil, givenTwice("the PATCH body", twice)
 	}
 	schemas, operations := m["schemas"], m["operations"]
 	if !listsSchema(schemas, PatchOpSchema) {
@@ -92,21 +92,25 @@ func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
 	return p, nil
 }
 
-// lowerKeys returns obj with its keys in lower case, for the members of
-// request messages, which clients write in any case.
-// lowerKeys returns obj keyed by its names in lower case: SCIM's message
-// members are case-insensitive. Two spellings of one name are refused: one
-// of them would be kept at random (map order).
-func lowerKeys(obj map[string]any, what string) (map[string]any, *Error) {
-	out := make(map[string]any, len(obj))
+// lowerKeys returns obj keyed by its names in lower case, for the members
+// of request messages, which clients write in any case. A name given in
+// two spellings is returned as twice (and out is nil): which of the two
+// would count is map order, so the caller refuses it (givenTwice).
+func lowerKeys(obj map[string]any) (out map[string]any, twice string) {
+	out = make(map[string]any, len(obj))
 	for k, v := range obj {
 		lk := strings.ToLower(k)
-		if _, twice := out[lk]; twice {
-			return nil, Errorf(ErrInvalidSyntax, "%s gives %q twice, in two spellings (names are case-insensitive)", what, lk)
+		if _, ok := out[lk]; ok {
+			return nil, lk
 		}
 		out[lk] = v
 	}
-	return out, nil
+	return out, ""
+}
+
+// givenTwice is the error for a name of message what given in two spellings.
+func givenTwice(what, name string) *Error {
+	return Errorf(ErrInvalidSyntax, "%s gives %q twice, in two spellings (names are case-insensitive)", what, name)
 }
 
 func listsSchema(v any, urn string) bool {
@@ -128,9 +132,9 @@ func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
 	// Members besides op, path and value are ignored: clients add their own
 	// (a "name" such as "addMember"), and they change nothing RFC 7644
 	// §3.5.2 defines.
-	f, kerr := lowerKeys(obj, fmt.Sprintf("Operations[%d]", i))
-	if kerr != nil {
-		return patchOp{}, kerr
+	f, twice := lowerKeys(obj)
+	if twice != "" {
+		return patchOp{}, givenTwice(fmt.Sprintf("Operations[%d]", i), twice)
 	}
 	kind, path := f["op"], f["path"]
 	var hasValue bool

@@ -73,7 +73,11 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*dead
 // even if a worker crashes between putting it and acknowledging the event,
 // or the event comes again after a lost acknowledgement.
 func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) (already bool, err error) {
-	id := sink + "." + e.ID() + "." + strconv.Itoa(attempts)
+	return d.putAs(ctx, sink, e, res, attempts, sink+"."+e.ID()+"."+strconv.Itoa(attempts))
+}
+
+// putAs is put with the message id id, by which JetStream drops a copy.
+func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, res Result, attempts int, id string) (already bool, err error) {
 	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now()}, id)
 	if err != nil {
 		return false, err

@@ -75,8 +75,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		dl := DeadLetter{Status: r.Status, Error: errText(r.Err), Attempts: 1, Time: time.Now()}
-		if _, err := m.dlq.publish(ctx, sink, &e, dl, sink+"."+e.ID()+".replay."+run); err != nil {
+		if _, err := m.dlq.putAs(ctx, sink, &e, r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
 			return err
 		}
 		res.DeadLettered++

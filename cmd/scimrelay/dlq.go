@@ -170,7 +170,8 @@ already: for a receiver that lost its data, or a sink added after the events.
 The stream keeps events for nats.stream.max_age (7 days by default). The
 relay runs the replay as a background job, reading the stream a batch at a
 time; this command follows the job, shows its progress and exits 1 if the
-job fails. Events the sink refuses are dead-lettered.`,
+job fails or an event it sent failed: events the sink refuses are
+dead-lettered (scimrelay dlq list).`,
 		Example: "  scimrelay sinks replay --sink crm --since 24h",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {

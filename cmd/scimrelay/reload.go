@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -89,10 +90,12 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	// nothing.
 	ctx, cancel := context.WithTimeout(ctx, maxReload)
 	defer cancel()
+	stopping := error(nil)
 	if serving := s.serving.Load(); serving != nil {
 		defer context.AfterFunc(*serving, cancel)()
+		stopping = (*serving).Err() // AfterFunc cancels in a goroutine of its own, later
 	}
-	if err := ctx.Err(); err != nil {
+	if err := cmp.Or(stopping, ctx.Err()); err != nil {
 		return res, fmt.Errorf("not reloaded: the relay is stopping, or the reload's caller gave up before its turn: %w", err)
 	}
 	next, err := loadConfig(s.configPath, s.role)

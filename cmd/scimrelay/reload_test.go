@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -497,4 +498,42 @@ func reloadNow(t *testing.T, p *relayProc) []string {
 		t.Fatalf("reload: %v", err)
 	}
 	return res.Applied
+}
+
+// TestReloadEndsWithTheRelay: "a reload ends when the relay stops". A
+// reload whose turn comes once the relay is stopping applies nothing: the
+// admin API's client cannot end it, the relay's stop does.
+func TestReloadEndsWithTheRelay(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write("limits:\n  rate: 5\ntenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
+	f.write("limits:\n  rate: 7\ntenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	// run stores its context as it starts, which may be after the
+	// listeners answer.
+	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if p.srv.serving.Load() == nil {
+			return errors.New("the relay's run has not started")
+		}
+		return nil
+	})
+	serving := *p.srv.serving.Load()
+	stopped, stop := context.WithCancel(context.Background())
+	stop() // as run's context is when the relay stops
+	p.srv.serving.Store(&stopped)
+	_, err = p.srv.reload(context.WithoutCancel(context.Background())) // as the admin API calls it
+	p.srv.serving.Store(&serving)
+	if err == nil || !strings.Contains(err.Error(), "not reloaded") {
+		t.Fatalf("a reload once the relay is stopping: %v, want it not to apply", err)
+	}
+	if rate := p.srv.config().Limits.Rate; rate != 5 {
+		t.Errorf("limits.rate is %v after a reload that applied nothing, want 5", rate)
+	}
+	// While the relay serves, the same reload applies.
+	if res, err := p.srv.reload(context.WithoutCancel(context.Background())); err != nil || p.srv.config().Limits.Rate != 7 {
+		t.Fatalf("a reload while serving: %+v, %v; limits.rate %v", res, err, p.srv.config().Limits.Rate)
+	}
 }
