@@ -467,3 +467,42 @@ func escapeDollars(t *testing.T, text []byte) []byte {
 	}
 	return out
 }
+
+// TestExpansionToNothingKeepsTheDefault checks that an unquoted value
+// whose variables expand to nothing keeps its key's default, as a key
+// with nothing after it does, whatever the key's type: "rate: ${RATE:-}"
+// with RATE empty once turned the SCIM rate limit off (0), and a boolean
+// false.
+func TestExpansionToNothingKeepsTheDefault(t *testing.T) {
+	def := Default()
+	text := minimal + `limits:
+  rate: ${EMPTY}
+  burst: ${UNSET:-}
+storage:
+  batch_size: ${EMPTY:-}
+nats:
+  connect_timeout: ${EMPTY:-}
+  sync_interval: ${EMPTY}
+oauth:
+  basic_auth: ${EMPTY}
+public_url: ${EMPTY}
+`
+	cfg, ps := parse(t, text, map[string]string{"EMPTY": ""})
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	if cfg.Limits.Rate != def.Limits.Rate || cfg.Limits.Burst != def.Limits.Burst {
+		t.Errorf("limits: rate %v burst %v, want the defaults %v and %v", cfg.Limits.Rate, cfg.Limits.Burst, def.Limits.Rate, def.Limits.Burst)
+	}
+	if cfg.Storage.BatchSize != def.Storage.BatchSize || cfg.NATS.ConnectTimeout != def.NATS.ConnectTimeout || cfg.NATS.SyncInterval != def.NATS.SyncInterval {
+		t.Errorf("storage.batch_size %v nats.connect_timeout %v nats.sync_interval %v, want the defaults", cfg.Storage.BatchSize, cfg.NATS.ConnectTimeout, cfg.NATS.SyncInterval)
+	}
+	if cfg.OAuth.BasicAuth != def.OAuth.BasicAuth || cfg.PublicURL != def.PublicURL {
+		t.Errorf("oauth.basic_auth %t public_url %q, want the defaults", cfg.OAuth.BasicAuth, cfg.PublicURL)
+	}
+	// In quotes it is an empty string: a problem where a number belongs.
+	_, ps = parse(t, minimal+"limits:\n  rate: \"${EMPTY}\"\n", map[string]string{"EMPTY": ""})
+	if len(ps) != 1 || ps[0].Field != "limits.rate" {
+		t.Errorf("a quoted empty expansion for a number: %v, want one problem of limits.rate", ps)
+	}
+}

@@ -83,10 +83,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		d.lines[path] = n.Line // a list item; entries records a key's own line
 	}
 	if n.Kind == yaml.ScalarNode {
-		var ok bool
-		if n, ok = d.expand(n, path); !ok {
+		expanded, ok := d.expand(n, path)
+		if !ok {
 			return
 		}
+		if expanded != n && expanded.ShortTag() == "!!null" {
+			// "rate: ${RATE:-}" with RATE empty keeps rate's default, as
+			// "rate:" with nothing after it does; before, a number
+			// became 0 ("no limit") and a boolean false.
+			return
+		}
+		n = expanded
 	}
 	switch p := v.Addr().Interface().(type) {
 	case *Duration:
