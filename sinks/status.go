@@ -99,14 +99,16 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 	return &all[len(all)-1], nil
 }
 
-// redactURL drops a URL's password and query values.
+// redactURL is a sink's URL as the admin API, logs and errors show it:
+// its user information (a username alone is often a token) and query
+// values are "redacted", and the fragment is dropped.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unreadable URL)"
 	}
 	if u.User != nil {
-		u.User = url.User(u.User.Username())
+		u.User = url.User("redacted")
 	}
 	if u.RawQuery != "" {
 		q := u.Query()

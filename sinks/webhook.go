@@ -299,7 +299,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	resp, err := w.client.Do(req)
 	res := Result{Attempts: int(at.tries.Load())}
 	if err != nil {
-		res.Err = fmt.Errorf("POST %s: %w", w.redacted(), unwrapURLError(err))
+		res.Err = fmt.Errorf("POST %s: %w", redactURL(w.url), unwrapURLError(err))
 		var refused *refusedError
 		res.Permanent = errors.As(err, &refused)
 		res.Latency = time.Since(start)
@@ -314,14 +314,14 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	case code >= 200 && code < 300:
 		return res
 	case code >= 300 && code < 400:
-		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", w.redacted(), resp.Status, resp.Header.Get("Location"))
+		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", redactURL(w.url), resp.Status, resp.Header.Get("Location"))
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		res.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
-		res.Err = fmt.Errorf("POST %s: %s", w.redacted(), resp.Status)
+		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), resp.Status)
 	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
-		res.Err = fmt.Errorf("POST %s: %s", w.redacted(), resp.Status)
+		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), resp.Status)
 	default: // 410 and the other 4xx: the receiver will never take it
-		res.Err = fmt.Errorf("POST %s: %s (permanent)", w.redacted(), resp.Status)
+		res.Err = fmt.Errorf("POST %s: %s (permanent)", redactURL(w.url), resp.Status)
 		res.Permanent = true
 	}
 	w.log.Debug("delivery refused", "sink", w.o.Name, "webhook_id", id, "status", resp.StatusCode, "body", string(snippet))
@@ -374,15 +374,6 @@ func (w *Webhook) resign(req *http.Request) error {
 	return w.sign(req, req.Header.Get("webhook-id"), at.body)
 }
 
-// redacted is the URL without user information or query, for messages.
-func (w *Webhook) redacted() string {
-	u, err := url.Parse(w.url)
-	if err != nil {
-		return "(webhook)"
-	}
-	u.User, u.RawQuery = nil, ""
-	return u.String()
-}
 
 // checkRetry retries inside one delivery on connection errors, 408, 425,
 // 5xx, and 429/503 that ask for at most a short wait.

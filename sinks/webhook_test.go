@@ -503,3 +503,25 @@ func TestFailuresKeepOtherConnections(t *testing.T) {
 	}
 	t.Logf("%d connections for %d deliveries and the refused resources' tries", conns.Load(), n)
 }
+
+// TestDeliveryErrorsShowNoCredentials checks that a failed delivery's
+// error, which reaches the log, the attempts and the console, shows the
+// sink's URL without its user information or query values: a receiver's
+// token often travels in one of them.
+func TestDeliveryErrorsShowNoCredentials(t *testing.T) {
+	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusBadRequest })
+	u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + "/hook?code=abc123secret"
+	res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.Err == nil {
+		t.Fatal("a 400 was not an error")
+	}
+	msg := res.Err.Error()
+	for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("the error %q shows %q", msg, secret)
+		}
+	}
+	if !strings.Contains(msg, "/hook") {
+		t.Errorf("the error %q does not name the URL's path", msg)
+	}
+}
