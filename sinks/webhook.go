@@ -374,7 +374,6 @@ func (w *Webhook) resign(req *http.Request) error {
 	return w.sign(req, req.Header.Get("webhook-id"), at.body)
 }
 
-
 // checkRetry retries inside one delivery on connection errors, 408, 425,
 // 5xx, and 429/503 that ask for at most a short wait.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
