@@ -380,6 +380,9 @@ func (o Options) resolve() (map[string]*tenant, error) {
 	}
 	tenants := make(map[string]*tenant, len(o.Tenants))
 	index := map[string]int{}
+	// tokenOwner is the tenant each static token opens: one token in two
+	// tenants would open both, so it is refused.
+	tokenOwner := map[[32]byte]string{}
 	for i, to := range o.Tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
 		if !events.ValidTenant(to.Name) {
@@ -393,6 +396,18 @@ func (o Options) resolve() (map[string]*tenant, error) {
 		index[to.Name] = i
 		t, terrs := resolveTenant(field, to)
 		errs = append(errs, terrs...)
+		for j, tok := range to.StaticTokens {
+			if tok = strings.TrimSpace(tok); tok == "" {
+				continue
+			}
+			h := hashToken(tok)
+			if other, ok := tokenOwner[h]; ok && other != field {
+				// Not quoting the token: it is a secret.
+				errs = append(errs, fmt.Errorf("%s.tokens[%d]: is also a token of %s; each tenant needs tokens of its own", field, j, other))
+				continue
+			}
+			tokenOwner[h] = field
+		}
 		tenants[to.Name] = t
 	}
 	if len(errs) > 0 {
