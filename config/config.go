@@ -157,7 +157,8 @@ type Limits struct {
 type OAuth struct {
 	// TokenLifetime is how long an access token lives.
 	TokenLifetime Duration `yaml:"token_lifetime"`
-	// Rate and Burst limit token requests per tenant (token bucket); 0 disables.
+	// Rate and Burst limit token requests (token buckets): per client for
+	// the tokens issued to it, per caller address for the rest; 0 disables.
 	Rate  float64 `yaml:"rate"`
 	Burst int     `yaml:"burst"`
 	// BasicAuth accepts Authorization: Basic with a client's id and secret

@@ -28,7 +28,7 @@ var importRules = []struct {
 	{"relay/events", []string{"relay/events"}, "the event contract is shared by relay and sinks and depends on neither"},
 	{"relay/natsbus", []string{"relay/natsbus", "relay/events", "relay/internal/disk"}, "NATS set-up knows the stream, nothing of the store"},
 	{"relay", []string{"relay", "scim", "relay/internal/disk"}, "the write path never knows delivery or the composition layer"},
-	{"internal", nil, "shared leaves import nothing of the project"},
+	{"relay/internal", nil, "shared leaves import nothing of the project"},
 	{"sinks", []string{"sinks", "relay/events", "relay/natsbus"}, "a delivery worker runs without the data file"},
 }
 

@@ -603,7 +603,8 @@ func scimLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
 	return def, overrides
 }
 
-// oauthLimits are the token endpoint's rate limit, the same for every tenant.
+// oauthLimits are the token endpoint's rate limit, the same for every
+// client's bucket and every caller address's.
 func oauthLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
 	return httpmw.Limit{Rate: cfg.OAuth.Rate, Burst: cfg.OAuth.Burst}, nil
 }

@@ -6,11 +6,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"math"
-	"net"
 	"net/http"
 	"strings"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 )
 
 // contentSecurityPolicy allows the console's own scripts, styles and
@@ -76,9 +76,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(form), []byte(ck.Value)) != 1 {
 		return errCSRF
 	}
-	for _, key := range []string{clientAddress(r), loginOverallKey} {
+	for _, key := range []string{httpmw.ClientAddress(r), loginOverallKey} {
 		if ok, wait := c.limit.Allow(key); !ok {
-			c.log.WarnContext(r.Context(), "console sign-in refused: too many attempts", "request_id", requestIDOf(r.Context()), "client", clientAddress(r))
+			c.log.WarnContext(r.Context(), "console sign-in refused: too many attempts", "request_id", requestIDOf(r.Context()), "client", httpmw.ClientAddress(r))
 			return &tooManyError{retryAfter: int(math.Ceil(max(wait.Seconds(), 1)))}
 		}
 	}
@@ -89,7 +89,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	var api *adminclient.Error
 	if token == "" || errors.As(err, &api) && api.Status == http.StatusUnauthorized {
-		c.log.WarnContext(r.Context(), "console sign-in refused: wrong admin token", "request_id", requestIDOf(r.Context()), "client", clientAddress(r))
+		c.log.WarnContext(r.Context(), "console sign-in refused: wrong admin token", "request_id", requestIDOf(r.Context()), "client", httpmw.ClientAddress(r))
 		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Sign in", Error: "That is not the admin token of this relay (admin.token in relay.yaml, or data_dir/admin.token).", Data: loginData{CSRF: c.loginToken(w, r)}})
 		return nil
 	}
@@ -99,7 +99,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	id, _ := c.sessions.create(token)
 	setCookie(w, r, sessionCookie, id, Prefix, 0)
 	setCookie(w, r, loginCookie, "", Prefix+"login", -1)
-	c.log.InfoContext(r.Context(), "console sign-in", "request_id", requestIDOf(r.Context()), "client", clientAddress(r))
+	c.log.InfoContext(r.Context(), "console sign-in", "request_id", requestIDOf(r.Context()), "client", httpmw.ClientAddress(r))
 	http.Redirect(w, r, Prefix, http.StatusSeeOther)
 	return nil
 }
@@ -110,14 +110,4 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) err
 	c.sessions.clearCookie(w, r)
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
 	return nil
-}
-
-// clientAddress is the address sign-in attempts are counted by: the
-// peer's IP (behind a proxy, the proxy's: the overall budget still holds).
-func clientAddress(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

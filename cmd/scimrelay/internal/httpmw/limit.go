@@ -3,6 +3,8 @@
 package httpmw
 
 import (
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -103,4 +105,14 @@ func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 		return false, wait
 	}
 	return true, 0
+}
+
+// ClientAddress is the key a client's failed attempts are counted by: the
+// peer's IP address (behind a proxy, the proxy's).
+func ClientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

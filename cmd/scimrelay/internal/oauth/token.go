@@ -7,7 +7,7 @@
 // access tokens are the relay's (relay/clients.go); this package speaks the
 // protocol: client authentication by client_secret_basic or
 // client_secret_post, the token response (§5.1), the error responses (§5.2),
-// no caching, a rate limit per tenant, and a report of every request for the
+// no caching, a rate limit per client and per caller's address, and a report of every request for the
 // provisioning log.
 package oauth
 
@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
@@ -46,9 +47,10 @@ type Issuer interface {
 
 var _ Issuer = (*relay.Store)(nil)
 
-// Limiter decides whether a tenant's token endpoint may be asked now.
+// Limiter decides whether a key (a client, or a caller's address) may be
+// answered now.
 type Limiter interface {
-	Allow(tenant string) (ok bool, retryAfter time.Duration)
+	Allow(key string) (ok bool, retryAfter time.Duration)
 }
 
 // Options configures the token endpoint.
@@ -56,8 +58,8 @@ type Options struct {
 	Issuer Issuer
 	// Lifetime of the access tokens; 0 is relay.DefaultAccessTokenLifetime.
 	Lifetime time.Duration
-	// Limiter, when set, is asked for every request before anything else,
-	// so that guessing secrets costs a tenant's budget.
+	// Limiter, when set, is charged every request: a token issued to its
+	// client's bucket, anything else to the caller's address's (serve).
 	Limiter Limiter
 	// Observe, when set, is called after every request (the provisioning
 	// log and the request metrics hang off it). Operation is "token", Name
@@ -161,7 +163,33 @@ type tokenResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 }
 
+// serve answers a token request and charges it to the rate limit: a token
+// issued to its client's bucket, any other outcome to the caller's
+// address's. A client is never refused for what others send (a bucket per
+// tenant let anyone who knew its name keep its Entra from getting
+// tokens), and failed attempts are limited per address, the same whatever
+// tenant name they give, so that the limit tells no tenant from another
+// name. The work done before charging is a form and a hash: no more than a
+// 429 would cost. (The limiter drops buckets back at full past 10,000.)
 func (h *Handler) serve(r *http.Request, info *scim.RequestInfo) (relay.AccessToken, error) {
+	tok, err := h.issue(r, info)
+	if h.o.Limiter == nil {
+		return tok, err
+	}
+	key := "address " + httpmw.ClientAddress(r)
+	if err == nil {
+		key = "client " + info.Tenant + "/" + tok.ClientID
+	}
+	if ok, wait := h.o.Limiter.Allow(key); !ok {
+		te := fail(http.StatusTooManyRequests, errInvalidRequest, "too many token requests; retry later")
+		te.retryAfter = wait
+		return relay.AccessToken{}, te
+	}
+	return tok, err
+}
+
+// issue checks a token request and issues its access token.
+func (h *Handler) issue(r *http.Request, info *scim.RequestInfo) (relay.AccessToken, error) {
 	tenant, ok := tenantOf(r.URL.EscapedPath())
 	if !ok {
 		return relay.AccessToken{}, fail(http.StatusNotFound, errInvalidRequest, "no token endpoint at %s; it is %s", truncate(r.URL.Path, 128), PathPattern)
@@ -174,16 +202,6 @@ func (h *Handler) serve(r *http.Request, info *scim.RequestInfo) (relay.AccessTo
 		// Only configured tenants label the log and metrics: the path is
 		// the caller's to choose.
 		info.Tenant = tenant
-	}
-	if h.o.Limiter != nil {
-		// Every name its own bucket, known or not: a bucket shared by the
-		// unknown names would tell them from the known ones once spent.
-		// (The limiter drops buckets back at full past 10,000.)
-		if ok, wait := h.o.Limiter.Allow(tenant); !ok {
-			te := fail(http.StatusTooManyRequests, errInvalidRequest, "too many token requests for this tenant; retry later")
-			te.retryAfter = wait
-			return relay.AccessToken{}, te
-		}
 	}
 	form, err := readForm(r)
 	if err != nil {
