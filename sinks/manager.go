@@ -312,8 +312,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	w.members = &membership{js: js, stream: sh.workers, sink: name, id: m.o.WorkerID, t: sh.t}
 	for p := range sh.partitions {
 		err := events.Retry(ctx, "the consumers of sink "+name, m.log, func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, w.consumerConfig(p))
-			return err
+			return w.setupConsumer(ctx, p)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("creating the consumers of sink %s: %w", name, err)

@@ -4,9 +4,11 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -881,5 +883,120 @@ func TestOlderNATSIsRefused(t *testing.T) {
 	}
 	if err := requireAPILevel(4); err != nil {
 		t.Errorf("level 4: %v", err)
+	}
+}
+
+// TestSetupAfterAConsumerWasRecreated: a worker that finds its partition's
+// consumer deleted recreates it from a stream sequence; JetStream cannot
+// change a consumer's deliver policy, so a later start of the sink (a
+// restart, another process, a reload changing the sink) must keep it
+// rather than ask for "deliver new" again, which the server refused and
+// which stopped the relay from starting.
+func TestSetupAfterAConsumerWasRecreated(t *testing.T) {
+	_, _, js := natsServer(t)
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int { return l.admit(r, func(string, uint64) int { return 204 }) })
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
+	m, stop := runManager(t, o)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	p := newPublisher(t, js)
+	want := provision(p, "before", 20, 1, 0, 0)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(want) })
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range events.DefaultPartitions {
+		if err := st.DeleteConsumer(ctx, consumerName("crm", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maps.Copy(want, provision(p, "after", 20, 2, 0, 0))
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(want) })
+	// Every consumer was recreated: from the sequence after the last event
+	// its partition received, or from the stream's first for a partition
+	// that had received none (the "after" events above reached them all).
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		bySeq := 0
+		for n := range events.DefaultPartitions {
+			c, err := js.Consumer(ctx, events.StreamName, consumerName("crm", n))
+			if err != nil {
+				return err
+			}
+			switch c.CachedInfo().Config.DeliverPolicy {
+			case jetstream.DeliverByStartSequencePolicy:
+				bySeq++
+			case jetstream.DeliverAllPolicy:
+			default:
+				return fmt.Errorf("partition %d's consumer delivers by %v: not recreated yet", n, c.CachedInfo().Config.DeliverPolicy)
+			}
+		}
+		if bySeq == 0 {
+			return errors.New("no consumer was recreated from a sequence")
+		}
+		return nil
+	})
+	stop()
+
+	// The sink starts again, changed (its tenants narrowed, as a reload
+	// would): the consumers are updated where they start.
+	o.Sinks[0].Tenants = []string{"acme"}
+	m, _ = runManager(t, o)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	maps.Copy(want, provision(p, "again", 20, 1, 0, 0))
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error { return l.deliveredEach(want) })
+	if v := l.failure(); v != "" {
+		t.Fatal(v)
+	}
+}
+
+// TestParkedResourceOfATenantTheSinkNoLongerTakes: a resource parked
+// while its tenant was the sink's is read back from the stream, which no
+// subject filter narrows; once a reload has taken the tenant off the
+// sink's list, none of its events may reach the sink.
+func TestParkedResourceOfATenantTheSinkNoLongerTakes(t *testing.T) {
+	js := onePartition(t)
+	l := newLedger()
+	var foreign atomic.Int32
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if r.Header.Get("ce-tenant") != "globex" {
+			foreign.Add(1)
+		}
+		return l.admit(r, func(string, uint64) int { return http.StatusNoContent })
+	})
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = []string{"acme", "globex"} })},
+		JS: js, AckWait: 5 * time.Second, Heartbeat: 500 * time.Millisecond}
+	_, stop := runManager(t, o) // sets up the consumers and the bucket
+	stop()
+	// An acme resource of crm's one partition, parked while acme was one of
+	// the sink's tenants; then the sink takes globex alone.
+	handedOverParked(t, js, 3)
+	o.Sinks[0].Tenants = []string{"globex"}
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := pk.load(ctx, 0); err != nil || len(got) != 1 {
+		t.Fatalf("parked before the worker starts: %v %v", got, err)
+	}
+	runManager(t, o)
+	p := newPublisher(t, js)
+	want := expect{}
+	for i := range 20 {
+		id := fmt.Sprintf("g%02d", i)
+		p.publish("globex", events.UserCreated, id)
+		want["Users/"+id] = 1
+	}
+	l.wantDelivered(t, want, 20*time.Second, false)
+	// The parked resource was read back, and none of it sent.
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		got, err := pk.load(ctx, 0)
+		if err != nil || len(got) > 0 {
+			return fmt.Errorf("still parked: %v %v", got, err)
+		}
+		return nil
+	})
+	if n := foreign.Load(); n > 0 {
+		t.Fatalf("the sink received %d events of a tenant it no longer takes", n)
 	}
 }

@@ -363,12 +363,17 @@ func (p *partition) gone() bool {
 
 // recreate brings back a consumer someone deleted, starting after the last
 // event this partition received, so that nothing published meanwhile is
-// skipped.
+// skipped. A partition that has received nothing and whose consumer had
+// acknowledged nothing when this worker took it starts at the stream's
+// first event: "deliver new" would skip what was published between the
+// deletion and now.
 func (p *partition) recreate(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := p.w.consumerConfig(p.n)
 	p.mu.Lock()
 	if from := max(p.highest, p.floor); from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	} else {
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
 	p.mu.Unlock()
 	cons, err := p.w.js.CreateConsumer(ctx, events.StreamName, cfg)

@@ -101,6 +101,25 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 	return cfg
 }
 
+// setupConsumer creates a partition's consumer, or brings an existing one
+// to the sink's configuration. Where it starts is kept as it is: JetStream
+// cannot change a consumer's deliver policy, and one a worker recreated
+// (partition.recreate) starts at a stream sequence, so asking for
+// DeliverNew again would fail every later start and reload of the sink.
+func (w *worker) setupConsumer(ctx context.Context, partition int) error {
+	cfg := w.consumerConfig(partition)
+	cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
+	switch {
+	case err == nil:
+		was := cons.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return err
+	}
+	_, err = w.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
+	return err
+}
+
 // keepAliveEvery is how often a message a worker holds is said to be in
 // progress, so that its ack wait does not run out meanwhile.
 func (w *worker) keepAliveEvery() time.Duration { return max(w.ackWait/3, 100*time.Millisecond) }
@@ -127,8 +146,15 @@ func (w *worker) sliceMax() int {
 	return w.batches.maxEvents
 }
 
-// wants reports whether the sink takes events of e's type.
+// wants reports whether the sink takes e: events of its types, of its
+// tenants. The consumers' subject filters select the tenants too, but a
+// resource's events read back from the stream (a parked resource, a
+// redrive) pass no filter, and a reload may have narrowed the tenants
+// since they were parked.
 func (w *worker) wants(e event.Event) bool {
+	if len(w.tenants) > 0 && !slices.Contains(w.tenants, events.Tenant(e)) {
+		return false
+	}
 	a, _ := events.ActionOf(e)
 	return w.patterns.Match(a)
 }
