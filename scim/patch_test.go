@@ -101,6 +101,18 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{ent + ":department", ent + ":manager.value"},
 		},
 		{
+			name:    `"." after the enterprise URN in a path (Entra without aadOptscim062020)`,
+			ops:     `{"op":"Replace","path":"` + ent + `.department","value":"X"},{"op":"Add","path":"` + ent + `.manager","value":"m1"}`,
+			want:    map[string]string{ent + ":department": `"X"`, ent + ":manager": `{"value":"m1"}`},
+			changes: []string{ent + ":department", ent + ":manager.value"},
+		},
+		{
+			name:    `"." after the enterprise URN in a path-less key`,
+			ops:     `{"op":"Replace","value":{"` + ent + `.employeeNumber":"8","` + ent + `.manager":{"value":"m2"}}}`,
+			want:    map[string]string{ent + ":employeeNumber": `"8"`, ent + ":manager": `{"value":"m2"}`},
+			changes: []string{ent + ":employeeNumber", ent + ":manager.value"},
+		},
+		{
 			name:    "path-less replace with active as a string",
 			ops:     `{"op":"Replace","value":{"active":"False"}}`,
 			want:    map[string]string{"active": `false`},

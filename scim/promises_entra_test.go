@@ -4,6 +4,7 @@ package scim_test
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -220,5 +221,39 @@ func mappedValue(t *testing.T, user map[string]any, path string) string {
 	default:
 		b, _ := json.Marshal(v)
 		return string(b)
+	}
+}
+
+// README, "What the relay does with what Entra sends": Entra jobs without
+// the aadOptscim062020 fix (customappsso) write an extension attribute with
+// "." after the schema URN (…:2.0:User.department); it is read as ":"
+// wherever a path is read: a POST body, a PATCH path, a filter, attributes
+// and excludedAttributes.
+func TestEntraDotAfterSchemaURN(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	const dept = EnterpriseUserSchema + ".department"
+	r := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann@contoso.com","`+dept+`":"Sales"}`).want(t, 201)
+	if ext, _ := r.json[EnterpriseUserSchema].(map[string]any); ext["department"] != "Sales" {
+		t.Fatalf("after the POST: %s", r.body)
+	}
+	id := r.str("id")
+	boss := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"boss@contoso.com"}`).want(t, 201).str("id")
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"Replace","path":"`+dept+`","value":"X"},`+
+		`{"op":"Add","path":"`+EnterpriseUserSchema+`.manager","value":"`+boss+`"}]}`).want(t, 200)
+	ext, _ := r.json[EnterpriseUserSchema].(map[string]any)
+	if m, _ := ext["manager"].(map[string]any); ext["department"] != "X" || m["value"] != boss {
+		t.Fatalf("after the PATCH: %s", r.body)
+	}
+	r = ts.do("GET", "/Users?"+filterQuery(dept+` eq "X"`), "").want(t, 200)
+	if r.str("totalResults") != "1" || r.str("Resources.0.id") != id {
+		t.Fatalf("filter %s eq \"X\": %s", dept, r.body)
+	}
+	r = ts.do("GET", "/Users/"+id+"?attributes="+url.QueryEscape(dept), "").want(t, 200)
+	if ext, _ := r.json[EnterpriseUserSchema].(map[string]any); len(ext) != 1 || ext["department"] != "X" || r.str("userName") != "" {
+		t.Fatalf("attributes=%s: %s", dept, r.body)
+	}
+	r = ts.do("GET", "/Users/"+id+"?excludedAttributes="+url.QueryEscape(dept), "").want(t, 200)
+	if ext, _ := r.json[EnterpriseUserSchema].(map[string]any); ext["department"] != nil || ext["manager"] == nil {
+		t.Fatalf("excludedAttributes=%s: %s", dept, r.body)
 	}
 }
