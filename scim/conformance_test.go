@@ -87,10 +87,11 @@ func TestUnknownMemberSubAttributesIgnored(t *testing.T) {
 	ts.do("PATCH", "/Groups/"+gid, `{`+patchSchemas+`,"Operations":[{"op":"add","path":"members","value":[{"value":5}]}]}`).wantError(t, 400, "invalidValue", "must be a string")
 }
 
-// RFC 7644 §3.3 and §3.5.1 leave open what to do with attributes the schema
-// does not define. The relay drops them, answers the request, and names them
-// in the provisioning log entry (RequestInfo.Detail); attributes of an
-// extension schema it does not know stay kept as sent.
+// RFC 7644 §3.3, §3.5.1 and §3.5.2 leave open what to do with attributes the
+// schema does not define. The relay drops them (in a POST, a PUT and a
+// PATCH alike), answers the request, and names them in the provisioning log
+// entry (RequestInfo.Detail); attributes of an extension schema it does not
+// know stay kept as sent.
 func TestUnknownCoreAttributesIgnoredAndNoted(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
@@ -120,8 +121,16 @@ func TestUnknownCoreAttributesIgnoredAndNoted(t *testing.T) {
 	if len(want) > 0 {
 		t.Errorf("no log entries for %v", want)
 	}
-	// PATCH names what it changes: an unknown path is still invalidPath.
-	ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"add","path":"mood","value":"x"}]}`).wantError(t, 400, "invalidPath", "unknown attribute")
+	// A PATCH of nothing but an unknown attribute changes nothing (no new
+	// version) and says so in the log; a malformed path is still invalidPath.
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"add","path":"mood","value":"x"}]}`).want(t, 200)
+	if r.header.Get("ETag") != `W/"2"` || strings.Contains(string(r.body), "mood") {
+		t.Errorf("a PATCH of an unknown attribute: ETag %s, %s", r.header.Get("ETag"), r.body)
+	}
+	if infos := ts.requests(); infos[len(infos)-1].Detail != "ignored unknown attributes: mood" || len(infos[len(infos)-1].EventIDs) != 0 {
+		t.Errorf("a PATCH of an unknown attribute was logged as %+v", infos[len(infos)-1])
+	}
+	ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"add","path":"mood[","value":"x"}]}`).wantError(t, 400, "invalidPath", "unbalanced")
 }
 
 // RFC 7643 §2.5: unassigned and null are the same state. An empty string

@@ -92,6 +92,10 @@ func TestFilterMatch(t *testing.T) {
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984"`, true},
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "boss-1"`, true},
 		{`employeeNumber eq "701984"`, true}, // unqualified enterprise attribute
+		// "." after the URN, as Entra without aadOptscim062020 writes it.
+		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.employeeNumber eq "701984"`, true},
+		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.manager.value eq "boss-1"`, true},
+		{`urn:ietf:params:scim:schemas:core:2.0:User.name.givenName eq "Joy"`, true},
 		{`urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode eq "98052"`, true},
 		{`urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:floor gt 2`, true},
 		{`urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:floor lt 2`, false},
@@ -137,6 +141,8 @@ func TestFilterErrors(t *testing.T) {
 		{``, "expected an attribute"},
 		{`userName co null`, "cannot compare with null"},
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:shoeSize eq "9"`, "shoeSize"},
+		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.shoeSize eq "9"`, "shoeSize"},
+		{`urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User.postalCode eq "9"`, "unknown schema"},
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User pr`, "names a whole extension"},
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User eq "x"`, "names a whole extension"},
 		{strings.Repeat(`userName eq "a" or `, 120) + `userName eq "b"`, "more than 100 terms"},

@@ -720,10 +720,11 @@ func patchAnswersEmpty(rt *ResourceType, proj *Projection) bool {
 
 // patchResource is a PATCH of body to the resource c.id.
 func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMatch string) (*Resource, error) {
-	p, err := ParsePatch(c.rt, body)
+	p, ignored, err := ParsePatchNoting(c.rt, body)
 	if err != nil {
 		return nil, err
 	}
+	c.noteIgnored(ignored)
 	res, err := h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
 		if err := CheckIfMatch(ifMatch, cur); err != nil {
 			return nil, err
@@ -771,7 +772,8 @@ func (c *call) location(res *Resource) string {
 }
 
 // noteIgnored records, for the provisioning log, the attributes a body
-// carried that the schema does not define and that were dropped.
+// carried (or a PATCH named) that the schema does not define and that were
+// dropped.
 func (c *call) noteIgnored(names []string) {
 	if len(names) == 0 {
 		return

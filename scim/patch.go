@@ -3,7 +3,9 @@
 package scim
 
 import (
+	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -41,11 +43,14 @@ type Patch struct {
 	ops []patchOp
 }
 
+// patchOp is one operation to apply. A path-less operation becomes one
+// patchOp per key of its value (expandValue), so path is never nil.
 type patchOp struct {
 	kind  patchKind
-	path  *patchPath // nil when the op has no path
-	value any        // as decoded, numbers as json.Number; nil when absent
-	index int        // position in Operations, for error messages
+	path  *patchPath
+	value any  // as decoded, numbers as json.Number; nil when absent
+	index int  // position in Operations, for error messages
+	key   bool // a key of a path-less value: see unchangedReadOnly
 }
 
 // patchPath is attrPath, attrPath[filter] or attrPath[filter].sub.
@@ -59,37 +64,51 @@ type patchPath struct {
 // ParsePatch decodes and checks a PATCH body for resources of type rt. It
 // rejects, with the scimType the RFC gives, a body that is not JSON or lacks
 // the PatchOp schema (invalidSyntax), an unknown op (invalidSyntax), a path
-// that does not parse or names an unknown attribute (invalidPath), and a
-// remove without a path (noTarget).
+// that does not parse (invalidPath), and a remove without a path
+// (noTarget). An operation whose path names an attribute or sub-attribute
+// no known schema defines, and such a key of a path-less operation's value,
+// are left out, as ParseResource leaves such attributes out of a body
+// (ParsePatchNoting names them); attributes of extension schemas it does
+// not know are kept.
 func ParsePatch(rt *ResourceType, data []byte) (*Patch, error) {
+	p, _, err := ParsePatchNoting(rt, data)
+	return p, err
+}
+
+// ParsePatchNoting is ParsePatch that also returns the paths and value keys
+// it left out because no known schema defines what they name, sorted, for
+// the provisioning log.
+func ParsePatchNoting(rt *ResourceType, data []byte) (*Patch, []string, error) {
 	raw, err := decodeObject(data, "request body")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, twice := lowerKeys(raw)
 	if twice != "" {
-		return nil, givenTwice("the PATCH body", twice)
+		return nil, nil, givenTwice("the PATCH body", twice)
 	}
 	schemas, operations := m["schemas"], m["operations"]
 	if !listsSchema(schemas, PatchOpSchema) {
-		return nil, Errorf(ErrInvalidSyntax, "a PATCH body needs \"schemas\": [%q]", PatchOpSchema)
+		return nil, nil, Errorf(ErrInvalidSyntax, "a PATCH body needs \"schemas\": [%q]", PatchOpSchema)
 	}
 	list, ok := operations.([]any)
 	if !ok || len(list) == 0 {
-		return nil, Errorf(ErrInvalidSyntax, "a PATCH body needs a non-empty Operations array")
+		return nil, nil, Errorf(ErrInvalidSyntax, "a PATCH body needs a non-empty Operations array")
 	}
 	if len(list) > MaxPatchOperations {
-		return nil, Errorf(ErrTooMany, "a PATCH body may carry at most %d operations, got %d", MaxPatchOperations, len(list))
+		return nil, nil, Errorf(ErrTooMany, "a PATCH body may carry at most %d operations, got %d", MaxPatchOperations, len(list))
 	}
+	in := &input{rt: rt}
 	p := &Patch{rt: rt, ops: make([]patchOp, 0, len(list))}
 	for i, o := range list {
-		op, err := parseOp(rt, i, o)
+		ops, err := parseOp(in, i, o)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		p.ops = append(p.ops, op)
+		p.ops = append(p.ops, ops...)
 	}
-	return p, nil
+	sort.Strings(in.ignored)
+	return p, in.ignored, nil
 }
 
 // lowerKeys returns obj keyed by its names in lower case, for the members
@@ -123,10 +142,13 @@ func listsSchema(v any, urn string) bool {
 	return false
 }
 
-func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
+// parseOp parses Operations[i]: none, one or (for a path-less value with
+// several keys) several operations to apply. What no known schema defines
+// is noted in in and left out.
+func parseOp(in *input, i int, o any) ([]patchOp, error) {
 	obj, ok := o.(map[string]any)
 	if !ok {
-		return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
+		return nil, Errorf(ErrInvalidSyntax, "Operations[%d] must be an object", i)
 	}
 	op := patchOp{index: i}
 	// Members besides op, path and value are ignored: clients add their own
@@ -134,7 +156,7 @@ func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
 	// §3.5.2 defines.
 	f, twice := lowerKeys(obj)
 	if twice != "" {
-		return patchOp{}, givenTwice(fmt.Sprintf("Operations[%d]", i), twice)
+		return nil, givenTwice(fmt.Sprintf("Operations[%d]", i), twice)
 	}
 	kind, path := f["op"], f["path"]
 	var hasValue bool
@@ -148,32 +170,88 @@ func parseOp(rt *ResourceType, i int, o any) (patchOp, error) {
 	case "remove":
 		op.kind = patchRemove
 	default:
-		return patchOp{}, Errorf(ErrInvalidSyntax, "Operations[%d]: op must be add, replace or remove, got %s", i, quoteOrKind(kind))
+		return nil, Errorf(ErrInvalidSyntax, "Operations[%d]: op must be add, replace or remove, got %s", i, quoteOrKind(kind))
 	}
+	unknown := ""
 	if path != nil {
 		ps, ok := path.(string)
 		if !ok {
-			return patchOp{}, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
+			return nil, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
 		}
 		if strings.TrimSpace(ps) != "" {
-			pp, err := parsePatchPath(rt, ps)
-			if err != nil {
-				return patchOp{}, err
+			pp, err := parsePatchPath(in.rt, ps)
+			switch {
+			case errors.Is(err, errUnknownAttribute):
+				unknown = ps
+			case err != nil:
+				return nil, err
 			}
 			op.path = pp
 		}
 	}
 	switch {
-	case op.path == nil && op.kind == patchRemove:
-		return patchOp{}, Errorf(ErrNoTarget, "Operations[%d]: remove needs a path", i)
-	case op.path == nil:
-		if _, ok := op.value.(map[string]any); !ok {
-			return patchOp{}, Errorf(ErrInvalidValue, "Operations[%d]: %s without a path needs an object value", i, op.kind)
+	case op.path == nil && unknown == "" && op.kind == patchRemove:
+		return nil, Errorf(ErrNoTarget, "Operations[%d]: remove needs a path", i)
+	case op.path == nil && unknown == "":
+		obj, ok := op.value.(map[string]any)
+		if !ok {
+			return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s without a path needs an object value", i, op.kind)
 		}
+		return expandValue(in, op, obj, "")
 	case op.kind != patchRemove && !hasValue:
-		return patchOp{}, Errorf(ErrInvalidValue, "Operations[%d]: %s needs a value", i, op.kind)
+		return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s needs a value", i, op.kind)
+	case unknown != "":
+		// An attribute an admin mapped that the schema lacks (Entra's
+		// mailNickname): the POST dropped it, and refusing the PATCH would
+		// fail the rest of it too, on every cycle.
+		in.ignore(unknown)
+		return nil, nil
+	case op.path.attr.Name == "" && op.kind != patchRemove:
+		// A whole extension: each of its attributes is a path of its own.
+		obj, ok := op.value.(map[string]any)
+		if !ok {
+			return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", i, op.path.attr.URN)
+		}
+		return expandValue(in, op, obj, op.path.attr.URN+":")
 	}
-	return op, nil
+	return []patchOp{op}, nil
+}
+
+// expandValue turns the object value of a path-less add or replace (or of
+// one naming a whole extension, when prefix is its URN and ":") into one
+// operation per key: each key is a path of its own, which is how Entra
+// sends "name.givenName" and URN-qualified keys. A key naming a whole
+// extension adds one operation per key of its object. Keys naming what no
+// known schema defines are noted in in and left out. Keys go in sorted
+// order, so that "name" comes before "name.givenName" whatever the map's
+// order.
+func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]patchOp, error) {
+	ops := make([]patchOp, 0, len(obj))
+	for _, k := range sortedKeys(obj) {
+		key, v := prefix+k, obj[k]
+		pp, err := parsePatchPath(in.rt, key)
+		if errors.Is(err, errUnknownAttribute) {
+			in.ignore(key)
+			continue
+		}
+		if err != nil {
+			return nil, Errorf(ErrInvalidValue, "Operations[%d]: value key %q: %v", op.index, key, err.(*Error).Detail)
+		}
+		if pp.attr.Name == "" {
+			ext, ok := v.(map[string]any)
+			if !ok {
+				return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, key)
+			}
+			more, err := expandValue(in, op, ext, pp.attr.URN+":")
+			if err != nil {
+				return nil, err
+			}
+			ops = append(ops, more...)
+			continue
+		}
+		ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true})
+	}
+	return ops, nil
 }
 
 func quoteOrKind(v any) string {
@@ -184,11 +262,17 @@ func quoteOrKind(v any) string {
 }
 
 // parsePatchPath parses attrPath, attrPath[valFilter] and attrPath[valFilter].subAttr.
+// Its errors are *Error invalidPath, but for a well-formed path naming an
+// attribute or sub-attribute no known schema defines: that error wraps
+// errUnknownAttribute (and is no *Error), and the caller leaves the path out.
 func parsePatchPath(rt *ResourceType, s string) (*patchPath, error) {
 	pp := &patchPath{text: s}
 	open := strings.IndexByte(s, '[')
 	if open < 0 {
 		ap, err := rt.ParsePath(s)
+		if errors.Is(err, errUnknownAttribute) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, Errorf(ErrInvalidPath, "path %q: %v", s, trimPathPrefix(err, s))
 		}
@@ -200,9 +284,13 @@ func parsePatchPath(rt *ResourceType, s string) (*patchPath, error) {
 		return nil, Errorf(ErrInvalidPath, "path %q: unbalanced [", s)
 	}
 	ap, err := rt.ParsePath(s[:open])
-	if err != nil {
+	if err != nil && !errors.Is(err, errUnknownAttribute) {
 		return nil, Errorf(ErrInvalidPath, "path %q: %v", s, trimPathPrefix(err, s[:open]))
 	}
+	// An attribute no known schema defines is read on without its
+	// definition, as an unknown extension's is, so that the rest of the
+	// path is checked too; that it is unknown is returned at the end.
+	unknown := err
 	if ap.Sub != "" || ap.Name == "" || (ap.attr != nil && (ap.attr.Type != Complex || !ap.attr.MultiValued)) {
 		return nil, Errorf(ErrInvalidPath, "path %q: only a multi-valued complex attribute takes a [filter]", s)
 	}
@@ -216,12 +304,18 @@ func parsePatchPath(rt *ResourceType, s string) (*patchPath, error) {
 	case rest == "":
 	case rest[0] == '.':
 		sub, err := ap.elementPath(rest[1:])
+		if errors.Is(err, errUnknownAttribute) {
+			return nil, fmt.Errorf("path %q: %w", s, err)
+		}
 		if err != nil {
 			return nil, Errorf(ErrInvalidPath, "path %q: %v", s, err)
 		}
 		pp.sub = sub
 	default:
 		return nil, Errorf(ErrInvalidPath, "path %q: unexpected %q after the filter", s, rest)
+	}
+	if unknown != nil {
+		return nil, unknown
 	}
 	return pp, nil
 }
@@ -274,41 +368,20 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 }
 
 func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
-	if op.path == nil {
-		// Path-less add or replace: every key of the object is a path of its
-		// own, which is how Entra sends "name.givenName" and URN-qualified keys.
-		for k, v := range op.value.(map[string]any) {
-			pp, err := parsePatchPath(p.rt, k)
-			if err != nil {
-				return Errorf(ErrInvalidValue, "Operations[%d]: value key %q: %v", op.index, k, err.(*Error).Detail)
-			}
-			if unchangedReadOnly(r, pp, v) {
-				// Okta's rename repeats the group's id beside displayName;
-				// a read-only attribute given its current value changes nothing.
-				continue
-			}
-			sub := patchOp{kind: op.kind, path: pp, value: v, index: op.index}
-			if pp.attr.Name == "" {
-				sub.path = nil // a whole extension object: recurse into its keys
-				obj, ok := v.(map[string]any)
-				if !ok {
-					return Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, k)
-				}
-				qualified := make(map[string]any, len(obj))
-				for ek, ev := range obj {
-					qualified[pp.attr.URN+":"+ek] = ev
-				}
-				sub.value = qualified
-			}
-			if err := p.applyOp(r, sub, u); err != nil {
-				return err
-			}
-		}
+	pp := op.path
+	if op.key && unchangedReadOnly(r, pp, op.value) {
+		// Okta's rename repeats the group's id beside displayName;
+		// a read-only attribute given its current value changes nothing.
 		return nil
 	}
-	pp := op.path
 	if pp.attr.Name == "" {
-		return p.applyExtension(r, op, u)
+		// A remove of a whole extension, e.g. of
+		// "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"; an
+		// add or replace of one was expanded into its attributes (parseOp).
+		if k := findKeyFold(r.Attrs, pp.attr.URN); k != "" {
+			delete(r.Attrs, k)
+		}
+		return nil
 	}
 	if err := checkWritable(op, pp); err != nil {
 		return err
@@ -335,27 +408,6 @@ func unchangedReadOnly(r *Resource, pp *patchPath, v any) bool {
 		cur = m[pp.attr.Sub]
 	}
 	return cur != nil && jsonEqual(cur, v)
-}
-
-// applyExtension handles a path naming a whole extension, e.g. remove of
-// "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".
-func (p *Patch) applyExtension(r *Resource, op patchOp, u *Update) error {
-	urn := op.path.attr.URN
-	if op.kind == patchRemove {
-		if k := findKeyFold(r.Attrs, urn); k != "" {
-			delete(r.Attrs, k)
-		}
-		return nil
-	}
-	obj, ok := op.value.(map[string]any)
-	if !ok {
-		return Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, urn)
-	}
-	qualified := make(map[string]any, len(obj))
-	for k, v := range obj {
-		qualified[urn+":"+k] = v
-	}
-	return p.applyOp(r, patchOp{kind: op.kind, value: qualified, index: op.index}, u)
 }
 
 // checkWritable refuses changes to read-only attributes (id, meta, groups)

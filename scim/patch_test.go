@@ -101,6 +101,18 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{ent + ":department", ent + ":manager.value"},
 		},
 		{
+			name:    `"." after the enterprise URN in a path (Entra without aadOptscim062020)`,
+			ops:     `{"op":"Replace","path":"` + ent + `.department","value":"X"},{"op":"Add","path":"` + ent + `.manager","value":"m1"}`,
+			want:    map[string]string{ent + ":department": `"X"`, ent + ":manager": `{"value":"m1"}`},
+			changes: []string{ent + ":department", ent + ":manager.value"},
+		},
+		{
+			name:    `"." after the enterprise URN in a path-less key`,
+			ops:     `{"op":"Replace","value":{"` + ent + `.employeeNumber":"8","` + ent + `.manager":{"value":"m2"}}}`,
+			want:    map[string]string{ent + ":employeeNumber": `"8"`, ent + ":manager": `{"value":"m2"}`},
+			changes: []string{ent + ":employeeNumber", ent + ":manager.value"},
+		},
+		{
 			name:    "path-less replace with active as a string",
 			ops:     `{"op":"Replace","value":{"active":"False"}}`,
 			want:    map[string]string{"active": `false`},
@@ -267,7 +279,16 @@ func TestPatchErrors(t *testing.T) {
 		{"unknown op", UserResourceType, patchBody(`{"op":"merge","path":"title","value":"x"}`), ErrInvalidSyntax, `got "merge"`},
 		{"op not a string", UserResourceType, patchBody(`{"op":1,"path":"title","value":"x"}`), ErrInvalidSyntax, "got a number"},
 		{"bad path syntax", UserResourceType, patchBody(`{"op":"add","path":"emails[type eq","value":"x"}`), ErrInvalidPath, "unbalanced"},
-		{"unknown attribute", UserResourceType, patchBody(`{"op":"add","path":"shoeSize","value":"9"}`), ErrInvalidPath, `unknown attribute "shoeSize"`},
+		// An unknown attribute is left out (TestPatchLeavesOutUnknownAttributes),
+		// but not a malformed path naming one, nor what else the op lacks.
+		{"unknown attribute in a malformed path", UserResourceType, patchBody(`{"op":"add","path":"mailNickname.a.b","value":"9"}`), ErrInvalidPath, "not a sub-attribute name"},
+		{"unknown attribute with a bad filter", UserResourceType, patchBody(`{"op":"add","path":"foo[type zz \"x\"].value","value":"9"}`), ErrInvalidPath, "unknown operator"},
+		{"unknown attribute with junk after the filter", UserResourceType, patchBody(`{"op":"add","path":"foo[type eq \"x\"]x","value":"9"}`), ErrInvalidPath, "after the filter"},
+		{"unknown attribute without a value", UserResourceType, patchBody(`{"op":"add","path":"shoeSize"}`), ErrInvalidValue, "needs a value"},
+		{"a bad value beside an unknown attribute", UserResourceType, patchBody(`{"op":"replace","path":"shoeSize","value":"9"},{"op":"replace","path":"active","value":"maybe"}`), ErrInvalidValue, "active must be a boolean"},
+		{"read-only id beside an unknown key", UserResourceType, patchBody(`{"op":"replace","value":{"shoeSize":"9","id":"x"}}`), ErrMutability, "read-only"},
+		{"malformed key beside an unknown key", UserResourceType, patchBody(`{"op":"replace","value":{"shoeSize":"9","a[":"x"}}`), ErrInvalidValue, `value key "a["`},
+		{"filter on an unknown sub-attribute", UserResourceType, patchBody(`{"op":"remove","path":"emails[foo eq \"x\"]"}`), ErrInvalidPath, `unknown attribute "foo"`},
 		{"filter on a single-valued attribute", UserResourceType, patchBody(`{"op":"add","path":"name[givenName eq \"x\"]","value":"x"}`), ErrInvalidPath, "multi-valued complex"},
 		{"bad filter in path", UserResourceType, patchBody(`{"op":"remove","path":"emails[type zz \"work\"]"}`), ErrInvalidPath, "unknown operator"},
 		{"junk after the filter", UserResourceType, patchBody(`{"op":"remove","path":"emails[type eq \"work\"]x"}`), ErrInvalidPath, "after the filter"},
@@ -282,7 +303,6 @@ func TestPatchErrors(t *testing.T) {
 		{"number for a string", UserResourceType, patchBody(`{"op":"replace","path":"title","value":7}`), ErrInvalidValue, "title must be a string"},
 		{"object for active", UserResourceType, patchBody(`{"op":"replace","path":"active","value":{"v":false}}`), ErrInvalidValue, "active must be a boolean"},
 		{"removing userName", UserResourceType, patchBody(`{"op":"remove","path":"userName"}`), ErrInvalidValue, "userName is required"},
-		{"unknown key in path-less replace", UserResourceType, patchBody(`{"op":"replace","value":{"shoeSize":"9"}}`), ErrInvalidValue, "shoeSize"},
 		{"member without value", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"display":"x"}]}`), ErrInvalidValue, "has no value"},
 		{"member value not a string", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"value":5}]}`), ErrInvalidValue, "must be a string"},
 		{"change a member's sub-attribute", GroupResourceType, patchBody(`{"op":"replace","path":"members[value eq \"u\"].display","value":"x"}`), ErrInvalidPath, "cannot be changed"},
@@ -314,6 +334,78 @@ func TestPatchErrors(t *testing.T) {
 	}
 }
 
+// TestPatchLeavesOutUnknownAttributes: an operation whose path names an
+// attribute or sub-attribute no known schema defines, and such a key of a
+// path-less value, are left out and named (for the provisioning log), as a
+// POST leaves such attributes out; the rest of the PATCH applies. Entra
+// PATCHes every changed mapped attribute in one request: refusing it over
+// one the schema lacks (mailNickname) failed the others on every cycle.
+func TestPatchLeavesOutUnknownAttributes(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	tests := []struct {
+		name    string
+		ops     string
+		ignored []string
+		changes []string
+	}{
+		{"an unknown attribute beside a known one",
+			`{"op":"Replace","path":"mailNickname","value":"ann"},{"op":"Replace","path":"displayName","value":"Ann"}`,
+			[]string{"mailNickname"}, []string{"displayName"}},
+		{"an unknown sub-attribute", `{"op":"replace","path":"name.nick","value":"A"}`, []string{"name.nick"}, nil},
+		{"an unknown enterprise attribute", `{"op":"add","path":"` + ent + `:shoeSize","value":"9"}`, []string{ent + ":shoeSize"}, nil},
+		{`an unknown enterprise attribute with "."`, `{"op":"add","path":"` + ent + `.shoeSize","value":"9"}`, []string{ent + ".shoeSize"}, nil},
+		{"a filtered path on an unknown attribute", `{"op":"replace","path":"foo[type eq \"x\"].value","value":"y"}`, []string{`foo[type eq "x"].value`}, nil},
+		{"an unknown sub-attribute after a filter", `{"op":"replace","path":"emails[type eq \"work\"].foo","value":"y"}`, []string{`emails[type eq "work"].foo`}, nil},
+		{"a remove of an unknown attribute", `{"op":"remove","path":"shoeSize"}`, []string{"shoeSize"}, nil},
+		{"unknown keys of a path-less value",
+			`{"op":"replace","value":{"shoeSize":"9","title":"Boss","name.nick":"A"}}`,
+			[]string{"name.nick", "shoeSize"}, []string{"title"}},
+		{"an unknown key of an extension object in a path-less value",
+			`{"op":"replace","value":{"` + ent + `":{"shoeSize":"9","department":"Ops"}}}`,
+			[]string{ent + ":shoeSize"}, []string{ent + ":department"}},
+		{"an unknown key of a whole extension's value",
+			`{"op":"add","path":"` + ent + `","value":{"shoeSize":"9","division":"North"}}`,
+			[]string{ent + ":shoeSize"}, []string{ent + ":division"}},
+		{"the same unknown attribute twice is named once",
+			`{"op":"replace","path":"mailNickname","value":"a"},{"op":"replace","value":{"MAILNICKNAME":"b"}}`,
+			[]string{"mailNickname"}, nil},
+		{"an unknown extension's attributes are kept as sent",
+			`{"op":"replace","path":"` + custom + `:shoeSize","value":"9"}`,
+			nil, []string{custom + ":shoeSize"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := fixture(t, UserResourceType, baseUserJSON)
+			p, ignored, err := ParsePatchNoting(UserResourceType, []byte(patchBody(tt.ops)))
+			if err != nil {
+				t.Fatalf("ParsePatchNoting: %v", err)
+			}
+			if strings.Join(ignored, " ") != strings.Join(tt.ignored, " ") {
+				t.Errorf("ignored %q, want %q", ignored, tt.ignored)
+			}
+			u, err := p.Apply(base)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			var got []string
+			for _, c := range u.Changes {
+				got = append(got, c.Path)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.changes, " ") {
+				t.Errorf("changes = %v, want %v", got, tt.changes)
+			}
+			if u.Changed() != (len(tt.changes) > 0) {
+				t.Errorf("Changed() = %v with changes %v", u.Changed(), got)
+			}
+			if out := string(u.Resource.AppendJSON(nil)); strings.Contains(out, "mailNickname") || strings.Contains(out, "nick\"") ||
+				(len(tt.ignored) > 0 && strings.Contains(out, "shoeSize")) || strings.Contains(out, `"foo"`) {
+				t.Errorf("an unknown attribute was stored: %s", out)
+			}
+		})
+	}
+}
+
 func FuzzApplyPatch(f *testing.F) {
 	for _, s := range loadEntraSteps(f) {
 		if s.Method == "PATCH" && s.RequestBody != nil {
@@ -323,6 +415,7 @@ func FuzzApplyPatch(f *testing.F) {
 	f.Add(patchBody(`{"op":"add","path":"emails[type eq \"work\"].value","value":"x@y"}`))
 	f.Add(patchBody(`{"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":["m"]}}}`))
 	f.Add(patchBody(`{"op":"remove","path":"members[value eq \"a\" or display co \"b\"]"}`))
+	f.Add(patchBody(`{"op":"replace","path":"foo[type eq \"x\"].value","value":"y"},{"op":"add","value":{"mailNickname":"m","title":"t"}}`))
 	user := fixture(f, UserResourceType, baseUserJSON)
 	group := fixture(f, GroupResourceType, baseGroupJSON)
 	f.Fuzz(func(t *testing.T, body string) {

@@ -183,7 +183,11 @@ func indexFold(s, sub string) int {
 }
 
 // splitURN finds the known schema (core or extension) that prefixes s and
-// returns it with the remainder after the separating colon.
+// returns it with the remainder after the separator. The separator is ":",
+// or "." as Entra jobs without the 2018 fix (customappsso, no
+// aadOptscim062020) write it: "…:enterprise:2.0:User.department". Only a
+// known URN is read that way: for an unknown one there is no telling where
+// the URN ends (splitUnknownURN).
 func (rt *ResourceType) splitURN(s string) (*Schema, string) {
 	try := func(sc *Schema) (string, bool) {
 		n := len(sc.ID)
@@ -193,7 +197,7 @@ func (rt *ResourceType) splitURN(s string) (*Schema, string) {
 		if len(s) == n {
 			return "", true
 		}
-		if s[n] != ':' {
+		if s[n] != ':' && s[n] != '.' {
 			return "", false
 		}
 		return s[n+1:], true

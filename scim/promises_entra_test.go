@@ -4,6 +4,7 @@ package scim_test
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -220,5 +221,89 @@ func mappedValue(t *testing.T, user map[string]any, path string) string {
 	default:
 		b, _ := json.Marshal(v)
 		return string(b)
+	}
+}
+
+// README, "What the relay does with what Entra sends": Entra jobs without
+// the aadOptscim062020 fix (customappsso) write an extension attribute with
+// "." after the schema URN (…:2.0:User.department); it is read as ":"
+// wherever a path is read: a POST body, a PATCH path, a filter, attributes
+// and excludedAttributes.
+func TestEntraDotAfterSchemaURN(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	const dept = EnterpriseUserSchema + ".department"
+	r := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann@contoso.com","`+dept+`":"Sales"}`).want(t, 201)
+	if ext, _ := r.json[EnterpriseUserSchema].(map[string]any); ext["department"] != "Sales" {
+		t.Fatalf("after the POST: %s", r.body)
+	}
+	id := r.str("id")
+	boss := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"boss@contoso.com"}`).want(t, 201).str("id")
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"Replace","path":"`+dept+`","value":"X"},`+
+		`{"op":"Add","path":"`+EnterpriseUserSchema+`.manager","value":"`+boss+`"}]}`).want(t, 200)
+	ext, _ := r.json[EnterpriseUserSchema].(map[string]any)
+	if m, _ := ext["manager"].(map[string]any); ext["department"] != "X" || m["value"] != boss {
+		t.Fatalf("after the PATCH: %s", r.body)
+	}
+	r = ts.do("GET", "/Users?"+filterQuery(dept+` eq "X"`), "").want(t, 200)
+	if r.str("totalResults") != "1" || r.str("Resources.0.id") != id {
+		t.Fatalf("filter %s eq \"X\": %s", dept, r.body)
+	}
+	r = ts.do("GET", "/Users/"+id+"?attributes="+url.QueryEscape(dept), "").want(t, 200)
+	if ext, _ := r.json[EnterpriseUserSchema].(map[string]any); len(ext) != 1 || ext["department"] != "X" || r.str("userName") != "" {
+		t.Fatalf("attributes=%s: %s", dept, r.body)
+	}
+	r = ts.do("GET", "/Users/"+id+"?excludedAttributes="+url.QueryEscape(dept), "").want(t, 200)
+	if ext, _ := r.json[EnterpriseUserSchema].(map[string]any); ext["department"] != nil || ext["manager"] == nil {
+		t.Fatalf("excludedAttributes=%s: %s", dept, r.body)
+	}
+}
+
+// README, "What the relay does with what Entra sends": an attribute an admin
+// maps that the relay's schema lacks (mailNickname) is left out and named
+// in the provisioning log, in the POST that creates the user and in every
+// PATCH after it. Entra PATCHes all of a user's changed attributes in one
+// request; refusing it over the unknown one failed the others too, on
+// every cycle, until Entra quarantined the job.
+func TestEntraUnknownMappedAttribute(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	logged := func() RequestInfo {
+		t.Helper()
+		infos := ts.requests()
+		return infos[len(infos)-1]
+	}
+	r := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann@contoso.com","displayName":"Ann","mailNickname":"ann"}`).want(t, 201)
+	if got := logged().Detail; got != "ignored unknown attributes: mailNickname" {
+		t.Errorf("POST logged %q", got)
+	}
+	id := r.str("id")
+	if r := ts.do("GET", "/Users/"+id, "").want(t, 200); strings.Contains(string(r.body), "mailNickname") {
+		t.Fatalf("the unknown attribute was stored: %s", r.body)
+	}
+	// With aadOptscim062020: one op per attribute.
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"Replace","path":"mailNickname","value":"ann.lee"},`+
+		`{"op":"Replace","path":"displayName","value":"Ann Lee"}]}`).want(t, 200)
+	if r.str("displayName") != "Ann Lee" || strings.Contains(string(r.body), "mailNickname") {
+		t.Fatalf("after the PATCH: %s", r.body)
+	}
+	if info := logged(); info.Detail != "ignored unknown attributes: mailNickname" || len(info.EventIDs) != 1 {
+		t.Errorf("PATCH logged detail %q, events %v", info.Detail, info.EventIDs)
+	}
+	// Without it: a path-less replace.
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"Replace","value":{"mailNickname":"lee","displayName":"A. Lee"}}]}`).want(t, 200)
+	if r.str("displayName") != "A. Lee" {
+		t.Fatalf("after the path-less PATCH: %s", r.body)
+	}
+	if got := logged().Detail; got != "ignored unknown attributes: mailNickname" {
+		t.Errorf("path-less PATCH logged %q", got)
+	}
+	// A PATCH of the unknown attribute alone changes nothing: no new
+	// version, no event.
+	version := r.header.Get("ETag")
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"Replace","path":"mailNickname","value":"x"}]}`).want(t, 200)
+	if r.header.Get("ETag") != version {
+		t.Errorf("a PATCH of only an unknown attribute made version %s from %s", r.header.Get("ETag"), version)
+	}
+	if info := logged(); info.Detail != "ignored unknown attributes: mailNickname" || len(info.EventIDs) != 0 {
+		t.Errorf("PATCH of only the unknown attribute logged detail %q, events %v", info.Detail, info.EventIDs)
 	}
 }

@@ -316,8 +316,8 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 	return r, in.ignored, nil
 }
 
-// input carries what parsing one POST or PUT body needs besides the value at
-// hand: the resource type, and the attributes it dropped.
+// input carries what parsing one POST, PUT or PATCH body needs besides the
+// value at hand: the resource type, and the attributes it dropped.
 type input struct {
 	rt      *ResourceType
 	ignored []string
@@ -512,8 +512,9 @@ func findKeyFold(m map[string]any, k string) string {
 // normalizeValue checks and converts an input value for the attribute at p.
 // It returns nil for a value that amounts to unassigned (null, "", [], {}).
 // With in set (a POST or PUT body), sub-attributes the schema does not define
-// are dropped and noted; with in nil (PATCH, which names what it changes)
-// they are refused.
+// are dropped and noted; with in nil (the value of a PATCH operation) they
+// are refused: a PATCH leaves out unknown paths and path-less keys
+// (ParsePatchNoting), not what is inside a value.
 func normalizeValue(p AttrPath, v any, in *input) (any, error) {
 	if p.attr == nil { // unknown extension: as sent
 		return v, nil

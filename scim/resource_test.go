@@ -53,6 +53,11 @@ func TestParseResource(t *testing.T) {
 			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"employeeNumber":"7","department":"Ops"}}`,
 		},
 		{
+			name: `"." after a known schema's URN reads as ":" (Entra without aadOptscim062020)`,
+			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.department":"Sales","urn:ietf:params:scim:schemas:core:2.0:User.title":"Boss"}`,
+			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","title":"Boss","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"Sales"}}`,
+		},
+		{
 			name: "an unknown extension is kept as sent (SAFE's custom attributes)",
 			body: `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"postalCode":"98052","n":12345678901234567890}}`,
 			want: `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"n":12345678901234567890,"postalCode":"98052"}}`,
@@ -117,6 +122,7 @@ func TestParseResourceErrors(t *testing.T) {
 		{"same name twice in a complex value", UserResourceType, `{` + userSchemas + `,"userName":"a","name":{"givenName":"A","givenName":"B"}}`, ErrInvalidSyntax, `the name "givenName" is given twice`},
 		{"extension that is not an object", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":"x"}`, ErrInvalidValue, "must be a JSON object"},
 		{"an unknown schema URN without the resource type's anchor", UserResourceType, `{` + userSchemas + `,"userName":"a","urn:a:b:c":"x"}`, ErrInvalidValue, "unknown schema"},
+		{`"." after an unknown extension's URN is not read as ":"`, UserResourceType, `{` + userSchemas + `,"userName":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User.postalCode":"x"}`, ErrInvalidValue, "unknown schema"},
 		{"two primary emails (RFC 7643 §2.4)", UserResourceType, `{` + userSchemas + `,"userName":"a","emails":[{"value":"a@x","primary":true},{"value":"b@x","primary":true}]}`, ErrInvalidValue, "emails has 2 values marked primary"},
 		{"two primary phone numbers (RFC 7643 §2.4)", UserResourceType, `{` + userSchemas + `,"userName":"a","phoneNumbers":[{"value":"1","type":"work","primary":"True"},{"value":"2","type":"mobile","primary":true}]}`, ErrInvalidValue, "phoneNumbers has 2 values marked primary"},
 		{"empty userName", UserResourceType, `{` + userSchemas + `,"userName":""}`, ErrInvalidValue, "userName is required"},
