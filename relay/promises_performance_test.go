@@ -43,7 +43,7 @@ func TestPublisherWindowsOf2048(t *testing.T) {
 	}
 	create(t, s, "acme", user(t, `"userName":"ann"`))
 	w := &windowsRead{Store: s}
-	p := NewPublisher(w, js, slog.New(slog.DiscardHandler), PublisherOptions{})
+	p := newPublisher(t, w, js, slog.New(slog.DiscardHandler), PublisherOptions{})
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

@@ -40,7 +40,8 @@ type StoreHealer interface {
 type PublisherOptions struct {
 	// Window is how many events are in flight to JetStream at once.
 	Window int
-	// AckTimeout bounds the wait for one window's acknowledgements.
+	// AckTimeout bounds the wait for one window's acknowledgements, and
+	// each event's pending acknowledgement in nats.go.
 	AckTimeout time.Duration
 	// MaxBackoff caps the wait between attempts while NATS is away.
 	MaxBackoff time.Duration
@@ -108,8 +109,9 @@ type outboxDelete struct {
 	err  error
 }
 
-// NewPublisher returns a publisher from outbox to js.
-func NewPublisher(outbox Outbox, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
+// NewPublisher returns a publisher from outbox to JetStream over nc,
+// through a JetStream context of its own (see newPublishContext).
+func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOptions) (*Publisher, error) {
 	if o.Window <= 0 {
 		// Each window pays a read and an fsync'd delete of the outbox: a
 		// member PATCH commits 100 events at once, and with 512 the outbox
@@ -123,7 +125,40 @@ func NewPublisher(outbox Outbox, js jetstream.JetStream, log *slog.Logger, o Pub
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
-	return &Publisher{outbox: outbox, js: js, log: log, o: o}
+	js, err := newPublishContext(nc, o)
+	if err != nil {
+		return nil, err
+	}
+	return &Publisher{outbox: outbox, js: js, log: log, o: o}, nil
+}
+
+// newPublishContext returns the publisher's JetStream context, whose
+// pending acknowledgements time out with the window that waits for them.
+//
+// nats.go holds each async publish until its ack comes, and otherwise
+// forever unless told to time it out: a window given up on after
+// AckTimeout (a stream without a leader, a subject no stream takes, a
+// publish permission refused, the connection up throughout) left its
+// entries behind, and once they filled the pending limit every later
+// publish failed, "stalled with too many outstanding async published
+// messages", after the fault was gone, until a reconnect. Each entry's
+// timeout starts when its event is sent and the window's wait when the
+// last one was, so by the time the publisher gives up on a window nats.go
+// has let go of all of it; the next attempt publishes it again, and
+// JetStream drops what it had already stored by its Nats-Msg-Id.
+//
+// The context is the publisher's own so that the timeout always matches
+// AckTimeout, and so that no other async publisher on the connection (the
+// sinks' attempt records) takes from its limit. The limit is two windows:
+// a window whose chain another publisher broke ends without waiting for
+// the refusals of the events behind the break, and the next starts at
+// once.
+func newPublishContext(nc *nats.Conn, o PublisherOptions) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(o.AckTimeout), jetstream.WithPublishAsyncMaxPending(2*o.Window))
+	if err != nil {
+		return nil, fmt.Errorf("opening JetStream to publish: %w", err)
+	}
+	return js, nil
 }
 
 // Healthy reports whether the last attempt to publish succeeded.

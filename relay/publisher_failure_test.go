@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
@@ -22,10 +23,20 @@ import (
 	"github.com/scimrelay/scimrelay/scim"
 )
 
+// newPublisher returns a publisher from outbox over js's connection.
+func newPublisher(t testing.TB, outbox Outbox, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
+	t.Helper()
+	p, err := NewPublisher(outbox, js.Conn(), log, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // runPublisher runs a publisher on a stream the test set up itself.
 func runPublisher(t testing.TB, outbox Outbox, js jetstream.JetStream, log *slog.Logger, o PublisherOptions) *Publisher {
 	t.Helper()
-	p := NewPublisher(outbox, js, log, o)
+	p := newPublisher(t, outbox, js, log, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -184,4 +195,57 @@ func TestQuarantineThatFailsWaitsItsBackoff(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestWindowsWithoutAcksDoNotStallThePublisher: windows whose
+// acknowledgements never come (no stream yet, and a plain subscriber on
+// the events' subjects, so that the publishes are not refused for want of
+// responders; the connection up throughout), more of them than the
+// publisher's limit of pending acks holds, are given up on and let go of.
+// Once the stream exists every event is published, in order, and no
+// publish was refused as "stalled": nats.go used to keep the acks of a
+// window given up on until a reconnect.
+func TestWindowsWithoutAcksDoNotStallThePublisher(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	nc, js := eventstest.Connect(t, eventstest.URL(ns))
+	const window, total = 4, 10
+	for i := range total {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	var swallowed atomic.Int64
+	sub, err := nc.Subscribe(events.StreamSubjects, func(*nats.Msg) { swallowed.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &eventstest.Log{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p := runPublisher(t, s, js, log, PublisherOptions{Window: window, AckTimeout: 300 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	const stalled = "stalled"
+	// Three windows given up on: more than the publisher's limit (two
+	// windows) would hold if their acks stayed pending.
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if strings.Contains(logs.String(), stalled) {
+			t.Fatalf("a publish was refused as stalled while the stream was missing:\n%s", logs.String())
+		}
+		if n := swallowed.Load(); n < 3*window {
+			return fmt.Errorf("%d events sent to a subject without a stream, want %d (three windows)", n, 3*window)
+		}
+		return nil
+	})
+	if p.Healthy() {
+		t.Fatal("the publisher reports healthy while no window is acknowledged")
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	ensureStream(t, js)
+	checkOrder(t, streamContents(t, js, total))
+	outboxEmpties(t, s)
+	if strings.Contains(logs.String(), stalled) {
+		t.Fatalf("a publish was refused as stalled:\n%s", logs.String())
+	}
 }

@@ -228,7 +228,7 @@ func BenchmarkPublisherDrain(b *testing.B) {
 	ns := eventstest.RunServer(b)
 	_, js := eventstest.Connect(b, eventstest.URL(ns))
 	ensureStream(b, js)
-	p := NewPublisher(s, js, slog.New(slog.DiscardHandler), PublisherOptions{})
+	p := newPublisher(b, s, js, slog.New(slog.DiscardHandler), PublisherOptions{})
 	b.ResetTimer()
 	start := time.Now()
 	published, err := p.drain(ctx)
@@ -485,7 +485,7 @@ func TestPublisherCleanStopDeletesWhatItKept(t *testing.T) {
 	d := newSlowDeletes(s)
 	d.open()
 	const keep = time.Second
-	stop := runStoppable(t, NewPublisher(d, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second}))
+	stop := runStoppable(t, newPublisher(t, d, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second}))
 	before := time.Now() // every acknowledgement comes after it
 	for i := range 3 {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
@@ -511,7 +511,7 @@ func TestPublisherCleanStopWaitsAtMostMaxStopWait(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
 	ensureStream(t, js)
-	stop := runStoppable(t, NewPublisher(s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: time.Hour, AckTimeout: 2 * time.Second}))
+	stop := runStoppable(t, newPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: time.Hour, AckTimeout: 2 * time.Second}))
 	create(t, s, "acme", user(t, `"userName":"ann"`))
 	streamContents(t, js, 1)
 	stop()

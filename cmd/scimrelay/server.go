@@ -187,7 +187,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			log.Info("published events are kept in the outbox until NATS has written them to disk, as nats.sync_interval says the external server does",
 				"sync_interval", time.Duration(cfg.NATS.SyncInterval), "kept_for", po.KeepFor)
 		}
-		s.publisher = relay.NewPublisher(s.store, s.js, log.With("component", "publisher"), po)
+		if s.publisher, err = relay.NewPublisher(s.store, s.nc, log.With("component", "publisher"), po); err != nil {
+			return nil, err
+		}
 		s.metrics.WatchPublisher(s.publisher)
 		if s.scimLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("SCIM listener: %w", err)
@@ -245,7 +247,9 @@ func (s *server) connectNATS(ctx context.Context) error {
 		// committed and answered.
 		s.store.LimitEvents(s.nc.MaxPayload())
 	}
-	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+	// The outbox publisher has a JetStream context of its own
+	// (relay.NewPublisher), with its limits and timeouts.
+	if s.js, err = jetstream.New(s.nc); err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	return nil

@@ -198,10 +198,12 @@ func TestScaleModeWaitsForTheOutbox(t *testing.T) {
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
+	p, err := relay.NewPublisher(store, js.Conn(), slog.New(slog.DiscardHandler), relay.PublisherOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
-	go func() {
-		done <- relay.NewPublisher(store, js, slog.New(slog.DiscardHandler), relay.PublisherOptions{}).Run(ctx)
-	}()
+	go func() { done <- p.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	rep, err := RunScale(context.Background(), Options{URL: url, Token: testToken, Users: 200, Groups: 2, MembersPerGroup: 100,
 		Requests: 20, Concurrency: 4, Admin: startAdmin(t, store), DrainTimeout: 20 * time.Second})
