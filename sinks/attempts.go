@@ -144,8 +144,12 @@ func (a *attemptLog) recordRetry(sink string, es []*event.Event, res Result, att
 	a.write(sink, es, Attempt{Outcome: "retry", Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt, NextAttempt: next})
 }
 
-// write publishes without waiting for the acknowledgement: the record must
+// write publishes without asking for an acknowledgement: the record must
 // never slow delivery down, and losing one to a NATS hiccup is acceptable.
+// A plain NATS publish, which the stream stores all the same: an
+// asynchronous JetStream publish keeps each unanswered one pending, and
+// acks that never came (the stream without a leader, say) would fill
+// nats.go's pending limit and make every later record wait on it.
 func (a *attemptLog) write(sink string, es []*event.Event, at Attempt) {
 	if len(es) == 0 {
 		return
@@ -161,7 +165,7 @@ func (a *attemptLog) write(sink string, es []*event.Event, at Attempt) {
 	if err != nil {
 		return
 	}
-	if _, err := a.js.PublishAsync(attemptSubject(sink, es[0]), b); err != nil {
+	if err := a.js.Conn().Publish(attemptSubject(sink, es[0]), b); err != nil {
 		a.log.Debug("recording a delivery attempt", "sink", sink, "err", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -180,4 +181,32 @@ func TestAttemptsBoundedBySizeWhereTheStoreHasRoom(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAttemptsLeaveNoPublishPending: a delivery attempt's record asks for
+// no acknowledgement, so records whose acknowledgements never come (the
+// stream without a leader; here, a subscriber that takes the subject and
+// answers nothing) cannot fill nats.go's pending limit and make every
+// later record, and so every delivery, wait on it.
+func TestAttemptsLeaveNoPublishPending(t *testing.T) {
+	_, nc, js := natsServer(t)
+	sub, err := nc.SubscribeSync(deliveriesSubjectRoot + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	a := &attemptLog{js: js, log: slog.New(slog.DiscardHandler)}
+	e := testEvent(t, events.UserCreated, "u1", 1)
+	for range 100 {
+		a.recordRetry("crm", []*event.Event{e}, Result{Status: 503}, 1, time.Now())
+	}
+	if n := js.PublishAsyncPending(); n != 0 {
+		t.Fatalf("%d publishes wait for an acknowledgement", n)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, _, _ := sub.Pending(); n != 100 {
+			return fmt.Errorf("the subscriber has %d of the 100 records", n)
+		}
+		return nil
+	})
 }
