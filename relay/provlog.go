@@ -30,8 +30,12 @@ import (
 // reads (get, list, search, discovery), which a provisioning cycle sends as
 // often as writes and which say little one by one, are by default recorded
 // as one entry per minute, tenant, operation, resource type and status,
-// with their count and latencies (LogOptions.Reads). The log is kept for a
-// retention and within a size: past MaxBytes the oldest entries go first.
+// with their count and latencies (LogOptions.Reads). Refusals of requests
+// whose credential was not accepted cost their sender nothing, and anyone
+// can send them: past the first few of a minute (per tenant, operation and
+// status) they are summed up the same way, so that they cannot push a
+// tenant's history out of the log's size. The log is kept for a retention
+// and within a size: past MaxBytes the oldest entries go first.
 
 var bucketProvLog = []byte("provlog")
 
@@ -52,9 +56,14 @@ type LogEntry struct {
 	Detail     string        `json:"detail,omitempty"`
 	Latency    time.Duration `json:"latency_ns"`
 	EventIDs   []string      `json:"event_ids,omitempty"`
-	// Count, when set, makes the entry a summary of Count successful reads
-	// in the minute from Time: Latency is their mean, LatencyMax the
-	// longest; RequestID, Path and the resource are those of the last.
+	// Unauthenticated marks a request whose credential was not accepted
+	// (none, a wrong one, a tenant that does not exist).
+	Unauthenticated bool `json:"unauthenticated,omitempty"`
+	// Count, when set, makes the entry a summary of Count requests in the
+	// minute from Time: successful reads, or refusals of unauthenticated
+	// requests past the first refusalsAlone. Latency is their mean,
+	// LatencyMax the longest; RequestID, Path, the resource and Detail are
+	// those of the last.
 	Count      int           `json:"count,omitempty"`
 	LatencyMax time.Duration `json:"latency_max_ns,omitempty"`
 	// Key orders entries; pass the last one seen as After to read on.
@@ -175,29 +184,46 @@ func (l *RequestLog) summarised(e LogEntry) bool {
 	return !l.allReads && e.Count == 0 && readOperations[e.Operation] && e.Status > 0 && e.Status < 400
 }
 
-// summaryKey groups the reads one summary stands for.
+// refusalsAlone is how many refusals of unauthenticated requests are
+// recorded one by one each minute, per tenant, operation and status,
+// before the rest of the minute's are summed up: enough to see why a
+// directory's requests are refused, too few for a flood to matter.
+const refusalsAlone = 10
+
+// anonymousRefusal reports whether an entry is a refusal of a request
+// whose credential was not accepted.
+func anonymousRefusal(e LogEntry) bool {
+	return e.Count == 0 && e.Unauthenticated && e.Status >= 400
+}
+
+// summaryKey groups the requests one summary stands for.
 type summaryKey struct {
 	minute                              int64
 	tenant, operation, resource, method string
 	status                              int
 }
 
-// summaries gathers successful reads per minute until they are written.
+func summaryKeyOf(e LogEntry) summaryKey {
+	return summaryKey{e.Time.Truncate(time.Minute).UnixNano(), e.Tenant, e.Operation, e.Resource, e.Method, e.Status}
+}
+
+// summaries gathers successful reads, and unauthenticated refusals past
+// the first few, per minute until they are written.
 type summaries map[summaryKey]*LogEntry
 
 func (m summaries) add(e LogEntry) {
-	minute := e.Time.Truncate(time.Minute)
-	k := summaryKey{minute.UnixNano(), e.Tenant, e.Operation, e.Resource, e.Method, e.Status}
+	k := summaryKeyOf(e)
 	s := m[k]
 	if s == nil {
-		s = &LogEntry{Time: minute, Tenant: e.Tenant, Method: e.Method, Operation: e.Operation, Resource: e.Resource, Status: e.Status}
+		s = &LogEntry{Time: e.Time.Truncate(time.Minute), Tenant: e.Tenant, Method: e.Method, Operation: e.Operation, Resource: e.Resource,
+			Status: e.Status, ScimType: e.ScimType, Unauthenticated: e.Unauthenticated}
 		m[k] = s
 	}
 	// Latency holds the sum until the summary is written.
 	s.Count++
 	s.Latency += e.Latency
 	s.LatencyMax = max(s.LatencyMax, e.Latency)
-	s.RequestID, s.Path, s.ResourceID = e.RequestID, e.Path, e.ResourceID
+	s.RequestID, s.Path, s.ResourceID, s.Detail = e.RequestID, e.Path, e.ResourceID, e.Detail
 }
 
 // due takes out the summaries of minutes that ended before now (all of
@@ -261,10 +287,21 @@ func (l *RequestLog) Run(ctx context.Context) error {
 			}
 		}
 	}
+	// alone counts the unauthenticated refusals recorded one by one in
+	// each minute; tick forgets the minutes that are over.
+	alone := map[summaryKey]int{}
 	add := func(e LogEntry) {
 		if l.summarised(e) {
 			reads.add(e)
 			return
+		}
+		if anonymousRefusal(e) {
+			k := summaryKeyOf(e)
+			if alone[k] >= refusalsAlone {
+				reads.add(e)
+				return
+			}
+			alone[k]++
 		}
 		batch = append(batch, e)
 		if len(batch) == cap(batch) {
@@ -278,8 +315,14 @@ func (l *RequestLog) Run(ctx context.Context) error {
 		case e := <-l.entries:
 			add(e)
 		case <-tick.C:
-			batch = append(batch, reads.due(l.store.now())...)
+			now := l.store.now()
+			batch = append(batch, reads.due(now)...)
 			flush()
+			for k := range alone {
+				if now.Sub(time.Unix(0, k.minute)) > 2*time.Minute {
+					delete(alone, k)
+				}
+			}
 		case <-prune.C:
 			if err := l.prune(); err != nil {
 				l.log.Warn("pruning the provisioning log", "err", err)

@@ -89,6 +89,63 @@ func TestLogSummarisesReads(t *testing.T) {
 	}
 }
 
+// TestLogSumsUpUnauthenticatedRefusals: refusals of requests whose
+// credential was not accepted are recorded one by one up to ten a minute
+// (per tenant, operation and status), the rest summed up, so that a flood
+// of them, which anyone can send, does not push a tenant's entries out of
+// the log's size (one 1 MiB log, 5,000 refusals of 400 bytes each: 2 MiB
+// one by one).
+func TestLogSumsUpUnauthenticatedRefusals(t *testing.T) {
+	s, c, _ := openStore(t)
+	start := c.now()
+	detail := strings.Repeat("x", 400)
+	entries := []LogEntry{{Time: start, RequestID: "kept", Tenant: "acme", Method: "POST", Operation: "create", Resource: "User", Status: 201}}
+	for i := range 5000 {
+		entries = append(entries, LogEntry{Time: start.Add(time.Duration(i) * time.Millisecond), RequestID: fmt.Sprint("r", i),
+			Method: "GET", Operation: "list", Resource: "User", Status: 401, Detail: detail, Unauthenticated: true})
+	}
+	// The same refusals of an authenticated request stay one by one.
+	for i := range 15 {
+		entries = append(entries, LogEntry{Time: start.Add(time.Second), RequestID: fmt.Sprint("a", i), Tenant: "acme",
+			Method: "GET", Operation: "get", Resource: "User", Status: 404})
+	}
+	c.add(2 * time.Minute)
+	l := runLog(t, s, LogOptions{MaxBytes: 1 << 20}, entries)
+	got, err := l.Query(ctx, LogQuery{Since: start.Add(-time.Hour), Limit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept bool
+	var alone401, alone404, summed int
+	for _, e := range got {
+		switch {
+		case e.RequestID == "kept":
+			kept = true
+		case e.Count > 0:
+			summed += e.Count
+			if !e.Unauthenticated || e.Status != 401 || e.RequestID != "r4999" || e.Detail != detail {
+				t.Errorf("summary: %+v", e)
+			}
+		case e.Status == 401:
+			alone401++
+		case e.Status == 404:
+			alone404++
+		}
+	}
+	if !kept || alone401 != refusalsAlone || summed != 5000-refusalsAlone || alone404 != 15 {
+		t.Fatalf("the tenant's create kept: %t; %d refusals alone and %d summed up, want %d and %d; %d authenticated refusals, want 15",
+			kept, alone401, summed, refusalsAlone, 5000-refusalsAlone, alone404)
+	}
+	counts, err := l.Count(ctx, start.Add(-time.Hour))
+	total := map[string]int{}
+	for _, n := range counts {
+		total[n.Tenant] += n.Total
+	}
+	if err != nil || total[""] != 5000 || total["acme"] != 16 {
+		t.Fatalf("counts %+v, %v; want every request counted", counts, err)
+	}
+}
+
 // TestLogAllReads: with reads: all, each read is an entry.
 func TestLogAllReads(t *testing.T) {
 	s, c, _ := openStore(t)

@@ -111,6 +111,10 @@ type RequestInfo struct {
 	ScimType     string
 	Detail       string
 	Latency      time.Duration
+	// Authenticated says the request's credential was accepted: a refusal
+	// of one that was not costs its sender nothing, and the provisioning
+	// log records such refusals in summaries past a few a minute.
+	Authenticated bool
 	// EventIDs are the ids of the events the request's writes committed
 	// (WriteResult.EventIDs), in commit order.
 	EventIDs []string
@@ -372,6 +376,7 @@ func (h *Handler) admit(r *http.Request, c *call) error {
 	if err := h.authenticate(r, c.tenant); err != nil {
 		return err
 	}
+	c.info.Authenticated = true
 	return h.limit(c.tenant, 1)
 }
 

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -245,5 +247,54 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		t.Fatalf("an idle kept-alive connection: the relay kept it open: %v", err)
+	}
+}
+
+// TestRefusalsOfUnauthenticatedRequestsAreSummedUp: anyone can send
+// requests with a wrong credential, and each costs its sender nothing; the
+// provisioning log, whose size is shared by every tenant, records the
+// first few of a minute one by one and sums up the rest, so that such a
+// flood cannot push a tenant's history out of it. Refusals of
+// authenticated requests are still recorded one by one.
+func TestRefusalsOfUnauthenticatedRequestsAreSummedUp(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	p := startRelay(t, cfg, roleAll)
+	const wrong, missing = 25, 12
+	for range wrong {
+		p.scim("acme", "scimrelay_guess_0123456789abcdef", "GET", "/Users", "").want(t, 401)
+	}
+	for range missing {
+		p.scim("acme", acmeToken, "GET", "/Users/no-such-user", "").want(t, 404)
+	}
+	var alone401, alone404 int
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Limit: 1000})
+		if err != nil {
+			return err
+		}
+		alone401, alone404 = 0, 0
+		for _, e := range entries {
+			switch {
+			case e.Count > 0:
+			case e.Status == 401:
+				alone401++
+				if !e.Unauthenticated {
+					t.Fatalf("a refused credential's entry is not marked unauthenticated: %+v", e)
+				}
+			case e.Status == 404:
+				alone404++
+				if e.Unauthenticated {
+					t.Fatalf("an authenticated request's entry is marked unauthenticated: %+v", e)
+				}
+			}
+		}
+		if alone404 < missing {
+			return fmt.Errorf("%d of the %d refusals of authenticated requests in the log", alone404, missing)
+		}
+		return nil
+	})
+	// Ten a minute alone (twenty when the requests straddle a minute).
+	if alone401 < 10 || alone401 > 20 {
+		t.Fatalf("%d of %d refusals of a wrong token recorded one by one, want the first ten of their minute", alone401, wrong)
 	}
 }

@@ -251,9 +251,11 @@ func TestOAuthClientCredentials(t *testing.T) {
 	}
 }
 
-// TestOAuthRateLimit: the token endpoint has its own bucket per tenant;
-// requests beyond it get 429 with Retry-After, before any secret is checked,
-// and neither another tenant's token endpoint nor SCIM is affected.
+// TestOAuthRateLimit: the token endpoint charges a token issued to its
+// client's bucket and every other outcome to the caller's address's;
+// requests beyond a bucket get 429 with Retry-After. Failures never keep a
+// client from its token, are limited the same at any tenant name, and
+// affect neither another client nor SCIM.
 func TestOAuthRateLimit(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.OAuth.Rate, cfg.OAuth.Burst = 1, 3

@@ -627,7 +627,7 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
-		EventIDs: info.EventIDs,
+		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
 	})
 	// A 501 answers what the relay does not offer (/Me): expected, the
 	// caller's concern, not an error of the relay's.

@@ -173,6 +173,7 @@ type tokenResponse struct {
 // 429 would cost. (The limiter drops buckets back at full past 10,000.)
 func (h *Handler) serve(r *http.Request, info *scim.RequestInfo) (relay.AccessToken, error) {
 	tok, err := h.issue(r, info)
+	info.Authenticated = err == nil
 	if h.o.Limiter == nil {
 		return tok, err
 	}
