@@ -287,6 +287,26 @@ sinks:
 	if toks, err := p.srv.store.Tokens().List(context.Background(), "initech"); err != nil || len(toks) != 1 {
 		t.Errorf("initech's tokens after it was added without one: %d, %v; want its first", len(toks), err)
 	}
+
+	// Added again under its name, globex has its users and its stored
+	// credentials back (README: revoke them first to start afresh).
+	f.write(`log:
+  level: debug
+  format: json
+tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+  - name: initech
+  - name: globex
+sinks:
+` + sinkYAML("b", hookB.URL))
+	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "tenant globex added") {
+		t.Fatalf("reload adding globex again: %d %s %s", code, stdout, stderr)
+	}
+	p.scim("globex", access.Token, "GET", "/Users/"+bob, "").want(t, 200)
+	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusUnauthorized {
+		t.Errorf("globex's token from the file it no longer has: %d, want 401", r.status)
+	}
 }
 
 // consumersPending sums the events waiting in a sink's partition consumers.
