@@ -105,6 +105,11 @@ type lane struct {
 	// stream sequence of the last event read: the consumer has yet to
 	// pass it, and the lane stays parked until it has.
 	catchUp uint64
+	// out is the stream sequence of the first message of the slice the
+	// lane has out for delivery (taken from queue; 0: none). A park from
+	// enqueue meanwhile starts there, not at queue[0]: until the slice
+	// settles, its events are neither delivered nor covered by a record.
+	out uint64
 }
 
 // held is the record a lane could not write: where its retry stands.
@@ -624,7 +629,16 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 // bucket there would hold up every lane of the partition. The lane is
 // not worked until the record is written (or not), then starts again.
 func (p *partition) parkOverflowLocked(l *lane) {
-	rec := parkRecord{From: streamSeq(l.queue[0]), Due: p.w.now()}
+	from := streamSeq(l.queue[0])
+	if l.out > 0 {
+		// A slice is out: if it fails and its own park is not written
+		// (held), a record from queue[0] would have its events
+		// acknowledged unread by the next owner, which takes the record
+		// and gets them again from the ack floor. If it is delivered, the
+		// read-back skips it (subjectseq <= delivered).
+		from = min(from, l.out)
+	}
+	rec := parkRecord{From: from, Due: p.w.now()}
 	if l.hold != nil {
 		rec = l.hold.rec // its retry stands as it was
 	}
@@ -791,6 +805,7 @@ func (p *partition) work(l *lane) {
 	}
 	for {
 		p.mu.Lock()
+		l.out = 0 // the last slice is settled, held or parked
 		switch {
 		case p.ctx.Err() != nil:
 			l.busy = false
@@ -856,6 +871,7 @@ func (p *partition) work(l *lane) {
 		l.hold = nil
 		ms := append([]jetstream.Msg(nil), l.queue[:n]...)
 		l.queue = l.queue[n:]
+		l.out = streamSeq(ms[0])
 		p.mu.Unlock()
 		p.handle(l, ms, prev)
 	}
@@ -1026,6 +1042,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		return // hard stop: JetStream redelivers them to the next owner
 	case res.Err == nil:
 		p.settle(key, items)
+		p.pastSettled(l, items)
 		return
 	}
 	// The first event that went out, and all after it, failed. Those
@@ -1045,6 +1062,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	switch {
 	case o == deadLettered:
 		p.settle(key, failed)
+		p.pastSettled(l, items)
 		return
 	case o == deadLetterFailed, o == sendAlone && alone:
 		// The dead-letter queue did not take it (or a request of one
@@ -1071,6 +1089,32 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		p.holdLocked(l, h, errParkBackoff)
 	case !p.parkQueuedLocked(l, rec, "its next events failed"):
 		p.holdLocked(l, h, errors.New("the resource could not be parked"))
+	}
+}
+
+// pastSettled moves the lane's record past a slice that settled while
+// the resource was parked from it (a burst parked from enqueue while the
+// slice was out), and writes it: the read-back would skip the slice, but a
+// hand-over before it moves on would have the next owner deliver the
+// slice again. A failed write only leaves the record behind (repeats).
+func (p *partition) pastSettled(l *lane, items []item) {
+	last := items[len(items)-1].sseq
+	p.mu.Lock()
+	if l.park == nil || l.park.From > last || l.parking > 0 {
+		p.mu.Unlock()
+		return
+	}
+	rec := *l.park
+	rec.From, rec.Attempts, rec.Status, rec.Error = last+1, 0, 0, ""
+	l.park = &rec
+	t := l.turnLocked()
+	p.mu.Unlock()
+	defer close(t.done)
+	t.wait()
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	if err := p.w.parked.put(ctx, p.n, l.subject, rec); err != nil {
+		p.w.log.Warn("recording a parked resource's progress failed", "resource", l.subject.Key(), "err", err)
 	}
 }
 
@@ -1415,9 +1459,11 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 					return items, raw.Sequence, nil // read again after these
 				}
 				// Already delivered by this worker: the record was written
-				// by an owner that did not know.
+				// by an owner that did not know, or while the events were
+				// out for delivery (parkOverflowLocked). Read on past them:
+				// a batch's worth of them would cost a request each.
 				w.metrics.outcome(w.name, "duplicate")
-				return nil, next, nil
+				continue
 			}
 			it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
 			items = append(items, it)
