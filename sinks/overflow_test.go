@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -251,4 +252,73 @@ func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
 	close(release2)
 	d.worker(o)
 	l.wantDelivered(t, expect{"Users/x": 6}, 30*time.Second, false)
+}
+
+// queued returns how many of resource key's messages m's partitions hold
+// in its lane's queue.
+func queued(m *Manager, key string) int {
+	n := 0
+	for _, p := range m.sinks["crm"].worker.ownedPartitions() {
+		p.mu.Lock()
+		if l, ok := p.lanes[key]; ok {
+			n += len(l.queue)
+		}
+		p.mu.Unlock()
+	}
+	return n
+}
+
+// TestHeldLaneTakesNoRedeliveredCopy: a batching worker holds a
+// resource's events in memory (its park cannot be written) when the
+// consumer is reset to its ack floor under it, so that copies of the held
+// events queue behind them. The next batch carries each event once.
+func TestHeldLaneTakesNoRedeliveredCopy(t *testing.T) {
+	d := deniableServer(t)
+	l := newLedger()
+	var broken atomic.Bool
+	broken.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admitBatch(t, r, func(es []event.Event) int {
+			if broken.Load() {
+				for _, e := range es {
+					if e.Subject() == "Users/x" {
+						return 503
+					}
+				}
+			}
+			return 204
+		})
+	})
+	retry := make(Schedule, 60)
+	for i := range retry {
+		retry[i] = 300 * time.Millisecond
+	}
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) {
+		c.Retry = retry
+		c.Format = ""
+		c.Batch = &Batch{MaxEvents: 50, MaxWait: 20 * time.Millisecond}
+	})
+	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
+	d.denyParking(true)
+	m, _ := d.worker(o)
+	p := newPublisher(t, d.js)
+	p.publish("acme", events.UserCreated, "x")
+	p.publish("acme", events.UserUpdated, "x")
+	eventstest.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		if !holding(m, "acme.user.x") || queued(m, "acme.user.x") != 2 {
+			return fmt.Errorf("the worker does not hold both events in memory (%d queued)", queued(m, "acme.user.x"))
+		}
+		return nil
+	})
+	if _, err := d.js.ResetConsumer(ctx, events.StreamName, consumerName("crm", 0)); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		if n := queued(m, "acme.user.x"); n < 4 {
+			return fmt.Errorf("%d of the resource's messages queued, want the copies too", n)
+		}
+		return nil
+	})
+	broken.Store(false)
+	l.wantDelivered(t, expect{"Users/x": 2}, 20*time.Second, false)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1030,6 +1031,16 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			continue
 		}
 		sseq, at := stored(m)
+		if sseq > 0 && slices.ContainsFunc(items, func(it item) bool { return it.sseq == sseq }) {
+			// A copy of a message of this slice, redelivered after a reset
+			// of the consumer while the lane held the original (done is
+			// read once a slice): the original settles it. Counted as
+			// settled, so that a release waits for the original's
+			// acknowledgement rather than taking this one as kept.
+			w.metrics.outcome(w.name, "duplicate")
+			p.settled.Add(1)
+			continue
+		}
 		items = append(items, item{e: e, seq: seq, sseq: sseq, stored: at, m: m, skip: !w.wants(e)})
 	}
 	if len(items) == 0 {
