@@ -7,78 +7,36 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
-// deniable is a server of one partition with users "admin", who may do
-// anything, and "worker", whose writes of crm's park records can be
-// refused and allowed again while it runs (a configuration reload: the
-// connected workers' permissions change in place).
-type deniable struct {
-	t         testing.TB
-	s         *server.Server
-	opts      *server.Options
-	js        jetstream.JetStream // as admin
-	workerURL string
-}
-
-func deniableServer(t testing.TB) *deniable {
+// onePartitionServer is onePartition with the server's client URL, for
+// workers on connections of their own.
+func onePartitionServer(t testing.TB) (jetstream.JetStream, string) {
 	t.Helper()
-	d := &deniable{t: t}
-	d.s = eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
-		o.Users = workerUsers(false)
-		d.opts = o
-	})
-	address := strings.TrimPrefix(d.s.ClientURL(), "nats://")
-	_, d.js = eventstest.Connect(t, "nats://admin:admin@"+address)
-	if _, err := events.EnsureStream(ctx, d.js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, slog.New(slog.DiscardHandler)); err != nil {
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	d.workerURL = "nats://worker:worker@" + address
-	return d
+	return js, eventstest.URL(s)
 }
 
-func workerUsers(denyParking bool) []*server.User {
-	var deny []string
-	if denyParking {
-		deny = []string{"$KV." + parkingBucketName("crm") + ".*.*.*.*"} // not its claims
-	}
-	return []*server.User{
-		{Username: "admin", Password: "admin"},
-		{Username: "worker", Password: "worker", Permissions: &server.Permissions{
-			Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: deny},
-		}},
-	}
-}
-
-// denyParking refuses (true) or allows (false) the workers' park writes.
-func (d *deniable) denyParking(deny bool) {
-	d.t.Helper()
-	o := d.opts.Clone()
-	o.Users = workerUsers(deny)
-	if err := d.s.ReloadOptions(o); err != nil {
-		d.t.Fatalf("changing the workers' permissions: %v", err)
-	}
-	d.opts = o
-}
-
-// worker runs a worker of o as "worker" and waits until it consumes the
-// partition.
-func (d *deniable) worker(o Options) (*Manager, func()) {
-	d.t.Helper()
-	_, o.JS = eventstest.Connect(d.t, d.workerURL)
-	m, stop := runManager(d.t, o)
-	eventstest.CheckFor(d.t, 20*time.Second, 20*time.Millisecond, func() error {
+// startWorker runs a worker of o on a connection of its own to url and waits
+// until it consumes partition 0.
+func startWorker(t testing.TB, o Options, url string) (*Manager, func()) {
+	t.Helper()
+	_, o.JS = eventstest.Connect(t, url)
+	m, stop := runManager(t, o)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		for _, p := range m.sinks["crm"].worker.ownedPartitions() {
 			if p.state.Load() == stateRunning {
 				return nil
@@ -89,10 +47,28 @@ func (d *deniable) worker(o Options) (*Manager, func()) {
 	return m, stop
 }
 
-// record reads crm's park record of resource key (tenant.kind.id) on
-// partition 0, as admin.
-func (d *deniable) record(key string) (parkRecord, error) {
-	kv, err := d.js.KeyValue(ctx, parkingBucketName("crm"))
+// refuseRewrites makes crm's parking bucket refuse (true) or take (false)
+// writes to keys it holds already: its stream discards new messages per
+// subject, and a bucket keeps one a key. A new key is still taken.
+// (Changing a worker's permissions by reloading the server would refuse
+// them all, but a reload races, inside nats-server 2.15, with direct gets.)
+func refuseRewrites(t testing.TB, js jetstream.JetStream, refuse bool) {
+	t.Helper()
+	st, err := js.Stream(ctx, "KV_"+parkingBucketName("crm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.DiscardNewPerSubject = refuse
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("changing the parking bucket: %v", err)
+	}
+}
+
+// parkedFrom reads crm's park record of resource key (tenant.kind.id) on
+// partition 0.
+func parkedFrom(js jetstream.JetStream, key string) (parkRecord, error) {
+	kv, err := js.KeyValue(ctx, parkingBucketName("crm"))
 	if err != nil {
 		return parkRecord{}, err
 	}
@@ -108,13 +84,14 @@ func (d *deniable) record(key string) (parkRecord, error) {
 // TestOverflowWhileASliceIsOutLosesNothing: a resource's first event is
 // out for delivery when its later ones outgrow the lane, which parks the
 // resource from enqueue. The first event then fails, and its own park
-// write is refused, so the worker holds it in memory, unacknowledged; the
+// write is refused (the bucket refuses rewrites from then on), so the
+// worker holds it in memory, unacknowledged; the
 // worker stops, and another takes the partition over from the ack floor
 // and the record in the bucket. The record must start at the event that
 // was out: one starting after it made the next owner acknowledge that
 // event unread (the resource parked) and deliver the rest without it.
 func TestOverflowWhileASliceIsOutLosesNothing(t *testing.T) {
-	d := deniableServer(t)
+	js, url := onePartitionServer(t)
 	l := newLedger()
 	out := make(chan struct{})
 	release := make(chan struct{})
@@ -142,9 +119,9 @@ func TestOverflowWhileASliceIsOutLosesNothing(t *testing.T) {
 	})
 	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	m, stop := d.worker(o)
+	m, stop := startWorker(t, o, url)
 
-	p := newPublisher(t, d.js)
+	p := newPublisher(t, js)
 	p.publish("acme", events.UserCreated, "x")
 	select {
 	case <-out:
@@ -155,20 +132,20 @@ func TestOverflowWhileASliceIsOutLosesNothing(t *testing.T) {
 		p.publish("acme", events.UserUpdated, "x")
 	}
 	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		_, err := d.record("acme.user.x")
+		_, err := parkedFrom(js, "acme.user.x")
 		return err // the burst's park, written while the first event is out
 	})
-	d.denyParking(true)
+	refuseRewrites(t, js, true)
 	close(release)
-	// The failed event's park is refused (no answer: its 5 s timeout), so
-	// the worker holds it in memory.
+	// The failed event's park is refused (the record exists), so the
+	// worker holds it in memory.
 	eventstest.CheckFor(t, 15*time.Second, 5*time.Millisecond, func() error {
 		if !holding(m, "acme.user.x") {
 			return fmt.Errorf("the worker does not hold the resource in memory")
 		}
 		return nil
 	})
-	st, err := d.js.Stream(ctx, events.StreamName)
+	st, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,14 +153,14 @@ func TestOverflowWhileASliceIsOutLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec, err := d.record("acme.user.x"); err != nil || rec.From != e1.Sequence {
+	if rec, err := parkedFrom(js, "acme.user.x"); err != nil || rec.From != e1.Sequence {
 		// Said, not fatal: what follows shows what becomes of it.
 		t.Errorf("the record in the bucket: %+v (%v); want it from the event that was out, %d", rec, err, e1.Sequence)
 	}
 	stop()
-	d.denyParking(false)
+	refuseRewrites(t, js, false)
 	broken.Store(false)
-	d.worker(o)
+	startWorker(t, o, url)
 	l.wantDelivered(t, expect{"Users/x": 6}, 30*time.Second, false)
 }
 
@@ -193,7 +170,7 @@ func TestOverflowWhileASliceIsOutLosesNothing(t *testing.T) {
 // when it was delivered: the next owner starts at the one that was out,
 // and nothing arrives twice.
 func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
-	d := deniableServer(t)
+	js, url := onePartitionServer(t)
 	l := newLedger()
 	out1, out2 := make(chan struct{}), make(chan struct{})
 	release1, release2 := make(chan struct{}), make(chan struct{})
@@ -214,9 +191,9 @@ func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
 	})
 	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Timeout = 30 * time.Second })
 	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3}
-	_, stop := d.worker(o)
+	_, stop := startWorker(t, o, url)
 
-	p := newPublisher(t, d.js)
+	p := newPublisher(t, js)
 	p.publish("acme", events.UserCreated, "x")
 	wait := func(c <-chan struct{}, what string) {
 		t.Helper()
@@ -231,12 +208,12 @@ func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
 		p.publish("acme", events.UserUpdated, "x")
 	}
 	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		_, err := d.record("acme.user.x")
+		_, err := parkedFrom(js, "acme.user.x")
 		return err
 	})
 	close(release1)
 	wait(out2, "the second event")
-	st, err := d.js.Stream(ctx, events.StreamName)
+	st, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,35 +222,36 @@ func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The last update is the sixth event: the second is four before it.
-	if rec, err := d.record("acme.user.x"); err != nil || rec.From != e2.Sequence-4 {
+	if rec, err := parkedFrom(js, "acme.user.x"); err != nil || rec.From != e2.Sequence-4 {
 		t.Errorf("the record in the bucket: %+v (%v); want it past the delivered event, from %d", rec, err, e2.Sequence-4)
 	}
 	stop() // a hand-over: the request in flight is abandoned after its time
 	close(release2)
-	d.worker(o)
+	startWorker(t, o, url)
 	l.wantDelivered(t, expect{"Users/x": 6}, 30*time.Second, false)
 }
 
 // queued returns how many of resource key's messages m's partitions hold
-// in its lane's queue.
-func queued(m *Manager, key string) int {
-	n := 0
+// in its lane's queue, and the partition of the lane (-1: none).
+func queued(m *Manager, key string) (n, partition int) {
+	partition = -1
 	for _, p := range m.sinks["crm"].worker.ownedPartitions() {
 		p.mu.Lock()
 		if l, ok := p.lanes[key]; ok {
-			n += len(l.queue)
+			n, partition = n+len(l.queue), p.n
 		}
 		p.mu.Unlock()
 	}
-	return n
+	return n, partition
 }
 
 // TestHeldLaneTakesNoRedeliveredCopy: a batching worker holds a
-// resource's events in memory (its park cannot be written) when the
-// consumer is reset to its ack floor under it, so that copies of the held
-// events queue behind them. The next batch carries each event once.
+// resource's events in memory (its account may not write park records)
+// when the consumer is reset to its ack floor under it, so that copies of
+// the held events queue behind them. The next batch carries each event
+// once.
 func TestHeldLaneTakesNoRedeliveredCopy(t *testing.T) {
-	d := deniableServer(t)
+	js, url := serverDenyingWorkers(t, "$KV."+parkingBucketName("crm")+".*.*.*.*")
 	l := newLedger()
 	var broken atomic.Bool
 	broken.Store(true)
@@ -299,22 +277,24 @@ func TestHeldLaneTakesNoRedeliveredCopy(t *testing.T) {
 		c.Batch = &Batch{MaxEvents: 50, MaxWait: 20 * time.Millisecond}
 	})
 	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}
-	d.denyParking(true)
-	m, _ := d.worker(o)
-	p := newPublisher(t, d.js)
+	ms, _ := startWorkers(t, o, url, 1)
+	p := newPublisher(t, js)
 	p.publish("acme", events.UserCreated, "x")
 	p.publish("acme", events.UserUpdated, "x")
+	partition := -1
 	eventstest.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
-		if !holding(m, "acme.user.x") || queued(m, "acme.user.x") != 2 {
-			return fmt.Errorf("the worker does not hold both events in memory (%d queued)", queued(m, "acme.user.x"))
+		var n int
+		n, partition = queued(ms[0], "acme.user.x")
+		if !holding(ms[0], "acme.user.x") || n != 2 {
+			return fmt.Errorf("the worker does not hold both events in memory (%d queued)", n)
 		}
 		return nil
 	})
-	if _, err := d.js.ResetConsumer(ctx, events.StreamName, consumerName("crm", 0)); err != nil {
+	if _, err := js.ResetConsumer(ctx, events.StreamName, consumerName("crm", partition)); err != nil {
 		t.Fatal(err)
 	}
 	eventstest.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
-		if n := queued(m, "acme.user.x"); n < 4 {
+		if n, _ := queued(ms[0], "acme.user.x"); n < 4 {
 			return fmt.Errorf("%d of the resource's messages queued, want the copies too", n)
 		}
 		return nil
