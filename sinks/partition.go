@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +106,11 @@ type lane struct {
 	// stream sequence of the last event read: the consumer has yet to
 	// pass it, and the lane stays parked until it has.
 	catchUp uint64
+	// out is the stream sequence of the first message of the slice the
+	// lane has out for delivery (taken from queue; 0: none). A park from
+	// enqueue meanwhile starts there, not at queue[0]: until the slice
+	// settles, its events are neither delivered nor covered by a record.
+	out uint64
 }
 
 // held is the record a lane could not write: where its retry stands.
@@ -629,7 +635,16 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 // bucket there would hold up every lane of the partition. The lane is
 // not worked until the record is written (or not), then starts again.
 func (p *partition) parkOverflowLocked(l *lane) {
-	rec := parkRecord{From: streamSeq(l.queue[0]), Due: p.w.now()}
+	from := streamSeq(l.queue[0])
+	if l.out > 0 {
+		// A slice is out: if it fails and its own park is not written
+		// (held), a record from queue[0] would have its events
+		// acknowledged unread by the next owner, which takes the record
+		// and gets them again from the ack floor. If it is delivered, the
+		// read-back skips it (subjectseq <= delivered).
+		from = min(from, l.out)
+	}
+	rec := parkRecord{From: from, Due: p.w.now()}
 	if l.hold != nil {
 		rec = l.hold.rec // its retry stands as it was
 	}
@@ -796,6 +811,7 @@ func (p *partition) work(l *lane) {
 	}
 	for {
 		p.mu.Lock()
+		l.out = 0 // the last slice is settled, held or parked
 		switch {
 		case p.ctx.Err() != nil:
 			l.busy = false
@@ -861,6 +877,7 @@ func (p *partition) work(l *lane) {
 		l.hold = nil
 		ms := append([]jetstream.Msg(nil), l.queue[:n]...)
 		l.queue = l.queue[n:]
+		l.out = streamSeq(ms[0])
 		p.mu.Unlock()
 		p.handle(l, ms, prev)
 	}
@@ -1019,6 +1036,16 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			continue
 		}
 		sseq, at := stored(m)
+		if sseq > 0 && slices.ContainsFunc(items, func(it item) bool { return it.sseq == sseq }) {
+			// A copy of a message of this slice, redelivered after a reset
+			// of the consumer while the lane held the original (done is
+			// read once a slice): the original settles it. Counted as
+			// settled, so that a release waits for the original's
+			// acknowledgement rather than taking this one as kept.
+			w.metrics.outcome(w.name, "duplicate")
+			p.settled.Add(1)
+			continue
+		}
 		items = append(items, item{e: e, seq: seq, sseq: sseq, stored: at, m: m, skip: !w.wants(e)})
 	}
 	if len(items) == 0 {
@@ -1031,6 +1058,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		return // hard stop: JetStream redelivers them to the next owner
 	case res.Err == nil:
 		p.settle(key, items)
+		p.pastSettled(l, items)
 		return
 	}
 	// The first event that went out, and all after it, failed. Those
@@ -1050,6 +1078,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	switch {
 	case o == deadLettered:
 		p.settle(key, failed)
+		p.pastSettled(l, items)
 		return
 	case o == deadLetterFailed, o == sendAlone && alone:
 		// The dead-letter queue did not take it (or a request of one
@@ -1076,6 +1105,32 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		p.holdLocked(l, h, errParkBackoff)
 	case !p.parkQueuedLocked(l, rec, "its next events failed"):
 		p.holdLocked(l, h, errors.New("the resource could not be parked"))
+	}
+}
+
+// pastSettled moves the lane's record past a slice that settled while
+// the resource was parked from it (a burst parked from enqueue while the
+// slice was out), and writes it: the read-back would skip the slice, but a
+// hand-over before it moves on would have the next owner deliver the
+// slice again. A failed write only leaves the record behind (repeats).
+func (p *partition) pastSettled(l *lane, items []item) {
+	last := items[len(items)-1].sseq
+	p.mu.Lock()
+	if l.park == nil || l.park.From > last || l.parking > 0 {
+		p.mu.Unlock()
+		return
+	}
+	rec := *l.park
+	rec.From, rec.Attempts, rec.Status, rec.Error = last+1, 0, 0, ""
+	l.park = &rec
+	t := l.turnLocked()
+	p.mu.Unlock()
+	defer close(t.done)
+	t.wait()
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	if err := p.w.parked.put(ctx, p.n, l.subject, rec); err != nil {
+		p.w.log.Warn("recording a parked resource's progress failed", "resource", l.subject.Key(), "err", err)
 	}
 }
 
@@ -1420,9 +1475,11 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 					return items, raw.Sequence, nil // read again after these
 				}
 				// Already delivered by this worker: the record was written
-				// by an owner that did not know.
+				// by an owner that did not know, or while the events were
+				// out for delivery (parkOverflowLocked). Read on past them:
+				// a batch's worth of them would cost a request each.
 				w.metrics.outcome(w.name, "duplicate")
-				return nil, next, nil
+				continue
 			}
 			it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
 			items = append(items, it)
