@@ -480,3 +480,52 @@ func (u *ackless) unacknowledged(t testing.TB) int {
 	})
 	return owner
 }
+
+// TestStaleClaimOfALiveWorkerIdIsLetGo: a sink's worker that a reload
+// replaced may leave claims behind when their release failed. Its process
+// stays alive, so another process assigned such a partition would wait for
+// the claim forever, and nothing else would let it go: a new worker lets
+// go, at its first heartbeat, of every claim of its worker id whose run is
+// not one of its own, and leaves other workers' claims alone. (Partition
+// runs are numbered across the process, so the new worker's runs never
+// take the old one's numbers.)
+func TestStaleClaimOfALiveWorkerIdIsLetGo(t *testing.T) {
+	js := onePartition(t)
+	rc := newReceiver(t, nil)
+	pk, err := parkingBucket(ctx, js, "crm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	never := func(context.Context, claim) (bool, error) { return false, nil }
+	stale := claim{Worker: "worker-a", Run: 1 << 40}
+	if _, _, err := pk.claim(ctx, 0, stale, never); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second, Heartbeat: 500 * time.Millisecond}
+	// Another worker's claim stays.
+	o.WorkerID = "worker-b"
+	b, err := NewManager(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.sinks["crm"].worker.retryUnclaims(ctx)
+	if c := readClaim(t, pk, 0); c != stale {
+		t.Fatalf("another worker's first heartbeat changed the claim to %+v", c)
+	}
+	// The same worker id's new worker lets it go.
+	o.WorkerID = "worker-a"
+	a, err := NewManager(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.sinks["crm"].worker.retryUnclaims(ctx)
+	if _, err := pk.kv.Get(ctx, claimKey(0)); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+		t.Fatalf("the claim its earlier worker left is still there: %v", err)
+	}
+}

@@ -298,6 +298,12 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
+	// The sink's worker before this one in the process (a reload's) may
+	// have left claims whose release failed: the first heartbeat lets go
+	// of every claim of this worker id whose run is not this worker's.
+	for n := range sh.partitions {
+		w.unreleased[n] = struct{}{}
+	}
 	if bs, ok := s.sink.(batchSender); ok && s.cfg.Batch != nil {
 		w.batches = newBatcher(bs, *s.cfg.Batch, w.sem)
 		// A lane sends a batch's worth at once, and its events come in

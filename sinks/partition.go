@@ -143,7 +143,7 @@ func (t recordTurn) wait() {
 
 func newPartition(w *worker, n int) *partition {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &partition{w: w, n: n, runID: w.runs.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
+	return &partition{w: w, n: n, runID: partitionRuns.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
 		lanes: map[string]*lane{}, delivered: map[string]uint64{}, inFlight: map[jetstream.Msg]struct{}{}}
 }

@@ -57,7 +57,6 @@ type worker struct {
 	batches *batcher
 	wg      sync.WaitGroup // partitions running or handing over
 
-	runs atomic.Uint64 // numbers the partitions' runs, from 1
 
 	mu     sync.Mutex
 	owned  map[int]*partition
@@ -119,6 +118,12 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 	_, err = w.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
 	return err
 }
+
+// partitionRuns numbers the runs of partitions across the process, from 1:
+// a sink's worker that a reload starts anew never reuses a number of the
+// one before it, whose claims (named by worker id and run) may outlive it
+// when their release failed.
+var partitionRuns atomic.Uint64
 
 // keepAliveEvery is how often a message a worker holds is said to be in
 // progress, so that its ack wait does not run out meanwhile.
