@@ -57,7 +57,6 @@ type worker struct {
 	batches *batcher
 	wg      sync.WaitGroup // partitions running or handing over
 
-
 	mu     sync.Mutex
 	owned  map[int]*partition
 	joined bool // announced at least once
