@@ -535,7 +535,7 @@ func TestSystemdREADME(t *testing.T) {
 		t.Errorf("the README creates user %v; the unit runs as %s", user, key("User"))
 	}
 	conf := flagValue(strings.Fields(key("ExecStart")), "--config")
-	commands := regexp.MustCompile(`\bscimrelay ((?:check|token|subscriber|serve|reload|backup)\b[^`+"`"+`\n#)]*)`).FindAllStringSubmatch(string(readme), -1)
+	commands := regexp.MustCompile(`\bscimrelay ((?:check|token|subscriber|serve|reload|backup)\b[^`+"`"+`\n#)']*)`).FindAllStringSubmatch(string(readme), -1)
 	if len(commands) < 3 {
 		t.Fatalf("found %d scimrelay commands in the README", len(commands))
 	}
