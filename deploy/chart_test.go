@@ -486,6 +486,13 @@ func TestChartDefaults(t *testing.T) {
 		m.pdbs[0].Spec.MaxUnavailable == nil || m.pdbs[0].Spec.MaxUnavailable.IntValue() != 1 {
 		t.Errorf("PodDisruptionBudgets %+v; want one for the sinks, maxUnavailable 1", m.pdbs)
 	}
+	// With NATS down every worker is unready; the default policy
+	// (IfHealthyBudget) would then block a drain until NATS is back.
+	for _, p := range m.pdbs {
+		if u := p.Spec.UnhealthyPodEvictionPolicy; selects(t, p.Spec.Selector, sinksPod) && (u == nil || *u != policyv1.AlwaysAllow) {
+			t.Errorf("PodDisruptionBudget %s: unhealthyPodEvictionPolicy %v; want AlwaysAllow, so that unready workers do not block a drain", p.Name, u)
+		}
+	}
 
 	// NetworkPolicy: SCIM open, the admin port closed to every pod, NATS
 	// open to the relay's pods only.
