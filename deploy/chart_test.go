@@ -486,6 +486,13 @@ func TestChartDefaults(t *testing.T) {
 		m.pdbs[0].Spec.MaxUnavailable == nil || m.pdbs[0].Spec.MaxUnavailable.IntValue() != 1 {
 		t.Errorf("PodDisruptionBudgets %+v; want one for the sinks, maxUnavailable 1", m.pdbs)
 	}
+	// With NATS down every worker is unready; the default policy
+	// (IfHealthyBudget) would then block a drain until NATS is back.
+	for _, p := range m.pdbs {
+		if u := p.Spec.UnhealthyPodEvictionPolicy; selects(t, p.Spec.Selector, sinksPod) && (u == nil || *u != policyv1.AlwaysAllow) {
+			t.Errorf("PodDisruptionBudget %s: unhealthyPodEvictionPolicy %v; want AlwaysAllow, so that unready workers do not block a drain", p.Name, u)
+		}
+	}
 
 	// NetworkPolicy: SCIM open, the admin port closed to every pod, NATS
 	// open to the relay's pods only.
@@ -688,6 +695,72 @@ networkPolicy:
 		{`image: {tga: v1.0.0}`, "tga"},
 		{`sinks: {replicas: two}`, "replicas"},
 		{`sinks: {spreadAcrossNodes: "yes"}`, "spreadAcrossNodes"},
+	} {
+		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
+		}
+	}
+}
+
+// natsCredentialsOf returns the Secrets a role's pod mounts read-only
+// under the directory of relay.yaml's nats.credentials, by name, with
+// the file relay.yaml reads from each.
+func natsCredentialsOf(t *testing.T, m *manifests, role, credentials string) map[string]string {
+	t.Helper()
+	spec := m.podOf(t, role).Spec
+	found := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		for _, vm := range spec.Containers[0].VolumeMounts {
+			if vm.Name == v.Name && vm.ReadOnly && vm.MountPath == path.Dir(credentials) {
+				found[v.Secret.SecretName] = path.Base(credentials)
+			}
+		}
+	}
+	return found
+}
+
+// TestChartNATSCredentialsPerRole: the sink workers can have a NATS user
+// of their own, narrower than the front end's (no publish on scimrelay.>;
+// README, "Who can reach what"). Each role mounts its own Secret where the
+// one relay.yaml both read looks for the credentials; a role left out takes
+// nats.credentialsSecret.
+func TestChartNATSCredentialsPerRole(t *testing.T) {
+	for _, c := range []struct {
+		values      string
+		scim, sinks string
+	}{
+		{`nats: {credentialsSecret: {name: scimrelay-nats, key: relay.creds}}
+sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "scimrelay-nats", "scimrelay-nats-sinks"},
+		{`nats: {credentialsSecret: {key: relay.creds}}
+scim: {natsCredentialsSecret: {name: scimrelay-nats-scim}}
+sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "scimrelay-nats-scim", "scimrelay-nats-sinks"},
+		{`nats: {credentialsSecret: {name: scimrelay-nats, key: relay.creds}}`, "scimrelay-nats", "scimrelay-nats"},
+	} {
+		m := mustRender(t, "scimrelay", c.values)
+		relay, err := config.Parse([]byte(m.relayYAML(t)), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if path.Base(relay.NATS.Credentials) != "relay.creds" {
+			t.Errorf("values %s: relay.yaml reads NATS credentials from %q, not the Secrets' key relay.creds", c.values, relay.NATS.Credentials)
+		}
+		for role, want := range map[string]string{"scim": c.scim, "sinks": c.sinks} {
+			got := natsCredentialsOf(t, m, role, relay.NATS.Credentials)
+			if len(got) != 1 || got[want] == "" {
+				t.Errorf("values %s: the %s pod mounts %v at %s; want Secret %s alone", c.values, role, got, path.Dir(relay.NATS.Credentials), want)
+			}
+		}
+	}
+
+	// relay.yaml is one for both roles: credentials for one role alone
+	// would leave the other reading a file it does not have.
+	for _, c := range []struct{ values, want string }{
+		{`sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "NATS credentials for one role only"},
+		{`scim: {natsCredentialsSecret: {name: scimrelay-nats-scim}}`, "NATS credentials for one role only"},
+		{`sinks: {natsCredentialsSecret: {nmae: x}}`, "nmae"},
 	} {
 		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,8 +22,10 @@ import (
 	"github.com/nats-io/nkeys"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -304,9 +307,22 @@ nats:
 	}
 }
 
-// TestChartRollsPodsOnChange holds "pods roll when either [relay.yaml or
-// the chart's Secret] changes": the pod templates' checksums follow each.
+// TestChartRollsPodsOnChange holds "pods roll when the ConfigMap or the
+// chart's Secret changes": the pod templates' checksums follow each. A
+// Secret of your own (secret.existingSecret) has no checksum, so the README
+// gives the restart that rolls the pods then, naming the chart's objects.
 func TestChartRollsPodsOnChange(t *testing.T) {
+	m := mustRender(t, "scimrelay", "secret: {existingSecret: scimrelay-secrets}")
+	section := readmeSection(t, "### Kubernetes (Helm)", "### systemd")
+	restart := regexp.MustCompile("`kubectl -n scimrelay rollout restart ([^`]+)`").FindStringSubmatch(section)
+	want := "statefulset/" + m.statefulSets[0].Name + " deployment/" + m.deployments[0].Name
+	if restart == nil || strings.Join(strings.Fields(restart[1]), " ") != want {
+		t.Errorf("the README restarts %v after a change to secret.existingSecret; want rollout restart %s", restart, want)
+	}
+	if !strings.Contains(section, "cannot see into a Secret of your own") {
+		t.Error("the README does not say that a change to secret.existingSecret rolls no pod")
+	}
+
 	annotations := func(values string) map[string]map[string]string {
 		m := mustRender(t, "scimrelay", values)
 		return map[string]map[string]string{"scim": m.podOf(t, "scim").Annotations, "sinks": m.podOf(t, "sinks").Annotations}
@@ -535,7 +551,7 @@ func TestSystemdREADME(t *testing.T) {
 		t.Errorf("the README creates user %v; the unit runs as %s", user, key("User"))
 	}
 	conf := flagValue(strings.Fields(key("ExecStart")), "--config")
-	commands := regexp.MustCompile(`\bscimrelay ((?:check|token|subscriber|serve|reload|backup)\b[^`+"`"+`\n#)]*)`).FindAllStringSubmatch(string(readme), -1)
+	commands := regexp.MustCompile(`\bscimrelay ((?:check|token|subscriber|serve|reload|backup)\b[^`+"`"+`\n#)']*)`).FindAllStringSubmatch(string(readme), -1)
 	if len(commands) < 3 {
 		t.Fatalf("found %d scimrelay commands in the README", len(commands))
 	}
@@ -576,5 +592,59 @@ func TestChartHasNoDependencies(t *testing.T) {
 	c := loadChart(t)
 	if len(c.Metadata.Dependencies) != 0 || len(c.Dependencies()) != 0 {
 		t.Errorf("the chart depends on %v", c.Metadata.Dependencies)
+	}
+}
+
+// TestChartGivesTenantsTheirTokens holds the README's way to a tenant's
+// token under Helm, where the image has no shell, cat or rm to read and
+// delete the initial-token file: secret.scimTokens gives the chart's
+// default tenant its token (so none is generated into that file), and the
+// README tells no one to read the file in a pod.
+func TestChartGivesTenantsTheirTokens(t *testing.T) {
+	const token = "default-token-0123456789abcdef"
+	m := mustRender(t, "scimrelay", "secret: {scimTokens: {DEFAULT_SCIM_TOKEN: "+token+"}}")
+	env := m.secretEnv(t)
+	relay, err := config.Parse([]byte(m.relayYAML(t)), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(relay.Tenants) != 1 || relay.Tenants[0].Name != "default" || !slices.Contains(relay.Tenants[0].Tokens, token) {
+		t.Errorf("secret.scimTokens.DEFAULT_SCIM_TOKEN gives tenants %+v; want default with that token", relay.Tenants)
+	}
+	section := readmeSection(t, "### Kubernetes (Helm)", "### systemd")
+	if !strings.Contains(section, "`secret.scimTokens.DEFAULT_SCIM_TOKEN`") {
+		t.Error("the README's Helm section does not say how to give the default tenant its token")
+	}
+	if regexp.MustCompile(`kubectl[^` + "`" + `\n]* exec [^` + "`" + `\n]*-- (cat|rm|sh)\b`).MatchString(section) {
+		t.Error("the README runs cat, rm or a shell in a pod of an image that has none")
+	}
+}
+
+// TestChartAdminFromNodes holds the README's way out when the network
+// plugin applies the NetworkPolicy to the kubelet's probes: an ipBlock of
+// the nodes in networkPolicy.adminFrom opens the admin port to them.
+func TestChartAdminFromNodes(t *testing.T) {
+	m := mustRender(t, "scimrelay", "networkPolicy: {adminFrom: [{ipBlock: {cidr: 10.0.0.0/24}}]}")
+	for _, role := range []string{"scim", "sinks"} {
+		found := false
+		for _, p := range m.netpols {
+			if !selects(t, &p.Spec.PodSelector, m.podOf(t, role).Labels) {
+				continue
+			}
+			for _, rule := range p.Spec.Ingress {
+				for _, peer := range rule.From {
+					if peer.IPBlock != nil && peer.IPBlock.CIDR == "10.0.0.0/24" && len(rule.Ports) == 1 && *rule.Ports[0].Port == intstr.FromString("admin") {
+						found = true
+					}
+				}
+			}
+		}
+		if !found {
+			t.Errorf("networkPolicy.adminFrom with the nodes' ipBlock does not open the %s pods' admin port to them", role)
+		}
+	}
+	section := readmeSection(t, "### Kubernetes (Helm)", "### systemd")
+	if !strings.Contains(section, "network plugin lets the node's traffic through") {
+		t.Error("the README does not say that the probes depend on the network plugin letting the node through")
 	}
 }

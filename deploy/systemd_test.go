@@ -4,6 +4,8 @@ package deploy
 
 import (
 	"os"
+	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,13 +37,106 @@ func TestSystemdUnit(t *testing.T) {
 	if !strings.Contains(strings.Join(keys["ReadWritePaths"], " "), state) || keys["ProtectSystem"][0] != "strict" {
 		t.Errorf("ProtectSystem=%v with ReadWritePaths %v: the relay cannot write its StateDirectory %s", keys["ProtectSystem"], keys["ReadWritePaths"], state)
 	}
-	// A graceful stop: in-flight SCIM requests 30 s, a sink worker's
-	// hand-over up to about 25 s.
+	// relay.yaml's default data_dir, ./data, is relative to the working
+	// directory: the state directory, or ProtectSystem=strict makes it
+	// read-only.
+	if wd := keys["WorkingDirectory"]; len(wd) != 1 || wd[0] != state {
+		t.Errorf("WorkingDirectory %q; want %s, where the default data_dir ./data is writable", wd, state)
+	}
+	// A graceful stop in role all (the unit runs no --role) is serial:
+	// in-flight SCIM requests up to 30 s, then the sink workers' hand-over
+	// up to about 25 s (cmd/scimrelay/server.go).
+	if r := flagValue(exec, "--role"); r != "" && r != "all" {
+		t.Errorf("the unit runs role %s; this test's stop budget is role all's", r)
+	}
 	stop := keys["TimeoutStopSec"]
-	if n, err := strconv.Atoi(strings.Join(stop, "")); len(stop) != 1 || err != nil || n < 45 {
-		t.Errorf("TimeoutStopSec %q; want 45 (seconds) or more", stop)
+	if n, err := strconv.Atoi(strings.Join(stop, "")); len(stop) != 1 || err != nil || n < 60 {
+		t.Errorf("TimeoutStopSec %q; want 60 (seconds) or more: 30 s of SCIM requests, then up to about 25 s of hand-over", stop)
+	}
+	// The README says what the unit gives, and why it differs from compose.
+	if m := regexp.MustCompile("`TimeoutStopSec` is (\\d+)").FindStringSubmatch(readmeSection(t, "### Docker Compose", "### ")); m == nil || m[1] != strings.Join(stop, "") {
+		t.Errorf("the README's Docker Compose section says TimeoutStopSec is %v; the unit has %q", m, stop)
 	}
 	if keys["User"] == nil || keys["User"][0] == "root" || keys["NoNewPrivileges"][0] != "yes" {
 		t.Errorf("the unit runs as %v with NoNewPrivileges=%v", keys["User"], keys["NoNewPrivileges"])
+	}
+}
+
+// TestSystemdREADMEInstall holds deploy/systemd/README.md's install lines
+// against the unit's user: /etc/scimrelay and relay.yaml get its group (by
+// default install leaves root:root, which the service's user cannot read
+// with modes 0750 and 0640), the environment file stays root's alone
+// (systemd reads it before dropping privileges), and every CLI example reads
+// that file as root rather than as a user who cannot.
+func TestSystemdREADMEInstall(t *testing.T) {
+	readme, err := os.ReadFile("systemd/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("systemd/scimrelay.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(k string) string {
+		m := regexp.MustCompile(`(?m)^` + k + `=(.*)$`).FindStringSubmatch(string(unit))
+		if m == nil {
+			t.Fatalf("the unit has no %s", k)
+		}
+		return m[1]
+	}
+	group, envFile := key("Group"), strings.TrimPrefix(key("EnvironmentFile"), "-")
+	conf := flagValue(strings.Fields(key("ExecStart")), "--config")
+
+	// install [-d] [-m MODE] [-o OWNER] [-g GROUP] ... TARGET, by target.
+	type install struct{ mode, owner, group string }
+	installs := map[string]install{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "sudo" || f[1] != "install" {
+			continue
+		}
+		args := f[2:]
+		installs[args[len(args)-1]] = install{flagValue(args, "-m"), flagValue(args, "-o"), flagValue(args, "-g")}
+	}
+	for _, c := range []struct {
+		target    string
+		groupRead bool // 0750, 0640: the group's read bit
+	}{{path.Dir(conf), true}, {conf, true}, {envFile, false}} {
+		in, ok := installs[c.target]
+		if !ok {
+			t.Errorf("the README does not install %s", c.target)
+			continue
+		}
+		mode, err := strconv.ParseUint(in.mode, 8, 32)
+		if err != nil {
+			t.Errorf("install %s: mode %q", c.target, in.mode)
+			continue
+		}
+		if in.owner != "" && in.owner != "root" {
+			t.Errorf("install %s -o %s; the service must not own (and so be able to change) its configuration", c.target, in.owner)
+		}
+		switch {
+		case c.groupRead && (in.group != group || mode&0o040 == 0):
+			t.Errorf("install %s: -m %s -g %q; the unit's Group=%s cannot read it", c.target, in.mode, in.group, group)
+		case !c.groupRead && (in.group != "" || mode&0o077 != 0):
+			t.Errorf("install %s: -m %s -g %q; the secrets are for root (systemd) alone", c.target, in.mode, in.group)
+		}
+	}
+
+	// Each CLI line runs as root with the environment file's variables.
+	cli := regexp.MustCompile(`\bscimrelay (token|subscriber|check|backup)\b`)
+	n := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		if !cli.MatchString(line) {
+			continue
+		}
+		n++
+		if !strings.Contains(line, "sudo sh -c 'set -a; . "+envFile+"; exec ") {
+			t.Errorf("the README runs the CLI without reading %s as root: %s", envFile, line)
+		}
+	}
+	if n == 0 {
+		t.Error("the README gives no CLI command")
 	}
 }

@@ -73,6 +73,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "scimrelay.natsCredsDir" -}}/etc/scimrelay-nats{{- end }}
 
 {{/*
+The Secret with a role's NATS credentials: <role>.natsCredentialsSecret.name,
+else nats.credentialsSecret.name. relay.yaml is one file for both roles, so
+either both have a Secret (mounted at the same path) or neither has.
+*/}}
+{{- define "scimrelay.natsCredentialsSecret" -}}
+{{- $ := .root }}
+{{- $scim := $.Values.scim.natsCredentialsSecret.name | default $.Values.nats.credentialsSecret.name }}
+{{- $sinks := $.Values.sinks.natsCredentialsSecret.name | default $.Values.nats.credentialsSecret.name }}
+{{- if and (or $scim $sinks) (not (and $scim $sinks)) }}
+{{- fail "NATS credentials for one role only: both roles read one relay.yaml, so set nats.credentialsSecret.name (or scim.natsCredentialsSecret.name and sinks.natsCredentialsSecret.name)" }}
+{{- end }}
+{{- if eq .role "scim" }}{{ $scim }}{{ else }}{{ $sinks }}{{ end }}
+{{- end }}
+
+{{/*
 relay.yaml: .Values.config with the keys the chart owns set from the chart's
 own values, so that ports, volume and NATS agree with the manifests.
 */}}
@@ -83,7 +98,7 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- $_ = set $cfg "data_dir" (include "scimrelay.dataDir" .) }}
 {{- $nats := get $cfg "nats" | default dict }}
 {{- $_ = set $nats "url" (required "nats.url must name the NATS cluster's client URL(s)" .Values.nats.url) }}
-{{- if .Values.nats.credentialsSecret.name }}
+{{- if include "scimrelay.natsCredentialsSecret" (dict "root" . "role" "scim") }}
 {{- $_ = set $nats "credentials" (printf "%s/%s" (include "scimrelay.natsCredsDir" .) .Values.nats.credentialsSecret.key) }}
 {{- end }}
 {{- $_ = set $cfg "nats" $nats }}
@@ -94,6 +109,7 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- define "scimrelay.podSpec" -}}
 {{- $ := .root }}
 {{- $values := index $.Values .role -}}
+{{- $natsCredentials := include "scimrelay.natsCredentialsSecret" . -}}
 serviceAccountName: {{ include "scimrelay.serviceAccountName" $ }}
 # The relay never talks to the Kubernetes API.
 automountServiceAccountToken: false
@@ -141,7 +157,7 @@ containers:
       - name: config
         mountPath: {{ include "scimrelay.configDir" $ }}
         readOnly: true
-      {{- if $.Values.nats.credentialsSecret.name }}
+      {{- if $natsCredentials }}
       - name: nats-credentials
         mountPath: {{ include "scimrelay.natsCredsDir" $ }}
         readOnly: true
@@ -156,7 +172,9 @@ volumes:
   - name: data
     emptyDir: {}
   {{- end }}
-  {{- with $.Values.nats.credentialsSecret.name }}
+  {{- with $natsCredentials }}
+  # This role's NATS user: the sink workers may have a narrower one than the
+  # front end (README, "Who can reach what").
   - name: nats-credentials
     secret:
       secretName: {{ . }}
