@@ -819,13 +819,20 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 			return err
 		}
 		for _, m := range chunk {
+			mark := len(b)
 			if first {
 				b = append(b, `,"members":[`...)
-				first = false
 			} else {
 				b = append(b, ',')
 			}
-			b = appendMember(b, m, c.base, subs)
+			elem := len(b)
+			if b = appendMember(b, m, c.base, subs); len(b) == elem+len("{}") {
+				// members.display of a member without one: left out, as
+				// Apply leaves out such elements of other attributes.
+				b = b[:mark]
+				continue
+			}
+			first = false
 		}
 		jw.buf = b
 		if err := jw.flushIfLarge(); err != nil {
