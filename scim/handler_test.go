@@ -444,6 +444,10 @@ func TestBadInput(t *testing.T) {
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"x[","value":1}`)).wantError(t, 400, "invalidPath", "")
 	ts.do("PATCH", "/Users/nope", patchBody(`{"op":"add","path":"title","value":"x"}`)).wantError(t, 404, "", "not found")
 	ts.do("GET", "/Users?"+filterQuery(`userName eq`), "").wantError(t, 400, "invalidFilter", "expected a value")
+	// A search request lists its schema, as a PATCH body lists PatchOp.
+	ts.do("POST", "/Users/.search", `{"filter":"userName eq \"ann\""}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
+	ts.do("POST", "/Users/.search", `{"schemas":["`+ListResponseSchema+`"]}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
+	ts.do("POST", "/Users/.search", `{"schemas":["`+strings.ToUpper(SearchRequestSchema)+`"]}`).want(t, 200)
 	ts.do("GET", "/Users?startIndex=x", "").wantError(t, 400, "invalidValue", "startIndex")
 	ts.do("GET", "/Users?count=1e9", "").wantError(t, 400, "invalidValue", "count")
 	ts.do("GET", "/Users?sortBy=shoeSize", "").wantError(t, 400, "invalidValue", "sortBy")
