@@ -5,7 +5,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -91,7 +90,7 @@ func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Pag
 // matches, none other does. The userName index is keyed by the folded
 // userName, and two userNames fold alike exactly when strings.EqualFold,
 // the filter's test for the case-insensitive userName, says they are equal
-// (FuzzFold); the externalId index is keyed by the value
+// (scim.FuzzFold); the externalId index is keyed by the value
 // as is, which the case-exact externalId compares.
 func exactEquality(rt *scim.ResourceType, f *scim.Filter) (scim.Equality, bool) {
 	if rt != scim.UserResourceType || f == nil {
@@ -152,30 +151,19 @@ func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, start,
 // resources match; the page's resources are read again once the order is
 // known.
 func listSorted(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, count int) (scim.Page, error) {
-	exact := q.SortBy.Leaf() != nil && q.SortBy.Leaf().CaseExact
 	var sorted []sortable
 	err := eachMatch(tb, rt, q.Filter, func(r *scim.Resource) error {
 		if q.SortLimit > 0 && len(sorted) >= q.SortLimit {
 			return tooManyToSort(rt, q.SortLimit)
 		}
-		k, has := sortKey(r, *q.SortBy, exact)
-		sorted = append(sorted, sortable{id: r.ID(), key: k, has: has})
+		sorted = append(sorted, sortable{id: r.ID(), key: scim.SortKeyOf(r, *q.SortBy)})
 		return nil
 	})
 	if err != nil {
 		return scim.Page{}, err
 	}
 	slices.SortFunc(sorted, func(a, b sortable) int {
-		if a.has != b.has { // missing values last, either way
-			if a.has {
-				return -1
-			}
-			return 1
-		}
-		if c := strings.Compare(a.key, b.key); c != 0 {
-			if q.Descending {
-				return -c
-			}
+		if c := a.key.Compare(b.key, q.Descending); c != 0 {
 			return c
 		}
 		return strings.Compare(a.id, b.id)
@@ -308,68 +296,5 @@ func lookupEquality(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, li
 // sortable is a match's id with its sort key.
 type sortable struct {
 	id  string
-	key string
-	has bool
-}
-
-// sortKey returns the string a resource sorts by at path: for a
-// multi-valued attribute its primary value, else its first; for a complex
-// one its sub-attribute, else its "value". Strings compare with the
-// attribute's case rule; has is false when there is no value.
-func sortKey(r *scim.Resource, path scim.AttrPath, exact bool) (key string, has bool) {
-	obj := r.Attrs
-	if path.URN != "" {
-		m, _ := valueFold(obj, path.URN).(map[string]any)
-		obj = m
-	}
-	v := valueFold(obj, path.Name)
-	if list, ok := v.([]any); ok {
-		v = nil
-		for i, el := range list {
-			m, _ := el.(map[string]any)
-			if p, _ := m["primary"].(bool); p || i == 0 {
-				v = el
-				if p {
-					break
-				}
-			}
-		}
-	}
-	if m, ok := v.(map[string]any); ok {
-		sub := path.Sub
-		if sub == "" {
-			sub = "value"
-		}
-		v = valueFold(m, sub)
-	}
-	var s string
-	switch v := v.(type) {
-	case string:
-		s = v
-	case bool:
-		s = fmt.Sprint(v)
-	case json.Number:
-		s = v.String()
-	}
-	if s == "" {
-		return "", false
-	}
-	if !exact {
-		s = fold(s)
-	}
-	return s, true
-}
-
-// valueFold returns obj[name], matching name case-insensitively when it is
-// not there as given (attributes of unknown extensions keep the client's case).
-func valueFold(obj map[string]any, name string) any {
-	if v, ok := obj[name]; ok {
-		return v
-	}
-	for k, v := range obj {
-		if strings.EqualFold(k, name) {
-			return v
-		}
-	}
-	return nil
+	key scim.SortKey
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -117,40 +115,10 @@ func validKey(id string) bool {
 // Real values are a few dozen bytes; Entra caps userPrincipalName at 113.
 const maxIndexedValue = 2048
 
-// fold maps s to one representative per case-folding class: two strings
-// fold to the same bytes exactly when strings.EqualFold says they are equal
-// (it compares rune by rune under Unicode simple folding). ASCII folds to
-// lower case, so the common index keys read naturally.
-func fold(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return foldUnicode(s)
-		}
-	}
-	return strings.ToLower(s)
-}
-
-func foldUnicode(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for _, r := range s { // invalid bytes read as U+FFFD, as EqualFold reads them
-		b.WriteRune(foldRune(r))
-	}
-	return b.String()
-}
-
-// foldRune returns the smallest rune of r's folding orbit, in lower case when
-// that is an ASCII capital: K, k and the Kelvin sign all give k.
-func foldRune(r rune) rune {
-	least := r
-	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-		least = min(least, f)
-	}
-	if 'A' <= least && least <= 'Z' {
-		least += 'a' - 'A'
-	}
-	return least
-}
+// fold is the index keys' case folding: scim.Fold, the one the filter's
+// case-insensitive comparisons and both backends' sort orders use, so that
+// an index lookup finds what the filter matches (scim.FuzzFold).
+func fold(s string) string { return scim.Fold(s) }
 
 // ixKey is the index key prefix of value: 0x00 escaped as 0x00 0xFF and a
 // 0x00 0x00 terminator, so that no value's prefix is another's and keys sort

@@ -250,6 +250,20 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 	}
 	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"Sales","externalId":"g1","members":[{"value":%q},{"value":%q}]`, ids[3], ids[4])))
 	create(t, s, "acme", group(t, `"displayName":"Ops"`))
+	// Values outside ASCII, whose case folding the index keys and the
+	// filter must agree on: final sigma, the long s, the Kelvin sign,
+	// sharp s, dotted capital I.
+	for _, u := range []string{
+		`"userName":"ΟΔΥΣΣΕΥΣ","emails":[{"value":"ΟΔΥΣΣΕΥΣ@Ιθάκη.gr","type":"work"}]`,
+		`"userName":"ſam","externalId":"ſ1","emails":[{"value":"ſam@x.com"}]`,
+		`"userName":"\u212Aelvin","emails":[{"value":"\u212A@x.com","type":"work"}]`,
+		`"userName":"straße","externalId":"Straße"`,
+		`"userName":"İstanbul"`,
+	} {
+		create(t, s, "acme", user(t, u))
+	}
+	create(t, s, "acme", group(t, `"displayName":"Ωmega","externalId":"ω"`))
+	create(t, s, "acme", group(t, `"displayName":"ωMEGA2"`))
 	tests := []struct {
 		rt     *scim.ResourceType
 		filter string
@@ -265,7 +279,7 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 		{scim.UserResourceType, `externalId eq "ext1" and active eq true`, 3},
 		{scim.UserResourceType, `userName eq "user01@x.com" or userName eq "user02@x.com"`, 2},
 		{scim.UserResourceType, `title co "1"`, 10},
-		{scim.UserResourceType, `not (active eq true)`, 15},
+		{scim.UserResourceType, `not (active eq true)`, 20}, // 15, and the 5 users below without active
 		{scim.UserResourceType, fmt.Sprintf(`id eq %q`, ids[5]), 1},
 		{scim.UserResourceType, `id eq "nope"`, 0},
 		{scim.GroupResourceType, `displayName eq "sales"`, 1},
@@ -273,6 +287,30 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 		{scim.GroupResourceType, fmt.Sprintf(`members.value eq %q`, ids[3]), 1},
 		{scim.GroupResourceType, fmt.Sprintf(`members[value eq %q]`, ids[9]), 0},
 		{scim.GroupResourceType, `displayName sw "O"`, 1},
+		{scim.UserResourceType, `userName eq "οδυσσευς"`, 1},
+		{scim.UserResourceType, `userName eq "οδυσσευσ"`, 1},
+		{scim.UserResourceType, `userName sw "οδυσσευς"`, 1},
+		{scim.UserResourceType, `userName eq "SAM"`, 1},
+		{scim.UserResourceType, `userName sw "S" and userName ew "m"`, 1},
+		{scim.UserResourceType, `userName eq "kelvin"`, 1},
+		{scim.UserResourceType, `userName eq "KELVIN" or userName eq "sam"`, 2},
+		{scim.UserResourceType, `userName eq "STRASSE"`, 0}, // simple folding: ß is not ss
+		{scim.UserResourceType, `userName eq "STRAẞE"`, 1},
+		{scim.UserResourceType, `userName eq "istanbul"`, 0},
+		{scim.UserResourceType, `userName eq "İSTANBUL"`, 1},
+		{scim.UserResourceType, `userName gt "s" and userName lt "t"`, 2},
+		{scim.UserResourceType, `externalId eq "ſ1"`, 1},
+		{scim.UserResourceType, `externalId eq "s1"`, 0}, // caseExact
+		{scim.UserResourceType, `externalId eq "straße"`, 0},
+		{scim.UserResourceType, `emails.value eq "οδυσσευς@ιθάκη.GR"`, 1},
+		{scim.UserResourceType, `emails.value eq "SAM@X.COM"`, 1},
+		{scim.UserResourceType, `emails[type eq "work"].value eq "k@x.com"`, 1},
+		{scim.UserResourceType, `emails.value eq "k@x.com" and userName sw "k"`, 1},
+		{scim.GroupResourceType, `displayName eq "ωmega"`, 1},
+		{scim.GroupResourceType, `displayName eq "Ωmega2"`, 1},
+		{scim.GroupResourceType, `displayName sw "ω"`, 2},
+		{scim.GroupResourceType, `externalId eq "Ω"`, 0},
+		{scim.GroupResourceType, `externalId eq "ω"`, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter, func(t *testing.T) {

@@ -627,9 +627,11 @@ type compareExpr struct {
 	op        op
 	caseExact bool
 	value     any    // string, bool, json.Number, or nil for null
-	folded    string // lower-cased string value, for case-insensitive co/sw/ew
+	folded    string // Fold(value), for case-insensitive comparisons
 	number    float64
 	isNumber  bool
+	instant   time.Time // a date-time value, parsed
+	isTime    bool
 }
 
 // setValue types the comparison value by the attribute's type, accepting
@@ -691,11 +693,15 @@ func (c *compareExpr) setValue(t token) error {
 		if err != nil {
 			return fmt.Errorf("%s is a date-time; %q is not RFC 3339", c.path, s)
 		}
-		// Stored date-times use TimeFormat, so they compare as strings.
+		// eq, ne, gt, ge, lt and le compare instants, exactly: a value
+		// finer than the stored milliseconds, or in another offset, is
+		// neither rounded nor compared as text. co, sw and ew compare the
+		// text of the stored form, TimeFormat.
+		c.instant, c.isTime = tm, true
 		s = tm.UTC().Format(TimeFormat)
 	}
 	c.value = s
-	c.folded = strings.ToLower(s)
+	c.folded = Fold(s)
 	return c.checkOp(String)
 }
 
@@ -747,13 +753,14 @@ func (c *compareExpr) test(o op, v any) bool {
 		if !ok {
 			return false
 		}
+		if c.isTime && o != opCo && o != opSw && o != opEw {
+			t, err := time.Parse(time.RFC3339Nano, got)
+			return err == nil && compareOrder(o, t.Compare(c.instant))
+		}
 		if c.caseExact {
 			return compareStrings(o, got, want)
 		}
-		if o == opEq {
-			return strings.EqualFold(got, want)
-		}
-		return compareStrings(o, strings.ToLower(got), c.folded)
+		return compareStrings(o, Fold(got), c.folded)
 	case bool:
 		got, ok := v.(bool)
 		return ok && got == want
@@ -783,6 +790,24 @@ func (c *compareExpr) test(o op, v any) bool {
 		case opLe:
 			return got <= c.number
 		}
+	}
+	return false
+}
+
+// compareOrder reports whether an ordering comparison holds, given
+// c, the comparison of the attribute's value with the filter's (-1, 0, +1).
+func compareOrder(o op, c int) bool {
+	switch o {
+	case opEq:
+		return c == 0
+	case opGt:
+		return c > 0
+	case opGe:
+		return c >= 0
+	case opLt:
+		return c < 0
+	case opLe:
+		return c <= 0
 	}
 	return false
 }

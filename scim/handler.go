@@ -480,7 +480,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 	})
 }
 
-// search serves POST /.search (RFC 7644 §3.4.3).
+// search serves POST /.search (RFC 7644 §3.4.3). Its body must list the
+// SearchRequest schema, as a PATCH body must list PatchOp and a bulk
+// request BulkRequest: a body without it is refused, not guessed at.
 func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error {
 	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
@@ -498,6 +500,9 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error 
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return Errorf(ErrInvalidSyntax, "search request is not valid: %v", err)
+	}
+	if !slices.ContainsFunc(req.Schemas, func(s string) bool { return strings.EqualFold(s, SearchRequestSchema) }) {
+		return Errorf(ErrInvalidSyntax, "a search request needs \"schemas\": [%q]", SearchRequestSchema)
 	}
 	p := listParams{filter: req.Filter, sortBy: req.SortBy, sortOrder: req.SortOrder,
 		attributes: strings.Join(req.Attributes, ","), excluded: strings.Join(req.ExcludedAttributes, ",")}
@@ -819,13 +824,20 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 			return err
 		}
 		for _, m := range chunk {
+			mark := len(b)
 			if first {
 				b = append(b, `,"members":[`...)
-				first = false
 			} else {
 				b = append(b, ',')
 			}
-			b = appendMember(b, m, c.base, subs)
+			elem := len(b)
+			if b = appendMember(b, m, c.base, subs); len(b) == elem+len("{}") {
+				// members.display of a member without one: left out, as
+				// Apply leaves out such elements of other attributes.
+				b = b[:mark]
+				continue
+			}
+			first = false
 		}
 		jw.buf = b
 		if err := jw.flushIfLarge(); err != nil {

@@ -35,10 +35,11 @@ const (
 )
 
 type testServer struct {
-	t     *testing.T
-	srv   *httptest.Server
-	mu    sync.Mutex
-	infos []RequestInfo
+	t       *testing.T
+	srv     *httptest.Server
+	backend *eventingBackend
+	mu      sync.Mutex
+	infos   []RequestInfo
 }
 
 // eventingBackend reports an event id for every write that changed
@@ -46,8 +47,9 @@ type testServer struct {
 // from a backend to RequestInfo.
 type eventingBackend struct {
 	Backend
-	mu sync.Mutex
-	n  int
+	mu        sync.Mutex
+	n         int
+	noDisplay map[string]bool // member values whose display Members leaves out
 }
 
 func (b *eventingBackend) produced(res WriteResult, err error) (WriteResult, error) {
@@ -58,6 +60,20 @@ func (b *eventingBackend) produced(res WriteResult, err error) (WriteResult, err
 		b.mu.Unlock()
 	}
 	return res, err
+}
+
+// Members answers as the backend does, without the display of the
+// members noDisplay names.
+func (b *eventingBackend) Members(ctx context.Context, tenant, groupID, after string, limit int) ([]Member, error) {
+	ms, err := b.Backend.Members(ctx, tenant, groupID, after, limit)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range ms {
+		if b.noDisplay[ms[i].Value] {
+			ms[i].Display = ""
+		}
+	}
+	return ms, err
 }
 
 func (b *eventingBackend) Create(ctx context.Context, tenant string, r *Resource) (WriteResult, error) {
@@ -94,9 +110,21 @@ func newTestServer(t *testing.T, o Options) *testServer {
 		// some names to be impossible.
 		o.ValidTenant = func(name string) bool { return name == strings.ToLower(name) && len(name) <= 64 }
 	}
-	ts.srv = httptest.NewServer(NewHandler(&eventingBackend{Backend: mem}, mem, o))
+	ts.backend = &eventingBackend{Backend: mem}
+	ts.srv = httptest.NewServer(NewHandler(ts.backend, mem, o))
 	t.Cleanup(ts.srv.Close)
 	return ts
+}
+
+// noDisplay has the backend answer the members with these values without
+// their display.
+func (ts *testServer) noDisplay(values ...string) {
+	ts.backend.mu.Lock()
+	defer ts.backend.mu.Unlock()
+	ts.backend.noDisplay = map[string]bool{}
+	for _, v := range values {
+		ts.backend.noDisplay[v] = true
+	}
 }
 
 type response struct {
@@ -416,6 +444,10 @@ func TestBadInput(t *testing.T) {
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"x[","value":1}`)).wantError(t, 400, "invalidPath", "")
 	ts.do("PATCH", "/Users/nope", patchBody(`{"op":"add","path":"title","value":"x"}`)).wantError(t, 404, "", "not found")
 	ts.do("GET", "/Users?"+filterQuery(`userName eq`), "").wantError(t, 400, "invalidFilter", "expected a value")
+	// A search request lists its schema, as a PATCH body lists PatchOp.
+	ts.do("POST", "/Users/.search", `{"filter":"userName eq \"ann\""}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
+	ts.do("POST", "/Users/.search", `{"schemas":["`+ListResponseSchema+`"]}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
+	ts.do("POST", "/Users/.search", `{"schemas":["`+strings.ToUpper(SearchRequestSchema)+`"]}`).want(t, 200)
 	ts.do("GET", "/Users?startIndex=x", "").wantError(t, 400, "invalidValue", "startIndex")
 	ts.do("GET", "/Users?count=1e9", "").wantError(t, 400, "invalidValue", "count")
 	ts.do("GET", "/Users?sortBy=shoeSize", "").wantError(t, 400, "invalidValue", "sortBy")

@@ -11,15 +11,21 @@ import (
 // ask for (RFC 7644 §3.9). The zero value returns every attribute returned
 // by default.
 type Projection struct {
-	include []AttrPath
-	exclude []AttrPath
+	include  []AttrPath
+	exclude  []AttrPath
+	selected bool // attributes named something, known or not
 }
 
 // ParseProjection parses the two comma-separated parameters. Names the
 // schemas lack are ignored: a client asking for an attribute we do not have
-// gets the response without it, as it would if the attribute were unset.
+// gets the response without it, as it would if the attribute were unset;
+// one asking only for such attributes gets only those always returned.
 func ParseProjection(rt *ResourceType, attributes, excluded string) *Projection {
-	return &Projection{include: parsePathList(rt, attributes), exclude: parsePathList(rt, excluded)}
+	return &Projection{
+		include:  parsePathList(rt, attributes),
+		exclude:  parsePathList(rt, excluded),
+		selected: strings.Trim(attributes, ", \t") != "",
+	}
 }
 
 func parsePathList(rt *ResourceType, s string) []AttrPath {
@@ -41,11 +47,11 @@ func parsePathList(rt *ResourceType, s string) []AttrPath {
 
 // whole reports whether the projection keeps a resource whole: neither
 // attributes nor excludedAttributes.
-func (p *Projection) whole() bool { return len(p.include) == 0 && len(p.exclude) == 0 }
+func (p *Projection) whole() bool { return !p.selected && len(p.exclude) == 0 }
 
 // Selects reports whether the attributes parameter was given, which changes
 // a group PATCH's answer from 204 to 200 with the resource.
-func (p *Projection) Selects() bool { return p != nil && len(p.include) > 0 }
+func (p *Projection) Selects() bool { return p != nil && p.selected }
 
 // Wants reports whether the projection keeps the top-level core attribute
 // name, so that a handler can skip fetching what it would drop (members).
@@ -55,7 +61,7 @@ func (p *Projection) Wants(name string) bool {
 			return false
 		}
 	}
-	if len(p.include) == 0 {
+	if !p.selected {
 		return true
 	}
 	for _, i := range p.include {
@@ -71,7 +77,7 @@ func (p *Projection) Wants(name string) bool {
 // attribute, or none of it), less those excludedAttributes names; nil for
 // all of them.
 func (p *Projection) subFilter(name string, all []string) []string {
-	keep, whole := []string(nil), len(p.include) == 0
+	keep, whole := []string(nil), !p.selected
 	for _, i := range p.include {
 		if i.URN == "" && i.Name == name {
 			if i.Sub == "" {
@@ -105,13 +111,18 @@ func (p *Projection) Apply(r *Resource) *Resource {
 		return r
 	}
 	out := &Resource{Type: r.Type, Attrs: make(map[string]any, len(r.Attrs))}
-	if len(p.include) == 0 {
+	if !p.selected {
 		for k, v := range r.Attrs {
 			out.Attrs[k] = v
 		}
 	} else {
 		for _, i := range p.include {
 			copyPath(out.Attrs, r.Attrs, i)
+		}
+		for _, i := range p.include {
+			if i.Sub != "" {
+				dropEmptyElements(out.Attrs, i)
+			}
 		}
 		if id, ok := r.Attrs["id"]; ok {
 			out.Attrs["id"] = id
@@ -193,6 +204,39 @@ func copyPath(dst, src map[string]any, p AttrPath) {
 		}
 		dst[name] = out
 	}
+}
+
+// dropEmptyElements removes, from the multi-valued attribute at p in obj,
+// the elements copyPath left empty because they lack the sub-attribute
+// asked for (emails.display of emails without display), and the attribute
+// when none is left. Elements stay aligned with the resource's while
+// copyPath merges sub-attributes, so they are dropped only afterwards.
+func dropEmptyElements(obj map[string]any, p AttrPath) {
+	if p.URN != "" {
+		key, inner := containerFor(obj, p.URN, false)
+		if inner == nil {
+			return
+		}
+		dropEmptyElements(inner, AttrPath{Name: p.Name, Sub: p.Sub, attr: p.attr, sub: p.sub})
+		if len(inner) == 0 {
+			delete(obj, key)
+		}
+		return
+	}
+	name := p.Name
+	if p.attr == nil {
+		name = findKeyFold(obj, p.Name)
+	}
+	list, ok := obj[name].([]any)
+	if !ok || !slices.ContainsFunc(list, emptyElement) {
+		return
+	}
+	setList(obj, name, slices.DeleteFunc(slices.Clone(list), emptyElement))
+}
+
+func emptyElement(v any) bool {
+	m, ok := v.(map[string]any)
+	return ok && len(m) == 0
 }
 
 // removePath drops the value at p from obj, copying what it changes so that

@@ -13,6 +13,7 @@ const (
 	PatchOpSchema        = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 	BulkRequestSchema    = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 	BulkResponseSchema   = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+	SearchRequestSchema  = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 	SPConfigSchema       = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 	ResourceTypeSchema   = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
 	SchemaSchema         = "urn:ietf:params:scim:schemas:core:2.0:Schema"

@@ -5,7 +5,6 @@ package scimtest
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -344,55 +343,15 @@ func (m *Memory) List(_ context.Context, tenant string, rt *scim.ResourceType, q
 	return page, nil
 }
 
-// sortResources orders resources by the value at p (RFC 7644 §3.4.2.3):
-// a multi-valued attribute by its primary value, else its first; strings
-// case-insensitively unless the attribute is caseExact; resources without
-// a value last either way; ties in id order.
+// sortResources orders resources by the value at p as scim.SortKey
+// compares them; ties in id order.
 func sortResources(list []*scim.Resource, p scim.AttrPath, descending bool) {
-	exact := p.Leaf() != nil && p.Leaf().CaseExact
-	key := func(r *scim.Resource) (string, bool) {
-		obj := r.Attrs
-		if p.URN != "" {
-			obj, _ = obj[p.URN].(map[string]any)
-		}
-		v := obj[p.Name]
-		if list, ok := v.([]any); ok && len(list) > 0 {
-			v = list[0]
-			for _, el := range list {
-				if m, _ := el.(map[string]any); m["primary"] == true {
-					v = el
-				}
-			}
-		}
-		if m, ok := v.(map[string]any); ok {
-			v = m[cmp.Or(p.Sub, "value")]
-		}
-		var s string
-		switch v := v.(type) {
-		case string:
-			s = v
-		case bool, json.Number:
-			s = fmt.Sprint(v)
-		}
-		if !exact {
-			s = strings.ToLower(s)
-		}
-		return s, s != ""
+	keys := make(map[*scim.Resource]scim.SortKey, len(list))
+	for _, r := range list {
+		keys[r] = scim.SortKeyOf(r, p)
 	}
 	slices.SortStableFunc(list, func(a, b *scim.Resource) int {
-		ka, hasA := key(a)
-		kb, hasB := key(b)
-		if hasA != hasB {
-			if hasA {
-				return -1
-			}
-			return 1
-		}
-		c := strings.Compare(ka, kb)
-		if descending {
-			c = -c
-		}
-		return cmp.Or(c, strings.Compare(a.ID(), b.ID()))
+		return cmp.Or(keys[a].Compare(keys[b], descending), strings.Compare(a.ID(), b.ID()))
 	})
 }
 

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package scim_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"testing"
+
+	. "github.com/scimrelay/scimrelay/scim"
+)
+
+// TestProjectionAnswers: attributes naming only unknown attributes return
+// only what is always returned, as when an unknown name comes with a known
+// one; a sub-attribute projection leaves out the elements lacking it, and
+// the attribute when none has it. Each holds for a resource read by id,
+// for a list page the backend answers with stored resources (userName eq
+// alone), and for a group's streamed members.
+func TestProjectionAnswers(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	uid := ts.do("POST", "/Users", fmt.Sprintf(`{"schemas":[%q],"userName":"ann","title":"t",
+		"emails":[{"value":"a@x","type":"work"},{"value":"b@x","display":"B"},{"value":"c@x"}],
+		"phoneNumbers":[{"value":"1"}]}`, UserSchema)).want(t, 201).str("id")
+	bob := ts.do("POST", "/Users", fmt.Sprintf(`{"schemas":[%q],"userName":"bob"}`, UserSchema)).want(t, 201).str("id")
+	gid := ts.do("POST", "/Groups", fmt.Sprintf(`{"schemas":[%q],"displayName":"g","members":[{"value":%q},{"value":%q,"display":"Bob"}]}`, GroupSchema, uid, bob)).want(t, 201).str("id")
+	one := func(r response) map[string]any {
+		if res, ok := r.json["Resources"].([]any); ok {
+			if len(res) != 1 {
+				t.Fatalf("%d resources: %s", len(res), r.body)
+			}
+			return res[0].(map[string]any)
+		}
+		return r.json
+	}
+	byName := "?filter=" + url.QueryEscape(`userName eq "ann"`) + "&attributes="
+	for _, tt := range []struct {
+		path   string
+		keys   []string
+		emails string // JSON of the emails answered, "" for none
+	}{
+		{"/Users/" + uid + "?attributes=nosuch", []string{"id", "schemas"}, ""},
+		{"/Users" + byName + "nosuch", []string{"id", "schemas"}, ""},
+		{"/Users/" + uid + "?attributes=nosuch,other", []string{"id", "schemas"}, ""},
+		{"/Users/" + uid + "?attributes=nosuch,userName", []string{"id", "schemas", "userName"}, ""},
+		{"/Users/" + uid + "?attributes=emails.display", []string{"emails", "id", "schemas"}, `[{"display":"B"}]`},
+		{"/Users" + byName + "emails.display", []string{"emails", "id", "schemas"}, `[{"display":"B"}]`},
+		{"/Users/" + uid + "?attributes=emails.display,emails.type", []string{"emails", "id", "schemas"}, `[{"type":"work"},{"display":"B"}]`},
+		{"/Users/" + uid + "?attributes=phoneNumbers.display", []string{"id", "schemas"}, ""},
+		{"/Users/" + uid + "?attributes=emails.primary,userName", []string{"id", "schemas", "userName"}, ""},
+	} {
+		res := one(ts.do("GET", tt.path, "").want(t, 200))
+		if got := slices.Sorted(maps.Keys(res)); !slices.Equal(got, tt.keys) {
+			t.Errorf("%s: keys %v, want %v", tt.path, got, tt.keys)
+		}
+		got := ""
+		if e, ok := res["emails"]; ok {
+			got = jsonString(t, e)
+		}
+		if got != tt.emails {
+			t.Errorf("%s: emails %s, want %s", tt.path, got, tt.emails)
+		}
+	}
+	r := ts.do("GET", "/Groups/"+gid+"?attributes=nosuch", "").want(t, 200)
+	if got := slices.Sorted(maps.Keys(r.json)); !slices.Equal(got, []string{"id", "schemas"}) {
+		t.Errorf("group, attributes=nosuch: keys %v", got)
+	}
+	// A backend may keep members without display (the relay keeps what
+	// the client sent).
+	ts.noDisplay(uid)
+	r = ts.do("GET", "/Groups/"+gid+"?attributes=members.display", "").want(t, 200)
+	if got := jsonString(t, r.json["members"]); got != `[{"display":"Bob"}]` {
+		t.Errorf("attributes=members.display: members %s", got)
+	}
+	ts.noDisplay(uid, bob)
+	r = ts.do("GET", "/Groups/"+gid+"?attributes=members.display", "").want(t, 200)
+	if got := slices.Sorted(maps.Keys(r.json)); !slices.Equal(got, []string{"id", "schemas"}) {
+		t.Errorf("attributes=members.display, no member with one: %s", r.body)
+	}
+}
+
+func jsonString(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
