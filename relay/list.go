@@ -275,15 +275,15 @@ func lookupEquality(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, li
 		}
 		return []string{eq.Value}, true
 	case eq.Path == "userName" && user:
-		return lookupIDs(tb.Bucket(ixUserName), fold(eq.Value), limit), true
+		return lookupIDs(tb.Bucket(ixUserName), scim.Fold(eq.Value), limit), true
 	case eq.Path == "emails.value" && user:
-		return lookupIDs(tb.Bucket(ixEmail), fold(eq.Value), limit), true
+		return lookupIDs(tb.Bucket(ixEmail), scim.Fold(eq.Value), limit), true
 	case eq.Path == "externalId" && user:
 		return lookupIDs(tb.Bucket(ixUserExt), eq.Value, limit), true
 	case eq.Path == "externalId":
 		return lookupIDs(tb.Bucket(ixGroupExt), eq.Value, limit), true
 	case eq.Path == "displayName" && !user:
-		return lookupIDs(tb.Bucket(ixDisplayName), fold(eq.Value), limit), true
+		return lookupIDs(tb.Bucket(ixDisplayName), scim.Fold(eq.Value), limit), true
 	case eq.Path == "members.value" && !user:
 		if !validKey(eq.Value) {
 			return nil, true

@@ -115,11 +115,6 @@ func validKey(id string) bool {
 // Real values are a few dozen bytes; Entra caps userPrincipalName at 113.
 const maxIndexedValue = 2048
 
-// fold is the index keys' case folding: scim.Fold, the one the filter's
-// case-insensitive comparisons and both backends' sort orders use, so that
-// an index lookup finds what the filter matches (scim.FuzzFold).
-func fold(s string) string { return scim.Fold(s) }
-
 // ixKey is the index key prefix of value: 0x00 escaped as 0x00 0xFF and a
 // 0x00 0x00 terminator, so that no value's prefix is another's and keys sort
 // by value.
@@ -162,20 +157,20 @@ func indexEntries(r *scim.Resource) ([]indexEntry, error) {
 		}
 	}
 	if r.Type == scim.GroupResourceType {
-		add(ixDisplayName, "displayName", fold(r.String("displayName")))
+		add(ixDisplayName, "displayName", scim.Fold(r.String("displayName")))
 		return out, tooLong
 	}
-	add(ixUserName, "userName", fold(r.String("userName")))
+	add(ixUserName, "userName", scim.Fold(r.String("userName")))
 	seen := map[string]bool{}
 	for _, e := range r.Emails() {
-		e = fold(e)
+		e = scim.Fold(e)
 		if !seen[e] {
 			seen[e] = true
 			add(ixEmail, "emails.value", e)
 		}
 	}
 	if we := r.WorkEmail(); we != "" {
-		add(ixWorkEmail, "emails.value", fold(we))
+		add(ixWorkEmail, "emails.value", scim.Fold(we))
 	}
 	return out, tooLong
 }

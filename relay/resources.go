@@ -215,20 +215,20 @@ func checkUnique(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 	}
 	if r.Type == scim.GroupResourceType {
 		name := r.String("displayName")
-		if taken(ixDisplayName, fold(name)) {
+		if taken(ixDisplayName, scim.Fold(name)) {
 			return scim.Errorf(scim.ErrUniqueness, "displayName %q is already taken by another Group", truncate(name, 256))
 		}
 		return nil
 	}
 	if t.uniqueEmail {
 		we := r.WorkEmail()
-		if taken(ixWorkEmail, fold(we)) {
+		if taken(ixWorkEmail, scim.Fold(we)) {
 			return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", truncate(we, 256))
 		}
 		return nil
 	}
 	name := r.String("userName")
-	if taken(ixUserName, fold(name)) {
+	if taken(ixUserName, scim.Fold(name)) {
 		return scim.Errorf(scim.ErrUniqueness, "userName %q is already taken", truncate(name, 256))
 	}
 	return nil

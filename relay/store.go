@@ -20,12 +20,12 @@
 //	    users                 id → record
 //	    groups                id → record (never members)
 //	    counters              "sequence" → u64, the tenant's last event sequence
-//	    ix_username           ix(fold(userName)) ‖ id → ∅
-//	    ix_email              ix(fold(emails[].value)) ‖ id → ∅
-//	    ix_workemail          ix(fold(work email)) ‖ id → ∅
+//	    ix_username           ix(scim.Fold(userName)) ‖ id → ∅
+//	    ix_email              ix(scim.Fold(emails[].value)) ‖ id → ∅
+//	    ix_workemail          ix(scim.Fold(work email)) ‖ id → ∅
 //	    ix_user_ext           ix(externalId) ‖ id → ∅
 //	    ix_group_ext          ix(externalId) ‖ id → ∅
-//	    ix_displayname        ix(fold(displayName)) ‖ id → ∅  (groups)
+//	    ix_displayname        ix(scim.Fold(displayName)) ‖ id → ∅  (groups)
 //	    members               groupID ‖ 0x00 ‖ memberID → member record (JSON)
 //	    memberof              memberID ‖ 0x00 ‖ groupID → ∅
 //
@@ -33,7 +33,7 @@
 // bytes of header (the resource's subjectseq and version as u64) followed by
 // the resource's canonical JSON without meta.location. ix(v) is v with every
 // 0x00 written as 0x00 0xFF, then a 0x00 0x00 terminator: no indexed value
-// is a prefix of another, and keys still sort by value, then by id. fold(v)
+// is a prefix of another, and keys still sort by value, then by id. scim.Fold(v)
 // maps every rune to one representative of its Unicode simple-folding orbit
 // (ASCII in lower case), so that two values share an index key exactly when
 // strings.EqualFold, which filters and uniqueness use, calls them equal.
