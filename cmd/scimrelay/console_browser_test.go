@@ -113,15 +113,27 @@ func eval[T any](c *chrome, expr string) T {
 	return v
 }
 
-// text reads the text of the first element sel selects.
+// text reads the text of the first element sel selects, as the page
+// shows it. It reads through the document, as waitText does, and asks
+// again when the read fails: a node looked up by id can be gone by the
+// time it is read ("No node with given id found") while the page settles.
 func (c *chrome) text(sel string) string {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		c.t.Fatalf("reading %s: %v", sel, err)
-	}
+	expr := fmt.Sprintf(`(document.querySelector(%q)?.innerText ?? null)`, sel)
+	var s string
+	eventstest.CheckFor(c.t, 30*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[*string](expr))
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", sel, err)
+		}
+		if got == nil {
+			return fmt.Errorf("no element %s on the page", sel)
+		}
+		s = *got
+		return nil
+	})
 	return s
 }
 
