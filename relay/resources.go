@@ -135,6 +135,13 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 		return w.refuse(err)
 	}
 	res := p.res
+	if t != p.t {
+		// The tenant was reloaded since the create was prepared: its
+		// required attributes are checked as they are now, as uniqueness is.
+		if err := checkRequired(t, res); err != nil {
+			return w.refuse(err)
+		}
+	}
 	if err := checkUnique(tb, t, res); err != nil {
 		return w.refuse(err)
 	}

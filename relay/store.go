@@ -50,8 +50,9 @@
 // release before layout 3 refuses a file marked 3, whose rows it could not
 // read.
 //
-// Resource ids are UUIDv7 strings, so id order is creation order: the
-// stable order of lists and of a group's members. Memberships live in their
+// Resource ids are UUIDv7 strings, so id order is the order creates were
+// prepared in (before each waits for its commit, so not quite commit
+// order): the stable order of lists and of a group's members. Memberships live in their
 // own keys, never in the group's record, so that changing one member of a
 // group of 100,000 touches a handful of keys.
 //

@@ -1083,3 +1083,31 @@ func TestOutboxOldest(t *testing.T) {
 		t.Fatalf("after the first was published: %v (%v), want %v", at, err, first.Add(time.Minute))
 	}
 }
+
+// TestCreateCheckedAgainstTheTenantAsItIsAtCommit: a create's required
+// attributes are checked as it is prepared, before it waits for the
+// committer; when the tenant is reloaded meanwhile, they are checked again
+// against the tenant as it is at commit, as its uniqueness is, so that no
+// user is stored that the tenant now refuses.
+func TestCreateCheckedAgainstTheTenantAsItIsAtCommit(t *testing.T) {
+	s, c, _ := openStore(t)
+	res := user(t, `"userName":"noemail"`)
+	res.Attrs["id"] = "u-noemail"
+	p, err := s.prepareCreate(s.tenantMap()["acme"], res, nil, c.now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// acme is reloaded to require emails before the create commits.
+	opts := testOptions(c).Tenants
+	opts[0].Unique, opts[0].Required = "email", []string{"emails"}
+	if err := s.SetTenants(opts); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.write(ctx, func(tx *bolt.Tx, w *txWrite) error { return w.create(tx, p) })
+	if err == nil || !strings.Contains(err.Error(), "emails is required") {
+		t.Fatalf("a create prepared before acme required emails, committed after: %v", err)
+	}
+	if _, err := s.Get(ctx, "acme", scim.UserResourceType, "u-noemail"); err == nil {
+		t.Fatal("the user was stored")
+	}
+}
