@@ -71,6 +71,13 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	if !relay {
 		a.mu.Lock()
+		defer a.mu.Unlock()
+		// The subscribers may have changed since the user was read: set()
+		// kicked the connections it knew of then, not this one. Admit it
+		// only if the key is still configured with what it was given.
+		if now, ok := a.users[o.Nkey]; !ok || !samePermissions(now.Permissions, user.Permissions) {
+			return false
+		}
 		ids := a.conns[o.Nkey]
 		if ids == nil {
 			ids = map[uint64]bool{}
@@ -84,7 +91,6 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 			}
 		}
 		ids[c.GetID()] = true
-		a.mu.Unlock()
 	}
 	return true
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -417,6 +419,61 @@ func TestSubscribersChangeWithoutRestart(t *testing.T) {
 	// The relay's own connection was not disturbed.
 	if _, err := b.js.Stream(t.Context(), events.StreamName); err != nil {
 		t.Fatalf("the relay lost its connection: %v", err)
+	}
+}
+
+// TestSubscriberRemovedWhileConnecting: connections the subscriber opens
+// while it is being removed do not survive the removal. The server admits
+// a client in two steps (its key is looked up, then its connection is
+// recorded for a later removal to close), and a removal between the two
+// used to miss the new connection, which kept its permissions.
+func TestSubscriberRemovedWhileConnecting(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
+	b := startBus(t)
+	opt := must(nats.NkeyOptionFromSeed(seed))
+	for trial := 0; trial < 20; trial++ {
+		if err := b.e.SetSubscribers([]natsbus.Subscriber{sub}); err != nil {
+			t.Fatal(err)
+		}
+		var (
+			mu    sync.Mutex
+			conns []*nats.Conn
+			stop  atomic.Bool
+			wg    sync.WaitGroup
+		)
+		for range 8 {
+			wg.Go(func() {
+				for !stop.Load() {
+					nc, err := nats.Connect(b.url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix("billing")), nats.MaxReconnects(0))
+					if err != nil {
+						continue
+					}
+					mu.Lock()
+					conns = append(conns, nc)
+					mu.Unlock()
+				}
+			})
+		}
+		made := func() int { mu.Lock(); defer mu.Unlock(); return len(conns) }
+		eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if n := made(); n < 20 {
+				return fmt.Errorf("%d connections so far", n)
+			}
+			return nil
+		})
+		if err := b.e.SetSubscribers(nil); err != nil {
+			t.Fatal(err)
+		}
+		stop.Store(true)
+		wg.Wait()
+		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			for _, nc := range conns {
+				if !nc.IsClosed() {
+					return fmt.Errorf("trial %d: a connection of the removed subscriber is still open (of %d made)", trial, len(conns))
+				}
+			}
+			return nil
+		})
 	}
 }
 
