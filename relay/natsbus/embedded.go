@@ -31,7 +31,8 @@ type Embedded struct {
 	log   *slog.Logger
 	opts  server.Options // as started
 
-	mu sync.Mutex // serialises SetSubscribers
+	mu       sync.Mutex                 // serialises SetSubscribers
+	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -88,12 +89,10 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	if err != nil {
 		return nil, err
 	}
-	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log}
-	users, err := subscriberUsers(pub, subscribers)
-	if err != nil {
+	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{}}
+	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
 	}
-	e.auth.set(users)
 	opts.CustomClientAuthentication = e.auth
 	opts.AlwaysEnableNonce = true // clients sign it with their nkey
 	e.opts = opts
@@ -114,6 +113,12 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, fmt.Errorf("embedded NATS started without JetStream (store %s)", o.StoreDir)
 	}
 	e.srv = s
+	// Subscribers are admitted once their accounts can import from the
+	// relay's, whose JetStream is now there.
+	if err := e.SetSubscribers(subscribers); err != nil {
+		s.Shutdown()
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -143,6 +148,13 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	users, err := subscriberUsers(e.auth.relay, subscribers)
 	if err != nil {
 		return err
+	}
+	for _, sub := range subscribers {
+		acc, err := e.subscriberAccount(sub)
+		if err != nil {
+			return err
+		}
+		users[sub.PublicKey].Account = acc
 	}
 	for _, id := range e.auth.set(users) {
 		_ = e.srv.DisconnectClientByID(id) // gone already is fine
