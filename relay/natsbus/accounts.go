@@ -5,9 +5,13 @@ package natsbus
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Each subscriber connects into an account of its own. The relay, its
@@ -52,13 +56,49 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 		if g.streamed {
 			respType = server.Streamed
 		}
-		if err := relay.AddServiceExportWithResponse(g.subject, respType, []*server.Account{acc}); err != nil {
-			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", g.subject, s.Name, err)
+		to := g.subject
+		if g.checked {
+			to = createProxyPrefix + g.subject
 		}
-		if err := acc.AddServiceImport(relay, g.subject, g.subject); err != nil {
+		if err := relay.AddServiceExportWithResponse(to, respType, []*server.Account{acc}); err != nil {
+			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
+		}
+		if err := acc.AddServiceImport(relay, g.subject, to); err != nil {
 			return nil, fmt.Errorf("importing %s for subscriber %s: %w", g.subject, s.Name, err)
 		}
 	}
 	e.accounts[name] = acc
 	return acc, nil
+}
+
+// createProxyPrefix is where a subscriber's consumer creations arrive in
+// the relay's account: createProxy looks at them before JetStream does.
+const createProxyPrefix = "$SCIMRELAY.CREATE."
+
+// createProxy passes a subscriber's consumer creation on to JetStream
+// unless it asks for a push consumer. A push consumer is delivered in the
+// relay's account to a subject its creator names, whatever the creator's
+// permissions: named as another consumer's pull subject, every delivery
+// pulled from that consumer. Subject permissions cannot see the deliver
+// subject (it is in the body), and a subscriber cannot receive push
+// deliveries anyway (they stay in the relay's account), so pull consumers
+// are all it gets.
+func createProxy(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.Subscribe(createProxyPrefix+">", func(m *nats.Msg) {
+		var req struct {
+			Config struct {
+				DeliverSubject string `json:"deliver_subject"`
+			} `json:"config"`
+		}
+		if err := json.Unmarshal(m.Data, &req); err == nil && req.Config.DeliverSubject != "" {
+			_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.consumer_create_response","error":{"code":400,"err_code":10999,"description":"scimrelay subscribers may create pull consumers only (no deliver_subject)"}}`))
+			return
+		}
+		// Anything else, malformed bodies included, JetStream judges.
+		res, err := nc.RequestMsg(&nats.Msg{Subject: strings.TrimPrefix(m.Subject, createProxyPrefix), Header: m.Header, Data: m.Data}, 10*time.Second)
+		if err != nil {
+			return // the client times out, as it would with JetStream away
+		}
+		_ = m.RespondMsg(&nats.Msg{Header: res.Header, Data: res.Data})
+	})
 }

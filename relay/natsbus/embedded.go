@@ -28,6 +28,7 @@ type Embedded struct {
 	srv   *server.Server
 	relay nkeys.KeyPair
 	auth  *authenticator
+	proxy *nats.Conn // the relay's connection that checks subscribers' consumer creations
 	log   *slog.Logger
 	opts  server.Options // as started
 
@@ -113,9 +114,29 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, fmt.Errorf("embedded NATS started without JetStream (store %s)", o.StoreDir)
 	}
 	e.srv = s
+	own, err := e.connectOptions()
+	if err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"))...); err != nil {
+		s.Shutdown()
+		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
+	}
+	if _, err := createProxy(e.proxy); err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("subscribing for consumer creations: %w", err)
+	}
+	if err := e.proxy.Flush(); err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("subscribing for consumer creations: %w", err)
+	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there.
 	if err := e.SetSubscribers(subscribers); err != nil {
+		e.proxy.Close()
 		s.Shutdown()
 		return nil, err
 	}
@@ -188,6 +209,7 @@ func (e *Embedded) ClientURL() string {
 
 // Shutdown stops the server and waits for it.
 func (e *Embedded) Shutdown() {
+	e.proxy.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }

@@ -92,10 +92,12 @@ const jsAPI = "$JS.API."
 
 // grant is one JetStream subject a subscriber may send requests to.
 // streamed is set where one request has many replies (a pull's messages,
-// a batched direct get).
+// a batched direct get); checked where the relay must look at the body
+// first (consumer creation: see createProxy).
 type grant struct {
 	subject  string
 	streamed bool
+	checked  bool
 }
 
 // subscriberAPI lists the JetStream subjects a subscriber may publish
@@ -112,11 +114,11 @@ func subscriberAPI(s Subscriber) []grant {
 	}
 	if s.Subjects == "" {
 		api = append(api,
-			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c},         // no filter, or several
-			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>"},  // one filter
-			grant{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c}, // older clients
-			grant{subject: jsAPI + "STREAM.INFO." + stream},                       // it may see every subject anyway
-			grant{subject: jsAPI + "STREAM.MSG.GET." + stream},                    // read one stored event
+			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c, checked: true},         // no filter, or several
+			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>", checked: true},  // one filter
+			grant{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c, checked: true}, // older clients
+			grant{subject: jsAPI + "STREAM.INFO." + stream},                                      // it may see every subject anyway
+			grant{subject: jsAPI + "STREAM.MSG.GET." + stream},                                   // read one stored event
 			grant{subject: jsAPI + "DIRECT.GET." + stream, streamed: true},
 			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>", streamed: true},
 		)
@@ -124,7 +126,7 @@ func subscriberAPI(s Subscriber) []grant {
 		// The server refuses a create whose filter differs from the one in
 		// the subject, and one carrying several filters: the filter is
 		// what the permission matched.
-		api = append(api, grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + "." + s.Subjects})
+		api = append(api, grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + "." + s.Subjects, checked: true})
 	}
 	return api
 }

@@ -5,12 +5,14 @@ package natsbus_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
 // TestSubscriberRepliesStayInItsAccount: the server checks a client's
@@ -126,5 +128,56 @@ func TestSubscriberRepliesStayInItsAccount(t *testing.T) {
 	}
 	if got := fetchAll(t, mine, 2); len(got) != 2 {
 		t.Fatalf("read %v, want acme's user event and the sentinel", got)
+	}
+}
+
+// TestPushConsumerRefused: a subscriber may not create a push consumer. Its
+// deliveries would go, in the relay's account, to whatever subject the body
+// names, whatever the subscriber's permissions: named as another consumer's
+// pull subject, each delivery pulled a message from that consumer.
+func TestPushConsumerRefused(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, sub)
+	ctx := t.Context()
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	c := connectAs(t, b.url, "billing", seed)
+	for _, target := range []string{
+		"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.audit",
+		"$KV.scimrelay-sink-crm.cursor",
+		"$JS.API.STREAM.PURGE.SCIMRELAY",
+		"scimrelay-dlq.crm.forged",
+		natsbus.InboxPrefix("billing") + ".push",
+	} {
+		for _, filter := range []string{"", "scimrelay.acme.>"} {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: target, FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy})
+			if err == nil || !strings.Contains(err.Error(), "pull consumers only") {
+				t.Errorf("a push consumer to %s (filter %q): %v, want it refused", target, filter, err)
+			}
+		}
+		res, err := c.nc.Request("$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.billing",
+			[]byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","deliver_subject":"`+target+`","ack_policy":"explicit"}}`), 5*time.Second)
+		if err != nil || !strings.Contains(string(res.Data), "pull consumers only") {
+			t.Errorf("a legacy push consumer to %s: %v, want it refused", target, err)
+		}
+	}
+	if _, err := b.js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("a consumer billing exists: %v", err)
+	}
+	cons, err := b.js.Consumer(ctx, events.StreamName, "audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := cons.CachedInfo(); i.Delivered.Consumer != 0 || i.NumAckPending != 0 {
+		t.Errorf("the audit consumer was pulled: %+v", i.Delivered)
+	}
+	// A pull consumer is still created through the same check.
+	pull, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, pull, 3); len(got) != 3 {
+		t.Fatalf("read %v", got)
 	}
 }
