@@ -94,8 +94,12 @@ func createProxy(nc *nats.Conn) (*nats.Subscription, error) {
 			_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.consumer_create_response","error":{"code":400,"err_code":10999,"description":"scimrelay subscribers may create pull consumers only (no deliver_subject)"}}`))
 			return
 		}
-		// Anything else, malformed bodies included, JetStream judges.
-		res, err := nc.RequestMsg(&nats.Msg{Subject: strings.TrimPrefix(m.Subject, createProxyPrefix), Header: m.Header, Data: m.Data}, 10*time.Second)
+		// Anything else, malformed bodies included, JetStream judges. The
+		// server put the subscriber's client info in a header; the request
+		// goes on as the relay's, which is what it now is.
+		h := m.Header
+		h.Del(server.ClientInfoHdr)
+		res, err := nc.RequestMsg(&nats.Msg{Subject: strings.TrimPrefix(m.Subject, createProxyPrefix), Header: h, Data: m.Data}, 10*time.Second)
 		if err != nil {
 			return // the client times out, as it would with JetStream away
 		}

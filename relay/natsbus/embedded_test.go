@@ -476,3 +476,46 @@ func TestSubscriberRemovedWhileConnecting(t *testing.T) {
 		})
 	}
 }
+
+// TestSubscriberReadsStoreOfEarlierRun: events a relay stored before this
+// run (before subscribers had accounts of their own, the relay's account is
+// the same global one) are there for a subscriber after a restart.
+func TestSubscriberReadsStoreOfEarlierRun(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	start := func(subscribers ...natsbus.Subscriber) (*natsbus.Embedded, jetstream.JetStream) {
+		e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: dir}, subscribers, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := natsbus.Connect(natsbus.Options{}, e, log)
+		if err != nil {
+			e.Shutdown()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close(); e.Shutdown() })
+		js, _ := jetstream.New(nc)
+		return e, js
+	}
+	e, js := start()
+	ctx := t.Context()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, events.Subject("acme", events.UserCreated, "u1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	js.Conn().Close()
+	e.Shutdown()
+
+	sub, seed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
+	e, _ = start(sub)
+	c := connectAs(t, e.ClientURL(), "billing", seed)
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, cons, 1); len(got) != 1 {
+		t.Fatalf("read %v, want the event of the earlier run", got)
+	}
+}
