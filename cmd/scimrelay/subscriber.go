@@ -125,7 +125,7 @@ func printConnectHelp(w io.Writer, info admin.SubscriberInfo, seedFile string) {
 		natsURL = "<nats.listen is empty: set it to accept subscribers>"
 	}
 	fmt.Fprintf(w, "Subscriber %s may read %s. Its nkey seed is in %s: keep it secret (the relay holds only %s).\n", info.Name, scope, seedFile, info.PublicKey)
-	fmt.Fprintf(w, "It connects to %s with that nkey and the inbox prefix %s, and reads with the durable consumer %q on stream %s (the one consumer it may create; its filter must lie within %s).\n",
+	fmt.Fprintf(w, "It connects to %s with that nkey and the inbox prefix %s, and reads with the durable pull consumer %q on stream %s (the one consumer it may create; its filter must lie within %s; push consumers are refused).\n",
 		natsURL, info.InboxPrefix, info.Consumer, info.Stream, filter)
 	fmt.Fprintf(w, "  nats.go:  opt, err := nats.NkeyOptionFromSeed(%q)\n            nc, err := nats.Connect(%q, opt, nats.CustomInboxPrefix(%q))\n", seedFile, natsURL, info.InboxPrefix)
 	fmt.Fprintf(w, "  nats.js:  connect({ servers: %q, authenticator: nkeyAuthenticator(seed), inboxPrefix: %q })\n", natsURL, info.InboxPrefix)

@@ -71,6 +71,14 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	if !relay {
 		a.mu.Lock()
+		defer a.mu.Unlock()
+		// The subscribers may have changed since the user was read: set()
+		// kicked the connections it knew of then, not this one. Admit it
+		// only if the key is still configured with the account and
+		// permissions it was given.
+		if now, ok := a.users[o.Nkey]; !ok || !sameUser(now, user) {
+			return false
+		}
 		ids := a.conns[o.Nkey]
 		if ids == nil {
 			ids = map[uint64]bool{}
@@ -84,7 +92,6 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 			}
 		}
 		ids[c.GetID()] = true
-		a.mu.Unlock()
 	}
 	return true
 }
@@ -104,13 +111,13 @@ func verifyNonce(pub, sig string, nonce []byte) bool {
 
 // set replaces the admitted subscribers and returns the ids of the
 // connections that must go: those of a subscriber removed, or whose
-// permissions changed (it reconnects and gets the new ones).
+// permissions or account changed (it reconnects and gets the new ones).
 func (a *authenticator) set(users map[string]*server.NkeyUser) []uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var kick []uint64
 	for key, old := range a.users {
-		if next, ok := users[key]; ok && samePermissions(old.Permissions, next.Permissions) {
+		if next, ok := users[key]; ok && sameUser(old, next) {
 			continue
 		}
 		for id := range a.conns[key] {
@@ -122,4 +129,8 @@ func (a *authenticator) set(users map[string]*server.NkeyUser) []uint64 {
 	return kick
 }
 
-func samePermissions(a, b *server.Permissions) bool { return reflect.DeepEqual(a, b) }
+// sameUser reports whether two users of a key put a client in the same
+// account with the same permissions.
+func sameUser(a, b *server.NkeyUser) bool {
+	return a.Account == b.Account && reflect.DeepEqual(a.Permissions, b.Permissions)
+}

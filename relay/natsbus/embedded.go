@@ -28,10 +28,12 @@ type Embedded struct {
 	srv   *server.Server
 	relay nkeys.KeyPair
 	auth  *authenticator
+	proxy *nats.Conn // the relay's connection that checks subscribers' consumer creations
 	log   *slog.Logger
 	opts  server.Options // as started
 
-	mu sync.Mutex // serialises SetSubscribers
+	mu       sync.Mutex                 // serialises SetSubscribers
+	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -88,12 +90,10 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	if err != nil {
 		return nil, err
 	}
-	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log}
-	users, err := subscriberUsers(pub, subscribers)
-	if err != nil {
+	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{}}
+	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
 	}
-	e.auth.set(users)
 	opts.CustomClientAuthentication = e.auth
 	opts.AlwaysEnableNonce = true // clients sign it with their nkey
 	e.opts = opts
@@ -114,6 +114,32 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, fmt.Errorf("embedded NATS started without JetStream (store %s)", o.StoreDir)
 	}
 	e.srv = s
+	own, err := e.connectOptions()
+	if err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"))...); err != nil {
+		s.Shutdown()
+		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
+	}
+	if _, err := createProxy(e.proxy); err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("subscribing for consumer creations: %w", err)
+	}
+	if err := e.proxy.Flush(); err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("subscribing for consumer creations: %w", err)
+	}
+	// Subscribers are admitted once their accounts can import from the
+	// relay's, whose JetStream is now there.
+	if err := e.SetSubscribers(subscribers); err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -143,6 +169,13 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	users, err := subscriberUsers(e.auth.relay, subscribers)
 	if err != nil {
 		return err
+	}
+	for _, sub := range subscribers {
+		acc, err := e.subscriberAccount(sub)
+		if err != nil {
+			return err
+		}
+		users[sub.PublicKey].Account = acc
 	}
 	for _, id := range e.auth.set(users) {
 		_ = e.srv.DisconnectClientByID(id) // gone already is fine
@@ -176,6 +209,7 @@ func (e *Embedded) ClientURL() string {
 
 // Shutdown stops the server and waits for it.
 func (e *Embedded) Shutdown() {
+	e.proxy.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -420,60 +422,100 @@ func TestSubscribersChangeWithoutRestart(t *testing.T) {
 	}
 }
 
-// TestPushConsumerCannotWriteElsewhere: the server delivers a push
-// consumer's messages to any subject its creator names, whatever that
-// creator's permissions. Delivered on the JetStream API's subjects they run
-// nothing (the stream is not purged), and they do not become the bucket
-// key named by the deliver subject. The listener this test adds gives the
-// consumer the interest it delivers on; with it, the bucket's stream does
-// store the deliveries (under the events' subjects), which is why no one
-// may listen there on the embedded server (TestPushConsumerDeliversIntoNoStream).
-func TestPushConsumerCannotWriteElsewhere(t *testing.T) {
-	sub, seed := newSubscriber(t, "billing", "")
-	b := startBus(t, sub)
-	c := connectAs(t, b.url, "billing", seed)
-	ctx := t.Context()
-	kv, err := b.js.KeyValue(ctx, "scimrelay-sink-crm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, target := range []string{"$KV.scimrelay-sink-crm.cursor", "$JS.API.STREAM.PURGE.SCIMRELAY"} {
-		if err := c.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+// TestSubscriberRemovedWhileConnecting: connections the subscriber opens
+// while it is being removed do not survive the removal. The server admits
+// a client in two steps (its key is looked up, then its connection is
+// recorded for a later removal to close), and a removal between the two
+// used to miss the new connection, which kept its permissions.
+func TestSubscriberRemovedWhileConnecting(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
+	b := startBus(t)
+	opt := must(nats.NkeyOptionFromSeed(seed))
+	for trial := 0; trial < 20; trial++ {
+		if err := b.e.SetSubscribers([]natsbus.Subscriber{sub}); err != nil {
 			t.Fatal(err)
 		}
-		// Someone listening there gives the consumer the interest it
-		// delivers on, so that the messages really go out on target.
-		nc := b.js.Conn()
-		listener, err := nc.SubscribeSync(target)
-		if err != nil {
-			t.Fatal(err)
+		var (
+			mu    sync.Mutex
+			conns []*nats.Conn
+			stop  atomic.Bool
+			wg    sync.WaitGroup
+		)
+		for range 8 {
+			wg.Go(func() {
+				for !stop.Load() {
+					nc, err := nats.Connect(b.url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix("billing")), nats.MaxReconnects(0))
+					if err != nil {
+						continue
+					}
+					mu.Lock()
+					conns = append(conns, nc)
+					mu.Unlock()
+				}
+			})
 		}
-		if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: target, AckPolicy: jetstream.AckNonePolicy}); err != nil {
-			t.Fatalf("push consumer to %s: %v", target, err)
-		}
-		for i := 0; i < 3; i++ {
-			if _, err := listener.NextMsg(5 * time.Second); err != nil {
-				t.Fatalf("delivery %d on %s: %v", i, target, err)
-			}
-		}
-		_ = listener.Unsubscribe()
-		// Streams store in order: once a later write to the bucket is
-		// there, anything the deliveries would have stored is too.
-		if _, err := kv.Put(ctx, "sentinel", []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kv.Get(ctx, "cursor"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-			t.Fatalf("a push consumer wrote into the sink's bucket: %v", err)
-		}
-		eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-			st, err := b.js.Stream(ctx, events.StreamName)
-			if err != nil {
-				return err
-			}
-			if n := st.CachedInfo().State.Msgs; n != 3 {
-				t.Fatalf("a push consumer to %s purged the stream: %d events left", target, n)
+		made := func() int { mu.Lock(); defer mu.Unlock(); return len(conns) }
+		eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if n := made(); n < 20 {
+				return fmt.Errorf("%d connections so far", n)
 			}
 			return nil
 		})
+		if err := b.e.SetSubscribers(nil); err != nil {
+			t.Fatal(err)
+		}
+		stop.Store(true)
+		wg.Wait()
+		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			for _, nc := range conns {
+				if !nc.IsClosed() {
+					return fmt.Errorf("trial %d: a connection of the removed subscriber is still open (of %d made)", trial, len(conns))
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// TestSubscriberReadsStoreOfEarlierRun: events a relay stored before this
+// run (before subscribers had accounts of their own, the relay's account is
+// the same global one) are there for a subscriber after a restart.
+func TestSubscriberReadsStoreOfEarlierRun(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	start := func(subscribers ...natsbus.Subscriber) (*natsbus.Embedded, jetstream.JetStream) {
+		e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: dir}, subscribers, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := natsbus.Connect(natsbus.Options{}, e, log)
+		if err != nil {
+			e.Shutdown()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close(); e.Shutdown() })
+		js, _ := jetstream.New(nc)
+		return e, js
+	}
+	e, js := start()
+	ctx := t.Context()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, events.Subject("acme", events.UserCreated, "u1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	js.Conn().Close()
+	e.Shutdown()
+
+	sub, seed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
+	e, _ = start(sub)
+	c := connectAs(t, e.ClientURL(), "billing", seed)
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, cons, 1); len(got) != 1 {
+		t.Fatalf("read %v, want the event of the earlier run", got)
 	}
 }

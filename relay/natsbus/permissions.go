@@ -65,41 +65,68 @@ func InboxPrefix(name string) string { return "_INBOX_" + name }
 // a filter (stream info with subject counts, direct and stored message
 // gets, unfiltered or multi-filter consumers) is closed.
 //
+// These permissions are the second layer: the first is the subscriber's
+// own account, which reaches the relay's account only through the
+// services of subscriberAPI (see accounts.go).
+//
 // Permissions match whole subject tokens, so a consumer name cannot be
 // limited to a prefix: that is why a subscriber has exactly one.
 func SubscriberPermissions(s Subscriber) *server.Permissions {
-	const api = "$JS.API."
-	stream, c := events.StreamName, s.Name
-	pub := []string{
-		api + "INFO", // clients check that JetStream is there
-		api + "CONSUMER.INFO." + stream + "." + c,     // its consumer's state
-		api + "CONSUMER.DELETE." + stream + "." + c,   // start over
-		api + "CONSUMER.MSG.NEXT." + stream + "." + c, // pull messages
-		"$JS.ACK." + stream + "." + c + ".>",          // ack, nak, term, in progress
-		"$JS.FC." + stream + "." + c + ".>",           // flow control of a push consumer
-	}
-	if s.Subjects == "" {
-		pub = append(pub,
-			api+"CONSUMER.CREATE."+stream+"."+c,         // no filter, or several
-			api+"CONSUMER.CREATE."+stream+"."+c+".>",    // one filter
-			api+"CONSUMER.DURABLE.CREATE."+stream+"."+c, // older clients
-			api+"STREAM.INFO."+stream,                   // it may see every subject anyway
-			api+"STREAM.MSG.GET."+stream,                // read one stored event
-			api+"DIRECT.GET."+stream, api+"DIRECT.GET."+stream+".>",
-		)
-	} else {
-		// The server refuses a create whose filter differs from the one in
-		// the subject, and one carrying several filters: the filter is
-		// what the permission matched.
-		pub = append(pub, api+"CONSUMER.CREATE."+stream+"."+c+"."+s.Subjects)
+	api := subscriberAPI(s)
+	pub := make([]string, len(api))
+	for i, g := range api {
+		pub[i] = g.subject
 	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: pub,
 			// Not allowed anyway; denied by name so that no future allow widens it.
-			Deny: []string{events.StreamSubjects, "$KV.>", api + "STREAM.CREATE.>", api + "STREAM.UPDATE.>",
-				api + "STREAM.DELETE.>", api + "STREAM.PURGE.>", api + "STREAM.MSG.DELETE.>"},
+			Deny: []string{events.StreamSubjects, "$KV.>", jsAPI + "STREAM.CREATE.>", jsAPI + "STREAM.UPDATE.>",
+				jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>"},
 		},
-		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(c) + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(s.Name) + ".>"}},
 	}
+}
+
+const jsAPI = "$JS.API."
+
+// grant is one JetStream subject a subscriber may send requests to.
+// streamed is set where one request has many replies (a pull's messages,
+// a batched direct get); checked where the relay must look at the body
+// first (consumer creation: see createProxy).
+type grant struct {
+	subject  string
+	streamed bool
+	checked  bool
+}
+
+// subscriberAPI lists the JetStream subjects a subscriber may publish
+// to: its permissions allow exactly these, and its account imports
+// exactly these from the relay's.
+func subscriberAPI(s Subscriber) []grant {
+	stream, c := events.StreamName, s.Name
+	api := []grant{
+		{subject: jsAPI + "INFO"},                                                  // clients check that JetStream is there
+		{subject: jsAPI + "CONSUMER.INFO." + stream + "." + c},                     // its consumer's state
+		{subject: jsAPI + "CONSUMER.DELETE." + stream + "." + c},                   // start over
+		{subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c, streamed: true}, // pull messages
+		{subject: "$JS.ACK." + stream + "." + c + ".>"},                            // ack, nak, term, in progress
+	}
+	if s.Subjects == "" {
+		api = append(api,
+			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c, checked: true},         // no filter, or several
+			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>", checked: true},  // one filter
+			grant{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c, checked: true}, // older clients
+			grant{subject: jsAPI + "STREAM.INFO." + stream},                                      // it may see every subject anyway
+			grant{subject: jsAPI + "STREAM.MSG.GET." + stream},                                   // read one stored event
+			grant{subject: jsAPI + "DIRECT.GET." + stream, streamed: true},
+			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>", streamed: true},
+		)
+	} else {
+		// The server refuses a create whose filter differs from the one in
+		// the subject, and one carrying several filters: the filter is
+		// what the permission matched.
+		api = append(api, grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + "." + s.Subjects, checked: true})
+	}
+	return api
 }

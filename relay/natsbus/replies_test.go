@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// TestSubscriberRepliesStayInItsAccount: the server checks a client's
+// publish subject against its permissions, not the reply subject it
+// names, and JetStream sends its answers and pulled messages there. A
+// subscriber naming as reply a subject where one of the relay's streams
+// listens (a bucket key, the dead letters, the sinks' workers, another
+// tenant's events) or another consumer's pull subject must change none of
+// them: its replies are delivered in its own account, where nothing listens.
+func TestSubscriberRepliesStayInItsAccount(t *testing.T) {
+	sub, seed := newSubscriber(t, "acme-users", "scimrelay.acme.user.>")
+	audit, _ := newSubscriber(t, "audit", "")
+	b := startBus(t, sub, audit)
+	ctx := t.Context()
+	kv, err := b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scimrelay-parked-crm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim, err := kv.Put(ctx, "claim.0", []byte(`{"worker":"w1","run":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCIMRELAY_WORKERS", Subjects: []string{"scimrelay-workers.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	c := connectAs(t, b.url, "acme-users", seed)
+	own := jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy}
+
+	const next = "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY."
+	for _, reply := range []string{
+		"$KV.scimrelay-parked-crm.claim.0",
+		"scimrelay-dlq.crm",
+		"scimrelay-workers.crm.evil",
+		"scimrelay.globex.user.deactivated.u7",
+		next + "audit",
+	} {
+		for _, req := range []struct{ subject, body string }{
+			{"$JS.API.INFO", ""},
+			{next + "acme-users", `{"batch":5,"no_wait":true}`},
+		} {
+			t.Run(req.subject+" replying to "+reply, func(t *testing.T) {
+				// A new consumer each time, so that a pull has acme's
+				// event to deliver.
+				if err := c.js.DeleteConsumer(ctx, events.StreamName, "acme-users"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+					t.Fatal(err)
+				}
+				if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, own); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.nc.PublishRequest(req.subject, reply, []byte(req.body)); err != nil {
+					t.Fatal(err)
+				}
+				// The same request answered on its own inbox: the server
+				// handles the two in order, so the first is done once this
+				// is answered.
+				if _, err := c.nc.Request(req.subject, []byte(req.body), 5*time.Second); err != nil {
+					t.Fatalf("the same request on its own inbox: %v", err)
+				}
+			})
+		}
+	}
+
+	// Streams store in order: once a later write of the relay's is there,
+	// anything the replies would have stored is too.
+	for stream, sentinel := range map[string]string{
+		"KV_scimrelay-parked-crm": "$KV.scimrelay-parked-crm.sentinel",
+		"SCIMRELAY_DLQ":           "scimrelay-dlq.sentinel",
+		"SCIMRELAY_WORKERS":       "scimrelay-workers.sentinel",
+		events.StreamName:         events.Subject("acme", events.UserCreated, "sentinel"),
+	} {
+		if _, err := b.js.Publish(ctx, sentinel, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		st, err := b.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(1) // the sentinel
+		switch stream {
+		case events.StreamName:
+			want = 4 // the three events of startBus
+		case "KV_scimrelay-parked-crm":
+			want = 2 // the claim
+		}
+		if n := st.CachedInfo().State.Msgs; n != want {
+			t.Errorf("%s holds %d messages, want %d", stream, n, want)
+		}
+	}
+	got, err := kv.Get(ctx, "claim.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Revision() != claim || !bytes.Equal(got.Value(), []byte(`{"worker":"w1","run":1}`)) {
+		t.Errorf("the claim is now revision %d %q", got.Revision(), got.Value())
+	}
+	cons, err := b.js.Consumer(ctx, events.StreamName, "audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := cons.CachedInfo(); i.Delivered.Consumer != 0 || i.NumWaiting != 0 || i.NumAckPending != 0 {
+		t.Errorf("the audit consumer was pulled: delivered %d, waiting %d, pending acks %d", i.Delivered.Consumer, i.NumWaiting, i.NumAckPending)
+	}
+	// And the subscriber still reads its own events.
+	if err := c.js.DeleteConsumer(ctx, events.StreamName, "acme-users"); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, mine, 2); len(got) != 2 {
+		t.Fatalf("read %v, want acme's user event and the sentinel", got)
+	}
+}
+
+// TestPushConsumerRefused: a subscriber may not create a push consumer. Its
+// deliveries would go, in the relay's account, to whatever subject the body
+// names, whatever the subscriber's permissions: named as another consumer's
+// pull subject, each delivery pulled a message from that consumer.
+func TestPushConsumerRefused(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, sub)
+	ctx := t.Context()
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	c := connectAs(t, b.url, "billing", seed)
+	for _, target := range []string{
+		"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.audit",
+		"$KV.scimrelay-sink-crm.cursor",
+		"$JS.API.STREAM.PURGE.SCIMRELAY",
+		"scimrelay-dlq.crm.forged",
+		natsbus.InboxPrefix("billing") + ".push",
+	} {
+		for _, filter := range []string{"", "scimrelay.acme.>"} {
+			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: target, FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy})
+			if err == nil || !strings.Contains(err.Error(), "pull consumers only") {
+				t.Errorf("a push consumer to %s (filter %q): %v, want it refused", target, filter, err)
+			}
+		}
+		res, err := c.nc.Request("$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.billing",
+			[]byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","deliver_subject":"`+target+`","ack_policy":"explicit"}}`), 5*time.Second)
+		if err != nil || !strings.Contains(string(res.Data), "pull consumers only") {
+			t.Errorf("a legacy push consumer to %s: %v, want it refused", target, err)
+		}
+	}
+	if _, err := b.js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("a consumer billing exists: %v", err)
+	}
+	cons, err := b.js.Consumer(ctx, events.StreamName, "audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := cons.CachedInfo(); i.Delivered.Consumer != 0 || i.NumAckPending != 0 {
+		t.Errorf("the audit consumer was pulled: %+v", i.Delivered)
+	}
+	// A pull consumer is still created through the same check.
+	pull, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, pull, 3); len(got) != 3 {
+		t.Fatalf("read %v", got)
+	}
+}
