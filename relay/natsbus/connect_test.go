@@ -191,3 +191,36 @@ func TestConnectExternalTLS(t *testing.T) {
 		t.Fatal("connected without the client certificate the server requires")
 	}
 }
+
+// TestEmbeddedListenerBeyondLoopbackWithoutTLSWarns: the nkey signature
+// protects a subscriber's sign-in only, so an embedded listener that other
+// machines can reach without TLS sends every event it serves in clear
+// text: the relay says so at start. On loopback, or with TLS, it does not.
+func TestEmbeddedListenerBeyondLoopbackWithoutTLSWarns(t *testing.T) {
+	p := newPKI(t)
+	for _, tt := range []struct {
+		host string
+		tls  bool
+		warn bool
+	}{
+		{"0.0.0.0", false, true},
+		{"0.0.0.0", true, false},
+		{"127.0.0.1", false, false},
+		{"localhost", false, false},
+	} {
+		logs := &eventstest.Log{}
+		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		o := natsbus.Options{Listen: fmt.Sprintf("%s:%d", tt.host, eventstest.FreePort(t)), StoreDir: t.TempDir()}
+		if tt.tls {
+			o.TLS = natsbus.TLS{CertFile: p.serverCert, KeyFile: p.serverKey}
+		}
+		e, err := natsbus.StartEmbedded(o, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Shutdown()
+		if got := strings.Contains(logs.String(), "without TLS"); got != tt.warn {
+			t.Errorf("listening on %s, TLS %t: warned %t, want %t\n%s", tt.host, tt.tls, got, tt.warn, logs.String())
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,11 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 				return nil, fmt.Errorf("nats.tls for the embedded listener: %w", err)
 			}
 			opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, o.TLS.CAFile != "", 2
+		} else if !loopbackHost(host) {
+			// The nkey signature protects the sign-in only: what a
+			// subscriber reads crosses the network as it is.
+			log.Warn("the embedded NATS server listens beyond this machine without TLS: subscribers' events cross the network in clear text; set nats.tls.cert_file and key_file",
+				"listen", o.Listen)
 		}
 		// Fail with a clear message rather than nats-server's own when the port is taken.
 		l, err := net.Listen("tcp", o.Listen)
@@ -224,4 +230,15 @@ func (e *Embedded) connectOptions() ([]nats.Option, error) {
 		nats.InProcessServer(e.srv),
 		nats.Nkey(pub, e.relay.Sign),
 	}, nil
+}
+
+// loopbackHost reports whether a listen host is this machine only: a
+// loopback address or "localhost". An empty host, 0.0.0.0 and [::] listen
+// on every interface.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
