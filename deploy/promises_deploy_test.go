@@ -531,21 +531,7 @@ func TestComposeReceiverAndExposure(t *testing.T) {
 // the first token is read from the file serve writes in the unit's state
 // directory.
 func TestSystemdREADME(t *testing.T) {
-	readme, err := os.ReadFile("systemd/README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unit, err := os.ReadFile("systemd/scimrelay.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := func(k string) string {
-		m := regexp.MustCompile(`(?m)^` + k + `=(.*)$`).FindStringSubmatch(string(unit))
-		if m == nil {
-			t.Fatalf("the unit has no %s", k)
-		}
-		return m[1]
-	}
+	readme, key := systemdFiles(t)
 	user := regexp.MustCompile(`useradd --system .* (\S+)\n`).FindStringSubmatch(string(readme))
 	if user == nil || user[1] != key("User") || key("User") == "root" {
 		t.Errorf("the README creates user %v; the unit runs as %s", user, key("User"))

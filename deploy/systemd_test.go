@@ -69,21 +69,7 @@ func TestSystemdUnit(t *testing.T) {
 // (systemd reads it before dropping privileges), and every CLI example reads
 // that file as root rather than as a user who cannot.
 func TestSystemdREADMEInstall(t *testing.T) {
-	readme, err := os.ReadFile("systemd/README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unit, err := os.ReadFile("systemd/scimrelay.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := func(k string) string {
-		m := regexp.MustCompile(`(?m)^` + k + `=(.*)$`).FindStringSubmatch(string(unit))
-		if m == nil {
-			t.Fatalf("the unit has no %s", k)
-		}
-		return m[1]
-	}
+	readme, key := systemdFiles(t)
 	group, envFile := key("Group"), strings.TrimPrefix(key("EnvironmentFile"), "-")
 	conf := flagValue(strings.Fields(key("ExecStart")), "--config")
 
@@ -138,5 +124,27 @@ func TestSystemdREADMEInstall(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("the README gives no CLI command")
+	}
+}
+
+// systemdFiles reads deploy/systemd's README and returns it with a lookup
+// of the unit's keys (the first value of each).
+func systemdFiles(t *testing.T) (readme []byte, key func(string) string) {
+	t.Helper()
+	readme, err := os.ReadFile("systemd/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("systemd/scimrelay.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readme, func(k string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + k + `=(.*)$`).FindStringSubmatch(string(unit))
+		if m == nil {
+			t.Fatalf("the unit has no %s", k)
+		}
+		return m[1]
 	}
 }
