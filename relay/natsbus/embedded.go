@@ -33,8 +33,14 @@ type Embedded struct {
 	log   *slog.Logger
 	opts  server.Options // as started
 
-	mu       sync.Mutex                 // serialises SetSubscribers
-	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
+	mu       sync.Mutex                    // serialises SetSubscribers
+	accounts map[string]*server.Account    // the subscribers' accounts by name, under mu
+	creates  map[string]*nats.Subscription // each subscriber's consumer creations by its name, under mu
+
+	// gate is held for writing to change current, and for reading by
+	// each consumer creation from its check until JetStream answers.
+	gate    sync.RWMutex
+	current map[string]Subscriber // the subscribers by name
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -96,7 +102,8 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	if err != nil {
 		return nil, err
 	}
-	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{}}
+	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{},
+		creates: map[string]*nats.Subscription{}, current: map[string]Subscriber{}}
 	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
 	}
@@ -125,19 +132,16 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		s.Shutdown()
 		return nil, err
 	}
-	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"))...); err != nil {
+	onError := nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		subject := ""
+		if sub != nil {
+			subject = sub.Subject
+		}
+		log.Warn("embedded NATS: checking subscribers' consumer creations", "subscription", subject, "err", err) // a flood past the pending limits: its creations are dropped
+	})
+	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"), onError)...); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
-	}
-	if _, err := createProxy(e.proxy); err != nil {
-		e.proxy.Close()
-		s.Shutdown()
-		return nil, fmt.Errorf("subscribing for consumer creations: %w", err)
-	}
-	if err := e.proxy.Flush(); err != nil {
-		e.proxy.Close()
-		s.Shutdown()
-		return nil, fmt.Errorf("subscribing for consumer creations: %w", err)
 	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there.
@@ -168,7 +172,11 @@ func subscriberUsers(relay string, subscribers []Subscriber) (map[string]*server
 
 // SetSubscribers replaces the subscribers the server admits, without a
 // restart. A subscriber no longer in the list is disconnected at once;
-// one whose permissions changed gets the new ones.
+// one whose permissions changed gets the new ones. When it returns, no
+// consumer creation of a removed subscriber is under way or can still
+// succeed, and the consumer of an added or changed subscriber that reads
+// beyond its subjects (or pushes) is deleted; a subscriber whose consumer
+// could not be checked is not admitted, and the error says why.
 func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -176,17 +184,56 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	if err != nil {
 		return err
 	}
+	next := make(map[string]Subscriber, len(subscribers))
 	for _, sub := range subscribers {
 		acc, err := e.subscriberAccount(sub)
 		if err != nil {
 			return err
 		}
 		users[sub.PublicKey].Account = acc
+		next[sub.Name] = sub
+	}
+	for name := range next {
+		if e.creates[name] == nil {
+			s, err := e.watchCreates(name)
+			if err != nil {
+				return err
+			}
+			e.creates[name] = s
+		}
+	}
+	if err := e.proxy.Flush(); err != nil {
+		return fmt.Errorf("subscribing for consumer creations: %w", err)
+	}
+	// From here creations are judged against the new subscribers; those
+	// judged against the old have been answered.
+	e.gate.Lock()
+	prev := e.current
+	e.current = next
+	e.gate.Unlock()
+	var errs []error
+	for name, sub := range next {
+		if prev[name] == sub {
+			continue
+		}
+		if err := e.dropWiderConsumer(sub); err != nil {
+			errs = append(errs, fmt.Errorf("subscriber %s not admitted: %w", name, err))
+			delete(users, sub.PublicKey)
+			e.gate.Lock()
+			delete(e.current, name)
+			e.gate.Unlock()
+		}
+	}
+	for name, s := range e.creates {
+		if _, ok := e.current[name]; !ok {
+			_ = s.Unsubscribe() // its queued creations are dropped
+			delete(e.creates, name)
+		}
 	}
 	for _, id := range e.auth.set(users) {
 		_ = e.srv.DisconnectClientByID(id) // gone already is fine
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Server returns the nats-server, for monitoring and tests.

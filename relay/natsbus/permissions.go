@@ -93,16 +93,27 @@ const jsAPI = "$JS.API."
 // grant is one JetStream subject a subscriber may send requests to.
 // streamed is set where one request has many replies (a pull's messages,
 // a batched direct get); checked where the relay must look at the body
-// first (consumer creation: see createProxy).
+// first (consumer creation: see checkCreate). imported, when set, is the
+// wider subject the subscriber's account imports for it (see accounts.go).
 type grant struct {
 	subject  string
+	imported string
 	streamed bool
 	checked  bool
 }
 
+// importSubject is the subject the subscriber's account imports for g.
+func (g grant) importSubject() string {
+	if g.imported != "" {
+		return g.imported
+	}
+	return g.subject
+}
+
 // subscriberAPI lists the JetStream subjects a subscriber may publish
-// to: its permissions allow exactly these, and its account imports
-// exactly these from the relay's.
+// to: its permissions allow exactly these, and its account imports these
+// or, for a consumer creation with a filter, every filter (the create
+// check holds the filter to the subscriber's Subjects).
 func subscriberAPI(s Subscriber) []grant {
 	stream, c := events.StreamName, s.Name
 	api := []grant{
@@ -125,8 +136,13 @@ func subscriberAPI(s Subscriber) []grant {
 	} else {
 		// The server refuses a create whose filter differs from the one in
 		// the subject, and one carrying several filters: the filter is
-		// what the permission matched.
-		api = append(api, grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + "." + s.Subjects, checked: true})
+		// what the permission matched. The account imports every filter,
+		// so that its imports do not change with Subjects.
+		api = append(api, grant{
+			subject:  jsAPI + "CONSUMER.CREATE." + stream + "." + c + "." + s.Subjects,
+			imported: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>",
+			checked:  true,
+		})
 	}
 	return api
 }

@@ -162,6 +162,30 @@ func TestPushConsumerRefused(t *testing.T) {
 			t.Errorf("a legacy push consumer to %s: %v, want it refused", target, err)
 		}
 	}
+	// JetStream decodes every JSON value of a body in turn, the last
+	// winning, and falls back to a lenient decoding; the check must read
+	// the body as strictly as that, and pass on only what it read.
+	const push = `"deliver_subject":"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.audit"`
+	for name, body := range map[string]string{
+		"two JSON values":         `{} {"stream_name":"SCIMRELAY","config":{"durable_name":"billing",` + push + `,"ack_policy":"explicit"}}`,
+		"a pull, then a push":     `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing"}} {"stream_name":"SCIMRELAY","config":{"durable_name":"billing",` + push + `}}`,
+		"trailing garbage":        `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing",` + push + `}} x`,
+		"a key in capitals":       `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","DELIVER_SUBJECT":"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.audit"}}`,
+		"a duplicate config":      `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing"},"config":{"durable_name":"billing",` + push + `}}`,
+		"an unknown field":        `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","deliver_subjects":"x"}}`,
+		"not JSON":                `{"stream_name":"SCIMRELAY","config":`,
+		"a deliver group":         `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","deliver_group":"g"}}`,
+		"flow control":            `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","flow_control":true}}`,
+		"an idle heartbeat":       `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","idle_heartbeat":1000000000}}`,
+		"a direct consumer":       `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","direct":true}}`,
+		"a sourcing consumer":     `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","sourcing":true}}`,
+		"another consumer's name": `{"stream_name":"SCIMRELAY","config":{"durable_name":"audit"}}`,
+	} {
+		res, err := c.nc.Request("$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", []byte(body), 5*time.Second)
+		if err != nil || !strings.Contains(string(res.Data), `"error"`) {
+			t.Errorf("%s: %v, want it refused", name, err)
+		}
+	}
 	if _, err := b.js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("a consumer billing exists: %v", err)
 	}

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// TestCreateFloodDoesNotBlockOthers: a subscriber that floods consumer
+// creations delays only its own. They all used to wait in one queue, each
+// up to ten seconds, so that another subscriber's creation timed out; and
+// large bodies filled that queue until others' creations were dropped.
+func TestCreateFloodDoesNotBlockOthers(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "scimrelay.globex.>")
+	b := startBus(t, billing, audit)
+	flooder := connectAs(t, b.url, "billing", billingSeed)
+	ac := connectAs(t, b.url, "audit", auditSeed)
+
+	t.Run("a body over the limit is refused", func(t *testing.T) {
+		body := `{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","description":"` + strings.Repeat("x", 100<<10) + `"}}`
+		res, err := flooder.nc.Request("$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", []byte(body), 5*time.Second)
+		if err != nil || !strings.Contains(string(res.Data), "at most") {
+			t.Fatalf("%v, want it refused for its size", err)
+		}
+	})
+
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	body := []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			for range 500 {
+				if flooder.nc.PublishRequest("$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", natsbus.InboxPrefix("billing")+".x", body) != nil {
+					return
+				}
+			}
+			_ = flooder.nc.Flush()
+		}
+	})
+	for i := range 3 {
+		cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := ac.js.CreateOrUpdateConsumer(cctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", FilterSubject: "scimrelay.globex.>", AckPolicy: jetstream.AckExplicitPolicy})
+		cancel()
+		if err != nil {
+			t.Fatalf("audit's creation %d during billing's flood: %v", i, err)
+		}
+	}
+}
+
+// TestRemovedSubscriberCannotReviveItsConsumer: creations a subscriber
+// queued before its removal do not bring its consumer back once it is
+// gone, nor once it is added again limited to fewer subjects. They used
+// to be passed on after the removal had deleted the consumer, and the
+// narrowed subscriber then pulled every tenant's events from it.
+func TestRemovedSubscriberCannotReviveItsConsumer(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, billing, audit)
+	ctx := t.Context()
+	old := connectAs(t, b.url, "billing", billingSeed)
+	body := []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
+	for range 2000 {
+		if err := old.nc.PublishRequest("$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", natsbus.InboxPrefix("billing")+".x", body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Removed as the admin API removes it...
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{audit}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatal(err)
+	}
+	// ...and added again with a new key, limited to acme.
+	narrowed, narrowedSeed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{audit, narrowed}); err != nil {
+		t.Fatal(err)
+	}
+	// A creation of another subscriber's, answered: with one queue for
+	// all, billing's queued creations were passed on before it.
+	ac := connectAs(t, b.url, "audit", auditSeed)
+	actx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := ac.js.CreateOrUpdateConsumer(actx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := b.js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("billing's consumer is back (filter %q): %v", c.CachedInfo().Config.FilterSubject, err)
+	}
+	nc := connectAs(t, b.url, "billing", narrowedSeed)
+	mine, err := nc.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range fetchAll(t, mine, 3) {
+		if !strings.HasPrefix(s, "scimrelay.acme.") {
+			t.Errorf("the narrowed billing read %s", s)
+		}
+	}
+}
+
+// TestNarrowedSubscriberLosesWiderConsumer: a subscriber limited to
+// fewer subjects, with the same key, keeps no consumer that reads more;
+// it could otherwise go on pulling from it.
+func TestNarrowedSubscriberLosesWiderConsumer(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	ctx := t.Context()
+	c := connectAs(t, b.url, "billing", seed)
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	billing.Subjects = "scimrelay.acme.>"
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the unfiltered consumer of the narrowed billing is still there: %v", err)
+	}
+	// A consumer within its subjects stays through a change that keeps it within.
+	c = connectAs(t, b.url, "billing", seed)
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	billing.Subjects = ""
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.Consumer(ctx, events.StreamName, "billing"); err != nil {
+		t.Fatalf("the filtered consumer of the widened billing: %v", err)
+	}
+}
+
+// TestSubscriberPullsExpireBeforeTheirRoute: a subscriber's consumer
+// lets a pull wait less than two minutes. Its messages reach the
+// subscriber through a route the server drops after two minutes without
+// traffic; a pull waiting longer had its messages delivered into nothing.
+func TestSubscriberPullsExpireBeforeTheirRoute(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	ctx := t.Context()
+	c := connectAs(t, b.url, "billing", seed)
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", MaxRequestExpires: 5 * time.Minute}); err == nil {
+		t.Fatal("a consumer with max_expires of 5m was created")
+	}
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing"}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := b.js.Consumer(ctx, events.StreamName, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cons.CachedInfo().Config.MaxRequestExpires; got <= 0 || got >= 2*time.Minute {
+		t.Fatalf("max_expires %v, want less than two minutes", got)
+	}
+}
+
+// TestSubscriberAccountsBounded: subscribers added, removed and changed
+// again and again (new keys, other subjects) reuse their accounts; each
+// change used to register an account for the life of the process.
+func TestSubscriberAccountsBounded(t *testing.T) {
+	b := startBus(t)
+	before := b.e.Server().NumLoadedAccounts()
+	for i := range 60 {
+		sub, _ := newSubscriber(t, "billing", []string{"", "scimrelay.acme.>", "scimrelay.globex.>"}[i%3])
+		if err := b.e.SetSubscribers([]natsbus.Subscriber{sub}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := b.e.SetSubscribers(nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := b.e.Server().NumLoadedAccounts() - before; n > 2 {
+		t.Fatalf("%d accounts for one subscriber name, want at most 2", n)
+	}
+}
