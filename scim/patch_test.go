@@ -289,6 +289,8 @@ func TestPatchErrors(t *testing.T) {
 		{"read-only id beside an unknown key", UserResourceType, patchBody(`{"op":"replace","value":{"shoeSize":"9","id":"x"}}`), ErrMutability, "read-only"},
 		{"malformed key beside an unknown key", UserResourceType, patchBody(`{"op":"replace","value":{"shoeSize":"9","a[":"x"}}`), ErrInvalidValue, `value key "a["`},
 		{"filter on an unknown sub-attribute", UserResourceType, patchBody(`{"op":"remove","path":"emails[foo eq \"x\"]"}`), ErrInvalidPath, `unknown attribute "foo"`},
+		// Left out, it could turn a replace of name into clearing it (README).
+		{"unknown sub-attribute inside a value object", UserResourceType, patchBody(`{"op":"replace","path":"name","value":{"nick":"A"}}`), ErrInvalidValue, "nick"},
 		{"filter on a single-valued attribute", UserResourceType, patchBody(`{"op":"add","path":"name[givenName eq \"x\"]","value":"x"}`), ErrInvalidPath, "multi-valued complex"},
 		{"bad filter in path", UserResourceType, patchBody(`{"op":"remove","path":"emails[type zz \"work\"]"}`), ErrInvalidPath, "unknown operator"},
 		{"junk after the filter", UserResourceType, patchBody(`{"op":"remove","path":"emails[type eq \"work\"]x"}`), ErrInvalidPath, "after the filter"},

@@ -263,21 +263,30 @@ func TestRefusalsOfUnauthenticatedRequestsAreSummedUp(t *testing.T) {
 	for range wrong {
 		p.scim("acme", "scimrelay_guess_0123456789abcdef", "GET", "/Users", "").want(t, 401)
 	}
+	// The same at a name no tenant has, which is recorded under no tenant.
+	for range wrong {
+		p.scim("nosuch", "scimrelay_guess_0123456789abcdef", "GET", "/Users", "").want(t, 401)
+	}
 	for range missing {
 		p.scim("acme", acmeToken, "GET", "/Users/no-such-user", "").want(t, 404)
 	}
 	var alone401, alone404 int
+	alone401At := map[string]int{} // by the tenant the entry is filed under
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Limit: 1000})
 		if err != nil {
 			return err
 		}
 		alone401, alone404 = 0, 0
+		clear(alone401At)
 		for _, e := range entries {
 			switch {
 			case e.Count > 0:
 			case e.Status == 401:
-				alone401++
+				alone401At[e.Tenant]++
+				if e.Tenant == "acme" {
+					alone401++
+				}
 				if !e.Unauthenticated {
 					t.Fatalf("a refused credential's entry is not marked unauthenticated: %+v", e)
 				}
@@ -293,8 +302,13 @@ func TestRefusalsOfUnauthenticatedRequestsAreSummedUp(t *testing.T) {
 		}
 		return nil
 	})
-	// Ten a minute alone (twenty when the requests straddle a minute).
+	// Ten a minute alone (twenty when the requests straddle a minute),
+	// filed under acme, whose log shows what its directory was refused;
+	// the unknown name's under no tenant, with a budget of their own.
 	if alone401 < 10 || alone401 > 20 {
-		t.Fatalf("%d of %d refusals of a wrong token recorded one by one, want the first ten of their minute", alone401, wrong)
+		t.Fatalf("%d of acme's %d refusals of a wrong token recorded one by one, want the first ten of their minute", alone401, wrong)
+	}
+	if n := alone401At[""]; n < 10 || n > 20 || len(alone401At) != 2 {
+		t.Fatalf("refusals one by one by tenant: %v; want acme's and the unknown name's (under none), ten a minute each", alone401At)
 	}
 }

@@ -624,7 +624,7 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		})
 	}
 	s.reqLog.Record(relay.LogEntry{
-		Time: info.Start, RequestID: info.RequestID, Tenant: info.Tenant, Method: info.Method, Path: info.Path,
+		Time: info.Start, RequestID: info.RequestID, Tenant: s.logTenant(info), Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
 		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
@@ -638,6 +638,23 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		s.log.DebugContext(ctx, "scim request", "request_id", info.RequestID, "tenant", info.Tenant, "method", info.Method, "path", info.Path,
 			"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)
 	}
+}
+
+// logTenant is the tenant a request's log entry is filed under: the one
+// it authenticated for, or, for a refused credential, the configured
+// tenant its path names, so that a tenant's log shows what its directory
+// was refused and why ("scimrelay log --tenant acme --status 4xx"), and
+// unauthenticated refusals are summed up per tenant (relay/provlog.go).
+// A name no tenant has is not recorded: the path is the caller's to choose.
+func (s *server) logTenant(info *scim.RequestInfo) string {
+	if info.Tenant != "" || info.Authenticated || s.store == nil {
+		return info.Tenant
+	}
+	segs := strings.SplitN(info.Path, "/", 5)
+	if len(segs) >= 4 && segs[1] == "scim" && segs[2] == "v2" && s.store.HasTenant(segs[3]) {
+		return segs[3]
+	}
+	return ""
 }
 
 // routeOf is a request's path as a template, without the tenant or the
