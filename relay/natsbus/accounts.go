@@ -71,6 +71,10 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 		if err := relay.AddServiceExportWithResponse(to, respType, []*server.Account{acc}); err != nil {
 			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
 		}
+		// After each AddServiceExportWithResponse, which sets the default again.
+		if err := relay.SetServiceExportResponseThreshold(to, g.routeLimit()); err != nil {
+			return nil, fmt.Errorf("limiting the responses to %s for subscriber %s: %w", to, s.Name, err)
+		}
 		if err := acc.AddServiceImport(relay, from, to); err != nil {
 			return nil, fmt.Errorf("importing %s for subscriber %s: %w", from, s.Name, err)
 		}
@@ -100,11 +104,36 @@ const (
 	// maxPullExpires is the longest a subscriber's pull request may wait:
 	// the max_expires of every consumer it creates. Pulled messages reach
 	// it through a response route of the service import, which the server
-	// drops after two minutes without a message; a pull waiting longer
+	// drops once pullRouteLimit has passed without a message; a pull waiting longer
 	// would have its messages delivered, and acknowledged if the consumer
 	// does not ask for acks, into nothing.
 	maxPullExpires = 110 * time.Second
+	// pullRouteLimit is how long the response route of a streamed request
+	// (a pull, a batched direct get) lasts after its last message: longer
+	// than a pull may wait.
+	pullRouteLimit = maxPullExpires + 10*time.Second
+	// answerRouteLimit is how long the response route of any other request
+	// lasts unanswered. Some are never answered (an acknowledgement with a
+	// reply, of a message the consumer does not hold): each such request
+	// held a route in the relay's account for two to four minutes, and one
+	// connection made millions of them.
+	answerRouteLimit = 5 * time.Second
 )
+
+// routeLimit is how long the server keeps, in the relay's account, the
+// route by which an answer to a request of g reaches the subscriber. The
+// server drops a route between one and two limits after it was made (or,
+// streamed, last used).
+func (g grant) routeLimit() time.Duration {
+	switch {
+	case g.streamed:
+		return pullRouteLimit
+	case g.checked:
+		return createTimeout + 2*time.Second // passCreate answers within createTimeout
+	default:
+		return answerRouteLimit
+	}
+}
 
 // watchCreates subscribes, for the subscriber of this name, to its
 // consumer creations. Each subscriber has its own subscription, handled

@@ -5,6 +5,7 @@ package natsbus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
@@ -191,4 +193,38 @@ func TestSubscriberAccountsBounded(t *testing.T) {
 	if n := b.e.Server().NumLoadedAccounts() - before; n > 2 {
 		t.Fatalf("%d accounts for one subscriber name, want at most 2", n)
 	}
+}
+
+// TestUnansweredRequestsLeaveNoRoutes: each request a subscriber sends
+// with a reply leaves a response route in the relay's account until it is
+// answered. An acknowledgement of a message the consumer does not hold is
+// never answered; those routes used to stay two to four minutes, and one
+// connection filled the relay's memory with millions of them.
+func TestUnansweredRequestsLeaveNoRoutes(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	b := startBus(t, billing)
+	c := connectAs(t, b.url, "billing", seed)
+	if _, err := c.js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	const flood = 20000
+	for i := range flood {
+		ack := fmt.Sprintf("$JS.ACK.SCIMRELAY.billing.1.%d.%d.0.0", i+100, i+100)
+		if err := c.nc.PublishRequest(ack, natsbus.InboxPrefix("billing")+".x", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	relay := b.e.Server().GlobalAccount()
+	if n := relay.NumPendingAllResponses(); n < flood/2 {
+		t.Fatalf("%d response routes after %d acknowledgements with a reply: the test no longer makes them", n, flood)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if n := relay.NumPendingAllResponses(); n > 10 {
+			return fmt.Errorf("%d response routes remain in the relay's account", n)
+		}
+		return nil
+	})
 }
