@@ -59,6 +59,14 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		NoSigs:      true, // the relay owns signal handling
 		MaxPayload:  8 << 20,
 		AuthTimeout: 5,
+		// Below the systemd unit's LimitNOFILE (65536), which the relay's
+		// SCIM listener and store share; each subscriber key holds at most
+		// MaxSubscriberConns of these.
+		MaxConn: maxConns,
+		// What a client that does not read may hold of the server's memory
+		// before it is cut off (the default is 64 MiB): at least an event
+		// of MaxPayload.
+		MaxPending: 16 << 20,
 		// The publisher deletes an event from the outbox only once the
 		// server has written it to disk (nats.sync_interval).
 		SyncInterval: o.SyncInterval,
@@ -152,6 +160,9 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	}
 	return e, nil
 }
+
+// maxConns is the most clients the embedded server admits at once.
+const maxConns = 16384
 
 // subscriberUsers returns the subscribers' nkey users, each with its
 // permissions, by public key; relay is the relay's own key, which no

@@ -519,3 +519,47 @@ func TestSubscriberReadsStoreOfEarlierRun(t *testing.T) {
 		t.Fatalf("read %v, want the event of the earlier run", got)
 	}
 }
+
+// TestSubscriberConnectionsLimited: a subscriber's key holds at most
+// natsbus.MaxSubscriberConns connections; the next is refused, and
+// another subscriber still connects. One key used to open connections
+// until the relay's process ran out of file descriptors.
+func TestSubscriberConnectionsLimited(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, billing, audit)
+	opt := must(nats.NkeyOptionFromSeed(billingSeed))
+	connect := func() (*nats.Conn, error) {
+		return nats.Connect(b.url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix("billing")), nats.NoReconnect())
+	}
+	conns := make([]*nats.Conn, 0, natsbus.MaxSubscriberConns)
+	t.Cleanup(func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	})
+	for i := range natsbus.MaxSubscriberConns {
+		nc, err := connect()
+		if err != nil {
+			t.Fatalf("billing's connection %d: %v", i+1, err)
+		}
+		conns = append(conns, nc)
+	}
+	if nc, err := connect(); err == nil {
+		nc.Close()
+		t.Fatalf("billing's connection %d was admitted", natsbus.MaxSubscriberConns+1)
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("billing's connection %d: %v, want an authorization violation", natsbus.MaxSubscriberConns+1, err)
+	}
+	connectAs(t, b.url, "audit", auditSeed)
+	// A connection closed frees its place.
+	conns[0].Close()
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		nc, err := connect()
+		if err != nil {
+			return err
+		}
+		conns[0] = nc
+		return nil
+	})
+}
