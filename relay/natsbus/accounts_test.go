@@ -228,3 +228,47 @@ func TestUnansweredRequestsLeaveNoRoutes(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAddedSubscriberLosesWiderConsumer: a consumer of a subscriber's name
+// may already be there when it is added (a removal whose delete failed, a
+// consumer made by hand). If it reads more than the subscriber may, or
+// pushes, it is deleted before the subscriber is let in; one within its
+// subjects stays.
+func TestAddedSubscriberLosesWiderConsumer(t *testing.T) {
+	b := startBus(t)
+	ctx := t.Context()
+	for _, tt := range []struct {
+		name    string
+		cfg     jetstream.ConsumerConfig
+		deleted bool
+	}{
+		{"every tenant", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"another tenant", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.globex.>", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"push", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", DeliverSubject: "scimrelay-push.billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"within", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := b.e.SetSubscribers(nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				t.Fatal(err)
+			}
+			// Made as the relay, as a consumer left behind would be.
+			if _, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, tt.cfg); err != nil {
+				t.Fatal(err)
+			}
+			billing, _ := newSubscriber(t, "billing", "scimrelay.acme.>")
+			if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := b.js.Consumer(ctx, events.StreamName, "billing")
+			switch {
+			case tt.deleted && !errors.Is(err, jetstream.ErrConsumerNotFound):
+				t.Fatalf("the consumer reading %s is still there once billing, limited to acme, is added: %v", tt.name, err)
+			case !tt.deleted && err != nil:
+				t.Fatalf("the consumer within billing's subjects: %v", err)
+			}
+		})
+	}
+}

@@ -59,10 +59,10 @@ func startBus(t *testing.T, subscribers ...natsbus.Subscriber) *bus {
 			t.Fatal(err)
 		}
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "scimrelay-sink-crm", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "scimrelay-sink-crm-P0", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scimrelay-sink-crm"}); err != nil {
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scimrelay-parked-crm"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCIMRELAY_DLQ", Subjects: []string{"scimrelay-dlq.>"}}); err != nil {
@@ -208,7 +208,7 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 		t.Fatalf("stream info: %v", err)
 	}
 
-	const sinkConsumer = "scimrelay-sink-crm"
+	const sinkConsumer = "scimrelay-sink-crm-P0"
 	tests := []struct {
 		name, subject string
 		what          func(ctx context.Context) error
@@ -226,8 +226,8 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 		}},
 		{"delete an event", "$JS.API.STREAM.MSG.DELETE.SCIMRELAY", c.request("$JS.API.STREAM.MSG.DELETE.SCIMRELAY", `{"seq":1}`)},
 		{"delete the dead-letter stream", "$JS.API.STREAM.DELETE.SCIMRELAY_DLQ", func(ctx context.Context) error { return c.js.DeleteStream(ctx, "SCIMRELAY_DLQ") }},
-		{"write a sink's bucket", "$KV.scimrelay-sink-crm.cursor", c.publish("$KV.scimrelay-sink-crm.cursor")},
-		{"delete a sink's bucket", "$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm", func(ctx context.Context) error { return c.js.DeleteKeyValue(ctx, "scimrelay-sink-crm") }},
+		{"write a sink's bucket", "$KV.scimrelay-parked-crm.cursor", c.publish("$KV.scimrelay-parked-crm.cursor")},
+		{"delete a sink's bucket", "$JS.API.STREAM.DELETE.KV_scimrelay-parked-crm", func(ctx context.Context) error { return c.js.DeleteKeyValue(ctx, "scimrelay-parked-crm") }},
 		{"edit a sink's consumer", "$JS.API.CONSUMER.CREATE.SCIMRELAY." + sinkConsumer, func(ctx context.Context) error {
 			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: sinkConsumer, FilterSubjects: []string{"x.>", "y.>"}, AckPolicy: jetstream.AckExplicitPolicy})
 			return err
@@ -269,7 +269,7 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 	if i := ci.CachedInfo(); i.Delivered.Consumer != 0 || i.Config.FilterSubject != "" || len(i.Config.FilterSubjects) != 0 {
 		t.Fatalf("the sink's consumer changed: %+v", i)
 	}
-	kv, err := b.js.KeyValue(ctx, "scimrelay-sink-crm")
+	kv, err := b.js.KeyValue(ctx, "scimrelay-parked-crm")
 	if err != nil {
 		t.Fatal(err)
 	}

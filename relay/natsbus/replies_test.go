@@ -145,7 +145,7 @@ func TestPushConsumerRefused(t *testing.T) {
 	c := connectAs(t, b.url, "billing", seed)
 	for _, target := range []string{
 		"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.audit",
-		"$KV.scimrelay-sink-crm.cursor",
+		"$KV.scimrelay-parked-crm.cursor",
 		"$JS.API.STREAM.PURGE.SCIMRELAY",
 		"scimrelay-dlq.crm.forged",
 		natsbus.InboxPrefix("billing") + ".push",
