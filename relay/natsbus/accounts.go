@@ -65,8 +65,11 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 		}
 		from := g.importSubject()
 		to := from
-		if g.checked {
+		switch {
+		case g.checked:
 			to = createProxyPrefix + s.Name + "." + from
+		case g.answered:
+			to = infoSubject
 		}
 		if err := relay.AddServiceExportWithResponse(to, respType, []*server.Account{acc}); err != nil {
 			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
@@ -95,6 +98,9 @@ const (
 	// in the relay's account, followed by its name: passCreate looks at
 	// them before JetStream does.
 	createProxyPrefix = "$SCIMRELAY.CREATE."
+	// infoSubject is where subscribers' account info requests arrive in
+	// the relay's account: answerInfo answers them.
+	infoSubject = "$SCIMRELAY.INFO"
 	// maxCreateBody is the largest creation request passed on; a
 	// consumer's configuration is a few hundred bytes.
 	maxCreateBody = 64 << 10
@@ -153,6 +159,30 @@ func (e *Embedded) watchCreates(name string) (*nats.Subscription, error) {
 	}
 	return sub, nil
 }
+
+// answerInfo answers a subscriber's account info request ($JS.API.INFO)
+// in JetStream's place. Clients ask it to learn that JetStream is there
+// (nats.js jetstreamManager, the nats CLI); JetStream's own answer gives
+// the relay's account's totals, whose storage grows with every tenant's
+// events, which a subscriber limited to one tenant must not see. The
+// answer says JetStream is there, at this API level, and nothing else.
+func answerInfo(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	_ = m.Respond(infoAnswer)
+}
+
+var infoAnswer = func() []byte {
+	b, err := json.Marshal(server.JSApiAccountInfoResponse{
+		ApiResponse:           server.ApiResponse{Type: server.JSApiAccountInfoResponseType},
+		JetStreamAccountStats: &server.JetStreamAccountStats{API: server.JetStreamAPIStats{Level: server.JSApiLevel}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 // passCreate passes a consumer creation of the subscriber of this name on
 // to JetStream, as subject, if it comes from that subscriber as now

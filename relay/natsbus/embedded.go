@@ -145,11 +145,20 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		if sub != nil {
 			subject = sub.Subject
 		}
-		log.Warn("embedded NATS: checking subscribers' consumer creations", "subscription", subject, "err", err) // a flood past the pending limits: its creations are dropped
+		log.Warn("embedded NATS: answering subscribers' requests", "subscription", subject, "err", err) // a flood past the pending limits: its requests are dropped
 	})
 	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"), onError)...); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
+	}
+	info, err := e.proxy.Subscribe(infoSubject, answerInfo)
+	if err == nil {
+		err = info.SetPendingLimits(1024, 1<<20)
+	}
+	if err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("subscribing for subscribers' account info requests: %w", err)
 	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there.
