@@ -65,11 +65,18 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 		}
 		from := g.importSubject()
 		to := from
-		if g.checked {
+		switch {
+		case g.checked:
 			to = createProxyPrefix + s.Name + "." + from
+		case g.answered:
+			to = infoSubject
 		}
 		if err := relay.AddServiceExportWithResponse(to, respType, []*server.Account{acc}); err != nil {
 			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
+		}
+		// After each AddServiceExportWithResponse, which sets the default again.
+		if err := relay.SetServiceExportResponseThreshold(to, g.routeLimit()); err != nil {
+			return nil, fmt.Errorf("limiting the responses to %s for subscriber %s: %w", to, s.Name, err)
 		}
 		if err := acc.AddServiceImport(relay, from, to); err != nil {
 			return nil, fmt.Errorf("importing %s for subscriber %s: %w", from, s.Name, err)
@@ -91,6 +98,9 @@ const (
 	// in the relay's account, followed by its name: passCreate looks at
 	// them before JetStream does.
 	createProxyPrefix = "$SCIMRELAY.CREATE."
+	// infoSubject is where subscribers' account info requests arrive in
+	// the relay's account: answerInfo answers them.
+	infoSubject = "$SCIMRELAY.INFO"
 	// maxCreateBody is the largest creation request passed on; a
 	// consumer's configuration is a few hundred bytes.
 	maxCreateBody = 64 << 10
@@ -100,11 +110,36 @@ const (
 	// maxPullExpires is the longest a subscriber's pull request may wait:
 	// the max_expires of every consumer it creates. Pulled messages reach
 	// it through a response route of the service import, which the server
-	// drops after two minutes without a message; a pull waiting longer
+	// drops once pullRouteLimit has passed without a message; a pull waiting longer
 	// would have its messages delivered, and acknowledged if the consumer
 	// does not ask for acks, into nothing.
 	maxPullExpires = 110 * time.Second
+	// pullRouteLimit is how long the response route of a streamed request
+	// (a pull, a batched direct get) lasts after its last message: longer
+	// than a pull may wait.
+	pullRouteLimit = maxPullExpires + 10*time.Second
+	// answerRouteLimit is how long the response route of any other request
+	// lasts unanswered. Some are never answered (an acknowledgement with a
+	// reply, of a message the consumer does not hold): each such request
+	// held a route in the relay's account for two to four minutes, and one
+	// connection made millions of them.
+	answerRouteLimit = 5 * time.Second
 )
+
+// routeLimit is how long the server keeps, in the relay's account, the
+// route by which an answer to a request of g reaches the subscriber. The
+// server drops a route between one and two limits after it was made (or,
+// streamed, last used).
+func (g grant) routeLimit() time.Duration {
+	switch {
+	case g.streamed:
+		return pullRouteLimit
+	case g.checked:
+		return createTimeout + 2*time.Second // passCreate answers within createTimeout
+	default:
+		return answerRouteLimit
+	}
+}
 
 // watchCreates subscribes, for the subscriber of this name, to its
 // consumer creations. Each subscriber has its own subscription, handled
@@ -124,6 +159,30 @@ func (e *Embedded) watchCreates(name string) (*nats.Subscription, error) {
 	}
 	return sub, nil
 }
+
+// answerInfo answers a subscriber's account info request ($JS.API.INFO)
+// in JetStream's place. Clients ask it to learn that JetStream is there
+// (nats.js jetstreamManager, the nats CLI); JetStream's own answer gives
+// the relay's account's totals, whose storage grows with every tenant's
+// events, which a subscriber limited to one tenant must not see. The
+// answer says JetStream is there, at this API level, and nothing else.
+func answerInfo(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	_ = m.Respond(infoAnswer)
+}
+
+var infoAnswer = func() []byte {
+	b, err := json.Marshal(server.JSApiAccountInfoResponse{
+		ApiResponse:           server.ApiResponse{Type: server.JSApiAccountInfoResponseType},
+		JetStreamAccountStats: &server.JetStreamAccountStats{API: server.JetStreamAPIStats{Level: server.JSApiLevel}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 // passCreate passes a consumer creation of the subscriber of this name on
 // to JetStream, as subject, if it comes from that subscriber as now

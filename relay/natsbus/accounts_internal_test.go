@@ -2,7 +2,104 @@
 
 package natsbus
 
-import "testing"
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// TestCreateOnlyFromCurrentKey: a subscriber given a new key, with the
+// same name and subjects, keeps its account; a creation sent with the
+// old key (queued before the change, or from a connection not yet
+// closed) is refused, and one with the new key goes through. The account
+// alone would let the old key's creation through.
+func TestCreateOnlyFromCurrentKey(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	key := func() string {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		return pub
+	}
+	old := Subscriber{Name: "billing", PublicKey: key()}
+	e, err := StartEmbedded(Options{StoreDir: t.TempDir()}, []Subscriber{old}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := Connect(Options{}, e, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	renewed := old
+	renewed.PublicKey = key()
+	if err := e.SetSubscribers([]Subscriber{renewed}); err != nil {
+		t.Fatal(err)
+	}
+	if accountName(old) != accountName(renewed) {
+		t.Fatal("the test needs a change that keeps the account")
+	}
+	// A creation as it reaches passCreate: the server's client info names
+	// the sender's account and key.
+	create := func(user string) string {
+		t.Helper()
+		in, err := nc.SubscribeSync(nats.NewInbox())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Unsubscribe()
+		replies, err := nc.SubscribeSync(nats.NewInbox())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer replies.Unsubscribe()
+		ci, _ := json.Marshal(server.ClientInfo{Account: accountName(renewed), User: user})
+		m := nats.NewMsg(in.Subject)
+		m.Reply = replies.Subject
+		m.Header.Set(server.ClientInfoHdr, string(ci))
+		m.Data = []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		got, err := in.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.passCreate("billing", "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", got)
+		res, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(res.Data)
+	}
+	if res := create(old.PublicKey); !strings.Contains(res, "not configured with this key") {
+		t.Fatalf("the old key's creation: %s", res)
+	}
+	if _, err := js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the old key created the consumer: %v", err)
+	}
+	if res := create(renewed.PublicKey); strings.Contains(res, `"error"`) {
+		t.Fatalf("the new key's creation: %s", res)
+	}
+}
 
 func TestSubjectWithin(t *testing.T) {
 	for _, tt := range []struct {

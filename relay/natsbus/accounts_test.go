@@ -5,6 +5,7 @@ package natsbus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
@@ -190,5 +192,83 @@ func TestSubscriberAccountsBounded(t *testing.T) {
 	}
 	if n := b.e.Server().NumLoadedAccounts() - before; n > 2 {
 		t.Fatalf("%d accounts for one subscriber name, want at most 2", n)
+	}
+}
+
+// TestUnansweredRequestsLeaveNoRoutes: each request a subscriber sends
+// with a reply leaves a response route in the relay's account until it is
+// answered. An acknowledgement of a message the consumer does not hold is
+// never answered; those routes used to stay two to four minutes, and one
+// connection filled the relay's memory with millions of them.
+func TestUnansweredRequestsLeaveNoRoutes(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	b := startBus(t, billing)
+	c := connectAs(t, b.url, "billing", seed)
+	if _, err := c.js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	const flood = 20000
+	for i := range flood {
+		ack := fmt.Sprintf("$JS.ACK.SCIMRELAY.billing.1.%d.%d.0.0", i+100, i+100)
+		if err := c.nc.PublishRequest(ack, natsbus.InboxPrefix("billing")+".x", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	relay := b.e.Server().GlobalAccount()
+	if n := relay.NumPendingAllResponses(); n < flood/2 {
+		t.Fatalf("%d response routes after %d acknowledgements with a reply: the test no longer makes them", n, flood)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if n := relay.NumPendingAllResponses(); n > 10 {
+			return fmt.Errorf("%d response routes remain in the relay's account", n)
+		}
+		return nil
+	})
+}
+
+// TestAddedSubscriberLosesWiderConsumer: a consumer of a subscriber's name
+// may already be there when it is added (a removal whose delete failed, a
+// consumer made by hand). If it reads more than the subscriber may, or
+// pushes, it is deleted before the subscriber is let in; one within its
+// subjects stays.
+func TestAddedSubscriberLosesWiderConsumer(t *testing.T) {
+	b := startBus(t)
+	ctx := t.Context()
+	for _, tt := range []struct {
+		name    string
+		cfg     jetstream.ConsumerConfig
+		deleted bool
+	}{
+		{"every tenant", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"another tenant", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.globex.>", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"push", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", DeliverSubject: "scimrelay-push.billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"within", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := b.e.SetSubscribers(nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				t.Fatal(err)
+			}
+			// Made as the relay, as a consumer left behind would be.
+			if _, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, tt.cfg); err != nil {
+				t.Fatal(err)
+			}
+			billing, _ := newSubscriber(t, "billing", "scimrelay.acme.>")
+			if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := b.js.Consumer(ctx, events.StreamName, "billing")
+			switch {
+			case tt.deleted && !errors.Is(err, jetstream.ErrConsumerNotFound):
+				t.Fatalf("the consumer reading %s is still there once billing, limited to acme, is added: %v", tt.name, err)
+			case !tt.deleted && err != nil:
+				t.Fatalf("the consumer within billing's subjects: %v", err)
+			}
+		})
 	}
 }

@@ -35,6 +35,11 @@ func newAuthenticator(relay string) *authenticator {
 	return &authenticator{relay: relay, users: map[string]*server.NkeyUser{}, conns: map[string]map[uint64]bool{}}
 }
 
+// MaxSubscriberConns is how many connections one subscriber key may hold
+// open at once; the next is refused. Connections cost the relay's process
+// file descriptors and memory, which its SCIM listener shares.
+const MaxSubscriberConns = 64
+
 // nkeyRegistrar is how the server's client takes an nkey user's
 // permissions; server.ClientAuthentication does not name it, the client
 // type has it.
@@ -43,7 +48,8 @@ type nkeyRegistrar interface {
 }
 
 // Check verifies the client's signature of the server's nonce with the
-// public nkey it presents, and gives it that key's permissions.
+// public nkey it presents, and gives it that key's permissions. A
+// subscriber's key holding MaxSubscriberConns connections is refused.
 func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
 	if o == nil || o.Nkey == "" || o.Sig == "" || c.Kind() != server.CLIENT {
@@ -84,12 +90,15 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 			ids = map[uint64]bool{}
 			a.conns[o.Nkey] = ids
 		}
-		if len(ids) >= 64 && a.alive != nil {
+		if len(ids) >= MaxSubscriberConns && a.alive != nil {
 			for id := range ids {
 				if !a.alive(id) {
 					delete(ids, id)
 				}
 			}
+		}
+		if len(ids) >= MaxSubscriberConns {
+			return false
 		}
 		ids[c.GetID()] = true
 	}

@@ -59,6 +59,14 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		NoSigs:      true, // the relay owns signal handling
 		MaxPayload:  8 << 20,
 		AuthTimeout: 5,
+		// Below the systemd unit's LimitNOFILE (65536), which the relay's
+		// SCIM listener and store share; each subscriber key holds at most
+		// MaxSubscriberConns of these.
+		MaxConn: maxConns,
+		// What a client that does not read may hold of the server's memory
+		// before it is cut off (the default is 64 MiB): at least an event
+		// of MaxPayload.
+		MaxPending: 16 << 20,
 		// The publisher deletes an event from the outbox only once the
 		// server has written it to disk (nats.sync_interval).
 		SyncInterval: o.SyncInterval,
@@ -137,11 +145,20 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		if sub != nil {
 			subject = sub.Subject
 		}
-		log.Warn("embedded NATS: checking subscribers' consumer creations", "subscription", subject, "err", err) // a flood past the pending limits: its creations are dropped
+		log.Warn("embedded NATS: answering subscribers' requests", "subscription", subject, "err", err) // a flood past the pending limits: its requests are dropped
 	})
 	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"), onError)...); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
+	}
+	info, err := e.proxy.Subscribe(infoSubject, answerInfo)
+	if err == nil {
+		err = info.SetPendingLimits(1024, 1<<20)
+	}
+	if err != nil {
+		e.proxy.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("subscribing for subscribers' account info requests: %w", err)
 	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there.
@@ -152,6 +169,9 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	}
 	return e, nil
 }
+
+// maxConns is the most clients the embedded server admits at once.
+const maxConns = 16384
 
 // subscriberUsers returns the subscribers' nkey users, each with its
 // permissions, by public key; relay is the relay's own key, which no

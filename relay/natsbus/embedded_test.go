@@ -59,10 +59,10 @@ func startBus(t *testing.T, subscribers ...natsbus.Subscriber) *bus {
 			t.Fatal(err)
 		}
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "scimrelay-sink-crm", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "scimrelay-sink-crm-P0", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scimrelay-sink-crm"}); err != nil {
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scimrelay-parked-crm"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCIMRELAY_DLQ", Subjects: []string{"scimrelay-dlq.>"}}); err != nil {
@@ -208,7 +208,7 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 		t.Fatalf("stream info: %v", err)
 	}
 
-	const sinkConsumer = "scimrelay-sink-crm"
+	const sinkConsumer = "scimrelay-sink-crm-P0"
 	tests := []struct {
 		name, subject string
 		what          func(ctx context.Context) error
@@ -226,8 +226,8 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 		}},
 		{"delete an event", "$JS.API.STREAM.MSG.DELETE.SCIMRELAY", c.request("$JS.API.STREAM.MSG.DELETE.SCIMRELAY", `{"seq":1}`)},
 		{"delete the dead-letter stream", "$JS.API.STREAM.DELETE.SCIMRELAY_DLQ", func(ctx context.Context) error { return c.js.DeleteStream(ctx, "SCIMRELAY_DLQ") }},
-		{"write a sink's bucket", "$KV.scimrelay-sink-crm.cursor", c.publish("$KV.scimrelay-sink-crm.cursor")},
-		{"delete a sink's bucket", "$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm", func(ctx context.Context) error { return c.js.DeleteKeyValue(ctx, "scimrelay-sink-crm") }},
+		{"write a sink's bucket", "$KV.scimrelay-parked-crm.cursor", c.publish("$KV.scimrelay-parked-crm.cursor")},
+		{"delete a sink's bucket", "$JS.API.STREAM.DELETE.KV_scimrelay-parked-crm", func(ctx context.Context) error { return c.js.DeleteKeyValue(ctx, "scimrelay-parked-crm") }},
 		{"edit a sink's consumer", "$JS.API.CONSUMER.CREATE.SCIMRELAY." + sinkConsumer, func(ctx context.Context) error {
 			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: sinkConsumer, FilterSubjects: []string{"x.>", "y.>"}, AckPolicy: jetstream.AckExplicitPolicy})
 			return err
@@ -269,7 +269,7 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 	if i := ci.CachedInfo(); i.Delivered.Consumer != 0 || i.Config.FilterSubject != "" || len(i.Config.FilterSubjects) != 0 {
 		t.Fatalf("the sink's consumer changed: %+v", i)
 	}
-	kv, err := b.js.KeyValue(ctx, "scimrelay-sink-crm")
+	kv, err := b.js.KeyValue(ctx, "scimrelay-parked-crm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,4 +518,48 @@ func TestSubscriberReadsStoreOfEarlierRun(t *testing.T) {
 	if got := fetchAll(t, cons, 1); len(got) != 1 {
 		t.Fatalf("read %v, want the event of the earlier run", got)
 	}
+}
+
+// TestSubscriberConnectionsLimited: a subscriber's key holds at most
+// natsbus.MaxSubscriberConns connections; the next is refused, and
+// another subscriber still connects. One key used to open connections
+// until the relay's process ran out of file descriptors.
+func TestSubscriberConnectionsLimited(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, billing, audit)
+	opt := must(nats.NkeyOptionFromSeed(billingSeed))
+	connect := func() (*nats.Conn, error) {
+		return nats.Connect(b.url, opt, nats.CustomInboxPrefix(natsbus.InboxPrefix("billing")), nats.NoReconnect())
+	}
+	conns := make([]*nats.Conn, 0, natsbus.MaxSubscriberConns)
+	t.Cleanup(func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	})
+	for i := range natsbus.MaxSubscriberConns {
+		nc, err := connect()
+		if err != nil {
+			t.Fatalf("billing's connection %d: %v", i+1, err)
+		}
+		conns = append(conns, nc)
+	}
+	if nc, err := connect(); err == nil {
+		nc.Close()
+		t.Fatalf("billing's connection %d was admitted", natsbus.MaxSubscriberConns+1)
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("billing's connection %d: %v, want an authorization violation", natsbus.MaxSubscriberConns+1, err)
+	}
+	connectAs(t, b.url, "audit", auditSeed)
+	// A connection closed frees its place.
+	conns[0].Close()
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		nc, err := connect()
+		if err != nil {
+			return err
+		}
+		conns[0] = nc
+		return nil
+	})
 }

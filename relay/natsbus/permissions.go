@@ -93,13 +93,15 @@ const jsAPI = "$JS.API."
 // grant is one JetStream subject a subscriber may send requests to.
 // streamed is set where one request has many replies (a pull's messages,
 // a batched direct get); checked where the relay must look at the body
-// first (consumer creation: see checkCreate). imported, when set, is the
+// first (consumer creation: see checkCreate); answered where the relay
+// answers itself (account info: see answerInfo). imported, when set, is the
 // wider subject the subscriber's account imports for it (see accounts.go).
 type grant struct {
 	subject  string
 	imported string
 	streamed bool
 	checked  bool
+	answered bool
 }
 
 // importSubject is the subject the subscriber's account imports for g.
@@ -117,7 +119,7 @@ func (g grant) importSubject() string {
 func subscriberAPI(s Subscriber) []grant {
 	stream, c := events.StreamName, s.Name
 	api := []grant{
-		{subject: jsAPI + "INFO"},                                                  // clients check that JetStream is there
+		{subject: jsAPI + "INFO", answered: true},                                  // clients check that JetStream is there
 		{subject: jsAPI + "CONSUMER.INFO." + stream + "." + c},                     // its consumer's state
 		{subject: jsAPI + "CONSUMER.DELETE." + stream + "." + c},                   // start over
 		{subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c, streamed: true}, // pull messages

@@ -71,16 +71,16 @@ func TestSubscriberCannotTouchAnotherSubscriber(t *testing.T) {
 			return err
 		}},
 		{"read another subscriber's consumer", api + "CONSUMER.INFO.SCIMRELAY.audit", c.request(api+"CONSUMER.INFO.SCIMRELAY.audit", ``)},
-		{"read a sink's consumer", api + "CONSUMER.INFO.SCIMRELAY.scimrelay-sink-crm", c.request(api+"CONSUMER.INFO.SCIMRELAY.scimrelay-sink-crm", ``)},
+		{"read a sink's consumer", api + "CONSUMER.INFO.SCIMRELAY.scimrelay-sink-crm-P0", c.request(api+"CONSUMER.INFO.SCIMRELAY.scimrelay-sink-crm-P0", ``)},
 		{"create an ephemeral consumer", api + "CONSUMER.CREATE.SCIMRELAY", c.request(api+"CONSUMER.CREATE.SCIMRELAY", `{"stream_name":"SCIMRELAY","config":{"ack_policy":"none"}}`)},
 		{"create a stream", api + "STREAM.CREATE.MINE", func(ctx context.Context) error {
 			_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"_INBOX_billing.mine.>"}})
 			return err
 		}},
-		{"read a sink's bucket", api + "DIRECT.GET.KV_scimrelay-sink-crm", c.request(api+"DIRECT.GET.KV_scimrelay-sink-crm.$KV.scimrelay-sink-crm.cursor", ``)},
-		{"read a sink's bucket as a stream", api + "STREAM.MSG.GET.KV_scimrelay-sink-crm", c.request(api+"STREAM.MSG.GET.KV_scimrelay-sink-crm", `{"last_by_subj":"$KV.scimrelay-sink-crm.cursor"}`)},
-		{"watch a sink's bucket", api + "CONSUMER.CREATE.KV_scimrelay-sink-crm", func(ctx context.Context) error {
-			_, err := c.js.OrderedConsumer(ctx, "KV_scimrelay-sink-crm", jetstream.OrderedConsumerConfig{})
+		{"read a sink's bucket", api + "DIRECT.GET.KV_scimrelay-parked-crm", c.request(api+"DIRECT.GET.KV_scimrelay-parked-crm.$KV.scimrelay-parked-crm.cursor", ``)},
+		{"read a sink's bucket as a stream", api + "STREAM.MSG.GET.KV_scimrelay-parked-crm", c.request(api+"STREAM.MSG.GET.KV_scimrelay-parked-crm", `{"last_by_subj":"$KV.scimrelay-parked-crm.cursor"}`)},
+		{"watch a sink's bucket", api + "CONSUMER.CREATE.KV_scimrelay-parked-crm", func(ctx context.Context) error {
+			_, err := c.js.OrderedConsumer(ctx, "KV_scimrelay-parked-crm", jetstream.OrderedConsumerConfig{})
 			return err
 		}},
 		{"read the dead letters", api + "CONSUMER.CREATE.SCIMRELAY_DLQ", func(ctx context.Context) error {

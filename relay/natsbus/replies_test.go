@@ -145,7 +145,7 @@ func TestPushConsumerRefused(t *testing.T) {
 	c := connectAs(t, b.url, "billing", seed)
 	for _, target := range []string{
 		"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.audit",
-		"$KV.scimrelay-sink-crm.cursor",
+		"$KV.scimrelay-parked-crm.cursor",
 		"$JS.API.STREAM.PURGE.SCIMRELAY",
 		"scimrelay-dlq.crm.forged",
 		natsbus.InboxPrefix("billing") + ".push",
@@ -203,5 +203,32 @@ func TestPushConsumerRefused(t *testing.T) {
 	}
 	if got := fetchAll(t, pull, 3); len(got) != 3 {
 		t.Fatalf("read %v", got)
+	}
+}
+
+// TestSubscriberAccountInfoShowsNothing: $JS.API.INFO tells a subscriber
+// that JetStream is there and nothing of the relay's account. JetStream's
+// own answer gave the account's totals: a subscriber limited to one
+// tenant saw the storage grow with each event of another.
+func TestSubscriberAccountInfoShowsNothing(t *testing.T) {
+	sub, seed := newSubscriber(t, "acme-users", "scimrelay.acme.user.>")
+	b := startBus(t, sub)
+	c := connectAs(t, b.url, "acme-users", seed)
+	ctx := t.Context()
+	before, err := c.js.AccountInfo(ctx)
+	if err != nil {
+		t.Fatalf("account info: %v", err)
+	}
+	if _, err := b.js.Publish(ctx, events.Subject("globex", events.UserCreated, "u9"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.js.AccountInfo(ctx)
+	if err != nil {
+		t.Fatalf("account info: %v", err)
+	}
+	for _, i := range []*jetstream.AccountInfo{before, after} {
+		if i.Store != 0 || i.Memory != 0 || i.Streams != 0 || i.Consumers != 0 || i.API.Total != 0 {
+			t.Fatalf("account info shows the relay's account: %+v", i)
+		}
 	}
 }
