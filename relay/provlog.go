@@ -211,8 +211,8 @@ func summaryKeyOf(e LogEntry) summaryKey {
 // the first few, per minute until they are written.
 type summaries map[summaryKey]*LogEntry
 
-func (m summaries) add(e LogEntry) {
-	k := summaryKeyOf(e)
+// add counts e into the summary of k, its summaryKeyOf.
+func (m summaries) add(k summaryKey, e LogEntry) {
 	s := m[k]
 	if s == nil {
 		s = &LogEntry{Time: e.Time.Truncate(time.Minute), Tenant: e.Tenant, Method: e.Method, Operation: e.Operation, Resource: e.Resource,
@@ -272,7 +272,7 @@ func (l *RequestLog) Run(ctx context.Context) error {
 		l.log.Warn("pruning the provisioning log", "err", err)
 	}
 	batch := make([]LogEntry, 0, 512)
-	reads := summaries{}
+	summed := summaries{}
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -292,13 +292,13 @@ func (l *RequestLog) Run(ctx context.Context) error {
 	alone := map[summaryKey]int{}
 	add := func(e LogEntry) {
 		if l.summarised(e) {
-			reads.add(e)
+			summed.add(summaryKeyOf(e), e)
 			return
 		}
 		if anonymousRefusal(e) {
 			k := summaryKeyOf(e)
 			if alone[k] >= refusalsAlone {
-				reads.add(e)
+				summed.add(k, e)
 				return
 			}
 			alone[k]++
@@ -316,7 +316,7 @@ func (l *RequestLog) Run(ctx context.Context) error {
 			add(e)
 		case <-tick.C:
 			now := l.store.now()
-			batch = append(batch, reads.due(now)...)
+			batch = append(batch, summed.due(now)...)
 			flush()
 			for k := range alone {
 				if now.Sub(time.Unix(0, k.minute)) > 2*time.Minute {
@@ -333,7 +333,7 @@ func (l *RequestLog) Run(ctx context.Context) error {
 				case e := <-l.entries:
 					add(e)
 				default:
-					batch = append(batch, reads.due(time.Time{})...)
+					batch = append(batch, summed.due(time.Time{})...)
 					flush()
 					return nil
 				}
