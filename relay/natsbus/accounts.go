@@ -13,25 +13,31 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // Each subscriber connects into an account of its own. The relay, its
 // streams, consumers and buckets stay in the server's global account, as
-// they always were (so an existing store is read as before), and that
-// account exports to each subscriber, as services, only the JetStream
-// subjects of subscriberAPI, which the subscriber's account imports.
+// they always were (so an existing store is read as before). The relay's
+// account imports from the subscriber's, under requestPrefix, the
+// JetStream subjects of subscriberAPI, and passes what arrives there on to
+// JetStream (requests.go); it exports to the subscriber's account its
+// inbox, where the answers go. Consumer creations go through a service
+// import instead, for the relay to check who sent them (passCreate).
 //
 // Why not one account with permissions: the server checks a client's
 // publish subject against its permissions but not its reply subject, and
 // JetStream sends API responses and pulled messages to that reply through
 // the account's own internal client. In the relay's account that wrote
 // into any stream or bucket listening on the reply subject, and made pulled
-// messages act as pull requests on other consumers. Through an import the
-// reply is rewritten to a response subject of the relay's account, and the
-// answer is delivered in the subscriber's account on the reply it named,
-// where no stream listens and no JetStream answers: the account has none.
+// messages act as pull requests on other consumers. Now the relay passes a
+// request on only with a reply in the subscriber's inbox, which nothing in
+// the relay's account listens to; through a service import the reply is
+// rewritten to a response subject of the relay's account, answered in the
+// subscriber's account, where no stream listens and no JetStream answers:
+// the account has none.
 
 // accountName is the account of a subscriber. nats-server 2.15 offers no
 // way to remove an import or forget an account, so an account's imports
@@ -59,35 +65,40 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 	}
 	relay := e.srv.GlobalAccount()
 	for _, g := range subscriberAPI(s) {
-		respType := server.Singleton
-		if g.streamed {
-			respType = server.Streamed
-		}
 		from := g.importSubject()
-		to := from
-		switch {
-		case g.checked:
-			to = createProxyPrefix + s.Name + "." + from
-		case g.answered:
-			to = infoSubject
+		if !g.checked {
+			if err := acc.AddStreamExport(from, []*server.Account{relay}); err != nil {
+				return nil, fmt.Errorf("exporting %s of subscriber %s: %w", from, s.Name, err)
+			}
+			if err := relay.AddStreamImport(acc, from, requestPrefix(name)); err != nil {
+				return nil, fmt.Errorf("importing %s of subscriber %s: %w", from, s.Name, err)
+			}
+			continue
 		}
-		if err := relay.AddServiceExportWithResponse(to, respType, []*server.Account{acc}); err != nil {
+		to := createProxyPrefix + s.Name + "." + from
+		if err := relay.AddServiceExportWithResponse(to, server.Singleton, []*server.Account{acc}); err != nil {
 			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
 		}
-		// After each AddServiceExportWithResponse, which sets the default again.
-		if err := relay.SetServiceExportResponseThreshold(to, g.routeLimit()); err != nil {
+		// After each AddServiceExportWithResponse, which sets the default
+		// again. passCreate answers within createTimeout.
+		if err := relay.SetServiceExportResponseThreshold(to, createTimeout+2*time.Second); err != nil {
 			return nil, fmt.Errorf("limiting the responses to %s for subscriber %s: %w", to, s.Name, err)
 		}
 		if err := acc.AddServiceImport(relay, from, to); err != nil {
 			return nil, fmt.Errorf("importing %s for subscriber %s: %w", from, s.Name, err)
 		}
-		if g.checked {
-			// The create check learns from the request's client info
-			// which account and key sent it.
-			if err := acc.SetServiceImportSharing(relay, to, true); err != nil {
-				return nil, fmt.Errorf("sharing client info on %s for subscriber %s: %w", from, s.Name, err)
-			}
+		// The create check learns from the request's client info which
+		// account and key sent it.
+		if err := acc.SetServiceImportSharing(relay, to, true); err != nil {
+			return nil, fmt.Errorf("sharing client info on %s for subscriber %s: %w", from, s.Name, err)
 		}
+	}
+	inbox := InboxPrefix(s.Name) + ".>"
+	if err := relay.AddStreamExport(inbox, []*server.Account{acc}); err != nil {
+		return nil, fmt.Errorf("exporting the inbox of subscriber %s: %w", s.Name, err)
+	}
+	if err := acc.AddStreamImport(relay, inbox, ""); err != nil {
+		return nil, fmt.Errorf("importing the inbox of subscriber %s: %w", s.Name, err)
 	}
 	e.accounts[name] = acc
 	return acc, nil
@@ -98,9 +109,6 @@ const (
 	// in the relay's account, followed by its name: passCreate looks at
 	// them before JetStream does.
 	createProxyPrefix = "$SCIMRELAY.CREATE."
-	// infoSubject is where subscribers' account info requests arrive in
-	// the relay's account: answerInfo answers them.
-	infoSubject = "$SCIMRELAY.INFO"
 	// maxCreateBody is the largest creation request passed on; a
 	// consumer's configuration is a few hundred bytes.
 	maxCreateBody = 64 << 10
@@ -108,46 +116,25 @@ const (
 	// creation, and so how long a change of subscribers waits for one.
 	createTimeout = 3 * time.Second
 	// maxPullExpires is the longest a subscriber's pull request may wait:
-	// the max_expires of every consumer it creates. Pulled messages reach
-	// it through a response route of the service import, which the server
-	// drops once pullRouteLimit has passed without a message; a pull waiting longer
-	// would have its messages delivered, and acknowledged if the consumer
-	// does not ask for acks, into nothing.
+	// the max_expires of every consumer it creates. Clients that set no
+	// expiry would otherwise hold the request in the consumer for ever.
 	maxPullExpires = 110 * time.Second
-	// pullRouteLimit is how long the response route of a streamed request
-	// (a pull, a batched direct get) lasts after its last message: longer
-	// than a pull may wait.
-	pullRouteLimit = maxPullExpires + 10*time.Second
-	// answerRouteLimit is how long the response route of any other request
-	// lasts unanswered. Some are never answered (an acknowledgement with a
-	// reply, of a message the consumer does not hold): each such request
-	// held a route in the relay's account for two to four minutes, and one
-	// connection made millions of them.
-	answerRouteLimit = 5 * time.Second
 )
-
-// routeLimit is how long the server keeps, in the relay's account, the
-// route by which an answer to a request of g reaches the subscriber. The
-// server drops a route between one and two limits after it was made (or,
-// streamed, last used).
-func (g grant) routeLimit() time.Duration {
-	switch {
-	case g.streamed:
-		return pullRouteLimit
-	case g.checked:
-		return createTimeout + 2*time.Second // passCreate answers within createTimeout
-	default:
-		return answerRouteLimit
-	}
-}
 
 // watchCreates subscribes, for the subscriber of this name, to its
 // consumer creations. Each subscriber has its own subscription, handled
 // apart from the others': one that floods creations delays, and past the
-// pending limits loses, only its own.
-func (e *Embedded) watchCreates(name string) (*nats.Subscription, error) {
+// pending limits loses, only its own. lim is how many it may make a
+// second, with its other requests: one beyond is refused.
+func (e *Embedded) watchCreates(name string, lim *rate.Limiter) (*nats.Subscription, error) {
 	prefix := createProxyPrefix + name + "."
 	sub, err := e.proxy.Subscribe(prefix+">", func(m *nats.Msg) {
+		if !lim.Allow() {
+			if m.Reply != "" {
+				_ = m.Respond(createRefusal(fmt.Errorf("too many requests: a subscriber may send %d a second", SubscriberRequestsPerSecond)))
+			}
+			return
+		}
 		e.passCreate(name, strings.TrimPrefix(m.Subject, prefix), m)
 	})
 	if err != nil {
@@ -160,19 +147,13 @@ func (e *Embedded) watchCreates(name string) (*nats.Subscription, error) {
 	return sub, nil
 }
 
-// answerInfo answers a subscriber's account info request ($JS.API.INFO)
-// in JetStream's place. Clients ask it to learn that JetStream is there
-// (nats.js jetstreamManager, the nats CLI); JetStream's own answer gives
-// the relay's account's totals, whose storage grows with every tenant's
-// events, which a subscriber limited to one tenant must not see. The
-// answer says JetStream is there, at this API level, and nothing else.
-func answerInfo(m *nats.Msg) {
-	if m.Reply == "" {
-		return
-	}
-	_ = m.Respond(infoAnswer)
-}
-
+// infoAnswer is the relay's answer to a subscriber's account info request
+// ($JS.API.INFO), in JetStream's place. Clients ask it to learn that
+// JetStream is there (nats.js jetstreamManager, the nats CLI); JetStream's
+// own answer gives the relay's account's totals, whose storage grows with
+// every tenant's events, which a subscriber limited to one tenant must not
+// see. The answer says JetStream is there, at this API level, and nothing
+// else.
 var infoAnswer = func() []byte {
 	b, err := json.Marshal(server.JSApiAccountInfoResponse{
 		ApiResponse:           server.ApiResponse{Type: server.JSApiAccountInfoResponseType},

@@ -6,11 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -149,11 +152,10 @@ func TestNarrowedSubscriberLosesWiderConsumer(t *testing.T) {
 	}
 }
 
-// TestSubscriberPullsExpireBeforeTheirRoute: a subscriber's consumer
-// lets a pull wait less than two minutes. Its messages reach the
-// subscriber through a route the server drops after two minutes without
-// traffic; a pull waiting longer had its messages delivered into nothing.
-func TestSubscriberPullsExpireBeforeTheirRoute(t *testing.T) {
+// TestSubscriberPullsWaitAtMost110s: a subscriber's consumer lets a pull
+// wait at most 110 s, so that the pulls of a client that went away are
+// not kept for ever.
+func TestSubscriberPullsWaitAtMost110s(t *testing.T) {
 	billing, seed := newSubscriber(t, "billing", "")
 	b := startBus(t, billing)
 	ctx := t.Context()
@@ -195,12 +197,13 @@ func TestSubscriberAccountsBounded(t *testing.T) {
 	}
 }
 
-// TestUnansweredRequestsLeaveNoRoutes: each request a subscriber sends
-// with a reply leaves a response route in the relay's account until it is
-// answered. An acknowledgement of a message the consumer does not hold is
-// never answered; those routes used to stay two to four minutes, and one
-// connection filled the relay's memory with millions of them.
-func TestUnansweredRequestsLeaveNoRoutes(t *testing.T) {
+// TestSubscriberFloodsLeaveNoRoutes: a subscriber's requests leave
+// nothing behind in the relay's account. Through service imports each
+// request with a reply left a response route there until answered: an
+// acknowledgement with a reply is never answered, and a pull's route
+// lasted two minutes, so that one connection filled the relay's memory
+// with millions of them.
+func TestSubscriberFloodsLeaveNoRoutes(t *testing.T) {
 	billing, seed := newSubscriber(t, "billing", "scimrelay.acme.>")
 	b := startBus(t, billing)
 	c := connectAs(t, b.url, "billing", seed)
@@ -208,25 +211,81 @@ func TestUnansweredRequestsLeaveNoRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	const flood = 20000
+	reply := natsbus.InboxPrefix("billing") + ".x"
 	for i := range flood {
-		ack := fmt.Sprintf("$JS.ACK.SCIMRELAY.billing.1.%d.%d.0.0", i+100, i+100)
-		if err := c.nc.PublishRequest(ack, natsbus.InboxPrefix("billing")+".x", nil); err != nil {
-			t.Fatal(err)
+		for _, req := range []struct{ subject, body string }{
+			{fmt.Sprintf("$JS.ACK.SCIMRELAY.billing.1.%d.%d.0.0", i+100, i+100), ""},
+			{"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.billing", `{"batch":1,"no_wait":true}`},
+			{"$JS.API.CONSUMER.INFO.SCIMRELAY.billing", ""},
+		} {
+			if err := c.nc.PublishRequest(req.subject, reply, []byte(req.body)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := c.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	relay := b.e.Server().GlobalAccount()
-	if n := relay.NumPendingAllResponses(); n < flood/2 {
-		t.Fatalf("%d response routes after %d acknowledgements with a reply: the test no longer makes them", n, flood)
+	if n := b.e.Server().GlobalAccount().NumPendingAllResponses(); n > 0 {
+		t.Fatalf("%d response routes in the relay's account after %d of each request", n, flood)
 	}
-	eventstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
-		if n := relay.NumPendingAllResponses(); n > 10 {
-			return fmt.Errorf("%d response routes remain in the relay's account", n)
+}
+
+// TestSubscriberRequestsRateLimited: the relay passes a subscriber's
+// requests on at most SubscriberRequestsPerSecond a second (a second's
+// worth at once) and drops, saying so, what waits beyond its queue;
+// meanwhile another subscriber's requests, and the relay's own, are
+// answered. A flood used to reach JetStream's API queue whole, and the
+// relay's own requests (reading parked resources back, hand-overs) timed
+// out while it lasted.
+func TestSubscriberRequestsRateLimited(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	logs := &eventstest.Log{}
+	b := startBusLogging(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), billing, audit)
+	flooder := connectAs(t, b.url, "billing", billingSeed)
+	start := time.Now()
+	var answered atomic.Int64
+	var tooMany atomic.Value // the first answer beyond the rate, as an error
+	inbox := natsbus.InboxPrefix("billing") + ".flood"
+	if _, err := flooder.nc.Subscribe(inbox, func(*nats.Msg) {
+		n, since := answered.Add(1), time.Since(start)
+		if allowed := natsbus.SubscriberRequestsPerSecond * (1 + since.Seconds()); float64(n) > allowed {
+			tooMany.CompareAndSwap(nil, fmt.Errorf("%d of billing's requests answered %v after the flood began, want at most %.0f", n, since, allowed))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const flood = 5000
+	for range flood {
+		if err := flooder.nc.PublishRequest("$JS.API.CONSUMER.INFO.SCIMRELAY.billing", inbox, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := flooder.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ac := connectAs(t, b.url, "audit", auditSeed)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := ac.js.Stream(ctx, events.StreamName); err != nil {
+		t.Fatalf("audit's stream info during billing's flood: %v", err)
+	}
+	if _, err := b.js.Stream(ctx, events.StreamName); err != nil {
+		t.Fatalf("the relay's stream info during billing's flood: %v", err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := answered.Load(); n < 2*natsbus.SubscriberRequestsPerSecond {
+			return fmt.Errorf("%d of billing's requests answered, want two seconds' worth", n)
+		}
+		if !strings.Contains(logs.String(), "requests were dropped") {
+			return errors.New("the relay did not say that it dropped billing's requests")
 		}
 		return nil
 	})
+	if err, _ := tooMany.Load().(error); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestAddedSubscriberLosesWiderConsumer: a consumer of a subscriber's name

@@ -36,6 +36,7 @@ type Embedded struct {
 	mu       sync.Mutex                    // serialises SetSubscribers
 	accounts map[string]*server.Account    // the subscribers' accounts by name, under mu
 	creates  map[string]*nats.Subscription // each subscriber's consumer creations by its name, under mu
+	passers  map[string]*passer            // each subscriber's other requests by its name, under mu
 
 	// gate is held for writing to change current, and for reading by
 	// each consumer creation from its check until JetStream answers.
@@ -111,7 +112,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, err
 	}
 	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{},
-		creates: map[string]*nats.Subscription{}, current: map[string]Subscriber{}}
+		creates: map[string]*nats.Subscription{}, passers: map[string]*passer{}, current: map[string]Subscriber{}}
 	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
 	}
@@ -150,15 +151,6 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"), onError)...); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
-	}
-	info, err := e.proxy.Subscribe(infoSubject, answerInfo)
-	if err == nil {
-		err = info.SetPendingLimits(1024, 1<<20)
-	}
-	if err != nil {
-		e.proxy.Close()
-		s.Shutdown()
-		return nil, fmt.Errorf("subscribing for subscribers' account info requests: %w", err)
 	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there.
@@ -213,9 +205,21 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 		users[sub.PublicKey].Account = acc
 		next[sub.Name] = sub
 	}
-	for name := range next {
+	for name, sub := range next {
+		p := e.passers[name]
+		if p != nil && p.account != accountName(sub) {
+			p.close()
+			delete(e.passers, name)
+			p = nil
+		}
+		if p == nil {
+			if p, err = e.startPasser(sub); err != nil {
+				return err
+			}
+			e.passers[name] = p
+		}
 		if e.creates[name] == nil {
-			s, err := e.watchCreates(name)
+			s, err := e.watchCreates(name, p.requests)
 			if err != nil {
 				return err
 			}
@@ -250,6 +254,12 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 			delete(e.creates, name)
 		}
 	}
+	for name, p := range e.passers {
+		if _, ok := e.current[name]; !ok {
+			p.close() // and its other requests
+			delete(e.passers, name)
+		}
+	}
 	for _, id := range e.auth.set(users) {
 		_ = e.srv.DisconnectClientByID(id) // gone already is fine
 	}
@@ -282,6 +292,11 @@ func (e *Embedded) ClientURL() string {
 
 // Shutdown stops the server and waits for it.
 func (e *Embedded) Shutdown() {
+	e.mu.Lock()
+	for _, p := range e.passers {
+		p.close()
+	}
+	e.mu.Unlock()
 	e.proxy.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()

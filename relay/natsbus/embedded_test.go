@@ -33,9 +33,14 @@ type bus struct {
 	url string
 }
 
-func startBus(t *testing.T, subscribers ...natsbus.Subscriber) *bus {
+func startBus(t testing.TB, subscribers ...natsbus.Subscriber) *bus {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
+	return startBusLogging(t, slog.New(slog.DiscardHandler), subscribers...)
+}
+
+// startBusLogging is startBus with the relay's log going to log.
+func startBusLogging(t testing.TB, log *slog.Logger, subscribers ...natsbus.Subscriber) *bus {
+	t.Helper()
 	e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, subscribers, log)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +77,7 @@ func startBus(t *testing.T, subscribers ...natsbus.Subscriber) *bus {
 }
 
 // newSubscriber returns a subscriber with a fresh key pair and its seed file.
-func newSubscriber(t *testing.T, name, subjects string) (natsbus.Subscriber, string) {
+func newSubscriber(t testing.TB, name, subjects string) (natsbus.Subscriber, string) {
 	t.Helper()
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -95,7 +100,7 @@ type client struct {
 	refused chan error
 }
 
-func connectAs(t *testing.T, url, name, seedFile string) *client {
+func connectAs(t testing.TB, url, name, seedFile string) *client {
 	t.Helper()
 	opt, err := nats.NkeyOptionFromSeed(seedFile)
 	if err != nil {

@@ -91,17 +91,13 @@ func SubscriberPermissions(s Subscriber) *server.Permissions {
 const jsAPI = "$JS.API."
 
 // grant is one JetStream subject a subscriber may send requests to.
-// streamed is set where one request has many replies (a pull's messages,
-// a batched direct get); checked where the relay must look at the body
-// first (consumer creation: see checkCreate); answered where the relay
-// answers itself (account info: see answerInfo). imported, when set, is the
-// wider subject the subscriber's account imports for it (see accounts.go).
+// checked is set where the relay must look at the body and its sender
+// first (consumer creation: see checkCreate). imported, when set, is the
+// wider subject the subscriber's account exports for it (see accounts.go).
 type grant struct {
 	subject  string
 	imported string
-	streamed bool
 	checked  bool
-	answered bool
 }
 
 // importSubject is the subject the subscriber's account imports for g.
@@ -113,17 +109,18 @@ func (g grant) importSubject() string {
 }
 
 // subscriberAPI lists the JetStream subjects a subscriber may publish
-// to: its permissions allow exactly these, and its account imports these
-// or, for a consumer creation with a filter, every filter (the create
-// check holds the filter to the subscriber's Subjects).
+// to: its permissions allow exactly these, and its account exports these
+// to the relay's (accounts.go) or, for a consumer creation with a filter,
+// imports every filter (the create check holds the filter to the
+// subscriber's Subjects).
 func subscriberAPI(s Subscriber) []grant {
 	stream, c := events.StreamName, s.Name
 	api := []grant{
-		{subject: jsAPI + "INFO", answered: true},                                  // clients check that JetStream is there
-		{subject: jsAPI + "CONSUMER.INFO." + stream + "." + c},                     // its consumer's state
-		{subject: jsAPI + "CONSUMER.DELETE." + stream + "." + c},                   // start over
-		{subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c, streamed: true}, // pull messages
-		{subject: "$JS.ACK." + stream + "." + c + ".>"},                            // ack, nak, term, in progress
+		{subject: jsAPI + "INFO"},                                  // clients check that JetStream is there; the relay answers
+		{subject: jsAPI + "CONSUMER.INFO." + stream + "." + c},     // its consumer's state
+		{subject: jsAPI + "CONSUMER.DELETE." + stream + "." + c},   // start over
+		{subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c}, // pull messages
+		{subject: "$JS.ACK." + stream + "." + c + ".>"},            // ack, nak, term, in progress
 	}
 	if s.Subjects == "" {
 		api = append(api,
@@ -132,8 +129,8 @@ func subscriberAPI(s Subscriber) []grant {
 			grant{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c, checked: true}, // older clients
 			grant{subject: jsAPI + "STREAM.INFO." + stream},                                      // it may see every subject anyway
 			grant{subject: jsAPI + "STREAM.MSG.GET." + stream},                                   // read one stored event
-			grant{subject: jsAPI + "DIRECT.GET." + stream, streamed: true},
-			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>", streamed: true},
+			grant{subject: jsAPI + "DIRECT.GET." + stream},
+			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>"},
 		)
 	} else {
 		// The server refuses a create whose filter differs from the one in

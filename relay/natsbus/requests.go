@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
+)
+
+// A subscriber's JetStream requests, other than consumer creations, reach
+// the relay's account through a stream import of its account's subjects,
+// under requestPrefix, and the relay passes them on to JetStream itself,
+// at a bounded rate, with the subscriber's reply. The answers, and the
+// messages a pull is given, come back through the relay account's stream
+// export of the subscriber's inbox, which the subscriber's account
+// imports. Nothing in between is kept per request.
+//
+// Why not service imports, as consumer creations use: each request
+// through a service import leaves a route in the relay's account until it
+// is answered, which JetStream never does for some (an acknowledgement
+// with a reply), and a pull's route must outlast the pull's wait. A flood
+// of requests, all within the subscriber's permissions, held hundreds of
+// MiB of routes; and JetStream's API queue, which the relay's own
+// requests share, took every one of them. Here a request costs nothing
+// once it is passed on; a subscriber gets SubscriberRequestsPerSecond of
+// them passed a second (and SubscriberAcksPerSecond acknowledgements),
+// beyond which they wait in its own queue and, past that queue, are
+// dropped.
+
+const (
+	// SubscriberRequestsPerSecond is how many JetStream requests of one
+	// subscriber the relay passes on a second, pulls and consumer
+	// creations included, with a second's worth at once (a client
+	// consuming thousands of events a second pulls some tens of times a
+	// second).
+	SubscriberRequestsPerSecond = 500
+	// SubscriberAcksPerSecond is how many of its acknowledgements it
+	// passes on a second, with a second's worth at once: one per event,
+	// several times what the relay publishes; a subscriber reading a
+	// backlog of more events reads it at this rate.
+	SubscriberAcksPerSecond = 50000
+	// requestQueue and ackQueue are how many of a subscriber's requests
+	// wait to be passed on before the next is dropped.
+	requestQueue = 1024
+	ackQueue     = 65536
+)
+
+// requestPrefix is where the requests of a subscriber's account arrive in
+// the relay's account, followed by the subject they were sent to.
+func requestPrefix(account string) string { return "$SCIMRELAY.FROM." + account }
+
+// passer passes one subscriber's requests on to JetStream, on a connection
+// of its own: a flood that the connection cannot take cuts it off, and not
+// the relay's other work.
+type passer struct {
+	account  string // the subscriber's account, whose requests it takes
+	inbox    string // the subscriber's inbox prefix, with its final "."
+	conn     *nats.Conn
+	stop     context.CancelFunc
+	ctx      context.Context
+	requests *rate.Limiter // its requests, consumer creations included
+	dropped  atomic.Bool   // a drop was logged in the last minute
+}
+
+// startPasser connects and subscribes for the requests of s, in its
+// account as it is now.
+func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
+	ctx, stop := context.WithCancel(context.Background())
+	p := &passer{account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
+		requests: rate.NewLimiter(SubscriberRequestsPerSecond, SubscriberRequestsPerSecond)}
+	own, err := e.connectOptions()
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	log := e.log.With("subscriber", s.Name)
+	onError := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if !p.dropped.Swap(true) {
+			log.Warn("embedded NATS: a subscriber's requests were dropped: it sends more than the relay passes on",
+				"requests_per_second", SubscriberRequestsPerSecond, "acks_per_second", SubscriberAcksPerSecond, "err", err)
+			time.AfterFunc(time.Minute, func() { p.dropped.Store(false) })
+		}
+	})
+	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError)...); err != nil {
+		stop()
+		return nil, fmt.Errorf("connecting for the requests of subscriber %s: %w", s.Name, err)
+	}
+	prefix := requestPrefix(p.account) + "."
+	for _, q := range []struct {
+		subject string
+		lim     *rate.Limiter
+		queue   int
+	}{
+		{prefix + jsAPI + ">", p.requests, requestQueue},
+		{prefix + "$JS.ACK.>", rate.NewLimiter(SubscriberAcksPerSecond, SubscriberAcksPerSecond), ackQueue},
+	} {
+		sub, err := p.conn.Subscribe(q.subject, func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, q.lim) })
+		if err == nil {
+			err = sub.SetPendingLimits(q.queue, 64*q.queue)
+		}
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("subscribing for the requests of subscriber %s: %w", s.Name, err)
+		}
+	}
+	if err := p.conn.Flush(); err != nil {
+		p.close()
+		return nil, fmt.Errorf("subscribing for the requests of subscriber %s: %w", s.Name, err)
+	}
+	return p, nil
+}
+
+// pass passes a request the subscriber sent to subject on to JetStream,
+// once lim allows, unless its reply is outside the subscriber's inbox: in
+// the relay's account a reply elsewhere could be a stream's subject, a
+// bucket's or another consumer's API, and JetStream would write its
+// answer there.
+func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
+	if m.Reply != "" && !strings.HasPrefix(m.Reply, p.inbox) {
+		return
+	}
+	if lim.Wait(p.ctx) != nil {
+		return // the subscriber is gone
+	}
+	switch {
+	case subject == jsAPI+"INFO":
+		if m.Reply != "" {
+			_ = p.conn.Publish(m.Reply, infoAnswer)
+		}
+	case answeredInPlace(subject):
+		// The subscriber's headers stay behind: JetStream's requests
+		// need none, and it reads some as the server's own.
+		_ = p.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: m.Data})
+	case m.Reply != "":
+		// The server answers JetStream's API through its own account,
+		// and does not pass such an answer on through a stream export:
+		// the relay asks, and passes the answer on. One at a time, so
+		// that a subscriber has at most one request in JetStream's API
+		// queue, which the relay's own requests share.
+		res, err := p.conn.Request(subject, m.Data, apiTimeout)
+		if err == nil {
+			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
+		}
+	}
+}
+
+// apiTimeout is how long the relay waits for JetStream to answer a
+// subscriber's API request.
+const apiTimeout = 5 * time.Second
+
+// answeredInPlace reports whether JetStream answers requests on subject
+// from the stream or consumer itself, in the relay's account, rather than
+// through its API: pulls, direct gets and acknowledgements.
+func answeredInPlace(subject string) bool {
+	for _, prefix := range []string{jsAPI + "CONSUMER.MSG.NEXT.", jsAPI + "DIRECT.GET.", "$JS.ACK."} {
+		if strings.HasPrefix(subject, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// close stops passing requests; those queued are dropped.
+func (p *passer) close() {
+	p.stop()
+	if p.conn != nil {
+		p.conn.Close()
+	}
+}
