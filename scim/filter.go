@@ -539,6 +539,14 @@ func (p *filterParser) resolve(s string) (AttrPath, error) {
 		return p.parent.elementPath(s)
 	}
 	path, err := p.rt.ParsePath(s)
+	if err != nil && hasPrefixFold(s, "urn:") && !errors.Is(err, errUnknownAttribute) {
+		if schema, _ := p.rt.splitURN(s); schema == nil {
+			// Where the URN of an extension a resource listed in schemas
+			// ends is known from that resource (parsePathIn); a filter is
+			// read before any.
+			return AttrPath{}, fmt.Errorf("%w; a filter, read before any resource, names such an extension only by a URN ending with :%s", err, p.rt.Name)
+		}
+	}
 	if err == nil && path.Name == "" {
 		// A path may name a whole extension (PATCH takes one); a filter
 		// compares attributes, and would match nothing.

@@ -51,6 +51,13 @@ type patchOp struct {
 	value any  // as decoded, numbers as json.Number; nil when absent
 	index int  // position in Operations, for error messages
 	key   bool // a key of a path-less value: see unchangedReadOnly
+	// deferred marks an operation whose path or key names an extension
+	// this service does not know: where its URN ends may depend on the
+	// extensions the resource holds, so Apply parses it (applyDeferred).
+	// Until then path holds only the text, and raw the operation as sent
+	// (nil for a key).
+	deferred bool
+	raw      any
 }
 
 // patchPath is attrPath, attrPath[filter] or attrPath[filter].sub.
@@ -179,7 +186,7 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 			return nil, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
 		}
 		if strings.TrimSpace(ps) != "" {
-			pp, err := parsePatchPath(in.rt, ps)
+			pp, deferred, err := in.patchPath(ps)
 			switch {
 			case errors.Is(err, errUnknownAttribute):
 				unknown = ps
@@ -187,6 +194,9 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 				return nil, err
 			}
 			op.path = pp
+			if deferred {
+				op.deferred, op.raw = true, o
+			}
 		}
 	}
 	switch {
@@ -206,6 +216,8 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		// fail the rest of it too, on every cycle.
 		in.ignore(unknown)
 		return nil, nil
+	case op.deferred:
+		return []patchOp{op}, nil
 	case op.path.attr.Name == "" && op.kind != patchRemove:
 		// A whole extension: each of its attributes is a path of its own.
 		obj, ok := op.value.(map[string]any)
@@ -229,13 +241,17 @@ func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]pa
 	ops := make([]patchOp, 0, len(obj))
 	for _, k := range sortedKeys(obj) {
 		key, v := prefix+k, obj[k]
-		pp, err := parsePatchPath(in.rt, key)
+		pp, deferred, err := in.patchPath(key)
 		if errors.Is(err, errUnknownAttribute) {
 			in.ignore(key)
 			continue
 		}
 		if err != nil {
 			return nil, Errorf(ErrInvalidValue, "Operations[%d]: value key %q: %v", op.index, key, err.(*Error).Detail)
+		}
+		if deferred {
+			ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true, deferred: true})
+			continue
 		}
 		if pp.attr.Name == "" {
 			ext, ok := v.(map[string]any)
@@ -261,15 +277,30 @@ func quoteOrKind(v any) string {
 	return jsonKind(v)
 }
 
-// parsePatchPath parses attrPath, attrPath[valFilter] and attrPath[valFilter].subAttr.
+// patchPath parses a PATCH path or value key, or defers it: one into an
+// extension this service does not know waits for Apply, which knows the
+// resource and so where the URNs of the extensions it holds end
+// (splitUnknownURN); in.held lists them once in.applying.
+func (in *input) patchPath(s string) (pp *patchPath, deferred bool, err error) {
+	if !in.applying && hasPrefixFold(s, "urn:") {
+		if schema, _ := in.rt.splitURN(s); schema == nil {
+			return &patchPath{text: s}, true, nil
+		}
+	}
+	pp, err = parsePatchPath(in.rt, s, in.held)
+	return pp, false, err
+}
+
+// parsePatchPath parses attrPath, attrPath[valFilter] and attrPath[valFilter].subAttr,
+// where held lists the unknown extensions the resource holds (parsePathIn).
 // Its errors are *Error invalidPath, but for a well-formed path naming an
 // attribute or sub-attribute no known schema defines: that error wraps
 // errUnknownAttribute (and is no *Error), and the caller leaves the path out.
-func parsePatchPath(rt *ResourceType, s string) (*patchPath, error) {
+func parsePatchPath(rt *ResourceType, s string, held []string) (*patchPath, error) {
 	pp := &patchPath{text: s}
 	open := strings.IndexByte(s, '[')
 	if open < 0 {
-		ap, err := rt.ParsePath(s)
+		ap, err := rt.parsePathIn(s, held)
 		if errors.Is(err, errUnknownAttribute) {
 			return nil, err
 		}
@@ -283,7 +314,7 @@ func parsePatchPath(rt *ResourceType, s string) (*patchPath, error) {
 	if end < 0 {
 		return nil, Errorf(ErrInvalidPath, "path %q: unbalanced [", s)
 	}
-	ap, err := rt.ParsePath(s[:open])
+	ap, err := rt.parsePathIn(s[:open], held)
 	if err != nil && !errors.Is(err, errUnknownAttribute) {
 		return nil, Errorf(ErrInvalidPath, "path %q: %v", s, trimPathPrefix(err, s[:open]))
 	}
@@ -368,6 +399,9 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 }
 
 func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
+	if op.deferred {
+		return p.applyDeferred(r, op, u)
+	}
 	pp := op.path
 	if op.key && unchangedReadOnly(r, pp, op.value) {
 		// Okta's rename repeats the group's id beside displayName;
@@ -393,6 +427,31 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
 		return applyFiltered(r, op)
 	}
 	return applyPlain(r, op)
+}
+
+// applyDeferred parses an operation on an extension this service does not
+// know, now that the extensions r holds are known, as ParsePatch parses the
+// others, and applies what it comes to. A URN r holds names that extension
+// whatever its form (a POST or PUT listed it in schemas); any other must
+// end with the resource type's name, as in a body.
+func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update) error {
+	in := &input{rt: p.rt, held: r.unknownExtensions(), applying: true}
+	var ops []patchOp
+	var err error
+	if op.key {
+		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "")
+	} else {
+		ops, err = parseOp(in, op.index, op.raw)
+	}
+	if err != nil {
+		return err
+	}
+	for _, o := range ops {
+		if err := p.applyOp(r, o, u); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // unchangedReadOnly reports whether a key of a path-less value names a

@@ -197,7 +197,7 @@ func TestPatchApply(t *testing.T) {
 // valueAt returns the JSON of the value at an attribute path, "" if absent.
 func valueAt(t *testing.T, r *Resource, path string) string {
 	t.Helper()
-	p, err := r.Type.ParsePath(path)
+	p, err := r.Type.parsePathIn(path, r.unknownExtensions())
 	if err != nil {
 		t.Fatalf("ParsePath(%q): %v", path, err)
 	}
@@ -223,6 +223,104 @@ func valueAt(t *testing.T, r *Resource, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestPatchListedExtensions: a PATCH has no schemas naming the resource's
+// extensions, so a path or path-less key into an extension this service
+// does not know is read against the extensions the resource holds: one a
+// POST or PUT listed in schemas is named by its URN whatever its form
+// (Okta's "urn:ietf:params:scim:schemas:custom:Space", or
+// "urn:okta:app:1.0:user:custom", which is not cut at ":user:"). A URN the
+// resource does not hold keeps the :User rule, as in a body.
+func TestPatchListedExtensions(t *testing.T) {
+	const (
+		space  = "urn:ietf:params:scim:schemas:custom:Space"
+		okta   = "urn:okta:app:1.0:user:custom"
+		custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	)
+	base := fixture(t, UserResourceType, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+space+`","`+okta+`"],"id":"u1","userName":"a",`+
+		`"`+space+`":{"custom1":"v","custom2":"w"},"`+okta+`":{"favColor":"blue"},"`+custom+`":{"postalCode":"98052"}}`)
+	tests := []struct {
+		name    string
+		ops     string
+		want    map[string]string // as in TestPatchApply
+		changes []string
+		err     string // the error's scimType and detail, "" for none
+	}{
+		{name: "replace of an attribute by its path",
+			ops:     `{"op":"replace","path":"` + space + `:custom1","value":"x"}`,
+			want:    map[string]string{space + ":custom1": `"x"`, space + ":custom2": `"w"`},
+			changes: []string{space + ":custom1"}},
+		{name: `a URN with ":user:" inside`,
+			ops:     `{"op":"replace","path":"` + okta + `:favColor","value":"red"}`,
+			want:    map[string]string{okta + ":favColor": `"red"`, "urn:okta:app:1.0:user": ``},
+			changes: []string{okta + ":favColor"}},
+		{name: "the URN in another case",
+			ops:     `{"op":"add","path":"URN:IETF:PARAMS:SCIM:SCHEMAS:CUSTOM:SPACE:custom3","value":"z"}`,
+			want:    map[string]string{space + ":custom3": `"z"`},
+			changes: []string{space + ":custom3"}},
+		{name: "add of the whole extension",
+			ops:     `{"op":"add","path":"` + space + `","value":{"custom1":"y","custom3":"z"}}`,
+			want:    map[string]string{space + ":custom1": `"y"`, space + ":custom2": `"w"`, space + ":custom3": `"z"`},
+			changes: []string{space + ":custom1", space + ":custom3"}},
+		{name: "path-less keys, qualified and whole",
+			ops:     `{"op":"replace","value":{"` + space + `:custom2":"q","` + okta + `":{"favColor":"green"},"title":"Boss"}}`,
+			want:    map[string]string{space + ":custom2": `"q"`, okta + ":favColor": `"green"`, "title": `"Boss"`},
+			changes: []string{"title", space + ":custom2", okta + ":favColor"}},
+		{name: "remove of an attribute and of the whole extension",
+			ops:     `{"op":"remove","path":"` + space + `:custom1"},{"op":"remove","path":"` + okta + `"}`,
+			want:    map[string]string{space + ":custom1": ``, space + ":custom2": `"w"`, okta: ``},
+			changes: []string{space + ":custom1", okta + ":favColor"}},
+		{name: "Entra's form is read as before",
+			ops:     `{"op":"replace","path":"` + custom + `:postalCode","value":"10115"}`,
+			want:    map[string]string{custom + ":postalCode": `"10115"`},
+			changes: []string{custom + ":postalCode"}},
+		{name: "a URN the resource does not hold, not ending with :User",
+			ops: `{"op":"replace","path":"urn:ietf:params:scim:schemas:custom:Other:custom1","value":"x"}`,
+			err: "invalidPath unknown schema"},
+		{name: "such a key of a path-less value",
+			ops: `{"op":"replace","value":{"urn:ietf:params:scim:schemas:custom:Other:custom1":"x"}}`,
+			err: "invalidValue unknown schema"},
+		{name: "a held URN followed by what is not an attribute name",
+			ops: `{"op":"replace","path":"` + space + `:a:b","value":"x"}`,
+			err: "invalidPath not an attribute name"},
+		{name: "a whole extension that is not an object",
+			ops: `{"op":"add","path":"` + space + `","value":"x"}`,
+			err: "invalidValue must be an object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := string(base.AppendJSON(nil))
+			var u *Update
+			p, err := ParsePatch(UserResourceType, []byte(patchBody(tt.ops)))
+			if err == nil {
+				u, err = p.Apply(base)
+			}
+			if string(base.AppendJSON(nil)) != before {
+				t.Fatal("Apply modified its input")
+			}
+			if tt.err != "" {
+				kind, detail, _ := strings.Cut(tt.err, " ")
+				assertSCIMError(t, err, map[string]*Error{"invalidPath": ErrInvalidPath, "invalidValue": ErrInvalidValue}[kind], detail)
+				return
+			}
+			if err != nil {
+				t.Fatalf("PATCH: %v", err)
+			}
+			for path, want := range tt.want {
+				if got := valueAt(t, u.Resource, path); got != want {
+					t.Errorf("%s = %s, want %s", path, got, want)
+				}
+			}
+			var got []string
+			for _, c := range u.Changes {
+				got = append(got, c.Path)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.changes, " ") {
+				t.Errorf("changes = %v, want %v", got, tt.changes)
+			}
+		})
+	}
 }
 
 func TestPatchGroupMembers(t *testing.T) {

@@ -69,7 +69,13 @@ var errUnknownAttribute = errors.New("unknown attribute")
 // against the resource type. Attribute names match case-insensitively.
 // Unqualified names are looked up in the common attributes, the core schema and
 // then each known extension, so Entra's bare "manager" finds the enterprise one.
-func (rt *ResourceType) ParsePath(s string) (AttrPath, error) {
+func (rt *ResourceType) ParsePath(s string) (AttrPath, error) { return rt.parsePathIn(s, nil) }
+
+// parsePathIn is ParsePath where held lists URNs of extensions this service
+// does not know that the resource at hand holds: a path equal to one of them
+// or continuing it with ":" names that extension or one of its attributes,
+// whether or not the URN ends with the resource type's name (splitUnknownURN).
+func (rt *ResourceType) parsePathIn(s string, held []string) (AttrPath, error) {
 	var p AttrPath
 	rest := s
 	var schema *Schema
@@ -79,7 +85,7 @@ func (rt *ResourceType) ParsePath(s string) (AttrPath, error) {
 		schema, rest = rt.splitURN(s)
 		switch {
 		case schema == nil:
-			urn, tail, err := rt.splitUnknownURN(s)
+			urn, tail, err := rt.splitUnknownURN(s, held)
 			if err != nil {
 				return p, err
 			}
@@ -155,19 +161,36 @@ func (rt *ResourceType) lookup(schema *Schema, qualified bool, name string) (*At
 }
 
 // splitUnknownURN splits a path into an extension schema URN this service
-// does not know and the attribute path after it. Such a URN must end with the
+// does not know and the attribute path after it. The URN is the longest of
+// held that the path starts with (followed by ":" or nothing): a resource's
+// body lists its extensions in schemas (RFC 7643 §3), so once it is stored
+// where each ends is known, whatever its form (Okta lets an admin name a
+// namespace freely: "urn:ietf:params:scim:schemas:custom:Space",
+// "urn:okta:app:1.0:user:custom"). Otherwise the URN must end with the
 // resource type's name, as extension URNs do by convention
 // ("urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"):
 // without that anchor "urn:a:b:c" could be a schema "urn:a:b" with an
 // attribute "c" or a schema of its own.
-func (rt *ResourceType) splitUnknownURN(s string) (urn, rest string, err error) {
+func (rt *ResourceType) splitUnknownURN(s string, held []string) (urn, rest string, err error) {
+	n := 0
+	for _, h := range held {
+		if len(h) > n && hasPrefixFold(s, h) && (len(s) == len(h) || s[len(h)] == ':') {
+			n = len(h)
+		}
+	}
+	switch {
+	case n == len(s):
+		return s, "", nil
+	case n > 0:
+		return s[:n], s[n+1:], nil
+	}
 	suffix := ":" + rt.Name
 	if len(s) > len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix) {
 		return s, "", nil
 	}
 	i := indexFold(s, suffix+":")
 	if i < 0 {
-		return "", "", fmt.Errorf("path %q: unknown schema; an extension schema URN must end with :%s", s, rt.Name)
+		return "", "", fmt.Errorf("path %q: unknown schema: an extension this service does not know is named by a URN ending with :%s, or by one the resource lists in schemas", s, rt.Name)
 	}
 	return s[:i+len(suffix)], s[i+len(suffix)+1:], nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -288,12 +289,24 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 		return nil, nil, err
 	}
 	in := &input{rt: rt}
+	declared := declaredExtensions(rt, raw)
 	attrs := make(map[string]any, len(raw))
 	for k, v := range raw {
 		if strings.EqualFold(k, "schemas") || v == nil {
 			continue
 		}
-		p, err := rt.ParsePath(k)
+		var p AttrPath
+		var err error
+		if _, isObject := v.(map[string]any); isObject && slices.ContainsFunc(declared, func(urn string) bool { return strings.EqualFold(urn, k) }) {
+			// The whole of an extension the body lists in schemas, under
+			// exactly the URN sent, whatever its form: Okta's custom
+			// namespaces need not end with :User, and one with ":user:"
+			// inside ("urn:okta:app:1.0:user:custom") is not to be cut
+			// there.
+			p = AttrPath{URN: k}
+		} else {
+			p, err = rt.ParsePath(k)
+		}
 		if err != nil {
 			if errors.Is(err, errUnknownAttribute) {
 				in.ignore(k)
@@ -321,6 +334,11 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 type input struct {
 	rt      *ResourceType
 	ignored []string
+	// For a PATCH being applied (applying), held lists the URNs of the
+	// extensions this service does not know that the resource holds;
+	// before that, paths into such extensions are deferred (patchPath).
+	held     []string
+	applying bool
 }
 
 // ignore notes an attribute the schema does not define, once.
@@ -343,6 +361,28 @@ func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
 	}
 	delete(attrs, "schemas")
 	return &Resource{Type: rt, Attrs: attrs}, nil
+}
+
+// declaredExtensions returns the URNs a body's schemas lists (RFC 7643 §3:
+// the schemas the resource uses) that neither are nor start with the URN
+// of a schema this service knows, core or extension: those of extensions
+// it keeps as sent.
+func declaredExtensions(rt *ResourceType, raw map[string]any) []string {
+	var out []string
+	for k, v := range raw {
+		if !strings.EqualFold(k, "schemas") {
+			continue
+		}
+		list, _ := v.([]any)
+		for _, e := range list {
+			if urn, ok := e.(string); ok && hasPrefixFold(urn, "urn:") {
+				if schema, _ := rt.splitURN(urn); schema == nil {
+					out = append(out, urn)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // checkSchemas requires the schemas attribute to list the resource type's core schema.

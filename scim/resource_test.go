@@ -182,3 +182,82 @@ func TestResourceAccessors(t *testing.T) {
 
 // asSCIM is errors.As for *Error, for fuzz targets that must not t.Fatal through helpers.
 func asSCIM(err error, target **Error) bool { return errors.As(err, target) }
+
+// TestExtensionsListedInSchemas: a body's schemas lists every schema the
+// resource uses (RFC 7643 §3), so a top-level key equal to a listed URN
+// that holds an object is that whole extension, kept under exactly that
+// URN whatever its form. Okta lets an admin give custom attributes any
+// namespace ("urn:ietf:params:scim:schemas:custom:Space" in its own
+// guide); before, one not ending in :User refused the whole user, and one
+// with ":user:" inside was cut there and stored under another key. A key
+// that schemas does not list keeps the :User rule.
+func TestExtensionsListedInSchemas(t *testing.T) {
+	const (
+		core  = `"urn:ietf:params:scim:schemas:core:2.0:User"`
+		space = "urn:ietf:params:scim:schemas:custom:Space"
+		okta  = "urn:okta:app:1.0:user:custom"
+	)
+	tests := []struct {
+		name string
+		body string
+		want string // the canonical JSON, or the error's detail after "error: "
+	}{
+		{
+			name: "Okta's custom namespace",
+			body: `{"schemas":[` + core + `,"` + space + `"],"userName":"n1@x.com","` + space + `":{"custom1":"v"}}`,
+			want: `{"schemas":[` + core + `,"` + space + `"],"userName":"n1@x.com","` + space + `":{"custom1":"v"}}`,
+		},
+		{
+			name: `a namespace with ":user:" inside is not cut there`,
+			body: `{"schemas":[` + core + `,"` + okta + `"],"userName":"a","` + okta + `":{"favColor":"blue"}}`,
+			want: `{"schemas":[` + core + `,"` + okta + `"],"userName":"a","` + okta + `":{"favColor":"blue"}}`,
+		},
+		{
+			name: "listed in another case, kept under the key as sent",
+			body: `{"schemas":[` + core + `,"URN:IETF:PARAMS:SCIM:SCHEMAS:CUSTOM:SPACE"],"userName":"a","` + space + `":{"custom1":"v","n":null}}`,
+			want: `{"schemas":[` + core + `,"` + space + `"],"userName":"a","` + space + `":{"custom1":"v"}}`,
+		},
+		{
+			name: "beside Entra's form and the enterprise extension",
+			body: `{"schemas":[` + core + `,"` + space + `"],"userName":"a","` + space + `":{"custom1":"v"},` +
+				`"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode":"98052","department":"Ops"}`,
+			want: `{"schemas":[` + core + `,"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User","` + space + `","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"],"userName":"a",` +
+				`"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"Ops"},"` + space + `":{"custom1":"v"},"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"postalCode":"98052"}}`,
+		},
+		{
+			name: "a known extension listed is still read by its schema",
+			body: `{"schemas":[` + core + `,"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":"m1","shoeSize":"9"}}`,
+			want: `{"schemas":[` + core + `,"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"m1"}}}`,
+		},
+		{
+			name: "not listed: the :User rule",
+			body: `{"schemas":[` + core + `],"userName":"a","` + space + `":{"custom1":"v"}}`,
+			want: "error: unknown schema",
+		},
+		{
+			name: "listed, but not an object",
+			body: `{"schemas":[` + core + `,"` + space + `"],"userName":"a","` + space + `":"v"}`,
+			want: "error: unknown schema",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := ParseResource(UserResourceType, []byte(tt.body))
+			if detail, ok := strings.CutPrefix(tt.want, "error: "); ok {
+				assertSCIMError(t, err, ErrInvalidValue, detail)
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseResource: %v", err)
+			}
+			if got := string(r.AppendJSON(nil)); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			// What the relay writes reads back the same (GET, then a PUT of it).
+			back, err := ParseResource(UserResourceType, r.AppendJSON(nil))
+			if err != nil || string(back.AppendJSON(nil)) != tt.want {
+				t.Errorf("written and read back: %v %s", err, back.AppendJSON(nil))
+			}
+		})
+	}
+}

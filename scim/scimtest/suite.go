@@ -49,6 +49,7 @@ func RunBackendTests(t *testing.T, newBackend func(t *testing.T) scim.Backend) {
 		{"Concurrency", testConcurrency},
 		{"EventIDs", testEventIDs},
 		{"StoredPages", testStoredPages},
+		{"ListedExtensions", testListedExtensions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, newBackend(t)) })
@@ -870,4 +871,44 @@ func testStoredPages(t *testing.T, b scim.Backend) {
 			t.Errorf("%s (start %d, count %d): total %d\n%s\nwant total %d\n%s", tc.filter, tc.start, tc.count, stored.Total, got, plain.Total, want)
 		}
 	}
+}
+
+// testListedExtensions stores a user whose body lists in schemas
+// extensions this service does not know, in namespaces Okta lets an admin
+// choose: each is kept under exactly the URN sent ("…:user:custom" is not
+// cut at ":user:"), a PATCH names it by that URN, and a replace changes it.
+func testListedExtensions(t *testing.T, b scim.Backend) {
+	const (
+		space = "urn:ietf:params:scim:schemas:custom:Space"
+		okta  = "urn:okta:app:1.0:user:custom"
+	)
+	body := func(custom1, favColor string) *scim.Resource {
+		r, err := scim.ParseResource(scim.UserResourceType, []byte(`{"schemas":["`+scim.UserSchema+`","`+space+`","`+okta+`"],"userName":"ann",`+
+			`"`+space+`":{"custom1":"`+custom1+`"},"`+okta+`":{"favColor":"`+favColor+`"}}`))
+		if err != nil {
+			t.Fatalf("parsing a user with listed extensions: %v", err)
+		}
+		return r
+	}
+	check := func(what string, r *scim.Resource, custom1, favColor string) {
+		t.Helper()
+		want := `"` + space + `":{"custom1":"` + custom1 + `"},"` + okta + `":{"favColor":"` + favColor + `"}}`
+		if got := string(r.AppendJSON(nil)); !strings.HasSuffix(got, want) || !strings.Contains(got, `"schemas":["`+scim.UserSchema+`","`+space+`","`+okta+`"]`) {
+			t.Fatalf("%s: %s, want it to end %s", what, got, want)
+		}
+	}
+	u := create(t, b, body("v", "blue"))
+	check("Create", u, "v", "blue")
+	check("Get", get(t, b, scim.UserResourceType, u.ID()), "v", "blue")
+	p := mustPatch(t, b, scim.UserResourceType, u.ID(), `{"op":"replace","path":"`+okta+`:favColor","value":"red"},{"op":"replace","value":{"`+space+`:custom1":"w"}}`)
+	check("PATCH", p, "w", "red")
+	in := body("x", "green")
+	if _, err := b.Update(ctx, Tenant, scim.UserResourceType, u.ID(), func(cur *scim.Resource) (*scim.Update, error) {
+		next := in.Clone()
+		next.Attrs["id"], next.Attrs["meta"] = cur.Attrs["id"], cur.Attrs["meta"]
+		return &scim.Update{Resource: next, Changes: scim.Diff(cur, next)}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check("Get after a replace", get(t, b, scim.UserResourceType, u.ID()), "x", "green")
 }

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// TestCustomNamespacesThroughTheHandler replays what Okta sends for custom
+// attributes in a namespace an admin chose, through the SCIM handler on the
+// relay's store: a POST and PUT listing the namespace in schemas are
+// answered with the extension under exactly that URN (also in schemas),
+// GET and the events carry it so, a PATCH may name it, and a filter on it
+// is a 400 that says why. Before, the POST was 400 for
+// "urn:ietf:params:scim:schemas:custom:Space", and
+// "urn:okta:app:1.0:user:custom" was stored as
+// "urn:okta:app:1.0:user":{"custom":{…}}.
+func TestCustomNamespacesThroughTheHandler(t *testing.T) {
+	const (
+		core  = "urn:ietf:params:scim:schemas:core:2.0:User"
+		space = "urn:ietf:params:scim:schemas:custom:Space"
+		okta  = "urn:okta:app:1.0:user:custom"
+	)
+	s, _, _ := openStore(t)
+	h := scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100})
+	do := func(method, path, body string, status int) map[string]any {
+		t.Helper()
+		req := httptest.NewRequest(method, "/scim/v2/acme"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer acme-static-token-0123456789")
+		req.Header.Set("Content-Type", "application/scim+json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != status {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, rec.Code, rec.Body, status)
+		}
+		return out
+	}
+	// schemasAndExtensions checks an answer's (or an event's) schemas and
+	// extension objects.
+	schemasAndExtensions := func(what string, r map[string]any, want map[string]string) {
+		t.Helper()
+		var schemas []string
+		for _, s := range r["schemas"].([]any) {
+			schemas = append(schemas, s.(string))
+		}
+		wantSchemas := []string{core}
+		for urn, obj := range want {
+			wantSchemas = append(wantSchemas, urn)
+			if got, _ := json.Marshal(r[urn]); string(got) != obj {
+				t.Errorf("%s: %s is %s, want %s", what, urn, got, obj)
+			}
+		}
+		slices.Sort(wantSchemas[1:])
+		if !slices.Equal(schemas, wantSchemas) {
+			t.Errorf("%s: schemas %v, want %v", what, schemas, wantSchemas)
+		}
+		if _, ok := r["urn:okta:app:1.0:user"]; ok {
+			t.Errorf("%s: the namespace was cut at :user:", what)
+		}
+	}
+
+	n := len(outbox(t, s))
+	created := do("POST", "/Users", `{"schemas":["`+core+`","`+space+`","`+okta+`"],"userName":"n1@x.com",`+
+		`"`+space+`":{"custom1":"v"},"`+okta+`":{"favColor":"blue"}}`, 201)
+	id := created["id"].(string)
+	schemasAndExtensions("POST answer", created, map[string]string{space: `{"custom1":"v"}`, okta: `{"favColor":"blue"}`})
+	schemasAndExtensions("GET", do("GET", "/Users/"+id, "", 200), map[string]string{space: `{"custom1":"v"}`, okta: `{"favColor":"blue"}`})
+
+	put := do("PUT", "/Users/"+id, `{"schemas":["`+core+`","`+space+`","`+okta+`"],"id":"`+id+`","userName":"n1@x.com",`+
+		`"`+space+`":{"custom1":"w"},"`+okta+`":{"favColor":"blue"}}`, 200)
+	schemasAndExtensions("PUT answer", put, map[string]string{space: `{"custom1":"w"}`, okta: `{"favColor":"blue"}`})
+	patched := do("PATCH", "/Users/"+id, `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[{"op":"replace","path":"`+okta+`:favColor","value":"red"}]}`, 200)
+	schemasAndExtensions("PATCH answer", patched, map[string]string{space: `{"custom1":"w"}`, okta: `{"favColor":"red"}`})
+
+	evs := since(t, s, n)
+	if got := actionsOf(evs); got != "user.created user.updated user.updated" {
+		t.Fatalf("events %s", got)
+	}
+	var res map[string]any
+	if err := json.Unmarshal(evs[0].data.Resource, &res); err != nil {
+		t.Fatal(err)
+	}
+	schemasAndExtensions("user.created", res, map[string]string{space: `{"custom1":"v"}`, okta: `{"favColor":"blue"}`})
+	for i, want := range []string{space + `:custom1 "v" "w"`, okta + `:favColor "blue" "red"`} {
+		c := evs[i+1].data.Changes
+		if len(c) != 1 || c[0].Path+" "+string(c[0].Old)+" "+string(c[0].New) != want {
+			t.Errorf("event %d changes %+v, want %s", i+1, c, want)
+		}
+	}
+
+	// A filter has no resource to learn where such a URN ends from.
+	for _, f := range []string{space + `:custom1 eq "w"`, okta + `:favColor eq "red"`} {
+		r := do("GET", "/Users?filter="+url.QueryEscape(f), "", http.StatusBadRequest)
+		if d, _ := r["detail"].(string); r["scimType"] != "invalidFilter" || !strings.Contains(d, "a filter, read before any resource, names such an extension only by a URN ending with :User") {
+			t.Errorf("filter %s: %v", f, r)
+		}
+	}
+}
