@@ -21,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -96,7 +97,8 @@ func TestGeneratedAdminToken(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := testConfig(t, t.TempDir())
 	cfg.Admin.Token = ""
-	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+	// More wrong tokens than a guesser may send (TestWrongAdminTokensAreLimited).
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard, withTokenLimits(httpmw.Limit{}, httpmw.Limit{}))
 
 	fi, err := os.Stat(cfg.AdminTokenPath())
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -277,6 +278,7 @@ var routes = []struct{ method, path, body string }{
 // token, before doing anything; health, readiness and metrics are open.
 func TestAuthentication(t *testing.T) {
 	f := newFixture(t)
+	f.h.attempts = NewTokenAttempts(httpmw.Limit{}, httpmw.Limit{}, nil) // more wrong tokens than a guesser may send
 	for _, r := range routes {
 		for _, token := range []string{"", "wrong-token-0123456789abcdef", adminToken + "x", "Basic " + adminToken} {
 			a := f.requestAs(token, r.method, r.path, r.body)

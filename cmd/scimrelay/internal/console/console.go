@@ -28,8 +28,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
-	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 )
 
 // Prefix is where the console is served.
@@ -39,14 +39,6 @@ const Prefix = "/ui/"
 const (
 	DefaultIdleTimeout = 30 * time.Minute
 	DefaultMaxAge      = 12 * time.Hour
-)
-
-// Sign-in attempts allowed per client address, and in all: the admin
-// token a person types is checked by the admin API, and guessing it costs
-// this budget (taken before the token is checked).
-var (
-	loginPerAddress = httpmw.Limit{Rate: 10.0 / 60, Burst: 10}
-	loginOverall    = httpmw.Limit{Rate: 1, Burst: 30}
 )
 
 // Options configures the console.
@@ -60,6 +52,10 @@ type Options struct {
 	MaxAge      time.Duration
 	// Now is the clock (tests move it); nil is time.Now.
 	Now func() time.Time
+	// TokenAttempts limits wrong admin tokens at sign-in: the admin API's
+	// limiter, so that guessing costs one budget on either; nil: one of
+	// the console's own.
+	TokenAttempts *admin.TokenAttempts
 }
 
 // Console serves the web console.
@@ -68,7 +64,7 @@ type Console struct {
 	log      *slog.Logger
 	now      func() time.Time
 	sessions *sessions
-	limit    *httpmw.Limiter
+	attempts *admin.TokenAttempts
 	pages    *pages
 	root     http.Handler
 }
@@ -86,6 +82,9 @@ func New(o Options) (*Console, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.TokenAttempts == nil {
+		o.TokenAttempts = admin.NewTokenAttempts(admin.TokenPerAddress, admin.TokenOverall, o.Logger)
+	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
@@ -99,7 +98,7 @@ func New(o Options) (*Console, error) {
 	c := &Console{
 		o: o, log: o.Logger, now: o.Now, pages: p,
 		sessions: newSessions(o.IdleTimeout, o.MaxAge, o.Now),
-		limit:    httpmw.NewLimiter(loginPerAddress, map[string]httpmw.Limit{loginOverallKey: loginOverall}),
+		attempts: o.TokenAttempts,
 	}
 	mux := http.NewServeMux()
 	// /ui without the slash is the console's answer too, with its headers.
