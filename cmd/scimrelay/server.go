@@ -462,7 +462,13 @@ func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the admin token: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	// As short as relay.yaml's admin.token may not be: someone wrote it
+	// there, and it can be guessed.
+	tok := strings.TrimSpace(string(b))
+	if err := relay.CheckStaticToken(tok); err != nil {
+		return "", fmt.Errorf("reading the admin token: %s %w; put a longer one there, or delete the file and serve writes a new one", path, err)
+	}
+	return tok, nil
 }
 
 // guardAdminListener bounds the time each request on the admin listener
