@@ -336,6 +336,14 @@ func TestAuthentication(t *testing.T) {
 
 func TestTokens(t *testing.T) {
 	f := newFixture(t)
+	// A body is one JSON value: one with more is refused, not acted on.
+	for _, body := range []string{`{"tenant":"acme"} trailing garbage`, `{"tenant":"acme"}{"tenant":"acme"}`, `{"tenant":"acme"} 1`} {
+		f.request("POST", "/admin/v1/tokens", body).wantError(t, http.StatusBadRequest, "data after the JSON value")
+	}
+	if toks, _ := f.store.Tokens().List(context.Background(), ""); len(toks) != 0 {
+		t.Fatalf("a body with trailing data created tokens: %+v", toks)
+	}
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"globex"}`+" \n\t").want(t, http.StatusCreated, nil)
 	var created TokenResponse
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"entra","expires":"30d"}`).want(t, http.StatusCreated, &created)
 	if err := f.store.Authenticate(context.Background(), "acme", created.Secret); err != nil || created.Token.Name != "entra" ||
