@@ -74,6 +74,7 @@ type server struct {
 	// tokenAttempts limits wrong admin tokens on the admin API and the
 	// console's sign-in alike.
 	tokenAttempts *admin.TokenAttempts
+	console       *console.Console // nil: admin.console is off
 	// adminReadTimeout is how long a request on the admin listener may
 	// take to be read (admin.DefaultReadTimeout; tests shorten it).
 	adminReadTimeout time.Duration
@@ -221,10 +222,11 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if s.tokenAttempts == nil {
 		s.tokenAttempts = admin.NewTokenAttempts(admin.TokenPerAddress, admin.TokenOverall, log.With("component", "admin"))
 	}
-	adminHandler, err := s.adminListenerHandler()
+	adminHandler, ui, err := s.adminListener()
 	if err != nil {
 		return nil, err
 	}
+	s.console = ui
 	// No server-wide read or write timeout: an event tail and a backup
 	// stream for as long as they are read (a backup bounds its own wait);
 	// each request's read deadline is its own (guardAdminListener). A connection
@@ -491,10 +493,17 @@ func (s *server) guardAdminListener(h http.Handler) http.Handler {
 // web console under /ui/ when admin.console is on. The console calls the
 // API in-process; it has no other way to the relay.
 func (s *server) adminListenerHandler() (http.Handler, error) {
+	h, _, err := s.adminListener()
+	return h, err
+}
+
+// adminListener is adminListenerHandler, with the console (nil when it is
+// off), whose sweep of sessions run starts.
+func (s *server) adminListener() (http.Handler, *console.Console, error) {
 	api := s.adminHandler()
 	cfg := s.config()
 	if !cfg.Admin.Console {
-		return api, nil
+		return api, nil, nil
 	}
 	ui, err := console.New(console.Options{
 		Admin:         api,
@@ -504,13 +513,13 @@ func (s *server) adminListenerHandler() (http.Handler, error) {
 		TokenAttempts: s.tokenAttempts,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle(console.Prefix, ui)
 	mux.Handle("GET /ui", ui) // its redirect to /ui/ carries the console's headers
-	return mux, nil
+	return mux, ui, nil
 }
 
 func (s *server) adminHandler() http.Handler {
@@ -756,6 +765,9 @@ func (s *server) run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	g.Go(func() error { s.tokenAttempts.Run(workCtx); return nil })
+	if s.console != nil {
+		g.Go(func() error { s.console.Run(workCtx); return nil })
+	}
 	if s.healer != nil {
 		g.Go(func() error { s.healer.Watch(workCtx, 2*time.Second); return nil })
 	}

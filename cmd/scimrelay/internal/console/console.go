@@ -67,6 +67,8 @@ type Console struct {
 	attempts *admin.TokenAttempts
 	pages    *pages
 	root     http.Handler
+	// sweepEvery is how often Run sweeps the sessions (tests shorten it).
+	sweepEvery time.Duration
 }
 
 var _ http.Handler = (*Console)(nil)
@@ -98,7 +100,7 @@ func New(o Options) (*Console, error) {
 	c := &Console{
 		o: o, log: o.Logger, now: o.Now, pages: p,
 		sessions: newSessions(o.IdleTimeout, o.MaxAge, o.Now),
-		attempts: o.TokenAttempts,
+		attempts: o.TokenAttempts, sweepEvery: sweepEvery,
 	}
 	mux := http.NewServeMux()
 	// /ui without the slash is the console's answer too, with its headers.
@@ -130,6 +132,22 @@ func New(o Options) (*Console, error) {
 	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
 	c.root = withSecurityHeaders(withRequestID(cop.Handler(limitForms(mux))))
 	return c, nil
+}
+
+// Run forgets dead sessions and the secrets kept past their display
+// window every minute, until ctx ends: a secret nobody displayed, or a
+// session nobody uses, must not stay in memory until the next sign-in.
+func (c *Console) Run(ctx context.Context) {
+	t := time.NewTicker(c.sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.sessions.sweep()
+		}
+	}
 }
 
 // ServeHTTP serves a console request.
