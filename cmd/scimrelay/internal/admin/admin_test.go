@@ -490,13 +490,16 @@ func TestLog(t *testing.T) {
 		t.Fatalf("entry %s: %+v", all[1].Key, one)
 	}
 	f.request("GET", "/admin/v1/log/"+strings.Repeat("0", 32), "").wantError(t, http.StatusNotFound, "no such log entry")
-	f.request("GET", "/admin/v1/log/zz", "").wantError(t, http.StatusBadRequest, "not a log entry key")
+	// The error names what was sent: the path's key, not a parameter.
+	if e := f.request("GET", "/admin/v1/log/zz", "").wantError(t, http.StatusBadRequest, `key "zz": not a log entry key`); strings.Contains(e.Error, "after") {
+		t.Fatalf("GET /admin/v1/log/zz: %q names a parameter not sent", e.Error)
+	}
 	f.request("GET", "/admin/v1/log?operation=dance", "").wantError(t, http.StatusBadRequest, "operation:")
 	f.request("GET", "/admin/v1/log?until=soon", "").wantError(t, http.StatusBadRequest, "until:")
 	f.request("GET", "/admin/v1/log?status=teapot", "").wantError(t, http.StatusBadRequest, "status:")
 	f.request("GET", "/admin/v1/log?since=yesterday", "").wantError(t, http.StatusBadRequest, "since:")
 	f.request("GET", "/admin/v1/log?limit=0", "").wantError(t, http.StatusBadRequest, "limit:")
-	f.request("GET", "/admin/v1/log?after=zz", "").wantError(t, http.StatusBadRequest, "not a log entry key")
+	f.request("GET", "/admin/v1/log?after=zz", "").wantError(t, http.StatusBadRequest, `after: "zz": not a log entry key`)
 }
 
 // TestInternalErrors: a failure of the relay itself is answered 500 with a
