@@ -505,7 +505,7 @@ func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) 
 	if q.After != "" {
 		k, err := decodeLogKey(q.After)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("after: %w", err)
 		}
 		after = k
 		if q.Newest {
@@ -578,7 +578,7 @@ var ErrLogEntryNotFound = errors.New("no such log entry")
 func (l *RequestLog) Entry(_ context.Context, key string) (LogEntry, error) {
 	k, err := decodeLogKey(key)
 	if err != nil {
-		return LogEntry{}, err
+		return LogEntry{}, fmt.Errorf("key %w", err)
 	}
 	var e LogEntry
 	err = l.store.db.View(func(tx *bolt.Tx) error {
@@ -677,7 +677,7 @@ var ErrInvalidLogKey = errors.New("not a log entry key")
 func decodeLogKey(s string) ([]byte, error) {
 	var k []byte
 	if _, err := fmt.Sscanf(s, "%x", &k); err != nil || len(k) != 16 {
-		return nil, fmt.Errorf("after: %q: %w", s, ErrInvalidLogKey)
+		return nil, fmt.Errorf("%q: %w", s, ErrInvalidLogKey)
 	}
 	return k, nil
 }

@@ -5,6 +5,7 @@ package sinks
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -150,6 +151,9 @@ func toDeadLetter(m jetstream.Msg, seq uint64) (DeadLetter, *event.Event) {
 // after (0: from the first), oldest first, up to the last one there was
 // when it started; total is told how many that is at most.
 func (d *deadLetters) each(ctx context.Context, sink string, after uint64, batch int, total func(uint64), f func(DeadLetter, *event.Event) error) error {
+	if after == math.MaxUint64 {
+		return nil // nothing follows the last sequence there can be (after+1 would be 0: from the first)
+	}
 	cfg := jetstream.ConsumerConfig{FilterSubject: dlqSubjectRoot + sink, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if after > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1

@@ -49,7 +49,7 @@ func newAdminClient(configPath string) (*adminclient.Client, error) {
 	if token == "" {
 		b, err := os.ReadFile(cfg.AdminTokenPath())
 		if err != nil {
-			return nil, fmt.Errorf("no admin token: admin.token in %s is empty and %s cannot be read (%v); run this where serve runs, or set SCIMRELAY_ADMIN_TOKEN", configPath, cfg.AdminTokenPath(), err)
+			return nil, fmt.Errorf("no admin token: admin.token in %s is empty and %s cannot be read (%v); run this where serve runs, or give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", configPath, cfg.AdminTokenPath(), err, configPath)
 		}
 		token = strings.TrimSpace(string(b))
 	}

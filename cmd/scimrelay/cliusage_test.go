@@ -348,3 +348,30 @@ func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
 		t.Errorf("receive printed the forged event: %s", out.String())
 	}
 }
+
+// TestCLINoAdminTokenHint: without an admin token the CLI says how to give
+// it one, and what it says works: SCIMRELAY_ADMIN_TOKEN alone is read only
+// through relay.yaml's ${SCIMRELAY_ADMIN_TOKEN}.
+func TestCLINoAdminTokenHint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	base := "admin_listen: 127.0.0.1:8081\ndata_dir: " + t.TempDir() + "\n"
+	if err := os.WriteFile(path, []byte(base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SCIMRELAY_ADMIN_TOKEN", adminSecret)
+	_, err := newAdminClient(path)
+	const line = `admin: {token: "${SCIMRELAY_ADMIN_TOKEN}"}`
+	if err == nil || !strings.Contains(err.Error(), line) {
+		t.Fatalf("no admin token: %v; want the hint to give the line %s", err, line)
+	}
+	if err := os.WriteFile(path, []byte(base+line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newAdminClient(path)
+	if err != nil {
+		t.Fatalf("following the hint: %v", err)
+	}
+	if c.Token != adminSecret {
+		t.Fatalf("following the hint, the token is %q, want SCIMRELAY_ADMIN_TOKEN's", c.Token)
+	}
+}

@@ -236,19 +236,20 @@ func TestConsoleSignInGeneratedToken(t *testing.T) {
 	b.get("/ui/").want(t, http.StatusOK, "Health")
 }
 
-// TestConsoleRateLimitOverall: sign-in attempts from many addresses share
-// one budget (a burst of 30, then one a second), taken before the token is
-// checked: attempts with the right token from fresh addresses are refused
-// once it is spent. The requests go to the admin listener's handler
-// in-process, each from an address of its own.
+// TestConsoleRateLimitOverall: wrong admin tokens from many addresses
+// share one budget (a burst of 30, then one a second) with the admin
+// API's, checked before the token is: once it is spent, a sign-in from a
+// fresh address is refused even with the right token, while one from
+// loopback (the relay's own machine) still gets in. The requests go to
+// the admin listener's handler in-process, each from an address of its
+// own.
 func TestConsoleRateLimitOverall(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	h, err := p.srv.adminListenerHandler()
 	if err != nil {
 		t.Fatal(err)
 	}
-	attempt := func(i int) *httptest.ResponseRecorder {
-		addr := fmt.Sprintf("10.1.%d.%d:40000", i/250, i%250+1)
+	signIn := func(addr, token string) *httptest.ResponseRecorder {
 		get := httptest.NewRequest("GET", "/ui/login", nil)
 		get.RemoteAddr = addr
 		form := httptest.NewRecorder()
@@ -258,7 +259,7 @@ func TestConsoleRateLimitOverall(t *testing.T) {
 		if ck == nil || m == nil {
 			t.Fatalf("the sign-in form from %s: %d %v", addr, form.Code, form.Header())
 		}
-		post := httptest.NewRequest("POST", "/ui/login", strings.NewReader(url.Values{"token": {adminSecret}, "csrf": {html.UnescapeString(m[1])}}.Encode()))
+		post := httptest.NewRequest("POST", "/ui/login", strings.NewReader(url.Values{"token": {token}, "csrf": {html.UnescapeString(m[1])}}.Encode()))
 		post.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		post.AddCookie(ck)
 		post.RemoteAddr = addr
@@ -266,29 +267,34 @@ func TestConsoleRateLimitOverall(t *testing.T) {
 		h.ServeHTTP(res, post)
 		return res
 	}
+	fresh := func(i int) string { return fmt.Sprintf("10.1.%d.%d:40000", i/250, i%250+1) }
 	start := time.Now()
-	allowed := 0
+	wrong := 0
 	for i := range 200 {
-		res := attempt(i)
-		if res.Code == http.StatusTooManyRequests {
-			if res.Header().Get("Retry-After") == "" || !strings.Contains(res.Body.String(), "too many sign-in attempts") {
-				t.Fatalf("429 without Retry-After or a reason: %v", res.Header())
-			}
-			// The budget refills at one a second while the attempts run.
-			if most := 30 + int(time.Since(start).Seconds()) + 1; allowed > most {
-				t.Fatalf("%d sign-ins from fresh addresses before the first refusal, want at most %d", allowed, most)
-			}
-			if allowed < 30 {
-				t.Fatalf("refused after %d sign-ins, want a burst of 30 first", allowed)
-			}
-			return
+		res := signIn(fresh(i), "guess-0123456789abcdef")
+		if res.Code == http.StatusUnauthorized {
+			wrong++
+			continue
 		}
-		if res.Code != http.StatusSeeOther {
-			t.Fatalf("sign-in %d: %d %s", i, res.Code, res.Body)
+		if res.Code != http.StatusTooManyRequests || res.Header().Get("Retry-After") == "" || !strings.Contains(res.Body.String(), "too many sign-in attempts") {
+			t.Fatalf("wrong token %d: %d %v, want 401 or 429 with Retry-After and a reason", i, res.Code, res.Header())
 		}
-		allowed++
+		// The budget refills at one a second while the attempts run.
+		if most := 30 + int(time.Since(start).Seconds()) + 1; wrong > most {
+			t.Fatalf("%d wrong tokens from fresh addresses before the first refusal, want at most %d", wrong, most)
+		}
+		if wrong < 30 {
+			t.Fatalf("refused after %d wrong tokens, want a burst of 30 first", wrong)
+		}
+		if res := signIn(fresh(1000), adminSecret); res.Code != http.StatusTooManyRequests {
+			t.Fatalf("the right token from a fresh address once the budget is spent: %d, want 429", res.Code)
+		}
+		if res := signIn("127.0.0.1:40000", adminSecret); res.Code != http.StatusSeeOther {
+			t.Fatalf("the right token from loopback once the budget is spent: %d %s, want a session", res.Code, res.Body)
+		}
+		return
 	}
-	t.Fatalf("200 sign-ins from fresh addresses in %s and none refused: no overall limit", time.Since(start))
+	t.Fatalf("200 wrong tokens from fresh addresses in %s and none refused: no overall limit", time.Since(start))
 }
 
 // TestConsoleOverviewShows: the overview has the readiness checks, each

@@ -21,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -80,6 +81,28 @@ func TestAdminTokenFileIsItsOwners(t *testing.T) {
 	}
 }
 
+// TestShortAdminTokenFileRefused: data_dir/admin.token is held to the
+// minimum of relay.yaml's admin.token (20 characters); serve refuses to
+// start with a shorter one, empty included, naming the file and the
+// minimum.
+func TestShortAdminTokenFileRefused(t *testing.T) {
+	for _, content := range []string{"short-admin-token\n", "\n"} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Admin.Token = ""
+		if err := os.WriteFile(cfg.AdminTokenPath(), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard)
+		if err == nil {
+			_ = srv.close()
+			t.Fatalf("serve started with a %d-character admin token file", len(strings.TrimSpace(content)))
+		}
+		if !strings.Contains(err.Error(), cfg.AdminTokenPath()) || !strings.Contains(err.Error(), "at least 20") {
+			t.Fatalf("a short admin token file refused with %q; want it to name %s and the minimum", err, cfg.AdminTokenPath())
+		}
+	}
+}
+
 // TestGeneratedAdminToken holds the README's Operating section to who can
 // reach the admin listener: with admin.token empty, serve writes a token
 // of its own to data_dir/admin.token (readable by its owner only, never
@@ -96,7 +119,8 @@ func TestGeneratedAdminToken(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := testConfig(t, t.TempDir())
 	cfg.Admin.Token = ""
-	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+	// More wrong tokens than a guesser may send (TestWrongAdminTokensAreLimited).
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard, withTokenLimits(httpmw.Limit{}, httpmw.Limit{}))
 
 	fi, err := os.Stat(cfg.AdminTokenPath())
 	if err != nil {

@@ -71,7 +71,14 @@ type server struct {
 	healer     *natsbus.StoreHealer // embedded NATS only
 	tracing    *tracing.Tracing     // nil: not tracing (no OTEL_* asks for it)
 	adminToken string
-	stopping   atomic.Bool // set when shutdown begins: no longer ready
+	// tokenAttempts limits wrong admin tokens on the admin API and the
+	// console's sign-in alike.
+	tokenAttempts *admin.TokenAttempts
+	console       *console.Console // nil: admin.console is off
+	// adminReadTimeout is how long a request on the admin listener may
+	// take to be read (admin.DefaultReadTimeout; tests shorten it).
+	adminReadTimeout time.Duration
+	stopping         atomic.Bool // set when shutdown begins: no longer ready
 
 	scimHTTP, adminHTTP *http.Server
 	scimLn, adminLn     net.Listener
@@ -101,6 +108,18 @@ type serverOption func(*server)
 // withClock makes the store read the time from now, so that a test can
 // expire tokens without waiting.
 func withClock(now func() time.Time) serverOption { return func(s *server) { s.now = now } }
+
+// withTokenLimits replaces the limits of wrong admin tokens, for a test
+// that sends more of them than an attacker may.
+func withTokenLimits(perAddress, overall httpmw.Limit) serverOption {
+	return func(s *server) { s.tokenAttempts = admin.NewTokenAttempts(perAddress, overall, s.log) }
+}
+
+// withAdminReadTimeout shortens the time a request on the admin listener
+// may take to be read.
+func withAdminReadTimeout(d time.Duration) serverOption {
+	return func(s *server) { s.adminReadTimeout = d }
+}
 
 // newServer opens everything serve needs, in the order that lets it refuse
 // early: the data file (so that a second serve fails at once), NATS, the
@@ -200,16 +219,21 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 	s.jobs = jobs.NewRunner(log.With("component", "jobs"))
-	adminHandler, err := s.adminListenerHandler()
+	if s.tokenAttempts == nil {
+		s.tokenAttempts = admin.NewTokenAttempts(admin.TokenPerAddress, admin.TokenOverall, log.With("component", "admin"))
+	}
+	adminHandler, ui, err := s.adminListener()
 	if err != nil {
 		return nil, err
 	}
-	// No read or write timeout: an event tail and a backup stream for as
-	// long as they are read (a backup bounds its own wait). A connection
+	s.console = ui
+	// No server-wide read or write timeout: an event tail and a backup
+	// stream for as long as they are read (a backup bounds its own wait);
+	// each request's read deadline is its own (guardAdminListener). A connection
 	// kept alive with nothing asked is closed after two minutes, so that
 	// idle connections cannot pile up on a listener that needs no token
 	// for its probes.
-	s.adminHTTP = &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	s.adminHTTP = &http.Server{Handler: s.guardAdminListener(adminHandler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	// Tokens last: a relay that cannot start (a port taken) must not have
 	// created a token that nobody saw.
@@ -440,32 +464,62 @@ func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the admin token: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	// As short as relay.yaml's admin.token may not be: someone wrote it
+	// there, and it can be guessed.
+	tok := strings.TrimSpace(string(b))
+	if err := relay.CheckStaticToken(tok); err != nil {
+		return "", fmt.Errorf("reading the admin token: %s %w; put a longer one there, or delete the file and serve writes a new one", path, err)
+	}
+	return tok, nil
+}
+
+// guardAdminListener bounds the time each request on the admin listener
+// may take to be read and, when the listener is on loopback, refuses
+// requests to other names (DNS rebinding). On another address (a
+// container's, a pod's) any Host is answered: probes and scrapers there
+// name the address they reach.
+func (s *server) guardAdminListener(h http.Handler) http.Handler {
+	if s.adminReadTimeout <= 0 {
+		s.adminReadTimeout = admin.DefaultReadTimeout
+	}
+	h = admin.WithReadDeadline(h, s.adminReadTimeout)
+	if addr, ok := s.adminLn.Addr().(*net.TCPAddr); ok && addr.IP.IsLoopback() {
+		h = admin.LoopbackHostsOnly(h)
+	}
+	return h
 }
 
 // adminListenerHandler serves the admin listener: the admin API, and the
 // web console under /ui/ when admin.console is on. The console calls the
 // API in-process; it has no other way to the relay.
 func (s *server) adminListenerHandler() (http.Handler, error) {
+	h, _, err := s.adminListener()
+	return h, err
+}
+
+// adminListener is adminListenerHandler, with the console (nil when it is
+// off), whose sweep of sessions run starts.
+func (s *server) adminListener() (http.Handler, *console.Console, error) {
 	api := s.adminHandler()
 	cfg := s.config()
 	if !cfg.Admin.Console {
-		return api, nil
+		return api, nil, nil
 	}
 	ui, err := console.New(console.Options{
-		Admin:       api,
-		Logger:      s.log.With("component", "console"),
-		IdleTimeout: time.Duration(cfg.Admin.SessionIdle),
-		Now:         s.now,
+		Admin:         api,
+		Logger:        s.log.With("component", "console"),
+		IdleTimeout:   time.Duration(cfg.Admin.SessionIdle),
+		Now:           s.now,
+		TokenAttempts: s.tokenAttempts,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle(console.Prefix, ui)
 	mux.Handle("GET /ui", ui) // its redirect to /ui/ carries the console's headers
-	return mux, nil
+	return mux, ui, nil
 }
 
 func (s *server) adminHandler() http.Handler {
@@ -480,6 +534,8 @@ func (s *server) adminHandler() http.Handler {
 		Events: s.js,
 		Jobs:   s.jobs,
 		Checks: s.readinessChecks(),
+
+		TokenAttempts: s.tokenAttempts,
 	}
 	o.Subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
 	o.Tenants = s.tenantInfos
@@ -708,6 +764,10 @@ func (s *server) run(ctx context.Context) error {
 	// what in-flight requests commit is still published.
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
+	g.Go(func() error { s.tokenAttempts.Run(workCtx); return nil })
+	if s.console != nil {
+		g.Go(func() error { s.console.Run(workCtx); return nil })
+	}
 	if s.healer != nil {
 		g.Go(func() error { s.healer.Watch(workCtx, 2*time.Second); return nil })
 	}

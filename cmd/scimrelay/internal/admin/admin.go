@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +68,9 @@ type Options struct {
 	Quarantine Quarantine
 	// Storage reports the data file's size by bucket.
 	Storage Storage
+	// TokenAttempts limits and logs wrong admin tokens, shared with the
+	// console's sign-in; nil: a limiter of the API's own.
+	TokenAttempts *TokenAttempts
 }
 
 // Handler serves the admin listener.
@@ -77,6 +82,7 @@ type Handler struct {
 	tailWait time.Duration // how long a tail's fetch waits for events
 	// backupStall is how long a backup waits for its client to take more.
 	backupStall time.Duration
+	attempts    *TokenAttempts
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -89,7 +95,10 @@ func NewHandler(o Options) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{o: o, mux: http.NewServeMux(), log: log, tailWait: tailWait, backupStall: backupStall}
+	h := &Handler{o: o, mux: http.NewServeMux(), log: log, tailWait: tailWait, backupStall: backupStall, attempts: o.TokenAttempts}
+	if h.attempts == nil {
+		h.attempts = NewTokenAttempts(TokenPerAddress, TokenOverall, log)
+	}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
@@ -152,11 +161,25 @@ func (h *Handler) api(pattern string, f apiFunc) {
 	}))
 }
 
-// authenticate requires the admin token as a bearer token.
+// authenticate requires the admin token as a bearer token. A client that
+// sent too many wrong ones is refused with 429 before its token is
+// compared (attempts.go); a request without a token is not a guess and is
+// not charged. The console's in-process calls are limited by the console.
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) error {
-	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	limited := r.RemoteAddr != InProcess
+	if limited {
+		if ok, wait := h.attempts.Check(r, "admin API"); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait.Seconds(), 1)))))
+			return errorf(http.StatusTooManyRequests, "too many wrong admin tokens from this address, or from all; retry later")
+		}
+	}
+	header := r.Header.Get("Authorization")
+	scheme, token, _ := strings.Cut(header, " ")
 	if h.o.Token == "" || !strings.EqualFold(scheme, "Bearer") ||
 		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(h.o.Token)) != 1 {
+		if limited && header != "" {
+			h.attempts.Failed(r, "admin API")
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="scimrelay-admin"`)
 		return errorf(http.StatusUnauthorized, "the admin API needs Authorization: Bearer <admin token> (admin.token in relay.yaml, or data_dir/admin.token)")
 	}
@@ -167,8 +190,10 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) error {
 func profile(w http.ResponseWriter, r *http.Request) error {
 	switch r.URL.Path {
 	case "/debug/pprof/profile":
+		NoReadDeadline(w) // ?seconds= may be longer than the deadline
 		pprof.Profile(w, r)
 	case "/debug/pprof/trace":
+		NoReadDeadline(w)
 		pprof.Trace(w, r)
 	default:
 		pprof.Index(w, r)

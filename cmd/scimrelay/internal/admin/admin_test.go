@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -277,6 +278,7 @@ var routes = []struct{ method, path, body string }{
 // token, before doing anything; health, readiness and metrics are open.
 func TestAuthentication(t *testing.T) {
 	f := newFixture(t)
+	f.h.attempts = NewTokenAttempts(httpmw.Limit{}, httpmw.Limit{}, nil) // more wrong tokens than a guesser may send
 	for _, r := range routes {
 		for _, token := range []string{"", "wrong-token-0123456789abcdef", adminToken + "x", "Basic " + adminToken} {
 			a := f.requestAs(token, r.method, r.path, r.body)
@@ -334,6 +336,14 @@ func TestAuthentication(t *testing.T) {
 
 func TestTokens(t *testing.T) {
 	f := newFixture(t)
+	// A body is one JSON value: one with more is refused, not acted on.
+	for _, body := range []string{`{"tenant":"acme"} trailing garbage`, `{"tenant":"acme"}{"tenant":"acme"}`, `{"tenant":"acme"} 1`} {
+		f.request("POST", "/admin/v1/tokens", body).wantError(t, http.StatusBadRequest, "data after the JSON value")
+	}
+	if toks, _ := f.store.Tokens().List(context.Background(), ""); len(toks) != 0 {
+		t.Fatalf("a body with trailing data created tokens: %+v", toks)
+	}
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"globex"}`+" \n\t").want(t, http.StatusCreated, nil)
 	var created TokenResponse
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"entra","expires":"30d"}`).want(t, http.StatusCreated, &created)
 	if err := f.store.Authenticate(context.Background(), "acme", created.Secret); err != nil || created.Token.Name != "entra" ||
@@ -480,13 +490,16 @@ func TestLog(t *testing.T) {
 		t.Fatalf("entry %s: %+v", all[1].Key, one)
 	}
 	f.request("GET", "/admin/v1/log/"+strings.Repeat("0", 32), "").wantError(t, http.StatusNotFound, "no such log entry")
-	f.request("GET", "/admin/v1/log/zz", "").wantError(t, http.StatusBadRequest, "not a log entry key")
+	// The error names what was sent: the path's key, not a parameter.
+	if e := f.request("GET", "/admin/v1/log/zz", "").wantError(t, http.StatusBadRequest, `key "zz": not a log entry key`); strings.Contains(e.Error, "after") {
+		t.Fatalf("GET /admin/v1/log/zz: %q names a parameter not sent", e.Error)
+	}
 	f.request("GET", "/admin/v1/log?operation=dance", "").wantError(t, http.StatusBadRequest, "operation:")
 	f.request("GET", "/admin/v1/log?until=soon", "").wantError(t, http.StatusBadRequest, "until:")
 	f.request("GET", "/admin/v1/log?status=teapot", "").wantError(t, http.StatusBadRequest, "status:")
 	f.request("GET", "/admin/v1/log?since=yesterday", "").wantError(t, http.StatusBadRequest, "since:")
 	f.request("GET", "/admin/v1/log?limit=0", "").wantError(t, http.StatusBadRequest, "limit:")
-	f.request("GET", "/admin/v1/log?after=zz", "").wantError(t, http.StatusBadRequest, "not a log entry key")
+	f.request("GET", "/admin/v1/log?after=zz", "").wantError(t, http.StatusBadRequest, `after: "zz": not a log entry key`)
 }
 
 // TestInternalErrors: a failure of the relay itself is answered 500 with a

@@ -34,6 +34,8 @@ func (h *Handler) backup(w http.ResponseWriter, _ *http.Request) error {
 	// (writeError logs it). The length is announced first, so that a copy
 	// cut short ends in an unexpected EOF at the client, not a clean one.
 	contentLength := func(n int64) { w.Header().Set("Content-Length", strconv.FormatInt(n, 10)) }
+	// The copy takes as long as its client (progressDeadline bounds each write).
+	NoReadDeadline(w)
 	out := &progressDeadline{w: w, rc: http.NewResponseController(w), stall: h.backupStall}
 	if _, err := h.o.Backup.Backup(out, contentLength); err != nil {
 		return fmt.Errorf("writing a backup: %w", err)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -178,5 +179,14 @@ func decodeJSON(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return badRequest("request body: %v", err)
 	}
-	return nil
+	// One value and nothing after it: a body with more is not what the
+	// caller meant, and is not acted on.
+	_, err := dec.Token()
+	switch {
+	case err == io.EOF:
+		return nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return badRequest("request body: %v", err)
+	}
+	return badRequest("request body: data after the JSON value; send exactly one JSON value")
 }

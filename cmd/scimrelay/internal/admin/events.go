@@ -95,6 +95,7 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", events.StreamName, err)
 	}
+	NoReadDeadline(w) // the tail lasts as long as its caller reads
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()

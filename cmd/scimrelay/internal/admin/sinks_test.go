@@ -81,6 +81,12 @@ func TestDeadLetterPages(t *testing.T) {
 	if !slices.Equal(seen, ids) || after != "" {
 		t.Fatalf("pages of 2 gave %v (next %q), want %v", seen, after, ids)
 	}
+	// After the last sequence there can be, the page is empty and last.
+	var past sinks.DeadLetterPage
+	f.request("GET", "/admin/v1/sinks/crm/dlq?after=18446744073709551615", "").want(t, http.StatusOK, &past)
+	if len(past.DeadLetters) != 0 || past.Next != "" {
+		t.Fatalf("a page after the largest sequence: %+v, want it empty and last", past)
+	}
 	f.request("GET", "/admin/v1/sinks/crm/dlq?after=somewhere", "").wantError(t, http.StatusBadRequest, "not a cursor of this listing")
 	f.request("GET", "/admin/v1/sinks/crm/dlq?limit=-1", "").wantError(t, http.StatusBadRequest, "limit:")
 	f.request("GET", "/admin/v1/sinks/erp/dlq", "").wantError(t, http.StatusNotFound, `no such sink "erp"`)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 )
 
 // HandlerTransport is an http.RoundTripper that serves each request with
@@ -28,7 +30,7 @@ var _ http.RoundTripper = HandlerTransport{}
 func (t HandlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	in := req.Clone(req.Context())
 	in.RequestURI = req.URL.RequestURI()
-	in.RemoteAddr = "in-process"
+	in.RemoteAddr = admin.InProcess
 	if in.Body == nil {
 		in.Body = http.NoBody
 	}

@@ -28,8 +28,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
-	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 )
 
 // Prefix is where the console is served.
@@ -39,14 +39,6 @@ const Prefix = "/ui/"
 const (
 	DefaultIdleTimeout = 30 * time.Minute
 	DefaultMaxAge      = 12 * time.Hour
-)
-
-// Sign-in attempts allowed per client address, and in all: the admin
-// token a person types is checked by the admin API, and guessing it costs
-// this budget (taken before the token is checked).
-var (
-	loginPerAddress = httpmw.Limit{Rate: 10.0 / 60, Burst: 10}
-	loginOverall    = httpmw.Limit{Rate: 1, Burst: 30}
 )
 
 // Options configures the console.
@@ -60,6 +52,10 @@ type Options struct {
 	MaxAge      time.Duration
 	// Now is the clock (tests move it); nil is time.Now.
 	Now func() time.Time
+	// TokenAttempts limits wrong admin tokens at sign-in: the admin API's
+	// limiter, so that guessing costs one budget on either; nil: one of
+	// the console's own.
+	TokenAttempts *admin.TokenAttempts
 }
 
 // Console serves the web console.
@@ -68,9 +64,11 @@ type Console struct {
 	log      *slog.Logger
 	now      func() time.Time
 	sessions *sessions
-	limit    *httpmw.Limiter
+	attempts *admin.TokenAttempts
 	pages    *pages
 	root     http.Handler
+	// sweepEvery is how often Run sweeps the sessions (tests shorten it).
+	sweepEvery time.Duration
 }
 
 var _ http.Handler = (*Console)(nil)
@@ -86,6 +84,9 @@ func New(o Options) (*Console, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.TokenAttempts == nil {
+		o.TokenAttempts = admin.NewTokenAttempts(admin.TokenPerAddress, admin.TokenOverall, o.Logger)
+	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
@@ -99,7 +100,7 @@ func New(o Options) (*Console, error) {
 	c := &Console{
 		o: o, log: o.Logger, now: o.Now, pages: p,
 		sessions: newSessions(o.IdleTimeout, o.MaxAge, o.Now),
-		limit:    httpmw.NewLimiter(loginPerAddress, map[string]httpmw.Limit{loginOverallKey: loginOverall}),
+		attempts: o.TokenAttempts, sweepEvery: sweepEvery,
 	}
 	mux := http.NewServeMux()
 	// /ui without the slash is the console's answer too, with its headers.
@@ -131,6 +132,22 @@ func New(o Options) (*Console, error) {
 	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
 	c.root = withSecurityHeaders(withRequestID(cop.Handler(limitForms(mux))))
 	return c, nil
+}
+
+// Run forgets dead sessions and the secrets kept past their display
+// window every minute, until ctx ends: a secret nobody displayed, or a
+// session nobody uses, must not stay in memory until the next sign-in.
+func (c *Console) Run(ctx context.Context) {
+	t := time.NewTicker(c.sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.sessions.sweep()
+		}
+	}
 }
 
 // ServeHTTP serves a console request.

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -78,6 +79,7 @@ func (c *Console) eventStream(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil && (!errors.As(err, &api) || api.Status == http.StatusUnauthorized) {
 		return err
 	}
+	admin.NoReadDeadline(w) // the live tail lasts as long as the page is open
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	if err != nil { // the admin API refused the tail: say why, once

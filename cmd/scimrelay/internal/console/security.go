@@ -40,9 +40,6 @@ func withSecurityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// loginOverallKey is the limiter's bucket of every sign-in attempt.
-const loginOverallKey = "overall"
-
 // loginData is what the sign-in page shows.
 type loginData struct {
 	CSRF string // the sign-in form's own token (there is no session yet)
@@ -76,11 +73,10 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(form), []byte(ck.Value)) != 1 {
 		return errCSRF
 	}
-	for _, key := range []string{httpmw.ClientAddress(r), loginOverallKey} {
-		if ok, wait := c.limit.Allow(key); !ok {
-			c.log.WarnContext(r.Context(), "console sign-in refused: too many attempts", "request_id", requestIDOf(r.Context()), "client", httpmw.ClientAddress(r))
-			return &tooManyError{retryAfter: int(math.Ceil(max(wait.Seconds(), 1)))}
-		}
+	// The budget of wrong tokens is the admin API's (admin.TokenAttempts),
+	// checked before the token is, and it logs the refusals, summed.
+	if ok, wait := c.attempts.Check(r, "console sign-in"); !ok {
+		return &tooManyError{retryAfter: int(math.Ceil(max(wait.Seconds(), 1)))}
 	}
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	probe := &session{token: token}
@@ -89,7 +85,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	var api *adminclient.Error
 	if token == "" || errors.As(err, &api) && api.Status == http.StatusUnauthorized {
-		c.log.WarnContext(r.Context(), "console sign-in refused: wrong admin token", "request_id", requestIDOf(r.Context()), "client", httpmw.ClientAddress(r))
+		if token != "" {
+			c.attempts.Failed(r, "console sign-in")
+		}
 		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Sign in", Error: "That is not the admin token of this relay (admin.token in relay.yaml, or data_dir/admin.token).", Data: loginData{CSRF: c.loginToken(w, r)}})
 		return nil
 	}

@@ -30,6 +30,10 @@ const (
 const (
 	maxSessions   = 1000
 	secretKeepFor = 10 * time.Minute // an issued secret not displayed by then is dropped
+	// sweepEvery is how often the table forgets dead sessions and secrets
+	// kept past secretKeepFor, whether or not anyone signs in or shows
+	// another secret.
+	sweepEvery = time.Minute
 )
 
 // session is one signed-in browser.
@@ -134,6 +138,26 @@ func (ss *sessions) alive(s *session) bool {
 
 func (ss *sessions) live(s *session, now time.Time) bool {
 	return now.Sub(s.lastSeen()) < ss.idle && now.Sub(s.created) < ss.maxAge
+}
+
+// sweep forgets the sessions no longer live, ending their streams, and
+// the secrets the others kept past their display window.
+func (ss *sessions) sweep() {
+	now := ss.now()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for k, s := range ss.m {
+		if !ss.live(s, now) {
+			delete(ss.m, k)
+			if s.done != nil {
+				s.endOnce.Do(func() { close(s.done) })
+			}
+			continue
+		}
+		s.mu.Lock()
+		s.forgetExpired(now)
+		s.mu.Unlock()
+	}
 }
 
 // end forgets a session: sign-out, or an admin token the relay refuses.

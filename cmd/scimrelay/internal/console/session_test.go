@@ -3,10 +3,15 @@
 package console
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestSessionTable: the table holds at most maxSessions, dropping the
@@ -75,5 +80,56 @@ func TestIssuedShownOnce(t *testing.T) {
 	s.takeIssued(id, later)
 	if len(s.issued) != 0 {
 		t.Errorf("%d secrets kept past their display window", len(s.issued))
+	}
+}
+
+// TestRunSweeps: without anyone signing in or displaying another secret,
+// Run forgets the secrets kept past their display window and the sessions
+// no longer live (ending their streams), and stops when its context ends.
+func TestRunSweeps(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	move := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	c, err := New(Options{Admin: http.NotFoundHandler(), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sweepEvery = 5 * time.Millisecond
+	_, s := c.sessions.create("tok")
+	s.keepIssued(issued{tenant: "acme", res: admin.TokenResponse{Secret: "never-displayed"}, at: clock()})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { c.Run(ctx); close(stopped) }()
+	defer func() {
+		cancel()
+		<-stopped
+	}()
+
+	move(secretKeepFor + time.Second)
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.issued) != 0 {
+			return fmt.Errorf("%d secrets kept past their display window", len(s.issued))
+		}
+		return nil
+	})
+	if !c.sessions.alive(s) {
+		t.Fatal("the sweep ended a live session")
+	}
+	move(DefaultIdleTimeout)
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		c.sessions.mu.Lock()
+		defer c.sessions.mu.Unlock()
+		if len(c.sessions.m) != 0 {
+			return fmt.Errorf("%d sessions kept past their idle timeout", len(c.sessions.m))
+		}
+		return nil
+	})
+	select {
+	case <-s.ended():
+	default:
+		t.Fatal("a swept session's streams were not ended")
 	}
 }

@@ -107,6 +107,27 @@ func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 	return true, 0
 }
 
+// Wait says how long until key's bucket holds a token, without taking
+// one: 0 when a request would be allowed now. A key without a bucket has
+// a full one, and is not given one.
+func (l *Limiter) Wait(key string) time.Duration {
+	now := l.now()
+	l.mu.Lock()
+	b, ok := l.buckets[key]
+	l.mu.Unlock()
+	if !ok || b.Limit() == rate.Inf {
+		return 0
+	}
+	tokens := b.TokensAt(now)
+	if tokens >= 1 {
+		return 0
+	}
+	if b.Limit() <= 0 {
+		return time.Second
+	}
+	return time.Duration((1 - tokens) / float64(b.Limit()) * float64(time.Second))
+}
+
 // ClientAddress is the key a client's failed attempts are counted by: the
 // peer's IP address (behind a proxy, the proxy's).
 func ClientAddress(r *http.Request) string {

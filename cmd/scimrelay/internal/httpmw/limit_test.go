@@ -69,3 +69,25 @@ func TestLimiterForgetsFullBuckets(t *testing.T) {
 		t.Error("a key's limit was forgotten while its bucket was not full")
 	}
 }
+
+// TestWait: Wait says when a key's bucket holds a token without taking
+// one, and gives no bucket to a key that has none.
+func TestWait(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewLimiter(Limit{Rate: 0.5, Burst: 1}, nil)
+	l.now = func() time.Time { return now }
+	if wait := l.Wait("a"); wait != 0 || len(l.buckets) != 0 {
+		t.Fatalf("a new key waits %s (%d buckets)", wait, len(l.buckets))
+	}
+	l.Allow("a")
+	if wait := l.Wait("a"); wait != 2*time.Second {
+		t.Fatalf("an empty bucket at 0.5/s waits %s, want 2s", wait)
+	}
+	if wait := l.Wait("a"); wait != 2*time.Second {
+		t.Fatalf("Wait took a token: the second wait is %s", wait)
+	}
+	now = now.Add(2 * time.Second)
+	if wait := l.Wait("a"); wait != 0 {
+		t.Fatalf("a refilled bucket waits %s", wait)
+	}
+}

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// adminRequest sends a request to the admin listener with a token (none
+// when "") and a Host (the listener's address when "").
+func adminRequest(t *testing.T, p *relayProc, method, path, token, host string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, p.adminURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	return do(t, req)
+}
+
+// TestWrongAdminTokensAreLimited: a guesser of the admin token gets 10
+// tries a minute from its address, then 429 with Retry-After, the right
+// token included; the console's sign-in spends the same budget; the
+// refusals are one line in the log, not one each.
+func TestWrongAdminTokensAreLimited(t *testing.T) {
+	var logBuf eventstest.Log
+	p := startRelayWith(t, testConfig(t, t.TempDir()), roleAll, slog.New(slog.NewTextHandler(&logBuf, nil)), io.Discard)
+	for i := range 300 {
+		r := adminRequest(t, p, "GET", "/admin/v1/tokens", fmt.Sprintf("guess-%d-0123456789abcdef", i), "")
+		switch {
+		case i < 10 && r.status != http.StatusUnauthorized:
+			t.Fatalf("wrong token %d: %d, want 401", i, r.status)
+		case i >= 10 && (r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == ""):
+			t.Fatalf("wrong token %d: %d (Retry-After %q), want 429 once 10 were wrong", i, r.status, r.header.Get("Retry-After"))
+		}
+	}
+	if r := adminRequest(t, p, "GET", "/admin/v1/tokens", adminSecret, ""); r.status != http.StatusTooManyRequests {
+		t.Fatalf("the right token from the guesser's address: %d, want 429 until its budget refills", r.status)
+	}
+	newBrowser(t, p).signIn(adminSecret).want(t, http.StatusTooManyRequests, "too many sign-in attempts")
+	if n := strings.Count(logBuf.String(), "admin token refused"); n != 1 {
+		t.Fatalf("%d log lines for 300 refusals, want 1 (the rest summed up once a minute):\n%s", n, logBuf.String())
+	}
+}
+
+// TestAdminListenerHostOnLoopback: on loopback the admin listener answers
+// only requests to loopback names (421 otherwise, probes and console
+// included), which a DNS-rebinding page cannot send; on another address it
+// answers any Host.
+func TestAdminListenerHostOnLoopback(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(p.adminURL, "http://"))
+	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "10.0.0.1:" + port, "127.0.0.1.nip.io:" + port} {
+		for _, path := range []string{"/healthz", "/metrics", "/admin/v1/tokens", "/ui/login"} {
+			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest {
+				t.Errorf("GET %s with Host %s: %d, want 421", path, host, r.status)
+			}
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "[::1]:" + port, "127.0.0.2"} {
+		if r := adminRequest(t, p, "GET", "/admin/v1/tokens", adminSecret, host); r.status != http.StatusOK {
+			t.Errorf("GET /admin/v1/tokens with Host %s: %d, want 200", host, r.status)
+		}
+	}
+	if code, _ := p.get("/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz as probes ask it: %d", code)
+	}
+
+	cfg := testConfig(t, t.TempDir())
+	cfg.AdminListen = "0.0.0.0:0"
+	open := startRelay(t, cfg, roleAll)
+	_, port, _ = net.SplitHostPort(open.srv.adminLn.Addr().String())
+	open.adminURL = "http://127.0.0.1:" + port
+	if r := adminRequest(t, open, "GET", "/healthz", "", "scimrelay-admin.monitoring.svc:"+port); r.status != http.StatusOK {
+		t.Fatalf("healthz by name on a listener that is not on loopback: %d, want 200", r.status)
+	}
+}
+
+// TestAdminListenerReadDeadline: a request that trickles its body, here
+// without a token, has its connection closed once the read deadline
+// passes; an event tail, which reads nothing for as long as it streams,
+// outlives it.
+func TestAdminListenerReadDeadline(t *testing.T) {
+	const deadline = 300 * time.Millisecond
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll, withAdminReadTimeout(deadline))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.adminURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "POST /admin/v1/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // a byte every 20 ms, for ever
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := conn.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	_ = conn.SetReadDeadline(start.Add(10 * time.Second))
+	answer, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection of a trickled body is open after %s (read deadline %s); read %q", time.Since(start), deadline, answer)
+	}
+	if took := time.Since(start); took > deadline+5*time.Second {
+		t.Fatalf("the connection of a trickled body closed after %s, read deadline %s", took, deadline)
+	}
+
+	// A tail outlives the deadline: an event created after it arrives.
+	req, _ := http.NewRequest("GET", p.adminURL+"/admin/v1/events?follow=true", nil)
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("tail: %d", res.StatusCode)
+	}
+	// What is tested is the deadline passing, and a tail cut by it would
+	// end only after the fetch it is in (up to a second): wait for both.
+	<-time.After(deadline + 2*time.Second)
+	id := p.createUser(t, "after-the-deadline")
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), id) {
+				line <- sc.Text()
+				return
+			}
+		}
+		line <- "tail ended: " + fmt.Sprint(sc.Err())
+	}()
+	select {
+	case l := <-line:
+		if !strings.Contains(l, id) {
+			t.Fatalf("the tail ended past the read deadline: %s", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event created after the read deadline did not reach the tail")
+	}
+}

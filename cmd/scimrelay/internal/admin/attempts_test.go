@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestWrongTokensAreLimited: wrong admin tokens cost a budget per client
+// address (10) and in all (30), checked before the token is compared, so
+// that once an address spent its budget even the right token waits (429
+// with Retry-After); a request without a token costs nothing; loopback
+// clients are held by their own budget only, so that guessers elsewhere
+// cannot lock the CLI on the relay's machine out; the refusals are logged
+// once, then summed up.
+func TestWrongTokensAreLimited(t *testing.T) {
+	var logBuf eventstest.Log
+	h := NewHandler(Options{Token: adminToken, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	send := func(addr, token string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/admin/v1/nothing-here", nil)
+		req.RemoteAddr = addr
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res := httptest.NewRecorder()
+		h.ServeHTTP(res, req)
+		return res
+	}
+	const guesser = "192.0.2.1:40000"
+	for i := range 20 {
+		if res := send(guesser, ""); res.Code != http.StatusUnauthorized {
+			t.Fatalf("request %d without a token: %d, want 401 (it is not a guess)", i, res.Code)
+		}
+	}
+	for i := range 10 {
+		if res := send(guesser, fmt.Sprintf("guess-%d-0123456789abcdef", i)); res.Code != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d: %d %s, want 401", i, res.Code, res.Body)
+		}
+	}
+	for _, token := range []string{"guess-10-0123456789abcdef", adminToken} {
+		res := send(guesser, token)
+		if res.Code != http.StatusTooManyRequests || res.Header().Get("Retry-After") == "" || !strings.Contains(res.Body.String(), "too many wrong admin tokens") {
+			t.Fatalf("after 10 wrong tokens: %d (Retry-After %q) %s, want 429", res.Code, res.Header().Get("Retry-After"), res.Body)
+		}
+	}
+	// Another address is not held by the guesser's budget.
+	if res := send("192.0.2.2:40000", adminToken); res.Code != http.StatusNotFound {
+		t.Fatalf("the right token from another address: %d %s, want it through (404)", res.Code, res.Body)
+	}
+	// The overall budget: 30 in a burst, 10 of them spent above.
+	for i := range 20 {
+		if res := send(fmt.Sprintf("198.51.100.%d:40000", i+1), "guess-0123456789abcdef"); res.Code != http.StatusUnauthorized {
+			t.Fatalf("wrong token from fresh address %d: %d, want 401", i, res.Code)
+		}
+	}
+	if res := send("203.0.113.1:40000", adminToken); res.Code != http.StatusTooManyRequests {
+		t.Fatalf("the right token from a fresh address once the overall budget is spent: %d, want 429", res.Code)
+	}
+	for _, local := range []string{"127.0.0.1:40000", "[::1]:40000"} {
+		if res := send(local, adminToken); res.Code != http.StatusNotFound {
+			t.Fatalf("the right token from %s once the overall budget is spent: %d %s, want it through (404)", local, res.Code, res.Body)
+		}
+	}
+	// Logged once at once, then summed up.
+	if n := strings.Count(logBuf.String(), "admin token refused"); n != 1 {
+		t.Fatalf("%d lines for the refusals before a summary, want 1:\n%s", n, logBuf.String())
+	}
+	h.attempts.flush()
+	if !strings.Contains(logBuf.String(), "wrong_token=29 too_many_attempts=3") || !strings.Contains(logBuf.String(), "192.0.2.1") {
+		t.Fatalf("no summary of 29 more wrong tokens and 3 refused attempts, naming the guesser:\n%s", logBuf.String())
+	}
+	h.attempts.flush()
+	if n := strings.Count(logBuf.String(), "admin tokens refused since the last line"); n != 1 {
+		t.Fatalf("%d summaries, want 1 (nothing was refused since):\n%s", n, logBuf.String())
+	}
+	if res := send(guesser, "guess-0123456789abcdef"); res.Code != http.StatusTooManyRequests || strings.Count(logBuf.String(), "admin token refused") != 2 {
+		t.Fatalf("the first refusal after a quiet minute is logged at once: %d\n%s", res.Code, logBuf.String())
+	}
+}

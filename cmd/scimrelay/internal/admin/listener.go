@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The admin listener's guards around its whole handler (API, probes and
+// console alike): what a request may take to arrive, and the names it
+// may be sent to.
+
+// DefaultReadTimeout is how long a request on the admin listener may take
+// to send its body (and a GET, to have nothing more to send): a client
+// that trickles a body, with or without a token, cannot hold a
+// connection for longer. The answers that stream for long (an event
+// tail, a backup, a CPU profile, the console's live tail) lift it once
+// they begin, with NoReadDeadline; the listener has no server-wide
+// ReadTimeout, which would cut them.
+const DefaultReadTimeout = 30 * time.Second
+
+// WithReadDeadline gives each request d to be read.
+func WithReadDeadline(next http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Not supported in-process (the console's calls): they have no
+		// connection to hold.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NoReadDeadline lifts the read deadline of WithReadDeadline, for an answer
+// that streams for longer: past it, the connection's reader would fail and
+// end the request's context.
+func NoReadDeadline(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+}
+
+// LoopbackHostsOnly answers 421 Misdirected Request to a request whose Host
+// is not a loopback name (localhost, 127.0.0.1, [::1], any port): on a
+// listener bound to loopback, another name can only come from a page
+// whose DNS was rebound to 127.0.0.1, which would otherwise read /metrics
+// and spend the admin token's budget from the victim's browser. 421, not
+// 403: the request is not refused for who sent it but for the name it
+// was sent to, which this listener does not serve. A request without a
+// Host (HTTP/1.0) names nothing and passes; browsers always send one.
+func LoopbackHostsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "" && !loopbackHost(r.Host) {
+			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener is on loopback and answers only requests to localhost, 127.0.0.1 or [::1]"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a Host header names a loopback address.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
