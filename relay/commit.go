@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,12 @@ type committer struct {
 	// how many writes it held.
 	observe atomic.Pointer[func(d time.Duration, writes int)]
 
+	// failed, once set, is why a commit failed in bbolt itself (writing
+	// or flushing the data file; a full disk apart): every later write
+	// is refused with it. onFail is told once.
+	failed atomic.Pointer[error]
+	onFail func(error)
+
 	mu     sync.Mutex
 	queue  []commitCall
 	closed bool
@@ -58,11 +65,21 @@ type commitCall struct {
 	err chan error
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration) *committer {
+// ErrWritesStopped is the error of every write after a commit failed in
+// bbolt itself (an I/O error writing or flushing the data file). Such a
+// failure can leave the data file's pages in the operating system's cache
+// unlike the disk, and bbolt's own state unlike either (a meta page
+// written, its flush failed, the transaction rolled back in memory): a
+// later commit could build on pages that are not there. Nothing more is
+// written; the relay stops, and reads the file from disk when it starts
+// again, as etcd and PostgreSQL do on a failed flush.
+var ErrWritesStopped = errors.New("a commit to the data file failed: the relay writes nothing more until it is restarted")
+
+func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration, onFail func(error)) *committer {
 	if maxBatch <= 0 {
 		maxBatch = defaultMaxBatch
 	}
-	c := &committer{db: db, max: maxBatch, linger: linger, gatherMax: maxGather, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &committer{db: db, max: maxBatch, linger: linger, gatherMax: maxGather, onFail: onFail, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -70,6 +87,9 @@ func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration) *committer {
 // do commits fn with the writes waiting beside it and returns once that
 // commit is durable, with fn's error or the commit's.
 func (c *committer) do(fn func(*bolt.Tx) error) error {
+	if err := c.stopped(); err != nil {
+		return err
+	}
 	call := commitCall{fn: fn, err: make(chan error, 1)}
 	c.mu.Lock()
 	if c.closed {
@@ -83,6 +103,21 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 	default:
 	}
 	return <-call.err
+}
+
+// stopped returns the error of every write once a commit has failed.
+func (c *committer) stopped() error {
+	if f := c.failed.Load(); f != nil {
+		return fmt.Errorf("%w (%v)", ErrWritesStopped, *f)
+	}
+	return nil
+}
+
+// fail stops the committer's writes after a commit failed with err.
+func (c *committer) fail(err error) {
+	if c.failed.CompareAndSwap(nil, &err) && c.onFail != nil {
+		c.onFail(err)
+	}
 }
 
 // close commits what is queued and stops; later writes fail.
@@ -195,6 +230,12 @@ func (c *committer) commit(calls []commitCall) {
 		}
 	}
 	for len(calls) > 0 {
+		if err := c.stopped(); err != nil {
+			for _, call := range calls {
+				call.err <- err
+			}
+			return
+		}
 		failed := -1
 		err := c.db.Update(func(tx *bolt.Tx) error {
 			for i, call := range calls {
@@ -206,6 +247,7 @@ func (c *committer) commit(calls []commitCall) {
 			return nil
 		})
 		if failed < 0 {
+			c.check(err)
 			observed()
 			for _, call := range calls {
 				call.err <- err
@@ -214,9 +256,28 @@ func (c *committer) commit(calls []commitCall) {
 		}
 		bad := calls[failed]
 		calls = append(calls[:failed:failed], calls[failed+1:]...)
-		bad.err <- c.db.Update(func(tx *bolt.Tx) error { return safely(bad.fn, tx) })
+		var fnErr error
+		err = c.db.Update(func(tx *bolt.Tx) error {
+			fnErr = safely(bad.fn, tx)
+			return fnErr
+		})
+		if fnErr == nil {
+			c.check(err)
+		}
+		bad.err <- err
 	}
 	observed() // every write failed, each alone
+}
+
+// check stops writes when err, the error of a transaction whose writes
+// all succeeded, says its commit failed, unless for want of space: bbolt
+// writes the meta page in place, so a full disk fails a commit before its
+// meta page is written, and rolling it back leaves the file as it was
+// (Store.Writable waits for room).
+func (c *committer) check(err error) {
+	if err != nil && !diskFull(err) {
+		c.fail(err)
+	}
 }
 
 // safely runs fn, turning a panic into an error: a write must never take

@@ -27,7 +27,7 @@ func openCommitter(t *testing.T, maxBatch int) (*committer, *bolt.DB, func() []i
 	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
 		t.Fatal(err)
 	}
-	c := newCommitter(db, maxBatch, 0)
+	c := newCommitter(db, maxBatch, 0, nil)
 	var mu sync.Mutex
 	var sizes []int
 	observe := func(_ time.Duration, writes int) { mu.Lock(); sizes = append(sizes, writes); mu.Unlock() }

@@ -161,6 +161,12 @@ type Store struct {
 	full atomic.Bool
 	dir  string // the data file's directory
 
+	// failed is closed once a commit failed in bbolt itself (see
+	// ErrWritesStopped); failure says why.
+	failed     chan struct{}
+	failure    error
+	failedOnce sync.Once
+
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -267,6 +273,7 @@ func Open(path string, o Options) (*Store, error) {
 		tracer:    o.Tracer,
 		ready:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
+		failed:    make(chan struct{}),
 		dir:       filepath.Dir(path),
 	}
 	s.tenants.Store(&tenants)
@@ -289,7 +296,7 @@ func Open(path string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	s.commits = newCommitter(db, o.BatchSize, o.BatchDelay)
+	s.commits = newCommitter(db, o.BatchSize, o.BatchDelay, s.stopWrites)
 	s.wg.Add(1)
 	go s.flushLoop()
 	return s, nil
@@ -586,6 +593,9 @@ func diskFull(err error) bool {
 // failed for want of space, not until the data file's disk has room again
 // (a write that succeeds says so too).
 func (s *Store) Writable() error {
+	if err := s.commits.stopped(); err != nil {
+		return err
+	}
 	if !s.full.Load() {
 		return nil
 	}
@@ -598,6 +608,33 @@ func (s *Store) Writable() error {
 	}
 	s.full.Store(false)
 	return nil
+}
+
+// stopWrites is told, once, that a commit failed in bbolt itself: the
+// store writes nothing more (ErrWritesStopped) and Failed is closed.
+func (s *Store) stopWrites(err error) {
+	s.failedOnce.Do(func() {
+		s.failure = err
+		s.log.Error("a commit to the data file failed: the relay writes nothing more and stops; it reads the data file from disk when it starts again", "err", err)
+		close(s.failed)
+	})
+}
+
+// Failed is closed once a commit to the data file has failed in bbolt
+// itself (an I/O error writing or flushing it; a full disk apart): the
+// store refuses every write from then on, and the process should stop
+// and start again (ErrWritesStopped). Failure says why.
+func (s *Store) Failed() <-chan struct{} { return s.failed }
+
+// Failure is why Failed was closed (an error matching ErrWritesStopped),
+// or nil.
+func (s *Store) Failure() error {
+	select {
+	case <-s.failed:
+		return fmt.Errorf("%w (%v)", ErrWritesStopped, s.failure)
+	default:
+		return nil
+	}
 }
 
 // minFreeToWrite is the room the data disk needs before the store says it
@@ -642,6 +679,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 			s.full.Store(true)
 			s.log.Error("the data disk is full; SCIM writes are refused until there is room", "err", err)
 			return scim.WriteResult{}, scim.Errorf(scim.ErrInsufficientStorage, "the relay's data disk is full: the change was not saved; retry later")
+		}
+		if s.commits.stopped() != nil {
+			return scim.WriteResult{}, scim.Errorf(scim.ErrUnavailable, "the relay could not write its data file: the change was not saved; it is restarting, retry later")
 		}
 		return scim.WriteResult{}, err
 	}

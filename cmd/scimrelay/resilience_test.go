@@ -351,3 +351,37 @@ func TestEmbeddedNATSStoreFull(t *testing.T) {
 	}
 	p.wantStatus("/readyz/nats", 200, 10*time.Second)
 }
+
+// TestDataFileWriteFailureStopsTheRelay: when a commit to the data file
+// fails (its flush fails, as on a failing disk), the SCIM request is
+// answered 503 with a SCIM error saying why, and the relay stops with an
+// error (systemd and Kubernetes start it again), so that it reads the
+// file from disk again: started again, it holds what was committed before
+// and not the failed write.
+func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
+	dataDir := t.TempDir()
+	cfg := testConfig(t, dataDir)
+	p := startRelay(t, cfg, roleAll)
+	before := p.createUser(t, "before")
+	restore := eventstest.FailWrites(t, cfg.DBPath())
+	r := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"during"}`)
+	restore() // the disk is back: the relay stops all the same
+	if r.status != 503 || !strings.Contains(r.str("detail"), "could not write its data file") {
+		t.Fatalf("a write whose commit failed: %d %s", r.status, r.raw)
+	}
+	select {
+	case err := <-p.done:
+		p.cancel = nil // stopped already
+		if err == nil || !strings.Contains(err.Error(), "commit to the data file failed") {
+			t.Fatalf("the relay stopped with %v, want the failed commit", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay went on after a commit to its data file failed")
+	}
+	p = startRelay(t, cfg, roleAll)
+	p.scim("acme", acmeToken, "GET", "/Users/"+before, "").want(t, 200)
+	if got := p.scim("acme", acmeToken, "GET", "/Users?filter=userName%20eq%20%22during%22", "").want(t, 200); got.body["totalResults"] != float64(0) {
+		t.Fatalf("the failed write is in the data file: %s", got.raw)
+	}
+	p.createUser(t, "after")
+}

@@ -786,6 +786,19 @@ func (s *server) run(ctx context.Context) error {
 		}
 		g.Go(func() error { return s.sinks.Run(workCtx) })
 	}
+	if s.store != nil {
+		// A commit that failed in bbolt itself stops the relay, so that it
+		// reads the data file from disk again when it is started again
+		// (relay.ErrWritesStopped); it exits with that error.
+		g.Go(func() error {
+			select {
+			case <-s.store.Failed():
+				return s.store.Failure()
+			case <-gctx.Done():
+				return nil
+			}
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.stopping.Store(true)

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package eventstest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// FailWrites makes what this process writes to the open file at path
+// vanish and its flushes fail, as on a failing disk: the file's descriptor
+// is pointed at /dev/null (fdatasync fails there with EINVAL, and the file
+// reads as empty to fstat, which bbolt checks before it writes).
+// What it returns puts the disk back (the test's end does too).
+func FailWrites(t testing.TB, path string) (restore func()) {
+	t.Helper()
+	fd := openFD(t, path)
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	saved, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Dup2(int(null.Fd()), fd); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore = func() {
+		if !restored {
+			restored = true
+			if err := unix.Dup2(saved, fd); err != nil {
+				t.Fatal(err)
+			}
+			_ = unix.Close(saved)
+		}
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// openFD returns this process's descriptor of the file at path.
+func openFD(t testing.TB, path string) int {
+	t.Helper()
+	want, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("finding the file's descriptor needs /proc: %v", err)
+	}
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == want {
+			var fd int
+			if _, err := fmt.Sscan(e.Name(), &fd); err == nil {
+				return fd
+			}
+		}
+	}
+	t.Fatalf("%s is not open in this process", path)
+	return -1
+}
