@@ -449,8 +449,9 @@ func runAckless(t testing.TB) *ackless {
 	return u
 }
 
-// unacknowledged waits until a partition of crm has an event delivered and
-// unacknowledged, and returns which worker owns it.
+// unacknowledged waits until a partition of crm has an event delivered,
+// acknowledged by its worker and not by JetStream (the account refuses
+// it), and returns which worker owns it.
 func (u *ackless) unacknowledged(t testing.TB) int {
 	t.Helper()
 	owner := -1
@@ -469,14 +470,17 @@ func (u *ackless) unacknowledged(t testing.TB) int {
 			}
 			for i, m := range u.ms {
 				for _, p := range m.sinks["crm"].worker.ownedPartitions() {
-					if p.n == n {
+					// Its acknowledgement sent (and refused), not a
+					// delivery still under way: a release leaves an event
+					// taken and not settled on purpose, and does not wait.
+					if p.n == n && p.taken.Load() > 0 && p.settled.Load() == p.taken.Load() {
 						owner = i
 						return nil
 					}
 				}
 			}
 		}
-		return errors.New("no partition has an unacknowledged event owned by a worker yet")
+		return errors.New("no partition has an unacknowledged event whose worker has acknowledged it yet")
 	})
 	return owner
 }
