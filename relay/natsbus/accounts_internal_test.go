@@ -19,10 +19,11 @@ import (
 )
 
 // TestCreateOnlyFromCurrentKey: a subscriber given a new key, with the
-// same name and subjects, keeps its account; a creation sent with the
-// old key (queued before the change, or from a connection not yet
-// closed) is refused, and one with the new key goes through. The account
-// alone would let the old key's creation through.
+// same name and subjects, keeps its account; a creation that reached the
+// check through the passer of the old key's configuration (queued before
+// the change) is refused, and one through the new key's goes through. A
+// client-info header in the request is not read: a sender can write one
+// that nats.go reads before the server's.
 func TestCreateOnlyFromCurrentKey(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	key := func() string {
@@ -57,9 +58,9 @@ func TestCreateOnlyFromCurrentKey(t *testing.T) {
 	if accountName(old) != accountName(renewed) {
 		t.Fatal("the test needs a change that keeps the account")
 	}
-	// A creation as it reaches passCreate: the server's client info names
-	// the sender's account and key.
-	create := func(user string) string {
+	// A creation as it reaches passCreate from sender's passer, with a
+	// client-info header claiming the new key.
+	create := func(sender Subscriber) string {
 		t.Helper()
 		in, err := nc.SubscribeSync(nats.NewInbox())
 		if err != nil {
@@ -71,7 +72,7 @@ func TestCreateOnlyFromCurrentKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer replies.Unsubscribe()
-		ci, _ := json.Marshal(server.ClientInfo{Account: accountName(renewed), User: user})
+		ci, _ := json.Marshal(server.ClientInfo{Account: accountName(renewed), User: renewed.PublicKey})
 		m := nats.NewMsg(in.Subject)
 		m.Reply = replies.Subject
 		m.Header.Set(server.ClientInfoHdr, string(ci))
@@ -83,20 +84,20 @@ func TestCreateOnlyFromCurrentKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.passCreate("billing", "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", got)
+		e.passCreate(sender, "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", got)
 		res, err := replies.NextMsg(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return string(res.Data)
 	}
-	if res := create(old.PublicKey); !strings.Contains(res, "not configured with this key") {
+	if res := create(old); !strings.Contains(res, "not configured with this key") {
 		t.Fatalf("the old key's creation: %s", res)
 	}
 	if _, err := js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("the old key created the consumer: %v", err)
 	}
-	if res := create(renewed.PublicKey); strings.Contains(res, `"error"`) {
+	if res := create(renewed); strings.Contains(res, `"error"`) {
 		t.Fatalf("the new key's creation: %s", res)
 	}
 }

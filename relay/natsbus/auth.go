@@ -124,6 +124,31 @@ func verifyNonce(pub, sig string, nonce []byte) bool {
 func (a *authenticator) set(users map[string]*server.NkeyUser) []uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	kick := a.dropChangedLocked(users)
+	a.users = users
+	return kick
+}
+
+// retain stops admitting the subscribers that users removes or changes,
+// without admitting any new one yet, and returns the ids of their
+// connections, which must go.
+func (a *authenticator) retain(users map[string]*server.NkeyUser) []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	kick := a.dropChangedLocked(users)
+	kept := make(map[string]*server.NkeyUser, len(a.users))
+	for key, u := range a.users {
+		if next, ok := users[key]; ok && sameUser(u, next) {
+			kept[key] = u
+		}
+	}
+	a.users = kept
+	return kick
+}
+
+// dropChangedLocked forgets the connections of the keys that users
+// removes or changes and returns their ids. a.mu is held.
+func (a *authenticator) dropChangedLocked(users map[string]*server.NkeyUser) []uint64 {
 	var kick []uint64
 	for key, old := range a.users {
 		if next, ok := users[key]; ok && sameUser(old, next) {
@@ -134,7 +159,6 @@ func (a *authenticator) set(users map[string]*server.NkeyUser) []uint64 {
 		}
 		delete(a.conns, key)
 	}
-	a.users = users
 	return kick
 }
 

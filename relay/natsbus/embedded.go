@@ -33,10 +33,9 @@ type Embedded struct {
 	log   *slog.Logger
 	opts  server.Options // as started
 
-	mu       sync.Mutex                    // serialises SetSubscribers
-	accounts map[string]*server.Account    // the subscribers' accounts by name, under mu
-	creates  map[string]*nats.Subscription // each subscriber's consumer creations by its name, under mu
-	passers  map[string]*passer            // each subscriber's other requests by its name, under mu
+	mu       sync.Mutex                 // serialises SetSubscribers
+	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
+	passers  map[string]*passer         // each subscriber's requests by its name, under mu
 
 	// gate is held for writing to change current, and for reading by
 	// each consumer creation from its check until JetStream answers.
@@ -112,7 +111,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, err
 	}
 	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{},
-		creates: map[string]*nats.Subscription{}, passers: map[string]*passer{}, current: map[string]Subscriber{}}
+		passers: map[string]*passer{}, current: map[string]Subscriber{}}
 	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
 	}
@@ -205,29 +204,28 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 		users[sub.PublicKey].Account = acc
 		next[sub.Name] = sub
 	}
-	for name, sub := range next {
-		p := e.passers[name]
-		if p != nil && p.account != accountName(sub) {
+	// A subscriber removed or changed (its key, its subjects) loses what
+	// it queued: with its old passer go the requests its old key sent,
+	// and its connections go before a new passer starts, so that nothing
+	// its old key sends reaches one. (Requests carry no proof of their
+	// sender's key; the passer's configuration is the proof.)
+	for name, p := range e.passers {
+		if next[name] != p.sub {
 			p.close()
 			delete(e.passers, name)
-			p = nil
 		}
-		if p == nil {
-			if p, err = e.startPasser(sub); err != nil {
+	}
+	for _, id := range e.auth.retain(users) {
+		_ = e.srv.DisconnectClientByID(id)
+	}
+	for name, sub := range next {
+		if e.passers[name] == nil {
+			p, err := e.startPasser(sub)
+			if err != nil {
 				return err
 			}
 			e.passers[name] = p
 		}
-		if e.creates[name] == nil {
-			s, err := e.watchCreates(name, p.requests)
-			if err != nil {
-				return err
-			}
-			e.creates[name] = s
-		}
-	}
-	if err := e.proxy.Flush(); err != nil {
-		return fmt.Errorf("subscribing for consumer creations: %w", err)
 	}
 	// From here creations are judged against the new subscribers; those
 	// judged against the old have been answered.
@@ -248,15 +246,9 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 			e.gate.Unlock()
 		}
 	}
-	for name, s := range e.creates {
-		if _, ok := e.current[name]; !ok {
-			_ = s.Unsubscribe() // its queued creations are dropped
-			delete(e.creates, name)
-		}
-	}
 	for name, p := range e.passers {
 		if _, ok := e.current[name]; !ok {
-			p.close() // and its other requests
+			p.close() // not admitted: its queued requests are dropped
 			delete(e.passers, name)
 		}
 	}

@@ -46,9 +46,15 @@ const (
 	// backlog of more events reads it at this rate.
 	SubscriberAcksPerSecond = 50000
 	// requestQueue and ackQueue are how many of a subscriber's requests
-	// wait to be passed on before the next is dropped.
+	// wait to be passed on before the next is dropped; createQueue, of its
+	// consumer creations.
 	requestQueue = 1024
-	ackQueue     = 65536
+	ackQueue     = 8192
+	createQueue  = 256
+	// maxReply is the longest reply subject passed on (nats.go's and
+	// nats.js's are under 100 bytes): each pull JetStream keeps waiting
+	// holds its reply.
+	maxReply = 256
 )
 
 // requestPrefix is where the requests of a subscriber's account arrive in
@@ -59,8 +65,9 @@ func requestPrefix(account string) string { return "$SCIMRELAY.FROM." + account 
 // of its own: a flood that the connection cannot take cuts it off, and not
 // the relay's other work.
 type passer struct {
-	account  string // the subscriber's account, whose requests it takes
-	inbox    string // the subscriber's inbox prefix, with its final "."
+	sub      Subscriber // as configured when it started
+	account  string     // the subscriber's account, whose requests it takes
+	inbox    string     // the subscriber's inbox prefix, with its final "."
 	conn     *nats.Conn
 	stop     context.CancelFunc
 	ctx      context.Context
@@ -68,12 +75,15 @@ type passer struct {
 	dropped  atomic.Bool   // a drop was logged in the last minute
 }
 
-// startPasser connects and subscribes for the requests of s, in its
-// account as it is now.
+// startPasser connects and subscribes for the requests of s, consumer
+// creations included, in its account as it is now. A subscriber that
+// changes (its key, its subjects) gets a new passer: what it queued
+// before is dropped with the old one.
 func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	ctx, stop := context.WithCancel(context.Background())
-	p := &passer{account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
+	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
 		requests: rate.NewLimiter(SubscriberRequestsPerSecond, SubscriberRequestsPerSecond)}
+	acks := rate.NewLimiter(SubscriberAcksPerSecond, SubscriberAcksPerSecond)
 	own, err := e.connectOptions()
 	if err != nil {
 		stop()
@@ -87,22 +97,35 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 			time.AfterFunc(time.Minute, func() { p.dropped.Store(false) })
 		}
 	})
-	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError)...); err != nil {
+	// A flood the connection cannot take makes the server cut it; it
+	// comes back, for as long as the subscriber is configured.
+	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError, nats.MaxReconnects(-1))...); err != nil {
 		stop()
 		return nil, fmt.Errorf("connecting for the requests of subscriber %s: %w", s.Name, err)
 	}
 	prefix := requestPrefix(p.account) + "."
+	creates := createProxyPrefix + p.account + "."
 	for _, q := range []struct {
-		subject string
-		lim     *rate.Limiter
-		queue   int
+		subject       string
+		handle        nats.MsgHandler
+		queue, octets int
 	}{
-		{prefix + jsAPI + ">", p.requests, requestQueue},
-		{prefix + "$JS.ACK.>", rate.NewLimiter(SubscriberAcksPerSecond, SubscriberAcksPerSecond), ackQueue},
+		{prefix + jsAPI + ">", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, p.requests) }, requestQueue, 1 << 20},
+		{prefix + "$JS.ACK.>", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, acks) }, ackQueue, 1 << 20},
+		// Consumer creations come through a service import, which the
+		// relay answers (passCreate). Each subscriber's on its own
+		// connection: a flood of large ones cuts that one.
+		{creates + ">", func(m *nats.Msg) {
+			if !p.requests.Allow() {
+				_ = m.Respond(createRefusal(fmt.Errorf("too many requests: a subscriber may send %d a second", SubscriberRequestsPerSecond)))
+				return
+			}
+			e.passCreate(s, strings.TrimPrefix(m.Subject, creates), m)
+		}, createQueue, 16 << 20},
 	} {
-		sub, err := p.conn.Subscribe(q.subject, func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, q.lim) })
+		sub, err := p.conn.Subscribe(q.subject, q.handle)
 		if err == nil {
-			err = sub.SetPendingLimits(q.queue, 64*q.queue)
+			err = sub.SetPendingLimits(q.queue, q.octets)
 		}
 		if err != nil {
 			p.close()
@@ -122,11 +145,20 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 // bucket's or another consumer's API, and JetStream would write its
 // answer there.
 func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
-	if m.Reply != "" && !strings.HasPrefix(m.Reply, p.inbox) {
+	if len(m.Reply) > maxReply || m.Reply != "" && !strings.HasPrefix(m.Reply, p.inbox) {
 		return
 	}
 	if lim.Wait(p.ctx) != nil {
 		return // the subscriber is gone
+	}
+	body, err := checkRequest(subject, m.Data)
+	if err != nil {
+		if m.Reply != "" {
+			// As JetStream refuses a malformed pull: nats.go and nats.js
+			// end the fetch or consume with the description.
+			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Status": {"400"}, "Description": {err.Error()}}})
+		}
+		return
 	}
 	switch {
 	case subject == jsAPI+"INFO":
@@ -136,14 +168,14 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 	case answeredInPlace(subject):
 		// The subscriber's headers stay behind: JetStream's requests
 		// need none, and it reads some as the server's own.
-		_ = p.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: m.Data})
+		_ = p.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: body})
 	case m.Reply != "":
 		// The server answers JetStream's API through its own account,
 		// and does not pass such an answer on through a stream export:
 		// the relay asks, and passes the answer on. One at a time, so
 		// that a subscriber has at most one request in JetStream's API
 		// queue, which the relay's own requests share.
-		res, err := p.conn.Request(subject, m.Data, apiTimeout)
+		res, err := p.conn.Request(subject, body, apiTimeout)
 		if err == nil {
 			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
 		}

@@ -5,12 +5,16 @@ package natsbus_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
 // publishUsers stores n more user events of acme in the bus's stream.
@@ -114,5 +118,172 @@ func BenchmarkSubscriberConsume(b *testing.B) {
 		}
 		el := consumeAll(b, cons, int(info.NumPending))
 		b.ReportMetric(float64(info.NumPending)/el.Seconds(), "events/s")
+	}
+}
+
+// TestPullsStayBounded: a subscriber cannot make its consumer keep pulls
+// without end. Through +NXT acknowledgements (pulls in disguise, at the
+// acknowledgements' rate) with no expiry, and a consumer allowing 2^30
+// waiting pulls, one connection grew the relay's heap by 35 MB a second
+// for as long as it liked. Now the creation is refused, +NXT does not
+// pass, and every pull waits at most 110 s.
+func TestPullsStayBounded(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	ctx := t.Context()
+	c := connectAs(t, b.url, "billing", seed)
+	if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy, MaxWaiting: 1 << 30}); err == nil {
+		t.Fatal("a consumer keeping 2^30 waiting pulls was created")
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cons.CachedInfo().Config.MaxWaiting; got != 512 {
+		t.Fatalf("the consumer keeps %d pulls waiting, want 512", got)
+	}
+	if _, err := c.nc.SubscribeSync(natsbus.InboxPrefix("billing") + ".>"); err != nil { // someone to deliver to
+		t.Fatal(err)
+	}
+	// One real event, held unacknowledged: its acknowledgement, sent after
+	// the flood on the same queue, says when the flood has been handled.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held jetstream.Msg
+	for m := range batch.Messages() {
+		held = m
+	}
+	if held == nil {
+		t.Fatal("no event to hold")
+	}
+	for i := range 5000 { // within the acknowledgements' queue, so that none is dropped
+		subject := fmt.Sprintf("$JS.ACK.SCIMRELAY.billing.1.%d.%d.0.0", i+100, i+100)
+		if err := c.nc.PublishRequest(subject, fmt.Sprintf("%s.p%d", natsbus.InboxPrefix("billing"), i), []byte(`+NXT {"batch":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := held.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		info, err := cons.Info(ctx)
+		switch {
+		case err != nil:
+			return err
+		case info.NumAckPending > 0:
+			return fmt.Errorf("the held event is not acknowledged yet: %d pending", info.NumAckPending)
+		case info.NumWaiting > 0:
+			t.Fatalf("%d pulls waiting after a flood of +NXT acknowledgements", info.NumWaiting)
+		}
+		return nil
+	})
+}
+
+// TestCreationFloodCutsOnlyItsOwnConnection: consumer creations of up to
+// the server's 8 MiB reach the relay before its size check. They used to
+// reach one connection the relay checked every subscriber's creations
+// on, which the server cut as a slow consumer within a second: another
+// subscriber's creations failed for as long as the flood lasted. Now each
+// subscriber's arrive on a connection of its own.
+func TestCreationFloodCutsOnlyItsOwnConnection(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, billing, audit)
+	ac := connectAs(t, b.url, "audit", auditSeed)
+	body := make([]byte, 8<<20-4096)
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	for range 3 {
+		c := connectAs(t, b.url, "billing", seed)
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if c.nc.Publish("$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", body) != nil {
+					return
+				}
+			}
+		})
+	}
+	for i := range 10 {
+		cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := ac.js.CreateOrUpdateConsumer(cctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy})
+		cancel()
+		if err != nil {
+			t.Fatalf("audit's creation %d during billing's flood: %v", i, err)
+		}
+	}
+}
+
+// TestChangedKeyLosesWhatItQueued: what a subscriber's old key queued
+// before the key changed is dropped, not passed on under the new key's
+// configuration (the account, and so where requests arrive, stays the
+// same): a consumer delete queued behind a second's worth of requests
+// used to delete the new key's consumer a second after the change.
+func TestChangedKeyLosesWhatItQueued(t *testing.T) {
+	old, oldSeed := newSubscriber(t, "billing", "")
+	b := startBus(t, old)
+	ctx := t.Context()
+	c := connectAs(t, b.url, "billing", oldSeed)
+	reply := natsbus.InboxPrefix("billing") + ".x"
+	for range 2 * natsbus.SubscriberRequestsPerSecond {
+		if err := c.nc.PublishRequest("$JS.API.CONSUMER.INFO.SCIMRELAY.billing", reply, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nc.PublishRequest("$JS.API.CONSUMER.DELETE.SCIMRELAY.billing", reply, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	renewed, newSeed := newSubscriber(t, "billing", "")
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{renewed}); err != nil {
+		t.Fatal(err)
+	}
+	nc := connectAs(t, b.url, "billing", newSeed)
+	if _, err := nc.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	// The delete was a second or two into the queue: watch longer.
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		if _, err := b.js.Consumer(ctx, events.StreamName, "billing"); err != nil {
+			t.Fatalf("the new key's consumer, %v after the change: %v", time.Since(start), err)
+		}
+		time.Sleep(50 * time.Millisecond) // observing that nothing happens
+	}
+}
+
+// TestLongRepliesDropped: a request whose reply is longer than any client
+// makes is dropped: every pull JetStream keeps waiting holds its reply.
+func TestLongRepliesDropped(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	c := connectAs(t, b.url, "billing", seed)
+	long := natsbus.InboxPrefix("billing") + "." + strings.Repeat("r", 300)
+	short := natsbus.InboxPrefix("billing") + ".short"
+	longs, err := c.nc.SubscribeSync(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shorts, err := c.nc.SubscribeSync(short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Passed on one after the other: once the second is answered, the
+	// first has been handled.
+	for _, reply := range []string{long, short} {
+		if err := c.nc.PublishRequest("$JS.API.INFO", reply, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := shorts.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("the request with a short reply: %v", err)
+	}
+	if m, err := longs.NextMsg(0); err == nil {
+		t.Fatalf("the request with a %d-byte reply was answered: %s", len(long), m.Data)
 	}
 }

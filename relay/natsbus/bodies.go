@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+)
+
+// The bodies of a subscriber's requests, as the relay checks them before
+// it passes them on: what JetStream keeps for a subscriber, and what it
+// does for one, is bounded by what gets through here.
+
+const (
+	// maxPullExpires is the longest a subscriber's pull may wait: the
+	// max_expires of every consumer it creates, and the expiry the relay
+	// gives a pull that names none (JetStream would keep it waiting for
+	// as long as the client's connection lasts).
+	maxPullExpires = 110 * time.Second
+	// maxWaitingPulls is how many pulls the consumer keeps waiting at
+	// once (JetStream's default, 512, is the most a subscriber may set).
+	maxWaitingPulls = 512
+	// maxPullBatch and maxPullBytes bound what one pull may ask for.
+	maxPullBatch = 10000
+	maxPullBytes = 64 << 20
+	// maxDirectBatch and maxDirectBytes bound what one direct get may
+	// read: JetStream reads it at once, where the relay's own
+	// publishes wait.
+	maxDirectBatch = 1000
+	maxDirectBytes = 1 << 20
+)
+
+// atMost gives *v the bound max when it is not set, and says so when it is
+// set beyond it.
+func atMost[T int | time.Duration](v *T, max T, what string) error {
+	switch {
+	case *v <= 0:
+		*v = max
+	case *v > max:
+		return fmt.Errorf("%s may be at most %v for a scimrelay subscriber", what, max)
+	}
+	return nil
+}
+
+// decodeStrict decodes one JSON value of known fields into v. JetStream
+// decodes leniently (every value of a body in turn, unknown fields
+// allowed); what it read and what a lenient check read could differ, so
+// the relay checks strictly and passes on only its own encoding.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("more than one JSON value")
+	}
+	return nil
+}
+
+// checkRequest checks the body of a subscriber's request to subject and
+// returns what to pass on, or says why it is refused.
+func checkRequest(subject string, data []byte) ([]byte, error) {
+	switch {
+	case strings.HasPrefix(subject, jsAPI+"CONSUMER.MSG.NEXT."):
+		return checkPull(data)
+	case strings.HasPrefix(subject, "$JS.ACK."):
+		return data, checkAck(data)
+	case strings.HasPrefix(subject, jsAPI+"DIRECT.GET."):
+		return checkDirectGet(data)
+	}
+	return data, nil
+}
+
+// checkPull reads a pull as JetStream does (empty: one message; a number:
+// that many; else a JSON request) and returns it re-encoded, with the
+// longest expiry when it names none and does not ask for no waiting.
+func checkPull(data []byte) ([]byte, error) {
+	req := server.JSApiConsumerGetNextRequest{Batch: 1}
+	switch t := bytes.TrimSpace(data); {
+	case len(t) == 0:
+	case t[0] == '{':
+		if err := decodeStrict(t, &req); err != nil {
+			return nil, fmt.Errorf("reading the pull request: %w", err)
+		}
+	default:
+		n, err := strconv.Atoi(string(t))
+		if err != nil {
+			return nil, errors.New("reading the pull request: neither a number nor a JSON object")
+		}
+		req.Batch = n
+	}
+	if !req.NoWait {
+		if err := atMost(&req.Expires, maxPullExpires, "a pull's expires"); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(req)
+}
+
+// checkAck accepts the acknowledgements a client sends (empty or +ACK,
+// -NAK with an optional delay, +WPI, +TERM with an optional reason) and
+// refuses the rest: +NXT is a pull in disguise, which would escape the
+// checks and limits of pulls.
+func checkAck(data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	for _, kind := range []string{"+ACK", "-NAK", "+WPI", "+TERM"} {
+		if rest, ok := bytes.CutPrefix(data, []byte(kind)); ok && (len(rest) == 0 || rest[0] == ' ') {
+			return nil
+		}
+	}
+	return errors.New("an acknowledgement must be +ACK, -NAK, +WPI or +TERM")
+}
+
+// checkDirectGet reads a direct get as JetStream does (an empty body, for
+// the last message of the subject in its subject, or a JSON request) and
+// returns it re-encoded, reading at most maxDirectBatch messages and
+// maxDirectBytes.
+func checkDirectGet(data []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return data, nil
+	}
+	var req server.JSApiMsgGetRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return nil, fmt.Errorf("reading the direct get: %w", err)
+	}
+	if req.Batch > 0 || len(req.MultiLastFor) > 0 {
+		if err := atMost(&req.Batch, maxDirectBatch, "a direct get's batch"); err != nil {
+			return nil, err
+		}
+		if err := atMost(&req.MaxBytes, maxDirectBytes, "a direct get's max_bytes"); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(req)
+}
+
+// checkCreate reads a consumer creation as JetStream would and returns it
+// re-encoded, or says why a subscriber may not make it.
+//
+// It is strict where JetStream is lenient: JetStream decodes every JSON
+// value of a body in turn (a second one overrides the first) and, failing
+// that, decodes again without refusing unknown fields; what it read and
+// what a lenient check read could differ. Here a body is one JSON value
+// with known fields only, and only what was checked goes on.
+//
+// A push consumer delivers in the relay's account to a subject its creator
+// names, whatever the creator's permissions: named as another consumer's
+// pull or reset subject, every delivery acts on that consumer. A
+// subscriber cannot receive push deliveries anyway (they stay in the
+// relay's account), so pull consumers are all it gets.
+func checkCreate(s Subscriber, data []byte) ([]byte, error) {
+	var req server.CreateConsumerRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return nil, fmt.Errorf("reading the consumer creation: %w", err)
+	}
+	c := &req.Config
+	for _, push := range []struct {
+		set  bool
+		what string
+	}{
+		{c.DeliverSubject != "", "deliver_subject"},
+		{c.DeliverGroup != "", "deliver_group"},
+		{c.FlowControl, "flow_control"},
+		{c.Heartbeat != 0, "idle_heartbeat"},
+		{c.RateLimit != 0, "rate_limit_bps"},
+		{c.Direct, "direct"},
+		{c.Sourcing, "sourcing"},
+		{c.SampleFrequency != "", "sample_freq"},
+	} {
+		if push.set {
+			return nil, fmt.Errorf("scimrelay subscribers may create pull consumers only (no %s)", push.what)
+		}
+	}
+	if c.Durable != "" && c.Durable != s.Name || c.Name != "" && c.Name != s.Name {
+		return nil, fmt.Errorf("subscriber %s may create only the consumer %s", s.Name, s.Name)
+	}
+	if req.Stream != events.StreamName {
+		return nil, fmt.Errorf("subscriber %s may create consumers only on %s", s.Name, events.StreamName)
+	}
+	if err := readsWithin(c, s); err != nil {
+		return nil, err
+	}
+	// What the consumer keeps for the subscriber's pulls is bounded: how
+	// many may wait, for how long, and how much each may ask for.
+	if err := atMost(&c.MaxRequestExpires, maxPullExpires, "max_expires"); err != nil {
+		return nil, err
+	}
+	for _, b := range []struct {
+		v    *int
+		max  int
+		what string
+	}{
+		{&c.MaxWaiting, maxWaitingPulls, "max_waiting"},
+		{&c.MaxRequestBatch, maxPullBatch, "max_batch"},
+		{&c.MaxRequestMaxBytes, maxPullBytes, "max_bytes"},
+	} {
+		if err := atMost(b.v, b.max, b.what); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(req)
+}
+
+// readsWithin says what a consumer reads that the subscriber may not.
+func readsWithin(c *server.ConsumerConfig, s Subscriber) error {
+	if s.Subjects == "" {
+		return nil
+	}
+	filters := c.FilterSubjects
+	if c.FilterSubject != "" {
+		filters = append([]string{c.FilterSubject}, filters...)
+	}
+	if len(filters) == 0 {
+		return fmt.Errorf("subscriber %s must filter on %s", s.Name, s.Subjects)
+	}
+	for _, f := range filters {
+		if !subjectWithin(f, s.Subjects) {
+			return fmt.Errorf("subscriber %s may read %s only, not %s", s.Name, s.Subjects, f)
+		}
+	}
+	return nil
+}
+
+// subjectWithin reports whether every event subject the filter matches
+// matches the pattern too. As the subscriber's permissions do, it lets a
+// final ">" of the filter stand for a final "*" of the pattern: a pattern
+// without ">" has as many tokens as every event subject
+// (events.CheckSubjectPattern), so that reads nothing more.
+func subjectWithin(filter, pattern string) bool {
+	f, p := strings.Split(filter, "."), strings.Split(pattern, ".")
+	for i, pt := range p {
+		if pt == ">" {
+			return i < len(f)
+		}
+		if pt == "*" && i == len(p)-1 && len(f) == len(p) {
+			return true
+		}
+		if i >= len(f) || f[i] == ">" || pt != "*" && f[i] != pt {
+			return false
+		}
+	}
+	return len(f) == len(p)
+}
+
+// createRefusal is JetStream's answer to a refused consumer creation.
+func createRefusal(err error) []byte {
+	b, _ := json.Marshal(server.ApiResponse{
+		Type:  server.JSApiConsumerCreateResponseType,
+		Error: &server.ApiError{Code: 400, ErrCode: 10999, Description: err.Error()},
+	})
+	return b
+}

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// TestCheckPull: a pull passes as JetStream reads it, re-encoded, with the
+// longest expiry when it names none (JetStream would keep such a pull
+// waiting for as long as the client stays connected); a longer expiry,
+// a malformed body, unknown fields or two JSON values are refused.
+func TestCheckPull(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want server.JSApiConsumerGetNextRequest
+		err  string
+	}{
+		{"", server.JSApiConsumerGetNextRequest{Batch: 1, Expires: maxPullExpires}, ""},
+		{" 7 ", server.JSApiConsumerGetNextRequest{Batch: 7, Expires: maxPullExpires}, ""},
+		{`{"batch":500,"expires":30000000000}`, server.JSApiConsumerGetNextRequest{Batch: 500, Expires: 30 * time.Second}, ""},
+		{`{"batch":5}`, server.JSApiConsumerGetNextRequest{Batch: 5, Expires: maxPullExpires}, ""},
+		{`{"batch":5,"no_wait":true}`, server.JSApiConsumerGetNextRequest{Batch: 5, NoWait: true}, ""},
+		{`{"batch":1,"expires":300000000000}`, server.JSApiConsumerGetNextRequest{}, "at most"},
+		{`{"batch":1,"evil":true}`, server.JSApiConsumerGetNextRequest{}, "unknown field"},
+		{`{"batch":1} {"batch":2}`, server.JSApiConsumerGetNextRequest{}, "more than one"},
+		{`seven`, server.JSApiConsumerGetNextRequest{}, "neither a number"},
+	} {
+		got, err := checkPull([]byte(tt.body))
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("pull %q: %v, want an error containing %q", tt.body, err, tt.err)
+			}
+			continue
+		}
+		var req server.JSApiConsumerGetNextRequest
+		if err != nil || json.Unmarshal(got, &req) != nil || req != tt.want {
+			t.Errorf("pull %q: %s (%v), want %+v", tt.body, got, err, tt.want)
+		}
+	}
+}
+
+// TestCheckAck: the acknowledgements clients send pass; +NXT, a pull in
+// disguise that escaped the pulls' checks and limits, and anything else do
+// not.
+func TestCheckAck(t *testing.T) {
+	for body, ok := range map[string]bool{
+		"": true, "+ACK": true, "-NAK": true, `-NAK {"delay":5000000000}`: true, "+WPI": true,
+		"+TERM": true, "+TERM no longer wanted": true,
+		`+NXT {"batch":1}`: false, "+NXT": false, "+ACKX": false, "garbage": false,
+	} {
+		if err := checkAck([]byte(body)); (err == nil) != ok {
+			t.Errorf("ack %q: %v, want passed %t", body, err, ok)
+		}
+	}
+}
+
+// TestCheckDirectGet: a direct get of one message passes as it is; one of
+// many reads at most maxDirectBatch messages and maxDirectBytes.
+func TestCheckDirectGet(t *testing.T) {
+	if got, err := checkDirectGet(nil); err != nil || len(got) != 0 {
+		t.Fatalf("the last message of a subject: %q, %v", got, err)
+	}
+	got, err := checkDirectGet([]byte(`{"seq":1,"batch":100}`))
+	var req server.JSApiMsgGetRequest
+	if err != nil || json.Unmarshal(got, &req) != nil || req.Batch != 100 || req.MaxBytes != maxDirectBytes {
+		t.Fatalf("a batch of 100: %s, %v", got, err)
+	}
+	got, err = checkDirectGet([]byte(`{"multi_last":["scimrelay.acme.>"]}`))
+	if err != nil || json.Unmarshal(got, &req) != nil || req.Batch != maxDirectBatch || req.MaxBytes != maxDirectBytes {
+		t.Fatalf("multi_last: %s, %v", got, err)
+	}
+	for _, body := range []string{`{"seq":1,"batch":100000}`, `{"seq":1,"batch":10,"max_bytes":16777216}`, `{"seq":1,"evil":1}`} {
+		if _, err := checkDirectGet([]byte(body)); err == nil {
+			t.Errorf("direct get %s passed", body)
+		}
+	}
+}
+
+// TestCreateBoundsPulls: a subscriber's consumer keeps at most
+// maxWaitingPulls pulls waiting, each asking for at most maxPullBatch
+// messages and maxPullBytes; unset, they are set to these bounds.
+func TestCreateBoundsPulls(t *testing.T) {
+	s := Subscriber{Name: "billing"}
+	got, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing"}}`))
+	var req server.CreateConsumerRequest
+	if err != nil || json.Unmarshal(got, &req) != nil {
+		t.Fatalf("%s, %v", got, err)
+	}
+	if c := req.Config; c.MaxWaiting != maxWaitingPulls || c.MaxRequestBatch != maxPullBatch || c.MaxRequestMaxBytes != maxPullBytes || c.MaxRequestExpires != maxPullExpires {
+		t.Fatalf("unset bounds became %d, %d, %d, %v", c.MaxWaiting, c.MaxRequestBatch, c.MaxRequestMaxBytes, c.MaxRequestExpires)
+	}
+	for _, field := range []string{`"max_waiting":1073741824`, `"max_batch":1000000`, `"max_bytes":1073741824`, `"max_expires":300000000000`} {
+		if _, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing",`+field+`}}`)); err == nil || !strings.Contains(err.Error(), "at most") {
+			t.Errorf("a creation with %s: %v", field, err)
+		}
+	}
+}
