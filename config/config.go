@@ -56,6 +56,10 @@ type Admin struct {
 	Console bool `yaml:"console"`
 	// SessionIdle signs a console session out after this long unused.
 	SessionIdle Duration `yaml:"session_idle"`
+	// Hosts are the names a reverse proxy in front of a loopback
+	// admin_listen sends as Host (Caddy and Traefik pass the client's):
+	// such a listener answers loopback names and these alone.
+	Hosts []string `yaml:"hosts"`
 }
 
 // Memory tunes the Go runtime's memory use in serve.

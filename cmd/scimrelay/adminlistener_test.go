@@ -60,9 +60,9 @@ func TestWrongAdminTokensAreLimited(t *testing.T) {
 }
 
 // TestAdminListenerHostOnLoopback: on loopback the admin listener answers
-// only requests to loopback names (421 otherwise, probes and console
-// included), which a DNS-rebinding page cannot send; on another address it
-// answers any Host.
+// only requests to loopback names and to those admin.hosts lists for a
+// reverse proxy (421 otherwise, probes and console included), which a
+// DNS-rebinding page cannot send; on another address it answers any Host.
 func TestAdminListenerHostOnLoopback(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(p.adminURL, "http://"))

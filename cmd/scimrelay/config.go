@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/console"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
@@ -101,6 +102,11 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	}
 	checkLimits(add, cfg)
 	checkOAuth(add, cfg.OAuth)
+	for i, h := range cfg.Admin.Hosts {
+		if !admin.ValidHostName(h) {
+			add(fmt.Sprintf("admin.hosts[%d]", i), "must be a host name such as console.example.com (no scheme, port or path), got %q", h)
+		}
+	}
 	if cfg.Admin.Console && (cfg.Admin.SessionIdle < config.Duration(time.Minute) || cfg.Admin.SessionIdle > config.Duration(console.DefaultMaxAge)) {
 		add("admin.session_idle", "must be from 1m to %s, got %s", console.DefaultMaxAge, time.Duration(cfg.Admin.SessionIdle))
 	}

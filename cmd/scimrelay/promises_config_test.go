@@ -39,6 +39,7 @@ var keyRules = map[string][]badValue{
 	"admin.token":                {{"short-admin-token", "", "is 17 characters; a bearer token needs at least 20"}},
 	"admin.console":              nil, // on or off
 	"admin.session_idle":         {{"30s", "", "must be from 1m to 12h"}},
+	"admin.hosts":                {{"[https://console.example.com]", "admin.hosts[0]", "must be a host name"}},
 	"storage.batch_delay":        {{"1s", "", "must be between 0 and 100ms"}},
 	"storage.batch_size":         {{"-1", "", "must not be negative"}},
 	"storage.no_sync":            nil, // on or off

@@ -475,7 +475,7 @@ func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
 
 // guardAdminListener bounds the time each request on the admin listener
 // may take to be read and, when the listener is on loopback, refuses
-// requests to other names (DNS rebinding). On another address (a
+// requests to other names than admin.hosts (DNS rebinding). On another address (a
 // container's, a pod's) any Host is answered: probes and scrapers there
 // name the address they reach.
 func (s *server) guardAdminListener(h http.Handler) http.Handler {
@@ -484,7 +484,7 @@ func (s *server) guardAdminListener(h http.Handler) http.Handler {
 	}
 	h = admin.WithReadDeadline(h, s.adminReadTimeout)
 	if addr, ok := s.adminLn.Addr().(*net.TCPAddr); ok && addr.IP.IsLoopback() {
-		h = admin.LoopbackHostsOnly(h)
+		h = admin.LoopbackHostsOnly(h, s.config().Admin.Hosts)
 	}
 	return h
 }

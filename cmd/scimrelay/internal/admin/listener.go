@@ -5,6 +5,7 @@ package admin
 import (
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -40,29 +41,50 @@ func NoReadDeadline(w http.ResponseWriter) {
 }
 
 // LoopbackHostsOnly answers 421 Misdirected Request to a request whose Host
-// is not a loopback name (localhost, 127.0.0.1, [::1], any port): on a
-// listener bound to loopback, another name can only come from a page
-// whose DNS was rebound to 127.0.0.1, which would otherwise read /metrics
-// and spend the admin token's budget from the victim's browser. 421, not
-// 403: the request is not refused for who sent it but for the name it
-// was sent to, which this listener does not serve. A request without a
-// Host (HTTP/1.0) names nothing and passes; browsers always send one.
-func LoopbackHostsOnly(next http.Handler) http.Handler {
+// is neither a loopback name (localhost, 127.0.0.1, [::1], any port) nor
+// one of hosts (admin.hosts: the names a reverse proxy on this machine
+// passes on): on a listener bound to loopback, another name can only come
+// from a page whose DNS was rebound to 127.0.0.1, which would otherwise
+// read /metrics and spend the admin token's budget from the victim's
+// browser. 421, not 403: the request is not refused for who sent it but
+// for the name it was sent to, which this listener does not serve. A
+// request without a Host (HTTP/1.0) names nothing and passes; browsers
+// always send one.
+func LoopbackHostsOnly(next http.Handler, hosts []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Host != "" && !loopbackHost(r.Host) {
-			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener is on loopback and answers only requests to localhost, 127.0.0.1 or [::1]"})
+		if r.Host != "" && !loopbackHost(r.Host) && !slices.ContainsFunc(hosts, func(h string) bool { return strings.EqualFold(hostName(r.Host), h) }) {
+			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener is on loopback and answers only requests to localhost, 127.0.0.1, [::1] and the names in admin.hosts"})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// loopbackHost reports whether a Host header names a loopback address.
-func loopbackHost(host string) bool {
+// ValidHostName reports whether h can be an entry of admin.hosts: a DNS
+// name or an IP address, without scheme, port or path.
+func ValidHostName(h string) bool {
+	if h == "" || len(h) > 253 || net.ParseIP(h) != nil {
+		return h != ""
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// hostName is a Host header without its port, brackets or final dot.
+func hostName(host string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+	return strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+}
+
+// loopbackHost reports whether a Host header names a loopback address.
+func loopbackHost(host string) bool {
+	host = hostName(host)
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
