@@ -5,6 +5,8 @@ package scim
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -575,10 +577,44 @@ func applyPlain(r *Resource, op patchOp) error {
 			}
 		}
 		obj[name] = merged
+	case a == nil && op.kind == patchAdd:
+		obj[name] = addUnknown(obj[name], value)
 	default:
 		obj[name] = value
 	}
 	return nil
+}
+
+// addUnknown is what an add of value makes of cur, an attribute no schema
+// here defines (of an extension kept as sent), read by its shape as RFC
+// 7644 §3.5.2.1 reads an add by the attribute's definition: to an array,
+// the values not already there are appended; to an object, the given
+// members are set and the others kept; anything else is replaced.
+func addUnknown(cur, value any) any {
+	switch c := cur.(type) {
+	case []any:
+		add, ok := value.([]any)
+		if !ok {
+			add = []any{value}
+		}
+		out := append(make([]any, 0, len(c)+len(add)), c...)
+		for _, v := range add {
+			if !slices.ContainsFunc(out, func(el any) bool { return jsonEqual(el, v) }) {
+				out = append(out, v)
+			}
+		}
+		return out
+	case map[string]any:
+		given, ok := value.(map[string]any)
+		if !ok {
+			return value
+		}
+		merged := make(map[string]any, len(c)+len(given))
+		maps.Copy(merged, c)
+		maps.Copy(merged, given)
+		return merged
+	}
+	return value
 }
 
 func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error {

@@ -239,7 +239,7 @@ func TestPatchListedExtensions(t *testing.T) {
 		custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 	)
 	base := fixture(t, UserResourceType, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+space+`","`+okta+`"],"id":"u1","userName":"a",`+
-		`"`+space+`":{"custom1":"v","custom2":"w"},"`+okta+`":{"favColor":"blue"},"`+custom+`":{"postalCode":"98052"}}`)
+		`"`+space+`":{"custom1":"v","custom2":"w","tags":["a","b"],"office":{"floor":"1","room":"9"}},"`+okta+`":{"favColor":"blue"},"`+custom+`":{"postalCode":"98052"}}`)
 	tests := []struct {
 		name    string
 		ops     string
@@ -263,6 +263,22 @@ func TestPatchListedExtensions(t *testing.T) {
 			ops:     `{"op":"add","path":"` + space + `","value":{"custom1":"y","custom3":"z"}}`,
 			want:    map[string]string{space + ":custom1": `"y"`, space + ":custom2": `"w"`, space + ":custom3": `"z"`},
 			changes: []string{space + ":custom1", space + ":custom3"}},
+		{name: "add to an array appends what is not there yet (RFC 7644 §3.5.2.1)",
+			ops:     `{"op":"add","path":"` + space + `:tags","value":["b","c"]}`,
+			want:    map[string]string{space + ":tags": `["a","b","c"]`},
+			changes: []string{space + ":tags"}},
+		{name: "add of one value to an array",
+			ops:     `{"op":"add","path":"` + space + `:tags","value":"d"}`,
+			want:    map[string]string{space + ":tags": `["a","b","d"]`},
+			changes: []string{space + ":tags"}},
+		{name: "add to an object sets the given members and keeps the others",
+			ops:     `{"op":"add","path":"` + space + `:office","value":{"room":"12"}}`,
+			want:    map[string]string{space + ":office": `{"floor":"1","room":"12"}`},
+			changes: []string{space + ":office"}},
+		{name: "replace of an array replaces it",
+			ops:     `{"op":"replace","path":"` + space + `:tags","value":["c"]}`,
+			want:    map[string]string{space + ":tags": `["c"]`},
+			changes: []string{space + ":tags"}},
 		{name: "path-less keys, qualified and whole",
 			ops:     `{"op":"replace","value":{"` + space + `:custom2":"q","` + okta + `":{"favColor":"green"},"title":"Boss"}}`,
 			want:    map[string]string{space + ":custom2": `"q"`, okta + ":favColor": `"green"`, "title": `"Boss"`},
