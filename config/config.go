@@ -239,7 +239,7 @@ func Default() *Config {
 		Listen:      "127.0.0.1:8080",
 		AdminListen: "127.0.0.1:8081",
 		DataDir:     "./data",
-		Admin:       Admin{Console: true, SessionIdle: Duration(30 * time.Minute)},
+		Admin:       Admin{Console: true, SessionIdle: Duration(30 * time.Minute), Hosts: []string{}},
 		Log:         Log{Level: "info", Format: "text"},
 		Storage:     Storage{BatchDelay: 0, BatchSize: 1000},
 		Memory:      Memory{GCFloor: 128 << 20},

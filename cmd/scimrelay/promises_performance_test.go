@@ -277,7 +277,10 @@ func TestStreamDuplicateWindow(t *testing.T) {
 		t.Errorf("a relay with the default nats.stream.duplicates made its stream with a window of %s, want 10m", d)
 	}
 
-	const short = 250 * time.Millisecond
+	// Long enough that the event is published again within it on a loaded
+	// machine (CI once took more than 250 ms from the delivery to the
+	// publish), short enough to wait out.
+	const short = 2 * time.Second
 	h := newHook(t)
 	cfg := testConfig(t, t.TempDir())
 	cfg.NATS.Stream.Duplicates = config.Duration(short)
