@@ -509,23 +509,30 @@ func TestFailuresKeepOtherConnections(t *testing.T) {
 
 // TestDeliveryErrorsShowNoCredentials checks that a failed delivery's
 // error, which reaches the log, the attempts and the console, shows the
-// sink's URL without its user information or query values: a receiver's
-// token often travels in one of them.
+// sink's URL without its user information, query values or path past its
+// first segment: a receiver's token often travels in one of them (Slack's
+// /services/T/B/<token>, Discord's /api/webhooks/<id>/<token>).
 func TestDeliveryErrorsShowNoCredentials(t *testing.T) {
 	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusBadRequest })
-	u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + "/hook?code=abc123secret"
-	res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
-	if res.Err == nil {
-		t.Fatal("a 400 was not an error")
-	}
-	msg := res.Err.Error()
-	for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret"} {
-		if strings.Contains(msg, secret) {
-			t.Errorf("the error %q shows %q", msg, secret)
+	for _, tt := range []struct{ path, shown string }{
+		{"/hook?code=abc123secret", "/hook?code=redacted"},
+		{"/services/T000/B000/XXXXabc123secretXXXX", "/services/…"},
+		{"/api/webhooks/123/abc123secretToken", "/api/…"},
+	} {
+		u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + tt.path
+		res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+		if res.Err == nil {
+			t.Fatal("a 400 was not an error")
 		}
-	}
-	if !strings.Contains(msg, "/hook") {
-		t.Errorf("the error %q does not name the URL's path", msg)
+		msg := res.Err.Error()
+		for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret"} {
+			if strings.Contains(msg, secret) {
+				t.Errorf("the error %q shows %q", msg, secret)
+			}
+		}
+		if !strings.Contains(msg, tt.shown+":") {
+			t.Errorf("the error %q does not show the URL as %q", msg, tt.shown)
+		}
 	}
 }
 
