@@ -183,10 +183,13 @@ func (d *dialer) proxy(req *http.Request) (*url.URL, error) {
 
 // checkHost refuses a host the relay and a proxy could read differently:
 // one not written in ASCII (Go's transport sends its ASCII form, which
-// may be an address: fullwidth "１０.０.０.１" is 10.0.0.1), and an IPv4
+// may be an address: fullwidth "１０.０.０.１" is 10.0.0.1), an IPv4
 // address written other than in dotted decimal ("2852039166",
-// "0xa9.0xfe.0xa9.0xfe", "0177.0.0.1"), which the relay's resolver does
-// not know but a proxy's may.
+// "0xa9.0xfe.0xa9.0xfe", "0177.0.0.1"), and an IP address with a trailing
+// dot ("169.254.169.254.", "2130706433."), which the relay's resolver
+// does not know but a proxy's may. An address with a trailing dot is
+// refused whatever its range: no receiver needs one, and refusing it
+// needs no knowledge of allow_private here.
 func checkHost(host string) error {
 	for i := 0; i < len(host); i++ {
 		if host[i] >= utf8.RuneSelf {
@@ -197,10 +200,15 @@ func checkHost(host string) error {
 			return fmt.Errorf("%q is not written in ASCII; write it as %q", host, ascii)
 		}
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
+	// One trailing dot makes an address a name to the relay's resolver.
+	bare := strings.TrimSuffix(host, ".")
+	if _, err := netip.ParseAddr(bare); err == nil {
+		if bare != host {
+			return fmt.Errorf("%q is an IP address with a trailing dot; write it as %q", host, bare)
+		}
 		return nil
 	}
-	parts := strings.Split(host, ".")
+	parts := strings.Split(bare, ".")
 	if len(parts) > 4 {
 		return nil
 	}
