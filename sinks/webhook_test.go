@@ -309,7 +309,10 @@ func TestSSRFGuard(t *testing.T) {
 		"100.64.0.1": true, "0.0.0.0": true, "0.1.2.3": true, "224.0.0.1": true, "255.255.255.255": true, "fe80::1": true,
 		"fc00::1": true, "fd00:ec2::254": true, "::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true, "64:ff9b::a00:1": true,
 		"64:ff9b:1::a9fe:a9fe": true, "2002:a9fe:a9fe::1": true, "::a9fe:a9fe": true, "fec0::1": true,
+		"168.63.129.16": true, "::ffff:0:7f00:1": true, "::ffff:0:a9fe:a9fe": true,
+		"2001:0:4136:e378:8000:63bf:3fff:fdd2": true, "100::1": true, "100::ffff:ffff:ffff:ffff": true,
 		"8.8.8.8": false, "93.184.216.34": false, "2606:4700::1111": false, "::ffff:8.8.8.8": false,
+		"168.63.129.17": false, "2001:4860:4860::8888": false, "100:0:0:1::1": false,
 	} {
 		if got := blocked(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("blocked(%s) = %v, want %v", addr, got, want)
