@@ -36,6 +36,13 @@ func TestCheck(t *testing.T) {
 		{"decimal IPv4", []Config{good(func(c *Config) { c.URL = "http://2852039166/h" })}, []string{`sinks[0].url: "2852039166" is an IPv4 address written other than in dotted decimal`}},
 		{"hex IPv4", []Config{good(func(c *Config) { c.URL = "http://0xa9.0xfe.0xa9.0xfe/h" })}, []string{`sinks[0].url: "0xa9.0xfe.0xa9.0xfe" is an IPv4 address written other than in dotted decimal`}},
 		{"octal IPv4", []Config{good(func(c *Config) { c.URL = "http://0177.0.0.1/h"; c.AllowPrivate = true })}, []string{`sinks[0].url: "0177.0.0.1" is an IPv4 address written other than in dotted decimal`}},
+		// A trailing dot makes an address a name to the relay's resolver.
+		{"decimal IPv4 with a trailing dot", []Config{good(func(c *Config) { c.URL = "http://2130706433./h" })}, []string{`sinks[0].url: "2130706433." is an IPv4 address written other than in dotted decimal`}},
+		{"hex IPv4 with a trailing dot", []Config{good(func(c *Config) { c.URL = "http://0x7f.0.0.1./h" })}, []string{`sinks[0].url: "0x7f.0.0.1." is an IPv4 address written other than in dotted decimal`}},
+		{"octal IPv4 with a trailing dot", []Config{good(func(c *Config) { c.URL = "http://0177.0.0.1./h" })}, []string{`sinks[0].url: "0177.0.0.1." is an IPv4 address written other than in dotted decimal`}},
+		{"hex number with a trailing dot", []Config{good(func(c *Config) { c.URL = "http://0xa9fea9fe./h" })}, []string{`sinks[0].url: "0xa9fea9fe." is an IPv4 address written other than in dotted decimal`}},
+		{"metadata address with a trailing dot", []Config{good(func(c *Config) { c.URL = "http://169.254.169.254./latest" })}, []string{`sinks[0].url: "169.254.169.254." is an IP address with a trailing dot; write it as "169.254.169.254"`}},
+		{"private address with a trailing dot and allow_private", []Config{good(func(c *Config) { c.URL = "http://10.0.0.1./h"; c.AllowPrivate = true })}, []string{`sinks[0].url: "10.0.0.1." is an IP address with a trailing dot`}},
 		{"secret missing", []Config{good(func(c *Config) { c.Secret = "" })}, []string{"sinks[0].secret: must be whsec_"}},
 		{"format", []Config{good(func(c *Config) { c.Format = "xml" })}, []string{`sinks[0].format: must be binary or structured, got "xml"`}},
 		{"timeout", []Config{good(func(c *Config) { c.Timeout = time.Hour })}, []string{"sinks[0].timeout: must be between 0 and 5m0s, got 1h0m0s"}},

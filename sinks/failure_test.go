@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -143,4 +145,36 @@ func TestRetryPolicy(t *testing.T) {
 			t.Errorf("%d dead letters (%v) after the event came again, want %d", n, err, queued)
 		}
 	})
+}
+
+// TestFailureLogsAreBounded: the warning a failed delivery logs quotes its
+// error cut as the attempts and dead letters keep it (1 KiB): a receiver
+// writes part of that error.
+func TestFailureLogsAreBounded(t *testing.T) {
+	js := natsStream(t)
+	logs := &eventstest.Log{}
+	m, err := NewManager(Options{Sinks: []Config{sinkConfig("crm", "http://127.0.0.1:1", nil)}, JS: js,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil { // the worker, not running
+		t.Fatal(err)
+	}
+	w := m.sinks["crm"].worker
+	e := testEvent(t, events.UserCreated, "u1", 1)
+	res := Result{Status: 500, Err: errors.New("POST: " + strings.Repeat("x", 100<<10)), Events: 1}
+	w.retrying([]*event.Event{e}, res, 1, time.Now().Add(time.Minute))
+	if err := w.deadLetter(ctx, e, res, 2); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines logged, got %d", len(lines))
+	}
+	for _, line := range lines {
+		if len(line) > 2*maxErrorInQueue || !strings.Contains(line, strings.Repeat("x", 512)) {
+			t.Errorf("a line of %d bytes logged (%.120s...): want the error in it, cut to %d bytes", len(line), line, maxErrorInQueue)
+		}
+	}
 }

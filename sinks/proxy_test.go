@@ -131,7 +131,8 @@ func TestProxyWithGuard(t *testing.T) {
 	// A host the relay's resolver does not know, but a proxy's would read
 	// as an address, is refused before the proxy is asked (relay.yaml
 	// refuses it already; this is the request's own check).
-	for _, host := range []string{"2852039166", "0xa9.0xfe.0xa9.0xfe", "１６９.２５４.１６９.２５４"} {
+	for _, host := range []string{"2852039166", "0xa9.0xfe.0xa9.0xfe", "１６９.２５４.１６９.２５４",
+		"2130706433.", "0x7f.0.0.1.", "0177.0.0.1.", "169.254.169.254.", "0xa9fea9fe."} {
 		if u, err := d.Proxy(&http.Request{URL: &url.URL{Scheme: "https", Host: host, Path: "/hook"}}); u != nil || err == nil {
 			t.Errorf("a target %q through the proxy: proxy %v, %v; want it refused", host, u, err)
 		}

@@ -21,8 +21,9 @@ import (
 )
 
 // The SSRF guard: a sink may not reach loopback, private, link-local,
-// CGNAT, multicast or unspecified addresses, nor the cloud metadata
-// endpoints, unless it sets allow_private. It checks the address actually
+// CGNAT, multicast or unspecified addresses, nor the cloud metadata and
+// platform endpoints, nor IPv6 ranges that embed or translate IPv4 ones,
+// unless it sets allow_private. It checks the address actually
 // dialled, after DNS, so that neither a DNS answer that changes nor a
 // redirect can get around it.
 
@@ -55,11 +56,15 @@ var blockedPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("192.0.0.0/24"),      // IETF protocol assignments
 	netip.MustParsePrefix("198.18.0.0/15"),     // benchmarking
 	netip.MustParsePrefix("240.0.0.0/4"),       // reserved, and broadcast
+	netip.MustParsePrefix("168.63.129.16/32"),  // Azure WireServer: platform DNS, health probes, VM agent
 	netip.MustParsePrefix("fd00:ec2::254/128"), // AWS metadata over IPv6 (also inside fc00::/7)
 	netip.MustParsePrefix("64:ff9b::/96"),      // NAT64, which can reach IPv4 private space
 	netip.MustParsePrefix("64:ff9b:1::/48"),    // local-use NAT64 (RFC 8215), the same
 	netip.MustParsePrefix("2002::/16"),         // 6to4, which embeds an IPv4 address (deprecated)
 	netip.MustParsePrefix("::/96"),             // IPv4-compatible IPv6 (deprecated), ::a9fe:a9fe
+	netip.MustParsePrefix("::ffff:0:0:0/96"),   // SIIT IPv4-translated (RFC 2765), ::ffff:0:7f00:1
+	netip.MustParsePrefix("2001::/32"),         // Teredo, which embeds an IPv4 address
+	netip.MustParsePrefix("100::/64"),          // discard-only (RFC 6666)
 	netip.MustParsePrefix("fec0::/10"),         // site-local (deprecated)
 }
 
@@ -183,10 +188,13 @@ func (d *dialer) proxy(req *http.Request) (*url.URL, error) {
 
 // checkHost refuses a host the relay and a proxy could read differently:
 // one not written in ASCII (Go's transport sends its ASCII form, which
-// may be an address: fullwidth "１０.０.０.１" is 10.0.0.1), and an IPv4
+// may be an address: fullwidth "１０.０.０.１" is 10.0.0.1), an IPv4
 // address written other than in dotted decimal ("2852039166",
-// "0xa9.0xfe.0xa9.0xfe", "0177.0.0.1"), which the relay's resolver does
-// not know but a proxy's may.
+// "0xa9.0xfe.0xa9.0xfe", "0177.0.0.1"), and an IP address with a trailing
+// dot ("169.254.169.254.", "2130706433."), which the relay's resolver
+// does not know but a proxy's may. An address with a trailing dot is
+// refused whatever its range: no receiver needs one, and refusing it
+// needs no knowledge of allow_private here.
 func checkHost(host string) error {
 	for i := 0; i < len(host); i++ {
 		if host[i] >= utf8.RuneSelf {
@@ -197,10 +205,15 @@ func checkHost(host string) error {
 			return fmt.Errorf("%q is not written in ASCII; write it as %q", host, ascii)
 		}
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
+	// One trailing dot makes an address a name to the relay's resolver.
+	bare := strings.TrimSuffix(host, ".")
+	if _, err := netip.ParseAddr(bare); err == nil {
+		if bare != host {
+			return fmt.Errorf("%q is an IP address with a trailing dot; write it as %q", host, bare)
+		}
 		return nil
 	}
-	parts := strings.Split(host, ".")
+	parts := strings.Split(bare, ".")
 	if len(parts) > 4 {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,8 +17,9 @@ import (
 // selects, how far behind it is and how it fares.
 type Status struct {
 	Name string `json:"name"`
-	// URL is the sink's URL without credentials or query values, which
-	// may be secrets (a function key, a signed query).
+	// URL is the sink's URL without credentials, query values or its path
+	// past the first segment, which may be secrets (a function key, a
+	// signed query, a token in the path): redactURL.
 	URL     string   `json:"url"`
 	Events  []string `json:"events,omitempty"`  // empty: every type
 	Tenants []string `json:"tenants,omitempty"` // empty: every tenant
@@ -101,7 +103,10 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 
 // redactURL is a sink's URL as the admin API, logs and errors show it:
 // its user information (a username alone is often a token) and query
-// values are "redacted", and the fragment is dropped.
+// values are "redacted", its path is kept only to its first segment, the
+// rest shown as "/…" (Slack, Discord, Teams and Zapier put the webhook's
+// token in the path: /services/T/B/<token>, /api/webhooks/<id>/<token>),
+// and the fragment is dropped.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -110,13 +115,39 @@ func redactURL(raw string) string {
 	if u.User != nil {
 		u.User = url.User("redacted")
 	}
+	if u.Opaque != "" { // "scheme:rest", no host: the rest may be anything
+		u.Opaque = "…"
+	}
+	u.Fragment, u.RawFragment = "", ""
+	query := ""
 	if u.RawQuery != "" {
 		q := u.Query()
 		for k := range q {
 			q[k] = []string{"redacted"}
 		}
-		u.RawQuery = q.Encode()
+		query = "?" + q.Encode()
+		u.RawQuery, u.ForceQuery = "", false
 	}
-	u.Fragment = ""
-	return u.String()
+	// The first segment as written (escaped: an escaped "/" stays in it).
+	more := false
+	if p := u.EscapedPath(); p != "" {
+		lead := ""
+		if strings.HasPrefix(p, "/") {
+			lead, p = "/", p[1:]
+		}
+		first, rest, found := strings.Cut(p, "/")
+		more = rest != ""
+		u.RawPath = lead + first
+		if found && !more {
+			u.RawPath += "/"
+		}
+		if u.Path, err = url.PathUnescape(u.RawPath); err != nil {
+			return "(unreadable URL)"
+		}
+	}
+	out := u.String()
+	if more {
+		out += "/…"
+	}
+	return out + query
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -299,6 +300,9 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	resp, err := w.client.Do(req)
 	res := Result{Attempts: int(at.tries.Load())}
 	if err != nil {
+		if headersTooLarge(err) {
+			err = errHeadersTooLarge
+		}
 		res.Err = fmt.Errorf("POST %s: %w", redactURL(w.url), unwrapURLError(err))
 		var refused *refusedError
 		res.Permanent = errors.As(err, &refused)
@@ -310,22 +314,75 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, w.o.MaxResponseBody)) // drain a little for keep-alive
 	res.Status = resp.StatusCode
 	res.Latency = time.Since(start)
+	// The status as Go names it, not the receiver's reason phrase, and at
+	// most maxLocationInError bytes of a Location: both are the receiver's
+	// text, and the error goes to the log, the attempts and dead letters.
+	status := statusText(resp.StatusCode)
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
 		return res
 	case code >= 300 && code < 400:
-		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", redactURL(w.url), resp.Status, resp.Header.Get("Location"))
+		loc := truncateUTF8(redactURL(resp.Header.Get("Location")), maxLocationInError)
+		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", redactURL(w.url), status, loc)
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		res.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
-		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), resp.Status)
+		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), status)
 	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
-		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), resp.Status)
+		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), status)
 	default: // 410 and the other 4xx: the receiver will never take it
-		res.Err = fmt.Errorf("POST %s: %s (permanent)", redactURL(w.url), resp.Status)
+		res.Err = fmt.Errorf("POST %s: %s (permanent)", redactURL(w.url), status)
 		res.Permanent = true
 	}
 	w.log.Debug("delivery refused", "sink", w.o.Name, "webhook_id", id, "status", resp.StatusCode, "body", string(snippet))
 	return res
+}
+
+// maxResponseHeader caps the status line and headers of an answer (Go's
+// default is 10 MiB, which a hostile receiver could make every delivery
+// read and hold).
+const maxResponseHeader = 64 << 10
+
+// maxLocationInError caps how much of a redirect's Location a delivery
+// error quotes.
+const maxLocationInError = 256
+
+// errHeadersTooLarge is an answer whose headers exceed maxResponseHeader.
+// The delivery fails without quick retries (a receiver that answers so
+// does it again a moment later), but not for good: it is retried on the
+// schedule, since a proxy or load balancer in front of the receiver may be
+// what answered, and may stop.
+var errHeadersTooLarge = fmt.Errorf("the answer's headers exceed %d KiB; aborted", maxResponseHeader>>10)
+
+// headersTooLarge reports whether err is the transport's refusal of an
+// answer over MaxResponseHeaderBytes: HTTP/1's and HTTP/2's, which Go
+// reports only as text.
+func headersTooLarge(err error) bool {
+	if errors.Is(err, errHeadersTooLarge) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "server response headers exceeded") ||
+		strings.Contains(msg, "response header list larger than advertised limit")
+}
+
+// statusText is a status code and Go's name for it ("302 Found").
+func statusText(code int) string {
+	if text := http.StatusText(code); text != "" {
+		return strconv.Itoa(code) + " " + text
+	}
+	return strconv.Itoa(code)
+}
+
+// truncateUTF8 cuts s to at most n bytes, on a character boundary, marking
+// the cut with "…".
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // encode renders the event with the CloudEvents HTTP binding: binary mode
@@ -374,15 +431,16 @@ func (w *Webhook) resign(req *http.Request) error {
 	return w.sign(req, req.Header.Get("webhook-id"), at.body)
 }
 
-// checkRetry retries inside one delivery on connection errors, 408, 425,
-// 5xx, and 429/503 that ask for at most a short wait.
+// checkRetry retries inside one delivery on connection errors (but a
+// refused dial and headers over the limit), 408, 425, 5xx, and 429/503
+// that ask for at most a short wait.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	if err != nil {
 		var refused *refusedError
-		return !errors.As(err, &refused), nil
+		return !errors.As(err, &refused) && !headersTooLarge(err), nil
 	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
@@ -454,15 +512,16 @@ func newTransport(o WebhookOptions) *http.Transport {
 		d.lookup = o.lookup
 	}
 	t := &http.Transport{
-		Proxy:                 d.proxy,
-		DialContext:           d.dial,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 0, // the client's Timeout bounds the whole request
-		ExpectContinueTimeout: time.Second,
+		Proxy:                  d.proxy,
+		DialContext:            d.dial,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           256,
+		MaxIdleConnsPerHost:    128,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ResponseHeaderTimeout:  0, // the client's Timeout bounds the whole request
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: maxResponseHeader,
 	}
 	if o.rootCAs != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: o.rootCAs, MinVersion: tls.VersionTLS12}

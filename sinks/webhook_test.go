@@ -3,10 +3,13 @@
 package sinks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -306,7 +309,10 @@ func TestSSRFGuard(t *testing.T) {
 		"100.64.0.1": true, "0.0.0.0": true, "0.1.2.3": true, "224.0.0.1": true, "255.255.255.255": true, "fe80::1": true,
 		"fc00::1": true, "fd00:ec2::254": true, "::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true, "64:ff9b::a00:1": true,
 		"64:ff9b:1::a9fe:a9fe": true, "2002:a9fe:a9fe::1": true, "::a9fe:a9fe": true, "fec0::1": true,
+		"168.63.129.16": true, "::ffff:0:7f00:1": true, "::ffff:0:a9fe:a9fe": true,
+		"2001:0:4136:e378:8000:63bf:3fff:fdd2": true, "100::1": true, "100::ffff:ffff:ffff:ffff": true,
 		"8.8.8.8": false, "93.184.216.34": false, "2606:4700::1111": false, "::ffff:8.8.8.8": false,
+		"168.63.129.17": false, "2001:4860:4860::8888": false, "100:0:0:1::1": false,
 	} {
 		if got := blocked(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("blocked(%s) = %v, want %v", addr, got, want)
@@ -506,22 +512,169 @@ func TestFailuresKeepOtherConnections(t *testing.T) {
 
 // TestDeliveryErrorsShowNoCredentials checks that a failed delivery's
 // error, which reaches the log, the attempts and the console, shows the
-// sink's URL without its user information or query values: a receiver's
-// token often travels in one of them.
+// sink's URL without its user information, query values or path past its
+// first segment: a receiver's token often travels in one of them (Slack's
+// /services/T/B/<token>, Discord's /api/webhooks/<id>/<token>).
 func TestDeliveryErrorsShowNoCredentials(t *testing.T) {
 	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusBadRequest })
-	u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + "/hook?code=abc123secret"
-	res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
-	if res.Err == nil {
-		t.Fatal("a 400 was not an error")
-	}
-	msg := res.Err.Error()
-	for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret"} {
-		if strings.Contains(msg, secret) {
-			t.Errorf("the error %q shows %q", msg, secret)
+	for _, tt := range []struct{ path, shown string }{
+		{"/hook?code=abc123secret", "/hook?code=redacted"},
+		{"/services/T000/B000/XXXXabc123secretXXXX", "/services/…"},
+		{"/api/webhooks/123/abc123secretToken", "/api/…"},
+	} {
+		u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + tt.path
+		res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+		if res.Err == nil {
+			t.Fatal("a 400 was not an error")
+		}
+		msg := res.Err.Error()
+		for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret"} {
+			if strings.Contains(msg, secret) {
+				t.Errorf("the error %q shows %q", msg, secret)
+			}
+		}
+		if !strings.Contains(msg, tt.shown+":") {
+			t.Errorf("the error %q does not show the URL as %q", msg, tt.shown)
 		}
 	}
-	if !strings.Contains(msg, "/hook") {
-		t.Errorf("the error %q does not name the URL's path", msg)
+}
+
+// rawReceiver answers every request with answer, a whole HTTP/1.1 response
+// as written (a reason phrase or headers no http.Handler can send), and
+// counts the requests.
+func rawReceiver(t *testing.T, answer string) (url string, requests *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	requests = &atomic.Int64{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				requests.Add(1)
+				_, _ = io.WriteString(c, answer)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/hook", requests
+}
+
+// TestReceiverTextInErrorsIsBounded: a delivery error, which goes to the
+// log, the attempts and dead letters, quotes at most 256 bytes of a
+// redirect's Location (redacted like the sink's URL) and names the status
+// as Go does, not with the receiver's reason phrase; and the headers of an
+// answer are read up to 64 KiB.
+func TestReceiverTextInErrorsIsBounded(t *testing.T) {
+	long := strings.Repeat("\x80", 60<<10) // under the header limit; %q makes 4 bytes of each
+	for _, tt := range []struct {
+		name, answer, want string
+	}{
+		{"long Location", "HTTP/1.1 302 Found\r\nLocation: https://x.example/" + long + "\r\nContent-Length: 0\r\n\r\n",
+			`302 Found: redirect to "https://x.example/`},
+		{"Location with credentials", "HTTP/1.1 307 Temporary Redirect\r\nLocation: https://u:tok_secret@x.example/a?sig=sig_secret\r\nContent-Length: 0\r\n\r\n",
+			`307 Temporary Redirect: redirect to "https://redacted@x.example/a?sig=redacted" not followed`},
+		{"long reason phrase", "HTTP/1.1 500 " + strings.Repeat("A", 60<<10) + "\r\nContent-Length: 0\r\n\r\n",
+			": 500 Internal Server Error"},
+		{"reason phrase of an unnamed status", "HTTP/1.1 599 " + strings.Repeat("A", 60<<10) + "\r\nContent-Length: 0\r\n\r\n",
+			": 599"},
+		{"junk header", "HTTP/1.1 400 Bad\r\nX-Junk: " + strings.Repeat("a", 60<<10) + "\r\nContent-Length: 0\r\n\r\n",
+			": 400 Bad Request (permanent)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, _ := rawReceiver(t, tt.answer)
+			res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			if res.Err == nil {
+				t.Fatalf("no error: %+v", res)
+			}
+			msg := res.Err.Error()
+			if len(msg) > 1200 {
+				t.Fatalf("the error is %d bytes: %.200q...", len(msg), msg)
+			}
+			if !strings.Contains(msg, tt.want) || strings.Contains(msg, "AAAA") || strings.Contains(msg, "secret") {
+				t.Fatalf("the error %.300q: want %q in it, and none of the receiver's text", msg, tt.want)
+			}
+		})
+	}
+}
+
+// TestOversizedAnswerHeaders: an answer whose headers exceed 64 KiB fails
+// the delivery without quick retries (the receiver would answer so again
+// a moment later) but not for good: a proxy in front of the receiver may
+// have answered, so it is retried on the schedule. Over HTTP/1.1 and
+// HTTP/2 alike.
+func TestOversizedAnswerHeaders(t *testing.T) {
+	check := func(t *testing.T, res Result, tries int64) {
+		t.Helper()
+		if res.Err == nil || res.Permanent || res.Attempts != 1 || tries != 1 || !errors.Is(res.Err, errHeadersTooLarge) {
+			t.Fatalf("status %d, permanent %v, %d tries after %d requests, error %.200q: want one try, failed, not for good, for the headers",
+				res.Status, res.Permanent, res.Attempts, tries, errText(res.Err))
+		}
+		if len(res.Err.Error()) > 256 {
+			t.Fatalf("the error is %d bytes", len(res.Err.Error()))
+		}
+	}
+	for _, tt := range []struct{ name, answer string }{
+		{"9 MiB header", "HTTP/1.1 204 No Content\r\nX-Junk: " + strings.Repeat("a", 9<<20) + "\r\n\r\n"},
+		{"65 KiB header", "HTTP/1.1 204 No Content\r\nX-Junk: " + strings.Repeat("a", 65<<10) + "\r\n\r\n"},
+		{"9 MiB Location", "HTTP/1.1 302 Found\r\nLocation: https://x.example/" + strings.Repeat("\x80", 9<<20) + "\r\nContent-Length: 0\r\n\r\n"},
+		{"9 MiB reason phrase", "HTTP/1.1 500 " + strings.Repeat("A", 9<<20) + "\r\nContent-Length: 0\r\n\r\n"},
+	} {
+		t.Run("HTTP/1.1 "+tt.name, func(t *testing.T) {
+			u, requests := rawReceiver(t, tt.answer)
+			res := webhook(t, u, nil).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			check(t, res, requests.Load())
+		})
+	}
+	// HTTP/2 reports headers over the limit as such when they come in
+	// fields that fit; one field over it, or a frame far over it, is a
+	// connection error (COMPRESSION_ERROR, PROTOCOL_ERROR), retried
+	// quickly like any other: the answer is not read either way.
+	for _, tt := range []struct {
+		name    string
+		fields  int
+		size    int
+		exactly bool
+	}{
+		{"HTTP/2 70 fields of 1000 bytes", 70, 1000, true},
+		{"HTTP/2 one field of 65 KiB", 1, 65 << 10, false},
+		{"HTTP/2 one field of 9 MiB", 1, 9 << 20, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var requests atomic.Int64
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				for i := range tt.fields {
+					w.Header().Set(fmt.Sprintf("X-Junk-%d", i), strings.Repeat("a", tt.size))
+				}
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			pool := x509.NewCertPool()
+			pool.AddCert(srv.Certificate())
+			res := webhook(t, srv.URL, func(o *WebhookOptions) { o.rootCAs = pool }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			if tt.exactly {
+				check(t, res, requests.Load())
+			} else if res.Err == nil || res.Permanent || len(res.Err.Error()) > 256 {
+				t.Fatalf("status %d, permanent %v, error %.200q: want a failure, not for good, with a short error", res.Status, res.Permanent, errText(res.Err))
+			}
+		})
+	}
+	// Under the limit, an answer is read as usual.
+	u, _ := rawReceiver(t, "HTTP/1.1 204 No Content\r\nX-Junk: "+strings.Repeat("a", 60<<10)+"\r\n\r\n")
+	if res := webhook(t, u, nil).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1)); res.Err != nil {
+		t.Fatalf("an answer with 60 KiB of headers: %v", res.Err)
 	}
 }

@@ -373,7 +373,7 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tri
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 	w.attempts.record(w.name, []*event.Event{e}, res, tries, "dead_lettered")
-	w.log.Warn("delivery failed for good; event dead-lettered", "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", res.Err)
+	w.log.Warn("delivery failed for good; event dead-lettered", "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", truncate(errText(res.Err), maxErrorInQueue))
 	return nil
 }
 
@@ -384,7 +384,7 @@ func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Ti
 		w.metrics.outcome(w.name, "retry")
 	}
 	w.attempts.recordRetry(w.name, es, res, tries, next)
-	w.log.Warn("delivery failed; will retry", "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", res.Err)
+	w.log.Warn("delivery failed; will retry", "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", truncate(errText(res.Err), maxErrorInQueue))
 }
 
 func (w *worker) ack(m jetstream.Msg) {
