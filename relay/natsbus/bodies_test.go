@@ -30,6 +30,9 @@ func TestCheckPull(t *testing.T) {
 		{`{"batch":1,"evil":true}`, server.JSApiConsumerGetNextRequest{}, "unknown field"},
 		{`{"batch":1} {"batch":2}`, server.JSApiConsumerGetNextRequest{}, "more than one"},
 		{`seven`, server.JSApiConsumerGetNextRequest{}, "neither a number"},
+		{`{"batch":1,"idle_heartbeat":5000000000}`, server.JSApiConsumerGetNextRequest{Batch: 1, Expires: maxPullExpires, Heartbeat: 5 * time.Second}, ""},
+		{`{"batch":1,"expires":110000000000,"idle_heartbeat":1}`, server.JSApiConsumerGetNextRequest{}, "idle_heartbeat must be"},
+		{`{"batch":1,"idle_heartbeat":60000000000}`, server.JSApiConsumerGetNextRequest{}, "idle_heartbeat must be"},
 	} {
 		got, err := checkPull([]byte(tt.body))
 		if tt.err != "" {
@@ -61,7 +64,9 @@ func TestCheckAck(t *testing.T) {
 }
 
 // TestCheckDirectGet: a direct get of one message passes as it is; one of
-// many reads at most maxDirectBatch messages and maxDirectBytes.
+// many reads at most maxDirectBatch messages and maxDirectBytes; those that
+// JetStream answers by scanning the stream (multi_last, wildcards, times)
+// are refused.
 func TestCheckDirectGet(t *testing.T) {
 	if got, err := checkDirectGet(nil); err != nil || len(got) != 0 {
 		t.Fatalf("the last message of a subject: %q, %v", got, err)
@@ -71,11 +76,16 @@ func TestCheckDirectGet(t *testing.T) {
 	if err != nil || json.Unmarshal(got, &req) != nil || req.Batch != 100 || req.MaxBytes != maxDirectBytes {
 		t.Fatalf("a batch of 100: %s, %v", got, err)
 	}
-	got, err = checkDirectGet([]byte(`{"multi_last":["scimrelay.acme.>"]}`))
-	if err != nil || json.Unmarshal(got, &req) != nil || req.Batch != maxDirectBatch || req.MaxBytes != maxDirectBytes {
-		t.Fatalf("multi_last: %s, %v", got, err)
+	got, err = checkDirectGet([]byte(`{"seq":5,"next_by_subj":"scimrelay.acme.user.created.u1.3","batch":10}`))
+	if err != nil || json.Unmarshal(got, &req) != nil || req.NextFor != "scimrelay.acme.user.created.u1.3" || req.Batch != 10 {
+		t.Fatalf("the next messages of one subject: %s, %v", got, err)
 	}
-	for _, body := range []string{`{"seq":1,"batch":100000}`, `{"seq":1,"batch":10,"max_bytes":16777216}`, `{"seq":1,"evil":1}`} {
+	// What JetStream answers by scanning the stream is refused.
+	for _, body := range []string{`{"seq":1,"batch":100000}`, `{"seq":1,"batch":10,"max_bytes":16777216}`, `{"seq":1,"evil":1}`,
+		`{"multi_last":["scimrelay.>"],"batch":1}`, `{"multi_last":["scimrelay.acme.user.created.u1.3"]}`,
+		`{"start_time":"2026-12-01T00:00:00Z","next_by_subj":"scimrelay.acme.user.created.u1.3"}`,
+		`{"seq":1,"up_to_time":"2026-12-01T00:00:00Z","batch":5}`,
+		`{"seq":1,"next_by_subj":"scimrelay.nobody.>"}`, `{"last_by_subj":"scimrelay.*.user.created.u1.3"}`} {
 		if _, err := checkDirectGet([]byte(body)); err == nil {
 			t.Errorf("direct get %s passed", body)
 		}
