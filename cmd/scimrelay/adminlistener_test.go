@@ -82,7 +82,24 @@ func TestAdminListenerHostOnLoopback(t *testing.T) {
 		t.Fatalf("healthz as probes ask it: %d", code)
 	}
 
+	// A reverse proxy on the machine that passes the client's Host (Caddy,
+	// Traefik): its names are listed in admin.hosts.
 	cfg := testConfig(t, t.TempDir())
+	cfg.Admin.Hosts = []string{"console.example.com", "status.example.com."}
+	proxied := startRelay(t, cfg, roleAll)
+	_, port, _ = net.SplitHostPort(strings.TrimPrefix(proxied.adminURL, "http://"))
+	for host, want := range map[string]int{"console.example.com": 200, "Console.Example.COM:443": 200, "console.example.com.": 200,
+		"status.example.com": 200, "other.example.com": 421, "127.0.0.1:" + port: 200} {
+		if r := adminRequest(t, proxied, "GET", "/admin/v1/tokens", adminSecret, host); r.status != want {
+			t.Errorf("with admin.hosts, GET /admin/v1/tokens with Host %s: %d, want %d", host, r.status, want)
+		}
+	}
+	cfg.Admin.Hosts = []string{"https://console.example.com"}
+	if problems := checkConfig(cfg, roleAll); len(problems) == 0 || !strings.Contains(fmt.Sprint(problems), "admin.hosts[0]") {
+		t.Errorf("admin.hosts with a scheme: %v", problems)
+	}
+
+	cfg = testConfig(t, t.TempDir())
 	cfg.AdminListen = "0.0.0.0:0"
 	open := startRelay(t, cfg, roleAll)
 	_, port, _ = net.SplitHostPort(open.srv.adminLn.Addr().String())

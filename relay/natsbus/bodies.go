@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +82,11 @@ func checkRequest(subject string, data []byte) ([]byte, error) {
 	case strings.HasPrefix(subject, "$JS.ACK."):
 		return data, checkAck(data)
 	case strings.HasPrefix(subject, jsAPI+"DIRECT.GET."):
+		// DIRECT.GET.<stream>.<subject> asks for the last message of that
+		// subject, which may be a wildcard: a scan, as in a body.
+		if tail := strings.Split(strings.TrimPrefix(subject, jsAPI+"DIRECT.GET."), ".")[1:]; slices.ContainsFunc(tail, func(t string) bool { return t == "*" || t == ">" }) {
+			return nil, errors.New("a scimrelay subscriber's direct get names one subject, no wildcard")
+		}
 		return checkDirectGet(data)
 	}
 	return data, nil
@@ -108,6 +114,10 @@ func checkPull(data []byte) ([]byte, error) {
 		if err := atMost(&req.Expires, maxPullExpires, "a pull's expires"); err != nil {
 			return nil, err
 		}
+	}
+	// Consumers made by earlier releases may not bound these.
+	if req.Batch > maxPullBatch || req.MaxBytes > maxPullBytes {
+		return nil, fmt.Errorf("a pull may ask for at most %d messages and %d bytes", maxPullBatch, maxPullBytes)
 	}
 	// JetStream sends a waiting pull a heartbeat each time its heartbeat
 	// passes, checking every millisecond: 512 pulls with a heartbeat of

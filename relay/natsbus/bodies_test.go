@@ -33,6 +33,8 @@ func TestCheckPull(t *testing.T) {
 		{`{"batch":1,"idle_heartbeat":5000000000}`, server.JSApiConsumerGetNextRequest{Batch: 1, Expires: maxPullExpires, Heartbeat: 5 * time.Second}, ""},
 		{`{"batch":1,"expires":110000000000,"idle_heartbeat":1}`, server.JSApiConsumerGetNextRequest{}, "idle_heartbeat must be"},
 		{`{"batch":1,"idle_heartbeat":60000000000}`, server.JSApiConsumerGetNextRequest{}, "idle_heartbeat must be"},
+		{`{"batch":20000}`, server.JSApiConsumerGetNextRequest{}, "at most 10000 messages"},
+		{`{"batch":1,"max_bytes":1073741824}`, server.JSApiConsumerGetNextRequest{}, "at most 10000 messages"},
 	} {
 		got, err := checkPull([]byte(tt.body))
 		if tt.err != "" {
@@ -88,6 +90,17 @@ func TestCheckDirectGet(t *testing.T) {
 		`{"seq":1,"next_by_subj":"scimrelay.nobody.>"}`, `{"last_by_subj":"scimrelay.*.user.created.u1.3"}`} {
 		if _, err := checkDirectGet([]byte(body)); err == nil {
 			t.Errorf("direct get %s passed", body)
+		}
+	}
+	// The subject form asks for the last message of the subject it names.
+	for subject, ok := range map[string]bool{
+		"$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.acme.user.created.u1.3": true,
+		"$JS.API.DIRECT.GET.SCIMRELAY":                                  true,
+		"$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.*.>":                    false,
+		"$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.acme.user.created.*.3":  false,
+	} {
+		if _, err := checkRequest(subject, nil); (err == nil) != ok {
+			t.Errorf("direct get on %s: %v, want passed %t", subject, err, ok)
 		}
 	}
 }

@@ -52,7 +52,7 @@ func NoReadDeadline(w http.ResponseWriter) {
 // always send one.
 func LoopbackHostsOnly(next http.Handler, hosts []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Host != "" && !loopbackHost(r.Host) && !slices.ContainsFunc(hosts, func(h string) bool { return strings.EqualFold(hostName(r.Host), h) }) {
+		if r.Host != "" && !loopbackHost(r.Host) && !slices.ContainsFunc(hosts, func(h string) bool { return strings.EqualFold(hostName(r.Host), strings.TrimSuffix(h, ".")) }) {
 			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener is on loopback and answers only requests to localhost, 127.0.0.1, [::1] and the names in admin.hosts"})
 			return
 		}
