@@ -304,6 +304,8 @@ func TestAddedSubscriberLosesWiderConsumer(t *testing.T) {
 		{"every tenant", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
 		{"another tenant", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.globex.>", AckPolicy: jetstream.AckExplicitPolicy}, true},
 		{"push", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", DeliverSubject: "scimrelay-push.billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
+		{"redelivering every nanosecond", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, BackOff: []time.Duration{1}, MaxDeliver: -1}, true},
+		{"keeping every message unacknowledged", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1}, true},
 		{"within", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

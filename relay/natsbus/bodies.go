@@ -35,6 +35,14 @@ const (
 	// as nats.go does.
 	minPullHeartbeat = 500 * time.Millisecond
 	maxPullHeartbeat = 30 * time.Second
+	// minRedelivery is the shortest ack_wait and backoff step, and
+	// maxBackoffSteps the most backoff steps, of a subscriber's consumer.
+	minRedelivery   = time.Second
+	maxBackoffSteps = 20
+	// defaultAckPending and maxAckPending are the default and the most
+	// messages a subscriber's consumer keeps unacknowledged.
+	defaultAckPending = 1000
+	maxAckPending     = 100000
 	// maxPullBatch and maxPullBytes bound what one pull may ask for.
 	maxPullBatch = 10000
 	maxPullBytes = 64 << 20
@@ -246,7 +254,39 @@ func checkCreate(s Subscriber, data []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if err := redeliveryBounded(c); err != nil {
+		return nil, err
+	}
 	return json.Marshal(req)
+}
+
+// redeliveryBounded says what of a consumer's redelivery settings makes
+// JetStream work without end, and bounds what it keeps: a backoff or
+// ack_wait of a nanosecond re-arms the consumer's pending timer back to
+// back for as long as anything is unacknowledged (one core busy, on
+// through restarts, with the subscriber gone), and with max_ack_pending
+// -1 each pass walks every pending message. An ack_wait or backoff step
+// of 0 is JetStream's default; a max_ack_pending of 0 becomes
+// maxAckPending's default.
+func redeliveryBounded(c *server.ConsumerConfig) error {
+	if c.AckWait != 0 && c.AckWait < minRedelivery {
+		return fmt.Errorf("ack_wait must be at least %v for a scimrelay subscriber", minRedelivery)
+	}
+	if len(c.BackOff) > maxBackoffSteps {
+		return fmt.Errorf("backoff may have at most %d steps for a scimrelay subscriber", maxBackoffSteps)
+	}
+	for _, d := range c.BackOff {
+		if d < minRedelivery {
+			return fmt.Errorf("each backoff step must be at least %v for a scimrelay subscriber", minRedelivery)
+		}
+	}
+	switch {
+	case c.MaxAckPending == 0:
+		c.MaxAckPending = defaultAckPending
+	case c.MaxAckPending < 0 || c.MaxAckPending > maxAckPending:
+		return fmt.Errorf("max_ack_pending must be from 1 to %d for a scimrelay subscriber", maxAckPending)
+	}
+	return nil
 }
 
 // readsWithin says what a consumer reads that the subscriber may not.

@@ -124,3 +124,33 @@ func TestCreateBoundsPulls(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateBoundsRedelivery: a subscriber's consumer redelivers no
+// faster than once a second and keeps at most maxAckPending messages
+// unacknowledged. A backoff of 1 ns kept a core busy for as long as a
+// message stayed unacknowledged, through restarts, with the subscriber
+// gone; ack_wait 1 ns with max_ack_pending -1 walked every pending
+// message each millisecond.
+func TestCreateBoundsRedelivery(t *testing.T) {
+	s := Subscriber{Name: "billing"}
+	create := func(cfg string) (server.ConsumerConfig, error) {
+		got, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing"`+cfg+`}}`))
+		var req server.CreateConsumerRequest
+		if err == nil {
+			err = json.Unmarshal(got, &req)
+		}
+		return req.Config, err
+	}
+	if c, err := create(``); err != nil || c.MaxAckPending != defaultAckPending {
+		t.Fatalf("max_ack_pending unset became %d (%v), want %d", c.MaxAckPending, err, defaultAckPending)
+	}
+	if c, err := create(`,"ack_wait":30000000000,"backoff":[1000000000,5000000000],"max_deliver":5,"max_ack_pending":5000`); err != nil || c.MaxAckPending != 5000 {
+		t.Fatalf("bounded settings: %+v, %v", c, err)
+	}
+	for _, cfg := range []string{`,"backoff":[1],"max_deliver":-1`, `,"ack_wait":1`, `,"max_ack_pending":-1`, `,"max_ack_pending":1000000`,
+		`,"backoff":[` + strings.Repeat(`1000000000,`, 20) + `1000000000],"max_deliver":-1`} {
+		if _, err := create(cfg); err == nil || !strings.Contains(err.Error(), "scimrelay subscriber") {
+			t.Errorf("a creation with %s: %v", cfg, err)
+		}
+	}
+}

@@ -45,6 +45,13 @@ const (
 	// several times what the relay publishes; a subscriber reading a
 	// backlog of more events reads it at this rate.
 	SubscriberAcksPerSecond = 50000
+	// ConsumerChangesPerSecond is how many consumer creations and
+	// deletions of one subscriber the relay passes on a second, after a
+	// burst of consumerChangesBurst; one waits at most changeWait (within
+	// its route's 5 s) before it is refused.
+	ConsumerChangesPerSecond = 1
+	consumerChangesBurst     = 10
+	changeWait               = 2 * time.Second
 	// requestQueue and ackQueue are how many of a subscriber's requests
 	// wait to be passed on before the next is dropped; createQueue, of its
 	// consumer creations.
@@ -72,6 +79,7 @@ type passer struct {
 	stop     context.CancelFunc
 	ctx      context.Context
 	requests *rate.Limiter // its requests, consumer creations included
+	changes  *rate.Limiter // its consumer creations and deletions
 	dropped  atomic.Bool   // a drop was logged in the last minute
 }
 
@@ -82,7 +90,8 @@ type passer struct {
 func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
-		requests: rate.NewLimiter(SubscriberRequestsPerSecond, SubscriberRequestsPerSecond)}
+		requests: rate.NewLimiter(SubscriberRequestsPerSecond, SubscriberRequestsPerSecond),
+		changes:  rate.NewLimiter(ConsumerChangesPerSecond, consumerChangesBurst)}
 	acks := rate.NewLimiter(SubscriberAcksPerSecond, SubscriberAcksPerSecond)
 	own, err := e.connectOptions()
 	if err != nil {
@@ -118,6 +127,10 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 		{creates + ">", func(m *nats.Msg) {
 			if !p.requests.Allow() {
 				_ = m.Respond(createRefusal(fmt.Errorf("too many requests: a subscriber may send %d a second", SubscriberRequestsPerSecond)))
+				return
+			}
+			if err := p.waitChange(); err != nil {
+				_ = m.Respond(createRefusal(err))
 				return
 			}
 			e.passCreate(s, strings.TrimPrefix(m.Subject, creates), m)
@@ -169,6 +182,8 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 		// The subscriber's headers stay behind: JetStream's requests
 		// need none, and it reads some as the server's own.
 		_ = p.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: body})
+	case strings.HasPrefix(subject, jsAPI+"CONSUMER.DELETE.") && p.waitChange() != nil:
+		// Not answered: the client's request times out, as when dropped.
 	case m.Reply != "":
 		// The server answers JetStream's API through its own account,
 		// and does not pass such an answer on through a stream export:
@@ -180,6 +195,21 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
 		}
 	}
+}
+
+// waitChange waits, at most changeWait, until the subscriber may create or
+// delete its consumer again. A creation may make JetStream scan the
+// stream (deliver_policy last_per_subject reads the last message of every
+// subject: 0.3 s at 600,000 subjects, the relay's publishes waiting
+// meanwhile), so creations and deletions are paced apart from the other
+// requests.
+func (p *passer) waitChange() error {
+	ctx, cancel := context.WithTimeout(p.ctx, changeWait)
+	defer cancel()
+	if err := p.changes.Wait(ctx); err != nil {
+		return fmt.Errorf("too many consumer creations and deletions: a subscriber may make %d a second", ConsumerChangesPerSecond)
+	}
+	return nil
 }
 
 // apiTimeout is how long the relay waits for JetStream to answer a

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -285,5 +287,47 @@ func TestLongRepliesDropped(t *testing.T) {
 	}
 	if m, err := longs.NextMsg(0); err == nil {
 		t.Fatalf("the request with a %d-byte reply was answered: %s", len(long), m.Data)
+	}
+}
+
+// TestConsumerChangesPaced: a subscriber's consumer creations and
+// deletions are passed on at most ConsumerChangesPerSecond a second after
+// a burst of ten; one that would wait longer than two seconds is refused
+// or dropped. A creation may make JetStream scan the stream (last message
+// of every subject: 0.3 s at 600,000 subjects, the relay's publishes
+// waiting meanwhile), and at the 500 requests a second a delete-create
+// loop stalled the relay.
+func TestConsumerChangesPaced(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	c := connectAs(t, b.url, "billing", seed)
+	start := time.Now()
+	var answered atomic.Int64
+	var tooMany atomic.Value
+	inbox := natsbus.InboxPrefix("billing") + ".deletes"
+	if _, err := c.nc.Subscribe(inbox, func(*nats.Msg) {
+		n, since := answered.Add(1), time.Since(start)
+		if allowed := 10 + natsbus.ConsumerChangesPerSecond*since.Seconds(); float64(n) > allowed+1 {
+			tooMany.CompareAndSwap(nil, fmt.Errorf("%d deletions answered %v after the first, want at most %.0f", n, since, allowed))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		if err := c.nc.PublishRequest("$JS.API.CONSUMER.DELETE.SCIMRELAY.billing", inbox, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := answered.Load(); n < 12 {
+			return fmt.Errorf("%d deletions answered", n)
+		}
+		return nil
+	})
+	if err, _ := tooMany.Load().(error); err != nil {
+		t.Fatal(err)
 	}
 }
