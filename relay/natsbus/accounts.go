@@ -4,6 +4,7 @@ package natsbus
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -103,9 +104,11 @@ const (
 	// maxCreateBody is the largest creation request passed on; a
 	// consumer's configuration is a few hundred bytes.
 	maxCreateBody = 64 << 10
-	// createTimeout bounds how long JetStream may take to answer a
-	// creation, and so how long a change of subscribers waits for one.
+	// createTimeout bounds how long the subscriber waits for the answer
+	// to a creation (its route lasts 2 s more); createSettle, how long a
+	// change of subscribers waits for JetStream to have done one.
 	createTimeout = 3 * time.Second
+	createSettle  = time.Minute
 )
 
 // infoAnswer is the relay's answer to a subscriber's account info request
@@ -164,12 +167,32 @@ func (e *Embedded) passCreate(s Subscriber, subject string, m *nats.Msg) {
 		refuse(err)
 		return
 	}
-	res, err := e.proxy.Request(subject, body, createTimeout)
-	if err != nil {
-		refuse(fmt.Errorf("passing the consumer creation to JetStream: %w", err))
-		return
+	// The subscriber is answered within createTimeout, its route's time;
+	// the gate is held until JetStream has done the creation (at most
+	// createSettle). A creation JetStream had queued and did after the
+	// relay stopped waiting used to land after a change of subscribers
+	// had returned: a narrowed or removed subscriber's wide consumer came
+	// back.
+	done := make(chan *nats.Msg, 1)
+	go func() {
+		res, err := e.proxy.Request(subject, body, createSettle)
+		if err != nil {
+			e.log.Warn("embedded NATS: JetStream did not answer a subscriber's consumer creation; a change of subscribers no longer waits for it",
+				"subscriber", s.Name, "waited", createSettle, "err", err)
+		}
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		if res == nil {
+			refuse(errors.New("passing the consumer creation to JetStream failed"))
+			return
+		}
+		_ = m.RespondMsg(&nats.Msg{Header: res.Header, Data: res.Data})
+	case <-time.After(createTimeout):
+		refuse(fmt.Errorf("JetStream did not answer the consumer creation within %v; it may still be made", createTimeout))
+		<-done
 	}
-	_ = m.RespondMsg(&nats.Msg{Header: res.Header, Data: res.Data})
 }
 
 // dropWiderConsumer deletes the consumer of the subscriber's name when it

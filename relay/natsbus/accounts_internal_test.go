@@ -5,6 +5,7 @@ package natsbus
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestCreateOnlyFromCurrentKey: a subscriber given a new key, with the
@@ -123,5 +125,106 @@ func TestSubjectWithin(t *testing.T) {
 		if got := subjectWithin(tt.filter, tt.pattern); got != tt.want {
 			t.Errorf("subjectWithin(%q, %q) = %v, want %v", tt.filter, tt.pattern, got, tt.want)
 		}
+	}
+}
+
+// TestLateCreationCannotOutliveANarrowing: a consumer creation JetStream
+// is slow to do (its API queue busy) is answered to the subscriber within
+// createTimeout, but a change of subscribers waits until JetStream has
+// done it, so that the change's check deletes the wide consumer. The
+// relay used to stop waiting at createTimeout: the creation landed after
+// the subscriber had been narrowed, and it read other tenants' events.
+func TestLateCreationCannotOutliveANarrowing(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	wide := Subscriber{Name: "billing", PublicKey: pub}
+	e, err := StartEmbedded(Options{StoreDir: t.TempDir()}, []Subscriber{wide}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := Connect(Options{}, e, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	// Keep JetStream's API busy for several seconds: creations whose
+	// many filters it compares pair by pair (the relay's own, unchecked).
+	filters := make([]string, 8000)
+	for i := range filters {
+		filters[i] = fmt.Sprintf("scimrelay.heavy.%d", i)
+	}
+	heavy, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const busy = 4
+	for i := range busy {
+		body, _ := json.Marshal(server.CreateConsumerRequest{Stream: events.StreamName, Config: server.ConsumerConfig{Durable: fmt.Sprint("heavy", i), FilterSubjects: filters, AckPolicy: server.AckExplicit}})
+		if err := nc.PublishRequest(fmt.Sprintf("$JS.API.CONSUMER.CREATE.%s.heavy%d", events.StreamName, i), heavy.Subject, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The subscriber's unfiltered creation, queued behind them.
+	in, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replies, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(in.Subject)
+	m.Reply = replies.Subject
+	m.Data = []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := in.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan struct{})
+	go func() {
+		defer close(created)
+		e.passCreate(wide, "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", got)
+	}()
+	// Once the creation holds the gate (a reader is in), narrow billing.
+	eventstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if e.gate.TryLock() {
+			e.gate.Unlock()
+			return errors.New("the creation does not hold the gate yet")
+		}
+		return nil
+	})
+	narrowed := wide
+	narrowed.Subjects = "scimrelay.acme.>"
+	if err := e.SetSubscribers([]Subscriber{narrowed}); err != nil {
+		t.Fatal(err)
+	}
+	<-created
+	if res, err := replies.NextMsg(time.Second); err != nil {
+		t.Fatalf("the subscriber was not answered: %v", err)
+	} else if !strings.Contains(string(res.Data), "within") && !strings.Contains(string(res.Data), `"config"`) {
+		t.Fatalf("the subscriber's answer: %s", res.Data)
+	}
+	// JetStream's queue drained: every heavy creation answered, then one
+	// more request behind them.
+	for range busy {
+		if _, err := heavy.NextMsg(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the wide consumer of the narrowed billing is there (filter %q): %v", c.CachedInfo().Config.FilterSubject, err)
 	}
 }

@@ -107,7 +107,10 @@ func TestCheckDirectGet(t *testing.T) {
 
 // TestCreateBoundsPulls: a subscriber's consumer keeps at most
 // maxWaitingPulls pulls waiting, each asking for at most maxPullBatch
-// messages and maxPullBytes; unset, they are set to these bounds.
+// messages and maxPullBytes; unset, they are set to these bounds. It has
+// at most maxFilters filters (JetStream compares every pair at each
+// creation and start: 9,000 took 2 s of CPU) and maxDescription bytes of
+// description and metadata.
 func TestCreateBoundsPulls(t *testing.T) {
 	s := Subscriber{Name: "billing"}
 	got, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing"}}`))
@@ -118,7 +121,9 @@ func TestCreateBoundsPulls(t *testing.T) {
 	if c := req.Config; c.MaxWaiting != maxWaitingPulls || c.MaxRequestBatch != maxPullBatch || c.MaxRequestMaxBytes != maxPullBytes || c.MaxRequestExpires != maxPullExpires {
 		t.Fatalf("unset bounds became %d, %d, %d, %v", c.MaxWaiting, c.MaxRequestBatch, c.MaxRequestMaxBytes, c.MaxRequestExpires)
 	}
-	for _, field := range []string{`"max_waiting":1073741824`, `"max_batch":1000000`, `"max_bytes":1073741824`, `"max_expires":300000000000`} {
+	filters := `"filter_subjects":["scimrelay.globex.>"` + strings.Repeat(`,"x"`, maxFilters) + `]`
+	for _, field := range []string{`"max_waiting":1073741824`, `"max_batch":1000000`, `"max_bytes":1073741824`, `"max_expires":300000000000`,
+		filters, `"description":"` + strings.Repeat("d", maxDescription+1) + `"`, `"metadata":{"k":"` + strings.Repeat("m", maxDescription) + `"}`} {
 		if _, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing",`+field+`}}`)); err == nil || !strings.Contains(err.Error(), "at most") {
 			t.Errorf("a creation with %s: %v", field, err)
 		}
