@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ const (
 	// (each consumer info answer carries them).
 	maxFilters     = 64
 	maxDescription = 4096
+	// minInactive is the shortest inactive_threshold: a consumer removed
+	// when idle and made again costs a creation each time.
+	minInactive = time.Minute
 	// minRedelivery is the shortest ack_wait and backoff step, and
 	// maxBackoffSteps the most backoff steps, of a subscriber's consumer.
 	minRedelivery   = time.Second
@@ -274,7 +278,46 @@ func checkCreate(s Subscriber, data []byte) ([]byte, error) {
 	if size > maxDescription {
 		return nil, fmt.Errorf("a scimrelay subscriber's consumer's description and metadata may hold at most %d bytes", maxDescription)
 	}
+	if c.InactiveThreshold != 0 && c.InactiveThreshold < minInactive {
+		return nil, fmt.Errorf("inactive_threshold must be at least %v for a scimrelay subscriber", minInactive)
+	}
+	if err := onlyKnownSettings(c); err != nil {
+		return nil, err
+	}
 	return json.Marshal(req)
+}
+
+// onlyKnownSettings refuses every consumer setting a subscriber's pull
+// consumer does not need: each one JetStream offers has its own cost in
+// the relay's process, and four attack rounds found one after another
+// (push options, backoff, filters, heartbeats). What a subscriber may set
+// is listed here; anything else, including a setting a later nats-server
+// adds, is refused by its name.
+func onlyKnownSettings(c *server.ConsumerConfig) error {
+	allowed := server.ConsumerConfig{
+		Durable: c.Durable, Name: c.Name, Description: c.Description, Metadata: c.Metadata,
+		DeliverPolicy: c.DeliverPolicy, OptStartSeq: c.OptStartSeq, OptStartTime: c.OptStartTime,
+		AckPolicy: c.AckPolicy, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver, BackOff: c.BackOff,
+		FilterSubject: c.FilterSubject, FilterSubjects: c.FilterSubjects, HeadersOnly: c.HeadersOnly,
+		MaxWaiting: c.MaxWaiting, MaxAckPending: c.MaxAckPending,
+		MaxRequestBatch: c.MaxRequestBatch, MaxRequestExpires: c.MaxRequestExpires, MaxRequestMaxBytes: c.MaxRequestMaxBytes,
+		InactiveThreshold: c.InactiveThreshold,
+		ReplayPolicy:      server.ReplayInstant, // replaying at the original pace keeps a timer per message
+	}
+	if c.Replicas <= 1 {
+		allowed.Replicas = c.Replicas // the embedded server keeps one
+	}
+	if reflect.DeepEqual(allowed, *c) {
+		return nil
+	}
+	got, want := reflect.ValueOf(*c), reflect.ValueOf(allowed)
+	for i := range got.NumField() {
+		if !reflect.DeepEqual(got.Field(i).Interface(), want.Field(i).Interface()) {
+			name, _, _ := strings.Cut(got.Type().Field(i).Tag.Get("json"), ",")
+			return fmt.Errorf("a scimrelay subscriber's consumer may not set %s", name)
+		}
+	}
+	return errors.New("a scimrelay subscriber's consumer may not have these settings")
 }
 
 // redeliveryBounded says what of a consumer's redelivery settings makes

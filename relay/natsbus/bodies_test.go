@@ -159,3 +159,30 @@ func TestCreateBoundsRedelivery(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateOnlyKnownSettings: a subscriber's consumer may set what a pull
+// consumer needs, and nothing else, each refused by its name: every
+// setting JetStream offers has a cost in the relay's process, and a
+// setting a later nats-server adds is refused too.
+func TestCreateOnlyKnownSettings(t *testing.T) {
+	s := Subscriber{Name: "billing"}
+	ok := `,"description":"audit","metadata":{"team":"billing"},"deliver_policy":"by_start_sequence","opt_start_seq":5,"ack_policy":"explicit","ack_wait":30000000000,` +
+		`"max_deliver":5,"backoff":[1000000000,2000000000],"filter_subject":"scimrelay.acme.>","headers_only":true,"max_waiting":100,"max_ack_pending":500,` +
+		`"max_batch":100,"max_expires":30000000000,"max_bytes":1048576,"inactive_threshold":3600000000000,"replay_policy":"instant","num_replicas":1`
+	if _, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing"`+ok+`}}`)); err != nil {
+		t.Fatalf("a pull consumer's settings: %v", err)
+	}
+	for field, setting := range map[string]string{
+		"replay_policy":      `"replay_policy":"original"`,
+		"mem_storage":        `"mem_storage":true`,
+		"pause_until":        `"pause_until":"2999-01-01T00:00:00Z"`,
+		"priority_groups":    `"priority_groups":["a"],"priority_policy":"overflow"`,
+		"num_replicas":       `"num_replicas":3`,
+		"inactive_threshold": `"inactive_threshold":1`,
+	} {
+		_, err := checkCreate(s, []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing",`+setting+`}}`))
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("a creation with %s: %v, want it refused naming %s", setting, err, field)
+		}
+	}
+}
