@@ -196,11 +196,10 @@ func (e *Embedded) passCreate(s Subscriber, subject string, m *nats.Msg) {
 }
 
 // dropWiderConsumer deletes the consumer of the subscriber's name when it
-// reads more than the subscriber may: made before the subscriber was
-// narrowed, or by an earlier subscriber of that name. A push consumer
-// goes too, and one that keeps more pulls waiting, or redelivers faster or
-// keeps more unacknowledged, than checkCreate allows (made by an earlier
-// release). A consumer is found only where the stream exists.
+// reads more than the subscriber may (made before the subscriber was
+// narrowed, or by an earlier subscriber of that name), or has any setting
+// a creation could not have now (checkConsumer: a push consumer, one made
+// by an earlier release that checked less). A consumer is found only where the stream exists.
 func (e *Embedded) dropWiderConsumer(s Subscriber) error {
 	res, err := e.proxy.Request(jsAPI+"CONSUMER.INFO."+events.StreamName+"."+s.Name, nil, createTimeout)
 	if err != nil {
@@ -218,7 +217,7 @@ func (e *Embedded) dropWiderConsumer(s Subscriber) error {
 	case info.ConsumerInfo == nil || info.Config == nil:
 		return fmt.Errorf("looking up the consumer of subscriber %s: an empty answer", s.Name)
 	}
-	if info.Config.DeliverSubject == "" && readsWithin(info.Config, s) == nil && info.Config.MaxWaiting <= maxWaitingPulls && redeliveryBounded(info.Config) == nil {
+	if existing := *info.Config; checkConsumer(&existing, s) == nil && info.Config.MaxWaiting <= maxWaitingPulls {
 		return nil
 	}
 	res, err = e.proxy.Request(jsAPI+"CONSUMER.DELETE."+events.StreamName+"."+s.Name, nil, createTimeout)

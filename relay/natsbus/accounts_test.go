@@ -306,6 +306,7 @@ func TestAddedSubscriberLosesWiderConsumer(t *testing.T) {
 		{"push", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", DeliverSubject: "scimrelay-push.billing", AckPolicy: jetstream.AckExplicitPolicy}, true},
 		{"redelivering every nanosecond", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, BackOff: []time.Duration{1}, MaxDeliver: -1}, true},
 		{"keeping every message unacknowledged", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1}, true},
+		{"replaying at the original pace", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, ReplayPolicy: jetstream.ReplayOriginalPolicy}, true},
 		{"within", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,6 +80,7 @@ type passer struct {
 	ctx      context.Context
 	requests *rate.Limiter // its requests, consumer creations included
 	changes  *rate.Limiter // its consumer creations and deletions
+	apiSlot  chan struct{} // the subscribers' one place in JetStream's API queue
 	dropped  atomic.Bool   // a drop was logged in the last minute
 }
 
@@ -91,7 +92,7 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
 		requests: rate.NewLimiter(SubscriberRequestsPerSecond, SubscriberRequestsPerSecond),
-		changes:  rate.NewLimiter(ConsumerChangesPerSecond, consumerChangesBurst)}
+		changes:  rate.NewLimiter(ConsumerChangesPerSecond, consumerChangesBurst), apiSlot: e.apiSlot}
 	acks := rate.NewLimiter(SubscriberAcksPerSecond, SubscriberAcksPerSecond)
 	own, err := e.connectOptions()
 	if err != nil {
@@ -187,10 +188,17 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 	case m.Reply != "":
 		// The server answers JetStream's API through its own account,
 		// and does not pass such an answer on through a stream export:
-		// the relay asks, and passes the answer on. One at a time, so
-		// that a subscriber has at most one request in JetStream's API
-		// queue, which the relay's own requests share.
+		// the relay asks, and passes the answer on. One subscriber
+		// request at a time in JetStream's API queue, of all subscribers
+		// together, held until JetStream answers (apiTimeout): the queue
+		// has two workers, which the relay's own requests share.
+		select {
+		case p.apiSlot <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		res, err := p.conn.Request(subject, body, apiTimeout)
+		<-p.apiSlot
 		if err == nil {
 			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
 		}
@@ -213,8 +221,10 @@ func (p *passer) waitChange() error {
 }
 
 // apiTimeout is how long the relay waits for JetStream to answer a
-// subscriber's API request.
-const apiTimeout = 5 * time.Second
+// subscriber's API request, holding the subscribers' one place in its
+// API queue: letting go sooner would put the next request in while
+// JetStream still had the last.
+const apiTimeout = time.Minute
 
 // answeredInPlace reports whether JetStream answers requests on subject
 // from the stream or consumer itself, in the relay's account, rather than
