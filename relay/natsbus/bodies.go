@@ -51,7 +51,7 @@ const (
 	// defaultAckPending and maxAckPending are the default and the most
 	// messages a subscriber's consumer keeps unacknowledged.
 	defaultAckPending = 1000
-	maxAckPending     = 100000
+	maxAckPending     = 10000
 	// maxPullBatch and maxPullBytes bound what one pull may ask for.
 	maxPullBatch = 10000
 	maxPullBytes = 64 << 20
@@ -368,7 +368,9 @@ func onlyKnownSettings(c *server.ConsumerConfig) error {
 // ack_wait of a nanosecond re-arms the consumer's pending timer back to
 // back for as long as anything is unacknowledged (one core busy, on
 // through restarts, with the subscriber gone), and with max_ack_pending
-// -1 each pass walks every pending message. An ack_wait or backoff step
+// -1 each pass walks every pending message. Even with a second between
+// passes each walks every pending message: 100,000 pending took a core
+// per subscriber (an attack round), hence 10,000. An ack_wait or backoff step
 // of 0 is JetStream's default; a max_ack_pending of 0 becomes
 // maxAckPending's default.
 func redeliveryBounded(c *server.ConsumerConfig) error {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,7 +82,10 @@ type passer struct {
 	requests *rate.Limiter // its requests, consumer creations included
 	changes  *rate.Limiter // its consumer creations and deletions
 	apiSlot  chan struct{} // the subscribers' one place in JetStream's API queue
-	dropped  atomic.Bool   // a drop was logged in the last minute
+
+	mu           sync.Mutex
+	disconnected chan struct{} // closed when the connection drops, under mu
+	dropped      atomic.Bool   // a drop was logged in the last minute
 }
 
 // startPasser connects and subscribes for the requests of s, consumer
@@ -108,8 +112,16 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 		}
 	})
 	// A flood the connection cannot take makes the server cut it; it
-	// comes back, for as long as the subscriber is configured.
-	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError, nats.MaxReconnects(-1))...); err != nil {
+	// comes back, for as long as the subscriber is configured. The
+	// answers of requests in flight are lost with it: they stop waiting.
+	p.disconnected = make(chan struct{})
+	onDisconnect := nats.DisconnectErrHandler(func(*nats.Conn, error) {
+		p.mu.Lock()
+		close(p.disconnected)
+		p.disconnected = make(chan struct{})
+		p.mu.Unlock()
+	})
+	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError, onDisconnect, nats.MaxReconnects(-1))...); err != nil {
 		stop()
 		return nil, fmt.Errorf("connecting for the requests of subscriber %s: %w", s.Name, err)
 	}
@@ -197,7 +209,7 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 		case <-p.ctx.Done():
 			return
 		}
-		res, err := p.conn.Request(subject, body, apiTimeout)
+		res, err := p.request(subject, body)
 		<-p.apiSlot
 		if err == nil {
 			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
@@ -220,11 +232,33 @@ func (p *passer) waitChange() error {
 	return nil
 }
 
+// request asks JetStream on the passer's connection and waits for the
+// answer at most apiTimeout, and no longer than the connection lasts: an
+// answer due on a connection the server cut never comes, and the
+// subscribers' one place in the API queue must not wait for it (a cut
+// passer held it a minute, and every other subscriber's API requests
+// failed meanwhile).
+func (p *passer) request(subject string, body []byte) (*nats.Msg, error) {
+	p.mu.Lock()
+	dropped := p.disconnected
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-dropped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return p.conn.RequestWithContext(ctx, subject, body)
+}
+
 // apiTimeout is how long the relay waits for JetStream to answer a
 // subscriber's API request, holding the subscribers' one place in its
 // API queue: letting go sooner would put the next request in while
 // JetStream still had the last.
-const apiTimeout = time.Minute
+const apiTimeout = 10 * time.Second
 
 // answeredInPlace reports whether JetStream answers requests on subject
 // from the stream or consumer itself, in the relay's account, rather than

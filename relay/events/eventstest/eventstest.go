@@ -69,7 +69,8 @@ func RunServerWith(t testing.TB, dir string, port int, edit func(*server.Options
 func URL(s *server.Server) string { return s.ClientURL() }
 
 // RunCluster starts an n-node JetStream cluster on loopback, each node with
-// its own store, and waits until it has a meta leader.
+// its own store, and waits until it has a meta leader that knows every
+// node online.
 //
 // The nodes' route ports are picked free and then bound by the nodes, and
 // another test may take one in between: that node never becomes ready.
@@ -86,9 +87,15 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 					s.WaitForShutdown()
 				}
 			})
+			// A meta leader that does not yet know every node online
+			// refuses a stream of n replicas ("no suitable peers for
+			// placement"), as CI once saw.
 			CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 				for _, s := range servers {
 					if s.JetStreamIsLeader() {
+						if peers := s.JetStreamClusterPeers(); len(peers) < n {
+							return fmt.Errorf("the JetStream meta leader knows %d of %d nodes online", len(peers), n)
+						}
 						return nil
 					}
 				}
