@@ -27,7 +27,6 @@ import (
 // client-info header in the request is not read: a sender can write one
 // that nats.go reads before the server's.
 func TestCreateOnlyFromCurrentKey(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
 	key := func() string {
 		kp, err := nkeys.CreateUser()
 		if err != nil {
@@ -37,21 +36,8 @@ func TestCreateOnlyFromCurrentKey(t *testing.T) {
 		return pub
 	}
 	old := Subscriber{Name: "billing", PublicKey: key()}
-	e, err := StartEmbedded(Options{StoreDir: t.TempDir()}, []Subscriber{old}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := Connect(Options{}, e, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	e, nc, js := startWithStream(t, old)
 	ctx := t.Context()
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
-		t.Fatal(err)
-	}
 	renewed := old
 	renewed.PublicKey = key()
 	if err := e.SetSubscribers([]Subscriber{renewed}); err != nil {
@@ -135,25 +121,11 @@ func TestSubjectWithin(t *testing.T) {
 // relay used to stop waiting at createTimeout: the creation landed after
 // the subscriber had been narrowed, and it read other tenants' events.
 func TestLateCreationCannotOutliveANarrowing(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
 	wide := Subscriber{Name: "billing", PublicKey: pub}
-	e, err := StartEmbedded(Options{StoreDir: t.TempDir()}, []Subscriber{wide}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := Connect(Options{}, e, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	e, nc, js := startWithStream(t, wide)
 	ctx := t.Context()
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
-		t.Fatal(err)
-	}
 	// Keep JetStream's API busy for several seconds: creations whose
 	// many filters it compares pair by pair (the relay's own, unchecked).
 	filters := make([]string, 8000)
@@ -227,4 +199,26 @@ func TestLateCreationCannotOutliveANarrowing(t *testing.T) {
 	if c, err := js.Consumer(ctx, events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("the wide consumer of the narrowed billing is there (filter %q): %v", c.CachedInfo().Config.FilterSubject, err)
 	}
+}
+
+// startWithStream starts an embedded server admitting subscribers, the
+// relay's connection to it, and the SCIMRELAY stream.
+func startWithStream(t *testing.T, subscribers ...Subscriber) (*Embedded, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	e, err := StartEmbedded(Options{StoreDir: t.TempDir()}, subscribers, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := Connect(Options{}, e, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := events.EnsureStream(t.Context(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	return e, nc, js
 }
