@@ -76,8 +76,9 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
 		}
 		// After each AddServiceExportWithResponse, which sets the default
-		// again. passCreate answers within createTimeout.
-		if err := relay.SetServiceExportResponseThreshold(to, createTimeout+2*time.Second); err != nil {
+		// again. A creation is answered within changeWait (its pacing)
+		// and createTimeout (JetStream).
+		if err := relay.SetServiceExportResponseThreshold(to, changeWait+createTimeout+2*time.Second); err != nil {
 			return nil, fmt.Errorf("limiting the responses to %s for subscriber %s: %w", to, s.Name, err)
 		}
 		if err := acc.AddServiceImport(relay, from, to); err != nil {

@@ -48,8 +48,8 @@ const (
 	SubscriberAcksPerSecond = 50000
 	// ConsumerChangesPerSecond is how many consumer creations and
 	// deletions of one subscriber the relay passes on a second, after a
-	// burst of consumerChangesBurst; one waits at most changeWait (within
-	// its route's 5 s) before it is refused.
+	// burst of consumerChangesBurst; one waits at most changeWait before
+	// it is refused (a creation's route outlasts that and createTimeout).
 	ConsumerChangesPerSecond = 1
 	consumerChangesBurst     = 10
 	changeWait               = 2 * time.Second
