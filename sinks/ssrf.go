@@ -83,14 +83,28 @@ func blocked(addr netip.Addr) bool {
 	return false
 }
 
-// guardDial runs after DNS, before the connection: address is what will be dialled.
-func guardDial(_ context.Context, _, address string, _ syscall.RawConn) error {
-	return checkDialled(address, false)
+// guardDial runs after DNS, before the connection: address is what will be
+// dialled. It counts, in the delivery's attempt, what it dialled and
+// refused (refusedOnly).
+func guardDial(ctx context.Context, _, address string, _ syscall.RawConn) error {
+	return counted(ctx, checkDialled(address, false))
 }
 
 // guardProxyDial is guardDial for a connection to the proxy.
-func guardProxyDial(_ context.Context, _, address string, _ syscall.RawConn) error {
-	return checkDialled(address, true)
+func guardProxyDial(ctx context.Context, _, address string, _ syscall.RawConn) error {
+	return counted(ctx, checkDialled(address, true))
+}
+
+// counted notes a dial and its refusal in ctx's attempt, and returns err.
+func counted(ctx context.Context, err error) error {
+	if at, _ := ctx.Value(attemptKey{}).(*attempt); at != nil {
+		at.dials.Add(1)
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			at.refused.Add(1)
+		}
+	}
+	return err
 }
 
 func checkDialled(address string, proxy bool) error {

@@ -201,6 +201,23 @@ const formatBatch = "batch"
 type attempt struct {
 	tries atomic.Int32
 	body  []byte
+	// dials and refused count the addresses the delivery dialled, and
+	// those the guard refused (guardDial).
+	dials, refused atomic.Int32
+}
+
+// refusedOnly reports whether err is the guard's refusal and every address
+// the delivery dialled was refused: a name resolving to a private address
+// and to a public one that is down for a moment fails with the first
+// address's error, which may be the refusal, and is not a refusal to
+// retry no more.
+func refusedOnly(ctx context.Context, err error) bool {
+	var refused *refusedError
+	if !errors.As(err, &refused) {
+		return false
+	}
+	at, _ := ctx.Value(attemptKey{}).(*attempt)
+	return at == nil || at.refused.Load() == at.dials.Load()
 }
 
 type attemptKey struct{}
@@ -304,8 +321,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 			err = errHeadersTooLarge
 		}
 		res.Err = fmt.Errorf("POST %s: %w", redactURL(w.url), unwrapURLError(err))
-		var refused *refusedError
-		res.Permanent = errors.As(err, &refused)
+		res.Permanent = refusedOnly(ctx, err)
 		res.Latency = time.Since(start)
 		return res
 	}
@@ -439,8 +455,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctx.Err()
 	}
 	if err != nil {
-		var refused *refusedError
-		return !errors.As(err, &refused) && !headersTooLarge(err), nil
+		return !refusedOnly(ctx, err) && !headersTooLarge(err), nil
 	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
