@@ -218,7 +218,7 @@ func (e *Embedded) dropWiderConsumer(s Subscriber) error {
 	case info.ConsumerInfo == nil || info.Config == nil:
 		return fmt.Errorf("looking up the consumer of subscriber %s: an empty answer", s.Name)
 	}
-	if existing := *info.Config; checkConsumer(&existing, s) == nil && info.Config.MaxWaiting <= maxWaitingPulls {
+	if existing := *info.Config; checkConsumer(&existing, s) == nil {
 		return nil
 	}
 	res, err = e.proxy.Request(jsAPI+"CONSUMER.DELETE."+events.StreamName+"."+s.Name, nil, createTimeout)

@@ -50,28 +50,8 @@ func TestCreateOnlyFromCurrentKey(t *testing.T) {
 	// client-info header claiming the new key.
 	create := func(sender Subscriber) string {
 		t.Helper()
-		in, err := nc.SubscribeSync(nats.NewInbox())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer in.Unsubscribe()
-		replies, err := nc.SubscribeSync(nats.NewInbox())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer replies.Unsubscribe()
 		ci, _ := json.Marshal(server.ClientInfo{Account: accountName(renewed), User: renewed.PublicKey})
-		m := nats.NewMsg(in.Subject)
-		m.Reply = replies.Subject
-		m.Header.Set(server.ClientInfoHdr, string(ci))
-		m.Data = []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
-		got, err := in.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got, replies := creationMsg(t, nc, nats.Header{server.ClientInfoHdr: {string(ci)}})
 		e.passCreate(sender, "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing", got)
 		res, err := replies.NextMsg(5 * time.Second)
 		if err != nil {
@@ -144,24 +124,7 @@ func TestLateCreationCannotOutliveANarrowing(t *testing.T) {
 		}
 	}
 	// The subscriber's unfiltered creation, queued behind them.
-	in, err := nc.SubscribeSync(nats.NewInbox())
-	if err != nil {
-		t.Fatal(err)
-	}
-	replies, err := nc.SubscribeSync(nats.NewInbox())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(in.Subject)
-	m.Reply = replies.Subject
-	m.Data = []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
-	if err := nc.PublishMsg(m); err != nil {
-		t.Fatal(err)
-	}
-	got, err := in.NextMsg(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, replies := creationMsg(t, nc, nil)
 	created := make(chan struct{})
 	go func() {
 		defer close(created)
@@ -221,4 +184,31 @@ func startWithStream(t *testing.T, subscribers ...Subscriber) (*Embedded, *nats.
 		t.Fatal(err)
 	}
 	return e, nc, js
+}
+
+// creationMsg returns billing's unfiltered consumer creation, with header,
+// as it reaches passCreate, and the subscription its answer arrives on.
+func creationMsg(t *testing.T, nc *nats.Conn, header nats.Header) (*nats.Msg, *nats.Subscription) {
+	t.Helper()
+	in, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = in.Unsubscribe() }()
+	replies, err := nc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = replies.Unsubscribe() })
+	m := nats.NewMsg(in.Subject)
+	m.Reply, m.Header = replies.Subject, header
+	m.Data = []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"billing","ack_policy":"explicit"}}`)
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := in.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, replies
 }

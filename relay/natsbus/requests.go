@@ -83,9 +83,10 @@ type passer struct {
 	changes  *rate.Limiter // its consumer creations and deletions
 	apiSlot  chan struct{} // the subscribers' one place in JetStream's API queue
 
-	mu           sync.Mutex
-	disconnected chan struct{} // closed when the connection drops, under mu
-	dropped      atomic.Bool   // a drop was logged in the last minute
+	mu       sync.Mutex
+	connCtx  context.Context    // ends when the connection drops, under mu
+	connDone context.CancelFunc // ends connCtx, under mu
+	dropped  atomic.Bool        // a drop was logged in the last minute
 }
 
 // startPasser connects and subscribes for the requests of s, consumer
@@ -114,11 +115,11 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	// A flood the connection cannot take makes the server cut it; it
 	// comes back, for as long as the subscriber is configured. The
 	// answers of requests in flight are lost with it: they stop waiting.
-	p.disconnected = make(chan struct{})
+	p.connCtx, p.connDone = context.WithCancel(ctx)
 	onDisconnect := nats.DisconnectErrHandler(func(*nats.Conn, error) {
 		p.mu.Lock()
-		close(p.disconnected)
-		p.disconnected = make(chan struct{})
+		p.connDone()
+		p.connCtx, p.connDone = context.WithCancel(ctx)
 		p.mu.Unlock()
 	})
 	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError, onDisconnect, nats.MaxReconnects(-1))...); err != nil {
@@ -240,17 +241,10 @@ func (p *passer) waitChange() error {
 // failed meanwhile).
 func (p *passer) request(subject string, body []byte) (*nats.Msg, error) {
 	p.mu.Lock()
-	dropped := p.disconnected
+	conn := p.connCtx
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+	ctx, cancel := context.WithTimeout(conn, apiTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-dropped:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	return p.conn.RequestWithContext(ctx, subject, body)
 }
 
