@@ -37,6 +37,7 @@ type Embedded struct {
 	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
 	passers  map[string]*passer         // each subscriber's requests by its name, under mu
 	apiSlot  chan struct{}              // one subscriber API request in JetStream at a time (requests.go)
+	rates    passRates                  // what the passers started next pass on a second, under mu
 
 	// gate is held for writing to change current, and for reading by
 	// each consumer creation from its check until JetStream answers.
@@ -112,7 +113,8 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, err
 	}
 	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{},
-		passers: map[string]*passer{}, apiSlot: make(chan struct{}, 1), current: map[string]Subscriber{}}
+		passers: map[string]*passer{}, apiSlot: make(chan struct{}, 1), current: map[string]Subscriber{},
+		rates: passRates{requests: SubscriberRequestsPerSecond, acks: SubscriberAcksPerSecond}}
 	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
 	}

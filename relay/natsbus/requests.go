@@ -65,6 +65,12 @@ const (
 	maxReply = 256
 )
 
+// passRates is how many requests and acknowledgements of one subscriber
+// a passer passes on a second, each with a second's worth at once:
+// SubscriberRequestsPerSecond and SubscriberAcksPerSecond (a test sets
+// lower ones, which any machine outruns).
+type passRates struct{ requests, acks int }
+
 // requestPrefix is where the requests of a subscriber's account arrive in
 // the relay's account, followed by the subject they were sent to.
 func requestPrefix(account string) string { return "$SCIMRELAY.FROM." + account }
@@ -92,13 +98,14 @@ type passer struct {
 // startPasser connects and subscribes for the requests of s, consumer
 // creations included, in its account as it is now. A subscriber that
 // changes (its key, its subjects) gets a new passer: what it queued
-// before is dropped with the old one.
+// before is dropped with the old one. e.mu is held.
 func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	ctx, stop := context.WithCancel(context.Background())
+	rates := e.rates
 	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
-		requests: rate.NewLimiter(SubscriberRequestsPerSecond, SubscriberRequestsPerSecond),
+		requests: rate.NewLimiter(rate.Limit(rates.requests), rates.requests),
 		changes:  rate.NewLimiter(ConsumerChangesPerSecond, consumerChangesBurst), apiSlot: e.apiSlot}
-	acks := rate.NewLimiter(SubscriberAcksPerSecond, SubscriberAcksPerSecond)
+	acks := rate.NewLimiter(rate.Limit(rates.acks), rates.acks)
 	own, err := e.connectOptions()
 	if err != nil {
 		stop()
@@ -108,7 +115,7 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	onError := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if !p.dropped.Swap(true) {
 			log.Warn("embedded NATS: a subscriber's requests were dropped: it sends more than the relay passes on",
-				"requests_per_second", SubscriberRequestsPerSecond, "acks_per_second", SubscriberAcksPerSecond, "err", err)
+				"requests_per_second", rates.requests, "acks_per_second", rates.acks, "err", err)
 			time.AfterFunc(time.Minute, func() { p.dropped.Store(false) })
 		}
 	})
@@ -140,7 +147,7 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 		// connection: a flood of large ones cuts that one.
 		{creates + ">", func(m *nats.Msg) {
 			if !p.requests.Allow() {
-				_ = m.Respond(createRefusal(fmt.Errorf("too many requests: a subscriber may send %d a second", SubscriberRequestsPerSecond)))
+				_ = m.Respond(createRefusal(fmt.Errorf("too many requests: a subscriber may send %d a second", rates.requests)))
 				return
 			}
 			if err := p.waitChange(); err != nil {

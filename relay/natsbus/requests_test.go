@@ -4,7 +4,9 @@ package natsbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -354,5 +356,138 @@ func TestConsumerChangesPaced(t *testing.T) {
 	})
 	if err, _ := tooMany.Load().(error); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// watchRelay hands handle what is sent on subject in the relay's account,
+// in the order the server sends it, from before it returns.
+func watchRelay(t *testing.T, b *bus, subject string, handle nats.MsgHandler) {
+	t.Helper()
+	sub, err := b.js.Conn().Subscribe(subject, handle)
+	if err == nil {
+		err = sub.SetPendingLimits(-1, -1)
+	}
+	if err == nil {
+		err = b.js.Conn().Flush()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSubscriberAcksRateLimited: a subscriber's acknowledgements are passed
+// on no faster than its rate, a second's worth at once; those beyond its
+// queue are dropped, and the relay says so. The rate is lowered to 2,000 a
+// second (SubscriberAcksPerSecond by default), which a flood outruns on
+// any machine; what passes is counted where the relay sends it, in its own
+// account.
+func TestSubscriberAcksRateLimited(t *testing.T) {
+	logs := &eventstest.Log{}
+	b := startBusLogging(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	const perSecond = 2000
+	natsbus.SetPassRates(b.e, natsbus.SubscriberRequestsPerSecond, perSecond)
+	billing, seed := newSubscriber(t, "billing", "")
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
+		t.Fatal(err)
+	}
+	var passed atomic.Int64
+	var tooMany atomic.Value // the first acknowledgement beyond the rate, as an error
+	start := time.Now()
+	watchRelay(t, b, "$JS.ACK."+events.StreamName+".billing.>", func(*nats.Msg) {
+		n, since := passed.Add(1), time.Since(start)
+		if allowed := perSecond * (1 + since.Seconds()); float64(n) > allowed {
+			tooMany.CompareAndSwap(nil, fmt.Errorf("%d of billing's acknowledgements passed on %v after the flood began, want at most %d", n, since, int64(allowed)))
+		}
+	})
+	c := connectAs(t, b.url, "billing", seed)
+	const flood = 20000
+	for i := range flood {
+		if err := c.nc.Publish(fmt.Sprintf("$JS.ACK.%s.billing.1.%d.%d.0.0", events.StreamName, i+1, i+1), []byte("+ACK")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := passed.Load(); n < 2*perSecond {
+			return fmt.Errorf("%d of billing's acknowledgements passed on, want two seconds' worth", n)
+		}
+		if !strings.Contains(logs.String(), "requests were dropped") {
+			return errors.New("the relay did not say that it dropped billing's acknowledgements")
+		}
+		return nil
+	})
+	if err, _ := tooMany.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOneSubscriberAPIRequestAtATime: of all subscribers' JetStream API
+// requests, one at a time is in JetStream's API queue, so that the relay's
+// own requests keep a worker there. Two subscribers ask for their
+// consumers' info at once; the relay's account is watched on one
+// subscription (whose messages arrive in the order the server sent them)
+// for each request the relay asks for them and its answer. (The server
+// may hand JetStream a request, and the watch its answer, before it hands
+// the watch the request: such an answer is matched when its request
+// comes.)
+func TestOneSubscriberAPIRequestAtATime(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, billing, audit)
+	var mu sync.Mutex
+	asked := map[string]bool{} // the replies of requests whose answer has not come
+	early := map[string]bool{} // answers that came before their request
+	most, answered := 0, 0
+	infos := "$JS.API.CONSUMER.INFO." + events.StreamName + "."
+	watchRelay(t, b, ">", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.HasPrefix(m.Subject, infos) && m.Reply != "":
+			if early[m.Reply] {
+				delete(early, m.Reply)
+				answered++
+				return
+			}
+			asked[m.Reply] = true
+			most = max(most, len(asked))
+		case asked[m.Subject]:
+			delete(asked, m.Subject)
+			answered++
+		case strings.HasPrefix(m.Subject, "_INBOX."):
+			early[m.Subject] = true
+		}
+	})
+	const each = 200
+	var wg sync.WaitGroup
+	for _, s := range []struct{ name, seed string }{{"billing", billingSeed}, {"audit", auditSeed}} {
+		c := connectAs(t, b.url, s.name, s.seed)
+		wg.Go(func() {
+			for i := range each {
+				if err := c.nc.PublishRequest(infos+s.name, fmt.Sprintf("%s.info.%d", natsbus.InboxPrefix(s.name), i), nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if err := c.nc.Flush(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if answered < 2*each {
+			return fmt.Errorf("%d of %d requests answered; waiting: %v", answered, 2*each, asked)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if most != 1 {
+		t.Fatalf("%d subscriber requests were in JetStream's API queue at once, want one at a time", most)
 	}
 }
