@@ -498,6 +498,15 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error 
 		Attributes         []string `json:"attributes"`
 		ExcludedAttributes []string `json:"excludedAttributes"`
 	}
+	// Read as every request body is (a name given twice is refused, in
+	// any spelling), then into its fields.
+	raw, err := decodeObject(body, "request body")
+	if err != nil {
+		return err
+	}
+	if _, twice := lowerKeys(raw); twice != "" {
+		return givenTwice("the search request", twice)
+	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return Errorf(ErrInvalidSyntax, "search request is not valid: %v", err)
 	}
@@ -606,6 +615,9 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
 }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error {
+	if _, err := writePrecondition(r); err != nil {
+		return err
+	}
 	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -906,12 +918,17 @@ func resourceName(r *Resource) string {
 
 // writePrecondition returns a write's If-Match. A write with If-None-Match
 // is refused, not performed: the relay evaluates If-Match only, and a
-// condition it would ignore could be one the client needs to hold.
+// condition it would ignore could be one the client needs to hold. So is a
+// create with either: what it creates has no version to compare.
 func writePrecondition(r *http.Request) (string, error) {
-	if len(r.Header.Values("If-None-Match")) > 0 {
+	ifMatch := r.Header.Get("If-Match")
+	switch {
+	case r.Method == http.MethodPost && (ifMatch != "" || len(r.Header.Values("If-None-Match")) > 0):
+		return "", Errorf(ErrNotImplemented, "If-Match and If-None-Match are not supported on a create; nothing was created")
+	case len(r.Header.Values("If-None-Match")) > 0:
 		return "", Errorf(ErrNotImplemented, "If-None-Match is not supported on PUT, PATCH and DELETE; nothing was changed (send If-Match with the version you read)")
 	}
-	return r.Header.Get("If-Match"), nil
+	return ifMatch, nil
 }
 
 // CheckIfMatch enforces an If-Match header against a resource's stored

@@ -448,6 +448,10 @@ func TestBadInput(t *testing.T) {
 	ts.do("POST", "/Users/.search", `{"filter":"userName eq \"ann\""}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
 	ts.do("POST", "/Users/.search", `{"schemas":["`+ListResponseSchema+`"]}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
 	ts.do("POST", "/Users/.search", `{"schemas":["`+strings.ToUpper(SearchRequestSchema)+`"]}`).want(t, 200)
+	// A name given twice, in one spelling or two, is refused, as in every
+	// request body: which filter would count is not the client's to guess.
+	ts.do("POST", "/Users/.search", `{"schemas":["`+SearchRequestSchema+`"],"filter":"userName eq \"ann\"","filter":"userName eq \"bob\""}`).wantError(t, 400, "invalidSyntax", "twice")
+	ts.do("POST", "/Users/.search", `{"schemas":["`+SearchRequestSchema+`"],"filter":"userName eq \"ann\"","FILTER":"userName eq \"bob\""}`).wantError(t, 400, "invalidSyntax", "twice")
 	ts.do("GET", "/Users?startIndex=x", "").wantError(t, 400, "invalidValue", "startIndex")
 	ts.do("GET", "/Users?count=1e9", "").wantError(t, 400, "invalidValue", "count")
 	ts.do("GET", "/Users?sortBy=shoeSize", "").wantError(t, 400, "invalidValue", "sortBy")
@@ -504,6 +508,13 @@ func TestETags(t *testing.T) {
 	}
 	if r := ts.do("GET", "/Users/"+id, "").want(t, 200); r.header.Get("ETag") != etag {
 		t.Fatalf("writes refused for If-None-Match changed the user: %s", r.header.Get("ETag"))
+	}
+	// So is a create with either header: what it creates has no version.
+	for _, h := range []string{"If-None-Match", "If-Match"} {
+		ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"bob"}`, h, "*").wantError(t, 501, "", "not supported on a create")
+	}
+	if r := ts.do("GET", "/Users?filter="+url.QueryEscape(`userName eq "bob"`), "").want(t, 200); r.str("totalResults") != "0" {
+		t.Fatalf("a create refused for its precondition created the user: %s", r.body)
 	}
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", `W/"99"`).wantError(t, 412, "", "does not match")
 	r := ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", etag).want(t, 200)

@@ -647,8 +647,37 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 		setList(obj, name, kept)
 		return nil
 	}
+	if op.value != nil && !namesHeld(ap.attr, obj[name], op.value) {
+		// The same dialect for a single value: remove this one. A remove
+		// of the manager sent when it was X does not clear Y.
+		return nil
+	}
 	delete(obj, name)
 	return nil
+}
+
+// namesHeld reports whether given, the value of a remove, names held, the
+// value of the single-valued attribute a: equal to it, or for a complex
+// attribute (the manager) its value sub-attribute, given as a string or
+// as an object holding it, alone or as the one element of an array.
+func namesHeld(a *Attribute, held, given any) bool {
+	if list, ok := given.([]any); ok && len(list) == 1 {
+		given = list[0]
+	}
+	if a == nil || a.Type != Complex {
+		if _, ok := held.(string); ok {
+			return sameString(a, held, given)
+		}
+		return jsonEqual(held, given)
+	}
+	value := func(v any) any {
+		if m, ok := v.(map[string]any); ok {
+			return m[findKeyFold(m, "value")]
+		}
+		return v
+	}
+	h := value(held)
+	return h != nil && sameString(a.Sub("value"), h, value(given))
 }
 
 func removeSubFromEach(obj map[string]any, name string, list []any, sub string) error {
@@ -704,8 +733,10 @@ func applyFiltered(r *Resource, op patchOp) error {
 		case op.kind == patchRemove:
 			c := cloneObject(m)
 			delete(c, pp.sub.Name)
-			if len(c) > 0 {
+			if len(c) > 0 && !lacksValue(ap, c) {
 				out = append(out, c)
+			} else {
+				matched = -2 // dropped
 			}
 		case pp.sub.Name != "":
 			v, err := normalizeSub(pp, op.value)
@@ -717,6 +748,10 @@ func applyFiltered(r *Resource, op patchOp) error {
 				delete(c, pp.sub.Name)
 			} else {
 				c[pp.sub.Name] = v
+			}
+			if lacksValue(ap, c) {
+				matched = -2 // dropped
+				continue
 			}
 			out = append(out, c)
 		default:
@@ -760,6 +795,11 @@ func applyFiltered(r *Resource, op patchOp) error {
 				el[k] = sv
 			}
 		}
+		if lacksValue(ap, el) {
+			// emails[type eq "work"].primary on a user without a work
+			// email would make an email of no address.
+			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s, and the element it would make has no value", op.index, ap, pp.text)
+		}
 		out = append(out, el)
 		matched = len(out) - 1
 	}
@@ -768,6 +808,19 @@ func applyFiltered(r *Resource, op patchOp) error {
 	}
 	setList(obj, name, out)
 	return nil
+}
+
+// lacksValue reports whether el, an element of the multi-valued attribute
+// ap, has no value where its schema gives elements one (an email, a phone
+// number; not an address, whose parts are its value). Such an element
+// says nothing: a PATCH does not make one, and one whose value it removes
+// is removed.
+func lacksValue(ap AttrPath, el map[string]any) bool {
+	if ap.attr.Sub("value") == nil {
+		return false
+	}
+	k := findKeyFold(el, "value")
+	return k == "" || el[k] == nil
 }
 
 // normalizeSub normalizes a value for the sub-attribute after a filter.

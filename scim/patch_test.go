@@ -47,6 +47,36 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"emails"},
 		},
 		{
+			name:    "a filtered replace of an email's value with null removes the email",
+			ops:     `{"op":"replace","path":"emails[type eq \"work\"].value","value":null}`,
+			want:    map[string]string{"emails": ``},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "a filtered remove of an email's value removes the email",
+			ops:     `{"op":"remove","path":"emails[type eq \"work\"].value"}`,
+			want:    map[string]string{"emails": ``},
+			changes: []string{"emails"},
+		},
+		{
+			name:    "a remove with a value other than the manager's keeps the manager",
+			ops:     `{"op":"add","path":"` + ent + `:manager","value":{"value":"m1"}},{"op":"remove","path":"` + ent + `:manager","value":[{"value":"m2"}]}`,
+			want:    map[string]string{ent + ":manager": `{"value":"m1"}`},
+			changes: []string{ent + ":manager.value"},
+		},
+		{
+			name:    "a remove with the manager's value removes it, in any of its forms",
+			ops:     `{"op":"add","path":"` + ent + `:manager","value":"m1"},{"op":"remove","path":"` + ent + `:manager","value":[{"value":"m1"}]},{"op":"add","path":"` + ent + `:manager","value":"m1"},{"op":"remove","path":"` + ent + `:manager","value":"m1"}`,
+			want:    map[string]string{ent + ":manager": ``},
+			changes: nil,
+		},
+		{
+			name:    "a remove with a value of a simple attribute removes only that value",
+			ops:     `{"op":"add","path":"title","value":"Lead"},{"op":"remove","path":"title","value":"other"},{"op":"add","path":"nickName","value":"Bo"},{"op":"remove","path":"nickName","value":"bo"}`,
+			want:    map[string]string{"title": `"Lead"`, "nickName": ``},
+			changes: []string{"title"},
+		},
+		{
 			name:    "filtered remove of the element",
 			ops:     `{"op":"remove","path":"emails[type eq \"work\"]"}`,
 			want:    map[string]string{"emails": ``},
@@ -414,6 +444,10 @@ func TestPatchErrors(t *testing.T) {
 		{"path-less patch of id", UserResourceType, patchBody(`{"op":"replace","value":{"id":"x"}}`), ErrMutability, "read-only"},
 		{"remove without path", UserResourceType, patchBody(`{"op":"remove"}`), ErrNoTarget, "needs a path"},
 		{"replace of a filter that matches nothing and builds nothing", UserResourceType, patchBody(`{"op":"replace","path":"emails[value co \"x\"].type","value":"home"}`), ErrNoTarget, "no value of emails"},
+		// An email or phone number of no address; an address is built
+		// from any of its parts (TestPatchApply).
+		{"a filtered replace that would build an element without its value", UserResourceType, patchBody(`{"op":"replace","path":"phoneNumbers[type eq \"mobile\"].primary","value":true}`), ErrNoTarget, "has no value"},
+		{"a filtered replace that would build an email without its address", UserResourceType, patchBody(`{"op":"replace","path":"emails[type eq \"home\"].display","value":"Home"}`), ErrNoTarget, "has no value"},
 		{"add without value", UserResourceType, patchBody(`{"op":"add","path":"title"}`), ErrInvalidValue, "needs a value"},
 		{"path-less add of a non-object", UserResourceType, patchBody(`{"op":"add","value":"x"}`), ErrInvalidValue, "object value"},
 		{"number for a string", UserResourceType, patchBody(`{"op":"replace","path":"title","value":7}`), ErrInvalidValue, "title must be a string"},
