@@ -417,9 +417,10 @@ func (b *bulkRun) resolve(op *bulkOp) error {
 }
 
 // target resolves an operation's path, "/Users" or "/Groups/<id>", to a call
-// of its own (its endpoint matched in any case, as on the URL).
+// of its own (its endpoint matched in any case and a trailing slash
+// trimmed, as on the URL).
 func (b *bulkRun) target(op *bulkOp) (*call, error) {
-	p := strings.TrimPrefix(op.path, "/")
+	p := strings.TrimSuffix(strings.TrimPrefix(op.path, "/"), "/")
 	endpoint, id, hasID := strings.Cut(p, "/")
 	var rt *ResourceType
 	for _, t := range ResourceTypes {

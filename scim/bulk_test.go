@@ -58,15 +58,16 @@ func (a bulkAnswer) statuses() string {
 
 // RFC 7644 §3.7.2: a user created and added to a group in one request, the
 // group referring to the user by "bulkId:"; RFC 7644 §3.7.3: each result
-// has its status (a string), location and version.
+// has its status (a string), location and version. A path's trailing
+// slash is trimmed, as on the URL.
 func TestBulkIDReferences(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	a := ts.bulk(t, bulkBody("", `
 		{"method":"POST","path":"/Users","bulkId":"ann","data":{`+userSchemas+`,"userName":"ann"}},
 		{"method":"POST","path":"/Groups","bulkId":"ops","data":{`+groupSchemas+`,"displayName":"Ops","members":[{"type":"User","value":"bulkId:ann"}]}},
-		{"method":"POST","path":"/Users","bulkId":"bob","data":{`+userSchemas+`,"userName":"bob"}},
+		{"method":"POST","path":"/Users/","bulkId":"bob","data":{`+userSchemas+`,"userName":"bob"}},
 		{"method":"PATCH","path":"/Groups/bulkId:ops","data":{`+patchSchemas+`,"Operations":[{"op":"add","path":"members","value":[{"value":"bulkId:bob"}]},{"op":"remove","path":"members[value eq \"bulkId:ann\"]"}]}},
-		{"method":"PUT","path":"/Users/bulkId:bob","version":"W/\"1\"","data":{`+userSchemas+`,"userName":"bob","title":"Ops lead"}}`))
+		{"method":"PUT","path":"/Users/bulkId:bob/","version":"W/\"1\"","data":{`+userSchemas+`,"userName":"bob","title":"Ops lead"}}`))
 	if got := a.statuses(); got != "POST ann 201, POST ops 201, POST bob 201, PATCH 204, PUT 200" {
 		t.Fatalf("statuses: %s", got)
 	}

@@ -957,9 +957,14 @@ func etagMatches(list, version string) bool {
 // depth limit.
 func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
+		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/scim+json" && mt != "application/json") {
 			return nil, Errorf(ErrUnsupportedMedia, "Content-Type must be application/scim+json or application/json, got %q", truncate(ct, 64))
+		}
+		// SCIM is UTF-8 (RFC 7644 §3.8); a body in another charset
+		// would be read as UTF-8 and stored wrong.
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			return nil, Errorf(ErrUnsupportedMedia, "a SCIM body is UTF-8, got charset %q", truncate(cs, 64))
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
