@@ -963,7 +963,7 @@ func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
 		}
 		// SCIM is UTF-8 (RFC 7644 §3.8); a body in another charset
 		// would be read as UTF-8 and stored wrong.
-		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
 			return nil, Errorf(ErrUnsupportedMedia, "a SCIM body is UTF-8, got charset %q", truncate(cs, 64))
 		}
 	}

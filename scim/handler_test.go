@@ -437,6 +437,7 @@ func TestBadInput(t *testing.T) {
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "text/plain").wantError(t, 415, "", "Content-Type")
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "application/scim+json; charset=utf-16").wantError(t, 415, "", "UTF-8")
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"utf8-charset"}`, "Content-Type", "application/json; charset=UTF-8").want(t, 201)
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"utf8-charset-2"}`, "Content-Type", "application/scim+json; charset=utf8").want(t, 201) // a common misspelling, meaning the same
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "application/json; charset=utf-8").want(t, 201)
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"`+strings.Repeat("x", 4096)+`"}`).wantError(t, 413, "", "larger than 2048")
 	ts.do("POST", "/Users", strings.Repeat("[", 9)+strings.Repeat("]", 9)).wantError(t, 400, "invalidSyntax", "deeper than 8")
