@@ -195,7 +195,7 @@ func TestOpenRefusesForeignFile(t *testing.T) {
 	}
 	db.Close()
 	_, err = Open(path, Options{})
-	if err == nil || !strings.Contains(err.Error(), "layout version 1; this build reads version 3") {
+	if err == nil || !strings.Contains(err.Error(), "layout version 1; this build reads version 4") {
 		t.Fatalf("Open of an old layout: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ package relay
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -30,20 +29,7 @@ func TestCustomNamespacesThroughTheHandler(t *testing.T) {
 		okta  = "urn:okta:app:1.0:user:custom"
 	)
 	s, _, _ := openStore(t)
-	h := scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100})
-	do := func(method, path, body string, status int) map[string]any {
-		t.Helper()
-		req := httptest.NewRequest(method, "/scim/v2/acme"+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer acme-static-token-0123456789")
-		req.Header.Set("Content-Type", "application/scim+json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		var out map[string]any
-		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != status {
-			t.Fatalf("%s %s: %d %s, want %d", method, path, rec.Code, rec.Body, status)
-		}
-		return out
-	}
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
 	// schemasAndExtensions checks an answer's (or an event's) schemas and
 	// extension objects.
 	schemasAndExtensions := func(what string, r map[string]any, want map[string]string) {

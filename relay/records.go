@@ -161,17 +161,18 @@ func indexEntries(r *scim.Resource) ([]indexEntry, error) {
 		return out, tooLong
 	}
 	add(ixUserName, "userName", scim.Fold(r.String("userName")))
-	seen := map[string]bool{}
-	for _, e := range r.Emails() {
-		e = scim.Fold(e)
-		if !seen[e] {
-			seen[e] = true
-			add(ixEmail, "emails.value", e)
+	// Every email, and every work email, once under its folded value.
+	addEmails := func(bucket []byte, values []string) {
+		seen := make(map[string]bool, len(values))
+		for _, v := range values {
+			if v = scim.Fold(v); !seen[v] {
+				seen[v] = true
+				add(bucket, "emails.value", v)
+			}
 		}
 	}
-	if we := r.WorkEmail(); we != "" {
-		add(ixWorkEmail, "emails.value", scim.Fold(we))
-	}
+	addEmails(ixEmail, r.Emails())
+	addEmails(ixWorkEmail, r.WorkEmails())
 	return out, tooLong
 }
 

@@ -228,9 +228,12 @@ func checkUnique(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 		return nil
 	}
 	if t.uniqueEmail {
-		we := r.WorkEmail()
-		if taken(ixWorkEmail, scim.Fold(we)) {
-			return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", truncate(we, 256))
+		// Every work email: a client matching on emails[type eq "work"].value
+		// finds a user by any of them.
+		for _, we := range r.WorkEmails() {
+			if taken(ixWorkEmail, scim.Fold(we)) {
+				return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", truncate(we, 256))
+			}
 		}
 		return nil
 	}

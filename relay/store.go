@@ -9,7 +9,7 @@
 // # Layout of the bbolt file
 //
 //	meta                      "outbox" → u64 global commit counter of outbox rows
-//	                          "layout" → u64 version of this layout (3)
+//	                          "layout" → u64 version of this layout (4)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
@@ -22,7 +22,7 @@
 //	    counters              "sequence" → u64, the tenant's last event sequence
 //	    ix_username           ix(scim.Fold(userName)) ‖ id → ∅
 //	    ix_email              ix(scim.Fold(emails[].value)) ‖ id → ∅
-//	    ix_workemail          ix(scim.Fold(work email)) ‖ id → ∅
+//	    ix_workemail          ix(scim.Fold(each work email)) ‖ id → ∅
 //	    ix_user_ext           ix(externalId) ‖ id → ∅
 //	    ix_group_ext          ix(externalId) ‖ id → ∅
 //	    ix_displayname        ix(scim.Fold(displayName)) ‖ id → ∅  (groups)
@@ -37,18 +37,24 @@
 // maps every rune to one representative of its Unicode simple-folding orbit
 // (ASCII in lower case), so that two values share an index key exactly when
 // strings.EqualFold, which filters and uniqueness use, calls them equal.
+// A User's work emails (scim.Resource.WorkEmails) are every email typed
+// "work", or when none is, the primary one, else the first.
 // Indexes are not unique in themselves: uniqueness is checked on them per
-// tenant (userName, or the work email in email mode, and group displayName),
-// and externalId is deliberately not unique, since real clients give many
-// users one externalId.
+// tenant (userName, or every work email in email mode, and group
+// displayName), and externalId is deliberately not unique, since real
+// clients give many users one externalId.
 //
 // Layout 3 changed the outbox rows only: layout 2 stored each event as a
 // structured CloudEvent in JSON, which the publisher decoded and encoded
-// again. Open takes a layout 2 file as it is and marks it 3; its rows keep
-// their form and are read by the decoder of the time (readOutboxRow) until
-// published, so that no acknowledged event is lost across an upgrade. A
-// release before layout 3 refuses a file marked 3, whose rows it could not
-// read.
+// again. Open takes a layout 2 file's rows as they are; they are read by
+// the decoder of the time (readOutboxRow) until published, so that no
+// acknowledged event is lost across an upgrade. A release before layout 3
+// refuses a file marked 3, whose rows it could not read.
+//
+// Layout 4 indexes every work email in ix_workemail, where layouts 2 and 3
+// indexed the first alone. Open upgrades a file of either by adding the
+// missing keys from the stored users (upgradeLayout), and marks it 4 when
+// all are in.
 //
 // Resource ids are UUIDv7 strings, so id order is the order creates were
 // prepared in (before each waits for its commit, so not quite commit
@@ -218,10 +224,10 @@ var (
 )
 
 // layoutVersion is the version of the layout described in the package
-// documentation; Open upgrades a file of upgradableLayout and refuses any
-// other.
+// documentation; Open upgrades a file of upgradableLayout up to it, and
+// refuses any other.
 const (
-	layoutVersion    = 3
+	layoutVersion    = 4
 	upgradableLayout = 2
 )
 
@@ -277,9 +283,19 @@ func Open(path string, o Options) (*Store, error) {
 		dir:       filepath.Dir(path),
 	}
 	s.tenants.Store(&tenants)
-	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, tenants) }); err != nil {
+	var layout uint64
+	if err := db.Update(func(tx *bolt.Tx) (err error) {
+		layout, err = prepare(tx, tenants)
+		return err
+	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("preparing data file %s: %w", path, err)
+	}
+	if layout != layoutVersion {
+		if err := s.upgradeLayout(layout); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("upgrading data file %s from layout %d: %w", path, layout, err)
+		}
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.depth.Store(int64(tx.Bucket(bucketOutbox).Stats().KeyN))
@@ -302,53 +318,51 @@ func Open(path string, o Options) (*Store, error) {
 	return s, nil
 }
 
-// prepare creates the buckets and checks the layout version.
-func prepare(tx *bolt.Tx, tenants map[string]*tenant) error {
+// prepare creates the buckets and checks the layout version, returning it:
+// layoutVersion, or an older one Open upgrades (upgradeLayout).
+func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		if tx.Bucket(bucketTenants) != nil {
-			return errors.New("the file has tenants but no meta bucket; it is not a scimrelay data file")
+			return 0, errors.New("the file has tenants but no meta bucket; it is not a scimrelay data file")
 		}
 		var err error
 		if meta, err = tx.CreateBucket(bucketMeta); err != nil {
-			return err
+			return 0, err
 		}
 		if err := meta.Put(keyLayout, u64(layoutVersion)); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	switch v := meta.Get(keyLayout); {
-	case len(v) != 8:
-		return errors.New("the file records no layout version; it was written by an older scimrelay")
-	case binary.BigEndian.Uint64(v) == upgradableLayout:
-		// Only the outbox rows differ, and old ones are read as they are.
-		if err := meta.Put(keyLayout, u64(layoutVersion)); err != nil {
-			return err
-		}
-	case binary.BigEndian.Uint64(v) != layoutVersion:
-		return fmt.Errorf("the file has layout version %d; this build reads version %d (and upgrades %d)", binary.BigEndian.Uint64(v), layoutVersion, upgradableLayout)
+	v := meta.Get(keyLayout)
+	if len(v) != 8 {
+		return 0, errors.New("the file records no layout version; it was written by an older scimrelay")
+	}
+	layout := binary.BigEndian.Uint64(v)
+	if layout < upgradableLayout || layout > layoutVersion {
+		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d (and upgrades %d to %d)", layout, layoutVersion, upgradableLayout, layoutVersion-1)
 	}
 	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	root, err := tx.CreateBucketIfNotExists(bucketTenants)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for name := range tenants {
 		tb, err := root.CreateBucketIfNotExists([]byte(name))
 		if err != nil {
-			return fmt.Errorf("tenant %s: %w", name, err)
+			return 0, fmt.Errorf("tenant %s: %w", name, err)
 		}
 		for _, b := range tenantBuckets {
 			if _, err := tb.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("tenant %s: %w", name, err)
+				return 0, fmt.Errorf("tenant %s: %w", name, err)
 			}
 		}
 	}
-	return nil
+	return layout, nil
 }
 
 // maxBatchDelay bounds storage.batch_delay: a write waits at most this long
@@ -571,7 +585,11 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return prepare(tx, tenants) }); err != nil {
+	// Open upgraded the file, so its layout is layoutVersion.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		_, err := prepare(tx, tenants)
+		return err
+	}); err != nil {
 		return fmt.Errorf("preparing the tenants' buckets: %w", err)
 	}
 	s.tenants.Store(&tenants)

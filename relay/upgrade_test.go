@@ -3,17 +3,21 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // TestUpgradeFromLayout2: a data file of layout 2 holds events its
@@ -34,12 +38,8 @@ func TestUpgradeFromLayout2(t *testing.T) {
 	}
 	// Make it the file layout 2 wrote: every outbox row a structured
 	// CloudEvent (json.Marshal of the event), and the layout number 2.
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var oldIDs []string
-	if err := db.Update(func(tx *bolt.Tx) error {
+	rewriteFile(t, path, upgradableLayout, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		rewrite := map[string][]byte{}
 		if err := b.ForEach(func(k, v []byte) error {
@@ -61,27 +61,15 @@ func TestUpgradeFromLayout2(t *testing.T) {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyLayout, u64(upgradableLayout))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+		return nil
+	})
 
-	s, err = Open(path, testOptions(c))
+	s, err := Open(path, testOptions(c))
 	if err != nil {
 		t.Fatalf("Open of a layout 2 file: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	if err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyLayout); binary.BigEndian.Uint64(v) != layoutVersion {
-			return fmt.Errorf("layout %d after the upgrade", binary.BigEndian.Uint64(v))
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	checkLayout(t, s)
 	if n, _ := s.OutboxDepth(); n != len(old) {
 		t.Fatalf("outbox depth %d after the upgrade, want %d", n, len(old))
 	}
@@ -154,5 +142,230 @@ func TestOpenRefusesNewerLayout(t *testing.T) {
 	}
 	if _, err := Open(path, testOptions(c)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("layout version %d", layoutVersion+1)) {
 		t.Fatalf("Open of a newer layout: %v", err)
+	}
+}
+
+// rewriteFile makes the closed data file at path what a release of an
+// older layout wrote: fn changes what that release wrote differently, and
+// the file records the layout.
+func rewriteFile(t testing.TB, path string, layout uint64, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyLayout, u64(layout))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkLayout fails t unless s's file records layoutVersion.
+func checkLayout(t testing.TB, s *Store) {
+	t.Helper()
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyLayout); binary.BigEndian.Uint64(v) != layoutVersion {
+			return fmt.Errorf("layout %d after the upgrade", binary.BigEndian.Uint64(v))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oldWorkEmailIndex makes each tenant's ix_workemail what layouts 2 and 3
+// wrote: every user's first work email alone (scim.Resource.WorkEmail: the
+// first typed work, else the primary, else the first).
+func oldWorkEmailIndex(tx *bolt.Tx) error {
+	root := tx.Bucket(bucketTenants)
+	var names [][]byte
+	if err := root.ForEachBucket(func(k []byte) error {
+		names = append(names, bytes.Clone(k))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, name := range names {
+		tb := root.Bucket(name)
+		if err := tb.DeleteBucket(ixWorkEmail); err != nil {
+			return err
+		}
+		ix, err := tb.CreateBucket(ixWorkEmail)
+		if err != nil {
+			return err
+		}
+		if err := tb.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			rec, err := decodeRecord(scim.UserResourceType, v)
+			if err != nil {
+				return err
+			}
+			if we := rec.res.WorkEmail(); we != "" {
+				return ix.Put(append(ixKey(scim.Fold(we)), k...), nil)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// workEmailIndex lists the keys of every tenant's ix_workemail, as
+// "<tenant> <key>".
+func workEmailIndex(t testing.TB, db *bolt.DB) []string {
+	t.Helper()
+	var keys []string
+	if err := db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(bucketTenants)
+		return root.ForEachBucket(func(name []byte) error {
+			return root.Bucket(name).Bucket(ixWorkEmail).ForEach(func(k, _ []byte) error {
+				keys = append(keys, fmt.Sprintf("%s %q", name, k))
+				return nil
+			})
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// TestUpgradeIndexesEveryWorkEmail: a file of layout 2 or 3 indexed each
+// user's first work email alone. Opened, it is marked layout 4 and its
+// ix_workemail is, in every tenant, what this release writes: a second
+// work email is then taken, and a new user with it is refused. The
+// upgrade reads the users a few per transaction (upgradeChunk, lowered
+// here), so chunk boundaries are crossed.
+func TestUpgradeIndexesEveryWorkEmail(t *testing.T) {
+	chunk := upgradeChunk
+	upgradeChunk = 2
+	t.Cleanup(func() { upgradeChunk = chunk })
+	for _, layout := range []uint64{2, 3} {
+		t.Run(fmt.Sprint("layout ", layout), func(t *testing.T) {
+			s, c, path := openStore(t)
+			var seconds []string
+			for i := range 5 {
+				second := fmt.Sprintf("Second-%d@x.com", i)
+				seconds = append(seconds, second)
+				create(t, s, "safe", user(t, fmt.Sprintf(`"userName":"u%d","emails":[{"value":"first-%d@x.com","type":"work"},{"value":"home-%d@x.com","type":"home"},{"value":%q,"type":"Work"}]`, i, i, i, second)))
+			}
+			create(t, s, "acme", user(t, `"userName":"ann","emails":[{"value":"ann@x.com","type":"work"},{"value":"ann@y.com","type":"work"}]`))
+			create(t, s, "acme", user(t, `"userName":"bob","emails":[{"value":"bob@home.com"},{"value":"bob@x.com","primary":true}]`))
+			want := workEmailIndex(t, s.db)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The outbox rows keep their form; TestUpgradeFromLayout2 covers layout 2's.
+			rewriteFile(t, path, layout, oldWorkEmailIndex)
+
+			s, err := Open(path, testOptions(c))
+			if err != nil {
+				t.Fatalf("Open of a layout %d file: %v", layout, err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			checkLayout(t, s)
+			if got := workEmailIndex(t, s.db); strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("ix_workemail after the upgrade:\n%s\nwant what this release writes:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			for _, second := range seconds {
+				_, err := s.Create(ctx, "safe", user(t, `"userName":"new","emails":[{"value":"`+strings.ToUpper(second)+`","type":"work"}]`))
+				wantErr(t, err, scim.ErrUniqueness, "is already taken")
+			}
+		})
+	}
+}
+
+// TestUpgradeKeepsSharedWorkEmails: users that share a work email before
+// the upgrade (a release of layout 3 let a user's second work email be
+// another's; a tenant may also have switched to unique: email with
+// duplicates in it) are all kept and indexed under it. The upgrade does
+// not fail; in a tenant whose work email is unique it warns, naming the
+// tenant, how many emails are shared and the users, and in a tenant
+// unique by userName, where sharing is allowed, it says nothing. Until the
+// operator gives each user its own, a change that keeps the shared email
+// is refused and one that drops it goes through.
+func TestUpgradeKeepsSharedWorkEmails(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "scimrelay.db")
+	// Written while no tenant made the work email unique.
+	s, err := Open(path, Options{Tenants: []TenantOptions{{Name: "safe"}, {Name: "acme"}}, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := create(t, s, "safe", user(t, `"userName":"a","emails":[{"value":"a@x.com","type":"work"},{"value":"dup1@x.com","type":"work"}]`))
+	b := create(t, s, "safe", user(t, `"userName":"b","emails":[{"value":"DUP1@x.com","type":"work"}]`))
+	cc := create(t, s, "safe", user(t, `"userName":"c","emails":[{"value":"c@x.com","type":"work"},{"value":"dup2@x.com","type":"work"}]`))
+	d := create(t, s, "safe", user(t, `"userName":"d","emails":[{"value":"d@home.com"},{"value":"dup2@x.com","primary":true}]`))
+	create(t, s, "acme", user(t, `"userName":"e","emails":[{"value":"e@x.com","type":"work"},{"value":"shared@x.com","type":"work"}]`))
+	create(t, s, "acme", user(t, `"userName":"f","emails":[{"value":"shared@x.com","type":"work"}]`))
+	stored := map[string]string{}
+	for _, r := range []*scim.Resource{a, b, cc, d} {
+		stored[r.ID()] = string(r.AppendJSON(nil))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rewriteFile(t, path, 3, oldWorkEmailIndex)
+
+	var logs bytes.Buffer
+	o := testOptions(c) // safe: unique: email
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s, err = Open(path, o)
+	if err != nil {
+		t.Fatalf("Open of a layout 3 file with shared work emails: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	warned := ""
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "level=WARN") {
+			if warned != "" || !strings.Contains(line, "users share work emails") {
+				t.Fatalf("logs:\n%s\nwant one warning about shared work emails", logs.String())
+			}
+			warned = line
+		}
+	}
+	for _, want := range []string{"tenant=safe", "emails=2", a.ID(), b.ID(), cc.ID(), d.ID()} {
+		if !strings.Contains(warned, want) {
+			t.Errorf("warning %q does not say %s", warned, want)
+		}
+	}
+
+	for _, r := range []*scim.Resource{a, b, cc, d} {
+		got, err := s.Get(ctx, "safe", scim.UserResourceType, r.ID())
+		if err != nil || string(got.AppendJSON(nil)) != stored[r.ID()] {
+			t.Fatalf("user %s after the upgrade: %v %v, want %s", r.String("userName"), got, err, stored[r.ID()])
+		}
+	}
+	holders := func(email string) string {
+		t.Helper()
+		var ids []string
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			ids = lookupIDs(tx.Bucket(bucketTenants).Bucket([]byte("safe")).Bucket(ixWorkEmail), scim.Fold(email), -1)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(ids, " ")
+	}
+	if got, want := holders("dup1@x.com"), a.ID()+" "+b.ID(); got != want {
+		t.Errorf("dup1 is indexed for %s, want a and b: %s", got, want)
+	}
+	if got, want := holders("dup2@x.com"), cc.ID()+" "+d.ID(); got != want {
+		t.Errorf("dup2 is indexed for %s, want c and d: %s", got, want)
+	}
+
+	_, err = s.Create(ctx, "safe", user(t, `"userName":"new","emails":[{"value":"dup1@x.com","type":"work"}]`))
+	wantErr(t, err, scim.ErrUniqueness, `email "dup1@x.com" is already taken`)
+	_, err = patch(t, s, "safe", scim.UserResourceType, a.ID(), `{"op":"replace","path":"title","value":"Boss"}`)
+	wantErr(t, err, scim.ErrUniqueness, `email "dup1@x.com" is already taken`)
+	mustPatch(t, s, "safe", scim.UserResourceType, a.ID(), `{"op":"remove","path":"emails[value eq \"dup1@x.com\"]"}`)
+	if got := holders("dup1@x.com"); got != b.ID() {
+		t.Errorf("after a gave it up, dup1 is indexed for %s, want b alone: %s", got, b.ID())
 	}
 }

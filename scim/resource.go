@@ -87,10 +87,22 @@ func (r *Resource) PrimaryEmail() string {
 	return work
 }
 
-// WorkEmail returns the User's work email: the one typed "work", else the
-// primary one, else the first. "" when the User has none.
+// WorkEmail returns the User's first work email (WorkEmails); "" when the
+// User has no email.
 func (r *Resource) WorkEmail() string {
+	if list := r.WorkEmails(); len(list) > 0 {
+		return list[0]
+	}
+	return ""
+}
+
+// WorkEmails returns the User's work emails: every one typed "work" (in any
+// case), in order; when none is, the primary one alone, else the first
+// alone. Nil when the User has no email. Values are as stored: two that
+// differ only in case are both returned.
+func (r *Resource) WorkEmails() []string {
 	list, _ := r.Attrs["emails"].([]any)
+	var work []string
 	var primary, first string
 	for _, e := range list {
 		m, _ := e.(map[string]any)
@@ -99,7 +111,7 @@ func (r *Resource) WorkEmail() string {
 			continue
 		}
 		if t, _ := m["type"].(string); strings.EqualFold(t, "work") {
-			return v
+			work = append(work, v)
 		}
 		if p, _ := m["primary"].(bool); p && primary == "" {
 			primary = v
@@ -108,10 +120,15 @@ func (r *Resource) WorkEmail() string {
 			first = v
 		}
 	}
-	if primary != "" {
-		return primary
+	switch {
+	case work != nil:
+		return work
+	case primary != "":
+		return []string{primary}
+	case first != "":
+		return []string{first}
 	}
-	return first
+	return nil
 }
 
 // Meta returns the resource's metadata.

@@ -173,6 +173,18 @@ func TestResourceAccessors(t *testing.T) {
 	if got := noWork.WorkEmail(); got != "p@x" {
 		t.Errorf("WorkEmail without a work email = %q, want the primary p@x", got)
 	}
+	twoWork, _ := ParseResource(UserResourceType, []byte(`{`+userSchemas+`,"userName":"a",
+		"emails":[{"value":"p@x","primary":true},{"value":"w1@x","type":"work"},{"value":"h@x","type":"home"},{"value":"W2@x","type":"WORK"}]}`))
+	if got := strings.Join(twoWork.WorkEmails(), ","); got != "w1@x,W2@x" {
+		t.Errorf("WorkEmails = %q, want every email typed work: w1@x,W2@x", got)
+	}
+	if got := strings.Join(noWork.WorkEmails(), ","); got != "p@x" {
+		t.Errorf("WorkEmails without a work email = %q, want the primary p@x alone", got)
+	}
+	none, _ := ParseResource(UserResourceType, []byte(`{`+userSchemas+`,"userName":"a"}`))
+	if got := none.WorkEmails(); got != nil || none.WorkEmail() != "" {
+		t.Errorf("WorkEmails without emails = %q, want none", got)
+	}
 	clone := r.Clone()
 	clone.Attrs["emails"].([]any)[0].(map[string]any)["value"] = "changed"
 	if r.Emails()[0] != "home@x" {

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// scimClient returns a function that sends a request to h for a tenant,
+// with a bearer token, checks the answer's status and returns its JSON.
+func scimClient(t *testing.T, h http.Handler, tenant, token string) func(method, path, body string, status int) map[string]any {
+	return func(method, path, body string, status int) map[string]any {
+		t.Helper()
+		req := httptest.NewRequest(method, "/scim/v2/"+tenant+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/scim+json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != status {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, rec.Code, rec.Body, status)
+		}
+		return out
+	}
+}
+
+// workEmailTenant serves the SCIM handler over a store whose tenant "safe"
+// makes the work email unique (unique: email), through scimClient.
+func workEmailTenant(t *testing.T) (*Store, func(method, path, body string, status int) map[string]any) {
+	t.Helper()
+	const token = "safe-static-token-0123456789"
+	s, err := Open(filepath.Join(t.TempDir(), "scimrelay.db"), Options{Tenants: []TenantOptions{
+		{Name: "safe", Unique: UniqueEmail, StaticTokens: []string{token}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "safe", token)
+}
+
+// userBody is a User's JSON with the given userName and emails (JSON objects).
+func userBody(userName string, emails ...string) string {
+	return `{"schemas":["` + scim.UserSchema + `"],"userName":"` + userName + `","emails":[` + strings.Join(emails, ",") + `]}`
+}
+
+// byWorkEmail lists the ids Entra's matching filter finds.
+func byWorkEmail(do func(method, path, body string, status int) map[string]any, email string) []string {
+	list := do("GET", "/Users?filter="+url.QueryEscape(`emails[type eq "work"].value eq "`+email+`"`), "", http.StatusOK)
+	var ids []string
+	for _, r := range list["Resources"].([]any) {
+		ids = append(ids, r.(map[string]any)["id"].(string))
+	}
+	return ids
+}
+
+// TestEveryWorkEmailIsUnique: in a tenant whose work email is unique, a
+// user's second work email counts as its first does. A POST, a PUT and a
+// PATCH (adding a work email) that would give a user a work email another
+// user has as a work email are 409 uniqueness, and change nothing: no
+// user, no new version, no event. Before, only the first work email was
+// indexed and checked, so Entra, matching on emails[type eq "work"].value,
+// found two users (its DuplicateTargetEntries error).
+func TestEveryWorkEmailIsUnique(t *testing.T) {
+	s, do := workEmailTenant(t)
+	const taken = `email "DUP@x.com" is already taken`
+	d1 := do("POST", "/Users", userBody("d1", `{"type":"work","value":"dup@x.com"}`), http.StatusCreated)
+	refused := func(method, path, body string) {
+		t.Helper()
+		n := len(outbox(t, s))
+		r := do(method, path, body, http.StatusConflict)
+		if d, _ := r["detail"].(string); r["scimType"] != "uniqueness" || !strings.Contains(d, taken) {
+			t.Fatalf("%s %s: %v, want uniqueness saying %s", method, path, r, taken)
+		}
+		if got := len(outbox(t, s)); got != n {
+			t.Fatalf("%s %s: %d events after the refusal, want %d", method, path, got, n)
+		}
+	}
+
+	refused("POST", "/Users", userBody("d2", `{"type":"work","value":"d2@x.com"}`, `{"type":"work","value":"DUP@x.com"}`))
+	list := do("GET", "/Users?filter="+url.QueryEscape(`userName eq "d2"`), "", http.StatusOK)
+	if list["totalResults"] != 0.0 {
+		t.Fatalf("the refused POST created a user: %v", list)
+	}
+
+	d2 := do("POST", "/Users", userBody("d2", `{"type":"work","value":"d2@x.com"}`), http.StatusCreated)
+	id := d2["id"].(string)
+	refused("PUT", "/Users/"+id, userBody("d2", `{"type":"work","value":"d2@x.com"}`, `{"type":"Work","value":"DUP@x.com"}`))
+	refused("PATCH", "/Users/"+id, `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[`+
+		`{"op":"add","path":"emails","value":[{"type":"WORK","value":"DUP@x.com"}]}]}`)
+	got := do("GET", "/Users/"+id, "", http.StatusOK)
+	if !jsonEqual(got["emails"], d2["emails"]) || !jsonEqual(got["meta"], d2["meta"]) {
+		t.Fatalf("after the refusals d2 is %v, want %v", got, d2)
+	}
+	if ids := byWorkEmail(do, "dup@x.com"); len(ids) != 1 || ids[0] != d1["id"] {
+		t.Fatalf("the work email matches %v, want d1 alone", ids)
+	}
+}
+
+// TestMatchingOnASecondWorkEmail: Entra's matching filter finds a user by
+// its second work email (typed "work" in any case), and that email is then
+// taken, so the filter never finds a second user.
+func TestMatchingOnASecondWorkEmail(t *testing.T) {
+	_, do := workEmailTenant(t)
+	a := do("POST", "/Users", userBody("a", `{"type":"work","value":"a@x.com"}`, `{"type":"home","value":"a@home.com"}`, `{"type":"WORK","value":"second@x.com"}`), http.StatusCreated)
+	if ids := byWorkEmail(do, "Second@X.com"); len(ids) != 1 || ids[0] != a["id"] {
+		t.Fatalf("matching on the second work email finds %v, want a", ids)
+	}
+	do("POST", "/Users", userBody("b", `{"type":"work","value":"SECOND@x.com"}`), http.StatusConflict)
+	// An untyped email is the work email only of a user without one typed
+	// work, so a's home email is no one's work email yet.
+	do("POST", "/Users", userBody("c", `{"value":"a@home.com","primary":true}`), http.StatusCreated)
+	if ids := byWorkEmail(do, "second@x.com"); len(ids) != 1 || ids[0] != a["id"] {
+		t.Fatalf("after a second user, matching on a's second work email finds %v, want a alone", ids)
+	}
+}
+
+// jsonEqual reports whether a and b, decoded JSON, are the same.
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
