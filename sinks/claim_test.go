@@ -26,7 +26,7 @@ import (
 // claim, and of workers taking a free claim at once exactly one gets it.
 func TestPartitionClaim(t *testing.T) {
 	_, _, js := natsServer(t)
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 		}
 		return nil
 	})
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestHandOverWhileReadingBackRepeatsNothing(t *testing.T) {
 // first, never overwritten while the leaving worker holds it.
 func TestLeavingWorkerKeepsItsClaims(t *testing.T) {
 	u := runAckless(t)
-	pk, err := parkingBucket(ctx, u.js, "crm", 1)
+	pk, err := parkingBucket(ctx, u.js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestClaimIsRenewedAndReleased(t *testing.T) {
 	rc := slowReceiver(t, newLedger(), 0, nil)
 	m, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second,
 		Heartbeat: fastHeartbeat, claimRenew: 50 * time.Millisecond})
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +496,7 @@ func (u *ackless) unacknowledged(t testing.TB) int {
 func TestStaleClaimOfALiveWorkerIdIsLetGo(t *testing.T) {
 	js := onePartition(t)
 	rc := newReceiver(t, nil)
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

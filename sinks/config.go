@@ -80,9 +80,17 @@ func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
 		}
 		patterns = append(patterns, p)
 	}
+	// A tenant twice would give the sink's consumers overlapping subject
+	// filters, which JetStream refuses: the sink would deliver nothing.
+	tenants := map[string]int{}
 	for j, t := range c.Tenants {
-		if !events.ValidTenant(t) {
+		switch k, twice := tenants[t]; {
+		case !events.ValidTenant(t):
 			add(fmt.Sprintf("tenants[%d]", j), "must be a tenant name, %s, got %q", events.TenantNameRule, t)
+		case twice:
+			add(fmt.Sprintf("tenants[%d]", j), "%q is also tenants[%d]; give it once", t, k)
+		default:
+			tenants[t] = j
 		}
 	}
 	if c.Concurrency == 0 {

@@ -27,6 +27,8 @@ func TestCheck(t *testing.T) {
 		{"event outside the catalog", []Config{good(func(c *Config) { c.Events = []string{"user.*", "user.exploded"} })}, []string{`sinks[0].events[1]: event pattern "user.exploded": no such event`}},
 		{"event shape", []Config{good(func(c *Config) { c.Events = []string{"users"} })}, []string{`sinks[0].events[0]: event pattern "users": want`}},
 		{"tenant", []Config{good(func(c *Config) { c.Tenants = []string{"Acme"} })}, []string{`sinks[0].tenants[0]: must be a tenant name`}},
+		{"tenant twice", []Config{good(func(c *Config) { c.Tenants = []string{"acme", "beta", "acme", "acme"} })},
+			[]string{`sinks[0].tenants[2]: "acme" is also tenants[0]; give it once`, `sinks[0].tenants[3]: "acme" is also tenants[0]; give it once`}},
 		{"concurrency", []Config{good(func(c *Config) { c.Concurrency = 5000 })}, []string{"sinks[0].concurrency: must be between 1 and 1024, got 5000"}},
 		{"retry", []Config{good(func(c *Config) { c.Retry = Schedule{time.Second, 0} })}, []string{"sinks[0].retry[1]: must be positive"}},
 		{"url", []Config{good(func(c *Config) { c.URL = "ftp://x" })}, []string{`sinks[0].url: must be an absolute http(s) URL, got "ftp://x"`}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -74,7 +75,17 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*dead
 // even if a worker crashes between putting it and acknowledging the event,
 // or the event comes again after a lost acknowledgement.
 func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) (already bool, err error) {
-	return d.putAs(ctx, sink, e, res, attempts, sink+"."+e.ID()+"."+strconv.Itoa(attempts))
+	return d.putAs(ctx, sink, e, res, attempts, deadLetterID(sink, e.ID(), attempts))
+}
+
+// deadLetterID is the message id of a sink's dead letter of the message
+// with id msgID (an event's id, which the relay also gives its message):
+// the queue drops a second copy of a dead letter by it. The sink is part
+// of it because the queue is one stream for every sink, and drops copies
+// across its subjects: without it, of the sinks giving up on one message,
+// only the first would keep a dead letter.
+func deadLetterID(sink, msgID string, attempts int) string {
+	return sink + "." + msgID + "." + strconv.Itoa(attempts)
 }
 
 // putAs is put with the message id id, by which JetStream drops a copy.
@@ -90,7 +101,7 @@ func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, re
 // (status, error, attempts, time), and removes it from where it was.
 func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter, e *event.Event) error {
 	// Its own id: the dead letter's would be dropped as a copy of itself.
-	id := sink + "." + e.ID() + "." + strconv.Itoa(dl.Attempts) + ".moved-from." + strconv.FormatUint(dl.seq, 10)
+	id := deadLetterID(sink, e.ID(), dl.Attempts) + ".moved-from." + strconv.FormatUint(dl.seq, 10)
 	if _, err := d.publish(ctx, sink, e, dl, id); err != nil {
 		return err
 	}
@@ -117,19 +128,34 @@ func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, 
 	return ack, nil
 }
 
-// putRaw dead-letters a message that is not a valid event, as it came.
-func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, cause error) error {
+// putRaw dead-letters a message that is not a valid event, as it came,
+// but for the headers of NATS's own (Nats-*): they say how JetStream is to
+// store a publish (its id, an expected stream or last sequence, a rollup,
+// a time to live) or where the message was, and copied they would make
+// the queue drop the dead letter as another sink's, or refuse it. Its
+// message id is deadLetterID(sink, the message's own id, 0); a message
+// without one gets none, and a copy of its dead letter is not told apart.
+// It reports whether the queue already had it.
+func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, cause error) (already bool, err error) {
 	msg := nats.NewMsg(dlqSubjectRoot + sink)
 	for k, v := range m.Headers() {
-		msg.Header[k] = v
+		if !strings.HasPrefix(strings.ToLower(k), "nats-") {
+			msg.Header[k] = v
+		}
+	}
+	if id := m.Headers().Get(nats.MsgIdHdr); id != "" {
+		msg.Header.Set(nats.MsgIdHdr, deadLetterID(sink, id, 0))
 	}
 	msg.Header.Set(hdrDLQSubject, m.Subject())
 	msg.Header.Set(hdrDLQError, truncate(cause.Error(), maxErrorInQueue))
 	msg.Header.Set(hdrDLQAttempts, "0")
 	msg.Header.Set(hdrDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
 	msg.Data = m.Data()
-	_, err := d.js.PublishMsg(ctx, msg)
-	return err
+	ack, err := d.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return false, fmt.Errorf("dead-lettering a message on %s: %w", m.Subject(), err)
+	}
+	return ack.Duplicate, nil
 }
 
 // toDeadLetter reads a dead letter and, when it holds a valid event, the event.

@@ -288,10 +288,13 @@ func requireAPILevel(level int) error {
 // started.
 func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error) {
 	js, sh, name := m.o.JS, m.shared, s.cfg.Name
+	// The retries and the park records' life both derive from max_age as
+	// read here: a record outlives the latest retry its worker schedules.
+	keepFor := sh.stream.CachedInfo().Config.MaxAge
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
 		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
-		schedule: s.cfg.Retry, keepFor: sh.stream.CachedInfo().Config.MaxAge,
+		schedule: s.cfg.Retry, keepFor: keepFor,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
@@ -328,7 +331,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		return nil, err
 	}
 	err := events.Retry(ctx, "the parking bucket of sink "+name, m.log, func(ctx context.Context) (err error) {
-		w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas)
+		w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas, keepFor)
 		return err
 	})
 	if err != nil {

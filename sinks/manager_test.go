@@ -22,6 +22,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -608,22 +609,33 @@ func benchmarkDelivery(b *testing.B, shape string, batch, workers int) {
 // TestEventWithoutSubjectSeqIsDeadLettered: an event without its place in
 // its resource's order (no subjectseq) cannot be delivered in order; it is
 // dead-lettered whether it comes from the consumer or, the resource being
-// parked, is read back from the stream, and the resource's other events
-// arrive in order.
+// parked, is read back from the stream, by each of two sinks, once each,
+// and the resource's other events arrive in order. The queue is one stream
+// for every sink: a dead letter that kept the message's own Nats-Msg-Id
+// was dropped as a copy for every sink but the first, and one that kept
+// its Nats-Expected-Stream (the events stream's) was refused.
 func TestEventWithoutSubjectSeqIsDeadLettered(t *testing.T) {
 	js := natsStream(t)
 	var refuse atomic.Bool
 	refuse.Store(true)
-	l := newLedger()
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		return l.admit(r, func(subject string, _ uint64) int {
-			if refuse.Load() && subject == "Users/parked" {
-				return 503
-			}
-			return 204
+	sinks := []string{"crm", "hr"}
+	ledgers := map[string]*ledger{}
+	receivers := map[string]*receiver{}
+	var cfgs []Config
+	for _, name := range sinks {
+		l := newLedger()
+		rc := newReceiver(t, func(_ int, r *http.Request) int {
+			return l.admit(r, func(subject string, _ uint64) int {
+				if refuse.Load() && subject == "Users/parked" {
+					return 503
+				}
+				return 204
+			})
 		})
-	})
-	m, _ := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+		ledgers[name], receivers[name] = l, rc
+		cfgs = append(cfgs, sinkConfig(name, rc.URL, nil))
+	}
+	m, _ := runSinks(t, js, 5*time.Second, cfgs...)
 	p := newPublisher(t, js)
 	unnumbered := func(id string) string {
 		t.Helper()
@@ -632,10 +644,11 @@ func TestEventWithoutSubjectSeqIsDeadLettered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if msg.Header.Get("ce-"+events.ExtSubjectSeq) == "" {
-			t.Fatalf("no ce-%s header to take out: %v", events.ExtSubjectSeq, msg.Header)
+		if msg.Header.Get("ce-"+events.ExtSubjectSeq) == "" || msg.Header.Get(nats.MsgIdHdr) == "" {
+			t.Fatalf("no ce-%s header to take out, or no message id: %v", events.ExtSubjectSeq, msg.Header)
 		}
 		msg.Header.Del("ce-" + events.ExtSubjectSeq) // as no relay writes it
+		msg.Header.Set("Nats-Expected-Stream", events.StreamName)
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
@@ -648,50 +661,52 @@ func TestEventWithoutSubjectSeqIsDeadLettered(t *testing.T) {
 	// Read back: the resource is parked behind its refused first event.
 	p.publish("acme", events.UserCreated, "parked")
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		kv, err := js.KeyValue(ctx, parkingBucketName("crm"))
-		if err != nil {
-			return err
-		}
-		keys, err := kv.Keys(ctx)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			if strings.HasSuffix(k, ".acme.user.parked") {
-				return nil
+		for _, name := range sinks {
+			kv, err := js.KeyValue(ctx, parkingBucketName(name))
+			if err != nil {
+				return err
+			}
+			keys, err := kv.Keys(ctx)
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, ".acme.user.parked") }) {
+				return fmt.Errorf("Users/parked is not parked for sink %s: %v", name, keys)
 			}
 		}
-		return fmt.Errorf("Users/parked is not parked: %v", keys)
+		return nil
 	})
 	readBack := unnumbered("parked")
 	p.publish("acme", events.UserUpdated, "parked")
 	refuse.Store(false)
 
-	l.wantDelivered(t, expect{"Users/flowing": 2, "Users/parked": 2}, 30*time.Second, false)
-	var ids []string
-	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		page, err := m.DeadLetters(ctx, "crm", "", 0)
-		if err != nil {
-			return err
-		}
-		ids = ids[:0]
-		for _, dl := range page.DeadLetters {
-			ids = append(ids, dl.ID)
-		}
-		if len(ids) != 2 {
-			return fmt.Errorf("dead letters %v", ids)
-		}
-		return nil
-	})
-	slices.Sort(ids)
 	want := []string{fromConsumer, readBack}
 	slices.Sort(want)
-	if !slices.Equal(ids, want) {
-		t.Fatalf("dead letters %v, want the two unnumbered events %v", ids, want)
-	}
-	for _, r := range rc.requests() {
-		if id := r.header.Get("Ce-Id"); id == fromConsumer || id == readBack {
-			t.Fatalf("the unnumbered event %s was delivered", id)
+	for _, name := range sinks {
+		ledgers[name].wantDelivered(t, expect{"Users/flowing": 2, "Users/parked": 2}, 30*time.Second, false)
+		var ids []string
+		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			page, err := m.DeadLetters(ctx, name, "", 0)
+			if err != nil {
+				return err
+			}
+			ids = ids[:0]
+			for _, dl := range page.DeadLetters {
+				ids = append(ids, dl.ID)
+			}
+			slices.Sort(ids)
+			if !slices.Equal(ids, want) {
+				return fmt.Errorf("sink %s has dead letters %v, want the two unnumbered events %v", name, ids, want)
+			}
+			return nil
+		})
+		if n := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues(name, "dead_lettered")); n != 2 {
+			t.Errorf("sink %s counted %v dead letters, want 2", name, n)
+		}
+		for _, r := range receivers[name].requests() {
+			if id := r.header.Get("Ce-Id"); id == fromConsumer || id == readBack {
+				t.Fatalf("the unnumbered event %s was delivered to sink %s", id, name)
+			}
 		}
 	}
 }
@@ -972,7 +987,7 @@ func TestParkedResourceOfATenantTheSinkNoLongerTakes(t *testing.T) {
 	// the sink's tenants; then the sink takes globex alone.
 	handedOverParked(t, js, 3)
 	o.Sinks[0].Tenants = []string{"globex"}
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

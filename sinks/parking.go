@@ -47,14 +47,27 @@ type parking struct {
 	kv jetstream.KeyValue
 }
 
-// parkingBucket creates or opens a sink's bucket. Records live as long as
-// the stream keeps events: a record older than that points at nothing.
-func parkingBucket(ctx context.Context, js jetstream.JetStream, sink string, replicas int) (*parking, error) {
+// parkingBucket creates or opens a sink's bucket, whose records live
+// parkingTTL(keepFor): keepFor is how long the stream keeps events (its
+// max_age, as the worker read it; 0: for ever).
+func parkingBucket(ctx context.Context, js jetstream.JetStream, sink string, replicas int, keepFor time.Duration) (*parking, error) {
+	ttl := parkingTTL(keepFor)
+	// A worker that read the stream before its max_age was raised must not
+	// cut short the records of one that read it after.
+	st, err := js.Stream(ctx, "KV_"+parkingBucketName(sink))
+	switch {
+	case err == nil:
+		if had := st.CachedInfo().Config.MaxAge; had == 0 || (ttl != 0 && had > ttl) {
+			ttl = had
+		}
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("reading the parking bucket of sink %s: %w", sink, err)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      parkingBucketName(sink),
 		Description: "resources of sink " + sink + " whose events are read back from the stream: where each stands",
 		History:     1,
-		TTL:         30 * 24 * time.Hour,
+		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(replicas, 1),
 	})
@@ -62,6 +75,24 @@ func parkingBucket(ctx context.Context, js jetstream.JetStream, sink string, rep
 		return nil, fmt.Errorf("creating the parking bucket of sink %s: %w", sink, err)
 	}
 	return &parking{kv: kv}, nil
+}
+
+// minParkingTTL is the shortest time the parking bucket keeps a key: a
+// partition's claim, in the same bucket, is written again once a day.
+const minParkingTTL = 30 * 24 * time.Hour
+
+// parkingTTL is how long the parking bucket keeps a record: as long as the
+// stream keeps the events it points at (keepFor; 0: for ever, and so the
+// records), and a day more. Their events were acknowledged when the
+// resource was parked, so a record gone before its retry loses them
+// without a dead letter; and no retry is put off past keepFor
+// (worker.dropsBefore), so a record written when its event was stored, or
+// later, outlives its retry.
+func parkingTTL(keepFor time.Duration) time.Duration {
+	if keepFor <= 0 {
+		return 0
+	}
+	return max(minParkingTTL, keepFor+24*time.Hour)
 }
 
 func parkingBucketName(sink string) string { return "scimrelay-parked-" + sink }

@@ -625,7 +625,7 @@ func parkedBy(t testing.TB, js jetstream.JetStream, subject string, from uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1034,7 +1034,7 @@ func parkedByAnotherOwner(t *testing.T, js jetstream.JetStream, o Options) *publ
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1095,7 +1095,7 @@ func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, err := parkingBucket(ctx, js, "crm", 1)
+	pk, err := parkingBucket(ctx, js, "crm", 1, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -396,23 +396,30 @@ func (w *worker) ack(m jetstream.Msg) {
 // poison dead-letters a message that is not a scimrelay event, so that it
 // does not block its consumer.
 func (w *worker) poison(ctx context.Context, m jetstream.Msg, cause error) {
-	w.log.Error("message is not a scimrelay event; dead-lettered", "subject", m.Subject(), "err", cause)
-	if err := w.dlq.putRaw(ctx, w.name, m, cause); err != nil {
-		w.log.Error("dead-lettering a malformed message failed; it is dropped", "err", err)
-	} else {
-		w.metrics.outcome(w.name, "dead_lettered")
-	}
+	w.deadLetterRaw(ctx, m, cause)
 	_ = m.Term()
 }
 
 // poisonRaw dead-letters a malformed message read back from the stream.
 func (w *worker) poisonRaw(ctx context.Context, raw *jetstream.RawStreamMsg, cause error) {
-	w.log.Error("message is not a scimrelay event; dead-lettered", "subject", raw.Subject, "err", cause)
-	if err := w.dlq.putRaw(ctx, w.name, storedMsg{raw: raw}, cause); err != nil {
-		w.log.Error("dead-lettering a malformed message failed", "err", err)
-		return
+	w.deadLetterRaw(ctx, storedMsg{raw: raw}, cause)
+}
+
+// deadLetterRaw gives up on a message that is not a scimrelay event. One
+// the queue does not take is dropped, said at Error; unlike an event's
+// dead letter it is not tried again. Like deadLetter, it counts and logs a
+// dead letter only when the queue did not have it.
+func (w *worker) deadLetterRaw(ctx context.Context, m jetstream.Msg, cause error) {
+	already, err := w.dlq.putRaw(ctx, w.name, m, cause)
+	switch {
+	case err != nil:
+		w.log.Error("message is not a scimrelay event, and dead-lettering it failed; it is dropped", "subject", m.Subject(), "cause", cause, "err", err)
+	case already:
+		w.log.Debug("malformed message dead-lettered again; the queue had it", "subject", m.Subject())
+	default:
+		w.log.Error("message is not a scimrelay event; dead-lettered", "subject", m.Subject(), "err", cause)
+		w.metrics.outcome(w.name, "dead_lettered")
 	}
-	w.metrics.outcome(w.name, "dead_lettered")
 }
 
 // storedMsg presents a message read from the stream the way the
