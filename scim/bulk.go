@@ -82,11 +82,17 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	// Each operation costs what its single request would; admit took one.
-	if err := h.limit(c.tenant, len(req.ops)-1); err != nil {
+	// Each operation costs what its single request would, and the whole
+	// at most the tenant's burst, or a Bulk larger than the burst would
+	// never pass; admit took one.
+	cost := len(req.ops)
+	if h.o.Limiter != nil {
+		cost = min(cost, h.o.Limiter.Burst(c.tenant))
+	}
+	if err := h.limit(c.tenant, cost-1); err != nil {
 		return err
 	}
-	run := &bulkRun{h: h, c: c, req: req, state: make([]int, len(req.ops)), created: map[string]string{}}
+	run := &bulkRun{h: h, r: r, c: c, req: req, state: make([]int, len(req.ops)), created: map[string]string{}}
 	for i := range req.ops {
 		run.visit(r.Context(), i, nil)
 	}
@@ -240,6 +246,7 @@ const (
 // bulkRun processes one bulk request.
 type bulkRun struct {
 	h       *Handler
+	r       *http.Request // the Bulk request, whose credential each operation checks again
 	c       *call
 	req     *bulkRequest
 	state   []int
@@ -326,6 +333,11 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	}
 	if op.err != nil {
 		return fail(op.err)
+	}
+	// A credential revoked (or expired) while a Bulk runs stops what is
+	// left of it, as it stops the next request.
+	if err := b.h.authenticate(b.r, b.c.tenant); err != nil {
+		return fail(err)
 	}
 	if cycle, ok := b.cyclic[op.index]; ok {
 		return fail(Errorf(ErrConflict, "Operations[%d]: circular bulkId references (%s); create the resources first and link them in a later request", op.index, cycle))

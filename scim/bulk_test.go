@@ -3,11 +3,14 @@
 package scim_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,6 +276,8 @@ type countingLimiter struct {
 	budget int
 }
 
+func (l *countingLimiter) Burst(string) int { return math.MaxInt }
+
 func (l *countingLimiter) AllowN(_ string, n int) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -332,4 +337,51 @@ func TestBulkReportsEvents(t *testing.T) {
 	if info.Operation != "bulk" || strings.Join(info.EventIDs, ",") != "ev-1,ev-2,ev-3" {
 		t.Fatalf("bulk observed as %s with events %v, want ev-1,ev-2,ev-3 (the failed create adds none)", info.Operation, info.EventIDs)
 	}
+}
+
+// TestBulkStopsWhenItsCredentialIsRevoked: a token revoked while a Bulk
+// request runs stops what is left of it, each operation left answered 401,
+// as the next request is: a Bulk of a thousand operations does not outlive
+// the revocation by a second of writes.
+func TestBulkStopsWhenItsCredentialIsRevoked(t *testing.T) {
+	mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme})
+	auth := &revocable{Memory: mem}
+	ts := &testServer{t: t}
+	ts.srv = httptest.NewServer(NewHandler(&revokingBackend{Backend: mem, auth: auth, after: 2}, auth, Options{}))
+	t.Cleanup(ts.srv.Close)
+	op := `{"method":"POST","path":"/Users","data":{` + userSchemas + `,"userName":"u%d"}}`
+	a := ts.bulk(t, bulkBody("", fmt.Sprintf(op, 1)+","+fmt.Sprintf(op, 2)+","+fmt.Sprintf(op, 3)+","+fmt.Sprintf(op, 4)))
+	if got := a.statuses(); got != "POST 201, POST 201, POST 401, POST 401" {
+		t.Fatalf("statuses: %s", got)
+	}
+	ts.do("GET", "/Users", "").wantError(t, 401, "", "revoked")
+}
+
+// revocable is mem's authentication, until revoked.
+type revocable struct {
+	*scimtest.Memory
+	revoked atomic.Bool
+}
+
+func (a *revocable) Authenticate(ctx context.Context, tenant, token string) error {
+	if a.revoked.Load() {
+		return Errorf(ErrUnauthorized, "token was revoked")
+	}
+	return a.Memory.Authenticate(ctx, tenant, token)
+}
+
+// revokingBackend revokes auth once it has created after resources.
+type revokingBackend struct {
+	Backend
+	auth    *revocable
+	after   int
+	created atomic.Int64
+}
+
+func (b *revokingBackend) Create(ctx context.Context, tenant string, r *Resource) (WriteResult, error) {
+	res, err := b.Backend.Create(ctx, tenant, r)
+	if err == nil && b.created.Add(1) == int64(b.after) {
+		b.auth.revoked.Store(true)
+	}
+	return res, err
 }

@@ -93,6 +93,10 @@ type Limiter interface {
 	// AllowN reports whether tenant may make n more requests, and if not,
 	// how long until it may.
 	AllowN(tenant string, n int) (ok bool, retryAfter time.Duration)
+	// Burst says how many requests tenant may make at once, so that a
+	// Bulk request costing more is charged that many: the largest Bulk a
+	// client may send then passes once the tenant's budget is full.
+	Burst(tenant string) int
 }
 
 // RequestInfo describes one request after it was answered.

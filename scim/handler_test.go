@@ -706,6 +706,8 @@ func (l fixedLimiter) AllowN(string, int) (bool, time.Duration) {
 	return l.allow, 1500 * time.Millisecond
 }
 
+func (fixedLimiter) Burst(string) int { return 1 }
+
 func TestRateLimitAnswer(t *testing.T) {
 	ts := newTestServer(t, Options{Limiter: fixedLimiter{allow: false}})
 	r := ts.do("GET", "/Users", "")

@@ -167,3 +167,26 @@ func TestBulkLimitsEndToEnd(t *testing.T) {
 	}
 	readStream(t, p.srv.js, 2)
 }
+
+// TestBulkLargerThanTheBurst: a Bulk request costs one request per
+// operation, and at most the tenant's burst, so that one of more
+// operations than the burst passes on a full budget (it was refused with
+// 429 whatever the client waited, admit's request and the operations'
+// together asking for one more than a full budget holds). It then takes
+// the whole budget.
+func TestBulkLargerThanTheBurst(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.Rate, cfg.Limits.Burst = 0.001, 5 // no token comes back during the test
+	p := startRelay(t, cfg, roleAll)
+	var ops []string
+	for i := range 8 {
+		ops = append(ops, fmt.Sprintf(`{"method":"POST","path":"/Users","data":{%s,"userName":"bulk-%d"}}`, userSchema, i))
+	}
+	r := p.scim("acme", acmeToken, "POST", "/Bulk", bulkRequest(0, ops...))
+	if got := bulkStatuses(t, r); r.status != 200 || got != strings.TrimSpace(strings.Repeat("201 ", 8)) {
+		t.Fatalf("a Bulk of 8 creates on a full budget of 5: %d, statuses %q: %s", r.status, got, r.raw)
+	}
+	if got := p.answered("acme", acmeToken, 1); got != 0 {
+		t.Errorf("%d requests answered after a Bulk that cost the whole budget, want 0", got)
+	}
+}

@@ -3,6 +3,7 @@
 package httpmw
 
 import (
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -81,11 +82,7 @@ func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 				}
 			}
 		}
-		lim, has := l.override[tenant]
-		if !has {
-			lim = l.def
-		}
-		if lim.Rate <= 0 {
+		if lim := l.limitOf(tenant); lim.Rate <= 0 {
 			b = rate.NewLimiter(rate.Inf, 0)
 		} else {
 			b = rate.NewLimiter(rate.Limit(lim.Rate), max(lim.Burst, 1))
@@ -105,6 +102,25 @@ func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 		return false, wait
 	}
 	return true, 0
+}
+
+// limitOf is tenant's limit. l.mu is held.
+func (l *Limiter) limitOf(tenant string) Limit {
+	if lim, has := l.override[tenant]; has {
+		return lim
+	}
+	return l.def
+}
+
+// Burst says how many requests tenant may make at once: what its full
+// bucket holds (math.MaxInt without a limit).
+func (l *Limiter) Burst(tenant string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lim := l.limitOf(tenant); lim.Rate > 0 {
+		return max(lim.Burst, 1)
+	}
+	return math.MaxInt
 }
 
 // Wait says how long until key's bucket holds a token, without taking

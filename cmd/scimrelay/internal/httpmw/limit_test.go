@@ -4,6 +4,7 @@ package httpmw
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
 )
@@ -89,5 +90,16 @@ func TestWait(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	if wait := l.Wait("a"); wait != 0 {
 		t.Fatalf("a refilled bucket waits %s", wait)
+	}
+}
+
+// TestBurst: a tenant's burst is its own where it has one, the default's
+// otherwise, at least 1, and without end without a rate.
+func TestBurst(t *testing.T) {
+	l := NewLimiter(Limit{Rate: 10, Burst: 20}, map[string]Limit{"own": {Rate: 5, Burst: 7}, "zero": {Rate: 5}, "free": {}})
+	for tenant, want := range map[string]int{"any": 20, "own": 7, "zero": 1, "free": math.MaxInt} {
+		if got := l.Burst(tenant); got != want {
+			t.Errorf("Burst(%q) = %d, want %d", tenant, got, want)
+		}
 	}
 }
