@@ -64,7 +64,16 @@ func TestSetUpAsTheREADMESays(t *testing.T) {
 	if goVersion == nil || !strings.Contains(setUp, "You need Go "+string(goVersion[1])+" ") {
 		t.Errorf("go.mod needs Go %s; the README says:\n%s", goVersion[1], setUp[:200])
 	}
-	for _, want := range []string{"go run ./cmd/scimrelay serve", "go test -race ./...", "`127.0.0.1:8080`", "`127.0.0.1:8081`", "`127.0.0.1:4222`", "`./data`", `Tenant "default"`} {
+	// The test command is the one CI runs, as it is written here.
+	testCommand := regexp.MustCompile(`(?m)^(go test [^#\n]*?)\s*#`).FindStringSubmatch(setUp)
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testCommand == nil || !strings.Contains(testCommand[1], "-race") || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(testCommand[1])+`$`).Match(ci) {
+		t.Errorf("the Set up section's test command %q is not a line of .ci/run, or lacks -race", testCommand)
+	}
+	for _, want := range []string{"go run ./cmd/scimrelay serve", "`127.0.0.1:8080`", "`127.0.0.1:8081`", "`127.0.0.1:4222`", "`./data`", `Tenant "default"`} {
 		if !strings.Contains(setUp, want) {
 			t.Errorf("the Set up section no longer says %s; this test holds it", want)
 		}
@@ -512,7 +521,7 @@ func TestTestsSectionCommands(t *testing.T) {
 	}
 	for _, want := range []string{
 		"go install github.com/nats-io/nats-server/v2@v2.10.22", "export SCIMRELAY_OLD_NATS_SERVER=",
-		"go test -race -count=1 -timeout 20m ./...", "go test -count=1 -timeout 5m -run 'TestEmbeddedNATSStoreFull$' ./cmd/scimrelay",
+		"go test -race -timeout 20m ./...", "go test -count=1 -timeout 5m -run 'TestEmbeddedNATSStoreFull$' ./cmd/scimrelay",
 	} {
 		if !strings.Contains(string(ci), want) || !strings.Contains(section, strings.Fields(want)[len(strings.Fields(want))-1]) {
 			t.Errorf(".ci/run or the Tests section lacks %q", want)
