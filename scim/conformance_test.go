@@ -209,7 +209,11 @@ func TestPathlessReplaceRepeatingID(t *testing.T) {
 func TestBasicAuth(t *testing.T) {
 	ts := newTestServer(t, Options{BasicAuth: true})
 	ts.do("GET", "/Users", "", "Authorization", basic("acme-client", tokenAcme)).want(t, 200)
-	ts.do("GET", "/Users", "", "Authorization", basic("acme-client", tokenAcme+"x")).wantError(t, 401, "", "invalid")
+	wrong := ts.do("GET", "/Users", "", "Authorization", basic("acme-client", tokenAcme+"x"))
+	wrong.wantError(t, 401, "", "invalid")
+	if got := wrong.header.Values("WWW-Authenticate"); len(got) != 2 || !strings.HasPrefix(got[1], "Basic ") {
+		t.Errorf("a 401 with Basic enabled challenges %q, want Bearer and Basic", got)
+	}
 	ts.do("GET", "/scim/v2/globex/Users", "", "Authorization", basic("acme-client", tokenAcme)).wantError(t, 401, "", "invalid")
 	ts.do("GET", "/Users", "", "Authorization", "Basic !!!").wantError(t, 401, "", "malformed Basic")
 	// An unknown tenant answers as a wrong client does.

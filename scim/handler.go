@@ -243,7 +243,7 @@ func (h *Handler) methods(routes ...methodRoute) http.Handler {
 			}
 		}
 		w.Header().Set("Allow", allow)
-		h.writeError(w, r, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+		h.writeError(w, r, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s; use %s", truncate(r.Method, 16), truncate(r.URL.Path, 256), allow))
 	})
 }
 
@@ -1175,12 +1175,26 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		se = Errorf(ErrInternal, "internal error (request %s)", id)
 	}
 	if se.Status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="scimrelay"`)
+		h.challenge(w, r)
 	}
 	if info != nil {
 		info.ScimType, info.Detail = se.Type, se.Detail
 	}
 	_ = writeJSON(w, se.Status, se.body())
+}
+
+// challenge names the schemes a 401 takes (RFC 7235 §4.1): Bearer, with
+// error="invalid_token" when the request carried a credential (RFC 6750
+// §3.1; none when it carried nothing, §3), and Basic where enabled.
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) {
+	bearer := `Bearer realm="scimrelay"`
+	if r.Header.Get("Authorization") != "" {
+		bearer += `, error="invalid_token"`
+	}
+	w.Header().Set("WWW-Authenticate", bearer)
+	if h.o.BasicAuth {
+		w.Header().Add("WWW-Authenticate", `Basic realm="scimrelay", charset="UTF-8"`)
+	}
 }
 
 // jsonWriter buffers a response and flushes large ones in chunks. Until the

@@ -363,8 +363,20 @@ func TestAuthAndRouting(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	r := ts.do("GET", "/Users", "", "Authorization", "-")
 	r.wantError(t, 401, "", "missing Authorization")
-	if r.header.Get("WWW-Authenticate") == "" {
-		t.Error("401 without WWW-Authenticate")
+	if got := r.header.Values("WWW-Authenticate"); !slices.Equal(got, []string{`Bearer realm="scimrelay"`}) {
+		t.Errorf("401 without a credential challenges %q, want Bearer without an error (RFC 6750 §3)", got)
+	}
+	r = ts.do("GET", "/Users", "", "Authorization", "Bearer "+tokenAcme+"x")
+	if got := r.header.Values("WWW-Authenticate"); !slices.Equal(got, []string{`Bearer realm="scimrelay", error="invalid_token"`}) {
+		t.Errorf("401 for a wrong token challenges %q, want error=\"invalid_token\" (RFC 6750 §3.1)", got)
+	}
+	// A method the endpoint lacks is answered before authentication, and
+	// its detail does not carry a path of any length back.
+	long := "/Users/" + strings.Repeat("x", 8000)
+	r = ts.do("X0", long, "", "Authorization", "-")
+	r.wantError(t, 405, "", "is not allowed")
+	if d, _ := r.json["detail"].(string); len(d) > 400 {
+		t.Errorf("a 405's detail is %d bytes long", len(d))
 	}
 	// Basic is refused unless enabled (see TestBasicAuth).
 	ts.do("GET", "/Users", "", "Authorization", "Basic dXNlcjpwYXNz").wantError(t, 401, "", "malformed")
