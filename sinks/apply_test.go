@@ -4,12 +4,15 @@ package sinks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -294,4 +297,37 @@ func TestRemovedSinkAddedBackResumesWhereItStopped(t *testing.T) {
 	apply([]Config{cfg}, func(ch Changes) bool { return slices.Equal(ch.Added, []string{"crm"}) })
 	waitBalanced(t, ms...)
 	l.wantDelivered(t, want, 60*time.Second, false)
+}
+
+// TestRemovingASinkWithDeadLettersWarns: a sink removed (or renamed) while
+// its dead-letter queue holds events is named in a warning with their
+// count, since `dlq` reaches them only under a configured sink's name; a
+// sink removed with none is not.
+func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
+	js := natsStream(t)
+	logs := &eventstest.Log{}
+	a, b := newReceiver(t, nil), newReceiver(t, nil)
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("a", a.URL, nil), sinkConfig("b", b.URL, nil)}, JS: js,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	for i := range 2 {
+		id := fmt.Sprint("u", i)
+		e, err := events.New(events.Meta{Tenant: "acme", Action: events.UserCreated, ResourceID: id, Sequence: uint64(i + 1), SubjectSeq: 1, Time: time.Now()},
+			events.Data{Tenant: "acme", ResourceType: "User", ID: id, Resource: json.RawMessage(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.dlq.put(ctx, "a", &e, Result{Status: http.StatusGone}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Apply(ctx, []Config{sinkConfig("a2", a.URL, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "a removed sink keeps dead letters") || !strings.Contains(out, "sink=a ") || !strings.Contains(out, "dead_letters=2") {
+		t.Errorf("removing sink a with 2 dead letters logged:\n%s", out)
+	}
+	if strings.Contains(out, "sink=b ") {
+		t.Errorf("removing sink b, which has no dead letters, warned:\n%s", out)
+	}
 }

@@ -536,6 +536,9 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 			}
 		}
 	}
+	for _, name := range ch.Removed {
+		m.warnStranded(ctx, name)
+	}
 	m.mu.Lock()
 	m.sinks, m.order = next, order
 	// Under m.mu and after the swap: gauges are set only while their sink
@@ -554,6 +557,23 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	}
 	m.mu.Unlock()
 	return ch, errors.Join(errs...)
+}
+
+// warnStranded says when a sink Apply removed keeps dead letters: `dlq`
+// lists and redrives them only while a sink of that name is configured, so
+// a sink renamed leaves them behind unseen. (Its consumers keep its
+// undelivered events, and adding the name back delivers them; the README
+// says so.)
+func (m *Manager) warnStranded(ctx context.Context, name string) {
+	if m.dlq == nil {
+		return
+	}
+	dead, err := m.dlq.count(ctx, name)
+	if err != nil || dead == 0 {
+		return
+	}
+	m.log.WarnContext(ctx, "a removed sink keeps dead letters, which scimrelay dlq reaches only while a sink of its name is configured: add it back to redrive them, or let them age out",
+		"sink", name, "dead_letters", dead)
 }
 
 // watchBacklog keeps the backlog and dead-letter gauges current.
