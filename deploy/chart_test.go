@@ -767,3 +767,22 @@ sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "scimrelay-nats-s
 		}
 	}
 }
+
+// TestChartNotesNameTheTenants: the install notes give the token command
+// for each tenant of the values, not for a tenant "default" the values
+// may not have.
+func TestChartNotesNameTheTenants(t *testing.T) {
+	files, err := render(t, "relay", "config: {tenants: [{name: acme}, {name: globex}]}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := files["scimrelay/templates/NOTES.txt"]
+	for _, want := range []string{"exec relay-scimrelay-scim-0 -- ", "token create --tenant acme --config", "token create --tenant globex --config"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
+		}
+	}
+	if strings.Contains(notes, "--tenant default") {
+		t.Errorf("NOTES.txt names tenant default, which the values do not have:\n%s", notes)
+	}
+}
