@@ -137,11 +137,13 @@ func TestLogPrunedBySizeWhileRunning(t *testing.T) {
 	start := c.now()
 	const bound = minLogMaxBytes
 	l := startLog(t, s, LogOptions{MaxBytes: bound})
-	detail := strings.Repeat("x", 1600) // about 1,750 bytes an entry: 300 are half the bound
+	// Texts within their bounds, about 1,750 bytes an entry: 300 are half
+	// the bound.
+	text := strings.Repeat("x", 250)
 	record := func(from, n int) {
 		for i := from; i < from+n; i++ {
 			l.Record(LogEntry{Time: start.Add(time.Duration(i) * time.Microsecond), RequestID: fmt.Sprint(i), Tenant: "acme",
-				Operation: "create", Status: 201, Detail: detail})
+				Operation: "create", Status: 201, Path: text, ResourceID: text, Name: text, Email: text, Detail: text + text})
 		}
 	}
 	// size is what the entries take in the data file, as the bound counts.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -32,10 +33,13 @@ import (
 // as one entry per minute, tenant, operation, resource type and status,
 // with their count and latencies (LogOptions.Reads). Refusals of requests
 // whose credential was not accepted cost their sender nothing, and anyone
-// can send them: past the first few of a minute (per tenant, operation and
-// status) they are summed up the same way, so that they cannot push a
-// tenant's history out of the log's size. The log is kept for a retention
-// and within a size: past MaxBytes the oldest entries go first.
+// can send them: past the first few of a minute (per tenant, operation,
+// method and status, and a hundred of all tenants) they are summed up the
+// same way, and what any entry keeps of a request is cut to a few hundred
+// bytes, so that a flood of them adds a bounded amount a minute rather
+// than pushing the tenants' history out of the log's size at once. The
+// log is kept for a retention and within a size: past MaxBytes the oldest
+// entries go first.
 
 var bucketProvLog = []byte("provlog")
 
@@ -62,8 +66,8 @@ type LogEntry struct {
 	// Count, when set, makes the entry a summary of Count requests in the
 	// minute from Time: successful reads, or refusals of unauthenticated
 	// requests past the first refusalsAlone. Latency is their mean,
-	// LatencyMax the longest; RequestID, Path, the resource and Detail are
-	// those of the last.
+	// LatencyMax the longest; RequestID, Method, Path, the resource and
+	// Detail are those of the last.
 	Count      int           `json:"count,omitempty"`
 	LatencyMax time.Duration `json:"latency_max_ns,omitempty"`
 	// Key orders entries; pass the last one seen as After to read on.
@@ -190,6 +194,13 @@ func (l *RequestLog) summarised(e LogEntry) bool {
 // directory's requests are refused, too few for a flood to matter.
 const refusalsAlone = 10
 
+// unauthenticatedAlone is how many refusals of unauthenticated requests
+// are recorded one by one each minute of all tenants: past it, the rest
+// of the minute's are summed up too. refusalsAlone alone would give ten
+// to each operation, method and status of each tenant name (some sixty
+// combinations a name that anyone can reach), the more the more tenants.
+const unauthenticatedAlone = 100
+
 // anonymousRefusal reports whether an entry is a refusal of a request
 // whose credential was not accepted.
 func anonymousRefusal(e LogEntry) bool {
@@ -204,7 +215,20 @@ type summaryKey struct {
 }
 
 func summaryKeyOf(e LogEntry) summaryKey {
-	return summaryKey{e.Time.Truncate(time.Minute).UnixNano(), e.Tenant, e.Operation, e.Resource, e.Method, e.Status}
+	return summaryKey{e.Time.Truncate(time.Minute).UnixNano(), e.Tenant, e.Operation, e.Resource, methodClass(e.Method), e.Status}
+}
+
+// methodClass is the method a summary groups a request under: one SCIM
+// uses, or "other". Any token is a method to HTTP, and the caller picks
+// it: grouped by the method itself, each one invented would have its own
+// first few refusals recorded one by one, and a flood of them would fill
+// the log as if nothing were summed up.
+func methodClass(m string) string {
+	switch m {
+	case "GET", "POST", "PUT", "PATCH", "DELETE":
+		return m
+	}
+	return "other"
 }
 
 // summaries gathers successful reads, and unauthenticated refusals past
@@ -215,7 +239,7 @@ type summaries map[summaryKey]*LogEntry
 func (m summaries) add(k summaryKey, e LogEntry) {
 	s := m[k]
 	if s == nil {
-		s = &LogEntry{Time: e.Time.Truncate(time.Minute), Tenant: e.Tenant, Method: e.Method, Operation: e.Operation, Resource: e.Resource,
+		s = &LogEntry{Time: e.Time.Truncate(time.Minute), Tenant: e.Tenant, Operation: e.Operation, Resource: e.Resource,
 			Status: e.Status, ScimType: e.ScimType, Unauthenticated: e.Unauthenticated}
 		m[k] = s
 	}
@@ -223,7 +247,7 @@ func (m summaries) add(k summaryKey, e LogEntry) {
 	s.Count++
 	s.Latency += e.Latency
 	s.LatencyMax = max(s.LatencyMax, e.Latency)
-	s.RequestID, s.Path, s.ResourceID, s.Detail = e.RequestID, e.Path, e.ResourceID, e.Detail
+	s.RequestID, s.Method, s.Path, s.ResourceID, s.Detail = e.RequestID, e.Method, e.Path, e.ResourceID, e.Detail
 }
 
 // due takes out the summaries of minutes that ended before now (all of
@@ -245,15 +269,39 @@ func (m summaries) due(now time.Time) []LogEntry {
 	return out
 }
 
-// Record queues an entry. It never blocks: when the writer is behind by
-// thousands of entries, new ones are dropped and counted instead of
-// slowing SCIM down.
+// Record queues an entry, its fields cut to logFieldMax (its Detail to
+// logDetailMax). It never blocks: when the writer is behind by thousands
+// of entries, new ones are dropped and counted instead of slowing SCIM
+// down.
 func (l *RequestLog) Record(e LogEntry) {
 	select {
-	case l.entries <- e:
+	case l.entries <- bounded(e):
 	default:
 		l.dropped.Add(1)
 	}
+}
+
+// The most bytes an entry keeps of a text, before the "..." that marks a
+// cut: the caller chooses the method, the path and the id (as long as the
+// request line the listener takes), and a detail may repeat them. Enough
+// for any id, userName or email a directory sends, and for the details
+// the relay writes. (JSON writes some characters in six bytes, so a
+// hostile text may take up to six times this in the data file.)
+const (
+	logFieldMax  = 256
+	logDetailMax = 512
+)
+
+// bounded is e with every text it holds cut to its bound, on a character
+// boundary, so that what one request costs the log is bounded whatever
+// it sends; summaries, made from entries, are bounded too.
+func bounded(e LogEntry) LogEntry {
+	for _, f := range []*string{&e.RequestID, &e.Tenant, &e.Method, &e.Path, &e.Operation, &e.Resource, &e.ResourceID,
+		&e.Name, &e.Email, &e.ScimType} {
+		*f = truncate(*f, logFieldMax)
+	}
+	e.Detail = truncate(e.Detail, logDetailMax)
+	return e
 }
 
 // Dropped returns how many entries were dropped because the writer was behind.
@@ -288,8 +336,10 @@ func (l *RequestLog) Run(ctx context.Context) error {
 		}
 	}
 	// alone counts the unauthenticated refusals recorded one by one in
-	// each minute; tick forgets the minutes that are over.
+	// each minute, per summary and (aloneIn) of all; tick forgets the
+	// minutes that are over.
 	alone := map[summaryKey]int{}
+	aloneIn := map[int64]int{}
 	add := func(e LogEntry) {
 		if l.summarised(e) {
 			summed.add(summaryKeyOf(e), e)
@@ -297,11 +347,12 @@ func (l *RequestLog) Run(ctx context.Context) error {
 		}
 		if anonymousRefusal(e) {
 			k := summaryKeyOf(e)
-			if alone[k] >= refusalsAlone {
+			if alone[k] >= refusalsAlone || aloneIn[k.minute] >= unauthenticatedAlone {
 				summed.add(k, e)
 				return
 			}
 			alone[k]++
+			aloneIn[k.minute]++
 		}
 		batch = append(batch, e)
 		if len(batch) == cap(batch) {
@@ -318,11 +369,9 @@ func (l *RequestLog) Run(ctx context.Context) error {
 			now := l.store.now()
 			batch = append(batch, summed.due(now)...)
 			flush()
-			for k := range alone {
-				if now.Sub(time.Unix(0, k.minute)) > 2*time.Minute {
-					delete(alone, k)
-				}
-			}
+			over := func(minute int64) bool { return now.Sub(time.Unix(0, minute)) > 2*time.Minute }
+			maps.DeleteFunc(alone, func(k summaryKey, _ int) bool { return over(k.minute) })
+			maps.DeleteFunc(aloneIn, func(minute int64, _ int) bool { return over(minute) })
 		case <-prune.C:
 			if err := l.prune(); err != nil {
 				l.log.Warn("pruning the provisioning log", "err", err)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -143,6 +144,72 @@ func TestLogSumsUpUnauthenticatedRefusals(t *testing.T) {
 	}
 	if err != nil || total[""] != 5000 || total["acme"] != 16 {
 		t.Fatalf("counts %+v, %v; want every request counted", counts, err)
+	}
+}
+
+// TestLogBoundsAFloodOfUnauthenticatedRefusals: a flood that anyone can
+// send, refusals with a method invented for each request and an 8 KB path
+// repeated in the detail, leaves another tenant's earlier entries in a
+// 1 MiB log: the invented methods share one allowance ("other"), every
+// text an entry keeps is cut to a few hundred bytes on a character
+// boundary, and past a hundred a minute of all tenants the refusals are
+// summed up even where each tenant, operation and status had ten to spare.
+func TestLogBoundsAFloodOfUnauthenticatedRefusals(t *testing.T) {
+	s, c, _ := openStore(t)
+	start := c.now()
+	var entries []LogEntry
+	for i := range 5 {
+		entries = append(entries, LogEntry{Time: start, RequestID: fmt.Sprint("globex", i), Tenant: "globex", Method: "POST",
+			Operation: "create", Resource: "User", Status: 201})
+	}
+	id := strings.Repeat("€", 2700) // 8,100 bytes, three to a character: 256 is not a boundary
+	path := "/scim/v2/acme/Users/" + id
+	const invented = 2000
+	for i := range invented {
+		method := fmt.Sprint("X", i)
+		entries = append(entries, LogEntry{Time: start.Add(time.Duration(i) * time.Microsecond), RequestID: fmt.Sprint("r", i),
+			Tenant: "acme", Method: method, Path: path, ResourceID: id, Status: 405,
+			Detail: method + " is not allowed on " + path + "; use GET, PUT, PATCH, DELETE", Unauthenticated: true})
+	}
+	// Ten tenant names, five operations each: a budget of ten apiece
+	// would keep 500 of these one by one.
+	const spread = 10 * 5 * 12
+	for i := range spread {
+		entries = append(entries, LogEntry{Time: start.Add(time.Second), RequestID: fmt.Sprint("s", i), Tenant: fmt.Sprint("t", i%10),
+			Method: "GET", Operation: fmt.Sprint("op", i/10%5), Status: 401, Detail: "missing Authorization header", Unauthenticated: true})
+	}
+	c.add(2 * time.Minute)
+	l := runLog(t, s, LogOptions{MaxBytes: minLogMaxBytes}, entries)
+	got, err := l.Query(ctx, LogQuery{Since: start.Add(-time.Hour), Limit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var globex, alone, summed int
+	for _, e := range got {
+		switch {
+		case e.Tenant == "globex":
+			globex++
+		case e.Count > 0:
+			summed += e.Count
+		default:
+			alone++
+		}
+		for name, f := range map[string]struct {
+			text string
+			max  int
+		}{"method": {e.Method, logFieldMax}, "path": {e.Path, logFieldMax}, "resource_id": {e.ResourceID, logFieldMax}, "detail": {e.Detail, logDetailMax}} {
+			if cut := len(f.text) > f.max; len(f.text) > f.max+len("...") || !utf8.ValidString(f.text) || cut && !strings.HasSuffix(f.text, "...") {
+				t.Fatalf("%s %s: %d bytes (valid UTF-8: %t), want at most %d and a marked cut on a character boundary",
+					e.RequestID, name, len(f.text), utf8.ValidString(f.text), f.max)
+			}
+		}
+	}
+	if globex != 5 {
+		t.Fatalf("globex's 5 entries from before the flood: %d left", globex)
+	}
+	if alone > 100 || alone+summed != invented+spread {
+		t.Fatalf("%d refusals one by one, %d summed up; want at most 100 one by one of all tenants in a minute, and all %d counted",
+			alone, summed, invented+spread)
 	}
 }
 

@@ -312,3 +312,78 @@ func TestRefusalsOfUnauthenticatedRequestsAreSummedUp(t *testing.T) {
 		t.Fatalf("refusals one by one by tenant: %v; want acme's and the unknown name's (under none), ten a minute each", alone401At)
 	}
 }
+
+// TestAFloodOfInventedMethodsKeepsOtherTenantsHistory: requests without a
+// credential, each with a method of its own and an 8 KB id, answered 405
+// before anything is checked, do not push another tenant's earlier
+// entries out of a 1 MiB provisioning log, and what the log keeps of each
+// (method, path, detail) is cut to a few hundred bytes.
+func TestAFloodOfInventedMethodsKeepsOtherTenantsHistory(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ProvisioningLog.MaxBytes = 1 << 20
+	p := startRelay(t, cfg, roleAll)
+	for i := range 5 {
+		p.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d@x.com"}`, i),
+			"X-Request-Id", fmt.Sprint("globex-", i)).want(t, 201)
+	}
+	id := strings.Repeat("x", 8000)
+	for i := range 200 {
+		req, err := http.NewRequest(fmt.Sprint("X", i), p.scimURL+"/scim/v2/acme/Users/"+id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		do(t, req).want(t, http.StatusMethodNotAllowed)
+	}
+	// The log writes in order and prunes after each write: once the second
+	// of two later requests is in it, whatever the flood made it prune is
+	// gone.
+	for _, marker := range []string{"after-1", "after-2"} {
+		p.scim("globex", globexToken, "GET", "/Users/no-such-user", "", "X-Request-Id", marker).want(t, 404)
+		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Tenant: "globex", Status: "404", Limit: 10})
+			for _, e := range entries {
+				if e.RequestID == marker {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s not in the log yet (%v)", marker, err)
+		})
+	}
+	entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var globex, acme int
+	var longest relay.LogEntry // the longest of each text kept of acme's refusals
+	for _, e := range entries {
+		switch e.Tenant {
+		case "globex":
+			if strings.HasPrefix(e.RequestID, "globex-") {
+				globex++
+			}
+		case "acme":
+			acme++
+			if len(e.Method) > len(longest.Method) {
+				longest.Method = e.Method
+			}
+			if len(e.Path) > len(longest.Path) {
+				longest.Path = e.Path
+			}
+			if len(e.Detail) > len(longest.Detail) {
+				longest.Detail = e.Detail
+			}
+		}
+	}
+	if globex != 5 {
+		t.Fatalf("after the flood: %d of globex's 5 creates left", globex)
+	}
+	// Ten a minute one by one (twenty when the flood straddles a minute):
+	// the invented methods are one "other".
+	if acme == 0 || acme > 20 {
+		t.Fatalf("%d of acme's 200 refusals one by one, want the first ten of their minute", acme)
+	}
+	if len(longest.Method) > 300 || len(longest.Path) > 300 || len(longest.Detail) > 600 {
+		t.Fatalf("a refusal's entry keeps a %d-byte method, a %d-byte path and a %d-byte detail; want a few hundred bytes each",
+			len(longest.Method), len(longest.Path), len(longest.Detail))
+	}
+}
