@@ -242,6 +242,14 @@ func TestProblems(t *testing.T) {
 		{"whole number", minimal + "limits:\n  burst: lots\n", "limits.burst", `want a whole number, got "lots"`},
 		{"infinite number", minimal + "limits:\n  rate: .inf\n", "limits.rate", "finite"},
 		{"out of range", minimal + "limits:\n  burst: 99999999999999999999\n", "limits.burst", "whole number"},
+		// yaml.v3 decodes a float into an int cut to its whole part.
+		{"fraction for a whole number", minimal + "limits:\n  burst: 2.9\n", "limits.burst", "want a whole number, got 2.9"},
+		{"fraction below 1", minimal + "sinks:\n  - name: a\n    concurrency: 0.5\n", "sinks[0].concurrency", "want a whole number, got 0.5"},
+		{"fraction in a block", minimal + "sinks:\n  - name: a\n    batch: {max_events: 0.9}\n", "sinks[0].batch.max_events", "want a whole number, got 0.9"},
+		{"fraction reported whole", minimal + "limits:\n  max_json_depth: 3.9\n", "limits.max_json_depth", "want a whole number, got 3.9"},
+		{"exponent", minimal + "limits:\n  max_sort_matches: 5e4\n", "limits.max_sort_matches", "got 5e4; write 50000"},
+		{"whole float", minimal + "storage:\n  batch_size: 100.0\n", "storage.batch_size", "got 100.0; write 100"},
+		{"fraction from a variable", minimal + "limits:\n  burst: ${FRACTION}\n", "limits.burst", "want a whole number, got 2.5"},
 		{"boolean", minimal + "storage:\n  no_sync: maybe\n", "storage.no_sync", "true or false"},
 		{"string given a list", minimal + "listen: [a, b]\n", "listen", "want a string, got a list"},
 		{"section given a value", minimal + "nats: embedded\n", "nats", "want a mapping of keys to values"},
@@ -257,34 +265,63 @@ func TestProblems(t *testing.T) {
 		{"unterminated variable", minimal + "public_url: ${BROKEN\n", "public_url", "a ${ without its }"},
 		{"variable inside a default", minimal + "public_url: ${A_UNSET:-${B}}\n", "public_url", "inside another one's default"},
 		{"bad variable name", minimal + "public_url: ${1X}\n", "public_url", "not a valid environment variable"},
+		// $NAME is how a shell writes a variable; it was taken as text.
+		{"shell variable", minimal + "admin:\n  token: $SCIMRELAY_ADMIN_TOKEN\n", "admin.token",
+			"$SCIMRELAY_ADMIN_TOKEN looks like a shell variable; write ${SCIMRELAY_ADMIN_TOKEN} to expand it, or $$ for a literal $"},
+		{"shell variable in a list", "tenants:\n  - name: default\n    tokens: [$DEFAULT_SCIM_TOKEN_VALUE]\n", "tenants[0].tokens[0]", "write ${DEFAULT_SCIM_TOKEN_VALUE}"},
+		{"shell variable in a header", minimal + "sinks:\n  - name: a\n    headers: {Authorization: Bearer $CRM_TOKEN}\n", "sinks[0].headers.Authorization", "write ${CRM_TOKEN}"},
+		{"shell variable in a URL", minimal + "sinks:\n  - name: a\n    url: https://$CRM_HOST/hook\n", "sinks[0].url", "write ${CRM_HOST}"},
+		{"shell variable after text", minimal + "data_dir: /var/lib/$_DIR\n", "data_dir", "write ${_DIR}"},
+		{"shell variable in lower case", minimal + "data_dir: $home/data\n", "data_dir", "a $ before a letter or _ looks like a shell variable"},
+		{"shell variable in a default", minimal + "admin:\n  token: ${ADMIN_UNSET:-$FALLBACK}\n", "admin.token", "${ADMIN_UNSET:-...}: a $ before a letter or _ in a default"},
 		{"not a mapping", "- a\n- b\n", "", "mapping"},
 		{"not yaml", "tenants: [\n", "", "not valid YAML"},
 		{"two documents", minimal + "---\nlisten: bad\n", "", "one YAML document"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, ps := parse(t, tt.yaml, map[string]string{"EMPTY": ""})
+			_, ps := parse(t, tt.yaml, map[string]string{"EMPTY": "", "FRACTION": "2.5", "SCIMRELAY_ADMIN_TOKEN": "admin-token-0123456789abcdef"})
 			wantProblem(t, ps, tt.field, tt.message)
 		})
 	}
 }
 
+// TestWholeNumbers: a whole-number key takes every form YAML writes an
+// integer in, and no number with a fraction or an exponent (TestProblems).
+func TestWholeNumbers(t *testing.T) {
+	for value, want := range map[string]int{"7": 7, "+7": 7, "1_000": 1000, "0x10": 16, "0o17": 15, "0b101": 5, "!!int 9": 9, "${N}": 12, "-0": 0} {
+		cfg, ps := parse(t, minimal+"limits:\n  burst: "+value+"\n", map[string]string{"N": "12"})
+		if ps != nil || cfg.Limits.Burst != want {
+			t.Errorf("burst: %s is %d, %v; want %d", value, cfg.Limits.Burst, ps, want)
+		}
+	}
+}
+
 // TestProblemsQuoteNoSecret: a problem names the key and what is wrong,
 // never the value of a key that may hold a secret: a token given where a
-// list of tokens belongs, a "${" inside a password.
+// list of tokens belongs, a "${" inside a password, a $ before letters in
+// one (which a shell variable's name in capitals, "$ADMIN_TOKEN" after a
+// separator, is not).
 func TestProblemsQuoteNoSecret(t *testing.T) {
 	const secret = "Sup3rS3cretTokenValue1234567"
 	for _, yaml := range []string{
 		"tenants:\n  - name: acme\n    tokens: " + secret + "\n",
 		"tenants: [{name: acme}]\nnats:\n  password: \"" + secret + "${x\"\n",
 		"tenants: [{name: acme}]\nnats:\n  password: \"" + secret + "${x-y}\"\n",
+		// A $ inside a secret is not a variable's name to quote.
+		"tenants: [{name: acme}]\nnats:\n  password: \"" + secret[:5] + "$" + secret[5:] + "\"\n",
+		"tenants: [{name: acme}]\nnats:\n  password: \"" + secret[:5] + "$" + strings.ToUpper(secret[5:]) + "\"\n",
+		"tenants: [{name: acme}]\nnats:\n  password: \"$" + secret + "\"\n",
+		"tenants: [{name: acme}]\nnats:\n  password: \"${X:-" + secret + "$" + secret + "}\"\n",
 	} {
 		_, ps := parse(t, yaml, nil)
 		if len(ps) == 0 {
 			t.Fatalf("%q: no problem", yaml)
 		}
-		if strings.Contains(ps.Error(), secret) {
-			t.Errorf("a problem quotes the secret: %v", ps)
+		for _, part := range []string{secret, secret[5:], strings.ToUpper(secret[5:])} {
+			if strings.Contains(ps.Error(), part) {
+				t.Errorf("a problem quotes the secret: %v", ps)
+			}
 		}
 	}
 }

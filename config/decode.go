@@ -161,7 +161,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 	case reflect.Int, reflect.Int64:
 		var i int64
-		if d.scalar(n, path, "a whole number") && d.decodeScalar(n, &i, path, "a whole number") {
+		if d.scalar(n, path, "a whole number") && d.notFloat(n, path) && d.decodeScalar(n, &i, path, "a whole number") {
 			if v.OverflowInt(i) {
 				d.add(n, path, "%s is out of range", n.Value)
 				return
@@ -260,6 +260,22 @@ func (d *decoder) scalar(n *yaml.Node, path, want string) bool {
 		return true
 	}
 	d.add(n, path, "want %s, got %s", want, describe(n))
+	return false
+}
+
+// notFloat refuses a number with a fraction or an exponent where a whole
+// number belongs, which yaml.v3 would decode cut to its whole part
+// (concurrency 0.5 became 0, burst 2.9 became 2).
+func (d *decoder) notFloat(n *yaml.Node, path string) bool {
+	if n.ShortTag() != "!!float" {
+		return true
+	}
+	msg := "want a whole number, got " + n.Value
+	var f float64
+	if n.Decode(&f) == nil && f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+		msg += fmt.Sprintf("; write %d", int64(f)) // 1e3, 2.0
+	}
+	d.add(n, path, "%s", msg)
 	return false
 }
 

@@ -21,8 +21,11 @@ func (e *unsetError) Error() string { return e.msg }
 //	${NAME:?message} the variable; an error saying message when it is unset or empty
 //	$$               a literal $
 //
-// Any other $ stays as it is. When strict is false, an unset variable
-// expands to "" instead of being an error.
+// A $ before a letter or _ ($NAME, as a shell writes a variable) is an
+// error, in a default too: taken as text, "token: $ADMIN_TOKEN" made the
+// token that text and refused the variable's value. Any other $ (before
+// a digit, a space, punctuation or the end) stays as it is. When strict is
+// false, an unset variable expands to "" instead of being an error.
 func expandEnv(s string, lookupEnv func(string) (string, bool), strict bool) (string, error) {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -52,6 +55,9 @@ func expandEnv(s string, lookupEnv func(string) (string, bool), strict bool) (st
 			b.WriteString(v)
 			i += 2 + end
 		default:
+			if nameStart(s[i+1]) {
+				return "", shellVariable(s, i)
+			}
 			b.WriteByte(c)
 		}
 	}
@@ -67,6 +73,10 @@ func reference(expr string, lookupEnv func(string) (string, bool)) (string, erro
 	if !validEnvName(name) {
 		// Not quoting expr: "${" may be part of a secret.
 		return "", errors.New("a ${...} that is not a valid environment variable reference (want ${NAME}, ${NAME:-default} or ${NAME:?message}; write $$ for a literal $)")
+	}
+	if op == ":-" && hasNameAfterDollar(arg) {
+		// Not quoting arg: it may be a secret's fallback.
+		return "", fmt.Errorf("${%s:-...}: a $ before a letter or _ in a default looks like a shell variable; a default is plain text and cannot refer to a variable", name)
 	}
 	v, ok := lookupEnv(name)
 	switch op {
@@ -90,15 +100,46 @@ func reference(expr string, lookupEnv func(string) (string, bool)) (string, erro
 	return v, nil
 }
 
+// shellVariable is the error for the $ at s[i], which a letter or _
+// follows. It names the variable when what follows looks like one, in
+// capitals after the start or a separator ("$ADMIN_TOKEN",
+// "https://$HOST/"); otherwise the $ may sit inside a secret
+// ("pa$sword"), whose text a problem must not show.
+func shellVariable(s string, i int) error {
+	end := i + 1
+	for end < len(s) && nameByte(s[end]) {
+		end++
+	}
+	name := s[i+1 : end]
+	if (i == 0 || !nameByte(s[i-1])) && strings.ToUpper(name) == name {
+		return fmt.Errorf("$%s looks like a shell variable; write ${%s} to expand it, or $$ for a literal $", name, name)
+	}
+	return errors.New("a $ before a letter or _ looks like a shell variable; write ${NAME} to expand one, or $$ for a literal $")
+}
+
+// hasNameAfterDollar reports whether a $ in s has a letter or _ after it.
+func hasNameAfterDollar(s string) bool {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] == '$' && nameStart(s[i+1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// nameStart reports whether c can begin an environment variable's name,
+// and nameByte whether it can be part of one.
+func nameStart(c byte) bool { return c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
+func nameByte(c byte) bool  { return nameStart(c) || c >= '0' && c <= '9' }
+
 func validEnvName(s string) bool {
-	if s == "" {
+	if s == "" || !nameStart(s[0]) {
 		return false
 	}
-	for i, c := range s {
-		if c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9' {
-			continue
+	for i := 1; i < len(s); i++ {
+		if !nameByte(s[i]) {
+			return false
 		}
-		return false
 	}
 	return true
 }

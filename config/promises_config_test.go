@@ -204,7 +204,8 @@ func TestEveryKeyRefusesAValueOfTheWrongType(t *testing.T) {
 
 // TestEnvironmentExpansionAsDocumented holds the Configuration section's
 // paragraph on ${NAME}, ${NAME:-default}, ${NAME:?message} and $$, each
-// with its variable unset, empty and set, and "Expansion happens inside
+// with its variable unset, empty and set, a $NAME refused and any other $
+// kept, and "Expansion happens inside
 // values after parsing, so a variable can never change the file's
 // structure".
 func TestEnvironmentExpansionAsDocumented(t *testing.T) {
@@ -229,6 +230,16 @@ func TestEnvironmentExpansionAsDocumented(t *testing.T) {
 		{"a$$$${SET}b", "a$${SET}b", ""},
 		{"x-${SET}-${EMPTY:-e}-$$-y", "x-value-e-$-y", ""},
 		{"costs $5", "costs $5", ""}, // any other $ stays
+		{"$ 5, $-x, $., $/x, $}, $%, $", "$ 5, $-x, $., $/x, $}, $%, $", ""},
+		{"${UNSET:-$5 or $-}", "$5 or $-", ""},
+		{"$$HOME", "$HOME", ""},
+		// A $ before a letter or _ is how a shell writes a variable: taken
+		// as text, it was a token no one meant.
+		{"$SET", "", "$SET looks like a shell variable; write ${SET} to expand it, or $$ for a literal $"},
+		{"https://$HOST_1/x", "", "$HOST_1 looks like a shell variable"},
+		{"$$$SET", "", "$SET looks like a shell variable"},
+		{"a$b", "", "a $ before a letter or _ looks like a shell variable"},
+		{"${UNSET:-$SET}", "", "${UNSET:-...}: a $ before a letter or _ in a default looks like a shell variable"},
 	}
 	for _, tt := range tests {
 		cfg, err := Parse([]byte("public_url: \""+tt.value+"\"\n"), env(vars))
@@ -248,7 +259,7 @@ func TestEnvironmentExpansionAsDocumented(t *testing.T) {
 	// A variable's value is used as it is: what looks like a reference or
 	// YAML inside it is neither expanded again nor parsed.
 	hostile := map[string]string{
-		"SECRET":  "pa$$word${SET}$",
+		"SECRET":  "pa$$word${SET}$HOME$",
 		"NEWLINE": "x\nadmin_listen: 0.0.0.0:8081",
 		"FLOW":    "{listen: 0.0.0.0:1}",
 		"LIST":    "[a-token-of-twenty-chars, another-token-of-twenty]",

@@ -5,7 +5,9 @@ package deploy
 import (
 	"fmt"
 	"net"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -568,7 +570,13 @@ networkPolicy:
 	checkNames(t, m)
 	text := m.relayYAML(t)
 	env := m.secretEnv(t)
-	checkRelayYAML(t, "ConfigMap relay.yaml", text, env)
+	// The credentials are a Secret mounted in the pod, and check refuses a
+	// file that is not there: here they are a file of the test's.
+	creds := filepath.Join(t.TempDir(), "relay.creds")
+	if err := os.WriteFile(creds, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkRelayYAML(t, "ConfigMap relay.yaml", strings.Replace(text, " /etc/scimrelay-nats/relay.creds\n", " "+creds+"\n", 1), env)
 	relay, err := config.Parse([]byte(text), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -39,6 +40,21 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			`admin.token: ${SCIMRELAY_TEST_UNSET}: the admin token must come from the vault (line 2)`,
 		}},
 		{"unknown key", "listne: x\n" + tenant, roleAll, []string{"listne: unknown key (line 1)"}},
+		// A shell's $NAME was taken as text: the admin API accepted the
+		// token "$SCIMRELAY_ADMIN_TOKEN" and refused the variable's value.
+		{"shell variables", "admin: {token: $SCIMRELAY_ADMIN_TOKEN}\ntenants: [{name: default, tokens: [$DEFAULT_SCIM_TOKEN_VALUE]}]\n" +
+			"sinks:\n  - name: crm\n    url: https://crm.example.com/h\n    secret: " + sinkSecret + "\n    headers: {Authorization: Bearer $CRM_TOKEN}\n", roleAll, []string{
+			"admin.token: $SCIMRELAY_ADMIN_TOKEN looks like a shell variable; write ${SCIMRELAY_ADMIN_TOKEN} to expand it, or $$ for a literal $ (line 1)",
+			"tenants[0].tokens[0]: $DEFAULT_SCIM_TOKEN_VALUE looks like a shell variable; write ${DEFAULT_SCIM_TOKEN_VALUE} to expand it, or $$ for a literal $ (line 2)",
+			"sinks[0].headers.Authorization: $CRM_TOKEN looks like a shell variable; write ${CRM_TOKEN} to expand it, or $$ for a literal $ (line 7)",
+		}},
+		// yaml.v3 cut a fraction to its whole part: 0.5 workers were 0.
+		{"fractions", "limits: {burst: 2.9, max_json_depth: 3.9}\n" + sink("    concurrency: 0.5\n    batch: {max_events: 0.9}\n"), roleAll, []string{
+			"limits.burst: want a whole number, got 2.9 (line 1)",
+			"limits.max_json_depth: want a whole number, got 3.9 (line 1)",
+			"sinks[0].concurrency: want a whole number, got 0.5 (line 8)",
+			"sinks[0].batch.max_events: want a whole number, got 0.9 (line 9)",
+		}},
 		// A sink at a loopback address without allow_private: check used to
 		// call this valid while serve refused it.
 		{"private sink", tenant + "sinks:\n  - name: crm\n    url: http://127.0.0.1:9000/h\n    secret: " + sinkSecret + "\n", roleAll, []string{
@@ -81,9 +97,32 @@ func TestCheckAgreesWithServe(t *testing.T) {
 		{"external NATS without sync_interval", "nats:\n  url: nats://127.0.0.1:1\n  stream:\n    duplicates: 2m\n" + tenant, roleAll, []string{
 			"nats.sync_interval: the relay keeps a published event in its outbox for three times it (6m0s), longer than nats.stream.duplicates (2m0s): a copy published again after a crash would not be recognised (not set: with nats.url the relay assumes nats-server's default, 2m0s; set it to the server's sync_interval, or 0 for sync_always or a cluster with replicas on other machines) (line 1)",
 		}},
-		// Delivery workers publish nothing: no keep to check.
-		{"sinks role on an external NATS without sync_interval", "nats:\n  url: nats://127.0.0.1:1\n  stream:\n    duplicates: 2m\n  password: p\n" + tenant, roleSinks, []string{
-			"nats.password: needs nats.user (line 5)",
+		// Serve could not open two listeners on one port, and said
+		// "address already in use" without naming either field.
+		{"listeners on one port", "listen: 127.0.0.1:18080\nadmin_listen: 0.0.0.0:18080\nnats:\n  listen: \"[::]:18080\"\n" + tenant, roleAll, []string{
+			"admin_listen: shares port 18080 with listen (127.0.0.1:18080); serve cannot listen on both: give each listener a port of its own (line 2)",
+			"nats.listen: shares port 18080 with listen (127.0.0.1:18080)",
+			"nats.listen: shares port 18080 with admin_listen (0.0.0.0:18080)",
+		}},
+		{"admin and NATS on one port", "admin_listen: 127.0.0.1:18091\nnats:\n  listen: 127.0.0.1:18091\n" + tenant, roleSCIM, []string{
+			"nats.listen: shares port 18091 with admin_listen (127.0.0.1:18091); serve cannot listen on both: give each listener a port of its own (line 3)",
+		}},
+		// Serve failed to read them, after opening the data file.
+		{"NATS files missing", "nats:\n  url: nats://127.0.0.1:1\n  credentials: /nonexistent/relay.creds\n  nkey: /\n  tls:\n    ca_file: /nonexistent/ca.pem\n    cert_file: /nonexistent/cert.pem\n    key_file: /nonexistent/key.pem\n" + tenant, roleAll, []string{
+			"nats.credentials: /nonexistent/relay.creds does not exist (line 3)",
+			"nats.nkey: / is a directory, not a file (line 4)",
+			"nats.tls.ca_file: /nonexistent/ca.pem does not exist (line 6)",
+			"nats.tls.cert_file: /nonexistent/cert.pem does not exist (line 7)",
+			"nats.tls.key_file: /nonexistent/key.pem does not exist (line 8)",
+		}},
+		{"embedded NATS listener's files missing", "nats:\n  listen: 127.0.0.1:14222\n  tls:\n    cert_file: /nonexistent/cert.pem\n    key_file: /nonexistent/key.pem\n" + tenant, roleAll, []string{
+			"nats.tls.cert_file: /nonexistent/cert.pem does not exist (line 4)",
+			"nats.tls.key_file: /nonexistent/key.pem does not exist (line 5)",
+		}},
+		// Delivery workers publish nothing: no keep to check. Nor do they
+		// listen for SCIM or run the NATS server: those ports are free.
+		{"sinks role on an external NATS without sync_interval", "listen: 127.0.0.1:18094\nadmin_listen: 127.0.0.1:18094\nnats:\n  url: nats://127.0.0.1:1\n  listen: 127.0.0.1:18094\n  stream:\n    duplicates: 2m\n  password: p\n" + tenant, roleSinks, []string{
+			"nats.password: needs nats.user (line 8)",
 		}},
 		{"sinks role on the embedded NATS", tenant, roleSinks, []string{
 			"nats.url: --role sinks needs an external NATS: delivery workers share the SCIM front end's stream",
@@ -188,5 +227,74 @@ sinks:
 	cancel()
 	if code := <-done; code != exitOK {
 		t.Fatalf("serve exited %d: %s", code, stderr.String())
+	}
+}
+
+// TestListenersAndNamedFiles holds check to what serve can open: no two
+// listeners of the role on one port where their addresses overlap, and
+// the files NATS reads there (looked at, not opened), while listeners
+// that do not clash, or that the role or NATS mode does not open, and
+// files that are there pass.
+func TestListenersAndNamedFiles(t *testing.T) {
+	dir := t.TempDir()
+	creds, cert := filepath.Join(dir, "relay.creds"), filepath.Join(dir, "cert.pem")
+	for _, f := range []string{creds, cert} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	const external = "nats:\n  url: nats://n1:4222\n"
+	tests := []struct {
+		name, yaml, role string
+		want             []string // problems of listeners and files, in order
+	}{
+		{"other hosts", "listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.2:8080\nnats: {listen: \"[::1]:8080\"}\n", roleAll, nil},
+		{"port 0", "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nnats: {listen: 127.0.0.1:0}\n", roleAll, nil},
+		{"same host", "listen: 127.0.0.1:9000\nadmin_listen: 127.0.0.1:9000\n", roleSCIM, []string{"admin_listen: shares port 9000 with listen (127.0.0.1:9000)"}},
+		{"same IPv6 host written twice", "listen: \"[::1]:9000\"\nadmin_listen: \"[0:0::1]:9000\"\n", roleAll, []string{"admin_listen: shares port 9000 with listen ([::1]:9000)"}},
+		{"same name", "listen: localhost:9000\nadmin_listen: LOCALHOST:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen"}},
+		{"no host", "admin_listen: 127.0.0.1:9000\nnats: {listen: \":9000\"}\n", roleAll, []string{"nats.listen: shares port 9000 with admin_listen"}},
+		{"IPv6 wildcard", "listen: \"[::]:9000\"\nadmin_listen: 127.0.0.1:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen"}},
+		// The problem is the key the file sets, not the default it clashes with.
+		{"against a default", "listen: 0.0.0.0:8081\n", roleAll, []string{"listen: shares port 8081 with admin_listen (127.0.0.1:8081)"}},
+		{"against NATS's default", "admin_listen: 127.0.0.1:4222\n", roleAll, []string{"admin_listen: shares port 4222 with nats.listen (127.0.0.1:4222)"}},
+		{"NATS in-process", "admin_listen: 127.0.0.1:4222\nnats: {listen: \"\"}\n", roleAll, nil},
+		{"external NATS: nats.listen unused", "admin_listen: 127.0.0.1:4222\n" + external, roleAll, nil},
+		{"sinks: no SCIM listener", "listen: 127.0.0.1:9000\nadmin_listen: 127.0.0.1:9000\n" + external, roleSinks, nil},
+		{"files there", external + "  credentials: " + creds + "\n  tls: {ca_file: " + cert + ", cert_file: " + cert + ", key_file: " + cert + "}\n", roleAll, nil},
+		{"files missing", external + "  credentials: " + missing + "\n  nkey: " + dir + "\n  tls: {ca_file: " + missing + "}\n", roleSinks, []string{
+			"nats.credentials: " + missing + " does not exist",
+			"nats.nkey: " + dir + " is a directory, not a file",
+			"nats.tls.ca_file: " + missing + " does not exist",
+		}},
+		// Where nats.credentials does not apply its own problem says so.
+		{"embedded: credentials not read", "nats: {credentials: " + missing + "}\n", roleAll, nil},
+		{"embedded in-process: no listener's files", "nats: {listen: \"\", tls: {cert_file: " + missing + ", key_file: " + missing + "}}\n", roleAll, nil},
+		{"embedded listener's files", "nats: {listen: 127.0.0.1:14222, tls: {ca_file: " + cert + ", cert_file: " + cert + ", key_file: " + missing + "}}\n", roleAll, []string{
+			"nats.tls.key_file: " + missing + " does not exist",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(tt.yaml+"tenants: [{name: acme}]\n"), func(string) (string, bool) { return "", false })
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range checkConfig(cfg, tt.role) {
+				if strings.Contains(p.Field, "listen") || strings.HasSuffix(p.Message, " does not exist") || strings.HasSuffix(p.Message, "not a file") {
+					got = append(got, p.String())
+				}
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("problems %q, want %q", got, tt.want)
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("problem %d is %q, want it to start with %q", i, got[i], w)
+				}
+			}
+		})
 	}
 }

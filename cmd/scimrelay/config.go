@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,7 +56,8 @@ const (
 // checkConfig builds every component's options from cfg for role and asks
 // each component to check them, without opening a file or a socket; it
 // checks itself only what spans components or what it applies itself (the
-// listeners, the limits, the log). Each problem names its relay.yaml field.
+// listeners, none on another's port; the limits; the log; that the files
+// NATS reads are there). Each problem names its relay.yaml field.
 func checkConfig(cfg *config.Config, role string) config.Problems {
 	var ps config.Problems
 	add := func(field, format string, args ...any) {
@@ -64,9 +67,7 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 		checkListen(add, "listen", cfg.Listen)
 	}
 	checkListen(add, "admin_listen", cfg.AdminListen)
-	if _, port, _ := net.SplitHostPort(cfg.Listen); role != roleSinks && port != "0" && cfg.Listen == cfg.AdminListen {
-		add("admin_listen", "must differ from listen (%s)", cfg.Listen)
-	}
+	checkSharedPorts(add, cfg, listeners(cfg, role))
 	if _, err := publicURL(cfg.PublicURL); err != nil {
 		add("public_url", "%v", err)
 	}
@@ -78,6 +79,7 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	}
 	ps = append(ps, problemsOf(cfg, storeOptions(cfg, nil).Check())...)
 	ps = append(ps, problemsOf(cfg, natsOptions(cfg, role).Check())...)
+	checkFiles(add, natsFiles(cfg))
 	ps = append(ps, problemsOf(cfg, streamOptions(cfg).Check())...)
 	// Delivery workers publish nothing: the keep is the SCIM front end's.
 	if keep, dup := keepPublished(cfg), time.Duration(cfg.NATS.Stream.Duplicates); role != roleSinks && dup > 0 && keep > dup {
@@ -134,6 +136,103 @@ func checkListen(add func(field, format string, args ...any), field, addr string
 	_, port, err := net.SplitHostPort(addr)
 	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
 		add(field, "must be host:port, e.g. 127.0.0.1:8080, got %q", addr)
+	}
+}
+
+// listener is an address a process listens on, by its relay.yaml field.
+type listener struct{ field, addr string }
+
+// listeners are the addresses a process of role listens on: the SCIM
+// listener (not in role sinks), the admin listener (in every role) and the
+// embedded NATS server's client listener (where the relay runs one and
+// nats.listen does not keep it in-process).
+func listeners(cfg *config.Config, role string) []listener {
+	var ls []listener
+	if role != roleSinks {
+		ls = append(ls, listener{"listen", cfg.Listen})
+	}
+	ls = append(ls, listener{"admin_listen", cfg.AdminListen})
+	if role != roleSinks && cfg.Embedded() && cfg.NATS.Listen != "" {
+		ls = append(ls, listener{"nats.listen", cfg.NATS.Listen})
+	}
+	return ls
+}
+
+// checkSharedPorts refuses two listeners on one port whose addresses
+// overlap, which serve could not open both of ("address already in use",
+// naming neither field). Port 0 is a port of the system's choosing, a
+// different one each time. The problem is the later listener's, or the
+// one the file sets when the other is left at its default.
+func checkSharedPorts(add func(field, format string, args ...any), cfg *config.Config, ls []listener) {
+	for j := range ls {
+		for i := range j {
+			a, b := ls[i], ls[j]
+			port, ok := sharedPort(a.addr, b.addr)
+			if !ok {
+				continue
+			}
+			if cfg.Line(b.field) == 0 && cfg.Line(a.field) != 0 {
+				a, b = b, a
+			}
+			add(b.field, "shares port %s with %s (%s); serve cannot listen on both: give each listener a port of its own", port, a.field, a.addr)
+		}
+	}
+}
+
+// sharedPort returns the port of two listen addresses when one would take
+// the other's: the same port, other than 0, on the same host or with
+// either on every address (0.0.0.0, :: or no host, which Go listens on
+// for IPv4 and IPv6 alike). Host names are not resolved.
+func sharedPort(a, b string) (string, bool) {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	na, errPA := strconv.Atoi(pa)
+	nb, errPB := strconv.Atoi(pb)
+	if errA != nil || errB != nil || errPA != nil || errPB != nil || na == 0 || na != nb {
+		return "", false // a malformed address is a problem of its own
+	}
+	ipA, ipB := net.ParseIP(ha), net.ParseIP(hb)
+	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
+	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB)
+	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
+}
+
+// fileKey is a file relay.yaml names, by its field.
+type fileKey struct{ field, path string }
+
+// natsFiles are the files the NATS connection or the embedded server's
+// listener reads at start: a client's credentials, nkey seed and TLS
+// files with an external NATS; the listener's certificate, key and
+// client CA with the embedded one. A file named where it does not apply
+// is a problem of natsOptions' check instead.
+func natsFiles(cfg *config.Config) []fileKey {
+	n := cfg.NATS
+	tls := []fileKey{{"nats.tls.ca_file", n.TLS.CAFile}, {"nats.tls.cert_file", n.TLS.CertFile}, {"nats.tls.key_file", n.TLS.KeyFile}}
+	if cfg.Embedded() {
+		if n.Listen == "" || n.TLS.CertFile == "" {
+			return nil
+		}
+		return tls
+	}
+	return append([]fileKey{{"nats.credentials", n.Credentials}, {"nats.nkey", n.Nkey}}, tls...)
+}
+
+// checkFiles refuses a named file that is not there, or is a directory.
+// It looks at the file (os.Stat) without opening it: whether it can be
+// read, and holds what it should, only starting shows.
+func checkFiles(add func(field, format string, args ...any), files []fileKey) {
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		switch info, err := os.Stat(f.path); {
+		case errors.Is(err, fs.ErrNotExist):
+			add(f.field, "%s does not exist", f.path)
+		case err != nil:
+			add(f.field, "%v", err)
+		case info.IsDir():
+			add(f.field, "%s is a directory, not a file", f.path)
+		}
 	}
 }
 

@@ -31,7 +31,7 @@ type badValue struct {
 // is given one or the other.
 var keyRules = map[string][]badValue{
 	"listen":                     {{"8080", "", "must be host:port"}},
-	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "must differ from listen"}},
+	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}},
 	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}},
 	"data_dir":                   {{`""`, "", "must not be empty"}},
 	"log.level":                  {{"loud", "", "must be one of debug, info, warn, error"}},
@@ -45,7 +45,7 @@ var keyRules = map[string][]badValue{
 	"storage.no_sync":            nil, // on or off
 	"memory.gc_floor":            nil, // any size; 0 turns the floor off
 	"nats.url":                   {{"http://n1:4222", "", `scheme "http" is not one of nats, tls, ws, wss`}, {"nats://n1:4222,n2", "", `"n2" is not a URL`}},
-	"nats.listen":                {{"4222", "", "must be host:port"}},
+	"nats.listen":                {{"4222", "", "must be host:port"}, {"0.0.0.0:8081", "", "shares port 8081 with admin_listen"}},
 	"nats.credentials":           {{"/etc/relay.creds", "", "applies only to an external NATS"}},
 	"nats.nkey":                  {{"/etc/relay.nk", "", "applies only to an external NATS"}},
 	"nats.token":                 {{"a-nats-token", "", "applies only to an external NATS"}},
@@ -214,12 +214,14 @@ func TestREADMECheckOutput(t *testing.T) {
 
 // TestCheckOpensNothing holds "scimrelay check reads the file the way
 // serve does and builds every component's options without opening a file
-// or a socket", and "what only starting can show (a port in use, NATS out
-// of reach ...) serve reports when it starts": check accepts a file whose
-// ports are taken and whose data directory does not exist, and creates
-// nothing; serve, given the same file, says which listener it could not
-// open. With a NATS that nothing answers, check accepts the file and serve
-// names NATS when it fails.
+// or a socket", and "what only starting can show (a port another process
+// holds, NATS out of reach, ..., a named file that cannot be read or does
+// not hold what it should) serve reports when it starts": check accepts a
+// file whose ports are taken and whose data directory does not exist, and
+// creates nothing; serve, given the same file, says which listener it
+// could not open. With a NATS that nothing answers, check accepts the file
+// and serve names NATS when it fails; so with a CA file that holds no
+// certificate, which serve names.
 func TestCheckOpensNothing(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -252,6 +254,18 @@ func TestCheckOpensNothing(t *testing.T) {
 	}
 	if code, _, stderr := cli(t, "serve", "--config", unreachable); code != exitError || !strings.Contains(strings.ToLower(stderr), "nats") {
 		t.Errorf("serve with NATS out of reach: exit %d, %s", code, stderr)
+	}
+
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	garbled := write("ca.yaml", "nats:\n  url: nats://"+freeAddr(t)+"\n  tls:\n    ca_file: "+ca+"\n")
+	if code, out, stderr := cli(t, "check", "--config", garbled); code != exitOK {
+		t.Fatalf("check of a file naming a CA file that holds no certificate: %d %s %s", code, out, stderr)
+	}
+	if code, _, stderr := cli(t, "serve", "--config", garbled); code != exitError || !strings.Contains(stderr, "nats.tls.ca_file") {
+		t.Errorf("serve with a CA file that holds no certificate: exit %d, %s", code, stderr)
 	}
 }
 

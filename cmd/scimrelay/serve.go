@@ -108,10 +108,12 @@ func newCheckCommand() *cobra.Command {
 		Short: "Validate relay.yaml without starting anything",
 		Long: `Validate relay.yaml the way serve does, without opening a file or a socket:
 decode it strictly, expand ${ENV} references, build every component's options
-and let each component check them, and report every problem at once, each
+and let each component check them, refuse two listeners of the role on one
+port, look for the files NATS reads, and report every problem at once, each
 naming its field. Exit status 0 means serve accepts the file. What only
-starting can show (a port in use, an unreachable NATS, a data file held by
-another process) serve reports when it starts.`,
+starting can show (a port another process holds, an unreachable NATS, a data
+file held by another process, a named file that cannot be read or does not
+hold what it should) serve reports when it starts.`,
 		Example: `  scimrelay check
   SCIMRELAY_ADMIN_TOKEN=... scimrelay check --config /etc/scimrelay/relay.yaml
   scimrelay check --role sinks --config relay.yaml`,
