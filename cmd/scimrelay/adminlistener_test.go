@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -185,5 +186,115 @@ func TestAdminListenerReadDeadline(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the event created after the read deadline did not reach the tail")
+	}
+}
+
+// TestStopEndsAdminStreams: a stop ends the answers of the admin listener
+// that stream for as long as they are read (the CLI's event tail, the
+// console's live tail) and serve returns nil, as without them. The
+// listener's shutdown used to wait for their connections to go idle,
+// which they never do, and serve stopped 30 s later with "context
+// deadline exceeded" (exit 1). A follow of the CLI then ends saying the
+// relay stopped, exit 3, rather than waiting for events that will not come.
+func TestStopEndsAdminStreams(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// open opens a stream on p's admin listener and returns once it
+		// streams, with a function that checks how it ended.
+		open func(t *testing.T, p *relayProc, b *browser) (ended func(t *testing.T))
+	}{
+		{"events tail", func(t *testing.T, p *relayProc, _ *browser) func(*testing.T) {
+			id := p.createUser(t, "ann")
+			f := followCLI(t, "events", "tail", "--since", "1h", "--config", cliConfig(t, p, adminSecret))
+			f.waitFor(t, id)
+			return func(t *testing.T) { f.wantEnd(t, exitNotReady, "the relay ended the event tail") }
+		}},
+		{"log --follow", func(t *testing.T, p *relayProc, _ *browser) func(*testing.T) {
+			p.createUser(t, "ann")
+			f := followCLI(t, "log", "--follow", "--config", cliConfig(t, p, adminSecret))
+			f.waitFor(t, "ann")
+			return func(t *testing.T) { f.wantEnd(t, exitNotReady, "cannot reach the relay") }
+		}},
+		{"console live tail", func(t *testing.T, _ *relayProc, b *browser) func(*testing.T) {
+			tail := openTail(t, b, "/ui/events/stream")
+			t.Cleanup(tail.close)
+			return func(t *testing.T) {
+				deadline := time.After(10 * time.Second)
+				for {
+					select {
+					case _, open := <-tail.events:
+						if !open {
+							return
+						}
+					case <-deadline:
+						t.Fatal("the live tail is open 10 s after the relay stopped")
+					}
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, b := consoleRelay(t, nil)
+			ended := tc.open(t, p, b)
+			p.cancel() // as SIGTERM does
+			p.cancel = nil
+			select {
+			case err := <-p.done:
+				if err != nil {
+					t.Errorf("the relay stopped with %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("the relay did not stop within 10 s with a %s open (it takes a fraction of a second without)", tc.name)
+				if err := <-p.done; err != nil {
+					t.Errorf("the relay stopped with %v", err)
+				}
+			}
+			ended(t)
+		})
+	}
+}
+
+// followingCLI is a command of the CLI that runs until it ends by itself.
+type followingCLI struct {
+	stdout, stderr *eventstest.Log
+	code           chan int
+}
+
+// followCLI runs the CLI with args in the background.
+func followCLI(t *testing.T, args ...string) *followingCLI {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	f := &followingCLI{stdout: &eventstest.Log{}, stderr: &eventstest.Log{}, code: make(chan int, 1)}
+	go func() { f.code <- execute(ctx, args, f.stdout, f.stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		<-f.code
+	})
+	return f
+}
+
+// waitFor waits until the command has printed s.
+func (f *followingCLI) waitFor(t *testing.T, s string) {
+	t.Helper()
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(f.stdout.String(), s) {
+			return fmt.Errorf("no %q in what the command printed: %q (stderr %q)", s, f.stdout.String(), f.stderr.String())
+		}
+		return nil
+	})
+}
+
+// wantEnd checks that the command ends by itself, with code and a message
+// saying says.
+func (f *followingCLI) wantEnd(t *testing.T, code int, says string) {
+	t.Helper()
+	select {
+	case got := <-f.code:
+		f.code <- got // for the cleanup
+		if got != code || !strings.Contains(f.stderr.String(), says) {
+			t.Errorf("the command ended with %d, stderr %q; want %d saying %q", got, f.stderr.String(), code, says)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the command still runs 10 s after the relay stopped")
 	}
 }

@@ -3,16 +3,23 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/config"
 )
 
 func init() { subcommands = append(subcommands, newBackupCommand) }
+
+// toStdout is the --out that means stdout.
+const toStdout = "-"
 
 func newBackupCommand() *cobra.Command {
 	var out string
@@ -21,15 +28,25 @@ func newBackupCommand() *cobra.Command {
 		Short: "Write a consistent copy of the data file while the relay serves",
 		Long: `Ask the running relay for a consistent copy of its bbolt data file (users,
 groups, memberships, tokens, the undelivered outbox) and write it to FILE. A
-copy that does not arrive whole is refused and nothing is written.
+copy that does not arrive whole is refused and nothing is written. FILE is
+replaced only if it is a regular file.
+
+With --out -, the copy goes to stdout (never a terminal) once it has arrived
+whole: it waits for that in a temporary file, in $TMPDIR (/tmp) or, where
+that cannot be written (a read-only root file system, as in the Helm
+chart's pods), in data_dir, which then needs room for a second copy.
 
 To restore, stop the relay and put the copy at data_dir/scimrelay.db. The
 relay then holds the state at the backup: restart provisioning in Entra so
 that it sends what changed since, and see README (Backup and recovery) for
 what subscribers and revoked credentials see.`,
-		Example: `  scimrelay backup --out /backups/scimrelay-$(date +%F).db`,
-		Args:    positional(cobra.NoArgs),
+		Example: `  scimrelay backup --out /backups/scimrelay-$(date +%F).db
+  kubectl -n scimrelay exec scimrelay-scim-0 -- scimrelay backup --out - > scimrelay.db`,
+		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOut(cmd, out); err != nil {
+				return err
+			}
 			c, err := newAdminClient(configPathOf(cmd))
 			if err != nil {
 				return err
@@ -39,15 +56,36 @@ what subscribers and revoked credentials see.`,
 				return err
 			}
 			defer res.Body.Close()
-			tmp, err := os.CreateTemp(filepath.Dir(out), ".scimrelay-backup-*")
+			dest := out
+			var tmp *os.File
+			if out == toStdout {
+				dest = "stdout"
+				tmp, err = createStaging(configPathOf(cmd))
+			} else {
+				tmp, err = os.CreateTemp(filepath.Dir(out), ".scimrelay-backup-*")
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("writing the backup: %w", err)
 			}
 			defer os.Remove(tmp.Name())
+			defer tmp.Close()
 			n, err := io.Copy(tmp, res.Body)
 			if err != nil {
-				_ = tmp.Close()
-				return fmt.Errorf("receiving the backup (cut short after %d bytes; nothing was written to %s): %w", n, out, err)
+				return fmt.Errorf("receiving the backup (cut short after %d bytes; nothing was written to %s): %w", n, dest, err)
+			}
+			// Check the copy before it replaces anything or reaches stdout.
+			if err := checkWholeDataFile(tmp.Name()); err != nil {
+				return fmt.Errorf("the backup received is not a valid data file (nothing was written to %s): %w", dest, err)
+			}
+			if out == toStdout {
+				if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+					return fmt.Errorf("reading the backup back: %w", err)
+				}
+				if _, err := io.Copy(cmd.OutOrStdout(), tmp); err != nil {
+					return fmt.Errorf("writing the backup to stdout: %w", err)
+				}
+				_, err = fmt.Fprintf(cmd.ErrOrStderr(), "wrote the backup to stdout (%d bytes)\n", n)
+				return err
 			}
 			err = tmp.Sync()
 			if cerr := tmp.Close(); err == nil {
@@ -55,10 +93,6 @@ what subscribers and revoked credentials see.`,
 			}
 			if err != nil {
 				return fmt.Errorf("writing the backup: %w", err)
-			}
-			// Check the copy before it replaces anything.
-			if err := checkWholeDataFile(tmp.Name()); err != nil {
-				return fmt.Errorf("the backup received is not a valid data file: %w", err)
 			}
 			if err := os.Rename(tmp.Name(), out); err != nil {
 				return err
@@ -68,9 +102,67 @@ what subscribers and revoked credentials see.`,
 		},
 	}
 	configFlagOn(cmd)
-	cmd.Flags().StringVarP(&out, "out", "o", "", "file to write (required)")
+	cmd.Flags().StringVarP(&out, "out", "o", "", "file to write, or - for stdout (required)")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// checkOut refuses, before anything is asked of the relay, an --out the
+// backup cannot go to. The copy replaces the file at out by renaming
+// itself over it: over a device (/dev/stdout, a disk), a link or a named
+// pipe it would replace the name, not write through it.
+func checkOut(cmd *cobra.Command, out string) error {
+	if out == toStdout {
+		if isTerminal(cmd.OutOrStdout()) {
+			return usageError{errors.New("--out -: stdout is a terminal; redirect it to a file or a pipe")}
+		}
+		return nil
+	}
+	fi, err := os.Lstat(out)
+	switch {
+	case errors.Is(err, fs.ErrNotExist), err == nil && fi.Mode().IsRegular():
+		return nil
+	case err != nil:
+		return err
+	}
+	return usageError{fmt.Errorf("--out %s: %s, not a regular file; the backup replaces a regular file or writes a new one, or goes to stdout with --out -", out, fileKind(fi.Mode()))}
+}
+
+// fileKind names the kind of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
+
+// createStaging creates the temporary file in which a backup for stdout
+// waits until it is checked: in the temporary directory or, where that
+// cannot be written (a container's read-only root file system), in the
+// data directory.
+func createStaging(configPath string) (*os.File, error) {
+	f, err := os.CreateTemp("", ".scimrelay-backup-*")
+	if err == nil {
+		return f, nil
+	}
+	cfg, cerr := config.Read(configPath, "data_dir")
+	if cerr != nil {
+		return nil, errors.Join(err, cerr)
+	}
+	f, derr := os.CreateTemp(cfg.DataDir, ".scimrelay-backup-*")
+	if derr != nil {
+		return nil, errors.Join(err, derr)
+	}
+	return f, nil
 }
 
 // checkWholeDataFile opens a copy of a data file and checks that it holds

@@ -162,8 +162,9 @@ func TestCLIEventsTailAndBackup(t *testing.T) {
 }
 
 // TestCLIBackupCutShort: a backup that does not arrive whole is refused
-// and writes nothing, whether the connection breaks before the length the
-// relay announced or a proxy that dropped the length ends it cleanly.
+// and writes nothing, to a file or to stdout, whether the connection breaks
+// before the length the relay announced or a proxy that dropped the length
+// ends it cleanly.
 func TestCLIBackupCutShort(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	for i := range 50 {
@@ -207,6 +208,11 @@ func TestCLIBackupCutShort(t *testing.T) {
 			}
 			if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("a backup cut short left %s: %v", out, err)
+			}
+			// To stdout, it writes nothing there.
+			code, stdout, stderr = cli(t, "backup", "--out", "-", "--config", cfg)
+			if code == exitOK || stdout != "" || !strings.Contains(stderr, c.want) {
+				t.Errorf("backup to stdout cut short: exit %d, %d bytes on stdout, stderr %q; want a failure saying %q and nothing on stdout", code, len(stdout), stderr, c.want)
 			}
 		})
 	}

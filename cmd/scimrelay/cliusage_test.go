@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -62,6 +63,43 @@ func TestCLIBadUsage(t *testing.T) {
 	code, out, _ := cli(t, "token", "list", "--tenant", "acme", "--config", cfg)
 	if code != exitOK || !strings.Contains(out, "expires in 4h") {
 		t.Errorf("token list of a token expiring in 5 h: %d\n%s", code, out)
+	}
+}
+
+// TestCLIGroupsRefuseUnknownSubcommands: every command that only holds
+// subcommands (token, dlq, ..., the root, and any added later: the tree is
+// walked) prints its help and exits 0 when called bare, and refuses a
+// mistyped subcommand as bad usage (exit 2), naming it, instead of
+// printing its help and exiting 0 as if the command had run.
+func TestCLIGroupsRefuseUnknownSubcommands(t *testing.T) {
+	var groups []*cobra.Command
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.HasSubCommands() {
+			groups = append(groups, c)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCommand())
+	if len(groups) < 7 { // the root, token, client, subscriber, dlq, sinks, events
+		t.Fatalf("found %d groups in the command tree", len(groups))
+	}
+	for _, g := range groups {
+		path := strings.Fields(g.CommandPath())[1:]
+		t.Run(g.CommandPath(), func(t *testing.T) {
+			name := g.Commands()[0].Name()
+			typo := name[:len(name)-1]
+			code, stdout, stderr := cli(t, append(path, typo, "tok_123")...)
+			hint := "Run '" + g.CommandPath() + " --help' for usage."
+			if code != exitUsage || stdout != "" || !strings.Contains(stderr, fmt.Sprintf("unknown command %q", typo)) || !strings.Contains(stderr, hint) {
+				t.Errorf("%v: exit %d, want %d (bad usage); stdout %q; stderr %q, want it to name %q and say %q", append(path, typo), code, exitUsage, stdout, stderr, typo, hint)
+			}
+			if code, stdout, stderr := cli(t, path...); code != exitOK || !strings.Contains(stdout, "Available Commands:") || stderr != "" {
+				t.Errorf("%v alone: exit %d, stdout %q, stderr %q; want its help and 0", path, code, stdout, stderr)
+			}
+		})
 	}
 }
 

@@ -23,7 +23,6 @@ func newDLQCommand() *cobra.Command {
 		Long: `Each sink has a dead-letter queue: events its receiver refused for good
 (410 and other permanent 4xx), or that still failed after the last retry of
 the schedule. Redrive delivers them again once the receiver is fixed.`,
-		Args: positional(cobra.NoArgs),
 	}
 	var sink, after string
 	var asJSON bool
@@ -158,7 +157,6 @@ func newSinksCommand() *cobra.Command {
 		Use:     "sinks",
 		Short:   "Operate on sinks",
 		Example: "  scimrelay sinks replay --sink crm --since 24h",
-		Args:    positional(cobra.NoArgs),
 	}
 	var sink, since string
 	replay := &cobra.Command{

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
@@ -18,7 +19,6 @@ func newEventsCommand() *cobra.Command {
 		Use:     "events",
 		Short:   "Read the event stream",
 		Example: "  scimrelay events tail --tenant acme --since 10m",
-		Args:    positional(cobra.NoArgs),
 	}
 	var tenant, typ, since string
 	var fromSeq uint64
@@ -65,10 +65,16 @@ follows the stream until interrupted unless --no-follow is given.`,
 			}
 			defer tail.Close()
 			_, err = io.Copy(cmd.OutOrStdout(), tail)
-			if cmd.Context().Err() != nil {
+			switch {
+			case cmd.Context().Err() != nil:
 				return nil // interrupted: the normal end of a tail
+			case noFollow:
+				return err
+			case err == nil:
+				// The relay ends a followed tail only when it stops.
+				return unreachableError{errors.New("the relay ended the event tail: it is stopping")}
 			}
-			return err
+			return unreachableError{fmt.Errorf("the relay ended the event tail: %w", err)}
 		},
 	}
 	configFlagOn(tail)

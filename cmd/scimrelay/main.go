@@ -112,18 +112,46 @@ server through its admin listener (admin_listen in relay.yaml).`,
 	}
 	root.SetVersionTemplate("{{.Version}}")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.Args = func(_ *cobra.Command, args []string) error {
-		if len(args) > 0 {
-			return usageError{fmt.Errorf("unknown command %q", args[0])}
-		}
-		return nil
-	}
-	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.AddCommand(newVersionCommand())
 	for _, add := range subcommands {
 		root.AddCommand(add())
 	}
+	// cobra adds its completion command when the root runs; added now, its
+	// group is refused a typo too.
+	root.InitDefaultCompletionCmd()
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands walks the tree under cmd and makes every group
+// (a command that only holds subcommands, the root included) print its
+// help when called bare, and refuse anything after it as bad usage. cobra
+// answers an unknown subcommand of a group other than the root with the
+// group's help and no error, so "token revok ID" would exit 0: a script
+// that mistyped a command would believe it had run.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.Args = unknownSubcommand
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, set only on the root
+		cmd.DisableFlagsInUseLine = true   // its usage is its subcommands'
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+}
+
+// unknownSubcommand refuses the arguments of a group, which can only be a
+// subcommand it does not have, naming the closest one it has.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	err := fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
+		err = fmt.Errorf("%w (did you mean %q?)", err, near[0])
+	}
+	return usageError{err}
 }
 
 // positional wraps an argument validator so that its errors count as usage errors.

@@ -37,7 +37,6 @@ have the lifecycle of tokens: expiry (90 days unless --expires), warnings
 14 days before, scimrelay_token_expiry_timestamp_seconds{kind="client"}, rotation with
 overlap, revocation.`,
 		Example: "  scimrelay client create --tenant acme --name entra\n  scimrelay client list\n  scimrelay client rotate --tenant acme --overlap 24h\n  scimrelay client revoke cli_3f9a1c2b7d4e5f60",
-		Args:    positional(cobra.NoArgs),
 	}
 	cmd.AddCommand(
 		clientCLI.createCommand("Issue a client and print its id and secret once",

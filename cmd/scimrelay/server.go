@@ -233,8 +233,17 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// kept alive with nothing asked is closed after two minutes, so that
 	// idle connections cannot pile up on a listener that needs no token
 	// for its probes.
+	//
+	// The answers that stream last as long as their client reads, and
+	// Shutdown waits for every connection to go idle: the requests'
+	// context ends when shutdown begins, so that a stop does not wait out
+	// its deadline for them. An event tail, the console's live tail and a
+	// profile end with their context; a backup under way goes on.
+	requests, endRequests := context.WithCancel(context.Background())
 	s.adminHTTP = &http.Server{Handler: s.guardAdminListener(adminHandler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return requests }}
+	s.adminHTTP.RegisterOnShutdown(endRequests)
 	// Tokens last: a relay that cannot start (a port taken) must not have
 	// created a token that nobody saw.
 	if s.store != nil {
@@ -807,10 +816,10 @@ func (s *server) run(ctx context.Context) error {
 		defer cancel()
 		var errs []error
 		if s.scimHTTP != nil {
-			errs = append(errs, s.scimHTTP.Shutdown(shutdownCtx))
+			errs = append(errs, shutdownHTTP(shutdownCtx, s.scimHTTP, "SCIM"))
 		}
 		stopWork()
-		errs = append(errs, s.adminHTTP.Shutdown(shutdownCtx))
+		errs = append(errs, shutdownHTTP(shutdownCtx, s.adminHTTP, "admin"))
 		s.jobs.Close() // running redrives and replays fail, saying why
 		return errors.Join(errs...)
 	})
@@ -824,6 +833,18 @@ func (s *server) run(ctx context.Context) error {
 func serveHTTP(srv *http.Server, ln net.Listener, name string) error {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("%s listener: %w", name, err)
+	}
+	return nil
+}
+
+// shutdownHTTP stops srv, letting the requests under way finish until ctx
+// ends. Then it closes the connections of those still running, which ends
+// their context, rather than leave them serving while the store and NATS
+// close.
+func shutdownHTTP(ctx context.Context, srv *http.Server, name string) error {
+	if err := srv.Shutdown(ctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("stopping the %s listener: requests still running were cut off: %w", name, err)
 	}
 	return nil
 }

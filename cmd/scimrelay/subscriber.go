@@ -32,7 +32,6 @@ With --subjects it reads only events under that subject pattern.
 Changes take effect at once; removing a subscriber closes its connections.
 With an external NATS (nats.url) create credentials in that server instead.`,
 		Example: "  scimrelay subscriber add billing --subjects 'scimrelay.acme.user.>'\n  scimrelay subscriber list\n  scimrelay subscriber remove billing",
-		Args:    positional(cobra.NoArgs),
 	}
 	cmd.AddCommand(newSubscriberAddCommand(), newSubscriberListCommand(), newSubscriberRemoveCommand())
 	return cmd

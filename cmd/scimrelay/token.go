@@ -24,7 +24,6 @@ func newTokenCommand() *cobra.Command {
 		Long: `Manage the bearer tokens Entra ID authenticates with, one set per tenant.
 A new token's secret is printed once, alone on stdout, so scripts can capture
 it; only its SHA-256 is stored.`,
-		Args: positional(cobra.NoArgs),
 	}
 	cmd.AddCommand(
 		tokenCLI.createCommand("Issue a token and print its secret once", "", `  scimrelay token create --tenant acme --name entra-prod

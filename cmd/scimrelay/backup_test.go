@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCLIBackupToStdout: with --out -, the copy goes to stdout and nothing
+// else does (what was written is said on stderr); it is the data file of a
+// relay with the same users, and no file named "-" appears. Where the
+// temporary directory cannot be written (the Helm chart's read-only root
+// file system), the copy waits for its check in the data directory; either
+// way the staged copy is removed.
+func TestCLIBackupToStdout(t *testing.T) {
+	c := testConfig(t, t.TempDir())
+	p := startRelay(t, c, roleAll)
+	uid := p.createUser(t, "ann")
+	// The CLI's relay.yaml names the relay's data directory too.
+	cfg := cliConfig(t, p, adminSecret)
+	text, err := os.ReadFile(cfg)
+	if err == nil {
+		err = os.WriteFile(cfg, fmt.Appendf(text, "data_dir: %s\n", c.DataDir), 0o600)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		name, tmpdir, staged string
+	}{
+		{"temporary directory", tmp, tmp},
+		{"data directory", filepath.Join(tmp, "missing"), c.DataDir},
+	} {
+		var copied string
+		ran := t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("TMPDIR", tc.tmpdir)
+			code, stdout, stderr := cli(t, "backup", "--out", "-", "--config", cfg)
+			if code != exitOK || !strings.Contains(stderr, fmt.Sprintf("wrote the backup to stdout (%d bytes)", len(stdout))) {
+				t.Fatalf("backup --out -: exit %d, %d bytes on stdout, stderr %q", code, len(stdout), stderr)
+			}
+			copied = stdout
+		})
+		if _, err := os.Lstat("-"); !errors.Is(err, fs.ErrNotExist) {
+			_ = os.Remove("-")
+			t.Errorf("%s: backup --out - wrote a file named -: %v", tc.name, err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(tc.staged, ".scimrelay-backup-*")); len(left) > 0 {
+			t.Errorf("%s: the staged copy is left in %s: %v", tc.name, tc.staged, left)
+		}
+		if !ran {
+			continue
+		}
+		restored := testConfig(t, t.TempDir())
+		if err := os.WriteFile(restored.DBPath(), []byte(copied), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkWholeDataFile(restored.DBPath()); err != nil {
+			t.Fatalf("%s: stdout is not a whole data file: %v", tc.name, err)
+		}
+		r := startRelay(t, restored, roleAll)
+		if u := r.scim("acme", acmeToken, "GET", "/Users/"+uid, "").want(t, 200); u.str("userName") != "ann" {
+			t.Fatalf("%s: user in the relay restored from stdout: %s", tc.name, u.raw)
+		}
+	}
+}
+
+// TestCLIBackupRefusesSpecialFiles: an --out that exists and is not a
+// regular file is bad usage, named, and left as it was: the backup used to
+// rename its copy over whatever was there, /dev/stdout included.
+func TestCLIBackupRefusesSpecialFiles(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	dir := t.TempDir()
+	target, link, sub := filepath.Join(dir, "target.db"), filepath.Join(dir, "link.db"), filepath.Join(dir, "sub")
+	if err := os.WriteFile(target, []byte("kept"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ out, is string }{
+		{link, "a symbolic link"},
+		{sub, "a directory"},
+	} {
+		code, stdout, stderr := cli(t, "backup", "--out", tc.out, "--config", cfg)
+		says := "--out " + tc.out + ": " + tc.is + ", not a regular file"
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, says) || !strings.Contains(stderr, "Run 'scimrelay backup --help' for usage.") {
+			t.Errorf("backup --out %s: exit %d, stdout %q, stderr %q; want %d saying %q", tc.out, code, stdout, stderr, exitUsage, says)
+		}
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		t.Errorf("the link was replaced: %v %v", fi.Mode(), err)
+	}
+	if b, err := os.ReadFile(target); err != nil || string(b) != "kept" {
+		t.Errorf("the link's target holds %q (%v)", b, err)
+	}
+	if fi, err := os.Stat(sub); err != nil || !fi.IsDir() {
+		t.Errorf("the directory was replaced: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".scimrelay-backup-*")); len(left) > 0 {
+		t.Errorf("staged copies left: %v", left)
+	}
+	// A regular file is replaced, as before.
+	if code, _, stderr := cli(t, "backup", "--out", target, "--config", cfg); code != exitOK {
+		t.Errorf("backup over a regular file: exit %d, %s", code, stderr)
+	}
+	if err := checkWholeDataFile(target); err != nil {
+		t.Errorf("the regular file is not the backup: %v", err)
+	}
+}
