@@ -93,7 +93,7 @@ func TestCLITokens(t *testing.T) {
 	if code, _, stderr := cli(t, "token", "revoke", "tok_nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such token") {
 		t.Errorf("unknown token: code %d, %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "token", "list", "--config", cliConfig(t, p, "wrong-admin-token")); code != exitError || !strings.Contains(stderr, "refused the admin token") {
+	if code, _, stderr := cli(t, "token", "list", "--config", cliConfig(t, p, "wrong-admin-token")); code != exitError || !strings.Contains(stderr, "refused the admin token") || !strings.Contains(stderr, "after a change of admin.token, restart it") {
 		t.Errorf("wrong admin token: code %d, %s", code, stderr)
 	}
 	p.stop()

@@ -594,7 +594,13 @@ func TestTracingSettingsRefused(t *testing.T) {
 // does: logging to out as its log keys say, and reloading that file.
 func startReloadable(t *testing.T, path string, out io.Writer) *relayProc {
 	t.Helper()
-	cfg, err := loadConfig(path, roleAll)
+	return startReloadableAs(t, path, roleAll, out)
+}
+
+// startReloadableAs is startReloadable in a role.
+func startReloadableAs(t *testing.T, path, role string, out io.Writer) *relayProc {
+	t.Helper()
+	cfg, err := loadConfig(path, role)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -603,5 +609,5 @@ func startReloadable(t *testing.T, path string, out io.Writer) *relayProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startRelayWith(t, cfg, roleAll, log, io.Discard, withReload(path, level))
+	return startRelayWith(t, cfg, role, log, io.Discard, withReload(path, level))
 }

@@ -130,7 +130,12 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 		s.setSCIMHandler(next)
 	}
 	for _, key := range changedKeys(old, next) {
-		if key != "tenants" && key != "sinks" { // said one by one above and below
+		switch {
+		case key == "tenants" || key == "sinks": // said one by one above and below
+		case s.scimCurrent.Load() == nil && (strings.HasPrefix(key, "limits.") || key == "oauth" || strings.HasPrefix(key, "oauth.")):
+			// Not the business of a process without a SCIM listener
+			// (role sinks): listing it as applied would say it acted.
+		default:
 			res.Applied = append(res.Applied, fmt.Sprintf("%s: %v → %v", key, valueAt(old, key), valueAt(next, key)))
 		}
 	}

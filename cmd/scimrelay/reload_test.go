@@ -557,3 +557,26 @@ func TestReloadEndsWithTheRelay(t *testing.T) {
 		t.Fatalf("a reload while serving: %+v, %v; limits.rate %v", res, err, p.srv.config().Limits.Rate)
 	}
 }
+
+// TestReloadOfASinksWorkerListsWhatItApplies: a delivery worker (role
+// sinks) has no SCIM listener, so a reload that changes the SCIM limits
+// does not list them as applied there; the sinks it runs it does.
+func TestReloadOfASinksWorkerListsWhatItApplies(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	hook := newHook(t)
+	path, dataDir := filepath.Join(t.TempDir(), "relay.yaml"), t.TempDir()
+	write := func(rate int, sinks string) {
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\nlimits:\n  rate: %d\ntenants:\n  - name: acme\n    tokens: [%s]\nsinks:\n%s",
+			dataDir, adminSecret, eventstest.URL(ns), rate, acmeToken, sinks)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(200, "")
+	p := startReloadableAs(t, path, roleSinks, io.Discard)
+	write(10, sinkYAML("a", hook.URL))
+	code, stdout, stderr := cli(t, "reload", "--config", cliConfig(t, p, adminSecret))
+	if code != exitOK || !strings.Contains(stdout, "sink a added") || strings.Contains(stdout, "limits.rate") {
+		t.Fatalf("reload of a sinks worker: exit %d, stdout %q, stderr %q; want sink a added and no limits.rate", code, stdout, stderr)
+	}
+}

@@ -48,7 +48,11 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Status == http.StatusUnauthorized {
-		return "the relay refused the admin token: " + e.Message
+		// The commonest cause after the first run: admin.token changed in
+		// relay.yaml (or its variable), which the running relay takes only
+		// when it starts again.
+		return "the relay refused the admin token: " + e.Message +
+			" (the relay uses the admin token it started with: after a change of admin.token, restart it)"
 	}
 	return e.Message
 }
