@@ -124,7 +124,7 @@ func TestSubscriberCLI(t *testing.T) {
 		args []string
 		code int
 	}{
-		{[]string{"subscriber", "add", "billing", "--from", "new", "--out", filepath.Join(dir, "again.nk")}, exitError},        // its consumer started from all
+		{[]string{"subscriber", "add", "billing", "--from", "new", "--out", filepath.Join(dir, "again.nk")}, exitError},         // its consumer started from all
 		{[]string{"subscriber", "add", "late", "--from", "tomorrow", "--out", filepath.Join(dir, "late.nk")}, exitUsage},        // all or new
 		{[]string{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")}, exitUsage},                           // syntax
 		{[]string{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")}, exitUsage},                // the relay's own

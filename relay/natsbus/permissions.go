@@ -126,7 +126,7 @@ func subscriberAPI(s Subscriber) []grant {
 	}
 	if s.Subjects == "" {
 		api = append(api,
-			grant{subject: jsAPI + "STREAM.INFO." + stream}, // it may see every subject anyway
+			grant{subject: jsAPI + "STREAM.INFO." + stream},    // it may see every subject anyway
 			grant{subject: jsAPI + "STREAM.MSG.GET." + stream}, // read one stored event
 			grant{subject: jsAPI + "DIRECT.GET." + stream},
 			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>"},
