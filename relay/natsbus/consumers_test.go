@@ -167,7 +167,7 @@ func TestCreateAnsweredByTheRelay(t *testing.T) {
 	ctx := t.Context()
 	c := connectAs(t, b.url, "acme-users", seed)
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.>",
-		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Millisecond, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
+		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Second})
 	if err != nil {
 		t.Fatalf("a creation asking for its own filter: %v", err)
 	}
