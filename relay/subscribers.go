@@ -64,20 +64,18 @@ func (s *Store) UpdateSubscriber(ctx context.Context, name string, update func(o
 	var sub Subscriber
 	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
 		b := tx.Bucket(bucketSubscribers)
-		v := b.Get([]byte(name))
-		if v == nil {
-			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, ErrSubscriberNotFound))
+		old, err := storedSubscriber(b, name)
+		if errors.Is(err, ErrSubscriberNotFound) {
+			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, err))
+		} else if err != nil {
+			return err
 		}
-		var old Subscriber
-		if err := json.Unmarshal(v, &old); err != nil {
-			return fmt.Errorf("decoding subscriber %s: %w", name, err)
-		}
-		var err error
 		if sub, err = update(old); err != nil {
 			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, err))
 		}
 		sub.Name = name
-		if v, err = json.Marshal(sub); err != nil {
+		v, err := json.Marshal(sub)
+		if err != nil {
 			return err
 		}
 		return b.Put([]byte(name), v)
@@ -113,17 +111,31 @@ func (s *Store) RemoveSubscriber(ctx context.Context, name string) (Subscriber, 
 	var sub Subscriber
 	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
 		b := tx.Bucket(bucketSubscribers)
-		v := b.Get([]byte(name))
-		if v == nil {
-			return w.refuse(fmt.Errorf("removing subscriber %s: %w", name, ErrSubscriberNotFound))
-		}
-		if err := json.Unmarshal(v, &sub); err != nil {
-			return fmt.Errorf("decoding subscriber %s: %w", name, err)
+		var err error
+		sub, err = storedSubscriber(b, name)
+		if errors.Is(err, ErrSubscriberNotFound) {
+			return w.refuse(fmt.Errorf("removing subscriber %s: %w", name, err))
+		} else if err != nil {
+			return err
 		}
 		return b.Delete([]byte(name))
 	})
 	if err != nil {
 		return Subscriber{}, err
+	}
+	return sub, nil
+}
+
+// storedSubscriber reads the subscriber named name from b;
+// ErrSubscriberNotFound when there is none.
+func storedSubscriber(b *bolt.Bucket, name string) (Subscriber, error) {
+	v := b.Get([]byte(name))
+	if v == nil {
+		return Subscriber{}, ErrSubscriberNotFound
+	}
+	var sub Subscriber
+	if err := json.Unmarshal(v, &sub); err != nil {
+		return Subscriber{}, fmt.Errorf("decoding subscriber %s: %w", name, err)
 	}
 	return sub, nil
 }

@@ -51,6 +51,21 @@ func connectSubscriber(t *testing.T, url, name, seedFile string) (*subscriberCon
 	return c, err
 }
 
+// bindSubscriber connects as a subscriber and binds to the consumer the
+// relay keeps for it.
+func bindSubscriber(t *testing.T, url, name, seedFile string) (*subscriberConn, jetstream.Consumer) {
+	t.Helper()
+	sub, err := connectSubscriber(t, url, name, seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := sub.js.Consumer(t.Context(), events.StreamName, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub, cons
+}
+
 // next reads the consumer's next event and acknowledges it; "" when none comes within a second.
 func next(t *testing.T, cons jetstream.Consumer) string {
 	t.Helper()
@@ -151,14 +166,7 @@ func TestSubscriberCLI(t *testing.T) {
 
 	// It reads acme's user events, nothing else, with the durable
 	// consumer the relay made.
-	sub, err := connectSubscriber(t, url, "billing", seedFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := sub.js.Consumer(t.Context(), events.StreamName, "billing")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub, cons := bindSubscriber(t, url, "billing", seedFile)
 	newUser := func(p *relayProc, tenant, token, name string) {
 		p.scim(tenant, token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
 	}
@@ -212,14 +220,7 @@ func TestSubscriberCLI(t *testing.T) {
 	p = startRelay(t, cfg, roleAll)
 	cliCfg = cliConfig(t, p, adminSecret) // the admin listener has a new port
 	newUser(p, "acme", acmeToken, "bob")
-	sub, err = connectSubscriber(t, url, "billing", seedFile)
-	if err != nil {
-		t.Fatalf("reconnecting after a restart: %v", err)
-	}
-	cons, err = sub.js.Consumer(t.Context(), events.StreamName, "billing")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub, cons = bindSubscriber(t, url, "billing", seedFile)
 	if got := next(t, cons); got != "scimrelay.acme.user.created bob" {
 		t.Fatalf("after the restart read %q, want the event after the last acknowledged one", got)
 	}
@@ -290,14 +291,7 @@ func TestSubscriberFromAndAddAgain(t *testing.T) {
 	if got := list(); got.From != "new" || got.Subjects != "scimrelay.acme.>" {
 		t.Fatalf("subscriber list: %+v", got)
 	}
-	sub, err := connectSubscriber(t, url, "late", first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := sub.js.Consumer(t.Context(), events.StreamName, "late")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub, cons := bindSubscriber(t, url, "late", first)
 	if got := next(t, cons); got != "" {
 		t.Fatalf("--from new read %q, stored before the add", got)
 	}
@@ -326,14 +320,7 @@ func TestSubscriberFromAndAddAgain(t *testing.T) {
 	}
 	p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"ops"}`).want(t, 201)
 	newUser("carl")
-	sub, err = connectSubscriber(t, url, "late", second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err = sub.js.Consumer(t.Context(), events.StreamName, "late")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cons = bindSubscriber(t, url, "late", second)
 	if f := cons.CachedInfo().Config.FilterSubject; f != "scimrelay.acme.user.>" {
 		t.Fatalf("the consumer's filter is %q", f)
 	}
