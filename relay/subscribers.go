@@ -14,13 +14,16 @@ import (
 )
 
 // Subscriber is a NATS subscriber the relay admits to its embedded server:
-// its name, its public nkey (the seed never reaches the relay) and the
-// subject pattern it is limited to ("" for all). The rules on these fields
-// live in relay/natsbus, which applies them.
+// its name, its public nkey (the seed never reaches the relay), the
+// subject pattern it is limited to ("" for all) and where its consumer
+// started ("all" or "new"; records from before it was kept say nothing,
+// which is "all"). The rules on these fields live in relay/natsbus, which
+// applies them.
 type Subscriber struct {
 	Name      string    `json:"name"`
 	PublicKey string    `json:"public_key"`
 	Subjects  string    `json:"subjects,omitempty"`
+	From      string    `json:"from,omitempty"`
 	Created   time.Time `json:"created"`
 }
 
@@ -55,6 +58,34 @@ func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, 
 	return sub, nil
 }
 
+// UpdateSubscriber replaces the subscriber named name with what update
+// makes of it (its name stays); ErrSubscriberNotFound when there is none.
+func (s *Store) UpdateSubscriber(ctx context.Context, name string, update func(old Subscriber) (Subscriber, error)) (Subscriber, error) {
+	var sub Subscriber
+	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+		b := tx.Bucket(bucketSubscribers)
+		old, err := storedSubscriber(b, name)
+		if errors.Is(err, ErrSubscriberNotFound) {
+			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, err))
+		} else if err != nil {
+			return err
+		}
+		if sub, err = update(old); err != nil {
+			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, err))
+		}
+		sub.Name = name
+		v, err := json.Marshal(sub)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(name), v)
+	})
+	if err != nil {
+		return Subscriber{}, err
+	}
+	return sub, nil
+}
+
 // Subscribers lists the subscribers by name.
 func (s *Store) Subscribers(_ context.Context) ([]Subscriber, error) {
 	out := []Subscriber{}
@@ -80,17 +111,31 @@ func (s *Store) RemoveSubscriber(ctx context.Context, name string) (Subscriber, 
 	var sub Subscriber
 	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
 		b := tx.Bucket(bucketSubscribers)
-		v := b.Get([]byte(name))
-		if v == nil {
-			return w.refuse(fmt.Errorf("removing subscriber %s: %w", name, ErrSubscriberNotFound))
-		}
-		if err := json.Unmarshal(v, &sub); err != nil {
-			return fmt.Errorf("decoding subscriber %s: %w", name, err)
+		var err error
+		sub, err = storedSubscriber(b, name)
+		if errors.Is(err, ErrSubscriberNotFound) {
+			return w.refuse(fmt.Errorf("removing subscriber %s: %w", name, err))
+		} else if err != nil {
+			return err
 		}
 		return b.Delete([]byte(name))
 	})
 	if err != nil {
 		return Subscriber{}, err
+	}
+	return sub, nil
+}
+
+// storedSubscriber reads the subscriber named name from b;
+// ErrSubscriberNotFound when there is none.
+func storedSubscriber(b *bolt.Bucket, name string) (Subscriber, error) {
+	v := b.Get([]byte(name))
+	if v == nil {
+		return Subscriber{}, ErrSubscriberNotFound
+	}
+	var sub Subscriber
+	if err := json.Unmarshal(v, &sub); err != nil {
+		return Subscriber{}, fmt.Errorf("decoding subscriber %s: %w", name, err)
 	}
 	return sub, nil
 }

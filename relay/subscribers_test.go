@@ -43,3 +43,33 @@ func TestSubscribersPersist(t *testing.T) {
 		t.Fatalf("left: %+v", list)
 	}
 }
+
+// TestSubscriberUpdated: a subscriber is updated in place through a
+// closure that sees what is stored, its start (From) included; a record
+// written before From was kept reads with none.
+func TestSubscriberUpdated(t *testing.T) {
+	s, _, _ := openStore(t)
+	if _, err := s.AddSubscriber(ctx, Subscriber{Name: "billing", PublicKey: "UABC", From: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.UpdateSubscriber(ctx, "billing", func(old Subscriber) (Subscriber, error) {
+		if old.From != "new" || old.PublicKey != "UABC" {
+			t.Errorf("the update sees %+v", old)
+		}
+		old.PublicKey, old.Subjects = "UXYZ", "scimrelay.acme.>"
+		return old, nil
+	})
+	if err != nil || got.PublicKey != "UXYZ" || got.From != "new" {
+		t.Fatalf("update: %+v %v", got, err)
+	}
+	if list, _ := s.Subscribers(ctx); len(list) != 1 || list[0] != got {
+		t.Fatalf("stored: %+v, want %+v", list, got)
+	}
+	if _, err := s.UpdateSubscriber(ctx, "audit", func(old Subscriber) (Subscriber, error) { return old, nil }); !errors.Is(err, ErrSubscriberNotFound) {
+		t.Fatalf("updating a subscriber that is not there: %v", err)
+	}
+	refused := errors.New("no")
+	if _, err := s.UpdateSubscriber(ctx, "billing", func(Subscriber) (Subscriber, error) { return Subscriber{}, refused }); !errors.Is(err, refused) {
+		t.Fatalf("a refused update: %v", err)
+	}
+}

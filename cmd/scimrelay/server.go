@@ -174,6 +174,13 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
 		return nil, err
 	}
+	if s.natsServer != nil {
+		// The subscribers' consumers, which the embedded server could not
+		// make before the stream was there (a first start).
+		if err := s.natsServer.EnsureConsumers(); err != nil {
+			return nil, fmt.Errorf("making the subscribers' consumers: %w", err)
+		}
+	}
 	s.registry.MustRegister(natsbus.StreamMetrics(s.js, events.StreamName))
 	// The sinks' consumers exist before any SCIM request can produce an
 	// event, in every role, so that no event is missed.

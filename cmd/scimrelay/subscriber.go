@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
 func init() { subcommands = append(subcommands, newSubscriberCommand) }
@@ -24,10 +25,12 @@ func newSubscriberCommand() *cobra.Command {
 		Use:   "subscriber",
 		Short: "Give services read-only credentials for the embedded NATS",
 		Long: `Manage the services that read events from the embedded NATS server. Each
-subscriber has an nkey of its own and may create, read and acknowledge one
-durable consumer on the SCIMRELAY stream, named as the subscriber; it can never
-publish an event, or change a stream, a key-value bucket or another consumer.
-With --subjects it reads only events under that subject pattern.
+subscriber has an nkey of its own and reads with one durable pull consumer on
+the SCIMRELAY stream, named as the subscriber, which the relay makes and keeps:
+the subscriber pulls, acknowledges and reads its info, and can never create or
+delete a consumer, publish an event, or change a stream or a key-value bucket.
+With --subjects it reads only events under that subject pattern (the
+consumer's filter).
 
 Changes take effect at once; removing a subscriber closes its connections.
 With an external NATS (nats.url) create credentials in that server instead.`,
@@ -38,22 +41,37 @@ With an external NATS (nats.url) create credentials in that server instead.`,
 }
 
 func newSubscriberAddCommand() *cobra.Command {
-	var subjects, out string
+	var subjects, out, from string
 	var toStdout bool
 	cmd := &cobra.Command{
 		Use:   "add NAME",
-		Short: "Create a subscriber and write its nkey seed to a file",
-		Long: `Create a subscriber. The nkey pair is generated here and only the public key
-is sent to the relay: the seed is written to --out (mode 0600, never
-overwriting a file), or printed alone on stdout with --stdout.`,
+		Short: "Create a subscriber and its consumer, and write its nkey seed to a file",
+		Long: `Create a subscriber, and its durable consumer on SCIMRELAY, named as the
+subscriber and filtered on --subjects. The consumer starts from every event the
+stream still holds (--from all) or from the events stored after it is made
+(--from new); --from applies only when the consumer is made: to change it,
+remove the subscriber and add it again.
+
+For a subscriber that exists, add gives it a new key and --subjects: its
+consumer's filter is updated in place and it keeps its position.
+
+The nkey pair is generated here and only the public key is sent to the relay:
+the seed is written to --out (mode 0600, never overwriting a file), or printed
+alone on stdout with --stdout.`,
 		Example: `  scimrelay subscriber add billing
   scimrelay subscriber add audit-acme --subjects 'scimrelay.acme.>' --out /etc/audit/nats.nk
-  SEED=$(scimrelay subscriber add crm-sync --subjects 'scimrelay.*.user.>' --stdout)`,
+  scimrelay subscriber add crm-sync --subjects 'scimrelay.*.user.>' --from new --stdout`,
 		Args: positional(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if toStdout && cmd.Flags().Changed("out") {
 				return usageError{errors.New("--out and --stdout exclude each other")}
+			}
+			if from != natsbus.FromAll && from != natsbus.FromNew {
+				return usageError{fmt.Errorf("--from must be %s or %s, not %q", natsbus.FromAll, natsbus.FromNew, from)}
+			}
+			if !cmd.Flags().Changed("from") {
+				from = "" // a subscriber there already keeps where its consumer started
 			}
 			if out == "" {
 				out = name + ".nk"
@@ -89,7 +107,7 @@ overwriting a file), or printed alone on stdout with --stdout.`,
 				}
 			}
 			var info admin.SubscriberInfo
-			if err := c.Do(cmd.Context(), "POST", "/admin/v1/subscribers", admin.SubscriberRequest{Name: name, PublicKey: pub, Subjects: subjects}, &info); err != nil {
+			if err := c.Do(cmd.Context(), "POST", "/admin/v1/subscribers", admin.SubscriberRequest{Name: name, PublicKey: pub, Subjects: subjects, From: from}, &info); err != nil {
 				if !toStdout {
 					_ = os.Remove(out)
 				}
@@ -105,7 +123,8 @@ overwriting a file), or printed alone on stdout with --stdout.`,
 		},
 	}
 	configFlagOn(cmd)
-	cmd.Flags().StringVar(&subjects, "subjects", "", "limit it to events under this subject pattern, e.g. 'scimrelay.acme.>'")
+	cmd.Flags().StringVar(&subjects, "subjects", "", "limit it to events under this subject pattern, e.g. 'scimrelay.acme.>' (its consumer's filter)")
+	cmd.Flags().StringVar(&from, "from", natsbus.FromAll, "where its consumer starts when it is made: all (every event the stream holds) or new (events from now on)")
 	cmd.Flags().StringVar(&out, "out", "", "file for the nkey seed (default NAME.nk)")
 	cmd.Flags().BoolVar(&toStdout, "stdout", false, "print the seed alone on stdout instead of writing a file")
 	return cmd
@@ -115,7 +134,7 @@ overwriting a file), or printed alone on stdout with --stdout.`,
 // and the nats CLI.
 func printConnectHelp(w io.Writer, info admin.SubscriberInfo, seedFile string) {
 	scope := "every event"
-	filter := "scimrelay.>"
+	filter := "none"
 	if info.Subjects != "" {
 		scope, filter = "events under "+info.Subjects, info.Subjects
 	}
@@ -124,8 +143,11 @@ func printConnectHelp(w io.Writer, info admin.SubscriberInfo, seedFile string) {
 		natsURL = "<nats.listen is empty: set it to accept subscribers>"
 	}
 	fmt.Fprintf(w, "Subscriber %s may read %s. Its nkey seed is in %s: keep it secret (the relay holds only %s).\n", info.Name, scope, seedFile, info.PublicKey)
-	fmt.Fprintf(w, "It connects to %s with that nkey and the inbox prefix %s, and reads with the durable pull consumer %q on stream %s (the one consumer it may create; its filter must lie within %s; push consumers are refused).\n",
-		natsURL, info.InboxPrefix, info.Consumer, info.Stream, filter)
+	if info.Replaced {
+		fmt.Fprintf(w, "It was there already: its old key no longer connects, and its consumer keeps its position with the filter %s.\n", filter)
+	}
+	fmt.Fprintf(w, "It connects to %s with that nkey and the inbox prefix %s, and reads with the durable pull consumer %q on stream %s, which the relay keeps (filter %s, from %s): bind to it (nats.go js.Consumer, nats.js consumers.get); it may not create or delete consumers.\n",
+		natsURL, info.InboxPrefix, info.Consumer, info.Stream, filter, info.From)
 	fmt.Fprintf(w, "  nats.go:  opt, err := nats.NkeyOptionFromSeed(%q)\n            nc, err := nats.Connect(%q, opt, nats.CustomInboxPrefix(%q))\n", seedFile, natsURL, info.InboxPrefix)
 	fmt.Fprintf(w, "  nats.js:  connect({ servers: %q, authenticator: nkeyAuthenticator(seed), inboxPrefix: %q })\n", natsURL, info.InboxPrefix)
 	fmt.Fprintf(w, "  nats CLI: nats --server %s --nkey %s --inbox-prefix %s ...\n", natsURL, seedFile, info.InboxPrefix)
@@ -138,7 +160,7 @@ func newSubscriberListCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "list",
-		Short:   "List subscribers (names, subjects, public keys)",
+		Short:   "List subscribers (names, subjects, where their consumers started, public keys)",
 		Example: "  scimrelay subscriber list\n  scimrelay subscriber list --json",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -154,13 +176,13 @@ func newSubscriberListCommand() *cobra.Command {
 				return writeJSONLines(cmd.OutOrStdout(), list)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSUBJECTS\tPUBLIC KEY\tCREATED")
+			fmt.Fprintln(tw, "NAME\tSUBJECTS\tFROM\tPUBLIC KEY\tCREATED")
 			for _, s := range list {
 				subjects := s.Subjects
 				if subjects == "" {
 					subjects = "(all)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, subjects, s.PublicKey, s.Created.Local().Format("2006-01-02 15:04"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, subjects, s.From, s.PublicKey, s.Created.Local().Format("2006-01-02 15:04"))
 			}
 			return tw.Flush()
 		},

@@ -51,6 +51,21 @@ func connectSubscriber(t *testing.T, url, name, seedFile string) (*subscriberCon
 	return c, err
 }
 
+// bindSubscriber connects as a subscriber and binds to the consumer the
+// relay keeps for it.
+func bindSubscriber(t *testing.T, url, name, seedFile string) (*subscriberConn, jetstream.Consumer) {
+	t.Helper()
+	sub, err := connectSubscriber(t, url, name, seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := sub.js.Consumer(t.Context(), events.StreamName, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub, cons
+}
+
 // next reads the consumer's next event and acknowledges it; "" when none comes within a second.
 func next(t *testing.T, cons jetstream.Consumer) string {
 	t.Helper()
@@ -124,7 +139,8 @@ func TestSubscriberCLI(t *testing.T) {
 		args []string
 		code int
 	}{
-		{[]string{"subscriber", "add", "billing", "--out", filepath.Join(dir, "again.nk")}, exitError},                          // taken
+		{[]string{"subscriber", "add", "billing", "--from", "new", "--out", filepath.Join(dir, "again.nk")}, exitError},         // its consumer started from all
+		{[]string{"subscriber", "add", "late", "--from", "tomorrow", "--out", filepath.Join(dir, "late.nk")}, exitUsage},        // all or new
 		{[]string{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")}, exitUsage},                           // syntax
 		{[]string{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")}, exitUsage},                // the relay's own
 		{[]string{"subscriber", "add", "wide", "--subjects", "scimrelay.*", "--out", filepath.Join(dir, "wide.nk")}, exitUsage}, // matches nothing
@@ -140,7 +156,7 @@ func TestSubscriberCLI(t *testing.T) {
 	}
 	code, out, _ = cli(t, "subscriber", "list", "--json", "--config", cliCfg)
 	var list []admin.SubscriberInfo
-	if code != exitOK || !oneObjectPerLine(out) || jsonLines(out, &list) != nil || len(list) != 2 || list[1].Name != "billing" || list[1].Subjects != "scimrelay.acme.user.>" {
+	if code != exitOK || !oneObjectPerLine(out) || jsonLines(out, &list) != nil || len(list) != 2 || list[1].Name != "billing" || list[1].Subjects != "scimrelay.acme.user.>" || list[1].From != "all" {
 		t.Fatalf("subscriber list: %d %s", code, out)
 	}
 	code, out, _ = cli(t, "subscriber", "list", "--config", cliCfg)
@@ -148,15 +164,9 @@ func TestSubscriberCLI(t *testing.T) {
 		t.Fatalf("subscriber list: %d %s", code, out)
 	}
 
-	// It reads acme's user events, nothing else, with a durable consumer.
-	sub, err := connectSubscriber(t, url, "billing", seedFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := sub.js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// It reads acme's user events, nothing else, with the durable
+	// consumer the relay made.
+	sub, cons := bindSubscriber(t, url, "billing", seedFile)
 	newUser := func(p *relayProc, tenant, token, name string) {
 		p.scim(tenant, token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
 	}
@@ -210,14 +220,7 @@ func TestSubscriberCLI(t *testing.T) {
 	p = startRelay(t, cfg, roleAll)
 	cliCfg = cliConfig(t, p, adminSecret) // the admin listener has a new port
 	newUser(p, "acme", acmeToken, "bob")
-	sub, err = connectSubscriber(t, url, "billing", seedFile)
-	if err != nil {
-		t.Fatalf("reconnecting after a restart: %v", err)
-	}
-	cons, err = sub.js.Consumer(t.Context(), events.StreamName, "billing")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub, cons = bindSubscriber(t, url, "billing", seedFile)
 	if got := next(t, cons); got != "scimrelay.acme.user.created bob" {
 		t.Fatalf("after the restart read %q, want the event after the last acknowledged one", got)
 	}
@@ -240,6 +243,89 @@ func TestSubscriberCLI(t *testing.T) {
 	}
 	if code, _, stderr := cli(t, "subscriber", "remove", "billing", "--config", cliCfg); code != exitError || !strings.Contains(stderr, "no such subscriber") {
 		t.Fatalf("removing it twice: %d %s", code, stderr)
+	}
+}
+
+// TestSubscriberFromAndAddAgain: `subscriber add --from new` is kept with
+// the subscriber and shown by list, and its consumer does not deliver an
+// event stored before the add. Adding it again with other --subjects gives
+// it the new key, keeps where its consumer started, and updates the
+// consumer's filter in place: what it acknowledged is not delivered again.
+// A --from other than all or new is a usage error.
+func TestSubscriberFromAndAddAgain(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	p := startRelay(t, cfg, roleAll)
+	cliCfg := cliConfig(t, p, adminSecret)
+	dir := t.TempDir()
+	url := "nats://" + cfg.NATS.Listen
+	newUser := func(name string) {
+		p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
+	}
+	newUser("ann")
+	readStream(t, p.srv.js, 1)
+
+	bad := filepath.Join(dir, "bad.nk")
+	if code, _, stderr := cli(t, "subscriber", "add", "late", "--from", "yesterday", "--out", bad, "--config", cliCfg); code != exitUsage || !strings.Contains(stderr, "--from") {
+		t.Fatalf("subscriber add --from yesterday: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatal("a refused add left its seed file")
+	}
+	first := filepath.Join(dir, "late.nk")
+	if code, out, stderr := cli(t, "subscriber", "add", "late", "--subjects", "scimrelay.acme.>", "--from", "new", "--out", first, "--config", cliCfg); code != exitOK || !strings.Contains(out, "from new") {
+		t.Fatalf("subscriber add --from new: %d %s %s", code, out, stderr)
+	}
+	list := func() admin.SubscriberInfo {
+		t.Helper()
+		code, out, _ := cli(t, "subscriber", "list", "--json", "--config", cliCfg)
+		var list []admin.SubscriberInfo
+		if code != exitOK || jsonLines(out, &list) != nil || len(list) != 1 {
+			t.Fatalf("subscriber list: %d %s", code, out)
+		}
+		if code, out, _ := cli(t, "subscriber", "list", "--config", cliCfg); code != exitOK || !strings.Contains(out, "FROM") || !strings.Contains(out, " new ") {
+			t.Fatalf("subscriber list does not show where the consumer started: %s", out)
+		}
+		return list[0]
+	}
+	if got := list(); got.From != "new" || got.Subjects != "scimrelay.acme.>" {
+		t.Fatalf("subscriber list: %+v", got)
+	}
+	sub, cons := bindSubscriber(t, url, "late", first)
+	if got := next(t, cons); got != "" {
+		t.Fatalf("--from new read %q, stored before the add", got)
+	}
+	newUser("bob")
+	if got := next(t, cons); got != "scimrelay.acme.user.created bob" {
+		t.Fatalf("read %q", got)
+	}
+
+	// Added again, limited to users: the old key is cut off, the consumer
+	// keeps its position with the new filter.
+	second := filepath.Join(dir, "late-2.nk")
+	code, out, stderr := cli(t, "subscriber", "add", "late", "--subjects", "scimrelay.acme.user.>", "--out", second, "--config", cliCfg)
+	if code != exitOK || !strings.Contains(out, "keeps its position") {
+		t.Fatalf("subscriber add again: %d %s %s", code, out, stderr)
+	}
+	if got := list(); got.From != "new" || got.Subjects != "scimrelay.acme.user.>" {
+		t.Fatalf("subscriber list after adding again: %+v", got)
+	}
+	select {
+	case <-sub.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old key is still connected")
+	}
+	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "late"); err != nil {
+		t.Fatal(err)
+	}
+	p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"ops"}`).want(t, 201)
+	newUser("carl")
+	_, cons = bindSubscriber(t, url, "late", second)
+	if f := cons.CachedInfo().Config.FilterSubject; f != "scimrelay.acme.user.>" {
+		t.Fatalf("the consumer's filter is %q", f)
+	}
+	if got := next(t, cons); got != "scimrelay.acme.user.created carl" {
+		t.Fatalf("after adding again read %q, want the next user event only", got)
 	}
 }
 

@@ -8,15 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // The bodies of a subscriber's requests, as the relay checks them before
@@ -25,34 +22,23 @@ import (
 
 const (
 	// maxPullExpires is the longest a subscriber's pull may wait: the
-	// max_expires of every consumer it creates, and the expiry the relay
-	// gives a pull that names none (JetStream would keep it waiting for
-	// as long as the client's connection lasts).
+	// max_expires of its consumer, and the expiry the relay gives a pull
+	// that names none (JetStream would keep it waiting for as long as the
+	// client's connection lasts).
 	maxPullExpires = 110 * time.Second
-	// maxWaitingPulls is how many pulls the consumer keeps waiting at
-	// once (JetStream's default, 512, is the most a subscriber may set).
+	// maxWaitingPulls is how many pulls its consumer keeps waiting at
+	// once (JetStream's default).
 	maxWaitingPulls = 512
 	// minPullHeartbeat and maxPullHeartbeat bound a pull's idle_heartbeat,
 	// as nats.go does.
 	minPullHeartbeat = 500 * time.Millisecond
 	maxPullHeartbeat = 30 * time.Second
-	// maxFilters is the most filter_subjects of a subscriber's consumer,
-	// and maxDescription the most bytes of its description and metadata
-	// (each consumer info answer carries them).
-	maxFilters     = 64
-	maxDescription = 4096
-	// minInactive is the shortest inactive_threshold: a consumer removed
-	// when idle and made again costs a creation each time.
-	minInactive = time.Minute
-	// minRedelivery is the shortest ack_wait and backoff step, and
-	// maxBackoffSteps the most backoff steps, of a subscriber's consumer.
-	minRedelivery   = time.Second
-	maxBackoffSteps = 20
-	// defaultAckPending and maxAckPending are the default and the most
-	// messages a subscriber's consumer keeps unacknowledged.
+	// defaultAckPending is how many messages a subscriber's consumer
+	// keeps unacknowledged: JetStream walks every pending message at each
+	// pass of its redelivery timer (100,000 took a core per subscriber).
 	defaultAckPending = 1000
-	maxAckPending     = 10000
-	// maxPullBatch and maxPullBytes bound what one pull may ask for.
+	// maxPullBatch and maxPullBytes bound what one pull may ask for, and
+	// its consumer allows.
 	maxPullBatch = 10000
 	maxPullBytes = 64 << 20
 	// maxDirectBatch and maxDirectBytes bound what one direct get may
@@ -136,7 +122,8 @@ func checkPull(data []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	// Consumers made by earlier releases may not bound these.
+	// Consumers made by earlier releases may not have bounded these, and
+	// are adopted as they stand until the relay updates them.
 	if req.Batch > maxPullBatch || req.MaxBytes > maxPullBytes {
 		return nil, fmt.Errorf("a pull may ask for at most %d messages and %d bytes", maxPullBatch, maxPullBytes)
 	}
@@ -220,226 +207,4 @@ func checkDirectGet(data []byte) ([]byte, error) {
 		}
 	}
 	return json.Marshal(req)
-}
-
-// checkCreate reads a consumer creation as JetStream would and returns it
-// re-encoded, or says why a subscriber may not make it.
-//
-// It is strict where JetStream is lenient: JetStream decodes every JSON
-// value of a body in turn (a second one overrides the first) and, failing
-// that, decodes again without refusing unknown fields; what it read and
-// what a lenient check read could differ. Here a body is one JSON value
-// with known fields only, and only what was checked goes on.
-//
-// A push consumer delivers in the relay's account to a subject its creator
-// names, whatever the creator's permissions: named as another consumer's
-// pull or reset subject, every delivery acts on that consumer. A
-// subscriber cannot receive push deliveries anyway (they stay in the
-// relay's account), so pull consumers are all it gets.
-func checkCreate(s Subscriber, data []byte) ([]byte, error) {
-	var req server.CreateConsumerRequest
-	if err := decodeStrict(data, &req); err != nil {
-		return nil, fmt.Errorf("reading the consumer creation: %w", err)
-	}
-	c := &req.Config
-	if c.Durable != "" && c.Durable != s.Name || c.Name != "" && c.Name != s.Name {
-		return nil, fmt.Errorf("subscriber %s may create only the consumer %s", s.Name, s.Name)
-	}
-	if req.Stream != events.StreamName {
-		return nil, fmt.Errorf("subscriber %s may create consumers only on %s", s.Name, events.StreamName)
-	}
-	if err := checkConsumer(c, s); err != nil {
-		return nil, err
-	}
-	return json.Marshal(req)
-}
-
-// checkConsumer says what of a consumer's configuration a subscriber may
-// not have, and sets the bounds it leaves unset. It judges creations, and
-// a consumer of the subscriber's name that is already there when the
-// subscriber is added (dropWiderConsumer), which may come from a release
-// that checked less.
-func checkConsumer(c *server.ConsumerConfig, s Subscriber) error {
-	for _, push := range []struct {
-		set  bool
-		what string
-	}{
-		{c.DeliverSubject != "", "deliver_subject"},
-		{c.DeliverGroup != "", "deliver_group"},
-		{c.FlowControl, "flow_control"},
-		{c.Heartbeat != 0, "idle_heartbeat"},
-		{c.RateLimit != 0, "rate_limit_bps"},
-		{c.Direct, "direct"},
-		{c.Sourcing, "sourcing"},
-		{c.SampleFrequency != "", "sample_freq"},
-	} {
-		if push.set {
-			return fmt.Errorf("scimrelay subscribers may create pull consumers only (no %s)", push.what)
-		}
-	}
-	if err := readsWithin(c, s); err != nil {
-		return err
-	}
-	// What the consumer keeps for the subscriber's pulls is bounded: how
-	// many may wait, for how long, and how much each may ask for.
-	if err := atMost(&c.MaxRequestExpires, maxPullExpires, "max_expires"); err != nil {
-		return err
-	}
-	for _, b := range []struct {
-		v    *int
-		max  int
-		what string
-	}{
-		{&c.MaxWaiting, maxWaitingPulls, "max_waiting"},
-		{&c.MaxRequestBatch, maxPullBatch, "max_batch"},
-		{&c.MaxRequestMaxBytes, maxPullBytes, "max_bytes"},
-	} {
-		if err := atMost(b.v, b.max, b.what); err != nil {
-			return err
-		}
-	}
-	if err := redeliveryBounded(c); err != nil {
-		return err
-	}
-	// JetStream compares every pair of filters at each creation and at
-	// each start (9,000 filters: 2 s of CPU on one of its API workers).
-	if len(c.FilterSubjects) > maxFilters {
-		return fmt.Errorf("a scimrelay subscriber's consumer may have at most %d filters", maxFilters)
-	}
-	// Each filter that does not name its tenant is a walk of the whole
-	// store at a creation that starts from the last message per subject
-	// or from a time (64 of them: 1.2 s, the relay's publishes waiting).
-	// One filter, scimrelay.> for every tenant, is one walk, paced.
-	if len(c.FilterSubjects) > 1 {
-		for _, f := range c.FilterSubjects {
-			if t := strings.Split(f, "."); len(t) < 3 || t[0] != "scimrelay" || t[1] == "*" || t[1] == ">" {
-				return fmt.Errorf("with several filters, each must start scimrelay.<tenant>., not %q", f)
-			}
-		}
-	}
-	size := len(c.Description)
-	for k, v := range c.Metadata {
-		size += len(k) + len(v)
-	}
-	if size > maxDescription {
-		return fmt.Errorf("a scimrelay subscriber's consumer's description and metadata may hold at most %d bytes", maxDescription)
-	}
-	if c.InactiveThreshold != 0 && c.InactiveThreshold < minInactive {
-		return fmt.Errorf("inactive_threshold must be at least %v for a scimrelay subscriber", minInactive)
-	}
-	return onlyKnownSettings(c)
-}
-
-// onlyKnownSettings refuses every consumer setting a subscriber's pull
-// consumer does not need: each one JetStream offers has its own cost in
-// the relay's process, and four attack rounds found one after another
-// (push options, backoff, filters, heartbeats). What a subscriber may set
-// is listed here; anything else, including a setting a later nats-server
-// adds, is refused by its name.
-func onlyKnownSettings(c *server.ConsumerConfig) error {
-	allowed := server.ConsumerConfig{
-		Durable: c.Durable, Name: c.Name, Description: c.Description, Metadata: c.Metadata,
-		DeliverPolicy: c.DeliverPolicy, OptStartSeq: c.OptStartSeq, OptStartTime: c.OptStartTime,
-		AckPolicy: c.AckPolicy, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver, BackOff: c.BackOff,
-		FilterSubject: c.FilterSubject, FilterSubjects: c.FilterSubjects, HeadersOnly: c.HeadersOnly,
-		MaxWaiting: c.MaxWaiting, MaxAckPending: c.MaxAckPending,
-		MaxRequestBatch: c.MaxRequestBatch, MaxRequestExpires: c.MaxRequestExpires, MaxRequestMaxBytes: c.MaxRequestMaxBytes,
-		InactiveThreshold: c.InactiveThreshold,
-		ReplayPolicy:      server.ReplayInstant, // replaying at the original pace keeps a timer per message
-	}
-	if c.Replicas <= 1 {
-		allowed.Replicas = c.Replicas // the embedded server keeps one
-	}
-	if reflect.DeepEqual(allowed, *c) {
-		return nil
-	}
-	got, want := reflect.ValueOf(*c), reflect.ValueOf(allowed)
-	for i := range got.NumField() {
-		if !reflect.DeepEqual(got.Field(i).Interface(), want.Field(i).Interface()) {
-			name, _, _ := strings.Cut(got.Type().Field(i).Tag.Get("json"), ",")
-			return fmt.Errorf("a scimrelay subscriber's consumer may not set %s", name)
-		}
-	}
-	return errors.New("a scimrelay subscriber's consumer may not have these settings")
-}
-
-// redeliveryBounded says what of a consumer's redelivery settings makes
-// JetStream work without end, and bounds what it keeps: a backoff or
-// ack_wait of a nanosecond re-arms the consumer's pending timer back to
-// back for as long as anything is unacknowledged (one core busy, on
-// through restarts, with the subscriber gone), and with max_ack_pending
-// -1 each pass walks every pending message. Even with a second between
-// passes each walks every pending message: 100,000 pending took a core
-// per subscriber (an attack round), hence 10,000. An ack_wait or backoff step
-// of 0 is JetStream's default; a max_ack_pending of 0 becomes
-// maxAckPending's default.
-func redeliveryBounded(c *server.ConsumerConfig) error {
-	if c.AckWait != 0 && c.AckWait < minRedelivery {
-		return fmt.Errorf("ack_wait must be at least %v for a scimrelay subscriber", minRedelivery)
-	}
-	if len(c.BackOff) > maxBackoffSteps {
-		return fmt.Errorf("backoff may have at most %d steps for a scimrelay subscriber", maxBackoffSteps)
-	}
-	for _, d := range c.BackOff {
-		if d < minRedelivery {
-			return fmt.Errorf("each backoff step must be at least %v for a scimrelay subscriber", minRedelivery)
-		}
-	}
-	switch {
-	case c.MaxAckPending == 0:
-		c.MaxAckPending = defaultAckPending
-	case c.MaxAckPending < 0 || c.MaxAckPending > maxAckPending:
-		return fmt.Errorf("max_ack_pending must be from 1 to %d for a scimrelay subscriber", maxAckPending)
-	}
-	return nil
-}
-
-// readsWithin says what a consumer reads that the subscriber may not.
-func readsWithin(c *server.ConsumerConfig, s Subscriber) error {
-	if s.Subjects == "" {
-		return nil
-	}
-	filters := c.FilterSubjects
-	if c.FilterSubject != "" {
-		filters = append([]string{c.FilterSubject}, filters...)
-	}
-	if len(filters) == 0 {
-		return fmt.Errorf("subscriber %s must filter on %s", s.Name, s.Subjects)
-	}
-	for _, f := range filters {
-		if !subjectWithin(f, s.Subjects) {
-			return fmt.Errorf("subscriber %s may read %s only, not %s", s.Name, s.Subjects, f)
-		}
-	}
-	return nil
-}
-
-// subjectWithin reports whether every event subject the filter matches
-// matches the pattern too. As the subscriber's permissions do, it lets a
-// final ">" of the filter stand for a final "*" of the pattern: a pattern
-// without ">" has as many tokens as every event subject
-// (events.CheckSubjectPattern), so that reads nothing more.
-func subjectWithin(filter, pattern string) bool {
-	f, p := strings.Split(filter, "."), strings.Split(pattern, ".")
-	for i, pt := range p {
-		if pt == ">" {
-			return i < len(f)
-		}
-		if pt == "*" && i == len(p)-1 && len(f) == len(p) {
-			return true
-		}
-		if i >= len(f) || f[i] == ">" || pt != "*" && f[i] != pt {
-			return false
-		}
-	}
-	return len(f) == len(p)
-}
-
-// createRefusal is JetStream's answer to a refused consumer creation.
-func createRefusal(err error) []byte {
-	b, _ := json.Marshal(server.ApiResponse{
-		Type:  server.JSApiConsumerCreateResponseType,
-		Error: &server.ApiError{Code: 400, ErrCode: 10999, Description: err.Error()},
-	})
-	return b
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 )
 
@@ -29,7 +30,8 @@ type Embedded struct {
 	srv   *server.Server
 	relay nkeys.KeyPair
 	auth  *authenticator
-	proxy *nats.Conn // the relay's connection that checks subscribers' consumer creations
+	own   *nats.Conn          // the relay's connection that keeps the subscribers' consumers
+	js    jetstream.JetStream // on own
 	log   *slog.Logger
 	opts  server.Options // as started
 
@@ -38,11 +40,6 @@ type Embedded struct {
 	passers  map[string]*passer         // each subscriber's requests by its name, under mu
 	apiSlot  chan struct{}              // one subscriber API request in JetStream at a time (requests.go)
 	rates    passRates                  // what the passers started next pass on a second, under mu
-
-	// gate is held for writing to change current, and for reading by
-	// each consumer creation from its check until JetStream answers.
-	gate    sync.RWMutex
-	current map[string]Subscriber // the subscribers by name
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -113,7 +110,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, err
 	}
 	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{},
-		passers: map[string]*passer{}, apiSlot: make(chan struct{}, 1), current: map[string]Subscriber{},
+		passers: map[string]*passer{}, apiSlot: make(chan struct{}, 1),
 		rates: passRates{requests: SubscriberRequestsPerSecond, acks: SubscriberAcksPerSecond}}
 	if _, err := subscriberUsers(pub, subscribers); err != nil {
 		return nil, err
@@ -143,21 +140,19 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		s.Shutdown()
 		return nil, err
 	}
-	onError := nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-		subject := ""
-		if sub != nil {
-			subject = sub.Subject
-		}
-		log.Warn("embedded NATS: answering subscribers' requests", "subscription", subject, "err", err) // a flood past the pending limits: its requests are dropped
-	})
-	if e.proxy, err = nats.Connect("", append(own, nats.Name("scimrelay consumer creations"), onError)...); err != nil {
+	if e.own, err = nats.Connect("", append(own, nats.Name("scimrelay subscribers' consumers"))...); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
+	}
+	if e.js, err = jetstream.New(e.own); err != nil {
+		e.own.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("opening JetStream on embedded NATS: %w", err)
 	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there.
 	if err := e.SetSubscribers(subscribers); err != nil {
-		e.proxy.Close()
+		e.own.Close()
 		s.Shutdown()
 		return nil, err
 	}
@@ -186,11 +181,11 @@ func subscriberUsers(relay string, subscribers []Subscriber) (map[string]*server
 
 // SetSubscribers replaces the subscribers the server admits, without a
 // restart. A subscriber no longer in the list is disconnected at once;
-// one whose permissions changed gets the new ones. When it returns, no
-// consumer creation of a removed subscriber is under way or can still
-// succeed, and the consumer of an added or changed subscriber that reads
-// beyond its subjects (or pushes) is deleted; a subscriber whose consumer
-// could not be checked is not admitted, and the error says why.
+// one whose permissions changed gets the new ones. The consumer of each
+// added or changed subscriber is made, or adopted with its position and
+// given the relay's settings (ensureConsumer), before the subscriber is
+// admitted; a subscriber whose consumer could not be is not admitted, and
+// the error says why. (Removing a subscriber's consumer is its remover's.)
 func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -210,7 +205,8 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	// A subscriber removed or changed (its key, its subjects) loses what
 	// it queued: with its old passer go the requests its old key sent,
 	// and its connections go before a new passer starts, so that nothing
-	// its old key sends reaches one. (Requests carry no proof of their
+	// its old key sends reaches one, and none reads from its consumer
+	// while its filter changes. (Requests carry no proof of their
 	// sender's key; the passer's configuration is the proof.)
 	for name, p := range e.passers {
 		if next[name] != p.sub {
@@ -221,39 +217,21 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	for _, id := range e.auth.retain(users) {
 		_ = e.srv.DisconnectClientByID(id)
 	}
-	for name, sub := range next {
-		if e.passers[name] == nil {
-			p, err := e.startPasser(sub)
-			if err != nil {
-				return err
-			}
-			e.passers[name] = p
-		}
-	}
-	// From here creations are judged against the new subscribers; those
-	// judged against the old have been answered.
-	e.gate.Lock()
-	prev := e.current
-	e.current = next
-	e.gate.Unlock()
 	var errs []error
 	for name, sub := range next {
-		if prev[name] == sub {
-			continue
+		if e.passers[name] != nil {
+			continue // unchanged, and so is its consumer
 		}
-		if err := e.dropWiderConsumer(sub); err != nil {
+		if err := e.ensureConsumer(sub); err != nil {
 			errs = append(errs, fmt.Errorf("subscriber %s not admitted: %w", name, err))
 			delete(users, sub.PublicKey)
-			e.gate.Lock()
-			delete(e.current, name)
-			e.gate.Unlock()
+			continue
 		}
-	}
-	for name, p := range e.passers {
-		if _, ok := e.current[name]; !ok {
-			p.close() // not admitted: its queued requests are dropped
-			delete(e.passers, name)
+		p, err := e.startPasser(sub)
+		if err != nil {
+			return err
 		}
+		e.passers[name] = p
 	}
 	for _, id := range e.auth.set(users) {
 		_ = e.srv.DisconnectClientByID(id) // gone already is fine
@@ -292,7 +270,7 @@ func (e *Embedded) Shutdown() {
 		p.close()
 	}
 	e.mu.Unlock()
-	e.proxy.Close()
+	e.own.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }

@@ -59,6 +59,10 @@ func startBusLogging(t testing.TB, log *slog.Logger, subscribers ...natsbus.Subs
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
 		t.Fatal(err)
 	}
+	// As the relay does once the stream is there (cmd/scimrelay).
+	if err := e.EnsureConsumers(); err != nil {
+		t.Fatal(err)
+	}
 	for _, subject := range []string{events.Subject("acme", events.UserCreated, "u1"), events.Subject("acme", events.GroupCreated, "g1"), events.Subject("globex", events.UserCreated, "u2")} {
 		if _, err := js.Publish(ctx, subject, []byte(`{"subject":"`+subject+`"}`)); err != nil {
 			t.Fatal(err)
@@ -119,6 +123,16 @@ func connectAs(t testing.TB, url, name, seedFile string) *client {
 	t.Cleanup(c.nc.Close)
 	c.js, _ = jetstream.New(c.nc)
 	return c
+}
+
+// consumer binds to the subscriber's consumer, which the relay made.
+func (c *client) consumer(t testing.TB, name string) jetstream.Consumer {
+	t.Helper()
+	cons, err := c.js.Consumer(t.Context(), events.StreamName, name)
+	if err != nil {
+		t.Fatalf("binding to the consumer %s: %v", name, err)
+	}
+	return cons
 }
 
 // wantRefused runs what and checks that the server refused it with a
@@ -201,12 +215,8 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 	ctx := t.Context()
 
 	// What it may do: its own consumer, reading and acknowledging.
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatalf("creating its consumer: %v", err)
-	}
-	got := fetchAll(t, cons, 2)
-	if len(got) != 2 {
+	got := fetchAll(t, c.consumer(t, "billing"), 3)
+	if len(got) != 3 {
 		t.Fatalf("read %v", got)
 	}
 	if _, err := c.js.Stream(ctx, events.StreamName); err != nil {
@@ -240,6 +250,7 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 		{"pull a sink's events", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY." + sinkConsumer, c.request("$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY."+sinkConsumer, `{"batch":1}`)},
 		{"acknowledge a sink's event", "$JS.ACK.SCIMRELAY." + sinkConsumer, c.publish("$JS.ACK.SCIMRELAY." + sinkConsumer + ".1.1.1.0.0")},
 		{"delete a sink's consumer", "$JS.API.CONSUMER.DELETE.SCIMRELAY." + sinkConsumer, func(ctx context.Context) error { return c.js.DeleteConsumer(ctx, events.StreamName, sinkConsumer) }},
+		{"delete its own consumer", "$JS.API.CONSUMER.DELETE.SCIMRELAY.billing", func(ctx context.Context) error { return c.js.DeleteConsumer(ctx, events.StreamName, "billing") }},
 		{"create a second consumer", "$JS.API.CONSUMER.CREATE.SCIMRELAY.billing-2", func(ctx context.Context) error {
 			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing-2"})
 			return err
@@ -312,40 +323,31 @@ func TestSubscriberLimitedToSubjects(t *testing.T) {
 	c := connectAs(t, b.url, "acme-users", seed)
 	ctx := t.Context()
 
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatalf("creating its consumer: %v", err)
-	}
-	if got := fetchAll(t, cons, 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
+	if got := fetchAll(t, c.consumer(t, "acme-users"), 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
 		t.Fatalf("read %v, want acme's user event only", got)
 	}
+	// A creation asking for another filter than its consumer's is answered
+	// with an error, and changes nothing.
 	const create = "$JS.API.CONSUMER.CREATE.SCIMRELAY.acme-users"
+	for name, cfg := range map[string]jetstream.ConsumerConfig{
+		"a wider filter":    {Durable: "acme-users", FilterSubject: "scimrelay.acme.>"},
+		"another tenant":    {Durable: "acme-users", FilterSubject: "scimrelay.globex.user.>"},
+		"a wildcard tenant": {Durable: "acme-users", FilterSubject: "scimrelay.*.user.>"},
+		"no filter":         {Durable: "acme-users"},
+		"several filters":   {Durable: "acme-users", FilterSubjects: []string{"scimrelay.acme.user.>", "scimrelay.globex.>"}},
+	} {
+		if _, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg); err == nil || !strings.Contains(err.Error(), "the relay manages this consumer") {
+			t.Errorf("a creation with %s: %v, want it refused", name, err)
+		}
+	}
+	res, err := c.nc.Request("$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.acme-users", []byte(`{"stream_name":"SCIMRELAY","config":{"durable_name":"acme-users","ack_policy":"explicit"}}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(res.Data), "the relay manages this consumer") {
+		t.Errorf("the legacy durable create without a filter: %v", err)
+	}
 	tests := []struct {
 		name, subject string
 		what          func(ctx context.Context) error
 	}{
-		{"a wider filter", create + ".scimrelay.acme.>", func(ctx context.Context) error {
-			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.>"})
-			return err
-		}},
-		{"another tenant", create + ".scimrelay.globex.user.>", func(ctx context.Context) error {
-			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.globex.user.>"})
-			return err
-		}},
-		{"a wildcard tenant", create + ".scimrelay.*.user.>", func(ctx context.Context) error {
-			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.*.user.>"})
-			return err
-		}},
-		{"no filter", create, func(ctx context.Context) error {
-			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users"})
-			return err
-		}},
-		{"several filters", create, func(ctx context.Context) error {
-			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubjects: []string{"scimrelay.acme.user.>", "scimrelay.globex.>"}})
-			return err
-		}},
-		{"the legacy durable create", "$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.acme-users",
-			c.request("$JS.API.CONSUMER.DURABLE.CREATE.SCIMRELAY.acme-users", `{"stream_name":"SCIMRELAY","config":{"durable_name":"acme-users","ack_policy":"explicit"}}`)},
 		{"a direct get", "$JS.API.DIRECT.GET.SCIMRELAY", c.request("$JS.API.DIRECT.GET.SCIMRELAY", `{"seq":3}`)},
 		{"a direct get by subject", "$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.globex.user.created", c.request("$JS.API.DIRECT.GET.SCIMRELAY.scimrelay.globex.user.created", ``)},
 		{"a stored message get", "$JS.API.STREAM.MSG.GET.SCIMRELAY", c.request("$JS.API.STREAM.MSG.GET.SCIMRELAY", `{"seq":3}`)},
@@ -373,14 +375,9 @@ func TestSubscriberLimitedToSubjects(t *testing.T) {
 			t.Fatalf("the server accepted a filter other than the permitted one: %s", res.Data)
 		}
 	})
-	// A pattern ending in "*" can be written as ">" by the client; since
-	// every event subject has the same length, that reads nothing more.
+	// A pattern of wildcards is its consumer's filter as it is.
 	sc := connectAs(t, b.url, "acme-star", starSeed)
-	wide, err := sc.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-star", FilterSubject: "scimrelay.acme.user.*.*.>", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fetchAll(t, wide, 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
+	if got := fetchAll(t, sc.consumer(t, "acme-star"), 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
 		t.Fatalf("read %v", got)
 	}
 }
@@ -406,8 +403,8 @@ func TestSubscribersChangeWithoutRestart(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "billing"}); err != nil {
-		t.Fatal(err)
+	if _, err := js.Consumer(t.Context(), events.StreamName, "billing"); err != nil {
+		t.Fatalf("its consumer, made as it was added: %v", err)
 	}
 	if err := b.e.SetSubscribers(nil); err != nil {
 		t.Fatal(err)
@@ -516,11 +513,7 @@ func TestSubscriberReadsStoreOfEarlierRun(t *testing.T) {
 	sub, seed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
 	e, _ = start(sub)
 	c := connectAs(t, e.ClientURL(), "billing", seed)
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.user.>", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fetchAll(t, cons, 1); len(got) != 1 {
+	if got := fetchAll(t, c.consumer(t, "billing"), 1); len(got) != 1 {
 		t.Fatalf("read %v, want the event of the earlier run", got)
 	}
 }

@@ -25,8 +25,8 @@ import (
 
 // subscribe is what the README shows a service doing: with the credential
 // `scimrelay subscriber add billing-users --subjects 'scimrelay.acme.user.>'`
-// wrote, a durable consumer of one tenant's user events, reading each
-// CloudEvent from the NATS message. The README's code block is this
+// wrote, the durable consumer the relay keeps for it (one tenant's user
+// events), reading each CloudEvent from the NATS message. The README's code block is this
 // function (TestREADMEExamples checks).
 func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action events.Action, d events.Data)) error {
 	nkey, err := nats.NkeyOptionFromSeed(seedFile)
@@ -43,12 +43,9 @@ func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action
 	if err != nil {
 		return err
 	}
-	// A durable consumer, named as the subscriber, remembers where it got to across restarts.
-	cons, err := js.CreateOrUpdateConsumer(ctx, "SCIMRELAY", jetstream.ConsumerConfig{
-		Durable:       "billing-users",
-		FilterSubject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>.<id>.<partition>
-		AckPolicy:     jetstream.AckExplicitPolicy,
-	})
+	// The relay keeps a durable consumer named as the subscriber, filtered on its
+	// --subjects; it remembers where it got to across restarts.
+	cons, err := js.Consumer(ctx, "SCIMRELAY", "billing-users")
 	if err != nil {
 		return err
 	}

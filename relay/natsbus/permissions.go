@@ -17,13 +17,18 @@ import (
 // credential of its own.
 type Subscriber struct {
 	// Name is the subscriber's name, and the name of the one JetStream
-	// consumer on SCIMRELAY it may create and use.
+	// consumer on SCIMRELAY it reads from, which the relay keeps.
 	Name string
 	// PublicKey is its user nkey ("U..."); the seed stays with the subscriber.
 	PublicKey string
 	// Subjects, when set, is the subject pattern it is limited to, e.g.
-	// "scimrelay.acme.user.>"; empty reads every event.
+	// "scimrelay.acme.user.>"; empty reads every event. It is its
+	// consumer's filter.
 	Subjects string
+	// From is where its consumer starts when the relay makes it: FromAll
+	// (or empty), every event the stream still holds; FromNew, the events
+	// stored from then on. A consumer already there keeps its position.
+	From string
 }
 
 // subscriberName is the syntax of subscriber names: a JetStream consumer
@@ -40,6 +45,8 @@ func (s Subscriber) Check() error {
 		return fmt.Errorf("subscriber name %q: names starting with scimrelay are the relay's own", s.Name)
 	case !nkeys.IsValidPublicUserKey(s.PublicKey):
 		return fmt.Errorf("subscriber %s: %q is not a NATS user public key (U...)", s.Name, s.PublicKey)
+	case s.From != "" && s.From != FromAll && s.From != FromNew:
+		return fmt.Errorf("subscriber %s: from must be %s or %s, not %q", s.Name, FromAll, FromNew, s.From)
 	}
 	if s.Subjects != "" {
 		if err := events.CheckSubjectPattern(s.Subjects); err != nil {
@@ -55,15 +62,16 @@ func (s Subscriber) Check() error {
 // nats.CustomInboxPrefix, nats.js inboxPrefix, the nats CLI --inbox-prefix).
 func InboxPrefix(name string) string { return "_INBOX_" + name }
 
-// SubscriberPermissions returns what a subscriber may do: create, read,
-// acknowledge and delete its own consumer on the SCIMRELAY stream (named
-// as the subscriber), and nothing else. It may not publish events, touch
-// any stream or key-value bucket, or use another consumer (the sinks', or
-// another subscriber's: pulling from one would take its deliveries, and an
-// acknowledgement would suppress them). With Subjects set, the consumer's
-// filter must lie within them, and every way of reading the stream without
-// a filter (stream info with subject counts, direct and stored message
-// gets, unfiltered or multi-filter consumers) is closed.
+// SubscriberPermissions returns what a subscriber may do: pull from,
+// acknowledge on and read the info of its consumer on the SCIMRELAY stream
+// (named as the subscriber, kept by the relay), and ask to create it,
+// which the relay answers without creating anything (answerCreate). It may
+// not delete a consumer, publish events, touch any stream or key-value
+// bucket, or use another consumer (the sinks', or another subscriber's:
+// pulling from one would take its deliveries, and an acknowledgement would
+// suppress them). With Subjects set, every way of reading the stream
+// without its consumer (stream info with subject counts, direct and stored
+// message gets) is closed.
 //
 // These permissions are the second layer: the first is the subscriber's
 // own account, which reaches the relay's account only through the
@@ -82,7 +90,7 @@ func SubscriberPermissions(s Subscriber) *server.Permissions {
 			Allow: pub,
 			// Not allowed anyway; denied by name so that no future allow widens it.
 			Deny: []string{events.StreamSubjects, "$KV.>", jsAPI + "STREAM.CREATE.>", jsAPI + "STREAM.UPDATE.>",
-				jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>"},
+				jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>", jsAPI + "CONSUMER.DELETE.>"},
 		},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(s.Name) + ".>"}},
 	}
@@ -91,57 +99,38 @@ func SubscriberPermissions(s Subscriber) *server.Permissions {
 const jsAPI = "$JS.API."
 
 // grant is one JetStream subject a subscriber may send requests to.
-// checked is set where the relay must look at the body and its sender
-// first (consumer creation: see checkCreate). imported, when set, is the
-// wider subject the subscriber's account exports for it (see accounts.go).
+// answered is set where the relay answers the request itself, through a
+// service import (consumer creation: see answerCreate); the others are
+// passed on to JetStream (requests.go).
 type grant struct {
 	subject  string
-	imported string
-	checked  bool
-}
-
-// importSubject is the subject the subscriber's account imports for g.
-func (g grant) importSubject() string {
-	if g.imported != "" {
-		return g.imported
-	}
-	return g.subject
+	answered bool
 }
 
 // subscriberAPI lists the JetStream subjects a subscriber may publish
-// to: its permissions allow exactly these, and its account exports these
-// to the relay's (accounts.go) or, for a consumer creation with a filter,
-// imports every filter (the create check holds the filter to the
-// subscriber's Subjects).
+// to: its permissions allow exactly these, and its account exports or
+// imports these to the relay's (accounts.go).
 func subscriberAPI(s Subscriber) []grant {
 	stream, c := events.StreamName, s.Name
 	api := []grant{
 		{subject: jsAPI + "INFO"},                                  // clients check that JetStream is there; the relay answers
 		{subject: jsAPI + "CONSUMER.INFO." + stream + "." + c},     // its consumer's state
-		{subject: jsAPI + "CONSUMER.DELETE." + stream + "." + c},   // start over
 		{subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c}, // pull messages
 		{subject: "$JS.ACK." + stream + "." + c + ".>"},            // ack, nak, term, in progress
+		// Creations of its consumer, by code written for earlier releases,
+		// with no, one or several filters, and from older clients: the
+		// relay answers them, and creates nothing.
+		{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c, answered: true},
+		{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>", answered: true},
+		{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c, answered: true},
 	}
 	if s.Subjects == "" {
 		api = append(api,
-			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c, checked: true},         // no filter, or several
-			grant{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>", checked: true},  // one filter
-			grant{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c, checked: true}, // older clients
-			grant{subject: jsAPI + "STREAM.INFO." + stream},                                      // it may see every subject anyway
-			grant{subject: jsAPI + "STREAM.MSG.GET." + stream},                                   // read one stored event
+			grant{subject: jsAPI + "STREAM.INFO." + stream},    // it may see every subject anyway
+			grant{subject: jsAPI + "STREAM.MSG.GET." + stream}, // read one stored event
 			grant{subject: jsAPI + "DIRECT.GET." + stream},
 			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>"},
 		)
-	} else {
-		// The server refuses a create whose filter differs from the one in
-		// the subject, and one carrying several filters: the filter is
-		// what the permission matched. The account imports every filter,
-		// so that its imports do not change with Subjects.
-		api = append(api, grant{
-			subject:  jsAPI + "CONSUMER.CREATE." + stream + "." + c + "." + s.Subjects,
-			imported: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>",
-			checked:  true,
-		})
 	}
 	return api
 }

@@ -14,7 +14,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// A subscriber's JetStream requests, other than consumer creations, reach
+// A subscriber's JetStream requests, other than consumer creations (which
+// the relay answers itself: consumers.go), reach
 // the relay's account through a stream import of its account's subjects,
 // under requestPrefix, and the relay passes them on to JetStream itself,
 // at a bounded rate, with the subscriber's reply. The answers, and the
@@ -36,23 +37,16 @@ import (
 
 const (
 	// SubscriberRequestsPerSecond is how many JetStream requests of one
-	// subscriber the relay passes on a second, pulls and consumer
-	// creations included, with a second's worth at once (a client
-	// consuming thousands of events a second pulls some tens of times a
-	// second).
+	// subscriber the relay passes on or answers a second, pulls and
+	// consumer creations included, with a second's worth at once (a
+	// client consuming thousands of events a second pulls some tens of
+	// times a second).
 	SubscriberRequestsPerSecond = 500
 	// SubscriberAcksPerSecond is how many of its acknowledgements it
 	// passes on a second, with a second's worth at once: one per event,
 	// several times what the relay publishes; a subscriber reading a
 	// backlog of more events reads it at this rate.
 	SubscriberAcksPerSecond = 50000
-	// ConsumerChangesPerSecond is how many consumer creations and
-	// deletions of one subscriber the relay passes on a second, after a
-	// burst of consumerChangesBurst; one waits at most changeWait before
-	// it is refused (a creation's route outlasts that and createTimeout).
-	ConsumerChangesPerSecond = 1
-	consumerChangesBurst     = 10
-	changeWait               = 2 * time.Second
 	// requestQueue and ackQueue are how many of a subscriber's requests
 	// wait to be passed on before the next is dropped; createQueue, of its
 	// consumer creations.
@@ -86,7 +80,6 @@ type passer struct {
 	stop     context.CancelFunc
 	ctx      context.Context
 	requests *rate.Limiter // its requests, consumer creations included
-	changes  *rate.Limiter // its consumer creations and deletions
 	apiSlot  chan struct{} // the subscribers' one place in JetStream's API queue
 
 	mu       sync.Mutex
@@ -103,8 +96,7 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	rates := e.rates
 	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
-		requests: rate.NewLimiter(rate.Limit(rates.requests), rates.requests),
-		changes:  rate.NewLimiter(ConsumerChangesPerSecond, consumerChangesBurst), apiSlot: e.apiSlot}
+		requests: rate.NewLimiter(rate.Limit(rates.requests), rates.requests), apiSlot: e.apiSlot}
 	acks := rate.NewLimiter(rate.Limit(rates.acks), rates.acks)
 	own, err := e.connectOptions()
 	if err != nil {
@@ -143,18 +135,14 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 		{prefix + jsAPI + ">", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, p.requests) }, requestQueue, 1 << 20},
 		{prefix + "$JS.ACK.>", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, acks) }, ackQueue, 1 << 20},
 		// Consumer creations come through a service import, which the
-		// relay answers (passCreate). Each subscriber's on its own
-		// connection: a flood of large ones cuts that one.
+		// relay answers itself (answerCreate). Each subscriber's on its
+		// own connection: a flood of large ones cuts that one.
 		{creates + ">", func(m *nats.Msg) {
 			if !p.requests.Allow() {
-				_ = m.Respond(createRefusal(fmt.Errorf("too many requests: a subscriber may send %d a second", rates.requests)))
+				refuseCreate(m, 400, refusedCode, fmt.Sprintf("too many requests: a subscriber may send %d a second", rates.requests))
 				return
 			}
-			if err := p.waitChange(); err != nil {
-				_ = m.Respond(createRefusal(err))
-				return
-			}
-			e.passCreate(s, strings.TrimPrefix(m.Subject, creates), m)
+			p.answerCreate(strings.TrimPrefix(m.Subject, creates), m)
 		}, createQueue, 16 << 20},
 	} {
 		sub, err := p.conn.Subscribe(q.subject, q.handle)
@@ -203,41 +191,28 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 		// The subscriber's headers stay behind: JetStream's requests
 		// need none, and it reads some as the server's own.
 		_ = p.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: body})
-	case strings.HasPrefix(subject, jsAPI+"CONSUMER.DELETE.") && p.waitChange() != nil:
-		// Not answered: the client's request times out, as when dropped.
 	case m.Reply != "":
 		// The server answers JetStream's API through its own account,
 		// and does not pass such an answer on through a stream export:
-		// the relay asks, and passes the answer on. One subscriber
-		// request at a time in JetStream's API queue, of all subscribers
-		// together, held until JetStream answers (apiTimeout): the queue
-		// has two workers, which the relay's own requests share.
-		select {
-		case p.apiSlot <- struct{}{}:
-		case <-p.ctx.Done():
-			return
-		}
-		res, err := p.request(subject, body)
-		<-p.apiSlot
-		if err == nil {
+		// the relay asks, and passes the answer on.
+		if res, err := p.ask(p.ctx, subject, body); err == nil {
 			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
 		}
 	}
 }
 
-// waitChange waits, at most changeWait, until the subscriber may create or
-// delete its consumer again. A creation may make JetStream scan the
-// stream (deliver_policy last_per_subject reads the last message of every
-// subject: 0.3 s at 600,000 subjects, the relay's publishes waiting
-// meanwhile), so creations and deletions are paced apart from the other
-// requests.
-func (p *passer) waitChange() error {
-	ctx, cancel := context.WithTimeout(p.ctx, changeWait)
-	defer cancel()
-	if err := p.changes.Wait(ctx); err != nil {
-		return fmt.Errorf("too many consumer creations and deletions: a subscriber may make %d a second", ConsumerChangesPerSecond)
+// ask asks JetStream's API as the relay, once the subscribers' one place
+// in its API queue is free (or ctx ends), and holds that place until
+// JetStream answers (request): the queue has two workers, which the
+// relay's own requests share.
+func (p *passer) ask(ctx context.Context, subject string, body []byte) (*nats.Msg, error) {
+	select {
+	case p.apiSlot <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return nil
+	defer func() { <-p.apiSlot }()
+	return p.request(subject, body)
 }
 
 // request asks JetStream on the passer's connection and waits for the

@@ -1,7 +1,7 @@
 // Reads one tenant's user events with the credential that
 // `scimrelay subscriber add billing-users --subjects 'scimrelay.acme.user.>'` wrote.
 import { readFileSync } from "node:fs";
-import { AckPolicy, connect, nkeyAuthenticator } from "nats";
+import { connect, nkeyAuthenticator } from "nats";
 
 const seed = readFileSync(process.env.SEED_FILE ?? "billing-users.nk", "utf8").trim();
 const nc = await connect({
@@ -9,13 +9,8 @@ const nc = await connect({
   authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
   inboxPrefix: "_INBOX_billing-users", // the subscriber's private inbox
 });
-// A durable consumer, named as the subscriber, remembers where it got to across restarts.
-const jsm = await nc.jetstreamManager();
-await jsm.consumers.add("SCIMRELAY", {
-  durable_name: "billing-users",
-  filter_subject: "scimrelay.acme.user.>", // scimrelay.<tenant>.<kind>.<action>.<id>.<partition>
-  ack_policy: AckPolicy.Explicit,
-});
+// The relay keeps a durable consumer named as the subscriber, filtered on its
+// --subjects; it remembers where it got to across restarts.
 const consumer = await nc.jetstream().consumers.get("SCIMRELAY", "billing-users");
 const limit = Number(process.env.LIMIT ?? Infinity); // for the test: stop after LIMIT events
 let n = 0;

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,12 +24,17 @@ type Subscribers interface {
 	RemoveSubscriber(ctx context.Context, name string) (relay.Subscriber, error)
 }
 
-// SubscriberRequest asks for a subscriber. The CLI generates the nkey pair
-// and sends only the public key, so the seed never crosses the wire.
+// SubscriberRequest asks for a subscriber, or for other subjects and a new
+// key for one there is (its consumer keeps its position). The CLI
+// generates the nkey pair and sends only the public key, so the seed
+// never crosses the wire. From ("all", the default, or "new") is where its
+// consumer starts when the relay makes it; for a subscriber there is it
+// may only repeat what it was.
 type SubscriberRequest struct {
 	Name      string `json:"name"`
 	PublicKey string `json:"public_key"`
 	Subjects  string `json:"subjects,omitempty"`
+	From      string `json:"from,omitempty"`
 }
 
 // SubscriberInfo is a subscriber with what it needs to connect.
@@ -41,6 +47,9 @@ type SubscriberInfo struct {
 	Consumer string `json:"consumer"`
 	// InboxPrefix is the private inbox prefix its client must use.
 	InboxPrefix string `json:"inbox_prefix"`
+	// Replaced says that a subscriber of this name was there, and has
+	// been given the new key and subjects.
+	Replaced bool `json:"replaced,omitempty"`
 }
 
 // ErrExternalNATS means the relay does not run the NATS server: its
@@ -69,16 +78,21 @@ func NewSubscriberRegistry(store *relay.Store, bus *natsbus.Embedded, js jetstre
 func BusSubscribers(list []relay.Subscriber) []natsbus.Subscriber {
 	out := make([]natsbus.Subscriber, len(list))
 	for i, s := range list {
-		out[i] = natsbus.Subscriber{Name: s.Name, PublicKey: s.PublicKey, Subjects: s.Subjects}
+		out[i] = natsbus.Subscriber{Name: s.Name, PublicKey: s.PublicKey, Subjects: s.Subjects, From: s.From}
 	}
 	return out
 }
 
 func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {
+	if s.From == "" {
+		s.From = natsbus.FromAll // stored before it was kept
+	}
 	return SubscriberInfo{Subscriber: s, URL: r.bus.ClientURL(), Stream: events.StreamName, Consumer: s.Name, InboxPrefix: natsbus.InboxPrefix(s.Name)}
 }
 
-// AddSubscriber checks, stores and admits a subscriber.
+// AddSubscriber checks, stores and admits a subscriber, whose consumer the
+// relay makes. For a name there is already, it replaces the key and the
+// subjects, and the consumer keeps its position with the new filter.
 func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscriber) (SubscriberInfo, error) {
 	if r.bus == nil || r.store == nil {
 		return SubscriberInfo{}, ErrExternalNATS
@@ -92,22 +106,58 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	if err != nil {
 		return SubscriberInfo{}, err
 	}
-	for _, s := range list {
+	prev := -1
+	for i, s := range list {
 		if s.PublicKey == sub.PublicKey {
 			return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s already has this public key; generate a new key pair", s.Name)
 		}
+		if s.Name == sub.Name {
+			prev = i
+		}
 	}
-	stored, err := r.store.AddSubscriber(ctx, sub)
+	if prev < 0 {
+		if sub.From == "" {
+			sub.From = natsbus.FromAll
+		}
+		stored, err := r.store.AddSubscriber(ctx, sub)
+		if err != nil {
+			return SubscriberInfo{}, err
+		}
+		if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); err != nil {
+			if _, rerr := r.store.RemoveSubscriber(context.WithoutCancel(ctx), sub.Name); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
+			}
+			return SubscriberInfo{}, err
+		}
+		return r.info(stored), nil
+	}
+	old := list[prev]
+	if from := r.info(old).From; sub.From != "" && sub.From != from {
+		return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s: its consumer started from %s, and --from applies only when the consumer is made: remove the subscriber and add it again to start from %s", sub.Name, from, sub.From)
+	}
+	stored, err := r.store.UpdateSubscriber(ctx, sub.Name, func(s relay.Subscriber) (relay.Subscriber, error) {
+		s.PublicKey, s.Subjects = sub.PublicKey, sub.Subjects
+		return s, nil
+	})
 	if err != nil {
 		return SubscriberInfo{}, err
 	}
-	if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); err != nil {
-		if _, rerr := r.store.RemoveSubscriber(context.WithoutCancel(ctx), sub.Name); rerr != nil {
+	next := slices.Clone(list)
+	next[prev] = stored
+	if err := r.bus.SetSubscribers(BusSubscribers(next)); err != nil {
+		// Back to what it was, as far as that goes: a subscriber whose
+		// consumer could not be updated stays cut off.
+		undo := context.WithoutCancel(ctx)
+		if _, rerr := r.store.UpdateSubscriber(undo, sub.Name, func(relay.Subscriber) (relay.Subscriber, error) { return old, nil }); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
+		} else if rerr := r.bus.SetSubscribers(BusSubscribers(list)); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
 		}
 		return SubscriberInfo{}, err
 	}
-	return r.info(stored), nil
+	info := r.info(stored)
+	info.Replaced = true
+	return info, nil
 }
 
 // ListSubscribers lists the subscribers by name.
@@ -176,11 +226,15 @@ func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	info, err := h.o.Subscribers.AddSubscriber(r.Context(), relay.Subscriber{Name: req.Name, PublicKey: req.PublicKey, Subjects: req.Subjects})
+	info, err := h.o.Subscribers.AddSubscriber(r.Context(), relay.Subscriber{Name: req.Name, PublicKey: req.PublicKey, Subjects: req.Subjects, From: req.From})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, info)
+	status := http.StatusCreated
+	if info.Replaced {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, info)
 	return nil
 }
 

@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// wantRelaySettings fails unless cfg is the consumer the relay keeps for a
+// subscriber filtered on filter.
+func wantRelaySettings(t *testing.T, cfg jetstream.ConsumerConfig, filter string) {
+	t.Helper()
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.FilterSubject != filter || len(cfg.FilterSubjects) != 0 ||
+		cfg.AckWait != 30*time.Second || cfg.MaxDeliver != -1 || cfg.MaxAckPending != 1000 ||
+		cfg.MaxWaiting != 512 || cfg.MaxRequestBatch != 10000 || cfg.MaxRequestMaxBytes != 64<<20 ||
+		cfg.MaxRequestExpires != 110*time.Second || cfg.ReplayPolicy != jetstream.ReplayInstantPolicy ||
+		cfg.InactiveThreshold != 0 || cfg.DeliverSubject != "" || len(cfg.BackOff) != 0 {
+		t.Fatalf("the consumer is not the relay's (filter %q): %+v", filter, cfg)
+	}
+}
+
+// TestManagedConsumer: adding a subscriber makes its consumer, with the
+// relay's settings, starting from every event the stream holds (--from
+// all, the default) or from the events stored after the add (--from new).
+func TestManagedConsumer(t *testing.T) {
+	b := startBus(t)
+	ctx := t.Context()
+	all, allSeed := newSubscriber(t, "audit", "scimrelay.acme.>")
+	fresh, freshSeed := newSubscriber(t, "billing", "")
+	fresh.From = natsbus.FromNew
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{all, fresh}); err != nil {
+		t.Fatal(err)
+	}
+	for name, filter := range map[string]string{"audit": "scimrelay.acme.>", "billing": ""} {
+		cons, err := b.js.Consumer(ctx, events.StreamName, name)
+		if err != nil {
+			t.Fatalf("%s's consumer: %v", name, err)
+		}
+		wantRelaySettings(t, cons.CachedInfo().Config, filter)
+	}
+	later := events.Subject("acme", events.UserCreated, "u9")
+	if _, err := b.js.Publish(ctx, later, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fetchAll(t, connectAs(t, b.url, "audit", allSeed).consumer(t, "audit"), 3); len(got) != 3 {
+		t.Fatalf("--from all read %v, want acme's two earlier events and the later one", got)
+	}
+	if got := fetchAll(t, connectAs(t, b.url, "billing", freshSeed).consumer(t, "billing"), 1); len(got) != 1 || !strings.HasPrefix(got[0], later+".") {
+		t.Fatalf("--from new read %v, want only the event stored after the add", got)
+	}
+}
+
+// TestNarrowedSubscriberKeepsItsPosition: a subscriber added again with
+// other subjects (and a new key) keeps its consumer: the filter is
+// updated in place, and what it acknowledged before is not delivered
+// again.
+func TestNarrowedSubscriberKeepsItsPosition(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	ctx := t.Context()
+	if got := fetchAll(t, connectAs(t, b.url, "billing", seed).consumer(t, "billing"), 3); len(got) != 3 {
+		t.Fatalf("read %v", got)
+	}
+	narrowed, narrowedSeed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{narrowed}); err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range []string{events.Subject("globex", events.UserCreated, "u8"), events.Subject("acme", events.UserCreated, "u9")} {
+		if _, err := b.js.Publish(ctx, subject, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons := connectAs(t, b.url, "billing", narrowedSeed).consumer(t, "billing")
+	wantRelaySettings(t, cons.CachedInfo().Config, "scimrelay.acme.>")
+	if got := fetchAll(t, cons, 1); len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u9")+".") {
+		t.Fatalf("after the narrowing read %v, want acme's new event only", got)
+	}
+}
+
+// TestOldConsumerAdopted: a consumer of a subscriber's name already there
+// when it is added (made by the subscriber under an earlier release, with
+// its own settings) is adopted: its position is kept and its settings
+// become the relay's. One JetStream will not update to them (a push
+// consumer, another ack or replay policy) is deleted and made anew, and
+// the relay says so.
+func TestOldConsumerAdopted(t *testing.T) {
+	logs := &eventstest.Log{}
+	b := startBusLogging(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx := t.Context()
+	for _, tt := range []struct {
+		name    string
+		cfg     jetstream.ConsumerConfig
+		adopted bool
+	}{
+		{"wider, keeping 50,000 unacknowledged", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.>", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 50000}, true},
+		{"redelivering every nanosecond", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, BackOff: []time.Duration{1}, MaxDeliver: -1, MaxRequestExpires: time.Hour}, true},
+		{"push", jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: "scimrelay-push.billing", AckPolicy: jetstream.AckExplicitPolicy}, false},
+		{"acknowledging nothing", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckNonePolicy}, false},
+		{"replaying at the original pace", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy, ReplayPolicy: jetstream.ReplayOriginalPolicy}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := b.e.SetSubscribers(nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				t.Fatal(err)
+			}
+			// Made as the relay, as a subscriber of an earlier release made it.
+			old, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.adopted { // read and acknowledge acme's first event
+				m, err := old.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.DoubleAck(ctx); err != nil || !strings.HasPrefix(m.Subject(), events.Subject("acme", events.UserCreated, "u1")+".") {
+					t.Fatalf("read %s: %v", m.Subject(), err)
+				}
+			}
+			warned := strings.Count(logs.String(), "cannot take the relay's settings")
+			billing, seed := newSubscriber(t, "billing", "scimrelay.acme.>")
+			if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
+				t.Fatal(err)
+			}
+			cons := connectAs(t, b.url, "billing", seed).consumer(t, "billing")
+			wantRelaySettings(t, cons.CachedInfo().Config, "scimrelay.acme.>")
+			got := fetchAll(t, cons, 2)
+			if tt.adopted {
+				if len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.GroupCreated, "g1")+".") {
+					t.Fatalf("the adopted consumer read %v, want acme's event after the one acknowledged before", got)
+				}
+				return
+			}
+			if len(got) != 2 {
+				t.Fatalf("the consumer made anew read %v, want acme's two events", got)
+			}
+			if !strings.Contains(logs.String(), "subscriber=billing") || strings.Count(logs.String(), "cannot take the relay's settings") != warned+1 {
+				t.Fatalf("the relay did not say why it made billing's consumer anew:\n%s", logs)
+			}
+		})
+	}
+}
+
+// TestCreateAnsweredByTheRelay: code written for earlier releases, which
+// created the subscriber's consumer, keeps working when it asks for its
+// own filter: the relay answers with the consumer it keeps, and ignores
+// every other setting asked for. Another filter is refused with a
+// description saying how it is changed; deleting the consumer is not
+// permitted.
+func TestCreateAnsweredByTheRelay(t *testing.T) {
+	sub, seed := newSubscriber(t, "acme-users", "scimrelay.acme.user.>")
+	audit, auditSeed := newSubscriber(t, "audit", "")
+	b := startBus(t, sub, audit)
+	ctx := t.Context()
+	c := connectAs(t, b.url, "acme-users", seed)
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.>",
+		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Second})
+	if err != nil {
+		t.Fatalf("a creation asking for its own filter: %v", err)
+	}
+	wantRelaySettings(t, cons.CachedInfo().Config, "scimrelay.acme.user.>")
+	if got := fetchAll(t, cons, 1); len(got) != 1 {
+		t.Fatalf("read %v", got)
+	}
+	_, err = c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.created.>"})
+	if err == nil || !strings.Contains(err.Error(), "the relay manages this consumer: its filter is scimrelay.acme.user.>; change it with scimrelay subscriber add acme-users --subjects") {
+		t.Fatalf("a creation asking for another filter: %v", err)
+	}
+	// The same through the older nats.go API, without a filter for the
+	// subscriber that reads every event. (It compares what it asks for
+	// with the consumer there before it asks, and fails on a difference.)
+	ac := connectAs(t, b.url, "audit", auditSeed)
+	legacy, err := ac.nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := legacy.AddConsumer(events.StreamName, &nats.ConsumerConfig{Durable: "audit", AckPolicy: nats.AckExplicitPolicy})
+	if err != nil || info.Config.MaxAckPending != 1000 {
+		t.Fatalf("the older API's creation: %+v, %v", info, err)
+	}
+	if _, err := ac.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", MaxAckPending: 1}); err != nil {
+		t.Fatalf("a creation without a filter: %v", err)
+	}
+	// Nothing asked for was applied.
+	for name, filter := range map[string]string{"acme-users": "scimrelay.acme.user.>", "audit": ""} {
+		got, err := b.js.Consumer(ctx, events.StreamName, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRelaySettings(t, got.CachedInfo().Config, filter)
+	}
+	c.wantRefused(t, "$JS.API.CONSUMER.DELETE.SCIMRELAY.acme-users", func(ctx context.Context) error {
+		return c.js.DeleteConsumer(ctx, events.StreamName, "acme-users")
+	})
+	if _, err := b.js.Consumer(ctx, events.StreamName, "acme-users"); err != nil {
+		t.Fatalf("its consumer after its delete: %v", err)
+	}
+}
