@@ -335,14 +335,14 @@ func watchRelay(t *testing.T, b *bus, subject string, handle nats.MsgHandler) {
 
 // TestSubscriberAcksRateLimited: a subscriber's acknowledgements are passed
 // on no faster than its rate, a second's worth at once; those beyond its
-// queue are dropped, and the relay says so. The rate is lowered to 2,000 a
+// queue are dropped, and the relay says so. The rate is lowered to 500 a
 // second (SubscriberAcksPerSecond by default), which a flood outruns on
 // any machine; what passes is counted where the relay sends it, in its own
 // account.
 func TestSubscriberAcksRateLimited(t *testing.T) {
 	logs := &eventstest.Log{}
 	b := startBusLogging(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	const perSecond = 2000
+	const perSecond = 500
 	natsbus.SetPassRates(b.e, natsbus.SubscriberRequestsPerSecond, perSecond)
 	billing, seed := newSubscriber(t, "billing", "")
 	if err := b.e.SetSubscribers([]natsbus.Subscriber{billing}); err != nil {
@@ -358,7 +358,7 @@ func TestSubscriberAcksRateLimited(t *testing.T) {
 		}
 	})
 	c := connectAs(t, b.url, "billing", seed)
-	const flood = 20000
+	const flood = 40000
 	for i := range flood {
 		if err := c.nc.Publish(fmt.Sprintf("$JS.ACK.%s.billing.1.%d.%d.0.0", events.StreamName, i+1, i+1), []byte("+ACK")); err != nil {
 			t.Fatal(err)
