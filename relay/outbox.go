@@ -348,6 +348,20 @@ func (s *Store) OutboxDepth() (int, error) {
 	return int(s.depth.Load()), nil
 }
 
+// EventsMade is how many events the data file has made in all, published
+// or not: the outbox's counter, which only grows (a restored backup's
+// goes back with it).
+func (s *Store) EventsMade() (uint64, error) {
+	var n uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyOutboxCounter); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return n, err
+}
+
 // OutboxOldest returns when the oldest event in the outbox was
 // committed; zero when the outbox is empty.
 func (s *Store) OutboxOldest() (time.Time, error) {

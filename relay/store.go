@@ -624,8 +624,15 @@ func (s *Store) Writable() error {
 	case free < minFreeToWrite:
 		return fmt.Errorf("the data disk is full (%d KiB free)", free>>10)
 	}
-	s.full.Store(false)
+	s.roomAgain()
 	return nil
+}
+
+// roomAgain notes that the data disk has room again, saying so once.
+func (s *Store) roomAgain() {
+	if s.full.Swap(false) {
+		s.log.Warn("the data disk has room again; SCIM writes are taken")
+	}
 }
 
 // stopWrites is told, once, that a commit failed in bbolt itself: the
@@ -694,8 +701,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 			span.SetStatus(codes.Error, "writing to the data file failed") // never the error: it may quote a userName
 		}
 		if diskFull(err) {
-			s.full.Store(true)
-			s.log.Error("the data disk is full; SCIM writes are refused until there is room", "err", err)
+			if !s.full.Swap(true) { // said once, not for each write refused
+				s.log.Error("the data disk is full; SCIM writes are refused until there is room", "err", err)
+			}
 			return scim.WriteResult{}, scim.Errorf(scim.ErrInsufficientStorage, "the relay's data disk is full: the change was not saved; retry later")
 		}
 		if s.commits.stopped() != nil {
@@ -703,7 +711,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 		}
 		return scim.WriteResult{}, err
 	}
-	s.full.Store(false)
+	s.roomAgain()
 	if span != nil {
 		span.SetAttributes(attribute.Int("scimrelay.events", len(w.eventIDs)))
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -269,15 +270,17 @@ func fill(t *testing.T, dir string) string {
 }
 
 // TestDiskFullDataFile fills the data file's disk: SCIM writes are answered
-// 507 with a SCIM error saying why, /readyz turns 503; when room comes
-// back, both recover without a restart.
+// 507 with a SCIM error saying why, /readyz turns 503, and the log says so
+// once, not for each write refused; when room comes back, both recover
+// without a restart, and the log says that too.
 func TestDiskFullDataFile(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	mountTmpfs(t, dataDir, "24m")
 	ns := eventstest.RunServer(t)
 	cfg := testConfig(t, dataDir)
 	cfg.NATS.URL = ns.ClientURL()
-	p := startRelay(t, cfg, roleAll)
+	logs := &eventstest.Log{}
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
 	p.createUser(t, "before")
 	filler := fill(t, dataDir)
 	var refused reply
@@ -295,6 +298,12 @@ func TestDiskFullDataFile(t *testing.T) {
 	if refused.body["status"] != "507" || !strings.Contains(refused.str("detail"), "data disk is full") || !strings.Contains(refused.header.Get("Content-Type"), "scim+json") {
 		t.Fatalf("the refusal: %s %s", refused.header, refused.raw)
 	}
+	for i := range 5 {
+		p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"more%d"}`, i)).want(t, 507)
+	}
+	if n := strings.Count(logs.String(), "the data disk is full;"); n != 1 {
+		t.Errorf("six writes refused for a full disk logged it %d times, want once:\n%s", n, logs)
+	}
 	body := p.wantStatus("/readyz", 503, 5*time.Second)
 	if !strings.Contains(body, "[-]store failed: the data disk is full") {
 		t.Fatalf("/readyz on a full disk: %s", body)
@@ -304,6 +313,9 @@ func TestDiskFullDataFile(t *testing.T) {
 	}
 	p.wantStatus("/readyz", 200, 10*time.Second)
 	p.createUser(t, "after")
+	if !strings.Contains(logs.String(), "the data disk has room again") {
+		t.Errorf("room came back, unsaid:\n%s", logs)
+	}
 }
 
 // TestEmbeddedNATSStoreFull fills the disk of the embedded NATS server's
@@ -384,4 +396,39 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 		t.Fatalf("the failed write is in the data file: %s", got.raw)
 	}
 	p.createUser(t, "after")
+}
+
+// TestLostStreamIsSaid: a relay that finds its event stream missing,
+// although its data file has made events (the NATS store deleted), makes
+// it anew and says at Error that the undelivered events are gone, and
+// scimrelay_stream_lost is 1; a first start, and a restart with the store
+// kept, say nothing and keep the gauge at 0.
+func TestLostStreamIsSaid(t *testing.T) {
+	dir := t.TempDir()
+	start := func() (*relayProc, *eventstest.Log) {
+		logs := &eventstest.Log{}
+		return startRelayWith(t, testConfig(t, dir), roleAll, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError})), io.Discard), logs
+	}
+	lost := func(p *relayProc) float64 {
+		return scrapeGauge(t, strings.TrimPrefix(p.adminURL, "http://"), "scimrelay_stream_lost")
+	}
+	const said = "the event stream was missing at start"
+	p, logs := start()
+	if v := lost(p); v != 0 || strings.Contains(logs.String(), said) {
+		t.Fatalf("a first start: scimrelay_stream_lost %v, log:\n%s", v, logs)
+	}
+	p.createUser(t, "ann")
+	p.stop()
+	p, logs = start()
+	if v := lost(p); v != 0 || strings.Contains(logs.String(), said) {
+		t.Fatalf("a restart with the store kept: scimrelay_stream_lost %v, log:\n%s", v, logs)
+	}
+	p.stop()
+	if err := os.RemoveAll(testConfig(t, dir).NATSDir()); err != nil {
+		t.Fatal(err)
+	}
+	p, logs = start()
+	if v := lost(p); v != 1 || !strings.Contains(logs.String(), said) {
+		t.Fatalf("a start after the NATS store was deleted: scimrelay_stream_lost %v, log:\n%s", v, logs)
+	}
 }

@@ -171,9 +171,11 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if role == roleSinks {
 		ensure = events.OpenOrCreateStream
 	}
+	_, lookErr := s.js.Stream(streamCtx, events.StreamName)
 	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
 		return nil, err
 	}
+	s.registry.MustRegister(s.checkStreamKept(errors.Is(lookErr, jetstream.ErrStreamNotFound)))
 	if s.natsServer != nil {
 		// The subscribers' consumers, which the embedded server could not
 		// make before the stream was there (a first start).
