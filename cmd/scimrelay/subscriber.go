@@ -52,8 +52,10 @@ stream still holds (--from all) or from the events stored after it is made
 (--from new); --from applies only when the consumer is made: to change it,
 remove the subscriber and add it again.
 
-For a subscriber that exists, add gives it a new key and --subjects: its
-consumer's filter is updated in place and it keeps its position.
+For a subscriber that exists, add gives it a new key, and the --subjects
+given (without --subjects it keeps its own; --subjects '' reads every
+event): its consumer's filter is updated in place and it keeps its
+position.
 
 The nkey pair is generated here and only the public key is sent to the relay:
 the seed is written to --out (mode 0600, never overwriting a file), or printed
@@ -106,8 +108,12 @@ alone on stdout with --stdout.`,
 					return fmt.Errorf("writing the seed to %s: %w", out, err)
 				}
 			}
+			req := admin.SubscriberRequest{Name: name, PublicKey: pub, From: from}
+			if cmd.Flags().Changed("subjects") {
+				req.Subjects = &subjects // '' is every event; left out, a subscriber there keeps its subjects
+			}
 			var info admin.SubscriberInfo
-			if err := c.Do(cmd.Context(), "POST", "/admin/v1/subscribers", admin.SubscriberRequest{Name: name, PublicKey: pub, Subjects: subjects, From: from}, &info); err != nil {
+			if err := c.Do(cmd.Context(), "POST", "/admin/v1/subscribers", req, &info); err != nil {
 				if !toStdout {
 					_ = os.Remove(out)
 				}

@@ -327,6 +327,24 @@ func TestSubscriberFromAndAddAgain(t *testing.T) {
 	if got := next(t, cons); got != "scimrelay.acme.user.created carl" {
 		t.Fatalf("after adding again read %q, want the next user event only", got)
 	}
+
+	// A new key alone (no --subjects) keeps the subjects: rotating a
+	// limited subscriber's key must not widen what it reads. --subjects ''
+	// widens it, said outright.
+	third := filepath.Join(dir, "late-3.nk")
+	if code, out, stderr := cli(t, "subscriber", "add", "late", "--out", third, "--config", cliCfg); code != exitOK {
+		t.Fatalf("subscriber add again without --subjects: %d %s %s", code, out, stderr)
+	}
+	if got := list(); got.Subjects != "scimrelay.acme.user.>" {
+		t.Fatalf("a new key without --subjects changed the subjects to %q", got.Subjects)
+	}
+	fourth := filepath.Join(dir, "late-4.nk")
+	if code, out, stderr := cli(t, "subscriber", "add", "late", "--subjects", "", "--out", fourth, "--config", cliCfg); code != exitOK {
+		t.Fatalf("subscriber add again with --subjects '': %d %s %s", code, out, stderr)
+	}
+	if got := list(); got.Subjects != "" {
+		t.Fatalf("--subjects '' left the subjects %q", got.Subjects)
+	}
 }
 
 // TestSubscriberExternalNATS: with an external NATS the relay manages no

@@ -19,7 +19,7 @@ import (
 
 // Subscribers manages the NATS subscribers of the embedded server.
 type Subscribers interface {
-	AddSubscriber(ctx context.Context, sub relay.Subscriber) (SubscriberInfo, error)
+	AddSubscriber(ctx context.Context, sub relay.Subscriber, subjectsGiven bool) (SubscriberInfo, error)
 	ListSubscribers(ctx context.Context) ([]SubscriberInfo, error)
 	RemoveSubscriber(ctx context.Context, name string) (relay.Subscriber, error)
 }
@@ -33,8 +33,11 @@ type Subscribers interface {
 type SubscriberRequest struct {
 	Name      string `json:"name"`
 	PublicKey string `json:"public_key"`
-	Subjects  string `json:"subjects,omitempty"`
-	From      string `json:"from,omitempty"`
+	// Subjects is the subject pattern it is limited to; "" is every
+	// event. Left out, a new subscriber reads every event and one there is
+	// keeps its subjects: a new key must not widen what it reads.
+	Subjects *string `json:"subjects,omitempty"`
+	From     string  `json:"from,omitempty"`
 }
 
 // SubscriberInfo is a subscriber with what it needs to connect.
@@ -91,9 +94,10 @@ func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {
 }
 
 // AddSubscriber checks, stores and admits a subscriber, whose consumer the
-// relay makes. For a name there is already, it replaces the key and the
-// subjects, and the consumer keeps its position with the new filter.
-func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscriber) (SubscriberInfo, error) {
+// relay makes. For a name there is already, it replaces the key and, when
+// subjectsGiven, the subjects (otherwise it keeps them), and the consumer
+// keeps its position with the new filter.
+func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscriber, subjectsGiven bool) (SubscriberInfo, error) {
 	if r.bus == nil || r.store == nil {
 		return SubscriberInfo{}, ErrExternalNATS
 	}
@@ -132,6 +136,9 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		return r.info(stored), nil
 	}
 	old := list[prev]
+	if !subjectsGiven {
+		sub.Subjects = old.Subjects
+	}
 	if from := r.info(old).From; sub.From != "" && sub.From != from {
 		return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s: its consumer started from %s, and --from applies only when the consumer is made: remove the subscriber and add it again to start from %s", sub.Name, from, sub.From)
 	}
@@ -226,7 +233,11 @@ func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	info, err := h.o.Subscribers.AddSubscriber(r.Context(), relay.Subscriber{Name: req.Name, PublicKey: req.PublicKey, Subjects: req.Subjects, From: req.From})
+	sub := relay.Subscriber{Name: req.Name, PublicKey: req.PublicKey, From: req.From}
+	if req.Subjects != nil {
+		sub.Subjects = *req.Subjects
+	}
+	info, err := h.o.Subscribers.AddSubscriber(r.Context(), sub, req.Subjects != nil)
 	if err != nil {
 		return err
 	}
