@@ -14,9 +14,9 @@ import (
 // they always were (so an existing store is read as before). The relay's
 // account imports from the subscriber's, under requestPrefix, the
 // JetStream subjects of subscriberAPI, and passes what arrives there on to
-// JetStream (requests.go); it exports to the subscriber's account its
-// inbox, where the answers go. Consumer creations go through a service
-// import instead, which the relay answers itself (answerCreate).
+// JetStream (requests.go), or answers it itself (consumer creations:
+// answerCreate); it exports to the subscriber's account its inbox, where
+// the answers go.
 //
 // Why not one account with permissions: the server checks a client's
 // publish subject against its permissions but not its reply subject, and
@@ -25,10 +25,10 @@ import (
 // into any stream or bucket listening on the reply subject, and made pulled
 // messages act as pull requests on other consumers. Now the relay passes a
 // request on only with a reply in the subscriber's inbox, which nothing in
-// the relay's account listens to; through a service import the reply is
-// rewritten to a response subject of the relay's account, answered in the
-// subscriber's account, where no stream listens and no JetStream answers:
-// the account has none.
+// the relay's account listens to. No request comes through a service
+// import: the server keeps a response route in the relay's account for
+// each one with a reply until it is answered, and a flood of them held
+// hundreds of MiB (requests.go).
 
 // accountName is the account of a subscriber. nats-server 2.15 offers no
 // way to remove an import or forget an account, so an account's imports
@@ -55,28 +55,12 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 		return nil, fmt.Errorf("creating the NATS account of subscriber %s: %w", s.Name, err)
 	}
 	relay := e.srv.GlobalAccount()
-	for _, g := range subscriberAPI(s) {
-		from := g.subject
-		if !g.answered {
-			if err := acc.AddStreamExport(from, []*server.Account{relay}); err != nil {
-				return nil, fmt.Errorf("exporting %s of subscriber %s: %w", from, s.Name, err)
-			}
-			if err := relay.AddStreamImport(acc, from, requestPrefix(name)); err != nil {
-				return nil, fmt.Errorf("importing %s of subscriber %s: %w", from, s.Name, err)
-			}
-			continue
+	for _, from := range subscriberAPI(s) {
+		if err := acc.AddStreamExport(from, []*server.Account{relay}); err != nil {
+			return nil, fmt.Errorf("exporting %s of subscriber %s: %w", from, s.Name, err)
 		}
-		to := createProxyPrefix + name + "." + from
-		if err := relay.AddServiceExportWithResponse(to, server.Singleton, []*server.Account{acc}); err != nil {
-			return nil, fmt.Errorf("exporting %s to subscriber %s: %w", to, s.Name, err)
-		}
-		// After each AddServiceExportWithResponse, which sets the default
-		// again. A creation is answered within createRoute.
-		if err := relay.SetServiceExportResponseThreshold(to, createRoute); err != nil {
-			return nil, fmt.Errorf("limiting the responses to %s for subscriber %s: %w", to, s.Name, err)
-		}
-		if err := acc.AddServiceImport(relay, from, to); err != nil {
-			return nil, fmt.Errorf("importing %s for subscriber %s: %w", from, s.Name, err)
+		if err := relay.AddStreamImport(acc, from, requestPrefix(name)); err != nil {
+			return nil, fmt.Errorf("importing %s of subscriber %s: %w", from, s.Name, err)
 		}
 	}
 	inbox := InboxPrefix(s.Name) + ".>"

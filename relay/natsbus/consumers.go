@@ -67,12 +67,19 @@ func consumerConfig(s Subscriber) jetstream.ConsumerConfig {
 // ensureConsumer makes the consumer of s, or adopts the one of its name
 // already there (made by the subscriber under earlier releases, or before
 // its subjects changed): its position is kept and its settings become the
-// relay's, filter included. Where it started, and how many pulls may wait
-// when within the relay's bound, JetStream does not update, and they do
-// not matter; a consumer JetStream refuses to update to the rest (a push
-// consumer, another ack or replay policy) is deleted and made anew. Where
-// the stream is not there yet nothing is made: EnsureConsumers does it
-// once it is.
+// relay's, filter included; a changed filter resets it to its ack floor,
+// and a paused one is resumed. Where it started (from the first event,
+// new ones, a sequence or a time), and how many pulls may wait when
+// within the relay's bound, JetStream does not update, and they do not
+// matter. A consumer JetStream refuses to update to the rest (a push
+// consumer, another ack or replay policy, memory storage, more than 512
+// pulls waiting) is deleted and made anew, and so is one the update would
+// leave other than the relay's: an ephemeral one, which deletes itself
+// once idle whatever its settings, and one started at the last event of
+// each subject, whose list of those, made under its old filter, the
+// update keeps (one started at the last event goes too: only the starts
+// above are known to keep nothing of the old filter). Where the stream is
+// not there yet nothing is made: EnsureConsumers does it once it is.
 func (e *Embedded) ensureConsumer(s Subscriber) error {
 	ctx, cancel := context.WithTimeout(context.Background(), consumerTimeout)
 	defer cancel()
@@ -93,19 +100,41 @@ func (e *Embedded) ensureConsumer(s Subscriber) error {
 		return fmt.Errorf("looking up its consumer: %w", err)
 	}
 	have := cons.CachedInfo().Config
+	switch {
+	case have.Durable == "":
+		return e.remakeConsumer(ctx, s, errors.New("it is ephemeral: it would delete itself once idle"))
+	case !slices.Contains([]jetstream.DeliverPolicy{jetstream.DeliverAllPolicy, jetstream.DeliverNewPolicy, jetstream.DeliverByStartSequencePolicy, jetstream.DeliverByStartTimePolicy}, have.DeliverPolicy):
+		return e.remakeConsumer(ctx, s, fmt.Errorf("its deliver policy is %s, and only all, new, by_start_sequence and by_start_time are kept", have.DeliverPolicy))
+	}
 	want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
 	if have.MaxWaiting > 0 && have.MaxWaiting <= maxWaitingPulls {
 		want.MaxWaiting = have.MaxWaiting
 	}
 	_, err = e.js.UpdateConsumer(ctx, events.StreamName, want)
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &apiErr):
 		return e.remakeConsumer(ctx, s, err)
-	default:
+	case err != nil:
 		return fmt.Errorf("updating its consumer to the relay's settings: %w", err)
 	}
+	// JetStream keeps what the consumer delivered under its old filter and
+	// had not had acknowledged, and redelivers it after ack_wait without
+	// looking at the new one: to the subscriber's new key, events its
+	// --subjects no longer allow. A reset to the acknowledgement floor
+	// forgets them (and delivers once more what was acknowledged above
+	// the floor, out of order, and the new filter matches).
+	if !slices.Equal(filtersOf(append([]string{have.FilterSubject}, have.FilterSubjects...)...), filtersOf(s.Subjects)) {
+		if _, err := e.js.ResetConsumer(ctx, events.StreamName, s.Name); err != nil {
+			return fmt.Errorf("resetting its consumer to its acknowledgement floor after its filter changed: %w", err)
+		}
+	}
+	// Neither a creation nor an update changes pause_until.
+	if have.PauseUntil != nil {
+		if _, err := e.js.ResumeConsumer(ctx, events.StreamName, s.Name); err != nil {
+			return fmt.Errorf("resuming its consumer, paused until %v: %w", *have.PauseUntil, err)
+		}
+	}
+	return nil
 }
 
 // remakeConsumer deletes the consumer of s, which cannot take the relay's
@@ -137,27 +166,25 @@ func (e *Embedded) EnsureConsumers() error {
 	return errors.Join(errs...)
 }
 
-const (
-	// createProxyPrefix is where a subscriber's consumer creations arrive
-	// in the relay's account, followed by its account's name (which the
-	// import sets, and the sender cannot).
-	createProxyPrefix = "$SCIMRELAY.CREATE."
-	// maxCreateBody is the largest creation request answered; a
-	// consumer's configuration is a few hundred bytes.
-	maxCreateBody = 64 << 10
-	// createTimeout bounds how long a creation's answer waits for the
-	// subscribers' place in JetStream's API queue; JetStream then has
-	// apiTimeout, and the route 2 s more.
-	createTimeout = 3 * time.Second
-	createRoute   = createTimeout + apiTimeout + 2*time.Second
-)
+// maxCreateBody is the largest creation request answered; a consumer's
+// configuration is a few hundred bytes.
+const maxCreateBody = 64 << 10
+
+// creation reports whether a subscriber's request to subject is a
+// creation of its consumer, which the relay answers itself (answerCreate):
+// its permissions let through only its own consumer's.
+func creation(subject string) bool {
+	return strings.HasPrefix(subject, jsAPI+"CONSUMER.CREATE.") || strings.HasPrefix(subject, jsAPI+"CONSUMER.DURABLE.CREATE.")
+}
 
 // answerCreate answers a consumer creation the subscriber sent to subject
 // (nats.go CreateOrUpdateConsumer, nats.js consumers.add, as the README
 // of earlier releases showed) without creating anything: when the filters
 // it asks for are its consumer's, with the consumer's info, as JetStream
 // answers a creation; otherwise with an error saying how the filter is
-// changed. Every other setting it asks for is ignored.
+// changed. Every other setting it asks for is ignored. It comes, as the
+// subscriber's other requests, through pass, which checked its reply; one
+// without a reply is dropped.
 func (p *passer) answerCreate(subject string, m *nats.Msg) {
 	if m.Reply == "" {
 		return
@@ -190,16 +217,11 @@ func (p *passer) answerCreate(subject string, m *nats.Msg) {
 	}
 	// The subject of a creation with one filter ends with it:
 	// $JS.API.CONSUMER.CREATE.SCIMRELAY.<name>.<filter>.
-	asked := c.FilterSubjects
-	if c.FilterSubject != "" {
-		asked = append([]string{c.FilterSubject}, asked...)
-	}
+	asked := append([]string{c.FilterSubject}, c.FilterSubjects...)
 	if f, ok := strings.CutPrefix(subject, jsAPI+"CONSUMER.CREATE."+events.StreamName+"."+s.Name+"."); ok {
 		asked = append(asked, f)
 	}
-	slices.Sort(asked)
-	asked = slices.Compact(asked)
-	if !slices.Equal(asked, filtersOf(s)) {
+	if !slices.Equal(filtersOf(asked...), filtersOf(s.Subjects)) {
 		filter := s.Subjects
 		if filter == "" {
 			filter = "none (every event)"
@@ -207,9 +229,7 @@ func (p *passer) answerCreate(subject string, m *nats.Msg) {
 		answer(400, filterMismatchCode, "the relay manages this consumer: its filter is %s; change it with scimrelay subscriber add %s --subjects ...", filter, s.Name)
 		return
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, createTimeout)
-	defer cancel()
-	res, err := p.ask(ctx, jsAPI+"CONSUMER.INFO."+events.StreamName+"."+s.Name, nil)
+	res, err := p.ask(p.ctx, jsAPI+"CONSUMER.INFO."+events.StreamName+"."+s.Name, nil)
 	if err != nil {
 		answer(503, refusedCode, "JetStream did not answer for the consumer %s: %v", s.Name, err)
 		return
@@ -238,12 +258,12 @@ func refuseCreate(m *nats.Msg, code, errCode int, description string) {
 	_ = m.Respond(b)
 }
 
-// filtersOf is the filter of the consumer of s, as a sorted list.
-func filtersOf(s Subscriber) []string {
-	if s.Subjects == "" {
-		return nil
-	}
-	return []string{s.Subjects}
+// filtersOf is a consumer's filter given as subjects (an empty one is
+// none), as a sorted list.
+func filtersOf(subjects ...string) []string {
+	f := slices.DeleteFunc(slices.Clone(subjects), func(s string) bool { return s == "" })
+	slices.Sort(f)
+	return slices.Compact(f)
 }
 
 // The err_code of the relay's refusals of a creation: 10999 is ours, not

@@ -26,7 +26,7 @@ func wantRelaySettings(t *testing.T, cfg jetstream.ConsumerConfig, filter string
 		cfg.AckWait != 30*time.Second || cfg.MaxDeliver != -1 || cfg.MaxAckPending != 1000 ||
 		cfg.MaxWaiting != 512 || cfg.MaxRequestBatch != 10000 || cfg.MaxRequestMaxBytes != 64<<20 ||
 		cfg.MaxRequestExpires != 110*time.Second || cfg.ReplayPolicy != jetstream.ReplayInstantPolicy ||
-		cfg.InactiveThreshold != 0 || cfg.DeliverSubject != "" || len(cfg.BackOff) != 0 {
+		cfg.InactiveThreshold != 0 || cfg.DeliverSubject != "" || len(cfg.BackOff) != 0 || cfg.Durable == "" || cfg.PauseUntil != nil {
 		t.Fatalf("the consumer is not the relay's (filter %q): %+v", filter, cfg)
 	}
 }
@@ -89,12 +89,56 @@ func TestNarrowedSubscriberKeepsItsPosition(t *testing.T) {
 	}
 }
 
+// TestNarrowingForgetsWhatWasUnacknowledged: what the subscriber's old key
+// was delivered under a wider filter and did not acknowledge does not
+// come to its new key. JetStream keeps it pending across the update of
+// the filter and redelivers it after ack_wait without looking at the new
+// one (an attack round's new key, limited to acme's users, read globex's
+// events 30 s after the narrowing); the relay resets the consumer to its
+// acknowledgement floor, so that nothing is pending, and delivers again
+// from there what the new filter matches.
+func TestNarrowingForgetsWhatWasUnacknowledged(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	ctx := t.Context()
+	batch, err := connectAs(t, b.url, "billing", seed).consumer(t, "billing").Fetch(3, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range batch.Messages() {
+		n++ // and not acknowledged
+	}
+	if n != 3 {
+		t.Fatalf("the wide key read %d events, want 3", n)
+	}
+	narrowed, narrowedSeed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{narrowed}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := b.js.Consumer(ctx, events.StreamName, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := cons.CachedInfo(); info.NumAckPending != 0 || info.NumRedelivered != 0 || info.Delivered.Stream != info.AckFloor.Stream {
+		t.Fatalf("after the narrowing %d delivered events are pending (%d redelivered), delivered to stream sequence %d, acknowledged to %d: want nothing pending",
+			info.NumAckPending, info.NumRedelivered, info.Delivered.Stream, info.AckFloor.Stream)
+	}
+	got := fetchAll(t, connectAs(t, b.url, "billing", narrowedSeed).consumer(t, "billing"), 1)
+	if len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
+		t.Fatalf("after the narrowing read %v, want acme's user event, which the old key did not acknowledge", got)
+	}
+}
+
 // TestOldConsumerAdopted: a consumer of a subscriber's name already there
 // when it is added (made by the subscriber under an earlier release, with
 // its own settings) is adopted: its position is kept and its settings
-// become the relay's. One JetStream will not update to them (a push
-// consumer, another ack or replay policy) is deleted and made anew, and
-// the relay says so.
+// become the relay's, and a paused one is resumed (an update leaves its
+// pause). One JetStream will not update to them (a push consumer, another
+// ack or replay policy) is deleted and made anew, and the relay says so;
+// so is an ephemeral one, which the update would leave deleting itself
+// once idle, and one started at the last event of each subject, which
+// delivered those of every subject after its filter was narrowed.
 func TestOldConsumerAdopted(t *testing.T) {
 	logs := &eventstest.Log{}
 	b := startBusLogging(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -106,6 +150,9 @@ func TestOldConsumerAdopted(t *testing.T) {
 	}{
 		{"wider, keeping 50,000 unacknowledged", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.>", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 50000}, true},
 		{"redelivering every nanosecond", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, BackOff: []time.Duration{1}, MaxDeliver: -1, MaxRequestExpires: time.Hour}, true},
+		{"paused for an hour", jetstream.ConsumerConfig{Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy, PauseUntil: new(time.Now().Add(time.Hour))}, true},
+		{"ephemeral", jetstream.ConsumerConfig{Name: "billing", AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Hour}, false},
+		{"from the last event of each subject", jetstream.ConsumerConfig{Durable: "billing", DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, FilterSubject: "scimrelay.>", AckPolicy: jetstream.AckExplicitPolicy}, false},
 		{"push", jetstream.ConsumerConfig{Durable: "billing", DeliverSubject: "scimrelay-push.billing", AckPolicy: jetstream.AckExplicitPolicy}, false},
 		{"acknowledging nothing", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckNonePolicy}, false},
 		{"replaying at the original pace", jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy, ReplayPolicy: jetstream.ReplayOriginalPolicy}, false},
@@ -117,8 +164,11 @@ func TestOldConsumerAdopted(t *testing.T) {
 			if err := b.js.DeleteConsumer(ctx, events.StreamName, "billing"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 				t.Fatal(err)
 			}
-			// Made as the relay, as a subscriber of an earlier release made it.
-			old, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, tt.cfg)
+			// Made as the relay, as a subscriber of an earlier release made
+			// it; paused once it has read.
+			cfg := tt.cfg
+			cfg.PauseUntil = nil
+			old, err := b.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,6 +179,11 @@ func TestOldConsumerAdopted(t *testing.T) {
 				}
 				if err := m.DoubleAck(ctx); err != nil || !strings.HasPrefix(m.Subject(), events.Subject("acme", events.UserCreated, "u1")+".") {
 					t.Fatalf("read %s: %v", m.Subject(), err)
+				}
+			}
+			if tt.cfg.PauseUntil != nil {
+				if _, err := b.js.PauseConsumer(ctx, events.StreamName, "billing", *tt.cfg.PauseUntil); err != nil {
+					t.Fatal(err)
 				}
 			}
 			warned := strings.Count(logs.String(), "cannot take the relay's settings")

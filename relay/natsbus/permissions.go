@@ -75,19 +75,14 @@ func InboxPrefix(name string) string { return "_INBOX_" + name }
 //
 // These permissions are the second layer: the first is the subscriber's
 // own account, which reaches the relay's account only through the
-// services of subscriberAPI (see accounts.go).
+// subjects of subscriberAPI (see accounts.go).
 //
 // Permissions match whole subject tokens, so a consumer name cannot be
 // limited to a prefix: that is why a subscriber has exactly one.
 func SubscriberPermissions(s Subscriber) *server.Permissions {
-	api := subscriberAPI(s)
-	pub := make([]string, len(api))
-	for i, g := range api {
-		pub[i] = g.subject
-	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
-			Allow: pub,
+			Allow: subscriberAPI(s),
 			// Not allowed anyway; denied by name so that no future allow widens it.
 			Deny: []string{events.StreamSubjects, "$KV.>", jsAPI + "STREAM.CREATE.>", jsAPI + "STREAM.UPDATE.>",
 				jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>", jsAPI + "CONSUMER.DELETE.>"},
@@ -98,38 +93,29 @@ func SubscriberPermissions(s Subscriber) *server.Permissions {
 
 const jsAPI = "$JS.API."
 
-// grant is one JetStream subject a subscriber may send requests to.
-// answered is set where the relay answers the request itself, through a
-// service import (consumer creation: see answerCreate); the others are
-// passed on to JetStream (requests.go).
-type grant struct {
-	subject  string
-	answered bool
-}
-
 // subscriberAPI lists the JetStream subjects a subscriber may publish
-// to: its permissions allow exactly these, and its account exports or
-// imports these to the relay's (accounts.go).
-func subscriberAPI(s Subscriber) []grant {
+// to: its permissions allow exactly these, and its account exports these
+// to the relay's (accounts.go).
+func subscriberAPI(s Subscriber) []string {
 	stream, c := events.StreamName, s.Name
-	api := []grant{
-		{subject: jsAPI + "INFO"},                                  // clients check that JetStream is there; the relay answers
-		{subject: jsAPI + "CONSUMER.INFO." + stream + "." + c},     // its consumer's state
-		{subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c}, // pull messages
-		{subject: "$JS.ACK." + stream + "." + c + ".>"},            // ack, nak, term, in progress
+	api := []string{
+		jsAPI + "INFO", // clients check that JetStream is there; the relay answers
+		jsAPI + "CONSUMER.INFO." + stream + "." + c,     // its consumer's state
+		jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + c, // pull messages
+		"$JS.ACK." + stream + "." + c + ".>",            // ack, nak, term, in progress
 		// Creations of its consumer, by code written for earlier releases,
 		// with no, one or several filters, and from older clients: the
-		// relay answers them, and creates nothing.
-		{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c, answered: true},
-		{subject: jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>", answered: true},
-		{subject: jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c, answered: true},
+		// relay answers them, and creates nothing (answerCreate).
+		jsAPI + "CONSUMER.CREATE." + stream + "." + c,
+		jsAPI + "CONSUMER.CREATE." + stream + "." + c + ".>",
+		jsAPI + "CONSUMER.DURABLE.CREATE." + stream + "." + c,
 	}
 	if s.Subjects == "" {
 		api = append(api,
-			grant{subject: jsAPI + "STREAM.INFO." + stream},    // it may see every subject anyway
-			grant{subject: jsAPI + "STREAM.MSG.GET." + stream}, // read one stored event
-			grant{subject: jsAPI + "DIRECT.GET." + stream},
-			grant{subject: jsAPI + "DIRECT.GET." + stream + ".>"},
+			jsAPI+"STREAM.INFO."+stream,    // it may see every subject anyway
+			jsAPI+"STREAM.MSG.GET."+stream, // read one stored event
+			jsAPI+"DIRECT.GET."+stream,
+			jsAPI+"DIRECT.GET."+stream+".>",
 		)
 	}
 	return api

@@ -14,26 +14,26 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// A subscriber's JetStream requests, other than consumer creations (which
-// the relay answers itself: consumers.go), reach
-// the relay's account through a stream import of its account's subjects,
-// under requestPrefix, and the relay passes them on to JetStream itself,
-// at a bounded rate, with the subscriber's reply. The answers, and the
-// messages a pull is given, come back through the relay account's stream
-// export of the subscriber's inbox, which the subscriber's account
-// imports. Nothing in between is kept per request.
+// A subscriber's JetStream requests reach the relay's account through a
+// stream import of its account's subjects, under requestPrefix, and the
+// relay passes them on to JetStream itself, at a bounded rate, with the
+// subscriber's reply, or answers them (consumer creations: answerCreate).
+// The answers, and the messages a pull is given, come back through the
+// relay account's stream export of the subscriber's inbox, which the
+// subscriber's account imports. Nothing in between is kept per request.
 //
-// Why not service imports, as consumer creations use: each request
-// through a service import leaves a route in the relay's account until it
-// is answered, which JetStream never does for some (an acknowledgement
-// with a reply), and a pull's route must outlast the pull's wait. A flood
-// of requests, all within the subscriber's permissions, held hundreds of
-// MiB of routes; and JetStream's API queue, which the relay's own
-// requests share, took every one of them. Here a request costs nothing
-// once it is passed on; a subscriber gets SubscriberRequestsPerSecond of
-// them passed a second (and SubscriberAcksPerSecond acknowledgements),
-// beyond which they wait in its own queue and, past that queue, are
-// dropped.
+// Why not service imports: each request with a reply through a service
+// import leaves a route in the relay's account until it is answered, which
+// JetStream never does for some (an acknowledgement with a reply), and a
+// pull's route must outlast the pull's wait. A flood of requests, all
+// within the subscriber's permissions, held hundreds of MiB of routes
+// (consumer creations, the last to come through one, left 623,000 after
+// 15 s of one connection's flood: those their queue dropped unanswered);
+// and JetStream's API queue, which the relay's own requests share, took
+// every one of them. Here a request costs nothing once it is passed on; a
+// subscriber gets SubscriberRequestsPerSecond of them passed a second
+// (and SubscriberAcksPerSecond acknowledgements), beyond which they wait
+// in its own queue and, past that queue, are dropped.
 
 const (
 	// SubscriberRequestsPerSecond is how many JetStream requests of one
@@ -48,11 +48,9 @@ const (
 	// backlog of more events reads it at this rate.
 	SubscriberAcksPerSecond = 50000
 	// requestQueue and ackQueue are how many of a subscriber's requests
-	// wait to be passed on before the next is dropped; createQueue, of its
-	// consumer creations.
+	// wait to be passed on before the next is dropped.
 	requestQueue = 1024
 	ackQueue     = 8192
-	createQueue  = 256
 	// maxReply is the longest reply subject passed on (nats.go's and
 	// nats.js's are under 100 bytes): each pull JetStream keeps waiting
 	// holds its reply.
@@ -73,14 +71,13 @@ func requestPrefix(account string) string { return "$SCIMRELAY.FROM." + account 
 // of its own: a flood that the connection cannot take cuts it off, and not
 // the relay's other work.
 type passer struct {
-	sub      Subscriber // as configured when it started
-	account  string     // the subscriber's account, whose requests it takes
-	inbox    string     // the subscriber's inbox prefix, with its final "."
-	conn     *nats.Conn
-	stop     context.CancelFunc
-	ctx      context.Context
-	requests *rate.Limiter // its requests, consumer creations included
-	apiSlot  chan struct{} // the subscribers' one place in JetStream's API queue
+	sub     Subscriber // as configured when it started
+	account string     // the subscriber's account, whose requests it takes
+	inbox   string     // the subscriber's inbox prefix, with its final "."
+	conn    *nats.Conn
+	stop    context.CancelFunc
+	ctx     context.Context
+	apiSlot chan struct{} // the subscribers' one place in JetStream's API queue
 
 	mu       sync.Mutex
 	connCtx  context.Context    // ends when the connection drops, under mu
@@ -95,8 +92,8 @@ type passer struct {
 func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	rates := e.rates
-	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop,
-		requests: rate.NewLimiter(rate.Limit(rates.requests), rates.requests), apiSlot: e.apiSlot}
+	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop, apiSlot: e.apiSlot}
+	requests := rate.NewLimiter(rate.Limit(rates.requests), rates.requests)
 	acks := rate.NewLimiter(rate.Limit(rates.acks), rates.acks)
 	own, err := e.connectOptions()
 	if err != nil {
@@ -126,24 +123,13 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 		return nil, fmt.Errorf("connecting for the requests of subscriber %s: %w", s.Name, err)
 	}
 	prefix := requestPrefix(p.account) + "."
-	creates := createProxyPrefix + p.account + "."
 	for _, q := range []struct {
 		subject       string
 		handle        nats.MsgHandler
 		queue, octets int
 	}{
-		{prefix + jsAPI + ">", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, p.requests) }, requestQueue, 1 << 20},
+		{prefix + jsAPI + ">", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, requests) }, requestQueue, 1 << 20},
 		{prefix + "$JS.ACK.>", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, acks) }, ackQueue, 1 << 20},
-		// Consumer creations come through a service import, which the
-		// relay answers itself (answerCreate). Each subscriber's on its
-		// own connection: a flood of large ones cuts that one.
-		{creates + ">", func(m *nats.Msg) {
-			if !p.requests.Allow() {
-				refuseCreate(m, 400, refusedCode, fmt.Sprintf("too many requests: a subscriber may send %d a second", rates.requests))
-				return
-			}
-			p.answerCreate(strings.TrimPrefix(m.Subject, creates), m)
-		}, createQueue, 16 << 20},
 	} {
 		sub, err := p.conn.Subscribe(q.subject, q.handle)
 		if err == nil {
@@ -172,6 +158,10 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 	}
 	if lim.Wait(p.ctx) != nil {
 		return // the subscriber is gone
+	}
+	if creation(subject) {
+		p.answerCreate(subject, m) // which reads the body as a creation
+		return
 	}
 	body, err := checkRequest(subject, m.Data)
 	if err != nil {
