@@ -74,9 +74,13 @@ func reference(expr string, lookupEnv func(string) (string, bool)) (string, erro
 		// Not quoting expr: "${" may be part of a secret.
 		return "", errors.New("a ${...} that is not a valid environment variable reference (want ${NAME}, ${NAME:-default} or ${NAME:?message}; write $$ for a literal $)")
 	}
-	if op == ":-" && hasNameAfterDollar(arg) {
-		// Not quoting arg: it may be a secret's fallback.
-		return "", fmt.Errorf("${%s:-...}: a $ before a letter or _ in a default looks like a shell variable; a default is plain text and cannot refer to a variable", name)
+	if op == ":-" {
+		def, ok := plainDefault(arg)
+		if !ok {
+			// Not quoting arg: it may be a secret's fallback.
+			return "", fmt.Errorf("${%s:-...}: a $ before a letter or _ in a default looks like a shell variable; a default is plain text and cannot refer to a variable (write $$ for a literal $)", name)
+		}
+		arg = def
 	}
 	v, ok := lookupEnv(name)
 	switch op {
@@ -117,14 +121,23 @@ func shellVariable(s string, i int) error {
 	return errors.New("a $ before a letter or _ looks like a shell variable; write ${NAME} to expand one, or $$ for a literal $")
 }
 
-// hasNameAfterDollar reports whether a $ in s has a letter or _ after it.
-func hasNameAfterDollar(s string) bool {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '$' && nameStart(s[i+1]) {
-			return true
+// plainDefault reads a default as the rest of a value is read, without
+// references: $$ is a $, and a $ before a letter or _ is refused (ok
+// false); any other $ stays as it is.
+func plainDefault(s string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '$' && i+1 < len(s) {
+			switch {
+			case s[i+1] == '$':
+				i++
+			case nameStart(s[i+1]):
+				return "", false
+			}
 		}
+		b.WriteByte(s[i])
 	}
-	return false
+	return b.String(), true
 }
 
 // nameStart reports whether c can begin an environment variable's name,

@@ -240,6 +240,8 @@ func TestEnvironmentExpansionAsDocumented(t *testing.T) {
 		{"$$$SET", "", "$SET looks like a shell variable"},
 		{"a$b", "", "a $ before a letter or _ looks like a shell variable"},
 		{"${UNSET:-$SET}", "", "${UNSET:-...}: a $ before a letter or _ in a default looks like a shell variable"},
+		{"${UNSET:-pa$$word}", "pa$word", ""}, // $$ is a $ in a default too
+		{"${UNSET:-a$$$b}", "", "in a default looks like a shell variable"},
 	}
 	for _, tt := range tests {
 		cfg, err := Parse([]byte("public_url: \""+tt.value+"\"\n"), env(vars))

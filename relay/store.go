@@ -340,7 +340,7 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 	}
 	layout := binary.BigEndian.Uint64(v)
 	if layout < upgradableLayout || layout > layoutVersion {
-		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d (and upgrades %d to %d)", layout, layoutVersion, upgradableLayout, layoutVersion-1)
+		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d, and upgrades a file of versions %d to %d", layout, layoutVersion, upgradableLayout, layoutVersion-1)
 	}
 	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {

@@ -920,15 +920,30 @@ func resourceName(r *Resource) string {
 	return r.String("userName")
 }
 
+// utf8Charset reports whether a body in charset cs can be read as UTF-8:
+// UTF-8 (also spelled utf8), or ASCII, which is part of it.
+func utf8Charset(cs string) bool {
+	for _, name := range []string{"utf-8", "utf8", "us-ascii", "ascii"} {
+		if strings.EqualFold(cs, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // writePrecondition returns a write's If-Match. A write with If-None-Match
 // is refused, not performed: the relay evaluates If-Match only, and a
-// condition it would ignore could be one the client needs to hold. So is a
-// create with either: what it creates has no version to compare.
+// condition it would ignore could be one the client needs to hold. A
+// create holds If-None-Match: * by its nature (what it makes did not
+// exist: the usual "create only"), and refuses If-Match and any other
+// If-None-Match: what it creates has no version to compare.
 func writePrecondition(r *http.Request) (string, error) {
-	ifMatch := r.Header.Get("If-Match")
+	ifMatch, ifNone := r.Header.Get("If-Match"), r.Header.Values("If-None-Match")
 	switch {
-	case r.Method == http.MethodPost && (ifMatch != "" || len(r.Header.Values("If-None-Match")) > 0):
-		return "", Errorf(ErrNotImplemented, "If-Match and If-None-Match are not supported on a create; nothing was created")
+	case r.Method == http.MethodPost && len(ifNone) == 1 && strings.TrimSpace(ifNone[0]) == "*" && ifMatch == "":
+		return "", nil
+	case r.Method == http.MethodPost && (ifMatch != "" || len(ifNone) > 0):
+		return "", Errorf(ErrNotImplemented, "If-Match and If-None-Match other than * are not supported on a create; nothing was created")
 	case len(r.Header.Values("If-None-Match")) > 0:
 		return "", Errorf(ErrNotImplemented, "If-None-Match is not supported on PUT, PATCH and DELETE; nothing was changed (send If-Match with the version you read)")
 	}
@@ -967,7 +982,7 @@ func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
 		}
 		// SCIM is UTF-8 (RFC 7644 §3.8); a body in another charset
 		// would be read as UTF-8 and stored wrong.
-		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		if cs, ok := params["charset"]; ok && !utf8Charset(cs) {
 			return nil, Errorf(ErrUnsupportedMedia, "a SCIM body is UTF-8, got charset %q", truncate(cs, 64))
 		}
 	}

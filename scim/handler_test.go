@@ -450,6 +450,7 @@ func TestBadInput(t *testing.T) {
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "application/scim+json; charset=utf-16").wantError(t, 415, "", "UTF-8")
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"utf8-charset"}`, "Content-Type", "application/json; charset=UTF-8").want(t, 201)
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"utf8-charset-2"}`, "Content-Type", "application/scim+json; charset=utf8").want(t, 201) // a common misspelling, meaning the same
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ascii-charset"}`, "Content-Type", "application/json; charset=US-ASCII").want(t, 201)   // a part of UTF-8
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "application/json; charset=utf-8").want(t, 201)
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"`+strings.Repeat("x", 4096)+`"}`).wantError(t, 413, "", "larger than 2048")
 	ts.do("POST", "/Users", strings.Repeat("[", 9)+strings.Repeat("]", 9)).wantError(t, 400, "invalidSyntax", "deeper than 8")
@@ -525,12 +526,14 @@ func TestETags(t *testing.T) {
 		t.Fatalf("writes refused for If-None-Match changed the user: %s", r.header.Get("ETag"))
 	}
 	// So is a create with either header: what it creates has no version.
-	for _, h := range []string{"If-None-Match", "If-Match"} {
-		ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"bob"}`, h, "*").wantError(t, 501, "", "not supported on a create")
+	for _, h := range [][2]string{{"If-Match", "*"}, {"If-Match", etag}, {"If-None-Match", etag}} {
+		ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"bob"}`, h[0], h[1]).wantError(t, 501, "", "not supported on a create")
 	}
 	if r := ts.do("GET", "/Users?filter="+url.QueryEscape(`userName eq "bob"`), "").want(t, 200); r.str("totalResults") != "0" {
 		t.Fatalf("a create refused for its precondition created the user: %s", r.body)
 	}
+	// If-None-Match: * is what a create holds by its nature (create only).
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"bob"}`, "If-None-Match", "*").want(t, 201)
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", `W/"99"`).wantError(t, 412, "", "does not match")
 	r := ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`), "If-Match", etag).want(t, 200)
 	if r.header.Get("ETag") != `W/"2"` || r.str("meta.version") != `W/"2"` {

@@ -670,6 +670,9 @@ func namesHeld(a *Attribute, held, given any) bool {
 		}
 		return jsonEqual(held, given)
 	}
+	if a.Sub("value") == nil {
+		return true // a complex value without a value (name) is named by its path alone, as before
+	}
 	value := func(v any) any {
 		if m, ok := v.(map[string]any); ok {
 			return m[findKeyFold(m, "value")]

@@ -77,6 +77,12 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"title"},
 		},
 		{
+			name:    "a remove with a value of a complex attribute without a value removes it, as before",
+			ops:     `{"op":"remove","path":"name","value":{"givenName":"someone else"}}`,
+			want:    map[string]string{"name": ``},
+			changes: []string{"name.formatted", "name.familyName", "name.givenName"},
+		},
+		{
 			name:    "filtered remove of the element",
 			ops:     `{"op":"remove","path":"emails[type eq \"work\"]"}`,
 			want:    map[string]string{"emails": ``},

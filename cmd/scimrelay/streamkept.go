@@ -26,7 +26,11 @@ func (s *server) checkStreamKept(created bool) prometheus.Collector {
 		return g
 	}
 	made, err := s.store.EventsMade()
-	if err != nil || made == 0 {
+	if err != nil {
+		s.log.Warn("could not tell whether the event stream was lost: reading the data file's count of events failed", "err", err)
+		return g
+	}
+	if made == 0 {
 		return g
 	}
 	g.Set(1)

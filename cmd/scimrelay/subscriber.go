@@ -42,7 +42,7 @@ With an external NATS (nats.url) create credentials in that server instead.`,
 
 func newSubscriberAddCommand() *cobra.Command {
 	var subjects, out, from string
-	var toStdout bool
+	var toStdout, replace bool
 	cmd := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Create a subscriber and its consumer, and write its nkey seed to a file",
@@ -52,10 +52,10 @@ stream still holds (--from all) or from the events stored after it is made
 (--from new); --from applies only when the consumer is made: to change it,
 remove the subscriber and add it again.
 
-For a subscriber that exists, add gives it a new key, and the --subjects
-given (without --subjects it keeps its own; --subjects '' reads every
-event): its consumer's filter is updated in place and it keeps its
-position.
+A subscriber that exists is refused, unless --replace: then add gives it
+a new key (its service's connections close), and the --subjects given
+(without --subjects it keeps its own; --subjects '' reads every event):
+its consumer's filter is updated in place and it keeps its position.
 
 The nkey pair is generated here and only the public key is sent to the relay:
 the seed is written to --out (mode 0600, never overwriting a file), or printed
@@ -108,7 +108,7 @@ alone on stdout with --stdout.`,
 					return fmt.Errorf("writing the seed to %s: %w", out, err)
 				}
 			}
-			req := admin.SubscriberRequest{Name: name, PublicKey: pub, From: from}
+			req := admin.SubscriberRequest{Name: name, PublicKey: pub, From: from, Replace: replace}
 			if cmd.Flags().Changed("subjects") {
 				req.Subjects = &subjects // '' is every event; left out, a subscriber there keeps its subjects
 			}
@@ -133,6 +133,7 @@ alone on stdout with --stdout.`,
 	cmd.Flags().StringVar(&from, "from", natsbus.FromAll, "where its consumer starts when it is made: all (every event the stream holds) or new (events from now on)")
 	cmd.Flags().StringVar(&out, "out", "", "file for the nkey seed (default NAME.nk)")
 	cmd.Flags().BoolVar(&toStdout, "stdout", false, "print the seed alone on stdout instead of writing a file")
+	cmd.Flags().BoolVar(&replace, "replace", false, "give a subscriber that exists a new key (and --subjects, if given)")
 	return cmd
 }
 

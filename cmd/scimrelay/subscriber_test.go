@@ -300,10 +300,25 @@ func TestSubscriberFromAndAddAgain(t *testing.T) {
 		t.Fatalf("read %q", got)
 	}
 
-	// Added again, limited to users: the old key is cut off, the consumer
-	// keeps its position with the new filter.
+	// Added again without --replace: refused, and the running key stays
+	// (a script adding it twice must not cut its service off).
+	refused := filepath.Join(dir, "late-refused.nk")
+	if code, _, stderr := cli(t, "subscriber", "add", "late", "--out", refused, "--config", cliCfg); code != exitError || !strings.Contains(stderr, "add it again with --replace") {
+		t.Fatalf("subscriber add of a name there, without --replace: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(refused); !os.IsNotExist(err) {
+		t.Fatal("a refused add left its seed file")
+	}
+	select {
+	case <-sub.closed:
+		t.Fatal("a refused add cut the subscriber's key off")
+	default:
+	}
+
+	// Added again with --replace, limited to users: the old key is cut
+	// off, the consumer keeps its position with the new filter.
 	second := filepath.Join(dir, "late-2.nk")
-	code, out, stderr := cli(t, "subscriber", "add", "late", "--subjects", "scimrelay.acme.user.>", "--out", second, "--config", cliCfg)
+	code, out, stderr := cli(t, "subscriber", "add", "late", "--replace", "--subjects", "scimrelay.acme.user.>", "--out", second, "--config", cliCfg)
 	if code != exitOK || !strings.Contains(out, "keeps its position") {
 		t.Fatalf("subscriber add again: %d %s %s", code, out, stderr)
 	}
@@ -332,14 +347,14 @@ func TestSubscriberFromAndAddAgain(t *testing.T) {
 	// limited subscriber's key must not widen what it reads. --subjects ''
 	// widens it, said outright.
 	third := filepath.Join(dir, "late-3.nk")
-	if code, out, stderr := cli(t, "subscriber", "add", "late", "--out", third, "--config", cliCfg); code != exitOK {
+	if code, out, stderr := cli(t, "subscriber", "add", "late", "--replace", "--out", third, "--config", cliCfg); code != exitOK {
 		t.Fatalf("subscriber add again without --subjects: %d %s %s", code, out, stderr)
 	}
 	if got := list(); got.Subjects != "scimrelay.acme.user.>" {
 		t.Fatalf("a new key without --subjects changed the subjects to %q", got.Subjects)
 	}
 	fourth := filepath.Join(dir, "late-4.nk")
-	if code, out, stderr := cli(t, "subscriber", "add", "late", "--subjects", "", "--out", fourth, "--config", cliCfg); code != exitOK {
+	if code, out, stderr := cli(t, "subscriber", "add", "late", "--replace", "--subjects", "", "--out", fourth, "--config", cliCfg); code != exitOK {
 		t.Fatalf("subscriber add again with --subjects '': %d %s %s", code, out, stderr)
 	}
 	if got := list(); got.Subjects != "" {

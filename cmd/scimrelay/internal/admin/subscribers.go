@@ -19,7 +19,7 @@ import (
 
 // Subscribers manages the NATS subscribers of the embedded server.
 type Subscribers interface {
-	AddSubscriber(ctx context.Context, sub relay.Subscriber, subjectsGiven bool) (SubscriberInfo, error)
+	AddSubscriber(ctx context.Context, sub relay.Subscriber, how AddHow) (SubscriberInfo, error)
 	ListSubscribers(ctx context.Context) ([]SubscriberInfo, error)
 	RemoveSubscriber(ctx context.Context, name string) (relay.Subscriber, error)
 }
@@ -38,6 +38,16 @@ type SubscriberRequest struct {
 	// keeps its subjects: a new key must not widen what it reads.
 	Subjects *string `json:"subjects,omitempty"`
 	From     string  `json:"from,omitempty"`
+	// Replace gives a subscriber there a new key (its service's
+	// connections close); without it, a name there is refused (409), so
+	// that a script adding a subscriber twice cannot cut the first off.
+	Replace bool `json:"replace,omitempty"`
+}
+
+// AddHow says how AddSubscriber treats a name already there.
+type AddHow struct {
+	Replace       bool // give it the new key; otherwise refuse
+	SubjectsGiven bool // take the request's subjects; otherwise keep its own
 }
 
 // SubscriberInfo is a subscriber with what it needs to connect.
@@ -94,10 +104,11 @@ func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {
 }
 
 // AddSubscriber checks, stores and admits a subscriber, whose consumer the
-// relay makes. For a name there is already, it replaces the key and, when
-// subjectsGiven, the subjects (otherwise it keeps them), and the consumer
-// keeps its position with the new filter.
-func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscriber, subjectsGiven bool) (SubscriberInfo, error) {
+// relay makes. A name there already is refused unless how.Replace: then
+// it gets the new key and, when how.SubjectsGiven, the subjects
+// (otherwise it keeps them), and the consumer keeps its position with
+// the new filter.
+func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscriber, how AddHow) (SubscriberInfo, error) {
 	if r.bus == nil || r.store == nil {
 		return SubscriberInfo{}, ErrExternalNATS
 	}
@@ -136,7 +147,10 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		return r.info(stored), nil
 	}
 	old := list[prev]
-	if !subjectsGiven {
+	if !how.Replace {
+		return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s exists; to give it a new key (its service's connections close), add it again with --replace", sub.Name)
+	}
+	if !how.SubjectsGiven {
 		sub.Subjects = old.Subjects
 	}
 	if from := r.info(old).From; sub.From != "" && sub.From != from {
@@ -237,7 +251,7 @@ func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 	if req.Subjects != nil {
 		sub.Subjects = *req.Subjects
 	}
-	info, err := h.o.Subscribers.AddSubscriber(r.Context(), sub, req.Subjects != nil)
+	info, err := h.o.Subscribers.AddSubscriber(r.Context(), sub, AddHow{Replace: req.Replace, SubjectsGiven: req.Subjects != nil})
 	if err != nil {
 		return err
 	}
