@@ -223,6 +223,10 @@ func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) 
 	if err := r.bus.SetSubscribers(BusSubscribers(kept)); err != nil {
 		return relay.Subscriber{}, err
 	}
+	// Once cut off, finished whatever happens to the request (a shutdown
+	// ends every admin request's context): a removal stopped here would
+	// leave the subscriber stored, to come back at the next start.
+	ctx = context.WithoutCancel(ctx)
 	removed, err := r.store.RemoveSubscriber(ctx, name)
 	if err != nil {
 		return relay.Subscriber{}, err
