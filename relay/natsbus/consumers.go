@@ -64,6 +64,13 @@ func consumerConfig(s Subscriber) jetstream.ConsumerConfig {
 	return c
 }
 
+// resetMarker is the metadata key of a consumer whose reset to its
+// acknowledgement floor is owed (see ensureConsumer): it is set in the
+// update that changes the filter and cleared once the reset is done, so
+// that a reset that failed is done at the next ensureConsumer, whatever
+// the filter then.
+const resetMarker = "scimrelay_reset"
+
 // ensureConsumer makes the consumer of s, or adopts the one of its name
 // already there (made by the subscriber under earlier releases, or before
 // its subjects changed): its position is kept and its settings become the
@@ -73,73 +80,134 @@ func consumerConfig(s Subscriber) jetstream.ConsumerConfig {
 // within the relay's bound, JetStream does not update, and they do not
 // matter. A consumer JetStream refuses to update to the rest (a push
 // consumer, another ack or replay policy, memory storage, more than 512
-// pulls waiting) is deleted and made anew, and so is one the update would
-// leave other than the relay's: an ephemeral one, which deletes itself
-// once idle whatever its settings, and one started at the last event of
-// each subject, whose list of those, made under its old filter, the
-// update keeps (one started at the last event goes too: only the starts
-// above are known to keep nothing of the old filter). Where the stream is
-// not there yet nothing is made: EnsureConsumers does it once it is.
+// pulls waiting: cannotUpdate) is deleted and made anew, and so is one
+// the update would leave other than the relay's: an ephemeral one, which
+// deletes itself once idle whatever its settings, and one started at the
+// last event of each subject, whose list of those, made under its old
+// filter, the update keeps (one started at the last event goes too: only
+// the starts above are known to keep nothing of the old filter). Any
+// other failure of the update leaves the consumer, and its position, as
+// it is, and is returned. Where the stream is not there yet nothing is
+// made: EnsureConsumers does it once it is.
+//
+// Each request to JetStream has its own consumerTimeout, so that one slow
+// answer does not leave the next without time.
 func (e *Embedded) ensureConsumer(s Subscriber) error {
-	ctx, cancel := context.WithTimeout(context.Background(), consumerTimeout)
-	defer cancel()
 	want := consumerConfig(s)
-	cons, err := e.js.Consumer(ctx, events.StreamName, s.Name)
+	var cons jetstream.Consumer
+	err := withTimeout(func(ctx context.Context) (err error) {
+		cons, err = e.js.Consumer(ctx, events.StreamName, s.Name)
+		return err
+	})
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound), errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound:
 		return nil
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		if _, err := e.js.CreateConsumer(ctx, events.StreamName, want); err != nil {
+		if err := withTimeout(func(ctx context.Context) error {
+			_, err := e.js.CreateConsumer(ctx, events.StreamName, want)
+			return err
+		}); err != nil {
 			return fmt.Errorf("creating its consumer: %w", err)
 		}
 		return nil
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
-		return e.remakeConsumer(ctx, s, err)
+		return e.remakeConsumer(s, err)
 	case err != nil:
 		return fmt.Errorf("looking up its consumer: %w", err)
 	}
 	have := cons.CachedInfo().Config
 	switch {
 	case have.Durable == "":
-		return e.remakeConsumer(ctx, s, errors.New("it is ephemeral: it would delete itself once idle"))
+		return e.remakeConsumer(s, errors.New("it is ephemeral: it would delete itself once idle"))
 	case !slices.Contains([]jetstream.DeliverPolicy{jetstream.DeliverAllPolicy, jetstream.DeliverNewPolicy, jetstream.DeliverByStartSequencePolicy, jetstream.DeliverByStartTimePolicy}, have.DeliverPolicy):
-		return e.remakeConsumer(ctx, s, fmt.Errorf("its deliver policy is %s, and only all, new, by_start_sequence and by_start_time are kept", have.DeliverPolicy))
+		return e.remakeConsumer(s, fmt.Errorf("its deliver policy is %s, and only all, new, by_start_sequence and by_start_time are kept", have.DeliverPolicy))
 	}
 	want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
 	if have.MaxWaiting > 0 && have.MaxWaiting <= maxWaitingPulls {
 		want.MaxWaiting = have.MaxWaiting
-	}
-	_, err = e.js.UpdateConsumer(ctx, events.StreamName, want)
-	switch {
-	case errors.As(err, &apiErr):
-		return e.remakeConsumer(ctx, s, err)
-	case err != nil:
-		return fmt.Errorf("updating its consumer to the relay's settings: %w", err)
 	}
 	// JetStream keeps what the consumer delivered under its old filter and
 	// had not had acknowledged, and redelivers it after ack_wait without
 	// looking at the new one: to the subscriber's new key, events its
 	// --subjects no longer allow. A reset to the acknowledgement floor
 	// forgets them (and delivers once more what was acknowledged above
-	// the floor, out of order, and the new filter matches).
-	if !slices.Equal(filtersOf(append([]string{have.FilterSubject}, have.FilterSubjects...)...), filtersOf(s.Subjects)) {
-		if _, err := e.js.ResetConsumer(ctx, events.StreamName, s.Name); err != nil {
+	// the floor, out of order, and the new filter matches). The update
+	// that changes the filter also marks the reset as owed, so that a
+	// reset that fails after it is not skipped for good because the
+	// filter, next time, is already the wanted one.
+	owed := have.Metadata[resetMarker] != "" ||
+		!slices.Equal(filtersOf(append([]string{have.FilterSubject}, have.FilterSubjects...)...), filtersOf(s.Subjects))
+	if owed {
+		want.Metadata = map[string]string{resetMarker: "pending"}
+	}
+	if err := e.updateConsumer(want); cannotUpdate(err) {
+		return e.remakeConsumer(s, err)
+	} else if err != nil {
+		return fmt.Errorf("updating its consumer to the relay's settings: %w", err)
+	}
+	if owed {
+		if err := withTimeout(func(ctx context.Context) error {
+			_, err := e.js.ResetConsumer(ctx, events.StreamName, s.Name)
+			return err
+		}); err != nil {
 			return fmt.Errorf("resetting its consumer to its acknowledgement floor after its filter changed: %w", err)
+		}
+		want.Metadata = nil
+		if err := e.updateConsumer(want); err != nil {
+			return fmt.Errorf("clearing its consumer's mark of a reset owed, once reset: %w", err)
 		}
 	}
 	// Neither a creation nor an update changes pause_until.
 	if have.PauseUntil != nil {
-		if _, err := e.js.ResumeConsumer(ctx, events.StreamName, s.Name); err != nil {
+		if err := withTimeout(func(ctx context.Context) error {
+			_, err := e.js.ResumeConsumer(ctx, events.StreamName, s.Name)
+			return err
+		}); err != nil {
 			return fmt.Errorf("resuming its consumer, paused until %v: %w", *have.PauseUntil, err)
 		}
 	}
 	return nil
 }
 
+// updateConsumer updates the subscriber's consumer to cfg.
+func (e *Embedded) updateConsumer(cfg jetstream.ConsumerConfig) error {
+	return withTimeout(func(ctx context.Context) error {
+		_, err := e.js.UpdateConsumer(ctx, events.StreamName, cfg)
+		return err
+	})
+}
+
+// withTimeout calls f with a context of consumerTimeout.
+func withTimeout(f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), consumerTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// cannotUpdate reports whether err is JetStream refusing to update a
+// setting only a creation sets. nats-server (checkNewConsumerConfig,
+// wrapped in NewJSConsumerCreateError) answers those with err_code 10012
+// and the refusal as description: "ack policy can not be updated", "max
+// waiting can not be updated", "can not update push consumer to pull
+// based". 10012 is generic (a store failing to write the new settings
+// gets it too), so the description decides; every other error, a
+// transient one above all, must not cost the consumer its position.
+func cannotUpdate(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeConsumerCreate {
+		return false
+	}
+	d := apiErr.Description
+	return strings.HasSuffix(d, " can not be updated") ||
+		d == "can not update push consumer to pull based" || d == "can not update pull consumer to push based"
+}
+
 // remakeConsumer deletes the consumer of s, which cannot take the relay's
 // settings (why), and makes it anew.
-func (e *Embedded) remakeConsumer(ctx context.Context, s Subscriber, why error) error {
+func (e *Embedded) remakeConsumer(s Subscriber, why error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), consumerTimeout)
+	defer cancel()
 	e.log.Warn("embedded NATS: a subscriber's consumer cannot take the relay's settings; it is deleted and made anew, from where --from says",
 		"subscriber", s.Name, "err", why)
 	if err := e.js.DeleteConsumer(ctx, events.StreamName, s.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -26,10 +27,15 @@ func wantRelaySettings(t *testing.T, cfg jetstream.ConsumerConfig, filter string
 		cfg.AckWait != 30*time.Second || cfg.MaxDeliver != -1 || cfg.MaxAckPending != 1000 ||
 		cfg.MaxWaiting != 512 || cfg.MaxRequestBatch != 10000 || cfg.MaxRequestMaxBytes != 64<<20 ||
 		cfg.MaxRequestExpires != 110*time.Second || cfg.ReplayPolicy != jetstream.ReplayInstantPolicy ||
-		cfg.InactiveThreshold != 0 || cfg.DeliverSubject != "" || len(cfg.BackOff) != 0 || cfg.Durable == "" || cfg.PauseUntil != nil {
+		cfg.InactiveThreshold != 0 || cfg.DeliverSubject != "" || len(cfg.BackOff) != 0 || cfg.Durable == "" || cfg.PauseUntil != nil ||
+		cfg.Metadata[resetMarker] != "" {
 		t.Fatalf("the consumer is not the relay's (filter %q): %+v", filter, cfg)
 	}
 }
+
+// resetMarker is the metadata key of a consumer whose reset to its
+// acknowledgement floor is owed.
+const resetMarker = "scimrelay_reset"
 
 // TestManagedConsumer: adding a subscriber makes its consumer, with the
 // relay's settings, starting from every event the stream holds (--from
@@ -100,7 +106,39 @@ func TestNarrowedSubscriberKeepsItsPosition(t *testing.T) {
 func TestNarrowingForgetsWhatWasUnacknowledged(t *testing.T) {
 	billing, seed := newSubscriber(t, "billing", "")
 	b := startBus(t, billing)
+	deliverUnacknowledged(t, b, seed)
+	narrowForgets(t, b)
+}
+
+// TestOwedResetDone: a reset to the acknowledgement floor owed since a
+// filter changed is done at the next change of subscribers, although the
+// filter is by then the wanted one. The relay marks it owed in the update
+// that changes the filter; here the update was done and the reset after
+// it failed (they shared one 5 s deadline), which once left what the
+// wide key was delivered pending for good, redelivered to the narrowed
+// key after ack_wait.
+func TestOwedResetDone(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
 	ctx := t.Context()
+	deliverUnacknowledged(t, b, seed)
+	// The relay's update of the filter, made as the relay, and no reset.
+	cons, err := b.js.Consumer(ctx, events.StreamName, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cons.CachedInfo().Config
+	cfg.FilterSubject, cfg.Metadata = "scimrelay.acme.user.>", map[string]string{resetMarker: "pending"}
+	if _, err := b.js.UpdateConsumer(ctx, events.StreamName, cfg); err != nil {
+		t.Fatal(err)
+	}
+	narrowForgets(t, b)
+}
+
+// deliverUnacknowledged has billing, reading every event with the key of
+// seed, read the stream's three without acknowledging them.
+func deliverUnacknowledged(t *testing.T, b *bus, seed string) {
+	t.Helper()
 	batch, err := connectAs(t, b.url, "billing", seed).consumer(t, "billing").Fetch(3, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -112,11 +150,18 @@ func TestNarrowingForgetsWhatWasUnacknowledged(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("the wide key read %d events, want 3", n)
 	}
+}
+
+// narrowForgets narrows billing to acme's users with a new key, and fails
+// unless its consumer then has nothing pending, carries no mark of a
+// reset owed, and delivers acme's user event, which was not acknowledged.
+func narrowForgets(t *testing.T, b *bus) {
+	t.Helper()
 	narrowed, narrowedSeed := newSubscriber(t, "billing", "scimrelay.acme.user.>")
 	if err := b.e.SetSubscribers([]natsbus.Subscriber{narrowed}); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := b.js.Consumer(ctx, events.StreamName, "billing")
+	cons, err := b.js.Consumer(t.Context(), events.StreamName, "billing")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +169,62 @@ func TestNarrowingForgetsWhatWasUnacknowledged(t *testing.T) {
 		t.Fatalf("after the narrowing %d delivered events are pending (%d redelivered), delivered to stream sequence %d, acknowledged to %d: want nothing pending",
 			info.NumAckPending, info.NumRedelivered, info.Delivered.Stream, info.AckFloor.Stream)
 	}
+	wantRelaySettings(t, cons.CachedInfo().Config, "scimrelay.acme.user.>") // the reset done, its mark cleared
 	got := fetchAll(t, connectAs(t, b.url, "billing", narrowedSeed).consumer(t, "billing"), 1)
 	if len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.UserCreated, "u1")+".") {
 		t.Fatalf("after the narrowing read %v, want acme's user event, which the old key did not acknowledge", got)
+	}
+}
+
+// TestFailedUpdateKeepsTheConsumer: an update JetStream refuses for a
+// reason other than a setting it cannot update (here a limit of the
+// relay's account; as well JetStream unavailable, out of resources, a
+// store failing) leaves the consumer and its position as they are: the
+// subscriber is not admitted, and the change says so. Once the update
+// goes through, the subscriber reads on from where it was. The relay
+// used to delete the consumer on any error JetStream answered, and make
+// it anew from where --from says, losing the position.
+func TestFailedUpdateKeepsTheConsumer(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	b := startBus(t, billing)
+	ctx := t.Context()
+	m, err := connectAs(t, b.url, "billing", seed).consumer(t, "billing").Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoubleAck(ctx); err != nil || !strings.HasPrefix(m.Subject(), events.Subject("acme", events.UserCreated, "u1")+".") {
+		t.Fatalf("read %s: %v", m.Subject(), err)
+	}
+	// The relay's account allowing at most 100 unacknowledged messages a
+	// consumer, below the relay's 1,000: err_code 10121. (A stream's
+	// consumer limits cannot be lowered below its consumers'.)
+	relayAccount := b.e.Server().GlobalAccount()
+	if err := relayAccount.UpdateJetStreamLimits(map[string]server.JetStreamAccountLimits{
+		"": {MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: -1, MaxAckPending: 100},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	again, againSeed := newSubscriber(t, "billing", "scimrelay.acme.>")
+	err = b.e.SetSubscribers([]natsbus.Subscriber{again})
+	if err == nil || !strings.Contains(err.Error(), "subscriber billing not admitted") || !strings.Contains(err.Error(), "err_code=10121") {
+		t.Fatalf("a change whose update JetStream refused: %v", err)
+	}
+	cons, err := b.js.Consumer(ctx, events.StreamName, "billing")
+	if err != nil {
+		t.Fatalf("its consumer after the refused update: %v", err)
+	}
+	if info := cons.CachedInfo(); info.AckFloor.Stream != 1 {
+		t.Fatalf("its consumer is acknowledged to stream sequence %d, want 1", info.AckFloor.Stream)
+	}
+	if err := relayAccount.UpdateJetStreamLimits(nil); err != nil { // unlimited
+		t.Fatal(err)
+	}
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{again}); err != nil {
+		t.Fatal(err)
+	}
+	got := fetchAll(t, connectAs(t, b.url, "billing", againSeed).consumer(t, "billing"), 2)
+	if len(got) != 1 || !strings.HasPrefix(got[0], events.Subject("acme", events.GroupCreated, "g1")+".") {
+		t.Fatalf("once admitted read %v, want acme's event after the one acknowledged before", got)
 	}
 }
 
