@@ -179,7 +179,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if s.natsServer != nil {
 		// The subscribers' consumers, which the embedded server could not
 		// make before the stream was there (a first start).
-		if err := s.natsServer.EnsureConsumers(); err != nil {
+		// One whose consumer cannot be made is refused (and logged), not
+		// the relay.
+		if err := s.natsServer.EnsureConsumers(); err != nil && !natsbus.OnlyOthersNotAdmitted(err, "") {
 			return nil, fmt.Errorf("making the subscribers' consumers: %w", err)
 		}
 	}

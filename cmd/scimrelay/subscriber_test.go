@@ -382,3 +382,54 @@ func TestSubscriberExternalNATS(t *testing.T) {
 		t.Fatalf("subscriber list: %d %s", code, stderr)
 	}
 }
+
+// TestFailingSubscriberDoesNotHoldUpTheOthers: a subscriber whose consumer
+// JetStream cannot write (a storage fault of that one consumer) is
+// refused alone: adding and removing other subscribers works, and the
+// relay starts again with it refused (it used to fail every change of
+// subscribers and stop the relay from starting).
+func TestFailingSubscriberDoesNotHoldUpTheOthers(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	p := startRelay(t, cfg, roleAll)
+	cliCfg := cliConfig(t, p, adminSecret)
+	seeds := t.TempDir()
+	add := func(args ...string) (int, string) {
+		t.Helper()
+		code, _, stderr := cli(t, append(append([]string{"subscriber", "add"}, args...), "--out", filepath.Join(seeds, fmt.Sprint(time.Now().UnixNano(), ".nk")), "--config", cliCfg)...)
+		return code, stderr
+	}
+	for _, name := range []string{"good", "bad"} {
+		if code, stderr := add(name); code != exitOK {
+			t.Fatalf("subscriber add %s: %d %s", name, code, stderr)
+		}
+	}
+	metas, err := filepath.Glob(filepath.Join(cfg.NATSDir(), "jetstream", "*", "streams", events.StreamName, "obs", "bad", "meta.inf"))
+	if err != nil || len(metas) != 1 {
+		t.Fatalf("bad's meta.inf: %v %v", metas, err)
+	}
+	if err := os.Rename(metas[0], metas[0]+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(metas[0], "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := add("bad", "--replace", "--subjects", "scimrelay.acme.>"); code == exitOK {
+		t.Fatalf("replacing bad, whose consumer cannot be written, succeeded: %s", stderr)
+	}
+	if code, stderr := add("other"); code != exitOK {
+		t.Fatalf("adding another subscriber while bad is refused: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "subscriber", "remove", "good", "--config", cliCfg); code != exitOK {
+		t.Fatalf("removing another subscriber while bad is refused: %d %s", code, stderr)
+	}
+	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "good"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("good removed, its consumer: %v", err)
+	}
+	p.stop()
+	p = startRelay(t, testConfig(t, dir), roleAll)
+	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "other"); err != nil {
+		t.Fatalf("after a start with bad refused, other's consumer: %v", err)
+	}
+}

@@ -226,10 +226,27 @@ func (e *Embedded) EnsureConsumers() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
+	var kept []Subscriber
 	for name, p := range e.passers {
 		if err := e.ensureConsumer(p.sub); err != nil {
-			errs = append(errs, fmt.Errorf("subscriber %s: %w", name, err))
+			// Refused, as SetSubscribers refuses it: its requests go with
+			// its passer, its connections with its key.
+			errs = append(errs, e.notAdmitted(name, err))
+			p.close()
+			delete(e.passers, name)
+			continue
 		}
+		kept = append(kept, p.sub)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	users, err := e.usersOf(kept)
+	if err != nil {
+		return err
+	}
+	for _, id := range e.auth.set(users) {
+		_ = e.srv.DisconnectClientByID(id)
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -361,5 +363,70 @@ func TestCreateAnsweredByTheRelay(t *testing.T) {
 	})
 	if _, err := b.js.Consumer(ctx, events.StreamName, "acme-users"); err != nil {
 		t.Fatalf("its consumer after its delete: %v", err)
+	}
+}
+
+// breakConsumerStore makes JetStream unable to write the settings of the
+// consumer name (a directory where its meta.inf goes), as a storage fault
+// of that one consumer would.
+func breakConsumerStore(t *testing.T, b *bus, name string) {
+	t.Helper()
+	metas, err := filepath.Glob(filepath.Join(b.e.Server().JetStreamConfig().StoreDir, "*", "streams", events.StreamName, "obs", name, "meta.inf"))
+	if err != nil || len(metas) != 1 {
+		t.Fatalf("the consumer %s's meta.inf: %v %v", name, metas, err)
+	}
+	if err := os.Rename(metas[0], metas[0]+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(metas[0], "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOneFailingSubscriberRefusesOnlyItself: a subscriber whose consumer
+// cannot be updated is refused alone. SetSubscribers says so with its
+// NotAdmitted, which does not fail a change of another subscriber; the
+// other subscriber reads on; and EnsureConsumers, at a start, refuses it
+// and closes its connections rather than stopping the relay.
+func TestOneFailingSubscriberRefusesOnlyItself(t *testing.T) {
+	good, goodSeed := newSubscriber(t, "good", "")
+	bad, badSeed := newSubscriber(t, "bad", "")
+	b := startBus(t, good, bad)
+	badConn := connectAs(t, b.url, "bad", badSeed)
+	closed := make(chan struct{})
+	badConn.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	breakConsumerStore(t, b, "bad")
+
+	// At a start: the consumers are made again; bad's cannot be.
+	err := b.e.EnsureConsumers()
+	var na *natsbus.NotAdmitted
+	if !errors.As(err, &na) || na.Name != "bad" || !natsbus.OnlyOthersNotAdmitted(err, "") {
+		t.Fatalf("EnsureConsumers with bad's consumer broken: %v; want bad not admitted, and nothing else", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("bad, not admitted, is still connected")
+	}
+
+	// A change of subscribers: bad is refused again, alone.
+	narrowed := bad
+	narrowed.Subjects = "scimrelay.acme.>"
+	err = b.e.SetSubscribers([]natsbus.Subscriber{good, narrowed})
+	if !errors.As(err, &na) || na.Name != "bad" || !natsbus.OnlyOthersNotAdmitted(err, "good") || natsbus.OnlyOthersNotAdmitted(err, "bad") {
+		t.Fatalf("SetSubscribers with bad's consumer broken: %v; want bad alone not admitted", err)
+	}
+	publishUsers(t, b, 1)
+	gc := connectAs(t, b.url, "good", goodSeed)
+	msgs, err := gc.consumer(t, "good").Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range msgs.Messages() {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("good read %d events while bad was refused, want 1", n)
 	}
 }

@@ -150,13 +150,49 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, fmt.Errorf("opening JetStream on embedded NATS: %w", err)
 	}
 	// Subscribers are admitted once their accounts can import from the
-	// relay's, whose JetStream is now there.
-	if err := e.SetSubscribers(subscribers); err != nil {
+	// relay's, whose JetStream is now there. One whose consumer cannot be
+	// made is refused (SetSubscribers logs it), not the relay.
+	if err := e.SetSubscribers(subscribers); err != nil && !OnlyOthersNotAdmitted(err, "") {
 		e.own.Close()
 		s.Shutdown()
 		return nil, err
 	}
 	return e, nil
+}
+
+// NotAdmitted is the error of a subscriber SetSubscribers or
+// EnsureConsumers could not admit (its consumer could not be made or
+// updated): it is refused until a later change of subscribers or start,
+// and the others are admitted.
+type NotAdmitted struct {
+	Name string
+	Err  error
+}
+
+func (n *NotAdmitted) Error() string {
+	return "subscriber " + n.Name + " not admitted: " + n.Err.Error()
+}
+func (n *NotAdmitted) Unwrap() error { return n.Err }
+
+// OnlyOthersNotAdmitted reports whether err, from SetSubscribers or
+// EnsureConsumers, says no more than that subscribers other than name
+// were not admitted (nil says nothing; name "" is no subscriber): a
+// change of one subscriber is not failed by another's consumer.
+func OnlyOthersNotAdmitted(err error, name string) bool {
+	if err == nil {
+		return true
+	}
+	leaves := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		leaves = joined.Unwrap()
+	}
+	for _, leaf := range leaves {
+		var na *NotAdmitted
+		if !errors.As(leaf, &na) || na.Name == name {
+			return false
+		}
+	}
+	return true
 }
 
 // maxConns is the most clients the embedded server admits at once.
@@ -189,17 +225,12 @@ func subscriberUsers(relay string, subscribers []Subscriber) (map[string]*server
 func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	users, err := subscriberUsers(e.auth.relay, subscribers)
+	users, err := e.usersOf(subscribers)
 	if err != nil {
 		return err
 	}
 	next := make(map[string]Subscriber, len(subscribers))
 	for _, sub := range subscribers {
-		acc, err := e.subscriberAccount(sub)
-		if err != nil {
-			return err
-		}
-		users[sub.PublicKey].Account = acc
 		next[sub.Name] = sub
 	}
 	// A subscriber removed or changed (its key, its subjects) loses what
@@ -223,7 +254,7 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 			continue // unchanged, and so is its consumer
 		}
 		if err := e.ensureConsumer(sub); err != nil {
-			errs = append(errs, fmt.Errorf("subscriber %s not admitted: %w", name, err))
+			errs = append(errs, e.notAdmitted(name, err))
 			delete(users, sub.PublicKey)
 			continue
 		}
@@ -237,6 +268,31 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 		_ = e.srv.DisconnectClientByID(id) // gone already is fine
 	}
 	return errors.Join(errs...)
+}
+
+// usersOf returns the nkey users of subscribers, each in its account.
+// e.mu is held.
+func (e *Embedded) usersOf(subscribers []Subscriber) (map[string]*server.NkeyUser, error) {
+	users, err := subscriberUsers(e.auth.relay, subscribers)
+	if err != nil {
+		return nil, err
+	}
+	for _, sub := range subscribers {
+		acc, err := e.subscriberAccount(sub)
+		if err != nil {
+			return nil, err
+		}
+		users[sub.PublicKey].Account = acc
+	}
+	return users, nil
+}
+
+// notAdmitted logs that the subscriber name is refused, and why, and
+// returns that as its NotAdmitted.
+func (e *Embedded) notAdmitted(name string, err error) error {
+	e.log.Error("embedded NATS: a subscriber is not admitted: its consumer could not be made or kept; it is tried again at the next change of subscribers or start",
+		"subscriber", name, "err", err)
+	return &NotAdmitted{Name: name, Err: err}
 }
 
 // Server returns the nats-server, for monitoring and tests.

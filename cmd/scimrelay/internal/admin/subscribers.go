@@ -138,9 +138,21 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		if err != nil {
 			return SubscriberInfo{}, err
 		}
-		if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); err != nil {
-			if _, rerr := r.store.RemoveSubscriber(context.WithoutCancel(ctx), sub.Name); rerr != nil {
+		// Another subscriber not admitted (its consumer failing) is that
+		// one's trouble, logged by the bus, and does not fail this one.
+		if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
+			// Undone whole: not stored, not admitted, and no consumer of
+			// this attempt left for a later add to adopt (with another
+			// --from).
+			undo := context.WithoutCancel(ctx)
+			if _, rerr := r.store.RemoveSubscriber(undo, sub.Name); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
+			}
+			if rerr := r.bus.SetSubscribers(BusSubscribers(list)); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
+				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
+			}
+			if rerr := r.js.DeleteConsumer(undo, events.StreamName, sub.Name); rerr != nil && !errors.Is(rerr, jetstream.ErrConsumerNotFound) {
+				err = errors.Join(err, fmt.Errorf("undoing: deleting its consumer: %w", rerr))
 			}
 			return SubscriberInfo{}, err
 		}
@@ -165,13 +177,13 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	}
 	next := slices.Clone(list)
 	next[prev] = stored
-	if err := r.bus.SetSubscribers(BusSubscribers(next)); err != nil {
+	if err := r.bus.SetSubscribers(BusSubscribers(next)); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
 		// Back to what it was, as far as that goes: a subscriber whose
 		// consumer could not be updated stays cut off.
 		undo := context.WithoutCancel(ctx)
 		if _, rerr := r.store.UpdateSubscriber(undo, sub.Name, func(relay.Subscriber) (relay.Subscriber, error) { return old, nil }); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
-		} else if rerr := r.bus.SetSubscribers(BusSubscribers(list)); rerr != nil {
+		} else if rerr := r.bus.SetSubscribers(BusSubscribers(list)); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
 		}
 		return SubscriberInfo{}, err
@@ -220,7 +232,7 @@ func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) 
 	}
 	// Cut it off first: a failure after this leaves it stored but unable
 	// to connect, never the other way round.
-	if err := r.bus.SetSubscribers(BusSubscribers(kept)); err != nil {
+	if err := r.bus.SetSubscribers(BusSubscribers(kept)); !natsbus.OnlyOthersNotAdmitted(err, "") {
 		return relay.Subscriber{}, err
 	}
 	// Once cut off, finished whatever happens to the request (a shutdown
