@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -431,5 +432,49 @@ func TestFailingSubscriberDoesNotHoldUpTheOthers(t *testing.T) {
 	p = startRelay(t, testConfig(t, dir), roleAll)
 	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "other"); err != nil {
 		t.Fatalf("after a start with bad refused, other's consumer: %v", err)
+	}
+}
+
+// TestAddOverALeftoverConsumer: a consumer of the name already on the
+// stream (a removal that could not delete it) is not deleted by an add
+// that fails, keeping its position; and an add with --from new, which it
+// could not honour over it, is refused saying how to start afresh.
+func TestAddOverALeftoverConsumer(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	p := startRelay(t, cfg, roleAll)
+	cliCfg := cliConfig(t, p, adminSecret)
+	ctx := t.Context()
+	if _, err := p.srv.js.CreateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "left", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	seeds := t.TempDir()
+	add := func(args ...string) (int, string) {
+		t.Helper()
+		code, _, stderr := cli(t, append(append([]string{"subscriber", "add", "left"}, args...), "--out", filepath.Join(seeds, fmt.Sprint(time.Now().UnixNano(), ".nk")), "--config", cliCfg)...)
+		return code, stderr
+	}
+	// The relay's account allowing fewer unacknowledged messages than the
+	// relay's consumers keep: the update of the leftover fails.
+	account := p.srv.natsServer.Server().GlobalAccount()
+	if err := account.UpdateJetStreamLimits(map[string]natsserver.JetStreamAccountLimits{
+		"": {MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: -1, MaxAckPending: 100},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := add(); code == exitOK {
+		t.Fatalf("an add whose consumer update JetStream refused succeeded: %s", stderr)
+	}
+	if _, err := p.srv.js.Consumer(ctx, events.StreamName, "left"); err != nil {
+		t.Fatalf("the failed add took the leftover consumer with it: %v", err)
+	}
+	if err := account.UpdateJetStreamLimits(nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := add("--from", "new"); code != exitError || !strings.Contains(stderr, "then add it with --from new") {
+		t.Fatalf("subscriber add --from new over a leftover consumer: %d %s", code, stderr)
+	}
+	if code, stderr := add(); code != exitOK {
+		t.Fatalf("subscriber add over a leftover consumer, adopting it: %d %s", code, stderr)
 	}
 }

@@ -131,6 +131,15 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		}
 	}
 	if prev < 0 {
+		// A consumer of the name may be there already, left by a
+		// subscriber of that name whose removal could not delete it, or
+		// by an earlier release: it is adopted with its position, so it
+		// cannot start from new events, and a failed add leaves it.
+		_, lookErr := r.js.Consumer(ctx, events.StreamName, sub.Name)
+		madeHere := errors.Is(lookErr, jetstream.ErrConsumerNotFound)
+		if lookErr == nil && sub.From == natsbus.FromNew {
+			return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s: a consumer of that name is on the stream already, which it would take over with its position, not from new events: add it without --from, then remove it (which deletes the consumer), then add it with --from new", sub.Name)
+		}
 		if sub.From == "" {
 			sub.From = natsbus.FromAll
 		}
@@ -143,7 +152,8 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
 			// Undone whole: not stored, not admitted, and no consumer of
 			// this attempt left for a later add to adopt (with another
-			// --from).
+			// --from); one that was there before is left, with its
+			// position.
 			undo := context.WithoutCancel(ctx)
 			if _, rerr := r.store.RemoveSubscriber(undo, sub.Name); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
@@ -151,8 +161,10 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 			if rerr := r.bus.SetSubscribers(BusSubscribers(list)); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
 			}
-			if rerr := r.js.DeleteConsumer(undo, events.StreamName, sub.Name); rerr != nil && !errors.Is(rerr, jetstream.ErrConsumerNotFound) {
-				err = errors.Join(err, fmt.Errorf("undoing: deleting its consumer: %w", rerr))
+			if madeHere {
+				if rerr := r.js.DeleteConsumer(undo, events.StreamName, sub.Name); rerr != nil && !errors.Is(rerr, jetstream.ErrConsumerNotFound) {
+					err = errors.Join(err, fmt.Errorf("undoing: deleting its consumer: %w", rerr))
+				}
 			}
 			return SubscriberInfo{}, err
 		}
