@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
@@ -253,11 +254,19 @@ func TestSubscriberCLI(t *testing.T) {
 // it the new key, keeps where its consumer started, and updates the
 // consumer's filter in place: what it acknowledged is not delivered again.
 // A --from other than all or new is a usage error.
-func TestSubscriberFromAndAddAgain(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
+// startSubscriberRelay starts a relay on dataDir whose embedded NATS
+// listens for subscribers, and returns its configuration and the
+// relay.yaml its CLI reads.
+func startSubscriberRelay(t *testing.T, dataDir string) (*config.Config, *relayProc, string) {
+	t.Helper()
+	cfg := testConfig(t, dataDir)
 	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
 	p := startRelay(t, cfg, roleAll)
-	cliCfg := cliConfig(t, p, adminSecret)
+	return cfg, p, cliConfig(t, p, adminSecret)
+}
+
+func TestSubscriberFromAndAddAgain(t *testing.T) {
+	cfg, p, cliCfg := startSubscriberRelay(t, t.TempDir())
 	dir := t.TempDir()
 	url := "nats://" + cfg.NATS.Listen
 	newUser := func(name string) {
@@ -391,10 +400,7 @@ func TestSubscriberExternalNATS(t *testing.T) {
 // subscribers and stop the relay from starting).
 func TestFailingSubscriberDoesNotHoldUpTheOthers(t *testing.T) {
 	dir := t.TempDir()
-	cfg := testConfig(t, dir)
-	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
-	p := startRelay(t, cfg, roleAll)
-	cliCfg := cliConfig(t, p, adminSecret)
+	cfg, p, cliCfg := startSubscriberRelay(t, dir)
 	seeds := t.TempDir()
 	add := func(args ...string) (int, string) {
 		t.Helper()
@@ -440,10 +446,7 @@ func TestFailingSubscriberDoesNotHoldUpTheOthers(t *testing.T) {
 // that fails, keeping its position; and an add with --from new, which it
 // could not honour over it, is refused saying how to start afresh.
 func TestAddOverALeftoverConsumer(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
-	p := startRelay(t, cfg, roleAll)
-	cliCfg := cliConfig(t, p, adminSecret)
+	_, p, cliCfg := startSubscriberRelay(t, t.TempDir())
 	ctx := t.Context()
 	if _, err := p.srv.js.CreateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "left", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
