@@ -75,8 +75,10 @@ func reference(expr string, lookupEnv func(string) (string, bool)) (string, erro
 		return "", errors.New("a ${...} that is not a valid environment variable reference (want ${NAME}, ${NAME:-default} or ${NAME:?message}; write $$ for a literal $)")
 	}
 	if op == ":-" {
-		def, ok := plainDefault(arg)
-		if !ok {
+		// A default holds no "${" (expandEnv refuses one), so reading it
+		// as a value reads $$ and refuses $NAME, and nothing else.
+		def, err := expandEnv(arg, lookupEnv, true)
+		if err != nil {
 			// Not quoting arg: it may be a secret's fallback.
 			return "", fmt.Errorf("${%s:-...}: a $ before a letter or _ in a default looks like a shell variable; a default is plain text and cannot refer to a variable (write $$ for a literal $)", name)
 		}
@@ -119,25 +121,6 @@ func shellVariable(s string, i int) error {
 		return fmt.Errorf("$%s looks like a shell variable; write ${%s} to expand it, or $$ for a literal $", name, name)
 	}
 	return errors.New("a $ before a letter or _ looks like a shell variable; write ${NAME} to expand one, or $$ for a literal $")
-}
-
-// plainDefault reads a default as the rest of a value is read, without
-// references: $$ is a $, and a $ before a letter or _ is refused (ok
-// false); any other $ stays as it is.
-func plainDefault(s string) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '$' && i+1 < len(s) {
-			switch {
-			case s[i+1] == '$':
-				i++
-			case nameStart(s[i+1]):
-				return "", false
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String(), true
 }
 
 // nameStart reports whether c can begin an environment variable's name,

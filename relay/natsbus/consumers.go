@@ -104,13 +104,7 @@ func (e *Embedded) ensureConsumer(s Subscriber) error {
 	case errors.Is(err, jetstream.ErrStreamNotFound), errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound:
 		return nil
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		if err := withTimeout(func(ctx context.Context) error {
-			_, err := e.js.CreateConsumer(ctx, events.StreamName, want)
-			return err
-		}); err != nil {
-			return fmt.Errorf("creating its consumer: %w", err)
-		}
-		return nil
+		return e.createConsumer(s)
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
 		return e.remakeConsumer(s, err)
 	case err != nil:
@@ -206,14 +200,22 @@ func cannotUpdate(err error) bool {
 // remakeConsumer deletes the consumer of s, which cannot take the relay's
 // settings (why), and makes it anew.
 func (e *Embedded) remakeConsumer(s Subscriber, why error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), consumerTimeout)
-	defer cancel()
 	e.log.Warn("embedded NATS: a subscriber's consumer cannot take the relay's settings; it is deleted and made anew, from where --from says",
 		"subscriber", s.Name, "err", why)
-	if err := e.js.DeleteConsumer(ctx, events.StreamName, s.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := withTimeout(func(ctx context.Context) error {
+		return e.js.DeleteConsumer(ctx, events.StreamName, s.Name)
+	}); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("deleting its consumer, which cannot take the relay's settings (%v): %w", why, err)
 	}
-	if _, err := e.js.CreateConsumer(ctx, events.StreamName, consumerConfig(s)); err != nil {
+	return e.createConsumer(s)
+}
+
+// createConsumer makes the consumer of s with the relay's settings.
+func (e *Embedded) createConsumer(s Subscriber) error {
+	if err := withTimeout(func(ctx context.Context) error {
+		_, err := e.js.CreateConsumer(ctx, events.StreamName, consumerConfig(s))
+		return err
+	}); err != nil {
 		return fmt.Errorf("creating its consumer: %w", err)
 	}
 	return nil
