@@ -301,8 +301,8 @@ func TestRemovedSinkAddedBackResumesWhereItStopped(t *testing.T) {
 
 // TestRemovingASinkWithDeadLettersWarns: a sink removed (or renamed) while
 // its dead-letter queue holds events is named in a warning with their
-// count, since `dlq` reaches them only under a configured sink's name; a
-// sink removed with none is not.
+// count and the redrive that delivers them to a configured sink, since
+// nothing delivers them otherwise; a sink removed with none is not.
 func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
 	js := natsStream(t)
 	logs := &eventstest.Log{}
@@ -324,7 +324,8 @@ func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := logs.String()
-	if !strings.Contains(out, "a removed sink keeps dead letters") || !strings.Contains(out, "sink=a ") || !strings.Contains(out, "dead_letters=2") {
+	if !strings.Contains(out, "a removed sink keeps dead letters") || !strings.Contains(out, "sink=a ") || !strings.Contains(out, "dead_letters=2") ||
+		!strings.Contains(out, "scimrelay dlq redrive --sink a --to <sink> --all") {
 		t.Errorf("removing sink a with 2 dead letters logged:\n%s", out)
 	}
 	if strings.Contains(out, "sink=b ") {

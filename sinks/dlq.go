@@ -195,6 +195,20 @@ func (d *deadLetters) remove(ctx context.Context, dl DeadLetter) error {
 	return d.stream.DeleteMsg(ctx, dl.seq)
 }
 
+// counts returns how many dead letters each queue holds, by sink name,
+// configured or not; a queue that is empty is left out.
+func (d *deadLetters) counts(ctx context.Context) (map[string]uint64, error) {
+	info, err := d.stream.Info(ctx, jetstream.WithSubjectFilter(dlqSubjectRoot+">"))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(info.State.Subjects))
+	for subject, n := range info.State.Subjects {
+		out[strings.TrimPrefix(subject, dlqSubjectRoot)] = n
+	}
+	return out, nil
+}
+
 // count returns how many dead letters a sink has.
 func (d *deadLetters) count(ctx context.Context, sink string) (uint64, error) {
 	info, err := d.stream.Info(ctx, jetstream.WithSubjectFilter(dlqSubjectRoot+sink))

@@ -559,11 +559,11 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	return ch, errors.Join(errs...)
 }
 
-// warnStranded says when a sink Apply removed keeps dead letters: `dlq`
-// lists and redrives them only while a sink of that name is configured, so
-// a sink renamed leaves them behind unseen. (Its consumers keep its
-// undelivered events, and adding the name back delivers them; the README
-// says so.)
+// warnStranded says when a sink Apply removed keeps dead letters, which
+// nothing delivers until a redrive sends them to a sink that is configured
+// (RedriveQuery.To) or the name comes back; they age out otherwise. (Its
+// consumers keep its undelivered events, and adding the name back delivers
+// them; the README says so.)
 func (m *Manager) warnStranded(ctx context.Context, name string) {
 	if m.dlq == nil {
 		return
@@ -572,8 +572,8 @@ func (m *Manager) warnStranded(ctx context.Context, name string) {
 	if err != nil || dead == 0 {
 		return
 	}
-	m.log.WarnContext(ctx, "a removed sink keeps dead letters, which scimrelay dlq reaches only while a sink of its name is configured: add it back to redrive them, or let them age out",
-		"sink", name, "dead_letters", dead)
+	m.log.WarnContext(ctx, "a removed sink keeps dead letters: scimrelay dlq list --sink "+name+" shows them, and scimrelay dlq redrive --sink "+name+" --to <sink> --all delivers them to a configured sink; otherwise they age out",
+		"sink", name, "dead_letters", dead, "kept_for", dlqRetention.String())
 }
 
 // watchBacklog keeps the backlog and dead-letter gauges current.

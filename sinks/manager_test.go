@@ -374,11 +374,11 @@ func TestGoneIsDeadLetteredThenRedriven(t *testing.T) {
 	if c := st.CachedInfo().Config; c.MaxAge != 30*24*time.Hour || c.Storage != jetstream.FileStorage {
 		t.Fatalf("the dead-letter stream keeps them %v on %v, want 30 days on disk", c.MaxAge, c.Storage)
 	}
-	if _, err := m.Redrive(ctx, "crm", "nope", nil); err == nil {
+	if _, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", ID: "nope"}, nil); err == nil {
 		t.Fatal("redrive of an unknown id succeeded")
 	}
 	gone.Store(false)
-	res, err := m.Redrive(ctx, "crm", created, nil)
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", ID: created}, nil)
 	if err != nil || res.Delivered != 1 || res.Failed != 0 {
 		t.Fatalf("redrive: %+v %v", res, err)
 	}

@@ -323,7 +323,7 @@ func TestRedriveAndReplaySendOneEventPerRequest(t *testing.T) {
 		}
 	}
 	mark := len(rc.requests())
-	if res, err := m.Redrive(ctx, "crm", "", nil); err != nil || res.Delivered != n {
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil || res.Delivered != n {
 		t.Fatalf("redrive: %+v %v", res, err)
 	}
 	singles("redrive", mark, n)

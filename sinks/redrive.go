@@ -3,9 +3,12 @@
 package sinks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -25,6 +28,10 @@ const (
 // ErrInvalidCursor means a page cursor is not one a listing gave.
 var ErrInvalidCursor = errors.New("not a cursor of this listing")
 
+// ErrNotConfigured means a redrive would deliver to a sink that is no
+// longer configured: the queue it left needs a sink to deliver to.
+var ErrNotConfigured = errors.New("no sink to deliver to")
+
 // DeadLetterPage is one page of a sink's dead letters, oldest first.
 type DeadLetterPage struct {
 	DeadLetters []DeadLetter `json:"dead_letters"`
@@ -32,11 +39,62 @@ type DeadLetterPage struct {
 	Next string `json:"next,omitempty"`
 }
 
+// DeadLetterQueue is the dead-letter queue of a sink, or of a name no
+// sink has any more: a sink removed or renamed leaves its dead letters
+// under its old name until they age out.
+type DeadLetterQueue struct {
+	Sink        string `json:"sink"`
+	DeadLetters uint64 `json:"dead_letters"`
+	Configured  bool   `json:"configured"`
+}
+
+// DeadLetterQueues lists every configured sink's queue, in configuration
+// order, then every queue with dead letters whose sink is no longer
+// configured, by name.
+func (m *Manager) DeadLetterQueues(ctx context.Context) ([]DeadLetterQueue, error) {
+	names := m.Names()
+	if m.dlq == nil {
+		return nil, errors.New("sinks are not set up yet")
+	}
+	counts, err := m.dlq.counts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("counting dead letters: %w", err)
+	}
+	list := make([]DeadLetterQueue, 0, len(names)+len(counts))
+	for _, name := range names {
+		list = append(list, DeadLetterQueue{Sink: name, DeadLetters: counts[name], Configured: true})
+		delete(counts, name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(counts)) {
+		if counts[name] > 0 {
+			list = append(list, DeadLetterQueue{Sink: name, DeadLetters: counts[name]})
+		}
+	}
+	return list, nil
+}
+
+// queue checks that name is a queue to read: a configured sink's, or one
+// a sink no longer configured left dead letters in.
+func (m *Manager) queue(ctx context.Context, name string) error {
+	_, err := m.sink(name)
+	if err == nil || !errors.Is(err, ErrUnknownSink) || !namePattern.MatchString(name) {
+		return err
+	}
+	n, cerr := m.dlq.count(ctx, name)
+	if cerr != nil {
+		return fmt.Errorf("counting the dead letters under %s: %w", name, cerr)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w %q, nor dead letters under that name", ErrUnknownSink, name)
+	}
+	return nil
+}
+
 // DeadLetters returns a page of at most limit of a sink's dead letters
 // (DefaultPageSize when 0, at most MaxPageSize), oldest first, after the
 // cursor after ("" for the first page).
 func (m *Manager) DeadLetters(ctx context.Context, sink, after string, limit int) (DeadLetterPage, error) {
-	if _, err := m.sink(sink); err != nil {
+	if err := m.queue(ctx, sink); err != nil {
 		return DeadLetterPage{}, err
 	}
 	var from uint64
@@ -77,38 +135,68 @@ type RedriveResult struct {
 	// of their resource that failed again in this redrive, so that they
 	// stay in order.
 	Held int `json:"held,omitempty"`
+	// Skipped are dead letters left in the queue because the sink a
+	// redrive delivers them to (RedriveQuery.To) does not take their
+	// tenant or type.
+	Skipped int `json:"skipped,omitempty"`
 	// Failures are the first of the failed ones, with their new error.
 	Failures []DeadLetter `json:"failures,omitempty"`
 }
 
-// Redrive delivers a sink's dead letters again: the one whose event id is
-// id, or, when id is "", every one the sink had when the redrive started,
-// reading them a batch at a time. Each delivered one leaves the queue; one
-// that fails again goes back to its end with its status and error updated.
-// progress, when not nil, is called after each dead letter.
-func (m *Manager) Redrive(ctx context.Context, sink, id string, progress func(RedriveResult)) (RedriveResult, error) {
-	s, err := m.sink(sink)
+// RedriveQuery says which dead letters a redrive delivers, and where.
+type RedriveQuery struct {
+	// Sink names the queue: a configured sink's, or one a removed or
+	// renamed sink left (DeadLetterQueues).
+	Sink string
+	// ID is the event id of the one dead letter to deliver; "" for all.
+	ID string
+	// To is the configured sink to deliver them to, when not Sink itself:
+	// for a sink renamed, or removed with another taking its place. Only
+	// the dead letters whose tenant and type To takes are delivered; the
+	// rest stay where they are. Those that fail again join To's queue.
+	To string
+}
+
+// Redrive delivers dead letters again: the one whose event id is q.ID, or,
+// when it is "", every one the queue had when the redrive started, reading
+// them a batch at a time. Each delivered one leaves the queue; one that
+// fails again goes to the end of the queue of the sink it was delivered
+// to, with its status and error updated. progress, when not nil, is called
+// after each dead letter.
+func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(RedriveResult)) (RedriveResult, error) {
+	if err := m.queue(ctx, q.Sink); err != nil {
+		return RedriveResult{}, err
+	}
+	to := cmp.Or(q.To, q.Sink)
+	s, err := m.sink(to)
+	if errors.Is(err, ErrUnknownSink) && to == q.Sink {
+		return RedriveResult{}, fmt.Errorf("%w: sink %s is no longer configured; redrive its dead letters to a sink that is", ErrNotConfigured, q.Sink)
+	}
 	if err != nil {
 		return RedriveResult{}, err
 	}
+	moving := to != q.Sink
 	var res RedriveResult
 	found := false
 	// The resources whose dead letter failed again: their later dead
 	// letters are not delivered before it, but moved behind it.
 	held := map[resourceKey]bool{}
-	err = m.dlq.each(ctx, sink, 0, redriveBatch, func(n uint64) { res.Total = n }, func(dl DeadLetter, e *event.Event) error {
-		if id != "" && dl.ID != id {
+	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, func(n uint64) { res.Total = n }, func(dl DeadLetter, e *event.Event) error {
+		if q.ID != "" && dl.ID != q.ID {
 			return nil
 		}
 		found = true
 		res.Done++
 		key := resourceKey{dl.Tenant, dl.Subject}
-		if e != nil && held[key] {
-			if err := m.dlq.moveToEnd(ctx, sink, dl, e); err != nil {
+		switch {
+		case moving && (e == nil || !selects(s.cfg.Tenants, s.patterns, *e)):
+			res.Skipped++
+		case e != nil && held[key]:
+			if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil {
 				return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
 			}
 			res.Held++
-		} else {
+		default:
 			failed := res.Failed
 			if err := m.redriveOne(ctx, s, dl, e, &res); err != nil {
 				return err
@@ -120,21 +208,33 @@ func (m *Manager) Redrive(ctx context.Context, sink, id string, progress func(Re
 		if progress != nil {
 			progress(res)
 		}
-		if id != "" {
+		if q.ID != "" {
 			return errStop
 		}
 		return nil
 	})
-	if n, cerr := m.dlq.count(ctx, sink); cerr == nil {
-		m.ifCurrent(s, func() { m.metrics.deadLetters.WithLabelValues(sink).Set(float64(n)) })
+	m.countDeadLetters(ctx, q.Sink)
+	if moving {
+		m.countDeadLetters(ctx, to)
 	}
 	if err != nil {
-		return res, fmt.Errorf("redriving the dead letters of sink %s: %w", sink, err)
+		return res, fmt.Errorf("redriving the dead letters of sink %s: %w", q.Sink, err)
 	}
-	if id != "" && !found {
-		return res, fmt.Errorf("sink %s has no dead letter with event id %s", sink, id)
+	if q.ID != "" && !found {
+		return res, fmt.Errorf("sink %s has no dead letter with event id %s", q.Sink, q.ID)
 	}
 	return res, nil
+}
+
+// countDeadLetters sets a configured sink's dead-letter gauge.
+func (m *Manager) countDeadLetters(ctx context.Context, sink string) {
+	s, err := m.sink(sink)
+	if err != nil {
+		return
+	}
+	if n, err := m.dlq.count(ctx, sink); err == nil {
+		m.ifCurrent(s, func() { m.metrics.deadLetters.WithLabelValues(sink).Set(float64(n)) })
+	}
 }
 
 // resourceKey names a resource across tenants: its tenant and its events'

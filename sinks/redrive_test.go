@@ -105,7 +105,7 @@ func TestRedriveAll(t *testing.T) {
 	stop()
 
 	var progress []int
-	res, err := m.Redrive(ctx, "crm", "", func(r RedriveResult) { progress = append(progress, r.Done) })
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, func(r RedriveResult) { progress = append(progress, r.Done) })
 	if err != nil || res.Total != 120 || res.Done != 120 || res.Failed != 120 || res.Delivered != 0 || len(res.Failures) != maxFailures {
 		t.Fatalf("redrive to a receiver that still refuses: total %d done %d failed %d delivered %d listed %d: %v",
 			res.Total, res.Done, res.Failed, res.Delivered, len(res.Failures), err)
@@ -122,7 +122,7 @@ func TestRedriveAll(t *testing.T) {
 
 	fixed.Store(true)
 	before := len(rc.requests())
-	res, err = m.Redrive(ctx, "crm", "", nil)
+	res, err = m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil)
 	if err != nil || res.Delivered != 120 || res.Failed != 0 {
 		t.Fatalf("redrive: %+v %v", res, err)
 	}
@@ -177,7 +177,7 @@ func TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails(t *testing.T) 
 	down.Store(false)
 	refuse.Store(annCreated, true)
 	before := len(rc.requests())
-	res, err := m.Redrive(ctx, "crm", "", nil)
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil)
 	if err != nil || res.Delivered != 1 || res.Failed != 1 || res.Held != 2 {
 		t.Fatalf("redrive: %+v, %v; want bob's delivered, ann's first failed and her two later ones held", res, err)
 	}
@@ -190,7 +190,7 @@ func TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails(t *testing.T) 
 
 	refuse.Delete(annCreated)
 	before = len(rc.requests())
-	if res, err := m.Redrive(ctx, "crm", "", nil); err != nil || res.Delivered != 3 || res.Held != 0 {
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil || res.Delivered != 3 || res.Held != 0 {
 		t.Fatalf("second redrive: %+v, %v", res, err)
 	}
 	if got, want := ids(rc)[before:], []string{annCreated, annUpdated, annDeactivated}; !slices.Equal(got, want) {
@@ -213,7 +213,7 @@ func TestReplayDeadLettersWhatFails(t *testing.T) {
 	deadLetterAll(t, m, js, 2) // each refused on its first try
 	stop()
 	status.Store(http.StatusNoContent)
-	if res, err := m.Redrive(ctx, "crm", "", nil); err != nil || res.Delivered != 2 {
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil || res.Delivered != 2 {
 		t.Fatalf("redrive: %+v, %v", res, err)
 	}
 	status.Store(http.StatusGone)
@@ -322,5 +322,86 @@ func BenchmarkDeadLetterPage(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace: the dead letters
+// a removed or renamed sink left are listed under its old name, and a
+// redrive delivers them to a configured sink, in order, but only those
+// whose tenant and type that sink takes: another tenant's stay where they
+// are. One that fails again joins the new sink's queue.
+func TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace(t *testing.T) {
+	js := natsStream(t)
+	var fixed atomic.Bool
+	crm2 := newReceiver(t, func(int, *http.Request) int {
+		if fixed.Load() {
+			return http.StatusNoContent
+		}
+		return http.StatusGone
+	})
+	other := newReceiver(t, nil)
+	tenants := func(ts ...string) func(*Config) { return func(c *Config) { c.Tenants = ts } }
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", crm2.URL, nil)}, JS: js})
+	put := func(tenant string, action events.Action, id string, seq uint64) string {
+		e := eventstest.Event(t, tenant, action, id, seq, seq)
+		if _, err := m.dlq.put(ctx, "crm", &e, Result{Status: http.StatusGone}, 1); err != nil {
+			t.Fatal(err)
+		}
+		return e.ID()
+	}
+	acme := []string{put("acme", events.UserCreated, "u1", 1), put("acme", events.UserUpdated, "u1", 2)}
+	globex := put("globex", events.UserCreated, "g1", 1)
+
+	// crm is renamed crm2 and keeps acme; globex goes to a sink of its own.
+	if _, err := m.Apply(ctx, []Config{sinkConfig("crm2", crm2.URL, tenants("acme")), sinkConfig("other", other.URL, tenants("initech"))}); err != nil {
+		t.Fatal(err)
+	}
+	queues, err := m.DeadLetterQueues(ctx)
+	want := []DeadLetterQueue{{Sink: "crm2", Configured: true}, {Sink: "other", Configured: true}, {Sink: "crm", DeadLetters: 3}}
+	if err != nil || !slices.Equal(queues, want) {
+		t.Fatalf("queues %+v (%v), want %+v", queues, err, want)
+	}
+	if page, err := m.DeadLetters(ctx, "crm", "", 0); err != nil || len(page.DeadLetters) != 3 {
+		t.Fatalf("the removed sink's dead letters: %+v, %v", page, err)
+	}
+	if _, err := m.DeadLetters(ctx, "nosuch", "", 0); !errors.Is(err, ErrUnknownSink) {
+		t.Fatalf("listing a name with neither sink nor dead letters: %v", err)
+	}
+	if _, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("a redrive to the removed sink itself: %v", err)
+	}
+	if _, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", To: "nosuch"}, nil); !errors.Is(err, ErrUnknownSink) {
+		t.Fatalf("a redrive to no sink: %v", err)
+	}
+
+	// A sink that takes none of them gets none: they are another tenant's.
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", To: "other"}, nil)
+	if err != nil || res.Skipped != 3 || res.Delivered+res.Failed != 0 || len(other.requests()) != 0 {
+		t.Fatalf("redrive to a sink of other tenants: %+v, %v; it received %d", res, err, len(other.requests()))
+	}
+
+	// The receiver still refuses: the first of u1's fails again and joins
+	// crm2's queue, the second is kept behind it, globex's stays.
+	res, err = m.Redrive(ctx, RedriveQuery{Sink: "crm", To: "crm2"}, nil)
+	if err != nil || res.Failed != 1 || res.Held != 1 || res.Skipped != 1 {
+		t.Fatalf("redrive to crm2 while it refuses: %+v, %v", res, err)
+	}
+	fixed.Store(true)
+	res, err = m.Redrive(ctx, RedriveQuery{Sink: "crm2"}, nil)
+	if err != nil || res.Delivered != 2 {
+		t.Fatalf("redrive of crm2's queue: %+v, %v", res, err)
+	}
+	var got []string
+	for _, r := range crm2.requests() {
+		if r.header.Get("ce-subject") == "Users/u1" && r.header.Get("ce-id") != "" {
+			got = append(got, r.header.Get("ce-id"))
+		}
+	}
+	if len(got) < 2 || !slices.Equal(got[len(got)-2:], acme) {
+		t.Fatalf("crm2 received u1's events %v, want them to end with %v in that order", got, acme)
+	}
+	page, err := m.DeadLetters(ctx, "crm", "", 0)
+	if err != nil || len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != globex {
+		t.Fatalf("left under crm: %+v, %v; want only globex's %s", page, err, globex)
 	}
 }

@@ -156,11 +156,17 @@ func (w *worker) sliceMax() int {
 // redrive) pass no filter, and a reload may have narrowed the tenants
 // since they were parked.
 func (w *worker) wants(e event.Event) bool {
-	if len(w.tenants) > 0 && !slices.Contains(w.tenants, events.Tenant(e)) {
+	return selects(w.tenants, w.patterns, e)
+}
+
+// selects reports whether a sink of these tenants (empty: all) and event
+// patterns takes e.
+func selects(tenants []string, patterns events.Patterns, e event.Event) bool {
+	if len(tenants) > 0 && !slices.Contains(tenants, events.Tenant(e)) {
 		return false
 	}
 	a, _ := events.ActionOf(e)
-	return w.patterns.Match(a)
+	return patterns.Match(a)
 }
 
 // run takes part in delivery until ctx ends, then hands its partitions over.

@@ -14,8 +14,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,17 +246,7 @@ func TestCLIUsage(t *testing.T) {
 // TestCLILogAndDeadLetters drives the provisioning log, the dead-letter queue
 // and replay from the command line against a running relay.
 func TestCLILogAndDeadLetters(t *testing.T) {
-	var gone atomic.Bool
-	gone.Store(true)
-	h := newHook(t)
-	receiver := h.Config.Handler
-	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if gone.Load() {
-			w.WriteHeader(http.StatusGone)
-			return
-		}
-		receiver.ServeHTTP(w, r)
-	})
+	h, gone := goneHook(t)
 	c := testConfig(t, t.TempDir())
 	withSink(c, "crm", h.URL, nil)
 	p := startRelay(t, c, roleAll)
@@ -357,6 +347,57 @@ func TestCLILogAndDeadLetters(t *testing.T) {
 	}
 	if code, _, stderr := cli(t, "log", "--status", "teapot", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "status") || !strings.Contains(stderr, "Run 'scimrelay log --help' for usage.") {
 		t.Fatalf("bad --status: %d %s", code, stderr)
+	}
+}
+
+// TestCLIRenamedSinksDeadLetters: a sink renamed by a reload leaves its
+// dead letters under its old name; dlq queues shows them, dlq list lists
+// them, and dlq redrive --to delivers them to the sink that took its place
+// (a redrive to the old name itself is refused, saying why).
+func TestCLIRenamedSinksDeadLetters(t *testing.T) {
+	h, gone := goneHook(t)
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	tenant := "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+	f.write(tenant + "sinks:\n" + sinkYAML("crm", h.URL))
+	p := startReloadable(t, f.path, io.Discard)
+	cfg := cliConfig(t, p, adminSecret)
+	p.createUser(t, "ann")
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if code, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--json", "--config", cfg); code != exitOK || strings.Count(out, "\n") != 1 {
+			return fmt.Errorf("dlq list: %d %s %s", code, out, stderr)
+		}
+		return nil
+	})
+
+	f.write(tenant + "sinks:\n" + sinkYAML("crm2", h.URL))
+	if code, out, stderr := cli(t, "reload", "--config", cfg); code != exitOK {
+		t.Fatalf("reload: %d %s %s", code, out, stderr)
+	}
+	code, out, _ := cli(t, "dlq", "queues", "--config", cfg)
+	if code != exitOK || !regexp.MustCompile(`(?m)^crm2\s+0\s+yes$`).MatchString(out) || !regexp.MustCompile(`(?m)^crm\s+1\s+no: scimrelay dlq redrive --sink crm --to SINK --all$`).MatchString(out) {
+		t.Fatalf("dlq queues after the rename: %d\n%s", code, out)
+	}
+	if code, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitOK || !strings.Contains(out, "410") {
+		t.Fatalf("dlq list of the old name: %d %s %s", code, out, stderr)
+	}
+	gone.Store(false)
+	if code, _, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "sink crm is no longer configured: add --to SINK") {
+		t.Fatalf("redrive to the old name itself: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--to", "nope", "--all", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--to nope: no such sink (sinks: crm2)") {
+		t.Fatalf("redrive to no sink: %d %s", code, stderr)
+	}
+	if h.distinct() != 0 {
+		t.Fatalf("%d events reached the receiver before the redrive", h.distinct())
+	}
+	if code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--to", "crm2", "--all", "--config", cfg); code != exitOK || !strings.Contains(out, "delivered 1, still failing 0") {
+		t.Fatalf("redrive --to crm2: %d %s %s", code, out, stderr)
+	}
+	if h.distinct() != 1 {
+		t.Fatalf("%d events reached the receiver after the redrive, want 1", h.distinct())
+	}
+	if code, _, stderr := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--sink crm: no such sink, nor dead letters under that name (queues: crm2)") {
+		t.Fatalf("dlq list of the old name once empty: %d %s", code, stderr)
 	}
 }
 

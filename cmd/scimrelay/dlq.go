@@ -3,13 +3,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -19,10 +23,14 @@ func newDLQCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "dlq",
 		Short:   "List and redrive the events a sink gave up on",
-		Example: "  scimrelay dlq list --sink crm\n  scimrelay dlq redrive --sink crm --all",
+		Example: "  scimrelay dlq list --sink crm\n  scimrelay dlq redrive --sink crm --all\n  scimrelay dlq queues",
 		Long: `Each sink has a dead-letter queue: events its receiver refused for good
 (410 and other permanent 4xx), or that still failed after the last retry of
-the schedule. Redrive delivers them again once the receiver is fixed.`,
+the schedule. Redrive delivers them again once the receiver is fixed.
+
+A sink removed or renamed leaves its queue under its old name (dlq queues
+lists it) until its dead letters age out after 30 days: dlq list shows
+them, and dlq redrive --to delivers them to a configured sink.`,
 	}
 	var sink, after string
 	var asJSON bool
@@ -45,7 +53,7 @@ the list stops after that many and says how to go on (--after).`,
 			if err != nil {
 				return err
 			}
-			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
+			if _, err := deadLetterQueue(cmd.Context(), c, sink, ""); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -93,17 +101,22 @@ the list stops after that many and says how to go on (--after).`,
 	list.Flags().StringVar(&after, "after", "", "start after this point of an earlier listing")
 	_ = list.MarkFlagRequired("sink")
 
-	var id string
+	var id, to string
 	var all bool
 	redrive := &cobra.Command{
-		Use:   "redrive --sink NAME (--id EVENT_ID | --all)",
+		Use:   "redrive --sink NAME (--id EVENT_ID | --all) [--to SINK]",
 		Short: "Deliver dead letters again",
 		Long: `Deliver dead letters again, once the receiver is fixed: one by event id, or
 all the sink has. The relay runs the redrive as a background job, reading the
 queue a batch at a time; this command follows the job, shows its progress
 and exits 1 if the job fails or a dead letter fails again (it stays in the
-queue with its new error).`,
-		Example: "  scimrelay dlq redrive --sink crm --id 0198f3c2-6a7e-7b1c-9d2e-3f4a5b6c7d8e\n  scimrelay dlq redrive --sink crm --all",
+queue with its new error).
+
+--to delivers them to another configured sink instead: for the queue a
+removed or renamed sink left behind. Only the dead letters whose tenant and
+event type that sink takes go to it; the others stay where they are. One
+that fails again joins that sink's queue.`,
+		Example: "  scimrelay dlq redrive --sink crm --id 0198f3c2-6a7e-7b1c-9d2e-3f4a5b6c7d8e\n  scimrelay dlq redrive --sink crm --all\n  scimrelay dlq redrive --sink crm-old --to crm --all",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if all == (id != "") {
@@ -113,11 +126,15 @@ queue with its new error).`,
 			if err != nil {
 				return err
 			}
-			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
+			q, err := deadLetterQueue(cmd.Context(), c, sink, to)
+			if err != nil {
 				return err
 			}
+			if to == "" && !q.Configured {
+				return usageError{fmt.Errorf("sink %s is no longer configured: add --to SINK, a configured sink to deliver its dead letters to", sink)}
+			}
 			var res sinks.RedriveResult
-			j, err := c.Redrive(cmd.Context(), sink, admin.RedriveRequest{ID: id, All: all})
+			j, err := c.Redrive(cmd.Context(), sink, admin.RedriveRequest{ID: id, All: all, To: to})
 			if err != nil {
 				return err
 			}
@@ -125,6 +142,9 @@ queue with its new error).`,
 				return fmt.Sprintf("%d of %d dead letters: %d delivered, %d still failing", res.Done, res.Total, res.Delivered, res.Failed)
 			})
 			fmt.Fprintf(cmd.OutOrStdout(), "delivered %d, still failing %d\n", res.Delivered, res.Failed)
+			if res.Skipped > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "left %d in the queue: sink %s does not take their tenant or event type\n", res.Skipped, to)
+			}
 			if res.Held > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d in the queue behind an earlier one of their resource that failed again, in order\n", res.Held)
 			}
@@ -147,9 +167,70 @@ queue with its new error).`,
 	redrive.Flags().StringVar(&sink, "sink", "", "sink name (required)")
 	redrive.Flags().StringVar(&id, "id", "", "the event id of one dead letter")
 	redrive.Flags().BoolVar(&all, "all", false, "every dead letter of the sink")
+	redrive.Flags().StringVar(&to, "to", "", "deliver them to this configured sink instead (for a removed or renamed sink's queue)")
 	_ = redrive.MarkFlagRequired("sink")
-	cmd.AddCommand(list, redrive)
+
+	queues := &cobra.Command{
+		Use:   "queues",
+		Short: "List the dead-letter queues and how many each holds",
+		Long: `List every configured sink's dead-letter queue, and the queues of sinks no
+longer configured that still hold dead letters (a sink removed or renamed),
+with how many each holds.`,
+		Example: "  scimrelay dlq queues",
+		Args:    positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAdminClient(configPathOf(cmd))
+			if err != nil {
+				return err
+			}
+			list, err := c.DeadLetterQueues(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONLines(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SINK\tDEAD LETTERS\tCONFIGURED")
+			for _, q := range list {
+				configured := "yes"
+				if !q.Configured {
+					configured = "no: scimrelay dlq redrive --sink " + q.Sink + " --to SINK --all"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", q.Sink, q.DeadLetters, configured)
+			}
+			return tw.Flush()
+		},
+	}
+	configFlagOn(queues)
+	queues.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	cmd.AddCommand(list, redrive, queues)
 	return cmd
+}
+
+// deadLetterQueue returns the dead-letter queue sink (--sink) names: a
+// configured sink's, or one a removed or renamed sink left; and checks
+// that to (--to), when given, names a configured sink.
+func deadLetterQueue(ctx context.Context, c *adminclient.Client, sink, to string) (sinks.DeadLetterQueue, error) {
+	list, err := c.DeadLetterQueues(ctx)
+	if err != nil {
+		return sinks.DeadLetterQueue{}, err
+	}
+	var queues, configured []string
+	for _, q := range list {
+		queues = append(queues, q.Sink)
+		if q.Configured {
+			configured = append(configured, q.Sink)
+		}
+	}
+	if to != "" && !slices.Contains(configured, to) {
+		return sinks.DeadLetterQueue{}, usageError{fmt.Errorf("--to %s: no such sink (sinks: %s)", to, strings.Join(configured, ", "))}
+	}
+	i := slices.IndexFunc(list, func(q sinks.DeadLetterQueue) bool { return q.Sink == sink })
+	if i < 0 {
+		return sinks.DeadLetterQueue{}, usageError{fmt.Errorf("--sink %s: no such sink, nor dead letters under that name (queues: %s)", sink, strings.Join(queues, ", "))}
+	}
+	return list[i], nil
 }
 
 func newSinksCommand() *cobra.Command {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // workerPublish is what README's "Who can reach what" gives a sink worker
@@ -149,7 +150,7 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 		return nil
 	})
 	gone.Store(false)
-	if res, err := worker2.srv.sinks.Redrive(context.Background(), "crm", "", nil); err != nil || res.Delivered != 1 || res.Failed != 0 {
+	if res, err := worker2.srv.sinks.Redrive(context.Background(), sinks.RedriveQuery{Sink: "crm"}, nil); err != nil || res.Delivered != 1 || res.Failed != 0 {
 		t.Fatalf("redrive through a worker: %+v, %v", res, err)
 	}
 	waitDelivered(t, h, 9)

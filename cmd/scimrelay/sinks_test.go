@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,22 @@ type hook struct {
 	answered  map[string]uint64
 	violation string
 	latency   time.Duration // how long the receiver takes to answer
+}
+
+// goneHook is a hook that answers 410 Gone, permanent, while gone is true,
+// as it starts.
+func goneHook(t testing.TB) (h *hook, gone *atomic.Bool) {
+	h, gone = newHook(t), &atomic.Bool{}
+	gone.Store(true)
+	receiver := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gone.Load() {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		receiver.ServeHTTP(w, r)
+	})
+	return h, gone
 }
 
 func newHook(t testing.TB) *hook {

@@ -127,6 +127,7 @@ func NewHandler(o Options) *Handler {
 	h.api("GET /admin/v1/schemas", h.listSchemas)
 	h.api("GET /admin/v1/schemas/{name}", h.schema)
 	h.api("GET /admin/v1/events", h.tailEvents)
+	h.api("GET /admin/v1/dlq", h.listDeadLetterQueues)
 	h.api("GET /admin/v1/sinks/{sink}/dlq", h.listDeadLetters)
 	h.api("POST /admin/v1/sinks/{sink}/dlq/redrive", h.redrive)
 	h.api("POST /admin/v1/sinks/{sink}/replay", h.replay)

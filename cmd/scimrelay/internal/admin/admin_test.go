@@ -60,6 +60,7 @@ type fixture struct {
 	natsDir string
 	natsURL string
 	sinks   *sinks.Manager
+	sinkURL string // the receiver's, of sink crm
 	log     *eventstest.Log
 	// stop ends the request log's and the sinks' goroutines. Cleanups run
 	// last-registered first, so it is registered after what they use, to
@@ -114,6 +115,7 @@ func newFixture(t *testing.T) *fixture {
 		w.WriteHeader(int(f.status.Load()))
 	}))
 	t.Cleanup(receiver.Close)
+	f.sinkURL = receiver.URL
 	f.sinks, err = sinks.NewManager(sinks.Options{
 		Sinks: []sinks.Config{{Name: "crm", URL: receiver.URL, Secret: sinkSecret, AllowPrivate: true, Tenants: []string{"acme"}}},
 		JS:    f.js, Logger: log,
@@ -258,6 +260,7 @@ var routes = []struct{ method, path, body string }{
 	{"GET", "/admin/v1/sinks", ""},
 	{"GET", "/admin/v1/sinks/crm", ""},
 	{"GET", "/admin/v1/events?follow=false", ""},
+	{"GET", "/admin/v1/dlq", ""},
 	{"GET", "/admin/v1/sinks/crm/dlq", ""},
 	{"POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`},
 	{"POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`},

@@ -18,17 +18,21 @@ import (
 type Sinks interface {
 	Names() []string
 	Status(ctx context.Context, sink string) (sinks.Status, error)
+	DeadLetterQueues(ctx context.Context) ([]sinks.DeadLetterQueue, error)
 	DeadLetters(ctx context.Context, sink, after string, limit int) (sinks.DeadLetterPage, error)
-	Redrive(ctx context.Context, sink, id string, progress func(sinks.RedriveResult)) (sinks.RedriveResult, error)
+	Redrive(ctx context.Context, q sinks.RedriveQuery, progress func(sinks.RedriveResult)) (sinks.RedriveResult, error)
 	Replay(ctx context.Context, sink string, since time.Time, progress func(sinks.ReplayResult)) (sinks.ReplayResult, error)
 }
 
 var _ Sinks = (*sinks.Manager)(nil)
 
-// RedriveRequest asks to deliver dead letters again: one by event id, or all.
+// RedriveRequest asks to deliver dead letters again: one by event id, or
+// all; to the queue's own sink, or To, a configured sink that takes them
+// (sinks.RedriveQuery).
 type RedriveRequest struct {
 	ID  string `json:"id,omitempty"`
 	All bool   `json:"all,omitempty"`
+	To  string `json:"to,omitempty"`
 }
 
 // ReplayRequest asks to send a sink the events since a duration ago.
@@ -85,9 +89,42 @@ func (h *Handler) sinkStatus(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// deadLetterQueue returns the dead-letter queue the path names: a
+// configured sink's, or one a sink no longer configured left; or 404.
+func (h *Handler) deadLetterQueue(r *http.Request) (sinks.DeadLetterQueue, error) {
+	if h.o.Sinks == nil {
+		return sinks.DeadLetterQueue{}, unavailable("sink management")
+	}
+	name := r.PathValue("sink")
+	queues, err := h.o.Sinks.DeadLetterQueues(r.Context())
+	if err != nil {
+		return sinks.DeadLetterQueue{}, err
+	}
+	for _, q := range queues {
+		if q.Sink == name {
+			return q, nil
+		}
+	}
+	return sinks.DeadLetterQueue{}, errorf(http.StatusNotFound, "%v %q, nor dead letters under that name", sinks.ErrUnknownSink, name)
+}
+
+// GET /admin/v1/dlq lists the dead-letter queues: every configured sink's,
+// and those sinks no longer configured left with dead letters in them.
+func (h *Handler) listDeadLetterQueues(w http.ResponseWriter, r *http.Request) error {
+	if h.o.Sinks == nil {
+		return unavailable("sink management")
+	}
+	queues, err := h.o.Sinks.DeadLetterQueues(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, queues)
+	return nil
+}
+
 // GET /admin/v1/sinks/{sink}/dlq?after=&limit=
 func (h *Handler) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
-	name, err := h.sink(r)
+	queue, err := h.deadLetterQueue(r)
 	if err != nil {
 		return err
 	}
@@ -96,7 +133,7 @@ func (h *Handler) listDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	page, err := h.o.Sinks.DeadLetters(r.Context(), name, q.Get("after"), limit)
+	page, err := h.o.Sinks.DeadLetters(r.Context(), queue.Sink, q.Get("after"), limit)
 	if err != nil {
 		return err
 	}
@@ -106,7 +143,7 @@ func (h *Handler) listDeadLetters(w http.ResponseWriter, r *http.Request) error 
 
 // POST /admin/v1/sinks/{sink}/dlq/redrive starts a redrive job.
 func (h *Handler) redrive(w http.ResponseWriter, r *http.Request) error {
-	name, err := h.sink(r)
+	q, err := h.deadLetterQueue(r)
 	if err != nil {
 		return err
 	}
@@ -114,11 +151,17 @@ func (h *Handler) redrive(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if req.All == (req.ID != "") {
+	switch {
+	case req.All == (req.ID != ""):
 		return badRequest("give either an id or all")
+	case req.To == "" && !q.Configured:
+		return badRequest("sink %s is no longer configured: give to, a configured sink to deliver its dead letters to", q.Sink)
+	case req.To != "" && !slices.Contains(h.o.Sinks.Names(), req.To):
+		return badRequest("to: %v %q", sinks.ErrUnknownSink, req.To)
 	}
-	return h.startJob(w, jobRedrive, name, func(ctx context.Context, report func(any)) (any, error) {
-		return h.o.Sinks.Redrive(ctx, name, req.ID, func(p sinks.RedriveResult) { report(p) })
+	query := sinks.RedriveQuery{Sink: q.Sink, ID: req.ID, To: req.To}
+	return h.startJob(w, jobRedrive, q.Sink, func(ctx context.Context, report func(any)) (any, error) {
+		return h.o.Sinks.Redrive(ctx, query, func(p sinks.RedriveResult) { report(p) })
 	})
 }
 

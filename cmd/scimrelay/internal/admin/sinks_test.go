@@ -140,6 +140,37 @@ func TestRedriveJobs(t *testing.T) {
 	f.request("GET", "/admin/v1/jobs/job_0123", "").wantError(t, http.StatusNotFound, "no such job")
 }
 
+// TestRenamedSinksDeadLetterQueue: GET /admin/v1/dlq lists a renamed
+// sink's queue under its old name; its dead letters are listed there, and
+// redriven only with to, a configured sink.
+func TestRenamedSinksDeadLetterQueue(t *testing.T) {
+	f := newFixture(t)
+	ids := f.deadLetters(2)
+	cfg := sinks.Config{Name: "crm2", URL: f.sinkURL, Secret: sinkSecret, AllowPrivate: true, Tenants: []string{"acme"}}
+	if _, err := f.sinks.Apply(t.Context(), []sinks.Config{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	var queues []sinks.DeadLetterQueue
+	f.request("GET", "/admin/v1/dlq", "").want(t, http.StatusOK, &queues)
+	if want := []sinks.DeadLetterQueue{{Sink: "crm2", Configured: true}, {Sink: "crm", DeadLetters: 2}}; !slices.Equal(queues, want) {
+		t.Fatalf("queues %+v, want %+v", queues, want)
+	}
+	var page sinks.DeadLetterPage
+	f.request("GET", "/admin/v1/sinks/crm/dlq", "").want(t, http.StatusOK, &page)
+	if len(page.DeadLetters) != 2 || !slices.ContainsFunc(page.DeadLetters, func(d sinks.DeadLetter) bool { return d.ID == ids[0] }) ||
+		!slices.ContainsFunc(page.DeadLetters, func(d sinks.DeadLetter) bool { return d.ID == ids[1] }) {
+		t.Fatalf("the old name's dead letters: %+v", page)
+	}
+	f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`).wantError(t, http.StatusBadRequest, "sink crm is no longer configured")
+	f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true,"to":"erp"}`).wantError(t, http.StatusBadRequest, `to: no such sink "erp"`)
+	f.status.Store(http.StatusNoContent)
+	var res sinks.RedriveResult
+	if j := f.job(f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true,"to":"crm2"}`), &res); j.State != jobs.Done || res.Delivered != 2 {
+		t.Fatalf("redrive to crm2: %+v %+v", j, res)
+	}
+	f.request("GET", "/admin/v1/sinks/crm/dlq", "").wantError(t, http.StatusNotFound, `no such sink "crm", nor dead letters under that name`)
+}
+
 func TestReplayJobAndDeliveries(t *testing.T) {
 	f := newFixture(t)
 	f.publish("acme", events.UserCreated, 3)

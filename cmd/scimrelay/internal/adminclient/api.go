@@ -163,6 +163,14 @@ func (c *Client) Sink(ctx context.Context, sink string) (sinks.Status, error) {
 	return s, err
 }
 
+// DeadLetterQueues lists the dead-letter queues: every configured sink's
+// and those sinks no longer configured left with dead letters.
+func (c *Client) DeadLetterQueues(ctx context.Context) ([]sinks.DeadLetterQueue, error) {
+	var list []sinks.DeadLetterQueue
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/dlq", nil, &list)
+	return list, err
+}
+
 // DeadLetters reads a page of a sink's dead letters, oldest first; limit 0
 // is the API's default page.
 func (c *Client) DeadLetters(ctx context.Context, sink, after string, limit int) (sinks.DeadLetterPage, error) {
