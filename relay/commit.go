@@ -47,6 +47,12 @@ type committer struct {
 	failed atomic.Pointer[error]
 	onFail func(error)
 
+	// last is the id of the last transaction the committer committed, or
+	// that the file had when it was opened. A write transaction's id is
+	// the file's last one plus one, so one at or below last means the
+	// file was replaced under the relay (replaced).
+	last atomic.Uint64
+
 	mu     sync.Mutex
 	queue  []commitCall
 	closed bool
@@ -66,22 +72,50 @@ type commitCall struct {
 }
 
 // ErrWritesStopped is the error of every write after a commit failed in
-// bbolt itself (an I/O error writing or flushing the data file). Such a
+// bbolt itself (an I/O error writing or flushing the data file), or the
+// file was found replaced (ErrFileReplaced). Such a
 // failure can leave the data file's pages in the operating system's cache
 // unlike the disk, and bbolt's own state unlike either (a meta page
 // written, its flush failed, the transaction rolled back in memory): a
 // later commit could build on pages that are not there. Nothing more is
 // written; the relay stops, and reads the file from disk when it starts
 // again, as etcd and PostgreSQL do on a failed flush.
-var ErrWritesStopped = errors.New("a commit to the data file failed: the relay writes nothing more until it is restarted")
+var ErrWritesStopped = errors.New("the relay stopped writing its data file (a commit failed, or the file was replaced): it writes nothing more until it is restarted")
 
 func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration, onFail func(error)) *committer {
 	if maxBatch <= 0 {
 		maxBatch = defaultMaxBatch
 	}
 	c := &committer{db: db, max: maxBatch, linger: linger, gatherMax: maxGather, onFail: onFail, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	_ = db.View(func(tx *bolt.Tx) error {
+		c.last.Store(uint64(tx.ID()))
+		return nil
+	})
 	go c.run()
 	return c
+}
+
+// ErrFileReplaced means the data file was written by something else
+// while the relay had it open: a backup copied over it (cp writes the
+// file in place, which bbolt's lock does not stop). Its pages are no
+// longer the ones the relay knows are free, and a commit would overwrite
+// live ones; the relay writes nothing more and stops, and serves the file
+// as it is when started again.
+var ErrFileReplaced = errors.New("the data file was written by something else while the relay had it open (a backup copied over it?)")
+
+// replaced checks that the file's last transaction is still the one the
+// committer knows: txID is a read transaction's id (the file's last), or
+// a write transaction's (the file's last plus one) with write set. Other
+// writers of the store (layout upgrades at open) only raise the id.
+func (c *committer) replaced(txID int, write bool) error {
+	last := uint64(txID)
+	if write {
+		last--
+	}
+	if known := c.last.Load(); last < known {
+		return fmt.Errorf("%w: its last transaction is %d, and the relay had committed %d", ErrFileReplaced, last, known)
+	}
+	return nil
 }
 
 // do commits fn with the writes waiting beside it and returns once that
@@ -108,7 +142,7 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 // stopped returns the error of every write once a commit has failed.
 func (c *committer) stopped() error {
 	if f := c.failed.Load(); f != nil {
-		return fmt.Errorf("%w (%v)", ErrWritesStopped, *f)
+		return fmt.Errorf("%w (%w)", ErrWritesStopped, *f)
 	}
 	return nil
 }
@@ -237,7 +271,11 @@ func (c *committer) commit(calls []commitCall) {
 			return
 		}
 		failed := -1
-		err := c.db.Update(func(tx *bolt.Tx) error {
+		var replaced error
+		err := c.update(func(tx *bolt.Tx) error {
+			if replaced = c.replaced(tx.ID(), true); replaced != nil {
+				return replaced
+			}
 			for i, call := range calls {
 				if err := safely(call.fn, tx); err != nil {
 					failed = i
@@ -246,6 +284,15 @@ func (c *committer) commit(calls []commitCall) {
 			}
 			return nil
 		})
+		if replaced != nil {
+			// Nothing was written: the transaction was rolled back.
+			c.fail(replaced)
+			err = c.stopped()
+			for _, call := range calls {
+				call.err <- err
+			}
+			return
+		}
 		if failed < 0 {
 			c.check(err)
 			observed()
@@ -257,7 +304,7 @@ func (c *committer) commit(calls []commitCall) {
 		bad := calls[failed]
 		calls = append(calls[:failed:failed], calls[failed+1:]...)
 		var fnErr error
-		err = c.db.Update(func(tx *bolt.Tx) error {
+		err = c.update(func(tx *bolt.Tx) error {
 			fnErr = safely(bad.fn, tx)
 			return fnErr
 		})
@@ -267,6 +314,20 @@ func (c *committer) commit(calls []commitCall) {
 		bad.err <- err
 	}
 	observed() // every write failed, each alone
+}
+
+// update runs fn in a write transaction, and keeps its id as the last
+// one once it has committed.
+func (c *committer) update(fn func(*bolt.Tx) error) error {
+	var id int
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		id = tx.ID()
+		return fn(tx)
+	})
+	if err == nil {
+		c.last.Store(uint64(id))
+	}
+	return err
 }
 
 // check stops writes when err, the error of a transaction whose writes

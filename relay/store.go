@@ -318,6 +318,49 @@ func Open(path string, o Options) (*Store, error) {
 	return s, nil
 }
 
+// readableLayout returns the layout version a file's meta bucket records,
+// or why this build cannot read the file.
+func readableLayout(meta *bolt.Bucket) (uint64, error) {
+	v := meta.Get(keyLayout)
+	if len(v) != 8 {
+		return 0, errors.New("the file records no layout version; it was written by an older scimrelay")
+	}
+	layout := binary.BigEndian.Uint64(v)
+	if layout < upgradableLayout || layout > layoutVersion {
+		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d, and upgrades a file of versions %d to %d", layout, layoutVersion, upgradableLayout, layoutVersion-1)
+	}
+	return layout, nil
+}
+
+// CheckCopy checks that the file at path is a whole copy of a data file
+// that this build can open: a backup before it replaces anything. It
+// holds every page its meta page counts (bbolt opens a copy cut short
+// without a complaint, since it reads only the meta pages, and would
+// fault on the first page past the end), and records a layout this build
+// reads or upgrades.
+func CheckCopy(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close() }()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	return db.View(func(tx *bolt.Tx) error {
+		if want := tx.Size(); fi.Size() < want {
+			return fmt.Errorf("%d bytes of the %d its pages take: the copy was cut short", fi.Size(), want)
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errors.New("it has no meta bucket: it is not a scimrelay data file")
+		}
+		_, err := readableLayout(meta)
+		return err
+	})
+}
+
 // prepare creates the buckets and checks the layout version, returning it:
 // layoutVersion, or an older one Open upgrades (upgradeLayout).
 func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
@@ -334,13 +377,9 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 			return 0, err
 		}
 	}
-	v := meta.Get(keyLayout)
-	if len(v) != 8 {
-		return 0, errors.New("the file records no layout version; it was written by an older scimrelay")
-	}
-	layout := binary.BigEndian.Uint64(v)
-	if layout < upgradableLayout || layout > layoutVersion {
-		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d, and upgrades a file of versions %d to %d", layout, layoutVersion, upgradableLayout, layoutVersion-1)
+	layout, err := readableLayout(meta)
+	if err != nil {
+		return 0, err
 	}
 	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -560,9 +599,18 @@ func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 	return n, nil
 }
 
-// Ping reports whether the data file is open and readable.
+// Ping reports whether the data file is open and readable, and still the
+// file the relay wrote: one written by something else (ErrFileReplaced)
+// stops writes, as a failed commit does.
 func (s *Store) Ping() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		// Seen here too, not only at the next write: the readiness
+		// check calls Ping, so a relay whose file was replaced stops
+		// even while nothing is written.
+		if err := s.commits.replaced(tx.ID(), false); err != nil {
+			s.commits.fail(err)
+			return s.commits.stopped()
+		}
 		if tx.Bucket(bucketMeta) == nil {
 			return errors.New("data file has no meta bucket")
 		}
@@ -635,12 +683,13 @@ func (s *Store) roomAgain() {
 	}
 }
 
-// stopWrites is told, once, that a commit failed in bbolt itself: the
-// store writes nothing more (ErrWritesStopped) and Failed is closed.
+// stopWrites is told, once, that a commit failed in bbolt itself or the
+// file was replaced: the store writes nothing more (ErrWritesStopped) and
+// Failed is closed.
 func (s *Store) stopWrites(err error) {
 	s.failedOnce.Do(func() {
 		s.failure = err
-		s.log.Error("a commit to the data file failed: the relay writes nothing more and stops; it reads the data file from disk when it starts again", "err", err)
+		s.log.Error("the relay cannot write its data file safely: it writes nothing more and stops; it reads the data file from disk when it starts again", "err", err)
 		close(s.failed)
 	})
 }
@@ -656,7 +705,7 @@ func (s *Store) Failed() <-chan struct{} { return s.failed }
 func (s *Store) Failure() error {
 	select {
 	case <-s.failed:
-		return fmt.Errorf("%w (%v)", ErrWritesStopped, s.failure)
+		return fmt.Errorf("%w (%w)", ErrWritesStopped, s.failure)
 	default:
 		return nil
 	}

@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 )
 
 func init() { subcommands = append(subcommands, newBackupCommand) }
@@ -36,7 +36,7 @@ whole: it waits for that in a temporary file, in $TMPDIR (/tmp) or, where
 that cannot be written (a read-only root file system, as in the Helm
 chart's pods), in data_dir, which then needs room for a second copy.
 
-To restore, stop the relay and put the copy at data_dir/scimrelay.db. The
+To restore, stop the relay and run scimrelay restore --from FILE. The
 relay then holds the state at the backup: restart provisioning in Entra so
 that it sends what changed since, and see README (Backup and recovery) for
 what subscribers and revoked credentials see.`,
@@ -74,7 +74,7 @@ what subscribers and revoked credentials see.`,
 				return fmt.Errorf("receiving the backup (cut short after %d bytes; nothing was written to %s): %w", n, dest, err)
 			}
 			// Check the copy before it replaces anything or reaches stdout.
-			if err := checkWholeDataFile(tmp.Name()); err != nil {
+			if err := relay.CheckCopy(tmp.Name()); err != nil {
 				return fmt.Errorf("the backup received is not a valid data file (nothing was written to %s): %w", dest, err)
 			}
 			if out == toStdout {
@@ -163,26 +163,4 @@ func createStaging(configPath string) (*os.File, error) {
 		return nil, errors.Join(err, derr)
 	}
 	return f, nil
-}
-
-// checkWholeDataFile opens a copy of a data file and checks that it holds
-// every page its meta page counts. bbolt opens a copy cut short without a
-// complaint (it reads only the meta pages), and would fault on the first
-// page past the end.
-func checkWholeDataFile(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = db.Close() }()
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	return db.View(func(tx *bolt.Tx) error {
-		if want := tx.Size(); fi.Size() < want {
-			return fmt.Errorf("%d bytes of the %d its pages take: the copy was cut short", fi.Size(), want)
-		}
-		return nil
-	})
 }

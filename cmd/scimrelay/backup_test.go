@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/scimrelay/scimrelay/relay"
 )
 
 // TestCLIBackupToStdout: with --out -, the copy goes to stdout and nothing
@@ -61,7 +63,7 @@ func TestCLIBackupToStdout(t *testing.T) {
 		if err := os.WriteFile(restored.DBPath(), []byte(copied), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := checkWholeDataFile(restored.DBPath()); err != nil {
+		if err := relay.CheckCopy(restored.DBPath()); err != nil {
 			t.Fatalf("%s: stdout is not a whole data file: %v", tc.name, err)
 		}
 		r := startRelay(t, restored, roleAll)
@@ -114,7 +116,7 @@ func TestCLIBackupRefusesSpecialFiles(t *testing.T) {
 	if code, _, stderr := cli(t, "backup", "--out", target, "--config", cfg); code != exitOK {
 		t.Errorf("backup over a regular file: exit %d, %s", code, stderr)
 	}
-	if err := checkWholeDataFile(target); err != nil {
+	if err := relay.CheckCopy(target); err != nil {
 		t.Errorf("the regular file is not the backup: %v", err)
 	}
 }

@@ -384,7 +384,7 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 	select {
 	case err := <-p.done:
 		p.cancel = nil // stopped already
-		if err == nil || !strings.Contains(err.Error(), "commit to the data file failed") {
+		if err == nil || !strings.Contains(err.Error(), "stopped writing its data file (a commit failed") {
 			t.Fatalf("the relay stopped with %v, want the failed commit", err)
 		}
 	case <-time.After(30 * time.Second):

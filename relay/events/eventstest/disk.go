@@ -67,3 +67,19 @@ func openFD(t testing.TB, path string) int {
 	t.Fatalf("%s is not open in this process", path)
 	return -1
 }
+
+// WriteInPlace writes data over the start of the file at path, in place,
+// as cp does over a file it replaces, but without cp's truncation first:
+// a process that has the file mapped would fault (SIGBUS) on the pages cp
+// cut off, and the test with it.
+func WriteInPlace(t testing.TB, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+}

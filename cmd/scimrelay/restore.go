@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
+)
+
+func init() { subcommands = append(subcommands, newRestoreCommand) }
+
+// restoreLockWait is how long restore waits for the data file's lock: a
+// relay that holds it is running, and the restore is refused.
+const restoreLockWait = 500 * time.Millisecond
+
+func newRestoreCommand() *cobra.Command {
+	var from string
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "restore --from FILE|-",
+		Short: "Put a backup in place of the data file, with the relay stopped",
+		Long: `Put a copy made by scimrelay backup in place of the relay's data file
+(data_dir/scimrelay.db, data_dir as relay.yaml says). The relay must be
+stopped: a relay that holds the data file is running, and the restore is
+refused. The copy is checked first (whole, a scimrelay data file of a
+layout this build opens); the data file it replaces is kept beside it as
+scimrelay.db.replaced-<time> unless --keep=false. The copy takes the data
+file's place in one rename, so a relay started meanwhile opens either the
+old file or the whole copy. With --from -, the backup is read from stdin,
+which is how it reaches a container whose image has no shell.
+
+Copying a backup over the data file of a running relay (cp) is not a
+restore: the relay finds the file changed under it, refuses writes and
+stops, and serves the file as it is when started again.
+
+A restore brings back the state at the backup: restart provisioning in
+Entra so that it sends what changed since, restart every --role sinks
+process, and see README (Backup and recovery) for what subscribers and
+revoked credentials see.`,
+		Example: `  scimrelay restore --from /backups/scimrelay-2026-11-30.db
+  docker compose run --rm -T relay-scim restore --from - < scimrelay-2026-11-30.db`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Read(configPathOf(cmd), "data_dir")
+			if err != nil {
+				return err
+			}
+			target, err := filepath.Abs(cfg.DBPath())
+			if err != nil {
+				return err
+			}
+			var src io.Reader = cmd.InOrStdin()
+			name := "the backup on stdin"
+			if from == fromStdin {
+				if isTerminal(src) {
+					return usageError{errors.New("--from - reads the backup from stdin, which is a terminal: redirect it from the file")}
+				}
+			} else {
+				f, err := os.Open(from)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				src, name = f, from
+			}
+			kept, err := restoreDataFile(src, name, target, keep)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "restored %s to %s\n", name, target)
+			if kept != "" {
+				fmt.Fprintf(out, "the data file it replaced is kept at %s\n", kept)
+			}
+			fmt.Fprintln(out, "before starting the relay: restart every --role sinks process with it; once it runs, restart provisioning in Entra (README, Backup and recovery)")
+			return nil
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().StringVar(&from, "from", "", "the backup to restore, or - for stdin (required)")
+	cmd.Flags().BoolVar(&keep, "keep", true, "keep the data file it replaces beside it")
+	_ = cmd.MarkFlagRequired("from")
+	return cmd
+}
+
+// fromStdin is the --from that means stdin.
+const fromStdin = "-"
+
+// restoreDataFile puts a copy of what src holds (name says what it is) in
+// place of the data file at target, holding the data file's lock
+// meanwhile, so that a running relay refuses it and one starting waits.
+// The copy is checked (relay.CheckCopy) before it replaces anything. With
+// keep, the data file replaced stays beside it (a hard link, so it costs
+// no copy); its path is returned. A copy cut short (a full disk) leaves
+// the data file as it was.
+func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string, err error) {
+	if _, err := os.Stat(target); err == nil {
+		db, err := bolt.Open(target, 0o600, &bolt.Options{ReadOnly: true, Timeout: restoreLockWait})
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return "", fmt.Errorf("a relay is running on %s (it holds the file): stop it first; nothing was changed", target)
+		}
+		if err != nil {
+			return "", fmt.Errorf("opening the data file %s: %w", target, err)
+		}
+		// Held until the copy is in place.
+		defer func() { _ = db.Close() }()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	dir := filepath.Dir(target)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, ".scimrelay-restore-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	_, err = io.Copy(tmp, src)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("copying %s beside the data file (nothing was changed): %w", name, err)
+	}
+	if err := relay.CheckCopy(tmp.Name()); err != nil {
+		return "", fmt.Errorf("%s is not a backup this relay can restore (nothing was changed): %w", name, err)
+	}
+	if keep {
+		kept = target + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+		if err := os.Link(target, kept); errors.Is(err, os.ErrNotExist) {
+			kept = "" // nothing to keep: a restore on a new machine
+		} else if err != nil {
+			return "", fmt.Errorf("keeping the data file beside it (nothing was changed; --keep=false replaces it without): %w", err)
+		}
+	}
+	if err := os.Rename(tmp.Name(), target); err != nil {
+		return "", fmt.Errorf("putting the copy in place of %s: %w", target, err)
+	}
+	return kept, syncDir(dir)
+}
+
+// syncDir flushes a directory, so that a rename in it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
