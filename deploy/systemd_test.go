@@ -6,13 +6,14 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
 // TestSystemdUnit checks that the unit runs a command the binary accepts,
-// reloads it with SIGHUP and may write where the relay keeps its data.
+// reloads it through the admin API and may write where the relay keeps its data.
 func TestSystemdUnit(t *testing.T) {
 	data, err := os.ReadFile("systemd/scimrelay.service")
 	if err != nil {
@@ -29,10 +30,14 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("ExecStart %q; the README installs the binary as /usr/local/bin/scimrelay", exec)
 	}
 	checkCommandLine(t, "ExecStart", exec[1:])
-	// systemctl reload: SIGHUP, which serve answers by re-reading relay.yaml.
-	if r := keys["ExecReload"]; len(r) != 1 || r[0] != "/bin/kill -HUP $MAINPID" {
-		t.Errorf("ExecReload %q; want /bin/kill -HUP $MAINPID", r)
+	// systemctl reload: scimrelay reload, with the relay.yaml serve reads,
+	// so that it fails when the relay refuses the file or is not up yet
+	// (TestReloadWhileStarting), where a SIGHUP could end it.
+	reload := strings.Fields(strings.Join(keys["ExecReload"], " "))
+	if len(keys["ExecReload"]) != 1 || len(reload) < 2 || reload[0] != exec[0] || reload[1] != "reload" || !slices.Equal(reload[2:], exec[len(exec)-2:]) {
+		t.Errorf("ExecReload %q; want %s reload with ExecStart's --config", keys["ExecReload"], exec[0])
 	}
+	checkCommandLine(t, "ExecReload", reload[1:])
 	state := "/var/lib/" + strings.Join(keys["StateDirectory"], "")
 	if !strings.Contains(strings.Join(keys["ReadWritePaths"], " "), state) || keys["ProtectSystem"][0] != "strict" {
 		t.Errorf("ProtectSystem=%v with ReadWritePaths %v: the relay cannot write its StateDirectory %s", keys["ProtectSystem"], keys["ReadWritePaths"], state)

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -383,6 +384,43 @@ func scrapeGauge(t *testing.T, admin, name string) float64 {
 		t.Fatalf("/metrics has no %s", name)
 	}
 	return sumSeries(f)
+}
+
+// TestReloadWhileStarting: the systemd unit's ExecReload, scimrelay
+// reload, run again and again from the moment the relay's process starts:
+// it fails, saying the relay is not reachable (exit 3), until the relay
+// is up, then reloads; the relay is never ended by it, as a SIGHUP in its
+// first milliseconds would end it.
+func TestReloadWhileStarting(t *testing.T) {
+	bin := binary(t)
+	configPath, _ := processConfig(t, t.TempDir())
+	p := startProcess(t, bin, configPath)
+	var codes []int
+	eventstest.CheckFor(t, 60*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case <-p.exited:
+			t.Fatalf("relay exited while reloads were asked of it: %v\n%s", p.err, p.stderr.String())
+		default:
+		}
+		out, err := exec.Command(bin, "reload", "--config", configPath).CombinedOutput()
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &exit) && exit.ExitCode() == exitNotReady:
+			codes = append(codes, exitNotReady)
+			return fmt.Errorf("reload: %s", out)
+		default:
+			t.Fatalf("reload while the relay starts: %v\n%s", err, out)
+		}
+		return nil
+	})
+	t.Logf("%d reloads refused (exit 3) before the relay was up", len(codes))
+	select {
+	case <-p.exited:
+		t.Fatalf("relay exited after the reload: %v\n%s", p.err, p.stderr.String())
+	default:
+	}
 }
 
 // TestHangUpWhileStarting: a SIGHUP that arrives while the relay starts
