@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,22 +238,32 @@ func TestStopEndsAdminStreams(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, b := consoleRelay(t, nil)
 			ended := tc.open(t, p, b)
-			p.cancel() // as SIGTERM does
-			p.cancel = nil
-			select {
-			case err := <-p.done:
-				if err != nil {
-					t.Errorf("the relay stopped with %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("the relay did not stop within 10 s with a %s open (it takes a fraction of a second without)", tc.name)
-				if err := <-p.done; err != nil {
-					t.Errorf("the relay stopped with %v", err)
-				}
-			}
+			p.interrupt(t, 10*time.Second, "a "+tc.name+" open")
 			ended(t)
 		})
 	}
+}
+
+// interrupt stops the relay as SIGTERM does, while with (what is open)
+// holds, and returns how long it took; past within the test fails, and
+// interrupt waits on.
+func (p *relayProc) interrupt(t *testing.T, within time.Duration, with string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	p.cancel()
+	p.cancel = nil
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("the relay stopped with %v", err)
+		}
+	case <-time.After(within):
+		t.Errorf("the relay did not stop within %s with %s (it takes a fraction of a second without)", within, with)
+		if err := <-p.done; err != nil {
+			t.Errorf("the relay stopped with %v", err)
+		}
+	}
+	return time.Since(start)
 }
 
 // followingCLI is a command of the CLI that runs until it ends by itself.
@@ -297,4 +309,150 @@ func (f *followingCLI) wantEnd(t *testing.T, code int, says string) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("the command still runs 10 s after the relay stopped")
 	}
+}
+
+// TestStopEndsTailWhileNATSIsAway: a stop does not wait for an event tail
+// whose NATS is away either. Stopped NATS refuses at once; one that hangs,
+// or a network that drops what it carries, leaves each request to its
+// timeout, and nats.go's fetch, which takes no context, waited up to 10 s
+// to make the tail's consumer: a stop took 7.5 s with a tail open, 0.1 s
+// without one.
+func TestStopEndsTailWhileNATSIsAway(t *testing.T) {
+	path := newStallingPath(t, eventstest.URL(eventstest.RunServer(t)))
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = path.url()
+	p := startRelay(t, cfg, roleAll)
+	id := p.createUser(t, "ann")
+	tail := followCLI(t, "events", "tail", "--since", "1h", "--config", cliConfig(t, p, adminSecret))
+	tail.waitFor(t, id)
+
+	path.stall()
+	// The tail's next fetch makes its consumer anew (an ordered consumer
+	// does at each fetch) and waits for an answer that will not come.
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !path.sent("$JS.API.CONSUMER.CREATE.SCIMRELAY.") {
+			return errors.New("the tail has not asked for its consumer since NATS went away")
+		}
+		return nil
+	})
+	// Generous: it takes a fraction of a second, and took up to 10 s.
+	if took := p.interrupt(t, 20*time.Second, "a tail open while NATS was away"); took > 3*time.Second {
+		t.Errorf("the relay took %s to stop with a tail open while NATS was away", took)
+	}
+	tail.wantEnd(t, exitNotReady, "the relay ended the event tail")
+}
+
+// stallingPath carries TCP connections to a NATS server until it stalls;
+// then it carries nothing either way and closes nothing, as a network that
+// drops packets or a NATS that hangs does: requests wait for their
+// timeouts, and the connection stays up until its pings fail (minutes).
+type stallingPath struct {
+	ln      net.Listener
+	stalled atomic.Bool
+	mu      sync.Mutex
+	held    []byte // what the client sent once stalled
+}
+
+func newStallingPath(t *testing.T, natsURL string) *stallingPath {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallingPath{ln: ln}
+	var conns sync.WaitGroup
+	var open sync.Map
+	t.Cleanup(func() {
+		_ = ln.Close()
+		open.Range(func(c, _ any) bool { _ = c.(net.Conn).Close(); return true })
+		conns.Wait()
+	})
+	to := strings.TrimPrefix(natsURL, "nats://")
+	conns.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			open.Store(in, true)
+			open.Store(out, true)
+			conns.Go(func() { p.carry(out, in, true) })
+			conns.Go(func() { p.carry(in, out, false) })
+		}
+	})
+	return p
+}
+
+// carry copies from src to dst until either closes, holding back what
+// comes once the path stalls (noting what the client sent).
+func (p *stallingPath) carry(dst, src net.Conn, fromClient bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !p.stalled.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			} else if fromClient {
+				p.mu.Lock()
+				p.held = append(p.held, buf[:n]...)
+				p.mu.Unlock()
+			}
+		}
+		if err != nil {
+			if !p.stalled.Load() {
+				_ = dst.Close()
+			}
+			return
+		}
+	}
+}
+
+func (p *stallingPath) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *stallingPath) stall() { p.stalled.Store(true) }
+
+// sent reports whether the client sent s once the path stalled.
+func (p *stallingPath) sent(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Contains(string(p.held), s)
+}
+
+// TestAdminCommandsSayNATSIsAway: the commands that need NATS say that it
+// is away, rather than "internal error", while it is; a following tail
+// started then waits for it and carries on once it is back.
+func TestAdminCommandsSayNATSIsAway(t *testing.T) {
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	ns := eventstest.RunServerAt(t, dir, port)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	withSink(cfg, "crm", newHook(t).URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	config := cliConfig(t, p, adminSecret)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	for _, args := range [][]string{
+		{"dlq", "list", "--sink", "crm"},
+		{"dlq", "redrive", "--sink", "crm", "--all"},
+		{"sinks", "replay", "--sink", "crm", "--since", "1h"},
+		{"log", "--deliveries"},
+		{"events", "tail", "--no-follow"},
+	} {
+		code, _, stderr := cli(t, append(args, "--config", config)...)
+		if code != exitError || !strings.Contains(stderr, "NATS is away") || strings.Contains(stderr, "internal error") {
+			t.Errorf("%s: exit %d, stderr %q; want 1 saying NATS is away", strings.Join(args, " "), code, stderr)
+		}
+	}
+	tail := followCLI(t, "events", "tail", "--config", config)
+	eventstest.RunServerAt(t, dir, port)
+	t.Cleanup(p.stop) // the sinks hand their partitions over before this server shuts down
+	id := p.createUser(t, "ann")
+	tail.waitFor(t, id)
 }

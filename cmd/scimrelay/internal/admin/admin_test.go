@@ -531,6 +531,51 @@ func TestInternalErrors(t *testing.T) {
 	res.Body.Close()
 }
 
+// TestNATSAwayIsSaid: what needs NATS while it is away (stopped here) is
+// answered 503 naming NATS, with Retry-After, not 500 "internal error":
+// nothing failed in the relay, and the caller can try again. Once NATS is
+// back they answer again.
+func TestNATSAwayIsSaid(t *testing.T) {
+	f := newFixture(t)
+	back := f.stopNATS()
+	needNATS := []struct{ method, path, body string }{
+		{"GET", "/admin/v1/events?follow=false", ""},
+		{"GET", "/admin/v1/events?tenant=acme&since=1h&follow=false", ""},
+		{"GET", "/admin/v1/dlq", ""},
+		{"GET", "/admin/v1/sinks/crm/dlq", ""},
+		{"POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`},
+		{"GET", "/admin/v1/sinks", ""}, // sinks replay asks it first
+		{"GET", "/admin/v1/sinks/crm", ""},
+		{"GET", "/admin/v1/deliveries", ""},
+	}
+	for _, r := range needNATS {
+		a := f.request(r.method, r.path, r.body)
+		e := a.wantError(t, http.StatusServiceUnavailable, "NATS is away (the relay is not connected to NATS)")
+		if a.header.Get("Retry-After") != "5" || e.RequestID != "" {
+			t.Errorf("%s %s: Retry-After %q, request_id %q; want 5 and none (the answer says it all)", r.method, r.path, a.header.Get("Retry-After"), e.RequestID)
+		}
+		if !strings.Contains(f.log.String(), "request_id="+a.header.Get("X-Request-Id")) {
+			t.Errorf("%s %s: the log has no line of request %s", r.method, r.path, a.header.Get("X-Request-Id"))
+		}
+	}
+	if strings.Contains(f.log.String(), "level=ERROR") {
+		t.Errorf("NATS being away is logged as the relay's own failure:\n%s", f.log.String())
+	}
+
+	back()
+	for _, r := range needNATS {
+		if r.method != "GET" {
+			continue
+		}
+		eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+			if a := f.request(r.method, r.path, r.body); a.status != http.StatusOK {
+				return fmt.Errorf("%s %s: %d %s", r.method, r.path, a.status, a.body)
+			}
+			return nil
+		})
+	}
+}
+
 // TestUnavailableInRole: a process without the data file (role sinks)
 // answers what it cannot do with 503.
 func TestUnavailableInRole(t *testing.T) {
@@ -684,27 +729,13 @@ func TestEventsTail(t *testing.T) {
 // with the events published once it is back.
 func TestEventsTailAcrossOutage(t *testing.T) {
 	f := newFixture(t)
-	res := f.follow("tenant=acme")
-	lines := make(chan string, 16)
-	go func() {
-		defer close(lines)
-		dec := json.NewDecoder(res.Body)
-		for {
-			var e struct{ ID string }
-			if dec.Decode(&e) != nil {
-				return
-			}
-			lines <- e.ID
-		}
-	}()
+	lines := eventIDs(f.follow("tenant=acme"))
 	first := f.publish("acme", events.UserCreated, 1)[0]
 	if id := <-lines; id != first {
 		t.Fatalf("first line %s, want %s", id, first)
 	}
 
-	port := f.nats.Addr().(*net.TCPAddr).Port
-	f.nats.Shutdown()
-	f.nats.WaitForShutdown()
+	back := f.stopNATS()
 	down := time.Now()
 	failures := func() int { return strings.Count(f.log.String(), "reading the stream failed") }
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
@@ -719,17 +750,73 @@ func TestEventsTailAcrossOutage(t *testing.T) {
 	if most := 2 + int(elapsed/(100*time.Millisecond)); n > most {
 		t.Fatalf("%d failed fetches in %s: not backing off", n, elapsed)
 	}
-	f.nats = eventstest.RunServerAt(t, f.natsDir, port)
-	t.Cleanup(f.stop) // the sinks hand their partitions over before this server shuts down
-	second := f.publishWhenBack("acme", events.UserUpdated)
+	back()
+	wantLine(t, lines, f.publishWhenBack("acme", events.UserUpdated), "after the outage")
+}
+
+// TestEventsTailStartedDuringOutage: a following tail asked for while NATS
+// is away begins, waits for NATS as a tail that began before the outage
+// does, and then has the events stored since it was asked: the first one
+// published once NATS is back (as the outbox publishes what was written
+// meanwhile) included, and none from before. It used to fail at once, 500
+// "internal error".
+func TestEventsTailStartedDuringOutage(t *testing.T) {
+	f := newFixture(t)
+	f.publish("acme", events.UserCreated, 1)
+	back := f.stopNATS()
+	lines := eventIDs(f.follow("tenant=acme"))
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(f.log.String(), "reading the stream failed") {
+			return errors.New("the tail has not tried again yet")
+		}
+		return nil
+	})
+	back()
+	wantLine(t, lines, f.publishWhenBack("acme", events.UserUpdated), "first, published once NATS was back")
+}
+
+// wantLine waits for the next id a tail sends and checks it is want.
+func wantLine(t *testing.T, lines <-chan string, want, what string) {
+	t.Helper()
 	select {
 	case id := <-lines:
-		if id != second {
-			t.Fatalf("after the outage %s, want %s", id, second)
+		if id != want {
+			t.Fatalf("line %s, want %s (%s)", id, want, what)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the tail did not carry on after NATS came back")
+		t.Fatalf("no line within 30 s; want %s (%s)", want, what)
 	}
+}
+
+// stopNATS stops the fixture's NATS server and returns what starts it
+// again, at the same address and with the same store.
+func (f *fixture) stopNATS() (back func()) {
+	f.t.Helper()
+	port := f.nats.Addr().(*net.TCPAddr).Port
+	f.nats.Shutdown()
+	f.nats.WaitForShutdown()
+	return func() {
+		f.t.Helper()
+		f.nats = eventstest.RunServerAt(f.t, f.natsDir, port)
+		f.t.Cleanup(f.stop) // the sinks hand their partitions over before this server shuts down
+	}
+}
+
+// eventIDs reads a tail's lines and sends their event ids.
+func eventIDs(res *http.Response) <-chan string {
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		dec := json.NewDecoder(res.Body)
+		for {
+			var e struct{ ID string }
+			if dec.Decode(&e) != nil {
+				return
+			}
+			lines <- e.ID
+		}
+	}()
+	return lines
 }
 
 // publishWhenBack publishes one event as soon as NATS takes it.

@@ -11,7 +11,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay"
@@ -22,9 +27,10 @@ import (
 // The admin API's one error model, like the SCIM handler's: handlers
 // return errors and writeError alone turns them into answers. An *Error
 // is the caller's mistake or a known state and is answered with its status
-// and message; the services' sentinel errors map to theirs; anything else
-// is the relay's own failure, logged with the request id and answered 500
-// with that id and without its text.
+// and message; the services' sentinel errors map to theirs; NATS being away
+// is a state too, answered 503 naming NATS; anything else is the relay's
+// own failure, logged with the request id and answered 500 with that id
+// and without its text.
 
 // statusError is an error answered with its status and message.
 type statusError struct {
@@ -46,6 +52,30 @@ func badRequest(format string, args ...any) error {
 
 func unavailable(what string) error {
 	return errorf(http.StatusServiceUnavailable, "%s is not available on this relay (its role does not hold the data file)", what)
+}
+
+// natsRetryAfter is the Retry-After of an answer that NATS is away: about
+// as long as the relay's connection takes to come back once NATS does.
+const natsRetryAfter = 5 * time.Second
+
+// natsAway says why err means that NATS, rather than the relay, failed the
+// request: the relay is not connected to it, or JetStream did not answer;
+// "" when it does not. The admin API's requests have no deadline of their
+// own (the caller's going away is context.Canceled), so a deadline
+// exceeded is a JetStream request's timeout.
+func natsAway(err error) string {
+	switch {
+	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, jetstream.ErrConnectionClosed):
+		return "the relay is not connected to NATS"
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrJetStreamNotEnabled),
+		errors.Is(err, jetstream.ErrNoStreamResponse):
+		return "no JetStream answered"
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "JetStream did not answer in time"
+	}
+	return ""
 }
 
 // apiFunc is an admin endpoint: it writes its answer, or returns an error
@@ -104,6 +134,14 @@ func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	// A length set for the answer that did not begin (a backup's) is not
 	// the error's.
 	w.Header().Del("Content-Length")
+	if reason := natsAway(err); status == http.StatusInternalServerError && !public && reason != "" {
+		// Not the relay's failure, and not one its log explains better
+		// than the answer: say so, and when to ask again.
+		h.log.WarnContext(r.Context(), "admin request failed: NATS is away", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(natsRetryAfter.Seconds())))
+		err = errorf(http.StatusServiceUnavailable, "NATS is away (%s); try again once it is back: GET /readyz/nats answers 200 then", reason)
+		status, public = statusOf(err)
+	}
 	body := errorBody{Error: err.Error()}
 	if !public {
 		h.log.ErrorContext(r.Context(), "admin request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)

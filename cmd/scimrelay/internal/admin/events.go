@@ -80,34 +80,61 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 		fromSeq = n
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
-	stream, err := h.o.Events.Stream(r.Context(), events.StreamName)
-	if err != nil {
-		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
+	newOnly := q.Get("since") == "" && q.Get("from_seq") == ""
+	asked := time.Now()
+	// open makes the tail's consumer; again is a later attempt, once NATS
+	// is back.
+	open := func(ctx context.Context, again bool) (jetstream.Consumer, error) {
+		stream, err := h.o.Events.Stream(ctx, events.StreamName)
+		if err != nil {
+			return nil, fmt.Errorf("opening stream %s: %w", events.StreamName, err)
+		}
+		cfg := cfg
+		switch {
+		case newOnly && !again:
+			// New events only: those after the last one now, so that none
+			// published once the caller has the answer is missed.
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = stream.CachedInfo().State.LastSeq + 1
+		case newOnly:
+			// Opened once NATS is back: the outbox may have published what
+			// was written meanwhile, which is new to the caller too.
+			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &asked
+		}
+		cons, err := stream.OrderedConsumer(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("reading stream %s: %w", events.StreamName, err)
+		}
+		return cons, nil
 	}
-	if q.Get("since") == "" && q.Get("from_seq") == "" {
-		// New events only: those after the last one now, so that none
-		// published once the caller has the answer is missed (the consumer
-		// is made with the first fetch, after the answer began).
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = stream.CachedInfo().State.LastSeq + 1
-	}
-	cons, err := stream.OrderedConsumer(r.Context(), cfg)
+	cons, err := await(r.Context(), func() (jetstream.Consumer, error) { return open(r.Context(), false) })
 	if err != nil {
-		return fmt.Errorf("reading stream %s: %w", events.StreamName, err)
+		// A following tail waits for NATS, as it does once it has begun;
+		// one that does not follow answers now that it cannot.
+		if !follow || natsAway(err) == "" || r.Context().Err() != nil {
+			return err
+		}
+		h.log.WarnContext(r.Context(), "tailing events: NATS is away; the tail begins when it is back", "request_id", requestIDOf(r.Context()), "err", err)
 	}
 	NoReadDeadline(w) // the tail lasts as long as its caller reads
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()
-	return h.tail(r.Context(), cons, w, follow, func(m jetstream.Msg) ([]byte, bool) { return tailLine(m, patterns, fromSeq) })
+	reopen := func(ctx context.Context) (jetstream.Consumer, error) { return open(ctx, true) }
+	return h.tail(r.Context(), cons, reopen, w, follow, func(m jetstream.Msg) ([]byte, bool) { return tailLine(m, patterns, fromSeq) })
 }
 
 // tail copies the consumer's messages to w as render makes them, until
-// ctx ends or, when not following, until nothing is pending.
-func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.ResponseWriter, follow bool, render func(jetstream.Msg) ([]byte, bool)) error {
+// ctx ends or, when not following, until nothing is pending. Without a
+// consumer (NATS was away) it makes one with open first, retrying as it
+// does a fetch.
+func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, open func(context.Context) (jetstream.Consumer, error), w http.ResponseWriter, follow bool, render func(jetstream.Msg) ([]byte, bool)) error {
 	rc := http.NewResponseController(w)
 	retry, empty := tailRetryMin, 0
 	failed := func(err error) bool {
+		if ctx.Err() != nil {
+			return false
+		}
 		h.log.WarnContext(ctx, "tailing events: reading the stream failed", "request_id", requestIDOf(ctx), "err", err, "retry_in", retry)
 		select {
 		case <-ctx.Done():
@@ -118,7 +145,22 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.Resp
 		return true
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(tailBatch, jetstream.FetchMaxWait(h.tailWait))
+		if cons == nil {
+			c, err := await(ctx, func() (jetstream.Consumer, error) { return open(ctx) })
+			if err != nil {
+				if !failed(err) {
+					return nil
+				}
+				continue
+			}
+			cons = c
+		}
+		// nats.go's fetch takes no context and can wait for NATS for
+		// seconds (10 to make its consumer): a stop or a caller that went
+		// does not wait for it.
+		batch, err := await(ctx, func() (jetstream.MessageBatch, error) {
+			return cons.Fetch(tailBatch, jetstream.FetchMaxWait(h.tailWait))
+		})
 		if err != nil {
 			if !failed(err) {
 				return nil
@@ -132,7 +174,18 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.Resp
 			return nil
 		}
 		n := 0
-		for m := range batch.Messages() {
+	read:
+		for {
+			var m jetstream.Msg
+			select {
+			case <-ctx.Done():
+				return nil
+			case msg, ok := <-batch.Messages():
+				if !ok {
+					break read
+				}
+				m = msg
+			}
 			n++
 			if line, ok := render(m); ok {
 				if _, err := w.Write(line); err != nil {
@@ -161,6 +214,28 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, w http.Resp
 		}
 	}
 	return nil
+}
+
+// await returns f's result, or ctx's error as soon as ctx ends, leaving f
+// to end by itself: for a call into nats.go that takes no context, or that
+// waits for a connection that is coming back without heeding one.
+func await[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }
 
 // tailLine renders a message as a line of NDJSON when it passes the filters.
