@@ -149,3 +149,22 @@ func BenchmarkDecodeObject(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkParseEntraUser parses Entra's create-user body as a POST does:
+// decoded, its names resolved against the schema and its values checked.
+//
+//	go test ./scim -run x -bench ParseEntraUser -count 3
+func BenchmarkParseEntraUser(b *testing.B) {
+	var body []byte
+	for _, s := range loadEntraSteps(b) {
+		if s.ID == "create-user" {
+			body = []byte(*s.RequestBody)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := ParseResourceNoting(UserResourceType, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -47,3 +47,29 @@ func foldRune(r rune) rune {
 	}
 	return least
 }
+
+// lookupLower looks name up, ignoring case, in m, whose keys are lower
+// case (as strings.ToLower gives them). Most names a request gives are
+// short and ASCII, with capitals ("userName", "externalId", "Users"):
+// those are lowered into a buffer on the stack, not a new string, since
+// every path, filter, body and PATCH names some.
+func lookupLower[V any](m map[string]V, name string) (V, bool) {
+	var lower [32]byte
+	if len(name) > len(lower) {
+		v, ok := m[strings.ToLower(name)]
+		return v, ok
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= utf8.RuneSelf {
+			v, ok := m[strings.ToLower(name)]
+			return v, ok
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	v, ok := m[string(lower[:len(name)])] // indexing a map with a converted []byte makes no string
+	return v, ok
+}

@@ -23,3 +23,17 @@ func FuzzFold(f *testing.F) {
 		}
 	})
 }
+
+func TestLookupLowerFindsWhatToLowerFinds(t *testing.T) {
+	m := map[string]int{"username": 1, "emails": 2, "ünïcode": 3, strings.Repeat("x", 40): 4}
+	for _, name := range []string{"userName", "USERNAME", "username", "Emails", "ÜNÏCODE", strings.Repeat("X", 40), "", "name", "user\x00Name", "\xff"} {
+		want, wantOK := m[strings.ToLower(name)]
+		got, ok := lookupLower(m, name)
+		if got != want || ok != wantOK {
+			t.Errorf("lookupLower(%q) = %d, %v; map[strings.ToLower] gives %d, %v", name, got, ok, want, wantOK)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { lookupLower(m, "userName") }); n != 0 {
+		t.Errorf("looking up a short ASCII name made %v allocations, want 0", n)
+	}
+}

@@ -253,20 +253,17 @@ func notImplemented(detail string) handlerFunc {
 	}
 }
 
-type infoKey struct{}
-
 // ServeHTTP answers one request and reports it to Options.Observe.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	info := &RequestInfo{
+	rec := &statusRecorder{ResponseWriter: w, info: RequestInfo{
 		Start:     time.Now(),
 		RequestID: RequestID(r),
 		Method:    r.Method,
 		Path:      r.URL.Path,
-	}
+	}}
+	info := &rec.info
 	w.Header().Set("X-Request-Id", info.RequestID)
-	rec := &statusRecorder{ResponseWriter: w}
 	canonicalPath(r.URL)
-	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	defer func() {
 		p := recover()
 		if p != nil && p != http.ErrAbortHandler {
@@ -318,19 +315,24 @@ func canonicalPath(u *url.URL) {
 	segs := strings.Split(trimmed, "/")
 	// "", "scim", "v2", tenant, endpoint, [id or .search]
 	if len(segs) >= 5 && segs[1] == "scim" && segs[2] == "v2" {
+		changed := false
 		if len(segs) >= 6 && segs[4] == "" {
-			if _, ok := endpoints[strings.ToLower(segs[5])]; ok {
+			if _, ok := lookupLower(endpoints, segs[5]); ok {
 				// A Tenant URL entered with a trailing slash: the client
 				// appended "/Users" to it.
 				segs = slices.Delete(segs, 4, 5)
+				changed = true
 			}
 		}
 		for i := 4; i < len(segs) && i < 6; i++ {
-			if canon, ok := endpoints[strings.ToLower(segs[i])]; ok && (i == 4 || canon == ".search") {
+			if canon, ok := lookupLower(endpoints, segs[i]); ok && (i == 4 || canon == ".search") && segs[i] != canon {
 				segs[i] = canon
+				changed = true
 			}
 		}
-		trimmed = strings.Join(segs, "/")
+		if changed { // most paths are canonical already
+			trimmed = strings.Join(segs, "/")
+		}
 	}
 	if trimmed == escaped {
 		return
@@ -344,7 +346,7 @@ func canonicalPath(u *url.URL) {
 // the rate limit, and turns a returned error into a SCIM error response.
 func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info, _ := r.Context().Value(infoKey{}).(*RequestInfo)
+		info := infoOf(w)
 		if info == nil {
 			info = &RequestInfo{}
 		}
@@ -399,9 +401,9 @@ func (h *Handler) limit(tenant string, n int) error {
 // (RFC 6750), or HTTP Basic credentials (RFC 7617) that the Authenticator
 // checks as an OAuth client's id and secret.
 func (h *Handler) authenticate(r *http.Request, tenant string) error {
-	usage := "send Authorization: Bearer <token>"
+	usage := bearerUsage
 	if h.o.BasicAuth {
-		usage += ", or Basic with an OAuth client's id and secret"
+		usage = bearerOrBasicUsage
 	}
 	if len(r.Header.Values("Authorization")) > 1 {
 		return Errorf(ErrInvalidSyntax, "more than one Authorization header; send exactly one")
@@ -439,6 +441,12 @@ func (h *Handler) authenticate(r *http.Request, tenant string) error {
 	}
 	return Errorf(ErrUnauthorized, "malformed Authorization header: unsupported scheme; %s", usage)
 }
+
+// How to authenticate, for the refusals that say so.
+const (
+	bearerUsage        = "send Authorization: Bearer <token>"
+	bearerOrBasicUsage = bearerUsage + ", or Basic with an OAuth client's id and secret"
+)
 
 // rateLimited is a 429 that carries its Retry-After.
 type rateLimited struct {
@@ -604,9 +612,19 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	return lw.finish()
 }
 
-func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
+// projectionOf is the projection a request's attributes and
+// excludedAttributes ask for. Most requests have no query at all, and
+// need no map of its parameters to say so.
+func projectionOf(rt *ResourceType, r *http.Request) *Projection {
+	if r.URL.RawQuery == "" {
+		return ParseProjection(rt, "", "")
+	}
 	q := r.URL.Query()
-	proj := ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes"))
+	return ParseProjection(rt, q.Get("attributes"), q.Get("excludedAttributes"))
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
+	proj := projectionOf(c.rt, r)
 	res, err := h.backend.Get(r.Context(), c.tenant, c.rt, c.id)
 	if err != nil {
 		return err
@@ -631,8 +649,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error 
 		return err
 	}
 	w.Header().Set("Location", c.location(created))
-	q := r.URL.Query()
-	return h.respond(w, r, c, http.StatusCreated, created, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
+	return h.respond(w, r, c, http.StatusCreated, created, projectionOf(c.rt, r))
 }
 
 // createResource is a POST of body to c's resource type, for the endpoint
@@ -666,8 +683,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	return h.respond(w, r, c, http.StatusOK, res, ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes")))
+	return h.respond(w, r, c, http.StatusOK, res, projectionOf(c.rt, r))
 }
 
 // replaceResource is a PUT of body to the resource c.id. The new state is
@@ -724,8 +740,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	proj := ParseProjection(c.rt, q.Get("attributes"), q.Get("excludedAttributes"))
+	proj := projectionOf(c.rt, r)
 	if patchAnswersEmpty(c.rt, proj) {
 		if v := res.Meta().Version; v != "" {
 			w.Header().Set("ETag", v)
@@ -1168,7 +1183,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // response. Errors that are not *Error are internal: logged, answered 500
 // with the request id, never with their text.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	info, _ := r.Context().Value(infoKey{}).(*RequestInfo)
+	info := infoOf(w)
 	var se *Error
 	var rl *rateLimited
 	switch {
@@ -1288,11 +1303,24 @@ func (jw *jsonWriter) abort(err error) error {
 	panic(http.ErrAbortHandler)
 }
 
-// statusRecorder remembers the status a handler wrote.
+// statusRecorder remembers the status a handler wrote, and carries the
+// request's RequestInfo to the route and the error writer (infoOf): mux
+// hands them the writer ServeHTTP gave it, so the info needs no context
+// value, which would copy the request once more.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	info   RequestInfo
+}
+
+// infoOf returns the RequestInfo of the request w answers, or nil for a
+// writer ServeHTTP did not make.
+func infoOf(w http.ResponseWriter) *RequestInfo {
+	if rec, ok := w.(*statusRecorder); ok {
+		return &rec.info
+	}
+	return nil
 }
 
 func (s *statusRecorder) WriteHeader(code int) {

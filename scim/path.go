@@ -143,7 +143,7 @@ func (rt *ResourceType) lookup(schema *Schema, qualified bool, name string) (*At
 	if qualified && schema != rt.Schema {
 		return schema.Attribute(name), schema
 	}
-	if a := commonAttributes[strings.ToLower(name)]; a != nil {
+	if a, _ := lookupLower(commonAttributes, name); a != nil {
 		return a, nil
 	}
 	if a := rt.Schema.Attribute(name); a != nil {

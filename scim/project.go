@@ -21,12 +21,19 @@ type Projection struct {
 // gets the response without it, as it would if the attribute were unset;
 // one asking only for such attributes gets only those always returned.
 func ParseProjection(rt *ResourceType, attributes, excluded string) *Projection {
+	if attributes == "" && excluded == "" {
+		return wholeResource // most requests: nothing to parse
+	}
 	return &Projection{
 		include:  parsePathList(rt, attributes),
 		exclude:  parsePathList(rt, excluded),
 		selected: strings.Trim(attributes, ", \t") != "",
 	}
 }
+
+// wholeResource is the projection of a request that names no attributes.
+// A Projection is never changed once parsed, so one serves them all.
+var wholeResource = &Projection{}
 
 func parsePathList(rt *ResourceType, s string) []AttrPath {
 	if s == "" {

@@ -79,7 +79,8 @@ func (a *Attribute) Sub(name string) *Attribute {
 	if a == nil {
 		return nil
 	}
-	return a.subs[strings.ToLower(name)]
+	sub, _ := lookupLower(a.subs, name)
+	return sub
 }
 
 // Schema is a SCIM schema: a URN and the attributes it defines.
@@ -97,7 +98,8 @@ func (s *Schema) Attribute(name string) *Attribute {
 	if s == nil {
 		return nil
 	}
-	return s.attrs[strings.ToLower(name)]
+	a, _ := lookupLower(s.attrs, name)
+	return a
 }
 
 // Extension is a schema extension a resource type allows.

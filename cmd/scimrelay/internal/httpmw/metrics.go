@@ -4,6 +4,7 @@ package httpmw
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,6 +16,24 @@ import (
 type RequestMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+
+	// series holds the children of requests and latency by their labels,
+	// so that a request finds its own without prometheus hashing its
+	// labels twice and its status formatted each time. It grows as the
+	// vectors do, one entry per series they hold, and as they do keeps a
+	// tenant's series after a reload removes the tenant.
+	mu     sync.RWMutex
+	series map[seriesKey]requestSeries
+}
+
+type seriesKey struct {
+	tenant, operation string
+	status            int
+}
+
+type requestSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 // NewRequestMetrics registers the SCIM request series on reg.
@@ -29,6 +48,7 @@ func NewRequestMetrics(reg prometheus.Registerer) *RequestMetrics {
 			Help:    "SCIM request latency by tenant and operation.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60},
 		}, []string{"tenant", "operation"}),
+		series: map[seriesKey]requestSeries{},
 	}
 	reg.MustRegister(m.requests, m.latency)
 	return m
@@ -40,6 +60,25 @@ func (m *RequestMetrics) Observe(info *scim.RequestInfo) {
 	if op == "" {
 		op = "none"
 	}
-	m.requests.WithLabelValues(info.Tenant, op, strconv.Itoa(info.Status)).Inc()
-	m.latency.WithLabelValues(info.Tenant, op).Observe(info.Latency.Seconds())
+	s := m.seriesOf(seriesKey{tenant: info.Tenant, operation: op, status: info.Status})
+	s.requests.Inc()
+	s.latency.Observe(info.Latency.Seconds())
+}
+
+// seriesOf returns the series of k's labels, made on first use.
+func (m *RequestMetrics) seriesOf(k seriesKey) requestSeries {
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = requestSeries{
+		requests: m.requests.WithLabelValues(k.tenant, k.operation, strconv.Itoa(k.status)),
+		latency:  m.latency.WithLabelValues(k.tenant, k.operation),
+	}
+	m.mu.Lock()
+	m.series[k] = s
+	m.mu.Unlock()
+	return s
 }
