@@ -55,6 +55,12 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			"sinks[0].concurrency: want a whole number, got 0.5 (line 8)",
 			"sinks[0].batch.max_events: want a whole number, got 0.9 (line 9)",
 		}},
+		// A value the file's decoding refuses is said once: the sinks'
+		// check saw the zero left in its place and said "got 0s" again.
+		{"retry", sink("    retry: [5s, -1m, soon]\n"), roleAll, []string{
+			`sinks[0].retry[1]: duration "-1m" is out of range (line 7)`,
+			`sinks[0].retry[2]: duration "soon": want a number with a unit such as 10s, 5m, 2h or 7d (line 7)`,
+		}},
 		// A sink at a loopback address without allow_private: check used to
 		// call this valid while serve refused it.
 		{"private sink", tenant + "sinks:\n  - name: crm\n    url: http://127.0.0.1:9000/h\n    secret: " + sinkSecret + "\n", roleAll, []string{

@@ -36,7 +36,17 @@ func loadConfig(path, role string) (*config.Config, error) {
 	if err != nil && (cfg == nil || !errors.As(err, &problems)) {
 		return nil, err
 	}
-	problems = append(problems, checkConfig(cfg, role)...)
+	// A field the file's own problems name is left at its zero value, and
+	// a component would only call that zero wrong again.
+	named := map[string]bool{}
+	for _, p := range problems {
+		named[p.Field] = true
+	}
+	for _, p := range checkConfig(cfg, role) {
+		if !named[p.Field] {
+			problems = append(problems, p)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%s: %w", path, sortProblems(problems))
 	}
