@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -50,9 +52,12 @@ type partition struct {
 	stopOnce sync.Once
 	done     chan struct{}
 
+	// renumberSaid is set once renumbered has logged.
+	renumberSaid atomic.Bool
+
 	mu        sync.Mutex
 	lanes     map[string]*lane
-	delivered map[string]uint64          // resource key → highest subjectseq completed while owned
+	delivered map[string]deliveredMark   // resource key → what was completed of it while owned
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
@@ -145,7 +150,7 @@ func newPartition(w *worker, n int) *partition {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &partition{w: w, n: n, runID: partitionRuns.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
-		lanes: map[string]*lane{}, delivered: map[string]uint64{}, inFlight: map[jetstream.Msg]struct{}{}}
+		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{}}
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
@@ -1029,11 +1034,14 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			p.poison(m, err)
 			continue
 		}
-		if seq <= done {
+		if done.covers(seq, e.ID()) {
 			// Already delivered by this worker: a redelivery after a lost ack.
 			w.metrics.outcome(w.name, "duplicate")
 			p.ack(m)
 			continue
+		}
+		if seq <= done.seq {
+			p.renumbered(e, seq, done.seq)
 		}
 		sseq, at := stored(m)
 		if sseq > 0 && slices.ContainsFunc(items, func(it item) bool { return it.sseq == sseq }) {
@@ -1155,7 +1163,7 @@ func (p *partition) settle(key string, items []item) {
 		if it.skip {
 			p.w.metrics.outcome(p.w.name, "filtered")
 		}
-		p.completed(key, it.seq)
+		p.completed(key, it.seq, it.e.ID())
 		if it.m != nil {
 			p.ack(it.m)
 		}
@@ -1172,13 +1180,71 @@ func msgsOf(items []item) []jetstream.Msg {
 	return out
 }
 
-func (p *partition) completed(key string, seq uint64) {
+// renumbered says, once per partition, that it met an event numbered
+// again (deliveredMark), which it delivers.
+func (p *partition) renumbered(e event.Event, seq, done uint64) {
+	if p.renumberSaid.Swap(true) {
+		return
+	}
+	p.w.log.Warn("an event is numbered at or below one this worker delivered for its resource, and was made after it: the relay's data file was restored from a backup, and its events reuse numbers; they are delivered (receivers that order by subjectseq must take the restore as a new start). Said once per partition",
+		"partition", p.n, "event_id", e.ID(), "subject", e.Subject(), "subjectseq", seq, "delivered_subjectseq", done)
+}
+
+// deliveredMark is what a partition completed of a resource: the highest
+// subjectseq, and the id of the event that set it.
+//
+// An event numbered at or below it is a repeat (a redelivery after a lost
+// acknowledgement, or a copy the outbox published again), unless it was
+// made after that event: the relay's ids are UUIDv7, made in commit order
+// and ordered by time, so an event with a later id and a number already
+// used is one numbered again, by a relay whose data file was restored
+// from a backup (README, Backup and recovery). That one is new, and is
+// delivered. Ids that are not UUIDv7 (another publisher's) are never
+// taken as new: the number alone decides, as before.
+type deliveredMark struct {
+	seq uint64
+	id  uuid.UUID
+}
+
+// covers reports whether the event numbered seq, with id, was completed
+// already.
+func (d deliveredMark) covers(seq uint64, id string) bool {
+	return seq <= d.seq && !madeAfter(id, d.id)
+}
+
+// after returns the mark once the event numbered seq, with id, is
+// completed: numbered again (seq at or below the mark, id later), the
+// mark starts again from it.
+func (d deliveredMark) after(seq uint64, id string) deliveredMark {
+	u, err := uuid.Parse(id)
+	switch {
+	case seq > d.seq:
+		if err != nil {
+			u = uuid.Nil
+		}
+		return deliveredMark{seq: seq, id: u}
+	case madeAfter(id, d.id):
+		return deliveredMark{seq: seq, id: u}
+	}
+	return d
+}
+
+// madeAfter reports whether id is a UUIDv7 made after the UUIDv7 than.
+func madeAfter(id string, than uuid.UUID) bool {
+	if than.Version() != 7 {
+		return false
+	}
+	u, err := uuid.Parse(id)
+	return err == nil && u.Version() == 7 && bytes.Compare(u[:], than[:]) > 0
+}
+
+func (p *partition) completed(key string, seq uint64, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.delivered) > 100_000 {
 		clear(p.delivered) // a bound on memory; it only saves repeats
 	}
-	p.delivered[key] = max(p.delivered[key], seq)
+	p.delivered[key] = p.delivered[key].after(seq, id)
 }
 
 // deliver sends the events of a slice that the sink wants, in one request
@@ -1470,7 +1536,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 				return nil, raw.Sequence + 1, nil
 			}
 			next = raw.Sequence + 1
-			if seq <= done {
+			if done.covers(seq, e.ID()) {
 				if len(items) > 0 {
 					return items, raw.Sequence, nil // read again after these
 				}
@@ -1480,6 +1546,9 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 				// a batch's worth of them would cost a request each.
 				w.metrics.outcome(w.name, "duplicate")
 				continue
+			}
+			if seq <= done.seq {
+				p.renumbered(e, seq, done.seq)
 			}
 			it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
 			items = append(items, it)

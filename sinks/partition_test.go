@@ -1464,3 +1464,78 @@ func TestReadBackWaitingAfterAFailureKeepsItsProgress(t *testing.T) {
 		t.Fatalf("%d events delivered twice, e.g. %s", len(r), r[0])
 	}
 }
+
+// TestEventsNumberedAgainAreDelivered: after the relay's data file is
+// restored from a backup, its events reuse subjectseqs a worker has
+// delivered, under new ids made later. A worker that ran through the
+// restore delivers them, in order, and says so once; a copy of an event
+// it delivered (stored again, same id) is still a repeat and is not sent
+// again. Before, every event numbered again was dropped as a repeat,
+// silently, until the worker was restarted.
+func TestEventsNumberedAgainAreDelivered(t *testing.T) {
+	js := natsStream(t)
+	rc := newReceiver(t, nil)
+	logs := &eventstest.Log{}
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	ids := func() []string {
+		var out []string
+		for _, r := range rc.requests() {
+			out = append(out, r.header.Get("ce-id"))
+		}
+		return out
+	}
+	wait := func(n int) {
+		eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+			if got := len(rc.requests()); got != n {
+				return fmt.Errorf("%d requests, want %d", got, n)
+			}
+			return nil
+		})
+	}
+	p := newPublisher(t, js)
+	want := []string{p.publish("acme", events.UserCreated, "u1"), p.publish("acme", events.UserUpdated, "u1")}
+	third, id3 := p.next("acme", events.UserUpdated, "u1")
+	if _, err := js.PublishMsg(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, id3)
+	wait(3)
+	duplicates := func() float64 { return testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "duplicate")) }
+	before := duplicates()
+
+	// The third event stored again (the outbox publishing it once more,
+	// after the stream's de-duplication window): a repeat.
+	third.Header.Set(nats.MsgIdHdr, id3+"-again")
+	if _, err := js.PublishMsg(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	// The data file restored to after the first event: u1's next events
+	// are numbered 2 and 3 again.
+	p.mu.Lock()
+	p.seq["acmeu1"] = 1
+	p.mu.Unlock()
+	again, againID := p.next("acme", events.UserUpdated, "u1")
+	if _, err := js.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, againID, p.publish("acme", events.UserUpdated, "u1"))
+	wait(5)
+	// A copy of an event numbered again is a repeat too; the event after
+	// it is not.
+	again.Header.Set(nats.MsgIdHdr, againID+"-again")
+	if _, err := js.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, p.publish("acme", events.UserUpdated, "u1"))
+	wait(6)
+	if got := ids(); !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	if duplicates() != before+2 {
+		t.Errorf("the two copies counted %v duplicates, want 2", duplicates()-before)
+	}
+	if n := strings.Count(logs.String(), "numbered at or below one this worker delivered"); n != 1 {
+		t.Errorf("the renumbering was said %d times, want once:\n%s", n, logs.String())
+	}
+}

@@ -45,9 +45,8 @@ restore: the relay finds the file changed under it, refuses writes and
 stops, and serves the file as it is when started again.
 
 A restore brings back the state at the backup: restart provisioning in
-Entra so that it sends what changed since, restart every --role sinks
-process, and see README (Backup and recovery) for what subscribers and
-revoked credentials see.`,
+Entra so that it sends what changed since, and see README (Backup and
+recovery) for what subscribers and revoked credentials see.`,
 		Example: `  scimrelay restore --from /backups/scimrelay-2026-11-30.db
   docker compose run --rm -T relay-scim restore --from - < scimrelay-2026-11-30.db`,
 		Args: positional(cobra.NoArgs),
@@ -83,7 +82,7 @@ revoked credentials see.`,
 			if kept != "" {
 				fmt.Fprintf(out, "the data file it replaced is kept at %s\n", kept)
 			}
-			fmt.Fprintln(out, "before starting the relay: restart every --role sinks process with it; once it runs, restart provisioning in Entra (README, Backup and recovery)")
+			fmt.Fprintln(out, "once the relay runs, restart provisioning in Entra, so that its next cycle sends what changed since the backup (README, Backup and recovery)")
 			return nil
 		},
 	}

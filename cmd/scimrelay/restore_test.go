@@ -80,7 +80,7 @@ func TestCLIRestore(t *testing.T) {
 
 	code, out, stderr := cli(t, "restore", "--from", backup, "--config", cfg)
 	kept, found := strings.CutPrefix(strings.Split(out, "\n")[1], "the data file it replaced is kept at ")
-	if code != exitOK || !found || !strings.Contains(out, "restart every --role sinks process") {
+	if code != exitOK || !found || !strings.Contains(out, "restart provisioning in Entra") {
 		t.Fatalf("restore: %d\n%s\n%s", code, out, stderr)
 	}
 	if err := relay.CheckCopy(kept); err != nil {
