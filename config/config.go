@@ -56,9 +56,10 @@ type Admin struct {
 	Console bool `yaml:"console"`
 	// SessionIdle signs a console session out after this long unused.
 	SessionIdle Duration `yaml:"session_idle"`
-	// Hosts are the names a reverse proxy in front of a loopback
-	// admin_listen sends as Host (Caddy and Traefik pass the client's):
-	// such a listener answers loopback names and these alone.
+	// Hosts are the DNS names the admin listener answers besides
+	// localhost (and any IP address): those a reverse proxy sends as Host
+	// (Caddy and Traefik pass the client's) or a scraper uses (a
+	// Service's name). Other names get 421, against DNS rebinding.
 	Hosts []string `yaml:"hosts"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,20 +64,20 @@ func TestWrongAdminTokensAreLimited(t *testing.T) {
 }
 
 // TestAdminListenerHostOnLoopback: on loopback the admin listener answers
-// only requests to loopback names and to those admin.hosts lists for a
-// reverse proxy (421 otherwise, probes and console included), which a
-// DNS-rebinding page cannot send; on another address it answers any Host.
+// only requests to IP addresses, localhost and the names admin.hosts
+// lists for a reverse proxy (421 otherwise, probes and console included),
+// which a DNS-rebinding page cannot send.
 func TestAdminListenerHostOnLoopback(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(p.adminURL, "http://"))
-	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "10.0.0.1:" + port, "127.0.0.1.nip.io:" + port} {
+	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "127.0.0.1.nip.io:" + port, "localhost.example.com", "127.1", "2130706433"} {
 		for _, path := range []string{"/healthz", "/metrics", "/admin/v1/tokens", "/ui/login"} {
 			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest {
 				t.Errorf("GET %s with Host %s: %d, want 421", path, host, r.status)
 			}
 		}
 	}
-	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "[::1]:" + port, "127.0.0.2"} {
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "localhost.", "[::1]:" + port, "127.0.0.2", "10.0.0.1:" + port} {
 		if r := adminRequest(t, p, "GET", "/admin/v1/tokens", adminSecret, host); r.status != http.StatusOK {
 			t.Errorf("GET /admin/v1/tokens with Host %s: %d, want 200", host, r.status)
 		}
@@ -101,14 +102,86 @@ func TestAdminListenerHostOnLoopback(t *testing.T) {
 	if problems := checkConfig(cfg, roleAll); len(problems) == 0 || !strings.Contains(fmt.Sprint(problems), "admin.hosts[0]") {
 		t.Errorf("admin.hosts with a scheme: %v", problems)
 	}
+}
 
-	cfg = testConfig(t, t.TempDir())
-	cfg.AdminListen = "0.0.0.0:0"
-	open := startRelay(t, cfg, roleAll)
-	_, port, _ = net.SplitHostPort(open.srv.adminLn.Addr().String())
-	open.adminURL = "http://127.0.0.1:" + port
-	if r := adminRequest(t, open, "GET", "/healthz", "", "scimrelay-admin.monitoring.svc:"+port); r.status != http.StatusOK {
-		t.Fatalf("healthz by name on a listener that is not on loopback: %d, want 200", r.status)
+// TestAdminListenerHostOnAnyAddress: an admin listener on another address
+// than loopback (a container's 0.0.0.0, published on the host's
+// 127.0.0.1 or reached through kubectl port-forward) refuses a DNS name
+// not in admin.hosts with 421 as one on loopback does, /metrics, the
+// console and the admin API included: a page whose DNS was rebound to the
+// operator's 127.0.0.1 sends one. An IP address (the pod's, as probes and
+// Prometheus send it) and localhost are answered; a Service's name that a
+// scraper uses is answered once it is in admin.hosts, and so is the name
+// admin_listen gives.
+func TestAdminListenerHostOnAnyAddress(t *testing.T) {
+	// The machine's own address when it has one besides loopback, as a
+	// pod's is; else every address, reached through 127.0.0.1.
+	bind, dial := "0.0.0.0", "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && ipn.IP.IsGlobalUnicast() {
+				if ln, err := net.Listen("tcp", net.JoinHostPort(ipn.IP.String(), "0")); err == nil {
+					_ = ln.Close()
+					bind, dial = ipn.IP.String(), ipn.IP.String()
+					break
+				}
+			}
+		}
+	}
+	t.Logf("admin listener on %s, reached at %s", bind, dial)
+	start := func(hosts ...string) (*relayProc, string) {
+		cfg := testConfig(t, t.TempDir())
+		cfg.AdminListen = net.JoinHostPort(bind, "0")
+		cfg.Admin.Hosts = hosts
+		p := startRelay(t, cfg, roleAll)
+		_, port, _ := net.SplitHostPort(p.srv.adminLn.Addr().String())
+		p.adminURL = "http://" + net.JoinHostPort(dial, port)
+		return p, port
+	}
+	p, port := start()
+	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "scimrelay-admin.monitoring.svc:" + port, "127.0.0.1.nip.io"} {
+		for _, path := range []string{"/metrics", "/ui/login", "/admin/v1/tokens", "/healthz"} {
+			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest {
+				t.Errorf("GET %s with Host %s on %s: %d, want 421", path, host, bind, r.status)
+			}
+		}
+	}
+	// A rebinding page cannot spend the budget of wrong tokens either.
+	for i := range 12 {
+		if r := adminRequest(t, p, "GET", "/admin/v1/tokens", fmt.Sprintf("guess-%d-0123456789abcdef", i), "rebound.example.com:"+port); r.status != http.StatusMisdirectedRequest {
+			t.Fatalf("a wrong token from a rebound name: %d, want 421", r.status)
+		}
+	}
+	for _, host := range []string{dial + ":" + port, "127.0.0.1:" + port, "10.1.2.3:" + port, "[fd00::1]:" + port, "localhost:" + port, "localhost"} {
+		for _, path := range []string{"/metrics", "/ui/login", "/admin/v1/tokens", "/healthz"} {
+			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusOK {
+				t.Errorf("GET %s with Host %s on %s: %d, want 200", path, host, bind, r.status)
+			}
+		}
+	}
+
+	// A scraper that uses a Service's DNS name needs it in admin.hosts.
+	named, port := start("scimrelay-admin.monitoring.svc")
+	if r := adminRequest(t, named, "GET", "/metrics", "", "scimrelay-admin.monitoring.svc:"+port); r.status != http.StatusOK {
+		t.Fatalf("/metrics by a name in admin.hosts: %d, want 200", r.status)
+	}
+	if r := adminRequest(t, named, "GET", "/metrics", "", "rebound.example.com:"+port); r.status != http.StatusMisdirectedRequest {
+		t.Fatalf("/metrics by a name not in admin.hosts: %d, want 421", r.status)
+	}
+
+	// admin_listen given by a name (here the machine's, when it resolves):
+	// the CLI and the health check send it.
+	host, err := os.Hostname()
+	if addrs, lerr := net.LookupHost(host); err != nil || lerr != nil || len(addrs) == 0 || strings.EqualFold(host, "localhost") {
+		t.Logf("the machine's name %q does not resolve: admin_listen by name not tried", host)
+		return
+	}
+	cfg := testConfig(t, t.TempDir())
+	cfg.AdminListen = net.JoinHostPort(host, "0")
+	byName := startRelay(t, cfg, roleAll)
+	_, port, _ = net.SplitHostPort(byName.srv.adminLn.Addr().String())
+	if r := adminRequest(t, byName, "GET", "/admin/v1/tokens", adminSecret, net.JoinHostPort(host, port)); r.status != http.StatusOK {
+		t.Fatalf("the admin API by the name admin_listen gives, %s: %d, want 200", host, r.status)
 	}
 }
 

@@ -6,15 +6,19 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -194,17 +198,59 @@ func (c *chrome) screenshot() ([]byte, error) {
 	return capture(30*time.Second, chromedp.CaptureScreenshot())
 }
 
-func (c *chrome) checkConsole(name string) {
+// checkConsole fails the test on a warning, error or exception written
+// to the console since the last check, but those that say one of
+// expected (an answer the page meant to get).
+func (c *chrome) checkConsole(name string, expected ...string) {
 	c.t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, m := range c.messages {
 		switch m.Type {
 		case chromedp.ConsoleWarning, chromedp.ConsoleError, chromedp.ConsoleException:
-			c.t.Errorf("page %s: the console says %s", name, m)
+			if !slices.ContainsFunc(expected, func(e string) bool { return strings.Contains(m.String(), e) }) {
+				c.t.Errorf("page %s: the console says %s", name, m)
+			}
 		}
 	}
 	c.messages = nil
+}
+
+// scripts turns the pages' scripts on or off.
+func (c *chrome) scripts(on bool) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: !on}); err != nil {
+		c.t.Fatalf("turning scripts on (%v): %v", on, err)
+	}
+}
+
+// backToSecret leaves the page showing secret with leave and goes Back,
+// as its button does: the secret does not show again, the page says it is
+// not kept (410).
+func (c *chrome) backToSecret(secret string, leave func()) {
+	c.t.Helper()
+	secretPage := eval[string](c, `location.pathname`)
+	leave()
+	// A page restored from the cache fires no load, which chromedp's
+	// NavigateBack would wait for.
+	eval[bool](c, `history.back(), true`)
+	eventstest.CheckFor(c.t, 30*time.Second, 20*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[location.pathname, document.documentElement.outerHTML + [...document.querySelectorAll("input")].map(i => i.value).join(" "), document.querySelector("main")?.innerText ?? ""]`))
+		if err != nil {
+			return err // a navigation under way
+		}
+		if strings.Contains(got[1], secret) {
+			c.t.Fatalf("after Back, %s shows the secret again", got[0])
+		}
+		if got[0] != secretPage || !strings.Contains(got[2], "this secret was shown once and is not kept") {
+			return fmt.Errorf("after Back: %s says %q, want %s to say the secret is not kept", got[0], got[2], secretPage)
+		}
+		return nil
+	})
 }
 
 // TestConsoleInBrowser drives the console in headless Chromium against a
@@ -257,6 +303,40 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	c.do("copying the secret", chromedp.Click(chromedp.CSS(`button[data-copy="secret"]`)))
 	c.page("secret")
+
+	// Leaving the page and going Back does not show the secret again:
+	// Chromium would restore the page as it was, input and all, from its
+	// back/forward cache (Cache-Control: no-store does not keep it out).
+	// Here to another site, which clears no cookie of the console's: the
+	// page's script empties the secret's field as it is left, and asks
+	// for the page again when the cache restores it.
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "<!doctype html><title>Elsewhere</title><main><h1>Elsewhere</h1></main>")
+	}))
+	t.Cleanup(elsewhere.Close)
+	c.backToSecret(secret, func() {
+		c.do("leaving the console", chromedp.Navigate(elsewhere.URL))
+		c.waitText("main h1", "Elsewhere")
+	})
+	c.checkConsole("back to the secret", "status of 410 (Gone)")
+
+	// Without the script too: the page that showed the secret changed a
+	// cookie, and Chromium restores no no-store page once one changed.
+	c.scripts(false)
+	c.do("opening the tenant", chromedp.Navigate(ui+"tenants/acme"))
+	c.waitText("main h1", "Tenant acme")
+	c.do("generating another token",
+		chromedp.SetValue(chromedp.ID("tokens-name"), "no-script"),
+		chromedp.Click(chromedp.CSS(`form[action="/ui/tenants/acme/tokens"] button[type="submit"]`)),
+	)
+	c.waitText("main h1", "New secret for acme")
+	second := eval[string](c, `document.getElementById("secret").value`)
+	c.backToSecret(second, func() {
+		c.do("leaving the secret", chromedp.Click(chromedp.CSS(`nav a[href="/ui/sinks"]`)))
+		c.waitText("main h1", "Sinks")
+	})
+	c.scripts(true)
+	c.checkConsole("back to the secret without the script", "status of 410 (Gone)")
 
 	// Provision with it.
 	uid := p.scim("acme", secret, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@acme.example","emails":[{"value":"ann@acme.example","type":"work","primary":true}]}`).want(t, 201).str("id")

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -494,19 +495,22 @@ func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
 }
 
 // guardAdminListener bounds the time each request on the admin listener
-// may take to be read and, when the listener is on loopback, refuses
-// requests to other names than admin.hosts (DNS rebinding). On another address (a
-// container's, a pod's) any Host is answered: probes and scrapers there
-// name the address they reach.
+// may take to be read and, whatever address it is bound to, refuses
+// requests to DNS names other than localhost and admin.hosts (DNS
+// rebinding): a container's 0.0.0.0 is reached through the operator's
+// 127.0.0.1 too. Probes and scrapers name the pod's address, which passes.
 func (s *server) guardAdminListener(h http.Handler) http.Handler {
 	if s.adminReadTimeout <= 0 {
 		s.adminReadTimeout = admin.DefaultReadTimeout
 	}
-	h = admin.WithReadDeadline(h, s.adminReadTimeout)
-	if addr, ok := s.adminLn.Addr().(*net.TCPAddr); ok && addr.IP.IsLoopback() {
-		h = admin.LoopbackHostsOnly(h, s.config().Admin.Hosts)
+	cfg := s.config()
+	hosts := cfg.Admin.Hosts
+	// admin_listen may name the host by a name, which the CLI and the
+	// health check then send.
+	if name, _, err := net.SplitHostPort(cfg.AdminListen); err == nil && name != "" && net.ParseIP(name) == nil {
+		hosts = append(slices.Clone(hosts), name)
 	}
-	return h
+	return admin.KnownHostsOnly(admin.WithReadDeadline(h, s.adminReadTimeout), hosts)
 }
 
 // adminListenerHandler serves the admin listener: the admin API, and the

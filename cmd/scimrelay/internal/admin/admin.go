@@ -108,7 +108,7 @@ func NewHandler(o Options) *Handler {
 	if o.Metrics != nil {
 		h.mux.Handle("GET /metrics", o.Metrics)
 	}
-	h.credentialRoutes("/admin/v1/tokens", "token management", o.Tokens)
+	h.credentialRoutes("/admin/v1/tokens", "token management", "token", o.Tokens)
 	h.clientRoutes(o.Clients)
 	h.api("GET /admin/v1/backup", h.backup)
 	h.api("GET /admin/v1/log", h.queryLog)
@@ -167,19 +167,21 @@ func (h *Handler) api(pattern string, f apiFunc) {
 // compared (attempts.go); a request without a token is not a guess and is
 // not charged. The console's in-process calls are limited by the console.
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) error {
-	limited := r.RemoteAddr != InProcess
-	if limited {
-		if ok, wait := h.attempts.Check(r, "admin API"); !ok {
+	var attempt *Attempt // nil: not limited
+	if r.RemoteAddr != InProcess {
+		var wait time.Duration
+		if attempt, wait = h.attempts.Begin(r, "admin API"); attempt == nil {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait.Seconds(), 1)))))
 			return errorf(http.StatusTooManyRequests, "too many wrong admin tokens from this address, or from all; retry later")
 		}
 	}
+	defer attempt.Done()
 	header := r.Header.Get("Authorization")
 	scheme, token, _ := strings.Cut(header, " ")
 	if h.o.Token == "" || !strings.EqualFold(scheme, "Bearer") ||
 		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(h.o.Token)) != 1 {
-		if limited && header != "" {
-			h.attempts.Failed(r, "admin API")
+		if header != "" {
+			attempt.Wrong()
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="scimrelay-admin"`)
 		return errorf(http.StatusUnauthorized, "the admin API needs Authorization: Bearer <admin token> (admin.token in relay.yaml, or data_dir/admin.token)")

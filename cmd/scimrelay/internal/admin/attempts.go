@@ -22,6 +22,9 @@ import (
 // the right one many times a minute), and the budget is checked before
 // the token is compared: a client that spent its budget waits, even with
 // the right token, so a guesser learns nothing more until it refills.
+// Checking and charging are one step (Begin holds a share of the budget
+// until the token is known wrong or right), so that guesses sent at once
+// cannot all pass the check before any is charged.
 //
 // Loopback clients are one address, and only that address's budget holds
 // them: the overall budget, which an attacker with many addresses could
@@ -60,6 +63,11 @@ type TokenAttempts struct {
 	limit *httpmw.Limiter
 	log   *slog.Logger
 
+	// gate makes checking a budget and holding part of it one step; held
+	// counts the attempts under way by limiter key.
+	gate sync.Mutex
+	held map[string]int
+
 	mu sync.Mutex
 	// quiet: no refusal since the last summary, so the next one is
 	// logged at once.
@@ -78,7 +86,7 @@ func NewTokenAttempts(perAddress, overall httpmw.Limit, log *slog.Logger) *Token
 	}
 	return &TokenAttempts{
 		limit: httpmw.NewLimiter(perAddress, map[string]httpmw.Limit{overallKey: overall}),
-		log:   log, quiet: true, clients: map[string]int{},
+		log:   log, quiet: true, clients: map[string]int{}, held: map[string]int{},
 	}
 }
 
@@ -92,29 +100,81 @@ func clientKey(r *http.Request) (string, bool) {
 	return addr, false
 }
 
-// Check says whether r's client may have a token compared now; when not,
-// how long until it may, and the refusal is logged (summed). Call it
-// before comparing.
-func (a *TokenAttempts) Check(r *http.Request, where string) (bool, time.Duration) {
-	key, local := clientKey(r)
-	wait := a.limit.Wait(key)
-	if wait == 0 && !local {
-		wait = a.limit.Wait(overallKey)
-	}
-	if wait == 0 {
-		return true, 0
-	}
-	a.note(r, where, false)
-	return false, wait
+// Attempt is an admin token being compared. From Begin until it is known
+// to be right (Done) or wrong (Wrong) it holds one of its client's budget
+// and, off loopback, one of the overall budget, so that guesses sent at
+// once cannot all pass a check that none of them has paid for yet: at most
+// as many are compared as the budget has left.
+type Attempt struct {
+	a     *TokenAttempts
+	r     *http.Request
+	where string
+	key   string
+	local bool
+	ended bool
 }
 
-// Failed charges a wrong token to r's client and to the overall budget,
-// and logs it (summed).
-func (a *TokenAttempts) Failed(r *http.Request, where string) {
-	key, _ := clientKey(r)
-	a.limit.Allow(key)
-	a.limit.Allow(overallKey)
-	a.note(r, where, true)
+// Begin holds one of r's client's budget while its token is compared, or,
+// when the budget (less what attempts under way hold) is spent, says how
+// long until it is not and logs the refusal (summed). Call it before
+// comparing, and end the attempt with Wrong or Done.
+func (a *TokenAttempts) Begin(r *http.Request, where string) (*Attempt, time.Duration) {
+	key, local := clientKey(r)
+	a.gate.Lock()
+	wait := a.limit.WaitN(key, a.held[key]+1)
+	if wait == 0 && !local {
+		wait = a.limit.WaitN(overallKey, a.held[overallKey]+1)
+	}
+	if wait == 0 {
+		a.held[key]++
+		if !local {
+			a.held[overallKey]++
+		}
+	}
+	a.gate.Unlock()
+	if wait > 0 {
+		a.note(r, where, false)
+		return nil, wait
+	}
+	return &Attempt{a: a, r: r, where: where, key: key, local: local}, 0
+}
+
+// Wrong spends what the attempt holds, the token being wrong, and logs it
+// (summed). A loopback client's wrong token is charged to the overall
+// budget too, which does not hold it.
+func (at *Attempt) Wrong() { at.end(true) }
+
+// Done gives back what the attempt holds: the token was right, or there
+// was none to compare (a request without one is not a guess). After Wrong
+// it does nothing. A nil Attempt (a request not limited) does nothing.
+func (at *Attempt) Done() { at.end(false) }
+
+func (at *Attempt) end(wrong bool) {
+	if at == nil || at.ended {
+		return
+	}
+	at.ended = true
+	a := at.a
+	a.gate.Lock()
+	if wrong {
+		a.limit.Allow(at.key)
+		a.limit.Allow(overallKey)
+	}
+	a.release(at.key)
+	if !at.local {
+		a.release(overallKey)
+	}
+	a.gate.Unlock()
+	if wrong {
+		a.note(at.r, at.where, true)
+	}
+}
+
+// release drops one attempt under way of key. a.gate is held.
+func (a *TokenAttempts) release(key string) {
+	if a.held[key]--; a.held[key] <= 0 {
+		delete(a.held, key)
+	}
 }
 
 // note logs a refusal: the first after a quiet period at once, the others

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -82,5 +83,56 @@ func TestWrongTokensAreLimited(t *testing.T) {
 	}
 	if res := send(guesser, "guess-0123456789abcdef"); res.Code != http.StatusTooManyRequests || strings.Count(logBuf.String(), "admin token refused") != 2 {
 		t.Fatalf("the first refusal after a quiet minute is logged at once: %d\n%s", res.Code, logBuf.String())
+	}
+}
+
+// TestConcurrentGuessesStayWithinTheBudget: guesses sent at once are
+// compared at most as many as the budget holds (the burst of 10), however
+// many pass the check before any is known wrong; a right token gives its
+// share back.
+func TestConcurrentGuessesStayWithinTheBudget(t *testing.T) {
+	a := NewTokenAttempts(TokenPerAddress, TokenOverall, nil)
+	request := func(addr string) *http.Request {
+		req := httptest.NewRequest("GET", "/admin/v1/tokens", nil)
+		req.RemoteAddr = addr
+		return req
+	}
+	// Right tokens, one after another, give their share back.
+	for i := range 3 * TokenPerAddress.Burst {
+		at, _ := a.Begin(request("192.0.2.1:40000"), "test")
+		if at == nil {
+			t.Fatalf("right token %d refused: a right token must not spend the budget", i)
+		}
+		at.Done()
+	}
+	// 100 guesses at once: every one that begins is held until all have
+	// tried, as comparisons under way are.
+	const guesses = 100
+	var (
+		begun   sync.WaitGroup
+		mu      sync.Mutex
+		held    []*Attempt
+		compare int
+	)
+	begun.Add(guesses)
+	for range guesses {
+		go func() {
+			defer begun.Done()
+			if at, _ := a.Begin(request("192.0.2.1:40000"), "test"); at != nil {
+				mu.Lock()
+				held, compare = append(held, at), compare+1
+				mu.Unlock()
+			}
+		}()
+	}
+	begun.Wait()
+	for _, at := range held {
+		at.Wrong()
+	}
+	if compare != TokenPerAddress.Burst {
+		t.Fatalf("%d of %d concurrent guesses were let through to be compared, want the burst, %d", compare, guesses, TokenPerAddress.Burst)
+	}
+	if at, _ := a.Begin(request("192.0.2.1:40000"), "test"); at != nil {
+		t.Fatal("a guess after the budget was spent was let through")
 	}
 }

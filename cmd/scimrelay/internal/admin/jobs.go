@@ -9,9 +9,10 @@ import (
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 )
 
-// startJob starts f as a job and answers 202 with the job and where to ask
-// after it.
-func (h *Handler) startJob(w http.ResponseWriter, kind, target string, f jobs.Func) error {
+// startJob starts f as a job on sink target and answers 202 with the job
+// and where to ask after it; the start is audited as the action kind,
+// with attrs saying what it was asked to do.
+func (h *Handler) startJob(w http.ResponseWriter, r *http.Request, kind, target string, f jobs.Func, attrs ...any) error {
 	if h.o.Jobs == nil {
 		return unavailable("background jobs")
 	}
@@ -23,6 +24,7 @@ func (h *Handler) startJob(w http.ResponseWriter, kind, target string, f jobs.Fu
 	case err != nil:
 		return errorf(http.StatusServiceUnavailable, "%v", err)
 	}
+	h.audit(r, kind, append([]any{"sink", target, "job", j.ID}, attrs...)...)
 	w.Header().Set("Location", "/admin/v1/jobs/"+j.ID)
 	writeJSON(w, http.StatusAccepted, j)
 	return nil

@@ -40,24 +40,42 @@ func NoReadDeadline(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 }
 
-// LoopbackHostsOnly answers 421 Misdirected Request to a request whose Host
-// is neither a loopback name (localhost, 127.0.0.1, [::1], any port) nor
-// one of hosts (admin.hosts: the names a reverse proxy on this machine
-// passes on): on a listener bound to loopback, another name can only come
-// from a page whose DNS was rebound to 127.0.0.1, which would otherwise
-// read /metrics and spend the admin token's budget from the victim's
-// browser. 421, not 403: the request is not refused for who sent it but
-// for the name it was sent to, which this listener does not serve. A
-// request without a Host (HTTP/1.0) names nothing and passes; browsers
-// always send one.
-func LoopbackHostsOnly(next http.Handler, hosts []string) http.Handler {
+// KnownHostsOnly answers 421 Misdirected Request to a request whose Host
+// is a DNS name other than localhost and the names of hosts (admin.hosts:
+// those a reverse proxy passes on, or a scraper reaching the listener by
+// a Service's name uses). It guards the listener whatever it is bound to:
+// one on 0.0.0.0 in a container is reached from the operator's browser
+// through the host's 127.0.0.1 (a published port, kubectl port-forward)
+// as surely as one on loopback, and a page whose DNS was rebound to that
+// address sends its own name, which would otherwise read /metrics and
+// spend the admin token's budget from the victim's browser. An IP address
+// (any, with any port) always passes: rebinding needs a name, and probes
+// and scrapers name the pod's address. 421, not 403: the request is not
+// refused for who sent it but for the name it was sent to. A request
+// without a Host (HTTP/1.0) names nothing and passes; browsers always
+// send one.
+func KnownHostsOnly(next http.Handler, hosts []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Host != "" && !loopbackHost(r.Host) && !slices.ContainsFunc(hosts, func(h string) bool { return strings.EqualFold(hostName(r.Host), strings.TrimSuffix(h, ".")) }) {
-			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener is on loopback and answers only requests to localhost, 127.0.0.1, [::1] and the names in admin.hosts"})
+		if !knownHost(r.Host, hosts) {
+			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener answers requests to an IP address, localhost and the names in admin.hosts only; add the name to admin.hosts to reach it by that name"})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// knownHost reports whether a Host header may be answered: empty, an IP
+// address, localhost, or a name of hosts (compared without port, case or
+// final dot).
+func knownHost(host string, hosts []string) bool {
+	if host == "" {
+		return true
+	}
+	name := hostName(host)
+	if net.ParseIP(name) != nil || strings.EqualFold(name, "localhost") {
+		return true
+	}
+	return slices.ContainsFunc(hosts, func(h string) bool { return strings.EqualFold(name, strings.TrimSuffix(h, ".")) })
 }
 
 // ValidHostName reports whether h can be an entry of admin.hosts: a DNS
@@ -80,14 +98,4 @@ func hostName(host string) string {
 		host = h
 	}
 	return strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
-}
-
-// loopbackHost reports whether a Host header names a loopback address.
-func loopbackHost(host string) bool {
-	host = hostName(host)
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

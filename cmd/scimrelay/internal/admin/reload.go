@@ -61,6 +61,15 @@ func (h *Handler) reload(w http.ResponseWriter, r *http.Request) error {
 	// CLI's timeout, ^C) must not leave a changed sink's old worker
 	// stopped and its new one unstarted.
 	res, err := h.o.Reload(context.WithoutCancel(r.Context()))
+	outcome := "applied"
+	switch {
+	case errors.Is(err, ErrReloadRefused):
+		outcome = "refused"
+	case err != nil:
+		outcome = "failed"
+	}
+	// What changed is in the reload's own line.
+	h.audit(r, actionReload, "outcome", outcome, "changes", len(res.Applied))
 	if err != nil && !errors.Is(err, ErrReloadRefused) {
 		return &reloadIncomplete{applied: res.Applied, err: err}
 	}

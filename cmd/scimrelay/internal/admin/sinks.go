@@ -160,9 +160,9 @@ func (h *Handler) redrive(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("to: %v %q", sinks.ErrUnknownSink, req.To)
 	}
 	query := sinks.RedriveQuery{Sink: q.Sink, ID: req.ID, To: req.To}
-	return h.startJob(w, jobRedrive, q.Sink, func(ctx context.Context, report func(any)) (any, error) {
+	return h.startJob(w, r, jobRedrive, q.Sink, func(ctx context.Context, report func(any)) (any, error) {
 		return h.o.Sinks.Redrive(ctx, query, func(p sinks.RedriveResult) { report(p) })
-	})
+	}, "id", req.ID, "all", req.All, "to", req.To)
 }
 
 // POST /admin/v1/sinks/{sink}/replay starts a replay job.
@@ -180,9 +180,9 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("since: want a duration such as 24h, got %q", req.Since)
 	}
 	since := time.Now().Add(-d)
-	return h.startJob(w, jobReplay, name, func(ctx context.Context, report func(any)) (any, error) {
+	return h.startJob(w, r, jobReplay, name, func(ctx context.Context, report func(any)) (any, error) {
 		return h.o.Sinks.Replay(ctx, name, since, func(p sinks.ReplayResult) { report(p) })
-	})
+	}, "since", req.Since)
 }
 
 // GET /admin/v1/deliveries?sink=&since=1h&limit=

@@ -283,6 +283,7 @@ func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	h.audit(r, actionSubscriberAdd, "subscriber", info.Name, "public_key", info.PublicKey, "subjects", info.Subjects, "replaced", info.Replaced)
 	status := http.StatusCreated
 	if info.Replaced {
 		status = http.StatusOK
@@ -293,6 +294,10 @@ func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) removeSubscriber(w http.ResponseWriter, r *http.Request) error {
 	sub, err := h.o.Subscribers.RemoveSubscriber(r.Context(), r.PathValue("name"))
+	if sub.Name != "" {
+		// Removed, even when deleting its consumer then failed.
+		h.audit(r, actionSubscriberRemove, "subscriber", sub.Name, "public_key", sub.PublicKey)
+	}
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
@@ -24,9 +26,10 @@ type Credentials interface {
 var _ Credentials = relay.Credentials{}
 
 // credentialRoutes serves the lifecycle of one set of credentials under
-// prefix; what names it in errors.
-func (h *Handler) credentialRoutes(prefix, what string, store Credentials) {
-	c := credentialAPI{store: store, what: what}
+// prefix; what names it in errors, noun ("token", "client") in the audit
+// trail.
+func (h *Handler) credentialRoutes(prefix, what, noun string, store Credentials) {
+	c := credentialAPI{h: h, store: store, what: what, noun: noun}
 	h.api("GET "+prefix, c.list)
 	h.api("POST "+prefix, c.create)
 	h.api("POST "+prefix+"/rotate", c.rotate)
@@ -35,8 +38,37 @@ func (h *Handler) credentialRoutes(prefix, what string, store Credentials) {
 
 // credentialAPI is the admin endpoints of one set of credentials.
 type credentialAPI struct {
+	h     *Handler
 	store Credentials
 	what  string
+	noun  string
+}
+
+// MaxCredentialName is the longest name, in characters, a token or an
+// OAuth client may have.
+const MaxCredentialName = 100
+
+// checkCredentialName refuses a name no person could read: names go to
+// /metrics labels, token list and logs, where a control character (ESC,
+// NUL, a newline) would rewrite a terminal or break a line, a format
+// character (a bidi override, a zero-width space) would disguise it, and a
+// long one would grow every scrape. Empty is not checked: it is given a
+// default.
+func checkCredentialName(name string) error {
+	if n := utf8.RuneCountInString(name); n > MaxCredentialName {
+		return badRequest("name: at most %d characters, got %d", MaxCredentialName, n)
+	}
+	for i, c := range name {
+		if !unicode.IsGraphic(c) {
+			return badRequest("name: the character U+%04X at byte %d is not printable; a name may hold letters, digits, punctuation, symbols and spaces, not control or format characters", c, i)
+		}
+	}
+	return nil
+}
+
+// audit logs an action on credential tok.
+func (c credentialAPI) audit(r *http.Request, verb string, tok relay.Token, attrs ...any) {
+	c.h.audit(r, c.noun+"."+verb, append([]any{"tenant", tok.Tenant, "id", tok.ID, "name", tok.Name}, attrs...)...)
 }
 
 // TokenRequest asks for a token or an OAuth client. Expires is a duration
@@ -80,6 +112,9 @@ func (c credentialAPI) request(r *http.Request) (TokenRequest, time.Time, error)
 	if req.Tenant == "" {
 		return req, time.Time{}, badRequest("tenant is required")
 	}
+	if err := checkCredentialName(req.Name); err != nil {
+		return req, time.Time{}, err
+	}
 	expires, err := expiry(req.Expires)
 	return req, expires, err
 }
@@ -96,6 +131,7 @@ func (c credentialAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.audit(r, actionIssue, tok)
 	writeJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok})
 	return nil
 }
@@ -118,6 +154,11 @@ func (c credentialAPI) rotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	expiring := make([]string, len(old))
+	for i, o := range old {
+		expiring[i] = o.ID
+	}
+	c.audit(r, actionRotate, tok, "expiring", expiring, "overlap", overlap.String())
 	writeJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok, Expired: old})
 	return nil
 }
@@ -130,6 +171,7 @@ func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	c.audit(r, actionRevoke, tok)
 	writeJSON(w, http.StatusOK, tok)
 	return nil
 }

@@ -26,10 +26,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 )
 
 // Prefix is where the console is served.
@@ -130,7 +132,7 @@ func New(o Options) (*Console, error) {
 	}))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
-	c.root = withSecurityHeaders(withRequestID(cop.Handler(limitForms(mux))))
+	c.root = withSecurityHeaders(withRequestID(withClient(forgetShown(cop.Handler(limitForms(mux))))))
 	return c, nil
 }
 
@@ -203,6 +205,27 @@ func limitForms(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		next.ServeHTTP(w, r)
+	})
+}
+
+// forgetShown clears the cookie a secret's page set (shownCookie) at the
+// next page the browser asks for, so that the next secret's page changes
+// it again. The page's own script and styles leave it.
+func forgetShown(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := r.Cookie(shownCookie); err == nil && !strings.HasPrefix(r.URL.Path, Prefix+"static/") {
+			setCookie(w, r, shownCookie, "", Prefix, -1)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withClient tells the admin API, through the context of the calls a
+// console request makes, the browser's address: its audit trail names
+// it, as it names the CLI's.
+func withClient(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(admin.ForConsoleClient(r.Context(), httpmw.ClientAddress(r))))
 	})
 }
 

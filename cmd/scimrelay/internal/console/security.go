@@ -75,9 +75,11 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The budget of wrong tokens is the admin API's (admin.TokenAttempts),
 	// checked before the token is, and it logs the refusals, summed.
-	if ok, wait := c.attempts.Check(r, "console sign-in"); !ok {
+	attempt, wait := c.attempts.Begin(r, "console sign-in")
+	if attempt == nil {
 		return &tooManyError{retryAfter: int(math.Ceil(max(wait.Seconds(), 1)))}
 	}
+	defer attempt.Done()
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	probe := &session{token: token}
 	if token != "" {
@@ -86,7 +88,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	var api *adminclient.Error
 	if token == "" || errors.As(err, &api) && api.Status == http.StatusUnauthorized {
 		if token != "" {
-			c.attempts.Failed(r, "console sign-in")
+			attempt.Wrong()
 		}
 		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Sign in", Error: "That is not the admin token of this relay (admin.token in relay.yaml, or data_dir/admin.token).", Data: loginData{CSRF: c.loginToken(w, r)}})
 		return nil

@@ -24,6 +24,11 @@ import (
 const (
 	sessionCookie = "scimrelay_console"
 	loginCookie   = "scimrelay_console_login" // the sign-in form's CSRF token
+	// shownCookie is set, to the display's id, by the page that shows a
+	// secret, and cleared by the next page: Chromium does not restore a
+	// no-store page from its back/forward cache once a cookie changed, so
+	// Back asks for the page again (and gets 410) even without the script.
+	shownCookie = "scimrelay_console_shown"
 )
 
 // Limits of the session table.

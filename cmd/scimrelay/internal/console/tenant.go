@@ -166,6 +166,7 @@ func (c *Console) issued(w http.ResponseWriter, r *http.Request, s *session) err
 		return err
 	}
 	kind := it.kind
+	setCookie(w, r, shownCookie, r.PathValue("flash"), Prefix, 0)
 	c.render(w, r, http.StatusOK, "issued", page{Title: "New secret for " + t.Name, Nav: "tenants", CSRF: s.csrf,
 		Data: issuedData{Tenant: t, Client: kind == "clients", TokenResponse: it.res}})
 	return nil

@@ -126,22 +126,34 @@ func (l *Limiter) Burst(tenant string) int {
 // Wait says how long until key's bucket holds a token, without taking
 // one: 0 when a request would be allowed now. A key without a bucket has
 // a full one, and is not given one.
-func (l *Limiter) Wait(key string) time.Duration {
+func (l *Limiter) Wait(key string) time.Duration { return l.WaitN(key, 1) }
+
+// WaitN says how long until key's bucket holds n tokens, without taking
+// them: 0 when n requests would be allowed now (a caller holding n-1 for
+// requests under way asks whether one more fits).
+func (l *Limiter) WaitN(key string, n int) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	b, ok := l.buckets[key]
+	lim := l.limitOf(key)
 	l.mu.Unlock()
-	if !ok || b.Limit() == rate.Inf {
+	if !ok {
+		if lim.Rate <= 0 || n <= max(lim.Burst, 1) {
+			return 0
+		}
+		return time.Duration(float64(n-max(lim.Burst, 1)) / lim.Rate * float64(time.Second))
+	}
+	if b.Limit() == rate.Inf {
 		return 0
 	}
 	tokens := b.TokensAt(now)
-	if tokens >= 1 {
+	if tokens >= float64(n) {
 		return 0
 	}
 	if b.Limit() <= 0 {
 		return time.Second
 	}
-	return time.Duration((1 - tokens) / float64(b.Limit()) * float64(time.Second))
+	return time.Duration((float64(n) - tokens) / float64(b.Limit()) * float64(time.Second))
 }
 
 // ClientAddress is the key a client's failed attempts are counted by: the

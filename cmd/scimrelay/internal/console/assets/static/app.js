@@ -34,6 +34,24 @@
     });
   });
 
+  // A secret shown once stays shown once: leaving its page empties its
+  // fields, so that the back/forward cache keeps no copy, and a page
+  // restored from that cache anyway is asked for again, which answers 410.
+  var once = document.querySelector("[data-shown-once]");
+  if (once) {
+    window.addEventListener("pagehide", function () {
+      once.querySelectorAll("input").forEach(function (input) {
+        input.value = "";
+        input.removeAttribute("value");
+      });
+    });
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted) {
+        window.location.replace(window.location.href);
+      }
+    });
+  }
+
   // A running job's page follows it: the region is fetched again and
   // replaced until the job ends.
   var refresh = function (region) {

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
+)
+
+// The audit trail: every action that changes who can reach the relay or
+// what it delivers (a credential issued, rotated or revoked; a subscriber
+// added or removed; a reload; a redrive or replay started) is one Info line
+// "admin action", naming the action, what it acted on, whether it came
+// through the API or the console, the client's address and the request
+// id. Never a secret: a credential's id and name identify it.
+
+// Audited actions but the jobs', which are named by their kind (redrive,
+// replay); a credential's are prefixed with its noun (token.issue,
+// client.revoke).
+const (
+	actionIssue            = "issue"
+	actionRotate           = "rotate"
+	actionRevoke           = "revoke"
+	actionSubscriberAdd    = "subscriber.add"
+	actionSubscriberRemove = "subscriber.remove"
+	actionReload           = "reload"
+)
+
+type consoleClientKey struct{}
+
+// ForConsoleClient returns ctx for an in-process call of the console made
+// for the browser at addr (its client address): the audit trail names it
+// as the action's client. A request over the network cannot set it.
+func ForConsoleClient(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, consoleClientKey{}, addr)
+}
+
+// caller says how r came (api or console) and from which address.
+func caller(r *http.Request) (via, client string) {
+	if r.RemoteAddr == InProcess {
+		addr, _ := r.Context().Value(consoleClientKey{}).(string)
+		return "console", addr
+	}
+	return "api", httpmw.ClientAddress(r)
+}
+
+// audit logs an admin action done for r, with attrs naming what it acted on.
+func (h *Handler) audit(r *http.Request, action string, attrs ...any) {
+	via, client := caller(r)
+	attrs = append([]any{"action", action}, attrs...)
+	attrs = append(attrs, "via", via, "client", client, "request_id", requestIDOf(r.Context()))
+	h.log.Log(r.Context(), slog.LevelInfo, "admin action", attrs...)
+}

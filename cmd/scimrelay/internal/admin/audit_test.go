@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestAdminActionsAreAudited: issuing, rotating and revoking a token
+// through the API each log one Info line "admin action" with the action,
+// tenant, id and name, via api, the client's address and the request id,
+// and never the secret.
+func TestAdminActionsAreAudited(t *testing.T) {
+	f := newFixture(t)
+	var issued, rotated TokenResponse
+	a := f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"entra"}`).want(t, http.StatusCreated, &issued)
+	issueID := a.header.Get("X-Request-Id")
+	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"acme","name":"entra-2","overlap":"1h"}`).want(t, http.StatusCreated, &rotated)
+	a = f.request("DELETE", "/admin/v1/tokens/"+issued.Token.ID, "").want(t, http.StatusOK, nil)
+	revokeID := a.header.Get("X-Request-Id")
+	f.request("DELETE", "/admin/v1/tokens/tok_nope", "").wantError(t, http.StatusNotFound, "no such token")
+
+	var lines []string
+	for _, l := range strings.Split(f.log.String(), "\n") {
+		if strings.Contains(l, `msg="admin action"`) {
+			lines = append(lines, l)
+		}
+	}
+	want := []string{
+		`level=INFO msg="admin action" action=token.issue tenant=acme id=` + issued.Token.ID + ` name=entra via=api client=127.0.0.1 request_id=` + issueID,
+		`action=token.rotate tenant=acme id=` + rotated.Token.ID + ` name=entra-2 expiring=[` + issued.Token.ID + `] overlap=1h0m0s via=api client=127.0.0.1`,
+		`level=INFO msg="admin action" action=token.revoke tenant=acme id=` + issued.Token.ID + ` name=entra via=api client=127.0.0.1 request_id=` + revokeID,
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d admin action lines, want %d (a refused revoke is no action):\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("line %d:\n%s\nwant it to hold\n%s", i, lines[i], w)
+		}
+	}
+	for _, secret := range []string{issued.Secret, rotated.Secret} {
+		if strings.Contains(f.log.String(), secret) {
+			t.Fatalf("the log holds a secret:\n%s", f.log.String())
+		}
+	}
+}
