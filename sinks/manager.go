@@ -132,6 +132,10 @@ type sinkRuntime struct {
 	sink     Sink
 	patterns events.Patterns
 	worker   *worker
+	// added is when Apply added the sink (zero for one configured at
+	// start). It matters until the sink's consumers exist: a setup that
+	// fails (NATS away) and succeeds at a later Apply starts them from then.
+	added time.Time
 	// stop ends the running worker (which hands its partitions over);
 	// done is closed when it has. Both nil while it does not run.
 	stop context.CancelFunc
@@ -197,8 +201,8 @@ func (m *Manager) runtimes() []*sinkRuntime {
 
 // Setup creates the dead-letter, delivery and worker streams, and each
 // sink's partition consumers and parking bucket. Call it before SCIM traffic
-// is served, so that no event is missed; a sink added later starts with the
-// events that come after its consumers were created.
+// is served, so that no event is missed; a sink Apply adds later starts
+// with the events stored from that Apply on.
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
 	sh := &shared{t: timingFor(m.o.Heartbeat)}
@@ -294,7 +298,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
 		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
-		schedule: s.cfg.Retry, keepFor: keepFor,
+		schedule: s.cfg.Retry, keepFor: keepFor, since: s.added,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
@@ -461,13 +465,16 @@ type Changes struct {
 }
 
 // Apply makes the manager run the sinks of list: it sets up and starts the
-// ones added, stops the ones removed (handing their partitions over, as at
+// ones added (their consumers start with the events stored from this Apply
+// on, even when their setup fails now and a later Apply completes it),
+// stops the ones removed (handing their partitions over, as at
 // shutdown; their consumers stay, so that adding the sink again resumes
 // where it stopped), and restarts the ones whose configuration changed,
 // after their in-flight deliveries end; the other sinks are not touched.
 // It refuses what Check refuses, changing nothing. Before Setup it only
 // replaces the configuration.
 func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
+	now := time.Now()
 	o := m.o
 	o.Sinks = list
 	built, err := o.build()
@@ -496,6 +503,9 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		case !reflect.DeepEqual(n.cfg, s.cfg):
 			ch.Changed = append(ch.Changed, name)
 			stop = append(stop, s)
+			if s.worker == nil { // never set up: it still starts from when it was added
+				n.added = s.added
+			}
 		default:
 			next[name] = s // untouched: the running worker goes on
 		}
@@ -503,6 +513,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	for _, name := range order {
 		if _, had := old[name]; !had {
 			ch.Added = append(ch.Added, name)
+			next[name].added = now
 		}
 	}
 	slices.Sort(ch.Removed)
