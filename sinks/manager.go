@@ -132,6 +132,10 @@ type sinkRuntime struct {
 	sink     Sink
 	patterns events.Patterns
 	worker   *worker
+	// added is when Apply added the sink (zero for one configured at
+	// start). It matters until the sink's consumers exist: a setup that
+	// fails (NATS away) and succeeds at a later Apply starts them from then.
+	added time.Time
 	// stop ends the running worker (which hands its partitions over);
 	// done is closed when it has. Both nil while it does not run.
 	stop context.CancelFunc
@@ -197,8 +201,8 @@ func (m *Manager) runtimes() []*sinkRuntime {
 
 // Setup creates the dead-letter, delivery and worker streams, and each
 // sink's partition consumers and parking bucket. Call it before SCIM traffic
-// is served, so that no event is missed; a sink added later starts with the
-// events that come after its consumers were created.
+// is served, so that no event is missed; a sink Apply adds later starts
+// with the events stored from that Apply on.
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
 	sh := &shared{t: timingFor(m.o.Heartbeat)}
@@ -294,7 +298,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
 		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
-		schedule: s.cfg.Retry, keepFor: keepFor,
+		schedule: s.cfg.Retry, keepFor: keepFor, since: s.added,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
 		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
@@ -461,13 +465,16 @@ type Changes struct {
 }
 
 // Apply makes the manager run the sinks of list: it sets up and starts the
-// ones added, stops the ones removed (handing their partitions over, as at
+// ones added (their consumers start with the events stored from this Apply
+// on, even when their setup fails now and a later Apply completes it),
+// stops the ones removed (handing their partitions over, as at
 // shutdown; their consumers stay, so that adding the sink again resumes
 // where it stopped), and restarts the ones whose configuration changed,
 // after their in-flight deliveries end; the other sinks are not touched.
 // It refuses what Check refuses, changing nothing. Before Setup it only
 // replaces the configuration.
 func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
+	now := time.Now()
 	o := m.o
 	o.Sinks = list
 	built, err := o.build()
@@ -496,6 +503,9 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		case !reflect.DeepEqual(n.cfg, s.cfg):
 			ch.Changed = append(ch.Changed, name)
 			stop = append(stop, s)
+			if s.worker == nil { // never set up: it still starts from when it was added
+				n.added = s.added
+			}
 		default:
 			next[name] = s // untouched: the running worker goes on
 		}
@@ -503,6 +513,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	for _, name := range order {
 		if _, had := old[name]; !had {
 			ch.Added = append(ch.Added, name)
+			next[name].added = now
 		}
 	}
 	slices.Sort(ch.Removed)
@@ -592,47 +603,88 @@ func (m *Manager) watchBacklog(ctx context.Context) {
 
 // observeBacklog sets the backlog and dead-letter gauges of sinks, a
 // snapshot of runtimes(); a sink Apply removed or replaced since is left
-// alone.
+// alone. A figure that cannot be read now (NATS away) keeps the value it
+// had: a 0 would tell an alert that the backlog cleared just when delivery
+// stopped. The read timestamp moves only when every figure was read, so
+// that its age says how stale they are.
 func (m *Manager) observeBacklog(ctx context.Context, sinks []*sinkRuntime) {
 	for _, s := range sinks {
 		name, w := s.cfg.Name, s.worker
 		if w == nil {
 			continue
 		}
-		var pending, inFlight, parked float64
-		var waiting []parkedAt // where undelivered events start
-		for _, p := range w.ownedPartitions() {
-			if c, err := m.o.JS.Consumer(ctx, events.StreamName, p.name); err == nil {
-				if info, err := c.Info(ctx); err == nil {
-					pending += float64(info.NumPending)
-					inFlight += float64(info.NumAckPending)
-					if info.NumPending+uint64(info.NumAckPending) > 0 {
-						for _, f := range append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...) {
-							if f != "" {
-								waiting = append(waiting, parkedAt{from: info.AckFloor.Stream + 1, filter: f})
-							}
-						}
-					}
-				}
-			}
-			parked += float64(p.parkedCount())
-			waiting = append(waiting, p.parkedFrom()...)
+		u, uerr := w.undelivered(ctx)
+		dead, derr := m.dlq.count(ctx, name)
+		if err := errors.Join(uerr, derr); err != nil {
+			m.log.Debug("reading the sink's backlog; its gauges keep their last values", "sink", name, "err", err)
 		}
-		age := 0.0
-		if oldest := oldestStored(waiting, w.firstStored(ctx)); !oldest.IsZero() {
-			age = max(time.Since(oldest).Seconds(), 0)
-		}
-		dead, err := m.dlq.count(ctx, name)
 		m.ifCurrent(s, func() {
-			m.metrics.oldest.WithLabelValues(name).Set(age)
-			m.metrics.backlog.WithLabelValues(name, "pending").Set(pending)
-			m.metrics.backlog.WithLabelValues(name, "in_flight").Set(inFlight)
-			m.metrics.backlog.WithLabelValues(name, "parked").Set(parked)
-			if err == nil {
+			if uerr == nil {
+				m.metrics.oldest.WithLabelValues(name).Set(u.age)
+				m.metrics.backlog.WithLabelValues(name, "pending").Set(u.pending)
+				m.metrics.backlog.WithLabelValues(name, "in_flight").Set(u.inFlight)
+				m.metrics.backlog.WithLabelValues(name, "parked").Set(u.parked)
+			}
+			if derr == nil {
 				m.metrics.deadLetters.WithLabelValues(name).Set(float64(dead))
+			}
+			if uerr == nil && derr == nil {
+				m.metrics.stateRead.WithLabelValues(name).SetToCurrentTime()
 			}
 		})
 	}
+}
+
+// backlogFigures are what the backlog gauges show of a sink in one worker.
+type backlogFigures struct {
+	pending, inFlight, parked float64
+	age                       float64 // seconds since the oldest was stored; 0: none waits
+}
+
+// undelivered reads the sink's events not yet delivered in the partitions
+// this worker owns. It fails when any of them cannot be read, and while
+// the worker is not among the sink's workers (it never joined, or lost
+// contact and let its partitions go): owning none then says nothing of
+// what waits in them.
+func (w *worker) undelivered(ctx context.Context) (backlogFigures, error) {
+	lost := errors.New("not among the sink's workers now: cannot reach them through NATS")
+	if !w.members.leaseValid() {
+		return backlogFigures{}, lost
+	}
+	var u backlogFigures
+	var waiting []parkedAt // where undelivered events start
+	for _, p := range w.ownedPartitions() {
+		// Consumer reads the consumer's info: CachedInfo is current.
+		c, err := w.js.Consumer(ctx, events.StreamName, p.name)
+		if err != nil {
+			return backlogFigures{}, fmt.Errorf("reading consumer %s: %w", p.name, err)
+		}
+		info := c.CachedInfo()
+		u.pending += float64(info.NumPending)
+		u.inFlight += float64(info.NumAckPending)
+		if info.NumPending+uint64(info.NumAckPending) > 0 {
+			for _, f := range append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...) {
+				if f != "" {
+					waiting = append(waiting, parkedAt{from: info.AckFloor.Stream + 1, filter: f})
+				}
+			}
+		}
+		u.parked += float64(p.parkedCount())
+		waiting = append(waiting, p.parkedFrom()...)
+	}
+	// Again after the reads: a worker whose lease lapsed meanwhile may
+	// have let its partitions go before the snapshot above.
+	if !w.members.leaseValid() {
+		return backlogFigures{}, lost
+	}
+	oldest, err := oldestStored(waiting, w.firstStored(ctx))
+	if err != nil {
+		return backlogFigures{}, err
+	}
+	if !oldest.IsZero() {
+		u.age = max(time.Since(oldest).Seconds(), 0)
+	}
+	return u, nil
 }
 
 // ifCurrent calls set, which sets gauges of s, only while s is one of the
@@ -648,16 +700,19 @@ func (m *Manager) ifCurrent(s *sinkRuntime, set func()) {
 
 // firstStored returns a lookup of the first event the stream stored at or
 // after a place (sequence and filter): its sequence and when it was
-// stored; 0 when there is none (or the stream cannot be asked now).
-func (w *worker) firstStored(ctx context.Context) func(parkedAt) (uint64, time.Time) {
-	return func(at parkedAt) (uint64, time.Time) {
+// stored; 0 when there is none.
+func (w *worker) firstStored(ctx context.Context) func(parkedAt) (uint64, time.Time, error) {
+	return func(at parkedAt) (uint64, time.Time, error) {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		raw, err := w.stream.GetMsg(ctx, at.from, jetstream.WithGetMsgSubject(at.filter))
-		if err != nil {
-			return 0, time.Time{}
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, time.Time{}, nil
+		case err != nil:
+			return 0, time.Time{}, fmt.Errorf("reading the stream from sequence %d: %w", at.from, err)
 		}
-		return raw.Sequence, raw.Time
+		return raw.Sequence, raw.Time, nil
 	}
 }
 
@@ -669,18 +724,22 @@ func (w *worker) firstStored(ctx context.Context) func(parkedAt) (uint64, time.T
 // was found at sequence s, no place from s on can be older. With a
 // receiver down and thousands of resources parked, that is a lookup or two
 // every few seconds, not thousands.
-func oldestStored(waiting []parkedAt, first func(parkedAt) (uint64, time.Time)) time.Time {
+func oldestStored(waiting []parkedAt, first func(parkedAt) (uint64, time.Time, error)) (time.Time, error) {
 	slices.SortFunc(waiting, func(a, b parkedAt) int { return cmp.Compare(a.from, b.from) })
 	best, oldest := uint64(math.MaxUint64), time.Time{}
 	for _, at := range waiting {
 		if at.from >= best {
 			break
 		}
-		if seq, t := first(at); seq != 0 && seq < best {
+		seq, t, err := first(at)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if seq != 0 && seq < best {
 			best, oldest = seq, t
 		}
 	}
-	return oldest
+	return oldest, nil
 }
 
 func (m *Manager) sink(name string) (*sinkRuntime, error) {

@@ -16,6 +16,7 @@ type metrics struct {
 	backlog     *prometheus.GaugeVec
 	partitions  *prometheus.GaugeVec
 	oldest      *prometheus.GaugeVec
+	stateRead   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,16 +46,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scimrelay", Subsystem: "sink", Name: "oldest_undelivered_age_seconds",
 			Help: "Age of the oldest event not yet delivered (nor dead-lettered) in the partitions this worker owns, parked resources included; 0 when none waits. Alert when it keeps growing: the receiver is down or too slow.",
 		}, []string{"sink"}),
+		stateRead: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "state_read_timestamp_seconds",
+			Help: "When the sink's backlog, oldest undelivered age and dead letters were last read from NATS (every 5 s). A figure that cannot be read keeps its last value: alert when time() minus this grows past a minute.",
+		}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions, m.oldest)
+		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions, m.oldest, m.stateRead)
 	}
 	return m
 }
 
 // forget drops a removed sink's series, so that no stale value stays.
 func (m *metrics) forget(sink string) {
-	for _, v := range []*prometheus.GaugeVec{m.deadLetters, m.partitions, m.oldest} {
+	for _, v := range []*prometheus.GaugeVec{m.deadLetters, m.partitions, m.oldest, m.stateRead} {
 		v.DeleteLabelValues(sink)
 	}
 	m.backlog.DeletePartialMatch(prometheus.Labels{"sink": sink})

@@ -33,7 +33,12 @@ type worker struct {
 	schedule Schedule
 	// keepFor is how long the stream keeps an event (its max_age when the
 	// worker was set up; 0: for ever): a retry is not put off past it.
-	keepFor    time.Duration
+	keepFor time.Duration
+	// since, when set, is when a reload added the sink: a partition
+	// consumer created from scratch starts with the events stored from
+	// then on, however late its setup succeeds. Zero (a sink configured at
+	// start): with the events after the consumer is created.
+	since      time.Time
 	js         jetstream.JetStream
 	stream     jetstream.Stream
 	parked     *parking
@@ -76,7 +81,8 @@ func consumerName(sink string, partition int) string {
 
 // consumerConfig is a partition consumer's configuration: explicit acks, no
 // delivery limit (the sink's schedule decides), a pinned priority group so
-// that one worker at a time receives the partition.
+// that one worker at a time receives the partition, and where a new one
+// starts (new events, or those since the reload that added the sink).
 func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 	cfg := jetstream.ConsumerConfig{
 		Durable:        consumerName(w.name, partition),
@@ -89,6 +95,10 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PinnedTTL:      w.t.pinnedTTL,
 		PriorityGroups: []string{priorityGroup},
+	}
+	if !w.since.IsZero() {
+		since := w.since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
 	if len(w.tenants) == 0 {
 		cfg.FilterSubject = events.PartitionSubjects("", partition)
