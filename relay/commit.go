@@ -5,6 +5,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,9 @@ type committer struct {
 	// the file's last one plus one, so one at or below last means the
 	// file was replaced under the relay (replaced).
 	last atomic.Uint64
+	// opened is the data file the store opened, which its path must still
+	// name (replaced).
+	opened os.FileInfo
 
 	mu     sync.Mutex
 	queue  []commitCall
@@ -91,28 +95,37 @@ func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration, onFail func(e
 		c.last.Store(uint64(tx.ID()))
 		return nil
 	})
+	c.opened, _ = os.Stat(db.Path()) // Open checked that it is the file it opened
 	go c.run()
 	return c
 }
 
-// ErrFileReplaced means the data file was written by something else
-// while the relay had it open: a backup copied over it (cp writes the
-// file in place, which bbolt's lock does not stop). Its pages are no
-// longer the ones the relay knows are free, and a commit would overwrite
-// live ones; the relay writes nothing more and stops, and serves the file
-// as it is when started again.
-var ErrFileReplaced = errors.New("the data file was written by something else while the relay had it open (a backup copied over it?)")
+// ErrFileReplaced means the data file was replaced while the relay had it
+// open: a backup copied over it (cp writes the file in place, which
+// bbolt's lock does not stop), or another file moved to its path. In
+// place, its pages are no longer the ones the relay knows are free, and a
+// commit would overwrite live ones; moved there, what the relay writes
+// goes to a file no path names, lost at the next start. The relay writes
+// nothing more and stops, and serves the file at its path when started
+// again.
+var ErrFileReplaced = errors.New("the data file was replaced while the relay had it open (a backup copied or moved over it?)")
 
-// replaced checks that the file's last transaction is still the one the
-// committer knows: txID is a read transaction's id (the file's last), or
-// a write transaction's (the file's last plus one) with write set. Other
-// writers of the store (layout upgrades at open) only raise the id.
-func (c *committer) replaced(txID int, write bool) error {
+// replaced checks that the data file is still the one the committer
+// wrote: its path names the file the store opened, and the file's last
+// transaction is not below known, the last the committer had committed
+// before the transaction txID began (a read transaction's id is the
+// file's last; a write transaction's, with write set, the file's last
+// plus one). Other writers of the store (the layout upgrade at open, a
+// reload's new tenants) only raise the id.
+func (c *committer) replaced(known uint64, txID int, write bool) error {
+	if now, err := os.Stat(c.db.Path()); err != nil || !os.SameFile(now, c.opened) {
+		return fmt.Errorf("%w: %s is no longer the file the relay opened", ErrFileReplaced, c.db.Path())
+	}
 	last := uint64(txID)
 	if write {
 		last--
 	}
-	if known := c.last.Load(); last < known {
+	if last < known {
 		return fmt.Errorf("%w: its last transaction is %d, and the relay had committed %d", ErrFileReplaced, last, known)
 	}
 	return nil
@@ -273,7 +286,8 @@ func (c *committer) commit(calls []commitCall) {
 		failed := -1
 		var replaced error
 		err := c.update(func(tx *bolt.Tx) error {
-			if replaced = c.replaced(tx.ID(), true); replaced != nil {
+			// Only this goroutine stores last: it is the last commit's.
+			if replaced = c.replaced(c.last.Load(), tx.ID(), true); replaced != nil {
 				return replaced
 			}
 			for i, call := range calls {

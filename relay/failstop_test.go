@@ -4,10 +4,13 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"os"
-	"strings"
+	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
@@ -62,44 +65,160 @@ func TestCommitFailureStopsWrites(t *testing.T) {
 
 // TestFileReplacedStopsWrites: a backup copied over the data file while
 // the store has it open (cp writes the file in place; bbolt's lock does
-// not stop it) is found at the next write, or at the next Ping (the
-// readiness check) when nothing is written: the write is refused, nothing
-// is written over the copy, and writes stop as after a failed commit.
-// Before, the next commit freed pages the copy used and bbolt panicked.
+// not stop it), or moved to its path (mv, a rename), is found at the next
+// write, at the next Ping (the readiness check) when nothing is written,
+// or at a reload's new tenants: the write is refused, nothing is written
+// to the copy, and writes stop as after a failed commit. Started again,
+// the store serves the copy. Before, the next commit after a copy in place
+// freed pages the copy used and bbolt panicked; after a move, writes went
+// on into a file no path named, lost at the next start.
 func TestFileReplacedStopsWrites(t *testing.T) {
-	for _, found := range []string{"write", "ping"} {
-		t.Run(found, func(t *testing.T) {
-			s, _, path := openStore(t)
-			create(t, s, "acme", user(t, `"userName":"ann"`))
-			backup, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, name := range []string{"bob", "cy", "dee"} {
-				create(t, s, "acme", user(t, `"userName":"`+name+`"`))
-			}
-			eventstest.WriteInPlace(t, path, backup)
-			if found == "ping" {
-				if err := s.Ping(); !errors.Is(err, ErrWritesStopped) || !strings.Contains(err.Error(), "written by something else") {
-					t.Fatalf("Ping after the file was replaced: %v", err)
+	for _, how := range []string{"in place", "moved"} {
+		for _, found := range []string{"write", "ping", "reload"} {
+			t.Run(how+"/"+found, func(t *testing.T) {
+				s, _, path := openStore(t)
+				create(t, s, "acme", user(t, `"userName":"ann"`))
+				backup, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			_, err = s.Create(ctx, "acme", user(t, `"userName":"eve"`))
-			wantErr(t, err, scim.ErrUnavailable, "could not write its data file")
-			if f := s.Failure(); !errors.Is(f, ErrWritesStopped) || !strings.Contains(f.Error(), "written by something else") {
-				t.Fatalf("Failure: %v", f)
-			}
-			_ = s.Close()
-			// The copy is as it was put there: ann alone.
-			s2, err := Open(path, testOptions(&clock{t: time.Now()}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s2.Close()
-			page, err := s2.List(ctx, "acme", scim.UserResourceType, scim.Query{StartIndex: 1, Count: 10})
-			if err != nil || page.Total != 1 {
-				t.Fatalf("the copy, opened again: %d users (%v), want ann alone", page.Total, err)
-			}
-		})
+				for _, name := range []string{"bob", "cy", "dee"} {
+					create(t, s, "acme", user(t, `"userName":"`+name+`"`))
+				}
+				if how == "in place" {
+					eventstest.WriteInPlace(t, path, backup)
+				} else {
+					if err := os.WriteFile(path+".new", backup, 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Rename(path+".new", path); err != nil {
+						t.Fatal(err)
+					}
+				}
+				switch found {
+				case "ping":
+					if err := s.Ping(); !errors.Is(err, ErrWritesStopped) || !errors.Is(err, ErrFileReplaced) {
+						t.Fatalf("Ping after the file was replaced: %v", err)
+					}
+				case "reload":
+					if err := s.SetTenants([]TenantOptions{{Name: "acme"}, {Name: "globex"}}); !errors.Is(err, ErrFileReplaced) {
+						t.Fatalf("a reload's new tenant after the file was replaced: %v", err)
+					}
+				}
+				_, err = s.Create(ctx, "acme", user(t, `"userName":"eve"`))
+				wantErr(t, err, scim.ErrUnavailable, "could not write its data file")
+				if f := s.Failure(); !errors.Is(f, ErrWritesStopped) || !errors.Is(f, ErrFileReplaced) {
+					t.Fatalf("Failure: %v", f)
+				}
+				_ = s.Close()
+				// The copy is as it was put there: ann alone.
+				s2, err := Open(path, testOptions(&clock{t: time.Now()}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s2.Close()
+				page, err := s2.List(ctx, "acme", scim.UserResourceType, scim.Query{StartIndex: 1, Count: 10})
+				if err != nil || page.Total != 1 {
+					t.Fatalf("the copy, opened again: %d users (%v), want ann alone", page.Total, err)
+				}
+			})
+		}
 	}
+}
+
+// TestPingWhileWritingIsNotAReplacement: Ping, the readiness check, on
+// the relay's own file while a commit ends during it, between its read
+// transaction's start and its comparison, does not take the file for a
+// replaced one. It did: compared with that commit, its transaction looked
+// older, and a probe could stop a healthy relay under Entra's writes.
+func TestPingWhileWritingIsNotAReplacement(t *testing.T) {
+	s, _, _ := openStore(t)
+	n := 0
+	pingBegun = func() {
+		n++
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"during-ping-%d"`, n)))
+	}
+	defer func() { pingBegun = nil }()
+	for range 3 {
+		if err := s.Ping(); err != nil {
+			t.Fatalf("Ping on the relay's own file while it writes: %v", err)
+		}
+	}
+}
+
+// TestOpenWhileRestoring: a store opened while another process holds the
+// data file's lock and moves another file to its path (scimrelay restore)
+// opens the file moved there once the lock is let go, not the one it
+// found first, which no path names any more.
+func TestOpenWhileRestoring(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "scimrelay.db")
+	s, err := Open(path, testOptions(&clock{t: time.Now()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "acme", user(t, `"userName":"old"`))
+	_ = s.Close()
+	restored := filepath.Join(dir, "restored.db")
+	s, err = Open(restored, testOptions(&clock{t: time.Now()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "acme", user(t, `"userName":"restored"`))
+	_ = s.Close()
+
+	lock, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan *Store, 1)
+	go func() {
+		s, err := Open(path, testOptions(&clock{t: time.Now()}))
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- s
+	}()
+	// Open has the old file open, besides the lock's, and waits for the
+	// lock.
+	eventstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := openedTimes(t, path); n < 2 {
+			return fmt.Errorf("the data file is open %d times", n)
+		}
+		return nil
+	})
+	select {
+	case s := <-opened:
+		t.Fatalf("Open did not wait for the lock: %v", s)
+	default:
+	}
+	if err := os.Rename(restored, path); err != nil {
+		t.Fatal(err)
+	}
+	_ = lock.Close()
+	s = <-opened
+	if s == nil {
+		t.FailNow()
+	}
+	defer s.Close()
+	page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: mustParseFilter(t, scim.UserResourceType, `userName eq "restored"`), StartIndex: 1, Count: 10})
+	if err != nil || page.Total != 1 {
+		t.Fatalf("the store opened during the restore serves the file it replaced: %d users named restored (%v)", page.Total, err)
+	}
+}
+
+// openedTimes counts this process's open descriptors of the file at path.
+func openedTimes(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
 }

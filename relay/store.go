@@ -264,7 +264,7 @@ func Open(path string, o Options) (*Store, error) {
 	}
 	// The freelist is not written on commit (less to fsync) and is rebuilt
 	// on open by scanning the file.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: initialMmapSize})
+	db, err := openDataFile(path, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: initialMmapSize})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("data file %s is %w", path, ErrInUse)
@@ -316,6 +316,27 @@ func Open(path string, o Options) (*Store, error) {
 	s.wg.Add(1)
 	go s.flushLoop()
 	return s, nil
+}
+
+// openDataFile opens the data file at path and takes its lock, and checks
+// that path still names the file it locked: one moved to the path while
+// Open waited for the lock (scimrelay restore renames a backup there while
+// it holds the lock) is opened instead, so that the relay never serves a
+// file no path names, whose writes a restart would lose.
+func openDataFile(path string, o *bolt.Options) (*bolt.DB, error) {
+	for range 3 {
+		before, err := os.Stat(path)
+		db, err2 := bolt.Open(path, 0o600, o)
+		if err2 != nil {
+			return nil, err2
+		}
+		after, err3 := os.Stat(path)
+		if err != nil || (err3 == nil && os.SameFile(before, after)) {
+			return db, nil
+		}
+		_ = db.Close()
+	}
+	return nil, errors.New("another file was moved to its path each time it was opened")
 }
 
 // readableLayout returns the layout version a file's meta bucket records,
@@ -599,15 +620,25 @@ func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 	return n, nil
 }
 
+// pingBegun, when set, is called by Ping once its read transaction has
+// begun: a variable only so that a test can commit a write there.
+var pingBegun func()
+
 // Ping reports whether the data file is open and readable, and still the
 // file the relay wrote: one written by something else (ErrFileReplaced)
 // stops writes, as a failed commit does.
 func (s *Store) Ping() error {
+	// Read before the transaction begins: a commit that ends meanwhile
+	// raises last above the transaction's id, on the relay's own file too.
+	known := s.commits.last.Load()
 	return s.db.View(func(tx *bolt.Tx) error {
+		if pingBegun != nil {
+			pingBegun()
+		}
 		// Seen here too, not only at the next write: the readiness
 		// check calls Ping, so a relay whose file was replaced stops
 		// even while nothing is written.
-		if err := s.commits.replaced(tx.ID(), false); err != nil {
+		if err := s.commits.replaced(known, tx.ID(), false); err != nil {
 			s.commits.fail(err)
 			return s.commits.stopped()
 		}
@@ -633,8 +664,10 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	if err != nil {
 		return err
 	}
-	// Open upgraded the file, so its layout is layoutVersion.
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	// Open upgraded the file, so its layout is layoutVersion. Through the
+	// committer, as every write after Open: it refuses once writes have
+	// stopped, and checks that the file is still the relay's.
+	if err := s.commits.do(func(tx *bolt.Tx) error {
 		_, err := prepare(tx, tenants)
 		return err
 	}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,13 +37,13 @@ stopped: a relay that holds the data file is running, and the restore is
 refused. The copy is checked first (whole, a scimrelay data file of a
 layout this build opens); the data file it replaces is kept beside it as
 scimrelay.db.replaced-<time> unless --keep=false. The copy takes the data
-file's place in one rename, so a relay started meanwhile opens either the
-old file or the whole copy. With --from -, the backup is read from stdin,
+file's place in one rename, and a relay started meanwhile waits for it
+and opens the copy. The copy gets the owner of the file it replaces. With --from -, the backup is read from stdin,
 which is how it reaches a container whose image has no shell.
 
-Copying a backup over the data file of a running relay (cp) is not a
-restore: the relay finds the file changed under it, refuses writes and
-stops, and serves the file as it is when started again.
+Copying or moving a backup over the data file of a running relay (cp,
+mv) is not a restore: the relay finds the file changed under it, refuses
+writes and stops, and serves the file then at its path when started again.
 
 A restore brings back the state at the backup: restart provisioning in
 Entra so that it sends what changed since, and see README (Backup and
@@ -140,6 +141,9 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string
 	if err := relay.CheckCopy(tmp.Name()); err != nil {
 		return "", fmt.Errorf("%s is not a backup this relay can restore (nothing was changed): %w", name, err)
 	}
+	if err := ownLike(tmp.Name(), target, dir); err != nil {
+		return "", err
+	}
 	if keep {
 		kept = target + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
 		if err := os.Link(target, kept); errors.Is(err, os.ErrNotExist) {
@@ -162,4 +166,26 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ownLike gives the copy at path the owner of the data file it replaces
+// (else of the data directory), so that a restore run as root (sudo) for a
+// relay that runs as its own user (the systemd unit's scimrelay) leaves a
+// file that user can open.
+func ownLike(path, target, dir string) error {
+	fi, err := os.Stat(target)
+	if errors.Is(err, os.ErrNotExist) {
+		fi, err = os.Stat(dir)
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || (int(st.Uid) == os.Geteuid() && int(st.Gid) == os.Getegid()) {
+		return nil
+	}
+	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("giving the restored copy the owner of %s, uid %d gid %d (nothing was changed): run restore as that user or as root: %w", fi.Name(), st.Uid, st.Gid, err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,5 +141,48 @@ func TestBackupCopiedOverARunningRelay(t *testing.T) {
 	p = startRelay(t, c, roleAll)
 	if n := userCount(t, p); n != "1" {
 		t.Fatalf("started again, the relay has %s users, want ann alone", n)
+	}
+}
+
+// TestRestoreKeepsTheDataFilesOwner: a restore run as root (sudo, as the
+// systemd README runs the CLI) for a relay that runs as its own user
+// leaves the data file with that user as owner; before, it was root's,
+// mode 0600, and the service could not open it.
+func TestRestoreKeepsTheDataFilesOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	const uid, gid = 4242, 4343
+	dataDir := t.TempDir()
+	c := testConfig(t, dataDir)
+	s, err := relay.Open(c.DBPath(), relay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	backup := filepath.Join(t.TempDir(), "copy.db")
+	data, err := os.ReadFile(c.DBPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(backup, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(c.DBPath(), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dataDir+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(t, "restore", "--from", backup, "--config", cfg); code != exitOK {
+		t.Fatalf("restore: %d %s %s", code, out, stderr)
+	}
+	fi, err := os.Stat(c.DBPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the restored data file is uid %d gid %d mode %v, want %d %d -rw-------", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
 	}
 }
