@@ -58,6 +58,7 @@ type partition struct {
 	mu        sync.Mutex
 	lanes     map[string]*lane
 	delivered map[string]deliveredMark   // resource key → what was completed of it while owned
+	earlier   map[string]deliveredMark   // resource key → what delivered had before the mark moved down or back (resourceMarks)
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
@@ -150,7 +151,7 @@ func newPartition(w *worker, n int) *partition {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &partition{w: w, n: n, runID: partitionRuns.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
-		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{}}
+		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, earlier: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{}}
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
@@ -1025,7 +1026,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	w := p.w
 	key := l.subject.Key()
 	p.mu.Lock()
-	done := p.delivered[key]
+	done := p.marksLocked(key)
 	p.mu.Unlock()
 	var items []item
 	for _, m := range ms {
@@ -1040,8 +1041,8 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			p.ack(m)
 			continue
 		}
-		if seq <= done.seq {
-			p.renumbered(e, seq, done.seq)
+		if seq <= done.seq() {
+			p.renumbered(e, seq, done.seq())
 		}
 		sseq, at := stored(m)
 		if sseq > 0 && slices.ContainsFunc(items, func(it item) bool { return it.sseq == sseq }) {
@@ -1229,6 +1230,88 @@ func (d deliveredMark) after(seq uint64, id string) deliveredMark {
 	return d
 }
 
+// resourceMarks is a resource's mark, and the mark it had before it moved
+// down or back.
+//
+// The mark moves down when an event numbered again is completed, and back
+// when the next event has an earlier id (a clock stepped back across a
+// relay restart). Either way it stops covering events it covered: after a
+// restore, old events numbered above the new mark with earlier ids, and
+// after a step back, old events with ids later than the new mark's. Those
+// still reach the partition again (a late acknowledgement, a reset of the
+// consumer) and are repeats, so the mark from before is kept as earlier:
+// an event is covered when either mark covers it. A second move merges
+// the two marks from before into one, with the higher number and the
+// later id. It covers more than they did only events numbered between
+// their numbers with ids between their ids, and no event this worker did
+// not complete was made so: a relay's numbers and ids follow commit order
+// within each run.
+//
+// Only resources whose mark moved so hold an earlier mark (partition's
+// earlier map), and it is dropped once the mark covers it again. Covered
+// events are never above the highest number completed: ids only deliver
+// what the number alone would drop, never drop what it would deliver.
+type resourceMarks struct {
+	mark, earlier deliveredMark
+}
+
+// covers reports whether the event numbered seq, with id, was completed
+// already.
+func (m resourceMarks) covers(seq uint64, id string) bool {
+	return m.mark.covers(seq, id) || m.earlier.covers(seq, id)
+}
+
+// seq is the highest subjectseq completed.
+func (m resourceMarks) seq() uint64 {
+	return max(m.mark.seq, m.earlier.seq)
+}
+
+// after returns the marks once the event numbered seq, with id, is
+// completed.
+func (m resourceMarks) after(seq uint64, id string) resourceMarks {
+	next := m.mark.after(seq, id)
+	if !next.coversAll(m.mark) {
+		// Moved down or back: keep what the mark covered.
+		m.earlier = m.earlier.merge(m.mark)
+	}
+	m.mark = next
+	if m.mark.coversAll(m.earlier) {
+		m.earlier = deliveredMark{}
+	}
+	return m
+}
+
+// coversAll reports whether d covers every event o covers. A mark whose
+// id is not a UUIDv7 covers every id up to its number.
+func (d deliveredMark) coversAll(o deliveredMark) bool {
+	switch {
+	case o.seq == 0:
+		return true
+	case o.seq > d.seq:
+		return false
+	case d.id.Version() != 7:
+		return true
+	}
+	return o.id.Version() == 7 && bytes.Compare(o.id[:], d.id[:]) <= 0
+}
+
+// merge returns the least mark that covers what d and o cover: the higher
+// number and the later id.
+func (d deliveredMark) merge(o deliveredMark) deliveredMark {
+	switch {
+	case d.coversAll(o):
+		return d
+	case o.coversAll(d):
+		return o
+	case d.id.Version() != 7 || o.id.Version() != 7:
+		return deliveredMark{seq: max(d.seq, o.seq)}
+	case bytes.Compare(o.id[:], d.id[:]) > 0:
+		d.id = o.id
+	}
+	d.seq = max(d.seq, o.seq)
+	return d
+}
+
 // madeAfter reports whether id is a UUIDv7 made after the UUIDv7 than.
 func madeAfter(id string, than uuid.UUID) bool {
 	if than.Version() != 7 {
@@ -1238,13 +1321,27 @@ func madeAfter(id string, than uuid.UUID) bool {
 	return err == nil && u.Version() == 7 && bytes.Compare(u[:], than[:]) > 0
 }
 
+// marksLocked returns what the partition completed of the resource key.
+func (p *partition) marksLocked(key string) resourceMarks {
+	return resourceMarks{mark: p.delivered[key], earlier: p.earlier[key]}
+}
+
 func (p *partition) completed(key string, seq uint64, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.delivered) > 100_000 {
-		clear(p.delivered) // a bound on memory; it only saves repeats
+		// A bound on memory; it only saves repeats. earlier holds no key
+		// that delivered does not.
+		clear(p.delivered)
+		clear(p.earlier)
 	}
-	p.delivered[key] = p.delivered[key].after(seq, id)
+	m := p.marksLocked(key).after(seq, id)
+	p.delivered[key] = m.mark
+	if m.earlier == (deliveredMark{}) {
+		delete(p.earlier, key)
+	} else {
+		p.earlier[key] = m.earlier
+	}
 }
 
 // deliver sends the events of a slice that the sink wants, in one request
@@ -1513,7 +1610,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 	key := l.subject.Key()
 	filter := l.subject.ResourceSubjects()
 	p.mu.Lock()
-	done := p.delivered[key]
+	done := p.marksLocked(key)
 	p.mu.Unlock()
 	next = from
 	wanted := 0
@@ -1547,8 +1644,8 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 				w.metrics.outcome(w.name, "duplicate")
 				continue
 			}
-			if seq <= done.seq {
-				p.renumbered(e, seq, done.seq)
+			if seq <= done.seq() {
+				p.renumbered(e, seq, done.seq())
 			}
 			it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
 			items = append(items, it)

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -1470,11 +1472,38 @@ func TestReadBackWaitingAfterAFailureKeepsItsProgress(t *testing.T) {
 // delivered, under new ids made later. A worker that ran through the
 // restore delivers them, in order, and says so once; a copy of an event
 // it delivered (stored again, same id) is still a repeat and is not sent
-// again. Before, every event numbered again was dropped as a repeat,
+// again, also when it comes after an event numbered again that was
+// delivered (a late acknowledgement, a reset of the consumer), whether it
+// arrives from the consumer or is read back from the stream for a parked
+// resource. Before, every event numbered again was dropped as a repeat,
 // silently, until the worker was restarted.
 func TestEventsNumberedAgainAreDelivered(t *testing.T) {
+	for _, readBack := range []bool{false, true} {
+		name := "from the consumer"
+		if readBack {
+			name = "read back"
+		}
+		t.Run(name, func(t *testing.T) { testEventsNumberedAgain(t, readBack) })
+	}
+}
+
+// testEventsNumberedAgain runs TestEventsNumberedAgainAreDelivered; with
+// readBack the first event numbered again is refused once, and the events
+// after it are stored meanwhile: the resource is parked, and they are read
+// back from the stream.
+func testEventsNumberedAgain(t *testing.T, readBack bool) {
 	js := natsStream(t)
-	rc := newReceiver(t, nil)
+	var refuse atomic.Value // the id of an event to refuse once
+	var late func()         // runs when it is refused
+	rc := newReceiver(t, func(n int, r *http.Request) int {
+		if id, _ := refuse.Load().(string); id != "" && r.Header.Get("ce-id") == id && refuse.CompareAndSwap(id, "") {
+			late()
+			// Not retried within the delivery (a 5xx would be, at once):
+			// the resource is parked, and read back on the schedule.
+			return http.StatusTemporaryRedirect
+		}
+		return http.StatusNoContent
+	})
 	logs := &eventstest.Log{}
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
@@ -1516,11 +1545,30 @@ func TestEventsNumberedAgainAreDelivered(t *testing.T) {
 	p.seq["acmeu1"] = 1
 	p.mu.Unlock()
 	again, againID := p.next("acme", events.UserUpdated, "u1")
+	after, afterID := p.next("acme", events.UserUpdated, "u1")
+	// Stored once more after the event numbered 2 again: the old third is
+	// numbered above it, with an earlier id, and is still a repeat.
+	third.Header.Set(nats.MsgIdHdr, id3+"-late")
+	late = func() {
+		for _, msg := range []*nats.Msg{third, after} {
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if readBack {
+		refuse.Store(againID)
+		want = append(want, againID) // refused
+	}
 	if _, err := js.PublishMsg(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	want = append(want, againID, p.publish("acme", events.UserUpdated, "u1"))
-	wait(5)
+	want = append(want, againID, afterID)
+	if !readBack {
+		wait(4)
+		late()
+	}
+	wait(len(want))
 	// A copy of an event numbered again is a repeat too; the event after
 	// it is not.
 	again.Header.Set(nats.MsgIdHdr, againID+"-again")
@@ -1528,14 +1576,136 @@ func TestEventsNumberedAgainAreDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, p.publish("acme", events.UserUpdated, "u1"))
-	wait(6)
+	wait(len(want))
 	if got := ids(); !slices.Equal(got, want) {
 		t.Fatalf("delivered %v, want %v", got, want)
 	}
-	if duplicates() != before+2 {
-		t.Errorf("the two copies counted %v duplicates, want 2", duplicates()-before)
+	if duplicates() != before+3 {
+		t.Errorf("the three copies counted %v duplicates, want 3", duplicates()-before)
 	}
 	if n := strings.Count(logs.String(), "numbered at or below one this worker delivered"); n != 1 {
 		t.Errorf("the renumbering was said %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestDeliveredMarksTellRepeats: a partition's marks for a resource, fed
+// the events that reach it in order. Each event not covered is delivered
+// (completed); each covered one is a repeat. Nothing is covered above the
+// highest number completed: ids never drop what the number alone would
+// deliver.
+func TestDeliveredMarksTellRepeats(t *testing.T) {
+	// An event of a relay run: its subjectseq, and when (a millisecond)
+	// its UUIDv7 id was made.
+	type ev struct {
+		seq uint64
+		at  int64
+	}
+	v7 := func(e ev) string {
+		var u uuid.UUID
+		binary.BigEndian.PutUint64(u[:8], uint64(e.at)<<16|0x7000|e.seq&0xfff)
+		u[8] = 0x80
+		return u.String()
+	}
+	v4 := func(e ev) string {
+		u := uuid.NewSHA1(uuid.NameSpaceOID, fmt.Append(nil, e.seq, e.at)) // not a UUIDv7, stable
+		return u.String()
+	}
+	// run numbers events from..to, made from at on, one a millisecond.
+	run := func(from, to uint64, at int64) []ev {
+		var out []ev
+		for s := from; s <= to; s++ {
+			out = append(out, ev{s, at + int64(s-from)})
+		}
+		return out
+	}
+	// Events 1..10 of the first run; a restore to 5 makes 6'.. later.
+	old := run(1, 10, 1000)
+	type arrival struct {
+		ev
+		repeat bool
+	}
+	arrive := func(repeat bool, es []ev) []arrival {
+		var out []arrival
+		for _, e := range es {
+			out = append(out, arrival{e, repeat})
+		}
+		return out
+	}
+	delivered := func(es ...ev) []arrival { return arrive(false, es) }
+	repeats := func(es ...ev) []arrival { return arrive(true, es) }
+	steps := func(parts ...[]arrival) []arrival { return slices.Concat(parts...) }
+	tests := []struct {
+		name  string
+		id    func(ev) string
+		steps []arrival
+		// earlier: whether the resource holds an earlier mark at the end.
+		earlier bool
+	}{
+		{"a redelivery of the first run after one numbered again", v7, steps(
+			delivered(old...), delivered(ev{6, 2000}),
+			repeats(old[6:]...), repeats(old[:6]...), repeats(ev{6, 2000}),
+		), true},
+		{"the restored run's next events, in order", v7, steps(
+			delivered(old...), delivered(run(6, 8, 2000)...),
+			repeats(old[8], old[9], ev{7, 2001}),
+			delivered(run(9, 12, 2003)...),
+			repeats(old[9], ev{8, 2002}, ev{12, 2006}),
+		), false},
+		{"a second restore", v7, steps(
+			delivered(old...), delivered(run(6, 8, 2000)...),
+			delivered(ev{6, 3000}),
+			repeats(old[6:]...), repeats(run(6, 8, 2000)...), repeats(ev{6, 3000}),
+			delivered(run(7, 11, 3001)...),
+			repeats(old[9], ev{8, 2002}, ev{11, 3004}),
+		), false},
+		{"a second restore before the first run's number is passed", v7, steps(
+			delivered(old...), delivered(run(6, 12, 2000)...),
+			delivered(ev{6, 3000}),
+			repeats(old[9], ev{12, 2006}),
+			delivered(ev{7, 3001}),
+		), true},
+		{"a clock stepped back across a restart", v7, steps(
+			delivered(old...), delivered(ev{11, 500}),
+			repeats(old[9], old[0], ev{11, 500}),
+			delivered(ev{12, 501}),
+			repeats(old[9], ev{12, 501}),
+		), true},
+		{"a restore after the clock stepped back", v7, steps(
+			delivered(old...), delivered(ev{11, 500}, ev{12, 501}),
+			delivered(ev{6, 2000}),
+			repeats(old[9], ev{12, 501}, ev{11, 500}),
+			delivered(ev{7, 2001}),
+		), true},
+		{"ids that are not UUIDv7: the number alone", v4, steps(
+			delivered(old...),
+			repeats(ev{6, 2000}, ev{10, 2004}),
+			delivered(ev{11, 500}),
+			repeats(ev{11, 3000}),
+		), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m resourceMarks
+			var highest uint64
+			for i, a := range tt.steps {
+				id := tt.id(a.ev)
+				if got := m.covers(a.seq, id); got != a.repeat {
+					t.Fatalf("step %d, event %d made at %d: covered %v, want %v (marks %+v)", i, a.seq, a.at, got, a.repeat, m)
+				}
+				if m.covers(a.seq, id) && a.seq > highest {
+					t.Fatalf("step %d: event %d covered above the highest number completed, %d", i, a.seq, highest)
+				}
+				if !a.repeat {
+					m = m.after(a.seq, id)
+					highest = max(highest, a.seq)
+				}
+				if m.seq() != highest {
+					t.Fatalf("step %d: highest number %d, want %d", i, m.seq(), highest)
+				}
+			}
+			if got := m.earlier != (deliveredMark{}); got != tt.earlier {
+				t.Errorf("holds an earlier mark: %v, want %v (marks %+v)", got, tt.earlier, m)
+			}
+		})
 	}
 }
