@@ -137,11 +137,27 @@ func NewHandler(o Options) *Handler {
 	// Profiles, for when the relay is slow and nobody knows why; behind the
 	// admin token like the rest of the API.
 	h.api("GET /debug/pprof/", profile)
-	h.api("/admin/", func(_ http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, "no admin endpoint %s %s", r.Method, r.URL.Path)
-	})
+	h.api("/admin/", h.noEndpoint)
 	h.root = withRequestID(h.mux)
 	return h
+}
+
+// noEndpoint answers a request no admin endpoint takes: 405 with the
+// methods the path takes when it is an endpoint's, else 404.
+func (h *Handler) noEndpoint(w http.ResponseWriter, r *http.Request) error {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		other := r.Clone(r.Context())
+		other.Method = m
+		if _, pattern := h.mux.Handler(other); pattern != "/admin/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		return errorf(http.StatusNotFound, "no admin endpoint %s %s", r.Method, r.URL.Path)
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	return errorf(http.StatusMethodNotAllowed, "%s %s: the endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, ", "))
 }
 
 // ServeHTTP routes a request, giving it a request id.

@@ -160,11 +160,13 @@ type answer struct {
 }
 
 // request sends an admin request with the admin token.
-func (f *fixture) request(method, path, body string) answer {
-	return f.requestAs(adminToken, method, path, body)
+// request sends a request with the admin token and any headers given as
+// name, value pairs.
+func (f *fixture) request(method, path, body string, header ...string) answer {
+	return f.requestAs(adminToken, method, path, body, header...)
 }
 
-func (f *fixture) requestAs(token, method, path, body string) answer {
+func (f *fixture) requestAs(token, method, path, body string, header ...string) answer {
 	f.t.Helper()
 	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
 	if err != nil {
@@ -172,6 +174,9 @@ func (f *fixture) requestAs(token, method, path, body string) answer {
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	res, err := client.Do(req)
 	if err != nil {
@@ -384,7 +389,27 @@ func TestTokens(t *testing.T) {
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"`).wantError(t, http.StatusBadRequest, "request body")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","tenants":["x"]}`).wantError(t, http.StatusBadRequest, "unknown field")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"`+strings.Repeat("a", 2<<20)+`"}`).wantError(t, http.StatusBadRequest, "request body")
-	f.request("PUT", "/admin/v1/tokens", ``).wantError(t, http.StatusNotFound, "no admin endpoint")
+	// A body its sender says is not JSON, and a method the path does not
+	// take, are refused as such; nothing is issued.
+	count := func() int {
+		toks, err := f.store.Tokens().List(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(toks)
+	}
+	before := count()
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Type", "text/plain").wantError(t, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Type", "application/x-www-form-urlencoded").wantError(t, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	if after := count(); after != before {
+		t.Fatalf("%d tokens after bodies that are not JSON, want %d", after, before)
+	}
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Type", "application/json; charset=utf-8").want(t, http.StatusCreated, nil)
+	if a := f.request("PUT", "/admin/v1/tokens", ``); a.status != http.StatusMethodNotAllowed || a.header.Get("Allow") != "GET, POST" {
+		t.Fatalf("PUT /admin/v1/tokens: %d, Allow %q: %s", a.status, a.header.Get("Allow"), a.body)
+	}
+	f.request("PATCH", "/admin/v1/tokens/tok_x", ``).wantError(t, http.StatusMethodNotAllowed, "takes DELETE")
+	f.request("GET", "/admin/v1/nothing-here", ``).wantError(t, http.StatusNotFound, "no admin endpoint")
 }
 
 // TestClients: OAuth clients go through the same routes and errors as tokens.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -212,6 +213,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // decodeJSON reads a JSON request body of at most 1 MiB into v.
 func decodeJSON(r *http.Request, v any) error {
+	// A body its sender says is not JSON is refused, whatever it holds
+	// (curl's -d says a form: add -H 'Content-Type: application/json');
+	// one without a Content-Type is taken as JSON.
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, "request body: Content-Type must be application/json, got %q", ct)
+		}
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -115,7 +115,7 @@ func TestRefusedRedriveAndReplayDoNothing(t *testing.T) {
 		{adminToken, "POST", redrive, `{"all":"yes"}`, http.StatusBadRequest, "request body"},
 		{adminToken, "POST", redrive, `{"all":true,"force":true}`, http.StatusBadRequest, "request body"},
 		{adminToken, "POST", redrive, `{"all":true,"note":"` + strings.Repeat("x", 1<<20) + `"}`, http.StatusBadRequest, "request body"},
-		{adminToken, "GET", redrive, ``, http.StatusNotFound, "no admin endpoint GET"},
+		{adminToken, "GET", redrive, ``, http.StatusMethodNotAllowed, "the endpoint takes POST"},
 		{"", "POST", replay, `{"since":"1h"}`, http.StatusUnauthorized, "admin token"},
 		{"wrong-token-0123456789abcdef", "POST", replay, `{"since":"1h"}`, http.StatusUnauthorized, "admin token"},
 		{adminToken, "POST", "/admin/v1/sinks/erp/replay", `{"since":"1h"}`, http.StatusNotFound, `no such sink "erp"`},
@@ -125,7 +125,7 @@ func TestRefusedRedriveAndReplayDoNothing(t *testing.T) {
 		{adminToken, "POST", replay, `{"since":"last week"}`, http.StatusBadRequest, "since:"},
 		{adminToken, "POST", replay, `{"since":"1h","tenant":"acme"}`, http.StatusBadRequest, "request body"},
 		{adminToken, "POST", replay, `["1h"]`, http.StatusBadRequest, "request body"},
-		{adminToken, "GET", replay, ``, http.StatusNotFound, "no admin endpoint GET"},
+		{adminToken, "GET", replay, ``, http.StatusMethodNotAllowed, "the endpoint takes POST"},
 	} {
 		a := f.requestAs(r.token, r.method, r.path, r.body)
 		if a.status == http.StatusAccepted {
