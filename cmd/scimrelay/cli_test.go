@@ -82,6 +82,11 @@ func TestCLITokens(t *testing.T) {
 	if !strings.Contains(r.str("detail"), "was revoked") {
 		t.Fatalf("revoked token answer: %s", r.raw)
 	}
+	// Revoked again: it says so, and is not taken for a new revocation.
+	code, out, _ = cli(t, "token", "revoke", list[0].ID, "--config", cfg)
+	if code != exitOK || !strings.Contains(out, "token "+list[0].ID+" (entra) of tenant acme was revoked already, at ") || strings.Contains(out, "revoked token") {
+		t.Fatalf("token revoke again: %d %s", code, out)
+	}
 
 	// Mistakes give clear errors and exit codes scripts can trust.
 	if code, _, stderr := cli(t, "token", "create", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "tenant") {

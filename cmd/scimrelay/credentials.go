@@ -133,6 +133,10 @@ func (k credentialCLI) revokeCommand(extra string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if t.AlreadyRevoked {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) of tenant %s was revoked already, at %s\n", k.noun, t.ID, t.Name, t.Tenant, t.Revoked.Local().Format(time.RFC3339))
+				return err
+			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked %s %s (%s) of tenant %s\n", k.noun, t.ID, t.Name, t.Tenant)
 			return err
 		},

@@ -163,16 +163,28 @@ func (c credentialAPI) rotate(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// RevokeResponse is the credential a revocation answers with (its fields
+// at the top level, as before it said more), and whether it was revoked
+// already, by an earlier revocation.
+type RevokeResponse struct {
+	relay.Token
+	AlreadyRevoked bool `json:"already_revoked,omitempty"`
+}
+
 func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	if c.store == nil {
 		return unavailable(c.what)
 	}
+	asked := time.Now()
 	tok, err := c.store.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	c.audit(r, actionRevoke, tok)
-	writeJSON(w, http.StatusOK, tok)
+	already := tok.Revoked.Before(asked)
+	if !already {
+		c.audit(r, actionRevoke, tok)
+	}
+	writeJSON(w, http.StatusOK, RevokeResponse{Token: tok, AlreadyRevoked: already})
 	return nil
 }
 

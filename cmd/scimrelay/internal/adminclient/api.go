@@ -53,9 +53,10 @@ func (c *Client) Rotate(ctx context.Context, kind Kind, req admin.TokenRequest) 
 	return res, err
 }
 
-// Revoke revokes a credential at once.
-func (c *Client) Revoke(ctx context.Context, kind Kind, id string) (relay.Token, error) {
-	var t relay.Token
+// Revoke revokes a credential at once; the answer says whether an earlier
+// revocation had.
+func (c *Client) Revoke(ctx context.Context, kind Kind, id string) (admin.RevokeResponse, error) {
+	var t admin.RevokeResponse
 	err := c.Do(ctx, http.MethodDelete, string(kind)+"/"+url.PathEscape(id), nil, &t)
 	return t, err
 }
