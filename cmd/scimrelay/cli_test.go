@@ -92,7 +92,7 @@ func TestCLITokens(t *testing.T) {
 	if code, _, stderr := cli(t, "token", "create", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "tenant") {
 		t.Errorf("missing --tenant: code %d, %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "token", "create", "--tenant", "initech", "--config", cfg); code != exitError || !strings.Contains(stderr, "no tenant") {
+	if code, _, stderr := cli(t, "token", "create", "--tenant", "initech", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--tenant initech: no such tenant") {
 		t.Errorf("unknown tenant: code %d, %s", code, stderr)
 	}
 	if code, _, stderr := cli(t, "token", "revoke", "tok_nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such token") {

@@ -39,6 +39,9 @@ func (k credentialCLI) createCommand(short, long, example string) *cobra.Command
 			if err != nil {
 				return err
 			}
+			if err := checkFilters(cmd.Context(), c, tenant, ""); err != nil {
+				return err // a tenant the relay does not have is bad usage, as for list
+			}
 			res, err := c.Issue(cmd.Context(), k.kind, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires})
 			if err != nil {
 				return err
@@ -66,6 +69,9 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 			c, err := newAdminClient(configPathOf(cmd))
 			if err != nil {
 				return err
+			}
+			if err := checkFilters(cmd.Context(), c, tenant, ""); err != nil {
+				return err // a tenant the relay does not have is bad usage, as for list
 			}
 			res, err := c.Rotate(cmd.Context(), k.kind, admin.TokenRequest{Tenant: tenant, Name: name, Expires: expires, Overlap: overlap})
 			if err != nil {

@@ -381,7 +381,7 @@ func TestCLIClients(t *testing.T) {
 	if code, _, stderr := cli(t, "token", "revoke", fresh, "--config", cfg); code != exitError || !strings.Contains(stderr, "no such token") {
 		t.Errorf("a client revoked as a token: %d %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "client", "create", "--tenant", "initech", "--config", cfg); code != exitError || !strings.Contains(stderr, "no tenant") {
+	if code, _, stderr := cli(t, "client", "create", "--tenant", "initech", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--tenant initech: no such tenant") {
 		t.Errorf("unknown tenant: %d %s", code, stderr)
 	}
 	if code, _, stderr := cli(t, "client", "create", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "tenant") {
