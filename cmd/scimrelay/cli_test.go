@@ -385,6 +385,10 @@ func TestCLIRenamedSinksDeadLetters(t *testing.T) {
 	if code, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitOK || !strings.Contains(out, "410") {
 		t.Fatalf("dlq list of the old name: %d %s %s", code, out, stderr)
 	}
+	// The console's sinks page says they are there, and how to deliver them.
+	b := newBrowser(t, p)
+	b.signIn(adminSecret)
+	b.get("/ui/sinks").want(t, http.StatusOK, "Dead letters of sinks no longer configured", `<th scope="row">crm</th>`, "<code>scimrelay dlq redrive --sink crm --to SINK --all</code>")
 	gone.Store(false)
 	if code, _, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "sink crm is no longer configured: add --to SINK") {
 		t.Fatalf("redrive to the old name itself: %d %s", code, stderr)
@@ -403,6 +407,9 @@ func TestCLIRenamedSinksDeadLetters(t *testing.T) {
 	}
 	if code, _, stderr := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--sink crm: no such sink, nor dead letters under that name (queues: crm2)") {
 		t.Fatalf("dlq list of the old name once empty: %d %s", code, stderr)
+	}
+	if body := b.get("/ui/sinks").want(t, http.StatusOK).body; strings.Contains(body, "no longer configured") {
+		t.Fatalf("the sinks page still lists the old name's queue, now empty:\n%s", body)
 	}
 }
 

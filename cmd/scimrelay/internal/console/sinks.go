@@ -21,14 +21,28 @@ const (
 
 // GET /ui/sinks
 func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	list, err := c.api(r, s).Sinks(r.Context())
+	api := c.api(r, s)
+	list, err := api.Sinks(r.Context())
 	if err != nil {
 		return err
+	}
+	queues, err := api.DeadLetterQueues(r.Context())
+	if err != nil {
+		return err
+	}
+	// The queues of sinks removed or renamed, which only dlq redrive --to
+	// delivers: said here so that they are not left to age out unseen.
+	var left []sinks.DeadLetterQueue
+	for _, q := range queues {
+		if !q.Configured {
+			left = append(left, q)
+		}
 	}
 	c.render(w, r, http.StatusOK, "sinks", page{Title: "Sinks", Nav: "sinks", CSRF: s.csrf, Data: struct {
 		Now   time.Time
 		Sinks []sinks.Status
-	}{c.now(), list}})
+		Left  []sinks.DeadLetterQueue
+	}{c.now(), list, left}})
 	return nil
 }
 
