@@ -71,6 +71,7 @@ func (e *Embedded) subscriberAccount(s Subscriber) (*server.Account, error) {
 		return nil, fmt.Errorf("importing the inbox of subscriber %s: %w", s.Name, err)
 	}
 	e.accounts[name] = acc
+	e.countInternalSubs(name, acc)
 	return acc, nil
 }
 

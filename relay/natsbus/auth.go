@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
@@ -27,12 +28,14 @@ type authenticator struct {
 	mu    sync.Mutex
 	users map[string]*server.NkeyUser // public nkey → what it may do
 	conns map[string]map[uint64]bool  // public nkey → ids of its connections
+	// cooling are keys refused until a time (coolDown), public nkey → it.
+	cooling map[string]time.Time
 }
 
 var _ server.Authentication = (*authenticator)(nil)
 
 func newAuthenticator(relay string) *authenticator {
-	return &authenticator{relay: relay, users: map[string]*server.NkeyUser{}, conns: map[string]map[uint64]bool{}}
+	return &authenticator{relay: relay, users: map[string]*server.NkeyUser{}, conns: map[string]map[uint64]bool{}, cooling: map[string]time.Time{}}
 }
 
 // MaxSubscriberConns is how many connections one subscriber key may hold
@@ -84,6 +87,12 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		// permissions it was given.
 		if now, ok := a.users[o.Nkey]; !ok || !sameUser(now, user) {
 			return false
+		}
+		if until, ok := a.cooling[o.Nkey]; ok {
+			if time.Now().Before(until) {
+				return false
+			}
+			delete(a.cooling, o.Nkey)
 		}
 		ids := a.conns[o.Nkey]
 		if ids == nil {
@@ -160,6 +169,20 @@ func (a *authenticator) dropChangedLocked(users map[string]*server.NkeyUser) []u
 		delete(a.conns, key)
 	}
 	return kick
+}
+
+// coolDown refuses a subscriber's key until until, and returns the ids of
+// its connections, which must go.
+func (a *authenticator) coolDown(key string, until time.Time) []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cooling[key] = until
+	var ids []uint64
+	for id := range a.conns[key] {
+		ids = append(ids, id)
+	}
+	delete(a.conns, key)
+	return ids
 }
 
 // sameUser reports whether two users of a key put a client in the same

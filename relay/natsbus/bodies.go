@@ -46,6 +46,10 @@ const (
 	// publishes wait.
 	maxDirectBatch = 1000
 	maxDirectBytes = 1 << 20
+	// maxAckBody bounds an acknowledgement: "-NAK {"delay": …}" or a
+	// +TERM's reason are a few dozen bytes, and a message of MaxPayload
+	// would cost the relay its copy for each (a review sent 8 MiB ones).
+	maxAckBody = 1 << 10
 )
 
 // atMost gives *v the bound max when it is not set, and says so when it is
@@ -144,6 +148,9 @@ func checkPull(data []byte) ([]byte, error) {
 func checkAck(data []byte) error {
 	if len(data) == 0 {
 		return nil
+	}
+	if len(data) > maxAckBody {
+		return fmt.Errorf("an acknowledgement may be at most %d bytes", maxAckBody)
 	}
 	for _, kind := range []string{"+ACK", "-NAK", "+WPI", "+TERM"} {
 		if rest, ok := bytes.CutPrefix(data, []byte(kind)); ok && (len(rest) == 0 || rest[0] == ' ') {

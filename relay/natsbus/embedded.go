@@ -37,9 +37,16 @@ type Embedded struct {
 
 	mu       sync.Mutex                 // serialises SetSubscribers
 	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
-	passers  map[string]*passer         // each subscriber's requests by its name, under mu
-	apiSlot  chan struct{}              // one subscriber API request in JetStream at a time (requests.go)
-	rates    passRates                  // what the passers started next pass on a second, under mu
+	// internalSubs are the subscriptions each account held when it was
+	// made, for its imports and exports (subscriptions.go), under mu.
+	internalSubs map[string]int
+	// watching ends watchSubscriptions; Shutdown, which may be called
+	// more than once, closes it once.
+	watching  chan struct{}
+	watchDone sync.Once
+	passers   map[string]*passer // each subscriber's requests by its name, under mu
+	apiSlot   chan struct{}      // one subscriber API request in JetStream at a time (requests.go)
+	rates     passRates          // what the passers started next pass on a second, under mu
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -52,12 +59,19 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, fmt.Errorf("generating the relay's NATS credential: %w", err)
 	}
 	opts := server.Options{
-		ServerName:  "scimrelay",
-		JetStream:   true,
-		StoreDir:    o.StoreDir,
-		NoSigs:      true, // the relay owns signal handling
-		MaxPayload:  8 << 20,
-		AuthTimeout: 5,
+		ServerName: "scimrelay",
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoSigs:     true, // the relay owns signal handling
+		MaxPayload: 8 << 20,
+		// A connection counts against MaxConn from when it is accepted,
+		// signed in or not: nats-server's default wait for its credential.
+		AuthTimeout: 2,
+		// nats-server keeps the last closed connections, each with every
+		// subscription it had, for its monitoring, which the relay does
+		// not serve (0 is the default, 10,000; a review held 1.6 GiB that
+		// way in 36 s).
+		MaxClosedClients: 1,
 		// Below the systemd unit's LimitNOFILE (65536), which the relay's
 		// SCIM listener and store share; each subscriber key holds at most
 		// MaxSubscriberConns of these.
@@ -110,6 +124,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		return nil, err
 	}
 	e := &Embedded{relay: relay, auth: newAuthenticator(pub), log: log, accounts: map[string]*server.Account{},
+		internalSubs: map[string]int{}, watching: make(chan struct{}),
 		passers: map[string]*passer{}, apiSlot: make(chan struct{}, 1),
 		rates: passRates{requests: SubscriberRequestsPerSecond, acks: SubscriberAcksPerSecond}}
 	if _, err := subscriberUsers(pub, subscribers); err != nil {
@@ -157,6 +172,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		s.Shutdown()
 		return nil, err
 	}
+	go e.watchSubscriptions(e.watching)
 	return e, nil
 }
 
@@ -321,6 +337,7 @@ func (e *Embedded) ClientURL() string {
 
 // Shutdown stops the server and waits for it.
 func (e *Embedded) Shutdown() {
+	e.watchDone.Do(func() { close(e.watching) })
 	e.mu.Lock()
 	for _, p := range e.passers {
 		p.close()
