@@ -99,6 +99,11 @@ type Options struct {
 	// sends the attempt's traceparent with the webhook request. Nil: no
 	// tracing, at no cost.
 	Tracer trace.Tracer
+	// AddedFile is a file of the process's own (data_dir/sinks-added.json)
+	// where Apply keeps when it added each sink until that sink's
+	// consumers exist, so that a process restarted meanwhile still starts
+	// them from the reload that added it. Empty: kept in memory only.
+	AddedFile string
 }
 
 // Manager runs every configured sink. Apply changes the set of sinks while
@@ -110,6 +115,7 @@ type Manager struct {
 	tries   *attemptLog
 	metrics *metrics
 	shared  *shared // what Setup made for every sink; nil before
+	added   *addedSinks
 
 	mu      sync.RWMutex
 	sinks   map[string]*sinkRuntime
@@ -133,8 +139,10 @@ type sinkRuntime struct {
 	patterns events.Patterns
 	worker   *worker
 	// added is when Apply added the sink (zero for one configured at
-	// start). It matters until the sink's consumers exist: a setup that
-	// fails (NATS away) and succeeds at a later Apply starts them from then.
+	// start, unless Options.AddedFile says an Apply before a restart added
+	// it). It matters until the sink's consumers exist: a setup that fails
+	// (NATS away) and succeeds at a later Apply or start starts them from
+	// then.
 	added time.Time
 	// stop ends the running worker (which hands its partitions over);
 	// done is closed when it has. Both nil while it does not run.
@@ -174,7 +182,11 @@ func NewManager(o Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{o: o, log: o.Logger, sinks: map[string]*sinkRuntime{}, metrics: newMetrics(o.Registerer)}
+	m.added = readAdded(o.AddedFile, o.Logger)
 	for _, s := range built {
+		// Added by a reload before a restart, its consumers not made
+		// then: they start from that reload.
+		s.added = m.added.since(s.cfg.Name)
 		m.sinks[s.cfg.Name] = s
 		m.order = append(m.order, s.cfg.Name)
 	}
@@ -202,7 +214,9 @@ func (m *Manager) runtimes() []*sinkRuntime {
 // Setup creates the dead-letter, delivery and worker streams, and each
 // sink's partition consumers and parking bucket. Call it before SCIM traffic
 // is served, so that no event is missed; a sink Apply adds later starts
-// with the events stored from that Apply on.
+// with the events stored from that Apply on, and so does one whose
+// consumers that Apply could not make when Options.AddedFile kept its
+// time across a restart.
 func (m *Manager) Setup(ctx context.Context) error {
 	js := m.o.JS
 	sh := &shared{t: timingFor(m.o.Heartbeat)}
@@ -251,6 +265,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
 	m.shared = sh
+	// A sink a reload added, then removed before its consumers were made,
+	// starts afresh if it is added again.
+	m.added.note(time.Time{}, nil, m.added.except(m.Names()))
 	for _, s := range m.runtimes() {
 		w, err := m.setupSink(ctx, s)
 		if err != nil {
@@ -259,6 +276,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 		m.mu.Lock()
 		s.worker = w
 		m.mu.Unlock()
+		m.added.note(time.Time{}, nil, []string{s.cfg.Name}) // its consumers exist
 	}
 	return nil
 }
@@ -466,7 +484,8 @@ type Changes struct {
 
 // Apply makes the manager run the sinks of list: it sets up and starts the
 // ones added (their consumers start with the events stored from this Apply
-// on, even when their setup fails now and a later Apply completes it),
+// on, even when their setup fails now and a later Apply, or Setup after a
+// restart with Options.AddedFile, completes it),
 // stops the ones removed (handing their partitions over, as at
 // shutdown; their consumers stay, so that adding the sink again resumes
 // where it stopped), and restarts the ones whose configuration changed,
@@ -516,6 +535,9 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 			next[name].added = now
 		}
 	}
+	// Kept before their setup is tried: a process that stops during it
+	// (or after it failed) starts them from now when it starts again.
+	m.added.note(now, ch.Added, ch.Removed)
 	slices.Sort(ch.Removed)
 	slices.Sort(ch.Changed)
 	// Stop first, so that a changed sink's partitions are free for its new
@@ -533,6 +555,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	}
 	var errs []error
 	if m.shared != nil {
+		var made []string
 		for _, name := range order {
 			s := next[name]
 			if s.worker != nil {
@@ -542,10 +565,14 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 			if s.worker, err = m.setupSink(ctx, s); err != nil {
 				// The sink stays configured but idle; Ready reports it.
 				errs = append(errs, err)
-			} else if idle {
+				continue
+			}
+			made = append(made, name)
+			if idle {
 				ch.Restarted = append(ch.Restarted, name)
 			}
 		}
+		m.added.note(time.Time{}, nil, made) // their consumers exist
 	}
 	for _, name := range ch.Removed {
 		m.warnStranded(ctx, name)

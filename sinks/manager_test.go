@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -49,12 +50,20 @@ func sinkConfig(name, url string, edit func(*Config)) Config {
 // natsStream starts a JetStream server with the SCIMRELAY stream.
 func natsStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	s := eventstest.RunServer(t)
+	_, js := natsStreamAt(t, t.TempDir(), -1)
+	return js
+}
+
+// natsStreamAt is natsStream storing in dir on port, so that a test can
+// stop the server and start it again (eventstest.RunServerAt).
+func natsStreamAt(t testing.TB, dir string, port int) (*server.Server, jetstream.JetStream) {
+	t.Helper()
+	s := eventstest.RunServerAt(t, dir, port)
 	_, js := eventstest.Connect(t, eventstest.URL(s))
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	return js
+	return s, js
 }
 
 // runSinks sets the sinks up and runs them until stop is called (or the test ends).

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,11 +28,7 @@ import (
 // once NATS is back.
 func TestGaugesKeepTheirValuesWhileNATSIsAway(t *testing.T) {
 	dir, port := t.TempDir(), eventstest.FreePort(t)
-	ns := eventstest.RunServerAt(t, dir, port)
-	_, js := eventstest.Connect(t, eventstest.URL(ns))
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	ns, js := natsStreamAt(t, dir, port)
 	// "gone" is refused for good (a dead letter), "down-*" fail until a
 	// retry ten minutes later (parked), "slow" is held while the test runs (in
 	// flight, and its later events wait in the consumer: pending).

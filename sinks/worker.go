@@ -36,8 +36,9 @@ type worker struct {
 	keepFor time.Duration
 	// since, when set, is when a reload added the sink: a partition
 	// consumer created from scratch starts with the events stored from
-	// then on, however late its setup succeeds. Zero (a sink configured at
-	// start): with the events after the consumer is created.
+	// then on, however late its setup succeeds, a restart in between
+	// included (Options.AddedFile). Zero (a sink configured at start):
+	// with the events after the consumer is created.
 	since      time.Time
 	js         jetstream.JetStream
 	stream     jetstream.Stream

@@ -156,7 +156,7 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 		}
 	}
 	if err != nil {
-		s.log.Error("reloading relay.yaml: a sink could not be set up; it delivers nothing until the next reload or restart", "err", err)
+		s.log.Error("reloading relay.yaml: a sink could not be set up; it delivers nothing until a reload or restart sets it up (reload again once that is mended). A sink this reload added then starts with the events stored from this reload on: data_dir/sinks-added.json keeps its time across a restart meanwhile", "err", err)
 		return res, fmt.Errorf("setting up the sinks: %w", err)
 	}
 	if s.store != nil {

@@ -192,6 +192,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	so := sinkOptions(cfg)
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
 	so.Tracer = s.tracing.Tracer()
+	// Where a sink a reload added keeps its start until its consumers
+	// exist, should the process restart first.
+	so.AddedFile = filepath.Join(cfg.DataDir, "sinks-added.json")
 	if s.sinks, err = sinks.NewManager(so); err != nil {
 		return nil, err
 	}
