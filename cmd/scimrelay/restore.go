@@ -32,18 +32,21 @@ func newRestoreCommand() *cobra.Command {
 		Use:   "restore --from FILE|-",
 		Short: "Put a backup in place of the data file, with the relay stopped",
 		Long: `Put a copy made by scimrelay backup in place of the relay's data file
-(data_dir/scimrelay.db, data_dir as relay.yaml says). The relay must be
-stopped: a relay that holds the data file is running, and the restore is
-refused. The copy is checked first (whole, a scimrelay data file of a
-layout this build opens); the data file it replaces is kept beside it as
-scimrelay.db.replaced-<time> unless --keep=false. The copy takes the data
-file's place in one rename, and a relay started meanwhile waits for it
-and opens the copy. The copy gets the owner of the file it replaces. With --from -, the backup is read from stdin,
-which is how it reaches a container whose image has no shell.
+(data_dir/scimrelay.db, data_dir as relay.yaml says; a relative data_dir
+is taken from the current directory). The relay must be stopped: while a
+relay holds the data file, the restore is refused. The copy is checked
+first (whole, and a scimrelay data file of a layout this build opens);
+nothing is changed when it is not. The copy takes the data file's place
+in one rename, with the owner of the file it replaces; that file is kept
+beside it as scimrelay.db.replaced-<time> unless --keep=false. A relay
+started meanwhile waits for the restore and opens the copy. With
+--from -, the backup is read from stdin, which is how it reaches a
+container whose image has no shell.
 
 Copying or moving a backup over the data file of a running relay (cp,
-mv) is not a restore: the relay finds the file changed under it, refuses
-writes and stops, and serves the file then at its path when started again.
+mv) is not a restore: the relay may crash while cp writes; otherwise it
+finds the file changed, refuses writes and stops, and serves the new
+file when started again.
 
 A restore brings back the state at the backup: restart provisioning in
 Entra so that it sends what changed since, and see README (Backup and
