@@ -51,7 +51,7 @@ func TestClientSecrets(t *testing.T) {
 	if list, _ := s.Clients().List(ctx, "acme"); len(list) != 1 || list[0].ID != cl.ID {
 		t.Fatalf("clients: %+v", list)
 	}
-	if _, err := s.Tokens().Revoke(ctx, cl.ID); !errors.Is(err, ErrTokenNotFound) {
+	if _, _, err := s.Tokens().Revoke(ctx, cl.ID); !errors.Is(err, ErrTokenNotFound) {
 		t.Fatalf("token revoke of a client id: %v", err)
 	}
 	tokSecret, tok, _ := s.Tokens().Create(ctx, "acme", "t", time.Time{})
@@ -132,7 +132,7 @@ func TestAccessTokens(t *testing.T) {
 	}
 
 	// Revoking the client ends its live tokens at once.
-	if _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
+	if _, _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
 		t.Fatal(err)
 	}
 	wantErr(t, s.Authenticate(ctx, "acme", at.Token), scim.ErrUnauthorized, "client "+cl.ID+" was revoked")
@@ -203,7 +203,7 @@ func TestClientLifecycle(t *testing.T) {
 	if list, _ := s.Clients().List(ctx, "globex"); !list[0].LastUsed.Equal(c.now()) {
 		t.Fatalf("last used %v", list[0].LastUsed)
 	}
-	if _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
+	if _, _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {

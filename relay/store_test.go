@@ -1006,11 +1006,11 @@ func TestTokens(t *testing.T) {
 	}
 	// Revocation.
 	freshTok := tokenByName(t, s, "new")
-	if _, err := s.Tokens().Revoke(ctx, freshTok.ID); err != nil {
+	if _, _, err := s.Tokens().Revoke(ctx, freshTok.ID); err != nil {
 		t.Fatal(err)
 	}
 	wantErr(t, s.Authenticate(ctx, "globex", fresh), scim.ErrUnauthorized, "was revoked")
-	if _, err := s.Tokens().Revoke(ctx, "tok_nope"); !errors.Is(err, ErrTokenNotFound) {
+	if _, _, err := s.Tokens().Revoke(ctx, "tok_nope"); !errors.Is(err, ErrTokenNotFound) {
 		t.Fatalf("revoking an unknown token: %v", err)
 	}
 	// EnsureToken: only when a tenant has no way in.

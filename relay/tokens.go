@@ -330,9 +330,10 @@ func (c Credentials) List(_ context.Context, tenantName string) ([]Token, error)
 	return out, nil
 }
 
-// Revoke revokes a credential at once. Access tokens issued to a revoked
-// client stop working with it.
-func (c Credentials) Revoke(ctx context.Context, id string) (Token, error) {
+// Revoke revokes a credential at once, and reports whether this call did
+// (false: it was revoked already, and keeps that revocation's time).
+// Access tokens issued to a revoked client stop working with it.
+func (c Credentials) Revoke(ctx context.Context, id string) (Token, bool, error) {
 	s := c.s
 	s.tokens.writeMu.Lock()
 	defer s.tokens.writeMu.Unlock()
@@ -340,16 +341,17 @@ func (c Credentials) Revoke(ctx context.Context, id string) (Token, error) {
 	st, ok := s.tokens.byID[id]
 	s.tokens.mu.RUnlock()
 	if !ok || st.Kind != c.kind {
-		return Token{}, fmt.Errorf("no such %s %s: %w", c.kind, truncate(id, 64), ErrTokenNotFound)
+		return Token{}, false, fmt.Errorf("no such %s %s: %w", c.kind, truncate(id, 64), ErrTokenNotFound)
 	}
 	cp := *st
-	if cp.Revoked.IsZero() {
-		cp.Revoked = s.now().UTC()
-		if err := s.putTokens(ctx, &cp); err != nil {
-			return Token{}, err
-		}
+	if !cp.Revoked.IsZero() {
+		return cp.Token, false, nil
 	}
-	return cp.Token, nil
+	cp.Revoked = s.now().UTC()
+	if err := s.putTokens(ctx, &cp); err != nil {
+		return Token{}, false, err
+	}
+	return cp.Token, true, nil
 }
 
 // Rotate issues a new credential for a tenant and makes every other live

@@ -49,8 +49,15 @@ func TestAuthenticate(t *testing.T) {
 	s, c, _ := openStore(t)
 	acme, _, _ := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(time.Hour))
 	revoked, rtok, _ := s.Tokens().Create(ctx, "acme", "old", time.Time{})
-	if _, err := s.Tokens().Revoke(ctx, rtok.ID); err != nil {
-		t.Fatal(err)
+	first, now, err := s.Tokens().Revoke(ctx, rtok.ID)
+	if err != nil || !now {
+		t.Fatalf("revoking: %v, revoked by this call %t", err, now)
+	}
+	// Revoked again, later: not by this call, and at the first time.
+	c.add(time.Minute)
+	again, now, err := s.Tokens().Revoke(ctx, rtok.ID)
+	if err != nil || now || !again.Revoked.Equal(first.Revoked) {
+		t.Fatalf("revoking again: %v, revoked by this call %t, at %v (first %v)", err, now, again.Revoked, first.Revoked)
 	}
 	globex, _, _ := s.Tokens().Create(ctx, "globex", "entra", time.Time{})
 	tests := []struct {
@@ -214,7 +221,7 @@ func TestRevokeRacesFlush(t *testing.T) {
 		go func() { defer wg.Done(); _ = s.flushTokenUse() }()
 		go func() {
 			defer wg.Done()
-			if _, err := s.Tokens().Revoke(ctx, tok.ID); err != nil {
+			if _, _, err := s.Tokens().Revoke(ctx, tok.ID); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -245,7 +252,7 @@ func TestEnsureToken(t *testing.T) {
 	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
 		t.Fatal("a second token while one is live")
 	}
-	if _, err := s.Tokens().Revoke(ctx, gen.ID); err != nil {
+	if _, _, err := s.Tokens().Revoke(ctx, gen.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {

@@ -345,7 +345,7 @@ func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
 	}
 	out := logs.String()
 	if !strings.Contains(out, "a removed sink keeps dead letters") || !strings.Contains(out, "sink=a ") || !strings.Contains(out, "dead_letters=2") ||
-		!strings.Contains(out, "scimrelay dlq redrive --sink a --to <sink> --all") {
+		!strings.Contains(out, "scimrelay dlq redrive --sink a --to SINK --all") {
 		t.Errorf("removing sink a with 2 dead letters logged:\n%s", out)
 	}
 	if strings.Contains(out, "sink=b ") {

@@ -610,7 +610,7 @@ func (m *Manager) warnStranded(ctx context.Context, name string) {
 	if err != nil || dead == 0 {
 		return
 	}
-	m.log.WarnContext(ctx, "a removed sink keeps dead letters: scimrelay dlq list --sink "+name+" shows them, and scimrelay dlq redrive --sink "+name+" --to <sink> --all delivers them to a configured sink; otherwise they age out",
+	m.log.WarnContext(ctx, "a removed sink keeps dead letters: scimrelay dlq list --sink "+name+" shows them, and scimrelay dlq redrive --sink "+name+" --to SINK --all delivers them to a configured sink; otherwise they age out",
 		"sink", name, "dead_letters", dead, "kept_for", dlqRetention.String())
 }
 

@@ -27,14 +27,15 @@ const restoreLockWait = 500 * time.Millisecond
 
 func newRestoreCommand() *cobra.Command {
 	var from string
-	var keep bool
+	var keep, fresh bool
 	cmd := &cobra.Command{
 		Use:   "restore --from FILE|-",
 		Short: "Put a backup in place of the data file, with the relay stopped",
 		Long: `Put a copy made by scimrelay backup in place of the relay's data file
 (data_dir/scimrelay.db, data_dir as relay.yaml says; a relative data_dir
 is taken from the current directory). The relay must be stopped: while a
-relay holds the data file, the restore is refused. The copy is checked
+relay holds the data file, the restore is refused; so is one that finds
+no data file to replace, unless --new says the machine has none yet. The copy is checked
 first (whole, and a scimrelay data file of a layout this build opens);
 nothing is changed when it is not. The copy takes the data file's place
 in one rename, with the owner of the file it replaces; that file is kept
@@ -62,6 +63,15 @@ recovery) for what subscribers and revoked credentials see.`,
 			target, err := filepath.Abs(cfg.DBPath())
 			if err != nil {
 				return err
+			}
+			// A relative data_dir is this directory's: run elsewhere, the
+			// restore would make a new file nobody serves.
+			if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) && !fresh {
+				where := ""
+				if !filepath.IsAbs(cfg.DataDir) {
+					where = ", relative to this directory"
+				}
+				return usageError{fmt.Errorf("there is no data file at %s to replace (data_dir %q%s): run restore where serve runs, with its relay.yaml, or add --new to restore onto a machine that has none yet", target, cfg.DataDir, where)}
 			}
 			var src io.Reader = cmd.InOrStdin()
 			name := "the backup on stdin"
@@ -93,6 +103,7 @@ recovery) for what subscribers and revoked credentials see.`,
 	configFlagOn(cmd)
 	cmd.Flags().StringVar(&from, "from", "", "the backup to restore, or - for stdin (required)")
 	cmd.Flags().BoolVar(&keep, "keep", true, "keep the data file it replaces beside it")
+	cmd.Flags().BoolVar(&fresh, "new", false, "restore where there is no data file yet (a new machine)")
 	_ = cmd.MarkFlagRequired("from")
 	return cmd
 }

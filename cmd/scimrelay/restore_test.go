@@ -186,3 +186,30 @@ func TestRestoreKeepsTheDataFilesOwner(t *testing.T) {
 		t.Fatalf("the restored data file is uid %d gid %d mode %v, want %d %d -rw-------", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
 	}
 }
+
+// TestRestoreWhereThereIsNoDataFile: a restore that finds no data file to
+// replace (run from another directory than serve, whose relative data_dir
+// then names another place) is refused, saying where it looked, and makes
+// nothing; with --new, for a machine that has none yet, it restores.
+func TestRestoreWhereThereIsNoDataFile(t *testing.T) {
+	_, _, _, backup := relayWithABackup(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dataDir+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dataDir, "scimrelay.db")
+	code, _, stderr := cli(t, "restore", "--from", backup, "--config", cfg)
+	if code != exitUsage || !strings.Contains(stderr, "there is no data file at "+target+" to replace") || !strings.Contains(stderr, "--new") {
+		t.Fatalf("restore onto no data file: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused restore made %s (%v)", dataDir, err)
+	}
+	if code, out, stderr := cli(t, "restore", "--from", backup, "--new", "--config", cfg); code != exitOK || !strings.Contains(out, "restored "+backup+" to "+target) {
+		t.Fatalf("restore --new: %d %s %s", code, out, stderr)
+	}
+	if err := relay.CheckCopy(target); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -133,6 +133,14 @@ func TestRefusedRedriveAndReplayDoNothing(t *testing.T) {
 		}
 		a.wantError(t, r.status, r.says)
 	}
+	// A body its sender says is not JSON, whatever it holds.
+	for _, path := range []string{redrive, replay} {
+		body := `{"all":true}`
+		if path == replay {
+			body = `{"since":"1h"}`
+		}
+		f.request("POST", path, body, "Content-Type", "text/plain").wantError(t, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
 	if n := f.got.Load(); n != received {
 		t.Errorf("the receiver got %d requests from refused redrives and replays", n-received)
 	}

@@ -19,7 +19,7 @@ import (
 type Credentials interface {
 	Create(ctx context.Context, tenant, name string, expires time.Time) (string, relay.Token, error)
 	List(ctx context.Context, tenant string) ([]relay.Token, error)
-	Revoke(ctx context.Context, id string) (relay.Token, error)
+	Revoke(ctx context.Context, id string) (relay.Token, bool, error)
 	Rotate(ctx context.Context, tenant, name string, expires time.Time, overlap time.Duration) (string, relay.Token, []relay.Token, error)
 }
 
@@ -175,16 +175,14 @@ func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	if c.store == nil {
 		return unavailable(c.what)
 	}
-	asked := time.Now()
-	tok, err := c.store.Revoke(r.Context(), r.PathValue("id"))
+	tok, revoked, err := c.store.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	already := tok.Revoked.Before(asked)
-	if !already {
+	if revoked {
 		c.audit(r, actionRevoke, tok)
 	}
-	writeJSON(w, http.StatusOK, RevokeResponse{Token: tok, AlreadyRevoked: already})
+	writeJSON(w, http.StatusOK, RevokeResponse{Token: tok, AlreadyRevoked: !revoked})
 	return nil
 }
 
