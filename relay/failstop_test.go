@@ -3,10 +3,12 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,4 +223,68 @@ func openedTimes(t *testing.T, path string) int {
 		}
 	}
 	return n
+}
+
+// TestCheckCopy: a copy is a backup this build can restore only when it
+// holds every page its meta page counts, has the relay's meta bucket, and
+// records a layout this build reads or upgrades.
+func TestCheckCopy(t *testing.T) {
+	s, _, _ := openStore(t)
+	create(t, s, "acme", user(t, `"userName":"ann"`))
+	var backup bytes.Buffer
+	if _, err := s.Backup(&backup, nil); err != nil {
+		t.Fatal(err)
+	}
+	whole := backup.Bytes()
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Another program's bbolt file, and one of a later layout.
+	boltFile := func(name string, fill func(*bolt.Tx) error) string {
+		p := filepath.Join(dir, name)
+		db, err := bolt.Open(p, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(fill); err != nil {
+			t.Fatal(err)
+		}
+		_ = db.Close()
+		return p
+	}
+	other := boltFile("other.db", func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("things"))
+		return err
+	})
+	later := boltFile("later.db", func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return b.Put(keyLayout, u64(layoutVersion+1))
+	})
+	for _, c := range []struct {
+		name, path, says string
+	}{
+		{"whole", write("whole.db", whole), ""},
+		{"cut short", write("short.db", whole[:len(whole)/2]), "cut short"},
+		{"another program's", other, "not a scimrelay data file"},
+		{"a later layout", later, fmt.Sprintf("layout version %d", layoutVersion+1)},
+		{"not bbolt", write("text.db", []byte("hello")), ""},
+	} {
+		err := CheckCopy(c.path)
+		switch {
+		case c.name == "whole" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.name != "whole" && err == nil:
+			t.Errorf("%s: accepted", c.name)
+		case c.says != "" && (err == nil || !strings.Contains(err.Error(), c.says)):
+			t.Errorf("%s: %v, want it to say %q", c.name, err, c.says)
+		}
+	}
 }

@@ -60,7 +60,8 @@ func TestCheckAck(t *testing.T) {
 		`+NXT {"batch":1}`: false, "+NXT": false, "+ACKX": false, "garbage": false,
 		// A reason of 1 KiB passes; 8 MiB acknowledgements were copies the
 		// relay made for each.
-		"+TERM " + strings.Repeat("x", 1018): true, "+ACK " + strings.Repeat("x", 8<<20): false,
+		"+TERM " + strings.Repeat("x", 1018): true, "+TERM " + strings.Repeat("x", 1019): false,
+		"+ACK " + strings.Repeat("x", 8<<20): false,
 	} {
 		if err := checkAck([]byte(body)); (err == nil) != ok {
 			t.Errorf("ack %q: %v, want passed %t", body, err, ok)

@@ -20,6 +20,12 @@ func TestAdminActionsAreAudited(t *testing.T) {
 	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"acme","name":"entra-2","overlap":"1h"}`).want(t, http.StatusCreated, &rotated)
 	a = f.request("DELETE", "/admin/v1/tokens/"+issued.Token.ID, "").want(t, http.StatusOK, nil)
 	revokeID := a.header.Get("X-Request-Id")
+	// Revoked again: said so, and no second action.
+	var again RevokeResponse
+	f.request("DELETE", "/admin/v1/tokens/"+issued.Token.ID, "").want(t, http.StatusOK, &again)
+	if !again.AlreadyRevoked || again.ID != issued.Token.ID {
+		t.Fatalf("revoking again: %+v", again)
+	}
 	f.request("DELETE", "/admin/v1/tokens/tok_nope", "").wantError(t, http.StatusNotFound, "no such token")
 
 	var lines []string
@@ -34,7 +40,7 @@ func TestAdminActionsAreAudited(t *testing.T) {
 		`level=INFO msg="admin action" action=token.revoke tenant=acme id=` + issued.Token.ID + ` name=entra via=api client=127.0.0.1 request_id=` + revokeID,
 	}
 	if len(lines) != len(want) {
-		t.Fatalf("%d admin action lines, want %d (a refused revoke is no action):\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+		t.Fatalf("%d admin action lines, want %d (a refused revoke, and a repeated one, are no action):\n%s", len(lines), len(want), strings.Join(lines, "\n"))
 	}
 	for i, w := range want {
 		if !strings.Contains(lines[i], w) {
