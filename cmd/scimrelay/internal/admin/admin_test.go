@@ -431,6 +431,18 @@ func TestClients(t *testing.T) {
 	f.request("DELETE", "/admin/v1/clients/"+created.Token.ID, "").want(t, http.StatusOK, nil)
 	f.request("DELETE", "/admin/v1/clients/cli_nope", "").wantError(t, http.StatusNotFound, "not found")
 	f.request("POST", "/admin/v1/clients", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
+	// Audited as the client's actions, without its secret.
+	for _, want := range []string{
+		`msg="admin action" action=client.issue tenant=acme id=` + created.Token.ID + ` name=okta via=api`,
+		`msg="admin action" action=client.revoke tenant=acme id=` + created.Token.ID + ` name=okta via=api`,
+	} {
+		if !strings.Contains(f.log.String(), want) {
+			t.Errorf("the log has no line holding\n%s\n%s", want, f.log.String())
+		}
+	}
+	if strings.Contains(f.log.String(), created.Secret) {
+		t.Fatal("the log holds the client's secret")
+	}
 }
 
 // TestSchemasAndSubscribers: the event schemas are served, and a relay

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,6 +102,9 @@ func TestRedriveJobs(t *testing.T) {
 	j := f.job(f.request("POST", "/admin/v1/sinks/crm/dlq/redrive", `{"all":true}`), &res)
 	if j.State != jobs.Done || j.Kind != jobRedrive || j.Target != "crm" || res.Done != 3 || res.Failed != 3 || len(res.Failures) != 3 {
 		t.Fatalf("redrive to a receiver that still refuses: %+v %+v", j, res)
+	}
+	if want := `msg="admin action" action=redrive sink=crm job=` + j.ID; !strings.Contains(f.log.String(), want) {
+		t.Errorf("the redrive's start is not audited (%s):\n%s", want, f.log.String())
 	}
 	// One dead letter, by id, once the receiver takes it.
 	f.status.Store(http.StatusNoContent)
