@@ -4,6 +4,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -146,20 +147,31 @@ func TestLogPrunedBySizeWhileRunning(t *testing.T) {
 				Operation: "create", Status: 201, Path: text, ResourceID: text, Name: text, Email: text, Detail: text + text})
 		}
 	}
-	// size is what the entries take in the data file, as the bound counts.
-	size := func() (n int64) {
+	// held reads, in one transaction, the entries' request ids, oldest
+	// first, and what they take in the data file, as the bound counts: read
+	// apart, a prune between the two made a log of 900 entries look within
+	// its bound.
+	held := func() (ids []string, n int64) {
 		t.Helper()
 		if err := s.db.View(func(tx *bolt.Tx) error {
-			if b := tx.Bucket(bucketProvLog); b != nil {
-				return b.ForEach(func(k, v []byte) error { n += entrySize(k, v); return nil })
+			b := tx.Bucket(bucketProvLog)
+			if b == nil {
+				return nil
 			}
-			return nil
+			return b.ForEach(func(k, v []byte) error {
+				var e LogEntry
+				if err := json.Unmarshal(v, &e); err != nil {
+					return err
+				}
+				ids = append(ids, e.RequestID)
+				n += entrySize(k, v)
+				return nil
+			})
 		}); err != nil {
 			t.Fatal(err)
 		}
-		return n
+		return ids, n
 	}
-	since := start.Add(-time.Hour)
 	written := 0
 	for round := range 4 {
 		record(written, 300)
@@ -168,15 +180,17 @@ func TestLogPrunedBySizeWhileRunning(t *testing.T) {
 		// A batch is written, then the oldest entries go: poll for both.
 		var ids []string
 		eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-			ids = logIDs(t, l, since)
+			var n int64
+			ids, n = held()
 			if len(ids) == 0 || ids[len(ids)-1] != newest {
 				return fmt.Errorf("round %d: the newest entry is not written yet (%d entries)", round, len(ids))
 			}
-			if n := size(); n > bound {
+			if n > bound {
 				return fmt.Errorf("after %d entries: the log takes %d bytes, past its bound of %d", written, n, bound)
 			}
 			return nil
 		})
+
 		if round >= 2 && (ids[0] == "0" || len(ids) >= written) {
 			t.Fatalf("after %d entries: the log holds %d from %s, want the oldest dropped", written, len(ids), ids[0])
 		}
