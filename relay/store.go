@@ -90,8 +90,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/scimrelay/scimrelay/relay/disk"
 	"github.com/scimrelay/scimrelay/relay/events"
-	"github.com/scimrelay/scimrelay/relay/internal/disk"
 	"github.com/scimrelay/scimrelay/scim"
 )
 

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/scimrelay/scimrelay/relay/disk"
 )
 
 // addedSinks is when Apply added each sink whose partition consumers do not
@@ -124,7 +126,7 @@ func (a *addedSinks) write(at map[string]time.Time) error {
 		if err := os.Remove(a.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return syncDir(dir)
+		return disk.SyncDir(dir)
 	}
 	raw, err := json.MarshalIndent(at, "", "  ")
 	if err != nil {
@@ -151,16 +153,5 @@ func (a *addedSinks) write(at map[string]time.Time) error {
 	if err := os.Rename(tmp.Name(), a.path); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-// syncDir flushes a directory, so that a rename or removal in it survives a
-// crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return disk.SyncDir(dir)
 }

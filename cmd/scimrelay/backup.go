@@ -14,6 +14,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/disk"
 )
 
 func init() { subcommands = append(subcommands, newBackupCommand) }
@@ -96,6 +97,9 @@ what subscribers and revoked credentials see.`,
 			}
 			if err := os.Rename(tmp.Name(), out); err != nil {
 				return err
+			}
+			if err := disk.SyncDir(filepath.Dir(out)); err != nil {
+				return fmt.Errorf("flushing %s after writing the backup to it: %w", filepath.Dir(out), err)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes)\n", out, n)
 			return err

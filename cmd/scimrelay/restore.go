@@ -17,6 +17,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/disk"
 )
 
 func init() { subcommands = append(subcommands, newRestoreCommand) }
@@ -169,17 +170,7 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string
 	if err := os.Rename(tmp.Name(), target); err != nil {
 		return "", fmt.Errorf("putting the copy in place of %s: %w", target, err)
 	}
-	return kept, syncDir(dir)
-}
-
-// syncDir flushes a directory, so that a rename in it survives a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return kept, disk.SyncDir(dir)
 }
 
 // ownLike gives the copy at path the owner of the data file it replaces

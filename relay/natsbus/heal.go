@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/scimrelay/scimrelay/relay/internal/disk"
+	"github.com/scimrelay/scimrelay/relay/disk"
 )
 
 // StoreHealer brings the embedded server's JetStream back after a write
