@@ -8,6 +8,32 @@ import (
 	"testing"
 )
 
+// auditLines returns the "admin action" lines of a log.
+func auditLines(log string) []string {
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `msg="admin action"`) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// wantAuditLines checks that the log has one "admin action" line for each
+// of want, in order, each holding its want, and no other.
+func wantAuditLines(t *testing.T, log string, want ...string) {
+	t.Helper()
+	lines := auditLines(log)
+	if len(lines) != len(want) {
+		t.Fatalf("%d admin action lines, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("line %d:\n%s\nwant it to hold\n%s", i, lines[i], w)
+		}
+	}
+}
+
 // TestAdminActionsAreAudited: issuing, rotating and revoking a token
 // through the API each log one Info line "admin action" with the action,
 // tenant, id and name, via api, the client's address and the request id,
@@ -28,25 +54,12 @@ func TestAdminActionsAreAudited(t *testing.T) {
 	}
 	f.request("DELETE", "/admin/v1/tokens/tok_nope", "").wantError(t, http.StatusNotFound, "no such token")
 
-	var lines []string
-	for _, l := range strings.Split(f.log.String(), "\n") {
-		if strings.Contains(l, `msg="admin action"`) {
-			lines = append(lines, l)
-		}
-	}
-	want := []string{
-		`level=INFO msg="admin action" action=token.issue tenant=acme id=` + issued.Token.ID + ` name=entra via=api client=127.0.0.1 request_id=` + issueID,
-		`action=token.rotate tenant=acme id=` + rotated.Token.ID + ` name=entra-2 expiring=[` + issued.Token.ID + `] overlap=1h0m0s via=api client=127.0.0.1`,
-		`level=INFO msg="admin action" action=token.revoke tenant=acme id=` + issued.Token.ID + ` name=entra via=api client=127.0.0.1 request_id=` + revokeID,
-	}
-	if len(lines) != len(want) {
-		t.Fatalf("%d admin action lines, want %d (a refused revoke, and a repeated one, are no action):\n%s", len(lines), len(want), strings.Join(lines, "\n"))
-	}
-	for i, w := range want {
-		if !strings.Contains(lines[i], w) {
-			t.Errorf("line %d:\n%s\nwant it to hold\n%s", i, lines[i], w)
-		}
-	}
+	// A refused revoke, and a repeated one, are no action.
+	wantAuditLines(t, f.log.String(),
+		`level=INFO msg="admin action" action=token.issue tenant=acme id=`+issued.Token.ID+` name=entra via=api client=127.0.0.1 request_id=`+issueID,
+		`action=token.rotate tenant=acme id=`+rotated.Token.ID+` name=entra-2 expiring=[`+issued.Token.ID+`] overlap=1h0m0s via=api client=127.0.0.1`,
+		`level=INFO msg="admin action" action=token.revoke tenant=acme id=`+issued.Token.ID+` name=entra via=api client=127.0.0.1 request_id=`+revokeID,
+	)
 	for _, secret := range []string{issued.Secret, rotated.Secret} {
 		if strings.Contains(f.log.String(), secret) {
 			t.Fatalf("the log holds a secret:\n%s", f.log.String())

@@ -61,22 +61,40 @@ const natsRetryAfter = 5 * time.Second
 
 // natsAway says why err means that NATS, rather than the relay, failed the
 // request: the relay is not connected to it, or JetStream did not answer;
-// "" when it does not. The admin API's requests have no deadline of their
-// own (the caller's going away is context.Canceled), so a deadline
-// exceeded is a JetStream request's timeout.
+// "" when it does not. A deadline exceeded is NATS not answering only when
+// fromNATS marked it so: nats.go reports a JetStream request that ran out
+// of time as a bare context.DeadlineExceeded, which a handler's own
+// deadline would be too.
 func natsAway(err error) string {
 	switch {
 	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionClosed),
-		errors.Is(err, jetstream.ErrConnectionClosed):
+		errors.Is(err, jetstream.ErrConnectionClosed), errors.Is(err, jetstream.ErrServerShutdown):
 		return "the relay is not connected to NATS"
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrJetStreamNotEnabled),
 		errors.Is(err, jetstream.ErrNoStreamResponse):
 		return "no JetStream answered"
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, errNATSNoAnswer):
 		return "JetStream did not answer in time"
 	}
 	return ""
+}
+
+// errNATSNoAnswer marks a call to NATS that ran out of its own time (a
+// JetStream request whose context has no deadline gets nats.go's, 5 s;
+// the sinks and the embedded server bound theirs) while its caller's
+// context was live.
+var errNATSNoAnswer = errors.New("NATS did not answer in time")
+
+// fromNATS returns the error of a call made with ctx to NATS, or to a
+// service that does no more than read or change NATS; a deadline exceeded
+// while ctx was live is marked errNATSNoAnswer. One that ctx's own
+// deadline ended, a handler's timeout, is not NATS being away.
+func fromNATS(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return fmt.Errorf("%w (%w)", err, errNATSNoAnswer)
+	}
+	return err
 }
 
 // apiFunc is an admin endpoint: it writes its answer, or returns an error

@@ -87,7 +87,7 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	open := func(ctx context.Context, again bool) (jetstream.Consumer, error) {
 		stream, err := h.o.Events.Stream(ctx, events.StreamName)
 		if err != nil {
-			return nil, fmt.Errorf("opening stream %s: %w", events.StreamName, err)
+			return nil, fmt.Errorf("opening stream %s: %w", events.StreamName, fromNATS(ctx, err))
 		}
 		cfg := cfg
 		switch {
@@ -103,7 +103,7 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		cons, err := stream.OrderedConsumer(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", events.StreamName, err)
+			return nil, fmt.Errorf("reading stream %s: %w", events.StreamName, fromNATS(ctx, err))
 		}
 		return cons, nil
 	}

@@ -135,7 +135,7 @@ func (h *Handler) logEntry(w http.ResponseWriter, r *http.Request) error {
 	if len(e.EventIDs) > 0 && h.o.Events != nil {
 		found, err := findEvents(r.Context(), h.o.Events, e.Tenant, e.EventIDs, e.Time.Add(-eventSearchSlack))
 		if err != nil {
-			return fmt.Errorf("reading the events of log entry %s: %w", e.Key, err)
+			return fmt.Errorf("reading the events of log entry %s: %w", e.Key, fromNATS(r.Context(), err))
 		}
 		for _, id := range e.EventIDs {
 			if ev, ok := found[id]; ok {
@@ -145,7 +145,7 @@ func (h *Handler) logEntry(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		if d.Deliveries, err = sinks.AttemptsOf(r.Context(), h.o.Events, eventRefs(e, found), e.Time.Add(-eventSearchSlack), 1000); err != nil {
-			return fmt.Errorf("reading the deliveries of log entry %s: %w", e.Key, err)
+			return fmt.Errorf("reading the deliveries of log entry %s: %w", e.Key, fromNATS(r.Context(), err))
 		}
 	}
 	writeJSON(w, http.StatusOK, d)

@@ -6,15 +6,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestReloadAnswers: what POST /admin/v1/reload answers when the reload
-// applied everything, was refused, or failed part-way; and that the
-// reload runs on a context its client cannot end.
+// applied everything, was refused, or failed part-way; that the reload
+// runs on a context its client cannot end; and that each reload, whatever
+// its outcome, is one Info line "admin action" with the outcome and the
+// number of changes applied, via api, with the client and request id.
 func TestReloadAnswers(t *testing.T) {
 	var (
 		res         ReloadResult
@@ -25,13 +30,19 @@ func TestReloadAnswers(t *testing.T) {
 			return res, err
 		}
 	)
-	srv := httptest.NewServer(NewHandler(Options{Token: adminToken, Reload: reload}))
+	log := &eventstest.Log{}
+	srv := httptest.NewServer(NewHandler(Options{Token: adminToken, Reload: reload, Logger: slog.New(slog.NewTextHandler(log, nil))}))
 	defer srv.Close()
 	f := &fixture{t: t, url: srv.URL}
+	var audited []string // what each reload's line holds
+	reloaded := func(a answer, outcome string, changes int) {
+		audited = append(audited, fmt.Sprintf(`level=INFO msg="admin action" action=reload outcome=%s changes=%d via=api client=127.0.0.1 request_id=%s`,
+			outcome, changes, a.header.Get("X-Request-Id")))
+	}
 
 	res, err = ReloadResult{Config: "relay.yaml", Applied: []string{"sink crm added"}}, nil
 	var got ReloadResult
-	f.request("POST", "/admin/v1/reload", "").want(t, http.StatusOK, &got)
+	reloaded(f.request("POST", "/admin/v1/reload", "").want(t, http.StatusOK, &got), "applied", 1)
 	if !slices.Equal(got.Applied, res.Applied) {
 		t.Errorf("applied %v, want %v", got.Applied, res.Applied)
 	}
@@ -43,17 +54,25 @@ func TestReloadAnswers(t *testing.T) {
 	}
 
 	res, err = ReloadResult{}, fmt.Errorf("%w: listen: not an address", ErrReloadRefused)
-	f.request("POST", "/admin/v1/reload", "").wantError(t, http.StatusUnprocessableEntity, "relay.yaml refused")
+	a := f.request("POST", "/admin/v1/reload", "")
+	a.wantError(t, http.StatusUnprocessableEntity, "relay.yaml refused")
+	reloaded(a, "refused", 0)
 
 	// Failed after applying part of the file: the operator learns what
 	// took effect, and why the rest did not.
 	res, err = ReloadResult{Applied: []string{"tenant initech added", "limits.rate: 0 → 1"}}, errors.New("setting up the sinks: sink crm: no consumer")
-	e := f.request("POST", "/admin/v1/reload", "").wantError(t, http.StatusInternalServerError,
+	a = f.request("POST", "/admin/v1/reload", "")
+	e := a.wantError(t, http.StatusInternalServerError,
 		"relay.yaml applied in part (tenant initech added; limits.rate: 0 → 1), then setting up the sinks: sink crm: no consumer")
+	reloaded(a, "failed", 2)
 	if !slices.Equal(e.Applied, res.Applied) {
 		t.Errorf("the failed reload's answer lists %v as applied, want %v", e.Applied, res.Applied)
 	}
 	// Failed before applying anything: it says so.
 	res, err = ReloadResult{}, errors.New("applying the tenants: disk full")
-	f.request("POST", "/admin/v1/reload", "").wantError(t, http.StatusInternalServerError, "relay.yaml not applied: applying the tenants: disk full")
+	a = f.request("POST", "/admin/v1/reload", "")
+	a.wantError(t, http.StatusInternalServerError, "relay.yaml not applied: applying the tenants: disk full")
+	reloaded(a, "failed", 0)
+
+	wantAuditLines(t, log.String(), audited...)
 }

@@ -67,7 +67,7 @@ func (h *Handler) listSinks(w http.ResponseWriter, r *http.Request) error {
 	for _, name := range h.o.Sinks.Names() {
 		st, err := h.o.Sinks.Status(r.Context(), name)
 		if err != nil {
-			return fmt.Errorf("reading the state of sink %s: %w", name, err)
+			return fmt.Errorf("reading the state of sink %s: %w", name, fromNATS(r.Context(), err))
 		}
 		list = append(list, st)
 	}
@@ -83,7 +83,7 @@ func (h *Handler) sinkStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := h.o.Sinks.Status(r.Context(), name)
 	if err != nil {
-		return fmt.Errorf("reading the state of sink %s: %w", name, err)
+		return fmt.Errorf("reading the state of sink %s: %w", name, fromNATS(r.Context(), err))
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
@@ -98,7 +98,7 @@ func (h *Handler) deadLetterQueue(r *http.Request) (sinks.DeadLetterQueue, error
 	name := r.PathValue("sink")
 	queues, err := h.o.Sinks.DeadLetterQueues(r.Context())
 	if err != nil {
-		return sinks.DeadLetterQueue{}, err
+		return sinks.DeadLetterQueue{}, fromNATS(r.Context(), err)
 	}
 	for _, q := range queues {
 		if q.Sink == name {
@@ -116,7 +116,7 @@ func (h *Handler) listDeadLetterQueues(w http.ResponseWriter, r *http.Request) e
 	}
 	queues, err := h.o.Sinks.DeadLetterQueues(r.Context())
 	if err != nil {
-		return err
+		return fromNATS(r.Context(), err)
 	}
 	writeJSON(w, http.StatusOK, queues)
 	return nil
@@ -135,7 +135,7 @@ func (h *Handler) listDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	}
 	page, err := h.o.Sinks.DeadLetters(r.Context(), queue.Sink, q.Get("after"), limit)
 	if err != nil {
-		return err
+		return fromNATS(r.Context(), err)
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
@@ -205,7 +205,7 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	}
 	list, err := h.o.Attempts(r.Context(), sink, since, limit)
 	if err != nil {
-		return err
+		return fromNATS(r.Context(), err)
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil

@@ -175,6 +175,10 @@ func TestRenamedSinksDeadLetterQueue(t *testing.T) {
 	f.request("GET", "/admin/v1/sinks/crm/dlq", "").wantError(t, http.StatusNotFound, `no such sink "crm", nor dead letters under that name`)
 }
 
+// TestReplayJobAndDeliveries: a replay job sends a sink the events since a
+// time again, its start audited (one Info line "admin action" with the
+// sink, the job and since, via api), a refused one not; the deliveries
+// list the attempts, the replayed ones as such.
 func TestReplayJobAndDeliveries(t *testing.T) {
 	f := newFixture(t)
 	f.publish("acme", events.UserCreated, 3)
@@ -186,13 +190,17 @@ func TestReplayJobAndDeliveries(t *testing.T) {
 		return nil
 	})
 	var res sinks.ReplayResult
-	j := f.job(f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`), &res)
+	a := f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"1h"}`)
+	j := f.job(a, &res)
 	if j.State != jobs.Done || j.Kind != jobReplay || res.Total != 3 || res.Matched != 3 || res.Delivered != 3 || f.got.Load() != 6 {
 		t.Fatalf("replay: %+v %+v, %d deliveries", j, res, f.got.Load())
 	}
 	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"0"}`).wantError(t, http.StatusBadRequest, "since:")
 	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"last week"}`).wantError(t, http.StatusBadRequest, "since:")
 	f.request("POST", "/admin/v1/sinks/erp/replay", `{"since":"1h"}`).wantError(t, http.StatusNotFound, `no such sink "erp"`)
+	// The start is audited; the refused ones are no action.
+	wantAuditLines(t, f.log.String(),
+		`level=INFO msg="admin action" action=replay sink=crm job=`+j.ID+` since=1h via=api client=127.0.0.1 request_id=`+a.header.Get("X-Request-Id"))
 
 	var attempts []sinks.Attempt
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {

@@ -154,6 +154,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 			// this attempt left for a later add to adopt (with another
 			// --from); one that was there before is left, with its
 			// position.
+			err = fromNATS(ctx, err)
 			undo := context.WithoutCancel(ctx)
 			if _, rerr := r.store.RemoveSubscriber(undo, sub.Name); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
@@ -192,6 +193,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	if err := r.bus.SetSubscribers(BusSubscribers(next)); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
 		// Back to what it was, as far as that goes: a subscriber whose
 		// consumer could not be updated stays cut off.
+		err = fromNATS(ctx, err)
 		undo := context.WithoutCancel(ctx)
 		if _, rerr := r.store.UpdateSubscriber(undo, sub.Name, func(relay.Subscriber) (relay.Subscriber, error) { return old, nil }); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
@@ -245,7 +247,7 @@ func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) 
 	// Cut it off first: a failure after this leaves it stored but unable
 	// to connect, never the other way round.
 	if err := r.bus.SetSubscribers(BusSubscribers(kept)); !natsbus.OnlyOthersNotAdmitted(err, "") {
-		return relay.Subscriber{}, err
+		return relay.Subscriber{}, fromNATS(ctx, err)
 	}
 	// Once cut off, finished whatever happens to the request (a shutdown
 	// ends every admin request's context): a removal stopped here would
@@ -256,7 +258,7 @@ func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) 
 		return relay.Subscriber{}, err
 	}
 	if err := r.js.DeleteConsumer(ctx, events.StreamName, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return removed, fmt.Errorf("subscriber %s removed, but deleting its consumer: %w", name, err)
+		return removed, fmt.Errorf("subscriber %s removed, but deleting its consumer: %w", name, fromNATS(ctx, err))
 	}
 	return removed, nil
 }
