@@ -336,7 +336,7 @@ func TestOddIDs(t *testing.T) {
 	for _, id := range []string{"", "\x00", g.ID() + "\x00", strings.Repeat("x", 40000)} {
 		_, err := s.Get(ctx, "acme", scim.UserResourceType, id)
 		wantErr(t, err, scim.ErrNotFound, "not found")
-		_, err = s.Members(ctx, "acme", id, "", 10)
+		_, err = s.Members(ctx, "acme", id, "", "", 10)
 		wantErr(t, err, scim.ErrNotFound, "not found")
 		wantErr(t, del(s, "acme", scim.GroupResourceType, id, ""), scim.ErrNotFound, "not found")
 		_, err = updateMembers(t, s, "acme", g.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: members(id + "x")})
@@ -546,7 +546,7 @@ func TestMembershipOperations(t *testing.T) {
 		if got := ev(since(t, s, n)); got != st.want {
 			t.Fatalf("%s: events %q, want %q", st.name, got, st.want)
 		}
-		list, _ := s.Members(ctx, "acme", g, "", 0)
+		list, _ := s.Members(ctx, "acme", g, "", "", 0)
 		var got []string
 		for _, m := range list {
 			got = append(got, m.Value)
@@ -569,7 +569,7 @@ func TestMembershipOperations(t *testing.T) {
 	n := len(outbox(t, s))
 	_, err := updateMembers(t, s, "acme", g, scim.MemberOp{Kind: scim.AddMembers, Members: members(u[0])}, scim.MemberOp{Kind: scim.AddMembers, Members: members("nope")})
 	wantErr(t, err, scim.ErrInvalidValue, `member "nope" is not the id of a User or Group in this tenant`)
-	if list, _ := s.Members(ctx, "acme", g, "", 0); len(list) != 0 || len(outbox(t, s)) != n {
+	if list, _ := s.Members(ctx, "acme", g, "", "", 0); len(list) != 0 || len(outbox(t, s)) != n {
 		t.Fatalf("a refused request left members %v", list)
 	}
 	checkEventOrder(t, outbox(t, s))
@@ -652,7 +652,7 @@ func TestDeleteGroup(t *testing.T) {
 	if r, _ := s.Get(ctx, "acme", scim.UserResourceType, ann.ID()); r.Attrs["groups"] != nil {
 		t.Fatalf("ann still in %v", r.Attrs["groups"])
 	}
-	if list, _ := s.Members(ctx, "acme", parent.ID(), "", 0); len(list) != 0 {
+	if list, _ := s.Members(ctx, "acme", parent.ID(), "", "", 0); len(list) != 0 {
 		t.Fatalf("parent members %v", list)
 	}
 	// The displayName is free again, and no index key is left behind.
@@ -820,7 +820,7 @@ func referenceList(t testing.TB, s *Store, rt *scim.ResourceType, f *scim.Filter
 	want := []string{}
 	for _, r := range all.Resources {
 		if rt == scim.GroupResourceType {
-			list, _ := s.Members(ctx, "acme", r.ID(), "", 0)
+			list, _ := s.Members(ctx, "acme", r.ID(), "", "", 0)
 			var ms []any
 			for _, m := range list {
 				ms = append(ms, map[string]any{"value": m.Value, "display": m.Display, "type": m.Type})

@@ -15,8 +15,8 @@ import (
 )
 
 // List returns one page of the resources of rt that match q and the exact
-// number of matches. Without SortBy the order is id order, which is creation
-// order, so pages are stable while resources are added. A filter implying an
+// number of matches. Without SortBy the order is id order, which is commit
+// order (txWrite.inOrder), so pages are stable while resources are added. A filter implying an
 // equality on an indexed attribute is answered from the index that gives the
 // fewest candidates, each then tested against the whole filter; any other
 // filter scans. Groups come without members. A filter on a group's members

@@ -45,9 +45,18 @@ func decodeRecord(rt *scim.ResourceType, v []byte) (*record, error) {
 	}
 	return &record{
 		subjectSeq: binary.BigEndian.Uint64(v[0:8]),
-		version:    binary.BigEndian.Uint64(v[8:16]),
+		version:    recordVersion(v),
 		res:        res,
 	}, nil
+}
+
+// recordVersion is the version in a stored record's header (0 for a
+// value too short to hold a header, which decodeRecord refuses).
+func recordVersion(v []byte) uint64 {
+	if len(v) < recordHeader {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v[8:16])
 }
 
 func versionTag(v uint64) string { return `W/"` + strconv.FormatUint(v, 10) + `"` }

@@ -134,6 +134,9 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if err != nil {
 		return w.refuse(err)
 	}
+	if p, err = w.inOrder(tb, t, p); err != nil {
+		return w.refuse(err)
+	}
 	res := p.res
 	if t != p.t {
 		// The tenant was reloaded since the create was prepared: its
@@ -175,6 +178,29 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	}
 	w.result = res
 	return nil
+}
+
+// inOrder keeps ids in the order their creates commit. An id is drawn
+// before its transaction, in parallel with other requests, so a create can
+// come to commit after one that drew a later id (about one in 200 at
+// concurrency 24). Lists without sortBy are in id order, and a client
+// paging by startIndex while resources are added would never see such a
+// resource: it lands on a page already read. It gets an id drawn now,
+// later than every id drawn before, and everything made of the id is
+// prepared again. Once only: after a clock stepped back across a restart
+// no id drawn now sorts last, and the create goes on in the order it has.
+func (w *txWrite) inOrder(tb *bolt.Bucket, t *tenant, p *preparedCreate) (*preparedCreate, error) {
+	last, _ := resourceBucket(tb, p.res.Type).Cursor().Last()
+	if last == nil || string(last) < p.res.ID() {
+		return p, nil
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("generating an id: %w", err)
+	}
+	res := p.res.Clone()
+	res.Attrs["id"] = id.String()
+	return w.store.prepareCreate(t, res, p.members, p.now, w.ext)
 }
 
 // checkResource enforces the tenant's required attributes and uniqueness
@@ -475,15 +501,24 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 }
 
 // Members pages through a group's members in id order, after the member
-// whose value is after; limit <= 0 returns all.
-func (s *Store) Members(_ context.Context, tenantName, groupID, after string, limit int) ([]scim.Member, error) {
+// whose value is after; limit <= 0 returns all. A non-empty version must
+// be the group's (else scim.ErrChanged): each page is read in a
+// transaction of its own.
+func (s *Store) Members(_ context.Context, tenantName, groupID, version, after string, limit int) ([]scim.Member, error) {
 	var out []scim.Member
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, _, err := s.tenantBucket(tx, tenantName)
 		if err != nil {
 			return err
 		}
-		if !validKey(groupID) || tb.Bucket(bucketGroups).Get([]byte(groupID)) == nil {
+		var v []byte
+		if validKey(groupID) {
+			v = tb.Bucket(bucketGroups).Get([]byte(groupID))
+		}
+		switch {
+		case version != "" && (v == nil || versionTag(recordVersion(v)) != version):
+			return scim.ErrChanged
+		case v == nil:
 			return notFound(scim.GroupResourceType, groupID)
 		}
 		out, err = pageMembers(tb, groupID, after, limit)

@@ -348,7 +348,7 @@ func TestFilterIndexMatchesScan(t *testing.T) {
 			var want []string
 			for _, r := range all.Resources {
 				if tt.rt == scim.GroupResourceType && f.References("members") {
-					members, _ := s.Members(ctx, "acme", r.ID(), "", 0)
+					members, _ := s.Members(ctx, "acme", r.ID(), "", "", 0)
 					var list []any
 					for _, m := range members {
 						list = append(list, map[string]any{"value": m.Value})
@@ -487,11 +487,11 @@ func TestMemberships(t *testing.T) {
 	wantErr(t, err, scim.ErrInvalidValue, "not the id of a User or Group in this tenant")
 	_, err = patch(t, s, "acme", scim.GroupResourceType, gid, add(gid))
 	wantErr(t, err, scim.ErrInvalidValue, "member of itself")
-	members, err := s.Members(ctx, "acme", gid, "", 10)
+	members, err := s.Members(ctx, "acme", gid, "", "", 10)
 	if err != nil || len(members) != 2 || members[0].Value != ann.ID() || members[0].Display != "Ann Lee" || members[0].Type != "User" || members[1].Display != "bob" {
 		t.Fatalf("members %+v %v", members, err)
 	}
-	if page, _ := s.Members(ctx, "acme", gid, ann.ID(), 10); len(page) != 1 || page[0].Value != bob.ID() {
+	if page, _ := s.Members(ctx, "acme", gid, "", ann.ID(), 10); len(page) != 1 || page[0].Value != bob.ID() {
 		t.Fatalf("members after ann: %+v", page)
 	}
 	u, _ := s.Get(ctx, "acme", scim.UserResourceType, ann.ID())
@@ -502,7 +502,7 @@ func TestMemberships(t *testing.T) {
 	if err := del(s, "acme", scim.UserResourceType, ann.ID(), ""); err != nil {
 		t.Fatal(err)
 	}
-	if members, _ := s.Members(ctx, "acme", gid, "", 10); len(members) != 1 || members[0].Value != bob.ID() {
+	if members, _ := s.Members(ctx, "acme", gid, "", "", 10); len(members) != 1 || members[0].Value != bob.ID() {
 		t.Fatalf("members after deleting ann: %+v", members)
 	}
 	gr, _ := s.Get(ctx, "acme", scim.GroupResourceType, gid)
@@ -570,7 +570,7 @@ func TestRenamedMemberKeepsNoOldName(t *testing.T) {
 	mustPatch(t, s, "acme", scim.GroupResourceType, inner.ID(), `{"op":"replace","path":"displayName","value":"Core"}`)
 	want := map[string]string{ann.ID(): "Ann Smith", bob.ID(): "robert", inner.ID(): "Core"}
 	for _, gid := range gids {
-		members, err := s.Members(ctx, "acme", gid, "", 10)
+		members, err := s.Members(ctx, "acme", gid, "", "", 10)
 		if err != nil || len(members) != 3 {
 			t.Fatalf("members of %s: %+v %v", gid, members, err)
 		}
@@ -618,7 +618,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	if got, err := s.Get(ctx, "acme", scim.UserResourceType, u.ID()); err != nil || got.Attrs["groups"] == nil {
 		t.Fatalf("user after restart: %v %v", got, err)
 	}
-	if m, _ := s.Members(ctx, "acme", g.ID(), "", 10); len(m) != 1 {
+	if m, _ := s.Members(ctx, "acme", g.ID(), "", "", 10); len(m) != 1 {
 		t.Fatalf("members after restart: %v", m)
 	}
 	if err := s.Authenticate(ctx, "acme", secret); err != nil {
@@ -759,7 +759,7 @@ func TestConcurrentMemberAdditions(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	members, err := s.Members(ctx, "acme", g.ID(), "", 0)
+	members, err := s.Members(ctx, "acme", g.ID(), "", "", 0)
 	if err != nil || len(members) != 200 {
 		t.Fatalf("%d members (%v), want 200", len(members), err)
 	}
@@ -809,7 +809,7 @@ func TestLargeGroup(t *testing.T) {
 	count := 0
 	after := ""
 	for {
-		page, err := s.Members(ctx, "acme", g.ID(), after, 10_000)
+		page, err := s.Members(ctx, "acme", g.ID(), "", after, 10_000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -828,7 +828,7 @@ func TestLargeGroup(t *testing.T) {
 	}
 	// A filter that names a member reads that membership alone: it
 	// allocates what it allocates on a group of 10 (README, Filters).
-	smallIDs, _ := s.Members(ctx, "acme", small.ID(), "", 1)
+	smallIDs, _ := s.Members(ctx, "acme", small.ID(), "", "", 1)
 	filters := map[string]func(gid, member string) string{
 		"id eq G and members eq U": func(gid, member string) string { return fmt.Sprintf(`id eq %q and members eq %q`, gid, member) },
 		"members eq U":             func(_, member string) string { return fmt.Sprintf(`members eq %q`, member) },
@@ -1081,6 +1081,56 @@ func TestOutboxOldest(t *testing.T) {
 	}
 	if at, err := s.OutboxOldest(); err != nil || !at.Equal(first.Add(time.Minute)) {
 		t.Fatalf("after the first was published: %v (%v), want %v", at, err, first.Add(time.Minute))
+	}
+}
+
+// TestIDsInCommitOrder: a create whose id was drawn before another
+// create's, but which commits after it, gets a new id, so that lists in id
+// order (no sortBy) only ever grow at their end and a client paging by
+// startIndex while users are added misses none. What is made of the id
+// (the record, the index entries, the event) is made of the new one.
+func TestIDsInCommitOrder(t *testing.T) {
+	s, c, _ := openStore(t)
+	early := user(t, `"userName":"early","externalId":"e-early"`)
+	drawn, err := uuid.NewV7()
+	if err != nil {
+		t.Fatal(err)
+	}
+	early.Attrs["id"] = drawn.String()
+	p, err := s.prepareCreate(s.tenantMap()["acme"], early, nil, c.now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another create draws its id later and commits first.
+	later := create(t, s, "acme", user(t, `"userName":"later"`))
+	res, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error { return w.create(tx, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Resource.ID()
+	if id <= later.ID() {
+		t.Fatalf("the create committed second has id %s, not after %s", id, later.ID())
+	}
+	if _, err := s.Get(ctx, "acme", scim.UserResourceType, drawn.String()); !errors.Is(err, scim.ErrNotFound) {
+		t.Fatalf("the id drawn first names a user: %v", err)
+	}
+	if got, err := s.Get(ctx, "acme", scim.UserResourceType, id); err != nil || got.String("userName") != "early" {
+		t.Fatalf("Get by the new id: %v, %v", got, err)
+	}
+	for _, f := range []string{`userName eq "early"`, `externalId eq "e-early"`} {
+		q := scim.Query{StartIndex: 1, Count: 10, Filter: mustParseFilter(t, scim.UserResourceType, f)}
+		page, err := s.List(ctx, "acme", scim.UserResourceType, q)
+		if err != nil || page.Total != 1 || page.Resources[0].ID() != id {
+			t.Fatalf("%s: %+v, %v; want the user under its new id", f, page, err)
+		}
+	}
+	page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{StartIndex: 1, Count: 10})
+	if err != nil || page.Total != 2 || page.Resources[0].ID() != later.ID() || page.Resources[1].ID() != id {
+		t.Fatalf("the list is not in commit order: %+v, %v", page, err)
+	}
+	evs := outbox(t, s)
+	if last := evs[len(evs)-1]; last.action != events.UserCreated || last.data.ID != id || !strings.HasSuffix(last.subject, id) {
+		t.Fatalf("the created event names %s (%s), want %s", last.data.ID, last.subject, id)
 	}
 }
 

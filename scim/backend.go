@@ -47,8 +47,12 @@ type Backend interface {
 
 	// Members returns up to limit members of a group in a stable order,
 	// starting after the member whose value is after ("" = from the start).
-	// An unknown group is ErrNotFound.
-	Members(ctx context.Context, tenant, groupID, after string, limit int) ([]Member, error)
+	// An unknown group is ErrNotFound. A non-empty version is the group's
+	// meta.version as the caller read it: when the group has another
+	// version now, or is gone, Members returns ErrChanged and no members,
+	// so that an answer never pairs one version's ETag with another's
+	// members, or pages of different versions.
+	Members(ctx context.Context, tenant, groupID, version, after string, limit int) ([]Member, error)
 }
 
 // WriteResult is what a write produced: the resource as stored and the ids

@@ -3,6 +3,7 @@
 package scim
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 )
@@ -56,6 +57,12 @@ var (
 	// request"): nobody reads the answer, and it is not the relay's failure.
 	ErrClientClosedRequest = &Error{Status: 499}
 )
+
+// ErrChanged is a Backend's answer to a read that names the version of the
+// resource it goes with (Members) when the resource has changed since, or
+// is gone. It is not a SCIM error: the handler reads the resource again,
+// and only after several changes in a row answers 503 (see respond).
+var ErrChanged = errors.New("changed since it was read")
 
 // Errorf returns an error of kind's status and scimType with a formatted detail.
 func Errorf(kind *Error, format string, args ...any) *Error {

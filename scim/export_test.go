@@ -6,6 +6,7 @@ package scim
 // The external tests exist because they use scimtest, which imports scim.
 const (
 	MemberChunk   = memberChunk
+	ReadAttempts  = readAttempts
 	BaseUserJSON  = baseUserJSON
 	BaseGroupJSON = baseGroupJSON
 	UserSchemas   = userSchemas

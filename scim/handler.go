@@ -581,11 +581,27 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	}
 	proj := ParseProjection(c.rt, p.attributes, p.excluded)
 	q.Stored = proj.whole()
-	page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
-	if err != nil {
-		return err
-	}
 	lw := newJSONWriter(w, http.StatusOK, "")
+	for attempt := 1; ; attempt++ {
+		page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
+		if err != nil {
+			return err
+		}
+		err = h.writePage(r.Context(), lw, c, q, page, proj)
+		if err == nil {
+			return lw.finish()
+		}
+		if !h.readAgain(r, lw, err, attempt) {
+			return lw.abort(changedError(err, "the groups of this page"))
+		}
+		// A listed group changed, or was deleted, before its members were
+		// read: the page is taken again.
+	}
+}
+
+// writePage writes a list answer: the page's resources, a Group's members
+// read as of the version listed.
+func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Query, page Page, proj *Projection) error {
 	lw.raw(`{"schemas":["` + ListResponseSchema + `"],"totalResults":`)
 	lw.raw(strconv.Itoa(page.Total))
 	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)+len(page.Stored)) + `,"Resources":[`)
@@ -598,18 +614,53 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	}
 	for _, res := range page.Resources {
 		next()
-		if err := h.writeResource(r.Context(), lw, c, res, proj); err != nil {
-			return lw.abort(err)
+		if err := h.writeResource(ctx, lw, c, res, proj); err != nil {
+			return err
 		}
 	}
 	for _, s := range page.Stored {
 		next()
-		if err := h.writeStored(r.Context(), lw, c, s, proj); err != nil {
-			return lw.abort(err)
+		if err := h.writeStored(ctx, lw, c, s, proj); err != nil {
+			return err
 		}
 	}
 	lw.raw("]}")
-	return lw.finish()
+	return nil
+}
+
+// readAttempts bounds how often one answer is read again because a group
+// in it changed between the read of the group and the read of its members
+// (ErrChanged): once is a concurrent write, three times in a row is a
+// group changing faster than it can be answered.
+const readAttempts = 3
+
+// readAgain reports whether an answer that failed with err, on its
+// attempt'th read, is to be read again: err is ErrChanged, nothing of the
+// answer was sent, and attempts are left. The writer is then empty again.
+// An answer whose first bytes were sent (a group of thousands of members
+// is sent while it is read) cannot be taken back: its connection is cut
+// (abort), and the client reads it again.
+func (h *Handler) readAgain(r *http.Request, jw *jsonWriter, err error, attempt int) bool {
+	if !errors.Is(err, ErrChanged) {
+		return false
+	}
+	if jw.started {
+		h.log.InfoContext(r.Context(), "scim answer cut off: a group changed while its members were sent; the client reads it again",
+			"path", r.URL.Path, "request_id", RequestID(r))
+		return false
+	}
+	jw.buf = jw.buf[:0]
+	return attempt < readAttempts
+}
+
+// changedError is what a client is answered when err, an answer's read,
+// is ErrChanged readAttempts times in a row: the answer is unavailable
+// for now, not wrong.
+func changedError(err error, what string) error {
+	if !errors.Is(err, ErrChanged) {
+		return err
+	}
+	return Errorf(ErrUnavailable, "%s changed %d times while the answer was read; read again", what, readAttempts)
 }
 
 // projectionOf is the projection a request's attributes and
@@ -826,13 +877,25 @@ func (c *call) noteIgnored(names []string) {
 	c.info.Detail = truncate(note, 1024)
 }
 
-// respond writes one resource with its ETag.
+// respond writes one resource with its ETag. A Group that changed after
+// res was read, before its members were, is read again, so that the
+// members answered are those of the version the ETag names (a write's
+// answer may then show a later write's version, whole).
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, status int, res *Resource, proj *Projection) error {
 	jw := newJSONWriter(w, status, res.Meta().Version)
-	if err := h.writeResource(r.Context(), jw, c, res, proj); err != nil {
-		return jw.abort(err)
+	for attempt := 1; ; attempt++ {
+		err := h.writeResource(r.Context(), jw, c, res, proj)
+		if err == nil {
+			return jw.finish()
+		}
+		if !h.readAgain(r, jw, err, attempt) {
+			return jw.abort(changedError(err, c.rt.Name+" "+res.ID()))
+		}
+		if res, err = h.backend.Get(r.Context(), c.tenant, c.rt, res.ID()); err != nil {
+			return err
+		}
+		jw.etag = res.Meta().Version
 	}
-	return jw.finish()
 }
 
 // writeResource writes a resource, projected, with meta.location and $ref
@@ -850,7 +913,7 @@ func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, re
 	after := ""
 	first := true
 	for {
-		chunk, err := h.backend.Members(ctx, c.tenant, res.ID(), after, memberChunk)
+		chunk, err := h.backend.Members(ctx, c.tenant, res.ID(), res.Meta().Version, after, memberChunk)
 		if err != nil {
 			return err
 		}

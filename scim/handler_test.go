@@ -25,8 +25,9 @@ import (
 var patchBody = PatchBody
 
 const (
-	memberChunk = MemberChunk
-	userSchemas = UserSchemas
+	memberChunk  = MemberChunk
+	readAttempts = ReadAttempts
+	userSchemas  = UserSchemas
 )
 
 const (
@@ -50,6 +51,11 @@ type eventingBackend struct {
 	mu        sync.Mutex
 	n         int
 	noDisplay map[string]bool // member values whose display Members leaves out
+	// beforeMembers, when set, runs at the start of each Members call,
+	// with the call's number (from 1): a write there lands between an
+	// answer's read of a group and its read of the members.
+	beforeMembers func(call int)
+	membersCalls  int
 }
 
 func (b *eventingBackend) produced(res WriteResult, err error) (WriteResult, error) {
@@ -64,8 +70,15 @@ func (b *eventingBackend) produced(res WriteResult, err error) (WriteResult, err
 
 // Members answers as the backend does, without the display of the
 // members noDisplay names.
-func (b *eventingBackend) Members(ctx context.Context, tenant, groupID, after string, limit int) ([]Member, error) {
-	ms, err := b.Backend.Members(ctx, tenant, groupID, after, limit)
+func (b *eventingBackend) Members(ctx context.Context, tenant, groupID, version, after string, limit int) ([]Member, error) {
+	b.mu.Lock()
+	b.membersCalls++
+	call, before := b.membersCalls, b.beforeMembers
+	b.mu.Unlock()
+	if before != nil {
+		before(call)
+	}
+	ms, err := b.Backend.Members(ctx, tenant, groupID, version, after, limit)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i := range ms {
@@ -673,6 +686,121 @@ func TestLargeGroupStreams(t *testing.T) {
 			t.Errorf("%s: a member holds %v, want %v", query, got, want)
 		}
 	}
+}
+
+// TestGroupAnswersAreOfOneVersion checks that a group's answer holds the
+// members of the version its ETag and meta.version name, when a write lands
+// between the read of the group and the read of its members: the answer is
+// read again; a list is taken again; an answer already partly sent is cut
+// off rather than finished with another version's members.
+func TestGroupAnswersAreOfOneVersion(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	user := func(name string) string {
+		return ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"`+name+`"}`).want(t, 201).str("id")
+	}
+	ann, bob := user("ann"), user("bob")
+	group := func(name string, members ...string) string {
+		var ms []string
+		for _, m := range members {
+			ms = append(ms, `{"value":"`+m+`"}`)
+		}
+		return ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"`+name+`","members":[`+strings.Join(ms, ",")+`]}`).want(t, 201).str("id")
+	}
+	hook := func(f func(call int)) {
+		ts.backend.mu.Lock()
+		ts.backend.beforeMembers, ts.backend.membersCalls = f, 0
+		ts.backend.mu.Unlock()
+	}
+	t.Cleanup(func() { hook(nil) })
+	addMember := func(gid, uid string) {
+		_, err := ts.backend.Backend.Update(context.Background(), "acme", GroupResourceType, gid, func(cur *Resource) (*Update, error) {
+			return &Update{Resource: cur, Members: []MemberOp{{Kind: AddMembers, Members: []Member{{Value: uid}}}}}, nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	memberValues := func(r map[string]any) []string {
+		var out []string
+		ms, _ := r["members"].([]any)
+		for _, m := range ms {
+			out = append(out, m.(map[string]any)["value"].(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	t.Run("a member added meanwhile", func(t *testing.T) {
+		gid := group("g1", ann)
+		hook(func(call int) {
+			if call == 1 {
+				addMember(gid, bob)
+			}
+		})
+		r := ts.do("GET", "/Groups/"+gid, "").want(t, 200)
+		hook(nil)
+		if r.header.Get("ETag") != `W/"2"` || r.str("meta.version") != `W/"2"` || !slices.Equal(memberValues(r.json), slices.Sorted(slices.Values([]string{ann, bob}))) {
+			t.Fatalf("ETag %s, meta.version %s, members %v; want version 2 with ann and bob", r.header.Get("ETag"), r.str("meta.version"), memberValues(r.json))
+		}
+	})
+
+	t.Run("a listed group deleted meanwhile", func(t *testing.T) {
+		keep, gone := group("l-keep", ann), group("l-gone", bob)
+		hook(func(call int) {
+			if call == 1 {
+				if _, err := ts.backend.Backend.Delete(context.Background(), "acme", GroupResourceType, gone, ""); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		r := ts.do("GET", "/Groups?filter="+url.QueryEscape(`displayName sw "l-"`), "").want(t, 200)
+		hook(nil)
+		res := r.json["Resources"].([]any)
+		if r.str("totalResults") != "1" || len(res) != 1 || res[0].(map[string]any)["id"] != keep {
+			t.Fatalf("list after a group was deleted while it was read: %s", r.body)
+		}
+	})
+
+	t.Run("a group that changes at every read", func(t *testing.T) {
+		gid := group("g3")
+		users := []string{ann, bob, user("cy"), user("di")}
+		hook(func(call int) {
+			if call <= len(users) {
+				addMember(gid, users[call-1])
+			}
+		})
+		r := ts.do("GET", "/Groups/"+gid, "")
+		hook(nil)
+		r.wantError(t, 503, "", fmt.Sprintf("Group %s changed %d times while the answer was read; read again", gid, readAttempts))
+	})
+
+	t.Run("a large group changed after its answer began", func(t *testing.T) {
+		var ids []string
+		for i := range memberChunk + 1 {
+			ids = append(ids, user(fmt.Sprintf("big%d", i)))
+		}
+		gid := group("big", ids...)
+		hook(func(call int) {
+			if call == 2 {
+				addMember(gid, ann)
+			}
+		})
+		defer hook(nil)
+		req, err := http.NewRequest("GET", ts.srv.URL+"/scim/v2/acme/Groups/"+gid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokenAcme)
+		res, err := ts.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err == nil {
+			t.Fatalf("status %d and a whole body of %d bytes; want the connection cut once the group changed", res.StatusCode, len(body))
+		}
+	})
 }
 
 func TestDiscovery(t *testing.T) {

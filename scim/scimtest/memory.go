@@ -428,14 +428,18 @@ func (m *Memory) Delete(_ context.Context, tenant string, rt *scim.ResourceType,
 }
 
 // Members pages through a group's members in value order.
-func (m *Memory) Members(_ context.Context, tenant, groupID, after string, limit int) ([]scim.Member, error) {
+func (m *Memory) Members(_ context.Context, tenant, groupID, version, after string, limit int) ([]scim.Member, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, err := m.tenant(tenant)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := t.record(scim.GroupResourceType, groupID); err != nil {
+	rec, err := t.record(scim.GroupResourceType, groupID)
+	switch {
+	case version != "" && (err != nil || rec.res.Meta().Version != version):
+		return nil, scim.ErrChanged
+	case err != nil:
 		return nil, err
 	}
 	out := []scim.Member{}

@@ -39,6 +39,7 @@ func RunBackendTests(t *testing.T, newBackend func(t *testing.T) scim.Backend) {
 		{"Delete", testDelete},
 		{"Memberships", testMemberships},
 		{"MembersPaging", testMembersPaging},
+		{"MembersOfAVersion", testMembersOfAVersion},
 		{"Filters", testFilters},
 		{"Pagination", testPagination},
 		{"Sort", testSort},
@@ -142,7 +143,7 @@ func allMembers(t *testing.T, b scim.Backend, gid string) []scim.Member {
 	var out []scim.Member
 	after := ""
 	for range 1000 {
-		page, err := b.Members(ctx, Tenant, gid, after, 2)
+		page, err := b.Members(ctx, Tenant, gid, "", after, 2)
 		if err != nil {
 			t.Fatalf("Members %s after %q: %v", gid, after, err)
 		}
@@ -457,7 +458,7 @@ func testMemberships(t *testing.T, b scim.Backend) {
 	if ms := allMembers(t, b, parent.ID()); len(ms) != 0 {
 		t.Fatalf("deleted group still a member: %+v", ms)
 	}
-	_, err = b.Members(ctx, Tenant, g.ID(), "", 10)
+	_, err = b.Members(ctx, Tenant, g.ID(), "", "", 10)
 	wantErr(t, err, scim.ErrNotFound, "Members of a deleted group")
 	if _, err := members(b, parent.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: memberList(bob.ID())}, scim.MemberOp{Kind: scim.RemoveAllMembers}); err != nil {
 		t.Fatal(err)
@@ -502,11 +503,49 @@ func testMembersPaging(t *testing.T, b scim.Backend) {
 			t.Fatalf("member order changed between reads: %v / %v", got, again)
 		}
 	}
-	if page, err := b.Members(ctx, Tenant, g.ID(), got[len(got)-1].Value, 10); err != nil || len(page) != 0 {
+	if page, err := b.Members(ctx, Tenant, g.ID(), "", got[len(got)-1].Value, 10); err != nil || len(page) != 0 {
 		t.Fatalf("after the last member: %+v, %v", page, err)
 	}
-	_, err := b.Members(ctx, Tenant, "no-such-group", "", 10)
+	_, err := b.Members(ctx, Tenant, "no-such-group", "", "", 10)
 	wantErr(t, err, scim.ErrNotFound, "Members of an unknown group")
+}
+
+// testMembersOfAVersion checks that Members given the version a group was
+// read at answers only while the group still has it: an answer's ETag and
+// its members must be of one version.
+func testMembersOfAVersion(t *testing.T, b scim.Backend) {
+	ann := create(t, b, User(t, `"userName":"ann"`))
+	bob := create(t, b, User(t, `"userName":"bob"`))
+	g := create(t, b, Group(t, `"displayName":"g","members":[{"value":"`+ann.ID()+`"}]`))
+	read, err := b.Get(ctx, Tenant, scim.GroupResourceType, g.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := read.Meta().Version
+	if got, err := b.Members(ctx, Tenant, g.ID(), v1, "", 10); err != nil || !slices.Equal(values(got), []string{ann.ID()}) {
+		t.Fatalf("Members at the version read: %+v, %v; want ann", got, err)
+	}
+	if _, err := members(b, g.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: memberList(bob.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Members(ctx, Tenant, g.ID(), v1, "", 10); !errors.Is(err, scim.ErrChanged) {
+		t.Fatalf("Members at the version before a member was added: %+v, %v; want ErrChanged", got, err)
+	}
+	if got, err := b.Members(ctx, Tenant, g.ID(), "", "", 10); err != nil || len(got) != 2 {
+		t.Fatalf("Members without a version after the add: %+v, %v; want both", got, err)
+	}
+	now, err := b.Get(ctx, Tenant, scim.GroupResourceType, g.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Members(ctx, Tenant, g.ID(), now.Meta().Version, "", 10); !errors.Is(err, scim.ErrChanged) {
+		t.Fatalf("Members of a group deleted since it was read: %v; want ErrChanged", err)
+	}
+	_, err = b.Members(ctx, Tenant, g.ID(), "", "", 10)
+	wantErr(t, err, scim.ErrNotFound, "Members of a deleted group, no version given")
 }
 
 // testFilters checks filters against a small tenant whose answers are
