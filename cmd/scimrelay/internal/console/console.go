@@ -132,7 +132,7 @@ func New(o Options) (*Console, error) {
 	}))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
-	c.root = withSecurityHeaders(withRequestID(withClient(forgetShown(cop.Handler(limitForms(mux))))))
+	c.root = withSecurityHeaders(withRequestID(withClient(forgetShown(cop.Handler(c.limitForms(mux))))))
 	return c, nil
 }
 
@@ -200,10 +200,25 @@ func (c *Console) api(r *http.Request, s *session) *adminclient.Client {
 // maxForm is the most a form may send: the console's are a few fields.
 const maxForm = 64 << 10
 
-// limitForms bounds what a request may send.
-func limitForms(next http.Handler) http.Handler {
+// limitForms bounds what a request may send, and reads a posted form
+// before any handler does: one past the bound is answered 413 here, and
+// nothing acts on it, rather than being taken for a form without its
+// CSRF token.
+func (c *Console) limitForms(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if r.Method == http.MethodPost {
+			// ParseMultipartForm alone does not return ParseForm's error.
+			err := r.ParseForm()
+			if err == nil {
+				err = r.ParseMultipartForm(maxForm)
+			}
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				c.fail(w, r, nil, errFormTooLarge)
+				return
+			}
+		}
 		next.ServeHTTP(w, r)
 	})
 }
