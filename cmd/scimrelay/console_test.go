@@ -179,6 +179,14 @@ func TestConsoleSignIn(t *testing.T) {
 	b.post("/ui/login", url.Values{"token": {"wrong-token"}}).want(t, http.StatusUnauthorized, "not the admin token")
 	b.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"forged"}}).want(t, http.StatusForbidden, "out of date")
 	b.get("/ui/").redirect(t, "/ui/login")
+	// A pair of cookie and field that another service on the host planted
+	// (cookies ignore ports) is refused too: the console signs its tokens.
+	planted := newBrowser(t, p)
+	loginURL, _ := url.Parse(p.adminURL + "/ui/login")
+	planted.client.Jar.SetCookies(loginURL, []*http.Cookie{{Name: "scimrelay_console_login", Value: "abc", Path: "/ui/login"}})
+	if res := planted.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"abc"}}).want(t, http.StatusForbidden, "out of date"); cookieNamed(res.header, "scimrelay_console") != nil {
+		t.Fatal("a planted sign-in token pair started a session")
+	}
 
 	ok := b.signIn(adminSecret)
 	ok.redirect(t, "/ui/")

@@ -71,6 +71,8 @@ type Console struct {
 	root     http.Handler
 	// sweepEvery is how often Run sweeps the sessions (tests shorten it).
 	sweepEvery time.Duration
+	// loginKey signs the sign-in form's tokens; random, the process's own.
+	loginKey [32]byte
 }
 
 var _ http.Handler = (*Console)(nil)
@@ -104,6 +106,7 @@ func New(o Options) (*Console, error) {
 		sessions: newSessions(o.IdleTimeout, o.MaxAge, o.Now),
 		attempts: o.TokenAttempts, sweepEvery: sweepEvery,
 	}
+	_, _ = rand.Read(c.loginKey[:])
 	mux := http.NewServeMux()
 	// /ui without the slash is the console's answer too, with its headers.
 	mux.Handle("GET /ui", http.RedirectHandler(Prefix, http.StatusMovedPermanently))
