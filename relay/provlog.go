@@ -60,14 +60,18 @@ type LogEntry struct {
 	Detail     string        `json:"detail,omitempty"`
 	Latency    time.Duration `json:"latency_ns"`
 	EventIDs   []string      `json:"event_ids,omitempty"`
+	// ClientRequestID is the X-Request-Id the client sent, apart from
+	// RequestID, which is the relay's own (entries written by earlier
+	// versions may hold a client's there, and none here).
+	ClientRequestID string `json:"client_request_id,omitempty"`
 	// Unauthenticated marks a request whose credential was not accepted
 	// (none, a wrong one, a tenant that does not exist).
 	Unauthenticated bool `json:"unauthenticated,omitempty"`
 	// Count, when set, makes the entry a summary of Count requests in the
 	// minute from Time: successful reads, or refusals of unauthenticated
 	// requests past the first refusalsAlone. Latency is their mean,
-	// LatencyMax the longest; RequestID, Method, Path, the resource and
-	// Detail are those of the last.
+	// LatencyMax the longest; the request ids, Method, Path, the resource
+	// and Detail are those of the last.
 	Count      int           `json:"count,omitempty"`
 	LatencyMax time.Duration `json:"latency_max_ns,omitempty"`
 	// Key orders entries; pass the last one seen as After to read on.
@@ -247,7 +251,7 @@ func (m summaries) add(k summaryKey, e LogEntry) {
 	s.Count++
 	s.Latency += e.Latency
 	s.LatencyMax = max(s.LatencyMax, e.Latency)
-	s.RequestID, s.Method, s.Path, s.ResourceID, s.Detail = e.RequestID, e.Method, e.Path, e.ResourceID, e.Detail
+	s.RequestID, s.ClientRequestID, s.Method, s.Path, s.ResourceID, s.Detail = e.RequestID, e.ClientRequestID, e.Method, e.Path, e.ResourceID, e.Detail
 }
 
 // due takes out the summaries of minutes that ended before now (all of
@@ -296,7 +300,7 @@ const (
 // boundary, so that what one request costs the log is bounded whatever
 // it sends; summaries, made from entries, are bounded too.
 func bounded(e LogEntry) LogEntry {
-	for _, f := range []*string{&e.RequestID, &e.Tenant, &e.Method, &e.Path, &e.Operation, &e.Resource, &e.ResourceID,
+	for _, f := range []*string{&e.RequestID, &e.ClientRequestID, &e.Tenant, &e.Method, &e.Path, &e.Operation, &e.Resource, &e.ResourceID,
 		&e.Name, &e.Email, &e.ScimType} {
 		*f = truncate(*f, logFieldMax)
 	}

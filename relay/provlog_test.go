@@ -352,3 +352,36 @@ func TestLogFollowFindsSlowRequests(t *testing.T) {
 		t.Fatalf("following across a restart: %+v", got)
 	}
 }
+
+// TestLogKeepsTheClientsRequestIDApart: an entry keeps the client's
+// X-Request-Id beside the relay's own id, and entries written before the
+// two were apart (one id, maybe the client's) still list and open.
+func TestLogKeepsTheClientsRequestIDApart(t *testing.T) {
+	s, c, _ := openStore(t)
+	old := `{"time":"` + c.now().Add(-time.Minute).Format(time.RFC3339Nano) + `","request_id":"okta-1","tenant":"acme","method":"POST",` +
+		`"path":"/scim/v2/acme/Users","operation":"create","resource_type":"User","status":201,"latency_ns":1000,"key":""}`
+	k := timeKey(c.now().Add(-time.Minute))
+	k = append(k, 0, 0, 0, 0, 0, 0, 0, 1)
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketProvLog)
+		if err != nil {
+			return err
+		}
+		return b.Put(k, []byte(old))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l := runLog(t, s, LogOptions{}, []LogEntry{{Time: c.now(), RequestID: "5f0c9a2e41d7b388", ClientRequestID: "okta-2", Tenant: "acme",
+		Method: "POST", Path: "/scim/v2/acme/Users", Operation: "create", Resource: "User", Status: 201}})
+	got, err := l.Query(context.Background(), LogQuery{Since: c.now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].RequestID != "okta-1" || got[0].ClientRequestID != "" ||
+		got[1].RequestID != "5f0c9a2e41d7b388" || got[1].ClientRequestID != "okta-2" {
+		t.Fatalf("entries %+v", got)
+	}
+	if e, err := l.Entry(context.Background(), got[0].Key); err != nil || e.RequestID != "okta-1" {
+		t.Fatalf("the earlier entry opens as %+v, %v", e, err)
+	}
+}

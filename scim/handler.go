@@ -101,7 +101,9 @@ type Limiter interface {
 
 // RequestInfo describes one request after it was answered.
 type RequestInfo struct {
-	Start        time.Time
+	Start time.Time
+	// RequestID is the relay's own id of the request (NewRequestID), the
+	// one its answer's X-Request-Id carries: never the client's choice.
 	RequestID    string
 	Tenant       string
 	Method       string
@@ -115,6 +117,10 @@ type RequestInfo struct {
 	ScimType     string
 	Detail       string
 	Latency      time.Duration
+	// ClientRequestID is the X-Request-Id the client sent, when it is a
+	// sane one (ClientRequestID), kept apart from RequestID: anyone can
+	// send any id, including another request's.
+	ClientRequestID string
 	// Authenticated says the request's credential was accepted: a refusal
 	// of one that was not costs its sender nothing, and the provisioning
 	// log records such refusals in summaries past a few a minute.
@@ -256,10 +262,11 @@ func notImplemented(detail string) handlerFunc {
 // ServeHTTP answers one request and reports it to Options.Observe.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, info: RequestInfo{
-		Start:     time.Now(),
-		RequestID: RequestID(r),
-		Method:    r.Method,
-		Path:      r.URL.Path,
+		Start:           time.Now(),
+		RequestID:       NewRequestID(),
+		ClientRequestID: ClientRequestID(r),
+		Method:          r.Method,
+		Path:            r.URL.Path,
 	}}
 	info := &rec.info
 	w.Header().Set("X-Request-Id", info.RequestID)
@@ -1403,12 +1410,20 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// RequestID takes a sane X-Request-Id from the client or makes one.
-func RequestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && !strings.ContainsAny(id, "\r\n\t ") {
-		return id
-	}
+// NewRequestID makes a request's id: 16 hex digits.
+func NewRequestID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// ClientRequestID returns the X-Request-Id the client sent when it is a
+// sane one: up to 64 visible ASCII characters (no space, control or
+// non-ASCII character, so no bidi override either); "" otherwise.
+func ClientRequestID(r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
+		return ""
+	}
+	return id
 }

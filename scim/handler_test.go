@@ -864,7 +864,8 @@ func TestRateLimitAnswer(t *testing.T) {
 
 func TestObserve(t *testing.T) {
 	ts := newTestServer(t, Options{})
-	id := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann@x"}`, "X-Request-Id", "req-1").want(t, 201).str("id")
+	created := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann@x"}`, "X-Request-Id", "req-1").want(t, 201)
+	id := created.str("id")
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"replace","path":"id","value":"x"}`))
 	ts.do("GET", "/scim/v2/nope/Users", "")
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"title","value":"x"}`)).want(t, 200)
@@ -877,7 +878,9 @@ func TestObserve(t *testing.T) {
 		t.Fatalf("%d observations, want 7", len(ts.infos))
 	}
 	c, p, n := ts.infos[0], ts.infos[1], ts.infos[2]
-	if c.RequestID != "req-1" || c.Tenant != "acme" || c.Operation != "create" || c.ResourceType != "User" || c.ResourceID != id || c.Name != "ann@x" || c.Status != 201 || c.Latency <= 0 {
+	// The request's id is the relay's, the one its answer carries; the
+	// client's is kept apart.
+	if c.RequestID != created.header.Get("X-Request-Id") || len(c.RequestID) != 16 || c.ClientRequestID != "req-1" || c.Tenant != "acme" || c.Operation != "create" || c.ResourceType != "User" || c.ResourceID != id || c.Name != "ann@x" || c.Status != 201 || c.Latency <= 0 {
 		t.Errorf("create observed as %+v", c)
 	}
 	if p.Operation != "patch" || p.Status != 400 || p.ScimType != "mutability" || p.ResourceID != id || p.Detail == "" {
@@ -894,5 +897,36 @@ func TestObserve(t *testing.T) {
 	}
 	if got := strings.Join(produced, " "); got != "create:ev-1 patch: list: patch:ev-2 patch: replace:ev-3 delete:ev-4" {
 		t.Errorf("event ids observed: %s", got)
+	}
+}
+
+// TestClientRequestID: a client's X-Request-Id is kept, apart from the
+// request's own id, when it is up to 64 visible ASCII characters; nothing
+// else a client sends there is kept, and the answer's X-Request-Id is the
+// relay's whatever the client sent.
+func TestClientRequestID(t *testing.T) {
+	for _, c := range []struct{ sent, kept string }{
+		{"okta-7f3a", "okta-7f3a"},
+		{"<script>alert(1)</script>", "<script>alert(1)</script>"},
+		{strings.Repeat("x", 64), strings.Repeat("x", 64)},
+		{strings.Repeat("x", 65), ""},
+		{"two words", ""},
+		{"tab\there", ""},
+		{"admin\u202egnp.moc", ""},
+		{"caf\u00e9", ""},
+		{"", ""},
+	} {
+		r := httptest.NewRequest("GET", "/scim/v2/acme/Users", nil)
+		r.Header.Set("X-Request-Id", c.sent)
+		if got := ClientRequestID(r); got != c.kept {
+			t.Errorf("X-Request-Id %q kept as %q, want %q", c.sent, got, c.kept)
+		}
+	}
+	// Two requests sending one id are two requests.
+	ts := newTestServer(t, Options{})
+	first := ts.do("GET", "/Users", "", "X-Request-Id", "req-1").want(t, 200).header.Get("X-Request-Id")
+	second := ts.do("GET", "/Users", "", "X-Request-Id", "req-1").want(t, 200).header.Get("X-Request-Id")
+	if len(first) != 16 || len(second) != 16 || first == second {
+		t.Errorf("the answers' X-Request-Id are %q and %q, want two of the relay's own", first, second)
 	}
 }

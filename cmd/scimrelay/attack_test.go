@@ -7,11 +7,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -342,7 +344,7 @@ func TestAFloodOfInventedMethodsKeepsOtherTenantsHistory(t *testing.T) {
 		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Tenant: "globex", Status: "404", Limit: 10})
 			for _, e := range entries {
-				if e.RequestID == marker {
+				if e.ClientRequestID == marker {
 					return nil
 				}
 			}
@@ -358,7 +360,7 @@ func TestAFloodOfInventedMethodsKeepsOtherTenantsHistory(t *testing.T) {
 	for _, e := range entries {
 		switch e.Tenant {
 		case "globex":
-			if strings.HasPrefix(e.RequestID, "globex-") {
+			if strings.HasPrefix(e.ClientRequestID, "globex-") {
 				globex++
 			}
 		case "acme":
@@ -386,4 +388,66 @@ func TestAFloodOfInventedMethodsKeepsOtherTenantsHistory(t *testing.T) {
 		t.Fatalf("a refusal's entry keeps a %d-byte method, a %d-byte path and a %d-byte detail; want a few hundred bytes each",
 			len(longest.Method), len(longest.Path), len(longest.Detail))
 	}
+}
+
+// TestClientsDoNotChooseRequestIDs: a SCIM request's id is the relay's
+// own, whatever X-Request-Id the client sent: the answer's X-Request-Id,
+// the provisioning log's request_id (in the admin API's listing and the
+// console) and the log line's request_id are the same. The client's id is
+// kept apart, as client_request_id, for a request whose credential was
+// accepted; an outsider's refused request keeps none, so it can neither
+// take a legitimate request's id nor put a script where an id is shown.
+func TestClientsDoNotChooseRequestIDs(t *testing.T) {
+	var buf eventstest.Log
+	p := startRelayWith(t, testConfig(t, t.TempDir()), roleAll, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), io.Discard)
+	created := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@acme.example"}`,
+		"X-Request-Id", "entra-4711").want(t, 201)
+	id := created.header.Get("X-Request-Id")
+	if len(id) != 16 || id == "entra-4711" {
+		t.Fatalf("the answer's X-Request-Id is %q, want the relay's own", id)
+	}
+	sent := []string{"entra-4711", id, "<script>alert(12)</script>"}
+	refused := map[string]bool{}
+	for _, s := range sent {
+		r := p.scim("acme", "", "GET", "/Users", "", "X-Request-Id", s).want(t, 401)
+		refused[r.header.Get("X-Request-Id")] = true
+	}
+
+	var list []relay.LogEntry
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r := adminRequest(t, p, "GET", "/admin/v1/log?tenant=acme&since=1h", adminSecret, "").want(t, 200)
+		if strings.Contains(string(r.raw), "script") {
+			t.Fatalf("the listing holds what the outsider sent: %s", r.raw)
+		}
+		list = nil
+		if err := json.Unmarshal(r.raw, &list); err != nil || len(list) != 4 {
+			return fmt.Errorf("%d entries (%v), want 4", len(list), err)
+		}
+		return nil
+	})
+	var key string
+	for _, e := range list {
+		switch {
+		case e.Status == 201:
+			if e.RequestID != id || e.ClientRequestID != "entra-4711" {
+				t.Errorf("the create's entry has request_id %q, client_request_id %q; want %q and entra-4711", e.RequestID, e.ClientRequestID, id)
+			}
+			key = e.Key
+		case !refused[e.RequestID] || e.ClientRequestID != "" || slices.Contains(sent, e.RequestID):
+			t.Errorf("a refused request's entry has request_id %q, client_request_id %q; want the id its answer carried, and none of the client's", e.RequestID, e.ClientRequestID)
+		}
+	}
+	if line := "request_id=" + id + " client_request_id=entra-4711"; !strings.Contains(buf.String(), line) {
+		t.Errorf("the log has no line with %q:\n%s", line, buf.String())
+	}
+	for r := range refused {
+		if !strings.Contains(buf.String(), "request_id="+r+" tenant=") {
+			t.Errorf("the log has no line of refused request %s with no client id", r)
+		}
+	}
+
+	b := newBrowser(t, p)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	b.get("/ui/log/"+key).want(t, http.StatusOK, "<h1>Request "+id+"</h1>", "<dt>Request id</dt><dd><code>"+id+"</code>",
+		"<dt>Client's request id</dt><dd><code>entra-4711</code>")
 }

@@ -74,7 +74,7 @@ func TestConformanceOverHTTP(t *testing.T) {
 			return err
 		}
 		for _, e := range entries {
-			if e.RequestID == "conf-unknown" {
+			if e.ClientRequestID == "conf-unknown" {
 				if e.Status != 201 || e.Detail != "ignored unknown attributes: favouriteColour" {
 					t.Fatalf("log entry %+v", e)
 				}

@@ -390,10 +390,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	// The live tail: an event arrives, and opens to its CloudEvent.
 	c.do("opening the events", chromedp.Navigate(ui+"events?tenant=acme"))
 	c.waitText("#tail-status", "Watching")
-	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob@acme.example"}`).want(t, 201)
+	// Its displayName holds a right-to-left override: shown as its JSON
+	// escape, not applied.
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob@acme.example","displayName":"Bob `+"\u202e"+`htimS"}`).want(t, 201)
 	c.waitText("#tail", "user.created")
 	c.do("opening the event", chromedp.Click(chromedp.CSS(`#tail li summary`)))
-	if ev := c.text("#tail li pre"); !strings.Contains(ev, `"specversion": "1.0"`) || !strings.Contains(ev, "bob@acme.example") {
+	if ev := c.text("#tail li pre"); !strings.Contains(ev, `"specversion": "1.0"`) || !strings.Contains(ev, "bob@acme.example") ||
+		!strings.Contains(ev, `"displayName": "Bob \u202ehtimS"`) || strings.ContainsRune(ev, '\u202e') {
 		t.Fatalf("the event as shown: %s", ev)
 	}
 	c.page("events")

@@ -4,10 +4,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"html"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -177,6 +179,14 @@ func TestConsoleSignIn(t *testing.T) {
 	b.post("/ui/login", url.Values{"token": {"wrong-token"}}).want(t, http.StatusUnauthorized, "not the admin token")
 	b.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"forged"}}).want(t, http.StatusForbidden, "out of date")
 	b.get("/ui/").redirect(t, "/ui/login")
+	// A pair of cookie and field that another service on the host planted
+	// (cookies ignore ports) is refused too: the console signs its tokens.
+	planted := newBrowser(t, p)
+	loginURL, _ := url.Parse(p.adminURL + "/ui/login")
+	planted.client.Jar.SetCookies(loginURL, []*http.Cookie{{Name: "scimrelay_console_login", Value: "abc", Path: "/ui/login"}})
+	if res := planted.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"abc"}}).want(t, http.StatusForbidden, "out of date"); cookieNamed(res.header, "scimrelay_console") != nil {
+		t.Fatal("a planted sign-in token pair started a session")
+	}
 
 	ok := b.signIn(adminSecret)
 	ok.redirect(t, "/ui/")
@@ -410,8 +420,24 @@ func TestConsoleCSRF(t *testing.T) {
 			t.Errorf("cross-site POST %s: %d", f.path, res.status)
 		}
 	}
-	// A form past 64 KiB is not read, so its token is not either.
-	b.post("/ui/tenants/acme/tokens", url.Values{"days": {"90"}, "name": {strings.Repeat("x", 70<<10)}}).want(t, http.StatusForbidden)
+	// A form past 64 KiB is not read: 413 naming the limit, whether it is
+	// URL-encoded or multipart, with its token or not, and nothing done.
+	big := strings.Repeat("x", 70<<10)
+	b.post("/ui/tenants/acme/tokens", url.Values{"days": {"90"}, "name": {big}}).want(t, http.StatusRequestEntityTooLarge, "larger than the console takes (64 KiB)", "nothing was done")
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for k, v := range map[string]string{"csrf": b.csrf, "days": "90", "name": big} {
+		if err := mw.WriteField(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", b.base+"/ui/tenants/acme/tokens", &body)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	checkHeaders(t, "an oversized multipart form", b.do(req).want(t, http.StatusRequestEntityTooLarge, "64 KiB"))
+	newBrowser(t, p).post("/ui/login", url.Values{"token": {adminSecret}, "pad": {big}}).want(t, http.StatusRequestEntityTooLarge, "64 KiB")
 	all, _ := p.srv.store.Tokens().List(context.Background(), "acme")
 	clients, _ := p.srv.store.Clients().List(context.Background(), "")
 	if len(all) != 1 || !all[0].Live(time.Now()) || !all[0].Expires.IsZero() || len(clients) != 0 {

@@ -204,7 +204,7 @@ func TestOktaCycle(t *testing.T) {
 		clear(produced)
 		for _, e := range entries {
 			for _, id := range e.EventIDs {
-				produced[e.RequestID] = append(produced[e.RequestID], byID[id])
+				produced[e.ClientRequestID] = append(produced[e.ClientRequestID], byID[id])
 			}
 		}
 		if _, ok := produced["entra-put-group"]; !ok {

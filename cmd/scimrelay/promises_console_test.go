@@ -391,6 +391,53 @@ func TestConsoleLogSearch(t *testing.T) {
 	only("operation=create&until="+url.QueryEscape(time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04")), "")
 }
 
+// TestConsoleIsolatesBidiText: a userName with a right-to-left override
+// (SCIM takes it: names are the identity provider's) is shown in <bdi>,
+// the override as its code point, in the log, on the request's page (its
+// resource, what changed, a refusal's detail) and in its
+// CloudEvent, where it is the JSON escape; no page carries the override
+// itself, which would show another name.
+func TestConsoleIsolatesBidiText(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	const spoof = "admin\u202egnp.moc@acme.com"
+	const shown = `admin<span class="bidi-control" title="a bidirectional control character, shown instead of applied">U+202E</span>gnp.moc@acme.com`
+	user := fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":%q,"emails":[{"value":%q,"type":"work","primary":true}]}`, spoof, spoof)
+	uid := p.scim("acme", acmeToken, "POST", "/Users", user).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "POST", "/Users", user).want(t, 409)
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"displayName","value":%q}]}`, spoof)).want(t, 200)
+
+	var list string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		list = b.get("/ui/log?tenant=acme").want(t, http.StatusOK).body
+		if n := strings.Count(list, `href="/ui/log/`); n != 3 {
+			return fmt.Errorf("%d entries in the log, want 3", n)
+		}
+		return nil
+	})
+	if n := strings.Count(list, "<td><bdi>"+shown+`</bdi> <span class="muted"><bdi>`+shown+"</bdi></span></td>"); n != 3 {
+		t.Errorf("the log shows the name and email isolated %d times, want each request's", n)
+	}
+	if !strings.Contains(list, `<td><code>uniqueness</code> <bdi>userName &#34;admin\u202egnp.moc@acme.com&#34; is already taken</bdi></td>`) {
+		t.Errorf("the refused create's detail is not isolated:\n%s", list)
+	}
+	pages := map[string]string{"log": list}
+	for _, m := range regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindAllStringSubmatch(list, -1) {
+		pages[m[1]] = b.get("/ui/log/"+m[1]).want(t, http.StatusOK).body
+	}
+	var resource, changed, event bool
+	for name, body := range pages {
+		if strings.ContainsRune(body, '\u202e') {
+			t.Errorf("page %s holds the override itself", name)
+		}
+		resource = resource || strings.Contains(body, "<bdi>"+shown+"</bdi> <bdi>"+shown+"</bdi></dd>")
+		changed = changed || strings.Contains(body, "<td><code><bdi>&#34;"+shown+"&#34;</bdi></code></td>")
+		event = event || strings.Contains(body, `&#34;userName&#34;: &#34;admin\u202egnp.moc@acme.com&#34;`)
+	}
+	if !resource || !changed || !event {
+		t.Errorf("isolated on a request's page: resource %v, what changed %v, the CloudEvent escaped %v", resource, changed, event)
+	}
+}
+
 // TestConsoleSinkPage: a sink's pages show its URL without its password or
 // query values, its event and tenant filters, its format and its delivery
 // attempts of the last 5 minutes and hour.

@@ -700,14 +700,15 @@ func oauthLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
 // provisioning log, and a log line for server errors.
 func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	s.reqMetrics.Observe(info)
+	client := clientRequestID(info)
 	if s.tracing != nil {
 		tracing.Annotate(ctx, tracing.Request{
 			Tenant: info.Tenant, Operation: info.Operation, ResourceType: info.ResourceType,
-			Route: routeOf(info), RequestID: info.RequestID, Status: info.Status,
+			Route: routeOf(info), RequestID: info.RequestID, ClientRequestID: client, Status: info.Status,
 		})
 	}
 	s.reqLog.Record(relay.LogEntry{
-		Time: info.Start, RequestID: info.RequestID, Tenant: s.logTenant(info), Method: info.Method, Path: info.Path,
+		Time: info.Start, RequestID: info.RequestID, ClientRequestID: client, Tenant: s.logTenant(info), Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
 		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
@@ -715,12 +716,32 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	// A 501 answers what the relay does not offer (/Me): expected, the
 	// caller's concern, not an error of the relay's.
 	if info.Status >= 500 && info.Status != http.StatusNotImplemented {
-		s.log.Error("scim request failed", "request_id", info.RequestID, "tenant", info.Tenant, "op", info.Operation, "status", info.Status)
+		s.log.Error("scim request failed", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "op", info.Operation, "status", info.Status)...)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every request
-		s.log.DebugContext(ctx, "scim request", "request_id", info.RequestID, "tenant", info.Tenant, "method", info.Method, "path", info.Path,
-			"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)
+		s.log.DebugContext(ctx, "scim request", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "method", info.Method, "path", info.Path,
+			"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)...)
 	}
+}
+
+// requestIDs are a request's log attributes that name it: request_id,
+// the relay's, and client_request_id when the client's is kept.
+func requestIDs(id, client string) []any {
+	if client == "" {
+		return []any{"request_id", id}
+	}
+	return []any{"request_id", id, "client_request_id", client}
+}
+
+// clientRequestID is the X-Request-Id a request's client sent, as the
+// relay keeps it beside its own id: only for a request whose credential
+// was accepted. An outsider's refused request keeps none, so that nothing
+// it chose looks like an id of the relay's or of its directory's.
+func clientRequestID(info *scim.RequestInfo) string {
+	if !info.Authenticated {
+		return ""
+	}
+	return info.ClientRequestID
 }
 
 // logTenant is the tenant a request's log entry is filed under: the one

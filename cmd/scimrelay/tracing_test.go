@@ -159,7 +159,7 @@ func TestTracing(t *testing.T) {
 	const traceState = "vendor=opaque-1,other=x"
 	created := p.scim("acme", acmeToken, "POST", "/Users",
 		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+userName+`","emails":[{"value":"`+email+`","type":"work"}]}`,
-		"traceparent", "00-"+traceID+"-"+callerSpan+"-01", "tracestate", traceState).want(t, 201)
+		"traceparent", "00-"+traceID+"-"+callerSpan+"-01", "tracestate", traceState, "X-Request-Id", "idp-trace-1").want(t, 201)
 
 	var d delivery
 	select {
@@ -209,7 +209,7 @@ func TestTracing(t *testing.T) {
 		t.Errorf("span kinds: request %v, publish %v, deliver %v", request.Kind, publish.Kind, deliver.Kind)
 	}
 	want := map[string]string{"scimrelay.tenant": "acme", "scimrelay.operation": "create", "http.response.status_code": "201", "http.route": "/scim/v2/{tenant}/Users",
-		"scimrelay.request_id": created.header.Get("X-Request-Id")}
+		"scimrelay.request_id": created.header.Get("X-Request-Id"), "scimrelay.client_request_id": "idp-trace-1"}
 	if want["scimrelay.request_id"] == "" {
 		t.Error("the SCIM answer has no X-Request-Id")
 	}

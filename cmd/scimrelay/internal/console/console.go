@@ -71,6 +71,8 @@ type Console struct {
 	root     http.Handler
 	// sweepEvery is how often Run sweeps the sessions (tests shorten it).
 	sweepEvery time.Duration
+	// loginKey signs the sign-in form's tokens; random, the process's own.
+	loginKey [32]byte
 }
 
 var _ http.Handler = (*Console)(nil)
@@ -104,6 +106,7 @@ func New(o Options) (*Console, error) {
 		sessions: newSessions(o.IdleTimeout, o.MaxAge, o.Now),
 		attempts: o.TokenAttempts, sweepEvery: sweepEvery,
 	}
+	_, _ = rand.Read(c.loginKey[:])
 	mux := http.NewServeMux()
 	// /ui without the slash is the console's answer too, with its headers.
 	mux.Handle("GET /ui", http.RedirectHandler(Prefix, http.StatusMovedPermanently))
@@ -132,7 +135,7 @@ func New(o Options) (*Console, error) {
 	}))
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(c.handle(func(http.ResponseWriter, *http.Request) error { return errCrossOrigin }))
-	c.root = withSecurityHeaders(withRequestID(withClient(forgetShown(cop.Handler(limitForms(mux))))))
+	c.root = withSecurityHeaders(withRequestID(withClient(forgetShown(cop.Handler(c.limitForms(mux))))))
 	return c, nil
 }
 
@@ -200,10 +203,25 @@ func (c *Console) api(r *http.Request, s *session) *adminclient.Client {
 // maxForm is the most a form may send: the console's are a few fields.
 const maxForm = 64 << 10
 
-// limitForms bounds what a request may send.
-func limitForms(next http.Handler) http.Handler {
+// limitForms bounds what a request may send, and reads a posted form
+// before any handler does: one past the bound is answered 413 here, and
+// nothing acts on it, rather than being taken for a form without its
+// CSRF token.
+func (c *Console) limitForms(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if r.Method == http.MethodPost {
+			// ParseMultipartForm alone does not return ParseForm's error.
+			err := r.ParseForm()
+			if err == nil {
+				err = r.ParseMultipartForm(maxForm)
+			}
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				c.fail(w, r, nil, errFormTooLarge)
+				return
+			}
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -34,6 +34,8 @@ var (
 	errSignIn = errors.New("sign in to the console")
 	// errCSRF: a form without this session's token.
 	errCSRF = &statusError{http.StatusForbidden, "this form is out of date or did not come from this console: reload the page and try again"}
+	// errFormTooLarge: a form past maxForm, not read.
+	errFormTooLarge = &statusError{http.StatusRequestEntityTooLarge, fmt.Sprintf("this form is larger than the console takes (%d KiB): nothing was done", maxForm>>10)}
 	// errCrossOrigin: a request another site's page sent.
 	errCrossOrigin = &statusError{http.StatusForbidden, "cross-origin requests are refused: use the console's own pages"}
 )

@@ -77,6 +77,7 @@ func loadPages() (*pages, error) {
 		"when":     when,
 		"ago":      ago,
 		"pretty":   pretty,
+		"isolate":  isolate,
 		"latency":  func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() },
 		"statusOK": func(status int) bool { return status >= 200 && status < 300 },
 		"backlog":  func(st sinks.Status) uint64 { return st.Pending + uint64(st.InFlight) },
@@ -160,11 +161,12 @@ func ago(now, t time.Time) string {
 	return fmt.Sprintf("%dd%s", int(d.Hours()/24), suffix)
 }
 
-// pretty indents JSON for reading.
+// pretty indents JSON for reading, its bidirectional control characters
+// escaped (escapeBidi).
 func pretty(raw json.RawMessage) string {
 	var b bytes.Buffer
 	if err := json.Indent(&b, raw, "", "  "); err != nil {
-		return string(raw)
+		return escapeBidi(string(raw))
 	}
-	return b.String()
+	return escapeBidi(b.String())
 }

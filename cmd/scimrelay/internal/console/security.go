@@ -3,11 +3,17 @@
 package console
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"math"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
@@ -45,13 +51,52 @@ type loginData struct {
 	CSRF string // the sign-in form's own token (there is no session yet)
 }
 
+// loginTokenLife is how long a sign-in form's token is taken: its
+// cookie's Max-Age, and the expiry its MAC covers.
+const loginTokenLife = time.Hour
+
 // loginToken sets a fresh sign-in form token in a cookie and returns it
 // for the form: a double-submit token, since there is no session to bind
 // one to; with SameSite=Strict another site's form cannot send the cookie.
+// The token is signed (newLoginToken), so that a pair of cookie and field
+// planted by someone who can set cookies for the console's host (another
+// service on 127.0.0.1: cookies ignore ports) is refused too.
 func (c *Console) loginToken(w http.ResponseWriter, r *http.Request) string {
-	tok := randomToken()
-	setCookie(w, r, loginCookie, tok, Prefix+"login", 3600)
+	tok := c.newLoginToken()
+	setCookie(w, r, loginCookie, tok, Prefix+"login", int(loginTokenLife/time.Second))
 	return tok
+}
+
+// newLoginToken returns 16 random bytes and an expiry, with their
+// HMAC-SHA256 under the process's loginKey, base64url-encoded.
+func (c *Console) newLoginToken() string {
+	b := make([]byte, 24, 24+sha256.Size)
+	_, _ = rand.Read(b[:16])
+	binary.BigEndian.PutUint64(b[16:], uint64(c.now().Add(loginTokenLife).Unix()))
+	return base64.RawURLEncoding.EncodeToString(c.loginMAC(b))
+}
+
+// loginMAC appends the MAC of a sign-in token's body to it.
+func (c *Console) loginMAC(body []byte) []byte {
+	m := hmac.New(sha256.New, c.loginKey[:])
+	m.Write(body)
+	return m.Sum(body)
+}
+
+// checkLoginToken takes a sign-in form's token: the form's and the
+// cookie's the same, made by this process (its MAC) and not expired.
+func (c *Console) checkLoginToken(r *http.Request) error {
+	ck, err := r.Cookie(loginCookie)
+	form := r.PostFormValue("csrf")
+	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(form), []byte(ck.Value)) != 1 {
+		return errCSRF
+	}
+	b, err := base64.RawURLEncoding.DecodeString(form)
+	if err != nil || len(b) != 24+sha256.Size || !hmac.Equal(c.loginMAC(b[:24:24]), b) ||
+		c.now().Unix() >= int64(binary.BigEndian.Uint64(b[16:24])) {
+		return errCSRF
+	}
+	return nil
 }
 
 // GET /ui/login
@@ -68,10 +113,8 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) error {
 // checks the token (the console has no credential of its own to compare
 // with): a token it refuses is refused here.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
-	ck, err := r.Cookie(loginCookie)
-	form := r.PostFormValue("csrf")
-	if err != nil || form == "" || subtle.ConstantTimeCompare([]byte(form), []byte(ck.Value)) != 1 {
-		return errCSRF
+	if err := c.checkLoginToken(r); err != nil {
+		return err
 	}
 	// The budget of wrong tokens is the admin API's (admin.TokenAttempts),
 	// checked before the token is, and it logs the refusals, summed.
@@ -82,6 +125,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	defer attempt.Done()
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	probe := &session{token: token}
+	var err error
 	if token != "" {
 		_, err = c.api(r, probe).Tenants(r.Context())
 	}

@@ -132,7 +132,8 @@ func description(s string) string {
 
 // ServeHTTP answers one token request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	info := &scim.RequestInfo{Start: time.Now(), RequestID: scim.RequestID(r), Method: r.Method, Path: r.URL.Path, Operation: "token"}
+	info := &scim.RequestInfo{Start: time.Now(), RequestID: scim.NewRequestID(), ClientRequestID: scim.ClientRequestID(r),
+		Method: r.Method, Path: r.URL.Path, Operation: "token"}
 	// Token responses and errors must not be cached (RFC 6749 §5.1).
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")

@@ -138,6 +138,8 @@ type Request struct {
 	Route        string // the path's template, e.g. /scim/v2/{tenant}/Users/{id}
 	RequestID    string
 	Status       int
+	// ClientRequestID is the X-Request-Id the client sent, when kept.
+	ClientRequestID string
 }
 
 // Annotate names the request's span ("SCIM create User") and records what
@@ -166,6 +168,9 @@ func Annotate(ctx context.Context, r Request) {
 	}
 	if r.Route != "" {
 		attrs = append(attrs, semconv.HTTPRoute(r.Route))
+	}
+	if r.ClientRequestID != "" {
+		attrs = append(attrs, attribute.String("scimrelay.client_request_id", r.ClientRequestID))
 	}
 	span.SetAttributes(attrs...)
 	if r.Status >= 500 {

@@ -101,7 +101,11 @@
       summary.appendChild(part);
     });
     var pre = document.createElement("pre");
-    pre.textContent = JSON.stringify(e, null, 2);
+    // Bidirectional control characters (a right-to-left override in a
+    // userName) as their \u escapes: the same JSON, shown as it is.
+    pre.textContent = JSON.stringify(e, null, 2).replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, function (c) {
+      return "\\u" + ("000" + c.charCodeAt(0).toString(16)).slice(-4);
+    });
     details.appendChild(summary);
     details.appendChild(pre);
     item.appendChild(details);
