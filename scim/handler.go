@@ -652,8 +652,12 @@ func (h *Handler) readAgain(r *http.Request, jw *jsonWriter, err error, attempt 
 		return false
 	}
 	if jw.started {
+		id := ""
+		if info := infoOf(jw.w); info != nil {
+			id = info.RequestID
+		}
 		h.log.InfoContext(r.Context(), "scim answer cut off: a group changed while its members were sent; the client reads it again",
-			"path", r.URL.Path, "request_id", RequestID(r))
+			"path", r.URL.Path, "request_id", id)
 		return false
 	}
 	jw.buf = jw.buf[:0]
