@@ -187,9 +187,10 @@ func NewRequestLog(s *Store, o LogOptions, log *slog.Logger) *RequestLog {
 var readOperations = map[string]bool{"get": true, "list": true, "search": true, "discovery": true}
 
 // summarised reports whether an entry is recorded in a per-minute summary
-// rather than on its own: a successful read, unless every read is kept.
+// rather than on its own: a successful read with nothing to say (an
+// answer cut off says so in its detail), unless every read is kept.
 func (l *RequestLog) summarised(e LogEntry) bool {
-	return !l.allReads && e.Count == 0 && readOperations[e.Operation] && e.Status > 0 && e.Status < 400
+	return !l.allReads && e.Count == 0 && readOperations[e.Operation] && e.Status > 0 && e.Status < 400 && e.Detail == ""
 }
 
 // refusalsAlone is how many refusals of unauthenticated requests are

@@ -40,7 +40,8 @@ func runLog(t *testing.T, s *Store, o LogOptions, entries []LogEntry) *RequestLo
 
 // TestLogSummarisesReads: successful reads become one entry per minute,
 // tenant, operation, resource type and status, with their count and
-// latencies; writes and refused reads stay one by one.
+// latencies; writes, refused reads and reads with something to say (an
+// answer cut off) stay one by one.
 func TestLogSummarisesReads(t *testing.T) {
 	s, c, _ := openStore(t)
 	start := c.now()
@@ -58,6 +59,8 @@ func TestLogSummarisesReads(t *testing.T) {
 		LogEntry{Time: start.Add(2 * time.Second), Tenant: "acme", Method: "GET", Operation: "get", Resource: "User", Status: 404, RequestID: "missing1"},
 		LogEntry{Time: start.Add(3 * time.Second), Tenant: "acme", Method: "GET", Operation: "get", Resource: "User", Status: 404, RequestID: "missing2"},
 		LogEntry{Time: start.Add(4 * time.Second), Tenant: "acme", Method: "POST", Operation: "create", Resource: "User", Status: 201, RequestID: "create"},
+		LogEntry{Time: start.Add(5 * time.Second), Tenant: "acme", Method: "GET", Operation: "get", Resource: "Group", Status: 200, RequestID: "cut",
+			Detail: "answer cut off: a group changed while its members were sent; read again"},
 	)
 	c.add(2 * time.Minute) // the minutes are over when the log writes them
 	l := runLog(t, s, LogOptions{}, entries)
@@ -71,21 +74,21 @@ func TestLogSummarisesReads(t *testing.T) {
 	}
 	// Requests are filed at their time; a summary when it is written, after
 	// its minute, with its minute as its time.
-	want := []string{"2s get 404 count=0", "3s get 404 count=0", "4s create 201 count=0", "0s get 200 count=100", "0s list 200 count=3", "1m0s list 200 count=3"}
+	want := []string{"2s get 404 count=0", "3s get 404 count=0", "4s create 201 count=0", "5s get 200 count=0", "0s get 200 count=100", "0s list 200 count=3", "1m0s list 200 count=3"}
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("entries:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 	// A reader following the log from the last request it read still finds
 	// the summaries written after it, though their minutes are earlier.
-	after, err := l.Query(ctx, LogQuery{Since: start.Add(-time.Hour), After: got[2].Key})
+	after, err := l.Query(ctx, LogQuery{Since: start.Add(-time.Hour), After: got[3].Key})
 	if err != nil || len(after) != 3 || after[0].Count != 100 {
-		t.Fatalf("following after %q: %d entries (%v), want the 3 summaries", got[2].Key, len(after), err)
+		t.Fatalf("following after %q: %d entries (%v), want the 3 summaries", got[3].Key, len(after), err)
 	}
-	if sum := got[3]; sum.Latency != 50500*time.Microsecond || sum.LatencyMax != 100*time.Millisecond || sum.RequestID != "g99" {
+	if sum := got[4]; sum.Latency != 50500*time.Microsecond || sum.LatencyMax != 100*time.Millisecond || sum.RequestID != "g99" {
 		t.Errorf("summary of gets: mean %s, max %s, last %s", sum.Latency, sum.LatencyMax, sum.RequestID)
 	}
 	counts, err := l.Count(ctx, start.Add(-time.Hour))
-	if err != nil || len(counts) != 1 || counts[0].Total != 109 || counts[0].Class2 != 107 || counts[0].Class4 != 2 {
+	if err != nil || len(counts) != 1 || counts[0].Total != 110 || counts[0].Class2 != 108 || counts[0].Class4 != 2 {
 		t.Fatalf("counts %+v, %v; want every request counted", counts, err)
 	}
 }

@@ -187,8 +187,9 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 // paging by startIndex while resources are added would never see such a
 // resource: it lands on a page already read. It gets an id drawn now,
 // later than every id drawn before, and everything made of the id is
-// prepared again. Once only: after a clock stepped back across a restart
-// no id drawn now sorts last, and the create goes on in the order it has.
+// prepared again. Once only, and only when the new id does sort last:
+// after a clock stepped back across a restart no id drawn now does, and
+// the create goes on with the id it has.
 func (w *txWrite) inOrder(tb *bolt.Bucket, t *tenant, p *preparedCreate) (*preparedCreate, error) {
 	last, _ := resourceBucket(tb, p.res.Type).Cursor().Last()
 	if last == nil || string(last) < p.res.ID() {
@@ -197,6 +198,9 @@ func (w *txWrite) inOrder(tb *bolt.Bucket, t *tenant, p *preparedCreate) (*prepa
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("generating an id: %w", err)
+	}
+	if string(last) >= id.String() {
+		return p, nil // no id drawn now sorts last: not worth preparing again
 	}
 	res := p.res.Clone()
 	res.Attrs["id"] = id.String()

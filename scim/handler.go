@@ -589,26 +589,35 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	proj := ParseProjection(c.rt, p.attributes, p.excluded)
 	q.Stored = proj.whole()
 	lw := newJSONWriter(w, http.StatusOK, "")
+	// A group that changed between the list and the read of its members
+	// is read again and written in its place while it still matches the
+	// filter (one on members cannot be told without them).
+	still := func(cur *Resource) bool {
+		return q.Filter == nil || (!q.Filter.References("members") && q.Filter.Match(cur))
+	}
 	for attempt := 1; ; attempt++ {
 		page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
 		if err != nil {
 			return err
 		}
-		err = h.writePage(r.Context(), lw, c, q, page, proj)
+		err = h.writePage(r.Context(), lw, c, q, page, proj, still)
 		if err == nil {
 			return lw.finish()
 		}
-		if !h.readAgain(r, lw, err, attempt) {
-			return lw.abort(changedError(err, "the groups of this page"))
+		if !errors.Is(err, ErrChanged) || lw.started || attempt == readAttempts {
+			return h.fail(r, lw, err, "the groups of this page")
 		}
-		// A listed group changed, or was deleted, before its members were
-		// read: the page is taken again.
+		// A listed group was deleted, or no longer matches, and nothing
+		// was sent: the page is taken again.
+		lw.buf = lw.buf[:0]
 	}
 }
 
-// writePage writes a list answer: the page's resources, a Group's members
-// read as of the version listed.
-func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Query, page Page, proj *Projection) error {
+// writePage writes a list answer: the page's resources, each Group with
+// the members of the version it is written at. A listed group deleted
+// before its members were read, or one that no longer belongs, is
+// ErrChanged.
+func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Query, page Page, proj *Projection, still func(*Resource) bool) error {
 	lw.raw(`{"schemas":["` + ListResponseSchema + `"],"totalResults":`)
 	lw.raw(strconv.Itoa(page.Total))
 	lw.raw(`,"startIndex":` + strconv.Itoa(q.StartIndex) + `,"itemsPerPage":` + strconv.Itoa(len(page.Resources)+len(page.Stored)) + `,"Resources":[`)
@@ -621,7 +630,10 @@ func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Quer
 	}
 	for _, res := range page.Resources {
 		next()
-		if err := h.writeResource(ctx, lw, c, res, proj); err != nil {
+		if _, err := h.writeLatest(ctx, lw, c, res, proj, still); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return ErrChanged
+			}
 			return err
 		}
 	}
@@ -635,41 +647,60 @@ func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Quer
 	return nil
 }
 
-// readAttempts bounds how often one answer is read again because a group
-// in it changed between the read of the group and the read of its members
-// (ErrChanged): once is a concurrent write, three times in a row is a
-// group changing faster than it can be answered.
+// readAttempts bounds how often a group is read again because it changed
+// between the read of the group and the read of its members (ErrChanged):
+// once is a concurrent write, three times in a row is a group changing
+// faster than it can be answered.
 const readAttempts = 3
 
-// readAgain reports whether an answer that failed with err, on its
-// attempt'th read, is to be read again: err is ErrChanged, nothing of the
-// answer was sent, and attempts are left. The writer is then empty again.
-// An answer whose first bytes were sent (a group of thousands of members
-// is sent while it is read) cannot be taken back: its connection is cut
-// (abort), and the client reads it again.
-func (h *Handler) readAgain(r *http.Request, jw *jsonWriter, err error, attempt int) bool {
-	if !errors.Is(err, ErrChanged) {
-		return false
-	}
-	if jw.started {
-		id := ""
-		if info := infoOf(jw.w); info != nil {
-			id = info.RequestID
+// writeLatest writes res as writeResource does. A Group found changed
+// before its members were read, while nothing of it was sent, is read
+// again and written in its place, up to readAttempts times, as long as
+// still (nil: always) says the group as it is now belongs in the answer;
+// a single resource's answer takes the version written as its ETag. It
+// returns the resource written, or the error of the last read: ErrChanged
+// (the group kept changing, no longer belongs, or changed after part of
+// it was sent), or the Get's (ErrNotFound: deleted).
+func (h *Handler) writeLatest(ctx context.Context, jw *jsonWriter, c *call, res *Resource, proj *Projection, still func(*Resource) bool) (*Resource, error) {
+	mark, sent := len(jw.buf), jw.sent
+	for attempt := 1; ; attempt++ {
+		err := h.writeResource(ctx, jw, c, res, proj)
+		if !errors.Is(err, ErrChanged) || jw.sent != sent || attempt == readAttempts {
+			return res, err
 		}
-		h.log.InfoContext(r.Context(), "scim answer cut off: a group changed while its members were sent; the client reads it again",
-			"path", r.URL.Path, "request_id", id)
-		return false
+		jw.buf = jw.buf[:mark]
+		cur, err := h.backend.Get(ctx, c.tenant, c.rt, res.ID())
+		if err != nil {
+			return res, err
+		}
+		if still != nil && !still(cur) {
+			return res, ErrChanged
+		}
+		res = cur
+		if jw.etag != "" {
+			jw.etag = res.Meta().Version
+		}
 	}
-	jw.buf = jw.buf[:0]
-	return attempt < readAttempts
 }
 
-// changedError is what a client is answered when err, an answer's read,
-// is ErrChanged readAttempts times in a row: the answer is unavailable
-// for now, not wrong.
-func changedError(err error, what string) error {
+// fail ends an answer that err broke. An answer whose first bytes were
+// sent cannot be taken back: a group that changed while its members were
+// sent (a group of more than a page of members, or a list whose earlier
+// groups filled the first 64 KiB) cuts the connection, and the client
+// reads again as after any broken read; the request's log entry says so.
+// One that sent nothing is a 503 when a group kept changing.
+func (h *Handler) fail(r *http.Request, jw *jsonWriter, err error, what string) error {
 	if !errors.Is(err, ErrChanged) {
-		return err
+		return jw.abort(err)
+	}
+	if jw.started {
+		const detail = "answer cut off: a group changed while its members were sent; read again"
+		id := ""
+		if info := infoOf(jw.w); info != nil {
+			id, info.Detail = info.RequestID, detail
+		}
+		h.log.InfoContext(r.Context(), "scim "+detail, "path", r.URL.Path, "request_id", id)
+		return jw.abort(err)
 	}
 	return Errorf(ErrUnavailable, "%s changed %d times while the answer was read; read again", what, readAttempts)
 }
@@ -890,30 +921,34 @@ func (c *call) noteIgnored(names []string) {
 
 // respond writes one resource with its ETag. A Group that changed after
 // res was read, before its members were, is read again, so that the
-// members answered are those of the version the ETag names (a write's
-// answer may then show a later write's version, whole).
+// members answered are those of the version the ETag names (writeLatest).
+// A write's answer is never a failure, its change being stored: a group
+// that kept changing, or was deleted, before its members were read is
+// answered as the write stored it, without its members.
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, status int, res *Resource, proj *Projection) error {
 	jw := newJSONWriter(w, status, res.Meta().Version)
-	for attempt := 1; ; attempt++ {
-		err := h.writeResource(r.Context(), jw, c, res, proj)
-		if err == nil {
-			return jw.finish()
-		}
-		if !h.readAgain(r, jw, err, attempt) {
-			return jw.abort(changedError(err, c.rt.Name+" "+res.ID()))
-		}
-		if res, err = h.backend.Get(r.Context(), c.tenant, c.rt, res.ID()); err != nil {
-			return err
-		}
-		jw.etag = res.Meta().Version
+	_, err := h.writeLatest(r.Context(), jw, c, res, proj, nil)
+	if err != nil && r.Method != http.MethodGet && !jw.started && (errors.Is(err, ErrChanged) || errors.Is(err, ErrNotFound)) {
+		jw.buf, jw.etag = h.appendResource(jw.buf[:0], c, res, proj), res.Meta().Version
+		err = nil
 	}
+	if err != nil {
+		return h.fail(r, jw, err, c.rt.Name+" "+res.ID())
+	}
+	return jw.finish()
+}
+
+// appendResource writes a resource, projected, with meta.location and
+// $ref values set from the base URL; a Group without its members.
+func (h *Handler) appendResource(b []byte, c *call, res *Resource, proj *Projection) []byte {
+	return proj.Apply(res).appendJSON(b, &links{location: c.location(res), base: c.base})
 }
 
 // writeResource writes a resource, projected, with meta.location and $ref
 // values set from the base URL. A Group's members are streamed from the
 // backend in chunks, so that a group of 100,000 members is never held whole.
 func (h *Handler) writeResource(ctx context.Context, jw *jsonWriter, c *call, res *Resource, proj *Projection) error {
-	b := proj.Apply(res).appendJSON(jw.buf, &links{location: c.location(res), base: c.base})
+	b := h.appendResource(jw.buf, c, res, proj)
 	if res.Type != GroupResourceType || !proj.Wants("members") {
 		jw.buf = b
 		return nil
@@ -1310,6 +1345,7 @@ type jsonWriter struct {
 	buf     []byte
 	pooled  *[]byte // where buf came from, to go back to answerBuffers
 	started bool
+	sent    int // bytes sent before finish
 }
 
 // answerBuffers holds the buffers answers are written in, for the next
@@ -1351,6 +1387,7 @@ func (jw *jsonWriter) flushIfLarge() error {
 	}
 	jw.start()
 	_, err := jw.w.Write(jw.buf)
+	jw.sent += len(jw.buf)
 	jw.buf = jw.buf[:0]
 	return err
 }

@@ -774,11 +774,48 @@ func TestGroupAnswersAreOfOneVersion(t *testing.T) {
 		r.wantError(t, 503, "", fmt.Sprintf("Group %s changed %d times while the answer was read; read again", gid, readAttempts))
 	})
 
-	t.Run("a large group changed after its answer began", func(t *testing.T) {
-		var ids []string
-		for i := range memberChunk + 1 {
-			ids = append(ids, user(fmt.Sprintf("big%d", i)))
+	t.Run("a write's answer when the group keeps changing", func(t *testing.T) {
+		gid := group("g4")
+		users := []string{ann, bob, user("ed"), user("fay")}
+		hook(func(call int) {
+			if call <= len(users) {
+				addMember(gid, users[call-1])
+			}
+		})
+		r := ts.do("PUT", "/Groups/"+gid, `{"schemas":["`+GroupSchema+`"],"displayName":"g4-renamed"}`)
+		hook(nil)
+		// The PUT is stored (version 2); the answer is that version, without
+		// the members later writes added.
+		r.want(t, 200)
+		if r.header.Get("ETag") != `W/"2"` || r.str("displayName") != "g4-renamed" || r.json["members"] != nil {
+			t.Fatalf("ETag %s, answer %s; want the group as the PUT stored it, version 2, without members", r.header.Get("ETag"), r.body)
 		}
+	})
+
+	var big []string
+	for i := range memberChunk + 1 {
+		big = append(big, user(fmt.Sprintf("big%d", i)))
+	}
+
+	t.Run("a listed group changed after the page began to be sent", func(t *testing.T) {
+		group("z-1", big...) // its members fill more than the first 64 KiB
+		small := group("z-2", ann)
+		hook(func(call int) {
+			if call == 3 { // z-1 takes two pages of members
+				addMember(small, bob)
+			}
+		})
+		r := ts.do("GET", "/Groups?filter="+url.QueryEscape(`displayName sw "z-"`), "").want(t, 200)
+		hook(nil)
+		res := r.json["Resources"].([]any)
+		got := res[1].(map[string]any)
+		if len(res) != 2 || got["id"] != small || got["meta"].(map[string]any)["version"] != `W/"2"` || !slices.Equal(memberValues(got), slices.Sorted(slices.Values([]string{ann, bob}))) {
+			t.Fatalf("z-2 in the list: %v; want version 2 with ann and bob", got)
+		}
+	})
+
+	t.Run("a large group changed after its answer began", func(t *testing.T) {
+		ids := big
 		gid := group("big", ids...)
 		hook(func(call int) {
 			if call == 2 {
@@ -799,6 +836,20 @@ func TestGroupAnswersAreOfOneVersion(t *testing.T) {
 		body, err := io.ReadAll(res.Body)
 		if err == nil {
 			t.Fatalf("status %d and a whole body of %d bytes; want the connection cut once the group changed", res.StatusCode, len(body))
+		}
+		// The request's log entry says the answer was cut off.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			ts.mu.Lock()
+			last := ts.infos[len(ts.infos)-1]
+			ts.mu.Unlock()
+			if last.Path == "/scim/v2/acme/Groups/"+gid && strings.Contains(last.Detail, "answer cut off") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the cut answer's entry: %+v", last)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 }

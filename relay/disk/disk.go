@@ -8,16 +8,25 @@
 // added). It imports nothing of the project.
 package disk
 
-import "os"
+import (
+	"errors"
+	"os"
+	"syscall"
+)
 
 // SyncDir flushes dir, so that a rename or removal in it survives a
 // crash: without it a file renamed into place may be found under its old
-// name, or not at all, after a power cut.
+// name, or not at all, after a power cut. A file system that cannot flush
+// a directory (EINVAL: some network and FUSE mounts) keeps its renames as
+// it keeps them; that is no error.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	return nil
 }
