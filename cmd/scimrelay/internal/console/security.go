@@ -127,7 +127,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	probe := &session{token: token}
 	var err error
 	if token != "" {
-		_, err = c.api(r, probe).Tenants(r.Context())
+		_, err = c.api(probe).Tenants(r.Context())
 	}
 	var api *adminclient.Error
 	if token == "" || errors.As(err, &api) && api.Status == http.StatusUnauthorized {
