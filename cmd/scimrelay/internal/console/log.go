@@ -111,7 +111,10 @@ func (c *Console) logEntry(w http.ResponseWriter, r *http.Request, s *session) e
 	if err != nil {
 		return err
 	}
-	c.render(w, r, http.StatusOK, "logentry", page{Title: "Request " + detail.Entry.RequestID, Nav: "log", CSRF: s.csrf, Data: showDetail(detail)})
+	// An entry written before the relay made every request id its own may
+	// hold a client's, bidi control characters and all.
+	id := detail.Entry.RequestID
+	c.render(w, r, http.StatusOK, "logentry", page{Title: "Request " + id, Heading: "Request " + isolate(id), Nav: "log", CSRF: s.csrf, Data: showDetail(detail)})
 	return nil
 }
 
