@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -166,8 +167,10 @@ func checkHeaders(t *testing.T, what string, p page) {
 }
 
 // TestConsoleSignIn: the admin token is exchanged for a session cookie
-// (HttpOnly, SameSite=Strict, Secure over TLS); a wrong one is refused;
-// signing out ends the session, even for a copy of its cookie.
+// (HttpOnly, SameSite=Strict, Secure over TLS); a wrong one is refused, and
+// so is a sign-in form that another service on the host planted and sent
+// from its page; signing out ends the session, even for a copy of its
+// cookie.
 func TestConsoleSignIn(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	b := newBrowser(t, p)
@@ -179,14 +182,41 @@ func TestConsoleSignIn(t *testing.T) {
 	b.post("/ui/login", url.Values{"token": {"wrong-token"}}).want(t, http.StatusUnauthorized, "not the admin token")
 	b.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"forged"}}).want(t, http.StatusForbidden, "out of date")
 	b.get("/ui/").redirect(t, "/ui/login")
-	// A pair of cookie and field that another service on the host planted
-	// (cookies ignore ports) is refused too: the console signs its tokens.
+	// A pair of cookie and field that the console did not give out, such as
+	// one another service on the host made up and planted (cookies ignore
+	// ports), is refused: the console signs its tokens.
 	planted := newBrowser(t, p)
 	loginURL, _ := url.Parse(p.adminURL + "/ui/login")
 	planted.client.Jar.SetCookies(loginURL, []*http.Cookie{{Name: "scimrelay_console_login", Value: "abc", Path: "/ui/login"}})
 	if res := planted.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {"abc"}}).want(t, http.StatusForbidden, "out of date"); cookieNamed(res.header, "scimrelay_console") != nil {
 		t.Fatal("a planted sign-in token pair started a session")
 	}
+	// The signature does not stop such a service: it can fetch a good pair
+	// from the sign-in page and plant that. What refuses the form it then
+	// sends from its page, on another port (same-site, so SameSite=Strict
+	// lets the cookie go), is the cross-origin check: by Sec-Fetch-Site, or
+	// by Origin from a browser that sends none. The same pair sent from the
+	// console's own page signs in.
+	fetched := newBrowser(t, p)
+	fetched.get("/ui/login").want(t, http.StatusOK)
+	victim := newBrowser(t, p)
+	victim.client.Jar.SetCookies(loginURL, fetched.client.Jar.Cookies(loginURL))
+	port, _ := strconv.Atoi(loginURL.Port())
+	otherPort := fmt.Sprintf("http://%s:%d", loginURL.Hostname(), port+1)
+	for name, header := range map[string]map[string]string{
+		"a browser":                        {"Origin": otherPort, "Sec-Fetch-Site": "same-site"},
+		"a browser without Sec-Fetch-Site": {"Origin": otherPort},
+	} {
+		req, _ := http.NewRequest("POST", victim.base+"/ui/login", strings.NewReader(url.Values{"token": {adminSecret}, "csrf": {fetched.csrf}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		if res := victim.do(req); res.status != http.StatusForbidden || !strings.Contains(res.body, "cross-origin requests are refused") || cookieNamed(res.header, "scimrelay_console") != nil {
+			t.Errorf("a fetched pair planted and sent from another port's page by %s: %d, want 403 cross-origin and no session:\n%s", name, res.status, res.body)
+		}
+	}
+	victim.post("/ui/login", url.Values{"token": {adminSecret}, "csrf": {fetched.csrf}}).redirect(t, "/ui/")
 
 	ok := b.signIn(adminSecret)
 	ok.redirect(t, "/ui/")
@@ -234,6 +264,29 @@ func TestConsoleSignIn(t *testing.T) {
 	u, _ = url.Parse(p.adminURL + "/ui/")
 	again.client.Jar.SetCookies(u, []*http.Cookie{{Name: "scimrelay_console", Value: kept, Path: "/ui/"}})
 	again.get("/ui/").redirect(t, "/ui/login")
+}
+
+// TestConsoleStaleSignInPage: a sign-in page older than an hour, or than
+// a restart of the relay, is refused with 403 asking to reload it (its
+// token was signed for an hour, with the key of the process that made
+// it); reloaded, it signs in.
+func TestConsoleStaleSignInPage(t *testing.T) {
+	const reload = "this form is out of date or did not come from this console: reload the page and try again"
+	clock := newTestClock()
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll, withClock(clock.now))
+	b := newBrowser(t, p)
+	b.get("/ui/login").want(t, http.StatusOK)
+	clock.add(time.Hour)
+	b.post("/ui/login", url.Values{"token": {adminSecret}}).want(t, http.StatusForbidden, reload)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+
+	stale := newBrowser(t, p)
+	stale.get("/ui/login").want(t, http.StatusOK)
+	p.stop()
+	p = startRelay(t, p.srv.cfg, roleAll, withClock(clock.now))
+	stale.base = p.adminURL // the cookie goes along: cookies ignore ports
+	stale.post("/ui/login", url.Values{"token": {adminSecret}}).want(t, http.StatusForbidden, reload)
+	stale.signIn(adminSecret).redirect(t, "/ui/")
 }
 
 // TestConsoleSessionExpiry: a session ends after admin.session_idle

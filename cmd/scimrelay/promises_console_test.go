@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -435,6 +436,33 @@ func TestConsoleIsolatesBidiText(t *testing.T) {
 	}
 	if !resource || !changed || !event {
 		t.Errorf("isolated on a request's page: resource %v, what changed %v, the CloudEvent escaped %v", resource, changed, event)
+	}
+}
+
+// TestConsoleIsolatesAnEarlierRequestID: an entry written before the
+// relay made every request id its own may hold a client's, with a bidi
+// control character in it. Its page shows the id isolated in its heading
+// and its facts, and in its <title>, where markup cannot go, with the
+// character as its code point.
+func TestConsoleIsolatesAnEarlierRequestID(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	p.srv.reqLog.Record(relay.LogEntry{Time: time.Now(), RequestID: "okta-\u202e1-gpj.exe", Tenant: "acme", Method: "POST",
+		Path: "/scim/v2/acme/Users", Operation: "create", Resource: "User", Status: 201})
+	var key []string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if key = regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindStringSubmatch(b.get("/ui/log?tenant=acme").body); key == nil {
+			return fmt.Errorf("the entry is not in the log")
+		}
+		return nil
+	})
+	body := b.get("/ui/log/"+key[1]).want(t, http.StatusOK,
+		`<h1>Request <bdi>okta-<span class="bidi-control" title="a bidirectional control character, shown instead of applied">U+202E</span>1-gpj.exe</bdi></h1>`,
+		`<dt>Request id</dt><dd><code><bdi>okta-<span class="bidi-control" title="a bidirectional control character, shown instead of applied">U+202E</span>1-gpj.exe</bdi></code></dd>`).body
+	if title := regexp.MustCompile(`<title>(.*)</title>`).FindStringSubmatch(body); title == nil || html.UnescapeString(title[1]) != "Request okta-U+202E1-gpj.exe · scimrelay" {
+		t.Errorf("the page's title is %q, want the override shown as U+202E", title)
+	}
+	if strings.ContainsRune(body, '\u202e') {
+		t.Errorf("the entry's page holds the override itself:\n%s", body)
 	}
 }
 

@@ -170,6 +170,7 @@ func (h *Handler) api(pattern string, f apiFunc) {
 		rw := &responseWriter{ResponseWriter: w}
 		err := h.authenticate(w, r)
 		if err == nil {
+			r = withClientRequestID(r)
 			err = f(rw, r)
 		}
 		if err != nil {

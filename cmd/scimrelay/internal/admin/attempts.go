@@ -190,8 +190,8 @@ func (a *TokenAttempts) note(r *http.Request, where string, wrong bool) {
 		if wrong {
 			reason = "wrong admin token"
 		}
-		a.log.WarnContext(r.Context(), "admin token refused; more refusals are summed up once a minute", "reason", reason,
-			"client", client, "where", where, "path", r.URL.Path, "request_id", requestIDOf(r.Context()))
+		a.log.WarnContext(r.Context(), "admin token refused; more refusals are summed up once a minute",
+			append([]any{"reason", reason, "client", client, "where", where, "path", r.URL.Path}, requestIDs(r.Context())...)...)
 		return
 	}
 	defer a.mu.Unlock()

@@ -29,20 +29,31 @@ const (
 	actionReload           = "reload"
 )
 
-type consoleClientKey struct{}
+type consoleKey struct{}
+
+// consoleCall is what the console tells the admin API of a call it makes
+// in-process: the browser's address and the console request's id.
+type consoleCall struct{ client, requestID string }
 
 // ForConsoleClient returns ctx for an in-process call of the console made
-// for the browser at addr (its client address): the audit trail names it
-// as the action's client. A request over the network cannot set it.
-func ForConsoleClient(ctx context.Context, addr string) context.Context {
-	return context.WithValue(ctx, consoleClientKey{}, addr)
+// for the browser at addr (its client address) in the console request
+// requestID: the audit trail names the browser as the action's client,
+// and the call's id is the console request's. A request over the network
+// cannot set it.
+func ForConsoleClient(ctx context.Context, addr, requestID string) context.Context {
+	return context.WithValue(ctx, consoleKey{}, consoleCall{client: addr, requestID: requestID})
+}
+
+// consoleOf returns what ForConsoleClient put in ctx, if anything.
+func consoleOf(ctx context.Context) consoleCall {
+	c, _ := ctx.Value(consoleKey{}).(consoleCall)
+	return c
 }
 
 // caller says how r came (api or console) and from which address.
 func caller(r *http.Request) (via, client string) {
 	if r.RemoteAddr == InProcess {
-		addr, _ := r.Context().Value(consoleClientKey{}).(string)
-		return "console", addr
+		return "console", consoleOf(r.Context()).client
 	}
 	return "api", httpmw.ClientAddress(r)
 }
@@ -51,6 +62,6 @@ func caller(r *http.Request) (via, client string) {
 func (h *Handler) audit(r *http.Request, action string, attrs ...any) {
 	via, client := caller(r)
 	attrs = append([]any{"action", action}, attrs...)
-	attrs = append(attrs, "via", via, "client", client, "request_id", requestIDOf(r.Context()))
+	attrs = append(append(attrs, "via", via, "client", client), requestIDs(r.Context())...)
 	h.log.Log(r.Context(), slog.LevelInfo, "admin action", attrs...)
 }

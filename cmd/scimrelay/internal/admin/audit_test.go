@@ -4,6 +4,7 @@ package admin
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -65,4 +66,35 @@ func TestAdminActionsAreAudited(t *testing.T) {
 			t.Fatalf("the log holds a secret:\n%s", f.log.String())
 		}
 	}
+}
+
+// TestCallersDoNotChooseRequestIDs: an admin request's id is the relay's
+// own whatever X-Request-Id its caller sent: the answer's X-Request-Id and
+// its log lines' request_id. A refused request's sender could be anyone,
+// so its id (here one that looks like the relay's, as a legitimate
+// request's would) is in no log line; an accepted caller's is kept apart,
+// as client_request_id on the audit line.
+func TestCallersDoNotChooseRequestIDs(t *testing.T) {
+	f := newFixture(t)
+	relayID := regexp.MustCompile(`^[0-9a-f]{16}$`)
+	const chosen = "5f0c9a2e41d7b388"
+	refused := f.requestAs("guess-0123456789abcdef", "GET", "/admin/v1/tokens", "", "X-Request-Id", chosen).want(t, http.StatusUnauthorized, nil)
+	id := refused.header.Get("X-Request-Id")
+	if !relayID.MatchString(id) || id == chosen {
+		t.Fatalf("the refused request's answer has X-Request-Id %q, want the relay's own", id)
+	}
+	if !strings.Contains(f.log.String(), `msg="admin token refused; more refusals are summed up once a minute" reason="wrong admin token" client=127.0.0.1 where="admin API" path=/admin/v1/tokens request_id=`+id+"\n") {
+		t.Errorf("no refusal line with the relay's request id %s:\n%s", id, f.log.String())
+	}
+	if strings.Contains(f.log.String(), chosen) {
+		t.Errorf("the log holds the id a refused request chose:\n%s", f.log.String())
+	}
+
+	var issued TokenResponse
+	a := f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"entra"}`, "X-Request-Id", "ops-4711").want(t, http.StatusCreated, &issued)
+	if id = a.header.Get("X-Request-Id"); !relayID.MatchString(id) {
+		t.Fatalf("the answer has X-Request-Id %q, want the relay's own", id)
+	}
+	wantAuditLines(t, f.log.String(),
+		`action=token.issue tenant=acme id=`+issued.Token.ID+` name=entra via=api client=127.0.0.1 request_id=`+id+" client_request_id=ops-4711")
 }

@@ -4,8 +4,6 @@ package admin
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -138,16 +135,16 @@ func statusOf(err error) (int, bool) {
 // writeError answers err. When the answer had already begun (a stream, a
 // backup), it can only be cut short: the error is logged.
 func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
-	id := requestIDOf(r.Context())
+	id, ids := requestIDOf(r.Context()), requestIDs(r.Context())
 	status, public := statusOf(err)
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The caller went away (a tail or a log follow ended with ^C):
 		// nothing failed, and nobody reads an answer.
-		h.log.DebugContext(r.Context(), "admin client went away", "request_id", id, "path", r.URL.Path)
+		h.log.DebugContext(r.Context(), "admin client went away", append(ids, "path", r.URL.Path)...)
 		return
 	}
 	if w.started {
-		h.log.ErrorContext(r.Context(), "admin request failed after its answer began", "request_id", id, "path", r.URL.Path, "err", err)
+		h.log.ErrorContext(r.Context(), "admin request failed after its answer began", append(ids, "path", r.URL.Path, "err", err)...)
 		return
 	}
 	// A length set for the answer that did not begin (a backup's) is not
@@ -156,14 +153,14 @@ func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	if reason := natsAway(err); status == http.StatusInternalServerError && !public && reason != "" {
 		// Not the relay's failure, and not one its log explains better
 		// than the answer: say so, and when to ask again.
-		h.log.WarnContext(r.Context(), "admin request failed: NATS is away", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		h.log.WarnContext(r.Context(), "admin request failed: NATS is away", append(ids, "method", r.Method, "path", r.URL.Path, "err", err)...)
 		w.Header().Set("Retry-After", strconv.Itoa(int(natsRetryAfter.Seconds())))
 		err = errorf(http.StatusServiceUnavailable, "NATS is away (%s); try again once it is back: GET /readyz/nats answers 200 then", reason)
 		status, public = statusOf(err)
 	}
 	body := errorBody{Error: err.Error()}
 	if !public {
-		h.log.ErrorContext(r.Context(), "admin request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		h.log.ErrorContext(r.Context(), "admin request failed", append(ids, "method", r.Method, "path", r.URL.Path, "err", err)...)
 		body = errorBody{Error: "internal error; the relay's log has the details under request_id " + id, RequestID: id}
 	}
 	var running *jobs.RunningError
@@ -198,26 +195,61 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush.
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-type requestIDKey struct{}
+type (
+	requestIDKey       struct{}
+	clientRequestIDKey struct{}
+)
 
-// withRequestID gives every request an id, the caller's X-Request-Id when
-// it is a sane one, and answers with it.
+// withRequestID gives every request the relay's own id and answers with
+// it. A caller's X-Request-Id is not taken as the id: anyone who reaches
+// the listener, token or not, could give a log line the id of another
+// request. The console's in-process calls take the console request's id
+// (ForConsoleClient), the relay's own too, so that one id finds a console
+// action in the log.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
-			var b [8]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+		id := ""
+		if r.RemoteAddr == InProcess {
+			id = consoleOf(r.Context()).requestID
+		}
+		if id == "" {
+			id = scim.NewRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})
 }
 
+// withClientRequestID keeps the X-Request-Id the caller sent, when it is
+// a sane one (scim.ClientRequestID), apart from the request's id, for
+// its log lines to carry as client_request_id: a script's id, to match
+// with its own log. Only for a request whose admin token was accepted.
+func withClientRequestID(r *http.Request) *http.Request {
+	client := scim.ClientRequestID(r)
+	if client == "" {
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), clientRequestIDKey{}, client))
+}
+
+// requestIDOf is the request's id: the admin API's (withRequestID), or
+// the console's for a console request that is not an admin API call (a
+// sign-in, whose wrong tokens TokenAttempts logs).
 func requestIDOf(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	return consoleOf(ctx).requestID
+}
+
+// requestIDs are the log attributes that name a request: request_id, and
+// client_request_id when the caller's is kept.
+func requestIDs(ctx context.Context) []any {
+	ids := []any{"request_id", requestIDOf(ctx)}
+	if client, ok := ctx.Value(clientRequestIDKey{}).(string); ok {
+		ids = append(ids, "client_request_id", client)
+	}
+	return ids
 }
 
 // writeJSON writes v as the JSON answer.

@@ -114,7 +114,7 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 		if !follow || natsAway(err) == "" || r.Context().Err() != nil {
 			return err
 		}
-		h.log.WarnContext(r.Context(), "tailing events: NATS is away; the tail begins when it is back", "request_id", requestIDOf(r.Context()), "err", err)
+		h.log.WarnContext(r.Context(), "tailing events: NATS is away; the tail begins when it is back", append(requestIDs(r.Context()), "err", err)...)
 	}
 	NoReadDeadline(w) // the tail lasts as long as its caller reads
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -135,7 +135,7 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, open func(c
 		if ctx.Err() != nil {
 			return false
 		}
-		h.log.WarnContext(ctx, "tailing events: reading the stream failed", "request_id", requestIDOf(ctx), "err", err, "retry_in", retry)
+		h.log.WarnContext(ctx, "tailing events: reading the stream failed", append(requestIDs(ctx), "err", err, "retry_in", retry)...)
 		select {
 		case <-ctx.Done():
 			return false

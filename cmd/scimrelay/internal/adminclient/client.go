@@ -30,8 +30,10 @@ type Client struct {
 	// Timeout bounds each request but a stream's (Tail); 0 waits as long
 	// as the context lets it.
 	Timeout time.Duration
-	// RequestID, when set, is sent as X-Request-Id so that the relay's log
-	// ties the API's work to the caller's request.
+	// RequestID, when set, is sent as X-Request-Id: the relay's log lines
+	// about the request carry it as client_request_id, beside the
+	// relay's own request_id, so that they can be matched with the
+	// caller's.
 	RequestID string
 }
 

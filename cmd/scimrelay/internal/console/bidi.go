@@ -49,14 +49,22 @@ func isolate(s string) template.HTML {
 // escapeBidi writes each bidirectional control character of a JSON text
 // as its \u escape: the same JSON (such a character can only stand inside
 // a string), shown without reordering the line it is on.
-func escapeBidi(json string) string {
-	if !strings.ContainsFunc(json, isBidiControl) {
-		return json
+func escapeBidi(json string) string { return replaceBidi(json, `\u%04x`) }
+
+// plainBidi writes each bidirectional control character of a text as its
+// code point, U+202E, for where isolate's markup cannot go: a page's
+// <title>, which the browser shows in its tab and history.
+func plainBidi(s string) string { return replaceBidi(s, "U+%04X") }
+
+// replaceBidi writes each bidirectional control character of s in format.
+func replaceBidi(s, format string) string {
+	if !strings.ContainsFunc(s, isBidiControl) {
+		return s
 	}
 	var b strings.Builder
-	for _, r := range json {
+	for _, r := range s {
 		if isBidiControl(r) {
-			fmt.Fprintf(&b, `\u%04x`, r)
+			fmt.Fprintf(&b, format, r)
 			continue
 		}
 		b.WriteRune(r)

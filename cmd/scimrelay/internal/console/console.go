@@ -22,7 +22,6 @@ package console
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -32,6 +31,7 @@ import (
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // Prefix is where the console is served.
@@ -188,15 +188,14 @@ func (c *Console) signedIn(f pageFunc) http.Handler {
 	})
 }
 
-// api is the admin API as the signed-in user: their admin token, this
-// request's id.
-func (c *Console) api(r *http.Request, s *session) *adminclient.Client {
+// api is the admin API as the signed-in user: their admin token; the
+// calls take this request's id from its context (withClient).
+func (c *Console) api(s *session) *adminclient.Client {
 	return &adminclient.Client{
-		BaseURL:   "http://admin.in-process",
-		Token:     s.token,
-		HTTP:      &http.Client{Transport: adminclient.HandlerTransport{Handler: c.o.Admin}},
-		Timeout:   time.Minute,
-		RequestID: requestIDOf(r.Context()),
+		BaseURL: "http://admin.in-process",
+		Token:   s.token,
+		HTTP:    &http.Client{Transport: adminclient.HandlerTransport{Handler: c.o.Admin}},
+		Timeout: time.Minute,
 	}
 }
 
@@ -239,24 +238,23 @@ func forgetShown(next http.Handler) http.Handler {
 }
 
 // withClient tells the admin API, through the context of the calls a
-// console request makes, the browser's address: its audit trail names
-// it, as it names the CLI's.
+// console request makes, the browser's address, which its audit trail
+// names as it names the CLI's, and the request's id, which the calls
+// take as theirs.
 func withClient(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r.WithContext(admin.ForConsoleClient(r.Context(), httpmw.ClientAddress(r))))
+		next.ServeHTTP(w, r.WithContext(admin.ForConsoleClient(r.Context(), httpmw.ClientAddress(r), requestIDOf(r.Context()))))
 	})
 }
 
 type requestIDKey struct{}
 
-// withRequestID gives every console request an id, sent to the admin API
-// with its calls and shown with a failure, so that one id finds it in the
-// relay's log.
+// withRequestID gives every console request an id, the relay's own
+// (scim.NewRequestID), taken by the admin API calls it makes (withClient)
+// and shown with a failure, so that one id finds it in the relay's log.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		id := hex.EncodeToString(b[:])
+		id := scim.NewRequestID()
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})

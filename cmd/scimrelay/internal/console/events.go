@@ -37,7 +37,7 @@ type eventsData struct {
 
 // GET /ui/events?tenant=&type=&since=
 func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	tenants, err := c.api(r, s).Tenants(r.Context())
+	tenants, err := c.api(s).Tenants(r.Context())
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (c *Console) eventStream(w http.ResponseWriter, r *http.Request, s *session
 		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
 		return err == nil && rc.Flush() == nil
 	}
-	tail, err := c.api(r, s).Tail(ctx, q)
+	tail, err := c.api(s).Tail(ctx, q)
 	var api *adminclient.Error
 	if err != nil && (!errors.As(err, &api) || api.Status == http.StatusUnauthorized) {
 		return err

@@ -20,7 +20,7 @@ type jobData struct {
 
 // GET /ui/jobs/{id}
 func (c *Console) job(w http.ResponseWriter, r *http.Request, s *session) error {
-	j, err := c.api(r, s).Job(r.Context(), r.PathValue("id"))
+	j, err := c.api(s).Job(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

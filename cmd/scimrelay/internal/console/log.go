@@ -41,7 +41,7 @@ type logData struct {
 
 // GET /ui/log?tenant=&user=&status=&operation=&since=&until=&after=
 func (c *Console) logPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	api, in := c.api(r, s), r.URL.Query()
+	api, in := c.api(s), r.URL.Query()
 	d := logData{Windows: logWindows, Statuses: logStatuses, Operations: logOperations,
 		Tenant: in.Get("tenant"), User: strings.TrimSpace(in.Get("user")), Status: in.Get("status"),
 		Operation: in.Get("operation"), Since: in.Get("since"), Until: in.Get("until")}
@@ -107,11 +107,14 @@ type sinkAttempts struct {
 
 // GET /ui/log/{key}
 func (c *Console) logEntry(w http.ResponseWriter, r *http.Request, s *session) error {
-	detail, err := c.api(r, s).LogEntry(r.Context(), r.PathValue("key"))
+	detail, err := c.api(s).LogEntry(r.Context(), r.PathValue("key"))
 	if err != nil {
 		return err
 	}
-	c.render(w, r, http.StatusOK, "logentry", page{Title: "Request " + detail.Entry.RequestID, Nav: "log", CSRF: s.csrf, Data: showDetail(detail)})
+	// An entry written before the relay made every request id its own may
+	// hold a client's, bidi control characters and all.
+	id := detail.Entry.RequestID
+	c.render(w, r, http.StatusOK, "logentry", page{Title: "Request " + id, Heading: "Request " + isolate(id), Nav: "log", CSRF: s.csrf, Data: showDetail(detail)})
 	return nil
 }
 

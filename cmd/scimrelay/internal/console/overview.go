@@ -39,7 +39,7 @@ type tenantRow struct {
 
 // GET /ui/
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) error {
-	api, ctx := c.api(r, s), r.Context()
+	api, ctx := c.api(s), r.Context()
 	d := overviewData{Now: c.now()}
 	var err error
 	if d.Ready, err = api.Ready(ctx); err != nil {

@@ -25,12 +25,16 @@ var assets embed.FS
 
 // page is what every template gets.
 type page struct {
-	Title  string
-	Nav    string // the current section: overview, tenants, log, sinks, events
-	CSRF   string // the session's token; empty when signed out (no navigation then)
-	Notice string // said once, after an action
-	Error  string
-	Data   any
+	// Title is the page's <title>, each bidi control character in it
+	// shown as its code point (markup cannot go there), and its <h1>
+	// unless Heading, which holds text a client chose, isolated, is set.
+	Title   string
+	Heading template.HTML
+	Nav     string // the current section: overview, tenants, log, sinks, events
+	CSRF    string // the session's token; empty when signed out (no navigation then)
+	Notice  string // said once, after an action
+	Error   string
+	Data    any
 }
 
 // pages are the parsed templates, by name, and the static assets'
@@ -78,6 +82,7 @@ func loadPages() (*pages, error) {
 		"ago":      ago,
 		"pretty":   pretty,
 		"isolate":  isolate,
+		"plain":    plainBidi,
 		"latency":  func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() },
 		"statusOK": func(status int) bool { return status >= 200 && status < 300 },
 		"backlog":  func(st sinks.Status) uint64 { return st.Pending + uint64(st.InFlight) },

@@ -58,9 +58,11 @@ const loginTokenLife = time.Hour
 // loginToken sets a fresh sign-in form token in a cookie and returns it
 // for the form: a double-submit token, since there is no session to bind
 // one to; with SameSite=Strict another site's form cannot send the cookie.
-// The token is signed (newLoginToken), so that a pair of cookie and field
-// planted by someone who can set cookies for the console's host (another
-// service on 127.0.0.1: cookies ignore ports) is refused too.
+// The token is signed (newLoginToken), so that only a pair this process
+// gave out in the last hour is taken. That does not stop another service
+// on the console's host (cookies ignore ports) from planting a pair it
+// fetched from the sign-in page: the cross-origin check refuses the form
+// it sends from its own page, another origin.
 func (c *Console) loginToken(w http.ResponseWriter, r *http.Request) string {
 	tok := c.newLoginToken()
 	setCookie(w, r, loginCookie, tok, Prefix+"login", int(loginTokenLife/time.Second))
@@ -127,7 +129,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) error {
 	probe := &session{token: token}
 	var err error
 	if token != "" {
-		_, err = c.api(r, probe).Tenants(r.Context())
+		_, err = c.api(probe).Tenants(r.Context())
 	}
 	var api *adminclient.Error
 	if token == "" || errors.As(err, &api) && api.Status == http.StatusUnauthorized {

@@ -3,15 +3,19 @@
 package console
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 )
 
 // TestLoginToken: the sign-in form's token is taken only as this process
@@ -60,5 +64,30 @@ func TestLoginToken(t *testing.T) {
 	now = now.Add(loginTokenLife)
 	if err := check(good, good); !errors.Is(err, errCSRF) {
 		t.Errorf("a token past its hour: %v, want errCSRF", err)
+	}
+}
+
+// TestSignInRefusalIsLoggedUnderTheRequestID: a wrong admin token at
+// sign-in is logged ("admin token refused") under the id of the console's
+// request, the one its answer carries.
+func TestSignInRefusalIsLoggedUnderTheRequestID(t *testing.T) {
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	c, err := New(Options{Admin: admin.NewHandler(admin.Options{Token: "the-admin-token-0123456789", Logger: log}), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := c.newLoginToken()
+	r := httptest.NewRequest("POST", Prefix+"login", strings.NewReader(url.Values{"csrf": {tok}, "token": {"a-wrong-token-0123456789"}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.AddCookie(&http.Cookie{Name: loginCookie, Value: tok})
+	w := httptest.NewRecorder()
+	c.ServeHTTP(w, r)
+	id := w.Header().Get("X-Request-Id")
+	if w.Code != http.StatusUnauthorized || id == "" {
+		t.Fatalf("a wrong token at sign-in: %d, X-Request-Id %q", w.Code, id)
+	}
+	if !strings.Contains(logBuf.String(), `where="console sign-in" path=/ui/login request_id=`+id+"\n") {
+		t.Fatalf("no refusal logged under request_id %s:\n%s", id, logBuf.String())
 	}
 }

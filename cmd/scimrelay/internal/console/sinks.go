@@ -21,7 +21,7 @@ const (
 
 // GET /ui/sinks
 func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	api := c.api(r, s)
+	api := c.api(s)
 	list, err := api.Sinks(r.Context())
 	if err != nil {
 		return err
@@ -61,7 +61,7 @@ type sinkData struct {
 
 // GET /ui/sinks/{sink}?after=
 func (c *Console) sink(w http.ResponseWriter, r *http.Request, s *session) error {
-	api, ctx, name := c.api(r, s), r.Context(), r.PathValue("sink")
+	api, ctx, name := c.api(s), r.Context(), r.PathValue("sink")
 	d := sinkData{Now: c.now(), After: r.URL.Query().Get("after")}
 	var err error
 	if d.Status, err = api.Sink(ctx, name); err != nil {
@@ -87,7 +87,7 @@ func (c *Console) sink(w http.ResponseWriter, r *http.Request, s *session) error
 // POST /ui/sinks/{sink}/redrive: id=<event id>, or all=1.
 func (c *Console) redrive(w http.ResponseWriter, r *http.Request, s *session) error {
 	req := admin.RedriveRequest{ID: strings.TrimSpace(r.PostFormValue("id")), All: r.PostFormValue("all") != ""}
-	j, err := c.api(r, s).Redrive(r.Context(), r.PathValue("sink"), req)
+	j, err := c.api(s).Redrive(r.Context(), r.PathValue("sink"), req)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func (c *Console) redrive(w http.ResponseWriter, r *http.Request, s *session) er
 
 // POST /ui/sinks/{sink}/replay: since=<duration>.
 func (c *Console) replay(w http.ResponseWriter, r *http.Request, s *session) error {
-	j, err := c.api(r, s).Replay(r.Context(), r.PathValue("sink"), admin.ReplayRequest{Since: strings.TrimSpace(r.PostFormValue("since"))})
+	j, err := c.api(s).Replay(r.Context(), r.PathValue("sink"), admin.ReplayRequest{Since: strings.TrimSpace(r.PostFormValue("since"))})
 	if err != nil {
 		return err
 	}

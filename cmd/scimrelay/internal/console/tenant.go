@@ -69,7 +69,7 @@ func kindOf(r *http.Request) (string, adminclient.Kind, error) {
 
 // GET /ui/tenants/{tenant}
 func (c *Console) tenant(w http.ResponseWriter, r *http.Request, s *session) error {
-	api := c.api(r, s)
+	api := c.api(s)
 	t, err := tenantOf(r, api)
 	if err != nil {
 		return err
@@ -139,7 +139,7 @@ func (c *Console) issueWith(w http.ResponseWriter, r *http.Request, s *session, 
 		}
 		req.Overlap = strconv.Itoa(hours) + "h"
 	}
-	res, err := call(c.api(r, s), r.Context(), k, req)
+	res, err := call(c.api(s), r.Context(), k, req)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (c *Console) issued(w http.ResponseWriter, r *http.Request, s *session) err
 	if !ok {
 		return errorf(http.StatusGone, "this secret was shown once and is not kept: if it was not copied, revoke it and generate another")
 	}
-	t, err := tenantNamed(r, c.api(r, s), it.tenant)
+	t, err := tenantNamed(r, c.api(s), it.tenant)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func credentialOf(r *http.Request, api *adminclient.Client) (revokeData, error) 
 
 // GET /ui/tenants/{tenant}/{kind}/{id}/revoke asks to confirm.
 func (c *Console) confirmRevoke(w http.ResponseWriter, r *http.Request, s *session) error {
-	d, err := credentialOf(r, c.api(r, s))
+	d, err := credentialOf(r, c.api(s))
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,7 @@ func (c *Console) confirmRevoke(w http.ResponseWriter, r *http.Request, s *sessi
 
 // POST /ui/tenants/{tenant}/{kind}/{id}/revoke
 func (c *Console) revoke(w http.ResponseWriter, r *http.Request, s *session) error {
-	api := c.api(r, s)
+	api := c.api(s)
 	d, err := credentialOf(r, api)
 	if err != nil {
 		return err
