@@ -448,6 +448,6 @@ func TestClientsDoNotChooseRequestIDs(t *testing.T) {
 
 	b := newBrowser(t, p)
 	b.signIn(adminSecret).redirect(t, "/ui/")
-	b.get("/ui/log/"+key).want(t, http.StatusOK, "<h1>Request "+id+"</h1>", "<dt>Request id</dt><dd><code>"+id+"</code>",
+	b.get("/ui/log/"+key).want(t, http.StatusOK, "<h1>Request <bdi>"+id+"</bdi></h1>", "<dt>Request id</dt><dd><code><bdi>"+id+"</bdi></code>",
 		"<dt>Client's request id</dt><dd><code><bdi>entra-4711</bdi></code>")
 }
