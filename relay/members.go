@@ -497,7 +497,7 @@ func (w *txWrite) leaveAllGroups(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, member
 			continue // a dangling membership of a deleted group: nothing to tell
 		}
 		w.touch(rec)
-		if err := w.emit(tx, tb, t, rec, events.GroupMemberRemoved, nil, &m); err != nil {
+		if err := w.emitMembers(tx, tb, t, rec, []memberChange{{member: m}}); err != nil {
 			return err
 		}
 		if err := putRecord(tb, rec); err != nil {

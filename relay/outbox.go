@@ -46,9 +46,14 @@ func (w *txWrite) emit(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, a e
 }
 
 // emitMembers emits a member event for each change, all carrying the group
-// as it is after the change (resource, from eventResource), encoded once: a
-// member PATCH makes one event per member.
-func (w *txWrite) emitMembers(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, resource json.RawMessage, changes []memberChange) error {
+// as it is after the change, as member events carry it
+// (memberEventResource), encoded once: a member PATCH makes one event per
+// member.
+func (w *txWrite) emitMembers(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, rec *record, changes []memberChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	resource := w.store.memberEventResource(t.name, rec.res)
 	for _, c := range changes {
 		action := events.GroupMemberAdded
 		if !c.added {
@@ -152,6 +157,24 @@ const eventHeadroom = 4 << 10
 // and not committed. 0 removes the limit.
 func (s *Store) LimitEvents(maxPayload int64) {
 	s.maxEvent.Store(max(maxPayload-eventHeadroom, 0))
+}
+
+// memberGroupAttrs are the attributes of a group its member events carry.
+var memberGroupAttrs = [...]string{"id", "externalId", "displayName", "meta"}
+
+// memberEventResource is a group as its member events carry it: its core
+// attributes, without its extensions. A member event is one per member,
+// and a group's extension of any size, copied into each, made a PATCH of
+// 15 KB write 300 MB of events (a review). group.created and
+// group.updated carry the extensions.
+func (s *Store) memberEventResource(tenant string, g *scim.Resource) json.RawMessage {
+	core := &scim.Resource{Type: g.Type, Attrs: make(map[string]any, len(memberGroupAttrs))}
+	for _, k := range memberGroupAttrs {
+		if v, ok := g.Attrs[k]; ok {
+			core.Attrs[k] = v
+		}
+	}
+	return s.eventResource(tenant, core, nil)
 }
 
 // eventResource is the resource as events carry it: its canonical JSON,

@@ -170,7 +170,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if err := w.appendEvent(tx, tb, p.created, rec.subjectSeq); err != nil {
 		return err
 	}
-	if err := w.emitMembers(tx, tb, t, rec, p.resource, changes); err != nil {
+	if err := w.emitMembers(tx, tb, t, rec, changes); err != nil {
 		return err
 	}
 	if err := putEncoded(tb, rec, p.value); err != nil {
@@ -427,7 +427,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 			return err
 		}
 	}
-	if err := w.emitMembers(tx, tb, t, rec, resource, changes); err != nil {
+	if err := w.emitMembers(tx, tb, t, rec, changes); err != nil {
 		return err
 	}
 	if err := putEncoded(tb, rec, value); err != nil {

@@ -4,9 +4,11 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1159,5 +1161,53 @@ func TestCreateCheckedAgainstTheTenantAsItIsAtCommit(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "acme", scim.UserResourceType, "u-noemail"); err == nil {
 		t.Fatal("the user was stored")
+	}
+}
+
+// TestMemberEventsCarryTheGroupWithoutItsExtensions: a member event names
+// its group by its core attributes (id, externalId, displayName, meta),
+// not its extensions, which group.created and group.updated carry: one
+// event per member, each with a copy of an extension of any size, let a
+// PATCH of a few KiB write hundreds of MiB.
+func TestMemberEventsCarryTheGroupWithoutItsExtensions(t *testing.T) {
+	s, _, _ := openStore(t)
+	const ext = "urn:ietf:params:scim:schemas:extension:Custom:2.0:Group"
+	ann := create(t, s, "acme", user(t, `"userName":"ann"`))
+	bob := create(t, s, "acme", user(t, `"userName":"bob"`))
+	g, err := scim.ParseResource(scim.GroupResourceType, []byte(`{"schemas":["`+scim.GroupSchema+`","`+ext+`"],"displayName":"g","externalId":"eg",
+		"`+ext+`":{"costCenter":"`+strings.Repeat("c", 1000)+`"},"members":[{"value":"`+ann.ID()+`"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := create(t, s, "acme", g).ID()
+	mustPatch(t, s, "acme", scim.GroupResourceType, gid, `{"op":"add","path":"members","value":[{"value":"`+bob.ID()+`"}]}`)
+	mustPatch(t, s, "acme", scim.GroupResourceType, gid, `{"op":"replace","path":"displayName","value":"h"}`)
+	if err := del(s, "acme", scim.UserResourceType, ann.ID(), ""); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range outbox(t, s) {
+		if e.data.ResourceType != "Group" {
+			continue
+		}
+		var res map[string]any
+		if err := json.Unmarshal(e.data.Resource, &res); err != nil {
+			t.Fatal(err)
+		}
+		_, extended := res[ext]
+		got = append(got, fmt.Sprintf("%s %v %v %v %v", e.action, res["displayName"], res["externalId"], res["id"] == gid, extended))
+		if meta, _ := res["meta"].(map[string]any); meta["version"] == nil {
+			t.Errorf("%s: the group has no meta.version: %v", e.action, res)
+		}
+	}
+	want := []string{
+		"group.created g eg true true",
+		"group.member_added g eg true false", // ann, initial
+		"group.member_added g eg true false", // bob
+		"group.updated h eg true true",
+		"group.member_removed h eg true false", // ann deleted
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("group events (action, displayName, externalId, id, extension):\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
