@@ -1121,21 +1121,32 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 // the resource was parked from it (a burst parked from enqueue while the
 // slice was out), and writes it: the read-back would skip the slice, but a
 // hand-over before it moves on would have the next owner deliver the
-// slice again. A failed write only leaves the record behind (repeats).
+// slice again. A park still being written (parking) is waited for, in
+// turn: its record is the one to move (a review of CI saw the slice
+// settle between the park's write and its end, the record left at the
+// slice, and the slice delivered twice after a hand-over). The lane is
+// busy meanwhile, so the read-back starts after this write. A failed
+// write only leaves the record behind (repeats).
 func (p *partition) pastSettled(l *lane, items []item) {
 	last := items[len(items)-1].sseq
 	p.mu.Lock()
-	if l.park == nil || l.park.From > last || l.parking > 0 {
+	if (l.park == nil || l.park.From > last) && l.parking == 0 {
 		p.mu.Unlock()
 		return
 	}
-	rec := *l.park
-	rec.From, rec.Attempts, rec.Status, rec.Error = last+1, 0, 0, ""
-	l.park = &rec
 	t := l.turnLocked()
 	p.mu.Unlock()
 	defer close(t.done)
 	t.wait()
+	p.mu.Lock()
+	if l.park == nil || l.park.From > last {
+		p.mu.Unlock()
+		return // the park failed, or is from later
+	}
+	rec := *l.park
+	rec.From, rec.Attempts, rec.Status, rec.Error = last+1, 0, 0, ""
+	l.park = &rec
+	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
 	if err := p.w.parked.put(ctx, p.n, l.subject, rec); err != nil {
