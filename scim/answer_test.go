@@ -30,7 +30,7 @@ func TestAnswerLinksWithoutChangingTheResource(t *testing.T) {
 	stored := string(res.AppendJSON(nil))
 	c := &call{tenant: "acme", rt: UserResourceType, base: "https://relay.example.com/scim/v2/acme"}
 	jw := &jsonWriter{}
-	if err := (&Handler{}).writeResource(context.Background(), jw, c, res, ParseProjection(UserResourceType, "", "")); err != nil {
+	if err := (&Handler{}).writeResource(context.Background(), jw, c, res, wholeResource); err != nil {
 		t.Fatal(err)
 	}
 	if got := string(res.AppendJSON(nil)); got != stored {
@@ -59,7 +59,7 @@ func TestAnswerLinksWithoutChangingTheResource(t *testing.T) {
 func BenchmarkAnswerUser(b *testing.B) {
 	res := storedUser(b)
 	c := &call{tenant: "acme", rt: UserResourceType, base: "https://relay.example.com/scim/v2/acme"}
-	proj := ParseProjection(UserResourceType, "", "")
+	proj := wholeResource
 	h := &Handler{}
 	jw := &jsonWriter{}
 	b.ReportAllocs()

@@ -586,7 +586,10 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	default:
 		return Errorf(ErrInvalidValue, "sortOrder must be ascending or descending, got %q", truncate(p.sortOrder, 32))
 	}
-	proj := ParseProjection(c.rt, p.attributes, p.excluded)
+	proj, err := ParseProjection(c.rt, p.attributes, p.excluded)
+	if err != nil {
+		return err
+	}
 	q.Stored = proj.whole()
 	lw := newJSONWriter(w, http.StatusOK, "")
 	// A group that changed between the list and the read of its members
@@ -708,16 +711,19 @@ func (h *Handler) fail(r *http.Request, jw *jsonWriter, err error, what string) 
 // projectionOf is the projection a request's attributes and
 // excludedAttributes ask for. Most requests have no query at all, and
 // need no map of its parameters to say so.
-func projectionOf(rt *ResourceType, r *http.Request) *Projection {
+func projectionOf(rt *ResourceType, r *http.Request) (*Projection, error) {
 	if r.URL.RawQuery == "" {
-		return ParseProjection(rt, "", "")
+		return wholeResource, nil
 	}
 	q := r.URL.Query()
 	return ParseProjection(rt, q.Get("attributes"), q.Get("excludedAttributes"))
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
-	proj := projectionOf(c.rt, r)
+	proj, err := projectionOf(c.rt, r)
+	if err != nil {
+		return err
+	}
 	res, err := h.backend.Get(r.Context(), c.tenant, c.rt, c.id)
 	if err != nil {
 		return err
@@ -733,6 +739,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error 
 	if _, err := writePrecondition(r); err != nil {
 		return err
 	}
+	proj, err := projectionOf(c.rt, r) // refused before anything is written
+	if err != nil {
+		return err
+	}
 	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -742,7 +752,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error 
 		return err
 	}
 	w.Header().Set("Location", c.location(created))
-	return h.respond(w, r, c, http.StatusCreated, created, projectionOf(c.rt, r))
+	return h.respond(w, r, c, http.StatusCreated, created, proj)
 }
 
 // createResource is a POST of body to c's resource type, for the endpoint
@@ -768,6 +778,10 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
+	proj, err := projectionOf(c.rt, r) // refused before anything is written
+	if err != nil {
+		return err
+	}
 	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -776,7 +790,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	return h.respond(w, r, c, http.StatusOK, res, projectionOf(c.rt, r))
+	return h.respond(w, r, c, http.StatusOK, res, proj)
 }
 
 // replaceResource is a PUT of body to the resource c.id. The new state is
@@ -825,6 +839,10 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
+	proj, err := projectionOf(c.rt, r) // refused before anything is written
+	if err != nil {
+		return err
+	}
 	body, err := h.readBody(r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -833,7 +851,6 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	proj := projectionOf(c.rt, r)
 	if patchAnswersEmpty(c.rt, proj) {
 		if v := res.Meta().Version; v != "" {
 			w.Header().Set("ETag", v)

@@ -382,8 +382,9 @@ func trimPathPrefix(err error, path string) string {
 func (p *Patch) Apply(r *Resource) (*Update, error) {
 	next := r.Clone()
 	u := &Update{Resource: next}
+	keys := foldedKeys{}
 	for _, op := range p.ops {
-		if err := p.applyOp(next, op, u); err != nil {
+		if err := p.applyOp(next, op, u, keys); err != nil {
 			return nil, err
 		}
 	}
@@ -400,9 +401,11 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 	return u, nil
 }
 
-func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
+// applyOp applies op to r, noting in u what it does to members; keys
+// indexes the objects of unknown extensions while the PATCH is applied.
+func (p *Patch) applyOp(r *Resource, op patchOp, u *Update, keys foldedKeys) error {
 	if op.deferred {
-		return p.applyDeferred(r, op, u)
+		return p.applyDeferred(r, op, u, keys)
 	}
 	pp := op.path
 	if op.key && unchangedReadOnly(r, pp, op.value) {
@@ -416,6 +419,7 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
 		// add or replace of one was expanded into its attributes (parseOp).
 		if k := findKeyFold(r.Attrs, pp.attr.URN); k != "" {
 			delete(r.Attrs, k)
+			keys.drop(k)
 		}
 		return nil
 	}
@@ -426,9 +430,9 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
 		return applyMembers(op, u)
 	}
 	if pp.filter != nil {
-		return applyFiltered(r, op)
+		return applyFiltered(r, op, keys)
 	}
-	return applyPlain(r, op)
+	return applyPlain(r, op, keys)
 }
 
 // applyDeferred parses an operation on an extension this service does not
@@ -436,7 +440,7 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update) error {
 // others, and applies what it comes to. A URN r holds names that extension
 // whatever its form (a POST or PUT listed it in schemas); any other must
 // end with the resource type's name, as in a body.
-func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update) error {
+func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update, keys foldedKeys) error {
 	in := &input{rt: p.rt, held: r.unknownExtensions(), applying: true}
 	var ops []patchOp
 	var err error
@@ -449,7 +453,7 @@ func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update) error {
 		return err
 	}
 	for _, o := range ops {
-		if err := p.applyOp(r, o, u); err != nil {
+		if err := p.applyOp(r, o, u, keys); err != nil {
 			return err
 		}
 	}
@@ -498,11 +502,11 @@ func checkWritable(op patchOp, pp *patchPath) error {
 
 // applyPlain applies an op whose path has no filter: attr, attr.sub or an
 // extension attribute.
-func applyPlain(r *Resource, op patchOp) error {
+func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := op.path.attr
-	obj := r.Attrs
+	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		_, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		at, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
 		if obj == nil {
 			return nil // removing from an extension the resource lacks
 		}
@@ -510,9 +514,10 @@ func applyPlain(r *Resource, op patchOp) error {
 	}
 	name := ap.Name
 	if ap.attr == nil {
-		if k := findKeyFold(obj, name); k != "" {
+		if k := keys.find(at, obj, name); k != "" {
 			name = k
 		}
+		defer keys.note(at, obj, name)
 	}
 	if op.kind == patchRemove {
 		return removePlain(obj, name, ap, op)
@@ -702,12 +707,12 @@ func removeSubFromEach(obj map[string]any, name string, list []any, sub string) 
 
 // applyFiltered applies an op whose path selects elements of a multi-valued
 // attribute: attr[filter] or attr[filter].sub.
-func applyFiltered(r *Resource, op patchOp) error {
+func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 	pp := op.path
 	ap := pp.attr
-	obj := r.Attrs
+	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		_, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		at, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
 		if obj == nil {
 			return nil
 		}
@@ -715,9 +720,10 @@ func applyFiltered(r *Resource, op patchOp) error {
 	}
 	name := ap.Name
 	if ap.attr == nil {
-		if k := findKeyFold(obj, name); k != "" {
+		if k := keys.find(at, obj, name); k != "" {
 			name = k
 		}
+		defer keys.note(at, obj, name)
 	}
 	list, _ := obj[name].([]any)
 	out := make([]any, 0, len(list)+1)

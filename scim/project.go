@@ -16,40 +16,63 @@ type Projection struct {
 	selected bool // attributes named something, known or not
 }
 
+// MaxProjectionAttributes is how many different attribute names each of
+// attributes and excludedAttributes may give (the core and enterprise
+// schemas define fewer than 100 with their sub-attributes). A list of
+// thousands cost a second of CPU a page; names repeated count once.
+const MaxProjectionAttributes = 200
+
 // ParseProjection parses the two comma-separated parameters. Names the
 // schemas lack are ignored: a client asking for an attribute we do not have
 // gets the response without it, as it would if the attribute were unset;
 // one asking only for such attributes gets only those always returned.
-func ParseProjection(rt *ResourceType, attributes, excluded string) *Projection {
+// More than MaxProjectionAttributes names in one is invalidValue.
+func ParseProjection(rt *ResourceType, attributes, excluded string) (*Projection, error) {
 	if attributes == "" && excluded == "" {
-		return wholeResource // most requests: nothing to parse
+		return wholeResource, nil // most requests: nothing to parse
+	}
+	include, err := parsePathList(rt, "attributes", attributes)
+	if err != nil {
+		return nil, err
+	}
+	exclude, err := parsePathList(rt, "excludedAttributes", excluded)
+	if err != nil {
+		return nil, err
 	}
 	return &Projection{
-		include:  parsePathList(rt, attributes),
-		exclude:  parsePathList(rt, excluded),
+		include:  include,
+		exclude:  exclude,
 		selected: strings.Trim(attributes, ", \t") != "",
-	}
+	}, nil
 }
 
 // wholeResource is the projection of a request that names no attributes.
 // A Projection is never changed once parsed, so one serves them all.
 var wholeResource = &Projection{}
 
-func parsePathList(rt *ResourceType, s string) []AttrPath {
+// parsePathList parses the names of the parameter param, s, each once.
+func parsePathList(rt *ResourceType, param, s string) ([]AttrPath, error) {
 	if s == "" {
-		return nil // most requests: nothing to split
+		return nil, nil // most requests: nothing to split
 	}
 	var out []AttrPath
-	for _, part := range strings.Split(s, ",") {
+	seen := map[string]bool{}
+	for rest := s; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ",")
 		part = strings.TrimSpace(part)
-		if part == "" {
+		if part == "" || seen[Fold(part)] {
 			continue
 		}
+		if len(seen) == MaxProjectionAttributes {
+			return nil, Errorf(ErrInvalidValue, "%s names more than %d attributes", param, MaxProjectionAttributes)
+		}
+		seen[Fold(part)] = true
 		if p, err := rt.ParsePath(part); err == nil {
 			out = append(out, p)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // whole reports whether the projection keeps a resource whole: neither

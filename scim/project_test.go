@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	. "github.com/scimrelay/scimrelay/scim"
@@ -88,4 +89,50 @@ func jsonString(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestProjectionNamesAreBounded: attributes and excludedAttributes give at
+// most MaxProjectionAttributes different names each, in a query or a
+// search body; a name repeated counts once. A write with too many is
+// refused before it writes.
+func TestProjectionNamesAreBounded(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	id := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201).str("id")
+	names := func(n int, format string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(format, i)
+		}
+		return out
+	}
+	tooMany := names(MaxProjectionAttributes+1, "urn:ietf:params:scim:schemas:extension:Custom:2.0:User:a%d")
+	enough := names(MaxProjectionAttributes, "urn:ietf:params:scim:schemas:extension:Custom:2.0:User:a%d")
+	query := func(param string, list []string) string {
+		return param + "=" + url.QueryEscape(strings.Join(list, ","))
+	}
+	search := func(param string, list []string) string {
+		j, _ := json.Marshal(map[string]any{"schemas": []string{SearchRequestSchema}, param: list})
+		return string(j)
+	}
+	detail := fmt.Sprintf("names more than %d attributes", MaxProjectionAttributes)
+
+	ts.do("GET", "/Users?"+query("attributes", enough), "").want(t, 200)
+	ts.do("GET", "/Users?"+query("attributes", tooMany), "").wantError(t, 400, "invalidValue", "attributes "+detail)
+	ts.do("GET", "/Users/"+id+"?"+query("excludedAttributes", tooMany), "").wantError(t, 400, "invalidValue", "excludedAttributes "+detail)
+	ts.do("POST", "/Users/.search", search("attributes", tooMany)).wantError(t, 400, "invalidValue", "attributes "+detail)
+	ts.do("POST", "/Users/.search", search("excludedAttributes", tooMany)).wantError(t, 400, "invalidValue", "excludedAttributes "+detail)
+	// The same name in any spelling, however often, is one name.
+	repeated := slices.Repeat([]string{"name.givenName", "NAME.GIVENNAME"}, 5000)
+	if got := ts.do("POST", "/Users/.search", search("attributes", append(repeated, "userName"))).want(t, 200).str("Resources.0.userName"); got != "ann" {
+		t.Errorf("userName = %q with repeated names", got)
+	}
+	// Refused before anything is written.
+	ts.do("POST", "/Users?"+query("attributes", tooMany), `{"schemas":["`+UserSchema+`"],"userName":"bob"}`).wantError(t, 400, "invalidValue", detail)
+	ts.do("PATCH", "/Users/"+id+"?"+query("attributes", tooMany), PatchBody(`{"op":"replace","path":"title","value":"x"}`)).wantError(t, 400, "invalidValue", detail)
+	if r := ts.do("GET", "/Users/"+id, "").want(t, 200); r.str("title") != "" {
+		t.Errorf("the refused PATCH wrote title %q", r.str("title"))
+	}
+	if n := ts.do("GET", "/Users", "").str("totalResults"); n != "1" {
+		t.Errorf("totalResults = %s after a refused POST, want 1", n)
+	}
 }

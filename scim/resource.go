@@ -305,7 +305,7 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 	if err := checkSchemas(rt, raw); err != nil {
 		return nil, nil, err
 	}
-	in := &input{rt: rt}
+	in := &input{rt: rt, keys: foldedKeys{}}
 	declared := declaredExtensions(rt, raw)
 	attrs := make(map[string]any, len(raw))
 	for k, v := range raw {
@@ -356,15 +356,23 @@ type input struct {
 	// before that, paths into such extensions are deferred (patchPath).
 	held     []string
 	applying bool
+	// keys indexes the objects of unknown extensions being built (set).
+	keys foldedKeys
+	// ignoredFolded holds the ignored names folded, so that noting one
+	// reads no list (a body may name thousands).
+	ignoredFolded map[string]bool
 }
 
 // ignore notes an attribute the schema does not define, once.
 func (in *input) ignore(name string) {
-	for _, n := range in.ignored {
-		if strings.EqualFold(n, name) {
-			return
-		}
+	f := Fold(name)
+	if in.ignoredFolded[f] {
+		return
 	}
+	if in.ignoredFolded == nil {
+		in.ignoredFolded = map[string]bool{}
+	}
+	in.ignoredFolded[f] = true
 	in.ignored = append(in.ignored, name)
 }
 
@@ -432,7 +440,7 @@ func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
 		}
 		ext := rt.Extension(p.URN)
 		if ext == nil {
-			return mergeUnknown(attrs, p.URN, obj)
+			return in.mergeUnknown(attrs, p.URN, obj)
 		}
 		for k, sv := range obj {
 			if sv == nil {
@@ -465,20 +473,21 @@ func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
 	if nv == nil {
 		return nil
 	}
-	return setNew(attrs, p, nv)
+	return setNew(attrs, p, nv, in.keys)
 }
 
 // mergeUnknown keeps an unknown extension's object as sent, without its nulls.
-func mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
+func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
 	key, container := containerFor(attrs, urn, true)
 	for k, v := range obj {
 		if v == nil {
 			continue
 		}
-		if existing := findKeyFold(container, k); existing != "" {
+		if existing := in.keys.find(key, container, k); existing != "" {
 			return Errorf(ErrInvalidValue, "attribute %s:%s is given twice", urn, k)
 		}
 		container[k] = v
+		in.keys.note(key, container, k)
 	}
 	if len(container) == 0 {
 		delete(attrs, key)
@@ -487,17 +496,19 @@ func mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
 }
 
 // setNew stores a normalized value at p, refusing to overwrite one already set
-// (the same attribute given twice under different spellings).
-func setNew(attrs map[string]any, p AttrPath, v any) error {
-	obj := attrs
+// (the same attribute given twice under different spellings). keys
+// indexes the objects of unknown extensions.
+func setNew(attrs map[string]any, p AttrPath, v any, keys foldedKeys) error {
+	obj, at := attrs, ""
 	if p.URN != "" {
-		_, obj = containerFor(attrs, p.URN, true)
+		at, obj = containerFor(attrs, p.URN, true)
 	}
 	name := p.Name
 	if p.attr == nil {
-		if k := findKeyFold(obj, name); k != "" {
+		if k := keys.find(at, obj, name); k != "" {
 			name = k
 		}
+		defer keys.note(at, obj, name)
 	}
 	if p.Sub == "" {
 		if existing, ok := obj[name]; ok {
@@ -554,9 +565,13 @@ func containerFor(attrs map[string]any, urn string, create bool) (string, map[st
 }
 
 // findKeyFold returns the key of m equal to k ignoring case, "" when none.
+// It reads every key of m: objects of many keys go through foldedKeys.
 func findKeyFold(m map[string]any, k string) string {
 	if _, ok := m[k]; ok {
 		return k
+	}
+	if readingAllKeys != nil {
+		readingAllKeys(len(m))
 	}
 	for mk := range m {
 		if strings.EqualFold(mk, k) {
@@ -565,6 +580,10 @@ func findKeyFold(m map[string]any, k string) string {
 	}
 	return ""
 }
+
+// readingAllKeys, set by a test, is told how many keys each findKeyFold
+// that finds no exact match reads.
+var readingAllKeys func(n int)
 
 // normalizeValue checks and converts an input value for the attribute at p.
 // It returns nil for a value that amounts to unassigned (null, "", [], {}).

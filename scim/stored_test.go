@@ -77,7 +77,7 @@ func decodedAnswer(t testing.TB, s StoredResource) ([]byte, error) {
 	}
 	jw := &jsonWriter{}
 	c := &call{tenant: "acme", rt: s.Type, base: storedBase}
-	if err := (&Handler{}).writeResource(context.Background(), jw, c, res, ParseProjection(s.Type, "", "")); err != nil {
+	if err := (&Handler{}).writeResource(context.Background(), jw, c, res, wholeResource); err != nil {
 		t.Fatal(err)
 	}
 	return jw.buf, nil
@@ -262,7 +262,7 @@ func BenchmarkAnswerStoredUser(b *testing.B) {
 		b.ReportAllocs()
 		jw := &jsonWriter{buf: make([]byte, 0, 4096)}
 		c := &call{tenant: "acme", rt: s.Type, base: storedBase}
-		proj := ParseProjection(s.Type, "", "")
+		proj := wholeResource
 		for b.Loop() {
 			jw.buf = jw.buf[:0]
 			res, err := s.Resource()
