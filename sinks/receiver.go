@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -21,7 +22,8 @@ import (
 // library, then the CloudEvent, in binary or structured mode, or the
 // events of a batch (application/cloudevents-batch+json) in their order.
 // It hands good events to handle and answers 204; a bad signature gets
-// 401, a bad event 400 (a batch with one bad event is refused whole). It
+// 401, a bad event 400 (a batch with one bad event is refused whole), a
+// body over maxReceived 413 (not a signature failure on the part read). It
 // is what `scimrelay receive` serves, for trying a sink out.
 func NewReceiver(secret string, handle func(event.Event)) (http.Handler, error) {
 	wh, err := parseSecret(secret) // the library alone is lenient about the format
@@ -34,7 +36,12 @@ func NewReceiver(secret string, handle func(event.Event)) (http.Handler, error) 
 			http.Error(w, "deliveries are POSTed", http.StatusMethodNotAllowed)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReceived))
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, fmt.Sprintf("the body is over %d bytes, more than this receiver takes", maxReceived), http.StatusRequestEntityTooLarge)
+			return
+		}
 		if err != nil {
 			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
 			return
@@ -54,6 +61,10 @@ func NewReceiver(secret string, handle func(event.Event)) (http.Handler, error) 
 		w.WriteHeader(http.StatusNoContent)
 	}), nil
 }
+
+// maxReceived is the largest delivery NewReceiver reads: the embedded NATS
+// server's largest event.
+const maxReceived = 8 << 20
 
 // ReadDelivery reads the events of one webhook request whose body was
 // read: one in binary or structured mode, or the array of a batch, in

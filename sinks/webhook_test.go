@@ -455,6 +455,12 @@ func TestReceiver(t *testing.T) {
 	if err != nil || res.StatusCode != 401 {
 		t.Fatalf("an unsigned post: %v %v", res.StatusCode, err)
 	}
+	// A body over what it takes is 413, not a signature failure on the
+	// part it read.
+	res, err = http.Post(srv.URL, "application/json", strings.NewReader(strings.Repeat(" ", maxReceived+1)))
+	if err != nil || res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body over %d bytes: %v %v", maxReceived, res.StatusCode, err)
+	}
 	if _, err := NewReceiver("nope", nil); err == nil {
 		t.Fatal("a receiver with a bad secret")
 	}
