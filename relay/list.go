@@ -23,7 +23,7 @@ import (
 // (or a user's groups) reads the membership keys it needs: one key per
 // member value it names, never the whole group. Only the page is held in
 // memory, and with SortBy each match's sort key and id, up to q.SortLimit.
-func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType, q scim.Query) (scim.Page, error) {
+func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceType, q scim.Query) (scim.Page, error) {
 	if err := checkType(rt); err != nil {
 		return scim.Page{}, fmt.Errorf("listing: %w", err)
 	}
@@ -42,9 +42,9 @@ func (s *Store) List(_ context.Context, tenantName string, rt *scim.ResourceType
 		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
 		case q.SortBy == nil || count == 0:
-			page, err = listMatching(tb, rt, q.Filter, start, count)
+			page, err = listMatching(ctx, tb, rt, q.Filter, &budget{limit: s.maxExamined}, start, count)
 		default:
-			page, err = listSorted(tb, rt, q, start, count)
+			page, err = listSorted(ctx, tb, rt, q, &budget{limit: s.maxExamined}, start, count)
 		}
 		if err != nil {
 			return err
@@ -134,9 +134,9 @@ func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start,
 }
 
 // listMatching filters and pages in id order, keeping only the page.
-func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, start, count int) (scim.Page, error) {
+func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, b *budget, start, count int) (scim.Page, error) {
 	page := scim.Page{Resources: []*scim.Resource{}}
-	err := eachMatch(tb, rt, f, func(r *scim.Resource) error {
+	err := eachMatch(ctx, tb, rt, f, b, func(r *scim.Resource) error {
 		page.Total++
 		if page.Total >= start && len(page.Resources) < count {
 			page.Resources = append(page.Resources, r)
@@ -150,9 +150,9 @@ func listMatching(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, start,
 // id, not the match, and refuses with tooMany when more than q.SortLimit
 // resources match; the page's resources are read again once the order is
 // known.
-func listSorted(tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, start, count int) (scim.Page, error) {
+func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, b *budget, start, count int) (scim.Page, error) {
 	var sorted []sortable
-	err := eachMatch(tb, rt, q.Filter, func(r *scim.Resource) error {
+	err := eachMatch(ctx, tb, rt, q.Filter, b, func(r *scim.Resource) error {
 		if q.SortLimit > 0 && len(sorted) >= q.SortLimit {
 			return tooManyToSort(rt, q.SortLimit)
 		}
@@ -187,17 +187,22 @@ func tooManyToSort(rt *scim.ResourceType, limit int) error {
 }
 
 // eachMatch calls fn with every resource of rt matching f (nil: all), in id
-// order, until fn returns an error.
-func eachMatch(tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, fn func(*scim.Resource) error) error {
+// order, until fn returns an error. The memberships f reads count against
+// b, and it stops with ctx's error once ctx is done.
+func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, b *budget, fn func(*scim.Resource) error) error {
 	var elements func(id string) scim.Elements
+	names := map[string]string{}
 	switch {
 	case f == nil:
 	case rt == scim.GroupResourceType && f.References("members"):
-		elements = func(id string) scim.Elements { return memberElements(tb, id) }
+		elements = func(id string) scim.Elements { return b.bounded(ctx, memberElements(tb, id)) }
 	case rt == scim.UserResourceType && f.References("groups"):
-		elements = func(id string) scim.Elements { return groupElements(tb, id) }
+		elements = func(id string) scim.Elements { return b.bounded(ctx, groupElements(tb, id, names)) }
 	}
 	test := func(r *scim.Resource) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		ok := f == nil
 		if !ok && elements != nil {
 			var err error

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -36,6 +37,10 @@ type memberPlan struct {
 	groupID string
 	state   map[string]*memberState
 	step    int
+	// walked counts the members that removals by filter read one by one:
+	// the plan is worked out inside the committer, which every tenant's
+	// writes wait for.
+	walked budget
 }
 
 // memberState is one member's presence before the request and after the
@@ -47,8 +52,10 @@ type memberState struct {
 	last          int           // the step that last changed after: event order
 }
 
-func newMemberPlan(tb *bolt.Bucket, groupID string) *memberPlan {
-	return &memberPlan{tb: tb, groupID: groupID, state: map[string]*memberState{}}
+// newMemberPlan plans changes to a group's members; its removals by filter
+// read at most limit members one by one (maxMembershipsExamined).
+func newMemberPlan(tb *bolt.Bucket, groupID string, limit int) *memberPlan {
+	return &memberPlan{tb: tb, groupID: groupID, state: map[string]*memberState{}, walked: budget{limit: limit}}
 }
 
 // lookup returns a member's state, reading its key on first use.
@@ -103,7 +110,13 @@ func (p *memberPlan) apply(ops []scim.MemberOp) error {
 			if op.Filter == nil {
 				return fmt.Errorf("removing matching members of group %s: the operation has no filter", p.groupID)
 			}
-			if err := p.removeWhere(op.Filter); err != nil {
+			var err error
+			if values, named := op.Filter.ElementValues(); named {
+				err = p.removeNamed(op.Filter, values)
+			} else {
+				err = p.removeWhere(op.Filter)
+			}
+			if err != nil {
 				return err
 			}
 		default:
@@ -142,11 +155,14 @@ func (p *memberPlan) add(m scim.Member) error {
 // nil): the stored ones in id order, then those this request added.
 func (p *memberPlan) removeWhere(f *scim.Filter) error {
 	match := func(m events.Member) bool {
-		return f == nil || f.MatchValue(map[string]any{"value": m.Value, "display": m.Display, "type": m.Type})
+		return f == nil || f.MatchValue(memberObject(m))
 	}
 	prefix := memberKey(p.groupID, "")
 	c := p.tb.Bucket(bucketMembers).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if err := p.walked.spend(); err != nil {
+			return err
+		}
 		value := string(k[len(prefix):])
 		st, ok := p.state[value]
 		if !ok {
@@ -169,7 +185,31 @@ func (p *memberPlan) removeWhere(f *scim.Filter) error {
 	}
 	slices.Sort(added)
 	for _, value := range added {
+		if err := p.walked.spend(); err != nil {
+			return err
+		}
 		if st := p.state[value]; match(st.added) {
+			p.set(st, false)
+		}
+	}
+	return nil
+}
+
+// removeNamed removes the current members that f matches when f can only
+// match members whose value is one of values (members[value eq "a" and
+// type eq "User"], members[value eq "a" or value eq "b"]): it reads those
+// members' keys alone. It removes them in id order, as removeWhere does the
+// stored ones; the order among members this request added does not show,
+// since removing them leaves no change.
+func (p *memberPlan) removeNamed(f *scim.Filter, values []string) error {
+	values = slices.Clone(values)
+	slices.Sort(values)
+	for _, value := range slices.Compact(values) {
+		st, err := p.lookup(value)
+		if err != nil {
+			return err
+		}
+		if st.after && f.MatchValue(memberObject(st.current())) {
 			p.set(st, false)
 		}
 	}
@@ -511,9 +551,6 @@ func (w *txWrite) leaveAllGroups(tx *bolt.Tx, tb *bolt.Bucket, t *tenant, member
 // (scim.Filter.MatchElements), so that asking whether a group of 100,000
 // holds one user reads one key.
 func memberElements(tb *bolt.Bucket, groupID string) scim.Elements {
-	object := func(m events.Member) map[string]any {
-		return map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}
-	}
 	return scim.Elements{
 		Attr: "members",
 		Lookup: func(value string) (map[string]any, error) {
@@ -524,7 +561,7 @@ func memberElements(tb *bolt.Bucket, groupID string) scim.Elements {
 			if err != nil || !present {
 				return nil, err
 			}
-			return object(m), nil
+			return memberObject(m), nil
 		},
 		Each: func(yield func(map[string]any) bool) error {
 			prefix := memberKey(groupID, "")
@@ -534,7 +571,7 @@ func memberElements(tb *bolt.Bucket, groupID string) scim.Elements {
 				if err != nil {
 					return err
 				}
-				if !yield(object(m)) {
+				if !yield(memberObject(m)) {
 					return nil
 				}
 			}
@@ -543,13 +580,29 @@ func memberElements(tb *bolt.Bucket, groupID string) scim.Elements {
 	}
 }
 
+// memberObject is a member as a filter on members sees it.
+func memberObject(m events.Member) map[string]any {
+	return map[string]any{"value": m.Value, "display": m.Display, "type": m.Type}
+}
+
 // groupElements gives a filter the groups of a member one key at a time.
-func groupElements(tb *bolt.Bucket, memberID string) scim.Elements {
+// A group's display name is read from its card, not its decoded record,
+// and kept in names (nil: not kept) while it holds fewer than
+// maxNamesKept: a filter on groups may read it for every membership of the
+// tenant, once per term.
+func groupElements(tb *bolt.Bucket, memberID string, names map[string]string) scim.Elements {
 	object := func(groupID string) (map[string]any, error) {
 		entry := map[string]any{"value": groupID, "type": "direct"}
-		g, err := getRecord(tb, scim.GroupResourceType, groupID)
-		if g != nil {
-			entry["display"] = g.res.String("displayName")
+		if display, ok := names[groupID]; ok {
+			entry["display"] = display
+			return entry, nil
+		}
+		c, ok, err := getCard(tb, scim.GroupResourceType, groupID)
+		if ok {
+			entry["display"] = c.displayName
+			if names != nil && len(names) < maxNamesKept {
+				names[groupID] = c.displayName
+			}
 		}
 		return entry, err
 	}
@@ -576,6 +629,59 @@ func groupElements(tb *bolt.Bucket, memberID string) scim.Elements {
 			return nil
 		},
 	}
+}
+
+// maxMembershipsExamined bounds the memberships one request may read one by
+// one: those a filter on members (or a user's groups) reads in a List,
+// summed over every term and resource, and the members a PATCH's removals
+// by a filter that does not name them walk, summed over its operations.
+// Past it the request is refused with tooMany, so that no request holds
+// the committer (every tenant's writes wait for it) or a core for long:
+// a member named by value costs one read, and a list costs one per name.
+const maxMembershipsExamined = 1_000_000
+
+// maxNamesKept bounds the group names one List keeps (groupElements).
+const maxNamesKept = 10_000
+
+// budget counts what one request reads, up to limit.
+type budget struct{ spent, limit int }
+
+// spend counts one membership read, refusing the request past the limit.
+func (b *budget) spend() error {
+	b.spent++
+	if b.spent > b.limit {
+		return scim.Errorf(scim.ErrTooMany, "the request reads more than %d memberships; name members by value (members[value eq \"<id>\"]) or send fewer filter terms or operations", b.limit)
+	}
+	return nil
+}
+
+// bounded wraps el so that every element it reads counts against b, and a
+// walk stops once ctx is done (the client is gone).
+func (b *budget) bounded(ctx context.Context, el scim.Elements) scim.Elements {
+	lookup, each := el.Lookup, el.Each
+	el.Lookup = func(value string) (map[string]any, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := b.spend(); err != nil {
+			return nil, err
+		}
+		return lookup(value)
+	}
+	el.Each = func(yield func(map[string]any) bool) error {
+		var stop error
+		err := each(func(e map[string]any) bool {
+			if stop = ctx.Err(); stop == nil {
+				stop = b.spend()
+			}
+			return stop == nil && yield(e)
+		})
+		if stop != nil {
+			return stop
+		}
+		return err
+	}
+	return el
 }
 
 // pageMembers returns up to limit members of a group after the member id

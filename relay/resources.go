@@ -153,7 +153,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	}
 	var changes []memberChange
 	if len(p.members) > 0 {
-		plan := newMemberPlan(tb, res.ID())
+		plan := newMemberPlan(tb, res.ID(), w.store.maxExamined)
 		if err := plan.apply([]scim.MemberOp{{Kind: scim.AddMembers, Members: p.members}}); err != nil {
 			return w.refuse(err)
 		}
@@ -321,7 +321,7 @@ func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
 // groupsOf lists the groups a member belongs to as groups attribute values.
 func groupsOf(tb *bolt.Bucket, memberID string) ([]any, error) {
 	var groups []any
-	err := groupElements(tb, memberID).Each(func(g map[string]any) bool {
+	err := groupElements(tb, memberID, nil).Each(func(g map[string]any) bool {
 		groups = append(groups, g)
 		return true
 	})
@@ -393,7 +393,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 	var changes []memberChange
 	var plan *memberPlan
 	if rt == scim.GroupResourceType && len(u.Members) > 0 {
-		plan = newMemberPlan(tb, id)
+		plan = newMemberPlan(tb, id, w.store.maxExamined)
 		if err := plan.apply(u.Members); err != nil {
 			return w.refuse(err)
 		}

@@ -167,6 +167,9 @@ type Store struct {
 	full atomic.Bool
 	dir  string // the data file's directory
 
+	// maxExamined is maxMembershipsExamined; tests lower it.
+	maxExamined int
+
 	// failed is closed once a commit failed in bbolt itself (see
 	// ErrWritesStopped); failure says why.
 	failed     chan struct{}
@@ -281,6 +284,8 @@ func Open(path string, o Options) (*Store, error) {
 		stop:      make(chan struct{}),
 		failed:    make(chan struct{}),
 		dir:       filepath.Dir(path),
+
+		maxExamined: maxMembershipsExamined,
 	}
 	s.tenants.Store(&tenants)
 	var layout uint64

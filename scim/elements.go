@@ -130,6 +130,13 @@ func keyedValues(e expr) ([]string, bool) {
 	return nil, false
 }
 
+// ElementValues returns the values of the elements f, a filter on the
+// sub-attributes of a multi-valued complex attribute (the filter of
+// members[...]), can match, when it pins them down: value eq "x", joined
+// with anything by "and", or such filters joined by "or". ok is false when
+// f may match an element whatever its value.
+func (f *Filter) ElementValues() (values []string, ok bool) { return elementValues(f.root) }
+
 // elementValues returns the values of the elements a filter inside a value
 // path can match, when the filter pins them down: value eq "x", joined with
 // anything by "and", or such filters joined by "or".

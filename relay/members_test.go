@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// repeatOps is n copies of a PATCH operation, as a PATCH body lists them.
+func repeatOps(n int, op func(i int) string) string {
+	ops := make([]string, n)
+	for i := range ops {
+		ops[i] = op(i)
+	}
+	return strings.Join(ops, ",")
+}
+
+// TestMemberRemovalsByFilterAreBounded: removals by a filter that does not
+// name the members walk the group once per operation inside the committer,
+// so a request may walk at most maxExamined members in all (review F3);
+// removals that name members by value read their keys alone, however many.
+func TestMemberRemovalsByFilterAreBounded(t *testing.T) {
+	s := openFastStore(t)
+	s.maxExamined = 1000
+	g, ids := buildGroup(t, s, 100)
+	walk := func(int) string { return `{"op":"remove","path":"members[display co \"zz\"]"}` }
+	// 10 operations × 100 members is the limit exactly; one more is refused.
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), repeatOps(10, walk))
+	_, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), repeatOps(11, walk))
+	wantErr(t, err, scim.ErrTooMany, "more than 1000 memberships")
+	// 1,000 operations naming a member each read 1,000 keys: as Entra
+	// sends them, and with another term beside the value.
+	named := map[string]func(i int) string{
+		"members[value eq U]": func(i int) string {
+			return fmt.Sprintf(`{"op":"remove","path":"members[value eq \"%s\"]"}`, ids[i%50])
+		},
+		"members[value eq U and type eq User]": func(i int) string {
+			return fmt.Sprintf(`{"op":"remove","path":"members[value eq \"%s\" and type eq \"User\"]"}`, ids[50+i%50])
+		},
+	}
+	for name, op := range named {
+		if _, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), repeatOps(1000, op)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if left, err := s.Members(ctx, "acme", g.ID(), "", "", 0); err != nil || len(left) != 0 {
+		t.Fatalf("members left: %d, %v", len(left), err)
+	}
+}
+
+// TestMemberRemovalsByNameMatchTheWalk: a removal whose filter names the
+// members (read by key) removes what the same filter read by walking the
+// group removes, with the same events in the same order.
+func TestMemberRemovalsByNameMatchTheWalk(t *testing.T) {
+	s := openFastStore(t)
+	users := make([]string, 6)
+	for i := range users {
+		users[i] = create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"m%d","displayName":"M%d"`, i, i))).ID()
+	}
+	expand := func(s string) string {
+		for i, id := range users {
+			s = strings.ReplaceAll(s, fmt.Sprintf("U%d", i), id)
+		}
+		return s
+	}
+	add := func(us ...string) scim.MemberOp {
+		op := scim.MemberOp{Kind: scim.AddMembers}
+		for _, u := range us {
+			op.Members = append(op.Members, scim.Member{Value: expand(u)})
+		}
+		return op
+	}
+	// Each case runs before the removal by filter, on a group of U0-U3.
+	cases := map[string][]scim.MemberOp{
+		"as is":                  nil,
+		"after adding U4 and U5": {add("U5", "U4")},
+		"after replacing by U1":  {{Kind: scim.RemoveAllMembers}, add("U1")},
+	}
+	filters := []string{
+		`value eq "U2" or value eq "U0"`,
+		`value eq "U5" or value eq "U1" or value eq "U5" or value eq "U4"`,
+		`value eq "U4" or value eq "U0" or value eq "U3"`,
+		`value eq "U1" and display eq "M1"`,
+		`value eq "U1" and display eq "other"`,
+		`value eq "no-such-member"`,
+	}
+	groups := 0
+	run := func(ops []scim.MemberOp, filter string) (members, events string) {
+		groups++
+		g := create(t, s, "acme", group(t, expand(fmt.Sprintf(`"displayName":"g%d","members":[{"value":"U0"},{"value":"U1"},{"value":"U2"},{"value":"U3"}]`, groups))))
+		m := mark(t, s)
+		ops = append(slices.Clone(ops), scim.MemberOp{Kind: scim.RemoveMatchingMembers, Filter: mustValueFilter(t, expand(filter))})
+		if _, err := s.Update(ctx, "acme", scim.GroupResourceType, g.ID(), func(cur *scim.Resource) (*scim.Update, error) {
+			return &scim.Update{Resource: cur, Members: ops}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		list, err := s.Members(ctx, "acme", g.ID(), "", "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range list {
+			members += m.Value + " "
+		}
+		for _, e := range eventsAfter(t, s, m) {
+			events += string(e.action) + ":" + e.data.Member.Value + " "
+		}
+		return members, events
+	}
+	for name, ops := range cases {
+		for _, f := range filters {
+			if _, named := mustValueFilter(t, expand(f)).ElementValues(); !named {
+				t.Fatalf("%s does not name its members", f)
+			}
+			// The same filter, walking: no member has type "none".
+			walked := "(" + f + `) or type eq "none"`
+			if _, named := mustValueFilter(t, expand(walked)).ElementValues(); named {
+				t.Fatalf("%s names its members", walked)
+			}
+			gotMembers, gotEvents := run(ops, f)
+			wantMembers, wantEvents := run(ops, walked)
+			if gotMembers != wantMembers || gotEvents != wantEvents {
+				t.Errorf("%s, removing %s:\nby name: %s/ %s\nby walk: %s/ %s", name, f, gotMembers, gotEvents, wantMembers, wantEvents)
+			}
+		}
+	}
+}
+
+func mustValueFilter(t *testing.T, filter string) *scim.Filter {
+	t.Helper()
+	path, err := scim.GroupResourceType.ParsePath("members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := scim.ParseValueFilter(scim.GroupResourceType, path, filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestMembershipFiltersAreBounded: a List's filter on members or groups
+// reads at most maxExamined memberships, summed over its terms and the
+// resources it tests (review F4), and a term naming a member reads one.
+func TestMembershipFiltersAreBounded(t *testing.T) {
+	s := openFastStore(t)
+	s.maxExamined = 1000
+	g, ids := buildGroup(t, s, 100) // 100 memberships in all
+	terms := func(n int, term string) string {
+		return strings.TrimSuffix(strings.Repeat(term+" or ", n), " or ")
+	}
+	list := func(rt *scim.ResourceType, filter string) (scim.Page, error) {
+		f, err := scim.ParseFilter(rt, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.List(ctx, "acme", rt, scim.Query{Filter: f, StartIndex: 1, Count: 10})
+	}
+	for _, c := range []struct {
+		rt   *scim.ResourceType
+		term string
+	}{
+		{scim.GroupResourceType, `members.display co "zz"`},
+		{scim.UserResourceType, `groups.display co "zz"`},
+	} {
+		// Every term reads the 100 memberships: 10 terms are the limit
+		// exactly, 11 are refused.
+		if page, err := list(c.rt, terms(10, c.term)); err != nil || page.Total != 0 {
+			t.Fatalf("10 × %s: %d, %v", c.term, page.Total, err)
+		}
+		_, err := list(c.rt, terms(11, c.term))
+		wantErr(t, err, scim.ErrTooMany, "more than 1000 memberships")
+	}
+	// Terms naming a member read its key alone: 50 of them on one group
+	// cost 50.
+	var named []string
+	for _, id := range ids[:50] {
+		named = append(named, fmt.Sprintf("members eq %q", id))
+	}
+	if page, err := list(scim.GroupResourceType, strings.Join(named, " or ")); err != nil || page.Total != 1 || page.Resources[0].ID() != g.ID() {
+		t.Fatalf("50 members named: %d, %v", page.Total, err)
+	}
+	// A match is still found: the answer does not change under the limit.
+	if page, err := list(scim.UserResourceType, terms(9, `groups.display co "zz"`)+fmt.Sprintf(` or groups.display eq %q`, g.String("displayName"))); err != nil || page.Total != 100 {
+		t.Fatalf("users by their group's display: %d, %v", page.Total, err)
+	}
+}
+
+// cancelAfter is a context whose Err is context.Canceled from its n+1th
+// call on: a client that leaves part way through a walk.
+type cancelAfter struct {
+	context.Context
+	n atomic.Int64
+}
+
+func (c *cancelAfter) Err() error {
+	if c.n.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestMembershipFiltersStopWhenTheClientLeaves: a List stops when its
+// context is done, before it starts and part way through walking one
+// group's members, one user's groups, or the users.
+func TestMembershipFiltersStopWhenTheClientLeaves(t *testing.T) {
+	s := openFastStore(t)
+	g, ids := buildGroup(t, s, 100)
+	for i := range 2 { // ids[0] is in three groups
+		create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"also-%d","members":[{"value":%q}]`, i, ids[0])))
+	}
+	for _, c := range []struct {
+		rt     *scim.ResourceType
+		filter string
+	}{
+		{scim.GroupResourceType, fmt.Sprintf(`id eq %q and members.display co "zz"`, g.ID())},
+		{scim.UserResourceType, fmt.Sprintf(`id eq %q and groups.display co "zz"`, ids[0])},
+		{scim.UserResourceType, `groups.display co "zz"`},
+		{scim.UserResourceType, `userName co "zz"`}, // no membership read
+	} {
+		f, err := scim.ParseFilter(c.rt, c.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := s.List(gone, "acme", c.rt, scim.Query{Filter: f, StartIndex: 1, Count: 10}); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s, client gone before: %v", c.filter, err)
+		}
+		// One resource and its first element are read (or two resources),
+		// then the client is gone: with an id eq filter only a check
+		// between elements sees it.
+		leaving := &cancelAfter{Context: ctx}
+		leaving.n.Store(2)
+		if _, err := s.List(leaving, "acme", c.rt, scim.Query{Filter: f, StartIndex: 1, Count: 10}); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s, client gone during the walk: %v", c.filter, err)
+		}
+	}
+}
+
+// BenchmarkFilteredMemberRemovals is review F3's PATCH: 1,000 removals by a
+// filter that names no member, on a group of 20,000, inside the committer.
+// The relay refuses it with tooMany once it has read maxExamined members.
+func BenchmarkFilteredMemberRemovals(b *testing.B) {
+	s := openFastStore(b)
+	g, _ := buildGroup(b, s, 20_000)
+	ops := repeatOps(1000, func(i int) string {
+		return fmt.Sprintf(`{"op":"remove","path":"members[display co \"zz%d\"]"}`, i)
+	})
+	for b.Loop() {
+		if _, err := patch(b, s, "acme", scim.GroupResourceType, g.ID(), ops); err != nil && !errors.Is(err, scim.ErrTooMany) {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGroupsFilterTerms is review F4's list: users by 50 terms on their
+// groups' display names, 20,000 users in one group (1,000,000 memberships
+// read, the limit).
+func BenchmarkGroupsFilterTerms(b *testing.B) {
+	s := openFastStore(b)
+	buildGroup(b, s, 20_000)
+	terms := make([]string, 50)
+	for i := range terms {
+		terms[i] = fmt.Sprintf(`groups.display co "zz%d"`, i)
+	}
+	f, err := scim.ParseFilter(scim.UserResourceType, strings.Join(terms, " or "))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); err != nil && !errors.Is(err, scim.ErrTooMany) {
+			b.Fatal(err)
+		}
+	}
+}
