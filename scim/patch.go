@@ -506,7 +506,14 @@ func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := op.path.attr
 	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		at, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		if op.kind == patchRemove {
+			at, obj = containerFor(r.Attrs, ap.URN)
+		} else {
+			var err error
+			if at, obj, err = openContainer(r.Attrs, ap.URN); err != nil {
+				return err
+			}
+		}
 		if obj == nil {
 			return nil // removing from an extension the resource lacks
 		}
@@ -712,7 +719,14 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := pp.attr
 	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		at, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		if op.kind == patchRemove {
+			at, obj = containerFor(r.Attrs, ap.URN)
+		} else {
+			var err error
+			if at, obj, err = openContainer(r.Attrs, ap.URN); err != nil {
+				return err
+			}
+		}
 		if obj == nil {
 			return nil
 		}
@@ -1126,7 +1140,7 @@ func setList(obj map[string]any, name string, list []any) {
 }
 
 func dropEmptyContainer(attrs map[string]any, urn string) {
-	if k, m := containerFor(attrs, urn, false); m != nil && len(m) == 0 {
+	if k, m := containerFor(attrs, urn); m != nil && len(m) == 0 {
 		delete(attrs, k)
 	}
 }

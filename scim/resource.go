@@ -478,7 +478,10 @@ func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
 
 // mergeUnknown keeps an unknown extension's object as sent, without its nulls.
 func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
-	key, container := containerFor(attrs, urn, true)
+	key, container, err := openContainer(attrs, urn)
+	if err != nil {
+		return err
+	}
 	for k, v := range obj {
 		if v == nil {
 			continue
@@ -501,7 +504,10 @@ func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]a
 func setNew(attrs map[string]any, p AttrPath, v any, keys foldedKeys) error {
 	obj, at := attrs, ""
 	if p.URN != "" {
-		at, obj = containerFor(attrs, p.URN, true)
+		var err error
+		if at, obj, err = openContainer(attrs, p.URN); err != nil {
+			return err
+		}
 	}
 	name := p.Name
 	if p.attr == nil {
@@ -551,17 +557,36 @@ func overlaps(a, b map[string]any) bool {
 
 // containerFor returns the object holding an extension's attributes and the
 // key it lives under, matching the URN case-insensitively; create makes it.
-func containerFor(attrs map[string]any, urn string, create bool) (string, map[string]any) {
+func containerFor(attrs map[string]any, urn string) (string, map[string]any) {
 	key := urn
 	if k := findKeyFold(attrs, urn); k != "" {
 		key = k
 	}
 	m, _ := attrs[key].(map[string]any)
-	if m == nil && create {
-		m = map[string]any{}
-		attrs[key] = m
-	}
 	return key, m
+}
+
+// maxTopLevel bounds a resource's top-level attributes, extension objects
+// included. Each extension object is found by reading every top-level key
+// (findKeyFold), so a body naming thousands of extension schemas made its
+// parse quadratic in them (5,000 took 0.3 s, a 4 MiB body of them would
+// take hours); Entra sends one or two, and a User has some 25 core
+// attributes.
+const maxTopLevel = 256
+
+// openContainer is containerFor that makes the extension's object when the
+// resource has none, refusing one past maxTopLevel.
+func openContainer(attrs map[string]any, urn string) (string, map[string]any, error) {
+	key, m := containerFor(attrs, urn)
+	if m != nil {
+		return key, m, nil
+	}
+	if _, held := attrs[key]; !held && len(attrs) >= maxTopLevel {
+		return "", nil, Errorf(ErrInvalidValue, "a resource holds at most %d top-level attributes and extension schemas; %s would be one more", maxTopLevel, truncate(urn, 64))
+	}
+	m = map[string]any{}
+	attrs[key] = m
+	return key, m, nil
 }
 
 // findKeyFold returns the key of m equal to k ignoring case, "" when none.
