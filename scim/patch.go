@@ -500,19 +500,25 @@ func checkWritable(op patchOp, pp *patchPath) error {
 	return nil
 }
 
+// opContainer is the extension object an op at urn works in, made unless
+// the op removes (nil then when the resource has none).
+func opContainer(attrs map[string]any, urn string, kind patchKind) (string, map[string]any, error) {
+	if kind == patchRemove {
+		at, obj := containerFor(attrs, urn)
+		return at, obj, nil
+	}
+	return openContainer(attrs, urn)
+}
+
 // applyPlain applies an op whose path has no filter: attr, attr.sub or an
 // extension attribute.
 func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := op.path.attr
 	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		if op.kind == patchRemove {
-			at, obj = containerFor(r.Attrs, ap.URN)
-		} else {
-			var err error
-			if at, obj, err = openContainer(r.Attrs, ap.URN); err != nil {
-				return err
-			}
+		var err error
+		if at, obj, err = opContainer(r.Attrs, ap.URN, op.kind); err != nil {
+			return err
 		}
 		if obj == nil {
 			return nil // removing from an extension the resource lacks
@@ -719,13 +725,9 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := pp.attr
 	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		if op.kind == patchRemove {
-			at, obj = containerFor(r.Attrs, ap.URN)
-		} else {
-			var err error
-			if at, obj, err = openContainer(r.Attrs, ap.URN); err != nil {
-				return err
-			}
+		var err error
+		if at, obj, err = opContainer(r.Attrs, ap.URN, op.kind); err != nil {
+			return err
 		}
 		if obj == nil {
 			return nil

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -314,7 +313,7 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 		}
 		var p AttrPath
 		var err error
-		if _, isObject := v.(map[string]any); isObject && slices.ContainsFunc(declared, func(urn string) bool { return strings.EqualFold(urn, k) }) {
+		if _, isObject := v.(map[string]any); isObject && declared[Fold(k)] {
 			// The whole of an extension the body lists in schemas, under
 			// exactly the URN sent, whatever its form: Okta's custom
 			// namespaces need not end with :User, and one with ":user:"
@@ -388,12 +387,12 @@ func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
 	return &Resource{Type: rt, Attrs: attrs}, nil
 }
 
-// declaredExtensions returns the URNs a body's schemas lists (RFC 7643 §3:
+// declaredExtensions returns, folded (Fold), the URNs a body's schemas lists (RFC 7643 §3:
 // the schemas the resource uses) that neither are nor start with the URN
 // of a schema this service knows, core or extension: those of extensions
 // it keeps as sent.
-func declaredExtensions(rt *ResourceType, raw map[string]any) []string {
-	var out []string
+func declaredExtensions(rt *ResourceType, raw map[string]any) map[string]bool {
+	out := map[string]bool{}
 	for k, v := range raw {
 		if !strings.EqualFold(k, "schemas") {
 			continue
@@ -402,7 +401,7 @@ func declaredExtensions(rt *ResourceType, raw map[string]any) []string {
 		for _, e := range list {
 			if urn, ok := e.(string); ok && hasPrefixFold(urn, "urn:") {
 				if schema, _ := rt.splitURN(urn); schema == nil {
-					out = append(out, urn)
+					out[Fold(urn)] = true
 				}
 			}
 		}
