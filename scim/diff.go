@@ -28,8 +28,8 @@ func Diff(old, new *Resource) []Change {
 		out = diffAttrs(out, e.Schema.ID+":", e.Schema.Attributes, o, n)
 	}
 	for _, urn := range unionKeys(old.unknownExtensions(), new.unknownExtensions()) {
-		_, o := containerFor(old.Attrs, urn, false)
-		_, n := containerFor(new.Attrs, urn, false)
+		_, o := containerFor(old.Attrs, urn)
+		_, n := containerFor(new.Attrs, urn)
 		for _, k := range unionKeys(sortedKeys(o), sortedKeys(n)) {
 			ov, nv := o[k], n[k]
 			if !jsonEqual(ov, nv) {

@@ -845,7 +845,7 @@ func compareStrings(o op, got, want string) bool {
 // lookupAttr returns the value of the attribute (not sub-attribute) at p in obj.
 func lookupAttr(obj map[string]any, p AttrPath) any {
 	if p.URN != "" {
-		_, obj = containerFor(obj, p.URN, false)
+		_, obj = containerFor(obj, p.URN)
 		if obj == nil {
 			return nil
 		}

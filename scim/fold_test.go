@@ -4,6 +4,7 @@ package scim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -168,4 +169,68 @@ func extensionOrError(r *Resource, urn string, err error) string {
 		}
 	}
 	return "no extension"
+}
+
+// TestExtensionSchemasPerResourceAreBounded: a resource holds at most
+// maxTopLevel top-level attributes and extension objects, so that finding
+// one (every top-level key read) cannot grow with the square of thousands
+// a body names; past it a POST or a PATCH is 400 invalidValue naming the
+// bound, and below it every extension is kept.
+func TestExtensionSchemasPerResourceAreBounded(t *testing.T) {
+	exts := func(n int) (schemas, objects string) {
+		var s, o strings.Builder
+		for i := range n {
+			urn := fmt.Sprintf("urn:okta:app%d:1.0:user:custom", i)
+			fmt.Fprintf(&s, `,%q`, urn)
+			fmt.Fprintf(&o, `,%q:{"k":%d}`, urn, i)
+		}
+		return s.String(), o.String()
+	}
+	post := func(n int) (*Resource, int, error) {
+		s, o := exts(n)
+		read := 0
+		readingAllKeys = func(n int) { read += n }
+		defer func() { readingAllKeys = nil }()
+		r, err := ParseResource(UserResourceType, []byte(`{"schemas":["`+UserSchema+`"`+s+`],"userName":"a"`+o+`}`))
+		return r, read, err
+	}
+	r, read, err := post(200)
+	if err != nil {
+		t.Fatalf("200 extensions: %v", err)
+	}
+	kept := 0
+	for k := range r.Attrs {
+		if strings.HasPrefix(k, "urn:") {
+			kept++
+		}
+	}
+	if kept != 200 {
+		t.Fatalf("%d of 200 extensions kept", kept)
+	}
+	if read > 200*maxTopLevel {
+		t.Fatalf("200 extensions read %d keys one at a time", read)
+	}
+	_, read, err = post(5000)
+	if !errors.Is(err, ErrInvalidValue) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d top-level attributes", maxTopLevel)) {
+		t.Fatalf("5,000 extensions: %v; want 400 invalidValue naming the bound", err)
+	}
+	if read > (maxTopLevel+1)*maxTopLevel {
+		t.Fatalf("5,000 extensions read %d keys one at a time before the refusal", read)
+	}
+	// A PATCH adding extensions one path at a time meets the same bound.
+	stored, _, err := post(maxTopLevel - 2) // userName and the new extensions fill it
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&ops, `{"op":"add","path":"urn:ietf:params:scim:schemas:extension:More%d:2.0:User:k","value":%d},`, i, i)
+	}
+	p, err := ParsePatch(UserResourceType, []byte(`{"schemas":["`+PatchOpSchema+`"],"Operations":[`+strings.TrimSuffix(ops.String(), ",")+`]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Apply(stored); !errors.Is(err, ErrInvalidValue) || !strings.Contains(err.Error(), "top-level attributes") {
+		t.Fatalf("a PATCH past the bound: %v; want 400 invalidValue", err)
+	}
 }

@@ -500,13 +500,26 @@ func checkWritable(op patchOp, pp *patchPath) error {
 	return nil
 }
 
+// opContainer is the extension object an op at urn works in, made unless
+// the op removes (nil then when the resource has none).
+func opContainer(attrs map[string]any, urn string, kind patchKind) (string, map[string]any, error) {
+	if kind == patchRemove {
+		at, obj := containerFor(attrs, urn)
+		return at, obj, nil
+	}
+	return openContainer(attrs, urn)
+}
+
 // applyPlain applies an op whose path has no filter: attr, attr.sub or an
 // extension attribute.
 func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := op.path.attr
 	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		at, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		var err error
+		if at, obj, err = opContainer(r.Attrs, ap.URN, op.kind); err != nil {
+			return err
+		}
 		if obj == nil {
 			return nil // removing from an extension the resource lacks
 		}
@@ -712,7 +725,10 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 	ap := pp.attr
 	obj, at := r.Attrs, ""
 	if ap.URN != "" {
-		at, obj = containerFor(r.Attrs, ap.URN, op.kind != patchRemove)
+		var err error
+		if at, obj, err = opContainer(r.Attrs, ap.URN, op.kind); err != nil {
+			return err
+		}
 		if obj == nil {
 			return nil
 		}
@@ -1126,7 +1142,7 @@ func setList(obj map[string]any, name string, list []any) {
 }
 
 func dropEmptyContainer(attrs map[string]any, urn string) {
-	if k, m := containerFor(attrs, urn, false); m != nil && len(m) == 0 {
+	if k, m := containerFor(attrs, urn); m != nil && len(m) == 0 {
 		delete(attrs, k)
 	}
 }

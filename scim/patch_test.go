@@ -239,7 +239,7 @@ func valueAt(t *testing.T, r *Resource, path string) string {
 	}
 	var v any
 	if p.Name == "" {
-		_, m := containerFor(r.Attrs, p.URN, false)
+		_, m := containerFor(r.Attrs, p.URN)
 		if m == nil {
 			return ""
 		}

@@ -170,7 +170,7 @@ func (p *Projection) Apply(r *Resource) *Resource {
 // copyPath copies the value at p from src into dst, sharing values.
 func copyPath(dst, src map[string]any, p AttrPath) {
 	if p.URN != "" {
-		key, obj := containerFor(src, p.URN, false)
+		key, obj := containerFor(src, p.URN)
 		if obj == nil {
 			return
 		}
@@ -243,7 +243,7 @@ func copyPath(dst, src map[string]any, p AttrPath) {
 // copyPath merges sub-attributes, so they are dropped only afterwards.
 func dropEmptyElements(obj map[string]any, p AttrPath) {
 	if p.URN != "" {
-		key, inner := containerFor(obj, p.URN, false)
+		key, inner := containerFor(obj, p.URN)
 		if inner == nil {
 			return
 		}
@@ -273,7 +273,7 @@ func emptyElement(v any) bool {
 // shared values are left alone.
 func removePath(obj map[string]any, p AttrPath) {
 	if p.URN != "" {
-		key, inner := containerFor(obj, p.URN, false)
+		key, inner := containerFor(obj, p.URN)
 		if inner == nil {
 			return
 		}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -314,7 +313,7 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 		}
 		var p AttrPath
 		var err error
-		if _, isObject := v.(map[string]any); isObject && slices.ContainsFunc(declared, func(urn string) bool { return strings.EqualFold(urn, k) }) {
+		if _, isObject := v.(map[string]any); isObject && declared[Fold(k)] {
 			// The whole of an extension the body lists in schemas, under
 			// exactly the URN sent, whatever its form: Okta's custom
 			// namespaces need not end with :User, and one with ":user:"
@@ -388,12 +387,12 @@ func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
 	return &Resource{Type: rt, Attrs: attrs}, nil
 }
 
-// declaredExtensions returns the URNs a body's schemas lists (RFC 7643 §3:
+// declaredExtensions returns, folded (Fold), the URNs a body's schemas lists (RFC 7643 §3:
 // the schemas the resource uses) that neither are nor start with the URN
 // of a schema this service knows, core or extension: those of extensions
 // it keeps as sent.
-func declaredExtensions(rt *ResourceType, raw map[string]any) []string {
-	var out []string
+func declaredExtensions(rt *ResourceType, raw map[string]any) map[string]bool {
+	out := map[string]bool{}
 	for k, v := range raw {
 		if !strings.EqualFold(k, "schemas") {
 			continue
@@ -402,7 +401,7 @@ func declaredExtensions(rt *ResourceType, raw map[string]any) []string {
 		for _, e := range list {
 			if urn, ok := e.(string); ok && hasPrefixFold(urn, "urn:") {
 				if schema, _ := rt.splitURN(urn); schema == nil {
-					out = append(out, urn)
+					out[Fold(urn)] = true
 				}
 			}
 		}
@@ -478,7 +477,10 @@ func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
 
 // mergeUnknown keeps an unknown extension's object as sent, without its nulls.
 func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
-	key, container := containerFor(attrs, urn, true)
+	key, container, err := openContainer(attrs, urn)
+	if err != nil {
+		return err
+	}
 	for k, v := range obj {
 		if v == nil {
 			continue
@@ -501,7 +503,10 @@ func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]a
 func setNew(attrs map[string]any, p AttrPath, v any, keys foldedKeys) error {
 	obj, at := attrs, ""
 	if p.URN != "" {
-		at, obj = containerFor(attrs, p.URN, true)
+		var err error
+		if at, obj, err = openContainer(attrs, p.URN); err != nil {
+			return err
+		}
 	}
 	name := p.Name
 	if p.attr == nil {
@@ -551,17 +556,36 @@ func overlaps(a, b map[string]any) bool {
 
 // containerFor returns the object holding an extension's attributes and the
 // key it lives under, matching the URN case-insensitively; create makes it.
-func containerFor(attrs map[string]any, urn string, create bool) (string, map[string]any) {
+func containerFor(attrs map[string]any, urn string) (string, map[string]any) {
 	key := urn
 	if k := findKeyFold(attrs, urn); k != "" {
 		key = k
 	}
 	m, _ := attrs[key].(map[string]any)
-	if m == nil && create {
-		m = map[string]any{}
-		attrs[key] = m
-	}
 	return key, m
+}
+
+// maxTopLevel bounds a resource's top-level attributes, extension objects
+// included. Each extension object is found by reading every top-level key
+// (findKeyFold), so a body naming thousands of extension schemas made its
+// parse quadratic in them (5,000 took 0.3 s, a 4 MiB body of them would
+// take hours); Entra sends one or two, and a User has some 25 core
+// attributes.
+const maxTopLevel = 256
+
+// openContainer is containerFor that makes the extension's object when the
+// resource has none, refusing one past maxTopLevel.
+func openContainer(attrs map[string]any, urn string) (string, map[string]any, error) {
+	key, m := containerFor(attrs, urn)
+	if m != nil {
+		return key, m, nil
+	}
+	if _, held := attrs[key]; !held && len(attrs) >= maxTopLevel {
+		return "", nil, Errorf(ErrInvalidValue, "a resource holds at most %d top-level attributes and extension schemas; %s would be one more", maxTopLevel, truncate(urn, 64))
+	}
+	m = map[string]any{}
+	attrs[key] = m
+	return key, m, nil
 }
 
 // findKeyFold returns the key of m equal to k ignoring case, "" when none.
