@@ -197,7 +197,7 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 	case rt == scim.GroupResourceType && f.References("members"):
 		elements = func(id string) scim.Elements { return b.bounded(ctx, memberElements(tb, id)) }
 	case rt == scim.UserResourceType && f.References("groups"):
-		elements = func(id string) scim.Elements { return b.bounded(ctx, groupElements(tb, id, names)) }
+		elements = func(id string) scim.Elements { return b.bounded(ctx, groupElements(tb, id, names, b)) }
 	}
 	test := func(r *scim.Resource) error {
 		if err := ctx.Err(); err != nil {

@@ -160,7 +160,7 @@ func (p *memberPlan) removeWhere(f *scim.Filter) error {
 	prefix := memberKey(p.groupID, "")
 	c := p.tb.Bucket(bucketMembers).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		if err := p.walked.spend(); err != nil {
+		if err := p.walked.spendOn(f); err != nil {
 			return err
 		}
 		value := string(k[len(prefix):])
@@ -185,7 +185,7 @@ func (p *memberPlan) removeWhere(f *scim.Filter) error {
 	}
 	slices.Sort(added)
 	for _, value := range added {
-		if err := p.walked.spend(); err != nil {
+		if err := p.walked.spendOn(f); err != nil {
 			return err
 		}
 		if st := p.state[value]; match(st.added) {
@@ -314,21 +314,28 @@ func cardOf(r *scim.Resource) memberCard {
 // PATCH's transaction (BenchmarkMemberAdd100). It reads what cardOf
 // reads, the same way (TestCardMatchesDecodedRecord).
 func getCard(tb *bolt.Bucket, rt *scim.ResourceType, id string) (memberCard, bool, error) {
+	c, _, ok, err := getCardSized(tb, rt, id)
+	return c, ok, err
+}
+
+// getCardSized is getCard that also says how many bytes the record it
+// read holds (0 when there is none): reading a card reads the whole record.
+func getCardSized(tb *bolt.Bucket, rt *scim.ResourceType, id string) (memberCard, int, bool, error) {
 	if !validKey(id) {
-		return memberCard{}, false, nil
+		return memberCard{}, 0, false, nil
 	}
 	v := resourceBucket(tb, rt).Get([]byte(id))
 	if v == nil {
-		return memberCard{}, false, nil
+		return memberCard{}, 0, false, nil
 	}
 	if len(v) < recordHeader {
-		return memberCard{}, false, fmt.Errorf("reading %s %s: the record is %d bytes, shorter than its header", rt.Name, id, len(v))
+		return memberCard{}, len(v), false, fmt.Errorf("reading %s %s: the record is %d bytes, shorter than its header", rt.Name, id, len(v))
 	}
 	c, err := readCard(rt, v[recordHeader:])
 	if err != nil {
-		return memberCard{}, false, fmt.Errorf("reading %s %s: %w", rt.Name, id, err)
+		return memberCard{}, len(v), false, fmt.Errorf("reading %s %s: %w", rt.Name, id, err)
 	}
-	return c, true, nil
+	return c, len(v), true, nil
 }
 
 // readCard reads a card from a stored resource's JSON, in one pass over
@@ -589,15 +596,20 @@ func memberObject(m events.Member) map[string]any {
 // A group's display name is read from its card, not its decoded record,
 // and kept in names (nil: not kept) while it holds fewer than
 // maxNamesKept: a filter on groups may read it for every membership of the
-// tenant, once per term.
-func groupElements(tb *bolt.Bucket, memberID string, names map[string]string) scim.Elements {
+// tenant, once per term. b (nil: none) is charged for the bytes of the
+// records read beyond the first KiB of each (a group may carry an
+// extension of megabytes, read whole for its name).
+func groupElements(tb *bolt.Bucket, memberID string, names map[string]string, b *budget) scim.Elements {
 	object := func(groupID string) (map[string]any, error) {
 		entry := map[string]any{"value": groupID, "type": "direct"}
 		if display, ok := names[groupID]; ok {
 			entry["display"] = display
 			return entry, nil
 		}
-		c, ok, err := getCard(tb, scim.GroupResourceType, groupID)
+		c, size, ok, err := getCardSized(tb, scim.GroupResourceType, groupID)
+		if b != nil && err == nil {
+			err = b.spendBytes(size)
+		}
 		if ok {
 			entry["display"] = c.displayName
 			if names != nil && len(names) < maxNamesKept {
@@ -637,22 +649,64 @@ func groupElements(tb *bolt.Bucket, memberID string, names map[string]string) sc
 // by a filter that does not name them walk, summed over its operations.
 // Past it the request is refused with tooMany, so that no request holds
 // the committer (every tenant's writes wait for it) or a core for long:
-// a member named by value costs one read, and a list costs one per name.
+// a member or group named by value costs a sixteenth of a read
+// (lookupsPerRead), and a group's name read from a large record a read per
+// KiB (cardBytesPerRead); removing every member costs nothing (spendOn).
 const maxMembershipsExamined = 1_000_000
 
 // maxNamesKept bounds the group names one List keeps (groupElements).
 const maxNamesKept = 10_000
 
 // budget counts what one request reads, up to limit.
-type budget struct{ spent, limit int }
+type budget struct{ spent, looked, limit int }
 
 // spend counts one membership read, refusing the request past the limit.
-func (b *budget) spend() error {
-	b.spent++
+func (b *budget) spend() error { return b.spendN(1) }
+
+// spendN counts n membership reads' worth.
+func (b *budget) spendN(n int) error {
+	b.spent += n
 	if b.spent > b.limit {
 		return scim.Errorf(scim.ErrTooMany, "the request reads more than %d memberships; name members by value (members[value eq \"<id>\"]) or send fewer filter terms or operations", b.limit)
 	}
 	return nil
+}
+
+// spendOn counts one member a removal by filter f walks. Removing every
+// member (f nil: a PUT of the members, a remove of them all) is not
+// counted: it reads each member once, whatever the request says, and a
+// group too large for the bound could otherwise never be emptied.
+func (b *budget) spendOn(f *scim.Filter) error {
+	if f == nil {
+		return nil
+	}
+	return b.spend()
+}
+
+// lookupsPerRead is how many key lookups (a term naming a member or a
+// group by value, tested on each resource) count as one membership read: a
+// lookup reads one key, and `groups eq "<id>"` over a million users is a
+// cheap query that a read each would refuse.
+const lookupsPerRead = 16
+
+// lookedUp counts one key lookup.
+func (b *budget) lookedUp() error {
+	if b.looked++; b.looked%lookupsPerRead == 0 {
+		return b.spend()
+	}
+	return nil
+}
+
+// cardBytesPerRead is how many bytes of a record read for a group's name
+// count as one membership read, beyond the first ones.
+const cardBytesPerRead = 1024
+
+// spendBytes counts reading a record of size bytes.
+func (b *budget) spendBytes(size int) error {
+	if size < cardBytesPerRead {
+		return nil
+	}
+	return b.spendN(size / cardBytesPerRead)
 }
 
 // bounded wraps el so that every element it reads counts against b, and a
@@ -663,7 +717,7 @@ func (b *budget) bounded(ctx context.Context, el scim.Elements) scim.Elements {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := b.spend(); err != nil {
+		if err := b.lookedUp(); err != nil {
 			return nil, err
 		}
 		return lookup(value)

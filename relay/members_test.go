@@ -282,3 +282,45 @@ func BenchmarkGroupsFilterTerms(b *testing.B) {
 		}
 	}
 }
+
+// TestWhatTheMembershipBoundDoesNotCount: removing every member of a group
+// (a PUT of its members, a remove of them all) is not counted, so that a
+// group larger than the bound can still be emptied; a term naming a group
+// by value costs a sixteenth of a read, so that `groups eq "<id>"` over
+// more users than the bound is answered; and reading a group's name from
+// a large record costs a read for each KiB of it (diff review H2, M1, M2).
+func TestWhatTheMembershipBoundDoesNotCount(t *testing.T) {
+	s := openFastStore(t)
+	s.maxExamined = 50
+	g, ids := buildGroup(t, s, 100)
+	// 100 users in the group: 100 lookups cost 6 reads.
+	f, err := scim.ParseFilter(scim.UserResourceType, fmt.Sprintf("groups eq %q", g.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); err != nil || page.Total != len(ids) {
+		t.Fatalf("groups eq over %d users with a bound of 50: %d, %v", len(ids), page.Total, err)
+	}
+	// 100 members removed whole with a bound of 50.
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), `{"op":"remove","path":"members"}`)
+	if left, err := s.Members(ctx, "acme", g.ID(), "", "", 0); err != nil || len(left) != 0 {
+		t.Fatalf("members left after a remove of all: %d, %v", len(left), err)
+	}
+	// A user in three groups of 20 KiB each: their names cost 60 reads.
+	const ext = "urn:ietf:params:scim:schemas:extension:Custom:2.0:Group"
+	u := create(t, s, "acme", user(t, `"userName":"in-three"`))
+	for i := range 3 {
+		r, err := scim.ParseResource(scim.GroupResourceType, []byte(fmt.Sprintf(`{"schemas":[%q,%q],"displayName":"heavy%d",%q:{"blob":%q},"members":[{"value":%q}]}`,
+			scim.GroupSchema, ext, i, ext, strings.Repeat("x", 20<<10), u.ID())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		create(t, s, "acme", r)
+	}
+	f, err = scim.ParseFilter(scim.UserResourceType, `userName eq "in-three" and groups.display co "zz"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10})
+	wantErr(t, err, scim.ErrTooMany, "more than 50 memberships")
+}

@@ -321,7 +321,7 @@ func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
 // groupsOf lists the groups a member belongs to as groups attribute values.
 func groupsOf(tb *bolt.Bucket, memberID string) ([]any, error) {
 	var groups []any
-	err := groupElements(tb, memberID, nil).Each(func(g map[string]any) bool {
+	err := groupElements(tb, memberID, nil, nil).Each(func(g map[string]any) bool {
 		groups = append(groups, g)
 		return true
 	})
