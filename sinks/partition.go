@@ -659,6 +659,9 @@ func (p *partition) parkOverflowLocked(l *lane) {
 	go func() {
 		defer p.wg.Done()
 		err := p.writePark(l, t, rec)
+		if overflowParkWritten != nil {
+			overflowParkWritten()
+		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.endParkLocked(l, t, rec, err, "its events outgrew the lane")
@@ -1128,6 +1131,9 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 // busy meanwhile, so the read-back starts after this write. A failed
 // write only leaves the record behind (repeats).
 func (p *partition) pastSettled(l *lane, items []item) {
+	if pastSettledBegun != nil {
+		pastSettledBegun()
+	}
 	last := items[len(items)-1].sseq
 	p.mu.Lock()
 	if (l.park == nil || l.park.From > last) && l.parking == 0 {
@@ -1153,6 +1159,11 @@ func (p *partition) pastSettled(l *lane, items []item) {
 		p.w.log.Warn("recording a parked resource's progress failed", "resource", l.subject.Key(), "err", err)
 	}
 }
+
+// Test hooks, nil in a relay: overflowParkWritten is called once a park
+// from enqueue (parkOverflowLocked) is written, before the lane learns
+// so; pastSettledBegun when a settled slice comes to pastSettled.
+var overflowParkWritten, pastSettledBegun func()
 
 // errParkBackoff says why a lane whose park writes failed lately is held
 // without writing.
