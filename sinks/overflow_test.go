@@ -171,6 +171,47 @@ func TestOverflowWhileASliceIsOutLosesNothing(t *testing.T) {
 // when it was delivered: the next owner starts at the one that was out,
 // and nothing arrives twice.
 func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
+	sliceOutWhileParked(t, func(js jetstream.JetStream) {
+		eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			_, err := parkedFrom(js, "acme.user.x")
+			return err
+		})
+	}, nil)
+}
+
+// TestSliceSettledWhileItsParkIsWrittenRepeatsNothing: as above, with the
+// slice settling after the park from enqueue is written but before the
+// lane learns so (held there by a hook): the record must still be moved
+// past the delivered slice, once the park is in place, so that a
+// hand-over while the next event is out does not deliver the slice again.
+// (pastSettled returned early while a park was being written; CI saw the
+// repeat once under load.)
+func TestSliceSettledWhileItsParkIsWrittenRepeatsNothing(t *testing.T) {
+	parkWritten, settling, holdPark := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var parkOnce, settleOnce sync.Once
+	overflowParkWritten = func() {
+		parkOnce.Do(func() {
+			close(parkWritten)
+			<-holdPark
+		})
+	}
+	pastSettledBegun = func() { settleOnce.Do(func() { close(settling) }) }
+	t.Cleanup(func() { overflowParkWritten, pastSettledBegun = nil, nil })
+	sliceOutWhileParked(t, func(jetstream.JetStream) {
+		waitFor(t, parkWritten, "the park from enqueue being written")
+	}, func() {
+		waitFor(t, settling, "the first event's slice settling")
+		close(holdPark)
+	})
+}
+
+// sliceOutWhileParked runs a resource's first event out to a receiver that
+// holds it while five more arrive and park the resource (parked, then, is
+// called), delivers it (then settled is called), holds the second event,
+// read back, while the worker stops, and checks the record was moved past
+// the first and a new worker delivers all six once each.
+func sliceOutWhileParked(t *testing.T, parked func(jetstream.JetStream), settled func()) {
+	t.Helper()
 	js, url := onePartitionServer(t)
 	l := newLedger()
 	out1, out2 := make(chan struct{}), make(chan struct{})
@@ -196,24 +237,16 @@ func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
 
 	p := newPublisher(t, js)
 	p.publish("acme", events.UserCreated, "x")
-	wait := func(c <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-c:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s never reached the receiver", what)
-		}
-	}
-	wait(out1, "the first event")
+	waitFor(t, out1, "the first event reaching the receiver")
 	for range 5 {
 		p.publish("acme", events.UserUpdated, "x")
 	}
-	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		_, err := parkedFrom(js, "acme.user.x")
-		return err
-	})
+	parked(js)
 	close(release1)
-	wait(out2, "the second event")
+	if settled != nil {
+		settled()
+	}
+	waitFor(t, out2, "the second event reaching the receiver")
 	st, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
@@ -230,6 +263,16 @@ func TestOverflowWhileASliceIsOutRepeatsNothing(t *testing.T) {
 	close(release2)
 	startWorker(t, o, url)
 	l.wantDelivered(t, expect{"Users/x": 6}, 30*time.Second, false)
+}
+
+// waitFor waits for c to be closed, at most 10 s.
+func waitFor(t *testing.T, c <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s never happened", what)
+	}
 }
 
 // queued returns how many of resource key's messages m's partitions hold
@@ -302,81 +345,4 @@ func TestHeldLaneTakesNoRedeliveredCopy(t *testing.T) {
 	})
 	broken.Store(false)
 	l.wantDelivered(t, expect{"Users/x": 2}, 20*time.Second, false)
-}
-
-// TestSliceSettledWhileItsParkIsWrittenRepeatsNothing: as above, with the
-// slice settling after the park from enqueue is written but before the
-// lane learns so (held there by a hook): the record must still be moved
-// past the delivered slice, once the park is in place, so that a
-// hand-over while the next event is out does not deliver the slice again.
-// (pastSettled returned early while a park was being written; CI saw the
-// repeat once under load.)
-func TestSliceSettledWhileItsParkIsWrittenRepeatsNothing(t *testing.T) {
-	js, url := onePartitionServer(t)
-	l := newLedger()
-	out1, out2 := make(chan struct{}), make(chan struct{})
-	release1, release2 := make(chan struct{}), make(chan struct{})
-	var first1, first2 atomic.Bool
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		return l.admit(r, func(subject string, seq uint64) int {
-			switch {
-			case subject == "Users/x" && seq == 1 && first1.CompareAndSwap(false, true):
-				close(out1)
-				<-release1
-			case subject == "Users/x" && seq == 2 && first2.CompareAndSwap(false, true):
-				close(out2)
-				<-release2
-				return 503
-			}
-			return 204
-		})
-	})
-	parkWritten, settling, holdPark := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	var parkOnce, settleOnce sync.Once
-	overflowParkWritten = func() {
-		parkOnce.Do(func() {
-			close(parkWritten)
-			<-holdPark
-		})
-	}
-	pastSettledBegun = func() { settleOnce.Do(func() { close(settling) }) }
-	t.Cleanup(func() { overflowParkWritten, pastSettledBegun = nil, nil })
-
-	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Timeout = 30 * time.Second })
-	o := Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, LaneLimit: 3}
-	_, stop := startWorker(t, o, url)
-	p := newPublisher(t, js)
-	p.publish("acme", events.UserCreated, "x")
-	wait := func(c <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-c:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s never happened", what)
-		}
-	}
-	wait(out1, "the first event reaching the receiver")
-	for range 5 {
-		p.publish("acme", events.UserUpdated, "x")
-	}
-	wait(parkWritten, "the park from enqueue being written")
-	close(release1)
-	wait(settling, "the first event's slice settling")
-	close(holdPark)
-	wait(out2, "the second event reaching the receiver")
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e2, err := st.GetLastMsgForSubject(ctx, "scimrelay.acme.user.updated.x.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec, err := parkedFrom(js, "acme.user.x"); err != nil || rec.From != e2.Sequence-4 {
-		t.Errorf("the record in the bucket: %+v (%v); want it past the delivered event, from %d", rec, err, e2.Sequence-4)
-	}
-	stop()
-	close(release2)
-	startWorker(t, o, url)
-	l.wantDelivered(t, expect{"Users/x": 6}, 30*time.Second, false)
 }
