@@ -232,6 +232,7 @@ type Sink struct {
 type SinkBatch struct {
 	MaxEvents int      `yaml:"max_events"`
 	MaxWait   Duration `yaml:"max_wait"`
+	MaxBytes  Size     `yaml:"max_bytes"`
 }
 
 // Default returns the configuration every relay.yaml starts from.

@@ -95,6 +95,7 @@ func TestDefaults(t *testing.T) {
 		"    batch: {}\n":                    {},
 		"    batch: {max_events: 5}\n":       {MaxEvents: 5},
 		"    batch:\n      max_wait: 20ms\n": {MaxWait: Duration(20 * time.Millisecond)},
+		"    batch: {max_bytes: 4MiB}\n":     {MaxBytes: 4 << 20},
 	} {
 		s, ps := parse(t, minimal+"sinks:\n  - name: crm\n"+text, nil)
 		if ps != nil {

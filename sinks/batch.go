@@ -32,6 +32,11 @@ type Batch struct {
 	// MaxWait is how long the first event of a batch waits for others
 	// (at most 10 s; 0 is 50 ms).
 	MaxWait time.Duration
+	// MaxBytes bounds the events' bytes in one request (64 KiB to 64 MiB;
+	// 0 is 1 MiB, what many receivers' proxies take by default): a batch
+	// closes before a slice that would take it past them. A slice larger
+	// alone (one resource's events) goes in a request of its own.
+	MaxBytes int64
 }
 
 // Bounds and defaults of a Batch.
@@ -40,6 +45,9 @@ const (
 	maxBatchEvents     = 1000
 	defaultBatchWait   = 50 * time.Millisecond
 	maxBatchWait       = 10 * time.Second
+	defaultBatchBytes  = 1 << 20
+	minBatchBytes      = 64 << 10
+	maxBatchBytes      = 64 << 20
 )
 
 // batchSender is a sink that takes several events in one request.
@@ -54,6 +62,7 @@ type batchSender interface {
 type batcher struct {
 	sender    batchSender
 	maxEvents int
+	maxBytes  int64
 	maxWait   time.Duration
 	slots     chan struct{} // batches in flight
 
@@ -65,6 +74,7 @@ type batcher struct {
 type pendingBatch struct {
 	ids   []string
 	parts [][]byte
+	bytes int64         // of parts
 	full  chan struct{} // closed when it cannot take more
 	done  chan struct{} // closed when res is set
 	res   Result
@@ -79,7 +89,7 @@ type pendingBatch struct {
 }
 
 func newBatcher(sender batchSender, b Batch, slots chan struct{}) *batcher {
-	return &batcher{sender: sender, maxEvents: b.MaxEvents, maxWait: b.MaxWait, slots: slots}
+	return &batcher{sender: sender, maxEvents: b.MaxEvents, maxBytes: b.MaxBytes, maxWait: b.MaxWait, slots: slots}
 }
 
 // submit puts one lane's events, in order, into a batch and returns the
@@ -111,10 +121,18 @@ func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 }
 
 // add puts a slice's encoded events into the open batch, opening one (and
-// its sender) when none is open or the slice would overfill it.
+// its sender) when none is open or the slice would overfill it, in events
+// or in bytes (maxBytes 0: no bound).
 func (b *batcher) add(ctx context.Context, ids []string, parts [][]byte) *pendingBatch {
+	var size int64
+	for _, p := range parts {
+		size += int64(len(p))
+	}
+	over := func(n int, bytes int64) bool {
+		return n > b.maxEvents || (b.maxBytes > 0 && bytes > b.maxBytes)
+	}
 	b.mu.Lock()
-	if pb := b.open; pb != nil && len(pb.ids)+len(ids) > b.maxEvents {
+	if pb := b.open; pb != nil && over(len(pb.ids)+len(ids), pb.bytes+size) {
 		b.closeLocked(pb) // this slice starts the next one
 	}
 	pb := b.open
@@ -126,11 +144,12 @@ func (b *batcher) add(ctx context.Context, ids []string, parts [][]byte) *pendin
 	}
 	pb.ids = append(pb.ids, ids...)
 	pb.parts = append(pb.parts, parts...)
+	pb.bytes += size
 	pb.stops = append(pb.stops, context.AfterFunc(ctx, func() {
 		pb.abandoned.Store(true)
 		pb.cancel()
 	}))
-	if len(pb.ids) >= b.maxEvents {
+	if len(pb.ids) >= b.maxEvents || (b.maxBytes > 0 && pb.bytes >= b.maxBytes) {
 		b.closeLocked(pb)
 	}
 	b.mu.Unlock()

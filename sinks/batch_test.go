@@ -452,3 +452,53 @@ func TestReadNextTellsACutShortReadFromTheEnd(t *testing.T) {
 		t.Fatalf("a read whose time ran out returned %d messages and no error", len(got))
 	}
 }
+
+// TestBatchBytesBounded: a batch closes before a slice that would take its
+// events past max_bytes, so requests stay within it; a slice larger alone
+// goes in a request of its own.
+func TestBatchBytesBounded(t *testing.T) {
+	rc := newReceiver(t, nil)
+	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
+	one, err := w.part(testEvent(t, events.UserCreated, "size", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for three events of this size in a request, not four.
+	limit := int64(len(one))*3 + int64(len(one))/2
+	b := newBatcher(w, Batch{MaxEvents: 100, MaxWait: time.Second, MaxBytes: limit}, make(chan struct{}, 8))
+	results := make(chan Result, 11)
+	for i := range 10 {
+		e := testEvent(t, events.UserCreated, fmt.Sprintf("u%d", i), 1) // on the test goroutine: it may call t.Fatal
+		go func() { results <- b.submit(ctx, []*event.Event{e}) }()
+	}
+	// One resource's four events, more than the limit, in one slice.
+	var burst []*event.Event
+	for seq := range uint64(4) {
+		burst = append(burst, testEvent(t, events.UserUpdated, "burst", seq+1))
+	}
+	go func() { results <- b.submit(ctx, burst) }()
+	for range 11 {
+		if res := <-results; res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	events := 0
+	var alone bool
+	for _, r := range rc.requests() {
+		es, err := ReadDelivery(r.header, r.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events += len(es)
+		if len(es) == 4 && es[0].Subject() == "Users/burst" {
+			alone = true
+			continue
+		}
+		if len(es) > 3 {
+			t.Errorf("a request of %d events (%d bytes): want at most 3 within %d bytes", len(es), len(r.body), limit)
+		}
+	}
+	if events != 14 || !alone {
+		t.Fatalf("%d events delivered (want 14); the burst alone in its request: %v", events, alone)
+	}
+}

@@ -121,6 +121,12 @@ func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
 		case b.MaxWait < 0 || b.MaxWait > maxBatchWait:
 			add("batch.max_wait", "must be between 0 and %s, got %s", maxBatchWait, b.MaxWait)
 		}
+		switch {
+		case b.MaxBytes == 0:
+			b.MaxBytes = defaultBatchBytes
+		case b.MaxBytes < minBatchBytes || b.MaxBytes > maxBatchBytes:
+			add("batch.max_bytes", "must be between 64KiB and 64MiB, got %d bytes", b.MaxBytes)
+		}
 		c.Batch = &b
 	}
 	wh, err := NewWebhook(WebhookOptions{

@@ -57,6 +57,8 @@ func TestCheck(t *testing.T) {
 		{"batch with a format", []Config{good(func(c *Config) { c.Batch = &Batch{}; c.Format = "binary" })}, []string{`sinks[0].format: batched deliveries are always application/cloudevents-batch+json; leave format out, got "binary"`}},
 		{"batch bounds", []Config{good(func(c *Config) { c.Batch = &Batch{MaxEvents: 5000, MaxWait: time.Minute} })},
 			[]string{"sinks[0].batch.max_events: must be between 1 and 1000, got 5000", "sinks[0].batch.max_wait: must be between 0 and 10s, got 1m0s"}},
+		{"batch bytes", []Config{good(func(c *Config) { c.Batch = &Batch{MaxBytes: 1000} })},
+			[]string{"sinks[0].batch.max_bytes: must be between 64KiB and 64MiB, got 1000 bytes"}},
 		{"previous secret", []Config{good(func(c *Config) { c.PreviousSecret = testSecret; c.PreviousSecretExpires = "soon" })},
 			[]string{"sinks[0].previous_secret: is the same as secret", `sinks[0].previous_secret_expires: want an RFC 3339 time such as 2026-12-31T00:00:00Z, got "soon"`}},
 		{"every problem at once", []Config{good(func(c *Config) { c.Name = "" }), good(func(c *Config) { c.Format = "xml"; c.Secret = "x" })},

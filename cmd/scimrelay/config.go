@@ -461,7 +461,7 @@ func sinkOptions(cfg *config.Config) sinks.Options {
 			AllowPrivate: c.AllowPrivate, AllowPrivateProxy: c.AllowPrivateProxy, Concurrency: c.Concurrency,
 		}
 		if b := c.Batch; b != nil {
-			sc.Batch = &sinks.Batch{MaxEvents: b.MaxEvents, MaxWait: time.Duration(b.MaxWait)}
+			sc.Batch = &sinks.Batch{MaxEvents: b.MaxEvents, MaxWait: time.Duration(b.MaxWait), MaxBytes: int64(b.MaxBytes)}
 		}
 		for _, d := range c.Retry {
 			sc.Retry = append(sc.Retry, time.Duration(d))

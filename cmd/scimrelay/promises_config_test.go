@@ -102,6 +102,7 @@ var keyRules = map[string][]badValue{
 	"sinks[].concurrency":         {{"5000", "", "must be between 1 and 1024"}},
 	"sinks[].batch.max_events":    {{"5000", "", "must be between 1 and 1000"}},
 	"sinks[].batch.max_wait":      {{"1m", "", "must be between 0 and 10s"}},
+	"sinks[].batch.max_bytes":     {{"1000", "", "must be between 64KiB and 64MiB"}},
 	"sinks[].retry":               {{"[5s, 0s]", "sinks[0].retry[1]", "must be positive"}},
 }
 
