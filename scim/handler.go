@@ -633,7 +633,7 @@ func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Quer
 	}
 	for _, res := range page.Resources {
 		next()
-		if _, err := h.writeLatest(ctx, lw, c, res, proj, still); err != nil {
+		if err := h.writeLatest(ctx, lw, c, res, proj, still); err != nil {
 			if errors.Is(err, ErrNotFound) {
 				return ErrChanged
 			}
@@ -661,23 +661,23 @@ const readAttempts = 3
 // again and written in its place, up to readAttempts times, as long as
 // still (nil: always) says the group as it is now belongs in the answer;
 // a single resource's answer takes the version written as its ETag. It
-// returns the resource written, or the error of the last read: ErrChanged
-// (the group kept changing, no longer belongs, or changed after part of
-// it was sent), or the Get's (ErrNotFound: deleted).
-func (h *Handler) writeLatest(ctx context.Context, jw *jsonWriter, c *call, res *Resource, proj *Projection, still func(*Resource) bool) (*Resource, error) {
+// returns the error of the last read: ErrChanged (the group kept changing,
+// no longer belongs, or changed after part of it was sent), or the Get's
+// (ErrNotFound: deleted).
+func (h *Handler) writeLatest(ctx context.Context, jw *jsonWriter, c *call, res *Resource, proj *Projection, still func(*Resource) bool) error {
 	mark, sent := len(jw.buf), jw.sent
 	for attempt := 1; ; attempt++ {
 		err := h.writeResource(ctx, jw, c, res, proj)
 		if !errors.Is(err, ErrChanged) || jw.sent != sent || attempt == readAttempts {
-			return res, err
+			return err
 		}
 		jw.buf = jw.buf[:mark]
 		cur, err := h.backend.Get(ctx, c.tenant, c.rt, res.ID())
 		if err != nil {
-			return res, err
+			return err
 		}
 		if still != nil && !still(cur) {
-			return res, ErrChanged
+			return ErrChanged
 		}
 		res = cur
 		if jw.etag != "" {
@@ -944,7 +944,7 @@ func (c *call) noteIgnored(names []string) {
 // answered as the write stored it, without its members.
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, status int, res *Resource, proj *Projection) error {
 	jw := newJSONWriter(w, status, res.Meta().Version)
-	_, err := h.writeLatest(r.Context(), jw, c, res, proj, nil)
+	err := h.writeLatest(r.Context(), jw, c, res, proj, nil)
 	if err != nil && r.Method != http.MethodGet && !jw.started && (errors.Is(err, ErrChanged) || errors.Is(err, ErrNotFound)) {
 		jw.buf, jw.etag = h.appendResource(jw.buf[:0], c, res, proj), res.Meta().Version
 		err = nil

@@ -61,13 +61,14 @@ func parsePathList(rt *ResourceType, param, s string) ([]AttrPath, error) {
 		var part string
 		part, rest, _ = strings.Cut(rest, ",")
 		part = strings.TrimSpace(part)
-		if part == "" || seen[Fold(part)] {
+		folded := Fold(part)
+		if part == "" || seen[folded] {
 			continue
 		}
 		if len(seen) == MaxProjectionAttributes {
 			return nil, Errorf(ErrInvalidValue, "%s names more than %d attributes", param, MaxProjectionAttributes)
 		}
-		seen[Fold(part)] = true
+		seen[folded] = true
 		if p, err := rt.ParsePath(part); err == nil {
 			out = append(out, p)
 		}
