@@ -423,8 +423,8 @@ func TestReceiver(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	for _, format := range []string{"binary", "structured"} {
-		if res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Format = format }).Deliver(ctx, testEvent(t, events.UserDeleted, "u1", 1)); res.Err != nil {
-			t.Fatalf("%s: %v", format, res.Err)
+		if res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Format = format }).Deliver(ctx, testEvent(t, events.UserDeleted, "u1", 1)); res.Err != nil || res.Status != http.StatusNoContent {
+			t.Fatalf("%s: %d %v", format, res.Status, res.Err)
 		}
 	}
 	if got := soFar(); len(got) != 2 || got[0] != "io.scimrelay.user.deleted" {
@@ -454,6 +454,31 @@ func TestReceiver(t *testing.T) {
 	res, err := http.Post(srv.URL, "application/json", strings.NewReader(`{}`))
 	if err != nil || res.StatusCode != 401 {
 		t.Fatalf("an unsigned post: %v %v", res.StatusCode, err)
+	}
+	// Signed, but not a CloudEvent: 400, and nothing handed over.
+	wh, err := standardwebhooks.NewWebhook(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"not":"an event"}`)
+	sent := time.Now()
+	sig, err := wh.Sign("msg_1", sent, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	req.Header.Set("webhook-id", "msg_1")
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(sent.Unix(), 10))
+	req.Header.Set("webhook-signature", sig)
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a signed body that is not a CloudEvent: %v %v", res.StatusCode, err)
+	}
+	if res, err := http.Get(srv.URL); err != nil || res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != http.MethodPost {
+		t.Fatalf("a GET: %v %v", res.StatusCode, err)
+	}
+	if got := soFar(); len(got) != 5 {
+		t.Fatalf("received %v after refused requests", got)
 	}
 	// A body over what it takes is 413, not a signature failure on the
 	// part it read.

@@ -31,6 +31,12 @@ events (binary or structured mode) and batches (a sink's batch setting), each
 event of a batch on its own line, in order. For trying a sink out, and as the
 demo receiver of deploy/compose.yaml.
 
+It answers 204 to a delivery it verified, 401 to a bad or missing
+signature, 400 to a body that is not a CloudEvent (or a batch of them),
+413 to a body over 8 MiB, and 405 to anything but POST. A sink takes
+each of these refusals as permanent (as every 4xx but 408, 425 and 429):
+the delivery goes to the sink's dead letters at once.
+
 The sink's whsec_ secret comes from $SCIMRELAY_RECEIVER_SECRET, never the
 command line, where ps shows it to every user of the machine.`,
 		Example: `  SCIMRELAY_RECEIVER_SECRET="$CRM_WEBHOOK_SECRET" scimrelay receive --listen 127.0.0.1:9000`,
