@@ -577,6 +577,11 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		if err != nil {
 			return Errorf(ErrInvalidValue, "sortBy: %v", err)
 		}
+		if sp.URN == "" && (strings.EqualFold(sp.Name, "groups") || strings.EqualFold(sp.Name, "members")) {
+			// Kept apart from the records, read after a page is cut: a
+			// sort by them would be a sort by nothing.
+			return Errorf(ErrInvalidValue, "sortBy: %s are memberships, which lists do not sort by; sort by another attribute", sp.Name)
+		}
 		q.SortBy, q.SortLimit = &sp, h.o.MaxSortMatches
 	}
 	switch strings.ToLower(p.sortOrder) {
@@ -958,7 +963,14 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, statu
 // appendResource writes a resource, projected, with meta.location and
 // $ref values set from the base URL; a Group without its members.
 func (h *Handler) appendResource(b []byte, c *call, res *Resource, proj *Projection) []byte {
-	return proj.Apply(res).appendJSON(b, &links{location: c.location(res), base: c.base})
+	l := &links{}
+	if proj.keeps("meta", "location") {
+		l.location = c.location(res)
+	}
+	if proj.keeps("groups", "$ref") {
+		l.base = c.base
+	}
+	return proj.Apply(res).appendJSON(b, l)
 }
 
 // writeResource writes a resource, projected, with meta.location and $ref

@@ -484,6 +484,11 @@ func TestBadInput(t *testing.T) {
 	ts.do("GET", "/Users?startIndex=x", "").wantError(t, 400, "invalidValue", "startIndex")
 	ts.do("GET", "/Users?count=1e9", "").wantError(t, 400, "invalidValue", "count")
 	ts.do("GET", "/Users?sortBy=shoeSize", "").wantError(t, 400, "invalidValue", "sortBy")
+	// Memberships are read after a page is cut: a sort by them sorted by
+	// nothing and answered 200 in id order.
+	ts.do("GET", "/Users?sortBy=groups.display", "").wantError(t, 400, "invalidValue", "memberships")
+	ts.do("GET", "/Users?sortBy=GROUPS", "").wantError(t, 400, "invalidValue", "memberships")
+	ts.do("GET", "/Groups?sortBy=members.value", "").wantError(t, 400, "invalidValue", "memberships")
 	ts.do("GET", "/Users?sortOrder=sideways", "").wantError(t, 400, "invalidValue", "sortOrder")
 	ts.do("GET", "/Schemas?"+filterQuery(`id pr`), "").wantError(t, 403, "", "filtering")
 	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
@@ -684,6 +689,43 @@ func TestLargeGroupStreams(t *testing.T) {
 		first := r.json["members"].([]any)[0].(map[string]any)
 		if got := slices.Sorted(maps.Keys(first)); !slices.Equal(got, want) {
 			t.Errorf("%s: a member holds %v, want %v", query, got, want)
+		}
+	}
+}
+
+// TestProjectionOfLinks: the links an answer adds (meta.location, each
+// group's $ref) follow attributes and excludedAttributes as stored
+// attributes do (RFC 7644 §3.9); they were added whatever the projection.
+func TestProjectionOfLinks(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	uid := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201).str("id")
+	ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"eng","members":[{"value":"`+uid+`"}]}`).want(t, 201)
+	for query, want := range map[string]struct{ meta, group []string }{
+		"":                                     {[]string{"created", "lastModified", "location", "resourceType", "version"}, []string{"$ref", "display", "type", "value"}},
+		"excludedAttributes=meta.location":     {[]string{"created", "lastModified", "resourceType", "version"}, []string{"$ref", "display", "type", "value"}},
+		"excludedAttributes=groups.$ref":       {[]string{"created", "lastModified", "location", "resourceType", "version"}, []string{"display", "type", "value"}},
+		"attributes=groups.value,meta.version": {[]string{"version"}, []string{"value"}},
+		"attributes=groups,meta.location":      {[]string{"location"}, []string{"$ref", "display", "type", "value"}},
+		"attributes=groups":                    {nil, []string{"$ref", "display", "type", "value"}},
+		"excludedAttributes=meta":              {nil, []string{"$ref", "display", "type", "value"}},
+	} {
+		for _, path := range []string{"/Users/" + uid, "/Users"} {
+			r := ts.do("GET", path+"?"+strings.ReplaceAll(query, "$", "%24"), "").want(t, 200)
+			res := r.json
+			if path == "/Users" {
+				res = r.json["Resources"].([]any)[0].(map[string]any)
+			}
+			meta, _ := res["meta"].(map[string]any)
+			if got := slices.Sorted(maps.Keys(meta)); !slices.Equal(got, want.meta) {
+				t.Errorf("GET %s?%s: meta holds %v, want %v", path, query, got, want.meta)
+			}
+			groups, _ := res["groups"].([]any)
+			if len(groups) != 1 {
+				t.Fatalf("GET %s?%s: groups %v", path, query, res["groups"])
+			}
+			if got := slices.Sorted(maps.Keys(groups[0].(map[string]any))); !slices.Equal(got, want.group) {
+				t.Errorf("GET %s?%s: a group holds %v, want %v", path, query, got, want.group)
+			}
 		}
 	}
 }

@@ -23,8 +23,8 @@ func (r *Resource) AppendJSON(b []byte) []byte { return r.appendJSON(b, nil) }
 // its groups' $ref, which depend on the URL the client used and are not
 // stored. A Group's members are left out (the handler streams them).
 type links struct {
-	location string // meta.location
-	base     string // the tenant's URL, for the groups' $ref
+	location string // meta.location; "" for none (excludedAttributes)
+	base     string // the tenant's URL, for the groups' $ref; "" for none
 }
 
 // appendJSON appends the resource's JSON to b, with the links l (nil: as
@@ -100,7 +100,7 @@ func appendAttribute(b []byte, a *Attribute, v any, l *links) []byte {
 		return appendLinked(b, a, v, func(map[string]any) string { return l.location })
 	case a.Name == "groups":
 		return appendLinked(b, a, v, func(g map[string]any) string {
-			if id, ok := g["value"].(string); ok {
+			if id, ok := g["value"].(string); ok && l.base != "" {
 				return Location(l.base, GroupResourceType, id)
 			}
 			return ""

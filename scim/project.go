@@ -135,6 +135,17 @@ func (p *Projection) subFilter(name string, all []string) []string {
 	return out
 }
 
+// keeps reports whether the projection keeps the sub-attribute sub of the
+// top-level core attribute name (meta.location, groups.$ref: links an
+// answer adds, which Apply cannot see).
+func (p *Projection) keeps(name, sub string) bool {
+	if !p.Wants(name) {
+		return false
+	}
+	kept := p.subFilter(name, []string{sub})
+	return kept == nil || slices.ContainsFunc(kept, func(k string) bool { return strings.EqualFold(k, sub) })
+}
+
 // Apply returns a copy of r holding only what the projection keeps. Values
 // are shared with r, not copied. Attributes returned "always" (id) stay.
 func (p *Projection) Apply(r *Resource) *Resource {
@@ -157,6 +168,9 @@ func (p *Projection) Apply(r *Resource) *Resource {
 		}
 		if id, ok := r.Attrs["id"]; ok {
 			out.Attrs["id"] = id
+		}
+		if _, ok := out.Attrs["meta"]; !ok && r.Attrs["meta"] != nil && p.keeps("meta", "location") {
+			out.Attrs["meta"] = map[string]any{} // for the location the answer adds
 		}
 	}
 	for _, e := range p.exclude {
