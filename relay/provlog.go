@@ -59,7 +59,11 @@ type LogEntry struct {
 	ScimType   string        `json:"scim_type,omitempty"`
 	Detail     string        `json:"detail,omitempty"`
 	Latency    time.Duration `json:"latency_ns"`
-	EventIDs   []string      `json:"event_ids,omitempty"`
+	// EventIDs are the ids of the events the request produced, the first
+	// logEventIDsMax of them; EventCount, when more, is how many there
+	// were (Events).
+	EventIDs   []string `json:"event_ids,omitempty"`
+	EventCount int      `json:"event_count,omitempty"`
 	// ClientRequestID is the X-Request-Id the client sent, apart from
 	// RequestID, which is the relay's own (entries written by earlier
 	// versions may hold a client's there, and none here).
@@ -297,17 +301,32 @@ const (
 	logDetailMax = 512
 )
 
+// logEventIDsMax is how many of a request's event ids its entry keeps. A
+// membership PATCH of 100 bytes can make thousands of events, and an
+// entry with all their ids (195 KB for 5,000) let one tenant push every
+// other tenant's history out of the log in minutes (a review).
+const logEventIDsMax = 32
+
 // bounded is e with every text it holds cut to its bound, on a character
-// boundary, so that what one request costs the log is bounded whatever
-// it sends; summaries, made from entries, are bounded too.
+// boundary, and its event ids to logEventIDsMax, so that what one request
+// costs the log is bounded whatever it sends; summaries, made from
+// entries, are bounded too.
 func bounded(e LogEntry) LogEntry {
 	for _, f := range []*string{&e.RequestID, &e.ClientRequestID, &e.Tenant, &e.Method, &e.Path, &e.Operation, &e.Resource, &e.ResourceID,
 		&e.Name, &e.Email, &e.ScimType} {
 		*f = truncate(*f, logFieldMax)
 	}
 	e.Detail = truncate(e.Detail, logDetailMax)
+	if len(e.EventIDs) > logEventIDsMax {
+		e.EventCount = max(e.EventCount, len(e.EventIDs))
+		e.EventIDs = e.EventIDs[:logEventIDsMax:logEventIDsMax]
+	}
 	return e
 }
+
+// Events is how many events the request produced, of which EventIDs
+// names the first.
+func (e LogEntry) Events() int { return max(e.EventCount, len(e.EventIDs)) }
 
 // Dropped returns how many entries were dropped because the writer was behind.
 func (l *RequestLog) Dropped() uint64 { return l.dropped.Load() }

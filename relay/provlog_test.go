@@ -388,3 +388,43 @@ func TestLogKeepsTheClientsRequestIDApart(t *testing.T) {
 		t.Fatalf("the earlier entry opens as %+v, %v", e, err)
 	}
 }
+
+// TestLogKeepsAFewEventIDsOfARequest: an entry keeps the ids of the first
+// logEventIDsMax events of its request and how many there were, so that a
+// request of 100 bytes making thousands of events (a remove of every
+// member) costs the log what any other request costs. The whole list made
+// a 195 KB entry, and a tenant could push every other tenant's history out
+// of the log in minutes (the tenant review).
+func TestLogKeepsAFewEventIDsOfARequest(t *testing.T) {
+	s, c, _ := openStore(t)
+	many := make([]string, 5000)
+	for i := range many {
+		many[i] = fmt.Sprintf("0198c2a0-0000-7000-8000-%012d", i)
+	}
+	l := runLog(t, s, LogOptions{}, []LogEntry{
+		{Time: c.now(), RequestID: "r1", Tenant: "acme", Method: "PATCH", Operation: "patch", Resource: "Group", Status: 204, EventIDs: many},
+		{Time: c.now(), RequestID: "r2", Tenant: "acme", Method: "POST", Operation: "create", Resource: "User", Status: 201, EventIDs: many[:1]},
+	})
+	got, err := l.Query(context.Background(), LogQuery{Since: c.now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d entries", len(got))
+	}
+	if e := got[0]; len(e.EventIDs) != logEventIDsMax || e.EventIDs[logEventIDsMax-1] != many[logEventIDsMax-1] || e.EventCount != 5000 || e.Events() != 5000 {
+		t.Fatalf("the PATCH's entry keeps %d ids (last %s), count %d", len(e.EventIDs), e.EventIDs[len(e.EventIDs)-1], e.EventCount)
+	}
+	if e := got[1]; len(e.EventIDs) != 1 || e.EventCount != 0 || e.Events() != 1 {
+		t.Fatalf("the create's entry: %+v", e)
+	}
+	var size int
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketProvLog).ForEach(func(_, v []byte) error { size = max(size, len(v)); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if size > 2<<10 {
+		t.Fatalf("the largest entry takes %d bytes", size)
+	}
+}

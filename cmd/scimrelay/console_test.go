@@ -703,3 +703,31 @@ func (h *flakyHook) fail(status int) { h.mu.Lock(); h.answer = status; h.mu.Unlo
 
 // delivered counts the deliveries taken.
 func (h *flakyHook) delivered() int { h.mu.Lock(); defer h.mu.Unlock(); return h.count }
+
+// TestConsoleRequestOfManyEvents: a request whose events are more than its
+// log entry keeps the ids of says how many it made, and shows the first.
+func TestConsoleRequestOfManyEvents(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	var members []string
+	for i := range 40 {
+		id := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"m%d"}`, i)).want(t, 201).str("id")
+		members = append(members, `{"value":"`+id+`"}`)
+	}
+	gid := p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"many"}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[`+strings.Join(members, ",")+`]}]}`).want(t, 204)
+	var key []string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if key = regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindStringSubmatch(b.get("/ui/log?tenant=acme&operation=patch").body); key == nil {
+			return fmt.Errorf("the PATCH is not in the log")
+		}
+		return nil
+	})
+	var body string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		body = b.get("/ui/log/"+key[1]).want(t, http.StatusOK, "The request produced 40 events; its log entry keeps the ids of the first 32, shown here.").body
+		if n := strings.Count(body, `<article class="card event">`); n != 32 {
+			return fmt.Errorf("%d events shown, want 32", n)
+		}
+		return nil
+	})
+}

@@ -130,7 +130,7 @@ func writeLogTable(w io.Writer, list []relay.LogEntry, header bool) error {
 			problem = e.ScimType + ": " + e.Detail
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Tenant, e.Operation,
-			resource, e.Name, e.Status, e.Latency.Round(10*time.Microsecond), len(e.EventIDs), problem)
+			resource, e.Name, e.Status, e.Latency.Round(10*time.Microsecond), e.Events(), problem)
 	}
 	return tw.Flush()
 }
