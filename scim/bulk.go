@@ -187,7 +187,12 @@ func parseBulkOp(i int, o any) *bulkOp {
 
 // bulkRefs lists the bulkIds an operation refers to: in its path, and in
 // its data as whole string values ("value": "bulkId:qwerty") or, for a PATCH,
-// inside an operation's path (members[value eq "bulkId:qwerty"]).
+// inside an operation's path (members[value eq "bulkId:qwerty"]). Any string
+// value counts, whatever its attribute: a PATCH value may be a bare member
+// id or a manager as a string, and an unknown extension's references look
+// like its other strings. So a title of "bulkId:zz" is a reference too; a
+// client that means it as text sends it outside Bulk (docs/decisions.md,
+// "Bulk order and references").
 func bulkRefs(op *bulkOp) []string {
 	var refs []string
 	add := func(id string) {

@@ -755,6 +755,9 @@ func (c *compareExpr) match(obj map[string]any) bool {
 
 // test compares one attribute value with the filter's value.
 func (c *compareExpr) test(o op, v any) bool {
+	if c.path.Leaf() == nil {
+		v = asTypeOf(c.value, v)
+	}
 	switch want := c.value.(type) {
 	case string:
 		got, ok := v.(string)
@@ -800,6 +803,41 @@ func (c *compareExpr) test(o op, v any) bool {
 		}
 	}
 	return false
+}
+
+// asTypeOf reads v, a value of an attribute no schema here defines, as a
+// value of want's JSON type where its text is one: the string "98052" as
+// the number 98052 or the reverse, "true" as true or the reverse. Such an
+// attribute's type is what its client sent, and a filter's is what the
+// filter's text reads as (an unquoted 98052 is a number), so without a
+// schema the two need not agree: postalCode eq 98052 did not find the
+// "98052" Entra stores. The filter's type decides how they compare.
+func asTypeOf(want, v any) any {
+	switch want.(type) {
+	case string:
+		switch v := v.(type) {
+		case json.Number:
+			return string(v)
+		case bool:
+			return strconv.FormatBool(v)
+		}
+	case json.Number:
+		if s, ok := v.(string); ok {
+			if _, err := strconv.ParseFloat(s, 64); err == nil {
+				return json.Number(s)
+			}
+		}
+	case bool:
+		if s, ok := v.(string); ok {
+			switch {
+			case strings.EqualFold(s, "true"):
+				return true
+			case strings.EqualFold(s, "false"):
+				return false
+			}
+		}
+	}
+	return v
 }
 
 // compareOrder reports whether an ordering comparison holds, given

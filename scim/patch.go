@@ -539,68 +539,78 @@ func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 	if err != nil {
 		return opError(op, err)
 	}
-	if ap.Sub != "" {
-		parent, _ := obj[name].(map[string]any)
-		if ap.attr != nil && ap.attr.MultiValued {
-			return Errorf(ErrInvalidPath, "Operations[%d]: %s is multi-valued; select values with %s[filter]", op.index, ap, ap.Name)
-		}
-		if value == nil {
-			delete(parent, ap.Sub)
-		} else {
-			if parent == nil {
-				parent = map[string]any{}
-				obj[name] = parent
-			}
-			parent[ap.Sub] = value
-		}
-		if len(parent) == 0 {
-			delete(obj, name)
-		}
-		return nil
+	a := ap.attr
+	if ap.Sub != "" && a != nil && a.MultiValued {
+		return Errorf(ErrInvalidPath, "Operations[%d]: %s is multi-valued; select values with %s[filter]", op.index, ap, ap.Name)
 	}
 	if value == nil {
 		// Replacing with null, "" for a complex value, or [] unassigns
-		// (RFC 7643 §2.5); Entra clears a manager this way.
+		// (RFC 7643 §2.5); Entra clears a manager this way. An add of
+		// nothing adds nothing, to an attribute or a sub-attribute alike.
 		if op.kind == patchReplace {
-			delete(obj, name)
+			op.value = nil
+			return removePlain(obj, name, ap, op)
 		}
 		return nil
 	}
-	a := ap.attr
 	switch {
-	case a != nil && a.MultiValued && op.kind == patchAdd:
-		obj[name] = mergeValues(a, obj[name], value.([]any))
+	case ap.Sub != "":
+		// manager.value is the manager with that sub-attribute given:
+		// the same merge, and the same rule for a new value.
+		parent, _ := obj[name].(map[string]any)
+		obj[name] = setSubAttributes(a, parent, map[string]any{ap.Sub: value})
 	case a != nil && a.MultiValued:
-		obj[name] = enforceSinglePrimary(value.([]any), -1)
+		if err := checkGiven(r.Type, ap, value.([]any)); err != nil {
+			return opError(op, err)
+		}
+		if op.kind == patchAdd {
+			obj[name] = mergeValues(a, obj[name], value.([]any))
+		} else {
+			obj[name] = value
+		}
 	case a != nil && a.Type == Complex:
 		// add and replace of a complex value both set the given sub-attributes
 		// and leave the others (RFC 7644 §3.5.2.1, §3.5.2.3).
 		cur, _ := obj[name].(map[string]any)
-		merged := make(map[string]any, len(cur)+len(value.(map[string]any)))
-		for k, v := range cur {
-			merged[k] = v
-		}
-		given := value.(map[string]any)
-		for k, v := range given {
-			merged[k] = v
-		}
-		// A new value names another resource (Entra replaces a manager by
-		// its id alone): what described the old one goes with it, unless
-		// given anew.
-		if v, ok := given["value"]; ok && cur != nil && cur["value"] != v {
-			for _, derived := range []string{"$ref", "display", "displayName"} {
-				if _, anew := given[derived]; !anew {
-					delete(merged, derived)
-				}
-			}
-		}
-		obj[name] = merged
+		obj[name] = setSubAttributes(a, cur, value.(map[string]any))
 	case a == nil && op.kind == patchAdd:
 		obj[name] = addUnknown(obj[name], value)
 	default:
 		obj[name] = value
 	}
 	return nil
+}
+
+// checkGiven refuses a value given for the whole of a multi-valued complex
+// attribute (a replace or add of emails) that marks two values primary, as
+// a POST or PUT is refused, with its message (checkMultiValued): which one
+// the client meant cannot be told. One new primary beside the values held
+// is another case: it clears theirs (mergeValues, RFC 7644 §3.5.2).
+func checkGiven(rt *ResourceType, ap AttrPath, list []any) error {
+	given := map[string]any{ap.Name: list}
+	if ap.URN != "" {
+		given = map[string]any{ap.URN: given}
+	}
+	return (&Resource{Type: rt, Attrs: given}).checkMultiValued()
+}
+
+// setSubAttributes returns the value of the singular complex attribute a
+// (nil for one no schema here defines) with the given sub-attributes set
+// and the others kept. A new value names another resource (Entra replaces
+// a manager by its id alone, as manager or manager.value): what described
+// the old one goes with it, unless given anew.
+func setSubAttributes(a *Attribute, cur, given map[string]any) map[string]any {
+	merged := make(map[string]any, len(cur)+len(given))
+	maps.Copy(merged, cur)
+	maps.Copy(merged, given)
+	if v, ok := given["value"]; ok && a != nil && cur != nil && !jsonEqual(cur["value"], v) {
+		for _, derived := range []string{"$ref", "display", "displayName"} {
+			if _, anew := given[derived]; !anew {
+				delete(merged, derived)
+			}
+		}
+	}
+	return merged
 }
 
 // addUnknown is what an add of value makes of cur, an attribute no schema
@@ -640,8 +650,8 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 		parent, _ := obj[name].(map[string]any)
 		if ap.attr != nil && ap.attr.MultiValued {
 			// remove emails.value: the sub-attribute of every element.
-			list, _ := obj[name].([]any)
-			return removeSubFromEach(obj, name, list, ap.Sub)
+			removeSubFromEach(obj, name, ap)
+			return nil
 		}
 		delete(parent, ap.Sub)
 		if parent != nil && len(parent) == 0 {
@@ -701,21 +711,33 @@ func namesHeld(a *Attribute, held, given any) bool {
 	return h != nil && sameString(a.Sub("value"), h, value(given))
 }
 
-func removeSubFromEach(obj map[string]any, name string, list []any, sub string) error {
+// removeSubFromEach removes the sub-attribute of ap (emails.value) from
+// every element of obj[name], as a filtered remove removes it from the
+// elements it selects (withoutSub).
+func removeSubFromEach(obj map[string]any, name string, ap AttrPath) {
+	list, _ := obj[name].([]any)
 	out := make([]any, 0, len(list))
 	for _, el := range list {
 		m, ok := el.(map[string]any)
 		if !ok {
 			continue
 		}
-		c := cloneObject(m)
-		delete(c, sub)
-		if len(c) > 0 {
+		if c, kept := withoutSub(ap, m, ap.Sub); kept {
 			out = append(out, c)
 		}
 	}
 	setList(obj, name, out)
-	return nil
+}
+
+// withoutSub returns el, an element of the multi-valued attribute ap,
+// without its sub-attribute sub, and whether it is kept: one left with
+// nothing, or without the value its schema gives elements (lacksValue: an
+// email of no address, which may still say it is primary), is removed
+// whole.
+func withoutSub(ap AttrPath, el map[string]any, sub string) (map[string]any, bool) {
+	c := cloneObject(el)
+	delete(c, sub)
+	return c, len(c) > 0 && !lacksValue(ap, c)
 }
 
 // applyFiltered applies an op whose path selects elements of a multi-valued
@@ -756,9 +778,7 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			matched = -2 // dropped
 			continue
 		case op.kind == patchRemove:
-			c := cloneObject(m)
-			delete(c, pp.sub.Name)
-			if len(c) > 0 && !lacksValue(ap, c) {
+			if c, kept := withoutSub(ap, m, pp.sub.Name); kept {
 				out = append(out, c)
 			} else {
 				matched = -2 // dropped
@@ -784,14 +804,14 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			if err != nil {
 				return opError(op, err)
 			}
-			if op.kind == patchAdd {
-				c := cloneObject(m)
-				for k, sv := range v {
-					c[k] = sv
-				}
-				v = c
-			}
-			out = append(out, v)
+			// A replace, as an add, sets the given sub-attributes and
+			// leaves the others (RFC 7644 §3.5.2.3: "Sub-attributes that
+			// are not specified in the value parameter are left
+			// unchanged"), so the element keeps the type its filter
+			// found it by, and its primary.
+			c := cloneObject(m)
+			maps.Copy(c, v)
+			out = append(out, c)
 		}
 	}
 	if matched == -1 && op.kind != patchRemove {

@@ -89,10 +89,24 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"emails"},
 		},
 		{
+			// Not noTarget, which RFC 7644 §3.12 would answer: a retried
+			// removal (Entra retries) finds nothing left to remove.
 			name:    "filtered remove that matches nothing is a no-op",
 			ops:     `{"op":"remove","path":"emails[type eq \"home\"]"}`,
 			want:    map[string]string{"emails": `[{"primary":true,"type":"work","value":"Test_User_11bb11bb@testuser.com"}]`},
 			changes: nil,
+		},
+		{
+			name:    "filtered remove of a sub-attribute that matches nothing is a no-op",
+			ops:     `{"op":"remove","path":"emails[type eq \"home\"].value"},{"op":"remove","path":"addresses[type eq \"work\"].country"}`,
+			want:    map[string]string{"emails": `[{"primary":true,"type":"work","value":"Test_User_11bb11bb@testuser.com"}]`, "addresses": ``},
+			changes: nil,
+		},
+		{
+			name:    "filtered replace of an element keeps the sub-attributes it does not give",
+			ops:     `{"op":"replace","path":"emails[type eq \"work\"]","value":{"value":"new@x.com"}}`,
+			want:    map[string]string{"emails": `[{"primary":true,"type":"work","value":"new@x.com"}]`},
+			changes: []string{"emails"},
 		},
 		{
 			name:    "add to a multi-valued attribute appends and keeps one primary",
@@ -167,6 +181,18 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{ent + ":manager.value"},
 		},
 		{
+			name:    "a new manager by manager.value does not keep the old one's $ref either",
+			ops:     `{"op":"Add","path":"manager","value":{"value":"m1","$ref":"https://r.example.com/Users/m1"}},{"op":"Replace","path":"` + ent + `:manager.value","value":"m2"}`,
+			want:    map[string]string{ent + ":manager": `{"value":"m2"}`},
+			changes: []string{ent + ":manager.value"},
+		},
+		{
+			name:    "the same manager by manager.value keeps its $ref",
+			ops:     `{"op":"Add","path":"manager","value":{"value":"m1","$ref":"https://r.example.com/Users/m1"}},{"op":"Add","path":"manager.value","value":"m1"}`,
+			want:    map[string]string{ent + ":manager": `{"$ref":"https://r.example.com/Users/m1","value":"m1"}`},
+			changes: []string{ent + ":manager.value", ent + ":manager.$ref"},
+		},
+		{
 			name:    "manager by unqualified path with a bare string, then cleared",
 			ops:     `{"op":"Add","path":"manager","value":"m1"},{"op":"Replace","path":"manager","value":""}`,
 			want:    map[string]string{ent + ":manager": ``},
@@ -191,6 +217,18 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:postalCode"},
 		},
 		{
+			name:    "an add of nothing to a sub-attribute changes nothing, as to an attribute",
+			ops:     `{"op":"add","path":"name.givenName","value":""},{"op":"add","path":"name.familyName","value":null},{"op":"add","path":"nickName","value":""}`,
+			want:    map[string]string{"name.givenName": `"givenName"`, "name.familyName": `"familyName"`},
+			changes: nil,
+		},
+		{
+			name:    "a replace of a sub-attribute with nothing unassigns it",
+			ops:     `{"op":"replace","path":"name.givenName","value":""}`,
+			want:    map[string]string{"name.givenName": ``, "name.familyName": `"familyName"`},
+			changes: []string{"name.givenName"},
+		},
+		{
 			name:    "replace with null unassigns",
 			ops:     `{"op":"replace","path":"externalId","value":null}`,
 			want:    map[string]string{"externalId": ``},
@@ -205,15 +243,7 @@ func TestPatchApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			base := fixture(t, UserResourceType, baseUserJSON)
-			p, err := ParsePatch(UserResourceType, []byte(patchBody(tt.ops)))
-			if err != nil {
-				t.Fatalf("ParsePatch: %v", err)
-			}
-			u, err := p.Apply(base)
-			if err != nil {
-				t.Fatalf("Apply: %v", err)
-			}
+			u := applyPatch(t, fixture(t, UserResourceType, baseUserJSON), tt.ops)
 			for path, want := range tt.want {
 				if got := valueAt(t, u.Resource, path); got != want {
 					t.Errorf("%s = %s, want %s", path, got, want)
@@ -228,6 +258,123 @@ func TestPatchApply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPatchTwoPrimaries: a replace or add of a whole multi-valued attribute
+// whose value marks two values primary is refused as a POST or PUT with
+// them is, with its message: which one the client meant cannot be told, and
+// keeping the last would store what was not sent. (One new primary beside
+// the values held clears theirs: TestPatchApply.)
+func TestPatchTwoPrimaries(t *testing.T) {
+	const two = `[{"value":"c@x.com","primary":true},{"value":"d@x.com","type":"work","primary":"True"}]`
+	_, err := ParseResource(UserResourceType, []byte(`{`+userSchemas+`,"userName":"ann","emails":`+two+`}`))
+	var post *Error
+	if !asSCIM(err, &post) {
+		t.Fatalf("a POST with two primaries: %v, want it refused", err)
+	}
+	for name, ops := range map[string]string{
+		"replace":           `{"op":"replace","path":"emails","value":` + two + `}`,
+		"add":               `{"op":"add","path":"emails","value":` + two + `}`,
+		"path-less replace": `{"op":"Replace","value":{"emails":` + two + `}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := ParsePatch(UserResourceType, []byte(patchBody(ops)))
+			if err == nil {
+				_, err = p.Apply(fixture(t, UserResourceType, baseUserJSON))
+			}
+			assertSCIMError(t, err, ErrInvalidValue, "Operations[0]: "+post.Detail)
+		})
+	}
+}
+
+// TestPatchFilteredReplaceMerges: a filtered replace of whole elements
+// (emails[type eq "work"] with an object) sets the sub-attributes given in
+// each element it selects and leaves the others (RFC 7644 §3.5.2.3), as a
+// filtered add does: the elements keep their type, so they still match
+// the filter, and their primary. It used to put the value given in their
+// place, and the user was left without a work email, or a primary one.
+// The change is the whole list, as for any multi-valued attribute.
+func TestPatchFilteredReplaceMerges(t *testing.T) {
+	const emails = `[{"value":"a@x.com","type":"work","primary":true},{"value":"b@x.com","type":"work"},{"value":"c@x.com","type":"home","display":"C"}]`
+	base := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann","emails":`+emails+`}`)
+	tests := []struct {
+		name   string
+		ops    string
+		want   string // emails afterwards
+		filter string // that the user still matches
+	}{
+		{"the value of one element",
+			`{"op":"replace","path":"emails[type eq \"work\" and primary eq true]","value":{"value":"new@x.com"}}`,
+			`[{"primary":true,"type":"work","value":"new@x.com"},{"type":"work","value":"b@x.com"},{"display":"C","type":"home","value":"c@x.com"}]`,
+			`emails[type eq "work" and primary eq true].value eq "new@x.com"`},
+		{"a sub-attribute of each element",
+			`{"op":"replace","path":"emails[type eq \"work\"]","value":{"display":"Work"}}`,
+			`[{"display":"Work","primary":true,"type":"work","value":"a@x.com"},{"display":"Work","type":"work","value":"b@x.com"},{"display":"C","type":"home","value":"c@x.com"}]`,
+			`emails[type eq "work" and display eq "Work"].value eq "b@x.com"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := applyPatch(t, base, tt.ops)
+			if got := valueAt(t, u.Resource, "emails"); got != tt.want {
+				t.Errorf("emails = %s\nwant     %s", got, tt.want)
+			}
+			f, err := ParseFilter(UserResourceType, tt.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !f.Match(u.Resource) {
+				t.Errorf("the user no longer matches %s", tt.filter)
+			}
+			got, _ := json.Marshal(u.Changes)
+			want := `[{"path":"emails","old":` + valueAt(t, base, "emails") + `,"new":` + tt.want + `}]`
+			if string(got) != want {
+				t.Errorf("changes = %s\nwant      %s", got, want)
+			}
+		})
+	}
+}
+
+// TestPatchRemoveOfEveryValue: remove emails.value, without a filter,
+// removes the value of every email, and an email left without its address
+// is removed whole, as emails[type eq "work"].value removes one
+// (lacksValue). It used to leave {"type":"work","primary":true}, a primary
+// email of no address, which emails[primary eq true] found. The same holds
+// for each multi-valued attribute whose values have a value.
+func TestPatchRemoveOfEveryValue(t *testing.T) {
+	for _, attr := range []string{"emails", "phoneNumbers", "ims", "photos", "roles", "entitlements", "x509Certificates"} {
+		t.Run(attr, func(t *testing.T) {
+			base := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann","`+attr+`":[{"value":"YQ==","type":"work","primary":true},{"value":"Yg==","type":"home","display":"B"}]}`)
+			for _, tt := range []struct {
+				sub, want string
+			}{
+				{"value", ``},
+				// What is left with its value stays.
+				{"type", `[{"primary":true,"value":"YQ=="},{"display":"B","value":"Yg=="}]`},
+			} {
+				u := applyPatch(t, base, `{"op":"remove","path":"`+attr+`.`+tt.sub+`"}`)
+				if got := valueAt(t, u.Resource, attr); got != tt.want {
+					t.Errorf("after remove %s.%s: %s = %s, want %s", attr, tt.sub, attr, got, tt.want)
+				}
+				if len(u.Changes) != 1 || u.Changes[0].Path != attr {
+					t.Errorf("after remove %s.%s: changes %v, want %s", attr, tt.sub, u.Changes, attr)
+				}
+			}
+		})
+	}
+}
+
+// applyPatch parses ops as a PATCH of base's type and applies it to base.
+func applyPatch(t *testing.T, base *Resource, ops string) *Update {
+	t.Helper()
+	p, err := ParsePatch(base.Type, []byte(patchBody(ops)))
+	if err != nil {
+		t.Fatalf("ParsePatch: %v", err)
+	}
+	u, err := p.Apply(base)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return u
 }
 
 // valueAt returns the JSON of the value at an attribute path, "" if absent.
