@@ -21,6 +21,7 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // TestHostileRequests sends what an attacker or a broken client would to a
@@ -143,6 +144,44 @@ func TestRateLimit(t *testing.T) {
 	time.Sleep(time.Until(firstLimited.Add(time.Second))) // honouring the server's Retry-After, as a client must
 	p.scim("acme", acmeToken, "GET", "/Users", "").want(t, 200)
 	t.Logf("a burst of 60 at rate 50/s, burst 20: %d answered, %d refused with Retry-After %s", counts[200], counts[429], retryAfter)
+}
+
+// TestEventsCountAgainstTheRateLimit: every scim.EventsPerRequest events a
+// request makes cost its tenant one more request, after the request, so
+// that a tenant cannot make events faster than its limit allows by making
+// each request a large one (a membership PATCH of 100 bytes making
+// thousands of events held other tenants' events back for seconds). The
+// bucket barely refills here, so what is left of it is exact.
+func TestEventsCountAgainstTheRateLimit(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.Rate, cfg.Limits.Burst = 0.001, 400
+	p := startRelay(t, cfg, roleAll)
+	const n = 3 * scim.EventsPerRequest
+	var ops, members []string
+	for i := range n {
+		ops = append(ops, fmt.Sprintf(`{"method":"POST","path":"/Users","bulkId":"u%d","data":{`+userSchema+`,"userName":"u%d"}}`, i, i))
+		members = append(members, fmt.Sprintf(`{"value":"bulkId:u%d"}`, i))
+	}
+	ops = append(ops, `{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchema+`,"displayName":"all","members":[`+strings.Join(members, ",")+`]}}`)
+	r := p.scim("acme", acmeToken, "POST", "/Bulk", bulkRequest(0, ops...)).want(t, 200)
+	if got := bulkStatuses(t, r); strings.Count(got, "201") != n+1 {
+		t.Fatalf("bulk statuses %s", got)
+	}
+	gid := strings.TrimPrefix(r.body["Operations"].([]any)[n].(map[string]any)["location"].(string), p.scimURL+"/scim/v2/acme/Groups/")
+	// The Bulk: n+1 operations; 2n+1 events (n users, the group, its n
+	// members) cost 6 more. Removing every member: 1, and n events cost 3.
+	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, `{`+patchSchema+`,"Operations":[{"op":"remove","path":"members"}]}`).want(t, 204)
+	left := cfg.Limits.Burst - (n + 1) - (2*n+1)/scim.EventsPerRequest - 1 - n/scim.EventsPerRequest
+	for i := range left {
+		if r := p.scim("acme", acmeToken, "GET", "/Users?count=0", ""); r.status != 200 {
+			t.Fatalf("request %d of the %d left: %d %s", i+1, left, r.status, r.raw)
+		}
+	}
+	if r := p.scim("acme", acmeToken, "GET", "/Users?count=0", "").want(t, 429); !strings.Contains(r.str("detail"), "over its request rate") {
+		t.Fatalf("429 body: %s", r.raw)
+	}
+	// Another tenant has its own bucket.
+	p.scim("globex", globexToken, "GET", "/Users?count=0", "").want(t, 200)
 }
 
 // TestNoSecretsInLogs runs an Entra sequence with the log at Info and checks

@@ -72,24 +72,7 @@ func (l *Limiter) Allow(tenant string) (bool, time.Duration) { return l.AllowN(t
 // pass once the bucket is full.
 func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 	now := l.now()
-	l.mu.Lock()
-	b, ok := l.buckets[tenant]
-	if !ok {
-		if len(l.buckets) >= l.prune {
-			for key, full := range l.buckets {
-				if full.TokensAt(now) >= float64(full.Burst()) {
-					delete(l.buckets, key)
-				}
-			}
-		}
-		if lim := l.limitOf(tenant); lim.Rate <= 0 {
-			b = rate.NewLimiter(rate.Inf, 0)
-		} else {
-			b = rate.NewLimiter(rate.Limit(lim.Rate), max(lim.Burst, 1))
-		}
-		l.buckets[tenant] = b
-	}
-	l.mu.Unlock()
+	b := l.bucket(tenant, now)
 	if b.Limit() != rate.Inf {
 		n = min(n, b.Burst())
 	}
@@ -102,6 +85,44 @@ func (l *Limiter) AllowN(tenant string, n int) (bool, time.Duration) {
 		return false, wait
 	}
 	return true, 0
+}
+
+// Charge takes n tokens from tenant's bucket for work already done (the
+// events a write made), going into debt past what the bucket holds: the
+// tenant's next requests wait until it is paid back.
+func (l *Limiter) Charge(tenant string, n int) {
+	now := l.now()
+	b := l.bucket(tenant, now)
+	if b.Limit() == rate.Inf {
+		return
+	}
+	for n > 0 { // a reservation takes at most the burst
+		k := min(n, b.Burst())
+		b.ReserveN(now, k)
+		n -= k
+	}
+}
+
+// bucket is key's token bucket, made when it has none.
+func (l *Limiter) bucket(key string, now time.Time) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.buckets[key]; ok {
+		return b
+	}
+	if len(l.buckets) >= l.prune {
+		for k, full := range l.buckets {
+			if full.TokensAt(now) >= float64(full.Burst()) {
+				delete(l.buckets, k)
+			}
+		}
+	}
+	b := rate.NewLimiter(rate.Inf, 0)
+	if lim := l.limitOf(key); lim.Rate > 0 {
+		b = rate.NewLimiter(rate.Limit(lim.Rate), max(lim.Burst, 1))
+	}
+	l.buckets[key] = b
+	return b
 }
 
 // limitOf is tenant's limit. l.mu is held.

@@ -40,6 +40,31 @@ func TestAllowN(t *testing.T) {
 	}
 }
 
+// TestCharge: work already done is charged past what the bucket holds,
+// more than its burst too, and the key's next requests wait until the debt
+// is paid back; an unlimited key is charged nothing.
+func TestCharge(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewLimiter(Limit{Rate: 10, Burst: 5}, nil)
+	l.now = func() time.Time { return now }
+	l.Charge("a", 12) // 5 held, 7 owed: 0.8 s until one token is there
+	if ok, wait := l.Allow("a"); ok || wait != 800*time.Millisecond {
+		t.Fatalf("after a debt of 7: ok %v, wait %s", ok, wait)
+	}
+	now = now.Add(800 * time.Millisecond)
+	if ok, _ := l.Allow("a"); !ok {
+		t.Fatal("the debt paid back, the next request refused")
+	}
+	if ok, _ := l.Allow("b"); !ok {
+		t.Fatal("another key charged")
+	}
+	unlimited := NewLimiter(Limit{}, nil)
+	unlimited.Charge("x", 1_000_000)
+	if ok, _ := unlimited.Allow("x"); !ok {
+		t.Fatal("rate 0 charged")
+	}
+}
+
 // TestLimiterForgetsFullBuckets: keys that come from anywhere (the
 // console's sign-in limits each client address) do not grow the limiter
 // without end: past its prune size it drops the buckets back at full, and
