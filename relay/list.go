@@ -29,6 +29,8 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 	}
 	start, count := max(q.StartIndex, 1), max(q.Count, 0)
 	var page scim.Page
+	examined := &budget{limit: s.maxExamined}
+	defer func() { s.chargeFor(tenantName, 0, examined.spent) }()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, _, err := s.tenantBucket(tx, tenantName)
 		if err != nil {
@@ -42,9 +44,9 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
 		case q.SortBy == nil || count == 0:
-			page, err = listMatching(ctx, tb, rt, q.Filter, &budget{limit: s.maxExamined}, start, count)
+			page, err = listMatching(ctx, tb, rt, q.Filter, examined, start, count)
 		default:
-			page, err = listSorted(ctx, tb, rt, q, &budget{limit: s.maxExamined}, start, count)
+			page, err = listSorted(ctx, tb, rt, q, examined, start, count)
 		}
 		if err != nil {
 			return err

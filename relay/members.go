@@ -39,8 +39,8 @@ type memberPlan struct {
 	step    int
 	// walked counts the members that removals by filter read one by one:
 	// the plan is worked out inside the committer, which every tenant's
-	// writes wait for.
-	walked budget
+	// writes wait for. It is the write's (txWrite.examined).
+	walked *budget
 }
 
 // memberState is one member's presence before the request and after the
@@ -53,9 +53,9 @@ type memberState struct {
 }
 
 // newMemberPlan plans changes to a group's members; its removals by filter
-// read at most limit members one by one (maxMembershipsExamined).
-func newMemberPlan(tb *bolt.Bucket, groupID string, limit int) *memberPlan {
-	return &memberPlan{tb: tb, groupID: groupID, state: map[string]*memberState{}, walked: budget{limit: limit}}
+// read members one by one within b (maxMembershipsExamined).
+func newMemberPlan(tb *bolt.Bucket, groupID string, b *budget) *memberPlan {
+	return &memberPlan{tb: tb, groupID: groupID, state: map[string]*memberState{}, walked: b}
 }
 
 // lookup returns a member's state, reading its key on first use.

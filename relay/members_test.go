@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -323,4 +324,56 @@ func TestWhatTheMembershipBoundDoesNotCount(t *testing.T) {
 	}
 	_, err = s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10})
 	wantErr(t, err, scim.ErrTooMany, "more than 50 memberships")
+}
+
+// TestWorkIsChargedToTheTenant: what a request read one by one and the
+// events it made are charged to its tenant (ChargeTo), refused or not: a
+// membership PATCH's events, a walk a list did, a write refused by the
+// membership bound after its walk. Every EventsPerRequest events and
+// every MembershipsPerRequest memberships cost one request.
+func TestWorkIsChargedToTheTenant(t *testing.T) {
+	s := openFastStore(t)
+	s.maxExamined = 20 * MembershipsPerRequest
+	g, _ := buildGroup(t, s, 2*EventsPerRequest+50)
+	var mu sync.Mutex
+	charged := map[string]int{}
+	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
+	take := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		got := charged
+		charged = map[string]int{}
+		return got
+	}
+	// Removing every member: 250 events, 2 requests; nothing read one by one.
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), `{"op":"remove","path":"members"}`)
+	if got := take(); got["acme"] != 2 || len(got) != 1 {
+		t.Fatalf("removing 250 members charged %v", got)
+	}
+	g, _ = buildGroup(t, s, 500)
+	take()
+	// 5 walks of 500 members: 2,500 memberships, 2 requests (no events).
+	walk := func(int) string { return `{"op":"remove","path":"members[display co \"zz\"]"}` }
+	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), repeatOps(5, walk))
+	if got := take(); got["acme"] != 2 {
+		t.Fatalf("walking 2,500 memberships charged %v", got)
+	}
+	// Refused by the bound (41 walks of 500 are more than 20,000): the
+	// walk up to the bound is charged all the same.
+	_, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), repeatOps(41, walk))
+	wantErr(t, err, scim.ErrTooMany, "memberships")
+	if got := take(); got["acme"] != 20 {
+		t.Fatalf("a write refused by the bound charged %v", got)
+	}
+	// A list reading 3 × 500 memberships: 1 request.
+	f, err := scim.ParseFilter(scim.GroupResourceType, `members.display co "zz" or members.display co "yy" or members.display co "xx"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.List(ctx, "acme", scim.GroupResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(); got["acme"] != 1 {
+		t.Fatalf("a list walking 1,500 memberships charged %v", got)
+	}
 }

@@ -83,7 +83,7 @@ func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource
 	if err != nil {
 		return scim.WriteResult{}, err
 	}
-	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	return s.write(ctx, t.name, func(tx *bolt.Tx, w *txWrite) error {
 		return w.create(tx, p)
 	})
 }
@@ -153,7 +153,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	}
 	var changes []memberChange
 	if len(p.members) > 0 {
-		plan := newMemberPlan(tb, res.ID(), w.store.maxExamined)
+		plan := newMemberPlan(tb, res.ID(), &w.examined)
 		if err := plan.apply([]scim.MemberOp{{Kind: scim.AddMembers, Members: p.members}}); err != nil {
 			return w.refuse(err)
 		}
@@ -339,7 +339,7 @@ func (s *Store) Update(ctx context.Context, tenantName string, rt *scim.Resource
 	if fn == nil {
 		return scim.WriteResult{}, fmt.Errorf("updating %s %s: no update function", rt.Name, truncate(id, 64))
 	}
-	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	return s.write(ctx, tenantName, func(tx *bolt.Tx, w *txWrite) error {
 		return w.update(tx, tenantName, rt, id, fn)
 	})
 }
@@ -393,7 +393,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 	var changes []memberChange
 	var plan *memberPlan
 	if rt == scim.GroupResourceType && len(u.Members) > 0 {
-		plan = newMemberPlan(tb, id, w.store.maxExamined)
+		plan = newMemberPlan(tb, id, &w.examined)
 		if err := plan.apply(u.Members); err != nil {
 			return w.refuse(err)
 		}
@@ -473,7 +473,7 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 	if err := checkType(rt); err != nil {
 		return scim.WriteResult{}, fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
 	}
-	return s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	return s.write(ctx, tenantName, func(tx *bolt.Tx, w *txWrite) error {
 		tb, t, rec, err := w.target(tx, tenantName, rt, id)
 		if rec == nil {
 			return err

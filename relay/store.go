@@ -169,6 +169,8 @@ type Store struct {
 
 	// maxExamined is maxMembershipsExamined; tests lower it.
 	maxExamined int
+	// charge takes requests from a tenant's rate limit (ChargeTo).
+	charge func(tenant string, requests int)
 
 	// failed is closed once a commit failed in bbolt itself (see
 	// ErrWritesStopped); failure says why.
@@ -762,12 +764,14 @@ func (s *Store) Tenants() []string {
 	return out
 }
 
-// write runs fn in a group commit (commit.go). fn reports a refusal
-// (validation, uniqueness, not found) through w.refuse rather than its
-// error, having written nothing, so that a refused request does not roll
-// back the other requests sharing its commit; an error fn returns aborts
-// the transaction (the committer then reruns the others without it).
-func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) error) (scim.WriteResult, error) {
+// write runs fn, a write of tenant's ("" for none), in a group commit
+// (commit.go). fn reports a refusal (validation, uniqueness, not found)
+// through w.refuse rather than its error, having written nothing, so that
+// a refused request does not roll back the other requests sharing its
+// commit; an error fn returns aborts the transaction (the committer then
+// reruns the others without it). The tenant is charged for the work the
+// write did (cost.go), refused or not.
+func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w *txWrite) error) (scim.WriteResult, error) {
 	if err := ctx.Err(); err != nil {
 		return scim.WriteResult{}, err
 	}
@@ -780,9 +784,12 @@ func (s *Store) write(ctx context.Context, fn func(tx *bolt.Tx, w *txWrite) erro
 	}
 	var w *txWrite
 	err := s.commits.do(func(tx *bolt.Tx) error {
-		w = &txWrite{store: s, now: s.now(), ext: ext} // a commit may run fn again: start clean
+		w = &txWrite{store: s, now: s.now(), ext: ext, examined: budget{limit: s.maxExamined}} // a commit may run fn again: start clean
 		return fn(tx, w)
 	})
+	if w != nil {
+		s.chargeFor(tenant, len(w.eventIDs), w.examined.spent)
+	}
 	if err != nil {
 		if span != nil {
 			span.SetStatus(codes.Error, "writing to the data file failed") // never the error: it may quote a userName
@@ -830,6 +837,9 @@ type txWrite struct {
 	ext      map[string]string
 	refused  error
 	eventIDs []string
+	// examined counts the memberships the write read one by one (the
+	// membership bound).
+	examined budget
 	result   *scim.Resource // the resource as stored; nil after a delete
 }
 

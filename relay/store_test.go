@@ -1105,7 +1105,7 @@ func TestIDsInCommitOrder(t *testing.T) {
 	}
 	// Another create draws its id later and commits first.
 	later := create(t, s, "acme", user(t, `"userName":"later"`))
-	res, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error { return w.create(tx, p) })
+	res, err := s.write(ctx, "acme", func(tx *bolt.Tx, w *txWrite) error { return w.create(tx, p) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1155,7 +1155,7 @@ func TestCreateCheckedAgainstTheTenantAsItIsAtCommit(t *testing.T) {
 	if err := s.SetTenants(opts); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.write(ctx, func(tx *bolt.Tx, w *txWrite) error { return w.create(tx, p) })
+	_, err = s.write(ctx, "acme", func(tx *bolt.Tx, w *txWrite) error { return w.create(tx, p) })
 	if err == nil || !strings.Contains(err.Error(), "emails is required") {
 		t.Fatalf("a create prepared before acme required emails, committed after: %v", err)
 	}

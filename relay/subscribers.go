@@ -45,7 +45,7 @@ func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, 
 	if err != nil {
 		return Subscriber{}, err
 	}
-	_, err = s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	_, err = s.write(ctx, "", func(tx *bolt.Tx, w *txWrite) error {
 		b := tx.Bucket(bucketSubscribers)
 		if b.Get([]byte(sub.Name)) != nil {
 			return w.refuse(fmt.Errorf("adding subscriber %s: %w", sub.Name, ErrSubscriberExists))
@@ -62,7 +62,7 @@ func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, 
 // makes of it (its name stays); ErrSubscriberNotFound when there is none.
 func (s *Store) UpdateSubscriber(ctx context.Context, name string, update func(old Subscriber) (Subscriber, error)) (Subscriber, error) {
 	var sub Subscriber
-	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	_, err := s.write(ctx, "", func(tx *bolt.Tx, w *txWrite) error {
 		b := tx.Bucket(bucketSubscribers)
 		old, err := storedSubscriber(b, name)
 		if errors.Is(err, ErrSubscriberNotFound) {
@@ -109,7 +109,7 @@ func (s *Store) Subscribers(_ context.Context) ([]Subscriber, error) {
 // RemoveSubscriber deletes a subscriber and returns what it was.
 func (s *Store) RemoveSubscriber(ctx context.Context, name string) (Subscriber, error) {
 	var sub Subscriber
-	_, err := s.write(ctx, func(tx *bolt.Tx, w *txWrite) error {
+	_, err := s.write(ctx, "", func(tx *bolt.Tx, w *txWrite) error {
 		b := tx.Bucket(bucketSubscribers)
 		var err error
 		sub, err = storedSubscriber(b, name)

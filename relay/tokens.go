@@ -283,7 +283,7 @@ func (c Credentials) issue(tenantName, name string, expires time.Time) (string, 
 // putTokens writes token records and then updates the cache; the caller
 // holds writeMu.
 func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
-	_, err := s.write(ctx, func(tx *bolt.Tx, _ *txWrite) error {
+	_, err := s.write(ctx, "", func(tx *bolt.Tx, _ *txWrite) error {
 		b := tx.Bucket(bucketTokens)
 		for _, st := range list {
 			v, err := json.Marshal(st)

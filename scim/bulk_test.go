@@ -278,12 +278,6 @@ type countingLimiter struct {
 
 func (l *countingLimiter) Burst(string) int { return math.MaxInt }
 
-func (l *countingLimiter) Charge(_ string, n int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.budget -= n
-}
-
 func (l *countingLimiter) AllowN(_ string, n int) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -97,19 +97,7 @@ type Limiter interface {
 	// Bulk request costing more is charged that many: the largest Bulk a
 	// client may send then passes once the tenant's budget is full.
 	Burst(tenant string) int
-	// Charge takes n requests from tenant's limit for work done (the
-	// events a request made), past what it holds if need be: its next
-	// requests wait until that is paid back.
-	Charge(tenant string, n int)
 }
-
-// EventsPerRequest is how many events a request may make for the one
-// request it costs its tenant's rate limit; every further EventsPerRequest
-// cost one more, charged once the request is done. A membership PATCH of
-// 100 bytes can make 20,000 events, and every tenant's events go through
-// one outbox in commit order: without the charge a tenant at 7% of its
-// limit held the other tenants' events back for seconds (a review).
-const EventsPerRequest = 100
 
 // RequestInfo describes one request after it was answered.
 type RequestInfo struct {
@@ -389,9 +377,6 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 		c.base = h.baseURL(r, c.tenant)
 		if err := f(w, r, c); err != nil {
 			h.writeError(w, r, err)
-		}
-		if extra := len(info.EventIDs) / EventsPerRequest; extra > 0 && h.o.Limiter != nil {
-			h.o.Limiter.Charge(c.tenant, extra)
 		}
 	})
 }

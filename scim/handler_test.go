@@ -944,8 +944,6 @@ func (l fixedLimiter) AllowN(string, int) (bool, time.Duration) {
 
 func (fixedLimiter) Burst(string) int { return 1 }
 
-func (fixedLimiter) Charge(string, int) {}
-
 func TestRateLimitAnswer(t *testing.T) {
 	ts := newTestServer(t, Options{Limiter: fixedLimiter{allow: false}})
 	r := ts.do("GET", "/Users", "")

@@ -21,7 +21,6 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
-	"github.com/scimrelay/scimrelay/scim"
 )
 
 // TestHostileRequests sends what an attacker or a broken client would to a
@@ -146,8 +145,8 @@ func TestRateLimit(t *testing.T) {
 	t.Logf("a burst of 60 at rate 50/s, burst 20: %d answered, %d refused with Retry-After %s", counts[200], counts[429], retryAfter)
 }
 
-// TestEventsCountAgainstTheRateLimit: every scim.EventsPerRequest events a
-// request makes cost its tenant one more request, after the request, so
+// TestEventsCountAgainstTheRateLimit: every relay.EventsPerRequest events a
+// write makes cost its tenant one more request, after the write, so
 // that a tenant cannot make events faster than its limit allows by making
 // each request a large one (a membership PATCH of 100 bytes making
 // thousands of events held other tenants' events back for seconds). The
@@ -156,7 +155,7 @@ func TestEventsCountAgainstTheRateLimit(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Limits.Rate, cfg.Limits.Burst = 0.001, 400
 	p := startRelay(t, cfg, roleAll)
-	const n = 3 * scim.EventsPerRequest
+	const n = 3 * relay.EventsPerRequest
 	var ops, members []string
 	for i := range n {
 		ops = append(ops, fmt.Sprintf(`{"method":"POST","path":"/Users","bulkId":"u%d","data":{`+userSchema+`,"userName":"u%d"}}`, i, i))
@@ -168,10 +167,11 @@ func TestEventsCountAgainstTheRateLimit(t *testing.T) {
 		t.Fatalf("bulk statuses %s", got)
 	}
 	gid := strings.TrimPrefix(r.body["Operations"].([]any)[n].(map[string]any)["location"].(string), p.scimURL+"/scim/v2/acme/Groups/")
-	// The Bulk: n+1 operations; 2n+1 events (n users, the group, its n
-	// members) cost 6 more. Removing every member: 1, and n events cost 3.
+	// The Bulk: n+1 operations, each a write charged for its own events:
+	// a user's one costs nothing more, the group's n+1 (created, its n
+	// members) 3. Removing every member: 1, and n events cost 3.
 	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, `{`+patchSchema+`,"Operations":[{"op":"remove","path":"members"}]}`).want(t, 204)
-	left := cfg.Limits.Burst - (n + 1) - (2*n+1)/scim.EventsPerRequest - 1 - n/scim.EventsPerRequest
+	left := cfg.Limits.Burst - (n + 1) - (n+1)/relay.EventsPerRequest - 1 - n/relay.EventsPerRequest
 	for i := range left {
 		if r := p.scim("acme", acmeToken, "GET", "/Users?count=0", ""); r.status != 200 {
 			t.Fatalf("request %d of the %d left: %d %s", i+1, left, r.status, r.raw)

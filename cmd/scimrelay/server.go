@@ -627,6 +627,7 @@ func (s *server) scimHandler() http.Handler {
 	cfg := s.config()
 	s.scimLimiter = httpmw.NewLimiter(scimLimits(cfg))
 	s.oauthLimiter = httpmw.NewLimiter(oauthLimits(cfg))
+	s.store.ChargeTo(s.scimLimiter.Charge) // the events and membership reads of a request
 	s.setSCIMHandler(cfg)
 	return s.tracing.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*s.scimCurrent.Load()).ServeHTTP(w, r)
