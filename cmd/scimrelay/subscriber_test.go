@@ -146,6 +146,7 @@ func TestSubscriberCLI(t *testing.T) {
 		{[]string{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")}, exitUsage},                           // syntax
 		{[]string{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")}, exitUsage},                // the relay's own
 		{[]string{"subscriber", "add", "wide", "--subjects", "scimrelay.*", "--out", filepath.Join(dir, "wide.nk")}, exitUsage}, // matches nothing
+		{[]string{"subscriber", "add", "ho", "--subjects", "scimrelay.ho.>", "--out", filepath.Join(dir, "ho.nk")}, exitUsage},  // no such tenant
 	} {
 		args := c.args
 		code, _, stderr := cli(t, append(args, "--config", cliCfg)...)
