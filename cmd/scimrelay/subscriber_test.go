@@ -68,6 +68,20 @@ func bindSubscriber(t *testing.T, url, name, seedFile string) (*subscriberConn, 
 	return sub, cons
 }
 
+// wantCutOff waits for sub's connection to close, and checks that the
+// subscriber name can no longer connect with its seed.
+func wantCutOff(t *testing.T, sub *subscriberConn, url, name, seedFile string) {
+	t.Helper()
+	select {
+	case <-sub.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("subscriber %s is still connected", name)
+	}
+	if _, err := connectSubscriber(t, url, name, seedFile); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("subscriber %s connecting: %v, want it refused", name, err)
+	}
+}
+
 // next reads the consumer's next event and acknowledges it; "" when none comes within a second.
 func next(t *testing.T, cons jetstream.Consumer) string {
 	t.Helper()
@@ -233,14 +247,7 @@ func TestSubscriberCLI(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "removed subscriber billing") {
 		t.Fatalf("subscriber remove: %d %s", code, out)
 	}
-	select {
-	case <-sub.closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the removed subscriber is still connected")
-	}
-	if _, err := connectSubscriber(t, url, "billing", seedFile); !errors.Is(err, nats.ErrAuthorization) {
-		t.Fatalf("connecting after removal: %v", err)
-	}
+	wantCutOff(t, sub, url, "billing", seedFile)
 	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("its consumer is still there: %v", err)
 	}
