@@ -11,6 +11,7 @@
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (4)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
+//	                          "tenants" → JSON list of the tenants configured when it was last opened or reloaded (leftovers.go)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
@@ -78,6 +79,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,6 +173,10 @@ type Store struct {
 	maxExamined int
 	// charge takes requests from a tenant's rate limit (ChargeTo).
 	charge func(tenant string, requests int)
+
+	// addedAtOpen are the tenants configured at Open that the file did
+	// not record as configured before (AddedSinceLastRun).
+	addedAtOpen []string
 
 	// failed is closed once a commit failed in bbolt itself (see
 	// ErrWritesStopped); failure says why.
@@ -292,7 +298,17 @@ func Open(path string, o Options) (*Store, error) {
 	s.tenants.Store(&tenants)
 	var layout uint64
 	if err := db.Update(func(tx *bolt.Tx) (err error) {
-		layout, err = prepare(tx, tenants)
+		if layout, err = prepare(tx, tenants); err != nil {
+			return err
+		}
+		before, known, err := recordTenants(tx, tenants)
+		s.addedAtOpen = nil
+		for name := range tenants {
+			if known && !slices.Contains(before, name) {
+				s.addedAtOpen = append(s.addedAtOpen, name)
+			}
+		}
+		slices.Sort(s.addedAtOpen)
 		return err
 	}); err != nil {
 		_ = db.Close()
@@ -663,7 +679,8 @@ func (s *Store) tenantMap() map[string]*tenant { return *s.tenants.Load() }
 // SetTenants replaces the configured tenants (relay.yaml was reloaded):
 // their options and static tokens, added ones (their buckets are created)
 // and removed ones (their data stays in the file; their requests are
-// refused as for any unknown tenant). It refuses what Options.Check
+// refused as for any unknown tenant), and records them in the file (see
+// AddedSinceLastRun). It refuses what Options.Check
 // refuses, changing nothing. Requests under way finish with the tenant as
 // they found it.
 func (s *Store) SetTenants(list []TenantOptions) error {
@@ -675,7 +692,10 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	// committer, as every write after Open: it refuses once writes have
 	// stopped, and checks that the file is still the relay's.
 	if err := s.commits.do(func(tx *bolt.Tx) error {
-		_, err := prepare(tx, tenants)
+		if _, err := prepare(tx, tenants); err != nil {
+			return err
+		}
+		_, _, err := recordTenants(tx, tenants)
 		return err
 	}); err != nil {
 		return fmt.Errorf("preparing the tenants' buckets: %w", err)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // Subscriber is a NATS subscriber the relay admits to its embedded server:
@@ -26,6 +28,11 @@ type Subscriber struct {
 	From      string    `json:"from,omitempty"`
 	Created   time.Time `json:"created"`
 }
+
+// Tenant returns the tenant the subscriber's subjects are limited to, or
+// "" when it reads every tenant's events (no subjects, or a wildcard in
+// the tenant's place).
+func (s Subscriber) Tenant() string { return events.PatternTenant(s.Subjects) }
 
 // Subscriber errors.
 var (

@@ -69,7 +69,7 @@ func TestCheckAgreesWithServe(t *testing.T) {
 		// The sinks' own rules, and what spans sinks and tenants.
 		{"sinks", sink("    events: [user.*, user.exploded]\n    tenants: [globex]\n    headers: {webhook-id: x}\n    format: xml\n  - name: crm\n    url: ftp://x\n    secret: abc\n"), roleAll, []string{
 			`sinks[0].events[1]: event pattern "user.exploded": no such event`,
-			`sinks[0].tenants[0]: no tenant "globex" is configured (line 8)`,
+			`sinks[0].tenants[0]: no tenant "globex" is configured; remove the name from tenants, or the sink: tenants left empty (or out) sends the sink every tenant's events (line 8)`,
 			"sinks[0].headers.webhook-id: is set by scimrelay on every delivery and cannot be overridden (line 9)",
 			`sinks[0].format: must be binary or structured, got "xml" (line 10)`,
 			`sinks[1].name: "crm" is also sinks[0] (line 11)`,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 )
 
 // withReload lets the server re-read relay.yaml from path (SIGHUP, POST
@@ -67,7 +68,9 @@ func isReloadable(key string) bool {
 }
 
 // reload re-reads relay.yaml and applies what can change while the relay
-// runs: tenants (with their tokens from the file and their limits), sinks
+// runs: tenants (with their tokens from the file and their limits; the
+// NATS subscribers scoped to a tenant removed are cut off, and what a
+// tenant added finds under its name from before is said: tenantNotes), sinks
 // (each added, removed or changed on its own; the others keep delivering),
 // the SCIM listener's limits, the token endpoint's settings, the log's
 // level. Requests under way finish with the configuration they started
@@ -120,9 +123,15 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
 			return res, fmt.Errorf("applying the tenants: %w", err)
 		}
-		res.Applied = append(res.Applied, listChanges("tenant", tenantNames(old.Tenants), tenantNames(next.Tenants), func(name string) bool {
+		before, after := tenantNames(old.Tenants), tenantNames(next.Tenants)
+		notes := s.tenantNotes(ctx, without(after, before), without(before, after))
+		res.Applied = append(res.Applied, listChanges("tenant", before, after, func(name string) bool {
 			return !reflect.DeepEqual(tenantNamed(old.Tenants, name), tenantNamed(next.Tenants, name))
-		})...)
+		}, notes)...)
+		if err := s.subscribers.TenantsChanged(ctx); err != nil {
+			s.log.Error("reloading relay.yaml: the NATS subscribers could not be admitted anew for the tenants configured now; reload again once that is mended", "applied", res.Applied, "err", err)
+			return res, err
+		}
 	}
 	if s.scimCurrent.Load() != nil {
 		s.scimLimiter.Set(scimLimits(next))
@@ -204,23 +213,91 @@ func (s *server) reloadOnHangUp(ctx context.Context, hup <-chan os.Signal) {
 }
 
 // listChanges says which of a list's entries were added, removed or
-// changed ("tenant globex added"), by name.
-func listChanges(what string, before, after []string, changed func(name string) bool) []string {
+// changed ("tenant globex added"), by name, each added or removed one
+// followed by its note, if it has one ("tenant globex added: …").
+func listChanges(what string, before, after []string, changed func(name string) bool, notes map[string]string) []string {
 	var out []string
+	said := func(name, how string) {
+		if note := notes[name]; note != "" {
+			how += ": " + note
+		}
+		out = append(out, what+" "+name+" "+how)
+	}
 	for _, name := range after {
 		switch {
 		case !slices.Contains(before, name):
-			out = append(out, what+" "+name+" added")
+			said(name, "added")
 		case changed(name):
 			out = append(out, what+" "+name+" changed")
 		}
 	}
-	for _, name := range before {
-		if !slices.Contains(after, name) {
-			out = append(out, what+" "+name+" removed")
+	for _, name := range without(before, after) {
+		said(name, "removed")
+	}
+	return out
+}
+
+// without returns the names of list that are not in other.
+func without(list, other []string) []string {
+	var out []string
+	for _, name := range list {
+		if !slices.Contains(other, name) {
+			out = append(out, name)
 		}
 	}
 	return out
+}
+
+// tenantNotes says, for each tenant name added or removed, what the change
+// does beyond itself, and logs it at Warn (a SIGHUP has no answer to read):
+// a name added that holds users, groups, live stored credentials or NATS
+// subscribers from before has them all back, which an operator who meant
+// a new customer does not expect; a name removed cuts off the NATS
+// subscribers scoped to it (SubscriberRegistry.TenantsChanged), which come
+// back with the name. A name with nothing to say has no note. What cannot
+// be counted is logged, and left unsaid.
+func (s *server) tenantNotes(ctx context.Context, added, removed []string) map[string]string {
+	notes := map[string]string{}
+	for _, name := range slices.Concat(added, removed) {
+		l, err := s.store.Leftovers(ctx, name)
+		if err != nil {
+			s.log.Error("counting what a tenant's name holds from before", "tenant", name, "err", err)
+			continue
+		}
+		switch {
+		case slices.Contains(removed, name) && len(l.Subscribers) > 0:
+			notes[name] = fmt.Sprintf("its NATS subscribers %s are cut off until a tenant %s is configured again, which lets them in to read its events, a new customer's too: `scimrelay subscriber remove NAME` deletes them",
+				strings.Join(l.Subscribers, ", "), name)
+			s.log.Warn("NATS subscribers scoped to a tenant that is not configured are cut off; a tenant of that name configured again lets them in to read its events, a new customer's too: remove them (scimrelay subscriber remove NAME) if the tenant is gone for good",
+				"tenant", name, "subscribers", l.Subscribers)
+		case slices.Contains(added, name) && !l.Empty():
+			notes[name] = "the name is not fresh: " + describeLeftovers(l) + " from before are back. For a new customer use a new tenant name; otherwise revoke the tokens and clients by id (`scimrelay token list`, `client list`) and remove the subscribers"
+			s.log.Warn("a tenant was added under a name that holds data, credentials or NATS subscribers from before: they are all back, its users and groups for its identity provider to see; for a new customer use a new tenant name",
+				"tenant", name, "users", l.Users, "groups", l.Groups, "tokens", l.Tokens, "clients", l.Clients, "subscribers", l.Subscribers)
+		}
+	}
+	return notes
+}
+
+// describeLeftovers says what a tenant's name holds: "2 users, 1 group,
+// 1 live stored token, 1 NATS subscriber (globexsub)".
+func describeLeftovers(l relay.Leftovers) string {
+	var parts []string
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{l.Users, "user"}, {l.Groups, "group"}, {l.Tokens, "live stored token"}, {l.Clients, "live OAuth client"}, {len(l.Subscribers), "NATS subscriber"}} {
+		switch {
+		case c.n == 1:
+			parts = append(parts, "1 "+c.what)
+		case c.n > 1:
+			parts = append(parts, fmt.Sprintf("%d %ss", c.n, c.what))
+		}
+	}
+	if len(l.Subscribers) > 0 {
+		parts[len(parts)-1] += " (" + strings.Join(l.Subscribers, ", ") + ")"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func tenantNames(ts []config.Tenant) []string {

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -29,6 +31,9 @@ type reloadFile struct {
 	t       *testing.T
 	path    string
 	dataDir string
+	// natsListen is where the embedded NATS listens for subscribers;
+	// "": nowhere.
+	natsListen string
 }
 
 // write writes relay.yaml: the test relay's fixed part, then extra (YAML
@@ -36,7 +41,7 @@ type reloadFile struct {
 // first).
 func (f reloadFile) write(extra string) {
 	f.t.Helper()
-	text := fmt.Sprintf("admin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: \"\"\n%s", f.dataDir, adminSecret, extra)
+	text := fmt.Sprintf("admin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: %q\n%s", f.dataDir, adminSecret, f.natsListen, extra)
 	if !strings.HasPrefix(extra, "listen:") {
 		text = "listen: 127.0.0.1:0\n" + text
 	}
@@ -578,5 +583,115 @@ func TestReloadOfASinksWorkerListsWhatItApplies(t *testing.T) {
 	code, stdout, stderr := cli(t, "reload", "--config", cliConfig(t, p, adminSecret))
 	if code != exitOK || !strings.Contains(stdout, "sink a added") || strings.Contains(stdout, "limits.rate") {
 		t.Fatalf("reload of a sinks worker: exit %d, stdout %q, stderr %q; want sink a added and no limits.rate", code, stdout, stderr)
+	}
+}
+
+// TestRemovedTenantsSubscribers: a subscriber for a tenant that is not
+// configured is refused (one for every tenant is not). Removing a tenant
+// cuts off the subscribers scoped to it, and the reload says so, naming
+// them, in its answer and at Warn; its consumer stays. Adding the name
+// back, for a new customer, says what the name still holds (users, live
+// stored credentials, subscribers), and the old subscriber reads the new
+// customer's events. A restart says the same as a reload: of every
+// subscriber cut off, and of a tenant added since the last run.
+func TestRemovedTenantsSubscribers(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
+		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
+	const logJSON = "log:\n  format: json\n"
+	const acmeOnly = logJSON + "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+	const newGlobexToken = "newcustomer-globex-token-ZZZZZZZZZZ"
+	const acmeAndNewGlobex = acmeOnly + "  - name: globex\n    tokens: [" + newGlobexToken + "]\n"
+	f.write(logJSON + twoTenants)
+	var out eventstest.Log
+	p := startReloadable(t, f.path, &out)
+	cliConf := cliConfig(t, p, adminSecret)
+	url, dir := "nats://"+f.natsListen, t.TempDir()
+	newUser := func(tenant, token, name string) {
+		p.scim(tenant, token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
+	}
+	// warned returns the log's Warn lines that hold every one of want.
+	warned := func(log string, want ...string) []string {
+		var found []string
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, `"level":"WARN"`) && !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(line, w) }) {
+				found = append(found, line)
+			}
+		}
+		return found
+	}
+
+	seed := filepath.Join(dir, "globexsub.nk")
+	if code, stdout, stderr := cli(t, "subscriber", "add", "globexsub", "--subjects", "scimrelay.globex.>", "--out", seed, "--config", cliConf); code != exitOK {
+		t.Fatalf("subscriber add globexsub: %d %s %s", code, stdout, stderr)
+	}
+	code, _, stderr := cli(t, "subscriber", "add", "hoolisub", "--subjects", "scimrelay.hooli.>", "--out", filepath.Join(dir, "hooli.nk"), "--config", cliConf)
+	if code != exitUsage || !strings.Contains(stderr, `tenant "hooli", which is not configured`) || !strings.Contains(stderr, "acme, globex") {
+		t.Errorf("subscriber add for a tenant that is not configured: %d %s", code, stderr)
+	}
+	if code, stdout, stderr := cli(t, "subscriber", "add", "allusers", "--subjects", "scimrelay.*.user.>", "--out", filepath.Join(dir, "all.nk"), "--config", cliConf); code != exitOK {
+		t.Fatalf("subscriber add for every tenant: %d %s %s", code, stdout, stderr)
+	}
+	newUser("globex", globexToken, "gina")
+	sub, cons := bindSubscriber(t, url, "globexsub", seed)
+	if got := next(t, cons); got != "scimrelay.globex.user.created gina" {
+		t.Fatalf("globexsub read %q", got)
+	}
+	if _, _, err := p.srv.store.Tokens().Create(context.Background(), "globex", "entra", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// globex removed: globexsub is cut off at once, and the reload says so.
+	f.write(acmeOnly)
+	code, stdout, stderr := cli(t, "reload", "--config", cliConf)
+	if code != exitOK || !strings.Contains(stdout, "tenant globex removed: its NATS subscribers globexsub are cut off") || strings.Contains(stdout, "allusers") {
+		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
+	}
+	if len(warned(out.String(), "cut off", `"tenant":"globex"`, "globexsub")) != 1 {
+		t.Errorf("no Warn naming globexsub cut off with globex:\n%s", out.String())
+	}
+	wantCutOff(t, sub, url, "globexsub", seed)
+	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "globexsub"); err != nil {
+		t.Errorf("globexsub's consumer after globex was removed: %v", err)
+	}
+	if code, stdout, _ := cli(t, "subscriber", "list", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "scimrelay.globex.> (cut off") {
+		t.Errorf("subscriber list does not say globexsub is cut off:\n%s", stdout)
+	}
+	if code, _, stderr := cli(t, "subscriber", "add", "globexsub", "--replace", "--out", filepath.Join(dir, "again.nk"), "--config", cliConf); code != exitUsage || !strings.Contains(stderr, `tenant "globex"`) {
+		t.Errorf("a new key for globexsub while globex is not configured: %d %s", code, stderr)
+	}
+
+	// globex added again for a new customer: the reload says the name is
+	// not fresh, and globexsub, back, reads the new customer's events.
+	f.write(acmeAndNewGlobex)
+	code, stdout, stderr = cli(t, "reload", "--config", cliConf)
+	const notFresh = "tenant globex added: the name is not fresh: 1 user, 1 live stored token, 1 NATS subscriber (globexsub) from before are back"
+	if code != exitOK || !strings.Contains(stdout, notFresh) {
+		t.Fatalf("reload adding globex again: %d %s %s\nwant %q", code, stdout, stderr, notFresh)
+	}
+	if len(warned(out.String(), "from before", `"tenant":"globex"`, `"users":1`, `"tokens":1`, "globexsub")) != 1 {
+		t.Errorf("no Warn counting what globex holds from before:\n%s", out.String())
+	}
+	newUser("globex", newGlobexToken, "newcustomer-alice")
+	_, cons = bindSubscriber(t, url, "globexsub", seed)
+	if got := next(t, cons); got != "scimrelay.globex.user.created newcustomer-alice" {
+		t.Fatalf("globexsub, back, read %q; want the new customer's event", got)
+	}
+
+	// A restart does the same, and says it: globexsub is cut off while
+	// globex is away, and let in when it is back.
+	for _, step := range []struct {
+		file, want string
+		admitted   bool
+	}{{acmeOnly, "cut off", false}, {acmeAndNewGlobex, "from before", true}} {
+		p.stop()
+		f.write(step.file)
+		var restarted eventstest.Log
+		p = startReloadable(t, f.path, &restarted)
+		if len(warned(restarted.String(), step.want, `"tenant":"globex"`, "globexsub")) != 1 {
+			t.Errorf("a restart with %q: no Warn saying %q of globex and globexsub:\n%s", step.file, step.want, restarted.String())
+		}
+		if _, err := connectSubscriber(t, url, "globexsub", seed); step.admitted != (err == nil) || !step.admitted && !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("a restart with %q: globexsub connecting: %v, want it admitted: %v", step.file, err, step.admitted)
+		}
 	}
 }

@@ -20,6 +20,10 @@ with) and apply it without a restart, as SIGHUP does: tenants (added, removed,
 their options and tokens from the file), sinks (added, removed, changed; the
 others keep delivering), limits, the token endpoint's settings and the log
 level. Requests under way finish with the configuration they started with.
+A tenant removed cuts off the NATS subscribers scoped to it, and the answer
+names them; a tenant added under a name that holds users, groups, live
+credentials or subscribers from before has them back, and the answer counts
+them: for a new customer, use a new tenant name.
 
 A file that 'scimrelay check' would refuse is refused: the relay keeps running
 as it was, and the problems are printed (exit 1). A reload that fails after

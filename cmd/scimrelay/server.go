@@ -72,6 +72,9 @@ type server struct {
 	healer     *natsbus.StoreHealer // embedded NATS only
 	tracing    *tracing.Tracing     // nil: not tracing (no OTEL_* asks for it)
 	adminToken string
+	// subscribers admits the embedded server's subscribers: the admin
+	// API changes them, a reload of the tenants fits them to the tenants.
+	subscribers *admin.SubscriberRegistry
 	// tokenAttempts limits wrong admin tokens on the admin API and the
 	// console's sign-in alike.
 	tokenAttempts *admin.TokenAttempts
@@ -155,6 +158,12 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	}
 	if err := s.connectNATS(ctx); err != nil {
 		return nil, err
+	}
+	s.subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
+	if s.store != nil {
+		if err := s.startNotes(ctx); err != nil {
+			return nil, err
+		}
 	}
 	streamCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -277,7 +286,8 @@ func (s *server) connectNATS(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if s.natsServer, err = natsbus.StartEmbedded(o, admin.BusSubscribers(subscribers), s.log); err != nil {
+		admitted, _ := admin.Admitted(subscribers, s.store.HasTenant) // the others are said by startNotes
+		if s.natsServer, err = natsbus.StartEmbedded(o, admitted, s.log); err != nil {
 			return err
 		}
 		if s.healer, err = natsbus.NewStoreHealer(s.natsServer.Server(), o, s.log); err != nil {
@@ -300,6 +310,26 @@ func (s *server) connectNATS(ctx context.Context) error {
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
+	return nil
+}
+
+// startNotes says at start what a reload says of the tenants it adds and
+// removes (tenantNotes): of the tenants added since the data file was
+// last used, and of every tenant not configured that NATS subscribers are
+// scoped to (cut off, however long ago their tenant went).
+func (s *server) startNotes(ctx context.Context) error {
+	subscribers, err := s.store.Subscribers(ctx)
+	if err != nil {
+		return err
+	}
+	_, cutOff := admin.Admitted(subscribers, s.store.HasTenant)
+	var gone []string
+	for _, sub := range cutOff {
+		if !slices.Contains(gone, sub.Tenant()) {
+			gone = append(gone, sub.Tenant())
+		}
+	}
+	s.tenantNotes(ctx, s.store.AddedSinceLastRun(), gone)
 	return nil
 }
 
@@ -564,7 +594,7 @@ func (s *server) adminHandler() http.Handler {
 
 		TokenAttempts: s.tokenAttempts,
 	}
-	o.Subscribers = admin.NewSubscriberRegistry(s.store, s.natsServer, s.js)
+	o.Subscribers = s.subscribers
 	o.Tenants = s.tenantInfos
 	if s.configPath != "" {
 		o.Reload = s.reload

@@ -30,7 +30,9 @@ the SCIMRELAY stream, named as the subscriber, which the relay makes and keeps:
 the subscriber pulls, acknowledges and reads its info, and can never create or
 delete a consumer, publish an event, or change a stream or a key-value bucket.
 With --subjects it reads only events under that subject pattern (the
-consumer's filter).
+consumer's filter). Subjects naming one tenant (scimrelay.acme.>) need that
+tenant configured; a subscriber whose tenant is removed from relay.yaml is cut
+off, and let in again if a tenant of that name is configured again.
 
 Changes take effect at once; removing a subscriber closes its connections.
 With an external NATS (nats.url) create credentials in that server instead.`,
@@ -188,6 +190,9 @@ func newSubscriberListCommand() *cobra.Command {
 				subjects := s.Subjects
 				if subjects == "" {
 					subjects = "(all)"
+				}
+				if s.CutOff {
+					subjects += " (cut off: its tenant is not configured)"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, subjects, s.From, s.PublicKey, s.Created.Local().Format("2006-01-02 15:04"))
 			}

@@ -68,6 +68,20 @@ func bindSubscriber(t *testing.T, url, name, seedFile string) (*subscriberConn, 
 	return sub, cons
 }
 
+// wantCutOff waits for sub's connection to close, and checks that the
+// subscriber name can no longer connect with its seed.
+func wantCutOff(t *testing.T, sub *subscriberConn, url, name, seedFile string) {
+	t.Helper()
+	select {
+	case <-sub.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("subscriber %s is still connected", name)
+	}
+	if _, err := connectSubscriber(t, url, name, seedFile); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("subscriber %s connecting: %v, want it refused", name, err)
+	}
+}
+
 // next reads the consumer's next event and acknowledges it; "" when none comes within a second.
 func next(t *testing.T, cons jetstream.Consumer) string {
 	t.Helper()
@@ -146,6 +160,7 @@ func TestSubscriberCLI(t *testing.T) {
 		{[]string{"subscriber", "add", "Bad Name", "--out", filepath.Join(dir, "bad.nk")}, exitUsage},                           // syntax
 		{[]string{"subscriber", "add", "scimrelay-sink-crm", "--out", filepath.Join(dir, "sink.nk")}, exitUsage},                // the relay's own
 		{[]string{"subscriber", "add", "wide", "--subjects", "scimrelay.*", "--out", filepath.Join(dir, "wide.nk")}, exitUsage}, // matches nothing
+		{[]string{"subscriber", "add", "ho", "--subjects", "scimrelay.ho.>", "--out", filepath.Join(dir, "ho.nk")}, exitUsage},  // no such tenant
 	} {
 		args := c.args
 		code, _, stderr := cli(t, append(args, "--config", cliCfg)...)
@@ -232,14 +247,7 @@ func TestSubscriberCLI(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "removed subscriber billing") {
 		t.Fatalf("subscriber remove: %d %s", code, out)
 	}
-	select {
-	case <-sub.closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the removed subscriber is still connected")
-	}
-	if _, err := connectSubscriber(t, url, "billing", seedFile); !errors.Is(err, nats.ErrAuthorization) {
-		t.Fatalf("connecting after removal: %v", err)
-	}
+	wantCutOff(t, sub, url, "billing", seedFile)
 	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "billing"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("its consumer is still there: %v", err)
 	}

@@ -68,6 +68,19 @@ func Subject(tenant string, a Action, resourceID string) string {
 // TenantSubjects returns the subject filter for every event of a tenant.
 func TenantSubjects(tenant string) string { return subjectPrefix + tenant + ".>" }
 
+// PatternTenant returns the tenant a subject pattern is limited to, its
+// second token ("acme" of scimrelay.acme.user.>), or "" when the pattern
+// takes every tenant: a wildcard there (scimrelay.*.user.>, scimrelay.>),
+// or no pattern. A pattern CheckSubjectPattern refuses names none.
+func PatternTenant(pattern string) string {
+	rest, ok := strings.CutPrefix(pattern, subjectPrefix)
+	tenant, _, _ := strings.Cut(rest, ".")
+	if !ok || tenant == "*" || tenant == ">" {
+		return ""
+	}
+	return tenant
+}
+
 // PartitionSubjects returns the subject filter of one partition's events:
 // of one tenant, or of every tenant when tenant is "".
 func PartitionSubjects(tenant string, partition int) string {

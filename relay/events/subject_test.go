@@ -123,6 +123,17 @@ func TestParseStoredSubjectRejects(t *testing.T) {
 	}
 }
 
+func TestPatternTenant(t *testing.T) {
+	for pattern, want := range map[string]string{
+		"scimrelay.acme.>": "acme", "scimrelay.acme.user.deactivated.>": "acme", "scimrelay.acme": "acme",
+		"scimrelay.*.user.>": "", "scimrelay.>": "", "": "", "other.acme.>": "",
+	} {
+		if got := events.PatternTenant(pattern); got != want {
+			t.Errorf("PatternTenant(%q) = %q, want %q", pattern, got, want)
+		}
+	}
+}
+
 func TestPartitionsOf(t *testing.T) {
 	cfg := events.StreamConfig(events.StreamOptions{Partitions: 32})
 	if p, err := events.PartitionsOf(cfg.SubjectTransform.Destination); err != nil || p != 32 {

@@ -17,8 +17,10 @@ type ReloadResult struct {
 	// Config is the file that was read.
 	Config string `json:"config"`
 	// Applied lists each change made, e.g. "sink crm added",
-	// "limits.rate: 200 → 50"; empty when the file changed nothing that
-	// can change while running.
+	// "limits.rate: 200 → 50", with what it does beyond itself ("tenant
+	// globex removed: its NATS subscribers … are cut off …", "tenant
+	// globex added: the name is not fresh: …"); empty when the file
+	// changed nothing that can change while running.
 	Applied []string `json:"applied"`
 	// RestartNeeded names the settings that changed but only take effect
 	// when the relay restarts (listen, data_dir, nats.url …); the running

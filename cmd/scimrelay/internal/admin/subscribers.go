@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +64,10 @@ type SubscriberInfo struct {
 	// Replaced says that a subscriber of this name was there, and has
 	// been given the new key and subjects.
 	Replaced bool `json:"replaced,omitempty"`
+	// CutOff says that its subjects name a tenant that is not configured
+	// (one removed from relay.yaml): it cannot connect until a tenant of
+	// that name is configured again (Admitted).
+	CutOff bool `json:"cut_off,omitempty"`
 }
 
 // ErrExternalNATS means the relay does not run the NATS server: its
@@ -96,11 +101,72 @@ func BusSubscribers(list []relay.Subscriber) []natsbus.Subscriber {
 	return out
 }
 
+// Admitted returns the stored subscribers the embedded server admits, and
+// those it cuts off: a subscriber whose subjects name a tenant that is not
+// configured (configured says which are) is cut off, as the tenant's SCIM
+// credentials are, and let in again with its consumer's position when a
+// tenant of that name is configured again. Subscribers of every tenant
+// (no subjects, or a wildcard in the tenant's place) are always admitted.
+func Admitted(list []relay.Subscriber, configured func(tenant string) bool) (admitted []natsbus.Subscriber, cutOff []relay.Subscriber) {
+	var in []relay.Subscriber
+	for _, s := range list {
+		if t := s.Tenant(); t != "" && !configured(t) {
+			cutOff = append(cutOff, s)
+		} else {
+			in = append(in, s)
+		}
+	}
+	return BusSubscribers(in), cutOff
+}
+
+// admit gives the embedded server the subscribers of list that it admits
+// (Admitted). r.mu is held.
+func (r *SubscriberRegistry) admit(list []relay.Subscriber) error {
+	in, _ := Admitted(list, r.store.HasTenant)
+	return r.bus.SetSubscribers(in)
+}
+
+// TenantsChanged admits the stored subscribers again after the configured
+// tenants changed (a reload): those of a tenant removed are cut off
+// (their connections close; their consumers stay), those of a tenant
+// configured again are let in. A subscriber whose consumer could not be
+// kept is that one's trouble, logged by the bus, and fails nothing.
+func (r *SubscriberRegistry) TenantsChanged(ctx context.Context) error {
+	if r.bus == nil || r.store == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list, err := r.store.Subscribers(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.admit(list); !natsbus.OnlyOthersNotAdmitted(err, "") {
+		return fmt.Errorf("admitting the subscribers of the tenants configured now: %w", fromNATS(ctx, err))
+	}
+	return nil
+}
+
+// checkTenant refuses a subscriber whose subjects name a tenant that is
+// not configured: its consumer would wait, unread, for a tenant of that
+// name, and read the events of whichever customer is given the name.
+func (r *SubscriberRegistry) checkTenant(s relay.Subscriber) error {
+	t := s.Tenant()
+	if t == "" || r.store.HasTenant(t) {
+		return nil
+	}
+	names := r.store.Tenants()
+	slices.Sort(names)
+	return errorf(http.StatusBadRequest, "subscriber %s: subjects %s name tenant %q, which is not configured (tenants: %s): configure it first (relay.yaml, then reload), or put a wildcard in the tenant's place (scimrelay.*.…) to read every tenant's events",
+		s.Name, s.Subjects, t, strings.Join(names, ", "))
+}
+
 func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {
 	if s.From == "" {
 		s.From = natsbus.FromAll // stored before it was kept
 	}
-	return SubscriberInfo{Subscriber: s, URL: r.bus.ClientURL(), Stream: events.StreamName, Consumer: s.Name, InboxPrefix: natsbus.InboxPrefix(s.Name)}
+	_, cutOff := Admitted([]relay.Subscriber{s}, r.store.HasTenant)
+	return SubscriberInfo{Subscriber: s, URL: r.bus.ClientURL(), Stream: events.StreamName, Consumer: s.Name, InboxPrefix: natsbus.InboxPrefix(s.Name), CutOff: len(cutOff) > 0}
 }
 
 // AddSubscriber checks, stores and admits a subscriber, whose consumer the
@@ -131,6 +197,9 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		}
 	}
 	if prev < 0 {
+		if err := r.checkTenant(sub); err != nil {
+			return SubscriberInfo{}, err
+		}
 		// A consumer of the name may be there already, left by a
 		// subscriber of that name whose removal could not delete it, or
 		// by an earlier release: it is adopted with its position, so it
@@ -149,7 +218,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 		}
 		// Another subscriber not admitted (its consumer failing) is that
 		// one's trouble, logged by the bus, and does not fail this one.
-		if err := r.bus.SetSubscribers(BusSubscribers(append(list, stored))); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
+		if err := r.admit(append(list, stored)); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
 			// Undone whole: not stored, not admitted, and no consumer of
 			// this attempt left for a later add to adopt (with another
 			// --from); one that was there before is left, with its
@@ -159,7 +228,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 			if _, rerr := r.store.RemoveSubscriber(undo, sub.Name); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
 			}
-			if rerr := r.bus.SetSubscribers(BusSubscribers(list)); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
+			if rerr := r.admit(list); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
 			}
 			if madeHere {
@@ -178,6 +247,12 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	if !how.SubjectsGiven {
 		sub.Subjects = old.Subjects
 	}
+	// Kept or given, subjects naming a tenant not configured are refused:
+	// a new key for a subscriber cut off would be one more key waiting
+	// for whichever customer is given the tenant's name.
+	if err := r.checkTenant(sub); err != nil {
+		return SubscriberInfo{}, err
+	}
 	if from := r.info(old).From; sub.From != "" && sub.From != from {
 		return SubscriberInfo{}, errorf(http.StatusConflict, "subscriber %s: its consumer started from %s, and --from applies only when the consumer is made: remove the subscriber and add it again to start from %s", sub.Name, from, sub.From)
 	}
@@ -190,14 +265,14 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	}
 	next := slices.Clone(list)
 	next[prev] = stored
-	if err := r.bus.SetSubscribers(BusSubscribers(next)); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
+	if err := r.admit(next); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
 		// Back to what it was, as far as that goes: a subscriber whose
 		// consumer could not be updated stays cut off.
 		err = fromNATS(ctx, err)
 		undo := context.WithoutCancel(ctx)
 		if _, rerr := r.store.UpdateSubscriber(undo, sub.Name, func(relay.Subscriber) (relay.Subscriber, error) { return old, nil }); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
-		} else if rerr := r.bus.SetSubscribers(BusSubscribers(list)); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
+		} else if rerr := r.admit(list); !natsbus.OnlyOthersNotAdmitted(rerr, "") {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
 		}
 		return SubscriberInfo{}, err
@@ -246,7 +321,7 @@ func (r *SubscriberRegistry) RemoveSubscriber(ctx context.Context, name string) 
 	}
 	// Cut it off first: a failure after this leaves it stored but unable
 	// to connect, never the other way round.
-	if err := r.bus.SetSubscribers(BusSubscribers(kept)); !natsbus.OnlyOthersNotAdmitted(err, "") {
+	if err := r.admit(kept); !natsbus.OnlyOthersNotAdmitted(err, "") {
 		return relay.Subscriber{}, fromNATS(ctx, err)
 	}
 	// Once cut off, finished whatever happens to the request (a shutdown
