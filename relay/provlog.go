@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidwall/gjson"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -170,8 +171,10 @@ type RequestLog struct {
 	done       chan struct{}
 
 	// size is what the entries take in their pages (keys, values and
-	// their page elements), kept by the writer goroutine alone.
-	size int64
+	// their page elements), and shares what the entries of each share
+	// take (shareOf), kept by the writer goroutine alone.
+	size   int64
+	shares map[string]int64
 }
 
 // NewRequestLog returns the provisioning log of a store. Options that
@@ -184,7 +187,7 @@ func NewRequestLog(s *Store, o LogOptions, log *slog.Logger) *RequestLog {
 		o.MaxBytes = DefaultLogMaxBytes
 	}
 	return &RequestLog{store: s, log: log, retention: o.Retention, maxBytes: o.MaxBytes, allReads: o.Reads == LogReadsAll,
-		entries: make(chan LogEntry, 8192), pruneEvery: logPruneInterval, done: make(chan struct{})}
+		entries: make(chan LogEntry, 8192), pruneEvery: logPruneInterval, done: make(chan struct{}), shares: map[string]int64{}}
 }
 
 // readOperations are the operations that change nothing.
@@ -459,8 +462,10 @@ func (l *RequestLog) write(batch []LogEntry) error {
 	}
 	now := l.store.now()
 	var added int64
+	shares := map[string]int64{}
 	err := l.store.commits.do(func(tx *bolt.Tx) error {
 		added = 0 // a commit may run this again
+		clear(shares)
 		b, err := tx.CreateBucketIfNotExists(bucketProvLog)
 		if err != nil {
 			return err
@@ -480,13 +485,32 @@ func (l *RequestLog) write(batch []LogEntry) error {
 				return err
 			}
 			added += entrySize(k, vals[i])
+			shares[shareOf(vals[i])] += entrySize(k, vals[i])
 		}
 		return nil
 	})
 	if err == nil {
 		l.size += added
+		for share, n := range shares {
+			l.shares[share] += n
+		}
 	}
 	return err
+}
+
+// unauthenticatedShare is the share of the requests whose credential was
+// not accepted, in whichever tenant's name they came.
+const unauthenticatedShare = "\x00unauthenticated"
+
+// shareOf is whose share of the log's size an entry counts against: its
+// tenant's, or, for a request whose credential was not accepted (anyone
+// can send those, in any tenant's name), one share of all such requests.
+func shareOf(v []byte) string {
+	r := gjson.GetManyBytes(v, "tenant", "unauthenticated")
+	if r[1].Bool() {
+		return unauthenticatedShare
+	}
+	return r[0].String()
 }
 
 // entrySize is what an entry takes in a leaf page: its key, its value and
@@ -502,16 +526,18 @@ const pruneChunk = 10_000
 // written, and then keeps the figure as entries come and go.
 func (l *RequestLog) measure() error {
 	var size int64
+	shares := map[string]int64{}
 	err := l.store.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketProvLog); b != nil {
 			return b.ForEach(func(k, v []byte) error {
 				size += entrySize(k, v)
+				shares[shareOf(v)] += entrySize(k, v)
 				return nil
 			})
 		}
 		return nil
 	})
-	l.size = size
+	l.size, l.shares = size, shares
 	return err
 }
 
@@ -522,11 +548,103 @@ func (l *RequestLog) prune() error {
 	return l.deleteOldest(func(k []byte, _ int64) bool { return bytes.Compare(k[:8], cutoff) < 0 })
 }
 
-// pruneSize deletes the oldest entries until the log takes at most 90% of
-// its bound, so that it is not pruned again at the next write.
+// pruneSize deletes entries until the log takes at most 90% of its bound,
+// so that it is not pruned again at the next write: the oldest of the
+// share (shareOf) that takes the most, down to a little below what the
+// next one takes, then the oldest of the largest again. One tenant writing
+// fast pushes out its own history, not every tenant's (a review: a tenant
+// within its rate limit emptied the others' in minutes).
 func (l *RequestLog) pruneSize() error {
 	target := l.maxBytes / 10 * 9
-	return l.deleteOldest(func(_ []byte, size int64) bool { return size > target })
+	margin := target / 32       // shares that take about as much are pruned in turns of this, not an entry each
+	from := map[string][]byte{} // where each share's oldest entry is, at the earliest
+	for l.size > target {
+		largest, next := l.largestShares()
+		found, err := l.deleteOldestOf(largest, from, func(size, share int64) bool { return size > target && share > next-margin })
+		if err != nil {
+			return err
+		}
+		if !found { // the shares do not add up: the oldest go, whoever's
+			return l.deleteOldest(func(_ []byte, size int64) bool { return size > target })
+		}
+	}
+	return nil
+}
+
+// largestShares returns the share that takes the most and what the next
+// one takes.
+func (l *RequestLog) largestShares() (largest string, next int64) {
+	var most int64 = -1
+	for share, n := range l.shares {
+		switch {
+		case n > most:
+			largest, most, next = share, n, max(most, 0)
+		case n > next:
+			next = n
+		}
+	}
+	return largest, next
+}
+
+// pruneScan is how many entries of other shares one pruning transaction
+// passes over at most, looking for a share's oldest.
+const pruneScan = 100_000
+
+// deleteOldestOf deletes share's entries from its oldest (at or after
+// from[share], where it leaves the next search) while more (given what
+// the log and the share take before the deletion) says so, a chunk per
+// transaction; found is false when share has no entry left.
+func (l *RequestLog) deleteOldestOf(share string, from map[string][]byte, more func(size, share int64) bool) (found bool, err error) {
+	for {
+		n, scanned := 0, 0
+		var freed int64
+		var last []byte
+		end := false
+		err := l.store.commits.do(func(tx *bolt.Tx) error {
+			n, scanned, freed, last, end = 0, 0, 0, nil, false // a commit may run this again
+			b := tx.Bucket(bucketProvLog)
+			if b == nil {
+				end = true
+				return nil
+			}
+			c := b.Cursor()
+			k, v := c.First()
+			if start := from[share]; start != nil {
+				k, v = c.Seek(start)
+			}
+			for ; k != nil && n < pruneChunk && scanned < pruneScan; k, v = c.Next() {
+				if !more(l.size-freed, l.shares[share]-freed) {
+					return nil
+				}
+				last = slices.Clone(k)
+				if shareOf(v) != share {
+					scanned++
+					continue
+				}
+				freed += entrySize(k, v)
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+			end = k == nil
+			return nil
+		})
+		if err != nil {
+			return found, err
+		}
+		l.size -= freed
+		if l.shares[share] -= freed; l.shares[share] <= 0 {
+			delete(l.shares, share)
+		}
+		found = found || n > 0
+		if last != nil {
+			from[share] = last
+		}
+		if end || !more(l.size, l.shares[share]) {
+			return found, nil
+		}
+	}
 }
 
 // deleteOldest deletes entries from the oldest while more (given the key
@@ -536,8 +654,10 @@ func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 	for {
 		n := 0
 		var freed int64
+		shares := map[string]int64{}
 		err := l.store.commits.do(func(tx *bolt.Tx) error {
 			n, freed = 0, 0 // a commit may run this again
+			clear(shares)
 			b := tx.Bucket(bucketProvLog)
 			if b == nil {
 				return nil
@@ -545,6 +665,7 @@ func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 			c := b.Cursor()
 			for k, v := c.First(); k != nil && n < pruneChunk && more(k, l.size-freed); k, v = c.Next() {
 				sz := entrySize(k, v)
+				shares[shareOf(v)] += sz
 				if err := c.Delete(); err != nil {
 					return err
 				}
@@ -557,6 +678,11 @@ func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 			return err
 		}
 		l.size -= freed
+		for share, sz := range shares {
+			if l.shares[share] -= sz; l.shares[share] <= 0 {
+				delete(l.shares, share)
+			}
+		}
 		if n < pruneChunk {
 			return nil
 		}

@@ -428,3 +428,63 @@ func TestLogKeepsAFewEventIDsOfARequest(t *testing.T) {
 		t.Fatalf("the largest entry takes %d bytes", size)
 	}
 }
+
+// TestLogSizeIsSharedOutByTenant: past the log's size, the entries of the
+// tenant that takes the most go first, so that a tenant writing fast
+// pushes out its own history and not the others' (the tenant review: one
+// tenant within its rate limit emptied every other tenant's log in
+// minutes); a restarted log measures each tenant's share again. Requests
+// whose credential was not accepted count as one share of their own,
+// whatever tenant their path names.
+func TestLogSizeIsSharedOutByTenant(t *testing.T) {
+	s, c, _ := openStore(t)
+	const bound = 1 << 20
+	detail := strings.Repeat("x", 400)
+	entries := func(tenant string, from, n int) []LogEntry {
+		var out []LogEntry
+		for i := from; i < from+n; i++ {
+			out = append(out, LogEntry{Time: c.now().Add(time.Duration(i) * time.Microsecond), RequestID: fmt.Sprint(tenant, i), Tenant: tenant,
+				Operation: "create", Status: 201, Detail: detail})
+		}
+		return out
+	}
+	count := func() (map[string]int, int64) {
+		n := map[string]int{}
+		var size int64
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketProvLog).ForEach(func(k, v []byte) error {
+				n[shareOf(v)]++
+				size += entrySize(k, v)
+				return nil
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n, size
+	}
+	// globex's 200 come first, then acme's 3,000 (about 1.6 MiB).
+	runLog(t, s, LogOptions{MaxBytes: bound}, append(entries("globex", 0, 200), entries("acme", 200, 3000)...))
+	n, size := count()
+	if size > bound || n["globex"] != 200 || n["acme"] == 0 || n["acme"] == 3000 {
+		t.Fatalf("after acme's 3,000: %v entries, %d bytes (bound %d)", n, size, bound)
+	}
+	// Restarted, with 3,000 more of acme's: globex's are still all there.
+	runLog(t, s, LogOptions{MaxBytes: bound}, entries("acme", 3200, 3000))
+	if n, size = count(); size > bound || n["globex"] != 200 {
+		t.Fatalf("after a restart and 3,000 more of acme's: %v entries, %d bytes", n, size)
+	}
+	// When globex takes the most, its oldest go.
+	runLog(t, s, LogOptions{MaxBytes: bound}, entries("globex", 6200, 2000))
+	if n, size = count(); size > bound || n["globex"] >= 2200 || n["acme"] < 600 {
+		t.Fatalf("after 2,000 of globex's: %v entries, %d bytes", n, size)
+	}
+	for v, want := range map[string]string{
+		`{"tenant":"acme","unauthenticated":true}`: unauthenticatedShare,
+		`{"tenant":"acme"}`:                        "acme",
+		`{"method":"GET"}`:                         "",
+	} {
+		if got := shareOf([]byte(v)); got != want {
+			t.Errorf("shareOf(%s) = %q, want %q", v, got, want)
+		}
+	}
+}
