@@ -29,8 +29,7 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 	}
 	start, count := max(q.StartIndex, 1), max(q.Count, 0)
 	var page scim.Page
-	examined := &budget{limit: s.maxExamined}
-	defer func() { s.chargeFor(tenantName, 0, examined.spent) }()
+	var examined *budget // the memberships a filter reads, charged to the tenant
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, _, err := s.tenantBucket(tx, tenantName)
 		if err != nil {
@@ -44,8 +43,10 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
 		case q.SortBy == nil || count == 0:
+			examined = &budget{limit: s.maxExamined}
 			page, err = listMatching(ctx, tb, rt, q.Filter, examined, start, count)
 		default:
+			examined = &budget{limit: s.maxExamined}
 			page, err = listSorted(ctx, tb, rt, q, examined, start, count)
 		}
 		if err != nil {
@@ -61,6 +62,9 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		}
 		return nil
 	})
+	if examined != nil {
+		s.chargeFor(tenantName, 0, examined.spent)
+	}
 	if err != nil {
 		return scim.Page{}, err
 	}
