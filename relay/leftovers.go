@@ -66,44 +66,68 @@ func (s *Store) Leftovers(ctx context.Context, name string) (Leftovers, error) {
 		}
 	}
 	s.tokens.mu.RUnlock()
-	subs, err := s.Subscribers(ctx)
+	subs, err := s.SubscribersOf(ctx, name)
 	if err != nil {
 		return Leftovers{}, err
 	}
+	l.Subscribers = subs
+	return l, nil
+}
+
+// SubscribersOf returns the names of the NATS subscribers scoped to the
+// tenant name, without counting anything else it holds (a removal needs
+// them alone, and Leftovers reads every page of a tenant's resources).
+func (s *Store) SubscribersOf(ctx context.Context, name string) ([]string, error) {
+	subs, err := s.Subscribers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
 	for _, sub := range subs {
 		if sub.Tenant() == name {
-			l.Subscribers = append(l.Subscribers, sub.Name)
+			out = append(out, sub.Name)
 		}
 	}
-	return l, nil
+	return out, nil
 }
 
 // keyTenants is meta's record of the tenants configured when the file was
 // last opened or its tenants set: a JSON list of their names.
 var keyTenants = []byte("tenants")
 
-// recordTenants records the configured tenants in meta and returns those
-// it recorded before; known is false when it had no record that it can
-// read (a new file, or one last used by a release that kept none).
-func recordTenants(tx *bolt.Tx, tenants map[string]*tenant) (before []string, known bool, err error) {
-	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keyTenants); v != nil {
-		// A record that cannot be read says nothing; it is written anew.
-		known = json.Unmarshal(v, &before) == nil
+// recordedTenants returns the tenants meta records; known is false when it
+// has no record that it can read (a new file, or one last used by a
+// release that kept none; a record that cannot be read is written anew).
+func recordedTenants(tx *bolt.Tx) (tenants []string, known bool) {
+	if v := tx.Bucket(bucketMeta).Get(keyTenants); v != nil {
+		known = json.Unmarshal(v, &tenants) == nil
 	}
+	return tenants, known
+}
+
+// recordTenants records the configured tenants in meta.
+func recordTenants(tx *bolt.Tx, tenants map[string]*tenant) error {
 	v, err := json.Marshal(slices.Sorted(maps.Keys(tenants)))
 	if err != nil {
-		return nil, false, err
+		return err
 	}
-	if err := meta.Put(keyTenants, v); err != nil {
-		return nil, false, fmt.Errorf("recording the configured tenants: %w", err)
+	if err := tx.Bucket(bucketMeta).Put(keyTenants, v); err != nil {
+		return fmt.Errorf("recording the configured tenants: %w", err)
 	}
-	return before, known, nil
+	return nil
 }
 
 // AddedSinceLastRun returns the tenants configured at Open that were not
-// configured when the data file was last used (opened, or its tenants set
-// by a reload): a name among them that holds Leftovers has them back.
-// None when the file had no record of its tenants (a new file, or one a
-// release that kept none used last).
+// configured when the file's tenants were last recorded (RecordTenants,
+// or a reload's SetTenants): a name among them that holds Leftovers has
+// them back. None when the file had no record of its tenants (a new
+// file, or one a release that kept none used last).
 func (s *Store) AddedSinceLastRun() []string { return s.addedAtOpen }
+
+// RecordTenants records the configured tenants in the data file, once what
+// AddedSinceLastRun says has been said: a start that fails before then
+// says it again at the next one (the diff review). Commands that open the
+// file without serving it record nothing.
+func (s *Store) RecordTenants() error {
+	return s.commits.do(func(tx *bolt.Tx) error { return recordTenants(tx, s.tenantMap()) })
+}

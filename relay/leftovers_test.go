@@ -60,11 +60,14 @@ func TestLeftoversOfARemovedTenant(t *testing.T) {
 	}
 
 	// The reload recorded the tenants: a restart with globex back says it
-	// was added, and the next one, which changes nothing, says nothing.
+	// was added; a start that failed before it recorded them (record
+	// false) says nothing was recorded, so the next one says it again; the
+	// next, which changes nothing, says nothing.
 	for _, step := range []struct {
-		opts Options
-		want []string
-	}{{testOptions(c), []string{"globex"}}, {testOptions(c), nil}, {without, nil}} {
+		opts   Options
+		record bool
+		want   []string
+	}{{testOptions(c), false, []string{"globex"}}, {testOptions(c), true, []string{"globex"}}, {testOptions(c), true, nil}, {without, true, nil}} {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -73,6 +76,11 @@ func TestLeftoversOfARemovedTenant(t *testing.T) {
 		}
 		if got := s.AddedSinceLastRun(); !slices.Equal(got, step.want) {
 			t.Errorf("opened with %d tenants: added since the last run %v, want %v", len(step.opts.Tenants), got, step.want)
+		}
+		if step.record {
+			if err := s.RecordTenants(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := s.Close(); err != nil {

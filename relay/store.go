@@ -301,7 +301,7 @@ func Open(path string, o Options) (*Store, error) {
 		if layout, err = prepare(tx, tenants); err != nil {
 			return err
 		}
-		before, known, err := recordTenants(tx, tenants)
+		before, known := recordedTenants(tx)
 		s.addedAtOpen = nil
 		for name := range tenants {
 			if known && !slices.Contains(before, name) {
@@ -309,7 +309,7 @@ func Open(path string, o Options) (*Store, error) {
 			}
 		}
 		slices.Sort(s.addedAtOpen)
-		return err
+		return nil
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("preparing data file %s: %w", path, err)
@@ -695,8 +695,7 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 		if _, err := prepare(tx, tenants); err != nil {
 			return err
 		}
-		_, _, err := recordTenants(tx, tenants)
-		return err
+		return recordTenants(tx, tenants)
 	}); err != nil {
 		return fmt.Errorf("preparing the tenants' buckets: %w", err)
 	}
@@ -808,7 +807,11 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 		return fn(tx, w)
 	})
 	if w != nil {
-		s.chargeFor(tenant, len(w.eventIDs), w.examined.spent)
+		events := len(w.eventIDs)
+		if err != nil {
+			events = 0 // not stored; the walk was done all the same
+		}
+		s.chargeFor(tenant, events, w.examined.spent)
 	}
 	if err != nil {
 		if span != nil {

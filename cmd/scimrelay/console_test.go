@@ -717,8 +717,12 @@ func TestConsoleRequestOfManyEvents(t *testing.T) {
 	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[`+strings.Join(members, ",")+`]}]}`).want(t, 204)
 	var key []string
 	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if key = regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindStringSubmatch(b.get("/ui/log?tenant=acme&operation=patch").body); key == nil {
+		list := b.get("/ui/log?tenant=acme&operation=patch").body
+		if key = regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindStringSubmatch(list); key == nil {
 			return fmt.Errorf("the PATCH is not in the log")
+		}
+		if !strings.Contains(list, "<td>40</td>") {
+			return fmt.Errorf("the log does not count the PATCH's 40 events:\n%s", list)
 		}
 		return nil
 	})

@@ -258,23 +258,34 @@ func without(list, other []string) []string {
 // be counted is logged, and left unsaid.
 func (s *server) tenantNotes(ctx context.Context, added, removed []string) map[string]string {
 	notes := map[string]string{}
-	for _, name := range slices.Concat(added, removed) {
+	for _, name := range removed {
+		if s.natsServer == nil {
+			break // subscribers are the embedded server's: none is let in with an external one
+		}
+		subs, err := s.store.SubscribersOf(ctx, name)
+		if err != nil {
+			s.log.Error("listing the NATS subscribers of a tenant removed", "tenant", name, "err", err)
+			continue
+		}
+		if len(subs) > 0 {
+			notes[name] = fmt.Sprintf("its NATS subscribers %s are cut off until a tenant %s is configured again, which lets them in to read its events, a new customer's too: `scimrelay subscriber remove NAME` deletes them",
+				strings.Join(subs, ", "), name)
+			s.log.Warn("NATS subscribers scoped to a tenant that is not configured are cut off; a tenant of that name configured again lets them in to read its events, a new customer's too: remove them (scimrelay subscriber remove NAME) if the tenant is gone for good",
+				"tenant", name, "subscribers", subs)
+		}
+	}
+	for _, name := range added {
 		l, err := s.store.Leftovers(ctx, name)
 		if err != nil {
 			s.log.Error("counting what a tenant's name holds from before", "tenant", name, "err", err)
 			continue
 		}
-		switch {
-		case slices.Contains(removed, name) && len(l.Subscribers) > 0:
-			notes[name] = fmt.Sprintf("its NATS subscribers %s are cut off until a tenant %s is configured again, which lets them in to read its events, a new customer's too: `scimrelay subscriber remove NAME` deletes them",
-				strings.Join(l.Subscribers, ", "), name)
-			s.log.Warn("NATS subscribers scoped to a tenant that is not configured are cut off; a tenant of that name configured again lets them in to read its events, a new customer's too: remove them (scimrelay subscriber remove NAME) if the tenant is gone for good",
-				"tenant", name, "subscribers", l.Subscribers)
-		case slices.Contains(added, name) && !l.Empty():
-			notes[name] = "the name is not fresh: " + describeLeftovers(l) + " from before are back. For a new customer use a new tenant name; otherwise revoke the tokens and clients by id (`scimrelay token list`, `client list`) and remove the subscribers"
-			s.log.Warn("a tenant was added under a name that holds data, credentials or NATS subscribers from before: they are all back, its users and groups for its identity provider to see; for a new customer use a new tenant name",
-				"tenant", name, "users", l.Users, "groups", l.Groups, "tokens", l.Tokens, "clients", l.Clients, "subscribers", l.Subscribers)
+		if l.Empty() {
+			continue
 		}
+		notes[name] = "the name is not fresh: " + describeLeftovers(l) + " from before are back. For a new customer use a new tenant name; otherwise revoke the tokens and clients by id (`scimrelay token list`, `client list`) and remove the subscribers"
+		s.log.Warn("a tenant was added under a name that holds data, credentials or NATS subscribers from before: they are all back, its users and groups for its identity provider to see; for a new customer use a new tenant name",
+			"tenant", name, "users", l.Users, "groups", l.Groups, "tokens", l.Tokens, "clients", l.Clients, "subscribers", l.Subscribers)
 	}
 	return notes
 }

@@ -330,7 +330,7 @@ func (s *server) startNotes(ctx context.Context) error {
 		}
 	}
 	s.tenantNotes(ctx, s.store.AddedSinceLastRun(), gone)
-	return nil
+	return s.store.RecordTenants()
 }
 
 // ensureTokens gives every tenant without a way in a token: the two values
