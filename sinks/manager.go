@@ -323,6 +323,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
+	w.retries = newRetryLog(w.log, retryWindow)
 	// The sink's worker before this one in the process (a reload's) may
 	// have left claims whose release failed: the first heartbeat lets go
 	// of every claim of this worker id whose run is not this worker's.

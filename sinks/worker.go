@@ -48,6 +48,7 @@ type worker struct {
 	attempts   *attemptLog
 	metrics    *metrics
 	log        *slog.Logger
+	retries    *retryLog // says failed attempts, a few a minute
 	partitions int
 	ackWait    time.Duration
 	maxPending int
@@ -401,7 +402,8 @@ func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Ti
 		w.metrics.outcome(w.name, "retry")
 	}
 	w.attempts.recordRetry(w.name, es, res, tries, next)
-	w.log.Warn("delivery failed; will retry", "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", truncate(errText(res.Err), maxErrorInQueue))
+	err := truncate(errText(res.Err), maxErrorInQueue)
+	w.retries.failed(w.now(), res.Status, err, "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", err)
 }
 
 func (w *worker) ack(m jetstream.Msg) {
