@@ -128,8 +128,9 @@ func TestApply(t *testing.T) {
 	want("c, untouched", c, e2, e3, e4, e5, e6, e7, e8)
 }
 
-// gaugesOf returns the gauge series reg holds for a sink, as name{state}.
-func gaugesOf(t *testing.T, reg *prometheus.Registry, sink string) []string {
+// seriesOf returns the series reg holds for a sink, as name{state} (or
+// name{outcome}).
+func seriesOf(t *testing.T, reg *prometheus.Registry, sink string) []string {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
@@ -138,24 +139,23 @@ func gaugesOf(t *testing.T, reg *prometheus.Registry, sink string) []string {
 	var out []string
 	for _, f := range families {
 		for _, s := range f.GetMetric() {
-			if s.GetGauge() == nil {
-				continue
-			}
 			labels := map[string]string{}
 			for _, l := range s.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
 			if labels["sink"] == sink {
-				out = append(out, f.GetName()+"{"+labels["state"]+"}")
+				out = append(out, f.GetName()+"{"+labels["state"]+labels["outcome"]+"}")
 			}
 		}
 	}
 	return out
 }
 
-// TestRemovedSinkGaugesStayGone: a backlog pass that took its list of
-// sinks before Apply removed one does not bring the removed sink's series
-// back, and still sets the others'.
+// TestRemovedSinkGaugesStayGone: a removed sink's series go, its
+// counters and histogram too (a soak review found them kept for the life
+// of the process), and a backlog pass that took its list of sinks before
+// Apply removed one does not bring the removed sink's series back, and
+// still sets the others'.
 func TestRemovedSinkGaugesStayGone(t *testing.T) {
 	js := natsStream(t)
 	a, b := newReceiver(t, nil), newReceiver(t, nil)
@@ -164,23 +164,31 @@ func TestRemovedSinkGaugesStayGone(t *testing.T) {
 	before := m.runtimes() // what a pass under way works from
 	// A worker not yet among its sink's workers has no figures to show.
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if len(a.requests()) == 0 {
+			return fmt.Errorf("sink a delivered nothing")
+		}
+		return nil
+	})
 	m.observeBacklog(ctx, before)
-	if got := gaugesOf(t, reg, "a"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") {
+	if got := seriesOf(t, reg, "a"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") ||
+		!slices.Contains(got, "scimrelay_sink_events_total{delivered}") || !slices.Contains(got, "scimrelay_sink_delivery_duration_seconds{}") {
 		t.Fatalf("sink a's series before its removal: %v", got)
 	}
 
 	if _, err := m.Apply(ctx, []Config{sinkConfig("b", b.URL, nil)}); err != nil {
 		t.Fatal(err)
 	}
-	if got := gaugesOf(t, reg, "a"); len(got) > 0 {
+	if got := seriesOf(t, reg, "a"); len(got) > 0 {
 		t.Fatalf("Apply removed sink a but left its series %v", got)
 	}
 	m.metrics.backlog.DeletePartialMatch(prometheus.Labels{"sink": "b"})
 	m.observeBacklog(ctx, before)
-	if got := gaugesOf(t, reg, "a"); len(got) > 0 {
+	if got := seriesOf(t, reg, "a"); len(got) > 0 {
 		t.Errorf("removed sink a's series came back: %v", got)
 	}
-	if got := gaugesOf(t, reg, "b"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") {
+	if got := seriesOf(t, reg, "b"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") {
 		t.Errorf("the pass did not set kept sink b's backlog: %v", got)
 	}
 }

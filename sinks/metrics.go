@@ -57,12 +57,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// forget drops a removed sink's series, so that no stale value stays.
+// forget drops a removed sink's series, so that no stale value stays and
+// a process that has renamed sinks for months does not export them all;
+// a sink added back starts its counters again, which rate() reads as a
+// reset.
 func (m *metrics) forget(sink string) {
 	for _, v := range []*prometheus.GaugeVec{m.deadLetters, m.partitions, m.oldest, m.stateRead} {
 		v.DeleteLabelValues(sink)
 	}
 	m.backlog.DeletePartialMatch(prometheus.Labels{"sink": sink})
+	m.outcomes.DeletePartialMatch(prometheus.Labels{"sink": sink})
+	m.latency.DeleteLabelValues(sink)
 }
 
 func (m *metrics) outcome(sink, outcome string) { m.outcomes.WithLabelValues(sink, outcome).Inc() }
