@@ -94,3 +94,40 @@ func TestParkingTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestParkingMarkersGo: a record taken out leaves a marker that goes after
+// parkMarkerTTL, not one kept as long as the bucket keeps records (30
+// days and more), which each hand-over read through; a bucket made by an
+// earlier release, without marker TTLs, is given them.
+func TestParkingMarkersGo(t *testing.T) {
+	_, _, js := natsServer(t)
+	// As an earlier release made it.
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: parkingBucketName("crm"), History: 1, TTL: 30 * day, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := parkingBucket(ctx, js, "crm", 1, 7*day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "KV_"+parkingBucketName("crm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; !cfg.AllowMsgTTL || cfg.SubjectDeleteMarkerTTL != parkMarkerTTL {
+		t.Fatalf("the bucket allows message TTLs %v, markers kept %s; want true, %s", cfg.AllowMsgTTL, cfg.SubjectDeleteMarkerTTL, parkMarkerTTL)
+	}
+	subject := events.StoredSubject{Tenant: "acme", Kind: "user", ResourceID: "u1"}
+	if err := pk.put(ctx, 3, subject, parkRecord{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pk.remove(ctx, 3, subject); err != nil {
+		t.Fatal(err)
+	}
+	marker, err := st.GetLastMsgForSubject(ctx, "$KV."+parkingBucketName("crm")+"."+parkKey(3, subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, ttl := marker.Header.Get("KV-Operation"), marker.Header.Get("Nats-TTL"); op != "PURGE" || ttl != parkMarkerTTL.String() {
+		t.Fatalf("the record taken out left a marker %q with TTL %q; want PURGE, %s", op, ttl, parkMarkerTTL)
+	}
+}
