@@ -39,8 +39,8 @@ import (
 // same way, and what any entry keeps of a request is cut to a few hundred
 // bytes, so that a flood of them adds a bounded amount a minute rather
 // than pushing the tenants' history out of the log's size at once. The
-// log is kept for a retention and within a size: past MaxBytes the oldest
-// entries go first.
+// log is kept for a retention and within a size: past MaxBytes each
+// tenant's share is cut, oldest first, to an even level (pruneSize).
 
 var bucketProvLog = []byte("provlog")
 
@@ -88,7 +88,8 @@ type LogOptions struct {
 	// Retention is how long entries are kept (default 30 days).
 	Retention time.Duration
 	// MaxBytes bounds the space entries take in the data file; past it the
-	// oldest go (default DefaultLogMaxBytes).
+	// shares above an even level lose their oldest (default
+	// DefaultLogMaxBytes).
 	MaxBytes int64
 	// Reads is how successful reads are recorded: LogReadsAggregate (the
 	// default) or LogReadsAll.
@@ -549,59 +550,63 @@ func (l *RequestLog) prune() error {
 }
 
 // pruneSize deletes entries until the log takes at most 90% of its bound,
-// so that it is not pruned again at the next write: the oldest of the
-// share (shareOf) that takes the most, down to a little below what the
-// next one takes, then the oldest of the largest again. One tenant writing
-// fast pushes out its own history, not every tenant's (a review: a tenant
-// within its rate limit emptied the others' in minutes).
+// so that it is not pruned again at the next write, by share (shareOf):
+// every share that takes more than an even level (pruneLevel) loses its
+// oldest entries down to it, and a share below the level keeps all of
+// them. One tenant writing fast, or a flood of unauthenticated requests,
+// loses its own oldest entries, and others only what they take above that
+// level (a review: oldest first across tenants let a tenant within its
+// rate limit empty the others' history in minutes).
 func (l *RequestLog) pruneSize() error {
 	target := l.maxBytes / 10 * 9
-	margin := target / 32       // shares that take about as much are pruned in turns of this, not an entry each
-	from := map[string][]byte{} // where each share's oldest entry is, at the earliest
-	for l.size > target {
-		largest, next := l.largestShares()
-		found, err := l.deleteOldestOf(largest, from, func(size, share int64) bool { return size > target && share > next-margin })
-		if err != nil {
-			return err
+	level, cut := pruneLevel(l.shares, target)
+	if cut {
+		from := map[string][]byte{} // where each share's oldest entry is, at the earliest
+		for _, share := range slices.Sorted(maps.Keys(l.shares)) {
+			if l.shares[share] <= level {
+				continue
+			}
+			if err := l.deleteOldestOf(share, from, level); err != nil {
+				return err
+			}
 		}
-		if !found { // the shares do not add up: the oldest go, whoever's
-			return l.deleteOldest(func(_ []byte, size int64) bool { return size > target })
-		}
+	}
+	if l.size > target {
+		// The shares do not add up to the size: the oldest go, whoever's.
+		return l.deleteOldest(func(_ []byte, size int64) bool { return size > target })
 	}
 	return nil
 }
 
-// largestShares returns the share that takes the most and what the next
-// one takes.
-func (l *RequestLog) largestShares() (largest string, next int64) {
-	var most int64 = -1
-	for share, n := range l.shares {
-		switch {
-		case n > most:
-			largest, most, next = share, n, max(most, 0)
-		case n > next:
-			next = n
+// pruneLevel returns the level to which the shares above it are cut so
+// that together they take at most target, and whether any is to be cut.
+func pruneLevel(shares map[string]int64, target int64) (level int64, cut bool) {
+	sizes := slices.Sorted(maps.Values(shares))
+	left := target
+	for i, size := range sizes {
+		if n := int64(len(sizes) - i); size*n > left {
+			return left / n, true
 		}
+		left -= size
 	}
-	return largest, next
+	return 0, false
 }
 
 // pruneScan is how many entries of other shares one pruning transaction
 // passes over at most, looking for a share's oldest.
-const pruneScan = 100_000
+const pruneScan = 10_000
 
 // deleteOldestOf deletes share's entries from its oldest (at or after
-// from[share], where it leaves the next search) while more (given what
-// the log and the share take before the deletion) says so, a chunk per
-// transaction; found is false when share has no entry left.
-func (l *RequestLog) deleteOldestOf(share string, from map[string][]byte, more func(size, share int64) bool) (found bool, err error) {
-	for {
-		n, scanned := 0, 0
+// from[share], where it leaves the next search) until the share takes at
+// most level, a chunk per transaction.
+func (l *RequestLog) deleteOldestOf(share string, from map[string][]byte, level int64) error {
+	for l.shares[share] > level {
+		n := 0
 		var freed int64
 		var last []byte
 		end := false
 		err := l.store.commits.do(func(tx *bolt.Tx) error {
-			n, scanned, freed, last, end = 0, 0, 0, nil, false // a commit may run this again
+			n, freed, last, end = 0, 0, nil, false // a commit may run this again
 			b := tx.Bucket(bucketProvLog)
 			if b == nil {
 				end = true
@@ -612,10 +617,7 @@ func (l *RequestLog) deleteOldestOf(share string, from map[string][]byte, more f
 			if start := from[share]; start != nil {
 				k, v = c.Seek(start)
 			}
-			for ; k != nil && n < pruneChunk && scanned < pruneScan; k, v = c.Next() {
-				if !more(l.size-freed, l.shares[share]-freed) {
-					return nil
-				}
+			for scanned := 0; k != nil && n < pruneChunk && scanned < pruneScan && l.shares[share]-freed > level; k, v = c.Next() {
 				last = slices.Clone(k)
 				if shareOf(v) != share {
 					scanned++
@@ -631,20 +633,20 @@ func (l *RequestLog) deleteOldestOf(share string, from map[string][]byte, more f
 			return nil
 		})
 		if err != nil {
-			return found, err
+			return err
 		}
 		l.size -= freed
 		if l.shares[share] -= freed; l.shares[share] <= 0 {
 			delete(l.shares, share)
 		}
-		found = found || n > 0
 		if last != nil {
 			from[share] = last
 		}
-		if end || !more(l.size, l.shares[share]) {
-			return found, nil
+		if end {
+			return nil
 		}
 	}
+	return nil
 }
 
 // deleteOldest deletes entries from the oldest while more (given the key

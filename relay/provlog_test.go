@@ -4,6 +4,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -477,6 +478,57 @@ func TestLogSizeIsSharedOutByTenant(t *testing.T) {
 	runLog(t, s, LogOptions{MaxBytes: bound}, entries("globex", 6200, 2000))
 	if n, size = count(); size > bound || n["globex"] >= 2200 || n["acme"] < 600 {
 		t.Fatalf("after 2,000 of globex's: %v entries, %d bytes", n, size)
+	}
+	// A hundred tenants of one size: each is cut to the same level, its
+	// newest entries kept, none emptied (a first version cut the largest
+	// share to a fixed margin below the next, and emptied tenants whole).
+	s2, c2, _ := openStore(t)
+	var even []LogEntry
+	for i := range 20 {
+		for j := range 100 {
+			n := i*100 + j
+			even = append(even, LogEntry{Time: c2.now().Add(time.Duration(n) * time.Microsecond), RequestID: fmt.Sprint(n), Tenant: fmt.Sprintf("t%03d", j),
+				Operation: "create", Status: 201, Detail: detail})
+		}
+	}
+	runLog(t, s2, LogOptions{MaxBytes: bound}, even)
+	kept := map[string][]string{}
+	if err := s2.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketProvLog).ForEach(func(k, v []byte) error {
+			var e LogEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			kept[e.Tenant] = append(kept[e.Tenant], e.RequestID)
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fewest, most := 20, 0
+	for j := range 100 {
+		tenant, newest := fmt.Sprintf("t%03d", j), fmt.Sprint(19*100+j)
+		ids := kept[tenant]
+		if len(ids) == 0 || ids[len(ids)-1] != newest {
+			t.Fatalf("of 100 tenants of one size, %s kept %v, not its newest, %s", tenant, ids, newest)
+		}
+		fewest, most = min(fewest, len(ids)), max(most, len(ids))
+	}
+	if fewest < 5 || most-fewest > 3 {
+		t.Fatalf("of 100 tenants of one size, one kept %d entries and another %d", fewest, most)
+	}
+	// A flood of unauthenticated refusals in globex's name is one share:
+	// it is cut, and a tenant that takes less keeps all its entries.
+	s3, c3, _ := openStore(t)
+	flood := entries("initech", 0, 100)
+	for i := range 3000 {
+		flood = append(flood, LogEntry{Time: c3.now().Add(time.Duration(100+i) * time.Microsecond), RequestID: fmt.Sprint("x", i), Tenant: "globex",
+			Method: "GET", Status: 401, Unauthenticated: true, Detail: detail, Count: 1})
+	}
+	runLog(t, s3, LogOptions{MaxBytes: bound}, flood)
+	s = s3
+	if n, size = count(); size > bound || n["initech"] != 100 || n[unauthenticatedShare] == 0 {
+		t.Fatalf("after a flood of unauthenticated refusals: %v entries, %d bytes", n, size)
 	}
 	for v, want := range map[string]string{
 		`{"tenant":"acme","unauthenticated":true}`: unauthenticatedShare,

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -163,14 +164,7 @@ func TestRemovedSinkGaugesStayGone(t *testing.T) {
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("a", a.URL, nil), sinkConfig("b", b.URL, nil)}, JS: js, Registerer: reg})
 	before := m.runtimes() // what a pass under way works from
 	// A worker not yet among its sink's workers has no figures to show.
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
-	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if len(a.requests()) == 0 {
-			return fmt.Errorf("sink a delivered nothing")
-		}
-		return nil
-	})
+	deliverOne(t, m, js, a)
 	m.observeBacklog(ctx, before)
 	if got := seriesOf(t, reg, "a"); !slices.Contains(got, "scimrelay_sink_backlog{pending}") ||
 		!slices.Contains(got, "scimrelay_sink_events_total{delivered}") || !slices.Contains(got, "scimrelay_sink_delivery_duration_seconds{}") {
@@ -359,4 +353,56 @@ func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
 	if strings.Contains(out, "sink=b ") {
 		t.Errorf("removing sink b, which has no dead letters, warned:\n%s", out)
 	}
+}
+
+// TestReplayOfARemovedSinkLeavesNoSeries: a replay under way when a reload
+// removes its sink does not bring the sink's counters back once it
+// delivers (a review: they came back for the life of the process).
+func TestReplayOfARemovedSinkLeavesNoSeries(t *testing.T) {
+	js := natsStream(t)
+	inReplay, release := make(chan struct{}), make(chan struct{})
+	a := newReceiver(t, func(n int, r *http.Request) int {
+		if n >= 2 { // the replay's delivery, after the first one
+			select {
+			case inReplay <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return 200
+	})
+	b := newReceiver(t, nil)
+	reg := prometheus.NewRegistry()
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("a", a.URL, nil), sinkConfig("b", b.URL, nil)}, JS: js, Registerer: reg})
+	deliverOne(t, m, js, a)
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Replay(ctx, "a", time.Now().Add(-time.Hour), nil)
+		done <- err
+	}()
+	<-inReplay
+	if _, err := m.Apply(ctx, []Config{sinkConfig("b", b.URL, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := seriesOf(t, reg, "a"); len(got) > 0 {
+		t.Errorf("removed sink a's series came back after its replay: %v", got)
+	}
+}
+
+// deliverOne waits for m to be ready, publishes an event and waits for rc
+// to receive it, so that its sink's series exist.
+func deliverOne(t *testing.T, m *Manager, js jetstream.JetStream, rc *receiver) {
+	t.Helper()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if len(rc.requests()) == 0 {
+			return fmt.Errorf("nothing delivered")
+		}
+		return nil
+	})
 }

@@ -715,9 +715,10 @@ func (w *worker) undelivered(ctx context.Context) (backlogFigures, error) {
 	return u, nil
 }
 
-// ifCurrent calls set, which sets gauges of s, only while s is one of the
+// ifCurrent calls set, which sets series of s, only while s is one of the
 // manager's sinks, holding m.mu: Apply swaps the sinks and forgets a
-// removed one's series under it, so that they do not come back.
+// removed one's series under it, so that they do not come back (a replay
+// or redrive still running when its sink is removed).
 func (m *Manager) ifCurrent(s *sinkRuntime, set func()) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

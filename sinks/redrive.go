@@ -260,7 +260,7 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 			return fmt.Errorf("removing redriven event %s: %w", dl.ID, err)
 		}
 		res.Delivered++
-		m.metrics.outcome(sink, "redriven")
+		m.ifCurrent(s, func() { m.metrics.outcome(sink, "redriven") })
 		m.tries.record(sink, []*event.Event{e}, r, dl.Attempts+1, "redriven")
 		return nil
 	}

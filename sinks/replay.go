@@ -68,7 +68,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		r := s.sink.Deliver(ctx, &e)
 		if r.Err == nil {
 			res.Delivered++
-			m.metrics.outcome(sink, "replayed")
+			m.ifCurrent(s, func() { m.metrics.outcome(sink, "replayed") })
 			m.tries.record(sink, []*event.Event{&e}, r, 0, "replayed")
 			return nil
 		}
@@ -79,7 +79,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 			return err
 		}
 		res.DeadLettered++
-		m.metrics.outcome(sink, "dead_lettered")
+		m.ifCurrent(s, func() { m.metrics.outcome(sink, "dead_lettered") })
 		m.tries.record(sink, []*event.Event{&e}, r, 1, "dead_lettered")
 		return nil
 	})

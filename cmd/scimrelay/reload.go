@@ -280,6 +280,9 @@ func (s *server) tenantNotes(ctx context.Context, added, removed []string) map[s
 			s.log.Error("counting what a tenant's name holds from before", "tenant", name, "err", err)
 			continue
 		}
+		if s.natsServer == nil {
+			l.Subscribers = nil // none is let in with an external NATS
+		}
 		if l.Empty() {
 			continue
 		}
