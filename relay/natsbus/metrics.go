@@ -4,7 +4,9 @@ package natsbus
 
 import (
 	"context"
+	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,38 +15,63 @@ import (
 
 // StreamMetrics exports, at each scrape, the messages and bytes of every
 // JetStream stream whose name starts with prefix (the relay's: SCIMRELAY,
-// its dead letters, delivery attempts and workers). A scrape while NATS is
-// away reports nothing for them rather than stale numbers.
+// its dead letters, delivery attempts and workers), and when they were
+// last read in full. A scrape that cannot read them (NATS away, or slower
+// than the scrape's 2 s) reports the values last read, as the sinks'
+// gauges do: series that came and went with JetStream's speed broke
+// graphs and absent() alerts (a soak review saw them go in a 2.2 s stall).
 func StreamMetrics(js jetstream.JetStream, prefix string) prometheus.Collector {
-	return streamMetrics{js: js, prefix: prefix}
+	return &streamMetrics{js: js, prefix: prefix, last: map[string]streamFigures{}}
 }
 
 type streamMetrics struct {
 	js     jetstream.JetStream
 	prefix string
+
+	mu     sync.Mutex
+	last   map[string]streamFigures // by stream name
+	readAt time.Time                // the last read in full; zero: none yet
 }
+
+type streamFigures struct{ msgs, bytes uint64 }
 
 var (
 	streamMessagesDesc = prometheus.NewDesc("scimrelay_stream_messages",
 		"Messages stored in a JetStream stream of the relay.", []string{"stream"}, nil)
 	streamBytesDesc = prometheus.NewDesc("scimrelay_stream_bytes",
 		"Bytes stored in a JetStream stream of the relay.", []string{"stream"}, nil)
+	streamReadDesc = prometheus.NewDesc("scimrelay_stream_read_timestamp_seconds",
+		"When the relay's streams were last read in full. A scrape that cannot read them shows the values last read: alert when time() minus this grows past a minute.", nil, nil)
 )
 
-func (c streamMetrics) Describe(ch chan<- *prometheus.Desc) {
+func (c *streamMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamMessagesDesc
 	ch <- streamBytesDesc
+	ch <- streamReadDesc
 }
 
-func (c streamMetrics) Collect(ch chan<- prometheus.Metric) {
+func (c *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	read := map[string]streamFigures{}
 	list := c.js.ListStreams(ctx)
 	for info := range list.Info() {
-		if !strings.HasPrefix(info.Config.Name, c.prefix) {
-			continue
+		if strings.HasPrefix(info.Config.Name, c.prefix) {
+			read[info.Config.Name] = streamFigures{msgs: info.State.Msgs, bytes: info.State.Bytes}
 		}
-		ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(info.State.Msgs), info.Config.Name)
-		ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(info.State.Bytes), info.Config.Name)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if list.Err() == nil {
+		c.last, c.readAt = read, time.Now() // a stream gone is gone
+	} else {
+		maps.Copy(c.last, read)
+	}
+	for name, f := range c.last {
+		ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(f.msgs), name)
+		ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(f.bytes), name)
+	}
+	if !c.readAt.IsZero() {
+		ch <- prometheus.MustNewConstMetric(streamReadDesc, prometheus.GaugeValue, float64(c.readAt.UnixNano())/1e9)
 	}
 }
