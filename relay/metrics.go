@@ -91,7 +91,20 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "dropped_total",
 			Help: "Log entries dropped because the log writer was behind.",
-		}, func() float64 { return float64(l.Dropped()) }))
+		}, func() float64 { return float64(l.Dropped()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "oldest_timestamp_seconds",
+				Help: "When the oldest SCIM request the provisioning log keeps was filed (unix seconds; 0 when empty): time() minus this is how far back the log reaches, which max_bytes may keep shorter than the retention.",
+			}, func() float64 {
+				t, err := l.Oldest()
+				switch {
+				case err != nil:
+					return -1
+				case t.IsZero():
+					return 0
+				}
+				return float64(t.UnixNano()) / 1e9
+			}))
 	}
 	return m
 }

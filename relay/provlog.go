@@ -691,6 +691,21 @@ func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 	}
 }
 
+// Oldest returns when the oldest entry was filed (its key's time); zero
+// when the log is empty.
+func (l *RequestLog) Oldest() (time.Time, error) {
+	var t time.Time
+	err := l.store.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketProvLog); b != nil {
+			if k, _ := b.Cursor().First(); len(k) >= 8 {
+				t = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+			}
+		}
+		return nil
+	})
+	return t, err
+}
+
 // Query returns matching entries, oldest first, or newest first with
 // q.Newest.
 func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) {

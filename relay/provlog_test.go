@@ -540,3 +540,22 @@ func TestLogSizeIsSharedOutByTenant(t *testing.T) {
 		}
 	}
 }
+
+// TestLogOldest: the log says when its oldest entry was filed, which is
+// how far back it reaches (max_bytes may keep it shorter than the
+// retention), and nothing for an empty log.
+func TestLogOldest(t *testing.T) {
+	s, c, _ := openStore(t)
+	l := NewRequestLog(s, LogOptions{}, slog.New(slog.DiscardHandler))
+	if got, err := l.Oldest(); err != nil || !got.IsZero() {
+		t.Fatalf("an empty log's oldest: %v, %v", got, err)
+	}
+	first := c.now().Add(-2 * time.Hour)
+	l = runLog(t, s, LogOptions{}, []LogEntry{
+		{Time: first, RequestID: "a", Tenant: "acme", Operation: "create", Status: 201},
+		{Time: first.Add(time.Hour), RequestID: "b", Tenant: "acme", Operation: "create", Status: 201},
+	})
+	if got, err := l.Oldest(); err != nil || !got.Equal(first) {
+		t.Fatalf("the oldest entry was filed at %v (%v), want %v", got, err, first)
+	}
+}

@@ -33,13 +33,18 @@ type streamMetrics struct {
 	readAt time.Time                // the last read in full; zero: none yet
 }
 
-type streamFigures struct{ msgs, bytes uint64 }
+type streamFigures struct {
+	msgs, bytes uint64
+	first       time.Time // the oldest message's; zero when empty
+}
 
 var (
 	streamMessagesDesc = prometheus.NewDesc("scimrelay_stream_messages",
 		"Messages stored in a JetStream stream of the relay.", []string{"stream"}, nil)
 	streamBytesDesc = prometheus.NewDesc("scimrelay_stream_bytes",
 		"Bytes stored in a JetStream stream of the relay.", []string{"stream"}, nil)
+	streamFirstDesc = prometheus.NewDesc("scimrelay_stream_first_timestamp_seconds",
+		"When the oldest message a JetStream stream of the relay keeps was stored (unix seconds): time() minus this is how far back it reaches, which its max_bytes may keep shorter than its max_age.", []string{"stream"}, nil)
 	streamReadDesc = prometheus.NewDesc("scimrelay_stream_read_timestamp_seconds",
 		"When the relay's streams were last read in full. A scrape that cannot read them shows the values last read: alert when time() minus this grows past a minute.", nil, nil)
 )
@@ -47,6 +52,7 @@ var (
 func (c *streamMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamMessagesDesc
 	ch <- streamBytesDesc
+	ch <- streamFirstDesc
 	ch <- streamReadDesc
 }
 
@@ -57,7 +63,7 @@ func (c *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	list := c.js.ListStreams(ctx)
 	for info := range list.Info() {
 		if strings.HasPrefix(info.Config.Name, c.prefix) {
-			read[info.Config.Name] = streamFigures{msgs: info.State.Msgs, bytes: info.State.Bytes}
+			read[info.Config.Name] = streamFigures{msgs: info.State.Msgs, bytes: info.State.Bytes, first: info.State.FirstTime}
 		}
 	}
 	c.mu.Lock()
@@ -70,6 +76,9 @@ func (c *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	for name, f := range c.last {
 		ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(f.msgs), name)
 		ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(f.bytes), name)
+		if f.msgs > 0 && !f.first.IsZero() {
+			ch <- prometheus.MustNewConstMetric(streamFirstDesc, prometheus.GaugeValue, float64(f.first.UnixNano())/1e9, name)
+		}
 	}
 	if !c.readAt.IsZero() {
 		ch <- prometheus.MustNewConstMetric(streamReadDesc, prometheus.GaugeValue, float64(c.readAt.UnixNano())/1e9)

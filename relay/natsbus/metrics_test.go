@@ -5,6 +5,7 @@ package natsbus_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,10 +14,11 @@ import (
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
-// TestStreamGaugesKeepTheirValuesWhileNATSIsAway: the streams' gauges show
-// what was last read when a scrape cannot read them (NATS away, or slower
-// than the scrape), with when they were last read in full, rather than
-// dropping out of the scrape; streams of other names are not shown.
+// TestStreamGaugesKeepTheirValuesWhileNATSIsAway: the streams' gauges
+// (messages, bytes, when the oldest message was stored) show what was last
+// read when a scrape cannot read them (NATS away, or slower than the
+// scrape), with when they were last read in full, rather than dropping out
+// of the scrape; streams of other names are not shown.
 func TestStreamGaugesKeepTheirValuesWhileNATSIsAway(t *testing.T) {
 	ctx := context.Background()
 	s := eventstest.RunServer(t)
@@ -50,11 +52,12 @@ func TestStreamGaugesKeepTheirValuesWhileNATSIsAway(t *testing.T) {
 		return out
 	}
 	before := scrape()
-	if before["scimrelay_stream_messages{SCIMRELAY}"] != 1 || before["scimrelay_stream_bytes{SCIMRELAY}"] == 0 || before["scimrelay_stream_read_timestamp_seconds"] == 0 || len(before) != 3 {
+	if first := before["scimrelay_stream_first_timestamp_seconds{SCIMRELAY}"]; before["scimrelay_stream_messages{SCIMRELAY}"] != 1 || before["scimrelay_stream_bytes{SCIMRELAY}"] == 0 ||
+		before["scimrelay_stream_read_timestamp_seconds"] == 0 || len(before) != 4 || first < float64(time.Now().Add(-time.Minute).Unix()) || first > float64(time.Now().Unix()+1) {
 		t.Fatalf("with NATS up: %v", before)
 	}
 	nc.Close() // NATS away, as far as the relay can tell
-	if after := scrape(); len(after) != 3 || after["scimrelay_stream_messages{SCIMRELAY}"] != 1 ||
+	if after := scrape(); len(after) != 4 || after["scimrelay_stream_messages{SCIMRELAY}"] != 1 ||
 		after["scimrelay_stream_read_timestamp_seconds"] != before["scimrelay_stream_read_timestamp_seconds"] {
 		t.Fatalf("with NATS away: %v, want what was read before, %v", after, before)
 	}
