@@ -57,7 +57,7 @@ type partition struct {
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
-	delivered map[string]deliveredMark   // resource key → what was completed of it while owned
+	delivered map[string]deliveredMark   // resource key → what was completed of it while owned, this generation (marksPerGeneration)
 	earlier   map[string]deliveredMark   // resource key → what delivered had before the mark moved down or back (resourceMarks)
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
 	highest   uint64                     // highest stream sequence received from the consumer
@@ -65,6 +65,11 @@ type partition struct {
 	pin       string                     // the pin id of the messages last received
 	claimRev  uint64                     // the revision of the claim this run wrote; 0: none
 	wg        sync.WaitGroup             // lane goroutines
+
+	// The generation of marks before delivered's (under mu): looked up
+	// when delivered has no mark of a resource, dropped when delivered
+	// fills again.
+	olderDelivered, olderEarlier map[string]deliveredMark
 
 	// seenDelivered (under mu) is the consumer's delivered count at the
 	// last look that found no other worker holding its pin and nothing
@@ -1345,17 +1350,32 @@ func madeAfter(id string, than uuid.UUID) bool {
 
 // marksLocked returns what the partition completed of the resource key.
 func (p *partition) marksLocked(key string) resourceMarks {
-	return resourceMarks{mark: p.delivered[key], earlier: p.earlier[key]}
+	if mark, ok := p.delivered[key]; ok {
+		return resourceMarks{mark: mark, earlier: p.earlier[key]}
+	}
+	return resourceMarks{mark: p.olderDelivered[key], earlier: p.olderEarlier[key]}
 }
+
+// marksPerGeneration bounds the marks a partition keeps: once delivered
+// holds this many, it becomes the older generation and the one before is
+// dropped, so that a partition holds at most twice this many and always
+// the marks of its last marksPerGeneration resources completed. A mark only
+// saves a repeat of what this run completed, and what can come again is
+// what the consumer has not had acknowledged (its window, 1,000 by
+// default), events read back from the stream for a resource parked
+// meanwhile, and copies the outbox published again: recent ones. Marks
+// used to be kept up to 100,000 a partition and then dropped all at once:
+// a sink of 16 partitions held up to 1.6 million (some 178 MB) after an
+// initial cycle (a soak review).
+const marksPerGeneration = 10_000
 
 func (p *partition) completed(key string, seq uint64, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.delivered) > 100_000 {
-		// A bound on memory; it only saves repeats. earlier holds no key
-		// that delivered does not.
-		clear(p.delivered)
-		clear(p.earlier)
+	if len(p.delivered) >= marksPerGeneration {
+		// earlier holds no key that delivered does not.
+		p.olderDelivered, p.olderEarlier = p.delivered, p.earlier
+		p.delivered, p.earlier = make(map[string]deliveredMark), make(map[string]deliveredMark)
 	}
 	m := p.marksLocked(key).after(seq, id)
 	p.delivered[key] = m.mark
