@@ -68,11 +68,8 @@ func parkingBucket(ctx context.Context, js jetstream.JetStream, sink string, rep
 		Description: "resources of sink " + sink + " whose events are read back from the stream: where each stands",
 		History:     1,
 		TTL:         ttl,
-		// The marker a resource's record leaves when it is taken out goes
-		// after parkMarkerTTL, not with the bucket's TTL.
-		LimitMarkerTTL: parkMarkerTTL,
-		Storage:        jetstream.FileStorage,
-		Replicas:       max(replicas, 1),
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the parking bucket of sink %s: %w", sink, err)
@@ -116,14 +113,8 @@ func (pk *parking) put(ctx context.Context, partition int, s events.StoredSubjec
 	return nil
 }
 
-// parkMarkerTTL is how long the marker of a record taken out stays. Kept
-// as long as the bucket keeps records (30 days and more), they were a
-// marker for every resource ever parked, which each hand-over read through
-// (a soak review: 1,238 after three 2-minute outages of one receiver).
-const parkMarkerTTL = time.Hour
-
 func (pk *parking) remove(ctx context.Context, partition int, s events.StoredSubject) error {
-	if err := pk.kv.Purge(ctx, parkKey(partition, s), jetstream.PurgeTTL(parkMarkerTTL)); err != nil {
+	if err := pk.kv.Purge(ctx, parkKey(partition, s)); err != nil {
 		return fmt.Errorf("unparking %s: %w", s.Key(), err)
 	}
 	return nil
