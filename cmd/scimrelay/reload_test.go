@@ -693,5 +693,14 @@ func TestRemovedTenantsSubscribers(t *testing.T) {
 		if _, err := connectSubscriber(t, url, "globexsub", seed); step.admitted != (err == nil) || !step.admitted && !errors.Is(err, nats.ErrAuthorization) {
 			t.Errorf("a restart with %q: globexsub connecting: %v, want it admitted: %v", step.file, err, step.admitted)
 		}
+		// The start line counts the subscribers let in (allusers, and
+		// globexsub when globex is there), not those cut off.
+		admitted := 1
+		if step.admitted {
+			admitted = 2
+		}
+		if want := fmt.Sprintf(`"subscribers":%d`, admitted); !strings.Contains(restarted.String(), `"embedded NATS is listening for subscribers`) || !strings.Contains(restarted.String(), want) {
+			t.Errorf("a restart with %q: the start line does not say %s:\n%s", step.file, want, restarted.String())
+		}
 	}
 }

@@ -294,7 +294,7 @@ func (s *server) connectNATS(ctx context.Context) error {
 			return err
 		}
 		if url := s.natsServer.ClientURL(); url != "" {
-			s.log.Info("embedded NATS is listening for subscribers (each with its own credential: scimrelay subscriber add)", "url", url, "subscribers", len(subscribers))
+			s.log.Info("embedded NATS is listening for subscribers (each with its own credential: scimrelay subscriber add)", "url", url, "subscribers", len(admitted))
 		}
 	}
 	if s.nc, err = natsbus.Connect(o, s.natsServer, s.log.With("component", "nats")); err != nil {

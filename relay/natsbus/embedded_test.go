@@ -154,8 +154,13 @@ func (c *client) wantRefused(t *testing.T, subject string, what func(ctx context
 	}
 }
 
+// TestEmbeddedRefusesUnauthenticated: a client without a credential the
+// server knows is refused, and said at Warn, not Error: the client's
+// mistake, as a SCIM 401 is (a subscriber cut off with its tenant retries
+// every few seconds).
 func TestEmbeddedRefusesUnauthenticated(t *testing.T) {
-	b := startBus(t)
+	var logs eventstest.Log
+	b := startBusLogging(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	stranger, seed := newSubscriber(t, "stranger", "") // a valid nkey the server does not know
 	for name, opts := range map[string][]nats.Option{
 		"no credential": nil,
@@ -173,6 +178,15 @@ func TestEmbeddedRefusesUnauthenticated(t *testing.T) {
 		}
 	}
 	_ = stranger
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := strings.Count(logs.String(), "level=WARN msg=\""); n < 4 || !strings.Contains(logs.String(), "authentication error") {
+			return fmt.Errorf("%d refusals said at Warn:\n%s", n, logs.String())
+		}
+		return nil
+	})
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a refused client is said at Error:\n%s", logs.String())
+	}
 }
 
 func must[T any](v T, err error) T {

@@ -173,7 +173,10 @@ func redactURL(urls string) string {
 
 // natsLogger sends nats-server's log to slog: warnings and errors as such,
 // its start-up banner and other notices at Debug, where they do not drown
-// the relay's own log.
+// the relay's own log. A client whose credential the server refuses is
+// said at Warn, as the SCIM listener's 401s are: it is the client's
+// mistake (or a subscriber cut off with its tenant, which retries every
+// few seconds), not the relay's error.
 type natsLogger struct{ log *slog.Logger }
 
 var _ server.Logger = natsLogger{}
@@ -181,6 +184,14 @@ var _ server.Logger = natsLogger{}
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+func (l natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "authentication error") {
+		l.log.Warn(msg)
+		return
+	}
+	l.log.Error(msg)
+}
