@@ -181,7 +181,8 @@ func TestCheckAgreesWithServe(t *testing.T) {
 // starts with.
 func TestCheckAcceptsWhatServeRuns(t *testing.T) {
 	dir := t.TempDir()
-	admin := freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	admin := addrs[1]
 	text := fmt.Sprintf(`listen: %s
 admin_listen: %s
 public_url: https://relay.example.com/
@@ -204,7 +205,7 @@ sinks:
     tenants: [acme]
     headers: {Authorization: Bearer x}
     retry: [1s, 1m]
-`, freeAddr(t), admin, filepath.Join(dir, "data"), adminSecret, acmeToken, sinkSecret)
+`, addrs[0], admin, filepath.Join(dir, "data"), adminSecret, acmeToken, sinkSecret)
 	path := filepath.Join(dir, "relay.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -62,7 +62,19 @@ func binary(t *testing.T) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	return freeAddrs(t, 1)[0]
+}
+
+// freeAddrs returns n loopback addresses with ports of their own, for the
+// listeners of one relay: freeAddr twice may give one port twice, and the
+// relay then refuses its configuration (a CI run did).
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for _, port := range eventstest.FreePorts(t, n) {
+		out = append(out, fmt.Sprintf("127.0.0.1:%d", port))
+	}
+	return out
 }
 
 // processConfig writes a relay.yaml for a subprocess and returns its path
@@ -71,7 +83,8 @@ type procAddrs struct{ scim, admin, nats string }
 
 func processConfig(t *testing.T, dataDir string) (string, procAddrs) {
 	t.Helper()
-	a := procAddrs{scim: freeAddr(t), admin: freeAddr(t), nats: freeAddr(t)}
+	addrs := freeAddrs(t, 3)
+	a := procAddrs{scim: addrs[0], admin: addrs[1], nats: addrs[2]}
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 data_dir: %s

@@ -106,10 +106,12 @@ func TestTheREADMEBenchRuns(t *testing.T) {
 	section := performanceSection(t)
 	yaml := codeBlock(t, section, "**An Entra cycle end to end.**", "yaml")
 	sh := codeBlock(t, section, "**An Entra cycle end to end.**", "sh")
-	ports := map[string]string{}
+	ports, taken := map[string]string{}, map[string]bool{}
 	ours := func(addr string) string {
-		if ports[addr] == "" {
-			ports[addr] = freeAddr(t)
+		for ports[addr] == "" { // each address a port of its own
+			if a := freeAddr(t); !taken[a] {
+				ports[addr], taken[a] = a, true
+			}
 		}
 		return ports[addr]
 	}

@@ -184,7 +184,8 @@ func TestFirstTokenUnderAServiceManager(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	tokenFile := filepath.Join(data, "initial-token")
-	scimAddr, adminAddr := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	scimAddr, adminAddr := addrs[0], addrs[1]
 	write := func(adminListen, tenants string) string {
 		path := filepath.Join(dir, "relay.yaml")
 		text := fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: \"\"\ntenants:\n%s",
@@ -264,7 +265,8 @@ func TestFirstTokenUnderAServiceManager(t *testing.T) {
 func TestServeBinaryAsAServiceRunsIt(t *testing.T) {
 	bin := binary(t)
 	data := t.TempDir()
-	a := procAddrs{scim: freeAddr(t), admin: freeAddr(t)}
+	addrs := freeAddrs(t, 2)
+	a := procAddrs{scim: addrs[0], admin: addrs[1]}
 	path := filepath.Join(t.TempDir(), "relay.yaml")
 	text := fmt.Sprintf("listen: %s\nadmin_listen: %s\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: \"\"\ntenants:\n  - name: acme\n", a.scim, a.admin, data, adminSecret)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {

@@ -118,7 +118,7 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 // ready; on error it returns the nodes it started, for the caller to shut
 // down.
 func startCluster(t testing.TB, n int) ([]*server.Server, error) {
-	ports := freePorts(t, n)
+	ports := FreePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range ports {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
@@ -168,10 +168,13 @@ func ClusterURLs(servers []*server.Server) string {
 // server a test stops and starts again on the same address.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	return freePorts(t, 1)[0]
+	return FreePorts(t, 1)[0]
 }
 
-func freePorts(t testing.TB, n int) []int {
+// FreePorts returns n loopback TCP ports, different from each other, that
+// were free a moment ago (FreePort twice may return one port twice: each
+// is let go before the next is asked for).
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
 	listeners := make([]net.Listener, n)
