@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -105,12 +106,24 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := checkFilters(cmd.Context(), c, tenant, ""); err != nil {
-				return err
+			// A tenant that is not configured may still hold credentials
+			// (one removed, whose come back with its name): they are
+			// listed, so that they can be revoked; with none, the name is
+			// bad usage, as for every filter.
+			unknown := checkFilters(cmd.Context(), c, tenant, "")
+			var usage usageError
+			if unknown != nil && !errors.As(unknown, &usage) {
+				return unknown
 			}
 			list, err := c.Credentials(cmd.Context(), k.kind, tenant)
 			if err != nil {
 				return err
+			}
+			if unknown != nil {
+				if len(list) == 0 {
+					return unknown
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s is not configured; these %ss of it come back if a tenant of that name is configured again: scimrelay %s revoke ID\n", tenant, k.noun, k.noun)
 			}
 			if asJSON {
 				return writeJSONLines(cmd.OutOrStdout(), list)

@@ -659,6 +659,14 @@ func TestRemovedTenantsSubscribers(t *testing.T) {
 	if code, _, stderr := cli(t, "subscriber", "add", "globexsub", "--replace", "--out", filepath.Join(dir, "again.nk"), "--config", cliConf); code != exitUsage || !strings.Contains(stderr, `tenant "globex"`) {
 		t.Errorf("a new key for globexsub while globex is not configured: %d %s", code, stderr)
 	}
+	// Its stored token is listed by its tenant, to be revoked; a name that
+	// holds none is still bad usage.
+	if code, stdout, stderr := cli(t, "token", "list", "--tenant", "globex", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "globex") || !strings.Contains(stderr, "tenant globex is not configured") {
+		t.Errorf("token list --tenant globex after its removal: %d %s %s", code, stdout, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "list", "--tenant", "glob", "--config", cliConf); code != exitUsage || !strings.Contains(stderr, "no such tenant") {
+		t.Errorf("token list --tenant glob: %d %s", code, stderr)
+	}
 
 	// globex added again for a new customer: the reload says the name is
 	// not fresh, and globexsub, back, reads the new customer's events.
