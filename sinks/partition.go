@@ -68,8 +68,11 @@ type partition struct {
 
 	// The generation of marks before delivered's (under mu): looked up
 	// when delivered has no mark of a resource, dropped when delivered
-	// fills again.
-	olderDelivered, olderEarlier map[string]deliveredMark
+	// fills again once the consumer's ack floor has passed it. newestSeq
+	// and olderSeq are the highest stream sequences each generation
+	// completed; ackFloor is the consumer's, as last read (findHandedOver).
+	olderDelivered, olderEarlier  map[string]deliveredMark
+	newestSeq, olderSeq, ackFloor uint64
 
 	// seenDelivered (under mu) is the consumer's delivered count at the
 	// last look that found no other worker holding its pin and nothing
@@ -619,6 +622,7 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	}
 	pin := pinned(info)
 	p.mu.Lock()
+	p.ackFloor = max(p.ackFloor, info.AckFloor.Stream)
 	if pin != "" && pin != p.pin {
 		// Another worker holds it: what it delivers counts at a later look.
 		p.mu.Unlock()
@@ -1191,7 +1195,7 @@ func (p *partition) settle(key string, items []item) {
 		if it.skip {
 			p.w.metrics.outcome(p.w.name, "filtered")
 		}
-		p.completed(key, it.seq, it.e.ID())
+		p.completed(key, it.seq, it.sseq, it.e.ID())
 		if it.m != nil {
 			p.ack(it.m)
 		}
@@ -1356,27 +1360,36 @@ func (p *partition) marksLocked(key string) resourceMarks {
 	return resourceMarks{mark: p.olderDelivered[key], earlier: p.olderEarlier[key]}
 }
 
-// marksPerGeneration bounds the marks a partition keeps: once delivered
-// holds this many, it becomes the older generation and the one before is
-// dropped, so that a partition holds at most twice this many and always
-// the marks of its last marksPerGeneration resources completed. A mark only
-// saves a repeat of what this run completed, and what can come again is
-// what the consumer has not had acknowledged (its window, 1,000 by
-// default), events read back from the stream for a resource parked
-// meanwhile, and copies the outbox published again: recent ones. Marks
-// used to be kept up to 100,000 a partition and then dropped all at once:
-// a sink of 16 partitions held up to 1.6 million (some 178 MB) after an
-// initial cycle (a soak review).
-const marksPerGeneration = 10_000
+// marksPerGeneration bounds the marks a partition keeps while its
+// consumer's acknowledgements keep up: once delivered holds this many, it
+// becomes the older generation, and the one before is dropped if the
+// consumer's ack floor has passed everything it completed (nothing of it
+// can be delivered again by the consumer, even after a reset, which
+// redelivers from the floor). Otherwise the marks are kept, up to
+// maxMarks, as they all were before generations. A mark only saves a
+// repeat of what this run completed. Marks used to be kept up to 100,000
+// a partition and then dropped all at once: a sink of 16 partitions kept
+// a mark of every user of a million-user initial cycle (some 106 MB) until
+// a restart (a soak review); a held lane holds the floor back, and a
+// reset then sends again what lies above it (a review of the first
+// version, which dropped the older generation whatever the floor).
+const (
+	marksPerGeneration = 10_000
+	maxMarks           = 100_000
+)
 
-func (p *partition) completed(key string, seq uint64, id string) {
+// completed records that the event numbered seq (stream sequence sseq,
+// id) of the resource key is done.
+func (p *partition) completed(key string, seq, sseq uint64, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.delivered) >= marksPerGeneration {
-		// earlier holds no key that delivered does not.
-		p.olderDelivered, p.olderEarlier = p.delivered, p.earlier
-		p.delivered, p.earlier = make(map[string]deliveredMark), make(map[string]deliveredMark)
+	if n := len(p.delivered); n >= marksPerGeneration && p.olderSeq <= p.ackFloor || n+len(p.olderDelivered) >= maxMarks {
+		// earlier holds no key that delivered does not. Past maxMarks
+		// the older generation goes, floor or not: a bound on memory.
+		p.olderDelivered, p.olderEarlier, p.olderSeq = p.delivered, p.earlier, p.newestSeq
+		p.delivered, p.earlier, p.newestSeq = make(map[string]deliveredMark), make(map[string]deliveredMark), 0
 	}
+	p.newestSeq = max(p.newestSeq, sseq)
 	m := p.marksLocked(key).after(seq, id)
 	p.delivered[key] = m.mark
 	if m.earlier == (deliveredMark{}) {

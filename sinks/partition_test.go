@@ -1710,40 +1710,71 @@ func TestDeliveredMarksTellRepeats(t *testing.T) {
 	}
 }
 
-// TestMarksAreKeptInTwoGenerations: a partition keeps the marks of at
-// least its last marksPerGeneration resources completed and at most twice
-// that many, so that a repeat of a recent event is still told apart while
-// an initial cycle of a million resources does not keep a mark of each (a
-// soak review: up to 1.6 million a sink, some 178 MB, dropped all at once
-// when a partition held 100,000).
+// TestMarksAreKeptInTwoGenerations: while the consumer's ack floor keeps
+// up, a partition keeps the marks of at least its last marksPerGeneration
+// resources completed and at most twice that many, so that an initial
+// cycle of a million resources does not keep a mark of each (a soak
+// review: some 106 MB a sink until a restart); while the floor is held
+// back (a lane held in memory), a reset would send again everything above
+// it, and the marks are kept, up to maxMarks (a review of a first version
+// that dropped them whatever the floor: 19,803 repeats after a reset).
 func TestMarksAreKeptInTwoGenerations(t *testing.T) {
-	p := newPartition(&worker{name: "crm"}, 0)
-	id := func() string { return uuid.Must(uuid.NewV7()).String() }
 	key := func(i int) string { return fmt.Sprintf("acme.user.u%d", i) }
-	ids := map[int]string{}
-	const n = 3*marksPerGeneration + 17
-	for i := range n {
-		ids[i] = id()
-		p.completed(key(i), 1, ids[i])
-		if held := len(p.delivered) + len(p.olderDelivered); held > 2*marksPerGeneration {
-			t.Fatalf("after %d resources the partition holds %d marks", i+1, held)
+	complete := func(p *partition, from, n int, floorKeepsUp bool) map[int]string {
+		ids := map[int]string{}
+		for i := from; i < from+n; i++ {
+			ids[i] = uuid.Must(uuid.NewV7()).String()
+			p.completed(key(i), 1, uint64(i+1), ids[i])
+			if floorKeepsUp {
+				p.mu.Lock()
+				p.ackFloor = uint64(i + 1) // acknowledged as completed
+				p.mu.Unlock()
+			}
 		}
+		return ids
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	held := func(p *partition) int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.delivered) + len(p.olderDelivered)
+	}
+	covered := func(p *partition, i int, id string) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.marksLocked(key(i)).covers(1, id)
+	}
+
+	p := newPartition(&worker{name: "crm"}, 0)
+	const n = 3*marksPerGeneration + 17
+	ids := complete(p, 0, n, true)
+	if h := held(p); h > 2*marksPerGeneration {
+		t.Fatalf("the floor keeping up, %d resources completed: %d marks held", n, h)
+	}
 	for i := n - marksPerGeneration; i < n; i++ {
-		if !p.marksLocked(key(i)).covers(1, ids[i]) {
+		if !covered(p, i, ids[i]) {
 			t.Fatalf("the mark of resource %d, of the last %d completed, is gone", i, marksPerGeneration)
 		}
 	}
-	if p.marksLocked(key(0)).covers(1, ids[0]) {
-		t.Fatal("the first resource's mark is still kept, three generations on")
+	if covered(p, 0, ids[0]) {
+		t.Fatal("the first resource's mark is still kept, three generations on, the floor past it")
 	}
 	// A resource completed again keeps its mark in the newer generation.
-	p.mu.Unlock()
-	p.completed(key(n-marksPerGeneration), 2, id())
-	p.mu.Lock()
+	p.completed(key(n-marksPerGeneration), 2, n+1, uuid.Must(uuid.NewV7()).String())
 	if m, ok := p.delivered[key(n-marksPerGeneration)]; !ok || m.seq != 2 {
 		t.Fatalf("a resource completed again: %+v, %v", m, ok)
+	}
+
+	// The floor held back at 0: nothing is dropped until maxMarks.
+	q := newPartition(&worker{name: "crm"}, 1)
+	ids = complete(q, 0, 5*marksPerGeneration, false)
+	if h := held(q); h != 5*marksPerGeneration {
+		t.Fatalf("the floor held back: %d marks of %d resources", h, 5*marksPerGeneration)
+	}
+	if !covered(q, 0, ids[0]) {
+		t.Fatal("the floor held back, the first resource's mark was dropped")
+	}
+	complete(q, 5*marksPerGeneration, maxMarks, false)
+	if h := held(q); h > maxMarks {
+		t.Fatalf("the floor held back, past maxMarks: %d marks", h)
 	}
 }
