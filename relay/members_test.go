@@ -377,3 +377,32 @@ func TestWorkIsChargedToTheTenant(t *testing.T) {
 		t.Fatalf("a list walking 1,500 memberships charged %v", got)
 	}
 }
+
+// TestWorkOfAFailedWriteIsNotChargedForEvents: a write whose transaction
+// fails after it made events (here its last member's event is too large
+// for the bus) stores none of them, and its tenant is not charged for
+// them.
+func TestWorkOfAFailedWriteIsNotChargedForEvents(t *testing.T) {
+	s := openFastStore(t)
+	ids := bulkUsers(t, s, 2*EventsPerRequest)
+	long := create(t, s, "acme", user(t, `"userName":"long","displayName":"`+strings.Repeat("d", 80<<10)+`"`))
+	g := create(t, s, "acme", group(t, `"displayName":"g"`))
+	var mu sync.Mutex
+	charged := map[string]int{}
+	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
+	s.LimitEvents(64<<10 + eventHeadroom)
+	var members []string
+	for _, id := range append(ids, long.ID()) {
+		members = append(members, `{"value":"`+id+`"}`)
+	}
+	_, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), `{"op":"add","path":"members","value":[`+strings.Join(members, ",")+`]}`)
+	wantErr(t, err, scim.ErrPayloadTooLarge, "too large for its event")
+	if left, err := s.Members(ctx, "acme", g.ID(), "", "", 0); err != nil || len(left) != 0 {
+		t.Fatalf("members after the failed write: %d, %v", len(left), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(charged) != 0 {
+		t.Fatalf("a write that stored nothing charged %v", charged)
+	}
+}
