@@ -451,15 +451,16 @@ func keyNanos(e LogEntry, written time.Time, floor int64) int64 {
 }
 
 func (l *RequestLog) write(batch []LogEntry) error {
-	// Encoded before the commit: the transaction is the store's one
-	// writer, and holds only the puts.
+	// Encoded, and their shares read, before the commit: the transaction
+	// is the store's one writer, and holds only the puts.
 	vals := make([][]byte, len(batch))
+	owners := make([]string, len(batch))
 	for i, e := range batch {
 		v, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
-		vals[i] = v
+		vals[i], owners[i] = v, shareOf(v)
 	}
 	now := l.store.now()
 	var added int64
@@ -486,7 +487,7 @@ func (l *RequestLog) write(batch []LogEntry) error {
 				return err
 			}
 			added += entrySize(k, vals[i])
-			shares[shareOf(vals[i])] += entrySize(k, vals[i])
+			shares[owners[i]] += entrySize(k, vals[i])
 		}
 		return nil
 	})
@@ -635,10 +636,7 @@ func (l *RequestLog) deleteOldestOf(share string, from map[string][]byte, level 
 		if err != nil {
 			return err
 		}
-		l.size -= freed
-		if l.shares[share] -= freed; l.shares[share] <= 0 {
-			delete(l.shares, share)
-		}
+		l.shrink(share, freed)
 		if last != nil {
 			from[share] = last
 		}
@@ -679,15 +677,21 @@ func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 		if err != nil {
 			return err
 		}
-		l.size -= freed
 		for share, sz := range shares {
-			if l.shares[share] -= sz; l.shares[share] <= 0 {
-				delete(l.shares, share)
-			}
+			l.shrink(share, sz)
 		}
 		if n < pruneChunk {
 			return nil
 		}
+	}
+}
+
+// shrink takes n bytes of share's entries, deleted, off what the log and
+// the share take.
+func (l *RequestLog) shrink(share string, n int64) {
+	l.size -= n
+	if l.shares[share] -= n; l.shares[share] <= 0 {
+		delete(l.shares, share)
 	}
 }
 

@@ -11,7 +11,7 @@
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (4)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
-//	                          "tenants" → JSON list of the tenants configured when it was last opened or reloaded (leftovers.go)
+//	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)

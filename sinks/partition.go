@@ -1383,7 +1383,7 @@ const (
 func (p *partition) completed(key string, seq, sseq uint64, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := len(p.delivered); n >= marksPerGeneration && p.olderSeq <= p.ackFloor || n+len(p.olderDelivered) >= maxMarks {
+	if n := len(p.delivered); (n >= marksPerGeneration && p.olderSeq <= p.ackFloor) || n+len(p.olderDelivered) >= maxMarks {
 		// earlier holds no key that delivered does not. Past maxMarks
 		// the older generation goes, floor or not: a bound on memory.
 		p.olderDelivered, p.olderEarlier, p.olderSeq = p.delivered, p.earlier, p.newestSeq

@@ -39,8 +39,10 @@ func newRetryLog(log *slog.Logger, window time.Duration) *retryLog {
 	return &retryLog{log: log, window: window}
 }
 
-// failed says or counts one failed attempt; args describe it.
+// failed says or counts one failed attempt, of status and error err;
+// args describe it further.
 func (r *retryLog) failed(now time.Time, status int, err string, args ...any) {
+	args = append(args, "status", status, "err", err)
 	r.mu.Lock()
 	if now.Sub(r.start) >= r.window {
 		r.start, r.said = now, 0

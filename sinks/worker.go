@@ -402,8 +402,8 @@ func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Ti
 		w.metrics.outcome(w.name, "retry")
 	}
 	w.attempts.recordRetry(w.name, es, res, tries, next)
-	err := truncate(errText(res.Err), maxErrorInQueue)
-	w.retries.failed(w.now(), res.Status, err, "event_id", es[0].ID(), "events", len(es), "status", res.Status, "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond), "err", err)
+	w.retries.failed(w.now(), res.Status, truncate(errText(res.Err), maxErrorInQueue),
+		"event_id", es[0].ID(), "events", len(es), "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond))
 }
 
 func (w *worker) ack(m jetstream.Msg) {
