@@ -67,6 +67,14 @@ func Read(path string, keys ...string) (*Config, error) {
 	return load(path, func(field string) bool { return slices.Contains(keys, field) })
 }
 
+// LoadExcept is Load for a process that never reads some keys (a delivery
+// worker, say, serves no SCIM and reads no tenant's token): an unset
+// variable in a field unused names expands to "" instead of being an
+// error, so that the process need not be given secrets it has no use for.
+func LoadExcept(path string, unused func(field string) bool) (*Config, error) {
+	return load(path, func(field string) bool { return !unused(field) })
+}
+
 func load(path string, strictEnv func(field string) bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -22,6 +22,9 @@ var composeEnv = map[string]string{
 	"SCIMRELAY_ADMIN_TOKEN": "admin-token-0123456789abcdef",
 	"DEFAULT_SCIM_TOKEN":    "scim-token-0123456789abcdef",
 	"DEMO_WEBHOOK_SECRET":   "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+	"NATS_SCIM_PASSWORD":    "nats-scim-0123456789abcdef",
+	"NATS_SINKS_PASSWORD":   "nats-sinks-0123456789abcdef",
+	"NATS_ROUTE_PASSWORD":   "natsroute0123456789abcdef",
 }
 
 // loadCompose loads compose.yaml with the loader of the Compose v2 CLI,
@@ -137,8 +140,10 @@ func TestComposeFile(t *testing.T) {
 				env[k] = *v
 			}
 		}
-		checkRelayYAML(t, name, string(text), env)
-		cfg, err := config.Parse(text, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		checkRoleYAML(t, name, flagValue(s.Command, "--role"), string(text), env)
+		// The workers are given no tenant's token, which their role does
+		// not read (checked above); the rest is read alike.
+		cfg, err := config.Parse(text, func(k string) (string, bool) { v, ok := env[k]; return v, ok || k == "DEFAULT_SCIM_TOKEN" })
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -99,12 +99,18 @@ func checkCommandLine(t *testing.T, where string, args []string) {
 // with env as the only environment: the check serve itself makes first.
 func checkRelayYAML(t *testing.T, where, text string, env map[string]string) {
 	t.Helper()
+	checkRoleYAML(t, where, "all", text, env)
+}
+
+// checkRoleYAML is checkRelayYAML for a process of role (serve --role).
+func checkRoleYAML(t *testing.T, where, role, text string, env map[string]string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "relay.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := run(t, env, "check", "--config", path); code != 0 {
-		t.Errorf("%s: scimrelay check refuses its relay.yaml (exit %d):\n%s\n--- relay.yaml:\n%s", where, code, out, text)
+	if code, out := run(t, env, "check", "--role", role, "--config", path); code != 0 {
+		t.Errorf("%s: scimrelay check --role %s refuses its relay.yaml (exit %d):\n%s\n--- relay.yaml:\n%s", where, role, code, out, text)
 	}
 }
 

@@ -237,6 +237,52 @@ sinks:
 	}
 }
 
+// TestEachRoleNeedsOnlyItsSecrets: a delivery worker serves no SCIM, so
+// its process need not hold the tenants' tokens (a deployment gives the
+// workers, which call out to other parties' webhooks, no token that writes
+// to the directory); the front end and role all still refuse an unset one.
+// The sinks' secrets are needed in every role (the front end's replays
+// and redrives sign).
+func TestEachRoleNeedsOnlyItsSecrets(t *testing.T) {
+	text := `admin_listen: 127.0.0.1:0
+nats: {url: "nats://127.0.0.1:4222", sync_interval: 0}
+tenants:
+  - name: acme
+    tokens: ["${SCIMRELAY_TEST_SCIM_TOKEN}", "${SCIMRELAY_TEST_REQUIRED:?the token comes from the vault}"]
+sinks:
+  - name: crm
+    url: https://crm.example.com/h
+    secret: ${SCIMRELAY_TEST_SINK_SECRET}
+`
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SCIMRELAY_TEST_SINK_SECRET", sinkSecret)
+	if code, out, stderr := cli(t, "check", "--role", roleSinks, "--config", path); code != exitOK {
+		t.Errorf("check --role sinks without the tenants' tokens: %d %s %s", code, out, stderr)
+	}
+	for _, role := range []string{roleSCIM, roleAll} {
+		code, _, stderr := cli(t, "check", "--role", role, "--config", path)
+		for _, want := range []string{
+			"tenants[0].tokens[0]: ${SCIMRELAY_TEST_SCIM_TOKEN} is not set",
+			"tenants[0].tokens[1]: ${SCIMRELAY_TEST_REQUIRED}: the token comes from the vault",
+		} {
+			if code == exitOK || !strings.Contains(stderr, want) {
+				t.Errorf("check --role %s without the tenants' tokens: %d, want %q in %s", role, code, want, stderr)
+			}
+		}
+	}
+	os.Unsetenv("SCIMRELAY_TEST_SINK_SECRET")
+	t.Setenv("SCIMRELAY_TEST_SCIM_TOKEN", acmeToken)
+	t.Setenv("SCIMRELAY_TEST_REQUIRED", acmeToken)
+	for _, role := range []string{roleSinks, roleSCIM} {
+		if code, _, stderr := cli(t, "check", "--role", role, "--config", path); code == exitOK || !strings.Contains(stderr, "sinks[0].secret: ${SCIMRELAY_TEST_SINK_SECRET} is not set") {
+			t.Errorf("check --role %s without the sink's secret: %d %s", role, code, stderr)
+		}
+	}
+}
+
 // TestListenersAndNamedFiles holds check to what serve can open: no two
 // listeners of the role on one port where their addresses overlap, and
 // the files NATS reads there (looked at, not opened), while listeners

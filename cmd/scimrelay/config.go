@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ import (
 // check both call it, and serve builds its components from the options
 // checkConfig checked, so that the two cannot disagree.
 func loadConfig(path, role string) (*config.Config, error) {
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadExcept(path, unusedBy(role))
 	var problems config.Problems
 	if err != nil && (cfg == nil || !errors.As(err, &problems)) {
 		return nil, err
@@ -51,6 +52,19 @@ func loadConfig(path, role string) (*config.Config, error) {
 		return nil, fmt.Errorf("%s: %w", path, sortProblems(problems))
 	}
 	return cfg, nil
+}
+
+// tenantToken matches the fields of the tenants' static tokens.
+var tenantToken = regexp.MustCompile(`^tenants\[\d+\]\.tokens\[\d+\]$`)
+
+// unusedBy says which secrets of relay.yaml a role never reads, so that
+// its process need not be given them: a delivery worker serves no SCIM,
+// so an unset variable in a tenant's token is no error in role sinks (the
+// token is then empty, which the store ignores). The sinks' secrets and
+// headers are read in every role: the front end runs the admin API's
+// replays and redrives, which sign and send.
+func unusedBy(role string) func(field string) bool {
+	return func(field string) bool { return role == roleSinks && tenantToken.MatchString(field) }
 }
 
 // Bounds of the settings the composition layer applies itself.
