@@ -4,6 +4,7 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path"
@@ -279,6 +280,38 @@ func (m *manifests) secretEnv(t *testing.T) map[string]string {
 	for _, s := range m.secrets {
 		for k, v := range s.Data {
 			env[k] = string(v)
+		}
+	}
+	return env
+}
+
+// envOf returns what a role's pod takes from the chart's Secrets: every
+// key of a Secret its container names in envFrom, and each variable its
+// env takes from one. A Secret the chart does not render fails the test.
+func (m *manifests) envOf(t *testing.T, role string) map[string]string {
+	t.Helper()
+	secret := func(name string) corev1.Secret {
+		t.Helper()
+		for _, s := range m.secrets {
+			if s.Name == name {
+				return s
+			}
+		}
+		t.Fatalf("the %s pod takes its environment from Secret %s, which the chart does not render", role, name)
+		return corev1.Secret{}
+	}
+	c := m.podOf(t, role).Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.EnvFrom {
+		if e.SecretRef != nil {
+			for k, v := range secret(e.SecretRef.Name).Data {
+				env[e.Prefix+k] = string(v)
+			}
+		}
+	}
+	for _, e := range c.Env {
+		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
+			env[e.Name] = string(secret(ref.SecretKeyRef.Name).Data[ref.SecretKeyRef.Key])
 		}
 	}
 	return env
@@ -792,5 +825,159 @@ func TestChartNotesNameTheTenants(t *testing.T) {
 	}
 	if strings.Contains(notes, "--tenant default") {
 		t.Errorf("NOTES.txt names tenant default, which the values do not have:\n%s", notes)
+	}
+}
+
+// TestChartKeepsSCIMTokensFromTheWorkers: a sink worker never answers SCIM
+// and is the pod that calls out to third parties, so the tenants' SCIM
+// tokens stay out of its environment; the front end, which also runs
+// `sinks replay` and `redrive`, gets the webhook secrets too. A new SCIM
+// token rolls the front end alone; a webhook secret or the admin token
+// rolls both. With a Secret of your own, sinks.existingSecret gives the
+// workers a narrower one.
+func TestChartKeepsSCIMTokensFromTheWorkers(t *testing.T) {
+	const scimToken = "acme-token-0123456789abcdef"
+	values := func(scim, webhook, admin string) string {
+		return fmt.Sprintf(`
+secret:
+  adminToken: %s
+  scimTokens: {ACME_SCIM_TOKEN: %s}
+  webhookSecrets: {CRM_WEBHOOK_SECRET: %s, CRM_API_KEY: crm-api-key-0123456789}
+`, admin, scim, webhook)
+	}
+	base := values(scimToken, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdef")
+	m := mustRender(t, "scimrelay", base)
+	for role, want := range map[string][]string{
+		"scim":  {"ACME_SCIM_TOKEN", "CRM_API_KEY", "CRM_WEBHOOK_SECRET", "SCIMRELAY_ADMIN_TOKEN"},
+		"sinks": {"CRM_API_KEY", "CRM_WEBHOOK_SECRET", "SCIMRELAY_ADMIN_TOKEN"},
+	} {
+		env := m.envOf(t, role)
+		if got := slices.Sorted(maps.Keys(env)); !slices.Equal(got, want) {
+			t.Errorf("the %s pod gets %v from the chart's Secrets; want %v", role, got, want)
+		}
+		if role == "sinks" {
+			for k, v := range env {
+				if v == scimToken {
+					t.Errorf("the sinks pod holds the tenant's SCIM token as %s", k)
+				}
+			}
+		}
+	}
+
+	checksums := func(values string) map[string]string {
+		m := mustRender(t, "scimrelay", values)
+		return map[string]string{"scim": m.podOf(t, "scim").Annotations["checksum/secret"], "sinks": m.podOf(t, "sinks").Annotations["checksum/secret"]}
+	}
+	before := checksums(base)
+	for _, c := range []struct {
+		what        string
+		values      string
+		scim, sinks bool // rolls
+	}{
+		{"a SCIM token", values("acme-token-0123456789abcdeX", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdef"), true, false},
+		{"a webhook secret", values(scimToken, "whsec_XfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdef"), true, true},
+		{"the admin token", values(scimToken, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdeX"), true, true},
+	} {
+		after := checksums(c.values)
+		for role, want := range map[string]bool{"scim": c.scim, "sinks": c.sinks} {
+			if rolls := after[role] != before[role]; rolls != want {
+				t.Errorf("a change of %s: the %s pods roll %v, want %v", c.what, role, rolls, want)
+			}
+		}
+	}
+
+	// A Secret of your own serves both roles, unless sinks.existingSecret
+	// names the workers' own.
+	for _, c := range []struct{ values, scim, sinks string }{
+		{`secret: {existingSecret: scimrelay-secrets}`, "scimrelay-secrets", "scimrelay-secrets"},
+		{`secret: {existingSecret: scimrelay-secrets}
+sinks: {existingSecret: scimrelay-sinks-secrets}`, "scimrelay-secrets", "scimrelay-sinks-secrets"},
+	} {
+		m := mustRender(t, "scimrelay", c.values)
+		if len(m.secrets) != 0 {
+			t.Errorf("values %s: the chart renders %d Secrets of its own", c.values, len(m.secrets))
+		}
+		for role, want := range map[string]string{"scim": c.scim, "sinks": c.sinks} {
+			if ef := m.podOf(t, role).Spec.Containers[0].EnvFrom; len(ef) != 1 || ef[0].SecretRef == nil || ef[0].SecretRef.Name != want {
+				t.Errorf("values %s: the %s pod takes its environment from %+v; want Secret %s", c.values, role, ef, want)
+			}
+		}
+		// The install notes point out a shared Secret.
+		files, err := render(t, "scimrelay", c.values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes := strings.Join(strings.Fields(files["scimrelay/templates/NOTES.txt"]), " ")
+		if shared := c.scim == c.sinks; strings.Contains(notes, "your tenants' SCIM tokens too, which they never use: give them a Secret without those in sinks.existingSecret") != shared {
+			t.Errorf("values %s: the notes say the workers hold the SCIM tokens: %v, want %v:\n%s", c.values, !shared, shared, notes)
+		}
+	}
+	if _, err := render(t, "scimrelay", `sinks: {existingSecret: scimrelay-sinks-secrets}`); err == nil || !strings.Contains(err.Error(), "set secret.existingSecret too") {
+		t.Errorf("sinks.existingSecret without secret.existingSecret: %v; want an error saying to set secret.existingSecret too", err)
+	}
+}
+
+// TestChartRefusesLiteralSecrets: relay.yaml is a ConfigMap, so a key of
+// config: that holds a secret must be ${VARIABLE} references, whose values
+// are in a Secret; a literal there, or in a reference's default, stops the
+// render with an error naming the key. A header's variable, like any the
+// workers need, rides in secret.webhookSecrets.
+func TestChartRefusesLiteralSecrets(t *testing.T) {
+	for _, c := range []struct{ values, key string }{
+		{`config: {tenants: [{name: acme, tokens: ["${ACME_SCIM_TOKEN}", acme-token-0123456789abcdef]}]}`, "config.tenants[0].tokens[1]"},
+		{`config: {tenants: [{name: acme, tokens: ["${ACME_SCIM_TOKEN:-acme-token-0123456789abcdef}"]}]}`, "config.tenants[0].tokens[0]"},
+		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}]}`, "config.sinks[0].secret"},
+		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", previous_secret: "whsec_${CRM_OLD}"}]}`, "config.sinks[0].previous_secret"},
+		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", headers: {X-Api-Key: crm-api-key-0123456789}}]}`, "config.sinks[0].headers.X-Api-Key"},
+		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", headers: {Authorization: "Bearer crm-api-key-0123456789"}}]}`, "config.sinks[0].headers.Authorization"},
+		{`config: {nats: {user: relay, password: hunter2-hunter2}}`, "config.nats.password"},
+		{`config: {nats: {token: 1234567890}}`, "config.nats.token"},
+		{`config: {admin: {token: admin-token-0123456789abcdef}}`, "config.admin.token"},
+		{`config: {admin: {token: "$$ADMIN"}}`, "config.admin.token"},
+	} {
+		_, err := render(t, "scimrelay", c.values)
+		if err == nil || !strings.Contains(err.Error(), c.key+" holds a literal secret") || !strings.Contains(err.Error(), "${VARIABLE}") {
+			t.Errorf("values %s: %v; want an error naming %s and asking for a ${VARIABLE}", c.values, err, c.key)
+		}
+	}
+
+	// References alone render, with their values where the roles that
+	// read them get them.
+	m := mustRender(t, "scimrelay", `
+config:
+  admin: {token: "${SCIMRELAY_ADMIN_TOKEN:-}"}
+  nats: {user: relay, password: "${NATS_PASSWORD:?the NATS user's password}"}
+  tenants:
+    - name: acme
+      tokens: ["${ACME_SCIM_TOKEN}", "${ACME_NEXT_TOKEN:-}"]
+  sinks:
+    - name: crm
+      url: https://crm.example.com/hooks/scim
+      secret: "${CRM_WEBHOOK_SECRET}"
+      previous_secret: "${CRM_OLD_WEBHOOK_SECRET}"
+      headers: {Authorization: "Bearer ${CRM_API_KEY}", X-Tenant: "${CRM_TENANT}${CRM_REGION}"}
+secret:
+  scimTokens: {ACME_SCIM_TOKEN: acme-token-0123456789abcdef}
+  webhookSecrets:
+    CRM_WEBHOOK_SECRET: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+    CRM_OLD_WEBHOOK_SECRET: whsec_XfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+    CRM_API_KEY: crm-api-key-0123456789
+    CRM_TENANT: acme
+    CRM_REGION: -eu
+    NATS_PASSWORD: hunter2-hunter2
+`)
+	env := m.envOf(t, "scim")
+	relay, err := config.Parse([]byte(m.relayYAML(t)), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := relay.Sinks[0].Headers; h["Authorization"] != "Bearer crm-api-key-0123456789" || h["X-Tenant"] != "acme-eu" || relay.NATS.Password != "hunter2-hunter2" {
+		t.Errorf("relay.yaml gives headers %v and NATS password %q", h, relay.NATS.Password)
+	}
+	sinksEnv := m.envOf(t, "sinks")
+	for _, k := range []string{"CRM_WEBHOOK_SECRET", "CRM_OLD_WEBHOOK_SECRET", "CRM_API_KEY", "CRM_TENANT", "NATS_PASSWORD"} {
+		if sinksEnv[k] == "" {
+			t.Errorf("the sinks pod does not get %s, which its sink or NATS needs", k)
+		}
 	}
 }

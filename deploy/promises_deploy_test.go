@@ -208,8 +208,8 @@ func get(t *testing.T, url, token string) (int, string) {
 }
 
 // TestChartShapeRefusesAttackers runs both roles of the Helm chart with
-// the relay.yaml and Secret it renders, on a NATS that asks for
-// credentials (nats.credentialsSecret), and holds "Who reaches what": the
+// the relay.yaml it renders, each with its own Secret, on a NATS that asks
+// for credentials (nats.credentialsSecret), and holds "Who reaches what": the
 // relay gets in with its .creds file where the chart mounts it, a client
 // without one or with a forged one does not; the SCIM port answers only a
 // tenant's token; the admin API of each pod only the admin token (here
@@ -226,8 +226,8 @@ secret:
 nats:
   credentialsSecret: {name: scimrelay-nats, key: relay.creds}
 `)
-	relayYAML, env := m.relayYAML(t), m.secretEnv(t)
-	if _, ok := env["SCIMRELAY_ADMIN_TOKEN"]; ok {
+	relayYAML, env := m.relayYAML(t), m.envOf(t, "scim")
+	if _, ok := m.secretEnv(t)["SCIMRELAY_ADMIN_TOKEN"]; ok {
 		t.Fatal("the Secret carries an admin token although secret.adminToken is empty")
 	}
 	op := newOperator(t)
@@ -242,8 +242,11 @@ nats:
 		// One server here, where the NATS chart runs three.
 		natsCfg["stream"].(map[string]any)["replicas"] = 1
 	}
+	// Each role with what its pod gets: the workers' Secret holds no
+	// ACME_SCIM_TOKEN (TestChartKeepsSCIMTokensFromTheWorkers), and they
+	// start without it.
 	scim := runShape(t, relayYAML, "scim", env, onNATS)
-	sinks := runShape(t, relayYAML, "sinks", env, onNATS)
+	sinks := runShape(t, relayYAML, "sinks", m.envOf(t, "sinks"), onNATS)
 
 	// NATS: the relay's credentials admit it (both roles are ready); no
 	// credentials, or a user signed by a key that is not the account's, do
@@ -322,6 +325,9 @@ func TestChartRollsPodsOnChange(t *testing.T) {
 	if !strings.Contains(section, "cannot see into a Secret of your own") {
 		t.Error("the README does not say that a change to secret.existingSecret rolls no pod")
 	}
+	if !strings.Contains(strings.Join(strings.Fields(section), " "), "nor into a NATS credentials Secret (`nats.credentialsSecret`") {
+		t.Error("the README does not say that a change to a NATS credentials Secret rolls no pod")
+	}
 
 	annotations := func(values string) map[string]map[string]string {
 		m := mustRender(t, "scimrelay", values)
@@ -394,6 +400,121 @@ func TestChartNetworkPolicyLimits(t *testing.T) {
 		if selects(t, &p.Spec.PodSelector, natsPod) {
 			t.Errorf("with networkPolicy.nats.enabled false, NetworkPolicy %s still selects the NATS pods", p.Name)
 		}
+	}
+}
+
+// TestChartNATSPolicyOnASharedNATS holds what the README and the install
+// notes say of the policy on the NATS pods: on by default, it cuts off
+// whatever it does not list (leafnodes, gateways, other applications'
+// clients), networkPolicy.nats.extraIngress and clientsFrom open what
+// others use, and while the relay has no NATS credentials the notes warn
+// that any pod admitted to 4222 can forge events.
+func TestChartNATSPolicyOnASharedNATS(t *testing.T) {
+	natsPod := map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats"}
+	inNamespace := func(ns string) pod {
+		return pod{labels: map[string]string{"app": "x"}, namespace: map[string]string{"kubernetes.io/metadata.name": ns}}
+	}
+	other := pod{labels: map[string]string{"app": "billing"}, sameNamespace: true}
+	m := mustRender(t, "scimrelay", "")
+	for _, c := range []struct {
+		what string
+		port int32
+	}{{"a leafnode", 7422}, {"a gateway", 7222}, {"another application's client", 4222}, {"an MQTT client", 1883}} {
+		if admits(t, m.netpols, natsPod, "", c.port, other) {
+			t.Errorf("by default the NATS policy admits %s on %d; the README says it is cut off", c.what, c.port)
+		}
+	}
+	m = mustRender(t, "scimrelay", `
+networkPolicy:
+  nats:
+    clientsFrom: [{podSelector: {matchLabels: {app: billing}}}]
+    extraIngress:
+      - ports: [{port: 7422, protocol: TCP}]
+        from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: edge}}}]
+`)
+	for _, c := range []struct {
+		what string
+		port int32
+		from pod
+		want bool
+	}{
+		{"a leafnode from edge", 7422, inNamespace("edge"), true},
+		{"a client from edge", 4222, inNamespace("edge"), false},
+		{"a leafnode from elsewhere", 7422, inNamespace("elsewhere"), false},
+		{"billing's client", 4222, other, true},
+	} {
+		if got := admits(t, m.netpols, natsPod, "", c.port, c.from); got != c.want {
+			t.Errorf("with extraIngress and clientsFrom: %s on %d: admitted %v, want %v", c.what, c.port, got, c.want)
+		}
+	}
+
+	notes := func(values string) string {
+		files, err := render(t, "scimrelay", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(strings.Fields(files["scimrelay/templates/NOTES.txt"]), " ")
+	}
+	const forge = "any pod that can connect to port 4222 can publish on scimrelay.> an event the relay signs and delivers"
+	const cutOff = "leafnodes (7422), gateways (7222), websocket and MQTT listeners"
+	for _, c := range []struct {
+		values        string
+		warns, policy bool
+		more          string
+	}{
+		{"", true, true, "Only NetworkPolicy scimrelay-nats stands in the way"},
+		{"networkPolicy: {nats: {enabled: false}}", true, false, "that is any pod in the cluster"},
+		{"nats: {credentialsSecret: {name: scimrelay-nats}}", false, true, ""},
+		{`config: {nats: {user: relay, password: "${NATS_PASSWORD}"}}`, false, true, ""},
+		{"networkPolicy: {enabled: false}", true, false, "that is any pod in the cluster"},
+	} {
+		n := notes(c.values)
+		if strings.Contains(n, forge) != c.warns || !strings.Contains(n, c.more) {
+			t.Errorf("values %q: the notes warn of forged events %v (want %v), saying %q:\n%s", c.values, strings.Contains(n, forge), c.warns, c.more, n)
+		}
+		if strings.Contains(n, cutOff) != c.policy {
+			t.Errorf("values %q: the notes list what the NATS policy cuts off: %v, want %v:\n%s", c.values, !c.policy, c.policy, n)
+		}
+	}
+
+	section := strings.Join(strings.Fields(readmeSection(t, "### Kubernetes (Helm)", "### systemd")), " ")
+	for _, want := range []string{cutOff, "`networkPolicy.nats.extraIngress`", "`TestChartNATSPolicyOnASharedNATS`"} {
+		if !strings.Contains(section, want) {
+			t.Errorf("the README's Helm section does not say %q", want)
+		}
+	}
+}
+
+// TestChartPersistenceSizeIsSetOnce holds the README's way to grow the
+// scim pod's volume: scim.persistence.size is in the StatefulSet's
+// volumeClaimTemplates, which an upgrade cannot change, so the README
+// patches the claim the StatefulSet made, by its name.
+func TestChartPersistenceSizeIsSetOnce(t *testing.T) {
+	m := mustRender(t, "scimrelay", "scim: {persistence: {size: 7Gi}}")
+	sts := m.statefulSets[0]
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String() != "7Gi" {
+		t.Fatalf("scim.persistence.size 7Gi gives volumeClaimTemplates %+v", sts.Spec.VolumeClaimTemplates)
+	}
+	section := readmeSection(t, "### Kubernetes (Helm)", "### systemd")
+	patch := regexp.MustCompile("`kubectl -n scimrelay patch pvc (\\S+) -p '([^']+)'`").FindStringSubmatch(section)
+	if patch == nil {
+		t.Fatal("the README does not say how to grow the scim pod's volume")
+	}
+	if want := sts.Spec.VolumeClaimTemplates[0].Name + "-" + sts.Name + "-0"; patch[1] != want {
+		t.Errorf("the README patches PersistentVolumeClaim %s; the StatefulSet's is %s", patch[1], want)
+	}
+	var body struct {
+		Spec struct {
+			Resources struct {
+				Requests map[string]string `json:"requests"`
+			} `json:"resources"`
+		} `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(patch[2]), &body); err != nil || body.Spec.Resources.Requests["storage"] == "" {
+		t.Errorf("the README's patch %s does not set spec.resources.requests.storage (%v)", patch[2], err)
+	}
+	if !strings.Contains(section, "`scim.persistence.size`") || !strings.Contains(section, "allowVolumeExpansion") {
+		t.Error("the README does not say that scim.persistence.size is set once and that the StorageClass must allow expansion")
 	}
 }
 

@@ -55,8 +55,126 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+The Secret a role's pods take their environment from; .role is scim or
+sinks. The chart's own are two: the front end's holds secret.scimTokens,
+the workers' does not (they never answer SCIM, and they are the pods that
+call out to third parties). Of your own, secret.existingSecret serves both
+roles unless sinks.existingSecret gives the workers a narrower one.
+*/}}
 {{- define "scimrelay.secretName" -}}
-{{- default (include "scimrelay.fullname" .) .Values.secret.existingSecret }}
+{{- $ := .root }}
+{{- $shared := $.Values.secret.existingSecret }}
+{{- $sinks := $.Values.sinks.existingSecret }}
+{{- if and $sinks (not $shared) }}
+{{- fail "sinks.existingSecret narrows secret.existingSecret for the sink workers: set secret.existingSecret too (without it the chart already gives the workers a Secret without secret.scimTokens)" }}
+{{- end }}
+{{- if eq .role "scim" }}
+{{- $shared | default (include "scimrelay.fullname" $) }}
+{{- else }}
+{{- $sinks | default $shared | default (printf "%s-sinks" (include "scimrelay.fullname" $)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The data of the chart's Secret for a role (.role scim or sinks), one
+"NAME: base64" line a variable: SCIMRELAY_ADMIN_TOKEN and
+secret.webhookSecrets for both, secret.scimTokens for scim alone. Every
+slot is checked whatever the role, so that both Secrets refuse alike.
+*/}}
+{{- define "scimrelay.secretData" -}}
+{{- $ := .root }}
+{{- $role := .role }}
+{{- $env := dict }}
+{{- $roles := dict }}
+{{- with $.Values.secret.adminToken }}
+{{- $_ := set $env "SCIMRELAY_ADMIN_TOKEN" . }}
+{{- $_ = set $roles "SCIMRELAY_ADMIN_TOKEN" (list "scim" "sinks") }}
+{{- end }}
+{{- range $group := list "scimTokens" "webhookSecrets" }}
+{{- range $name, $value := index $.Values.secret $group }}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $name) }}
+{{- fail (printf "secret.%s: %q is not an environment variable name" $group $name) }}
+{{- end }}
+{{- if hasKey $env $name }}
+{{- fail (printf "secret.%s: %s is set twice" $group $name) }}
+{{- end }}
+{{- $_ := set $env $name (toString $value) }}
+{{- $_ = set $roles $name (eq $group "scimTokens" | ternary (list "scim") (list "scim" "sinks")) }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $env }}
+{{- if has $role (get $roles $name) }}
+{{ $name }}: {{ $value | b64enc | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuses a literal secret in config: relay.yaml is a ConfigMap, readable
+by whoever may read ConfigMaps (the view role can, Secrets it cannot). A
+key that holds a secret must be empty or made of ${VARIABLE} references
+alone (see config/env.go), whose values are in a Secret. ${NAME:-default} with a
+default is a literal: it is what the relay uses when the variable is
+missing, and it is in the ConfigMap. ${NAME:-} and ${NAME:?message} are
+references. A header's value may start with one word and a space (its
+scheme: "Bearer ${CRM_API_KEY}"), which names no secret.
+*/}}
+{{- define "scimrelay.refuseLiteralSecrets" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- $fields := list }}
+{{- $admin := get $cfg "admin" }}
+{{- if kindIs "map" $admin }}
+{{- $fields = append $fields (dict "key" "config.admin.token" "value" (get $admin "token") "slot" "secret.adminToken (its variable is SCIMRELAY_ADMIN_TOKEN)") }}
+{{- end }}
+{{- $nats := get $cfg "nats" }}
+{{- if kindIs "map" $nats }}
+{{- range $k := list "password" "token" }}
+{{- $fields = append $fields (dict "key" (printf "config.nats.%s" $k) "value" (get $nats $k) "slot" "secret.webhookSecrets (both roles get it)") }}
+{{- end }}
+{{- end }}
+{{- $tenants := get $cfg "tenants" }}
+{{- if kindIs "slice" $tenants }}
+{{- range $i, $t := $tenants }}
+{{- if kindIs "map" $t }}
+{{- $tokens := get $t "tokens" }}
+{{- range $j, $token := (kindIs "slice" $tokens | ternary $tokens (list $tokens)) }}
+{{- $fields = append $fields (dict "key" (printf "config.tenants[%d].tokens[%d]" $i $j) "value" $token "slot" "secret.scimTokens") }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $sinks := get $cfg "sinks" }}
+{{- if kindIs "slice" $sinks }}
+{{- range $i, $s := $sinks }}
+{{- if kindIs "map" $s }}
+{{- range $k := list "secret" "previous_secret" }}
+{{- $fields = append $fields (dict "key" (printf "config.sinks[%d].%s" $i $k) "value" (get $s $k) "slot" "secret.webhookSecrets") }}
+{{- end }}
+{{- $headers := get $s "headers" }}
+{{- if kindIs "map" $headers }}
+{{- range $h, $v := $headers }}
+{{- $fields = append $fields (dict "key" (printf "config.sinks[%d].headers.%s" $i $h) "value" $v "slot" "secret.webhookSecrets" "scheme" true) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $ref := `\$\{[A-Za-z_][A-Za-z0-9_]*(:-|:\?[^}]*)?\}` }}
+{{- range $f := $fields }}
+{{- if not (kindIs "invalid" $f.value) }}
+{{- $pattern := printf "^(%s)+$" $ref }}
+{{- $scheme := "" }}
+{{- if $f.scheme }}
+{{- $pattern = printf "^([A-Za-z][A-Za-z0-9._-]* )?(%s)+$" $ref }}
+{{- $scheme = ` (a header's value may start with its scheme: "Bearer ${VARIABLE}")` }}
+{{- end }}
+{{- $value := toString $f.value }}
+{{- if and $value (not (regexMatch $pattern $value)) }}
+{{- fail (printf "%s holds a literal secret, which the chart would write in plain text into its ConfigMap: write a ${VARIABLE} there%s and give the variable its value in %s or in your Secret (secret.existingSecret); a ${VARIABLE:-default} with a default is a literal too (${VARIABLE:-} may stay empty)" $f.key $scheme $f.slot) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "scimrelay.serviceAccountName" -}}
@@ -92,6 +210,7 @@ relay.yaml: .Values.config with the keys the chart owns set from the chart's
 own values, so that ports, volume and NATS agree with the manifests.
 */}}
 {{- define "scimrelay.relayYAML" -}}
+{{- include "scimrelay.refuseLiteralSecrets" . }}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%d" (int .Values.ports.scim)) }}
 {{- $_ = set $cfg "admin_listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) }}
@@ -128,7 +247,7 @@ containers:
     args: ["serve", "--role", {{ .role | quote }}, "--config", "{{ include "scimrelay.configDir" $ }}/relay.yaml"]
     envFrom:
       - secretRef:
-          name: {{ include "scimrelay.secretName" $ }}
+          name: {{ include "scimrelay.secretName" . }}
     ports:
       {{- if eq .role "scim" }}
       - name: scim
@@ -194,12 +313,15 @@ affinity:
 {{- end }}
 {{- end }}
 
-{{/* Annotations that roll the pods when relay.yaml or the Secret change. */}}
+{{/*
+Annotations that roll the pods when relay.yaml or the role's Secret
+change: a new scim token rolls the front end alone.
+*/}}
 {{- define "scimrelay.podAnnotations" -}}
 {{- $ := .root -}}
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") $ | sha256sum }}
 {{- if not $.Values.secret.existingSecret }}
-checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") $ | sha256sum }}
+checksum/secret: {{ include "scimrelay.secretData" . | sha256sum }}
 {{- end }}
 {{- with (index $.Values .role).podAnnotations }}
 {{ toYaml . }}
