@@ -83,6 +83,10 @@ type Options struct {
 	// workers of its sinks; every hand-off delay derives from it (see
 	// timingFor). Default 1 s.
 	Heartbeat time.Duration
+	// MarkerAge is how old the marker a parked resource's record leaves
+	// when taken out grows before the partition's owner removes it from
+	// the parking bucket. Default an hour; tests make it shorter.
+	MarkerAge time.Duration
 	// claimRenew, in tests, renews partition claims more often than daily.
 	claimRenew time.Duration
 	// catchUpRecheck, in tests, sets how often a parked resource waiting
@@ -225,6 +229,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	if m.o.claimRenew > 0 {
 		sh.t.claimRenew = m.o.claimRenew
+	}
+	if m.o.MarkerAge > 0 {
+		sh.t.keepMarkers(m.o.MarkerAge)
 	}
 	if err := checkAPILevel(ctx, js); err != nil {
 		return err
