@@ -18,6 +18,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/sinks"
@@ -166,6 +167,13 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	waitDelivered(t, h, 9)
 	if n, err := deadLetters(); n != 0 || err != nil {
 		t.Errorf("%d dead letters (%v) after the redrive delivered the one there was", n, err)
+	}
+	// Forgetting a removed sink is the front end's: a worker's user may not
+	// delete a bucket or dead letters, and its admin API says so.
+	var refused503 *adminclient.Error
+	wc := &adminclient.Client{BaseURL: worker2.adminURL, Token: adminSecret}
+	if _, err := wc.ForgetSink(context.Background(), "gone"); !errors.As(err, &refused503) || refused503.Status != http.StatusServiceUnavailable {
+		t.Errorf("sinks forget through a worker's admin API: %v; want 503", err)
 	}
 	worker2.stop()
 	if v := h.orderViolation(); v != "" {

@@ -611,6 +611,9 @@ func (s *server) adminHandler() http.Handler {
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
 		o.Quarantine, o.Storage = s.store, s.store
+		// A front end's NATS user has the account's JetStream API; a
+		// delivery worker's may not delete a sink's bucket or dead letters.
+		o.ForgetSinks = s.sinks
 	}
 	return admin.NewHandler(o)
 }
