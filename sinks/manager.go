@@ -11,8 +11,6 @@ import (
 	"math"
 	"reflect"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +81,10 @@ type Options struct {
 	// workers of its sinks; every hand-off delay derives from it (see
 	// timingFor). Default 1 s.
 	Heartbeat time.Duration
+	// MarkerAge is how old the marker a parked resource's record leaves
+	// when taken out grows before the partition's owner removes it from
+	// the parking bucket. Default an hour; tests make it shorter.
+	MarkerAge time.Duration
 	// claimRenew, in tests, renews partition claims more often than daily.
 	claimRenew time.Duration
 	// catchUpRecheck, in tests, sets how often a parked resource waiting
@@ -225,6 +227,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	if m.o.claimRenew > 0 {
 		sh.t.claimRenew = m.o.claimRenew
+	}
+	if m.o.MarkerAge > 0 {
+		sh.t.keepMarkers(m.o.MarkerAge)
 	}
 	if err := checkAPILevel(ctx, js); err != nil {
 		return err
@@ -370,13 +375,11 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 // consumer and cursor bucket of releases before partitions, and partition
 // consumers beyond the stream's partition count.
 func (m *Manager) removeStale(ctx context.Context, stream jetstream.Stream, sink string, partitions int) error {
-	old := "scimrelay-sink-" + sink
-	prefix := old + "-P"
+	old := oldCursorBucket(sink)
 	names := stream.ConsumerNames(ctx)
 	var stale []string
 	for name := range names.Name() {
-		n, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
-		if name == old || (strings.HasPrefix(name, prefix) && err == nil && n >= partitions) {
+		if n, ok := consumerOf(sink, name); ok && (n < 0 || n >= partitions) {
 			stale = append(stale, name)
 		}
 	}
@@ -489,7 +492,7 @@ type Changes struct {
 // restart with Options.AddedFile, completes it),
 // stops the ones removed (handing their partitions over, as at
 // shutdown; their consumers stay, so that adding the sink again resumes
-// where it stopped), and restarts the ones whose configuration changed,
+// where it stopped, until Forget deletes them), and restarts the ones whose configuration changed,
 // after their in-flight deliveries end; the other sinks are not touched.
 // It refuses what Check refuses, changing nothing. Before Setup it only
 // replaces the configuration.
@@ -600,9 +603,9 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 
 // warnStranded says when a sink Apply removed keeps dead letters, which
 // nothing delivers until a redrive sends them to a sink that is configured
-// (RedriveQuery.To) or the name comes back; they age out otherwise. (Its
-// consumers keep its undelivered events, and adding the name back delivers
-// them; the README says so.)
+// (RedriveQuery.To) or the name comes back; they age out otherwise, or go
+// with Forget. (Its consumers keep its undelivered events, and adding the
+// name back delivers them, unless it was forgotten; the README says so.)
 func (m *Manager) warnStranded(ctx context.Context, name string) {
 	if m.dlq == nil {
 		return
@@ -611,7 +614,7 @@ func (m *Manager) warnStranded(ctx context.Context, name string) {
 	if err != nil || dead == 0 {
 		return
 	}
-	m.log.WarnContext(ctx, "a removed sink keeps dead letters: scimrelay dlq list --sink "+name+" shows them, and scimrelay dlq redrive --sink "+name+" --to SINK --all delivers them to a configured sink; otherwise they age out",
+	m.log.WarnContext(ctx, "a removed sink keeps dead letters: scimrelay dlq list --sink "+name+" shows them, and scimrelay dlq redrive --sink "+name+" --to SINK --all delivers them to a configured sink; otherwise they age out, or scimrelay sinks forget "+name+" --yes deletes them with the rest of what the sink left",
 		"sink", name, "dead_letters", dead, "kept_for", dlqRetention.String())
 }
 

@@ -63,10 +63,14 @@ const (
 // the parking bucket's age limit never removes it. A release waits at
 // most ackSettle (5 s) for its acknowledgements to land (awaitAcks). A
 // parked resource read to its end before its consumer passed it looks
-// again every catchUpRecheck (1 s) when no event of it wakes it.
+// again every catchUpRecheck (1 s) when no event of it wakes it. The
+// owner of a partition removes the markers of its records taken out once
+// they are markerAge (an hour) old, looking every markerSweep (a quarter
+// of that, at least a heartbeat): markers.go.
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
 	claimRenew, ackSettle, catchUpRecheck                        time.Duration
+	markerAge, markerSweep                                       time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -81,7 +85,14 @@ func timingFor(h time.Duration) timing {
 	t.claimRenew = 24 * time.Hour
 	t.ackSettle = 5 * time.Second
 	t.catchUpRecheck = time.Second
+	t.keepMarkers(defaultMarkerAge)
 	return t
+}
+
+// keepMarkers sets how old the parking bucket's markers grow (markers.go).
+func (t *timing) keepMarkers(age time.Duration) {
+	t.markerAge = age
+	t.markerSweep = max(age/4, t.heartbeat)
 }
 
 // membership is one worker's presence among a sink's workers.

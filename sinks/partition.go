@@ -458,6 +458,7 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 	go repeat(finished, w.keepAliveEvery(), p.keepQueuedAlive)
 	go repeat(finished, w.t.pullExpiry, func() { p.findHandedOver(cons) })
 	go repeat(finished, w.t.claimRenew, p.renewClaim)
+	go repeat(finished, w.t.markerSweep, p.sweepMarkers)
 	select {
 	case <-p.stopping:
 	case <-p.ctx.Done():

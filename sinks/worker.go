@@ -72,6 +72,10 @@ type worker struct {
 	// release failed.
 	running    map[uint64]struct{}
 	unreleased map[int]struct{}
+
+	// sweepFailing is set while removing the parking bucket's old markers
+	// fails (sweepMarkers), so that it is said once.
+	sweepFailing atomic.Bool
 }
 
 // consumerName is the durable consumer of one partition of a sink. Sink

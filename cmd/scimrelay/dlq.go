@@ -237,7 +237,7 @@ func newSinksCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "sinks",
 		Short:   "Operate on sinks",
-		Example: "  scimrelay sinks replay --sink crm --since 24h",
+		Example: "  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks forget crm-old --yes",
 	}
 	var sink, since string
 	replay := &cobra.Command{
@@ -251,7 +251,7 @@ relay runs the replay as a background job, reading the stream a batch at a
 time; this command follows the job, shows its progress and exits 1 if the
 job fails or an event it sent failed: events the sink refuses are
 dead-lettered (scimrelay dlq list).`,
-		Example: "  scimrelay sinks replay --sink crm --since 24h",
+		Example: "  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks forget crm-old --yes",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newAdminClient(configPathOf(cmd))
@@ -281,6 +281,6 @@ dead-lettered (scimrelay dlq list).`,
 	replay.Flags().StringVar(&since, "since", "", "how far back, e.g. 24h (required)")
 	_ = replay.MarkFlagRequired("sink")
 	_ = replay.MarkFlagRequired("since")
-	cmd.AddCommand(replay)
+	cmd.AddCommand(replay, newSinksForgetCommand())
 	return cmd
 }

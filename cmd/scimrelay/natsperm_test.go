@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/sinks"
@@ -48,6 +51,7 @@ var workerPublish = []string{
 	"$KV.scimrelay-parked-crm.>", "$JS.API.STREAM.CREATE.KV_scimrelay-parked-crm", "$JS.API.STREAM.UPDATE.KV_scimrelay-parked-crm",
 	"$JS.API.STREAM.INFO.KV_scimrelay-parked-crm", "$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.>",
 	"$JS.API.CONSUMER.CREATE.KV_scimrelay-parked-crm.>", "$JS.API.CONSUMER.DELETE.KV_scimrelay-parked-crm.>",
+	"$JS.API.STREAM.PURGE.KV_scimrelay-parked-crm", // the markers of records taken out, once old
 	// The removal of what releases before partitions left (an upgrade).
 	"$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm",
 }
@@ -119,8 +123,10 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 			t.Logf("the workers' log:\n%s", workerLog.String())
 		}
 	})
-	worker1 := startRelayWith(t, configure("worker", "worker-secret"), roleSinks, log, io.Discard)
-	worker2 := startRelayWith(t, configure("worker", "worker-secret"), roleSinks, log, io.Discard)
+	// Markers of parked records taken out are removed at once (an hour
+	// old, as shipped), so that the test sees it done.
+	worker1 := startRelayWith(t, configure("worker", "worker-secret"), roleSinks, log, io.Discard, withMarkerAge(time.Millisecond))
+	worker2 := startRelayWith(t, configure("worker", "worker-secret"), roleSinks, log, io.Discard, withMarkerAge(time.Millisecond))
 	uid := front.createUser(t, "ann")
 	front.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"title","value":"Guide"}]}`).want(t, 200)
 	front.createUser(t, "bob")
@@ -128,6 +134,11 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	if refused.Load() < 4 {
 		t.Errorf("ann's first event was refused %d times; it was not parked", refused.Load())
 	}
+	// Her record, taken out once she caught up, left a marker, which the
+	// partition's owner removes with the stream purge API.
+	eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		return onlyClaims(context.Background(), front.srv.js, "crm")
+	})
 	// One worker leaves (a rolling update): it hands its partitions over
 	// (unpinning them), and the other delivers what comes next.
 	worker1.stop()
@@ -157,6 +168,13 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	if n, err := deadLetters(); n != 0 || err != nil {
 		t.Errorf("%d dead letters (%v) after the redrive delivered the one there was", n, err)
 	}
+	// Forgetting a removed sink is the front end's: a worker's user may not
+	// delete a bucket or dead letters, and its admin API says so.
+	var refused503 *adminclient.Error
+	wc := &adminclient.Client{BaseURL: worker2.adminURL, Token: adminSecret}
+	if _, err := wc.ForgetSink(context.Background(), "gone"); !errors.As(err, &refused503) || refused503.Status != http.StatusServiceUnavailable {
+		t.Errorf("sinks forget through a worker's admin API: %v; want 503", err)
+	}
 	worker2.stop()
 	if v := h.orderViolation(); v != "" {
 		t.Error(v)
@@ -164,4 +182,27 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	if strings.Contains(workerLog.String(), "ermissions") { // a violation is logged at Warn
 		t.Errorf("the worker's account refused a request:\n%s", workerLog.String())
 	}
+}
+
+// onlyClaims fails unless sink's parking bucket holds nothing but claims:
+// no record, no marker.
+func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error {
+	bucket := "scimrelay-parked-" + sink
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("$KV."+bucket+".>"))
+	if err != nil {
+		return err
+	}
+	if info.State.LastSeq == 0 {
+		return errors.New("the parking bucket took no write")
+	}
+	for subject := range info.State.Subjects {
+		if !strings.HasPrefix(subject, "$KV."+bucket+".claim.") {
+			return fmt.Errorf("the parking bucket still holds %s", subject)
+		}
+	}
+	return nil
 }

@@ -82,7 +82,10 @@ type server struct {
 	// adminReadTimeout is how long a request on the admin listener may
 	// take to be read (admin.DefaultReadTimeout; tests shorten it).
 	adminReadTimeout time.Duration
-	stopping         atomic.Bool // set when shutdown begins: no longer ready
+	// markerAge is how old the parking buckets' markers grow
+	// (sinks.Options.MarkerAge; tests shorten it).
+	markerAge time.Duration
+	stopping  atomic.Bool // set when shutdown begins: no longer ready
 
 	scimHTTP, adminHTTP *http.Server
 	scimLn, adminLn     net.Listener
@@ -123,6 +126,12 @@ func withTokenLimits(perAddress, overall httpmw.Limit) serverOption {
 // may take to be read.
 func withAdminReadTimeout(d time.Duration) serverOption {
 	return func(s *server) { s.adminReadTimeout = d }
+}
+
+// withMarkerAge shortens how old the parking buckets' markers grow before
+// their partition's owner removes them.
+func withMarkerAge(d time.Duration) serverOption {
+	return func(s *server) { s.markerAge = d }
 }
 
 // newServer opens everything serve needs, in the order that lets it refuse
@@ -200,7 +209,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// event, in every role, so that no event is missed.
 	so := sinkOptions(cfg)
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
-	so.Tracer = s.tracing.Tracer()
+	so.Tracer, so.MarkerAge = s.tracing.Tracer(), s.markerAge
 	// Where a sink a reload added keeps its start until its consumers
 	// exist, should the process restart first.
 	so.AddedFile = filepath.Join(cfg.DataDir, "sinks-added.json")
@@ -602,6 +611,9 @@ func (s *server) adminHandler() http.Handler {
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
 		o.Quarantine, o.Storage = s.store, s.store
+		// A front end's NATS user has the account's JetStream API; a
+		// delivery worker's may not delete a sink's bucket or dead letters.
+		o.ForgetSinks = s.sinks
 	}
 	return admin.NewHandler(o)
 }

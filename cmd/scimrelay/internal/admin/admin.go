@@ -58,6 +58,9 @@ type Options struct {
 	// Subscribers manages the embedded NATS server's subscribers.
 	Subscribers Subscribers
 	Sinks       Sinks
+	// ForgetSinks deletes what a removed sink left in NATS; nil in a
+	// role whose NATS user may not (a delivery worker's).
+	ForgetSinks SinkForgetter
 	// Attempts reads the delivery attempts of a sink ("" for all).
 	Attempts func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error)
 	// Events is where the event stream is tailed from.
@@ -131,6 +134,7 @@ func NewHandler(o Options) *Handler {
 	h.api("GET /admin/v1/sinks/{sink}/dlq", h.listDeadLetters)
 	h.api("POST /admin/v1/sinks/{sink}/dlq/redrive", h.redrive)
 	h.api("POST /admin/v1/sinks/{sink}/replay", h.replay)
+	h.api("POST /admin/v1/sinks/{sink}/forget", h.forgetSink)
 	h.api("GET /admin/v1/deliveries", h.deliveries)
 	h.api("GET /admin/v1/jobs/{id}", h.job)
 	h.api("GET /admin/v1/outbox/quarantine", h.listQuarantine)

@@ -194,6 +194,14 @@ func (c *Client) Replay(ctx context.Context, sink string, req admin.ReplayReques
 	return c.StartJob(ctx, "/admin/v1/sinks/"+url.PathEscape(sink)+"/replay", req)
 }
 
+// ForgetSink deletes what a sink no longer configured left in NATS, and
+// says what it deleted.
+func (c *Client) ForgetSink(ctx context.Context, sink string) (sinks.Forgotten, error) {
+	var f sinks.Forgotten
+	err := c.Do(ctx, http.MethodPost, "/admin/v1/sinks/"+url.PathEscape(sink)+"/forget", nil, &f)
+	return f, err
+}
+
 // Tail streams events, one structured CloudEvent per line (NDJSON); q takes
 // tenant, type, since, from_seq and follow. The caller closes the stream;
 // it is not bounded by Timeout.
