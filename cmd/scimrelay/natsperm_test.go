@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,6 +55,40 @@ var workerPublish = []string{
 	"$JS.API.STREAM.PURGE.KV_scimrelay-parked-crm", // the markers of records taken out, once old
 	// The removal of what releases before partitions left (an upgrade).
 	"$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm",
+}
+
+// TestComposeGivesTheWorkersTheirPermissions: deploy/compose/nats.conf
+// gives its user sinks exactly workerPublish (for its one sink, demo), so
+// that a permission a worker comes to need reaches the Compose shape too.
+func TestComposeGivesTheWorkersTheirPermissions(t *testing.T) {
+	t.Setenv("NATS_SCIM_PASSWORD", "scim-secret")
+	t.Setenv("NATS_SINKS_PASSWORD", "sinks-secret")
+	opts, err := natsserver.ProcessConfigFile("../../deploy/compose/nats.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, s := range workerPublish {
+		want = append(want, strings.ReplaceAll(s, "-crm", "-demo"))
+	}
+	slices.Sort(want)
+	for _, u := range opts.Users {
+		if u.Username != "sinks" {
+			continue
+		}
+		if u.Permissions == nil || u.Permissions.Publish == nil || u.Permissions.Subscribe == nil {
+			t.Fatalf("nats.conf's user sinks has no permissions: %+v", u.Permissions)
+		}
+		got := slices.Sorted(slices.Values(u.Permissions.Publish.Allow))
+		if !slices.Equal(got, want) {
+			t.Errorf("nats.conf lets user sinks publish on\n%v\nwant README's row:\n%v", got, want)
+		}
+		if sub := u.Permissions.Subscribe.Allow; !slices.Equal(sub, []string{"_INBOX.>"}) {
+			t.Errorf("nats.conf lets user sinks subscribe on %v, want _INBOX.> only", sub)
+		}
+		return
+	}
+	t.Fatal("deploy/compose/nats.conf has no user sinks")
 }
 
 // TestSinkWorkerPermissions runs a sink worker on an external NATS as a
