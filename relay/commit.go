@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -56,6 +57,10 @@ type committer struct {
 	// opened is the data file the store opened, which its path must still
 	// name (replaced).
 	opened os.FileInfo
+	// metas reads the data file's meta pages (replaced); pageSize is the
+	// file's.
+	metas    *os.File
+	pageSize int
 
 	mu     sync.Mutex
 	queue  []commitCall
@@ -96,6 +101,8 @@ func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration, onFail func(e
 		return nil
 	})
 	c.opened, _ = os.Stat(db.Path()) // Open checked that it is the file it opened
+	c.metas, _ = os.Open(db.Path())  // nil if it cannot be: the other checks remain
+	c.pageSize = db.Info().PageSize
 	go c.run()
 	return c
 }
@@ -127,6 +134,42 @@ func (c *committer) replaced(known uint64, txID int, write bool) error {
 	}
 	if last < known {
 		return fmt.Errorf("%w: its last transaction is %d, and the relay had committed %d", ErrFileReplaced, last, known)
+	}
+	if write {
+		return c.checkMetas(last)
+	}
+	return nil
+}
+
+// metaTxidAt is where a meta page holds its transaction id: after the
+// page's header (id, flags, count, overflow: 16 bytes) and, in the meta,
+// magic, version, page size, flags, the root bucket, the freelist and the
+// high water mark (48 bytes). bbolt's layout, which its file format fixes.
+const metaTxidAt = 16 + 48
+
+// checkMetas checks, inside a write transaction (no other commit can
+// write a meta page meanwhile), that the file's two meta pages hold the
+// last transaction and the one before it, as bbolt leaves them: a commit
+// writes the meta page of its id's parity. A copy written in place while
+// a commit was under way fails the transaction-id check of replaced: that
+// commit wrote its meta page, one id above the relay's, over the copy,
+// whose other meta page is the copy's, older. Without this the next commit
+// read the copy's pages through the relay's and panicked, or wrote into
+// them.
+func (c *committer) checkMetas(last uint64) error {
+	if c.metas == nil || last == 0 {
+		return nil
+	}
+	var ids [2]uint64
+	var b [8]byte
+	for i := range ids {
+		if _, err := c.metas.ReadAt(b[:], int64(i*c.pageSize+metaTxidAt)); err != nil {
+			return fmt.Errorf("%w: its meta page %d cannot be read: %v", ErrFileReplaced, i, err)
+		}
+		ids[i] = binary.NativeEndian.Uint64(b[:]) // bbolt writes it in the machine's order
+	}
+	if ids[last%2] != last || ids[(last+1)%2] != last-1 {
+		return fmt.Errorf("%w: its meta pages hold transactions %d and %d, where the relay's last two are %d and %d", ErrFileReplaced, ids[0], ids[1], last, last-1)
 	}
 	return nil
 }
@@ -177,6 +220,9 @@ func (c *committer) close() {
 	default:
 	}
 	<-c.done
+	if c.metas != nil {
+		c.metas.Close()
+	}
 }
 
 func (c *committer) run() {
@@ -292,6 +338,14 @@ func (c *committer) commit(calls []commitCall) {
 			}
 			for i, call := range calls {
 				if err := safely(call.fn, tx); err != nil {
+					// A write that panicked may have read pages written
+					// under the relay since the check above (a copy in
+					// place): if so, that is the failure, not the write.
+					if errors.Is(err, errPanicked) {
+						if replaced = c.replaced(c.last.Load(), tx.ID(), true); replaced != nil {
+							return replaced
+						}
+					}
 					failed = i
 					return err
 				}
@@ -355,12 +409,15 @@ func (c *committer) check(err error) {
 	}
 }
 
+// errPanicked is the error of a write that panicked (safely).
+var errPanicked = errors.New("recovered from panic")
+
 // safely runs fn, turning a panic into an error: a write must never take
 // the committer, and every writer waiting on it, down.
 func safely(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("writing to the data file: recovered from panic: %v", p)
+			err = fmt.Errorf("writing to the data file: %w: %v", errPanicked, p)
 		}
 	}()
 	return fn(tx)

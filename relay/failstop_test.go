@@ -128,6 +128,46 @@ func TestFileReplacedStopsWrites(t *testing.T) {
 	}
 }
 
+// TestFileCopiedDuringACommitStopsWrites: a copy written in place while a
+// commit is under way (cp racing the relay's writes), which that commit
+// then finishes on top of, is found at the next write; and a write that
+// panics on the copy's pages is refused as the file replaced, not as an
+// internal error. Before, the commit's meta page, one id above the
+// relay's, passed the transaction-id check, and the next writes read the
+// copy's pages through the relay's: they panicked (500) and the relay went
+// on (CI: TestBackupCopiedOverARunningRelay, under load).
+func TestFileCopiedDuringACommitStopsWrites(t *testing.T) {
+	for _, during := range []string{"a commit that ends", "a write that panics"} {
+		t.Run(during, func(t *testing.T) {
+			s, _, path := openStore(t)
+			create(t, s, "acme", user(t, `"userName":"ann"`))
+			backup, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"bob", "cy", "dee"} {
+				create(t, s, "acme", user(t, `"userName":"`+name+`"`))
+			}
+			err = s.commits.do(func(tx *bolt.Tx) error {
+				eventstest.WriteInPlace(t, path, backup)
+				if during == "a write that panics" {
+					var m map[string]int
+					m["the copy's pages"]++ // as reading them through the relay's did
+				}
+				return nil
+			})
+			if during == "a write that panics" && !errors.Is(err, ErrFileReplaced) {
+				t.Fatalf("a write that panicked on the copy: %v, want the file replaced", err)
+			}
+			_, err = s.Create(ctx, "acme", user(t, `"userName":"eve"`))
+			wantErr(t, err, scim.ErrUnavailable, "could not write its data file")
+			if f := s.Failure(); !errors.Is(f, ErrWritesStopped) || !errors.Is(f, ErrFileReplaced) {
+				t.Fatalf("Failure: %v", f)
+			}
+		})
+	}
+}
+
 // TestPingWhileWritingIsNotAReplacement: Ping, the readiness check, on
 // the relay's own file while a commit ends during it, between its read
 // transaction's start and its comparison, does not take the file for a
