@@ -65,6 +65,22 @@ func TestCommitFailureStopsWrites(t *testing.T) {
 	create(t, s, "acme", user(t, `"userName":"again"`))
 }
 
+// storeWithACopy opens a store, writes ann, takes a copy of its file
+// (a backup), then writes three more users.
+func storeWithACopy(t *testing.T) (s *Store, path string, backup []byte) {
+	t.Helper()
+	s, _, path = openStore(t)
+	create(t, s, "acme", user(t, `"userName":"ann"`))
+	backup, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bob", "cy", "dee"} {
+		create(t, s, "acme", user(t, `"userName":"`+name+`"`))
+	}
+	return s, path, backup
+}
+
 // TestFileReplacedStopsWrites: a backup copied over the data file while
 // the store has it open (cp writes the file in place; bbolt's lock does
 // not stop it), or moved to its path (mv, a rename), is found at the next
@@ -78,15 +94,7 @@ func TestFileReplacedStopsWrites(t *testing.T) {
 	for _, how := range []string{"in place", "moved"} {
 		for _, found := range []string{"write", "ping", "reload"} {
 			t.Run(how+"/"+found, func(t *testing.T) {
-				s, _, path := openStore(t)
-				create(t, s, "acme", user(t, `"userName":"ann"`))
-				backup, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, name := range []string{"bob", "cy", "dee"} {
-					create(t, s, "acme", user(t, `"userName":"`+name+`"`))
-				}
+				s, path, backup := storeWithACopy(t)
 				if how == "in place" {
 					eventstest.WriteInPlace(t, path, backup)
 				} else {
@@ -107,7 +115,7 @@ func TestFileReplacedStopsWrites(t *testing.T) {
 						t.Fatalf("a reload's new tenant after the file was replaced: %v", err)
 					}
 				}
-				_, err = s.Create(ctx, "acme", user(t, `"userName":"eve"`))
+				_, err := s.Create(ctx, "acme", user(t, `"userName":"eve"`))
 				wantErr(t, err, scim.ErrUnavailable, "could not write its data file")
 				if f := s.Failure(); !errors.Is(f, ErrWritesStopped) || !errors.Is(f, ErrFileReplaced) {
 					t.Fatalf("Failure: %v", f)
@@ -139,16 +147,8 @@ func TestFileReplacedStopsWrites(t *testing.T) {
 func TestFileCopiedDuringACommitStopsWrites(t *testing.T) {
 	for _, during := range []string{"a commit that ends", "a write that panics"} {
 		t.Run(during, func(t *testing.T) {
-			s, _, path := openStore(t)
-			create(t, s, "acme", user(t, `"userName":"ann"`))
-			backup, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, name := range []string{"bob", "cy", "dee"} {
-				create(t, s, "acme", user(t, `"userName":"`+name+`"`))
-			}
-			err = s.commits.do(func(tx *bolt.Tx) error {
+			s, path, backup := storeWithACopy(t)
+			err := s.commits.do(func(tx *bolt.Tx) error {
 				eventstest.WriteInPlace(t, path, backup)
 				if during == "a write that panics" {
 					var m map[string]int
