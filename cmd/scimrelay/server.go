@@ -316,7 +316,8 @@ func (s *server) connectNATS(ctx context.Context) error {
 // startNotes says at start what a reload says of the tenants it adds and
 // removes (tenantNotes): of the tenants added since the data file was
 // last used, and of every tenant not configured that NATS subscribers are
-// scoped to (cut off, however long ago their tenant went).
+// scoped to (cut off, however long ago their tenant went); and it names
+// the tenants whose purge did not finish.
 func (s *server) startNotes(ctx context.Context) error {
 	subscribers, err := s.store.Subscribers(ctx)
 	if err != nil {
@@ -330,6 +331,13 @@ func (s *server) startNotes(ctx context.Context) error {
 		}
 	}
 	s.tenantNotes(ctx, s.store.AddedSinceLastRun(), gone)
+	purging, err := s.store.Purging()
+	if err != nil {
+		return err
+	}
+	for _, name := range purging {
+		s.log.Warn("the purge of a tenant began and did not finish; what is left of it is deleted when it is run again", "tenant", name, "command", "scimrelay tenant purge "+name+" --yes")
+	}
 	return s.store.RecordTenants()
 }
 
@@ -602,6 +610,7 @@ func (s *server) adminHandler() http.Handler {
 	if s.store != nil {
 		o.Tokens, o.Clients, o.Backup, o.Log, o.Outbox = s.store.Tokens(), s.store.Clients(), s.store, s.reqLog, s.store
 		o.Quarantine, o.Storage = s.store, s.store
+		o.Purge = admin.NewTenantPurger(s.store, s.reqLog, s.publisher, s.subscribers, s.nc, s.sinks)
 	}
 	return admin.NewHandler(o)
 }
