@@ -435,13 +435,14 @@ func TestPurgeRefusals(t *testing.T) {
 // at most purgeChunk keys, between which other tenants' writes commit; a
 // purge stopped half-way (its context ended, as at a shutdown, or a
 // crash between two transactions) leaves the name marked, so that it
-// cannot be configured, and run again it finishes: the counts of the two
-// runs add up to everything.
+// cannot be configured, at a reload or after a restart, and run again
+// after the restart it finishes: the counts of the two runs add up to
+// everything.
 func TestPurgeInChunks(t *testing.T) {
 	defer func(n int) { purgeChunk = n }(purgeChunk)
 	purgeChunk = 7
-	s, c, _ := openStore(t)
-	l, _ := runningLog(t, s)
+	s, c, path := openStore(t)
+	l, stopLog := runningLog(t, s)
 	populate(t, s, "globex", 60)
 	recordAndWait(t, l, c.now(), logEntries("globex", c.now(), 30)...)
 	before := holding(t, s, "globex")
@@ -472,6 +473,30 @@ func TestPurgeInChunks(t *testing.T) {
 	}
 	if err := s.SetTenants(testOptions(c).Tenants); !errors.Is(err, ErrBeingPurged) {
 		t.Errorf("a reload adding globex back while its purge is half done: %v", err)
+	}
+
+	// The relay restarts (as after a crash between two transactions):
+	// not with globex configured; without it, the purge begins again.
+	stopLog()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := Open(path, testOptions(c)); !errors.Is(err, ErrBeingPurged) {
+		if err == nil {
+			_ = s2.Close()
+		}
+		t.Fatalf("a restart with globex configured while its purge is half done: %v", err)
+	}
+	o := testOptions(c)
+	o.Tenants = withoutTenant(c, "globex")
+	s, err = Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	l, _ = runningLog(t, s)
+	if names, err := s.Purging(); err != nil || !slices.Equal(names, []string{"globex"}) {
+		t.Errorf("being purged after the restart: %v, %v", names, err)
 	}
 	if err := s.BeginPurge(ctx, "globex"); err != nil {
 		t.Fatalf("beginning the purge again: %v", err)
