@@ -14,9 +14,9 @@ import (
 
 // Leftovers is what the data file holds under a tenant's name, whether
 // or not a tenant of that name is configured. A tenant removed from
-// relay.yaml keeps all of it, and one added under the name has all of it
-// back: its users and groups, its stored credentials, and the NATS
-// subscribers whose subjects name it.
+// relay.yaml keeps all of it until it is purged (purge.go), and one added
+// under the name has all of it back: its users and groups, its stored
+// credentials, and the NATS subscribers whose subjects name it.
 type Leftovers struct {
 	Users, Groups int
 	// Tokens and Clients count the stored SCIM tokens and OAuth clients

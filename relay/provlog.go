@@ -14,6 +14,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -176,6 +177,10 @@ type RequestLog struct {
 	// take (shareOf), kept by the writer goroutine alone.
 	size   int64
 	shares map[string]int64
+	// freed is what a tenant's purge deleted, by share, for Run to take
+	// off size and shares (forget).
+	freedMu sync.Mutex
+	freed   map[string]int64
 }
 
 // NewRequestLog returns the provisioning log of a store. Options that
@@ -350,6 +355,7 @@ func (l *RequestLog) Run(ctx context.Context) error {
 	batch := make([]LogEntry, 0, 512)
 	summed := summaries{}
 	flush := func() {
+		l.takeFreed()
 		if len(batch) == 0 {
 			return
 		}
@@ -479,7 +485,16 @@ func (l *RequestLog) write(batch []LogEntry) error {
 		if last, _ := b.Cursor().Last(); len(last) >= 8 {
 			floor = int64(binary.BigEndian.Uint64(last[:8])) + 1
 		}
+		// A tenant being purged has no entry filed after its purge
+		// began (a request answered before its removal, a minute's
+		// summary), which the purge would not find: read in the same
+		// transaction as the entries are put, the mark is either there,
+		// or the purge begins after them.
+		purging := purgingTenants(tx)
 		for i, e := range batch {
+			if e.Tenant != "" && slices.Contains(purging, e.Tenant) {
+				continue
+			}
 			// Within the batch the counter orders equal times.
 			floor = keyNanos(e, now, floor)
 			k := l.key(floor)
@@ -683,6 +698,32 @@ func (l *RequestLog) deleteOldest(more func(k []byte, size int64) bool) error {
 		if n < pruneChunk {
 			return nil
 		}
+	}
+}
+
+// forget notes that a tenant's purge deleted entries taking freed bytes,
+// by share: Run takes them off what the log and the shares take, as it
+// alone keeps those figures.
+func (l *RequestLog) forget(freed map[string]int64) {
+	l.freedMu.Lock()
+	defer l.freedMu.Unlock()
+	if l.freed == nil {
+		l.freed = map[string]int64{}
+	}
+	for share, n := range freed {
+		l.freed[share] += n
+	}
+}
+
+// takeFreed takes what purges deleted off the log's figures; Run's
+// goroutine calls it.
+func (l *RequestLog) takeFreed() {
+	l.freedMu.Lock()
+	freed := l.freed
+	l.freed = nil
+	l.freedMu.Unlock()
+	for share, n := range freed {
+		l.shrink(share, n)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,9 @@ type Publisher struct {
 	healthy       atomic.Bool
 	lastPublished atomic.Int64 // unix nanoseconds of the last acknowledged publish
 	quarantined   atomic.Int64
+	// window is held from a window's read of the outbox until its
+	// publishing has ended (AwaitWindow).
+	window sync.Mutex
 
 	// Run's goroutine alone uses these. after is the key of the last row
 	// JetStream acknowledged: the next window is read from behind it while
@@ -274,19 +278,39 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 	}
 	total := 0
 	for {
-		rows, err := p.outbox.ReadOutbox(p.after, p.o.Window)
-		if err != nil {
-			return total, fmt.Errorf("reading the outbox: %w", err)
-		}
-		if len(rows) == 0 {
-			return total, nil
-		}
-		n, err := p.publishWindow(ctx, rows)
+		n, more, err := p.nextWindow(ctx)
 		total += n
-		if err != nil {
+		if err != nil || !more {
 			return total, err
 		}
 	}
+}
+
+// nextWindow reads a window of the outbox and publishes it, holding
+// p.window meanwhile; more is false when the outbox had nothing to read.
+func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error) {
+	p.window.Lock()
+	defer p.window.Unlock()
+	rows, err := p.outbox.ReadOutbox(p.after, p.o.Window)
+	if err != nil {
+		return 0, false, fmt.Errorf("reading the outbox: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, false, nil
+	}
+	n, err = p.publishWindow(ctx, rows)
+	return n, true, err
+}
+
+// AwaitWindow returns once the window being published, if any, has ended:
+// every row the publisher read from the outbox before the call has been
+// acknowledged by JetStream or given up on (within AckTimeout). A purge
+// calls it after deleting a tenant's rows from the outbox, so that no
+// event of the tenant reaches the stream after its events are purged
+// there.
+func (p *Publisher) AwaitWindow() {
+	p.window.Lock() // taken once the window under way, if any, lets go
+	p.window.Unlock()
 }
 
 // publishWindow sends rows asynchronously, each chained to the one before,

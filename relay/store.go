@@ -12,6 +12,7 @@
 //	                          "layout" → u64 version of this layout (4)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
 //	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
+//	                          "purging" → JSON list of the tenants whose purge began and has not finished (purge.go)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
@@ -299,6 +300,9 @@ func Open(path string, o Options) (*Store, error) {
 	var layout uint64
 	if err := db.Update(func(tx *bolt.Tx) (err error) {
 		if layout, err = prepare(tx, tenants); err != nil {
+			return err
+		}
+		if err := refuseBeingPurged(tx, tenants); err != nil {
 			return err
 		}
 		before, known := recordedTenants(tx)
@@ -678,10 +682,10 @@ func (s *Store) tenantMap() map[string]*tenant { return *s.tenants.Load() }
 
 // SetTenants replaces the configured tenants (relay.yaml was reloaded):
 // their options and static tokens, added ones (their buckets are created)
-// and removed ones (their data stays in the file; their requests are
-// refused as for any unknown tenant), and records them in the file (see
-// AddedSinceLastRun). It refuses what Options.Check
-// refuses, changing nothing. Requests under way finish with the tenant as
+// and removed ones (their data stays in the file until it is purged;
+// their requests are refused as for any unknown tenant), and records them
+// in the file (see AddedSinceLastRun). It refuses what Options.Check
+// refuses, and a tenant being purged (ErrBeingPurged), changing nothing. Requests under way finish with the tenant as
 // they found it.
 func (s *Store) SetTenants(list []TenantOptions) error {
 	tenants, err := Options{Tenants: list}.resolve()
@@ -692,11 +696,17 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	// committer, as every write after Open: it refuses once writes have
 	// stopped, and checks that the file is still the relay's.
 	if err := s.commits.do(func(tx *bolt.Tx) error {
+		if err := refuseBeingPurged(tx, tenants); err != nil {
+			return err
+		}
 		if _, err := prepare(tx, tenants); err != nil {
 			return err
 		}
 		return recordTenants(tx, tenants)
 	}); err != nil {
+		if errors.Is(err, ErrBeingPurged) {
+			return err
+		}
 		return fmt.Errorf("preparing the tenants' buckets: %w", err)
 	}
 	s.tenants.Store(&tenants)

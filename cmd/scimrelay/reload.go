@@ -5,6 +5,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -121,6 +122,10 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	// error) leaves the relay as it was: the tenants, then the rest.
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
+			if errors.Is(err, relay.ErrBeingPurged) {
+				s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
+				return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
+			}
 			return res, fmt.Errorf("applying the tenants: %w", err)
 		}
 		before, after := tenantNames(old.Tenants), tenantNames(next.Tenants)
@@ -268,9 +273,9 @@ func (s *server) tenantNotes(ctx context.Context, added, removed []string) map[s
 			continue
 		}
 		if len(subs) > 0 {
-			notes[name] = fmt.Sprintf("its NATS subscribers %s are cut off until a tenant %s is configured again, which lets them in to read its events, a new customer's too: `scimrelay subscriber remove NAME` deletes them",
-				strings.Join(subs, ", "), name)
-			s.log.Warn("NATS subscribers scoped to a tenant that is not configured are cut off; a tenant of that name configured again lets them in to read its events, a new customer's too: remove them (scimrelay subscriber remove NAME) if the tenant is gone for good",
+			notes[name] = fmt.Sprintf("its NATS subscribers %s are cut off until a tenant %s is configured again, which lets them in to read its events, a new customer's too: `scimrelay subscriber remove NAME` deletes them, `scimrelay tenant purge %s --yes` everything the tenant left",
+				strings.Join(subs, ", "), name, name)
+			s.log.Warn("NATS subscribers scoped to a tenant that is not configured are cut off; a tenant of that name configured again lets them in to read its events, a new customer's too: remove them (scimrelay subscriber remove NAME), or purge the tenant (scimrelay tenant purge NAME --yes), if it is gone for good",
 				"tenant", name, "subscribers", subs)
 		}
 	}
@@ -286,8 +291,8 @@ func (s *server) tenantNotes(ctx context.Context, added, removed []string) map[s
 		if l.Empty() {
 			continue
 		}
-		notes[name] = "the name is not fresh: " + describeLeftovers(l) + " from before are back. For a new customer use a new tenant name; otherwise revoke the tokens and clients by id (`scimrelay token list`, `client list`) and remove the subscribers"
-		s.log.Warn("a tenant was added under a name that holds data, credentials or NATS subscribers from before: they are all back, its users and groups for its identity provider to see; for a new customer use a new tenant name",
+		notes[name] = "the name is not fresh: " + describeLeftovers(l) + " from before are back. For a new customer use a new tenant name, or remove this one, purge it (`scimrelay tenant purge " + name + " --yes`) and add it again; otherwise revoke the tokens and clients by id (`scimrelay token list`, `client list`) and remove the subscribers"
+		s.log.Warn("a tenant was added under a name that holds data, credentials or NATS subscribers from before: they are all back, its users and groups for its identity provider to see; for a new customer use a new tenant name, or purge this one first (scimrelay tenant purge NAME --yes)",
 			"tenant", name, "users", l.Users, "groups", l.Groups, "tokens", l.Tokens, "clients", l.Clients, "subscribers", l.Subscribers)
 	}
 	return notes

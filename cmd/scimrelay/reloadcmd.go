@@ -23,7 +23,9 @@ level. Requests under way finish with the configuration they started with.
 A tenant removed cuts off the NATS subscribers scoped to it, and the answer
 names them; a tenant added under a name that holds users, groups, live
 credentials or subscribers from before has them back, and the answer counts
-them: for a new customer, use a new tenant name.
+them: for a new customer, use a new tenant name, or purge the old one first
+('scimrelay tenant purge NAME --yes' once it is removed). A tenant whose purge
+has not finished cannot be added: the file is refused.
 
 A file that 'scimrelay check' would refuse is refused: the relay keeps running
 as it was, and the problems are printed (exit 1). A reload that fails after

@@ -325,7 +325,8 @@ func (s *server) connectNATS(ctx context.Context) error {
 // startNotes says at start what a reload says of the tenants it adds and
 // removes (tenantNotes): of the tenants added since the data file was
 // last used, and of every tenant not configured that NATS subscribers are
-// scoped to (cut off, however long ago their tenant went).
+// scoped to (cut off, however long ago their tenant went); and it names
+// the tenants whose purge did not finish.
 func (s *server) startNotes(ctx context.Context) error {
 	subscribers, err := s.store.Subscribers(ctx)
 	if err != nil {
@@ -339,6 +340,13 @@ func (s *server) startNotes(ctx context.Context) error {
 		}
 	}
 	s.tenantNotes(ctx, s.store.AddedSinceLastRun(), gone)
+	purging, err := s.store.Purging()
+	if err != nil {
+		return err
+	}
+	for _, name := range purging {
+		s.log.Warn("the purge of a tenant began and did not finish; what is left of it is deleted when it is run again", "tenant", name, "command", "scimrelay tenant purge "+name+" --yes")
+	}
 	return s.store.RecordTenants()
 }
 
@@ -614,6 +622,7 @@ func (s *server) adminHandler() http.Handler {
 		// A front end's NATS user has the account's JetStream API; a
 		// delivery worker's may not delete a sink's bucket or dead letters.
 		o.ForgetSinks = s.sinks
+		o.Purge = admin.NewTenantPurger(s.store, s.reqLog, s.publisher, s.subscribers, s.nc, s.sinks)
 	}
 	return admin.NewHandler(o)
 }

@@ -188,25 +188,37 @@ func ParseMessage(b []byte) (Message, error) {
 	if !IsMessage(b) {
 		return Message{}, fmt.Errorf("%w: it does not start with the tag byte", ErrBadMessage)
 	}
-	rest := b[1:]
-	field := func(what string) ([]byte, error) {
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || n > uint64(len(rest)-k) {
-			return nil, fmt.Errorf("%w: its %s is cut short", ErrBadMessage, what)
-		}
-		f := rest[k : k+int(n)]
-		rest = rest[k+int(n):]
-		return f, nil
-	}
-	subject, err := field("subject")
+	subject, rest, err := storedField(b[1:], "subject")
 	if err != nil {
 		return Message{}, err
 	}
-	header, err := field("header")
+	header, rest, err := storedField(rest, "header")
 	if err != nil {
 		return Message{}, err
 	}
 	return Message{Subject: string(subject), Header: header, Data: rest}, nil
+}
+
+// MessageSubject reads the subject of a Message's stored form alone, which
+// is all that needs to be whole: a row the outbox quarantined is kept as
+// JSON text, which replaced its bytes that are not UTF-8 (a header's
+// length among them), but not those of its subject.
+func MessageSubject(b []byte) (string, error) {
+	if !IsMessage(b) {
+		return "", fmt.Errorf("%w: it does not start with the tag byte", ErrBadMessage)
+	}
+	subject, _, err := storedField(b[1:], "subject")
+	return string(subject), err
+}
+
+// storedField reads a field of a stored Message, its length as a uvarint
+// first, and returns it and what follows it.
+func storedField(b []byte, what string) (field, rest []byte, err error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, nil, fmt.Errorf("%w: its %s is cut short", ErrBadMessage, what)
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
 }
 
 // NATS returns the message to publish. The header block is parsed into the

@@ -71,6 +71,9 @@ type Options struct {
 	Quarantine Quarantine
 	// Storage reports the data file's size by bucket.
 	Storage Storage
+	// Purge deletes what a tenant no longer configured left; nil in a role
+	// without the data file.
+	Purge Purger
 	// TokenAttempts limits and logs wrong admin tokens, shared with the
 	// console's sign-in; nil: a limiter of the API's own.
 	TokenAttempts *TokenAttempts
@@ -119,6 +122,7 @@ func NewHandler(o Options) *Handler {
 	h.api("GET /admin/v1/stats", h.stats)
 	h.api("GET /admin/v1/storage", h.storage)
 	h.api("GET /admin/v1/tenants", h.tenants)
+	h.api("POST /admin/v1/tenants/{tenant}/purge", h.purgeTenant)
 	h.api("POST /admin/v1/reload", h.reload)
 	h.api("GET /admin/v1/sinks", h.listSinks)
 	h.api("GET /admin/v1/sinks/{sink}", h.sinkStatus)

@@ -12,7 +12,8 @@ import (
 
 // The audit trail: every action that changes who can reach the relay or
 // what it delivers (a credential issued, rotated or revoked; a subscriber
-// added or removed; a reload; a redrive or replay started) is one Info line
+// added or removed; a reload; a redrive or replay started), or what it
+// holds (a tenant purged: one line when the purge ends) is one Info line
 // "admin action", naming the action, what it acted on, whether it came
 // through the API or the console, the client's address and the request
 // id. Never a secret: a credential's id and name identify it.
@@ -27,6 +28,7 @@ const (
 	actionSubscriberAdd    = "subscriber.add"
 	actionSubscriberRemove = "subscriber.remove"
 	actionReload           = "reload"
+	actionTenantPurge      = "tenant.purge"
 )
 
 type consoleKey struct{}

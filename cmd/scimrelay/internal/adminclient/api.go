@@ -76,6 +76,13 @@ func (c *Client) Tenants(ctx context.Context) ([]admin.TenantInfo, error) {
 	return list, err
 }
 
+// PurgeTenant starts a job deleting what a tenant no longer configured
+// left (its result an admin.PurgeResult): refused with 409 for a tenant
+// that is configured, and 404 for a name that holds nothing.
+func (c *Client) PurgeTenant(ctx context.Context, tenant string) (Job, error) {
+	return c.StartJob(ctx, "/admin/v1/tenants/"+url.PathEscape(tenant)+"/purge", nil)
+}
+
 // Log reads the provisioning log; q takes the route's parameters (tenant,
 // since, until, after, status, user, operation, limit).
 func (c *Client) Log(ctx context.Context, q url.Values) ([]relay.LogEntry, error) {

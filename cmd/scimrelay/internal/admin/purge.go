@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// Purger deletes what a tenant no longer configured left: Begin marks it
+// (refusing a configured tenant, and a name that holds nothing, at once),
+// Purge deletes, in a job.
+type Purger interface {
+	Begin(ctx context.Context, tenant string) error
+	Purge(ctx context.Context, tenant string, progress func(PurgeResult)) (PurgeResult, error)
+}
+
+// PurgeResult is what a tenant's purge deleted, by kind; while it runs,
+// what it deleted so far and its step.
+type PurgeResult struct {
+	Tenant string `json:"tenant"`
+	// Purged is what it deleted from the data file; its subscribers are
+	// those removed from the embedded server too.
+	relay.Purged
+	// Events counts the tenant's events purged from the stream SCIMRELAY.
+	Events uint64 `json:"events"`
+	// Attempts counts the delivery attempts of its events purged from
+	// SCIMRELAY_DELIVERIES.
+	Attempts uint64 `json:"delivery_attempts"`
+	// DeadLetters counts, by sink, the tenant's dead letters left in the
+	// dead-letter queues, whose subjects name the sink alone: they age
+	// out after 30 days.
+	DeadLetters map[string]int `json:"dead_letters_left,omitempty"`
+	// Step is what a purge under way is doing.
+	Step string `json:"step,omitempty"`
+}
+
+// Steps of a purge.
+const (
+	stepSubscribers = "removing its NATS subscribers"
+	stepDataFile    = "deleting its data from the data file"
+	stepStreams     = "purging its events and delivery attempts from NATS"
+	stepDeadLetters = "counting its dead letters"
+)
+
+// The delivery attempts stream, and the subjects a tenant's attempts are
+// recorded on: scimrelay-deliveries.<sink>.<tenant>.<kind>.<resource id>
+// (sinks/attempts.go, whose layout TestPurgeTenant checks this against).
+// Attempts recorded by releases before that layout have no tenant in
+// their subject, and stay until the stream's age limit.
+const deliveriesStream = "SCIMRELAY_DELIVERIES"
+
+func tenantAttemptSubjects(tenant string) string { return "scimrelay-deliveries.*." + tenant + ".>" }
+
+// TenantPurger purges tenants: the data file's part in the store, the
+// embedded server's subscribers through the registry (as subscriber
+// remove does), the tenant's events in the stream and its delivery
+// attempts.
+type TenantPurger struct {
+	store       *relay.Store
+	log         *relay.RequestLog
+	publisher   *relay.Publisher
+	subscribers *SubscriberRegistry
+	nc          *nats.Conn
+	sinks       Sinks
+}
+
+var _ Purger = (*TenantPurger)(nil)
+
+// NewTenantPurger returns the purger of store's tenants; log is store's
+// provisioning log, publisher its outbox's publisher, and nc the
+// connection to the NATS that holds the streams.
+func NewTenantPurger(store *relay.Store, log *relay.RequestLog, publisher *relay.Publisher, subscribers *SubscriberRegistry, nc *nats.Conn, sinks Sinks) *TenantPurger {
+	return &TenantPurger{store: store, log: log, publisher: publisher, subscribers: subscribers, nc: nc, sinks: sinks}
+}
+
+// Begin marks the tenant as being purged.
+func (p *TenantPurger) Begin(ctx context.Context, tenant string) error {
+	err := p.store.BeginPurge(ctx, tenant)
+	switch {
+	case errors.Is(err, relay.ErrTenantConfigured):
+		return errorf(http.StatusConflict, "tenant %s is configured: remove it from relay.yaml and reload (scimrelay reload) before purging it", tenant)
+	case errors.Is(err, relay.ErrNothingToPurge):
+		names := p.store.Tenants()
+		slices.Sort(names)
+		return errorf(http.StatusNotFound, "no tenant %q to purge: the data file holds nothing under that name (tenants configured: %s)", tenant, strings.Join(names, ", "))
+	}
+	return err
+}
+
+// maxStreamPurge bounds each purge of a stream by subject.
+const maxStreamPurge = 2 * time.Minute
+
+// Purge deletes what tenant, which Begin marked, left: its NATS
+// subscribers first (their connections close, their consumers go), then
+// its data in the data file, then its events in the stream (once the
+// publisher has let go of every outbox row it read: none of the tenant's
+// is published after) and its delivery attempts; it counts the dead
+// letters it leaves, and ends the purge. Stopped half-way, run again it
+// finishes, and counts what that run deleted.
+func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(PurgeResult)) (PurgeResult, error) {
+	res := PurgeResult{Tenant: tenant}
+	report := func(step string) {
+		res.Step = step
+		if progress != nil {
+			progress(res)
+		}
+	}
+	report(stepSubscribers)
+	subs, err := p.store.SubscribersOf(ctx, tenant)
+	if err != nil {
+		return res, err
+	}
+	var removed []string
+	for _, name := range subs {
+		// With an external NATS the relay admitted none: the store
+		// deletes their records with the rest.
+		_, err := p.subscribers.RemoveSubscriber(ctx, name)
+		switch {
+		case err == nil:
+			removed = append(removed, name)
+		case !errors.Is(err, ErrExternalNATS) && !errors.Is(err, relay.ErrSubscriberNotFound):
+			return res, fmt.Errorf("removing subscriber %s of tenant %s: %w", name, tenant, err)
+		}
+	}
+	res.Subscribers = removed
+	report(stepDataFile)
+	purged, err := p.store.Purge(ctx, tenant, p.log, func(d relay.Purged) {
+		res.Purged = d
+		res.Subscribers = append(slices.Clone(removed), d.Subscribers...)
+		report(stepDataFile)
+	})
+	res.Purged = purged
+	res.Subscribers = append(removed, purged.Subscribers...)
+	if err != nil {
+		return res, err
+	}
+	report(stepStreams)
+	if p.publisher != nil {
+		p.publisher.AwaitWindow()
+	}
+	for _, s := range []struct {
+		stream, filter string
+		n              *uint64
+	}{{events.StreamName, events.TenantSubjects(tenant), &res.Events}, {deliveriesStream, tenantAttemptSubjects(tenant), &res.Attempts}} {
+		sctx, cancel := context.WithTimeout(ctx, maxStreamPurge)
+		*s.n, err = natsbus.PurgeSubject(sctx, p.nc, s.stream, s.filter)
+		cancel()
+		if err != nil {
+			return res, fromNATS(ctx, err)
+		}
+	}
+	report(stepDeadLetters)
+	if res.DeadLetters, err = p.deadLettersOf(ctx, tenant); err != nil {
+		return res, err
+	}
+	if err := p.store.EndPurge(ctx, tenant); err != nil {
+		return res, err
+	}
+	res.Step = ""
+	return res, nil
+}
+
+// deadLettersOf counts the tenant's dead letters in each queue, reading
+// them a page at a time.
+func (p *TenantPurger) deadLettersOf(ctx context.Context, tenant string) (map[string]int, error) {
+	if p.sinks == nil {
+		return nil, nil
+	}
+	queues, err := p.sinks.DeadLetterQueues(ctx)
+	if err != nil {
+		return nil, fromNATS(ctx, err)
+	}
+	var out map[string]int
+	for _, q := range queues {
+		for after := ""; ; {
+			page, err := p.sinks.DeadLetters(ctx, q.Sink, after, 0)
+			if err != nil {
+				return nil, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, fromNATS(ctx, err))
+			}
+			for _, d := range page.DeadLetters {
+				if d.Tenant == tenant {
+					if out == nil {
+						out = map[string]int{}
+					}
+					out[q.Sink]++
+				}
+			}
+			if after = page.Next; after == "" {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// jobPurge is the kind of a purge's job.
+const jobPurge = "purge"
+
+// POST /admin/v1/tenants/{tenant}/purge starts a purge job: refused at
+// once (409) for a tenant that is configured, and (404) for a name under
+// which nothing is stored. Its one audit record, written when it ends,
+// counts what it deleted.
+func (h *Handler) purgeTenant(w http.ResponseWriter, r *http.Request) error {
+	if h.o.Purge == nil {
+		return unavailable("purging a tenant")
+	}
+	tenant := r.PathValue("tenant")
+	if err := h.o.Purge.Begin(r.Context(), tenant); err != nil {
+		return err
+	}
+	started := make(chan string, 1) // the job's id, once it has one
+	j, err := h.newJob(jobPurge, tenant, func(ctx context.Context, report func(any)) (any, error) {
+		res, err := h.o.Purge.Purge(ctx, tenant, func(p PurgeResult) { report(p) })
+		outcome := "done"
+		if err != nil {
+			outcome = "failed"
+		}
+		h.audit(r, actionTenantPurge, "tenant", tenant, "job", <-started, "outcome", outcome,
+			"users", res.Users, "groups", res.Groups, "memberships", res.Memberships, "keys", res.Keys,
+			"tokens", res.Tokens, "clients", res.Clients, "subscribers", res.Subscribers,
+			"log_entries", res.LogEntries, "outbox_events", res.Outbox, "quarantined_events", res.Quarantined,
+			"events", res.Events, "delivery_attempts", res.Attempts, "dead_letters_left", res.DeadLetters)
+		return res, err
+	})
+	if err != nil {
+		return err
+	}
+	started <- j.ID
+	acceptJob(w, j)
+	return nil
+}

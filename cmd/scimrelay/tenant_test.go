@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
+)
+
+// subjectCount counts the messages of a stream whose subjects match filter.
+func subjectCount(t *testing.T, js jetstream.JetStream, stream, filter string) uint64 {
+	t.Helper()
+	st, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// tenantHoldings is what the relay holds of a tenant: its events in the
+// stream, the delivery attempts of its events, its provisioning log
+// entries, its stored credentials whatever their state, its users,
+// groups, live credentials and subscribers (Leftovers), and the consumers
+// named after it. Nothing is counted through SCIM, whose reads would be
+// logged.
+type tenantHoldings struct {
+	Events, Attempts    uint64
+	Log, Credentials    int
+	Leftovers           relay.Leftovers
+	SubscriberConsumers int
+}
+
+func holdingsOf(t *testing.T, p *relayProc, tenant string) tenantHoldings {
+	t.Helper()
+	var h tenantHoldings
+	h.Events = subjectCount(t, p.srv.js, events.StreamName, events.TenantSubjects(tenant))
+	h.Attempts = subjectCount(t, p.srv.js, "SCIMRELAY_DELIVERIES", "scimrelay-deliveries.*."+tenant+".>")
+	entries, err := p.srv.reqLog.Query(t.Context(), relay.LogQuery{Tenant: tenant, Limit: 100_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Log = len(entries)
+	for _, creds := range []relay.Credentials{p.srv.store.Tokens(), p.srv.store.Clients()} {
+		list, err := creds.List(t.Context(), tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Credentials += len(list)
+	}
+	if h.Leftovers, err = p.srv.store.Leftovers(t.Context(), tenant); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.srv.js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := st.ConsumerNames(t.Context())
+	for name := range names.Name() {
+		if strings.HasPrefix(name, tenant) {
+			h.SubscriberConsumers++
+		}
+	}
+	return h
+}
+
+// TestTenantPurge purges a tenant removed from relay.yaml with the CLI,
+// on a relay with a sink and the embedded NATS: the tenant's users,
+// groups, memberships, stored token and client, subscriber (with its
+// consumer), log entries, events in the stream and delivery attempts are
+// deleted and counted, its dead letter is counted as left, and one audit
+// line says it all. The other tenant keeps exactly what it had. A
+// configured tenant and a name that holds nothing are refused, and so is
+// a purge without --yes. Added again, the name starts afresh and the old
+// token is refused. A purge that did not finish keeps the name from being
+// configured, at a reload, and is named at a restart; run again, it
+// finishes.
+func TestTenantPurge(t *testing.T) {
+	h := newHook(t)
+	receiver := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if bytes.Contains(body, []byte(`"userName":"dee"`)) {
+			w.WriteHeader(http.StatusGone) // dead-lettered at once
+			return
+		}
+		receiver.ServeHTTP(w, r)
+	})
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
+		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
+	const logJSON = "log:\n  format: json\n"
+	sinkFile := "sinks:\n" + sinkYAML("crm", h.URL)
+	const acmeOnly = "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+	f.write(logJSON + twoTenants + sinkFile)
+	var out eventstest.Log
+	p := startReloadable(t, f.path, &out)
+	cliConf := cliConfig(t, p, adminSecret)
+	reload := func(file string) (int, string, string) {
+		t.Helper()
+		f.write(logJSON + file + sinkFile)
+		return cli(t, "reload", "--config", cliConf)
+	}
+	create := func(tenant, token, path, body string) string {
+		t.Helper()
+		return p.scim(tenant, token, "POST", path, body).want(t, 201).str("id")
+	}
+	newUser := func(tenant, token, name string) string {
+		return create(tenant, token, "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`)
+	}
+	newGroup := func(tenant, token, name, member string) string {
+		members := ""
+		if member != "" {
+			members = `,"members":[{"value":"` + member + `"}]`
+		}
+		return create(tenant, token, "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"`+name+`"`+members+`}`)
+	}
+
+	// globex: 3 users (dee's event is dead-lettered), a group of one, a
+	// token, a client, a subscriber; acme: 2 users and a group.
+	ann := newUser("globex", globexToken, "ann")
+	globexSubjects := map[string]bool{"Users/" + ann: true}
+	globexSubjects["Users/"+newUser("globex", globexToken, "bob")] = true
+	globexSubjects["Users/"+newUser("globex", globexToken, "dee")] = true
+	globexSubjects["Groups/"+newGroup("globex", globexToken, "staff", ann)] = true
+	// attemptsOf counts the delivery attempts recorded of globex's
+	// resources and of others, as the sinks read them.
+	attemptsOf := func() (ofGlobex, others int) {
+		t.Helper()
+		list, err := sinks.Attempts(t.Context(), p.srv.js, "", time.Now().Add(-time.Hour), 100_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range list {
+			if globexSubjects[a.Subject] {
+				ofGlobex++
+			} else {
+				others++
+			}
+		}
+		return ofGlobex, others
+	}
+	newUser("acme", acmeToken, "carl")
+	newUser("acme", acmeToken, "dave")
+	newGroup("acme", acmeToken, "ops", "")
+	code, secret, stderr := cli(t, "token", "create", "--tenant", "globex", "--config", cliConf)
+	if secret = strings.TrimSpace(secret); code != exitOK {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "client", "create", "--tenant", "globex", "--config", cliConf); code != exitOK {
+		t.Fatalf("client create: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "subscriber", "add", "globexsub", "--subjects", "scimrelay.globex.>", "--out", filepath.Join(t.TempDir(), "globexsub.nk"), "--config", cliConf); code != exitOK {
+		t.Fatalf("subscriber add: %d %s", code, stderr)
+	}
+	waitDelivered(t, h, 7) // all but dee's
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
+		if err != nil || len(page.DeadLetters) != 1 {
+			return fmt.Errorf("%d dead letters (%v), want dee's", len(page.DeadLetters), err)
+		}
+		if hg := holdingsOf(t, p, "globex"); hg.Log != 4 || hg.Attempts < 5 {
+			return fmt.Errorf("globex has %d log entries and %d delivery attempts so far", hg.Log, hg.Attempts)
+		}
+		if ha := holdingsOf(t, p, "acme"); ha.Log != 3 || ha.Attempts < 3 {
+			return fmt.Errorf("acme has %d log entries and %d delivery attempts so far", ha.Log, ha.Attempts)
+		}
+		return nil
+	})
+	globex := holdingsOf(t, p, "globex")
+	acme := holdingsOf(t, p, "acme")
+	if globex.Events != 5 || globex.Leftovers.Users != 3 || globex.Leftovers.Groups != 1 || globex.Credentials != 2 || globex.SubscriberConsumers != 1 {
+		t.Fatalf("globex holds %+v before its purge", globex)
+	}
+	globexAttempts, otherAttempts := attemptsOf()
+	if globexAttempts != int(globex.Attempts) || otherAttempts != int(acme.Attempts) {
+		t.Fatalf("the sinks read %d attempts of globex's resources and %d of acme's; recorded on the tenants' subjects, %d and %d",
+			globexAttempts, otherAttempts, globex.Attempts, acme.Attempts)
+	}
+	acmeUnchanged := func(when string) {
+		t.Helper()
+		if now := holdingsOf(t, p, "acme"); !reflect.DeepEqual(now, acme) {
+			t.Errorf("%s: acme held %+v, now %+v", when, acme, now)
+		}
+		if g, o := attemptsOf(); o != otherAttempts {
+			t.Errorf("%s: the sinks read %d attempts of acme's resources, and %d before (and %d of globex's)", when, o, otherAttempts, g)
+		}
+	}
+
+	// Refused: a configured tenant (exit 1), a name that holds nothing
+	// (exit 2, as a misspelt one), a purge without --yes (exit 2).
+	if code, _, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitError || !strings.Contains(stderr, "tenant globex is configured: remove it from relay.yaml and reload") {
+		t.Errorf("purging configured globex: %d %s", code, stderr)
+	}
+	if code, stdout, stderr := reload(acmeOnly); code != exitOK || !strings.Contains(stdout, "tenant globex removed") {
+		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"acme", "--yes"}, exitError, "tenant acme is configured"},
+		{[]string{"glob", "--yes"}, exitUsage, `no tenant "glob" to purge: the data file holds nothing under that name (tenants configured: acme)`},
+		{[]string{"globex"}, exitUsage, "add --yes"},
+		{[]string{"globex", "--yes", "extra"}, exitUsage, "accepts 1 arg"},
+	} {
+		if code, stdout, stderr := cli(t, append(append([]string{"tenant", "purge"}, c.args...), "--config", cliConf)...); code != c.code || !strings.Contains(stderr, c.says) || stdout != "" {
+			t.Errorf("tenant purge %s: %d %q %s; want %d saying %q", strings.Join(c.args, " "), code, stdout, stderr, c.code, c.says)
+		}
+	}
+	acmeUnchanged("after the refused purges")
+	if h := holdingsOf(t, p, "globex"); h.Events != globex.Events || h.Log != globex.Log || h.Credentials != 2 || h.Leftovers.Users != 3 {
+		t.Errorf("globex holds %+v after the refused purges; before, %+v", h, globex)
+	}
+
+	code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf)
+	if code != exitOK {
+		t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
+	}
+	for _, line := range []string{
+		`users +3`, `groups +1`, `memberships +1`, `SCIM tokens +1`, `OAuth clients +1`, `NATS subscribers +1 \(globexsub\)`,
+		fmt.Sprintf(`provisioning log entries +%d`, globex.Log), `events in the stream +5`, fmt.Sprintf(`delivery attempts +%d`, globex.Attempts),
+		`left 1 dead letter of globex in the queue of sink crm`,
+	} {
+		if !regexp.MustCompile(`(?m)` + line).MatchString(stdout) {
+			t.Errorf("tenant purge globex does not say %q:\n%s", line, stdout)
+		}
+	}
+	after := holdingsOf(t, p, "globex")
+	if after.Events != 0 || after.Attempts != 0 || after.Log != 0 || after.Credentials != 0 || !after.Leftovers.Empty() || after.SubscriberConsumers != 0 {
+		t.Errorf("after its purge globex holds %+v", after)
+	}
+	acmeUnchanged("after globex's purge")
+	if g, _ := attemptsOf(); g != 0 {
+		t.Errorf("the sinks read %d attempts of globex's resources after its purge", g)
+	}
+	var audit []map[string]any
+	for _, line := range strings.Split(out.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "admin action" && m["action"] == "tenant.purge" {
+			audit = append(audit, m)
+		}
+	}
+	if len(audit) != 1 {
+		t.Fatalf("%d audit lines of the purge:\n%s", len(audit), out.String())
+	}
+	for k, want := range map[string]any{"tenant": "globex", "outcome": "done", "users": 3.0, "groups": 1.0, "memberships": 1.0,
+		"tokens": 1.0, "clients": 1.0, "events": 5.0, "log_entries": float64(globex.Log), "via": "api"} {
+		if audit[0][k] != want {
+			t.Errorf("the purge's audit line has %s=%v, want %v: %v", k, audit[0][k], want, audit[0])
+		}
+	}
+	// Nothing left: the name is refused as a misspelt one, for a purge and
+	// for token list.
+	if code, _, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitUsage || !strings.Contains(stderr, "holds nothing") {
+		t.Errorf("purging globex again: %d %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, "token", "list", "--tenant", "globex", "--config", cliConf); code != exitUsage {
+		t.Errorf("token list --tenant globex after its purge: %d %s", code, stderr)
+	}
+
+	// Added again, the name is fresh: no users, no groups, the old token
+	// refused.
+	if code, stdout, stderr := reload(twoTenants); code != exitOK || strings.Contains(stdout, "not fresh") {
+		t.Fatalf("reload adding globex again: %d %s %s", code, stdout, stderr)
+	}
+	for _, path := range []string{"/Users", "/Groups"} {
+		if r := p.scim("globex", globexToken, "GET", path, "").want(t, 200); r.str("totalResults") != "0" {
+			t.Errorf("GET %s of globex added again: %s", path, r.raw)
+		}
+	}
+	p.scim("globex", globexToken, "GET", "/Users/"+ann, "").want(t, http.StatusNotFound)
+	p.scim("globex", secret, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+
+	// A purge that did not finish (begun, then the relay stopped): a
+	// reload adding the name is refused, a restart names it, and run
+	// again the purge finishes.
+	newUser("globex", globexToken, "erin")
+	if code, stdout, stderr := reload(acmeOnly); code != exitOK {
+		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
+	}
+	if err := p.srv.store.BeginPurge(context.Background(), "globex"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := reload(twoTenants); code != exitError || !strings.Contains(stderr, "relay.yaml refused; the running configuration stays: tenant globex: being purged") {
+		t.Errorf("a reload adding globex while its purge is unfinished: %d %s", code, stderr)
+	}
+	p.stop()
+	f.write(logJSON + acmeOnly + sinkFile)
+	var restarted eventstest.Log
+	p = startReloadable(t, f.path, &restarted)
+	cliConf = cliConfig(t, p, adminSecret)
+	warned := false
+	for _, line := range strings.Split(restarted.String(), "\n") {
+		warned = warned || strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `"msg":"the purge of a tenant began and did not finish`) && strings.Contains(line, `"tenant":"globex"`)
+	}
+	if !warned {
+		t.Errorf("a restart does not warn of globex's unfinished purge:\n%s", restarted.String())
+	}
+	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--json", "--config", cliConf); code != exitOK || !strings.Contains(stdout, `"users":1`) {
+		t.Errorf("finishing the purge: %d %s %s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := reload(twoTenants); code != exitOK {
+		t.Errorf("reload adding globex once its purge finished: %d %s %s", code, stdout, stderr)
+	}
+	if again := holdingsOf(t, p, "globex"); !again.Leftovers.Empty() || again.Events != 0 || again.Log != 0 {
+		t.Errorf("globex added again holds %+v", again)
+	}
+	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "globexsub"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("globexsub's consumer: %v", err)
+	}
+}
