@@ -40,6 +40,14 @@ const (
 	deliveriesSubjectRoot = "scimrelay-deliveries."
 )
 
+// DeliveriesStream is the stream of delivery attempts, and
+// TenantAttempts the subjects of a tenant's attempts in it, to every sink
+// (a tenant's purge deletes them). Attempts recorded before the layout
+// above name no tenant, and are not among them.
+const DeliveriesStream = deliveriesStream
+
+func TenantAttempts(tenant string) string { return deliveriesSubjectRoot + "*." + tenant + ".>" }
+
 // Attempt is one delivery attempt of one event to one sink.
 type Attempt struct {
 	Time        time.Time     `json:"time"`

@@ -16,6 +16,7 @@ import (
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // Purger deletes what a tenant no longer configured left: Begin marks it
@@ -53,15 +54,6 @@ const (
 	stepStreams     = "purging its events and delivery attempts from NATS"
 	stepDeadLetters = "counting its dead letters"
 )
-
-// The delivery attempts stream, and the subjects a tenant's attempts are
-// recorded on: scimrelay-deliveries.<sink>.<tenant>.<kind>.<resource id>
-// (sinks/attempts.go, whose layout TestPurgeTenant checks this against).
-// Attempts recorded by releases before that layout have no tenant in
-// their subject, and stay until the stream's age limit.
-const deliveriesStream = "SCIMRELAY_DELIVERIES"
-
-func tenantAttemptSubjects(tenant string) string { return "scimrelay-deliveries.*." + tenant + ".>" }
 
 // TenantPurger purges tenants: the data file's part in the store, the
 // embedded server's subscribers through the registry (as subscriber
@@ -153,7 +145,7 @@ func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(P
 	for _, s := range []struct {
 		stream, filter string
 		n              *uint64
-	}{{events.StreamName, events.TenantSubjects(tenant), &res.Events}, {deliveriesStream, tenantAttemptSubjects(tenant), &res.Attempts}} {
+	}{{events.StreamName, events.TenantSubjects(tenant), &res.Events}, {sinks.DeliveriesStream, sinks.TenantAttempts(tenant), &res.Attempts}} {
 		sctx, cancel := context.WithTimeout(ctx, maxStreamPurge)
 		*s.n, err = natsbus.PurgeSubject(sctx, p.nc, s.stream, s.filter)
 		cancel()
