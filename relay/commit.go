@@ -57,10 +57,15 @@ type committer struct {
 	// opened is the data file the store opened, which its path must still
 	// name (replaced).
 	opened os.FileInfo
-	// metas reads the data file's meta pages (replaced); pageSize is the
-	// file's.
+	// metas reads the data file's meta pages (checkMetas); pageSize is
+	// the file's. seen is what the two pages held when the committer
+	// began, each changed by the commits since: only the committer writes
+	// the file once it runs (Open's own writes come before it), and a
+	// commit writes the page of its id's parity. Only the committer's
+	// goroutine reads and writes seen.
 	metas    *os.File
 	pageSize int
+	seen     [2]uint64
 
 	mu     sync.Mutex
 	queue  []commitCall
@@ -103,6 +108,14 @@ func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration, onFail func(e
 	c.opened, _ = os.Stat(db.Path()) // Open checked that it is the file it opened
 	c.metas, _ = os.Open(db.Path())  // nil if it cannot be: the other checks remain
 	c.pageSize = db.Info().PageSize
+	if c.metas != nil {
+		if seen, err := c.readMetas(); err == nil {
+			c.seen = seen
+		} else {
+			c.metas.Close()
+			c.metas = nil
+		}
+	}
 	go c.run()
 	return c
 }
@@ -136,7 +149,7 @@ func (c *committer) replaced(known uint64, txID int, write bool) error {
 		return fmt.Errorf("%w: its last transaction is %d, and the relay had committed %d", ErrFileReplaced, last, known)
 	}
 	if write {
-		return c.checkMetas(last)
+		return c.checkMetas()
 	}
 	return nil
 }
@@ -148,30 +161,40 @@ func (c *committer) replaced(known uint64, txID int, write bool) error {
 const metaTxidAt = 16 + 48
 
 // checkMetas checks, inside a write transaction (no other commit can
-// write a meta page meanwhile), that the file's two meta pages hold the
-// last transaction and the one before it, as bbolt leaves them: a commit
-// writes the meta page of its id's parity. A copy written in place while
-// a commit was under way fails the transaction-id check of replaced: that
+// write a meta page meanwhile), that the file's two meta pages hold what
+// the committer knows they hold (seen). A copy written in place while a
+// commit was under way passes the transaction-id check of replaced: that
 // commit wrote its meta page, one id above the relay's, over the copy,
-// whose other meta page is the copy's, older. Without this the next commit
-// read the copy's pages through the relay's and panicked, or wrote into
-// them.
-func (c *committer) checkMetas(last uint64) error {
-	if c.metas == nil || last == 0 {
+// whose other meta page is the copy's. Without this the next commit read
+// the copy's pages through the relay's and panicked, or wrote into them.
+// (A rule on the pair alone, the last id and the one before, would refuse
+// a healthy file: a backup's copy holds its last id on page 0 whatever
+// its parity, and bbolt's next commit writes the page of its own.)
+func (c *committer) checkMetas() error {
+	if c.metas == nil {
 		return nil
 	}
+	ids, err := c.readMetas()
+	if err != nil {
+		return fmt.Errorf("%w: its meta pages cannot be read: %v", ErrFileReplaced, err)
+	}
+	if ids != c.seen {
+		return fmt.Errorf("%w: its meta pages hold transactions %d and %d, where the relay wrote %d and %d", ErrFileReplaced, ids[0], ids[1], c.seen[0], c.seen[1])
+	}
+	return nil
+}
+
+// readMetas reads the transaction ids of the file's two meta pages.
+func (c *committer) readMetas() ([2]uint64, error) {
 	var ids [2]uint64
 	var b [8]byte
 	for i := range ids {
 		if _, err := c.metas.ReadAt(b[:], int64(i*c.pageSize+metaTxidAt)); err != nil {
-			return fmt.Errorf("%w: its meta page %d cannot be read: %v", ErrFileReplaced, i, err)
+			return ids, err
 		}
 		ids[i] = binary.NativeEndian.Uint64(b[:]) // bbolt writes it in the machine's order
 	}
-	if ids[last%2] != last || ids[(last+1)%2] != last-1 {
-		return fmt.Errorf("%w: its meta pages hold transactions %d and %d, where the relay's last two are %d and %d", ErrFileReplaced, ids[0], ids[1], last, last-1)
-	}
-	return nil
+	return ids, nil
 }
 
 // do commits fn with the writes waiting beside it and returns once that
@@ -394,6 +417,7 @@ func (c *committer) update(fn func(*bolt.Tx) error) error {
 	})
 	if err == nil {
 		c.last.Store(uint64(id))
+		c.seen[id%2] = uint64(id) // the meta page bbolt wrote
 	}
 	return err
 }

@@ -269,3 +269,38 @@ func TestGroupCommitWaitsForTheWritersItAnswered(t *testing.T) {
 		commits(t, sizes, "[1 4 1 4 1]")
 	})
 }
+
+// TestCommitterWritesOnACopyOfEitherParity: a backup's copy (bbolt's
+// WriteTo) holds its last transaction on meta page 0 and the one before
+// on page 1, whatever the last one's parity, where bbolt's own commits
+// write the page of their id's parity; the committer writes on such a copy
+// as on any file, from its first commit, with no write of Open's before
+// it. A check that the pages hold the last id on its parity's page and
+// the one before on the other refused every write on a copy of odd id.
+func TestCommitterWritesOnACopyOfEitherParity(t *testing.T) {
+	for _, writes := range []int{1, 2} { // before the copy: an odd and an even last id
+		t.Run(fmt.Sprint(writes), func(t *testing.T) {
+			c, db, _ := openCommitter(t, 10)
+			for i := range writes {
+				if err := c.do(put(fmt.Sprint("before", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			copyPath := filepath.Join(t.TempDir(), "copy.db")
+			if err := db.View(func(tx *bolt.Tx) error { return tx.CopyFile(copyPath, 0o600) }); err != nil {
+				t.Fatal(err)
+			}
+			restored, err := bolt.Open(copyPath, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc := newCommitter(restored, 10, 0, nil)
+			t.Cleanup(func() { rc.close(); _ = restored.Close() })
+			for i := range 3 {
+				if err := rc.do(put(fmt.Sprint("after", i))); err != nil {
+					t.Fatalf("write %d on a copy of %d writes: %v", i, writes, err)
+				}
+			}
+		})
+	}
+}
