@@ -90,6 +90,40 @@ func (m *Manager) queue(ctx context.Context, name string) error {
 	return nil
 }
 
+// DeleteTenantDeadLetters deletes a tenant's dead letters from every
+// sink's queue, configured or not, and says how many went, by sink (a
+// tenant's purge: a queue's subjects name its sink alone, so each is read
+// through). Left, a redrive would deliver them under the tenant's name to
+// whoever has it next.
+func (m *Manager) DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error) {
+	queues, err := m.DeadLetterQueues(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var deleted map[string]int
+	for _, q := range queues {
+		var of []DeadLetter
+		if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, _ *event.Event) error {
+			if dl.Tenant == tenant {
+				of = append(of, dl)
+			}
+			return nil
+		}); err != nil {
+			return deleted, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, err)
+		}
+		for _, dl := range of {
+			if err := m.dlq.remove(ctx, dl); err != nil {
+				return deleted, fmt.Errorf("deleting a dead letter of sink %s: %w", q.Sink, err)
+			}
+			if deleted == nil {
+				deleted = map[string]int{}
+			}
+			deleted[q.Sink]++
+		}
+	}
+	return deleted, nil
+}
+
 // DeadLetters returns a page of at most limit of a sink's dead letters
 // (DefaultPageSize when 0, at most MaxPageSize), oldest first, after the
 // cursor after ("" for the first page).

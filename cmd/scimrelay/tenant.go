@@ -130,7 +130,7 @@ func writePurged(w io.Writer, res admin.PurgeResult, finished bool) error {
 		if res.DeadLetters[sink] == 1 {
 			letters = "dead letter"
 		}
-		fmt.Fprintf(w, "left %d %s of %s in the queue of sink %s (queues are per sink; they age out after 30 days)\n", res.DeadLetters[sink], letters, res.Tenant, sink)
+		fmt.Fprintf(w, "deleted %d %s of %s from the queue of sink %s\n", res.DeadLetters[sink], letters, res.Tenant, sink)
 	}
 	return nil
 }

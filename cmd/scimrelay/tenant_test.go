@@ -93,7 +93,8 @@ func holdingsOf(t *testing.T, p *relayProc, tenant string) tenantHoldings {
 // on a relay with a sink and the embedded NATS: the tenant's users,
 // groups, memberships, stored token and client, subscriber (with its
 // consumer), log entries, events in the stream and delivery attempts are
-// deleted and counted, its dead letter is counted as left, and one audit
+// deleted and counted, its dead letter too (a redrive would deliver it
+// under the name to whoever has it next), and one audit
 // line says it all. The other tenant keeps exactly what it had. A
 // configured tenant and a name that holds nothing are refused, and so is
 // a purge without --yes. Added again, the name starts afresh and the old
@@ -246,7 +247,7 @@ func TestTenantPurge(t *testing.T) {
 	for _, line := range []string{
 		`users +3`, `groups +1`, `memberships +1`, `SCIM tokens +1`, `OAuth clients +1`, `NATS subscribers +1 \(globexsub\)`,
 		fmt.Sprintf(`provisioning log entries +%d`, globex.Log), `events in the stream +5`, fmt.Sprintf(`delivery attempts +%d`, globex.Attempts),
-		`left 1 dead letter of globex in the queue of sink crm`,
+		`deleted 1 dead letter of globex from the queue of sink crm`,
 	} {
 		if !regexp.MustCompile(`(?m)` + line).MatchString(stdout) {
 			t.Errorf("tenant purge globex does not say %q:\n%s", line, stdout)
@@ -257,6 +258,9 @@ func TestTenantPurge(t *testing.T) {
 		t.Errorf("after its purge globex holds %+v", after)
 	}
 	acmeUnchanged("after globex's purge")
+	if page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
+		t.Errorf("sink crm's queue holds %d dead letters (%v) after globex's purge, want none", len(page.DeadLetters), err)
+	}
 	if g, _ := attemptsOf(); g != 0 {
 		t.Errorf("the sinks read %d attempts of globex's resources after its purge", g)
 	}

@@ -39,10 +39,10 @@ type PurgeResult struct {
 	// Attempts counts the delivery attempts of its events purged from
 	// SCIMRELAY_DELIVERIES.
 	Attempts uint64 `json:"delivery_attempts"`
-	// DeadLetters counts, by sink, the tenant's dead letters left in the
-	// dead-letter queues, whose subjects name the sink alone: they age
-	// out after 30 days.
-	DeadLetters map[string]int `json:"dead_letters_left,omitempty"`
+	// DeadLetters counts, by sink, the tenant's dead letters deleted from
+	// the dead-letter queues (whose subjects name the sink alone: each is
+	// read through).
+	DeadLetters map[string]int `json:"dead_letters,omitempty"`
 	// Step is what a purge under way is doing.
 	Step string `json:"step,omitempty"`
 }
@@ -52,8 +52,14 @@ const (
 	stepSubscribers = "removing its NATS subscribers"
 	stepDataFile    = "deleting its data from the data file"
 	stepStreams     = "purging its events and delivery attempts from NATS"
-	stepDeadLetters = "counting its dead letters"
+	stepDeadLetters = "deleting its dead letters"
 )
+
+// TenantDeadLetters deletes a tenant's dead letters from every sink's
+// queue (sinks.Manager).
+type TenantDeadLetters interface {
+	DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error)
+}
 
 // TenantPurger purges tenants: the data file's part in the store, the
 // embedded server's subscribers through the registry (as subscriber
@@ -65,7 +71,7 @@ type TenantPurger struct {
 	publisher   *relay.Publisher
 	subscribers *SubscriberRegistry
 	nc          *nats.Conn
-	sinks       Sinks
+	sinks       TenantDeadLetters
 }
 
 var _ Purger = (*TenantPurger)(nil)
@@ -73,7 +79,7 @@ var _ Purger = (*TenantPurger)(nil)
 // NewTenantPurger returns the purger of store's tenants; log is store's
 // provisioning log, publisher its outbox's publisher, and nc the
 // connection to the NATS that holds the streams.
-func NewTenantPurger(store *relay.Store, log *relay.RequestLog, publisher *relay.Publisher, subscribers *SubscriberRegistry, nc *nats.Conn, sinks Sinks) *TenantPurger {
+func NewTenantPurger(store *relay.Store, log *relay.RequestLog, publisher *relay.Publisher, subscribers *SubscriberRegistry, nc *nats.Conn, sinks TenantDeadLetters) *TenantPurger {
 	return &TenantPurger{store: store, log: log, publisher: publisher, subscribers: subscribers, nc: nc, sinks: sinks}
 }
 
@@ -154,47 +160,16 @@ func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(P
 		}
 	}
 	report(stepDeadLetters)
-	if res.DeadLetters, err = p.deadLettersOf(ctx, tenant); err != nil {
-		return res, err
+	if p.sinks != nil {
+		if res.DeadLetters, err = p.sinks.DeleteTenantDeadLetters(ctx, tenant); err != nil {
+			return res, fromNATS(ctx, err)
+		}
 	}
 	if err := p.store.EndPurge(ctx, tenant); err != nil {
 		return res, err
 	}
 	res.Step = ""
 	return res, nil
-}
-
-// deadLettersOf counts the tenant's dead letters in each queue, reading
-// them a page at a time.
-func (p *TenantPurger) deadLettersOf(ctx context.Context, tenant string) (map[string]int, error) {
-	if p.sinks == nil {
-		return nil, nil
-	}
-	queues, err := p.sinks.DeadLetterQueues(ctx)
-	if err != nil {
-		return nil, fromNATS(ctx, err)
-	}
-	var out map[string]int
-	for _, q := range queues {
-		for after := ""; ; {
-			page, err := p.sinks.DeadLetters(ctx, q.Sink, after, 0)
-			if err != nil {
-				return nil, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, fromNATS(ctx, err))
-			}
-			for _, d := range page.DeadLetters {
-				if d.Tenant == tenant {
-					if out == nil {
-						out = map[string]int{}
-					}
-					out[q.Sink]++
-				}
-			}
-			if after = page.Next; after == "" {
-				break
-			}
-		}
-	}
-	return out, nil
 }
 
 // jobPurge is the kind of a purge's job.
@@ -223,7 +198,7 @@ func (h *Handler) purgeTenant(w http.ResponseWriter, r *http.Request) error {
 			"users", res.Users, "groups", res.Groups, "memberships", res.Memberships, "keys", res.Keys,
 			"tokens", res.Tokens, "clients", res.Clients, "subscribers", res.Subscribers,
 			"log_entries", res.LogEntries, "outbox_events", res.Outbox, "quarantined_events", res.Quarantined,
-			"events", res.Events, "delivery_attempts", res.Attempts, "dead_letters_left", res.DeadLetters)
+			"events", res.Events, "delivery_attempts", res.Attempts, "dead_letters", res.DeadLetters)
 		return res, err
 	})
 	if err != nil {
