@@ -830,10 +830,11 @@ func TestChartNotesNameTheTenants(t *testing.T) {
 
 // TestChartKeepsSCIMTokensFromTheWorkers: a sink worker never answers SCIM
 // and is the pod that calls out to third parties, so the tenants' SCIM
-// tokens stay out of its environment; the front end, which also runs
-// `sinks replay` and `redrive`, gets the webhook secrets too. A new SCIM
-// token rolls the front end alone; a webhook secret or the admin token
-// rolls both. With a Secret of your own, sinks.existingSecret gives the
+// tokens stay out of its environment, and so does the admin token (with
+// the front end's, a worker could mint SCIM tokens through its admin API;
+// each worker generates its own); the front end, which also runs `sinks
+// replay` and `redrive`, gets the webhook secrets too. A new SCIM token or
+// admin token rolls the front end alone; a webhook secret rolls both. With a Secret of your own, sinks.existingSecret gives the
 // workers a narrower one.
 func TestChartKeepsSCIMTokensFromTheWorkers(t *testing.T) {
 	const scimToken = "acme-token-0123456789abcdef"
@@ -849,7 +850,7 @@ secret:
 	m := mustRender(t, "scimrelay", base)
 	for role, want := range map[string][]string{
 		"scim":  {"ACME_SCIM_TOKEN", "CRM_API_KEY", "CRM_WEBHOOK_SECRET", "SCIMRELAY_ADMIN_TOKEN"},
-		"sinks": {"CRM_API_KEY", "CRM_WEBHOOK_SECRET", "SCIMRELAY_ADMIN_TOKEN"},
+		"sinks": {"CRM_API_KEY", "CRM_WEBHOOK_SECRET"},
 	} {
 		env := m.envOf(t, role)
 		if got := slices.Sorted(maps.Keys(env)); !slices.Equal(got, want) {
@@ -876,7 +877,7 @@ secret:
 	}{
 		{"a SCIM token", values("acme-token-0123456789abcdeX", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdef"), true, false},
 		{"a webhook secret", values(scimToken, "whsec_XfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdef"), true, true},
-		{"the admin token", values(scimToken, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdeX"), true, true},
+		{"the admin token", values(scimToken, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "admin-token-0123456789abcdeX"), true, false},
 	} {
 		after := checksums(c.values)
 		for role, want := range map[string]bool{"scim": c.scim, "sinks": c.sinks} {

@@ -335,7 +335,7 @@ func TestChartRollsPodsOnChange(t *testing.T) {
 	}
 	base := annotations("")
 	config := annotations("config: {log: {level: debug}}")
-	secret := annotations("secret: {adminToken: admin-token-0123456789abcdef}")
+	secret := annotations("secret: {webhookSecrets: {CRM_WEBHOOK_SECRET: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}}")
 	for _, role := range []string{"scim", "sinks"} {
 		if config[role]["checksum/config"] == base[role]["checksum/config"] {
 			t.Errorf("%s pods do not roll when relay.yaml changes", role)

@@ -78,7 +78,9 @@ roles unless sinks.existingSecret gives the workers a narrower one.
 
 {{/*
 The data of the chart's Secret for a role (.role scim or sinks), one
-"NAME: base64" line a variable: SCIMRELAY_ADMIN_TOKEN and
+"NAME: base64" line a variable: SCIMRELAY_ADMIN_TOKEN for scim alone (each
+worker generates its own: with the front end's, a worker could mint SCIM
+tokens through its admin API), and
 secret.webhookSecrets for both, secret.scimTokens for scim alone. Every
 slot is checked whatever the role, so that both Secrets refuse alike.
 */}}
@@ -89,7 +91,7 @@ slot is checked whatever the role, so that both Secrets refuse alike.
 {{- $roles := dict }}
 {{- with $.Values.secret.adminToken }}
 {{- $_ := set $env "SCIMRELAY_ADMIN_TOKEN" . }}
-{{- $_ = set $roles "SCIMRELAY_ADMIN_TOKEN" (list "scim" "sinks") }}
+{{- $_ = set $roles "SCIMRELAY_ADMIN_TOKEN" (list "scim") }}
 {{- end }}
 {{- range $group := list "scimTokens" "webhookSecrets" }}
 {{- range $name, $value := index $.Values.secret $group }}
