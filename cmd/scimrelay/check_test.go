@@ -248,7 +248,7 @@ func TestEachRoleNeedsOnlyItsSecrets(t *testing.T) {
 nats: {url: "nats://127.0.0.1:4222", sync_interval: 0}
 tenants:
   - name: acme
-    tokens: ["${SCIMRELAY_TEST_SCIM_TOKEN}", "${SCIMRELAY_TEST_REQUIRED:?the token comes from the vault}"]
+    tokens: ["${SCIMRELAY_TEST_SCIM_TOKEN}", "${SCIMRELAY_TEST_REQUIRED:?the token comes from the vault}", "scim-${SCIMRELAY_TEST_PART}"]
 sinks:
   - name: crm
     url: https://crm.example.com/h
@@ -276,6 +276,7 @@ sinks:
 	os.Unsetenv("SCIMRELAY_TEST_SINK_SECRET")
 	t.Setenv("SCIMRELAY_TEST_SCIM_TOKEN", acmeToken)
 	t.Setenv("SCIMRELAY_TEST_REQUIRED", acmeToken)
+	t.Setenv("SCIMRELAY_TEST_PART", acmeToken)
 	for _, role := range []string{roleSinks, roleSCIM} {
 		if code, _, stderr := cli(t, "check", "--role", role, "--config", path); code == exitOK || !strings.Contains(stderr, "sinks[0].secret: ${SCIMRELAY_TEST_SINK_SECRET} is not set") {
 			t.Errorf("check --role %s without the sink's secret: %d %s", role, code, stderr)
