@@ -931,6 +931,7 @@ func TestChartRefusesLiteralSecrets(t *testing.T) {
 		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", previous_secret: "whsec_${CRM_OLD}"}]}`, "config.sinks[0].previous_secret"},
 		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", headers: {X-Api-Key: crm-api-key-0123456789}}]}`, "config.sinks[0].headers.X-Api-Key"},
 		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", headers: {Authorization: "Bearer crm-api-key-0123456789"}}]}`, "config.sinks[0].headers.Authorization"},
+		{`config: {sinks: [{name: crm, url: "https://crm.example.com/", secret: "${CRM_WEBHOOK_SECRET}", headers: {X-Api-Key: "sk_live_0123456789 ${CRM_API_KEY:-}"}}]}`, "config.sinks[0].headers.X-Api-Key"},
 		{`config: {nats: {user: relay, password: hunter2-hunter2}}`, "config.nats.password"},
 		{`config: {nats: {token: 1234567890}}`, "config.nats.token"},
 		{`config: {admin: {token: admin-token-0123456789abcdef}}`, "config.admin.token"},

@@ -120,7 +120,10 @@ alone (see config/env.go), whose values are in a Secret. ${NAME:-default} with a
 default is a literal: it is what the relay uses when the variable is
 missing, and it is in the ConfigMap. ${NAME:-} and ${NAME:?message} are
 references. A header's value may start with one word and a space (its
-scheme: "Bearer ${CRM_API_KEY}"), which names no secret.
+scheme: "Bearer ${CRM_API_KEY}"), which names no secret: one of the
+HTTP authentication schemes receivers use (Bearer, Basic, Token, Bot,
+ApiKey, Key, SSWS, Digest), not any word, which could be the secret
+itself ("sk_live_... ${X:-}").
 */}}
 {{- define "scimrelay.refuseLiteralSecrets" -}}
 {{- $cfg := .Values.config | default dict }}
@@ -168,7 +171,7 @@ scheme: "Bearer ${CRM_API_KEY}"), which names no secret.
 {{- $pattern := printf "^(%s)+$" $ref }}
 {{- $scheme := "" }}
 {{- if $f.scheme }}
-{{- $pattern = printf "^([A-Za-z][A-Za-z0-9._-]* )?(%s)+$" $ref }}
+{{- $pattern = printf "^((?i:bearer|basic|token|bot|apikey|key|ssws|digest) )?(%s)+$" $ref }}
 {{- $scheme = ` (a header's value may start with its scheme: "Bearer ${VARIABLE}")` }}
 {{- end }}
 {{- $value := toString $f.value }}
