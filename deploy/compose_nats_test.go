@@ -43,7 +43,8 @@ func serviceEnv(t *testing.T, env map[string]*string) map[string]string {
 // without a user, the nodes route to each other only with the route
 // password, the sink workers' user may not publish an event, each role
 // works as its user (an event parked after its failed deliveries is read
-// back and delivered), and each service holds only its secrets.
+// back and delivered), each service holds only its secrets, and the relays
+// and the receiver run hardened.
 func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	p, err := loadCompose(t, composeEnv)
 	if err != nil {
@@ -87,6 +88,14 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	}
 	if got := slices.Sorted(maps.Keys(serviceEnv(t, p.Services["receiver"].Environment))); !slices.Equal(got, []string{"SCIMRELAY_RECEIVER_SECRET"}) {
 		t.Errorf("the receiver is given %v", got)
+	}
+	// As the chart's pods: a read-only root, no capability, no privilege
+	// gained through a set-uid file.
+	for _, name := range []string{"relay-scim", "relay-sinks-1", "relay-sinks-2", "receiver"} {
+		s := p.Services[name]
+		if !s.ReadOnly || !slices.Equal(s.CapDrop, []string{"ALL"}) || !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
+			t.Errorf("%s runs with read_only %t, cap_drop %v, security_opt %v", name, s.ReadOnly, s.CapDrop, s.SecurityOpt)
+		}
 	}
 
 	// A receiver that fails the first deliveries, quick retries included,
