@@ -280,6 +280,14 @@ func TestTenantPurge(t *testing.T) {
 			t.Errorf("the purge's audit line has %s=%v, want %v: %v", k, audit[0][k], want, audit[0])
 		}
 	}
+	// The console shows the purge's job as a tenant's, not a sink's.
+	job, _ := audit[0]["job"].(string)
+	b := newBrowser(t, p)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	page := b.get("/ui/jobs/" + job).want(t, http.StatusOK, "purge of tenant <strong>globex</strong>", `data-state="done"`)
+	if strings.Contains(page.body, "/ui/sinks/globex") {
+		t.Errorf("the console's page of the purge links to a sink globex:\n%s", page.body)
+	}
 	// Nothing left: the name is refused as a misspelt one, for a purge and
 	// for token list.
 	if code, _, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitUsage || !strings.Contains(stderr, "holds nothing") {
