@@ -284,7 +284,7 @@ func TestTenantPurge(t *testing.T) {
 	job, _ := audit[0]["job"].(string)
 	b := newBrowser(t, p)
 	b.signIn(adminSecret).redirect(t, "/ui/")
-	page := b.get("/ui/jobs/" + job).want(t, http.StatusOK, "purge of tenant <strong>globex</strong>", `data-state="done"`)
+	page := b.get("/ui/jobs/"+job).want(t, http.StatusOK, "purge of tenant <strong>globex</strong>", `data-state="done"`)
 	if strings.Contains(page.body, "/ui/sinks/globex") {
 		t.Errorf("the console's page of the purge links to a sink globex:\n%s", page.body)
 	}
