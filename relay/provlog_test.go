@@ -373,7 +373,7 @@ func TestLogKeepsTheClientsRequestIDApart(t *testing.T) {
 		`"path":"/scim/v2/acme/Users","operation":"create","resource_type":"User","status":201,"latency_ns":1000,"key":""}`
 	k := timeKey(c.now().Add(-time.Minute))
 	k = append(k, 0, 0, 0, 0, 0, 0, 0, 1)
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.commits.do(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketProvLog)
 		if err != nil {
 			return err

@@ -152,7 +152,7 @@ func TestQuarantine(t *testing.T) {
 func injectOutboxRow(t testing.TB, s *Store, row []byte) uint64 {
 	t.Helper()
 	var key uint64
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.commits.do(func(tx *bolt.Tx) error {
 		var err error
 		if key, err = increment(tx.Bucket(bucketMeta), keyOutboxCounter); err != nil {
 			return err

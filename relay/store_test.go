@@ -913,7 +913,7 @@ func bulkUsers(t testing.TB, s *Store, n int) []string {
 	prefix := uuid.NewString()[:8]
 	now := s.now()
 	for start := 0; start < n; start += 20_000 {
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.commits.do(func(tx *bolt.Tx) error {
 			tb := tx.Bucket(bucketTenants).Bucket([]byte("acme"))
 			for i := start; i < min(start+20_000, n); i++ {
 				id := uuid.Must(uuid.NewV7()).String()
@@ -951,7 +951,7 @@ func buildGroup(t testing.TB, s *Store, n int) (*scim.Resource, []string) {
 	ids := bulkUsers(t, s, n)
 	g := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"big-%s"`, uuid.NewString())))
 	for start := 0; start < n; start += 50_000 {
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.commits.do(func(tx *bolt.Tx) error {
 			tb := tx.Bucket(bucketTenants).Bucket([]byte("acme"))
 			for _, id := range ids[start:min(start+50_000, n)] {
 				if err := putMember(tb, g.ID(), events.Member{Value: id, Type: "User"}); err != nil {

@@ -132,7 +132,7 @@ func streamIDs(t testing.TB, js jetstream.JetStream, n int) []string {
 // TestOpenRefusesNewerLayout: a file a later release wrote is not read.
 func TestOpenRefusesNewerLayout(t *testing.T) {
 	s, c, path := openStore(t)
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.commits.do(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyLayout, u64(layoutVersion+1))
 	}); err != nil {
 		t.Fatal(err)
