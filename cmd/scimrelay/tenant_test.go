@@ -271,17 +271,22 @@ func TestTenantPurge(t *testing.T) {
 			audit = append(audit, m)
 		}
 	}
-	if len(audit) != 1 {
-		t.Fatalf("%d audit lines of the purge:\n%s", len(audit), out.String())
+	// One line when it starts (a purge cut short has deleted something
+	// already), one when it ends, with the counts.
+	if len(audit) != 2 {
+		t.Fatalf("%d audit lines of the purge, want its start and its end:\n%s", len(audit), out.String())
+	}
+	if audit[0]["outcome"] != "started" || audit[0]["tenant"] != "globex" || audit[0]["job"] != audit[1]["job"] {
+		t.Errorf("the purge's first audit line: %v; want its start, with the job of %v", audit[0], audit[1])
 	}
 	for k, want := range map[string]any{"tenant": "globex", "outcome": "done", "users": 3.0, "groups": 1.0, "memberships": 1.0,
 		"tokens": 1.0, "clients": 1.0, "events": 5.0, "log_entries": float64(globex.Log), "via": "api"} {
-		if audit[0][k] != want {
-			t.Errorf("the purge's audit line has %s=%v, want %v: %v", k, audit[0][k], want, audit[0])
+		if audit[1][k] != want {
+			t.Errorf("the purge's last audit line has %s=%v, want %v: %v", k, audit[1][k], want, audit[1])
 		}
 	}
 	// The console shows the purge's job as a tenant's, not a sink's.
-	job, _ := audit[0]["job"].(string)
+	job, _ := audit[1]["job"].(string)
 	b := newBrowser(t, p)
 	b.signIn(adminSecret).redirect(t, "/ui/")
 	page := b.get("/ui/jobs/"+job).want(t, http.StatusOK, "purge of tenant <strong>globex</strong>", `data-state="done"`)

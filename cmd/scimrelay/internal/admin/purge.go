@@ -177,8 +177,10 @@ const jobPurge = "purge"
 
 // POST /admin/v1/tenants/{tenant}/purge starts a purge job: refused at
 // once (409) for a tenant that is configured, and (404) for a name under
-// which nothing is stored. Its one audit record, written when it ends,
-// counts what it deleted.
+// which nothing is stored. It is audited when it starts (outcome
+// started: a purge cut short by a crash has deleted something, and the
+// run that finishes it counts only what is left) and when it ends, with
+// what it deleted.
 func (h *Handler) purgeTenant(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Purge == nil {
 		return unavailable("purging a tenant")
@@ -204,6 +206,7 @@ func (h *Handler) purgeTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	h.audit(r, actionTenantPurge, "tenant", tenant, "job", j.ID, "outcome", "started")
 	started <- j.ID
 	acceptJob(w, j)
 	return nil
