@@ -77,16 +77,14 @@ func (s *Store) Leftovers(ctx context.Context, name string) (Leftovers, error) {
 // SubscribersOf returns the names of the NATS subscribers scoped to the
 // tenant name, without counting anything else it holds (a removal needs
 // them alone, and Leftovers reads every page of a tenant's resources).
-func (s *Store) SubscribersOf(ctx context.Context, name string) ([]string, error) {
-	subs, err := s.Subscribers(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (s *Store) SubscribersOf(_ context.Context, name string) ([]string, error) {
 	var out []string
-	for _, sub := range subs {
-		if sub.Tenant() == name {
-			out = append(out, sub.Name)
-		}
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		out, err = subscribersOf(tx, name)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing subscribers: %w", err)
 	}
 	return out, nil
 }

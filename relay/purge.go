@@ -180,7 +180,8 @@ func (s *Store) holdsAnything(tx *bolt.Tx, name string) (bool, error) {
 	return len(subs) > 0, err
 }
 
-// subscribersOf returns the stored subscribers scoped to the tenant name.
+// subscribersOf returns the names of the stored subscribers scoped to the
+// tenant name, in name order (the bucket's keys).
 func subscribersOf(tx *bolt.Tx, name string) ([]string, error) {
 	var out []string
 	err := tx.Bucket(bucketSubscribers).ForEach(func(k, v []byte) error {

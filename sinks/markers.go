@@ -88,14 +88,14 @@ func (pk *parking) purgeMarkers(ctx context.Context, js jetstream.JetStream, ms 
 		return 0, nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	st, err := js.Stream(sctx, "KV_"+pk.bucket)
+	st, err := js.Stream(sctx, "KV_"+pk.kv.Bucket())
 	cancel()
 	if err != nil {
 		return 0, fmt.Errorf("opening the parking bucket: %w", err)
 	}
 	for i, m := range ms {
 		pctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		err := st.Purge(pctx, jetstream.WithPurgeSubject("$KV."+pk.bucket+"."+m.key), jetstream.WithPurgeSequence(m.revision+1))
+		err := st.Purge(pctx, jetstream.WithPurgeSubject("$KV."+pk.kv.Bucket()+"."+m.key), jetstream.WithPurgeSequence(m.revision+1))
 		cancel()
 		if err != nil {
 			return i, fmt.Errorf("removing the marker of %s: %w", m.key, err)
@@ -132,7 +132,7 @@ func (p *partition) sweepMarkers() {
 	case err != nil:
 		// Once until one succeeds: it is tried again every sweep.
 		if w.sweepFailing.CompareAndSwap(false, true) {
-			w.log.Warn("removing old markers from the parking bucket failed; hand-overs read through them until it succeeds (on an external NATS the worker needs $JS.API.STREAM.PURGE.KV_"+w.parked.bucket+")",
+			w.log.Warn("removing old markers from the parking bucket failed; hand-overs read through them until it succeeds (on an external NATS the worker needs $JS.API.STREAM.PURGE.KV_"+w.parked.kv.Bucket()+")",
 				"partition", p.n, "err", err)
 		}
 	case n > 0: // a sweep that found nothing to remove proves nothing

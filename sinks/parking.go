@@ -44,8 +44,7 @@ type parkRecord struct {
 
 // parking reads and writes one sink's park records.
 type parking struct {
-	kv     jetstream.KeyValue
-	bucket string
+	kv jetstream.KeyValue
 }
 
 // parkingBucket creates or opens a sink's bucket, whose records live
@@ -75,7 +74,7 @@ func parkingBucket(ctx context.Context, js jetstream.JetStream, sink string, rep
 	if err != nil {
 		return nil, fmt.Errorf("creating the parking bucket of sink %s: %w", sink, err)
 	}
-	return &parking{kv: kv, bucket: parkingBucketName(sink)}, nil
+	return &parking{kv: kv}, nil
 }
 
 // minParkingTTL is the shortest time the parking bucket keeps a key: a
