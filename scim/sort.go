@@ -83,9 +83,6 @@ func SortKeyOf(r *Resource, p AttrPath) SortKey {
 	return SortKey{kind: sortMissing}
 }
 
-// Missing reports whether the resource had no value to sort by.
-func (k SortKey) Missing() bool { return k.kind == sortMissing }
-
 // Compare orders k before o (-1), after (+1) or with it (0), in the
 // direction asked for; missing values come last in both directions.
 func (k SortKey) Compare(o SortKey, descending bool) int {

@@ -56,6 +56,13 @@ type Config struct {
 type Options struct {
 	Sinks []Config
 	JS    jetstream.JetStream
+	// OpenOnly is a delivery worker's (serve --role sinks): Setup and Apply
+	// open the streams and buckets delivery uses as the SCIM front end made
+	// them, waiting for them, and create or update none. Its NATS user may
+	// not: a stream it could create or update could republish onto the
+	// event stream, and every sink would deliver what it put there
+	// (README, Who can reach what). Partition consumers it still creates.
+	OpenOnly bool
 	// Replicas is the replica count of the streams and buckets the sinks
 	// create (the SCIMRELAY stream's).
 	Replicas int
@@ -179,6 +186,9 @@ func NewManager(o Options) (*Manager, error) {
 	if o.WorkerID == "" { // set here, before any Apply copies o
 		o.WorkerID = newWorkerID()
 	}
+	if o.OpenOnly {
+		o.JS = openOnly{o.JS}
+	}
 	built, err := o.build()
 	if err != nil {
 		return nil, err
@@ -237,7 +247,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	// Each request is tried again while JetStream is not ready (a cluster
 	// forming, a leader being elected): all of them may be repeated.
 	retry := func(what string, op func(context.Context) error) error {
-		return events.Retry(ctx, what, m.log, op)
+		return m.retry(ctx, what, op)
 	}
 	if err := retry("the dead-letter stream", func(ctx context.Context) (err error) {
 		m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas)
@@ -284,6 +294,29 @@ func (m *Manager) Setup(ctx context.Context) error {
 		m.added.note(time.Time{}, nil, []string{s.cfg.Name}) // its consumers exist
 	}
 	return nil
+}
+
+// retry runs op, a JetStream request that may be repeated, until it
+// succeeds, fails for good or ctx ends (events.Retry); a delivery worker
+// also waits for what it opens to be made (events.AwaitMade).
+func (m *Manager) retry(ctx context.Context, what string, op func(context.Context) error) error {
+	if m.o.OpenOnly {
+		return events.AwaitMade(ctx, what, m.log, op)
+	}
+	return events.Retry(ctx, what, m.log, op)
+}
+
+// openOnly is a delivery worker's JetStream (Options.OpenOnly): where
+// delivery creates or updates a stream or bucket to its configuration,
+// it opens the one the SCIM front end made, as it is.
+type openOnly struct{ jetstream.JetStream }
+
+func (o openOnly) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return o.Stream(ctx, cfg.Name)
+}
+
+func (o openOnly) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return o.KeyValue(ctx, cfg.Bucket)
 }
 
 // minAPILevel is the JetStream API level the sinks need: pinned priority
@@ -355,10 +388,12 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 			return nil, fmt.Errorf("creating the consumers of sink %s: %w", name, err)
 		}
 	}
-	if err := m.removeStale(ctx, sh.stream, name, sh.partitions); err != nil {
-		return nil, err
+	if !m.o.OpenOnly { // the front end's to delete, with the rights to
+		if err := m.removeStale(ctx, sh.stream, name, sh.partitions); err != nil {
+			return nil, err
+		}
 	}
-	err := events.Retry(ctx, "the parking bucket of sink "+name, m.log, func(ctx context.Context) (err error) {
+	err := m.retry(ctx, "the parking bucket of sink "+name, func(ctx context.Context) (err error) {
 		w.parked, err = parkingBucket(ctx, js, name, m.o.Replicas, keepFor)
 		return err
 	})

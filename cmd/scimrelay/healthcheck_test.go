@@ -66,6 +66,7 @@ func TestHealthcheck(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	c := testConfig(t, t.TempDir())
 	c.NATS.URL = eventstest.URL(ns)
+	startFrontEndFor(t, c)
 	w := startRelay(t, c, roleSinks)
 	cfg = healthcheckConfig(t, strings.TrimPrefix(w.adminURL, "http://"))
 	if code, _, stderr := cli(t, "healthcheck", "--config", cfg); code != exitOK {

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/sinks"
 )
@@ -30,31 +32,27 @@ import (
 // included). Subscribing it needs only on its inbox.
 var workerPublish = []string{
 	"$JS.API.INFO",
-	// The event stream: created if none exists yet (never updated: the
-	// front end's relay.yaml configures it), read by parked resources.
-	"$JS.API.STREAM.CREATE.SCIMRELAY", "$JS.API.STREAM.INFO.SCIMRELAY",
+	// The event stream, as the front end made it (a worker creates and
+	// updates no stream or bucket), read by parked resources.
+	"$JS.API.STREAM.INFO.SCIMRELAY",
 	"$JS.API.STREAM.MSG.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY.>",
 	// The sinks' partition consumers, their hand-over and acknowledgements.
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY.*", "$JS.API.CONSUMER.CREATE.SCIMRELAY.*.>", "$JS.API.CONSUMER.INFO.SCIMRELAY.*",
 	"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.*", "$JS.API.CONSUMER.DELETE.SCIMRELAY.*", "$JS.API.CONSUMER.NAMES.SCIMRELAY",
 	"$JS.API.CONSUMER.RESET.SCIMRELAY.*", "$JS.API.CONSUMER.UNPIN.SCIMRELAY.*", "$JS.ACK.SCIMRELAY.>",
 	// The workers' announcements.
-	"scimrelay-workers.>", "$JS.API.STREAM.CREATE.SCIMRELAY_WORKERS", "$JS.API.STREAM.UPDATE.SCIMRELAY_WORKERS",
-	"$JS.API.STREAM.INFO.SCIMRELAY_WORKERS", "$JS.API.STREAM.PURGE.SCIMRELAY_WORKERS",
+	"scimrelay-workers.>", "$JS.API.STREAM.INFO.SCIMRELAY_WORKERS", "$JS.API.STREAM.PURGE.SCIMRELAY_WORKERS",
 	// Dead letters and delivery attempts.
 	"scimrelay-dlq.>", "scimrelay-deliveries.>",
-	"$JS.API.STREAM.CREATE.SCIMRELAY_DLQ", "$JS.API.STREAM.UPDATE.SCIMRELAY_DLQ", "$JS.API.STREAM.INFO.SCIMRELAY_DLQ",
+	"$JS.API.STREAM.INFO.SCIMRELAY_DLQ",
 	"$JS.API.STREAM.MSG.DELETE.SCIMRELAY_DLQ", // a redrive takes a delivered dead letter out of the queue
-	"$JS.API.STREAM.CREATE.SCIMRELAY_DELIVERIES", "$JS.API.STREAM.UPDATE.SCIMRELAY_DELIVERIES", "$JS.API.STREAM.INFO.SCIMRELAY_DELIVERIES",
+	"$JS.API.STREAM.INFO.SCIMRELAY_DELIVERIES",
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DLQ.>",
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DELIVERIES.>",
 	// The parked-resource buckets (here of the sink crm).
-	"$KV.scimrelay-parked-crm.>", "$JS.API.STREAM.CREATE.KV_scimrelay-parked-crm", "$JS.API.STREAM.UPDATE.KV_scimrelay-parked-crm",
-	"$JS.API.STREAM.INFO.KV_scimrelay-parked-crm", "$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.>",
+	"$KV.scimrelay-parked-crm.>", "$JS.API.STREAM.INFO.KV_scimrelay-parked-crm", "$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.>",
 	"$JS.API.CONSUMER.CREATE.KV_scimrelay-parked-crm.>", "$JS.API.CONSUMER.DELETE.KV_scimrelay-parked-crm.>",
 	"$JS.API.STREAM.PURGE.KV_scimrelay-parked-crm", // the markers of records taken out, once old
-	// The removal of what releases before partitions left (an upgrade).
-	"$JS.API.STREAM.DELETE.KV_scimrelay-sink-crm",
 }
 
 // TestComposeGivesTheWorkersTheirPermissions: deploy/compose/nats.conf
@@ -106,15 +104,7 @@ func TestSinkWorkerPermissions(t *testing.T) {
 }
 
 func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
-	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
-		o.Users = []*natsserver.User{
-			{Username: "front", Password: "front-secret"},
-			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
-				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
-				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
-			}},
-		}
-	})
+	ns := natsWithWorkerUser(t)
 
 	h := newHook(t)
 	// ann's first event fails, quick retries included: her resource is
@@ -219,6 +209,22 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	}
 }
 
+// natsWithWorkerUser runs a NATS server with two users: front, with every
+// permission, and worker, with README's row for a sink worker
+// (workerPublish).
+func natsWithWorkerUser(t *testing.T) *natsserver.Server {
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
+		o.Users = []*natsserver.User{
+			{Username: "front", Password: "front-secret"},
+			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
+				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
+				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			}},
+		}
+	})
+	return ns
+}
+
 // onlyClaims fails unless sink's parking bucket holds nothing but claims:
 // no record, no marker.
 func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error {
@@ -240,4 +246,82 @@ func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error 
 		}
 	}
 	return nil
+}
+
+// TestSinkWorkerCannotForgeEvents: a sink worker's NATS user (README's
+// row, workerPublish) cannot put a message on the event stream by any
+// way JetStream offers: publishing on scimrelay.>, or a stream or bucket
+// it may create or update that republishes (or sources) into it. A
+// forged event would be signed by every other sink and delivered.
+func TestSinkWorkerCannotForgeEvents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "front", "front-secret"
+	withSink(cfg, "crm", h.URL, nil)
+	front := startRelay(t, cfg, roleSCIM)
+	ctx := context.Background()
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("worker", "worker-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		st, err := front.srv.js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().State.LastSeq
+	}
+	before := stored()
+	// Every stream and bucket a worker reaches, as the front end made it,
+	// with a republish of all it stores onto the event stream's subjects
+	// added: updated, and made again once gone (as after sinks forget).
+	for _, name := range []string{"SCIMRELAY_DLQ", sinks.DeliveriesStream, sinks.WorkersStream, "KV_scimrelay-parked-crm"} {
+		st, err := front.srv.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		c := st.CachedInfo().Config
+		c.RePublish = &jetstream.RePublish{Source: c.Subjects[0], Destination: "scimrelay.acme.user.created.>"}
+		// A refused request has no answer: it waits out its timeout. The
+		// count of events at the end is what shows that nothing got in.
+		try := func(request func(context.Context) error) error {
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return request(ctx)
+		}
+		if err := try(func(ctx context.Context) error { _, err := js.UpdateStream(ctx, c); return err }); err == nil {
+			t.Errorf("the worker's user updated %s to republish onto the event stream", name)
+		}
+		if err := front.srv.js.DeleteStream(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if err := try(func(ctx context.Context) error { _, err := js.CreateStream(ctx, c); return err }); err == nil {
+			t.Errorf("the worker's user made %s again, republishing onto the event stream", name)
+		}
+		// Then it publishes on the stream's subjects.
+		_ = nc.Publish(strings.TrimSuffix(c.Subjects[0], ">")+"forged", []byte(`{"specversion":"1.0"}`))
+	}
+	_ = nc.Publish("scimrelay.acme.user.created.forged", []byte(`{"specversion":"1.0"}`))
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	front.createUser(t, "bob") // after the forgeries, in the same stream
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if stored() == before {
+			return errors.New("bob's event is not in the stream")
+		}
+		return nil
+	})
+	if after := stored(); after != before+1 {
+		t.Errorf("the event stream went from %d to %d messages for one user created: a worker's user put an event on it", before, after)
+	}
 }

@@ -180,6 +180,7 @@ func TestHandOverTimings(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 
+	startFrontEndFor(t, cfg)
 	worker := startRelay(t, cfg, roleSinks)
 	worker.wantStatus("/readyz", 200, 20*time.Second)
 	ctx := context.Background()

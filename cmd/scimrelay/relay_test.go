@@ -61,6 +61,16 @@ func startRelay(t testing.TB, cfg *config.Config, role string, opts ...serverOpt
 	return startRelayWith(t, cfg, role, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard, opts...)
 }
 
+// startFrontEndFor starts the SCIM front end (role scim) beside a
+// delivery worker of cfg, with its own data directory: it makes the
+// streams and buckets that a worker only opens, as deployed.
+func startFrontEndFor(t testing.TB, cfg *config.Config) *relayProc {
+	t.Helper()
+	front := *cfg
+	front.DataDir = t.TempDir()
+	return startRelay(t, &front, roleSCIM)
+}
+
 // startRelayWith starts a relay logging to log; out is its terminal (nil: none).
 func startRelayWith(t testing.TB, cfg *config.Config, role string, log *slog.Logger, out io.Writer, opts ...serverOption) *relayProc {
 	t.Helper()

@@ -569,17 +569,25 @@ func TestReloadEndsWithTheRelay(t *testing.T) {
 func TestReloadOfASinksWorkerListsWhatItApplies(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	hook := newHook(t)
-	path, dataDir := filepath.Join(t.TempDir(), "relay.yaml"), t.TempDir()
+	// The front end and the worker, each with its relay.yaml and data_dir.
+	path, frontPath := filepath.Join(t.TempDir(), "relay.yaml"), filepath.Join(t.TempDir(), "relay.yaml")
+	dataDir, frontDataDir := t.TempDir(), t.TempDir()
 	write := func(rate int, sinks string) {
-		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\nlimits:\n  rate: %d\ntenants:\n  - name: acme\n    tokens: [%s]\nsinks:\n%s",
-			dataDir, adminSecret, eventstest.URL(ns), rate, acmeToken, sinks)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
+		for _, f := range []struct{ path, dataDir string }{{path, dataDir}, {frontPath, frontDataDir}} {
+			text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\nlimits:\n  rate: %d\ntenants:\n  - name: acme\n    tokens: [%s]\nsinks:\n%s",
+				f.dataDir, adminSecret, eventstest.URL(ns), rate, acmeToken, sinks)
+			if err := os.WriteFile(f.path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	write(200, "")
+	front := startReloadableAs(t, frontPath, roleSCIM, io.Discard)
 	p := startReloadableAs(t, path, roleSinks, io.Discard)
 	write(10, sinkYAML("a", hook.URL))
+	if _, err := front.srv.reload(context.Background()); err != nil { // it makes sink a's bucket
+		t.Fatal(err)
+	}
 	code, stdout, stderr := cli(t, "reload", "--config", cliConfig(t, p, adminSecret))
 	if code != exitOK || !strings.Contains(stdout, "sink a added") || strings.Contains(stdout, "limits.rate") {
 		t.Fatalf("reload of a sinks worker: exit %d, stdout %q, stderr %q; want sink a added and no limits.rate", code, stdout, stderr)

@@ -185,10 +185,11 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	}
 	// The relay that owns the stream sets it up as its relay.yaml says; a
 	// delivery worker reads it (its partitions above all) as it is, and
-	// creates it only when it starts first.
+	// waits for it when it starts first: its NATS user may create no stream
+	// (README, Who can reach what), nor, below, the sinks' (so.OpenOnly).
 	ensure := events.EnsureStream
 	if role == roleSinks {
-		ensure = events.OpenOrCreateStream
+		ensure = events.OpenStream
 	}
 	_, lookErr := s.js.Stream(streamCtx, events.StreamName)
 	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
@@ -210,6 +211,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	so := sinkOptions(cfg)
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
 	so.Tracer, so.MarkerAge = s.tracing.Tracer(), s.markerAge
+	so.OpenOnly = role == roleSinks
 	// Where a sink a reload added keeps its start until its consumers
 	// exist, should the process restart first.
 	so.AddedFile = filepath.Join(cfg.DataDir, "sinks-added.json")

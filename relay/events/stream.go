@@ -67,26 +67,24 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 	})
 }
 
-// OpenOrCreateStream opens the stream as it is, or creates it to o when
-// there is none yet. A delivery worker starts this way: the stream's
-// partitions, replicas and limits are set by the relay that owns it, and a
-// worker whose relay.yaml differs must read them, not change them. It
-// retries as EnsureStream does.
-func OpenOrCreateStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
-	return retryStream(ctx, o, log, func(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-		s, err := js.Stream(ctx, StreamName)
-		if err == nil {
-			warnIfDiffers(s.CachedInfo().Config, cfg, log)
-		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return s, err
-		}
-		s, err = js.CreateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile, maybe otherwise
-			return js.Stream(ctx, StreamName)
-		}
-		return s, err
+// OpenStream opens the stream as it is, waiting (AwaitMade) until the
+// relay that owns it has made it. A delivery worker starts this way: the
+// stream's partitions, replicas and limits are set by the SCIM front end,
+// a worker whose relay.yaml differs must read them, not change them, and
+// its NATS user may create no stream (README, Who can reach what). o is
+// what this worker's relay.yaml says, which a difference is logged
+// against.
+func OpenStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
+	var s jetstream.Stream
+	err := AwaitMade(ctx, "stream "+StreamName, log, func(ctx context.Context) (err error) {
+		s, err = js.Stream(ctx, StreamName)
+		return err
 	})
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", StreamName, err)
+	}
+	warnIfDiffers(s.CachedInfo().Config, StreamConfig(o), log)
+	return s, nil
 }
 
 // warnIfDiffers tells the operator of a worker whose relay.yaml says
@@ -140,6 +138,19 @@ func retryStream(ctx context.Context, o StreamOptions, log *slog.Logger, op func
 // ctx. Errors that mean "not ready yet" are tried again, backing off from
 // 100 ms to 5 s; what is what op does, for the log.
 func Retry(ctx context.Context, what string, log *slog.Logger, op func(context.Context) error) error {
+	return retry(ctx, what, log, op, false)
+}
+
+// AwaitMade runs op, which opens a stream or bucket that the SCIM front
+// end makes, as Retry does, and tries it again while the stream or bucket
+// is not there: a delivery worker that starts (or reloads) before the
+// front end waits for it, since its NATS user may create none. When ctx
+// ends first, the error says who makes it.
+func AwaitMade(ctx context.Context, what string, log *slog.Logger, op func(context.Context) error) error {
+	return retry(ctx, what, log, op, true)
+}
+
+func retry(ctx context.Context, what string, log *slog.Logger, op func(context.Context) error, awaitMade bool) error {
 	backoff := 100 * time.Millisecond
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -148,20 +159,36 @@ func Retry(ctx context.Context, what string, log *slog.Logger, op func(context.C
 		if err == nil {
 			return nil
 		}
-		if !transient(err) {
+		missing := awaitMade && notMade(err)
+		if !missing && !transient(err) {
 			return err
 		}
-		if ctx.Err() != nil {
+		gaveUp := func() error {
+			if missing {
+				return fmt.Errorf("%s is not there, and a delivery worker does not make it: the SCIM front end (serve --role scim or all) does, from the same relay.yaml; start or reload it first: %w", what, ctx.Err())
+			}
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
-		log.Info("waiting for JetStream to accept a request", "what", what, "reason", err, "retry_in", backoff)
+		if ctx.Err() != nil {
+			return gaveUp()
+		}
+		if missing {
+			log.Info("waiting for the SCIM front end to make what this delivery worker needs", "what", what, "retry_in", backoff)
+		} else {
+			log.Info("waiting for JetStream to accept a request", "what", what, "reason", err, "retry_in", backoff)
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			return gaveUp()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// notMade reports whether err means that a stream or bucket is not there.
+func notMade(err error) bool {
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
 }
 
 // transient reports whether err means "not ready yet" rather than "never".
