@@ -3,9 +3,13 @@
 package deploy
 
 import (
+	"bufio"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,6 +28,87 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
+// runComposeNATS starts compose.yaml's three NATS nodes in this process,
+// each from its service's command line as nats-server parses it (its
+// config file, cluster, routes with their password, JetStream), on
+// loopback ports in place of the Compose network's names, and waits for
+// their JetStream cluster. nats.conf's passwords come from the
+// environment, which the caller sets.
+func runComposeNATS(t *testing.T, p *types.Project) []*natsserver.Server {
+	t.Helper()
+	names := []string{"nats-1", "nats-2", "nats-3"}
+	routePorts := eventstest.FreePorts(t, len(names))
+	var nodes []*natsserver.Server
+	for i, name := range names {
+		args := slices.Clone([]string(p.Services[name].Command))
+		for j, arg := range args {
+			arg = strings.ReplaceAll(arg, "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", routePorts[i]))
+			for k, other := range names {
+				arg = strings.ReplaceAll(arg, other+":6222", fmt.Sprintf("127.0.0.1:%d", routePorts[k]))
+			}
+			switch {
+			case arg == "/etc/nats/nats.conf":
+				arg = "compose/nats.conf"
+			case arg == "/data":
+				arg = t.TempDir()
+			case j > 0 && args[j-1] == "--http_port":
+				arg = "-1"
+			}
+			args[j] = arg
+		}
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		o, err := natsserver.ConfigureOptions(fs, args, func() {}, func() {}, func() {})
+		if err != nil {
+			t.Fatalf("%s's command line %v: %v", name, args, err)
+		}
+		o.Host, o.Port, o.HTTPHost, o.NoLog, o.NoSigs = "127.0.0.1", -1, "127.0.0.1", true, true
+		s, err := natsserver.NewServer(o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		go s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		nodes = append(nodes, s)
+	}
+	for i, s := range nodes {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatalf("%s did not become ready", names[i])
+		}
+	}
+	eventstest.AwaitMetaLeader(t, nodes)
+	return nodes
+}
+
+// connectAsRoute connects to s's route port as a server would, as user
+// route with password pass, and returns what s answered until it closed
+// the connection or answered a PING.
+func connectAsRoute(t *testing.T, s *natsserver.Server, pass string) string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", s.ClusterAddr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	info, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("the route port's INFO: %v", err)
+	}
+	connect, _ := json.Marshal(map[string]any{"user": "route", "pass": pass, "name": "NROGUE", "cluster": "scimrelay"})
+	if _, err := fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect); err != nil {
+		t.Fatal(err)
+	}
+	var reply strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		reply.WriteString(line)
+		if err != nil || strings.HasPrefix(line, "-ERR") || strings.HasPrefix(line, "PONG") {
+			return strings.TrimPrefix(reply.String(), info)
+		}
+	}
+}
+
 // serviceEnv is the environment compose gives a service.
 func serviceEnv(t *testing.T, env map[string]*string) map[string]string {
 	t.Helper()
@@ -37,9 +122,11 @@ func serviceEnv(t *testing.T, env map[string]*string) map[string]string {
 }
 
 // TestComposeNATSAdmitsOnlyItsUsers runs compose.yaml's shape with its
-// files and each service's environment (a NATS node from compose/nats.conf,
-// relay-scim and relay-sinks-1 with theirs, the demo sink pointed at a
-// receiver here) and holds what its header says: NATS admits no client
+// files and each service's environment (its three NATS nodes, each started
+// from its own command line with compose/nats.conf, clustered through
+// their password-protected routes; relay-scim, relay-sinks-1 and
+// relay-sinks-2 with theirs, the streams with their three replicas, the
+// demo sink pointed at a receiver here) and holds what its header says: NATS admits no client
 // without a user, the nodes route to each other only with the route
 // password, the sink workers' user may not publish an event, each role
 // works as its user (an event parked after its failed deliveries is read
@@ -75,7 +162,17 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("compose/nats.conf: %v", err)
 	}
-	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) { o.Users = conf.Users })
+	if len(conf.Users) != 2 {
+		t.Fatalf("compose/nats.conf has %d users, want scim and sinks", len(conf.Users))
+	}
+	nodes := runComposeNATS(t, p)
+	natsURL := eventstest.ClusterURLs(nodes)
+	// A server without the route password cannot join the cluster.
+	for what, pass := range map[string]string{"no password": "", "a wrong password": composeEnv["NATS_ROUTE_PASSWORD"] + "x"} {
+		if reply := connectAsRoute(t, nodes[0], pass); !strings.Contains(reply, "Authorization Violation") {
+			t.Errorf("nats-1 answers a route with %s: %q; want an authorization violation", what, reply)
+		}
+	}
 
 	// Each service's secrets: the workers get no SCIM or admin token, the
 	// receiver nothing but the webhook secret.
@@ -121,13 +218,13 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	}
 	onNATS := func(cfg map[string]any) {
 		natsCfg := cfg["nats"].(map[string]any)
-		natsCfg["url"] = ns.ClientURL()
-		natsCfg["stream"].(map[string]any)["replicas"] = 1 // one node here
+		natsCfg["url"] = natsURL // its replicas stay 3
 		sink := cfg["sinks"].([]any)[0].(map[string]any)
 		sink["url"], sink["retry"] = recv.URL+"/", []string{"1s"}
 	}
 	scim := runShape(t, string(relayYAML), "scim", scimEnv, onNATS)
 	runShape(t, string(relayYAML), "sinks", sinksEnv, onNATS)
+	runShape(t, string(relayYAML), "sinks", serviceEnv(t, p.Services["relay-sinks-2"].Environment), onNATS)
 
 	// NATS: no user, a wrong password, or the workers' user publishing an
 	// event, all refused.
@@ -135,13 +232,13 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 		"no user":          nil,
 		"a wrong password": {nats.UserInfo("sinks", sinksEnv["NATS_PASSWORD"]+"x")},
 	} {
-		if nc, err := nats.Connect(ns.ClientURL(), opts...); err == nil {
+		if nc, err := nats.Connect(natsURL, opts...); err == nil {
 			nc.Close()
 			t.Errorf("NATS admits a client with %s", what)
 		}
 	}
 	refused := make(chan error, 1)
-	worker, err := nats.Connect(ns.ClientURL(), nats.UserInfo(sinksEnv["NATS_USER"], sinksEnv["NATS_PASSWORD"]),
+	worker, err := nats.Connect(natsURL, nats.UserInfo(sinksEnv["NATS_USER"], sinksEnv["NATS_PASSWORD"]),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {
 			case refused <- err:
@@ -194,7 +291,7 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	})
 
 	// Only the front end's event is in the stream: the forged one is not.
-	owner, err := nats.Connect(ns.ClientURL(), nats.UserInfo(scimEnv["NATS_USER"], scimEnv["NATS_PASSWORD"]))
+	owner, err := nats.Connect(natsURL, nats.UserInfo(scimEnv["NATS_USER"], scimEnv["NATS_PASSWORD"]))
 	if err != nil {
 		t.Fatalf("the front end's user: %v", err)
 	}
@@ -209,5 +306,8 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	}
 	if n := st.CachedInfo().State.Msgs; n != 1 {
 		t.Errorf("the stream holds %d events, want the one created", n)
+	}
+	if c := st.CachedInfo().Cluster; c == nil || len(c.Replicas) != 2 {
+		t.Errorf("the stream's cluster: %+v; want a leader and two replicas, on the three nodes", c)
 	}
 }

@@ -87,20 +87,7 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 					s.WaitForShutdown()
 				}
 			})
-			// A meta leader that does not yet know every node online
-			// refuses a stream of n replicas ("no suitable peers for
-			// placement"), as CI once saw.
-			CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-				for _, s := range servers {
-					if s.JetStreamIsLeader() {
-						if peers := s.JetStreamClusterPeers(); len(peers) < n {
-							return fmt.Errorf("the JetStream meta leader knows %d of %d nodes online", len(peers), n)
-						}
-						return nil
-					}
-				}
-				return fmt.Errorf("no JetStream meta leader yet")
-			})
+			AwaitMetaLeader(t, servers)
 			return servers
 		}
 		for _, s := range servers {
@@ -112,6 +99,25 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 		}
 		t.Logf("starting a %d-node cluster: %v; trying again on other ports", n, err)
 	}
+}
+
+// AwaitMetaLeader waits until the cluster of servers has a JetStream meta
+// leader that knows every node online: one that does not yet refuses a
+// stream of as many replicas ("no suitable peers for placement"), as CI
+// once saw.
+func AwaitMetaLeader(t testing.TB, servers []*server.Server) {
+	t.Helper()
+	CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				if peers := s.JetStreamClusterPeers(); len(peers) < len(servers) {
+					return fmt.Errorf("the JetStream meta leader knows %d of %d nodes online", len(peers), len(servers))
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no JetStream meta leader yet")
+	})
 }
 
 // startCluster starts the nodes of a cluster and waits for each to be
