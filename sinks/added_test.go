@@ -72,7 +72,7 @@ func TestAddedSinkRestartedBeforeItsConsumersStartsFromTheReload(t *testing.T) {
 
 	eventstest.RunServerAt(t, dir, port)
 	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		_, err := js.PublishMsg(ctx, backlog) // a repeat is dropped as a duplicate
+		_, err := js.PublishMsg(ctx, backlog, jetstream.WithExpectStream(events.StreamName)) // a repeat is dropped as a duplicate
 		return err
 	})
 	e3 := pub.publish("acme", events.UserUpdated, "u1")

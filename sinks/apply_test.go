@@ -111,7 +111,7 @@ func TestApply(t *testing.T) {
 	if ch, err := m.Apply(gone, list); err == nil || !slices.Equal(ch.Added, []string{"d"}) {
 		t.Fatalf("Apply with its context ended: %+v, %v; want d added and its setup failed", ch, err)
 	}
-	if _, err := js.PublishMsg(ctx, backlog); err != nil {
+	if _, err := js.PublishMsg(ctx, backlog, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		t.Fatal(err)
 	}
 	list[1].Concurrency = 4

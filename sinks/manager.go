@@ -595,7 +595,12 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	var errs []error
 	if m.shared != nil {
 		var made []string
-		for _, name := range order {
+		// Added sinks last: a delivery worker waits for the front end to
+		// make an added sink's bucket, up to ctx's end, and a changed sink
+		// set up after that wait would fail with it.
+		added := func(name string) bool { return slices.Contains(ch.Added, name) }
+		setupOrder := slices.Concat(slices.DeleteFunc(slices.Clone(order), added), slices.DeleteFunc(slices.Clone(order), func(n string) bool { return !added(n) }))
+		for _, name := range setupOrder {
 			s := next[name]
 			if s.worker != nil {
 				continue // kept as it was

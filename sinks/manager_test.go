@@ -115,7 +115,7 @@ func newPublisher(t testing.TB, js jetstream.JetStream) *publisher {
 func (p *publisher) publish(tenant string, a events.Action, id string) string {
 	p.t.Helper()
 	msg, id := p.next(tenant, a, id)
-	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		p.t.Fatal(err)
 	}
 	return id
@@ -126,7 +126,7 @@ func (p *publisher) publish(tenant string, a events.Action, id string) string {
 func (p *publisher) publishAsync(tenant string, a events.Action, id string) {
 	p.t.Helper()
 	msg, _ := p.next(tenant, a, id)
-	if _, err := p.js.PublishMsgAsync(msg); err != nil {
+	if _, err := p.js.PublishMsgAsync(msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		p.t.Fatal(err)
 	}
 }
@@ -658,7 +658,7 @@ func TestEventWithoutSubjectSeqIsDeadLettered(t *testing.T) {
 		}
 		msg.Header.Del("ce-" + events.ExtSubjectSeq) // as no relay writes it
 		msg.Header.Set("Nats-Expected-Stream", events.StreamName)
-		if _, err := js.PublishMsg(ctx, msg); err != nil {
+		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 			t.Fatal(err)
 		}
 		return e.ID()
@@ -872,7 +872,7 @@ func TestALateEventIsTimedFromTheStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		t.Fatal(err)
 	}
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {

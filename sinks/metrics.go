@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "scimrelay", Subsystem: "sink", Name: "events_total",
-			Help: "Events handled per sink by outcome: delivered, retry, dead_lettered, filtered (type not wanted), duplicate (already delivered), redriven, replayed.",
+			Help: "Events handled per sink by outcome: delivered, retry, dead_lettered, filtered (type not wanted), duplicate (already delivered), redriven, replayed, not_published (a message in the event stream the relay did not publish, dropped).",
 		}, []string{"sink", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "scimrelay", Subsystem: "sink", Name: "delivery_duration_seconds",

@@ -87,11 +87,26 @@ func TestWorkerOpensWhatTheFrontEndMakes(t *testing.T) {
 		}
 		return nil
 	})
-	// A sink a reload adds: the worker waits for the front end's reload.
+	// A reload that adds a sink and changes another, before the front
+	// end's: the worker waits for the added sink's bucket until the reload
+	// gives up, and sets the changed one up all the same.
 	added := sinkConfig("erp", rc.URL, nil)
+	sink.Timeout = 3 * time.Second
+	short, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := worker.Apply(short, []Config{added, sink}); err == nil || !strings.Contains(err.Error(), "sink erp") {
+		t.Errorf("a worker's reload adding erp before the front end's: %v, want erp's bucket missing", err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if err := worker.Ready(ctx); err == nil || strings.Contains(err.Error(), "crm") || !strings.Contains(err.Error(), "erp") {
+			return fmt.Errorf("after the reload that gave up on erp: Ready says %v; want erp not set up, and crm running", err)
+		}
+		return nil
+	})
+	// Reloaded again, it waits for the front end's reload.
 	applied := make(chan error, 1)
 	go func() {
-		_, err := worker.Apply(ctx, []Config{sink, added})
+		_, err := worker.Apply(ctx, []Config{added, sink})
 		applied <- err
 	}()
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {

@@ -995,9 +995,10 @@ func (p *partition) poison(m jetstream.Msg, cause error) {
 
 // orderedEvent reads a stored message as an event with its place in its
 // resource's order (subjectseq), from the consumer or read back alike: an
-// event without one cannot be delivered in order, and is refused.
+// event without one cannot be delivered in order, and is refused, as is
+// one the relay did not publish (events.Published).
 func orderedEvent(subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
-	e, err := events.FromMsg(subject, h, data)
+	e, err := events.Published(subject, h, data)
 	if err != nil {
 		return e, 0, err
 	}

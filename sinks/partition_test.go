@@ -1290,7 +1290,7 @@ func newReadAhead(t *testing.T, tune func(*Config), respond func(seq uint64) int
 func (ra *readAhead) publishParked(t *testing.T) uint64 {
 	t.Helper()
 	msg, _ := ra.p.next("acme", events.UserUpdated, "parked")
-	ack, err := ra.js.PublishMsg(ctx, msg)
+	ack, err := ra.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1525,7 +1525,7 @@ func testEventsNumberedAgain(t *testing.T, readBack bool) {
 	p := newPublisher(t, js)
 	want := []string{p.publish("acme", events.UserCreated, "u1"), p.publish("acme", events.UserUpdated, "u1")}
 	third, id3 := p.next("acme", events.UserUpdated, "u1")
-	if _, err := js.PublishMsg(ctx, third); err != nil {
+	if _, err := js.PublishMsg(ctx, third, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		t.Fatal(err)
 	}
 	want = append(want, id3)
@@ -1536,7 +1536,7 @@ func testEventsNumberedAgain(t *testing.T, readBack bool) {
 	// The third event stored again (the outbox publishing it once more,
 	// after the stream's de-duplication window): a repeat.
 	third.Header.Set(nats.MsgIdHdr, id3+"-again")
-	if _, err := js.PublishMsg(ctx, third); err != nil {
+	if _, err := js.PublishMsg(ctx, third, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		t.Fatal(err)
 	}
 	// The data file restored to after the first event: u1's next events
@@ -1551,7 +1551,7 @@ func testEventsNumberedAgain(t *testing.T, readBack bool) {
 	third.Header.Set(nats.MsgIdHdr, id3+"-late")
 	late = func() {
 		for _, msg := range []*nats.Msg{third, after} {
-			if _, err := js.PublishMsg(ctx, msg); err != nil {
+			if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 				t.Error(err)
 			}
 		}
@@ -1560,7 +1560,7 @@ func testEventsNumberedAgain(t *testing.T, readBack bool) {
 		refuse.Store(againID)
 		want = append(want, againID) // refused
 	}
-	if _, err := js.PublishMsg(ctx, again); err != nil {
+	if _, err := js.PublishMsg(ctx, again, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		t.Fatal(err)
 	}
 	want = append(want, againID, afterID)
@@ -1572,7 +1572,7 @@ func testEventsNumberedAgain(t *testing.T, readBack bool) {
 	// A copy of an event numbered again is a repeat too; the event after
 	// it is not.
 	again.Header.Set(nats.MsgIdHdr, againID+"-again")
-	if _, err := js.PublishMsg(ctx, again); err != nil {
+	if _, err := js.PublishMsg(ctx, again, jetstream.WithExpectStream(events.StreamName)); err != nil {
 		t.Fatal(err)
 	}
 	want = append(want, p.publish("acme", events.UserUpdated, "u1"))

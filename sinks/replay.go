@@ -57,9 +57,9 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 				progress(res)
 			}
 		}()
-		e, err := events.FromMsg(msg.Subject(), msg.Headers(), msg.Data())
+		e, err := events.Published(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
-			return nil // not an event: the workers dead-letter it, a replay skips it
+			return nil // not an event the relay published: the workers drop or dead-letter it, a replay skips it
 		}
 		if a, err := events.ActionOf(e); err != nil || !s.patterns.Match(a) {
 			return nil

@@ -13,6 +13,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -59,7 +61,7 @@ func TestBatchTraceContext(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := js.PublishMsg(ctx, msg); err != nil {
+			if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 				t.Fatal(err)
 			}
 		}

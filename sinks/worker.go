@@ -433,6 +433,13 @@ func (w *worker) poisonRaw(ctx context.Context, raw *jetstream.RawStreamMsg, cau
 // dead letter it is not tried again. Like deadLetter, it counts and logs a
 // dead letter only when the queue did not have it.
 func (w *worker) deadLetterRaw(ctx context.Context, m jetstream.Msg, cause error) {
+	if errors.Is(cause, events.ErrNotPublished) {
+		// Not dead-lettered: a redrive would deliver it.
+		w.log.Error("a message in the event stream was not published by the relay (a NATS client that may not publish there had JetStream answer a request onto it); it is dropped, not delivered: see README, Who can reach what",
+			"subject", m.Subject(), "err", cause)
+		w.metrics.outcome(w.name, "not_published")
+		return
+	}
 	already, err := w.dlq.putRaw(ctx, w.name, m, cause)
 	switch {
 	case err != nil:

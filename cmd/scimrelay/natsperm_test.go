@@ -249,20 +249,33 @@ func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error 
 }
 
 // TestSinkWorkerCannotForgeEvents: a sink worker's NATS user (README's
-// row, workerPublish) cannot put a message on the event stream by any
-// way JetStream offers: publishing on scimrelay.>, or a stream or bucket
-// it may create or update that republishes (or sources) into it. A
-// forged event would be signed by every other sink and delivered.
+// row, workerPublish) cannot have a sink deliver an event the relay did
+// not publish. It may not publish on scimrelay.>, nor create or update a
+// stream or bucket, one of which could republish onto it. What it can
+// still do is aim the reply of a JetStream API request at scimrelay.>
+// (NATS checks a request's subject, not its reply subject), and the
+// stream stores the answer: a direct get of a forged event it wrote to its
+// bucket, or the API's own JSON. The workers read such messages as not
+// published by the relay (events.Published) and drop them, delivering and
+// dead-lettering nothing.
 func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a NATS server with users")
 	}
 	ns := natsWithWorkerUser(t)
 	h := newHook(t)
-	cfg := testConfig(t, t.TempDir())
-	cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "front", "front-secret"
-	withSink(cfg, "crm", h.URL, nil)
-	front := startRelay(t, cfg, roleSCIM)
+	configure := func(user, password string) *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), user, password
+		withSink(cfg, "crm", h.URL, nil)
+		return cfg
+	}
+	front := startRelay(t, configure("front", "front-secret"), roleSCIM)
+	var workerLog eventstest.Log
+	worker := startRelayWith(t, configure("worker", "worker-secret"), roleSinks,
+		slog.New(slog.NewTextHandler(&workerLog, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
 	ctx := context.Background()
 	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("worker", "worker-secret"))
 	if err != nil {
@@ -280,6 +293,49 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 		}
 		return st.CachedInfo().State.LastSeq
 	}
+	// Replies aimed at the event stream: a forged event, written to the
+	// bucket and answered by a direct get of it, and the API's answer to
+	// $JS.API.INFO. Both reach the stream.
+	forged, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, "mallory", 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged.Subject = "$KV.scimrelay-parked-crm.forged"
+	if err := nc.PublishMsg(forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	was := stored()
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.$KV.scimrelay-parked-crm.forged", "scimrelay.acme.user.created.mallory", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest("$JS.API.INFO", "scimrelay.acme.user.created.info", nil); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := stored() - was; n != 2 {
+			return fmt.Errorf("%d of the 2 answers aimed at the event stream are there", n)
+		}
+		return nil
+	})
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := strings.Count(workerLog.String(), "not published by the relay"); n < 2 {
+			return fmt.Errorf("the worker dropped %d of the 2 messages it did not publish", n)
+		}
+		return nil
+	})
+	front.createUser(t, "bob")
+	waitDelivered(t, h, 2)
+	if n := h.distinct(); n != 2 {
+		t.Errorf("the sink received %d events; want ann's and bob's, and nothing the relay did not publish", n)
+	}
+	if page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
+		t.Errorf("dead letters %+v (%v); want none: a redrive would deliver them", page.DeadLetters, err)
+	}
+	worker.stop()
+
 	before := stored()
 	// Every stream and bucket a worker reaches, as the front end made it,
 	// with a republish of all it stores onto the event stream's subjects
@@ -314,10 +370,10 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	front.createUser(t, "bob") // after the forgeries, in the same stream
+	front.createUser(t, "carol") // after the forgeries, in the same stream
 	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if stored() == before {
-			return errors.New("bob's event is not in the stream")
+			return errors.New("carol's event is not in the stream")
 		}
 		return nil
 	})

@@ -323,7 +323,7 @@ func TestStreamDuplicateWindow(t *testing.T) {
 	}
 	again := func(p *relayProc) *jetstream.PubAck {
 		t.Helper()
-		ack, err := p.srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: header, Data: data})
+		ack, err := p.srv.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: header, Data: data}, jetstream.WithExpectStream(events.StreamName))
 		if err != nil {
 			t.Fatal(err)
 		}

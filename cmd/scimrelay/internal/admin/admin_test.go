@@ -237,7 +237,7 @@ func (f *fixture) publish(tenant string, a events.Action, n int) []string {
 	var ids []string
 	for i := range n {
 		msg, id := message(f.t, tenant, a, fmt.Sprintf("u%d", i), uint64(i+1))
-		if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+		if _, err := f.js.PublishMsg(context.Background(), msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 			f.t.Fatal(err)
 		}
 		ids = append(ids, id)
@@ -865,7 +865,7 @@ func (f *fixture) publishWhenBack(tenant string, a events.Action) string {
 	f.t.Helper()
 	msg, id := message(f.t, tenant, a, "u9", 9)
 	eventstest.CheckFor(f.t, 20*time.Second, 50*time.Millisecond, func() error {
-		_, err := f.js.PublishMsg(context.Background(), msg)
+		_, err := f.js.PublishMsg(context.Background(), msg, jetstream.WithExpectStream(events.StreamName))
 		return err
 	})
 	return id

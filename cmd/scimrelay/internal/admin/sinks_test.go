@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -248,7 +250,7 @@ func TestSinkStatus(t *testing.T) {
 	defer func() { f.block.Store(nil); close(block) }()
 	for i := range 3 { // users of their own: u0 and u1 are past their first event
 		msg, _ := message(t, "acme", events.UserCreated, fmt.Sprintf("held%d", i), uint64(10+i))
-		if _, err := f.js.PublishMsg(t.Context(), msg); err != nil {
+		if _, err := f.js.PublishMsg(t.Context(), msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotPublished means a message in the event stream is not an event the
+// relay's publisher put there.
+var ErrNotPublished = errors.New("not published by the relay")
+
+// Published reads a message the event stream stored on subject, with
+// headers h and data, as the event the relay's publisher put there. A
+// message that is not one, nor a copy of one on the subject it was
+// published on, is ErrNotPublished; one that is but does not read as an
+// event is FromMsg's error.
+//
+// A client that may not publish on scimrelay.> can still have JetStream
+// publish there: NATS checks a request's subject against the client's
+// permissions, not its reply subject, and the stream stores the answer
+// (a sink worker's user asks the JetStream API, and a direct get of a
+// message it wrote to its bucket, or a pull from a consumer of a stream
+// it writes to, answers with that message). The relay's publisher sends
+// every event with the header Nats-Expected-Stream: SCIMRELAY, which
+// JetStream keeps with it and every other stream refuses: no message
+// written elsewhere carries it. A copy of one of the stream's own events,
+// which does, must then be on the subject its event names; on that
+// subject it is a repeat of an event, which the sinks deliver at least
+// once anyway.
+func Published(subject string, h nats.Header, data []byte) (event.Event, error) {
+	if v := h.Values(jetstream.ExpectedStreamHeader); len(v) != 1 || v[0] != StreamName {
+		return event.Event{}, fmt.Errorf("%w: the message on %s has %s %q, not %s alone", ErrNotPublished, subject, jetstream.ExpectedStreamHeader, v, StreamName)
+	}
+	e, err := FromMsg(subject, h, data)
+	if err != nil {
+		return e, err
+	}
+	s, err := ParseStoredSubject(subject)
+	if err != nil {
+		return e, fmt.Errorf("%w: %w", ErrNotPublished, err)
+	}
+	a, err := ActionOf(e)
+	if err != nil {
+		return e, err
+	}
+	id, err := ResourceID(e)
+	if err != nil {
+		return e, err
+	}
+	if s.Tenant != Tenant(e) || s.Action != a || s.ResourceID != id {
+		return e, fmt.Errorf("%w: event %s is stored on %s, and was published on %s", ErrNotPublished, e.ID(), subject, Subject(Tenant(e), a, id))
+	}
+	return e, nil
+}
