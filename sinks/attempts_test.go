@@ -128,6 +128,16 @@ func TestAttemptsRecordedPerResource(t *testing.T) {
 	if all, err := Attempts(ctx, js, "crm", since, 10_000); err != nil || len(all) != total+1 || all[len(all)-1].EventID != old.EventID {
 		t.Fatalf("Attempts after an old record: %d (%v), want %d ending with the old one", len(all), err, total+1)
 	}
+	if n, err := countAttempts(ctx, js, "crm", since); err != nil || n == 0 {
+		t.Fatalf("countAttempts: %d, %v", n, err)
+	}
+	// Each reading deleted the consumer it made.
+	if _, err := st.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Consumers; n != 0 {
+		t.Errorf("the attempts' stream has %d consumers after the readings; want none left", n)
+	}
 }
 
 // TestAttemptSubject: an event is recorded on its resource's subject; what
