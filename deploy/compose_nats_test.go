@@ -36,6 +36,35 @@ import (
 // environment, which the caller sets.
 func runComposeNATS(t *testing.T, p *types.Project) []*natsserver.Server {
 	t.Helper()
+	// The route ports are picked free and then bound: another test may
+	// take one in between, and that node never becomes ready. Such a start
+	// is shut down and tried again on other ports, as eventstest.RunCluster.
+	for attempt := 1; ; attempt++ {
+		nodes, err := startComposeNATS(t, p)
+		if err == nil {
+			t.Cleanup(func() {
+				for _, s := range nodes {
+					s.Shutdown()
+					s.WaitForShutdown()
+				}
+			})
+			eventstest.AwaitMetaLeader(t, nodes)
+			return nodes
+		}
+		for _, s := range nodes {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+		if attempt == 3 {
+			t.Fatalf("starting compose.yaml's NATS nodes, 3 times: %v", err)
+		}
+		t.Logf("starting compose.yaml's NATS nodes: %v; trying again on other ports", err)
+	}
+}
+
+// startComposeNATS starts the nodes and waits for each to be ready; on
+// error it returns those it started, for the caller to shut down.
+func startComposeNATS(t *testing.T, p *types.Project) ([]*natsserver.Server, error) {
 	names := []string{"nats-1", "nats-2", "nats-3"}
 	routePorts := eventstest.FreePorts(t, len(names))
 	var nodes []*natsserver.Server
@@ -64,19 +93,17 @@ func runComposeNATS(t *testing.T, p *types.Project) []*natsserver.Server {
 		o.Host, o.Port, o.HTTPHost, o.NoLog, o.NoSigs = "127.0.0.1", -1, "127.0.0.1", true, true
 		s, err := natsserver.NewServer(o)
 		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+			return nodes, fmt.Errorf("%s: %w", name, err)
 		}
 		go s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 		nodes = append(nodes, s)
 	}
 	for i, s := range nodes {
 		if !s.ReadyForConnections(20 * time.Second) {
-			t.Fatalf("%s did not become ready", names[i])
+			return nodes, fmt.Errorf("%s did not become ready (its route port %d taken?)", names[i], routePorts[i])
 		}
 	}
-	eventstest.AwaitMetaLeader(t, nodes)
-	return nodes
+	return nodes, nil
 }
 
 // connectAsRoute connects to s's route port as a server would, as user

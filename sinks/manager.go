@@ -595,11 +595,12 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	var errs []error
 	if m.shared != nil {
 		var made []string
-		// Added sinks last: a delivery worker waits for the front end to
-		// make an added sink's bucket, up to ctx's end, and a changed sink
-		// set up after that wait would fail with it.
-		added := func(name string) bool { return slices.Contains(ch.Added, name) }
-		setupOrder := slices.Concat(slices.DeleteFunc(slices.Clone(order), added), slices.DeleteFunc(slices.Clone(order), func(n string) bool { return !added(n) }))
+		// Sinks never set up last (added now, or idle since an earlier
+		// setup failed): a delivery worker waits for the front end to make
+		// such a sink's bucket, up to ctx's end, and a sink that ran,
+		// changed now, set up after that wait would fail with it.
+		neverSetUp := func(name string) bool { prev, had := old[name]; return !had || prev.worker == nil }
+		setupOrder := slices.Concat(slices.DeleteFunc(slices.Clone(order), neverSetUp), slices.DeleteFunc(slices.Clone(order), func(n string) bool { return !neverSetUp(n) }))
 		for _, name := range setupOrder {
 			s := next[name]
 			if s.worker != nil {

@@ -301,10 +301,7 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged.Subject = "$KV.scimrelay-parked-crm.forged"
-	if err := nc.PublishMsg(forged); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
+	if _, err := js.PublishMsg(ctx, forged); err != nil { // stored in the bucket
 		t.Fatal(err)
 	}
 	was := stored()
@@ -320,12 +317,22 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 		}
 		return nil
 	})
+	answer, err := front.srv.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := answer.GetLastMsgForSubject(ctx, "scimrelay.acme.user.created.mallory.>"); err != nil || m.Header.Get("ce-id") == "" {
+		t.Fatalf("the direct get's answer in the event stream: %v, %v; want the forged event", m, err)
+	}
 	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if n := strings.Count(workerLog.String(), "not published by the relay"); n < 2 {
 			return fmt.Errorf("the worker dropped %d of the 2 messages it did not publish", n)
 		}
 		return nil
 	})
+	if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n != 2 {
+		t.Errorf("scimrelay_sink_events_total{outcome=\"not_published\"} is %v, want 2", n)
+	}
 	front.createUser(t, "bob")
 	waitDelivered(t, h, 2)
 	if n := h.distinct(); n != 2 {

@@ -28,11 +28,15 @@ var ErrNotPublished = errors.New("not published by the relay")
 // message it wrote to its bucket, or a pull from a consumer of a stream
 // it writes to, answers with that message). The relay's publisher sends
 // every event with the header Nats-Expected-Stream: SCIMRELAY, which
-// JetStream keeps with it and every other stream refuses: no message
-// written elsewhere carries it. A copy of one of the stream's own events,
-// which does, must then be on the subject its event names; on that
-// subject it is a repeat of an event, which the sinks deliver at least
-// once anyway.
+// JetStream keeps with it and every other stream refuses. A copy of one
+// of the stream's own events, which has it, must then be on the subject
+// its event names; on that subject it is a repeat of an event, which the
+// sinks deliver at least once anyway.
+//
+// This is a filter, not a boundary: a header block whose lines end in a
+// bare LF, which nats-server does not split there and nats.go does, hides
+// the header from the stream it is written to and shows it here (README,
+// Who can reach what; docs/decisions.md, Delivery).
 func Published(subject string, h nats.Header, data []byte) (event.Event, error) {
 	if v := h.Values(jetstream.ExpectedStreamHeader); len(v) != 1 || v[0] != StreamName {
 		return event.Event{}, fmt.Errorf("%w: the message on %s has %s %q, not %s alone", ErrNotPublished, subject, jetstream.ExpectedStreamHeader, v, StreamName)

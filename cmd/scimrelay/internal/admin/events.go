@@ -238,9 +238,10 @@ func await[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	}
 }
 
-// tailLine renders a message as a line of NDJSON when it passes the filters.
+// tailLine renders a message as a line of NDJSON when it is an event the
+// relay published (events.Published) and passes the filters.
 func tailLine(m jetstream.Msg, patterns events.Patterns, fromSeq uint64) ([]byte, bool) {
-	e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
+	e, err := events.Published(m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		return nil, false
 	}

@@ -221,7 +221,7 @@ func findEvents(ctx context.Context, js jetstream.JetStream, tenant string, ids 
 			if !want[id] {
 				continue
 			}
-			e, err := events.FromMsg(m.Subject(), m.Headers(), m.Data())
+			e, err := events.Published(m.Subject(), m.Headers(), m.Data())
 			if err != nil {
 				continue
 			}
