@@ -190,7 +190,11 @@ func seqExtension(e event.Event, name string) (uint64, error) {
 
 // Tenant returns the event's tenant extension, "" when absent.
 func Tenant(e event.Event) string {
-	s, _ := e.Extensions()[ExtTenant].(string)
+	if e.Context == nil {
+		return ""
+	}
+	v, _ := e.Context.GetExtension(ExtTenant) // Extensions() would copy them all
+	s, _ := v.(string)
 	return s
 }
 

@@ -5,6 +5,8 @@ package events
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -45,10 +47,6 @@ func Published(subject string, h nats.Header, data []byte) (event.Event, error) 
 	if err != nil {
 		return e, err
 	}
-	s, err := ParseStoredSubject(subject)
-	if err != nil {
-		return e, fmt.Errorf("%w: %w", ErrNotPublished, err)
-	}
 	a, err := ActionOf(e)
 	if err != nil {
 		return e, err
@@ -57,8 +55,11 @@ func Published(subject string, h nats.Header, data []byte) (event.Event, error) 
 	if err != nil {
 		return e, err
 	}
-	if s.Tenant != Tenant(e) || s.Action != a || s.ResourceID != id {
-		return e, fmt.Errorf("%w: event %s is stored on %s, and was published on %s", ErrNotPublished, e.ID(), subject, Subject(Tenant(e), a, id))
+	// Stored as published, with the partition the stream appended.
+	want := Subject(Tenant(e), a, id)
+	rest, ok := strings.CutPrefix(subject, want+".")
+	if p, err := strconv.Atoi(rest); !ok || err != nil || p < 0 || p >= MaxPartitions || strconv.Itoa(p) != rest {
+		return e, fmt.Errorf("%w: event %s is stored on %s, and was published on %s", ErrNotPublished, e.ID(), subject, want)
 	}
 	return e, nil
 }
