@@ -599,9 +599,15 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		// setup failed): a delivery worker waits for the front end to make
 		// such a sink's bucket, up to ctx's end, and a sink that ran,
 		// changed now, set up after that wait would fail with it.
-		neverSetUp := func(name string) bool { prev, had := old[name]; return !had || prev.worker == nil }
-		setupOrder := slices.Concat(slices.DeleteFunc(slices.Clone(order), neverSetUp), slices.DeleteFunc(slices.Clone(order), func(n string) bool { return !neverSetUp(n) }))
-		for _, name := range setupOrder {
+		var ran, neverSetUp []string
+		for _, name := range order {
+			if prev, had := old[name]; had && prev.worker != nil {
+				ran = append(ran, name)
+			} else {
+				neverSetUp = append(neverSetUp, name)
+			}
+		}
+		for _, name := range slices.Concat(ran, neverSetUp) {
 			s := next[name]
 			if s.worker != nil {
 				continue // kept as it was

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
@@ -277,15 +276,7 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	front.createUser(t, "ann")
 	waitDelivered(t, h, 1)
 	ctx := context.Background()
-	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("worker", "worker-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://worker:worker-secret@", 1))
 	stored := func() uint64 {
 		st, err := front.srv.js.Stream(ctx, events.StreamName)
 		if err != nil {

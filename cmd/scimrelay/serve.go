@@ -54,7 +54,9 @@ names.
 Roles split the relay across machines that share an external NATS cluster:
   all    everything in one process (default)
   scim   the SCIM endpoint and the event publisher; holds the data file
-  sinks  webhook delivery workers only; needs no data file
+  sinks  webhook delivery workers only; needs no data file, and opens the
+         streams and buckets a scim or all process makes (waiting for them
+         up to 2 minutes at start), creating none
 
 SIGHUP (or 'scimrelay reload') re-reads relay.yaml and applies what can change
 while running; SIGTERM or SIGINT stops it gracefully.

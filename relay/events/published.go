@@ -5,8 +5,6 @@ package events
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -47,6 +45,10 @@ func Published(subject string, h nats.Header, data []byte) (event.Event, error) 
 	if err != nil {
 		return e, err
 	}
+	s, err := ParseStoredSubject(subject) // with the partition the stream appended
+	if err != nil {
+		return e, fmt.Errorf("%w: %w", ErrNotPublished, err)
+	}
 	a, err := ActionOf(e)
 	if err != nil {
 		return e, err
@@ -55,11 +57,8 @@ func Published(subject string, h nats.Header, data []byte) (event.Event, error) 
 	if err != nil {
 		return e, err
 	}
-	// Stored as published, with the partition the stream appended.
-	want := Subject(Tenant(e), a, id)
-	rest, ok := strings.CutPrefix(subject, want+".")
-	if p, err := strconv.Atoi(rest); !ok || err != nil || p < 0 || p >= MaxPartitions || strconv.Itoa(p) != rest {
-		return e, fmt.Errorf("%w: event %s is stored on %s, and was published on %s", ErrNotPublished, e.ID(), subject, want)
+	if tenant := Tenant(e); s.Tenant != tenant || s.Action != a || s.ResourceID != id {
+		return e, fmt.Errorf("%w: event %s is stored on %s, and was published on %s", ErrNotPublished, e.ID(), subject, Subject(tenant, a, id))
 	}
 	return e, nil
 }
