@@ -192,6 +192,12 @@ func (w *worker) run(ctx context.Context) error {
 	failing := false
 	for {
 		if err := w.reconcile(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Stopping (a reload removed the sink, or shutdown): not
+				// a fault of NATS, and nothing to warn about.
+				w.shutdown()
+				return nil
+			}
 			if !failing {
 				w.log.Warn("delivery workers cannot coordinate through NATS; retrying", "err", err)
 			}
