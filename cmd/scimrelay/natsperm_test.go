@@ -302,6 +302,17 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if err := nc.PublishRequest("$JS.API.INFO", "scimrelay.acme.user.created.info", nil); err != nil {
 		t.Fatal(err)
 	}
+	// A push consumer on its bucket, delivering to a subject of the event
+	// stream (a consumer's configuration is not a subject NATS checks
+	// either), may: nats-server 2.15 delivers a push consumer's messages
+	// only while a client subscribes to that very subject, which this user
+	// cannot (it subscribes on _INBOX.> alone). Checked at the end.
+	if _, err := js.CreateOrUpdatePushConsumer(ctx, "KV_scimrelay-parked-crm", jetstream.ConsumerConfig{
+		Durable: "forward", DeliverSubject: "scimrelay.acme.user.created.pushed",
+		FilterSubject: "$KV.scimrelay-parked-crm.forged", AckPolicy: jetstream.AckNonePolicy,
+	}); err != nil {
+		t.Fatalf("the worker's user could not make a push consumer on its bucket: %v", err)
+	}
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := stored() - was; n != 2 {
 			return fmt.Errorf("%d of the 2 answers aimed at the event stream are there", n)
@@ -331,6 +342,11 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	}
 	if page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
 		t.Errorf("dead letters %+v (%v); want none: a redrive would deliver them", page.DeadLetters, err)
+	}
+	// bob's event came after the push consumer was made, which would have
+	// delivered at once.
+	if info, err := front.srv.js.PushConsumer(ctx, "KV_scimrelay-parked-crm", "forward"); err != nil || info.CachedInfo().Delivered.Stream != 0 || stored() != was+3 {
+		t.Errorf("the worker's push consumer onto scimrelay.>: %+v, %v; the stream went from %d to %d for 2 answers and bob's event", info, err, was, stored())
 	}
 	worker.stop()
 
