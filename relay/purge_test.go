@@ -532,6 +532,100 @@ func TestPurgeInChunks(t *testing.T) {
 	}
 }
 
+// lastSequenceOf returns the highest sequence of the tenant's events in
+// the outbox, 0 when none is there.
+func lastSequenceOf(t testing.TB, s *Store, tenant string) uint64 {
+	t.Helper()
+	var last uint64
+	for _, e := range outbox(t, s) {
+		if e.data.Tenant == tenant {
+			last = max(last, e.seq)
+		}
+	}
+	return last
+}
+
+// TestPurgedNameContinuesItsSequence: a purge keeps one thing of the
+// tenant, the last sequence its events reached, and a tenant configured
+// again under the name continues after it: at a start after a restart
+// and at a reload, after a purge cut short (once the tenant's counter was
+// deleted) and run again after a restart. The name still holds nothing to
+// purge, and the other tenants' sequences are their own.
+func TestPurgedNameContinuesItsSequence(t *testing.T) {
+	defer func(n int) { purgeChunk = n }(purgeChunk)
+	purgeChunk = 3
+	s, c, path := openStore(t)
+	populate(t, s, "globex", 4)
+	create(t, s, "acme", user(t, `"userName":"carl"`))
+	reached := lastSequenceOf(t, s, "globex")
+	if reached < 5 {
+		t.Fatalf("globex's events reached sequence %d; populate makes at least 5", reached)
+	}
+	o := testOptions(c)
+	o.Tenants = withoutTenant(c, "globex")
+	if err := s.SetTenants(o.Tenants); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginPurge(ctx, "globex"); err != nil {
+		t.Fatal(err)
+	}
+	// Cut short once a chunk of its buckets, the counter's, is deleted.
+	stopped, stop := context.WithCancel(ctx)
+	if _, err := s.Purge(stopped, "globex", nil, func(p Purged) {
+		if p.Keys > 0 {
+			stop()
+		}
+	}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a purge stopped after its first chunk of globex's buckets: %v", err)
+	}
+	if h := holding(t, s, "globex"); h.Buckets == nil || h.Buckets[string(bucketCounters)] != 0 {
+		t.Fatalf("the purge was not cut short between its counter and its end: globex holds %+v", h)
+	}
+
+	// Restarted without globex, the purge finishes.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", nil)
+	if err := s.BeginPurge(ctx, "globex"); !errors.Is(err, ErrNothingToPurge) {
+		t.Errorf("purging globex once its purge is done: %v; its last sequence is nothing to purge", err)
+	}
+
+	// Restarted with globex configured again, it continues.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, testOptions(c)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	create(t, s, "globex", user(t, `"userName":"erin"`))
+	if got := lastSequenceOf(t, s, "globex"); got != reached+1 {
+		t.Errorf("globex configured again at a start: its first event has sequence %d, want %d", got, reached+1)
+	}
+	create(t, s, "acme", user(t, `"userName":"dave"`))
+	if got := lastSequenceOf(t, s, "acme"); got != 2 {
+		t.Errorf("acme's second event has sequence %d", got)
+	}
+
+	// Purged again, and added again at a reload, it continues again.
+	if err := s.SetTenants(o.Tenants); err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", nil)
+	if err := s.SetTenants(testOptions(c).Tenants); err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "globex", user(t, `"userName":"finn"`))
+	if got := lastSequenceOf(t, s, "globex"); got != reached+2 {
+		t.Errorf("globex configured again at a reload: its first event has sequence %d, want %d", got, reached+2)
+	}
+}
+
 // TestLogFilesNothingOfATenantBeingPurged: an entry of a tenant being
 // purged that reaches the log after the purge began (a request answered
 // before its removal, a minute's summary of reads) is not filed, where
