@@ -41,7 +41,9 @@ import (
 // puts the name there with 0 if its tenant had no event. A tenant
 // configured under the name again continues after it (continueSequence),
 // so that a subscriber that tells events apart by tenant and sequence
-// never takes the new tenant's for the old one's.
+// never takes the new tenant's for the old one's. Until then the
+// provisioning log files no entry of the name, as while it was being
+// purged (purgedAway).
 
 // keyPurging is meta's record of the tenants being purged: a JSON list of
 // their names.
@@ -594,6 +596,18 @@ func continueSequence(tx *bolt.Tx, tb *bolt.Bucket, name string) error {
 		}
 	}
 	return b.Delete([]byte(name))
+}
+
+// purgedAway reports whether the tenant name is being purged (purging is
+// purgingTenants(tx)), or was purged and is not configured since (the
+// bucket purged holds the name: prepare deletes it from there whenever it
+// configures the name). The provisioning log files no entry of it: one
+// that comes after the purge began (a request answered before the
+// tenant's removal, a minute's summary of reads written once its minute
+// is over) was made before, and is the old tenant's; a request in the
+// name of a tenant that is not configured is filed under no tenant.
+func purgedAway(tx *bolt.Tx, purging []string, name string) bool {
+	return slices.Contains(purging, name) || tx.Bucket(bucketPurged).Get([]byte(name)) != nil
 }
 
 // deleteFirst deletes up to limit keys of b from its first, and says how

@@ -649,6 +649,53 @@ func TestLogFilesNothingOfATenantBeingPurged(t *testing.T) {
 	}
 }
 
+// TestLogFilesNoLateSummaryOfAPurgedTenant: a minute's summary of a
+// tenant's reads, recorded before its purge and written once its minute
+// is over, after the purge ended, is not filed: the log holds no entry of
+// the purged tenant, while acme's summary of the same minute is filed.
+// Configured again, the name has its entries filed.
+func TestLogFilesNoLateSummaryOfAPurgedTenant(t *testing.T) {
+	s, c, _ := openStore(t)
+	l, _ := runningLog(t, s)
+	populate(t, s, "globex", 1)
+	read := func(tenant string) LogEntry {
+		return LogEntry{Time: c.now(), RequestID: "read-" + tenant, Tenant: tenant, Method: "GET", Path: "/scim/v2/" + tenant + "/Users",
+			Operation: "list", Resource: "User", Status: 200}
+	}
+	// Filed after them, acme's marker says the reads are summed up.
+	recordAndWait(t, l, c.now(), read("globex"), read("acme"))
+	if err := s.SetTenants(withoutTenant(c, "globex")); err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", l)
+	if h := holding(t, s, "globex"); h.Log != 0 {
+		t.Fatalf("the purge left %d log entries of globex", h.Log)
+	}
+
+	c.add(2 * time.Minute) // the minute of the reads is over: their summaries are written
+	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		list, err := l.Query(ctx, LogQuery{Tenant: "acme", Limit: 100})
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(list, func(e LogEntry) bool { return e.Count == 1 && e.RequestID == "read-acme" }) {
+			return errors.New("acme's summary of reads is not filed yet")
+		}
+		return nil
+	})
+	if h := holding(t, s, "globex"); h.Log != 0 {
+		t.Errorf("after globex's purge the log filed %d entries of it: its summary of reads, written late", h.Log)
+	}
+
+	if err := s.SetTenants(testOptions(c).Tenants); err != nil {
+		t.Fatal(err)
+	}
+	recordAndWait(t, l, c.now(), logEntries("globex", c.now(), 1)...)
+	if h := holding(t, s, "globex"); h.Log != 1 {
+		t.Errorf("globex configured again: the log filed %d of its entries, want 1", h.Log)
+	}
+}
+
 // heldReads is the store's outbox whose first read of rows waits, having
 // read them, until released.
 type heldReads struct {
