@@ -285,13 +285,30 @@ func TestTenantPurge(t *testing.T) {
 			t.Errorf("the purge's last audit line has %s=%v, want %v: %v", k, audit[1][k], want, audit[1])
 		}
 	}
-	// The console shows the purge's job as a tenant's, not a sink's.
+	// The console shows the purge's job as a tenant's, not a sink's, and
+	// what it deleted as the command printed it, kind by kind.
 	job, _ := audit[1]["job"].(string)
 	b := newBrowser(t, p)
 	b.signIn(adminSecret).redirect(t, "/ui/")
 	page := b.get("/ui/jobs/"+job).want(t, http.StatusOK, "purge of tenant <strong>globex</strong>", `data-state="done"`)
 	if strings.Contains(page.body, "/ui/sinks/globex") {
 		t.Errorf("the console's page of the purge links to a sink globex:\n%s", page.body)
+	}
+	printed := regexp.MustCompile(`(?m)^  (\S.*?)  +(\S.*)$`).FindAllStringSubmatch(stdout, -1)
+	if len(printed) < 12 {
+		t.Errorf("tenant purge globex printed %d counts:\n%s", len(printed), stdout)
+	}
+	var missing []string
+	for _, row := range printed {
+		if shown := "<dt>" + row[1] + "</dt><dd>" + row[2] + "</dd>"; !strings.Contains(page.body, shown) {
+			missing = append(missing, shown)
+		}
+	}
+	if deadLetters := "deleted 1 dead letter of globex from the queue of sink crm"; !strings.Contains(page.body, deadLetters) {
+		missing = append(missing, deadLetters)
+	}
+	if len(missing) > 0 {
+		t.Errorf("the console's page of the purge does not show what the command printed: %q\n%s", missing, page.body)
 	}
 	// Nothing left: the name is refused as a misspelt one, for a purge and
 	// for token list.
