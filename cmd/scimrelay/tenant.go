@@ -33,10 +33,10 @@ groups and memberships with every index, its stored tokens and OAuth clients
 whatever their state, the NATS subscribers scoped to it (their connections
 close and their consumers go, as with subscriber remove), its provisioning
 log entries, its events not yet published (they never will be), its events
-in the stream SCIMRELAY and the delivery attempts of its events. Dead letters
-of the tenant stay in the sinks' queues, which are kept per sink: the command
-counts them, and they age out after 30 days. Backups taken before keep what
-they hold.
+in the stream SCIMRELAY, the delivery attempts of its events, and its dead
+letters in every sink's queue. It keeps the last sequence number the
+tenant's events reached: a tenant added again under the name continues
+after it. Backups taken before keep what they hold.
 
 The relay deletes in the background, a few thousand keys per transaction, so
 the other tenants' requests keep flowing however large the tenant; this
