@@ -485,14 +485,15 @@ func (l *RequestLog) write(batch []LogEntry) error {
 		if last, _ := b.Cursor().Last(); len(last) >= 8 {
 			floor = int64(binary.BigEndian.Uint64(last[:8])) + 1
 		}
-		// A tenant being purged has no entry filed after its purge
-		// began (a request answered before its removal, a minute's
-		// summary), which the purge would not find: read in the same
-		// transaction as the entries are put, the mark is either there,
-		// or the purge begins after them.
+		// A tenant being purged, or purged and not configured since, has
+		// no entry filed after its purge began (a request answered
+		// before its removal, a minute's summary written after the
+		// purge), which the purge would not find, or found no more:
+		// read in the same transaction as the entries are put, the mark
+		// is either there, or the purge begins after them.
 		purging := purgingTenants(tx)
 		for i, e := range batch {
-			if e.Tenant != "" && slices.Contains(purging, e.Tenant) {
+			if e.Tenant != "" && purgedAway(tx, purging, e.Tenant) {
 				continue
 			}
 			// Within the batch the counter orders equal times.

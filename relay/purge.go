@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,17 @@ import (
 // finished by running it again. Everything is deleted purgeChunk keys or
 // rows per transaction, through the group commit like any write, so that
 // the other tenants' writes keep flowing beside a purge of a million users.
+//
+// One thing stays of the tenant: the last sequence its events reached,
+// which is no one's personal data, in the bucket purged under its name.
+// It is put there in the transaction that deletes the tenant's counter (a
+// purge cut short and resumed puts the higher of the two), and EndPurge
+// puts the name there with 0 if its tenant had no event. A tenant
+// configured under the name again continues after it (continueSequence),
+// so that a subscriber that tells events apart by tenant and sequence
+// never takes the new tenant's for the old one's. Until then the
+// provisioning log files no entry of the name, as while it was being
+// purged (purgedAway).
 
 // keyPurging is meta's record of the tenants being purged: a JSON list of
 // their names.
@@ -241,6 +253,9 @@ func (s *Store) EndPurge(_ context.Context, name string) error {
 	err := s.commits.do(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketTenants).Bucket([]byte(name)) != nil {
 			return errors.New("its bucket is still there")
+		}
+		if err := keepSequence(tx, name, 0); err != nil {
+			return err
 		}
 		return markPurging(tx, slices.DeleteFunc(purgingTenants(tx), func(n string) bool { return n == name }))
 	})
@@ -500,6 +515,10 @@ func (p *purge) resources(ctx context.Context) error {
 				gone = true
 				return nil
 			}
+			// Before its counter goes, in the same transaction.
+			if err := keepSequence(tx, p.name, lastSequence(tb)); err != nil {
+				return err
+			}
 			var names [][]byte
 			if err := tb.ForEachBucket(func(k []byte) error {
 				names = append(names, bytes.Clone(k))
@@ -538,6 +557,57 @@ func (p *purge) resources(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// lastSequence returns the last event sequence of the tenant whose bucket
+// is tb: 0 before its first event, and once its counter is deleted.
+func lastSequence(tb *bolt.Bucket) uint64 {
+	if c := tb.Bucket(bucketCounters); c != nil {
+		if v := c.Get(keySequence); len(v) == 8 {
+			return binary.BigEndian.Uint64(v)
+		}
+	}
+	return 0
+}
+
+// keepSequence records in the bucket purged that the tenant name is
+// purged, and that its events reached seq, unless it records a higher
+// sequence already.
+func keepSequence(tx *bolt.Tx, name string, seq uint64) error {
+	b := tx.Bucket(bucketPurged)
+	if v := b.Get([]byte(name)); len(v) == 8 && binary.BigEndian.Uint64(v) >= seq {
+		return nil
+	}
+	return b.Put([]byte(name), u64(seq))
+}
+
+// continueSequence makes the events of tenant name, configured with its
+// bucket tb, continue after the last sequence a purged tenant of the name
+// reached, and forgets the purged one: the name is configured again.
+func continueSequence(tx *bolt.Tx, tb *bolt.Bucket, name string) error {
+	b := tx.Bucket(bucketPurged)
+	v := b.Get([]byte(name))
+	if v == nil {
+		return nil
+	}
+	if len(v) == 8 && binary.BigEndian.Uint64(v) > lastSequence(tb) {
+		if err := tb.Bucket(bucketCounters).Put(keySequence, u64(binary.BigEndian.Uint64(v))); err != nil {
+			return err
+		}
+	}
+	return b.Delete([]byte(name))
+}
+
+// purgedAway reports whether the tenant name is being purged (purging is
+// purgingTenants(tx)), or was purged and is not configured since (the
+// bucket purged holds the name: prepare deletes it from there whenever it
+// configures the name). The provisioning log files no entry of it: one
+// that comes after the purge began (a request answered before the
+// tenant's removal, a minute's summary of reads written once its minute
+// is over) was made before, and is the old tenant's; a request in the
+// name of a tenant that is not configured is filed under no tenant.
+func purgedAway(tx *bolt.Tx, purging []string, name string) bool {
+	return slices.Contains(purging, name) || tx.Bucket(bucketPurged).Get([]byte(name)) != nil
 }
 
 // deleteFirst deletes up to limit keys of b from its first, and says how

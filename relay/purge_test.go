@@ -532,6 +532,100 @@ func TestPurgeInChunks(t *testing.T) {
 	}
 }
 
+// lastSequenceOf returns the highest sequence of the tenant's events in
+// the outbox, 0 when none is there.
+func lastSequenceOf(t testing.TB, s *Store, tenant string) uint64 {
+	t.Helper()
+	var last uint64
+	for _, e := range outbox(t, s) {
+		if e.data.Tenant == tenant {
+			last = max(last, e.seq)
+		}
+	}
+	return last
+}
+
+// TestPurgedNameContinuesItsSequence: a purge keeps one thing of the
+// tenant, the last sequence its events reached, and a tenant configured
+// again under the name continues after it: at a start after a restart
+// and at a reload, after a purge cut short (once the tenant's counter was
+// deleted) and run again after a restart. The name still holds nothing to
+// purge, and the other tenants' sequences are their own.
+func TestPurgedNameContinuesItsSequence(t *testing.T) {
+	defer func(n int) { purgeChunk = n }(purgeChunk)
+	purgeChunk = 3
+	s, c, path := openStore(t)
+	populate(t, s, "globex", 4)
+	create(t, s, "acme", user(t, `"userName":"carl"`))
+	reached := lastSequenceOf(t, s, "globex")
+	if reached < 5 {
+		t.Fatalf("globex's events reached sequence %d; populate makes at least 5", reached)
+	}
+	o := testOptions(c)
+	o.Tenants = withoutTenant(c, "globex")
+	if err := s.SetTenants(o.Tenants); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginPurge(ctx, "globex"); err != nil {
+		t.Fatal(err)
+	}
+	// Cut short once a chunk of its buckets, the counter's, is deleted.
+	stopped, stop := context.WithCancel(ctx)
+	if _, err := s.Purge(stopped, "globex", nil, func(p Purged) {
+		if p.Keys > 0 {
+			stop()
+		}
+	}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a purge stopped after its first chunk of globex's buckets: %v", err)
+	}
+	if h := holding(t, s, "globex"); h.Buckets == nil || h.Buckets[string(bucketCounters)] != 0 {
+		t.Fatalf("the purge was not cut short between its counter and its end: globex holds %+v", h)
+	}
+
+	// Restarted without globex, the purge finishes.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", nil)
+	if err := s.BeginPurge(ctx, "globex"); !errors.Is(err, ErrNothingToPurge) {
+		t.Errorf("purging globex once its purge is done: %v; its last sequence is nothing to purge", err)
+	}
+
+	// Restarted with globex configured again, it continues.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, testOptions(c)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	create(t, s, "globex", user(t, `"userName":"erin"`))
+	if got := lastSequenceOf(t, s, "globex"); got != reached+1 {
+		t.Errorf("globex configured again at a start: its first event has sequence %d, want %d", got, reached+1)
+	}
+	create(t, s, "acme", user(t, `"userName":"dave"`))
+	if got := lastSequenceOf(t, s, "acme"); got != 2 {
+		t.Errorf("acme's second event has sequence %d", got)
+	}
+
+	// Purged again, and added again at a reload, it continues again.
+	if err := s.SetTenants(o.Tenants); err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", nil)
+	if err := s.SetTenants(testOptions(c).Tenants); err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "globex", user(t, `"userName":"finn"`))
+	if got := lastSequenceOf(t, s, "globex"); got != reached+2 {
+		t.Errorf("globex configured again at a reload: its first event has sequence %d, want %d", got, reached+2)
+	}
+}
+
 // TestLogFilesNothingOfATenantBeingPurged: an entry of a tenant being
 // purged that reaches the log after the purge began (a request answered
 // before its removal, a minute's summary of reads) is not filed, where
@@ -552,6 +646,53 @@ func TestLogFilesNothingOfATenantBeingPurged(t *testing.T) {
 	}
 	if h := holding(t, s, "acme"); h.Log != 1 {
 		t.Errorf("the log filed %d entries of acme, want its marker", h.Log)
+	}
+}
+
+// TestLogFilesNoLateSummaryOfAPurgedTenant: a minute's summary of a
+// tenant's reads, recorded before its purge and written once its minute
+// is over, after the purge ended, is not filed: the log holds no entry of
+// the purged tenant, while acme's summary of the same minute is filed.
+// Configured again, the name has its entries filed.
+func TestLogFilesNoLateSummaryOfAPurgedTenant(t *testing.T) {
+	s, c, _ := openStore(t)
+	l, _ := runningLog(t, s)
+	populate(t, s, "globex", 1)
+	read := func(tenant string) LogEntry {
+		return LogEntry{Time: c.now(), RequestID: "read-" + tenant, Tenant: tenant, Method: "GET", Path: "/scim/v2/" + tenant + "/Users",
+			Operation: "list", Resource: "User", Status: 200}
+	}
+	// Filed after them, acme's marker says the reads are summed up.
+	recordAndWait(t, l, c.now(), read("globex"), read("acme"))
+	if err := s.SetTenants(withoutTenant(c, "globex")); err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", l)
+	if h := holding(t, s, "globex"); h.Log != 0 {
+		t.Fatalf("the purge left %d log entries of globex", h.Log)
+	}
+
+	c.add(2 * time.Minute) // the minute of the reads is over: their summaries are written
+	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		list, err := l.Query(ctx, LogQuery{Tenant: "acme", Limit: 100})
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(list, func(e LogEntry) bool { return e.Count == 1 && e.RequestID == "read-acme" }) {
+			return errors.New("acme's summary of reads is not filed yet")
+		}
+		return nil
+	})
+	if h := holding(t, s, "globex"); h.Log != 0 {
+		t.Errorf("after globex's purge the log filed %d entries of it: its summary of reads, written late", h.Log)
+	}
+
+	if err := s.SetTenants(testOptions(c).Tenants); err != nil {
+		t.Fatal(err)
+	}
+	recordAndWait(t, l, c.now(), logEntries("globex", c.now(), 1)...)
+	if h := holding(t, s, "globex"); h.Log != 1 {
+		t.Errorf("globex configured again: the log filed %d of its entries, want 1", h.Log)
 	}
 }
 

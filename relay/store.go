@@ -17,6 +17,7 @@
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
 //	subscribers               name → NATS subscriber (JSON: public nkey, subject pattern)
+//	purged                    name → u64, the last event sequence of a tenant purged and not configured since (purge.go)
 //	provlog                   the provisioning log (see provlog.go)
 //	tenants/<name>/
 //	    users                 id → record
@@ -57,6 +58,12 @@
 // indexed the first alone. Open upgrades a file of either by adding the
 // missing keys from the stored users (upgradeLayout), and marks it 4 when
 // all are in.
+//
+// The bucket purged came after layout 4 without changing its version: a
+// release before it leaves the bucket alone, and a tenant it adds again
+// under a purged name starts its events' sequence at 1, as it did (a
+// later release, configuring the tenant, moves its sequence past the
+// purged one's then).
 //
 // Resource ids are UUIDv7 strings, so id order is the order creates were
 // prepared in (before each waits for its commit, so not quite commit
@@ -215,6 +222,7 @@ var (
 	bucketOutbox   = []byte("outbox")
 	bucketQuarant  = []byte("quarantine")
 	bucketTokens   = []byte("tokens")
+	bucketPurged   = []byte("purged")
 	bucketTenants  = []byte("tenants")
 	bucketUsers    = []byte("users")
 	bucketGroups   = []byte("groups")
@@ -429,7 +437,7 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers} {
+	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers, bucketPurged} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return 0, err
 		}
@@ -447,6 +455,9 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 			if _, err := tb.CreateBucketIfNotExists(b); err != nil {
 				return 0, fmt.Errorf("tenant %s: %w", name, err)
 			}
+		}
+		if err := continueSequence(tx, tb, name); err != nil {
+			return 0, fmt.Errorf("tenant %s: %w", name, err)
 		}
 	}
 	return layout, nil
@@ -889,7 +900,8 @@ type StorageStats struct {
 	// FileBytes is the size of the data file; it includes free pages.
 	FileBytes int64 `json:"file_bytes"`
 	// Buckets lists every bucket: meta, outbox, quarantine, tokens,
-	// subscribers, provlog, and tenants/<name>/<bucket> for each tenant.
+	// subscribers, purged, provlog, and tenants/<name>/<bucket> for each
+	// tenant.
 	Buckets []BucketStats `json:"buckets"`
 }
 

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -35,10 +33,10 @@ groups and memberships with every index, its stored tokens and OAuth clients
 whatever their state, the NATS subscribers scoped to it (their connections
 close and their consumers go, as with subscriber remove), its provisioning
 log entries, its events not yet published (they never will be), its events
-in the stream SCIMRELAY and the delivery attempts of its events. Dead letters
-of the tenant stay in the sinks' queues, which are kept per sink: the command
-counts them, and they age out after 30 days. Backups taken before keep what
-they hold.
+in the stream SCIMRELAY, the delivery attempts of its events, and its dead
+letters in every sink's queue. It keeps the last sequence number the
+tenant's events reached: a tenant added again under the name continues
+after it. Backups taken before keep what they hold.
 
 The relay deletes in the background, a few thousand keys per transaction, so
 the other tenants' requests keep flowing however large the tenant; this
@@ -91,46 +89,23 @@ required.`,
 	return cmd
 }
 
-// writePurged says what a purge deleted, one kind a line, and the dead
-// letters it left.
+// writePurged says what a purge deleted, one kind a line (as the
+// console's page of its job shows it), and the dead letters it deleted.
 func writePurged(w io.Writer, res admin.PurgeResult, finished bool) error {
 	if finished {
 		fmt.Fprintf(w, "purged tenant %s:\n", res.Tenant)
 	} else {
 		fmt.Fprintf(w, "the purge of tenant %s stopped; it deleted:\n", res.Tenant)
 	}
-	subscribers := fmt.Sprint(len(res.Subscribers))
-	if len(res.Subscribers) > 0 {
-		subscribers += " (" + strings.Join(res.Subscribers, ", ") + ")"
-	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, row := range []struct {
-		what string
-		n    any
-	}{
-		{"users", res.Users}, {"groups", res.Groups}, {"memberships", res.Memberships},
-		{"keys (resources, memberships, indexes)", res.Keys},
-		{"SCIM tokens", res.Tokens}, {"OAuth clients", res.Clients}, {"NATS subscribers", subscribers},
-		{"provisioning log entries", res.LogEntries},
-		{"events in the outbox (never to be published)", res.Outbox}, {"events in quarantine", res.Quarantined},
-		{"events in the stream", res.Events}, {"delivery attempts", res.Attempts},
-	} {
-		fmt.Fprintf(tw, "  %s\t%v\n", row.what, row.n)
+	for _, c := range res.Counts() {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.What, c.Count)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	sinks := make([]string, 0, len(res.DeadLetters))
-	for sink := range res.DeadLetters {
-		sinks = append(sinks, sink)
-	}
-	slices.Sort(sinks)
-	for _, sink := range sinks {
-		letters := "dead letters"
-		if res.DeadLetters[sink] == 1 {
-			letters = "dead letter"
-		}
-		fmt.Fprintf(w, "deleted %d %s of %s from the queue of sink %s\n", res.DeadLetters[sink], letters, res.Tenant, sink)
+	for _, line := range res.DeadLettersDeleted() {
+		fmt.Fprintln(w, line)
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func holdingsOf(t *testing.T, p *relayProc, tenant string) tenantHoldings {
 // a purge without --yes. Added again, the name starts afresh and the old
 // token is refused. A purge that did not finish keeps the name from being
 // configured, at a reload, and is named at a restart; run again, it
-// finishes.
+// finishes. The name's events continue the purged tenant's sequence.
 func TestTenantPurge(t *testing.T) {
 	h := newHook(t)
 	receiver := h.Config.Handler
@@ -285,13 +285,30 @@ func TestTenantPurge(t *testing.T) {
 			t.Errorf("the purge's last audit line has %s=%v, want %v: %v", k, audit[1][k], want, audit[1])
 		}
 	}
-	// The console shows the purge's job as a tenant's, not a sink's.
+	// The console shows the purge's job as a tenant's, not a sink's, and
+	// what it deleted as the command printed it, kind by kind.
 	job, _ := audit[1]["job"].(string)
 	b := newBrowser(t, p)
 	b.signIn(adminSecret).redirect(t, "/ui/")
 	page := b.get("/ui/jobs/"+job).want(t, http.StatusOK, "purge of tenant <strong>globex</strong>", `data-state="done"`)
 	if strings.Contains(page.body, "/ui/sinks/globex") {
 		t.Errorf("the console's page of the purge links to a sink globex:\n%s", page.body)
+	}
+	printed := regexp.MustCompile(`(?m)^  (\S.*?)  +(\S.*)$`).FindAllStringSubmatch(stdout, -1)
+	if len(printed) < 12 {
+		t.Errorf("tenant purge globex printed %d counts:\n%s", len(printed), stdout)
+	}
+	var missing []string
+	for _, row := range printed {
+		if shown := "<dt>" + row[1] + "</dt><dd>" + row[2] + "</dd>"; !strings.Contains(page.body, shown) {
+			missing = append(missing, shown)
+		}
+	}
+	if deadLetters := "deleted 1 dead letter of globex from the queue of sink crm"; !strings.Contains(page.body, deadLetters) {
+		missing = append(missing, deadLetters)
+	}
+	if len(missing) > 0 {
+		t.Errorf("the console's page of the purge does not show what the command printed: %q\n%s", missing, page.body)
 	}
 	// Nothing left: the name is refused as a misspelt one, for a purge and
 	// for token list.
@@ -314,11 +331,31 @@ func TestTenantPurge(t *testing.T) {
 	}
 	p.scim("globex", globexToken, "GET", "/Users/"+ann, "").want(t, http.StatusNotFound)
 	p.scim("globex", secret, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+	// Its events continue the sequence of the purged tenant's, which all
+	// reached the stream.
+	newUser("globex", globexToken, "erin")
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := p.srv.js.Stream(t.Context(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		m, err := st.GetLastMsgForSubject(t.Context(), events.TenantSubjects("globex"))
+		if err != nil {
+			return fmt.Errorf("erin's event: %w", err)
+		}
+		e, err := events.FromMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			return err
+		}
+		if seq, err := events.Sequence(e); err != nil || seq != globex.Events+1 {
+			t.Errorf("erin's event, globex's first once added again, has sequence %d (%v); the purged tenant's reached %d", seq, err, globex.Events)
+		}
+		return nil
+	})
 
 	// A purge that did not finish (begun, then the relay stopped): a
 	// reload adding the name is refused, a restart names it, and run
 	// again the purge finishes.
-	newUser("globex", globexToken, "erin")
 	if code, stdout, stderr := reload(acmeOnly); code != exitOK {
 		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -45,6 +46,45 @@ type PurgeResult struct {
 	DeadLetters map[string]int `json:"dead_letters,omitempty"`
 	// Step is what a purge under way is doing.
 	Step string `json:"step,omitempty"`
+}
+
+// PurgeCount is one kind of what a purge deleted, as the CLI prints it
+// and the console shows it.
+type PurgeCount struct {
+	What  string
+	Count string
+}
+
+// Counts lists what the purge deleted, one kind a line; the subscribers
+// are named after their count.
+func (r PurgeResult) Counts() []PurgeCount {
+	subscribers := fmt.Sprint(len(r.Subscribers))
+	if len(r.Subscribers) > 0 {
+		subscribers += " (" + strings.Join(r.Subscribers, ", ") + ")"
+	}
+	return []PurgeCount{
+		{"users", fmt.Sprint(r.Users)}, {"groups", fmt.Sprint(r.Groups)}, {"memberships", fmt.Sprint(r.Memberships)},
+		{"keys (resources, memberships, indexes)", fmt.Sprint(r.Keys)},
+		{"SCIM tokens", fmt.Sprint(r.Tokens)}, {"OAuth clients", fmt.Sprint(r.Clients)}, {"NATS subscribers", subscribers},
+		{"provisioning log entries", fmt.Sprint(r.LogEntries)},
+		{"events in the outbox (never to be published)", fmt.Sprint(r.Outbox)}, {"events in quarantine", fmt.Sprint(r.Quarantined)},
+		{"events in the stream", fmt.Sprint(r.Events)}, {"delivery attempts", fmt.Sprint(r.Attempts)},
+	}
+}
+
+// DeadLettersDeleted says, a sentence a sink in the sinks' name order,
+// how many of the tenant's dead letters the purge deleted from its queue.
+func (r PurgeResult) DeadLettersDeleted() []string {
+	sinks := slices.Sorted(maps.Keys(r.DeadLetters))
+	out := make([]string, len(sinks))
+	for i, sink := range sinks {
+		letters := "dead letters"
+		if r.DeadLetters[sink] == 1 {
+			letters = "dead letter"
+		}
+		out[i] = fmt.Sprintf("deleted %d %s of %s from the queue of sink %s", r.DeadLetters[sink], letters, r.Tenant, sink)
+	}
+	return out
 }
 
 // Steps of a purge.

@@ -6,16 +6,18 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
-// jobData is a redrive's or replay's page: its state and progress, which
-// app.js refreshes while it runs.
+// jobData is a redrive's, replay's or tenant purge's page: its state and
+// progress, which app.js refreshes while it runs.
 type jobData struct {
 	Job     adminclient.Job
 	Redrive *sinks.RedriveResult
 	Replay  *sinks.ReplayResult
+	Purge   *admin.PurgeResult
 }
 
 // GET /ui/jobs/{id}
@@ -33,6 +35,9 @@ func (c *Console) job(w http.ResponseWriter, r *http.Request, s *session) error 
 		case "replay":
 			d.Replay = &sinks.ReplayResult{}
 			_ = json.Unmarshal(j.Progress, d.Replay)
+		case "purge":
+			d.Purge = &admin.PurgeResult{}
+			_ = json.Unmarshal(j.Progress, d.Purge)
 		}
 	}
 	c.render(w, r, http.StatusOK, "job", page{Title: "Job " + j.ID, Nav: "sinks", CSRF: s.csrf, Data: d})
