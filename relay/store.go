@@ -61,9 +61,11 @@
 //
 // The bucket purged came after layout 4 without changing its version: a
 // release before it leaves the bucket alone, and a tenant it adds again
-// under a purged name starts its events' sequence at 1, as it did (a
-// later release, configuring the tenant, moves its sequence past the
-// purged one's then).
+// under a purged name starts its events' sequence at 1, as it did. A
+// later release that then finds the tenant configured moves its sequence
+// past the purged one's; one that finds it purged again by the earlier
+// release keeps the first purge's number, below the second tenant's.
+// Releases are not downgraded across a purge.
 //
 // Resource ids are UUIDv7 strings, so id order is the order creates were
 // prepared in (before each waits for its commit, so not quite commit
