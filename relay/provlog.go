@@ -181,6 +181,16 @@ type RequestLog struct {
 	// off size and shares (forget).
 	freedMu sync.Mutex
 	freed   map[string]int64
+	// drops asks Run to forget what it holds of a tenant being purged
+	// (dropPending).
+	drops chan dropRequest
+}
+
+// dropRequest asks Run to forget the requests of tenant it holds, and
+// says when it has (done closed).
+type dropRequest struct {
+	tenant string
+	done   chan struct{}
 }
 
 // NewRequestLog returns the provisioning log of a store. Options that
@@ -193,7 +203,8 @@ func NewRequestLog(s *Store, o LogOptions, log *slog.Logger) *RequestLog {
 		o.MaxBytes = DefaultLogMaxBytes
 	}
 	return &RequestLog{store: s, log: log, retention: o.Retention, maxBytes: o.MaxBytes, allReads: o.Reads == LogReadsAll,
-		entries: make(chan LogEntry, 8192), pruneEvery: logPruneInterval, done: make(chan struct{}), shares: map[string]int64{}}
+		entries: make(chan LogEntry, 8192), pruneEvery: logPruneInterval, done: make(chan struct{}), shares: map[string]int64{},
+		drops: make(chan dropRequest)}
 }
 
 // readOperations are the operations that change nothing.
@@ -266,6 +277,11 @@ func (m summaries) add(k summaryKey, e LogEntry) {
 	s.Latency += e.Latency
 	s.LatencyMax = max(s.LatencyMax, e.Latency)
 	s.RequestID, s.ClientRequestID, s.Method, s.Path, s.ResourceID, s.Detail = e.RequestID, e.ClientRequestID, e.Method, e.Path, e.ResourceID, e.Detail
+}
+
+// forget drops the summaries of tenant's requests.
+func (m summaries) forget(tenant string) {
+	maps.DeleteFunc(m, func(k summaryKey, _ *LogEntry) bool { return k.tenant == tenant })
 }
 
 // due takes out the summaries of minutes that ended before now (all of
@@ -410,6 +426,22 @@ func (l *RequestLog) Run(ctx context.Context) error {
 			if err := l.prune(); err != nil {
 				l.log.Warn("pruning the provisioning log", "err", err)
 			}
+		case d := <-l.drops:
+			// What was recorded before the drop was asked for is queued
+			// (Record does not wait): it is taken in first. Entries of the
+			// tenant go to the batch, which write drops while its purge
+			// runs; summaries and counts are forgotten here.
+			for queued := true; queued; {
+				select {
+				case e := <-l.entries:
+					add(e)
+				default:
+					queued = false
+				}
+			}
+			summed.forget(d.tenant)
+			maps.DeleteFunc(alone, func(k summaryKey, _ int) bool { return k.tenant == d.tenant })
+			close(d.done)
 		case <-ctx.Done():
 			for {
 				select {
@@ -422,6 +454,31 @@ func (l *RequestLog) Run(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// dropPending makes Run forget the requests of tenant, being purged, that
+// it holds to write later: the summaries of a minute not over yet. Written
+// after the purge, under a name added again meanwhile, they would be the
+// old tenant's entries in the new one's log (write drops them only while
+// the name is being purged or purged and not added again). A log that is
+// not running holds nothing.
+func (l *RequestLog) dropPending(ctx context.Context, tenant string) error {
+	d := dropRequest{tenant: tenant, done: make(chan struct{})}
+	select {
+	case l.drops <- d:
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-d.done:
+		return nil
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

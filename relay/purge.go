@@ -403,9 +403,15 @@ func (p *purge) quarantine(ctx context.Context) error {
 }
 
 // log deletes the tenant's entries from the provisioning log, and tells
-// l, when not nil, what they took. None is filed after the purge began
+// l, when not nil, what they took, having made it forget the tenant's
+// summaries not yet written. None is filed after the purge began
 // (RequestLog.write), so the entries read end at the last one there was.
 func (p *purge) log(ctx context.Context, l *RequestLog) error {
+	if l != nil {
+		if err := l.dropPending(ctx, p.name); err != nil {
+			return err
+		}
+	}
 	var freed map[string]int64 // by share, in the chunk being committed
 	return p.sweep(ctx, sweep{
 		bucket: bucketProvLog,

@@ -673,16 +673,7 @@ func TestLogFilesNoLateSummaryOfAPurgedTenant(t *testing.T) {
 	}
 
 	c.add(2 * time.Minute) // the minute of the reads is over: their summaries are written
-	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
-		list, err := l.Query(ctx, LogQuery{Tenant: "acme", Limit: 100})
-		if err != nil {
-			return err
-		}
-		if !slices.ContainsFunc(list, func(e LogEntry) bool { return e.Count == 1 && e.RequestID == "read-acme" }) {
-			return errors.New("acme's summary of reads is not filed yet")
-		}
-		return nil
-	})
+	awaitSummary(t, l, "acme", "read-acme")
 	if h := holding(t, s, "globex"); h.Log != 0 {
 		t.Errorf("after globex's purge the log filed %d entries of it: its summary of reads, written late", h.Log)
 	}
@@ -693,6 +684,56 @@ func TestLogFilesNoLateSummaryOfAPurgedTenant(t *testing.T) {
 	recordAndWait(t, l, c.now(), logEntries("globex", c.now(), 1)...)
 	if h := holding(t, s, "globex"); h.Log != 1 {
 		t.Errorf("globex configured again: the log filed %d of its entries, want 1", h.Log)
+	}
+}
+
+// awaitSummary waits until the log has filed the summary of one read of
+// tenant's whose request id was id: the summaries of its minute are
+// written then.
+func awaitSummary(t *testing.T, l *RequestLog, tenant, id string) {
+	t.Helper()
+	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		list, err := l.Query(ctx, LogQuery{Tenant: tenant, Limit: 100})
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(list, func(e LogEntry) bool { return e.Count == 1 && e.RequestID == id }) {
+			return fmt.Errorf("%s's summary of reads is not filed yet", tenant)
+		}
+		return nil
+	})
+}
+
+// TestPurgeForgetsTheTenantsPendingSummaries: a purge makes the log forget
+// the summaries of the tenant's reads whose minute is not over. A name
+// added again before that minute ends would otherwise have the old
+// tenant's reads (their request ids and paths) filed in its log, and
+// counted with its own reads of the minute (a review reproduced it).
+func TestPurgeForgetsTheTenantsPendingSummaries(t *testing.T) {
+	s, c, _ := openStore(t)
+	l, _ := runningLog(t, s)
+	populate(t, s, "globex", 1)
+	old := LogEntry{Time: c.now(), RequestID: "old-globex-read", Tenant: "globex", Method: "GET",
+		Path: `/scim/v2/globex/Users?filter=userName eq "ann@old.example"`, Operation: "list", Resource: "User", Status: 200}
+	acme := LogEntry{Time: c.now(), RequestID: "read-acme", Tenant: "acme", Method: "GET", Path: "/scim/v2/acme/Users",
+		Operation: "list", Resource: "User", Status: 200}
+	recordAndWait(t, l, c.now(), old, acme)
+	if err := s.SetTenants(withoutTenant(c, "globex")); err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", l)
+	// Added again within the minute of the old reads.
+	if err := s.SetTenants(testOptions(c).Tenants); err != nil {
+		t.Fatal(err)
+	}
+	c.add(2 * time.Minute) // the minute is over: its summaries are written
+	awaitSummary(t, l, "acme", "read-acme")
+	list, err := l.Query(ctx, LogQuery{Tenant: "globex", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list {
+		t.Errorf("the purged tenant's read is filed under the globex added again: %+v", e)
 	}
 }
 
