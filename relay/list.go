@@ -31,10 +31,11 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 	var page scim.Page
 	var examined *budget // the memberships a filter reads, charged to the tenant
 	err := s.db.View(func(tx *bolt.Tx) error {
-		tb, _, err := s.tenantBucket(tx, tenantName)
+		tb, t, err := s.tenantBucket(tx, tenantName)
 		if err != nil {
 			return err
 		}
+		view := filterView(t, rt, q.Filter)
 		eq, exact := exactEquality(rt, q.Filter)
 		switch {
 		case exact && q.Stored && q.SortBy == nil:
@@ -44,10 +45,10 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 			page, err = listAll(tb, rt, start, count)
 		case q.SortBy == nil || count == 0:
 			examined = &budget{limit: s.maxExamined}
-			page, err = listMatching(ctx, tb, rt, q.Filter, examined, start, count)
+			page, err = listMatching(ctx, tb, rt, q.Filter, view, examined, start, count)
 		default:
 			examined = &budget{limit: s.maxExamined}
-			page, err = listSorted(ctx, tb, rt, q, examined, start, count)
+			page, err = listSorted(ctx, tb, rt, q, view, examined, start, count)
 		}
 		if err != nil {
 			return err
@@ -140,9 +141,9 @@ func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start,
 }
 
 // listMatching filters and pages in id order, keeping only the page.
-func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, b *budget, start, count int) (scim.Page, error) {
+func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, view func(*scim.Resource) *scim.Resource, b *budget, start, count int) (scim.Page, error) {
 	page := scim.Page{Resources: []*scim.Resource{}}
-	err := eachMatch(ctx, tb, rt, f, b, func(r *scim.Resource) error {
+	err := eachMatch(ctx, tb, rt, f, view, b, func(r *scim.Resource) error {
 		page.Total++
 		if page.Total >= start && len(page.Resources) < count {
 			page.Resources = append(page.Resources, r)
@@ -156,9 +157,9 @@ func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f
 // id, not the match, and refuses with tooMany when more than q.SortLimit
 // resources match; the page's resources are read again once the order is
 // known.
-func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, b *budget, start, count int) (scim.Page, error) {
+func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, view func(*scim.Resource) *scim.Resource, b *budget, start, count int) (scim.Page, error) {
 	var sorted []sortable
-	err := eachMatch(ctx, tb, rt, q.Filter, b, func(r *scim.Resource) error {
+	err := eachMatch(ctx, tb, rt, q.Filter, view, b, func(r *scim.Resource) error {
 		if q.SortLimit > 0 && len(sorted) >= q.SortLimit {
 			return tooManyToSort(rt, q.SortLimit)
 		}
@@ -192,10 +193,26 @@ func tooManyToSort(rt *scim.ResourceType, limit int) error {
 	return scim.Errorf(scim.ErrTooMany, "more than %d %ss match; sortBy sorts at most %d: narrow the filter or leave sortBy out", limit, rt.Name, limit)
 }
 
+// filterView returns how a filter of tenant t reads a resource of rt, nil
+// for as it is. In a tenant whose work emails are unique, a User none of
+// whose emails is typed "work" is read as having its work email typed so
+// too (scim.Resource.WithWorkEmailTyped): the email uniqueness holds it to
+// is the one Entra's matching filter, emails[type eq "work"].value eq "…",
+// then finds. Otherwise that filter finds nobody, the POST that follows is
+// refused as a duplicate (409), and Entra, which does not link on a 409,
+// tries again every cycle.
+func filterView(t *tenant, rt *scim.ResourceType, f *scim.Filter) func(*scim.Resource) *scim.Resource {
+	if t == nil || !t.uniqueEmail || rt != scim.UserResourceType || f == nil || !f.References("emails") {
+		return nil
+	}
+	return (*scim.Resource).WithWorkEmailTyped
+}
+
 // eachMatch calls fn with every resource of rt matching f (nil: all), in id
-// order, until fn returns an error. The memberships f reads count against
+// order, until fn returns an error; f reads each as view returns it (nil:
+// as it is), fn gets it as stored. The memberships f reads count against
 // b, and it stops with ctx's error once ctx is done.
-func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, b *budget, fn func(*scim.Resource) error) error {
+func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, view func(*scim.Resource) *scim.Resource, b *budget, fn func(*scim.Resource) error) error {
 	var elements func(id string) scim.Elements
 	names := map[string]string{}
 	switch {
@@ -210,13 +227,17 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 			return err
 		}
 		ok := f == nil
+		read := r
+		if !ok && view != nil {
+			read = view(r)
+		}
 		if !ok && elements != nil {
 			var err error
-			if ok, err = f.MatchElements(r, elements(r.ID())); err != nil {
+			if ok, err = f.MatchElements(read, elements(r.ID())); err != nil {
 				return err
 			}
 		} else if !ok {
-			ok = f.Match(r)
+			ok = f.Match(read)
 		}
 		if ok {
 			return fn(r)

@@ -123,6 +123,53 @@ func TestMatchingOnASecondWorkEmail(t *testing.T) {
 	}
 }
 
+// TestMatchingFindsAWorkEmailNotTypedSo: in a tenant whose work email is
+// unique, a user none of whose emails is typed "work" has its primary
+// (else first) email as its work email, which uniqueness holds; Entra's
+// matching filter finds the user by it too. Otherwise the filter found
+// nobody, Entra's POST of the person was refused as a duplicate (409),
+// and Entra, which does not link on a 409, tried again every cycle (a
+// probe of Entra's requests found it). The answer shows the emails as
+// stored. A tenant whose userName is unique filters as RFC 7644 reads:
+// no email typed "work", no match.
+func TestMatchingFindsAWorkEmailNotTypedSo(t *testing.T) {
+	_, do := workEmailTenant(t)
+	untyped := do("POST", "/Users", userBody("untyped", `{"value":"Untyped@contoso.com","primary":true}`), http.StatusCreated)
+	home := do("POST", "/Users", userBody("home", `{"type":"home","value":"homey@contoso.com"}`), http.StatusCreated)
+	for email, want := range map[string]map[string]any{"untyped@contoso.com": untyped, "HOMEY@contoso.com": home} {
+		if ids := byWorkEmail(do, email); len(ids) != 1 || ids[0] != want["id"] {
+			t.Errorf("Entra's matching filter on %s finds %v, want %s", email, ids, want["userName"])
+		}
+		do("POST", "/Users", userBody("newperson", `{"type":"work","value":"`+email+`","primary":true}`), http.StatusConflict)
+	}
+	list := do("GET", "/Users?filter="+url.QueryEscape(`emails[type eq "work"].value eq "homey@contoso.com"`), "", http.StatusOK)
+	if found := list["Resources"].([]any); len(found) != 1 || !jsonEqual(found[0].(map[string]any)["emails"], home["emails"]) {
+		t.Errorf("the answer is %v, want home's emails as stored: %v", found, home["emails"])
+	}
+	// Its home email is still home, not work alone.
+	if list := do("GET", "/Users?filter="+url.QueryEscape(`emails[type eq "home"].value eq "homey@contoso.com"`), "", http.StatusOK); list["totalResults"] != 1.0 {
+		t.Errorf("the home email filter finds %v", list["totalResults"])
+	}
+	// A user with an email typed work has that one as its work email: its
+	// other emails are not matched as work emails.
+	both := do("POST", "/Users", userBody("both", `{"type":"work","value":"w@contoso.com"}`, `{"value":"other@contoso.com","primary":true}`), http.StatusCreated)
+	if ids := byWorkEmail(do, "other@contoso.com"); len(ids) != 0 {
+		t.Errorf("matching on %s's untyped email finds %v; it has a work email", both["userName"], ids)
+	}
+
+	// A tenant whose userName is unique: the filter reads types as they are.
+	s, _, _ := openStore(t)
+	r := create(t, s, "acme", user(t, `"userName":"plain","emails":[{"value":"plain@contoso.com","primary":true}]`))
+	f, err := scim.ParseFilter(scim.UserResourceType, `emails[type eq "work"].value eq "plain@contoso.com"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, Count: 10})
+	if err != nil || page.Total != 0 {
+		t.Errorf("in a tenant unique by userName the filter finds %d (%v); want none for %s", page.Total, err, r.ID())
+	}
+}
+
 // jsonEqual reports whether a and b, decoded JSON, are the same.
 func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)

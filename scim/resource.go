@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"sort"
 	"strings"
@@ -93,6 +94,38 @@ func (r *Resource) WorkEmail() string {
 		return list[0]
 	}
 	return ""
+}
+
+// WithWorkEmailTyped returns r with, when none of its emails is typed
+// "work", its work email (WorkEmails: the primary one, else the first)
+// once more, typed "work", as the last of its emails: how a tenant that
+// holds work emails unique filters its users. r itself when it has an
+// email typed "work", or none. The copy shares all but its emails list.
+func (r *Resource) WithWorkEmailTyped() *Resource {
+	work := r.WorkEmails()
+	if len(work) == 0 {
+		return r
+	}
+	list, _ := r.Attrs["emails"].([]any)
+	var fallback map[string]any
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		v, _ := m["value"].(string)
+		if t, _ := m["type"].(string); v != "" && strings.EqualFold(t, "work") {
+			return r // WorkEmails are the ones typed so
+		}
+		if v == work[0] && fallback == nil {
+			fallback = m
+		}
+	}
+	if fallback == nil {
+		return r
+	}
+	typed := maps.Clone(fallback)
+	typed["type"] = "work"
+	attrs := maps.Clone(r.Attrs)
+	attrs["emails"] = append(append(make([]any, 0, len(list)+1), list...), typed)
+	return &Resource{Type: r.Type, Attrs: attrs}
 }
 
 // WorkEmails returns the User's work emails: every one typed "work" (in any

@@ -330,6 +330,10 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 		if n := strings.Count(workerLog.String(), "not published by the relay"); n < 2 {
 			return fmt.Errorf("the worker dropped %d of the 2 messages it did not publish", n)
 		}
+		// Counted after it is logged.
+		if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n < 2 {
+			return fmt.Errorf("the worker counted %v of the 2 messages it dropped", n)
+		}
 		return nil
 	})
 	if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n != 2 {
