@@ -491,7 +491,7 @@ func (h *Handler) baseURL(r *http.Request, tenant string) string {
 // --- resources
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
-	q := r.URL.Query()
+	q := queryOf(r)
 	return h.query(w, r, c, listParams{
 		filter: q.Get("filter"), startIndex: q.Get("startIndex"), count: q.Get("count"),
 		sortBy: q.Get("sortBy"), sortOrder: q.Get("sortOrder"),
@@ -720,8 +720,30 @@ func projectionOf(rt *ResourceType, r *http.Request) (*Projection, error) {
 	if r.URL.RawQuery == "" {
 		return wholeResource, nil
 	}
-	q := r.URL.Query()
+	q := queryOf(r)
 	return ParseProjection(rt, q.Get("attributes"), q.Get("excludedAttributes"))
+}
+
+// queryParams are the query parameters RFC 7644 defines, as it spells
+// them.
+var queryParams = []string{"filter", "startIndex", "count", "sortBy", "sortOrder", "attributes", "excludedAttributes"}
+
+// queryOf returns r's query parameters with those of SCIM under the names
+// RFC 7644 gives them, whatever their case in the request: the RFC leaves
+// it open, Entra asks a server not to match structural elements case
+// by case, and a filter given as Filter and not read would answer with
+// every resource.
+func queryOf(r *http.Request) url.Values {
+	q := r.URL.Query()
+	for k, vs := range q {
+		for _, name := range queryParams {
+			if k != name && strings.EqualFold(k, name) {
+				q[name] = append(q[name], vs...)
+				delete(q, k)
+			}
+		}
+	}
+	return q
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -1229,7 +1251,7 @@ func jsonDepth(b []byte) int {
 
 // checkDiscoveryQuery refuses a filter on discovery endpoints (RFC 7644 §4).
 func checkDiscoveryQuery(r *http.Request) error {
-	if r.URL.Query().Get("filter") != "" {
+	if queryOf(r).Get("filter") != "" {
 		return Errorf(ErrForbidden, "discovery endpoints do not support filtering")
 	}
 	return nil

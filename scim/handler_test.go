@@ -585,6 +585,10 @@ func TestListPagingAndProjection(t *testing.T) {
 		{"startIndex=99", "25", "99", "0", ""},
 		{filterQuery(`title eq "t1"`) + "&count=10", "8", "1", "8", "user01"},
 		{"sortBy=userName&sortOrder=descending&count=1", "25", "1", "1", "user24"},
+		// Parameter names in any case: a filter given as Filter is not
+		// dropped (every user would match).
+		{strings.Replace(filterQuery(`title eq "t1"`), "filter=", "Filter=", 1) + "&COUNT=10", "8", "1", "8", "user01"},
+		{"SORTBY=userName&sortorder=descending&Count=1&STARTINDEX=2", "25", "2", "1", "user23"},
 	}
 	for _, tt := range tests {
 		r := ts.do("GET", "/Users?"+tt.query, "").want(t, 200)
@@ -606,9 +610,14 @@ func TestListPagingAndProjection(t *testing.T) {
 	if len(res) != 4 || res["id"] == nil || res["userName"] == nil || r.str("Resources.0.emails") != `[{"value":"u0@x"}]` {
 		t.Errorf("attributes=userName,emails.value kept %v: %s", keys, r.body)
 	}
-	r = ts.do("GET", "/Users?count=1&excludedAttributes=emails,meta,id", "").want(t, 200)
-	if r.str("Resources.0.emails") != "" || r.str("Resources.0.meta") != "" || r.str("Resources.0.id") == "" {
-		t.Errorf("excludedAttributes=emails,meta,id: %s (id is returned always)", r.body)
+	for _, name := range []string{"excludedAttributes", "excludedattributes"} {
+		r = ts.do("GET", "/Users?count=1&"+name+"=emails,meta,id", "").want(t, 200)
+		if r.str("Resources.0.emails") != "" || r.str("Resources.0.meta") != "" || r.str("Resources.0.id") == "" {
+			t.Errorf("%s=emails,meta,id: %s (id is returned always)", name, r.body)
+		}
+	}
+	if r = ts.do("GET", "/Users/"+r.str("Resources.0.id")+"?ATTRIBUTES=userName", "").want(t, 200); r.str("emails") != "" || r.str("userName") == "" {
+		t.Errorf("a GET with ATTRIBUTES=userName: %s", r.body)
 	}
 	// POST /.search is the same query in a body.
 	r = ts.do("POST", "/Users/.search", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],"filter":"title eq \"t2\"","count":2,"attributes":["userName"]}`).want(t, 200)
