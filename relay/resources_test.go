@@ -170,6 +170,38 @@ func TestMatchingFindsAWorkEmailNotTypedSo(t *testing.T) {
 	}
 }
 
+// TestEmailUniqueTenantSaysUserNameIsNotUnique: a tenant whose users are
+// unique by work email takes two users of one userName, and its User
+// schema says userName is not unique, where RFC 7643's says "server" (a
+// probe of Entra's requests found the schema claiming what the tenant
+// does not hold).
+func TestEmailUniqueTenantSaysUserNameIsNotUnique(t *testing.T) {
+	_, do := workEmailTenant(t)
+	do("POST", "/Users", userBody("alice@contoso.com", `{"type":"work","value":"a1@contoso.com"}`), http.StatusCreated)
+	do("POST", "/Users", userBody("alice@contoso.com", `{"type":"work","value":"a2@contoso.com"}`), http.StatusCreated)
+	uniqueness := func(schema map[string]any) any {
+		for _, a := range schema["attributes"].([]any) {
+			if a := a.(map[string]any); a["name"] == "userName" {
+				return a["uniqueness"]
+			}
+		}
+		return nil
+	}
+	if got := uniqueness(do("GET", "/Schemas/"+scim.UserSchema, "", http.StatusOK)); got != "none" {
+		t.Errorf("the User schema of a tenant unique by email says userName's uniqueness is %v, want none", got)
+	}
+	list := do("GET", "/Schemas", "", http.StatusOK)
+	for _, s := range list["Resources"].([]any) {
+		if s := s.(map[string]any); s["id"] == scim.UserSchema && uniqueness(s) != "none" {
+			t.Errorf("/Schemas lists userName's uniqueness as %v, want none", uniqueness(s))
+		}
+	}
+	// The schema itself is shared: another tenant still reads "server".
+	if scim.UserResourceType.Schema.Attribute("userName").Uniqueness != "server" {
+		t.Error("the shared User schema was changed")
+	}
+}
+
 // jsonEqual reports whether a and b, decoded JSON, are the same.
 func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)

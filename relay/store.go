@@ -797,6 +797,14 @@ func (s *Store) Failure() error {
 // can write again: a batch of writes and the pages bbolt copies for it.
 const minFreeToWrite = 4 << 20
 
+// UniqueByEmail reports whether tenant holds its users unique by work
+// email (unique: email) rather than by userName: its User schema then
+// says userName is not unique.
+func (s *Store) UniqueByEmail(tenant string) bool {
+	t, ok := s.tenantMap()[tenant]
+	return ok && t.uniqueEmail
+}
+
 // Tenants returns the names of the configured tenants.
 func (s *Store) Tenants() []string {
 	out := make([]string, 0, len(s.tenantMap()))

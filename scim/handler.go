@@ -1275,16 +1275,39 @@ func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error
 	}
 	var docs []any
 	for _, s := range knownSchemas() {
-		docs = append(docs, schemaDocument(c.base, s))
+		docs = append(docs, h.schemaDocument(c, s))
 	}
 	return writeJSON(w, http.StatusOK, listResponse(docs))
+}
+
+// emailUniqueness is what a Backend implements whose tenants may hold
+// their users unique by work email instead of userName (the relay's
+// unique: email).
+type emailUniqueness interface {
+	UniqueByEmail(tenant string) bool
+}
+
+// schemaDocument is s as c's tenant has it: in a tenant whose users are
+// unique by work email, userName is not unique, and the User schema says
+// so rather than what RFC 7643 asks of userName.
+func (h *Handler) schemaDocument(c *call, s *Schema) schemaDoc {
+	doc := schemaDocument(c.base, s)
+	if u, ok := h.backend.(emailUniqueness); ok && s == UserResourceType.Schema && u.UniqueByEmail(c.tenant) {
+		doc.Attributes = slices.Clone(doc.Attributes)
+		for i := range doc.Attributes {
+			if doc.Attributes[i].Name == "userName" {
+				doc.Attributes[i].Uniqueness = "none"
+			}
+		}
+	}
+	return doc
 }
 
 func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error {
 	id := c.id
 	for _, s := range knownSchemas() {
 		if strings.EqualFold(s.ID, id) {
-			return writeJSON(w, http.StatusOK, schemaDocument(c.base, s))
+			return writeJSON(w, http.StatusOK, h.schemaDocument(c, s))
 		}
 	}
 	return Errorf(ErrNotFound, "no schema %q", truncate(id, 128))
