@@ -200,8 +200,9 @@ type Store struct {
 }
 
 var (
-	_ scim.Backend       = (*Store)(nil)
-	_ scim.Authenticator = (*Store)(nil)
+	_ scim.Backend         = (*Store)(nil)
+	_ scim.Authenticator   = (*Store)(nil)
+	_ scim.EmailUniqueness = (*Store)(nil)
 )
 
 // tenant is a tenant's configuration, resolved.

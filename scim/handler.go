@@ -491,7 +491,10 @@ func (h *Handler) baseURL(r *http.Request, tenant string) string {
 // --- resources
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
-	q := queryOf(r)
+	q, err := queryOf(r)
+	if err != nil {
+		return err
+	}
 	return h.query(w, r, c, listParams{
 		filter: q.Get("filter"), startIndex: q.Get("startIndex"), count: q.Get("count"),
 		sortBy: q.Get("sortBy"), sortOrder: q.Get("sortOrder"),
@@ -720,7 +723,10 @@ func projectionOf(rt *ResourceType, r *http.Request) (*Projection, error) {
 	if r.URL.RawQuery == "" {
 		return wholeResource, nil
 	}
-	q := queryOf(r)
+	q, err := queryOf(r)
+	if err != nil {
+		return nil, err
+	}
 	return ParseProjection(rt, q.Get("attributes"), q.Get("excludedAttributes"))
 }
 
@@ -732,8 +738,11 @@ var queryParams = []string{"filter", "startIndex", "count", "sortBy", "sortOrder
 // RFC 7644 gives them, whatever their case in the request: the RFC leaves
 // it open, Entra asks a server not to match structural elements case
 // by case, and a filter given as Filter and not read would answer with
-// every resource.
-func queryOf(r *http.Request) url.Values {
+// every resource. One given more than once, in one spelling or several,
+// is refused unless every value is the same (which one counted would
+// depend on their order), but for attributes and excludedAttributes,
+// whose values are lists: theirs are joined.
+func queryOf(r *http.Request) (url.Values, error) {
 	q := r.URL.Query()
 	for k, vs := range q {
 		for _, name := range queryParams {
@@ -743,7 +752,17 @@ func queryOf(r *http.Request) url.Values {
 			}
 		}
 	}
-	return q
+	for _, name := range queryParams {
+		vs := q[name]
+		switch {
+		case len(vs) < 2:
+		case name == "attributes" || name == "excludedAttributes":
+			q[name] = []string{strings.Join(vs, ",")}
+		case slices.ContainsFunc(vs, func(v string) bool { return v != vs[0] }):
+			return nil, Errorf(ErrInvalidSyntax, "the query gives %s more than once (its name in any case), with different values", name)
+		}
+	}
+	return q, nil
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -1251,7 +1270,11 @@ func jsonDepth(b []byte) int {
 
 // checkDiscoveryQuery refuses a filter on discovery endpoints (RFC 7644 §4).
 func checkDiscoveryQuery(r *http.Request) error {
-	if queryOf(r).Get("filter") != "" {
+	q, err := queryOf(r)
+	if err != nil {
+		return err
+	}
+	if q.Get("filter") != "" {
 		return Errorf(ErrForbidden, "discovery endpoints do not support filtering")
 	}
 	return nil
@@ -1275,24 +1298,25 @@ func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error
 	}
 	var docs []any
 	for _, s := range knownSchemas() {
-		docs = append(docs, h.schemaDocument(c, s))
+		docs = append(docs, h.tenantSchema(c, s))
 	}
 	return writeJSON(w, http.StatusOK, listResponse(docs))
 }
 
-// emailUniqueness is what a Backend implements whose tenants may hold
+// EmailUniqueness is what a Backend implements whose tenants may hold
 // their users unique by work email instead of userName (the relay's
-// unique: email).
-type emailUniqueness interface {
+// unique: email); the handler asks it for the User schema a tenant
+// advertises.
+type EmailUniqueness interface {
 	UniqueByEmail(tenant string) bool
 }
 
-// schemaDocument is s as c's tenant has it: in a tenant whose users are
+// tenantSchema is s as c's tenant has it: in a tenant whose users are
 // unique by work email, userName is not unique, and the User schema says
 // so rather than what RFC 7643 asks of userName.
-func (h *Handler) schemaDocument(c *call, s *Schema) schemaDoc {
+func (h *Handler) tenantSchema(c *call, s *Schema) schemaDoc {
 	doc := schemaDocument(c.base, s)
-	if u, ok := h.backend.(emailUniqueness); ok && s == UserResourceType.Schema && u.UniqueByEmail(c.tenant) {
+	if u, ok := h.backend.(EmailUniqueness); ok && s == UserResourceType.Schema && u.UniqueByEmail(c.tenant) {
 		doc.Attributes = slices.Clone(doc.Attributes)
 		for i := range doc.Attributes {
 			if doc.Attributes[i].Name == "userName" {
@@ -1307,7 +1331,7 @@ func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error 
 	id := c.id
 	for _, s := range knownSchemas() {
 		if strings.EqualFold(s.ID, id) {
-			return writeJSON(w, http.StatusOK, h.schemaDocument(c, s))
+			return writeJSON(w, http.StatusOK, h.tenantSchema(c, s))
 		}
 	}
 	return Errorf(ErrNotFound, "no schema %q", truncate(id, 128))

@@ -619,6 +619,23 @@ func TestListPagingAndProjection(t *testing.T) {
 	if r = ts.do("GET", "/Users/"+r.str("Resources.0.id")+"?ATTRIBUTES=userName", "").want(t, 200); r.str("emails") != "" || r.str("userName") == "" {
 		t.Errorf("a GET with ATTRIBUTES=userName: %s", r.body)
 	}
+	// A parameter given twice, in one spelling or two, with values that
+	// differ is refused: which one counted would depend on their order,
+	// and an empty one would hide the other. Lists of attributes join.
+	for _, q := range []string{
+		filterQuery(`userName eq "user01"`) + "&" + strings.Replace(filterQuery(`userName eq "user02"`), "filter=", "Filter=", 1),
+		"filter=&" + strings.Replace(filterQuery(`userName eq "user02"`), "filter=", "FILTER=", 1),
+		"count=1&Count=2",
+	} {
+		ts.do("GET", "/Users?"+q, "").wantError(t, 400, "invalidSyntax", "more than once")
+	}
+	ts.do("GET", "/Schemas?filter=&Filter=x", "").wantError(t, 400, "invalidSyntax", "more than once")
+	if r = ts.do("GET", "/Users?count=1&"+filterQuery(`userName eq "user03"`)+"&"+filterQuery(`userName eq "user03"`), "").want(t, 200); r.str("totalResults") != "1" {
+		t.Errorf("the same filter twice: %s", r.body)
+	}
+	if r = ts.do("GET", "/Users?count=1&attributes=userName&ATTRIBUTES=title", "").want(t, 200); r.str("Resources.0.title") == "" || r.str("Resources.0.userName") == "" || r.str("Resources.0.emails") != "" {
+		t.Errorf("attributes=userName&ATTRIBUTES=title: %s", r.body)
+	}
 	// POST /.search is the same query in a body.
 	r = ts.do("POST", "/Users/.search", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],"filter":"title eq \"t2\"","count":2,"attributes":["userName"]}`).want(t, 200)
 	if r.str("totalResults") != "8" || r.str("itemsPerPage") != "2" || r.str("Resources.0.title") != "" {

@@ -845,14 +845,48 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			// email would make an email of no address.
 			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s, and the element it would make has no value", op.index, ap, pp.text)
 		}
-		out = append(out, el)
-		matched = len(out) - 1
+		if i := untypedOf(ap, out, el); i >= 0 {
+			// An element of no type holds the very value: it takes the
+			// type rather than a copy of its value beside it. (A user whose
+			// only email has no type, which Entra links by that email,
+			// would otherwise have it twice after Entra's first PATCH.)
+			c := cloneObject(out[i].(map[string]any))
+			maps.Copy(c, el)
+			out[i] = c
+			matched = i
+		} else {
+			out = append(out, el)
+			matched = len(out) - 1
+		}
 	}
 	if matched >= 0 {
 		out = enforceSinglePrimary(out, matched)
 	}
 	setList(obj, name, out)
 	return nil
+}
+
+// untypedOf returns the index of the element of list, a value of the
+// multi-valued attribute ap, that has no type and the value of el, which
+// has a type (a filter's template with its value set); -1 when there is
+// none. Values compare as ap's value sub-attribute says (an email's in any
+// case).
+func untypedOf(ap AttrPath, list []any, el map[string]any) int {
+	sub := ap.attr.Sub("value")
+	v, _ := el["value"].(string)
+	if t, _ := el["type"].(string); sub == nil || t == "" || v == "" {
+		return -1
+	}
+	for i, e := range list {
+		m, _ := e.(map[string]any)
+		if t, _ := m["type"].(string); t != "" {
+			continue
+		}
+		if mv, _ := m["value"].(string); mv == v || !sub.CaseExact && strings.EqualFold(mv, v) {
+			return i
+		}
+	}
+	return -1
 }
 
 // lacksValue reports whether el, an element of the multi-valued attribute

@@ -334,6 +334,28 @@ func TestPatchFilteredReplaceMerges(t *testing.T) {
 	}
 }
 
+// TestPatchTypesAnUntypedValue: Entra's replace of emails[type eq
+// "work"].value on a user with no work email makes one; when an email of
+// no type already holds the address (a user Entra linked by it, in a
+// tenant unique by work email), that email takes the type instead of
+// getting a copy beside it (a review found every such user with its
+// address twice after Entra's first PATCH). Another address, or one with
+// a type of its own, still gets an element of its own.
+func TestPatchTypesAnUntypedValue(t *testing.T) {
+	const op = `{"op":"replace","path":"emails[type eq \"work\"].value","value":"U@x.com"}`
+	for _, tt := range []struct{ emails, want string }{
+		{`[{"value":"u@x.com","primary":true}]`, `[{"primary":true,"type":"work","value":"U@x.com"}]`},
+		{`[{"value":"other@x.com","primary":true}]`, `[{"primary":true,"value":"other@x.com"},{"type":"work","value":"U@x.com"}]`},
+		{`[{"value":"u@x.com","type":"home"}]`, `[{"type":"home","value":"u@x.com"},{"type":"work","value":"U@x.com"}]`},
+	} {
+		base := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann","emails":`+tt.emails+`}`)
+		u := applyPatch(t, base, op)
+		if got := valueAt(t, u.Resource, "emails"); got != tt.want {
+			t.Errorf("emails %s after the replace: %s\nwant %s", tt.emails, got, tt.want)
+		}
+	}
+}
+
 // TestPatchRemoveOfEveryValue: remove emails.value, without a filter,
 // removes the value of every email, and an email left without its address
 // is removed whole, as emails[type eq "work"].value removes one
