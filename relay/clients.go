@@ -5,7 +5,6 @@ package relay
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -14,8 +13,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/scim"
 )
@@ -73,27 +70,6 @@ func refuseClient(kind error, format string, args ...any) error {
 }
 
 var keyOAuth = []byte("oauth_key")
-
-// loadOAuthKey returns the access-token signing key, making it on first use.
-func loadOAuthKey(db *bolt.DB) ([]byte, error) {
-	var key []byte
-	err := db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if k := meta.Get(keyOAuth); len(k) == 32 {
-			key = append([]byte(nil), k...)
-			return nil
-		}
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return err
-		}
-		return meta.Put(keyOAuth, key)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("loading the access-token key: %w", err)
-	}
-	return key, nil
-}
 
 // AccessToken is what the token endpoint hands out.
 type AccessToken struct {

@@ -65,6 +65,10 @@ type PublisherOptions struct {
 	// instead. 0 deletes at once, for a server that writes every message to
 	// disk before acknowledging it.
 	KeepFor time.Duration
+	// Signer, when set, signs every event as it is published (NATS
+	// external to the relay, where other clients can have the stream
+	// store what they choose: events.Trust). Nil: unsigned.
+	Signer *events.Signer
 }
 
 // Publisher drains the outbox to JetStream: in commit order (so in each
@@ -344,6 +348,14 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 		// The message goes out as it was encoded when the change was
 		// committed; JetStream's expectations are headers of their own.
 		msg := row.Msg
+		if p.o.Signer != nil {
+			if err := p.o.Signer.Sign(msg); err != nil {
+				if len(futures) == 0 {
+					return 0, p.quarantine(row, err)
+				}
+				break
+			}
+		}
 		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
 		if previous != "" {
 			opts = append(opts, jetstream.WithExpectLastMsgID(previous))

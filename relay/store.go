@@ -11,6 +11,7 @@
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (4)
 //	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
+//	                          "event_signing_seed" → 32 random bytes, the seed of the Ed25519 key events are signed with on an external NATS (made at the first open; an older release ignores it)
 //	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
 //	                          "purging" → JSON list of the tenants whose purge began and has not finished (purge.go)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
@@ -82,6 +83,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -171,8 +173,9 @@ type Store struct {
 	// limit known.
 	maxEvent atomic.Int64
 
-	tokens   *tokenCache
-	oauthKey []byte // signs access tokens (clients.go)
+	tokens    *tokenCache
+	oauthKey  []byte // signs access tokens (clients.go)
+	eventSeed []byte // of the key events are signed with on an external NATS
 
 	// full is set when a write failed for want of disk space, and cleared
 	// by the next write that succeeds or when the disk has room again.
@@ -253,6 +256,36 @@ const (
 	layoutVersion    = 4
 	upgradableLayout = 2
 )
+
+// loadSecret returns the 32 random bytes kept in the meta bucket under
+// key, making them on first use; what names them in an error.
+func loadSecret(db *bolt.DB, key []byte, what string) ([]byte, error) {
+	var secret []byte
+	err := db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if k := meta.Get(key); len(k) == 32 {
+			secret = bytes.Clone(k)
+			return nil
+		}
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+		return meta.Put(key, secret)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", what, err)
+	}
+	return secret, nil
+}
+
+var keyEventSigning = []byte("event_signing_seed")
+
+// EventSigningSeed returns the seed of the Ed25519 key the relay signs its
+// events with on an external NATS (events.Signer), made when the data file
+// is first opened and kept in it, so that a backup restores it with the
+// rest.
+func (s *Store) EventSigningSeed() []byte { return bytes.Clone(s.eventSeed) }
 
 // ErrInUse means another process holds the data file.
 var ErrInUse = errors.New("in use by another scimrelay process")
@@ -346,7 +379,11 @@ func Open(path string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	if s.oauthKey, err = loadOAuthKey(db); err != nil {
+	if s.oauthKey, err = loadSecret(db, keyOAuth, "the access-token key"); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if s.eventSeed, err = loadSecret(db, keyEventSigning, "the event-signing key"); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

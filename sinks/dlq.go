@@ -45,14 +45,18 @@ type DeadLetter struct {
 	Time      time.Time `json:"time"` // when it was dead-lettered
 	EventTime time.Time `json:"event_time"`
 	seq       uint64    // in the dead-letter stream
+	sig       string    // the relay's signature of the event (events.SignatureHeader), if any
 }
 
 type deadLetters struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	// trust says which dead letters hold an event the relay published:
+	// the workers write the queue, and may write anything there.
+	trust *events.Trust
 }
 
-func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*deadLetters, error) {
+func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int, trust *events.Trust) (*deadLetters, error) {
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        dlqStream,
 		Description: "scimrelay dead letters, one subject per sink",
@@ -67,15 +71,17 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int) (*dead
 	if err != nil {
 		return nil, fmt.Errorf("creating stream %s: %w", dlqStream, err)
 	}
-	return &deadLetters{js: js, stream: st}, nil
+	return &deadLetters{js: js, stream: st, trust: trust}, nil
 }
 
 // put dead-letters an event for a sink. It reports whether the queue
 // already had it: one dead letter per sink and event and attempt count,
 // even if a worker crashes between putting it and acknowledging the event,
 // or the event comes again after a lost acknowledgement.
-func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, res Result, attempts int) (already bool, err error) {
-	return d.putAs(ctx, sink, e, res, attempts, deadLetterID(sink, e.ID(), attempts))
+// sig is the relay's signature of the event, which the dead letter keeps
+// for a redrive to check ("" when the event was not signed).
+func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, sig string, res Result, attempts int) (already bool, err error) {
+	return d.putAs(ctx, sink, e, sig, res, attempts, deadLetterID(sink, e.ID(), attempts))
 }
 
 // deadLetterID is the message id of a sink's dead letter of the message
@@ -89,8 +95,8 @@ func deadLetterID(sink, msgID string, attempts int) string {
 }
 
 // putAs is put with the message id id, by which JetStream drops a copy.
-func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, res Result, attempts int, id string) (already bool, err error) {
-	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now()}, id)
+func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, sig string, res Result, attempts int, id string) (already bool, err error) {
+	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now(), sig: sig}, id)
 	if err != nil {
 		return false, err
 	}
@@ -116,6 +122,11 @@ func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, 
 	}
 	msg.Header.Set(hdrDLQSubject, msg.Subject)
 	msg.Subject = dlqSubjectRoot + sink
+	if dl.sig != "" {
+		// It verifies over the event as ToMsg encodes it again: the
+		// headers the signature covers are the event's attributes.
+		msg.Header.Set(events.SignatureHeader, dl.sig)
+	}
 	msg.Header.Set(hdrDLQStatus, strconv.Itoa(dl.Status))
 	msg.Header.Set(hdrDLQError, truncate(dl.Error, maxErrorInQueue))
 	msg.Header.Set(hdrDLQAttempts, strconv.Itoa(dl.Attempts))
@@ -158,10 +169,11 @@ func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, 
 	return ack.Duplicate, nil
 }
 
-// toDeadLetter reads a dead letter and, when it holds a valid event, the event.
-func toDeadLetter(m jetstream.Msg, seq uint64) (DeadLetter, *event.Event) {
+// toDeadLetter reads a dead letter and, when it holds a valid event the
+// relay published (trust), the event; stored is when the queue stored it.
+func toDeadLetter(trust *events.Trust, m jetstream.Msg, seq uint64, stored time.Time) (DeadLetter, *event.Event) {
 	h := m.Headers()
-	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), seq: seq}
+	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), seq: seq, sig: h.Get(events.SignatureHeader)}
 	dl.Status, _ = strconv.Atoi(h.Get(hdrDLQStatus))
 	dl.Attempts, _ = strconv.Atoi(h.Get(hdrDLQAttempts))
 	dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(hdrDLQTime))
@@ -170,6 +182,11 @@ func toDeadLetter(m jetstream.Msg, seq uint64) (DeadLetter, *event.Event) {
 		return dl, nil
 	}
 	dl.ID, dl.Type, dl.Tenant, dl.EventTime, dl.Subject = e.ID(), e.Type(), events.Tenant(e), e.Time(), e.Subject()
+	if err := trust.VerifyDeadLetter(stored, h, m.Data()); err != nil {
+		// Listed, and never delivered: its error says why.
+		dl.Error = "not redriven, " + err.Error() + "; the error it was dead-lettered with: " + dl.Error
+		return dl, nil
+	}
 	return dl, &e
 }
 
@@ -185,7 +202,11 @@ func (d *deadLetters) each(ctx context.Context, sink string, after uint64, batch
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 	}
 	return readRange(ctx, d.stream, cfg, batch, total, func(m jetstream.Msg, seq uint64) error {
-		dl, e := toDeadLetter(m, seq)
+		var stored time.Time
+		if meta, err := m.Metadata(); err == nil {
+			stored = meta.Timestamp
+		}
+		dl, e := toDeadLetter(d.trust, m, seq, stored)
 		return f(dl, e)
 	})
 }

@@ -108,6 +108,13 @@ type Options struct {
 	// sends the attempt's traceparent with the webhook request. Nil: no
 	// tracing, at no cost.
 	Tracer trace.Tracer
+	// Trust says which events in the stream, and in the dead-letter queue,
+	// the relay published: on an external NATS it holds the keys the
+	// front end signs with (events.NewTrust), and a worker drops what is
+	// not signed by one of them. Nil, for NATS embedded in the relay,
+	// which no other client may publish into: events.Published's header
+	// check alone.
+	Trust *events.Trust
 	// AddedFile is a file of the process's own (data_dir/sinks-added.json)
 	// where Apply keeps when it added each sink until that sink's
 	// consumers exist, so that a process restarted meanwhile still starts
@@ -250,7 +257,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 		return m.retry(ctx, what, op)
 	}
 	if err := retry("the dead-letter stream", func(ctx context.Context) (err error) {
-		m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas)
+		m.dlq, err = ensureDLQ(ctx, js, m.o.Replicas, m.o.Trust)
 		return err
 	}); err != nil {
 		return err
@@ -357,7 +364,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		schedule: s.cfg.Retry, keepFor: keepFor, since: s.added,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
-		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer,
+		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer, trust: m.o.Trust,
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}

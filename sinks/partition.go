@@ -993,12 +993,12 @@ func (p *partition) poison(m jetstream.Msg, cause error) {
 	p.settled.Add(1)
 }
 
-// orderedEvent reads a stored message as an event with its place in its
-// resource's order (subjectseq), from the consumer or read back alike: an
-// event without one cannot be delivered in order, and is refused, as is
-// one the relay did not publish (events.Published).
-func orderedEvent(subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
-	e, err := events.Published(subject, h, data)
+// orderedEvent reads a message stored at stream sequence sseq as an event
+// with its place in its resource's order (subjectseq), from the consumer
+// or read back alike: an event without one cannot be delivered in order,
+// and is refused, as is one the relay did not publish (events.Published).
+func (w *worker) orderedEvent(sseq uint64, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
+	e, err := w.trust.Published(sseq, subject, h, data)
 	if err != nil {
 		return e, 0, err
 	}
@@ -1013,11 +1013,19 @@ func orderedEvent(subject string, h nats.Header, data []byte) (event.Event, uint
 // type the sink does not want), with what settles it.
 type item struct {
 	e      event.Event
+	sig    string        // the relay's signature of e, kept by its dead letter
 	seq    uint64        // subjectseq
 	sseq   uint64        // stream sequence
 	stored time.Time     // when the stream stored it; zero if not known
 	m      jetstream.Msg // nil when read back from the stream
 	skip   bool
+}
+
+// sent returns the first item of a slice that goes out (there is one in
+// every slice that failed).
+func sent(items []item) item {
+	i := slices.IndexFunc(items, func(it item) bool { return !it.skip })
+	return items[i]
 }
 
 // send returns the events of a slice that go out.
@@ -1044,7 +1052,8 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	p.mu.Unlock()
 	var items []item
 	for _, m := range ms {
-		e, seq, err := orderedEvent(m.Subject(), m.Headers(), m.Data())
+		sseq, at := stored(m)
+		e, seq, err := w.orderedEvent(sseq, m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			p.poison(m, err)
 			continue
@@ -1058,7 +1067,6 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		if seq <= done.seq() {
 			p.renumbered(e, seq, done.seq())
 		}
-		sseq, at := stored(m)
 		if sseq > 0 && slices.ContainsFunc(items, func(it item) bool { return it.sseq == sseq }) {
 			// A copy of a message of this slice, redelivered after a reset
 			// of the consumer while the lane held the original (done is
@@ -1069,7 +1077,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			p.settled.Add(1)
 			continue
 		}
-		items = append(items, item{e: e, seq: seq, sseq: sseq, stored: at, m: m, skip: !w.wants(e)})
+		items = append(items, item{e: e, sig: m.Headers().Get(events.SignatureHeader), seq: seq, sseq: sseq, stored: at, m: m, skip: !w.wants(e)})
 	}
 	if len(items) == 0 {
 		return
@@ -1681,7 +1689,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			return nil, next, err
 		}
 		for _, raw := range raws {
-			e, seq, err := orderedEvent(raw.Subject, raw.Header, raw.Data)
+			e, seq, err := w.orderedEvent(raw.Sequence, raw.Subject, raw.Header, raw.Data)
 			if err != nil {
 				if len(items) > 0 {
 					return items, next, nil // settle the earlier ones first
@@ -1704,7 +1712,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			if seq <= done.seq() {
 				p.renumbered(e, seq, done.seq())
 			}
-			it := item{e: e, seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
+			it := item{e: e, sig: raw.Header.Get(events.SignatureHeader), seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
 			items = append(items, it)
 			if !it.skip {
 				wanted++

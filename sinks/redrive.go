@@ -301,7 +301,7 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	if err := ctx.Err(); err != nil {
 		return err // cut short: the dead letter stays as it was
 	}
-	if _, err := m.dlq.put(ctx, sink, e, r, dl.Attempts+1); err != nil {
+	if _, err := m.dlq.put(ctx, sink, e, dl.sig, r, dl.Attempts+1); err != nil {
 		return err
 	}
 	if err := m.dlq.remove(ctx, dl); err != nil {

@@ -304,7 +304,7 @@ func BenchmarkDeadLetterPage(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := m.dlq.put(ctx, "crm", &e, Result{Status: http.StatusGone}, 1); err != nil {
+				if _, err := m.dlq.put(ctx, "crm", &e, "", Result{Status: http.StatusGone}, 1); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -344,7 +344,7 @@ func TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace(t *testing.T) {
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", crm2.URL, nil)}, JS: js})
 	put := func(tenant string, action events.Action, id string, seq uint64) string {
 		e := eventstest.Event(t, tenant, action, id, seq, seq)
-		if _, err := m.dlq.put(ctx, "crm", &e, Result{Status: http.StatusGone}, 1); err != nil {
+		if _, err := m.dlq.put(ctx, "crm", &e, "", Result{Status: http.StatusGone}, 1); err != nil {
 			t.Fatal(err)
 		}
 		return e.ID()

@@ -57,7 +57,11 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 				progress(res)
 			}
 		}()
-		e, err := events.Published(msg.Subject(), msg.Headers(), msg.Data())
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		e, err := m.o.Trust.Published(meta.Sequence.Stream, msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			return nil // not an event the relay published: the workers drop or dead-letter it, a replay skips it
 		}
@@ -75,7 +79,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, err := m.dlq.putAs(ctx, sink, &e, r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
+		if _, err := m.dlq.putAs(ctx, sink, &e, msg.Headers().Get(events.SignatureHeader), r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
 			return err
 		}
 		res.DeadLettered++

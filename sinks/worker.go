@@ -56,7 +56,8 @@ type worker struct {
 	t          timing
 	now        func() time.Time
 	rnd        func() float64
-	tracer     trace.Tracer // nil: no tracing
+	tracer     trace.Tracer  // nil: no tracing
+	trust      *events.Trust // which events the relay published (nil: NATS embedded)
 
 	sem chan struct{} // requests in flight, across the worker's partitions
 	// batches gathers lanes' events into batched requests; nil when the
@@ -387,9 +388,9 @@ func (w *worker) ready() error {
 	return nil
 }
 
-// deadLetter gives up on an event.
-func (w *worker) deadLetter(ctx context.Context, e *event.Event, res Result, tries int) error {
-	already, err := w.dlq.put(ctx, w.name, e, res, tries)
+// deadLetter gives up on an event, whose signature by the relay is sig.
+func (w *worker) deadLetter(ctx context.Context, e *event.Event, sig string, res Result, tries int) error {
+	already, err := w.dlq.put(ctx, w.name, e, sig, res, tries)
 	if err != nil {
 		return fmt.Errorf("dead-lettering: %w", err)
 	}

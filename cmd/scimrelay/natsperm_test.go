@@ -3,12 +3,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -224,6 +227,15 @@ func natsWithWorkerUser(t *testing.T) *natsserver.Server {
 	return ns
 }
 
+// onNATSAs is a relay's configuration on ns as user, with one sink, crm,
+// delivering to h.
+func onNATSAs(t *testing.T, ns *natsserver.Server, user, password string, h *hook) *config.Config {
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), user, password
+	withSink(cfg, "crm", h.URL, nil)
+	return cfg
+}
+
 // onlyClaims fails unless sink's parking bucket holds nothing but claims:
 // no record, no marker.
 func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error {
@@ -247,6 +259,39 @@ func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error 
 	return nil
 }
 
+// rawPublish publishes a message in NATS's protocol as user, its header
+// block as given, and returns once the server has taken it.
+func rawPublish(t *testing.T, addr, user, password, subject, header string, data []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("the server's first line: %q, %v", line, err)
+	}
+	connect, err := json.Marshal(map[string]any{"user": user, "pass": password, "headers": true, "verbose": false, "pedantic": false, "protocol": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "CONNECT %s\r\nHPUB %s %d %d\r\n%s%s\r\nPING\r\n", connect, subject, len(header), len(header)+len(data), header, data)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("publishing on %s as %s: %v", subject, user, err)
+		}
+		switch {
+		case strings.HasPrefix(line, "PONG"):
+			return
+		case strings.HasPrefix(line, "-ERR"):
+			t.Fatalf("publishing on %s as %s: %s", subject, user, line)
+		}
+	}
+}
+
 // TestSinkWorkerCannotForgeEvents: a sink worker's NATS user (README's
 // row, workerPublish) cannot have a sink deliver an event the relay did
 // not publish. It may not publish on scimrelay.>, nor create or update a
@@ -254,21 +299,19 @@ func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error 
 // still do is aim the reply of a JetStream API request at scimrelay.>
 // (NATS checks a request's subject, not its reply subject), and the
 // stream stores the answer: a direct get of a forged event it wrote to its
-// bucket, or the API's own JSON. The workers read such messages as not
-// published by the relay (events.Published) and drop them, delivering and
-// dead-lettering nothing.
+// bucket, or the API's own JSON. The front end signs its events, and the
+// workers read such messages as not published by the relay
+// (events.Published) and drop them, delivering and dead-lettering
+// nothing: one whose headers say, to nats.go alone, that it was published
+// to the event stream (a line ending in a bare LF) too. Nor does a
+// redrive deliver a dead letter the worker's user wrote.
 func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a NATS server with users")
 	}
 	ns := natsWithWorkerUser(t)
 	h := newHook(t)
-	configure := func(user, password string) *config.Config {
-		cfg := testConfig(t, t.TempDir())
-		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), user, password
-		withSink(cfg, "crm", h.URL, nil)
-		return cfg
-	}
+	configure := func(user, password string) *config.Config { return onNATSAs(t, ns, user, password, h) }
 	front := startRelay(t, configure("front", "front-secret"), roleSCIM)
 	var workerLog eventstest.Log
 	worker := startRelayWith(t, configure("worker", "worker-secret"), roleSinks,
@@ -295,8 +338,26 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if _, err := js.PublishMsg(ctx, forged); err != nil { // stored in the bucket
 		t.Fatal(err)
 	}
+	// nats-server reads a header only after a CRLF, nats.go splits lines
+	// on a bare LF (and writes none: it sends a line break in a value as
+	// a space, so the message goes out in NATS's own protocol): to the
+	// bucket's stream this message has no expectation of the event stream
+	// (it stores it), to a worker reading the copy answered onto the event
+	// stream it has.
+	smuggled, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, "trudy", 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := "NATS/1.0\r\nX-A: a\n" + jetstream.ExpectedStreamHeader + ": " + events.StreamName + "\r\n"
+	for k, v := range smuggled.Header {
+		header += k + ": " + v[0] + "\r\n"
+	}
+	rawPublish(t, ns.Addr().String(), "worker", "worker-secret", "$KV.scimrelay-parked-crm.smuggled", header+"\r\n", smuggled.Data)
 	was := stored()
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.$KV.scimrelay-parked-crm.forged", "scimrelay.acme.user.created.mallory", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.$KV.scimrelay-parked-crm.smuggled", "scimrelay.acme.user.created.trudy", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.PublishRequest("$JS.API.INFO", "scimrelay.acme.user.created.info", nil); err != nil {
@@ -314,8 +375,8 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 		t.Fatalf("the worker's user could not make a push consumer on its bucket: %v", err)
 	}
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if n := stored() - was; n != 2 {
-			return fmt.Errorf("%d of the 2 answers aimed at the event stream are there", n)
+		if n := stored() - was; n != 3 {
+			return fmt.Errorf("%d of the 3 answers aimed at the event stream are there", n)
 		}
 		return nil
 	})
@@ -326,18 +387,21 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if m, err := answer.GetLastMsgForSubject(ctx, "scimrelay.acme.user.created.mallory.>"); err != nil || m.Header.Get("ce-id") == "" {
 		t.Fatalf("the direct get's answer in the event stream: %v, %v; want the forged event", m, err)
 	}
+	if m, err := answer.GetLastMsgForSubject(ctx, "scimrelay.acme.user.created.trudy.>"); err != nil || m.Header.Get(jetstream.ExpectedStreamHeader) != events.StreamName {
+		t.Fatalf("the smuggled event in the event stream: %v, %v; want it with %s as nats.go reads it", m, err, jetstream.ExpectedStreamHeader)
+	}
 	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if n := strings.Count(workerLog.String(), "not published by the relay"); n < 2 {
-			return fmt.Errorf("the worker dropped %d of the 2 messages it did not publish", n)
+		if n := strings.Count(workerLog.String(), "not published by the relay"); n < 3 {
+			return fmt.Errorf("the worker dropped %d of the 3 messages the relay did not publish", n)
 		}
 		// Counted after it is logged.
-		if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n < 2 {
-			return fmt.Errorf("the worker counted %v of the 2 messages it dropped", n)
+		if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n < 3 {
+			return fmt.Errorf("the worker counted %v of the 3 messages it dropped", n)
 		}
 		return nil
 	})
-	if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n != 2 {
-		t.Errorf("scimrelay_sink_events_total{outcome=\"not_published\"} is %v, want 2", n)
+	if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n != 3 {
+		t.Errorf("scimrelay_sink_events_total{outcome=\"not_published\"} is %v, want 3", n)
 	}
 	front.createUser(t, "bob")
 	waitDelivered(t, h, 2)
@@ -347,10 +411,26 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	if page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
 		t.Errorf("dead letters %+v (%v); want none: a redrive would deliver them", page.DeadLetters, err)
 	}
+	// A dead letter the worker's user writes (it writes the queue, as
+	// delivery needs): listed, and not delivered by a redrive.
+	letter, err := events.ToMsg(eventstest.Event(t, "acme", events.UserDeleted, "victim", 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	letter.Header.Set("Scimrelay-Dlq-Subject", letter.Subject)
+	letter.Header.Set("Scimrelay-Dlq-Attempts", "1")
+	letter.Subject = "scimrelay-dlq.crm"
+	if _, err := js.PublishMsg(ctx, letter); err != nil {
+		t.Fatalf("the worker's user could not write a dead letter: %v", err)
+	}
+	res, err := front.srv.sinks.Redrive(ctx, sinks.RedriveQuery{Sink: "crm"}, nil)
+	if err != nil || res.Delivered != 0 || res.Failed != 1 || len(res.Failures) != 1 || !strings.Contains(res.Failures[0].Error, "not published by the relay") {
+		t.Errorf("redriving the worker's dead letter: %+v, %v; want it failed, as not published by the relay", res, err)
+	}
 	// bob's event came after the push consumer was made, which would have
 	// delivered at once.
-	if info, err := front.srv.js.PushConsumer(ctx, "KV_scimrelay-parked-crm", "forward"); err != nil || info.CachedInfo().Delivered.Stream != 0 || stored() != was+3 {
-		t.Errorf("the worker's push consumer onto scimrelay.>: %+v, %v; the stream went from %d to %d for 2 answers and bob's event", info, err, was, stored())
+	if info, err := front.srv.js.PushConsumer(ctx, "KV_scimrelay-parked-crm", "forward"); err != nil || info.CachedInfo().Delivered.Stream != 0 || stored() != was+4 {
+		t.Errorf("the worker's push consumer onto scimrelay.>: %+v, %v; the stream went from %d to %d for 3 answers and bob's event", info, err, was, stored())
 	}
 	worker.stop()
 
@@ -397,5 +477,90 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	})
 	if after := stored(); after != before+1 {
 		t.Errorf("the event stream went from %d to %d messages for one user created: a worker's user put an event on it", before, after)
+	}
+}
+
+// TestUpgradeToSignedEvents: the first start of a front end that signs, on
+// a stream a release that did not sign made. A worker that starts first
+// waits for it; the events stored before it are delivered unsigned as
+// before, and an unsigned one stored after is not.
+func TestUpgradeToSignedEvents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	configure := func(user, password string) *config.Config { return onNATSAs(t, ns, user, password, h) }
+	frontCfg, workerCfg := configure("front", "front-secret"), configure("worker", "worker-secret")
+	front := startRelay(t, frontCfg, roleSCIM)
+	worker := startRelay(t, workerCfg, roleSinks)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	worker.stop()
+	front.stop()
+
+	// As an older release leaves it: the stream names no signing key, and
+	// holds an event its publisher sent, not yet delivered.
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://front:front-secret@", 1))
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Metadata = nil
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(user string, seq uint64) {
+		t.Helper()
+		msg, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, user, seq, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("before", 2)
+
+	var workerLog eventstest.Log
+	made := make(chan *server, 1)
+	go func() {
+		srv, err := newServer(ctx, workerCfg, roleSinks, slog.New(slog.NewTextHandler(&workerLog, nil)), io.Discard)
+		if err != nil {
+			workerLog.Write([]byte("newServer: " + err.Error() + "\n"))
+		}
+		made <- srv
+	}()
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(workerLog.String(), "with the keys its events are signed with") {
+			return errors.New("the worker does not say it waits for the front end's signing keys")
+		}
+		return nil
+	})
+	front = startRelay(t, frontCfg, roleSCIM)
+	var srv *server
+	select {
+	case srv = <-made:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not start within 60s of the front end")
+	}
+	if srv == nil {
+		t.Fatalf("the worker did not start:\n%s", workerLog.String())
+	}
+	worker = runServer(t, srv)
+	waitDelivered(t, h, 2) // ann, and the event stored unsigned before
+	publish("after", 3)    // unsigned, by the front end's user: not the relay's
+	front.createUser(t, "carol")
+	waitDelivered(t, h, 3)
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := metric(t, worker, "scimrelay_sink_events_total", "outcome", "not_published"); n != 1 {
+			return fmt.Errorf("the worker dropped %v messages as not the relay's; want the unsigned one after signing began", n)
+		}
+		return nil
+	})
+	if n := h.distinct(); n != 3 {
+		t.Errorf("the sink received %d events; want ann's, the one stored before signing and carol's", n)
 	}
 }

@@ -78,6 +78,12 @@ func startRelayWith(t testing.TB, cfg *config.Config, role string, log *slog.Log
 	if err != nil {
 		t.Fatalf("starting the relay: %v", err)
 	}
+	return runServer(t, srv)
+}
+
+// runServer runs a relay newServer made, until the test ends.
+func runServer(t testing.TB, srv *server) *relayProc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &relayProc{t: t, srv: srv, cancel: cancel, done: make(chan error, 1), adminURL: "http://" + srv.adminLn.Addr().String()}
 	if srv.scimLn != nil {

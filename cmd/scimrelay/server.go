@@ -64,6 +64,7 @@ type server struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream
 	publisher  *relay.Publisher
+	trust      *events.Trust // which events the relay published; nil with NATS embedded
 	reqLog     *relay.RequestLog
 	metrics    *relay.Metrics
 	reqMetrics *httpmw.RequestMetrics
@@ -191,9 +192,30 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if role == roleSinks {
 		ensure = events.OpenStream
 	}
+	// On an external NATS, clients other than the relay (the workers'
+	// user) can have the event stream store what they choose: the front
+	// end signs its events, and every reader takes only what it signed
+	// (events.Trust; README, Who can reach what).
+	var signer *events.Signer
+	if !cfg.Embedded() {
+		if role == roleSinks {
+			stream.Signed = true
+		} else {
+			if signer, err = events.NewSigner(s.store.EventSigningSeed()); err != nil {
+				return nil, err
+			}
+			stream.SigningKey = signer.PublicKey()
+		}
+	}
 	_, lookErr := s.js.Stream(streamCtx, events.StreamName)
-	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
+	st, err := ensure(streamCtx, s.js, stream, log)
+	if err != nil {
 		return nil, err
+	}
+	if !cfg.Embedded() {
+		if s.trust, err = events.NewTrust(st); err != nil {
+			return nil, err
+		}
 	}
 	s.registry.MustRegister(s.checkStreamKept(errors.Is(lookErr, jetstream.ErrStreamNotFound)))
 	if s.natsServer != nil {
@@ -212,6 +234,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
 	so.Tracer, so.MarkerAge = s.tracing.Tracer(), s.markerAge
 	so.OpenOnly = role == roleSinks
+	so.Trust = s.trust
 	// Where a sink a reload added keeps its start until its consumers
 	// exist, should the process restart first.
 	so.AddedFile = filepath.Join(cfg.DataDir, "sinks-added.json")
@@ -228,7 +251,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
-		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined, Tracer: s.tracing.Tracer(), KeepFor: keepPublished(cfg)}
+		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined, Tracer: s.tracing.Tracer(), KeepFor: keepPublished(cfg), Signer: signer}
 		if s.healer != nil {
 			po.Healer = s.healer
 		}
@@ -608,6 +631,7 @@ func (s *server) adminHandler() http.Handler {
 			return sinks.Attempts(ctx, s.js, sink, since, limit)
 		},
 		Events: s.js,
+		Trust:  s.trust,
 		Jobs:   s.jobs,
 		Checks: s.readinessChecks(),
 

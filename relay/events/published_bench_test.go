@@ -3,6 +3,7 @@
 package events_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,7 +13,9 @@ import (
 )
 
 // BenchmarkPublished measures what reading a stored event for delivery
-// costs with the checks of events.Published, against events.FromMsg alone.
+// costs with the checks of events.Published, against events.FromMsg alone,
+// and with the signature of an external NATS's events: its making, and
+// its check.
 func BenchmarkPublished(b *testing.B) {
 	msg, err := events.ToMsg(eventstest.Event(b, "acme", events.UserCreated, "0198f3c2-0000-7000-8000-0000000000aa", 1, 1))
 	if err != nil {
@@ -31,7 +34,40 @@ func BenchmarkPublished(b *testing.B) {
 	b.Run("Published", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := events.Published(stored, msg.Header, msg.Data); err != nil {
+			if _, err := unsigned.Published(1, stored, msg.Header, msg.Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// On an external NATS: the publisher's signature, and the reading of
+	// a signed event (Trust.Published). The stream is a real one, whose
+	// configuration names the key.
+	seed := make([]byte, 32)
+	signer, err := events.NewSigner(seed)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, js := eventstest.Connect(b, eventstest.RunServer(b).ClientURL())
+	st, err := events.EnsureStream(context.Background(), js, events.StreamOptions{SigningKey: signer.PublicKey()}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	trust, err := events.NewTrust(st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := signer.Sign(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PublishedSigned", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := trust.Published(1, stored, msg.Header, msg.Data); err != nil {
 				b.Fatal(err)
 			}
 		}

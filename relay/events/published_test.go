@@ -13,6 +13,10 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
+// unsigned is the trust of a reader of NATS embedded in the relay, where
+// nothing is signed: Published's header check alone.
+var unsigned *events.Trust
+
 // TestPublishedRefusesWhatTheRelayDidNotPublish: an event the stream stored
 // reads as published only with the stream expectation the relay's
 // publisher sets, once, and on the subject the event names (with its
@@ -33,7 +37,7 @@ func TestPublishedRefusesWhatTheRelayDidNotPublish(t *testing.T) {
 		h.Set(jetstream.ExpectedStreamHeader, events.StreamName)
 		return h
 	}
-	if got, err := events.Published(stored, published(), msg.Data); err != nil || got.ID() != e.ID() {
+	if got, err := unsigned.Published(1, stored, published(), msg.Data); err != nil || got.ID() != e.ID() {
 		t.Fatalf("the relay's event: %v, %v", got.ID(), err)
 	}
 	noHeader := published()
@@ -54,13 +58,13 @@ func TestPublishedRefusesWhatTheRelayDidNotPublish(t *testing.T) {
 		"another action's subject":      {"scimrelay.acme.user.deleted.u1.7", published()},
 		"a subject without a partition": {msg.Subject, published()},
 	} {
-		if _, err := events.Published(c.subject, c.h, msg.Data); !errors.Is(err, events.ErrNotPublished) {
+		if _, err := unsigned.Published(1, c.subject, c.h, msg.Data); !errors.Is(err, events.ErrNotPublished) {
 			t.Errorf("%s: %v, want ErrNotPublished", name, err)
 		}
 	}
 	junk := published()
 	junk.Del("ce-specversion")
-	if _, err := events.Published(stored, junk, msg.Data); err == nil || errors.Is(err, events.ErrNotPublished) {
+	if _, err := unsigned.Published(1, stored, junk, msg.Data); err == nil || errors.Is(err, events.ErrNotPublished) {
 		t.Errorf("a published message that is no event: %v, want FromMsg's error", err)
 	}
 }

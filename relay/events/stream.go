@@ -24,6 +24,14 @@ type StreamOptions struct {
 	// needs care: stored events keep their partition, so a resource can
 	// have events in two partitions until the old ones are delivered.
 	Partitions int
+	// SigningKey is the public key the front end signs its events with
+	// (Signer.PublicKey), which EnsureStream adds to the stream's metadata
+	// for its readers (Trust); "" when it does not sign (NATS embedded).
+	SigningKey string
+	// Signed is a delivery worker's on an external NATS: OpenStream waits
+	// for a stream that names its signing keys, as a front end of this
+	// release makes it, since the worker takes only signed events.
+	Signed bool
 }
 
 // StreamConfig returns the SCIMRELAY stream's configuration: the event
@@ -63,6 +71,16 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 // once.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
 	return retryStream(ctx, o, log, func(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+		if o.SigningKey != "" {
+			// The keys the stream named stay, for the events they signed.
+			var have *jetstream.StreamInfo
+			if st, err := js.Stream(ctx, StreamName); err == nil {
+				have = st.CachedInfo()
+			} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, err
+			}
+			cfg.Metadata = signingMetadata(have, o.SigningKey, time.Now())
+		}
 		return js.CreateOrUpdateStream(ctx, cfg)
 	})
 }
@@ -76,8 +94,15 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 // against.
 func OpenStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
 	var s jetstream.Stream
-	err := AwaitMade(ctx, "stream "+StreamName, log, func(ctx context.Context) (err error) {
-		s, err = js.Stream(ctx, StreamName)
+	what := "stream " + StreamName
+	if o.Signed {
+		what += " with the keys its events are signed with (a front end of this release writes them)"
+	}
+	err := AwaitMade(ctx, what, log, func(ctx context.Context) (err error) {
+		if s, err = js.Stream(ctx, StreamName); err != nil || !o.Signed {
+			return err
+		}
+		_, err = trustOf(s.CachedInfo().Config)
 		return err
 	})
 	if err != nil {
@@ -186,9 +211,11 @@ func retry(ctx context.Context, what string, log *slog.Logger, op func(context.C
 	}
 }
 
-// notMade reports whether err means that a stream or bucket is not there.
+// notMade reports whether err means that a stream or bucket is not there,
+// or not yet as a front end of this release makes it (ErrUnsigned: one
+// of an older release made the event stream, and signs nothing).
 func notMade(err error) bool {
-	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, ErrUnsigned)
 }
 
 // transient reports whether err means "not ready yet" rather than "never".

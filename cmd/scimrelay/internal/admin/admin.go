@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -65,6 +66,9 @@ type Options struct {
 	Attempts func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error)
 	// Events is where the event stream is tailed from.
 	Events jetstream.JetStream
+	// Trust says which of its messages the relay published (the tail and
+	// the log's event details show only those); nil with NATS embedded.
+	Trust *events.Trust
 	// Jobs runs redrives and replays in the background.
 	Jobs *jobs.Runner
 	// Quarantine lists the outbox rows that could not be published.

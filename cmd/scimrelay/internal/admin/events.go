@@ -121,7 +121,7 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_ = http.NewResponseController(w).Flush()
 	reopen := func(ctx context.Context) (jetstream.Consumer, error) { return open(ctx, true) }
-	return h.tail(r.Context(), cons, reopen, w, follow, func(m jetstream.Msg) ([]byte, bool) { return tailLine(m, patterns, fromSeq) })
+	return h.tail(r.Context(), cons, reopen, w, follow, func(m jetstream.Msg) ([]byte, bool) { return tailLine(h.o.Trust, m, patterns, fromSeq) })
 }
 
 // tail copies the consumer's messages to w as render makes them, until
@@ -240,8 +240,12 @@ func await[T any](ctx context.Context, f func() (T, error)) (T, error) {
 
 // tailLine renders a message as a line of NDJSON when it is an event the
 // relay published (events.Published) and passes the filters.
-func tailLine(m jetstream.Msg, patterns events.Patterns, fromSeq uint64) ([]byte, bool) {
-	e, err := events.Published(m.Subject(), m.Headers(), m.Data())
+func tailLine(trust *events.Trust, m jetstream.Msg, patterns events.Patterns, fromSeq uint64) ([]byte, bool) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil, false
+	}
+	e, err := trust.Published(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		return nil, false
 	}

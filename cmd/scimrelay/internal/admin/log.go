@@ -133,7 +133,7 @@ func (h *Handler) logEntry(w http.ResponseWriter, r *http.Request) error {
 	}
 	d := LogDetail{Entry: e, Events: []json.RawMessage{}, Deliveries: []sinks.Attempt{}}
 	if len(e.EventIDs) > 0 && h.o.Events != nil {
-		found, err := findEvents(r.Context(), h.o.Events, e.Tenant, e.EventIDs, e.Time.Add(-eventSearchSlack))
+		found, err := findEvents(r.Context(), h.o.Events, h.o.Trust, e.Tenant, e.EventIDs, e.Time.Add(-eventSearchSlack))
 		if err != nil {
 			return fmt.Errorf("reading the events of log entry %s: %w", e.Key, fromNATS(r.Context(), err))
 		}
@@ -185,7 +185,7 @@ func eventRefs(e relay.LogEntry, found map[string]json.RawMessage) []sinks.Event
 // findEvents reads a tenant's events from a time on until it has found the
 // ids, the stream ends or eventSearchMost were read; it returns those found
 // as structured CloudEvents.
-func findEvents(ctx context.Context, js jetstream.JetStream, tenant string, ids []string, from time.Time) (map[string]json.RawMessage, error) {
+func findEvents(ctx context.Context, js jetstream.JetStream, trust *events.Trust, tenant string, ids []string, from time.Time) (map[string]json.RawMessage, error) {
 	want := map[string]bool{}
 	for _, id := range ids {
 		want[id] = true
@@ -214,14 +214,16 @@ func findEvents(ctx context.Context, js jetstream.JetStream, tenant string, ids 
 		n, pending := 0, uint64(1)
 		for m := range batch.Messages() {
 			n++
-			if meta, err := m.Metadata(); err == nil {
-				pending = meta.NumPending
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
 			}
+			pending = meta.NumPending
 			id := events.MessageAttribute(m.Headers(), "id")
 			if !want[id] {
 				continue
 			}
-			e, err := events.Published(m.Subject(), m.Headers(), m.Data())
+			e, err := trust.Published(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
 			if err != nil {
 				continue
 			}

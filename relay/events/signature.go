@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Events on an external NATS are signed by the relay that published them.
+// Whoever may publish a JetStream API request there may have the event
+// stream store its answer (NATS checks a request's subject, not its reply
+// subject), a sink worker's user among them; a header the stream keeps
+// cannot tell such an answer from the publisher's message (Published), a
+// signature can. The SCIM front end signs with an Ed25519 key kept in its
+// data file, and writes the public key into the event stream's
+// configuration, which only it may change; the workers, and any
+// subscriber, read it there and verify (README, Events; docs/decisions.md,
+// Delivery).
+const (
+	// SignatureHeader carries "v1 <key> <signature>", both base64url
+	// without padding: the signer's public key and the Ed25519 signature
+	// of the event's signed form (SignedForm).
+	SignatureHeader = "Scimrelay-Signature"
+	signatureScheme = "v1"
+	// The stream configuration's metadata that says who signs: the public
+	// keys, newest first, separated by spaces; the stream sequence from
+	// which every event is signed (the events before it were published
+	// before the relay signed, and are taken as Published always took
+	// them); and when signing began, by the front end's clock, for dead
+	// letters, which live in a stream of their own.
+	metaSigningKeys  = "scimrelay_signing_keys"
+	metaSignedFrom   = "scimrelay_signed_from"
+	metaSignedSince  = "scimrelay_signed_since"
+	signedFormPrefix = "scimrelay-event-signature-v1\n"
+	// maxSigningKeys is how many keys the stream lists: a front end that
+	// lost its data file signs with a new key, and the events the old one
+	// signed stay in the stream until they age out.
+	maxSigningKeys = 8
+)
+
+// ErrUnsigned means the event stream says nothing of signing keys: it was
+// made or last updated by a front end that does not sign (an older
+// release, or one with NATS embedded).
+var ErrUnsigned = errors.New("the event stream names no signing key")
+
+// SignedForm is what the signature covers: a fixed first line, then one
+// line "name: value" for every CloudEvents header (ce-*) and for
+// content-type, names in lower case, sorted by name (the values of a name
+// in the order the message has them), an empty line, and the data. Every
+// context attribute of a binary-mode event and its data are in it; NATS's
+// own headers, which JetStream adds to and changes, are not. A name or
+// value holding a line break (which no event of the relay has) cannot be
+// signed or verified.
+func SignedForm(h nats.Header, data []byte) ([]byte, error) {
+	type line struct{ lower, name string }
+	var lines []line
+	size := len(signedFormPrefix) + 1 + len(data)
+	for name, values := range h {
+		lower := strings.ToLower(name)
+		if !strings.HasPrefix(lower, headerPrefix) && lower != headerContentType {
+			continue
+		}
+		lines = append(lines, line{lower, name})
+		for _, v := range values {
+			size += len(lower) + 2 + len(v) + 1
+		}
+	}
+	slices.SortFunc(lines, func(a, b line) int {
+		if c := strings.Compare(a.lower, b.lower); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	b := make([]byte, 0, size)
+	b = append(b, signedFormPrefix...)
+	for _, l := range lines {
+		if strings.ContainsAny(l.name, "\r\n:") {
+			return nil, fmt.Errorf("header %q cannot be signed", l.name)
+		}
+		for _, v := range h[l.name] {
+			if strings.ContainsAny(v, "\r\n") {
+				return nil, fmt.Errorf("header %s holds a line break", l.name)
+			}
+			b = append(b, l.lower...)
+			b = append(b, ':', ' ')
+			b = append(b, v...)
+			b = append(b, '\n')
+		}
+	}
+	b = append(b, '\n')
+	return append(b, data...), nil
+}
+
+// Signer signs the events a front end publishes.
+type Signer struct {
+	key ed25519.PrivateKey
+	pub string
+}
+
+// NewSigner returns the signer whose Ed25519 key is made from seed (32
+// bytes).
+func NewSigner(seed []byte) (*Signer, error) {
+	if len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("an event-signing seed has %d bytes, not %d", len(seed), ed25519.SeedSize)
+	}
+	key := ed25519.NewKeyFromSeed(seed)
+	return &Signer{key: key, pub: encodeKey(key.Public().(ed25519.PublicKey))}, nil
+}
+
+// PublicKey returns the public key as the stream and the signature header
+// name it: base64url without padding.
+func (s *Signer) PublicKey() string { return s.pub }
+
+// Sign adds the signature of the event in msg to its headers.
+func (s *Signer) Sign(msg *nats.Msg) error {
+	form, err := SignedForm(msg.Header, msg.Data)
+	if err != nil {
+		return fmt.Errorf("signing the event on %s: %w", msg.Subject, err)
+	}
+	sig := ed25519.Sign(s.key, form)
+	msg.Header.Set(SignatureHeader, signatureScheme+" "+s.pub+" "+base64.RawURLEncoding.EncodeToString(sig))
+	return nil
+}
+
+func encodeKey(k ed25519.PublicKey) string { return base64.RawURLEncoding.EncodeToString(k) }
+
+// Trust is what a reader of the event stream accepts as signed by the
+// relay: the stream's signing keys, and from where on events are signed.
+// A nil *Trust takes every event unsigned, for NATS embedded in the relay,
+// which no other client may publish into.
+type Trust struct {
+	state   atomic.Pointer[trustState]
+	refresh func(context.Context) (jetstream.StreamConfig, error)
+
+	mu        sync.Mutex // one refresh at a time
+	refreshed time.Time
+}
+
+type trustState struct {
+	keys  map[string]ed25519.PublicKey
+	from  uint64    // the first stream sequence that must be signed
+	since time.Time // when signing began (for dead letters)
+}
+
+// refreshEvery bounds how often an unknown key has the stream's
+// configuration read again: a message anyone could put there must not
+// make a request each.
+const refreshEvery = time.Second
+
+// NewTrust returns the trust the stream's configuration st says,
+// ErrUnsigned when it names no key. An event signed by a key it does not
+// know has the configuration read again (at most once a second), for a
+// front end that began signing with a new key while this reader ran.
+func NewTrust(st jetstream.Stream) (*Trust, error) {
+	s, err := trustOf(st.CachedInfo().Config)
+	if err != nil {
+		return nil, err
+	}
+	t := &Trust{refresh: func(ctx context.Context) (jetstream.StreamConfig, error) {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return jetstream.StreamConfig{}, err
+		}
+		return info.Config, nil
+	}}
+	t.state.Store(s)
+	return t, nil
+}
+
+// trustOf reads the signing metadata of a stream configuration.
+func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
+	fields := strings.Fields(cfg.Metadata[metaSigningKeys])
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("%w (%s in its metadata)", ErrUnsigned, metaSigningKeys)
+	}
+	s := &trustState{keys: make(map[string]ed25519.PublicKey, len(fields))}
+	for _, f := range fields {
+		k, err := base64.RawURLEncoding.DecodeString(f)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("the event stream's signing key %q is not an Ed25519 public key in base64url", f)
+		}
+		s.keys[f] = k
+	}
+	var err error
+	if s.from, err = strconv.ParseUint(cfg.Metadata[metaSignedFrom], 10, 64); err != nil {
+		return nil, fmt.Errorf("the event stream's %s %q is not a sequence", metaSignedFrom, cfg.Metadata[metaSignedFrom])
+	}
+	if s.since, err = time.Parse(time.RFC3339Nano, cfg.Metadata[metaSignedSince]); err != nil {
+		return nil, fmt.Errorf("the event stream's %s %q is not a time", metaSignedSince, cfg.Metadata[metaSignedSince])
+	}
+	return s, nil
+}
+
+// signingMetadata returns the metadata of a stream that now signs with
+// key, keeping what the stream had (have, with its state): the keys it
+// listed after it, and when signing began; a stream that did not sign
+// begins after its last message.
+func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[string]string {
+	meta := map[string]string{}
+	keys := []string{key}
+	if have != nil {
+		for k, v := range have.Config.Metadata {
+			if !strings.HasPrefix(k, "_nats.") { // the server's own, which it sets
+				meta[k] = v
+			}
+		}
+		for _, k := range strings.Fields(have.Config.Metadata[metaSigningKeys]) {
+			if !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
+				keys = append(keys, k)
+			}
+		}
+	}
+	meta[metaSigningKeys] = strings.Join(keys, " ")
+	if _, err := trustOf(jetstream.StreamConfig{Metadata: meta}); err != nil {
+		// Signing begins now: what the stream holds was published
+		// unsigned (or its metadata is not ours to read).
+		from := uint64(1)
+		if have != nil {
+			from = have.State.LastSeq + 1
+		}
+		meta[metaSignedFrom] = strconv.FormatUint(from, 10)
+		meta[metaSignedSince] = now.UTC().Format(time.RFC3339Nano)
+	}
+	return meta
+}
+
+// verify checks the signature of an event stored at stream sequence seq
+// (0: not in the event stream, by when stored instead).
+func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte) error {
+	s := t.state.Load()
+	if (seq != 0 && seq < s.from) || (seq == 0 && !stored.IsZero() && stored.Before(s.since)) {
+		return nil // published before the relay signed
+	}
+	v := h.Values(SignatureHeader)
+	if len(v) != 1 {
+		return fmt.Errorf("%w: it has %d %s headers, not one", ErrNotPublished, len(v), SignatureHeader)
+	}
+	parts := strings.Fields(v[0])
+	if len(parts) != 3 || parts[0] != signatureScheme {
+		return fmt.Errorf("%w: its %s is not \"%s <key> <signature>\"", ErrNotPublished, SignatureHeader, signatureScheme)
+	}
+	key, ok := s.keys[parts[1]]
+	if !ok {
+		// Not an ErrNotPublished when the keys cannot be read: the event
+		// may be the relay's, and is dead-lettered rather than dropped.
+		if s, err := t.reread(); err != nil {
+			return err
+		} else if key, ok = s.keys[parts[1]]; !ok {
+			return fmt.Errorf("%w: it is signed by key %s, which the event stream does not name", ErrNotPublished, parts[1])
+		}
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return fmt.Errorf("%w: its signature is not base64url", ErrNotPublished)
+	}
+	form, err := SignedForm(h, data)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotPublished, err)
+	}
+	if !ed25519.Verify(key, form, sig) {
+		return fmt.Errorf("%w: its signature does not verify", ErrNotPublished)
+	}
+	return nil
+}
+
+// reread reads the stream's signing keys again and returns them. Reads
+// are a second apart at least: one sooner waits for its turn, so that
+// messages signed by unknown keys, which anyone who can have the stream
+// store a message can make, cost the reader time and NATS few requests,
+// and an event signed by the front end's new key is never refused for
+// want of a read.
+func (t *Trust) reread() (*trustState, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if wait := refreshEvery - time.Since(t.refreshed); wait > 0 {
+		time.Sleep(wait)
+	}
+	t.refreshed = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg, err := t.refresh(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the event stream's signing keys again: %w", err)
+	}
+	s, err := trustOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.state.Store(s)
+	return s, nil
+}
+
+// VerifyDeadLetter checks the signature an event kept in a dead letter
+// that the queue stored at stored: a dead letter is written by a sink
+// worker, whose NATS user may write any, so a redrive delivers only one
+// whose event the relay signed (or one made before it signed).
+func (t *Trust) VerifyDeadLetter(stored time.Time, h nats.Header, data []byte) error {
+	if t == nil {
+		return nil
+	}
+	return t.verify(0, stored, h, data)
+}

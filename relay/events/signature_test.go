@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+func newSigner(t *testing.T) *events.Signer {
+	t.Helper()
+	seed := make([]byte, 32)
+	if _, err := rand.Read(seed); err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// publishEvent publishes a user's event as the relay's publisher does,
+// signed by s when s is set, and returns the message as the stream
+// stored it.
+func publishEvent(t *testing.T, js jetstream.JetStream, st jetstream.Stream, s *events.Signer, id string) *jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	msg, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, id, 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s != nil {
+		if err := s.Sign(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored
+}
+
+func copyHeader(h nats.Header) nats.Header {
+	c := nats.Header{}
+	for k, v := range h {
+		c[k] = append([]string(nil), v...)
+	}
+	return c
+}
+
+// TestSignedEvents: on an external NATS the front end signs its events and
+// names its key in the event stream's configuration; a reader takes an
+// event from where signing began only with a signature of a key the
+// stream names over exactly its attributes and data, takes the events
+// stored before unsigned, learns a new key of the front end's from the
+// stream while it runs, and keeps the old ones for the events they
+// signed.
+func TestSignedEvents(t *testing.T) {
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	// A stream an older release made, holding an event it did not sign.
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := publishEvent(t, js, st, nil, "u0")
+	if _, err := events.NewTrust(st); !errors.Is(err, events.ErrUnsigned) {
+		t.Fatalf("the trust of a stream without keys: %v, want ErrUnsigned", err)
+	}
+	first := newSigner(t)
+	if st, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: first.PublicKey()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	trust, err := events.NewTrust(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(m *jetstream.RawStreamMsg) error {
+		_, err := trust.Published(m.Sequence, m.Subject, m.Header, m.Data)
+		return err
+	}
+	if err := read(before); err != nil {
+		t.Errorf("the event stored before the relay signed: %v", err)
+	}
+	signed := publishEvent(t, js, st, first, "u1")
+	if err := read(signed); err != nil {
+		t.Fatalf("a signed event: %v", err)
+	}
+	if err := read(publishEvent(t, js, st, nil, "u2")); !errors.Is(err, events.ErrNotPublished) {
+		t.Errorf("an unsigned event after signing began: %v, want ErrNotPublished", err)
+	}
+	tampered := map[string]func(h nats.Header, data []byte) (nats.Header, []byte){
+		"data changed": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			return h, []byte(strings.Replace(string(data), "u1", "u9", 1))
+		},
+		"type changed": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			h.Set("ce-type", "dev.scimrelay.user.deleted")
+			return h, data
+		},
+		"an attribute added": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			h.Set("ce-actor", "mallory")
+			return h, data
+		},
+		"an attribute in another case added": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			h.Add("CE-TYPE", "dev.scimrelay.user.deleted")
+			return h, data
+		},
+		"an attribute taken out": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			h.Del("ce-time")
+			return h, data
+		},
+		"content type changed": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			h.Set("content-type", "text/plain")
+			return h, data
+		},
+		"signature twice": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			h.Add(events.SignatureHeader, h.Get(events.SignatureHeader))
+			return h, data
+		},
+		"signature of another key": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			msg := &nats.Msg{Header: h, Data: data}
+			if err := newSigner(t).Sign(msg); err != nil {
+				t.Fatal(err)
+			}
+			return msg.Header, data
+		},
+		"a known key, the signature of another": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			msg := &nats.Msg{Header: copyHeader(h), Data: data}
+			if err := newSigner(t).Sign(msg); err != nil {
+				t.Fatal(err)
+			}
+			forged := strings.Fields(msg.Header.Get(events.SignatureHeader))
+			h.Set(events.SignatureHeader, "v1 "+first.PublicKey()+" "+forged[2])
+			return h, data
+		},
+	}
+	for name, change := range tampered {
+		h, data := change(copyHeader(signed.Header), signed.Data)
+		if _, err := trust.Published(signed.Sequence, signed.Subject, h, data); !errors.Is(err, events.ErrNotPublished) {
+			t.Errorf("%s: %v, want ErrNotPublished", name, err)
+		}
+	}
+	// NATS's own headers are not signed: JetStream adds and changes them.
+	h := copyHeader(signed.Header)
+	h.Set(nats.MsgIdHdr, "another")
+	if _, err := trust.Published(signed.Sequence, signed.Subject, h, signed.Data); err != nil {
+		t.Errorf("a signed event with another Nats-Msg-Id: %v", err)
+	}
+
+	// The front end signs with a new key (its data file was lost): the
+	// reader learns it from the stream, and still takes the old key's.
+	second := newSigner(t)
+	if _, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: second.PublicKey()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := read(publishEvent(t, js, st, second, "u3")); err != nil {
+		t.Errorf("an event signed by the front end's new key: %v", err)
+	}
+	if err := read(signed); err != nil {
+		t.Errorf("an event signed by the old key after the new one came: %v", err)
+	}
+	if err := read(before); err != nil {
+		t.Errorf("the event stored before the relay signed, once the key changed: %v", err)
+	}
+}
+
+// TestSignedDeadLetters: a dead letter keeps the event's signature, which
+// verifies over the event as the queue encodes it again; one written
+// without it, after signing began, is refused, and one the queue stored
+// before signing began is taken.
+func TestSignedDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	s := newSigner(t)
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	trust, err := events.NewTrust(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := publishEvent(t, js, st, s, "u1")
+	e, err := trust.Published(stored.Sequence, stored.Subject, stored.Header, stored.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := events.ToMsg(e) // as the queue writes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Header.Set(events.SignatureHeader, stored.Header.Get(events.SignatureHeader))
+	later := began.Add(time.Minute)
+	if err := trust.VerifyDeadLetter(later, again.Header, again.Data); err != nil {
+		t.Errorf("a dead letter of a signed event: %v", err)
+	}
+	again.Header.Del(events.SignatureHeader)
+	if err := trust.VerifyDeadLetter(later, again.Header, again.Data); !errors.Is(err, events.ErrNotPublished) {
+		t.Errorf("a dead letter without the signature: %v, want ErrNotPublished", err)
+	}
+	if err := trust.VerifyDeadLetter(time.Time{}, again.Header, again.Data); !errors.Is(err, events.ErrNotPublished) {
+		t.Errorf("a dead letter without the signature, stored when is not known: %v, want ErrNotPublished", err)
+	}
+	if err := trust.VerifyDeadLetter(began.Add(-time.Hour), again.Header, again.Data); err != nil {
+		t.Errorf("a dead letter stored before signing began: %v", err)
+	}
+}
+
+// TestStreamKeepsEightSigningKeys: each new key of the front end's goes
+// first, and the stream names the eight latest.
+func TestStreamKeepsEightSigningKeys(t *testing.T) {
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	var keys []string
+	for range 10 {
+		s := newSigner(t)
+		keys = append(keys, s.PublicKey())
+		if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same key again changes nothing.
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: keys[9]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"])
+	want := []string{keys[9], keys[8], keys[7], keys[6], keys[5], keys[4], keys[3], keys[2]}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("the stream names %v, want the eight latest, newest first %v", got, want)
+	}
+}
