@@ -338,7 +338,7 @@ func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.dlq.put(ctx, "a", &e, "", Result{Status: http.StatusGone}, 1); err != nil {
+		if _, err := m.dlq.put(ctx, "a", &e, origin{}, Result{Status: http.StatusGone}, 1); err != nil {
 			t.Fatal(err)
 		}
 	}

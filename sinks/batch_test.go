@@ -19,6 +19,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -500,5 +501,49 @@ func TestBatchBytesBounded(t *testing.T) {
 	}
 	if events != 14 || !alone {
 		t.Fatalf("%d events delivered (want 14); the burst alone in its request: %v", events, alone)
+	}
+}
+
+// TestReadNextTakesWhatTheServerSays: a message stored with headers of the
+// names nats-server gives a direct get's answer (a client that can have
+// the event stream store a message chooses its headers) is read back with
+// the sequence, subject and time the server said, alone and in a batch,
+// and is not taken for the relay's: it could otherwise pass for one stored
+// before the relay signed, or move a parked resource's reading past its
+// events.
+func TestReadNextTakesWhatTheServerSays(t *testing.T) {
+	_, _, js := natsServer(t)
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserUpdated, "ann")
+	planted, err := events.ToMsg(*testEvent(t, events.UserUpdated, "ann", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted.Header.Set(jetstream.SequenceHeader, "1")
+	planted.Header.Set(jetstream.SubjectHeader, "scimrelay.acme.user.updated.ann.0")
+	planted.Header.Set(jetstream.TimeStampHeaer, "2000-01-01T00:00:00Z")
+	planted.Header.Set(jetstream.ExpectedStreamHeader, events.StreamName)
+	ack, err := js.PublishMsg(ctx, planted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter := events.ResourceSubjects("acme", "user", "ann")
+	for _, n := range []int{1, 10} {
+		got, err := readNext(ctx, js, st, filter, ack.Sequence, n)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("reading %d from %d: %d messages, %v", n, ack.Sequence, len(got), err)
+		}
+		m := got[0]
+		if m.Sequence != ack.Sequence || m.Subject == "scimrelay.acme.user.updated.ann.0" || m.Time.Year() == 2000 {
+			t.Errorf("reading %d: sequence %d, subject %s, time %v; want what the server said: %d, the stored subject, now", n, m.Sequence, m.Subject, m.Time, ack.Sequence)
+		}
+		var unsigned *events.Trust
+		if _, err := unsigned.Published(m.Sequence, m.Subject, m.Header, m.Data); !errors.Is(err, events.ErrNotPublished) {
+			t.Errorf("reading %d: the message stored with the server's headers of its own reads as the relay's (%v)", n, err)
+		}
 	}
 }

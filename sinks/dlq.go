@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -29,7 +30,8 @@ const (
 	hdrDLQError     = "Scimrelay-Dlq-Error"
 	hdrDLQAttempts  = "Scimrelay-Dlq-Attempts"
 	hdrDLQTime      = "Scimrelay-Dlq-Time"
-	hdrDLQSubject   = "Scimrelay-Dlq-Subject" // the event's NATS subject
+	hdrDLQSubject   = "Scimrelay-Dlq-Subject"    // the event's NATS subject
+	hdrDLQStreamSeq = "Scimrelay-Dlq-Stream-Seq" // the event's sequence in the event stream
 	maxErrorInQueue = 1024
 )
 
@@ -45,7 +47,16 @@ type DeadLetter struct {
 	Time      time.Time `json:"time"` // when it was dead-lettered
 	EventTime time.Time `json:"event_time"`
 	seq       uint64    // in the dead-letter stream
-	sig       string    // the relay's signature of the event (events.SignatureHeader), if any
+	from      origin    // where its event came from
+}
+
+// origin is what a dead letter keeps of where its event came from, for a
+// redrive to check that the relay published it: the relay's signature
+// (events.SignatureHeader; "" when the event was not signed), and its
+// sequence in the event stream (0 when not known).
+type origin struct {
+	sig string
+	seq uint64
 }
 
 type deadLetters struct {
@@ -54,6 +65,9 @@ type deadLetters struct {
 	// trust says which dead letters hold an event the relay published:
 	// the workers write the queue, and may write anything there.
 	trust *events.Trust
+	// events is the event stream, where the event of a dead letter made
+	// before the relay signed is looked up.
+	events jetstream.Stream
 }
 
 func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int, trust *events.Trust) (*deadLetters, error) {
@@ -78,10 +92,10 @@ func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int, trust 
 // already had it: one dead letter per sink and event and attempt count,
 // even if a worker crashes between putting it and acknowledging the event,
 // or the event comes again after a lost acknowledgement.
-// sig is the relay's signature of the event, which the dead letter keeps
-// for a redrive to check ("" when the event was not signed).
-func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, sig string, res Result, attempts int) (already bool, err error) {
-	return d.putAs(ctx, sink, e, sig, res, attempts, deadLetterID(sink, e.ID(), attempts))
+// from is where the event came from, which the dead letter keeps for a
+// redrive to check.
+func (d *deadLetters) put(ctx context.Context, sink string, e *event.Event, from origin, res Result, attempts int) (already bool, err error) {
+	return d.putAs(ctx, sink, e, from, res, attempts, deadLetterID(sink, e.ID(), attempts))
 }
 
 // deadLetterID is the message id of a sink's dead letter of the message
@@ -95,8 +109,8 @@ func deadLetterID(sink, msgID string, attempts int) string {
 }
 
 // putAs is put with the message id id, by which JetStream drops a copy.
-func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, sig string, res Result, attempts int, id string) (already bool, err error) {
-	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now(), sig: sig}, id)
+func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, from origin, res Result, attempts int, id string) (already bool, err error) {
+	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now(), from: from}, id)
 	if err != nil {
 		return false, err
 	}
@@ -122,10 +136,13 @@ func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, 
 	}
 	msg.Header.Set(hdrDLQSubject, msg.Subject)
 	msg.Subject = dlqSubjectRoot + sink
-	if dl.sig != "" {
+	if dl.from.sig != "" {
 		// It verifies over the event as ToMsg encodes it again: the
 		// headers the signature covers are the event's attributes.
-		msg.Header.Set(events.SignatureHeader, dl.sig)
+		msg.Header.Set(events.SignatureHeader, dl.from.sig)
+	}
+	if dl.from.seq != 0 {
+		msg.Header.Set(hdrDLQStreamSeq, strconv.FormatUint(dl.from.seq, 10))
 	}
 	msg.Header.Set(hdrDLQStatus, strconv.Itoa(dl.Status))
 	msg.Header.Set(hdrDLQError, truncate(dl.Error, maxErrorInQueue))
@@ -170,10 +187,11 @@ func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, 
 }
 
 // toDeadLetter reads a dead letter and, when it holds a valid event the
-// relay published (trust), the event; stored is when the queue stored it.
-func toDeadLetter(trust *events.Trust, m jetstream.Msg, seq uint64, stored time.Time) (DeadLetter, *event.Event) {
+// relay published (d.trust), the event; stored is when the queue stored it.
+func (d *deadLetters) toDeadLetter(ctx context.Context, m jetstream.Msg, seq uint64, stored time.Time) (DeadLetter, *event.Event) {
 	h := m.Headers()
-	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), seq: seq, sig: h.Get(events.SignatureHeader)}
+	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), seq: seq, from: origin{sig: h.Get(events.SignatureHeader)}}
+	dl.from.seq, _ = strconv.ParseUint(h.Get(hdrDLQStreamSeq), 10, 64)
 	dl.Status, _ = strconv.Atoi(h.Get(hdrDLQStatus))
 	dl.Attempts, _ = strconv.Atoi(h.Get(hdrDLQAttempts))
 	dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(hdrDLQTime))
@@ -182,12 +200,37 @@ func toDeadLetter(trust *events.Trust, m jetstream.Msg, seq uint64, stored time.
 		return dl, nil
 	}
 	dl.ID, dl.Type, dl.Tenant, dl.EventTime, dl.Subject = e.ID(), e.Type(), events.Tenant(e), e.Time(), e.Subject()
-	if err := trust.VerifyDeadLetter(stored, h, m.Data()); err != nil {
+	if err := d.trust.VerifyDeadLetter(stored, h, m.Data()); err != nil && !d.storedUnsigned(ctx, dl.from, h, m.Data()) {
 		// Listed, and never delivered: its error says why.
 		dl.Error = "not redriven, " + err.Error() + "; the error it was dead-lettered with: " + dl.Error
 		return dl, nil
 	}
 	return dl, &e
+}
+
+// storedUnsigned reports whether the unsigned event of a dead letter,
+// with headers h and data, is the one the event stream holds at the
+// sequence it came from, stored before the relay began to sign: a
+// worker took that one as the relay's, and its dead letter is made since
+// (the events waiting when a front end that signs first started, or a
+// replay of earlier ones).
+func (d *deadLetters) storedUnsigned(ctx context.Context, from origin, h nats.Header, data []byte) bool {
+	if from.sig != "" || from.seq == 0 || !d.trust.Unsigned(from.seq) || d.events == nil {
+		return false
+	}
+	m, err := getMsg(ctx, d.events, from.seq)
+	if err != nil || m.Sequence != from.seq {
+		return false
+	}
+	if _, err := d.trust.Published(m.Sequence, m.Subject, m.Header, m.Data); err != nil {
+		return false
+	}
+	stored, err := events.SignedForm(m.Header, m.Data)
+	if err != nil {
+		return false
+	}
+	kept, err := events.SignedForm(h, data)
+	return err == nil && bytes.Equal(stored, kept)
 }
 
 // each calls f for each of a sink's dead letters after the one at sequence
@@ -206,7 +249,7 @@ func (d *deadLetters) each(ctx context.Context, sink string, after uint64, batch
 		if meta, err := m.Metadata(); err == nil {
 			stored = meta.Timestamp
 		}
-		dl, e := toDeadLetter(d.trust, m, seq, stored)
+		dl, e := d.toDeadLetter(ctx, m, seq, stored)
 		return f(dl, e)
 	})
 }

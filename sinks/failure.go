@@ -86,7 +86,7 @@ func (p *partition) failed(failed []item, res Result, tries int) (outcome, parkR
 		w.retrying(out, res, tries, rec.Due)
 		return sendAlone, rec, nil
 	}
-	if err := w.deadLetter(p.ctx, out[0], sent(failed).sig, res, tries); err != nil {
+	if err := w.deadLetter(p.ctx, out[0], sent(failed).origin(), res, tries); err != nil {
 		w.log.Warn("an event failed for good but cannot be dead-lettered; will try again", "partition", p.n, "event_id", out[0].ID(), "err", err)
 		return deadLetterFailed, rec, err
 	}

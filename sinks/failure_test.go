@@ -165,7 +165,7 @@ func TestFailureLogsAreBounded(t *testing.T) {
 	e := testEvent(t, events.UserCreated, "u1", 1)
 	res := Result{Status: 500, Err: errors.New("POST: " + strings.Repeat("x", 100<<10)), Events: 1}
 	w.retrying([]*event.Event{e}, res, 1, time.Now().Add(time.Minute))
-	if err := w.deadLetter(ctx, e, "", res, 2); err != nil {
+	if err := w.deadLetter(ctx, e, origin{}, res, 2); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")

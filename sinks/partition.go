@@ -1021,6 +1021,9 @@ type item struct {
 	skip   bool
 }
 
+// origin is where the item's event came from, as its dead letter keeps it.
+func (it item) origin() origin { return origin{sig: it.sig, seq: it.sseq} }
+
 // sent returns the first item of a slice that goes out (there is one in
 // every slice that failed).
 func sent(items []item) item {

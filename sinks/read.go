@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -120,7 +121,7 @@ func readNext(ctx context.Context, js jetstream.JetStream, stream jetstream.Stre
 	defer cancel()
 	name := stream.CachedInfo().Config.Name
 	if n == 1 {
-		m, err := stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter))
+		m, err := getMsg(ctx, stream, from, jetstream.WithGetMsgSubject(filter))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			return nil, nil
@@ -138,6 +139,9 @@ func readNext(ctx context.Context, js jetstream.JetStream, stream jetstream.Stre
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
 			return out, nil
 		}
+		if err == nil {
+			err = asTheServerSays(m)
+		}
 		if err != nil {
 			return out, fmt.Errorf("reading stream %s: %w", name, err)
 		}
@@ -147,4 +151,51 @@ func readNext(ctx context.Context, js jetstream.JetStream, stream jetstream.Stre
 		return out, fmt.Errorf("reading stream %s: no end of batch: %w", name, err)
 	}
 	return out, nil
+}
+
+// getMsg is stream.GetMsg, with the sequence, subject and time the server
+// said (asTheServerSays).
+func getMsg(ctx context.Context, stream jetstream.Stream, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	m, err := stream.GetMsg(ctx, seq, opts...)
+	if err != nil || !stream.CachedInfo().Config.AllowDirect { // else the library read them from the server's JSON
+		return m, err
+	}
+	return m, asTheServerSays(m)
+}
+
+// asTheServerSays sets a direct get's message's sequence, subject and time
+// to what the server said of it. The server adds them as headers after the
+// message's own, and nats.go reads the first of each: a message stored
+// with headers of those names (a client that may write a stream of the
+// account chooses its headers, and can have the event stream store a
+// copy) would otherwise pass for one stored earlier, before the relay
+// signed (events.Trust), or move a parked resource's reading past its
+// events. Such a message keeps its own headers, which events.Published
+// refuses.
+func asTheServerSays(m *jetstream.RawStreamMsg) error {
+	last := func(name string) (string, error) {
+		v := m.Header.Values(name)
+		if len(v) == 0 {
+			return "", fmt.Errorf("a direct get's answer without %s", name)
+		}
+		return v[len(v)-1], nil
+	}
+	seq, err := last(jetstream.SequenceHeader)
+	if err != nil {
+		return err
+	}
+	if m.Sequence, err = strconv.ParseUint(seq, 10, 64); err != nil {
+		return fmt.Errorf("a direct get's answer with %s %q", jetstream.SequenceHeader, seq)
+	}
+	if m.Subject, err = last(jetstream.SubjectHeader); err != nil {
+		return err
+	}
+	at, err := last(jetstream.TimeStampHeaer)
+	if err != nil {
+		return err
+	}
+	if m.Time, err = time.Parse(time.RFC3339Nano, at); err != nil {
+		return fmt.Errorf("a direct get's answer with %s %q", jetstream.TimeStampHeaer, at)
+	}
+	return nil
 }

@@ -170,8 +170,8 @@ type RedriveResult struct {
 	// stay in order.
 	Held int `json:"held,omitempty"`
 	// Skipped are dead letters left in the queue because the sink a
-	// redrive delivers them to (RedriveQuery.To) does not take their
-	// tenant or type.
+	// redrive delivers them to (the queue's own, or RedriveQuery.To) does
+	// not take their tenant or type.
 	Skipped int `json:"skipped,omitempty"`
 	// Failures are the first of the failed ones, with their new error.
 	Failures []DeadLetter `json:"failures,omitempty"`
@@ -223,7 +223,10 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		res.Done++
 		key := resourceKey{dl.Tenant, dl.Subject}
 		switch {
-		case moving && (e == nil || !selects(s.cfg.Tenants, s.patterns, *e)):
+		case moving && e == nil, e != nil && !selects(s.cfg.Tenants, s.patterns, *e):
+			// Also in a sink's own queue: the workers' NATS user writes
+			// it, and could put another tenant's signed event there
+			// (README, Who can reach what); or the sink was narrowed.
 			res.Skipped++
 		case e != nil && held[key]:
 			if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil {
@@ -301,7 +304,7 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	if err := ctx.Err(); err != nil {
 		return err // cut short: the dead letter stays as it was
 	}
-	if _, err := m.dlq.put(ctx, sink, e, dl.sig, r, dl.Attempts+1); err != nil {
+	if _, err := m.dlq.put(ctx, sink, e, dl.from, r, dl.Attempts+1); err != nil {
 		return err
 	}
 	if err := m.dlq.remove(ctx, dl); err != nil {

@@ -304,7 +304,7 @@ func BenchmarkDeadLetterPage(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := m.dlq.put(ctx, "crm", &e, "", Result{Status: http.StatusGone}, 1); err != nil {
+				if _, err := m.dlq.put(ctx, "crm", &e, origin{}, Result{Status: http.StatusGone}, 1); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -329,7 +329,8 @@ func BenchmarkDeadLetterPage(b *testing.B) {
 // a removed or renamed sink left are listed under its old name, and a
 // redrive delivers them to a configured sink, in order, but only those
 // whose tenant and type that sink takes: another tenant's stay where they
-// are. One that fails again joins the new sink's queue.
+// are, in the sink's own queue too. One that fails again joins the new
+// sink's queue.
 func TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace(t *testing.T) {
 	js := natsStream(t)
 	var fixed atomic.Bool
@@ -344,7 +345,7 @@ func TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace(t *testing.T) {
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", crm2.URL, nil)}, JS: js})
 	put := func(tenant string, action events.Action, id string, seq uint64) string {
 		e := eventstest.Event(t, tenant, action, id, seq, seq)
-		if _, err := m.dlq.put(ctx, "crm", &e, "", Result{Status: http.StatusGone}, 1); err != nil {
+		if _, err := m.dlq.put(ctx, "crm", &e, origin{}, Result{Status: http.StatusGone}, 1); err != nil {
 			t.Fatal(err)
 		}
 		return e.ID()
@@ -403,5 +404,21 @@ func TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace(t *testing.T) {
 	page, err := m.DeadLetters(ctx, "crm", "", 0)
 	if err != nil || len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != globex {
 		t.Fatalf("left under crm: %+v, %v; want only globex's %s", page, err, globex)
+	}
+
+	// Another tenant's dead letter in crm2's own queue (the workers' NATS
+	// user writes the queue; or crm2 was narrowed since) stays there.
+	g2 := eventstest.Event(t, "globex", events.UserCreated, "g2", 2, 1)
+	if _, err := m.dlq.put(ctx, "crm2", &g2, origin{}, Result{Status: http.StatusGone}, 1); err != nil {
+		t.Fatal(err)
+	}
+	res, err = m.Redrive(ctx, RedriveQuery{Sink: "crm2"}, nil)
+	if err != nil || res.Skipped != 1 || res.Delivered != 0 {
+		t.Fatalf("redrive of another tenant's dead letter in crm2's queue: %+v, %v; want it skipped", res, err)
+	}
+	for _, r := range crm2.requests() {
+		if r.header.Get("ce-tenant") == "globex" {
+			t.Fatalf("crm2, which takes acme alone, received globex's event %s", r.header.Get("ce-id"))
+		}
 	}
 }

@@ -79,7 +79,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, err := m.dlq.putAs(ctx, sink, &e, msg.Headers().Get(events.SignatureHeader), r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
+		if _, err := m.dlq.putAs(ctx, sink, &e, origin{sig: msg.Headers().Get(events.SignatureHeader), seq: meta.Sequence.Stream}, r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
 			return err
 		}
 		res.DeadLettered++

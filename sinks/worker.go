@@ -388,9 +388,9 @@ func (w *worker) ready() error {
 	return nil
 }
 
-// deadLetter gives up on an event, whose signature by the relay is sig.
-func (w *worker) deadLetter(ctx context.Context, e *event.Event, sig string, res Result, tries int) error {
-	already, err := w.dlq.put(ctx, w.name, e, sig, res, tries)
+// deadLetter gives up on an event, which came from from.
+func (w *worker) deadLetter(ctx context.Context, e *event.Event, from origin, res Result, tries int) error {
+	already, err := w.dlq.put(ctx, w.name, e, from, res, tries)
 	if err != nil {
 		return fmt.Errorf("dead-lettering: %w", err)
 	}
@@ -453,6 +453,10 @@ func (w *worker) deadLetterRaw(ctx context.Context, m jetstream.Msg, cause error
 		w.log.Error("message is not a scimrelay event, and dead-lettering it failed; it is dropped", "subject", m.Subject(), "cause", cause, "err", err)
 	case already:
 		w.log.Debug("malformed message dead-lettered again; the queue had it", "subject", m.Subject())
+	case errors.Is(cause, events.ErrUnknownKey):
+		w.log.Error("an event is signed by a key the event stream does not name: a forgery, or the relay's own signed by a key its front end began to use since (its data file was replaced, or another front end wrote over its key); dead-lettered, and a redrive delivers it once the stream names the key",
+			"subject", m.Subject(), "err", cause)
+		w.metrics.outcome(w.name, "dead_lettered")
 	default:
 		w.log.Error("message is not a scimrelay event; dead-lettered", "subject", m.Subject(), "err", cause)
 		w.metrics.outcome(w.name, "dead_lettered")

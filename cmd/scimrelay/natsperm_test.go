@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -227,6 +228,24 @@ func natsWithWorkerUser(t *testing.T) *natsserver.Server {
 	return ns
 }
 
+// writeDeadLetter writes a dead letter of e to sink crm's queue as js's
+// user, with the headers given as name, value pairs.
+func writeDeadLetter(t *testing.T, js jetstream.JetStream, e event.Event, header ...string) {
+	t.Helper()
+	msg, err := events.ToMsg(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Header.Set("Scimrelay-Dlq-Subject", msg.Subject)
+	for i := 0; i+1 < len(header); i += 2 {
+		msg.Header.Set(header[i], header[i+1])
+	}
+	msg.Subject = "scimrelay-dlq.crm"
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatalf("the worker's user could not write a dead letter: %v", err)
+	}
+}
+
 // onNATSAs is a relay's configuration on ns as user, with one sink, crm,
 // delivering to h.
 func onNATSAs(t *testing.T, ns *natsserver.Server, user, password string, h *hook) *config.Config {
@@ -413,16 +432,7 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	}
 	// A dead letter the worker's user writes (it writes the queue, as
 	// delivery needs): listed, and not delivered by a redrive.
-	letter, err := events.ToMsg(eventstest.Event(t, "acme", events.UserDeleted, "victim", 1, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	letter.Header.Set("Scimrelay-Dlq-Subject", letter.Subject)
-	letter.Header.Set("Scimrelay-Dlq-Attempts", "1")
-	letter.Subject = "scimrelay-dlq.crm"
-	if _, err := js.PublishMsg(ctx, letter); err != nil {
-		t.Fatalf("the worker's user could not write a dead letter: %v", err)
-	}
+	writeDeadLetter(t, js, eventstest.Event(t, "acme", events.UserDeleted, "victim", 1, 1), "Scimrelay-Dlq-Attempts", "1")
 	res, err := front.srv.sinks.Redrive(ctx, sinks.RedriveQuery{Sink: "crm"}, nil)
 	if err != nil || res.Delivered != 0 || res.Failed != 1 || len(res.Failures) != 1 || !strings.Contains(res.Failures[0].Error, "not published by the relay") {
 		t.Errorf("redriving the worker's dead letter: %+v, %v; want it failed, as not published by the relay", res, err)
@@ -483,13 +493,16 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 // TestUpgradeToSignedEvents: the first start of a front end that signs, on
 // a stream a release that did not sign made. A worker that starts first
 // waits for it; the events stored before it are delivered unsigned as
-// before, and an unsigned one stored after is not.
+// before (and redriven when they failed for good since), and an unsigned
+// one stored after is not, nor a dead letter that claims to be of one
+// stored before.
 func TestUpgradeToSignedEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a NATS server with users")
 	}
 	ns := natsWithWorkerUser(t)
-	h := newHook(t)
+	h, gone := goneHook(t)
+	gone.Store(false)
 	configure := func(user, password string) *config.Config { return onNATSAs(t, ns, user, password, h) }
 	frontCfg, workerCfg := configure("front", "front-secret"), configure("worker", "worker-secret")
 	front := startRelay(t, frontCfg, roleSCIM)
@@ -523,6 +536,7 @@ func TestUpgradeToSignedEvents(t *testing.T) {
 		}
 	}
 	publish("before", 2)
+	gone.Store(true) // it fails for good once the worker is back
 
 	var workerLog eventstest.Log
 	made := make(chan *server, 1)
@@ -550,6 +564,22 @@ func TestUpgradeToSignedEvents(t *testing.T) {
 		t.Fatalf("the worker did not start:\n%s", workerLog.String())
 	}
 	worker = runServer(t, srv)
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10)
+		if err != nil || len(page.DeadLetters) != 1 {
+			return fmt.Errorf("dead letters %+v, %v; want the event stored before signing", page, err)
+		}
+		return nil
+	})
+	// A dead letter the worker's user writes, claiming to be of that
+	// event (its sequence) with other content, is not redriven.
+	_, wjs := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://worker:worker-secret@", 1))
+	writeDeadLetter(t, wjs, eventstest.Event(t, "acme", events.UserDeleted, "before", 3, 2), "Scimrelay-Dlq-Stream-Seq", "2")
+	gone.Store(false)
+	res, err := front.srv.sinks.Redrive(ctx, sinks.RedriveQuery{Sink: "crm"}, nil)
+	if err != nil || res.Delivered != 1 || res.Failed != 1 {
+		t.Fatalf("redriving the dead letter of the event stored before signing, and the claim: %+v, %v; want the first delivered and the claim not", res, err)
+	}
 	waitDelivered(t, h, 2) // ann, and the event stored unsigned before
 	publish("after", 3)    // unsigned, by the front end's user: not the relay's
 	front.createUser(t, "carol")
@@ -563,4 +593,45 @@ func TestUpgradeToSignedEvents(t *testing.T) {
 	if n := h.distinct(); n != 3 {
 		t.Errorf("the sink received %d events; want ann's, the one stored before signing and carol's", n)
 	}
+
+	// An event signed by a key the stream does not name (another front
+	// end's, say, whose key an update wrote over): dead-lettered, not
+	// dropped, and redriven once the stream names the key.
+	seed := make([]byte, 32)
+	seed[0] = 7
+	second, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, "dave", 5, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Sign(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10)
+		if err != nil || len(page.DeadLetters) != 2 || page.DeadLetters[1].ID != msg.Header.Get("ce-id") {
+			return fmt.Errorf("dead letters %+v, %v; want the claim's and the event of the unknown key", page, err)
+		}
+		return nil
+	})
+	o := streamOptions(frontCfg)
+	o.Replicas, o.SigningKey = 1, second.PublicKey()
+	if _, err := events.EnsureStream(ctx, js, o, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	// The front end reads the stream's keys again at most once a second.
+	eventstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		res, err := front.srv.sinks.Redrive(ctx, sinks.RedriveQuery{Sink: "crm"}, nil)
+		if err != nil || res.Delivered != 1 {
+			return fmt.Errorf("redriving the event of the key the stream now names: %+v, %v", res, err)
+		}
+		return nil
+	})
+	waitDelivered(t, h, 4)
 }

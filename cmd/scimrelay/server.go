@@ -208,12 +208,11 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		}
 	}
 	_, lookErr := s.js.Stream(streamCtx, events.StreamName)
-	st, err := ensure(streamCtx, s.js, stream, log)
-	if err != nil {
+	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
 		return nil, err
 	}
 	if !cfg.Embedded() {
-		if s.trust, err = events.NewTrust(st); err != nil {
+		if s.trust, err = events.NewTrust(streamCtx, s.nc); err != nil {
 			return nil, err
 		}
 	}

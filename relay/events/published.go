@@ -16,6 +16,9 @@ import (
 // relay's publisher put there.
 var ErrNotPublished = errors.New("not published by the relay")
 
+// serverHeaders are the headers nats-server adds to a direct get's answer.
+var serverHeaders = []string{jetstream.StreamHeader, jetstream.SequenceHeader, jetstream.SubjectHeader, jetstream.TimeStampHeaer, jetstream.LastSequenceHeader}
+
 // Published reads a message the event stream stored at sequence seq on
 // subject, with headers h and data, as the event the relay's publisher put
 // there. A message that is not one, nor a copy of one on the subject it was
@@ -45,6 +48,13 @@ var ErrNotPublished = errors.New("not published by the relay")
 func (t *Trust) Published(seq uint64, subject string, h nats.Header, data []byte) (event.Event, error) {
 	if v := h.Values(jetstream.ExpectedStreamHeader); len(v) != 1 || v[0] != StreamName {
 		return event.Event{}, fmt.Errorf("%w: the message on %s has %s %q, not %s alone", ErrNotPublished, subject, jetstream.ExpectedStreamHeader, v, StreamName)
+	}
+	for _, name := range serverHeaders {
+		if len(h.Values(name)) > 1 {
+			// One is the server's, of a direct get's answer: the message
+			// was stored with its own, which no event of the relay's is.
+			return event.Event{}, fmt.Errorf("%w: the message on %s was stored with a header %s of its own", ErrNotPublished, subject, name)
+		}
 	}
 	if t != nil {
 		if err := t.verify(seq, time.Time{}, h, data); err != nil {

@@ -47,12 +47,11 @@ func BenchmarkPublished(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, js := eventstest.Connect(b, eventstest.RunServer(b).ClientURL())
-	st, err := events.EnsureStream(context.Background(), js, events.StreamOptions{SigningKey: signer.PublicKey()}, nil)
-	if err != nil {
+	nc, js := eventstest.Connect(b, eventstest.RunServer(b).ClientURL())
+	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{SigningKey: signer.PublicKey()}, nil); err != nil {
 		b.Fatal(err)
 	}
-	trust, err := events.NewTrust(st)
+	trust, err := events.NewTrust(context.Background(), nc)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,7 +5,10 @@ package events
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,11 +48,21 @@ const (
 	metaSignedFrom   = "scimrelay_signed_from"
 	metaSignedSince  = "scimrelay_signed_since"
 	signedFormPrefix = "scimrelay-event-signature-v1\n"
+	// streamInfoSubject is JetStream's API for the event stream's
+	// information, which the workers' NATS user may request.
+	streamInfoSubject = "$JS.API.STREAM.INFO." + StreamName
 	// maxSigningKeys is how many keys the stream lists: a front end that
 	// lost its data file signs with a new key, and the events the old one
 	// signed stay in the stream until they age out.
 	maxSigningKeys = 8
 )
+
+// ErrUnknownKey means an event is signed by a key the event stream did
+// not name when last read: a forgery, or the relay's own signed with a
+// key its front end began to use since (a new data file, or another front
+// end's key it wrote over). Such an event is dead-lettered, not dropped:
+// a redrive checks it against the keys the stream names then.
+var ErrUnknownKey = errors.New("signed by a key the event stream does not name")
 
 // ErrUnsigned means the event stream says nothing of signing keys: it was
 // made or last updated by a front end that does not sign (an older
@@ -143,7 +156,7 @@ func encodeKey(k ed25519.PublicKey) string { return base64.RawURLEncoding.Encode
 // which no other client may publish into.
 type Trust struct {
 	state   atomic.Pointer[trustState]
-	refresh func(context.Context) (jetstream.StreamConfig, error)
+	refresh func(context.Context) (*jetstream.StreamInfo, error)
 
 	mu        sync.Mutex // one refresh at a time
 	refreshed time.Time
@@ -160,24 +173,66 @@ type trustState struct {
 // make a request each.
 const refreshEvery = time.Second
 
-// NewTrust returns the trust the stream's configuration st says,
+// NewTrust returns the trust the event stream's configuration says,
 // ErrUnsigned when it names no key. An event signed by a key it does not
 // know has the configuration read again (at most once a second), for a
 // front end that began signing with a new key while this reader ran.
-func NewTrust(st jetstream.Stream) (*Trust, error) {
-	s, err := trustOf(st.CachedInfo().Config)
+//
+// The configuration is read on a reply subject of its own, made of 128
+// random bits, not on the connection's shared inbox: a client that may
+// subscribe to _INBOX.> (a sink worker's user) sees the shared inbox's
+// replies and, from them, could come to predict its next one (nats.go
+// draws its tokens from math/rand), and have a direct get of a message of
+// its own answer there first, naming a key of its own.
+func NewTrust(ctx context.Context, nc *nats.Conn) (*Trust, error) {
+	t := &Trust{refresh: func(ctx context.Context) (*jetstream.StreamInfo, error) { return streamInfo(ctx, nc) }}
+	info, err := t.refresh(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t := &Trust{refresh: func(ctx context.Context) (jetstream.StreamConfig, error) {
-		info, err := st.Info(ctx)
-		if err != nil {
-			return jetstream.StreamConfig{}, err
-		}
-		return info.Config, nil
-	}}
+	s, err := trustOf(info.Config)
+	if err != nil {
+		return nil, err
+	}
 	t.state.Store(s)
+	t.refreshed = time.Now()
 	return t, nil
+}
+
+// streamInfo asks JetStream for the event stream's information on a reply
+// subject no other client can know.
+func streamInfo(ctx context.Context, nc *nats.Conn) (*jetstream.StreamInfo, error) {
+	var token [16]byte
+	if _, err := rand.Read(token[:]); err != nil {
+		return nil, err
+	}
+	inbox := nats.InboxPrefix + hex.EncodeToString(token[:])
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(streamInfoSubject, inbox, nil); err != nil {
+		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
+	}
+	msg, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
+	}
+	if msg.Header.Get("Status") == "503" {
+		return nil, fmt.Errorf("reading the event stream's signing keys: %w", nats.ErrNoResponders)
+	}
+	var resp struct {
+		jetstream.StreamInfo
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("reading the event stream's signing keys: %w", resp.Error)
+	}
+	return &resp.StreamInfo, nil
 }
 
 // trustOf reads the signing metadata of a stream configuration.
@@ -205,9 +260,10 @@ func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
 }
 
 // signingMetadata returns the metadata of a stream that now signs with
-// key, keeping what the stream had (have, with its state): the keys it
-// listed after it, and when signing began; a stream that did not sign
-// begins after its last message.
+// key, keeping what the stream had (have, with its state, nil when there
+// is none): the keys it listed after it, and when signing began; a stream
+// that did not sign begins after its last message, and at the time the
+// server said have (now, by this clock, when it did not).
 func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[string]string {
 	meta := map[string]string{}
 	keys := []string{key}
@@ -227,12 +283,17 @@ func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[
 	if _, err := trustOf(jetstream.StreamConfig{Metadata: meta}); err != nil {
 		// Signing begins now: what the stream holds was published
 		// unsigned (or its metadata is not ours to read).
-		from := uint64(1)
+		// When, by the server's clock, which stamps what the streams
+		// store, when it says.
+		from, since := uint64(1), now
 		if have != nil {
 			from = have.State.LastSeq + 1
+			if !have.TimeStamp.IsZero() {
+				since = have.TimeStamp
+			}
 		}
 		meta[metaSignedFrom] = strconv.FormatUint(from, 10)
-		meta[metaSignedSince] = now.UTC().Format(time.RFC3339Nano)
+		meta[metaSignedSince] = since.UTC().Format(time.RFC3339Nano)
 	}
 	return meta
 }
@@ -254,12 +315,13 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 	}
 	key, ok := s.keys[parts[1]]
 	if !ok {
-		// Not an ErrNotPublished when the keys cannot be read: the event
-		// may be the relay's, and is dead-lettered rather than dropped.
+		// Not an ErrNotPublished: the event may be the relay's, signed
+		// by a key this reader has not read yet, and is dead-lettered
+		// rather than dropped.
 		if s, err := t.reread(); err != nil {
-			return err
+			return fmt.Errorf("%w %s (%w)", ErrUnknownKey, parts[1], err)
 		} else if key, ok = s.keys[parts[1]]; !ok {
-			return fmt.Errorf("%w: it is signed by key %s, which the event stream does not name", ErrNotPublished, parts[1])
+			return fmt.Errorf("%w %s", ErrUnknownKey, parts[1])
 		}
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
@@ -276,31 +338,39 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 	return nil
 }
 
-// reread reads the stream's signing keys again and returns them. Reads
-// are a second apart at least: one sooner waits for its turn, so that
-// messages signed by unknown keys, which anyone who can have the stream
-// store a message can make, cost the reader time and NATS few requests,
-// and an event signed by the front end's new key is never refused for
-// want of a read.
+// reread reads the stream's signing keys again and returns them, unless
+// they were read within refreshEvery: then it returns them as read. A
+// message signed by an unknown key, which anyone who can have the stream
+// store a message can make, costs NATS a request a second at most, and
+// no reader waits; an event of the front end's new key that came within
+// that second is dead-lettered, not dropped (ErrUnknownKey), and a
+// redrive delivers it.
 func (t *Trust) reread() (*trustState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if wait := refreshEvery - time.Since(t.refreshed); wait > 0 {
-		time.Sleep(wait)
+	if time.Since(t.refreshed) < refreshEvery {
+		return t.state.Load(), nil
 	}
 	t.refreshed = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg, err := t.refresh(ctx)
+	info, err := t.refresh(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the event stream's signing keys again: %w", err)
+		return nil, err
 	}
-	s, err := trustOf(cfg)
+	s, err := trustOf(info.Config)
 	if err != nil {
 		return nil, err
 	}
 	t.state.Store(s)
 	return s, nil
+}
+
+// Unsigned reports whether the event stream's message at sequence seq was
+// stored before the relay began to sign (false with NATS embedded, where
+// nothing is signed and nothing needs to be).
+func (t *Trust) Unsigned(seq uint64) bool {
+	return t != nil && seq < t.state.Load().from
 }
 
 // VerifyDeadLetter checks the signature an event kept in a dead letter

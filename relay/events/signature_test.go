@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -73,21 +74,21 @@ func copyHeader(h nats.Header) nats.Header {
 // signed.
 func TestSignedEvents(t *testing.T) {
 	ctx := context.Background()
-	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
 	// A stream an older release made, holding an event it did not sign.
 	st, err := events.EnsureStream(ctx, js, events.StreamOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := publishEvent(t, js, st, nil, "u0")
-	if _, err := events.NewTrust(st); !errors.Is(err, events.ErrUnsigned) {
+	if _, err := events.NewTrust(ctx, nc); !errors.Is(err, events.ErrUnsigned) {
 		t.Fatalf("the trust of a stream without keys: %v, want ErrUnsigned", err)
 	}
 	first := newSigner(t)
 	if st, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: first.PublicKey()}, nil); err != nil {
 		t.Fatal(err)
 	}
-	trust, err := events.NewTrust(st)
+	trust, err := events.NewTrust(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +153,15 @@ func TestSignedEvents(t *testing.T) {
 	}
 	for name, change := range tampered {
 		h, data := change(copyHeader(signed.Header), signed.Data)
-		if _, err := trust.Published(signed.Sequence, signed.Subject, h, data); !errors.Is(err, events.ErrNotPublished) {
-			t.Errorf("%s: %v, want ErrNotPublished", name, err)
+		_, err := trust.Published(signed.Sequence, signed.Subject, h, data)
+		// A key the stream does not name may be the front end's new one:
+		// the event is dead-lettered, not dropped.
+		want := events.ErrNotPublished
+		if name == "signature of another key" {
+			want = events.ErrUnknownKey
+		}
+		if !errors.Is(err, want) || (want == events.ErrUnknownKey && errors.Is(err, events.ErrNotPublished)) {
+			t.Errorf("%s: %v, want %v", name, err, want)
 		}
 	}
 	// NATS's own headers are not signed: JetStream adds and changes them.
@@ -169,9 +177,16 @@ func TestSignedEvents(t *testing.T) {
 	if _, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: second.PublicKey()}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := read(publishEvent(t, js, st, second, "u3")); err != nil {
-		t.Errorf("an event signed by the front end's new key: %v", err)
-	}
+	// Read again at most once a second: meanwhile an event of the new
+	// key is one of an unknown key, dead-lettered, not dropped.
+	byNew := publishEvent(t, js, st, second, "u3")
+	eventstest.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		err := read(byNew)
+		if err != nil && (!errors.Is(err, events.ErrUnknownKey) || errors.Is(err, events.ErrNotPublished)) {
+			t.Fatalf("an event signed by the front end's new key, before it was read: %v, want ErrUnknownKey", err)
+		}
+		return err
+	})
 	if err := read(signed); err != nil {
 		t.Errorf("an event signed by the old key after the new one came: %v", err)
 	}
@@ -186,14 +201,14 @@ func TestSignedEvents(t *testing.T) {
 // before signing began is taken.
 func TestSignedDeadLetters(t *testing.T) {
 	ctx := context.Background()
-	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
 	s := newSigner(t)
 	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	trust, err := events.NewTrust(st)
+	trust, err := events.NewTrust(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,5 +260,33 @@ func TestStreamKeepsEightSigningKeys(t *testing.T) {
 	want := []string{keys[9], keys[8], keys[7], keys[6], keys[5], keys[4], keys[3], keys[2]}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("the stream names %v, want the eight latest, newest first %v", got, want)
+	}
+}
+
+// TestFrontEndsStartTogether: front ends sharing the stream that start at
+// once, when it is not there yet, all start (one makes it, the others
+// update it), and the stream names a key.
+func TestFrontEndsStartTogether(t *testing.T) {
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	errs := make(chan error, 4)
+	for range cap(errs) {
+		key := newSigner(t).PublicKey()
+		go func() {
+			_, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: key}, slog.New(slog.DiscardHandler))
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatalf("a front end starting with others: %v", err)
+		}
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"]); len(keys) == 0 {
+		t.Error("the stream names no signing key")
 	}
 }

@@ -71,18 +71,36 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 // once.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, log *slog.Logger) (jetstream.Stream, error) {
 	return retryStream(ctx, o, log, func(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-		if o.SigningKey != "" {
-			// The keys the stream named stay, for the events they signed.
-			var have *jetstream.StreamInfo
-			if st, err := js.Stream(ctx, StreamName); err == nil {
-				have = st.CachedInfo()
-			} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-				return nil, err
-			}
-			cfg.Metadata = signingMetadata(have, o.SigningKey, time.Now())
+		if o.SigningKey == "" {
+			return js.CreateOrUpdateStream(ctx, cfg)
 		}
-		return js.CreateOrUpdateStream(ctx, cfg)
+		return ensureSigningKey(ctx, js, cfg, o.SigningKey)
 	})
+}
+
+// ensureSigningKey creates or updates the stream to cfg with key among
+// its signing keys, keeping those it named (for the events they signed).
+// An update replaces the whole configuration, and JetStream has no
+// compare-and-set for it: of front ends that share the stream and start
+// at the same moment, one that read the keys before another's update can
+// write over that one's key. The workers then dead-letter that front
+// end's events as signed by an unknown key, until it starts again
+// (docs/decisions.md, Delivery).
+func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string) (jetstream.Stream, error) {
+	for attempt := 1; ; attempt++ {
+		var have *jetstream.StreamInfo
+		if st, err := js.Stream(ctx, StreamName); err == nil {
+			have = st.CachedInfo()
+		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, err
+		}
+		cfg.Metadata = signingMetadata(have, key, time.Now())
+		st, err := js.CreateOrUpdateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < 10 {
+			continue // another made it since it was looked up: update that
+		}
+		return st, err
+	}
 }
 
 // OpenStream opens the stream as it is, waiting (AwaitMade) until the
