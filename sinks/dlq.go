@@ -3,7 +3,6 @@
 package sinks
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -65,9 +64,6 @@ type deadLetters struct {
 	// trust says which dead letters hold an event the relay published:
 	// the workers write the queue, and may write anything there.
 	trust *events.Trust
-	// events is the event stream, where the event of a dead letter made
-	// before the relay signed is looked up.
-	events jetstream.Stream
 }
 
 func ensureDLQ(ctx context.Context, js jetstream.JetStream, replicas int, trust *events.Trust) (*deadLetters, error) {
@@ -215,22 +211,7 @@ func (d *deadLetters) toDeadLetter(ctx context.Context, m jetstream.Msg, seq uin
 // (the events waiting when a front end that signs first started, or a
 // replay of earlier ones).
 func (d *deadLetters) storedUnsigned(ctx context.Context, from origin, h nats.Header, data []byte) bool {
-	if from.sig != "" || from.seq == 0 || !d.trust.Unsigned(from.seq) || d.events == nil {
-		return false
-	}
-	m, err := getMsg(ctx, d.events, from.seq)
-	if err != nil || m.Sequence != from.seq {
-		return false
-	}
-	if _, err := d.trust.Published(m.Sequence, m.Subject, m.Header, m.Data); err != nil {
-		return false
-	}
-	stored, err := events.SignedForm(m.Header, m.Data)
-	if err != nil {
-		return false
-	}
-	kept, err := events.SignedForm(h, data)
-	return err == nil && bytes.Equal(stored, kept)
+	return from.sig == "" && d.trust.StoredUnsigned(ctx, from.seq, h, data)
 }
 
 // each calls f for each of a sink's dead letters after the one at sequence

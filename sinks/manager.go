@@ -286,7 +286,6 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
-	m.dlq.events = sh.stream
 	m.shared = sh
 	// A sink a reload added, then removed before its consumers were made,
 	// starts afresh if it is added again.

@@ -760,11 +760,7 @@ const (
 // stored is where and when the stream stored m; zeros if its metadata is
 // unreadable.
 func stored(m jetstream.Msg) (seq uint64, at time.Time) {
-	meta, err := m.Metadata()
-	if err != nil {
-		return 0, time.Time{}
-	}
-	return meta.Sequence.Stream, meta.Timestamp
+	return events.StoredAt(m)
 }
 
 func streamSeq(m jetstream.Msg) uint64 {
@@ -1685,6 +1681,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 	for wanted < w.sliceMax() {
 		asked := w.sliceMax() - wanted
 		raws, err := readNext(p.ctx, w.js, w.stream, filter, next, asked)
+		reread := false
 		if err != nil && len(raws) == 0 {
 			if len(items) > 0 {
 				return items, next, nil // deliver what was read
@@ -1692,6 +1689,19 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			return nil, next, err
 		}
 		for _, raw := range raws {
+			again := w.trust != nil && (raw.Sequence < next || w.trust.Unsigned(raw.Sequence))
+			if again {
+				// A direct get's sequence is a header a stored message can
+				// hide (events.Trust.StoredMsg): one behind the reader, or
+				// one that would be taken unsigned, is read again where
+				// the sequence is the server's, and the batch after it.
+				if raw, err = w.trust.StoredMsg(p.ctx, next, filter); err != nil {
+					if errors.Is(err, jetstream.ErrMsgNotFound) {
+						err = nil
+					}
+					return items, next, err
+				}
+			}
 			e, seq, err := w.orderedEvent(raw.Sequence, raw.Subject, raw.Header, raw.Data)
 			if err != nil {
 				if len(items) > 0 {
@@ -1710,6 +1720,10 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 				// out for delivery (parkOverflowLocked). Read on past them:
 				// a batch's worth of them would cost a request each.
 				w.metrics.outcome(w.name, "duplicate")
+				if again {
+					reread = true
+					break
+				}
 				continue
 			}
 			if seq <= done.seq() {
@@ -1720,8 +1734,12 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			if !it.skip {
 				wanted++
 			}
+			if again {
+				reread = true
+				break // the rest of the batch, read again from after it
+			}
 		}
-		if err != nil || len(raws) < asked {
+		if err != nil || (len(raws) < asked && !reread) {
 			return items, next, nil // what was read, up to the end of the resource's events
 		}
 	}

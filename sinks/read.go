@@ -67,8 +67,13 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 		}
 		n := 0
 		for m := range msgs.Messages() {
-			n++
 			meta, err := m.Metadata()
+			if err == nil && meta.Stream != name {
+				// Not this reader's: a push consumer of another stream
+				// can deliver to its inbox (events.StoredAt).
+				continue
+			}
+			n++
 			if err != nil {
 				return fmt.Errorf("reading stream %s: %w", name, err)
 			}

@@ -57,11 +57,8 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 				progress(res)
 			}
 		}()
-		meta, err := msg.Metadata()
-		if err != nil {
-			return err
-		}
-		e, err := m.o.Trust.Published(meta.Sequence.Stream, msg.Subject(), msg.Headers(), msg.Data())
+		seq, _ := events.StoredAt(msg)
+		e, err := m.o.Trust.Published(seq, msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			return nil // not an event the relay published: the workers drop or dead-letter it, a replay skips it
 		}
@@ -79,7 +76,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, err := m.dlq.putAs(ctx, sink, &e, origin{sig: msg.Headers().Get(events.SignatureHeader), seq: meta.Sequence.Stream}, r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
+		if _, err := m.dlq.putAs(ctx, sink, &e, origin{sig: msg.Headers().Get(events.SignatureHeader), seq: seq}, r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
 			return err
 		}
 		res.DeadLettered++

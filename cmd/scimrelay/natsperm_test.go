@@ -3,15 +3,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -278,39 +275,6 @@ func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error 
 	return nil
 }
 
-// rawPublish publishes a message in NATS's protocol as user, its header
-// block as given, and returns once the server has taken it.
-func rawPublish(t *testing.T, addr, user, password, subject, header string, data []byte) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(conn)
-	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "INFO ") {
-		t.Fatalf("the server's first line: %q, %v", line, err)
-	}
-	connect, err := json.Marshal(map[string]any{"user": user, "pass": password, "headers": true, "verbose": false, "pedantic": false, "protocol": 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn, "CONNECT %s\r\nHPUB %s %d %d\r\n%s%s\r\nPING\r\n", connect, subject, len(header), len(header)+len(data), header, data)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("publishing on %s as %s: %v", subject, user, err)
-		}
-		switch {
-		case strings.HasPrefix(line, "PONG"):
-			return
-		case strings.HasPrefix(line, "-ERR"):
-			t.Fatalf("publishing on %s as %s: %s", subject, user, line)
-		}
-	}
-}
-
 // TestSinkWorkerCannotForgeEvents: a sink worker's NATS user (README's
 // row, workerPublish) cannot have a sink deliver an event the relay did
 // not publish. It may not publish on scimrelay.>, nor create or update a
@@ -371,7 +335,7 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	for k, v := range smuggled.Header {
 		header += k + ": " + v[0] + "\r\n"
 	}
-	rawPublish(t, ns.Addr().String(), "worker", "worker-secret", "$KV.scimrelay-parked-crm.smuggled", header+"\r\n", smuggled.Data)
+	eventstest.RawPublish(t, ns.Addr().String(), "worker", "worker-secret", "$KV.scimrelay-parked-crm.smuggled", header+"\r\n", smuggled.Data)
 	was := stored()
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.$KV.scimrelay-parked-crm.forged", "scimrelay.acme.user.created.mallory", nil); err != nil {
 		t.Fatal(err)

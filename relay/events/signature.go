@@ -3,6 +3,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -51,6 +52,9 @@ const (
 	// streamInfoSubject is JetStream's API for the event stream's
 	// information, which the workers' NATS user may request.
 	streamInfoSubject = "$JS.API.STREAM.INFO." + StreamName
+	// msgGetSubject is JetStream's API for a message of the event stream
+	// in JSON, which the workers' user may request too.
+	msgGetSubject = "$JS.API.STREAM.MSG.GET." + StreamName
 	// maxSigningKeys is how many keys the stream lists: a front end that
 	// lost its data file signs with a new key, and the events the old one
 	// signed stay in the stream until they age out.
@@ -155,6 +159,7 @@ func encodeKey(k ed25519.PublicKey) string { return base64.RawURLEncoding.Encode
 // A nil *Trust takes every event unsigned, for NATS embedded in the relay,
 // which no other client may publish into.
 type Trust struct {
+	nc      *nats.Conn
 	state   atomic.Pointer[trustState]
 	refresh func(context.Context) (*jetstream.StreamInfo, error)
 
@@ -178,14 +183,12 @@ const refreshEvery = time.Second
 // know has the configuration read again (at most once a second), for a
 // front end that began signing with a new key while this reader ran.
 //
-// The configuration is read on a reply subject of its own, made of 128
-// random bits, not on the connection's shared inbox: a client that may
-// subscribe to _INBOX.> (a sink worker's user) sees the shared inbox's
-// replies and, from them, could come to predict its next one (nats.go
-// draws its tokens from math/rand), and have a direct get of a message of
-// its own answer there first, naming a key of its own.
+// The configuration is read on a reply subject of its own
+// (privateRequest): a client that may subscribe to _INBOX.> (a sink
+// worker's user) could otherwise have an answer naming a key of its own
+// arrive first.
 func NewTrust(ctx context.Context, nc *nats.Conn) (*Trust, error) {
-	t := &Trust{refresh: func(ctx context.Context) (*jetstream.StreamInfo, error) { return streamInfo(ctx, nc) }}
+	t := &Trust{nc: nc, refresh: func(ctx context.Context) (*jetstream.StreamInfo, error) { return streamInfo(ctx, nc) }}
 	info, err := t.refresh(ctx)
 	if err != nil {
 		return nil, err
@@ -199,40 +202,123 @@ func NewTrust(ctx context.Context, nc *nats.Conn) (*Trust, error) {
 	return t, nil
 }
 
-// streamInfo asks JetStream for the event stream's information on a reply
-// subject no other client can know.
+// streamInfo asks JetStream for the event stream's information.
 func streamInfo(ctx context.Context, nc *nats.Conn) (*jetstream.StreamInfo, error) {
-	var token [16]byte
-	if _, err := rand.Read(token[:]); err != nil {
-		return nil, err
-	}
-	inbox := nats.InboxPrefix + hex.EncodeToString(token[:])
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(streamInfoSubject, inbox, nil); err != nil {
-		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
-	}
-	msg, err := sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
-	}
-	if msg.Header.Get("Status") == "503" {
-		return nil, fmt.Errorf("reading the event stream's signing keys: %w", nats.ErrNoResponders)
-	}
 	var resp struct {
 		jetstream.StreamInfo
 		Error *jetstream.APIError `json:"error"`
 	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+	if err := privateRequest(ctx, nc, streamInfoSubject, nil, &resp); err != nil {
 		return nil, fmt.Errorf("reading the event stream's signing keys: %w", err)
 	}
 	if resp.Error != nil {
 		return nil, fmt.Errorf("reading the event stream's signing keys: %w", resp.Error)
 	}
 	return &resp.StreamInfo, nil
+}
+
+// privateRequest sends a JetStream API request and decodes its JSON
+// answer into v, received on a reply subject of 128 random bits that no
+// other client can know: nats.go's shared inbox, whose replies a client
+// allowed _INBOX.> sees, draws its tokens from math/rand, and such a
+// client could come to predict the next one and have a direct get of a
+// message of its own answer there first.
+func privateRequest(ctx context.Context, nc *nats.Conn, subject string, body []byte, v any) error {
+	var token [16]byte
+	if _, err := rand.Read(token[:]); err != nil {
+		return err
+	}
+	inbox := nats.InboxPrefix + hex.EncodeToString(token[:])
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subject, inbox, body); err != nil {
+		return err
+	}
+	msg, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return err
+	}
+	if msg.Header.Get("Status") == "503" {
+		return nats.ErrNoResponders
+	}
+	return json.Unmarshal(msg.Data, v)
+}
+
+// StoredMsg returns the event stream's first message at or after
+// sequence from on subject (any subject when ""), read through
+// JetStream's API in JSON on a private reply subject: there its sequence,
+// subject and time are the server's. A direct get's answer gives them as
+// headers after the message's own, and a stored header block with an
+// empty line in it hides them from nats.go, so that a client that can
+// have the stream store a message can make it say any sequence (one
+// before the relay signed, or one behind the reader). Readers by direct
+// get read again here what does not add up.
+func (t *Trust) StoredMsg(ctx context.Context, from uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	req := map[string]any{"seq": from}
+	if subject != "" {
+		req["next_by_subj"] = subject
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := privateRequest(ctx, t.nc, msgGetSubject, body, &resp); err != nil {
+		return nil, fmt.Errorf("reading the event stream at %d: %w", from, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, fmt.Errorf("reading the event stream at %d: %w", from, resp.Error)
+	}
+	if resp.Message == nil || resp.Message.Sequence < from {
+		return nil, fmt.Errorf("reading the event stream at %d: JetStream answered no message after it", from)
+	}
+	m := resp.Message
+	h := nats.Header{}
+	if len(m.Header) > 0 {
+		if h, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("reading the event stream at %d: %w", from, err)
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: h, Data: m.Data, Time: m.Time}, nil
+}
+
+// StoredUnsigned reports whether the event stream holds, at sequence seq,
+// stored before the relay began to sign, a message the relay published
+// (Published) whose event is the one of headers h and data: what a dead
+// letter with no signature must be to be redriven (StoredMsg says why the
+// message is read so).
+func (t *Trust) StoredUnsigned(ctx context.Context, seq uint64, h nats.Header, data []byte) bool {
+	if !t.Unsigned(seq) || seq == 0 {
+		return false
+	}
+	m, err := t.StoredMsg(ctx, seq, "")
+	if err != nil || m.Sequence != seq {
+		return false
+	}
+	if _, err := t.Published(seq, m.Subject, m.Header, m.Data); err != nil {
+		return false
+	}
+	want, err := SignedForm(m.Header, m.Data)
+	if err != nil {
+		return false
+	}
+	got, err := SignedForm(h, data)
+	return err == nil && bytes.Equal(want, got)
 }
 
 // trustOf reads the signing metadata of a stream configuration.
@@ -364,6 +450,20 @@ func (t *Trust) reread() (*trustState, error) {
 	}
 	t.state.Store(s)
 	return s, nil
+}
+
+// StoredAt returns where the event stream stored a message a consumer
+// delivered: its sequence and when, from its acknowledgement subject,
+// which the server sets; 0 and the zero time when it was not delivered
+// from the event stream (a client that may make a push consumer on a
+// stream of its own can have it deliver to a reader's inbox, and the
+// sequence there says nothing of the event stream).
+func StoredAt(m jetstream.Msg) (seq uint64, at time.Time) {
+	meta, err := m.Metadata()
+	if err != nil || meta.Stream != StreamName {
+		return 0, time.Time{}
+	}
+	return meta.Sequence.Stream, meta.Timestamp
 }
 
 // Unsigned reports whether the event stream's message at sequence seq was

@@ -241,11 +241,8 @@ func await[T any](ctx context.Context, f func() (T, error)) (T, error) {
 // tailLine renders a message as a line of NDJSON when it is an event the
 // relay published (events.Published) and passes the filters.
 func tailLine(trust *events.Trust, m jetstream.Msg, patterns events.Patterns, fromSeq uint64) ([]byte, bool) {
-	meta, err := m.Metadata()
-	if err != nil {
-		return nil, false
-	}
-	e, err := trust.Published(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
+	seq, _ := events.StoredAt(m)
+	e, err := trust.Published(seq, m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		return nil, false
 	}

@@ -214,16 +214,15 @@ func findEvents(ctx context.Context, js jetstream.JetStream, trust *events.Trust
 		n, pending := 0, uint64(1)
 		for m := range batch.Messages() {
 			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
+			if meta, err := m.Metadata(); err == nil {
+				pending = meta.NumPending
 			}
-			pending = meta.NumPending
 			id := events.MessageAttribute(m.Headers(), "id")
 			if !want[id] {
 				continue
 			}
-			e, err := trust.Published(meta.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
+			seq, _ := events.StoredAt(m)
+			e, err := trust.Published(seq, m.Subject(), m.Headers(), m.Data())
 			if err != nil {
 				continue
 			}
