@@ -68,9 +68,10 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 		n := 0
 		for m := range msgs.Messages() {
 			meta, err := m.Metadata()
-			if err == nil && meta.Stream != name {
-				// Not this reader's: a push consumer of another stream
-				// can deliver to its inbox (events.StoredAt).
+			if err == nil && (meta.Stream != name || meta.Consumer != cons.CachedInfo().Name) {
+				// Not this reader's: a client that may make consumers can
+				// have one deliver to its inbox, whose name nats.go draws
+				// from values a client allowed _INBOX.> sees.
 				continue
 			}
 			n++

@@ -62,7 +62,10 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if err != nil {
 			return nil // not an event the relay published: the workers drop or dead-letter it, a replay skips it
 		}
-		if a, err := events.ActionOf(e); err != nil || !s.patterns.Match(a) {
+		if !selects(s.cfg.Tenants, s.patterns, e) {
+			// The consumer's filter takes the sink's tenants, but a
+			// client that may make consumers on the stream can have
+			// another deliver to the reader's inbox (readRange).
 			return nil
 		}
 		res.Matched++

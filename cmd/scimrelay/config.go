@@ -359,7 +359,11 @@ func unreachableOrigin(cfg *config.Config) string {
 	return "public_url is not set: put the host name Entra reaches this relay by in place of " + host + ", or set public_url"
 }
 
-// publicURL checks public_url and returns it without a trailing slash.
+// publicURL checks public_url and returns it without a trailing slash, as
+// Go writes the URL it parses (scheme in lower case, path escaped): it
+// starts each event's source, and an event read back and encoded again (a
+// dead letter) writes its source so; written otherwise, the relay's
+// signature of the event would not hold over its dead letter.
 func publicURL(s string) (string, error) {
 	if s == "" {
 		return "", nil
@@ -371,7 +375,7 @@ func publicURL(s string) (string, error) {
 	case u.RawQuery != "" || u.Fragment != "":
 		return "", errors.New("must not have a query or fragment")
 	}
-	return strings.TrimRight(s, "/"), nil
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // problemsOf turns a component's error into problems. Components name the

@@ -336,6 +336,15 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 		header += k + ": " + v[0] + "\r\n"
 	}
 	eventstest.RawPublish(t, ns.Addr().String(), "worker", "worker-secret", "$KV.scimrelay-parked-crm.smuggled", header+"\r\n", smuggled.Data)
+	// The server has it; the bucket's stream stores it on its own time.
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		bucket, err := front.srv.js.Stream(ctx, "KV_scimrelay-parked-crm")
+		if err != nil {
+			return err
+		}
+		_, err = bucket.GetLastMsgForSubject(ctx, "$KV.scimrelay-parked-crm.smuggled")
+		return err
+	})
 	was := stored()
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.$KV.scimrelay-parked-crm.forged", "scimrelay.acme.user.created.mallory", nil); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nkeys"
 
 	"github.com/scimrelay/scimrelay/config"
@@ -298,5 +299,29 @@ func TestChangeTooLargeForItsEventIsRefused(t *testing.T) {
 	}
 	if got := readStream(t, p.srv.js, 1); got[0].action != events.UserCreated {
 		t.Fatalf("the stream holds %v, want ann's user.created alone", got[0].action)
+	}
+}
+
+// TestPublicURLIsWrittenAsEventsReadIt: public_url is taken as Go writes
+// the URL it parses, so that an event's source reads back the same: the
+// signature of an event on an external NATS covers its source, and a
+// dead letter encodes the event again from what it read.
+func TestPublicURLIsWrittenAsEventsReadIt(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://relay.example.com/":     "https://relay.example.com",
+		"HTTPS://relay.example.com":      "https://relay.example.com",
+		"https://relay.example.com/über": "https://relay.example.com/%C3%BCber",
+		"https://relay.example.com/a b/": "https://relay.example.com/a%20b",
+	} {
+		got, err := publicURL(in)
+		if err != nil || got != want {
+			t.Errorf("public_url %q is taken as %q (%v), want %q", in, got, err, want)
+			continue
+		}
+		e := event.New()
+		e.SetSource(got + "/scim/v2/acme")
+		if e.Source() != got+"/scim/v2/acme" {
+			t.Errorf("public_url %q: an event's source %q reads back as %q", in, got+"/scim/v2/acme", e.Source())
+		}
 	}
 }
