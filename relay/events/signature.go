@@ -62,7 +62,7 @@ const (
 )
 
 // ErrUnknownKey means an event is signed by a key the event stream did
-// not name when last read: a forgery, or the relay's own signed with a
+// not name when read again after the event was met: a forgery, or the relay's own signed with a
 // key its front end began to use since (a new data file, or another front
 // end's key it wrote over). Such an event is dead-lettered, not dropped:
 // a redrive checks it against the keys the stream names then.
@@ -404,7 +404,7 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 		// Not an ErrNotPublished: the event may be the relay's, signed
 		// by a key this reader has not read yet, and is dead-lettered
 		// rather than dropped.
-		if s, err := t.reread(); err != nil {
+		if s, err := t.reread(time.Now()); err != nil {
 			return fmt.Errorf("%w %s (%w)", ErrUnknownKey, parts[1], err)
 		} else if key, ok = s.keys[parts[1]]; !ok {
 			return fmt.Errorf("%w %s", ErrUnknownKey, parts[1])
@@ -424,18 +424,23 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 	return nil
 }
 
-// reread reads the stream's signing keys again and returns them, unless
-// they were read within refreshEvery: then it returns them as read. A
-// message signed by an unknown key, which anyone who can have the stream
-// store a message can make, costs NATS a request a second at most, and
-// no reader waits; an event of the front end's new key that came within
-// that second is dead-lettered, not dropped (ErrUnknownKey), and a
-// redrive delivers it.
-func (t *Trust) reread() (*trustState, error) {
+// reread reads the stream's signing keys again and returns them, for a
+// reader that did not find a key in them at asked. A read that began after
+// asked serves it; otherwise it reads, a second after the last read at
+// the soonest, waiting for its turn: a message signed by an unknown key,
+// which anyone who can have the stream store a message can make, costs
+// NATS a request a second at most, and an event signed by the front
+// end's new key is never taken for one of an unknown key for want of a
+// read (it would be dead-lettered, and delivered by a redrive after the
+// resource's later events).
+func (t *Trust) reread(asked time.Time) (*trustState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if time.Since(t.refreshed) < refreshEvery {
+	if t.refreshed.After(asked) {
 		return t.state.Load(), nil
+	}
+	if wait := refreshEvery - time.Since(t.refreshed); wait > 0 {
+		time.Sleep(wait) // the turn of this read, not a wait for an outcome
 	}
 	t.refreshed = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
