@@ -196,22 +196,18 @@ func (d *deadLetters) toDeadLetter(ctx context.Context, m jetstream.Msg, seq uin
 		return dl, nil
 	}
 	dl.ID, dl.Type, dl.Tenant, dl.EventTime, dl.Subject = e.ID(), e.Type(), events.Tenant(e), e.Time(), e.Subject()
-	if err := d.trust.VerifyDeadLetter(stored, h, m.Data()); err != nil && !d.storedUnsigned(ctx, dl.from, h, m.Data()) {
-		// Listed, and never delivered: its error says why.
-		dl.Error = "not redriven, " + err.Error() + "; the error it was dead-lettered with: " + dl.Error
-		return dl, nil
+	if err := d.trust.VerifyDeadLetter(stored, h, m.Data()); err != nil {
+		// An unsigned one whose event the stream holds where it came
+		// from, stored before the relay began to sign, was taken as the
+		// relay's (the events waiting when a front end that signs first
+		// started, or a replay of earlier ones).
+		if dl.from.sig != "" || !d.trust.StoredUnsigned(ctx, dl.from.seq, h, m.Data()) {
+			// Listed, and never delivered: its error says why.
+			dl.Error = "not redriven, " + err.Error() + "; the error it was dead-lettered with: " + dl.Error
+			return dl, nil
+		}
 	}
 	return dl, &e
-}
-
-// storedUnsigned reports whether the unsigned event of a dead letter,
-// with headers h and data, is the one the event stream holds at the
-// sequence it came from, stored before the relay began to sign: a
-// worker took that one as the relay's, and its dead letter is made since
-// (the events waiting when a front end that signs first started, or a
-// replay of earlier ones).
-func (d *deadLetters) storedUnsigned(ctx context.Context, from origin, h nats.Header, data []byte) bool {
-	return from.sig == "" && d.trust.StoredUnsigned(ctx, from.seq, h, data)
 }
 
 // each calls f for each of a sink's dead letters after the one at sequence

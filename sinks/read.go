@@ -53,7 +53,7 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 		defer cancel()
 		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
-	pending := cons.CachedInfo().NumPending
+	consumer, pending := cons.CachedInfo().Name, cons.CachedInfo().NumPending
 	if total != nil {
 		total(pending)
 	}
@@ -68,7 +68,7 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 		n := 0
 		for m := range msgs.Messages() {
 			meta, err := m.Metadata()
-			if err == nil && (meta.Stream != name || meta.Consumer != cons.CachedInfo().Name) {
+			if err == nil && (meta.Stream != name || meta.Consumer != consumer) {
 				// Not this reader's: a client that may make consumers can
 				// have one deliver to its inbox, whose name nats.go draws
 				// from values a client allowed _INBOX.> sees.

@@ -159,9 +159,8 @@ func encodeKey(k ed25519.PublicKey) string { return base64.RawURLEncoding.Encode
 // A nil *Trust takes every event unsigned, for NATS embedded in the relay,
 // which no other client may publish into.
 type Trust struct {
-	nc      *nats.Conn
-	state   atomic.Pointer[trustState]
-	refresh func(context.Context) (*jetstream.StreamInfo, error)
+	nc    *nats.Conn
+	state atomic.Pointer[trustState]
 
 	mu        sync.Mutex // one refresh at a time
 	refreshed time.Time
@@ -188,8 +187,17 @@ const refreshEvery = time.Second
 // worker's user) could otherwise have an answer naming a key of its own
 // arrive first.
 func NewTrust(ctx context.Context, nc *nats.Conn) (*Trust, error) {
-	t := &Trust{nc: nc, refresh: func(ctx context.Context) (*jetstream.StreamInfo, error) { return streamInfo(ctx, nc) }}
-	info, err := t.refresh(ctx)
+	t := &Trust{nc: nc}
+	if _, err := t.read(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// read reads the event stream's signing keys and makes them the trust's.
+func (t *Trust) read(ctx context.Context) (*trustState, error) {
+	t.refreshed = time.Now()
+	info, err := streamInfo(ctx, t.nc)
 	if err != nil {
 		return nil, err
 	}
@@ -198,8 +206,7 @@ func NewTrust(ctx context.Context, nc *nats.Conn) (*Trust, error) {
 		return nil, err
 	}
 	t.state.Store(s)
-	t.refreshed = time.Now()
-	return t, nil
+	return s, nil
 }
 
 // streamInfo asks JetStream for the event stream's information.
@@ -442,19 +449,9 @@ func (t *Trust) reread(asked time.Time) (*trustState, error) {
 	if wait := refreshEvery - time.Since(t.refreshed); wait > 0 {
 		time.Sleep(wait) // the turn of this read, not a wait for an outcome
 	}
-	t.refreshed = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	info, err := t.refresh(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s, err := trustOf(info.Config)
-	if err != nil {
-		return nil, err
-	}
-	t.state.Store(s)
-	return s, nil
+	return t.read(ctx)
 }
 
 // StoredAt returns where the event stream stored a message a consumer
