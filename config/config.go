@@ -22,6 +22,7 @@ import (
 // Config is relay.yaml.
 type Config struct {
 	Listen          string          `yaml:"listen"`
+	TLS             ListenerTLS     `yaml:"tls"`
 	AdminListen     string          `yaml:"admin_listen"`
 	PublicURL       string          `yaml:"public_url"`
 	DataDir         string          `yaml:"data_dir"`
@@ -61,7 +62,20 @@ type Admin struct {
 	// (Caddy and Traefik pass the client's) or a scraper uses (a
 	// Service's name). Other names get 421, against DNS rebinding.
 	Hosts []string `yaml:"hosts"`
+	// TLS makes the admin listener speak HTTPS only.
+	TLS ListenerTLS `yaml:"tls"`
 }
+
+// ListenerTLS makes a listener speak HTTPS only, with the certificate
+// (PEM, the server's first, then any intermediates) and private key in
+// these files, read again when they change. Both empty: plain HTTP.
+type ListenerTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// On says whether the listener speaks TLS.
+func (t ListenerTLS) On() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Memory tunes the Go runtime's memory use in serve.
 type Memory struct {

@@ -731,6 +731,8 @@ networkPolicy:
 		{`secret: {webhookSecrets: {"crm-secret": x}}`, `"crm-secret" is not an environment variable name`},
 		{`secret: {scimTokens: {X_TOKEN: a}, webhookSecrets: {X_TOKEN: b}}`, "X_TOKEN is set twice"},
 		{`nats: {url: ""}`, "nats.url must name"},
+		{`config: {tls: {cert_file: /tls/tls.crt, key_file: /tls/tls.key}}`, "config.tls and config.admin.tls are not for this chart"},
+		{`config: {admin: {tls: {cert_file: /tls/tls.crt, key_file: /tls/tls.key}}}`, "config.tls and config.admin.tls are not for this chart"},
 		// values.schema.json: a misspelt or mistyped value fails, rather
 		// than being ignored.
 		{`image: {tga: v1.0.0}`, "tga"},

@@ -41,7 +41,7 @@ func configPathOf(cmd *cobra.Command) string {
 // newAdminClient is how every command but serve reaches the running
 // relay: its admin API on admin_listen, with the admin token.
 func newAdminClient(configPath string) (*adminclient.Client, error) {
-	cfg, err := config.Read(configPath, "admin_listen", "admin.token", "data_dir")
+	cfg, err := config.Read(configPath, "admin_listen", "admin.token", "data_dir", "admin.tls.cert_file")
 	if err != nil {
 		return nil, err
 	}
@@ -53,17 +53,22 @@ func newAdminClient(configPath string) (*adminclient.Client, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return &adminclient.Client{BaseURL: adminBaseURL(cfg), Token: token, Timeout: time.Minute}, nil
+	hc, err := adminHTTPClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &adminclient.Client{BaseURL: adminBaseURL(cfg), Token: token, HTTP: hc, Timeout: time.Minute}, nil
 }
 
 // adminBaseURL is where a command on the relay's machine reaches its admin
-// listener: admin_listen, with a wildcard address replaced by loopback.
+// listener: admin_listen, with a wildcard address replaced by loopback,
+// over HTTPS with admin.tls set.
 func adminBaseURL(cfg *config.Config) string {
 	host := cfg.AdminListen
 	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, ":") {
 		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
 	}
-	return "http://" + host
+	return schemeOf(cfg.Admin.TLS) + "://" + host
 }
 
 // checkFilters refuses, as a usage error, a --tenant or --sink filter that

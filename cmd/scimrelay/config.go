@@ -99,6 +99,10 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 		checkListen(add, "listen", cfg.Listen)
 	}
 	checkListen(add, "admin_listen", cfg.AdminListen)
+	if role != roleSinks {
+		checkListenerTLS(add, "tls", cfg.TLS)
+	}
+	checkListenerTLS(add, "admin.tls", cfg.Admin.TLS)
 	checkSharedPorts(add, cfg, listeners(cfg, role))
 	if _, err := publicURL(cfg.PublicURL); err != nil {
 		add("public_url", "%v", err)
@@ -333,12 +337,12 @@ func checkOAuth(add func(field, format string, args ...any), o config.OAuth) {
 }
 
 // publicOrigin is where identity providers reach the SCIM listener:
-// public_url, else the listen address over plain HTTP.
+// public_url, else the listen address, over HTTPS with tls set.
 func publicOrigin(cfg *config.Config) string {
 	if public, _ := publicURL(cfg.PublicURL); public != "" {
 		return public
 	}
-	return "http://" + cfg.Listen
+	return schemeOf(cfg.TLS) + "://" + cfg.Listen
 }
 
 // unreachableOrigin says what to do when the origin printed for identity

@@ -26,7 +26,9 @@ func newHealthcheckCommand() *cobra.Command {
 		Short: "Exit 0 when the relay on this machine is ready; for container health checks",
 		Long: `Ask the admin listener that admin_listen in relay.yaml names for /readyz.
 Exit status 0 when it answers 200; 1 when it answers anything else (the
-failing checks on one line on stderr); 3 when it cannot be reached.
+failing checks on one line on stderr); 3 when it cannot be reached. With
+admin.tls set it asks over HTTPS, and accepts the certificate in
+admin.tls.cert_file alone.
 
 It needs no admin token (/readyz is open), no shell and no curl, so it is
 the health check of the distroless image and of deploy/compose.yaml:
@@ -42,14 +44,18 @@ Kubernetes probes ask /healthz and /readyz over HTTP themselves.`,
 			if timeout <= 0 {
 				return usageError{fmt.Errorf("--timeout must be positive, got %s", timeout)}
 			}
-			cfg, err := config.Read(configPathOf(cmd), "admin_listen")
+			cfg, err := config.Read(configPathOf(cmd), "admin_listen", "admin.tls.cert_file")
+			if err != nil {
+				return err
+			}
+			hc, err := adminHTTPClient(cfg)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			target := adminBaseURL(cfg) + "/readyz"
-			if err := checkReady(ctx, target); err != nil {
+			if err := checkReady(ctx, hc, target); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ready: %s answered 200\n", target)
@@ -64,12 +70,12 @@ Kubernetes probes ask /healthz and /readyz over HTTP themselves.`,
 // checkReady asks target once and returns nil for a 200, an
 // unreachableError when there is no answer, and otherwise an error naming
 // what is not ready.
-func checkReady(ctx context.Context, target string) error {
+func checkReady(ctx context.Context, hc *http.Client, target string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return unreachableError{fmt.Errorf("%s did not answer in time", target)}

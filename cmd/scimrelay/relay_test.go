@@ -85,9 +85,10 @@ func startRelayWith(t testing.TB, cfg *config.Config, role string, log *slog.Log
 func runServer(t testing.TB, srv *server) *relayProc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &relayProc{t: t, srv: srv, cancel: cancel, done: make(chan error, 1), adminURL: "http://" + srv.adminLn.Addr().String()}
+	cfg := srv.config()
+	p := &relayProc{t: t, srv: srv, cancel: cancel, done: make(chan error, 1), adminURL: schemeOf(cfg.Admin.TLS) + "://" + srv.adminLn.Addr().String()}
 	if srv.scimLn != nil {
-		p.scimURL = "http://" + srv.scimLn.Addr().String()
+		p.scimURL = schemeOf(cfg.TLS) + "://" + srv.scimLn.Addr().String()
 	}
 	go func() { p.done <- srv.run(ctx) }()
 	t.Cleanup(p.stop)

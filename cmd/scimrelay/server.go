@@ -271,6 +271,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			return nil, fmt.Errorf("SCIM listener: %w", err)
 		}
 		s.scimHTTP = s.newHTTPServer(s.scimHandler())
+		if err := s.serveTLS(s.scimHTTP, "scim", cfg.TLS); err != nil {
+			return nil, err
+		}
 	}
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
@@ -301,6 +304,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext: func(net.Listener) context.Context { return requests }}
 	s.adminHTTP.RegisterOnShutdown(endRequests)
+	if err := s.serveTLS(s.adminHTTP, "admin", cfg.Admin.TLS); err != nil {
+		return nil, err
+	}
 	// Tokens last: a relay that cannot start (a port taken) must not have
 	// created a token that nobody saw.
 	if s.store != nil {
@@ -484,7 +490,7 @@ func (s *server) scimOrigin() string {
 	if public, _ := publicURL(cfg.PublicURL); public != "" || s.scimLn == nil {
 		return publicOrigin(cfg)
 	}
-	return "http://" + s.scimLn.Addr().String()
+	return schemeOf(cfg.TLS) + "://" + s.scimLn.Addr().String()
 }
 
 // tenantInfos describes the tenants as the admin API shows them.
@@ -946,8 +952,14 @@ func (s *server) run(ctx context.Context) error {
 	return errors.Join(err, s.close())
 }
 
+// serveHTTP serves srv on ln, over TLS when srv has a TLS configuration
+// (serveTLS).
 func serveHTTP(srv *http.Server, ln net.Listener, name string) error {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := srv.Serve
+	if srv.TLSConfig != nil {
+		serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+	}
+	if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("%s listener: %w", name, err)
 	}
 	return nil

@@ -217,6 +217,10 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- define "scimrelay.relayYAML" -}}
 {{- include "scimrelay.refuseLiteralSecrets" . }}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $admin := get $cfg "admin" }}
+{{- if or (get $cfg "tls") (and (kindIs "map" $admin) (get $admin "tls")) }}
+{{- fail "config.tls and config.admin.tls are not for this chart: it mounts no certificate files, and its probes speak HTTP. Terminate TLS for the SCIM listener at your ingress, and keep the admin port inside the cluster (networkPolicy)" }}
+{{- end }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%d" (int .Values.ports.scim)) }}
 {{- $_ = set $cfg "admin_listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) }}
 {{- $_ = set $cfg "data_dir" (include "scimrelay.dataDir" .) }}

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package certfile
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile/certfiletest"
+)
+
+// TestServerTakesRenewedFiles: a changed pair of files is served from the
+// first handshake a second after the last look; a half-written renewal
+// (the new certificate beside the old key) leaves the old certificate
+// served, said once, until the key arrives.
+func TestServerTakesRenewedFiles(t *testing.T) {
+	dir := t.TempDir()
+	first := certfiletest.Write(t, dir, time.Now().Add(time.Hour))
+	var log bytes.Buffer
+	s, err := Load(first.CertFile, first.KeyFile, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	s.now = func() time.Time { return clock }
+	served := func() []byte {
+		t.Helper()
+		c, err := s.Config().GetCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Certificate[0]
+	}
+
+	oldKey, err := os.ReadFile(first.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := certfiletest.Write(t, dir, time.Now().Add(2*time.Hour))
+	newKey, err := os.ReadFile(second.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(second.KeyFile, oldKey, 0o600); err != nil { // the key not yet renewed
+		t.Fatal(err)
+	}
+	if !bytes.Equal(served(), first.DER) {
+		t.Fatal("files looked at again within a second")
+	}
+	for range 3 {
+		clock = clock.Add(RecheckEvery)
+		if !bytes.Equal(served(), first.DER) {
+			t.Fatal("a certificate without its key was served")
+		}
+	}
+	if n := strings.Count(log.String(), "cannot be used"); n != 1 {
+		t.Fatalf("the half-written renewal was said %d times, want once:\n%s", n, log.String())
+	}
+	if err := os.WriteFile(second.KeyFile, newKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(RecheckEvery)
+	if !bytes.Equal(served(), second.DER) || !s.NotAfter().Equal(second.NotAfter) {
+		t.Fatalf("the renewal was not served (expiry %s, want %s):\n%s", s.NotAfter(), second.NotAfter, log.String())
+	}
+	if !strings.Contains(log.String(), "serving a renewed TLS certificate") {
+		t.Errorf("the renewal was not logged:\n%s", log.String())
+	}
+}
+
+// TestClientTrustsTheFilesCertificateAlone: ClientTrusting accepts the
+// server presenting the certificate in the file, by an address or a name
+// it does not hold, and no other server.
+func TestClientTrustsTheFilesCertificateAlone(t *testing.T) {
+	own := certfiletest.Write(t, t.TempDir(), time.Now().Add(time.Hour))
+	other := certfiletest.Write(t, t.TempDir(), time.Now().Add(time.Hour))
+	// Served as serve serves a listener (httptest's StartTLS adds a
+	// certificate of its own).
+	serve := func(p certfiletest.Pair) string {
+		s, err := Load(p.CertFile, p.KeyFile, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }), TLSConfig: s.Config()}
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+		t.Cleanup(func() { _ = srv.Close() })
+		return "https://" + ln.Addr().String()
+	}
+	tc, err := ClientTrusting(own.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	ownURL := serve(own)
+	// The listener is at 127.0.0.1, which the certificate names; a name
+	// it does not hold passes as well.
+	elsewhere := tc.Clone()
+	elsewhere.ServerName = "elsewhere.invalid"
+	for _, c := range []*http.Client{client, {Transport: &http.Transport{TLSClientConfig: elsewhere}}} {
+		res, err := c.Get(ownURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	_, err = client.Get(serve(other))
+	if err == nil || !strings.Contains(err.Error(), errNotTheFilesCertificate.Error()) {
+		t.Fatalf("another certificate: %v, want %v", err, errNotTheFilesCertificate)
+	}
+	if _, err := ClientTrusting(own.KeyFile); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Fatalf("a key file as the certificate: %v", err)
+	}
+}

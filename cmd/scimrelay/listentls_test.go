@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile/certfiletest"
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// send sends a request with a bearer token through c and returns the
+// status and body.
+func send(c *http.Client, method, url, token, body string) (int, string, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/scim+json")
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), err
+}
+
+// trusting is a client that trusts pair's certificate alone.
+func trusting(t *testing.T, pair certfiletest.Pair) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pair.Pool(t)}}}
+}
+
+// certificateExpiry reads a listener's scimrelay_tls_certificate_expiry_timestamp_seconds.
+func certificateExpiry(t *testing.T, c *http.Client, adminURL, listener string) int64 {
+	t.Helper()
+	status, body, err := send(c, "GET", adminURL+"/metrics", "", "")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("/metrics: %d %v", status, err)
+	}
+	prefix := `scimrelay_tls_certificate_expiry_timestamp_seconds{listener="` + listener + `"} `
+	for sc := bufio.NewScanner(strings.NewReader(body)); sc.Scan(); {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int64(f)
+		}
+	}
+	t.Fatalf("/metrics has no %s", prefix)
+	return 0
+}
+
+// TestListenersSpeakTLS holds README's "tls and admin.tls": with them set,
+// the SCIM and admin listeners speak HTTPS only (a request in clear text,
+// with a valid token, is refused before it is read, and changes nothing),
+// the CLI and the health check reach the admin listener over HTTPS,
+// trusting the certificate in admin.tls.cert_file alone, the certificates'
+// expiry is a metric, and a renewed pair of files is served without a
+// restart.
+func TestListenersSpeakTLS(t *testing.T) {
+	dir := t.TempDir()
+	first := certfiletest.Write(t, dir, time.Now().Add(48*time.Hour))
+	cfg := testConfig(t, t.TempDir())
+	cfg.TLS = config.ListenerTLS{CertFile: first.CertFile, KeyFile: first.KeyFile}
+	cfg.Admin.TLS = cfg.TLS
+	p := startRelay(t, cfg, roleAll)
+	if !strings.HasPrefix(p.scimURL, "https://") || !strings.HasPrefix(p.adminURL, "https://") {
+		t.Fatalf("listeners at %s and %s, want https", p.scimURL, p.adminURL)
+	}
+	c := trusting(t, first)
+	users := p.scimURL + "/scim/v2/acme/Users"
+	if status, body, err := send(c, "POST", users, acmeToken, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ada@example.com"}`); err != nil || status != http.StatusCreated {
+		t.Fatalf("create over TLS: %d %v %s", status, err, body)
+	}
+
+	// In clear text: refused before the request is read, on both listeners.
+	plain := func(url string) string { return "http://" + strings.TrimPrefix(url, "https://") }
+	status, body, err := send(http.DefaultClient, "POST", plain(users), acmeToken, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"eve@example.com"}`)
+	if err != nil || status != http.StatusBadRequest || !strings.Contains(body, "HTTP request to an HTTPS server") {
+		t.Fatalf("create in clear text: %d %v %q, want Go's 400 for HTTP to HTTPS", status, err, body)
+	}
+	if status, body, err := send(c, "GET", users+"?"+q(`userName eq "eve@example.com"`), acmeToken, ""); err != nil || status != http.StatusOK || !strings.Contains(body, `"totalResults":0`) {
+		t.Fatalf("the user sent in clear text: %d %v %s, want none", status, err, body)
+	}
+	if status, body, err := send(http.DefaultClient, "GET", plain(p.adminURL)+"/admin/v1/tenants", adminSecret, ""); err != nil || status != http.StatusBadRequest || strings.Contains(body, "acme") {
+		t.Fatalf("admin API in clear text: %d %v %q", status, err, body)
+	}
+	// A client that does not trust the certificate stops at the handshake.
+	if _, _, err := send(http.DefaultClient, "GET", p.adminURL+"/healthz", "", ""); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a client without the certificate: %v, want a certificate error", err)
+	}
+
+	// The CLI and the health check, from relay.yaml, as on the relay's machine.
+	cliCfg := filepath.Join(t.TempDir(), "relay.yaml")
+	text := fmt.Sprintf("admin_listen: %s\nadmin:\n  token: %q\n  tls: {cert_file: %q, key_file: %q}\ntenants:\n  - name: acme\n",
+		strings.TrimPrefix(p.adminURL, "https://"), adminSecret, first.CertFile, first.KeyFile)
+	if err := os.WriteFile(cliCfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(t, "token", "list", "--tenant", "acme", "--config", cliCfg); code != exitOK {
+		t.Fatalf("token list over TLS: %d %s %s", code, out, stderr)
+	}
+	if code, out, stderr := cli(t, "healthcheck", "--config", cliCfg); code != exitOK || !strings.Contains(out, "https://") {
+		t.Fatalf("healthcheck over TLS: %d %q %q", code, out, stderr)
+	}
+
+	for _, listener := range []string{"scim", "admin"} {
+		if got, want := certificateExpiry(t, c, p.adminURL, listener), first.NotAfter.Unix(); got != want {
+			t.Errorf("%s certificate expires at %d, want %d", listener, got, want)
+		}
+	}
+
+	// A renewal: new files in place, served within seconds, no restart.
+	second := certfiletest.Write(t, dir, time.Now().Add(72*time.Hour))
+	renewed := trusting(t, second)
+	for _, url := range []string{p.scimURL + "/scim/v2/acme/ServiceProviderConfig", p.adminURL + "/healthz"} {
+		eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			res, err := renewed.Get(url)
+			if err != nil {
+				return err
+			}
+			res.Body.Close()
+			if !bytes.Equal(res.TLS.PeerCertificates[0].Raw, second.DER) {
+				return errors.New("still the first certificate")
+			}
+			return nil
+		})
+	}
+	if code, out, stderr := cli(t, "healthcheck", "--config", cliCfg); code != exitOK {
+		t.Fatalf("healthcheck after the renewal: %d %q %q", code, out, stderr)
+	}
+	if got, want := certificateExpiry(t, renewed, p.adminURL, "scim"), second.NotAfter.Unix(); got != want {
+		t.Errorf("renewed certificate expires at %d, want %d", got, want)
+	}
+}
+
+// TestListenerTLSProblems: check refuses listener TLS files that serve
+// could not use, naming the field.
+func TestListenerTLSProblems(t *testing.T) {
+	a := certfiletest.Write(t, t.TempDir(), time.Now().Add(time.Hour))
+	b := certfiletest.Write(t, t.TempDir(), time.Now().Add(time.Hour))
+	for _, c := range []struct {
+		name         string
+		tls          config.ListenerTLS
+		field, wants string
+	}{
+		{"missing", config.ListenerTLS{CertFile: a.CertFile, KeyFile: a.KeyFile + ".gone"}, "tls.key_file", "does not exist"},
+		{"not a pair", config.ListenerTLS{CertFile: a.CertFile, KeyFile: b.KeyFile}, "tls", "cannot be served: tls: private key does not match public key"},
+		{"not a certificate", config.ListenerTLS{CertFile: a.KeyFile, KeyFile: a.KeyFile}, "tls", "cannot be served"},
+		{"half", config.ListenerTLS{CertFile: a.CertFile}, "tls", "cert_file and key_file go together"},
+	} {
+		for _, prefix := range []string{"", "admin."} {
+			cfg := testConfig(t, t.TempDir())
+			if prefix == "" {
+				cfg.TLS = c.tls
+			} else {
+				cfg.Admin.TLS = c.tls
+			}
+			found := false
+			for _, p := range checkConfig(cfg, roleAll) {
+				found = found || p.Field == prefix+c.field && strings.Contains(p.Message, c.wants)
+			}
+			if !found {
+				t.Errorf("%s%s, %s: problems %v, want %s%s saying %q", prefix, "tls", c.name, checkConfig(cfg, roleAll), prefix, c.field, c.wants)
+			}
+		}
+	}
+	// A delivery worker opens no SCIM listener: tls is not its concern.
+	cfg := testConfig(t, t.TempDir())
+	cfg.TLS = config.ListenerTLS{CertFile: a.CertFile, KeyFile: b.KeyFile}
+	for _, p := range checkConfig(cfg, roleSinks) {
+		if strings.HasPrefix(p.Field, "tls") {
+			t.Errorf("role sinks: %v", p)
+		}
+	}
+}
