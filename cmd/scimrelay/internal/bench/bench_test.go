@@ -523,7 +523,7 @@ func TestOptionsRejected(t *testing.T) {
 // report counts it. The relay here refuses every fifth request it has not
 // refused before, once: with a real limiter, a closed loop of 8 keeps it
 // saturated, and a request refused ten times running (which the bench then
-// gives up on, as Entra does) failed this test about one run in fifty.
+// gives up on, as Entra does) failed this test (1 of 4 runs on 2026-12-02).
 func TestThrottledRequestsWaitForRetryAfter(t *testing.T) {
 	var (
 		mu        sync.Mutex
