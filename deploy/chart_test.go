@@ -3,6 +3,7 @@
 package deploy
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net"
@@ -745,10 +746,10 @@ networkPolicy:
 	}
 }
 
-// natsCredentialsOf returns the Secrets a role's pod mounts read-only
-// under the directory of relay.yaml's nats.credentials, by name, with
-// the file relay.yaml reads from each.
-func natsCredentialsOf(t *testing.T, m *manifests, role, credentials string) map[string]string {
+// mountedSecretsFor returns the Secrets a role's pod mounts read-only
+// under the directory of a file relay.yaml names (nats.credentials, say),
+// by name, with the file relay.yaml reads from each.
+func mountedSecretsFor(t *testing.T, m *manifests, role, credentials string) map[string]string {
 	t.Helper()
 	spec := m.podOf(t, role).Spec
 	found := map[string]string{}
@@ -791,7 +792,7 @@ sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "scimrelay-nats-s
 			t.Errorf("values %s: relay.yaml reads NATS credentials from %q, not the Secrets' key relay.creds", c.values, relay.NATS.Credentials)
 		}
 		for role, want := range map[string]string{"scim": c.scim, "sinks": c.sinks} {
-			got := natsCredentialsOf(t, m, role, relay.NATS.Credentials)
+			got := mountedSecretsFor(t, m, role, relay.NATS.Credentials)
 			if len(got) != 1 || got[want] == "" {
 				t.Errorf("values %s: the %s pod mounts %v at %s; want Secret %s alone", c.values, role, got, path.Dir(relay.NATS.Credentials), want)
 			}
@@ -804,6 +805,61 @@ sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "scimrelay-nats-s
 		{`sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "NATS credentials for one role only"},
 		{`scim: {natsCredentialsSecret: {name: scimrelay-nats-scim}}`, "NATS credentials for one role only"},
 		{`sinks: {natsCredentialsSecret: {nmae: x}}`, "nmae"},
+	} {
+		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
+		}
+	}
+}
+
+// TestChartNATSTLS: a NATS that requires TLS is reachable from the chart's
+// pods: the Secret nats.tlsSecret names (or a role's own) is mounted
+// read-only in each role's pod where relay.yaml's nats.tls reads its CA,
+// certificate and key, a key left empty leaves its file out, and what
+// cannot work is refused.
+func TestChartNATSTLS(t *testing.T) {
+	const dir = "/etc/scimrelay-nats-tls"
+	for _, c := range []struct {
+		values          string
+		ca, cert, key   string
+		scim, sinks     string
+		warnsNoNATSAuth bool
+	}{
+		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-tls}}`, dir + "/ca.crt", dir + "/tls.crt", dir + "/tls.key", "nats-tls", "nats-tls", false},
+		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-ca, certKey: "", keyKey: ""}}`, dir + "/ca.crt", "", "", "nats-ca", "nats-ca", true},
+		{`nats: {url: "tls://nats:4222", tlsSecret: {caKey: "", certKey: client.pem, keyKey: client-key.pem}}
+scim: {natsTLSSecret: {name: nats-tls-scim}}
+sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "", dir + "/client.pem", dir + "/client-key.pem", "nats-tls-scim", "nats-tls-sinks", false},
+	} {
+		files, err := render(t, "scimrelay", c.values)
+		if err != nil {
+			t.Fatalf("values %s: %v", c.values, err)
+		}
+		m := decode(t, files)
+		relay, err := config.Parse([]byte(m.relayYAML(t)), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := relay.NATS.TLS; got.CAFile != c.ca || got.CertFile != c.cert || got.KeyFile != c.key {
+			t.Errorf("values %s: relay.yaml's nats.tls is %+v, want ca %q, cert %q, key %q", c.values, got, c.ca, c.cert, c.key)
+		}
+		named := cmp.Or(relay.NATS.TLS.CAFile, relay.NATS.TLS.CertFile)
+		for role, want := range map[string]string{"scim": c.scim, "sinks": c.sinks} {
+			if got := mountedSecretsFor(t, m, role, named); len(got) != 1 || got[want] == "" {
+				t.Errorf("values %s: the %s pod mounts %v at %s; want Secret %s alone", c.values, role, got, dir, want)
+			}
+		}
+		notes := strings.Join(strings.Fields(files["scimrelay/templates/NOTES.txt"]), " ")
+		if warns := strings.Contains(notes, "connects to NATS without credentials"); warns != c.warnsNoNATSAuth {
+			t.Errorf("values %s: NOTES warns of NATS without credentials: %v, want %v", c.values, warns, c.warnsNoNATSAuth)
+		}
+	}
+	for _, c := range []struct{ values, want string }{
+		{`config: {nats: {tls: {ca_file: /etc/ssl/nats-ca.pem}}}`, "config.nats.tls names files the chart does not mount"},
+		{`nats: {tlsSecret: {name: nats-tls, keyKey: ""}}`, "certKey and keyKey go together"},
+		{`nats: {tlsSecret: {name: nats-tls, caKey: "", certKey: "", keyKey: ""}}`, "names a Secret but no key of it"},
+		{`sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "NATS TLS files for one role only"},
+		{`nats: {tlsSecret: {name: nats-tls, crtKey: tls.crt}}`, "crtKey"},
 	} {
 		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)

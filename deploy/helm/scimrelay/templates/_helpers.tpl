@@ -195,19 +195,32 @@ itself ("sk_live_... ${X:-}").
 {{- define "scimrelay.dataDir" -}}/var/lib/scimrelay{{- end }}
 {{- define "scimrelay.natsCredsDir" -}}/etc/scimrelay-nats{{- end }}
 
+{{- define "scimrelay.natsTLSDir" -}}/etc/scimrelay-nats-tls{{- end }}
+
 {{/*
-The Secret with a role's NATS credentials: <role>.natsCredentialsSecret.name,
-else nats.credentialsSecret.name. relay.yaml is one file for both roles, so
-either both have a Secret (mounted at the same path) or neither has.
+A Secret each role mounts for NATS: <role>.<own>.name, else
+nats.<shared>.name. relay.yaml is one file for both roles, so either both
+have a Secret (mounted at the same path) or neither has. .what names it in
+the refusal.
 */}}
-{{- define "scimrelay.natsCredentialsSecret" -}}
+{{- define "scimrelay.natsRoleSecret" -}}
 {{- $ := .root }}
-{{- $scim := $.Values.scim.natsCredentialsSecret.name | default $.Values.nats.credentialsSecret.name }}
-{{- $sinks := $.Values.sinks.natsCredentialsSecret.name | default $.Values.nats.credentialsSecret.name }}
+{{- $scim := (index $.Values.scim .own).name | default (index $.Values.nats .shared).name }}
+{{- $sinks := (index $.Values.sinks .own).name | default (index $.Values.nats .shared).name }}
 {{- if and (or $scim $sinks) (not (and $scim $sinks)) }}
-{{- fail "NATS credentials for one role only: both roles read one relay.yaml, so set nats.credentialsSecret.name (or scim.natsCredentialsSecret.name and sinks.natsCredentialsSecret.name)" }}
+{{- fail (printf "%s for one role only: both roles read one relay.yaml, so set nats.%s.name (or scim.%s.name and sinks.%s.name)" .what .shared .own .own) }}
 {{- end }}
 {{- if eq .role "scim" }}{{ $scim }}{{ else }}{{ $sinks }}{{ end }}
+{{- end }}
+
+{{/* The Secret with a role's NATS credentials (.role: scim or sinks). */}}
+{{- define "scimrelay.natsCredentialsSecret" -}}
+{{- include "scimrelay.natsRoleSecret" (dict "root" .root "role" .role "own" "natsCredentialsSecret" "shared" "credentialsSecret" "what" "NATS credentials") }}
+{{- end }}
+
+{{/* The Secret with a role's NATS TLS files (.role: scim or sinks). */}}
+{{- define "scimrelay.natsTLSSecret" -}}
+{{- include "scimrelay.natsRoleSecret" (dict "root" .root "role" .role "own" "natsTLSSecret" "shared" "tlsSecret" "what" "NATS TLS files") }}
 {{- end }}
 
 {{/*
@@ -229,6 +242,25 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- if include "scimrelay.natsCredentialsSecret" (dict "root" . "role" "scim") }}
 {{- $_ = set $nats "credentials" (printf "%s/%s" (include "scimrelay.natsCredsDir" .) .Values.nats.credentialsSecret.key) }}
 {{- end }}
+{{- if get $nats "tls" }}
+{{- fail "config.nats.tls names files the chart does not mount: give the CA and client certificate in a Secret named in nats.tlsSecret.name instead, and the chart sets nats.tls" }}
+{{- end }}
+{{- if include "scimrelay.natsTLSSecret" (dict "root" . "role" "scim") }}
+{{- $t := .Values.nats.tlsSecret }}
+{{- $dir := include "scimrelay.natsTLSDir" . }}
+{{- $tls := dict }}
+{{- with $t.caKey }}{{ $_ = set $tls "ca_file" (printf "%s/%s" $dir .) }}{{ end }}
+{{- if and $t.certKey $t.keyKey }}
+{{- $_ = set $tls "cert_file" (printf "%s/%s" $dir $t.certKey) }}
+{{- $_ = set $tls "key_file" (printf "%s/%s" $dir $t.keyKey) }}
+{{- else if or $t.certKey $t.keyKey }}
+{{- fail "nats.tlsSecret.certKey and keyKey go together: both for a client certificate, or both empty for none" }}
+{{- end }}
+{{- if not $tls }}
+{{- fail "nats.tlsSecret names a Secret but no key of it: set caKey, or certKey and keyKey" }}
+{{- end }}
+{{- $_ = set $nats "tls" $tls }}
+{{- end }}
 {{- $_ = set $cfg "nats" $nats }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -238,6 +270,7 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- $ := .root }}
 {{- $values := index $.Values .role -}}
 {{- $natsCredentials := include "scimrelay.natsCredentialsSecret" . -}}
+{{- $natsTLS := include "scimrelay.natsTLSSecret" . -}}
 serviceAccountName: {{ include "scimrelay.serviceAccountName" $ }}
 # The relay never talks to the Kubernetes API.
 automountServiceAccountToken: false
@@ -290,6 +323,11 @@ containers:
         mountPath: {{ include "scimrelay.natsCredsDir" $ }}
         readOnly: true
       {{- end }}
+      {{- if $natsTLS }}
+      - name: nats-tls
+        mountPath: {{ include "scimrelay.natsTLSDir" $ }}
+        readOnly: true
+      {{- end }}
 volumes:
   - name: config
     configMap:
@@ -304,6 +342,13 @@ volumes:
   # This role's NATS user: the sink workers may have a narrower one than the
   # front end (README, "Who can reach what").
   - name: nats-credentials
+    secret:
+      secretName: {{ . }}
+      defaultMode: 0440
+  {{- end }}
+  {{- with $natsTLS }}
+  # The CA that signed NATS's certificate and this role's client certificate.
+  - name: nats-tls
     secret:
       secretName: {{ . }}
       defaultMode: 0440
