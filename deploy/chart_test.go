@@ -744,6 +744,8 @@ networkPolicy:
 			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
 		}
 	}
+	// Listener TLS left off, as relay.yaml writes it, is no TLS.
+	mustRender(t, "scimrelay", `config: {tls: {cert_file: "", key_file: ""}, admin: {tls: {cert_file: "", key_file: ""}}}`)
 }
 
 // mountedSecretsFor returns the Secrets a role's pod mounts read-only

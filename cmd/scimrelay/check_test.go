@@ -238,13 +238,15 @@ sinks:
 }
 
 // TestEachRoleNeedsOnlyItsSecrets: a delivery worker serves no SCIM, so
-// its process need not hold the tenants' tokens (a deployment gives the
+// its process need not hold the tenants' tokens (nor the SCIM listener's
+// certificate) (a deployment gives the
 // workers, which call out to other parties' webhooks, no token that writes
 // to the directory); the front end and role all still refuse an unset one.
 // The sinks' secrets are needed in every role (the front end's replays
 // and redrives sign).
 func TestEachRoleNeedsOnlyItsSecrets(t *testing.T) {
 	text := `admin_listen: 127.0.0.1:0
+tls: {cert_file: "${SCIMRELAY_TEST_TLS}/cert.pem", key_file: "${SCIMRELAY_TEST_TLS}/key.pem"}
 nats: {url: "nats://127.0.0.1:4222", sync_interval: 0}
 tenants:
   - name: acme
@@ -267,6 +269,7 @@ sinks:
 		for _, want := range []string{
 			"tenants[0].tokens[0]: ${SCIMRELAY_TEST_SCIM_TOKEN} is not set",
 			"tenants[0].tokens[1]: ${SCIMRELAY_TEST_REQUIRED}: the token comes from the vault",
+			"tls.cert_file: ${SCIMRELAY_TEST_TLS} is not set",
 		} {
 			if code == exitOK || !strings.Contains(stderr, want) {
 				t.Errorf("check --role %s without the tenants' tokens: %d, want %q in %s", role, code, want, stderr)

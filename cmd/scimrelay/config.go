@@ -67,12 +67,15 @@ var tenantToken = regexp.MustCompile(`^tenants\[\d+\]\.tokens\[\d+\]$`)
 
 // unusedBy says which secrets of relay.yaml a role never reads, so that
 // its process need not be given them: a delivery worker serves no SCIM,
-// so an unset variable in a tenant's token is no error in role sinks (the
-// token is then empty, which the store ignores). The sinks' secrets and
+// so an unset variable in a tenant's token or in the SCIM listener's tls
+// files is no error in role sinks (a token is then empty, which the store
+// ignores, and the worker opens no SCIM listener). The sinks' secrets and
 // headers are read in every role: the front end runs the admin API's
 // replays and redrives, which sign and send.
 func unusedBy(role string) func(field string) bool {
-	return func(field string) bool { return role == roleSinks && tenantToken.MatchString(field) }
+	return func(field string) bool {
+		return role == roleSinks && (tenantToken.MatchString(field) || strings.HasPrefix(field, "tls."))
+	}
 }
 
 // Bounds of the settings the composition layer applies itself.

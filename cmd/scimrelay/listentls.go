@@ -4,8 +4,8 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,45 +18,52 @@ import (
 // HTTP) unless both its files are set, and then speaks HTTPS only.
 
 // checkListenerTLS checks a listener's tls setting under field ("tls",
-// "admin.tls"): both files or neither, each there, and a certificate and
-// key that make a pair a server can present. Loading them is what serve
-// does at start, so that check and serve agree.
+// "admin.tls"): both files or neither, and each there, which check sees
+// without opening them, as it does the files NATS reads. Whether they
+// make a pair a server can present only starting shows (configureTLS):
+// a reload, which checks the whole file, is then not refused while a
+// renewal is half written, which the listener rides out.
 func checkListenerTLS(add func(field, format string, args ...any), field string, t config.ListenerTLS) {
-	if !t.On() {
+	switch {
+	case !t.On():
 		return
-	}
-	if t.CertFile == "" || t.KeyFile == "" {
-		add(field, "cert_file and key_file go together: set both for HTTPS, or neither for plain HTTP")
-		return
-	}
-	problems := 0
-	checkFiles(func(f, format string, args ...any) { problems++; add(f, format, args...) },
-		[]fileKey{{field + ".cert_file", t.CertFile}, {field + ".key_file", t.KeyFile}})
-	if problems > 0 {
-		return
-	}
-	if _, err := certfile.Load(t.CertFile, t.KeyFile, slog.New(slog.DiscardHandler)); err != nil {
-		add(field, "cert_file and key_file cannot be served: %v", err)
+	case t.KeyFile == "":
+		add(field+".key_file", "must be set with %s.cert_file: the certificate's private key (or neither, for plain HTTP)", field)
+	case t.CertFile == "":
+		add(field+".cert_file", "must be set with %s.key_file: the certificate for the key (or neither, for plain HTTP)", field)
+	default:
+		checkFiles(add, []fileKey{{field + ".cert_file", t.CertFile}, {field + ".key_file", t.KeyFile}})
 	}
 }
 
-// serveTLS makes srv, the listener field names, speak HTTPS with the
-// certificate t's files hold, and registers the time it expires as a
-// metric. It does nothing when t is off.
-func (s *server) serveTLS(srv *http.Server, listener string, t config.ListenerTLS) error {
+// configureTLS makes srv, the listener relay.yaml's field ("tls",
+// "admin.tls") configures, speak HTTPS over HTTP/1.1 with the certificate
+// its files hold, and registers when that certificate expires as a
+// metric, labelled listener. It does nothing when the setting is off.
+//
+// HTTP/1.1 only, as over plain HTTP: what identity providers send, and
+// what the listeners' limits (header and read timeouts, one request at a
+// time per connection) were written and tested for.
+func (s *server) configureTLS(srv *http.Server, field, listener string, t config.ListenerTLS) error {
 	if !t.On() {
 		return nil
 	}
 	certs, err := certfile.Load(t.CertFile, t.KeyFile, s.log.With("listener", listener))
 	if err != nil {
-		return fmt.Errorf("%s listener's certificate: %w", listener, err)
+		return fmt.Errorf("%s: cert_file and key_file cannot be served: %w", field, err)
+	}
+	if leaf, now := certs.Leaf(), time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		s.log.Warn("the TLS certificate is not valid now: clients will refuse it", "listener", listener, "cert_file", t.CertFile, "not_before", leaf.NotBefore, "not_after", leaf.NotAfter)
 	}
 	srv.TLSConfig = certs.Config()
+	var http1 http.Protocols
+	http1.SetHTTP1(true)
+	srv.Protocols = &http1
 	return s.registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "scimrelay_tls_certificate_expiry_timestamp_seconds",
 		Help:        "When the certificate a listener serves expires (Unix time); it is read again from its files when they change.",
 		ConstLabels: prometheus.Labels{"listener": listener},
-	}, func() float64 { return float64(certs.NotAfter().Unix()) }))
+	}, func() float64 { return float64(certs.Leaf().NotAfter.Unix()) }))
 }
 
 // schemeOf is the URL scheme a listener of this tls setting speaks.
@@ -78,5 +85,7 @@ func adminHTTPClient(cfg *config.Config) (*http.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin.tls.cert_file: %w", err)
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}, nil
+	t := http.DefaultTransport.(*http.Transport).Clone() // its dial and handshake timeouts
+	t.TLSClientConfig, t.Proxy = tc, nil
+	return &http.Client{Transport: t}, nil
 }

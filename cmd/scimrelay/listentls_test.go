@@ -5,10 +5,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -91,6 +93,20 @@ func TestListenersSpeakTLS(t *testing.T) {
 		t.Fatalf("create over TLS: %d %v %s", status, err, body)
 	}
 
+	// HTTP/1.1, as over plain HTTP, to a client that would speak HTTP/2.
+	h2 := trusting(t, first)
+	h2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	for _, url := range []string{users, p.adminURL + "/healthz"} {
+		res, err := h2.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.Proto != "HTTP/1.1" {
+			t.Errorf("%s answered over %s, want HTTP/1.1", url, res.Proto)
+		}
+	}
+
 	// In clear text: refused before the request is read, on both listeners.
 	plain := func(url string) string { return "http://" + strings.TrimPrefix(url, "https://") }
 	status, body, err := send(http.DefaultClient, "POST", plain(users), acmeToken, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"eve@example.com"}`)
@@ -147,13 +163,37 @@ func TestListenersSpeakTLS(t *testing.T) {
 	if code, out, stderr := cli(t, "healthcheck", "--config", cliCfg); code != exitOK {
 		t.Fatalf("healthcheck after the renewal: %d %q %q", code, out, stderr)
 	}
+
+	// A renewal the listener cannot serve (a key of another certificate):
+	// it keeps the one it serves, and the CLI, which trusts the file's,
+	// says why it refuses the listener, not that the relay is down.
+	third := certfiletest.Write(t, t.TempDir(), time.Now().Add(96*time.Hour))
+	if err := os.Rename(third.CertFile, second.CertFile); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"healthcheck"}, {"token", "list"}} {
+		eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			code, _, stderr := cli(t, append(args, "--config", cliCfg)...)
+			if code != exitError || !strings.Contains(stderr, "presented a certificate other than the one its cert_file holds") || strings.Contains(stderr, "is scimrelay serve running") {
+				return fmt.Errorf("%s: %d %q", args[0], code, stderr)
+			}
+			return nil
+		})
+	}
+	res, err := renewed.Get(p.adminURL + "/healthz")
+	if err != nil {
+		t.Fatalf("the certificate served before the broken renewal: %v", err)
+	}
+	res.Body.Close()
 	if got, want := certificateExpiry(t, renewed, p.adminURL, "scim"), second.NotAfter.Unix(); got != want {
 		t.Errorf("renewed certificate expires at %d, want %d", got, want)
 	}
 }
 
-// TestListenerTLSProblems: check refuses listener TLS files that serve
-// could not use, naming the field.
+// TestListenerTLSProblems: check refuses listener TLS settings serve
+// could not open, naming the field, and serve refuses, naming the field,
+// files that do not make a pair it can serve (which check, like a reload,
+// does not open).
 func TestListenerTLSProblems(t *testing.T) {
 	a := certfiletest.Write(t, t.TempDir(), time.Now().Add(time.Hour))
 	b := certfiletest.Write(t, t.TempDir(), time.Now().Add(time.Hour))
@@ -161,11 +201,12 @@ func TestListenerTLSProblems(t *testing.T) {
 		name         string
 		tls          config.ListenerTLS
 		field, wants string
+		atStart      bool
 	}{
-		{"missing", config.ListenerTLS{CertFile: a.CertFile, KeyFile: a.KeyFile + ".gone"}, "tls.key_file", "does not exist"},
-		{"not a pair", config.ListenerTLS{CertFile: a.CertFile, KeyFile: b.KeyFile}, "tls", "cannot be served: tls: private key does not match public key"},
-		{"not a certificate", config.ListenerTLS{CertFile: a.KeyFile, KeyFile: a.KeyFile}, "tls", "cannot be served"},
-		{"half", config.ListenerTLS{CertFile: a.CertFile}, "tls", "cert_file and key_file go together"},
+		{"missing", config.ListenerTLS{CertFile: a.CertFile, KeyFile: a.KeyFile + ".gone"}, "tls.key_file", "does not exist", false},
+		{"no key", config.ListenerTLS{CertFile: a.CertFile}, "tls.key_file", "must be set with", false},
+		{"not a pair", config.ListenerTLS{CertFile: a.CertFile, KeyFile: b.KeyFile}, "tls", "cannot be served: tls: private key does not match public key", true},
+		{"not a certificate", config.ListenerTLS{CertFile: a.KeyFile, KeyFile: a.KeyFile}, "tls", "cannot be served", true},
 	} {
 		for _, prefix := range []string{"", "admin."} {
 			cfg := testConfig(t, t.TempDir())
@@ -174,18 +215,31 @@ func TestListenerTLSProblems(t *testing.T) {
 			} else {
 				cfg.Admin.TLS = c.tls
 			}
+			if c.atStart {
+				if ps := checkConfig(cfg, roleAll); len(ps) != 0 {
+					t.Errorf("%stls, %s: check found %v; only starting opens the files", prefix, c.name, ps)
+				}
+				srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard)
+				if err == nil {
+					_ = srv.close()
+				}
+				if err == nil || !strings.HasPrefix(err.Error(), prefix+c.field+": ") || !strings.Contains(err.Error(), c.wants) {
+					t.Errorf("%stls, %s: serve: %v, want %s%s saying %q", prefix, c.name, err, prefix, c.field, c.wants)
+				}
+				continue
+			}
 			found := false
 			for _, p := range checkConfig(cfg, roleAll) {
 				found = found || p.Field == prefix+c.field && strings.Contains(p.Message, c.wants)
 			}
 			if !found {
-				t.Errorf("%s%s, %s: problems %v, want %s%s saying %q", prefix, "tls", c.name, checkConfig(cfg, roleAll), prefix, c.field, c.wants)
+				t.Errorf("%stls, %s: problems %v, want %s%s saying %q", prefix, c.name, checkConfig(cfg, roleAll), prefix, c.field, c.wants)
 			}
 		}
 	}
 	// A delivery worker opens no SCIM listener: tls is not its concern.
 	cfg := testConfig(t, t.TempDir())
-	cfg.TLS = config.ListenerTLS{CertFile: a.CertFile, KeyFile: b.KeyFile}
+	cfg.TLS = config.ListenerTLS{CertFile: a.CertFile + ".gone", KeyFile: b.KeyFile}
 	for _, p := range checkConfig(cfg, roleSinks) {
 		if strings.HasPrefix(p.Field, "tls") {
 			t.Errorf("role sinks: %v", p)

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile"
 )
 
 // Exit codes scripts can rely on.
@@ -60,6 +61,12 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	if errors.Is(err, certfile.ErrOtherCertificate) {
+		// The admin listener answered, with another certificate than
+		// admin.tls.cert_file's: not a relay out of reach.
+		fmt.Fprintf(stderr, "scimrelay: admin listener: %v\n", certfile.ErrOtherCertificate)
+		return exitError
 	}
 	fmt.Fprintf(stderr, "scimrelay: %v\n", err)
 	if isUsageError(err) {

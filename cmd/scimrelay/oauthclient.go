@@ -63,7 +63,7 @@ func printClient(cmd *cobra.Command, res admin.TokenResponse) error {
 	// matters only without public_url, so an unset variable in it is no
 	// reason to print the placeholder.
 	endpoint, hint := tokenEndpoint("<public_url>", t.Tenant), ""
-	if cfg, err := config.Read(configPathOf(cmd), "public_url"); err == nil && (cfg.PublicURL != "" || cfg.Listen != "") {
+	if cfg, err := config.Read(configPathOf(cmd), "public_url", "tls.cert_file", "tls.key_file"); err == nil && (cfg.PublicURL != "" || cfg.Listen != "") {
 		endpoint, hint = tokenEndpoint(publicOrigin(cfg), t.Tenant), unreachableOrigin(cfg)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "client %s for tenant %s (%s), expires %s. The secret is shown only now:\n", t.ID, t.Tenant, t.Name, expiresText(t))

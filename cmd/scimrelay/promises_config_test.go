@@ -31,8 +31,8 @@ type badValue struct {
 // is given one or the other.
 var keyRules = map[string][]badValue{
 	"listen":                     {{"8080", "", "must be host:port"}},
-	"tls.cert_file":              {{"cert.pem", "tls", "cert_file and key_file go together"}},
-	"tls.key_file":               {{"key.pem", "tls", "cert_file and key_file go together"}},
+	"tls.cert_file":              {{"cert.pem", "tls.key_file", "must be set with tls.cert_file"}},
+	"tls.key_file":               {{"key.pem", "tls.cert_file", "must be set with tls.key_file"}},
 	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}},
 	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}},
 	"data_dir":                   {{`""`, "", "must not be empty"}},
@@ -42,8 +42,8 @@ var keyRules = map[string][]badValue{
 	"admin.console":              nil, // on or off
 	"admin.session_idle":         {{"30s", "", "must be from 1m to 12h"}},
 	"admin.hosts":                {{"[https://console.example.com]", "admin.hosts[0]", "must be a host name"}},
-	"admin.tls.cert_file":        {{"cert.pem", "admin.tls", "cert_file and key_file go together"}},
-	"admin.tls.key_file":         {{"key.pem", "admin.tls", "cert_file and key_file go together"}},
+	"admin.tls.cert_file":        {{"cert.pem", "admin.tls.key_file", "must be set with admin.tls.cert_file"}},
+	"admin.tls.key_file":         {{"key.pem", "admin.tls.cert_file", "must be set with admin.tls.key_file"}},
 	"storage.batch_delay":        {{"1s", "", "must be between 0 and 100ms"}},
 	"storage.batch_size":         {{"-1", "", "must not be negative"}},
 	"storage.no_sync":            nil, // on or off

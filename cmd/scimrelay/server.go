@@ -271,7 +271,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			return nil, fmt.Errorf("SCIM listener: %w", err)
 		}
 		s.scimHTTP = s.newHTTPServer(s.scimHandler())
-		if err := s.serveTLS(s.scimHTTP, "scim", cfg.TLS); err != nil {
+		if err := s.configureTLS(s.scimHTTP, "tls", "scim", cfg.TLS); err != nil {
 			return nil, err
 		}
 	}
@@ -304,7 +304,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext: func(net.Listener) context.Context { return requests }}
 	s.adminHTTP.RegisterOnShutdown(endRequests)
-	if err := s.serveTLS(s.adminHTTP, "admin", cfg.Admin.TLS); err != nil {
+	if err := s.configureTLS(s.adminHTTP, "admin.tls", "admin", cfg.Admin.TLS); err != nil {
 		return nil, err
 	}
 	// Tokens last: a relay that cannot start (a port taken) must not have
@@ -953,7 +953,7 @@ func (s *server) run(ctx context.Context) error {
 }
 
 // serveHTTP serves srv on ln, over TLS when srv has a TLS configuration
-// (serveTLS).
+// (configureTLS).
 func serveHTTP(srv *http.Server, ln net.Listener, name string) error {
 	serve := srv.Serve
 	if srv.TLSConfig != nil {

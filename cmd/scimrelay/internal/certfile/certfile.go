@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package certfile serves a listener's TLS certificate from a PEM
-// certificate file and key file, read again when either changes on disk,
+// certificate file and key file, read again when their contents change,
 // so that a renewed certificate (certbot, cert-manager, a Kubernetes
 // Secret's update) is served without a restart; and it gives the client
 // on the listener's own machine (the CLI) a TLS configuration that trusts
@@ -10,6 +10,7 @@ package certfile
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -18,11 +19,12 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// RecheckEvery is how often, at most, a handshake looks at the files
-// again: the cost of a renewal is a second of the old certificate.
+// RecheckEvery is how often, at most, a handshake reads the files again:
+// the cost of a renewal is a second of the old certificate.
 const RecheckEvery = time.Second
 
 // Server is a listener's certificate, from its files.
@@ -31,54 +33,65 @@ type Server struct {
 	log               *slog.Logger
 	now               func() time.Time
 
+	cert atomic.Pointer[tls.Certificate] // served; handshakes never wait for the files
+
+	// mu is held by the one handshake that reads the files; the others
+	// serve cert meanwhile.
 	mu      sync.Mutex
-	cert    *tls.Certificate
-	read    stamp     // of the files cert was read from
-	refused string    // the files' state last found unusable, said once
-	checked time.Time // when the files were last looked at
+	checked time.Time         // when the files were last read
+	read    [sha256.Size]byte // digest of the contents cert was made from
+	refused [sha256.Size]byte // digest of the state last found unusable, said once
 }
 
-// stamp tells one version of the pair of files from another.
-type stamp struct {
-	certMod, keyMod   time.Time
-	certSize, keySize int64
-}
-
-func stampOf(certFile, keyFile string) (stamp, error) {
-	c, err := os.Stat(certFile)
-	if err != nil {
-		return stamp{}, err
-	}
-	k, err := os.Stat(keyFile)
-	if err != nil {
-		return stamp{}, err
-	}
-	return stamp{certMod: c.ModTime(), keyMod: k.ModTime(), certSize: c.Size(), keySize: k.Size()}, nil
-}
-
-// Load reads the certificate and key, which must be a pair. log says when
-// a renewal is taken, or cannot be.
+// Load reads the certificate and key, which must make a pair a TLS server
+// can present. log says when a renewal is taken, or cannot be.
 func Load(certFile, keyFile string, log *slog.Logger) (*Server, error) {
-	st, err := stampOf(certFile, keyFile)
+	s := &Server{certFile: certFile, keyFile: keyFile, log: log, now: time.Now}
+	certPEM, keyPEM, err := s.readFiles()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := load(certFile, keyFile)
+	cert, err := parse(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{certFile: certFile, keyFile: keyFile, log: log, now: time.Now, cert: cert, read: st, checked: time.Now()}, nil
+	s.cert.Store(cert)
+	s.read, s.checked = digest(certPEM, keyPEM), s.now()
+	return s, nil
 }
 
-// load reads a pair of files; the leaf must be a certificate a server may
-// present.
-func load(certFile, keyFile string) (*tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+func (s *Server) readFiles() (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = os.ReadFile(s.certFile); err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = os.ReadFile(s.keyFile); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// digest tells one state of the files from another: their contents, or
+// why they could not be read.
+func digest(parts ...[]byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write(p)
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// parse makes a certificate of a pair of PEM texts; its first certificate
+// must be one a TLS server may present.
+func parse(certPEM, keyPEM []byte) (*tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
 	if !servesTLS(cert.Leaf) {
-		return nil, fmt.Errorf("%s: its first certificate is not for a TLS server (extended key usage without serverAuth)", certFile)
+		return nil, errors.New("its first certificate is not for a TLS server (extended key usage without serverAuth)")
 	}
 	return &cert, nil
 }
@@ -104,41 +117,53 @@ func (s *Server) Config() *tls.Config {
 	}
 }
 
-// NotAfter is when the certificate served now expires.
-func (s *Server) NotAfter() time.Time {
-	return s.current().Leaf.NotAfter
+// Leaf is the certificate served now.
+func (s *Server) Leaf() *x509.Certificate { return s.cert.Load().Leaf }
+
+// current is the certificate to serve. One handshake at a time, and at
+// most once per RecheckEvery, reads the files again; a changed pair that
+// does not load (a certificate written before its key, say) leaves the
+// one served, said once at Warn, until the files change again.
+func (s *Server) current() *tls.Certificate {
+	if s.mu.TryLock() {
+		s.recheck()
+		s.mu.Unlock()
+	}
+	return s.cert.Load()
 }
 
-// current is the certificate to serve: the files are looked at again at
-// most once per RecheckEvery, and a changed pair that does not load (a
-// certificate written before its key, say) leaves the one served, said
-// once at Warn, until the files change again.
-func (s *Server) current() *tls.Certificate {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// recheck reads the files again when it is time; s.mu is held.
+func (s *Server) recheck() {
 	now := s.now()
 	if now.Sub(s.checked) < RecheckEvery {
-		return s.cert
+		return
 	}
 	s.checked = now
-	st, err := stampOf(s.certFile, s.keyFile)
-	if err == nil && st == s.read {
-		return s.cert
-	}
+	certPEM, keyPEM, err := s.readFiles()
+	state := digest(certPEM, keyPEM)
 	if err == nil {
-		var cert *tls.Certificate
-		if cert, err = load(s.certFile, s.keyFile); err == nil {
-			s.cert, s.read, s.refused = cert, st, ""
-			s.log.Info("serving a renewed TLS certificate", "cert_file", s.certFile, "not_after", cert.Leaf.NotAfter)
-			return s.cert
+		if state == s.read {
+			return
 		}
+		var cert *tls.Certificate
+		if cert, err = parse(certPEM, keyPEM); err == nil {
+			s.cert.Store(cert)
+			s.read, s.refused = state, [sha256.Size]byte{}
+			s.log.Info("serving a renewed TLS certificate", "cert_file", s.certFile, "not_after", cert.Leaf.NotAfter)
+			return
+		}
+	} else {
+		state = digest([]byte(err.Error()))
 	}
-	if why := fmt.Sprint(st, err); why != s.refused {
-		s.refused = why
-		s.log.Warn("the TLS certificate's files changed but cannot be used; serving the one read before", "cert_file", s.certFile, "key_file", s.keyFile, "not_after", s.cert.Leaf.NotAfter, "err", err)
+	if state != s.refused {
+		s.refused = state
+		s.log.Warn("the TLS certificate's files changed but cannot be served; serving the certificate read before", "cert_file", s.certFile, "key_file", s.keyFile, "not_after", s.Leaf().NotAfter, "err", err)
 	}
-	return s.cert
 }
+
+// ErrOtherCertificate is a client's refusal of a listener that presented
+// another certificate than the one its cert_file holds (ClientTrusting).
+var ErrOtherCertificate = errors.New("the listener presented a certificate other than the one its cert_file holds: a listener serves new files within a second of their change, unless they do not make a pair it can serve, which its log then says at Warn")
 
 // ClientTrusting is a client's TLS configuration that accepts only the
 // server presenting the first certificate in certFile, by whatever name
@@ -152,28 +177,35 @@ func ClientTrusting(certFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	var want []byte
-	for rest := b; want == nil; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			return nil, fmt.Errorf("%s holds no PEM certificate", certFile)
-		}
-		if block.Type == "CERTIFICATE" {
-			want = block.Bytes
-		}
+	want, err := firstCertificate(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		// The chain is not verified by name: the one certificate accepted
-		// is compared whole below.
+		// Not verified by a CA or a name: the one certificate accepted is
+		// compared whole below (the handshake still proves the server
+		// holds its key).
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, want) {
-				return errNotTheFilesCertificate
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, want.Raw) {
+				return ErrOtherCertificate
 			}
 			return nil
 		},
 	}, nil
 }
 
-var errNotTheFilesCertificate = errors.New("the listener presented a certificate other than the one its cert_file holds (renewed in the last seconds? try again)")
+// firstCertificate is the first CERTIFICATE block of a PEM text, parsed.
+func firstCertificate(pemText []byte) (*x509.Certificate, error) {
+	for {
+		block, rest := pem.Decode(pemText)
+		switch {
+		case block == nil:
+			return nil, errors.New("holds no PEM certificate")
+		case block.Type == "CERTIFICATE":
+			return x509.ParseCertificate(block.Bytes)
+		}
+		pemText = rest
+	}
+}

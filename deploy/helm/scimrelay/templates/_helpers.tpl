@@ -230,8 +230,12 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- define "scimrelay.relayYAML" -}}
 {{- include "scimrelay.refuseLiteralSecrets" . }}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $listenerTLS := list (get $cfg "tls") }}
 {{- $admin := get $cfg "admin" }}
-{{- if or (get $cfg "tls") (and (kindIs "map" $admin) (get $admin "tls")) }}
+{{- if kindIs "map" $admin }}{{ $listenerTLS = append $listenerTLS (get $admin "tls") }}{{ end }}
+{{- $tlsOn := false }}
+{{- range $listenerTLS }}{{ if and (kindIs "map" .) (or .cert_file .key_file) }}{{ $tlsOn = true }}{{ end }}{{ end }}
+{{- if $tlsOn }}
 {{- fail "config.tls and config.admin.tls are not for this chart: it mounts no certificate files, and its probes speak HTTP. Terminate TLS for the SCIM listener at your ingress, and keep the admin port inside the cluster (networkPolicy)" }}
 {{- end }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%d" (int .Values.ports.scim)) }}
