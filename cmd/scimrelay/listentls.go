@@ -3,14 +3,15 @@
 package main
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile"
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/certfile"
 )
 
 // TLS on the relay's own listeners: tls for the SCIM listener (listen),
@@ -48,14 +49,14 @@ func (s *server) configureTLS(srv *http.Server, field, listener string, t config
 	if !t.On() {
 		return nil
 	}
-	certs, err := certfile.Load(t.CertFile, t.KeyFile, s.log.With("listener", listener))
+	certs, err := certfile.Load(t.CertFile, t.KeyFile, x509.ExtKeyUsageServerAuth, s.log.With("listener", listener))
 	if err != nil {
 		return fmt.Errorf("%s: cert_file and key_file cannot be served: %w", field, err)
 	}
 	if leaf, now := certs.Leaf(), time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
 		s.log.Warn("the TLS certificate is not valid now: clients will refuse it", "listener", listener, "cert_file", t.CertFile, "not_before", leaf.NotBefore, "not_after", leaf.NotAfter)
 	}
-	srv.TLSConfig = certs.Config()
+	srv.TLSConfig = certs.ServerConfig()
 	var http1 http.Protocols
 	http1.SetHTTP1(true)
 	srv.Protocols = &http1

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile/certfiletest"
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/certfile/certfiletest"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 

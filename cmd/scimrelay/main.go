@@ -23,7 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
-	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile"
+	"github.com/scimrelay/scimrelay/relay/certfile"
 )
 
 // Exit codes scripts can rely on.

@@ -72,8 +72,11 @@ func TestConnectExternalCredentials(t *testing.T) {
 }
 
 // pki is a test CA and a server and a client certificate it signed for
-// 127.0.0.1, as PEM files.
-type pki struct{ ca, serverCert, serverKey, clientCert, clientKey string }
+// 127.0.0.1, as PEM files; leaf signs more.
+type pki struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	leaf                                             func(serial int64, usage x509.ExtKeyUsage) (cert, key string)
+}
 
 func newPKI(t *testing.T) pki {
 	t.Helper()
@@ -105,7 +108,7 @@ func newPKI(t *testing.T) pki {
 		keyDER, _ := x509.MarshalECPrivateKey(key)
 		return write(fmt.Sprintf("cert%d.pem", serial), "CERTIFICATE", der), write(fmt.Sprintf("key%d.pem", serial), "EC PRIVATE KEY", keyDER)
 	}
-	p := pki{ca: write("ca.pem", "CERTIFICATE", caDER)}
+	p := pki{ca: write("ca.pem", "CERTIFICATE", caDER), leaf: leaf}
 	p.serverCert, p.serverKey = leaf(2, x509.ExtKeyUsageServerAuth)
 	p.clientCert, p.clientKey = leaf(3, x509.ExtKeyUsageClientAuth)
 	return p
@@ -172,14 +175,7 @@ func TestEmbeddedTLS(t *testing.T) {
 // requires TLS and a client certificate, with nats.tls.
 func TestConnectExternalTLS(t *testing.T) {
 	p := newPKI(t)
-	s := runAuthServer(t, func(o *server.Options) {
-		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.serverCert, KeyFile: p.serverKey, CaFile: p.ca, Verify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.TLSConfig, o.TLS, o.TLSVerify = tc, true, true
-	})
-	url := strings.Replace(s.ClientURL(), "nats://", "tls://", 1)
+	_, url := runTLSServer(t, p)
 	log := slog.New(slog.DiscardHandler)
 	nc, err := natsbus.Connect(natsbus.Options{URL: url, TLS: natsbus.TLS{CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}}, nil, log)
 	if err != nil {
@@ -190,6 +186,20 @@ func TestConnectExternalTLS(t *testing.T) {
 		nc.Close()
 		t.Fatal("connected without the client certificate the server requires")
 	}
+}
+
+// runTLSServer runs an external NATS that requires TLS with p's server
+// certificate and a client certificate p's CA signed; url is its tls://.
+func runTLSServer(t *testing.T, p pki) (s *server.Server, url string) {
+	t.Helper()
+	s = runAuthServer(t, func(o *server.Options) {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.serverCert, KeyFile: p.serverKey, CaFile: p.ca, Verify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.TLSConfig, o.TLS, o.TLSVerify = tc, true, true
+	})
+	return s, strings.Replace(s.ClientURL(), "nats://", "tls://", 1)
 }
 
 // TestEmbeddedListenerBeyondLoopbackWithoutTLSWarns: the nkey signature

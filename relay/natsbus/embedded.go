@@ -4,6 +4,7 @@ package natsbus
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/scimrelay/scimrelay/relay/certfile"
 )
 
 // Embedded is the in-process nats-server the relay runs when relay.yaml
@@ -105,6 +108,15 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 			if err != nil {
 				return nil, fmt.Errorf("nats.tls for the embedded listener: %w", err)
 			}
+			// The certificate read again from its files when they change,
+			// as the relay's own listeners do (nats-server reads
+			// Certificates only for its monitoring, which the relay does
+			// not open).
+			pair, err := certfile.Load(o.TLS.CertFile, o.TLS.KeyFile, x509.ExtKeyUsageServerAuth, log.With("nats_tls", "listener"))
+			if err != nil {
+				return nil, fmt.Errorf("nats.tls for the embedded listener: %w", err)
+			}
+			tc.Certificates, tc.GetCertificate = nil, pair.ServerConfig().GetCertificate
 			opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, o.TLS.CAFile != "", 2
 		} else if !loopbackHost(host) {
 			// The nkey signature protects the sign-in only: what a

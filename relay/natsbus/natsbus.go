@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/scimrelay/scimrelay/relay/certfile"
 )
 
 // Options says how to reach NATS: an external server or cluster when URL
@@ -117,7 +119,7 @@ func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
 	if o.TLS.CAFile != "" || o.TLS.CertFile != "" {
-		tc, err := tlsConfig(o.TLS)
+		tc, err := tlsConfig(o.TLS, log)
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +132,12 @@ func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error
 	return nc, nil
 }
 
-func tlsConfig(o TLS) (*tls.Config, error) {
+// tlsConfig is the client side of TLS to an external NATS: the CA its
+// certificate chains to (else the system's roots), and the relay's client
+// certificate, read again from its files when they change (at most once a
+// second, at a (re)connection), so that a renewed one is presented when
+// the connection is next made, without a restart.
+func tlsConfig(o TLS, log *slog.Logger) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
@@ -144,11 +151,13 @@ func tlsConfig(o TLS) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	if o.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		// Any extended key usage: whether the server asks for clientAuth
+		// is its own check.
+		pair, err := certfile.Load(o.CertFile, o.KeyFile, x509.ExtKeyUsageAny, log.With("nats_tls", "client"))
 		if err != nil {
 			return nil, fmt.Errorf("loading nats.tls.cert_file and key_file: %w", err)
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.Certificate(), nil }
 	}
 	return tc, nil
 }

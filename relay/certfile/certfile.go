@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package certfile serves a listener's TLS certificate from a PEM
-// certificate file and key file, read again when their contents change,
-// so that a renewed certificate (certbot, cert-manager, a Kubernetes
-// Secret's update) is served without a restart; and it gives the client
-// on the listener's own machine (the CLI) a TLS configuration that trusts
-// exactly the certificate in that file.
+// Package certfile holds a TLS certificate and key from PEM files, read
+// again when their contents change, so that a renewed certificate
+// (certbot, cert-manager, a Kubernetes Secret's update) is used without a
+// restart: the relay's listeners serve it, and its NATS connection
+// presents it on each (re)connection. It also gives the client on a
+// listener's own machine (the CLI) a TLS configuration that trusts
+// exactly the certificate in that listener's file.
 package certfile
 
 import (
@@ -27,9 +28,10 @@ import (
 // the cost of a renewal is a second of the old certificate.
 const RecheckEvery = time.Second
 
-// Server is a listener's certificate, from its files.
-type Server struct {
+// Pair is a certificate and its key, from their files.
+type Pair struct {
 	certFile, keyFile string
+	usage             x509.ExtKeyUsage // what the certificate must allow
 	log               *slog.Logger
 	now               func() time.Time
 
@@ -43,15 +45,17 @@ type Server struct {
 	refused [sha256.Size]byte // digest of the state last found unusable, said once
 }
 
-// Load reads the certificate and key, which must make a pair a TLS server
-// can present. log says when a renewal is taken, or cannot be.
-func Load(certFile, keyFile string, log *slog.Logger) (*Server, error) {
-	s := &Server{certFile: certFile, keyFile: keyFile, log: log, now: time.Now}
+// Load reads the certificate and key, which must make a pair, whose
+// certificate (the first in its file) allows usage: x509.ExtKeyUsageServerAuth
+// for a listener's; x509.ExtKeyUsageAny asks nothing. log says when a
+// renewal is taken, or cannot be.
+func Load(certFile, keyFile string, usage x509.ExtKeyUsage, log *slog.Logger) (*Pair, error) {
+	s := &Pair{certFile: certFile, keyFile: keyFile, usage: usage, log: log, now: time.Now}
 	certPEM, keyPEM, err := s.readFiles()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := parse(certPEM, keyPEM)
+	cert, err := s.parse(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +64,7 @@ func Load(certFile, keyFile string, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) readFiles() (certPEM, keyPEM []byte, err error) {
+func (s *Pair) readFiles() (certPEM, keyPEM []byte, err error) {
 	if certPEM, err = os.ReadFile(s.certFile); err != nil {
 		return nil, nil, err
 	}
@@ -84,47 +88,55 @@ func digest(parts ...[]byte) [sha256.Size]byte {
 }
 
 // parse makes a certificate of a pair of PEM texts; its first certificate
-// must be one a TLS server may present.
-func parse(certPEM, keyPEM []byte) (*tls.Certificate, error) {
+// must allow s.usage.
+func (s *Pair) parse(certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if !servesTLS(cert.Leaf) {
-		return nil, errors.New("its first certificate is not for a TLS server (extended key usage without serverAuth)")
+	if !allows(cert.Leaf, s.usage) {
+		return nil, fmt.Errorf("its first certificate's extended key usage leaves out %s", usageNames[s.usage])
 	}
 	return &cert, nil
 }
 
-func servesTLS(c *x509.Certificate) bool {
-	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+var usageNames = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageServerAuth: "serverAuth (a TLS server's)",
+	x509.ExtKeyUsageClientAuth: "clientAuth (a TLS client's)",
+}
+
+// allows says whether c may be used for usage: it names no extended key
+// usage (any goes), or names that one or any.
+func allows(c *x509.Certificate, usage x509.ExtKeyUsage) bool {
+	if usage == x509.ExtKeyUsageAny || len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
 		return true
 	}
 	for _, u := range c.ExtKeyUsage {
-		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny {
+		if u == usage || u == x509.ExtKeyUsageAny {
 			return true
 		}
 	}
 	return false
 }
 
-// Config is the server side's TLS configuration: TLS 1.2 at least, the
+// ServerConfig is a listener's TLS configuration: TLS 1.2 at least, the
 // certificate from the files.
-func (s *Server) Config() *tls.Config {
+func (s *Pair) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.current(), nil },
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.Certificate(), nil },
 	}
 }
 
-// Leaf is the certificate served now.
-func (s *Server) Leaf() *x509.Certificate { return s.cert.Load().Leaf }
+// Leaf is the certificate held now, parsed.
+func (s *Pair) Leaf() *x509.Certificate { return s.cert.Load().Leaf }
 
-// current is the certificate to serve. One handshake at a time, and at
+// Certificate is the certificate to present, for a tls.Config's
+// GetCertificate or GetClientCertificate. One handshake at a time, and at
 // most once per RecheckEvery, reads the files again; a changed pair that
 // does not load (a certificate written before its key, say) leaves the
-// one served, said once at Warn, until the files change again.
-func (s *Server) current() *tls.Certificate {
+// one held, said once at Warn, until the files change again.
+func (s *Pair) Certificate() *tls.Certificate {
 	if s.mu.TryLock() {
 		s.recheck()
 		s.mu.Unlock()
@@ -133,7 +145,7 @@ func (s *Server) current() *tls.Certificate {
 }
 
 // recheck reads the files again when it is time; s.mu is held.
-func (s *Server) recheck() {
+func (s *Pair) recheck() {
 	now := s.now()
 	if now.Sub(s.checked) < RecheckEvery {
 		return
@@ -146,10 +158,10 @@ func (s *Server) recheck() {
 			return
 		}
 		var cert *tls.Certificate
-		if cert, err = parse(certPEM, keyPEM); err == nil {
+		if cert, err = s.parse(certPEM, keyPEM); err == nil {
 			s.cert.Store(cert)
 			s.read, s.refused = state, [sha256.Size]byte{}
-			s.log.Info("serving a renewed TLS certificate", "cert_file", s.certFile, "not_after", cert.Leaf.NotAfter)
+			s.log.Info("using a renewed TLS certificate", "cert_file", s.certFile, "not_after", cert.Leaf.NotAfter)
 			return
 		}
 	} else {
@@ -157,7 +169,7 @@ func (s *Server) recheck() {
 	}
 	if state != s.refused {
 		s.refused = state
-		s.log.Warn("the TLS certificate's files changed but cannot be served; serving the certificate read before", "cert_file", s.certFile, "key_file", s.keyFile, "not_after", s.Leaf().NotAfter, "err", err)
+		s.log.Warn("the TLS certificate's files changed but cannot be used; using the certificate read before", "cert_file", s.certFile, "key_file", s.keyFile, "not_after", s.Leaf().NotAfter, "err", err)
 	}
 }
 

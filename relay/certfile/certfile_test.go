@@ -4,6 +4,7 @@ package certfile
 
 import (
 	"bytes"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/certfile/certfiletest"
+	"github.com/scimrelay/scimrelay/relay/certfile/certfiletest"
 )
 
 // TestServerTakesRenewedFiles: a changed pair of files is served from the
@@ -23,7 +24,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 	dir := t.TempDir()
 	first := certfiletest.Write(t, dir, time.Now().Add(time.Hour))
 	var log bytes.Buffer
-	s, err := Load(first.CertFile, first.KeyFile, slog.New(slog.NewTextHandler(&log, nil)))
+	s, err := Load(first.CertFile, first.KeyFile, x509.ExtKeyUsageServerAuth, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 	s.now = func() time.Time { return clock }
 	served := func() []byte {
 		t.Helper()
-		c, err := s.Config().GetCertificate(nil)
+		c, err := s.ServerConfig().GetCertificate(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +65,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 			t.Fatal("a certificate without its key was served")
 		}
 	}
-	if n := strings.Count(log.String(), "cannot be served"); n != 1 {
+	if n := strings.Count(log.String(), "cannot be used"); n != 1 {
 		t.Fatalf("the half-written renewal was said %d times, want once:\n%s", n, log.String())
 	}
 	if err := os.WriteFile(second.KeyFile, newKey, 0o600); err != nil {
@@ -81,7 +82,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 	if !bytes.Equal(served(), second.DER) || !s.Leaf().NotAfter.Equal(second.NotAfter) {
 		t.Fatalf("the renewal was not served (expiry %s, want %s):\n%s", s.Leaf().NotAfter, second.NotAfter, log.String())
 	}
-	if !strings.Contains(log.String(), "serving a renewed TLS certificate") {
+	if !strings.Contains(log.String(), "using a renewed TLS certificate") {
 		t.Errorf("the renewal was not logged:\n%s", log.String())
 	}
 }
@@ -95,7 +96,7 @@ func TestClientTrustsTheFilesCertificateAlone(t *testing.T) {
 	// Served as serve serves a listener (httptest's StartTLS adds a
 	// certificate of its own).
 	serve := func(p certfiletest.Pair) string {
-		s, err := Load(p.CertFile, p.KeyFile, slog.New(slog.DiscardHandler))
+		s, err := Load(p.CertFile, p.KeyFile, x509.ExtKeyUsageServerAuth, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +104,7 @@ func TestClientTrustsTheFilesCertificateAlone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }), TLSConfig: s.Config()}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }), TLSConfig: s.ServerConfig()}
 		go func() { _ = srv.ServeTLS(ln, "", "") }()
 		t.Cleanup(func() { _ = srv.Close() })
 		return "https://" + ln.Addr().String()
