@@ -3,9 +3,11 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/certfile/certfiletest"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -117,6 +120,43 @@ func BenchmarkSCIMBulkCreate(b *testing.B) {
 		}
 		return request(b, c, "POST", url, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[`+strings.Join(ops, ",")+`]}`, 200)
 	})
+}
+
+// BenchmarkSCIMOverTLS is what tls on the SCIM listener costs a request
+// on kept-alive connections (a handshake per connection, not per
+// request): creates and filter GETs (1,000 users) at concurrency 8, with
+// it off and on, in one run.
+func BenchmarkSCIMOverTLS(b *testing.B) {
+	for _, op := range []string{"create", "filter-get"} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/tls=%v", op, on), func(b *testing.B) {
+				cfg := testConfig(b, b.TempDir())
+				cfg.Storage.BatchDelay = durationOf(time.Millisecond)
+				transport := &http.Transport{MaxIdleConnsPerHost: 512, MaxIdleConns: 512}
+				if on {
+					pair := certfiletest.Write(b, b.TempDir(), time.Now().Add(time.Hour))
+					cfg.TLS = config.ListenerTLS{CertFile: pair.CertFile, KeyFile: pair.KeyFile}
+					transport.TLSClientConfig = &tls.Config{RootCAs: pair.Pool(b)}
+				}
+				p, c := startRelay(b, cfg, roleAll), &http.Client{Transport: transport}
+				users, run := p.scimURL+"/scim/v2/acme/Users", benchRun.Add(1)
+				create := func(i int) time.Duration {
+					return request(b, c, "POST", users, fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"r%d-u%d@x.com","active":true}`, run, i), 201)
+				}
+				if op == "create" {
+					runConcurrent(b, 8, create)
+					return
+				}
+				const n = 1000
+				for i := range n {
+					create(i)
+				}
+				runConcurrent(b, 8, func(i int) time.Duration {
+					return request(b, c, "GET", users+"?filter="+url.QueryEscape(fmt.Sprintf(`userName eq "r%d-u%d@x.com"`, run, i%n)), "", 200)
+				})
+			})
+		}
+	}
 }
 
 func BenchmarkSCIMFilterGet(b *testing.B) {
