@@ -821,17 +821,24 @@ sinks: {natsCredentialsSecret: {name: scimrelay-nats-sinks}}`, "scimrelay-nats-s
 // cannot work is refused.
 func TestChartNATSTLS(t *testing.T) {
 	const dir = "/etc/scimrelay-nats-tls"
+	const (
+		noCredentials = "WARNING: the relay connects to NATS without credentials"
+		onlyACert     = "NOTE: the relay's only NATS credential is its client certificate"
+	)
 	for _, c := range []struct {
-		values          string
-		ca, cert, key   string
-		scim, sinks     string
-		warnsNoNATSAuth bool
+		values        string
+		ca, cert, key string
+		scim, sinks   string
+		notes         string // what NOTES says of the relay's NATS credential
 	}{
-		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-tls}}`, dir + "/ca.crt", dir + "/tls.crt", dir + "/tls.key", "nats-tls", "nats-tls", false},
-		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-ca, certKey: "", keyKey: ""}}`, dir + "/ca.crt", "", "", "nats-ca", "nats-ca", true},
+		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-tls}}`, dir + "/ca.crt", dir + "/tls.crt", dir + "/tls.key", "nats-tls", "nats-tls", onlyACert},
+		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-ca, certKey: "", keyKey: ""}}`, dir + "/ca.crt", "", "", "nats-ca", "nats-ca", noCredentials},
 		{`nats: {url: "tls://nats:4222", tlsSecret: {caKey: "", certKey: client.pem, keyKey: client-key.pem}}
 scim: {natsTLSSecret: {name: nats-tls-scim}}
-sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "", dir + "/client.pem", dir + "/client-key.pem", "nats-tls-scim", "nats-tls-sinks", false},
+sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "", dir + "/client.pem", dir + "/client-key.pem", "nats-tls-scim", "nats-tls-sinks", onlyACert},
+		{`nats: {url: "tls://nats:4222", tlsSecret: {name: nats-tls}, credentialsSecret: {name: nats-creds}}
+sinks: {natsTLSSecret: {name: nats-tls-sinks}}
+config: {nats: {tls: {ca_file: "", cert_file: "", key_file: ""}}}`, dir + "/ca.crt", dir + "/tls.crt", dir + "/tls.key", "nats-tls", "nats-tls-sinks", ""},
 	} {
 		files, err := render(t, "scimrelay", c.values)
 		if err != nil {
@@ -851,20 +858,34 @@ sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "", dir + "/client.pem", dir + 
 				t.Errorf("values %s: the %s pod mounts %v at %s; want Secret %s alone", c.values, role, got, dir, want)
 			}
 		}
-		notes := strings.Join(strings.Fields(files["scimrelay/templates/NOTES.txt"]), " ")
-		if warns := strings.Contains(notes, "connects to NATS without credentials"); warns != c.warnsNoNATSAuth {
-			t.Errorf("values %s: NOTES warns of NATS without credentials: %v, want %v", c.values, warns, c.warnsNoNATSAuth)
+		notes := files["scimrelay/templates/NOTES.txt"]
+		for _, says := range []string{noCredentials, onlyACert} {
+			if strings.Contains(notes, says) != (says == c.notes) {
+				t.Errorf("values %s: NOTES saying %q: %v, want %v", c.values, says, !(says == c.notes), says == c.notes)
+			}
 		}
 	}
 	for _, c := range []struct{ values, want string }{
 		{`config: {nats: {tls: {ca_file: /etc/ssl/nats-ca.pem}}}`, "config.nats.tls names files the chart does not mount"},
 		{`nats: {tlsSecret: {name: nats-tls, keyKey: ""}}`, "certKey and keyKey go together"},
-		{`nats: {tlsSecret: {name: nats-tls, caKey: "", certKey: "", keyKey: ""}}`, "names a Secret but no key of it"},
+		{`nats: {tlsSecret: {name: nats-tls, caKey: "", certKey: "", keyKey: ""}}`, "is named but none of its keys"},
+		{`nats: {tlsSecret: {name: nats-tls, caKey: ../ca.crt}}`, "caKey"},
+		{`nats: {tlsSecret: {name: null}}
+sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "NATS TLS files for one role only"},
 		{`sinks: {natsTLSSecret: {name: nats-tls-sinks}}`, "NATS TLS files for one role only"},
 		{`nats: {tlsSecret: {name: nats-tls, crtKey: tls.crt}}`, "crtKey"},
 	} {
 		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
+		}
+	}
+	// A name unset with null (--set nats.tlsSecret.name=null) is no Secret.
+	m := mustRender(t, "scimrelay", `nats: {tlsSecret: {name: null}, credentialsSecret: {name: null}}`)
+	for _, role := range []string{"scim", "sinks"} {
+		for _, v := range m.podOf(t, role).Spec.Volumes {
+			if v.Secret != nil && (v.Name == "nats-tls" || v.Name == "nats-credentials") {
+				t.Errorf("the %s pod mounts %s from Secret %q", role, v.Name, v.Secret.SecretName)
+			}
 		}
 	}
 }

@@ -242,7 +242,8 @@ func sharedPort(a, b string) (string, bool) {
 type fileKey struct{ field, path string }
 
 // natsFiles are the files the NATS connection or the embedded server's
-// listener reads at start: a client's credentials, nkey seed and TLS
+// listener reads at start (the certificates and keys again when they
+// change): a client's credentials, nkey seed and TLS
 // files with an external NATS; the listener's certificate, key and
 // client CA with the embedded one. A file named where it does not apply
 // is a problem of natsOptions' check instead.

@@ -64,7 +64,7 @@ func (s *server) configureTLS(srv *http.Server, field, listener string, t config
 		Name:        "scimrelay_tls_certificate_expiry_timestamp_seconds",
 		Help:        "When the certificate a listener serves expires (Unix time); it is read again from its files when they change.",
 		ConstLabels: prometheus.Labels{"listener": listener},
-	}, func() float64 { return float64(certs.Leaf().NotAfter.Unix()) }))
+	}, func() float64 { return float64(certs.Certificate().Leaf.NotAfter.Unix()) })) // renewed files count without a handshake
 }
 
 // schemeOf is the URL scheme a listener of this tls setting speaks.

@@ -5,6 +5,7 @@ package natsbus
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,14 +110,20 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 				return nil, fmt.Errorf("nats.tls for the embedded listener: %w", err)
 			}
 			// The certificate read again from its files when they change,
-			// as the relay's own listeners do (nats-server reads
-			// Certificates only for its monitoring, which the relay does
-			// not open).
+			// as the relay's own listeners do. nats-server reads
+			// Certificates for its monitoring, which the relay does not
+			// open, and for OCSP stapling, which it does at start for a
+			// certificate that demands it (Must-Staple): such a one keeps
+			// nats-server's own handling, and a renewal needs a restart.
 			pair, err := certfile.Load(o.TLS.CertFile, o.TLS.KeyFile, x509.ExtKeyUsageServerAuth, log.With("nats_tls", "listener"))
 			if err != nil {
 				return nil, fmt.Errorf("nats.tls for the embedded listener: %w", err)
 			}
-			tc.Certificates, tc.GetCertificate = nil, pair.ServerConfig().GetCertificate
+			if mustStaple(pair.Leaf()) {
+				log.Info("the embedded NATS listener's certificate demands OCSP stapling, which nats-server does for the certificate it read at start: restart the relay after a renewal", "cert_file", o.TLS.CertFile)
+			} else {
+				tc.Certificates, tc.GetCertificate = nil, pair.ServerConfig().GetCertificate
+			}
 			opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, o.TLS.CAFile != "", 2
 		} else if !loopbackHost(host) {
 			// The nkey signature protects the sign-in only: what a
@@ -381,4 +388,18 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// tlsFeature is the TLS Feature extension (RFC 7633), which a certificate
+// that demands OCSP stapling (Must-Staple) carries.
+var tlsFeature = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}
+
+// mustStaple says whether a certificate demands OCSP stapling.
+func mustStaple(c *x509.Certificate) bool {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(tlsFeature) {
+			return true
+		}
+	}
+	return false
 }

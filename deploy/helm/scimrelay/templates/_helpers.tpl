@@ -205,8 +205,9 @@ the refusal.
 */}}
 {{- define "scimrelay.natsRoleSecret" -}}
 {{- $ := .root }}
-{{- $scim := (index $.Values.scim .own).name | default (index $.Values.nats .shared).name }}
-{{- $sinks := (index $.Values.sinks .own).name | default (index $.Values.nats .shared).name }}
+{{- $shared := (index $.Values.nats .shared | default dict).name | default "" }}
+{{- $scim := (index $.Values.scim .own | default dict).name | default $shared }}
+{{- $sinks := (index $.Values.sinks .own | default dict).name | default $shared }}
 {{- if and (or $scim $sinks) (not (and $scim $sinks)) }}
 {{- fail (printf "%s for one role only: both roles read one relay.yaml, so set nats.%s.name (or scim.%s.name and sinks.%s.name)" .what .shared .own .own) }}
 {{- end }}
@@ -246,11 +247,12 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- if include "scimrelay.natsCredentialsSecret" (dict "root" . "role" "scim") }}
 {{- $_ = set $nats "credentials" (printf "%s/%s" (include "scimrelay.natsCredsDir" .) .Values.nats.credentialsSecret.key) }}
 {{- end }}
-{{- if get $nats "tls" }}
+{{- $natsTLS := get $nats "tls" }}
+{{- if and (kindIs "map" $natsTLS) (or $natsTLS.ca_file $natsTLS.cert_file $natsTLS.key_file) }}
 {{- fail "config.nats.tls names files the chart does not mount: give the CA and client certificate in a Secret named in nats.tlsSecret.name instead, and the chart sets nats.tls" }}
 {{- end }}
 {{- if include "scimrelay.natsTLSSecret" (dict "root" . "role" "scim") }}
-{{- $t := .Values.nats.tlsSecret }}
+{{- $t := .Values.nats.tlsSecret | default dict }}
 {{- $dir := include "scimrelay.natsTLSDir" . }}
 {{- $tls := dict }}
 {{- with $t.caKey }}{{ $_ = set $tls "ca_file" (printf "%s/%s" $dir .) }}{{ end }}
@@ -261,7 +263,7 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- fail "nats.tlsSecret.certKey and keyKey go together: both for a client certificate, or both empty for none" }}
 {{- end }}
 {{- if not $tls }}
-{{- fail "nats.tlsSecret names a Secret but no key of it: set caKey, or certKey and keyKey" }}
+{{- fail "the NATS TLS Secret is named but none of its keys: set nats.tlsSecret.caKey, or certKey and keyKey" }}
 {{- end }}
 {{- $_ = set $nats "tls" $tls }}
 {{- end }}
