@@ -93,7 +93,7 @@ func TestSystemdREADMEInstall(t *testing.T) {
 	for _, c := range []struct {
 		target    string
 		groupRead bool // 0750, 0640: the group's read bit
-	}{{path.Dir(conf), true}, {conf, true}, {envFile, false}} {
+	}{{path.Dir(conf), true}, {conf, true}, {envFile, false}, {path.Dir(conf) + "/tls", true}} {
 		in, ok := installs[c.target]
 		if !ok {
 			t.Errorf("the README does not install %s", c.target)
@@ -113,6 +113,24 @@ func TestSystemdREADMEInstall(t *testing.T) {
 		case !c.groupRead && (in.group != "" || mode&0o077 != 0):
 			t.Errorf("install %s: -m %s -g %q; the secrets are for root (systemd) alone", c.target, in.mode, in.group)
 		}
+	}
+
+	// The certificate hook leaves the key readable by the service's group
+	// and no one else.
+	hooked := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "install" || !strings.HasPrefix(f[len(f)-1], path.Dir(conf)+"/tls/") {
+			continue
+		}
+		hooked++
+		mode, err := strconv.ParseUint(flagValue(f[1:], "-m"), 8, 32)
+		if err != nil || flagValue(f[1:], "-g") != group || mode&0o040 == 0 || mode&0o007 != 0 {
+			t.Errorf("the certificate hook's %q: the unit's Group=%s must read it, and no other user", line, group)
+		}
+	}
+	if hooked != 2 {
+		t.Errorf("the certificate hook installs %d files, want the certificate and its key", hooked)
 	}
 
 	// Each CLI line runs as root with the environment file's variables.
