@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -262,13 +263,16 @@ func TestStreamKeepsEightSigningKeys(t *testing.T) {
 
 // TestFrontEndsStartTogether: front ends sharing the stream that start at
 // once, when it is not there yet, all start (one makes it, the others
-// update it), and the stream names a key.
+// update it), and the stream names every one's key: none wrote over
+// another's.
 func TestFrontEndsStartTogether(t *testing.T) {
 	ctx := context.Background()
 	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
 	errs := make(chan error, 4)
+	var keys []string
 	for range cap(errs) {
 		key := newSigner(t).PublicKey()
+		keys = append(keys, key)
 		go func() {
 			_, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: key}, slog.New(slog.DiscardHandler))
 			errs <- err
@@ -283,7 +287,10 @@ func TestFrontEndsStartTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys := strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"]); len(keys) == 0 {
-		t.Error("the stream names no signing key")
+	named := strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"])
+	for _, key := range keys {
+		if !slices.Contains(named, key) {
+			t.Errorf("the stream names %v, without front end key %s", named, key)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,9 +84,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 // An update replaces the whole configuration, and JetStream has no
 // compare-and-set for it: of front ends that share the stream and start
 // at the same moment, one that read the keys before another's update can
-// write over that one's key. The workers then dead-letter that front
-// end's events as signed by an unknown key, until it starts again
-// (docs/decisions.md, Delivery).
+// write over that one's key. So a front end that changed the keys reads
+// them again keySettles later, when such a stale write has landed, and
+// writes its key again if it is gone. A write that comes later still (a
+// front end stalled for longer between its read and its write) leaves the
+// key out until that front end starts again; the workers then dead-letter
+// its events as signed by an unknown key (docs/decisions.md, Delivery).
 func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string) (jetstream.Stream, error) {
 	for attempt := 1; ; attempt++ {
 		var have *jetstream.StreamInfo
@@ -99,9 +103,27 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < 10 {
 			continue // another made it since it was looked up: update that
 		}
-		return st, err
+		if err != nil || have != nil && have.Config.Metadata[metaSigningKeys] == cfg.Metadata[metaSigningKeys] || attempt >= 10 {
+			return st, err // the keys as they were: nothing of another's to write over
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(keySettles):
+		}
+		if st, err = js.Stream(ctx, StreamName); err != nil {
+			return nil, err
+		}
+		if slices.Contains(strings.Fields(st.CachedInfo().Config.Metadata[metaSigningKeys]), key) {
+			return st, nil
+		}
 	}
 }
+
+// keySettles is how long a front end that wrote the signing keys waits
+// before it reads them again (ensureSigningKey): far longer than another
+// front end takes between its read of the keys and its write.
+const keySettles = 250 * time.Millisecond
 
 // OpenStream opens the stream as it is, waiting (AwaitMade) until the
 // relay that owns it has made it. A delivery worker starts this way: the
