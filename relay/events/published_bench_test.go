@@ -4,6 +4,7 @@ package events_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,7 +49,7 @@ func BenchmarkPublished(b *testing.B) {
 		b.Fatal(err)
 	}
 	nc, js := eventstest.Connect(b, eventstest.RunServer(b).ClientURL())
-	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{SigningKey: signer.PublicKey()}, nil); err != nil {
+	if _, err := events.EnsureStream(context.Background(), js, events.StreamOptions{SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler)); err != nil {
 		b.Fatal(err)
 	}
 	trust, err := events.NewTrust(context.Background(), nc)

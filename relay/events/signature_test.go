@@ -77,7 +77,7 @@ func TestSignedEvents(t *testing.T) {
 	ctx := context.Background()
 	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
 	// A stream an older release made, holding an event it did not sign.
-	st, err := events.EnsureStream(ctx, js, events.StreamOptions{}, nil)
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestSignedEvents(t *testing.T) {
 		t.Fatalf("the trust of a stream without keys: %v, want ErrUnsigned", err)
 	}
 	first := newSigner(t)
-	if st, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: first.PublicKey()}, nil); err != nil {
+	if st, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: first.PublicKey()}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	trust, err := events.NewTrust(ctx, nc)
@@ -175,7 +175,7 @@ func TestSignedEvents(t *testing.T) {
 	// The front end signs with a new key (its data file was lost): the
 	// reader learns it from the stream, and still takes the old key's.
 	second := newSigner(t)
-	if _, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: second.PublicKey()}, nil); err != nil {
+	if _, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: second.PublicKey()}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	// The keys are read again at most once a second, and a reader that
@@ -201,7 +201,7 @@ func TestSignedDeadLetters(t *testing.T) {
 	ctx := context.Background()
 	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
 	s := newSigner(t)
-	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, nil)
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,20 +237,30 @@ func TestSignedDeadLetters(t *testing.T) {
 }
 
 // TestStreamKeepsEightSigningKeys: each new key of the front end's goes
-// first, and the stream names the eight latest.
+// first, and the stream names the eight latest; dropping the oldest is
+// said.
 func TestStreamKeepsEightSigningKeys(t *testing.T) {
 	ctx := context.Background()
 	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
 	var keys []string
+	var out eventstest.Log
 	for range 10 {
 		s := newSigner(t)
 		keys = append(keys, s.PublicKey())
-		if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, nil); err != nil {
+		if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: s.PublicKey()}, slog.New(slog.NewTextHandler(&out, nil))); err != nil {
 			t.Fatal(err)
 		}
 	}
+	for i, key := range keys[:2] {
+		if !strings.Contains(out.String(), "dropped="+key) {
+			t.Errorf("dropping key %d of the first eight was not said:\n%s", i, out.String())
+		}
+	}
+	if n := strings.Count(out.String(), "dropped="); n != 2 {
+		t.Errorf("%d keys said dropped, want 2:\n%s", n, out.String())
+	}
 	// The same key again changes nothing.
-	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: keys[9]}, nil)
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: keys[9]}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,8 +273,8 @@ func TestStreamKeepsEightSigningKeys(t *testing.T) {
 
 // TestFrontEndsStartTogether: front ends sharing the stream that start at
 // once, when it is not there yet, all start (one makes it, the others
-// update it), and the stream names every one's key: none wrote over
-// another's.
+// update it), and the stream names every one's key at the end: a key
+// another's stale write took out was written again.
 func TestFrontEndsStartTogether(t *testing.T) {
 	ctx := context.Background()
 	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())

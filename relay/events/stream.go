@@ -75,7 +75,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 		if o.SigningKey == "" {
 			return js.CreateOrUpdateStream(ctx, cfg)
 		}
-		return ensureSigningKey(ctx, js, cfg, o.SigningKey)
+		return ensureSigningKey(ctx, js, cfg, o.SigningKey, log)
 	})
 }
 
@@ -90,7 +90,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 // front end stalled for longer between its read and its write) leaves the
 // key out until that front end starts again; the workers then dead-letter
 // its events as signed by an unknown key (docs/decisions.md, Delivery).
-func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string) (jetstream.Stream, error) {
+// So does a front end beyond the eight whose keys the stream keeps.
+func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string, log *slog.Logger) (jetstream.Stream, error) {
+	const rounds = 10
 	for attempt := 1; ; attempt++ {
 		var have *jetstream.StreamInfo
 		if st, err := js.Stream(ctx, StreamName); err == nil {
@@ -99,11 +101,19 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 			return nil, err
 		}
 		cfg.Metadata = signingMetadata(have, key, time.Now())
+		if have != nil {
+			was, now := strings.Fields(have.Config.Metadata[metaSigningKeys]), strings.Fields(cfg.Metadata[metaSigningKeys])
+			for _, k := range was {
+				if !slices.Contains(now, k) {
+					log.Info("the event stream keeps the signing keys of the eight front ends that started last: the oldest is dropped; a front end sharing the stream whose key this is has its events dead-lettered until it starts again", "dropped", k, "key", key)
+				}
+			}
+		}
 		st, err := js.CreateOrUpdateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < 10 {
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt < rounds {
 			continue // another made it since it was looked up: update that
 		}
-		if err != nil || have != nil && have.Config.Metadata[metaSigningKeys] == cfg.Metadata[metaSigningKeys] || attempt >= 10 {
+		if err != nil || have != nil && have.Config.Metadata[metaSigningKeys] == cfg.Metadata[metaSigningKeys] {
 			return st, err // the keys as they were: nothing of another's to write over
 		}
 		select {
@@ -115,6 +125,10 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 			return nil, err
 		}
 		if slices.Contains(strings.Fields(st.CachedInfo().Config.Metadata[metaSigningKeys]), key) {
+			return st, nil
+		}
+		if attempt >= rounds {
+			log.Warn("other front ends starting at the same time keep writing the event stream's signing keys without this one's: its events are dead-lettered as signed by an unknown key until it starts again", "key", key, "rounds", rounds)
 			return st, nil
 		}
 	}
