@@ -123,6 +123,13 @@ func TestListenersSpeakTLS(t *testing.T) {
 	if _, _, err := send(http.DefaultClient, "GET", p.adminURL+"/healthz", "", ""); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a client without the certificate: %v, want a certificate error", err)
 	}
+	// TLS 1.2 at least.
+	old := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: first.Pool(t), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}}}
+	for _, url := range []string{users, p.adminURL + "/healthz"} {
+		if _, _, err := send(old, "GET", url, acmeToken, ""); err == nil || !strings.Contains(err.Error(), "protocol version") {
+			t.Errorf("%s over TLS 1.1: %v, want a protocol version refusal", url, err)
+		}
+	}
 
 	// The CLI and the health check, from relay.yaml, as on the relay's machine.
 	cliCfg := filepath.Join(t.TempDir(), "relay.yaml")
