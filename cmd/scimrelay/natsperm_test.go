@@ -463,6 +463,63 @@ func TestSinkWorkerCannotForgeEvents(t *testing.T) {
 	}
 }
 
+// TestFrontEndWritesItsKeyBack: a running front end whose signing key
+// another front end's write left out of the event stream (one stalled past
+// the re-read at its start) writes it back, so that what it signs from
+// then on is delivered, not dead-lettered as signed by an unknown key.
+func TestFrontEndWritesItsKeyBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM, withKeyCheck(50*time.Millisecond))
+	startRelay(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://front:front-secret@", 1))
+	named := func() []string {
+		t.Helper()
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"])
+	}
+	if mine := named(); !slices.Equal(mine, []string{front.srv.signingKey}) {
+		t.Fatalf("the stream names %v, want the front end's key %s", mine, front.srv.signingKey)
+	}
+	seed := make([]byte, 32)
+	seed[0] = 9
+	other, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Metadata["scimrelay_signing_keys"] = other.PublicKey()
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if keys := named(); !slices.Contains(keys, front.srv.signingKey) || !slices.Contains(keys, other.PublicKey()) {
+			return fmt.Errorf("the stream names %v, want the front end's key written back beside the other's", keys)
+		}
+		return nil
+	})
+	front.createUser(t, "bob")
+	waitDelivered(t, h, 2)
+	page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10)
+	if err != nil || len(page.DeadLetters) != 0 {
+		t.Errorf("dead letters %+v, %v; want none", page, err)
+	}
+}
+
 // TestUpgradeToSignedEvents: the first start of a front end that signs, on
 // a stream a release that did not sign made. A worker that starts first
 // waits for it; the events stored before it are delivered unsigned as

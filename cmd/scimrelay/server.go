@@ -86,7 +86,13 @@ type server struct {
 	// markerAge is how old the parking buckets' markers grow
 	// (sinks.Options.MarkerAge; tests shorten it).
 	markerAge time.Duration
-	stopping  atomic.Bool // set when shutdown begins: no longer ready
+	// signingKey is the key a front end on an external NATS signs its
+	// events with, which it keeps named in the event stream every
+	// keyCheck (events.KeepSigningKey; tests shorten it); "" when it does
+	// not sign.
+	signingKey string
+	keyCheck   time.Duration
+	stopping   atomic.Bool // set when shutdown begins: no longer ready
 
 	scimHTTP, adminHTTP *http.Server
 	scimLn, adminLn     net.Listener
@@ -135,6 +141,12 @@ func withMarkerAge(d time.Duration) serverOption {
 	return func(s *server) { s.markerAge = d }
 }
 
+// withKeyCheck shortens how often a front end that signs checks that the
+// event stream names its key.
+func withKeyCheck(d time.Duration) serverOption {
+	return func(s *server) { s.keyCheck = d }
+}
+
 // newServer opens everything serve needs, in the order that lets it refuse
 // early: the data file (so that a second serve fails at once), NATS, the
 // stream, the sink consumers (before any SCIM request can produce an event),
@@ -143,7 +155,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if problems := checkConfig(cfg, role); len(problems) > 0 {
 		return nil, sortProblems(problems)
 	}
-	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry()}
+	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry(), keyCheck: events.KeyCheckInterval}
 	for _, o := range opts {
 		o(s)
 	}
@@ -205,6 +217,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 				return nil, err
 			}
 			stream.SigningKey = signer.PublicKey()
+			s.signingKey = stream.SigningKey
 		}
 	}
 	_, lookErr := s.js.Stream(streamCtx, events.StreamName)
@@ -901,6 +914,12 @@ func (s *server) run(ctx context.Context) error {
 	}
 	if s.healer != nil {
 		g.Go(func() error { s.healer.Watch(workCtx, 2*time.Second); return nil })
+	}
+	if s.signingKey != "" {
+		g.Go(func() error {
+			events.KeepSigningKey(workCtx, s.js, s.signingKey, s.keyCheck, s.log.With("component", "events"))
+			return nil
+		})
 	}
 	if s.publisher != nil {
 		g.Go(func() error { return s.publisher.Run(workCtx) })

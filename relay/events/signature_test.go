@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -302,5 +303,118 @@ func TestFrontEndsStartTogether(t *testing.T) {
 		if !slices.Contains(named, key) {
 			t.Errorf("the stream names %v, without front end key %s", named, key)
 		}
+	}
+}
+
+// TestRunningFrontEndKeepsItsKey: a write of the stream's keys that left a
+// running front end's out (one stalled past ensureSigningKey's re-read)
+// is undone within the check's interval, keeping the other's key and
+// changing nothing else of the stream, and said; a failing check is said
+// once, and the check stops with its context.
+func TestRunningFrontEndKeepsItsKey(t *testing.T) {
+	ctx := context.Background()
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, ns.ClientURL())
+	mine, other := newSigner(t).PublicKey(), newSigner(t).PublicKey()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	var out eventstest.Log
+	keepCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		events.KeepSigningKey(keepCtx, js, mine, 20*time.Millisecond, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}()
+	defer func() { stop(); <-done }()
+
+	// The stale write: the other's key alone, and a setting of its own.
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Metadata["scimrelay_signing_keys"] = other
+	cfg.MaxAge = 72 * time.Hour
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return err
+		}
+		if named := strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"]); !slices.Equal(named, []string{mine, other}) {
+			return fmt.Errorf("the stream names %v, want the running front end's key back before the other's", named)
+		}
+		return nil
+	})
+	st, err = js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config; got.MaxAge != 72*time.Hour || got.Metadata["scimrelay_signed_from"] != cfg.Metadata["scimrelay_signed_from"] {
+		t.Errorf("writing the key back changed the rest: max age %s, signed from %q; want 72h and %q", got.MaxAge, got.Metadata["scimrelay_signed_from"], cfg.Metadata["scimrelay_signed_from"])
+	}
+	if n := strings.Count(out.String(), "no longer names this front end's signing key"); n != 1 {
+		t.Errorf("writing the key back said %d times, want once:\n%s", n, out.String())
+	}
+
+	// NATS gone: said once at Warn, however many checks fail.
+	ns.Shutdown()
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := strings.Count(out.String(), "failed again"); n < 2 {
+			return fmt.Errorf("%d checks failed again, want 2 at least", n)
+		}
+		return nil
+	})
+	if n := strings.Count(out.String(), "level=WARN msg=\"checking that the event stream names"); n != 1 {
+		t.Errorf("failing checks said %d times at Warn, want once:\n%s", n, out.String())
+	}
+	stop()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the check did not stop with its context")
+	}
+}
+
+// TestFrontEndOutwrittenAtStartSaysSo: a front end whose key other
+// writes keep leaving out, round after round of its re-read, starts all
+// the same (KeepSigningKey writes the key back later) and says so at Warn.
+func TestFrontEndOutwrittenAtStartSaysSo(t *testing.T) {
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	other := newSigner(t).PublicKey()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: other}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := st.CachedInfo().Config
+	writeCtx, stop := context.WithCancel(ctx)
+	wrote := make(chan error, 1)
+	go func() { // another front end's stale write, again and again
+		for writeCtx.Err() == nil {
+			if _, err := js.UpdateStream(writeCtx, stale); err != nil && writeCtx.Err() == nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	var out eventstest.Log
+	_, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: newSigner(t).PublicKey()}, slog.New(slog.NewTextHandler(&out, nil)))
+	stop()
+	if err != nil {
+		t.Fatalf("a front end whose key others keep writing out did not start: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "keep writing the event stream's signing keys without this one's") {
+		t.Errorf("running out of rounds was not said at Warn:\n%s", out.String())
 	}
 }

@@ -88,9 +88,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 // them again keySettles later, when such a stale write has landed, and
 // writes its key again if it is gone. A write that comes later still (a
 // front end stalled for longer between its read and its write) leaves the
-// key out until that front end starts again; the workers then dead-letter
-// its events as signed by an unknown key (docs/decisions.md, Delivery).
-// So does a front end beyond the eight whose keys the stream keeps.
+// key out until KeepSigningKey writes it back; the workers meanwhile
+// dead-letter its events as signed by an unknown key (docs/decisions.md,
+// Delivery). So does a front end beyond the eight whose keys the stream
+// keeps.
 func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string, log *slog.Logger) (jetstream.Stream, error) {
 	const rounds = 10
 	for attempt := 1; ; attempt++ {
@@ -105,7 +106,7 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 			was, now := strings.Fields(have.Config.Metadata[metaSigningKeys]), strings.Fields(cfg.Metadata[metaSigningKeys])
 			for _, k := range was {
 				if !slices.Contains(now, k) {
-					log.Info("the event stream keeps the signing keys of the eight front ends that started last: the oldest is dropped; a front end sharing the stream whose key this is has its events dead-lettered until it starts again", "dropped", k, "key", key)
+					log.Info("the event stream keeps the signing keys of the eight front ends that started last: the oldest is dropped; a running front end sharing the stream whose key this is has its events dead-lettered until it writes its key back, which it checks every few seconds while it runs", "check_every", KeyCheckInterval, "dropped", k, "key", key)
 				}
 			}
 		}
@@ -128,11 +129,60 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 			return st, nil
 		}
 		if attempt >= rounds {
-			log.Warn("other front ends starting at the same time keep writing the event stream's signing keys without this one's: its events are dead-lettered as signed by an unknown key until it starts again", "key", key, "rounds", rounds)
+			log.Warn("other front ends starting at the same time keep writing the event stream's signing keys without this one's: its events are dead-lettered as signed by an unknown key until it writes its key back, which it checks every few seconds while it runs", "key", key, "rounds", rounds, "check_every", KeyCheckInterval)
 			return st, nil
 		}
 	}
 }
+
+// KeepSigningKey checks every interval, until ctx ends, that the event
+// stream still names key, the running front end's, among its signing
+// keys, and writes it back when it does not, changing nothing else of the
+// stream's configuration as it stands: a write of another front end's that
+// came after ensureSigningKey's re-read (one stalled between its read and
+// its write), or an older release's front end, can leave it out, and the
+// workers dead-letter the events it signs as signed by an unknown key
+// until it is back. Each time it is written back is said at Warn, with
+// the redrive that delivers those dead letters; a read that fails is said
+// once at Warn until one succeeds. A front end beyond the eight whose
+// keys the stream keeps writes its key back each interval, dropping
+// another's, which that one writes back in turn: each is said.
+func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, interval time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		readCtx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
+		st, err := js.Stream(readCtx, StreamName)
+		cancel()
+		if err == nil && !slices.Contains(strings.Fields(st.CachedInfo().Config.Metadata[metaSigningKeys]), key) {
+			log.Warn("the event stream no longer names this front end's signing key (another front end wrote its keys without it, or more than eight front ends share the stream): writing it back. The workers dead-lettered what it signed meanwhile as signed by an unknown key; redrive those dead letters (scimrelay dlq redrive --sink SINK --all)",
+				"key", key, "named", st.CachedInfo().Config.Metadata[metaSigningKeys])
+			_, err = ensureSigningKey(ctx, js, st.CachedInfo().Config, key, log)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			log.Warn("checking that the event stream names this front end's signing key failed; trying again", "key", key, "every", interval, "err", err)
+		case err != nil:
+			log.Debug("checking the event stream's signing keys failed again", "key", key, "err", err)
+		case err == nil && failing:
+			log.Info("checking the event stream's signing keys works again", "key", key)
+		}
+		failing = err != nil
+	}
+}
+
+// KeyCheckInterval is how often a running front end that signs checks
+// that the event stream names its key (KeepSigningKey): the longest its
+// events are dead-lettered for after another front end wrote the key out.
+const KeyCheckInterval = 5 * time.Second
 
 // keySettles is how long a front end that wrote the signing keys waits
 // before it reads them again (ensureSigningKey): far longer than another
