@@ -238,8 +238,24 @@ func sharedPort(a, b string) (string, bool) {
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
 }
 
-// fileKey is a file relay.yaml names, by its field.
-type fileKey struct{ field, path string }
+// fileKey is a file relay.yaml names, by its field; secret when it holds
+// a private key or a credential (warnEveryoneReads).
+type fileKey struct {
+	field, path string
+	secret      bool
+}
+
+// filesRead are the files relay.yaml names that a process of role reads:
+// the certificates and keys of its listeners (listenerFiles) and the
+// files NATS reads (natsFiles).
+func filesRead(cfg *config.Config, role string) []fileKey {
+	var files []fileKey
+	if role != roleSinks {
+		files = listenerFiles("tls", cfg.TLS)
+	}
+	files = append(files, listenerFiles("admin.tls", cfg.Admin.TLS)...)
+	return append(files, natsFiles(cfg)...)
+}
 
 // natsFiles are the files the NATS connection or the embedded server's
 // listener reads at start (the certificates and keys again when they
@@ -249,14 +265,14 @@ type fileKey struct{ field, path string }
 // is a problem of natsOptions' check instead.
 func natsFiles(cfg *config.Config) []fileKey {
 	n := cfg.NATS
-	tls := []fileKey{{"nats.tls.ca_file", n.TLS.CAFile}, {"nats.tls.cert_file", n.TLS.CertFile}, {"nats.tls.key_file", n.TLS.KeyFile}}
+	tls := []fileKey{{"nats.tls.ca_file", n.TLS.CAFile, false}, {"nats.tls.cert_file", n.TLS.CertFile, false}, {"nats.tls.key_file", n.TLS.KeyFile, true}}
 	if cfg.Embedded() {
 		if n.Listen == "" || n.TLS.CertFile == "" {
 			return nil
 		}
 		return tls
 	}
-	return append([]fileKey{{"nats.credentials", n.Credentials}, {"nats.nkey", n.Nkey}}, tls...)
+	return append([]fileKey{{"nats.credentials", n.Credentials, true}, {"nats.nkey", n.Nkey, true}}, tls...)
 }
 
 // checkFiles refuses a named file that is not there, or is a directory.
@@ -274,6 +290,27 @@ func checkFiles(add func(field, format string, args ...any), files []fileKey) {
 			add(f.field, "%v", err)
 		case info.IsDir():
 			add(f.field, "%s is a directory, not a file", f.path)
+		}
+	}
+}
+
+// warnEveryoneReads says at Warn of each secret file (a private key, NATS
+// credentials or nkey seed) that every user of the machine can read,
+// naming its field. It leaves the mode alone: unlike the admin token
+// file (readAdminTokenFile), these files are not the relay's, but
+// certbot's, a Kubernetes Secret's, an operator's. Readable by the file's
+// group is no warning: that is how the Helm chart (defaultMode 0440) and
+// the systemd unit (certbot's deploy hook) give the relay its key. The
+// file's mode alone is looked at, not whether a directory above it keeps
+// others out. A file that is not there is check's problem, or starting's.
+func warnEveryoneReads(log *slog.Logger, files []fileKey) {
+	for _, f := range files {
+		if !f.secret || f.path == "" {
+			continue
+		}
+		if info, err := os.Stat(f.path); err == nil && everyoneReads(info.Mode()) {
+			log.Warn("a private key or credential file can be read by every user of this machine; the relay leaves its mode alone: make it its owner's alone (chmod 0600), or its owner's and the group the relay runs as (chmod 0640, and chgrp it to that group)",
+				"field", f.field, "path", f.path, "mode", info.Mode().Perm().String())
 		}
 	}
 }

@@ -33,8 +33,14 @@ func checkListenerTLS(add func(field, format string, args ...any), field string,
 	case t.CertFile == "":
 		add(field+".cert_file", "must be set with %s.key_file: the certificate for the key (or neither, for plain HTTP)", field)
 	default:
-		checkFiles(add, []fileKey{{field + ".cert_file", t.CertFile}, {field + ".key_file", t.KeyFile}})
+		checkFiles(add, listenerFiles(field, t))
 	}
+}
+
+// listenerFiles are the files of a listener's tls setting under field
+// ("tls", "admin.tls"), the key secret.
+func listenerFiles(field string, t config.ListenerTLS) []fileKey {
+	return []fileKey{{field + ".cert_file", t.CertFile, false}, {field + ".key_file", t.KeyFile, true}}
 }
 
 // configureTLS makes srv, the listener relay.yaml's field ("tls",

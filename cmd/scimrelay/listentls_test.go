@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -258,6 +259,52 @@ func TestListenerTLSProblems(t *testing.T) {
 	for _, p := range checkConfig(cfg, roleSinks) {
 		if strings.HasPrefix(p.Field, "tls") {
 			t.Errorf("role sinks: %v", p)
+		}
+	}
+}
+
+// TestCertificateNotValidNowIsSaid: a listener whose certificate has
+// expired, or is not valid yet, is said at Warn at start, naming the
+// listener, and served all the same (a renewal may be on its way, and
+// the listener then takes it without a restart): clients that check
+// the certificate's dates refuse it.
+func TestCertificateNotValidNowIsSaid(t *testing.T) {
+	now := time.Now()
+	expired := certfiletest.WriteBetween(t, t.TempDir(), now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	early := certfiletest.WriteBetween(t, t.TempDir(), now.Add(24*time.Hour), now.Add(48*time.Hour))
+	cfg := testConfig(t, t.TempDir())
+	cfg.TLS = config.ListenerTLS{CertFile: expired.CertFile, KeyFile: expired.KeyFile}
+	cfg.Admin.TLS = config.ListenerTLS{CertFile: early.CertFile, KeyFile: early.KeyFile}
+	var logs eventstest.Log
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.NewJSONHandler(&logs, nil)), io.Discard)
+
+	said := map[string]any{}
+	for _, r := range warnings(t, logs.String(), "the TLS certificate is not valid now") {
+		said[r["listener"].(string)] = r["cert_file"]
+	}
+	if want := map[string]any{"scim": expired.CertFile, "admin": early.CertFile}; !maps.Equal(said, want) {
+		t.Errorf("said of %v, want %v; the log:\n%s", said, want, logs.String())
+	}
+	for _, l := range []struct {
+		url  string
+		pair certfiletest.Pair
+	}{{p.scimURL + "/scim/v2/acme/ServiceProviderConfig", expired}, {p.adminURL + "/healthz", early}} {
+		if _, _, err := send(trusting(t, l.pair), "GET", l.url, acmeToken, ""); err == nil || !strings.Contains(err.Error(), "expired or is not yet valid") {
+			t.Errorf("%s to a client trusting its certificate: %v, want it refused for its dates", l.url, err)
+		}
+		dates := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		req, err := http.NewRequest("GET", l.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+acmeToken)
+		res, err := dates.Do(req)
+		if err != nil {
+			t.Fatalf("%s, its certificate's dates unchecked: %v", l.url, err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !bytes.Equal(res.TLS.PeerCertificates[0].Raw, l.pair.DER) {
+			t.Errorf("%s: %d, want 200 with the certificate its files hold", l.url, res.StatusCode)
 		}
 	}
 }

@@ -155,6 +155,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if problems := checkConfig(cfg, role); len(problems) > 0 {
 		return nil, sortProblems(problems)
 	}
+	warnEveryoneReads(log, filesRead(cfg, role))
 	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry(), keyCheck: events.KeyCheckInterval}
 	for _, o := range opts {
 		o(s)

@@ -28,8 +28,16 @@ type Pair struct {
 
 // Write writes a self-signed server certificate for 127.0.0.1 and
 // localhost, valid from an hour ago until notAfter, and its key, to
-// cert.pem and key.pem in dir (replacing what is there).
+// cert.pem and key.pem in dir (replacing what is there), each readable
+// by its owner alone.
 func Write(t testing.TB, dir string, notAfter time.Time) Pair {
+	t.Helper()
+	return WriteBetween(t, dir, time.Now().Add(-time.Hour), notAfter)
+}
+
+// WriteBetween is Write with a certificate valid from notBefore, e.g. one
+// not valid yet.
+func WriteBetween(t testing.TB, dir string, notBefore, notAfter time.Time) Pair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -41,7 +49,7 @@ func Write(t testing.TB, dir string, notAfter time.Time) Pair {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: "scimrelay test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
+		NotBefore: notBefore, NotAfter: notAfter,
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
