@@ -697,7 +697,7 @@ func (c *compareExpr) setValue(t token) error {
 		c.value, c.number, c.isNumber = json.Number(s), f, true
 		return c.checkOp(Decimal)
 	case DateTime:
-		tm, err := time.Parse(time.RFC3339Nano, s)
+		tm, err := parseDateTime(s)
 		if err != nil {
 			return fmt.Errorf("%s is a date-time; %q is not RFC 3339", c.path, s)
 		}
@@ -765,7 +765,7 @@ func (c *compareExpr) test(o op, v any) bool {
 			return false
 		}
 		if c.isTime && o != opCo && o != opSw && o != opEw {
-			t, err := time.Parse(time.RFC3339Nano, got)
+			t, err := parseDateTime(got)
 			return err == nil && compareOrder(o, t.Compare(c.instant))
 		}
 		if c.caseExact {

@@ -76,6 +76,7 @@ func TestFilterMatch(t *testing.T) {
 		{`meta.lastModified gt "2025-01-01T00:00:00Z"`, true},
 		{`meta.lastModified lt "2025-01-01T00:00:00+01:00"`, false},
 		{`meta.created ge "2024-05-13T04:42:34Z"`, true},
+		{`meta.lastModified gt "2025-01-01t00:00:00z"`, true}, // RFC 3339 §5.6: "t" and "z" too
 		// Multi-valued attributes: any value matches.
 		{`emails.value eq "joy@home.example"`, true},
 		{`emails co "contoso"`, true}, // a complex attribute compares by its value

@@ -124,8 +124,12 @@ func TestUnknownExtensionKeySpellings(t *testing.T) {
 		{"a replace in another spelling", `{"Foo":1}`, `{"op":"replace","path":"` + urn + `:fOO","value":5}`, `{"Foo":5}`},
 		{"a replace of the extension with a null", `{"Foo":1,"b":2}`, `{"op":"replace","path":"` + urn + `","value":{"FOO":null}}`, `{"b":2}`},
 		{"a remove then an add in another spelling", `{"Foo":1}`, `{"op":"remove","path":"` + urn + `:foo"},{"op":"add","path":"` + urn + `:FOO","value":7}`, `{"FOO":7}`},
-		// Keys go in sorted order: FOO is added, then foo sets it.
-		{"the last key removed, then two spellings added", `{"Foo":1}`, `{"op":"remove","path":"` + urn + `:foo"},{"op":"add","value":{"` + urn + `":{"foo":8,"FOO":9}}}`, `{"FOO":8}`},
+		// Which of two spellings in one value would win is the order of
+		// the keys: refused, as in a POST.
+		{"the last key removed, then two spellings added", `{"Foo":1}`, `{"op":"remove","path":"` + urn + `:foo"},{"op":"add","value":{"` + urn + `":{"foo":8,"FOO":9}}}`, "invalidValue given twice"},
+		{"a sub-attribute replaced in another spelling", `{"badge":{"level":"1"}}`, `{"op":"replace","path":"` + urn + `:badge.Level","value":"2"}`, `{"badge":{"level":"2"}}`},
+		{"a sub-attribute removed in another spelling", `{"badge":{"level":"1","x":1}}`, `{"op":"remove","path":"` + urn + `:badge.LEVEL"}`, `{"badge":{"x":1}}`},
+		{"a new sub-attribute keeps its spelling", `{"badge":{"level":"1"}}`, `{"op":"add","path":"` + urn + `:badge.Rank","value":3}`, `{"badge":{"Rank":3,"level":"1"}}`},
 		{"the extension removed, then added to", `{"Foo":1}`, `{"op":"remove","path":"` + urn + `"},{"op":"add","path":"` + urn + `:foo","value":4}`, `{"foo":4}`},
 		{"keys stored in two spellings, both removed", `{"ab":1,"AB":2,"c":3}`, `{"op":"remove","path":"` + urn + `:Ab"},{"op":"remove","path":"` + urn + `:aB"}`, `{"c":3}`},
 		{"keys stored in two spellings, one set exactly", `{"ab":1,"AB":2}`, `{"op":"replace","path":"` + urn + `:AB","value":5}`, `{"AB":5,"ab":1}`},

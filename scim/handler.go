@@ -550,6 +550,17 @@ type listParams struct {
 	filter, startIndex, count, sortBy, sortOrder, attributes, excluded string
 }
 
+// atoiSaturating reads a decimal integer, one beyond int's range as the
+// largest or smallest int: a count or startIndex past it is capped, or
+// past the end, like any other too large.
+func atoiSaturating(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if errors.Is(err, strconv.ErrRange) {
+		return n, nil
+	}
+	return n, err
+}
+
 func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listParams) error {
 	q := Query{StartIndex: 1, Count: h.o.DefaultCount}
 	if p.filter != "" {
@@ -560,7 +571,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		q.Filter = f
 	}
 	if p.startIndex != "" {
-		n, err := strconv.Atoi(p.startIndex)
+		n, err := atoiSaturating(p.startIndex)
 		if err != nil {
 			return Errorf(ErrInvalidValue, "startIndex must be an integer, got %q", truncate(p.startIndex, 32))
 		}
@@ -569,7 +580,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		}
 	}
 	if p.count != "" {
-		n, err := strconv.Atoi(p.count)
+		n, err := atoiSaturating(p.count)
 		if err != nil {
 			return Errorf(ErrInvalidValue, "count must be an integer, got %q", truncate(p.count, 32))
 		}

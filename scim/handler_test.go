@@ -578,7 +578,11 @@ func TestListPagingAndProjection(t *testing.T) {
 		{"", "25", "1", "4", "user00"},
 		{"count=10&startIndex=11", "25", "11", "10", "user10"},
 		{"count=10&startIndex=21", "25", "21", "5", "user20"},
-		{"count=500", "25", "1", "10", "user00"}, // capped at MaxResults
+		{"count=500", "25", "1", "10", "user00"},                  // capped at MaxResults
+		{"count=99999999999999999999", "25", "1", "10", "user00"}, // past int64 too
+		{"count=-99999999999999999999", "25", "1", "0", ""},
+		// The largest int64 (9223372036854775807), as a float64 reads it.
+		{"startIndex=99999999999999999999&count=2", "25", "9223372036854776000", "0", ""},
 		{"count=-3", "25", "1", "0", ""},
 		{"count=0", "25", "1", "0", ""},
 		{"startIndex=0&count=2", "25", "1", "2", "user00"},

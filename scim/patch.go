@@ -241,7 +241,14 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 // order.
 func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]patchOp, error) {
 	ops := make([]patchOp, 0, len(obj))
+	spelled := make(map[string]string, len(obj)) // Fold(key) → key
 	for _, k := range sortedKeys(obj) {
+		// One attribute in two spellings: which value won would be the
+		// order of the keys, so it is refused, as in a POST.
+		if other, twice := spelled[Fold(k)]; twice {
+			return nil, Errorf(ErrInvalidValue, "Operations[%d]: value key %s is given twice (as %q and %q)", op.index, prefix+k, other, k)
+		}
+		spelled[Fold(k)] = k
 		key, v := prefix+k, obj[k]
 		pp, deferred, err := in.patchPath(key)
 		if errors.Is(err, errUnknownAttribute) {
@@ -531,6 +538,12 @@ func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 			name = k
 		}
 		defer keys.note(at, obj, name)
+		// Its sub-attribute too is the one held in any spelling.
+		if parent, _ := obj[name].(map[string]any); ap.Sub != "" && parent != nil {
+			if k := findKeyFold(parent, ap.Sub); k != "" {
+				ap.Sub = k
+			}
+		}
 	}
 	if op.kind == patchRemove {
 		return removePlain(obj, name, ap, op)
@@ -891,12 +904,18 @@ func untypedOf(ap AttrPath, list []any, el map[string]any) int {
 
 // lacksValue reports whether el, an element of the multi-valued attribute
 // ap, has no value where its schema gives elements one (an email, a phone
-// number; not an address, whose parts are its value). Such an element
-// says nothing: a PATCH does not make one, and one whose value it removes
-// is removed.
+// number), or, where the schema gives them none (an address, whose parts
+// are its value), holds nothing but its type and whether it is primary.
+// Such an element says nothing: a PATCH does not make one, and one whose
+// value or last part it removes is removed.
 func lacksValue(ap AttrPath, el map[string]any) bool {
 	if ap.attr.Sub("value") == nil {
-		return false
+		for k, v := range el {
+			if v != nil && !strings.EqualFold(k, "type") && !strings.EqualFold(k, "primary") {
+				return false
+			}
+		}
+		return true
 	}
 	k := findKeyFold(el, "value")
 	return k == "" || el[k] == nil

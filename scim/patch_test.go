@@ -97,6 +97,14 @@ func TestPatchApply(t *testing.T) {
 			changes: nil,
 		},
 		{
+			// An address is its parts: one left with its type alone says
+			// nothing, as an email of no address (lacksValue).
+			name:    "clearing an address's last parts removes it",
+			ops:     `{"op":"add","path":"addresses[type eq \"work\"].streetAddress","value":"S"},{"op":"add","path":"addresses[type eq \"work\"].locality","value":"L"},{"op":"replace","path":"addresses[type eq \"work\"].streetAddress","value":""},{"op":"replace","path":"addresses[type eq \"work\"].locality","value":null}`,
+			want:    map[string]string{"addresses": ``},
+			changes: nil,
+		},
+		{
 			name:    "filtered remove of a sub-attribute that matches nothing is a no-op",
 			ops:     `{"op":"remove","path":"emails[type eq \"home\"].value"},{"op":"remove","path":"addresses[type eq \"work\"].country"}`,
 			want:    map[string]string{"emails": `[{"primary":true,"type":"work","value":"Test_User_11bb11bb@testuser.com"}]`, "addresses": ``},
@@ -616,12 +624,17 @@ func TestPatchErrors(t *testing.T) {
 		{"patch of id", UserResourceType, patchBody(`{"op":"replace","path":"id","value":"x"}`), ErrMutability, "read-only"},
 		{"patch of meta", UserResourceType, patchBody(`{"op":"replace","path":"meta.lastModified","value":"2020-01-01T00:00:00Z"}`), ErrMutability, "read-only"},
 		{"patch of groups", UserResourceType, patchBody(`{"op":"add","path":"groups","value":[{"value":"g"}]}`), ErrMutability, "read-only"},
+		// Which spelling won was the order of the keys (README, strict
+		// where keeping quiet would store the wrong thing).
+		{"path-less value naming an attribute twice", UserResourceType, patchBody(`{"op":"replace","value":{"displayName":"a","DisplayName":"b"}}`), ErrInvalidValue, "given twice"},
+		{"path-less value naming a sub-attribute path twice", UserResourceType, patchBody(`{"op":"replace","value":{"name.givenName":"a","NAME.givenname":"b"}}`), ErrInvalidValue, "given twice"},
 		{"path-less patch of id", UserResourceType, patchBody(`{"op":"replace","value":{"id":"x"}}`), ErrMutability, "read-only"},
 		{"remove without path", UserResourceType, patchBody(`{"op":"remove"}`), ErrNoTarget, "needs a path"},
 		{"replace of a filter that matches nothing and builds nothing", UserResourceType, patchBody(`{"op":"replace","path":"emails[value co \"x\"].type","value":"home"}`), ErrNoTarget, "no value of emails"},
 		// An email or phone number of no address; an address is built
 		// from any of its parts (TestPatchApply).
 		{"a filtered replace that would build an element without its value", UserResourceType, patchBody(`{"op":"replace","path":"phoneNumbers[type eq \"mobile\"].primary","value":true}`), ErrNoTarget, "has no value"},
+		{"a filtered replace that would build an address of no part", UserResourceType, patchBody(`{"op":"replace","path":"addresses[type eq \"home\"].primary","value":true}`), ErrNoTarget, "has no value"},
 		{"a filtered replace that would build an email without its address", UserResourceType, patchBody(`{"op":"replace","path":"emails[type eq \"home\"].display","value":"Home"}`), ErrNoTarget, "has no value"},
 		{"add without value", UserResourceType, patchBody(`{"op":"add","path":"title"}`), ErrInvalidValue, "needs a value"},
 		{"path-less add of a non-object", UserResourceType, patchBody(`{"op":"add","value":"x"}`), ErrInvalidValue, "object value"},

@@ -37,6 +37,15 @@ type Meta struct {
 // milliseconds, so that they also sort as strings.
 const TimeFormat = "2006-01-02T15:04:05.000Z"
 
+// parseDateTime reads an RFC 3339 date-time, in which "T" and "Z" may be
+// written in lower case (RFC 3339 §5.6), as Go's time.RFC3339 does not.
+func parseDateTime(s string) (time.Time, error) {
+	if strings.ContainsAny(s, "tz") {
+		s = strings.ToUpper(s)
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
 // ID returns the resource's id.
 func (r *Resource) ID() string { s, _ := r.Attrs["id"].(string); return s }
 
@@ -759,7 +768,7 @@ func normalizeSingle(a *Attribute, name string, v any, in *input) (any, error) {
 		}
 		switch a.Type {
 		case DateTime:
-			t, err := time.Parse(time.RFC3339Nano, s)
+			t, err := parseDateTime(s)
 			if err != nil {
 				return nil, Errorf(ErrInvalidValue, "attribute %s must be an RFC 3339 date-time, got %q", name, s)
 			}
