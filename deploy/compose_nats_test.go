@@ -12,8 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,8 +29,9 @@ import (
 )
 
 // runComposeNATS starts compose.yaml's three NATS nodes in this process,
-// each from its service's command line as nats-server parses it (its
-// config file, cluster, routes with their password, JetStream), on
+// each from its service's command line as nats-server parses it (JetStream,
+// and its config file: node.conf as Compose writes it, with the cluster and
+// the routes with their password, including compose/nats.conf), on
 // loopback ports in place of the Compose network's names, and waits for
 // their JetStream cluster. nats.conf's passwords come from the
 // environment, which the caller sets.
@@ -69,15 +70,20 @@ func startComposeNATS(t *testing.T, p *types.Project) ([]*natsserver.Server, err
 	routePorts := eventstest.FreePorts(t, len(names))
 	var nodes []*natsserver.Server
 	for i, name := range names {
+		onLoopback := func(text string) string {
+			text = strings.ReplaceAll(text, "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", routePorts[i]))
+			for k, other := range names {
+				text = strings.ReplaceAll(text, other+":6222", fmt.Sprintf("127.0.0.1:%d", routePorts[k]))
+			}
+			return text
+		}
+		files := composeNodeFiles(t, p, name, onLoopback)
 		args := slices.Clone([]string(p.Services[name].Command))
 		for j, arg := range args {
-			arg = strings.ReplaceAll(arg, "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", routePorts[i]))
-			for k, other := range names {
-				arg = strings.ReplaceAll(arg, other+":6222", fmt.Sprintf("127.0.0.1:%d", routePorts[k]))
-			}
-			switch {
-			case arg == "/etc/nats/nats.conf":
-				arg = "compose/nats.conf"
+			arg = onLoopback(arg)
+			switch local, ok := files[arg]; {
+			case ok:
+				arg = local
 			case arg == "/data":
 				arg = t.TempDir()
 			case j > 0 && args[j-1] == "--http_port":
@@ -104,6 +110,65 @@ func startComposeNATS(t *testing.T, p *types.Project) ([]*natsserver.Server, err
 		}
 	}
 	return nodes, nil
+}
+
+// composeNodeFiles writes the files Compose gives NATS node name (the
+// files it mounts and the configs it copies into the container), each
+// passed through rewrite, under a temporary directory at their paths in
+// the container, so that an include finds its file as in the container. It
+// returns the local path of each by its path in the container.
+func composeNodeFiles(t *testing.T, p *types.Project, name string, rewrite func(string) string) map[string]string {
+	t.Helper()
+	root := t.TempDir()
+	files := map[string]string{}
+	put := func(target, content string) {
+		local := filepath.Join(root, filepath.FromSlash(target))
+		if err := os.MkdirAll(filepath.Dir(local), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(local, []byte(rewrite(content)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files[target] = local
+	}
+	s := p.Services[name]
+	for _, v := range s.Volumes {
+		if v.Type == types.VolumeTypeBind {
+			text, err := os.ReadFile(v.Source)
+			if err != nil {
+				t.Fatalf("%s mounts %s: %v", name, v.Source, err)
+			}
+			put(v.Target, string(text))
+		}
+	}
+	for _, ref := range s.Configs {
+		c, ok := p.Configs[ref.Source]
+		if !ok || c.Content == "" {
+			t.Fatalf("%s: config %s has no content of its own", name, ref.Source)
+		}
+		put(ref.Target, c.Content)
+	}
+	return files
+}
+
+// composeNodeConfig parses NATS node name's config file (its --config) as
+// nats-server does in the container, with the node's environment.
+func composeNodeConfig(t *testing.T, p *types.Project, name string) *natsserver.Options {
+	t.Helper()
+	s := p.Services[name]
+	for k, v := range serviceEnv(t, s.Environment) {
+		t.Setenv(k, v)
+	}
+	conf := flagValue(s.Command, "--config")
+	local, ok := composeNodeFiles(t, p, name, func(text string) string { return text })[conf]
+	if !ok {
+		t.Fatalf("%s reads %s, which Compose does not give it", name, conf)
+	}
+	o, err := natsserver.ProcessConfigFile(local)
+	if err != nil {
+		t.Fatalf("%s's %s: %v", name, conf, err)
+	}
+	return o
 }
 
 // connectAsRoute connects to s's route port as a server would, as user
@@ -150,8 +215,9 @@ func serviceEnv(t *testing.T, env map[string]*string) map[string]string {
 
 // TestComposeNATSAdmitsOnlyItsUsers runs compose.yaml's shape with its
 // files and each service's environment (its three NATS nodes, each started
-// from its own command line with compose/nats.conf, clustered through
-// their password-protected routes; relay-scim, relay-sinks-1 and
+// from its own command line with the node.conf Compose writes, which
+// includes compose/nats.conf and clusters them through their
+// password-protected routes; relay-scim, relay-sinks-1 and
 // relay-sinks-2 with theirs, the streams with their three replicas, the
 // demo sink pointed at a receiver here) and holds what its header says: NATS admits no client
 // without a user, the nodes route to each other only with the route
@@ -164,21 +230,33 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	routePass := composeEnv["NATS_ROUTE_PASSWORD"]
 	for _, name := range []string{"nats-1", "nats-2", "nats-3"} {
 		s := p.Services[name]
-		if flagValue(s.Command, "--config") != "/etc/nats/nats.conf" || !slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+		if !slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
 			return v.Target == "/etc/nats/nats.conf" && strings.HasSuffix(v.Source, "compose/nats.conf") && v.ReadOnly
 		}) {
-			t.Errorf("%s does not read compose/nats.conf: %v", name, s.Command)
+			t.Errorf("%s does not mount compose/nats.conf read-only at /etc/nats/nats.conf: %v", name, s.Volumes)
+		}
+		// Its config file is compose/nats.conf's users and the cluster.
+		o := composeNodeConfig(t, p, name)
+		if len(o.Users) != 2 {
+			t.Errorf("%s's %s has %d users, want compose/nats.conf's scim and sinks", name, flagValue(s.Command, "--config"), len(o.Users))
 		}
 		// The routes: the node listens for them with a password, and
-		// gives it to each other node.
-		urls := append([]string{flagValue(s.Command, "--cluster")}, strings.Split(flagValue(s.Command, "--routes"), ",")...)
-		for _, u := range urls {
-			parsed, err := url.Parse(u)
-			if pass, ok := parsed.User.Password(); err != nil || !ok || pass != composeEnv["NATS_ROUTE_PASSWORD"] {
-				t.Errorf("%s: route URL %s without the route password", name, u)
+		// gives it to every node (itself included, which it ignores).
+		if c := o.Cluster; c.Name != "scimrelay" || c.Host != "0.0.0.0" || c.Port != 6222 || c.Username != "route" || c.Password != routePass {
+			t.Errorf("%s's cluster: %s on %s:%d, user %q, route password %t", name, c.Name, c.Host, c.Port, c.Username, c.Password == routePass)
+		}
+		var peers []string
+		for _, u := range o.Routes {
+			if pass, ok := u.User.Password(); !ok || u.User.Username() != "route" || pass != routePass {
+				t.Errorf("%s: route to %s without the route password", name, u.Host)
 			}
+			peers = append(peers, u.Host)
+		}
+		if slices.Sort(peers); !slices.Equal(peers, []string{"nats-1:6222", "nats-2:6222", "nats-3:6222"}) {
+			t.Errorf("%s routes to %v; want the three nodes", name, peers)
 		}
 	}
 	nodeEnv := serviceEnv(t, p.Services["nats-1"].Environment)

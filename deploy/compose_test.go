@@ -4,6 +4,7 @@ package deploy
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,8 +64,8 @@ func TestComposeFile(t *testing.T) {
 		case strings.HasPrefix(s.Image, "nats:"):
 			nats = append(nats, name)
 			cmd := strings.Join(s.Command, " ")
-			if !strings.Contains(cmd, "--jetstream") || !strings.Contains(cmd, "--routes") || !strings.Contains(cmd, "--http_port 8222") {
-				t.Errorf("%s is not a clustered JetStream node with its monitoring port: %s", name, cmd)
+			if o := composeNodeConfig(t, p, name); !strings.Contains(cmd, "--jetstream") || len(o.Routes) == 0 || !strings.Contains(cmd, "--http_port 8222") {
+				t.Errorf("%s is not a clustered JetStream node with its monitoring port: %s, %d routes", name, cmd, len(o.Routes))
 			}
 			if hc := s.HealthCheck; hc == nil || hc.Disable || !slices.Contains(hc.Test, "http://127.0.0.1:8222/healthz") {
 				t.Errorf("%s: health check %+v; want NATS's /healthz", name, hc)
@@ -192,6 +193,68 @@ func TestComposeFile(t *testing.T) {
 			}
 			checkCommandLine(t, name, s.Command)
 		}
+	}
+}
+
+// TestComposeKeepsTheRoutePasswordOffCommandLines: a container's processes
+// are the host's, and every user of the host reads their command lines (ps,
+// /proc/<pid>/cmdline; docker inspect shows them, with the environment and
+// labels) and reaches the Compose network, where the route password would
+// let a process join the NATS cluster as a route, which the nodes trust
+// with every message. So no service has it on its command line, in its
+// health check, environment, labels or build arguments: it is in the NATS
+// nodes' config file alone, which Compose copies into each node's
+// container, readable by its owner (root there) and group alone. The
+// environment keeps the users' passwords, which nats.conf reads from it:
+// /proc/<pid>/environ is for the process's owner only.
+func TestComposeKeepsTheRoutePasswordOffCommandLines(t *testing.T) {
+	// Required still: without it compose refuses to start.
+	without := maps.Clone(composeEnv)
+	delete(without, "NATS_ROUTE_PASSWORD")
+	if _, err := loadCompose(t, without); err == nil || !strings.Contains(err.Error(), "set NATS_ROUTE_PASSWORD") {
+		t.Errorf("compose.yaml loads without NATS_ROUTE_PASSWORD: %v", err)
+	}
+	p, err := loadCompose(t, composeEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass := composeEnv["NATS_ROUTE_PASSWORD"]
+	var holders []string
+	for name, s := range p.Services {
+		seen := map[string][]string{"command": s.Command, "entrypoint": s.Entrypoint}
+		if s.HealthCheck != nil {
+			seen["health check"] = s.HealthCheck.Test
+		}
+		for k, v := range serviceEnv(t, s.Environment) {
+			seen["environment "+k] = []string{v}
+		}
+		for k, v := range s.Labels {
+			seen["label "+k] = []string{v}
+		}
+		if s.Build != nil {
+			for k, v := range s.Build.Args {
+				if v != nil {
+					seen["build argument "+k] = []string{*v}
+				}
+			}
+		}
+		for what, values := range seen {
+			if slices.ContainsFunc(values, func(v string) bool { return strings.Contains(v, pass) }) {
+				t.Errorf("%s has the route password in its %s", name, what)
+			}
+		}
+		for _, ref := range s.Configs {
+			if !strings.Contains(p.Configs[ref.Source].Content, pass) {
+				continue
+			}
+			holders = append(holders, name)
+			if ref.Mode == nil || *ref.Mode&0o337 != 0 {
+				t.Errorf("%s gets the route password in %s with mode %v; want 0400 or 0440", name, ref.Target, ref.Mode)
+			}
+		}
+	}
+	if slices.Sort(holders); !slices.Equal(holders, []string{"nats-1", "nats-2", "nats-3"}) {
+		t.Errorf("the route password is in the config files of %v; want the three NATS nodes'", holders)
 	}
 }
 
