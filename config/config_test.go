@@ -234,6 +234,8 @@ func TestProblems(t *testing.T) {
 		name, yaml, field, message string
 	}{
 		{"unknown key", minimal + "listne: x\n", "listne", "unknown key"},
+		{"swapped letters suggest", minimal + "listne: x\n", "listne", `did you mean "listen"`},
+		{"a letter left out suggests", "tenants:\n  - name: a\n    token: x\n", "tenants[0].token", `did you mean "tokens"`},
 		{"misspelt key suggests", minimal + "adminListen: x\n", "adminListen", `did you mean "admin_listen"`},
 		{"unknown nested key", minimal + "nats:\n  urll: x\n", "nats.urll", "unknown key"},
 		{"unknown tenant key", "tenants:\n  - name: a\n    token: x\n", "tenants[0].token", "unknown key"},
@@ -277,6 +279,7 @@ func TestProblems(t *testing.T) {
 		{"shell variable in a default", minimal + "admin:\n  token: ${ADMIN_UNSET:-$FALLBACK}\n", "admin.token", "${ADMIN_UNSET:-...}: a $ before a letter or _ in a default"},
 		{"not a mapping", "- a\n- b\n", "", "mapping"},
 		{"not yaml", "tenants: [\n", "", "not valid YAML"},
+		{"tab indent", "limits:\n\trate: 5\n", "", "line 2 is indented with a tab, and YAML indents with spaces only"},
 		{"two documents", minimal + "---\nlisten: bad\n", "", "one YAML document"},
 	}
 	for _, tt := range tests {
@@ -284,6 +287,16 @@ func TestProblems(t *testing.T) {
 			_, ps := parse(t, tt.yaml, map[string]string{"EMPTY": "", "FRACTION": "2.5", "SCIMRELAY_ADMIN_TOKEN": "admin-token-0123456789abcdef"})
 			wantProblem(t, ps, tt.field, tt.message)
 		})
+	}
+}
+
+// TestSuggestsOnlyWhatIsClose: a key far from every known one is named
+// unknown with no guess.
+func TestSuggestsOnlyWhatIsClose(t *testing.T) {
+	_, ps := parse(t, minimal+"colour: x\n", nil)
+	wantProblem(t, ps, "colour", "unknown key")
+	if ps != nil && strings.Contains(ps.Error(), "did you mean") {
+		t.Errorf("a guess for a key close to none: %v", ps)
 	}
 }
 
@@ -397,6 +410,12 @@ func TestDurationAndSize(t *testing.T) {
 	for _, bad := range []string{"", "d", "-1d", "5", "1.5d", "1d-1h", "999999d", "10 s"} {
 		if _, err := ParseDuration(bad); err == nil {
 			t.Errorf("ParseDuration(%q) accepted it", bad)
+		}
+	}
+	// What each is told: a word is no count of days.
+	for in, want := range map[string]string{"yesterday": "want a number with a unit", "1.5d": `"1.5" is not a whole number of days`} {
+		if _, err := ParseDuration(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseDuration(%q): %v; want %q", in, err, want)
 		}
 	}
 	for in, want := range map[string]int64{"4MiB": 4 << 20, "64KiB": 64 << 10, "1048576": 1 << 20, "1GB": 1e9, "2 MiB": 2 << 20, "10B": 10} {

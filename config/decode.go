@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -23,7 +25,11 @@ func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(f
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && err != io.EOF {
-		return nil, Problems{{Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		msg := "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")
+		if line := tabIndented(data); line > 0 {
+			msg += fmt.Sprintf("; line %d is indented with a tab, and YAML indents with spaces only", line)
+		}
+		return nil, Problems{{Message: msg}}
 	}
 	// A second document (after ---) would be ignored: refused instead.
 	var next yaml.Node
@@ -319,15 +325,64 @@ func describe(n *yaml.Node) string {
 	return "nothing usable"
 }
 
-// suggest names a known key that differs from k only in case or separators.
-func suggest(k string, fields map[string]int) string {
-	norm := func(s string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s)) }
-	for f := range fields {
-		if norm(f) == norm(k) {
-			return fmt.Sprintf("; did you mean %q?", f)
+// tabIndented returns the first line of data indented with a tab, 0 when
+// none is: yaml.v3 says only that a character cannot start a token.
+func tabIndented(data []byte) int {
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		indent := line[:len(line)-len(bytes.TrimLeft(line, " \t"))]
+		if bytes.IndexByte(indent, '\t') >= 0 && len(bytes.TrimSpace(line)) > 0 {
+			return i + 1
 		}
 	}
-	return ""
+	return 0
+}
+
+// suggest names the known key k was likely meant to be: one that differs
+// only in case or separators, else the closest by edit distance (letters
+// added, dropped, changed or swapped), at most one edit for a key of up to
+// four letters and two for a longer one; ties go to the first in order.
+func suggest(k string, fields map[string]int) string {
+	norm := func(s string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s)) }
+	best, bestDist := "", 0
+	for _, f := range slices.Sorted(maps.Keys(fields)) {
+		d := editDistance(norm(f), norm(k))
+		if d == 0 {
+			return fmt.Sprintf("; did you mean %q?", f)
+		}
+		if limit := min(2, max(1, len(norm(k))/4)); d <= limit && (best == "" || d < bestDist) {
+			best, bestDist = f, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %q?", best)
+}
+
+// editDistance is the optimal string alignment distance of a and b: the
+// fewest letters inserted, deleted, substituted or swapped with their
+// neighbour that turn one into the other.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev2, prev, cur := make([]int, len(rb)+1), make([]int, len(rb)+1), make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
 }
 
 func joinPath(path, key string) string {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Duration is a time.Duration written as "10s", "5m", "2h" or with days:
@@ -28,6 +29,9 @@ func ParseDuration(s string) (time.Duration, error) {
 	if i := strings.IndexByte(s, 'd'); i > 0 {
 		n, err := strconv.ParseUint(s[:i], 10, 32)
 		if err != nil {
+			if strings.IndexFunc(s[:i], unicode.IsLetter) >= 0 { // "yesterday", not "1.5d"
+				return 0, fmt.Errorf("duration %q: want a number with a unit such as 10s, 5m, 2h or 7d", s)
+			}
 			return 0, fmt.Errorf("duration %q: %q is not a whole number of days", s, s[:i])
 		}
 		if n > 100*365 {

@@ -32,6 +32,8 @@ func TestCheck(t *testing.T) {
 		{"concurrency", []Config{good(func(c *Config) { c.Concurrency = 5000 })}, []string{"sinks[0].concurrency: must be between 1 and 1024, got 5000"}},
 		{"retry", []Config{good(func(c *Config) { c.Retry = Schedule{time.Second, 0} })}, []string{"sinks[0].retry[1]: must be positive"}},
 		{"url", []Config{good(func(c *Config) { c.URL = "ftp://x" })}, []string{`sinks[0].url: must be an absolute http(s) URL, got "ftp://x"`}},
+		{"port out of range", []Config{good(func(c *Config) { c.URL = "https://crm.example.com:99999/h" })}, []string{"sinks[0].url: port 99999 is not between 1 and 65535"}},
+		{"port 0", []Config{good(func(c *Config) { c.URL = "https://crm.example.com:0/h" })}, []string{"sinks[0].url: port 0 is not between 1 and 65535"}},
 		{"loopback", []Config{good(func(c *Config) { c.URL = "http://127.0.0.1:9000/h" })}, []string{"sinks[0].url: 127.0.0.1 is a loopback, private or link-local address; set allow_private: true"}},
 		// Hosts the relay and a proxy would read differently.
 		{"fullwidth digits", []Config{good(func(c *Config) { c.URL = "https://１０.０.０.１/h" })}, []string{`sinks[0].url: "１０.０.０.１" is not written in ASCII; write it as "10.0.0.1"`}},
@@ -113,5 +115,30 @@ func TestDefaults(t *testing.T) {
 	s = m.sinks["crm"]
 	if b := s.cfg.Batch; b.MaxEvents != 100 || b.MaxWait != 50*time.Millisecond || s.sink.(*Webhook).o.Format != "batch" {
 		t.Errorf("batch defaults: %+v, format %s", b, s.sink.(*Webhook).o.Format)
+	}
+}
+
+// TestClearText: plain http is said of a host that is not, by its address
+// or the form of its name, on this machine or a private network.
+func TestClearText(t *testing.T) {
+	for url, said := range map[string]bool{
+		"http://crm.example.com/h":               true,
+		"HTTP://CRM.EXAMPLE.COM:8080/h":          true,
+		"http://8.8.8.8/h":                       true,
+		"http://[2001:4860::8888]/h":             true,
+		"https://crm.example.com/h":              false,
+		"http://receiver:9000/h":                 false, // a Compose service
+		"http://crm.default.svc.cluster.local/h": false,
+		"http://crm.default.svc/h":               false,
+		"http://hooks.corp.internal/h":           false,
+		"http://printer.local/h":                 false,
+		"http://localhost:9000/h":                false,
+		"http://10.1.2.3/h":                      false,
+		"http://[::1]:9000/h":                    false,
+		"http://crm.example.com.svc.evil.com/h":  true,
+	} {
+		if got := ClearText(url) != ""; got != said {
+			t.Errorf("ClearText(%s) said: %t, want %t", url, got, said)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -140,6 +141,8 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", redactURL(o.URL)))
 	} else if err := checkHost(u.Hostname()); err != nil {
 		errs = append(errs, fmt.Errorf("url: %w", err))
+	} else if p := u.Port(); p != "" && !validPort(p) {
+		errs = append(errs, fmt.Errorf("url: port %s is not between 1 and 65535", p))
 	} else if !o.AllowPrivate {
 		if addr, err := netip.ParseAddr(u.Hostname()); err == nil && blocked(addr) {
 			errs = append(errs, fmt.Errorf("url: %s is a loopback, private or link-local address; set allow_private: true to deliver there", u.Hostname()))
@@ -176,6 +179,9 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if o.proxyEnv == nil {
 		o.proxyEnv = httpproxy.FromEnvironment()
 	}
+	if why := ClearText(o.URL); why != "" {
+		log.Warn("this sink's deliveries cross the network unencrypted: "+why, "sink", o.Name, "host", u.Hostname())
+	}
 	w := &Webhook{o: o, url: o.URL, signer: s, transport: newTransport(o), log: log}
 	w.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
@@ -193,6 +199,43 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	}
 	return w, nil
 }
+
+// validPort reports whether p, a URL's port, is one a connection can be
+// made to (url.Parse takes any digits).
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// ClearText says why deliveries to rawURL, a sink's url, would cross a
+// network unencrypted, for the operator to read: plain http to a host
+// that is neither on this machine nor, by its address or the form of its
+// name, on a private network. "" when the URL is https, or its host is a
+// loopback or private address, a name of one label (a Compose service),
+// localhost, or a name under a suffix kept for private networks
+// (.internal, .local, .lan, .home.arpa, a Kubernetes service's .svc and
+// .svc.cluster.local). The events (names, email addresses) and the
+// headers set for the sink would be readable on the way; the signature
+// keeps them from being changed, not from being read.
+func ClearText(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return ""
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if addr, err := netip.ParseAddr(host); err == nil {
+		if blocked(addr) {
+			return ""
+		}
+	} else if !strings.Contains(host, ".") || host == "localhost" || slices.ContainsFunc(privateSuffixes, func(s string) bool { return strings.HasSuffix(host, s) }) {
+		return ""
+	}
+	return fmt.Sprintf("its url is plain http to %s, which is not on this machine or a private network by its address or name, so the events (names, email addresses) and the headers set for it can be read on the way; use https, or leave it if the network in between is yours", u.Hostname())
+}
+
+// privateSuffixes are the name suffixes ClearText takes for a private
+// network's.
+var privateSuffixes = []string{".localhost", ".local", ".internal", ".lan", ".home.arpa", ".svc", ".svc.cluster.local"}
 
 // formatBatch is the format a batching sink reports.
 const formatBatch = "batch"

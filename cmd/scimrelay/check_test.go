@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -353,5 +355,44 @@ func TestListenersAndNamedFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlainHTTPSinksAreSaid: a sink whose url is plain http to a host
+// that is not, by its address or name, on this machine or a private
+// network is accepted, and said: by check on stderr, by serve at Warn,
+// once. A Compose service's name, a Kubernetes service's and https are
+// not.
+func TestPlainHTTPSinksAreSaid(t *testing.T) {
+	dir := t.TempDir()
+	text := fmt.Sprintf(`data_dir: %s
+admin: {token: %q}
+tenants: [{name: acme, tokens: [%q]}]
+sinks:
+  - {name: public, url: "http://crm.example.com/h", secret: %s}
+  - {name: compose, url: "http://receiver:9000/h", secret: %s}
+  - {name: kube, url: "http://crm.default.svc.cluster.local/h", secret: %s}
+  - {name: tls, url: "https://crm.example.com/h", secret: %s}
+`, filepath.Join(dir, "data"), adminSecret, acmeToken, sinkSecret, sinkSecret, sinkSecret, sinkSecret)
+	path := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := cli(t, "check", "--config", path)
+	if code != exitOK || !strings.Contains(out, "is valid") {
+		t.Fatalf("check: %d %s %s", code, out, stderr)
+	}
+	if n := strings.Count(stderr, "note: "); n != 1 || !strings.Contains(stderr, "note: sinks[0].url: its url is plain http to crm.example.com") {
+		t.Errorf("check said %d notes, want the public sink's alone:\n%s", n, stderr)
+	}
+
+	cfg := testConfig(t, t.TempDir())
+	for _, u := range []string{"http://crm.example.com/h", "http://receiver:9000/h", "https://crm.example.com/h"} {
+		withSink(cfg, fmt.Sprintf("s%d", len(cfg.Sinks)), u, func(s *config.Sink) { s.AllowPrivate = false })
+	}
+	var log eventstest.Log
+	startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(&log, nil)), io.Discard)
+	if n := strings.Count(log.String(), "cross the network unencrypted"); n != 1 || !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), "sink=s0") {
+		t.Errorf("serve said a clear-text sink %d times, want s0's once:\n%s", n, log.String())
 	}
 }

@@ -251,7 +251,7 @@ relay runs the replay as a background job, reading the stream a batch at a
 time; this command follows the job, shows its progress and exits 1 if the
 job fails or an event it sent failed: events the sink refuses are
 dead-lettered (scimrelay dlq list).`,
-		Example: "  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks forget crm-old --yes",
+		Example: "  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks replay --sink crm --since 7d",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newAdminClient(configPathOf(cmd))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/gcfloor"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/tracing"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 func init() { subcommands = append(subcommands, newServeCommand, newCheckCommand) }
@@ -132,6 +133,12 @@ hold what it should) serve reports when it starts.`,
 			// serve refuses an OTEL_* setting it cannot honour; so does check.
 			if _, err := tracing.Enabled(os.Getenv); err != nil {
 				return err
+			}
+			// What serve accepts and says at Warn, said here too.
+			for i, sink := range cfg.Sinks {
+				if why := sinks.ClearText(sink.URL); why != "" && role != roleSCIM {
+					fmt.Fprintf(cmd.ErrOrStderr(), "note: sinks[%d].url: %s\n", i, why)
+				}
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s is valid for role %s: %d tenant(s), %d sink(s), NATS %s\n",
 				configPathOf(cmd), role, len(cfg.Tenants), len(cfg.Sinks), natsDescription(cfg.NATS.URL))
