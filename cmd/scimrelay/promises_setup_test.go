@@ -281,6 +281,17 @@ func TestServeBinaryAsAServiceRunsIt(t *testing.T) {
 	if out := p.stderr.String(); strings.Contains(out, token) || !strings.Contains(out, tokenFile) || !strings.Contains(out, "shutting down") {
 		t.Errorf("stdout and stderr must name %s, never hold the token, and say it shut down:\n%s", tokenFile, out)
 	}
+	// What an operator reads first and last: which build, role, file and
+	// data directory started, and that the stop is over.
+	out := p.stderr.String()
+	for _, want := range []string{`msg=starting version=`, `role=all config=` + path, `data_dir=` + data, `nats=embedded`, `msg=stopped`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the log does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "msg=stopped") < strings.LastIndex(out, "shutting down") {
+		t.Errorf("stopped is not the last word:\n%s", out)
+	}
 }
 
 // waitServing waits for a serveProcess to answer /readyz.

@@ -92,11 +92,17 @@ off).`,
 			}
 			setMemoryLimit(log, memlimit.FromCgroup)
 			defer gcfloor.Start(int64(cfg.Memory.GCFloor))()
+			log.Info("starting", "version", versionString(), "role", string(role), "config", configPathOf(cmd),
+				"data_dir", cfg.DataDir, "nats", natsDescription(cfg.NATS.URL))
 			srv, err := newServer(cmd.Context(), cfg, string(role), log, out, withReload(configPathOf(cmd), level))
 			if err != nil {
 				return err
 			}
-			return srv.run(cmd.Context())
+			if err := srv.run(cmd.Context()); err != nil {
+				return err
+			}
+			log.Info("stopped")
+			return nil
 		},
 	}
 	configFlagOn(cmd)
