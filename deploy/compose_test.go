@@ -279,3 +279,28 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return abs
 }
+
+// TestCIGivesComposeItsVariables: .ci/run checks compose.yaml with
+// `docker compose config` where the plugin exists, with the variables it
+// sets on that command; compose refuses to load without every one it
+// requires, so a variable compose.yaml comes to require must be added
+// there too.
+func TestCIGivesComposeItsVariables(t *testing.T) {
+	script, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(script), `echo "== docker compose config"`)
+	if block, _, ok = strings.Cut(block, "docker compose -f deploy/compose.yaml config"); !ok {
+		t.Fatal(".ci/run no longer runs docker compose config on deploy/compose.yaml")
+	}
+	env := map[string]string{}
+	for _, f := range strings.Fields(block) {
+		if k, v, ok := strings.Cut(f, "="); ok && k == strings.ToUpper(k) {
+			env[k] = v
+		}
+	}
+	if _, err := loadCompose(t, env); err != nil {
+		t.Errorf("compose.yaml does not load with the variables .ci/run gives it (%v): %v", slices.Sorted(maps.Keys(env)), err)
+	}
+}
