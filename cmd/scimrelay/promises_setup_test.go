@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -598,4 +599,71 @@ func mentions(node ast.Node, name string) bool {
 		return !found
 	})
 	return found
+}
+
+// TestTheREADMEFirstLookRuns runs the Set up section's first look as given:
+// the repository's relay.yaml (ports of the test's own) served by the
+// binary from a directory of its own, then the block's commands through
+// bash, with the token the first start wrote and `go run ./cmd/scimrelay`
+// standing for the binary. The user is created, found by its userName,
+// and its event read back.
+func TestTheREADMEFirstLookRuns(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("no curl (.ci/run installs it)")
+	}
+	bin := binary(t)
+	block := codeBlock(t, readme(t, "Set up"), "### A first look, without Entra", "sh")
+	yaml, err := os.ReadFile("../../relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := map[string]string{}
+	addrs := freeAddrs(t, 3)
+	ours := func(addr string) string {
+		if ports[addr] == "" {
+			ports[addr] = addrs[len(ports)]
+		}
+		return ports[addr]
+	}
+	config := loopbackAddr.ReplaceAllStringFunc(string(yaml), ours)
+	block = loopbackAddr.ReplaceAllStringFunc(block, ours)
+	scim, admin := ports["127.0.0.1:8080"], ports["127.0.0.1:8081"]
+	if scim == "" || admin == "" {
+		t.Fatalf("relay.yaml does not listen on 127.0.0.1:8080 and 8081, as the README's first look assumes:\n%s", config)
+	}
+	if !strings.Contains(block, scim) {
+		t.Fatalf("the first look does not reach the relay.yaml's SCIM listener:\n%s", block)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv(configEnv, "")
+	t.Setenv("SCIMRELAY_ADMIN_TOKEN", "")
+	if err := os.WriteFile("relay.yaml", []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, bin, "relay.yaml")
+	defer p.stopWith(t, os.Interrupt)
+	waitReady(t, p, admin)
+	token := readFirstToken(t, filepath.Join(dir, "data", "initial-token"), "default", scim)
+
+	script := regexp.MustCompile(`(?m)^TOKEN=scimrelay_\.\.\.`).ReplaceAllString(block, "TOKEN="+token)
+	if script == block {
+		t.Fatalf("the first look sets no TOKEN=scimrelay_... to replace:\n%s", block)
+	}
+	script = strings.ReplaceAll(script, "go run ./cmd/scimrelay", bin)
+	cmd := exec.Command(bash, "-euo", "pipefail", "-c", script)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the first look's commands: %v\n%s\n%s", err, out.String(), stderr.String())
+	}
+	for _, want := range []string{`"userName":"ann@example.com"`, `"totalResults":1`, `"type":"io.scimrelay.user.created"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the first look's output has no %s:\n%s", want, out.String())
+		}
+	}
 }
