@@ -23,7 +23,7 @@ func init() { subcommands = append(subcommands, newReceiveCommand) }
 func newReceiveCommand() *cobra.Command {
 	var listen string
 	cmd := &cobra.Command{
-		Use:   "receive --listen ADDR",
+		Use:   "receive [--listen ADDR]",
 		Short: "Run a webhook receiver that verifies deliveries and prints each event",
 		Long: `Listen for a sink's deliveries, verify each signature with the official
 Standard Webhooks library, and print every event as one line of JSON: single
