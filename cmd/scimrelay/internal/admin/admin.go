@@ -200,8 +200,9 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) error {
 	if r.RemoteAddr != InProcess {
 		var wait time.Duration
 		if attempt, wait = h.attempts.Begin(r, "admin API"); attempt == nil {
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait.Seconds(), 1)))))
-			return errorf(http.StatusTooManyRequests, "too many wrong admin tokens from this address, or from all; retry later")
+			after := int(math.Ceil(max(wait.Seconds(), 1)))
+			w.Header().Set("Retry-After", strconv.Itoa(after))
+			return errorf(http.StatusTooManyRequests, "too many wrong admin tokens from this address, or from all; retry in %ds", after)
 		}
 	}
 	defer attempt.Done()

@@ -47,7 +47,8 @@ func TestWrongTokensAreLimited(t *testing.T) {
 	}
 	for _, token := range []string{"guess-10-0123456789abcdef", adminToken} {
 		res := send(guesser, token)
-		if res.Code != http.StatusTooManyRequests || res.Header().Get("Retry-After") == "" || !strings.Contains(res.Body.String(), "too many wrong admin tokens") {
+		if res.Code != http.StatusTooManyRequests || res.Header().Get("Retry-After") == "" || !strings.Contains(res.Body.String(), "too many wrong admin tokens") ||
+			!strings.Contains(res.Body.String(), "retry in "+res.Header().Get("Retry-After")+"s") {
 			t.Fatalf("after 10 wrong tokens: %d (Retry-After %q) %s, want 429", res.Code, res.Header().Get("Retry-After"), res.Body)
 		}
 	}
