@@ -14,6 +14,7 @@
 //	                          "event_signing_seed" → 32 random bytes, the seed of the Ed25519 key events are signed with on an external NATS (made at the first open; an older release ignores it)
 //	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
 //	                          "purging" → JSON list of the tenants whose purge began and has not finished (purge.go)
+//	                          "static_token_use" → JSON object from the id of each relay.yaml token (yaml_ and the first 12 hex digits of its SHA-256) to its last use (statictokens.go; an older release ignores it)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
 //	tokens                    id → credential record (JSON: kind token or client, secret as SHA-256)
@@ -213,7 +214,7 @@ type tenant struct {
 	name        string
 	uniqueEmail bool
 	required    []requirement
-	static      [][32]byte // SHA-256 of the static tokens
+	static      []staticToken // its tokens from relay.yaml
 }
 
 // requirement is one attribute a tenant requires of its users.
@@ -379,6 +380,7 @@ func Open(path string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.tokens.trackStatic(tenants)
 	if s.oauthKey, err = loadSecret(db, keyOAuth, "the access-token key"); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -604,7 +606,11 @@ func resolveTenant(field string, o TenantOptions) (*tenant, []error) {
 			errs = append(errs, fmt.Errorf("%s.tokens[%d]: %w", field, j, err))
 			continue
 		}
-		t.static = append(t.static, hashToken(tok))
+		h := hashToken(tok)
+		if slices.ContainsFunc(t.static, func(st staticToken) bool { return st.hash == h }) {
+			continue // written twice: one token, listed once
+		}
+		t.static = append(t.static, staticToken{hash: h, id: staticID(h), field: fmt.Sprintf("%s.tokens[%d]", field, j)})
 	}
 	return t, errs
 }
@@ -760,6 +766,7 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 		}
 		return fmt.Errorf("preparing the tenants' buckets: %w", err)
 	}
+	s.tokens.trackStatic(tenants)
 	s.tenants.Store(&tenants)
 	return nil
 }

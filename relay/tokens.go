@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -52,10 +54,14 @@ type Token struct {
 	ID       string    `json:"id"`
 	Tenant   string    `json:"tenant"`
 	Name     string    `json:"name"`
-	Created  time.Time `json:"created"`
+	Created  time.Time `json:"created,omitzero"` // zero: a relay.yaml token
 	Expires  time.Time `json:"expires,omitzero"` // zero: never
 	Revoked  time.Time `json:"revoked,omitzero"`
 	LastUsed time.Time `json:"last_used,omitzero"`
+	// Source is SourceConfig for a token written in relay.yaml, which
+	// works until it is removed from there and the relay reloaded; empty
+	// for a stored credential.
+	Source string `json:"source,omitempty"`
 }
 
 // Live reports whether the token is neither revoked nor expired at now.
@@ -64,10 +70,12 @@ func (t Token) Live(now time.Time) bool {
 }
 
 // State says whether the credential works at now, for people: "revoked",
-// "expired", "expires in Nd" from ExpiryWarning before its expiry, else
-// "live".
+// "expired", "expires in Nd" from ExpiryWarning before its expiry, "live
+// (relay.yaml)" for a token written in relay.yaml, else "live".
 func (t Token) State(now time.Time) string {
 	switch {
+	case t.Source == SourceConfig:
+		return "live (relay.yaml)"
 	case !t.Revoked.IsZero():
 		return "revoked"
 	case !t.Expires.IsZero() && !now.Before(t.Expires):
@@ -130,6 +138,9 @@ type tokenCache struct {
 	// learning a digest does not give its secret.
 	byHash map[[32]byte]*storedToken
 	used   map[string]*lastUse // by id; an entry per credential, never removed
+	// staticUse is the last use of each relay.yaml token as written (by
+	// id, see staticID); its records live in meta, not in the bucket.
+	staticUse map[string]time.Time
 }
 
 // lastUse is a credential's last use not yet written, in unix nanoseconds
@@ -150,21 +161,25 @@ func (c *tokenCache) put(st *storedToken) {
 	}
 }
 
-// lastUsed returns when a credential was last used, written or not.
-func (c *tokenCache) lastUsed(st *storedToken) time.Time {
-	if u := c.used[st.ID]; u != nil {
-		if ns := u.at.Load(); ns != 0 && time.Unix(0, ns).After(st.LastUsed) {
+// lastUseOf returns when the credential id was last used, written (at) or
+// not.
+func (c *tokenCache) lastUseOf(id string, at time.Time) time.Time {
+	if u := c.used[id]; u != nil {
+		if ns := u.at.Load(); ns != 0 && time.Unix(0, ns).After(at) {
 			return time.Unix(0, ns)
 		}
 	}
-	return st.LastUsed
+	return at
 }
 
 func hashToken(secret string) [32]byte { return sha256.Sum256([]byte(secret)) }
 
 func loadTokens(db *bolt.DB) (*tokenCache, error) {
 	c := &tokenCache{byID: map[string]*storedToken{}, byHash: map[[32]byte]*storedToken{}, used: map[string]*lastUse{}}
-	err := db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx *bolt.Tx) (err error) {
+		if c.staticUse, err = loadStaticUse(tx); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var st storedToken
 			if err := json.Unmarshal(v, &st); err != nil {
@@ -183,22 +198,26 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 	return c, nil
 }
 
-// Authenticate checks a bearer token for a tenant. Secrets are compared as
-// SHA-256 digests in constant time; the answer says why a token that was
-// once valid no longer is.
+// Authenticate checks a bearer token for a tenant: one of its relay.yaml
+// tokens, else a stored one. Secrets are compared as SHA-256 digests in
+// constant time; the answer says why a token that was once valid no longer
+// is.
 //
 // An unknown tenant costs the same work as a wrong token, so that the
 // answer's timing does not tell which tenants exist.
 func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error {
 	t, known := s.tenantMap()[tenantName]
 	h := hashToken(secret)
-	valid := false
+	var static *staticToken
 	if known {
-		for _, st := range t.static {
-			valid = subtle.ConstantTimeCompare(h[:], st[:]) == 1 || valid
+		for i := range t.static {
+			if subtle.ConstantTimeCompare(h[:], t.static[i].hash[:]) == 1 {
+				static = &t.static[i]
+			}
 		}
 	}
-	if valid {
+	if static != nil {
+		s.noteUse(static.id, s.now())
 		return nil
 	}
 	c := s.tokens
@@ -307,7 +326,9 @@ func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
 	return nil
 }
 
-// List lists a tenant's credentials ("" for all), oldest first, without secrets.
+// List lists a tenant's credentials ("" for all) without secrets: for
+// tokens, the tenants' relay.yaml tokens first (Source SourceConfig), then
+// the stored ones, oldest first.
 func (c Credentials) List(_ context.Context, tenantName string) ([]Token, error) {
 	tc := c.s.tokens
 	tc.mu.RLock()
@@ -318,7 +339,7 @@ func (c Credentials) List(_ context.Context, tenantName string) ([]Token, error)
 			continue
 		}
 		t := st.Token
-		t.LastUsed = tc.lastUsed(st)
+		t.LastUsed = tc.lastUseOf(st.ID, st.LastUsed)
 		out = append(out, t)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -327,14 +348,23 @@ func (c Credentials) List(_ context.Context, tenantName string) ([]Token, error)
 		}
 		return out[i].ID < out[j].ID
 	})
+	if c.kind == KindToken {
+		out = append(c.s.staticTokens(tenantName), out...)
+	}
 	return out, nil
 }
 
 // Revoke revokes a credential at once, and reports whether this call did
 // (false: it was revoked already, and keeps that revocation's time).
-// Access tokens issued to a revoked client stop working with it.
+// Access tokens issued to a revoked client stop working with it. A
+// relay.yaml token is refused with ErrStaticToken.
 func (c Credentials) Revoke(ctx context.Context, id string) (Token, bool, error) {
 	s := c.s
+	if c.kind == KindToken && strings.HasPrefix(id, StaticIDPrefix) {
+		if err := s.refuseStatic(id); err != nil {
+			return Token{}, false, err
+		}
+	}
 	s.tokens.writeMu.Lock()
 	defer s.tokens.writeMu.Unlock()
 	s.tokens.mu.RLock()
@@ -355,9 +385,10 @@ func (c Credentials) Revoke(ctx context.Context, id string) (Token, bool, error)
 }
 
 // Rotate issues a new credential for a tenant and makes every other live
-// one of the same kind of the tenant expire after overlap, so that the new
-// one can be pasted into the identity provider before the old one stops
-// working.
+// stored one of the same kind of the tenant expire after overlap, so that
+// the new one can be pasted into the identity provider before the old one
+// stops working. The tenant's relay.yaml tokens are not changed: they work
+// until relay.yaml no longer has them and the relay is reloaded.
 func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expires time.Time, overlap time.Duration) (string, Token, []Token, error) {
 	s := c.s
 	if _, ok := s.tenantMap()[tenantName]; !ok {
@@ -444,36 +475,63 @@ func (s *Store) TokenExpiries() []Token {
 	return out
 }
 
-// flushTokenUse writes the last-use times gathered since the last flush.
+// flushTokenUse writes the last-use times gathered since the last flush:
+// a stored credential's in its record, a relay.yaml token's in meta.
 func (s *Store) flushTokenUse() error {
 	c := s.tokens
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.RLock()
 	var list []*storedToken
+	static := map[string]time.Time{}
 	for id, u := range c.used {
-		if ns := u.at.Swap(0); ns != 0 {
-			if st, ok := c.byID[id]; ok && time.Unix(0, ns).After(st.LastUsed) {
+		ns := u.at.Swap(0)
+		if ns == 0 {
+			continue
+		}
+		at := time.Unix(0, ns).UTC()
+		if st, ok := c.byID[id]; ok {
+			if at.After(st.LastUsed) {
 				cp := *st
-				cp.LastUsed = time.Unix(0, ns).UTC()
+				cp.LastUsed = at
 				list = append(list, &cp)
 			}
+		} else if at.After(c.staticUse[id]) {
+			static[id] = at
 		}
 	}
 	c.mu.RUnlock()
-	if len(list) == 0 {
-		return nil
-	}
-	if err := s.putTokens(context.Background(), list...); err != nil {
-		// Keep the times for the next flush; a use noted since is newer.
-		c.mu.RLock()
-		for _, st := range list {
-			if u, ok := c.used[st.ID]; ok {
-				u.at.CompareAndSwap(0, st.LastUsed.UnixNano())
-			}
+	var errs []error
+	if len(list) > 0 {
+		if err := s.putTokens(context.Background(), list...); err != nil {
+			errs = append(errs, err)
+			s.keepUse(func(yield func(string, time.Time) bool) {
+				for _, st := range list {
+					if !yield(st.ID, st.LastUsed) {
+						return
+					}
+				}
+			})
 		}
-		c.mu.RUnlock()
-		return err
 	}
-	return nil
+	if len(static) > 0 {
+		if err := s.putStaticUse(static); err != nil {
+			errs = append(errs, err)
+			s.keepUse(maps.All(static))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keepUse puts back last uses a flush could not write, for the next flush;
+// a use noted since is newer and is kept instead.
+func (s *Store) keepUse(times iter.Seq2[string, time.Time]) {
+	c := s.tokens
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for id, at := range times {
+		if u, ok := c.used[id]; ok {
+			u.at.CompareAndSwap(0, at.UnixNano())
+		}
+	}
 }

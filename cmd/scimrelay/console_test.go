@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"html"
 	"io"
@@ -365,6 +367,7 @@ func TestConsoleTokens(t *testing.T) {
 	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		var err error
 		list, err = p.srv.store.Tokens().List(context.Background(), "acme")
+		list = storedOnly(list)
 		if err != nil || len(list) != 1 || list[0].Name != "entra" {
 			return fmt.Errorf("tokens %+v %v", list, err)
 		}
@@ -393,13 +396,24 @@ func TestConsoleTokens(t *testing.T) {
 
 	// Rotation: a new token; the others expire after the overlap.
 	rotated := b.post("/ui/tenants/acme/tokens/rotate", url.Values{"name": {"next"}, "days": {"90"}, "overlap": {"2"}}).redirect(t, "/ui/secrets/")
-	b.get(strings.TrimPrefix(rotated, p.adminURL)).want(t, http.StatusOK, "keep working until the overlap ends", list[0].ID)
+	sum := sha256.Sum256([]byte(acmeToken))
+	staticID := "yaml_" + hex.EncodeToString(sum[:6])
+	b.get(strings.TrimPrefix(rotated, p.adminURL)).want(t, http.StatusOK, "keep working until the overlap ends", list[0].ID,
+		"These tokens written in relay.yaml keep working after the overlap", staticID)
 	after, _ := p.srv.store.Tokens().List(context.Background(), "acme")
 	for _, tok := range after {
-		if tok.Name != "next" && (tok.Expires.IsZero() || time.Until(tok.Expires) > 2*time.Hour) {
+		if tok.Name != "next" && tok.Source == "" && (tok.Expires.IsZero() || time.Until(tok.Expires) > 2*time.Hour) {
 			t.Errorf("token %s (%s) expires %s, want within the 2h overlap", tok.ID, tok.Name, tok.Expires)
 		}
 	}
+
+	// acme's relay.yaml token is listed, without a way to revoke it here.
+	pg := b.get("/ui/tenants/acme").want(t, http.StatusOK, staticID, "tenants[0].tokens[0]", "in relay.yaml", "remove it from relay.yaml and reload")
+	if strings.Contains(pg.body, staticID+"/revoke") || strings.Contains(pg.body, acmeToken) {
+		t.Fatalf("the tenant page offers to revoke the relay.yaml token, or shows it:\n%s", pg.body)
+	}
+	b.post("/ui/tenants/acme/tokens/"+staticID+"/revoke", nil).want(t, http.StatusConflict, "remove it from relay.yaml and reload the relay")
+	p.scim("acme", acmeToken, "GET", "/Users", "").want(t, 200)
 
 	// Revocation asks first, then takes effect at once.
 	b.get("/ui/tenants/acme/tokens/"+list[0].ID+"/revoke").want(t, http.StatusOK, "stops working at once", list[0].ID)
@@ -492,6 +506,7 @@ func TestConsoleCSRF(t *testing.T) {
 	checkHeaders(t, "an oversized multipart form", b.do(req).want(t, http.StatusRequestEntityTooLarge, "64 KiB"))
 	newBrowser(t, p).post("/ui/login", url.Values{"token": {adminSecret}, "pad": {big}}).want(t, http.StatusRequestEntityTooLarge, "64 KiB")
 	all, _ := p.srv.store.Tokens().List(context.Background(), "acme")
+	all = storedOnly(all)
 	clients, _ := p.srv.store.Clients().List(context.Background(), "")
 	if len(all) != 1 || !all[0].Live(time.Now()) || !all[0].Expires.IsZero() || len(clients) != 0 {
 		t.Fatalf("a refused form changed something: tokens %+v, clients %+v", all, clients)

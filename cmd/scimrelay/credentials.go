@@ -62,7 +62,7 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 	var tenant, name, expires, overlap string
 	cmd := &cobra.Command{
 		Use:     "rotate --tenant T",
-		Short:   "Issue a new " + k.noun + "; the tenant's other " + k.noun + "s expire after an overlap",
+		Short:   "Issue a new " + k.noun + "; the tenant's other issued " + k.noun + "s expire after an overlap",
 		Long:    long,
 		Example: example,
 		Args:    positional(cobra.NoArgs),
@@ -80,6 +80,9 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 			}
 			for _, old := range res.Expired {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (%s) now expires at %s\n", k.noun, old.ID, old.Name, old.Expires.Format(time.RFC3339))
+			}
+			for _, kept := range res.StillValid {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (%s in relay.yaml) stays valid after the overlap: rotate does not change relay.yaml; remove it from relay.yaml and reload the relay (SIGHUP or scimrelay reload) to end it\n", k.noun, kept.ID, kept.Name)
 			}
 			return k.printNew(cmd, res)
 		},

@@ -120,7 +120,7 @@ func TestConsoleSessionAttacks(t *testing.T) {
 		g.get("/ui/tenants/acme").redirect(t, "/ui/login")
 		g.post("/ui/tenants/acme/tokens", url.Values{"days": {"90"}, "csrf": {victim.csrf}}).redirect(t, "/ui/login")
 	}
-	if list, err := p.srv.store.Tokens().List(context.Background(), "acme"); err != nil || len(list) != 0 {
+	if list, err := p.srv.store.Tokens().List(context.Background(), "acme"); err != nil || len(storedOnly(list)) != 0 {
 		t.Fatalf("a form sent with a guessed session created tokens: %+v %v", list, err)
 	}
 

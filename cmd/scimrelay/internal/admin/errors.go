@@ -122,7 +122,7 @@ func statusOf(err error) (int, bool) {
 	case errors.Is(err, sinks.ErrUnknownSink), errors.Is(err, relay.ErrTokenNotFound), errors.Is(err, scim.ErrNotFound),
 		errors.Is(err, relay.ErrSubscriberNotFound), errors.Is(err, relay.ErrLogEntryNotFound):
 		return http.StatusNotFound, true
-	case errors.Is(err, ErrExternalNATS), errors.Is(err, relay.ErrSubscriberExists):
+	case errors.Is(err, ErrExternalNATS), errors.Is(err, relay.ErrSubscriberExists), errors.Is(err, relay.ErrStaticToken):
 		return http.StatusConflict, true
 	case errors.Is(err, sinks.ErrInvalidCursor), errors.Is(err, relay.ErrInvalidLogKey):
 		return http.StatusBadRequest, true

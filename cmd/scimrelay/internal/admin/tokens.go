@@ -86,7 +86,15 @@ type TokenResponse struct {
 	Secret  string        `json:"secret"`
 	Token   relay.Token   `json:"token"`
 	Expired []relay.Token `json:"expiring,omitempty"` // rotation: the tokens that now expire after the overlap
+	// StillValid lists, on a rotation, the tenant's relay.yaml tokens,
+	// which rotation does not touch; Note says so in words.
+	StillValid []relay.Token `json:"still_valid,omitempty"`
+	Note       string        `json:"note,omitempty"`
 }
+
+// StillValidNote is what a rotation says of the relay.yaml tokens it
+// leaves valid.
+const StillValidNote = "the tenant's relay.yaml tokens in still_valid keep working after the overlap: rotation does not change relay.yaml; remove them from relay.yaml and reload the relay (SIGHUP or scimrelay reload) to end them"
 
 func (c credentialAPI) list(w http.ResponseWriter, r *http.Request) error {
 	if c.store == nil {
@@ -158,8 +166,24 @@ func (c credentialAPI) rotate(w http.ResponseWriter, r *http.Request) error {
 	for i, o := range old {
 		expiring[i] = o.ID
 	}
-	c.audit(r, actionRotate, tok, "expiring", expiring, "overlap", overlap.String())
-	writeJSON(w, http.StatusCreated, TokenResponse{Secret: secret, Token: tok, Expired: old})
+	res := TokenResponse{Secret: secret, Token: tok, Expired: old}
+	// The rotation is done: a failure to list is not one to answer
+	// with, and the list is in memory.
+	all, _ := c.store.List(r.Context(), req.Tenant)
+	var kept []string
+	for _, t := range all {
+		if t.Source == relay.SourceConfig {
+			res.StillValid = append(res.StillValid, t)
+			kept = append(kept, t.ID)
+		}
+	}
+	attrs := []any{"expiring", expiring, "overlap", overlap.String()}
+	if len(kept) > 0 {
+		res.Note = StillValidNote
+		attrs = append(attrs, "still_valid", kept)
+	}
+	c.audit(r, actionRotate, tok, attrs...)
+	writeJSON(w, http.StatusCreated, res)
 	return nil
 }
 

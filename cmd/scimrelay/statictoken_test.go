@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// storedOnly leaves out of list the tokens written in relay.yaml.
+func storedOnly(list []relay.Token) []relay.Token {
+	return slices.DeleteFunc(list, func(t relay.Token) bool { return t.Source == relay.SourceConfig })
+}
+
+// TestTokenInRelayYAML follows a tenant's token written in relay.yaml
+// through the token commands, as an operator rotating after a leak would:
+// token list shows it, marked and without its secret; rotate says it stays
+// valid, and it does, after the overlap that ends the stored ones; revoke
+// refuses it, saying what to do instead; a reload without it ends it.
+func TestTokenInRelayYAML(t *testing.T) {
+	const static = "static-token-SECRETVALUE-0123456789"
+	sum := sha256.Sum256([]byte(static))
+	id := "yaml_" + hex.EncodeToString(sum[:6])
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write("log:\n  level: info\n  format: json\nlimits:\n  rate: 0\ntenants:\n  - name: default\n    tokens: [\"" + static + "\"]\n")
+	var logs eventstest.Log
+	p := startReloadable(t, f.path, &logs)
+	cfg := cliConfig(t, p, adminSecret)
+	var said strings.Builder // every output of every command, to look for the secret in
+	run := func(args ...string) (int, string, string) {
+		t.Helper()
+		code, out, stderr := cli(t, append(args, "--config", cfg)...)
+		said.WriteString(out + stderr)
+		return code, out, stderr
+	}
+
+	code, stored, _ := run("token", "create", "--tenant", "default", "--name", "entra")
+	stored = strings.TrimSpace(stored)
+	if code != exitOK {
+		t.Fatalf("token create: %d", code)
+	}
+	p.scim("default", static, "GET", "/Users", "").want(t, http.StatusOK)
+	p.scim("default", stored, "GET", "/Users", "").want(t, http.StatusOK)
+
+	code, out, _ := run("token", "list", "--tenant", "default")
+	var row string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, id) {
+			row = line
+		}
+	}
+	if code != exitOK || !strings.Contains(row, "tenants[0].tokens[0]") || !strings.Contains(row, "live (relay.yaml)") {
+		t.Fatalf("token list: code %d, no row for %s marked relay.yaml:\n%s", code, id, out)
+	}
+	code, out, _ = run("token", "list", "--json", "--tenant", "default")
+	var list []relay.Token
+	if code != exitOK || jsonLines(out, &list) != nil || len(list) != 2 {
+		t.Fatalf("token list --json: code %d:\n%s", code, out)
+	}
+	if l := list[0]; l.ID != id || l.Source != relay.SourceConfig || l.Name != "tenants[0].tokens[0]" || l.LastUsed.IsZero() || list[1].Source != "" {
+		t.Fatalf("token list --json: %+v, want first %s from relay.yaml, used, then the stored one", list, id)
+	}
+
+	// The admin API's answer to a rotation says so too.
+	req, _ := http.NewRequest("POST", p.adminURL+"/admin/v1/tokens/rotate", strings.NewReader(`{"tenant":"default","overlap":"1h"}`))
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	req.Header.Set("Content-Type", "application/json")
+	r := do(t, req).want(t, http.StatusCreated)
+	said.Write(r.raw)
+	var res admin.TokenResponse
+	if err := json.Unmarshal(r.raw, &res); err != nil || len(res.StillValid) != 1 || res.StillValid[0].ID != id || res.Note != admin.StillValidNote {
+		t.Fatalf("rotate through the admin API: %v\n%s", err, r.raw)
+	}
+
+	code, fresh, stderr := run("token", "rotate", "--tenant", "default", "--overlap", "1s")
+	fresh = strings.TrimSpace(fresh)
+	want := "token " + id + " (tenants[0].tokens[0] in relay.yaml) stays valid after the overlap"
+	if code != exitOK || !strings.Contains(stderr, want) || !strings.Contains(stderr, "remove it from relay.yaml and reload the relay (SIGHUP or scimrelay reload)") {
+		t.Fatalf("token rotate: code %d, stderr without %q:\n%s", code, want, stderr)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if r := p.scim("default", stored, "GET", "/Users", ""); r.status != http.StatusUnauthorized {
+			return fmt.Errorf("the stored token after the overlap: %d, want 401", r.status)
+		}
+		return nil
+	})
+	p.scim("default", static, "GET", "/Users", "").want(t, http.StatusOK)
+	p.scim("default", fresh, "GET", "/Users", "").want(t, http.StatusOK)
+
+	code, _, stderr = run("token", "revoke", id)
+	if code != exitError || !strings.Contains(stderr, "token "+id+" is tenants[0].tokens[0] in relay.yaml (tenant default)") ||
+		!strings.Contains(stderr, "remove it from relay.yaml and reload the relay (SIGHUP or scimrelay reload)") {
+		t.Fatalf("token revoke %s: code %d, %s", id, code, stderr)
+	}
+	p.scim("default", static, "GET", "/Users", "").want(t, http.StatusOK)
+
+	// Out of relay.yaml and reloaded, it stops working and leaves the list.
+	f.write("log:\n  level: info\n  format: json\nlimits:\n  rate: 0\ntenants:\n  - name: default\n")
+	if code, out, stderr := run("reload"); code != exitOK {
+		t.Fatalf("reload: %d %s %s", code, out, stderr)
+	}
+	p.scim("default", static, "GET", "/Users", "").want(t, http.StatusUnauthorized)
+	p.scim("default", fresh, "GET", "/Users", "").want(t, http.StatusOK)
+	if _, out, _ = run("token", "list", "--tenant", "default"); strings.Contains(out, id) || strings.Contains(out, "relay.yaml") {
+		t.Fatalf("token list after the reload:\n%s", out)
+	}
+
+	if strings.Contains(said.String(), "SECRETVALUE") || strings.Contains(logs.String(), "SECRETVALUE") {
+		t.Fatal("the relay.yaml token is in an answer or the log")
+	}
+}
