@@ -869,7 +869,7 @@ func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) 
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding a log entry: %w", err)
 			}
-			if q.Tenant != "" && e.Tenant != q.Tenant || !statusMatches(q.Status, e.Status) ||
+			if q.Tenant != "" && e.Tenant != q.Tenant || !StatusMatches(q.Status, e.Status) ||
 				q.Operation != "" && e.Operation != q.Operation ||
 				user != "" && !strings.Contains(strings.ToLower(e.Name), user) && !strings.Contains(strings.ToLower(e.Email), user) {
 				continue
@@ -977,8 +977,9 @@ func (l *RequestLog) Count(ctx context.Context, since time.Time) ([]LogCount, er
 	return out, err
 }
 
-// statusMatches compares a status with "2xx", "4xx", "5xx", "409" or "".
-func statusMatches(want string, got int) bool {
+// StatusMatches compares a status with "2xx", "4xx", "5xx", "409" or "":
+// the status filter of the provisioning log and of the delivery log.
+func StatusMatches(want string, got int) bool {
 	switch {
 	case want == "":
 		return true

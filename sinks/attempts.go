@@ -49,6 +49,13 @@ const DeliveriesStream = deliveriesStream
 func TenantAttempts(tenant string) string { return deliveriesSubjectRoot + "*." + tenant + ".>" }
 
 // Attempt is one delivery attempt of one event to one sink.
+//
+// Attempt numbers the tries, from 1, of the first event the request
+// carried: a delivery that succeeded on its third try is attempt 3.
+// Records of delivered and replayed events written before this was kept
+// have 0. Seq is the stream sequence of the record, as read: a reader
+// passes the last one it read as AttemptQuery.After to read on (the
+// attempts of one record, the events of one request, share it).
 type Attempt struct {
 	Time        time.Time     `json:"time"`
 	Sink        string        `json:"sink"`
@@ -61,6 +68,7 @@ type Attempt struct {
 	Error       string        `json:"error,omitempty"`
 	Attempt     int           `json:"attempt,omitempty"`
 	NextAttempt time.Time     `json:"next_attempt,omitzero"`
+	Seq         uint64        `json:"seq,omitempty"`
 }
 
 // attemptRecord is a record as stored: an attempt with the events it
@@ -178,14 +186,39 @@ func (a *attemptLog) write(sink string, es []*event.Event, at Attempt) {
 	}
 }
 
-// Attempts returns recorded attempts, oldest first, of one sink ("" for
-// all) since a time, at most limit.
-func Attempts(ctx context.Context, js jetstream.JetStream, sink string, since time.Time, limit int) ([]Attempt, error) {
-	filters := []string{deliveriesSubjectRoot + ">"}
-	if sink != "" {
-		filters = sinkAttemptSubjects(sink)
+// AttemptQuery selects recorded attempts.
+type AttemptQuery struct {
+	Sink   string // "" for every sink
+	Tenant string // "" for every tenant; records written before they named one have none
+	// Since and Until bound when the attempts were stored (Until: before
+	// it; zero: no bound).
+	Since, Until time.Time
+	// After continues after the record with this stream sequence (an
+	// attempt's Seq); Since does not apply then.
+	After uint64
+	// Match, when set, keeps only the attempts it accepts.
+	Match func(*Attempt) bool
+	// Limit bounds how many attempts are returned, in whole records: a
+	// record, the events of one request, is never split between pages, so
+	// a page ends before a record that would take it past Limit, unless
+	// that record is the page's first.
+	Limit int
+}
+
+// Attempts returns recorded attempts, oldest first, as q selects.
+func Attempts(ctx context.Context, js jetstream.JetStream, q AttemptQuery) ([]Attempt, error) {
+	sink := q.Sink
+	if sink == "" {
+		sink = "*"
 	}
-	return readAttempts(ctx, js, filters, since, limit, nil)
+	filters := []string{deliveriesSubjectRoot + ">"}
+	switch {
+	case q.Tenant != "":
+		filters = []string{deliveriesSubjectRoot + sink + "." + q.Tenant + ".>"}
+	case q.Sink != "":
+		filters = sinkAttemptSubjects(q.Sink)
+	}
+	return readAttempts(ctx, js, attemptRange{filters: filters, since: q.Since, until: q.Until, after: q.After}, q.Limit, q.Match)
 }
 
 // attemptSubject is where an attempt to deliver e, and the other events of
@@ -254,13 +287,22 @@ func AttemptsOf(ctx context.Context, js jetstream.JetStream, refs []EventRef, si
 	if len(filters) == 0 {
 		return []Attempt{}, nil
 	}
-	return readAttempts(ctx, js, filters, since, limit, func(at *Attempt) bool { return want[at.EventID] })
+	return readAttempts(ctx, js, attemptRange{filters: filters, since: since}, limit, func(at *Attempt) bool { return want[at.EventID] })
 }
 
-// readAttempts reads the attempts recorded on filters since a time, up to
-// the last one there was when it started, at most limit.
-// Only the attempts keep accepts (nil: all) are returned.
-func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string, since time.Time, limit int, keep func(*Attempt) bool) ([]Attempt, error) {
+// attemptRange is where readAttempts reads: the records on filters from
+// since (or after the sequence after) up to until (zero: the last one
+// there was when it started).
+type attemptRange struct {
+	filters      []string
+	since, until time.Time
+	after        uint64
+}
+
+// readAttempts reads the attempts recorded in r, at most limit in whole
+// records (AttemptQuery.Limit). Only the attempts keep accepts (nil: all)
+// are returned.
+func readAttempts(ctx context.Context, js jetstream.JetStream, r attemptRange, limit int, keep func(*Attempt) bool) ([]Attempt, error) {
 	st, err := js.Stream(ctx, deliveriesStream)
 	if err != nil {
 		return nil, fmt.Errorf("opening stream %s: %w", deliveriesStream, err)
@@ -270,15 +312,15 @@ func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string,
 		return nil, err
 	}
 	out := []Attempt{}
-	if info.State.Msgs == 0 {
+	lastSeq := info.State.LastSeq
+	if info.State.Msgs == 0 || r.after >= lastSeq {
 		return out, nil
 	}
-	lastSeq := info.State.LastSeq
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-	})
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &r.since}
+	if r.after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, r.after+1
+	}
+	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +328,7 @@ func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string,
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		return out, nil // nothing selected: no need to wait for a fetch
 	}
-	for len(out) < limit {
+	for full := false; !full && len(out) < limit; {
 		batch, err := cons.Fetch(min(512, limit-len(out)), jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {
 			return nil, err
@@ -295,17 +337,33 @@ func readAttempts(ctx context.Context, js jetstream.JetStream, filters []string,
 		var last uint64
 		for m := range batch.Messages() {
 			n++
-			var rec attemptRecord
-			if json.Unmarshal(m.Data(), &rec) == nil {
-				for _, at := range rec.attempts() {
-					if len(out) < limit && (keep == nil || keep(&at)) {
-						out = append(out, at)
-					}
-				}
-			}
-			if meta, err := m.Metadata(); err == nil {
+			meta, err := m.Metadata()
+			if err == nil {
 				last, pending = meta.Sequence.Stream, meta.NumPending
 			}
+			if full {
+				continue // the batch is drained, not read
+			}
+			if err == nil && !r.until.IsZero() && !meta.Timestamp.Before(r.until) {
+				full = true // past the window: records are in time order
+				continue
+			}
+			var rec attemptRecord
+			if json.Unmarshal(m.Data(), &rec) != nil {
+				continue
+			}
+			var kept []Attempt
+			for _, at := range rec.attempts() {
+				if keep == nil || keep(&at) {
+					at.Seq = last
+					kept = append(kept, at)
+				}
+			}
+			if len(out) > 0 && len(out)+len(kept) > limit {
+				full = true // the record starts the next page
+				continue
+			}
+			out = append(out, kept...)
 		}
 		if n == 0 || last >= lastSeq || pending == 0 {
 			break

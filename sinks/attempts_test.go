@@ -52,7 +52,7 @@ func TestAttemptsRecordedPerResource(t *testing.T) {
 	var all []Attempt
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		var err error
-		if all, err = Attempts(ctx, js, "crm", since, 10_000); err != nil {
+		if all, err = Attempts(ctx, js, AttemptQuery{Sink: "crm", Since: since, Limit: 10_000}); err != nil {
 			return err
 		}
 		if len(all) != total {
@@ -66,6 +66,34 @@ func TestAttemptsRecordedPerResource(t *testing.T) {
 			t.Fatalf("attempt %+v: want one delivered attempt per event, with its id and type", a)
 		}
 		seen[a.EventID] = true
+	}
+
+	// Read a page at a time, each after the last one's Seq, they are the
+	// same attempts; a page never splits a record (a slice of the group's
+	// events) with the next, which would lose its rest, and goes past its
+	// limit only with a record that is its first.
+	var paged []Attempt
+	for after := uint64(0); ; {
+		page, err := Attempts(ctx, js, AttemptQuery{Sink: "crm", Since: since, After: after, Limit: 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 30 && page[0].Seq != page[len(page)-1].Seq {
+			t.Fatalf("a page of %d attempts, over its limit of 30, from records %d to %d", len(page), page[0].Seq, page[len(page)-1].Seq)
+		}
+		paged = append(paged, page...)
+		after = page[len(page)-1].Seq
+	}
+	if len(paged) != len(all) {
+		t.Fatalf("%d attempts read a page at a time, want %d", len(paged), len(all))
+	}
+	for i := range all {
+		if paged[i].EventID != all[i].EventID || paged[i].Seq != all[i].Seq {
+			t.Fatalf("attempt %d read a page at a time: %+v, want %+v", i, paged[i], all[i])
+		}
 	}
 
 	st, err := js.Stream(ctx, deliveriesStream)
@@ -125,7 +153,7 @@ func TestAttemptsRecordedPerResource(t *testing.T) {
 	if !slices.Equal(gotIDs, wantIDs) {
 		t.Fatalf("AttemptsOf found %v, want exactly %v", gotIDs, wantIDs)
 	}
-	if all, err := Attempts(ctx, js, "crm", since, 10_000); err != nil || len(all) != total+1 || all[len(all)-1].EventID != old.EventID {
+	if all, err := Attempts(ctx, js, AttemptQuery{Sink: "crm", Since: since, Limit: 10_000}); err != nil || len(all) != total+1 || all[len(all)-1].EventID != old.EventID {
 		t.Fatalf("Attempts after an old record: %d (%v), want %d ending with the old one", len(all), err, total+1)
 	}
 	if n, err := countAttempts(ctx, js, "crm", since); err != nil || n == 0 {
@@ -219,4 +247,60 @@ func TestAttemptsLeaveNoPublishPending(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAttemptsNumberTheTryThatDelivered: a delivery that succeeds after a
+// failed try is recorded as the attempt it was (2), as its failure was
+// (1), not as attempt 0; one that succeeds at once is attempt 1. Alone,
+// and in a batch.
+func TestAttemptsNumberTheTryThatDelivered(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			_, _, js := natsServer(t)
+			// The first try fails, its quick retries too (three requests).
+			rc := newReceiver(t, func(n int, _ *http.Request) int {
+				if n <= 3 {
+					return 503
+				}
+				return 204
+			})
+			cfg := sinkConfig("crm", rc.URL, nil)
+			if batch {
+				cfg = batchConfig(rc.URL, nil)
+			}
+			runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+			since := time.Now().Add(-time.Second)
+			p := newPublisher(t, js)
+			retried := p.publish("acme", events.UserCreated, "u1")
+			read := func(want int) []Attempt {
+				var all []Attempt
+				eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+					var err error
+					if all, err = Attempts(ctx, js, AttemptQuery{Sink: "crm", Since: since, Limit: 100}); err != nil {
+						return err
+					}
+					if len(all) < want {
+						return fmt.Errorf("%d attempts recorded, want %d: %+v", len(all), want, all)
+					}
+					return nil
+				})
+				return all
+			}
+			read(2) // the failure, then the success
+			first := p.publish("acme", events.UserCreated, "u2")
+			type try struct {
+				id      string
+				outcome string
+				attempt int
+			}
+			var got []try
+			for _, a := range read(3) {
+				got = append(got, try{a.EventID, a.Outcome, a.Attempt})
+			}
+			want := []try{{retried, "retry", 1}, {retried, "delivered", 2}, {first, "delivered", 1}}
+			if !slices.Equal(got, want) {
+				t.Fatalf("attempts recorded %+v, want %+v", got, want)
+			}
+		})
+	}
 }

@@ -103,7 +103,7 @@ func TestRetryPolicy(t *testing.T) {
 			}
 			// The failed try is in the attempt log, for each event sent.
 			eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-				all, err := Attempts(ctx, js, "crm", since, 10_000)
+				all, err := Attempts(ctx, js, AttemptQuery{Sink: "crm", Since: since, Limit: 10_000})
 				if err != nil {
 					return err
 				}

@@ -1082,7 +1082,12 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 		return
 	}
 	alone := prev != nil && prev.alone
-	res := p.deliver(items, alone)
+	var park *parkRecord
+	if prev != nil {
+		park = &prev.rec
+	}
+	tries := triesOf(items, park)
+	res := p.deliver(items, alone, tries)
 	switch {
 	case p.ctx.Err() != nil:
 		return // hard stop: JetStream redelivers them to the next owner
@@ -1099,10 +1104,6 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	}
 	p.settle(key, items[:first])
 	failed := items[first:]
-	tries := 1
-	if prev != nil && failed[0].sseq == prev.rec.From {
-		tries = prev.rec.Attempts + 1
-	}
 	o, rec, err := p.failed(failed, res, tries)
 	h := held{rec: rec, alone: o == sendAlone}
 	switch {
@@ -1410,10 +1411,10 @@ func (p *partition) completed(key string, seq, sseq uint64, id string) {
 
 // deliver sends the events of a slice that the sink wants, in one request
 // (one event, or a batch with other lanes' slices; alone: a request of its
-// own, for a single event); the messages among them are kept alive
-// meanwhile (keepQueuedAlive). A slice of skipped events alone succeeds at
-// once.
-func (p *partition) deliver(items []item, alone bool) Result {
+// own, for a single event), the tries-th try of the first of them; the
+// messages among them are kept alive meanwhile (keepQueuedAlive). A slice
+// of skipped events alone succeeds at once.
+func (p *partition) deliver(items []item, alone bool, tries int) Result {
 	w := p.w
 	out := send(items)
 	if len(out) == 0 {
@@ -1467,10 +1468,26 @@ func (p *partition) deliver(items []item, alone bool) Result {
 		for range out {
 			w.metrics.delivered(w.name, res.Latency)
 		}
-		w.attempts.record(w.name, out, res, 0, "delivered")
+		w.attempts.record(w.name, out, res, tries, "delivered")
 		w.log.Debug("delivered", "events", len(out), "first_event_id", out[0].ID(), "status", res.Status, "latency", res.Latency)
 	}
 	return res
+}
+
+// triesOf numbers the try that sends items: the first of them that goes
+// out has failed rec.Attempts times before when rec (the resource's park
+// record, nil when none) starts from it, and never otherwise. A success is
+// numbered as a failure there would be.
+func triesOf(items []item, rec *parkRecord) int {
+	for _, it := range items {
+		if !it.skip {
+			if rec != nil && it.sseq == rec.From {
+				return rec.Attempts + 1
+			}
+			return 1
+		}
+	}
+	return 1
 }
 
 // readBack delivers a parked resource's events from the stream, from its
@@ -1558,7 +1575,8 @@ func (p *partition) readBack(l *lane) {
 			close(t.done)
 			return
 		}
-		res := p.deliver(items, false)
+		tries := triesOf(items, &r.rec)
+		res := p.deliver(items, false, tries)
 		if p.ctx.Err() != nil {
 			return
 		}
@@ -1573,10 +1591,6 @@ func (p *partition) readBack(l *lane) {
 		}
 		r.advance(items[:first])
 		failed := items[first:]
-		tries := 1
-		if failed[0].sseq == r.rec.From {
-			tries = r.rec.Attempts + 1
-		}
 		if !r.fail(failed, res, tries, false) {
 			return
 		}
@@ -1756,17 +1770,17 @@ func (r *reader) oneByOne(failed []item, tries int) bool {
 			r.advance(it)
 			continue
 		}
-		res := r.p.deliver(it, true)
+		t := 1
+		if i == 0 {
+			t = tries
+		}
+		res := r.p.deliver(it, true, t)
 		if r.p.ctx.Err() != nil {
 			return false
 		}
 		if res.Err == nil {
 			r.advance(it)
 			continue
-		}
-		t := 1
-		if i == 0 {
-			t = tries
 		}
 		if !r.fail(it, res, t, true) {
 			return false

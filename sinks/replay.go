@@ -73,7 +73,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		if r.Err == nil {
 			res.Delivered++
 			m.ifCurrent(s, func() { m.metrics.outcome(sink, "replayed") })
-			m.tries.record(sink, []*event.Event{&e}, r, 0, "replayed")
+			m.tries.record(sink, []*event.Event{&e}, r, 1, "replayed")
 			return nil
 		}
 		if err := ctx.Err(); err != nil {

@@ -3,7 +3,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/sinks"
 )
@@ -20,7 +23,7 @@ import (
 func init() { subcommands = append(subcommands, newLogCommand) }
 
 func newLogCommand() *cobra.Command {
-	var tenant, since, until, status, user, operation, sink string
+	var tenant, since, until, status, user, operation, sink, after string
 	var follow, asJSON, deliveries bool
 	var limit int
 	cmd := &cobra.Command{
@@ -30,16 +33,26 @@ func newLogCommand() *cobra.Command {
 side: every SCIM request with its tenant, operation, resource, userName or
 displayName, status, SCIM error and the events it produced. With
 --deliveries, every attempt to deliver an event to a sink instead: status,
-latency, error and when the next attempt is due.
+attempt number, latency, error and when the next attempt is due.
+
+Everything that matches is printed, oldest first, read from the relay a
+page at a time. --limit stops after that many and says on stderr how to go
+on (--after). With --deliveries, --tenant, --status, --until and --follow
+apply to the attempts too; --user and --operation do not (attempts name
+no userName nor operation), and --sink applies to the attempts only.
 
 Entries are kept for provisioning_log.retention (30 days by default).`,
 		Example: `  scimrelay log --tenant acme --since 1h
   scimrelay log --tenant acme --status 4xx --follow
   scimrelay log --user ann@acme.com --since 7d --json
   scimrelay log --operation delete --since 24h --until 2h
-  scimrelay log --deliveries --sink crm --since 24h`,
+  scimrelay log --since 7d --limit 100
+  scimrelay log --deliveries --sink crm --since 24h --status 5xx`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := logFlagsApply(cmd, deliveries); err != nil {
+				return err
+			}
 			c, err := newAdminClient(configPathOf(cmd))
 			if err != nil {
 				return err
@@ -47,56 +60,50 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			if err := checkFilters(cmd.Context(), c, tenant, sink); err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if deliveries {
-				q := url.Values{"since": {since}, "limit": {strconv.Itoa(limit)}}
-				if sink != "" {
-					q.Set("sink", sink)
-				}
-				list, err := c.Deliveries(cmd.Context(), q)
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSONLines(out, list)
-				}
-				return writeDeliveryTable(out, list)
-			}
-			q := url.Values{"since": {since}, "limit": {strconv.Itoa(limit)}}
-			for k, v := range map[string]string{"tenant": tenant, "status": status, "user": user, "operation": operation, "until": until} {
+			q := url.Values{}
+			for k, v := range map[string]string{"tenant": tenant, "status": status, "user": user, "operation": operation, "until": absoluteTime(until), "sink": sink, "after": after} {
 				if v != "" {
 					q.Set(k, v)
 				}
 			}
-			header := true
-			for {
+			if after == "" {
+				q.Set("since", since)
+			}
+			out := cmd.OutOrStdout()
+			read := func(q url.Values) (logPage, error) {
 				list, err := c.Log(cmd.Context(), q)
-				if err != nil {
-					if cmd.Context().Err() != nil {
-						return nil
+				if err != nil || len(list) == 0 {
+					return logPage{print: func(header bool) error { return writeLogTable(out, nil, header && !asJSON) }}, err
+				}
+				return logPage{n: len(list), next: list[len(list)-1].Key, print: func(header bool) error {
+					if asJSON {
+						return writeJSONLines(out, list)
 					}
-					return err
-				}
-				if asJSON {
-					if err := writeJSONLines(out, list); err != nil {
-						return err
+					return writeLogTable(out, list, header)
+				}}, nil
+			}
+			what := "entries"
+			if deliveries {
+				what = "delivery attempts"
+				read = func(q url.Values) (logPage, error) {
+					list, err := c.Deliveries(cmd.Context(), q)
+					if err != nil || len(list) == 0 {
+						return logPage{print: func(header bool) error { return writeDeliveryTable(out, nil, header && !asJSON) }}, err
 					}
-				} else if err := writeLogTable(out, list, header); err != nil {
-					return err
-				}
-				if len(list) > 0 {
-					header = false
-					q.Set("after", list[len(list)-1].Key)
-				}
-				if !follow {
-					return nil
-				}
-				select {
-				case <-cmd.Context().Done():
-					return nil
-				case <-time.After(time.Second):
+					return logPage{n: len(list), next: strconv.FormatUint(list[len(list)-1].Seq, 10), print: func(header bool) error {
+						if asJSON {
+							return writeJSONLines(out, list)
+						}
+						return writeDeliveryTable(out, list, header)
+					}}, nil
 				}
 			}
+			err = readLog(cmd.Context(), q, read, limit, follow)
+			if errors.Is(err, errMoreFollow) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more %s follow: add --after %s\n", what, q.Get("after"))
+				return nil
+			}
+			return err
 		},
 	}
 	configFlagOn(cmd)
@@ -104,15 +111,116 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 	f.StringVar(&tenant, "tenant", "", "only this tenant")
 	f.StringVar(&since, "since", "1h", "how far back, e.g. 30m, 24h, 7d")
 	f.StringVar(&status, "status", "", "only these statuses: 2xx, 4xx, 5xx or a code such as 409")
-	f.StringVar(&until, "until", "", "only requests before this time: RFC 3339, or a duration ago such as 2h")
+	f.StringVar(&until, "until", "", "only entries before this time: RFC 3339, or a duration ago such as 2h")
 	f.StringVar(&user, "user", "", "only requests about this userName, displayName or email (substring, any case)")
 	f.StringVar(&operation, "operation", "", "only this operation: create, get, list, search, replace, patch, delete, bulk, token")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per line")
-	f.IntVar(&limit, "limit", 1000, "at most this many entries per page")
+	f.IntVar(&limit, "limit", 0, "show at most this many, then say how to go on (0: all); a batch request's attempts are shown together")
+	f.StringVar(&after, "after", "", "start after this point of an earlier listing, instead of --since")
 	f.BoolVar(&deliveries, "deliveries", false, "show delivery attempts to sinks instead")
 	f.StringVar(&sink, "sink", "", "with --deliveries: only this sink")
 	return cmd
+}
+
+// logFlagsApply refuses, as bad usage, the flags of log that the log asked
+// for cannot answer, and the combinations that make no sense: a flag
+// ignored would print more than was asked for, as if it had been applied.
+func logFlagsApply(cmd *cobra.Command, deliveries bool) error {
+	f := cmd.Flags()
+	if deliveries {
+		for _, name := range []string{"user", "operation"} {
+			if f.Changed(name) {
+				return usageError{fmt.Errorf("--%s does not apply to --deliveries: delivery attempts name no userName nor operation (log --%s finds the requests; GET /admin/v1/log/<key> and the console show their deliveries)", name, name)}
+			}
+		}
+	} else if f.Changed("sink") {
+		return usageError{errors.New("--sink applies to --deliveries only: a SCIM request goes to no sink")}
+	}
+	if n, _ := f.GetInt("limit"); n < 0 {
+		return usageError{errors.New("--limit must not be negative")}
+	}
+	for _, pair := range [][2]string{{"limit", "follow"}, {"since", "after"}} {
+		if f.Changed(pair[0]) && f.Changed(pair[1]) {
+			return usageError{fmt.Errorf("--%s and --%s exclude each other", pair[0], pair[1])}
+		}
+	}
+	return nil
+}
+
+// absoluteTime turns a duration ago ("2h") into the time it names, so that
+// every page of a listing ends at the same point; anything else is passed
+// on as it is, for the relay to read or refuse.
+func absoluteTime(s string) string {
+	if d, err := config.ParseDuration(s); err == nil && s != "" {
+		return time.Now().Add(-d).UTC().Format(time.RFC3339Nano)
+	}
+	return s
+}
+
+// logPage is one page of a log: n entries, the last of them at next (a
+// point to read on after), printed by print.
+type logPage struct {
+	n     int
+	next  string
+	print func(header bool) error
+}
+
+// logPageSize is how many entries log asks the relay for at once.
+const logPageSize = 1000
+
+// errMoreFollow says that readLog stopped at its limit with more to read,
+// after q's "after".
+var errMoreFollow = errors.New("more follow")
+
+// readLog prints every page of a log that q selects, oldest first, each
+// after the last entry of the one before: at most limit entries (0: all;
+// a page can go past it by a batch request's attempts), then
+// errMoreFollow if more follow. Following, it then looks for new ones
+// every second until ctx ends.
+func readLog(ctx context.Context, q url.Values, read func(url.Values) (logPage, error), limit int, follow bool) error {
+	header := true
+	for shown := 0; ; {
+		size := logPageSize
+		if limit > 0 {
+			size = min(size, limit-shown)
+		}
+		q.Set("limit", strconv.Itoa(size))
+		p, err := read(q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := p.print(header); err != nil {
+			return err
+		}
+		header = false
+		if p.n > 0 {
+			shown += p.n
+			// The rest is read from where this page ended, not from a
+			// --since the relay would read again from its own now.
+			q.Set("after", p.next)
+			q.Del("since")
+			if limit > 0 && shown >= limit {
+				q.Set("limit", "1")
+				if more, err := read(q); err != nil || more.n == 0 {
+					return err
+				}
+				return errMoreFollow
+			}
+			continue
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func writeLogTable(w io.Writer, list []relay.LogEntry, header bool) error {
@@ -135,9 +243,11 @@ func writeLogTable(w io.Writer, list []relay.LogEntry, header bool) error {
 	return tw.Flush()
 }
 
-func writeDeliveryTable(w io.Writer, list []sinks.Attempt) error {
+func writeDeliveryTable(w io.Writer, list []sinks.Attempt, header bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tSINK\tEVENT ID\tTYPE\tSUBJECT\tOUTCOME\tSTATUS\tATTEMPT\tLATENCY\tNEXT ATTEMPT\tERROR")
+	if header {
+		fmt.Fprintln(tw, "TIME\tSINK\tEVENT ID\tTYPE\tSUBJECT\tOUTCOME\tSTATUS\tATTEMPT\tLATENCY\tNEXT ATTEMPT\tERROR")
+	}
 	for _, a := range list {
 		next := ""
 		if !a.NextAttempt.IsZero() {

@@ -646,8 +646,8 @@ func (s *server) adminHandler() http.Handler {
 		Logger:  s.log.With("component", "admin"),
 		Metrics: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}),
 		Sinks:   s.sinks,
-		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
-			return sinks.Attempts(ctx, s.js, sink, since, limit)
+		Attempts: func(ctx context.Context, q sinks.AttemptQuery) ([]sinks.Attempt, error) {
+			return sinks.Attempts(ctx, s.js, q)
 		},
 		Events: s.js,
 		Trust:  s.trust,

@@ -153,7 +153,7 @@ func TestTenantPurge(t *testing.T) {
 	// resources and of others, as the sinks read them.
 	attemptsOf := func() (ofGlobex, others int) {
 		t.Helper()
-		list, err := sinks.Attempts(t.Context(), p.srv.js, "", time.Now().Add(-time.Hour), 100_000)
+		list, err := sinks.Attempts(t.Context(), p.srv.js, sinks.AttemptQuery{Since: time.Now().Add(-time.Hour), Limit: 100_000})
 		if err != nil {
 			t.Fatal(err)
 		}

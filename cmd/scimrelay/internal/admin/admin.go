@@ -62,8 +62,8 @@ type Options struct {
 	// ForgetSinks deletes what a removed sink left in NATS; nil in a
 	// role whose NATS user may not (a delivery worker's).
 	ForgetSinks SinkForgetter
-	// Attempts reads the delivery attempts of a sink ("" for all).
-	Attempts func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error)
+	// Attempts reads the delivery attempts q selects.
+	Attempts func(ctx context.Context, q sinks.AttemptQuery) ([]sinks.Attempt, error)
 	// Events is where the event stream is tailed from.
 	Events jetstream.JetStream
 	// Trust says which of its messages the relay published (the tail and

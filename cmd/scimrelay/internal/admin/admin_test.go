@@ -136,8 +136,8 @@ func newFixture(t *testing.T) *fixture {
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "scimrelay_up 1\n") }),
 		Checks:  []Check{{Name: "sinks", Check: f.sinks.Ready}},
 		Tokens:  f.store.Tokens(), Clients: f.store.Clients(), Backup: f.store, Log: f.reqLog, Sinks: f.sinks,
-		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
-			return sinks.Attempts(ctx, f.js, sink, since, limit)
+		Attempts: func(ctx context.Context, q sinks.AttemptQuery) ([]sinks.Attempt, error) {
+			return sinks.Attempts(ctx, f.js, q)
 		},
 		Events: f.js, Jobs: runner, Outbox: f.store, Quarantine: f.store, Storage: f.store,
 		Tenants: func() []TenantInfo {

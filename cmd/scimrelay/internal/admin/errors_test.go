@@ -100,8 +100,8 @@ func TestJetStreamThatDoesNotAnswerIsSaid(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(NewHandler(Options{Token: adminToken, Events: js,
-		Attempts: func(ctx context.Context, sink string, since time.Time, limit int) ([]sinks.Attempt, error) {
-			return sinks.Attempts(ctx, js, sink, since, limit)
+		Attempts: func(ctx context.Context, q sinks.AttemptQuery) ([]sinks.Attempt, error) {
+			return sinks.Attempts(ctx, js, q)
 		}}))
 	defer srv.Close()
 	f := &fixture{t: t, url: srv.URL}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -185,25 +187,46 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) error {
 	}, "since", req.Since)
 }
 
-// GET /admin/v1/deliveries?sink=&since=1h&limit=
+// GET /admin/v1/deliveries?sink=&tenant=&since=1h&until=&status=4xx&after=&limit=
+//
+// Oldest first; after (the seq of the last attempt read) pages on, and
+// a page ends between records (sinks.AttemptQuery.Limit).
 func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Attempts == nil {
 		return unavailable("the delivery log")
 	}
-	q := r.URL.Query()
-	sink := q.Get("sink")
-	if sink != "" && h.o.Sinks != nil && !slices.Contains(h.o.Sinks.Names(), sink) {
-		return errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, sink)
+	v := r.URL.Query()
+	q := sinks.AttemptQuery{Sink: v.Get("sink"), Tenant: v.Get("tenant")}
+	if q.Sink != "" && h.o.Sinks != nil && !slices.Contains(h.o.Sinks.Names(), q.Sink) {
+		return errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, q.Sink)
 	}
-	since, err := sinceParam(q.Get("since"), time.Hour)
-	if err != nil {
+	if q.Tenant != "" && !events.ValidTenant(q.Tenant) {
+		return badRequest("tenant: not a tenant name: %q", q.Tenant)
+	}
+	var err error
+	if q.Since, err = sinceParam(v.Get("since"), time.Hour); err != nil {
 		return err
 	}
-	limit, err := limitParam(q.Get("limit"), 1000, 100_000)
-	if err != nil {
+	if s := v.Get("until"); s != "" {
+		if q.Until, err = timeParam("until", s); err != nil {
+			return err
+		}
+	}
+	if s := v.Get("after"); s != "" {
+		if q.After, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return badRequest("after: want the seq of an attempt, got %q", s)
+		}
+	}
+	if s := v.Get("status"); s != "" {
+		if !validStatusFilter(s) {
+			return badRequest("status: want 2xx, 4xx, 5xx or a code such as 409, got %q", s)
+		}
+		q.Match = func(at *sinks.Attempt) bool { return relay.StatusMatches(s, at.Status) }
+	}
+	if q.Limit, err = limitParam(v.Get("limit"), 1000, 100_000); err != nil {
 		return err
 	}
-	list, err := h.o.Attempts(r.Context(), sink, since, limit)
+	list, err := h.o.Attempts(r.Context(), q)
 	if err != nil {
 		return fromNATS(r.Context(), err)
 	}
