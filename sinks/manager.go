@@ -368,7 +368,10 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
-	w.retries = newRetryLog(w.log, retryWindow)
+	w.retries = newFailureLog(w.log, failureWindow, "delivery failed; will retry",
+		"more deliveries failed and will be retried; past the first few a minute they are counted here, each is in the delivery log (scimrelay log --deliveries)")
+	w.deadLettered = newFailureLog(w.log, failureWindow, "delivery failed for good; event dead-lettered",
+		"more events were dead-lettered; past the first few a minute they are counted here, each is in the dead-letter queue (scimrelay dlq list) and the delivery log")
 	// The sink's worker before this one in the process (a reload's) may
 	// have left claims whose release failed: the first heartbeat lets go
 	// of every claim of this worker id whose run is not this worker's.

@@ -39,25 +39,27 @@ type worker struct {
 	// then on, however late its setup succeeds, a restart in between
 	// included (Options.AddedFile). Zero (a sink configured at start):
 	// with the events after the consumer is created.
-	since      time.Time
-	js         jetstream.JetStream
-	stream     jetstream.Stream
-	parked     *parking
-	members    *membership
-	dlq        *deadLetters
-	attempts   *attemptLog
-	metrics    *metrics
-	log        *slog.Logger
-	retries    *retryLog // says failed attempts, a few a minute
-	partitions int
-	ackWait    time.Duration
-	maxPending int
-	laneLimit  int
-	t          timing
-	now        func() time.Time
-	rnd        func() float64
-	tracer     trace.Tracer  // nil: no tracing
-	trust      *events.Trust // which events the relay published (nil: NATS embedded)
+	since    time.Time
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	parked   *parking
+	members  *membership
+	dlq      *deadLetters
+	attempts *attemptLog
+	metrics  *metrics
+	log      *slog.Logger
+	// retries says failed attempts, deadLettered events dead-lettered: a
+	// few a minute each.
+	retries, deadLettered *failureLog
+	partitions            int
+	ackWait               time.Duration
+	maxPending            int
+	laneLimit             int
+	t                     timing
+	now                   func() time.Time
+	rnd                   func() float64
+	tracer                trace.Tracer  // nil: no tracing
+	trust                 *events.Trust // which events the relay published (nil: NATS embedded)
 
 	sem chan struct{} // requests in flight, across the worker's partitions
 	// batches gathers lanes' events into batched requests; nil when the
@@ -402,7 +404,7 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, from origin, re
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 	w.attempts.record(w.name, []*event.Event{e}, res, tries, "dead_lettered")
-	w.log.Warn("delivery failed for good; event dead-lettered", "event_id", e.ID(), "status", res.Status, "attempt", tries, "latency", res.Latency, "err", truncate(errText(res.Err), maxErrorInQueue))
+	w.deadLettered.failed(w.now(), res.Status, truncate(errText(res.Err), maxErrorInQueue), "event_id", e.ID(), "attempt", tries, "latency", res.Latency)
 	return nil
 }
 
