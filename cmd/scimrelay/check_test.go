@@ -41,7 +41,7 @@ func TestCheckAgreesWithServe(t *testing.T) {
 		{"required variable", "admin:\n  token: ${SCIMRELAY_TEST_UNSET:?the admin token must come from the vault}\n" + tenant, roleAll, []string{
 			`admin.token: ${SCIMRELAY_TEST_UNSET}: the admin token must come from the vault (line 2)`,
 		}},
-		{"unknown key", "listne: x\n" + tenant, roleAll, []string{"listne: unknown key (line 1)"}},
+		{"unknown key", "listne: x\n" + tenant, roleAll, []string{`listne: unknown key; did you mean "listen"? (line 1)`}},
 		// A shell's $NAME was taken as text: the admin API accepted the
 		// token "$SCIMRELAY_ADMIN_TOKEN" and refused the variable's value.
 		{"shell variables", "admin: {token: $SCIMRELAY_ADMIN_TOKEN}\ntenants: [{name: default, tokens: [$DEFAULT_SCIM_TOKEN_VALUE]}]\n" +
