@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -35,11 +36,20 @@ func TestRetry(t *testing.T) {
 			return context.DeadlineExceeded // an answer that never came
 		case 2:
 			return nats.ErrNoResponders
+		case 3: // as nats-server 2.15 answers while a peer is still joining
+			return &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}
 		}
 		return nil
 	})
-	if err != nil || attempts != 3 {
-		t.Fatalf("after a lost answer and no responders: %v, %d attempts, want success at the third", err, attempts)
+	if err != nil || attempts != 4 {
+		t.Fatalf("after a lost answer, no responders and a peer offline: %v, %d attempts, want success at the fourth", err, attempts)
+	}
+
+	// No peers for a reason waiting does not change: at once.
+	attempts = 0
+	tags := &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, tags not matched ['az:x']"}
+	if err := events.Retry(ctx, "test", log, func(context.Context) error { attempts++; return tags }); !errors.Is(err, tags) || attempts != 1 {
+		t.Fatalf("no peers whose tags match: %v after %d attempts, want it at once", err, attempts)
 	}
 
 	attempts = 0

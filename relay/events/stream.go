@@ -323,12 +323,22 @@ func notMade(err error) bool {
 }
 
 // transient reports whether err means "not ready yet" rather than "never".
+// errCodeNoPeers is JetStream's "no suitable peers for placement"
+// (nats-server's JSClusterNoPeersErrF), which nats.go names no constant for.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
 func transient(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
 			return true
+		case errCodeNoPeers:
+			// A peer not yet back (a cluster forming, a node restarting):
+			// nats-server 2.15 answers it with 400. The other reasons
+			// (storage, tags) are the cluster's shape, which waiting does
+			// not change.
+			return strings.Contains(apiErr.Description, "peer offline")
 		}
 		// 503 covers "no suitable peers", "insufficient resources" while a
 		// cluster forms, and "cluster not available"; JetStream answers
