@@ -72,30 +72,14 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			out := cmd.OutOrStdout()
 			read := func(q url.Values) (logPage, error) {
 				list, err := c.Log(cmd.Context(), q)
-				if err != nil || len(list) == 0 {
-					return logPage{print: func(header bool) error { return writeLogTable(out, nil, header && !asJSON) }}, err
-				}
-				return logPage{n: len(list), next: list[len(list)-1].Key, print: func(header bool) error {
-					if asJSON {
-						return writeJSONLines(out, list)
-					}
-					return writeLogTable(out, list, header)
-				}}, nil
+				return pageOf(out, asJSON, list, err, writeLogTable, func(e relay.LogEntry) string { return e.Key })
 			}
 			what := "entries"
 			if deliveries {
 				what = "delivery attempts"
 				read = func(q url.Values) (logPage, error) {
 					list, err := c.Deliveries(cmd.Context(), q)
-					if err != nil || len(list) == 0 {
-						return logPage{print: func(header bool) error { return writeDeliveryTable(out, nil, header && !asJSON) }}, err
-					}
-					return logPage{n: len(list), next: strconv.FormatUint(list[len(list)-1].Seq, 10), print: func(header bool) error {
-						if asJSON {
-							return writeJSONLines(out, list)
-						}
-						return writeDeliveryTable(out, list, header)
-					}}, nil
+					return pageOf(out, asJSON, list, err, writeDeliveryTable, func(a sinks.Attempt) string { return strconv.FormatUint(a.Seq, 10) })
 				}
 			}
 			err = readLog(cmd.Context(), q, read, limit, follow)
@@ -164,6 +148,22 @@ type logPage struct {
 	n     int
 	next  string
 	print func(header bool) error
+}
+
+// pageOf makes a logPage of list, what a read of the relay answered (with
+// err), printed as JSON lines or by table; next names the point after an
+// entry.
+func pageOf[E any](out io.Writer, asJSON bool, list []E, err error, table func(io.Writer, []E, bool) error, next func(E) string) (logPage, error) {
+	print := func(header bool) error {
+		if asJSON {
+			return writeJSONLines(out, list)
+		}
+		return table(out, list, header)
+	}
+	if err != nil || len(list) == 0 {
+		return logPage{print: print}, err
+	}
+	return logPage{n: len(list), next: next(list[len(list)-1]), print: print}, nil
 }
 
 // logPageSize is how many entries log asks the relay for at once.
