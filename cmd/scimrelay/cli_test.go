@@ -520,3 +520,79 @@ func jsonLines[T any](out string, list *[]T) error {
 	}
 	return nil
 }
+
+// TestCLISinksList: sinks list shows each sink's backlog, dead letters and
+// latest attempt as the relay counts them, names on stderr a sink with
+// dead letters and the command that lists them, and prints one JSON object
+// per sink with --json.
+func TestCLISinksList(t *testing.T) {
+	crm := newHook(t)
+	gone, _ := goneHook(t)
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-release
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(slow.Close)
+	defer close(release) // before the relay stops, which waits for its deliveries
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", crm.URL, nil)
+	withSink(cfg, "gone", gone.URL, nil)
+	withSink(cfg, "slow", slow.URL+"/hook", nil)
+	p := startRelay(t, cfg, roleAll)
+	cfgPath := cliConfig(t, p, adminSecret)
+	p.createUser(t, "ann")
+	waitDelivered(t, crm, 1)
+	<-held
+
+	var list []sinks.Status
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		code, out, stderr := cli(t, "sinks", "list", "--json", "--config", cfgPath)
+		if code != exitOK || !oneObjectPerLine(out) {
+			return fmt.Errorf("sinks list --json: %d %q %s", code, out, stderr)
+		}
+		list = nil
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var s sinks.Status
+			if err := json.Unmarshal([]byte(line), &s); err != nil {
+				return err
+			}
+			list = append(list, s)
+		}
+		if len(list) != 3 || list[1].DeadLetters != 1 || list[2].InFlight != 1 {
+			return fmt.Errorf("sinks list --json:\n%s", out)
+		}
+		return nil
+	})
+	if s := list[0]; s.Name != "crm" || s.LastAttempt == nil || s.LastAttempt.Outcome != "delivered" || s.DeadLetters != 0 || s.Attempts5m != 1 {
+		t.Fatalf("crm: %+v", s)
+	}
+
+	code, out, stderr := cli(t, "sinks", "list", "--config", cfgPath)
+	if code != exitOK {
+		t.Fatalf("sinks list: %d %s %s", code, out, stderr)
+	}
+	for _, row := range []string{
+		`(?m)^SINK\s+URL\s+FORMAT\s+PENDING\s+IN FLIGHT\s+DEAD LETTERS\s+ATTEMPTS 5M/1H\s+LAST ATTEMPT$`,
+		`(?m)^crm\s+http://127\.0\.0\.1:\d+\s+binary\s+0\s+0\s+0\s+1/1\s+delivered 20\d at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`,
+		`(?m)^gone\s+\S+\s+binary\s+0\s+0\s+1\s+1/1\s+dead_lettered 410 at `,
+		`(?m)^slow\s+\S+\s+binary\s+0\s+1\s+0\s+0/0\s+none yet$`,
+	} {
+		if !regexp.MustCompile(row).MatchString(out) {
+			t.Fatalf("sinks list: no line matching %s in\n%s", row, out)
+		}
+	}
+	if want := "sink gone has 1 dead letters: scimrelay dlq list --sink gone\n"; stderr != want {
+		t.Fatalf("sinks list stderr %q, want %q", stderr, want)
+	}
+
+	empty := cliConfig(t, startRelay(t, testConfig(t, t.TempDir()), roleAll), adminSecret)
+	if code, out, stderr := cli(t, "sinks", "list", "--config", empty); code != exitOK || out != "" || stderr != "relay.yaml declares no sink\n" {
+		t.Fatalf("sinks list without sinks: %d %q %q", code, out, stderr)
+	}
+}

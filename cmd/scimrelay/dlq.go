@@ -237,7 +237,7 @@ func newSinksCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "sinks",
 		Short:   "Operate on sinks",
-		Example: "  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks forget crm-old --yes",
+		Example: "  scimrelay sinks list\n  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks forget crm-old --yes",
 	}
 	var sink, since string
 	replay := &cobra.Command{
@@ -281,6 +281,6 @@ dead-lettered (scimrelay dlq list).`,
 	replay.Flags().StringVar(&since, "since", "", "how far back, e.g. 24h (required)")
 	_ = replay.MarkFlagRequired("sink")
 	_ = replay.MarkFlagRequired("since")
-	cmd.AddCommand(replay, newSinksForgetCommand())
+	cmd.AddCommand(newSinksListCommand(), replay, newSinksForgetCommand())
 	return cmd
 }
