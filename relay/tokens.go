@@ -99,7 +99,14 @@ func remaining(d time.Duration) string {
 }
 
 // ErrTokenNotFound means no credential of the kind asked for has the given id.
-var ErrTokenNotFound = errors.New("not found")
+var ErrTokenNotFound = errors.New("no such credential")
+
+// noSuchCredential is ErrTokenNotFound for one id, said once: "no such
+// token tok_x", not "no such token tok_x: not found".
+type noSuchCredential struct{ kind, id string }
+
+func (e noSuchCredential) Error() string        { return "no such " + e.kind + " " + e.id }
+func (e noSuchCredential) Is(target error) bool { return target == ErrTokenNotFound }
 
 // ClientSecretPrefix starts every OAuth client secret, as TokenPrefix starts
 // tokens; the prefixes differ so that one pasted where the other belongs
@@ -371,7 +378,7 @@ func (c Credentials) Revoke(ctx context.Context, id string) (Token, bool, error)
 	st, ok := s.tokens.byID[id]
 	s.tokens.mu.RUnlock()
 	if !ok || st.Kind != c.kind {
-		return Token{}, false, fmt.Errorf("no such %s %s: %w", c.kind, truncate(id, 64), ErrTokenNotFound)
+		return Token{}, false, noSuchCredential{string(c.kind), truncate(id, 64)}
 	}
 	cp := *st
 	if !cp.Revoked.IsZero() {

@@ -99,8 +99,8 @@ func TestCLITokens(t *testing.T) {
 	if code, _, stderr := cli(t, "token", "create", "--tenant", "initech", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--tenant initech: no such tenant") {
 		t.Errorf("unknown tenant: code %d, %s", code, stderr)
 	}
-	if code, _, stderr := cli(t, "token", "revoke", "tok_nope", "--config", cfg); code != exitError || !strings.Contains(stderr, "no such token") {
-		t.Errorf("unknown token: code %d, %s", code, stderr)
+	if code, _, stderr := cli(t, "token", "revoke", "tok_nope", "--config", cfg); code != exitError || stderr != "scimrelay: no such token tok_nope\n" {
+		t.Errorf("unknown token: code %d, %q", code, stderr)
 	}
 	if code, _, stderr := cli(t, "token", "list", "--config", cliConfig(t, p, "wrong-admin-token")); code != exitError || !strings.Contains(stderr, "refused the admin token") || !strings.Contains(stderr, "after a change of admin.token, restart it") {
 		t.Errorf("wrong admin token: code %d, %s", code, stderr)

@@ -429,7 +429,7 @@ func TestClients(t *testing.T) {
 		t.Fatalf("a client was listed as a token: %+v", toks)
 	}
 	f.request("DELETE", "/admin/v1/clients/"+created.Token.ID, "").want(t, http.StatusOK, nil)
-	f.request("DELETE", "/admin/v1/clients/cli_nope", "").wantError(t, http.StatusNotFound, "not found")
+	f.request("DELETE", "/admin/v1/clients/cli_nope", "").wantError(t, http.StatusNotFound, "no such client cli_nope")
 	f.request("POST", "/admin/v1/clients", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
 	// Audited as the client's actions, without its secret.
 	for _, want := range []string{
