@@ -107,8 +107,11 @@ func (p *relayProc) createUser(t *testing.T, name string) string {
 // TestNATSOutageOverHTTP stops the external NATS the relay publishes to for
 // 20 seconds while Entra keeps writing: every request is answered 201, the
 // relay stays ready (it can take writes) while saying NATS is away, and
-// when NATS is back publishing resumes within 2 s, every event reaches the
-// stream in sequence order and the webhook once, in order per resource.
+// when NATS is back the publisher resumes at the reconnection, not when its
+// backoff (by then 12.8 s) runs out; every event reaches the stream in
+// sequence order and the webhook once, in order per resource. How long
+// after the reconnection it published is logged, not bounded: a figure of
+// this machine's, not a property.
 func TestNATSOutageOverHTTP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("keeps NATS away for 20 s")
@@ -119,7 +122,8 @@ func TestNATSOutageOverHTTP(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.NATS.URL = ns.ClientURL()
 	withSink(cfg, "crm", h.URL, nil)
-	p := startRelay(t, cfg, roleAll)
+	logs := &eventstest.Log{}
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelInfo})), io.Discard)
 	writes := p.createUsers(t, "before", 10)
 	waitDelivered(t, h, writes)
 
@@ -159,8 +163,10 @@ func TestNATSOutageOverHTTP(t *testing.T) {
 		return nil
 	})
 	lag := time.Duration(metric(t, p, "scimrelay_outbox_last_published_timestamp_seconds")*1e9) - time.Duration(back.UnixNano())
-	if lag > 2*time.Second {
-		t.Fatalf("publishing resumed %s after the reconnection, want within 2 s", lag)
+	// The publisher says so when the reconnection, not its timer, ended
+	// its wait (Publisher.Run).
+	if !strings.Contains(logs.String(), "NATS connection is back; publishing again") {
+		t.Fatalf("the publisher did not resume at the reconnection (it published %s after it, when its backoff ran out)", lag)
 	}
 	got := readStream(t, p.srv.js, writes)
 	for i, e := range got {
