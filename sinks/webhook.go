@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -491,14 +492,18 @@ func (w *Webhook) resign(req *http.Request) error {
 }
 
 // checkRetry retries inside one delivery on connection errors (but a
-// refused dial and headers over the limit), 408, 425, 5xx, and 429/503
-// that ask for at most a short wait.
+// refused dial, headers over the limit and a request that ran out of the
+// sink's timeout), 408, 425, 5xx, and 429/503 that ask for at most a short
+// wait. A receiver too slow to answer within the timeout would be sent the
+// same request twice more at once, each holding the resource's lane for
+// another timeout (a 10 s timeout made one try take 30 s): it gets the
+// schedule's first retry instead.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	if err != nil {
-		return !refusedOnly(ctx, err) && !headersTooLarge(err), nil
+		return !refusedOnly(ctx, err) && !headersTooLarge(err) && !timedOut(err), nil
 	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
@@ -507,6 +512,13 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return true, nil
 	}
 	return false, nil
+}
+
+// timedOut reports whether a request failed for want of an answer within
+// its time (the sink's timeout, on the dial or the answer).
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // backoff waits what Retry-After asks when it is short, else doubles.

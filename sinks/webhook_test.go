@@ -709,3 +709,22 @@ func TestOversizedAnswerHeaders(t *testing.T) {
 		t.Fatalf("an answer with 60 KiB of headers: %v", res.Err)
 	}
 }
+
+// TestTimedOutTryIsNotRepeatedAtOnce: a receiver that does not answer
+// within the sink's timeout gets the request once per delivery, not three
+// times in a row (each holding the resource for another timeout); the
+// failure is not for good, so the schedule retries it.
+func TestTimedOutTryIsNotRepeatedAtOnce(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body) // then the server sees the relay hang up
+		<-r.Context().Done()               // answers nothing until the relay gives up
+	}))
+	t.Cleanup(srv.Close)
+	res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Timeout = 200 * time.Millisecond }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.Err == nil || res.Permanent || res.Attempts != 1 || requests.Load() != 1 || !timedOut(res.Err) {
+		t.Fatalf("permanent %v, %d tries after %d requests, error %v: want one request, failed by its timeout, not for good",
+			res.Permanent, res.Attempts, requests.Load(), res.Err)
+	}
+}
