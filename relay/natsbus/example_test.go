@@ -163,7 +163,9 @@ func TestJavaScriptExample(t *testing.T) {
 }
 
 // TestREADMEExamples keeps the README's subscriber examples identical to the
-// code above and to docs/examples/js/subscribe.mjs, which run.
+// code above and to docs/examples/js/subscribe.mjs, which run, and its
+// webhook receiver in JavaScript identical to docs/examples/js/receive.mjs
+// (TestJavaScriptReceiverExample in cmd/scimrelay runs it).
 func TestREADMEExamples(t *testing.T) {
 	src, err := os.ReadFile("example_test.go")
 	if err != nil {
@@ -180,11 +182,13 @@ func TestREADMEExamples(t *testing.T) {
 	if !strings.Contains(string(readme), strings.TrimSpace(string(fn))) {
 		t.Errorf("README.md does not contain the subscriber example as it is in relay/natsbus/example_test.go; copy it over:\n%s", fn)
 	}
-	js, err := os.ReadFile("../../docs/examples/js/subscribe.mjs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(readme), string(js)) {
-		t.Errorf("README.md does not contain docs/examples/js/subscribe.mjs as it is; copy it over")
+	for _, name := range []string{"subscribe.mjs", "receive.mjs"} {
+		js, err := os.ReadFile("../../docs/examples/js/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(readme), "```js\n"+string(js)+"```\n") {
+			t.Errorf("README.md does not contain docs/examples/js/%s as it is, as a js block; copy it over", name)
+		}
 	}
 }

@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// jsReceiver is docs/examples/js/receive.mjs running under node.
+type jsReceiver struct {
+	url            string
+	stdout, stderr *eventstest.Log
+	exited         chan struct{} // closed when node has exited
+	err            error         // its exit status, once exited is closed
+}
+
+// startJSReceiver runs receive.mjs on a free port with the sinks' secret
+// and returns once it listens.
+func startJSReceiver(t *testing.T, node, dir string) *jsReceiver {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	port := eventstest.FreePort(t)
+	r := &jsReceiver{url: fmt.Sprintf("http://127.0.0.1:%d", port), stdout: &eventstest.Log{}, stderr: &eventstest.Log{}, exited: make(chan struct{})}
+	cmd := exec.CommandContext(ctx, node, "receive.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "SCIMRELAY_RECEIVER_SECRET="+sinkSecret)
+	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		r.err = cmd.Wait()
+		close(r.exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.exited
+	})
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case <-r.exited:
+			t.Fatalf("node receive.mjs exited before it listened: %v\n%s", r.err, r.stderr.String())
+		default:
+		}
+		c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	return r
+}
+
+// appliedEvent is a line receive.mjs prints for an event it applied.
+type appliedEvent struct {
+	ID, Type, Subject, Subjectseq string
+	UserName, DisplayName         string
+}
+
+func (r *jsReceiver) applied(t *testing.T) []appliedEvent {
+	t.Helper()
+	var out []appliedEvent
+	sc := bufio.NewScanner(strings.NewReader(r.stdout.String()))
+	for sc.Scan() {
+		var e appliedEvent
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("receive.mjs printed %q: %v", sc.Text(), err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// TestJavaScriptReceiverExample runs docs/examples/js/receive.mjs (the
+// README's JavaScript receiver) against a relay with three sinks, one per
+// mode: binary, structured, batches. Each sink has a receiver of its own,
+// since a receiver drops an event id it has applied. Every event must be
+// verified and applied once, in order per resource, whatever the mode; the
+// names carry &, < and >, which the relay's JSON escapes, so a receiver
+// that verified re-serialised JSON would refuse them. A forged delivery is
+// answered 401.
+func TestJavaScriptReceiverExample(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed; the JavaScript receiver example needs it")
+	}
+	dir, err := filepath.Abs("../../docs/examples/js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "standardwebhooks")); err != nil {
+		t.Skip("docs/examples/js/node_modules has no standardwebhooks: run npm ci --prefix docs/examples/js")
+	}
+	modes := []string{"binary", "structured", "batch"}
+	receivers := map[string]*jsReceiver{}
+	cfg := testConfig(t, t.TempDir())
+	for _, mode := range modes {
+		receivers[mode] = startJSReceiver(t, node, dir)
+		withSink(cfg, mode, receivers[mode].url+"/scim-events", func(s *config.Sink) {
+			switch mode {
+			case "structured":
+				s.Format = "structured"
+			case "batch":
+				s.Format = ""
+				s.Batch = &config.SinkBatch{MaxEvents: 10, MaxWait: config.Duration(20 * time.Millisecond)}
+			}
+		})
+	}
+	p := startRelay(t, cfg, roleAll)
+
+	const user = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":%q,"active":true}`
+	ann := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(user, "ann&co<1>@example.com")).want(t, 201).str("id")
+	bob := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(user, "bob>@example.com")).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+ann, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":false}]}`).want(t, 200)
+	group := p.scim("acme", acmeToken, "POST", "/Groups", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"R&D <core>","members":[{"value":%q},{"value":%q}]}`, ann, bob)).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "DELETE", "/Users/"+bob, "").want(t, 204)
+
+	// What each receiver must apply per resource, in this order (subjectseq 1, 2, …).
+	want := map[string][]string{
+		"Users/" + ann:    {"user.created", "user.deactivated"},
+		"Users/" + bob:    {"user.created", "user.deleted"},
+		"Groups/" + group: {"group.created", "group.member_added", "group.member_added", "group.member_removed"},
+	}
+	names := map[string]string{"Users/" + ann: "ann&co<1>@example.com", "Users/" + bob: "bob>@example.com", "Groups/" + group: "R&D <core>"}
+	total := 0
+	for _, types := range want {
+		total += len(types)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for _, mode := range modes {
+			if s := receivers[mode].stderr.String(); s != "" {
+				t.Fatalf("the %s receiver refused deliveries:\n%s", mode, s)
+			}
+			if n := len(receivers[mode].applied(t)); n < total {
+				return fmt.Errorf("the %s receiver applied %d of %d events", mode, n, total)
+			}
+		}
+		return nil
+	})
+
+	var ids []string // the event ids the binary receiver applied, sorted
+	for _, mode := range modes {
+		r := receivers[mode]
+		got := map[string][]string{}
+		var modeIDs []string
+		for _, e := range r.applied(t) {
+			seq, _ := strconv.Atoi(e.Subjectseq)
+			if seq != len(got[e.Subject])+1 || len(e.Subjectseq) != 20 {
+				t.Errorf("%s receiver: %s %s has subjectseq %s after %d events of its subject", mode, e.Subject, e.Type, e.Subjectseq, len(got[e.Subject]))
+			}
+			got[e.Subject] = append(got[e.Subject], strings.TrimPrefix(e.Type, "io.scimrelay."))
+			modeIDs = append(modeIDs, e.ID)
+			if name := e.UserName + e.DisplayName; name != names[e.Subject] {
+				t.Errorf("%s receiver: %s %s names %q, want %q", mode, e.Subject, e.Type, name, names[e.Subject])
+			}
+		}
+		for subject, types := range want {
+			if !slices.Equal(got[subject], types) {
+				t.Errorf("%s receiver applied %v for %s, want %v", mode, got[subject], subject, types)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s receiver applied events of %d resources, want %d: %v", mode, len(got), len(want), got)
+		}
+		slices.Sort(modeIDs)
+		if len(slices.Compact(slices.Clone(modeIDs))) != len(modeIDs) {
+			t.Errorf("%s receiver applied an event twice: %v", mode, modeIDs)
+		}
+		if ids == nil {
+			ids = modeIDs
+		} else if !slices.Equal(ids, modeIDs) {
+			t.Errorf("the %s receiver applied events %v, the binary one %v", mode, modeIDs, ids)
+		}
+		if s := r.stderr.String(); s != "" {
+			t.Errorf("the %s receiver refused deliveries:\n%s", mode, s)
+		}
+	}
+
+	// Forged deliveries: signed with another secret, or with the sink's
+	// secret over other bytes.
+	body := []byte(`{"tenant":"acme","resourceType":"User","id":"x","resource":{"userName":"mallory"}}`)
+	other, err := standardwebhooks.NewWebhook("whsec_" + "b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA==")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := standardwebhooks.NewWebhook(sinkSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	byOther, _ := other.Sign("forged-1", now, body)
+	overOther, _ := sink.Sign("forged-2", now, []byte(`{"tenant":"acme"}`))
+	for id, signature := range map[string]string{"forged-1": byOther, "forged-2": overOther} {
+		req, err := http.NewRequest("POST", receivers["binary"].url+"/forged", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("webhook-id", id)
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("webhook-signature", signature)
+		for k, v := range map[string]string{"ce-id": id, "ce-type": "io.scimrelay.user.deleted", "ce-subject": "Users/" + ann, "ce-subjectseq": "00000000000000000099"} {
+			req.Header.Set(k, v)
+		}
+		do(t, req).want(t, http.StatusUnauthorized)
+	}
+	if n := len(receivers["binary"].applied(t)); n != total {
+		t.Errorf("the binary receiver applied %d events after the forged deliveries, want %d", n, total)
+	}
+	if s := receivers["binary"].stderr.String(); strings.Count(s, "401 POST /forged: ") != 2 {
+		t.Errorf("the receiver said on stderr %q, want a line per forged delivery", s)
+	}
+}
