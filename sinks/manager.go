@@ -92,6 +92,14 @@ type Options struct {
 	// when taken out grows before the partition's owner removes it from
 	// the parking bucket. Default an hour; tests make it shorter.
 	MarkerAge time.Duration
+	// KeyWait is how long after an event was stored a worker keeps
+	// reading the event stream's signing keys again, at most once a
+	// second, when the event is signed by a key the stream does not name:
+	// a front end whose key another's write left out writes it back
+	// (events.KeepSigningKey, every events.KeyCheckInterval), and its
+	// events are then delivered in order instead of dead-lettered.
+	// Default three key checks (15 s); tests make it shorter.
+	KeyWait time.Duration
 	// claimRenew, in tests, renews partition claims more often than daily.
 	claimRenew time.Duration
 	// catchUpRecheck, in tests, sets how often a parked resource waiting
@@ -189,6 +197,9 @@ func NewManager(o Options) (*Manager, error) {
 	}
 	if o.LaneLimit <= 0 {
 		o.LaneLimit = 64
+	}
+	if o.KeyWait <= 0 {
+		o.KeyWait = 3 * events.KeyCheckInterval
 	}
 	if o.WorkerID == "" { // set here, before any Apply copies o
 		o.WorkerID = newWorkerID()
@@ -364,7 +375,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		schedule: s.cfg.Retry, keepFor: keepFor, since: s.added,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
-		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer, trust: m.o.Trust,
+		maxPending: m.o.MaxAckPending, laneLimit: m.o.LaneLimit, t: sh.t, now: time.Now, rnd: m.o.Rand, tracer: m.o.Tracer, trust: m.o.Trust, keyWait: m.o.KeyWait,
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
@@ -372,6 +383,8 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		"more deliveries failed and will be retried; past the first few a minute they are counted here, each is in the delivery log (scimrelay log --deliveries)")
 	w.deadLettered = newFailureLog(w.log, failureWindow, "delivery failed for good; event dead-lettered",
 		"more events were dead-lettered; past the first few a minute they are counted here, each is in the dead-letter queue (scimrelay dlq list) and the delivery log")
+	w.keyWaits = newFailureLog(w.log, failureWindow, "an event is signed by a key the event stream does not name; its resource waits for its front end to write the key back (each front end checks every few seconds) before the event is dead-lettered",
+		"more events waited for the event stream to name their signing key; past the first few a minute they are counted here")
 	// The sink's worker before this one in the process (a reload's) may
 	// have left claims whose release failed: the first heartbeat lets go
 	// of every claim of this worker id whose run is not this worker's.

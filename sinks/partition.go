@@ -993,8 +993,22 @@ func (p *partition) poison(m jetstream.Msg, cause error) {
 // with its place in its resource's order (subjectseq), from the consumer
 // or read back alike: an event without one cannot be delivered in order,
 // and is refused, as is one the relay did not publish (events.Published).
-func (w *worker) orderedEvent(sseq uint64, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
+//
+// An event signed by a key the stream does not name is read again, the
+// stream's keys with it (at most once a second: events.Trust), until
+// keyWait has passed since the event was stored: its front end may be
+// writing its key back (events.KeepSigningKey), and its events are then
+// delivered in their order rather than dead-lettered. Its resource waits
+// meanwhile; one stored longer ago, or whose storing time is not known,
+// fails at once.
+func (w *worker) orderedEvent(ctx context.Context, sseq uint64, storedAt time.Time, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
 	e, err := w.trust.Published(sseq, subject, h, data)
+	if errors.Is(err, events.ErrUnknownKey) && !storedAt.IsZero() && time.Since(storedAt) < w.keyWait {
+		w.keyWaits.failed(time.Now(), 0, err.Error(), "subject", subject, "stream_seq", sseq, "wait_until", storedAt.Add(w.keyWait))
+	}
+	for errors.Is(err, events.ErrUnknownKey) && !storedAt.IsZero() && time.Since(storedAt) < w.keyWait && ctx.Err() == nil {
+		e, err = w.trust.Published(sseq, subject, h, data)
+	}
 	if err != nil {
 		return e, 0, err
 	}
@@ -1052,7 +1066,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	var items []item
 	for _, m := range ms {
 		sseq, at := stored(m)
-		e, seq, err := w.orderedEvent(sseq, m.Subject(), m.Headers(), m.Data())
+		e, seq, err := w.orderedEvent(p.ctx, sseq, at, m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			p.poison(m, err)
 			continue
@@ -1716,7 +1730,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 					return items, next, err
 				}
 			}
-			e, seq, err := w.orderedEvent(raw.Sequence, raw.Subject, raw.Header, raw.Data)
+			e, seq, err := w.orderedEvent(p.ctx, raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
 			if err != nil {
 				if len(items) > 0 {
 					return items, next, nil // settle the earlier ones first

@@ -60,6 +60,10 @@ type worker struct {
 	rnd                   func() float64
 	tracer                trace.Tracer  // nil: no tracing
 	trust                 *events.Trust // which events the relay published (nil: NATS embedded)
+	keyWait               time.Duration // Options.KeyWait
+
+	// keyWaits says events that wait for their signing key, a few a minute.
+	keyWaits *failureLog
 
 	sem chan struct{} // requests in flight, across the worker's partitions
 	// batches gathers lanes' events into batched requests; nil when the
@@ -456,7 +460,7 @@ func (w *worker) deadLetterRaw(ctx context.Context, m jetstream.Msg, cause error
 	case already:
 		w.log.Debug("malformed message dead-lettered again; the queue had it", "subject", m.Subject())
 	case errors.Is(cause, events.ErrUnknownKey):
-		w.log.Error("an event is signed by a key the event stream does not name: a forgery, or the relay's own signed by a key its front end began to use since (its data file was replaced, or another front end wrote over its key); dead-lettered, and a redrive delivers it once the stream names the key",
+		w.log.Error("an event is signed by a key the event stream does not name: a forgery, or the relay's own signed by a key its front end began to use since (its data file was replaced, or another front end wrote over its key and it has not written it back in time); dead-lettered, and a redrive delivers it once the stream names the key",
 			"subject", m.Subject(), "err", cause)
 		w.metrics.outcome(w.name, "dead_lettered")
 	default:

@@ -520,6 +520,85 @@ func TestFrontEndWritesItsKeyBack(t *testing.T) {
 	}
 }
 
+// TestEventsWaitForTheirKeyToBeWrittenBack: events a front end signs
+// while the event stream does not name its key (another front end's write
+// left it out, and the worker has read the stream's keys since) wait in
+// the worker, the resource's later events behind them, until the key is
+// written back; they are then delivered in order and none is
+// dead-lettered. They used to be dead-lettered at once, and a redrive
+// delivered them after the resource's later events.
+func TestEventsWaitForTheirKeyToBeWrittenBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	// The front end's own check would write its key back by itself within
+	// 5 s; here the test does, once it has seen the worker wait.
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM, withKeyCheck(time.Hour))
+	workerLog := &eventstest.Log{}
+	startRelayWith(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks, slog.New(slog.NewTextHandler(workerLog, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+
+	ctx := context.Background()
+	_, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://front:front-secret@", 1))
+	setKeys := func(keys ...string) {
+		t.Helper()
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.Metadata["scimrelay_signing_keys"] = strings.Join(keys, " ")
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed := make([]byte, 32)
+	seed[0] = 11
+	other, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another front end writes the stream's keys without this one's, and
+	// publishes: the worker reads the keys again for its event.
+	setKeys(other.PublicKey())
+	msg, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, "carl", 5, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Sign(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, h, 2)
+
+	// The worker says it waits once it has read the keys again and not
+	// found the front end's.
+	id := front.createUser(t, "bob")
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(workerLog.String(), "its resource waits for its front end to write the key back") {
+			return fmt.Errorf("the worker does not say it waits for the key:\n%s", workerLog.String())
+		}
+		return nil
+	})
+	if st, err := front.srv.sinks.Status(ctx, "crm"); err != nil || st.InFlight != 1 || st.DeadLetters != 0 {
+		t.Fatalf("sink state %+v, %v; want bob's event held by the worker", st, err)
+	}
+	front.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}`).want(t, 200)
+	setKeys(other.PublicKey(), front.srv.signingKey)
+	waitDelivered(t, h, 4)
+	if v := h.orderViolation(); v != "" {
+		t.Fatal(v)
+	}
+	if page, err := front.srv.sinks.DeadLetters(ctx, "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
+		t.Fatalf("dead letters %+v, %v; want none", page, err)
+	}
+}
+
 // TestUpgradeToSignedEvents: the first start of a front end that signs, on
 // a stream a release that did not sign made. A worker that starts first
 // waits for it; the events stored before it are delivered unsigned as
@@ -571,7 +650,7 @@ func TestUpgradeToSignedEvents(t *testing.T) {
 	var workerLog eventstest.Log
 	made := make(chan *server, 1)
 	go func() {
-		srv, err := newServer(ctx, workerCfg, roleSinks, slog.New(slog.NewTextHandler(&workerLog, nil)), io.Discard)
+		srv, err := newServer(ctx, workerCfg, roleSinks, slog.New(slog.NewTextHandler(&workerLog, nil)), io.Discard, withKeyWait(time.Second))
 		if err != nil {
 			workerLog.Write([]byte("newServer: " + err.Error() + "\n"))
 		}

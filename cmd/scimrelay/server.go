@@ -86,6 +86,10 @@ type server struct {
 	// markerAge is how old the parking buckets' markers grow
 	// (sinks.Options.MarkerAge; tests shorten it).
 	markerAge time.Duration
+	// keyWait is how long a worker waits for the stream to name the key
+	// of an event it does not know (sinks.Options.KeyWait; tests shorten
+	// it).
+	keyWait time.Duration
 	// signingKey is the key a front end on an external NATS signs its
 	// events with, which it keeps named in the event stream every
 	// keyCheck (events.KeepSigningKey; tests shorten it); "" when it does
@@ -139,6 +143,12 @@ func withAdminReadTimeout(d time.Duration) serverOption {
 // their partition's owner removes them.
 func withMarkerAge(d time.Duration) serverOption {
 	return func(s *server) { s.markerAge = d }
+}
+
+// withKeyWait shortens how long a worker waits for the event stream to
+// name the key of an event before dead-lettering it.
+func withKeyWait(d time.Duration) serverOption {
+	return func(s *server) { s.keyWait = d }
 }
 
 // withKeyCheck shortens how often a front end that signs checks that the
@@ -245,7 +255,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// event, in every role, so that no event is missed.
 	so := sinkOptions(cfg)
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
-	so.Tracer, so.MarkerAge = s.tracing.Tracer(), s.markerAge
+	so.Tracer, so.MarkerAge, so.KeyWait = s.tracing.Tracer(), s.markerAge, s.keyWait
 	so.OpenOnly = role == roleSinks
 	so.Trust = s.trust
 	// Where a sink a reload added keeps its start until its consumers

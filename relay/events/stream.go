@@ -88,10 +88,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 // them again keySettles later, when such a stale write has landed, and
 // writes its key again if it is gone. A write that comes later still (a
 // front end stalled for longer between its read and its write) leaves the
-// key out until KeepSigningKey writes it back; the workers meanwhile
-// dead-letter its events as signed by an unknown key (docs/decisions.md,
-// Delivery). So does a front end beyond the eight whose keys the stream
-// keeps.
+// key out until KeepSigningKey writes it back; the workers meanwhile hold
+// its events, and dead-letter those still not named some seconds after
+// they were stored as signed by an unknown key (sinks.Options.KeyWait;
+// docs/decisions.md, Delivery). So does a front end beyond the eight whose
+// keys the stream keeps.
 func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string, log *slog.Logger) (jetstream.Stream, error) {
 	const rounds = 10
 	for attempt := 1; ; attempt++ {
@@ -129,7 +130,7 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 			return st, nil
 		}
 		if attempt >= rounds {
-			log.Warn("other front ends starting at the same time keep writing the event stream's signing keys without this one's: its events are dead-lettered as signed by an unknown key until it writes its key back, which it checks every few seconds while it runs", "key", key, "rounds", rounds, "check_every", KeyCheckInterval)
+			log.Warn("other front ends starting at the same time keep writing the event stream's signing keys without this one's: the workers hold its events, and dead-letter as signed by an unknown key those they hold too long, until it writes its key back, which it checks every few seconds while it runs", "key", key, "rounds", rounds, "check_every", KeyCheckInterval)
 			return st, nil
 		}
 	}
@@ -141,9 +142,10 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 // stream's configuration as it stands: a write of another front end's that
 // came after ensureSigningKey's re-read (one stalled between its read and
 // its write), or an older release's front end, can leave it out, and the
-// workers dead-letter the events it signs as signed by an unknown key
-// until it is back. Each time it is written back is said at Warn, with
-// the redrive that delivers those dead letters; a read that fails is said
+// workers hold the events it signs until it is back, dead-lettering those
+// it is not back for in time (sinks.Options.KeyWait, three intervals).
+// Each time it is written back is said at Warn, with the redrive that
+// delivers such dead letters; a read that fails is said
 // once at Warn until one succeeds. A front end beyond the eight whose
 // keys the stream keeps writes its key back each interval, dropping
 // another's, which that one writes back in turn: each is said.
@@ -161,7 +163,7 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, int
 		st, err := js.Stream(readCtx, StreamName)
 		cancel()
 		if err == nil && !slices.Contains(strings.Fields(st.CachedInfo().Config.Metadata[metaSigningKeys]), key) {
-			log.Warn("the event stream no longer names this front end's signing key (another front end wrote its keys without it, or more than eight front ends share the stream): writing it back. The workers dead-lettered what it signed meanwhile as signed by an unknown key; redrive those dead letters (scimrelay dlq redrive --sink SINK --all)",
+			log.Warn("the event stream no longer names this front end's signing key (another front end wrote its keys without it, or more than eight front ends share the stream): writing it back. The workers held what it signed meanwhile and deliver it now, in order; they dead-lettered what waited longer than three checks, as signed by an unknown key: redrive those dead letters (scimrelay dlq redrive --sink SINK --all)",
 				"key", key, "named", st.CachedInfo().Config.Metadata[metaSigningKeys])
 			_, err = ensureSigningKey(ctx, js, st.CachedInfo().Config, key, log)
 		}
