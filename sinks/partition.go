@@ -1009,6 +1009,9 @@ func (w *worker) orderedEvent(ctx context.Context, sseq uint64, storedAt time.Ti
 	for errors.Is(err, events.ErrUnknownKey) && !storedAt.IsZero() && time.Since(storedAt) < w.keyWait && ctx.Err() == nil {
 		e, err = w.trust.Published(sseq, subject, h, data)
 	}
+	if errors.Is(err, events.ErrUnknownKey) && ctx.Err() != nil {
+		return e, 0, ctx.Err() // stopped while waiting: not a dead letter
+	}
 	if err != nil {
 		return e, 0, err
 	}
@@ -1067,6 +1070,9 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	for _, m := range ms {
 		sseq, at := stored(m)
 		e, seq, err := w.orderedEvent(p.ctx, sseq, at, m.Subject(), m.Headers(), m.Data())
+		if err != nil && p.ctx.Err() != nil {
+			return // hard stop: JetStream redelivers the slice to the next owner
+		}
 		if err != nil {
 			p.poison(m, err)
 			continue
@@ -1734,6 +1740,9 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			if err != nil {
 				if len(items) > 0 {
 					return items, next, nil // settle the earlier ones first
+				}
+				if p.ctx.Err() != nil {
+					return nil, next, p.ctx.Err() // hard stop: read again by the next owner
 				}
 				w.poisonRaw(p.ctx, raw, err)
 				return nil, raw.Sequence + 1, nil
