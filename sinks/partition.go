@@ -999,18 +999,22 @@ func (p *partition) poison(m jetstream.Msg, cause error) {
 // keyWait has passed since the event was stored: its front end may be
 // writing its key back (events.KeepSigningKey), and its events are then
 // delivered in their order rather than dead-lettered. Its resource waits
-// meanwhile; one stored longer ago, or whose storing time is not known,
-// fails at once.
-func (w *worker) orderedEvent(ctx context.Context, sseq uint64, storedAt time.Time, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
+// meanwhile; one stored longer ago, or whose storing time is not known or
+// is later than now (a read-back's time is a header a stored message can
+// forge: events.Trust.StoredMsg), fails at once. A partition that stops
+// meanwhile gets errKeyWaitStopped: the event is handed over, not
+// dead-lettered.
+func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
+	w := p.w
 	e, err := w.trust.Published(sseq, subject, h, data)
-	if errors.Is(err, events.ErrUnknownKey) && !storedAt.IsZero() && time.Since(storedAt) < w.keyWait {
+	if errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
 		w.keyWaits.failed(time.Now(), 0, err.Error(), "subject", subject, "stream_seq", sseq, "wait_until", storedAt.Add(w.keyWait))
 	}
-	for errors.Is(err, events.ErrUnknownKey) && !storedAt.IsZero() && time.Since(storedAt) < w.keyWait && ctx.Err() == nil {
+	for errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
+		if p.ctx.Err() != nil || p.isStopping() {
+			return e, 0, errKeyWaitStopped
+		}
 		e, err = w.trust.Published(sseq, subject, h, data)
-	}
-	if errors.Is(err, events.ErrUnknownKey) && ctx.Err() != nil {
-		return e, 0, ctx.Err() // stopped while waiting: not a dead letter
 	}
 	if err != nil {
 		return e, 0, err
@@ -1020,6 +1024,22 @@ func (w *worker) orderedEvent(ctx context.Context, sseq uint64, storedAt time.Ti
 		return e, 0, fmt.Errorf("event %s has no subjectseq", e.ID())
 	}
 	return e, seq, nil
+}
+
+// errKeyWaitStopped: the partition stopped while an event waited for the
+// stream to name its key (orderedEvent).
+var errKeyWaitStopped = errors.New("the partition stopped while the event waited for its signing key")
+
+// keyClockSkew is how far in the future a stored time may be, by this
+// worker's clock, and still be waited from (NATS's clock and this one
+// differ a little).
+const keyClockSkew = 2 * time.Second
+
+// waitsForKey reports whether an event stored at storedAt, signed by a
+// key the stream does not name, still waits for it (orderedEvent).
+func (w *worker) waitsForKey(storedAt time.Time) bool {
+	age := time.Since(storedAt)
+	return !storedAt.IsZero() && age > -keyClockSkew && age < w.keyWait
 }
 
 // item is one event of a slice: delivered, or skipped in its place (a
@@ -1067,11 +1087,17 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	done := p.marksLocked(key)
 	p.mu.Unlock()
 	var items []item
-	for _, m := range ms {
+	for i, m := range ms {
 		sseq, at := stored(m)
-		e, seq, err := w.orderedEvent(p.ctx, sseq, at, m.Subject(), m.Headers(), m.Data())
-		if err != nil && p.ctx.Err() != nil {
-			return // hard stop: JetStream redelivers the slice to the next owner
+		e, seq, err := p.orderedEvent(sseq, at, m.Subject(), m.Headers(), m.Data())
+		if errors.Is(err, errKeyWaitStopped) {
+			// Nothing of the slice went out: back to the head of the lane,
+			// which the stop hands over from its first event (work).
+			p.mu.Lock()
+			l.queue = append(append(msgsOf(items), ms[i:]...), l.queue...)
+			l.hold = prev
+			p.mu.Unlock()
+			return
 		}
 		if err != nil {
 			p.poison(m, err)
@@ -1533,7 +1559,7 @@ func (p *partition) readBack(l *lane) {
 		}
 		items, next, err := p.readSlice(l, r.rec.From)
 		if err != nil {
-			if p.ctx.Err() == nil {
+			if p.ctx.Err() == nil && !errors.Is(err, errKeyWaitStopped) {
 				w.log.Warn("reading a parked resource's events failed; will try again", "resource", r.key, "err", err)
 			}
 			r.rec.Due = w.now().Add(time.Second)
@@ -1736,13 +1762,13 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 					return items, next, err
 				}
 			}
-			e, seq, err := w.orderedEvent(p.ctx, raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
+			e, seq, err := p.orderedEvent(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
 			if err != nil {
 				if len(items) > 0 {
 					return items, next, nil // settle the earlier ones first
 				}
-				if p.ctx.Err() != nil {
-					return nil, next, p.ctx.Err() // hard stop: read again by the next owner
+				if errors.Is(err, errKeyWaitStopped) {
+					return nil, next, err // read again from the record, by the next owner
 				}
 				w.poisonRaw(p.ctx, raw, err)
 				return nil, raw.Sequence + 1, nil

@@ -514,8 +514,9 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	return false, nil
 }
 
-// timedOut reports whether a request failed for want of an answer within
-// its time (the sink's timeout, on the dial or the answer).
+// timedOut reports whether a request failed for want of an answer in time:
+// the sink's timeout, or the dial's, the TLS handshake's or a name
+// lookup's.
 func timedOut(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

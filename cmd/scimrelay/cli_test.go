@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/sinks"
@@ -543,7 +544,9 @@ func TestCLISinksList(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	withSink(cfg, "crm", crm.URL, nil)
 	withSink(cfg, "gone", gone.URL, nil)
-	withSink(cfg, "slow", slow.URL+"/hook", nil)
+	// Held past the test, not timed out and parked (parked events count
+	// neither as pending nor in flight).
+	withSink(cfg, "slow", slow.URL+"/hook", func(s *config.Sink) { s.Timeout = config.Duration(5 * time.Minute) })
 	p := startRelay(t, cfg, roleAll)
 	cfgPath := cliConfig(t, p, adminSecret)
 	p.createUser(t, "ann")
