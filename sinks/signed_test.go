@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -41,18 +43,8 @@ func TestReadBackTakesUnsignedOnlyAsStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := events.NewSigner(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A front end that signs starts: signing begins at 2.
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	trust, err := events.NewTrust(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, trust := signStream(t, nc, js)
 	var refuse atomic.Bool
 	refuse.Store(true)
 	var mu sync.Mutex
@@ -71,17 +63,7 @@ func TestReadBackTakesUnsignedOnlyAsStored(t *testing.T) {
 	// One event waits in the worker at most: the rest are read back from the
 	// stream, by direct get.
 	runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, Trust: trust, LaneLimit: 1})
-	signed := func(a events.Action) string {
-		t.Helper()
-		msg, id := p.next("acme", a, "ann")
-		if err := signer.Sign(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
+	signed := func(a events.Action) string { return p.publishSigned(signer, "acme", a, "ann") }
 	second := signed(events.UserUpdated) // refused: ann is parked
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
@@ -93,17 +75,7 @@ func TestReadBackTakesUnsignedOnlyAsStored(t *testing.T) {
 	})
 	// The forgery, as an answer aimed at the stream stores it.
 	forged, id := p.next("acme", events.UserDeleted, "ann")
-	header := "NATS/1.0\r\nX-A: a\n" +
-		jetstream.ExpectedStreamHeader + ": " + events.StreamName + "\n" +
-		jetstream.StreamHeader + ": " + events.StreamName + "\n" +
-		jetstream.SequenceHeader + ": 1\n" +
-		jetstream.SubjectHeader + ": " + strings.Replace(first.Subject, ".created.", ".deleted.", 1) + "\n" +
-		jetstream.TimeStampHeaer + ": " + first.Time.Format(time.RFC3339Nano) + "\n"
-	for k, v := range forged.Header {
-		header += k + ": " + v[0] + "\n"
-	}
-	header += "\nX-B: b\r\n\r\n"
-	eventstest.RawPublish(t, srv.Addr().String(), "", "", forged.Subject, header, forged.Data)
+	storeHidingTheServersHeaders(t, srv.Addr().String(), forged, 1, strings.Replace(first.Subject, ".created.", ".deleted.", 1), first.Time)
 	third := signed(events.UserUpdated)
 	refuse.Store(false)
 	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
@@ -117,4 +89,56 @@ func TestReadBackTakesUnsignedOnlyAsStored(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// signStream has the event stream name a new signing key, as a front end
+// that signs does at its start, and returns the key and a reader's trust.
+func signStream(t testing.TB, nc *nats.Conn, js jetstream.JetStream) (*events.Signer, *events.Trust) {
+	t.Helper()
+	signer, err := events.NewSigner(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	trust, err := events.NewTrust(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, trust
+}
+
+// publishSigned publishes a resource's next event signed by signer and
+// returns its id.
+func (p *publisher) publishSigned(signer *events.Signer, tenant string, a events.Action, id string) string {
+	p.t.Helper()
+	msg, eventID := p.next(tenant, a, id)
+	if err := signer.Sign(msg); err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+		p.t.Fatal(err)
+	}
+	return eventID
+}
+
+// storeHidingTheServersHeaders has the server at addr store msg with a
+// header block that hides the server's own headers from nats.go (a bare
+// LF, then an empty line, which nats.go stops at and nats-server does
+// not) behind headers that say it was stored at seq, on subject, at at:
+// what a client that may aim a JetStream answer at the stream can store.
+func storeHidingTheServersHeaders(t testing.TB, addr string, msg *nats.Msg, seq uint64, subject string, at time.Time) {
+	t.Helper()
+	header := "NATS/1.0\r\nX-A: a\n" +
+		jetstream.ExpectedStreamHeader + ": " + events.StreamName + "\n" +
+		jetstream.StreamHeader + ": " + events.StreamName + "\n" +
+		jetstream.SequenceHeader + ": " + strconv.FormatUint(seq, 10) + "\n" +
+		jetstream.SubjectHeader + ": " + subject + "\n" +
+		jetstream.TimeStampHeaer + ": " + at.Format(time.RFC3339Nano) + "\n"
+	for k, v := range msg.Header {
+		header += k + ": " + v[0] + "\n"
+	}
+	header += "\nX-B: b\r\n\r\n"
+	eventstest.RawPublish(t, addr, "", "", msg.Subject, header, msg.Data)
 }
