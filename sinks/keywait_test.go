@@ -168,3 +168,41 @@ func TestStopHandsOverAnEventWaitingForItsKey(t *testing.T) {
 		t.Fatalf("dead letters %+v, %v; want none", page, err)
 	}
 }
+
+// TestEventWaitingForItsKeyLeavesItsRequestSlot: in one event per request,
+// a resource waiting for the stream to name its event's key does not keep
+// the sink's request slot: with concurrency 1, another resource's events
+// are delivered meanwhile (they used to wait up to KeyWait behind it).
+func TestEventWaitingForItsKeyLeavesItsRequestSlot(t *testing.T) {
+	_, nc, js := natsServer(t)
+	p := newPublisher(t, js)
+	signer, trust := signStream(t, nc, js)
+	seed := make([]byte, 32)
+	seed[0] = 3
+	late, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, nil)
+	logs := &eventstest.Log{}
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 1 })}, JS: js, Trust: trust, KeyWait: time.Minute,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	p.publishSigned(late, "acme", events.UserCreated, "ann")
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "its resource waits for its front end to write the key back") {
+			return errors.New("the worker does not wait for ann's key")
+		}
+		return nil
+	})
+	bob := p.publishSigned(signer, "acme", events.UserCreated, "bob")
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		got := rc.requests()
+		if len(got) != 1 || got[0].header.Get("ce-id") != bob {
+			return fmt.Errorf("%d deliveries; want bob's while ann's waits", len(got))
+		}
+		return nil
+	})
+	if page, err := m.DeadLetters(ctx, "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
+		t.Fatalf("dead letters %+v, %v; want none while ann's event waits", page, err)
+	}
+}

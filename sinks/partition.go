@@ -999,9 +999,10 @@ func (p *partition) poison(m jetstream.Msg, cause error) {
 // keyWait has passed since the event was stored: its front end may be
 // writing its key back (events.KeepSigningKey), and its events are then
 // delivered in their order rather than dead-lettered. Its resource waits
-// meanwhile; one stored longer ago, or whose storing time is not known or
-// is later than now (a read-back's time is a header a stored message can
-// forge: events.Trust.StoredMsg), fails at once. A partition that stops
+// meanwhile, without its request slot; one stored longer ago, or whose
+// storing time is not known or is later than now (a read-back's time is a
+// header a stored message can forge: events.Trust.StoredMsg), fails at
+// once. A partition that stops
 // meanwhile gets errKeyWaitStopped: the event is handed over, not
 // dead-lettered.
 func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
@@ -1009,6 +1010,12 @@ func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string
 	e, err := w.trust.Published(sseq, subject, h, data)
 	if errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
 		w.keyWaits.failed(time.Now(), 0, err.Error(), "subject", subject, "stream_seq", sseq, "wait_until", storedAt.Add(w.keyWait))
+		if w.batches == nil {
+			// The lane's request slot (work) serves other resources
+			// meanwhile: waiting lanes must not pause the whole sink.
+			<-w.sem
+			defer func() { w.sem <- struct{}{} }()
+		}
 	}
 	for errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
 		if p.ctx.Err() != nil || p.isStopping() {
