@@ -1002,9 +1002,8 @@ func (p *partition) poison(m jetstream.Msg, cause error) {
 // meanwhile, without its request slot; one stored longer ago, or whose
 // storing time is not known or is later than now (a read-back's time is a
 // header a stored message can forge: events.Trust.StoredMsg), fails at
-// once. A partition that stops
-// meanwhile gets errKeyWaitStopped: the event is handed over, not
-// dead-lettered.
+// once. A partition that stops meanwhile gets errKeyWaitStopped: the event
+// is handed over, not dead-lettered.
 func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
 	w := p.w
 	e, err := w.trust.Published(sseq, subject, h, data)
@@ -1016,12 +1015,12 @@ func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string
 			<-w.sem
 			defer func() { w.sem <- struct{}{} }()
 		}
-	}
-	for errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
-		if p.ctx.Err() != nil || p.isStopping() {
-			return e, 0, errKeyWaitStopped
+		for errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
+			if p.ctx.Err() != nil || p.isStopping() {
+				return e, 0, errKeyWaitStopped
+			}
+			e, err = w.trust.Published(sseq, subject, h, data)
 		}
-		e, err = w.trust.Published(sseq, subject, h, data)
 	}
 	if err != nil {
 		return e, 0, err

@@ -214,8 +214,8 @@ func validPort(p string) bool {
 // name, on a private network. "" when the URL is https, or its host is a
 // loopback or private address, a name of one label (a Compose service),
 // localhost, or a name under a suffix kept for private networks
-// (.internal, .local, .lan, .home.arpa, a Kubernetes service's .svc and
-// .svc.cluster.local). The events (names, email addresses) and the
+// (.internal, .local, .lan, .home.arpa, a Kubernetes service's .svc, and
+// .svc.cluster.local, which ends in .local). The events (names, email addresses) and the
 // headers set for the sink would be readable on the way; the signature
 // keeps them from being changed, not from being read.
 func ClearText(rawURL string) string {
@@ -236,7 +236,7 @@ func ClearText(rawURL string) string {
 
 // privateSuffixes are the name suffixes ClearText takes for a private
 // network's.
-var privateSuffixes = []string{".localhost", ".local", ".internal", ".lan", ".home.arpa", ".svc", ".svc.cluster.local"}
+var privateSuffixes = []string{".localhost", ".local", ".internal", ".lan", ".home.arpa", ".svc"}
 
 // formatBatch is the format a batching sink reports.
 const formatBatch = "batch"
