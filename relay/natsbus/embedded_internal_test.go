@@ -8,23 +8,19 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // TestRelayCredentialStaysInProcess: the relay's own nkey, which may do
 // anything, works only in-process, and its seed is written nowhere.
 func TestRelayCredentialStaysInProcess(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
 	dir := t.TempDir()
 	e, err := StartEmbedded(Options{Listen: addr, StoreDir: dir}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {

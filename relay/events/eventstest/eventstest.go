@@ -11,7 +11,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -182,22 +184,54 @@ func FreePort(t testing.TB) int {
 // FreePorts returns n loopback TCP ports, different from each other, that
 // were free a moment ago (FreePort twice may return one port twice: each
 // is let go before the next is asked for).
+//
+// The ports come from below the kernel's ephemeral range. A port the
+// kernel hands out for ":0" can be taken, between this returning and the
+// server binding it, by any process's outgoing connection or ":0"
+// listener; a CI run lost a relay's admin listener that way. Below the
+// range only another test's own pick can collide. Where the range cannot
+// be read, the kernel picks.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ports := make([]int, n)
-	listeners := make([]net.Listener, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	low, high := belowEphemeral()
+	ports := make([]int, 0, n)
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		addr := "127.0.0.1:0"
+		if high > low && tries < 100*n {
+			addr = fmt.Sprintf("127.0.0.1:%d", low+rand.IntN(high-low))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
+			if addr != "127.0.0.1:0" {
+				continue // taken: pick again
+			}
 			t.Fatal(err)
 		}
-		listeners[i] = l
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	for _, l := range listeners {
-		_ = l.Close()
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports
+}
+
+// belowEphemeral returns the ports [low, high) FreePorts picks from: from
+// 10000 up to the start of the kernel's ephemeral range, or an empty range
+// where that cannot be read or leaves too little room.
+func belowEphemeral() (low, high int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	var first, last int
+	if _, err := fmt.Sscan(string(b), &first, &last); err != nil || first < 11000 {
+		return 0, 0
+	}
+	return 10000, first
 }
 
 // Connect connects to urls and returns the connection and its JetStream
