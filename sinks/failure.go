@@ -58,10 +58,21 @@ func (w *worker) dropsBefore(it item, t time.Time) bool {
 // It records the failure (metrics, attempt log, dead-letter queue) and
 // returns what becomes of the resource, with the record that parks it
 // from failed[0] (retryLater, sendAlone), or the dead-letter queue's error.
-func (p *partition) failed(failed []item, res Result, tries int) (outcome, parkRecord, error) {
+// early, when set, is the record a try before its time (wake.go) was made
+// from: that try does not count, and a failure short of a permanent one
+// leaves the record as it was.
+func (p *partition) failed(failed []item, res Result, tries int, early *parkRecord) (outcome, parkRecord, error) {
 	w := p.w
 	out := send(failed)
-	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256)}
+	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256), Down: downs(res)}
+	if !res.Permanent && early != nil {
+		rec.Attempts, rec.Due = early.Attempts, early.Due
+		if ra := w.now().Add(min(res.RetryAfter, maxRetryAfter)); ra.After(rec.Due) && !w.dropsBefore(failed[0], ra) {
+			rec.Due = ra
+		}
+		w.retrying(out, res, tries, rec.Due)
+		return retryLater, rec, nil
+	}
 	if !res.Permanent {
 		if delay, ok := w.schedule.Delay(tries, res, w.rnd); ok {
 			next := w.now().Add(delay)

@@ -74,7 +74,7 @@ func TestRetryPolicy(t *testing.T) {
 			for _, o := range []string{"retry", "dead_lettered"} {
 				before[o] = testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", o))
 			}
-			o, rec, err := p.failed(c.items, c.res, c.tries)
+			o, rec, err := p.failed(c.items, c.res, c.tries, nil)
 			if err != nil || o != c.want {
 				t.Fatalf("outcome %d (err %v), want %d", o, err, c.want)
 			}
@@ -127,7 +127,7 @@ func TestRetryPolicy(t *testing.T) {
 	// and fails as before is in the queue once, and counted once.
 	t.Run("dead-lettered again when it comes again: once", func(t *testing.T) {
 		items, res := slice(true), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}
-		if o, _, err := p.failed(items, res, 1); err != nil || o != deadLettered {
+		if o, _, err := p.failed(items, res, 1, nil); err != nil || o != deadLettered {
 			t.Fatalf("outcome %d (err %v), want dead-lettered", o, err)
 		}
 		counted := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "dead_lettered"))
@@ -135,7 +135,7 @@ func TestRetryPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o, _, err := p.failed(items, res, 1); err != nil || o != deadLettered {
+		if o, _, err := p.failed(items, res, 1, nil); err != nil || o != deadLettered {
 			t.Fatalf("again: outcome %d (err %v), want dead-lettered", o, err)
 		}
 		if got := testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", "dead_lettered")) - counted; got != 0 {

@@ -105,6 +105,9 @@ type Options struct {
 	// catchUpRecheck, in tests, sets how often a parked resource waiting
 	// for its consumer looks again without being woken.
 	catchUpRecheck time.Duration
+	// probeEvery, in tests, sets how long a sink makes no request before a
+	// parked resource is tried early (wake.go).
+	probeEvery time.Duration
 	// MaxAckPending bounds the events a partition consumer has out at
 	// once. Default 1,000.
 	MaxAckPending int
@@ -255,6 +258,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	if m.o.claimRenew > 0 {
 		sh.t.claimRenew = m.o.claimRenew
+	}
+	if m.o.probeEvery > 0 {
+		sh.t.probeEvery = m.o.probeEvery
 	}
 	if m.o.MarkerAge > 0 {
 		sh.t.keepMarkers(m.o.MarkerAge)

@@ -66,11 +66,14 @@ const (
 // again every catchUpRecheck (1 s) when no event of it wakes it. The
 // owner of a partition removes the markers of its records taken out once
 // they are markerAge (an hour) old, looking every markerSweep (a quarter
-// of that, at least a heartbeat): markers.go.
+// of that, at least a heartbeat): markers.go. A worker whose sink made no
+// request for probeEvery (a minute) tries a parked resource before its
+// time, in case the receiver is back (wake.go).
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
 	claimRenew, ackSettle, catchUpRecheck                        time.Duration
 	markerAge, markerSweep                                       time.Duration
+	probeEvery                                                   time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -85,6 +88,7 @@ func timingFor(h time.Duration) timing {
 	t.claimRenew = 24 * time.Hour
 	t.ackSettle = 5 * time.Second
 	t.catchUpRecheck = time.Second
+	t.probeEvery = time.Minute
 	t.keepMarkers(defaultMarkerAge)
 	return t
 }

@@ -40,6 +40,10 @@ type parkRecord struct {
 	// Status and Error are the last failure's, for people reading the bucket.
 	Status int    `json:"status,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Down says the last failure was the receiver being down (no answer,
+	// or a 5xx without Retry-After): the resource is tried before Due
+	// once the receiver answers again (wake.go).
+	Down bool `json:"down,omitempty"`
 }
 
 // parking reads and writes one sink's park records.

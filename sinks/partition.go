@@ -125,6 +125,11 @@ type lane struct {
 	// enqueue meanwhile starts there, not at queue[0]: until the slice
 	// settles, its events are neither delivered nor covered by a record.
 	out uint64
+	// early is set while the parked lane is tried before its record's due
+	// time (wake.go); wokeInVain is the due time of the record such a try
+	// failed back to: the lane is not woken again before that try.
+	early      *early
+	wokeInVain time.Time
 }
 
 // held is the record a lane could not write: where its retry stands.
@@ -482,11 +487,16 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 
 // parkedCount is how many of the partition's resources are parked.
 func (p *partition) parkedCount() int {
+	return p.countLanes(func(l *lane) bool { return l.park != nil })
+}
+
+// countLanes counts the partition's lanes for which is holds.
+func (p *partition) countLanes(is func(*lane) bool) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, l := range p.lanes {
-		if l.park != nil {
+		if is(l) {
 			n++
 		}
 	}
@@ -850,6 +860,10 @@ func (p *partition) work(l *lane) {
 			p.mu.Unlock()
 			return
 		case l.park != nil && l.hold == nil:
+			if l.early != nil && p.isStopping() {
+				// Woken, but stopping first: the record as scheduled.
+				l.park, l.early = &l.early.rec, nil
+			}
 			if p.isStopping() || time.Now().Before(l.park.Due) {
 				l.busy = false
 				p.scheduleLocked(l)
@@ -1156,7 +1170,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 	}
 	p.settle(key, items[:first])
 	failed := items[first:]
-	o, rec, err := p.failed(failed, res, tries)
+	o, rec, err := p.failed(failed, res, tries, nil)
 	h := held{rec: rec, alone: o == sendAlone}
 	switch {
 	case o == deadLettered:
@@ -1516,6 +1530,9 @@ func (p *partition) deliver(items []item, alone bool, tries int) Result {
 	if span != nil {
 		endAttempt(span, res)
 	}
+	if p.ctx.Err() == nil {
+		w.tried(res)
+	}
 	if res.Err == nil {
 		for range out {
 			w.metrics.delivered(w.name, res.Latency)
@@ -1549,7 +1566,14 @@ func triesOf(items []item, rec *parkRecord) int {
 func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
-	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park}
+	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park, early: l.early}
+	if r.early != nil {
+		defer func() {
+			p.mu.Lock()
+			l.early = nil
+			p.mu.Unlock()
+		}()
+	}
 	// A wait for the consumer ends with this read: it waits again if it
 	// finds the resource caught up, but a retry parked after a failure must
 	// not be woken early by a copy arriving.
@@ -1569,6 +1593,10 @@ func (p *partition) readBack(l *lane) {
 				w.log.Warn("reading a parked resource's events failed; will try again", "resource", r.key, "err", err)
 			}
 			r.rec.Due = w.now().Add(time.Second)
+			if e := r.early; e != nil && r.rec.From == e.rec.From {
+				// Woken early and nothing tried: back to the schedule.
+				r.rec = e.rec
+			}
 			r.park()
 			return
 		}
@@ -1655,7 +1683,8 @@ type reader struct {
 	l       *lane
 	key     string
 	rec     parkRecord
-	unsaved int // events settled since the record was last written
+	unsaved int    // events settled since the record was last written
+	early   *early // set: the read is a try before the record's time (wake.go)
 }
 
 // save writes the record to the bucket, in its turn.
@@ -1707,12 +1736,18 @@ func (r *reader) advance(items []item) {
 // reports whether reading goes on (false: parked again, or the partition
 // stopped).
 func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
-	o, rec, _ := r.p.failed(failed, res, tries)
+	early := r.earlyFor(failed[0], tries)
+	o, rec, _ := r.p.failed(failed, res, tries, early)
 	switch {
 	case o == retryLater:
 		r.rec = rec
 		r.save()
 		r.park()
+		if early != nil && !r.early.probe {
+			r.p.mu.Lock()
+			r.l.wokeInVain = rec.Due
+			r.p.mu.Unlock()
+		}
 		return false
 	case o == deadLettered:
 		r.advance(failed)

@@ -64,6 +64,8 @@ type worker struct {
 
 	// keyWaits says events that wait for their signing key, a few a minute.
 	keyWaits *failureLog
+	// wakes times the tries of parked resources before their time (wake.go).
+	wakes wakes
 
 	sem chan struct{} // requests in flight, across the worker's partitions
 	// batches gathers lanes' events into batched requests; nil when the
@@ -217,7 +219,8 @@ func (w *worker) run(ctx context.Context) error {
 		case <-ctx.Done():
 			w.shutdown()
 			return nil
-		case <-tick.C:
+		case now := <-tick.C:
+			w.probe(now)
 		}
 	}
 }
