@@ -58,23 +58,28 @@ func TestRetryPolicy(t *testing.T) {
 		due     time.Time // retryLater, sendAlone
 		records int       // retryLater, sendAlone: the record's Attempts
 		metric  string    // the outcome counted and recorded as an attempt
+		down    bool      // retryLater: the record's Down
+		early   *parkRecord
 	}{
-		{"retryable: the schedule's next delay", slice(true), Result{Status: 500, Err: fail500, Events: 1}, 1, retryLater, now.Add(w.schedule[0]), 1, "retry"},
-		{"a longer Retry-After wins", slice(true), Result{Status: 429, Err: fail500, Events: 1, RetryAfter: time.Hour}, 2, retryLater, now.Add(time.Hour), 2, "retry"},
-		{"a batch with retries left waits as a whole", slice(true, false, true), Result{Status: 503, Err: fail500, Events: 2}, 3, retryLater, now.Add(w.schedule[2]), 3, "retry"},
-		{"out of tries, alone: dead-lettered", slice(true), Result{Status: 500, Err: fail500, Events: 1}, last + 1, deadLettered, time.Time{}, 0, "dead_lettered"},
-		{"refused for good, alone: dead-lettered", slice(true, false), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 1, deadLettered, time.Time{}, 0, "dead_lettered"},
-		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, "retry"},
-		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, "retry"},
-		{"a batch out of tries: one per request, its head's tries kept", slice(true, true), Result{Status: 500, Err: fail500, Events: 2}, last + 1, sendAlone, now, last, "retry"},
-		{"a result that counts no events never settles unsent ones", slice(true, true), Result{Err: fail500, Permanent: true}, 1, sendAlone, now, 0, "retry"},
+		{"retryable: the schedule's next delay", slice(true), Result{Status: 500, Err: fail500, Events: 1}, 1, retryLater, now.Add(w.schedule[0]), 1, "retry", true, nil},
+		{"a longer Retry-After wins", slice(true), Result{Status: 429, Err: fail500, Events: 1, RetryAfter: time.Hour}, 2, retryLater, now.Add(time.Hour), 2, "retry", false, nil},
+		{"a batch with retries left waits as a whole", slice(true, false, true), Result{Status: 503, Err: fail500, Events: 2}, 3, retryLater, now.Add(w.schedule[2]), 3, "retry", true, nil},
+		{"out of tries, alone: dead-lettered", slice(true), Result{Status: 500, Err: fail500, Events: 1}, last + 1, deadLettered, time.Time{}, 0, "dead_lettered", false, nil},
+		{"refused for good, alone: dead-lettered", slice(true, false), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 1, deadLettered, time.Time{}, 0, "dead_lettered", false, nil},
+		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, "retry", false, nil},
+		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, "retry", false, nil},
+		{"a batch out of tries: one per request, its head's tries kept", slice(true, true), Result{Status: 500, Err: fail500, Events: 2}, last + 1, sendAlone, now, last, "retry", false, nil},
+		{"an early try does not count", slice(true), Result{Status: 503, Err: fail500, Events: 1}, 3, retryLater, now.Add(time.Hour), 2, "retry", true, &parkRecord{Attempts: 2, Due: now.Add(time.Hour)}},
+		{"an early try told to wait: the longer wait", slice(true), Result{Status: 503, Err: fail500, Events: 1, RetryAfter: 2 * time.Hour}, 3, retryLater, now.Add(2 * time.Hour), 2, "retry", false, &parkRecord{Attempts: 2, Due: now.Add(time.Hour)}},
+		{"an early try refused for good: dead-lettered", slice(true), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 3, deadLettered, time.Time{}, 0, "dead_lettered", false, &parkRecord{Attempts: 2, Due: now.Add(time.Hour)}},
+		{"a result that counts no events never settles unsent ones", slice(true, true), Result{Err: fail500, Permanent: true}, 1, sendAlone, now, 0, "retry", false, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := map[string]float64{}
 			for _, o := range []string{"retry", "dead_lettered"} {
 				before[o] = testutil.ToFloat64(m.metrics.outcomes.WithLabelValues("crm", o))
 			}
-			o, rec, err := p.failed(c.items, c.res, c.tries, nil)
+			o, rec, err := p.failed(c.items, c.res, c.tries, c.early)
 			if err != nil || o != c.want {
 				t.Fatalf("outcome %d (err %v), want %d", o, err, c.want)
 			}
@@ -116,7 +121,7 @@ func TestRetryPolicy(t *testing.T) {
 				}
 				return nil
 			})
-			want := parkRecord{From: c.items[0].sseq, Attempts: c.records, Due: c.due, Status: c.res.Status, Error: errText(c.res.Err)}
+			want := parkRecord{From: c.items[0].sseq, Attempts: c.records, Due: c.due, Status: c.res.Status, Error: errText(c.res.Err), Down: c.down}
 			if rec != want {
 				t.Fatalf("park record %+v, want %+v", rec, want)
 			}

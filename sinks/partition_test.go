@@ -1363,13 +1363,15 @@ func TestReadBackAheadOfTheConsumerIsHandedOver(t *testing.T) {
 // its end waits for its consumer; an event of it that comes meanwhile is
 // read back, refused, and parked for its retry 20 minutes later. The
 // consumer's copies arriving after that do not wake the resource early:
-// its refused event is not tried again meanwhile.
+// its refused event is not tried again meanwhile. (The refusal is a 429:
+// a 503 is a receiver down, and the other events' successes would wake
+// it, once: wake.go.)
 func TestRetryWaitingForTheConsumerKeepsItsBackoff(t *testing.T) {
 	var tries atomic.Int32
 	ra := newReadAhead(t, func(c *Config) { c.Retry = Schedule{20 * time.Minute} }, func(seq uint64) int {
 		if seq == readAheadParked+1 {
 			tries.Add(1)
-			return http.StatusServiceUnavailable
+			return http.StatusTooManyRequests
 		}
 		return http.StatusNoContent
 	})
