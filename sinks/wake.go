@@ -3,6 +3,8 @@
 package sinks
 
 import (
+	"context"
+	"log/slog"
 	"sync/atomic"
 	"time"
 )
@@ -16,7 +18,7 @@ import (
 // delivered at once.
 //
 // Two things tell a worker that its sink's receiver is back:
-//   - One of the sink's requests succeeds, any resource's (answered). The
+//   - One of the sink's requests succeeds, any resource's (tried). The
 //     worker then tries now the parked resources whose last failure was
 //     the receiver being down: no answer, or a 5xx without Retry-After
 //     (parkRecord.Down). It keeps at most wakeAhead of them out at once,
@@ -61,10 +63,10 @@ func downs(res Result) bool {
 	return !res.Permanent && res.RetryAfter <= 0 && (res.Status == 0 || res.Status >= 500)
 }
 
-// wakes is when a worker last made a request, saw one succeed, looked for
-// parked resources to wake and probed (unix nanoseconds; zero: never).
+// wakes is when a worker last made a request, looked for parked
+// resources to wake, woke some and probed (unix nanoseconds; zero: never).
 type wakes struct {
-	tried, answered, looked, probed atomic.Int64
+	tried, looked, woke, probed atomic.Int64
 }
 
 // early is a try of a parked resource before its record's due time: the
@@ -82,14 +84,21 @@ func (w *worker) tried(res Result) {
 	if res.Err != nil {
 		return
 	}
-	w.wakes.answered.Store(now.UnixNano())
 	last := w.wakes.looked.Load()
 	if now.UnixNano()-last < int64(wakeEvery) || !w.wakes.looked.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	if n := w.wake(now, w.wakeAhead(), false); n > 0 {
-		w.log.Debug("the receiver answers: parked resources are tried now, not on their schedule", "resources", n)
+	n := w.wake(now, w.wakeAhead(), false)
+	if n == 0 {
+		return
 	}
+	// Said at Info when a recovery begins (nothing woken for a minute),
+	// at Debug while it goes on.
+	level := slog.LevelDebug
+	if now.UnixNano()-w.wakes.woke.Swap(now.UnixNano()) >= int64(time.Minute) {
+		level = slog.LevelInfo
+	}
+	w.log.Log(context.Background(), level, "the receiver answers again: resources parked while it was down are tried now, not on their schedule", "resources", n)
 }
 
 // probe tries one parked resource before its time when the sink has made

@@ -5,6 +5,7 @@ package sinks
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ import (
 type outage struct {
 	*receiver
 	js    jetstream.JetStream
+	logs  *eventstest.Log // the sinks' log, where wakeSetup made them
 	up    atomic.Bool
 	alone string // a ce-subject the receiver fails even when up; "": none
 
@@ -34,7 +36,7 @@ type outage struct {
 }
 
 func newOutage(t *testing.T, alone string) *outage {
-	o := &outage{alone: alone, tries: map[string]int{}}
+	o := &outage{alone: alone, tries: map[string]int{}, logs: &eventstest.Log{}}
 	o.receiver = newReceiver(t, func(_ int, r *http.Request) int {
 		subject := r.Header.Get("ce-subject")
 		o.mu.Lock()
@@ -100,12 +102,13 @@ func parkedForLong(t *testing.T, o *outage, keys ...string) map[string]parkRecor
 }
 
 // wakeSetup runs crm on one partition with a single retry half an hour
-// after a first failure, and the probe every probeEvery.
+// after a first failure, and the probe every probeEvery; its log goes to
+// o.logs.
 func wakeSetup(t *testing.T, alone string, probeEvery time.Duration) (*outage, *Manager, *publisher) {
 	js := onePartition(t)
 	o := newOutage(t, alone)
 	o.js = js
-	m, _ := runManager(t, Options{JS: js, probeEvery: probeEvery,
+	m, _ := runManager(t, Options{JS: js, probeEvery: probeEvery, Logger: slog.New(slog.NewTextHandler(o.logs, nil)),
 		Sinks: []Config{sinkConfig("crm", o.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })}})
 	return o, m, newPublisher(t, js)
 }
@@ -113,7 +116,7 @@ func wakeSetup(t *testing.T, alone string, probeEvery time.Duration) (*outage, *
 // TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain: resources
 // parked while the receiver was down, each due again half an hour later,
 // are delivered, in order, as soon as a request to the receiver succeeds
-// again, not half an hour later.
+// again, not half an hour later; the worker says so at Info.
 func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 	o, _, p := wakeSetup(t, "", time.Hour)
 	p.publish("acme", events.UserCreated, "u1")
@@ -128,6 +131,9 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 		return errors.Join(o.hasAccepted("Users/u3#1"), o.hasAccepted("Users/u1#1", "Users/u1#2"),
 			o.hasAccepted("Users/u2#1"), o.hasAccepted("Groups/g1#1"))
 	})
+	if logs := o.logs.String(); !strings.Contains(logs, `level=INFO msg="the receiver answers again: resources parked while it was down are tried now, not on their schedule" sink=crm resources=3`) {
+		t.Errorf("the wake is not said at Info with its count:\n%s", grepLines(logs, "receiver answers"))
+	}
 }
 
 // TestAQuietSinkProbesForItsReceiver: with nothing new to deliver, a
