@@ -66,7 +66,7 @@ func (p *partition) failed(failed []item, res Result, tries int, early *parkReco
 	out := send(failed)
 	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256)}
 	if !res.Permanent && early != nil {
-		rec.Attempts, rec.Due, rec.Down = early.Attempts, early.Due, downs(res)
+		rec.Attempts, rec.Due, rec.Down, rec.failed = early.Attempts, early.Due, downs(res), time.Now()
 		if ra := w.now().Add(min(res.RetryAfter, maxRetryAfter)); ra.After(rec.Due) && !w.dropsBefore(failed[0], ra) {
 			rec.Due = ra
 		}
@@ -77,7 +77,7 @@ func (p *partition) failed(failed []item, res Result, tries int, early *parkReco
 		if delay, ok := w.schedule.Delay(tries, res, w.rnd); ok {
 			next := w.now().Add(delay)
 			if !w.dropsBefore(failed[0], next) {
-				rec.Due, rec.Down = next, downs(res)
+				rec.Due, rec.Down, rec.failed = next, downs(res), time.Now()
 				w.retrying(out, res, tries, rec.Due)
 				return retryLater, rec, nil
 			}

@@ -122,7 +122,10 @@ func TestRetryPolicy(t *testing.T) {
 				return nil
 			})
 			want := parkRecord{From: c.items[0].sseq, Attempts: c.records, Due: c.due, Status: c.res.Status, Error: errText(c.res.Err), Down: c.down}
-			if rec != want {
+			if o == retryLater && rec.failed.IsZero() {
+				t.Error("the record does not say when the try failed")
+			}
+			if rec.failed = (time.Time{}); rec != want {
 				t.Fatalf("park record %+v, want %+v", rec, want)
 			}
 		})

@@ -108,6 +108,9 @@ type Options struct {
 	// probeEvery, in tests, sets how long a sink makes no request before a
 	// parked resource is tried early (wake.go).
 	probeEvery time.Duration
+	// outageMin, in tests, sets how long a worker sees no success before
+	// one is a recovery (wake.go).
+	outageMin time.Duration
 	// MaxAckPending bounds the events a partition consumer has out at
 	// once. Default 1,000.
 	MaxAckPending int
@@ -261,6 +264,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	if m.o.probeEvery > 0 {
 		sh.t.probeEvery = m.o.probeEvery
+	}
+	if m.o.outageMin > 0 {
+		sh.t.outageMin = m.o.outageMin
 	}
 	if m.o.MarkerAge > 0 {
 		sh.t.keepMarkers(m.o.MarkerAge)

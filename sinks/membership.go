@@ -68,12 +68,13 @@ const (
 // they are markerAge (an hour) old, looking every markerSweep (a quarter
 // of that, at least a heartbeat): markers.go. A worker whose sink made no
 // request for probeEvery (a minute) tries a parked resource before its
-// time, in case the receiver is back (wake.go).
+// time, in case the receiver is back, and a success after outageMin (5 s)
+// without one, the receiver down, is a recovery (wake.go).
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
 	claimRenew, ackSettle, catchUpRecheck                        time.Duration
 	markerAge, markerSweep                                       time.Duration
-	probeEvery                                                   time.Duration
+	probeEvery, outageMin                                        time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -88,7 +89,7 @@ func timingFor(h time.Duration) timing {
 	t.claimRenew = 24 * time.Hour
 	t.ackSettle = 5 * time.Second
 	t.catchUpRecheck = time.Second
-	t.probeEvery = time.Minute
+	t.probeEvery, t.outageMin = time.Minute, 5*time.Second
 	t.keepMarkers(defaultMarkerAge)
 	return t
 }

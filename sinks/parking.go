@@ -44,6 +44,11 @@ type parkRecord struct {
 	// or a 5xx without Retry-After): the resource is tried before Due
 	// once the receiver answers again (wake.go).
 	Down bool `json:"down,omitempty"`
+	// failed is when this worker's try that wrote the record failed (zero:
+	// not known here, as for a record read from the bucket): a recovery
+	// wakes the resources that failed before it, and a probe only those
+	// no success has answered since.
+	failed time.Time
 }
 
 // parking reads and writes one sink's park records.

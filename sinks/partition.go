@@ -126,10 +126,8 @@ type lane struct {
 	// settles, its events are neither delivered nor covered by a record.
 	out uint64
 	// early is set while the parked lane is tried before its record's due
-	// time (wake.go); wokeInVain is the due time of the record such a try
-	// failed back to: the lane is not woken again before that try.
-	early      *early
-	wokeInVain time.Time
+	// time (wake.go).
+	early *early
 }
 
 // held is the record a lane could not write: where its retry stands.
@@ -1567,10 +1565,15 @@ func (p *partition) readBack(l *lane) {
 	w := p.w
 	p.mu.Lock()
 	r := &reader{p: p, l: l, key: l.subject.Key(), rec: *l.park, early: l.early}
-	if r.early != nil {
+	if r.early != nil && !time.Now().Before(r.early.rec.Due) {
+		// Woken, but it waited for a request slot until it was due: a
+		// scheduled try, which counts.
+		r.early = nil
+	}
+	if l.early != nil {
 		defer func() {
 			p.mu.Lock()
-			l.early = nil
+			p.wokenDoneLocked(l)
 			p.mu.Unlock()
 		}()
 	}
@@ -1724,7 +1727,7 @@ func (r *reader) advance(items []item) {
 		return
 	}
 	r.p.settle(r.key, items)
-	r.rec.From, r.rec.Attempts, r.rec.Status, r.rec.Error = items[len(items)-1].sseq+1, 0, 0, ""
+	r.rec = parkRecord{From: items[len(items)-1].sseq + 1, Due: r.rec.Due}
 	if r.unsaved += len(items); r.unsaved >= maxUnsaved {
 		r.save()
 	}
@@ -1743,11 +1746,6 @@ func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
 		r.rec = rec
 		r.save()
 		r.park()
-		if early != nil && !r.early.probe {
-			r.p.mu.Lock()
-			r.l.wokeInVain = rec.Due
-			r.p.mu.Unlock()
-		}
 		return false
 	case o == deadLettered:
 		r.advance(failed)

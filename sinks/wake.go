@@ -18,16 +18,25 @@ import (
 // delivered at once.
 //
 // Two things tell a worker that its sink's receiver is back:
-//   - One of the sink's requests succeeds, any resource's (tried). The
-//     worker then tries now the parked resources whose last failure was
-//     the receiver being down: no answer, or a 5xx without Retry-After
-//     (parkRecord.Down). It keeps at most wakeAhead of them out at once,
-//     topping up at most every wakeEvery while requests succeed, so that
-//     a receiver that fails again is not sent the whole backlog first.
-//   - While the sink makes no request at all for probeEvery (a minute),
-//     one such resource is tried before its time: the probe. A receiver
-//     that comes back while nothing changes is found within a minute,
-//     at the cost of a request a minute while it stays down.
+//   - A recovery: one of the sink's requests succeeds after the worker saw
+//     the receiver down (no answer, or a 5xx without Retry-After) and no
+//     success for at least outageMin (5 s: after a shorter outage the
+//     parked resources are due within seconds anyway), or the first
+//     success the worker sees (it may hold resources a previous owner
+//     parked). The worker then tries now the
+//     resources it parked after such a failure before the recovery
+//     (parkRecord.Down), keeping at most wakeAhead of them out at once:
+//     each woken resource that delivers hands its place to another at
+//     once, and each success asks for a look for more (at most every
+//     wakeEvery), until none is left. A receiver that fails only some
+//     requests while others succeed is not down: its failures keep their
+//     schedule, so an overloaded receiver is not sent more.
+//   - The probe: while the sink makes no request for probeEvery (a
+//     minute), one resource parked after such a failure, and not since
+//     answered by a success, is tried before its time, the one tried
+//     longest ago first. A receiver that comes back while nothing changes
+//     is found so; each probe that finds it still down doubles the wait
+//     before the next, up to ten times probeEvery.
 //
 // A resource with a Retry-After, or refused with a 4xx, keeps its
 // schedule: the receiver asked for it.
@@ -36,10 +45,9 @@ import (
 // fails, the resource's record is left as the schedule set it (its tries,
 // its due time; a longer Retry-After wins), so a resource the receiver
 // fails on its own (a 500 for it alone) is dead-lettered no sooner than
-// before. Such a resource, woken because another request succeeded, is
-// not woken again before its scheduled try: its early tries are at most
-// one per try of the schedule (a failed probe does not count here: it
-// was expected to fail while the receiver is down).
+// before. Its early failure comes after the recovery began, and after a
+// success: neither that recovery nor a probe tries it again (a later
+// outage's recovery does, once).
 //
 // The wake is this worker's, in memory: it tries the resources of the
 // partitions it owns. The records in the bucket keep their scheduled due
@@ -51,6 +59,8 @@ const (
 	wakeEvery = 200 * time.Millisecond
 	// wakeMargin: a resource due within it is left to its own timer.
 	wakeMargin = 2 * time.Second
+	// maxProbeGaps bounds the wait between probes, in probeEvery.
+	maxProbeGaps = 10
 )
 
 // wakeAhead is how many woken resources a worker keeps out at once: twice
@@ -63,10 +73,15 @@ func downs(res Result) bool {
 	return !res.Permanent && res.RetryAfter <= 0 && (res.Status == 0 || res.Status >= 500)
 }
 
-// wakes is when a worker last made a request, looked for parked
-// resources to wake, woke some and probed (unix nanoseconds; zero: never).
+// wakes is where a worker's waking stands: when it last made a request,
+// saw one succeed, saw the receiver down, looked for resources to wake,
+// woke some and probed, and when the recovery under way began (unix
+// nanoseconds; zero: never, none); how many probes found no success since
+// the last; whether a look is due or running.
 type wakes struct {
-	tried, looked, woke, probed atomic.Int64
+	tried, answered, down, looked, woke, probed, recovery atomic.Int64
+	probes                                                atomic.Int32
+	looking                                               atomic.Bool
 }
 
 // early is a try of a parked resource before its record's due time: the
@@ -76,20 +91,61 @@ type early struct {
 	probe bool
 }
 
-// tried notes a request of the sink, and wakes parked resources when it
-// succeeded.
+// tried notes the result of a request of the sink. A success that ends an
+// outage begins a recovery; during one, every success asks for a look
+// for resources to wake: at once, or, within wakeEvery of the last look,
+// once that has passed. A success never goes without a look after it: the
+// last woken resources may all succeed within wakeEvery of the look that
+// woke them, and the look they ask for is what wakes the next ones.
 func (w *worker) tried(res Result) {
-	now := time.Now()
-	w.wakes.tried.Store(now.UnixNano())
+	now := time.Now().UnixNano()
+	w.wakes.tried.Store(now)
 	if res.Err != nil {
+		if downs(res) {
+			w.wakes.down.Store(now)
+		}
 		return
 	}
-	last := w.wakes.looked.Load()
-	if now.UnixNano()-last < int64(wakeEvery) || !w.wakes.looked.CompareAndSwap(last, now.UnixNano()) {
+	prev := w.wakes.answered.Swap(now)
+	w.wakes.probes.Store(0)
+	if prev == 0 || w.wakes.down.Load() > prev && now-prev >= int64(w.t.outageMin) {
+		w.wakes.recovery.Store(now)
+	}
+	if w.wakes.recovery.Load() != 0 {
+		w.askLook(true)
+	}
+}
+
+// askLook has the worker look for resources to wake: now (in this
+// goroutine if inline), or once wakeEvery has passed since the last look.
+// One look is asked for or running at a time.
+func (w *worker) askLook(inline bool) {
+	if !w.wakes.looking.CompareAndSwap(false, true) {
 		return
 	}
-	n := w.wake(now, w.wakeAhead(), false)
+	wait := time.Duration(w.wakes.looked.Load() + int64(wakeEvery) - time.Now().UnixNano())
+	if wait <= 0 && inline {
+		w.look(time.Now())
+		return
+	}
+	time.AfterFunc(max(wait, 0), func() { w.look(time.Now()) })
+}
+
+// look wakes up to wakeAhead resources parked before the recovery under
+// way, fewer by the woken ones still out, and ends the recovery when
+// none is left to wake or out.
+func (w *worker) look(now time.Time) {
+	defer w.wakes.looking.Store(false)
+	w.wakes.looked.Store(now.UnixNano())
+	recovery := w.wakes.recovery.Load()
+	if recovery == 0 {
+		return
+	}
+	n, out := w.wake(now, w.wakeAhead(), func(l *lane) bool { return l.park.failed.UnixNano() < recovery })
 	if n == 0 {
+		if out == 0 {
+			w.wakes.recovery.CompareAndSwap(recovery, 0)
+		}
 		return
 	}
 	// Said at Info when a recovery begins (nothing woken for a minute),
@@ -102,36 +158,83 @@ func (w *worker) tried(res Result) {
 }
 
 // probe tries one parked resource before its time when the sink has made
-// no request for probeEvery, and none is out already.
+// no request for a while (probeEvery, doubled for each probe since the
+// last success, up to maxProbeGaps times), and none is out already: of
+// those no success has answered since they failed, the one that failed
+// longest ago.
 func (w *worker) probe(now time.Time) {
-	quiet := func(at *atomic.Int64) bool { return now.UnixNano()-at.Load() >= int64(w.t.probeEvery) }
+	gap := probeGap(w.t.probeEvery, int(w.wakes.probes.Load()))
+	quiet := func(at *atomic.Int64) bool { return now.UnixNano()-at.Load() >= int64(gap) }
 	if !quiet(&w.wakes.tried) || !quiet(&w.wakes.probed) {
 		return
 	}
-	w.wakes.probed.Store(now.UnixNano())
-	if n := w.wake(now, 1, true); n > 0 {
-		w.log.Debug("no request for a while: a parked resource is tried before its time, in case the receiver is back", "quiet_for", w.t.probeEvery)
+	// Stored once the probe is out, if any: a test that sees it sees the
+	// probed resource woken.
+	defer w.wakes.probed.Store(now.UnixNano())
+	answered := w.wakes.answered.Load()
+	var pick *partition
+	var oldest *lane
+	var failed time.Time // oldest's
+	for _, p := range w.ownedPartitions() {
+		p.mu.Lock()
+		for _, l := range p.lanes {
+			if l.early != nil {
+				p.mu.Unlock()
+				return // one out already
+			}
+			if !wakeable(l, now) {
+				continue
+			}
+			f := l.park.failed
+			if (f.IsZero() || f.UnixNano() > answered) && (oldest == nil || f.Before(failed)) {
+				pick, oldest, failed = p, l, f
+			}
+		}
+		p.mu.Unlock()
+	}
+	if pick == nil {
+		return
+	}
+	w.wakes.probes.Add(1)
+	pick.mu.Lock()
+	n := pick.wakeLocked(now, 1, true, func(l *lane) bool { return l == oldest })
+	pick.mu.Unlock()
+	if n > 0 {
+		w.log.Debug("no request for a while: a parked resource is tried before its time, in case the receiver is back", "quiet_for", gap)
 	}
 }
 
+// probeGap is how long a sink makes no request before a probe, after
+// probes since its last success: every, doubled for each, up to
+// maxProbeGaps times every.
+func probeGap(every time.Duration, probes int) time.Duration {
+	return every * time.Duration(min(1<<min(probes, 8), maxProbeGaps))
+}
+
 // wake starts up to want parked resources of the worker's partitions
-// before their time, fewer by the woken ones still out, and returns how
-// many it started.
-func (w *worker) wake(now time.Time, want int, probe bool) int {
+// before their time, for which also holds, fewer by the woken ones still
+// out, and returns how many it started and how many were out. It shares
+// them out among the partitions: the woken resources of one partition
+// hand their places on within it (wokenDoneLocked).
+func (w *worker) wake(now time.Time, want int, also func(*lane) bool) (started, out int) {
 	ps := w.ownedPartitions()
 	for _, p := range ps {
-		want -= p.wokenOut()
+		out += p.wokenOut()
 	}
-	started := 0
-	for _, p := range ps {
-		if want <= 0 {
-			break
+	for want -= out; want > 0 && len(ps) > 0; {
+		share, before := max(1, want/len(ps)), started
+		for _, p := range ps {
+			p.mu.Lock()
+			n := p.wakeLocked(now, min(share, want), false, also)
+			p.mu.Unlock()
+			want -= n
+			started += n
 		}
-		n := p.wake(now, want, probe)
-		want -= n
-		started += n
+		if started == before {
+			break // none left
+		}
 	}
-	return started
+	return started, out
 }
 
 // wokenOut counts the partition's resources being tried before their time.
@@ -139,12 +242,12 @@ func (p *partition) wokenOut() int {
 	return p.countLanes(func(l *lane) bool { return l.early != nil })
 }
 
-// wake starts up to n of the partition's parked resources that a receiver
-// being down failed, before their time, and returns how many it started.
-func (p *partition) wake(now time.Time, n int, probe bool) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.isStopping() {
+// wakeLocked starts up to n of the partition's parked resources that a
+// receiver being down failed, and for which also holds, before their
+// time, and returns how many it started. Only while the partition
+// consumes: one setting up or recovering its consumer starts no lane.
+func (p *partition) wakeLocked(now time.Time, n int, probe bool, also func(*lane) bool) int {
+	if p.isStopping() || p.state.Load() != stateRunning {
 		return 0
 	}
 	started := 0
@@ -152,7 +255,7 @@ func (p *partition) wake(now time.Time, n int, probe bool) int {
 		if started == n {
 			break
 		}
-		if !wakeable(l, now) {
+		if !wakeable(l, now) || !also(l) {
 			continue
 		}
 		l.early = &early{rec: *l.park, probe: probe}
@@ -166,12 +269,28 @@ func (p *partition) wake(now time.Time, n int, probe bool) int {
 }
 
 // wakeable reports whether a lane is parked, idle, after a failure of a
-// receiver that was down, and not due for a while; and, if it was woken
-// before and failed, due for another scheduled try since.
+// receiver that was down, and not due for a while.
 func wakeable(l *lane, now time.Time) bool {
 	return l.park != nil && l.park.Down && l.hold == nil && !l.busy && l.parking == 0 &&
-		l.catchUp == 0 && l.early == nil &&
-		l.park.Due.After(now.Add(wakeMargin)) && !l.park.Due.Equal(l.wokeInVain)
+		l.catchUp == 0 && l.early == nil && l.park.Due.After(now.Add(wakeMargin))
+}
+
+// wokenDoneLocked ends a lane's try before its time. During a recovery,
+// one that delivered something hands its place to another resource of
+// the partition parked before the recovery, at once, or, where the
+// partition has none left, asks for a look: woken resources stay out
+// while the receiver takes them, not only at each look.
+func (p *partition) wokenDoneLocked(l *lane) {
+	e := l.early
+	l.early = nil
+	recovery := p.w.wakes.recovery.Load()
+	if recovery == 0 || l.park != nil && l.park.From == e.rec.From {
+		return
+	}
+	if p.wakeLocked(time.Now(), 1, false, func(l *lane) bool { return l.park.failed.UnixNano() < recovery }) == 0 {
+		// None left here: another partition may have some.
+		p.w.askLook(false)
+	}
 }
 
 // earlyFor is the schedule's record of a try before its time, when the

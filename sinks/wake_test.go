@@ -20,15 +20,17 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
-// outage is a receiver that is down (503 without Retry-After) until up is
-// set; then it accepts every event but those of a resource it fails alone
-// (500), and records what it accepted.
+// outage is a receiver that is down (503 without Retry-After, or 429 for
+// the resource it asks to wait) until up is set; then it accepts every
+// event but those of a resource it fails alone (500), and records what it
+// accepted.
 type outage struct {
 	*receiver
 	js    jetstream.JetStream
 	logs  *eventstest.Log // the sinks' log, where wakeSetup made them
 	up    atomic.Bool
 	alone string // a ce-subject the receiver fails even when up; "": none
+	wait  string // a ce-subject answered 429 while down; "": none
 
 	mu       sync.Mutex
 	accepted []string       // ce-subject#subjectseq, as accepted
@@ -43,6 +45,9 @@ func newOutage(t *testing.T, alone string) *outage {
 		defer o.mu.Unlock()
 		o.tries[subject]++
 		if !o.up.Load() {
+			if subject == o.wait {
+				return http.StatusTooManyRequests
+			}
 			return http.StatusServiceUnavailable
 		}
 		if subject == o.alone {
@@ -80,8 +85,9 @@ func (o *outage) triesOf(subject string) int {
 }
 
 // parkedForLong waits until crm has parked each resource key after one
-// failed try of a receiver that was down, due again in about half an hour
-// (the stream keeps events an hour), and returns the records.
+// failed try of a receiver that was down (or, for o.wait, asked to
+// wait), due again in about half an hour (the stream keeps events an
+// hour), and returns the records.
 func parkedForLong(t *testing.T, o *outage, keys ...string) map[string]parkRecord {
 	t.Helper()
 	recs := map[string]parkRecord{}
@@ -91,7 +97,8 @@ func parkedForLong(t *testing.T, o *outage, keys ...string) map[string]parkRecor
 			if err != nil {
 				return fmt.Errorf("%s: %w", k, err)
 			}
-			if r.Attempts != 1 || !r.Down || time.Until(r.Due) < 20*time.Minute {
+			down := "Users/"+strings.TrimPrefix(k, "acme.user.") != o.wait
+			if r.Attempts != 1 || r.Down != down || time.Until(r.Due) < 20*time.Minute {
 				return fmt.Errorf("%s: %+v, want parked after a try, down, for about half an hour", k, r)
 			}
 			recs[k] = r
@@ -116,14 +123,18 @@ func wakeSetup(t *testing.T, alone string, probeEvery time.Duration) (*outage, *
 // TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain: resources
 // parked while the receiver was down, each due again half an hour later,
 // are delivered, in order, as soon as a request to the receiver succeeds
-// again, not half an hour later; the worker says so at Info.
+// again, not half an hour later; the worker says so at Info. One the
+// receiver asked to wait (429) keeps its schedule.
 func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 	o, _, p := wakeSetup(t, "", time.Hour)
+	o.wait = "Users/patient"
 	p.publish("acme", events.UserCreated, "u1")
 	p.publish("acme", events.UserUpdated, "u1")
 	p.publish("acme", events.UserCreated, "u2")
 	p.publish("acme", events.GroupCreated, "g1")
-	parkedForLong(t, o, "acme.user.u1", "acme.user.u2", "acme.group.g1")
+	p.publish("acme", events.UserCreated, "patient")
+	parkedForLong(t, o, "acme.user.u1", "acme.user.u2", "acme.group.g1", "acme.user.patient")
+	asked := o.triesOf("Users/patient")
 
 	o.up.Store(true)
 	p.publish("acme", events.UserCreated, "u3")
@@ -133,6 +144,9 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 	})
 	if logs := o.logs.String(); !strings.Contains(logs, `level=INFO msg="the receiver answers again: resources parked while it was down are tried now, not on their schedule" sink=crm resources=3`) {
 		t.Errorf("the wake is not said at Info with its count:\n%s", grepLines(logs, "receiver answers"))
+	}
+	if n := o.triesOf("Users/patient"); n != asked {
+		t.Errorf("the resource the receiver asked to wait was tried %d more times", n-asked)
 	}
 }
 
@@ -178,9 +192,9 @@ func TestAQuietSinkProbesForItsReceiver(t *testing.T) {
 // on its own, once the receiver is back, is tried early once; that try
 // does not count (with one retry in the schedule, counting it would
 // dead-letter the event), its record keeps its scheduled due time, and
-// later successes do not wake it again.
+// neither later successes nor the probe of a quiet sink wake it again.
 func TestAResourceFailingAloneKeepsItsSchedule(t *testing.T) {
-	o, m, p := wakeSetup(t, "Users/bad", time.Hour)
+	o, m, p := wakeSetup(t, "Users/bad", time.Second)
 	p.publish("acme", events.UserCreated, "bad")
 	before := parkedForLong(t, o, "acme.user.bad")["acme.user.bad"]
 	triedWhileDown := o.triesOf("Users/bad")
@@ -215,6 +229,18 @@ func TestAResourceFailingAloneKeepsItsSchedule(t *testing.T) {
 			t.Fatal("no look for parked resources after 100 successes")
 		}
 	}
+	// Then the sink is quiet for a probe's while: bad, answered by
+	// successes since it failed, is not probed.
+	quiet := time.Now().UnixNano()
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if w.wakes.probed.Load() < quiet {
+			return errors.New("no probe yet")
+		}
+		if n := wokenIn(w); n > 0 {
+			return fmt.Errorf("%d resources being probed", n)
+		}
+		return nil
+	})
 	if n := o.triesOf("Users/bad"); n != woken {
 		t.Errorf("Users/bad was tried %d more times after its early try failed", n-woken)
 	}
@@ -301,6 +327,215 @@ func parkedIn(m *Manager) int {
 	n := 0
 	for _, p := range w.ownedPartitions() {
 		n += p.parkedCount()
+	}
+	return n
+}
+
+// BenchmarkWakeAfterOutage: resources parked while the receiver was down,
+// each due again half an hour later, delivered once it is back, from the
+// first success to the last delivery.
+func BenchmarkWakeAfterOutage(b *testing.B) {
+	_, _, js := natsServer(b)
+	var up atomic.Bool
+	var got atomic.Int64
+	rc := newReceiver(b, func(int, *http.Request) int {
+		if !up.Load() {
+			return http.StatusServiceUnavailable
+		}
+		got.Add(1)
+		return http.StatusNoContent
+	})
+	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })
+	m, _ := runManager(b, Options{Sinks: []Config{cfg}, JS: js, Logger: slog.New(slog.DiscardHandler), Heartbeat: fastHeartbeat, probeEvery: time.Hour})
+	waitBalanced(b, m)
+	const resources = 2000
+	p := newPublisher(b, js)
+	for i := range resources {
+		p.publishAsync("acme", events.UserCreated, "u"+fmt.Sprint(i))
+	}
+	<-js.PublishAsyncComplete()
+	eventstest.CheckFor(b, 2*time.Minute, 10*time.Millisecond, func() error {
+		if n := parkedIn(m); n < resources {
+			return fmt.Errorf("%d of %d parked", n, resources)
+		}
+		return nil
+	})
+	b.ResetTimer()
+	start := time.Now()
+	up.Store(true)
+	p.publish("acme", events.UserCreated, "first")
+	eventstest.CheckFor(b, 5*time.Minute, 5*time.Millisecond, func() error {
+		if n := got.Load(); n < resources+1 {
+			return fmt.Errorf("%d of %d delivered", n, resources+1)
+		}
+		return nil
+	})
+	b.ReportMetric(float64(resources)/time.Since(start).Seconds(), "resources/s")
+}
+
+// TestAFailureAmongSuccessesKeepsItsSchedule: a resource that fails while
+// the receiver answers the others is not a receiver that was down: the
+// successes around it do not wake it, so an overloaded receiver is not
+// sent its retries early. Once the receiver was down for a while
+// (outageMin without a success) and answers again, the resources parked
+// before are tried at once, that one included.
+func TestAFailureAmongSuccessesKeepsItsSchedule(t *testing.T) {
+	js := onePartition(t)
+	var down, flaky atomic.Bool
+	var mu sync.Mutex
+	tries := map[string]int{}
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		subject := r.Header.Get("ce-subject")
+		mu.Lock()
+		tries[subject]++
+		mu.Unlock()
+		if down.Load() || flaky.Load() && subject == "Users/flaky" {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	triesOf := func(s string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return tries[s]
+	}
+	const outage = 2 * time.Second
+	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour, outageMin: outage,
+		Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })}})
+	m.mu.RLock()
+	w := m.sinks["crm"].worker
+	m.mu.RUnlock()
+	p := newPublisher(t, js)
+	i := 0
+	deliverOne := func() { // a resource of its own, delivered
+		t.Helper()
+		i++
+		id := fmt.Sprint("ok", i)
+		p.publish("acme", events.UserCreated, id)
+		eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if triesOf("Users/"+id) == 0 {
+				return fmt.Errorf("%s not delivered", id)
+			}
+			return nil
+		})
+	}
+
+	flaky.Store(true)
+	deliverOne()
+	p.publish("acme", events.UserCreated, "flaky")
+	for {
+		deliverOne()
+		if r, err := parkedFrom(js, "acme.user.flaky"); err == nil && r.Attempts == 1 && r.Down {
+			break
+		}
+	}
+	flaky.Store(false)
+	refused := triesOf("Users/flaky")
+	for range 20 {
+		deliverOne()
+	}
+	if n := triesOf("Users/flaky"); n != refused {
+		t.Fatalf("a failure among successes was tried %d more times within its backoff", n-refused)
+	}
+
+	// The receiver down for longer than outageMin, then back.
+	down.Store(true)
+	p.publish("acme", events.UserCreated, "gone")
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if since := time.Since(time.Unix(0, w.wakes.answered.Load())); since < outage {
+			return fmt.Errorf("no success for %s only", since)
+		}
+		_, err := parkedFrom(js, "acme.user.gone")
+		return err
+	})
+	down.Store(false)
+	deliverOne()
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if triesOf("Users/flaky") == refused {
+			return errors.New("Users/flaky was not tried again after the outage")
+		}
+		_, err := parkedFrom(js, "acme.user.flaky")
+		_, err2 := parkedFrom(js, "acme.user.gone")
+		if err == nil || err2 == nil {
+			return errors.New("Users/flaky or Users/gone still parked")
+		}
+		return nil
+	})
+}
+
+// TestWokenResourcesAreBounded: however many resources are parked, a
+// worker keeps at most twice its concurrency of them out at once, each
+// that delivers handing its place to the next.
+func TestWokenResourcesAreBounded(t *testing.T) {
+	js := onePartition(t)
+	var up atomic.Bool
+	gate := make(chan struct{})
+	var got atomic.Int32
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if !up.Load() {
+			return http.StatusServiceUnavailable
+		}
+		<-gate
+		got.Add(1)
+		return http.StatusNoContent
+	})
+	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour,
+		Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 1; c.Retry = Schedule{30 * time.Minute} })}})
+	m.mu.RLock()
+	w := m.sinks["crm"].worker
+	m.mu.RUnlock()
+	const parked = 6
+	p := newPublisher(t, js)
+	for i := range parked {
+		p.publish("acme", events.UserCreated, fmt.Sprint("u", i))
+	}
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if n := parkedIn(m); n != parked {
+			return fmt.Errorf("%d of %d parked", n, parked)
+		}
+		return nil
+	})
+	up.Store(true)
+	p.publish("acme", events.UserCreated, "first")
+	t.Cleanup(func() { close(gate) }) // before the receiver closes
+	for delivered := int32(0); delivered < parked+1; delivered++ {
+		gate <- struct{}{}
+		eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if got.Load() <= delivered {
+				return errors.New("not answered yet")
+			}
+			return nil
+		})
+		if n := wokenIn(w); n > 2 {
+			t.Fatalf("%d resources woken at once, want at most 2 (twice concurrency 1)", n)
+		}
+	}
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if n := parkedIn(m); n != 0 {
+			return fmt.Errorf("%d resources still parked", n)
+		}
+		return nil
+	})
+}
+
+// TestProbeGap: each probe that finds the receiver still down doubles the
+// wait before the next, up to ten times probeEvery.
+func TestProbeGap(t *testing.T) {
+	for probes, want := range []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 10 * time.Minute, 10 * time.Minute} {
+		if got := probeGap(time.Minute, probes); got != want {
+			t.Errorf("after %d probes: %s, want %s", probes, got, want)
+		}
+	}
+	if got := probeGap(time.Minute, 1000); got != 10*time.Minute {
+		t.Errorf("after 1000 probes: %s", got)
+	}
+}
+
+// wokenIn counts the resources w tries before their time.
+func wokenIn(w *worker) int {
+	n := 0
+	for _, p := range w.ownedPartitions() {
+		n += p.wokenOut()
 	}
 	return n
 }
