@@ -58,15 +58,20 @@ func (w *worker) dropsBefore(it item, t time.Time) bool {
 // It records the failure (metrics, attempt log, dead-letter queue) and
 // returns what becomes of the resource, with the record that parks it
 // from failed[0] (retryLater, sendAlone), or the dead-letter queue's error.
-// early, when set, is the record a try before its time (wake.go) was made
-// from: that try does not count, and a failure short of a permanent one
-// leaves the record as it was.
-func (p *partition) failed(failed []item, res Result, tries int, early *parkRecord) (outcome, parkRecord, error) {
+// early, when set, is a try before its time (wake.go): it does not count,
+// and a failure short of a permanent one leaves the record it was made
+// from as it was.
+func (p *partition) failed(failed []item, res Result, tries int, early *early) (outcome, parkRecord, error) {
 	w := p.w
 	out := send(failed)
+	if early == nil || early.probe {
+		// A recovery's own failed tries are no sign of an outage: a
+		// resource the receiver fails alone would start the next one.
+		w.sawFailure(res)
+	}
 	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256)}
 	if !res.Permanent && early != nil {
-		rec.Attempts, rec.Due, rec.Down, rec.failed = early.Attempts, early.Due, downs(res), time.Now()
+		rec.Attempts, rec.Due, rec.Down, rec.failed = early.rec.Attempts, early.rec.Due, downs(res), time.Now()
 		if ra := w.now().Add(min(res.RetryAfter, maxRetryAfter)); ra.After(rec.Due) && !w.dropsBefore(failed[0], ra) {
 			rec.Due = ra
 		}

@@ -59,7 +59,7 @@ func TestRetryPolicy(t *testing.T) {
 		records int       // retryLater, sendAlone: the record's Attempts
 		metric  string    // the outcome counted and recorded as an attempt
 		down    bool      // retryLater: the record's Down
-		early   *parkRecord
+		early   *early
 	}{
 		{"retryable: the schedule's next delay", slice(true), Result{Status: 500, Err: fail500, Events: 1}, 1, retryLater, now.Add(w.schedule[0]), 1, "retry", true, nil},
 		{"a longer Retry-After wins", slice(true), Result{Status: 429, Err: fail500, Events: 1, RetryAfter: time.Hour}, 2, retryLater, now.Add(time.Hour), 2, "retry", false, nil},
@@ -69,9 +69,9 @@ func TestRetryPolicy(t *testing.T) {
 		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, "retry", false, nil},
 		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, "retry", false, nil},
 		{"a batch out of tries: one per request, its head's tries kept", slice(true, true), Result{Status: 500, Err: fail500, Events: 2}, last + 1, sendAlone, now, last, "retry", false, nil},
-		{"an early try does not count", slice(true), Result{Status: 503, Err: fail500, Events: 1}, 3, retryLater, now.Add(time.Hour), 2, "retry", true, &parkRecord{Attempts: 2, Due: now.Add(time.Hour)}},
-		{"an early try told to wait: the longer wait", slice(true), Result{Status: 503, Err: fail500, Events: 1, RetryAfter: 2 * time.Hour}, 3, retryLater, now.Add(2 * time.Hour), 2, "retry", false, &parkRecord{Attempts: 2, Due: now.Add(time.Hour)}},
-		{"an early try refused for good: dead-lettered", slice(true), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 3, deadLettered, time.Time{}, 0, "dead_lettered", false, &parkRecord{Attempts: 2, Due: now.Add(time.Hour)}},
+		{"an early try does not count", slice(true), Result{Status: 503, Err: fail500, Events: 1}, 3, retryLater, now.Add(time.Hour), 2, "retry", true, &early{rec: parkRecord{Attempts: 2, Due: now.Add(time.Hour)}}},
+		{"an early try told to wait: the longer wait", slice(true), Result{Status: 503, Err: fail500, Events: 1, RetryAfter: 2 * time.Hour}, 3, retryLater, now.Add(2 * time.Hour), 2, "retry", false, &early{rec: parkRecord{Attempts: 2, Due: now.Add(time.Hour)}}},
+		{"an early try refused for good: dead-lettered", slice(true), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 3, deadLettered, time.Time{}, 0, "dead_lettered", false, &early{rec: parkRecord{Attempts: 2, Due: now.Add(time.Hour)}}},
 		{"a result that counts no events never settles unsent ones", slice(true, true), Result{Err: fail500, Permanent: true}, 1, sendAlone, now, 0, "retry", false, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {

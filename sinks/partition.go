@@ -126,8 +126,11 @@ type lane struct {
 	// settles, its events are neither delivered nor covered by a record.
 	out uint64
 	// early is set while the parked lane is tried before its record's due
-	// time (wake.go).
-	early *early
+	// time (wake.go); wokeInVain is the due time of the record a try
+	// woken by a recovery failed back to: the lane is tried early again
+	// only after that scheduled try.
+	early      *early
+	wokeInVain time.Time
 }
 
 // held is the record a lane could not write: where its retry stands.
@@ -218,7 +221,7 @@ func (p *partition) run() {
 			continue
 		}
 		backoff = 250 * time.Millisecond
-		p.state.Store(stateRunning)
+		p.running()
 		err = p.consume(cons)
 		if p.isStopping() {
 			break
@@ -1746,6 +1749,11 @@ func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
 		r.rec = rec
 		r.save()
 		r.park()
+		if early != nil && !early.probe {
+			r.p.mu.Lock()
+			r.l.wokeInVain = rec.Due
+			r.p.mu.Unlock()
+		}
 		return false
 	case o == deadLettered:
 		r.advance(failed)

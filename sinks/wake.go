@@ -19,11 +19,16 @@ import (
 //
 // Two things tell a worker that its sink's receiver is back:
 //   - A recovery: one of the sink's requests succeeds after the worker saw
-//     the receiver down (no answer, or a 5xx without Retry-After) and no
-//     success for at least outageMin (5 s: after a shorter outage the
-//     parked resources are due within seconds anyway), or the first
+//     the receiver down (no answer, or a 5xx without Retry-After) for at
+//     least outageMin without a success: from the first such failure
+//     since the last success to the latest (5 s: after a shorter outage
+//     the parked resources are due within seconds anyway; a lone failure
+//     between successes however far apart is none). Or it is the first
 //     success the worker sees (it may hold resources a previous owner
-//     parked). The worker then tries now the
+//     parked). The failures of a recovery's own early tries do not count
+//     (a resource the receiver fails alone would start the next one);
+//     those of probes do (on a quiet sink they are what shows the
+//     outage). The worker then tries now the
 //     resources it parked after such a failure before the recovery
 //     (parkRecord.Down), keeping at most wakeAhead of them out at once:
 //     each woken resource that delivers hands its place to another at
@@ -45,9 +50,10 @@ import (
 // fails, the resource's record is left as the schedule set it (its tries,
 // its due time; a longer Retry-After wins), so a resource the receiver
 // fails on its own (a 500 for it alone) is dead-lettered no sooner than
-// before. Its early failure comes after the recovery began, and after a
-// success: neither that recovery nor a probe tries it again (a later
-// outage's recovery does, once).
+// before. If a recovery woke it, it is tried early again (by a recovery or
+// a probe) only after its next scheduled try, so that such a resource
+// costs at most one request more per step of the schedule however often
+// the receiver seems to come back.
 //
 // The wake is this worker's, in memory: it tries the resources of the
 // partitions it owns. The records in the bucket keep their scheduled due
@@ -74,14 +80,24 @@ func downs(res Result) bool {
 }
 
 // wakes is where a worker's waking stands: when it last made a request,
-// saw one succeed, saw the receiver down, looked for resources to wake,
-// woke some and probed, and when the recovery under way began (unix
-// nanoseconds; zero: never, none); how many probes found no success since
-// the last; whether a look is due or running.
+// saw one succeed, saw the receiver down first and last since that
+// success, looked for resources to wake, woke some and probed, and when
+// the recovery under way began (unix nanoseconds; zero: never, none); how
+// many probes found no success since the last; whether a look is due or
+// running, and whether another was asked for meanwhile.
 type wakes struct {
-	tried, answered, down, looked, woke, probed, recovery atomic.Int64
-	probes                                                atomic.Int32
-	looking                                               atomic.Bool
+	tried, answered, firstDown, down, looked, woke, probed, recovery atomic.Int64
+	probes                                                           atomic.Int32
+	looking, again                                                   atomic.Bool
+}
+
+// sawFailure notes a failed request that was not a recovery's early try.
+func (w *worker) sawFailure(res Result) {
+	if downs(res) {
+		now := time.Now().UnixNano()
+		w.wakes.firstDown.CompareAndSwap(0, now)
+		w.wakes.down.Store(now)
+	}
 }
 
 // early is a try of a parked resource before its record's due time: the
@@ -101,14 +117,12 @@ func (w *worker) tried(res Result) {
 	now := time.Now().UnixNano()
 	w.wakes.tried.Store(now)
 	if res.Err != nil {
-		if downs(res) {
-			w.wakes.down.Store(now)
-		}
-		return
+		return // sawFailure, from the retry policy
 	}
 	prev := w.wakes.answered.Swap(now)
 	w.wakes.probes.Store(0)
-	if prev == 0 || w.wakes.down.Load() > prev && now-prev >= int64(w.t.outageMin) {
+	first := w.wakes.firstDown.Swap(0)
+	if prev == 0 || first != 0 && w.wakes.down.Load()-first >= int64(w.t.outageMin) {
 		w.wakes.recovery.Store(now)
 	}
 	if w.wakes.recovery.Load() != 0 {
@@ -118,9 +132,11 @@ func (w *worker) tried(res Result) {
 
 // askLook has the worker look for resources to wake: now (in this
 // goroutine if inline), or once wakeEvery has passed since the last look.
-// One look is asked for or running at a time.
+// One look is asked for or running at a time; one asked for meanwhile
+// follows it.
 func (w *worker) askLook(inline bool) {
 	if !w.wakes.looking.CompareAndSwap(false, true) {
+		w.wakes.again.Store(true)
 		return
 	}
 	wait := time.Duration(w.wakes.looked.Load() + int64(wakeEvery) - time.Now().UnixNano())
@@ -135,13 +151,18 @@ func (w *worker) askLook(inline bool) {
 // way, fewer by the woken ones still out, and ends the recovery when
 // none is left to wake or out.
 func (w *worker) look(now time.Time) {
-	defer w.wakes.looking.Store(false)
+	defer func() {
+		w.wakes.looking.Store(false)
+		if w.wakes.again.Swap(false) {
+			w.askLook(false)
+		}
+	}()
 	w.wakes.looked.Store(now.UnixNano())
 	recovery := w.wakes.recovery.Load()
 	if recovery == 0 {
 		return
 	}
-	n, out := w.wake(now, w.wakeAhead(), func(l *lane) bool { return l.park.failed.UnixNano() < recovery })
+	n, out := w.wake(now, w.wakeAhead(), failedBefore(recovery))
 	if n == 0 {
 		if out == 0 {
 			w.wakes.recovery.CompareAndSwap(recovery, 0)
@@ -204,6 +225,21 @@ func (w *worker) probe(now time.Time) {
 	}
 }
 
+// running marks the partition as consuming; a recovery under way, which
+// waited for it, looks for its resources to wake.
+func (p *partition) running() {
+	p.state.Store(stateRunning)
+	if p.w.wakes.recovery.Load() != 0 {
+		p.w.askLook(false)
+	}
+}
+
+// failedBefore holds for lanes whose failure came before t (unix
+// nanoseconds), or is not known (a record read from the bucket).
+func failedBefore(t int64) func(*lane) bool {
+	return func(l *lane) bool { return l.park.failed.IsZero() || l.park.failed.UnixNano() < t }
+}
+
 // probeGap is how long a sink makes no request before a probe, after
 // probes since its last success: every, doubled for each, up to
 // maxProbeGaps times every.
@@ -215,11 +251,16 @@ func probeGap(every time.Duration, probes int) time.Duration {
 // before their time, for which also holds, fewer by the woken ones still
 // out, and returns how many it started and how many were out. It shares
 // them out among the partitions: the woken resources of one partition
-// hand their places on within it (wokenDoneLocked).
+// hand their places on within it (wokenDoneLocked). A partition not
+// consuming yet (taking its consumer, or taking it again) counts as one
+// out: its resources are still to wake, once it runs.
 func (w *worker) wake(now time.Time, want int, also func(*lane) bool) (started, out int) {
 	ps := w.ownedPartitions()
 	for _, p := range ps {
 		out += p.wokenOut()
+		if p.state.Load() != stateRunning {
+			out++
+		}
 	}
 	for want -= out; want > 0 && len(ps) > 0; {
 		share, before := max(1, want/len(ps)), started
@@ -269,10 +310,12 @@ func (p *partition) wakeLocked(now time.Time, n int, probe bool, also func(*lane
 }
 
 // wakeable reports whether a lane is parked, idle, after a failure of a
-// receiver that was down, and not due for a while.
+// receiver that was down, and not due for a while; and, if a recovery
+// woke it before and it failed, due for another scheduled try since.
 func wakeable(l *lane, now time.Time) bool {
 	return l.park != nil && l.park.Down && l.hold == nil && !l.busy && l.parking == 0 &&
-		l.catchUp == 0 && l.early == nil && l.park.Due.After(now.Add(wakeMargin))
+		l.catchUp == 0 && l.early == nil && l.park.Due.After(now.Add(wakeMargin)) &&
+		!l.park.Due.Equal(l.wokeInVain)
 }
 
 // wokenDoneLocked ends a lane's try before its time. During a recovery,
@@ -287,18 +330,18 @@ func (p *partition) wokenDoneLocked(l *lane) {
 	if recovery == 0 || l.park != nil && l.park.From == e.rec.From {
 		return
 	}
-	if p.wakeLocked(time.Now(), 1, false, func(l *lane) bool { return l.park.failed.UnixNano() < recovery }) == 0 {
+	if p.wakeLocked(time.Now(), 1, false, failedBefore(recovery)) == 0 {
 		// None left here: another partition may have some.
 		p.w.askLook(false)
 	}
 }
 
-// earlyFor is the schedule's record of a try before its time, when the
-// try of failed (tries, this one included) is the woken one: the head of
-// the resource, not an event after it that the read-back reached.
-func (r *reader) earlyFor(head item, tries int) *parkRecord {
+// earlyFor is the try before its time, when the try of failed (tries,
+// this one included) is the woken one: the head of the resource, not an
+// event after it that the read-back reached.
+func (r *reader) earlyFor(head item, tries int) *early {
 	if r.early == nil || head.sseq != r.early.rec.From || tries != r.early.rec.Attempts+1 {
 		return nil
 	}
-	return &r.early.rec
+	return r.early
 }

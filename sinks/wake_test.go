@@ -438,26 +438,29 @@ func TestAFailureAmongSuccessesKeepsItsSchedule(t *testing.T) {
 		t.Fatalf("a failure among successes was tried %d more times within its backoff", n-refused)
 	}
 
-	// The receiver down for longer than outageMin, then back.
+	// The receiver down for longer than outageMin, its failures with it,
+	// then back.
 	down.Store(true)
-	p.publish("acme", events.UserCreated, "gone")
-	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
-		if since := time.Since(time.Unix(0, w.wakes.answered.Load())); since < outage {
-			return fmt.Errorf("no success for %s only", since)
-		}
-		_, err := parkedFrom(js, "acme.user.gone")
-		return err
-	})
+	var gone []string
+	for len(gone) == 0 || time.Duration(w.wakes.down.Load()-w.wakes.firstDown.Load()) < outage {
+		id := fmt.Sprint("gone", len(gone))
+		p.publish("acme", events.UserCreated, id)
+		eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+			_, err := parkedFrom(js, "acme.user."+id)
+			return err
+		})
+		gone = append(gone, id)
+	}
 	down.Store(false)
 	deliverOne()
 	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
 		if triesOf("Users/flaky") == refused {
 			return errors.New("Users/flaky was not tried again after the outage")
 		}
-		_, err := parkedFrom(js, "acme.user.flaky")
-		_, err2 := parkedFrom(js, "acme.user.gone")
-		if err == nil || err2 == nil {
-			return errors.New("Users/flaky or Users/gone still parked")
+		for _, id := range append(gone, "flaky") {
+			if _, err := parkedFrom(js, "acme.user."+id); err == nil {
+				return fmt.Errorf("Users/%s still parked", id)
+			}
 		}
 		return nil
 	})
@@ -538,4 +541,102 @@ func wokenIn(w *worker) int {
 		n += p.wokenOut()
 	}
 	return n
+}
+
+// TestALoneFailureBetweenSparseSuccessesIsNoOutage: on a sink whose
+// requests come seconds apart, a resource the receiver fails on its own
+// between two successes is no outage, however long the gap: the
+// successes do not wake it.
+func TestALoneFailureBetweenSparseSuccessesIsNoOutage(t *testing.T) {
+	js := onePartition(t)
+	o := newOutage(t, "Users/bad")
+	o.js = js
+	o.up.Store(true)
+	const outage = 300 * time.Millisecond
+	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour, outageMin: outage,
+		Sinks: []Config{sinkConfig("crm", o.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })}})
+	m.mu.RLock()
+	w := m.sinks["crm"].worker
+	m.mu.RUnlock()
+	p := newPublisher(t, js)
+	sparse := func(id string) { // a success, a while after the last
+		t.Helper()
+		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if since := time.Since(time.Unix(0, w.wakes.answered.Load())); since < 2*outage {
+				return fmt.Errorf("the last success was %s ago", since)
+			}
+			return nil
+		})
+		p.publish("acme", events.UserCreated, id)
+		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return o.hasAccepted("Users/" + id + "#1") })
+	}
+	sparse("first")
+	p.publish("acme", events.UserCreated, "bad")
+	parked := parkedForLong(t, o, "acme.user.bad")["acme.user.bad"]
+	refused := o.triesOf("Users/bad")
+	for i := range 4 {
+		sparse(fmt.Sprint("later", i))
+	}
+	if n := o.triesOf("Users/bad"); n != refused {
+		t.Errorf("Users/bad, failing alone, was tried %d more times by sparse successes", n-refused)
+	}
+	if r, err := parkedFrom(js, "acme.user.bad"); err != nil || r.Attempts != parked.Attempts || !r.Due.Equal(parked.Due) {
+		t.Errorf("Users/bad's record %+v (%v), want it as parked: %+v", r, err, parked)
+	}
+}
+
+// TestARecoveryWaitsForPartitionsNotConsuming: a recovery does not end
+// while a partition of the worker is taking its consumer (again): once
+// that partition runs, its parked resources are woken too.
+func TestARecoveryWaitsForPartitionsNotConsuming(t *testing.T) {
+	s, _, js := natsServer(t)
+	o := newOutage(t, "")
+	o.js = js
+	cfg := sinkConfig("crm", o.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })
+	ms, _ := startWorkers(t, Options{Sinks: []Config{cfg}, Heartbeat: fastHeartbeat, probeEvery: time.Hour}, eventstest.URL(s), 1)
+	m := ms[0]
+	m.mu.RLock()
+	w := m.sinks["crm"].worker
+	m.mu.RUnlock()
+	p := newPublisher(t, js)
+	for i := range 20 {
+		p.publish("acme", events.UserCreated, fmt.Sprint("u", i))
+	}
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if n := parkedIn(m); n != 20 {
+			return fmt.Errorf("%d of 20 parked", n)
+		}
+		return nil
+	})
+	// The partition holding the most of them is taking its consumer
+	// again when the receiver comes back.
+	var held *partition
+	for _, pt := range w.ownedPartitions() {
+		if held == nil || pt.parkedCount() > held.parkedCount() {
+			held = pt
+		}
+	}
+	waiting := held.parkedCount()
+	held.state.Store(stateFailing)
+	o.up.Store(true)
+	p.publish("acme", events.UserCreated, "first")
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if n := parkedIn(m); n != waiting {
+			return fmt.Errorf("%d parked, want only the %d of the partition not consuming", n, waiting)
+		}
+		if w.wakes.looking.Load() || wokenIn(w) > 0 {
+			return errors.New("a look or a woken resource is still under way")
+		}
+		return nil
+	})
+	if w.wakes.recovery.Load() == 0 {
+		t.Fatal("the recovery ended with a partition's resources still to wake")
+	}
+	held.running()
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if n := parkedIn(m); n != 0 {
+			return fmt.Errorf("%d still parked", n)
+		}
+		return nil
+	})
 }
