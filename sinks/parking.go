@@ -37,7 +37,8 @@ type parkRecord struct {
 	Attempts int `json:"attempts,omitempty"`
 	// Due is when From is tried (again).
 	Due time.Time `json:"due"`
-	// Status and Error are the last failure's, for people reading the bucket.
+	// Status and Error are the last failure's, for people reading the bucket
+	// (a try before its time, wake.go, leaves the stored record as it was).
 	Status int    `json:"status,omitempty"`
 	Error  string `json:"error,omitempty"`
 	// Down says the last failure was the receiver being down (no answer,

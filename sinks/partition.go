@@ -1747,7 +1747,11 @@ func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
 	switch {
 	case o == retryLater:
 		r.rec = rec
-		r.save()
+		if early == nil {
+			// An early try's failure leaves the stored record as it
+			// was: its place, tries and due time are unchanged.
+			r.save()
+		}
 		r.park()
 		if early != nil && !early.probe {
 			r.p.mu.Lock()
