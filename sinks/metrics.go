@@ -17,6 +17,7 @@ type metrics struct {
 	partitions  *prometheus.GaugeVec
 	oldest      *prometheus.GaugeVec
 	stateRead   *prometheus.GaugeVec
+	earlyTries  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,9 +51,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scimrelay", Subsystem: "sink", Name: "state_read_timestamp_seconds",
 			Help: "When the sink's backlog, oldest undelivered age and dead letters were last read from NATS (every 5 s). A figure that cannot be read keeps its last value: alert when time() minus this grows past a minute.",
 		}, []string{"sink"}),
+		earlyTries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "scimrelay", Subsystem: "sink", Name: "early_tries_total",
+			Help: "Parked resources tried before their scheduled retry because the receiver seemed back: after it answered again (reason recovery), or on a quiet sink (reason probe).",
+		}, []string{"sink", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions, m.oldest, m.stateRead)
+		reg.MustRegister(m.outcomes, m.latency, m.deadLetters, m.backlog, m.partitions, m.oldest, m.stateRead, m.earlyTries)
 	}
 	return m
 }
@@ -67,10 +72,19 @@ func (m *metrics) forget(sink string) {
 	}
 	m.backlog.DeletePartialMatch(prometheus.Labels{"sink": sink})
 	m.outcomes.DeletePartialMatch(prometheus.Labels{"sink": sink})
+	m.earlyTries.DeletePartialMatch(prometheus.Labels{"sink": sink})
 	m.latency.DeleteLabelValues(sink)
 }
 
 func (m *metrics) outcome(sink, outcome string) { m.outcomes.WithLabelValues(sink, outcome).Inc() }
+
+// earlyTryReasons are the reasons of scimrelay_sink_early_tries_total,
+// each exported from 0 for every sink.
+var earlyTryReasons = map[bool]string{false: "recovery", true: "probe"}
+
+func (m *metrics) earlyTry(sink string, probe bool) {
+	m.earlyTries.WithLabelValues(sink, earlyTryReasons[probe]).Inc()
+}
 
 func (m *metrics) delivered(sink string, d time.Duration) {
 	m.outcomes.WithLabelValues(sink, "delivered").Inc()

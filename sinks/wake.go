@@ -304,6 +304,7 @@ func (p *partition) wakeLocked(now time.Time, n int, probe bool, also func(*lane
 		rec.Due = now
 		l.park = &rec
 		p.startLocked(l)
+		p.w.metrics.earlyTry(p.w.name, probe)
 		started++
 	}
 	return started

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -126,7 +127,7 @@ func wakeSetup(t *testing.T, alone string, probeEvery time.Duration) (*outage, *
 // again, not half an hour later; the worker says so at Info. One the
 // receiver asked to wait (429) keeps its schedule.
 func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
-	o, _, p := wakeSetup(t, "", time.Hour)
+	o, m, p := wakeSetup(t, "", time.Hour)
 	o.wait = "Users/patient"
 	p.publish("acme", events.UserCreated, "u1")
 	p.publish("acme", events.UserUpdated, "u1")
@@ -148,6 +149,9 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 	if n := o.triesOf("Users/patient"); n != asked {
 		t.Errorf("the resource the receiver asked to wait was tried %d more times", n-asked)
 	}
+	if n := testutil.ToFloat64(m.metrics.earlyTries.WithLabelValues("crm", "recovery")); n != 3 {
+		t.Errorf("scimrelay_sink_early_tries_total{reason=\"recovery\"} %v, want 3", n)
+	}
 }
 
 // TestAQuietSinkProbesForItsReceiver: with nothing new to deliver, a
@@ -157,7 +161,7 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 // it, and once the receiver is back the probe's success brings the other
 // parked resources with it.
 func TestAQuietSinkProbesForItsReceiver(t *testing.T) {
-	o, _, p := wakeSetup(t, "", 300*time.Millisecond)
+	o, m, p := wakeSetup(t, "", 300*time.Millisecond)
 	p.publish("acme", events.UserCreated, "u1")
 	p.publish("acme", events.UserUpdated, "u1")
 	p.publish("acme", events.UserCreated, "u2")
@@ -172,6 +176,9 @@ func TestAQuietSinkProbesForItsReceiver(t *testing.T) {
 		}
 		return nil
 	})
+	if n := testutil.ToFloat64(m.metrics.earlyTries.WithLabelValues("crm", "probe")); n < 2 {
+		t.Errorf("scimrelay_sink_early_tries_total{reason=\"probe\"} %v after two probes", n)
+	}
 	for k, was := range before {
 		r, err := parkedFrom(o.js, k)
 		if err != nil {
