@@ -28,20 +28,20 @@ import (
 //     parked). The failures of a recovery's own early tries do not count
 //     (a resource the receiver fails alone would start the next one);
 //     those of probes do (on a quiet sink they are what shows the
-//     outage). The worker then tries now the
-//     resources it parked after such a failure before the recovery
-//     (parkRecord.Down), keeping at most wakeAhead of them out at once:
-//     each woken resource that delivers hands its place to another at
-//     once, and each success asks for a look for more (at most every
-//     wakeEvery), until none is left. A receiver that fails only some
-//     requests while others succeed is not down: its failures keep their
-//     schedule, so an overloaded receiver is not sent more.
+//     outage). Or it is a probe that delivered. The worker then tries
+//     now the resources it parked after such a failure before the
+//     recovery (parkRecord.Down), keeping at most wakeAhead of them out
+//     at once: each woken resource that delivers hands its place to
+//     another at once, and each success asks for a look for more (at
+//     most every wakeEvery), until none is left. A receiver that fails
+//     only some requests while others succeed is not down: its failures
+//     keep their schedule, so an overloaded receiver is not sent more.
 //   - The probe: while the sink makes no request for probeEvery (a
 //     minute), one resource parked after such a failure, and not since
-//     answered by a success, is tried before its time, the one tried
-//     longest ago first. A receiver that comes back while nothing changes
-//     is found so; each probe that finds it still down doubles the wait
-//     before the next, up to ten times probeEvery.
+//     answered by a success, is tried before its time, the one that
+//     failed longest ago first. A receiver that comes back while nothing
+//     changes is found so; each probe that finds it still down doubles
+//     the wait before the next, up to ten times probeEvery.
 //
 // A resource with a Retry-After, or refused with a 4xx, keeps its
 // schedule: the receiver asked for it.
@@ -319,7 +319,8 @@ func wakeable(l *lane, now time.Time) bool {
 		!l.park.Due.Equal(l.wokeInVain)
 }
 
-// wokenDoneLocked ends a lane's try before its time. During a recovery,
+// wokenDoneLocked ends a lane's try before its time. A probe that
+// delivered begins a recovery. During a recovery,
 // one that delivered something hands its place to another resource of
 // the partition parked before the recovery, at once, or, where the
 // partition has none left, asks for a look: woken resources stay out
@@ -327,8 +328,15 @@ func wakeable(l *lane, now time.Time) bool {
 func (p *partition) wokenDoneLocked(l *lane) {
 	e := l.early
 	l.early = nil
+	if l.park != nil && l.park.From == e.rec.From {
+		return // it delivered nothing
+	}
+	if e.probe {
+		// The receiver was last seen down, and takes this: it is back.
+		p.w.wakes.recovery.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	recovery := p.w.wakes.recovery.Load()
-	if recovery == 0 || l.park != nil && l.park.From == e.rec.From {
+	if recovery == 0 {
 		return
 	}
 	if p.wakeLocked(time.Now(), 1, false, failedBefore(recovery)) == 0 {

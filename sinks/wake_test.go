@@ -159,9 +159,13 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 // no request for a while (the probe); while the receiver is still down,
 // the probe's failure leaves the resource's record as the schedule set
 // it, and once the receiver is back the probe's success brings the other
-// parked resources with it.
+// parked resources with it, though the outage was shorter than outageMin.
 func TestAQuietSinkProbesForItsReceiver(t *testing.T) {
 	o, m, p := wakeSetup(t, "", 300*time.Millisecond)
+	o.up.Store(true) // a success first: the probe's is not the worker's first
+	p.publish("acme", events.UserCreated, "before")
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return o.hasAccepted("Users/before#1") })
+	o.up.Store(false)
 	p.publish("acme", events.UserCreated, "u1")
 	p.publish("acme", events.UserUpdated, "u1")
 	p.publish("acme", events.UserCreated, "u2")
