@@ -37,7 +37,13 @@ const (
 )
 
 type partition struct {
-	w     *worker
+	w *worker
+	// recovery (under mu) is when the recovery whose resources this
+	// partition wakes began (unix nanoseconds; 0: none): set by a look,
+	// kept while the partition does not consume (running wakes them),
+	// cleared when it has none left to wake (wake.go).
+	recovery int64
+
 	n     int
 	runID uint64 // this run of the partition in this worker (its claim's)
 	name  string
@@ -1747,9 +1753,10 @@ func (r *reader) fail(failed []item, res Result, tries int, alone bool) bool {
 	switch {
 	case o == retryLater:
 		r.rec = rec
-		if early == nil {
-			// An early try's failure leaves the stored record as it
-			// was: its place, tries and due time are unchanged.
+		if early == nil || !rec.Due.Equal(early.rec.Due) || rec.Down != early.rec.Down {
+			// An early try's failure leaves the stored record as it was
+			// (its place, tries and due time are unchanged), unless a
+			// Retry-After put it off.
 			r.save()
 		}
 		r.park()

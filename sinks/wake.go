@@ -135,9 +135,12 @@ func (w *worker) tried(res Result) {
 // One look is asked for or running at a time; one asked for meanwhile
 // follows it.
 func (w *worker) askLook(inline bool) {
-	if !w.wakes.looking.CompareAndSwap(false, true) {
+	for !w.wakes.looking.CompareAndSwap(false, true) {
 		w.wakes.again.Store(true)
-		return
+		if w.wakes.looking.Load() {
+			return // the look running sees again when it ends
+		}
+		// It ended between the two: take the look here.
 	}
 	wait := time.Duration(w.wakes.looked.Load() + int64(wakeEvery) - time.Now().UnixNano())
 	if wait <= 0 && inline {
@@ -162,7 +165,13 @@ func (w *worker) look(now time.Time) {
 	if recovery == 0 {
 		return
 	}
-	n, out := w.wake(now, w.wakeAhead(), failedBefore(recovery))
+	if w.wakes.firstDown.Load() != 0 {
+		// Down again since the last success (a failure not of an early
+		// try): the recovery is over; the next one wakes what is left.
+		w.wakes.recovery.CompareAndSwap(recovery, 0)
+		return
+	}
+	n, out := w.wake(now, w.wakeAhead(), recovery)
 	if n == 0 {
 		if out == 0 {
 			w.wakes.recovery.CompareAndSwap(recovery, 0)
@@ -216,21 +225,23 @@ func (w *worker) probe(now time.Time) {
 	if pick == nil {
 		return
 	}
-	w.wakes.probes.Add(1)
 	pick.mu.Lock()
 	n := pick.wakeLocked(now, 1, true, func(l *lane) bool { return l == oldest })
 	pick.mu.Unlock()
 	if n > 0 {
+		w.wakes.probes.Add(1)
 		w.log.Debug("no request for a while: a parked resource is tried before its time, in case the receiver is back", "quiet_for", gap)
 	}
 }
 
-// running marks the partition as consuming; a recovery under way, which
-// waited for it, looks for its resources to wake.
+// running marks the partition as consuming, and wakes the resources a
+// recovery passed over while it was not.
 func (p *partition) running() {
 	p.state.Store(stateRunning)
-	if p.w.wakes.recovery.Load() != 0 {
-		p.w.askLook(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recovery != 0 {
+		p.wakeLocked(time.Now(), p.w.wakeAhead(), false, failedBefore(p.recovery))
 	}
 }
 
@@ -247,26 +258,26 @@ func probeGap(every time.Duration, probes int) time.Duration {
 	return every * time.Duration(min(1<<min(probes, 8), maxProbeGaps))
 }
 
-// wake starts up to want parked resources of the worker's partitions
-// before their time, for which also holds, fewer by the woken ones still
+// wake starts up to want resources of the worker's partitions parked
+// before the recovery (unix nanoseconds), fewer by the woken ones still
 // out, and returns how many it started and how many were out. It shares
 // them out among the partitions: the woken resources of one partition
 // hand their places on within it (wokenDoneLocked). A partition not
-// consuming yet (taking its consumer, or taking it again) counts as one
-// out: its resources are still to wake, once it runs.
-func (w *worker) wake(now time.Time, want int, also func(*lane) bool) (started, out int) {
+// consuming (taking its consumer, or taking it again) keeps the
+// recovery, and wakes its resources once it runs (running).
+func (w *worker) wake(now time.Time, want int, recovery int64) (started, out int) {
 	ps := w.ownedPartitions()
 	for _, p := range ps {
 		out += p.wokenOut()
-		if p.state.Load() != stateRunning {
-			out++
-		}
+		p.mu.Lock()
+		p.recovery = recovery
+		p.mu.Unlock()
 	}
 	for want -= out; want > 0 && len(ps) > 0; {
 		share, before := max(1, want/len(ps)), started
 		for _, p := range ps {
 			p.mu.Lock()
-			n := p.wakeLocked(now, min(share, want), false, also)
+			n := p.wakeLocked(now, min(share, want), false, failedBefore(recovery))
 			p.mu.Unlock()
 			want -= n
 			started += n
@@ -329,18 +340,25 @@ func (p *partition) wokenDoneLocked(l *lane) {
 	e := l.early
 	l.early = nil
 	if l.park != nil && l.park.From == e.rec.From {
-		return // it delivered nothing
-	}
-	if e.probe {
-		// The receiver was last seen down, and takes this: it is back.
-		p.w.wakes.recovery.CompareAndSwap(0, time.Now().UnixNano())
-	}
-	recovery := p.w.wakes.recovery.Load()
-	if recovery == 0 {
+		// It delivered nothing (a failure, a read that failed, a dead
+		// letter not taken): not woken again before its scheduled try.
+		if !e.probe {
+			l.wokeInVain = l.park.Due
+		}
 		return
 	}
-	if p.wakeLocked(time.Now(), 1, false, failedBefore(recovery)) == 0 {
+	now := time.Now()
+	if e.probe {
+		// The receiver was last seen down, and takes this: it is back.
+		p.w.wakes.recovery.Store(now.UnixNano())
+		p.recovery = now.UnixNano()
+	}
+	if p.recovery == 0 {
+		return
+	}
+	if p.wakeLocked(now, 1, false, failedBefore(p.recovery)) == 0 {
 		// None left here: another partition may have some.
+		p.recovery = 0
 		p.w.askLook(false)
 	}
 }

@@ -592,9 +592,9 @@ func TestALoneFailureBetweenSparseSuccessesIsNoOutage(t *testing.T) {
 	}
 }
 
-// TestARecoveryWaitsForPartitionsNotConsuming: a recovery does not end
-// while a partition of the worker is taking its consumer (again): once
-// that partition runs, its parked resources are woken too.
+// TestARecoveryWaitsForPartitionsNotConsuming: a partition of the worker
+// taking its consumer (again) during a recovery keeps it: once that
+// partition runs, its parked resources are woken too.
 func TestARecoveryWaitsForPartitionsNotConsuming(t *testing.T) {
 	s, _, js := natsServer(t)
 	o := newOutage(t, "")
@@ -636,8 +636,11 @@ func TestARecoveryWaitsForPartitionsNotConsuming(t *testing.T) {
 		}
 		return nil
 	})
-	if w.wakes.recovery.Load() == 0 {
-		t.Fatal("the recovery ended with a partition's resources still to wake")
+	held.mu.Lock()
+	kept := held.recovery
+	held.mu.Unlock()
+	if kept == 0 {
+		t.Fatal("the partition not consuming does not keep the recovery for its resources")
 	}
 	held.running()
 	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
