@@ -37,13 +37,7 @@ const (
 )
 
 type partition struct {
-	w *worker
-	// recovery (under mu) is when the recovery whose resources this
-	// partition wakes began (unix nanoseconds; 0: none): set by a look,
-	// kept while the partition does not consume (running wakes them),
-	// cleared when it has none left to wake (wake.go).
-	recovery int64
-
+	w     *worker
 	n     int
 	runID uint64 // this run of the partition in this worker (its claim's)
 	name  string
@@ -63,6 +57,7 @@ type partition struct {
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
+	recovery  int64                      // when the recovery whose resources this partition wakes began, unix ns (0: none): set by a look, kept while it does not consume, cleared when none is left (wake.go)
 	delivered map[string]deliveredMark   // resource key → what was completed of it while owned, this generation (marksPerGeneration)
 	earlier   map[string]deliveredMark   // resource key → what delivered had before the mark moved down or back (resourceMarks)
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered

@@ -210,9 +210,7 @@ func TestAResourceFailingAloneKeepsItsSchedule(t *testing.T) {
 	before := parkedForLong(t, o, "acme.user.bad")["acme.user.bad"]
 	triedWhileDown := o.triesOf("Users/bad")
 
-	m.mu.RLock()
-	w := m.sinks["crm"].worker
-	m.mu.RUnlock()
+	w := crmWorker(m)
 	o.up.Store(true)
 	p.publish("acme", events.UserCreated, "u1")
 	var woken int
@@ -326,13 +324,17 @@ func TestTwoWorkersWakeTheirParkedResources(t *testing.T) {
 	})
 }
 
+// crmWorker is m's worker of sink crm.
+func crmWorker(m *Manager) *worker {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.sinks["crm"].worker
+}
+
 // parkedIn counts the resources m's worker of crm has parked.
 func parkedIn(m *Manager) int {
-	m.mu.RLock()
-	w := m.sinks["crm"].worker
-	m.mu.RUnlock()
 	n := 0
-	for _, p := range w.ownedPartitions() {
+	for _, p := range crmWorker(m).ownedPartitions() {
 		n += p.parkedCount()
 	}
 	return n
@@ -409,9 +411,7 @@ func TestAFailureAmongSuccessesKeepsItsSchedule(t *testing.T) {
 	const outage = 2 * time.Second
 	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour, outageMin: outage,
 		Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })}})
-	m.mu.RLock()
-	w := m.sinks["crm"].worker
-	m.mu.RUnlock()
+	w := crmWorker(m)
 	p := newPublisher(t, js)
 	i := 0
 	deliverOne := func() { // a resource of its own, delivered
@@ -491,9 +491,7 @@ func TestWokenResourcesAreBounded(t *testing.T) {
 	})
 	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour,
 		Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 1; c.Retry = Schedule{30 * time.Minute} })}})
-	m.mu.RLock()
-	w := m.sinks["crm"].worker
-	m.mu.RUnlock()
+	w := crmWorker(m)
 	const parked = 6
 	p := newPublisher(t, js)
 	for i := range parked {
@@ -562,9 +560,7 @@ func TestALoneFailureBetweenSparseSuccessesIsNoOutage(t *testing.T) {
 	const outage = 300 * time.Millisecond
 	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour, outageMin: outage,
 		Sinks: []Config{sinkConfig("crm", o.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })}})
-	m.mu.RLock()
-	w := m.sinks["crm"].worker
-	m.mu.RUnlock()
+	w := crmWorker(m)
 	p := newPublisher(t, js)
 	sparse := func(id string) { // a success, a while after the last
 		t.Helper()
@@ -602,9 +598,7 @@ func TestARecoveryWaitsForPartitionsNotConsuming(t *testing.T) {
 	cfg := sinkConfig("crm", o.URL, func(c *Config) { c.Retry = Schedule{30 * time.Minute} })
 	ms, _ := startWorkers(t, Options{Sinks: []Config{cfg}, Heartbeat: fastHeartbeat, probeEvery: time.Hour}, eventstest.URL(s), 1)
 	m := ms[0]
-	m.mu.RLock()
-	w := m.sinks["crm"].worker
-	m.mu.RUnlock()
+	w := crmWorker(m)
 	p := newPublisher(t, js)
 	for i := range 20 {
 		p.publish("acme", events.UserCreated, fmt.Sprint("u", i))
