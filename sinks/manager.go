@@ -111,6 +111,9 @@ type Options struct {
 	// outageMin, in tests, sets how long a worker sees no success before
 	// one is a recovery (wake.go).
 	outageMin time.Duration
+	// wakeEvery, in tests, sets the least time between two looks for
+	// parked resources to wake (wake.go).
+	wakeEvery time.Duration
 	// MaxAckPending bounds the events a partition consumer has out at
 	// once. Default 1,000.
 	MaxAckPending int
@@ -267,6 +270,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	if m.o.outageMin > 0 {
 		sh.t.outageMin = m.o.outageMin
+	}
+	if m.o.wakeEvery > 0 {
+		sh.t.wakeEvery = m.o.wakeEvery
 	}
 	if m.o.MarkerAge > 0 {
 		sh.t.keepMarkers(m.o.MarkerAge)

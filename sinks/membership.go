@@ -68,13 +68,14 @@ const (
 // they are markerAge (an hour) old, looking every markerSweep (a quarter
 // of that, at least a heartbeat): markers.go. A worker whose sink made no
 // request for probeEvery (a minute) tries a parked resource before its
-// time, in case the receiver is back, and a success after outageMin (5 s)
-// without one, the receiver down, is a recovery (wake.go).
+// time, in case the receiver is back, a success after outageMin (5 s)
+// without one, the receiver down, is a recovery, and a recovery looks for
+// parked resources to wake at most every wakeEvery (200 ms) (wake.go).
 type timing struct {
 	heartbeat, lease, memberTTL, pullExpiry, pinnedTTL, handOver time.Duration
 	claimRenew, ackSettle, catchUpRecheck                        time.Duration
 	markerAge, markerSweep                                       time.Duration
-	probeEvery, outageMin                                        time.Duration
+	probeEvery, outageMin, wakeEvery                             time.Duration
 }
 
 func timingFor(h time.Duration) timing {
@@ -89,7 +90,7 @@ func timingFor(h time.Duration) timing {
 	t.claimRenew = 24 * time.Hour
 	t.ackSettle = 5 * time.Second
 	t.catchUpRecheck = time.Second
-	t.probeEvery, t.outageMin = time.Minute, 5*time.Second
+	t.probeEvery, t.outageMin, t.wakeEvery = time.Minute, 5*time.Second, 200*time.Millisecond
 	t.keepMarkers(defaultMarkerAge)
 	return t
 }

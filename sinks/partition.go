@@ -57,7 +57,7 @@ type partition struct {
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
-	recovery  int64                      // when the recovery whose resources this partition wakes began, unix ns (0: none): set by a look, kept while it does not consume, cleared when none is left (wake.go)
+	recovery  int64                      // when the recovery whose resources this partition wakes began, a clock reading (0: none): set by a look, kept while it does not consume, cleared when none is left (wake.go)
 	delivered map[string]deliveredMark   // resource key → what was completed of it while owned, this generation (marksPerGeneration)
 	earlier   map[string]deliveredMark   // resource key → what delivered had before the mark moved down or back (resourceMarks)
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered

@@ -33,9 +33,10 @@ import (
 //     recovery (parkRecord.Down), keeping at most wakeAhead of them out
 //     at once: each woken resource that delivers hands its place to
 //     another at once, and each success asks for a look for more (at
-//     most every wakeEvery), until none is left. A receiver that fails
-//     only some requests while others succeed is not down: its failures
-//     keep their schedule, so an overloaded receiver is not sent more.
+//     most every wakeEvery, 200 ms), until none is left. A receiver that
+//     fails only some requests while others succeed is not down: its
+//     failures keep their schedule, so an overloaded receiver is not
+//     sent more.
 //   - The probe: while the sink makes no request for probeEvery (a
 //     minute), one resource parked after such a failure, and not since
 //     answered by a success, is tried before its time, the one that
@@ -60,9 +61,6 @@ import (
 // times, and a next owner goes by them.
 
 const (
-	// wakeEvery is the least time between two looks for parked resources
-	// to wake, in one worker.
-	wakeEvery = 200 * time.Millisecond
 	// wakeMargin: a resource due within it is left to its own timer.
 	wakeMargin = 2 * time.Second
 	// maxProbeGaps bounds the wait between probes, in probeEvery.
@@ -82,7 +80,7 @@ func downs(res Result) bool {
 // wakes is where a worker's waking stands: when it last made a request,
 // saw one succeed, saw the receiver down first and last since that
 // success, looked for resources to wake, woke some and probed, and when
-// the recovery under way began (unix nanoseconds; zero: never, none); how
+// the recovery under way began (clock readings; zero: never, none); how
 // many probes found no success since the last; whether a look is due or
 // running, and whether another was asked for meanwhile.
 type wakes struct {
@@ -91,10 +89,19 @@ type wakes struct {
 	looking, again                                                   atomic.Bool
 }
 
+// clockStart is what clock counts from.
+var clockStart = time.Now()
+
+// clock reads t as the nanoseconds since the process started, plus one
+// (never zero), on the monotonic clock: the wake's times are compared
+// across goroutines as integers, and a step of the wall clock (NTP) must
+// neither delay a probe nor make two close failures look like an outage.
+func clock(t time.Time) int64 { return int64(t.Sub(clockStart)) + 1 }
+
 // sawFailure notes a failed request that was not a recovery's early try.
 func (w *worker) sawFailure(res Result) {
 	if downs(res) {
-		now := time.Now().UnixNano()
+		now := clock(time.Now())
 		w.wakes.firstDown.CompareAndSwap(0, now)
 		w.wakes.down.Store(now)
 	}
@@ -109,12 +116,12 @@ type early struct {
 
 // tried notes the result of a request of the sink. A success that ends an
 // outage begins a recovery; during one, every success asks for a look
-// for resources to wake: at once, or, within wakeEvery of the last look,
+// for resources to wake: at once, or, within t.wakeEvery of the last look,
 // once that has passed. A success never goes without a look after it: the
-// last woken resources may all succeed within wakeEvery of the look that
+// last woken resources may all succeed within t.wakeEvery of the look that
 // woke them, and the look they ask for is what wakes the next ones.
 func (w *worker) tried(res Result) {
-	now := time.Now().UnixNano()
+	now := clock(time.Now())
 	w.wakes.tried.Store(now)
 	if res.Err != nil {
 		return // sawFailure, from the retry policy
@@ -131,7 +138,8 @@ func (w *worker) tried(res Result) {
 }
 
 // askLook has the worker look for resources to wake: now (in this
-// goroutine if inline), or once wakeEvery has passed since the last look.
+// goroutine if inline), or once t.wakeEvery has passed since the last
+// look.
 // One look is asked for or running at a time; one asked for meanwhile
 // follows it.
 func (w *worker) askLook(inline bool) {
@@ -142,7 +150,10 @@ func (w *worker) askLook(inline bool) {
 		}
 		// It ended between the two: take the look here.
 	}
-	wait := time.Duration(w.wakes.looked.Load() + int64(wakeEvery) - time.Now().UnixNano())
+	var wait time.Duration
+	if last := w.wakes.looked.Load(); last != 0 {
+		wait = time.Duration(last + int64(w.t.wakeEvery) - clock(time.Now()))
+	}
 	if wait <= 0 && inline {
 		w.look(time.Now())
 		return
@@ -160,7 +171,7 @@ func (w *worker) look(now time.Time) {
 			w.askLook(false)
 		}
 	}()
-	w.wakes.looked.Store(now.UnixNano())
+	w.wakes.looked.Store(clock(now))
 	recovery := w.wakes.recovery.Load()
 	if recovery == 0 {
 		return
@@ -181,7 +192,7 @@ func (w *worker) look(now time.Time) {
 	// Said at Info when a recovery begins (nothing woken for a minute),
 	// at Debug while it goes on.
 	level := slog.LevelDebug
-	if now.UnixNano()-w.wakes.woke.Swap(now.UnixNano()) >= int64(time.Minute) {
+	if last := w.wakes.woke.Swap(clock(now)); last == 0 || clock(now)-last >= int64(time.Minute) {
 		level = slog.LevelInfo
 	}
 	w.log.Log(context.Background(), level, "the receiver answers again: resources parked while it was down are tried now, not on their schedule", "resources", n)
@@ -194,13 +205,13 @@ func (w *worker) look(now time.Time) {
 // longest ago.
 func (w *worker) probe(now time.Time) {
 	gap := probeGap(w.t.probeEvery, int(w.wakes.probes.Load()))
-	quiet := func(at *atomic.Int64) bool { return now.UnixNano()-at.Load() >= int64(gap) }
+	quiet := func(at *atomic.Int64) bool { last := at.Load(); return last == 0 || clock(now)-last >= int64(gap) }
 	if !quiet(&w.wakes.tried) || !quiet(&w.wakes.probed) {
 		return
 	}
 	// Stored once the probe is out, if any: a test that sees it sees the
 	// probed resource woken.
-	defer w.wakes.probed.Store(now.UnixNano())
+	defer w.wakes.probed.Store(clock(now))
 	answered := w.wakes.answered.Load()
 	var pick *partition
 	var oldest *lane
@@ -216,7 +227,7 @@ func (w *worker) probe(now time.Time) {
 				continue
 			}
 			f := l.park.failed
-			if (f.IsZero() || f.UnixNano() > answered) && (oldest == nil || f.Before(failed)) {
+			if (f.IsZero() || clock(f) > answered) && (oldest == nil || f.Before(failed)) {
 				pick, oldest, failed = p, l, f
 			}
 		}
@@ -245,10 +256,10 @@ func (p *partition) running() {
 	}
 }
 
-// failedBefore holds for lanes whose failure came before t (unix
-// nanoseconds), or is not known (a record read from the bucket).
+// failedBefore holds for lanes whose failure came before t (a clock
+// reading), or is not known (a record read from the bucket).
 func failedBefore(t int64) func(*lane) bool {
-	return func(l *lane) bool { return l.park.failed.IsZero() || l.park.failed.UnixNano() < t }
+	return func(l *lane) bool { return l.park.failed.IsZero() || clock(l.park.failed) < t }
 }
 
 // probeGap is how long a sink makes no request before a probe, after
@@ -259,7 +270,7 @@ func probeGap(every time.Duration, probes int) time.Duration {
 }
 
 // wake starts up to want resources of the worker's partitions parked
-// before the recovery (unix nanoseconds), fewer by the woken ones still
+// before the recovery (a clock reading), fewer by the woken ones still
 // out, and returns how many it started and how many were out. It shares
 // them out among the partitions: the woken resources of one partition
 // hand their places on within it (wokenDoneLocked). A partition not
@@ -350,8 +361,8 @@ func (p *partition) wokenDoneLocked(l *lane) {
 	now := time.Now()
 	if e.probe {
 		// The receiver was last seen down, and takes this: it is back.
-		p.w.wakes.recovery.Store(now.UnixNano())
-		p.recovery = now.UnixNano()
+		p.w.wakes.recovery.Store(clock(now))
+		p.recovery = clock(now)
 	}
 	if p.recovery == 0 {
 		return

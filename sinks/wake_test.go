@@ -236,7 +236,7 @@ func TestAResourceFailingAloneKeepsItsSchedule(t *testing.T) {
 	}
 	// Then the sink is quiet for a probe's while: bad, answered by
 	// successes since it failed, is not probed.
-	quiet := time.Now().UnixNano()
+	quiet := clock(time.Now())
 	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
 		if w.wakes.probed.Load() < quiet {
 			return errors.New("no probe yet")
@@ -329,6 +329,17 @@ func crmWorker(m *Manager) *worker {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.sinks["crm"].worker
+}
+
+// waitParked waits until m holds want parked resources.
+func waitParked(t testing.TB, m *Manager, want int) {
+	t.Helper()
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if n := parkedIn(m); n != want {
+			return fmt.Errorf("%d resources parked, want %d", n, want)
+		}
+		return nil
+	})
 }
 
 // parkedIn counts the resources m's worker of crm has parked.
@@ -475,7 +486,8 @@ func TestAFailureAmongSuccessesKeepsItsSchedule(t *testing.T) {
 
 // TestWokenResourcesAreBounded: however many resources are parked, a
 // worker keeps at most twice its concurrency of them out at once, each
-// that delivers handing its place to the next.
+// that delivers handing its place to the next at once: with looks for
+// more an hour apart, all of them are delivered after the first look.
 func TestWokenResourcesAreBounded(t *testing.T) {
 	js := onePartition(t)
 	var up atomic.Bool
@@ -489,7 +501,7 @@ func TestWokenResourcesAreBounded(t *testing.T) {
 		got.Add(1)
 		return http.StatusNoContent
 	})
-	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour,
+	m, _ := runManager(t, Options{JS: js, probeEvery: time.Hour, wakeEvery: time.Hour,
 		Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 1; c.Retry = Schedule{30 * time.Minute} })}})
 	w := crmWorker(m)
 	const parked = 6
@@ -497,17 +509,16 @@ func TestWokenResourcesAreBounded(t *testing.T) {
 	for i := range parked {
 		p.publish("acme", events.UserCreated, fmt.Sprint("u", i))
 	}
-	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
-		if n := parkedIn(m); n != parked {
-			return fmt.Errorf("%d of %d parked", n, parked)
-		}
-		return nil
-	})
+	waitParked(t, m, parked)
 	up.Store(true)
 	p.publish("acme", events.UserCreated, "first")
 	t.Cleanup(func() { close(gate) }) // before the receiver closes
 	for delivered := int32(0); delivered < parked+1; delivered++ {
-		gate <- struct{}{}
+		select {
+		case gate <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d delivered, and no request for more: the delivered ones did not hand their places on", delivered, parked+1)
+		}
 		eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 			if got.Load() <= delivered {
 				return errors.New("not answered yet")
@@ -518,12 +529,7 @@ func TestWokenResourcesAreBounded(t *testing.T) {
 			t.Fatalf("%d resources woken at once, want at most 2 (twice concurrency 1)", n)
 		}
 	}
-	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if n := parkedIn(m); n != 0 {
-			return fmt.Errorf("%d resources still parked", n)
-		}
-		return nil
-	})
+	waitParked(t, m, 0)
 }
 
 // TestProbeGap: each probe that finds the receiver still down doubles the
@@ -565,7 +571,7 @@ func TestALoneFailureBetweenSparseSuccessesIsNoOutage(t *testing.T) {
 	sparse := func(id string) { // a success, a while after the last
 		t.Helper()
 		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-			if since := time.Since(time.Unix(0, w.wakes.answered.Load())); since < 2*outage {
+			if since := time.Duration(clock(time.Now()) - w.wakes.answered.Load()); since < 2*outage {
 				return fmt.Errorf("the last success was %s ago", since)
 			}
 			return nil
@@ -603,12 +609,7 @@ func TestARecoveryWaitsForPartitionsNotConsuming(t *testing.T) {
 	for i := range 20 {
 		p.publish("acme", events.UserCreated, fmt.Sprint("u", i))
 	}
-	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
-		if n := parkedIn(m); n != 20 {
-			return fmt.Errorf("%d of 20 parked", n)
-		}
-		return nil
-	})
+	waitParked(t, m, 20)
 	// The partition holding the most of them is taking its consumer
 	// again when the receiver comes back.
 	var held *partition
@@ -637,10 +638,42 @@ func TestARecoveryWaitsForPartitionsNotConsuming(t *testing.T) {
 		t.Fatal("the partition not consuming does not keep the recovery for its resources")
 	}
 	held.running()
-	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
-		if n := parkedIn(m); n != 0 {
-			return fmt.Errorf("%d still parked", n)
+	waitParked(t, m, 0)
+}
+
+// TestARecoveryIsSaidAtInfoOnce: a recovery is said at Info when it
+// begins, with the count of the resources its first look woke, and at
+// Debug while it goes on: the looks after it that wake more (here those
+// of partitions the first look, two resources at most, did not reach)
+// are not said at Info.
+func TestARecoveryIsSaidAtInfoOnce(t *testing.T) {
+	s, _, js := natsServer(t)
+	o := newOutage(t, "")
+	o.js = js
+	cfg := sinkConfig("crm", o.URL, func(c *Config) { c.Concurrency = 1; c.Retry = Schedule{30 * time.Minute} })
+	debug := slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ms, _ := startWorkers(t, Options{Sinks: []Config{cfg}, Heartbeat: fastHeartbeat, probeEvery: time.Hour, Logger: debug}, eventstest.URL(s), 1)
+	m := ms[0]
+	p := newPublisher(t, js)
+	const parked = 20
+	for i := range parked {
+		p.publish("acme", events.UserCreated, fmt.Sprint("u", i))
+	}
+	waitParked(t, m, parked)
+	holding := 0
+	for _, pt := range crmWorker(m).ownedPartitions() {
+		if pt.parkedCount() > 0 {
+			holding++
 		}
-		return nil
-	})
+	}
+	if holding < 3 {
+		t.Fatalf("the parked resources are in %d partitions; the test needs three or more", holding)
+	}
+	o.up.Store(true)
+	p.publish("acme", events.UserCreated, "first")
+	waitParked(t, m, 0)
+	said := grepLines(o.logs.String(), "the receiver answers again")
+	if info, debug := strings.Count(said, "level=INFO"), strings.Count(said, "level=DEBUG"); info != 1 || debug == 0 {
+		t.Errorf("the recovery said %d times at Info and %d at Debug, want once at Info, then at Debug:\n%s", info, debug, said)
+	}
 }
