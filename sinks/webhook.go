@@ -209,16 +209,26 @@ func validPort(p string) bool {
 }
 
 // ClearText says why deliveries to rawURL, a sink's url, would cross a
-// network unencrypted, for the operator to read: plain http to a host
+// network unencrypted, for the operator to read (ClearTextHost). The
+// events (names, email addresses) and the headers set for the sink would
+// be readable on the way; the signature keeps them from being changed,
+// not from being read.
+func ClearText(rawURL string) string {
+	host := ClearTextHost(rawURL)
+	if host == "" {
+		return ""
+	}
+	return fmt.Sprintf("its url is plain http to %s, which is not on this machine or a private network by its address or name, so the events (names, email addresses) and the headers set for it can be read on the way; use https, or leave it if the network in between is yours", host)
+}
+
+// ClearTextHost is the host of rawURL when it is plain http to a host
 // that is neither on this machine nor, by its address or the form of its
 // name, on a private network. "" when the URL is https, or its host is a
 // loopback or private address, a name of one label (a Compose service),
 // localhost, or a name under a suffix kept for private networks
 // (.internal, .local, .lan, .home.arpa, a Kubernetes service's .svc, and
-// .svc.cluster.local, which ends in .local). The events (names, email addresses) and the
-// headers set for the sink would be readable on the way; the signature
-// keeps them from being changed, not from being read.
-func ClearText(rawURL string) string {
+// .svc.cluster.local, which ends in .local).
+func ClearTextHost(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil || !strings.EqualFold(u.Scheme, "http") {
 		return ""
@@ -231,7 +241,7 @@ func ClearText(rawURL string) string {
 	} else if !strings.Contains(host, ".") || host == "localhost" || slices.ContainsFunc(privateSuffixes, func(s string) bool { return strings.HasSuffix(host, s) }) {
 		return ""
 	}
-	return fmt.Sprintf("its url is plain http to %s, which is not on this machine or a private network by its address or name, so the events (names, email addresses) and the headers set for it can be read on the way; use https, or leave it if the network in between is yours", u.Hostname())
+	return u.Hostname()
 }
 
 // privateSuffixes are the name suffixes ClearText takes for a private

@@ -396,3 +396,43 @@ sinks:
 		t.Errorf("serve said a clear-text sink %d times, want s0's once:\n%s", n, log.String())
 	}
 }
+
+// TestPlainHTTPPublicURLIsSaid: a public_url that is plain http to a host
+// not on this machine or a private network is accepted, and said: by
+// check on stderr, by serve at Warn, once. https, loopback and a private
+// network's name are not.
+func TestPlainHTTPPublicURLIsSaid(t *testing.T) {
+	for public, said := range map[string]bool{
+		"http://relay.example.com":  true,
+		"https://relay.example.com": false,
+		"http://127.0.0.1:8080":     false,
+		"http://relay.internal":     false,
+	} {
+		dir := t.TempDir()
+		text := fmt.Sprintf("data_dir: %s\nadmin: {token: %q}\ntenants: [{name: acme, tokens: [%q]}]\npublic_url: %s\n",
+			filepath.Join(dir, "data"), adminSecret, acmeToken, public)
+		path := filepath.Join(dir, "relay.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := cli(t, "check", "--config", path)
+		if code != exitOK || !strings.Contains(out, "is valid") {
+			t.Fatalf("check with public_url %s: %d %s %s", public, code, out, stderr)
+		}
+		want := 0
+		if said {
+			want = 1
+		}
+		if n := strings.Count(stderr, "note: public_url: it is plain http to relay.example.com"); n != want || strings.Count(stderr, "note: ") != want {
+			t.Errorf("check with public_url %s said:\n%s\nwant %d note of it", public, stderr, want)
+		}
+	}
+
+	cfg := testConfig(t, t.TempDir())
+	cfg.PublicURL = "http://relay.example.com"
+	var log eventstest.Log
+	startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(&log, nil)), io.Discard)
+	if n := strings.Count(log.String(), `level=WARN msg="public_url: it is plain http to relay.example.com`); n != 1 {
+		t.Errorf("serve said a plain http public_url %d times at Warn, want once:\n%s", n, log.String())
+	}
+}

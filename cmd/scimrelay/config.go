@@ -386,6 +386,17 @@ func publicOrigin(cfg *config.Config) string {
 	return schemeOf(cfg.TLS) + "://" + cfg.Listen
 }
 
+// clearTextOrigin says why public_url, when it is plain http to a host
+// that is not on this machine or a private network (sinks.ClearTextHost),
+// puts what identity providers send in the clear. Empty otherwise.
+func clearTextOrigin(cfg *config.Config) string {
+	host := sinks.ClearTextHost(cfg.PublicURL)
+	if host == "" {
+		return ""
+	}
+	return fmt.Sprintf("it is plain http to %s, which is not on this machine or a private network by its address or name: identity providers would send each request's bearer token and the users' names and email addresses readable on the way; give the https URL they reach (TLS at the relay with tls.cert_file, or at a proxy in front of it)", host)
+}
+
 // unreachableOrigin says what to do when the origin printed for identity
 // providers (publicOrigin) has a host none can reach: public_url is empty
 // and listen takes every address (0.0.0.0, [::] or no host, as in a

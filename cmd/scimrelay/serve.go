@@ -141,6 +141,9 @@ hold what it should) serve reports when it starts.`,
 				return err
 			}
 			// What serve accepts and says at Warn, said here too.
+			if why := clearTextOrigin(cfg); why != "" && role != roleSinks {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: public_url: %s\n", why)
+			}
 			for i, sink := range cfg.Sinks {
 				if why := sinks.ClearText(sink.URL); why != "" && role != roleSCIM {
 					fmt.Fprintf(cmd.ErrOrStderr(), "note: sinks[%d].url: %s\n", i, why)

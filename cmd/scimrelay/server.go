@@ -166,6 +166,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		return nil, sortProblems(problems)
 	}
 	warnEveryoneReads(log, filesRead(cfg, role))
+	if why := clearTextOrigin(cfg); why != "" && role != roleSinks {
+		log.Warn("public_url: " + why)
+	}
 	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry(), keyCheck: events.KeyCheckInterval}
 	for _, o := range opts {
 		o(s)
