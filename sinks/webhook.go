@@ -503,11 +503,13 @@ func (w *Webhook) resign(req *http.Request) error {
 
 // checkRetry retries inside one delivery on connection errors (but a
 // refused dial, headers over the limit and a request that ran out of the
-// sink's timeout), 408, 425, 5xx, and 429/503 that ask for at most a short
-// wait. A receiver too slow to answer within the timeout would be sent the
-// same request twice more at once, each holding the resource's lane for
-// another timeout (a 10 s timeout made one try take 30 s): it gets the
-// schedule's first retry instead.
+// sink's timeout), 408, 425, 5xx but 504, and 429/503 that ask for at most
+// a short wait. A receiver too slow to answer within the timeout would be
+// sent the same request twice more at once, each holding the resource's
+// lane for another timeout (a 10 s timeout made one try take 30 s): it
+// gets the schedule's first retry instead. So does a 504, a proxy's word
+// that the receiver behind it did not answer in the proxy's time (often
+// a minute).
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
@@ -518,7 +520,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		return retryAfter(resp.Header.Get("Retry-After"), time.Now()) <= maxRetryAfterNow, nil
-	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
+	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500 && code != http.StatusGatewayTimeout:
 		return true, nil
 	}
 	return false, nil

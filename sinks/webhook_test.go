@@ -205,7 +205,7 @@ func TestClassification(t *testing.T) {
 		{410, "", false, true, 0, 1}, {413, "", false, true, 0, 1}, {422, "", false, true, 0, 1},
 		{408, "", false, false, 0, 2}, {425, "", false, false, 0, 2},
 		{429, "", false, false, 0, 2}, {429, "120", false, false, 120 * time.Second, 1}, {429, later, false, false, 80 * time.Second, 1},
-		{500, "", false, false, 0, 2}, {502, "", false, false, 0, 2}, {503, "3600", false, false, time.Hour, 1}, {504, "", false, false, 0, 2},
+		{500, "", false, false, 0, 2}, {502, "", false, false, 0, 2}, {503, "3600", false, false, time.Hour, 1}, {504, "", false, false, 0, 1},
 	}
 	for _, tt := range tests {
 		t.Run(strconv.Itoa(tt.status)+" "+tt.retryAfter, func(t *testing.T) {
