@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -1056,12 +1057,32 @@ func tokenByName(t *testing.T, s *Store, name string) Token {
 	return Token{}
 }
 
-// TestOutboxOldest: the outbox's oldest row says when it was committed
-// (the age metric reads it), and an empty outbox has none.
+// TestOutboxOldest: the outbox's oldest row says when it was committed,
+// and an empty outbox has none; scimrelay_outbox_oldest_age_seconds is
+// its age, 0 when the outbox is empty.
 func TestOutboxOldest(t *testing.T) {
 	s, c, _ := openStore(t)
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg, s, nil)
+	age := func() float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "scimrelay_outbox_oldest_age_seconds" {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no scimrelay_outbox_oldest_age_seconds")
+		return 0
+	}
 	if at, err := s.OutboxOldest(); err != nil || !at.IsZero() {
 		t.Fatalf("empty outbox: %v, %v", at, err)
+	}
+	if a := age(); a != 0 {
+		t.Fatalf("the age of an empty outbox is %v, want 0", a)
 	}
 	first := c.now()
 	if _, err := s.Create(context.Background(), "acme", user(t, `"userName":"ann"`)); err != nil {
@@ -1074,6 +1095,9 @@ func TestOutboxOldest(t *testing.T) {
 	if at, err := s.OutboxOldest(); err != nil || !at.Equal(first) {
 		t.Fatalf("oldest row committed at %v (%v), want %v", at, err, first)
 	}
+	if a := age(); a != 60 {
+		t.Fatalf("the outbox's age a minute after its oldest row: %v s, want 60", a)
+	}
 	rows, err := s.ReadOutbox(0, 10)
 	if err != nil || len(rows) != 2 {
 		t.Fatalf("%d rows, %v", len(rows), err)
@@ -1083,6 +1107,12 @@ func TestOutboxOldest(t *testing.T) {
 	}
 	if at, err := s.OutboxOldest(); err != nil || !at.Equal(first.Add(time.Minute)) {
 		t.Fatalf("after the first was published: %v (%v), want %v", at, err, first.Add(time.Minute))
+	}
+	if err := s.DeleteOutbox([]uint64{rows[1].Key}); err != nil {
+		t.Fatal(err)
+	}
+	if a := age(); a != 0 {
+		t.Fatalf("the age of the outbox emptied: %v, want 0", a)
 	}
 }
 
