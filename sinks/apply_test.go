@@ -406,3 +406,39 @@ func deliverOne(t *testing.T, m *Manager, js jetstream.JetStream, rc *receiver) 
 		return nil
 	})
 }
+
+// TestRunAfterAFailedApply: a reload can come between Setup and Run (the
+// relay serves its admin API before the sinks' Run has its turn). A sink
+// it added and could not set up stays idle: Run starts the others and
+// does not fail, and the Apply that sets it up starts it.
+func TestRunAfterAFailedApply(t *testing.T) {
+	js := natsStream(t)
+	d, e := newReceiver(t, nil), newReceiver(t, nil)
+	m, err := NewManager(Options{Sinks: []Config{sinkConfig("d", d.URL, nil)}, JS: js,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	list := []Config{sinkConfig("d", d.URL, nil), sinkConfig("e", e.URL, nil)}
+	if ch, err := m.Apply(gone, list); err == nil || !slices.Equal(ch.Added, []string{"e"}) {
+		t.Fatalf("Apply with its context ended: %+v, %v; want e added and its setup failed", ch, err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(runCtx) }()
+	e1 := newPublisher(t, js).publish("acme", events.UserCreated, "u1")
+	wantIDs(t, "d, started by Run", d, e1)
+	if _, err := m.Apply(ctx, list); err != nil {
+		t.Fatalf("Apply once it can set e up: %v", err)
+	}
+	wantIDs(t, "e, from the Apply that added it", e, e1)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

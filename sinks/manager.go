@@ -529,20 +529,22 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // startAll starts every sink's worker in ctx, which Apply then starts new
-// ones in.
+// ones in. A sink without one is idle: an Apply (a reload, which may come
+// before Run) added it and could not set it up; the Apply that does
+// starts it.
 func (m *Manager) startAll(ctx context.Context) error {
 	m.applyMu.Lock() // an Apply under way finishes first
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, name := range m.order {
-		if m.sinks[name].worker == nil {
-			return fmt.Errorf("sink %s: Setup was not called", name)
-		}
+	if m.shared == nil {
+		return errors.New("the sinks' Setup was not called")
 	}
 	m.runCtx = ctx
 	for _, name := range m.order {
-		m.start(m.sinks[name])
+		if s := m.sinks[name]; s.worker != nil {
+			m.start(s)
+		}
 	}
 	return nil
 }

@@ -610,7 +610,7 @@ func startReloadable(t *testing.T, path string, out io.Writer) *relayProc {
 }
 
 // startReloadableAs is startReloadable in a role.
-func startReloadableAs(t *testing.T, path, role string, out io.Writer) *relayProc {
+func startReloadableAs(t *testing.T, path, role string, out io.Writer, opts ...serverOption) *relayProc {
 	t.Helper()
 	cfg, err := loadConfig(path, role)
 	if err != nil {
@@ -621,5 +621,5 @@ func startReloadableAs(t *testing.T, path, role string, out io.Writer) *relayPro
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startRelayWith(t, cfg, role, log, io.Discard, withReload(path, level))
+	return startRelayWith(t, cfg, role, log, io.Discard, append(opts, withReload(path, level))...)
 }

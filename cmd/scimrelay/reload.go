@@ -92,7 +92,7 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	// The bound starts once this reload's turn has come; one that waited
 	// behind another past its time, or behind the relay's stop, applies
 	// nothing.
-	ctx, cancel := context.WithTimeout(ctx, maxReload)
+	ctx, cancel := context.WithTimeout(ctx, s.maxReload)
 	defer cancel()
 	stopping := error(nil)
 	if serving := s.serving.Load(); serving != nil {
@@ -191,8 +191,14 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 }
 
 // maxReload bounds a reload: stopping changed sinks (each hand-over up to
-// 8 s) and setting up their consumers again, with time to spare.
+// 8 s) and setting up their consumers again, with time to spare. Tests
+// shorten it (withMaxReload).
 const maxReload = 2 * time.Minute
+
+// withMaxReload shortens the time a reload may take.
+func withMaxReload(d time.Duration) serverOption {
+	return func(s *server) { s.maxReload = d }
+}
 
 // hangUps subscribes to SIGHUP. run calls it before its listeners serve,
 // so that a SIGHUP sent once /readyz answers is never lost: serve ignores

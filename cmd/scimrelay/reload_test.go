@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -591,6 +592,57 @@ func TestReloadOfASinksWorkerListsWhatItApplies(t *testing.T) {
 	code, stdout, stderr := cli(t, "reload", "--config", cliConfig(t, p, adminSecret))
 	if code != exitOK || !strings.Contains(stdout, "sink a added") || strings.Contains(stdout, "limits.rate") {
 		t.Fatalf("reload of a sinks worker: exit %d, stdout %q, stderr %q; want sink a added and no limits.rate", code, stdout, stderr)
+	}
+}
+
+// TestReloadGivesUp: "a reload ... gives up after 2 minutes (a NATS
+// outage while it sets up a sink's consumers), reporting what it
+// applied". The bound is shortened to a second here.
+func TestReloadGivesUp(t *testing.T) {
+	if maxReload != 2*time.Minute {
+		t.Fatalf("a reload is bounded by %s; README says 2 minutes", maxReload)
+	}
+	ns := eventstest.RunServer(t)
+	hook := newHook(t)
+	path, dataDir := filepath.Join(t.TempDir(), "relay.yaml"), t.TempDir()
+	write := func(rate int, sinks string) {
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n  sync_interval: 0s\nlimits:\n  rate: %d\ntenants:\n  - name: acme\n    tokens: [%s]\nsinks:\n%s",
+			dataDir, adminSecret, eventstest.URL(ns), rate, acmeToken, sinks)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(5, "")
+	p := startReloadableAs(t, path, roleAll, io.Discard, withMaxReload(time.Second))
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if status, body := p.get("/readyz"); status != http.StatusOK {
+			return fmt.Errorf("/readyz: %d %s", status, body)
+		}
+		return nil
+	})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	write(7, sinkYAML("a", hook.URL))
+	type result struct {
+		res admin.ReloadResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := p.srv.reload(context.WithoutCancel(context.Background()))
+		done <- result{res, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("a reload adding a sink while NATS is away did not give up")
+	}
+	if !errors.Is(r.err, context.DeadlineExceeded) || !slices.ContainsFunc(r.res.Applied, func(a string) bool { return strings.Contains(a, "limits.rate") }) {
+		t.Fatalf("the reload that gave up: %+v, %v; want it to have waited for NATS until its time ran out, and limits.rate among what it applied", r.res, r.err)
+	}
+	if rate := p.srv.config().Limits.Rate; rate != 7 {
+		t.Errorf("limits.rate is %v after the reload that gave up, want 7 (applied)", rate)
 	}
 }
 

@@ -96,7 +96,9 @@ type server struct {
 	// not sign.
 	signingKey string
 	keyCheck   time.Duration
-	stopping   atomic.Bool // set when shutdown begins: no longer ready
+	// maxReload bounds a reload (maxReload; tests shorten it).
+	maxReload time.Duration
+	stopping  atomic.Bool // set when shutdown begins: no longer ready
 
 	scimHTTP, adminHTTP *http.Server
 	scimLn, adminLn     net.Listener
@@ -169,7 +171,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if why := clearTextOrigin(cfg); why != "" && role != roleSinks {
 		log.Warn("public_url: " + why)
 	}
-	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry(), keyCheck: events.KeyCheckInterval}
+	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry(), keyCheck: events.KeyCheckInterval, maxReload: maxReload}
 	for _, o := range opts {
 		o(s)
 	}

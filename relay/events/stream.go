@@ -350,7 +350,9 @@ func transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting)
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		// A request while the connection reconnects: natsbus buffers none.
+		errors.Is(err, nats.ErrReconnectBufExceeded)
 }
 
 // Check reports every problem of the options at once, each naming its
