@@ -217,15 +217,17 @@ func TestExpiryWarnings(t *testing.T) {
 	s, c, _ := openStore(t)
 	_, tok, _ := s.Tokens().Create(ctx, "acme", "entra-token", c.now().Add(10*24*time.Hour))
 	_, cl, _ := s.Clients().Create(ctx, "acme", "entra-client", c.now().Add(3*24*time.Hour))
-	_, late, _ := s.Clients().Create(ctx, "acme", "later", c.now().Add(30*24*time.Hour))
+	// README: "From 14 days" before it expires.
+	_, late, _ := s.Clients().Create(ctx, "acme", "later", c.now().Add(14*24*time.Hour+time.Hour))
+	_, edge, _ := s.Tokens().Create(ctx, "acme", "edge", c.now().Add(14*24*time.Hour-time.Hour))
 	var buf bytes.Buffer
 	done, cancel := context.WithCancel(ctx)
 	cancel() // one round of warnings, then return
 	s.WarnExpiringTokens(done, slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
 	out := buf.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || strings.Contains(out, late.ID) {
-		t.Fatalf("warnings:\n%s", out)
+	if len(lines) != 3 || strings.Contains(out, late.ID) || !strings.Contains(out, edge.ID) {
+		t.Fatalf("warnings, want the three expiring within 14 days:\n%s", out)
 	}
 	if !strings.Contains(lines[0], cl.ID) || !strings.Contains(lines[0], "scimrelay client rotate") || !strings.Contains(lines[0], "days_left=3") ||
 		!strings.Contains(lines[1], tok.ID) || !strings.Contains(lines[1], "scimrelay token rotate") {
