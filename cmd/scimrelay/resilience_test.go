@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -437,4 +439,38 @@ func TestLostStreamIsSaid(t *testing.T) {
 	if v := lost(p); v != 1 || !strings.Contains(logs.String(), said) {
 		t.Fatalf("a start after the NATS store was deleted: scimrelay_stream_lost %v, log:\n%s", v, logs)
 	}
+}
+
+// TestAnEventTheStreamRefusesIsQuarantined: an event the stream refuses
+// for good (an external stream whose max_msg_size an operator lowered) is
+// set aside in the quarantine, counted (scimrelay_outbox_quarantined_total,
+// scimrelay_outbox_quarantine), and the events behind it are published.
+func TestAnEventTheStreamRefusesIsQuarantined(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = ns.ClientURL()
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard)
+	p.createUser(t, "ann")
+	readStream(t, p.srv.js, 1)
+	ctx := context.Background()
+	stream, err := p.srv.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := stream.CachedInfo().Config
+	sc.MaxMsgSize = 4 << 10
+	if _, err := p.srv.js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob","title":"`+strings.Repeat("x", 8<<10)+`"}`).want(t, 201)
+	carol := p.createUser(t, "carol")
+	if got := readStream(t, p.srv.js, 2); got[1].subject != "Users/"+carol {
+		t.Fatalf("the stream's second event is of %s, want carol's (Users/%s)", got[1].subject, carol)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n, rows := metric(t, p, "scimrelay_outbox_quarantined_total"), metric(t, p, "scimrelay_outbox_quarantine"); n != 1 || rows != 1 {
+			return fmt.Errorf("scimrelay_outbox_quarantined_total %v, scimrelay_outbox_quarantine %v; want 1 and 1", n, rows)
+		}
+		return nil
+	})
 }
