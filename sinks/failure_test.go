@@ -186,3 +186,32 @@ func TestFailureLogsAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestDropsBefore: no retry is put off past the time the stream drops its
+// event, max_age after it was stored, less a tenth of max_age, at most an
+// hour (README, Retries); an event whose stream time is not known is timed
+// from its own, and a stream without max_age drops nothing.
+func TestDropsBefore(t *testing.T) {
+	stored := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	it := item{e: eventstest.Event(t, "acme", events.UserCreated, "u1", 1, 1), stored: stored}
+	for _, c := range []struct {
+		keepFor, at time.Duration // after stored
+		drops       bool
+	}{
+		{7 * 24 * time.Hour, 7*24*time.Hour - 61*time.Minute, false},
+		{7 * 24 * time.Hour, 7*24*time.Hour - 59*time.Minute, true}, // the margin is an hour at most
+		{5 * time.Hour, 4*time.Hour + 29*time.Minute, false},
+		{5 * time.Hour, 4*time.Hour + 31*time.Minute, true}, // a tenth of max_age
+		{0, 1000 * 24 * time.Hour, false},
+	} {
+		w := &worker{keepFor: c.keepFor}
+		if got := w.dropsBefore(it, stored.Add(c.at)); got != c.drops {
+			t.Errorf("max_age %s, a try %s after the event was stored: dropped before it %t, want %t", c.keepFor, c.at, got, c.drops)
+		}
+	}
+	unknown := item{e: eventstest.Event(t, "acme", events.UserCreated, "u1", 1, 1)}
+	w := &worker{keepFor: 5 * time.Hour}
+	if !w.dropsBefore(unknown, unknown.e.Time().Add(4*time.Hour+31*time.Minute)) || w.dropsBefore(unknown, unknown.e.Time().Add(4*time.Hour+29*time.Minute)) {
+		t.Error("an event whose stream time is not known is not timed from its own time")
+	}
+}

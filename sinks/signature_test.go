@@ -45,8 +45,16 @@ func TestSecretRotation(t *testing.T) {
 			}
 		}
 		reqs := rc.requests()
-		if sigs := strings.Fields(reqs[0].header.Get("Webhook-Signature")); len(sigs) != 2 || !strings.HasPrefix(sigs[0], "v1,") || !strings.HasPrefix(sigs[1], "v1,") {
+		sigs := strings.Fields(reqs[0].header.Get("Webhook-Signature"))
+		if len(sigs) != 2 || !strings.HasPrefix(sigs[0], "v1,") || !strings.HasPrefix(sigs[1], "v1,") {
 			t.Fatalf("batch %v: webhook-signature %q, want two v1 signatures", batch, reqs[0].header.Get("Webhook-Signature"))
+		}
+		for i, secret := range []string{newSecret, testSecret} { // v1,<new> v1,<old>
+			one := received{body: reqs[0].body, header: reqs[0].header.Clone()}
+			one.header.Set("Webhook-Signature", sigs[i])
+			if !verifiesWith(t, secret, one) {
+				t.Fatalf("batch %v: signature %d of %q is not the %s secret's; want the new secret's first, then the previous one's", batch, i+1, reqs[0].header.Get("Webhook-Signature"), []string{"new", "previous"}[i])
+			}
 		}
 		if !verifiesWith(t, newSecret, reqs[0]) || !verifiesWith(t, testSecret, reqs[0]) || verifiesWith(t, other, reqs[0]) {
 			t.Fatalf("batch %v: during the overlap the library must accept the new secret and the previous one, and no other", batch)

@@ -4,7 +4,9 @@ package events_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -416,5 +418,59 @@ func TestFrontEndOutwrittenAtStartSaysSo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "keep writing the event stream's signing keys without this one's") {
 		t.Errorf("running out of rounds was not said at Warn:\n%s", out.String())
+	}
+}
+
+// TestSignatureWireFormat: the signature is what README (Events) tells a
+// subscriber of its own to check, byte for byte: the header
+// "v1 <key> <signature>", both base64url without padding, and an Ed25519
+// signature over the line scimrelay-event-signature-v1, a line
+// "name: value" for every ce- header and content-type, names in lower
+// case, sorted by name, an empty line, then the data; NATS's own headers
+// left out. The text is written here by hand, as a subscriber in another
+// language would, not with SignedForm.
+func TestSignatureWireFormat(t *testing.T) {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	s, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg("scimrelay.acme.user.created.u1.3")
+	msg.Header.Set("Ce-Type", "dev.scimrelay.user.created")
+	msg.Header.Set("ce-id", "0198f3c2-0000-7000-8000-000000000001")
+	msg.Header.Set("Content-Type", "application/json")
+	msg.Header.Set("Nats-Msg-Id", "0198f3c2-0000-7000-8000-000000000001")
+	msg.Header.Set("ce-specversion", "1.0")
+	msg.Data = []byte(`{"userName":"ann"}`)
+	if err := s.Sign(msg); err != nil {
+		t.Fatal(err)
+	}
+	want := "scimrelay-event-signature-v1\n" +
+		"ce-id: 0198f3c2-0000-7000-8000-000000000001\n" +
+		"ce-specversion: 1.0\n" +
+		"ce-type: dev.scimrelay.user.created\n" +
+		"content-type: application/json\n" +
+		"\n" +
+		`{"userName":"ann"}`
+	parts := strings.Split(msg.Header.Get(events.SignatureHeader), " ")
+	if len(parts) != 3 || parts[0] != "v1" {
+		t.Fatalf("%s: %q, want v1 <key> <signature>", events.SignatureHeader, msg.Header.Get(events.SignatureHeader))
+	}
+	key := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+	if parts[1] != base64.RawURLEncoding.EncodeToString(key) || parts[1] != s.PublicKey() {
+		t.Errorf("the key in the header is %q, want the public key in base64url without padding", parts[1])
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		t.Fatalf("the signature is not base64url without padding: %v", err)
+	}
+	if !ed25519.Verify(key, []byte(want), sig) {
+		t.Errorf("the signature does not verify over the text README describes:\n%s", want)
+	}
+	if form, err := events.SignedForm(msg.Header, msg.Data); err != nil || string(form) != want {
+		t.Errorf("SignedForm:\n%s\nwant:\n%s (%v)", form, want, err)
 	}
 }
