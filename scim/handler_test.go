@@ -566,6 +566,64 @@ func TestETags(t *testing.T) {
 	ts.do("DELETE", "/Users/"+id, "", "If-Match", "*").want(t, 204)
 }
 
+// TestIfMatchFieldLines: If-Match given in several field lines is one
+// list (RFC 9110 §5.3): an empty first line neither hides the next nor
+// makes the condition hold, and a match in any line counts. A list that
+// is not one of entity tags is 400 and changes nothing.
+func TestIfMatchFieldLines(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
+	rename := func(name string) string {
+		return patchBody(`{"op":"replace","path":"displayName","value":"` + name + `"}`)
+	}
+	ts.do("PATCH", "/Groups/"+gid, rename("g2")).want(t, 204) // version 2
+	send := func(method, path, body string, lines ...string) response {
+		t.Helper()
+		req, err := http.NewRequest(method, ts.srv.URL+"/scim/v2/acme"+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokenAcme)
+		req.Header.Set("Content-Type", "application/scim+json")
+		for i := 0; i+1 < len(lines); i += 2 {
+			req.Header.Add(lines[i], lines[i+1])
+		}
+		return ts.send(req)
+	}
+	for _, lines := range [][]string{
+		{"If-Match", "", "If-Match", `W/"99"`},
+		{"If-Match", ""},
+		{"If-Match", " , "},
+		{"If-Match", `W/"99"`, "If-Match", ""},
+	} {
+		send("PATCH", "/Groups/"+gid, rename("changed"), lines...).wantError(t, 412, "", "")
+		send("DELETE", "/Groups/"+gid, "", lines...).wantError(t, 412, "", "")
+		send("PUT", "/Groups/"+gid, `{"schemas":["`+GroupSchema+`"],"displayName":"changed"}`, lines...).wantError(t, 412, "", "")
+	}
+	for _, v := range []string{`W/99`, `"2`, `*, W/"2"`, `W/"2"; x`, `2`, `W/"2" W/"3"`, "*, *"} {
+		send("PATCH", "/Groups/"+gid, rename("changed"), "If-Match", v).wantError(t, 400, "invalidValue", "If-Match must be * or a list of entity tags")
+		send("DELETE", "/Groups/"+gid, "", "If-Match", "", "If-Match", v).wantError(t, 400, "invalidValue", "If-Match")
+	}
+	// A tag holding a comma and a star is one tag, not "*".
+	send("DELETE", "/Groups/"+gid, "", "If-Match", `"x,*,y"`).wantError(t, 412, "", "does not match")
+	// An If-None-Match is read the same way: present in any line, it is
+	// refused on a write.
+	send("DELETE", "/Groups/"+gid, "", "If-None-Match", "", "If-None-Match", `W/"5"`).wantError(t, 501, "", "If-None-Match")
+	send("DELETE", "/Groups/"+gid, "", "If-None-Match", `W/"5`).wantError(t, 400, "invalidValue", "If-None-Match")
+	if r := ts.do("GET", "/Groups/"+gid, "").want(t, 200); r.header.Get("ETag") != `W/"2"` || r.str("displayName") != "g2" {
+		t.Fatalf("refused writes changed the group: %s %s", r.header.Get("ETag"), r.body)
+	}
+	// The version in any line matches.
+	send("PATCH", "/Groups/"+gid, rename("g3"), "If-Match", `W/"1"`, "If-Match", `W/"2"`).want(t, 204)
+	send("PATCH", "/Groups/"+gid, rename("g4"), "If-Match", `W/"3", "x,y"`, "If-Match", `W/"1"`).want(t, 204)
+	send("PUT", "/Groups/"+gid, `{"schemas":["`+GroupSchema+`"],"displayName":"g5"}`, "If-Match", "", "If-Match", `W/"9", W/"4"`).want(t, 200)
+	// A create takes If-None-Match: * in any line, and refuses an
+	// If-Match even when empty.
+	send("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"h"}`, "If-Match", "").wantError(t, 501, "", "not supported on a create")
+	send("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"h"}`, "If-None-Match", "", "If-None-Match", "*").want(t, 201)
+	send("DELETE", "/Groups/"+gid, "", "If-Match", "", "If-Match", `W/"5"`).want(t, 204)
+}
+
 func TestListPagingAndProjection(t *testing.T) {
 	ts := newTestServer(t, Options{MaxResults: 10, DefaultCount: 4})
 	for i := 0; i < 25; i++ {
