@@ -71,7 +71,7 @@ type bulkResponse struct {
 
 // bulk serves POST /Bulk.
 func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r, h.o.BulkMaxPayload)
+	body, err := h.readBody(w, r, h.o.BulkMaxPayload)
 	if err != nil {
 		if errors.Is(err, ErrPayloadTooLarge) {
 			return Errorf(ErrPayloadTooLarge, "the size of the bulk request exceeds maxPayloadSize (%d bytes)", h.o.BulkMaxPayload)

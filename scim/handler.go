@@ -506,7 +506,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 // SearchRequest schema, as a PATCH body must list PatchOp and a bulk
 // request BulkRequest: a body without it is refused, not guessed at.
 func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -800,7 +800,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -839,7 +839,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -900,7 +900,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -1286,7 +1286,19 @@ func etagMatches(list, version string) bool {
 
 // readBody reads a request body of at most limit bytes and within the
 // depth limit.
-func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	// A body in a content coding is not read: a gzip body would be refused
+	// for what it is not, and a plain one sent under a coding's name taken
+	// as if the name were not there. RFC 9110 §15.5.16: 415, saying in
+	// Accept-Encoding what is taken.
+	for _, line := range r.Header.Values("Content-Encoding") {
+		for _, coding := range strings.Split(line, ",") {
+			if coding = strings.TrimSpace(coding); coding != "" && !strings.EqualFold(coding, "identity") {
+				w.Header().Set("Accept-Encoding", "identity")
+				return nil, Errorf(ErrUnsupportedMedia, "Content-Encoding %q is not supported; send the body uncompressed, without Content-Encoding", truncate(coding, 32))
+			}
+		}
+	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/scim+json" && mt != "application/json") {

@@ -3,6 +3,8 @@
 package scim_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -521,6 +523,66 @@ func TestBadInput(t *testing.T) {
 	if u := ts.do("GET", "/Users/"+id, "").want(t, 200); u.header.Get("ETag") != `W/"1"` || u.str("userName") != "ann" {
 		t.Fatalf("bad requests changed the user: %s %s", u.header.Get("ETag"), u.body)
 	}
+}
+
+// TestContentEncoding: a body in a content coding is 415 on every
+// endpoint that reads one, whether it is compressed or plain text sent
+// under a coding's name, and nothing is stored; identity is no coding.
+func TestContentEncoding(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	uid := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201).str("id")
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
+	gzipped := func(s string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		if _, err := zw.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	requests := []struct{ method, path, body string }{
+		{"POST", "/Users", `{"schemas":["` + UserSchema + `"],"userName":"bob"}`},
+		{"PUT", "/Users/" + uid, `{"schemas":["` + UserSchema + `"],"userName":"ann","title":"x"}`},
+		{"PATCH", "/Users/" + uid, patchBody(`{"op":"replace","path":"title","value":"x"}`)},
+		{"PATCH", "/Groups/" + gid, patchBody(`{"op":"replace","path":"displayName","value":"x"}`)},
+		{"POST", "/Users/.search", `{"schemas":["` + SearchRequestSchema + `"]}`},
+		{"POST", "/Bulk", `{"schemas":["` + BulkRequestSchema + `"],"Operations":[{"method":"POST","path":"/Users","bulkId":"b","data":{"schemas":["` + UserSchema + `"],"userName":"bob"}}]}`},
+	}
+	for _, rq := range requests {
+		for _, enc := range []struct{ coding, body string }{
+			{"br", rq.body},
+			{"gzip", gzipped(rq.body)},
+			{"GZIP", rq.body},
+			{"identity, gzip", gzipped(rq.body)},
+		} {
+			r := ts.do(rq.method, rq.path, enc.body, "Content-Encoding", enc.coding)
+			r.wantError(t, 415, "", "Content-Encoding")
+			if got := r.header.Get("Accept-Encoding"); got != "identity" {
+				t.Errorf("%s %s, Content-Encoding %s: Accept-Encoding %q, want identity", rq.method, rq.path, enc.coding, got)
+			}
+		}
+	}
+	// In any field line.
+	req, _ := http.NewRequest("POST", ts.srv.URL+"/scim/v2/acme/Users", strings.NewReader(requests[0].body))
+	req.Header.Set("Authorization", "Bearer "+tokenAcme)
+	req.Header.Set("Content-Type", "application/scim+json")
+	req.Header.Add("Content-Encoding", "")
+	req.Header.Add("Content-Encoding", "br")
+	ts.send(req).wantError(t, 415, "", "br")
+	if r := ts.do("GET", "/Users", "").want(t, 200); r.str("totalResults") != "1" {
+		t.Errorf("refused creates stored users: %s", r.body)
+	}
+	if r := ts.do("GET", "/Users/"+uid, "").want(t, 200); r.header.Get("ETag") != `W/"1"` || r.str("title") != "" {
+		t.Errorf("refused writes changed the user: %s %s", r.header.Get("ETag"), r.body)
+	}
+	if r := ts.do("GET", "/Groups/"+gid, "").want(t, 200); r.header.Get("ETag") != `W/"1"` {
+		t.Errorf("a refused PATCH changed the group: %s", r.body)
+	}
+	// identity is no coding at all.
+	ts.do("POST", "/Users", requests[0].body, "Content-Encoding", "identity").want(t, 201)
 }
 
 func TestETags(t *testing.T) {
