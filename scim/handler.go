@@ -510,40 +510,71 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Schemas            []string `json:"schemas"`
-		Filter             string   `json:"filter"`
-		StartIndex         *int     `json:"startIndex"`
-		Count              *int     `json:"count"`
-		SortBy             string   `json:"sortBy"`
-		SortOrder          string   `json:"sortOrder"`
-		Attributes         []string `json:"attributes"`
-		ExcludedAttributes []string `json:"excludedAttributes"`
-	}
 	// Read as every request body is (a name given twice is refused, in
-	// any spelling), then into its fields.
+	// any spelling), then member by member, so that a refusal names the
+	// member and what it must be.
 	raw, err := decodeObject(body, "request body")
 	if err != nil {
 		return err
 	}
-	if _, twice := lowerKeys(raw); twice != "" {
+	m, twice := lowerKeys(raw)
+	if twice != "" {
 		return givenTwice("the search request", twice)
 	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		return Errorf(ErrInvalidSyntax, "search request is not valid: %v", err)
-	}
-	if !slices.ContainsFunc(req.Schemas, func(s string) bool { return strings.EqualFold(s, SearchRequestSchema) }) {
+	if !listsSchema(m["schemas"], SearchRequestSchema) {
 		return Errorf(ErrInvalidSyntax, "a search request needs \"schemas\": [%q]", SearchRequestSchema)
 	}
-	p := listParams{filter: req.Filter, sortBy: req.SortBy, sortOrder: req.SortOrder,
-		attributes: strings.Join(req.Attributes, ","), excluded: strings.Join(req.ExcludedAttributes, ",")}
-	if req.StartIndex != nil {
-		p.startIndex = strconv.Itoa(*req.StartIndex)
-	}
-	if req.Count != nil {
-		p.count = strconv.Itoa(*req.Count)
+	var p listParams
+	for _, f := range []struct {
+		name, must string
+		kind       *Error
+		read       func(any) (string, bool)
+		to         *string
+	}{
+		{"filter", `a string, a filter such as userName eq "ann"`, ErrInvalidFilter, searchString, &p.filter},
+		{"startIndex", "an integer", ErrInvalidValue, searchNumber, &p.startIndex},
+		{"count", "an integer", ErrInvalidValue, searchNumber, &p.count},
+		{"sortBy", "a string, an attribute name", ErrInvalidValue, searchString, &p.sortBy},
+		{"sortOrder", `"ascending" or "descending"`, ErrInvalidValue, searchString, &p.sortOrder},
+		{"attributes", "an array of attribute names", ErrInvalidValue, searchNames, &p.attributes},
+		{"excludedAttributes", "an array of attribute names", ErrInvalidValue, searchNames, &p.excluded},
+	} {
+		v := m[strings.ToLower(f.name)]
+		if v == nil {
+			continue // null, as absent
+		}
+		s, ok := f.read(v)
+		if !ok {
+			return Errorf(f.kind, "%s must be %s, got %s", f.name, f.must, truncate(quoteOrKind(v), 64))
+		}
+		*f.to = s
 	}
 	return h.query(w, r, c, p)
+}
+
+// searchString, searchNumber and searchNames read a search request's
+// members as the query parameters they stand for: a number keeps its text,
+// for query to read as it reads count=10 (1e2 is not an integer there
+// either), and a list of names is joined with commas.
+func searchString(v any) (string, bool) {
+	s, ok := v.(string)
+	return s, ok
+}
+
+func searchNumber(v any) (string, bool) {
+	n, ok := v.(json.Number)
+	return n.String(), ok
+}
+
+func searchNames(v any) (string, bool) {
+	list, ok := v.([]any)
+	names := make([]string, len(list))
+	for i, e := range list {
+		if names[i], ok = e.(string); !ok {
+			return "", false
+		}
+	}
+	return strings.Join(names, ","), ok
 }
 
 type listParams struct {

@@ -585,6 +585,49 @@ func TestContentEncoding(t *testing.T) {
 	ts.do("POST", "/Users", requests[0].body, "Content-Encoding", "identity").want(t, 201)
 }
 
+// TestSearchRequestMembers: a search request's member of the wrong type
+// is refused naming the member and what it must be, as the query
+// parameters are, not in the words of Go's JSON decoder.
+func TestSearchRequestMembers(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201)
+	search := func(members string) string { return `{"schemas":["` + SearchRequestSchema + `"],` + members + `}` }
+	for _, tt := range []struct{ members, scimType, detail string }{
+		{`"startIndex":"x"`, "invalidValue", `startIndex must be an integer, got "x"`},
+		{`"startIndex":"2"`, "invalidValue", `startIndex must be an integer, got "2"`},
+		{`"count":1e2`, "invalidValue", `count must be an integer, got "1e2"`},
+		{`"count":1.5`, "invalidValue", `count must be an integer, got "1.5"`},
+		{`"count":true`, "invalidValue", "count must be an integer, got a boolean"},
+		{`"filter":5`, "invalidFilter", "filter must be a string, a filter such as userName eq \"ann\", got a number"},
+		{`"filter":["userName pr"]`, "invalidFilter", "filter must be a string, a filter such as userName eq \"ann\", got an array"},
+		{`"sortBy":{}`, "invalidValue", "sortBy must be a string, an attribute name, got an object"},
+		{`"sortOrder":1`, "invalidValue", `sortOrder must be "ascending" or "descending", got a number`},
+		{`"attributes":"userName"`, "invalidValue", `attributes must be an array of attribute names, got "userName"`},
+		{`"excludedAttributes":["userName",5]`, "invalidValue", "excludedAttributes must be an array of attribute names, got an array"},
+		{`"schemas":"` + SearchRequestSchema + `"`, "invalidSyntax", "needs \"schemas\""},
+	} {
+		body := search(tt.members)
+		if strings.HasPrefix(tt.members, `"schemas"`) {
+			body = "{" + tt.members + "}"
+		}
+		r := ts.do("POST", "/Users/.search", body)
+		r.wantError(t, 400, tt.scimType, tt.detail)
+		if d, _ := r.json["detail"].(string); strings.Contains(d, "Go ") || strings.Contains(d, "unmarshal") {
+			t.Errorf("%s: detail %q speaks of Go", tt.members, d)
+		}
+	}
+	// What is valid is read as before: null as absent, numbers of any
+	// size as the query's are, names joined.
+	r := ts.do("POST", "/Users/.search", search(`"filter":null,"startIndex":99999999999999999999999,"count":5`)).want(t, 200)
+	if r.str("totalResults") != "1" || r.str("itemsPerPage") != "0" {
+		t.Errorf("startIndex past the end: %s", r.body)
+	}
+	r = ts.do("POST", "/Users/.search", search(`"filter":"userName eq \"ann\"","count":1,"attributes":["userName","title"],"sortOrder":"descending"`)).want(t, 200)
+	if got := r.str("Resources.0.userName"); got != "ann" || r.str("Resources.0.meta") != "" {
+		t.Errorf("search with attributes: %s", r.body)
+	}
+}
+
 func TestETags(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	c := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201)
