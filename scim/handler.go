@@ -506,6 +506,20 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 // SearchRequest schema, as a PATCH body must list PatchOp and a bulk
 // request BulkRequest: a body without it is refused, not guessed at.
 func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error {
+	// Its parameters are in its body (RFC 7644 §3.4.3: queries "without
+	// passing parameters on the URL"): one in the query too was ignored
+	// for the body's, and the client got an answer to another question.
+	if r.URL.RawQuery != "" {
+		q, err := queryOf(r)
+		if err != nil {
+			return err
+		}
+		for _, name := range queryParams {
+			if _, ok := q[name]; ok {
+				return Errorf(ErrInvalidValue, "POST .search takes %s in its body, not in the query: put it in the search request", name)
+			}
+		}
+	}
 	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err

@@ -616,6 +616,18 @@ func TestSearchRequestMembers(t *testing.T) {
 			t.Errorf("%s: detail %q speaks of Go", tt.members, d)
 		}
 	}
+	// Its parameters are in its body: one in the query as well is
+	// refused, not ignored, in any spelling, with a value or without.
+	for _, q := range []struct{ query, name string }{
+		{filterQuery(`userName eq "bob"`), "filter"}, {"Filter=" + url.QueryEscape(`userName eq "bob"`), "filter"}, {"filter=", "filter"},
+		{"count=0", "count"}, {"startIndex=5", "startIndex"}, {"sortBy=userName", "sortBy"}, {"sortorder=descending", "sortOrder"},
+		{"attributes=userName", "attributes"}, {"excludedAttributes=userName", "excludedAttributes"},
+	} {
+		ts.do("POST", "/Users/.search?"+q.query, search(`"filter":"userName eq \"ann\""`)).wantError(t, 400, "invalidValue", "takes "+q.name+" in its body")
+	}
+	if r := ts.do("POST", "/Users/.search?unrelated=1", search(`"filter":"userName eq \"ann\""`)).want(t, 200); r.str("totalResults") != "1" {
+		t.Errorf("a parameter SCIM does not define changed the search: %s", r.body)
+	}
 	// What is valid is read as before: null as absent, numbers of any
 	// size as the query's are, names joined.
 	r := ts.do("POST", "/Users/.search", search(`"filter":null,"startIndex":99999999999999999999999,"count":5`)).want(t, 200)
