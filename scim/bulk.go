@@ -29,9 +29,18 @@ import (
 // or because the references form a cycle (RFC 7644 §3.7.1 allows refusing
 // circular references with 409 Conflict), fails its operation with 409.
 
-// bulkRef matches a bulkId reference inside a string, such as the PATCH path
-// members[value eq "bulkId:qwerty"].
-var bulkRef = regexp.MustCompile(`bulkId:([^\s"'\[\]/,]+)`)
+// bulkIDChars is what a reference reads as a bulkId: what ends a path's
+// segment, a filter's string or a list item ends it.
+const bulkIDChars = `[^\s"'\[\]/,]+`
+
+var (
+	// bulkRef matches a bulkId reference inside a string, such as the
+	// PATCH path members[value eq "bulkId:qwerty"].
+	bulkRef = regexp.MustCompile(`bulkId:(` + bulkIDChars + `)`)
+	// referable matches a bulkId that a reference can name whole: a POST's
+	// bulkId holding anything else could never be referred to.
+	referable = regexp.MustCompile(`^` + bulkIDChars + `$`)
+)
 
 const bulkRefPrefix = "bulkId:"
 
@@ -71,7 +80,7 @@ type bulkResponse struct {
 
 // bulk serves POST /Bulk.
 func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r, h.o.BulkMaxPayload)
+	body, err := h.readBody(w, r, h.o.BulkMaxPayload)
 	if err != nil {
 		if errors.Is(err, ErrPayloadTooLarge) {
 			return Errorf(ErrPayloadTooLarge, "the size of the bulk request exceeds maxPayloadSize (%d bytes)", h.o.BulkMaxPayload)
@@ -159,8 +168,8 @@ func parseBulkOp(i int, o any) *bulkOp {
 	method := f["method"]
 	m, _ := method.(string)
 	op.method = strings.ToUpper(m)
-	op.bulkID, _ = f["bulkid"].(string)
-	var versionIsString, pathIsString bool
+	var bulkIDIsString, versionIsString, pathIsString bool
+	op.bulkID, bulkIDIsString = f["bulkid"].(string)
 	op.version, versionIsString = f["version"].(string)
 	op.path, pathIsString = f["path"].(string)
 	op.data = f["data"]
@@ -172,6 +181,10 @@ func parseBulkOp(i int, o any) *bulkOp {
 	case op.method != http.MethodPost && op.method != http.MethodPut && op.method != http.MethodPatch && op.method != http.MethodDelete:
 		op.method = truncate(m, 16)
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: method must be POST, PUT, PATCH or DELETE, got %s", i, quoteOrKind(method))
+	case f["bulkid"] != nil && !bulkIDIsString:
+		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: bulkId must be a string, got %s", i, quoteOrKind(f["bulkid"]))
+	case op.method == http.MethodPost && op.bulkID != "" && !referable.MatchString(op.bulkID):
+		op.err = Errorf(ErrInvalidValue, "Operations[%d]: bulkId %q could never be referred to: a bulkId holds no space, quote, bracket, slash or comma", i, truncate(op.bulkID, 64))
 	case op.path == "":
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path is required (/Users, /Groups, or /Users/<id> ...)", i)
 	case op.method != http.MethodDelete:

@@ -252,6 +252,47 @@ func TestBulkMalformed(t *testing.T) {
 	ts.do("POST", "/Bulk", `{"schemas":["`+BulkRequestSchema+`"],"Operations":[],"operations":[]}`).wantError(t, 400, "invalidSyntax", `gives "operations" twice`)
 }
 
+// TestBulkIDsAreReferable: a POST's bulkId holding what ends a reference
+// (a space, a quote, a bracket, a slash, a comma) could never be referred
+// to, "/Users/bulkId:x y" naming "x": its operation fails alone with 400
+// invalidValue, creating nothing. Any other bulkId is referred to whole.
+func TestBulkIDsAreReferable(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	for _, id := range []string{"x y", `x\"y`, "x'y", "x[y", "x]y", "x/y", "x,y", `x\ty`, " x"} {
+		a := ts.bulk(t, bulkBody("", `
+			{"method":"POST","path":"/Users","bulkId":"`+id+`","data":{`+userSchemas+`,"userName":"u"}},
+			{"method":"POST","path":"/Users","bulkId":"ok","data":{`+userSchemas+`,"userName":"ok"}}`))
+		if got := a.statuses(); !strings.HasSuffix(got, " 400, POST ok 201") {
+			t.Fatalf("bulkId %s: statuses %s", id, got)
+		}
+		if r := a.Operations[0].Response; r["scimType"] != "invalidValue" || !strings.Contains(fmt.Sprint(r["detail"]), "could never be referred to") {
+			t.Errorf("bulkId %s: response %v", id, r)
+		}
+		ts.do("DELETE", "/Users/"+lastSegment(a.Operations[1].Location), "").want(t, 204)
+	}
+	if r := ts.do("GET", "/Users", "").want(t, 200); r.str("totalResults") != "0" {
+		t.Fatalf("refused operations created users: %s", r.body)
+	}
+	a := ts.bulk(t, bulkBody("", `{"method":"POST","path":"/Users","bulkId":5,"data":{`+userSchemas+`,"userName":"u"}}`))
+	if got := a.statuses(); got != "POST 400" || !strings.Contains(fmt.Sprint(a.Operations[0].Response), "bulkId must be a string") {
+		t.Errorf("a number as bulkId: %s %v", got, a.Operations[0].Response)
+	}
+	// What a reference can hold is referred to whole, in a path, a value
+	// and a PATCH filter.
+	odd := `a.b-c_d:ü~1`
+	a = ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Users","bulkId":"`+odd+`","data":{`+userSchemas+`,"userName":"odd"}},
+		{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"G","members":[{"value":"bulkId:`+odd+`"}]}},
+		{"method":"PATCH","path":"/Users/bulkId:`+odd+`","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"title","value":"t"}]}},
+		{"method":"PATCH","path":"/Groups/bulkId:g","data":{`+patchSchemas+`,"Operations":[{"op":"remove","path":"members[value eq \"bulkId:`+odd+`\"]"}]}}`))
+	if got := a.statuses(); got != "POST "+odd+" 201, POST g 201, PATCH 200, PATCH 204" {
+		t.Fatalf("statuses: %s", got)
+	}
+	if a.Operations[2].Location != a.Operations[0].Location {
+		t.Errorf("the PATCH by reference went to %s, not %s", a.Operations[2].Location, a.Operations[0].Location)
+	}
+}
+
 // A bulk request costs the rate limit one request per operation: one that
 // the budget cannot pay for is refused whole with 429, and one it can pay
 // for spends it.

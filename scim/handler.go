@@ -506,44 +506,89 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 // SearchRequest schema, as a PATCH body must list PatchOp and a bulk
 // request BulkRequest: a body without it is refused, not guessed at.
 func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	// Its parameters are in its body (RFC 7644 §3.4.3: queries "without
+	// passing parameters on the URL"): one in the query too was ignored
+	// for the body's, and the client got an answer to another question.
+	if r.URL.RawQuery != "" {
+		q, err := queryOf(r)
+		if err != nil {
+			return err
+		}
+		for _, name := range queryParams {
+			if _, ok := q[name]; ok {
+				return Errorf(ErrInvalidValue, "POST .search takes %s in its body, not in the query: put it in the search request", name)
+			}
+		}
+	}
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Schemas            []string `json:"schemas"`
-		Filter             string   `json:"filter"`
-		StartIndex         *int     `json:"startIndex"`
-		Count              *int     `json:"count"`
-		SortBy             string   `json:"sortBy"`
-		SortOrder          string   `json:"sortOrder"`
-		Attributes         []string `json:"attributes"`
-		ExcludedAttributes []string `json:"excludedAttributes"`
-	}
 	// Read as every request body is (a name given twice is refused, in
-	// any spelling), then into its fields.
+	// any spelling), then member by member, so that a refusal names the
+	// member and what it must be.
 	raw, err := decodeObject(body, "request body")
 	if err != nil {
 		return err
 	}
-	if _, twice := lowerKeys(raw); twice != "" {
+	m, twice := lowerKeys(raw)
+	if twice != "" {
 		return givenTwice("the search request", twice)
 	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		return Errorf(ErrInvalidSyntax, "search request is not valid: %v", err)
-	}
-	if !slices.ContainsFunc(req.Schemas, func(s string) bool { return strings.EqualFold(s, SearchRequestSchema) }) {
+	if !listsSchema(m["schemas"], SearchRequestSchema) {
 		return Errorf(ErrInvalidSyntax, "a search request needs \"schemas\": [%q]", SearchRequestSchema)
 	}
-	p := listParams{filter: req.Filter, sortBy: req.SortBy, sortOrder: req.SortOrder,
-		attributes: strings.Join(req.Attributes, ","), excluded: strings.Join(req.ExcludedAttributes, ",")}
-	if req.StartIndex != nil {
-		p.startIndex = strconv.Itoa(*req.StartIndex)
-	}
-	if req.Count != nil {
-		p.count = strconv.Itoa(*req.Count)
+	var p listParams
+	for _, f := range []struct {
+		name, must string
+		kind       *Error
+		read       func(any) (string, bool)
+		to         *string
+	}{
+		{"filter", `a string, a filter such as userName eq "ann"`, ErrInvalidFilter, searchString, &p.filter},
+		{"startIndex", "an integer", ErrInvalidValue, searchNumber, &p.startIndex},
+		{"count", "an integer", ErrInvalidValue, searchNumber, &p.count},
+		{"sortBy", "a string, an attribute name", ErrInvalidValue, searchString, &p.sortBy},
+		{"sortOrder", `"ascending" or "descending"`, ErrInvalidValue, searchString, &p.sortOrder},
+		{"attributes", "an array of attribute names", ErrInvalidValue, searchNames, &p.attributes},
+		{"excludedAttributes", "an array of attribute names", ErrInvalidValue, searchNames, &p.excluded},
+	} {
+		v := m[strings.ToLower(f.name)]
+		if v == nil {
+			continue // null, as absent
+		}
+		s, ok := f.read(v)
+		if !ok {
+			return Errorf(f.kind, "%s must be %s, got %s", f.name, f.must, truncate(quoteOrKind(v), 64))
+		}
+		*f.to = s
 	}
 	return h.query(w, r, c, p)
+}
+
+// searchString, searchNumber and searchNames read a search request's
+// members as the query parameters they stand for: a number keeps its text,
+// for query to read as it reads count=10 (1e2 is not an integer there
+// either), and a list of names is joined with commas.
+func searchString(v any) (string, bool) {
+	s, ok := v.(string)
+	return s, ok
+}
+
+func searchNumber(v any) (string, bool) {
+	n, ok := v.(json.Number)
+	return n.String(), ok
+}
+
+func searchNames(v any) (string, bool) {
+	list, ok := v.([]any)
+	names := make([]string, len(list))
+	for i, e := range list {
+		if names[i], ok = e.(string); !ok {
+			return "", false
+		}
+	}
+	return strings.Join(names, ","), ok
 }
 
 type listParams struct {
@@ -800,7 +845,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -839,7 +884,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -900,7 +945,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -1136,41 +1181,148 @@ func utf8Charset(cs string) bool {
 	return false
 }
 
-// writePrecondition returns a write's If-Match. A write with If-None-Match
-// is refused, not performed: the relay evaluates If-Match only, and a
-// condition it would ignore could be one the client needs to hold. A
-// create holds If-None-Match: * by its nature (what it makes did not
-// exist: the usual "create only"), and refuses If-Match and any other
-// If-None-Match: what it creates has no version to compare.
+// writePrecondition returns a write's If-Match, as CheckIfMatch takes it.
+// A write with If-None-Match is refused, not performed: the relay
+// evaluates If-Match only, and a condition it would ignore could be one
+// the client needs to hold. A create holds If-None-Match: * by its nature
+// (what it makes did not exist: the usual "create only"), and refuses
+// If-Match and any other If-None-Match: what it creates has no version to
+// compare. Each header is read whole, all its field lines (preconditionOf).
 func writePrecondition(r *http.Request) (string, error) {
-	ifMatch, ifNone := r.Header.Get("If-Match"), r.Header.Values("If-None-Match")
+	ifMatch, err := preconditionOf(r, "If-Match")
+	if err != nil {
+		return "", err
+	}
+	ifNone, err := preconditionOf(r, "If-None-Match")
+	if err != nil {
+		return "", err
+	}
 	switch {
-	case r.Method == http.MethodPost && len(ifNone) == 1 && strings.TrimSpace(ifNone[0]) == "*" && ifMatch == "":
+	case r.Method == http.MethodPost && ifNone.any && !ifMatch.present:
 		return "", nil
-	case r.Method == http.MethodPost && (ifMatch != "" || len(ifNone) > 0):
+	case r.Method == http.MethodPost && (ifMatch.present || ifNone.present):
 		return "", Errorf(ErrNotImplemented, "If-Match and If-None-Match other than * are not supported on a create; nothing was created")
-	case len(r.Header.Values("If-None-Match")) > 0:
+	case ifNone.present:
 		return "", Errorf(ErrNotImplemented, "If-None-Match is not supported on PUT, PATCH and DELETE; nothing was changed (send If-Match with the version you read)")
 	}
-	return ifMatch, nil
+	return ifMatch.list(), nil
+}
+
+// precondition is an If-Match or If-None-Match header.
+type precondition struct {
+	present bool     // the request has the header, even with nothing in it
+	any     bool     // "*"
+	tags    []string // the entity tags, as sent
+}
+
+// noEntityTag is CheckIfMatch's form of an If-Match that lists no entity
+// tag: present, it matches nothing (RFC 9110 §13.1.1), where "" is no
+// If-Match at all.
+const noEntityTag = ","
+
+// list is the header as CheckIfMatch takes it.
+func (p precondition) list() string {
+	switch {
+	case !p.present:
+		return ""
+	case p.any:
+		return "*"
+	case len(p.tags) == 0:
+		return noEntityTag
+	}
+	return strings.Join(p.tags, ", ")
+}
+
+// preconditionOf reads the header name of r as RFC 9110 does: all its
+// field lines as one comma-separated list (§5.3), so that an empty first
+// line does not hide the next, either "*" alone or entity tags. Anything
+// else is 400 invalidValue: a condition that cannot be read is not one
+// that holds.
+func preconditionOf(r *http.Request, name string) (precondition, error) {
+	lines := r.Header.Values(name)
+	field := strings.Join(lines, ",")
+	members, ok := entityTags(field)
+	if !ok || len(members) > 1 && slices.Contains(members, "*") {
+		return precondition{}, Errorf(ErrInvalidValue, `%s must be * or a list of entity tags such as W/"3", got %q`, name, truncate(field, 64))
+	}
+	p := precondition{present: len(lines) > 0, any: len(members) == 1 && members[0] == "*"}
+	if !p.any {
+		p.tags = members
+	}
+	return p, nil
+}
+
+// entityTags splits an If-Match or If-None-Match list into its members,
+// "*" or entity tags (RFC 9110 §8.8.3: an optional W/, then characters
+// other than '"', space and controls between double quotes; a comma
+// inside them is the tag's). Empty members are dropped (§5.6.1); ok is
+// false when a member is neither.
+func entityTags(list string) (members []string, ok bool) {
+	for s := list; ; {
+		s = strings.TrimLeft(s, " \t,")
+		if s == "" {
+			return members, true
+		}
+		n := 1 // "*"
+		if s[0] != '*' {
+			n = entityTagLen(s)
+		}
+		if n == 0 {
+			return nil, false
+		}
+		members = append(members, s[:n])
+		s = strings.TrimLeft(s[n:], " \t")
+		if s != "" && s[0] != ',' {
+			return nil, false
+		}
+	}
+}
+
+// entityTagLen returns the length of the entity tag that s starts with, or 0.
+func entityTagLen(s string) int {
+	start := 0
+	if strings.HasPrefix(s, "W/") {
+		start = 2
+	}
+	if len(s) <= start || s[start] != '"' {
+		return 0
+	}
+	for i := start + 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			return i + 1
+		case c <= ' ' || c == 0x7f:
+			return 0
+		}
+	}
+	return 0
 }
 
 // CheckIfMatch enforces an If-Match header against a resource's stored
-// version (RFC 7644 §3.14); an empty header matches anything.
+// version (RFC 7644 §3.14). ifMatch is the header as writePrecondition
+// returns it, or a Bulk operation's version: "" matches anything,
+// noEntityTag and a list that is not one of entity tags nothing.
 func CheckIfMatch(ifMatch string, cur *Resource) error {
 	if ifMatch == "" || etagMatches(ifMatch, cur.Meta().Version) {
 		return nil
 	}
+	if ifMatch == noEntityTag {
+		return Errorf(ErrPreconditionFailed, "If-Match names no entity tag, so nothing matches it; the current version is %s", cur.Meta().Version)
+	}
 	return Errorf(ErrPreconditionFailed, "If-Match %s does not match the current version %s", truncate(ifMatch, 64), cur.Meta().Version)
 }
 
-// etagMatches reports whether a comma-separated If-Match/If-None-Match list
-// names version or is "*". W/ prefixes are compared loosely: SCIM versions
-// are weak validators, and clients differ in whether they echo the prefix.
+// etagMatches reports whether an If-Match list names version or is "*"
+// alone.
+// W/ prefixes are compared loosely: SCIM versions are weak validators, and
+// clients differ in whether they echo the prefix.
 func etagMatches(list, version string) bool {
-	for _, t := range strings.Split(list, ",") {
-		t = strings.TrimSpace(t)
-		if t == "*" || (t != "" && strings.TrimPrefix(t, "W/") == strings.TrimPrefix(version, "W/")) {
+	members, ok := entityTags(list)
+	if !ok {
+		return false
+	}
+	for _, t := range members {
+		if t == "*" && len(members) == 1 || strings.TrimPrefix(t, "W/") == strings.TrimPrefix(version, "W/") {
 			return true
 		}
 	}
@@ -1179,7 +1331,19 @@ func etagMatches(list, version string) bool {
 
 // readBody reads a request body of at most limit bytes and within the
 // depth limit.
-func (h *Handler) readBody(r *http.Request, limit int64) ([]byte, error) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	// A body in a content coding is not read: a gzip body would be refused
+	// for what it is not, and a plain one sent under a coding's name taken
+	// as if the name were not there. RFC 9110 §15.5.16: 415, saying in
+	// Accept-Encoding what is taken.
+	for _, line := range r.Header.Values("Content-Encoding") {
+		for _, coding := range strings.Split(line, ",") {
+			if coding = strings.TrimSpace(coding); coding != "" && !strings.EqualFold(coding, "identity") {
+				w.Header().Set("Accept-Encoding", "identity")
+				return nil, Errorf(ErrUnsupportedMedia, "Content-Encoding %q is not supported; send the body uncompressed, without Content-Encoding", truncate(coding, 32))
+			}
+		}
+	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/scim+json" && mt != "application/json") {

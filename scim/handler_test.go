@@ -3,6 +3,8 @@
 package scim_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -523,6 +525,121 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestContentEncoding: a body in a content coding is 415 on every
+// endpoint that reads one, whether it is compressed or plain text sent
+// under a coding's name, and nothing is stored; identity is no coding.
+func TestContentEncoding(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	uid := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201).str("id")
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
+	gzipped := func(s string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		if _, err := zw.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	requests := []struct{ method, path, body string }{
+		{"POST", "/Users", `{"schemas":["` + UserSchema + `"],"userName":"bob"}`},
+		{"PUT", "/Users/" + uid, `{"schemas":["` + UserSchema + `"],"userName":"ann","title":"x"}`},
+		{"PATCH", "/Users/" + uid, patchBody(`{"op":"replace","path":"title","value":"x"}`)},
+		{"PATCH", "/Groups/" + gid, patchBody(`{"op":"replace","path":"displayName","value":"x"}`)},
+		{"POST", "/Users/.search", `{"schemas":["` + SearchRequestSchema + `"]}`},
+		{"POST", "/Bulk", `{"schemas":["` + BulkRequestSchema + `"],"Operations":[{"method":"POST","path":"/Users","bulkId":"b","data":{"schemas":["` + UserSchema + `"],"userName":"bob"}}]}`},
+	}
+	for _, rq := range requests {
+		for _, enc := range []struct{ coding, body string }{
+			{"br", rq.body},
+			{"gzip", gzipped(rq.body)},
+			{"GZIP", rq.body},
+			{"identity, gzip", gzipped(rq.body)},
+		} {
+			r := ts.do(rq.method, rq.path, enc.body, "Content-Encoding", enc.coding)
+			r.wantError(t, 415, "", "Content-Encoding")
+			if got := r.header.Get("Accept-Encoding"); got != "identity" {
+				t.Errorf("%s %s, Content-Encoding %s: Accept-Encoding %q, want identity", rq.method, rq.path, enc.coding, got)
+			}
+		}
+	}
+	// In any field line.
+	req, _ := http.NewRequest("POST", ts.srv.URL+"/scim/v2/acme/Users", strings.NewReader(requests[0].body))
+	req.Header.Set("Authorization", "Bearer "+tokenAcme)
+	req.Header.Set("Content-Type", "application/scim+json")
+	req.Header.Add("Content-Encoding", "")
+	req.Header.Add("Content-Encoding", "br")
+	ts.send(req).wantError(t, 415, "", "br")
+	if r := ts.do("GET", "/Users", "").want(t, 200); r.str("totalResults") != "1" {
+		t.Errorf("refused creates stored users: %s", r.body)
+	}
+	if r := ts.do("GET", "/Users/"+uid, "").want(t, 200); r.header.Get("ETag") != `W/"1"` || r.str("title") != "" {
+		t.Errorf("refused writes changed the user: %s %s", r.header.Get("ETag"), r.body)
+	}
+	if r := ts.do("GET", "/Groups/"+gid, "").want(t, 200); r.header.Get("ETag") != `W/"1"` {
+		t.Errorf("a refused PATCH changed the group: %s", r.body)
+	}
+	// identity is no coding at all.
+	ts.do("POST", "/Users", requests[0].body, "Content-Encoding", "identity").want(t, 201)
+}
+
+// TestSearchRequestMembers: a search request's member of the wrong type
+// is refused naming the member and what it must be, as the query
+// parameters are, not in the words of Go's JSON decoder.
+func TestSearchRequestMembers(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201)
+	search := func(members string) string { return `{"schemas":["` + SearchRequestSchema + `"],` + members + `}` }
+	for _, tt := range []struct{ members, scimType, detail string }{
+		{`"startIndex":"x"`, "invalidValue", `startIndex must be an integer, got "x"`},
+		{`"startIndex":"2"`, "invalidValue", `startIndex must be an integer, got "2"`},
+		{`"count":1e2`, "invalidValue", `count must be an integer, got "1e2"`},
+		{`"count":1.5`, "invalidValue", `count must be an integer, got "1.5"`},
+		{`"count":true`, "invalidValue", "count must be an integer, got a boolean"},
+		{`"filter":5`, "invalidFilter", "filter must be a string, a filter such as userName eq \"ann\", got a number"},
+		{`"filter":["userName pr"]`, "invalidFilter", "filter must be a string, a filter such as userName eq \"ann\", got an array"},
+		{`"sortBy":{}`, "invalidValue", "sortBy must be a string, an attribute name, got an object"},
+		{`"sortOrder":1`, "invalidValue", `sortOrder must be "ascending" or "descending", got a number`},
+		{`"attributes":"userName"`, "invalidValue", `attributes must be an array of attribute names, got "userName"`},
+		{`"excludedAttributes":["userName",5]`, "invalidValue", "excludedAttributes must be an array of attribute names, got an array"},
+		{`"schemas":"` + SearchRequestSchema + `"`, "invalidSyntax", "needs \"schemas\""},
+	} {
+		body := search(tt.members)
+		if strings.HasPrefix(tt.members, `"schemas"`) {
+			body = "{" + tt.members + "}"
+		}
+		r := ts.do("POST", "/Users/.search", body)
+		r.wantError(t, 400, tt.scimType, tt.detail)
+		if d, _ := r.json["detail"].(string); strings.Contains(d, "Go ") || strings.Contains(d, "unmarshal") {
+			t.Errorf("%s: detail %q speaks of Go", tt.members, d)
+		}
+	}
+	// Its parameters are in its body: one in the query as well is
+	// refused, not ignored, in any spelling, with a value or without.
+	for _, q := range []struct{ query, name string }{
+		{filterQuery(`userName eq "bob"`), "filter"}, {"Filter=" + url.QueryEscape(`userName eq "bob"`), "filter"}, {"filter=", "filter"},
+		{"count=0", "count"}, {"startIndex=5", "startIndex"}, {"sortBy=userName", "sortBy"}, {"sortorder=descending", "sortOrder"},
+		{"attributes=userName", "attributes"}, {"excludedAttributes=userName", "excludedAttributes"},
+	} {
+		ts.do("POST", "/Users/.search?"+q.query, search(`"filter":"userName eq \"ann\""`)).wantError(t, 400, "invalidValue", "takes "+q.name+" in its body")
+	}
+	if r := ts.do("POST", "/Users/.search?unrelated=1", search(`"filter":"userName eq \"ann\""`)).want(t, 200); r.str("totalResults") != "1" {
+		t.Errorf("a parameter SCIM does not define changed the search: %s", r.body)
+	}
+	// What is valid is read as before: null as absent, numbers of any
+	// size as the query's are, names joined.
+	r := ts.do("POST", "/Users/.search", search(`"filter":null,"startIndex":99999999999999999999999,"count":5`)).want(t, 200)
+	if r.str("totalResults") != "1" || r.str("itemsPerPage") != "0" {
+		t.Errorf("startIndex past the end: %s", r.body)
+	}
+	r = ts.do("POST", "/Users/.search", search(`"filter":"userName eq \"ann\"","count":1,"attributes":["userName","title"],"sortOrder":"descending"`)).want(t, 200)
+	if got := r.str("Resources.0.userName"); got != "ann" || r.str("Resources.0.meta") != "" {
+		t.Errorf("search with attributes: %s", r.body)
+	}
+}
+
 func TestETags(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	c := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann"}`).want(t, 201)
@@ -564,6 +681,64 @@ func TestETags(t *testing.T) {
 	ts.do("DELETE", "/Users/"+id, "", "If-Match", etag).wantError(t, 412, "", "")
 	ts.do("PUT", "/Users/"+id, `{"schemas":["`+UserSchema+`"],"userName":"ann2"}`, "If-Match", `"2"`).want(t, 200) // W/ is compared loosely
 	ts.do("DELETE", "/Users/"+id, "", "If-Match", "*").want(t, 204)
+}
+
+// TestIfMatchFieldLines: If-Match given in several field lines is one
+// list (RFC 9110 §5.3): an empty first line neither hides the next nor
+// makes the condition hold, and a match in any line counts. A list that
+// is not one of entity tags is 400 and changes nothing.
+func TestIfMatchFieldLines(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	gid := ts.do("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"g"}`).want(t, 201).str("id")
+	rename := func(name string) string {
+		return patchBody(`{"op":"replace","path":"displayName","value":"` + name + `"}`)
+	}
+	ts.do("PATCH", "/Groups/"+gid, rename("g2")).want(t, 204) // version 2
+	send := func(method, path, body string, lines ...string) response {
+		t.Helper()
+		req, err := http.NewRequest(method, ts.srv.URL+"/scim/v2/acme"+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokenAcme)
+		req.Header.Set("Content-Type", "application/scim+json")
+		for i := 0; i+1 < len(lines); i += 2 {
+			req.Header.Add(lines[i], lines[i+1])
+		}
+		return ts.send(req)
+	}
+	for _, lines := range [][]string{
+		{"If-Match", "", "If-Match", `W/"99"`},
+		{"If-Match", ""},
+		{"If-Match", " , "},
+		{"If-Match", `W/"99"`, "If-Match", ""},
+	} {
+		send("PATCH", "/Groups/"+gid, rename("changed"), lines...).wantError(t, 412, "", "")
+		send("DELETE", "/Groups/"+gid, "", lines...).wantError(t, 412, "", "")
+		send("PUT", "/Groups/"+gid, `{"schemas":["`+GroupSchema+`"],"displayName":"changed"}`, lines...).wantError(t, 412, "", "")
+	}
+	for _, v := range []string{`W/99`, `"2`, `*, W/"2"`, `W/"2"; x`, `2`, `W/"2" W/"3"`, "*, *"} {
+		send("PATCH", "/Groups/"+gid, rename("changed"), "If-Match", v).wantError(t, 400, "invalidValue", "If-Match must be * or a list of entity tags")
+		send("DELETE", "/Groups/"+gid, "", "If-Match", "", "If-Match", v).wantError(t, 400, "invalidValue", "If-Match")
+	}
+	// A tag holding a comma and a star is one tag, not "*".
+	send("DELETE", "/Groups/"+gid, "", "If-Match", `"x,*,y"`).wantError(t, 412, "", "does not match")
+	// An If-None-Match is read the same way: present in any line, it is
+	// refused on a write.
+	send("DELETE", "/Groups/"+gid, "", "If-None-Match", "", "If-None-Match", `W/"5"`).wantError(t, 501, "", "If-None-Match")
+	send("DELETE", "/Groups/"+gid, "", "If-None-Match", `W/"5`).wantError(t, 400, "invalidValue", "If-None-Match")
+	if r := ts.do("GET", "/Groups/"+gid, "").want(t, 200); r.header.Get("ETag") != `W/"2"` || r.str("displayName") != "g2" {
+		t.Fatalf("refused writes changed the group: %s %s", r.header.Get("ETag"), r.body)
+	}
+	// The version in any line matches.
+	send("PATCH", "/Groups/"+gid, rename("g3"), "If-Match", `W/"1"`, "If-Match", `W/"2"`).want(t, 204)
+	send("PATCH", "/Groups/"+gid, rename("g4"), "If-Match", `W/"3", "x,y"`, "If-Match", `W/"1"`).want(t, 204)
+	send("PUT", "/Groups/"+gid, `{"schemas":["`+GroupSchema+`"],"displayName":"g5"}`, "If-Match", "", "If-Match", `W/"9", W/"4"`).want(t, 200)
+	// A create takes If-None-Match: * in any line, and refuses an
+	// If-Match even when empty.
+	send("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"h"}`, "If-Match", "").wantError(t, 501, "", "not supported on a create")
+	send("POST", "/Groups", `{"schemas":["`+GroupSchema+`"],"displayName":"h"}`, "If-None-Match", "", "If-None-Match", "*").want(t, 201)
+	send("DELETE", "/Groups/"+gid, "", "If-Match", "", "If-Match", `W/"5"`).want(t, 204)
 }
 
 func TestListPagingAndProjection(t *testing.T) {

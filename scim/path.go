@@ -64,6 +64,13 @@ func (p AttrPath) caseExact() bool {
 // errUnknownAttribute is wrapped by path errors that name an attribute the schema lacks.
 var errUnknownAttribute = errors.New("unknown attribute")
 
+// errNotAName and errNotASubName are wrapped by path errors of syntax: a
+// name that is no ATTRNAME, where errUnknownAttribute is a well-formed one.
+var (
+	errNotAName    = errors.New("not an attribute name")
+	errNotASubName = errors.New("not a sub-attribute name")
+)
+
 // ParsePath resolves an attribute path such as "name.givenName", "emails.value"
 // or "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"
 // against the resource type. Attribute names match case-insensitively.
@@ -106,10 +113,10 @@ func (rt *ResourceType) parsePathIn(s string, held []string) (AttrPath, error) {
 	}
 	name, sub, hasSub := strings.Cut(rest, ".")
 	if !validAttrName(name) {
-		return p, fmt.Errorf("path %q: %q is not an attribute name", s, name)
+		return p, fmt.Errorf("path %q: %q is %w", s, name, errNotAName)
 	}
 	if hasSub && !validAttrName(sub) {
-		return p, fmt.Errorf("path %q: %q is not a sub-attribute name", s, sub)
+		return p, fmt.Errorf("path %q: %q is %w", s, sub, errNotASubName)
 	}
 	p.Name, p.Sub = name, sub
 	if qualified && schema == nil {

@@ -3,6 +3,7 @@
 package scim
 
 import (
+	"errors"
 	"slices"
 	"strings"
 )
@@ -26,7 +27,9 @@ const MaxProjectionAttributes = 200
 // schemas lack are ignored: a client asking for an attribute we do not have
 // gets the response without it, as it would if the attribute were unset;
 // one asking only for such attributes gets only those always returned.
-// More than MaxProjectionAttributes names in one is invalidValue.
+// What is not a name at all (emails[type eq "work"]) is invalidValue: it
+// would be ignored too, and the answer hold none of what was asked for. So
+// is more than MaxProjectionAttributes names in one.
 func ParseProjection(rt *ResourceType, attributes, excluded string) (*Projection, error) {
 	if attributes == "" && excluded == "" {
 		return wholeResource, nil // most requests: nothing to parse
@@ -69,8 +72,12 @@ func parsePathList(rt *ResourceType, param, s string) ([]AttrPath, error) {
 			return nil, Errorf(ErrInvalidValue, "%s names more than %d attributes", param, MaxProjectionAttributes)
 		}
 		seen[folded] = true
-		if p, err := rt.ParsePath(part); err == nil {
+		p, err := rt.ParsePath(part)
+		switch {
+		case err == nil:
 			out = append(out, p)
+		case errors.Is(err, errNotAName) || errors.Is(err, errNotASubName):
+			return nil, Errorf(ErrInvalidValue, "%s: %q is not an attribute name (such as emails or name.givenName); %s takes names, not filters", param, truncate(part, 128), param)
 		}
 	}
 	return out, nil

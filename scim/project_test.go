@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -134,5 +135,36 @@ func TestProjectionNamesAreBounded(t *testing.T) {
 	}
 	if n := ts.do("GET", "/Users", "").str("totalResults"); n != "1" {
 		t.Errorf("totalResults = %s after a refused POST, want 1", n)
+	}
+}
+
+// TestProjectionRefusesWhatIsNotAName: attributes and excludedAttributes
+// name attributes; what is not a name (a filter, brackets, an empty
+// sub-attribute) is 400 invalidValue naming the parameter, in a query or a
+// search body, before a write is made, where it was ignored and the answer
+// held only id. A well-formed name the schemas lack is still ignored
+// (TestProjectionAnswers).
+func TestProjectionRefusesWhatIsNotAName(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	id := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ann","emails":[{"value":"a@x","type":"work"}]}`).want(t, 201).str("id")
+	for _, name := range []string{`emails[type eq "work"]`, `emails[type eq "work"].value`, "emails.", "name..givenName", "1title", "user name", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager[value pr]"} {
+		for _, param := range []string{"attributes", "excludedAttributes"} {
+			q := "?" + param + "=" + url.QueryEscape("userName,"+name)
+			detail := param + ": " + strconv.Quote(name) + " is not an attribute name"
+			ts.do("GET", "/Users/"+id+q, "").wantError(t, 400, "invalidValue", detail)
+			ts.do("GET", "/Users"+q, "").wantError(t, 400, "invalidValue", detail)
+			body, _ := json.Marshal(map[string]any{"schemas": []string{SearchRequestSchema}, param: []string{"userName", name}})
+			ts.do("POST", "/Users/.search", string(body)).wantError(t, 400, "invalidValue", detail)
+			ts.do("PATCH", "/Users/"+id+q, PatchBody(`{"op":"replace","path":"title","value":"x"}`)).wantError(t, 400, "invalidValue", detail)
+		}
+	}
+	if r := ts.do("GET", "/Users/"+id, "").want(t, 200); r.str("title") != "" || r.header.Get("ETag") != `W/"1"` {
+		t.Errorf("a refused PATCH wrote: %s", r.body)
+	}
+	// Names the schemas lack, in any form a name takes, are not refused.
+	for _, name := range []string{"nosuch", "emails.nosuch", "title.sub", "urn:ietf:params:scim:schemas:extension:Custom:2.0:User:badge", "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"} {
+		if r := ts.do("GET", "/Users/"+id+"?attributes="+url.QueryEscape("userName,"+name), "").want(t, 200); r.str("userName") != "ann" {
+			t.Errorf("attributes=userName,%s: %s", name, r.body)
+		}
 	}
 }
