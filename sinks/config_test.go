@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 func TestCheck(t *testing.T) {
@@ -106,6 +108,15 @@ func TestDefaults(t *testing.T) {
 	}
 	if err := (Options{}).Check(); err != nil {
 		t.Errorf("no sinks: %v", err)
+	}
+	// README: an event whose signing key the stream does not name waits
+	// 15 s, three of the front ends' 5-second key checks; a connection to
+	// a receiver closes after 90 s idle.
+	if m.o.KeyWait != 15*time.Second || events.KeyCheckInterval != 5*time.Second {
+		t.Errorf("an event waits %s for its key, front ends check it every %s; README says 15 s and 5 s", m.o.KeyWait, events.KeyCheckInterval)
+	}
+	if idle := newTransport(wh.o).IdleConnTimeout; idle != 90*time.Second {
+		t.Errorf("a receiver's connection closes after %s idle; README says 90 s", idle)
 	}
 	// An empty batch block turns batching on with its defaults.
 	m, err = NewManager(Options{Sinks: []Config{{Name: "crm", URL: "https://crm.example.com/h", Secret: testSecret, Batch: &Batch{}}}})

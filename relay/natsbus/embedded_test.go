@@ -537,6 +537,9 @@ func TestSubscriberReadsStoreOfEarlierRun(t *testing.T) {
 // another subscriber still connects. One key used to open connections
 // until the relay's process ran out of file descriptors.
 func TestSubscriberConnectionsLimited(t *testing.T) {
+	if natsbus.MaxSubscriberConns != 64 {
+		t.Fatalf("a subscriber's key holds %d connections; README (Events) says 64", natsbus.MaxSubscriberConns)
+	}
 	billing, billingSeed := newSubscriber(t, "billing", "scimrelay.acme.>")
 	audit, auditSeed := newSubscriber(t, "audit", "")
 	b := startBus(t, billing, audit)
