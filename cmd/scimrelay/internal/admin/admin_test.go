@@ -756,9 +756,10 @@ func TestEventsTail(t *testing.T) {
 	if got := lines("follow=false"); len(got) != 0 {
 		t.Fatalf("new events only: %v", got)
 	}
-	if got := lines("tenant=initech&since=1h&follow=false"); len(got) != 0 {
-		t.Fatalf("a tenant without events: %v", got)
+	if got := lines("tenant=globex&since=1h&follow=false"); len(got) != 2 {
+		t.Fatalf("the events a tenant no longer configured left: %v", got)
 	}
+	f.request("GET", "/admin/v1/events?tenant=initech&since=1h&follow=false", "").wantError(t, http.StatusNotFound, `tenant: no such tenant "initech"`)
 	f.request("GET", "/admin/v1/events?tenant=Acme", "").wantError(t, http.StatusBadRequest, "tenant:")
 	f.request("GET", "/admin/v1/events?type=user.exploded", "").wantError(t, http.StatusBadRequest, "no such event")
 	f.request("GET", "/admin/v1/events?since=ages", "").wantError(t, http.StatusBadRequest, "since:")
