@@ -3,6 +3,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -271,19 +272,22 @@ func decodeJSON(r *http.Request, v any) error {
 			return errorf(http.StatusUnsupportedMediaType, "request body: Content-Type must be application/json, got %q", ct)
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 1<<20))
+	if err != nil {
+		return badRequest("request body: %v", err)
+	}
+	if name := repeatedName(body); name != "" {
+		return badRequest("request body: the name %q is given twice in one object; give each once", name)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest("request body: %v", err)
 	}
 	// One value and nothing after it: a body with more is not what the
 	// caller meant, and is not acted on.
-	_, err := dec.Token()
-	switch {
-	case err == io.EOF:
+	if _, err := dec.Token(); err == io.EOF {
 		return nil
-	case errors.As(err, new(*http.MaxBytesError)):
-		return badRequest("request body: %v", err)
 	}
 	return badRequest("request body: data after the JSON value; send exactly one JSON value")
 }

@@ -38,3 +38,43 @@ func TestCredentialNames(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedNamesAreRefused: a body that gives a name twice in one
+// object, in any case and at any depth, is refused with 400 naming it,
+// and nothing is issued (encoding/json would take the last: a token for
+// the second tenant named).
+func TestRepeatedNamesAreRefused(t *testing.T) {
+	f := newFixture(t)
+	for body, name := range map[string]string{
+		`{"tenant":"nope","tenant":"acme","name":"dupkey"}`:  `"tenant"`,
+		`{"tenant":"acme","name":"a","Name":"b"}`:            `"Name"`,
+		`{"tenant":"acme","name":"a","NAME":"b"}`:            `"NAME"`,
+		`{"tenant":"acme","expires":"1d","expires":"never"}`: `"expires"`,
+	} {
+		for _, path := range []string{"/admin/v1/tokens", "/admin/v1/clients/rotate"} {
+			f.request("POST", path, body).wantError(t, http.StatusBadRequest, "the name "+name+" is given twice")
+		}
+	}
+	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"1h","since":"1000h"}`).wantError(t, http.StatusBadRequest, `the name "since" is given twice`)
+	for _, kind := range []Credentials{f.store.Tokens(), f.store.Clients()} {
+		if list, _ := kind.List(context.Background(), ""); len(list) != 0 {
+			t.Fatalf("bodies with a name given twice issued credentials: %+v", list)
+		}
+	}
+	// A value that reads as a name is not one.
+	f.request("POST", "/admin/v1/tokens", `{"name":"tenant","tenant":"acme"}`).want(t, http.StatusCreated, nil)
+
+	for data, want := range map[string]string{
+		`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`:  "",
+		`{"a":"a","b":["a","a"]}`:                    "",
+		`{"a":1,"b":{"c":2,"c":3}}`:                  "c",
+		`[{"x":1},{"y":{"z":[{"k":1,"\u212a":2}]}}]`: "\u212a", // the Kelvin sign folds to k
+		`{"a":1}{"a":2}`:                             "",
+		`{"a":1,"a"`:                                 "a",
+		`{"a":`:                                      "",
+	} {
+		if got := repeatedName([]byte(data)); got != want {
+			t.Errorf("repeatedName(%s) = %q, want %q", data, got, want)
+		}
+	}
+}
