@@ -763,6 +763,16 @@ func TestEventsTail(t *testing.T) {
 	f.request("GET", "/admin/v1/events?tenant=Acme", "").wantError(t, http.StatusBadRequest, "tenant:")
 	f.request("GET", "/admin/v1/events?type=user.exploded", "").wantError(t, http.StatusBadRequest, "no such event")
 	f.request("GET", "/admin/v1/events?since=ages", "").wantError(t, http.StatusBadRequest, "since:")
+	// follow is read as strconv.ParseBool reads it; anything else is
+	// refused rather than taken as following for ever.
+	for _, bad := range []string{"maybe", "no", "off", "yes", "2", "%20false"} {
+		f.request("GET", "/admin/v1/events?since=1h&follow="+bad, "").wantError(t, http.StatusBadRequest, "follow: want true or false")
+	}
+	for _, no := range []string{"FALSE", "False", "0", "f"} {
+		if got := lines("tenant=acme&since=1h&follow=" + no); len(got) != 4 {
+			t.Fatalf("follow=%s: %d events", no, len(got))
+		}
+	}
 	f.request("GET", "/admin/v1/events?from_seq=3", "").wantError(t, http.StatusBadRequest, "from_seq needs a tenant")
 }
 

@@ -54,7 +54,10 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		patterns = events.Patterns{p}
 	}
-	follow := q.Get("follow") != "false"
+	follow, err := boolParam("follow", q.Get("follow"), true)
+	if err != nil {
+		return err
+	}
 	cfg := jetstream.OrderedConsumerConfig{
 		// One attempt at making the consumer per fetch: the tail's own
 		// retry waits, and stops when the caller goes.

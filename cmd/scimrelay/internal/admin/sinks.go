@@ -252,6 +252,21 @@ func limitParam(s string, def, most int) (int, error) {
 	return min(n, most), nil
 }
 
+// boolParam reads a boolean query parameter as strconv.ParseBool does
+// (true, false, 1, 0, t, f in any of their cases); def when absent. Any
+// other value is refused: one taken as the default (follow=FALSE once
+// followed for ever) is a silent change of what the caller asked.
+func boolParam(name, s string, def bool) (bool, error) {
+	if s == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return def, badRequest("%s: want true or false, got %q", name, s)
+	}
+	return b, nil
+}
+
 // sinceParam reads a since query parameter, a duration ago; def when absent.
 func sinceParam(s string, def time.Duration) (time.Time, error) {
 	if s == "" {
