@@ -263,7 +263,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // decodeJSON reads a JSON request body of at most 1 MiB into v.
-func decodeJSON(r *http.Request, v any) error {
+func decodeJSON(r *http.Request, v any) error { return decodeBody(r, v, false) }
+
+// noBody refuses a body other than none, white space or {}: for an
+// endpoint that takes nothing, where a field given would be ignored
+// silently (refused as an unknown field, as every endpoint refuses one).
+func noBody(r *http.Request) error {
+	var nothing struct{}
+	return decodeBody(r, &nothing, true)
+}
+
+// decodeBody reads a JSON request body of at most 1 MiB into v; a body
+// of white space alone is none, which only an optional body may be.
+func decodeBody(r *http.Request, v any, optional bool) error {
 	// A body its sender says is not JSON is refused, whatever it holds
 	// (curl's -d says a form: add -H 'Content-Type: application/json');
 	// one without a Content-Type is taken as JSON.
@@ -275,6 +287,9 @@ func decodeJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 1<<20))
 	if err != nil {
 		return badRequest("request body: %v", err)
+	}
+	if optional && len(bytes.TrimSpace(body)) == 0 {
+		return nil
 	}
 	if name := repeatedName(body); name != "" {
 		return badRequest("request body: the name %q is given twice in one object; give each once", name)
