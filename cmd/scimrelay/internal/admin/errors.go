@@ -262,6 +262,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// maxBody is the largest request body the admin API reads.
+const maxBody = 1 << 20
+
 // decodeJSON reads a JSON request body of at most 1 MiB into v.
 func decodeJSON(r *http.Request, v any) error { return decodeBody(r, v, false) }
 
@@ -284,12 +287,21 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 			return errorf(http.StatusUnsupportedMediaType, "request body: Content-Type must be application/json, got %q", ct)
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 1<<20))
-	if err != nil {
-		return badRequest("request body: %v", err)
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	switch {
+	case errors.As(err, new(*http.MaxBytesError)):
+		return badRequest("request body: larger than %d bytes (1 MiB)", maxBody)
+	case err != nil:
+		return badRequest("request body: not read whole (the connection broke or sent too slowly)")
 	}
-	if optional && len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimSpace(body)
+	switch {
+	case optional && len(trimmed) == 0:
 		return nil
+	case len(trimmed) == 0:
+		return badRequest("request body: the body is empty: send a JSON object (%s)", fieldsOf(v))
+	case trimmed[0] != '{':
+		return badRequest("request body: the body must be a JSON object (%s)", fieldsOf(v))
 	}
 	if name := repeatedName(body); name != "" {
 		return badRequest("request body: the name %q is given twice in one object; give each once", name)
@@ -297,7 +309,7 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest("request body: %v", err)
+		return bodyError(err, v)
 	}
 	// One value and nothing after it: a body with more is not what the
 	// caller meant, and is not acted on.

@@ -4,6 +4,11 @@ package admin
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
 	"strings"
 	"unicode"
 
@@ -67,4 +72,81 @@ func foldName(name string) string {
 		b.WriteRune(least)
 	}
 	return b.String()
+}
+
+// bodyError says in the API's words why encoding/json refused a body
+// for v, without its Go types ("cannot unmarshal array into Go value of
+// type admin.TokenRequest"): the field at fault and what it takes.
+func bodyError(err error, v any) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest("request body: not valid JSON: it ends before its value does")
+	case errors.As(err, &syntax):
+		return badRequest("request body: not valid JSON near byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
+	case errors.As(err, &typ) && typ.Field != "":
+		return badRequest("request body: %s: want %s, got %s", typ.Field, kindOf(typ.Type), article(typ.Value))
+	case errors.As(err, &typ):
+		return badRequest("request body: the body must be a JSON object (%s)", fieldsOf(v))
+	}
+	// encoding/json has no type for an unknown field: its text is
+	// `json: unknown field "x"`.
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return badRequest("request body: unknown field %s (%s)", name, fieldsOf(v))
+	}
+	return badRequest("request body: not what the endpoint takes (%s)", fieldsOf(v))
+}
+
+// fieldsOf names the fields a request body for v may hold, for messages.
+func fieldsOf(v any) string {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var names []string
+	if t != nil && t.Kind() == reflect.Struct {
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if f.IsExported() && name != "-" {
+				names = append(names, cmp.Or(name, f.Name))
+			}
+		}
+	}
+	if len(names) == 0 {
+		return "it takes no fields"
+	}
+	return "fields: " + strings.Join(names, ", ")
+}
+
+// kindOf says in JSON's words what a field of Go type t takes.
+func kindOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another value"
+}
+
+// article puts "a" or "an" before a JSON kind of encoding/json's
+// ("string", "array", "number 1.5").
+func article(kind string) string {
+	if kind != "" && strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
 }

@@ -84,9 +84,9 @@ func TestReloadAnswers(t *testing.T) {
 	res, err = ReloadResult{Config: "relay.yaml"}, nil
 	before := reloads
 	for body, want := range map[string]string{
-		`{"x":1}`:          `unknown field "x"`,
+		`{"x":1}`:          `request body: unknown field "x" (it takes no fields)`,
 		`{"dry_run":true}`: `unknown field "dry_run"`,
-		`[]`:               "request body",
+		`[]`:               "request body: the body must be a JSON object (it takes no fields)",
 		`"now"`:            "request body",
 		`{} {}`:            "data after the JSON value",
 	} {

@@ -78,3 +78,34 @@ func TestRepeatedNamesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyErrorsSayWhatIsWrong: a body the admin API refuses is answered
+// in the API's words, naming the field at fault and what the endpoint
+// takes, never with encoding/json's Go types or a bare EOF.
+func TestBodyErrorsSayWhatIsWrong(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ path, body, want string }{
+		{"/admin/v1/tokens", ``, "request body: the body is empty: send a JSON object (fields: tenant, name, expires, overlap)"},
+		{"/admin/v1/tokens", " \n", "request body: the body is empty"},
+		{"/admin/v1/tokens", `[]`, "request body: the body must be a JSON object (fields: tenant, name, expires, overlap)"},
+		{"/admin/v1/tokens", `[{"tenant":"acme"}]`, "the body must be a JSON object"},
+		{"/admin/v1/tokens", `"acme"`, "the body must be a JSON object"},
+		{"/admin/v1/tokens", `null`, "the body must be a JSON object"},
+		{"/admin/v1/tokens", `{"tenant":1}`, "request body: tenant: want a string, got a number"},
+		{"/admin/v1/tokens", `{"tenant":["acme"]}`, "request body: tenant: want a string, got an array"},
+		{"/admin/v1/tokens", `{"tenant":"acme"`, "request body: not valid JSON: it ends before its value does"},
+		{"/admin/v1/tokens", `{tenant:"acme"}`, "request body: not valid JSON near byte 2: invalid character 't'"},
+		{"/admin/v1/tokens", `{"tenant":"acme","tenants":["x"]}`, `request body: unknown field "tenants" (fields: tenant, name, expires, overlap)`},
+		{"/admin/v1/tokens", `{"tenant":"` + strings.Repeat("a", 2<<20) + `"}`, "request body: larger than 1048576 bytes (1 MiB)"},
+		{"/admin/v1/sinks/crm/dlq/redrive", `{"all":"yes"}`, "request body: all: want true or false, got a string"},
+		{"/admin/v1/subscribers", `{"name":"billing","subjects":["scimrelay.>"]}`, "request body: subjects: want a string, got an array"},
+		{"/admin/v1/subscribers", `{"name":"billing","replace":1}`, "request body: replace: want true or false, got a number"},
+	} {
+		e := f.request("POST", c.path, c.body).wantError(t, http.StatusBadRequest, c.want)
+		for _, internal := range []string{"Go value", "Go struct", "json:", "EOF", "admin.", "http:"} {
+			if strings.Contains(e.Error, internal) {
+				t.Errorf("POST %s %.40q: %q says %q", c.path, c.body, e.Error, internal)
+			}
+		}
+	}
+}
