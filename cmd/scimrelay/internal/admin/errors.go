@@ -208,17 +208,25 @@ type (
 // (ForConsoleClient), the relay's own too, so that one id finds a console
 // action in the log.
 func withRequestID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := ""
-		if r.RemoteAddr == InProcess {
-			id = consoleOf(r.Context()).requestID
-		}
-		if id == "" {
-			id = scim.NewRequestID()
-		}
-		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { next.ServeHTTP(w, identify(w, r)) })
+}
+
+// identify gives r its id and the answer its X-Request-Id: the console
+// request's for an in-process call, the one the listener's guard gave it
+// (KnownHostsOnly, which answers some requests itself), else a new one.
+func identify(w http.ResponseWriter, r *http.Request) *http.Request {
+	id := ""
+	if r.RemoteAddr == InProcess {
+		id = consoleOf(r.Context()).requestID
+	}
+	if id == "" {
+		id, _ = r.Context().Value(requestIDKey{}).(string)
+	}
+	if id == "" {
+		id = scim.NewRequestID()
+	}
+	w.Header().Set("X-Request-Id", id)
+	return r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 }
 
 // withClientRequestID keeps the X-Request-Id the caller sent, when it is
