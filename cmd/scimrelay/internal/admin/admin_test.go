@@ -261,6 +261,7 @@ var routes = []struct{ method, path, body string }{
 	{"GET", "/admin/v1/stats", ""},
 	{"GET", "/admin/v1/storage", ""},
 	{"POST", "/admin/v1/reload", ""},
+	{"POST", "/admin/v1/tenants/initech/purge", ""},
 	{"GET", "/admin/v1/tenants", ""},
 	{"GET", "/admin/v1/sinks", ""},
 	{"GET", "/admin/v1/sinks/crm", ""},
