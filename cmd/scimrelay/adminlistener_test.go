@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,10 @@ func TestWrongAdminTokensAreLimited(t *testing.T) {
 	}
 }
 
+// relayRequestID is the relay's own id of a request, as every answer's
+// X-Request-Id carries it.
+var relayRequestID = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
 // TestAdminListenerHostOnLoopback: on loopback the admin listener answers
 // only requests to IP addresses, localhost and the names admin.hosts
 // lists for a reverse proxy (421 otherwise, probes and console included),
@@ -72,8 +77,8 @@ func TestAdminListenerHostOnLoopback(t *testing.T) {
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(p.adminURL, "http://"))
 	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "127.0.0.1.nip.io:" + port, "localhost.example.com", "127.1", "2130706433"} {
 		for _, path := range []string{"/healthz", "/metrics", "/admin/v1/tokens", "/ui/login"} {
-			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest {
-				t.Errorf("GET %s with Host %s: %d, want 421", path, host, r.status)
+			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest || !relayRequestID.MatchString(r.header.Get("X-Request-Id")) {
+				t.Errorf("GET %s with Host %s: %d with X-Request-Id %q, want 421 with the relay's id", path, host, r.status, r.header.Get("X-Request-Id"))
 			}
 		}
 	}
@@ -129,8 +134,8 @@ func TestAdminListenerHostOnAnyAddress(t *testing.T) {
 	p, port := start()
 	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "scimrelay-admin.monitoring.svc:" + port, "127.0.0.1.nip.io"} {
 		for _, path := range []string{"/metrics", "/ui/login", "/admin/v1/tokens", "/healthz"} {
-			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest {
-				t.Errorf("GET %s with Host %s on %s: %d, want 421", path, host, bind, r.status)
+			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest || !relayRequestID.MatchString(r.header.Get("X-Request-Id")) {
+				t.Errorf("GET %s with Host %s on %s: %d with X-Request-Id %q, want 421 with the relay's id", path, host, bind, r.status, r.header.Get("X-Request-Id"))
 			}
 		}
 	}

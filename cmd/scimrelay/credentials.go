@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -111,21 +112,21 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			}
 			// A tenant that is not configured may still hold credentials
 			// (one removed, whose come back with its name): they are
-			// listed, so that they can be revoked; with none, the name is
-			// bad usage, as for every filter.
+			// listed, so that they can be revoked; with none (the relay
+			// answers 404), the name is bad usage, as for every filter.
 			unknown := checkFilters(cmd.Context(), c, tenant, "")
 			var usage usageError
 			if unknown != nil && !errors.As(unknown, &usage) {
 				return unknown
 			}
 			list, err := c.Credentials(cmd.Context(), k.kind, tenant)
-			if err != nil {
+			var api *adminclient.Error
+			switch {
+			case unknown != nil && (err == nil && len(list) == 0 || errors.As(err, &api) && api.Status == http.StatusNotFound):
+				return unknown
+			case err != nil:
 				return err
-			}
-			if unknown != nil {
-				if len(list) == 0 {
-					return unknown
-				}
+			case unknown != nil:
 				fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s is not configured; these %ss of it come back if a tenant of that name is configured again: scimrelay %s revoke ID\n", tenant, k.noun, k.noun)
 			}
 			if asJSON {

@@ -261,6 +261,7 @@ var routes = []struct{ method, path, body string }{
 	{"GET", "/admin/v1/stats", ""},
 	{"GET", "/admin/v1/storage", ""},
 	{"POST", "/admin/v1/reload", ""},
+	{"POST", "/admin/v1/tenants/initech/purge", ""},
 	{"GET", "/admin/v1/tenants", ""},
 	{"GET", "/admin/v1/sinks", ""},
 	{"GET", "/admin/v1/sinks/crm", ""},
@@ -756,12 +757,23 @@ func TestEventsTail(t *testing.T) {
 	if got := lines("follow=false"); len(got) != 0 {
 		t.Fatalf("new events only: %v", got)
 	}
-	if got := lines("tenant=initech&since=1h&follow=false"); len(got) != 0 {
-		t.Fatalf("a tenant without events: %v", got)
+	if got := lines("tenant=globex&since=1h&follow=false"); len(got) != 2 {
+		t.Fatalf("the events a tenant no longer configured left: %v", got)
 	}
+	f.request("GET", "/admin/v1/events?tenant=initech&since=1h&follow=false", "").wantError(t, http.StatusNotFound, `tenant: no such tenant "initech"`)
 	f.request("GET", "/admin/v1/events?tenant=Acme", "").wantError(t, http.StatusBadRequest, "tenant:")
 	f.request("GET", "/admin/v1/events?type=user.exploded", "").wantError(t, http.StatusBadRequest, "no such event")
 	f.request("GET", "/admin/v1/events?since=ages", "").wantError(t, http.StatusBadRequest, "since:")
+	// follow is read as strconv.ParseBool reads it; anything else is
+	// refused rather than taken as following for ever.
+	for _, bad := range []string{"maybe", "no", "off", "yes", "2", "%20false"} {
+		f.request("GET", "/admin/v1/events?since=1h&follow="+bad, "").wantError(t, http.StatusBadRequest, "follow: want true or false")
+	}
+	for _, no := range []string{"FALSE", "False", "0", "f"} {
+		if got := lines("tenant=acme&since=1h&follow=" + no); len(got) != 4 {
+			t.Fatalf("follow=%s: %d events", no, len(got))
+		}
+	}
 	f.request("GET", "/admin/v1/events?from_seq=3", "").wantError(t, http.StatusBadRequest, "from_seq needs a tenant")
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -136,4 +137,54 @@ func TestConcurrentGuessesStayWithinTheBudget(t *testing.T) {
 	if at, _ := a.Begin(request("192.0.2.1:40000"), "test"); at != nil {
 		t.Fatal("a guess after the budget was spent was let through")
 	}
+}
+
+// TestWrongTokenBudgetsRefill: the budgets refill at the rates README
+// gives, 10 a minute per address (one guess every 6 s) and 60 a minute
+// in all (one a second), on the limiter's clock, moved by the test: a
+// spent address is compared again after 6 s and not before, once; a spent
+// overall budget after 1 s and not before, once.
+func TestWrongTokenBudgetsRefill(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	h := NewHandler(Options{Token: adminToken})
+	h.attempts.limit.SetClock(func() time.Time { return now })
+	guess := func(addr string) int {
+		req := httptest.NewRequest("GET", "/admin/v1/nothing-here", nil)
+		req.RemoteAddr = addr
+		req.Header.Set("Authorization", "Bearer guess-0123456789abcdef")
+		res := httptest.NewRecorder()
+		h.ServeHTTP(res, req)
+		return res.Code
+	}
+	want := func(what, addr string, status int) {
+		t.Helper()
+		if got := guess(addr); got != status {
+			t.Fatalf("%s, from %s: %d, want %d", what, addr, got, status)
+		}
+	}
+
+	// An address: 10 at once, then one every 6 s.
+	const guesser = "192.0.2.1:40000"
+	for range TokenPerAddress.Burst {
+		want("a guess within the burst", guesser, http.StatusUnauthorized)
+	}
+	want("a guess past the burst", guesser, http.StatusTooManyRequests)
+	now = now.Add(5900 * time.Millisecond)
+	want("a guess 5.9 s later", guesser, http.StatusTooManyRequests)
+	now = now.Add(100 * time.Millisecond)
+	want("a guess 6 s later", guesser, http.StatusUnauthorized)
+	want("a second guess 6 s later", guesser, http.StatusTooManyRequests)
+
+	// In all: a minute on, every budget is full again; 30 at once from
+	// fresh addresses (10 each at most), then one a second.
+	now = now.Add(time.Minute)
+	for i := range TokenOverall.Burst {
+		want("a guess within the overall burst", fmt.Sprintf("198.51.100.%d:40000", i/TokenPerAddress.Burst+1), http.StatusUnauthorized)
+	}
+	want("a guess past the overall burst", "203.0.113.1:40000", http.StatusTooManyRequests)
+	now = now.Add(900 * time.Millisecond)
+	want("a guess 0.9 s later", "203.0.113.2:40000", http.StatusTooManyRequests)
+	now = now.Add(100 * time.Millisecond)
+	want("a guess 1 s later", "203.0.113.3:40000", http.StatusUnauthorized)
+	want("a second guess 1 s later", "203.0.113.4:40000", http.StatusTooManyRequests)
 }

@@ -3,6 +3,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -207,17 +208,25 @@ type (
 // (ForConsoleClient), the relay's own too, so that one id finds a console
 // action in the log.
 func withRequestID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := ""
-		if r.RemoteAddr == InProcess {
-			id = consoleOf(r.Context()).requestID
-		}
-		if id == "" {
-			id = scim.NewRequestID()
-		}
-		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { next.ServeHTTP(w, identify(w, r)) })
+}
+
+// identify gives r its id and the answer its X-Request-Id: the console
+// request's for an in-process call, the one the listener's guard gave it
+// (KnownHostsOnly, which answers some requests itself), else a new one.
+func identify(w http.ResponseWriter, r *http.Request) *http.Request {
+	id := ""
+	if r.RemoteAddr == InProcess {
+		id = consoleOf(r.Context()).requestID
+	}
+	if id == "" {
+		id, _ = r.Context().Value(requestIDKey{}).(string)
+	}
+	if id == "" {
+		id = scim.NewRequestID()
+	}
+	w.Header().Set("X-Request-Id", id)
+	return r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 }
 
 // withClientRequestID keeps the X-Request-Id the caller sent, when it is
@@ -261,8 +270,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// maxBody is the largest request body the admin API reads.
+const maxBody = 1 << 20
+
 // decodeJSON reads a JSON request body of at most 1 MiB into v.
-func decodeJSON(r *http.Request, v any) error {
+func decodeJSON(r *http.Request, v any) error { return decodeBody(r, v, false) }
+
+// noBody refuses a body other than none, white space or {}: for an
+// endpoint that takes nothing, where a field given would be ignored
+// silently (refused as an unknown field, as every endpoint refuses one).
+func noBody(r *http.Request) error {
+	var nothing struct{}
+	return decodeBody(r, &nothing, true)
+}
+
+// decodeBody reads a JSON request body of at most 1 MiB into v; a body
+// of white space alone is none, which only an optional body may be.
+func decodeBody(r *http.Request, v any, optional bool) error {
 	// A body its sender says is not JSON is refused, whatever it holds
 	// (curl's -d says a form: add -H 'Content-Type: application/json');
 	// one without a Content-Type is taken as JSON.
@@ -271,19 +295,34 @@ func decodeJSON(r *http.Request, v any) error {
 			return errorf(http.StatusUnsupportedMediaType, "request body: Content-Type must be application/json, got %q", ct)
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	switch {
+	case errors.As(err, new(*http.MaxBytesError)):
+		return badRequest("request body: larger than %d bytes (1 MiB)", maxBody)
+	case err != nil:
+		return badRequest("request body: not read whole (the connection broke or sent too slowly)")
+	}
+	trimmed := bytes.TrimSpace(body)
+	switch {
+	case optional && len(trimmed) == 0:
+		return nil
+	case len(trimmed) == 0:
+		return badRequest("request body: the body is empty: send a JSON object (%s)", fieldsOf(v))
+	case trimmed[0] != '{':
+		return badRequest("request body: the body must be a JSON object (%s)", fieldsOf(v))
+	}
+	if name := repeatedName(body); name != "" {
+		return badRequest("request body: the name %q is given twice in one object; give each once", name)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest("request body: %v", err)
+		return bodyError(err, v)
 	}
 	// One value and nothing after it: a body with more is not what the
 	// caller meant, and is not acted on.
-	_, err := dec.Token()
-	switch {
-	case err == io.EOF:
+	if _, err := dec.Token(); err == io.EOF {
 		return nil
-	case errors.As(err, new(*http.MaxBytesError)):
-		return badRequest("request body: %v", err)
 	}
 	return badRequest("request body: data after the JSON value; send exactly one JSON value")
 }

@@ -54,7 +54,10 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		patterns = events.Patterns{p}
 	}
-	follow := q.Get("follow") != "false"
+	follow, err := boolParam("follow", q.Get("follow"), true)
+	if err != nil {
+		return err
+	}
 	cfg := jetstream.OrderedConsumerConfig{
 		// One attempt at making the consumer per fetch: the tail's own
 		// retry waits, and stops when the caller goes.
@@ -110,11 +113,22 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	cons, err := await(r.Context(), func() (jetstream.Consumer, error) { return open(r.Context(), false) })
 	if err != nil {
 		// A following tail waits for NATS, as it does once it has begun;
-		// one that does not follow answers now that it cannot.
-		if !follow || natsAway(err) == "" || r.Context().Err() != nil {
+		// one that does not follow answers now that it cannot, and so
+		// does one of a tenant not configured, which only NATS could say
+		// holds events.
+		if !follow || natsAway(err) == "" || r.Context().Err() != nil || h.checkTenant(tenant, false) != nil {
 			return err
 		}
 		h.log.WarnContext(r.Context(), "tailing events: NATS is away; the tail begins when it is back", append(requestIDs(r.Context()), "err", err)...)
+	}
+	if cons != nil {
+		// A tenant not configured is tailed only for the events the
+		// stream still holds of it from the start asked for: none new
+		// come for it.
+		ci := cons.CachedInfo()
+		if err := h.checkTenant(tenant, ci != nil && ci.NumPending > 0); err != nil {
+			return err
+		}
 	}
 	NoReadDeadline(w) // the tail lasts as long as its caller reads
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -71,7 +71,10 @@ func (h *Handler) queryLog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	if err := h.checkTenant(q.Tenant, len(list) > 0); err != nil {
+		return err
+	}
+	writeList(w, list)
 	return nil
 }
 

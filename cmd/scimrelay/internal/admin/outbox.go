@@ -47,6 +47,9 @@ func (h *Handler) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	page := QuarantinePage{Rows: rows}
+	if rows == nil {
+		page.Rows = []relay.Quarantined{} // an empty listing is [], never null
+	}
 	if len(rows) == limit {
 		page.NextAfter = rows[len(rows)-1].Key
 	}

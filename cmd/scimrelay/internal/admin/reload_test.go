@@ -25,8 +25,10 @@ func TestReloadAnswers(t *testing.T) {
 		res         ReloadResult
 		err         error
 		cancellable bool
+		reloads     int
 		reload      = func(ctx context.Context) (ReloadResult, error) {
 			cancellable = ctx.Done() != nil
+			reloads++
 			return res, err
 		}
 	)
@@ -75,4 +77,25 @@ func TestReloadAnswers(t *testing.T) {
 	reloaded(a, "failed", 0)
 
 	wantAuditLines(t, log.String(), audited...)
+
+	// A reload takes no body: a field given is refused, as /tokens
+	// refuses one it does not know, before anything is reloaded; none,
+	// white space and {} are nothing.
+	res, err = ReloadResult{Config: "relay.yaml"}, nil
+	before := reloads
+	for body, want := range map[string]string{
+		`{"x":1}`:          `request body: unknown field "x" (it takes no fields)`,
+		`{"dry_run":true}`: `unknown field "dry_run"`,
+		`[]`:               "request body: the body must be a JSON object (it takes no fields)",
+		`"now"`:            "request body",
+		`{} {}`:            "data after the JSON value",
+	} {
+		f.request("POST", "/admin/v1/reload", body).wantError(t, http.StatusBadRequest, want)
+	}
+	if reloads != before {
+		t.Fatalf("refused bodies reloaded %d times", reloads-before)
+	}
+	for _, body := range []string{"", " \n", "{}", " { } "} {
+		f.request("POST", "/admin/v1/reload", body).want(t, http.StatusOK, nil)
+	}
 }

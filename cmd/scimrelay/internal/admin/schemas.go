@@ -23,7 +23,7 @@ func (h *Handler) listSchemas(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("listing the event schemas: %w", err)
 	}
-	writeJSON(w, http.StatusOK, names)
+	writeList(w, names)
 	return nil
 }
 

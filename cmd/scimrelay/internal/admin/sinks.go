@@ -65,7 +65,7 @@ func (h *Handler) listSinks(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Sinks == nil {
 		return unavailable("sink management")
 	}
-	list := []sinks.Status{}
+	var list []sinks.Status
 	for _, name := range h.o.Sinks.Names() {
 		st, err := h.o.Sinks.Status(r.Context(), name)
 		if err != nil {
@@ -73,7 +73,7 @@ func (h *Handler) listSinks(w http.ResponseWriter, r *http.Request) error {
 		}
 		list = append(list, st)
 	}
-	writeJSON(w, http.StatusOK, list)
+	writeList(w, list)
 	return nil
 }
 
@@ -120,7 +120,7 @@ func (h *Handler) listDeadLetterQueues(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return fromNATS(r.Context(), err)
 	}
-	writeJSON(w, http.StatusOK, queues)
+	writeList(w, queues)
 	return nil
 }
 
@@ -138,6 +138,9 @@ func (h *Handler) listDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	page, err := h.o.Sinks.DeadLetters(r.Context(), queue.Sink, q.Get("after"), limit)
 	if err != nil {
 		return fromNATS(r.Context(), err)
+	}
+	if page.DeadLetters == nil {
+		page.DeadLetters = []sinks.DeadLetter{} // an empty listing is [], never null
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
@@ -230,7 +233,10 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fromNATS(r.Context(), err)
 	}
-	writeJSON(w, http.StatusOK, list)
+	if err := h.checkTenant(q.Tenant, len(list) > 0); err != nil {
+		return err
+	}
+	writeList(w, list)
 	return nil
 }
 
@@ -244,6 +250,21 @@ func limitParam(s string, def, most int) (int, error) {
 		return 0, badRequest("limit: want a positive number, got %q", s)
 	}
 	return min(n, most), nil
+}
+
+// boolParam reads a boolean query parameter as strconv.ParseBool does
+// (true, false, 1, 0, t, f in any of their cases); def when absent. Any
+// other value is refused: one taken as the default (follow=FALSE once
+// followed for ever) is a silent change of what the caller asked.
+func boolParam(name, s string, def bool) (bool, error) {
+	if s == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return def, badRequest("%s: want true or false, got %q", name, s)
+	}
+	return b, nil
 }
 
 // sinceParam reads a since query parameter, a duration ago; def when absent.

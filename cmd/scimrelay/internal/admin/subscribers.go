@@ -343,7 +343,7 @@ func (h *Handler) listSubscribers(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	writeList(w, list)
 	return nil
 }
 

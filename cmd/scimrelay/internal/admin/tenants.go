@@ -2,7 +2,11 @@
 
 package admin
 
-import "net/http"
+import (
+	"net/http"
+	"slices"
+	"strings"
+)
 
 // TenantInfo is a tenant as an identity provider's admin is told about it:
 // where to point the provisioning job.
@@ -24,9 +28,47 @@ func (h *Handler) tenants(w http.ResponseWriter, _ *http.Request) error {
 	if h.o.Tenants != nil {
 		list = h.o.Tenants()
 	}
+	writeList(w, list)
+	return nil
+}
+
+// tenantNames returns the configured tenants' names.
+func (h *Handler) tenantNames() []string {
+	var names []string
+	if h.o.Tenants != nil {
+		for _, t := range h.o.Tenants() {
+			names = append(names, t.Name)
+		}
+	}
+	return names
+}
+
+// checkTenant answers a tenant parameter once its answer is known: a
+// configured tenant's, or one not configured of which the answer found
+// something (found: a removed tenant's tokens, log entries or events stay
+// until it is purged, and are read to be revoked or looked into), is
+// answered; any other name is a misspelt one, 404 naming the parameter,
+// as an unknown sink is. Without a list of tenants (Options.Tenants nil)
+// nothing is refused.
+func (h *Handler) checkTenant(tenant string, found bool) error {
+	if tenant == "" || found || h.o.Tenants == nil {
+		return nil
+	}
+	names := h.tenantNames()
+	if slices.Contains(names, tenant) {
+		return nil
+	}
+	configured := "none"
+	if len(names) > 0 {
+		configured = strings.Join(names, ", ")
+	}
+	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured, and the relay holds nothing of that name that this asks for (tenants: %s)", tenant, configured)
+}
+
+// writeList answers a listing: an empty one is [], never null.
+func writeList[T any](w http.ResponseWriter, list []T) {
 	if list == nil {
-		list = []TenantInfo{}
+		list = []T{}
 	}
 	writeJSON(w, http.StatusOK, list)
-	return nil
 }

@@ -100,11 +100,15 @@ func (c credentialAPI) list(w http.ResponseWriter, r *http.Request) error {
 	if c.store == nil {
 		return unavailable(c.what)
 	}
-	list, err := c.store.List(r.Context(), r.URL.Query().Get("tenant"))
+	tenant := r.URL.Query().Get("tenant")
+	list, err := c.store.List(r.Context(), tenant)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list)
+	if err := c.h.checkTenant(tenant, len(list) > 0); err != nil {
+		return err
+	}
+	writeList(w, list)
 	return nil
 }
 

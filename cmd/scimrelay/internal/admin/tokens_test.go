@@ -38,3 +38,74 @@ func TestCredentialNames(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedNamesAreRefused: a body that gives a name twice in one
+// object, in any case and at any depth, is refused with 400 naming it,
+// and nothing is issued (encoding/json would take the last: a token for
+// the second tenant named).
+func TestRepeatedNamesAreRefused(t *testing.T) {
+	f := newFixture(t)
+	for body, name := range map[string]string{
+		`{"tenant":"nope","tenant":"acme","name":"dupkey"}`:  `"tenant"`,
+		`{"tenant":"acme","name":"a","Name":"b"}`:            `"Name"`,
+		`{"tenant":"acme","name":"a","NAME":"b"}`:            `"NAME"`,
+		`{"tenant":"acme","expires":"1d","expires":"never"}`: `"expires"`,
+	} {
+		for _, path := range []string{"/admin/v1/tokens", "/admin/v1/clients/rotate"} {
+			f.request("POST", path, body).wantError(t, http.StatusBadRequest, "the name "+name+" is given twice")
+		}
+	}
+	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"1h","since":"1000h"}`).wantError(t, http.StatusBadRequest, `the name "since" is given twice`)
+	for _, kind := range []Credentials{f.store.Tokens(), f.store.Clients()} {
+		if list, _ := kind.List(context.Background(), ""); len(list) != 0 {
+			t.Fatalf("bodies with a name given twice issued credentials: %+v", list)
+		}
+	}
+	// A value that reads as a name is not one.
+	f.request("POST", "/admin/v1/tokens", `{"name":"tenant","tenant":"acme"}`).want(t, http.StatusCreated, nil)
+
+	for data, want := range map[string]string{
+		`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`:  "",
+		`{"a":"a","b":["a","a"]}`:                    "",
+		`{"a":1,"b":{"c":2,"c":3}}`:                  "c",
+		`[{"x":1},{"y":{"z":[{"k":1,"\u212a":2}]}}]`: "\u212a", // the Kelvin sign folds to k
+		`{"a":1}{"a":2}`:                             "",
+		`{"a":1,"a"`:                                 "a",
+		`{"a":`:                                      "",
+	} {
+		if got := repeatedName([]byte(data)); got != want {
+			t.Errorf("repeatedName(%s) = %q, want %q", data, got, want)
+		}
+	}
+}
+
+// TestBodyErrorsSayWhatIsWrong: a body the admin API refuses is answered
+// in the API's words, naming the field at fault and what the endpoint
+// takes, never with encoding/json's Go types or a bare EOF.
+func TestBodyErrorsSayWhatIsWrong(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ path, body, want string }{
+		{"/admin/v1/tokens", ``, "request body: the body is empty: send a JSON object (fields: tenant, name, expires, overlap)"},
+		{"/admin/v1/tokens", " \n", "request body: the body is empty"},
+		{"/admin/v1/tokens", `[]`, "request body: the body must be a JSON object (fields: tenant, name, expires, overlap)"},
+		{"/admin/v1/tokens", `[{"tenant":"acme"}]`, "the body must be a JSON object"},
+		{"/admin/v1/tokens", `"acme"`, "the body must be a JSON object"},
+		{"/admin/v1/tokens", `null`, "the body must be a JSON object"},
+		{"/admin/v1/tokens", `{"tenant":1}`, "request body: tenant: want a string, got a number"},
+		{"/admin/v1/tokens", `{"tenant":["acme"]}`, "request body: tenant: want a string, got an array"},
+		{"/admin/v1/tokens", `{"tenant":"acme"`, "request body: not valid JSON: it ends before its value does"},
+		{"/admin/v1/tokens", `{tenant:"acme"}`, "request body: not valid JSON near byte 2: invalid character 't'"},
+		{"/admin/v1/tokens", `{"tenant":"acme","tenants":["x"]}`, `request body: unknown field "tenants" (fields: tenant, name, expires, overlap)`},
+		{"/admin/v1/tokens", `{"tenant":"` + strings.Repeat("a", 2<<20) + `"}`, "request body: larger than 1048576 bytes (1 MiB)"},
+		{"/admin/v1/sinks/crm/dlq/redrive", `{"all":"yes"}`, "request body: all: want true or false, got a string"},
+		{"/admin/v1/subscribers", `{"name":"billing","subjects":["scimrelay.>"]}`, "request body: subjects: want a string, got an array"},
+		{"/admin/v1/subscribers", `{"name":"billing","replace":1}`, "request body: replace: want true or false, got a number"},
+	} {
+		e := f.request("POST", c.path, c.body).wantError(t, http.StatusBadRequest, c.want)
+		for _, internal := range []string{"Go value", "Go struct", "json:", "EOF", "admin.", "http:"} {
+			if strings.Contains(e.Error, internal) {
+				t.Errorf("POST %s %.40q: %q says %q", c.path, c.body, e.Error, internal)
+			}
+		}
+	}
+}

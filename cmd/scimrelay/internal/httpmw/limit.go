@@ -41,6 +41,15 @@ func NewLimiter(def Limit, override map[string]Limit) *Limiter {
 	return &Limiter{def: def, override: override, buckets: map[string]*rate.Limiter{}, now: time.Now, prune: pruneBuckets}
 }
 
+// SetClock makes the limiter read the time from now rather than the
+// system clock: a caller with a clock of its own, or a test that checks
+// how fast a budget refills without waiting for it.
+func (l *Limiter) SetClock(now func() time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.now = now
+}
+
 // Set replaces the limits (relay.yaml was reloaded). A tenant whose limit
 // changed starts with a full bucket of the new size; the others keep
 // theirs as they are.
