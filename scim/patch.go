@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -638,13 +637,13 @@ func addUnknown(cur, value any) any {
 		if !ok {
 			add = []any{value}
 		}
-		out := append(make([]any, 0, len(c)+len(add)), c...)
+		x := newRepeatIndex(nil, append(make([]any, 0, len(c)+len(add)), c...))
 		for _, v := range add {
-			if !slices.ContainsFunc(out, func(el any) bool { return jsonEqual(el, v) }) {
-				out = append(out, v)
+			if x.find(v) < 0 {
+				x.add(v)
 			}
 		}
-		return out
+		return x.list
 	case map[string]any:
 		given, ok := value.(map[string]any)
 		if !ok {
@@ -678,10 +677,11 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 		if err != nil {
 			return opError(op, err)
 		}
+		removed := removedBy(ap.attr, values)
 		list, _ := obj[name].([]any)
 		kept := list[:0:0]
 		for _, el := range list {
-			if !containsValue(ap.attr, values, el) {
+			if !removed(el) {
 				kept = append(kept, el)
 			}
 		}
@@ -1084,83 +1084,63 @@ func mergeValues(a *Attribute, cur any, add []any) []any {
 // two addresses.
 func dedupeValues(a *Attribute, list []any) []any {
 	if a.Sub("value") == nil {
-		out := make([]any, 0, len(list))
-		for _, v := range list {
-			dup := false
-			for _, el := range out {
-				if jsonEqual(el, v) {
-					dup = true
-					break
-				}
-			}
-			if !dup {
-				out = append(out, v)
-			}
-		}
-		return out
+		a = nil // exact repeats only
 	}
 	out, _ := mergeInto(a, make([]any, 0, len(list)), list)
 	return out
 }
 
 // mergeInto appends each of add to out, or merges it into the element of out
-// it duplicates; it returns out and the index of the last element a primary
-// value landed on (-1 when none).
+// it repeats (repeats); it returns out and the index of the last element a
+// primary value landed on (-1 when none).
 func mergeInto(a *Attribute, out, add []any) ([]any, int) {
+	x := newRepeatIndex(a, out)
 	last := -1
 	for _, v := range add {
-		i := indexOfValue(a, out, v)
+		i := x.find(v)
 		if i < 0 {
-			out = append(out, v)
-			i = len(out) - 1
+			x.add(v)
+			i = len(x.list) - 1
 		} else if m, ok := v.(map[string]any); ok {
-			c := cloneObject(out[i].(map[string]any))
+			c := cloneObject(x.list[i].(map[string]any))
 			for k, sv := range m {
 				c[k] = sv
 			}
-			out[i] = c
+			x.set(i, c)
 		}
-		if isPrimary(out[i]) {
+		if isPrimary(x.list[i]) {
 			last = i
 		}
 	}
-	return out, last
+	return x.list, last
 }
 
-// indexOfValue finds the element of list that v would duplicate: equal, or
-// for complex values the same "value" (by its case rule) and "type".
-func indexOfValue(a *Attribute, list []any, v any) int {
-	m, isObj := v.(map[string]any)
-	for i, el := range list {
-		if jsonEqual(el, v) {
-			return i
-		}
-		em, ok := el.(map[string]any)
-		if !isObj || !ok {
-			continue
-		}
-		if sameString(a.Sub("value"), em["value"], m["value"]) && sameString(a.Sub("type"), em["type"], m["type"]) {
-			return i
+// removedBy returns what a remove with values (Entra's dialect for
+// multi-valued attributes) removes of the attribute a's elements: those
+// that one of values repeats, and those whose value one of values names
+// alone (Entra sends {"value": id}).
+func removedBy(a *Attribute, values any) func(el any) bool {
+	list, _ := values.([]any)
+	x := newRepeatIndex(a, list)
+	named := make(map[string]bool)
+	for _, v := range list {
+		if m, ok := v.(map[string]any); ok && len(m) == 1 {
+			if k, has, ok := caseKey(a.Sub("value"), m["value"]); ok && has {
+				named[k] = true
+			}
 		}
 	}
-	return -1
-}
-
-func containsValue(a *Attribute, values any, el any) bool {
-	list, _ := values.([]any)
-	return indexOfValue(a, list, el) >= 0 || func() bool {
-		// A removal names elements by value alone (Entra sends {"value": id}).
+	return func(el any) bool {
+		if x.find(el) >= 0 {
+			return true
+		}
 		em, ok := el.(map[string]any)
 		if !ok {
 			return false
 		}
-		for _, v := range list {
-			if m, ok := v.(map[string]any); ok && len(m) == 1 && sameString(a.Sub("value"), em["value"], m["value"]) && m["value"] != nil {
-				return true
-			}
-		}
-		return false
-	}()
+		k, has, ok := caseKey(a.Sub("value"), em["value"])
+		return ok && has && named[k]
+	}
 }
 
 func sameString(a *Attribute, x, y any) bool {

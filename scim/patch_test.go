@@ -4,6 +4,7 @@ package scim
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -809,5 +810,71 @@ func BenchmarkApplyPatch(b *testing.B) {
 		if _, err := p.Apply(base); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// manyEmails is n distinct work emails as a JSON array, the first primary.
+func manyEmails(n int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"value":"User.%d@Example.com","type":"work","primary":%t}`, i, i == 0)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// BenchmarkManyEmails measures what 40,000 emails cost a POST (decoding and
+// merging repeats), a PATCH add of them to a user holding one, and a PATCH
+// removing them all by value (Entra's remove-with-value) from a user holding
+// them: each was quadratic in the number of values until 2026-12-03.
+func BenchmarkManyEmails(b *testing.B) {
+	const n = 40000
+	emails := manyEmails(n)
+	post := []byte(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"many","emails":` + emails + `}`)
+	many := fixture(b, UserResourceType, string(post))
+	one := fixture(b, UserResourceType, baseUserJSON)
+	add := []byte(patchBody(`{"op":"add","path":"emails","value":` + strings.Replace(emails, `"primary":true`, `"primary":false`, 1) + `}`))
+	remove := []byte(patchBody(`{"op":"remove","path":"emails","value":` + emails + `}`))
+	b.Run("post", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r, err := ParseResource(UserResourceType, post)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got := len(r.Attrs["emails"].([]any)); got != n {
+				b.Fatalf("%d emails, want %d", got, n)
+			}
+		}
+	})
+	for _, c := range []struct {
+		name string
+		body []byte
+		base *Resource
+		want int
+	}{
+		{"patch-add", add, one, n + 1},
+		{"patch-remove", remove, many, 0},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				p, err := ParsePatch(UserResourceType, c.body)
+				if err != nil {
+					b.Fatal(err)
+				}
+				u, err := p.Apply(c.base)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got, _ := u.Resource.Attrs["emails"].([]any); len(got) != c.want {
+					b.Fatalf("%d emails, want %d", len(got), c.want)
+				}
+			}
+		})
 	}
 }
