@@ -3,6 +3,7 @@
 package scim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -208,7 +209,7 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s without a path needs an object value", i, op.kind)
 		}
-		return expandValue(in, op, obj, "")
+		return expandValue(in, op, obj, "", &valueTargets{}, "")
 	case op.kind != patchRemove && !hasValue:
 		return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s needs a value", i, op.kind)
 	case unknown != "":
@@ -225,7 +226,7 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", i, op.path.attr.URN)
 		}
-		return expandValue(in, op, obj, op.path.attr.URN+":")
+		return expandValue(in, op, obj, op.path.attr.URN+":", &valueTargets{}, "")
 	}
 	return []patchOp{op}, nil
 }
@@ -237,8 +238,9 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 // extension adds one operation per key of its object. Keys naming what no
 // known schema defines are noted in in and left out. Keys go in sorted
 // order, so that "name" comes before "name.givenName" whatever the map's
-// order.
-func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]patchOp, error) {
+// order. One attribute set by two keys is refused (valueTargets); origin
+// is the key of the extension whose object obj is, "" at the top.
+func expandValue(in *input, op patchOp, obj map[string]any, prefix string, given *valueTargets, origin string) ([]patchOp, error) {
 	ops := make([]patchOp, 0, len(obj))
 	spelled := make(map[string]string, len(obj)) // Fold(key) → key
 	for _, k := range sortedKeys(obj) {
@@ -266,16 +268,87 @@ func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]pa
 			if !ok {
 				return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, key)
 			}
-			more, err := expandValue(in, op, ext, pp.attr.URN+":")
+			more, err := expandValue(in, op, ext, pp.attr.URN+":", given, cmp.Or(origin, key))
 			if err != nil {
 				return nil, err
 			}
 			ops = append(ops, more...)
 			continue
 		}
+		if err := given.claim(op, cmp.Or(origin, key), pp, v); err != nil {
+			return nil, err
+		}
 		ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true})
 	}
 	return ops, nil
+}
+
+// valueTargets is what the keys of one path-less value set, so that one
+// attribute given by two keys, in two forms, is refused as a POST giving it
+// twice is: name and name.givenName, an extension's object and its
+// URN-prefixed attribute, emails and emails[type eq "work"].value. Which
+// value would win is the order the keys are applied in, so the PATCH would
+// silently keep one. Keys setting distinct parts of one attribute
+// (name.givenName and name.familyName, as Entra sends them;
+// phoneNumbers[type eq "work"].value and phoneNumbers[type eq
+// "mobile"].value) are not a clash.
+type valueTargets struct {
+	set   map[string]string // target → the key giving it
+	under map[string]string // a proper prefix of a target → the key giving it
+}
+
+// claim records what the key of op's value sets, pp and v, or refuses it
+// when another key sets the same attribute, a part of it or a whole it is
+// part of. A target is the attribute's canonical path, folded, then the
+// filter's text, then the sub-attribute; a singular complex attribute
+// given as an object sets each sub-attribute it gives.
+func (t *valueTargets) claim(op patchOp, key string, pp *patchPath, v any) error {
+	base := AttrPath{URN: pp.attr.URN, Name: pp.attr.Name, attr: pp.attr.attr}
+	levels := []string{Fold(base.String())}
+	switch {
+	case pp.filter != nil:
+		levels = append(levels, "["+Fold(pp.filter.String())+"]")
+		if pp.sub.Name != "" {
+			levels = append(levels, Fold(pp.sub.Name))
+		}
+	case pp.attr.Sub != "":
+		levels = append(levels, Fold(pp.attr.Sub))
+	}
+	obj, isObj := v.(map[string]any)
+	if a := pp.attr.attr; len(levels) == 1 && isObj && a != nil && a.Type == Complex && !a.MultiValued {
+		for _, k := range sortedKeys(obj) {
+			if err := t.claimLevels(op, key, base, append(levels, Fold(k))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return t.claimLevels(op, key, base, levels)
+}
+
+func (t *valueTargets) claimLevels(op patchOp, key string, base AttrPath, levels []string) error {
+	if t.set == nil {
+		t.set, t.under = make(map[string]string), make(map[string]string)
+	}
+	target := strings.Join(levels, "\x00")
+	other, clash := t.set[target]
+	if !clash {
+		other, clash = t.under[target]
+	}
+	for j := 1; j < len(levels) && !clash; j++ {
+		other, clash = t.set[strings.Join(levels[:j], "\x00")]
+	}
+	switch {
+	case clash && other == key:
+		return Errorf(ErrInvalidValue, "Operations[%d]: value key %q sets attribute %s twice; give it once", op.index, key, base)
+	case clash:
+		return Errorf(ErrInvalidValue, "Operations[%d]: value keys %q and %q both set attribute %s; give it once", op.index, other, key, base)
+	}
+	t.set[target] = key
+	for j := 1; j < len(levels); j++ {
+		t.under[strings.Join(levels[:j], "\x00")] = key
+	}
+	return nil
 }
 
 func quoteOrKind(v any) string {
@@ -451,7 +524,7 @@ func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update, keys foldedKey
 	var ops []patchOp
 	var err error
 	if op.key {
-		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "")
+		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "", &valueTargets{}, "")
 	} else {
 		ops, err = parseOp(in, op.index, op.raw)
 	}

@@ -30,6 +30,14 @@ func TestPatchApply(t *testing.T) {
 			changes: nil,
 		},
 		{
+			// Distinct parts of one attribute, by several keys, are no
+			// attribute given twice (TestPatchErrors has those).
+			name:    "path-less keys setting distinct parts of one attribute",
+			ops:     `{"op":"replace","value":{"name":{"familyName":"F"},"name.givenName":"G","phoneNumbers[type eq \"work\"].value":"1","phoneNumbers[type eq \"mobile\"].value":"2","` + ent + `":{"department":"D"},"` + ent + `:costCenter":"C"}}`,
+			want:    map[string]string{"name": `{"familyName":"F","formatted":"givenName familyName","givenName":"G"}`, "phoneNumbers": `[{"type":"mobile","value":"2"},{"type":"work","value":"1"}]`, ent: `{"costCenter":"C","department":"D","employeeNumber":"701984"}`},
+			changes: []string{"name.familyName", "name.givenName", "phoneNumbers", ent + ":costCenter", ent + ":department"},
+		},
+		{
 			name:    "filtered replace creates the missing element (Entra's work email)",
 			ops:     `{"op":"replace","path":"phoneNumbers[type eq \"mobile\"].value","value":"+1 555 0100"}`,
 			want:    map[string]string{"phoneNumbers": `[{"type":"mobile","value":"+1 555 0100"}]`},
@@ -629,6 +637,15 @@ func TestPatchErrors(t *testing.T) {
 		// where keeping quiet would store the wrong thing).
 		{"path-less value naming an attribute twice", UserResourceType, patchBody(`{"op":"replace","value":{"displayName":"a","DisplayName":"b"}}`), ErrInvalidValue, "given twice"},
 		{"path-less value naming a sub-attribute path twice", UserResourceType, patchBody(`{"op":"replace","value":{"name.givenName":"a","NAME.givenname":"b"}}`), ErrInvalidValue, "given twice"},
+		// One attribute in two forms: the later key won, in either order
+		// (a review's finding 2, 2026-12-03).
+		{"path-less value giving a sub-attribute whole and dotted", UserResourceType, patchBody(`{"op":"replace","value":{"name":{"givenName":"B"},"name.givenName":"A"}}`), ErrInvalidValue, `value keys "name" and "name.givenName" both set attribute name`},
+		{"path-less value giving a complex attribute whole and one sub-attribute null", UserResourceType, patchBody(`{"op":"replace","value":{"name":null,"name.givenName":"A"}}`), ErrInvalidValue, "both set attribute name"},
+		{"path-less value giving an extension attribute flat and in its object", UserResourceType, patchBody(`{"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"b"}}}`), ErrInvalidValue, "both set attribute urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"},
+		{"path-less value giving an extension attribute with . and in its object", UserResourceType, patchBody(`{"op":"add","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.manager":"m","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"n"}}}}`), ErrInvalidValue, "both set attribute urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"},
+		{"path-less value giving an attribute and a sub-attribute in an extension object", UserResourceType, patchBody(`{"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"a"},"manager.value":"b"}}}`), ErrInvalidValue, "sets attribute urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager twice"},
+		{"path-less value giving a multi-valued attribute whole and filtered", UserResourceType, patchBody(`{"op":"replace","value":{"emails[type eq \"work\"].value":"p2@x","emails":[{"value":"p3@x","type":"work"}]}}`), ErrInvalidValue, "both set attribute emails"},
+		{"path-less value giving one filtered element whole and a sub-attribute", UserResourceType, patchBody(`{"op":"replace","value":{"emails[type eq \"work\"]":{"value":"p2@x"},"emails[type eq \"work\"].display":"W"}}`), ErrInvalidValue, "both set attribute emails"},
 		{"path-less patch of id", UserResourceType, patchBody(`{"op":"replace","value":{"id":"x"}}`), ErrMutability, "read-only"},
 		{"remove without path", UserResourceType, patchBody(`{"op":"remove"}`), ErrNoTarget, "needs a path"},
 		{"replace of a filter that matches nothing and builds nothing", UserResourceType, patchBody(`{"op":"replace","path":"emails[value co \"x\"].type","value":"home"}`), ErrNoTarget, "no value of emails"},
