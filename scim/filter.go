@@ -457,13 +457,11 @@ func (p *filterParser) parseAttrExpr() (expr, error) {
 		return nil, err
 	}
 	word := p.lex.next()
-	if p.parent == nil && hasPrefixFold(word.text, "schemas") {
-		switch rest := word.text[len("schemas"):]; {
-		case rest == "":
-			return p.parseSchemas()
-		case rest[0] == '.':
+	if p.parent == nil && namesSchemas(word.text) {
+		if !strings.EqualFold(word.text, "schemas") {
 			return nil, p.errorf("schemas is a list of URIs; compare it with eq, ne, co, sw, ew or pr")
 		}
+		return p.parseSchemas()
 	}
 	path, err := p.resolve(word.text)
 	if err != nil {

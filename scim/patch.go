@@ -187,6 +187,9 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
 		}
+		if namesSchemas(ps) {
+			return nil, Errorf(ErrMutability, "Operations[%d]: %s cannot be changed: a resource's schemas are those of the extensions it holds; add or remove an extension's attributes instead", i, ps)
+		}
 		if strings.TrimSpace(ps) != "" {
 			pp, deferred, err := in.patchPath(ps)
 			switch {
@@ -229,6 +232,20 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		return expandValue(in, op, obj, op.path.attr.URN+":", &valueTargets{}, "")
 	}
 	return []patchOp{op}, nil
+}
+
+// namesSchemas reports whether a PATCH path or a filter's attribute names
+// the resource's schemas (schemas, schemas[…], schemas.x): not stored but
+// derived from the extensions held, as Resource.Schemas lists them, so
+// read-only, and filtered on as a list of URIs. Left to the path parser,
+// it was an unknown attribute: a PATCH op on it was dropped with a 200.
+func namesSchemas(path string) bool {
+	path = strings.TrimSpace(path)
+	if !hasPrefixFold(path, "schemas") {
+		return false
+	}
+	rest := path[len("schemas"):]
+	return rest == "" || rest[0] == '.' || rest[0] == '['
 }
 
 // expandValue turns the object value of a path-less add or replace (or of

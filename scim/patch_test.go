@@ -632,6 +632,12 @@ func TestPatchErrors(t *testing.T) {
 		{"junk after the filter", UserResourceType, patchBody(`{"op":"remove","path":"emails[type eq \"work\"]x"}`), ErrInvalidPath, "after the filter"},
 		{"patch of id", UserResourceType, patchBody(`{"op":"replace","path":"id","value":"x"}`), ErrMutability, "read-only"},
 		{"patch of meta", UserResourceType, patchBody(`{"op":"replace","path":"meta.lastModified","value":"2020-01-01T00:00:00Z"}`), ErrMutability, "read-only"},
+		// schemas follow from the extensions held (a review's finding 4,
+		// 2026-12-03: these answered 200 and changed nothing).
+		{"remove of schemas", UserResourceType, patchBody(`{"op":"remove","path":"schemas"}`), ErrMutability, "schemas cannot be changed"},
+		{"replace of schemas", UserResourceType, patchBody(`{"op":"replace","path":"Schemas","value":["urn:evil"]}`), ErrMutability, "Schemas cannot be changed"},
+		{"add of an extension's URN to schemas", UserResourceType, patchBody(`{"op":"add","path":"schemas","value":["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]}`), ErrMutability, "add or remove an extension's attributes instead"},
+		{"remove of one schema by filter", GroupResourceType, patchBody(`{"op":"remove","path":"schemas[value eq \"urn:x\"]"}`), ErrMutability, "cannot be changed"},
 		{"patch of groups", UserResourceType, patchBody(`{"op":"add","path":"groups","value":[{"value":"g"}]}`), ErrMutability, "read-only"},
 		// Which spelling won was the order of the keys (README, strict
 		// where keeping quiet would store the wrong thing).
