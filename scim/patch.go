@@ -840,7 +840,7 @@ func removeSubFromEach(obj map[string]any, name string, ap AttrPath) {
 func withoutSub(ap AttrPath, el map[string]any, sub string) (map[string]any, bool) {
 	c := cloneObject(el)
 	delete(c, sub)
-	return c, len(c) > 0 && !lacksValue(ap, c)
+	return c, len(c) > 0 && !lacksValue(ap.attr, c)
 }
 
 // applyFiltered applies an op whose path selects elements of a multi-valued
@@ -897,7 +897,7 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			} else {
 				c[pp.sub.Name] = v
 			}
-			if lacksValue(ap, c) {
+			if lacksValue(ap.attr, c) {
 				matched = -2 // dropped
 				continue
 			}
@@ -943,7 +943,7 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 				el[k] = sv
 			}
 		}
-		if lacksValue(ap, el) {
+		if lacksValue(ap.attr, el) {
 			// emails[type eq "work"].primary on a user without a work
 			// email would make an email of no address.
 			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s, and the element it would make has no value", op.index, ap, pp.text)
@@ -993,13 +993,14 @@ func untypedOf(ap AttrPath, list []any, el map[string]any) int {
 }
 
 // lacksValue reports whether el, an element of the multi-valued attribute
-// ap, has no value where its schema gives elements one (an email, a phone
+// a, has no value where its schema gives elements one (an email, a phone
 // number), or, where the schema gives them none (an address, whose parts
 // are its value), holds nothing but its type and whether it is primary.
-// Such an element says nothing: a PATCH does not make one, and one whose
-// value or last part it removes is removed.
-func lacksValue(ap AttrPath, el map[string]any) bool {
-	if ap.attr.Sub("value") == nil {
+// Such an element says nothing: a PATCH does not make one, one whose
+// value or last part it removes is removed, and one given in a POST, a PUT
+// or a PATCH's value is left out (normalizeAttr).
+func lacksValue(a *Attribute, el map[string]any) bool {
+	if a.Sub("value") == nil {
 		for k, v := range el {
 			if v != nil && !strings.EqualFold(k, "type") && !strings.EqualFold(k, "primary") {
 				return false
