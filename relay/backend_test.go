@@ -1105,3 +1105,36 @@ func TestOutboxAcrossTenants(t *testing.T) {
 		t.Fatalf("depth %d, want 38", n)
 	}
 }
+
+// TestReindexManyEmails changes a user holding more emails than reindex
+// scans (entrySet puts them in a set past 16): the index then holds
+// exactly the emails the user holds, each once, the kept ones untouched.
+func TestReindexManyEmails(t *testing.T) {
+	s, _, _ := openStore(t)
+	emails := func(from, to int) string {
+		var out []string
+		for i := from; i < to; i++ {
+			out = append(out, fmt.Sprintf(`{"value":"u%d@x.com"}`, i))
+		}
+		return "[" + strings.Join(out, ",") + "]"
+	}
+	a := create(t, s, "acme", user(t, `"userName":"ann","emails":`+emails(0, 40)))
+	mustPatch(t, s, "acme", scim.UserResourceType, a.ID(), `{"op":"replace","path":"emails","value":`+emails(20, 70)+`}`)
+	var held []string
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTenants).Bucket([]byte("acme")).Bucket(ixEmail).ForEach(func(k, _ []byte) error {
+			held = append(held, string(k))
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := 20; i < 70; i++ {
+		want = append(want, string(append(ixKey(fmt.Sprintf("u%d@x.com", i)), a.ID()...)))
+	}
+	slices.Sort(want)
+	if !slices.Equal(held, want) {
+		t.Errorf("ix_email holds %d keys, want the %d of u20..u69:\n%q", len(held), len(want), held)
+	}
+}

@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -87,6 +88,64 @@ func TestCustomNamespacesThroughTheHandler(t *testing.T) {
 	for _, f := range []string{space + `:custom1 eq "w"`, okta + `:favColor eq "red"`} {
 		r := do("GET", "/Users?filter="+url.QueryEscape(f), "", http.StatusBadRequest)
 		if d, _ := r["detail"].(string); r["scimType"] != "invalidFilter" || !strings.Contains(d, "a filter, read before any resource, names such an extension only by a URN ending with :User") {
+			t.Errorf("filter %s: %v", f, r)
+		}
+	}
+}
+
+// TestFilterOnSchemas runs RFC 7644 §3.4.2.2's own example, `schemas eq
+// "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"`, and the
+// other comparisons on schemas, through the handler on the relay's store:
+// GET and POST .search, on Users and Groups, alone (a scan) and beside an
+// indexed equality (the index picks, the filter tests). Until 2026-12-03
+// each was 400 invalidFilter, unknown attribute "schemas".
+func TestFilterOnSchemas(t *testing.T) {
+	const (
+		ent    = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+		custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	)
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"plain"}`, 201)
+	do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+ent+`"],"userName":"ent","`+ent+`":{"department":"D"}}`, 201)
+	do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+custom+`"],"userName":"custom","`+custom+`":{"postalCode":"98052"}}`, 201)
+	do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"G"}`, 201)
+	names := func(list map[string]any) string {
+		var out []string
+		for _, r := range list["Resources"].([]any) {
+			r := r.(map[string]any)
+			out = append(out, cmp.Or(r["userName"], r["displayName"]).(string))
+		}
+		slices.Sort(out)
+		return strings.Join(out, " ")
+	}
+	for _, tt := range []struct{ endpoint, filter, want string }{
+		{"/Users", `schemas eq "` + ent + `"`, "ent"},
+		{"/Users", `schemas eq "` + strings.ToUpper(ent) + `"`, "ent"},
+		{"/Users", `schemas ne "` + ent + `"`, "custom plain"},
+		{"/Users", `schemas eq "` + custom + `"`, "custom"},
+		{"/Users", `schemas co "extension"`, "custom ent"},
+		{"/Users", `schemas sw "urn:ietf:params:scim:schemas:core:2.0:"`, "custom ent plain"},
+		{"/Users", `schemas ew ":Group"`, ""},
+		{"/Users", `schemas pr`, "custom ent plain"},
+		{"/Users", `userName eq "ent" and schemas eq "` + ent + `"`, "ent"},
+		{"/Users", `userName eq "plain" and schemas eq "` + ent + `"`, ""},
+		{"/Users", `userName eq "plain" or schemas eq "` + custom + `"`, "custom plain"},
+		{"/Groups", `schemas eq "urn:ietf:params:scim:schemas:core:2.0:group"`, "G"},
+		{"/Groups", `schemas eq "` + ent + `"`, ""},
+	} {
+		got := names(do("GET", tt.endpoint+"?filter="+url.QueryEscape(tt.filter), "", http.StatusOK))
+		if got != tt.want {
+			t.Errorf("GET %s filter %s: %q, want %q", tt.endpoint, tt.filter, got, tt.want)
+		}
+		body, _ := json.Marshal(map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:SearchRequest"}, "filter": tt.filter})
+		if got := names(do("POST", tt.endpoint+"/.search", string(body), http.StatusOK)); got != tt.want {
+			t.Errorf("POST %s/.search filter %s: %q, want %q", tt.endpoint, tt.filter, got, tt.want)
+		}
+	}
+	for _, f := range []string{`schemas[value eq "x"]`, `schemas gt "urn"`, `emails[schemas eq "x"]`} {
+		r := do("GET", "/Users?filter="+url.QueryEscape(f), "", http.StatusBadRequest)
+		if r["scimType"] != "invalidFilter" {
 			t.Errorf("filter %s: %v", f, r)
 		}
 	}

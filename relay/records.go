@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -188,29 +189,42 @@ func indexEntries(r *scim.Resource) ([]indexEntry, error) {
 // reindex replaces a resource's index entries old by new, touching only the
 // keys that differ.
 func reindex(tb *bolt.Bucket, old, new []indexEntry) error {
-	has := func(list []indexEntry, e indexEntry) bool {
-		for _, x := range list {
-			if bytes.Equal(x.bucket, e.bucket) && bytes.Equal(x.key, e.key) {
-				return true
-			}
-		}
-		return false
-	}
+	inOld, inNew := entrySet(old), entrySet(new)
 	for _, e := range old {
-		if !has(new, e) {
+		if !inNew(e) {
 			if err := tb.Bucket(e.bucket).Delete(e.key); err != nil {
 				return err
 			}
 		}
 	}
 	for _, e := range new {
-		if !has(old, e) {
+		if !inOld(e) {
 			if err := tb.Bucket(e.bucket).Put(e.key, nil); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// entrySet reports whether list holds an entry. A user has an entry per
+// email, so past a few entries the list is put in a set: scanning it for
+// each entry of the other made a change to a user of 40,000 emails take
+// 14 s, holding the committer every tenant's writes wait for.
+func entrySet(list []indexEntry) func(indexEntry) bool {
+	if len(list) <= 16 {
+		return func(e indexEntry) bool {
+			return slices.ContainsFunc(list, func(x indexEntry) bool {
+				return bytes.Equal(x.bucket, e.bucket) && bytes.Equal(x.key, e.key)
+			})
+		}
+	}
+	type entry struct{ bucket, key string }
+	set := make(map[entry]bool, len(list))
+	for _, e := range list {
+		set[entry{string(e.bucket), string(e.key)}] = true
+	}
+	return func(e indexEntry) bool { return set[entry{string(e.bucket), string(e.key)}] }
 }
 
 // lookupIDs returns up to limit ids indexed under value (limit < 0: all),

@@ -61,6 +61,45 @@ func TestDuplicateValuesMerged(t *testing.T) {
 	}
 }
 
+// An element without its value (an email of no address, a phone number of
+// no number, an address of nothing but its type) says nothing, and is left
+// out of a POST, a PUT and a PATCH's value, as one whose value a PATCH
+// removes is removed (docs/decisions.md). Until 2026-12-03 POST and PATCH
+// add stored {"type":"work","primary":true}, a primary email of no address.
+func TestValuelessElementsLeftOut(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	const none = `{"type":"work","primary":true}`
+	r := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann","emails":[`+none+`,{"value":"a@x","type":"home"},{"value":"","type":"other"}],`+
+		`"phoneNumbers":[{"type":"mobile"}],"addresses":[{"type":"work","primary":true},{"type":"home","locality":"Oslo"}]}`).want(t, 201)
+	if got := r.str("emails"); got != `[{"type":"home","value":"a@x"}]` {
+		t.Errorf("POST emails %s", got)
+	}
+	if got := r.str("phoneNumbers") + r.str("addresses"); got != `[{"locality":"Oslo","type":"home"}]` {
+		t.Errorf("POST phoneNumbers and addresses %s", got)
+	}
+	id := r.str("id")
+	r = ts.do("PUT", "/Users/"+id, `{`+userSchemas+`,"userName":"ann","emails":[{"value":"b@x","type":"home"},`+none+`]}`).want(t, 200)
+	if got := r.str("emails"); got != `[{"type":"home","value":"b@x"}]` {
+		t.Errorf("PUT emails %s", got)
+	}
+	version := r.str("meta.version")
+	for _, op := range []string{
+		`{"op":"add","path":"emails","value":[` + none + `]}`,
+		`{"op":"add","value":{"emails":[` + none + `]}}`,
+		`{"op":"add","path":"emails","value":` + none + `}`,
+	} {
+		r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[`+op+`]}`).want(t, 200)
+		if got := r.str("emails"); got != `[{"type":"home","value":"b@x"}]` {
+			t.Errorf("PATCH %s: emails %s", op, got)
+		}
+		if got := r.str("meta.version"); got != version {
+			t.Errorf("PATCH %s: version %s, want %s (nothing changed)", op, got, version)
+		}
+	}
+	// A member without its id is still refused, not left out.
+	ts.do("POST", "/Groups", `{`+groupSchemas+`,"displayName":"g","members":[{"display":"x"}]}`).wantError(t, 400, "invalidValue", "has no value")
+}
+
 // RFC 7644 §3.5.2 defines op, path and value for a PATCH operation; other
 // members (Okta and others send a "name") change nothing and are ignored.
 func TestUnknownPatchOperationMembersIgnored(t *testing.T) {

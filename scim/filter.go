@@ -457,6 +457,12 @@ func (p *filterParser) parseAttrExpr() (expr, error) {
 		return nil, err
 	}
 	word := p.lex.next()
+	if p.parent == nil && namesSchemas(word.text) {
+		if !strings.EqualFold(word.text, "schemas") {
+			return nil, p.errorf("schemas is a list of URIs; compare it with eq, ne, co, sw, ew or pr")
+		}
+		return p.parseSchemas()
+	}
 	path, err := p.resolve(word.text)
 	if err != nil {
 		return nil, err
@@ -503,13 +509,9 @@ func (p *filterParser) parseValuePath(path AttrPath) (expr, error) {
 }
 
 func (p *filterParser) parseComparison(path AttrPath) (expr, error) {
-	opTok := p.lex.next()
-	if opTok.kind != tokWord {
-		return nil, p.errorf("expected an operator after %s, got %s", path, opTok)
-	}
-	op, ok := operators[strings.ToLower(opTok.text)]
-	if !ok {
-		return nil, p.errorf("unknown operator %q", opTok.text)
+	opTok, op, err := p.operator(path.String())
+	if err != nil {
+		return nil, err
 	}
 	leaf := path.Leaf()
 	if leaf != nil && leaf.Type == Complex && path.Sub == "" && leaf.Sub("value") == nil && op != opPr {
@@ -530,6 +532,52 @@ func (p *filterParser) parseComparison(path AttrPath) (expr, error) {
 		return nil, err
 	}
 	return cmp, nil
+}
+
+// operator reads the operator after the attribute named what.
+func (p *filterParser) operator(what string) (token, op, error) {
+	t := p.lex.next()
+	if t.kind != tokWord {
+		return t, 0, p.errorf("expected an operator after %s, got %s", what, t)
+	}
+	o, ok := operators[strings.ToLower(t.text)]
+	if !ok {
+		return t, 0, p.errorf("unknown operator %q", t.text)
+	}
+	return t, o, nil
+}
+
+// parseSchemas parses a comparison on the resource's schemas, which RFC
+// 7644 §3.4.2.2 filters on in its own example (schemas eq
+// "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"). They are
+// not stored but follow from the extensions a resource holds
+// (Resource.Schemas), and are URIs, compared ignoring case.
+func (p *filterParser) parseSchemas() (expr, error) {
+	if t := p.lex.peek(); t.kind == tokLBracket || (t.kind == tokWord && strings.HasPrefix(t.text, ".")) {
+		return nil, p.errorf("schemas is a list of URIs; compare it with eq, ne, co, sw, ew or pr")
+	}
+	opTok, op, err := p.operator("schemas")
+	if err != nil {
+		return nil, err
+	}
+	e := &schemasExpr{rt: p.rt, op: op}
+	if op == opPr {
+		return e, nil
+	}
+	valTok := p.lex.next()
+	switch {
+	case valTok.kind != tokWord && valTok.kind != tokString:
+		return nil, p.errorf("expected a value after schemas %s, got %s", opTok.text, valTok)
+	case valTok.kind == tokWord && strings.EqualFold(valTok.text, "null"):
+		if op != opEq && op != opNe {
+			return nil, p.errorf("%s cannot compare with null", opName(op))
+		}
+		e.null = true
+	case op != opEq && op != opNe && op != opCo && op != opSw && op != opEw:
+		return nil, p.errorf("schemas is a list of URIs; compare it with eq, ne, co, sw, ew or pr, not %s", opName(op))
+	}
+	e.folded = Fold(valTok.text)
+	return e, nil
 }
 
 // resolve resolves an attribute path in the filter, relative to the parent
@@ -615,6 +663,35 @@ func (e *valuePathExpr) match(obj map[string]any) bool {
 		}
 	case map[string]any:
 		return e.filter.match(v)
+	}
+	return false
+}
+
+// schemasExpr compares the schemas of a resource of type rt: some URI
+// compares so (eq, co, sw, ew), none equals the value (ne); every resource
+// has schemas (pr, ne null).
+type schemasExpr struct {
+	rt     *ResourceType
+	op     op
+	null   bool
+	folded string
+}
+
+func (e *schemasExpr) match(obj map[string]any) bool {
+	if e.op == opPr || e.null {
+		return e.op != opEq
+	}
+	if e.op == opNe {
+		return !e.some(obj, opEq)
+	}
+	return e.some(obj, e.op)
+}
+
+func (e *schemasExpr) some(obj map[string]any, o op) bool {
+	for _, urn := range (&Resource{Type: e.rt, Attrs: obj}).Schemas() {
+		if compareStrings(o, Fold(urn), e.folded) {
+			return true
+		}
 	}
 	return false
 }

@@ -3,10 +3,10 @@
 package scim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -187,6 +187,9 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
 		}
+		if namesSchemas(ps) {
+			return nil, Errorf(ErrMutability, "Operations[%d]: %s cannot be changed: a resource's schemas are those of the extensions it holds; add or remove an extension's attributes instead", i, ps)
+		}
 		if strings.TrimSpace(ps) != "" {
 			pp, deferred, err := in.patchPath(ps)
 			switch {
@@ -209,7 +212,7 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s without a path needs an object value", i, op.kind)
 		}
-		return expandValue(in, op, obj, "")
+		return expandValue(in, op, obj, "", &valueTargets{}, "")
 	case op.kind != patchRemove && !hasValue:
 		return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s needs a value", i, op.kind)
 	case unknown != "":
@@ -226,9 +229,23 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 		if !ok {
 			return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", i, op.path.attr.URN)
 		}
-		return expandValue(in, op, obj, op.path.attr.URN+":")
+		return expandValue(in, op, obj, op.path.attr.URN+":", &valueTargets{}, "")
 	}
 	return []patchOp{op}, nil
+}
+
+// namesSchemas reports whether a PATCH path or a filter's attribute names
+// the resource's schemas (schemas, schemas[…], schemas.x): not stored but
+// derived from the extensions held, as Resource.Schemas lists them, so
+// read-only, and filtered on as a list of URIs. Left to the path parser,
+// it was an unknown attribute: a PATCH op on it was dropped with a 200.
+func namesSchemas(path string) bool {
+	path = strings.TrimSpace(path)
+	if !hasPrefixFold(path, "schemas") {
+		return false
+	}
+	rest := path[len("schemas"):]
+	return rest == "" || rest[0] == '.' || rest[0] == '['
 }
 
 // expandValue turns the object value of a path-less add or replace (or of
@@ -238,8 +255,9 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 // extension adds one operation per key of its object. Keys naming what no
 // known schema defines are noted in in and left out. Keys go in sorted
 // order, so that "name" comes before "name.givenName" whatever the map's
-// order.
-func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]patchOp, error) {
+// order. One attribute set by two keys is refused (valueTargets); origin
+// is the key of the extension whose object obj is, "" at the top.
+func expandValue(in *input, op patchOp, obj map[string]any, prefix string, given *valueTargets, origin string) ([]patchOp, error) {
 	ops := make([]patchOp, 0, len(obj))
 	spelled := make(map[string]string, len(obj)) // Fold(key) → key
 	for _, k := range sortedKeys(obj) {
@@ -267,16 +285,87 @@ func expandValue(in *input, op patchOp, obj map[string]any, prefix string) ([]pa
 			if !ok {
 				return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s must be an object", op.index, key)
 			}
-			more, err := expandValue(in, op, ext, pp.attr.URN+":")
+			more, err := expandValue(in, op, ext, pp.attr.URN+":", given, cmp.Or(origin, key))
 			if err != nil {
 				return nil, err
 			}
 			ops = append(ops, more...)
 			continue
 		}
+		if err := given.claim(op, cmp.Or(origin, key), pp, v); err != nil {
+			return nil, err
+		}
 		ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true})
 	}
 	return ops, nil
+}
+
+// valueTargets is what the keys of one path-less value set, so that one
+// attribute given by two keys, in two forms, is refused as a POST giving it
+// twice is: name and name.givenName, an extension's object and its
+// URN-prefixed attribute, emails and emails[type eq "work"].value. Which
+// value would win is the order the keys are applied in, so the PATCH would
+// silently keep one. Keys setting distinct parts of one attribute
+// (name.givenName and name.familyName, as Entra sends them;
+// phoneNumbers[type eq "work"].value and phoneNumbers[type eq
+// "mobile"].value) are not a clash.
+type valueTargets struct {
+	set   map[string]string // target → the key giving it
+	under map[string]string // a proper prefix of a target → the key giving it
+}
+
+// claim records what the key of op's value sets, pp and v, or refuses it
+// when another key sets the same attribute, a part of it or a whole it is
+// part of. A target is the attribute's canonical path, folded, then the
+// filter's text, then the sub-attribute; a singular complex attribute
+// given as an object sets each sub-attribute it gives.
+func (t *valueTargets) claim(op patchOp, key string, pp *patchPath, v any) error {
+	base := AttrPath{URN: pp.attr.URN, Name: pp.attr.Name, attr: pp.attr.attr}
+	levels := []string{Fold(base.String())}
+	switch {
+	case pp.filter != nil:
+		levels = append(levels, "["+Fold(pp.filter.String())+"]")
+		if pp.sub.Name != "" {
+			levels = append(levels, Fold(pp.sub.Name))
+		}
+	case pp.attr.Sub != "":
+		levels = append(levels, Fold(pp.attr.Sub))
+	}
+	obj, isObj := v.(map[string]any)
+	if a := pp.attr.attr; len(levels) == 1 && isObj && a != nil && a.Type == Complex && !a.MultiValued {
+		for _, k := range sortedKeys(obj) {
+			if err := t.claimLevels(op, key, base, append(levels, Fold(k))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return t.claimLevels(op, key, base, levels)
+}
+
+func (t *valueTargets) claimLevels(op patchOp, key string, base AttrPath, levels []string) error {
+	if t.set == nil {
+		t.set, t.under = make(map[string]string), make(map[string]string)
+	}
+	target := strings.Join(levels, "\x00")
+	other, clash := t.set[target]
+	if !clash {
+		other, clash = t.under[target]
+	}
+	for j := 1; j < len(levels) && !clash; j++ {
+		other, clash = t.set[strings.Join(levels[:j], "\x00")]
+	}
+	switch {
+	case clash && other == key:
+		return Errorf(ErrInvalidValue, "Operations[%d]: value key %q sets attribute %s twice; give it once", op.index, key, base)
+	case clash:
+		return Errorf(ErrInvalidValue, "Operations[%d]: value keys %q and %q both set attribute %s; give it once", op.index, other, key, base)
+	}
+	t.set[target] = key
+	for j := 1; j < len(levels); j++ {
+		t.under[strings.Join(levels[:j], "\x00")] = key
+	}
+	return nil
 }
 
 func quoteOrKind(v any) string {
@@ -452,7 +541,7 @@ func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update, keys foldedKey
 	var ops []patchOp
 	var err error
 	if op.key {
-		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "")
+		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "", &valueTargets{}, "")
 	} else {
 		ops, err = parseOp(in, op.index, op.raw)
 	}
@@ -638,13 +727,13 @@ func addUnknown(cur, value any) any {
 		if !ok {
 			add = []any{value}
 		}
-		out := append(make([]any, 0, len(c)+len(add)), c...)
+		x := newRepeatIndex(nil, append(make([]any, 0, len(c)+len(add)), c...))
 		for _, v := range add {
-			if !slices.ContainsFunc(out, func(el any) bool { return jsonEqual(el, v) }) {
-				out = append(out, v)
+			if x.find(v) < 0 {
+				x.add(v)
 			}
 		}
-		return out
+		return x.list
 	case map[string]any:
 		given, ok := value.(map[string]any)
 		if !ok {
@@ -678,10 +767,11 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 		if err != nil {
 			return opError(op, err)
 		}
+		removed := removedBy(ap.attr, values)
 		list, _ := obj[name].([]any)
 		kept := list[:0:0]
 		for _, el := range list {
-			if !containsValue(ap.attr, values, el) {
+			if !removed(el) {
 				kept = append(kept, el)
 			}
 		}
@@ -750,7 +840,7 @@ func removeSubFromEach(obj map[string]any, name string, ap AttrPath) {
 func withoutSub(ap AttrPath, el map[string]any, sub string) (map[string]any, bool) {
 	c := cloneObject(el)
 	delete(c, sub)
-	return c, len(c) > 0 && !lacksValue(ap, c)
+	return c, len(c) > 0 && !lacksValue(ap.attr, c)
 }
 
 // applyFiltered applies an op whose path selects elements of a multi-valued
@@ -807,7 +897,7 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			} else {
 				c[pp.sub.Name] = v
 			}
-			if lacksValue(ap, c) {
+			if lacksValue(ap.attr, c) {
 				matched = -2 // dropped
 				continue
 			}
@@ -853,7 +943,7 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 				el[k] = sv
 			}
 		}
-		if lacksValue(ap, el) {
+		if lacksValue(ap.attr, el) {
 			// emails[type eq "work"].primary on a user without a work
 			// email would make an email of no address.
 			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s, and the element it would make has no value", op.index, ap, pp.text)
@@ -903,13 +993,14 @@ func untypedOf(ap AttrPath, list []any, el map[string]any) int {
 }
 
 // lacksValue reports whether el, an element of the multi-valued attribute
-// ap, has no value where its schema gives elements one (an email, a phone
+// a, has no value where its schema gives elements one (an email, a phone
 // number), or, where the schema gives them none (an address, whose parts
 // are its value), holds nothing but its type and whether it is primary.
-// Such an element says nothing: a PATCH does not make one, and one whose
-// value or last part it removes is removed.
-func lacksValue(ap AttrPath, el map[string]any) bool {
-	if ap.attr.Sub("value") == nil {
+// Such an element says nothing: a PATCH does not make one, one whose
+// value or last part it removes is removed, and one given in a POST, a PUT
+// or a PATCH's value is left out (normalizeAttr).
+func lacksValue(a *Attribute, el map[string]any) bool {
+	if a.Sub("value") == nil {
 		for k, v := range el {
 			if v != nil && !strings.EqualFold(k, "type") && !strings.EqualFold(k, "primary") {
 				return false
@@ -1084,83 +1175,63 @@ func mergeValues(a *Attribute, cur any, add []any) []any {
 // two addresses.
 func dedupeValues(a *Attribute, list []any) []any {
 	if a.Sub("value") == nil {
-		out := make([]any, 0, len(list))
-		for _, v := range list {
-			dup := false
-			for _, el := range out {
-				if jsonEqual(el, v) {
-					dup = true
-					break
-				}
-			}
-			if !dup {
-				out = append(out, v)
-			}
-		}
-		return out
+		a = nil // exact repeats only
 	}
 	out, _ := mergeInto(a, make([]any, 0, len(list)), list)
 	return out
 }
 
 // mergeInto appends each of add to out, or merges it into the element of out
-// it duplicates; it returns out and the index of the last element a primary
-// value landed on (-1 when none).
+// it repeats (repeats); it returns out and the index of the last element a
+// primary value landed on (-1 when none).
 func mergeInto(a *Attribute, out, add []any) ([]any, int) {
+	x := newRepeatIndex(a, out)
 	last := -1
 	for _, v := range add {
-		i := indexOfValue(a, out, v)
+		i := x.find(v)
 		if i < 0 {
-			out = append(out, v)
-			i = len(out) - 1
+			x.add(v)
+			i = len(x.list) - 1
 		} else if m, ok := v.(map[string]any); ok {
-			c := cloneObject(out[i].(map[string]any))
+			c := cloneObject(x.list[i].(map[string]any))
 			for k, sv := range m {
 				c[k] = sv
 			}
-			out[i] = c
+			x.set(i, c)
 		}
-		if isPrimary(out[i]) {
+		if isPrimary(x.list[i]) {
 			last = i
 		}
 	}
-	return out, last
+	return x.list, last
 }
 
-// indexOfValue finds the element of list that v would duplicate: equal, or
-// for complex values the same "value" (by its case rule) and "type".
-func indexOfValue(a *Attribute, list []any, v any) int {
-	m, isObj := v.(map[string]any)
-	for i, el := range list {
-		if jsonEqual(el, v) {
-			return i
-		}
-		em, ok := el.(map[string]any)
-		if !isObj || !ok {
-			continue
-		}
-		if sameString(a.Sub("value"), em["value"], m["value"]) && sameString(a.Sub("type"), em["type"], m["type"]) {
-			return i
+// removedBy returns what a remove with values (Entra's dialect for
+// multi-valued attributes) removes of the attribute a's elements: those
+// that one of values repeats, and those whose value one of values names
+// alone (Entra sends {"value": id}).
+func removedBy(a *Attribute, values any) func(el any) bool {
+	list, _ := values.([]any)
+	x := newRepeatIndex(a, list)
+	named := make(map[string]bool)
+	for _, v := range list {
+		if m, ok := v.(map[string]any); ok && len(m) == 1 {
+			if k, has, ok := caseKey(a.Sub("value"), m["value"]); ok && has {
+				named[k] = true
+			}
 		}
 	}
-	return -1
-}
-
-func containsValue(a *Attribute, values any, el any) bool {
-	list, _ := values.([]any)
-	return indexOfValue(a, list, el) >= 0 || func() bool {
-		// A removal names elements by value alone (Entra sends {"value": id}).
+	return func(el any) bool {
+		if x.find(el) >= 0 {
+			return true
+		}
 		em, ok := el.(map[string]any)
 		if !ok {
 			return false
 		}
-		for _, v := range list {
-			if m, ok := v.(map[string]any); ok && len(m) == 1 && sameString(a.Sub("value"), em["value"], m["value"]) && m["value"] != nil {
-				return true
-			}
-		}
-		return false
-	}()
+		k, has, ok := caseKey(a.Sub("value"), em["value"])
+		return ok && has && named[k]
+	}
 }
 
 func sameString(a *Attribute, x, y any) bool {

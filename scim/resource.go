@@ -696,6 +696,13 @@ func normalizeAttr(a *Attribute, name string, v any, in *input) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		if el, ok := ne.(map[string]any); ok && a.Name != "members" && lacksValue(a, el) {
+			// An email of no address ({"type":"work","primary":true}, or a
+			// value of "", which is unassigned) says nothing, as one whose
+			// address a PATCH removes, which is removed whole. A member
+			// without its id is refused instead (MembersFromValue).
+			continue
+		}
 		if ne != nil {
 			out = append(out, ne)
 		}
