@@ -10,9 +10,10 @@ import (
 	"io"
 	"reflect"
 	"strings"
-	"unicode"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // repeatedName returns the first member name given twice in one object of
@@ -42,7 +43,7 @@ func repeatedName(data []byte) string {
 				continue
 			}
 			name := tok.String()
-			key := foldName(name)
+			key := scim.Fold(name) // equal exactly where strings.EqualFold holds, as encoding/json matches
 			if seen[len(seen)-1][key] {
 				return name
 			}
@@ -57,21 +58,6 @@ func repeatedName(data []byte) string {
 func atName(dec *jsontext.Decoder) bool {
 	kind, n := dec.StackIndex(dec.StackDepth())
 	return kind == '{' && n%2 == 1
-}
-
-// foldName maps name to a text equal for every name strings.EqualFold
-// holds equal to it (encoding/json's rule for field names): each rune
-// becomes the least of its case-folding orbit.
-func foldName(name string) string {
-	var b strings.Builder
-	for _, r := range name {
-		least := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			least = min(least, f)
-		}
-		b.WriteRune(least)
-	}
-	return b.String()
 }
 
 // bodyError says in the API's words why encoding/json refused a body

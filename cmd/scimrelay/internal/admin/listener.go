@@ -53,12 +53,13 @@ func NoReadDeadline(w http.ResponseWriter) {
 // and scrapers name the pod's address. 421, not 403: the request is not
 // refused for who sent it but for the name it was sent to. A request
 // without a Host (HTTP/1.0) names nothing and passes; browsers always
-// send one. The request is given its id first (the admin API keeps it),
-// so that a 421 carries an X-Request-Id as every answer does.
+// send one. A 421 carries an X-Request-Id as every answer does; a request
+// that passes is given its id by what answers it (the admin API, or the
+// console, which logs a sign-in refused under its own).
 func KnownHostsOnly(next http.Handler, hosts []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r = identify(w, r)
 		if !knownHost(r.Host, hosts) {
+			identify(w, r)
 			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener answers requests to an IP address, localhost and the names in admin.hosts only; add the name to admin.hosts to reach it by that name"})
 			return
 		}

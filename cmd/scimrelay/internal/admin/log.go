@@ -71,7 +71,7 @@ func (h *Handler) queryLog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := h.checkTenant(q.Tenant, len(list) > 0); err != nil {
+	if err := h.checkTenant(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "user", "operation", "until")); err != nil {
 		return err
 	}
 	writeList(w, list)

@@ -233,7 +233,7 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fromNATS(r.Context(), err)
 	}
-	if err := h.checkTenant(q.Tenant, len(list) > 0); err != nil {
+	if err := h.checkTenant(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "sink", "until")); err != nil {
 		return err
 	}
 	writeList(w, list)

@@ -4,6 +4,7 @@ package admin
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -63,6 +64,15 @@ func (h *Handler) checkTenant(tenant string, found bool) error {
 		configured = strings.Join(names, ", ")
 	}
 	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured, and the relay holds nothing of that name that this asks for (tenants: %s)", tenant, configured)
+}
+
+// narrowedBy reports whether a query narrows its answer by more than its
+// tenant and time window, with any of names (a page cursor, a filter): an
+// empty page of such a query says nothing of whether the relay holds
+// anything of a tenant no longer configured (checkTenant), so it is
+// answered, not refused.
+func narrowedBy(v url.Values, names ...string) bool {
+	return slices.ContainsFunc(names, func(n string) bool { return v.Get(n) != "" })
 }
 
 // writeList answers a listing: an empty one is [], never null.

@@ -63,6 +63,19 @@ func TestUnknownTenantIsRefused(t *testing.T) {
 	if a := f.request("GET", "/admin/v1/events?follow=false&since=1h&tenant=globex", ""); a.status != http.StatusOK || strings.Count(string(a.body), "\n") != 1 {
 		t.Fatalf("globex's events: %d %s", a.status, a.body)
 	}
+	// A page past its last entry, or a filter that leaves none, is an
+	// empty answer, not a tenant unknown.
+	var page []relay.LogEntry
+	f.request("GET", "/admin/v1/log?tenant=globex&since=1h", "").want(t, http.StatusOK, &page)
+	for _, path := range []string{
+		"/admin/v1/log?tenant=globex&since=1h&status=5xx",
+		"/admin/v1/log?tenant=globex&after=" + page[0].Key,
+		"/admin/v1/deliveries?tenant=globex&status=5xx",
+	} {
+		if a := f.request("GET", path, "").want(t, http.StatusOK, nil); strings.TrimSpace(string(a.body)) != "[]" {
+			t.Errorf("%s: %s, want []", path, a.body)
+		}
+	}
 
 	// Every listing is an array, empty ones too.
 	for _, path := range []string{

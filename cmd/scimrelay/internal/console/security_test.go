@@ -79,10 +79,11 @@ func TestSignInRefusalIsLoggedUnderTheRequestID(t *testing.T) {
 	}
 	tok := c.newLoginToken()
 	r := httptest.NewRequest("POST", Prefix+"login", strings.NewReader(url.Values{"csrf": {tok}, "token": {"a-wrong-token-0123456789"}}.Encode()))
+	r.Host = "127.0.0.1"
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.AddCookie(&http.Cookie{Name: loginCookie, Value: tok})
 	w := httptest.NewRecorder()
-	c.ServeHTTP(w, r)
+	admin.KnownHostsOnly(c, nil).ServeHTTP(w, r) // as serve guards the admin listener
 	id := w.Header().Get("X-Request-Id")
 	if w.Code != http.StatusUnauthorized || id == "" {
 		t.Fatalf("a wrong token at sign-in: %d, X-Request-Id %q", w.Code, id)
