@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -188,6 +189,12 @@ func parseOp(in *input, i int, o any) ([]patchOp, error) {
 			return nil, Errorf(ErrInvalidPath, "Operations[%d]: path must be a string", i)
 		}
 		if namesSchemas(ps) {
+			if op.kind != patchRemove && strings.EqualFold(strings.TrimSpace(ps), "schemas") && onlySchemasOf(in.rt, op.value) {
+				// Some clients send the schemas they mean beside an
+				// extension's attributes: they follow from those, so
+				// naming the type's own asks for nothing.
+				return nil, nil
+			}
 			return nil, Errorf(ErrMutability, "Operations[%d]: %s cannot be changed: a resource's schemas are those of the extensions it holds; add or remove an extension's attributes instead", i, ps)
 		}
 		if strings.TrimSpace(ps) != "" {
@@ -246,6 +253,22 @@ func namesSchemas(path string) bool {
 	}
 	rest := path[len("schemas"):]
 	return rest == "" || rest[0] == '.' || rest[0] == '['
+}
+
+// onlySchemasOf reports whether v is a list of URNs of rt's schema and
+// extensions, and nothing else.
+func onlySchemasOf(rt *ResourceType, v any) bool {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		return false
+	}
+	for _, u := range list {
+		s, _ := u.(string)
+		if !strings.EqualFold(s, rt.Schema.ID) && !slices.ContainsFunc(rt.Extensions, func(e Extension) bool { return strings.EqualFold(s, e.Schema.ID) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // expandValue turns the object value of a path-less add or replace (or of

@@ -38,6 +38,14 @@ func TestPatchApply(t *testing.T) {
 			changes: []string{"name.familyName", "name.givenName", "phoneNumbers", ent + ":costCenter", ent + ":department"},
 		},
 		{
+			// schemas follow from the attributes: a client naming the
+			// type's own beside an extension's attribute asks for nothing.
+			name:    "add of the type's own schemas beside an extension's attribute",
+			ops:     `{"op":"add","path":"schemas","value":["urn:ietf:params:scim:schemas:core:2.0:User","` + ent + `"]},{"op":"add","path":"` + ent + `:costCenter","value":"C"}`,
+			want:    map[string]string{ent + ":costCenter": `"C"`},
+			changes: []string{ent + ":costCenter"},
+		},
+		{
 			name:    "filtered replace creates the missing element (Entra's work email)",
 			ops:     `{"op":"replace","path":"phoneNumbers[type eq \"mobile\"].value","value":"+1 555 0100"}`,
 			want:    map[string]string{"phoneNumbers": `[{"type":"mobile","value":"+1 555 0100"}]`},
@@ -636,7 +644,8 @@ func TestPatchErrors(t *testing.T) {
 		// 2026-12-03: these answered 200 and changed nothing).
 		{"remove of schemas", UserResourceType, patchBody(`{"op":"remove","path":"schemas"}`), ErrMutability, "schemas cannot be changed"},
 		{"replace of schemas", UserResourceType, patchBody(`{"op":"replace","path":"Schemas","value":["urn:evil"]}`), ErrMutability, "Schemas cannot be changed"},
-		{"add of an extension's URN to schemas", UserResourceType, patchBody(`{"op":"add","path":"schemas","value":["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]}`), ErrMutability, "add or remove an extension's attributes instead"},
+		{"replace of schemas by a URN the type does not know", UserResourceType, patchBody(`{"op":"replace","path":"schemas","value":["urn:ietf:params:scim:schemas:core:2.0:User","urn:evil"]}`), ErrMutability, "add or remove an extension's attributes instead"},
+		{"add of a group's URN to a user's schemas", UserResourceType, patchBody(`{"op":"add","path":"schemas","value":["urn:ietf:params:scim:schemas:core:2.0:Group"]}`), ErrMutability, "cannot be changed"},
 		{"remove of one schema by filter", GroupResourceType, patchBody(`{"op":"remove","path":"schemas[value eq \"urn:x\"]"}`), ErrMutability, "cannot be changed"},
 		{"patch of groups", UserResourceType, patchBody(`{"op":"add","path":"groups","value":[{"value":"g"}]}`), ErrMutability, "read-only"},
 		// Which spelling won was the order of the keys (README, strict
