@@ -316,6 +316,17 @@ func TestDiskFullDataFile(t *testing.T) {
 	if !strings.Contains(body, "[-]store failed: the data disk is full") {
 		t.Fatalf("/readyz on a full disk: %s", body)
 	}
+	// 2 MiB free is not room yet: it takes 4 MiB (README).
+	fi, err := os.Stat(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filler, fi.Size()-2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := p.get("/readyz"); status != 503 || !strings.Contains(body, "the data disk is full") {
+		t.Fatalf("/readyz with 2 MiB free: %d %s, want 503 until 4 MiB are", status, body)
+	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
