@@ -139,9 +139,14 @@ func TestWorkersReadPartitionsFromTheStream(t *testing.T) {
 	}
 	front := startRelay(t, configure(4), roleSCIM)
 	logs := &eventstest.Log{}
-	worker := startRelayWith(t, configure(16), roleSinks, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
-	if out := logs.String(); !strings.Contains(out, "nats.stream.partitions: the stream has 4, relay.yaml says 16") {
-		t.Errorf("the worker did not say that its relay.yaml differs from the stream:\n%s", out)
+	// The worker's relay.yaml says other partitions, replicas and max_age.
+	wcfg := configure(16)
+	wcfg.NATS.Stream.Replicas, wcfg.NATS.Stream.MaxAge = 3, config.Duration(48*time.Hour)
+	worker := startRelayWith(t, wcfg, roleSinks, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
+	for _, want := range []string{"nats.stream.partitions: the stream has 4, relay.yaml says 16", "nats.stream.replicas: the stream has 1, relay.yaml says 3", "nats.stream.max_age: the stream has 168h0m0s, relay.yaml says 48h0m0s"} {
+		if out := logs.String(); !strings.Contains(out, want) {
+			t.Errorf("the worker did not say %q:\n%s", want, out)
+		}
 	}
 	worker.wantStatus("/readyz", 200, 20*time.Second)
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
