@@ -92,6 +92,31 @@ func TestBulkIDReferences(t *testing.T) {
 
 func lastSegment(s string) string { return s[strings.LastIndexByte(s, '/')+1:] }
 
+// TestBulkVersions: a Bulk operation's version is its If-Match (RFC 7644
+// §3.7): a PUT, PATCH or DELETE whose version is not the resource's fails
+// 412 and changes nothing; one whose version is applies.
+func TestBulkVersions(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	created := ts.bulk(t, bulkBody("", `{"method":"POST","path":"/Users","bulkId":"ann","data":{`+userSchemas+`,"userName":"ann","title":"Engineer"}}`))
+	path := "/Users/" + lastSegment(created.Operations[0].Location)
+	stale := ts.bulk(t, bulkBody("", `
+		{"method":"PUT","path":"`+path+`","version":"W/\"9\"","data":{`+userSchemas+`,"userName":"ann","title":"Put"}},
+		{"method":"PATCH","path":"`+path+`","version":"W/\"9\"","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"title","value":"Patched"}]}},
+		{"method":"DELETE","path":"`+path+`","version":"W/\"9\""}`))
+	if got := stale.statuses(); got != "PUT 412, PATCH 412, DELETE 412" {
+		t.Fatalf("operations of a stale version: %s, want each 412", got)
+	}
+	if u := ts.do("GET", path, "").want(t, 200); u.str("title") != "Engineer" || u.header.Get("ETag") != `W/"1"` {
+		t.Fatalf("after the stale operations: title %q, ETag %s; want it unchanged", u.str("title"), u.header.Get("ETag"))
+	}
+	current := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"`+path+`","version":"W/\"1\"","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"title","value":"Patched"}]}},
+		{"method":"DELETE","path":"`+path+`","version":"W/\"2\""}`))
+	if got := current.statuses(); got != "PATCH 200, DELETE 204" {
+		t.Fatalf("operations of the current version: %s", got)
+	}
+}
+
 // RFC 7644 §3.7: operations are processed in order and not atomically; an
 // operation that refers to a bulkId created later in the request runs after
 // the one creating it, preserving the client's intent.
