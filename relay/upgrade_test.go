@@ -369,3 +369,40 @@ func TestUpgradeKeepsSharedWorkEmails(t *testing.T) {
 		t.Errorf("after a gave it up, dup1 is indexed for %s, want b alone: %s", got, b.ID())
 	}
 }
+
+// TestUpgradeNamesTenSharersAtMost: the upgrade's warning of shared work
+// emails names up to ten of the users (README: never a flood), and counts
+// every email shared.
+func TestUpgradeNamesTenSharersAtMost(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "scimrelay.db")
+	s, err := Open(path, Options{Tenants: []TenantOptions{{Name: "safe"}}, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 12 {
+		// Six emails, each of two users.
+		ids = append(ids, create(t, s, "safe", user(t, fmt.Sprintf(`"userName":"u%d","emails":[{"value":"shared%d@x.com","type":"work"}]`, i, i/2))).ID())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rewriteFile(t, path, 3, oldWorkEmailIndex)
+	var logs bytes.Buffer
+	o := testOptions(c)
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	if s, err = Open(path, o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	named := 0
+	for _, id := range ids {
+		if strings.Contains(logs.String(), id) {
+			named++
+		}
+	}
+	if named != 10 || !strings.Contains(logs.String(), "emails=6") {
+		t.Fatalf("the warning names %d of the 12 users sharing emails, want 10, and emails=6:\n%s", named, logs.String())
+	}
+}
