@@ -6,6 +6,7 @@ import (
 	"context"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -302,5 +303,34 @@ func TestCIGivesComposeItsVariables(t *testing.T) {
 	}
 	if _, err := loadCompose(t, env); err != nil {
 		t.Errorf("compose.yaml does not load with the variables .ci/run gives it (%v): %v", slices.Sorted(maps.Keys(env)), err)
+	}
+}
+
+// TestComposeRoutePasswordIsURLSafe: the route password is in the route
+// URLs (nats://route:PASSWORD@nats-2:6222), so the command compose.yaml's
+// header gives for it strips what base64 writes that a URL's user info
+// cannot hold as is (/ + =). The command is run as a user would run it.
+func TestComposeRoutePasswordIsURLSafe(t *testing.T) {
+	raw, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if _, c, ok := strings.Cut(line, "export NATS_ROUTE_PASSWORD="); ok {
+			cmd = c
+		}
+	}
+	if cmd == "" {
+		t.Fatal("compose.yaml's header gives no command for NATS_ROUTE_PASSWORD")
+	}
+	for range 5 { // base64 of 32 bytes always ends in =, and mostly holds / or +
+		out, err := exec.Command("bash", "-c", "printf %s "+cmd).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		if pass := string(out); len(pass) < 32 || strings.ContainsAny(pass, "/+=") {
+			t.Fatalf("%s gave %q: want 32 or more characters a URL's user info holds as they are", cmd, pass)
+		}
 	}
 }

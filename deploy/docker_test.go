@@ -97,6 +97,17 @@ func TestDockerfile(t *testing.T) {
 	if u := find(final, "USER"); len(u) != 1 || u[0].args != "65532:65532" {
 		t.Errorf("USER %v; want 65532:65532 (distroless nonroot)", u)
 	}
+	// The volume's directory is that user's: a named volume (Compose)
+	// starts with its ownership, and the relay creates its data file and
+	// admin.token in it.
+	owned := false
+	for _, in := range find(final, "COPY") {
+		fields := strings.Fields(in.args)
+		owned = owned || slices.Contains(fields, "--chown=65532:65532") && fields[len(fields)-1] == "/var/lib/scimrelay"
+	}
+	if v := find(final, "VOLUME"); len(v) != 1 || !strings.Contains(v[0].args, `"/var/lib/scimrelay"`) || !owned {
+		t.Errorf("VOLUME %v, and /var/lib/scimrelay given to 65532:65532 by a COPY --chown: %t; want both", v, owned)
+	}
 
 	// OCI labels, with version, revision and created from build arguments
 	// that the final stage declares (an ARG does not cross stages).

@@ -112,11 +112,25 @@ func TestCLIBackupRefusesSpecialFiles(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, ".scimrelay-backup-*")); len(left) > 0 {
 		t.Errorf("staged copies left: %v", left)
 	}
-	// A regular file is replaced, as before.
+	// A regular file is replaced, as before, and the copy (every user, the
+	// OAuth signing key) is its owner's alone whatever the file's mode was.
+	if err := os.Chmod(target, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if code, _, stderr := cli(t, "backup", "--out", target, "--config", cfg); code != exitOK {
 		t.Errorf("backup over a regular file: exit %d, %s", code, stderr)
 	}
 	if err := relay.CheckCopy(target); err != nil {
 		t.Errorf("the regular file is not the backup: %v", err)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the backup's mode: %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+	fresh := filepath.Join(dir, "fresh.db")
+	if code, _, stderr := cli(t, "backup", "--out", fresh, "--config", cfg); code != exitOK {
+		t.Errorf("backup to a new file: exit %d, %s", code, stderr)
+	}
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("a new backup file's mode: %v (%v), want 0600", fi.Mode().Perm(), err)
 	}
 }

@@ -535,6 +535,13 @@ func TestConsoleHeaders(t *testing.T) {
 	if res := b.get(asset); !strings.Contains(res.header.Get("Cache-Control"), "immutable") || res.header.Get("Content-Type") != "text/javascript; charset=utf-8" {
 		t.Errorf("versioned asset: %v", res.header)
 	}
+	// Only the current version is cached: an asset asked for without one,
+	// or with another (a page from before an upgrade), is not kept.
+	for _, path := range []string{"/ui/static/app.js", "/ui/static/app.js?v=0123456789abcdef"} {
+		if cc := b.get(path).header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
+		}
+	}
 	b.get("/ui/log?status=teapot").want(t, http.StatusBadRequest, "status:")
 	b.get("/ui/sinks/nope").want(t, http.StatusNotFound, "no such sink")
 	b.get("/ui/nothing").want(t, http.StatusNotFound)
