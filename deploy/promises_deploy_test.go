@@ -602,7 +602,8 @@ func TestREADMEHelmInstall(t *testing.T) {
 // receiver" and what it exposes: the demo sink delivers to the receiver
 // service, which verifies with the sink's secret; only the scim relay
 // publishes ports (the admin port on loopback), so that nothing outside
-// the host reaches NATS, which asks for no credentials here, or a worker.
+// the host reaches NATS (which admits only its users, each with a
+// password) or a worker.
 func TestComposeReceiverAndExposure(t *testing.T) {
 	p, err := loadCompose(t, composeEnv)
 	if err != nil {

@@ -93,6 +93,7 @@ func TestCLIBackupRefusesSpecialFiles(t *testing.T) {
 	for _, tc := range []struct{ out, is string }{
 		{link, "a symbolic link"},
 		{sub, "a directory"},
+		{"/dev/null", "a device"},
 	} {
 		code, stdout, stderr := cli(t, "backup", "--out", tc.out, "--config", cfg)
 		says := "--out " + tc.out + ": " + tc.is + ", not a regular file"
