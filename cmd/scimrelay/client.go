@@ -71,6 +71,30 @@ func adminBaseURL(cfg *config.Config) string {
 	return schemeOf(cfg.Admin.TLS) + "://" + host
 }
 
+// tenantFilter checks a --tenant filter that a tenant no longer
+// configured may still answer: the relay keeps what a removed tenant left
+// (credentials, log entries, events) until it is purged. A name that is
+// not configured comes back as unknown, the usage error to give if the
+// relay answers 404 for it too (answeredTenant); err is any other failure.
+func tenantFilter(ctx context.Context, c *adminclient.Client, tenant string) (unknown, err error) {
+	err = checkFilters(ctx, c, tenant, "")
+	var usage usageError
+	if errors.As(err, &usage) {
+		return err, nil
+	}
+	return nil, err
+}
+
+// answeredTenant is err, or unknown (tenantFilter) when the relay answered
+// 404: the tenant is not configured and holds nothing asked for.
+func answeredTenant(unknown, err error) error {
+	var api *adminclient.Error
+	if unknown != nil && errors.As(err, &api) && api.Status == http.StatusNotFound {
+		return unknown
+	}
+	return err
+}
+
 // checkFilters refuses, as a usage error, a --tenant or --sink filter that
 // names no tenant or sink of the running relay: the answer would be
 // empty, which reads as "nothing happened" rather than "misspelt". An

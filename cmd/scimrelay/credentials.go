@@ -3,10 +3,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -114,18 +112,16 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			// (one removed, whose come back with its name): they are
 			// listed, so that they can be revoked; with none (the relay
 			// answers 404), the name is bad usage, as for every filter.
-			unknown := checkFilters(cmd.Context(), c, tenant, "")
-			var usage usageError
-			if unknown != nil && !errors.As(unknown, &usage) {
-				return unknown
+			unknown, err := tenantFilter(cmd.Context(), c, tenant)
+			if err != nil {
+				return err
 			}
 			list, err := c.Credentials(cmd.Context(), k.kind, tenant)
-			var api *adminclient.Error
 			switch {
-			case unknown != nil && (err == nil && len(list) == 0 || errors.As(err, &api) && api.Status == http.StatusNotFound):
+			case unknown != nil && err == nil && len(list) == 0:
 				return unknown
 			case err != nil:
-				return err
+				return answeredTenant(unknown, err)
 			case unknown != nil:
 				fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s is not configured; these %ss of it come back if a tenant of that name is configured again: scimrelay %s revoke ID\n", tenant, k.noun, k.noun)
 			}

@@ -44,7 +44,9 @@ follows the stream until interrupted unless --no-follow is given.`,
 			if err != nil {
 				return err
 			}
-			if err := checkFilters(cmd.Context(), c, tenant, ""); err != nil {
+			// A removed tenant's events are read until they age out.
+			unknown, err := tenantFilter(cmd.Context(), c, tenant)
+			if err != nil {
 				return err
 			}
 			q := url.Values{}
@@ -61,7 +63,7 @@ follows the stream until interrupted unless --no-follow is given.`,
 			}
 			tail, err := c.Tail(cmd.Context(), q)
 			if err != nil {
-				return err
+				return answeredTenant(unknown, err)
 			}
 			defer tail.Close()
 			_, err = io.Copy(cmd.OutOrStdout(), tail)

@@ -57,7 +57,12 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			if err != nil {
 				return err
 			}
-			if err := checkFilters(cmd.Context(), c, tenant, sink); err != nil {
+			// A removed tenant's log is read until it is purged.
+			unknown, err := tenantFilter(cmd.Context(), c, tenant)
+			if err != nil {
+				return err
+			}
+			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
 				return err
 			}
 			q := url.Values{}
@@ -82,7 +87,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 					return pageOf(out, asJSON, list, err, writeDeliveryTable, func(a sinks.Attempt) string { return strconv.FormatUint(a.Seq, 10) })
 				}
 			}
-			err = readLog(cmd.Context(), q, read, limit, follow)
+			err = answeredTenant(unknown, readLog(cmd.Context(), q, read, limit, follow))
 			if errors.Is(err, errMoreFollow) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "more %s follow: add --after %s\n", what, q.Get("after"))
 				return nil

@@ -727,6 +727,19 @@ func TestRemovedTenantsSubscribers(t *testing.T) {
 	if code, _, stderr := cli(t, "token", "list", "--tenant", "glob", "--config", cliConf); code != exitUsage || !strings.Contains(stderr, "no such tenant") {
 		t.Errorf("token list --tenant glob: %d %s", code, stderr)
 	}
+	// Its log and its events are read too, until it is purged.
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error { // the log is written behind the requests
+		if code, stdout, stderr := cli(t, "log", "--tenant", "globex", "--json", "--config", cliConf); code != exitOK || !strings.Contains(stdout, `"tenant":"globex"`) {
+			return fmt.Errorf("log --tenant globex after its removal: %d %s %s", code, stdout, stderr)
+		}
+		return nil
+	})
+	if code, stdout, stderr := cli(t, "events", "tail", "--tenant", "globex", "--since", "1h", "--no-follow", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "user.created") {
+		t.Errorf("events tail --tenant globex after its removal: %d %s %s", code, stdout, stderr)
+	}
+	if code, _, stderr := cli(t, "log", "--tenant", "glob", "--config", cliConf); code != exitUsage || !strings.Contains(stderr, "no such tenant") {
+		t.Errorf("log --tenant glob: %d %s", code, stderr)
+	}
 
 	// globex added again for a new customer: the reload says the name is
 	// not fresh, and globexsub, back, reads the new customer's events.
