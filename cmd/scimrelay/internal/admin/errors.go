@@ -212,15 +212,12 @@ func withRequestID(next http.Handler) http.Handler {
 }
 
 // identify gives r its id and the answer its X-Request-Id: the console
-// request's for an in-process call, the one the listener's guard gave it
-// (KnownHostsOnly, which answers some requests itself), else a new one.
+// request's for an in-process call, else a new one. KnownHostsOnly calls
+// it too, for the 421 it answers itself.
 func identify(w http.ResponseWriter, r *http.Request) *http.Request {
 	id := ""
 	if r.RemoteAddr == InProcess {
 		id = consoleOf(r.Context()).requestID
-	}
-	if id == "" {
-		id, _ = r.Context().Value(requestIDKey{}).(string)
 	}
 	if id == "" {
 		id = scim.NewRequestID()
