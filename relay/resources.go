@@ -469,7 +469,7 @@ func updateAction(old, new *scim.Resource) events.Action {
 // group.deleted says it all, and a group of 100,000 members would otherwise
 // flood every consumer; a Group nested in others leaves them with
 // group.member_removed like a User.
-func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.ResourceType, id, ifMatch string) (scim.WriteResult, error) {
+func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.ResourceType, id string, ifMatch scim.Precondition) (scim.WriteResult, error) {
 	if err := checkType(rt); err != nil {
 		return scim.WriteResult{}, fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
 	}
@@ -478,7 +478,7 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 		if rec == nil {
 			return err
 		}
-		if err := scim.CheckIfMatch(ifMatch, rec.res); err != nil {
+		if err := ifMatch.Check(rec.res); err != nil {
 			return w.refuse(err)
 		}
 		if rt == scim.GroupResourceType {

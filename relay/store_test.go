@@ -107,8 +107,13 @@ func mustPatch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id,
 }
 
 // del deletes a resource, for tests that care only whether it worked.
+// A non-empty ifMatch is the version it requires.
 func del(s *Store, tenant string, rt *scim.ResourceType, id, ifMatch string) error {
-	_, err := s.Delete(ctx, tenant, rt, id, ifMatch)
+	var p scim.Precondition
+	if ifMatch != "" {
+		p = scim.RequireVersion(ifMatch)
+	}
+	_, err := s.Delete(ctx, tenant, rt, id, p)
 	return err
 }
 
@@ -688,7 +693,7 @@ func TestWriteResultEventIDs(t *testing.T) {
 	if err != nil || len(noop.EventIDs) != 0 {
 		t.Fatalf("no-op update reported %v (%v)", noop.EventIDs, err)
 	}
-	d, err := s.Delete(ctx, "acme", scim.UserResourceType, u.Resource.ID(), "")
+	d, err := s.Delete(ctx, "acme", scim.UserResourceType, u.Resource.ID(), scim.Precondition{})
 	if err != nil || d.Resource != nil {
 		t.Fatalf("delete: %+v %v", d, err)
 	}

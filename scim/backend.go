@@ -41,9 +41,9 @@ type Backend interface {
 	Update(ctx context.Context, tenant string, rt *ResourceType, id string, fn UpdateFunc) (WriteResult, error)
 
 	// Delete removes a resource; deleting a User also removes its memberships.
-	// A non-empty ifMatch must equal the stored version (else ErrPreconditionFailed).
+	// The stored resource must meet ifMatch (else ErrPreconditionFailed).
 	// The result has no Resource.
-	Delete(ctx context.Context, tenant string, rt *ResourceType, id, ifMatch string) (WriteResult, error)
+	Delete(ctx context.Context, tenant string, rt *ResourceType, id string, ifMatch Precondition) (WriteResult, error)
 
 	// Members returns up to limit members of a group in a stable order,
 	// starting after the member whose value is after ("" = from the start).

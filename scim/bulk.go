@@ -49,7 +49,7 @@ type bulkOp struct {
 	index   int
 	method  string // POST, PUT, PATCH or DELETE; as sent when it is none of them
 	bulkID  string
-	version string
+	version Precondition
 	path    string
 	data    any      // decoded, numbers as json.Number; nil for DELETE
 	refs    []string // bulkIds the operation refers to, in path and data
@@ -170,12 +170,16 @@ func parseBulkOp(i int, o any) *bulkOp {
 	op.method = strings.ToUpper(m)
 	var bulkIDIsString, versionIsString, pathIsString bool
 	op.bulkID, bulkIDIsString = f["bulkid"].(string)
-	op.version, versionIsString = f["version"].(string)
+	version, versionIsString := f["version"].(string)
+	var versionOK bool
+	op.version, versionOK = parsePrecondition(version)
 	op.path, pathIsString = f["path"].(string)
 	op.data = f["data"]
 	switch {
 	case f["version"] != nil && !versionIsString:
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: version must be a string, an ETag such as W/\"3\", got %s", i, quoteOrKind(f["version"]))
+	case !versionOK:
+		op.err = Errorf(ErrInvalidValue, `Operations[%d]: version must be * or an entity tag such as W/"3", got %q`, i, truncate(version, 64))
 	case f["path"] != nil && !pathIsString:
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path must be a string, got %s", i, quoteOrKind(f["path"]))
 	case op.method != http.MethodPost && op.method != http.MethodPut && op.method != http.MethodPatch && op.method != http.MethodDelete:

@@ -109,6 +109,19 @@ func TestBulkVersions(t *testing.T) {
 	if u := ts.do("GET", path, "").want(t, 200); u.str("title") != "Engineer" || u.header.Get("ETag") != `W/"1"` {
 		t.Fatalf("after the stale operations: title %q, ETag %s; want it unchanged", u.str("title"), u.header.Get("ETag"))
 	}
+	// A version that is no entity tag is not a stale one: 400, as the
+	// same If-Match is, and nothing changes.
+	malformed := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"`+path+`","version":"1","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"title","value":"Patched"}]}},
+		{"method":"DELETE","path":"`+path+`","version":"W/\"1\", *"}`))
+	if got := malformed.statuses(); got != "PATCH 400, DELETE 400" {
+		t.Fatalf("operations whose version is no entity tag: %s, want each 400", got)
+	}
+	for i, op := range malformed.Operations {
+		if r := op.Response; r["scimType"] != "invalidValue" || !strings.Contains(fmt.Sprint(r["detail"]), "version must be") {
+			t.Errorf("result %d: %v, want invalidValue saying what a version must be", i, r)
+		}
+	}
 	current := ts.bulk(t, bulkBody("", `
 		{"method":"PATCH","path":"`+path+`","version":"W/\"1\"","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"title","value":"Patched"}]}},
 		{"method":"DELETE","path":"`+path+`","version":"W/\"2\""}`))

@@ -900,7 +900,7 @@ func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error
 // reports the same fine-grained changes (and member events) as the PATCH
 // that would have made it, and a PUT that repeats what is stored changes
 // nothing.
-func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifMatch string) (*Resource, error) {
+func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifMatch Precondition) (*Resource, error) {
 	in, ignored, err := ParseResourceNoting(c.rt, body)
 	if err != nil {
 		return nil, err
@@ -921,7 +921,7 @@ func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifM
 		}
 	}
 	res, err := h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
-		if err := CheckIfMatch(ifMatch, cur); err != nil {
+		if err := ifMatch.Check(cur); err != nil {
 			return nil, err
 		}
 		next := &Resource{Type: cur.Type, Attrs: cloneObject(in.Attrs)}
@@ -972,14 +972,14 @@ func patchAnswersEmpty(rt *ResourceType, proj *Projection) bool {
 }
 
 // patchResource is a PATCH of body to the resource c.id.
-func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMatch string) (*Resource, error) {
+func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMatch Precondition) (*Resource, error) {
 	p, ignored, err := ParsePatchNoting(c.rt, body)
 	if err != nil {
 		return nil, err
 	}
 	c.noteIgnored(ignored)
 	res, err := h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
-		if err := CheckIfMatch(ifMatch, cur); err != nil {
+		if err := ifMatch.Check(cur); err != nil {
 			return nil, err
 		}
 		return p.Apply(cur)
@@ -1005,7 +1005,7 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error 
 }
 
 // deleteResource is a DELETE of the resource c.id.
-func (h *Handler) deleteResource(ctx context.Context, c *call, ifMatch string) error {
+func (h *Handler) deleteResource(ctx context.Context, c *call, ifMatch Precondition) error {
 	res, err := h.backend.Delete(ctx, c.tenant, c.rt, c.id, ifMatch)
 	if err != nil {
 		return err
@@ -1175,154 +1175,6 @@ func resourceName(r *Resource) string {
 func utf8Charset(cs string) bool {
 	for _, name := range []string{"utf-8", "utf8", "us-ascii", "ascii"} {
 		if strings.EqualFold(cs, name) {
-			return true
-		}
-	}
-	return false
-}
-
-// writePrecondition returns a write's If-Match, as CheckIfMatch takes it.
-// A write with If-None-Match is refused, not performed: the relay
-// evaluates If-Match only, and a condition it would ignore could be one
-// the client needs to hold. A create holds If-None-Match: * by its nature
-// (what it makes did not exist: the usual "create only"), and refuses
-// If-Match and any other If-None-Match: what it creates has no version to
-// compare. Each header is read whole, all its field lines (preconditionOf).
-func writePrecondition(r *http.Request) (string, error) {
-	ifMatch, err := preconditionOf(r, "If-Match")
-	if err != nil {
-		return "", err
-	}
-	ifNone, err := preconditionOf(r, "If-None-Match")
-	if err != nil {
-		return "", err
-	}
-	switch {
-	case r.Method == http.MethodPost && ifNone.any && !ifMatch.present:
-		return "", nil
-	case r.Method == http.MethodPost && (ifMatch.present || ifNone.present):
-		return "", Errorf(ErrNotImplemented, "If-Match and If-None-Match other than * are not supported on a create; nothing was created")
-	case ifNone.present:
-		return "", Errorf(ErrNotImplemented, "If-None-Match is not supported on PUT, PATCH and DELETE; nothing was changed (send If-Match with the version you read)")
-	}
-	return ifMatch.list(), nil
-}
-
-// precondition is an If-Match or If-None-Match header.
-type precondition struct {
-	present bool     // the request has the header, even with nothing in it
-	any     bool     // "*"
-	tags    []string // the entity tags, as sent
-}
-
-// noEntityTag is CheckIfMatch's form of an If-Match that lists no entity
-// tag: present, it matches nothing (RFC 9110 §13.1.1), where "" is no
-// If-Match at all.
-const noEntityTag = ","
-
-// list is the header as CheckIfMatch takes it.
-func (p precondition) list() string {
-	switch {
-	case !p.present:
-		return ""
-	case p.any:
-		return "*"
-	case len(p.tags) == 0:
-		return noEntityTag
-	}
-	return strings.Join(p.tags, ", ")
-}
-
-// preconditionOf reads the header name of r as RFC 9110 does: all its
-// field lines as one comma-separated list (§5.3), so that an empty first
-// line does not hide the next, either "*" alone or entity tags. Anything
-// else is 400 invalidValue: a condition that cannot be read is not one
-// that holds.
-func preconditionOf(r *http.Request, name string) (precondition, error) {
-	lines := r.Header.Values(name)
-	field := strings.Join(lines, ",")
-	members, ok := entityTags(field)
-	if !ok || len(members) > 1 && slices.Contains(members, "*") {
-		return precondition{}, Errorf(ErrInvalidValue, `%s must be * or a list of entity tags such as W/"3", got %q`, name, truncate(field, 64))
-	}
-	p := precondition{present: len(lines) > 0, any: len(members) == 1 && members[0] == "*"}
-	if !p.any {
-		p.tags = members
-	}
-	return p, nil
-}
-
-// entityTags splits an If-Match or If-None-Match list into its members,
-// "*" or entity tags (RFC 9110 §8.8.3: an optional W/, then characters
-// other than '"', space and controls between double quotes; a comma
-// inside them is the tag's). Empty members are dropped (§5.6.1); ok is
-// false when a member is neither.
-func entityTags(list string) (members []string, ok bool) {
-	for s := list; ; {
-		s = strings.TrimLeft(s, " \t,")
-		if s == "" {
-			return members, true
-		}
-		n := 1 // "*"
-		if s[0] != '*' {
-			n = entityTagLen(s)
-		}
-		if n == 0 {
-			return nil, false
-		}
-		members = append(members, s[:n])
-		s = strings.TrimLeft(s[n:], " \t")
-		if s != "" && s[0] != ',' {
-			return nil, false
-		}
-	}
-}
-
-// entityTagLen returns the length of the entity tag that s starts with, or 0.
-func entityTagLen(s string) int {
-	start := 0
-	if strings.HasPrefix(s, "W/") {
-		start = 2
-	}
-	if len(s) <= start || s[start] != '"' {
-		return 0
-	}
-	for i := start + 1; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			return i + 1
-		case c <= ' ' || c == 0x7f:
-			return 0
-		}
-	}
-	return 0
-}
-
-// CheckIfMatch enforces an If-Match header against a resource's stored
-// version (RFC 7644 §3.14). ifMatch is the header as writePrecondition
-// returns it, or a Bulk operation's version: "" matches anything,
-// noEntityTag and a list that is not one of entity tags nothing.
-func CheckIfMatch(ifMatch string, cur *Resource) error {
-	if ifMatch == "" || etagMatches(ifMatch, cur.Meta().Version) {
-		return nil
-	}
-	if ifMatch == noEntityTag {
-		return Errorf(ErrPreconditionFailed, "If-Match names no entity tag, so nothing matches it; the current version is %s", cur.Meta().Version)
-	}
-	return Errorf(ErrPreconditionFailed, "If-Match %s does not match the current version %s", truncate(ifMatch, 64), cur.Meta().Version)
-}
-
-// etagMatches reports whether an If-Match list names version or is "*"
-// alone.
-// W/ prefixes are compared loosely: SCIM versions are weak validators, and
-// clients differ in whether they echo the prefix.
-func etagMatches(list, version string) bool {
-	members, ok := entityTags(list)
-	if !ok {
-		return false
-	}
-	for _, t := range members {
-		if t == "*" && len(members) == 1 || strings.TrimPrefix(t, "W/") == strings.TrimPrefix(version, "W/") {
 			return true
 		}
 	}

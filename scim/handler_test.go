@@ -107,7 +107,7 @@ func (b *eventingBackend) Update(ctx context.Context, tenant string, rt *Resourc
 	return b.produced(res, err)
 }
 
-func (b *eventingBackend) Delete(ctx context.Context, tenant string, rt *ResourceType, id, ifMatch string) (WriteResult, error) {
+func (b *eventingBackend) Delete(ctx context.Context, tenant string, rt *ResourceType, id string, ifMatch Precondition) (WriteResult, error) {
 	return b.produced(b.Backend.Delete(ctx, tenant, rt, id, ifMatch))
 }
 
@@ -995,7 +995,7 @@ func TestGroupAnswersAreOfOneVersion(t *testing.T) {
 		keep, gone := group("l-keep", ann), group("l-gone", bob)
 		hook(func(call int) {
 			if call == 1 {
-				if _, err := ts.backend.Backend.Delete(context.Background(), "acme", GroupResourceType, gone, ""); err != nil {
+				if _, err := ts.backend.Backend.Delete(context.Background(), "acme", GroupResourceType, gone, Precondition{}); err != nil {
 					t.Error(err)
 				}
 			}

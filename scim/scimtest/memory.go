@@ -408,14 +408,14 @@ func (rec *memRecord) touch() {
 
 // Delete removes a resource and its memberships in both directions; each
 // group it leaves gets a new version.
-func (m *Memory) Delete(_ context.Context, tenant string, rt *scim.ResourceType, id, ifMatch string) (scim.WriteResult, error) {
+func (m *Memory) Delete(_ context.Context, tenant string, rt *scim.ResourceType, id string, ifMatch scim.Precondition) (scim.WriteResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, rec, err := m.target(tenant, rt, id)
 	if err != nil {
 		return scim.WriteResult{}, err
 	}
-	if err := scim.CheckIfMatch(ifMatch, rec.res); err != nil {
+	if err := ifMatch.Check(rec.res); err != nil {
 		return scim.WriteResult{}, err
 	}
 	for _, gid := range t.groupsOf(id) {

@@ -255,7 +255,7 @@ func testUniqueness(t *testing.T, b scim.Backend) {
 	// Renaming a resource in its own name's case is no conflict with itself.
 	mustPatch(t, b, scim.UserResourceType, ann.ID(), `{"op":"replace","path":"userName","value":"Ann@Example.com"}`)
 	// A deleted user's name is free again.
-	if _, err := b.Delete(ctx, Tenant, scim.UserResourceType, ann.ID(), ""); err != nil {
+	if _, err := b.Delete(ctx, Tenant, scim.UserResourceType, ann.ID(), scim.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	create(t, b, User(t, `"userName":"ann@example.com"`))
@@ -281,7 +281,7 @@ func testUpdate(t *testing.T, b scim.Backend) {
 		t.Fatalf("Get after Update differs:\n%s\n%s", got.AppendJSON(nil), p.AppendJSON(nil))
 	}
 	// The stored version is what If-Match compares with.
-	if err := scim.CheckIfMatch(p.Meta().Version, got); err != nil {
+	if err := scim.RequireVersion(p.Meta().Version).Check(got); err != nil {
 		t.Fatal(err)
 	}
 	// A PATCH that changes nothing keeps the version and produces nothing.
@@ -309,7 +309,7 @@ func testUpdate(t *testing.T, b scim.Backend) {
 		if cur.Attrs["members"] != nil {
 			t.Errorf("fn got a group with members: %s", cur.AppendJSON(nil))
 		}
-		return nil, scim.CheckIfMatch(`W/"no-such-version"`, cur)
+		return nil, scim.RequireVersion(`W/"no-such-version"`).Check(cur)
 	})
 	wantErr(t, err, scim.ErrPreconditionFailed, "an If-Match refusal from the update function")
 	if got := get(t, b, scim.UserResourceType, u.ID()); got.Meta().Version != p.Meta().Version {
@@ -356,20 +356,20 @@ func testReplace(t *testing.T, b scim.Backend) {
 
 func testDelete(t *testing.T, b scim.Backend) {
 	u := create(t, b, User(t, `"userName":"ann"`))
-	_, err := b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), `W/"no-such-version"`)
+	_, err := b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), scim.RequireVersion(`W/"no-such-version"`))
 	wantErr(t, err, scim.ErrPreconditionFailed, "Delete with a stale If-Match")
 	get(t, b, scim.UserResourceType, u.ID())
-	_, err = b.Delete(ctx, Tenant, scim.GroupResourceType, u.ID(), "")
+	_, err = b.Delete(ctx, Tenant, scim.GroupResourceType, u.ID(), scim.Precondition{})
 	wantErr(t, err, scim.ErrNotFound, "Delete of a User as a Group")
-	res, err := b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), u.Meta().Version)
+	res, err := b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), scim.RequireVersion(u.Meta().Version))
 	if err != nil || res.Resource != nil {
 		t.Fatalf("Delete: %+v, %v", res, err)
 	}
 	_, err = b.Get(ctx, Tenant, scim.UserResourceType, u.ID())
 	wantErr(t, err, scim.ErrNotFound, "Get after Delete")
-	_, err = b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), "")
+	_, err = b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), scim.Precondition{})
 	wantErr(t, err, scim.ErrNotFound, "second Delete")
-	_, err = b.Delete(ctx, "no-such-tenant", scim.UserResourceType, u.ID(), "")
+	_, err = b.Delete(ctx, "no-such-tenant", scim.UserResourceType, u.ID(), scim.Precondition{})
 	wantErr(t, err, scim.ErrNotFound, "Delete in an unknown tenant")
 	if page, err := b.List(ctx, Tenant, scim.UserResourceType, scim.Query{StartIndex: 1, Count: 10}); err != nil || page.Total != 0 {
 		t.Fatalf("List after Delete: %d, %v", page.Total, err)
@@ -442,7 +442,7 @@ func testMemberships(t *testing.T, b scim.Backend) {
 	}
 	// Deleting a user takes it out of its groups and changes their versions.
 	before := get(t, b, scim.GroupResourceType, g.ID()).Meta().Version
-	if _, err := b.Delete(ctx, Tenant, scim.UserResourceType, ann.ID(), ""); err != nil {
+	if _, err := b.Delete(ctx, Tenant, scim.UserResourceType, ann.ID(), scim.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	if ms := allMembers(t, b, g.ID()); len(ms) != 0 {
@@ -452,7 +452,7 @@ func testMemberships(t *testing.T, b scim.Backend) {
 		t.Error("a group that lost a member kept its version")
 	}
 	// Deleting a group takes it out of its parents; emptying one works.
-	if _, err := b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), ""); err != nil {
+	if _, err := b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), scim.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	if ms := allMembers(t, b, parent.ID()); len(ms) != 0 {
@@ -538,7 +538,7 @@ func testMembersOfAVersion(t *testing.T, b scim.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), ""); err != nil {
+	if _, err := b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), scim.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Members(ctx, Tenant, g.ID(), now.Meta().Version, "", 10); !errors.Is(err, scim.ErrChanged) {
@@ -765,7 +765,7 @@ func testTenants(t *testing.T, b scim.Backend) {
 	}
 	_, err = b.Get(ctx, OtherTenant, scim.UserResourceType, u.ID())
 	wantErr(t, err, scim.ErrNotFound, "Get of another tenant's user")
-	_, err = b.Delete(ctx, OtherTenant, scim.UserResourceType, u.ID(), "")
+	_, err = b.Delete(ctx, OtherTenant, scim.UserResourceType, u.ID(), scim.Precondition{})
 	wantErr(t, err, scim.ErrNotFound, "Delete of another tenant's user")
 	_, err = b.Create(ctx, OtherTenant, Group(t, fmt.Sprintf(`"displayName":"g","members":[{"value":%q}]`, u.ID())))
 	wantErr(t, err, scim.ErrInvalidValue, "a member from another tenant")
@@ -843,8 +843,8 @@ func testEventIDs(t *testing.T, b scim.Backend) {
 	if res := record(members(b, g.ID(), scim.MemberOp{Kind: scim.AddMembers, Members: memberList(u.ID())})); len(res.EventIDs) != 0 {
 		t.Fatalf("adding a present member reported %v", res.EventIDs)
 	}
-	record(b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), ""))
-	record(b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), ""))
+	record(b.Delete(ctx, Tenant, scim.UserResourceType, u.ID(), scim.Precondition{}))
+	record(b.Delete(ctx, Tenant, scim.GroupResourceType, g.ID(), scim.Precondition{}))
 }
 
 // testStoredPages: a page a backend gives as stored resources (when the
