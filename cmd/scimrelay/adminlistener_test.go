@@ -71,15 +71,23 @@ var relayRequestID = regexp.MustCompile(`^[0-9a-f]{16}$`)
 // TestAdminListenerHostOnLoopback: on loopback the admin listener answers
 // only requests to IP addresses, localhost and the names admin.hosts
 // lists for a reverse proxy (421 otherwise, probes and console included),
-// which a DNS-rebinding page cannot send.
+// which a DNS-rebinding page cannot send. The first refusal of each name
+// is logged, with its request id.
 func TestAdminListenerHostOnLoopback(t *testing.T) {
-	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	var logBuf eventstest.Log
+	p := startRelayWith(t, testConfig(t, t.TempDir()), roleAll, slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(p.adminURL, "http://"))
 	for _, host := range []string{"rebound.example.com:" + port, "rebound.example.com", "127.0.0.1.nip.io:" + port, "localhost.example.com", "127.1", "2130706433"} {
 		for _, path := range []string{"/healthz", "/metrics", "/admin/v1/tokens", "/ui/login"} {
 			if r := adminRequest(t, p, "GET", path, adminSecret, host); r.status != http.StatusMisdirectedRequest || !relayRequestID.MatchString(r.header.Get("X-Request-Id")) {
 				t.Errorf("GET %s with Host %s: %d with X-Request-Id %q, want 421 with the relay's id", path, host, r.status, r.header.Get("X-Request-Id"))
 			}
+		}
+	}
+	first := adminRequest(t, p, "GET", "/metrics", "", "first-seen.example.com")
+	for name, want := range map[string]int{"host=rebound.example.com ": 1, "host=127.0.0.1.nip.io ": 1, "host=first-seen.example.com ": 1, "request_id=" + first.header.Get("X-Request-Id"): 1, "its host name is not in admin.hosts": 6} {
+		if n := strings.Count(logBuf.String(), name); n != want {
+			t.Errorf("%q in %d lines of the log, want %d (a refused name is said once):\n%s", name, n, want, logBuf.String())
 		}
 	}
 	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "localhost.", "[::1]:" + port, "127.0.0.2", "10.0.0.1:" + port} {

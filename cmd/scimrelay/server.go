@@ -619,7 +619,7 @@ func (s *server) guardAdminListener(h http.Handler) http.Handler {
 	if name, _, err := net.SplitHostPort(cfg.AdminListen); err == nil && name != "" && net.ParseIP(name) == nil {
 		hosts = append(slices.Clone(hosts), name)
 	}
-	return admin.KnownHostsOnly(admin.WithReadDeadline(h, s.adminReadTimeout), hosts)
+	return admin.KnownHostsOnly(admin.WithReadDeadline(h, s.adminReadTimeout), hosts, s.log)
 }
 
 // adminListenerHandler serves the admin listener: the admin API, and the

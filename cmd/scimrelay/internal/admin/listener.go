@@ -3,10 +3,12 @@
 package admin
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -56,15 +58,54 @@ func NoReadDeadline(w http.ResponseWriter) {
 // send one. A 421 carries an X-Request-Id as every answer does; a request
 // that passes is given its id by what answers it (the admin API, or the
 // console, which logs a sign-in refused under its own).
-func KnownHostsOnly(next http.Handler, hosts []string) http.Handler {
+//
+// The first refusal of each name is logged at Warn, with its request id:
+// an operator whose proxy or scraper sends a name admin.hosts lacks learns
+// which, and a rebinding page shows up. A name is said once, and after
+// maxSaidHosts names the log says that it stops naming them: a stream of
+// made-up names cannot flood it.
+func KnownHostsOnly(next http.Handler, hosts []string, log *slog.Logger) http.Handler {
+	said := &saidHosts{names: map[string]bool{}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !knownHost(r.Host, hosts) {
-			identify(w, r)
+			r = identify(w, r)
+			said.refused(r, log)
 			writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: "this admin listener answers requests to an IP address, localhost and the names in admin.hosts only; add the name to admin.hosts to reach it by that name"})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// maxSaidHosts is how many refused names KnownHostsOnly logs.
+const maxSaidHosts = 32
+
+// saidHosts is the names whose refusal KnownHostsOnly has logged.
+type saidHosts struct {
+	mu    sync.Mutex
+	names map[string]bool
+	full  bool // maxSaidHosts were said, and that no more are
+}
+
+// refused logs r's refusal, unless its name was said or enough were.
+func (s *saidHosts) refused(r *http.Request, log *slog.Logger) {
+	name := strings.ToLower(hostName(r.Host))
+	if len(name) > 253 { // no DNS name is longer
+		name = name[:253]
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.names[name] || s.full:
+		return
+	case len(s.names) == maxSaidHosts:
+		s.full = true
+		log.WarnContext(r.Context(), "admin requests to more host names not in admin.hosts refused (421); they are no longer logged", requestIDs(r.Context())...)
+		return
+	}
+	s.names[name] = true
+	log.WarnContext(r.Context(), "admin request refused (421): its host name is not in admin.hosts; add the name there if a proxy or a Service reaches the listener by it (each name is said once)",
+		append(requestIDs(r.Context()), "host", name, "remote_addr", r.RemoteAddr, "path", r.URL.Path)...)
 }
 
 // knownHost reports whether a Host header may be answered: empty, an IP

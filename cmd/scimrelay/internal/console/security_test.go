@@ -83,7 +83,7 @@ func TestSignInRefusalIsLoggedUnderTheRequestID(t *testing.T) {
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.AddCookie(&http.Cookie{Name: loginCookie, Value: tok})
 	w := httptest.NewRecorder()
-	admin.KnownHostsOnly(c, nil).ServeHTTP(w, r) // as serve guards the admin listener
+	admin.KnownHostsOnly(c, nil, slog.New(slog.DiscardHandler)).ServeHTTP(w, r) // as serve guards the admin listener
 	id := w.Header().Get("X-Request-Id")
 	if w.Code != http.StatusUnauthorized || id == "" {
 		t.Fatalf("a wrong token at sign-in: %d, X-Request-Id %q", w.Code, id)
