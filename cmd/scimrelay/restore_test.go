@@ -147,7 +147,9 @@ func TestBackupCopiedOverARunningRelay(t *testing.T) {
 // TestRestoreKeepsTheDataFilesOwner: a restore run as root (sudo, as the
 // systemd README runs the CLI) for a relay that runs as its own user
 // leaves the data file with that user as owner; before, it was root's,
-// mode 0600, and the service could not open it.
+// mode 0600, and the service could not open it. With --new, on a machine
+// whose data_dir the service's user owns (systemd's StateDirectory) and
+// which holds no data file yet, the copy gets the directory's owner.
 func TestRestoreKeepsTheDataFilesOwner(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to give a file to another user")
@@ -184,6 +186,24 @@ func TestRestoreKeepsTheDataFilesOwner(t *testing.T) {
 	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("the restored data file is uid %d gid %d mode %v, want %d %d -rw-------", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
+	}
+
+	newDir := t.TempDir()
+	if err := os.Chown(newDir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("data_dir: "+newDir+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(t, "restore", "--from", backup, "--new", "--config", cfg); code != exitOK {
+		t.Fatalf("restore --new: %d %s %s", code, out, stderr)
+	}
+	fi, err = os.Stat(filepath.Join(newDir, "scimrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("restored with --new, the data file is uid %d gid %d mode %v, want the directory's owner %d %d, -rw-------", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
 	}
 }
 
