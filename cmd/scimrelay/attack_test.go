@@ -13,8 +13,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -489,4 +492,55 @@ func TestClientsDoNotChooseRequestIDs(t *testing.T) {
 	b.signIn(adminSecret).redirect(t, "/ui/")
 	b.get("/ui/log/"+key).want(t, http.StatusOK, "<h1>Request <bdi>"+id+"</bdi></h1>", "<dt>Request id</dt><dd><code><bdi>"+id+"</bdi></code>",
 		"<dt>Client's request id</dt><dd><code><bdi>entra-4711</bdi></code>")
+}
+
+// TestAPlantedConfigGetsNoAdminToken: a relay.yaml in the working
+// directory that another user put there (a shared /tmp, someone else's
+// checkout) cannot make a command send the admin token where it says:
+// one owned by another user than the caller and root, or one any user
+// may write, is refused before anything is read or sent. The same file
+// named with --config is taken: that is the caller's choice.
+func TestAPlantedConfigGetsNoAdminToken(t *testing.T) {
+	var asked atomic.Int32
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "[]")
+	}))
+	t.Cleanup(attacker.Close)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil { // as /tmp lets anyone write
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv(configEnv, "")
+	planted := fmt.Sprintf("admin_listen: %s\nadmin: {token: %q}\ntenants: [{name: acme}]\n", strings.TrimPrefix(attacker.URL, "http://"), adminSecret)
+	write := func(mode os.FileMode) {
+		t.Helper()
+		if err := os.WriteFile("relay.yaml", []byte(planted), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod("relay.yaml", mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write(0o666)
+	if code, _, stderr := cli(t, "token", "list"); code != exitError || !strings.Contains(stderr, "any user may write it") || asked.Load() != 0 {
+		t.Fatalf("a relay.yaml any user may write: exit %d, %d requests sent, %s", code, asked.Load(), stderr)
+	}
+	if os.Geteuid() == 0 {
+		write(0o644)
+		if err := os.Chown("relay.yaml", 4242, 4242); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, stderr := cli(t, "token", "list"); code != exitError || !strings.Contains(stderr, "belongs to uid 4242") || asked.Load() != 0 {
+			t.Fatalf("another user's relay.yaml: exit %d, %d requests sent, %s", code, asked.Load(), stderr)
+		}
+	} else {
+		t.Log("not root: a relay.yaml of another user not tried")
+	}
+	if code, _, stderr := cli(t, "token", "list", "--config", "relay.yaml"); code != exitOK || asked.Load() == 0 {
+		t.Fatalf("the same file named with --config: exit %d, %d requests sent, %s", code, asked.Load(), stderr)
+	}
 }

@@ -48,7 +48,7 @@ what subscribers and revoked credentials see.`,
 			if err := checkOut(cmd, out); err != nil {
 				return err
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -216,11 +216,10 @@ func readBenchCredentials(cmd *cobra.Command, o *bench.Options) error {
 // $SCIMRELAY_CONFIG, else ./relay.yaml). Without any, it returns nil: the
 // scale mode then measures any SCIM endpoint, without a relay's figures.
 func benchAdmin(cmd *cobra.Command) (*adminclient.Client, error) {
-	path := configPathOf(cmd)
-	if !cmd.Flags().Changed("config") && os.Getenv(configEnv) == "" {
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	if !configNamed(cmd) {
+		if _, err := os.Stat(configPathOf(cmd)); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 	}
-	return newAdminClient(path)
+	return adminClientOf(cmd)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,8 +39,30 @@ func configPathOf(cmd *cobra.Command) string {
 	return "relay.yaml"
 }
 
-// newAdminClient is how every command but serve reaches the running
-// relay: its admin API on admin_listen, with the admin token.
+// configNamed reports whether the caller named the command's relay.yaml,
+// with --config or $SCIMRELAY_CONFIG, rather than leaving it to the
+// working directory's.
+func configNamed(cmd *cobra.Command) bool {
+	p, _ := cmd.Flags().GetString("config")
+	return p != "" || os.Getenv(configEnv) != ""
+}
+
+// adminClientOf is how every command but serve reaches the running
+// relay: its admin API on admin_listen, with the admin token, as the
+// command's relay.yaml says. The working directory's is taken only when
+// no one else could have put it there (checkWorkingDirConfig).
+func adminClientOf(cmd *cobra.Command) (*adminclient.Client, error) {
+	path := configPathOf(cmd)
+	if !configNamed(cmd) {
+		if err := checkWorkingDirConfig(path); err != nil {
+			return nil, err
+		}
+	}
+	return newAdminClient(path)
+}
+
+// newAdminClient is the admin client that the relay.yaml at configPath
+// gives.
 func newAdminClient(configPath string) (*adminclient.Client, error) {
 	cfg, err := config.Read(configPath, "admin_listen", "admin.token", "data_dir", "admin.tls.cert_file")
 	if err != nil {
@@ -58,6 +81,31 @@ func newAdminClient(configPath string) (*adminclient.Client, error) {
 		return nil, err
 	}
 	return &adminclient.Client{BaseURL: adminBaseURL(cfg), Token: token, HTTP: hc, Timeout: time.Minute}, nil
+}
+
+// checkWorkingDirConfig refuses a relay.yaml of the working directory
+// that someone else could have put there: one owned by another user than
+// the caller and root, or one any user may write. The admin token goes
+// where that file's admin_listen says, and is read from its data_dir: a
+// file planted in a shared directory (/tmp, a checkout of someone else's)
+// would send it to its author. A file named by --config or
+// $SCIMRELAY_CONFIG is the caller's choice and is not checked (a Compose
+// bind mount is owned by the host's user, not the container's).
+func checkWorkingDirConfig(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil // reading it says what is wrong
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !ok:
+		return nil
+	case int(st.Uid) != os.Geteuid() && st.Uid != 0:
+		return fmt.Errorf("not using ./%s: it belongs to uid %d, neither you nor root, and it says where the admin token goes; name it with --config if you trust it", path, st.Uid)
+	case fi.Mode().Perm()&0o002 != 0:
+		return fmt.Errorf("not using ./%s: any user may write it (mode %v), and it says where the admin token goes; chmod o-w it, or name it with --config", path, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // adminBaseURL is where a command on the relay's machine reaches its admin

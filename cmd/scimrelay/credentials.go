@@ -35,7 +35,7 @@ func (k credentialCLI) createCommand(short, long, example string) *cobra.Command
 		Example: example,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -66,7 +66,7 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 		Example: example,
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -104,7 +104,7 @@ func (k credentialCLI) listCommand() *cobra.Command {
 		Example: "  scimrelay " + k.noun + " list --tenant acme\n  scimrelay " + k.noun + " list --json",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -144,7 +144,7 @@ func (k credentialCLI) revokeCommand(extra string) *cobra.Command {
 		Example: "  scimrelay " + k.noun + " revoke " + k.example,
 		Args:    positional(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

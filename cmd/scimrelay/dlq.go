@@ -49,7 +49,7 @@ the list stops after that many and says how to go on (--after).`,
 			if limit < 0 {
 				return usageError{errors.New("--limit must not be negative")}
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -122,7 +122,7 @@ that fails again joins that sink's queue.`,
 			if all == (id != "") {
 				return usageError{errors.New("give either --id or --all")}
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -179,7 +179,7 @@ with how many each holds.`,
 		Example: "  scimrelay dlq queues",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -254,7 +254,7 @@ dead-lettered (scimrelay dlq list).`,
 		Example: "  scimrelay sinks replay --sink crm --since 24h\n  scimrelay sinks replay --sink crm --since 7d",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -40,7 +40,7 @@ follows the stream until interrupted unless --no-follow is given.`,
 			if fromSeq > 0 && tenant == "" {
 				return usageError{errors.New("--from-seq counts a tenant's events: give --tenant too")}
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -40,7 +40,7 @@ brought back, hence --yes.`,
 			if !yes {
 				return usageError{fmt.Errorf("sinks forget deletes for good what sink %s left: the events its consumers still hold for it, its parked resources, its dead letters and its delivery attempts; add --yes to do it", name)}
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

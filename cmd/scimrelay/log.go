@@ -53,7 +53,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			if err := logFlagsApply(cmd, deliveries); err != nil {
 				return err
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -39,7 +39,7 @@ keep their running values.`,
   SCIMRELAY_CONFIG=/etc/scimrelay/relay.yaml scimrelay reload --json`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -28,7 +28,7 @@ command that lists them.`,
 		Example: "  scimrelay sinks list\n  scimrelay sinks list --json | jq -r 'select(.dead_letters > 0) | .name'",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -80,7 +80,7 @@ alone on stdout with --stdout.`,
 			if out == "" {
 				out = name + ".nk"
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -173,7 +173,7 @@ func newSubscriberListCommand() *cobra.Command {
 		Example: "  scimrelay subscriber list\n  scimrelay subscriber list --json",
 		Args:    positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
@@ -211,7 +211,7 @@ func newSubscriberRemoveCommand() *cobra.Command {
 		Example: "  scimrelay subscriber remove billing",
 		Args:    positional(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}

@@ -53,7 +53,7 @@ required.`,
 			if !yes {
 				return usageError{fmt.Errorf("purging deletes everything tenant %s left, for good: add --yes", name)}
 			}
-			c, err := newAdminClient(configPathOf(cmd))
+			c, err := adminClientOf(cmd)
 			if err != nil {
 				return err
 			}
