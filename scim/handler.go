@@ -99,6 +99,16 @@ type Limiter interface {
 	Burst(tenant string) int
 }
 
+// operations are the names the handler gives its requests in
+// RequestInfo.Operation; route refuses any other, so that the list cannot
+// drift from the routes.
+var operations = []string{"create", "get", "list", "search", "replace", "patch", "delete", "discovery", "bulk", "me"}
+
+// Operations returns every name the handler can give a request in
+// RequestInfo.Operation, for those that filter or label by it. The slice is
+// the caller's.
+func Operations() []string { return slices.Clone(operations) }
+
 // RequestInfo describes one request after it was answered.
 type RequestInfo struct {
 	Start time.Time
@@ -108,7 +118,7 @@ type RequestInfo struct {
 	Tenant       string
 	Method       string
 	Path         string
-	Operation    string // create, get, list, search, replace, patch, delete, discovery
+	Operation    string // one of Operations()
 	ResourceType string // User, Group, or "" for discovery and errors before routing
 	ResourceID   string
 	Name         string // userName or displayName of the resource, when known
@@ -352,6 +362,9 @@ func canonicalPath(u *url.URL) {
 // route adapts a handlerFunc: it resolves the tenant, authenticates, applies
 // the rate limit, and turns a returned error into a SCIM error response.
 func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler {
+	if !slices.Contains(operations, op) {
+		panic("scim: operation " + op + " is not in Operations")
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := infoOf(w)
 		if info == nil {

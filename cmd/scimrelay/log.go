@@ -10,11 +10,13 @@ import (
 	"io"
 	"net/url"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/sinks"
@@ -102,7 +104,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 	f.StringVar(&status, "status", "", "only these statuses: 2xx, 4xx, 5xx or a code such as 409")
 	f.StringVar(&until, "until", "", "only entries before this time: RFC 3339, or a duration ago such as 2h")
 	f.StringVar(&user, "user", "", "only requests about this userName, displayName or email (substring, any case)")
-	f.StringVar(&operation, "operation", "", "only this operation: create, get, list, search, replace, patch, delete, bulk, token")
+	f.StringVar(&operation, "operation", "", "only this operation: "+strings.Join(admin.LogOperations(), ", "))
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new entries")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	f.IntVar(&limit, "limit", 0, "show at most this many, then say how to go on (0: all); a batch request's attempts are shown together")

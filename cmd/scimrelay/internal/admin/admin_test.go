@@ -943,3 +943,14 @@ func TestStorage(t *testing.T) {
 		t.Fatalf("storage: %+v", st)
 	}
 }
+
+// TestLogFilterTakesEveryOperation: every operation the SCIM handler can
+// log (/Me, answered 501, among them) and the token endpoint's can be
+// filtered on; the handler's own test (scim's TestOperationsAreRouted)
+// keeps scim.Operations true to its routes.
+func TestLogFilterTakesEveryOperation(t *testing.T) {
+	f := newFixture(t)
+	for _, op := range append(scim.Operations(), "token") {
+		f.request("GET", "/admin/v1/log?operation="+op, "").want(t, http.StatusOK, nil)
+	}
+}

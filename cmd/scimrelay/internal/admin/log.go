@@ -15,6 +15,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -27,8 +28,14 @@ type Log interface {
 
 var _ Log = (*relay.RequestLog)(nil)
 
-// Operations a log entry can have, for the operation filter.
-var logOperations = []string{"create", "get", "list", "search", "replace", "patch", "delete", "bulk", "discovery", "token"}
+// logOperations are the operations a log entry can have, for the operation
+// filter: the SCIM handler's, and "token" that the OAuth token endpoint
+// (internal/oauth) logs.
+var logOperations = append(scim.Operations(), "token")
+
+// LogOperations returns every operation a log entry can have, for those that
+// offer the filter. The slice is the caller's.
+func LogOperations() []string { return slices.Clone(logOperations) }
 
 // GET /admin/v1/log?tenant=&since=1h&until=&after=&status=4xx&user=&operation=&order=&limit=
 //

@@ -23,7 +23,7 @@ const logPageSize = 100
 var (
 	logWindows    = []string{"15m", "1h", "24h", "7d", "30d"}
 	logStatuses   = []string{"2xx", "4xx", "5xx"}
-	logOperations = []string{"create", "get", "list", "search", "replace", "patch", "delete", "bulk", "token"}
+	logOperations = admin.LogOperations()
 )
 
 // logData is a page of the provisioning log, newest first.

@@ -41,7 +41,7 @@ func NewRequestMetrics(reg prometheus.Registerer) *RequestMetrics {
 	m := &RequestMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "scimrelay", Subsystem: "scim", Name: "requests_total",
-			Help: "SCIM requests by tenant, operation (create, get, list, search, replace, patch, delete, discovery) and HTTP status.",
+			Help: "SCIM requests by tenant, operation and HTTP status.",
 		}, []string{"tenant", "operation", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "scimrelay", Subsystem: "scim", Name: "request_duration_seconds",

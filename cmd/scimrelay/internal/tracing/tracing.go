@@ -133,7 +133,7 @@ func (t *Tracing) Middleware(next http.Handler) http.Handler {
 // userName, an email, a filter or a credential.
 type Request struct {
 	Tenant       string
-	Operation    string // create, get, list, patch, token …
+	Operation    string // one of scim.Operations(), or token
 	ResourceType string // User, Group, or empty
 	Route        string // the path's template, e.g. /scim/v2/{tenant}/Users/{id}
 	RequestID    string
