@@ -530,3 +530,10 @@ func TestAdminCommandsSayNATSIsAway(t *testing.T) {
 	id := p.createUser(t, "ann")
 	tail.waitFor(t, id)
 }
+
+// adminListenerHandler is adminListener's handler alone, for tests that
+// serve the admin listener without running the console's sweep.
+func (s *server) adminListenerHandler() (http.Handler, error) {
+	h, _, err := s.adminListener()
+	return h, err
+}

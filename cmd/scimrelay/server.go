@@ -622,16 +622,10 @@ func (s *server) guardAdminListener(h http.Handler) http.Handler {
 	return admin.KnownHostsOnly(admin.WithReadDeadline(h, s.adminReadTimeout), hosts, s.log)
 }
 
-// adminListenerHandler serves the admin listener: the admin API, and the
-// web console under /ui/ when admin.console is on. The console calls the
-// API in-process; it has no other way to the relay.
-func (s *server) adminListenerHandler() (http.Handler, error) {
-	h, _, err := s.adminListener()
-	return h, err
-}
-
-// adminListener is adminListenerHandler, with the console (nil when it is
-// off), whose sweep of sessions run starts.
+// adminListener serves the admin listener: the admin API, and the web
+// console under /ui/ when admin.console is on. The console calls the API
+// in-process; it has no other way to the relay. It returns the console too
+// (nil when it is off), whose sweep of sessions run starts.
 func (s *server) adminListener() (http.Handler, *console.Console, error) {
 	api := s.adminHandler()
 	cfg := s.config()
