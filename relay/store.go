@@ -132,6 +132,19 @@ const (
 	UniqueEmail    = "email"
 )
 
+// UniqueMode returns the unique mode a TenantOptions.Unique names, spelled
+// as its constant: UniqueUserName for "" or any case of userName,
+// UniqueEmail for any case of email, else an error.
+func UniqueMode(s string) (string, error) {
+	switch {
+	case s == "" || strings.EqualFold(s, UniqueUserName):
+		return UniqueUserName, nil
+	case strings.EqualFold(s, UniqueEmail):
+		return UniqueEmail, nil
+	}
+	return "", fmt.Errorf("must be %s or %s, got %q", UniqueUserName, UniqueEmail, s)
+}
+
 // Options configures a Store.
 type Options struct {
 	Tenants []TenantOptions
@@ -582,12 +595,10 @@ func (o Options) resolve() (map[string]*tenant, error) {
 func resolveTenant(field string, o TenantOptions) (*tenant, []error) {
 	var errs []error
 	t := &tenant{name: o.Name}
-	switch {
-	case o.Unique == "" || strings.EqualFold(o.Unique, UniqueUserName):
-	case strings.EqualFold(o.Unique, UniqueEmail):
-		t.uniqueEmail = true
-	default:
-		errs = append(errs, fmt.Errorf("%s.unique: must be %s or %s, got %q", field, UniqueUserName, UniqueEmail, o.Unique))
+	if mode, err := UniqueMode(o.Unique); err != nil {
+		errs = append(errs, fmt.Errorf("%s.unique: %w", field, err))
+	} else {
+		t.uniqueEmail = mode == UniqueEmail
 	}
 	for j, r := range o.Required {
 		req, err := parseRequirement(r)

@@ -528,9 +528,9 @@ func (s *server) tenantInfos() []admin.TenantInfo {
 	cfg := s.config()
 	list := make([]admin.TenantInfo, 0, len(cfg.Tenants))
 	for _, t := range cfg.Tenants {
-		unique := "userName"
-		if strings.EqualFold(t.Unique, "email") {
-			unique = "email"
+		unique, err := relay.UniqueMode(t.Unique)
+		if err != nil { // refused when the config was loaded
+			unique = relay.UniqueUserName
 		}
 		list = append(list, admin.TenantInfo{
 			Name: t.Name, SCIMURL: scim.TenantURL(origin, t.Name),
