@@ -74,8 +74,8 @@ type committer struct {
 	done   chan struct{}
 }
 
-// defaultMaxBatch is how many writes share a commit unless configured.
-const defaultMaxBatch = 1000
+// DefaultMaxBatch is how many writes share a commit unless configured.
+const DefaultMaxBatch = 1000
 
 // maxGather bounds gather's wait: a few fsyncs on a slow disk.
 const maxGather = 2 * time.Millisecond
@@ -98,7 +98,7 @@ var ErrWritesStopped = errors.New("the relay stopped writing its data file (a co
 
 func newCommitter(db *bolt.DB, maxBatch int, linger time.Duration, onFail func(error)) *committer {
 	if maxBatch <= 0 {
-		maxBatch = defaultMaxBatch
+		maxBatch = DefaultMaxBatch
 	}
 	c := &committer{db: db, max: maxBatch, linger: linger, gatherMax: maxGather, onFail: onFail, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	_ = db.View(func(tx *bolt.Tx) error {

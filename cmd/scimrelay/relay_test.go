@@ -16,9 +16,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/console"
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim"
 	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
 
@@ -274,7 +277,23 @@ func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 // both state is written twice; this keeps the two the same.
 func TestConfigDefaultsAgreeWithPackages(t *testing.T) {
 	d := config.Default()
-	if d.NATS.Stream.Partitions != events.DefaultPartitions {
-		t.Errorf("nats.stream.partitions defaults to %d, the stream to %d", d.NATS.Stream.Partitions, events.DefaultPartitions)
+	for _, c := range []struct {
+		key           string
+		config, owner any
+	}{
+		{"nats.stream.partitions", d.NATS.Stream.Partitions, events.DefaultPartitions},
+		{"limits.max_body", int64(d.Limits.MaxBody), int64(scim.DefaultMaxBodyBytes)},
+		{"limits.max_json_depth", d.Limits.MaxJSONDepth, scim.DefaultMaxJSONDepth},
+		{"limits.max_sort_matches", d.Limits.MaxSortMatches, scim.DefaultMaxSortMatches},
+		{"limits.bulk_max_operations", d.Limits.BulkMaxOperations, scim.DefaultBulkMaxOperations},
+		{"limits.bulk_max_payload", int64(d.Limits.BulkMaxPayload), int64(scim.DefaultBulkMaxPayload)},
+		{"storage.batch_size", d.Storage.BatchSize, relay.DefaultMaxBatch},
+		{"oauth.token_lifetime", time.Duration(d.OAuth.TokenLifetime), relay.DefaultAccessTokenLifetime},
+		{"provisioning_log.max_bytes", int64(d.ProvisioningLog.MaxBytes), int64(relay.DefaultLogMaxBytes)},
+		{"admin.session_idle", time.Duration(d.Admin.SessionIdle), console.DefaultIdleTimeout},
+	} {
+		if c.config != c.owner {
+			t.Errorf("%s defaults to %v in config, to %v in the package that uses it", c.key, c.config, c.owner)
+		}
 	}
 }
