@@ -138,6 +138,10 @@ type RequestInfo struct {
 	// EventIDs are the ids of the events the request's writes committed
 	// (WriteResult.EventIDs), in commit order.
 	EventIDs []string
+	// FailureLogged says the handler logged, with its cause, the failure
+	// this answer reports (an internal error or a panic, answered 500), so
+	// that an observer logging 5xx answers does not log it a second time.
+	FailureLogged bool
 }
 
 // Handler serves the SCIM 2.0 protocol for every tenant under /scim/v2/{tenant}.
@@ -285,6 +289,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		if p != nil && p != http.ErrAbortHandler {
 			h.log.ErrorContext(r.Context(), "scim handler panicked", "request_id", info.RequestID, "panic", p)
+			info.FailureLogged = true
 			if !rec.wrote {
 				h.writeError(rec, r, Errorf(ErrInternal, "internal error (request %s)", info.RequestID))
 			}
@@ -1447,6 +1452,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		id := ""
 		if info != nil {
 			id = info.RequestID
+			info.FailureLogged = true
 		}
 		h.log.ErrorContext(r.Context(), "scim request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
 		se = Errorf(ErrInternal, "internal error (request %s)", id)

@@ -820,9 +820,12 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
 	})
 	// A 501 answers what the relay does not offer (/Me): expected, the
-	// caller's concern, not an error of the relay's.
-	if info.Status >= 500 && info.Status != http.StatusNotImplemented {
-		s.log.Error("scim request failed", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "op", info.Operation, "status", info.Status)...)
+	// caller's concern, not an error of the relay's. A failure the handler
+	// logged with its cause ("scim request failed") is not logged again;
+	// any other 5xx (a 503 while NATS is away) is, with what its answer said.
+	if info.Status >= 500 && info.Status != http.StatusNotImplemented && !info.FailureLogged {
+		s.log.Error("scim request answered 5xx", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "op", info.Operation,
+			"status", info.Status, "scim_type", info.ScimType, "detail", info.Detail)...)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every request
 		s.log.DebugContext(ctx, "scim request", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "method", info.Method, "path", info.Path,
