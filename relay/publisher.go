@@ -30,12 +30,17 @@ type Outbox interface {
 	OutboxReady() <-chan struct{}
 }
 
+var _ Outbox = (*Store)(nil)
+
 // StoreHealer repairs the NATS store after a write error once it can: the
 // embedded server restarts JetStream when its disk has room again. It
 // reports whether it repaired anything.
 type StoreHealer interface {
 	HealStore(ctx context.Context) (bool, error)
 }
+
+// natsbus.StoreHealer implements StoreHealer; neither relay nor natsbus
+// may import the other, so its guard is in cmd/scimrelay, where they meet.
 
 // PublisherOptions tunes a Publisher; the zero value works.
 type PublisherOptions struct {

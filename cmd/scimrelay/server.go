@@ -115,6 +115,13 @@ type server struct {
 	serving atomic.Pointer[context.Context]
 }
 
+// Guards that neither package can hold: relay and natsbus may not import
+// each other, and httpmw may not import oauth, which imports it.
+var (
+	_ relay.StoreHealer = (*natsbus.StoreHealer)(nil)
+	_ oauth.Limiter     = (*httpmw.Limiter)(nil)
+)
+
 // config returns the configuration in force.
 func (s *server) config() *config.Config {
 	s.mu.RLock()

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/scimrelay/scimrelay/relay"
 )
 
 // Backup writes a consistent copy of the data file while the relay serves,
@@ -15,6 +17,8 @@ import (
 type Backup interface {
 	Backup(w io.Writer, size func(int64)) (int64, error)
 }
+
+var _ Backup = (*relay.Store)(nil)
 
 // backupStall is how long a backup waits for its client to take more of
 // the copy before it gives up. The copy is one read transaction, and bbolt

@@ -101,6 +101,8 @@ type TenantDeadLetters interface {
 	DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error)
 }
 
+var _ TenantDeadLetters = (*sinks.Manager)(nil)
+
 // TenantPurger purges tenants: the data file's part in the store, the
 // embedded server's subscribers through the registry (as subscriber
 // remove does), the tenant's events in the stream and its delivery

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // Limit is a token bucket: Rate requests per second, bursts up to Burst.
@@ -20,7 +22,8 @@ type Limit struct {
 }
 
 // Limiter applies a token bucket per key (a tenant, or a client's address
-// at the console's sign-in). It implements scim.Limiter.
+// at the console's sign-in). It implements scim.Limiter, and oauth.Limiter
+// (whose guard is in cmd/scimrelay: oauth imports this package).
 type Limiter struct {
 	mu       sync.Mutex
 	def      Limit
@@ -32,6 +35,8 @@ type Limiter struct {
 	// from anywhere (addresses) must not grow the map without end.
 	prune int
 }
+
+var _ scim.Limiter = (*Limiter)(nil)
 
 // pruneBuckets is the default of Limiter.prune.
 const pruneBuckets = 10_000
