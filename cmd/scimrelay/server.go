@@ -4,16 +4,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -416,94 +412,6 @@ func (s *server) startNotes(ctx context.Context) error {
 	return s.store.RecordTenants()
 }
 
-// ensureTokens gives every tenant without a way in a token: the two values
-// an Entra admin pastes, shown once. They are printed when the relay's
-// output is a terminal (s.out); otherwise they go to data_dir/initial-token
-// (mode 0600) and the log says where, so that a secret never lands in
-// journald or kubectl logs. The file is opened before any token is made,
-// so that one that cannot be written is never created.
-func (s *server) ensureTokens(ctx context.Context) (err error) {
-	cfg := s.config()
-	path := cfg.InitialTokenPath()
-	var file *os.File
-	if s.out == nil {
-		if file, err = openSecretFile(path); err != nil {
-			return fmt.Errorf("opening %s for first tokens: %w", path, err)
-		}
-		defer func() {
-			err = errors.Join(err, file.Close())
-			_ = removeIfEmpty(path)
-		}()
-	}
-	for _, t := range cfg.Tenants {
-		secret, created, err := s.store.EnsureToken(ctx, t.Name)
-		if err != nil {
-			return fmt.Errorf("tenant %s: %w", t.Name, err)
-		}
-		if !created {
-			continue
-		}
-		if file == nil {
-			fmt.Fprintf(s.out, "\nTenant %q had no token, so scimrelay created one. In Microsoft Entra ID, under Provisioning > Admin Credentials, enter:\n"+
-				"  Tenant URL:    %s\n%s  Secret Token:  %s\n"+
-				"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
-				t.Name, s.tenantURL(t.Name), s.originHint(), secret, t.Name)
-			continue
-		}
-		if _, err := fmt.Fprintf(file, "tenant %s (expires in 90 days)\n  Tenant URL:    %s\n%s  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), s.originHint(), secret); err != nil {
-			return fmt.Errorf("tenant %s: writing its first token to %s: %w", t.Name, path, err)
-		}
-		s.log.Warn("created a SCIM token for a tenant without one; paste it into Microsoft Entra ID, then delete the file", "tenant", t.Name, "file", path)
-	}
-	return nil
-}
-
-// openSecretFile opens a file for appending that only its owner can read.
-func openSecretFile(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	// A secret must not follow a link someone put in the file's place to a
-	// file others can read. A new file is created exclusively, which no
-	// link survives (not even one to nothing, whose target would be
-	// created); a file already there is opened without creating anything,
-	// and must be the file opened, a regular one.
-	notRegular := errors.New("not a regular file (a symbolic link?); remove it")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, notRegular // a link to nothing
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	opened, err := f.Stat()
-	if err == nil {
-		var there os.FileInfo
-		if there, err = os.Lstat(path); err == nil && (!there.Mode().IsRegular() || !os.SameFile(opened, there)) {
-			err = notRegular
-		}
-	}
-	if err == nil {
-		err = f.Chmod(0o600) // in case someone widened it
-	}
-	if err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// removeIfEmpty removes a file that holds nothing.
-func removeIfEmpty(path string) error {
-	if fi, err := os.Stat(path); err != nil || fi.Size() > 0 {
-		return err
-	}
-	return os.Remove(path)
-}
-
 // tenantURL is the SCIM base URL of a tenant as Entra reaches it.
 func (s *server) tenantURL(tenant string) string {
 	return scim.TenantURL(publicOrigin(s.config()), tenant)
@@ -546,68 +454,6 @@ func (s *server) tenantInfos() []admin.TenantInfo {
 		})
 	}
 	return list
-}
-
-// adminToken returns the admin API's token: relay.yaml's, else the one in
-// data_dir/admin.token, generated on first start.
-func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
-	if cfg.Admin.Token != "" {
-		return cfg.Admin.Token, nil
-	}
-	path := cfg.AdminTokenPath()
-	if tok, err := readAdminTokenFile(path, log); err != nil || tok != "" {
-		return tok, err
-	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", err
-	}
-	tok := "scimrelay_admin_" + base64.RawURLEncoding.EncodeToString(raw[:])
-	// As carefully as the first SCIM tokens: created exclusively, 0600,
-	// never through a link.
-	f, err := openSecretFile(path)
-	if err == nil {
-		_, err = f.WriteString(tok + "\n")
-		err = errors.Join(err, f.Close())
-	}
-	if err != nil {
-		return "", fmt.Errorf("writing the admin token to %s: %w", path, err)
-	}
-	log.Info("generated an admin token for the CLI", "path", path)
-	return tok, nil
-}
-
-// readAdminTokenFile reads the admin token serve generated before; "" when
-// there is none. The file must be a regular one; one others could read is
-// made its owner's alone, with a warning, since the token may be known.
-func readAdminTokenFile(path string, log *slog.Logger) (string, error) {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading the admin token: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("reading the admin token: %s is not a regular file (a symbolic link?); remove it and serve writes a new one", path)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return "", fmt.Errorf("reading the admin token: making %s its owner's alone: %w", path, err)
-		}
-		log.Warn("the admin token file was readable by others (its group, or everyone; a volume's fsGroup does this); it is now its owner's alone. If someone could have read it, delete the file and restart for a new token", "path", path, "mode", fi.Mode().Perm().String())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("reading the admin token: %w", err)
-	}
-	// As short as relay.yaml's admin.token may not be: someone wrote it
-	// there, and it can be guessed.
-	tok := strings.TrimSpace(string(b))
-	if err := relay.CheckStaticToken(tok); err != nil {
-		return "", fmt.Errorf("reading the admin token: %s %w; put a longer one there, or delete the file and serve writes a new one", path, err)
-	}
-	return tok, nil
 }
 
 // guardAdminListener bounds the time each request on the admin listener
@@ -807,92 +653,6 @@ func scimLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
 // client's bucket and every caller address's.
 func oauthLimits(cfg *config.Config) (httpmw.Limit, map[string]httpmw.Limit) {
 	return httpmw.Limit{Rate: cfg.OAuth.Rate, Burst: cfg.OAuth.Burst}, nil
-}
-
-// observe receives every SCIM request after it was answered: metrics, the
-// provisioning log, and a log line for server errors.
-func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
-	s.reqMetrics.Observe(info)
-	client := clientRequestID(info)
-	if s.tracing != nil {
-		tracing.Annotate(ctx, tracing.Request{
-			Tenant: info.Tenant, Operation: info.Operation, ResourceType: info.ResourceType,
-			Route: routeOf(info), RequestID: info.RequestID, ClientRequestID: client, Status: info.Status,
-		})
-	}
-	s.reqLog.Record(relay.LogEntry{
-		Time: info.Start, RequestID: info.RequestID, ClientRequestID: client, Tenant: s.logTenant(info), Method: info.Method, Path: info.Path,
-		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
-		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
-		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
-	})
-	// A 501 answers what the relay does not offer (/Me): expected, the
-	// caller's concern, not an error of the relay's. A failure the handler
-	// logged with its cause ("scim request failed") is not logged again;
-	// any other 5xx (a 503 while NATS is away) is, with what its answer said.
-	if info.Status >= 500 && info.Status != http.StatusNotImplemented && !info.FailureLogged {
-		s.log.Error("scim request answered 5xx", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "op", info.Operation,
-			"status", info.Status, "scim_type", info.ScimType, "detail", info.Detail)...)
-	}
-	if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations on every request
-		s.log.DebugContext(ctx, "scim request", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "method", info.Method, "path", info.Path,
-			"status", info.Status, "scim_type", info.ScimType, "latency", info.Latency)...)
-	}
-}
-
-// requestIDs are a request's log attributes that name it: request_id,
-// the relay's, and client_request_id when the client's is kept.
-func requestIDs(id, client string) []any {
-	if client == "" {
-		return []any{"request_id", id}
-	}
-	return []any{"request_id", id, "client_request_id", client}
-}
-
-// clientRequestID is the X-Request-Id a request's client sent, as the
-// relay keeps it beside its own id: only for a request whose credential
-// was accepted. An outsider's refused request keeps none, so that nothing
-// it chose looks like an id of the relay's or of its directory's.
-func clientRequestID(info *scim.RequestInfo) string {
-	if !info.Authenticated {
-		return ""
-	}
-	return info.ClientRequestID
-}
-
-// logTenant is the tenant a request's log entry is filed under: the one
-// it authenticated for, or, for a refused credential, the configured
-// tenant its path names, so that a tenant's log shows what its directory
-// was refused and why ("scimrelay log --tenant acme --status 4xx"), and
-// unauthenticated refusals are summed up per tenant (relay/provlog.go).
-// A name no tenant has is not recorded: the path is the caller's to choose.
-func (s *server) logTenant(info *scim.RequestInfo) string {
-	if info.Tenant != "" || info.Authenticated || s.store == nil {
-		return info.Tenant
-	}
-	segs := strings.SplitN(info.Path, "/", 5)
-	if len(segs) >= 4 && segs[1] == "scim" && segs[2] == "v2" && s.store.HasTenant(segs[3]) {
-		return segs[3]
-	}
-	return ""
-}
-
-// routeOf is a request's path as a template, without the tenant or the
-// resource id: /scim/v2/{tenant}/Users/{id}, /oauth2/{tenant}/token.
-func routeOf(info *scim.RequestInfo) string {
-	segs := strings.Split(info.Path, "/")
-	switch {
-	case len(segs) >= 4 && segs[1] == "scim" && segs[2] == "v2":
-		segs[3] = "{tenant}"
-		if info.ResourceID != "" && len(segs) >= 6 {
-			segs[5] = "{id}"
-		}
-	case len(segs) >= 3 && "/"+segs[1]+"/" == oauth.PathPrefix:
-		segs[2] = "{tenant}"
-	default:
-		return ""
-	}
-	return strings.Join(segs, "/")
 }
 
 func (s *server) newHTTPServer(h http.Handler) *http.Server {
