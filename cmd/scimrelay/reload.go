@@ -195,11 +195,6 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 // shorten it (withMaxReload).
 const maxReload = 2 * time.Minute
 
-// withMaxReload shortens the time a reload may take.
-func withMaxReload(d time.Duration) serverOption {
-	return func(s *server) { s.maxReload = d }
-}
-
 // hangUps subscribes to SIGHUP. run calls it before its listeners serve,
 // so that a SIGHUP sent once /readyz answers is never lost: serve ignores
 // the signal until then, and a goroutine that subscribed later could miss
