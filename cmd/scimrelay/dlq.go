@@ -32,6 +32,12 @@ A sink removed or renamed leaves its queue under its old name (dlq queues
 lists it) until its dead letters age out after 30 days: dlq list shows
 them, and dlq redrive --to delivers them to a configured sink.`,
 	}
+	cmd.AddCommand(newDLQListCommand(), newDLQRedriveCommand(), newDLQQueuesCommand())
+	return cmd
+}
+
+// newDLQListCommand is dlq list: a sink's dead letters, a page at a time.
+func newDLQListCommand() *cobra.Command {
 	var sink, after string
 	var asJSON bool
 	var limit int
@@ -100,8 +106,13 @@ the list stops after that many and says how to go on (--after).`,
 	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
 	list.Flags().StringVar(&after, "after", "", "start after this point of an earlier listing")
 	_ = list.MarkFlagRequired("sink")
+	return list
+}
 
-	var id, to string
+// newDLQRedriveCommand is dlq redrive: dead letters delivered again, by a
+// job it follows.
+func newDLQRedriveCommand() *cobra.Command {
+	var sink, id, to string
 	var all bool
 	redrive := &cobra.Command{
 		Use:   "redrive --sink NAME (--id EVENT_ID | --all) [--to SINK]",
@@ -169,7 +180,12 @@ that fails again joins that sink's queue.`,
 	redrive.Flags().BoolVar(&all, "all", false, "every dead letter of the sink")
 	redrive.Flags().StringVar(&to, "to", "", "deliver them to this configured sink instead (for a removed or renamed sink's queue)")
 	_ = redrive.MarkFlagRequired("sink")
+	return redrive
+}
 
+// newDLQQueuesCommand is dlq queues: every dead-letter queue and its size.
+func newDLQQueuesCommand() *cobra.Command {
+	var asJSON bool
 	queues := &cobra.Command{
 		Use:   "queues",
 		Short: "List the dead-letter queues and how many each holds",
@@ -204,8 +220,7 @@ with how many each holds.`,
 	}
 	configFlagOn(queues)
 	queues.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
-	cmd.AddCommand(list, redrive, queues)
-	return cmd
+	return queues
 }
 
 // deadLetterQueue returns the dead-letter queue sink (--sink) names: a
