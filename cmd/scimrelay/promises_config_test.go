@@ -58,8 +58,8 @@ var keyRules = map[string][]badValue{
 	"nats.tls.ca_file":           {{"ca.pem", "", "verifies subscribers' client certificates"}},
 	"nats.tls.cert_file":         {{"cert.pem", "nats.tls", "cert_file and key_file go together"}},
 	"nats.tls.key_file":          {{"key.pem", "nats.tls", "cert_file and key_file go together"}},
-	"nats.connect_timeout":       nil,                                                // any duration; 0 is the default, 5s (docs/decisions.md, Configuration)
-	"nats.sync_interval":         {{"6m", "", "longer than nats.stream.duplicates"}}, // 0 is sync_always
+	"nats.connect_timeout":       nil,                                                                                    // any duration; 0 is the default, 5s (docs/decisions.md, Configuration)
+	"nats.sync_interval":         {{"6m", "", "longer than nats.stream.duplicates"}, {"1ns", "", "or from 10ms to 24h"}}, // 0 is sync_always
 	"nats.stream.replicas":       {{"2", "", "must be 0 (automatic), 1, 3 or 5"}, {"3", "", "the embedded server keeps 1 replica"}},
 	"nats.stream.max_age":        {{"0s", "", "must be positive"}},
 	"nats.stream.duplicates":     {{"0s", "", "must be positive"}, {"30d", "", "must not exceed nats.stream.max_age"}},
