@@ -427,7 +427,11 @@ func publicURL(s string) (string, error) {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return "", fmt.Errorf("must be an absolute http(s) URL such as https://relay.example.com, got %q", s)
+		return "", fmt.Errorf("must be an absolute http(s) URL such as https://relay.example.com, got %q", sinks.RedactURL(s))
+	case u.User != nil:
+		// It would be in every resource's meta.location and every
+		// event's source.
+		return "", errors.New("must not hold a user or password: every resource's location and every event's source starts with it")
 	case u.RawQuery != "" || u.Fragment != "":
 		return "", errors.New("must not have a query or fragment")
 	}

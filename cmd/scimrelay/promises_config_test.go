@@ -34,7 +34,7 @@ var keyRules = map[string][]badValue{
 	"tls.cert_file":              {{"cert.pem", "tls.key_file", "must be set with tls.cert_file"}},
 	"tls.key_file":               {{"key.pem", "tls.cert_file", "must be set with tls.key_file"}},
 	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}},
-	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}},
+	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}},
 	"data_dir":                   {{`""`, "", "must not be empty"}},
 	"log.level":                  {{"loud", "", "must be one of debug, info, warn, error"}},
 	"log.format":                 {{"xml", "", "must be one of text, json"}},
@@ -342,5 +342,32 @@ func TestTenantOwnLimits(t *testing.T) {
 			_ = srv.close()
 		}
 		t.Errorf("a tenant rate without a burst: %v", err)
+	}
+}
+
+// TestPublicURLProblemsQuoteNoPassword holds "a problem never quotes a
+// value that may be a secret" for public_url: a user and password in it
+// are refused (every resource's location and every event's source would
+// carry them), and a public_url refused for another reason is shown with
+// its user information redacted.
+func TestPublicURLProblemsQuoteNoPassword(t *testing.T) {
+	for value, says := range map[string]string{
+		"https://user:s3cretpw@relay.example.com": "must not hold a user or password",
+		"https://s3cretpw@relay.example.com":      "must not hold a user or password",
+		"ftp://u:s3cretpw@relay.example.com":      "must be an absolute http(s) URL",
+	} {
+		cfg, err := config.Parse([]byte("public_url: "+value+"\ntenants: [{name: acme}]\n"), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		problems := checkConfig(cfg, roleAll)
+		if !slices.ContainsFunc(problems, func(p config.Problem) bool {
+			return p.Field == "public_url" && strings.Contains(p.Message, says)
+		}) {
+			t.Errorf("public_url %s: problems %v; want public_url saying %q", value, problems, says)
+		}
+		if strings.Contains(problems.Error(), "s3cretpw") {
+			t.Errorf("public_url %s: a problem quotes the password: %v", value, problems)
+		}
 	}
 }
