@@ -61,8 +61,8 @@ var keyRules = map[string][]badValue{
 	"nats.connect_timeout":       nil,                                                                                    // any duration; 0 is the default, 5s (docs/decisions.md, Configuration)
 	"nats.sync_interval":         {{"6m", "", "longer than nats.stream.duplicates"}, {"1ns", "", "or from 10ms to 24h"}}, // 0 is sync_always
 	"nats.stream.replicas":       {{"2", "", "must be 0 (automatic), 1, 3 or 5"}, {"3", "", "the embedded server keeps 1 replica"}},
-	"nats.stream.max_age":        {{"0s", "", "must be positive"}},
-	"nats.stream.duplicates":     {{"0s", "", "must be positive"}, {"30d", "", "must not exceed nats.stream.max_age"}},
+	"nats.stream.max_age":        {{"0s", "", "must be positive"}, {"50ms", "", "must be at least 100ms"}},
+	"nats.stream.duplicates":     {{"0s", "", "must be positive"}, {"50ms", "", "must be at least 100ms"}, {"30d", "", "must not exceed nats.stream.max_age"}},
 	"nats.stream.partitions":     {{"1000", "", "must be between 1 and 256"}, {"-1", "", "must be between 1 and 256"}},
 	"limits.rate":                {{"-1", "", "must not be negative"}},
 	"limits.burst":               {{"0", "", "must be at least 1 when limits.rate is set"}},
@@ -80,7 +80,7 @@ var keyRules = map[string][]badValue{
 	"oauth.rate":                 {{"-1", "", "must not be negative"}},
 	"oauth.burst":                {{"0", "", "must be at least 1 when oauth.rate is set"}},
 	"oauth.basic_auth":           nil, // on or off
-	"provisioning_log.retention": {{"0s", "", "must be positive"}},
+	"provisioning_log.retention": {{"0s", "", "must be positive"}, {"50ms", "", "must be at least 100ms"}},
 	"provisioning_log.max_bytes": {{"1000", "", "must be at least 1MiB"}, {"0", "", "must be at least 1MiB"}},
 	"provisioning_log.reads":     {{"some", "", "must be aggregate or all"}},
 	"tenants[].name":             {{`"Acme Corp"`, "", "must match [a-z0-9][a-z0-9_-]*"}},
