@@ -94,10 +94,16 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		if expanded != n && expanded.ShortTag() == "!!null" {
-			// "rate: ${RATE:-}" with RATE empty keeps rate's default, as
-			// "rate:" with nothing after it does; before, a number
-			// became 0 ("no limit") and a boolean false.
-			return
+			if expanded.Value == "" {
+				// "rate: ${RATE:-}" with RATE empty keeps rate's default, as
+				// "rate:" with nothing after it does; before, a number
+				// became 0 ("no limit") and a boolean false.
+				return
+			}
+			// A variable holding "null" or "~" is that text, not YAML's
+			// null: it kept the default (a generated admin token, no
+			// rate limit) where the file named a value.
+			expanded.Tag = "!!str"
 		}
 		n = expanded
 	}
