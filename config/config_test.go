@@ -4,6 +4,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -561,5 +562,32 @@ public_url: ${EMPTY}
 	_, ps = parse(t, minimal+"limits:\n  rate: \"${EMPTY}\"\n", map[string]string{"EMPTY": ""})
 	if len(ps) != 1 || ps[0].Field != "limits.rate" {
 		t.Errorf("a quoted empty expansion for a number: %v, want one problem of limits.rate", ps)
+	}
+}
+
+// TestAliasBombIsOneProblem: a file whose aliases expand past maxNodes is
+// refused with that one problem, and no configuration: the values left
+// undecoded were each reported again by the components (thousands of
+// empty tenant names) and buried it.
+func TestAliasBombIsOneProblem(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("tenants:\n  - &t\n    name: acme\n    tokens: [")
+	for i := range 20 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "token-%02d-of-twenty-characters", i)
+	}
+	b.WriteString("]\n")
+	for range maxNodes / 20 {
+		b.WriteString("  - *t\n")
+	}
+	cfg, err := Parse([]byte(b.String()), env(nil))
+	var ps Problems
+	if !errors.As(err, &ps) || len(ps) != 1 || !strings.Contains(ps[0].Message, "expands to more than 100000 values") || ps[0].Line == 0 {
+		t.Fatalf("problems %.300v; want the one saying the file expands to more than 100000 values, with its line", err)
+	}
+	if cfg != nil {
+		t.Errorf("a configuration came back beside the problem: %d tenants", len(cfg.Tenants))
 	}
 }

@@ -50,6 +50,11 @@ func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(f
 	}
 	d := decoder{lookupEnv: lookupEnv, strictEnv: strictEnv, lines: map[string]int{}}
 	d.value(doc, reflect.ValueOf(cfg).Elem(), "")
+	if d.nodes > maxNodes {
+		// What was left undecoded would be reported as thousands of
+		// problems of empty values, burying the one that matters.
+		return nil, Problems{d.tooBig}
+	}
 	cfg.lines = d.lines
 	cfg.resolve()
 	if len(d.problems) > 0 {
@@ -67,6 +72,7 @@ type decoder struct {
 	strictEnv func(field string) bool
 	problems  Problems
 	nodes     int
+	tooBig    Problem // once nodes passes maxNodes
 	lines     map[string]int
 }
 
@@ -78,7 +84,7 @@ func (d *decoder) add(n *yaml.Node, path, format string, args ...any) {
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if d.nodes++; d.nodes > maxNodes {
 		if d.nodes == maxNodes+1 {
-			d.add(n, path, "the file expands to more than %d values (aliases of aliases?)", maxNodes)
+			d.tooBig = Problem{Field: path, Message: fmt.Sprintf("the file expands to more than %d values (aliases of aliases?)", maxNodes), Line: n.Line}
 		}
 		return
 	}

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -434,5 +435,23 @@ func TestPlainHTTPPublicURLIsSaid(t *testing.T) {
 	startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(&log, nil)), io.Discard)
 	if n := strings.Count(log.String(), `level=WARN msg="public_url: it is plain http to relay.example.com`); n != 1 {
 		t.Errorf("serve said a plain http public_url %d times at Warn, want once:\n%s", n, log.String())
+	}
+}
+
+// TestCheckAliasBombIsOneProblem: check refuses a file whose aliases
+// expand past the bound on values with that one problem; the components
+// reported every value left undecoded as well (3,319 problems for a file
+// of tenants, the bound's among them).
+func TestCheckAliasBombIsOneProblem(t *testing.T) {
+	text := "tenants:\n  - &t\n    name: acme\n    tokens: [" + strings.Repeat(acmeToken+", ", 19) + acmeToken + "]\n" +
+		strings.Repeat("  - *t\n", 5000)
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path, roleAll)
+	var problems config.Problems
+	if !errors.As(err, &problems) || len(problems) != 1 || !strings.Contains(problems[0].Message, "expands to more than 100000 values") {
+		t.Fatalf("check: %.500v; want the one problem that the file expands to more than 100000 values", err)
 	}
 }
