@@ -591,3 +591,26 @@ func TestAliasBombIsOneProblem(t *testing.T) {
 		t.Errorf("a configuration came back beside the problem: %d tenants", len(cfg.Tenants))
 	}
 }
+
+// TestUnknownTagsAreRefused: a value given a tag the decoder does not read
+// is refused, naming its field and line; it was taken as its text (a
+// token "secret/data/x" from "!vault secret/data/x", the base64 of
+// "!!binary"). The core tags keep their meaning.
+func TestUnknownTagsAreRefused(t *testing.T) {
+	for _, tt := range []struct{ text, field string }{
+		{"admin:\n  token: !vault secret/data/admin-token\n", "admin.token"},
+		{"admin:\n  token: !!binary ZGVidWctdG9rZW4tb2YtdHdlbnR5LWNoYXJz\n", "admin.token"},
+		{"limits:\n  rate: !!timestamp 2026-12-03\n", "limits.rate"},
+		{"limits: !custom\n  rate: 5\n", "limits"},
+		{"admin:\n  hosts: [!host console.example.com]\n", "admin.hosts[0]"},
+	} {
+		_, ps := parse(t, minimal+tt.text, nil)
+		if len(ps) != 1 || ps[0].Field != tt.field || !strings.Contains(ps[0].Message, "is not one relay.yaml reads") || ps[0].Line == 0 {
+			t.Errorf("%q: problems %v; want one of %s saying the tag is not read, with its line", tt.text, ps, tt.field)
+		}
+	}
+	cfg, ps := parse(t, minimal+"admin:\n  token: !!str 12345678901234567890\nlimits: !!map\n  rate: !!float 5\n  burst: !!int 10\n  max_body: !!str 4MiB\nstorage:\n  no_sync: !!bool true\nlog: !!null\n", nil)
+	if ps != nil || cfg.Admin.Token != "12345678901234567890" || cfg.Limits.Rate != 5 || cfg.Limits.Burst != 10 || !cfg.Storage.NoSync {
+		t.Errorf("core tags: %v; token %q, rate %v, burst %v, no_sync %v", ps, cfg.Admin.Token, cfg.Limits.Rate, cfg.Limits.Burst, cfg.Storage.NoSync)
+	}
+}

@@ -19,6 +19,10 @@ import (
 // refer to aliases cannot make a small file expand into a huge one.
 const maxNodes = 100_000
 
+// coreTags are the YAML tags a value may be given explicitly: those of the
+// core schema, whose meaning the decoder gives them.
+var coreTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!!bool": true, "!!null": true, "!!map": true, "!!seq": true}
+
 // decode expands and strictly decodes relay.yaml text over the defaults.
 // strictEnv says for which fields an unset variable is an error.
 func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(field string) bool) (*Config, error) {
@@ -93,6 +97,12 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	}
 	if _, ok := d.lines[path]; !ok && path != "" {
 		d.lines[path] = n.Line // a list item; entries records a key's own line
+	}
+	if n.Style&yaml.TaggedStyle != 0 && !coreTags[n.ShortTag()] {
+		// Ignored, "token: !vault secret/data/x" was a token of the
+		// path's text, and "!!binary ZGVidWc=" the base64.
+		d.add(n, path, "the tag %s is not one relay.yaml reads (!!str, !!int, !!float, !!bool and !!null are); a secret comes from ${NAME}", n.Tag)
+		return
 	}
 	if n.Kind == yaml.ScalarNode {
 		expanded, ok := d.expand(n, path)
