@@ -223,7 +223,10 @@ func checkSharedPorts(add func(field, format string, args ...any), cfg *config.C
 // sharedPort returns the port of two listen addresses when one would take
 // the other's: the same port, other than 0, on the same host or with
 // either on every address (0.0.0.0, :: or no host, which Go listens on
-// for IPv4 and IPv6 alike). Host names are not resolved.
+// for IPv4 and IPv6 alike), or localhost beside a loopback address. Host
+// names are not resolved: localhost is taken to be any loopback address
+// (127.0.0.1 or ::1 as the resolver has it), so a clash with either is
+// one.
 func sharedPort(a, b string) (string, bool) {
 	ha, pa, errA := net.SplitHostPort(a)
 	hb, pb, errB := net.SplitHostPort(b)
@@ -234,8 +237,16 @@ func sharedPort(a, b string) (string, bool) {
 	}
 	ipA, ipB := net.ParseIP(ha), net.ParseIP(hb)
 	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
-	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB)
+	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) ||
+		isLocalhost(ha) && (isLocalhost(hb) || ipB != nil && ipB.IsLoopback()) ||
+		isLocalhost(hb) && ipA != nil && ipA.IsLoopback()
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
+}
+
+// isLocalhost reports whether host is the name localhost (in any case,
+// with or without a trailing dot).
+func isLocalhost(host string) bool {
+	return strings.EqualFold(strings.TrimSuffix(host, "."), "localhost")
 }
 
 // fileKey is a file relay.yaml names, by its field; secret when it holds
