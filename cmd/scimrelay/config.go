@@ -86,6 +86,9 @@ const (
 	minBulkPayload             = 1 << 10
 	maxBulkPayload             = 256 << 20
 	minTokenLife, maxTokenLife = time.Minute, relay.MaxAccessTokenLifetime
+	// minListenerTimeout bounds limits' *_timeout from below: at 1ns the
+	// SCIM listener starts and every request fails.
+	minListenerTimeout = time.Second
 )
 
 // checkConfig builds every component's options from cfg for role and asks
@@ -358,8 +361,11 @@ func checkLimits(add func(field, format string, args ...any), cfg *config.Config
 		d     config.Duration
 	}{{"limits.read_header_timeout", l.ReadHeaderTimeout}, {"limits.read_timeout", l.ReadTimeout},
 		{"limits.write_timeout", l.WriteTimeout}, {"limits.idle_timeout", l.IdleTimeout}} {
-		if t.d <= 0 {
+		switch d := time.Duration(t.d); {
+		case d <= 0:
 			add(t.field, "must be positive")
+		case d < minListenerTimeout:
+			add(t.field, "must be at least %s (shorter, requests fail before they are read or answered), got %s", minListenerTimeout, d)
 		}
 	}
 	for i, t := range cfg.Tenants {
