@@ -20,6 +20,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/console"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/gcfloor"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -143,6 +144,9 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 		if err := relay.CheckStaticToken(cfg.Admin.Token); err != nil {
 			add("admin.token", "%v", err)
 		}
+	}
+	if cfg.Memory.GCFloor > gcfloor.MaxFloor {
+		add("memory.gc_floor", "must be at most 1TiB (0 turns the floor off), got %d bytes", cfg.Memory.GCFloor)
 	}
 	checkLimits(add, cfg)
 	checkOAuth(add, cfg.OAuth)

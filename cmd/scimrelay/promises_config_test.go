@@ -46,8 +46,8 @@ var keyRules = map[string][]badValue{
 	"admin.tls.key_file":         {{"key.pem", "admin.tls.cert_file", "must be set with admin.tls.key_file"}},
 	"storage.batch_delay":        {{"1s", "", "must be between 0 and 100ms"}},
 	"storage.batch_size":         {{"-1", "", "must not be negative"}},
-	"storage.no_sync":            nil, // on or off
-	"memory.gc_floor":            nil, // any size; 0 turns the floor off
+	"storage.no_sync":            nil,                                                                                      // on or off
+	"memory.gc_floor":            {{"1025GiB", "", "must be at most 1TiB"}, {"8589934591GiB", "", "must be at most 1TiB"}}, // 0 turns the floor off
 	"nats.url":                   {{"http://n1:4222", "", `scheme "http" is not one of nats, tls, ws, wss`}, {"nats://n1:4222,n2", "", `"n2" is not a URL`}},
 	"nats.listen":                {{"4222", "", "must be host:port"}, {"0.0.0.0:8081", "", "shares port 8081 with admin_listen"}},
 	"nats.credentials":           {{"/etc/relay.creds", "", "applies only to an external NATS"}},
