@@ -125,8 +125,8 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	switch {
 	case o.Timeout == 0:
 		o.Timeout = 10 * time.Second
-	case o.Timeout < 0 || o.Timeout > maxTimeout:
-		errs = append(errs, fmt.Errorf("timeout: must be between 0 and %s, got %s", maxTimeout, o.Timeout))
+	case o.Timeout < minTimeout || o.Timeout > maxTimeout:
+		errs = append(errs, fmt.Errorf("timeout: must be 0 (10s) or between %s and %s, got %s", minTimeout, maxTimeout, o.Timeout))
 	}
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 2
