@@ -4,6 +4,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -561,5 +562,55 @@ public_url: ${EMPTY}
 	_, ps = parse(t, minimal+"limits:\n  rate: \"${EMPTY}\"\n", map[string]string{"EMPTY": ""})
 	if len(ps) != 1 || ps[0].Field != "limits.rate" {
 		t.Errorf("a quoted empty expansion for a number: %v, want one problem of limits.rate", ps)
+	}
+}
+
+// TestAliasBombIsOneProblem: a file whose aliases expand past maxNodes is
+// refused with that one problem, and no configuration: the values left
+// undecoded were each reported again by the components (thousands of
+// empty tenant names) and buried it.
+func TestAliasBombIsOneProblem(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("tenants:\n  - &t\n    name: acme\n    tokens: [")
+	for i := range 20 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "token-%02d-of-twenty-characters", i)
+	}
+	b.WriteString("]\n")
+	for range maxNodes / 20 {
+		b.WriteString("  - *t\n")
+	}
+	cfg, err := Parse([]byte(b.String()), env(nil))
+	var ps Problems
+	if !errors.As(err, &ps) || len(ps) != 1 || !strings.Contains(ps[0].Message, "expands to more than 100000 values") || ps[0].Line == 0 {
+		t.Fatalf("problems %.300v; want the one saying the file expands to more than 100000 values, with its line", err)
+	}
+	if cfg != nil {
+		t.Errorf("a configuration came back beside the problem: %d tenants", len(cfg.Tenants))
+	}
+}
+
+// TestUnknownTagsAreRefused: a value given a tag the decoder does not read
+// is refused, naming its field and line; it was taken as its text (a
+// token "secret/data/x" from "!vault secret/data/x", the base64 of
+// "!!binary"). The core tags keep their meaning.
+func TestUnknownTagsAreRefused(t *testing.T) {
+	for _, tt := range []struct{ text, field string }{
+		{"admin:\n  token: !vault secret/data/admin-token\n", "admin.token"},
+		{"admin:\n  token: !!binary ZGVidWctdG9rZW4tb2YtdHdlbnR5LWNoYXJz\n", "admin.token"},
+		{"limits:\n  rate: !!timestamp 2026-12-03\n", "limits.rate"},
+		{"limits: !custom\n  rate: 5\n", "limits"},
+		{"admin:\n  hosts: [!host console.example.com]\n", "admin.hosts[0]"},
+	} {
+		_, ps := parse(t, minimal+tt.text, nil)
+		if len(ps) != 1 || ps[0].Field != tt.field || !strings.Contains(ps[0].Message, "is not one relay.yaml reads") || ps[0].Line == 0 {
+			t.Errorf("%q: problems %v; want one of %s saying the tag is not read, with its line", tt.text, ps, tt.field)
+		}
+	}
+	cfg, ps := parse(t, minimal+"admin:\n  token: !!str 12345678901234567890\nlimits: !!map\n  rate: !!float 5\n  burst: !!int 10\n  max_body: !!str 4MiB\nstorage:\n  no_sync: !!bool true\nlog: !!null\n", nil)
+	if ps != nil || cfg.Admin.Token != "12345678901234567890" || cfg.Limits.Rate != 5 || cfg.Limits.Burst != 10 || !cfg.Storage.NoSync {
+		t.Errorf("core tags: %v; token %q, rate %v, burst %v, no_sync %v", ps, cfg.Admin.Token, cfg.Limits.Rate, cfg.Limits.Burst, cfg.Storage.NoSync)
 	}
 }

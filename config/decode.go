@@ -19,6 +19,10 @@ import (
 // refer to aliases cannot make a small file expand into a huge one.
 const maxNodes = 100_000
 
+// coreTags are the YAML tags a value may be given explicitly: those of the
+// core schema, whose meaning the decoder gives them.
+var coreTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!!bool": true, "!!null": true, "!!map": true, "!!seq": true}
+
 // decode expands and strictly decodes relay.yaml text over the defaults.
 // strictEnv says for which fields an unset variable is an error.
 func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(field string) bool) (*Config, error) {
@@ -50,6 +54,11 @@ func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(f
 	}
 	d := decoder{lookupEnv: lookupEnv, strictEnv: strictEnv, lines: map[string]int{}}
 	d.value(doc, reflect.ValueOf(cfg).Elem(), "")
+	if d.nodes > maxNodes {
+		// What was left undecoded would be reported as thousands of
+		// problems of empty values, burying the one that matters.
+		return nil, Problems{d.tooBig}
+	}
 	cfg.lines = d.lines
 	cfg.resolve()
 	if len(d.problems) > 0 {
@@ -67,6 +76,7 @@ type decoder struct {
 	strictEnv func(field string) bool
 	problems  Problems
 	nodes     int
+	tooBig    Problem // once nodes passes maxNodes
 	lines     map[string]int
 }
 
@@ -78,7 +88,7 @@ func (d *decoder) add(n *yaml.Node, path, format string, args ...any) {
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if d.nodes++; d.nodes > maxNodes {
 		if d.nodes == maxNodes+1 {
-			d.add(n, path, "the file expands to more than %d values (aliases of aliases?)", maxNodes)
+			d.tooBig = Problem{Field: path, Message: fmt.Sprintf("the file expands to more than %d values (aliases of aliases?)", maxNodes), Line: n.Line}
 		}
 		return
 	}
@@ -88,16 +98,28 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if _, ok := d.lines[path]; !ok && path != "" {
 		d.lines[path] = n.Line // a list item; entries records a key's own line
 	}
+	if n.Style&yaml.TaggedStyle != 0 && !coreTags[n.ShortTag()] {
+		// Ignored, "token: !vault secret/data/x" was a token of the
+		// path's text, and "!!binary ZGVidWc=" the base64.
+		d.add(n, path, "the tag %s is not one relay.yaml reads (!!str, !!int, !!float, !!bool and !!null are); a secret comes from ${NAME}", n.Tag)
+		return
+	}
 	if n.Kind == yaml.ScalarNode {
 		expanded, ok := d.expand(n, path)
 		if !ok {
 			return
 		}
 		if expanded != n && expanded.ShortTag() == "!!null" {
-			// "rate: ${RATE:-}" with RATE empty keeps rate's default, as
-			// "rate:" with nothing after it does; before, a number
-			// became 0 ("no limit") and a boolean false.
-			return
+			if expanded.Value == "" {
+				// "rate: ${RATE:-}" with RATE empty keeps rate's default, as
+				// "rate:" with nothing after it does; before, a number
+				// became 0 ("no limit") and a boolean false.
+				return
+			}
+			// A variable holding "null" or "~" is that text, not YAML's
+			// null: it kept the default (a generated admin token, no
+			// rate limit) where the file named a value.
+			expanded.Tag = "!!str"
 		}
 		n = expanded
 	}

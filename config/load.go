@@ -91,7 +91,8 @@ func load(path string, strictEnv func(field string) bool) (*Config, error) {
 // lookupEnv (see expandEnv for the syntax). Expansion happens inside values
 // only, after the YAML is parsed, so that a variable's content can never
 // add keys or change the file's structure. Like Load, it returns the
-// configuration beside Problems when the text is YAML.
+// configuration beside Problems when the text is YAML, unless aliases
+// expand it past the bound on values, which is then the only problem.
 func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	return decode(data, lookupEnv, func(string) bool { return true })
 }

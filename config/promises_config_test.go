@@ -287,3 +287,29 @@ func TestEnvironmentExpansionAsDocumented(t *testing.T) {
 		t.Errorf("a variable as a key: %v", err)
 	}
 }
+
+// TestVariableHoldingNullIsText holds "a variable's value is never read
+// again" and "an unquoted value that expands to nothing keeps its key's
+// default" for a variable whose value YAML would read as null: only an
+// empty expansion keeps the default; "null", "~" or "Null" is the text
+// (a string key's value) or, where a number belongs, a problem naming the
+// key, never the default.
+func TestVariableHoldingNullIsText(t *testing.T) {
+	for _, null := range []string{"null", "~", "Null", "NULL"} {
+		vars := map[string]string{"ADMIN_TOKEN": null, "SCIM_RATE": null, "T": null, "NO_SYNC": null, "EMPTY": ""}
+		cfg, ps := parse(t, "admin:\n  token: ${ADMIN_TOKEN}\ntenants:\n  - name: acme\n    tokens:\n      - ${T}\n", vars)
+		if ps != nil {
+			t.Fatalf("%s: %v", null, ps)
+		}
+		if cfg.Admin.Token != null || !slices.Equal(cfg.Tenants[0].Tokens, []string{null}) {
+			t.Errorf("a variable holding %q: admin.token %q, tenants[0].tokens %q; want the text", null, cfg.Admin.Token, cfg.Tenants[0].Tokens)
+		}
+		_, ps = parse(t, "limits:\n  rate: ${SCIM_RATE}\nstorage:\n  no_sync: ${NO_SYNC}\n"+minimal, vars)
+		wantProblem(t, ps, "limits.rate", "want a number")
+		wantProblem(t, ps, "storage.no_sync", "want true or false")
+		cfg, ps = parse(t, "limits:\n  rate: ${EMPTY}\nadmin:\n  token: ${EMPTY}\n"+minimal, vars)
+		if ps != nil || cfg.Limits.Rate != Default().Limits.Rate || cfg.Admin.Token != Default().Admin.Token {
+			t.Errorf("a variable expanding to nothing: %v, rate %v, token %q; want the defaults", ps, cfg.Limits.Rate, cfg.Admin.Token)
+		}
+	}
+}

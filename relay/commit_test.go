@@ -40,6 +40,23 @@ func put(key string) func(*bolt.Tx) error {
 	return func(tx *bolt.Tx) error { return tx.Bucket([]byte("b")).Put([]byte(key), []byte("v")) }
 }
 
+// holdCommit starts a write that holds c in its commit until release is
+// called, which returns the write's error.
+func holdCommit(t *testing.T, c *committer) (release func() error) {
+	t.Helper()
+	started, done := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- c.do(func(tx *bolt.Tx) error {
+			close(started)
+			<-done
+			return put("first")(tx)
+		})
+	}()
+	<-started
+	return func() error { close(done); return <-first }
+}
+
 // queued waits until n writes wait for the committer.
 func queued(t *testing.T, c *committer, n int) {
 	t.Helper()
@@ -58,16 +75,7 @@ func queued(t *testing.T, c *committer, n int) {
 // and gets its own error, and the others commit; after close, writes fail.
 func TestGroupCommit(t *testing.T) {
 	c, db, sizes := openCommitter(t, 5)
-	started, release := make(chan struct{}), make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- c.do(func(tx *bolt.Tx) error {
-			close(started)
-			<-release // hold the committer in its first commit
-			return put("first")(tx)
-		})
-	}()
-	<-started
+	release := holdCommit(t, c)
 	bad := errors.New("refused")
 	errs := make(chan error, 7)
 	for i := range 7 {
@@ -78,8 +86,7 @@ func TestGroupCommit(t *testing.T) {
 		go func() { errs <- c.do(fn) }()
 	}
 	queued(t, c, 7)
-	close(release)
-	if err := <-first; err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	failed := 0
@@ -113,6 +120,34 @@ func TestGroupCommit(t *testing.T) {
 	if err := c.do(put("late")); !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		t.Errorf("a write after close: %v, want ErrDatabaseNotOpen", err)
 	}
+}
+
+// TestGroupCommitDefaultBatch holds relay.yaml's "storage.batch_size: 0:
+// the default, 1000": a committer given 0 commits the writes waiting for
+// it 1000 at a time.
+func TestGroupCommitDefaultBatch(t *testing.T) {
+	c, _, sizes := openCommitter(t, 0)
+	release := holdCommit(t, c)
+	const waiting = defaultMaxBatch + 1
+	errs := make(chan error, waiting)
+	for i := range waiting {
+		go func() { errs <- c.do(put(fmt.Sprint("k", i))) }()
+	}
+	queued(t, c, waiting)
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	for range waiting {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if got := sizes(); fmt.Sprint(got) != "[1 1000 1]" {
+			return fmt.Errorf("commits held %v writes, want [1 1000 1]", got)
+		}
+		return nil
+	})
 }
 
 // TestGroupCommitWaitsForTheWritersItAnswered: after a commit of eight

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/tidwall/gjson"
 	bolt "go.etcd.io/bbolt"
 )
@@ -121,8 +122,12 @@ const minLogMaxBytes = 1 << 20
 // value the file set, and refused.
 func (o LogOptions) Check() error {
 	var errs []error
-	if o.Retention <= 0 {
+	switch {
+	case o.Retention <= 0:
 		errs = append(errs, errors.New("provisioning_log.retention: must be positive, e.g. 30d"))
+	case o.Retention < events.MinStreamAge:
+		// It is the max age of the stream of delivery attempts.
+		errs = append(errs, fmt.Errorf("provisioning_log.retention: must be at least %s (JetStream's shortest), got %s", events.MinStreamAge, o.Retention))
 	}
 	if o.MaxBytes < minLogMaxBytes {
 		errs = append(errs, fmt.Errorf("provisioning_log.max_bytes: must be at least 1MiB, got %d bytes", o.MaxBytes))

@@ -18,6 +18,9 @@ const (
 	// maxTimeout bounds a webhook's per-request timeout: a receiver that
 	// needs longer holds a worker slot for that long on every delivery.
 	maxTimeout = 5 * time.Minute
+	// minTimeout bounds it from below: at 1ns the sink starts and every
+	// delivery fails.
+	minTimeout = 100 * time.Millisecond
 )
 
 // namePattern is the syntax of sink names. A name becomes part of the

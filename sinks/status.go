@@ -19,7 +19,7 @@ type Status struct {
 	Name string `json:"name"`
 	// URL is the sink's URL without credentials, query values or its path
 	// past the first segment, which may be secrets (a function key, a
-	// signed query, a token in the path): redactURL.
+	// signed query, a token in the path): RedactURL.
 	URL     string   `json:"url"`
 	Events  []string `json:"events,omitempty"`  // empty: every type
 	Tenants []string `json:"tenants,omitempty"` // empty: every tenant
@@ -45,7 +45,7 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Name: name, URL: redactURL(s.cfg.URL), Events: s.cfg.Events, Tenants: s.cfg.Tenants, Format: s.cfg.Format}
+	st := Status{Name: name, URL: RedactURL(s.cfg.URL), Events: s.cfg.Events, Tenants: s.cfg.Tenants, Format: s.cfg.Format}
 	switch {
 	case s.cfg.Batch != nil:
 		st.Format = formatBatch
@@ -101,13 +101,14 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 	return &all[len(all)-1], nil
 }
 
-// redactURL is a sink's URL as the admin API, logs and errors show it:
+// RedactURL is a sink's URL as the admin API, logs and errors show it
+// (and public_url as a problem with it shows it):
 // its user information (a username alone is often a token) and query
 // values are "redacted", its path is kept only to its first segment, the
 // rest shown as "/…" (Slack, Discord, Teams and Zapier put the webhook's
 // token in the path: /services/T/B/<token>, /api/webhooks/<id>/<token>),
 // and the fragment is dropped.
-func redactURL(raw string) string {
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unreadable URL)"

@@ -36,8 +36,8 @@ func TestRedactURL(t *testing.T) {
 		"moved/SECRET":       "moved/…",
 		"mailto:SECRET@x.io": "mailto:…",
 	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -125,8 +125,8 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	switch {
 	case o.Timeout == 0:
 		o.Timeout = 10 * time.Second
-	case o.Timeout < 0 || o.Timeout > maxTimeout:
-		errs = append(errs, fmt.Errorf("timeout: must be between 0 and %s, got %s", maxTimeout, o.Timeout))
+	case o.Timeout < minTimeout || o.Timeout > maxTimeout:
+		errs = append(errs, fmt.Errorf("timeout: must be 0 (10s) or between %s and %s, got %s", minTimeout, maxTimeout, o.Timeout))
 	}
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 2
@@ -139,7 +139,7 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	}
 	u, err := url.Parse(o.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", redactURL(o.URL)))
+		errs = append(errs, fmt.Errorf("url: must be an absolute http(s) URL, got %q", RedactURL(o.URL)))
 	} else if err := checkHost(u.Hostname()); err != nil {
 		errs = append(errs, fmt.Errorf("url: %w", err))
 	} else if p := u.Port(); p != "" && !validPort(p) {
@@ -374,7 +374,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 		if headersTooLarge(err) {
 			err = errHeadersTooLarge
 		}
-		res.Err = fmt.Errorf("POST %s: %w", redactURL(w.url), unwrapURLError(err))
+		res.Err = fmt.Errorf("POST %s: %w", RedactURL(w.url), unwrapURLError(err))
 		res.Permanent = refusedOnly(ctx, err)
 		res.Latency = time.Since(start)
 		return res
@@ -392,15 +392,15 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	case code >= 200 && code < 300:
 		return res
 	case code >= 300 && code < 400:
-		loc := truncateUTF8(redactURL(resp.Header.Get("Location")), maxLocationInError)
-		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", redactURL(w.url), status, loc)
+		loc := truncateUTF8(RedactURL(resp.Header.Get("Location")), maxLocationInError)
+		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", RedactURL(w.url), status, loc)
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		res.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
-		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), status)
+		res.Err = fmt.Errorf("POST %s: %s", RedactURL(w.url), status)
 	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
-		res.Err = fmt.Errorf("POST %s: %s", redactURL(w.url), status)
+		res.Err = fmt.Errorf("POST %s: %s", RedactURL(w.url), status)
 	default: // 410 and the other 4xx: the receiver will never take it
-		res.Err = fmt.Errorf("POST %s: %s (permanent)", redactURL(w.url), status)
+		res.Err = fmt.Errorf("POST %s: %s (permanent)", RedactURL(w.url), status)
 		res.Permanent = true
 	}
 	w.log.Debug("delivery refused", "sink", w.o.Name, "webhook_id", id, "status", resp.StatusCode, "body", string(snippet))

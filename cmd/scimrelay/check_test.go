@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -313,6 +314,12 @@ func TestListenersAndNamedFiles(t *testing.T) {
 		{"same host", "listen: 127.0.0.1:9000\nadmin_listen: 127.0.0.1:9000\n", roleSCIM, []string{"admin_listen: shares port 9000 with listen (127.0.0.1:9000)"}},
 		{"same IPv6 host written twice", "listen: \"[::1]:9000\"\nadmin_listen: \"[0:0::1]:9000\"\n", roleAll, []string{"admin_listen: shares port 9000 with listen ([::1]:9000)"}},
 		{"same name", "listen: localhost:9000\nadmin_listen: LOCALHOST:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen"}},
+		// localhost is not resolved: it is taken to be 127.0.0.1 or ::1, a clash with either.
+		{"localhost and 127.0.0.1", "listen: localhost:9000\nadmin_listen: 127.0.0.1:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen (localhost:9000)"}},
+		{"::1 and localhost.", "listen: \"[::1]:9000\"\nadmin_listen: Localhost.:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen ([::1]:9000)"}},
+		{"localhost and a loopback address", "admin_listen: 127.0.0.5:9000\nnats: {listen: \"localhost:9000\"}\n", roleAll, []string{"nats.listen: shares port 9000 with admin_listen"}},
+		{"localhost and another host", "listen: localhost:9000\nadmin_listen: 192.0.2.1:9000\n", roleAll, nil},
+		{"localhost on another port", "listen: localhost:9000\nadmin_listen: 127.0.0.1:9001\n", roleAll, nil},
 		{"no host", "admin_listen: 127.0.0.1:9000\nnats: {listen: \":9000\"}\n", roleAll, []string{"nats.listen: shares port 9000 with admin_listen"}},
 		{"IPv6 wildcard", "listen: \"[::]:9000\"\nadmin_listen: 127.0.0.1:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen"}},
 		// The problem is the key the file sets, not the default it clashes with.
@@ -434,5 +441,23 @@ func TestPlainHTTPPublicURLIsSaid(t *testing.T) {
 	startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(&log, nil)), io.Discard)
 	if n := strings.Count(log.String(), `level=WARN msg="public_url: it is plain http to relay.example.com`); n != 1 {
 		t.Errorf("serve said a plain http public_url %d times at Warn, want once:\n%s", n, log.String())
+	}
+}
+
+// TestCheckAliasBombIsOneProblem: check refuses a file whose aliases
+// expand past the bound on values with that one problem; the components
+// reported every value left undecoded as well (3,319 problems for a file
+// of tenants, the bound's among them).
+func TestCheckAliasBombIsOneProblem(t *testing.T) {
+	text := "tenants:\n  - &t\n    name: acme\n    tokens: [" + strings.Repeat(acmeToken+", ", 19) + acmeToken + "]\n" +
+		strings.Repeat("  - *t\n", 5000)
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path, roleAll)
+	var problems config.Problems
+	if !errors.As(err, &problems) || len(problems) != 1 || !strings.Contains(problems[0].Message, "expands to more than 100000 values") {
+		t.Fatalf("check: %.500v; want the one problem that the file expands to more than 100000 values", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/console"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/gcfloor"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -86,6 +87,9 @@ const (
 	minBulkPayload             = 1 << 10
 	maxBulkPayload             = 256 << 20
 	minTokenLife, maxTokenLife = time.Minute, relay.MaxAccessTokenLifetime
+	// minListenerTimeout bounds limits' *_timeout from below: at 1ns the
+	// SCIM listener starts and every request fails.
+	minListenerTimeout = time.Second
 )
 
 // checkConfig builds every component's options from cfg for role and asks
@@ -140,6 +144,9 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 		if err := relay.CheckStaticToken(cfg.Admin.Token); err != nil {
 			add("admin.token", "%v", err)
 		}
+	}
+	if cfg.Memory.GCFloor > gcfloor.MaxFloor {
+		add("memory.gc_floor", "must be at most 1TiB (0 turns the floor off), got %d bytes", cfg.Memory.GCFloor)
 	}
 	checkLimits(add, cfg)
 	checkOAuth(add, cfg.OAuth)
@@ -223,7 +230,10 @@ func checkSharedPorts(add func(field, format string, args ...any), cfg *config.C
 // sharedPort returns the port of two listen addresses when one would take
 // the other's: the same port, other than 0, on the same host or with
 // either on every address (0.0.0.0, :: or no host, which Go listens on
-// for IPv4 and IPv6 alike). Host names are not resolved.
+// for IPv4 and IPv6 alike), or localhost beside a loopback address. Host
+// names are not resolved: localhost is taken to be any loopback address
+// (127.0.0.1 or ::1 as the resolver has it), so a clash with either is
+// one.
 func sharedPort(a, b string) (string, bool) {
 	ha, pa, errA := net.SplitHostPort(a)
 	hb, pb, errB := net.SplitHostPort(b)
@@ -234,8 +244,16 @@ func sharedPort(a, b string) (string, bool) {
 	}
 	ipA, ipB := net.ParseIP(ha), net.ParseIP(hb)
 	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
-	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB)
+	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) ||
+		isLocalhost(ha) && (isLocalhost(hb) || ipB != nil && ipB.IsLoopback()) ||
+		isLocalhost(hb) && ipA != nil && ipA.IsLoopback()
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
+}
+
+// isLocalhost reports whether host is the name localhost (in any case,
+// with or without a trailing dot).
+func isLocalhost(host string) bool {
+	return strings.EqualFold(strings.TrimSuffix(host, "."), "localhost")
 }
 
 // fileKey is a file relay.yaml names, by its field; secret when it holds
@@ -347,8 +365,11 @@ func checkLimits(add func(field, format string, args ...any), cfg *config.Config
 		d     config.Duration
 	}{{"limits.read_header_timeout", l.ReadHeaderTimeout}, {"limits.read_timeout", l.ReadTimeout},
 		{"limits.write_timeout", l.WriteTimeout}, {"limits.idle_timeout", l.IdleTimeout}} {
-		if t.d <= 0 {
+		switch d := time.Duration(t.d); {
+		case d <= 0:
 			add(t.field, "must be positive")
+		case d < minListenerTimeout:
+			add(t.field, "must be at least %s (shorter, requests fail before they are read or answered), got %s", minListenerTimeout, d)
 		}
 	}
 	for i, t := range cfg.Tenants {
@@ -427,7 +448,11 @@ func publicURL(s string) (string, error) {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return "", fmt.Errorf("must be an absolute http(s) URL such as https://relay.example.com, got %q", s)
+		return "", fmt.Errorf("must be an absolute http(s) URL such as https://relay.example.com, got %q", sinks.RedactURL(s))
+	case u.User != nil:
+		// It would be in every resource's meta.location and every
+		// event's source.
+		return "", errors.New("must not hold a user or password: every resource's location and every event's source starts with it")
 	case u.RawQuery != "" || u.Fragment != "":
 		return "", errors.New("must not have a query or fragment")
 	}

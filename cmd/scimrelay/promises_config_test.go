@@ -30,26 +30,26 @@ type badValue struct {
 // type is right. A key added to the configuration fails the test until it
 // is given one or the other.
 var keyRules = map[string][]badValue{
-	"listen":                     {{"8080", "", "must be host:port"}},
+	"listen":                     {{"8080", "", "must be host:port"}, {"127.0.0.1:65536", "", "must be host:port"}},
 	"tls.cert_file":              {{"cert.pem", "tls.key_file", "must be set with tls.cert_file"}},
 	"tls.key_file":               {{"key.pem", "tls.cert_file", "must be set with tls.key_file"}},
-	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}},
-	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}},
+	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}, {"127.0.0.1:65536", "", "must be host:port"}},
+	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}},
 	"data_dir":                   {{`""`, "", "must not be empty"}},
 	"log.level":                  {{"loud", "", "must be one of debug, info, warn, error"}},
 	"log.format":                 {{"xml", "", "must be one of text, json"}},
 	"admin.token":                {{"short-admin-token", "", "is 17 characters; a bearer token needs at least 20"}},
 	"admin.console":              nil, // on or off
-	"admin.session_idle":         {{"30s", "", "must be from 1m to 12h"}},
+	"admin.session_idle":         {{"30s", "", "must be from 1m to 12h"}, {"13h", "", "must be from 1m to 12h"}},
 	"admin.hosts":                {{"[https://console.example.com]", "admin.hosts[0]", "must be a host name"}},
 	"admin.tls.cert_file":        {{"cert.pem", "admin.tls.key_file", "must be set with admin.tls.cert_file"}},
 	"admin.tls.key_file":         {{"key.pem", "admin.tls.cert_file", "must be set with admin.tls.key_file"}},
 	"storage.batch_delay":        {{"1s", "", "must be between 0 and 100ms"}},
 	"storage.batch_size":         {{"-1", "", "must not be negative"}},
-	"storage.no_sync":            nil, // on or off
-	"memory.gc_floor":            nil, // any size; 0 turns the floor off
+	"storage.no_sync":            nil,                                                                                      // on or off
+	"memory.gc_floor":            {{"1025GiB", "", "must be at most 1TiB"}, {"8589934591GiB", "", "must be at most 1TiB"}}, // 0 turns the floor off
 	"nats.url":                   {{"http://n1:4222", "", `scheme "http" is not one of nats, tls, ws, wss`}, {"nats://n1:4222,n2", "", `"n2" is not a URL`}},
-	"nats.listen":                {{"4222", "", "must be host:port"}, {"0.0.0.0:8081", "", "shares port 8081 with admin_listen"}},
+	"nats.listen":                {{"4222", "", "must be host:port"}, {"0.0.0.0:8081", "", "shares port 8081 with admin_listen"}, {"127.0.0.1:65536", "", "must be host:port"}},
 	"nats.credentials":           {{"/etc/relay.creds", "", "applies only to an external NATS"}},
 	"nats.nkey":                  {{"/etc/relay.nk", "", "applies only to an external NATS"}},
 	"nats.token":                 {{"a-nats-token", "", "applies only to an external NATS"}},
@@ -58,29 +58,29 @@ var keyRules = map[string][]badValue{
 	"nats.tls.ca_file":           {{"ca.pem", "", "verifies subscribers' client certificates"}},
 	"nats.tls.cert_file":         {{"cert.pem", "nats.tls", "cert_file and key_file go together"}},
 	"nats.tls.key_file":          {{"key.pem", "nats.tls", "cert_file and key_file go together"}},
-	"nats.connect_timeout":       nil,                                                // any duration; 0 is the default, 5s (docs/decisions.md, Configuration)
-	"nats.sync_interval":         {{"6m", "", "longer than nats.stream.duplicates"}}, // 0 is sync_always
+	"nats.connect_timeout":       nil,                                                                                    // any duration; 0 is the default, 5s (docs/decisions.md, Configuration)
+	"nats.sync_interval":         {{"6m", "", "longer than nats.stream.duplicates"}, {"1ns", "", "or from 10ms to 24h"}}, // 0 is sync_always
 	"nats.stream.replicas":       {{"2", "", "must be 0 (automatic), 1, 3 or 5"}, {"3", "", "the embedded server keeps 1 replica"}},
-	"nats.stream.max_age":        {{"0s", "", "must be positive"}},
-	"nats.stream.duplicates":     {{"0s", "", "must be positive"}, {"30d", "", "must not exceed nats.stream.max_age"}},
+	"nats.stream.max_age":        {{"0s", "", "must be positive"}, {"50ms", "", "must be at least 100ms"}},
+	"nats.stream.duplicates":     {{"0s", "", "must be positive"}, {"50ms", "", "must be at least 100ms"}, {"30d", "", "must not exceed nats.stream.max_age"}},
 	"nats.stream.partitions":     {{"1000", "", "must be between 1 and 256"}, {"-1", "", "must be between 1 and 256"}},
 	"limits.rate":                {{"-1", "", "must not be negative"}},
 	"limits.burst":               {{"0", "", "must be at least 1 when limits.rate is set"}},
 	"limits.max_body":            {{"0", "", "must be positive"}},
-	"limits.max_json_depth":      {{"1", "", "must be between 4 and 1000"}},
+	"limits.max_json_depth":      {{"1", "", "must be between 4 and 1000"}, {"1001", "", "must be between 4 and 1000"}},
 	"limits.max_header":          {{"1KiB", "", "must be at least 4KiB"}},
-	"limits.bulk_max_operations": {{"0", "", "must be between 1 and 100000"}},
-	"limits.bulk_max_payload":    {{"100", "", "must be between 1KiB and 256MiB"}},
+	"limits.bulk_max_operations": {{"0", "", "must be between 1 and 100000"}, {"100001", "", "must be between 1 and 100000"}},
+	"limits.bulk_max_payload":    {{"100", "", "must be between 1KiB and 256MiB"}, {"257MiB", "", "must be between 1KiB and 256MiB"}},
 	"limits.max_sort_matches":    {{"0", "", "must be positive"}},
-	"limits.read_header_timeout": {{"0s", "", "must be positive"}},
-	"limits.read_timeout":        {{"0s", "", "must be positive"}},
-	"limits.write_timeout":       {{"0s", "", "must be positive"}},
-	"limits.idle_timeout":        {{"0s", "", "must be positive"}},
-	"oauth.token_lifetime":       {{"30s", "", "must be between 1m and 24h"}},
+	"limits.read_header_timeout": {{"0s", "", "must be positive"}, {"999ms", "", "must be at least 1s"}},
+	"limits.read_timeout":        {{"0s", "", "must be positive"}, {"999ms", "", "must be at least 1s"}},
+	"limits.write_timeout":       {{"0s", "", "must be positive"}, {"999ms", "", "must be at least 1s"}},
+	"limits.idle_timeout":        {{"0s", "", "must be positive"}, {"999ms", "", "must be at least 1s"}},
+	"oauth.token_lifetime":       {{"30s", "", "must be between 1m and 24h"}, {"25h", "", "must be between 1m and 24h"}},
 	"oauth.rate":                 {{"-1", "", "must not be negative"}},
 	"oauth.burst":                {{"0", "", "must be at least 1 when oauth.rate is set"}},
 	"oauth.basic_auth":           nil, // on or off
-	"provisioning_log.retention": {{"0s", "", "must be positive"}},
+	"provisioning_log.retention": {{"0s", "", "must be positive"}, {"50ms", "", "must be at least 100ms"}},
 	"provisioning_log.max_bytes": {{"1000", "", "must be at least 1MiB"}, {"0", "", "must be at least 1MiB"}},
 	"provisioning_log.reads":     {{"some", "", "must be aggregate or all"}},
 	"tenants[].name":             {{`"Acme Corp"`, "", "must match [a-z0-9][a-z0-9_-]*"}},
@@ -99,14 +99,14 @@ var keyRules = map[string][]badValue{
 	"sinks[].events":              {{"[user.exploded]", "sinks[0].events[0]", `event pattern "user.exploded": no such event`}},
 	"sinks[].tenants":             {{"[globex]", "sinks[0].tenants[0]", `no tenant "globex" is configured`}, {"[Acme]", "sinks[0].tenants[0]", "must be a tenant name"}},
 	"sinks[].format":              {{"xml", "", "must be binary or structured"}},
-	"sinks[].timeout":             {{"1h", "", "must be between 0 and 5m0s"}},
+	"sinks[].timeout":             {{"1h", "", "between 100ms and 5m0s"}, {"99ms", "", "between 100ms and 5m0s"}},
 	"sinks[].headers":             {{"{webhook-signature: x}", "sinks[0].headers.webhook-signature", "is set by scimrelay on every delivery"}},
 	"sinks[].allow_private":       nil, // on or off
 	"sinks[].allow_private_proxy": nil, // on or off
 	"sinks[].concurrency":         {{"5000", "", "must be between 1 and 1024"}},
-	"sinks[].batch.max_events":    {{"5000", "", "must be between 1 and 1000"}},
+	"sinks[].batch.max_events":    {{"5000", "", "must be between 1 and 1000"}, {"-1", "", "must be between 1 and 1000"}},
 	"sinks[].batch.max_wait":      {{"1m", "", "must be between 0 and 10s"}},
-	"sinks[].batch.max_bytes":     {{"1000", "", "must be between 64KiB and 64MiB"}},
+	"sinks[].batch.max_bytes":     {{"1000", "", "must be between 64KiB and 64MiB"}, {"65MiB", "", "must be between 64KiB and 64MiB"}},
 	"sinks[].retry":               {{"[5s, 0s]", "sinks[0].retry[1]", "must be positive"}},
 }
 
@@ -342,5 +342,32 @@ func TestTenantOwnLimits(t *testing.T) {
 			_ = srv.close()
 		}
 		t.Errorf("a tenant rate without a burst: %v", err)
+	}
+}
+
+// TestPublicURLProblemsQuoteNoPassword holds "a problem never quotes a
+// value that may be a secret" for public_url: a user and password in it
+// are refused (every resource's location and every event's source would
+// carry them), and a public_url refused for another reason is shown with
+// its user information redacted.
+func TestPublicURLProblemsQuoteNoPassword(t *testing.T) {
+	for value, says := range map[string]string{
+		"https://user:s3cretpw@relay.example.com": "must not hold a user or password",
+		"https://s3cretpw@relay.example.com":      "must not hold a user or password",
+		"ftp://u:s3cretpw@relay.example.com":      "must be an absolute http(s) URL",
+	} {
+		cfg, err := config.Parse([]byte("public_url: "+value+"\ntenants: [{name: acme}]\n"), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		problems := checkConfig(cfg, roleAll)
+		if !slices.ContainsFunc(problems, func(p config.Problem) bool {
+			return p.Field == "public_url" && strings.Contains(p.Message, says)
+		}) {
+			t.Errorf("public_url %s: problems %v; want public_url saying %q", value, problems, says)
+		}
+		if strings.Contains(problems.Error(), "s3cretpw") {
+			t.Errorf("public_url %s: a problem quotes the password: %v", value, problems)
+		}
 	}
 }

@@ -262,9 +262,9 @@ func TestReloadChangesTenantsAndLimits(t *testing.T) {
 	}
 
 	// The limits, and globex back with its data.
-	write("    tokens: ["+fresh+"]\n", "  max_body: 400\n  max_json_depth: 6\n  max_sort_matches: 1\n  bulk_max_operations: 1\n", true)
+	write("    tokens: ["+fresh+"]\n", "  max_body: 400\n  max_json_depth: 6\n  max_sort_matches: 1\n  bulk_max_operations: 1\n  bulk_max_payload: 1KiB\n", true)
 	applied = reloadNow(t, p)
-	for _, key := range []string{"limits.max_body", "limits.max_json_depth", "limits.max_sort_matches", "limits.bulk_max_operations", "tenant globex added"} {
+	for _, key := range []string{"limits.max_body", "limits.max_json_depth", "limits.max_sort_matches", "limits.bulk_max_operations", "limits.bulk_max_payload", "tenant globex added"} {
 		if !strings.Contains(strings.Join(applied, "\n"), key) {
 			t.Errorf("reload applied %q, without %s", applied, key)
 		}
@@ -285,6 +285,9 @@ func TestReloadChangesTenantsAndLimits(t *testing.T) {
 	}
 	if r := p.scim("acme", fresh, "POST", "/Bulk", bulkRequest(0, op("h1"), op("h2"))); r.status != http.StatusRequestEntityTooLarge {
 		t.Errorf("a /Bulk of 2 operations after bulk_max_operations: 1: %d %s", r.status, r.raw)
+	}
+	if r := p.scim("acme", fresh, "POST", "/Bulk", bulkRequest(0, op("h3"+strings.Repeat("x", 1024)))); r.status != http.StatusRequestEntityTooLarge || !strings.Contains(r.str("detail"), "maxPayloadSize (1024 bytes)") {
+		t.Errorf("a /Bulk of more than 1KiB after bulk_max_payload: 1KiB: %d %s", r.status, r.raw)
 	}
 }
 

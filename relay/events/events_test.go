@@ -308,6 +308,36 @@ func TestEnsureStreamIsIdempotentAndUpdates(t *testing.T) {
 	}
 }
 
+// TestMinStreamAgeIsJetStreams: the floor Check holds nats.stream.max_age,
+// nats.stream.duplicates and provisioning_log.retention to is the one the
+// server holds streams to: at MinStreamAge a stream is made, below it the
+// server refuses the stream (and Check refuses the option first).
+func TestMinStreamAgeIsJetStreams(t *testing.T) {
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	at := events.StreamOptions{MaxAge: events.MinStreamAge, Duplicates: events.MinStreamAge}
+	if err := at.Check(); err != nil {
+		t.Fatalf("Check refuses %s: %v", events.MinStreamAge, err)
+	}
+	if _, err := events.EnsureStream(ctx, js, at, log); err != nil {
+		t.Fatalf("JetStream refuses a stream of %s: %v", events.MinStreamAge, err)
+	}
+	for _, below := range []events.StreamOptions{
+		{MaxAge: events.MinStreamAge - time.Millisecond, Duplicates: events.MinStreamAge - time.Millisecond},
+		{MaxAge: time.Hour, Duplicates: events.MinStreamAge - time.Millisecond},
+	} {
+		if err := below.Check(); err == nil || !strings.Contains(err.Error(), "must be at least 100ms") {
+			t.Errorf("Check of %+v: %v; want must be at least 100ms", below, err)
+		}
+		if _, err := events.EnsureStream(ctx, js, below, log); err == nil {
+			t.Errorf("JetStream took %+v; the floor is lower than MinStreamAge", below)
+		}
+	}
+}
+
 func TestClusterStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")

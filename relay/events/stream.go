@@ -355,6 +355,11 @@ func transient(err error) bool {
 		errors.Is(err, nats.ErrReconnectBufExceeded)
 }
 
+// MinStreamAge is the shortest max age and duplicate window JetStream
+// takes for a stream; below it the server refuses to create the stream,
+// with an error that names no relay.yaml key.
+const MinStreamAge = 100 * time.Millisecond
+
 // Check reports every problem of the options at once, each naming its
 // relay.yaml key ("nats.stream.replicas: ...").
 func (o StreamOptions) Check() error {
@@ -364,12 +369,17 @@ func (o StreamOptions) Check() error {
 	default:
 		errs = append(errs, fmt.Errorf("nats.stream.replicas: must be 0 (automatic), 1, 3 or 5, got %d", o.Replicas))
 	}
-	if o.MaxAge <= 0 {
+	switch {
+	case o.MaxAge <= 0:
 		errs = append(errs, errors.New("nats.stream.max_age: must be positive, e.g. 7d"))
+	case o.MaxAge < MinStreamAge:
+		errs = append(errs, fmt.Errorf("nats.stream.max_age: must be at least %s (JetStream's shortest), got %s", MinStreamAge, o.MaxAge))
 	}
 	switch {
 	case o.Duplicates <= 0:
 		errs = append(errs, errors.New("nats.stream.duplicates: must be positive, e.g. 10m"))
+	case o.Duplicates < MinStreamAge:
+		errs = append(errs, fmt.Errorf("nats.stream.duplicates: must be at least %s (JetStream's shortest), got %s", MinStreamAge, o.Duplicates))
 	case o.MaxAge > 0 && o.Duplicates > o.MaxAge:
 		errs = append(errs, fmt.Errorf("nats.stream.duplicates: must not exceed nats.stream.max_age (%s)", o.MaxAge))
 	}

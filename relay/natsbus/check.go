@@ -67,8 +67,8 @@ func (o Options) Check() error {
 	if o.ConnectTimeout < 0 {
 		add("connect_timeout", "must not be negative, got %s", o.ConnectTimeout)
 	}
-	if o.SyncInterval < 0 || o.SyncInterval > maxSyncInterval {
-		add("sync_interval", "must be between 0 (every message written to disk before it is acknowledged) and %s, got %s", maxSyncInterval, o.SyncInterval)
+	if o.SyncInterval < 0 || o.SyncInterval > maxSyncInterval || (o.SyncInterval > 0 && o.SyncInterval < minSyncInterval) {
+		add("sync_interval", "must be 0 (every message written to disk before it is acknowledged) or from %s to %s (a shorter interval keeps the server writing to disk all the time), got %s", minSyncInterval, maxSyncInterval, o.SyncInterval)
 	}
 	return errors.Join(errs...)
 }
@@ -81,3 +81,10 @@ func validPort(s string) bool {
 // maxSyncInterval bounds nats.sync_interval: the relay keeps each published
 // event three times it, and a day is far past any server's setting.
 const maxSyncInterval = 24 * time.Hour
+
+// minSyncInterval is the shortest nats.sync_interval other than 0:
+// nats-server panics at 1ns (its timer draws a random delay below half the
+// interval) and spends most of a core writing its store at a few
+// nanoseconds; 0 (sync_always) is what a file wanting every write on disk
+// sets.
+const minSyncInterval = 10 * time.Millisecond

@@ -29,9 +29,13 @@ func TestCheck(t *testing.T) {
 		{"cert without key", Options{URL: "tls://a:4222", TLS: TLS{CertFile: "c"}}, "nats.tls: cert_file and key_file go together"},
 		{"password without user", Options{URL: "nats://a:4222", Password: "p"}, "nats.password: needs nats.user"},
 		{"timeout", Options{ConnectTimeout: -time.Second}, "nats.connect_timeout: must not be negative"},
-		{"sync interval", Options{SyncInterval: -time.Second}, "nats.sync_interval: must be between 0"},
+		{"sync interval", Options{SyncInterval: -time.Second}, "nats.sync_interval: must be 0"},
+		{"sync interval of a nanosecond", Options{SyncInterval: time.Nanosecond}, "nats.sync_interval: must be 0 (every message written to disk before it is acknowledged) or from 10ms to 24h0m0s"},
+		{"sync interval just under the floor", Options{SyncInterval: 10*time.Millisecond - 1}, "nats.sync_interval: must be 0"},
+		{"sync interval at the floor", Options{SyncInterval: 10 * time.Millisecond}, ""},
+		{"sync always", Options{SyncInterval: 0}, ""},
 		{"url with a password it cannot read", Options{URL: "nats://relay:p%ss@nats:4222"}, "nats.url: an entry is not a URL"},
-		{"sync interval of a century", Options{SyncInterval: 36500 * 24 * time.Hour}, "nats.sync_interval: must be between 0"}, // three times it overflowed
+		{"sync interval of a century", Options{SyncInterval: 36500 * 24 * time.Hour}, "nats.sync_interval: must be 0"}, // three times it overflowed
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

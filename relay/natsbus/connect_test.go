@@ -114,6 +114,24 @@ func newPKI(t *testing.T) pki {
 	return p
 }
 
+// TestConnectTimeoutDefault holds relay.yaml's "connect_timeout: 0: the
+// default, 5s": each attempt of a connection made with 0 (and with a value
+// set) is bounded by it.
+func TestConnectTimeoutDefault(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	s := eventstest.RunServer(t)
+	for set, want := range map[time.Duration]time.Duration{0: 5 * time.Second, 3 * time.Second: 3 * time.Second} {
+		nc, err := natsbus.Connect(natsbus.Options{URL: s.ClientURL(), ConnectTimeout: set}, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nc.Opts.Timeout != want {
+			t.Errorf("connect_timeout %s: each attempt bounded by %s, want %s", set, nc.Opts.Timeout, want)
+		}
+		nc.Close()
+	}
+}
+
 // TestEmbeddedTLS: with a certificate the embedded listener speaks TLS
 // only; with a CA too, a subscriber must also present a client
 // certificate. The relay's own in-process connection needs neither.

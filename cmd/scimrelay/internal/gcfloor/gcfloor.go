@@ -29,6 +29,11 @@ import (
 // basePercent is the pacing above the floor: Go's default.
 const basePercent = 100
 
+// MaxFloor bounds the floor: far above any machine the relay runs on, and
+// low enough that percentFor's floor×100 cannot overflow (it did above
+// about 1.8e17 bytes).
+const MaxFloor = 1 << 40
+
 // heapMinimum is the heap at which Go collects however small the live heap,
 // at GOGC=100; it scales with the percentage (4 MiB × percent/100), so the
 // percentage is bounded to keep it at the floor.

@@ -25,6 +25,8 @@ func TestPercentFor(t *testing.T) {
 		{64 * MiB, 32 * MiB, 100},   // exactly half the floor
 		{64 * MiB, 30 * MiB, 113},   // 30 + 30×1.13 ≈ 64
 		{2 * MiB, 100, 100},         // a floor under Go's own minimum changes nothing
+		{MaxFloor, 0, 26214400},     // the largest floor: no overflow, bounded by the heap minimum
+		{MaxFloor, MaxFloor, 100},
 	} {
 		if got := percentFor(c.floor, c.live); got != c.want {
 			t.Errorf("percentFor(%d MiB, %d B) = %d, want %d", c.floor/MiB, c.live, got, c.want)
