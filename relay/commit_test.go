@@ -128,7 +128,7 @@ func TestGroupCommit(t *testing.T) {
 func TestGroupCommitDefaultBatch(t *testing.T) {
 	c, _, sizes := openCommitter(t, 0)
 	release := holdCommit(t, c)
-	const waiting = defaultMaxBatch + 1
+	const waiting = DefaultMaxBatch + 1
 	errs := make(chan error, waiting)
 	for i := range waiting {
 		go func() { errs <- c.do(put(fmt.Sprint("k", i))) }()
