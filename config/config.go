@@ -168,6 +168,10 @@ type Limits struct {
 	ReadTimeout       Duration `yaml:"read_timeout"`
 	WriteTimeout      Duration `yaml:"write_timeout"`
 	IdleTimeout       Duration `yaml:"idle_timeout"`
+	// ShutdownDelay is how long the SCIM listener goes on answering after
+	// a stop signal, /readyz failing meanwhile, before it stops taking
+	// requests: a load balancer's time to see it leave. 0: none.
+	ShutdownDelay Duration `yaml:"shutdown_delay"`
 }
 
 // OAuth configures each tenant's OAuth 2.0 token endpoint,

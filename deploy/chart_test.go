@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v3/pkg/chart"
@@ -461,6 +462,11 @@ func TestChartDefaults(t *testing.T) {
 	relay, err := config.Parse([]byte(text), func(k string) (string, bool) { v, ok := m.secretEnv(t)[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A stopping scim pod answers while the Service takes it out of its
+	// endpoints, within its grace period with the 30 s for requests.
+	if d, g := time.Duration(relay.Limits.ShutdownDelay), m.podOf(t, "scim").Spec.TerminationGracePeriodSeconds; d < time.Second || g == nil || d+30*time.Second > time.Duration(*g)*time.Second {
+		t.Errorf("relay.yaml: limits.shutdown_delay %s with terminationGracePeriodSeconds %v; want a delay the grace period holds with 30 s for requests", d, g)
 	}
 	// Replicas 0 is automatic: 3 on the cluster the NATS chart runs.
 	if r := relay.NATS.Stream.Replicas; relay.Embedded() || relay.NATS.URL != "nats://nats:4222" || (r != 0 && r != 3) {

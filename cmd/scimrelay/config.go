@@ -90,6 +90,10 @@ const (
 	// minListenerTimeout bounds limits' *_timeout from below: at 1ns the
 	// SCIM listener starts and every request fails.
 	minListenerTimeout = time.Second
+	// maxShutdownDelay bounds limits.shutdown_delay: a stop's grace period
+	// (45 s in Compose and the chart) must hold it and the 30 s that
+	// requests under way are given to finish.
+	maxShutdownDelay = 15 * time.Second
 )
 
 // checkConfig builds every component's options from cfg for role and asks
@@ -371,6 +375,9 @@ func checkLimits(add func(field, format string, args ...any), cfg *config.Config
 		case d < minListenerTimeout:
 			add(t.field, "must be at least %s (shorter, requests fail before they are read or answered), got %s", minListenerTimeout, d)
 		}
+	}
+	if d := time.Duration(l.ShutdownDelay); d < 0 || d > maxShutdownDelay {
+		add("limits.shutdown_delay", "must be between 0 and %s (the stop's grace period holds it and 30 s for requests under way), got %s", maxShutdownDelay, d)
 	}
 	for i, t := range cfg.Tenants {
 		if t.Rate < 0 {

@@ -485,3 +485,51 @@ func TestAnEventTheStreamRefusesIsQuarantined(t *testing.T) {
 		return nil
 	})
 }
+
+// TestShutdownDelayKeepsAnswering: with limits.shutdown_delay, a relay
+// asked to stop fails /readyz at once and goes on answering SCIM requests
+// for the delay, each answer closing its connection, so that a load
+// balancer still sending to it while it sees the relay leave has them
+// answered, and keep-alive clients move to new connections. Then it stops.
+func TestShutdownDelayKeepsAnswering(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.ShutdownDelay = config.Duration(3 * time.Second)
+	p := startRelay(t, cfg, roleAll)
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	send := func() (*http.Response, error) {
+		req, err := http.NewRequest("GET", p.scimURL+"/scim/v2/acme/Users?count=1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+acmeToken)
+		res, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			_ = res.Body.Close()
+		}
+		return res, err
+	}
+	if res, err := send(); err != nil || res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("before the stop: %v %v, want 200 on a kept-alive connection", res, err)
+	}
+
+	p.cancel()
+	p.cancel = nil
+	p.wantStatus("/readyz", http.StatusServiceUnavailable, 10*time.Second)
+	res, err := send()
+	if err != nil || res.StatusCode != http.StatusOK || !res.Close {
+		t.Fatalf("a SCIM request once the stop began: %v %v, want 200 closing its connection", res, err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("the relay stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not stop within 30 s")
+	}
+	if _, err := send(); err == nil {
+		t.Fatal("a SCIM request was answered after the relay stopped")
+	}
+}

@@ -270,7 +270,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		if s.scimLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("SCIM listener: %w", err)
 		}
-		s.scimHTTP = s.newHTTPServer(s.scimHandler())
+		s.scimHTTP = s.newHTTPServer(s.closeWhenStopping(s.scimHandler()))
 		if err := s.configureTLS(s.scimHTTP, "tls", "scim", cfg.TLS); err != nil {
 			return nil, err
 		}
@@ -701,6 +701,9 @@ func (s *server) run(ctx context.Context) error {
 		<-gctx.Done()
 		s.stopping.Store(true)
 		s.log.Info("shutting down")
+		if ctx.Err() != nil { // asked to stop, not stopping for a failure
+			s.keepAnswering()
+		}
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var errs []error
@@ -717,6 +720,38 @@ func (s *server) run(ctx context.Context) error {
 		err = nil
 	}
 	return errors.Join(err, s.close())
+}
+
+// keepAnswering goes on serving the SCIM listener for
+// limits.shutdown_delay once the relay is stopping, /readyz failing
+// meanwhile: a load balancer still sending requests while it sees the
+// relay leave (Kubernetes removes a pod from its Service's endpoints only
+// after the stop began) has them answered rather than refused. Every
+// answer meanwhile closes its connection (closeWhenStopping), so that
+// clients on keep-alive connections open new ones, which the balancer
+// sends elsewhere; a connection idle throughout is closed when the
+// listener stops, and a request sent on it at that moment is reset, as
+// HTTP/1.1 allows, to be sent again.
+func (s *server) keepAnswering() {
+	d := time.Duration(s.config().Limits.ShutdownDelay)
+	if d <= 0 || s.scimHTTP == nil {
+		return
+	}
+	s.log.Info("shutting down: the SCIM listener answers meanwhile, /readyz failing", "for", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	<-t.C
+}
+
+// closeWhenStopping has every answer of h close its connection once the
+// relay is stopping.
+func (s *server) closeWhenStopping(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.stopping.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // serveHTTP serves srv on ln, over TLS when srv has a TLS configuration
