@@ -28,7 +28,7 @@ func (p Problem) String() string {
 }
 
 // Problems is every problem found in a configuration; it is the error Load,
-// Read and Parse return, so that a user fixes them all in one go. The
+// LoadExcept, Read and Parse return, so that a user fixes them all in one go. The
 // composition layer adds the problems the components find to it.
 type Problems []Problem
 
@@ -47,7 +47,8 @@ func (ps Problems) Error() string {
 }
 
 // Load reads and decodes the file at path, expanding ${ENV} references
-// from the process environment.
+// from the process environment. serve and check use LoadExcept, CLI
+// commands Read; Load is the whole file, for any other reader.
 //
 // When the file is YAML but some values are wrong, Load returns the
 // configuration with the defaults in place of those values together with
