@@ -21,9 +21,11 @@ const (
 )
 
 // namePattern is the syntax of sink names. A name becomes part of the
-// sink's durable consumer (scimrelay-sink-<name>), its ordering bucket and
-// its dead-letter subject (scimrelay-dlq.<name>), so it must be a safe NATS
-// token and JetStream name.
+// sink's partition consumers (scimrelay-sink-<name>-P<n>), its parking
+// bucket (scimrelay-parked-<name>), its dead-letter and delivery-attempt
+// subjects (scimrelay-dlq.<name>, scimrelay-deliveries.<name>...) and its
+// workers' announcements, so it must be a safe NATS token and JetStream
+// name.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // Check reports every problem of the sinks' configuration at once, each
