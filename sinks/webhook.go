@@ -328,8 +328,12 @@ func (w *Webhook) sendBatch(ctx context.Context, ids []string, parts [][]byte) R
 	return res
 }
 
-// batchContentType is the CloudEvents HTTP binding's batched content mode.
-const batchContentType = "application/cloudevents-batch+json; charset=utf-8"
+// batchMediaType is the CloudEvents HTTP binding's batched content mode,
+// batchContentType the Content-Type sent with it.
+const (
+	batchMediaType   = "application/cloudevents-batch+json"
+	batchContentType = batchMediaType + "; charset=utf-8"
+)
 
 // batchID is a batch's webhook-id: "batch_" and the first 128 bits of the
 // SHA-256 of its events' ids in order, in hex. The in-request retries of a
