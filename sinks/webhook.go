@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -396,7 +395,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	case code >= 200 && code < 300:
 		return res
 	case code >= 300 && code < 400:
-		loc := truncateUTF8(redactURL(resp.Header.Get("Location")), maxLocationInError)
+		loc := truncate(redactURL(resp.Header.Get("Location")), maxLocationInError)
 		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", redactURL(w.url), status, loc)
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		res.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
@@ -445,18 +444,6 @@ func statusText(code int) string {
 		return strconv.Itoa(code) + " " + text
 	}
 	return strconv.Itoa(code)
-}
-
-// truncateUTF8 cuts s to at most n bytes, on a character boundary, marking
-// the cut with "…".
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // encode renders the event with the CloudEvents HTTP binding: binary mode
