@@ -292,6 +292,9 @@ func TestCIGivesComposeItsVariables(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, block, ok := strings.Cut(string(script), `echo "== docker compose config"`)
+	if !ok {
+		t.Fatal(`.ci/run no longer has the step that says echo "== docker compose config"; this test reads the variables that step sets`)
+	}
 	if block, _, ok = strings.Cut(block, "docker compose -f deploy/compose.yaml config"); !ok {
 		t.Fatal(".ci/run no longer runs docker compose config on deploy/compose.yaml")
 	}

@@ -14,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
@@ -27,7 +28,7 @@ import (
 func TestCommitFailureStopsWrites(t *testing.T) {
 	s, c, path := openStore(t)
 	before := create(t, s, "acme", user(t, `"userName":"before"`))
-	restore := eventstest.FailWrites(t, path)
+	restore := disktest.FailWrites(t, path)
 	_, err := s.Create(ctx, "acme", user(t, `"userName":"during"`))
 	wantErr(t, err, scim.ErrUnavailable, "could not write its data file")
 	select {
@@ -96,7 +97,7 @@ func TestFileReplacedStopsWrites(t *testing.T) {
 			t.Run(how+"/"+found, func(t *testing.T) {
 				s, path, backup := storeWithACopy(t)
 				if how == "in place" {
-					eventstest.WriteInPlace(t, path, backup)
+					disktest.WriteInPlace(t, path, backup)
 				} else {
 					if err := os.WriteFile(path+".new", backup, 0o600); err != nil {
 						t.Fatal(err)
@@ -149,7 +150,7 @@ func TestFileCopiedDuringACommitStopsWrites(t *testing.T) {
 		t.Run(during, func(t *testing.T) {
 			s, path, backup := storeWithACopy(t)
 			err := s.commits.do(func(tx *bolt.Tx) error {
-				eventstest.WriteInPlace(t, path, backup)
+				disktest.WriteInPlace(t, path, backup)
 				if during == "a write that panics" {
 					var m map[string]int
 					m["the copy's pages"]++ // as reading them through the relay's did

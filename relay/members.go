@@ -762,10 +762,5 @@ func pageMembers(tb *bolt.Bucket, groupID, after string, limit int) ([]scim.Memb
 	return out, nil
 }
 
-// truncate shortens a client's value for an error message.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "..."
-}
+// truncate shortens a client's value for an error message (scim.Truncate).
+func truncate(s string, n int) string { return scim.Truncate(s, n) }

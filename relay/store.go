@@ -282,9 +282,7 @@ func loadSecret(db *bolt.DB, key []byte, what string) ([]byte, error) {
 			return nil
 		}
 		secret = make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return err
-		}
+		_, _ = rand.Read(secret) // crypto/rand.Read never fails (Go 1.24+)
 		return meta.Put(key, secret)
 	})
 	if err != nil {

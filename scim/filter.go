@@ -1039,10 +1039,3 @@ func empty(v any) bool {
 	}
 	return false
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}

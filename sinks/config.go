@@ -5,7 +5,6 @@ package sinks
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -23,11 +22,11 @@ const (
 	minTimeout = 100 * time.Millisecond
 )
 
-// namePattern is the syntax of sink names. A name becomes part of the
-// sink's durable consumer (scimrelay-sink-<name>), its ordering bucket and
-// its dead-letter subject (scimrelay-dlq.<name>), so it must be a safe NATS
-// token and JetStream name.
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+// A sink's name (events.ValidName) becomes part of the sink's partition
+// consumers (scimrelay-sink-<name>-P<n>), its parking bucket
+// (scimrelay-parked-<name>), its dead-letter and delivery-attempt subjects
+// (scimrelay-dlq.<name>, scimrelay-deliveries.<name>...) and its workers'
+// announcements, so it must be a safe NATS token and JetStream name.
 
 // Check reports every problem of the sinks' configuration at once, each
 // naming its relay.yaml key ("sinks[0].url: ..."), without NATS and without
@@ -46,8 +45,8 @@ func (o Options) build() ([]*sinkRuntime, error) {
 		field := fmt.Sprintf("sinks[%d]", i)
 		s, err := o.buildOne(field, c)
 		switch j, dup := seen[c.Name]; {
-		case !namePattern.MatchString(c.Name):
-			errs = append(errs, fmt.Errorf("%s.name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got %q", field, c.Name))
+		case !events.ValidName(c.Name):
+			errs = append(errs, fmt.Errorf("%s.name: must match %s, got %q", field, events.NameRule, c.Name))
 		case dup:
 			errs = append(errs, fmt.Errorf("%s.name: %q is also sinks[%d]", field, c.Name, j))
 		default:

@@ -266,9 +266,13 @@ func errText(err error) string {
 	return err.Error()
 }
 
+// truncate shortens a text for a record or a header: to its first n bytes
+// and "..." when it is longer, cut before a character the n bytes would
+// split, so that it stays UTF-8. It is scim.Truncate, which sinks may not
+// import.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "..."
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }

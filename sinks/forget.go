@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // A sink removed from relay.yaml keeps what it has in NATS, so that adding
@@ -60,7 +62,7 @@ func (m *Manager) Forget(ctx context.Context, name string) (Forgotten, error) {
 	if slices.Contains(m.Names(), name) {
 		return Forgotten{}, fmt.Errorf("forgetting sink %s: %w: remove it from relay.yaml and reload every process first", name, ErrSinkConfigured)
 	}
-	if !namePattern.MatchString(name) {
+	if !events.ValidName(name) {
 		return Forgotten{}, fmt.Errorf("%w %q", ErrUnknownSink, name)
 	}
 	sh := m.shared

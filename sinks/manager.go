@@ -23,7 +23,7 @@ import (
 
 // Config is one sink: where its events go and which ones.
 type Config struct {
-	Name   string // [a-z0-9][a-z0-9_-]*, at most 64 characters
+	Name   string // events.ValidName: [a-z0-9][a-z0-9_-]*, at most 64 characters
 	Type   string // webhook, the default and only type
 	URL    string
 	Secret string // whsec_<base64>

@@ -26,7 +26,7 @@ import (
 // body over maxReceived 413 (not a signature failure on the part read). It
 // is what `scimrelay receive` serves, for trying a sink out.
 func NewReceiver(secret string, handle func(event.Event)) (http.Handler, error) {
-	wh, err := parseSecret(secret) // the library alone is lenient about the format
+	wh, err := ParseSecret(secret)
 	if err != nil {
 		return nil, fmt.Errorf("secret: %w", err)
 	}
@@ -66,11 +66,19 @@ func NewReceiver(secret string, handle func(event.Event)) (http.Handler, error) 
 // server's largest event.
 const maxReceived = 8 << 20
 
+// IsBatch reports whether a webhook request's Content-Type is the
+// CloudEvents batched content mode: its body is an array of events.
+func IsBatch(h http.Header) bool {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return mt == batchMediaType
+}
+
 // ReadDelivery reads the events of one webhook request whose body was
 // read: one in binary or structured mode, or the array of a batch, in
-// order. The signature is the caller's to check first.
+// order. Each event is valid. The signature is the caller's to check
+// first.
 func ReadDelivery(h http.Header, body []byte) ([]event.Event, error) {
-	if mt, _, _ := mime.ParseMediaType(h.Get("Content-Type")); mt == "application/cloudevents-batch+json" {
+	if IsBatch(h) {
 		var es []event.Event
 		if err := json.Unmarshal(body, &es); err != nil {
 			return nil, fmt.Errorf("not a CloudEvents batch: %w", err)
@@ -86,6 +94,9 @@ func ReadDelivery(h http.Header, body []byte) ([]event.Event, error) {
 	e, err := binding.ToEvent(context.Background(), cehttp.NewMessageFromHttpRequest(req))
 	if err != nil {
 		return nil, fmt.Errorf("not a CloudEvent: %w", err)
+	}
+	if err := e.Validate(); err != nil { // ToEvent does not check
+		return nil, fmt.Errorf("not a valid CloudEvent: %w", err)
 	}
 	return []event.Event{*e}, nil
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // Dead-letter pages: a listing never holds more than one page.
@@ -77,7 +79,7 @@ func (m *Manager) DeadLetterQueues(ctx context.Context) ([]DeadLetterQueue, erro
 // a sink no longer configured left dead letters in.
 func (m *Manager) queue(ctx context.Context, name string) error {
 	_, err := m.sink(name)
-	if err == nil || !errors.Is(err, ErrUnknownSink) || !namePattern.MatchString(name) {
+	if err == nil || !errors.Is(err, ErrUnknownSink) || !events.ValidName(name) {
 		return err
 	}
 	n, cerr := m.dlq.count(ctx, name)

@@ -28,9 +28,11 @@ type signer struct {
 	previousUntil time.Time
 }
 
-// parseSecret checks a secret's format, which the library is lenient about
-// (it takes any base64, with or without the prefix, of any length).
-func parseSecret(secret string) (*standardwebhooks.Webhook, error) {
+// ParseSecret returns the signer and verifier of a Standard Webhooks
+// secret, whsec_ followed by the base64 of 24 to 64 bytes. It checks the
+// format, which the library alone is lenient about (it takes any base64,
+// with or without the prefix, of any length).
+func ParseSecret(secret string) (*standardwebhooks.Webhook, error) {
 	raw, ok := strings.CutPrefix(secret, "whsec_")
 	if !ok {
 		return nil, errors.New("must be whsec_ followed by base64 (the Standard Webhooks format)")
@@ -48,11 +50,11 @@ func newSigner(secret, previous, previousUntil string) (*signer, error) {
 	var errs []error
 	s := &signer{}
 	var err error
-	if s.current, err = parseSecret(secret); err != nil {
+	if s.current, err = ParseSecret(secret); err != nil {
 		errs = append(errs, fmt.Errorf("secret: %w", err))
 	}
 	if previous != "" {
-		if s.previous, err = parseSecret(previous); err != nil {
+		if s.previous, err = ParseSecret(previous); err != nil {
 			errs = append(errs, fmt.Errorf("previous_secret: %w", err))
 		} else if previous == secret {
 			errs = append(errs, errors.New("previous_secret: is the same as secret; set it to the secret being replaced"))

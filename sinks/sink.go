@@ -1,13 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package sinks delivers events to the destinations configured in
-// relay.yaml: one durable JetStream consumer per sink, webhook delivery with
-// short in-request retries and a long jittered schedule on top of JetStream
-// redelivery, Standard Webhooks signatures, ordering per resource, and a
-// dead-letter queue that can be listed and redriven.
+// relay.yaml. A sink's events are spread over the stream's partitions, one
+// durable JetStream consumer per partition (scimrelay-sink-<name>-P<n>);
+// the sink's workers, in this process and others, share the partitions
+// among themselves (membership.go), each partition run by one worker at a
+// time (claim.go). Within a partition a resource's events go out one at a
+// time and in order, different resources in parallel (partition.go),
+// singly or in batches (batch.go), over webhooks with short in-request
+// retries and Standard Webhooks signatures (webhook.go, signature.go).
 //
-// It imports nothing from the relay but the event contract (relay/events),
-// so that delivery workers run on machines without the relay's data file.
+// Failed events are not redelivered by JetStream (no Nak): their resource
+// is parked, its events acknowledged, and a record in the sink's parking
+// bucket (scimrelay-parked-<name>) says where its delivery stands and when
+// it is due (parking.go). When it is due, or sooner once the receiver is
+// back (wake.go), the resource's events are read back from the stream and
+// delivered in order. The retry policy is in failure.go, the delays in
+// Schedule; an event out of tries, or refused for good, goes to the
+// dead-letter queue, which can be listed and redriven (dlq.go, redrive.go).
+//
+// It imports nothing of the relay's write path (package relay and its data
+// file): only the event contract (relay/events) and the file-system helpers
+// of relay/disk, so that delivery workers run on machines without the
+// relay's data file.
 package sinks
 
 import (

@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -328,8 +327,12 @@ func (w *Webhook) sendBatch(ctx context.Context, ids []string, parts [][]byte) R
 	return res
 }
 
-// batchContentType is the CloudEvents HTTP binding's batched content mode.
-const batchContentType = "application/cloudevents-batch+json; charset=utf-8"
+// batchMediaType is the CloudEvents HTTP binding's batched content mode,
+// batchContentType the Content-Type sent with it.
+const (
+	batchMediaType   = "application/cloudevents-batch+json"
+	batchContentType = batchMediaType + "; charset=utf-8"
+)
 
 // batchID is a batch's webhook-id: "batch_" and the first 128 bits of the
 // SHA-256 of its events' ids in order, in hex. The in-request retries of a
@@ -392,7 +395,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 	case code >= 200 && code < 300:
 		return res
 	case code >= 300 && code < 400:
-		loc := truncateUTF8(RedactURL(resp.Header.Get("Location")), maxLocationInError)
+		loc := truncate(RedactURL(resp.Header.Get("Location")), maxLocationInError)
 		res.Err = fmt.Errorf("POST %s: %s: redirect to %q not followed", RedactURL(w.url), status, loc)
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		res.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
@@ -441,18 +444,6 @@ func statusText(code int) string {
 		return strconv.Itoa(code) + " " + text
 	}
 	return strconv.Itoa(code)
-}
-
-// truncateUTF8 cuts s to at most n bytes, on a character boundary, marking
-// the cut with "…".
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // encode renders the event with the CloudEvents HTTP binding: binary mode

@@ -21,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -394,7 +395,7 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 	cfg := testConfig(t, dataDir)
 	p := startRelay(t, cfg, roleAll)
 	before := p.createUser(t, "before")
-	restore := eventstest.FailWrites(t, cfg.DBPath())
+	restore := disktest.FailWrites(t, cfg.DBPath())
 	r := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"during"}`)
 	restore() // the disk is back: the relay stops all the same
 	if r.status != 503 || !strings.Contains(r.str("detail"), "could not write its data file") {

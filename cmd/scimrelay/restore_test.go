@@ -14,7 +14,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
-	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 )
 
 // relayWithABackup starts a relay, creates ann, backs it up with the CLI
@@ -124,7 +124,7 @@ func TestBackupCopiedOverARunningRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventstest.WriteInPlace(t, c.DBPath(), copied)
+	disktest.WriteInPlace(t, c.DBPath(), copied)
 	r := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"cy"}`)
 	if r.status != 503 || !strings.Contains(r.str("detail"), "could not write its data file") {
 		t.Fatalf("a write after the copy: %d %s", r.status, r.raw)

@@ -77,18 +77,24 @@ func ParseType(ceType string) (Action, error) {
 	return a, nil
 }
 
-// Tenant names are part of every subject and of the SCIM base path
-// /scim/v2/<tenant>, so this package, which owns the subjects, owns their
-// syntax: a safe NATS token and URL segment. The relay refuses to configure
-// a tenant with another name, and readers refuse events that carry one.
-// tenant names are checked on every request, so by a loop rather than
-// the regular expression ^[a-z0-9][a-z0-9_-]{0,63}$ they amount to.
+// Names the relay puts in subjects and JetStream names (tenants, sinks,
+// subscribers) share one syntax, owned here with the subjects: a safe NATS
+// token, JetStream name and URL segment. Tenant names are part of every
+// subject and of the SCIM base path /scim/v2/<tenant>; a sink's or a
+// subscriber's name part of its consumers and subjects. The relay refuses
+// to configure one with another name, and readers refuse events that carry
+// such a tenant. Names are checked on every request, so by a loop rather
+// than the regular expression ^[a-z0-9][a-z0-9_-]{0,63}$ they amount to.
 
-// TenantNameRule describes valid tenant names, for messages.
-const TenantNameRule = "[a-z0-9][a-z0-9_-]* (at most 64 characters)"
+// NameRule describes valid names, for messages.
+const NameRule = "[a-z0-9][a-z0-9_-]* (at most 64 characters)"
 
-// ValidTenant reports whether name is a valid tenant name (TenantNameRule).
-func ValidTenant(name string) bool {
+// TenantNameRule describes valid tenant names (NameRule), for messages.
+const TenantNameRule = NameRule
+
+// ValidName reports whether name is a valid name of a tenant, sink or
+// subscriber (NameRule).
+func ValidName(name string) bool {
 	if name == "" || len(name) > 64 {
 		return false
 	}
@@ -100,6 +106,9 @@ func ValidTenant(name string) bool {
 	}
 	return true
 }
+
+// ValidTenant reports whether name is a valid tenant name (ValidName).
+func ValidTenant(name string) bool { return ValidName(name) }
 
 // Pattern selects actions: "*", "user.*" or "group.member_added"; the full
 // type form "io.scimrelay.user.*" is accepted too.

@@ -19,9 +19,9 @@ import (
 )
 
 // Encoding an event once. The relay writes every event as the NATS message
-// it publishes (binary content mode, the same headers and data as ToMsg of
-// New), so that nothing between the outbox and the stream encodes it
-// again. The encoding happens before the write transaction; the two
+// it publishes (binary content mode: the headers and data ToMsg writes for
+// the event it decodes to), so that nothing between the outbox and the
+// stream encodes it again. The encoding happens before the write transaction; the two
 // numbers only the transaction knows, the tenant's sequence and the
 // resource's subjectseq, are fixed-width in the header (20 digits), so the
 // transaction writes them in place (Draft.SetSequences).
@@ -94,11 +94,10 @@ func extensionName(s string) bool {
 // reservedAttributes are the attributes Encode writes itself.
 var reservedAttributes = []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data", ExtTenant, ExtSequence, ExtSubjectSeq}
 
-// Encode builds the message of an event, with the same attributes and data
-// as New and ToMsg, and a fresh UUIDv7 id. Sequence numbers in m are
-// ignored: set them with SetSequences.
+// Encode builds the message of an event, with a fresh UUIDv7 id. It is
+// the only builder of events: New decodes what it writes. Sequence numbers
+// in m are ignored: set them with SetSequences.
 func Encode(m Meta, d Data) (*Draft, error) {
-	m.Sequence, m.SubjectSeq = 1, 1 // checked by SetSequences' caller, not here
 	if err := m.check(d); err != nil {
 		return nil, err
 	}

@@ -37,9 +37,11 @@ func encodeCases() map[events.Action]events.Data {
 	}
 }
 
-// TestEncodeMatchesToMsg: the message Encode writes once carries exactly
-// what New and ToMsg would put on NATS for the same change (the data byte
-// for byte, every header), and decodes to the same event.
+// TestEncodeMatchesToMsg: the message Encode writes once holds the data
+// json.Marshal writes for the payload, byte for byte (what earlier
+// releases sent), and carries exactly the headers ToMsg puts on NATS for
+// the event it decodes to (ToMsg publishes the rows earlier releases
+// stored), which is the event New builds.
 func TestEncodeMatchesToMsg(t *testing.T) {
 	for a, d := range encodeCases() {
 		t.Run(string(a), func(t *testing.T) {
@@ -57,12 +59,17 @@ func TestEncodeMatchesToMsg(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m.Sequence, m.SubjectSeq = 1234567, 89
-			e, err := events.New(m, d)
+			data, err := json.Marshal(d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.SetID(dr.ID())
+			if !bytes.Equal(got.Data, data) {
+				t.Errorf("data %s\nwant %s", got.Data, data)
+			}
+			e, err := events.FromMsg(got.Subject, got.Header, got.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
 			want, err := events.ToMsg(e)
 			if err != nil {
 				t.Fatal(err)
@@ -78,11 +85,16 @@ func TestEncodeMatchesToMsg(t *testing.T) {
 					t.Errorf("header %s = %q, want %q", k, got.Header.Get(k), want.Header.Get(k))
 				}
 			}
-			back, err := events.FromMsg(got.Subject, got.Header, got.Data)
+			if e.Source() != "https://relay.example.com/scim/v2/acme" || e.Type() != a.Type() || !e.Time().Equal(commitTime) {
+				t.Errorf("source %s, type %s, time %s", e.Source(), e.Type(), e.Time())
+			}
+			m.Sequence, m.SubjectSeq = 1234567, 89
+			built, err := events.New(m, d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			assertSameEvent(t, back, e)
+			built.SetID(dr.ID())
+			assertSameEvent(t, built, e)
 		})
 	}
 }

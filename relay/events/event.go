@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/google/uuid"
 )
 
 // Data is the payload of every event.
@@ -88,38 +86,31 @@ const (
 // uint64, so that lexical order is numeric order.
 const seqWidth = 20
 
-// New builds the CloudEvent for a change: id a UUIDv7 (time-ordered, also the
-// Nats-Msg-Id and the webhook-id), source /scim/v2/<tenant> (absolute,
-// <BaseURL>/scim/v2/<tenant>, when the public URL is known, as CloudEvents
-// recommends for uniqueness across deployments), type io.scimrelay.<action>,
-// subject Users/<id> or Groups/<id>.
+// New builds the CloudEvent for a change, as the relay publishes it and a
+// subscriber reads it: the message Encode writes, with m's sequence numbers
+// set, decoded by FromMsg. So it has Encode's attributes (id a UUIDv7, also
+// the Nats-Msg-Id and the webhook-id; source /scim/v2/<tenant>, or
+// <BaseURL>/scim/v2/<tenant> when the public URL is known, as CloudEvents
+// recommends for uniqueness across deployments; type io.scimrelay.<action>;
+// subject Users/<id> or Groups/<id>) and refuses what Encode refuses.
 func New(m Meta, d Data) (event.Event, error) {
-	if err := m.check(d); err != nil {
+	if m.Sequence == 0 || m.SubjectSeq == 0 {
+		return event.Event{}, errors.New("building event: sequence and subjectseq start at 1")
+	}
+	dr, err := Encode(m, d)
+	if err != nil {
 		return event.Event{}, err
 	}
-	id, err := uuid.NewV7()
+	dr.SetSequences(m.Sequence, m.SubjectSeq)
+	stored, err := ParseMessage(dr.Row())
 	if err != nil {
-		return event.Event{}, fmt.Errorf("generating an event id: %w", err)
-	}
-	e := event.New(event.CloudEventsVersionV1)
-	e.SetID(id.String())
-	e.SetSource(strings.TrimRight(m.BaseURL, "/") + "/scim/v2/" + m.Tenant)
-	e.SetType(m.Action.Type())
-	e.SetSubject(subjectOf(m.Action, m.ResourceID))
-	e.SetTime(m.Time.UTC())
-	e.SetExtension(ExtTenant, m.Tenant)
-	e.SetExtension(ExtSequence, formatSeq(m.Sequence))
-	e.SetExtension(ExtSubjectSeq, formatSeq(m.SubjectSeq))
-	for name, v := range m.Extensions {
-		e.SetExtension(name, v)
-	}
-	if err := e.SetData(event.ApplicationJSON, d); err != nil {
-		return event.Event{}, fmt.Errorf("encoding event data: %w", err)
-	}
-	if err := e.Validate(); err != nil {
 		return event.Event{}, fmt.Errorf("building event: %w", err)
 	}
-	return e, nil
+	msg, err := stored.NATS()
+	if err != nil {
+		return event.Event{}, fmt.Errorf("building event: %w", err)
+	}
+	return FromMsg(msg.Subject, msg.Header, msg.Data)
 }
 
 func (m Meta) check(d Data) error {
@@ -134,9 +125,6 @@ func (m Meta) check(d Data) error {
 		errs = append(errs, errors.New("resource id is empty"))
 	} else if !ValidResourceID(m.ResourceID) {
 		errs = append(errs, fmt.Errorf("resource id %q is not [A-Za-z0-9_-]{1,128}: it travels in NATS subjects", m.ResourceID))
-	}
-	if m.Sequence == 0 || m.SubjectSeq == 0 {
-		errs = append(errs, errors.New("sequence and subjectseq start at 1"))
 	}
 	if m.Time.IsZero() {
 		errs = append(errs, errors.New("time is not set"))
@@ -158,12 +146,6 @@ func subjectOf(a Action, id string) string {
 		return "Groups/" + id
 	}
 	return "Users/" + id
-}
-
-func formatSeq(n uint64) string {
-	var b [seqWidth]byte
-	putSeq(b[:], n)
-	return string(b[:])
 }
 
 // Sequence returns the event's per-tenant sequence number.

@@ -93,6 +93,9 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"no time", func(m *events.Meta, _ *events.Data) { m.Time = time.Time{} }, "time is not set"},
 		{"kind mismatch", func(_ *events.Meta, d *events.Data) { d.ResourceType = "Group" }, "does not match"},
 		{"data for another resource", func(_ *events.Meta, d *events.Data) { d.ID = "u2" }, "must match"},
+		{"extension sets the tenant", func(m *events.Meta, _ *events.Data) { m.Extensions = map[string]string{"tenant": "other"} }, "sets itself"},
+		{"extension sets the sequence", func(m *events.Meta, _ *events.Data) { m.Extensions = map[string]string{"sequence": "9"} }, "sets itself"},
+		{"extension with a line break", func(m *events.Meta, _ *events.Data) { m.Extensions = map[string]string{"x": "a\nb"} }, "line breaks"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

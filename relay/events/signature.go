@@ -232,9 +232,7 @@ func streamInfo(ctx context.Context, nc *nats.Conn) (*jetstream.StreamInfo, erro
 // message of its own answer there first.
 func privateRequest(ctx context.Context, nc *nats.Conn, subject string, body []byte, v any) error {
 	var token [16]byte
-	if _, err := rand.Read(token[:]); err != nil {
-		return err
-	}
+	_, _ = rand.Read(token[:]) // crypto/rand.Read never fails (Go 1.24+)
 	inbox := nats.InboxPrefix + hex.EncodeToString(token[:])
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {

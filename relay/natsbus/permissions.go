@@ -4,7 +4,6 @@ package natsbus
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,16 +30,14 @@ type Subscriber struct {
 	From string
 }
 
-// subscriberName is the syntax of subscriber names: a JetStream consumer
-// name and a subject token. Names starting with "scimrelay" are the relay's
-// own (its sinks' consumers), so a subscriber cannot take one.
-var subscriberName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
-
 // Check reports what is wrong with a subscriber, naming the field.
 func (s Subscriber) Check() error {
 	switch {
-	case !subscriberName.MatchString(s.Name):
-		return fmt.Errorf("subscriber name %q must match [a-z0-9][a-z0-9_-]* (at most 64 characters)", s.Name)
+	// A subscriber's name is a JetStream consumer name and a subject token
+	// (events.ValidName). Names starting with "scimrelay" are the relay's
+	// own (its sinks' consumers), so a subscriber cannot take one.
+	case !events.ValidName(s.Name):
+		return fmt.Errorf("subscriber name %q must match %s", s.Name, events.NameRule)
 	case strings.HasPrefix(s.Name, "scimrelay"):
 		return fmt.Errorf("subscriber name %q: names starting with scimrelay are the relay's own", s.Name)
 	case !nkeys.IsValidPublicUserKey(s.PublicKey):

@@ -2,9 +2,12 @@
 
 // Package eventstest starts real in-process NATS servers for the tests of
 // relay, sinks and cmd, and holds the helpers they share: polling for a
-// condition, and a Log to read what the code under test logged. It is a
-// normal package so that tests of several packages can use it; nothing
-// outside tests imports it.
+// condition (CheckFor), a Log to read what the code under test logged, and
+// the event contract's checks (schema.go): every event a test reads
+// validated against the JSON Schemas in relay/events/schema (Schemas,
+// ValidateEvent, ValidateNATSHeaders), and Event, a valid event of any
+// action. It is a normal package so that tests of several packages can use
+// it; nothing outside tests imports it. Disk faults are relay/disk/disktest's.
 package eventstest
 
 import (

@@ -500,6 +500,8 @@ func TestOptionsRejected(t *testing.T) {
 		{"prefix", Options{URL: "http://x", Users: 1, Prefix: `a"b`}, []string{`prefix "a\"b"`}},
 		{"receiver", Options{URL: "http://x", Users: 1, Receiver: "nope"}, []string{`receiver "nope"`}},
 		{"secret", Options{URL: "http://x", Users: 1, Receiver: "127.0.0.1:0", ReceiverSecret: "whsec_!!!"}, []string{"not a Standard Webhooks secret"}},
+		{"short secret", Options{URL: "http://x", Users: 1, Receiver: "127.0.0.1:0", ReceiverSecret: "whsec_c2VjcmV0"}, []string{"not a Standard Webhooks secret", "24 to 64"}},
+		{"secret without prefix", Options{URL: "http://x", Users: 1, Receiver: "127.0.0.1:0", ReceiverSecret: "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, []string{"must be whsec_"}},
 		{"secret alone", Options{URL: "http://x", Users: 1, ReceiverSecret: "whsec_c2VjcmV0"}, []string{"without a receiver"}},
 		{"durations", Options{URL: "http://x", Users: 1, DrainTimeout: -1, Timeout: -1}, []string{"drain timeout is -1ns", "timeout is -1ns"}},
 	}

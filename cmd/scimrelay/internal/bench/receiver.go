@@ -3,13 +3,11 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"slices"
@@ -19,8 +17,9 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // maxDeliveryBytes bounds one webhook body. Events carry one resource
@@ -63,9 +62,9 @@ func newReceiver(secret string) (*receiver, error) {
 		arrivals: map[eventKey]time.Time{},
 	}
 	if secret != "" {
-		wh, err := standardwebhooks.NewWebhook(secret)
+		wh, err := sinks.ParseSecret(secret)
 		if err != nil {
-			return nil, fmt.Errorf("%w: receiver secret is not a Standard Webhooks secret (whsec_ followed by base64)", ErrInvalidOptions)
+			return nil, fmt.Errorf("%w: receiver secret is not a Standard Webhooks secret: %w", ErrInvalidOptions, err)
 		}
 		r.wh = wh
 	}
@@ -132,7 +131,7 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	ds, err := parseDeliveries(req, body)
+	ds, err := parseDeliveries(req.Header, body)
 	if err != nil {
 		r.count(&r.invalid)
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -161,47 +160,37 @@ type delivery struct {
 	key     eventKey
 }
 
-// batchType is the CloudEvents HTTP binding's batched content mode.
-const batchType = "application/cloudevents-batch+json"
-
-// parseDeliveries reads the CloudEvents of a request whose body was read:
-// one (binary or structured mode) or a batch, an array taken in order. A
-// batch's events are told apart by their own ids (its webhook-id names the
-// request); a single event's by its webhook-id.
-func parseDeliveries(req *http.Request, body []byte) ([]delivery, error) {
-	if mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); mt == batchType {
-		var es []event.Event
-		if err := json.Unmarshal(body, &es); err != nil {
-			return nil, fmt.Errorf("reading the CloudEvents batch: %w", err)
-		}
-		out := make([]delivery, 0, len(es))
-		for i := range es {
-			d, err := deliveryOf(&es[i], es[i].ID())
-			if err != nil {
-				return nil, fmt.Errorf("event %d of the batch: %w", i, err)
-			}
-			out = append(out, d)
-		}
-		return out, nil
-	}
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	e, err := cehttp.NewEventFromHTTPRequest(req)
-	if err != nil {
-		return nil, fmt.Errorf("reading the CloudEvent: %w", err)
-	}
-	d, err := deliveryOf(e, req.Header.Get(standardwebhooks.HeaderWebhookID))
+// parseDeliveries reads the CloudEvents of a request whose body was read
+// (sinks.ReadDelivery): one, or a batch taken in order. A batch's events
+// are told apart by their own ids (its webhook-id names the request); a
+// single event's by its webhook-id.
+func parseDeliveries(h http.Header, body []byte) ([]delivery, error) {
+	es, err := sinks.ReadDelivery(h, body)
 	if err != nil {
 		return nil, err
 	}
-	return []delivery{d}, nil
+	batch := sinks.IsBatch(h)
+	out := make([]delivery, 0, len(es))
+	for i := range es {
+		id := h.Get(standardwebhooks.HeaderWebhookID)
+		if batch {
+			id = es[i].ID()
+		}
+		d, err := deliveryOf(&es[i], id)
+		if err != nil {
+			if batch {
+				return nil, fmt.Errorf("event %d of the batch: %w", i, err)
+			}
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // deliveryOf is what the receiver keeps of event e, known by id ("" = the
 // event's id).
 func deliveryOf(e *event.Event, id string) (delivery, error) {
-	if err := e.Validate(); err != nil {
-		return delivery{}, fmt.Errorf("reading the CloudEvent: %w", err)
-	}
 	d := delivery{id: id, subject: e.Subject()}
 	if d.id == "" {
 		d.id = e.ID()

@@ -194,10 +194,10 @@ func (h *Handler) serve(r *http.Request, info *scim.RequestInfo) (relay.AccessTo
 func (h *Handler) issue(r *http.Request, info *scim.RequestInfo) (relay.AccessToken, error) {
 	tenant, ok := tenantOf(r.URL.EscapedPath())
 	if !ok {
-		return relay.AccessToken{}, fail(http.StatusNotFound, errInvalidRequest, "no token endpoint at %s; it is %s", truncate(r.URL.Path, 128), PathPattern)
+		return relay.AccessToken{}, fail(http.StatusNotFound, errInvalidRequest, "no token endpoint at %s; it is %s", scim.Truncate(r.URL.Path, 128), PathPattern)
 	}
 	if r.Method != http.MethodPost {
-		return relay.AccessToken{}, fail(http.StatusMethodNotAllowed, errInvalidRequest, "the token endpoint takes POST, not %s", truncate(r.Method, 16))
+		return relay.AccessToken{}, fail(http.StatusMethodNotAllowed, errInvalidRequest, "the token endpoint takes POST, not %s", scim.Truncate(r.Method, 16))
 	}
 	known := h.o.Issuer.HasTenant(tenant)
 	if known {
@@ -218,7 +218,7 @@ func (h *Handler) issue(r *http.Request, info *scim.RequestInfo) (relay.AccessTo
 	case gt == "":
 		return relay.AccessToken{}, fail(http.StatusBadRequest, errInvalidRequest, "grant_type is missing; this endpoint issues tokens for grant_type=client_credentials")
 	case gt != "client_credentials":
-		return relay.AccessToken{}, fail(http.StatusBadRequest, errUnsupportedGrantType, "grant_type %q is not supported; use client_credentials", truncate(gt, 64))
+		return relay.AccessToken{}, fail(http.StatusBadRequest, errUnsupportedGrantType, "grant_type %q is not supported; use client_credentials", scim.Truncate(gt, 64))
 	}
 	tok, err := h.o.Issuer.IssueAccessToken(r.Context(), tenant, id, secret, h.o.Lifetime)
 	switch {
@@ -264,7 +264,7 @@ func readForm(r *http.Request) (url.Values, error) {
 	}
 	for k, v := range r.PostForm {
 		if len(v) > 1 {
-			return nil, fail(http.StatusBadRequest, errInvalidRequest, "parameter %s is given %d times", truncate(k, 32), len(v))
+			return nil, fail(http.StatusBadRequest, errInvalidRequest, "parameter %s is given %d times", scim.Truncate(k, 32), len(v))
 		}
 	}
 	return r.PostForm, nil
@@ -350,11 +350,4 @@ func clientIDForLog(id string) string {
 		return ""
 	}
 	return "(not a client id)"
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

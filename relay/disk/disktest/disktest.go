@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package eventstest
+// Package disktest injects disk faults for tests: writes to an open file
+// that vanish and flushes that fail (FailWrites), and a file overwritten
+// in place under a process that has it open (WriteInPlace). It is a normal
+// package so that tests of several packages (relay, cmd/scimrelay) can use
+// it; nothing outside tests imports it.
+package disktest
 
 import (
 	"fmt"
