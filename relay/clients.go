@@ -202,7 +202,7 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 	if !known {
 		// A tenant removed from relay.yaml keeps its clients in the file;
 		// an access token issued before the removal must not outlive it.
-		return scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(tenantName, 64))
+		return scim.Errorf(scim.ErrNotFound, "no tenant %q", scim.Truncate(tenantName, 64))
 	}
 	s.noteUse(st.ID, now)
 	return nil

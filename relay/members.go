@@ -271,7 +271,7 @@ func resolveMember(tb *bolt.Bucket, groupID string, m scim.Member) (events.Membe
 		}
 		return c.describe(out), nil
 	}
-	return out, scim.Errorf(scim.ErrInvalidValue, "member %q is not the id of a User or Group in this tenant", truncate(m.Value, 64))
+	return out, scim.Errorf(scim.ErrInvalidValue, "member %q is not the id of a User or Group in this tenant", scim.Truncate(m.Value, 64))
 }
 
 // describeMember fills in who a member is (userName, email and externalId
@@ -761,6 +761,3 @@ func pageMembers(tb *bolt.Bucket, groupID, after string, limit int) ([]scim.Memb
 	}
 	return out, nil
 }
-
-// truncate shortens a client's value for an error message (scim.Truncate).
-func truncate(s string, n int) string { return scim.Truncate(s, n) }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
 	"github.com/tidwall/gjson"
 	bolt "go.etcd.io/bbolt"
 )
@@ -344,9 +345,9 @@ const logEventIDsMax = 32
 func bounded(e LogEntry) LogEntry {
 	for _, f := range []*string{&e.RequestID, &e.ClientRequestID, &e.Tenant, &e.Method, &e.Path, &e.Operation, &e.Resource, &e.ResourceID,
 		&e.Name, &e.Email, &e.ScimType} {
-		*f = truncate(*f, logFieldMax)
+		*f = scim.Truncate(*f, logFieldMax)
 	}
-	e.Detail = truncate(e.Detail, logDetailMax)
+	e.Detail = scim.Truncate(e.Detail, logDetailMax)
 	if len(e.EventIDs) > logEventIDsMax {
 		e.EventCount = max(e.EventCount, len(e.EventIDs))
 		e.EventIDs = e.EventIDs[:logEventIDsMax:logEventIDsMax]

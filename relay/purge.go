@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // Purging a tenant deletes what the data file holds under the name of a
@@ -140,10 +141,10 @@ func (s *Store) Purging() ([]string, error) {
 // data file holds nothing (ErrNothingToPurge), not even an unfinished
 // purge. Marking a name marked already changes nothing.
 func (s *Store) BeginPurge(_ context.Context, name string) error {
-	if !events.ValidTenant(name) {
+	if !events.ValidName(name) {
 		// No tenant could have it; and a name with a wildcard would be a
 		// filter of other tenants' events.
-		return fmt.Errorf("purging tenant %q: %w", truncate(name, 64), ErrNothingToPurge)
+		return fmt.Errorf("purging tenant %q: %w", scim.Truncate(name, 64), ErrNothingToPurge)
 	}
 	err := s.commits.do(func(tx *bolt.Tx) error {
 		// Recorded is what the last reload's transaction configured: a

@@ -20,7 +20,7 @@ import (
 func (s *Store) tenantBucket(tx *bolt.Tx, name string) (*bolt.Bucket, *tenant, error) {
 	t, ok := s.tenantMap()[name]
 	if !ok {
-		return nil, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(name, 64))
+		return nil, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", scim.Truncate(name, 64))
 	}
 	tb := tx.Bucket(bucketTenants).Bucket([]byte(name))
 	if tb == nil {
@@ -30,7 +30,7 @@ func (s *Store) tenantBucket(tx *bolt.Tx, name string) (*bolt.Bucket, *tenant, e
 }
 
 func notFound(rt *scim.ResourceType, id string) error {
-	return scim.Errorf(scim.ErrNotFound, "%s %s not found", rt.Name, truncate(id, 64))
+	return scim.Errorf(scim.ErrNotFound, "%s %s not found", rt.Name, scim.Truncate(id, 64))
 }
 
 // checkType refuses resource types other than User and Group, whose
@@ -63,7 +63,7 @@ func (s *Store) Create(ctx context.Context, tenantName string, in *scim.Resource
 	}
 	t, ok := s.tenantMap()[tenantName]
 	if !ok {
-		return scim.WriteResult{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", truncate(tenantName, 64))
+		return scim.WriteResult{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", scim.Truncate(tenantName, 64))
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -253,7 +253,7 @@ func checkUnique(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 	if r.Type == scim.GroupResourceType {
 		name := r.String("displayName")
 		if taken(ixDisplayName, scim.Fold(name)) {
-			return scim.Errorf(scim.ErrUniqueness, "displayName %q is already taken by another Group", truncate(name, 256))
+			return scim.Errorf(scim.ErrUniqueness, "displayName %q is already taken by another Group", scim.Truncate(name, 256))
 		}
 		return nil
 	}
@@ -262,14 +262,14 @@ func checkUnique(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 		// finds a user by any of them.
 		for _, we := range r.WorkEmails() {
 			if taken(ixWorkEmail, scim.Fold(we)) {
-				return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", truncate(we, 256))
+				return scim.Errorf(scim.ErrUniqueness, "email %q is already taken", scim.Truncate(we, 256))
 			}
 		}
 		return nil
 	}
 	name := r.String("userName")
 	if taken(ixUserName, scim.Fold(name)) {
-		return scim.Errorf(scim.ErrUniqueness, "userName %q is already taken", truncate(name, 256))
+		return scim.Errorf(scim.ErrUniqueness, "userName %q is already taken", scim.Truncate(name, 256))
 	}
 	return nil
 }
@@ -278,7 +278,7 @@ func checkUnique(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
 // Group without members.
 func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType, id string) (*scim.Resource, error) {
 	if err := checkType(rt); err != nil {
-		return nil, fmt.Errorf("getting %s: %w", truncate(id, 64), err)
+		return nil, fmt.Errorf("getting %s: %w", scim.Truncate(id, 64), err)
 	}
 	var out *scim.Resource
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -334,10 +334,10 @@ func groupsOf(tb *bolt.Bucket, memberID string) ([]any, error) {
 // events change only when something did.
 func (s *Store) Update(ctx context.Context, tenantName string, rt *scim.ResourceType, id string, fn scim.UpdateFunc) (scim.WriteResult, error) {
 	if err := checkType(rt); err != nil {
-		return scim.WriteResult{}, fmt.Errorf("updating %s: %w", truncate(id, 64), err)
+		return scim.WriteResult{}, fmt.Errorf("updating %s: %w", scim.Truncate(id, 64), err)
 	}
 	if fn == nil {
-		return scim.WriteResult{}, fmt.Errorf("updating %s %s: no update function", rt.Name, truncate(id, 64))
+		return scim.WriteResult{}, fmt.Errorf("updating %s %s: no update function", rt.Name, scim.Truncate(id, 64))
 	}
 	return s.write(ctx, tenantName, func(tx *bolt.Tx, w *txWrite) error {
 		return w.update(tx, tenantName, rt, id, fn)
@@ -471,7 +471,7 @@ func updateAction(old, new *scim.Resource) events.Action {
 // group.member_removed like a User.
 func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.ResourceType, id string, ifMatch scim.Precondition) (scim.WriteResult, error) {
 	if err := checkType(rt); err != nil {
-		return scim.WriteResult{}, fmt.Errorf("deleting %s: %w", truncate(id, 64), err)
+		return scim.WriteResult{}, fmt.Errorf("deleting %s: %w", scim.Truncate(id, 64), err)
 	}
 	return s.write(ctx, tenantName, func(tx *bolt.Tx, w *txWrite) error {
 		tb, t, rec, err := w.target(tx, tenantName, rt, id)

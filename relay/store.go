@@ -112,7 +112,7 @@ import (
 
 // TenantOptions configures one tenant.
 type TenantOptions struct {
-	// Name is the tenant's name (events.ValidTenant): a URL segment and a NATS token.
+	// Name is the tenant's name (events.ValidName): a URL segment and a NATS token.
 	Name string
 	// Unique is "userName" (the default) or "email" (the work email): what
 	// must be unique among the tenant's users.
@@ -558,8 +558,8 @@ func (o Options) resolve() (map[string]*tenant, error) {
 	tokenOwner := map[[32]byte]string{}
 	for i, to := range o.Tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
-		if !events.ValidTenant(to.Name) {
-			errs = append(errs, fmt.Errorf("%s.name: must match %s, got %q", field, events.TenantNameRule, to.Name))
+		if !events.ValidName(to.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: must match %s, got %q", field, events.NameRule, to.Name))
 			continue
 		}
 		if j, dup := index[to.Name]; dup {

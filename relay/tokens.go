@@ -374,7 +374,7 @@ func (c Credentials) Revoke(ctx context.Context, id string) (Token, bool, error)
 	st, ok := s.tokens.byID[id]
 	s.tokens.mu.RUnlock()
 	if !ok || st.Kind != c.kind {
-		return Token{}, false, noSuchCredential{string(c.kind), truncate(id, 64)}
+		return Token{}, false, noSuchCredential{string(c.kind), scim.Truncate(id, 64)}
 	}
 	cp := *st
 	if !cp.Revoked.IsZero() {

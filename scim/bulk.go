@@ -105,7 +105,7 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 	for i := range req.ops {
 		run.visit(r.Context(), i, nil)
 	}
-	c.info.Detail = truncate(run.summary(), 1024)
+	c.info.Detail = Truncate(run.summary(), 1024)
 	return writeJSON(w, http.StatusOK, bulkResponse{Schemas: []string{BulkResponseSchema}, Operations: run.results})
 }
 
@@ -129,7 +129,7 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 		n, ok := failOn.(json.Number)
 		v, err := n.Int64()
 		if !ok || err != nil || v < 0 || v > int64(maxOps) {
-			return nil, Errorf(ErrInvalidValue, "failOnErrors must be an integer from 0 to %d, got %s", maxOps, truncate(fmt.Sprint(failOn), 32))
+			return nil, Errorf(ErrInvalidValue, "failOnErrors must be an integer from 0 to %d, got %s", maxOps, Truncate(fmt.Sprint(failOn), 32))
 		}
 		req.failOnErrors = int(v)
 	}
@@ -144,7 +144,7 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 		op := parseBulkOp(i, o)
 		if op.bulkID != "" && op.method == http.MethodPost && op.err == nil {
 			if j, dup := req.creates[op.bulkID]; dup {
-				return nil, Errorf(ErrInvalidValue, "Operations[%d] and Operations[%d] both create bulkId %q; a bulkId must be unique within a request", j, i, truncate(op.bulkID, 64))
+				return nil, Errorf(ErrInvalidValue, "Operations[%d] and Operations[%d] both create bulkId %q; a bulkId must be unique within a request", j, i, Truncate(op.bulkID, 64))
 			}
 			req.creates[op.bulkID] = i
 		}
@@ -179,16 +179,16 @@ func parseBulkOp(i int, o any) *bulkOp {
 	case f["version"] != nil && !versionIsString:
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: version must be a string, an ETag such as W/\"3\", got %s", i, quoteOrKind(f["version"]))
 	case !versionOK:
-		op.err = Errorf(ErrInvalidValue, `Operations[%d]: version must be * or an entity tag such as W/"3", got %q`, i, truncate(version, 64))
+		op.err = Errorf(ErrInvalidValue, `Operations[%d]: version must be * or an entity tag such as W/"3", got %q`, i, Truncate(version, 64))
 	case f["path"] != nil && !pathIsString:
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path must be a string, got %s", i, quoteOrKind(f["path"]))
 	case op.method != http.MethodPost && op.method != http.MethodPut && op.method != http.MethodPatch && op.method != http.MethodDelete:
-		op.method = truncate(m, 16)
+		op.method = Truncate(m, 16)
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: method must be POST, PUT, PATCH or DELETE, got %s", i, quoteOrKind(method))
 	case f["bulkid"] != nil && !bulkIDIsString:
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: bulkId must be a string, got %s", i, quoteOrKind(f["bulkid"]))
 	case op.method == http.MethodPost && op.bulkID != "" && !referable.MatchString(op.bulkID):
-		op.err = Errorf(ErrInvalidValue, "Operations[%d]: bulkId %q could never be referred to: a bulkId holds no space, quote, bracket, slash or comma", i, truncate(op.bulkID, 64))
+		op.err = Errorf(ErrInvalidValue, "Operations[%d]: bulkId %q could never be referred to: a bulkId holds no space, quote, bracket, slash or comma", i, Truncate(op.bulkID, 64))
 	case op.path == "":
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path is required (/Users, /Groups, or /Users/<id> ...)", i)
 	case op.method != http.MethodDelete:
@@ -322,7 +322,7 @@ func (b *bulkRun) markCycle(i int, stack []int) {
 	for k, m := range members {
 		names[k] = "Operations[" + strconv.Itoa(m) + "]"
 		if id := b.req.ops[m].bulkID; id != "" {
-			names[k] += " (bulkId " + truncate(id, 64) + ")"
+			names[k] += " (bulkId " + Truncate(id, 64) + ")"
 		}
 	}
 	cycle := strings.Join(names, " → ")
@@ -427,9 +427,9 @@ func (b *bulkRun) resolve(op *bulkOp) error {
 			continue
 		}
 		if j, ok := b.req.creates[ref]; ok {
-			return Errorf(ErrConflict, "Operations[%d]: bulkId %q could not be resolved: Operations[%d], which creates it, failed", op.index, truncate(ref, 64), j)
+			return Errorf(ErrConflict, "Operations[%d]: bulkId %q could not be resolved: Operations[%d], which creates it, failed", op.index, Truncate(ref, 64), j)
 		}
-		return Errorf(ErrConflict, "Operations[%d]: bulkId %q could not be resolved: no POST in this request has that bulkId", op.index, truncate(ref, 64))
+		return Errorf(ErrConflict, "Operations[%d]: bulkId %q could not be resolved: no POST in this request has that bulkId", op.index, Truncate(ref, 64))
 	}
 	if len(op.refs) == 0 {
 		return nil
@@ -463,7 +463,7 @@ func (b *bulkRun) target(op *bulkOp) (*call, error) {
 		}
 	}
 	if rt == nil || (hasID && (id == "" || strings.Contains(id, "/"))) {
-		return nil, Errorf(ErrInvalidValue, "Operations[%d]: path must be /Users, /Groups, /Users/<id> or /Groups/<id>, got %q", op.index, truncate(op.path, 128))
+		return nil, Errorf(ErrInvalidValue, "Operations[%d]: path must be /Users, /Groups, /Users/<id> or /Groups/<id>, got %q", op.index, Truncate(op.path, 128))
 	}
 	if uid, err := url.PathUnescape(id); err == nil {
 		id = uid

@@ -203,7 +203,7 @@ func parseFilter(rt *ResourceType, s string, parent *AttrPath) (*Filter, error) 
 		if errors.As(err, &se) {
 			return nil, err
 		}
-		return nil, Errorf(ErrInvalidFilter, "filter %q: %v", truncate(s, 200), err)
+		return nil, Errorf(ErrInvalidFilter, "filter %q: %v", Truncate(s, 200), err)
 	}
 	return &Filter{root: root, src: s}, nil
 }

@@ -81,7 +81,7 @@ type Options struct {
 	// (the provisioning log and metrics hang off it).
 	Observe func(ctx context.Context, info *RequestInfo)
 	// ValidTenant, when set, says which tenant names are possible at all
-	// (the relay sets the event contract's rule, events.ValidTenant): a
+	// (the relay sets the event contract's rule, events.ValidName): a
 	// path with any other is 404 before authentication, since the syntax
 	// is public and the answer reveals nothing. Which tenants exist is the
 	// Authenticator's to say.
@@ -263,7 +263,7 @@ func (h *Handler) methods(routes ...methodRoute) http.Handler {
 			}
 		}
 		w.Header().Set("Allow", allow)
-		h.writeError(w, r, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s; use %s", truncate(r.Method, 16), truncate(r.URL.Path, 256), allow))
+		h.writeError(w, r, Errorf(ErrMethodNotAllowed, "%s is not allowed on %s; use %s", Truncate(r.Method, 16), Truncate(r.URL.Path, 256), allow))
 	})
 }
 
@@ -402,7 +402,7 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 // admit checks the tenant, the credentials and the rate limit.
 func (h *Handler) admit(r *http.Request, c *call) error {
 	if h.o.ValidTenant != nil && !h.o.ValidTenant(c.tenant) {
-		return Errorf(ErrNotFound, "no tenant %q", truncate(c.tenant, 64))
+		return Errorf(ErrNotFound, "no tenant %q", Truncate(c.tenant, 64))
 	}
 	if err := h.authenticate(r, c.tenant); err != nil {
 		return err
@@ -577,7 +577,7 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error 
 		}
 		s, ok := f.read(v)
 		if !ok {
-			return Errorf(f.kind, "%s must be %s, got %s", f.name, f.must, truncate(quoteOrKind(v), 64))
+			return Errorf(f.kind, "%s must be %s, got %s", f.name, f.must, Truncate(quoteOrKind(v), 64))
 		}
 		*f.to = s
 	}
@@ -636,7 +636,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	if p.startIndex != "" {
 		n, err := atoiSaturating(p.startIndex)
 		if err != nil {
-			return Errorf(ErrInvalidValue, "startIndex must be an integer, got %q", truncate(p.startIndex, 32))
+			return Errorf(ErrInvalidValue, "startIndex must be an integer, got %q", Truncate(p.startIndex, 32))
 		}
 		if n > 1 {
 			q.StartIndex = n
@@ -645,7 +645,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	if p.count != "" {
 		n, err := atoiSaturating(p.count)
 		if err != nil {
-			return Errorf(ErrInvalidValue, "count must be an integer, got %q", truncate(p.count, 32))
+			return Errorf(ErrInvalidValue, "count must be an integer, got %q", Truncate(p.count, 32))
 		}
 		q.Count = max(0, min(n, h.o.MaxResults))
 	}
@@ -666,7 +666,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	case "descending":
 		q.Descending = true
 	default:
-		return Errorf(ErrInvalidValue, "sortOrder must be ascending or descending, got %q", truncate(p.sortOrder, 32))
+		return Errorf(ErrInvalidValue, "sortOrder must be ascending or descending, got %q", Truncate(p.sortOrder, 32))
 	}
 	proj, err := ParseProjection(c.rt, p.attributes, p.excluded)
 	if err != nil {
@@ -1053,7 +1053,7 @@ func (c *call) noteIgnored(names []string) {
 	if c.info.Detail != "" {
 		note = c.info.Detail + "; " + note
 	}
-	c.info.Detail = truncate(note, 1024)
+	c.info.Detail = Truncate(note, 1024)
 }
 
 // respond writes one resource with its ETag. A Group that changed after
@@ -1210,19 +1210,19 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 		for _, coding := range strings.Split(line, ",") {
 			if coding = strings.TrimSpace(coding); coding != "" && !strings.EqualFold(coding, "identity") {
 				w.Header().Set("Accept-Encoding", "identity")
-				return nil, Errorf(ErrUnsupportedMedia, "Content-Encoding %q is not supported; send the body uncompressed, without Content-Encoding", truncate(coding, 32))
+				return nil, Errorf(ErrUnsupportedMedia, "Content-Encoding %q is not supported; send the body uncompressed, without Content-Encoding", Truncate(coding, 32))
 			}
 		}
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/scim+json" && mt != "application/json") {
-			return nil, Errorf(ErrUnsupportedMedia, "Content-Type must be application/scim+json or application/json, got %q", truncate(ct, 64))
+			return nil, Errorf(ErrUnsupportedMedia, "Content-Type must be application/scim+json or application/json, got %q", Truncate(ct, 64))
 		}
 		// SCIM is UTF-8 (RFC 7644 §3.8); a body in another charset
 		// would be read as UTF-8 and stored wrong.
 		if cs, ok := params["charset"]; ok && !utf8Charset(cs) {
-			return nil, Errorf(ErrUnsupportedMedia, "a SCIM body is UTF-8, got charset %q", truncate(cs, 64))
+			return nil, Errorf(ErrUnsupportedMedia, "a SCIM body is UTF-8, got charset %q", Truncate(cs, 64))
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
@@ -1379,7 +1379,7 @@ func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error 
 			return writeJSON(w, http.StatusOK, h.tenantSchema(c, s))
 		}
 	}
-	return Errorf(ErrNotFound, "no schema %q", truncate(id, 128))
+	return Errorf(ErrNotFound, "no schema %q", Truncate(id, 128))
 }
 
 func (h *Handler) resourceTypes(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -1400,7 +1400,7 @@ func (h *Handler) resourceType(w http.ResponseWriter, r *http.Request, c *call) 
 			return writeJSON(w, http.StatusOK, resourceTypeDocument(c.base, rt))
 		}
 	}
-	return Errorf(ErrNotFound, "no resource type %q", truncate(id, 128))
+	return Errorf(ErrNotFound, "no resource type %q", Truncate(id, 128))
 }
 
 type listResponseDoc struct {

@@ -41,7 +41,7 @@ func (p Precondition) Check(cur *Resource) error {
 	if len(p.tags) == 0 {
 		return Errorf(ErrPreconditionFailed, "If-Match names no entity tag, so nothing matches it; the current version is %s", version)
 	}
-	return Errorf(ErrPreconditionFailed, "If-Match %s does not match the current version %s", truncate(strings.Join(p.tags, ", "), 64), version)
+	return Errorf(ErrPreconditionFailed, "If-Match %s does not match the current version %s", Truncate(strings.Join(p.tags, ", "), 64), version)
 }
 
 // writePrecondition returns a write's If-Match. A write with
@@ -78,7 +78,7 @@ func preconditionOf(r *http.Request, name string) (Precondition, error) {
 	field := strings.Join(lines, ",")
 	p, ok := parsePrecondition(field)
 	if !ok {
-		return Precondition{}, Errorf(ErrInvalidValue, `%s must be * or a list of entity tags such as W/"3", got %q`, name, truncate(field, 64))
+		return Precondition{}, Errorf(ErrInvalidValue, `%s must be * or a list of entity tags such as W/"3", got %q`, name, Truncate(field, 64))
 	}
 	p.present = len(lines) > 0
 	return p, nil

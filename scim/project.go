@@ -77,7 +77,7 @@ func parsePathList(rt *ResourceType, param, s string) ([]AttrPath, error) {
 		case err == nil:
 			out = append(out, p)
 		case errors.Is(err, errNotAName) || errors.Is(err, errNotASubName):
-			return nil, Errorf(ErrInvalidValue, "%s: %q is not an attribute name (such as emails or name.givenName); %s takes names, not filters", param, truncate(part, 128), param)
+			return nil, Errorf(ErrInvalidValue, "%s: %q is not an attribute name (such as emails or name.givenName); %s takes names, not filters", param, Truncate(part, 128), param)
 		}
 	}
 	return out, nil

@@ -623,7 +623,7 @@ func openContainer(attrs map[string]any, urn string) (string, map[string]any, er
 		return key, m, nil
 	}
 	if _, held := attrs[key]; !held && len(attrs) >= maxTopLevel {
-		return "", nil, Errorf(ErrInvalidValue, "a resource holds at most %d top-level attributes and extension schemas; %s would be one more", maxTopLevel, truncate(urn, 64))
+		return "", nil, Errorf(ErrInvalidValue, "a resource holds at most %d top-level attributes and extension schemas; %s would be one more", maxTopLevel, Truncate(urn, 64))
 	}
 	m = map[string]any{}
 	attrs[key] = m

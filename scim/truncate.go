@@ -14,6 +14,3 @@ func Truncate(s string, n int) string {
 	}
 	return strings.ToValidUTF8(s[:n], "") + "..."
 }
-
-// truncate is Truncate, under the name the package's callers use.
-func truncate(s string, n int) string { return Truncate(s, n) }

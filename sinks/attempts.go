@@ -251,7 +251,7 @@ func RefOf(id, tenant, ceType, subject string) (EventRef, error) {
 		return EventRef{}, err
 	}
 	kind, rid, _ := strings.Cut(subject, "/")
-	if !events.ValidTenant(tenant) || kind != a.ResourceType()+"s" || !events.ValidResourceID(rid) {
+	if !events.ValidName(tenant) || kind != a.ResourceType()+"s" || !events.ValidResourceID(rid) {
 		return EventRef{}, fmt.Errorf("event %s: tenant %q and subject %q name no resource", id, tenant, subject)
 	}
 	return EventRef{ID: id, Tenant: tenant, Kind: a.Kind(), ResourceID: rid}, nil
@@ -280,7 +280,7 @@ func AttemptsOf(ctx context.Context, js jetstream.JetStream, refs []EventRef, si
 		}
 		want[r.ID] = true
 		add(deliveriesSubjectRoot + "*." + r.ID)
-		if events.ValidTenant(r.Tenant) && (r.Kind == "user" || r.Kind == "group") && events.ValidResourceID(r.ResourceID) {
+		if events.ValidName(r.Tenant) && (r.Kind == "user" || r.Kind == "group") && events.ValidResourceID(r.ResourceID) {
 			add(deliveriesSubjectRoot + "*." + r.Tenant + "." + r.Kind + "." + r.ResourceID)
 		}
 	}

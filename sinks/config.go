@@ -87,8 +87,8 @@ func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
 	tenants := map[string]int{}
 	for j, t := range c.Tenants {
 		switch k, twice := tenants[t]; {
-		case !events.ValidTenant(t):
-			add(fmt.Sprintf("tenants[%d]", j), "must be a tenant name, %s, got %q", events.TenantNameRule, t)
+		case !events.ValidName(t):
+			add(fmt.Sprintf("tenants[%d]", j), "must be a tenant name, %s, got %q", events.NameRule, t)
 		case twice:
 			add(fmt.Sprintf("tenants[%d]", j), "%q is also tenants[%d]; give it once", t, k)
 		default:

@@ -168,7 +168,7 @@ func (pk *parking) load(ctx context.Context, partition int) ([]parked, error) {
 
 func parseParkKey(partition int, rest string) (events.StoredSubject, bool) {
 	parts := strings.Split(rest, ".")
-	if len(parts) != 3 || !events.ValidTenant(parts[0]) || (parts[1] != "user" && parts[1] != "group") || !events.ValidResourceID(parts[2]) {
+	if len(parts) != 3 || !events.ValidName(parts[0]) || (parts[1] != "user" && parts[1] != "group") || !events.ValidResourceID(parts[2]) {
 		return events.StoredSubject{}, false
 	}
 	return events.StoredSubject{Tenant: parts[0], Kind: parts[1], ResourceID: parts[2], Partition: partition}, true

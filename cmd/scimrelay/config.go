@@ -173,7 +173,7 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	}
 	for i, s := range cfg.Sinks {
 		for j, t := range s.Tenants {
-			if events.ValidTenant(t) && !tenants[t] {
+			if events.ValidName(t) && !tenants[t] {
 				// The edit that silences this, emptying tenants, would
 				// send the sink every tenant's events.
 				add(fmt.Sprintf("sinks[%d].tenants[%d]", i, j), "no tenant %q is configured; remove the name from tenants, or the sink: tenants left empty (or out) sends the sink every tenant's events", t)

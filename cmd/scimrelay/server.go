@@ -576,7 +576,7 @@ func (s *server) setSCIMHandler(cfg *config.Config) {
 		BulkMaxPayload:    int64(l.BulkMaxPayload),
 		TokenPath:         oauth.PathPattern,
 		BasicAuth:         cfg.OAuth.BasicAuth,
-		ValidTenant:       events.ValidTenant,
+		ValidTenant:       events.ValidName,
 	})
 	token := oauth.NewHandler(oauth.Options{
 		Issuer:   s.store,

@@ -89,9 +89,6 @@ func ParseType(ceType string) (Action, error) {
 // NameRule describes valid names, for messages.
 const NameRule = "[a-z0-9][a-z0-9_-]* (at most 64 characters)"
 
-// TenantNameRule describes valid tenant names (NameRule), for messages.
-const TenantNameRule = NameRule
-
 // ValidName reports whether name is a valid name of a tenant, sink or
 // subscriber (NameRule).
 func ValidName(name string) bool {
@@ -106,9 +103,6 @@ func ValidName(name string) bool {
 	}
 	return true
 }
-
-// ValidTenant reports whether name is a valid tenant name (ValidName).
-func ValidTenant(name string) bool { return ValidName(name) }
 
 // Pattern selects actions: "*", "user.*" or "group.member_added"; the full
 // type form "io.scimrelay.user.*" is accepted too.
@@ -222,7 +216,7 @@ func CheckSubjectPattern(p string) error {
 	case last != ">" && len(tokens) != subjectTokens:
 		return bad(fmt.Sprintf("has %d tokens; without > it needs %d", len(tokens), subjectTokens))
 	}
-	if len(tokens) > 1 && tokens[1] != "*" && tokens[1] != ">" && !ValidTenant(tokens[1]) {
+	if len(tokens) > 1 && tokens[1] != "*" && tokens[1] != ">" && !ValidName(tokens[1]) {
 		return bad(fmt.Sprintf("names %q, which is not a valid tenant name", tokens[1]))
 	}
 	kind := ""

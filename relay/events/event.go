@@ -115,7 +115,7 @@ func New(m Meta, d Data) (event.Event, error) {
 
 func (m Meta) check(d Data) error {
 	var errs []error
-	if !ValidTenant(m.Tenant) {
+	if !ValidName(m.Tenant) {
 		errs = append(errs, fmt.Errorf("tenant %q is not a valid tenant name", m.Tenant))
 	}
 	if !m.Action.Valid() {

@@ -25,8 +25,8 @@ func TestValidName(t *testing.T) {
 		if got := events.ValidName(name); got != want || got != namePattern.MatchString(name) {
 			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
 		}
-		if events.ValidTenant(name) != want {
-			t.Errorf("ValidTenant(%q) differs from ValidName", name)
+		if events.ValidName(name) != want {
+			t.Errorf("ValidName(%q) differs from ValidName", name)
 		}
 	}
 }

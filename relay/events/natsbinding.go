@@ -39,7 +39,7 @@ func ToMsg(e event.Event) (*nats.Msg, error) {
 		return nil, err
 	}
 	tenant := Tenant(e)
-	if !ValidTenant(tenant) {
+	if !ValidName(tenant) {
 		return nil, fmt.Errorf("event %s has no valid tenant extension", e.ID())
 	}
 	id, err := ResourceID(e)

@@ -118,7 +118,7 @@ func ParseStoredSubject(subject string) (StoredSubject, error) {
 	}
 	a := Action(tokens[1] + "." + tokens[2])
 	p, err := strconv.Atoi(tokens[4])
-	if !ValidTenant(tokens[0]) || !a.Valid() || !ValidResourceID(tokens[3]) || err != nil || p < 0 || p >= MaxPartitions {
+	if !ValidName(tokens[0]) || !a.Valid() || !ValidResourceID(tokens[3]) || err != nil || p < 0 || p >= MaxPartitions {
 		return StoredSubject{}, fmt.Errorf("%w: %q", ErrNotEventSubject, subject)
 	}
 	return StoredSubject{Tenant: tokens[0], Kind: tokens[1], Action: a, ResourceID: tokens[3], Partition: p}, nil

@@ -43,8 +43,8 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	tenant := q.Get("tenant")
-	if tenant != "" && !events.ValidTenant(tenant) {
-		return badRequest("tenant: %q is not a tenant name (%s)", tenant, events.TenantNameRule)
+	if tenant != "" && !events.ValidName(tenant) {
+		return badRequest("tenant: %q is not a tenant name (%s)", tenant, events.NameRule)
 	}
 	var patterns events.Patterns
 	if t := q.Get("type"); t != "" {

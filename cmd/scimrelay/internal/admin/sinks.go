@@ -203,7 +203,7 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	if q.Sink != "" && h.o.Sinks != nil && !slices.Contains(h.o.Sinks.Names(), q.Sink) {
 		return errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, q.Sink)
 	}
-	if q.Tenant != "" && !events.ValidTenant(q.Tenant) {
+	if q.Tenant != "" && !events.ValidName(q.Tenant) {
 		return badRequest("tenant: not a tenant name: %q", q.Tenant)
 	}
 	var err error

@@ -239,7 +239,7 @@ func tenantOf(escaped string) (string, bool) {
 		return "", false
 	}
 	tenant, tail, ok := strings.Cut(rest, "/")
-	if !ok || strings.TrimRight(tail, "/") != "token" || !events.ValidTenant(tenant) {
+	if !ok || strings.TrimRight(tail, "/") != "token" || !events.ValidName(tenant) {
 		return "", false
 	}
 	return tenant, true
