@@ -172,7 +172,7 @@ func parseBulkOp(i int, o any) *bulkOp {
 	op.bulkID, bulkIDIsString = f["bulkid"].(string)
 	version, versionIsString := f["version"].(string)
 	var versionOK bool
-	op.version, versionOK = parsePrecondition(version)
+	op.version, versionOK = parsePrecondition(version, version != "")
 	op.path, pathIsString = f["path"].(string)
 	op.data = f["data"]
 	switch {

@@ -109,6 +109,14 @@ func TestBulkVersions(t *testing.T) {
 	if u := ts.do("GET", path, "").want(t, 200); u.str("title") != "Engineer" || u.header.Get("ETag") != `W/"1"` {
 		t.Fatalf("after the stale operations: title %q, ETag %s; want it unchanged", u.str("title"), u.header.Get("ETag"))
 	}
+	// A version given that names no entity tag matches nothing, as the
+	// same If-Match does.
+	none := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"`+path+`","version":",","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"title","value":"Patched"}]}},
+		{"method":"DELETE","path":"`+path+`","version":" "}`))
+	if got := none.statuses(); got != "PATCH 412, DELETE 412" {
+		t.Fatalf("operations whose version names no entity tag: %s, want each 412", got)
+	}
 	// A version that is no entity tag is not a stale one: 400, as the
 	// same If-Match is, and nothing changes.
 	malformed := ts.bulk(t, bulkBody("", `

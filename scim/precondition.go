@@ -76,24 +76,25 @@ func writePrecondition(r *http.Request) (Precondition, error) {
 func preconditionOf(r *http.Request, name string) (Precondition, error) {
 	lines := r.Header.Values(name)
 	field := strings.Join(lines, ",")
-	p, ok := parsePrecondition(field)
+	p, ok := parsePrecondition(field, len(lines) > 0)
 	if !ok {
 		return Precondition{}, Errorf(ErrInvalidValue, `%s must be * or a list of entity tags such as W/"3", got %q`, name, Truncate(field, 64))
 	}
-	p.present = len(lines) > 0
 	return p, nil
 }
 
 // parsePrecondition reads list, either "*" alone or entity tags; ok is
 // false when it is neither. Its caller refuses such a list with 400
 // invalidValue: a condition that cannot be read is not one that holds.
-// The result is present when list has a member.
-func parsePrecondition(list string) (p Precondition, ok bool) {
+// present is whether the condition was given (a header sent, a Bulk
+// version not empty): one given that names no entity tag (",") is
+// present, and matches nothing.
+func parsePrecondition(list string, present bool) (p Precondition, ok bool) {
 	members, ok := entityTags(list)
 	if !ok || len(members) > 1 && slices.Contains(members, "*") {
 		return Precondition{}, false
 	}
-	p = Precondition{present: len(members) > 0, any: len(members) == 1 && members[0] == "*"}
+	p = Precondition{present: present, any: len(members) == 1 && members[0] == "*"}
 	if !p.any {
 		p.tags = members
 	}
