@@ -241,8 +241,8 @@ func TestNoSecretsInLogs(t *testing.T) {
 // relay's connections open.
 func TestSlowClientsAreCutOff(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	cfg.Limits.ReadHeaderTimeout = config.Duration(time.Second) // the shortest check takes
-	cfg.Limits.IdleTimeout = config.Duration(time.Second)
+	cfg.Limits.ReadHeaderTimeout = config.Duration(300 * time.Millisecond)
+	cfg.Limits.IdleTimeout = config.Duration(300 * time.Millisecond)
 	p := startRelay(t, cfg, roleAll)
 	addr := strings.TrimPrefix(p.scimURL, "http://")
 

@@ -89,7 +89,7 @@ const (
 	minTokenLife, maxTokenLife = time.Minute, relay.MaxAccessTokenLifetime
 	// minListenerTimeout bounds limits' *_timeout from below: at 1ns the
 	// SCIM listener starts and every request fails.
-	minListenerTimeout = time.Second
+	minListenerTimeout = 100 * time.Millisecond
 	// maxShutdownDelay bounds limits.shutdown_delay: a stop's grace period
 	// (45 s in Compose and the chart) must hold it and the 30 s that
 	// requests under way are given to finish.
@@ -235,9 +235,9 @@ func checkSharedPorts(add func(field, format string, args ...any), cfg *config.C
 // the other's: the same port, other than 0, on the same host or with
 // either on every address (0.0.0.0, :: or no host, which Go listens on
 // for IPv4 and IPv6 alike), or localhost beside a loopback address. Host
-// names are not resolved: localhost is taken to be any loopback address
-// (127.0.0.1 or ::1 as the resolver has it), so a clash with either is
-// one.
+// names are not resolved: localhost is taken to be 127.0.0.1 or ::1, as
+// resolvers have it, so a clash with either is one (another loopback
+// address binds beside them).
 func sharedPort(a, b string) (string, bool) {
 	ha, pa, errA := net.SplitHostPort(a)
 	hb, pb, errB := net.SplitHostPort(b)
@@ -249,9 +249,15 @@ func sharedPort(a, b string) (string, bool) {
 	ipA, ipB := net.ParseIP(ha), net.ParseIP(hb)
 	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
 	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) ||
-		isLocalhost(ha) && (isLocalhost(hb) || ipB != nil && ipB.IsLoopback()) ||
-		isLocalhost(hb) && ipA != nil && ipA.IsLoopback()
+		isLocalhost(ha) && (isLocalhost(hb) || localhostIP(ipB)) ||
+		isLocalhost(hb) && localhostIP(ipA)
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
+}
+
+// localhostIP reports whether ip is one localhost resolves to: 127.0.0.1
+// or ::1 (another loopback address, 127.0.0.5, binds beside them).
+func localhostIP(ip net.IP) bool {
+	return ip != nil && (ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback))
 }
 
 // isLocalhost reports whether host is the name localhost (in any case,
