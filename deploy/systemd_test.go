@@ -49,14 +49,15 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("WorkingDirectory %q; want %s, where the default data_dir ./data is writable", wd, state)
 	}
 	// A graceful stop in role all (the unit runs no --role) is serial:
-	// in-flight SCIM requests up to 30 s, then the sink workers' hand-over
-	// up to about 25 s (cmd/scimrelay/server.go).
+	// limits.shutdown_delay up to 10 s, in-flight SCIM requests up to 30 s,
+	// then the sink workers' hand-over up to about 25 s
+	// (cmd/scimrelay/server.go).
 	if r := flagValue(exec, "--role"); r != "" && r != "all" {
 		t.Errorf("the unit runs role %s; this test's stop budget is role all's", r)
 	}
 	stop := keys["TimeoutStopSec"]
-	if n, err := strconv.Atoi(strings.Join(stop, "")); len(stop) != 1 || err != nil || n < 60 {
-		t.Errorf("TimeoutStopSec %q; want 60 (seconds) or more: 30 s of SCIM requests, then up to about 25 s of hand-over", stop)
+	if n, err := strconv.Atoi(strings.Join(stop, "")); len(stop) != 1 || err != nil || n < 75 {
+		t.Errorf("TimeoutStopSec %q; want 75 (seconds) or more: up to 10 s of shutdown_delay, 30 s of SCIM requests, then up to about 25 s of hand-over", stop)
 	}
 	// The README says what the unit gives, and why it differs from compose.
 	if m := regexp.MustCompile("`TimeoutStopSec` is (\\d+)").FindStringSubmatch(readmeSection(t, "### Docker Compose", "### ")); m == nil || m[1] != strings.Join(stop, "") {

@@ -91,9 +91,10 @@ const (
 	// SCIM listener starts and every request fails.
 	minListenerTimeout = 100 * time.Millisecond
 	// maxShutdownDelay bounds limits.shutdown_delay: a stop's grace period
-	// (45 s in Compose and the chart) must hold it and the 30 s that
-	// requests under way are given to finish.
-	maxShutdownDelay = 15 * time.Second
+	// must hold it and the 30 s that requests under way are given to
+	// finish (45 s in Compose and the chart), and in role all the sinks'
+	// hand-over too (the systemd unit's 75 s).
+	maxShutdownDelay = 10 * time.Second
 )
 
 // checkConfig builds every component's options from cfg for role and asks

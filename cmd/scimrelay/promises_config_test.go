@@ -76,7 +76,7 @@ var keyRules = map[string][]badValue{
 	"limits.read_timeout":        {{"0s", "", "must be positive"}, {"99ms", "", "must be at least 100ms"}},
 	"limits.write_timeout":       {{"0s", "", "must be positive"}, {"99ms", "", "must be at least 100ms"}},
 	"limits.idle_timeout":        {{"0s", "", "must be positive"}, {"99ms", "", "must be at least 100ms"}},
-	"limits.shutdown_delay":      {{"16s", "", "must be between 0 and 15s"}},
+	"limits.shutdown_delay":      {{"11s", "", "must be between 0 and 10s"}},
 	"oauth.token_lifetime":       {{"30s", "", "must be between 1m and 24h"}, {"25h", "", "must be between 1m and 24h"}},
 	"oauth.rate":                 {{"-1", "", "must not be negative"}},
 	"oauth.burst":                {{"0", "", "must be at least 1 when oauth.rate is set"}},
