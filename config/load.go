@@ -76,14 +76,27 @@ func LoadExcept(path string, unused func(field string) bool) (*Config, error) {
 	return load(path, func(field string) bool { return !unused(field) })
 }
 
+// ReadData is Read for the text of a file its caller read itself, having
+// checked the file it opened (who owns it, say); name names it in
+// messages.
+func ReadData(name string, data []byte, keys ...string) (*Config, error) {
+	return decodeFile(name, data, func(field string) bool { return slices.Contains(keys, field) })
+}
+
 func load(path string, strictEnv func(field string) bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
+	return decodeFile(path, data, strictEnv)
+}
+
+// decodeFile decodes the text of the file name with the process
+// environment.
+func decodeFile(name string, data []byte, strictEnv func(field string) bool) (*Config, error) {
 	cfg, err := decode(data, os.LookupEnv, strictEnv)
 	if err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
+		return cfg, fmt.Errorf("%s: %w", name, err)
 	}
 	return cfg, nil
 }

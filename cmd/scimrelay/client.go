@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -47,27 +48,41 @@ func configNamed(cmd *cobra.Command) bool {
 	return p != "" || os.Getenv(configEnv) != ""
 }
 
+// adminClientKeys are the keys of relay.yaml the admin client reads.
+var adminClientKeys = []string{"admin_listen", "admin.token", "data_dir", "admin.tls.cert_file"}
+
 // adminClientOf is how every command but serve reaches the running
 // relay: its admin API on admin_listen, with the admin token, as the
 // command's relay.yaml says. The working directory's is taken only when
-// no one else could have put it there (checkWorkingDirConfig).
+// no one else could have put it there (readWorkingDirConfig).
 func adminClientOf(cmd *cobra.Command) (*adminclient.Client, error) {
 	path := configPathOf(cmd)
-	if !configNamed(cmd) {
-		if err := checkWorkingDirConfig(path); err != nil {
-			return nil, err
-		}
+	if configNamed(cmd) {
+		return newAdminClient(path)
 	}
-	return newAdminClient(path)
+	data, err := readWorkingDirConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.ReadData(path, data, adminClientKeys...)
+	if err != nil {
+		return nil, err
+	}
+	return adminClientFor(cfg, path)
 }
 
 // newAdminClient is the admin client that the relay.yaml at configPath
 // gives.
 func newAdminClient(configPath string) (*adminclient.Client, error) {
-	cfg, err := config.Read(configPath, "admin_listen", "admin.token", "data_dir", "admin.tls.cert_file")
+	cfg, err := config.Read(configPath, adminClientKeys...)
 	if err != nil {
 		return nil, err
 	}
+	return adminClientFor(cfg, configPath)
+}
+
+// adminClientFor is the admin client of cfg, read from configPath.
+func adminClientFor(cfg *config.Config, configPath string) (*adminclient.Client, error) {
 	token := cfg.Admin.Token
 	if token == "" {
 		b, err := os.ReadFile(cfg.AdminTokenPath())
@@ -83,29 +98,39 @@ func newAdminClient(configPath string) (*adminclient.Client, error) {
 	return &adminclient.Client{BaseURL: adminBaseURL(cfg), Token: token, HTTP: hc, Timeout: time.Minute}, nil
 }
 
-// checkWorkingDirConfig refuses a relay.yaml of the working directory
-// that someone else could have put there: one owned by another user than
-// the caller and root, or one any user may write. The admin token goes
-// where that file's admin_listen says, and is read from its data_dir: a
-// file planted in a shared directory (/tmp, a checkout of someone else's)
-// would send it to its author. A file named by --config or
-// $SCIMRELAY_CONFIG is the caller's choice and is not checked (a Compose
-// bind mount is owned by the host's user, not the container's).
-func checkWorkingDirConfig(path string) error {
-	fi, err := os.Stat(path)
+// readWorkingDirConfig reads the relay.yaml of the working directory,
+// refusing one that someone else could have put there: one owned by
+// another user than the caller and root, or one any user may write. The
+// admin token goes where that file's admin_listen says, and is read from
+// its data_dir: a file planted in a shared directory (/tmp, a checkout of
+// someone else's) would send it to its author. The file is checked as
+// opened and read from the same descriptor, so that it cannot be swapped
+// between the two. A file named by --config or $SCIMRELAY_CONFIG is the
+// caller's choice and is not checked (a Compose bind mount is owned by
+// the host's user, not the container's).
+func readWorkingDirConfig(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil // reading it says what is wrong
+		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	switch {
-	case !ok:
-		return nil
-	case int(st.Uid) != os.Geteuid() && st.Uid != 0:
-		return fmt.Errorf("not using ./%s: it belongs to uid %d, neither you nor root, and it says where the admin token goes; name it with --config if you trust it", path, st.Uid)
-	case fi.Mode().Perm()&0o002 != 0:
-		return fmt.Errorf("not using ./%s: any user may write it (mode %v), and it says where the admin token goes; chmod o-w it, or name it with --config", path, fi.Mode().Perm())
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
-	return nil
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		switch {
+		case int(st.Uid) != os.Geteuid() && st.Uid != 0:
+			return nil, fmt.Errorf("not using ./%s: it belongs to uid %d, neither you nor root, and it says where the admin token goes; name it with --config if you trust it", path, st.Uid)
+		case fi.Mode().Perm()&0o002 != 0:
+			return nil, fmt.Errorf("not using ./%s: any user may write it (mode %v), and it says where the admin token goes; chmod o-w it, or name it with --config", path, fi.Mode().Perm())
+		}
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	return data, nil
 }
 
 // adminBaseURL is where a command on the relay's machine reaches its admin
