@@ -31,9 +31,8 @@ import (
 	"strings"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // Options configures a Run. Zero values of Concurrency, DrainTimeout,
@@ -195,8 +194,8 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	if o.ReceiverSecret != "" {
-		if _, err := standardwebhooks.NewWebhook(o.ReceiverSecret); err != nil {
-			errs = append(errs, errors.New("receiver secret is not a Standard Webhooks secret (whsec_ followed by base64)"))
+		if _, err := sinks.ParseSecret(o.ReceiverSecret); err != nil { // as the sink's, which signs
+			errs = append(errs, fmt.Errorf("receiver secret is not a Standard Webhooks secret: %w", err))
 		}
 		if o.Receiver == "" && o.ReceiverListener == nil {
 			errs = append(errs, errors.New("receiver secret given without a receiver address"))
