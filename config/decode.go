@@ -101,7 +101,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if n.Style&yaml.TaggedStyle != 0 && !coreTags[n.ShortTag()] {
 		// Ignored, "token: !vault secret/data/x" was a token of the
 		// path's text, and "!!binary ZGVidWc=" the base64.
-		d.add(n, path, "the tag %s is not one relay.yaml reads (!!str, !!int, !!float, !!bool and !!null are); a secret comes from ${NAME}", n.Tag)
+		d.add(n, path, "the tag %s is not one relay.yaml reads (!!str, !!int, !!float, !!bool, !!null, !!map and !!seq are); a secret comes from ${NAME}", n.Tag)
 		return
 	}
 	if n.Kind == yaml.ScalarNode {
