@@ -47,9 +47,25 @@ func (e unreachableError) Error() string { return e.err.Error() }
 func (e unreachableError) Unwrap() error { return e.err }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(execute(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(execute(stopOnSignal(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// stopOnSignal returns a context that ends at the first SIGTERM or
+// interrupt. That signal begins a graceful stop, which may wait
+// (limits.shutdown_delay, requests under way, a sink's hand-over); the
+// signals are handed back to their default before the context ends, so a
+// second one stops the process at once, as an operator pressing Ctrl-C
+// twice expects.
+func stopOnSignal() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		signal.Stop(sigs)
+		cancel()
+	}()
+	return ctx
 }
 
 // execute runs the CLI with args and returns the process exit code.

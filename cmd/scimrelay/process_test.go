@@ -472,3 +472,38 @@ func TestHangUpWhileStarting(t *testing.T) {
 	default:
 	}
 }
+
+// TestASecondSignalStopsAtOnce: the first SIGTERM begins a graceful stop,
+// here one that answers for limits.shutdown_delay (10 s) with /readyz
+// failing; a second SIGTERM ends the process at once, as an operator
+// pressing Ctrl-C twice expects.
+func TestASecondSignalStopsAtOnce(t *testing.T) {
+	bin := binary(t)
+	configPath, addrs := processConfig(t, t.TempDir())
+	text, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(configPath, []byte(strings.Replace(string(text), "  rate: 0\n", "  rate: 0\n  shutdown_delay: 10s\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, bin, configPath)
+	waitReady(t, p, addrs.admin)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if err := ready(addrs.admin); err == nil || !strings.Contains(err.Error(), "503") {
+			return fmt.Errorf("/readyz once the stop began: %v, want 503", err)
+		}
+		return nil
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(8 * time.Second): // the delay alone is 10 s
+		t.Fatalf("the relay still runs after a second SIGTERM:\n%s", p.stderr.String())
+	}
+}

@@ -393,6 +393,7 @@ func TestEmbeddedNATSStoreFull(t *testing.T) {
 func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 	dataDir := t.TempDir()
 	cfg := testConfig(t, dataDir)
+	cfg.Limits.ShutdownDelay = config.Duration(10 * time.Second) // for a stop asked for, not a failure
 	p := startRelay(t, cfg, roleAll)
 	before := p.createUser(t, "before")
 	restore := disktest.FailWrites(t, cfg.DBPath())
@@ -407,9 +408,10 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "stopped writing its data file (a commit failed") {
 			t.Fatalf("the relay stopped with %v, want the failed commit", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(8 * time.Second): // the shutdown delay alone is 10 s
 		t.Fatal("the relay went on after a commit to its data file failed")
 	}
+	cfg.Limits.ShutdownDelay = 0
 	p = startRelay(t, cfg, roleAll)
 	p.scim("acme", acmeToken, "GET", "/Users/"+before, "").want(t, 200)
 	if got := p.scim("acme", acmeToken, "GET", "/Users?filter=userName%20eq%20%22during%22", "").want(t, 200); got.body["totalResults"] != float64(0) {
