@@ -536,3 +536,43 @@ func TestShutdownDelayKeepsAnswering(t *testing.T) {
 		t.Fatal("a SCIM request was answered after the relay stopped")
 	}
 }
+
+// TestDataFileFailureDuringShutdownDelay: a commit to the data file that
+// fails while a stopping relay answers for limits.shutdown_delay ends the
+// delay and is the stop's error, as it is while serving: the process
+// exits non-zero and its supervisor sees why.
+func TestDataFileFailureDuringShutdownDelay(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.ShutdownDelay = config.Duration(10 * time.Second)
+	p := startRelay(t, cfg, roleAll)
+	p.cancel()
+	p.cancel = nil
+	p.wantStatus("/readyz", http.StatusServiceUnavailable, 10*time.Second)
+	restore := disktest.FailWrites(t, cfg.DBPath())
+	// On a connection of its own: one pooled from an earlier relay that
+	// had this port would be closed under it.
+	req, err := http.NewRequest("POST", p.scimURL+"/scim/v2/acme/Users", strings.NewReader(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"during"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	req.Header.Set("Content-Type", "application/scim+json")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	res, err := client.Do(req)
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a write whose commit failed during the delay: %d, want 503", res.StatusCode)
+	}
+	select {
+	case err := <-p.done:
+		if err == nil || !strings.Contains(err.Error(), "stopped writing its data file (a commit failed") {
+			t.Fatalf("the relay stopped with %v, want the failed commit", err)
+		}
+	case <-time.After(8 * time.Second): // the delay alone is 10 s
+		t.Fatal("the relay waited out its shutdown delay after its data file failed")
+	}
+}

@@ -701,12 +701,12 @@ func (s *server) run(ctx context.Context) error {
 		<-gctx.Done()
 		s.stopping.Store(true)
 		s.log.Info("shutting down")
+		var errs []error
 		if ctx.Err() != nil { // asked to stop, not stopping for a failure
-			s.keepAnswering()
+			errs = append(errs, s.keepAnswering())
 		}
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		var errs []error
 		if s.scimHTTP != nil {
 			errs = append(errs, shutdownHTTP(shutdownCtx, s.scimHTTP, "SCIM"))
 		}
@@ -731,16 +731,22 @@ func (s *server) run(ctx context.Context) error {
 // clients on keep-alive connections open new ones, which the balancer
 // sends elsewhere; a connection idle throughout is closed when the
 // listener stops, and a request sent on it at that moment is reset, as
-// HTTP/1.1 allows, to be sent again.
-func (s *server) keepAnswering() {
+// HTTP/1.1 allows, to be sent again. A data file that fails meanwhile
+// ends the delay, and is the stop's error, as it is while serving.
+func (s *server) keepAnswering() error {
 	d := time.Duration(s.config().Limits.ShutdownDelay)
 	if d <= 0 || s.scimHTTP == nil {
-		return
+		return nil
 	}
 	s.log.Info("shutting down: the SCIM listener answers meanwhile, /readyz failing", "for", d)
 	t := time.NewTimer(d)
 	defer t.Stop()
-	<-t.C
+	select {
+	case <-t.C:
+		return nil
+	case <-s.store.Failed():
+		return s.store.Failure()
+	}
 }
 
 // closeWhenStopping has every answer of h close its connection once the
