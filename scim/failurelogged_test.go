@@ -13,13 +13,17 @@ import (
 	"github.com/scimrelay/scimrelay/scim/scimtest"
 )
 
-// getFails answers every Get with err.
+// getFails answers every Get with err, or panics with it.
 type getFails struct {
 	scim.Backend
-	err error
+	err    error
+	panics bool
 }
 
 func (b getFails) Get(context.Context, string, *scim.ResourceType, string) (*scim.Resource, error) {
+	if b.panics {
+		panic(b.err)
+	}
 	return nil, b.err
 }
 
@@ -31,16 +35,18 @@ func TestFailureLogged(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		err    error
+		panics bool
 		status int
 		logged bool
 	}{
-		{"internal", errors.New("disk on fire"), http.StatusInternalServerError, true},
-		{"unavailable", scim.Errorf(scim.ErrUnavailable, "retry later"), http.StatusServiceUnavailable, false},
+		{"internal", errors.New("disk on fire"), false, http.StatusInternalServerError, true},
+		{"panic", errors.New("nil map"), true, http.StatusInternalServerError, true},
+		{"unavailable", scim.Errorf(scim.ErrUnavailable, "retry later"), false, http.StatusServiceUnavailable, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme})
 			var got scim.RequestInfo
-			h := scim.NewHandler(getFails{mem, tt.err}, mem, scim.Options{
+			h := scim.NewHandler(getFails{mem, tt.err, tt.panics}, mem, scim.Options{
 				ValidTenant: func(string) bool { return true },
 				Observe:     func(_ context.Context, info *scim.RequestInfo) { got = *info },
 			})
