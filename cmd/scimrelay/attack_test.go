@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -540,6 +541,20 @@ func TestAPlantedConfigGetsNoAdminToken(t *testing.T) {
 	} else {
 		t.Log("not root: a relay.yaml of another user not tried")
 	}
+	// A FIFO in its place would hold the command, waiting for a writer.
+	if err := os.Remove("relay.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo("relay.yaml", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := cli(t, "token", "list"); code != exitError || !strings.Contains(stderr, "not a regular file") {
+		t.Fatalf("a FIFO as relay.yaml: exit %d, %s", code, stderr)
+	}
+	if err := os.Remove("relay.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	write(0o644)
 	if code, _, stderr := cli(t, "token", "list", "--config", "relay.yaml"); code != exitOK || asked.Load() == 0 {
 		t.Fatalf("the same file named with --config: exit %d, %d requests sent, %s", code, asked.Load(), stderr)
 	}

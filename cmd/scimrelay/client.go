@@ -105,11 +105,12 @@ func adminClientFor(cfg *config.Config, configPath string) (*adminclient.Client,
 // its data_dir: a file planted in a shared directory (/tmp, a checkout of
 // someone else's) would send it to its author. The file is checked as
 // opened and read from the same descriptor, so that it cannot be swapped
-// between the two. A file named by --config or $SCIMRELAY_CONFIG is the
-// caller's choice and is not checked (a Compose bind mount is owned by
-// the host's user, not the container's).
+// between the two, and opened without waiting, so that a FIFO put in its
+// place cannot hold the command. A file named by --config or
+// $SCIMRELAY_CONFIG is the caller's choice and is not checked (a Compose
+// bind mount is owned by the host's user, not the container's).
 func readWorkingDirConfig(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
@@ -117,6 +118,9 @@ func readWorkingDirConfig(path string) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not using ./%s: it is not a regular file (%v); name the file to use with --config", path, fi.Mode().Type())
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		switch {
