@@ -85,7 +85,7 @@ func TestAdminListenerHostOnLoopback(t *testing.T) {
 		}
 	}
 	first := adminRequest(t, p, "GET", "/metrics", "", "first-seen.example.com")
-	for name, want := range map[string]int{"host=rebound.example.com ": 1, "host=127.0.0.1.nip.io ": 1, "host=first-seen.example.com ": 1, "request_id=" + first.header.Get("X-Request-Id"): 1, "its host name is not in admin.hosts": 6} {
+	for name, want := range map[string]int{"host=rebound.example.com ": 1, "host=127.0.0.1.nip.io ": 1, "host=first-seen.example.com ": 1, "request_id=" + first.header.Get("X-Request-Id"): 1, "its host name is not in admin.hosts": 6, "remote_addr=127.0.0.1:": 6} {
 		if n := strings.Count(logBuf.String(), name); n != want {
 			t.Errorf("%q in %d lines of the log, want %d (a refused name is said once):\n%s", name, n, want, logBuf.String())
 		}

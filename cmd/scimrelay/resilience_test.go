@@ -494,10 +494,26 @@ func TestAnEventTheStreamRefusesIsQuarantined(t *testing.T) {
 // for the delay, each answer closing its connection, so that a load
 // balancer still sending to it while it sees the relay leave has them
 // answered, and keep-alive clients move to new connections. Then it stops.
+// In role all (the systemd unit) and in role scim on an external NATS (the
+// chart's scim pod, which sets the delay).
 func TestShutdownDelayKeepsAnswering(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Limits.ShutdownDelay = config.Duration(3 * time.Second)
-	p := startRelay(t, cfg, roleAll)
+	t.Run(roleAll, func(t *testing.T) {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Limits.ShutdownDelay = config.Duration(3 * time.Second)
+		keepsAnswering(t, startRelay(t, cfg, roleAll))
+	})
+	t.Run(roleSCIM, func(t *testing.T) {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL = eventstest.URL(eventstest.RunServer(t))
+		cfg.Limits.ShutdownDelay = config.Duration(3 * time.Second)
+		keepsAnswering(t, startRelay(t, cfg, roleSCIM))
+	})
+}
+
+// keepsAnswering stops p, whose shutdown delay is a few seconds, and
+// checks it answers meanwhile, each answer closing its connection.
+func keepsAnswering(t *testing.T, p *relayProc) {
+	t.Helper()
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	send := func() (*http.Response, error) {
