@@ -407,7 +407,9 @@ func TestAFloodOfInventedMethodsKeepsOtherTenantsHistory(t *testing.T) {
 				globex++
 			}
 		case "acme":
-			acme++
+			if e.Count == 0 { // the rest of the minute's are summed up in one entry
+				acme++
+			}
 			if len(e.Method) > len(longest.Method) {
 				longest.Method = e.Method
 			}
