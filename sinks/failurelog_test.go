@@ -49,12 +49,12 @@ func TestFailureLogSaysAFewAMinute(t *testing.T) {
 }
 
 // TestDeadLettersAreSaidAFewAMinute: a receiver that refuses every event
-// for good (a wrong secret: 401) has each dead-lettered, and the sink says
+// for good (410 Gone) has each dead-lettered, and the sink says
 // the first failureWarnsPerWindow of a minute at Warn, the rest at Debug,
 // instead of a Warn line for every event.
 func TestDeadLettersAreSaidAFewAMinute(t *testing.T) {
 	js := natsStream(t)
-	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusUnauthorized })
+	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusGone })
 	var log eventstest.Log
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js,
 		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})

@@ -19,7 +19,8 @@ import (
 //
 // Two things tell a worker that its sink's receiver is back:
 //   - A recovery: one of the sink's requests succeeds after the worker saw
-//     the receiver down (no answer, or a 5xx without Retry-After) for at
+//     the receiver down (no answer, a 5xx without Retry-After, or a 401
+//     or 403: its secret is not the sink's, which the operator fixes) for at
 //     least outageMin without a success: from the first such failure
 //     since the last success to the latest (5 s: after a shorter outage
 //     the parked resources are due within seconds anyway; a lone failure
@@ -44,8 +45,8 @@ import (
 //     changes is found so; each probe that finds it still down doubles
 //     the wait before the next, up to ten times probeEvery.
 //
-// A resource with a Retry-After, or refused with a 4xx, keeps its
-// schedule: the receiver asked for it.
+// A resource with a Retry-After, or refused with another 4xx (408, 425,
+// 429), keeps its schedule: the receiver asked for it.
 //
 // A try before its time does not count against the schedule. If it
 // fails, the resource's record is left as the schedule set it (its tries,
@@ -72,9 +73,10 @@ const (
 func (w *worker) wakeAhead() int { return 2 * cap(w.sem) }
 
 // downs reports whether a failure is one a receiver that is down gives:
-// no answer, or a 5xx without Retry-After.
+// no answer, a 5xx without Retry-After, or a refusal of the request's
+// credentials (401, 403), which is the sink's, not the event's.
 func downs(res Result) bool {
-	return !res.Permanent && res.RetryAfter <= 0 && (res.Status == 0 || res.Status >= 500)
+	return !res.Permanent && res.RetryAfter <= 0 && (res.Status == 0 || res.Status >= 500 || refusesCredentials(res.Status))
 }
 
 // wakes is where a worker's waking stands: when it last made a request,

@@ -3,10 +3,12 @@
 package sinks
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -258,9 +261,10 @@ func TestAResourceFailingAloneKeepsItsSchedule(t *testing.T) {
 	}
 }
 
-// TestDowns: only a failure like a receiver being down has its resource
-// tried early when the receiver answers again; a receiver that asked for
-// time (Retry-After, 429) or refused the event keeps its schedule.
+// TestDowns: only a failure like a receiver being down, or refusing the
+// sink's credentials, has its resource tried early when the receiver
+// answers again; a receiver that asked for time (Retry-After, 429) or
+// refused the event keeps its schedule.
 func TestDowns(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -274,6 +278,9 @@ func TestDowns(t *testing.T) {
 		{"429", Result{Status: 429, Err: errors.New("429")}, false},
 		{"408", Result{Status: 408, Err: errors.New("408")}, false},
 		{"410", Result{Status: 410, Err: errors.New("410"), Permanent: true}, false},
+		{"401", Result{Status: 401, Err: errors.New("401")}, true},
+		{"403", Result{Status: 403, Err: errors.New("403")}, true},
+		{"404", Result{Status: 404, Err: errors.New("404"), Permanent: true}, false},
 	} {
 		if got := downs(c.res); got != c.want {
 			t.Errorf("%s: downs = %v, want %v", c.name, got, c.want)
@@ -675,5 +682,89 @@ func TestARecoveryIsSaidAtInfoOnce(t *testing.T) {
 	said := grepLines(o.logs.String(), "the receiver answers again")
 	if info, debug := strings.Count(said, "level=INFO"), strings.Count(said, "level=DEBUG"); info != 1 || debug == 0 {
 		t.Errorf("the recovery said %d times at Info and %d at Debug, want once at Info, then at Debug:\n%s", info, debug, said)
+	}
+}
+
+// TestAReceiverWithAnotherSecretHoldsItsEvents: a receiver whose secret is
+// not the sink's refuses every delivery with 401, as NewReceiver (and the
+// official library everywhere) does. Nothing is dead-lettered: each
+// resource is parked on its schedule (here half an hour), and the failures
+// say what to check. Once the receiver has the sink's secret, the parked
+// resources are delivered, each in order, as soon as the receiver takes a
+// request: on a quiet sink the probe finds it, not the schedule half an
+// hour later. One event per request and batched.
+func TestAReceiverWithAnotherSecretHoldsItsEvents(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprint("batch=", batch), func(t *testing.T) {
+			var mu sync.Mutex
+			var got []string // subject#subjectseq, as handed over
+			take := func(e event.Event) {
+				seq, _ := events.SubjectSeq(e)
+				mu.Lock()
+				got = append(got, fmt.Sprint(e.Subject(), "#", seq))
+				mu.Unlock()
+			}
+			other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("the-receivers-secret-of-32-bytes"))
+			wrong, err := NewReceiver(other, take)
+			if err != nil {
+				t.Fatal(err)
+			}
+			right, err := NewReceiver(testSecret, take)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var serving atomic.Pointer[http.Handler]
+			serving.Store(&wrong)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*serving.Load()).ServeHTTP(w, r) }))
+			t.Cleanup(srv.Close)
+
+			js := onePartition(t)
+			var logs eventstest.Log
+			m, _ := runManager(t, Options{JS: js, probeEvery: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+				Sinks: []Config{sinkConfig("crm", srv.URL, func(c *Config) {
+					c.Retry = Schedule{30 * time.Minute}
+					if batch {
+						c.Format, c.Batch = "", &Batch{MaxEvents: 50, MaxWait: 20 * time.Millisecond}
+					}
+				})}})
+			p := newPublisher(t, js)
+			p.publish("acme", events.UserCreated, "u1")
+			p.publish("acme", events.UserUpdated, "u1")
+			p.publish("acme", events.UserCreated, "u2")
+			p.publish("acme", events.GroupCreated, "g1")
+			eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+				for _, k := range []string{"acme.user.u1", "acme.user.u2", "acme.group.g1"} {
+					r, err := parkedFrom(js, k)
+					if err != nil {
+						return fmt.Errorf("%s: %w", k, err)
+					}
+					if !r.Down || time.Until(r.Due) < 20*time.Minute {
+						return fmt.Errorf("%s: %+v, want parked as if the receiver were down, for about half an hour", k, r)
+					}
+				}
+				return nil
+			})
+			if page, err := m.DeadLetters(ctx, "crm", "", 0); err != nil || len(page.DeadLetters) != 0 {
+				t.Fatalf("dead letters while the secrets disagree: %+v, %v", page.DeadLetters, err)
+			}
+			if !strings.Contains(logs.String(), "401 Unauthorized: the receiver refused the request's credentials; check that its secret is the sink's") {
+				t.Errorf("the failures do not say what to check:\n%s", grepLines(logs.String(), "level=WARN"))
+			}
+
+			serving.Store(&right)
+			want := []string{"Users/u1#1", "Users/u1#2", "Users/u2#1", "Groups/g1#1"}
+			eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(got) != len(want) || !slices.Contains(got, "Users/u2#1") || !slices.Contains(got, "Groups/g1#1") ||
+					slices.Index(got, "Users/u1#1") < 0 || slices.Index(got, "Users/u1#1") > slices.Index(got, "Users/u1#2") {
+					return fmt.Errorf("handed over %v, want each of %v once, u1's in order", got, want)
+				}
+				return nil
+			})
+			if page, err := m.DeadLetters(ctx, "crm", "", 0); err != nil || len(page.DeadLetters) != 0 {
+				t.Fatalf("dead letters: %+v, %v", page.DeadLetters, err)
+			}
+		})
 	}
 }

@@ -402,12 +402,27 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 		res.Err = fmt.Errorf("POST %s: %s", RedactURL(w.url), status)
 	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
 		res.Err = fmt.Errorf("POST %s: %s", RedactURL(w.url), status)
+	case refusesCredentials(code):
+		res.Err = fmt.Errorf("POST %s: %s: the receiver refused the request's credentials; check that its secret is the sink's (secret, previous_secret) and the sink's headers", RedactURL(w.url), status)
 	default: // 410 and the other 4xx: the receiver will never take it
 		res.Err = fmt.Errorf("POST %s: %s (permanent)", RedactURL(w.url), status)
 		res.Permanent = true
 	}
 	w.log.Debug("delivery refused", "sink", w.o.Name, "webhook_id", id, "status", resp.StatusCode, "body", string(snippet))
 	return res
+}
+
+// refusesCredentials reports whether a receiver's status says it refused
+// who sent the request rather than the event: 401 (most often a signature
+// made with another secret than the receiver's) or 403. That is the
+// sink's configuration, the same for every event, which the operator
+// fixes: such a failure is retried on the schedule, its resource parked
+// and tried again as soon as the receiver takes a request (wake.go), so
+// that nothing is dead-lettered and no resource's events come out of
+// order while the secrets disagree. It is not retried within the
+// delivery: an answer about credentials does not change in a second.
+func refusesCredentials(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusForbidden
 }
 
 // maxResponseHeader caps the status line and headers of an answer (Go's

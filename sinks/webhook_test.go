@@ -201,7 +201,8 @@ func TestClassification(t *testing.T) {
 	}{
 		{200, "", true, false, 0, 1}, {201, "", true, false, 0, 1}, {204, "", true, false, 0, 1}, {299, "", true, false, 0, 1},
 		{301, "", false, false, 0, 1}, {302, "", false, false, 0, 1},
-		{400, "", false, true, 0, 1}, {401, "", false, true, 0, 1}, {404, "", false, true, 0, 1}, {409, "", false, true, 0, 1},
+		{400, "", false, true, 0, 1}, {404, "", false, true, 0, 1}, {409, "", false, true, 0, 1},
+		{401, "", false, false, 0, 1}, {403, "", false, false, 0, 1}, // the sink's credentials: the schedule's, not the delivery's
 		{410, "", false, true, 0, 1}, {413, "", false, true, 0, 1}, {422, "", false, true, 0, 1},
 		{408, "", false, false, 0, 2}, {425, "", false, false, 0, 2},
 		{429, "", false, false, 0, 2}, {429, "120", false, false, 120 * time.Second, 1}, {429, later, false, false, 80 * time.Second, 1},
