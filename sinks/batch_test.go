@@ -228,6 +228,48 @@ func TestBatchRefusedForGood(t *testing.T) {
 	}
 }
 
+// TestBatchRefusedForItsCredentials: a receiver answers 403 to every batch
+// holding events of one user (as one refusing a tenant's would). The other
+// events, those that shared a refused batch with the user's included,
+// arrive in order at once, not on the schedule (half an hour here); the
+// user's events are not dead-lettered but parked on the schedule, as a
+// receiver down would have them.
+func TestBatchRefusedForItsCredentials(t *testing.T) {
+	js := onePartition(t) // every resource's lane in one partition: they share batches
+	l := newLedger()
+	const refused = "Users/r-u0007"
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		return l.admitBatch(t, r, func(es []event.Event) int {
+			for _, e := range es {
+				if e.Subject() == refused {
+					return http.StatusForbidden
+				}
+			}
+			return http.StatusNoContent
+		})
+	})
+	m, _ := runManager(t, Options{Sinks: []Config{batchConfig(rc.URL, func(c *Config) {
+		c.Batch.MaxWait, c.Retry = 200*time.Millisecond, Schedule{30 * time.Minute}
+	})}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	p := newPublisher(t, js)
+	want := provision(p, "r", 30, 2, 0, 0)
+	delete(want, refused)
+	l.wantDelivered(t, want, 20*time.Second, true)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		r, err := parkedFrom(js, "acme.user.r-u0007")
+		if err != nil {
+			return err
+		}
+		if r.From == 0 || !r.Down || r.Status != http.StatusForbidden || time.Until(r.Due) < 20*time.Minute {
+			return fmt.Errorf("%s parked as %+v, want from its first event, as if the receiver were down, for half an hour", refused, r)
+		}
+		return nil
+	})
+	if page, err := m.DeadLetters(ctx, "crm", "", 0); err != nil || len(page.DeadLetters) != 0 {
+		t.Fatalf("dead letters: %+v, %v", page.DeadLetters, err)
+	}
+}
+
 // TestBatchOfAStoppedLaneRetriesTheOthers: when a lane stops hard while
 // its slice is in a batch in flight, the batch is abandoned (a worker that
 // no longer owns those events must not deliver them); the other lanes'

@@ -21,8 +21,8 @@ const (
 	// retryLater: the resource is parked from the first failed event
 	// until the record's Due, the schedule's next delay.
 	retryLater outcome = iota
-	// sendAlone: a request carrying several events was refused for good
-	// or is out of tries. Which event the receiver refuses is not known,
+	// sendAlone: a request carrying several events was refused for good,
+	// refused for its credentials or is out of tries. Which event the receiver refuses is not known,
 	// so none is dead-lettered: they go out one per request. Where the
 	// events cannot be split at once (taken from the consumer), the
 	// record parks the resource due now, its head's tries unchanged.
@@ -78,7 +78,12 @@ func (p *partition) failed(failed []item, res Result, tries int, early *early) (
 		w.retrying(out, res, tries, rec.Due)
 		return retryLater, rec, nil
 	}
-	if !res.Permanent {
+	// A batch refused for its credentials (401, 403) may be refused for
+	// some of its events only (a receiver refusing one tenant's), which
+	// would fail every batch they share with the others: its events go
+	// out one per request first, as a permanent refusal's do, and each
+	// refused alone then keeps the schedule.
+	if !res.Permanent && !(refusesCredentials(res.Status) && res.Events > 1) {
 		if delay, ok := w.schedule.Delay(tries, res, w.rnd); ok {
 			next := w.now().Add(delay)
 			if !w.dropsBefore(failed[0], next) {
