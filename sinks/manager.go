@@ -404,6 +404,8 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		"more deliveries failed and will be retried; past the first few a minute they are counted here, each is in the delivery log (scimrelay log --deliveries)")
 	w.deadLettered = newFailureLog(w.log, failureWindow, "delivery failed for good; event dead-lettered",
 		"more events were dead-lettered; past the first few a minute they are counted here, each is in the dead-letter queue (scimrelay dlq list) and the delivery log")
+	w.foreigners = newFailureLog(w.log, failureWindow, "a message that is not from a partition's consumer reached its inbox: dropped (a NATS client that knows a worker's inbox can have JetStream send it its own consumer's messages; see README, Who can reach what)",
+		"more messages that are not from a partition's consumer were dropped; past the first few a minute they are counted here")
 	w.keyWaits = newFailureLog(w.log, failureWindow, "an event is signed by a key the event stream does not name; its resource waits for its front end to write the key back (each front end checks every few seconds) before the event is dead-lettered",
 		"more events waited for the event stream to name their signing key; past the first few a minute they are counted here")
 	// The sink's worker before this one in the process (a reload's) may

@@ -555,12 +555,12 @@ func (p *partition) laneLocked(s events.StoredSubject) *lane {
 
 func (p *partition) enqueue(m jetstream.Msg) {
 	w := p.w
-	p.taken.Add(1)
 	meta, err := m.Metadata()
-	if err != nil {
-		p.poison(m, fmt.Errorf("reading the message's metadata: %w", err))
+	if err != nil || meta.Stream != events.StreamName || meta.Consumer != p.name {
+		p.w.foreign(m, meta, err)
 		return
 	}
+	p.taken.Add(1)
 	p.mu.Lock()
 	p.lastDelivery = max(p.lastDelivery, meta.Sequence.Consumer)
 	p.mu.Unlock()

@@ -48,19 +48,20 @@ type worker struct {
 	attempts *attemptLog
 	metrics  *metrics
 	log      *slog.Logger
-	// retries says failed attempts, deadLettered events dead-lettered: a
-	// few a minute each.
-	retries, deadLettered *failureLog
-	partitions            int
-	ackWait               time.Duration
-	maxPending            int
-	laneLimit             int
-	t                     timing
-	now                   func() time.Time
-	rnd                   func() float64
-	tracer                trace.Tracer  // nil: no tracing
-	trust                 *events.Trust // which events the relay published (nil: NATS embedded)
-	keyWait               time.Duration // Options.KeyWait
+	// retries says failed attempts, deadLettered events dead-lettered,
+	// foreigners messages dropped as not the partitions' own: a few a
+	// minute each.
+	retries, deadLettered, foreigners *failureLog
+	partitions                        int
+	ackWait                           time.Duration
+	maxPending                        int
+	laneLimit                         int
+	t                                 timing
+	now                               func() time.Time
+	rnd                               func() float64
+	tracer                            trace.Tracer  // nil: no tracing
+	trust                             *events.Trust // which events the relay published (nil: NATS embedded)
+	keyWait                           time.Duration // Options.KeyWait
 
 	// keyWaits says events that wait for their signing key, a few a minute.
 	keyWaits *failureLog
@@ -437,6 +438,26 @@ func (w *worker) ack(m jetstream.Msg) {
 func (w *worker) poison(ctx context.Context, m jetstream.Msg, cause error) {
 	w.deadLetterRaw(ctx, m, cause)
 	_ = m.Term()
+}
+
+// foreign drops a message that reached a partition's inbox from anything
+// but that partition's consumer on the event stream (meta nil, err set,
+// when it carries no JetStream metadata at all). NATS checks a request's
+// subject against a client's permissions, not its reply subject: a client
+// that may pull from a consumer of its own, and knows a worker's inbox,
+// can have JetStream deliver that consumer's messages there (events of
+// the relay's own signing, which would then be taken as the partition's:
+// repeats, or later events that make the earlier ones look delivered), or
+// the answer of any API request. Neither acknowledged nor dead-lettered:
+// it is not this worker's to settle. Said at Warn a few a minute and
+// counted as not_published.
+func (w *worker) foreign(m jetstream.Msg, meta *jetstream.MsgMetadata, err error) {
+	from := "no JetStream message"
+	if err == nil {
+		from = "stream " + meta.Stream + ", consumer " + meta.Consumer
+	}
+	w.foreigners.failed(time.Now(), 0, from, "subject", m.Subject())
+	w.metrics.outcome(w.name, "not_published")
 }
 
 // poisonRaw dead-letters a malformed message read back from the stream.
