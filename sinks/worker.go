@@ -48,23 +48,25 @@ type worker struct {
 	attempts *attemptLog
 	metrics  *metrics
 	log      *slog.Logger
-	// retries says failed attempts, deadLettered events dead-lettered,
-	// foreigners messages dropped as not the partitions' own: a few a
-	// minute each.
-	retries, deadLettered, foreigners *failureLog
-	partitions                        int
-	ackWait                           time.Duration
-	maxPending                        int
-	laneLimit                         int
-	t                                 timing
-	now                               func() time.Time
-	rnd                               func() float64
-	tracer                            trace.Tracer  // nil: no tracing
-	trust                             *events.Trust // which events the relay published (nil: NATS embedded)
-	keyWait                           time.Duration // Options.KeyWait
+	// retries says failed attempts, deadLettered events dead-lettered: a
+	// few a minute each.
+	retries, deadLettered *failureLog
+	partitions            int
+	ackWait               time.Duration
+	maxPending            int
+	laneLimit             int
+	t                     timing
+	now                   func() time.Time
+	rnd                   func() float64
+	tracer                trace.Tracer  // nil: no tracing
+	trust                 *events.Trust // which events the relay published (nil: NATS embedded)
+	keyWait               time.Duration // Options.KeyWait
 
 	// keyWaits says events that wait for their signing key, a few a minute.
 	keyWaits *failureLog
+	// foreigners says messages dropped as not the partitions' own, a few
+	// a minute.
+	foreigners *failureLog
 	// wakes times the tries of parked resources before their time (wake.go).
 	wakes wakes
 
