@@ -209,6 +209,52 @@ func sinkWorkerPermissions(t *testing.T, batch *config.SinkBatch) {
 	}
 }
 
+// TestSinkWorkerStreamGauges: a sink worker on an external NATS as a user
+// holding only README's permissions (workerPublish) shows on its /metrics
+// the relay's streams, as the front end does, reading each by name: it may
+// not list the account's streams, and a list refused had every scrape log
+// a permissions violation and show no stream.
+func TestSinkWorkerStreamGauges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
+	var workerLog eventstest.Log
+	log := slog.New(slog.NewTextHandler(&workerLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	worker := startRelayWith(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks, log, io.Discard)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	for name, p := range map[string]*relayProc{"the front end": front, "the worker": worker} {
+		c := &adminclient.Client{BaseURL: p.adminURL, Token: adminSecret, Timeout: 10 * time.Second}
+		families, err := c.Metrics(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		shown := map[string]float64{}
+		if f := families["scimrelay_stream_messages"]; f != nil {
+			for _, m := range f.GetMetric() {
+				shown[labelValue(m, "stream")] = m.GetGauge().GetValue()
+			}
+		}
+		for _, stream := range append([]string{events.StreamName}, sinks.Streams...) {
+			if _, ok := shown[stream]; !ok {
+				t.Errorf("%s's /metrics shows no scimrelay_stream_messages of %s: %v", name, stream, shown)
+			}
+		}
+		if shown[events.StreamName] < 1 {
+			t.Errorf("%s's /metrics shows %v messages in %s, want ann's event", name, shown[events.StreamName], events.StreamName)
+		}
+		if families["scimrelay_stream_read_timestamp_seconds"] == nil {
+			t.Errorf("%s's /metrics says the streams were never read in full", name)
+		}
+	}
+	if strings.Contains(workerLog.String(), "ermissions") { // a violation is logged at Warn
+		t.Errorf("the worker's account refused a request:\n%s", workerLog.String())
+	}
+}
+
 // natsWithWorkerUser runs a NATS server with two users: front, with every
 // permission, and worker, with README's row for a sink worker
 // (workerPublish).

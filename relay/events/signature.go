@@ -229,11 +229,18 @@ func streamInfo(ctx context.Context, nc *nats.Conn) (*jetstream.StreamInfo, erro
 // other client can know: nats.go's shared inbox, whose replies a client
 // allowed _INBOX.> sees, draws its tokens from math/rand, and such a
 // client could come to predict the next one and have a direct get of a
-// message of its own answer there first.
+// message of its own answer there first. The subject is under the
+// connection's own inbox prefix (nats.CustomInboxPrefix): a reader whose
+// user may subscribe only there must not need _INBOX.>, which would show
+// it every delivery to the relay's own workers.
 func privateRequest(ctx context.Context, nc *nats.Conn, subject string, body []byte, v any) error {
 	var token [16]byte
 	_, _ = rand.Read(token[:]) // crypto/rand.Read never fails (Go 1.24+)
-	inbox := nats.InboxPrefix + hex.EncodeToString(token[:])
+	prefix := nats.InboxPrefix
+	if p := nc.Opts.InboxPrefix; p != "" {
+		prefix = p + "." // nats.CustomInboxPrefix refuses a trailing dot
+	}
+	inbox := prefix + hex.EncodeToString(token[:])
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return err

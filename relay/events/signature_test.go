@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -472,5 +473,75 @@ func TestSignatureWireFormat(t *testing.T) {
 	}
 	if form, err := events.SignedForm(msg.Header, msg.Data); err != nil || string(form) != want {
 		t.Errorf("SignedForm:\n%s\nwant:\n%s (%v)", form, want, err)
+	}
+}
+
+// TestTrustOnItsOwnInboxPrefix: a reader whose NATS user may subscribe
+// only under its own inbox prefix (nats.CustomInboxPrefix) reads the
+// stream's keys and messages on a reply subject there; one under _INBOX.
+// would be refused, and would push its operator to grant _INBOX.>, which
+// shows every delivery to the relay's own workers.
+func TestTrustOnItsOwnInboxPrefix(t *testing.T) {
+	ctx := context.Background()
+	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "relay", Password: "relay-password"},
+			{Username: "audit", Password: "audit-password", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{
+					"$JS.API.STREAM.INFO." + events.StreamName,
+					"$JS.API.STREAM.MSG.GET." + events.StreamName,
+				}},
+				Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_audit.>"}},
+			}},
+		}
+	})
+	relay, err := nats.Connect(s.ClientURL(), nats.UserInfo("relay", "relay-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(relay.Close)
+	js, err := jetstream.New(relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := newSigner(t)
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := publishEvent(t, js, st, signer, "u1")
+
+	refused := make(chan error, 1)
+	audit, err := nats.Connect(s.ClientURL(), nats.UserInfo("audit", "audit-password"), nats.CustomInboxPrefix("_INBOX_audit"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case refused <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(audit.Close)
+	read, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	trust, err := events.NewTrust(read, audit)
+	if err != nil {
+		t.Fatalf("the trust of a reader on its own inbox prefix: %v", err)
+	}
+	if _, err := trust.Published(signed.Sequence, signed.Subject, signed.Header, signed.Data); err != nil {
+		t.Errorf("a signed event: %v", err)
+	}
+	m, err := trust.StoredMsg(read, signed.Sequence, "")
+	if err != nil || m.Sequence != signed.Sequence {
+		t.Errorf("the stored event read on the reader's own inbox prefix: %v, %v", m, err)
+	}
+	if err := audit.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		t.Errorf("the reader was refused: %v", err)
+	default:
 	}
 }

@@ -93,13 +93,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 // they were stored as signed by an unknown key (sinks.Options.KeyWait;
 // docs/decisions.md, Delivery). So does a front end beyond the eight whose
 // keys the stream keeps.
+//
+// The stream's configuration is read privately (readStream), since what
+// is read is written back.
 func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string, log *slog.Logger) (jetstream.Stream, error) {
 	const rounds = 10
 	for attempt := 1; ; attempt++ {
-		var have *jetstream.StreamInfo
-		if st, err := js.Stream(ctx, StreamName); err == nil {
-			have = st.CachedInfo()
-		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		have, err := readStream(ctx, js)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			have = nil
+		} else if err != nil {
 			return nil, err
 		}
 		cfg.Metadata = signingMetadata(have, key, time.Now())
@@ -123,10 +126,11 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 			return nil, ctx.Err()
 		case <-time.After(keySettles):
 		}
-		if st, err = js.Stream(ctx, StreamName); err != nil {
+		again, err := readStream(ctx, js)
+		if err != nil {
 			return nil, err
 		}
-		if slices.Contains(strings.Fields(st.CachedInfo().Config.Metadata[metaSigningKeys]), key) {
+		if slices.Contains(strings.Fields(again.Config.Metadata[metaSigningKeys]), key) {
 			return st, nil
 		}
 		if attempt >= rounds {
@@ -160,12 +164,12 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, int
 		case <-tick.C:
 		}
 		readCtx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-		st, err := js.Stream(readCtx, StreamName)
+		info, err := readStream(readCtx, js)
 		cancel()
-		if err == nil && !slices.Contains(strings.Fields(st.CachedInfo().Config.Metadata[metaSigningKeys]), key) {
+		if err == nil && !slices.Contains(strings.Fields(info.Config.Metadata[metaSigningKeys]), key) {
 			log.Warn("the event stream no longer names this front end's signing key (another front end wrote its keys without it, or more than eight front ends share the stream): writing it back. The workers held what it signed meanwhile and deliver it now, in order; they dead-lettered what waited longer than three checks, as signed by an unknown key: redrive those dead letters (scimrelay dlq redrive --sink SINK --all)",
-				"key", key, "named", st.CachedInfo().Config.Metadata[metaSigningKeys])
-			_, err = ensureSigningKey(ctx, js, st.CachedInfo().Config, key, log)
+				"key", key, "named", info.Config.Metadata[metaSigningKeys])
+			_, err = ensureSigningKey(ctx, js, info.Config, key, log)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -179,6 +183,22 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, int
 		}
 		failing = err != nil
 	}
+}
+
+// readStream reads the event stream's information for a front end that
+// writes it back (its signing keys added), on a private reply subject
+// (streamInfo): js.Stream's answer comes on nats.go's shared inbox, whose
+// tokens a client allowed _INBOX.> could come to predict and answer first
+// with a configuration of its own (a signing key of its own, another max
+// age), which the front end would then write. Like js.Stream, it waits
+// js's default timeout when ctx has no deadline.
+func readStream(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	return streamInfo(ctx, js.Conn())
 }
 
 // KeyCheckInterval is how often a running front end that signs checks

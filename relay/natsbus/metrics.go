@@ -4,8 +4,8 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"maps"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,20 +13,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// StreamMetrics exports, at each scrape, the messages and bytes of every
-// JetStream stream whose name starts with prefix (the relay's: SCIMRELAY,
-// its dead letters, delivery attempts and workers), and when they were
-// last read in full. A scrape that cannot read them (NATS away, or slower
-// than the scrape's 2 s) reports the values last read, as the sinks'
-// gauges do: series that came and went with JetStream's speed broke
-// graphs and absent() alerts (a soak review saw them go in a 2.2 s stall).
-func StreamMetrics(js jetstream.JetStream, prefix string) prometheus.Collector {
-	return &streamMetrics{js: js, prefix: prefix, last: map[string]streamFigures{}}
+// StreamMetrics exports, at each scrape, the messages and bytes of the
+// JetStream streams named (the relay's: SCIMRELAY, its dead letters,
+// delivery attempts and workers), and when they were last read in full. A
+// scrape that cannot read them (NATS away, or slower than the scrape's
+// 2 s) reports the values last read, as the sinks' gauges do: series that
+// came and went with JetStream's speed broke graphs and absent() alerts (a
+// soak review saw them go in a 2.2 s stall). A stream not there has no
+// series.
+//
+// Each stream is read by its name: a sink worker's NATS user may read the
+// relay's streams so but not list the account's (README, Who can reach
+// what), and a list refused had every scrape of a worker log a
+// permissions violation and show no stream.
+func StreamMetrics(js jetstream.JetStream, names ...string) prometheus.Collector {
+	return &streamMetrics{js: js, names: names, last: map[string]streamFigures{}}
 }
 
 type streamMetrics struct {
-	js     jetstream.JetStream
-	prefix string
+	js    jetstream.JetStream
+	names []string
 
 	mu     sync.Mutex
 	last   map[string]streamFigures // by stream name
@@ -60,15 +66,22 @@ func (c *streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	read := map[string]streamFigures{}
-	list := c.js.ListStreams(ctx)
-	for info := range list.Info() {
-		if strings.HasPrefix(info.Config.Name, c.prefix) {
-			read[info.Config.Name] = streamFigures{msgs: info.State.Msgs, bytes: info.State.Bytes, first: info.State.FirstTime}
+	full := true
+	for _, name := range c.names {
+		st, err := c.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
 		}
+		if err != nil {
+			full = false
+			continue
+		}
+		info := st.CachedInfo()
+		read[name] = streamFigures{msgs: info.State.Msgs, bytes: info.State.Bytes, first: info.State.FirstTime}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if list.Err() == nil {
+	if full {
 		c.last, c.readAt = read, time.Now() // a stream gone is gone
 	} else {
 		maps.Copy(c.last, read)
