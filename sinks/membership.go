@@ -41,11 +41,11 @@ const (
 	minimumPullInterval = time.Second // nats.go refuses shorter pull expiries
 )
 
-// Streams are the names of the JetStream streams the sinks keep beside the
-// event stream: the workers' announcements, the dead letters and the
-// delivery attempts. A worker's NATS user may read each by name (README,
-// Who can reach what), not list them.
-var Streams = []string{WorkersStream, dlqStream, deliveriesStream}
+// Streams returns the names of the JetStream streams the sinks keep
+// beside the event stream: the workers' announcements, the dead letters
+// and the delivery attempts. A worker's NATS user may read each by name
+// (README, Who can reach what), not list them.
+func Streams() []string { return []string{WorkersStream, dlqStream, deliveriesStream} }
 
 // timing derives every delay of the hand-off from the heartbeat h.
 //

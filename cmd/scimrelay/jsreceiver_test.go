@@ -10,12 +10,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,6 +94,24 @@ func (r *jsReceiver) applied(t *testing.T) []appliedEvent {
 	return out
 }
 
+// jsReceiverExample returns node and the directory of the JavaScript
+// receiver example, skipping the test when either is not ready.
+func jsReceiverExample(t *testing.T) (node, dir string) {
+	t.Helper()
+	var err error
+	if node, err = exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed; the JavaScript receiver example needs it")
+	}
+	dir, err = filepath.Abs("../../docs/examples/js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "standardwebhooks")); err != nil {
+		t.Skip("docs/examples/js/node_modules has no standardwebhooks: run npm ci --prefix docs/examples/js")
+	}
+	return node, dir
+}
+
 // TestJavaScriptReceiverExample runs docs/examples/js/receive.mjs (the
 // README's JavaScript receiver) against a relay with three sinks, one per
 // mode: binary, structured, batches. Each sink has a receiver of its own,
@@ -99,17 +121,7 @@ func (r *jsReceiver) applied(t *testing.T) []appliedEvent {
 // that verified re-serialised JSON would refuse them. A forged delivery is
 // answered 401.
 func TestJavaScriptReceiverExample(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed; the JavaScript receiver example needs it")
-	}
-	dir, err := filepath.Abs("../../docs/examples/js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "standardwebhooks")); err != nil {
-		t.Skip("docs/examples/js/node_modules has no standardwebhooks: run npm ci --prefix docs/examples/js")
-	}
+	node, dir := jsReceiverExample(t)
 	modes := []string{"binary", "structured", "batch"}
 	receivers := map[string]*jsReceiver{}
 	cfg := testConfig(t, t.TempDir())
@@ -234,4 +246,87 @@ func TestJavaScriptReceiverExample(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestJavaScriptReceiverAfterARedrive: the README's JavaScript receiver
+// keeps memberships right when a dead letter is redriven after later
+// events of its group. A proxy in front of it refuses (400) each group's
+// first member_added once, so it is dead-lettered and the group's later
+// events go on. Group g then gets another member, who leaves again; group
+// h is deleted. Redriven, g's member_added is applied though its
+// subjectseq is below the group's latest (it is another member's change),
+// and h's is not (the group is gone).
+func TestJavaScriptReceiverAfterARedrive(t *testing.T) {
+	node, dir := jsReceiverExample(t)
+	r := startJSReceiver(t, node, dir)
+	target, err := url.Parse(r.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forward := httputil.NewSingleHostReverseProxy(target)
+	var refusing atomic.Bool
+	refusing.Store(true)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if refusing.Load() && req.Header.Get("Ce-Type") == "io.scimrelay.group.member_added" && strings.TrimLeft(req.Header.Get("Ce-Subjectseq"), "0") == "2" {
+			http.Error(w, "refused once", http.StatusBadRequest)
+			return
+		}
+		forward.ServeHTTP(w, req)
+	}))
+	t.Cleanup(front.Close)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", front.URL+"/scim-events", nil)
+	p := startRelay(t, cfg, roleAll)
+
+	const user = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":%q}`
+	const group = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":%q}`
+	const patch = `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[%s]}`
+	ann := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(user, "ann@example.com")).want(t, 201).str("id")
+	bob := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(user, "bob@example.com")).want(t, 201).str("id")
+	g := p.scim("acme", acmeToken, "POST", "/Groups", fmt.Sprintf(group, "g")).want(t, 201).str("id")
+	h := p.scim("acme", acmeToken, "POST", "/Groups", fmt.Sprintf(group, "h")).want(t, 201).str("id")
+	add := func(group, member string) {
+		p.scim("acme", acmeToken, "PATCH", "/Groups/"+group, fmt.Sprintf(patch, fmt.Sprintf(`{"op":"add","path":"members","value":[{"value":%q}]}`, member))).want(t, 204)
+	}
+	add(g, ann)                                                                                                                                              // subjectseq 2: dead-lettered
+	add(h, ann)                                                                                                                                              // 2: dead-lettered
+	add(g, bob)                                                                                                                                              // 3
+	p.scim("acme", acmeToken, "PATCH", "/Groups/"+g, fmt.Sprintf(patch, fmt.Sprintf(`{"op":"remove","path":"members[value eq \"%s\"]"}`, bob))).want(t, 204) // 4
+	p.scim("acme", acmeToken, "DELETE", "/Groups/"+h, "").want(t, 204)                                                                                       // 3
+
+	// What the receiver applied of each group: type#subjectseq, in order.
+	appliedOf := func(id string) []string {
+		var out []string
+		for _, e := range r.applied(t) {
+			if e.Subject == "Groups/"+id {
+				out = append(out, strings.TrimPrefix(e.Type, "io.scimrelay.")+"#"+strings.TrimLeft(e.Subjectseq, "0"))
+			}
+		}
+		return out
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := appliedOf(g); len(got) != 3 {
+			return fmt.Errorf("g: applied %v before the redrive, want 3", got)
+		}
+		if got := appliedOf(h); len(got) != 2 {
+			return fmt.Errorf("h: applied %v before the redrive, want 2", got)
+		}
+		return nil
+	})
+	refusing.Store(false)
+	if code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cliConfig(t, p, adminSecret)); code != exitOK || !strings.Contains(out, "delivered 2") {
+		t.Fatalf("redrive: %d %s %s", code, out, stderr)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got, want := appliedOf(g), []string{"group.created#1", "group.member_added#3", "group.member_removed#4", "group.member_added#2"}; !slices.Equal(got, want) {
+			return fmt.Errorf("g: applied %v, want %v", got, want)
+		}
+		return nil
+	})
+	if got, want := appliedOf(h), []string{"group.created#1", "group.deleted#3"}; !slices.Equal(got, want) {
+		t.Errorf("h: applied %v, want %v", got, want)
+	}
+	if s := r.stderr.String(); s != "" {
+		t.Errorf("the receiver refused deliveries:\n%s", s)
+	}
 }

@@ -238,7 +238,7 @@ func TestSinkWorkerStreamGauges(t *testing.T) {
 				shown[labelValue(m, "stream")] = m.GetGauge().GetValue()
 			}
 		}
-		for _, stream := range append([]string{events.StreamName}, sinks.Streams...) {
+		for _, stream := range append([]string{events.StreamName}, sinks.Streams()...) {
 			if _, ok := shown[stream]; !ok {
 				t.Errorf("%s's /metrics shows no scimrelay_stream_messages of %s: %v", name, stream, shown)
 			}

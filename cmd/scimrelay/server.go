@@ -226,7 +226,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			return nil, fmt.Errorf("making the subscribers' consumers: %w", err)
 		}
 	}
-	s.registry.MustRegister(natsbus.StreamMetrics(s.js, append([]string{events.StreamName}, sinks.Streams...)...))
+	s.registry.MustRegister(natsbus.StreamMetrics(s.js, append([]string{events.StreamName}, sinks.Streams()...)...))
 	// The sinks' consumers exist before any SCIM request can produce an
 	// event, in every role, so that no event is missed.
 	so := sinkOptions(cfg)

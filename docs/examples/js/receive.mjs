@@ -15,7 +15,14 @@ const maxBytes = 64 << 20; // 413 above: keep it over the sinks' batch max_bytes
 // Kept in memory for the example; a real receiver keeps both in its database,
 // updated in the same transaction as the change it applies.
 const appliedIds = new Set(); // event ids: every retry and redelivery has the same one
-const appliedSeq = new Map(); // subject (Users/<id>, Groups/<id>) -> highest subjectseq applied
+// The highest subjectseq applied, per mark: a user (Users/<id>: its events
+// carry the whole user), a group's own attributes (Groups/<id>: created,
+// updated, deleted) and each member of a group (Groups/<id> and the member's
+// id): a member event changes that member alone, and carries the group
+// without its extensions, so it neither moves nor heeds the group's mark.
+const appliedSeq = new Map();
+const deletedGroups = new Set(); // Groups/<id> whose group.deleted was applied
+const memberEvents = new Set(["io.scimrelay.group.member_added", "io.scimrelay.group.member_removed"]);
 
 function apply(e) {
   if (typeof e?.id !== "string" || typeof e.subject !== "string" || !/^\d{1,20}$/.test(e.subjectseq ?? "")) {
@@ -23,11 +30,15 @@ function apply(e) {
   }
   const seq = BigInt(e.subjectseq); // 20 digits: more than a Number holds exactly
   if (appliedIds.has(e.id)) return; // a repeat
-  // An older change than the one applied (a dead letter redriven after later
+  const member = memberEvents.has(e.type);
+  const mark = member ? `${e.subject} ${e.data?.member?.value}` : e.subject;
+  // An older change than one applied (a dead letter redriven after later
   // events of the resource were delivered): applying it would undo them.
-  if (seq <= (appliedSeq.get(e.subject) ?? 0n)) return;
+  if (seq <= (appliedSeq.get(mark) ?? 0n)) return;
+  if (member && deletedGroups.has(e.subject)) return; // the group is gone, its members with it
+  if (e.type === "io.scimrelay.group.deleted") deletedGroups.add(e.subject);
   appliedIds.add(e.id);
-  appliedSeq.set(e.subject, seq);
+  appliedSeq.set(mark, seq);
   const r = e.data?.resource ?? {};
   console.log(JSON.stringify({ id: e.id, type: e.type, subject: e.subject, subjectseq: e.subjectseq, userName: r.userName, displayName: r.displayName }));
 }
