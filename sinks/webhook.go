@@ -418,8 +418,8 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 // sink's configuration, the same for every event, which the operator
 // fixes: such a failure is retried on the schedule, its resource parked
 // and tried again as soon as the receiver takes a request (wake.go), so
-// that nothing is dead-lettered and no resource's events come out of
-// order while the secrets disagree. It is not retried within the
+// that nothing is dead-lettered before the schedule ends and no
+// resource's events come out of order while the secrets disagree. It is not retried within the
 // delivery: an answer about credentials does not change in a second.
 func refusesCredentials(code int) bool {
 	return code == http.StatusUnauthorized || code == http.StatusForbidden
