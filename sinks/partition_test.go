@@ -33,6 +33,14 @@ import (
 // fastHeartbeat makes hand-overs take about two seconds in tests.
 const fastHeartbeat = 100 * time.Millisecond
 
+// handOverCut reports whether a worker's log says that it abandoned
+// deliveries in flight, which the next owner sends again (as README
+// says): a hand-over outlasted its time, or the worker's lease lapsed.
+// On a loaded machine fastHeartbeat's 800 ms lease can run out.
+func handOverCut(log string) bool {
+	return strings.Contains(log, "outlasted its time") || strings.Contains(log, "lost contact for too long")
+}
+
 // natsServer starts a JetStream server with the SCIMRELAY stream and returns
 // it with a connection.
 func natsServer(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
@@ -530,7 +538,7 @@ func TestParkingUnderLoadKeepsOrder(t *testing.T) {
 	})
 	stop1()
 	wg.Wait()
-	l.wantDelivered(t, want, 90*time.Second, false)
+	l.wantDelivered(t, want, 90*time.Second, handOverCut(logs.String()))
 	out := logs.String()
 	bursts, failures := strings.Count(out, `why="its events outgrew the lane"`), strings.Count(out, `why="its next events failed"`)
 	if bursts == 0 || failures == 0 {
@@ -1141,6 +1149,55 @@ func TestRepeatReadBackIsCountedAsDuplicate(t *testing.T) {
 	l.wantDelivered(t, expect{"Users/again": 2}, 10*time.Second, false)
 	if got := duplicates() - before; got != 1 {
 		t.Fatalf("%v events counted as duplicates, want the one read back again", got)
+	}
+}
+
+// TestNoLaneStartsOnceReleaseBegan: nats.go may hand a partition
+// messages it buffered after consume returned (a drain cut short by a
+// hard stop or a hand-over past its time). Once release has begun, such a
+// message starts no lane: release waits for the lanes and may have
+// returned, and a lane started then raced its wait (a data race, and
+// "WaitGroup is reused before previous Wait has returned", which ended
+// the process, in the flake hunt's runs). It is left unacknowledged, for
+// the next owner.
+func TestNoLaneStartsOnceReleaseBegan(t *testing.T) {
+	js := onePartition(t)
+	mgr, err := NewManager(Options{Sinks: []Config{sinkConfig("crm", "http://127.0.0.1:9/hook", nil)}, JS: js, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Setup(ctx); err != nil { // the consumer and the worker, not running
+		t.Fatal(err)
+	}
+	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second), jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := <-b.Messages()
+	if !ok {
+		t.Fatalf("no message fetched: %v", b.Error())
+	}
+	p := newPartition(mgr.sinks["crm"].worker, 0)
+	p.cancel() // a hard stop: release neither waits for acknowledgements nor unpins
+	p.release()
+	p.enqueue(m)
+	p.mu.Lock()
+	lanes := len(p.lanes)
+	p.mu.Unlock()
+	if lanes != 0 {
+		t.Fatalf("%d lanes after a message came in past the release, want none", lanes)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 1 {
+		t.Errorf("%d messages unacknowledged, want the one left for the next owner", info.NumAckPending)
 	}
 }
 

@@ -186,7 +186,7 @@ func TestSubscriberFloodsLeaveNoRoutes(t *testing.T) {
 			}
 		}
 	}
-	if err := c.nc.Flush(); err != nil {
+	if err := c.nc.FlushTimeout(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if n := b.e.Server().GlobalAccount().NumPendingAllResponses(); n > 0 {
@@ -225,7 +225,7 @@ func TestSubscriberRequestsRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := flooder.nc.Flush(); err != nil {
+	if err := flooder.nc.FlushTimeout(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	ac := connectAs(t, b.url, "audit", auditSeed)

@@ -364,7 +364,7 @@ func TestSubscriberAcksRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := c.nc.Flush(); err != nil {
+	if err := c.nc.FlushTimeout(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
