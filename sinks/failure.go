@@ -22,10 +22,11 @@ const (
 	// until the record's Due, the schedule's next delay.
 	retryLater outcome = iota
 	// sendAlone: a request carrying several events was refused for good,
-	// refused for its credentials or is out of tries. Which event the receiver refuses is not known,
-	// so none is dead-lettered: they go out one per request. Where the
-	// events cannot be split at once (taken from the consumer), the
-	// record parks the resource due now, its head's tries unchanged.
+	// refused for its credentials or is out of tries. Which event the
+	// receiver refuses is not known, so none is dead-lettered: they go
+	// out one per request. Where the events cannot be split at once
+	// (taken from the consumer), the record parks the resource due now,
+	// its head's tries unchanged.
 	sendAlone
 	// deadLettered: the event, refused alone for good or out of tries,
 	// is in the dead-letter queue; it is settled.

@@ -558,7 +558,7 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	w := p.w
 	meta, err := m.Metadata()
 	if err != nil || meta.Stream != events.StreamName || meta.Consumer != p.name {
-		p.w.foreign(m, meta, err)
+		w.foreign(m, meta, err)
 		return
 	}
 	p.taken.Add(1)

@@ -419,8 +419,9 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 // fixes: such a failure is retried on the schedule, its resource parked
 // and tried again as soon as the receiver takes a request (wake.go), so
 // that nothing is dead-lettered before the schedule ends and no
-// resource's events come out of order while the secrets disagree. It is not retried within the
-// delivery: an answer about credentials does not change in a second.
+// resource's events come out of order while the secrets disagree. It is
+// not retried within the delivery: an answer about credentials does not
+// change in a second.
 func refusesCredentials(code int) bool {
 	return code == http.StatusUnauthorized || code == http.StatusForbidden
 }
