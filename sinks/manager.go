@@ -788,13 +788,7 @@ func (w *worker) undelivered(ctx context.Context) (backlogFigures, error) {
 		info := c.CachedInfo()
 		u.pending += float64(info.NumPending)
 		u.inFlight += float64(info.NumAckPending)
-		if info.NumPending+uint64(info.NumAckPending) > 0 {
-			for _, f := range append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...) {
-				if f != "" {
-					waiting = append(waiting, parkedAt{from: info.AckFloor.Stream + 1, filter: f})
-				}
-			}
-		}
+		waiting = append(waiting, consumerWaiting(info)...)
 		u.parked += float64(p.parkedCount())
 		waiting = append(waiting, p.parkedFrom()...)
 	}

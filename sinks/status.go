@@ -27,9 +27,17 @@ type Status struct {
 	// Pending events wait in the stream; InFlight ones are being
 	// delivered or wait in a worker (summed over the sink's partitions;
 	// events of a parked resource count in neither).
-	Pending     uint64 `json:"pending"`
-	InFlight    int    `json:"in_flight"`
-	DeadLetters uint64 `json:"dead_letters"`
+	Pending  uint64 `json:"pending"`
+	InFlight int    `json:"in_flight"`
+	// Parked counts the resources whose events wait to be read back from
+	// the stream, after a failure (a receiver down) or a burst.
+	Parked int `json:"parked"`
+	// OldestUndelivered is when the oldest event not yet delivered (nor
+	// dead-lettered) was stored, parked resources' included; nil when
+	// none waits. Its age is the metric
+	// scimrelay_sink_oldest_undelivered_age_seconds, of every partition.
+	OldestUndelivered *time.Time `json:"oldest_undelivered,omitempty"`
+	DeadLetters       uint64     `json:"dead_letters"`
 	// Attempts5m and Attempts1h count the delivery attempts of the last
 	// five minutes and of the last hour, whatever their outcome; the
 	// events of one resource sent in one request are one attempt.
@@ -53,8 +61,13 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 		st.Format = "binary"
 	}
 	if s.worker != nil {
-		if st.Pending, st.InFlight, err = s.worker.backlog(ctx); err != nil {
+		b, err := s.worker.backlog(ctx)
+		if err != nil {
 			return st, err
+		}
+		st.Pending, st.InFlight, st.Parked = b.pending, b.inFlight, b.parked
+		if !b.oldest.IsZero() {
+			st.OldestUndelivered = &b.oldest
 		}
 	}
 	if st.DeadLetters, err = m.dlq.count(ctx, name); err != nil {

@@ -358,22 +358,56 @@ func (w *worker) shutdown() {
 	}
 }
 
-// backlog sums the pending and unacknowledged events of every partition
-// consumer of the sink, whoever owns them.
-func (w *worker) backlog(ctx context.Context) (pending uint64, inFlight int, err error) {
+// backlog reads what the sink has not delivered yet, in every partition,
+// whoever owns it: the events waiting in the stream and those taken by a
+// worker (from the partition consumers), the resources parked (from the
+// parking bucket: their events were taken from the consumers and are read
+// back from the stream), and when the oldest of all these was stored.
+func (w *worker) backlog(ctx context.Context) (b backlog, err error) {
+	var waiting []parkedAt // where undelivered events start
 	for p := range w.partitions {
 		c, err := w.js.Consumer(ctx, events.StreamName, consumerName(w.name, p))
 		if err != nil {
-			return 0, 0, fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
+			return backlog{}, fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
 		}
-		info, err := c.Info(ctx)
+		info := c.CachedInfo() // Consumer has just read it
+		b.pending += info.NumPending
+		b.inFlight += info.NumAckPending
+		waiting = append(waiting, consumerWaiting(info)...)
+		parked, err := w.parked.load(ctx, p)
 		if err != nil {
-			return 0, 0, fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
+			return backlog{}, err
 		}
-		pending += info.NumPending
-		inFlight += info.NumAckPending
+		b.parked += len(parked)
+		for _, pr := range parked {
+			waiting = append(waiting, parkedAt{from: pr.record.From, filter: pr.subject.ResourceSubjects()})
+		}
 	}
-	return pending, inFlight, nil
+	b.oldest, err = oldestStored(waiting, w.firstStored(ctx))
+	return b, err
+}
+
+// backlog is what a sink has not delivered yet (worker.backlog).
+type backlog struct {
+	pending  uint64
+	inFlight int
+	parked   int       // resources
+	oldest   time.Time // when the oldest undelivered event was stored; zero: none waits
+}
+
+// consumerWaiting is where a partition consumer's undelivered events
+// start: past its ack floor, when it has any.
+func consumerWaiting(info *jetstream.ConsumerInfo) []parkedAt {
+	if info.NumPending+uint64(info.NumAckPending) == 0 {
+		return nil
+	}
+	var out []parkedAt
+	for _, f := range append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...) {
+		if f != "" {
+			out = append(out, parkedAt{from: info.AckFloor.Stream + 1, filter: f})
+		}
+	}
+	return out
 }
 
 // ready reports whether the worker delivers: it is a member, and each of

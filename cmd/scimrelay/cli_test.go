@@ -522,10 +522,12 @@ func jsonLines[T any](out string, list *[]T) error {
 	return nil
 }
 
-// TestCLISinksList: sinks list shows each sink's backlog, dead letters and
-// latest attempt as the relay counts them, names on stderr a sink with
-// dead letters and the command that lists them, and prints one JSON object
-// per sink with --json.
+// TestCLISinksList: sinks list shows each sink's backlog (parked resources
+// and the age of the oldest undelivered event included: while a receiver
+// is down its events wait parked, not pending), dead letters and latest
+// attempt as the relay counts them, names on stderr a sink with dead
+// letters and the command that lists them, and prints one JSON object per
+// sink with --json.
 func TestCLISinksList(t *testing.T) {
 	crm := newHook(t)
 	gone, _ := goneHook(t)
@@ -547,11 +549,20 @@ func TestCLISinksList(t *testing.T) {
 	// Held past the test, not timed out and parked (parked events count
 	// neither as pending nor in flight).
 	withSink(cfg, "slow", slow.URL+"/hook", func(s *config.Sink) { s.Timeout = config.Duration(5 * time.Minute) })
+	// Down for the whole test: ann's and bob's events are parked for an hour.
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
+	withSink(cfg, "down", down.URL+"/hook", func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
 	p := startRelay(t, cfg, roleAll)
 	cfgPath := cliConfig(t, p, adminSecret)
+	before := time.Now()
 	p.createUser(t, "ann")
 	waitDelivered(t, crm, 1)
 	<-held
+	p.createUser(t, "bob")
+	waitDelivered(t, crm, 2)
 
 	var list []sinks.Status
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
@@ -567,13 +578,19 @@ func TestCLISinksList(t *testing.T) {
 			}
 			list = append(list, s)
 		}
-		if len(list) != 3 || list[1].DeadLetters != 1 || list[2].InFlight != 1 {
+		if len(list) != 4 || list[1].DeadLetters != 2 || list[2].InFlight+int(list[2].Pending) != 2 || list[3].Parked != 2 {
 			return fmt.Errorf("sinks list --json:\n%s", out)
 		}
 		return nil
 	})
-	if s := list[0]; s.Name != "crm" || s.LastAttempt == nil || s.LastAttempt.Outcome != "delivered" || s.DeadLetters != 0 || s.Attempts5m != 1 {
+	if s := list[0]; s.Name != "crm" || s.LastAttempt == nil || s.LastAttempt.Outcome != "delivered" || s.DeadLetters != 0 || s.Attempts5m != 2 || s.OldestUndelivered != nil {
 		t.Fatalf("crm: %+v", s)
+	}
+	// The down sink's events are neither pending nor in flight, but their
+	// age shows: ann's user.created, stored after before.
+	if s := list[3]; s.Name != "down" || s.Pending != 0 || s.InFlight != 0 || s.OldestUndelivered == nil ||
+		s.OldestUndelivered.Before(before.Add(-time.Second)) || s.OldestUndelivered.After(time.Now()) {
+		t.Fatalf("down: %+v", s)
 	}
 
 	code, out, stderr := cli(t, "sinks", "list", "--config", cfgPath)
@@ -581,16 +598,17 @@ func TestCLISinksList(t *testing.T) {
 		t.Fatalf("sinks list: %d %s %s", code, out, stderr)
 	}
 	for _, row := range []string{
-		`(?m)^SINK\s+URL\s+FORMAT\s+PENDING\s+IN FLIGHT\s+DEAD LETTERS\s+ATTEMPTS 5M/1H\s+LAST ATTEMPT$`,
-		`(?m)^crm\s+http://127\.0\.0\.1:\d+\s+binary\s+0\s+0\s+0\s+1/1\s+delivered 20\d at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`,
-		`(?m)^gone\s+\S+\s+binary\s+0\s+0\s+1\s+1/1\s+dead_lettered 410 at `,
-		`(?m)^slow\s+\S+\s+binary\s+0\s+1\s+0\s+0/0\s+none yet$`,
+		`(?m)^SINK\s+URL\s+FORMAT\s+PENDING\s+IN FLIGHT\s+PARKED\s+OLDEST\s+DEAD LETTERS\s+ATTEMPTS 5M/1H\s+LAST ATTEMPT$`,
+		`(?m)^crm\s+http://127\.0\.0\.1:\d+\s+binary\s+0\s+0\s+0\s+-\s+0\s+2/2\s+delivered 20\d at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`,
+		`(?m)^gone\s+\S+\s+binary\s+0\s+0\s+0\s+-\s+2\s+2/2\s+dead_lettered 410 at `,
+		`(?m)^slow\s+\S+\s+binary\s+[01]\s+[12]\s+0\s+\d+s\s+0\s+0/0\s+none yet$`,
+		`(?m)^down\s+\S+\s+binary\s+0\s+0\s+2\s+\d+s\s+0\s+2/2\s+retry 503 at `,
 	} {
 		if !regexp.MustCompile(row).MatchString(out) {
 			t.Fatalf("sinks list: no line matching %s in\n%s", row, out)
 		}
 	}
-	if want := "sink gone has 1 dead letters: scimrelay dlq list --sink gone\n"; stderr != want {
+	if want := "sink gone has 2 dead letters: scimrelay dlq list --sink gone\n"; stderr != want {
 		t.Fatalf("sinks list stderr %q, want %q", stderr, want)
 	}
 

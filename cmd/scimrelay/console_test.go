@@ -757,3 +757,34 @@ func TestConsoleRequestOfManyEvents(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConsoleShowsParkedBacklog: while a receiver is down, the events of
+// its sink wait parked, neither pending nor in flight; the overview, the
+// sinks page and the sink's page say how many resources are parked and
+// how old the oldest undelivered event is, not "0 events".
+func TestConsoleShowsParkedBacklog(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
+	p, b := consoleRelay(t, func(c *config.Config) {
+		withSink(c, "crm", down.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
+	})
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if res := b.get("/ui/sinks/crm"); !strings.Contains(res.body, "1 resources parked") {
+			return fmt.Errorf("the sink's page does not say the resource is parked yet")
+		}
+		return nil
+	})
+	stored := regexp.MustCompile(`stored \d+s ago`)
+	for page, want := range map[string]string{
+		"/ui/sinks/crm": "0 events waiting in the stream, 0 being delivered; 1 resources parked",
+		"/ui/sinks":     "0 events, 1 resources parked, oldest stored",
+		"/ui/":          "0 events, 1 resources parked, oldest stored",
+	} {
+		if res := b.get(page).want(t, http.StatusOK, want); !stored.MatchString(res.body) {
+			t.Fatalf("%s does not say how old the oldest undelivered event is", page)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +21,10 @@ func newSinksListCommand() *cobra.Command {
 		Short: "List the sinks and how each is keeping up",
 		Long: `List the sinks relay.yaml configures and how each is keeping up: the events
 waiting in the stream for it (PENDING), those taken by a worker and not yet
-settled (IN FLIGHT), its dead letters, its delivery attempts of the last five
+settled (IN FLIGHT), the resources whose events wait to be read back from
+the stream after a failure or a burst (PARKED: while a receiver is down,
+its events wait there, not in PENDING), how long ago the oldest event not
+yet delivered was stored (OLDEST), its dead letters, its delivery attempts of the last five
 minutes and hour (the events of one resource sent in one request are one
 attempt) and its latest attempt. The counts are the sink's, whichever
 worker delivers them. A sink with dead letters is named on stderr with the
@@ -43,7 +47,7 @@ command that lists them.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "relay.yaml declares no sink")
 				return nil
 			}
-			if err := writeSinks(cmd.OutOrStdout(), list); err != nil {
+			if err := writeSinks(cmd.OutOrStdout(), list, time.Now()); err != nil {
 				return err
 			}
 			for _, s := range list {
@@ -60,9 +64,9 @@ command that lists them.`,
 }
 
 // writeSinks writes the sinks' states as a table.
-func writeSinks(w io.Writer, list []sinks.Status) error {
+func writeSinks(w io.Writer, list []sinks.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SINK\tURL\tFORMAT\tPENDING\tIN FLIGHT\tDEAD LETTERS\tATTEMPTS 5M/1H\tLAST ATTEMPT")
+	fmt.Fprintln(tw, "SINK\tURL\tFORMAT\tPENDING\tIN FLIGHT\tPARKED\tOLDEST\tDEAD LETTERS\tATTEMPTS 5M/1H\tLAST ATTEMPT")
 	for _, s := range list {
 		last := "none yet"
 		if a := s.LastAttempt; a != nil {
@@ -72,7 +76,11 @@ func writeSinks(w io.Writer, list []sinks.Status) error {
 			}
 			last += " at " + a.Time.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d\t%s\n", s.Name, s.URL, s.Format, s.Pending, s.InFlight, s.DeadLetters, s.Attempts5m, s.Attempts1h, last)
+		oldest := "-"
+		if s.OldestUndelivered != nil {
+			oldest = max(now.Sub(*s.OldestUndelivered), 0).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d/%d\t%s\n", s.Name, s.URL, s.Format, s.Pending, s.InFlight, s.Parked, oldest, s.DeadLetters, s.Attempts5m, s.Attempts1h, last)
 	}
 	return tw.Flush()
 }

@@ -85,7 +85,7 @@ func loadPages() (*pages, error) {
 		"plain":    plainBidi,
 		"latency":  func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() },
 		"statusOK": func(status int) bool { return status >= 200 && status < 300 },
-		"backlog":  func(st sinks.Status) uint64 { return st.Pending + uint64(st.InFlight) },
+		"backlog":  backlog,
 		"field":    func(id, label, value string) copyField { return copyField{id, label, value} },
 	}
 	for _, name := range templateNames {
@@ -143,6 +143,21 @@ func when(t time.Time) string {
 		return "never"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05") + " UTC"
+}
+
+// backlog says what a sink has not delivered yet: its events in the
+// stream and in the workers, the resources parked (whose events wait to
+// be read back from the stream: while a receiver is down, most of the
+// backlog), and how old the oldest undelivered event is.
+func backlog(now time.Time, st sinks.Status) string {
+	s := fmt.Sprintf("%d events", st.Pending+uint64(st.InFlight))
+	if st.Parked > 0 {
+		s += fmt.Sprintf(", %d resources parked", st.Parked)
+	}
+	if st.OldestUndelivered != nil {
+		s += ", oldest stored " + ago(now, *st.OldestUndelivered)
+	}
+	return s
 }
 
 // ago says how long before now t was, or how long after now it is.
