@@ -357,6 +357,45 @@ func TestRemovingASinkWithDeadLettersWarns(t *testing.T) {
 	}
 }
 
+// TestRemovingASinkWithABacklogWarns: a sink removed while events wait
+// for it (its receiver down, its resources parked) is named in a warning
+// with how many events and parked resources it keeps and how to get them
+// delivered, since its metrics go with it; a sink removed with nothing
+// waiting is not.
+func TestRemovingASinkWithABacklogWarns(t *testing.T) {
+	js := natsStream(t)
+	logs := &eventstest.Log{}
+	down := newReceiver(t, func(int, *http.Request) int { return http.StatusServiceUnavailable })
+	up := newReceiver(t, nil)
+	later := func(c *Config) { c.Retry = []time.Duration{30 * time.Minute} }
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("a", down.URL, later), sinkConfig("b", up.URL, nil)}, JS: js,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "u1")
+	p.publish("acme", events.UserCreated, "u2")
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		a, err := m.Status(ctx, "a")
+		if err != nil || a.Parked != 2 {
+			return fmt.Errorf("sink a: %+v, %v", a, err)
+		}
+		if b, err := m.Status(ctx, "b"); err != nil || b.Pending+uint64(b.InFlight) > 0 || b.Attempts5m != 2 {
+			return fmt.Errorf("sink b: %+v, %v", b, err)
+		}
+		return nil
+	})
+	if _, err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "a removed sink keeps undelivered events") || !strings.Contains(out, "sink=a ") || !strings.Contains(out, "parked_resources=2") ||
+		!strings.Contains(out, "scimrelay sinks forget a --yes") {
+		t.Errorf("removing sink a with 2 parked resources logged:\n%s", out)
+	}
+	if strings.Contains(out, "sink=b ") {
+		t.Errorf("removing sink b, which has nothing waiting, warned:\n%s", out)
+	}
+}
+
 // TestReplayOfARemovedSinkLeavesNoSeries: a replay under way when a reload
 // removes its sink does not bring the sink's counters back once it
 // delivers (a review: they came back for the life of the process).

@@ -674,7 +674,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		m.added.note(time.Time{}, nil, made) // their consumers exist
 	}
 	for _, name := range ch.Removed {
-		m.warnStranded(ctx, name)
+		m.warnStranded(ctx, old[name])
 	}
 	m.mu.Lock()
 	m.sinks, m.order = next, order
@@ -696,12 +696,25 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	return ch, errors.Join(errs...)
 }
 
-// warnStranded says when a sink Apply removed keeps dead letters, which
-// nothing delivers until a redrive sends them to a sink that is configured
-// (RedriveQuery.To) or the name comes back; they age out otherwise, or go
-// with Forget. (Its consumers keep its undelivered events, and adding the
-// name back delivers them, unless it was forgotten; the README says so.)
-func (m *Manager) warnStranded(ctx context.Context, name string) {
+// warnStranded says when a sink Apply removed keeps undelivered events or
+// dead letters, which nothing delivers while it is gone: its consumers
+// keep its events and its parking bucket its parked resources, which
+// adding the name back delivers (unless it was forgotten), but the event
+// stream drops them past its max_age; its dead letters go only with a
+// redrive to a sink that is configured (RedriveQuery.To), and age out
+// otherwise. Forget deletes all of it. Its metrics go with it (a removed
+// sink's series are forgotten), so this line is what an operator sees.
+func (m *Manager) warnStranded(ctx context.Context, s *sinkRuntime) {
+	name := s.cfg.Name
+	if s.worker != nil {
+		b, err := s.worker.backlog(ctx)
+		if err != nil {
+			m.log.WarnContext(ctx, "a removed sink's undelivered events could not be counted", "sink", name, "err", err)
+		} else if b.pending > 0 || b.inFlight > 0 || b.parked > 0 {
+			m.log.WarnContext(ctx, "a removed sink keeps undelivered events: adding it back to relay.yaml delivers them, each resource's in order, from where it stopped; meanwhile the event stream drops those older than nats.stream.max_age, and no metric shows them; scimrelay sinks forget "+name+" --yes deletes what it left",
+				"sink", name, "events", b.pending+uint64(b.inFlight), "parked_resources", b.parked, "oldest_stored", b.oldest)
+		}
+	}
 	if m.dlq == nil {
 		return
 	}
