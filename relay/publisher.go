@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,11 +83,12 @@ type PublisherOptions struct {
 // PubAck. It never blocks a SCIM request: the store commits and signals, and
 // the publisher catches up.
 //
-// Order under partial failure: the events of a window are published
-// pipelined, each but the first expecting the previous one to be the
-// stream's last message (Nats-Expected-Last-Msg-Id). If one is refused or
-// lost, every later one of the window is refused too, so that nothing
-// overtakes it; the next attempt starts again from it.
+// Order under partial failure: the first event of a window is published
+// alone, and the others pipelined behind it, each expecting the stream's
+// last sequence to be the one before its own (Nats-Expected-Last-Sequence,
+// counted from the first's). If one is refused or lost, every later one of
+// the window is refused too, so that nothing overtakes it; the next
+// attempt starts again from it.
 type Publisher struct {
 	outbox Outbox
 	js     jetstream.JetStream
@@ -328,111 +330,174 @@ func (p *Publisher) AwaitWindow() {
 // rows after it too, and the next attempt starts again from it. A row that
 // can never become a message, or that JetStream refuses for what it is, is
 // quarantined instead, so that it does not hold back the rows behind it.
+//
+// The chain is by stream sequence, not by the previous event's id
+// (Nats-Expected-Last-Msg-Id): a replicated stream's leader checks an
+// expected sequence before it proposes the message, counting the ones in
+// flight, and refuses a wrong one, while it proposes a message expecting
+// a last id unchecked, and its replicas, finding the id wrong as they
+// store it, take that for a write error and stop serving the stream
+// (nats-server 2.15: no leader, nothing published, until a restart). A
+// link of the chain missing is the very case the chain is for: an event
+// refused mid-window, a leader change mid-window, another front end in
+// between. So the first row goes alone, and the others follow once its
+// acknowledgement gives the sequence to count from.
 func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(rows))
-	var spans []trace.Span // futures[i]'s publish span, nil when not traced
-	if p.o.Tracer != nil {
-		spans = make([]trace.Span, 0, len(rows))
-		defer func() {
-			for _, s := range spans {
-				if s != nil {
-					s.End() // not acknowledged: the window stopped before it
-				}
-			}
-		}()
-	}
-	var sendErr error
-	previous := ""
-	for _, row := range rows {
-		if row.Err != nil {
-			if len(futures) == 0 {
-				return 0, p.quarantine(row, row.Err) // the next read starts after it
-			}
-			break // after what is in flight
-		}
-		// The message goes out as it was encoded when the change was
-		// committed; JetStream's expectations are headers of their own.
-		msg := row.Msg
-		if p.o.Signer != nil {
-			if err := p.o.Signer.Sign(msg); err != nil {
-				if len(futures) == 0 {
-					return 0, p.quarantine(row, err)
-				}
-				break
-			}
-		}
-		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
-		if previous != "" {
-			opts = append(opts, jetstream.WithExpectLastMsgID(previous))
-		}
-		f, err := p.js.PublishMsgAsync(msg, opts...)
-		if err != nil {
-			if len(futures) == 0 && refusesMessage(err) {
-				return 0, p.quarantine(row, err)
-			}
-			sendErr = fmt.Errorf("publishing event %s: %w", row.ID, err)
-			break
-		}
-		futures = append(futures, f)
-		if spans != nil {
-			spans = append(spans, p.startSpan(ctx, row))
-		}
-		previous = row.ID
-	}
-	deadline := time.NewTimer(p.o.AckTimeout)
-	defer deadline.Stop()
-	acked := make([]uint64, 0, len(futures))
-	var ackErr error
-wait:
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-			if spans != nil && spans[i] != nil {
-				spans[i].End()
-				spans[i] = nil
-			}
-			acked = append(acked, rows[i].Key)
-			if p.o.Observe != nil {
-				p.o.Observe(rows[i].Time)
-			}
-		case err := <-f.Err():
-			if spans != nil && spans[i] != nil {
-				spans[i].SetStatus(codes.Error, err.Error())
-			}
-			if i == 0 && refusesMessage(err) {
-				ackErr = p.quarantine(rows[i], err)
-				break wait
-			}
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeWrongLastMsgID {
-				// Everything before it is stored, so another publisher (the
-				// front end of other tenants) came in between: not a
-				// failure. The next window starts from this row.
-				break wait
-			}
-			ackErr = fmt.Errorf("publishing event %s: %w", rows[i].ID, err)
-			break wait
-		case <-deadline.C:
-			ackErr = fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)
-			break wait
-		case <-ctx.Done():
-			ackErr = ctx.Err()
-			break wait
-		}
-	}
-	if len(acked) > 0 {
+	w := &pubWindow{p: p, ctx: ctx, rows: rows}
+	defer w.endSpans()
+	err := w.publish()
+	if len(w.acked) > 0 {
 		now := time.Now()
 		p.lastPublished.Store(now.UnixNano())
-		p.after = acked[len(acked)-1]
-		p.kept = append(p.kept, keptRows{keys: acked, acked: now})
-		if err := p.deleteDue(now); err != nil {
-			return len(acked), errors.Join(err, ackErr, sendErr)
+		p.after = w.acked[len(w.acked)-1]
+		p.kept = append(p.kept, keptRows{keys: w.acked, acked: now})
+		if derr := p.deleteDue(now); derr != nil {
+			return len(w.acked), errors.Join(derr, err)
 		}
 	}
-	if ackErr != nil {
-		return len(acked), ackErr
+	return len(w.acked), err
+}
+
+// pubWindow is one window being published: its rows, the futures of
+// those sent (futures[i] is rows[i]'s), their publish spans (nil when not
+// traced) and the keys of the rows acknowledged, in order.
+type pubWindow struct {
+	p       *Publisher
+	ctx     context.Context
+	rows    []OutboxRow
+	futures []jetstream.PubAckFuture
+	spans   []trace.Span
+	acked   []uint64
+}
+
+// publish sends the window's first row and waits for its acknowledgement,
+// then sends the others chained to its sequence and waits for theirs. A
+// first row that JetStream already held (a duplicate) leaves the stream's
+// last sequence unknown: the window ends with it, and the next one starts
+// after it.
+func (w *pubWindow) publish() error {
+	if stop, err := w.send(0, 0); stop {
+		return err
 	}
-	return len(acked), sendErr
+	deadline := time.NewTimer(w.p.o.AckTimeout)
+	defer deadline.Stop()
+	first, stop, err := w.await(0, deadline)
+	if stop || first.Duplicate {
+		return err
+	}
+	var sendErr error
+	for i := 1; i < len(w.rows); i++ {
+		var stop bool
+		if stop, sendErr = w.send(i, first.Sequence+uint64(i)-1); stop {
+			break
+		}
+	}
+	// Each future's own timeout (AckTimeout) started when it was sent; the
+	// window's starts now, after the last one.
+	deadline.Reset(w.p.o.AckTimeout)
+	for i := 1; i < len(w.futures); i++ {
+		if _, stop, err := w.await(i, deadline); stop {
+			return cmp.Or(err, sendErr)
+		}
+	}
+	return sendErr
+}
+
+// send publishes rows[i], expecting the stream's last sequence to be
+// expect (0: no expectation, for the first row). It reports whether the
+// window stops there, and why when that is a failure; a row that cannot
+// be sent is quarantined when it is the first (the next read starts after
+// it), and left for the next window otherwise.
+func (w *pubWindow) send(i int, expect uint64) (stop bool, err error) {
+	p, row := w.p, w.rows[i]
+	if row.Err != nil {
+		if i == 0 {
+			return true, p.quarantine(row, row.Err)
+		}
+		return true, nil // after what is in flight
+	}
+	// The message goes out as it was encoded when the change was
+	// committed; JetStream's expectations are headers of their own.
+	msg := row.Msg
+	if p.o.Signer != nil {
+		if err := p.o.Signer.Sign(msg); err != nil {
+			if i == 0 {
+				return true, p.quarantine(row, err)
+			}
+			return true, nil
+		}
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
+	if i > 0 {
+		opts = append(opts, jetstream.WithExpectLastSequence(expect))
+	}
+	f, err := p.js.PublishMsgAsync(msg, opts...)
+	if err != nil {
+		if i == 0 && refusesMessage(err) {
+			return true, p.quarantine(row, err)
+		}
+		return true, fmt.Errorf("publishing event %s: %w", row.ID, err)
+	}
+	w.futures = append(w.futures, f)
+	if p.o.Tracer != nil {
+		w.spans = append(w.spans, p.startSpan(w.ctx, row))
+	}
+	return false, nil
+}
+
+// await waits for rows[i]'s acknowledgement and returns it; stop reports
+// that the window ends there, err why when that is a failure.
+func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, stop bool, err error) {
+	p, row := w.p, w.rows[i]
+	select {
+	case ack := <-w.futures[i].Ok():
+		w.endSpan(i, nil)
+		w.acked = append(w.acked, row.Key)
+		if p.o.Observe != nil {
+			p.o.Observe(row.Time)
+		}
+		return ack, false, nil
+	case err := <-w.futures[i].Err():
+		w.endSpan(i, err)
+		if i == 0 && refusesMessage(err) {
+			return nil, true, p.quarantine(row, err)
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			// Everything before it is stored, so another publisher (the
+			// front end of other tenants) came in between, or a row before
+			// it was a duplicate: not a failure. The next window starts
+			// from this row.
+			return nil, true, nil
+		}
+		return nil, true, fmt.Errorf("publishing event %s: %w", row.ID, err)
+	case <-deadline.C:
+		return nil, true, fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)
+	case <-w.ctx.Done():
+		return nil, true, w.ctx.Err()
+	}
+}
+
+// endSpan ends rows[i]'s publish span, if traced, as failed when err is set.
+func (w *pubWindow) endSpan(i int, err error) {
+	if i >= len(w.spans) || w.spans[i] == nil {
+		return
+	}
+	if err != nil {
+		w.spans[i].SetStatus(codes.Error, err.Error())
+	}
+	w.spans[i].End()
+	w.spans[i] = nil
+}
+
+// endSpans ends the spans of rows that were not acknowledged: the window
+// stopped before them.
+func (w *pubWindow) endSpans() {
+	for _, s := range w.spans {
+		if s != nil {
+			s.End()
+		}
+	}
 }
 
 // deleteDue starts the delete of the kept rows whose time is up, unless
@@ -565,10 +630,6 @@ func (p *Publisher) startSpan(ctx context.Context, row OutboxRow) trace.Span {
 		))
 	return span
 }
-
-// jsErrCodeWrongLastMsgID is JetStream's answer when the stream's last
-// message is not the one a publish expects.
-const jsErrCodeWrongLastMsgID jetstream.ErrorCode = 10070
 
 // jsErrCodeHeaderExceedsMaximum is JetStream's "header size exceeds
 // maximum allowed", which nats.go has no name for.

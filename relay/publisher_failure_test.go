@@ -53,12 +53,37 @@ func runPublisher(t testing.TB, outbox Outbox, js jetstream.JetStream, log *slog
 // middle of a window (a per-subject limit refuses the second user.updated
 // of one user) and would take the ones after it. They must not overtake
 // it: once the limit is lifted, the stream holds every event in commit
-// order.
+// order. On a cluster too, with the stream replicated: there a chain by
+// the previous event's id (Nats-Expected-Last-Msg-Id) had the event after
+// the refused one proposed unchecked, and every replica then stopped
+// serving the stream as it found the id wrong (a write error, nats-server
+// 2.15): no leader, and nothing more was stored (TestScaleOut lost the
+// stream's leader that way in CI).
 func TestStreamOrderUnderPartialFailure(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		nodes    int
+		replicas int
+	}{{"one server", 1, 1}, {"three-node cluster, three replicas", 3, 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.nodes > 1 && testing.Short() {
+				t.Skip("runs a 3-node NATS cluster")
+			}
+			var url string
+			if c.nodes == 1 {
+				url = eventstest.URL(eventstest.RunServer(t))
+			} else {
+				url = eventstest.ClusterURLs(eventstest.RunCluster(t, c.nodes))
+			}
+			streamOrderUnderPartialFailure(t, url, c.replicas)
+		})
+	}
+}
+
+func streamOrderUnderPartialFailure(t *testing.T, url string, replicas int) {
 	s, _, _ := openStore(t)
-	ns := eventstest.RunServer(t)
-	_, js := eventstest.Connect(t, eventstest.URL(ns))
-	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute})
+	_, js := eventstest.Connect(t, url)
+	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Replicas: replicas})
 	cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
