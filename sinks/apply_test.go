@@ -170,6 +170,13 @@ func TestRemovedSinkGaugesStayGone(t *testing.T) {
 		!slices.Contains(got, "scimrelay_sink_events_total{delivered}") || !slices.Contains(got, "scimrelay_sink_delivery_duration_seconds{}") {
 		t.Fatalf("sink a's series before its removal: %v", got)
 	}
+	// Every outcome is exported from 0, so that increase() sees the first
+	// dead letter or foreign message.
+	for _, o := range []string{"delivered", "retry", "dead_lettered", "filtered", "duplicate", "redriven", "replayed", "not_published"} {
+		if got := seriesOf(t, reg, "b"); !slices.Contains(got, "scimrelay_sink_events_total{"+o+"}") {
+			t.Fatalf("sink b's outcome %s is not exported before it happens: %v", o, got)
+		}
+	}
 
 	if _, err := m.Apply(ctx, []Config{sinkConfig("b", b.URL, nil)}); err != nil {
 		t.Fatal(err)

@@ -397,9 +397,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
-	for _, reason := range earlyTryReasons {
-		m.metrics.earlyTries.WithLabelValues(name, reason)
-	}
+	m.metrics.started(name)
 	w.retries = newFailureLog(w.log, failureWindow, "delivery failed; will retry",
 		"more deliveries failed and will be retried; past the first few a minute they are counted here, each is in the delivery log (scimrelay log --deliveries)")
 	w.deadLettered = newFailureLog(w.log, failureWindow, "delivery failed for good; event dead-lettered",

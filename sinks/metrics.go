@@ -78,9 +78,25 @@ func (m *metrics) forget(sink string) {
 
 func (m *metrics) outcome(sink, outcome string) { m.outcomes.WithLabelValues(sink, outcome).Inc() }
 
-// earlyTryReasons are the reasons of scimrelay_sink_early_tries_total,
-// each exported from 0 for every sink.
-var earlyTryReasons = map[bool]string{false: "recovery", true: "probe"}
+// outcomes are the outcomes of scimrelay_sink_events_total, and
+// earlyTryReasons the reasons of scimrelay_sink_early_tries_total: each is
+// exported from 0 for every sink as it starts (started), so that an alert
+// on increase() or rate() sees the first dead letter or foreign message,
+// which a series born at 1 hides.
+var (
+	outcomes        = []string{"delivered", "retry", "dead_lettered", "filtered", "duplicate", "redriven", "replayed", "not_published"}
+	earlyTryReasons = map[bool]string{false: "recovery", true: "probe"}
+)
+
+// started exports a sink's counters from 0.
+func (m *metrics) started(sink string) {
+	for _, o := range outcomes {
+		m.outcomes.WithLabelValues(sink, o)
+	}
+	for _, reason := range earlyTryReasons {
+		m.earlyTries.WithLabelValues(sink, reason)
+	}
+}
 
 func (m *metrics) earlyTry(sink string, probe bool) {
 	m.earlyTries.WithLabelValues(sink, earlyTryReasons[probe]).Inc()

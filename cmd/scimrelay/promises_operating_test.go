@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
+	"gopkg.in/yaml.v3"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
@@ -323,6 +325,84 @@ var metricMention = regexp.MustCompile("`(scimrelay_[a-z_]+)(?:\\{([a-z_,]+)\\})
 // testConfig does not export, each with the test that scrapes it.
 var metricsOfTheirOwnTest = map[string]string{
 	"scimrelay_tls_certificate_expiry_timestamp_seconds": "TestListenersSpeakTLS", // with tls and admin.tls set
+}
+
+// TestAlertRulesNameREADMEMetrics: deploy/prometheus/alerts.yaml, the
+// rules README's Alerts paragraph offers, is a Prometheus rules file
+// whose every rule has an alert name, an expression, a severity, a
+// summary and a description, and whose expressions name only metrics
+// README's Metrics paragraph names (which TestMetricsTheREADMENames
+// finds in a live relay's scrape, with their labels); a label a rule
+// groups by or reads is one README gives its metric. So a metric renamed
+// in the code fails here too. It covers each metric README says to alert
+// on.
+func TestAlertRulesNameREADMEMetrics(t *testing.T) {
+	paragraph := operatingParagraph(t, "**Metrics**", "*Renamed in this release*")
+	documented := map[string][]string{}
+	for _, m := range metricMention.FindAllStringSubmatch(paragraph, -1) {
+		if m[2] != "" || documented[m[1]] == nil {
+			documented[m[1]] = strings.Split(m[2], ",")
+		}
+	}
+	raw, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				For         string            `yaml:"for"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&file); err != nil {
+		t.Fatalf("alerts.yaml: %v", err)
+	}
+	named := regexp.MustCompile(`scimrelay_[a-z_]+`)
+	labelUse := regexp.MustCompile(`(?:by \(([a-z_, ]+)\)|\$labels\.([a-z_]+)|[{,] *([a-z_]+) *[=!]~?")`)
+	alerted := map[string]bool{}
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("rule %+v lacks a name, expression, severity, summary or description", r)
+			}
+			if r.For != "" {
+				if _, err := time.ParseDuration(r.For); err != nil {
+					t.Errorf("%s: for %q: %v", r.Alert, r.For, err)
+				}
+			}
+			metrics := named.FindAllString(r.Expr, -1)
+			if len(metrics) != 1 {
+				t.Errorf("%s: %q names %d metrics of the relay's, want one", r.Alert, r.Expr, len(metrics))
+				continue
+			}
+			labels, ok := documented[metrics[0]]
+			if !ok {
+				t.Errorf("%s: %s is not in README's Metrics paragraph", r.Alert, metrics[0])
+			}
+			alerted[metrics[0]] = true
+			for _, use := range labelUse.FindAllStringSubmatch(r.Expr+" "+r.Annotations["summary"]+" "+r.Annotations["description"], -1) {
+				for _, l := range strings.Split(use[1]+use[2]+use[3], ",") {
+					if l = strings.TrimSpace(l); l != "" && l != "outcome" && l != "status" && !slices.Contains(labels, l) {
+						t.Errorf("%s: label %q is not one README gives %s (%v)", r.Alert, l, metrics[0], labels)
+					}
+				}
+			}
+		}
+	}
+	// What README's Metrics paragraph says to alert on has a rule.
+	for _, m := range regexp.MustCompile("`(scimrelay_[a-z_]+)[^`]*`(?: \\([^()]*?|[^`;]*?)alert").FindAllStringSubmatch(paragraph, -1) {
+		if !alerted[m[1]] {
+			t.Errorf("README says to alert on %s, and alerts.yaml has no rule on it", m[1])
+		}
+	}
 }
 
 // TestMetricsTheREADMENames scrapes /metrics on the admin listener, with no
