@@ -188,8 +188,9 @@ type Store struct {
 	maxEvent atomic.Int64
 
 	tokens    *tokenCache
-	oauthKey  []byte // signs access tokens (clients.go)
-	eventSeed []byte // of the key events are signed with on an external NATS
+	oauth     atomic.Pointer[oauthKeys] // sign and verify access tokens (clients.go, keys.go)
+	keyMu     sync.Mutex                // one key rotation at a time; guards eventSeed
+	eventSeed []byte                    // of the key events are signed with on an external NATS
 
 	// full is set when a write failed for want of disk space, and cleared
 	// by the next write that succeeds or when the disk has room again.
@@ -297,7 +298,11 @@ var keyEventSigning = []byte("event_signing_seed")
 // events with on an external NATS (events.Signer), made when the data file
 // is first opened and kept in it, so that a backup restores it with the
 // rest.
-func (s *Store) EventSigningSeed() []byte { return bytes.Clone(s.eventSeed) }
+func (s *Store) EventSigningSeed() []byte {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	return bytes.Clone(s.eventSeed)
+}
 
 // ErrInUse means another process holds the data file.
 var ErrInUse = errors.New("in use by another scimrelay process")
@@ -392,7 +397,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.tokens.trackStatic(tenants)
-	if s.oauthKey, err = loadSecret(db, keyOAuth, "the access-token key"); err != nil {
+	if err := s.loadOAuthKeys(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
