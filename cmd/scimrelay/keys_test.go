@@ -263,3 +263,52 @@ func TestCLIKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysRotateEventsRedrive: the dead letters of events the old key
+// signed and the stream stored before the rotation are redriven after
+// it: one its queue stored before the rotation, by when it stored it, and
+// one it stored after (the worker met the event after the rotation), by
+// the stream's copy at the sequence it came from, within the retired key's
+// bound.
+func TestKeysRotateEventsRedrive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h, gone := goneHook(t)
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM, withKeyCheck(50*time.Millisecond))
+	workerCfg := onNATSAs(t, ns, "worker", "worker-secret", h)
+	worker := startRelay(t, workerCfg, roleSinks)
+	cfg := cliConfig(t, front, adminSecret)
+	_, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://front:front-secret@", 1))
+	deadLetters := func(n int) {
+		t.Helper()
+		eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			page, err := front.srv.sinks.DeadLetters(context.Background(), "crm", "", 10)
+			if err != nil || len(page.DeadLetters) != n {
+				return fmt.Errorf("%d dead letters (%v), want %d", len(page.DeadLetters), err, n)
+			}
+			return nil
+		})
+	}
+	front.createUser(t, "ann") // refused for good, dead-lettered before the rotation
+	deadLetters(1)
+	worker.stop()
+	front.createUser(t, "bob") // stored before the rotation, dead-lettered after
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := lastSeq(t, js); n != 2 {
+			return fmt.Errorf("the stream holds %d events, want 2", n)
+		}
+		return nil
+	})
+	if code, _, stderr := cli(t, "keys", "rotate", "events", "--config", cfg); code != exitOK {
+		t.Fatalf("keys rotate events: code %d, %s", code, stderr)
+	}
+	startRelay(t, workerCfg, roleSinks)
+	deadLetters(2)
+	gone.Store(false)
+	if code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg); code != exitOK || !strings.Contains(out, "delivered 2") {
+		t.Fatalf("dlq redrive: code %d, %q %s; want both delivered", code, out, stderr)
+	}
+	waitDelivered(t, h, 2)
+}

@@ -347,7 +347,17 @@ func (t *Trust) StoredMsg(ctx context.Context, from uint64, subject string) (*je
 // letter with no signature must be to be redriven (StoredMsg says why the
 // message is read so).
 func (t *Trust) StoredUnsigned(ctx context.Context, seq uint64, h nats.Header, data []byte) bool {
-	if !t.Unsigned(seq) || seq == 0 {
+	return t.Unsigned(seq) && t.StoredPublished(ctx, seq, h, data)
+}
+
+// StoredPublished reports whether the event stream holds, at sequence
+// seq, a message the relay published (Published, at seq) whose event is
+// the one of headers h and data, the signature aside. A dead letter whose
+// key was retired after the event was stored, but before its queue
+// stored it (scimrelay keys rotate events while it waited), is redriven
+// on the strength of the stream's copy, which the key's bound covers.
+func (t *Trust) StoredPublished(ctx context.Context, seq uint64, h nats.Header, data []byte) bool {
+	if t == nil || seq == 0 {
 		return false
 	}
 	m, err := t.StoredMsg(ctx, seq, "")
