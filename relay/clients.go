@@ -29,6 +29,8 @@ import (
 // to store or prune per token. Because the key and the client records live
 // in the data file, tokens survive a restart exactly as the clients do, and
 // a restored backup accepts the tokens of the clients it holds.
+// scimrelay keys rotate oauth replaces the key, the old one verifying for
+// an overlap (keys.go).
 
 // AccessTokenPrefix starts every access token.
 const AccessTokenPrefix = "scimrelay_at_"
