@@ -10,6 +10,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -140,21 +142,61 @@ func (s *Store) RotateOAuthKey(overlap time.Duration) (OAuthKey, error) {
 	return s.OAuthKey(), nil
 }
 
+// keyEventRetiring lists, space-separated, the public keys of event-signing
+// seeds a rotation replaced that the event stream may not have retired yet
+// (keys rotate events, cut short): the next rotation, or the next start,
+// retires them.
+var keyEventRetiring = []byte("event_signing_retiring")
+
 // RotateEventSigningSeed makes a new event-signing seed and stores it in
 // the data file, durably, before it returns it (and before the caller
 // signs with it): a front end restarted after a rotation signs with the
-// new key, never again with the one it replaced.
-func (s *Store) RotateEventSigningSeed() ([]byte, error) {
+// new key, never again with the one it replaced. In the same write,
+// replaced (the public key of the seed in use; "" for one retired
+// already) is listed as to be retired (EventKeysRetiring), so that a
+// rotation cut short by a crash is finished at the next start.
+func (s *Store) RotateEventSigningSeed(replaced string) ([]byte, error) {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	seed := newSecret()
 	if err := s.commits.do(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyEventSigning, seed)
+		meta := tx.Bucket(bucketMeta)
+		retiring := strings.Fields(string(meta.Get(keyEventRetiring)))
+		if replaced != "" && !slices.Contains(retiring, replaced) {
+			retiring = append(retiring, replaced)
+		}
+		if err := meta.Put(keyEventRetiring, []byte(strings.Join(retiring, " "))); err != nil {
+			return err
+		}
+		return meta.Put(keyEventSigning, seed)
 	}); err != nil {
 		return nil, fmt.Errorf("storing a new event-signing key: %w", err)
 	}
 	s.eventSeed = seed
 	return bytes.Clone(seed), nil
+}
+
+// EventKeysRetiring returns the public keys a rotation replaced that are
+// not known to be retired in the event stream yet, oldest first.
+func (s *Store) EventKeysRetiring() ([]string, error) {
+	var keys []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		keys = strings.Fields(string(tx.Bucket(bucketMeta).Get(keyEventRetiring)))
+		return nil
+	})
+	return keys, err
+}
+
+// EventKeyRetired records that the event stream retired key.
+func (s *Store) EventKeyRetired(key string) error {
+	return s.commits.do(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		retiring := slices.DeleteFunc(strings.Fields(string(meta.Get(keyEventRetiring))), func(k string) bool { return k == key })
+		if len(retiring) == 0 {
+			return meta.Delete(keyEventRetiring)
+		}
+		return meta.Put(keyEventRetiring, []byte(strings.Join(retiring, " ")))
+	})
 }
 
 // newSecret returns 32 random bytes.

@@ -14,6 +14,7 @@
 //	                          "oauth_key_created" → u64 unix nanoseconds, when oauth_key was made by a rotation (absent before the first; an older release ignores it)
 //	                          "oauth_key_previous", "oauth_key_previous_until" → the key a rotation replaced and the u64 unix nanoseconds until which it still verifies (absent when none; an older release ignores them)
 //	                          "event_signing_seed" → 32 random bytes, the seed of the Ed25519 key events are signed with on an external NATS (made at the first open, replaced by keys rotate events: keys.go; an older release ignores it)
+//	                          "event_signing_retiring" → the public keys, space-separated, of seeds a rotation replaced that the event stream may not have retired yet (keys.go; absent when none)
 //	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
 //	                          "purging" → JSON list of the tenants whose purge began and has not finished (purge.go)
 //	                          "static_token_use" → JSON object from the id of each relay.yaml token (yaml_ and the first 12 hex digits of its SHA-256) to its last use (statictokens.go; an older release ignores it)

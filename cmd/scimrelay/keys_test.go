@@ -312,3 +312,31 @@ func TestKeysRotateEventsRedrive(t *testing.T) {
 	}
 	waitDelivered(t, h, 2)
 }
+
+// TestCutShortRotationFinishedAtStart: a front end that stopped after a
+// rotation stored its new key, before it retired the old one (a crash),
+// retires the old one when it starts again, before it publishes, and
+// signs with the new key.
+func TestCutShortRotationFinishedAtStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	c := onNATSAs(t, ns, "front", "front-secret", newHook(t))
+	front := startRelay(t, c, roleSCIM)
+	old := front.srv.signer.PublicKey()
+	if _, err := front.srv.store.RotateEventSigningSeed(old); err != nil { // the rotation's first step, and no other
+		t.Fatal(err)
+	}
+	front.stop()
+	front = startRelay(t, c, roleSCIM)
+	_, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://front:front-secret@", 1))
+	meta := eventstest.StreamMetadata(t, js)
+	key := front.srv.signer.PublicKey()
+	if key == old || strings.Fields(meta["scimrelay_signing_keys"])[0] != key || !strings.HasPrefix(meta["scimrelay_retired_keys"], old+":") || slices.Contains(strings.Fields(meta["scimrelay_signing_keys"]), old) {
+		t.Fatalf("after the restart the front end signs with %s, and the stream names %q and retired %q; want %s retired and a new key named", key, meta["scimrelay_signing_keys"], meta["scimrelay_retired_keys"], old)
+	}
+	if left, err := front.srv.store.EventKeysRetiring(); err != nil || len(left) != 0 {
+		t.Errorf("keys still to retire: %v, %v; want none", left, err)
+	}
+}

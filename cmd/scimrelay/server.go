@@ -216,6 +216,15 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if err != nil {
 		return nil, err
 	}
+	if s.signer != nil {
+		// A rotation a crash cut short: its old key is retired before
+		// anything is published.
+		if retired, err := admin.RetireEventKeys(streamCtx, s.store, s.js, log); err != nil {
+			return nil, fmt.Errorf("retiring the event-signing keys a rotation replaced: %w", err)
+		} else if len(retired) > 0 {
+			log.Warn("a rotation of the event-signing key was cut short: its old key is now retired", "retired", retired)
+		}
+	}
 	if !cfg.Embedded() {
 		if s.trust, err = events.NewTrust(streamCtx, s.nc); err != nil {
 			return nil, err
@@ -516,7 +525,7 @@ func (s *server) adminHandler() http.Handler {
 // retired, whose events the workers refuse.
 func (s *server) replaceRetiredKey() (string, error) {
 	retired := s.signer.PublicKey()
-	seed, err := s.store.RotateEventSigningSeed()
+	seed, err := s.store.RotateEventSigningSeed("") // retired already
 	if err != nil {
 		return "", err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -31,7 +30,9 @@ const actionKeyRotate = "key.rotate"
 type KeyStore interface {
 	OAuthKey() relay.OAuthKey
 	RotateOAuthKey(overlap time.Duration) (relay.OAuthKey, error)
-	RotateEventSigningSeed() ([]byte, error)
+	RotateEventSigningSeed(replaced string) ([]byte, error)
+	EventKeysRetiring() ([]string, error)
+	EventKeyRetired(key string) error
 }
 
 var _ KeyStore = (*relay.Store)(nil)
@@ -58,10 +59,6 @@ type KeyOptions struct {
 type Keys struct {
 	o  KeyOptions
 	mu sync.Mutex // one rotation at a time
-	// unretired are keys this front end signed with and no longer does
-	// that a rotation could not yet retire (NATS failed it): the next
-	// rotation retires them first.
-	unretired []string
 }
 
 // NewKeys returns the keys of a front end.
@@ -178,7 +175,7 @@ func (k *Keys) rotateEvents(ctx context.Context) (KeyRotation, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	old := k.o.Signer.PublicKey()
-	seed, err := k.o.Store.RotateEventSigningSeed()
+	seed, err := k.o.Store.RotateEventSigningSeed(old)
 	if err != nil {
 		return KeyRotation{}, err
 	}
@@ -186,24 +183,16 @@ func (k *Keys) rotateEvents(ctx context.Context) (KeyRotation, error) {
 	if err != nil {
 		return KeyRotation{}, err
 	}
-	res := KeyRotation{Kind: "events", Key: next.PublicKey(), Retired: []events.RetiredKey{}}
+	res := KeyRotation{Kind: "events", Key: next.PublicKey()}
 	if err := events.NameSigningKey(ctx, k.o.JS, res.Key, k.o.Logger); err != nil {
 		return res, fmt.Errorf("naming the new event-signing key %s in the event stream (this front end still signs with %s; run the rotation again): %w", res.Key, old, err)
 	}
 	if err := k.o.Signer.Switch(seed); err != nil {
 		return res, err
 	}
-	if !slices.Contains(k.unretired, old) {
-		k.unretired = append(k.unretired, old)
-	}
 	k.o.Publisher.AwaitWindow() // the last window the old key signed is stored, or failed (and is signed anew)
-	for len(k.unretired) > 0 {
-		ret, err := events.RetireSigningKey(ctx, k.o.JS, k.unretired[0], k.o.Logger)
-		if err != nil {
-			return res, fmt.Errorf("this front end signs with its new key %s, but retiring the old one %s failed (run the rotation again: it retires it first): %w", res.Key, k.unretired[0], err)
-		}
-		res.Retired = append(res.Retired, ret)
-		k.unretired = k.unretired[1:]
+	if res.Retired, err = RetireEventKeys(ctx, k.o.Store, k.o.JS, k.o.Logger); err != nil {
+		return res, fmt.Errorf("this front end signs with its new key %s, but retiring the old one failed (run the rotation again, or restart the front end: either retires it first): %w", res.Key, err)
 	}
 	// A reader verifies with keys read at most KeysReadEvery before: once
 	// that has passed, none takes what the old key signed after its bound,
@@ -215,6 +204,29 @@ func (k *Keys) rotateEvents(ctx context.Context) (KeyRotation, error) {
 	}
 	k.o.Logger.Info("the event-signing key was rotated: this front end signs with the new key; the old one verifies only the events stored before it was retired", "key", res.Key, "retired", old)
 	return res, nil
+}
+
+// RetireEventKeys retires in the event stream the keys a rotation
+// replaced (KeyStore.EventKeysRetiring), recording each once it is: at
+// the end of a rotation, and at a front end's start, before it publishes,
+// for a rotation a crash cut short.
+func RetireEventKeys(ctx context.Context, store KeyStore, js jetstream.JetStream, log *slog.Logger) ([]events.RetiredKey, error) {
+	keys, err := store.EventKeysRetiring()
+	if err != nil {
+		return nil, err
+	}
+	retired := []events.RetiredKey{}
+	for _, key := range keys {
+		r, err := events.RetireSigningKey(ctx, js, key, log)
+		if err != nil {
+			return retired, err
+		}
+		if err := store.EventKeyRetired(key); err != nil {
+			return retired, err
+		}
+		retired = append(retired, r)
+	}
+	return retired, nil
 }
 
 func (h *Handler) rotateOAuthKey(w http.ResponseWriter, r *http.Request) error {
