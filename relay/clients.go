@@ -29,6 +29,8 @@ import (
 // to store or prune per token. Because the key and the client records live
 // in the data file, tokens survive a restart exactly as the clients do, and
 // a restored backup accepts the tokens of the clients it holds.
+// scimrelay keys rotate oauth replaces the key, the old one verifying for
+// an overlap (keys.go).
 
 // AccessTokenPrefix starts every access token.
 const AccessTokenPrefix = "scimrelay_at_"
@@ -171,7 +173,7 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 	invalid := scim.Errorf(scim.ErrUnauthorized, "invalid bearer token")
 	signed, sig, ok := strings.Cut(token, ".")
 	mac, err := base64.RawURLEncoding.DecodeString(sig)
-	if !ok || err != nil || !hmac.Equal(mac, s.sign(signed)) {
+	if !ok || err != nil || !s.oauth.Load().verifies(signed, mac, s.now()) {
 		return invalid
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(signed, AccessTokenPrefix))
@@ -208,9 +210,13 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 	return nil
 }
 
-// sign returns the HMAC-SHA256 of s under the access-token key.
-func (s *Store) sign(signed string) []byte {
-	m := hmac.New(sha256.New, s.oauthKey)
+// sign returns the HMAC-SHA256 of signed under the access-token key in
+// use.
+func (s *Store) sign(signed string) []byte { return hmacOf(s.oauth.Load().cur, signed) }
+
+// hmacOf returns the HMAC-SHA256 of signed under key.
+func hmacOf(key []byte, signed string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(signed))
 	return m.Sum(nil)
 }

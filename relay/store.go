@@ -10,8 +10,11 @@
 //
 //	meta                      "outbox" → u64 global commit counter of outbox rows
 //	                          "layout" → u64 version of this layout (4)
-//	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go)
-//	                          "event_signing_seed" → 32 random bytes, the seed of the Ed25519 key events are signed with on an external NATS (made at the first open; an older release ignores it)
+//	                          "oauth_key" → 32 random bytes, the access-token signing key (clients.go; replaced by keys rotate oauth: keys.go)
+//	                          "oauth_key_created" → u64 unix nanoseconds, when oauth_key was made by a rotation (absent before the first; an older release ignores it)
+//	                          "oauth_key_previous", "oauth_key_previous_until" → the key a rotation replaced and the u64 unix nanoseconds until which it still verifies (absent when none; an older release ignores them)
+//	                          "event_signing_seed" → 32 random bytes, the seed of the Ed25519 key events are signed with on an external NATS (made at the first open, replaced by keys rotate events: keys.go; an older release ignores it)
+//	                          "event_signing_retiring" → the public keys, space-separated, of seeds a rotation replaced that the event stream may not have retired yet (keys.go; absent when none)
 //	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
 //	                          "purging" → JSON list of the tenants whose purge began and has not finished (purge.go)
 //	                          "static_token_use" → JSON object from the id of each relay.yaml token (yaml_ and the first 12 hex digits of its SHA-256) to its last use (statictokens.go; an older release ignores it)
@@ -188,8 +191,9 @@ type Store struct {
 	maxEvent atomic.Int64
 
 	tokens    *tokenCache
-	oauthKey  []byte // signs access tokens (clients.go)
-	eventSeed []byte // of the key events are signed with on an external NATS
+	oauth     atomic.Pointer[oauthKeys] // sign and verify access tokens (clients.go, keys.go)
+	keyMu     sync.Mutex                // one key rotation at a time; guards eventSeed
+	eventSeed []byte                    // of the key events are signed with on an external NATS
 
 	// full is set when a write failed for want of disk space, and cleared
 	// by the next write that succeeds or when the disk has room again.
@@ -297,7 +301,11 @@ var keyEventSigning = []byte("event_signing_seed")
 // events with on an external NATS (events.Signer), made when the data file
 // is first opened and kept in it, so that a backup restores it with the
 // rest.
-func (s *Store) EventSigningSeed() []byte { return bytes.Clone(s.eventSeed) }
+func (s *Store) EventSigningSeed() []byte {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	return bytes.Clone(s.eventSeed)
+}
 
 // ErrInUse means another process holds the data file.
 var ErrInUse = errors.New("in use by another scimrelay process")
@@ -392,7 +400,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.tokens.trackStatic(tenants)
-	if s.oauthKey, err = loadSecret(db, keyOAuth, "the access-token key"); err != nil {
+	if err := s.loadOAuthKeys(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -200,8 +201,13 @@ func (d *deadLetters) toDeadLetter(ctx context.Context, m jetstream.Msg, seq uin
 		// An unsigned one whose event the stream holds where it came
 		// from, stored before the relay began to sign, was taken as the
 		// relay's (the events waiting when a front end that signs first
-		// started, or a replay of earlier ones).
-		if dl.from.sig != "" || !d.trust.StoredUnsigned(ctx, dl.from.seq, h, m.Data()) {
+		// started, or a replay of earlier ones); so is a signed one whose
+		// key was retired before the queue stored it, when the stream
+		// holds its event where it came from, stored before the
+		// retirement (scimrelay keys rotate events while it waited).
+		unsigned := dl.from.sig == "" && d.trust.StoredUnsigned(ctx, dl.from.seq, h, m.Data())
+		retired := dl.from.sig != "" && errors.Is(err, events.ErrUnknownKey) && d.trust.StoredPublished(ctx, dl.from.seq, h, m.Data())
+		if !unsigned && !retired {
 			// Listed, and never delivered: its error says why.
 			dl.Error = "not redriven, " + err.Error() + "; the error it was dead-lettered with: " + dl.Error
 			return dl, nil

@@ -534,8 +534,8 @@ func TestFrontEndWritesItsKeyBack(t *testing.T) {
 		}
 		return strings.Fields(st.CachedInfo().Config.Metadata["scimrelay_signing_keys"])
 	}
-	if mine := named(); !slices.Equal(mine, []string{front.srv.signingKey}) {
-		t.Fatalf("the stream names %v, want the front end's key %s", mine, front.srv.signingKey)
+	if mine := named(); !slices.Equal(mine, []string{front.srv.signer.PublicKey()}) {
+		t.Fatalf("the stream names %v, want the front end's key %s", mine, front.srv.signer.PublicKey())
 	}
 	seed := make([]byte, 32)
 	seed[0] = 9
@@ -553,7 +553,7 @@ func TestFrontEndWritesItsKeyBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if keys := named(); !slices.Contains(keys, front.srv.signingKey) || !slices.Contains(keys, other.PublicKey()) {
+		if keys := named(); !slices.Contains(keys, front.srv.signer.PublicKey()) || !slices.Contains(keys, other.PublicKey()) {
 			return fmt.Errorf("the stream names %v, want the front end's key written back beside the other's", keys)
 		}
 		return nil
@@ -635,7 +635,7 @@ func TestEventsWaitForTheirKeyToBeWrittenBack(t *testing.T) {
 		t.Fatalf("sink state %+v, %v; want bob's event held by the worker", st, err)
 	}
 	front.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}`).want(t, 200)
-	setKeys(other.PublicKey(), front.srv.signingKey)
+	setKeys(other.PublicKey(), front.srv.signer.PublicKey())
 	waitDelivered(t, h, 4)
 	if v := h.orderViolation(); v != "" {
 		t.Fatal(v)

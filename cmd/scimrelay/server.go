@@ -86,12 +86,12 @@ type server struct {
 	// of an event it does not know (sinks.Options.KeyWait; tests shorten
 	// it).
 	keyWait time.Duration
-	// signingKey is the key a front end on an external NATS signs its
-	// events with, which it keeps named in the event stream every
-	// keyCheck (events.KeepSigningKey; tests shorten it); "" when it does
-	// not sign.
-	signingKey string
-	keyCheck   time.Duration
+	// signer signs a front end's events on an external NATS, with the key
+	// it keeps named in the event stream every keyCheck
+	// (events.KeepSigningKey; tests shorten it), which keys rotate events
+	// changes; nil when it does not sign.
+	signer   *events.Signer
+	keyCheck time.Duration
 	// maxReload bounds a reload (maxReload; tests shorten it).
 	maxReload time.Duration
 	stopping  atomic.Bool // set when shutdown begins: no longer ready
@@ -195,21 +195,35 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	// user) can have the event stream store what they choose: the front
 	// end signs its events, and every reader takes only what it signed
 	// (events.Trust; README, Who can reach what).
-	var signer *events.Signer
 	if !cfg.Embedded() {
 		if role == roleSinks {
 			stream.Signed = true
 		} else {
-			if signer, err = events.NewSigner(s.store.EventSigningSeed()); err != nil {
+			if s.signer, err = events.NewSigner(s.store.EventSigningSeed()); err != nil {
 				return nil, err
 			}
-			stream.SigningKey = signer.PublicKey()
-			s.signingKey = stream.SigningKey
+			stream.SigningKey = s.signer.PublicKey()
 		}
 	}
 	_, lookErr := s.js.Stream(streamCtx, events.StreamName)
-	if _, err := ensure(streamCtx, s.js, stream, log); err != nil {
+	_, err = ensure(streamCtx, s.js, stream, log)
+	if errors.Is(err, events.ErrRetiredKey) {
+		stream.SigningKey, err = s.replaceRetiredKey()
+		if err == nil {
+			_, err = ensure(streamCtx, s.js, stream, log)
+		}
+	}
+	if err != nil {
 		return nil, err
+	}
+	if s.signer != nil {
+		// A rotation a crash cut short: its old key is retired before
+		// anything is published.
+		if retired, err := admin.RetireEventKeys(streamCtx, s.store, s.js, log); err != nil {
+			return nil, fmt.Errorf("retiring the event-signing keys a rotation replaced: %w", err)
+		} else if len(retired) > 0 {
+			log.Warn("a rotation of the event-signing key was cut short: its old key is now retired", "retired", retired)
+		}
 	}
 	if !cfg.Embedded() {
 		if s.trust, err = events.NewTrust(streamCtx, s.nc); err != nil {
@@ -250,7 +264,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
-		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined, Tracer: s.tracing.Tracer(), KeepFor: keepPublished(cfg), Signer: signer}
+		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined, Tracer: s.tracing.Tracer(), KeepFor: keepPublished(cfg), Signer: s.signer}
 		if s.healer != nil {
 			po.Healer = s.healer
 		}
@@ -498,8 +512,29 @@ func (s *server) adminHandler() http.Handler {
 		// delivery worker's may not delete a sink's bucket or dead letters.
 		o.ForgetSinks = s.sinks
 		o.Purge = admin.NewTenantPurger(s.store, s.reqLog, s.publisher, s.subscribers, s.nc, s.sinks)
+		o.Keys = admin.NewKeys(admin.KeyOptions{Store: s.store, JS: s.js, Signer: s.signer, Publisher: s.publisher, Logger: s.log.With("component", "keys"),
+			TokenLifetime: func() time.Duration { return time.Duration(s.config().OAuth.TokenLifetime) }})
 	}
 	return admin.NewHandler(o)
+}
+
+// replaceRetiredKey gives a front end whose stored event-signing key the
+// event stream lists as retired a new one, stored in the data file, and
+// returns its public key: a data file from before scimrelay keys rotate
+// events (a backup restored) must not sign with the key the rotation
+// retired, whose events the workers refuse.
+func (s *server) replaceRetiredKey() (string, error) {
+	retired := s.signer.PublicKey()
+	seed, err := s.store.RotateEventSigningSeed("") // retired already
+	if err != nil {
+		return "", err
+	}
+	if err := s.signer.Switch(seed); err != nil {
+		return "", err
+	}
+	s.log.Warn("the data file's event-signing key is retired in the event stream (a backup from before scimrelay keys rotate events restored?): this front end signs with a new key, now stored in the data file",
+		"retired", retired, "key", s.signer.PublicKey())
+	return s.signer.PublicKey(), nil
 }
 
 // readinessChecks are what /readyz asks, by role. A SCIM front end (roles
@@ -663,9 +698,9 @@ func (s *server) run(ctx context.Context) error {
 	if s.healer != nil {
 		g.Go(func() error { s.healer.Watch(workCtx, 2*time.Second); return nil })
 	}
-	if s.signingKey != "" {
+	if s.signer != nil {
 		g.Go(func() error {
-			events.KeepSigningKey(workCtx, s.js, s.signingKey, s.keyCheck, s.log.With("component", "events"))
+			events.KeepSigningKey(workCtx, s.js, s.signer.PublicKey, s.keyCheck, s.log.With("component", "events"))
 			return nil
 		})
 	}

@@ -121,8 +121,15 @@ func SignedForm(h nats.Header, data []byte) ([]byte, error) {
 	return append(b, data...), nil
 }
 
-// Signer signs the events a front end publishes.
+// Signer signs the events a front end publishes. Its key can be switched
+// while it signs (Switch): scimrelay keys rotate events gives a running
+// front end a new key without a restart.
 type Signer struct {
+	cur atomic.Pointer[signingKey]
+}
+
+// signingKey is an Ed25519 key and its public key as the stream names it.
+type signingKey struct {
 	key ed25519.PrivateKey
 	pub string
 }
@@ -130,16 +137,27 @@ type Signer struct {
 // NewSigner returns the signer whose Ed25519 key is made from seed (32
 // bytes).
 func NewSigner(seed []byte) (*Signer, error) {
+	s := &Signer{}
+	if err := s.Switch(seed); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Switch makes the key made from seed the one every later Sign uses. A
+// Sign under way finishes with the key it began with.
+func (s *Signer) Switch(seed []byte) error {
 	if len(seed) != ed25519.SeedSize {
-		return nil, fmt.Errorf("an event-signing seed has %d bytes, not %d", len(seed), ed25519.SeedSize)
+		return fmt.Errorf("an event-signing seed has %d bytes, not %d", len(seed), ed25519.SeedSize)
 	}
 	key := ed25519.NewKeyFromSeed(seed)
-	return &Signer{key: key, pub: encodeKey(key.Public().(ed25519.PublicKey))}, nil
+	s.cur.Store(&signingKey{key: key, pub: encodeKey(key.Public().(ed25519.PublicKey))})
+	return nil
 }
 
 // PublicKey returns the public key as the stream and the signature header
 // name it: base64url without padding.
-func (s *Signer) PublicKey() string { return s.pub }
+func (s *Signer) PublicKey() string { return s.cur.Load().pub }
 
 // Sign adds the signature of the event in msg to its headers.
 func (s *Signer) Sign(msg *nats.Msg) error {
@@ -147,8 +165,9 @@ func (s *Signer) Sign(msg *nats.Msg) error {
 	if err != nil {
 		return fmt.Errorf("signing the event on %s: %w", msg.Subject, err)
 	}
-	sig := ed25519.Sign(s.key, form)
-	msg.Header.Set(SignatureHeader, signatureScheme+" "+s.pub+" "+base64.RawURLEncoding.EncodeToString(sig))
+	k := s.cur.Load()
+	sig := ed25519.Sign(k.key, form)
+	msg.Header.Set(SignatureHeader, signatureScheme+" "+k.pub+" "+base64.RawURLEncoding.EncodeToString(sig))
 	return nil
 }
 
@@ -167,10 +186,22 @@ type Trust struct {
 }
 
 type trustState struct {
-	keys  map[string]ed25519.PublicKey
-	from  uint64    // the first stream sequence that must be signed
-	since time.Time // when signing began (for dead letters)
+	keys map[string]ed25519.PublicKey
+	// retired are the keys taken out of use (RetireSigningKey), by
+	// name: each verifies only what was stored before it was retired.
+	retired map[string]retiredKey
+	from    uint64    // the first stream sequence that must be signed
+	since   time.Time // when signing began (for dead letters)
+	read    time.Time // when the keys were read
 }
+
+// KeysReadEvery is how old the keys a reader verifies with may grow: a
+// reader reads them again before it verifies an event with older ones, so
+// that a retirement (scimrelay keys rotate events) is in force in every
+// reader at most that long after it was written; the rotation answers
+// only then. One read of the stream's information every two seconds
+// while events flow costs NATS nothing much.
+const KeysReadEvery = 2 * time.Second
 
 // refreshEvery bounds how often an unknown key has the stream's
 // configuration read again: a message anyone could put there must not
@@ -205,6 +236,7 @@ func (t *Trust) read(ctx context.Context) (*trustState, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.read = t.refreshed
 	t.state.Store(s)
 	return s, nil
 }
@@ -315,7 +347,17 @@ func (t *Trust) StoredMsg(ctx context.Context, from uint64, subject string) (*je
 // letter with no signature must be to be redriven (StoredMsg says why the
 // message is read so).
 func (t *Trust) StoredUnsigned(ctx context.Context, seq uint64, h nats.Header, data []byte) bool {
-	if !t.Unsigned(seq) || seq == 0 {
+	return t.Unsigned(seq) && t.StoredPublished(ctx, seq, h, data)
+}
+
+// StoredPublished reports whether the event stream holds, at sequence
+// seq, a message the relay published (Published, at seq) whose event is
+// the one of headers h and data, the signature aside. A dead letter whose
+// key was retired after the event was stored, but before its queue
+// stored it (scimrelay keys rotate events while it waited), is redriven
+// on the strength of the stream's copy, which the key's bound covers.
+func (t *Trust) StoredPublished(ctx context.Context, seq uint64, h nats.Header, data []byte) bool {
+	if t == nil || seq == 0 {
 		return false
 	}
 	m, err := t.StoredMsg(ctx, seq, "")
@@ -348,6 +390,9 @@ func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
 		s.keys[f] = k
 	}
 	var err error
+	if s.retired, _, err = parseRetired(cfg.Metadata[metaRetiredKeys]); err != nil {
+		return nil, err
+	}
 	if s.from, err = strconv.ParseUint(cfg.Metadata[metaSignedFrom], 10, 64); err != nil {
 		return nil, fmt.Errorf("the event stream's %s %q is not a sequence", metaSignedFrom, cfg.Metadata[metaSignedFrom])
 	}
@@ -371,8 +416,9 @@ func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[
 				meta[k] = v
 			}
 		}
+		retired, _, _ := parseRetired(have.Config.Metadata[metaRetiredKeys])
 		for _, k := range strings.Fields(have.Config.Metadata[metaSigningKeys]) {
-			if !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
+			if _, gone := retired[k]; !gone && !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
 				keys = append(keys, k)
 			}
 		}
@@ -411,16 +457,20 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 	if len(parts) != 3 || parts[0] != signatureScheme {
 		return fmt.Errorf("%w: its %s is not \"%s <key> <signature>\"", ErrNotPublished, SignatureHeader, signatureScheme)
 	}
-	key, ok := s.keys[parts[1]]
-	if !ok {
+	s = t.fresh(s) // keys read at most KeysReadEvery ago: a retirement since is in force
+	key, err := s.key(parts[1], seq, stored)
+	if errors.Is(err, errNotNamed) {
 		// Not an ErrNotPublished: the event may be the relay's, signed
 		// by a key this reader has not read yet, and is dead-lettered
 		// rather than dropped.
-		if s, err := t.reread(time.Now()); err != nil {
-			return fmt.Errorf("%w %s (%w)", ErrUnknownKey, parts[1], err)
-		} else if key, ok = s.keys[parts[1]]; !ok {
+		if s, rerr := t.reread(time.Now()); rerr != nil {
+			return fmt.Errorf("%w %s (%w)", ErrUnknownKey, parts[1], rerr)
+		} else if key, err = s.key(parts[1], seq, stored); errors.Is(err, errNotNamed) {
 			return fmt.Errorf("%w %s", ErrUnknownKey, parts[1])
 		}
+	}
+	if err != nil {
+		return err
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
@@ -434,6 +484,49 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 		return fmt.Errorf("%w: its signature does not verify", ErrNotPublished)
 	}
 	return nil
+}
+
+// fresh returns the keys to verify with: s, read again first when it is
+// older than KeysReadEvery, since a key may have been retired since
+// (scimrelay keys rotate events). It never waits for a turn: a read that
+// failed less than refreshEvery ago is not tried again yet, and s serves.
+func (t *Trust) fresh(s *trustState) *trustState {
+	if time.Since(s.read) < KeysReadEvery {
+		return s
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cur := t.state.Load()
+	if time.Since(cur.read) < KeysReadEvery || time.Since(t.refreshed) < refreshEvery {
+		return cur // read by another meanwhile, or a read failed just now
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if fresh, err := t.read(ctx); err == nil {
+		return fresh
+	}
+	return cur
+}
+
+// errNotNamed is key's answer for a key the state neither names nor
+// retired: one that reading the keys again may find.
+var errNotNamed = errors.New("not named")
+
+// key returns the public key named name for an event stored at seq (0:
+// not in the event stream, stored then): a key the stream names, or one
+// it retired after the event was stored. A retired key wins over a named
+// one: a front end of an older release may write its retired key back.
+func (s *trustState) key(name string, seq uint64, stored time.Time) (ed25519.PublicKey, error) {
+	if r, ok := s.retired[name]; ok {
+		if r.signed(seq, stored) {
+			return r.key, nil
+		}
+		return nil, fmt.Errorf("%w %s: it was retired at stream sequence %d (%s), and the event was stored after", ErrUnknownKey, name, r.upTo, r.at.UTC().Format(time.RFC3339))
+	}
+	if key, ok := s.keys[name]; ok {
+		return key, nil
+	}
+	return nil, errNotNamed
 }
 
 // reread reads the stream's signing keys again and returns them, for a

@@ -327,7 +327,7 @@ func TestRunningFrontEndKeepsItsKey(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		events.KeepSigningKey(keepCtx, js, mine, 20*time.Millisecond, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		events.KeepSigningKey(keepCtx, js, func() string { return mine }, 20*time.Millisecond, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}()
 	defer func() { stop(); <-done }()
 

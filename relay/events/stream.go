@@ -105,6 +105,9 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 		} else if err != nil {
 			return nil, err
 		}
+		if isRetired(have, key) {
+			return nil, fmt.Errorf("signing key %s: %w", key, ErrRetiredKey)
+		}
 		cfg.Metadata = signingMetadata(have, key, time.Now())
 		if have != nil {
 			was, now := strings.Fields(have.Config.Metadata[metaSigningKeys]), strings.Fields(cfg.Metadata[metaSigningKeys])
@@ -141,9 +144,10 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 }
 
 // KeepSigningKey checks every interval, until ctx ends, that the event
-// stream still names key, the running front end's, among its signing
-// keys, and writes it back when it does not, changing nothing else of the
-// stream's configuration as it stands: a write of another front end's that
+// stream still names key(), the running front end's key (which keys
+// rotate events changes), among its signing keys, and writes it back when
+// it does not, changing nothing else of the stream's configuration as it
+// stands: a write of another front end's that
 // came after ensureSigningKey's re-read (one stalled between its read and
 // its write), or an older release's front end, can leave it out, and the
 // workers hold the events it signs until it is back, dead-lettering those
@@ -152,8 +156,10 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 // delivers such dead letters; a read that fails is said
 // once at Warn until one succeeds. A front end beyond the eight whose
 // keys the stream keeps writes its key back each interval, dropping
-// another's, which that one writes back in turn: each is said.
-func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, interval time.Duration, log *slog.Logger) {
+// another's, which that one writes back in turn: each is said. A key the
+// stream lists as retired is never written back: that is said at Warn
+// each interval, since what it signs is refused.
+func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key func() string, interval time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	failing := false
@@ -163,9 +169,14 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, int
 			return
 		case <-tick.C:
 		}
+		key := key()
 		readCtx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
 		info, err := readStream(readCtx, js)
 		cancel()
+		if err == nil && isRetired(info, key) {
+			log.Warn("the event stream lists this front end's signing key as retired: it is not written back, and the workers refuse what it signs; give this front end a new key: scimrelay keys rotate events", "key", key)
+			continue
+		}
 		if err == nil && !slices.Contains(strings.Fields(info.Config.Metadata[metaSigningKeys]), key) {
 			log.Warn("the event stream no longer names this front end's signing key (another front end wrote its keys without it, or more than eight front ends share the stream): writing it back. The workers held what it signed meanwhile and deliver it now, in order; they dead-lettered what waited longer than three checks, as signed by an unknown key: redrive those dead letters (scimrelay dlq redrive --sink SINK --all)",
 				"key", key, "named", info.Config.Metadata[metaSigningKeys])
@@ -174,6 +185,11 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, int
 		switch {
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, ErrRetiredKey):
+			// Retired between the read and ensureSigningKey's: a rotation
+			// of this front end's key; the next check reads the new one.
+			log.Debug("the signing key was retired while it was checked", "key", key)
+			err = nil
 		case err != nil && !failing:
 			log.Warn("checking that the event stream names this front end's signing key failed; trying again", "key", key, "every", interval, "err", err)
 		case err != nil:
@@ -183,6 +199,18 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key string, int
 		}
 		failing = err != nil
 	}
+}
+
+// NameSigningKey makes key the first of the event stream's signing keys,
+// keeping the others, for a front end about to sign with it (keys rotate
+// events): the readers know a key before any event it signed is stored.
+func NameSigningKey(ctx context.Context, js jetstream.JetStream, key string, log *slog.Logger) error {
+	info, err := readStream(ctx, js)
+	if err != nil {
+		return err
+	}
+	_, err = ensureSigningKey(ctx, js, info.Config, key, log)
+	return err
 }
 
 // readStream reads the event stream's information for a front end that

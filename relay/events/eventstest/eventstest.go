@@ -12,6 +12,7 @@ package eventstest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -24,6 +25,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // RunServer starts a nats-server with JetStream, its store in t.TempDir(),
@@ -251,6 +254,17 @@ func Connect(t testing.TB, urls ...string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// StreamMetadata reads the event stream's metadata: its signing keys,
+// retired keys and when signing began.
+func StreamMetadata(t testing.TB, js jetstream.JetStream) map[string]string {
+	t.Helper()
+	st, err := js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().Config.Metadata
 }
 
 // CheckFor calls f every `every` until it returns nil, failing the test

@@ -78,6 +78,9 @@ type Options struct {
 	// Purge deletes what a tenant no longer configured left; nil in a role
 	// without the data file.
 	Purge Purger
+	// Keys lists and rotates the data file's keys; nil in a role without
+	// the data file.
+	Keys *Keys
 	// TokenAttempts limits and logs wrong admin tokens, shared with the
 	// console's sign-in; nil: a limiter of the API's own.
 	TokenAttempts *TokenAttempts
@@ -120,6 +123,7 @@ func NewHandler(o Options) *Handler {
 	}
 	h.credentialRoutes("/admin/v1/tokens", "token management", "token", o.Tokens)
 	h.clientRoutes(o.Clients)
+	h.keyRoutes()
 	h.api("GET /admin/v1/backup", h.backup)
 	h.api("GET /admin/v1/log", h.queryLog)
 	h.api("GET /admin/v1/log/{key}", h.logEntry)

@@ -219,3 +219,27 @@ func (c *Client) Tail(ctx context.Context, q url.Values) (io.ReadCloser, error) 
 	}
 	return res.Body, nil
 }
+
+// Keys lists the relay's keys: its event-signing key and the event
+// stream's, and the access-token keys (never a secret).
+func (c *Client) Keys(ctx context.Context) (admin.KeysInfo, error) {
+	var k admin.KeysInfo
+	err := c.Do(ctx, http.MethodGet, "/admin/v1/keys", nil, &k)
+	return k, err
+}
+
+// RotateEventKey gives the front end a new event-signing key and retires
+// the old one.
+func (c *Client) RotateEventKey(ctx context.Context) (admin.KeyRotation, error) {
+	var res admin.KeyRotation
+	err := c.Do(ctx, http.MethodPost, "/admin/v1/keys/events/rotate", nil, &res)
+	return res, err
+}
+
+// RotateOAuthKey gives the relay a new access-token key; those the old
+// key signed keep working for req.Overlap.
+func (c *Client) RotateOAuthKey(ctx context.Context, req admin.KeyRotateRequest) (admin.KeyRotation, error) {
+	var res admin.KeyRotation
+	err := c.Do(ctx, http.MethodPost, "/admin/v1/keys/oauth/rotate", req, &res)
+	return res, err
+}

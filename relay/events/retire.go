@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A front end's key is retired when it gets a new one (scimrelay keys
+// rotate events), after a leak of its data file or a backup: the stream
+// stops naming it among its signing keys, and names it among its retired
+// keys with a bound. An event it signed stays verifiable when the event
+// stream stored it at a sequence up to the bound (a dead letter, verified
+// by when its queue stored it: before the retirement); anything else it
+// signed is refused as an unknown key's. The bound is in metadata of its
+// own, so that the signing keys read as before by readers of an older
+// release (which know nothing of retirement, and refuse as an unknown
+// key's whatever a retired key signed, stored before the bound or not).
+const (
+	// metaRetiredKeys lists the retired keys, newest first, separated by
+	// spaces, each "key:seq:time": the key, the last stream sequence
+	// when it was retired, and when, by the server's clock, in RFC 3339.
+	metaRetiredKeys = "scimrelay_retired_keys"
+	// maxRetiredKeys is how many retired keys the stream lists. Beyond
+	// it, the oldest is dropped (after those whose events aged out of
+	// the stream): what it signed is then refused as an unknown key's.
+	maxRetiredKeys = 8
+)
+
+// ErrRetiredKey means a front end's key is among the stream's retired
+// keys: it must not sign, nor be named again.
+var ErrRetiredKey = errors.New("the event stream lists this signing key as retired")
+
+// retiredKey is a retired key and its bound.
+type retiredKey struct {
+	name string
+	key  ed25519.PublicKey
+	upTo uint64    // the last stream sequence when it was retired
+	at   time.Time // when, by the server's clock
+}
+
+// signed reports whether an event stored at seq (0: not in the event
+// stream, stored then) was stored before the key was retired.
+func (r retiredKey) signed(seq uint64, stored time.Time) bool {
+	if seq != 0 {
+		return seq <= r.upTo
+	}
+	return !stored.IsZero() && stored.Before(r.at)
+}
+
+func (r retiredKey) String() string {
+	return r.name + ":" + strconv.FormatUint(r.upTo, 10) + ":" + r.at.UTC().Format(time.RFC3339Nano)
+}
+
+// parseRetired reads the retired keys of the stream's metadata, by name
+// and in their order.
+func parseRetired(v string) (map[string]retiredKey, []retiredKey, error) {
+	fields := strings.Fields(v)
+	byName := make(map[string]retiredKey, len(fields))
+	list := make([]retiredKey, 0, len(fields))
+	for _, f := range fields {
+		parts := strings.SplitN(f, ":", 3) // the time holds colons too
+		if len(parts) != 3 {
+			return nil, nil, fmt.Errorf("the event stream's retired key %q is not key:sequence:time", f)
+		}
+		k, err := base64.RawURLEncoding.DecodeString(parts[0])
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, nil, fmt.Errorf("the event stream's retired key %q is not an Ed25519 public key in base64url", parts[0])
+		}
+		r := retiredKey{name: parts[0], key: k}
+		if r.upTo, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
+			return nil, nil, fmt.Errorf("the event stream's retired key %s has %q for a sequence", parts[0], parts[1])
+		}
+		if r.at, err = time.Parse(time.RFC3339Nano, parts[2]); err != nil {
+			return nil, nil, fmt.Errorf("the event stream's retired key %s has %q for a time", parts[0], parts[2])
+		}
+		byName[r.name] = r
+		list = append(list, r)
+	}
+	return byName, list, nil
+}
+
+// isRetired reports whether the stream described by have lists key as
+// retired.
+func isRetired(have *jetstream.StreamInfo, key string) bool {
+	if have == nil {
+		return false
+	}
+	retired, _, _ := parseRetired(have.Config.Metadata[metaRetiredKeys])
+	_, ok := retired[key]
+	return ok
+}
+
+// RetiredKey is a key the event stream lists as retired: what it signed
+// is verifiable when stored at a stream sequence up to UpTo (a dead
+// letter: stored before At).
+type RetiredKey struct {
+	Key  string    `json:"key"`
+	UpTo uint64    `json:"up_to_seq"`
+	At   time.Time `json:"retired_at"`
+}
+
+// SigningKeys are the event stream's signing keys, as a reader takes
+// them: those it names, newest first, and those it retired.
+type SigningKeys struct {
+	Named   []string     `json:"named"`
+	Retired []RetiredKey `json:"retired"`
+}
+
+// ReadSigningKeys reads the event stream's signing keys (privately, as
+// readStream does).
+func ReadSigningKeys(ctx context.Context, js jetstream.JetStream) (SigningKeys, error) {
+	info, err := readStream(ctx, js)
+	if err != nil {
+		return SigningKeys{}, err
+	}
+	_, list, err := parseRetired(info.Config.Metadata[metaRetiredKeys])
+	if err != nil {
+		return SigningKeys{}, err
+	}
+	keys := SigningKeys{Named: strings.Fields(info.Config.Metadata[metaSigningKeys]), Retired: []RetiredKey{}}
+	for _, r := range list {
+		keys.Retired = append(keys.Retired, RetiredKey{Key: r.name, UpTo: r.upTo, At: r.at})
+	}
+	return keys, nil
+}
+
+// RetireSigningKey retires old, a key the front end no longer signs with:
+// the stream stops naming it and lists it as retired, bound at the
+// stream's last sequence now. The caller has made sure that old signs
+// nothing more and that every event it signed is stored (the publisher's
+// window in flight has ended), and that the stream names the key that
+// signs now. Like ensureSigningKey, it reads the keys again a moment
+// later and writes again what another front end's stale write undid,
+// keeping the bound of the first write.
+func RetireSigningKey(ctx context.Context, js jetstream.JetStream, old string, log *slog.Logger) (RetiredKey, error) {
+	const rounds = 10
+	for attempt := 1; ; attempt++ {
+		have, err := readStream(ctx, js)
+		if err != nil {
+			return RetiredKey{}, err
+		}
+		meta, r, dropped, err := retiredMetadata(have, old, time.Now())
+		if err != nil {
+			return RetiredKey{}, err
+		}
+		cfg := have.Config
+		cfg.Metadata = meta
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return RetiredKey{}, fmt.Errorf("retiring signing key %s: %w", old, err)
+		}
+		for _, d := range dropped {
+			log.Warn("the event stream lists the eight keys retired last: the oldest is dropped, and what it signed that the stream still holds is refused as an unknown key's from now on", "dropped", d.name, "up_to_seq", d.upTo, "retired_at", d.at)
+		}
+		select {
+		case <-ctx.Done():
+			return RetiredKey{}, ctx.Err()
+		case <-time.After(keySettles):
+		}
+		again, err := readStream(ctx, js)
+		if err != nil {
+			return RetiredKey{}, err
+		}
+		if isRetired(again, old) && !slices.Contains(strings.Fields(again.Config.Metadata[metaSigningKeys]), old) {
+			return RetiredKey{Key: r.name, UpTo: r.upTo, At: r.at}, nil
+		}
+		if attempt >= rounds {
+			return RetiredKey{}, fmt.Errorf("retiring signing key %s: other front ends keep writing the event stream's keys without its retirement; run scimrelay keys rotate events again", old)
+		}
+	}
+}
+
+// retiredMetadata returns the metadata of the stream described by have
+// with old retired: out of the signing keys, first of the retired ones,
+// bound at the stream's last sequence and the time the server said have
+// (now, by this clock, when it did not); a key retired already keeps its
+// bound. Retired keys whose every event aged out of the stream are
+// dropped, and then the oldest beyond maxRetiredKeys, which it returns.
+func retiredMetadata(have *jetstream.StreamInfo, old string, now time.Time) (map[string]string, retiredKey, []retiredKey, error) {
+	meta := map[string]string{}
+	for k, v := range have.Config.Metadata {
+		if !strings.HasPrefix(k, "_nats.") { // the server's own, which it sets
+			meta[k] = v
+		}
+	}
+	keys := slices.DeleteFunc(strings.Fields(meta[metaSigningKeys]), func(k string) bool { return k == old })
+	if len(keys) == 0 {
+		return nil, retiredKey{}, nil, fmt.Errorf("retiring signing key %s: the event stream names no other key, and would name none", old)
+	}
+	byName, list, err := parseRetired(meta[metaRetiredKeys])
+	if err != nil {
+		return nil, retiredKey{}, nil, err
+	}
+	r, ok := byName[old]
+	if !ok {
+		k, err := base64.RawURLEncoding.DecodeString(old)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, retiredKey{}, nil, fmt.Errorf("retiring signing key %q: not an Ed25519 public key in base64url", old)
+		}
+		at := now
+		if !have.TimeStamp.IsZero() {
+			at = have.TimeStamp
+		}
+		r = retiredKey{name: old, key: k, upTo: have.State.LastSeq, at: at}
+		list = append([]retiredKey{r}, list...)
+	}
+	var dropped []retiredKey
+	list = slices.DeleteFunc(list, func(x retiredKey) bool {
+		// Nothing it signed is left: it verifies nothing, and is as
+		// refused unlisted as listed.
+		return x.name != old && x.upTo < have.State.FirstSeq
+	})
+	if len(list) > maxRetiredKeys {
+		dropped, list = list[maxRetiredKeys:], list[:maxRetiredKeys]
+	}
+	entries := make([]string, len(list))
+	for i, x := range list {
+		entries[i] = x.String()
+	}
+	meta[metaSigningKeys] = strings.Join(keys, " ")
+	meta[metaRetiredKeys] = strings.Join(entries, " ")
+	return meta, r, dropped, nil
+}

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestKeepSigningKeyLeavesRetiredKeyOut: once a key is retired, the
+// running front end's check writes back its new key, never the retired
+// one: not when a stale write (an older release's front end) names the
+// retired key again and leaves the new one out, and not for a check that
+// still holds the retired key, which says so at Warn each time. A reader
+// takes what the retired key signed up to its bound, and refuses as an
+// unknown key's what it signed after, even where the stream names it.
+func TestKeepSigningKeyLeavesRetiredKeyOut(t *testing.T) {
+	ctx := context.Background()
+	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	oldSigner, next := newSigner(t), newSigner(t)
+	old := oldSigner.PublicKey()
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: old}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := publishEvent(t, js, st, oldSigner, "u1")
+	var cur atomic.Pointer[string]
+	cur.Store(&old)
+	var out eventstest.Log
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	keepCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go events.KeepSigningKey(keepCtx, js, func() string { return *cur.Load() }, 20*time.Millisecond, log)
+	go events.KeepSigningKey(keepCtx, js, func() string { return old }, 20*time.Millisecond, log) // one that never switched
+
+	if err := events.NameSigningKey(ctx, js, next.PublicKey(), log); err != nil {
+		t.Fatal(err)
+	}
+	key := next.PublicKey()
+	cur.Store(&key)
+	r, err := events.RetireSigningKey(ctx, js, old, log)
+	if err != nil || r.Key != old || r.UpTo != before.Sequence {
+		t.Fatalf("RetireSigningKey: %+v, %v; want %s retired at sequence %d", r, err, old, before.Sequence)
+	}
+	after := publishEvent(t, js, st, oldSigner, "u2")
+
+	// The stale write: the retired key alone named, the retirement kept.
+	cfg := st.CachedInfo().Config
+	cfg.Metadata = eventstest.StreamMetadata(t, js)
+	cfg.Metadata["scimrelay_signing_keys"] = old
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		named := strings.Fields(eventstest.StreamMetadata(t, js)["scimrelay_signing_keys"])
+		if !slices.Contains(named, key) {
+			return fmt.Errorf("the stream names %v, want the new key %s written back", named, key)
+		}
+		if n := strings.Count(out.String(), "lists this front end's signing key as retired"); n < 3 {
+			return fmt.Errorf("the check holding the retired key said so %d times, want 3 at least", n)
+		}
+		return nil
+	})
+	if named := strings.Fields(eventstest.StreamMetadata(t, js)["scimrelay_signing_keys"]); slices.Contains(named, old) {
+		t.Errorf("the stream names %v: the retired key %s was written back", named, old)
+	}
+
+	trust, err := events.NewTrust(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.Published(before.Sequence, before.Subject, before.Header, before.Data); err != nil {
+		t.Errorf("the event the retired key signed before its retirement: %v", err)
+	}
+	if _, err := trust.Published(after.Sequence, after.Subject, after.Header, after.Data); !errors.Is(err, events.ErrUnknownKey) || !strings.Contains(err.Error(), "retired") {
+		t.Errorf("the event the retired key signed after its retirement: %v; want it refused as a retired key's", err)
+	}
+	if err := trust.VerifyDeadLetter(r.At.Add(-time.Second), before.Header, before.Data); err != nil {
+		t.Errorf("a dead letter stored before the retirement: %v", err)
+	}
+	if err := trust.VerifyDeadLetter(r.At.Add(time.Second), after.Header, after.Data); !errors.Is(err, events.ErrUnknownKey) {
+		t.Errorf("a dead letter stored after the retirement: %v; want it refused", err)
+	}
+	// A front end whose stored key is retired is refused at start.
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: old}, log); !errors.Is(err, events.ErrRetiredKey) {
+		t.Errorf("a front end starting with the retired key: %v, want ErrRetiredKey", err)
+	}
+}
+
+// TestRetiredKeysBounded: the stream lists the eight keys retired last;
+// retiring a ninth drops the oldest, said at Warn, and what it signed is
+// then refused as an unknown key's.
+func TestRetiredKeysBounded(t *testing.T) {
+	ctx := context.Background()
+	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	first := newSigner(t)
+	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: first.PublicKey()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := publishEvent(t, js, st, first, "u1")
+	var out eventstest.Log
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	key := first.PublicKey()
+	for range 9 {
+		next := newSigner(t).PublicKey()
+		if err := events.NameSigningKey(ctx, js, next, log); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := events.RetireSigningKey(ctx, js, key, log); err != nil {
+			t.Fatal(err)
+		}
+		key = next
+	}
+	retired := strings.Fields(eventstest.StreamMetadata(t, js)["scimrelay_retired_keys"])
+	if len(retired) != 8 || strings.Contains(strings.Join(retired, " "), first.PublicKey()) {
+		t.Errorf("the stream lists %d retired keys (%v); want 8, without the first", len(retired), retired)
+	}
+	if !strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "dropped="+first.PublicKey()) {
+		t.Errorf("dropping the oldest retired key was not said at Warn:\n%s", out.String())
+	}
+	trust, err := events.NewTrust(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.Published(signed.Sequence, signed.Subject, signed.Header, signed.Data); !errors.Is(err, events.ErrUnknownKey) {
+		t.Errorf("an event of the dropped retired key: %v; want it refused as an unknown key's", err)
+	}
+}
