@@ -377,7 +377,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 		if headersTooLarge(err) {
 			err = errHeadersTooLarge
 		}
-		res.Err = fmt.Errorf("POST %s: %w", RedactURL(w.url), unwrapURLError(err))
+		res.Err = fmt.Errorf("POST %s: %w%s", RedactURL(w.url), unwrapURLError(err), w.transportHint(ctx, err))
 		res.Permanent = refusedOnly(ctx, err)
 		res.Latency = time.Since(start)
 		return res
@@ -531,6 +531,22 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return true, nil
 	}
 	return false, nil
+}
+
+// transportHint says what an operator can do about a request that got no
+// answer, where the error alone does not: the sink's timeout ran out, or
+// the receiver's certificate is not one the relay trusts. "" otherwise.
+func (w *Webhook) transportHint(ctx context.Context, err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	switch {
+	case ctx.Err() != nil:
+		return "" // the relay stopping or handing over, not the receiver
+	case timedOut(err):
+		return fmt.Sprintf(" (no answer within the sink's timeout, %s: the receiver should answer first and work after, or raise sinks[].timeout, at most 5m)", w.o.Timeout)
+	case errors.As(err, &unknownCA):
+		return " (the receiver's certificate is not signed by an authority this machine trusts: add its CA to the system's store, or point SSL_CERT_FILE or SSL_CERT_DIR at it, and restart the relay)"
+	}
+	return ""
 }
 
 // timedOut reports whether a request failed for want of an answer in time:

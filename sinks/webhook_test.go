@@ -729,3 +729,25 @@ func TestTimedOutTryIsNotRepeatedAtOnce(t *testing.T) {
 			res.Permanent, res.Attempts, requests.Load(), res.Err)
 	}
 }
+
+// TestTransportErrorsSayWhatToDo: a delivery that got no answer within
+// the sink's timeout, or whose receiver's certificate the relay does not
+// trust, says what the operator can do, in the error that reaches the
+// log, the attempts and the dead letters.
+func TestTransportErrorsSayWhatToDo(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // then the server sees the relay hang up
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Timeout = 200 * time.Millisecond; o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.Err == nil || !timedOut(res.Err) || !strings.Contains(res.Err.Error(), "no answer within the sink's timeout, 200ms") || !strings.Contains(res.Err.Error(), "raise sinks[].timeout") {
+		t.Errorf("a receiver past the timeout: %v", res.Err)
+	}
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	t.Cleanup(tlsSrv.Close)
+	res = webhook(t, tlsSrv.URL, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.Err == nil || res.Permanent || !strings.Contains(res.Err.Error(), "certificate signed by unknown authority") || !strings.Contains(res.Err.Error(), "SSL_CERT_FILE") {
+		t.Errorf("a receiver with a certificate of its own: permanent %v, %v", res.Permanent, res.Err)
+	}
+}
