@@ -17,7 +17,12 @@ import (
 // observe receives every SCIM request after it was answered: metrics, the
 // provisioning log, and a log line for server errors.
 func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
-	s.reqMetrics.Observe(info)
+	// A refused request is counted under the configured tenant its path
+	// names, as the provisioning log files it: a tenant whose token
+	// expired shows its 401s. A name no tenant has is counted under "",
+	// so that requests cannot make label values of their choosing.
+	tenant := s.logTenant(info)
+	s.reqMetrics.Observe(info, tenant)
 	client := clientRequestID(info)
 	if s.tracing != nil {
 		tracing.Annotate(ctx, tracing.Request{
@@ -26,7 +31,7 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		})
 	}
 	s.reqLog.Record(relay.LogEntry{
-		Time: info.Start, RequestID: info.RequestID, ClientRequestID: client, Tenant: s.logTenant(info), Method: info.Method, Path: info.Path,
+		Time: info.Start, RequestID: info.RequestID, ClientRequestID: client, Tenant: tenant, Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
 		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
