@@ -39,8 +39,10 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	// A 501 answers what the relay does not offer (/Me): expected, the
 	// caller's concern, not an error of the relay's. A failure the handler
 	// logged with its cause ("scim request failed") is not logged again;
-	// any other 5xx (a 503 while NATS is away) is, with what its answer said.
-	if info.Status >= 500 && info.Status != http.StatusNotImplemented && !info.FailureLogged {
+	// any other 5xx (a 503 while NATS is away) is, with what its answer said,
+	// but a 507: the store said "the data disk is full" once when it filled,
+	// and a line for each write refused meanwhile floods the log.
+	if info.Status >= 500 && info.Status != http.StatusNotImplemented && info.Status != http.StatusInsufficientStorage && !info.FailureLogged {
 		s.log.Error("scim request answered 5xx", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "op", info.Operation,
 			"status", info.Status, "scim_type", info.ScimType, "detail", info.Detail)...)
 	}
