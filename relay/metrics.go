@@ -90,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 	if l != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "dropped_total",
-			Help: "Log entries dropped because the log writer was behind.",
+			Help: "Provisioning log entries dropped: the log writer was behind, or could not write them (a full data disk).",
 		}, func() float64 { return float64(l.Dropped()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "oldest_timestamp_seconds",

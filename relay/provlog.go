@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/lograte"
 	"github.com/scimrelay/scimrelay/scim"
 	"github.com/tidwall/gjson"
 	bolt "go.etcd.io/bbolt"
@@ -359,7 +360,12 @@ func bounded(e LogEntry) LogEntry {
 // names the first.
 func (e LogEntry) Events() int { return max(e.EventCount, len(e.EventIDs)) }
 
-// Dropped returns how many entries were dropped because the writer was behind.
+// writeFailedEvery is how often, at most, Run says that writing the
+// provisioning log fails.
+const writeFailedEvery = time.Minute
+
+// Dropped returns how many entries were dropped: the writer was behind, or
+// could not write them (a full data disk).
 func (l *RequestLog) Dropped() uint64 { return l.dropped.Load() }
 
 // Run writes queued entries in batches and prunes expired ones, until ctx
@@ -376,13 +382,32 @@ func (l *RequestLog) Run(ctx context.Context) error {
 	}
 	batch := make([]LogEntry, 0, 512)
 	summed := summaries{}
+	// A write that fails fails every 100 ms while its cause lasts (a full
+	// data disk: an on-call review counted 69 lines in 45 s): said once a
+	// minute (writeFailedEvery), with the failures and entries lost since
+	// the last line, and once at Info when writes succeed again and the
+	// store is writable (a full disk has room): on a full disk, a batch
+	// that fits into pages bbolt freed succeeds between failures.
+	failures := lograte.New[string](writeFailedEvery)
+	lost, lostAll := 0, 0 // entries lost since the last line, and since the first failure
 	flush := func() {
 		l.takeFreed()
 		if len(batch) == 0 {
 			return
 		}
 		if err := l.write(batch); err != nil {
-			l.log.Warn("writing the provisioning log", "entries", len(batch), "err", err)
+			l.dropped.Add(uint64(len(batch)))
+			lost += len(batch)
+			lostAll += len(batch)
+			if due, held := failures.Note("write", l.store.now()); due {
+				l.log.Warn("writing the provisioning log failed; its entries are lost (scimrelay_provisioning_log_dropped_total), said once a minute while it lasts",
+					"entries_lost", lost, "failures", held+1, "err", err)
+				lost = 0
+			}
+		} else if lostAll > 0 && l.store.Writable() == nil {
+			l.log.Info("the provisioning log is written again", "entries_lost", lostAll)
+			failures = lograte.New[string](writeFailedEvery)
+			lost, lostAll = 0, 0
 		}
 		batch = batch[:0]
 		if l.size > l.maxBytes {

@@ -196,7 +196,7 @@ type Store struct {
 	eventSeed []byte                    // of the key events are signed with on an external NATS
 
 	// full is set when a write failed for want of disk space, and cleared
-	// by the next write that succeeds or when the disk has room again.
+	// when the disk has room again (minFreeToWrite; roomAgain).
 	full atomic.Bool
 	dir  string // the data file's directory
 
@@ -801,7 +801,7 @@ func diskFull(err error) bool {
 
 // Writable reports whether the store can commit writes: after a write
 // failed for want of space, not until the data file's disk has room again
-// (a write that succeeds says so too).
+// (minFreeToWrite free; a write that fits meanwhile does not make room).
 func (s *Store) Writable() error {
 	if err := s.commits.stopped(); err != nil {
 		return err
@@ -820,10 +820,21 @@ func (s *Store) Writable() error {
 	return nil
 }
 
-// roomAgain notes that the data disk has room again, saying so once.
+// roomAgain notes that the data disk has room again, saying so once (at
+// Info: nothing is wrong any more): after a write failed for want of space,
+// only once the disk has minFreeToWrite free, as Writable asks, not when a
+// write merely fitted into pages bbolt had freed in the file. Under load
+// such a write and the next one's failure alternated, and the log said
+// "full" and "room again" each a few times in 45 s (on-call review).
 func (s *Store) roomAgain() {
+	if !s.full.Load() {
+		return
+	}
+	if free, err := disk.Free(s.dir); err != nil || free < minFreeToWrite {
+		return
+	}
 	if s.full.Swap(false) {
-		s.log.Warn("the data disk has room again; SCIM writes are taken")
+		s.log.Info("the data disk has room again; SCIM writes are taken")
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimrelay/scimrelay/relay/lograte"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -148,6 +149,9 @@ type tokenCache struct {
 	// staticUse is the last use of each relay.yaml token as written (by
 	// id, see staticID); its records live in meta, not in the bucket.
 	staticUse map[string]time.Time
+	// expiredUse keeps the warning that an expired token was refused to
+	// one a token an hour (ExpiredRefusalWarnEvery), by id.
+	expiredUse *lograte.Limiter[string]
 }
 
 // lastUse is a credential's last use not yet written, in unix nanoseconds
@@ -182,7 +186,8 @@ func (c *tokenCache) lastUseOf(id string, at time.Time) time.Time {
 func hashToken(secret string) [32]byte { return sha256.Sum256([]byte(secret)) }
 
 func loadTokens(db *bolt.DB) (*tokenCache, error) {
-	c := &tokenCache{byID: map[string]*storedToken{}, byHash: map[[32]byte]*storedToken{}, used: map[string]*lastUse{}}
+	c := &tokenCache{byID: map[string]*storedToken{}, byHash: map[[32]byte]*storedToken{}, used: map[string]*lastUse{},
+		expiredUse: lograte.New[string](ExpiredRefusalWarnEvery)}
 	err := db.View(func(tx *bolt.Tx) (err error) {
 		if c.staticUse, err = loadStaticUse(tx); err != nil {
 			return err
@@ -250,6 +255,7 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	case !match.Revoked.IsZero():
 		return scim.Errorf(scim.ErrUnauthorized, "token %s was revoked at %s", match.ID, match.Revoked.UTC().Format(time.RFC3339))
 	case !match.Expires.IsZero() && !now.Before(match.Expires):
+		s.warnExpiredRefused(match.Token, now)
 		return scim.Errorf(scim.ErrUnauthorized, "token %s expired at %s; issue a new one with scimrelay token create", match.ID, match.Expires.UTC().Format(time.RFC3339))
 	}
 	s.noteUse(match.ID, now)
@@ -277,6 +283,7 @@ func (c Credentials) create(ctx context.Context, tenantName, name string, expire
 	if err := c.s.putTokens(ctx, st); err != nil {
 		return "", Token{}, err
 	}
+	c.s.warnShortLived(st.Token, "issued")
 	return secret, st.Token, nil
 }
 
@@ -426,6 +433,7 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 	if err := s.putTokens(ctx, changed...); err != nil {
 		return "", Token{}, nil, err
 	}
+	s.warnShortLived(fresh.Token, "rotated")
 	return secret, fresh.Token, old, nil
 }
 
@@ -456,16 +464,20 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 	return secret, err == nil, err
 }
 
-// TokenExpiries returns every live stored credential (tokens and OAuth
-// clients) that expires, soonest first (those that never expire and static
-// tokens are left out), for the expiry metric and warnings.
+// TokenExpiries returns every stored credential (tokens and OAuth clients)
+// that expires and is not revoked, soonest first, for the expiry metric and
+// warnings: the live ones, and those that expired less than ExpiredKept ago,
+// so that an alert on the metric goes on firing when the credential expires
+// (the moment the identity provider starts being refused) rather than
+// resolving then. A revoked credential is left out: it was ended on
+// purpose. So are those that never expire and static tokens.
 func (s *Store) TokenExpiries() []Token {
 	now := s.now()
 	s.tokens.mu.RLock()
 	defer s.tokens.mu.RUnlock()
 	var out []Token
 	for _, st := range s.tokens.byID {
-		if st.Live(now) && !st.Expires.IsZero() {
+		if st.Revoked.IsZero() && !st.Expires.IsZero() && now.Before(st.Expires.Add(ExpiredKept)) {
 			out = append(out, st.Token)
 		}
 	}

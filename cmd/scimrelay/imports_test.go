@@ -26,9 +26,10 @@ var importRules = []struct {
 	{"scim", []string{"scim"}, "the protocol knows no storage, bus or delivery"},
 	{"config", nil, "config parses and reports; the rules belong to the packages that enforce them"},
 	{"relay/events", []string{"relay/events"}, "the event contract is shared by relay and sinks and depends on neither"},
-	{"relay/natsbus", []string{"relay/natsbus", "relay/events", "relay/disk", "relay/certfile"}, "NATS set-up knows the stream, nothing of the store"},
-	{"relay", []string{"relay", "scim", "relay/disk"}, "the write path never knows delivery or the composition layer"},
+	{"relay/natsbus", []string{"relay/natsbus", "relay/events", "relay/disk", "relay/certfile", "relay/lograte"}, "NATS set-up knows the stream, nothing of the store"},
+	{"relay", []string{"relay", "scim", "relay/disk", "relay/lograte"}, "the write path never knows delivery or the composition layer"},
 	{"relay/disk", nil, "a shared leaf imports nothing of the project"},
+	{"relay/lograte", nil, "a shared leaf imports nothing of the project"},
 	{"relay/certfile", []string{"relay/certfile"}, "a shared leaf imports nothing of the project (its tests, its own test helper)"},
 	{"sinks", []string{"sinks", "relay/events", "relay/natsbus", "relay/disk"}, "a delivery worker runs without the data file"},
 }

@@ -17,7 +17,12 @@ import (
 // observe receives every SCIM request after it was answered: metrics, the
 // provisioning log, and a log line for server errors.
 func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
-	s.reqMetrics.Observe(info)
+	// A refused request is counted under the configured tenant its path
+	// names, as the provisioning log files it: a tenant whose token
+	// expired shows its 401s. A name no tenant has is counted under "",
+	// so that requests cannot make label values of their choosing.
+	tenant := s.logTenant(info)
+	s.reqMetrics.Observe(info, tenant)
 	client := clientRequestID(info)
 	if s.tracing != nil {
 		tracing.Annotate(ctx, tracing.Request{
@@ -26,7 +31,7 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 		})
 	}
 	s.reqLog.Record(relay.LogEntry{
-		Time: info.Start, RequestID: info.RequestID, ClientRequestID: client, Tenant: s.logTenant(info), Method: info.Method, Path: info.Path,
+		Time: info.Start, RequestID: info.RequestID, ClientRequestID: client, Tenant: tenant, Method: info.Method, Path: info.Path,
 		Operation: info.Operation, Resource: info.ResourceType, ResourceID: info.ResourceID, Name: info.Name, Email: info.Email,
 		Status: info.Status, ScimType: info.ScimType, Detail: info.Detail, Latency: info.Latency,
 		EventIDs: info.EventIDs, Unauthenticated: !info.Authenticated,
@@ -34,8 +39,10 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	// A 501 answers what the relay does not offer (/Me): expected, the
 	// caller's concern, not an error of the relay's. A failure the handler
 	// logged with its cause ("scim request failed") is not logged again;
-	// any other 5xx (a 503 while NATS is away) is, with what its answer said.
-	if info.Status >= 500 && info.Status != http.StatusNotImplemented && !info.FailureLogged {
+	// any other 5xx (a 503 while NATS is away) is, with what its answer said,
+	// but a 507: the store said "the data disk is full" once when it filled,
+	// and a line for each write refused meanwhile floods the log.
+	if info.Status >= 500 && info.Status != http.StatusNotImplemented && info.Status != http.StatusInsufficientStorage && !info.FailureLogged {
 		s.log.Error("scim request answered 5xx", append(requestIDs(info.RequestID, client), "tenant", info.Tenant, "op", info.Operation,
 			"status", info.Status, "scim_type", info.ScimType, "detail", info.Detail)...)
 	}

@@ -255,11 +255,12 @@ func mountTmpfs(t *testing.T, dir, size string) {
 }
 
 // fill writes a file in dir until the file system has no room left, and
-// returns its path.
+// returns its path; called again, it adds to the file until there is none
+// again.
 func fill(t *testing.T, dir string) string {
 	t.Helper()
 	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,19 +279,29 @@ func fill(t *testing.T, dir string) string {
 	return path
 }
 
-// TestDiskFullDataFile fills the data file's disk: SCIM writes are answered
-// 507 with a SCIM error saying why, /readyz turns 503, and the log says so
-// once, not for each write refused; when room comes back, both recover
-// without a restart, and the log says that too.
-func TestDiskFullDataFile(t *testing.T) {
+// startOnSmallDisk starts a relay whose data directory is a tmpfs of 24
+// MiB to fill (NATS a server of its own, off that disk), logging at Info
+// (room again is said there, nothing being wrong any more), with a user
+// created; it returns the relay, the directory and the log.
+func startOnSmallDisk(t *testing.T) (*relayProc, string, *eventstest.Log) {
+	t.Helper()
 	dataDir := filepath.Join(t.TempDir(), "data")
 	mountTmpfs(t, dataDir, "24m")
 	ns := eventstest.RunServer(t)
 	cfg := testConfig(t, dataDir)
 	cfg.NATS.URL = ns.ClientURL()
 	logs := &eventstest.Log{}
-	p := startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard)
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), io.Discard)
 	p.createUser(t, "before")
+	return p, dataDir, logs
+}
+
+// TestDiskFullDataFile fills the data file's disk: SCIM writes are answered
+// 507 with a SCIM error saying why, /readyz turns 503, and the log says so
+// once, not for each write refused; when room comes back, both recover
+// without a restart, and the log says that too.
+func TestDiskFullDataFile(t *testing.T) {
+	p, dataDir, logs := startOnSmallDisk(t)
 	filler := fill(t, dataDir)
 	var refused reply
 	for i := 0; ; i++ {

@@ -157,7 +157,7 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 	if err != nil {
 		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
 	}
-	s.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
+	s.SetLoggerV2(newNATSLogger(log.With("component", "nats-server")), false, false, false)
 	e.auth.alive = func(id uint64) bool { return s.GetClient(id) != nil }
 	go s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {

@@ -6,6 +6,7 @@
 package natsbus
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/scimrelay/scimrelay/relay/certfile"
+	"github.com/scimrelay/scimrelay/relay/lograte"
 )
 
 // Options says how to reach NATS: an external server or cluster when URL
@@ -186,21 +188,63 @@ func redactURL(urls string) string {
 // said at Warn, as the SCIM listener's 401s are: it is the client's
 // mistake (or a subscriber cut off with its tenant, which retries every
 // few seconds), not the relay's error.
-type natsLogger struct{ log *slog.Logger }
+//
+// A warning or error is said once a minute per format string
+// (natsRepeatEvery): nats-server says the same failure again and again
+// while its cause lasts ("JetStream failed to store a msg on stream" every
+// 2 s on a full disk, 26 times in 45 s of an on-call review). The lines
+// held back go to Debug, and the next line said counts them (repeated).
+type natsLogger struct {
+	log     *slog.Logger
+	repeats *lograte.Limiter[string]
+	now     func() time.Time
+}
+
+// natsRepeatEvery is how often, at most, natsLogger says a warning or an
+// error of one format.
+const natsRepeatEvery = time.Minute
+
+func newNATSLogger(log *slog.Logger) natsLogger {
+	return natsLogger{log: log, repeats: lograte.New[string](natsRepeatEvery), now: time.Now}
+}
 
 var _ server.Logger = natsLogger{}
 
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any) {
+	l.say(slog.LevelWarn, format, fmt.Sprintf(format, v...))
+}
+func (l natsLogger) Fatalf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 
 func (l natsLogger) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	if strings.Contains(msg, "authentication error") {
-		l.log.Warn(msg)
+		l.say(slog.LevelWarn, format, msg)
 		return
 	}
-	l.log.Error(msg)
+	l.say(slog.LevelError, format, msg)
+}
+
+// say logs msg, a warning or error of format, at level, or at Debug when
+// a line of its format was said less than natsRepeatEvery ago; the next
+// one said counts those (repeated). A format of nothing but "%s" (what
+// nats-server's own RateLimitErrorf passes on, with the statement it
+// formatted) is keyed by its message instead, so that different
+// statements are not held back as one.
+func (l natsLogger) say(level slog.Level, format, msg string) {
+	key := format
+	if format == "%s" {
+		key = msg
+	}
+	due, held := l.repeats.Note(key, l.now())
+	switch {
+	case !due:
+		l.log.Debug(msg)
+	case held > 0:
+		l.log.Log(context.Background(), level, msg, "repeated", held)
+	default:
+		l.log.Log(context.Background(), level, msg)
+	}
 }

@@ -54,13 +54,16 @@ func NewRequestMetrics(reg prometheus.Registerer) *RequestMetrics {
 	return m
 }
 
-// Observe counts one answered SCIM request.
-func (m *RequestMetrics) Observe(info *scim.RequestInfo) {
+// Observe counts one answered SCIM request under tenant: the caller's to
+// choose from a bounded set (a configured tenant, or "" for none), since a
+// refused request's path names whatever its sender wrote. info.Tenant is
+// empty when the credential was refused.
+func (m *RequestMetrics) Observe(info *scim.RequestInfo, tenant string) {
 	op := info.Operation
 	if op == "" {
 		op = "none"
 	}
-	s := m.seriesOf(seriesKey{tenant: info.Tenant, operation: op, status: info.Status})
+	s := m.seriesOf(seriesKey{tenant: tenant, operation: op, status: info.Status})
 	s.requests.Inc()
 	s.latency.Observe(info.Latency.Seconds())
 }

@@ -22,7 +22,7 @@ func TestRequestMetricsCountEachSeries(t *testing.T) {
 		{Tenant: "beta", Operation: "create", Status: 201, Latency: time.Millisecond},
 		{Status: 404, Latency: time.Millisecond},
 	} {
-		m.Observe(&info)
+		m.Observe(&info, info.Tenant)
 	}
 	families, err := reg.Gather()
 	if err != nil {
@@ -80,7 +80,7 @@ func BenchmarkRequestMetricsObserve(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		info := scim.RequestInfo{Tenant: "acme", Operation: "list", Status: 200, Latency: time.Millisecond}
 		for pb.Next() {
-			m.Observe(&info)
+			m.Observe(&info, info.Tenant)
 		}
 	})
 }

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package relay
+
+import (
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/scim"
+)
+
+// openStoreLogging is openStore with the store's log (Warn and above)
+// written to the returned log.
+func openStoreLogging(t *testing.T) (*Store, *clock, *eventstest.Log) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	log := &eventstest.Log{}
+	o := testOptions(c)
+	o.Logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := Open(filepath.Join(t.TempDir(), "scimrelay.db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, c, log
+}
+
+// expirySeries gathers the token expiry metrics: by metric name and
+// token id, the value.
+func expirySeries(t *testing.T, s *Store) map[string]map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(tokenExpiry{s})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]float64{}
+	for _, f := range families {
+		out[f.GetName()] = map[string]float64{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "token" {
+					out[f.GetName()][l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestExpiredTokenStaysInTheExpiryMetric: a token that expired stays in
+// scimrelay_token_expiry_timestamp_seconds, with its past expiry, for
+// ExpiredKept, so that the README's alert (value - time() < 14 days) goes on
+// firing while Entra is refused instead of resolving the moment it starts
+// to be; the deprecated metric says seconds left, negative once expired,
+// as its help promises. A revoked token is left out: it was ended on
+// purpose. An on-call review saw the series vanish at expiry.
+func TestExpiredTokenStaysInTheExpiryMetric(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	_, tok, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(10*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl, _ := s.Clients().Create(ctx, "acme", "okta", c.now().Add(10*24*time.Hour))
+	_, revoked, _ := s.Tokens().Create(ctx, "acme", "leaked", c.now().Add(10*24*time.Hour))
+	if _, _, err := s.Tokens().Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.add(11 * 24 * time.Hour) // both expired a day ago
+	got := expirySeries(t, s)
+	at, dep := got["scimrelay_token_expiry_timestamp_seconds"], got["scimrelay_token_expiry_seconds"]
+	for _, id := range []string{tok.ID, cl.ID} {
+		if v, ok := at[id]; !ok || v != float64(c.now().Add(-24*time.Hour).Unix()) {
+			t.Errorf("a day after %s expired: timestamp series %v (present %v), want its expiry", id, v, ok)
+		}
+		if v, ok := dep[id]; !ok || v != -(24*time.Hour).Seconds() {
+			t.Errorf("a day after %s expired: deprecated seconds left %v (present %v), want -86400", id, v, ok)
+		}
+	}
+	if _, ok := at[revoked.ID]; ok {
+		t.Errorf("the revoked token is in the metric: %v", at)
+	}
+	c.add(ExpiredKept - 24*time.Hour - time.Second)
+	if _, ok := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][tok.ID]; !ok {
+		t.Error("gone from the metric before ExpiredKept")
+	}
+	c.add(time.Second)
+	if got := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"]; len(got) != 0 {
+		t.Errorf("%s after expiry, still in the metric: %v", ExpiredKept, got)
+	}
+}
+
+// TestExpiredTokenRefusalsWarnHourly: requests refused with an expired
+// token are logged once a token an hour, not once a request and not
+// never: naming the tenant, the token, how many were refused since the
+// last line, and the command that issues a new one. An on-call review saw
+// Entra refused with nothing in the log.
+func TestExpiredTokenRefusalsWarnHourly(t *testing.T) {
+	s, c, log := openStoreLogging(t)
+	secret, tok, _ := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(20*24*time.Hour))
+	other, otherTok, _ := s.Tokens().Create(ctx, "globex", "entra", c.now().Add(20*24*time.Hour))
+	c.add(21 * 24 * time.Hour)
+	refuse := func(tenant, secret string, n int) {
+		t.Helper()
+		for range n {
+			wantErr(t, s.Authenticate(ctx, tenant, secret), scim.ErrUnauthorized, "expired at")
+			c.add(time.Second)
+		}
+	}
+	lines := func() []string {
+		var out []string
+		for l := range strings.Lines(log.String()) {
+			if strings.Contains(l, "expired SCIM token") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	refuse("acme", secret, 5)
+	refuse("globex", other, 1)
+	got := lines()
+	if len(got) != 2 || !strings.Contains(got[0], "token="+tok.ID) || !strings.Contains(got[0], "refused=1\n") ||
+		!strings.Contains(got[0], "tenant=acme") || !strings.Contains(got[0], "name=entra") ||
+		!strings.Contains(got[0], "scimrelay token create --tenant acme") || !strings.Contains(got[1], "token="+otherTok.ID) {
+		t.Fatalf("after 5 refusals of one token and 1 of another, want a line each, the first of 1 refused:\n%s", log)
+	}
+	c.add(time.Hour)
+	refuse("acme", secret, 3)
+	got = lines()
+	if len(got) != 3 || !strings.Contains(got[2], "token="+tok.ID) || !strings.Contains(got[2], "refused=5\n") {
+		t.Fatalf("an hour on, want one more line counting the 4 held back and this one:\n%s", log)
+	}
+}
+
+// TestShortLivedCredentialWarnsAtIssue: a token or client issued, or
+// rotated in, with less than ExpiryWarning to live is warned about at
+// once; the daily warning would wait for the next day or start. One that
+// lives longer, or never expires, is not.
+func TestShortLivedCredentialWarnsAtIssue(t *testing.T) {
+	s, c, log := openStoreLogging(t)
+	_, short, _ := s.Tokens().Create(ctx, "acme", "short", c.now().Add(7*24*time.Hour))
+	_, long, _ := s.Tokens().Create(ctx, "acme", "long", c.now().Add(15*24*time.Hour))
+	_, never, _ := s.Tokens().Create(ctx, "acme", "never", time.Time{})
+	_, cl, _ := s.Clients().Create(ctx, "acme", "client", c.now().Add(24*time.Hour))
+	_, rotated, _, err := s.Tokens().Rotate(ctx, "globex", "rotated", c.now().Add(13*24*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := log.String()
+	for _, want := range []string{short.ID, cl.ID, rotated.ID} {
+		if !strings.Contains(out, "token="+want) {
+			t.Errorf("no warning for %s, which expires within 14 days:\n%s", want, out)
+		}
+	}
+	for _, not := range []string{long.ID, never.ID} {
+		if strings.Contains(out, not) {
+			t.Errorf("a warning for %s:\n%s", not, out)
+		}
+	}
+	if !strings.Contains(out, "a SCIM token was issued that expires within 14 days") || !strings.Contains(out, "days_left=7") ||
+		!strings.Contains(out, "an OAuth client was issued") || !strings.Contains(out, "a SCIM token was rotated") {
+		t.Errorf("warnings:\n%s", out)
+	}
+}

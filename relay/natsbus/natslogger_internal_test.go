@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package natsbus
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNATSLoggerHoldsRepeats: a warning or error nats-server repeats while
+// its cause lasts is said once a minute per format, the next line counting
+// those held back (at Debug meanwhile). An on-call review saw "JetStream
+// failed to store a msg on stream" 26 times in 45 s of a full disk. The
+// statements nats-server's own RateLimitErrorf passes on as "%s" are
+// told apart by their text.
+func TestNATSLoggerHoldsRepeats(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	l := newNATSLogger(slog.New(slog.NewTextHandler(&buf, nil)))
+	l.now = func() time.Time { return now }
+	const stored = "JetStream failed to store a msg on stream '%s > %s': %v"
+	for range 23 { // every 2 s, as nats-server says it, for 45 s
+		l.Errorf(stored, "$G", "SCIMRELAY_WORKERS", "write /data/nats: no space left on device")
+		l.Errorf("%s", "first statement")
+		l.Errorf("%s", "second statement")
+		now = now.Add(2 * time.Second)
+	}
+	l.Warnf("a warning of another format")
+	count := func(level, what string) int {
+		n := 0
+		for line := range strings.Lines(buf.String()) {
+			if strings.Contains(line, "level="+level) && strings.Contains(line, what) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count("ERROR", "failed to store a msg"); n != 1 {
+		t.Errorf("45 s of the same error said %d times at Error, want once:\n%s", n, buf.String())
+	}
+	for _, what := range []string{"first statement", "second statement", "a warning of another format"} {
+		if n := count("", what); n != 1 {
+			t.Errorf("%q said %d times, want once (the first of its kind):\n%s", what, n, buf.String())
+		}
+	}
+	now = now.Add(15 * time.Second) // a minute after the first
+	l.Errorf(stored, "$G", "SCIMRELAY_WORKERS", "write /data/nats: no space left on device")
+	if n := count("ERROR", "failed to store a msg"); n != 2 || !strings.Contains(buf.String(), "repeated=22") {
+		t.Errorf("a minute on, want the error said again counting the 22 held back:\n%s", buf.String())
+	}
+}
