@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,23 +52,27 @@ func dnsServer(t *testing.T, addrs ...string) string {
 	return pc.LocalAddr().String()
 }
 
-// TestRefusalIsPermanentOnlyWhenEveryAddressWas: a receiver's name that
-// resolves to a private address and to a public one that fails for a
-// moment is not dead-lettered at once, whichever comes first in the DNS
-// answer: the dialer reports its first address's error, and the guard's
-// refusal of the private one used to make the delivery permanent. A name
-// whose every address the guard refuses is permanent, as before.
-func TestRefusalIsPermanentOnlyWhenEveryAddressWas(t *testing.T) {
+// TestGuardRefusalIsRetriedOnTheSchedule: a receiver's name that resolves
+// only to private addresses is refused by the SSRF guard, once per
+// delivery (its answer will not have changed a moment later), and retried
+// on the sink's schedule, not dead-lettered: a receiver's DNS answering a
+// private address for a while (split-horizon DNS gone wrong) used to
+// dead-letter every event at once, to be redriven behind the later ones.
+// A name resolving to a private address and to a public one that fails
+// for a moment is retried too, whichever comes first in the DNS answer
+// (the dialer reports its first address's error, which may be the
+// guard's refusal).
+func TestGuardRefusalIsRetriedOnTheSchedule(t *testing.T) {
 	for _, tt := range []struct {
-		answer    []string
-		permanent bool
+		answer  []string
+		refused bool // every address refused: one try, saying allow_private
 	}{
 		{[]string{"10.1.2.3", "192.0.2.1"}, false},
 		{[]string{"192.0.2.1", "10.1.2.3"}, false},
 		{[]string{"10.1.2.3", "172.16.0.9"}, true},
 	} {
 		srv := dnsServer(t, tt.answer...)
-		w, err := NewWebhook(WebhookOptions{Name: "crm", URL: "http://receiver.test/hook", Secret: testSecret, MaxRetries: -1}, nil)
+		w, err := NewWebhook(WebhookOptions{Name: "crm", URL: "http://receiver.test/hook", Secret: testSecret, MaxRetries: 2}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,8 +86,11 @@ func TestRefusalIsPermanentOnlyWhenEveryAddressWas(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		res := w.Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
 		cancel()
-		if res.Err == nil || res.Permanent != tt.permanent {
-			t.Errorf("A records %v: permanent %t (%v), want %t", tt.answer, res.Permanent, res.Err, tt.permanent)
+		if res.Err == nil || res.Permanent {
+			t.Errorf("A records %v: permanent %t (%v), want a failure retried on the schedule", tt.answer, res.Permanent, res.Err)
+		}
+		if tt.refused && (res.Attempts != 1 || !strings.Contains(res.Err.Error(), "allow_private")) {
+			t.Errorf("A records %v: %d tries (%v), want one, saying allow_private", tt.answer, res.Attempts, res.Err)
 		}
 	}
 }

@@ -260,10 +260,12 @@ type attempt struct {
 }
 
 // refusedOnly reports whether err is the guard's refusal and every address
-// the delivery dialled was refused: a name resolving to a private address
-// and to a public one that is down for a moment fails with the first
-// address's error, which may be the refusal, and is not a refusal to
-// retry no more.
+// the delivery dialled was refused: such a delivery is not tried again
+// within the request (checkRetry), since the name's answer will not have
+// changed a moment later; it waits for the schedule. A name resolving to
+// a private address and to a public one that is down for a moment fails
+// with the first address's error, which may be the refusal, and is
+// retried as any connection error is.
 func refusedOnly(ctx context.Context, err error) bool {
 	var refused *refusedError
 	if !errors.As(err, &refused) {
@@ -377,8 +379,12 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 		if headersTooLarge(err) {
 			err = errHeadersTooLarge
 		}
+		// Not permanent, even when the SSRF guard refused every address:
+		// a name resolves anew at each try, and a receiver's DNS answering
+		// a private address for a while (a split-horizon mistake) would
+		// otherwise dead-letter every event at once, to be redriven behind
+		// the later ones. Its error says to set allow_private or mend DNS.
 		res.Err = fmt.Errorf("POST %s: %w%s", RedactURL(w.url), unwrapURLError(err), w.transportHint(ctx, err))
-		res.Permanent = refusedOnly(ctx, err)
 		res.Latency = time.Since(start)
 		return res
 	}

@@ -328,8 +328,8 @@ func TestSSRFGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := w.Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
-		if res.Err == nil || !res.Permanent || !strings.Contains(res.Err.Error(), "allow_private") {
-			t.Fatalf("delivery to %s without allow_private: %+v", url, res)
+		if res.Err == nil || res.Permanent || res.Attempts != 1 || !strings.Contains(res.Err.Error(), "allow_private") {
+			t.Fatalf("delivery to %s without allow_private: %+v (want refused, once, retried on the schedule)", url, res)
 		}
 	}
 	if len(rc.requests()) != 0 {
