@@ -76,6 +76,10 @@ func TestDeadLettersAreSaidAFewAMinute(t *testing.T) {
 		if w, d := strings.Count(log.String(), said), strings.Count(log.String(), counted); w != failureWarnsPerWindow || w+d != n {
 			return fmt.Errorf("%d dead letters said at Warn and %d at Debug; want %d and %d", w, d, failureWarnsPerWindow, n-failureWarnsPerWindow)
 		}
+		// Each says how to deliver it once the receiver is mended.
+		if told := strings.Count(log.String(), `redrive="scimrelay dlq redrive --sink `); told != n {
+			return fmt.Errorf("%d of %d dead letters say how to redrive them", told, n)
+		}
 		return nil
 	})
 }

@@ -448,7 +448,8 @@ func (w *worker) deadLetter(ctx context.Context, e *event.Event, from origin, re
 	}
 	w.metrics.outcome(w.name, "dead_lettered")
 	w.attempts.record(w.name, []*event.Event{e}, res, tries, "dead_lettered")
-	w.deadLettered.failed(w.now(), res.Status, truncate(errText(res.Err), maxErrorInQueue), "event_id", e.ID(), "attempt", tries, "latency", res.Latency)
+	w.deadLettered.failed(w.now(), res.Status, truncate(errText(res.Err), maxErrorInQueue), "event_id", e.ID(), "attempt", tries, "latency", res.Latency,
+		"redrive", "scimrelay dlq redrive --sink "+w.name+" --all, once the receiver takes it")
 	return nil
 }
 
