@@ -97,6 +97,37 @@ func TestExpiredTokenStaysInTheExpiryMetric(t *testing.T) {
 	}
 }
 
+// TestRotatedOutTokenLeavesTheExpiryMetric: a token a rotation replaced
+// leaves scimrelay_token_expiry_timestamp_seconds once its overlap is over
+// and the new one is live: the identity provider is not refused, and the
+// alert on the metric must not fire for a month after every routine
+// rotation (the diff review found it did). Once no credential of its kind
+// is live for the tenant, an expired one is shown again.
+func TestRotatedOutTokenLeavesTheExpiryMetric(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	_, old, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, next, _, err := s.Tokens().Rotate(ctx, "acme", "entra", c.now().Add(20*24*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(2 * time.Hour) // the overlap is over
+	at := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"]
+	if _, ok := at[old.ID]; ok {
+		t.Errorf("the rotated-out token is in the metric while its successor is live: %v", at)
+	}
+	if _, ok := at[next.ID]; !ok {
+		t.Errorf("the live token is not in the metric: %v", at)
+	}
+	c.add(21 * 24 * time.Hour) // the successor expired too: nothing is live
+	at = expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"]
+	if _, ok := at[next.ID]; !ok {
+		t.Errorf("with no live token, the expired one is not in the metric: %v", at)
+	}
+}
+
 // TestExpiredTokenRefusalsWarnHourly: requests refused with an expired
 // token are logged once a token an hour, not once a request and not
 // never: naming the tenant, the token, how many were refused since the

@@ -475,9 +475,26 @@ func (s *Store) TokenExpiries() []Token {
 	now := s.now()
 	s.tokens.mu.RLock()
 	defer s.tokens.mu.RUnlock()
+	// An expired credential stays while its tenant has no live one of its
+	// kind: the identity provider is being refused. One a rotation
+	// replaced (its overlap over, the new one live) goes, or the alert on
+	// this metric would fire for a month after every routine rotation.
+	type tenantKind struct {
+		tenant string
+		kind   Kind
+	}
+	live := map[tenantKind]bool{}
+	for _, st := range s.tokens.byID {
+		if st.Live(now) {
+			live[tenantKind{st.Tenant, st.Kind}] = true
+		}
+	}
 	var out []Token
 	for _, st := range s.tokens.byID {
-		if st.Revoked.IsZero() && !st.Expires.IsZero() && now.Before(st.Expires.Add(ExpiredKept)) {
+		if !st.Revoked.IsZero() || st.Expires.IsZero() {
+			continue
+		}
+		if st.Live(now) || !live[tenantKind{st.Tenant, st.Kind}] && now.Before(st.Expires.Add(ExpiredKept)) {
 			out = append(out, st.Token)
 		}
 	}

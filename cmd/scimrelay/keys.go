@@ -24,8 +24,9 @@ func newKeysCommand() *cobra.Command {
 the SCIM front end signs events with on an external NATS, and the key that
 signs OAuth access tokens. Whoever holds a copy can sign events the workers
 deliver and access tokens the relay accepts. After a data file or a backup
-leaked, rotate both on the front end: the copy's keys then sign nothing
-that is accepted.`,
+leaked, rotate both on the front end (oauth with --overlap 0, or the
+copy's key signs accepted access tokens for the overlap): the copy's keys
+then sign nothing that is accepted.`,
 	}
 	cmd.AddCommand(newKeysListCommand(), newKeysRotateCommand())
 	return cmd

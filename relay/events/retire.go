@@ -34,8 +34,13 @@ const (
 	metaRetiredKeys = "scimrelay_retired_keys"
 	// maxRetiredKeys is how many retired keys the stream lists. Beyond
 	// it, the oldest is dropped (after those whose events aged out of
-	// the stream): what it signed is then refused as an unknown key's.
-	maxRetiredKeys = 8
+	// the stream and of the dead-letter queue): what it signed is then
+	// refused as an unknown key's.
+	maxRetiredKeys = 32
+	// retiredKept is how long after its retirement a key's dead letters
+	// may still be redriven: the dead-letter queue keeps them 30 days
+	// (sinks' dlqRetention), and a day more covers clocks apart.
+	retiredKept = 31 * 24 * time.Hour
 )
 
 // ErrRetiredKey means a front end's key is among the stream's retired
@@ -146,22 +151,26 @@ func ReadSigningKeys(ctx context.Context, js jetstream.JetStream) (SigningKeys, 
 // keeping the bound of the first write.
 func RetireSigningKey(ctx context.Context, js jetstream.JetStream, old string, log *slog.Logger) (RetiredKey, error) {
 	const rounds = 10
+	var first *retiredKey // the bound of the first write, which a retry keeps
 	for attempt := 1; ; attempt++ {
 		have, err := readStream(ctx, js)
 		if err != nil {
 			return RetiredKey{}, err
 		}
-		meta, r, dropped, err := retiredMetadata(have, old, time.Now())
+		meta, r, dropped, err := retiredMetadata(have, old, first, time.Now())
 		if err != nil {
 			return RetiredKey{}, err
 		}
+		first = &r
 		cfg := have.Config
 		cfg.Metadata = meta
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			return RetiredKey{}, fmt.Errorf("retiring signing key %s: %w", old, err)
 		}
 		for _, d := range dropped {
-			log.Warn("the event stream lists the eight keys retired last: the oldest is dropped, and what it signed that the stream still holds is refused as an unknown key's from now on", "dropped", d.name, "up_to_seq", d.upTo, "retired_at", d.at)
+			if attempt == 1 {
+				log.Warn("the event stream lists the keys retired last, at most 32: the oldest is dropped, and what it signed (in the stream, or its dead letters) is refused as an unknown key's from now on", "dropped", d.name, "up_to_seq", d.upTo, "retired_at", d.at)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -185,9 +194,12 @@ func RetireSigningKey(ctx context.Context, js jetstream.JetStream, old string, l
 // with old retired: out of the signing keys, first of the retired ones,
 // bound at the stream's last sequence and the time the server said have
 // (now, by this clock, when it did not); a key retired already keeps its
-// bound. Retired keys whose every event aged out of the stream are
+// bound, and so does one an earlier write retired at bound (not nil),
+// which another front end's stale write took out again: a later bound
+// would cover what the key signed meanwhile. Retired keys none of whose
+// events either the stream or the dead-letter queue can still hold are
 // dropped, and then the oldest beyond maxRetiredKeys, which it returns.
-func retiredMetadata(have *jetstream.StreamInfo, old string, now time.Time) (map[string]string, retiredKey, []retiredKey, error) {
+func retiredMetadata(have *jetstream.StreamInfo, old string, bound *retiredKey, now time.Time) (map[string]string, retiredKey, []retiredKey, error) {
 	meta := map[string]string{}
 	for k, v := range have.Config.Metadata {
 		if !strings.HasPrefix(k, "_nats.") { // the server's own, which it sets
@@ -203,7 +215,10 @@ func retiredMetadata(have *jetstream.StreamInfo, old string, now time.Time) (map
 		return nil, retiredKey{}, nil, err
 	}
 	r, ok := byName[old]
-	if !ok {
+	if !ok && bound != nil {
+		r = *bound
+		list = append([]retiredKey{r}, list...)
+	} else if !ok {
 		k, err := base64.RawURLEncoding.DecodeString(old)
 		if err != nil || len(k) != ed25519.PublicKeySize {
 			return nil, retiredKey{}, nil, fmt.Errorf("retiring signing key %q: not an Ed25519 public key in base64url", old)
@@ -217,9 +232,9 @@ func retiredMetadata(have *jetstream.StreamInfo, old string, now time.Time) (map
 	}
 	var dropped []retiredKey
 	list = slices.DeleteFunc(list, func(x retiredKey) bool {
-		// Nothing it signed is left: it verifies nothing, and is as
-		// refused unlisted as listed.
-		return x.name != old && x.upTo < have.State.FirstSeq
+		// Nothing it signed is left, in the stream or as a dead letter
+		// (kept at most retiredKept): it verifies nothing.
+		return x.name != old && x.upTo < have.State.FirstSeq && r.at.Sub(x.at) > retiredKept
 	})
 	if len(list) > maxRetiredKeys {
 		dropped, list = list[maxRetiredKeys:], list[:maxRetiredKeys]

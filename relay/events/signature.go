@@ -488,19 +488,26 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 
 // fresh returns the keys to verify with: s, read again first when it is
 // older than KeysReadEvery, since a key may have been retired since
-// (scimrelay keys rotate events). It never waits for a turn: a read that
-// failed less than refreshEvery ago is not tried again yet, and s serves.
+// (scimrelay keys rotate events). One caller reads, within KeysReadEvery;
+// the others verify meanwhile with the keys as they are, without waiting
+// behind it (a slow JetStream API must not queue every delivery), and so
+// does every caller while a read that failed less than refreshEvery ago
+// is not tried again. While the keys cannot be read (NATS away or
+// refusing the request), a reader verifies with those it read last: a
+// retirement is then in force in it only once a read succeeds.
 func (t *Trust) fresh(s *trustState) *trustState {
 	if time.Since(s.read) < KeysReadEvery {
 		return s
 	}
-	t.mu.Lock()
+	if !t.mu.TryLock() {
+		return t.state.Load() // another caller reads them now
+	}
 	defer t.mu.Unlock()
 	cur := t.state.Load()
 	if time.Since(cur.read) < KeysReadEvery || time.Since(t.refreshed) < refreshEvery {
 		return cur // read by another meanwhile, or a read failed just now
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), KeysReadEvery)
 	defer cancel()
 	if fresh, err := t.read(ctx); err == nil {
 		return fresh

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package events
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func testPublicKey(t *testing.T) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(pub)
+}
+
+// TestRetiredMetadataBounds: a retry of a retirement keeps the bound of
+// its first write, even when another front end's stale write took the
+// retirement out meanwhile (a later bound would cover what the leaked key
+// signed in between: the diff review); a retired key stays listed while
+// the stream or the dead-letter queue may hold what it signed, and past
+// maxRetiredKeys the oldest goes.
+func TestRetiredMetadataBounds(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	old, cur := testPublicKey(t), testPublicKey(t)
+	have := &jetstream.StreamInfo{
+		Config:    jetstream.StreamConfig{Metadata: map[string]string{metaSigningKeys: cur + " " + old}},
+		State:     jetstream.StreamState{FirstSeq: 100, LastSeq: 900},
+		TimeStamp: now,
+	}
+	first := retiredKey{name: old, upTo: 500, at: now.Add(-time.Minute)}
+	meta, r, _, err := retiredMetadata(have, old, &first, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.upTo != 500 || !strings.HasPrefix(meta[metaRetiredKeys], old+":500:") {
+		t.Errorf("a retry after a stale write retired the key at %d (%q), want the first write's 500", r.upTo, meta[metaRetiredKeys])
+	}
+	if _, r, _, _ := retiredMetadata(have, old, nil, now); r.upTo != 900 {
+		t.Errorf("a first write retired the key at %d, want the stream's last sequence 900", r.upTo)
+	}
+
+	// Retired keys whose events aged out of the stream (bound below its
+	// first sequence): kept while their dead letters may be redriven.
+	var entries []string
+	recent, aged := testPublicKey(t), testPublicKey(t)
+	entries = append(entries, retiredKey{name: recent, upTo: 50, at: now.Add(-30 * 24 * time.Hour)}.String())
+	entries = append(entries, retiredKey{name: aged, upTo: 40, at: now.Add(-32 * 24 * time.Hour)}.String())
+	have.Config.Metadata[metaRetiredKeys] = strings.Join(entries, " ")
+	meta, _, dropped, err := retiredMetadata(have, old, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(meta[metaRetiredKeys], recent) || strings.Contains(meta[metaRetiredKeys], aged) || len(dropped) != 0 {
+		t.Errorf("retired keys after aging: %q (dropped %v); want %s kept (its dead letters may be redriven), %s gone", meta[metaRetiredKeys], dropped, recent, aged)
+	}
+
+	// Past maxRetiredKeys the oldest goes, and is returned to be said.
+	entries = nil
+	for i := range maxRetiredKeys {
+		entries = append(entries, retiredKey{name: testPublicKey(t), upTo: uint64(800 - i), at: now.Add(-time.Duration(i+1) * time.Hour)}.String())
+	}
+	have.Config.Metadata[metaRetiredKeys] = strings.Join(entries, " ")
+	meta, _, dropped, err = retiredMetadata(have, old, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(strings.Fields(meta[metaRetiredKeys])); n != maxRetiredKeys || len(dropped) != 1 || dropped[0].String() != entries[maxRetiredKeys-1] {
+		t.Errorf("%d retired keys listed, dropped %v; want %d, the oldest dropped", n, dropped, maxRetiredKeys)
+	}
+}
