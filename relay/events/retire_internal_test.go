@@ -77,3 +77,26 @@ func TestRetiredMetadataBounds(t *testing.T) {
 		t.Errorf("%d retired keys listed, dropped %v; want %d, the oldest dropped", n, dropped, maxRetiredKeys)
 	}
 }
+
+// TestKeyRefreshQueuesNoOne: while one caller reads the stream's keys
+// again (held here by taking the trust's lock, as a read under way does),
+// another that finds them old verifies at once with the keys as they are,
+// rather than queueing behind the read (the diff review: every delivery
+// waited behind a slow JetStream API, each then reading again itself).
+func TestKeyRefreshQueuesNoOne(t *testing.T) {
+	tr := &Trust{}
+	old := &trustState{read: time.Now().Add(-time.Minute)}
+	tr.state.Store(old)
+	tr.mu.Lock() // a read under way
+	done := make(chan *trustState, 1)
+	go func() { done <- tr.fresh(old) }()
+	select {
+	case got := <-done:
+		if got != old {
+			t.Errorf("fresh returned another state while a read was under way")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("fresh waited behind the read under way")
+	}
+	tr.mu.Unlock()
+}
