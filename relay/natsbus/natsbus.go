@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -227,6 +228,14 @@ func (l natsLogger) Errorf(format string, v ...any) {
 	l.say(slog.LevelError, format, msg)
 }
 
+// clientPrefix is what nats-server puts before the format of a line about
+// one connection (client.format: its address, "cid:N" or the like, and
+// its quoted name and account/user once it connected): two connections'
+// lines of one statement are one kind, so that a burst of refused
+// connections (an authentication error each) is said once a minute, not
+// once per connection.
+var clientPrefix = regexp.MustCompile(`^\S+ - [a-z]+\S*:\d+(?: - "(?:[^"\\]|\\.)*")* - `)
+
 // say logs msg, a warning or error of format, at level, or at Debug when
 // a line of its format was said less than natsRepeatEvery ago; the next
 // one said counts those (repeated). A format of nothing but "%s" (what
@@ -234,7 +243,7 @@ func (l natsLogger) Errorf(format string, v ...any) {
 // formatted) is keyed by its message instead, so that different
 // statements are not held back as one.
 func (l natsLogger) say(level slog.Level, format, msg string) {
-	key := format
+	key := clientPrefix.ReplaceAllString(format, "")
 	if format == "%s" {
 		key = msg
 	}

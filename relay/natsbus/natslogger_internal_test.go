@@ -4,6 +4,7 @@ package natsbus
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -50,5 +51,30 @@ func TestNATSLoggerHoldsRepeats(t *testing.T) {
 	l.Errorf(stored, "$G", "SCIMRELAY_WORKERS", "write /data/nats: no space left on device")
 	if n := count("ERROR", "failed to store a msg"); n != 2 || !strings.Contains(buf.String(), "repeated=22") {
 		t.Errorf("a minute on, want the error said again counting the 22 held back:\n%s", buf.String())
+	}
+}
+
+// TestNATSLoggerHoldsRepeatsAcrossConnections: nats-server writes a
+// connection's address and id (and its name once connected) into the
+// format of a line about it, so a burst of refused connections would be a
+// new kind each; they are one (the diff review).
+func TestNATSLoggerHoldsRepeatsAcrossConnections(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	l := newNATSLogger(slog.New(slog.NewTextHandler(&buf, nil)))
+	l.now = func() time.Time { return now }
+	for i := range 50 {
+		prefix := fmt.Sprintf("127.0.0.1:%d - cid:%d", 40000+i, i)
+		if i%2 == 1 {
+			prefix += ` - "probe:` + fmt.Sprint(i) + `" - "$G/anon"`
+		}
+		l.Errorf(prefix+" - authentication error - User %q", "nobody")
+	}
+	l.Errorf("127.0.0.1:50000 - cid:99 - Slow Consumer Detected: WriteDeadline of %v exceeded", "10s")
+	if n := strings.Count(buf.String(), "authentication error"); n != 1 {
+		t.Errorf("50 connections refused said %d times, want once:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "Slow Consumer Detected") {
+		t.Errorf("another statement about a connection was held back as the same kind:\n%s", buf.String())
 	}
 }
