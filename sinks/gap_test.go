@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -126,17 +127,21 @@ func (p *lossyProxy) loses(f []string) bool {
 // again from the ack floor: every event arrives, in its resource's order,
 // once, long before the ack wait. Both when the lost message is one of a
 // running partition's and when it is the first after the partition was
-// taken. When nothing follows the lost message, the consumer's count of
-// deliveries, ahead of what came, shows it (findLostTail).
+// taken, or when the consumer pins the worker anew before the next comes
+// (a new consumer leader does; TestScaleOutEarly lost a message so). When
+// nothing follows the lost message, the consumer's count of deliveries,
+// ahead of what came, shows it (findLostTail).
 func TestDeliveryLostInTransitKeepsOrder(t *testing.T) {
 	for _, c := range []struct {
 		name      string
 		first     bool // the lost message is the first after the partition was taken
 		followers bool // later messages come after it
+		repin     bool // the consumer's pin changes before they come
 	}{
 		{name: "running", followers: true},
 		{name: "first after taking the partition", first: true, followers: true},
 		{name: "last, nothing follows"},
+		{name: "the pin changes meanwhile", followers: true, repin: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := eventstest.RunServer(t)
@@ -182,6 +187,17 @@ func TestDeliveryLostInTransitKeepsOrder(t *testing.T) {
 				})
 				proxy.drop.Store(3)
 				p.publish("acme", events.UserUpdated, "a") // stream sequence 3, lost
+				if c.repin {
+					// As a new consumer leader does: it pins the worker's
+					// next pull anew.
+					eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+						if !proxy.dropped.Load() {
+							return errors.New("the message is not lost yet")
+						}
+						return nil
+					})
+					unpin(t, js)
+				}
 				if c.followers {
 					p.publish("acme", events.UserUpdated, "b")
 					p.publish("acme", events.UserDeactivated, "a")

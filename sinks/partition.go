@@ -100,12 +100,10 @@ type partition struct {
 	// wait, and meanwhile the resource's later events would go out before
 	// it, and its mark would then drop it as a repeat (followDeliveryLocked).
 	// nextDelivery (under mu) is the number the next message should bear
-	// (0: not known), deliveryPin the pin it was counted under ("": the
-	// first since the partition was taken), and gap is set once a number
-	// was skipped: enqueue takes nothing more, and the partition is taken
-	// again from the consumer's ack floor. lost ends consume early.
+	// (0: not known), and gap is set once a number was skipped: enqueue
+	// takes nothing more, and the partition is taken again from the
+	// consumer's ack floor. lost ends consume early.
 	nextDelivery uint64
-	deliveryPin  string
 	gap          bool
 	lost         chan error
 	// A lost message that nothing follows shows in the consumer's info
@@ -385,7 +383,7 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			p.floor = max(p.floor, info.AckFloor.Stream)
 			p.seenDelivered = info.Delivered.Consumer
 			p.lastDelivery, p.consumed = 0, 0
-			p.nextDelivery, p.deliveryPin, p.gap = info.Delivered.Consumer+1, "", false
+			p.nextDelivery, p.gap = info.Delivered.Consumer+1, false
 			p.tailLooks = 0
 			p.taken.Store(0)
 			p.settled.Store(0)
@@ -637,13 +635,12 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	p.taken.Add(1)
 	p.receiving.Store(true)
 	defer p.receiving.Store(false)
-	pin := m.Headers().Get(pinHeader)
 	p.mu.Lock()
 	p.lastDelivery = max(p.lastDelivery, meta.Sequence.Consumer)
 	released := p.released
 	take, expected := true, uint64(0)
 	if !released {
-		take, expected = p.followDeliveryLocked(meta.Sequence.Consumer, pin)
+		take, expected = p.followDeliveryLocked(meta.Sequence.Consumer)
 	}
 	p.mu.Unlock()
 	if released {
@@ -666,7 +663,7 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
-	if pin != "" && p.setPin(pin) {
+	if pin := m.Headers().Get(pinHeader); pin != "" && p.setPin(pin) {
 		if err := p.loadParked(); err != nil {
 			w.log.Warn("reading the partition's parked resources again failed; a resource parked by its previous owner may be delivered out of order", "partition", p.n, "err", err)
 		}
@@ -713,34 +710,35 @@ func (p *partition) enqueue(m jetstream.Msg) {
 // reached this worker (followDeliveryLocked).
 var errDeliveryGap = errors.New("a message delivered by the consumer never reached this worker")
 
-// followDeliveryLocked counts a message of delivery sequence d, received
-// under pin, and reports whether enqueue takes it: not once a delivery
-// was skipped (see nextDelivery). On the message that shows the gap it
-// returns the delivery expected, for the warning; nothing else does.
+// followDeliveryLocked counts a message of delivery sequence d and
+// reports whether enqueue takes it: not once a delivery was skipped (see
+// nextDelivery). On the message that shows the gap it returns the
+// delivery expected, for the warning; nothing else does.
 //
 // Only a number past the one expected is a gap. A lower one is the
 // consumer numbering afresh (a reset, or a new leader whose replicated
 // state is behind what the old one sent, which then sends again): it is
-// followed from there. A pin that changes while the partition runs is
-// followed too, unchecked: another worker (of an earlier release, which
-// takes no claim) held the pin and took the deliveries between. The first
-// message after the partition was taken is checked against the consumer's
-// count read then (reset or not), whatever its pin: the pin was free,
-// and this worker holds the claim.
+// followed from there. The pin does not matter: a new consumer leader
+// pins anew (the client's next pull is refused, "pin ID mismatch", and
+// pinned again), and a message the old leader sent then is lost all the
+// same (TestScaleOutEarly). The first message after the partition was
+// taken is checked against the consumer's count read then (after a
+// reset, the reset's answer).
 //
-// A false gap (a delivery that did reach a puller) costs a pause: the
-// lanes finish what they took, the pin is released and taken again, and
-// the consumer is reset to its ack floor; what this worker delivered
-// since is known to its marks and acknowledged, not sent again.
-func (p *partition) followDeliveryLocked(d uint64, pin string) (take bool, expected uint64) {
+// A false gap (a delivery that did reach a puller: one of a worker of an
+// earlier release, which takes no claim, in a rolling upgrade) costs a
+// pause: the lanes finish what they took, the pin is released and taken
+// again, and the consumer is reset to its ack floor; what this worker
+// delivered since is known to its marks and acknowledged, not sent again.
+func (p *partition) followDeliveryLocked(d uint64) (take bool, expected uint64) {
 	if p.gap {
 		return false, 0
 	}
-	if next := p.nextDelivery; next > 0 && d > next && (p.deliveryPin == "" || p.deliveryPin == pin) {
+	if next := p.nextDelivery; next > 0 && d > next {
 		p.gap = true
 		return false, next
 	}
-	p.nextDelivery, p.deliveryPin = d+1, pin
+	p.nextDelivery = d + 1
 	return true, 0
 }
 
@@ -805,16 +803,16 @@ const tailLooksForGap = 3
 
 // findLostTail finds messages delivered to this worker and lost in
 // transit when no later one comes to show the gap (followDeliveryLocked):
-// the consumer, pinned to this worker, counts deliveries past those
-// received, and none comes for two pullExpiry intervals. JetStream would
-// send them again only after the ack wait; the partition is taken again
-// from its ack floor instead, as for a gap. A false finding costs what a
-// false gap does.
+// the consumer, pinned (while this worker holds the claim, to this
+// worker, perhaps anew after a leader change), counts deliveries past
+// those received, and none comes for two pullExpiry intervals. JetStream
+// would send them again only after the ack wait; the partition is taken
+// again from its ack floor instead, as for a gap. A false finding costs
+// what a false gap does.
 func (p *partition) findLostTail(info *jetstream.ConsumerInfo, pin string) {
 	p.mu.Lock()
 	next := p.nextDelivery
-	ahead := pin != "" && pin == p.pin && pin == p.deliveryPin && !p.gap && next > 0 &&
-		info.Delivered.Consumer >= next && !p.receiving.Load()
+	ahead := pin != "" && !p.gap && next > 0 && info.Delivered.Consumer >= next && !p.receiving.Load()
 	switch {
 	case !ahead:
 		p.tailLooks = 0
