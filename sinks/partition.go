@@ -106,6 +106,10 @@ type partition struct {
 	nextDelivery uint64
 	gap          bool
 	lost         chan error
+	// gapPin (under mu) is the consumer's pin when a gap was found: this
+	// worker's, perhaps given anew by a new consumer leader to a pull of
+	// which no message was taken (so not p.pin); waitForPin releases it.
+	gapPin string
 	// A lost message that nothing follows shows in the consumer's info
 	// instead: it counts more deliveries than came (findLostTail).
 	// tailLooks (under mu) counts the looks in a row that found so with
@@ -365,11 +369,12 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 		}
 		pin := pinned(info)
 		p.mu.Lock()
-		own := pin != "" && pin == p.pin
+		own := pin != "" && (pin == p.pin || pin == p.gapPin)
 		p.mu.Unlock()
 		if own {
 			// The pin of this worker's own consuming, which it ended (a
-			// message delivered never came: enqueue): let it go.
+			// message delivered never came: enqueue, findLostTail): let it
+			// go, rather than wait for it to expire (pinnedTTL).
 			err := p.unpin(ctx)
 			cancel()
 			if err != nil {
@@ -383,7 +388,7 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			p.floor = max(p.floor, info.AckFloor.Stream)
 			p.seenDelivered = info.Delivered.Consumer
 			p.lastDelivery, p.consumed = 0, 0
-			p.nextDelivery, p.gap = info.Delivered.Consumer+1, false
+			p.nextDelivery, p.gap, p.gapPin = info.Delivered.Consumer+1, false, ""
 			p.tailLooks = 0
 			p.taken.Store(0)
 			p.settled.Store(0)
@@ -641,6 +646,9 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	take, expected := true, uint64(0)
 	if !released {
 		take, expected = p.followDeliveryLocked(meta.Sequence.Consumer)
+		if !take {
+			p.gapPin = m.Headers().Get(pinHeader)
+		}
 	}
 	p.mu.Unlock()
 	if released {
@@ -823,7 +831,7 @@ func (p *partition) findLostTail(info *jetstream.ConsumerInfo, pin string) {
 	}
 	lost := p.tailLooks >= tailLooksForGap
 	if lost {
-		p.gap, p.tailLooks = true, 0
+		p.gap, p.tailLooks, p.gapPin = true, 0, pin
 	}
 	p.mu.Unlock()
 	if !lost {
