@@ -811,16 +811,19 @@ const tailLooksForGap = 3
 
 // findLostTail finds messages delivered to this worker and lost in
 // transit when no later one comes to show the gap (followDeliveryLocked):
-// the consumer, pinned (while this worker holds the claim, to this
-// worker, perhaps anew after a leader change), counts deliveries past
-// those received, and none comes for two pullExpiry intervals. JetStream
-// would send them again only after the ack wait; the partition is taken
-// again from its ack floor instead, as for a gap. A false finding costs
-// what a false gap does.
+// the consumer, pinned to this worker (the pin of the messages it last
+// took), counts deliveries past those received, and none comes for two
+// pullExpiry intervals. JetStream would send them again only after the
+// ack wait; the partition is taken again from its ack floor instead, as
+// for a gap. A false finding costs what a false gap does. A pin this
+// worker received nothing under is not taken for its own: it may be a
+// worker's of an earlier release (no claim), which must not be released
+// under it. So a lost tail under a new consumer leader's new pin waits
+// for the ack wait, and its redelivery shows the gap.
 func (p *partition) findLostTail(info *jetstream.ConsumerInfo, pin string) {
 	p.mu.Lock()
 	next := p.nextDelivery
-	ahead := pin != "" && !p.gap && next > 0 && info.Delivered.Consumer >= next && !p.receiving.Load()
+	ahead := pin != "" && pin == p.pin && !p.gap && next > 0 && info.Delivered.Consumer >= next && !p.receiving.Load()
 	switch {
 	case !ahead:
 		p.tailLooks = 0
