@@ -90,6 +90,34 @@ type partition struct {
 	// consumer since the partition was acquired: a reset there delivers
 	// again what was received before.
 	consumed uint64
+
+	// The consumer numbers every message it delivers (its delivery
+	// sequence, redeliveries included), and this worker, which holds the
+	// partition's claim and the consumer's pin, is its only puller: a
+	// number skipped is a message the server sent that never reached the
+	// worker (lost in transit, as when the NATS server the worker is
+	// connected to stops). JetStream sends it again only after the ack
+	// wait, and meanwhile the resource's later events would go out before
+	// it, and its mark would then drop it as a repeat (followDeliveryLocked).
+	// nextDelivery (under mu) is the number the next message should bear
+	// (0: not known), and gap is set once a number was skipped: enqueue
+	// takes nothing more, and the partition is taken again from the
+	// consumer's ack floor. lost ends consume early.
+	nextDelivery uint64
+	gap          bool
+	lost         chan error
+	// gapPin (under mu) is the consumer's pin when a gap was found: this
+	// worker's, perhaps given anew by a new consumer leader to a pull of
+	// which no message was taken (so not p.pin); waitForPin releases it.
+	gapPin string
+	// A lost message that nothing follows shows in the consumer's info
+	// instead: it counts more deliveries than came (findLostTail).
+	// tailLooks (under mu) counts the looks in a row that found so with
+	// nothing received between them, tailExpected is nextDelivery then,
+	// and receiving is set while enqueue runs.
+	tailLooks    int
+	tailExpected uint64
+	receiving    atomic.Bool
 }
 
 // lane is one resource's queue.
@@ -165,7 +193,8 @@ func newPartition(w *worker, n int) *partition {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &partition{w: w, n: n, runID: partitionRuns.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
-		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, earlier: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{}}
+		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, earlier: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{},
+		lost: make(chan error, 1)}
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
@@ -226,11 +255,16 @@ func (p *partition) run() {
 		if p.isStopping() {
 			break
 		}
-		// The consumer went away under us (deleted, or recreated): let the
-		// lanes deliver what they took from it, then take the partition
-		// again, which brings the consumer back from the next event.
-		p.state.Store(stateFailing)
-		p.w.log.Warn("lost the partition's consumer; taking it again", "partition", p.n, "consumer", p.name, "err", err)
+		// The consumer went away under us (deleted, or recreated), or a
+		// message it delivered never came (enqueue said so): let the lanes
+		// deliver what they took from it, then take the partition again,
+		// which brings the consumer back from the next event, or resets
+		// it to its ack floor (waitForPin) to deliver the lost message
+		// before its resource's later events.
+		if !errors.Is(err, errDeliveryGap) {
+			p.state.Store(stateFailing)
+			p.w.log.Warn("lost the partition's consumer; taking it again", "partition", p.n, "consumer", p.name, "err", err)
+		}
 		p.wg.Wait()
 		if !p.pause(backoff) {
 			break
@@ -333,25 +367,54 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			cancel()
 			return false, fmt.Errorf("reading consumer %s: %w", p.name, err)
 		}
-		if pinned(info) == "" {
+		pin := pinned(info)
+		p.mu.Lock()
+		own := pin != "" && (pin == p.pin || pin == p.gapPin)
+		p.mu.Unlock()
+		if own {
+			// The pin of this worker's own consuming, which it ended (a
+			// message delivered never came: enqueue, findLostTail): let it
+			// go, rather than wait for it to expire (pinnedTTL).
+			err := p.unpin(ctx)
+			cancel()
+			if err != nil {
+				return false, fmt.Errorf("releasing consumer %s's pin: %w", p.name, err)
+			}
+			continue
+		}
+		if pin == "" {
 			defer cancel()
 			p.mu.Lock()
 			p.floor = max(p.floor, info.AckFloor.Stream)
 			p.seenDelivered = info.Delivered.Consumer
 			p.lastDelivery, p.consumed = 0, 0
+			p.nextDelivery, p.gap, p.gapPin = info.Delivered.Consumer+1, false, ""
+			p.tailLooks = 0
 			p.taken.Store(0)
 			p.settled.Store(0)
 			p.mu.Unlock()
 			if info.NumAckPending > 0 {
-				// A previous owner stopped without finishing: start again
-				// from the ack floor, in stream order. Events it delivered
-				// after the floor go out again (same webhook-id); none
-				// overtakes an earlier one of its resource.
+				// A previous owner stopped without finishing, or a message
+				// delivered to this worker never came: start again from the
+				// ack floor, in stream order. Events delivered after the
+				// floor go out again (same webhook-id) unless this worker's
+				// marks know them; none overtakes an earlier one of its
+				// resource.
 				w.log.Info("taking over a partition with unacknowledged events; redelivering from its ack floor",
 					"partition", p.n, "unacknowledged", info.NumAckPending, "ack_floor", info.AckFloor.Stream)
-				if _, err := w.js.ResetConsumer(ctx, events.StreamName, p.name); err != nil {
+				r, err := w.js.ResetConsumer(ctx, events.StreamName, p.name)
+				if err != nil {
 					return false, fmt.Errorf("resetting consumer %s to its ack floor: %w", p.name, err)
 				}
+				// A reset numbers deliveries afresh; the answer has the
+				// consumer as reset. Without it the first delivery is not
+				// checked.
+				p.mu.Lock()
+				p.nextDelivery = 0
+				if r != nil && r.ConsumerInfo != nil {
+					p.nextDelivery = r.Delivered.Consumer + 1
+				}
+				p.mu.Unlock()
 			}
 			return true, nil
 		}
@@ -412,6 +475,15 @@ func (p *partition) recreate(ctx context.Context) (jetstream.Consumer, error) {
 	return cons, err
 }
 
+// unpin releases the consumer's pin.
+func (p *partition) unpin(ctx context.Context) error {
+	st, err := p.w.js.Stream(ctx, events.StreamName)
+	if err == nil {
+		err = st.UnpinConsumer(ctx, p.name, priorityGroup)
+	}
+	return err
+}
+
 func pinned(info *jetstream.ConsumerInfo) string {
 	for _, g := range info.PriorityGroups {
 		if g.PinnedClientID != "" {
@@ -428,7 +500,11 @@ func pinned(info *jetstream.ConsumerInfo) string {
 // full channel would drop events until their ack wait ran out.
 func (p *partition) consume(cons jetstream.Consumer) error {
 	w := p.w
-	lost := make(chan error, 1)
+	lost := p.lost
+	select {
+	case <-lost: // from the consuming before, which has ended
+	default:
+	}
 	gone := func(err error) {
 		select {
 		case lost <- err:
@@ -562,12 +638,32 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		return
 	}
 	p.taken.Add(1)
+	p.receiving.Store(true)
+	defer p.receiving.Store(false)
 	p.mu.Lock()
 	p.lastDelivery = max(p.lastDelivery, meta.Sequence.Consumer)
 	released := p.released
+	take, expected := true, uint64(0)
+	if !released {
+		take, expected = p.followDeliveryLocked(meta.Sequence.Consumer)
+		if !take {
+			p.gapPin = m.Headers().Get(pinHeader)
+		}
+	}
 	p.mu.Unlock()
 	if released {
 		return // as below, where release may have begun since
+	}
+	if !take {
+		if expected > 0 {
+			w.log.Warn("a message the partition's consumer delivered never reached this worker (NATS lost it in transit); taking nothing more, and taking the partition again from its ack floor once the events taken are delivered, so that none of its resource's later events goes out before it",
+				"partition", p.n, "consumer", p.name, "expected_delivery", expected, "delivery", meta.Sequence.Consumer, "stream_seq", meta.Sequence.Stream)
+			select {
+			case p.lost <- errDeliveryGap:
+			default:
+			}
+		}
+		return // unacknowledged: delivered again after the reset
 	}
 	s, err := events.ParseStoredSubject(m.Subject())
 	if err != nil {
@@ -618,6 +714,42 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	p.mu.Unlock()
 }
 
+// errDeliveryGap ends consume when a message the consumer delivered never
+// reached this worker (followDeliveryLocked).
+var errDeliveryGap = errors.New("a message delivered by the consumer never reached this worker")
+
+// followDeliveryLocked counts a message of delivery sequence d and
+// reports whether enqueue takes it: not once a delivery was skipped (see
+// nextDelivery). On the message that shows the gap it returns the
+// delivery expected, for the warning; nothing else does.
+//
+// Only a number past the one expected is a gap. A lower one is the
+// consumer numbering afresh (a reset, or a new leader whose replicated
+// state is behind what the old one sent, which then sends again): it is
+// followed from there. The pin does not matter: a new consumer leader
+// pins anew (the client's next pull is refused, "pin ID mismatch", and
+// pinned again), and a message the old leader sent then is lost all the
+// same (TestScaleOutEarly). The first message after the partition was
+// taken is checked against the consumer's count read then (after a
+// reset, the reset's answer).
+//
+// A false gap (a delivery that did reach a puller: one of a worker of an
+// earlier release, which takes no claim, in a rolling upgrade) costs a
+// pause: the lanes finish what they took, the pin is released and taken
+// again, and the consumer is reset to its ack floor; what this worker
+// delivered since is known to its marks and acknowledged, not sent again.
+func (p *partition) followDeliveryLocked(d uint64) (take bool, expected uint64) {
+	if p.gap {
+		return false, 0
+	}
+	if next := p.nextDelivery; next > 0 && d > next {
+		p.gap = true
+		return false, next
+	}
+	p.nextDelivery = d + 1
+	return true, 0
+}
+
 // setPin records the pin id of a message received and reports whether it
 // changed.
 func (p *partition) setPin(pin string) bool {
@@ -645,6 +777,7 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 		return // the next look; a consumer that is gone shows in consume
 	}
 	pin := pinned(info)
+	p.findLostTail(info, pin)
 	p.mu.Lock()
 	p.ackFloor = max(p.ackFloor, info.AckFloor.Stream)
 	if pin != "" && pin != p.pin {
@@ -667,6 +800,52 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	p.mu.Lock()
 	p.seenDelivered = delivered
 	p.mu.Unlock()
+}
+
+// tailLooksForGap is how many looks in a row (findLostTail), a pullExpiry
+// apart, find the consumer counting more deliveries to this worker than
+// came, with nothing coming between, before the missing ones are taken as
+// lost: two whole intervals, so that a message still on its way or
+// waiting in the client while enqueue is slow is not.
+const tailLooksForGap = 3
+
+// findLostTail finds messages delivered to this worker and lost in
+// transit when no later one comes to show the gap (followDeliveryLocked):
+// the consumer, pinned to this worker (the pin of the messages it last
+// took), counts deliveries past those received, and none comes for two
+// pullExpiry intervals. JetStream would send them again only after the
+// ack wait; the partition is taken again from its ack floor instead, as
+// for a gap. A false finding costs what a false gap does. A pin this
+// worker received nothing under is not taken for its own: it may be a
+// worker's of an earlier release (no claim), which must not be released
+// under it. So a lost tail under a new consumer leader's new pin waits
+// for the ack wait, and its redelivery shows the gap.
+func (p *partition) findLostTail(info *jetstream.ConsumerInfo, pin string) {
+	p.mu.Lock()
+	next := p.nextDelivery
+	ahead := pin != "" && pin == p.pin && !p.gap && next > 0 && info.Delivered.Consumer >= next && !p.receiving.Load()
+	switch {
+	case !ahead:
+		p.tailLooks = 0
+	case p.tailLooks > 0 && p.tailExpected == next:
+		p.tailLooks++
+	default:
+		p.tailLooks, p.tailExpected = 1, next
+	}
+	lost := p.tailLooks >= tailLooksForGap
+	if lost {
+		p.gap, p.tailLooks, p.gapPin = true, 0, pin
+	}
+	p.mu.Unlock()
+	if !lost {
+		return
+	}
+	p.w.log.Warn("messages the partition's consumer delivered never reached this worker (NATS lost them in transit); taking the partition again from its ack floor once the events taken are delivered",
+		"partition", p.n, "consumer", p.name, "expected_delivery", next, "delivered", info.Delivered.Consumer)
+	select {
+	case p.lost <- errDeliveryGap:
+	default:
+	}
 }
 
 // parkOverflowLocked parks a lane from its first queued event, in the
@@ -949,11 +1128,7 @@ func (p *partition) release() {
 	// pin not released holds the next owner off until it expires.
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	st, err := w.js.Stream(ctx, events.StreamName)
-	if err == nil {
-		err = st.UnpinConsumer(ctx, p.name, priorityGroup)
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := p.unpin(ctx); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		w.log.Warn("releasing a partition's pin failed; the next owner takes the partition when the pin expires", "partition", p.n, "pin_ttl", w.t.pinnedTTL, "err", err)
 	}
 }
