@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -41,7 +42,7 @@ func TestDiskFullIsSaidOnce(t *testing.T) {
 		t.Fatalf("%s: no %d in %d writes", when, status, tries)
 	}
 
-	filler := fill(t, dataDir)
+	filler := disktest.Fill(t, dataDir)
 	until(507, 500, "the disk full")
 	for range 10 {
 		post()
@@ -55,7 +56,7 @@ func TestDiskFullIsSaidOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	until(201, 20, "2 MiB free")
-	fill(t, dataDir)
+	disktest.Fill(t, dataDir)
 	until(507, 500, "the disk full again")
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !strings.Contains(logs.String(), "writing the provisioning log failed") {

@@ -10,10 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -235,50 +233,6 @@ func TestReadinessByRole(t *testing.T) {
 	waitDelivered(t, h, 1)
 }
 
-// mountTmpfs mounts a tmpfs of size at dir for the test, or skips it.
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs to fill needs root")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs at %s: %v: %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("unmounting %s: %v: %s", dir, err, out)
-		}
-	})
-}
-
-// fill writes a file in dir until the file system has no room left, and
-// returns its path; called again, it adds to the file until there is none
-// again.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, chunk := range []int{1 << 20, 4 << 10, 512} {
-		buf := make([]byte, chunk)
-		for {
-			if _, err := f.Write(buf); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatal(err)
-				}
-				break
-			}
-		}
-	}
-	return path
-}
-
 // startOnSmallDisk starts a relay whose data directory is a tmpfs of 24
 // MiB to fill (NATS a server of its own, off that disk), logging at Info
 // (room again is said there, nothing being wrong any more), with a user
@@ -286,7 +240,7 @@ func fill(t *testing.T, dir string) string {
 func startOnSmallDisk(t *testing.T) (*relayProc, string, *eventstest.Log) {
 	t.Helper()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	mountTmpfs(t, dataDir, "24m")
+	disktest.MountTmpfs(t, dataDir, "24m")
 	ns := eventstest.RunServer(t)
 	cfg := testConfig(t, dataDir)
 	cfg.NATS.URL = ns.ClientURL()
@@ -302,7 +256,7 @@ func startOnSmallDisk(t *testing.T) (*relayProc, string, *eventstest.Log) {
 // without a restart, and the log says that too.
 func TestDiskFullDataFile(t *testing.T) {
 	p, dataDir, logs := startOnSmallDisk(t)
-	filler := fill(t, dataDir)
+	filler := disktest.Fill(t, dataDir)
 	var refused reply
 	for i := 0; ; i++ {
 		// bbolt reuses pages it freed before, so a few writes may still fit.
@@ -369,7 +323,7 @@ func TestEmbeddedNATSStoreFull(t *testing.T) {
 	}
 	dataDir := t.TempDir()
 	natsDir := filepath.Join(dataDir, "nats")
-	mountTmpfs(t, natsDir, "64m")
+	disktest.MountTmpfs(t, natsDir, "64m")
 	h := newHook(t)
 	cfg := testConfig(t, dataDir)
 	withSink(cfg, "crm", h.URL, nil)
@@ -377,7 +331,7 @@ func TestEmbeddedNATSStoreFull(t *testing.T) {
 	writes := p.createUsers(t, "before", 10)
 	waitDelivered(t, h, writes)
 
-	filler := fill(t, natsDir)
+	filler := disktest.Fill(t, natsDir)
 	writes += p.createUsers(t, "full", 30)
 	p.wantStatus("/readyz/publisher", 503, 30*time.Second)
 	p.wantStatus("/readyz", 200, time.Second) // SCIM still takes writes

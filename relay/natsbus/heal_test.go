@@ -7,16 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
@@ -33,7 +32,7 @@ import (
 // subscribers' accounts were given a JetStream import of their own.
 func TestHealedStoreHandlesEachRequestOnce(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "nats")
-	mountTmpfs(t, dir, "64m")
+	disktest.MountTmpfs(t, dir, "64m")
 	log := slog.New(slog.DiscardHandler)
 	audit, auditSeed := newSubscriber(t, "audit", "")
 	o := natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: dir}
@@ -97,7 +96,7 @@ func TestHealedStoreHandlesEachRequestOnce(t *testing.T) {
 	}
 
 	// The disk fills: a publish fails, and the stream stays stuck on it.
-	filler := fillDisk(t, dir)
+	filler := disktest.Fill(t, dir)
 	big := make([]byte, 256<<10)
 	for i := 0; healer.WriteError() == nil; i++ {
 		if i == 200 {
@@ -237,47 +236,4 @@ func answers(t *testing.T, nc *nats.Conn, subject, body string) int {
 		}
 		n++
 	}
-}
-
-// mountTmpfs mounts a tmpfs of size at dir for the test, or skips it.
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs to fill needs root")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs at %s: %v: %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("unmounting %s: %v: %s", dir, err, out)
-		}
-	})
-}
-
-// fillDisk writes a file in dir until its file system has no room left,
-// and returns its path.
-func fillDisk(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, chunk := range []int{1 << 20, 4 << 10, 512} {
-		buf := make([]byte, chunk)
-		for {
-			if _, err := f.Write(buf); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space") {
-					t.Fatal(err)
-				}
-				break
-			}
-		}
-	}
-	return path
 }

@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package disktest injects disk faults for tests: writes to an open file
-// that vanish and flushes that fail (FailWrites), and a file overwritten
-// in place under a process that has it open (WriteInPlace). It is a normal
+// that vanish and flushes that fail (FailWrites), a file overwritten in
+// place under a process that has it open (WriteInPlace), and a small file
+// system filled to the last byte (MountTmpfs, Fill). It is a normal
 // package so that tests of several packages (relay, cmd/scimrelay) can use
 // it; nothing outside tests imports it.
 package disktest
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -87,4 +91,50 @@ func WriteInPlace(t testing.TB, path string, data []byte) {
 	if _, err := f.WriteAt(data, 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// MountTmpfs mounts a tmpfs of size (as mount's size= takes it: "24m") at
+// dir for the test, unmounted when it ends; it skips the test where it
+// cannot (not root, no mount).
+func MountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs to fill needs root")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs at %s: %v: %s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmounting %s: %v: %s", dir, err, out)
+		}
+	})
+}
+
+// Fill writes a file in dir until its file system has no room left, and
+// returns its path; called again, it adds to the file until there is none
+// again.
+func Fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, chunk := range []int{1 << 20, 4 << 10, 512} {
+		buf := make([]byte, chunk)
+		for {
+			if _, err := f.Write(buf); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	return path
 }
