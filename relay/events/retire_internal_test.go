@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -78,25 +79,57 @@ func TestRetiredMetadataBounds(t *testing.T) {
 	}
 }
 
-// TestKeyRefreshQueuesNoOne: while one caller reads the stream's keys
-// again (held here by taking the trust's lock, as a read under way does),
-// another that finds them old verifies at once with the keys as they are,
-// rather than queueing behind the read (the diff review: every delivery
-// waited behind a slow JetStream API, each then reading again itself).
-func TestKeyRefreshQueuesNoOne(t *testing.T) {
+// TestKeyRefreshWaitsForTheReadUnderWay: while one caller reads the
+// stream's keys again (held here by taking the trust's lock, as a read
+// under way does), another that finds its keys older than KeysReadEvery
+// waits for that read and verifies with what it read: never with the old
+// keys (a key retired since would verify: CI, 2026-12-03), and without
+// reading again itself (the trust has no connection: a read would fail,
+// and fresh would return the old keys). A read that failed just now is
+// not waited for.
+func TestKeyRefreshWaitsForTheReadUnderWay(t *testing.T) {
 	tr := &Trust{}
 	old := &trustState{read: time.Now().Add(-time.Minute)}
 	tr.state.Store(old)
 	tr.mu.Lock() // a read under way
 	done := make(chan *trustState, 1)
 	go func() { done <- tr.fresh(old) }()
-	select {
-	case got := <-done:
-		if got != old {
-			t.Errorf("fresh returned another state while a read was under way")
+	for deadline := time.Now().Add(10 * time.Second); !waitingForLock("(*Trust).fresh"); {
+		select {
+		case <-done:
+			t.Fatal("fresh returned keys read a minute ago while a read was under way; want it to wait for that read")
+		default:
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("fresh waited behind the read under way")
+		if time.Now().After(deadline) {
+			t.Fatal("fresh neither returned nor waited for the read under way")
+		}
+		runtime.Gosched()
 	}
+	read := &trustState{read: time.Now()}
+	tr.state.Store(read)
+	tr.refreshed = read.read
 	tr.mu.Unlock()
+	if got := <-done; got != read {
+		t.Errorf("fresh returned other keys than the read it waited for read")
+	}
+
+	// The read failed a moment ago (refreshed now, the keys still old):
+	// verified at once with the keys read last, nothing read again.
+	tr.state.Store(old)
+	tr.refreshed = time.Now()
+	if got := tr.fresh(old); got != old {
+		t.Errorf("fresh after a failed read returned other keys than those read last")
+	}
+}
+
+// waitingForLock reports whether a goroutine in fn waits for a mutex.
+func waitingForLock(fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn) && strings.Contains(g, "sync.(*Mutex).Lock") {
+			return true
+		}
+	}
+	return false
 }

@@ -486,22 +486,27 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 	return nil
 }
 
-// fresh returns the keys to verify with: s, read again first when it is
-// older than KeysReadEvery, since a key may have been retired since
-// (scimrelay keys rotate events). One caller reads, within KeysReadEvery;
-// the others verify meanwhile with the keys as they are, without waiting
-// behind it (a slow JetStream API must not queue every delivery), and so
-// does every caller while a read that failed less than refreshEvery ago
-// is not tried again. While the keys cannot be read (NATS away or
-// refusing the request), a reader verifies with those it read last: a
-// retirement is then in force in it only once a read succeeds.
+// fresh returns the keys to verify with: s when read less than
+// KeysReadEvery ago, else the keys read again, since a key may have been
+// retired since: scimrelay keys rotate events answers KeysReadEvery after
+// it retired one, and from then on no reader verifies with keys read
+// before. One caller reads; the others wait for that read and verify with
+// what it read, without reading again themselves (the diff review: each
+// reading after the one before it queued every delivery behind a slow
+// JetStream API). The wait is bounded by the read under way: this one's
+// timeout, KeysReadEvery, or an unknown key's (reread: its turn, at most
+// refreshEvery, and 10 s). An earlier version verified with the old keys
+// rather than wait, and a worker delivered an event forged with a key
+// retired seconds before (TestKeysRotateEvents, once in seven runs).
+// While the keys cannot be read (NATS away or refusing the request), a
+// reader verifies with those it read last, without waiting for a read
+// more than once every refreshEvery: a retirement is then in force in it
+// only once a read succeeds.
 func (t *Trust) fresh(s *trustState) *trustState {
 	if time.Since(s.read) < KeysReadEvery {
 		return s
 	}
-	if !t.mu.TryLock() {
-		return t.state.Load() // another caller reads them now
-	}
+	t.mu.Lock()
 	defer t.mu.Unlock()
 	cur := t.state.Load()
 	if time.Since(cur.read) < KeysReadEvery || time.Since(t.refreshed) < refreshEvery {
