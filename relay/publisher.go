@@ -101,6 +101,14 @@ type Publisher struct {
 	// window is held from a window's read of the outbox until its
 	// publishing has ended (AwaitWindow).
 	window sync.Mutex
+	// Under window: uncertain is the outbox key of the last row sent in a
+	// window that ended without JetStream's answer to it (an
+	// acknowledgement timed out: the server may still store the message,
+	// signed as it was then); 0 when none. unsettled is closed, and both
+	// cleared, once no row up to it waits in the outbox any more
+	// (AwaitSettled).
+	uncertain uint64
+	unsettled chan struct{}
 
 	// Run's goroutine alone uses these. after is the key of the last row
 	// JetStream acknowledged: the next window is read from behind it while
@@ -306,11 +314,56 @@ func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error
 	if err != nil {
 		return 0, false, fmt.Errorf("reading the outbox: %w", err)
 	}
+	if len(rows) == 0 || rows[0].Key > p.uncertain {
+		p.settle() // every row up to it acknowledged, quarantined or purged
+	}
 	if len(rows) == 0 {
 		return 0, false, nil
 	}
 	n, err = p.publishWindow(ctx, rows)
 	return n, true, err
+}
+
+// AwaitSettled returns once every message the publisher sent before the
+// call has JetStream's answer: acknowledged, as stored or as a duplicate
+// of one stored, or refused. A message whose acknowledgement timed out
+// may be stored later (a stream leader changing, a slow disk), and is
+// sent again with the rows after it until JetStream answers: the
+// rotation of the event-signing key waits for that before it retires the
+// old key at the stream's last sequence, so that no event the old key
+// signed is stored after the bound. It returns ctx's error when ctx ends
+// first.
+func (p *Publisher) AwaitSettled(ctx context.Context) error {
+	p.window.Lock() // the window under way, if any, ends first
+	ch := p.unsettled
+	p.window.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("events sent to NATS have had no answer yet: %w", ctx.Err())
+	}
+}
+
+// unsure records, under p.window, that rows up to key were sent and
+// JetStream's answer to one of them is not known.
+func (p *Publisher) unsure(key uint64) {
+	p.uncertain = max(p.uncertain, key)
+	if p.unsettled == nil {
+		p.unsettled = make(chan struct{})
+	}
+}
+
+// settle records, under p.window, that no row sent without an answer
+// waits in the outbox any more.
+func (p *Publisher) settle() {
+	if p.unsettled != nil {
+		close(p.unsettled)
+	}
+	p.uncertain, p.unsettled = 0, nil
 }
 
 // AwaitWindow returns once the window being published, if any, has ended:
@@ -346,10 +399,18 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 	w := &pubWindow{p: p, ctx: ctx, rows: rows}
 	defer w.endSpans()
 	err := w.publish()
+	if len(w.futures) > len(w.acked) {
+		// Conservatively, even those JetStream refused: a copy sent by
+		// an earlier window may still be on its way.
+		p.unsure(rows[len(w.futures)-1].Key)
+	}
 	if len(w.acked) > 0 {
 		now := time.Now()
 		p.lastPublished.Store(now.UnixNano())
 		p.after = w.acked[len(w.acked)-1]
+		if p.after >= p.uncertain {
+			p.settle()
+		}
 		p.kept = append(p.kept, keptRows{keys: w.acked, acked: now})
 		if derr := p.deleteDue(now); derr != nil {
 			return len(w.acked), errors.Join(derr, err)

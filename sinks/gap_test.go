@@ -35,28 +35,11 @@ type lossyProxy struct {
 
 func newLossyProxy(t testing.TB, target, consumer string) *lossyProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	p := &lossyProxy{addr: ln.Addr().String(), target: target, consumer: consumer}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { c.Close(); up.Close() })
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { p.pass(c, up); c.Close() }()
-		}
-	}()
+	p := &lossyProxy{target: target, consumer: consumer}
+	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		go func() { p.pass(c, up); c.Close() }()
+	})
 	return p
 }
 

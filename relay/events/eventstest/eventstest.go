@@ -240,6 +240,36 @@ func belowEphemeral() (low, high int) {
 	return 10000, first
 }
 
+// Proxy listens on loopback for connections to target, a NATS server's
+// address, and returns the address to connect to instead. For each
+// connection it dials target and calls pass with both ends, which copies
+// between them as the test needs (losing or holding some of it); both
+// close when the test ends.
+func Proxy(t testing.TB, target string, pass func(client, server net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			pass(c, up)
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // Connect connects to urls and returns the connection and its JetStream
 // context; both close when the test ends.
 func Connect(t testing.TB, urls ...string) (*nats.Conn, jetstream.JetStream) {

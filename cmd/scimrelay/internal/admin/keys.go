@@ -44,9 +44,11 @@ type KeyOptions struct {
 	// Signer signs the front end's events; nil with NATS embedded, where
 	// nothing is signed.
 	Signer *events.Signer
-	// Publisher publishes the events Signer signs; its window in flight
-	// ends before the key it was signed with is retired.
-	Publisher interface{ AwaitWindow() }
+	// Publisher publishes the events Signer signs; every message it sent
+	// with the old key has JetStream's answer before that key is retired.
+	Publisher interface {
+		AwaitSettled(ctx context.Context) error
+	}
 	// TokenLifetime is the access tokens' lifetime in force
 	// (oauth.token_lifetime): the default overlap of an OAuth key
 	// rotation, so that an identity provider's token stays good until
@@ -167,9 +169,9 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 // rotateEvents gives the front end a new event-signing key: stored in the
-// data file, named by the stream, signing; then, once the events the old
-// key signed are stored (the publisher's window in flight has ended), the
-// old key retired at the stream's last sequence. It returns once every
+// data file, named by the stream, signing; then, once JetStream has
+// answered for every event the old key signed (Publisher.AwaitSettled),
+// the old key retired at the stream's last sequence. It returns once every
 // reader has read the keys since (events.KeysReadEvery).
 func (k *Keys) rotateEvents(ctx context.Context) (KeyRotation, error) {
 	k.mu.Lock()
@@ -190,7 +192,13 @@ func (k *Keys) rotateEvents(ctx context.Context) (KeyRotation, error) {
 	if err := k.o.Signer.Switch(seed); err != nil {
 		return res, err
 	}
-	k.o.Publisher.AwaitWindow() // the last window the old key signed is stored, or failed (and is signed anew)
+	// Every message the old key signed is stored, or known never to be:
+	// one whose acknowledgement timed out may be stored later, after
+	// the bound, unless the publisher has had the answer to its copy
+	// sent again (a duplicate's names where the first is).
+	if err := k.o.Publisher.AwaitSettled(ctx); err != nil {
+		return res, fmt.Errorf("this front end signs with its new key %s, but NATS has not answered for events the old one signed, so it is not retired yet (run the rotation again once NATS answers, or restart the front end: either retires it first): %w", res.Key, err)
+	}
 	if res.Retired, err = RetireEventKeys(ctx, k.o.Store, k.o.JS, k.o.Logger); err != nil {
 		return res, fmt.Errorf("this front end signs with its new key %s, but retiring the old one failed (run the rotation again, or restart the front end: either retires it first): %w", res.Key, err)
 	}
