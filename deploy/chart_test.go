@@ -3,6 +3,7 @@
 package deploy
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -55,6 +57,7 @@ type manifests struct {
 	pdbs            []policyv1.PodDisruptionBudget
 	netpols         []networkingv1.NetworkPolicy
 	serviceMonitors []monitoringv1.ServiceMonitor
+	prometheusRules []monitoringv1.PrometheusRule
 
 	all []object // every object above
 }
@@ -126,6 +129,8 @@ func decode(t *testing.T, files map[string]string) *manifests {
 				m.netpols, err = decodeInto(m, head.Kind, doc, m.netpols)
 			case "monitoring.coreos.com/v1 ServiceMonitor":
 				m.serviceMonitors, err = decodeInto(m, head.Kind, doc, m.serviceMonitors)
+			case "monitoring.coreos.com/v1 PrometheusRule":
+				m.prometheusRules, err = decodeInto(m, head.Kind, doc, m.prometheusRules)
 			default:
 				t.Fatalf("%s: an object of %s %s, which this test does not know", file, head.APIVersion, head.Kind)
 			}
@@ -454,6 +459,9 @@ func TestChartDefaults(t *testing.T) {
 	if len(m.serviceMonitors) != 0 {
 		t.Error("a ServiceMonitor by default; it needs the Prometheus Operator's CRDs")
 	}
+	if len(m.prometheusRules) != 0 {
+		t.Error("a PrometheusRule by default; it needs the Prometheus Operator's CRDs")
+	}
 
 	// relay.yaml: valid for serve with what the Secret provides, on an
 	// external NATS, listening where the manifests say.
@@ -745,6 +753,9 @@ networkPolicy:
 		{`image: {tga: v1.0.0}`, "tga"},
 		{`sinks: {replicas: two}`, "replicas"},
 		{`sinks: {spreadAcrossNodes: "yes"}`, "spreadAcrossNodes"},
+		{`prometheusRule: {enabled: "yes"}`, "/prometheusRule/enabled"},
+		{`prometheusRule: {lables: {release: prometheus}}`, "lables"},
+		{`prometheusRule: {labels: {release: [prometheus]}}`, "/prometheusRule/labels/release"},
 	} {
 		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("values %s: %v; want an error saying %s", c.values, err, c.want)
@@ -752,6 +763,114 @@ networkPolicy:
 	}
 	// Listener TLS left off, as relay.yaml writes it, is no TLS.
 	mustRender(t, "scimrelay", `config: {tls: {cert_file: "", key_file: ""}, admin: {tls: {cert_file: "", key_file: ""}}}`)
+}
+
+// The alerting rules: deploy/prometheus/alerts.yaml, which plain Prometheus
+// loads, and the chart's copy of it, which its PrometheusRule holds (Helm
+// reads no file outside the chart).
+const (
+	alertRulesFile      = "prometheus/alerts.yaml"
+	chartAlertRulesFile = chartDir + "/files/alerts.yaml"
+)
+
+// TestChartAlertRulesFile: the chart's rules file is
+// deploy/prometheus/alerts.yaml byte for byte, so that the rules have one
+// text: the one under prometheus/, copied into the chart.
+func TestChartAlertRulesFile(t *testing.T) {
+	want, err := os.ReadFile(alertRulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(chartAlertRulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("deploy/%s is not deploy/%s byte for byte; edit the latter and copy it: cp deploy/%[2]s deploy/%[1]s", chartAlertRulesFile, alertRulesFile)
+	}
+}
+
+// TestChartPrometheusRule: prometheusRule.enabled renders one
+// PrometheusRule, with the labels of prometheusRule.labels beside the
+// chart's, whose groups and rules are those of deploy/prometheus/alerts.yaml:
+// every rule's name, expression, for, labels and annotations as the file
+// writes them, the annotations' {{ $labels.sink }} and {{ $value }}
+// untouched by Helm's templating. helm lint has nothing to say of it.
+func TestChartPrometheusRule(t *testing.T) {
+	raw, err := os.ReadFile(alertRulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Strictly: a field a PrometheusRule's spec does not know fails here.
+	var want monitoringv1.PrometheusRuleSpec
+	if err := yaml.UnmarshalStrict(raw, &want); err != nil {
+		t.Fatalf("%s as a PrometheusRule's spec: %v", alertRulesFile, err)
+	}
+	templated := 0
+	for _, g := range want.Groups {
+		for _, r := range g.Rules {
+			for _, a := range r.Annotations {
+				if strings.Contains(a, "{{ $labels.") || strings.Contains(a, "{{ $value }}") {
+					templated++
+				}
+			}
+		}
+	}
+	if len(want.Groups) == 0 || templated == 0 {
+		t.Fatalf("%s: %d groups, %d annotations with Prometheus templates; this test wants rules that have them", alertRulesFile, len(want.Groups), templated)
+	}
+
+	m := mustRender(t, "relay", `prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack, team: identity}}`)
+	checkNames(t, m)
+	if len(m.serviceMonitors) != 0 {
+		t.Error("prometheusRule.enabled renders a ServiceMonitor too")
+	}
+	if len(m.prometheusRules) != 1 {
+		t.Fatalf("%d PrometheusRules, want 1", len(m.prometheusRules))
+	}
+	pr := m.prometheusRules[0]
+	if pr.Name != "relay-scimrelay" || pr.Labels["release"] != "kube-prometheus-stack" || pr.Labels["team"] != "identity" || pr.Labels["app.kubernetes.io/instance"] != "relay" {
+		t.Errorf("PrometheusRule %s has labels %v; want prometheusRule.labels beside the chart's", pr.Name, pr.Labels)
+	}
+	show := func(v any) string {
+		out, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	got := pr.Spec.Groups
+	if len(got) != len(want.Groups) {
+		t.Errorf("PrometheusRule %s has %d groups, %s %d", pr.Name, len(got), alertRulesFile, len(want.Groups))
+	}
+	for i := range min(len(got), len(want.Groups)) {
+		g, w := got[i], want.Groups[i]
+		if g.Name != w.Name || len(g.Rules) != len(w.Rules) {
+			alerts := func(rules []monitoringv1.Rule) (names []string) {
+				for _, r := range rules {
+					names = append(names, r.Alert)
+				}
+				return names
+			}
+			t.Errorf("group %d: %q with rules %v; %s has %q with %v", i, g.Name, alerts(g.Rules), alertRulesFile, w.Name, alerts(w.Rules))
+			continue
+		}
+		for j := range g.Rules {
+			if !reflect.DeepEqual(g.Rules[j], w.Rules[j]) {
+				t.Errorf("group %s, rule %d: the PrometheusRule has\n%s%s has\n%s", g.Name, j, show(g.Rules[j]), alertRulesFile, show(w.Rules[j]))
+			}
+		}
+	}
+	// And whatever else a group or the spec may say.
+	if !reflect.DeepEqual(pr.Spec, want) {
+		t.Errorf("PrometheusRule %s's spec is not %s's:\n%s\nwant\n%s", pr.Name, alertRulesFile, show(pr.Spec), show(want))
+	}
+
+	for _, msg := range lint.All(chartDir, map[string]any{"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}}}, "scimrelay", false).Messages {
+		if msg.Severity > support.InfoSev {
+			t.Errorf("helm lint with prometheusRule.enabled: %s", msg)
+		}
+	}
 }
 
 // mountedSecretsFor returns the Secrets a role's pod mounts read-only
