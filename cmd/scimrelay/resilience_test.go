@@ -318,9 +318,6 @@ func TestDiskFullDataFile(t *testing.T) {
 // until it has run under -race for longer, .ci/run runs it without -race
 // after the suite.
 func TestEmbeddedNATSStoreFull(t *testing.T) {
-	if raceDetector {
-		t.Skip("nats-server's JetStream restart races with its API dispatch under -race; .ci/run runs this test without it")
-	}
 	dataDir := t.TempDir()
 	natsDir := filepath.Join(dataDir, "nats")
 	disktest.MountTmpfs(t, natsDir, "64m")
