@@ -101,14 +101,15 @@ type Publisher struct {
 	// window is held from a window's read of the outbox until its
 	// publishing has ended (AwaitWindow).
 	window sync.Mutex
-	// Under window: uncertain is the outbox key of the last row sent in a
-	// window that ended without JetStream's answer to it (an
+	// Under window: unanswered is the outbox key of the last row sent in
+	// a window that ended without JetStream's answer to it (an
 	// acknowledgement timed out: the server may still store the message,
-	// signed as it was then); 0 when none. unsettled is closed, and both
-	// cleared, once no row up to it waits in the outbox any more
-	// (AwaitSettled).
-	uncertain uint64
-	unsettled chan struct{}
+	// signed as it was then); answered the key up to which every row sent
+	// has had its answer or left the outbox otherwise (quarantined, its
+	// tenant purged). progress, when not nil, is closed when answered
+	// moves (AwaitSettled).
+	unanswered, answered uint64
+	progress             chan struct{}
 
 	// Run's goroutine alone uses these. after is the key of the last row
 	// JetStream acknowledged: the next window is read from behind it while
@@ -314,8 +315,12 @@ func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error
 	if err != nil {
 		return 0, false, fmt.Errorf("reading the outbox: %w", err)
 	}
-	if len(rows) == 0 || rows[0].Key > p.uncertain {
-		p.settle() // every row up to it acknowledged, quarantined or purged
+	// The rows before the first read have left the outbox; with none
+	// read, every row sent has.
+	if len(rows) == 0 {
+		p.answeredTo(p.unanswered)
+	} else {
+		p.answeredTo(rows[0].Key - 1)
 	}
 	if len(rows) == 0 {
 		return 0, false, nil
@@ -335,35 +340,38 @@ func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error
 // first.
 func (p *Publisher) AwaitSettled(ctx context.Context) error {
 	p.window.Lock() // the window under way, if any, ends first
-	ch := p.unsettled
+	// Only the rows sent by now: under a steady load of two front ends,
+	// windows cut short keep sending rows without an answer, and a wait
+	// for all of them might not end.
+	mark := p.unanswered
+	for mark > p.answered {
+		if p.progress == nil {
+			p.progress = make(chan struct{})
+		}
+		ch := p.progress
+		p.window.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("events sent to NATS have had no answer yet: %w", ctx.Err())
+		}
+		p.window.Lock()
+	}
 	p.window.Unlock()
-	if ch == nil {
-		return nil
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("events sent to NATS have had no answer yet: %w", ctx.Err())
-	}
+	return nil
 }
 
-// unsure records, under p.window, that rows up to key were sent and
-// JetStream's answer to one of them is not known.
-func (p *Publisher) unsure(key uint64) {
-	p.uncertain = max(p.uncertain, key)
-	if p.unsettled == nil {
-		p.unsettled = make(chan struct{})
+// answeredTo records, under p.window, that every row sent up to key has
+// had JetStream's answer or left the outbox.
+func (p *Publisher) answeredTo(key uint64) {
+	if key <= p.answered {
+		return
 	}
-}
-
-// settle records, under p.window, that no row sent without an answer
-// waits in the outbox any more.
-func (p *Publisher) settle() {
-	if p.unsettled != nil {
-		close(p.unsettled)
+	p.answered = key
+	if p.progress != nil {
+		close(p.progress)
+		p.progress = nil
 	}
-	p.uncertain, p.unsettled = 0, nil
 }
 
 // AwaitWindow returns once the window being published, if any, has ended:
@@ -402,15 +410,13 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 	if len(w.futures) > len(w.acked) {
 		// Conservatively, even those JetStream refused: a copy sent by
 		// an earlier window may still be on its way.
-		p.unsure(rows[len(w.futures)-1].Key)
+		p.unanswered = max(p.unanswered, rows[len(w.futures)-1].Key)
 	}
 	if len(w.acked) > 0 {
 		now := time.Now()
 		p.lastPublished.Store(now.UnixNano())
 		p.after = w.acked[len(w.acked)-1]
-		if p.after >= p.uncertain {
-			p.settle()
-		}
+		p.answeredTo(p.after)
 		p.kept = append(p.kept, keptRows{keys: w.acked, acked: now})
 		if derr := p.deleteDue(now); derr != nil {
 			return len(w.acked), errors.Join(derr, err)
