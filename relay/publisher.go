@@ -337,7 +337,7 @@ func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error
 // rotation of the event-signing key waits for that before it retires the
 // old key at the stream's last sequence, so that no event the old key
 // signed is stored after the bound. It returns ctx's error when ctx ends
-// first.
+// first (once the window under way has ended, within AckTimeout).
 func (p *Publisher) AwaitSettled(ctx context.Context) error {
 	p.window.Lock() // the window under way, if any, ends first
 	// Only the rows sent by now: under a steady load of two front ends,

@@ -5,6 +5,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -229,6 +230,13 @@ func TestAwaitSettledWaitsForUnansweredEvents(t *testing.T) {
 	rows, err := s.ReadOutbox(0, 10)
 	if err != nil || len(rows) != 1 {
 		t.Fatalf("the outbox holds %d rows (%v), want bob's", len(rows), err)
+	}
+	// While NATS does not answer, the wait ends with its context, in error.
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = p.AwaitSettled(short)
+	cancelShort()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("AwaitSettled with bob's event held and a context that ends: %v; want its deadline's error", err)
 	}
 	create(t, s, "acme", user(t, `"userName":"carl"`))
 	if err := s.DeleteOutbox([]uint64{rows[0].Key}); err != nil {
