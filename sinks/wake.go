@@ -81,14 +81,15 @@ func downs(res Result) bool {
 
 // wakes is where a worker's waking stands: when it last made a request,
 // saw one succeed, saw the receiver down first and last since that
-// success, looked for resources to wake, woke some and probed, and when
-// the recovery under way began (clock readings; zero: never, none); how
-// many probes found no success since the last; whether a look is due or
-// running, and whether another was asked for meanwhile.
+// success, looked for resources to wake, woke some and probed, when the
+// recovery under way began and when the outage it ended did (clock
+// readings; zero: never, none, not known); how many probes found no
+// success since the last; whether a look is due or running, and whether
+// another was asked for meanwhile.
 type wakes struct {
-	tried, answered, firstDown, down, looked, woke, probed, recovery atomic.Int64
-	probes                                                           atomic.Int32
-	looking, again                                                   atomic.Bool
+	tried, answered, firstDown, down, looked, woke, probed, recovery, downSince atomic.Int64
+	probes                                                                      atomic.Int32
+	looking, again                                                              atomic.Bool
 }
 
 // clockStart is what clock counts from.
@@ -132,6 +133,7 @@ func (w *worker) tried(res Result) {
 	w.wakes.probes.Store(0)
 	first := w.wakes.firstDown.Swap(0)
 	if prev == 0 || first != 0 && w.wakes.down.Load()-first >= int64(w.t.outageMin) {
+		w.wakes.downSince.Store(first)
 		w.wakes.recovery.Store(now)
 	}
 	if w.wakes.recovery.Load() != 0 {
@@ -186,18 +188,27 @@ func (w *worker) look(now time.Time) {
 	}
 	n, out := w.wake(now, w.wakeAhead(), recovery)
 	if n == 0 {
-		if out == 0 {
-			w.wakes.recovery.CompareAndSwap(recovery, 0)
+		// Nothing left to wake or out: the recovery is over, said at
+		// Info when it woke any, so that the log says when a backlog
+		// left by an outage was worked off.
+		if out == 0 && w.wakes.recovery.CompareAndSwap(recovery, 0) && w.wakes.woke.Load() >= recovery {
+			w.log.Info("the receiver has caught up: every resource parked while it was down has been tried again (one that failed again keeps its schedule)",
+				"took", time.Duration(clock(now)-recovery).Round(time.Millisecond))
 		}
 		return
 	}
 	// Said at Info when a recovery begins (nothing woken for a minute),
-	// at Debug while it goes on.
+	// with how long the receiver was down when known, at Debug while it
+	// goes on.
 	level := slog.LevelDebug
 	if last := w.wakes.woke.Swap(clock(now)); last == 0 || clock(now)-last >= int64(time.Minute) {
 		level = slog.LevelInfo
 	}
-	w.log.Log(context.Background(), level, "the receiver answers again: resources parked while it was down are tried now, not on their schedule", "resources", n)
+	attrs := []any{"resources", n}
+	if since := w.wakes.downSince.Load(); since != 0 && since < recovery {
+		attrs = append(attrs, "down_for", time.Duration(recovery-since).Round(time.Millisecond))
+	}
+	w.log.Log(context.Background(), level, "the receiver answers again: resources parked while it was down are tried now, not on their schedule", attrs...)
 }
 
 // probe tries one parked resource before its time when the sink has made
@@ -362,7 +373,9 @@ func (p *partition) wokenDoneLocked(l *lane) {
 	}
 	now := time.Now()
 	if e.probe {
-		// The receiver was last seen down, and takes this: it is back.
+		// The receiver was last seen down, and takes this: it is back
+		// (since when it was down is not known here).
+		p.w.wakes.downSince.Store(0)
 		p.w.wakes.recovery.Store(clock(now))
 		p.recovery = clock(now)
 	}

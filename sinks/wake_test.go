@@ -146,9 +146,16 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 		return errors.Join(o.hasAccepted("Users/u3#1"), o.hasAccepted("Users/u1#1", "Users/u1#2"),
 			o.hasAccepted("Users/u2#1"), o.hasAccepted("Groups/g1#1"))
 	})
-	if logs := o.logs.String(); !strings.Contains(logs, `level=INFO msg="the receiver answers again: resources parked while it was down are tried now, not on their schedule" sink=crm resources=3`) {
-		t.Errorf("the wake is not said at Info with its count:\n%s", grepLines(logs, "receiver answers"))
+	if logs := o.logs.String(); !strings.Contains(logs, `level=INFO msg="the receiver answers again: resources parked while it was down are tried now, not on their schedule" sink=crm resources=3 down_for=`) {
+		t.Errorf("the wake is not said at Info with its count and how long the receiver was down:\n%s", grepLines(logs, "receiver answers"))
 	}
+	// And its end, once every woken resource has been tried.
+	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(o.logs.String(), `level=INFO msg="the receiver has caught up: every resource parked while it was down has been tried again (one that failed again keeps its schedule)" sink=crm took=`) {
+			return fmt.Errorf("the recovery's end is not said at Info:\n%s", grepLines(o.logs.String(), "receiver"))
+		}
+		return nil
+	})
 	if n := o.triesOf("Users/patient"); n != asked {
 		t.Errorf("the resource the receiver asked to wait was tried %d more times", n-asked)
 	}
