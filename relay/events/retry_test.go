@@ -65,3 +65,26 @@ func TestRetry(t *testing.T) {
 		t.Fatalf("out of time: %v, want the deadline and the last error", err)
 	}
 }
+
+// TestAwaitMadeSaysWhoMakesItWhenTimeRunsOutMidAttempt: a worker that
+// waits for what the front end makes, and whose time runs out during an
+// attempt (the attempt's answer cut off), still says that the SCIM front
+// end makes it, as the attempts before found: a flake hunt saw the bare
+// "context deadline exceeded" (TestWorkerOpensWhatTheFrontEndMakes, 2 in
+// 60 loaded runs).
+func TestAwaitMadeSaysWhoMakesItWhenTimeRunsOutMidAttempt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	n := 0
+	err := events.AwaitMade(ctx, "the dead-letter stream", slog.New(slog.DiscardHandler), func(ctx context.Context) error {
+		n++
+		if n == 1 {
+			return jetstream.ErrStreamNotFound
+		}
+		<-ctx.Done() // the deadline comes during the second attempt
+		return ctx.Err()
+	})
+	if err == nil || !strings.Contains(err.Error(), "the SCIM front end") {
+		t.Fatalf("after %d attempts: %v; want the error naming the SCIM front end", n, err)
+	}
+}

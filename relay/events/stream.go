@@ -331,6 +331,7 @@ func AwaitMade(ctx context.Context, what string, log *slog.Logger, op func(conte
 
 func retry(ctx context.Context, what string, log *slog.Logger, op func(context.Context) error, awaitMade bool) error {
 	backoff := 100 * time.Millisecond
+	wasMissing := false
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := op(attemptCtx)
@@ -338,7 +339,11 @@ func retry(ctx context.Context, what string, log *slog.Logger, op func(context.C
 		if err == nil {
 			return nil
 		}
-		missing := awaitMade && notMade(err)
+		// ctx ending during an attempt cuts off its answer, not what the
+		// attempts before it found: still not made (a flake hunt: the
+		// error then said only "context deadline exceeded").
+		missing := awaitMade && (notMade(err) || wasMissing && ctx.Err() != nil)
+		wasMissing = missing
 		if !missing && !transient(err) {
 			return err
 		}
