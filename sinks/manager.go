@@ -406,6 +406,8 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		"more messages that are not from a partition's consumer were dropped; past the first few a minute they are counted here")
 	w.keyWaits = newFailureLog(w.log, failureWindow, "an event is signed by a key the event stream does not name; its resource waits for its front end to write the key back (each front end checks every few seconds) before the event is dead-lettered",
 		"more events waited for the event stream to name their signing key; past the first few a minute they are counted here")
+	w.ackFailures = newFailureLog(w.log, failureWindow, "acknowledging an event failed; it is sent again at the next heartbeat, and before a partition is handed over, until NATS takes it",
+		"more acknowledgements failed and will be sent again; past the first few a minute they are counted here")
 	// The sink's worker before this one in the process (a reload's) may
 	// have left claims whose release failed: the first heartbeat lets go
 	// of every claim of this worker id whose run is not this worker's.

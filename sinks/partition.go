@@ -1151,6 +1151,7 @@ func (p *partition) awaitAcks() {
 	var pending, kept, unseen int64
 	var lastErr error
 	for {
+		p.w.resendAcks() // those that failed, the connection reconnecting
 		cons, err := p.w.js.Consumer(ctx, events.StreamName, p.name)
 		if err == nil {
 			ci := cons.CachedInfo() // as the lookup read it

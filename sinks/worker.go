@@ -64,6 +64,10 @@ type worker struct {
 
 	// keyWaits says events that wait for their signing key, a few a minute.
 	keyWaits *failureLog
+	// ackFailures says acknowledgements that failed; lostAcks keeps them
+	// to be sent again (lostacks.go).
+	ackFailures *failureLog
+	lostAcks    lostAcks
 	// foreigners says messages dropped as not the partitions' own, a few
 	// a minute.
 	foreigners *failureLog
@@ -223,6 +227,7 @@ func (w *worker) run(ctx context.Context) error {
 			w.shutdown()
 			return nil
 		case now := <-tick.C:
+			w.resendAcks()
 			w.probe(now)
 		}
 	}
@@ -462,12 +467,6 @@ func (w *worker) retrying(es []*event.Event, res Result, tries int, next time.Ti
 	w.attempts.recordRetry(w.name, es, res, tries, next)
 	w.retries.failed(w.now(), res.Status, truncate(errText(res.Err), maxErrorInQueue),
 		"event_id", es[0].ID(), "events", len(es), "attempt", tries, "latency", res.Latency, "retry_in", time.Until(next).Round(time.Millisecond))
-}
-
-func (w *worker) ack(m jetstream.Msg) {
-	if err := m.Ack(); err != nil {
-		w.log.Warn("acknowledging an event failed; it may be delivered again", "err", err)
-	}
 }
 
 // poison dead-letters a message that is not a scimrelay event, so that it

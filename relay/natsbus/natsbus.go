@@ -80,7 +80,7 @@ func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("disconnected from NATS; events wait in the outbox until it is back", "err", err)
+				log.Warn("disconnected from NATS; reconnecting (a front end's events wait in its outbox, a worker's deliveries pause)", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
