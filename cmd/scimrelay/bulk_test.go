@@ -99,7 +99,7 @@ func TestBulkEndToEnd(t *testing.T) {
 	}
 
 	// The provisioning log has one entry for the request with every event id.
-	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Tenant: "acme"})
 		if err != nil {
 			return err

@@ -376,7 +376,7 @@ func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
 	if code := post(sinkSecret, "signed-1"); code/100 != 2 {
 		t.Fatalf("a delivery signed with the sink's secret: %d", code)
 	}
-	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(out.String(), `"signed-1"`) {
 			return fmt.Errorf("receive has not printed the signed event: %q", out.String())
 		}

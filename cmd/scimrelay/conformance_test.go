@@ -68,7 +68,7 @@ func TestConformanceOverHTTP(t *testing.T) {
 	if strings.Contains(string(r.raw), "favouriteColour") || !strings.Contains(string(r.raw), `"badge":"42"`) {
 		t.Fatalf("unknown attribute handling: %s", r.raw)
 	}
-	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{Tenant: "acme"})
 		if err != nil {
 			return err

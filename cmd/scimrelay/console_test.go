@@ -364,7 +364,7 @@ func TestConsoleTokens(t *testing.T) {
 	}
 	p.scim("acme", secret[1], "GET", "/Users", "").want(t, 200)
 	var list []relay.Token
-	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
 		var err error
 		list, err = p.srv.store.Tokens().List(context.Background(), "acme")
 		list = storedOnly(list)

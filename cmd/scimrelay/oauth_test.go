@@ -218,7 +218,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 	// The provisioning log has the failures, with the client id and the
 	// reason, and no secret anywhere.
 	var entries []relay.LogEntry
-	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		var err error
 		entries, err = p.srv.reqLog.Query(context.Background(), relay.LogQuery{})
 		if err != nil {

@@ -196,7 +196,7 @@ func TestOktaCycle(t *testing.T) {
 
 	// Per request, the events it produced (the provisioning log has their ids).
 	produced := map[string][]streamed{}
-	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		entries, err := p.srv.reqLog.Query(context.Background(), relay.LogQuery{})
 		if err != nil {
 			return err

@@ -492,7 +492,7 @@ func TestASecondSignalStopsAtOnce(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	eventstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if err := ready(addrs.admin); err == nil || !strings.Contains(err.Error(), "503") {
 			return fmt.Errorf("/readyz once the stop began: %v, want 503", err)
 		}
