@@ -18,7 +18,9 @@ import (
 // review: 394 events sent twice after one NATS node's restart and a
 // worker's clean stop). So the worker keeps such messages and sends their
 // acknowledgements again at every heartbeat and while it hands a
-// partition over, until they go.
+// partition over, until they go. An acknowledgement the connection took
+// and then lost with it (the node stopped before reading it) is not seen
+// here, and still has those events sent again (README, Scaling out).
 
 // maxLostAcks bounds the messages kept: past it an acknowledgement that
 // fails is given up (its event is sent again after AckWait, as before).
