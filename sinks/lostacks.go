@@ -20,7 +20,8 @@ import (
 // acknowledgements again at every heartbeat and while it hands a
 // partition over, until they go. An acknowledgement the connection took
 // and then lost with it (the node stopped before reading it) is not seen
-// here, and still has those events sent again (README, Scaling out).
+// here, and still has those events sent again (README, Deploying and
+// scaling out).
 
 // maxLostAcks bounds the messages kept: past it an acknowledgement that
 // fails is given up (its event is sent again after AckWait, as before).
