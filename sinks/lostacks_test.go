@@ -55,6 +55,15 @@ func TestFailedAcknowledgementsAreSentAgain(t *testing.T) {
 	})
 	ns.Shutdown()
 	ns.WaitForShutdown()
+	// Released once the worker's connection knows: an acknowledgement it
+	// takes before that is lost with the connection, which this does not
+	// cover (README).
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if nc.IsConnected() {
+			return fmt.Errorf("the worker's connection has not seen the server go")
+		}
+		return nil
+	})
 	close(release)
 	w := m.sinks["crm"].worker
 	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
