@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/disk/disktest"
-	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
@@ -36,31 +35,12 @@ func TestHealedStoreHandlesEachRequestOnce(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	audit, auditSeed := newSubscriber(t, "audit", "")
 	o := natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: dir}
-	e, err := natsbus.StartEmbedded(o, []natsbus.Subscriber{audit}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
+	e, js := startEmbedded(t, o, log, audit)
 	healer, err := natsbus.NewStoreHealer(e.Server(), o, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsbus.Connect(natsbus.Options{}, e, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := t.Context()
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.EnsureConsumers(); err != nil {
-		t.Fatal(err)
-	}
 	dlq, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SCIMRELAY_DLQ", Subjects: []string{"scimrelay-dlq.>"}})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +124,7 @@ func TestHealedStoreHandlesEachRequestOnce(t *testing.T) {
 		{"$JS.API.INFO", ""},
 		{"$JS.API.CONSUMER.CREATE.SCIMRELAY_DLQ.redrive", `{"stream_name":"SCIMRELAY_DLQ","config":{"durable_name":"redrive","ack_policy":"explicit"},"action":"create"}`},
 	} {
-		if n := answers(t, nc, req.subject, req.body); n != 1 {
+		if n := answers(t, js.Conn(), req.subject, req.body); n != 1 {
 			t.Errorf("%s after the heal: %d answers, want 1", req.subject, n)
 		}
 	}
