@@ -113,18 +113,21 @@ func (p *lossyProxy) loses(f []string) bool {
 // taken, or when the consumer pins the worker anew before the next comes
 // (a new consumer leader does; TestScaleOutEarly lost a message so). When
 // nothing follows the lost message, the consumer's count of deliveries,
-// ahead of what came, shows it (findLostTail).
+// ahead of what came, shows it (findLostTail), also when the lost message
+// came with a pin the worker never learnt, once that pin has expired.
 func TestDeliveryLostInTransitKeepsOrder(t *testing.T) {
 	for _, c := range []struct {
 		name      string
 		first     bool // the lost message is the first after the partition was taken
 		followers bool // later messages come after it
 		repin     bool // the consumer's pin changes before they come
+		newPin    bool // the lost message is the first under a new pin
 	}{
 		{name: "running", followers: true},
 		{name: "first after taking the partition", first: true, followers: true},
 		{name: "last, nothing follows"},
 		{name: "the pin changes meanwhile", followers: true, repin: true},
+		{name: "last, under a pin the worker never received", newPin: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := eventstest.RunServer(t)
@@ -174,6 +177,13 @@ func TestDeliveryLostInTransitKeepsOrder(t *testing.T) {
 				eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 					return l.deliveredEach(expect{"Users/a": 1, "Users/b": 1})
 				})
+				if c.newPin {
+					// As a new consumer leader does: the lost message is
+					// the one its new pin comes with, so the worker never
+					// learns the pin, which expires (pinnedTTL) as no pull
+					// renews it; the ack wait is a minute.
+					unpin(t, js)
+				}
 				proxy.drop.Store(3)
 				p.publish("acme", events.UserUpdated, "a") // stream sequence 3, lost
 				if c.repin {

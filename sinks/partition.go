@@ -673,7 +673,13 @@ func (p *partition) enqueue(m jetstream.Msg) {
 	seq := meta.Sequence.Stream
 	if pin := m.Headers().Get(pinHeader); pin != "" && p.setPin(pin) {
 		if err := p.loadParked(); err != nil {
-			w.log.Warn("reading the partition's parked resources again failed; a resource parked by its previous owner may be delivered out of order", "partition", p.n, "err", err)
+			// Only a worker of an earlier release, which takes no claim,
+			// can have parked one of this partition's resources since
+			// acquire read them (a rolling upgrade): with claims the read
+			// finds nothing new. A chaos review saw this fail 6-10 times a
+			// run as NATS nodes stopped, which a Warn saying "out of
+			// order" made look like a fault.
+			w.log.Info("reading the partition's parked resources again as its consumer's pin changed failed; it matters only in a rolling upgrade from a release whose workers take no partition claims, where a resource such a worker parked may be delivered out of order", "partition", p.n, "err", err)
 		}
 	}
 	p.mu.Lock()
@@ -794,7 +800,7 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	p.mu.Unlock()
 	if err := p.loadParked(); err != nil {
 		// seenDelivered stays: the next look reads the bucket again.
-		p.w.log.Warn("reading the partition's parked resources after a hand-over failed; will look again", "partition", p.n, "err", err)
+		p.w.log.Info("reading the partition's parked resources failed, after the consumer delivered events under no worker's pin (another worker may have handed the partition over, or a pin lapsed); will look again", "partition", p.n, "err", err)
 		return
 	}
 	p.mu.Lock()
@@ -815,15 +821,21 @@ const tailLooksForGap = 3
 // took), counts deliveries past those received, and none comes for two
 // pullExpiry intervals. JetStream would send them again only after the
 // ack wait; the partition is taken again from its ack floor instead, as
-// for a gap. A false finding costs what a false gap does. A pin this
-// worker received nothing under is not taken for its own: it may be a
-// worker's of an earlier release (no claim), which must not be released
-// under it. So a lost tail under a new consumer leader's new pin waits
-// for the ack wait, and its redelivery shows the gap.
+// for a gap. A false finding costs what a false gap does.
+//
+// A pin this worker received nothing under is not taken for its own: it
+// may be a worker's of an earlier release (no claim), which must not be
+// released under it. A lost message under such a pin, one a new consumer
+// leader gave the worker's pull with that very message, is found once the
+// pin has expired (pinnedTTL, no pull renewing it): a consumer pinned to
+// nobody that counts deliveries past those received holds them in no
+// worker's hands, which is what acquire takes for a previous owner's loss
+// (waitForPin resets such a consumer). About 20 s instead of the ack
+// wait's minute (a chaos run: 53-60 s late).
 func (p *partition) findLostTail(info *jetstream.ConsumerInfo, pin string) {
 	p.mu.Lock()
 	next := p.nextDelivery
-	ahead := pin != "" && pin == p.pin && !p.gap && next > 0 && info.Delivered.Consumer >= next && !p.receiving.Load()
+	ahead := (pin == "" || pin == p.pin) && !p.gap && next > 0 && info.Delivered.Consumer >= next && !p.receiving.Load()
 	switch {
 	case !ahead:
 		p.tailLooks = 0
