@@ -3,7 +3,6 @@
 package sinks
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"log/slog"
@@ -45,34 +44,7 @@ func newLossyProxy(t testing.TB, target, consumer string) *lossyProxy {
 
 // pass copies the server's protocol to the client, message by message.
 func (p *lossyProxy) pass(to io.Writer, from io.Reader) {
-	r := bufio.NewReader(from)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		f := strings.Fields(line)
-		var payload []byte
-		if len(f) > 0 && (f[0] == "MSG" || f[0] == "HMSG") {
-			n, err := strconv.Atoi(f[len(f)-1])
-			if err != nil {
-				return
-			}
-			payload = make([]byte, n+2) // and its CRLF
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return
-			}
-			if p.loses(f) {
-				continue
-			}
-		}
-		if _, err := io.WriteString(to, line); err != nil {
-			return
-		}
-		if _, err := to.Write(payload); err != nil {
-			return
-		}
-	}
+	passProtocol(to, from, func(f []string, _ []byte) bool { return p.loses(f) })
 }
 
 // loses reports whether the message whose protocol line is f is the one

@@ -3,6 +3,9 @@
 package sinks
 
 import (
+	"context"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,10 +21,19 @@ import (
 // review: 394 events sent twice after one NATS node's restart and a
 // worker's clean stop). So the worker keeps such messages and sends their
 // acknowledgements again at every heartbeat and while it hands a
-// partition over, until they go. An acknowledgement the connection took
-// and then lost with it (the node stopped before reading it) is not seen
-// here, and still has those events sent again (README, Deploying and
-// scaling out).
+// partition over, until they go.
+//
+// An acknowledgement the connection took and then lost with it (the node
+// stopped before reading it) fails nowhere, and holds the floor back the
+// same way (a chaos review: 68 events sent twice after a node's loss and
+// a clean stop). So each partition also keeps the acknowledgements it
+// sent, the latest maxSentAcks of them (sentAcks), and a hand-over whose
+// consumer still waits for some of this worker's acknowledgements
+// (awaitAcks) publishes those above the consumer's ack floor again: one
+// that had landed is ignored by the server, one that was lost lands now.
+// Every acknowledgement kept is one the worker decided to send; what it
+// leaves unacknowledged on purpose (a held lane's events, those handed
+// over) never enters it. README, Deploying and scaling out.
 
 // maxLostAcks bounds the messages kept: past it an acknowledgement that
 // fails is given up (its event is sent again after AckWait, as before).
@@ -74,4 +86,139 @@ func (w *worker) resendAcks() int {
 		w.log.Info("acknowledgements that had failed were sent", "sent", sent, "left", left)
 	}
 	return left
+}
+
+// maxSentAcks bounds the acknowledgements a partition keeps to send again
+// (sentAcks). A lost one matters until AckWait (a minute) has the server
+// deliver its message again, which this worker then acknowledges as a
+// repeat; within that, the acknowledgements sent after it must not have
+// pushed it out: 4096 covers about 68 a second a partition, 1,100 events a
+// second a sink of 16 partitions, for the whole minute. Past that a lost
+// acknowledgement is not found again, and its partition's next owner
+// sends again what is above it, as before. At 56 bytes an entry a full
+// ring is 224 KiB, 3.5 MiB for a sink's 16 partitions; a partition holds
+// only as many as it acknowledged.
+const maxSentAcks = 4096
+
+// firstAckResend is how long a hand-over waits for its acknowledgements
+// before it sends them again, a wait that doubles at each sending: those
+// still on their way land within it, and a consumer held back by a
+// message not kept here (a termination, or one pushed out of the ring)
+// does not have thousands sent again every few milliseconds.
+const firstAckResend = 250 * time.Millisecond
+
+// sentAck is an acknowledgement sent for the message at stream sequence
+// seq: its subject is prefix.dc.seq.dseq.ts.pending, the server's
+// numbering of the delivery, kept as numbers rather than as the subject
+// (about 90 bytes) that the partition's acknowledgements share most of.
+// dc is 0 when the subject has another form: prefix is then all of it.
+type sentAck struct {
+	seq, dc, dseq, pending uint64
+	ts                     int64
+	prefix                 string
+}
+
+// subject is the acknowledgement's subject.
+func (a sentAck) subject() string {
+	if a.dc == 0 {
+		return a.prefix
+	}
+	b := make([]byte, 0, len(a.prefix)+64)
+	b = append(b, a.prefix...)
+	for _, n := range []uint64{a.dc, a.seq, a.dseq} {
+		b = strconv.AppendUint(append(b, '.'), n, 10)
+	}
+	b = strconv.AppendInt(append(b, '.'), a.ts, 10)
+	b = strconv.AppendUint(append(b, '.'), a.pending, 10)
+	return string(b)
+}
+
+// sentAcks are the latest acknowledgements a partition sent, or tried to:
+// a ring of at most maxSentAcks.
+type sentAcks struct {
+	mu     sync.Mutex
+	ring   []sentAck // grows to maxSentAcks, then next is overwritten
+	next   int
+	prefix string // the subjects' start last seen, which the entries share
+}
+
+// add keeps the acknowledgement of the message at stream sequence seq,
+// whose subject is reply.
+func (s *sentAcks) add(seq uint64, reply string) {
+	a := sentAck{seq: seq, prefix: reply}
+	// The server's subject ends in five numbers: dc.sseq.dseq.ts.pending
+	// (after $JS.ACK.<stream>.<consumer>, or the newer form's
+	// $JS.ACK.<domain>.<account>.<stream>.<consumer>).
+	rest, tail := reply, [5]string{}
+	ok := true
+	for i := 4; i >= 0 && ok; i-- {
+		dot := strings.LastIndexByte(rest, '.')
+		ok = dot > 0
+		if ok {
+			rest, tail[i] = rest[:dot], rest[dot+1:]
+		}
+	}
+	if ok {
+		dc, err1 := strconv.ParseUint(tail[0], 10, 64)
+		sseq, err2 := strconv.ParseUint(tail[1], 10, 64)
+		dseq, err3 := strconv.ParseUint(tail[2], 10, 64)
+		ts, err4 := strconv.ParseInt(tail[3], 10, 64)
+		pending, err5 := strconv.ParseUint(tail[4], 10, 64)
+		if err1 == nil && err2 == nil && err3 == nil && err4 == nil && err5 == nil && dc > 0 && sseq == seq {
+			a = sentAck{seq: seq, dc: dc, dseq: dseq, pending: pending, ts: ts, prefix: rest}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.dc > 0 {
+		// The shared string, not a piece of reply (which would keep all
+		// of it).
+		if a.prefix != s.prefix {
+			s.prefix = strings.Clone(a.prefix)
+		}
+		a.prefix = s.prefix
+	}
+	if len(s.ring) < maxSentAcks {
+		s.ring = append(s.ring, a)
+		return
+	}
+	s.ring[s.next] = a
+	s.next = (s.next + 1) % maxSentAcks
+}
+
+// above returns the acknowledgements kept of messages above stream
+// sequence floor.
+func (s *sentAcks) above(floor uint64) []sentAck {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []sentAck
+	for _, a := range s.ring {
+		if a.seq > floor {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ackPayload is an acknowledgement's body.
+var ackPayload = []byte("+ACK")
+
+// resendSentAcks publishes again the partition's acknowledgements of
+// messages above the consumer's ack floor, and waits (within ctx) for the
+// server to have read them. jetstream.Msg.Ack refuses a message it
+// acknowledged already, so they go as the plain publish it makes. It
+// returns how many went.
+func (p *partition) resendSentAcks(ctx context.Context, floor uint64) int {
+	nc := p.w.js.Conn()
+	sent := 0
+	for _, a := range p.sentAcks.above(floor) {
+		if nc.Publish(a.subject(), ackPayload) != nil {
+			break // the connection is away: the next sending
+		}
+		sent++
+	}
+	if sent > 0 {
+		_ = nc.FlushWithContext(ctx) // the consumer's info tells what landed
+	}
+	return sent
 }

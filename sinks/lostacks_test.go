@@ -3,9 +3,16 @@
 package sinks
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,4 +117,173 @@ func consumerNames(js jetstream.JetStream) ([]string, error) {
 		names = append(names, name)
 	}
 	return names, l.Err()
+}
+
+// passProtocol copies NATS protocol from one end of a connection to the
+// other, line by line, with each message's payload, dropping the messages
+// (MSG and HMSG from the server, PUB and HPUB from the client) that drop
+// picks by their protocol line's fields and payload (CRLF included).
+func passProtocol(to io.Writer, from io.Reader, drop func(f []string, payload []byte) bool) {
+	r := bufio.NewReader(from)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		f := strings.Fields(line)
+		var payload []byte
+		if len(f) > 0 && slices.Contains([]string{"MSG", "HMSG", "PUB", "HPUB"}, strings.ToUpper(f[0])) {
+			n, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				return
+			}
+			payload = make([]byte, n+2) // and its CRLF
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return
+			}
+			if drop(f, payload) {
+				continue
+			}
+		}
+		if _, err := io.WriteString(to, line); err != nil {
+			return
+		}
+		if _, err := to.Write(payload); err != nil {
+			return
+		}
+	}
+}
+
+// ackLosingProxy passes NATS connections through to a server and, while
+// losing is set, drops on the way to the server the acknowledgements
+// clients publish: what a worker's connection does with those it has
+// taken when its NATS node stops before reading them. The client sees no
+// error.
+type ackLosingProxy struct {
+	addr    string
+	losing  atomic.Bool
+	dropped atomic.Int64
+}
+
+func newAckLosingProxy(t testing.TB, target string) *ackLosingProxy {
+	t.Helper()
+	p := &ackLosingProxy{}
+	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
+		go func() { passProtocol(up, c, p.loses); up.Close() }()
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+	})
+	return p
+}
+
+// loses reports whether the client's message with protocol line f and
+// payload is an acknowledgement to lose: PUB <subject> [reply] <size>, or
+// HPUB <subject> [reply] <header size> <total size>, on $JS.ACK.….
+func (p *ackLosingProxy) loses(f []string, payload []byte) bool {
+	if len(f) < 3 || !strings.EqualFold(f[0], "PUB") && !strings.EqualFold(f[0], "HPUB") || !strings.HasPrefix(f[1], "$JS.ACK.") {
+		return false
+	}
+	body := payload[:len(payload)-2]
+	if strings.EqualFold(f[0], "HPUB") {
+		hdr, err := strconv.Atoi(f[len(f)-2])
+		if err != nil || hdr > len(body) {
+			return false
+		}
+		body = body[hdr:]
+	}
+	if string(body) != "+ACK" || !p.losing.Load() {
+		return false
+	}
+	p.dropped.Add(1)
+	return true
+}
+
+// TestAcknowledgementsLostInTheConnectionAreSentAgainAtHandOver: a
+// worker's acknowledgements are lost on the way to NATS with nothing
+// failing on the worker (its connection took them, and its node stopped
+// before reading them), so that its consumers' ack floors stay where they
+// were. The worker then stops cleanly: as it hands its partitions over it
+// sends those acknowledgements again, and the next owner, which would
+// otherwise reset each consumer to its ack floor, sends nothing twice. The
+// AckWait (a minute) is longer than the test: the server's redelivery
+// cannot stand in for the acknowledgements.
+func TestAcknowledgementsLostInTheConnectionAreSentAgainAtHandOver(t *testing.T) {
+	s, _, js := natsServer(t)
+	proxy := newAckLosingProxy(t, s.Addr().String())
+	_, wjs := eventstest.Connect(t, "nats://"+proxy.addr)
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int { return l.admit(r, func(string, uint64) int { return 204 }) })
+	logs := &eventstest.Log{}
+	o := Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: wjs, AckWait: time.Minute, Heartbeat: fastHeartbeat,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	m1, stop1 := runManager(t, o)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m1.Ready(ctx) })
+
+	p := newPublisher(t, js)
+	want := expect{}
+	publish := func(a events.Action) {
+		for i := range 10 {
+			id := fmt.Sprintf("u%d", i)
+			p.publish("acme", a, id)
+			want["Users/"+id]++
+		}
+	}
+	proxy.losing.Store(true)
+	publish(events.UserCreated)
+	publish(events.UserUpdated)
+	l.wantDelivered(t, want, 20*time.Second, false)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := proxy.dropped.Load(); n != 20 {
+			return fmt.Errorf("%d acknowledgements lost, want 20", n)
+		}
+		return nil
+	})
+	proxy.losing.Store(false)
+
+	stop1() // a clean stop: each partition handed over
+	o.JS, o.Logger = js, nil
+	m2, _ := runManager(t, o)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m2.Ready(ctx) })
+	publish(events.UserDeactivated)
+	l.wantDelivered(t, want, 20*time.Second, false)
+	if got := logs.String(); !strings.Contains(got, "sent again") || strings.Contains(got, "did not all land") {
+		t.Errorf("the hand-over did not say it sent acknowledgements again, or said some did not land:\n%s", got)
+	}
+}
+
+// TestSentAcksKeepTheLatestAndTheirSubjects: the ring keeps the latest
+// maxSentAcks acknowledgements, and gives each back with the subject it was
+// sent on, whether the server's form (kept as numbers) or another (kept
+// whole).
+func TestSentAcksKeepTheLatestAndTheirSubjects(t *testing.T) {
+	var s sentAcks
+	subject := func(seq uint64) string {
+		return fmt.Sprintf("$JS.ACK.SCIMRELAY_EVENTS.crm-3.%d.%d.%d.1764816000123456789.%d", seq%3+1, seq, seq+7, 50-seq%50)
+	}
+	total := uint64(maxSentAcks + 100)
+	for seq := uint64(1); seq <= total; seq++ {
+		s.add(seq, subject(seq))
+	}
+	s.add(total+1, "an.ack.of.another.form")
+	got := s.above(0)
+	if len(got) != maxSentAcks {
+		t.Fatalf("%d kept, want %d", len(got), maxSentAcks)
+	}
+	seen := map[uint64]string{}
+	for _, a := range got {
+		seen[a.seq] = a.subject()
+	}
+	if _, ok := seen[101]; ok {
+		t.Errorf("the acknowledgement of 101 was kept past the newest %d", maxSentAcks)
+	}
+	for seq := uint64(102); seq <= total; seq++ {
+		if seen[seq] != subject(seq) {
+			t.Fatalf("acknowledgement of %d: subject %q, want %q", seq, seen[seq], subject(seq))
+		}
+	}
+	if seen[total+1] != "an.ack.of.another.form" {
+		t.Errorf("acknowledgement of another form: subject %q", seen[total+1])
+	}
+	if n := len(s.above(total - 10)); n != 11 {
+		t.Errorf("above the floor %d: %d, want 11", total-10, n)
+	}
 }

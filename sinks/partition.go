@@ -86,6 +86,9 @@ type partition struct {
 	// sequence received (lastDelivery, under mu).
 	taken, settled atomic.Uint64
 	lastDelivery   uint64
+	// sentAcks are the latest acknowledgements sent of messages taken
+	// from the consumer, for awaitAcks to send again (lostacks.go).
+	sentAcks sentAcks
 	// consumed (under mu) is the highest stream sequence received from the
 	// consumer since the partition was acquired: a reset there delivers
 	// again what was received before.
@@ -1154,14 +1157,22 @@ func (p *partition) release() {
 // worker received, into the drained subscription, which never reach it.
 // Waiting for none at all would wait the whole time whenever the server
 // had sent some, holding up the partition's next owner (7 of 15 stops of
-// a worker during the Entra cycle took 3-5.5 s so). An acknowledgement
-// that failed, or messages lost on the way in, make it wait longer, never
+// a worker during the Entra cycle took 3-5.5 s so). While more are
+// unacknowledged, after firstAckResend and then less and less often, it
+// sends again the acknowledgements that failed (resendAcks) and those the
+// partition sent of messages above the consumer's ack floor
+// (resendSentAcks): an acknowledgement the connection took and lost with
+// its NATS node failed nowhere, and would otherwise hold the floor back
+// until AckWait. One that is not kept (past maxSentAcks, or a
+// termination) or messages lost on the way in make it wait longer, never
 // shorter.
 func (p *partition) awaitAcks() {
 	ctx, cancel := context.WithTimeout(context.Background(), p.w.t.ackSettle)
 	defer cancel()
 	var pending, kept, unseen int64
 	var lastErr error
+	resent, every := 0, firstAckResend
+	nextResend := time.Now().Add(every)
 	for {
 		p.w.resendAcks() // those that failed, the connection reconnecting
 		cons, err := p.w.js.Consumer(ctx, events.StreamName, p.name)
@@ -1175,7 +1186,16 @@ func (p *partition) awaitAcks() {
 				unseen = int64(ci.Delivered.Consumer - last)
 			}
 			if pending <= kept+unseen {
+				if resent > 0 {
+					p.w.log.Info("acknowledgements of a partition handed over were sent again, and have landed",
+						"partition", p.n, "sent_again", resent)
+				}
 				return
+			}
+			if now := time.Now(); !now.Before(nextResend) {
+				resent += p.resendSentAcks(ctx, ci.AckFloor.Stream)
+				every *= 2
+				nextResend = now.Add(every)
 			}
 		} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return // nothing of it to acknowledge any more
@@ -1185,15 +1205,17 @@ func (p *partition) awaitAcks() {
 		select {
 		case <-ctx.Done():
 			p.w.log.Warn("acknowledgements of a partition handed over did not all land in time; the next owner may deliver some of its events again",
-				"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "waited", p.w.t.ackSettle, "err", lastErr)
+				"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "sent_again", resent, "waited", p.w.t.ackSettle, "err", lastErr)
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// ack acknowledges a message taken from the consumer.
+// ack acknowledges a message taken from the consumer, keeping the
+// acknowledgement to send again at a hand-over.
 func (p *partition) ack(m jetstream.Msg) {
+	p.sentAcks.add(streamSeq(m), m.Reply())
 	p.w.ack(m)
 	p.settled.Add(1)
 }

@@ -61,6 +61,7 @@ type fixture struct {
 	natsURL string
 	sinks   *sinks.Manager
 	sinkURL string // the receiver's, of sink crm
+	signer  *events.Signer
 	log     *eventstest.Log
 	// stop ends the request log's and the sinks' goroutines. Cleanups run
 	// last-registered first, so it is registered after what they use, to
@@ -131,6 +132,14 @@ func newFixture(t *testing.T) *fixture {
 
 	runner := jobs.NewRunner(log)
 	t.Cleanup(runner.Close)
+	// As on a relay with an external NATS, whose events are signed.
+	if f.signer, err = events.NewSigner(f.store.EventSigningSeed()); err != nil {
+		t.Fatal(err)
+	}
+	publisher, err := relay.NewPublisher(f.store, nc, log, relay.PublisherOptions{Signer: f.signer})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.h = NewHandler(Options{
 		Token: adminToken, Logger: log,
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "scimrelay_up 1\n") }),
@@ -145,6 +154,7 @@ func newFixture(t *testing.T) *fixture {
 		},
 		// As on a relay with an external NATS, whose subscribers are its operator's.
 		Subscribers: NewSubscriberRegistry(f.store, nil, f.js),
+		Keys:        NewKeys(KeyOptions{Store: f.store, JS: f.js, Signer: f.signer, Publisher: publisher, Logger: log}),
 	})
 	srv := httptest.NewServer(f.h)
 	t.Cleanup(srv.Close)

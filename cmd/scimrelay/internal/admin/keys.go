@@ -156,14 +156,26 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), rotationTime)
 	defer cancel()
 	res, err := k.rotateEvents(ctx)
+	outcome := "rotated"
 	if err != nil {
-		return err
+		if res.Key == "" {
+			return err // nothing changed
+		}
+		// The data file holds the new key, which a restart signs with,
+		// and the front end may sign with it already: a change to audit.
+		outcome = "failed"
 	}
-	attrs := []any{"kind", "events", "key", res.Key}
+	attrs := []any{"kind", "events", "outcome", outcome, "key", res.Key, "signing", k.o.Signer.PublicKey() == res.Key}
 	for _, ret := range res.Retired {
 		attrs = append(attrs, "retired", ret.Key, "up_to_seq", ret.UpTo, "retired_at", ret.At)
 	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
 	h.audit(r, actionKeyRotate, attrs...)
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
