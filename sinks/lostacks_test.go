@@ -287,3 +287,14 @@ func TestSentAcksKeepTheLatestAndTheirSubjects(t *testing.T) {
 		t.Errorf("above the floor %d: %d, want 11", total-10, n)
 	}
 }
+
+// BenchmarkSentAcksAdd is what keeping an acknowledgement costs each
+// acknowledged event.
+func BenchmarkSentAcksAdd(b *testing.B) {
+	var s sentAcks
+	b.ReportAllocs()
+	for i := range b.N {
+		seq := uint64(i + 1)
+		s.add(seq, "$JS.ACK.SCIMRELAY_EVENTS.crm-3.1."+strconv.FormatUint(seq, 10)+".4711.1764816000123456789.12")
+	}
+}
