@@ -56,7 +56,7 @@ func (k *oauthKeys) verifies(signed string, mac []byte, now time.Time) bool {
 // id (the first 12 hex digits of a key's SHA-256) and times.
 type OAuthKey struct {
 	ID      string    `json:"id"`
-	Created time.Time `json:"created,omitzero"` // zero: made by an older release, not dated
+	Created time.Time `json:"created,omitzero"` // zero: made with the data file, never rotated (only a rotation dates it)
 	// Previous is the key the last rotation replaced while it still
 	// verifies the access tokens it signed, until PreviousUntil.
 	Previous      string    `json:"previous,omitempty"`

@@ -404,7 +404,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A phone-sized screen: nothing wider than the screen but the tables,
 	// which scroll in their own box.
 	c.do("a phone's screen", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
-	for _, pg := range []struct{ path, name string }{{"", "overview"}, {"tenants/acme", "tenant"}, {"log", "log"}, {"sinks/erp", "sink"}, {"events", "events"}} {
+	for _, pg := range []struct{ path, name string }{{"", "overview"}, {"tenants/acme", "tenant"}, {"log", "log"}, {"sinks/erp", "sink"}, {"events", "events"}, {"keys", "keys"}} {
 		c.do("opening "+pg.name+" on a phone", chromedp.Navigate(ui+pg.path))
 		if width := eval[int](c, `document.documentElement.scrollWidth`); width > 390 {
 			widest := eval[string](c, `[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > 391 && !e.parentElement.closest(".table-wrap")).slice(0, 8).map(e => e.tagName + "." + e.className + "#" + e.id + " " + Math.round(e.getBoundingClientRect().right)).join(", ")`)

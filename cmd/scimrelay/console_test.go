@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -379,7 +380,7 @@ func TestConsoleTokens(t *testing.T) {
 
 	// Shown once: not again, and on no page of the console.
 	b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusGone, "shown once")
-	for _, path := range []string{"/ui/", "/ui/tenants/acme", "/ui/tenants/globex", "/ui/log", "/ui/sinks", "/ui/events", "/ui/tenants/acme/tokens/" + list[0].ID + "/revoke"} {
+	for _, path := range []string{"/ui/", "/ui/tenants/acme", "/ui/tenants/globex", "/ui/log", "/ui/sinks", "/ui/events", "/ui/keys", "/ui/tenants/acme/tokens/" + list[0].ID + "/revoke"} {
 		if pg := b.get(path).want(t, http.StatusOK); strings.Contains(pg.body, secret[1]) {
 			t.Fatalf("%s shows the secret", path)
 		}
@@ -525,7 +526,7 @@ func TestConsoleHeaders(t *testing.T) {
 		t.Fatalf("no versioned script:\n%s", home.body)
 	}
 	for _, path := range []string{"/ui/", "/ui/login", "/ui/tenants/acme", "/ui/tenants/nope", "/ui/log", "/ui/log?status=teapot", "/ui/log/zz", "/ui/sinks",
-		"/ui/sinks/crm", "/ui/sinks/nope", "/ui/jobs/job_nope", "/ui/events", "/ui/nothing", "/ui/static/app.css", "/ui/static/nope.js", asset} {
+		"/ui/sinks/crm", "/ui/sinks/nope", "/ui/jobs/job_nope", "/ui/events", "/ui/keys", "/ui/nothing", "/ui/static/app.css", "/ui/static/nope.js", asset} {
 		res := b.get(path)
 		checkHeaders(t, "GET "+path, res)
 		if strings.Contains(res.body, "style=") || regexp.MustCompile(`<script>|<script [^>]*>[^<]`).MatchString(res.body) {
@@ -785,6 +786,48 @@ func TestConsoleShowsParkedBacklog(t *testing.T) {
 	} {
 		if res := b.get(page).want(t, http.StatusOK, want); !stored.MatchString(res.body) {
 			t.Fatalf("%s does not say how old the oldest undelivered event is", page)
+		}
+	}
+}
+
+// TestConsoleKeys: the keys page shows what scimrelay keys list does, and
+// follows rotations: with NATS embedded it says events are not signed and
+// shows the access-token key, then, once rotated, the key it replaced and
+// when its tokens stop working; on an external NATS the key that signs,
+// and after a rotation the new one signing and the old one retired at its
+// bound. No secret is on it.
+func TestConsoleKeys(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	before := p.srv.store.OAuthKey()
+	b.get("/ui/keys").want(t, http.StatusOK, admin.NotSignedNote, "signed with the key <code>"+before.ID+"</code>")
+	if code, _, stderr := cli(t, "keys", "rotate", "oauth", "--config", cliConfig(t, p, adminSecret)); code != exitOK {
+		t.Fatalf("keys rotate oauth: code %d, %s", code, stderr)
+	}
+	after := p.srv.store.OAuthKey()
+	b.get("/ui/keys").want(t, http.StatusOK, "signed with the key <code>"+after.ID+"</code>",
+		"the key it replaced, <code>"+before.ID+"</code>, keep working until "+after.PreviousUntil.UTC().Format("2006-01-02 15:04:05"))
+
+	if testing.Short() {
+		return
+	}
+	ns := natsWithWorkerUser(t)
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", newHook(t)), roleSCIM)
+	fb := newBrowser(t, front)
+	fb.signIn(adminSecret).redirect(t, "/ui/")
+	old := front.srv.signer.PublicKey()
+	pg := fb.get("/ui/keys").want(t, http.StatusOK, "signs the events it publishes with <code>"+old+"</code>",
+		"<td><code>"+old+`</code></td><td><span class="badge ok">signing</span>`)
+	front.createUser(t, "ann")
+	if code, _, stderr := cli(t, "keys", "rotate", "events", "--config", cliConfig(t, front, adminSecret)); code != exitOK {
+		t.Fatalf("keys rotate events: code %d, %s", code, stderr)
+	}
+	rotated := front.srv.signer.PublicKey()
+	pg = fb.get("/ui/keys").want(t, http.StatusOK, "signs the events it publishes with <code>"+rotated+"</code>",
+		"<td><code>"+rotated+`</code></td><td><span class="badge ok">signing</span>`,
+		"<td><code>"+old+"</code></td><td>1</td>")
+	for _, secret := range []string{string(front.srv.store.EventSigningSeed()), adminSecret} {
+		if strings.Contains(pg.body, secret) {
+			t.Fatal("the keys page shows a secret")
 		}
 	}
 }

@@ -75,7 +75,7 @@ func writeKeys(w io.Writer, k admin.KeysInfo) error {
 			}
 		}
 	}
-	created := "before keys were dated"
+	created := "with the data file (never rotated)"
 	if !k.OAuth.Created.IsZero() {
 		created = k.OAuth.Created.Local().Format(time.RFC3339)
 	}

@@ -130,6 +130,7 @@ func New(o Options) (*Console, error) {
 	mux.Handle("GET /ui/jobs/{id}", c.signedIn(c.job))
 	mux.Handle("GET /ui/events", c.signedIn(c.eventsPage))
 	mux.Handle("GET /ui/events/stream", c.signedIn(c.eventStream))
+	mux.Handle("GET /ui/keys", c.signedIn(c.keysPage))
 	mux.Handle("/ui/", c.handle(func(http.ResponseWriter, *http.Request) error {
 		return errorf(http.StatusNotFound, "there is no such page in the console")
 	}))

@@ -30,7 +30,7 @@ type page struct {
 	// unless Heading, which holds text a client chose, isolated, is set.
 	Title   string
 	Heading template.HTML
-	Nav     string // the current section: overview, tenants, log, sinks, events
+	Nav     string // the current section: overview, tenants, log, sinks, events, keys
 	CSRF    string // the session's token; empty when signed out (no navigation then)
 	Notice  string // said once, after an action
 	Error   string
@@ -47,7 +47,7 @@ type pages struct {
 
 // templateNames are the pages under assets/templates, each rendered inside
 // layout.html.
-var templateNames = []string{"login", "error", "overview", "tenant", "issued", "revoke", "log", "logentry", "sinks", "sink", "job", "events"}
+var templateNames = []string{"login", "error", "overview", "tenant", "issued", "revoke", "log", "logentry", "sinks", "sink", "job", "events", "keys"}
 
 func loadPages() (*pages, error) {
 	p := &pages{t: map[string]*template.Template{}, versions: map[string]string{}}
