@@ -201,6 +201,37 @@ func TestRestoredDataFileTakesNewKey(t *testing.T) {
 	startRelay(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks)
 	front.createUser(t, "ann")
 	waitDelivered(t, h, 1)
+
+	// The retirement aged out (nothing the key signed left in the stream
+	// nor as a dead letter): the stream no longer lists it with a bound,
+	// but among the keys dropped, as a later rotation writes it. The
+	// backup restored then still takes a new key.
+	front.stop()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	retired := strings.Fields(cfg.Metadata["scimrelay_retired_keys"])
+	if len(retired) == 0 || !strings.HasPrefix(retired[len(retired)-1], old+":") {
+		t.Fatalf("the stream lists %v as retired; want %s, the oldest, among them", retired, old)
+	}
+	cfg.Metadata["scimrelay_retired_keys"] = strings.Join(retired[:len(retired)-1], " ")
+	cfg.Metadata["scimrelay_dropped_keys"] = old
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.DBPath(), backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	front = startRelay(t, c, roleSCIM)
+	if again := front.srv.signer.PublicKey(); again == old {
+		t.Fatalf("restored after its retirement aged out, the front end signs with the dropped key %s again", old)
+	}
+	if named := strings.Fields(eventstest.StreamMetadata(t, js)["scimrelay_signing_keys"]); slices.Contains(named, old) {
+		t.Errorf("the stream names the dropped key %s again: %v", old, named)
+	}
 }
 
 // TestCLIKeys: keys list and keys rotate oauth on a relay with NATS

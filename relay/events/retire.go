@@ -37,6 +37,16 @@ const (
 	// the stream and of the dead-letter queue): what it signed is then
 	// refused as an unknown key's.
 	maxRetiredKeys = 32
+	// metaDroppedKeys lists, newest first, separated by spaces, the
+	// retired keys no longer listed with a bound: they verify nothing,
+	// and no front end may name them again (one whose data file is a
+	// backup from before the rotation, restored after the key's events
+	// aged out, would otherwise sign with the key that leaked).
+	metaDroppedKeys = "scimrelay_dropped_keys"
+	// maxDroppedKeys is how many dropped keys the stream remembers, 44
+	// bytes each; past it the oldest is forgotten (a key rotated out more
+	// than maxRetiredKeys+maxDroppedKeys rotations ago).
+	maxDroppedKeys = 256
 	// retiredKept is how long after its retirement a key's dead letters
 	// may still be redriven: the dead-letter queue keeps them 30 days
 	// (sinks' dlqRetention), and a day more covers clocks apart.
@@ -104,7 +114,7 @@ func isRetired(have *jetstream.StreamInfo, key string) bool {
 	}
 	retired, _, _ := parseRetired(have.Config.Metadata[metaRetiredKeys])
 	_, ok := retired[key]
-	return ok
+	return ok || slices.Contains(strings.Fields(have.Config.Metadata[metaDroppedKeys]), key)
 }
 
 // RetiredKey is a key the event stream lists as retired: what it signed
@@ -230,11 +240,15 @@ func retiredMetadata(have *jetstream.StreamInfo, old string, bound *retiredKey, 
 		r = retiredKey{name: old, key: k, upTo: have.State.LastSeq, at: at}
 		list = append([]retiredKey{r}, list...)
 	}
-	var dropped []retiredKey
+	var aged, dropped []retiredKey
 	list = slices.DeleteFunc(list, func(x retiredKey) bool {
 		// Nothing it signed is left, in the stream or as a dead letter
 		// (kept at most retiredKept): it verifies nothing.
-		return x.name != old && x.upTo < have.State.FirstSeq && r.at.Sub(x.at) > retiredKept
+		gone := x.name != old && x.upTo < have.State.FirstSeq && r.at.Sub(x.at) > retiredKept
+		if gone {
+			aged = append(aged, x)
+		}
+		return gone
 	})
 	if len(list) > maxRetiredKeys {
 		dropped, list = list[maxRetiredKeys:], list[:maxRetiredKeys]
@@ -245,5 +259,19 @@ func retiredMetadata(have *jetstream.StreamInfo, old string, bound *retiredKey, 
 	}
 	meta[metaSigningKeys] = strings.Join(keys, " ")
 	meta[metaRetiredKeys] = strings.Join(entries, " ")
+	if gone := slices.Concat(aged, dropped); len(gone) > 0 {
+		// Newest first, as they were listed.
+		slices.SortStableFunc(gone, func(a, b retiredKey) int { return b.at.Compare(a.at) })
+		names := make([]string, 0, len(gone))
+		for _, x := range gone {
+			names = append(names, x.name)
+		}
+		for _, n := range strings.Fields(meta[metaDroppedKeys]) {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		meta[metaDroppedKeys] = strings.Join(names[:min(len(names), maxDroppedKeys)], " ")
+	}
 	return meta, r, dropped, nil
 }

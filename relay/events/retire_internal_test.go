@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,19 @@ func TestRetiredMetadataBounds(t *testing.T) {
 	if !strings.Contains(meta[metaRetiredKeys], recent) || strings.Contains(meta[metaRetiredKeys], aged) || len(dropped) != 0 {
 		t.Errorf("retired keys after aging: %q (dropped %v); want %s kept (its dead letters may be redriven), %s gone", meta[metaRetiredKeys], dropped, recent, aged)
 	}
+	// Gone from the list, it is remembered as dropped: never named again.
+	if meta[metaDroppedKeys] != aged {
+		t.Errorf("dropped keys after aging: %q, want %s", meta[metaDroppedKeys], aged)
+	}
+	have.Config.Metadata[metaRetiredKeys], have.Config.Metadata[metaDroppedKeys] = meta[metaRetiredKeys], meta[metaDroppedKeys]
+	if !isRetired(have, aged) || isRetired(have, cur) {
+		t.Errorf("isRetired: the dropped key %v, the key in use %v; want true, false", isRetired(have, aged), isRetired(have, cur))
+	}
+	have.Config.Metadata[metaSigningKeys] = cur + " " + aged
+	if named := signingMetadata(have, testPublicKey(t), now)[metaSigningKeys]; strings.Contains(named, aged) || !strings.Contains(named, cur) {
+		t.Errorf("a front end naming its key names %q; want %s kept and the dropped %s left out", named, cur, aged)
+	}
+	have.Config.Metadata[metaSigningKeys] = cur + " " + old
 
 	// Past maxRetiredKeys the oldest goes, and is returned to be said.
 	entries = nil
@@ -76,6 +90,24 @@ func TestRetiredMetadataBounds(t *testing.T) {
 	}
 	if n := len(strings.Fields(meta[metaRetiredKeys])); n != maxRetiredKeys || len(dropped) != 1 || dropped[0].String() != entries[maxRetiredKeys-1] {
 		t.Errorf("%d retired keys listed, dropped %v; want %d, the oldest dropped", n, dropped, maxRetiredKeys)
+	}
+	if want := dropped[0].name + " " + aged; meta[metaDroppedKeys] != want {
+		t.Errorf("dropped keys: %q, want the newly dropped first, then the one before: %q", meta[metaDroppedKeys], want)
+	}
+
+	// Past maxDroppedKeys the oldest dropped is forgotten.
+	var names []string
+	for range maxDroppedKeys {
+		names = append(names, testPublicKey(t))
+	}
+	have.Config.Metadata[metaDroppedKeys] = strings.Join(names, " ")
+	meta, _, dropped, err = retiredMetadata(have, old, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(meta[metaDroppedKeys])
+	if len(got) != maxDroppedKeys || got[0] != dropped[0].name || got[1] != names[0] || slices.Contains(got, names[maxDroppedKeys-1]) {
+		t.Errorf("%d dropped keys remembered, first %s, second %s; want %d, the newly dropped then %s, and %s forgotten", len(got), got[0], got[1], maxDroppedKeys, names[0], names[maxDroppedKeys-1])
 	}
 }
 

@@ -416,9 +416,8 @@ func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[
 				meta[k] = v
 			}
 		}
-		retired, _, _ := parseRetired(have.Config.Metadata[metaRetiredKeys])
 		for _, k := range strings.Fields(have.Config.Metadata[metaSigningKeys]) {
-			if _, gone := retired[k]; !gone && !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
+			if !isRetired(have, k) && !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
 				keys = append(keys, k)
 			}
 		}
