@@ -145,6 +145,9 @@ type sentAcks struct {
 // add keeps the acknowledgement of the message at stream sequence seq,
 // whose subject is reply.
 func (s *sentAcks) add(seq uint64, reply string) {
+	if reply == "" {
+		return // nothing to publish on (a message JetStream did not send)
+	}
 	a := sentAck{seq: seq, prefix: reply}
 	// The server's subject ends in five numbers: dc.sseq.dseq.ts.pending
 	// (after $JS.ACK.<stream>.<consumer>, or the newer form's

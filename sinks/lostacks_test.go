@@ -264,6 +264,7 @@ func TestSentAcksKeepTheLatestAndTheirSubjects(t *testing.T) {
 		s.add(seq, subject(seq))
 	}
 	s.add(total+1, "an.ack.of.another.form")
+	s.add(total+2, "") // no subject: nothing to send again, not kept
 	got := s.above(0)
 	if len(got) != maxSentAcks {
 		t.Fatalf("%d kept, want %d", len(got), maxSentAcks)
@@ -279,6 +280,9 @@ func TestSentAcksKeepTheLatestAndTheirSubjects(t *testing.T) {
 		if seen[seq] != subject(seq) {
 			t.Fatalf("acknowledgement of %d: subject %q, want %q", seq, seen[seq], subject(seq))
 		}
+	}
+	if _, ok := seen[total+2]; ok {
+		t.Error("an acknowledgement with no subject was kept")
 	}
 	if seen[total+1] != "an.ack.of.another.form" {
 		t.Errorf("acknowledgement of another form: subject %q", seen[total+1])
