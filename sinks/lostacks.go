@@ -24,13 +24,17 @@ import (
 // partition over, until they go.
 //
 // An acknowledgement the connection took and then lost with it (the node
-// stopped before reading it) fails nowhere, and holds the floor back the
-// same way (a chaos review: 68 events sent twice after a node's loss and
-// a clean stop). So each partition also keeps the acknowledgements it
-// sent, the latest maxSentAcks of them (sentAcks), and a hand-over whose
-// consumer still waits for some of this worker's acknowledgements
-// (awaitAcks) publishes those above the consumer's ack floor again: one
-// that had landed is ignored by the server, one that was lost lands now.
+// stopped before reading it), or one sent while the consumer had no
+// leader, fails nowhere, and holds the floor back the same way (chaos
+// reviews: 68 events sent twice after a node's loss and a clean stop; 170
+// after a consumer's floor stayed behind for 73 s and another worker then
+// took the partition from it). So each partition also keeps the
+// acknowledgements it sent, the latest maxSentAcks of them (sentAcks),
+// and publishes those above the consumer's ack floor again when the
+// consumer still waits for some of this worker's acknowledgements: while
+// it runs, after a few looks (findLostAcks), and as it hands the
+// partition over (awaitAcks). One that had landed is ignored by the
+// server, one that was lost lands now.
 // Every acknowledgement kept is one the worker decided to send; what it
 // leaves unacknowledged on purpose (a held lane's events, those handed
 // over) never enters it. README, Deploying and scaling out.

@@ -121,6 +121,11 @@ type partition struct {
 	tailLooks    int
 	tailExpected uint64
 	receiving    atomic.Bool
+	// ackLooks (under mu) counts the looks in a row that found the
+	// consumer waiting for acknowledgements this worker sent
+	// (findLostAcks); ackResendAt is the count at which they are sent
+	// again next.
+	ackLooks, ackResendAt int
 }
 
 // lane is one resource's queue.
@@ -197,7 +202,7 @@ func newPartition(w *worker, n int) *partition {
 	return &partition{w: w, n: n, runID: partitionRuns.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
 		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, earlier: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{},
-		lost: make(chan error, 1)}
+		lost: make(chan error, 1), ackResendAt: ackLooksForResend}
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
@@ -787,6 +792,7 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	}
 	pin := pinned(info)
 	p.findLostTail(info, pin)
+	p.findLostAcks(info, pin)
 	p.mu.Lock()
 	p.ackFloor = max(p.ackFloor, info.AckFloor.Stream)
 	if pin != "" && pin != p.pin {
@@ -1178,13 +1184,7 @@ func (p *partition) awaitAcks() {
 		cons, err := p.w.js.Consumer(ctx, events.StreamName, p.name)
 		if err == nil {
 			ci := cons.CachedInfo() // as the lookup read it
-			p.mu.Lock()
-			last := p.lastDelivery
-			p.mu.Unlock()
-			pending, kept, unseen = int64(ci.NumAckPending), max(int64(p.taken.Load())-int64(p.settled.Load()), 0), 0
-			if ci.Delivered.Consumer > last {
-				unseen = int64(ci.Delivered.Consumer - last)
-			}
+			pending, kept, unseen = p.unacknowledged(ci)
 			if pending <= kept+unseen {
 				if resent > 0 {
 					p.w.log.Info("acknowledgements of a partition handed over were sent again, and have landed",
@@ -1209,6 +1209,66 @@ func (p *partition) awaitAcks() {
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// unacknowledged returns what the consumer ci waits for, and how much of
+// it is explained: kept, taken by this worker and not acknowledged yet
+// (on purpose, or on its way), and unseen, sent by the server after the
+// last message this worker received. More pending than both is
+// acknowledgements this worker sent that did not land.
+func (p *partition) unacknowledged(ci *jetstream.ConsumerInfo) (pending, kept, unseen int64) {
+	p.mu.Lock()
+	last := p.lastDelivery
+	p.mu.Unlock()
+	pending, kept = int64(ci.NumAckPending), max(int64(p.taken.Load())-int64(p.settled.Load()), 0)
+	if ci.Delivered.Consumer > last {
+		unseen = int64(ci.Delivered.Consumer - last)
+	}
+	return pending, kept, unseen
+}
+
+// ackLooksForResend is how many looks in a row (findLostAcks), a
+// pullExpiry apart, find the consumer waiting for acknowledgements this
+// worker sent before they are sent again: those on their way land well
+// within two intervals.
+const ackLooksForResend = 3
+
+// findLostAcks sends again, while the partition runs, the acknowledgements
+// it sent that did not land: one sent while the consumer had no leader (a
+// NATS node stopping), or taken by the connection and lost with its node,
+// fails nowhere, and would hold the consumer's ack floor back until the
+// ack wait, when the server sends its event again and whoever then owns
+// the partition (after a reset from the floor, anyone) may deliver it a
+// second time (a chaos run: 170 events twice, 73 s after their first
+// delivery). It sends them after ackLooksForResend looks that found the
+// consumer waiting for more than this worker left unacknowledged, and
+// again at twice as many looks each time while it still waits, so that a
+// consumer held back by an acknowledgement not kept (sentAcks) is not
+// sent thousands every few seconds. Only under this worker's pin.
+func (p *partition) findLostAcks(info *jetstream.ConsumerInfo, pin string) {
+	pending, kept, unseen := p.unacknowledged(info)
+	p.mu.Lock()
+	waiting := pin != "" && pin == p.pin && !p.gap && pending > kept+unseen
+	if !waiting {
+		p.ackLooks, p.ackResendAt = 0, ackLooksForResend
+		p.mu.Unlock()
+		return
+	}
+	p.ackLooks++
+	resend := p.ackLooks >= p.ackResendAt
+	if resend {
+		p.ackResendAt *= 2
+	}
+	p.mu.Unlock()
+	if !resend {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+	defer cancel()
+	if n := p.resendSentAcks(ctx, info.AckFloor.Stream); n > 0 {
+		p.w.log.Info("the partition's consumer still waited for acknowledgements this worker sent (lost on the way to NATS): sent them again",
+			"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "sent_again", n, "ack_floor", info.AckFloor.Stream)
 	}
 }
 
