@@ -87,7 +87,8 @@ type partition struct {
 	taken, settled atomic.Uint64
 	lastDelivery   uint64
 	// sentAcks are the latest acknowledgements sent of messages taken
-	// from the consumer, for awaitAcks to send again (lostacks.go).
+	// from the consumer, for findLostAcks and awaitAcks to send again
+	// (lostacks.go).
 	sentAcks sentAcks
 	// consumed (under mu) is the highest stream sequence received from the
 	// consumer since the partition was acquired: a reset there delivers
@@ -1273,7 +1274,7 @@ func (p *partition) findLostAcks(info *jetstream.ConsumerInfo, pin string) {
 }
 
 // ack acknowledges a message taken from the consumer, keeping the
-// acknowledgement to send again at a hand-over.
+// acknowledgement to send again should it not land (sentAcks).
 func (p *partition) ack(m jetstream.Msg) {
 	p.sentAcks.add(streamSeq(m), m.Reply())
 	p.w.ack(m)

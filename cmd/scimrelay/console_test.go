@@ -798,6 +798,7 @@ func TestConsoleShowsParkedBacklog(t *testing.T) {
 // bound. No secret is on it.
 func TestConsoleKeys(t *testing.T) {
 	p, b := consoleRelay(t, nil)
+	newBrowser(t, p).get("/ui/keys").redirect(t, "/ui/login") // signed out: the sign-in page, no keys
 	before := p.srv.store.OAuthKey()
 	b.get("/ui/keys").want(t, http.StatusOK, admin.NotSignedNote, "signed with the key <code>"+before.ID+"</code>")
 	if code, _, stderr := cli(t, "keys", "rotate", "oauth", "--config", cliConfig(t, p, adminSecret)); code != exitOK {

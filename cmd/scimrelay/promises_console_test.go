@@ -508,7 +508,7 @@ func TestConsoleOwnAssetsOnly(t *testing.T) {
 	secret := strings.TrimPrefix(b.post("/ui/tenants/acme/clients", url.Values{"days": {"90"}}).redirect(t, "/ui/secrets/"), p.adminURL)
 	job := strings.TrimPrefix(b.post("/ui/sinks/crm/replay", url.Values{"since": {"1h"}}).redirect(t, "/ui/jobs/"), p.adminURL)
 	pages := map[string]string{"/ui/login (signed out)": newBrowser(t, p).get("/ui/login").body}
-	for _, path := range []string{"/ui/", "/ui/tenants/acme", secret, "/ui/tenants/acme/tokens/" + kept.ID + "/revoke", "/ui/log", "/ui/sinks", "/ui/sinks/crm", job, "/ui/events", "/ui/nothing"} {
+	for _, path := range []string{"/ui/", "/ui/tenants/acme", secret, "/ui/tenants/acme/tokens/" + kept.ID + "/revoke", "/ui/log", "/ui/sinks", "/ui/sinks/crm", job, "/ui/events", "/ui/keys", "/ui/nothing"} {
 		pages[path] = b.get(path).body
 	}
 	loads := regexp.MustCompile(`<(?:script|img|link|iframe|source|video|audio|embed|object)\b[^>]*?\b(?:src|href|data)="([^"]*)"`)

@@ -156,13 +156,14 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), rotationTime)
 	defer cancel()
 	res, err := k.rotateEvents(ctx)
+	if err != nil && res.Key == "" {
+		return err // nothing changed
+	}
+	// Once the data file holds the new key, which a restart signs with
+	// and the front end may sign with already, the rotation is audited,
+	// failed or not.
 	outcome := "rotated"
 	if err != nil {
-		if res.Key == "" {
-			return err // nothing changed
-		}
-		// The data file holds the new key, which a restart signs with,
-		// and the front end may sign with it already: a change to audit.
 		outcome = "failed"
 	}
 	attrs := []any{"kind", "events", "outcome", outcome, "key", res.Key, "signing", k.o.Signer.PublicKey() == res.Key}
@@ -170,12 +171,10 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 		attrs = append(attrs, "retired", ret.Key, "up_to_seq", ret.UpTo, "retired_at", ret.At)
 	}
 	if err != nil {
-		attrs = append(attrs, "err", err)
-	}
-	h.audit(r, actionKeyRotate, attrs...)
-	if err != nil {
+		h.audit(r, actionKeyRotate, append(attrs, "err", err)...)
 		return err
 	}
+	h.audit(r, actionKeyRotate, attrs...)
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
