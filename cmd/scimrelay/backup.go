@@ -30,7 +30,8 @@ func newBackupCommand() *cobra.Command {
 		Long: `Ask the running relay for a consistent copy of its bbolt data file (users,
 groups, memberships, tokens, the undelivered outbox) and write it to FILE. A
 copy that does not arrive whole is refused and nothing is written. FILE is
-replaced only if it is a regular file.
+replaced only if it is a regular file, and not the data file of a running
+relay.
 
 With --out -, the copy goes to stdout (never a terminal) once it has arrived
 whole: it waits for that in a temporary file, in $TMPDIR (/tmp) or, where
@@ -124,12 +125,24 @@ func checkOut(cmd *cobra.Command, out string) error {
 	}
 	fi, err := os.Lstat(out)
 	switch {
-	case errors.Is(err, fs.ErrNotExist), err == nil && fi.Mode().IsRegular():
+	case errors.Is(err, fs.ErrNotExist):
 		return nil
 	case err != nil:
 		return err
+	case !fi.Mode().IsRegular():
+		return usageError{fmt.Errorf("--out %s: %s, not a regular file; the backup replaces a regular file or writes a new one, or goes to stdout with --out -", out, fileKind(fi.Mode()))}
 	}
-	return usageError{fmt.Errorf("--out %s: %s, not a regular file; the backup replaces a regular file or writes a new one, or goes to stdout with --out -", out, fileKind(fi.Mode()))}
+	// The relay's own data file (by any name, a hard link too): a copy
+	// renamed over it takes its place under the relay, which finds it
+	// replaced at its next write and stops.
+	db, err := lockDataFile(out)
+	if errors.Is(err, errRelayRunning) {
+		return usageError{fmt.Errorf("--out %s: %w: it is that relay's data file, and a backup in its place would stop the relay; write the backup to another file", out, err)}
+	}
+	if db != nil {
+		_ = db.Close()
+	}
+	return nil
 }
 
 // fileKind names the kind of a file that is not a regular one.

@@ -135,3 +135,43 @@ func TestCLIBackupRefusesSpecialFiles(t *testing.T) {
 		t.Errorf("a new backup file's mode: %v (%v), want 0600", fi.Mode().Perm(), err)
 	}
 }
+
+// TestCLIBackupRefusesTheRelaysDataFile: an --out that is the data file of
+// the running relay, by its name or by a hard link, is bad usage and left
+// as it was; the copy used to take its place under the relay, which found
+// it replaced at its next write and stopped.
+func TestCLIBackupRefusesTheRelaysDataFile(t *testing.T) {
+	c := testConfig(t, t.TempDir())
+	p := startRelay(t, c, roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	link := filepath.Join(t.TempDir(), "link.db")
+	if err := os.Link(c.DBPath(), link); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(c.DBPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{c.DBPath(), link} {
+		code, stdout, stderr := cli(t, "backup", "--out", out, "--config", cfg)
+		says := "--out " + out + ": a relay is running on it (it holds the file): it is that relay's data file"
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, says) {
+			t.Errorf("backup --out %s: exit %d, stdout %q, stderr %q; want %d saying %q", out, code, stdout, stderr, exitUsage, says)
+		}
+		if after, err := os.Stat(out); err != nil || !os.SameFile(before, after) {
+			t.Fatalf("backup --out %s replaced the relay's data file (%v)", out, err)
+		}
+	}
+	// The relay still writes the file it opened.
+	p.createUser(t, "ann")
+	if n := userCount(t, p); n != "1" {
+		t.Fatalf("after the refused backups the relay has %s users, want 1", n)
+	}
+	// The file refused while the relay ran is a regular file: with the
+	// relay stopped, a backup of another relay may take its place.
+	other := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	p.stop()
+	if code, _, stderr := cli(t, "backup", "--out", link, "--config", cliConfig(t, other, adminSecret)); code != exitOK {
+		t.Fatalf("backup over the stopped relay's file: exit %d, %s", code, stderr)
+	}
+}

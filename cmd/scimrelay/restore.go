@@ -22,9 +22,23 @@ import (
 
 func init() { subcommands = append(subcommands, newRestoreCommand) }
 
-// restoreLockWait is how long restore waits for the data file's lock: a
-// relay that holds it is running, and the restore is refused.
-const restoreLockWait = 500 * time.Millisecond
+// dataFileLockWait is how long backup and restore wait for a data file's
+// lock: a relay that holds it is running.
+const dataFileLockWait = 500 * time.Millisecond
+
+// errRelayRunning is lockDataFile's answer for a file a running relay holds.
+var errRelayRunning = errors.New("a relay is running on it (it holds the file)")
+
+// lockDataFile opens the bbolt file at path read-only, which holds its
+// lock, shared, until the returned db is closed: a relay starting waits
+// for it. A file a running relay holds is errRelayRunning.
+func lockDataFile(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: dataFileLockWait})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, errRelayRunning
+	}
+	return db, err
+}
 
 func newRestoreCommand() *cobra.Command {
 	var from string
@@ -121,9 +135,9 @@ const fromStdin = "-"
 // the data file as it was.
 func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string, err error) {
 	if _, err := os.Stat(target); err == nil {
-		db, err := bolt.Open(target, 0o600, &bolt.Options{ReadOnly: true, Timeout: restoreLockWait})
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return "", fmt.Errorf("a relay is running on %s (it holds the file): stop it first; nothing was changed", target)
+		db, err := lockDataFile(target)
+		if errors.Is(err, errRelayRunning) {
+			return "", fmt.Errorf("%s: %w: stop it first; nothing was changed", target, err)
 		}
 		if err != nil {
 			return "", fmt.Errorf("opening the data file %s: %w", target, err)
