@@ -58,9 +58,14 @@ type patchOp struct {
 	// this service does not know: where its URN ends may depend on the
 	// extensions the resource holds, so Apply parses it (applyDeferred).
 	// Until then path holds only the text, and raw the operation as sent
-	// (nil for a key).
+	// (nil for a key). A deferred key keeps what the other keys of its
+	// value set (given) and the key of the extension object it came from
+	// (origin), so that Apply refuses one attribute given twice among
+	// them as ParsePatch does among the known keys.
 	deferred bool
 	raw      any
+	given    *valueTargets
+	origin   string
 }
 
 // patchPath is attrPath, attrPath[filter] or attrPath[filter].sub.
@@ -300,7 +305,7 @@ func expandValue(in *input, op patchOp, obj map[string]any, prefix string, given
 			return nil, Errorf(ErrInvalidValue, "Operations[%d]: value key %q: %v", op.index, key, err.(*Error).Detail)
 		}
 		if deferred {
-			ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true, deferred: true})
+			ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true, deferred: true, given: given, origin: origin})
 			continue
 		}
 		if pp.attr.Name == "" {
@@ -364,6 +369,11 @@ func (t *valueTargets) claim(op patchOp, key string, pp *patchPath, v any) error
 		return nil
 	}
 	return t.claimLevels(op, key, base, levels)
+}
+
+// clone returns a copy of t that claims apart from it.
+func (t *valueTargets) clone() *valueTargets {
+	return &valueTargets{set: maps.Clone(t.set), under: maps.Clone(t.under)}
 }
 
 func (t *valueTargets) claimLevels(op patchOp, key string, base AttrPath, levels []string) error {
@@ -501,9 +511,9 @@ func trimPathPrefix(err error, path string) string {
 func (p *Patch) Apply(r *Resource) (*Update, error) {
 	next := r.Clone()
 	u := &Update{Resource: next}
-	keys := foldedKeys{}
+	a := &applying{u: u, keys: foldedKeys{}}
 	for _, op := range p.ops {
-		if err := p.applyOp(next, op, u, keys); err != nil {
+		if err := p.applyOp(next, op, a); err != nil {
 			return nil, err
 		}
 	}
@@ -520,11 +530,22 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 	return u, nil
 }
 
-// applyOp applies op to r, noting in u what it does to members; keys
-// indexes the objects of unknown extensions while the PATCH is applied.
-func (p *Patch) applyOp(r *Resource, op patchOp, u *Update, keys foldedKeys) error {
+// applying is what one Apply keeps while it applies a PATCH's operations.
+type applying struct {
+	u *Update // what the operations do to members is noted in it
+	// keys indexes the objects of unknown extensions.
+	keys foldedKeys
+	// given holds, for the targets of a path-less value some of whose
+	// keys were deferred, a copy that this Apply's deferred keys claim
+	// in: the Patch is not changed, and may be applied again (to a
+	// resource read again).
+	given map[*valueTargets]*valueTargets
+}
+
+// applyOp applies op to r.
+func (p *Patch) applyOp(r *Resource, op patchOp, a *applying) error {
 	if op.deferred {
-		return p.applyDeferred(r, op, u, keys)
+		return p.applyDeferred(r, op, a)
 	}
 	pp := op.path
 	if op.key && unchangedReadOnly(r, pp, op.value) {
@@ -538,7 +559,7 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update, keys foldedKeys) err
 		// add or replace of one was expanded into its attributes (parseOp).
 		if k := findKeyFold(r.Attrs, pp.attr.URN); k != "" {
 			delete(r.Attrs, k)
-			keys.drop(k)
+			a.keys.drop(k)
 		}
 		return nil
 	}
@@ -546,12 +567,12 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update, keys foldedKeys) err
 		return err
 	}
 	if r.Type == GroupResourceType && pp.attr.Name == "members" {
-		return applyMembers(op, u)
+		return applyMembers(op, a.u)
 	}
 	if pp.filter != nil {
-		return applyFiltered(r, op, keys)
+		return applyFiltered(r, op, a.keys)
 	}
-	return applyPlain(r, op, keys)
+	return applyPlain(r, op, a.keys)
 }
 
 // applyDeferred parses an operation on an extension this service does not
@@ -559,12 +580,20 @@ func (p *Patch) applyOp(r *Resource, op patchOp, u *Update, keys foldedKeys) err
 // others, and applies what it comes to. A URN r holds names that extension
 // whatever its form (a POST or PUT listed it in schemas); any other must
 // end with the resource type's name, as in a body.
-func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update, keys foldedKeys) error {
+func (p *Patch) applyDeferred(r *Resource, op patchOp, a *applying) error {
 	in := &input{rt: p.rt, held: r.unknownExtensions(), applying: true}
 	var ops []patchOp
 	var err error
 	if op.key {
-		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "", &valueTargets{}, "")
+		given := a.given[op.given]
+		if given == nil {
+			given = op.given.clone()
+			if a.given == nil {
+				a.given = make(map[*valueTargets]*valueTargets)
+			}
+			a.given[op.given] = given
+		}
+		ops, err = expandValue(in, op, map[string]any{op.path.text: op.value}, "", given, op.origin)
 	} else {
 		ops, err = parseOp(in, op.index, op.raw)
 	}
@@ -572,7 +601,7 @@ func (p *Patch) applyDeferred(r *Resource, op patchOp, u *Update, keys foldedKey
 		return err
 	}
 	for _, o := range ops {
-		if err := p.applyOp(r, o, u, keys); err != nil {
+		if err := p.applyOp(r, o, a); err != nil {
 			return err
 		}
 	}

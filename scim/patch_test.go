@@ -661,6 +661,10 @@ func TestPatchErrors(t *testing.T) {
 		{"path-less value giving an attribute and a sub-attribute in an extension object", UserResourceType, patchBody(`{"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"a"},"manager.value":"b"}}}`), ErrInvalidValue, "sets attribute urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager twice"},
 		{"path-less value giving a multi-valued attribute whole and filtered", UserResourceType, patchBody(`{"op":"replace","value":{"emails[type eq \"work\"].value":"p2@x","emails":[{"value":"p3@x","type":"work"}]}}`), ErrInvalidValue, "both set attribute emails"},
 		{"path-less value giving one filtered element whole and a sub-attribute", UserResourceType, patchBody(`{"op":"replace","value":{"emails[type eq \"work\"]":{"value":"p2@x"},"emails[type eq \"work\"].display":"W"}}`), ErrInvalidValue, "both set attribute emails"},
+		// An unknown extension's keys are read once the resource's
+		// extensions are known (Apply), and checked among themselves then.
+		{"path-less value giving an unknown extension's attribute flat and in its object", UserResourceType, patchBody(`{"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User":{"badge":"a"},"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:Badge":"b"}}`), ErrInvalidValue, `value keys "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User" and "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:Badge" both set attribute`},
+		{"path-less value giving an unknown extension's attribute whole and dotted", UserResourceType, patchBody(`{"op":"add","value":{"urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:badge.level":"a","urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:badge":{"level":"b"}}}`), ErrInvalidValue, "both set attribute urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User:badge"},
 		{"path-less patch of id", UserResourceType, patchBody(`{"op":"replace","value":{"id":"x"}}`), ErrMutability, "read-only"},
 		{"remove without path", UserResourceType, patchBody(`{"op":"remove"}`), ErrNoTarget, "needs a path"},
 		{"replace of a filter that matches nothing and builds nothing", UserResourceType, patchBody(`{"op":"replace","path":"emails[value co \"x\"].type","value":"home"}`), ErrNoTarget, "no value of emails"},
@@ -908,5 +912,37 @@ func BenchmarkManyEmails(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPatchUnknownExtensionKeysApplyAgain: the keys of a path-less value
+// that name an unknown extension's attributes are checked against one
+// another when the PATCH is applied, and that check leaves the PATCH as it
+// was: applied again (the backend applies it to the resource read again
+// when another write came first), it gives the same answer, not a clash
+// with the keys of its first application.
+func TestPatchUnknownExtensionKeysApplyAgain(t *testing.T) {
+	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	p, err := ParsePatch(UserResourceType, []byte(patchBody(`{"op":"replace","value":{"`+custom+`:badge":"b7","`+custom+`":{"floor":"3"},"`+custom+`:desk.row":"c","displayName":"Ann"}}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fixture(t, UserResourceType, baseUserJSON)
+	var first string
+	for i := range 2 {
+		u, err := p.Apply(base)
+		if err != nil {
+			t.Fatalf("application %d: %v", i+1, err)
+		}
+		ext, _ := u.Resource.Attrs[custom].(map[string]any)
+		got := string(u.Resource.AppendJSON(nil))
+		if ext["badge"] != "b7" || ext["floor"] != "3" || ext["desk"] == nil || u.Resource.Attrs["displayName"] != "Ann" {
+			t.Fatalf("application %d: %s", i+1, got)
+		}
+		if i == 0 {
+			first = got
+		} else if got != first {
+			t.Fatalf("applied again: %s, first %s", got, first)
+		}
 	}
 }
