@@ -57,18 +57,21 @@ func TenantAttempts(tenant string) string { return deliveriesSubjectRoot + "*." 
 // passes the last one it read as AttemptQuery.After to read on (the
 // attempts of one record, the events of one request, share it).
 type Attempt struct {
-	Time        time.Time     `json:"time"`
-	Sink        string        `json:"sink"`
-	EventID     string        `json:"event_id,omitempty"`
-	Type        string        `json:"type,omitempty"`
-	Subject     string        `json:"subject"`
-	Outcome     string        `json:"outcome"` // delivered, retry, dead_lettered, redriven, replayed
-	Status      int           `json:"status,omitempty"`
-	Latency     time.Duration `json:"latency_ns"`
-	Error       string        `json:"error,omitempty"`
-	Attempt     int           `json:"attempt,omitempty"`
-	NextAttempt time.Time     `json:"next_attempt,omitzero"`
-	Seq         uint64        `json:"seq,omitempty"`
+	Time    time.Time     `json:"time"`
+	Sink    string        `json:"sink"`
+	EventID string        `json:"event_id,omitempty"`
+	Type    string        `json:"type,omitempty"`
+	Subject string        `json:"subject"`
+	Outcome string        `json:"outcome"` // delivered, retry, dead_lettered, redriven, replayed
+	Status  int           `json:"status,omitempty"`
+	Latency time.Duration `json:"latency_ns"`
+	Error   string        `json:"error,omitempty"`
+	// ErrorClass says in a word why an attempt without a status failed
+	// (errorClass: timeout, connection refused, tls…); "" otherwise.
+	ErrorClass  string    `json:"error_class,omitempty"`
+	Attempt     int       `json:"attempt,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Seq         uint64    `json:"seq,omitempty"`
 }
 
 // attemptRecord is a record as stored: an attempt with the events it
@@ -151,13 +154,13 @@ func noRoom(err error) bool {
 // record writes one attempt to deliver es, events of one resource sent in
 // one request.
 func (a *attemptLog) record(sink string, es []*event.Event, res Result, attempt int, outcome string) {
-	a.write(sink, es, Attempt{Outcome: outcome, Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt})
+	a.write(sink, es, Attempt{Outcome: outcome, Status: res.Status, Latency: res.Latency, Error: errText(res.Err), ErrorClass: errorClass(res), Attempt: attempt})
 }
 
 // recordRetry writes a failed attempt to deliver es that is tried again at
 // next.
 func (a *attemptLog) recordRetry(sink string, es []*event.Event, res Result, attempt int, next time.Time) {
-	a.write(sink, es, Attempt{Outcome: "retry", Status: res.Status, Latency: res.Latency, Error: errText(res.Err), Attempt: attempt, NextAttempt: next})
+	a.write(sink, es, Attempt{Outcome: "retry", Status: res.Status, Latency: res.Latency, Error: errText(res.Err), ErrorClass: errorClass(res), Attempt: attempt, NextAttempt: next})
 }
 
 // write publishes without asking for an acknowledgement: the record must

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -553,6 +554,57 @@ func (w *Webhook) transportHint(ctx context.Context, err error) string {
 		return " (the receiver's certificate is not signed by an authority this machine trusts: add its CA to the system's store, or point SSL_CERT_FILE or SSL_CERT_DIR at it, and restart the relay)"
 	}
 	return ""
+}
+
+// Why a request got no answer, in a word, for an attempt that has no
+// status to say it (Attempt.ErrorClass): what `sinks list` and the
+// console show beside the outcome. The error holds the detail.
+const (
+	classTimeout = "timeout"            // no answer within the sink's timeout, or no connection in time
+	classRefused = "connection refused" // nothing listens at the address
+	classClosed  = "connection closed"  // the receiver closed or reset the connection without an answer
+	classDNS     = "dns"                // the name did not resolve
+	classTLS     = "tls"                // the receiver's certificate is not trusted, or the handshake failed
+	classBlocked = "blocked address"    // the SSRF guard: a private address without allow_private
+	classAnswer  = "answer too large"   // the answer's headers exceed what the relay reads
+	classOther   = "network"            // anything else between the relay and the receiver
+)
+
+// errorClass names why res got no status, "" when it got one (or did not
+// fail).
+func errorClass(res Result) string {
+	err := res.Err
+	if err == nil || res.Status != 0 {
+		return ""
+	}
+	var (
+		refused   *refusedError
+		dnsErr    *net.DNSError
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+	)
+	switch {
+	case errors.As(err, &refused):
+		return classBlocked
+	case timedOut(err):
+		return classTimeout
+	case errors.As(err, &dnsErr):
+		return classDNS
+	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid),
+		errors.As(err, &verify), errors.As(err, &record), errors.As(err, &alert):
+		return classTLS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return classRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return classClosed
+	case errors.Is(err, errHeadersTooLarge):
+		return classAnswer
+	}
+	return classOther
 }
 
 // timedOut reports whether a request failed for want of an answer in time:

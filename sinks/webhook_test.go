@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -749,5 +750,70 @@ func TestTransportErrorsSayWhatToDo(t *testing.T) {
 	res = webhook(t, tlsSrv.URL, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
 	if res.Err == nil || res.Permanent || !strings.Contains(res.Err.Error(), "certificate signed by unknown authority") || !strings.Contains(res.Err.Error(), "SSL_CERT_FILE") {
 		t.Errorf("a receiver with a certificate of its own: permanent %v, %v", res.Permanent, res.Err)
+	}
+}
+
+// TestErrorClasses: a delivery that got no status is recorded with why, in
+// a word (what `sinks list` and the console show), from real failures on
+// loopback: nothing listening, a receiver that hangs up or never answers,
+// a certificate of its own, an address the SSRF guard refuses, headers
+// too large; one with a status has none. A failed name lookup, which no
+// loopback test can make, is its error as the HTTP client wraps it.
+func TestErrorClasses(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	hangUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	}))
+	t.Cleanup(hangUp.Close)
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // then the server sees the relay hang up
+		<-r.Context().Done()
+	}))
+	t.Cleanup(silent.Close)
+	ownCert := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(ownCert.Close)
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("x", maxResponseHeader+1))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(huge.Close)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	t.Cleanup(failing.Close)
+	for _, tc := range []struct {
+		name, url    string
+		allowPrivate bool
+		want         string
+	}{
+		{"nothing listening", closed.URL, true, classRefused},
+		{"the receiver hangs up", hangUp.URL, true, classClosed},
+		{"no answer in time", silent.URL, true, classTimeout},
+		{"a certificate of its own", ownCert.URL, true, classTLS},
+		{"a private address", strings.Replace(failing.URL, "127.0.0.1", "localhost", 1), false, classBlocked},
+		{"headers too large", huge.URL, true, classAnswer},
+		{"a status", failing.URL, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := webhook(t, tc.url, func(o *WebhookOptions) {
+				o.Timeout, o.MaxRetries, o.AllowPrivate = 300*time.Millisecond, -1, tc.allowPrivate
+			}).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			if res.Err == nil {
+				t.Fatal("delivered")
+			}
+			if got := errorClass(res); got != tc.want {
+				t.Errorf("class %q, want %q (status %d, %v)", got, tc.want, res.Status, res.Err)
+			}
+		})
+	}
+	lookup := Result{Err: fmt.Errorf("POST https://crm.example.com/h: %w", &url.Error{Op: "Post", URL: "https://crm.example.com/h",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "crm.example.com", IsNotFound: true}}})}
+	if got := errorClass(lookup); got != classDNS {
+		t.Errorf("a failed lookup: class %q, want %q", got, classDNS)
+	}
+	if got := errorClass(Result{}); got != "" {
+		t.Errorf("a delivery: class %q", got)
 	}
 }

@@ -525,7 +525,7 @@ func jsonLines[T any](out string, list *[]T) error {
 // TestCLISinksList: sinks list shows each sink's backlog (parked resources
 // and the age of the oldest undelivered event included: while a receiver
 // is down its events wait parked, not pending), dead letters and latest
-// attempt as the relay counts them, names on stderr a sink with dead
+// attempt as the relay counts them (without a status, why it failed), names on stderr a sink with dead
 // letters and the command that lists them, and prints one JSON object per
 // sink with --json.
 func TestCLISinksList(t *testing.T) {
@@ -555,6 +555,10 @@ func TestCLISinksList(t *testing.T) {
 	}))
 	t.Cleanup(down.Close)
 	withSink(cfg, "down", down.URL+"/hook", func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
+	// Nothing listens there: its attempts have no status, and say why.
+	nowhere := httptest.NewServer(http.NotFoundHandler())
+	nowhere.Close()
+	withSink(cfg, "nowhere", nowhere.URL+"/hook", func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
 	p := startRelay(t, cfg, roleAll)
 	cfgPath := cliConfig(t, p, adminSecret)
 	before := time.Now()
@@ -578,7 +582,7 @@ func TestCLISinksList(t *testing.T) {
 			}
 			list = append(list, s)
 		}
-		if len(list) != 4 || list[1].DeadLetters != 2 || list[2].InFlight+int(list[2].Pending) != 2 || list[3].Parked != 2 {
+		if len(list) != 5 || list[1].DeadLetters != 2 || list[2].InFlight+int(list[2].Pending) != 2 || list[3].Parked != 2 || list[4].Parked != 2 {
 			return fmt.Errorf("sinks list --json:\n%s", out)
 		}
 		return nil
@@ -592,6 +596,9 @@ func TestCLISinksList(t *testing.T) {
 		s.OldestUndelivered.Before(before.Add(-time.Second)) || s.OldestUndelivered.After(time.Now()) {
 		t.Fatalf("down: %+v", s)
 	}
+	if a := list[4].LastAttempt; a == nil || a.Outcome != "retry" || a.Status != 0 || a.ErrorClass != "connection refused" || !strings.Contains(a.Error, "connection refused") {
+		t.Fatalf("nowhere's last attempt: %+v", a)
+	}
 
 	code, out, stderr := cli(t, "sinks", "list", "--config", cfgPath)
 	if code != exitOK {
@@ -603,6 +610,7 @@ func TestCLISinksList(t *testing.T) {
 		`(?m)^gone\s+\S+\s+binary\s+0\s+0\s+0\s+-\s+2\s+2/2\s+dead_lettered 410 at `,
 		`(?m)^slow\s+\S+\s+binary\s+[01]\s+[12]\s+0\s+\d+s\s+0\s+0/0\s+none yet$`,
 		`(?m)^down\s+\S+\s+binary\s+0\s+0\s+2\s+\d+s\s+0\s+2/2\s+retry 503 at `,
+		`(?m)^nowhere\s+\S+\s+binary\s+0\s+0\s+2\s+\d+s\s+0\s+2/2\s+retry \(connection refused\) at `,
 	} {
 		if !regexp.MustCompile(row).MatchString(out) {
 			t.Fatalf("sinks list: no line matching %s in\n%s", row, out)

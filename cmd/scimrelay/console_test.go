@@ -762,22 +762,38 @@ func TestConsoleRequestOfManyEvents(t *testing.T) {
 // TestConsoleShowsParkedBacklog: while a receiver is down, the events of
 // its sink wait parked, neither pending nor in flight; the overview, the
 // sinks page and the sink's page say how many resources are parked and
-// how old the oldest undelivered event is, not "0 events".
+// how old the oldest undelivered event is, not "0 events"; an attempt that
+// got no status says why, in a word, where the status would be.
 func TestConsoleShowsParkedBacklog(t *testing.T) {
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(down.Close)
+	nowhere := httptest.NewServer(http.NotFoundHandler())
+	nowhere.Close()
 	p, b := consoleRelay(t, func(c *config.Config) {
 		withSink(c, "crm", down.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
+		withSink(c, "nowhere", nowhere.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
 	})
 	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
 	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		if res := b.get("/ui/sinks/crm"); !strings.Contains(res.body, "1 resources parked") {
-			return fmt.Errorf("the sink's page does not say the resource is parked yet")
+		for _, sink := range []string{"crm", "nowhere"} {
+			if res := b.get("/ui/sinks/" + sink); !strings.Contains(res.body, "1 resources parked") {
+				return fmt.Errorf("the page of sink %s does not say the resource is parked yet", sink)
+			}
 		}
 		return nil
 	})
+	// An attempt without a status says why it failed, in a word, where
+	// the status would be.
+	b.get("/ui/sinks").want(t, http.StatusOK, `retry</span> 503 `, `retry</span> connection refused `)
+	b.get("/ui/").want(t, http.StatusOK, `retry</span> 503 `, `retry</span> connection refused `)
+	b.get("/ui/sinks/nowhere").want(t, http.StatusOK, "<td>connection refused</td>")
+	key := regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindStringSubmatch(b.get("/ui/log?tenant=acme&operation=create").body)
+	if key == nil {
+		t.Fatal("the POST is not in the log")
+	}
+	b.get("/ui/log/"+key[1]).want(t, http.StatusOK, "<td>503</td>", "<td>connection refused</td>")
 	stored := regexp.MustCompile(`stored \d+s ago`)
 	for page, want := range map[string]string{
 		"/ui/sinks/crm": "0 events waiting in the stream, 0 being delivered; 1 resources parked",

@@ -73,6 +73,8 @@ func writeSinks(w io.Writer, list []sinks.Status, now time.Time) error {
 			last = a.Outcome
 			if a.Status != 0 {
 				last += fmt.Sprintf(" %d", a.Status)
+			} else if a.ErrorClass != "" {
+				last += " (" + a.ErrorClass + ")"
 			}
 			last += " at " + a.Time.Local().Format("2006-01-02 15:04:05")
 		}
