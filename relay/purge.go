@@ -266,6 +266,22 @@ func (s *Store) EndPurge(_ context.Context, name string) error {
 	return nil
 }
 
+// PurgedSequence returns the last sequence the events of tenant name
+// reached, once Purge has deleted its bucket: what the purge tells the
+// delivery workers (sinks.Manager.AnnouncePurge), and where a tenant
+// added again under the name goes on numbering. 0 when the name's events
+// never had one.
+func (s *Store) PurgedSequence(name string) (uint64, error) {
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketPurged).Get([]byte(name)); len(v) == 8 {
+			seq = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return seq, err
+}
+
 // purge is one run of Purge.
 type purge struct {
 	s        *Store

@@ -172,7 +172,7 @@ func TestRemovedSinkGaugesStayGone(t *testing.T) {
 	}
 	// Every outcome is exported from 0, so that increase() sees the first
 	// dead letter or foreign message.
-	for _, o := range []string{"delivered", "retry", "dead_lettered", "filtered", "duplicate", "redriven", "replayed", "not_published"} {
+	for _, o := range []string{"delivered", "retry", "dead_lettered", "filtered", "purged", "duplicate", "redriven", "replayed", "not_published"} {
 		if got := seriesOf(t, reg, "b"); !slices.Contains(got, "scimrelay_sink_events_total{"+o+"}") {
 			t.Fatalf("sink b's outcome %s is not exported before it happens: %v", o, got)
 		}

@@ -84,7 +84,7 @@ func (m *metrics) outcome(sink, outcome string) { m.outcomes.WithLabelValues(sin
 // on increase() or rate() sees the first dead letter or foreign message,
 // which a series born at 1 hides.
 var (
-	outcomes        = []string{"delivered", "retry", "dead_lettered", "filtered", "duplicate", "redriven", "replayed", "not_published"}
+	outcomes        = []string{"delivered", "retry", "dead_lettered", "filtered", "purged", "duplicate", "redriven", "replayed", "not_published"}
 	earlyTryReasons = map[bool]string{false: "recovery", true: "probe"}
 )
 

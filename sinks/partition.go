@@ -1356,7 +1356,9 @@ type item struct {
 	sseq   uint64        // stream sequence
 	stored time.Time     // when the stream stored it; zero if not known
 	m      jetstream.Msg // nil when read back from the stream
-	skip   bool
+	// skip: the sink passes over it (a tenant or type it does not take,
+	// or purged: its tenant's purge reached it, purged.go).
+	skip, purged bool
 }
 
 // origin is where the item's event came from, as its dead letter keeps it.
@@ -1427,7 +1429,8 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			p.settled.Add(1)
 			continue
 		}
-		items = append(items, item{e: e, sig: m.Headers().Get(events.SignatureHeader), seq: seq, sseq: sseq, stored: at, m: m, skip: !w.wants(e)})
+		skip, purged := w.skips(e)
+		items = append(items, item{e: e, sig: m.Headers().Get(events.SignatureHeader), seq: seq, sseq: sseq, stored: at, m: m, skip: skip, purged: purged})
 	}
 	if len(items) == 0 {
 		return
@@ -1553,7 +1556,10 @@ func (p *partition) holdLocked(l *lane, h held, cause error) {
 // acknowledges those taken from the consumer.
 func (p *partition) settle(key string, items []item) {
 	for _, it := range items {
-		if it.skip {
+		switch {
+		case it.purged:
+			p.w.metrics.outcome(p.w.name, "purged")
+		case it.skip:
 			p.w.metrics.outcome(p.w.name, "filtered")
 		}
 		p.completed(key, it.seq, it.sseq, it.e.ID())
@@ -1941,7 +1947,8 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			if seq <= done.seq() {
 				p.renumbered(e, seq, done.seq())
 			}
-			it := item{e: e, sig: raw.Header.Get(events.SignatureHeader), seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: !w.wants(e)}
+			skip, purged := w.skips(e)
+			it := item{e: e, sig: raw.Header.Get(events.SignatureHeader), seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: skip, purged: purged}
 			items = append(items, it)
 			if !it.skip {
 				wanted++

@@ -39,15 +39,19 @@ type worker struct {
 	// then on, however late its setup succeeds, a restart in between
 	// included (Options.AddedFile). Zero (a sink configured at start):
 	// with the events after the consumer is created.
-	since    time.Time
-	js       jetstream.JetStream
-	stream   jetstream.Stream
-	parked   *parking
-	members  *membership
-	dlq      *deadLetters
-	attempts *attemptLog
-	metrics  *metrics
-	log      *slog.Logger
+	since   time.Time
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	parked  *parking
+	members *membership
+	// purged is what the worker last read of the purge notices (purged.go);
+	// purgedFailing says a read failed, only reconcile touches it.
+	purged        atomic.Pointer[purgedTenants]
+	purgedFailing bool
+	dlq           *deadLetters
+	attempts      *attemptLog
+	metrics       *metrics
+	log           *slog.Logger
 	// retries says failed attempts, deadLettered events dead-lettered: a
 	// few a minute each.
 	retries, deadLettered *failureLog
@@ -182,13 +186,15 @@ func (w *worker) sliceMax() int {
 	return w.batches.maxEvents
 }
 
-// wants reports whether the sink takes e: events of its types, of its
-// tenants. The consumers' subject filters select the tenants too, but a
-// resource's events read back from the stream (a parked resource, a
-// redrive) pass no filter, and a reload may have narrowed the tenants
-// since they were parked.
-func (w *worker) wants(e event.Event) bool {
-	return selects(w.tenants, w.patterns, e)
+// skips reports whether the sink passes over e: not one of its types or
+// tenants, or of a tenant purged (purged says so, purged.go). The
+// consumers' subject filters select the tenants too, but a resource's
+// events read back from the stream (a parked resource, a redrive) pass no
+// filter, and a reload may have narrowed the tenants since they were
+// parked.
+func (w *worker) skips(e event.Event) (skip, purged bool) {
+	purged = w.purgedCovers(e)
+	return purged || !selects(w.tenants, w.patterns, e), purged
 }
 
 // selects reports whether a sink of these tenants (empty: all) and event
@@ -248,6 +254,7 @@ func (w *worker) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.readPurged(ctx)
 	w.mu.Lock()
 	w.joined = true
 	unreleased := len(w.unreleased) > 0

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -389,4 +391,86 @@ func TestTenantPurge(t *testing.T) {
 	if _, err := p.srv.js.Consumer(t.Context(), events.StreamName, "globexsub"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("globexsub's consumer: %v", err)
 	}
+}
+
+// TestPurgeStopsDeliveryOfWhatWorkersHold: a tenant's events a worker has
+// taken from the stream already, waiting behind a slow receiver, are not
+// delivered once the tenant is purged: the one under way when the purge
+// began ends as it would have, the others are counted as purged, and the
+// sink goes on delivering the other tenants' events, and those of a tenant
+// added again under the name. Before, every one of them was delivered
+// after the purge said it was done.
+func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	got := map[string]int{} // deliveries by tenant
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get("ce-tenant")]++
+		mu.Unlock()
+		<-release
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(slow.Close)
+	defer close(release) // before the relay stops, which waits for its deliveries
+	delivered := func(tenant string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[tenant]
+	}
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
+		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
+	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n"
+	f.write(twoTenants + sinkFile)
+	p := startReloadable(t, f.path, io.Discard)
+	cliConf := cliConfig(t, p, adminSecret)
+	const users = 20
+	for i := range users {
+		p.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
+	}
+	// The first is under way, the others wait in the worker.
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := delivered("globex"); n != 1 {
+			return fmt.Errorf("%d deliveries under way", n)
+		}
+		st, err := p.srv.sinks.Status(t.Context(), "crm")
+		if err != nil || st.Pending != 0 || st.InFlight != users {
+			return fmt.Errorf("the worker holds %d events, %d wait in the stream (%v)", st.InFlight, st.Pending, err)
+		}
+		return nil
+	})
+	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n" + sinkFile)
+	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK {
+		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitOK || !regexp.MustCompile(fmt.Sprintf(`events in the stream +%d\n`, users)).MatchString(stdout) {
+		t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
+	}
+	release <- struct{}{} // the delivery under way ends
+	p.createUser(t, "ann")
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := metric(t, p, "scimrelay_sink_events_total", "outcome", "purged"); n != users-1 {
+			return fmt.Errorf("%v events counted as purged, want %d", n, users-1)
+		}
+		if n := delivered("acme"); n != 1 {
+			return fmt.Errorf("%d of acme's events reached the receiver", n)
+		}
+		return nil
+	})
+	if n := delivered("globex"); n != 1 {
+		t.Fatalf("%d of the purged tenant's events reached the receiver; want the one under way", n)
+	}
+	// Added again, the name's events are numbered after the purged ones'
+	// and delivered.
+	f.write(twoTenants + sinkFile)
+	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK {
+		t.Fatalf("reload adding globex again: %d %s %s", code, stdout, stderr)
+	}
+	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"new"}`).want(t, 201)
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := delivered("globex"); n != 2 {
+			return fmt.Errorf("%d of globex's events reached the receiver, want the new tenant's too", n)
+		}
+		return nil
+	})
 }

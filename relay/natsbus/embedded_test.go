@@ -266,6 +266,9 @@ func TestSubscriberCannotForgeOrTamper(t *testing.T) {
 		{"delete an event", "$JS.API.STREAM.MSG.DELETE.SCIMRELAY", c.request("$JS.API.STREAM.MSG.DELETE.SCIMRELAY", `{"seq":1}`)},
 		{"delete the dead-letter stream", "$JS.API.STREAM.DELETE.SCIMRELAY_DLQ", func(ctx context.Context) error { return c.js.DeleteStream(ctx, "SCIMRELAY_DLQ") }},
 		{"write a sink's bucket", "$KV.scimrelay-parked-crm.cursor", c.publish("$KV.scimrelay-parked-crm.cursor")},
+		// What a tenant's purge tells the delivery workers: written, it
+		// would have them drop another tenant's events.
+		{"announce a purge", "scimrelay-workers._purged.acme.99", c.publish("scimrelay-workers._purged.acme.99")},
 		{"delete a sink's bucket", "$JS.API.STREAM.DELETE.KV_scimrelay-parked-crm", func(ctx context.Context) error { return c.js.DeleteKeyValue(ctx, "scimrelay-parked-crm") }},
 		{"edit a sink's consumer", "$JS.API.CONSUMER.CREATE.SCIMRELAY." + sinkConsumer, func(ctx context.Context) error {
 			_, err := c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: sinkConsumer, FilterSubjects: []string{"x.>", "y.>"}, AckPolicy: jetstream.AckExplicitPolicy})

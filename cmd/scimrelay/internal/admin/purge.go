@@ -91,17 +91,20 @@ func (r PurgeResult) DeadLettersDeleted() []string {
 const (
 	stepSubscribers = "removing its NATS subscribers"
 	stepDataFile    = "deleting its data from the data file"
+	stepWorkers     = "telling the delivery workers to deliver none of its events"
 	stepStreams     = "purging its events and delivery attempts from NATS"
 	stepDeadLetters = "deleting its dead letters"
 )
 
-// TenantDeadLetters deletes a tenant's dead letters from every sink's
-// queue (sinks.Manager).
-type TenantDeadLetters interface {
+// TenantSinks is what a purge asks of the sinks (sinks.Manager): that the
+// delivery workers deliver none of a tenant's events numbered up to seq,
+// and the tenant's dead letters deleted from every sink's queue.
+type TenantSinks interface {
+	AnnouncePurge(ctx context.Context, tenant string, seq uint64) error
 	DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error)
 }
 
-var _ TenantDeadLetters = (*sinks.Manager)(nil)
+var _ TenantSinks = (*sinks.Manager)(nil)
 
 // TenantPurger purges tenants: the data file's part in the store, the
 // embedded server's subscribers through the registry (as subscriber
@@ -113,7 +116,7 @@ type TenantPurger struct {
 	publisher   *relay.Publisher
 	subscribers *SubscriberRegistry
 	nc          *nats.Conn
-	sinks       TenantDeadLetters
+	sinks       TenantSinks
 }
 
 var _ Purger = (*TenantPurger)(nil)
@@ -121,7 +124,7 @@ var _ Purger = (*TenantPurger)(nil)
 // NewTenantPurger returns the purger of store's tenants; log is store's
 // provisioning log, publisher its outbox's publisher, and nc the
 // connection to the NATS that holds the streams.
-func NewTenantPurger(store *relay.Store, log *relay.RequestLog, publisher *relay.Publisher, subscribers *SubscriberRegistry, nc *nats.Conn, sinks TenantDeadLetters) *TenantPurger {
+func NewTenantPurger(store *relay.Store, log *relay.RequestLog, publisher *relay.Publisher, subscribers *SubscriberRegistry, nc *nats.Conn, sinks TenantSinks) *TenantPurger {
 	return &TenantPurger{store: store, log: log, publisher: publisher, subscribers: subscribers, nc: nc, sinks: sinks}
 }
 
@@ -144,7 +147,9 @@ const maxStreamPurge = 2 * time.Minute
 
 // Purge deletes what tenant, which Begin marked, left: its NATS
 // subscribers first (their connections close, their consumers go), then
-// its data in the data file, then its events in the stream (once the
+// its data in the data file, then it tells the delivery workers to
+// deliver none of its events (sinks.Manager.AnnouncePurge: those they
+// took from the stream already), then its events in the stream (once the
 // publisher has let go of every outbox row it read: none of the tenant's
 // is published after) and its delivery attempts; it counts the dead
 // letters it leaves, and ends the purge. Stopped half-way, run again it
@@ -185,6 +190,18 @@ func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(P
 	res.Subscribers = append(removed, purged.Subscribers...)
 	if err != nil {
 		return res, err
+	}
+	if p.sinks != nil {
+		// Before the stream's purge: what a worker took from the stream
+		// already is not delivered once it has read this.
+		report(stepWorkers)
+		seq, err := p.store.PurgedSequence(tenant)
+		if err != nil {
+			return res, err
+		}
+		if err := p.sinks.AnnouncePurge(ctx, tenant, seq); err != nil {
+			return res, fromNATS(ctx, err)
+		}
 	}
 	report(stepStreams)
 	if p.publisher != nil {
