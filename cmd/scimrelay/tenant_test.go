@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -393,6 +395,42 @@ func TestTenantPurge(t *testing.T) {
 	}
 }
 
+// heldReceiver is a webhook receiver that counts deliveries by tenant and
+// holds each one unanswered until released (then answers 204 at once,
+// the ones held and those after).
+type heldReceiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	got      map[string]int
+	released chan struct{}
+	once     sync.Once
+}
+
+func newHeldReceiver(t *testing.T) *heldReceiver {
+	r := &heldReceiver{got: map[string]int{}, released: make(chan struct{})}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.got[req.Header.Get("ce-tenant")]++
+		r.mu.Unlock()
+		<-r.released
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	// Released before the relay stops (cleanups run last first), which
+	// waits for its deliveries.
+	t.Cleanup(r.Close)
+	t.Cleanup(r.release)
+	return r
+}
+
+func (r *heldReceiver) release() { r.once.Do(func() { close(r.released) }) }
+
+// delivered counts the deliveries of tenant's events that reached r.
+func (r *heldReceiver) delivered(tenant string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got[tenant]
+}
+
 // TestPurgeStopsDeliveryOfWhatWorkersHold: a tenant's events a worker has
 // taken from the stream already, waiting behind a slow receiver, are not
 // delivered once the tenant is purged: the one under way when the purge
@@ -401,26 +439,11 @@ func TestTenantPurge(t *testing.T) {
 // added again under the name. Before, every one of them was delivered
 // after the purge said it was done.
 func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
-	release := make(chan struct{})
-	var mu sync.Mutex
-	got := map[string]int{} // deliveries by tenant
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got[r.Header.Get("ce-tenant")]++
-		mu.Unlock()
-		<-release
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(slow.Close)
-	defer close(release) // before the relay stops, which waits for its deliveries
-	delivered := func(tenant string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return got[tenant]
-	}
+	slow := newHeldReceiver(t)
+	delivered := slow.delivered
 	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
 		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
-	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n"
+	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
 	f.write(twoTenants + sinkFile)
 	p := startReloadable(t, f.path, io.Discard)
 	cliConf := cliConfig(t, p, adminSecret)
@@ -446,7 +469,7 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitOK || !regexp.MustCompile(fmt.Sprintf(`events in the stream +%d\n`, users)).MatchString(stdout) {
 		t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
 	}
-	release <- struct{}{} // the delivery under way ends
+	slow.release() // the delivery under way ends
 	p.createUser(t, "ann")
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if n := metric(t, p, "scimrelay_sink_events_total", "outcome", "purged"); n != users-1 {
@@ -473,4 +496,93 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPurgeStopsDeliveryAcrossWorkers: the same in the shape deployed, a
+// front end and two delivery workers, each a process of its own, on an
+// external NATS where the workers have exactly their permission row
+// (README, Who can reach what): each worker reads the purge's notice and
+// delivers none of what it holds of the tenant, past the deliveries under
+// way when the purge ended.
+func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two workers on an external NATS")
+	}
+	ns := natsWithWorkerUser(t)
+	slow := newHeldReceiver(t)
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
+	writeFront := func(tenants string) {
+		t.Helper()
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n  user: front\n  password: front-secret\n%s%s",
+			t.TempDir(), adminSecret, ns.ClientURL(), tenants, sinkFile)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFront(twoTenants)
+	front := startReloadableAs(t, path, roleSCIM, io.Discard)
+	cliConf := cliConfig(t, front, adminSecret)
+	var workers []*relayProc
+	for range 2 {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "worker", "worker-secret"
+		withSink(cfg, "crm", slow.URL, func(s *config.Sink) { s.Concurrency, s.Timeout = 1, config.Duration(5*time.Minute) })
+		workers = append(workers, startRelay(t, cfg, roleSinks))
+	}
+	// Both workers have taken their share of the partitions: no hand-over
+	// comes while deliveries are held.
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		p1, p2 := metric(t, workers[0], "scimrelay_sink_partitions"), metric(t, workers[1], "scimrelay_sink_partitions")
+		if p1 == 0 || p2 == 0 || p1+p2 != float64(events.DefaultPartitions) {
+			return fmt.Errorf("the workers own %v and %v partitions", p1, p2)
+		}
+		for _, w := range workers {
+			if err := w.srv.sinks.Ready(t.Context()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	const users = 40
+	for i := range users {
+		front.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
+	}
+	// Both workers hold some: each one's first is under way, its others wait.
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := front.srv.sinks.Status(t.Context(), "crm")
+		if err != nil || st.Pending != 0 || st.InFlight != users || slow.delivered("globex") != 2 {
+			return fmt.Errorf("the workers hold %d events, %d wait in the stream, %d deliveries under way (%v)", st.InFlight, st.Pending, slow.delivered("globex"), err)
+		}
+		return nil
+	})
+	writeFront("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK {
+		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitOK {
+		t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
+	}
+	slow.release()
+	front.createUser(t, "ann")
+	purged := func() float64 {
+		return metric(t, workers[0], "scimrelay_sink_events_total", "outcome", "purged") + metric(t, workers[1], "scimrelay_sink_events_total", "outcome", "purged")
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := purged(); n != users-2 {
+			return fmt.Errorf("%v events counted as purged by the two workers, want %d", n, users-2)
+		}
+		if n := slow.delivered("acme"); n != 1 {
+			return fmt.Errorf("%d of acme's events reached the receiver", n)
+		}
+		return nil
+	})
+	if n := slow.delivered("globex"); n != 2 {
+		t.Fatalf("%d of the purged tenant's events reached the receiver; want the two under way", n)
+	}
+	for i, w := range workers {
+		if n := metric(t, w, "scimrelay_sink_events_total", "outcome", "purged"); n == 0 {
+			t.Errorf("worker %d dropped none of what it held", i+1)
+		}
+	}
 }
