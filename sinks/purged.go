@@ -101,7 +101,7 @@ func readPurged(ctx context.Context, workers jetstream.Stream, had purgedTenants
 }
 
 // readPurged reads the purge notices into what the worker's partitions
-// check (wants), saying at Warn when a read fails after one succeeded,
+// check (skips), saying at Warn when a read fails after one succeeded,
 // and at Info when one succeeds again.
 func (w *worker) readPurged(ctx context.Context) {
 	had := w.purged.Load()
@@ -120,7 +120,7 @@ func (w *worker) readPurged(ctx context.Context) {
 		w.log.Info("the worker reads which tenants were purged again")
 		w.purgedFailing = false
 	}
-	if err == nil && (had == nil || len(next) != len(have) || !maps.Equal(next, have)) {
+	if err == nil && (had == nil || !maps.Equal(next, have)) {
 		w.purged.Store(&next)
 	}
 }
