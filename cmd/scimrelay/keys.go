@@ -73,6 +73,9 @@ func writeKeys(w io.Writer, k admin.KeysInfo) error {
 			for _, r := range s.Retired {
 				fmt.Fprintf(tw, "retired\t%s: verifies events stored up to stream sequence %d, dead letters stored before %s\n", r.Key, r.UpTo, r.At.Local().Format(time.RFC3339))
 			}
+			for _, d := range s.Dropped {
+				fmt.Fprintf(tw, "dropped\t%s: retired, nothing it signed is left; verifies nothing and is never named again\n", d)
+			}
 		}
 	}
 	created := "with the data file (never rotated)"

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -232,6 +235,19 @@ func TestRestoredDataFileTakesNewKey(t *testing.T) {
 	if named := strings.Fields(eventstest.StreamMetadata(t, js)["scimrelay_signing_keys"]); slices.Contains(named, old) {
 		t.Errorf("the stream names the dropped key %s again: %v", old, named)
 	}
+	// keys list and the console's Keys page show it among the dropped.
+	code, out, stderr := cli(t, "keys", "list", "--config", cliConfig(t, front, adminSecret))
+	if code != exitOK || !regexp.MustCompile(`(?m)^dropped +`+old+`: retired, nothing it signed is left; verifies nothing and is never named again$`).MatchString(out) {
+		t.Errorf("keys list: code %d, %s %s; want %s dropped", code, out, stderr, old)
+	}
+	var listed admin.KeysInfo
+	if code, out, _ := cli(t, "keys", "list", "--json", "--config", cliConfig(t, front, adminSecret)); code != exitOK || json.Unmarshal([]byte(out), &listed) != nil ||
+		listed.Events.Stream == nil || !slices.Equal(listed.Events.Stream.Dropped, []string{old}) {
+		t.Errorf("keys list --json: code %d, %s; want %s dropped", code, out, old)
+	}
+	b := newBrowser(t, front)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	b.get("/ui/keys").want(t, http.StatusOK, "<caption>Keys dropped once nothing they signed was left", "<tr><td><code>"+old+"</code></td></tr>")
 }
 
 // TestCLIKeys: keys list and keys rotate oauth on a relay with NATS

@@ -127,10 +127,13 @@ type RetiredKey struct {
 }
 
 // SigningKeys are the event stream's signing keys, as a reader takes
-// them: those it names, newest first, and those it retired.
+// them: those it names, newest first, those it retired, and those it
+// dropped from its retired ones (newest first), which verify nothing and
+// are never named again.
 type SigningKeys struct {
 	Named   []string     `json:"named"`
 	Retired []RetiredKey `json:"retired"`
+	Dropped []string     `json:"dropped"`
 }
 
 // ReadSigningKeys reads the event stream's signing keys (privately, as
@@ -144,7 +147,8 @@ func ReadSigningKeys(ctx context.Context, js jetstream.JetStream) (SigningKeys, 
 	if err != nil {
 		return SigningKeys{}, err
 	}
-	keys := SigningKeys{Named: strings.Fields(info.Config.Metadata[metaSigningKeys]), Retired: []RetiredKey{}}
+	keys := SigningKeys{Named: strings.Fields(info.Config.Metadata[metaSigningKeys]), Retired: []RetiredKey{},
+		Dropped: append([]string{}, strings.Fields(info.Config.Metadata[metaDroppedKeys])...)}
 	for _, r := range list {
 		keys.Retired = append(keys.Retired, RetiredKey{Key: r.name, UpTo: r.upTo, At: r.at})
 	}
