@@ -29,7 +29,8 @@ const (
 	// its head's tries unchanged.
 	sendAlone
 	// deadLettered: the event, refused alone for good or out of tries,
-	// is in the dead-letter queue; it is settled.
+	// is in the dead-letter queue; it is settled. So is one of a tenant
+	// purged while it was under way, which no dead letter outlives.
 	deadLettered
 	// deadLetterFailed: as deadLettered, but the dead-letter queue did not
 	// take it; the resource tries again shortly.
@@ -107,6 +108,13 @@ func (p *partition) failed(failed []item, res Result, tries int, early *early) (
 		// request.
 		w.retrying(out, res, tries, rec.Due)
 		return sendAlone, rec, nil
+	}
+	if w.purgedCovers(*out[0]) {
+		// Its tenant was purged while it was under way (purged.go): a
+		// dead letter written now would outlive the purge, whose
+		// deletion of the tenant's dead letters may be over.
+		w.metrics.outcome(w.name, "purged")
+		return deadLettered, rec, nil
 	}
 	if err := w.deadLetter(p.ctx, out[0], sent(failed).origin(), res, tries); err != nil {
 		w.log.Warn("an event failed for good but cannot be dead-lettered; will try again", "partition", p.n, "event_id", out[0].ID(), "err", err)

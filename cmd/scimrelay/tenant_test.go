@@ -396,8 +396,8 @@ func TestTenantPurge(t *testing.T) {
 }
 
 // heldReceiver is a webhook receiver that counts deliveries by tenant and
-// holds each one unanswered until released (then answers 204 at once,
-// the ones held and those after).
+// holds each one unanswered until released, then answers heldStatus to
+// the ones it held and 204 to those after.
 type heldReceiver struct {
 	*httptest.Server
 	mu       sync.Mutex
@@ -406,14 +406,19 @@ type heldReceiver struct {
 	once     sync.Once
 }
 
-func newHeldReceiver(t *testing.T) *heldReceiver {
+func newHeldReceiver(t *testing.T, heldStatus int) *heldReceiver {
 	r := &heldReceiver{got: map[string]int{}, released: make(chan struct{})}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.got[req.Header.Get("ce-tenant")]++
 		r.mu.Unlock()
-		<-r.released
-		w.WriteHeader(http.StatusNoContent)
+		select {
+		case <-r.released:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			<-r.released
+			w.WriteHeader(heldStatus)
+		}
 	}))
 	// Released before the relay stops (cleanups run last first), which
 	// waits for its deliveries.
@@ -437,9 +442,11 @@ func (r *heldReceiver) delivered(tenant string) int {
 // began ends as it would have, the others are counted as purged, and the
 // sink goes on delivering the other tenants' events, and those of a tenant
 // added again under the name. Before, every one of them was delivered
-// after the purge said it was done.
+// after the purge said it was done. The one under way is refused for good
+// (410): it is counted as purged too, and no dead letter of the tenant
+// outlives the purge.
 func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
-	slow := newHeldReceiver(t)
+	slow := newHeldReceiver(t, http.StatusGone)
 	delivered := slow.delivered
 	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
 		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
@@ -472,8 +479,8 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	slow.release() // the delivery under way ends
 	p.createUser(t, "ann")
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if n := metric(t, p, "scimrelay_sink_events_total", "outcome", "purged"); n != users-1 {
-			return fmt.Errorf("%v events counted as purged, want %d", n, users-1)
+		if n := metric(t, p, "scimrelay_sink_events_total", "outcome", "purged"); n != users {
+			return fmt.Errorf("%v events counted as purged, want %d", n, users)
 		}
 		if n := delivered("acme"); n != 1 {
 			return fmt.Errorf("%d of acme's events reached the receiver", n)
@@ -482,6 +489,9 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	})
 	if n := delivered("globex"); n != 1 {
 		t.Fatalf("%d of the purged tenant's events reached the receiver; want the one under way", n)
+	}
+	if page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10); err != nil || len(page.DeadLetters) != 0 {
+		t.Fatalf("sink crm's queue holds %d dead letters (%v) after the purge, want none", len(page.DeadLetters), err)
 	}
 	// Added again, the name's events are numbered after the purged ones'
 	// and delivered.
@@ -509,7 +519,7 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 		t.Skip("two workers on an external NATS")
 	}
 	ns := natsWithWorkerUser(t)
-	slow := newHeldReceiver(t)
+	slow := newHeldReceiver(t, http.StatusNoContent)
 	path := filepath.Join(t.TempDir(), "relay.yaml")
 	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
 	writeFront := func(tenants string) {
