@@ -32,8 +32,9 @@ import (
 // acknowledgements it sent, the latest maxSentAcks of them (sentAcks),
 // and publishes those above the consumer's ack floor again when the
 // consumer still waits for some of this worker's acknowledgements: while
-// it runs, after a few looks (findLostAcks), and as it hands the
-// partition over (awaitAcks). One that had landed is ignored by the
+// it runs, after a few looks (findLostAcks), as it hands the partition
+// over (awaitAcks), and once, without waiting, as it stops hard
+// (resendOnHardStop). One that had landed is ignored by the
 // server, one that was lost lands now.
 // Every acknowledgement kept is one the worker decided to send; what it
 // leaves unacknowledged on purpose (a held lane's events, those handed
@@ -228,4 +229,28 @@ func (p *partition) resendSentAcks(ctx context.Context, floor uint64) int {
 		_ = nc.FlushWithContext(ctx) // the consumer's info tells what landed
 	}
 	return sent
+}
+
+// hardStopResend bounds how long a hard stop waits for the acknowledgements
+// it sends again to leave the connection (resendOnHardStop).
+const hardStopResend = time.Second
+
+// resendOnHardStop publishes once more, as a partition stops hard, the
+// acknowledgements it sent of messages above the consumer's ack floor as
+// last read (findHandedOver): those sent since, and any lost before. The
+// server ignores one that had landed; the next owner, resetting the
+// consumer to the floor, sends again what is above it, so each one that
+// lands now is an event not sent twice. It waits at most hardStopResend
+// for them to leave (a connection that is away takes none), and says at
+// Info how many went.
+func (p *partition) resendOnHardStop() {
+	p.mu.Lock()
+	floor := p.ackFloor
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), hardStopResend)
+	defer cancel()
+	if n := p.resendSentAcks(ctx, floor); n > 0 {
+		p.w.log.Info("a partition stopped hard; its acknowledgements above the consumer's ack floor were sent again, so that its next owner does not send those events again",
+			"partition", p.n, "sent_again", n, "ack_floor", floor)
+	}
 }

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -210,11 +211,12 @@ type ackLoss struct {
 	l       *ledger
 	want    expect
 	logs    *eventstest.Log
+	m       *Manager
 	stop    func()
 	publish func(events.Action)
 }
 
-func loseAcks(t *testing.T) *ackLoss {
+func loseAcks(t *testing.T, edit func(*Options)) *ackLoss {
 	t.Helper()
 	s, _, js := natsServer(t)
 	proxy := newAckLosingProxy(t, s.Addr().String())
@@ -223,9 +225,11 @@ func loseAcks(t *testing.T) *ackLoss {
 	rc := newReceiver(t, func(_ int, r *http.Request) int { return a.l.admit(r, func(string, uint64) int { return 204 }) })
 	a.o = Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: wjs, AckWait: time.Minute, Heartbeat: fastHeartbeat,
 		Logger: slog.New(slog.NewTextHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-	var m *Manager
-	m, a.stop = runManager(t, a.o)
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m.Ready(ctx) })
+	if edit != nil {
+		edit(&a.o)
+	}
+	a.m, a.stop = runManager(t, a.o)
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return a.m.Ready(ctx) })
 
 	p := newPublisher(t, js)
 	a.publish = func(act events.Action) {
@@ -255,7 +259,7 @@ func loseAcks(t *testing.T) *ackLoss {
 // the next owner, which would otherwise reset each consumer to its ack
 // floor, sends nothing twice.
 func TestAcknowledgementsLostInTheConnectionAreSentAgainAtHandOver(t *testing.T) {
-	a := loseAcks(t)
+	a := loseAcks(t, nil)
 	a.stop() // a clean stop: each partition handed over
 	o := a.o
 	o.JS, o.Logger = a.js, nil
@@ -277,7 +281,7 @@ func TestAcknowledgementsLostInTheConnectionAreSentAgainAtHandOver(t *testing.T)
 // reach what it delivered: a later reset of a consumer to its floor (a new
 // owner after a kill, a message lost in transit) then sends nothing twice.
 func TestAcknowledgementsLostWhileRunningAreSentAgain(t *testing.T) {
-	a := loseAcks(t)
+	a := loseAcks(t, nil)
 	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		names, err := consumerNames(a.js)
 		if err != nil {
@@ -298,6 +302,31 @@ func TestAcknowledgementsLostWhileRunningAreSentAgain(t *testing.T) {
 		t.Errorf("sending the acknowledgements again was not said:\n%s", got)
 	}
 	a.l.wantDelivered(t, a.want, time.Second, false)
+}
+
+// TestAcknowledgementsLostAreSentAgainAtAHardStop: the worker whose
+// acknowledgements were lost is cut off from the other workers for longer
+// than its lease (here: its lease made to lapse) and stops its partitions
+// hard, without a hand-over. As each stops it sends those acknowledgements
+// again, once, so that the consumers' ack floors reach what it delivered:
+// taken again (by itself here, by another worker as deployed), each
+// consumer is reset to its floor, and nothing is sent twice. The resend
+// while running (findLostAcks) is kept from coming first.
+func TestAcknowledgementsLostAreSentAgainAtAHardStop(t *testing.T) {
+	a := loseAcks(t, func(o *Options) { o.ackLooks = 1_000_000 })
+	w := a.m.sinks["crm"].worker
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		w.members.leaseUntil.Store(1) // long past; a heartbeat that lands first renews it
+		if !strings.Contains(a.logs.String(), "lost contact for too long") {
+			return errors.New("the worker has not stopped its partitions hard yet")
+		}
+		return nil
+	})
+	a.publish(events.UserDeactivated)
+	a.l.wantDelivered(t, a.want, 20*time.Second, false)
+	if got := a.logs.String(); !strings.Contains(got, "a partition stopped hard; its acknowledgements above the consumer's ack floor were sent again") {
+		t.Errorf("sending the acknowledgements again at the hard stop was not said:\n%s", got)
+	}
 }
 
 // TestSentAcksKeepTheLatestAndTheirSubjects: the ring keeps the latest

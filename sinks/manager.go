@@ -114,6 +114,9 @@ type Options struct {
 	// wakeEvery, in tests, sets the least time between two looks for
 	// parked resources to wake (wake.go).
 	wakeEvery time.Duration
+	// ackLooks, in tests, sets how many looks in a row findLostAcks
+	// waits before it sends acknowledgements again.
+	ackLooks int
 	// MaxAckPending bounds the events a partition consumer has out at
 	// once. Default 1,000.
 	MaxAckPending int
@@ -273,6 +276,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	if m.o.wakeEvery > 0 {
 		sh.t.wakeEvery = m.o.wakeEvery
+	}
+	if m.o.ackLooks > 0 {
+		sh.t.ackLooks = m.o.ackLooks
 	}
 	if m.o.MarkerAge > 0 {
 		sh.t.keepMarkers(m.o.MarkerAge)

@@ -82,6 +82,10 @@ type timing struct {
 	claimRenew, ackSettle, catchUpRecheck                        time.Duration
 	markerAge, markerSweep                                       time.Duration
 	probeEvery, outageMin, wakeEvery                             time.Duration
+	// ackLooks is how many looks in a row at a consumer waiting for
+	// acknowledgements this worker sent pass before it sends them again
+	// (findLostAcks, ackLooksForResend).
+	ackLooks int
 }
 
 func timingFor(h time.Duration) timing {
@@ -97,6 +101,7 @@ func timingFor(h time.Duration) timing {
 	t.ackSettle = 5 * time.Second
 	t.catchUpRecheck = time.Second
 	t.probeEvery, t.outageMin, t.wakeEvery = time.Minute, 5*time.Second, 200*time.Millisecond
+	t.ackLooks = ackLooksForResend
 	t.keepMarkers(defaultMarkerAge)
 	return t
 }

@@ -203,7 +203,7 @@ func newPartition(w *worker, n int) *partition {
 	return &partition{w: w, n: n, runID: partitionRuns.Add(1), name: consumerName(w.name, n), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), done: make(chan struct{}),
 		lanes: map[string]*lane{}, delivered: map[string]deliveredMark{}, earlier: map[string]deliveredMark{}, inFlight: map[jetstream.Msg]struct{}{},
-		lost: make(chan error, 1), ackResendAt: ackLooksForResend}
+		lost: make(chan error, 1), ackResendAt: w.t.ackLooks}
 }
 
 // stop ends the partition: gracefully (finish what is in flight, park what
@@ -1143,7 +1143,14 @@ func (p *partition) release() {
 	p.mu.Unlock()
 	p.wg.Wait()
 	if p.ctx.Err() != nil {
-		return // a hard stop: the next owner resets the consumer
+		// A hard stop (the lease lapsed, or a hand-over outlasted its
+		// time): the next owner resets the consumer to its ack floor and
+		// sends everything above it again. Acknowledgements lost on the
+		// way (a consumer without a leader, a node stopping: the trouble
+		// that lapses leases) hold that floor back, so they go once more,
+		// without waiting for an answer: one that had landed is ignored.
+		p.resendOnHardStop()
+		return
 	}
 	p.awaitAcks()
 	// A deadline of its own: the wait above may have used its up, and a
@@ -1252,7 +1259,7 @@ func (p *partition) findLostAcks(info *jetstream.ConsumerInfo, pin string) {
 	p.mu.Lock()
 	waiting := pin != "" && pin == p.pin && !p.gap && pending > kept+unseen
 	if !waiting {
-		p.ackLooks, p.ackResendAt = 0, ackLooksForResend
+		p.ackLooks, p.ackResendAt = 0, p.w.t.ackLooks
 		p.mu.Unlock()
 		return
 	}
