@@ -599,6 +599,11 @@ func TestCLISinksList(t *testing.T) {
 	if a := list[4].LastAttempt; a == nil || a.Outcome != "retry" || a.Status != 0 || a.ErrorClass != "connection refused" || !strings.Contains(a.Error, "connection refused") {
 		t.Fatalf("nowhere's last attempt: %+v", a)
 	}
+	// The attempts' table says it where the status would be.
+	if code, out, stderr := cli(t, "log", "--deliveries", "--sink", "nowhere", "--since", "1h", "--config", cfgPath); code != exitOK ||
+		!regexp.MustCompile(`(?m)^\S+ \S+\s+nowhere\s+\S+\s+\S*user\.created\s+Users/\S+\s+retry\s+connection refused\s+1\s`).MatchString(out) {
+		t.Fatalf("log --deliveries --sink nowhere: %d %s %s", code, out, stderr)
+	}
 
 	code, out, stderr := cli(t, "sinks", "list", "--config", cfgPath)
 	if code != exitOK {

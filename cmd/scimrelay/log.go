@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -260,8 +261,13 @@ func writeDeliveryTable(w io.Writer, list []sinks.Attempt, header bool) error {
 		if !a.NextAttempt.IsZero() {
 			next = a.NextAttempt.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Time.Local().Format("2006-01-02 15:04:05.000"), a.Sink, a.EventID,
-			a.Type, a.Subject, a.Outcome, a.Status, a.Attempt, a.Latency.Round(10*time.Microsecond), next, a.Error)
+		// Without a status, why the attempt got no answer, in a word.
+		status := cmp.Or(a.ErrorClass, "-")
+		if a.Status != 0 {
+			status = strconv.Itoa(a.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Time.Local().Format("2006-01-02 15:04:05.000"), a.Sink, a.EventID,
+			a.Type, a.Subject, a.Outcome, status, a.Attempt, a.Latency.Round(10*time.Microsecond), next, a.Error)
 	}
 	return tw.Flush()
 }
