@@ -3,7 +3,11 @@
 package sinks
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -15,12 +19,8 @@ import (
 // stream); subjects that are not notices, and sinks' announcements, are
 // not; an event is covered when its tenant's notice reaches its sequence.
 func TestPurgeNoticesAreRead(t *testing.T) {
-	_, _, js := natsServer(t)
 	ctx := t.Context()
-	workers, err := ensureWorkersStream(ctx, js, timingFor(0), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, workers := workersStream(t)
 	for _, subject := range []string{
 		purgedSubjectRoot + "globex.41",
 		purgedSubjectRoot + "globex.7",  // an earlier purge of the name
@@ -61,4 +61,60 @@ func TestPurgeNoticesAreRead(t *testing.T) {
 			t.Errorf("an event of %s numbered %d: covered %v, want %v", tc.tenant, tc.seq, c, tc.covers)
 		}
 	}
+}
+
+// TestPurgeNoticeReadFailureIsSaid: a worker whose read of the purge
+// notices fails (here the workers' stream is gone) says so at Warn, once
+// while it lasts, keeps what it read before, and says at Info when a read
+// succeeds again, taking the notices then.
+func TestPurgeNoticeReadFailureIsSaid(t *testing.T) {
+	ctx := t.Context()
+	js, workers := workersStream(t)
+	if _, err := js.Publish(ctx, purgedSubjectRoot+"globex.41", nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := &eventstest.Log{}
+	w := &worker{name: "crm", members: &membership{stream: workers}, t: timingFor(0), log: slog.New(slog.NewTextHandler(logs, nil))}
+	w.readPurged(ctx)
+	globex := eventstest.Event(t, "globex", events.UserCreated, "u1", 41, 1)
+	if !w.purgedCovers(globex) {
+		t.Fatal("the notice was not read")
+	}
+	if err := js.DeleteStream(ctx, WorkersStream); err != nil {
+		t.Fatal(err)
+	}
+	w.readPurged(ctx)
+	w.readPurged(ctx)
+	if n := strings.Count(logs.String(), "level=WARN msg=\"the worker cannot read which tenants were purged"); n != 1 {
+		t.Fatalf("%d Warns for two failed reads, want 1:\n%s", n, logs)
+	}
+	if !w.purgedCovers(globex) {
+		t.Fatal("what was read before a failed read was forgotten")
+	}
+	again, err := ensureWorkersStream(ctx, js, timingFor(0), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, purgedSubjectRoot+"initech.7", nil); err != nil {
+		t.Fatal(err)
+	}
+	w.members.stream = again
+	w.readPurged(ctx)
+	if !strings.Contains(logs.String(), "level=INFO msg=\"the worker reads which tenants were purged again\"") {
+		t.Fatalf("reading again was not said:\n%s", logs)
+	}
+	if !w.purgedCovers(eventstest.Event(t, "initech", events.UserCreated, "u2", 7, 1)) || !w.purgedCovers(globex) {
+		t.Fatal("the notices read after the failure are not all there")
+	}
+}
+
+// workersStream starts a NATS server holding the workers' stream.
+func workersStream(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	_, _, js := natsServer(t)
+	workers, err := ensureWorkersStream(t.Context(), js, timingFor(0), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, workers
 }

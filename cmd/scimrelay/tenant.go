@@ -34,7 +34,10 @@ whatever their state, the NATS subscribers scoped to it (their connections
 close and their consumers go, as with subscriber remove), its provisioning
 log entries, its events not yet published (they never will be), its events
 in the stream SCIMRELAY, the delivery attempts of its events, and its dead
-letters in every sink's queue. It keeps the last sequence number the
+letters in every sink's queue. Before it purges the stream it tells the
+delivery workers, and waits 3 s for them to read it: they then deliver none
+of the tenant's events they had taken already (one under way ends as it
+would have). It keeps the last sequence number the
 tenant's events reached: a tenant added again under the name continues
 after it. Backups taken before keep what they hold.
 

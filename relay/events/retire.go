@@ -148,7 +148,7 @@ func ReadSigningKeys(ctx context.Context, js jetstream.JetStream) (SigningKeys, 
 		return SigningKeys{}, err
 	}
 	keys := SigningKeys{Named: strings.Fields(info.Config.Metadata[metaSigningKeys]), Retired: []RetiredKey{},
-		Dropped: append([]string{}, strings.Fields(info.Config.Metadata[metaDroppedKeys])...)}
+		Dropped: strings.Fields(info.Config.Metadata[metaDroppedKeys])}
 	for _, r := range list {
 		keys.Retired = append(keys.Retired, RetiredKey{Key: r.name, UpTo: r.upTo, At: r.at})
 	}
