@@ -50,6 +50,12 @@ type PublisherOptions struct {
 	// AckTimeout bounds the wait for one window's acknowledgements, and
 	// each event's pending acknowledgement in nats.go.
 	AckTimeout time.Duration
+	// ResendAfter is how long the publisher waits for an event's
+	// acknowledgement before it sends the event again, and again after as
+	// long, until AckTimeout: a message that reached a stream's leader as
+	// it stopped leading is never answered, and its copy reaches the next
+	// leader. Below AckTimeout; 0: one second.
+	ResendAfter time.Duration
 	// MaxBackoff caps the wait between attempts while NATS is away.
 	MaxBackoff time.Duration
 	// Observe, when set, is called for every event JetStream acknowledged,
@@ -88,7 +94,12 @@ type PublisherOptions struct {
 // last sequence to be the one before its own (Nats-Expected-Last-Sequence,
 // counted from the first's). If one is refused or lost, every later one of
 // the window is refused too, so that nothing overtakes it; the next
-// attempt starts again from it.
+// attempt starts again from it. An event whose acknowledgement does not
+// come within ResendAfter is sent again as it was, expectation included
+// (JetStream stores it once, by its Nats-Msg-Id, and answers every copy):
+// a stream leader that stops with a message in hand answers nothing, and
+// waiting AckTimeout for it held every new event back for 10 s at each
+// leader change.
 type Publisher struct {
 	outbox Outbox
 	js     jetstream.JetStream
@@ -146,6 +157,9 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 10 * time.Second
 	}
+	if o.ResendAfter <= 0 || o.ResendAfter >= o.AckTimeout {
+		o.ResendAfter = min(time.Second, o.AckTimeout/2)
+	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
@@ -176,7 +190,8 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 // sinks' attempt records) takes from its limit. The limit is two windows:
 // a window whose chain another publisher broke ends without waiting for
 // the refusals of the events behind the break, and the next starts at
-// once.
+// once. The copies of events sent again (ResendAfter) may outlive their
+// window by as long; there are at most AckTimeout/ResendAfter of them.
 func newPublishContext(nc *nats.Conn, o PublisherOptions) (jetstream.JetStream, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(o.AckTimeout), jetstream.WithPublishAsyncMaxPending(2*o.Window))
 	if err != nil {
@@ -435,6 +450,9 @@ type pubWindow struct {
 	futures []jetstream.PubAckFuture
 	spans   []trace.Span
 	acked   []uint64
+	// first is the stream sequence the first row was stored at, once
+	// acknowledged: the others' expectations count from it.
+	first uint64
 }
 
 // publish sends the window's first row and waits for its acknowledgement,
@@ -443,7 +461,7 @@ type pubWindow struct {
 // last sequence unknown: the window ends with it, and the next one starts
 // after it.
 func (w *pubWindow) publish() error {
-	if stop, err := w.send(0, 0); stop {
+	if stop, err := w.send(0); stop {
 		return err
 	}
 	deadline := time.NewTimer(w.p.o.AckTimeout)
@@ -452,10 +470,11 @@ func (w *pubWindow) publish() error {
 	if stop || first.Duplicate {
 		return err
 	}
+	w.first = first.Sequence
 	var sendErr error
 	for i := 1; i < len(w.rows); i++ {
 		var stop bool
-		if stop, sendErr = w.send(i, first.Sequence+uint64(i)-1); stop {
+		if stop, sendErr = w.send(i); stop {
 			break
 		}
 	}
@@ -470,12 +489,11 @@ func (w *pubWindow) publish() error {
 	return sendErr
 }
 
-// send publishes rows[i], expecting the stream's last sequence to be
-// expect (0: no expectation, for the first row). It reports whether the
-// window stops there, and why when that is a failure; a row that cannot
-// be sent is quarantined when it is the first (the next read starts after
-// it), and left for the next window otherwise.
-func (w *pubWindow) send(i int, expect uint64) (stop bool, err error) {
+// send publishes rows[i] with its expectations (publishOpts). It reports
+// whether the window stops there, and why when that is a failure; a row
+// that cannot be sent is quarantined when it is the first (the next read
+// starts after it), and left for the next window otherwise.
+func (w *pubWindow) send(i int) (stop bool, err error) {
 	p, row := w.p, w.rows[i]
 	if row.Err != nil {
 		if i == 0 {
@@ -494,11 +512,7 @@ func (w *pubWindow) send(i int, expect uint64) (stop bool, err error) {
 			return true, nil
 		}
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
-	if i > 0 {
-		opts = append(opts, jetstream.WithExpectLastSequence(expect))
-	}
-	f, err := p.js.PublishMsgAsync(msg, opts...)
+	f, err := p.js.PublishMsgAsync(msg, w.publishOpts(i)...)
 	if err != nil {
 		if i == 0 && refusesMessage(err) {
 			return true, p.quarantine(row, err)
@@ -512,37 +526,80 @@ func (w *pubWindow) send(i int, expect uint64) (stop bool, err error) {
 	return false, nil
 }
 
+// publishOpts are rows[i]'s expectations: the stream, and for every row
+// but the first the stream's last sequence, the one before its own.
+func (w *pubWindow) publishOpts(i int) []jetstream.PublishOpt {
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
+	if i > 0 {
+		opts = append(opts, jetstream.WithExpectLastSequence(w.first+uint64(i)-1))
+	}
+	return opts
+}
+
 // await waits for rows[i]'s acknowledgement and returns it; stop reports
-// that the window ends there, err why when that is a failure.
+// that the window ends there, err why when that is a failure. Each
+// ResendAfter without an answer it sends the row again, the same message
+// with the same expectations, and takes the first answer to the row or
+// to its latest copy: a copy of a row JetStream stored is answered as a
+// duplicate naming where it is (or, the stream having moved on, refused
+// by its expected sequence, and the next window sends the row again).
 func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, stop bool, err error) {
 	p, row := w.p, w.rows[i]
-	select {
-	case ack := <-w.futures[i].Ok():
-		w.endSpan(i, nil)
+	again := time.NewTicker(p.o.ResendAfter)
+	defer again.Stop()
+	acked, failed := w.futures[i].Ok(), w.futures[i].Err()
+	var copyAcked <-chan *jetstream.PubAck
+	var copyFailed <-chan error
+	for {
+		select {
+		case ack := <-acked:
+			return w.answered(i, ack, nil)
+		case ack := <-copyAcked:
+			return w.answered(i, ack, nil)
+		case err := <-failed:
+			return w.answered(i, nil, err)
+		case err := <-copyFailed:
+			return w.answered(i, nil, err)
+		case <-again.C:
+			f, err := p.js.PublishMsgAsync(row.Msg, w.publishOpts(i)...)
+			if err != nil {
+				w.endSpan(i, err)
+				return nil, true, fmt.Errorf("publishing event %s again: %w", row.ID, err)
+			}
+			copyAcked, copyFailed = f.Ok(), f.Err()
+			p.log.Debug("no acknowledgement yet; sent the event again", "event", row.ID, "after", p.o.ResendAfter)
+		case <-deadline.C:
+			return nil, true, fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)
+		case <-w.ctx.Done():
+			return nil, true, w.ctx.Err()
+		}
+	}
+}
+
+// answered settles rows[i] with JetStream's answer to it or to a copy: an
+// ack, or err.
+func (w *pubWindow) answered(i int, ack *jetstream.PubAck, err error) (*jetstream.PubAck, bool, error) {
+	p, row := w.p, w.rows[i]
+	w.endSpan(i, err)
+	if err == nil {
 		w.acked = append(w.acked, row.Key)
 		if p.o.Observe != nil {
 			p.o.Observe(row.Time)
 		}
 		return ack, false, nil
-	case err := <-w.futures[i].Err():
-		w.endSpan(i, err)
-		if i == 0 && refusesMessage(err) {
-			return nil, true, p.quarantine(row, err)
-		}
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			// Everything before it is stored, so another publisher (the
-			// front end of other tenants) came in between, or a row before
-			// it was a duplicate: not a failure. The next window starts
-			// from this row.
-			return nil, true, nil
-		}
-		return nil, true, fmt.Errorf("publishing event %s: %w", row.ID, err)
-	case <-deadline.C:
-		return nil, true, fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)
-	case <-w.ctx.Done():
-		return nil, true, w.ctx.Err()
 	}
+	if i == 0 && refusesMessage(err) {
+		return nil, true, p.quarantine(row, err)
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		// Everything before it is stored, so another publisher (the
+		// front end of other tenants) came in between, or a row before
+		// it was a duplicate, or this is a copy of a row stored since:
+		// not a failure. The next window starts from this row.
+		return nil, true, nil
+	}
+	return nil, true, fmt.Errorf("publishing event %s: %w", row.ID, err)
 }
 
 // endSpan ends rows[i]'s publish span, if traced, as failed when err is set.

@@ -7,8 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,5 +277,138 @@ func TestWindowsWithoutAcksDoNotStallThePublisher(t *testing.T) {
 	outboxEmpties(t, s)
 	if strings.Contains(logs.String(), stalled) {
 		t.Fatalf("a publish was refused as stalled:\n%s", logs.String())
+	}
+}
+
+// eventLosingProxy passes NATS connections through to a server and loses,
+// on their way to it, the first copies of one event the clients publish:
+// what a stream's leader does with a message in hand as it stops leading
+// (it answers nothing, and the next leader never sees it). The event is
+// the nth (from 0) the proxy sees, told apart by its Nats-Msg-Id.
+type eventLosingProxy struct {
+	addr string
+	nth  int
+	mu   sync.Mutex
+	ids  []string // the events seen, in the order first seen
+	lose int      // copies of the nth still to lose
+	lost int
+}
+
+func newEventLosingProxy(t *testing.T, target string, nth, copies int) *eventLosingProxy {
+	t.Helper()
+	p := &eventLosingProxy{nth: nth, lose: copies}
+	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
+		go func() { eventstest.PassProtocol(up, c, p.loses); up.Close() }()
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+	})
+	return p
+}
+
+// loses reports whether the client's message with protocol line f (HPUB
+// <subject> [reply] <header size> <total size>) and payload is a copy of
+// the event to lose.
+func (p *eventLosingProxy) loses(f []string, payload []byte) bool {
+	if len(f) < 4 || !strings.EqualFold(f[0], "HPUB") || !strings.HasPrefix(f[1], strings.TrimSuffix(events.StreamSubjects, ">")) {
+		return false
+	}
+	size, err := strconv.Atoi(f[len(f)-2])
+	if err != nil || size > len(payload) {
+		return false
+	}
+	id := ""
+	for _, line := range strings.Split(string(payload[:size]), "\r\n") {
+		if v, ok := strings.CutPrefix(line, jetstream.MsgIDHeader+": "); ok {
+			id = v
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Contains(p.ids, id) {
+		p.ids = append(p.ids, id)
+	}
+	if len(p.ids) <= p.nth || p.ids[p.nth] != id || p.lose == 0 {
+		return false
+	}
+	p.lose--
+	p.lost++
+	return true
+}
+
+func (p *eventLosingProxy) copiesLost() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
+}
+
+// TestUnansweredEventIsSentAgain: JetStream never answers an event the
+// publisher sent (the stream's leader stopped leading with it in hand; here
+// a proxy loses it). The publisher sends it again after ResendAfter, the
+// same message with the same expectations, rather than wait its
+// AckTimeout (a minute here; 10 s by default, and until 2026-12-04 a
+// chaos run's every leader change held new events back that long): the
+// first event of a window, lost twice, and one in the middle of a window,
+// lost once. Every event is stored once, in commit order, and the window
+// is not counted a failure. When JetStream answers late instead (a slow
+// disk: the proxy holds the messages), the copies are stored once too.
+func TestUnansweredEventIsSentAgain(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		events, nth int // events committed before the publisher starts; the one lost
+		copies      int // copies of it lost
+		late        bool
+	}{
+		{name: "the first of a window, lost twice", events: 1, nth: 0, copies: 2},
+		{name: "in the middle of a window", events: 6, nth: 3, copies: 1},
+		{name: "answered late", events: 6, late: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, _, _ := openStore(t)
+			ns := eventstest.RunServer(t)
+			_, js := eventstest.Connect(t, eventstest.URL(ns))
+			ensureStream(t, js)
+			addr := ""
+			var losing *eventLosingProxy
+			var holding *heldProxy
+			if c.late {
+				holding = newHeldProxy(t, ns.Addr().String())
+				addr = holding.addr
+			} else {
+				losing = newEventLosingProxy(t, ns.Addr().String(), c.nth, c.copies)
+				addr = losing.addr
+			}
+			_, pjs := eventstest.Connect(t, "nats://"+addr)
+			if c.late {
+				holding.hold() // once connected
+			}
+			for i := range c.events {
+				create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+			}
+			logs := &eventstest.Log{}
+			log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond})
+			if c.late {
+				// The first event and copies of it wait in the proxy.
+				eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+					if n := holding.heldEvents(); n < 3 {
+						return fmt.Errorf("%d copies of the first event held, want 3", n)
+					}
+					return nil
+				})
+				holding.release()
+			}
+			eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+				if n, err := s.OutboxDepth(); err != nil || n != 0 {
+					return fmt.Errorf("the outbox still holds %d events (%v), AckTimeout being a minute", n, err)
+				}
+				return nil
+			})
+			checkOrder(t, streamContents(t, js, c.events))
+			if losing != nil && losing.copiesLost() != c.copies {
+				t.Fatalf("the proxy lost %d copies of the event, want %d", losing.copiesLost(), c.copies)
+			}
+			if strings.Contains(logs.String(), "publishing events to NATS failed") {
+				t.Fatalf("a resent event counted as a failure:\n%s", logs.String())
+			}
+		})
 	}
 }

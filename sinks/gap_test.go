@@ -44,7 +44,7 @@ func newLossyProxy(t testing.TB, target, consumer string) *lossyProxy {
 
 // pass copies the server's protocol to the client, message by message.
 func (p *lossyProxy) pass(to io.Writer, from io.Reader) {
-	passProtocol(to, from, func(f []string, _ []byte) bool { return p.loses(f) })
+	eventstest.PassProtocol(to, from, func(f []string, _ []byte) bool { return p.loses(f) })
 }
 
 // loses reports whether the message whose protocol line is f is the one

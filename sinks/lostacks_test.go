@@ -3,14 +3,12 @@
 package sinks
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -120,41 +118,6 @@ func consumerNames(js jetstream.JetStream) ([]string, error) {
 	return names, l.Err()
 }
 
-// passProtocol copies NATS protocol from one end of a connection to the
-// other, line by line, with each message's payload, dropping the messages
-// (MSG and HMSG from the server, PUB and HPUB from the client) that drop
-// picks by their protocol line's fields and payload (CRLF included).
-func passProtocol(to io.Writer, from io.Reader, drop func(f []string, payload []byte) bool) {
-	r := bufio.NewReader(from)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		f := strings.Fields(line)
-		var payload []byte
-		if len(f) > 0 && slices.Contains([]string{"MSG", "HMSG", "PUB", "HPUB"}, strings.ToUpper(f[0])) {
-			n, err := strconv.Atoi(f[len(f)-1])
-			if err != nil {
-				return
-			}
-			payload = make([]byte, n+2) // and its CRLF
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return
-			}
-			if drop(f, payload) {
-				continue
-			}
-		}
-		if _, err := io.WriteString(to, line); err != nil {
-			return
-		}
-		if _, err := to.Write(payload); err != nil {
-			return
-		}
-	}
-}
-
 // ackLosingProxy passes NATS connections through to a server and, while
 // losing is set, drops on the way to the server the acknowledgements
 // clients publish: what a worker's connection does with those it has
@@ -170,7 +133,7 @@ func newAckLosingProxy(t testing.TB, target string) *ackLosingProxy {
 	t.Helper()
 	p := &ackLosingProxy{}
 	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
-		go func() { passProtocol(up, c, p.loses); up.Close() }()
+		go func() { eventstest.PassProtocol(up, c, p.loses); up.Close() }()
 		go func() { _, _ = io.Copy(c, up); c.Close() }()
 	})
 	return p

@@ -15,9 +15,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -268,6 +271,42 @@ func Proxy(t testing.TB, target string, pass func(client, server net.Conn)) stri
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// PassProtocol copies NATS protocol from one end of a connection to the
+// other, line by line, with each message's payload, dropping the messages
+// (MSG and HMSG from the server, PUB and HPUB from the client) that drop
+// picks by their protocol line's fields and payload (CRLF included): what
+// a Proxy's pass does to lose some messages, in either direction.
+func PassProtocol(to io.Writer, from io.Reader, drop func(f []string, payload []byte) bool) {
+	r := bufio.NewReader(from)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		f := strings.Fields(line)
+		var payload []byte
+		if len(f) > 0 && slices.Contains([]string{"MSG", "HMSG", "PUB", "HPUB"}, strings.ToUpper(f[0])) {
+			n, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				return
+			}
+			payload = make([]byte, n+2) // and its CRLF
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return
+			}
+			if drop(f, payload) {
+				continue
+			}
+		}
+		if _, err := io.WriteString(to, line); err != nil {
+			return
+		}
+		if _, err := to.Write(payload); err != nil {
+			return
+		}
+	}
 }
 
 // Connect connects to urls and returns the connection and its JetStream
