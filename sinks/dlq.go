@@ -28,6 +28,7 @@ const (
 	dlqRetention    = 30 * 24 * time.Hour
 	hdrDLQStatus    = "Scimrelay-Dlq-Status"
 	hdrDLQError     = "Scimrelay-Dlq-Error"
+	hdrDLQClass     = "Scimrelay-Dlq-Error-Class"
 	hdrDLQAttempts  = "Scimrelay-Dlq-Attempts"
 	hdrDLQTime      = "Scimrelay-Dlq-Time"
 	hdrDLQSubject   = "Scimrelay-Dlq-Subject"    // the event's NATS subject
@@ -37,17 +38,21 @@ const (
 
 // DeadLetter is an event a sink gave up on.
 type DeadLetter struct {
-	ID        string    `json:"id"` // the event id, also what redrive takes
-	Type      string    `json:"type"`
-	Subject   string    `json:"subject"`
-	Tenant    string    `json:"tenant"`
-	Status    int       `json:"status"` // last HTTP status, 0 when none
-	Error     string    `json:"error"`
-	Attempts  int       `json:"attempts"`
-	Time      time.Time `json:"time"` // when it was dead-lettered
-	EventTime time.Time `json:"event_time"`
-	seq       uint64    // in the dead-letter stream
-	from      origin    // where its event came from
+	ID      string `json:"id"` // the event id, also what redrive takes
+	Type    string `json:"type"`
+	Subject string `json:"subject"`
+	Tenant  string `json:"tenant"`
+	Status  int    `json:"status"` // last HTTP status, 0 when none
+	Error   string `json:"error"`
+	// ErrorClass says in a word why the last attempt got no answer, when
+	// it has no status (Attempt.ErrorClass); empty for one dead-lettered
+	// before 2026-12-04.
+	ErrorClass string    `json:"error_class,omitempty"`
+	Attempts   int       `json:"attempts"`
+	Time       time.Time `json:"time"` // when it was dead-lettered
+	EventTime  time.Time `json:"event_time"`
+	seq        uint64    // in the dead-letter stream
+	from       origin    // where its event came from
 }
 
 // origin is what a dead letter keeps of where its event came from, for a
@@ -107,7 +112,7 @@ func deadLetterID(sink, msgID string, attempts int) string {
 
 // putAs is put with the message id id, by which JetStream drops a copy.
 func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, from origin, res Result, attempts int, id string) (already bool, err error) {
-	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), Attempts: attempts, Time: time.Now(), from: from}, id)
+	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), ErrorClass: errorClass(res), Attempts: attempts, Time: time.Now(), from: from}, id)
 	if err != nil {
 		return false, err
 	}
@@ -143,6 +148,9 @@ func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, 
 	}
 	msg.Header.Set(hdrDLQStatus, strconv.Itoa(dl.Status))
 	msg.Header.Set(hdrDLQError, truncate(dl.Error, maxErrorInQueue))
+	if dl.ErrorClass != "" {
+		msg.Header.Set(hdrDLQClass, dl.ErrorClass)
+	}
 	msg.Header.Set(hdrDLQAttempts, strconv.Itoa(dl.Attempts))
 	msg.Header.Set(hdrDLQTime, dl.Time.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(nats.MsgIdHdr, id)
@@ -187,7 +195,7 @@ func (d *deadLetters) putRaw(ctx context.Context, sink string, m jetstream.Msg, 
 // relay published (d.trust), the event; stored is when the queue stored it.
 func (d *deadLetters) toDeadLetter(ctx context.Context, m jetstream.Msg, seq uint64, stored time.Time) (DeadLetter, *event.Event) {
 	h := m.Headers()
-	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), seq: seq, from: origin{sig: h.Get(events.SignatureHeader)}}
+	dl := DeadLetter{Subject: h.Get(hdrDLQSubject), Error: h.Get(hdrDLQError), ErrorClass: h.Get(hdrDLQClass), seq: seq, from: origin{sig: h.Get(events.SignatureHeader)}}
 	dl.from.seq, _ = strconv.ParseUint(h.Get(hdrDLQStreamSeq), 10, 64)
 	dl.Status, _ = strconv.Atoi(h.Get(hdrDLQStatus))
 	dl.Attempts, _ = strconv.Atoi(h.Get(hdrDLQAttempts))

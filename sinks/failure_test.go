@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +41,8 @@ func TestRetryPolicy(t *testing.T) {
 	p := newPartition(w, 0)
 	last := len(w.schedule)
 	fail500 := errors.New("POST: 500")
+	// What the HTTP client says when nothing listens.
+	refusedConn := fmt.Errorf("POST http://127.0.0.1:9/h: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
 	since := time.Now().Add(-time.Minute)
 
 	var n uint64
@@ -65,6 +70,7 @@ func TestRetryPolicy(t *testing.T) {
 		{"a longer Retry-After wins", slice(true), Result{Status: 429, Err: fail500, Events: 1, RetryAfter: time.Hour}, 2, retryLater, now.Add(time.Hour), 2, "retry", false, nil},
 		{"a batch with retries left waits as a whole", slice(true, false, true), Result{Status: 503, Err: fail500, Events: 2}, 3, retryLater, now.Add(w.schedule[2]), 3, "retry", true, nil},
 		{"out of tries, alone: dead-lettered", slice(true), Result{Status: 500, Err: fail500, Events: 1}, last + 1, deadLettered, time.Time{}, 0, "dead_lettered", false, nil},
+		{"out of tries without an answer: dead-lettered, saying why", slice(true), Result{Err: refusedConn, Events: 1}, last + 1, deadLettered, time.Time{}, 0, "dead_lettered", false, nil},
 		{"refused for good, alone: dead-lettered", slice(true, false), Result{Status: 422, Err: fail500, Events: 1, Permanent: true}, 1, deadLettered, time.Time{}, 0, "dead_lettered", false, nil},
 		{"a batch refused for good: one per request, at once", slice(true, true), Result{Status: 422, Err: fail500, Events: 2, Permanent: true}, 1, sendAlone, now, 0, "retry", false, nil},
 		{"refused for good in another lane's batch: one per request", slice(true), Result{Status: 400, Err: fail500, Events: 7, Permanent: true}, 2, sendAlone, now, 1, "retry", false, nil},
@@ -101,8 +107,8 @@ func TestRetryPolicy(t *testing.T) {
 					t.Fatal(err)
 				}
 				dl := page.DeadLetters[len(page.DeadLetters)-1]
-				if dl.ID != c.items[0].e.ID() || dl.Attempts != c.tries || dl.Status != c.res.Status {
-					t.Fatalf("dead letter %+v, want event %s after %d tries with status %d", dl, c.items[0].e.ID(), c.tries, c.res.Status)
+				if dl.ID != c.items[0].e.ID() || dl.Attempts != c.tries || dl.Status != c.res.Status || dl.ErrorClass != errorClass(c.res) {
+					t.Fatalf("dead letter %+v, want event %s after %d tries with status %d, error class %q", dl, c.items[0].e.ID(), c.tries, c.res.Status, errorClass(c.res))
 				}
 				return
 			}

@@ -559,6 +559,8 @@ func TestCLISinksList(t *testing.T) {
 	nowhere := httptest.NewServer(http.NotFoundHandler())
 	nowhere.Close()
 	withSink(cfg, "nowhere", nowhere.URL+"/hook", func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
+	// Nor there, and it tries once more only: its dead letters say why.
+	withSink(cfg, "unreachable", nowhere.URL+"/hook", func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Millisecond)} })
 	p := startRelay(t, cfg, roleAll)
 	cfgPath := cliConfig(t, p, adminSecret)
 	before := time.Now()
@@ -582,7 +584,7 @@ func TestCLISinksList(t *testing.T) {
 			}
 			list = append(list, s)
 		}
-		if len(list) != 5 || list[1].DeadLetters != 2 || list[2].InFlight+int(list[2].Pending) != 2 || list[3].Parked != 2 || list[4].Parked != 2 {
+		if len(list) != 6 || list[1].DeadLetters != 2 || list[2].InFlight+int(list[2].Pending) != 2 || list[3].Parked != 2 || list[4].Parked != 2 || list[5].DeadLetters != 2 {
 			return fmt.Errorf("sinks list --json:\n%s", out)
 		}
 		return nil
@@ -621,8 +623,13 @@ func TestCLISinksList(t *testing.T) {
 			t.Fatalf("sinks list: no line matching %s in\n%s", row, out)
 		}
 	}
-	if want := "sink gone has 2 dead letters: scimrelay dlq list --sink gone\n"; stderr != want {
+	if want := "sink gone has 2 dead letters: scimrelay dlq list --sink gone\nsink unreachable has 2 dead letters: scimrelay dlq list --sink unreachable\n"; stderr != want {
 		t.Fatalf("sinks list stderr %q, want %q", stderr, want)
+	}
+	// A dead letter without a status says why in its place.
+	if code, out, stderr := cli(t, "dlq", "list", "--sink", "unreachable", "--config", cfgPath); code != exitOK ||
+		len(regexp.MustCompile(`(?m)^\S+\s+\S*user\.created\s+Users/\S+\s+acme\s+connection refused\s+2\s`).FindAllString(out, -1)) != 2 {
+		t.Fatalf("dlq list --sink unreachable: %d %s %s", code, out, stderr)
 	}
 
 	empty := cliConfig(t, startRelay(t, testConfig(t, t.TempDir()), roleAll), adminSecret)

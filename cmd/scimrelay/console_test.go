@@ -763,7 +763,8 @@ func TestConsoleRequestOfManyEvents(t *testing.T) {
 // its sink wait parked, neither pending nor in flight; the overview, the
 // sinks page and the sink's page say how many resources are parked and
 // how old the oldest undelivered event is, not "0 events"; an attempt that
-// got no status says why, in a word, where the status would be.
+// got no status says why, in a word, where the status would be, and so
+// does a dead letter whose last attempt got none.
 func TestConsoleShowsParkedBacklog(t *testing.T) {
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -774,6 +775,7 @@ func TestConsoleShowsParkedBacklog(t *testing.T) {
 	p, b := consoleRelay(t, func(c *config.Config) {
 		withSink(c, "crm", down.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
 		withSink(c, "nowhere", nowhere.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
+		withSink(c, "unreachable", nowhere.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Millisecond)} })
 	})
 	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
 	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
@@ -789,6 +791,13 @@ func TestConsoleShowsParkedBacklog(t *testing.T) {
 	b.get("/ui/sinks").want(t, http.StatusOK, `retry</span> 503 `, `retry</span> connection refused `)
 	b.get("/ui/").want(t, http.StatusOK, `retry</span> 503 `, `retry</span> connection refused `)
 	b.get("/ui/sinks/nowhere").want(t, http.StatusOK, "<td>connection refused</td>")
+	// So does a dead letter, in its queue's table.
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(b.get("/ui/sinks/unreachable").body, "<td>acme</td><td>connection refused</td>") {
+			return fmt.Errorf("the dead letter of sink unreachable does not say why it got no answer")
+		}
+		return nil
+	})
 	key := regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindStringSubmatch(b.get("/ui/log?tenant=acme&operation=create").body)
 	if key == nil {
 		t.Fatal("the POST is not in the log")

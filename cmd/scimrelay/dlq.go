@@ -83,7 +83,7 @@ the list stops after that many and says how to go on (--after).`,
 						}
 						continue
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.Type, d.Subject, d.Tenant, d.Status, d.Attempts, d.Time.Local().Format("2006-01-02 15:04:05"), d.Error)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Type, d.Subject, d.Tenant, statusWord(d.Status, d.ErrorClass), d.Attempts, d.Time.Local().Format("2006-01-02 15:04:05"), d.Error)
 				}
 				if err := tw.Flush(); err != nil {
 					return err

@@ -261,15 +261,20 @@ func writeDeliveryTable(w io.Writer, list []sinks.Attempt, header bool) error {
 		if !a.NextAttempt.IsZero() {
 			next = a.NextAttempt.Local().Format("2006-01-02 15:04:05")
 		}
-		// Without a status, why the attempt got no answer, in a word.
-		status := cmp.Or(a.ErrorClass, "-")
-		if a.Status != 0 {
-			status = strconv.Itoa(a.Status)
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Time.Local().Format("2006-01-02 15:04:05.000"), a.Sink, a.EventID,
-			a.Type, a.Subject, a.Outcome, status, a.Attempt, a.Latency.Round(10*time.Microsecond), next, a.Error)
+			a.Type, a.Subject, a.Outcome, statusWord(a.Status, a.ErrorClass), a.Attempt, a.Latency.Round(10*time.Microsecond), next, a.Error)
 	}
 	return tw.Flush()
+}
+
+// statusWord is what a STATUS column says of a delivery attempt: its
+// HTTP status, or without one why it got no answer, in a word
+// (sinks.Attempt.ErrorClass), or "-".
+func statusWord(status int, class string) string {
+	if status != 0 {
+		return strconv.Itoa(status)
+	}
+	return cmp.Or(class, "-")
 }
 
 // writeJSONLine writes v as one line of JSON.
