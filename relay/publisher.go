@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -545,8 +546,8 @@ func (w *pubWindow) publishOpts(i int) []jetstream.PublishOpt {
 // by its expected sequence, and the next window sends the row again).
 func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, stop bool, err error) {
 	p, row := w.p, w.rows[i]
-	again := time.NewTicker(p.o.ResendAfter)
-	defer again.Stop()
+	resend := time.NewTicker(p.o.ResendAfter)
+	defer resend.Stop()
 	acked, failed := w.futures[i].Ok(), w.futures[i].Err()
 	var copyAcked <-chan *jetstream.PubAck
 	var copyFailed <-chan error
@@ -560,8 +561,13 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 			return w.answered(i, nil, err)
 		case err := <-copyFailed:
 			return w.answered(i, nil, err)
-		case <-again.C:
-			f, err := p.js.PublishMsgAsync(row.Msg, w.publishOpts(i)...)
+		case <-resend.C:
+			// A copy with headers of its own: nats.go may still read the
+			// message it was given (it publishes it again itself when no
+			// server answers for the stream), and a publish writes its
+			// expectations into the headers.
+			again := &nats.Msg{Subject: row.Msg.Subject, Header: maps.Clone(row.Msg.Header), Data: row.Msg.Data}
+			f, err := p.js.PublishMsgAsync(again, w.publishOpts(i)...)
 			if err != nil {
 				w.endSpan(i, err)
 				return nil, true, fmt.Errorf("publishing event %s again: %w", row.ID, err)
