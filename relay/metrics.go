@@ -15,6 +15,7 @@ type Metrics struct {
 	publishLag  prometheus.Histogram
 	published   prometheus.Counter
 	quarantined prometheus.Counter
+	resent      prometheus.Counter
 }
 
 // NewMetrics registers the store's metrics. The outbox, token and log
@@ -35,6 +36,10 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "published_total",
 			Help: "Events published to JetStream and removed from the outbox.",
 		}),
+		resent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scimrelay", Subsystem: "outbox", Name: "resent_total",
+			Help: "Events sent to JetStream again for want of an acknowledgement within a second (a stream leader that stopped with them in hand, a slow server); JetStream stores each once.",
+		}),
 	}
 	commitTime := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "scimrelay", Subsystem: "store", Name: "commit_duration_seconds",
@@ -51,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		commitSize.Observe(float64(writes))
 	}
 	s.commits.observe.Store(&observe)
-	reg.MustRegister(m.publishLag, m.published, m.quarantined, commitTime, commitSize,
+	reg.MustRegister(m.publishLag, m.published, m.quarantined, m.resent, commitTime, commitSize,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "quarantine",
 			Help: "Outbox rows in quarantine now.",
@@ -111,6 +116,9 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 
 // ObserveQuarantined records an outbox row put in quarantine.
 func (m *Metrics) ObserveQuarantined() { m.quarantined.Inc() }
+
+// ObserveResent records an event sent to JetStream again.
+func (m *Metrics) ObserveResent() { m.resent.Inc() }
 
 // WatchPublisher exports when p last published, so that an alert (or a
 // test) can see publishing resume after NATS comes back.

@@ -67,6 +67,9 @@ type PublisherOptions struct {
 	Healer StoreHealer
 	// Quarantined, when set, is called for every row put in quarantine.
 	Quarantined func()
+	// Resent, when set, is called for every event sent again
+	// (ResendAfter).
+	Resent func()
 	// Tracer, when set, traces the publish of every event that carries a
 	// trace context, as a child of the request that made it. Nil: no
 	// tracing, at no cost.
@@ -573,6 +576,9 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 				return nil, true, fmt.Errorf("publishing event %s again: %w", row.ID, err)
 			}
 			copyAcked, copyFailed = f.Ok(), f.Err()
+			if p.o.Resent != nil {
+				p.o.Resent()
+			}
 			p.log.Debug("no acknowledgement yet; sent the event again", "event", row.ID, "after", p.o.ResendAfter)
 		case <-deadline.C:
 			return nil, true, fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)

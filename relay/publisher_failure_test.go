@@ -385,7 +385,8 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 			}
 			logs := &eventstest.Log{}
 			log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond})
+			var resent atomic.Int64
+			runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond, Resent: func() { resent.Add(1) }})
 			if c.late {
 				// The first event and copies of it wait in the proxy.
 				eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -405,6 +406,15 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 			checkOrder(t, streamContents(t, js, c.events))
 			if losing != nil && losing.copiesLost() != c.copies {
 				t.Fatalf("the proxy lost %d copies of the event, want %d", losing.copiesLost(), c.copies)
+			}
+			// Each lost copy was followed by another (and a late answer
+			// may have let a few more go): each is counted.
+			want := c.copies
+			if c.late {
+				want = 2 // the copies held with the event
+			}
+			if resent.Load() < int64(want) {
+				t.Fatalf("%d copies counted as sent again, want at least %d", resent.Load(), want)
 			}
 			if strings.Contains(logs.String(), "publishing events to NATS failed") {
 				t.Fatalf("a resent event counted as a failure:\n%s", logs.String())
