@@ -244,17 +244,18 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			p.healthy.Store(false)
+			wait := retryWait(err, backoff)
 			if failingSince.IsZero() {
 				failingSince = time.Now()
-				p.log.Warn("publishing events to NATS failed; SCIM keeps answering and events wait in the outbox", "err", err, "retry_in", backoff)
+				p.log.Warn("publishing events to NATS failed; SCIM keeps answering and events wait in the outbox", "err", err, "retry_in", wait)
 			} else {
-				p.log.Debug("publishing events to NATS still failing", "err", err, "retry_in", backoff)
+				p.log.Debug("publishing events to NATS still failing", "err", err, "retry_in", wait)
 			}
 			if p.heal(ctx) {
 				backoff = minBackoff
 				continue
 			}
-			t := time.NewTimer(backoff)
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -290,6 +291,25 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		due.Stop()
 	}
+}
+
+// leaderlessRetry is the longest wait between attempts while the server
+// answers that no stream takes the events (ErrNoStreamResponse).
+const leaderlessRetry = time.Second
+
+// retryWait is how long the publisher waits after a failed attempt, its
+// backoff being backoff. When the server answered that nothing takes the
+// events' subject, NATS is there and the stream has no leader (it is
+// electing one, or lacks a quorum until a node is back): an attempt is
+// one message, and one a second finds the stream as soon as it is back,
+// where the backoff, doubling to MaxBackoff, kept waiting after the
+// stream was back (a chaos run's publisher tried again 3.2 s after its
+// last failed try, 9.7 s after its first).
+func retryWait(err error, backoff time.Duration) time.Duration {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return min(backoff, leaderlessRetry)
+	}
+	return backoff
 }
 
 // heal asks the healer to repair the NATS store, reporting whether it did.

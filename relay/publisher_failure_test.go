@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -421,4 +422,44 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLeaderlessStreamIsTriedEachSecond: while the server answers that no
+// stream takes the events (here none exists yet; in production a stream
+// electing a leader, or without a quorum), the publisher tries again at
+// least once a second, where its backoff doubles towards MaxBackoff for
+// other failures: it finds the stream as soon as it is back. Once the
+// stream exists the event is published.
+func TestLeaderlessStreamIsTriedEachSecond(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	create(t, s, "acme", user(t, `"userName":"ann"`))
+	logs := &eventstest.Log{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p := runPublisher(t, s, js, log, PublisherOptions{MaxBackoff: time.Minute})
+	// Five failed attempts: the backoff alone would be 1.6 s by then.
+	retryIn := regexp.MustCompile(`publishing events to NATS (?:failed|still failing).* err=".*no response from stream" retry_in=(\S+)`)
+	var waits []string
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		waits = nil
+		for _, m := range retryIn.FindAllStringSubmatch(logs.String(), -1) {
+			waits = append(waits, m[1])
+		}
+		if len(waits) < 5 {
+			return fmt.Errorf("%d attempts failed, want 5:\n%s", len(waits), logs.String())
+		}
+		return nil
+	})
+	if p.Healthy() {
+		t.Fatal("the publisher reports healthy while no stream takes its events")
+	}
+	for _, w := range waits {
+		if d, err := time.ParseDuration(w); err != nil || d > time.Second {
+			t.Fatalf("waits %v between attempts, want none above a second", waits)
+		}
+	}
+	ensureStream(t, js)
+	checkOrder(t, streamContents(t, js, 1))
+	outboxEmpties(t, s)
 }
