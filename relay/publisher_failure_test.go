@@ -7,14 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,66 +276,6 @@ func TestWindowsWithoutAcksDoNotStallThePublisher(t *testing.T) {
 	}
 }
 
-// eventLosingProxy passes NATS connections through to a server and loses,
-// on their way to it, the first copies of one event the clients publish:
-// what a stream's leader does with a message in hand as it stops leading
-// (it answers nothing, and the next leader never sees it). The event is
-// the nth (from 0) the proxy sees, told apart by its Nats-Msg-Id.
-type eventLosingProxy struct {
-	addr string
-	nth  int
-	mu   sync.Mutex
-	ids  []string // the events seen, in the order first seen
-	lose int      // copies of the nth still to lose
-	lost int
-}
-
-func newEventLosingProxy(t *testing.T, target string, nth, copies int) *eventLosingProxy {
-	t.Helper()
-	p := &eventLosingProxy{nth: nth, lose: copies}
-	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
-		go func() { eventstest.PassProtocol(up, c, p.loses); up.Close() }()
-		go func() { _, _ = io.Copy(c, up); c.Close() }()
-	})
-	return p
-}
-
-// loses reports whether the client's message with protocol line f (HPUB
-// <subject> [reply] <header size> <total size>) and payload is a copy of
-// the event to lose.
-func (p *eventLosingProxy) loses(f []string, payload []byte) bool {
-	if len(f) < 4 || !strings.EqualFold(f[0], "HPUB") || !strings.HasPrefix(f[1], strings.TrimSuffix(events.StreamSubjects, ">")) {
-		return false
-	}
-	size, err := strconv.Atoi(f[len(f)-2])
-	if err != nil || size > len(payload) {
-		return false
-	}
-	id := ""
-	for _, line := range strings.Split(string(payload[:size]), "\r\n") {
-		if v, ok := strings.CutPrefix(line, jetstream.MsgIDHeader+": "); ok {
-			id = v
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !slices.Contains(p.ids, id) {
-		p.ids = append(p.ids, id)
-	}
-	if len(p.ids) <= p.nth || p.ids[p.nth] != id || p.lose == 0 {
-		return false
-	}
-	p.lose--
-	p.lost++
-	return true
-}
-
-func (p *eventLosingProxy) copiesLost() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lost
-}
-
 // TestUnansweredEventIsSentAgain: JetStream never answers an event the
 // publisher sent (the stream's leader stopped leading with it in hand; here
 // a proxy loses it). The publisher sends it again after ResendAfter, the
@@ -368,14 +303,14 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 			_, js := eventstest.Connect(t, eventstest.URL(ns))
 			ensureStream(t, js)
 			addr := ""
-			var losing *eventLosingProxy
+			var losing *eventstest.EventLosingProxy
 			var holding *heldProxy
 			if c.late {
 				holding = newHeldProxy(t, ns.Addr().String())
 				addr = holding.addr
 			} else {
-				losing = newEventLosingProxy(t, ns.Addr().String(), c.nth, c.copies)
-				addr = losing.addr
+				losing = eventstest.NewEventLosingProxy(t, ns.Addr().String(), c.nth, c.copies)
+				addr = losing.Addr
 			}
 			_, pjs := eventstest.Connect(t, "nats://"+addr)
 			if c.late {
@@ -405,8 +340,8 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 				return nil
 			})
 			checkOrder(t, streamContents(t, js, c.events))
-			if losing != nil && losing.copiesLost() != c.copies {
-				t.Fatalf("the proxy lost %d copies of the event, want %d", losing.copiesLost(), c.copies)
+			if losing != nil && losing.Lost() != c.copies {
+				t.Fatalf("the proxy lost %d copies of the event, want %d", losing.Lost(), c.copies)
 			}
 			// Each lost copy was followed by another (and a late answer
 			// may have let a few more go): each is counted.

@@ -454,6 +454,29 @@ func TestAnEventTheStreamRefusesIsQuarantined(t *testing.T) {
 	})
 }
 
+// TestAnUnansweredEventIsSentAgainAndCounted: an event NATS never answers
+// (lost on its way to the stream, as when its leader stops with it in
+// hand) is sent again after a second, published, and counted in
+// scimrelay_outbox_resent_total.
+func TestAnUnansweredEventIsSentAgainAndCounted(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	proxy := eventstest.NewEventLosingProxy(t, ns.Addr().String(), 0, 1)
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = "nats://" + proxy.Addr
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard)
+	p.createUser(t, "ann")
+	readStream(t, p.srv.js, 1)
+	if proxy.Lost() != 1 {
+		t.Fatalf("the proxy lost %d copies of the event, want 1", proxy.Lost())
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := metric(t, p, "scimrelay_outbox_resent_total"); n < 1 {
+			return fmt.Errorf("scimrelay_outbox_resent_total %v, want at least 1", n)
+		}
+		return nil
+	})
+}
+
 // TestShutdownDelayKeepsAnswering: with limits.shutdown_delay, a relay
 // asked to stop fails /readyz at once and goes on answering SCIM requests
 // for the delay, each answer closing its connection, so that a load

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,6 +308,70 @@ func PassProtocol(to io.Writer, from io.Reader, drop func(f []string, payload []
 			return
 		}
 	}
+}
+
+// EventLosingProxy passes NATS connections through to a server and loses,
+// on their way to it, the first copies of one event the clients publish:
+// what a stream's leader does with a message in hand as it stops leading
+// (it answers nothing, and the next leader never sees it). The event is
+// the nth (from 0) the proxy sees, told apart by its Nats-Msg-Id. Addr is
+// the address to connect to instead of the server's.
+type EventLosingProxy struct {
+	Addr string
+	nth  int
+	mu   sync.Mutex
+	ids  []string // the events seen, in the order first seen
+	lose int      // copies of the nth still to lose
+	lost int
+}
+
+// NewEventLosingProxy returns a proxy to target that loses the first
+// copies of the nth event published through it.
+func NewEventLosingProxy(t testing.TB, target string, nth, copies int) *EventLosingProxy {
+	t.Helper()
+	p := &EventLosingProxy{nth: nth, lose: copies}
+	p.Addr = Proxy(t, target, func(c, up net.Conn) {
+		go func() { PassProtocol(up, c, p.loses); up.Close() }()
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+	})
+	return p
+}
+
+// loses reports whether the client's message with protocol line f (HPUB
+// <subject> [reply] <header size> <total size>) and payload is a copy of
+// the event to lose.
+func (p *EventLosingProxy) loses(f []string, payload []byte) bool {
+	if len(f) < 4 || !strings.EqualFold(f[0], "HPUB") || !strings.HasPrefix(f[1], strings.TrimSuffix(events.StreamSubjects, ">")) {
+		return false
+	}
+	size, err := strconv.Atoi(f[len(f)-2])
+	if err != nil || size > len(payload) {
+		return false
+	}
+	id := ""
+	for _, line := range strings.Split(string(payload[:size]), "\r\n") {
+		if v, ok := strings.CutPrefix(line, jetstream.MsgIDHeader+": "); ok {
+			id = v
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Contains(p.ids, id) {
+		p.ids = append(p.ids, id)
+	}
+	if len(p.ids) <= p.nth || p.ids[p.nth] != id || p.lose == 0 {
+		return false
+	}
+	p.lose--
+	p.lost++
+	return true
+}
+
+// Lost is how many copies of the event the proxy lost.
+func (p *EventLosingProxy) Lost() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
 }
 
 // Connect connects to urls and returns the connection and its JetStream
