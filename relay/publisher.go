@@ -566,7 +566,9 @@ func (w *pubWindow) publishOpts(i int) []jetstream.PublishOpt {
 // with the same expectations, and takes the first answer to the row or
 // to its latest copy: a copy of a row JetStream stored is answered as a
 // duplicate naming where it is (or, the stream having moved on, refused
-// by its expected sequence, and the next window sends the row again).
+// by its expected sequence, and the next window sends the row again); a
+// copy of a row a replicated stream is still storing is answered that it
+// is in process, and the wait goes on for the row's own answer.
 func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, stop bool, err error) {
 	p, row := w.p, w.rows[i]
 	resend := time.NewTicker(p.o.ResendAfter)
@@ -583,6 +585,12 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 		case err := <-failed:
 			return w.answered(i, nil, err)
 		case err := <-copyFailed:
+			if inProcess(err) {
+				// The row, or an earlier copy, is being stored: its
+				// answer is the one to wait for.
+				copyAcked, copyFailed = nil, nil
+				continue
+			}
 			return w.answered(i, nil, err)
 		case <-resend.C:
 			// A copy with headers of its own: nats.go may still read the
@@ -606,6 +614,18 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 			return nil, true, w.ctx.Err()
 		}
 	}
+}
+
+// errDuplicateInProcess is JetStream's answer to a message whose
+// Nats-Msg-Id a replicated stream's leader is storing already (409,
+// JSStreamDuplicateMessageConflict; nats.go names no constant for it).
+const errDuplicateInProcess jetstream.ErrorCode = 10158
+
+// inProcess reports whether err says that a message of the same id is
+// being stored: a copy sent again while the row was on its way.
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errDuplicateInProcess
 }
 
 // answered settles rows[i] with JetStream's answer to it or to a copy: an

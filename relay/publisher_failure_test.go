@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
@@ -286,76 +287,106 @@ func TestWindowsWithoutAcksDoNotStallThePublisher(t *testing.T) {
 // lost once. Every event is stored once, in commit order, and the window
 // is not counted a failure. When JetStream answers late instead (a slow
 // disk: the proxy holds the messages), the copies are stored once too.
+// On one server, and on a 3-node cluster with three replicas, the shape
+// deployed, whose stream leader checks an event's id before its expected
+// sequence (one server the other way round), through a proxy to one node:
+// there the copies released with the event reach the leader while it is
+// storing the event, and are answered "duplicate message id is in
+// process", which the publisher took for a failure (a Warn, and the
+// window sent again after a backoff) until it waited on for the event's
+// own answer.
 func TestUnansweredEventIsSentAgain(t *testing.T) {
-	for _, c := range []struct {
-		name        string
-		events, nth int // events committed before the publisher starts; the one lost
-		copies      int // copies of it lost
-		late        bool
-	}{
+	for _, c := range []unansweredCase{
 		{name: "the first of a window, lost twice", events: 1, nth: 0, copies: 2},
 		{name: "in the middle of a window", events: 6, nth: 3, copies: 1},
 		{name: "answered late", events: 6, late: true},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			s, _, _ := openStore(t)
-			ns := eventstest.RunServer(t)
-			_, js := eventstest.Connect(t, eventstest.URL(ns))
-			ensureStream(t, js)
-			addr := ""
-			var losing *eventstest.EventLosingProxy
-			var holding *heldProxy
-			if c.late {
-				holding = newHeldProxy(t, ns.Addr().String())
-				addr = holding.addr
-			} else {
-				losing = eventstest.NewEventLosingProxy(t, ns.Addr().String(), c.nth, c.copies)
-				addr = losing.Addr
-			}
-			_, pjs := eventstest.Connect(t, "nats://"+addr)
-			if c.late {
-				holding.hold() // once connected
-			}
-			for i := range c.events {
-				create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
-			}
-			logs := &eventstest.Log{}
-			log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			var resent atomic.Int64
-			runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond, Resent: func() { resent.Add(1) }})
-			if c.late {
-				// The first event and copies of it wait in the proxy.
-				eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-					if n := holding.heldEvents(); n < 3 {
-						return fmt.Errorf("%d copies of the first event held, want 3", n)
-					}
-					return nil
-				})
-				holding.release()
-			}
-			eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-				if n, err := s.OutboxDepth(); err != nil || n != 0 {
-					return fmt.Errorf("the outbox still holds %d events (%v), AckTimeout being a minute", n, err)
+		for _, replicas := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s, %d replicas", c.name, replicas), func(t *testing.T) {
+				if replicas > 1 && testing.Short() {
+					t.Skip("runs a 3-node NATS cluster")
 				}
-				return nil
+				c.run(t, replicas)
 			})
-			checkOrder(t, streamContents(t, js, c.events))
-			if losing != nil && losing.Lost() != c.copies {
-				t.Fatalf("the proxy lost %d copies of the event, want %d", losing.Lost(), c.copies)
+		}
+	}
+}
+
+// unansweredCase is a case of TestUnansweredEventIsSentAgain.
+type unansweredCase struct {
+	name        string
+	events, nth int // events committed before the publisher starts; the one lost
+	copies      int // copies of it lost
+	late        bool
+}
+
+func (c unansweredCase) run(t *testing.T, replicas int) {
+	var ns *server.Server
+	url := ""
+	if replicas == 1 {
+		ns = eventstest.RunServer(t)
+		url = eventstest.URL(ns)
+	} else {
+		servers := eventstest.RunCluster(t, replicas)
+		ns, url = servers[0], eventstest.ClusterURLs(servers)
+	}
+	s, _, _ := openStore(t)
+	_, js := eventstest.Connect(t, url)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Replicas: replicas}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	addr := ""
+	var losing *eventstest.EventLosingProxy
+	var holding *heldProxy
+	if c.late {
+		holding = newHeldProxy(t, ns.Addr().String())
+		addr = holding.addr
+	} else {
+		losing = eventstest.NewEventLosingProxy(t, ns.Addr().String(), c.nth, c.copies)
+		addr = losing.Addr
+	}
+	_, pjs := eventstest.Connect(t, "nats://"+addr)
+	if c.late {
+		holding.hold() // once connected
+	}
+	for i := range c.events {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	logs := &eventstest.Log{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var resent atomic.Int64
+	runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond, Resent: func() { resent.Add(1) }})
+	if c.late {
+		// The first event and copies of it wait in the proxy.
+		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if n := holding.heldEvents(); n < 3 {
+				return fmt.Errorf("%d copies of the first event held, want 3", n)
 			}
-			// Each lost copy was followed by another (and a late answer
-			// may have let a few more go): each is counted.
-			want := c.copies
-			if c.late {
-				want = 2 // the copies held with the event
-			}
-			if resent.Load() < int64(want) {
-				t.Fatalf("%d copies counted as sent again, want at least %d", resent.Load(), want)
-			}
-			if strings.Contains(logs.String(), "publishing events to NATS failed") {
-				t.Fatalf("a resent event counted as a failure:\n%s", logs.String())
-			}
+			return nil
 		})
+		holding.release()
+	}
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n, err := s.OutboxDepth(); err != nil || n != 0 {
+			return fmt.Errorf("the outbox still holds %d events (%v), AckTimeout being a minute", n, err)
+		}
+		return nil
+	})
+	checkOrder(t, streamContents(t, js, c.events))
+	if losing != nil && losing.Lost() != c.copies {
+		t.Fatalf("the proxy lost %d copies of the event, want %d", losing.Lost(), c.copies)
+	}
+	// Each lost copy was followed by another (and a late answer may have
+	// let a few more go): each is counted.
+	want := c.copies
+	if c.late {
+		want = 2 // the copies held with the event
+	}
+	if resent.Load() < int64(want) {
+		t.Fatalf("%d copies counted as sent again, want at least %d", resent.Load(), want)
+	}
+	if strings.Contains(logs.String(), "publishing events to NATS failed") {
+		t.Fatalf("a resent event counted as a failure:\n%s", logs.String())
 	}
 }
 
