@@ -254,3 +254,71 @@ func (p *partition) resendOnHardStop() {
 			"partition", p.n, "sent_again", n, "ack_floor", floor)
 	}
 }
+
+// unacknowledged returns what the consumer ci waits for, and how much of
+// it is explained: kept, taken by this worker and not acknowledged yet
+// (on purpose, or on its way), and unseen, sent by the server after the
+// last message this worker received. More pending than both is
+// acknowledgements this worker sent that did not land.
+func (p *partition) unacknowledged(ci *jetstream.ConsumerInfo) (pending, kept, unseen int64) {
+	p.mu.Lock()
+	last := p.lastDelivery
+	p.mu.Unlock()
+	pending, kept = int64(ci.NumAckPending), max(int64(p.taken.Load())-int64(p.settled.Load()), 0)
+	if ci.Delivered.Consumer > last {
+		unseen = int64(ci.Delivered.Consumer - last)
+	}
+	return pending, kept, unseen
+}
+
+// ackLooksForResend is how many looks in a row (findLostAcks), a
+// pullExpiry apart, find the consumer waiting for acknowledgements this
+// worker sent before they are sent again: those on their way land well
+// within two intervals.
+const ackLooksForResend = 3
+
+// findLostAcks sends again, while the partition runs, the acknowledgements
+// it sent that did not land: one sent while the consumer had no leader (a
+// NATS node stopping), or taken by the connection and lost with its node,
+// fails nowhere, and would hold the consumer's ack floor back until the
+// ack wait, when the server sends its event again and whoever then owns
+// the partition (after a reset from the floor, anyone) may deliver it a
+// second time (a chaos run: 170 events twice, 73 s after their first
+// delivery). It sends them after ackLooksForResend looks that found the
+// consumer waiting for more than this worker left unacknowledged, and
+// again at twice as many looks each time while it still waits, so that a
+// consumer held back by an acknowledgement not kept (sentAcks) is not
+// sent thousands every few seconds. Only under this worker's pin.
+func (p *partition) findLostAcks(info *jetstream.ConsumerInfo, pin string) {
+	pending, kept, unseen := p.unacknowledged(info)
+	p.mu.Lock()
+	waiting := pin != "" && pin == p.pin && !p.gap && pending > kept+unseen
+	if !waiting {
+		p.ackLooks, p.ackResendAt = 0, p.w.t.ackLooks
+		p.mu.Unlock()
+		return
+	}
+	p.ackLooks++
+	resend := p.ackLooks >= p.ackResendAt
+	if resend {
+		p.ackResendAt *= 2
+	}
+	p.mu.Unlock()
+	if !resend {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+	defer cancel()
+	if n := p.resendSentAcks(ctx, info.AckFloor.Stream); n > 0 {
+		p.w.log.Info("the partition's consumer still waited for acknowledgements this worker sent (lost on the way to NATS): sent them again",
+			"partition", p.n, "unacknowledged", pending, "left_on_purpose", kept, "never_received", unseen, "sent_again", n, "ack_floor", info.AckFloor.Stream)
+	}
+}
+
+// ack acknowledges a message taken from the consumer, keeping the
+// acknowledgement to send again should it not land (sentAcks).
+func (p *partition) ack(m jetstream.Msg) {
+	p.sentAcks.add(streamSeq(m), m.Reply())
+	p.w.ack(m)
+	p.settled.Add(1)
+}

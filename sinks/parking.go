@@ -173,3 +173,105 @@ func parseParkKey(partition int, rest string) (events.StoredSubject, bool) {
 	}
 	return events.StoredSubject{Tenant: parts[0], Kind: parts[1], ResourceID: parts[2], Partition: partition}, true
 }
+
+// parkOverflowLocked parks a lane from its first queued event, in the
+// background: enqueue is the consumer's callback, and waiting for the
+// bucket there would hold up every lane of the partition. The lane is
+// not worked until the record is written (or not), then starts again.
+func (p *partition) parkOverflowLocked(l *lane) {
+	from := streamSeq(l.queue[0])
+	if l.out > 0 {
+		// A slice is out: if it fails and its own park is not written
+		// (held), a record from queue[0] would have its events
+		// acknowledged unread by the next owner, which takes the record
+		// and gets them again from the ack floor. If it is delivered, the
+		// read-back skips it (subjectseq <= delivered).
+		from = min(from, l.out)
+	}
+	rec := parkRecord{From: from, Due: p.w.now()}
+	if l.hold != nil {
+		rec = l.hold.rec // its retry stands as it was
+	}
+	t := p.beginParkLocked(l)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := p.writePark(l, t, rec)
+		if overflowParkWritten != nil {
+			overflowParkWritten()
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.endParkLocked(l, t, rec, err, "its events outgrew the lane")
+		if !l.busy && l.parking == 0 {
+			p.startLocked(l)
+		}
+	}()
+}
+
+// parkQueuedLocked parks a lane with rec and acknowledges its queued
+// messages that rec covers; if the record cannot be written, nothing
+// changes. It is called and returns with p.mu held, but releases it across
+// the write, so that the partition's other lanes go on meanwhile.
+func (p *partition) parkQueuedLocked(l *lane, rec parkRecord, why string) bool {
+	t := p.beginParkLocked(l)
+	p.mu.Unlock()
+	err := p.writePark(l, t, rec)
+	p.mu.Lock()
+	return p.endParkLocked(l, t, rec, err, why)
+}
+
+// beginParkLocked stops the lane from being worked, or parked again from
+// enqueue, until endParkLocked, and takes the write's turn.
+func (p *partition) beginParkLocked(l *lane) recordTurn {
+	l.parking++
+	return l.turnLocked()
+}
+
+// writePark writes a park record in its turn, without p.mu.
+func (p *partition) writePark(l *lane, t recordTurn, rec parkRecord) error {
+	t.wait()
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	return p.w.parked.put(ctx, p.n, l.subject, rec)
+}
+
+// endParkLocked applies a park record's write: on success the lane is
+// parked at rec, and its queued messages, those that arrived during the
+// write included, are acknowledged. While another park of the lane is
+// next in turn, a message before rec.From stays for it: it is of a failed
+// slice that its lane parks from its first event (handle, while a park
+// from enqueue was being written), and only that record covers it; so
+// does one the lane holds (hold), for its retry. Otherwise such a message
+// is acknowledged as enqueue does while parked: a copy of an event
+// delivered already.
+func (p *partition) endParkLocked(l *lane, t recordTurn, rec parkRecord, err error, why string) bool {
+	w := p.w
+	l.parking--
+	close(t.done)
+	if err != nil {
+		l.parkFails++
+		backoff := min(parkBackoff<<min(l.parkFails-1, 5), maxParkBackoff)
+		l.nextPark = time.Now().Add(backoff)
+		w.log.Warn("parking a resource failed; its events stay in the consumer, unacknowledged", "partition", p.n, "err", err, "next_park_in", backoff)
+		return false
+	}
+	w.log.Debug("resource parked", "partition", p.n, "resource", l.subject.Key(), "from", rec.From, "why", why)
+	l.park, l.parkFails, l.nextPark = &rec, 0, time.Time{}
+	if l.hold != nil && rec.From <= l.hold.rec.From {
+		l.hold = nil // the record carries its retry
+	}
+	kept := l.queue[:0]
+	for _, m := range l.queue {
+		seq := streamSeq(m)
+		if seq < rec.From && (l.parking > 0 || l.hold != nil) {
+			kept = append(kept, m)
+			continue
+		}
+		l.dropped = max(l.dropped, seq)
+		p.ack(m)
+	}
+	clear(l.queue[len(kept):])
+	l.queue = kept
+	return true
+}
