@@ -2,6 +2,12 @@
 
 package scim
 
+import (
+	"net/http"
+	"slices"
+	"strings"
+)
+
 // Discovery documents (RFC 7643 §5-§7, RFC 7644 §4), built from the schema
 // definitions so that they cannot drift from what the handlers accept.
 
@@ -185,4 +191,111 @@ func resourceTypeDocument(base string, rt *ResourceType) resourceTypeDoc {
 		d.SchemaExtensions = append(d.SchemaExtensions, extensionDoc{Schema: e.Schema.ID, Required: e.Required})
 	}
 	return d
+}
+
+// The discovery endpoints' handlers.
+
+// checkDiscoveryQuery refuses a filter on discovery endpoints (RFC 7644 §4).
+func checkDiscoveryQuery(r *http.Request) error {
+	q, err := queryOf(r)
+	if err != nil {
+		return err
+	}
+	if q.Get("filter") != "" {
+		return Errorf(ErrForbidden, "discovery endpoints do not support filtering")
+	}
+	return nil
+}
+
+func (h *Handler) serviceProviderConfig(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
+	tokenURL := ""
+	if h.o.TokenPath != "" {
+		origin := strings.TrimSuffix(c.base, "/scim/v2/"+c.tenant)
+		tokenURL = origin + strings.ReplaceAll(h.o.TokenPath, "{tenant}", c.tenant)
+	}
+	return writeJSON(w, http.StatusOK, serviceProviderConfig(c.base, h.o, tokenURL))
+}
+
+func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
+	var docs []any
+	for _, s := range knownSchemas() {
+		docs = append(docs, h.tenantSchema(c, s))
+	}
+	return writeJSON(w, http.StatusOK, listResponse(docs))
+}
+
+// EmailUniqueness is what a Backend implements whose tenants may hold
+// their users unique by work email instead of userName (the relay's
+// unique: email); the handler asks it for the User schema a tenant
+// advertises.
+type EmailUniqueness interface {
+	UniqueByEmail(tenant string) bool
+}
+
+// tenantSchema is s as c's tenant has it: in a tenant whose users are
+// unique by work email, userName is not unique, and the User schema says
+// so rather than what RFC 7643 asks of userName.
+func (h *Handler) tenantSchema(c *call, s *Schema) schemaDoc {
+	doc := schemaDocument(c.base, s)
+	if u, ok := h.backend.(EmailUniqueness); ok && s == UserResourceType.Schema && u.UniqueByEmail(c.tenant) {
+		doc.Attributes = slices.Clone(doc.Attributes)
+		for i := range doc.Attributes {
+			if doc.Attributes[i].Name == "userName" {
+				doc.Attributes[i].Uniqueness = "none"
+			}
+		}
+	}
+	return doc
+}
+
+func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := c.id
+	for _, s := range knownSchemas() {
+		if strings.EqualFold(s.ID, id) {
+			return writeJSON(w, http.StatusOK, h.tenantSchema(c, s))
+		}
+	}
+	return Errorf(ErrNotFound, "no schema %q", Truncate(id, 128))
+}
+
+func (h *Handler) resourceTypes(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
+	var docs []any
+	for _, rt := range ResourceTypes {
+		docs = append(docs, resourceTypeDocument(c.base, rt))
+	}
+	return writeJSON(w, http.StatusOK, listResponse(docs))
+}
+
+func (h *Handler) resourceType(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := c.id
+	for _, rt := range ResourceTypes {
+		if strings.EqualFold(rt.ID, id) {
+			return writeJSON(w, http.StatusOK, resourceTypeDocument(c.base, rt))
+		}
+	}
+	return Errorf(ErrNotFound, "no resource type %q", Truncate(id, 128))
+}
+
+type listResponseDoc struct {
+	Schemas      []string `json:"schemas"`
+	TotalResults int      `json:"totalResults"`
+	StartIndex   int      `json:"startIndex"`
+	ItemsPerPage int      `json:"itemsPerPage"`
+	Resources    []any    `json:"Resources"`
+}
+
+func listResponse(docs []any) listResponseDoc {
+	if docs == nil {
+		docs = []any{}
+	}
+	return listResponseDoc{Schemas: []string{ListResponseSchema}, TotalResults: len(docs), StartIndex: 1, ItemsPerPage: len(docs), Resources: docs}
 }
