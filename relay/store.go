@@ -982,6 +982,9 @@ func (w *txWrite) refuse(err error) error {
 type StorageStats struct {
 	// FileBytes is the size of the data file; it includes free pages.
 	FileBytes int64 `json:"file_bytes"`
+	// FreeBytes is the size of its free pages: what the relay reuses
+	// before the file grows, and what scimrelay compact gives back.
+	FreeBytes int64 `json:"free_bytes"`
 	// Buckets lists every bucket: meta, outbox, quarantine, tokens,
 	// subscribers, purged, provlog, and tenants/<name>/<bucket> for each
 	// tenant.
@@ -1005,6 +1008,7 @@ func (s *Store) StorageStats() (StorageStats, error) {
 	var out StorageStats
 	err := s.db.View(func(tx *bolt.Tx) error {
 		out.FileBytes = tx.Size()
+		out.FreeBytes = int64(s.db.Stats().FreeAlloc)
 		add := func(name string, b *bolt.Bucket) {
 			st := b.Stats()
 			out.Buckets = append(out.Buckets, BucketStats{

@@ -8,37 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
-	"github.com/scimrelay/scimrelay/relay/disk"
 )
 
 func init() { subcommands = append(subcommands, newRestoreCommand) }
-
-// dataFileLockWait is how long backup and restore wait for a data file's
-// lock: a relay that holds it is running.
-const dataFileLockWait = 500 * time.Millisecond
-
-// errRelayRunning is lockDataFile's answer for a file a running relay holds.
-var errRelayRunning = errors.New("a relay is running on it (it holds the file)")
-
-// lockDataFile opens the bbolt file at path read-only, which holds its
-// lock, shared, until the returned db is closed: a relay starting waits
-// for it. A file a running relay holds is errRelayRunning.
-func lockDataFile(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: dataFileLockWait})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, errRelayRunning
-	}
-	return db, err
-}
 
 func newRestoreCommand() *cobra.Command {
 	var from string
@@ -71,22 +47,12 @@ recovery) for what subscribers and revoked credentials see.`,
   docker compose run --rm -T relay-scim restore --from - < scimrelay-2026-11-30.db`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Read(configPathOf(cmd), "data_dir")
+			target, missing, err := dataFileOf(cmd)
 			if err != nil {
 				return err
 			}
-			target, err := filepath.Abs(cfg.DBPath())
-			if err != nil {
-				return err
-			}
-			// A relative data_dir is this directory's: run elsewhere, the
-			// restore would make a new file nobody serves.
-			if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) && !fresh {
-				where := ""
-				if !filepath.IsAbs(cfg.DataDir) {
-					where = ", relative to this directory"
-				}
-				return usageError{fmt.Errorf("there is no data file at %s to replace (data_dir %q%s): run restore where serve runs, with its relay.yaml, or add --new to restore onto a machine that has none yet", target, cfg.DataDir, where)}
+			if missing != "" && !fresh {
+				return usageError{fmt.Errorf("there is no data file at %s to replace (%s): run restore where serve runs, with its relay.yaml, or add --new to restore onto a machine that has none yet", target, missing)}
 			}
 			var src io.Reader = cmd.InOrStdin()
 			name := "the backup on stdin"
@@ -170,41 +136,5 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string
 	if err := relay.CheckCopy(tmp.Name()); err != nil {
 		return "", fmt.Errorf("%s is not a backup this relay can restore (nothing was changed): %w", name, err)
 	}
-	if err := ownLike(tmp.Name(), target, dir); err != nil {
-		return "", err
-	}
-	if keep {
-		kept = target + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
-		if err := os.Link(target, kept); errors.Is(err, os.ErrNotExist) {
-			kept = "" // nothing to keep: a restore on a new machine
-		} else if err != nil {
-			return "", fmt.Errorf("keeping the data file beside it (nothing was changed; --keep=false replaces it without): %w", err)
-		}
-	}
-	if err := os.Rename(tmp.Name(), target); err != nil {
-		return "", fmt.Errorf("putting the copy in place of %s: %w", target, err)
-	}
-	return kept, disk.SyncDir(dir)
-}
-
-// ownLike gives the copy at path the owner of the data file it replaces
-// (else of the data directory), so that a restore run as root (sudo) for a
-// relay that runs as its own user (the systemd unit's scimrelay) leaves a
-// file that user can open.
-func ownLike(path, target, dir string) error {
-	fi, err := os.Stat(target)
-	if errors.Is(err, os.ErrNotExist) {
-		fi, err = os.Stat(dir)
-	}
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || (int(st.Uid) == os.Geteuid() && int(st.Gid) == os.Getegid()) {
-		return nil
-	}
-	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
-		return fmt.Errorf("giving the restored copy the owner of %s, uid %d gid %d (nothing was changed): run restore as that user or as root: %w", fi.Name(), st.Uid, st.Gid, err)
-	}
-	return nil
+	return putInPlace(tmp.Name(), target, keep)
 }

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/relay"
+)
+
+func init() { subcommands = append(subcommands, newCompactCommand) }
+
+func newCompactCommand() *cobra.Command {
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "compact",
+		Short: "Give the data file's free pages back to the disk, with the relay stopped",
+		Long: `Rewrite the relay's data file (data_dir/scimrelay.db, data_dir as
+relay.yaml says; a relative data_dir is taken from the current directory)
+without its free pages. bbolt reuses the pages that deleted data leaves
+(events once published, users and groups deleted, a tenant purged,
+provisioning log entries past their bound) but never gives them back to
+the file system, so the file stays as large as it ever was: after an
+initial fill with an external NATS, for instance, it holds the space of
+every event the relay kept. GET /admin/v1/storage says how much of the
+file is free (free_bytes).
+
+The relay must be stopped: while a relay holds the data file, compact
+refuses, changing nothing, and a relay started while compact runs gives
+up after a second, saying that another scimrelay process holds the data
+file. The copy is written beside the data file (so
+data_dir needs room for what the file holds in use), checked to hold
+every bucket, key and value of the data file and nothing else, and put
+in its place in one rename, with the owner of the file it replaces. The
+data file is not changed until then: a copy that fails (a full disk) is
+removed. With --keep, the file it replaces stays beside it as
+scimrelay.db.replaced-<time> (a hard link: it keeps its space until you
+delete it).
+
+The relay holds the same state before and after: no event is made, and
+Entra and the sinks notice nothing but the relay's stop.`,
+		Example: `  sudo systemctl stop scimrelay && (cd /var/lib/scimrelay && sudo scimrelay compact --config /etc/scimrelay/relay.yaml) && sudo systemctl start scimrelay
+  docker compose stop relay-scim && docker compose run --rm relay-scim compact && docker compose start relay-scim`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			target, missing, err := dataFileOf(cmd)
+			if err != nil {
+				return err
+			}
+			if missing != "" {
+				return usageError{fmt.Errorf("there is no data file at %s to compact (%s): run compact where serve runs, with its relay.yaml", target, missing)}
+			}
+			before, after, kept, err := compactDataFile(target, keep)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "compacted %s: %s before, %s now\n", target, sizeMiB(before), sizeMiB(after))
+			if kept != "" {
+				fmt.Fprintf(out, "the data file it replaced is kept at %s (delete it to free its space)\n", kept)
+			}
+			return nil
+		},
+	}
+	configFlagOn(cmd)
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the data file it replaces beside it")
+	return cmd
+}
+
+// compactDataFile puts a compacted copy of the data file at target in its
+// place (relay.CompactCopy), holding the data file's lock throughout, so
+// that a running relay refuses it and one starting waits. It returns the
+// file's sizes before and after, and with keep the path of the file
+// replaced. On an error the data file is as it was.
+func compactDataFile(target string, keep bool) (before, after int64, kept string, err error) {
+	db, err := lockDataFile(target)
+	if errors.Is(err, errRelayRunning) {
+		return 0, 0, "", fmt.Errorf("%s: %w: stop it first; nothing was changed", target, err)
+	}
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("opening the data file %s: %w", target, err)
+	}
+	// Held until the copy is in place.
+	defer func() { _ = db.Close() }()
+	if err := relay.CheckCopy(target); err != nil {
+		return 0, 0, "", fmt.Errorf("%s is not a data file this relay can compact (nothing was changed): %w", target, err)
+	}
+	fi, err := os.Stat(target)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(target), ".scimrelay-compact-*")
+	if err != nil {
+		return 0, 0, "", err
+	}
+	staged := tmp.Name()
+	_ = tmp.Close()
+	defer os.Remove(staged)
+	if err := relay.CompactCopy(db, staged); err != nil {
+		return 0, 0, "", fmt.Errorf("compacting %s (nothing was changed): %w", target, err)
+	}
+	if compacting != nil {
+		compacting(staged)
+	}
+	done, err := os.Stat(staged)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	if kept, err = putInPlace(staged, target, keep); err != nil {
+		return 0, 0, "", err
+	}
+	return fi.Size(), done.Size(), kept, nil
+}
+
+// compacting, when set (by tests), is called with the compacted copy's
+// path before it takes the data file's place, the lock still held.
+var compacting func(staged string)
+
+// sizeMiB says a file's size in MiB.
+func sizeMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

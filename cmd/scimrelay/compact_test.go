@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/scimrelay/scimrelay/relay"
+)
+
+// TestCLICompact: a relay's data file that deleted users left free pages
+// in is compacted with the relay stopped. Under a running relay compact
+// refuses and changes nothing; a relay started while it runs is refused
+// the file; the compacted file is smaller by at least the free pages the
+// relay reported, keeps its owner, and a relay started on it serves the
+// same users, answering as before, and takes new writes. With --keep the
+// file it replaced stays beside it.
+func TestCLICompact(t *testing.T) {
+	c := testConfig(t, t.TempDir())
+	p := startRelay(t, c, roleAll)
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %s\n", c.DataDir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Users with some bulk, most of them deleted: their pages, and the
+	// outbox's once their events are published, are free.
+	pad := strings.Repeat("x", 1500)
+	var ids []string
+	for i := range 300 {
+		body := fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"user%d","displayName":"%s"}`, i, pad)
+		ids = append(ids, p.scim("acme", acmeToken, "POST", "/Users", body).want(t, 201).str("id"))
+	}
+	for _, id := range ids[10:] {
+		p.scim("acme", acmeToken, "DELETE", "/Users/"+id, "").want(t, 204)
+	}
+	kept := p.scim("acme", acmeToken, "GET", "/Users/"+ids[3], "").want(t, 200)
+	keptBody := strings.ReplaceAll(string(kept.raw), p.scimURL, "") // its location names the listener
+
+	if code, _, stderr := cli(t, "compact", "--config", cfg); code != exitError || !strings.Contains(stderr, "a relay is running on") || !strings.Contains(stderr, "nothing was changed") {
+		t.Fatalf("compact under a running relay: %d %s", code, stderr)
+	}
+	if left, _ := filepath.Glob(filepath.Join(c.DataDir, ".scimrelay-compact-*")); len(left) != 0 {
+		t.Fatalf("a refused compact left %v", left)
+	}
+	p.scim("acme", acmeToken, "GET", "/Users/"+ids[3], "").want(t, 200)
+	stats, err := p.srv.store.StorageStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.FreeBytes <= 0 {
+		t.Fatalf("after 290 users were deleted the storage stats say %d bytes are free", stats.FreeBytes)
+	}
+	p.stop()
+
+	target := c.DBPath()
+	if os.Geteuid() == 0 {
+		if err := os.Chown(target, 4242, 4343); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := os.Stat(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While compact works, the data file is its: a relay starting then is
+	// refused it.
+	var opened error
+	compacting = func(string) {
+		s, err := relay.Open(target, relay.Options{})
+		if err == nil {
+			_ = s.Close()
+		}
+		opened = err
+	}
+	t.Cleanup(func() { compacting = nil })
+	code, out, stderr := cli(t, "compact", "--keep", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, "compacted "+target) {
+		t.Fatalf("compact: %d %q %q", code, out, stderr)
+	}
+	if !errors.Is(opened, relay.ErrInUse) {
+		t.Fatalf("a relay opening the data file while compact ran: %v, want it refused as in use", opened)
+	}
+	after, err := os.Stat(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() > before.Size()-stats.FreeBytes {
+		t.Fatalf("compacted from %d to %d bytes, with %d bytes free before", before.Size(), after.Size(), stats.FreeBytes)
+	}
+	if os.Geteuid() == 0 {
+		if st := after.Sys().(*syscall.Stat_t); st.Uid != 4242 || st.Gid != 4343 || after.Mode().Perm() != 0o600 {
+			t.Fatalf("the compacted data file is uid %d gid %d mode %v, want the data file's owner 4242 4343, -rw-------", st.Uid, st.Gid, after.Mode().Perm())
+		}
+	}
+	replaced, _ := filepath.Glob(target + ".replaced-*")
+	if len(replaced) != 1 || !strings.Contains(out, replaced[0]) {
+		t.Fatalf("with --keep: %v beside the data file, compact said %q", replaced, out)
+	}
+	if fi, err := os.Stat(replaced[0]); err != nil || fi.Size() != before.Size() {
+		t.Fatalf("the file kept: %v %v, want the data file as it was (%d bytes)", fi, err, before.Size())
+	}
+	if left, _ := filepath.Glob(filepath.Join(c.DataDir, ".scimrelay-compact-*")); len(left) != 0 {
+		t.Fatalf("compact left %v", left)
+	}
+
+	p = startRelay(t, c, roleAll)
+	again := p.scim("acme", acmeToken, "GET", "/Users/"+ids[3], "").want(t, 200)
+	if body := strings.ReplaceAll(string(again.raw), p.scimURL, ""); body != keptBody || again.header.Get("ETag") != kept.header.Get("ETag") {
+		t.Fatalf("after compact a user reads\n%s (%s)\nwhere before it read\n%s (%s)", body, again.header.Get("ETag"), keptBody, kept.header.Get("ETag"))
+	}
+	p.scim("acme", acmeToken, "GET", "/Users/"+ids[200], "").want(t, 404)
+	if n := userCount(t, p); n != "10" {
+		t.Fatalf("after compact the relay has %s users, want 10", n)
+	}
+	p.createUser(t, "after-compact")
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"user3"}`).want(t, 409)
+}
+
+// TestCompactWhereThereIsNoDataFile: compact run where there is no data
+// file (another directory than serve's, whose relative data_dir then
+// names another place) says where it looked and makes nothing.
+func TestCompactWhereThereIsNoDataFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: ./data\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	code, _, stderr := cli(t, "compact", "--config", cfg)
+	if code != exitUsage || !strings.Contains(stderr, filepath.Join(dir, "data", "scimrelay.db")) || !strings.Contains(stderr, "relative to this directory") {
+		t.Fatalf("compact without a data file: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("compact without a data file made %v", err)
+	}
+}

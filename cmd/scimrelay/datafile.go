@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/disk"
+	"github.com/spf13/cobra"
+)
+
+// What the commands that work on the data file with the relay stopped
+// share (restore, compact): its lock, held while they work, so that a
+// running relay makes them refuse and one starting waits for them; and
+// putting a file prepared beside the data file in its place.
+
+// dataFileLockWait is how long backup and restore wait for a data file's
+// lock: a relay that holds it is running.
+const dataFileLockWait = 500 * time.Millisecond
+
+// errRelayRunning is lockDataFile's answer for a file a running relay holds.
+var errRelayRunning = errors.New("a relay is running on it (it holds the file)")
+
+// lockDataFile opens the bbolt file at path read-only, which holds its
+// lock, shared, until the returned db is closed: a relay starting waits
+// for it. A file a running relay holds is errRelayRunning.
+func lockDataFile(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: dataFileLockWait})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, errRelayRunning
+	}
+	return db, err
+}
+
+// dataFileOf reads data_dir from the relay.yaml cmd names and returns the
+// data file's absolute path and, when no file is there, the data_dir it
+// came from, for the error: a relative data_dir is the current
+// directory's, and a command run elsewhere would work on a file nobody
+// serves.
+func dataFileOf(cmd *cobra.Command) (target, missing string, err error) {
+	cfg, err := config.Read(configPathOf(cmd), "data_dir")
+	if err != nil {
+		return "", "", err
+	}
+	if target, err = filepath.Abs(cfg.DBPath()); err != nil {
+		return "", "", err
+	}
+	if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) {
+		missing = fmt.Sprintf("data_dir %q", cfg.DataDir)
+		if !filepath.IsAbs(cfg.DataDir) {
+			missing += ", relative to this directory"
+		}
+	}
+	return target, missing, nil
+}
+
+// putInPlace renames staged, a checked copy in the data file's directory,
+// over the data file at target, with the data file's owner (ownLike).
+// With keep, the data file replaced stays beside it (a hard link, so it
+// costs no copy) and its path is returned. The caller holds the data
+// file's lock (lockDataFile).
+func putInPlace(staged, target string, keep bool) (kept string, err error) {
+	dir := filepath.Dir(target)
+	if err := ownLike(staged, target, dir); err != nil {
+		return "", err
+	}
+	if keep {
+		kept = target + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+		if err := os.Link(target, kept); errors.Is(err, os.ErrNotExist) {
+			kept = "" // nothing to keep: a restore on a new machine
+		} else if err != nil {
+			return "", fmt.Errorf("keeping the data file beside it (nothing was changed; --keep=false replaces it without): %w", err)
+		}
+	}
+	if err := os.Rename(staged, target); err != nil {
+		return "", fmt.Errorf("putting the copy in place of %s: %w", target, err)
+	}
+	return kept, disk.SyncDir(dir)
+}
+
+// ownLike gives the copy at path the owner of the data file it replaces
+// (else of the data directory), so that a restore or compaction run as
+// root (sudo) for a relay that runs as its own user (the systemd unit's
+// scimrelay) leaves a file that user can open.
+func ownLike(path, target, dir string) error {
+	fi, err := os.Stat(target)
+	if errors.Is(err, os.ErrNotExist) {
+		fi, err = os.Stat(dir)
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || (int(st.Uid) == os.Geteuid() && int(st.Gid) == os.Getegid()) {
+		return nil
+	}
+	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("giving the copy the owner of %s, uid %d gid %d (nothing was changed): run the command as that user or as root: %w", fi.Name(), st.Uid, st.Gid, err)
+	}
+	return nil
+}
