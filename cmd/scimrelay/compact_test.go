@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 )
 
 // TestCLICompact: a relay's data file that deleted users left free pages
@@ -138,5 +140,41 @@ func TestCompactWhereThereIsNoDataFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("compact without a data file made %v", err)
+	}
+}
+
+// TestCompactOnAFullDisk: a compaction that runs out of room (its copy
+// cannot be written beside the data file) fails saying so, leaves the
+// data file as it was, byte for byte, and no copy behind; with room again
+// it compacts.
+func TestCompactOnAFullDisk(t *testing.T) {
+	p, dataDir, _ := startOnSmallDisk(t)
+	p.createUsers(t, "user", 20)
+	p.stop()
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir: %s\n", dataDir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dataDir, "scimrelay.db")
+	before, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := disktest.Fill(t, dataDir)
+	code, _, stderr := cli(t, "compact", "--config", cfg)
+	if code != exitError || !strings.Contains(stderr, "nothing was changed") || !strings.Contains(stderr, "no space left on device") {
+		t.Fatalf("compact on a full disk: %d %s", code, stderr)
+	}
+	if after, err := os.ReadFile(target); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("after a compaction that failed the data file is %d bytes (%v), was %d, or changed", len(after), err, len(before))
+	}
+	if left, _ := filepath.Glob(filepath.Join(dataDir, ".scimrelay-compact-*")); len(left) != 0 {
+		t.Fatalf("a failed compaction left %v", left)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(t, "compact", "--config", cfg); code != exitOK {
+		t.Fatalf("compact with room again: %d %s %s", code, out, stderr)
 	}
 }
