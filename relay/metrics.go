@@ -91,6 +91,26 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			return max(s.now().Sub(t).Seconds(), 0)
 		}),
 		tokenExpiry{s},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "store", Name: "file_bytes",
+			Help: "Size of the data file, its free pages included.",
+		}, func() float64 {
+			file, _, err := s.FileSpace()
+			if err != nil {
+				return -1
+			}
+			return float64(file)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "store", Name: "free_bytes",
+			Help: "Size of the data file's free pages: reused before the file grows, and given back to the disk by scimrelay compact (with the relay stopped).",
+		}, func() float64 {
+			_, free, err := s.FileSpace()
+			if err != nil {
+				return -1
+			}
+			return float64(free)
+		}),
 	)
 	if l != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -1002,6 +1002,16 @@ type BucketStats struct {
 	PageBytes int64 `json:"page_bytes"`
 }
 
+// FileSpace returns the data file's size and the size of its free pages
+// (bbolt's free list, which it keeps in memory): cheap, for every scrape.
+func (s *Store) FileSpace() (file, free int64, err error) {
+	fi, err := os.Stat(s.db.Path())
+	if err != nil {
+		return 0, 0, err
+	}
+	return fi.Size(), int64(s.db.Stats().FreeAlloc), nil
+}
+
 // StorageStats walks every bucket of the data file. It reads every page, so
 // it is for operators and benchmarks, not for every scrape.
 func (s *Store) StorageStats() (StorageStats, error) {

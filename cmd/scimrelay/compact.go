@@ -27,8 +27,8 @@ without its free pages. bbolt reuses the pages that deleted data leaves
 provisioning log entries past their bound) but never gives them back to
 the file system, so the file stays as large as it ever was: after an
 initial fill with an external NATS, for instance, it holds the space of
-every event the relay kept. GET /admin/v1/storage says how much of the
-file is free (free_bytes).
+every event the relay kept. The metric scimrelay_store_free_bytes, and
+free_bytes in GET /admin/v1/storage, say how much of the file is free.
 
 The relay must be stopped: while a relay holds the data file, compact
 refuses, changing nothing, and a relay started while compact runs gives

@@ -58,6 +58,14 @@ func TestCLICompact(t *testing.T) {
 	if stats.FreeBytes <= 0 {
 		t.Fatalf("after 290 users were deleted the storage stats say %d bytes are free", stats.FreeBytes)
 	}
+	// The file may grow between two reads of it (the provisioning log
+	// writes on): the gauge reads its size between them.
+	was, _ := os.Stat(c.DBPath())
+	fileGauge, freeGauge := metric(t, p, "scimrelay_store_file_bytes"), metric(t, p, "scimrelay_store_free_bytes")
+	now, _ := os.Stat(c.DBPath())
+	if freeGauge <= 0 || fileGauge < float64(was.Size()) || fileGauge > float64(now.Size()) {
+		t.Fatalf("scimrelay_store_file_bytes %v and scimrelay_store_free_bytes %v, the file %d bytes", fileGauge, freeGauge, now.Size())
+	}
 	p.stop()
 
 	target := c.DBPath()
