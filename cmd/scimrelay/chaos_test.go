@@ -15,7 +15,7 @@ package main
 //
 //	CHAOS=1 go test -count 1 -run TestChaos -v -timeout 40m ./cmd/scimrelay
 //	CHAOS_PHASES=leader,workernode  only these phases (default: all)
-//	CHAOS_LOGDIR=/tmp/chaos         each relay's log written there (Warn;
+//	CHAOS_LOGDIR=/tmp/chaos         each relay's log written there (Info;
 //	                                the front end's at Debug)
 
 import (
@@ -395,7 +395,7 @@ func TestChaos(t *testing.T) {
 	start := func(name, dir, role string) *relayProc {
 		l := &logSink{name: name, log: &eventstest.Log{}}
 		logs = append(logs, l)
-		lvl := slog.LevelWarn
+		lvl := slog.LevelInfo // the workers' hand-overs and lease
 		if name == "front" {
 			lvl = slog.LevelDebug // the publisher's resends
 		}
@@ -680,6 +680,19 @@ func TestChaos(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		c.start(a)
 		c.start(b)
+	})
+	// Longer than the workers' lease (8 s): every worker stops delivering,
+	// and takes its partitions again once NATS is back.
+	phase("quorumlost", func() {
+		a := leaderOf()
+		b := (a + 1) % 3
+		t.Logf("%s  stop node-%d and node-%d together for 11s (no quorum, longer than the workers' lease)", ts(), a, b)
+		c.stop(a)
+		c.stop(b)
+		time.Sleep(11 * time.Second)
+		c.start(a)
+		c.start(b)
+		t.Logf("%s  both back", ts())
 	})
 	phase("workerkill", func() {
 		t.Logf("%s  kill worker1", ts())
