@@ -88,10 +88,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -112,41 +110,6 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
 )
-
-// TenantOptions configures one tenant.
-type TenantOptions struct {
-	// Name is the tenant's name (events.ValidName): a URL segment and a NATS token.
-	Name string
-	// Unique is "userName" (the default) or "email" (the work email): what
-	// must be unique among the tenant's users.
-	Unique string
-	// Required lists User attributes every user must carry, as attribute
-	// paths: "emails", "name.givenName" or URN-qualified ones.
-	Required []string
-	// StaticTokens are bearer tokens from relay.yaml, accepted besides
-	// stored ones; each needs at least 20 characters, and empty entries
-	// (an unset variable) are ignored.
-	StaticTokens []string
-}
-
-// Unique modes of TenantOptions.
-const (
-	UniqueUserName = "userName"
-	UniqueEmail    = "email"
-)
-
-// UniqueMode returns the unique mode a TenantOptions.Unique names, spelled
-// as its constant: UniqueUserName for "" or any case of userName,
-// UniqueEmail for any case of email, else an error.
-func UniqueMode(s string) (string, error) {
-	switch {
-	case s == "" || strings.EqualFold(s, UniqueUserName):
-		return UniqueUserName, nil
-	case strings.EqualFold(s, UniqueEmail):
-		return UniqueEmail, nil
-	}
-	return "", fmt.Errorf("must be %s or %s, got %q", UniqueUserName, UniqueEmail, s)
-}
 
 // Options configures a Store.
 type Options struct {
@@ -226,20 +189,6 @@ var (
 	_ scim.EmailUniqueness = (*Store)(nil)
 )
 
-// tenant is a tenant's configuration, resolved.
-type tenant struct {
-	name        string
-	uniqueEmail bool
-	required    []requirement
-	static      []staticToken // its tokens from relay.yaml
-}
-
-// requirement is one attribute a tenant requires of its users.
-type requirement struct {
-	path    string
-	present *scim.Filter // "<path> pr"
-}
-
 // Bucket names.
 var (
 	bucketMeta     = []byte("meta")
@@ -306,9 +255,6 @@ func (s *Store) EventSigningSeed() []byte {
 	defer s.keyMu.Unlock()
 	return bytes.Clone(s.eventSeed)
 }
-
-// ErrInUse means another process holds the data file.
-var ErrInUse = errors.New("in use by another scimrelay process")
 
 // lockTimeout is how long Open waits for the file lock: long enough to ride
 // out a restart's overlap, short enough that a second process fails at once.
@@ -414,70 +360,6 @@ func Open(path string, o Options) (*Store, error) {
 	return s, nil
 }
 
-// openDataFile opens the data file at path and takes its lock, and checks
-// that path still names the file it locked: one moved to the path while
-// Open waited for the lock (scimrelay restore renames a backup there while
-// it holds the lock) is opened instead, so that the relay never serves a
-// file no path names, whose writes a restart would lose.
-func openDataFile(path string, o *bolt.Options) (*bolt.DB, error) {
-	for range 3 {
-		before, err := os.Stat(path)
-		db, err2 := bolt.Open(path, 0o600, o)
-		if err2 != nil {
-			return nil, err2
-		}
-		after, err3 := os.Stat(path)
-		if err != nil || (err3 == nil && os.SameFile(before, after)) {
-			return db, nil
-		}
-		_ = db.Close()
-	}
-	return nil, errors.New("another file was moved to its path each time it was opened")
-}
-
-// readableLayout returns the layout version a file's meta bucket records,
-// or why this build cannot read the file.
-func readableLayout(meta *bolt.Bucket) (uint64, error) {
-	v := meta.Get(keyLayout)
-	if len(v) != 8 {
-		return 0, errors.New("the file records no layout version; it was written by an older scimrelay")
-	}
-	layout := binary.BigEndian.Uint64(v)
-	if layout < upgradableLayout || layout > layoutVersion {
-		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d, and upgrades a file of versions %d to %d", layout, layoutVersion, upgradableLayout, layoutVersion-1)
-	}
-	return layout, nil
-}
-
-// CheckCopy checks that the file at path is a whole copy of a data file
-// that this build can open: a backup before it replaces anything. It
-// holds every page its meta page counts (bbolt opens a copy cut short
-// without a complaint, since it reads only the meta pages, and would
-// fault on the first page past the end), and records a layout this build
-// reads or upgrades.
-func CheckCopy(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = db.Close() }()
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	return db.View(func(tx *bolt.Tx) error {
-		if want := tx.Size(); fi.Size() < want {
-			return fmt.Errorf("%d bytes of the %d its pages take: the copy was cut short", fi.Size(), want)
-		}
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			return errors.New("it has no meta bucket: it is not a scimrelay data file")
-		}
-		_, err := readableLayout(meta)
-		return err
-	})
-}
-
 // prepare creates the buckets and checks the layout version, returning it:
 // layoutVersion, or an older one Open upgrades (upgradeLayout).
 func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
@@ -528,132 +410,12 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 // for others to share its fsync, which a SCIM client feels on every write.
 const maxBatchDelay = 100 * time.Millisecond
 
-// minTokenLength is the shortest static token accepted: a bearer token
-// shorter than this can be guessed.
-const minTokenLength = 20
-
-// CheckStaticToken says why tok, a bearer token written in relay.yaml (a
-// tenant's static token, the admin token), cannot be one: it is too short
-// to resist guessing. The token is never part of the error.
-func CheckStaticToken(tok string) error {
-	if len(tok) < minTokenLength {
-		return fmt.Errorf("is %d characters; a bearer token needs at least %d", len(tok), minTokenLength)
-	}
-	return nil
-}
-
 // Check reports every problem of the options at once, each naming its
 // relay.yaml key ("tenants[1].unique: ..."), without opening anything. Open
 // refuses exactly what Check refuses.
 func (o Options) Check() error {
 	_, err := o.resolve()
 	return err
-}
-
-// resolve checks the options and resolves the tenants.
-func (o Options) resolve() (map[string]*tenant, error) {
-	var errs []error
-	if o.BatchDelay < 0 || o.BatchDelay > maxBatchDelay {
-		errs = append(errs, fmt.Errorf("storage.batch_delay: must be between 0 and %s, got %s", maxBatchDelay, o.BatchDelay))
-	}
-	if o.BatchSize < 0 {
-		errs = append(errs, fmt.Errorf("storage.batch_size: must not be negative, got %d", o.BatchSize))
-	}
-	tenants := make(map[string]*tenant, len(o.Tenants))
-	index := map[string]int{}
-	// tokenOwner is the tenant each static token opens: one token in two
-	// tenants would open both, so it is refused.
-	tokenOwner := map[[32]byte]string{}
-	for i, to := range o.Tenants {
-		field := fmt.Sprintf("tenants[%d]", i)
-		if !events.ValidName(to.Name) {
-			errs = append(errs, fmt.Errorf("%s.name: must match %s, got %q", field, events.NameRule, to.Name))
-			continue
-		}
-		if j, dup := index[to.Name]; dup {
-			errs = append(errs, fmt.Errorf("%s.name: %q is also tenants[%d]", field, to.Name, j))
-			continue
-		}
-		index[to.Name] = i
-		t, terrs := resolveTenant(field, to)
-		errs = append(errs, terrs...)
-		for j, tok := range to.StaticTokens {
-			if tok = strings.TrimSpace(tok); tok == "" {
-				continue
-			}
-			h := hashToken(tok)
-			if other, ok := tokenOwner[h]; ok && other != field {
-				// Not quoting the token: it is a secret.
-				errs = append(errs, fmt.Errorf("%s.tokens[%d]: is also a token of %s; each tenant needs tokens of its own", field, j, other))
-				continue
-			}
-			tokenOwner[h] = field
-		}
-		tenants[to.Name] = t
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return tenants, nil
-}
-
-// resolveTenant checks one tenant's options; field is its relay.yaml path.
-func resolveTenant(field string, o TenantOptions) (*tenant, []error) {
-	var errs []error
-	t := &tenant{name: o.Name}
-	if mode, err := UniqueMode(o.Unique); err != nil {
-		errs = append(errs, fmt.Errorf("%s.unique: %w", field, err))
-	} else {
-		t.uniqueEmail = mode == UniqueEmail
-	}
-	for j, r := range o.Required {
-		req, err := parseRequirement(r)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.required[%d]: %w", field, j, err))
-			continue
-		}
-		t.required = append(t.required, req)
-	}
-	for j, tok := range o.StaticTokens {
-		// An empty entry is an unset variable in a GitOps file: no token.
-		if tok = strings.TrimSpace(tok); tok == "" {
-			continue
-		}
-		if err := CheckStaticToken(tok); err != nil {
-			errs = append(errs, fmt.Errorf("%s.tokens[%d]: %w", field, j, err))
-			continue
-		}
-		h := hashToken(tok)
-		if slices.ContainsFunc(t.static, func(st staticToken) bool { return st.hash == h }) {
-			continue // written twice: one token, listed once
-		}
-		t.static = append(t.static, staticToken{hash: h, id: staticID(h), field: fmt.Sprintf("%s.tokens[%d]", field, j)})
-	}
-	return t, errs
-}
-
-// parseRequirement resolves a required attribute path against the User schema.
-func parseRequirement(r string) (requirement, error) {
-	p, err := scim.UserResourceType.ParsePath(strings.TrimSpace(r))
-	if err != nil {
-		return requirement{}, fmt.Errorf("required attribute %q: %w", r, err)
-	}
-	if p.Name == "" {
-		return requirement{}, fmt.Errorf("required attribute %q names a whole extension, not an attribute", r)
-	}
-	// Only what a client writes and the relay keeps can be required:
-	// requiring id, meta or groups (read-only) or password (never kept)
-	// would refuse every user.
-	if a := p.Leaf(); a != nil && (a.Mutability == scim.ReadOnly || a.Returned == scim.ReturnedNever) {
-		return requirement{}, fmt.Errorf("required attribute %q is not one a client writes and the relay keeps", r)
-	}
-	// The canonical path is a valid filter operand, so "pr" gives presence
-	// with the filter's rules (an empty string or list is absent).
-	f, err := scim.ParseFilter(scim.UserResourceType, p.String()+" pr")
-	if err != nil {
-		return requirement{}, fmt.Errorf("required attribute %q: %w", r, err)
-	}
-	return requirement{path: p.String(), present: f}, nil
 }
 
 // Close flushes token use times and closes the file. Calling it again does nothing.
@@ -702,25 +464,6 @@ func (s *Store) signal() {
 	}
 }
 
-// Backup writes a consistent copy of the data file to w while the store
-// keeps serving. size, when set, is told the copy's length before its
-// first byte is written, so that a reader can tell a copy cut short.
-func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if size != nil {
-			size(tx.Size())
-		}
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	if err != nil {
-		return n, fmt.Errorf("writing backup: %w", err)
-	}
-	return n, nil
-}
-
 // pingBegun, when set, is called by Ping once its read transaction has
 // begun: a variable only so that a test can commit a write there.
 var pingBegun func()
@@ -748,50 +491,6 @@ func (s *Store) Ping() error {
 		}
 		return nil
 	})
-}
-
-// tenantMap returns the configured tenants; SetTenants replaces the map,
-// never changes it.
-func (s *Store) tenantMap() map[string]*tenant { return *s.tenants.Load() }
-
-// SetTenants replaces the configured tenants (relay.yaml was reloaded):
-// their options and static tokens, added ones (their buckets are created)
-// and removed ones (their data stays in the file until it is purged;
-// their requests are refused as for any unknown tenant), and records them
-// in the file (see AddedSinceLastRun). It refuses what Options.Check
-// refuses, and a tenant being purged (ErrBeingPurged), changing nothing. Requests under way finish with the tenant as
-// they found it.
-func (s *Store) SetTenants(list []TenantOptions) error {
-	tenants, err := Options{Tenants: list}.resolve()
-	if err != nil {
-		return err
-	}
-	// Open upgraded the file, so its layout is layoutVersion. Through the
-	// committer, as every write after Open: it refuses once writes have
-	// stopped, and checks that the file is still the relay's.
-	if err := s.commits.do(func(tx *bolt.Tx) error {
-		if err := refuseBeingPurged(tx, tenants); err != nil {
-			return err
-		}
-		if _, err := prepare(tx, tenants); err != nil {
-			return err
-		}
-		return recordTenants(tx, tenants)
-	}); err != nil {
-		if errors.Is(err, ErrBeingPurged) {
-			return err
-		}
-		return fmt.Errorf("preparing the tenants' buckets: %w", err)
-	}
-	s.tokens.trackStatic(tenants)
-	s.tenants.Store(&tenants)
-	return nil
-}
-
-// HasTenant reports whether a tenant is configured.
-func (s *Store) HasTenant(name string) bool {
-	_, ok := s.tenantMap()[name]
-	return ok
 }
 
 // diskFull reports whether err means the disk (or the quota) has no room.
@@ -869,23 +568,6 @@ func (s *Store) Failure() error {
 // minFreeToWrite is the room the data disk needs before the store says it
 // can write again: a batch of writes and the pages bbolt copies for it.
 const minFreeToWrite = 4 << 20
-
-// UniqueByEmail reports whether tenant holds its users unique by work
-// email (unique: email) rather than by userName: its User schema then
-// says userName is not unique.
-func (s *Store) UniqueByEmail(tenant string) bool {
-	t, ok := s.tenantMap()[tenant]
-	return ok && t.uniqueEmail
-}
-
-// Tenants returns the names of the configured tenants.
-func (s *Store) Tenants() []string {
-	out := make([]string, 0, len(s.tenantMap()))
-	for name := range s.tenantMap() {
-		out = append(out, name)
-	}
-	return out
-}
 
 // write runs fn, a write of tenant's ("" for none), in a group commit
 // (commit.go). fn reports a refusal (validation, uniqueness, not found)
@@ -976,73 +658,4 @@ type txWrite struct {
 func (w *txWrite) refuse(err error) error {
 	w.refused = err
 	return nil
-}
-
-// StorageStats describes the space the data file takes, by bucket.
-type StorageStats struct {
-	// FileBytes is the size of the data file; it includes free pages.
-	FileBytes int64 `json:"file_bytes"`
-	// FreeBytes is the size of its free pages: what the relay reuses
-	// before the file grows, and what scimrelay compact gives back.
-	FreeBytes int64 `json:"free_bytes"`
-	// Buckets lists every bucket: meta, outbox, quarantine, tokens,
-	// subscribers, purged, provlog, and tenants/<name>/<bucket> for each
-	// tenant.
-	Buckets []BucketStats `json:"buckets"`
-}
-
-// BucketStats is one bucket's share of the data file.
-type BucketStats struct {
-	Name string `json:"name"`
-	Keys int    `json:"keys"`
-	// Bytes is what its pages hold in use (leaves, branches and inline
-	// buckets), not counting the pages' unused room.
-	Bytes int64 `json:"bytes"`
-	// PageBytes is the size of the pages it takes.
-	PageBytes int64 `json:"page_bytes"`
-}
-
-// FileSpace returns the data file's size and the size of its free pages
-// (bbolt's free list, which it keeps in memory): cheap, for every scrape.
-func (s *Store) FileSpace() (file, free int64, err error) {
-	fi, err := os.Stat(s.db.Path())
-	if err != nil {
-		return 0, 0, err
-	}
-	return fi.Size(), int64(s.db.Stats().FreeAlloc), nil
-}
-
-// StorageStats walks every bucket of the data file. It reads every page, so
-// it is for operators and benchmarks, not for every scrape.
-func (s *Store) StorageStats() (StorageStats, error) {
-	var out StorageStats
-	err := s.db.View(func(tx *bolt.Tx) error {
-		out.FileBytes = tx.Size()
-		out.FreeBytes = int64(s.db.Stats().FreeAlloc)
-		add := func(name string, b *bolt.Bucket) {
-			st := b.Stats()
-			out.Buckets = append(out.Buckets, BucketStats{
-				Name: name, Keys: st.KeyN,
-				Bytes:     int64(st.BranchInuse + st.LeafInuse + st.InlineBucketInuse),
-				PageBytes: int64(st.BranchAlloc + st.LeafAlloc),
-			})
-		}
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if !bytes.Equal(name, bucketTenants) {
-				add(string(name), b)
-				return nil
-			}
-			return b.ForEachBucket(func(tenant []byte) error {
-				tb := b.Bucket(tenant)
-				return tb.ForEachBucket(func(sub []byte) error {
-					add("tenants/"+string(tenant)+"/"+string(sub), tb.Bucket(sub))
-					return nil
-				})
-			})
-		})
-	})
-	if err != nil {
-		return StorageStats{}, fmt.Errorf("reading the data file's statistics: %w", err)
-	}
-	return out, nil
 }
