@@ -126,8 +126,9 @@ index, turns every change into a CloudEvent on NATS JetStream, and delivers the
 events to webhooks configured in relay.yaml, with retries, signatures and
 per-resource ordering.
 
-Start it with 'scimrelay serve'. Every other command talks to the running
-server through its admin listener (admin_listen in relay.yaml).`,
+Start it with 'scimrelay serve'. Most other commands talk to the running
+server through its admin listener (admin_listen in relay.yaml); restore and
+compact work on its data file with it stopped.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// --version prints what the version command prints.
