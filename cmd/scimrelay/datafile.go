@@ -10,21 +10,22 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/disk"
-	"github.com/spf13/cobra"
 )
 
 // What the commands that work on the data file with the relay stopped
-// share (restore, compact): its lock, held while they work, so that a
-// running relay makes them refuse and one starting waits for them; and
-// putting a file prepared beside the data file in its place.
+// share (restore, compact): its path, its lock, held while they work, so
+// that a running relay makes them refuse and one starting waits for them
+// (a second, then gives up: relay.ErrInUse), and putting a file prepared
+// beside the data file in its place.
 
-// dataFileLockWait is how long backup and restore wait for a data file's
-// lock: a relay that holds it is running.
+// dataFileLockWait is how long backup, restore and compact wait for a data
+// file's lock: a relay that holds it is running.
 const dataFileLockWait = 500 * time.Millisecond
 
 // errRelayRunning is lockDataFile's answer for a file a running relay holds.
