@@ -299,7 +299,8 @@ func TestConsoleRateLimitOverall(t *testing.T) {
 }
 
 // TestConsoleOverviewShows: the overview has the readiness checks, each
-// tenant's SCIM requests and 4xx of the last hour, the outbox, each sink's
+// tenant's SCIM requests and 4xx of the last hour, the outbox, the data
+// file's size and free pages, each sink's
 // last delivery, and the tokens and OAuth clients expiring within 14 days
 // (not those expiring later).
 func TestConsoleOverviewShows(t *testing.T) {
@@ -331,6 +332,9 @@ func TestConsoleOverviewShows(t *testing.T) {
 		}
 		if !strings.Contains(res.body, "Outbox: empty") {
 			return fmt.Errorf("the outbox is not shown empty")
+		}
+		if file, free, err := p.srv.store.FileSpace(); err != nil || !strings.Contains(res.body, fmt.Sprintf("Data file: %.1f MiB, %.1f MiB of it free pages", float64(file)/(1<<20), float64(free)/(1<<20))) {
+			return fmt.Errorf("the data file's size and free pages are not shown (%v)", err)
 		}
 		if !regexp.MustCompile(`(?s)<a href="/ui/sinks/crm">crm</a></th>.*?delivered</span> 204`).MatchString(res.body) {
 			return fmt.Errorf("sink crm's last delivery is not shown")

@@ -29,6 +29,17 @@ type Stats struct {
 	// to be published, or published and kept until NATS has written them
 	// to disk.
 	OutboxDepth *int `json:"outbox_depth"`
+	// DataFile is the data file's size and its free pages'; nil in a role
+	// without the data file.
+	DataFile *DataFileSpace `json:"data_file,omitempty"`
+}
+
+// DataFileSpace is what the data file takes on disk, and how much of it
+// is free pages: what the relay reuses before the file grows, and what
+// scimrelay compact gives back.
+type DataFileSpace struct {
+	Bytes     int64 `json:"bytes"`
+	FreeBytes int64 `json:"free_bytes"`
 }
 
 // GET /admin/v1/stats?since=1h
@@ -50,13 +61,22 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) error {
 		}
 		st.OutboxDepth = &n
 	}
+	if h.o.Storage != nil {
+		file, free, err := h.o.Storage.FileSpace()
+		if err != nil {
+			return fmt.Errorf("reading the data file's size: %w", err)
+		}
+		st.DataFile = &DataFileSpace{Bytes: file, FreeBytes: free}
+	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }
 
-// Storage reports the space the data file takes.
+// Storage reports the space the data file takes: by bucket (every page
+// read), and its size and free pages (cheap).
 type Storage interface {
 	StorageStats() (relay.StorageStats, error)
+	FileSpace() (file, free int64, err error)
 }
 
 var _ Storage = (*relay.Store)(nil)

@@ -25,7 +25,10 @@ type overviewData struct {
 	NoLog, NoTokens bool
 	// Outbox is the outbox's depth; -1 where the role has no data file.
 	Outbox int
-	Sinks  []sinks.Status
+	// DataFile is the data file's size and free pages; nil where the role
+	// has none.
+	DataFile *admin.DataFileSpace
+	Sinks    []sinks.Status
 	// Expiring are the live tokens and clients that expire within
 	// relay.ExpiryWarning.
 	Expiring []relay.Token
@@ -57,6 +60,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	if stats.OutboxDepth != nil {
 		d.Outbox = *stats.OutboxDepth
 	}
+	d.DataFile = stats.DataFile
 	creds, err := credentialsOf(r, api, "")
 	if d.NoTokens = unavailable(err); err != nil && !d.NoTokens {
 		return err

@@ -86,6 +86,7 @@ func loadPages() (*pages, error) {
 		"latency":  func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() },
 		"statusOK": func(status int) bool { return status >= 200 && status < 300 },
 		"backlog":  backlog,
+		"mib":      func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) },
 		"field":    func(id, label, value string) copyField { return copyField{id, label, value} },
 	}
 	for _, name := range templateNames {
