@@ -143,7 +143,6 @@ func (s *Store) StorageStats() (StorageStats, error) {
 	var out StorageStats
 	err := s.db.View(func(tx *bolt.Tx) error {
 		out.FileBytes = tx.Size()
-		out.FreeBytes = int64(s.db.Stats().FreeAlloc)
 		add := func(name string, b *bolt.Bucket) {
 			st := b.Stats()
 			out.Buckets = append(out.Buckets, BucketStats{
@@ -166,6 +165,9 @@ func (s *Store) StorageStats() (StorageStats, error) {
 			})
 		})
 	})
+	if err == nil {
+		_, out.FreeBytes, err = s.FileSpace()
+	}
 	if err != nil {
 		return StorageStats{}, fmt.Errorf("reading the data file's statistics: %w", err)
 	}

@@ -671,29 +671,22 @@ func TestChaos(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		c.start(b)
 	})
-	phase("twodown", func() {
+	// Two nodes of three stopped together: no quorum for down.
+	twoDown := func(down time.Duration, why string) {
 		a := leaderOf()
 		b := (a + 1) % 3
-		t.Logf("%s  stop node-%d and node-%d together (no quorum)", ts(), a, b)
+		t.Logf("%s  stop node-%d and node-%d together for %v (no quorum%s)", ts(), a, b, down, why)
 		c.stop(a)
 		c.stop(b)
-		time.Sleep(3 * time.Second)
-		c.start(a)
-		c.start(b)
-	})
-	// Longer than the workers' lease (8 s): every worker stops delivering,
-	// and takes its partitions again once NATS is back.
-	phase("quorumlost", func() {
-		a := leaderOf()
-		b := (a + 1) % 3
-		t.Logf("%s  stop node-%d and node-%d together for 11s (no quorum, longer than the workers' lease)", ts(), a, b)
-		c.stop(a)
-		c.stop(b)
-		time.Sleep(11 * time.Second)
+		time.Sleep(down)
 		c.start(a)
 		c.start(b)
 		t.Logf("%s  both back", ts())
-	})
+	}
+	phase("twodown", func() { twoDown(3*time.Second, "") })
+	// Longer than the workers' lease (8 s): every worker stops delivering,
+	// and takes its partitions again once NATS is back.
+	phase("quorumlost", func() { twoDown(11*time.Second, ", longer than the workers' lease") })
 	phase("workerkill", func() {
 		t.Logf("%s  kill worker1", ts())
 		stopWorker(0, true)

@@ -20,8 +20,9 @@ import (
 // in is compacted with the relay stopped. Under a running relay compact
 // refuses and changes nothing; a relay started while it runs is refused
 // the file; the compacted file is smaller by at least the free pages the
-// relay reported, keeps its owner, and a relay started on it serves the
-// same users, answering as before, and takes new writes. With --keep the
+// relay reported, keeps its owner, and a relay started on it has made no
+// event more, serves the same users, answering as before, and takes new
+// writes. With --keep the
 // file it replaced stays beside it.
 func TestCLICompact(t *testing.T) {
 	c := testConfig(t, t.TempDir())
@@ -65,6 +66,10 @@ func TestCLICompact(t *testing.T) {
 	now, _ := os.Stat(c.DBPath())
 	if freeGauge <= 0 || fileGauge < float64(was.Size()) || fileGauge > float64(now.Size()) {
 		t.Fatalf("scimrelay_store_file_bytes %v and scimrelay_store_free_bytes %v, the file %d bytes", fileGauge, freeGauge, now.Size())
+	}
+	made, err := p.srv.store.EventsMade()
+	if err != nil {
+		t.Fatal(err)
 	}
 	p.stop()
 
@@ -120,6 +125,9 @@ func TestCLICompact(t *testing.T) {
 	}
 
 	p = startRelay(t, c, roleAll)
+	if again, err := p.srv.store.EventsMade(); err != nil || again != made {
+		t.Fatalf("after compact the data file has made %d events (%v), before %d", again, err, made)
+	}
 	again := p.scim("acme", acmeToken, "GET", "/Users/"+ids[3], "").want(t, 200)
 	if body := strings.ReplaceAll(string(again.raw), p.scimURL, ""); body != keptBody || again.header.Get("ETag") != kept.header.Get("ETag") {
 		t.Fatalf("after compact a user reads\n%s (%s)\nwhere before it read\n%s (%s)", body, again.header.Get("ETag"), keptBody, kept.header.Get("ETag"))
