@@ -131,11 +131,11 @@ func TestLeavingWorkerIsAlive(t *testing.T) {
 	}
 	member := func(id string) *membership { return &membership{js: js, stream: st, sink: "crm", id: id, t: tm} }
 	a, b := member("a"), member("b")
-	if _, err := a.beat(ctx, nil); err != nil {
+	if _, _, err := a.beat(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	// b announces itself after a's listing: a finds it all the same.
-	if _, err := b.beat(ctx, nil); err != nil {
+	if _, _, err := b.beat(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	wantAlive := func(who string, want bool) {
@@ -150,7 +150,7 @@ func TestLeavingWorkerIsAlive(t *testing.T) {
 	if err := b.leave(ctx); err != nil {
 		t.Fatal(err)
 	}
-	live, err := a.beat(ctx, nil)
+	live, _, err := a.beat(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestLeavingWorkerIsAlive(t *testing.T) {
 	if err := b.gone(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.beat(ctx, nil); err != nil {
+	if _, _, err := a.beat(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	wantAlive("b", false)

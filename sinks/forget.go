@@ -69,7 +69,7 @@ func (m *Manager) Forget(ctx context.Context, name string) (Forgotten, error) {
 	if sh == nil || m.dlq == nil {
 		return Forgotten{}, errors.New("sinks are not set up yet")
 	}
-	_, present, err := (&membership{stream: sh.workers, sink: name}).list(ctx)
+	_, present, _, err := (&membership{stream: sh.workers, sink: name}).list(ctx)
 	if err != nil {
 		return Forgotten{}, err
 	}

@@ -120,7 +120,7 @@ type membership struct {
 	id     string
 	t      timing
 	// leaseUntil is when this worker stops considering itself a member
-	// (unix nanoseconds), unless an announcement succeeds before.
+	// (unix nanoseconds), unless a heartbeat succeeds before (renew).
 	leaseUntil atomic.Int64
 	// present is the workers whose announcement (as a member, or as
 	// leaving) the last beat found: those that may hold partition claims.
@@ -177,23 +177,23 @@ type announcement struct {
 }
 
 // beat announces the worker and returns the live workers of its sink,
-// sorted, itself included.
-func (m *membership) beat(ctx context.Context, owned []int) ([]string, error) {
-	sent := time.Now()
+// sorted, itself included, and the purge notices' subjects, read in the
+// same listing (purged.go). It does not renew the lease: the worker does,
+// once it has taken the notices in (reconcile).
+func (m *membership) beat(ctx context.Context, owned []int) (live, notices []string, err error) {
 	if err := m.announce(ctx, m.subject(), owned); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m.leaseUntil.Store(sent.Add(m.t.lease).UnixNano())
-	live, present, err := m.list(ctx)
+	live, present, notices, err := m.list(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !slices.Contains(live, m.id) {
 		live = append(live, m.id) // announced, even if the listing raced it
 		slices.Sort(live)
 	}
 	m.present.Store(&present)
-	return live, nil
+	return live, notices, nil
 }
 
 func (m *membership) announce(ctx context.Context, subject string, owned []int) error {
@@ -207,16 +207,26 @@ func (m *membership) announce(ctx context.Context, subject string, owned []int) 
 	return nil
 }
 
-// list reads the sink's announcements: the members (live), and every
-// worker announced as a member or as leaving (present), each sorted.
-func (m *membership) list(ctx context.Context) (live, present []string, err error) {
+// list reads the workers' stream's subjects: the sink's announcements,
+// the members (live) and every worker announced as a member or as leaving
+// (present), each sorted, and the purge notices, each subject past
+// purgedSubjectRoot. One read for both, so that a worker that lists its
+// sink's workers has read the notices too.
+func (m *membership) list(ctx context.Context) (live, present, notices []string, err error) {
 	prefix := m.prefix()
-	info, err := m.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	info, err := m.stream.Info(ctx, jetstream.WithSubjectFilter(workersSubjectRoot+">"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing the workers of sink %s: %w", m.sink, err)
+		return nil, nil, nil, fmt.Errorf("listing the workers of sink %s: %w", m.sink, err)
 	}
 	for subject := range info.State.Subjects {
-		id := strings.TrimPrefix(subject, prefix)
+		if notice, ok := strings.CutPrefix(subject, purgedSubjectRoot); ok {
+			notices = append(notices, notice)
+			continue
+		}
+		id, ok := strings.CutPrefix(subject, prefix)
+		if !ok {
+			continue // another sink's
+		}
 		if leaving, ok := strings.CutSuffix(id, leavingSuffix); ok {
 			present = append(present, leaving)
 			continue
@@ -226,7 +236,7 @@ func (m *membership) list(ctx context.Context) (live, present []string, err erro
 	}
 	slices.Sort(live)
 	slices.Sort(present)
-	return live, slices.Compact(present), nil
+	return live, slices.Compact(present), notices, nil
 }
 
 // alive reports whether worker id is announced, as a member or as leaving:
@@ -239,7 +249,7 @@ func (m *membership) alive(ctx context.Context, id string) (bool, error) {
 	if p := m.present.Load(); p != nil && slices.Contains(*p, id) {
 		return true, nil
 	}
-	_, present, err := m.list(ctx)
+	_, present, _, err := m.list(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -248,6 +258,13 @@ func (m *membership) alive(ctx context.Context, id string) (bool, error) {
 
 // leaseValid reports whether this worker may still deliver.
 func (m *membership) leaseValid() bool { return time.Now().UnixNano() < m.leaseUntil.Load() }
+
+// renew extends the lease to a lease from began, when the heartbeat that
+// succeeded began: before its announcement, so that the lease ends no
+// later than the other workers' view of the announcement does.
+func (m *membership) renew(began time.Time) {
+	m.leaseUntil.Store(began.Add(m.t.lease).UnixNano())
+}
 
 // leave withdraws the worker from the assignment, so that the others take
 // its partitions, and announces it as leaving: the claims it holds stand

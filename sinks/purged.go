@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -24,23 +23,23 @@ import (
 // the notices at every heartbeat and from then on delivers none of the
 // tenant's events numbered up to it: they are settled as "purged". A
 // tenant added again under the name numbers its events after that
-// sequence, and they are delivered. A notice stays in the stream for its
-// memberTTL, longer than a worker can go without reading it and still
-// deliver (its lease); the worker keeps what it read until it stops, and
-// one that starts later finds none of the tenant's events in the stream.
-// Sink names begin with a letter or digit, so no sink's announcements
-// share the subjects.
+// sequence, and they are delivered. A worker renews its lease only at a
+// heartbeat at which it read the notices (reconcile), and delivers
+// nothing once its lease has run out, so the purge waits a lease (and a
+// second) after the notice is stored: by then every worker that still
+// delivers has read it. A notice stays in the stream for its memberTTL,
+// longer than that; the worker keeps what it read until it stops, and one
+// that starts later finds none of the tenant's events in the stream. Sink
+// names begin with a letter or digit, so no sink's announcements share
+// the subjects.
 const purgedSubjectRoot = workersSubjectRoot + "_purged."
-
-// purgeNoticeReads is how many heartbeats AnnouncePurge leaves the
-// workers to read a notice.
-const purgeNoticeReads = 2
 
 // AnnouncePurge tells every delivery worker, of every sink and process
 // sharing the NATS stream, that tenant is purged and that none of its
 // events numbered up to seq is to be delivered any more, and returns once
-// they have had purgeNoticeReads heartbeats (and a second) to read it.
-// A delivery already under way ends as it would have.
+// every worker that has not read it has stopped delivering: a lease, and
+// a second, after the notice was stored. A delivery already under way
+// ends as it would have.
 func (m *Manager) AnnouncePurge(ctx context.Context, tenant string, seq uint64) error {
 	if m.shared == nil {
 		return fmt.Errorf("telling the delivery workers that tenant %s is purged: the sinks' streams are not set up", tenant)
@@ -54,7 +53,7 @@ func (m *Manager) AnnouncePurge(ctx context.Context, tenant string, seq uint64) 
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(purgeNoticeReads*m.shared.t.heartbeat + time.Second):
+	case <-time.After(m.shared.t.lease + time.Second):
 		return nil
 	}
 }
@@ -74,19 +73,17 @@ func (p purgedTenants) covers(e event.Event) bool {
 	return err == nil && seq <= last
 }
 
-// readPurged reads the purge notices the workers' stream holds and returns
-// had with them added (had itself when they add nothing).
-func readPurged(ctx context.Context, workers jetstream.Stream, had purgedTenants) (purgedTenants, error) {
-	info, err := workers.Info(ctx, jetstream.WithSubjectFilter(purgedSubjectRoot+">"))
-	if err != nil {
-		return had, fmt.Errorf("reading the purge notices: %w", err)
-	}
+// withNotices returns had with the notices' tenants and sequences added
+// (had itself when they add nothing), each notice a subject past
+// purgedSubjectRoot; what is not a notice AnnouncePurge writes is passed
+// over.
+func withNotices(had purgedTenants, notices []string) purgedTenants {
 	next, copied := had, false
-	for subject := range info.State.Subjects {
-		tenant, num, ok := strings.Cut(strings.TrimPrefix(subject, purgedSubjectRoot), ".")
+	for _, notice := range notices {
+		tenant, num, ok := strings.Cut(notice, ".")
 		seq, err := strconv.ParseUint(num, 10, 64)
 		if !ok || err != nil || !events.ValidName(tenant) {
-			continue // not a notice AnnouncePurge writes
+			continue
 		}
 		if last, known := next[tenant]; known && last >= seq {
 			continue
@@ -97,30 +94,20 @@ func readPurged(ctx context.Context, workers jetstream.Stream, had purgedTenants
 		}
 		next[tenant] = seq
 	}
-	return next, nil
+	return next
 }
 
-// readPurged reads the purge notices into what the worker's partitions
-// check (skips), saying at Warn when a read fails after one succeeded,
-// and at Info when one succeeds again.
-func (w *worker) readPurged(ctx context.Context) {
+// takePurged adds the purge notices a heartbeat read to what the worker's
+// partitions check (skips). What was read before stays: a notice ages out
+// of the stream.
+func (w *worker) takePurged(notices []string) {
 	had := w.purged.Load()
 	var have purgedTenants
 	if had != nil {
 		have = *had
 	}
-	rctx, cancel := context.WithTimeout(ctx, max(w.t.heartbeat, 2*time.Second))
-	next, err := readPurged(rctx, w.members.stream, have)
-	cancel()
-	switch {
-	case err != nil && ctx.Err() == nil && !w.purgedFailing:
-		w.log.Warn("the worker cannot read which tenants were purged; it delivers what it holds of a tenant purged meanwhile until it can", "err", err)
-		w.purgedFailing = true
-	case err == nil && w.purgedFailing:
-		w.log.Info("the worker reads which tenants were purged again")
-		w.purgedFailing = false
-	}
-	if err == nil && (had == nil || !maps.Equal(next, have)) {
+	next := withNotices(have, notices)
+	if had == nil || !maps.Equal(next, have) {
 		w.purged.Store(&next)
 	}
 }

@@ -3,7 +3,7 @@
 package sinks
 
 import (
-	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 
@@ -13,11 +13,13 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
-// TestPurgeNoticesAreRead: the purge notices in the workers' stream are
-// read into each tenant's last sequence, the highest when a tenant was
-// purged twice, what was read before kept (a notice ages out of the
-// stream); subjects that are not notices, and sinks' announcements, are
-// not; an event is covered when its tenant's notice reaches its sequence.
+// TestPurgeNoticesAreRead: a heartbeat's listing of the workers' stream
+// reads the purge notices with the sink's workers, and they are taken into
+// each tenant's last sequence, the highest when a tenant was purged twice,
+// what was read before kept (a notice ages out of the stream); subjects
+// that are not notices, and sinks' announcements, are not; another sink's
+// workers are not the sink's; an event is covered when its tenant's notice
+// reaches its sequence.
 func TestPurgeNoticesAreRead(t *testing.T) {
 	ctx := t.Context()
 	js, workers := workersStream(t)
@@ -29,25 +31,34 @@ func TestPurgeNoticesAreRead(t *testing.T) {
 		purgedSubjectRoot + "acme.x",    // not a sequence
 		purgedSubjectRoot + "acme",      // no sequence
 		workersSubjectRoot + "crm.w1",   // a worker's announcement
+		workersSubjectRoot + "erp.w2",   // another sink's worker
 	} {
 		if _, err := js.Publish(ctx, subject, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	had := purgedTenants{"umbrella": 3}
-	got, err := readPurged(ctx, workers, had)
+	m := &membership{js: js, stream: workers, sink: "crm", id: "w3", t: timingFor(0)}
+	live, notices, err := m.beat(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (purgedTenants{"globex": 41, "initech": 0, "umbrella": 3}); len(got) != len(want) || got["globex"] != 41 || got["initech"] != 0 || got["umbrella"] != 3 {
+	if strings.Join(live, ",") != "w1,w3" {
+		t.Fatalf("sink crm's workers: %v, want w1 and w3", live)
+	}
+	had := purgedTenants{"umbrella": 3}
+	got := withNotices(had, notices)
+	if want := (purgedTenants{"globex": 41, "initech": 0, "umbrella": 3}); !maps.Equal(got, want) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
 	if len(had) != 1 {
 		t.Fatalf("what was read before was changed: %v", had)
 	}
-	if again, err := readPurged(ctx, workers, got); err != nil || len(again) != len(got) {
-		t.Fatalf("read again: %v (%v)", again, err)
+	if again := withNotices(got, notices); !maps.Equal(again, got) {
+		t.Fatalf("read again: %v", again)
 	}
+	w := &worker{}
+	w.takePurged(notices)
+	w.takePurged(nil) // the notices aged out of the stream
 	for _, tc := range []struct {
 		tenant string
 		seq    uint64
@@ -60,51 +71,9 @@ func TestPurgeNoticesAreRead(t *testing.T) {
 		if c := got.covers(e); c != tc.covers {
 			t.Errorf("an event of %s numbered %d: covered %v, want %v", tc.tenant, tc.seq, c, tc.covers)
 		}
-	}
-}
-
-// TestPurgeNoticeReadFailureIsSaid: a worker whose read of the purge
-// notices fails (here the workers' stream is gone) says so at Warn, once
-// while it lasts, keeps what it read before, and says at Info when a read
-// succeeds again, taking the notices then.
-func TestPurgeNoticeReadFailureIsSaid(t *testing.T) {
-	ctx := t.Context()
-	js, workers := workersStream(t)
-	if _, err := js.Publish(ctx, purgedSubjectRoot+"globex.41", nil); err != nil {
-		t.Fatal(err)
-	}
-	logs := &eventstest.Log{}
-	w := &worker{name: "crm", members: &membership{stream: workers}, t: timingFor(0), log: slog.New(slog.NewTextHandler(logs, nil))}
-	w.readPurged(ctx)
-	globex := eventstest.Event(t, "globex", events.UserCreated, "u1", 41, 1)
-	if !w.purgedCovers(globex) {
-		t.Fatal("the notice was not read")
-	}
-	if err := js.DeleteStream(ctx, WorkersStream); err != nil {
-		t.Fatal(err)
-	}
-	w.readPurged(ctx)
-	w.readPurged(ctx)
-	if n := strings.Count(logs.String(), "level=WARN msg=\"the worker cannot read which tenants were purged"); n != 1 {
-		t.Fatalf("%d Warns for two failed reads, want 1:\n%s", n, logs)
-	}
-	if !w.purgedCovers(globex) {
-		t.Fatal("what was read before a failed read was forgotten")
-	}
-	again, err := ensureWorkersStream(ctx, js, timingFor(0), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish(ctx, purgedSubjectRoot+"initech.7", nil); err != nil {
-		t.Fatal(err)
-	}
-	w.members.stream = again
-	w.readPurged(ctx)
-	if !strings.Contains(logs.String(), "level=INFO msg=\"the worker reads which tenants were purged again\"") {
-		t.Fatalf("reading again was not said:\n%s", logs)
-	}
-	if !w.purgedCovers(eventstest.Event(t, "initech", events.UserCreated, "u2", 7, 1)) || !w.purgedCovers(globex) {
-		t.Fatal("the notices read after the failure are not all there")
+		if c := w.purgedCovers(e); c != tc.covers {
+			t.Errorf("a worker whose notices aged out: an event of %s numbered %d covered %v, want %v", tc.tenant, tc.seq, c, tc.covers)
+		}
 	}
 }
 

@@ -44,14 +44,12 @@ type worker struct {
 	stream  jetstream.Stream
 	parked  *parking
 	members *membership
-	// purged is what the worker last read of the purge notices (purged.go);
-	// purgedFailing says a read failed, only reconcile touches it.
-	purged        atomic.Pointer[purgedTenants]
-	purgedFailing bool
-	dlq           *deadLetters
-	attempts      *attemptLog
-	metrics       *metrics
-	log           *slog.Logger
+	// purged is what the worker last read of the purge notices (purged.go).
+	purged   atomic.Pointer[purgedTenants]
+	dlq      *deadLetters
+	attempts *attemptLog
+	metrics  *metrics
+	log      *slog.Logger
 	// retries says failed attempts, deadLettered events dead-lettered: a
 	// few a minute each.
 	retries, deadLettered *failureLog
@@ -248,13 +246,19 @@ func (w *worker) reconcile(ctx context.Context) error {
 		w.log.Warn("this worker lost contact for too long; stopping its deliveries")
 		w.releaseAll(false)
 	}
+	began := time.Now()
 	bctx, cancel := context.WithTimeout(ctx, max(w.t.heartbeat, 2*time.Second))
-	live, err := w.members.beat(bctx, w.ownedList())
+	live, notices, err := w.members.beat(bctx, w.ownedList())
 	cancel()
 	if err != nil {
 		return err
 	}
-	w.readPurged(ctx)
+	// The lease is renewed only by a heartbeat that read which tenants
+	// were purged: a worker that cannot read them stops delivering when
+	// its lease runs out, before a purge's wait for the workers is over
+	// (AnnouncePurge).
+	w.takePurged(notices)
+	w.members.renew(began)
 	w.mu.Lock()
 	w.joined = true
 	unreleased := len(w.unreleased) > 0

@@ -259,16 +259,37 @@ func TestSinkWorkerStreamGauges(t *testing.T) {
 // permission, and worker, with README's row for a sink worker
 // (workerPublish).
 func natsWithWorkerUser(t *testing.T) *natsserver.Server {
-	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
-		o.Users = []*natsserver.User{
+	ns, _ := natsWithWorkerUserToChange(t)
+	return ns
+}
+
+// natsWithWorkerUserToChange is natsWithWorkerUser, and a function that
+// gives the worker user other publish permissions while it is connected:
+// a configuration reload, which nats-server applies to the connections
+// open.
+func natsWithWorkerUserToChange(t *testing.T) (*natsserver.Server, func(publish []string)) {
+	users := func(publish []string) []*natsserver.User {
+		return []*natsserver.User{
 			{Username: "front", Password: "front-secret"},
 			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
-				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
+				Publish:   &natsserver.SubjectPermission{Allow: publish},
 				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
 			}},
 		}
+	}
+	var opts *natsserver.Options
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
+		o.Users = users(workerPublish)
+		opts = o
 	})
-	return ns
+	return ns, func(publish []string) {
+		t.Helper()
+		next := opts.Clone()
+		next.Users = users(publish)
+		if err := ns.ReloadOptions(next); err != nil {
+			t.Fatalf("reloading NATS with the worker's new permissions: %v", err)
+		}
+	}
 }
 
 // writeDeadLetter writes a dead letter of e to sink crm's queue as js's

@@ -15,11 +15,13 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/config"
@@ -508,6 +510,44 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	})
 }
 
+// purgeAcrossProcesses starts, on ns, a front end (user front) with
+// tenants acme and globex and sink crm, which delivers to slow one event
+// at a time, and n delivery workers of the sink (user worker), the shape
+// deployed. purge removes globex from the front end's relay.yaml, reloads
+// it and purges the tenant.
+func purgeAcrossProcesses(t *testing.T, ns *natsserver.Server, slow *heldReceiver, n int) (front *relayProc, workers []*relayProc, purge func()) {
+	t.Helper()
+	path, dataDir := filepath.Join(t.TempDir(), "relay.yaml"), t.TempDir()
+	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
+	writeFront := func(tenants string) {
+		t.Helper()
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n  user: front\n  password: front-secret\n%s%s",
+			dataDir, adminSecret, ns.ClientURL(), tenants, sinkFile)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFront(twoTenants)
+	front = startReloadableAs(t, path, roleSCIM, io.Discard)
+	cliConf := cliConfig(t, front, adminSecret)
+	for range n {
+		cfg := testConfig(t, t.TempDir())
+		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "worker", "worker-secret"
+		withSink(cfg, "crm", slow.URL, func(s *config.Sink) { s.Concurrency, s.Timeout = 1, config.Duration(5*time.Minute) })
+		workers = append(workers, startRelay(t, cfg, roleSinks))
+	}
+	return front, workers, func() {
+		t.Helper()
+		writeFront("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+		if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK {
+			t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
+		}
+		if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitOK {
+			t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
+		}
+	}
+}
+
 // TestPurgeStopsDeliveryAcrossWorkers: the same in the shape deployed, a
 // front end and two delivery workers, each a process of its own, on an
 // external NATS where the workers have exactly their permission row
@@ -518,28 +558,8 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two workers on an external NATS")
 	}
-	ns := natsWithWorkerUser(t)
 	slow := newHeldReceiver(t, http.StatusNoContent)
-	path := filepath.Join(t.TempDir(), "relay.yaml")
-	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
-	writeFront := func(tenants string) {
-		t.Helper()
-		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n  user: front\n  password: front-secret\n%s%s",
-			t.TempDir(), adminSecret, ns.ClientURL(), tenants, sinkFile)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFront(twoTenants)
-	front := startReloadableAs(t, path, roleSCIM, io.Discard)
-	cliConf := cliConfig(t, front, adminSecret)
-	var workers []*relayProc
-	for range 2 {
-		cfg := testConfig(t, t.TempDir())
-		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "worker", "worker-secret"
-		withSink(cfg, "crm", slow.URL, func(s *config.Sink) { s.Concurrency, s.Timeout = 1, config.Duration(5*time.Minute) })
-		workers = append(workers, startRelay(t, cfg, roleSinks))
-	}
+	front, workers, purge := purgeAcrossProcesses(t, natsWithWorkerUser(t), slow, 2)
 	// Both workers have taken their share of the partitions: no hand-over
 	// comes while deliveries are held.
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -566,13 +586,7 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 		}
 		return nil
 	})
-	writeFront("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
-	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK {
-		t.Fatalf("reload removing globex: %d %s %s", code, stdout, stderr)
-	}
-	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConf); code != exitOK {
-		t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
-	}
+	purge()
 	slow.release()
 	front.createUser(t, "ann")
 	purged := func() float64 {
@@ -594,5 +608,64 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 		if n := metric(t, w, "scimrelay_sink_events_total", "outcome", "purged"); n == 0 {
 			t.Errorf("worker %d dropped none of what it held", i+1)
 		}
+	}
+}
+
+// TestPurgeWaitsOutAWorkerThatCannotReadTheNotices: a worker that holds a
+// tenant's events behind a slow receiver and cannot read the purge's
+// notice (here its NATS user loses the read of the workers' stream, while
+// its announcements still go through) delivers none of them after the
+// purge said it was done, past the one under way: it renews its lease only
+// by a heartbeat that read the notices, so it stopped delivering before
+// the purge's wait for the workers ended. Before, the announcement alone
+// renewed the lease, and the worker delivered all it held. Once it can
+// read again it delivers the other tenant's events.
+func TestPurgeWaitsOutAWorkerThatCannotReadTheNotices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a front end and a worker on an external NATS")
+	}
+	ns, workerMay := natsWithWorkerUserToChange(t)
+	slow := newHeldReceiver(t, http.StatusNoContent)
+	front, workers, purge := purgeAcrossProcesses(t, ns, slow, 1)
+	worker := workers[0]
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := metric(t, worker, "scimrelay_sink_partitions"); n != float64(events.DefaultPartitions) {
+			return fmt.Errorf("the worker owns %v partitions", n)
+		}
+		return worker.srv.sinks.Ready(t.Context())
+	})
+	const users = 20
+	for i := range users {
+		front.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := front.srv.sinks.Status(t.Context(), "crm")
+		if err != nil || st.Pending != 0 || st.InFlight != users || slow.delivered("globex") != 1 {
+			return fmt.Errorf("the worker holds %d events, %d wait in the stream, %d deliveries under way (%v)", st.InFlight, st.Pending, slow.delivered("globex"), err)
+		}
+		return nil
+	})
+	// The worker may announce itself, and no longer read the workers'
+	// stream, where the notices are.
+	workerMay(slices.DeleteFunc(slices.Clone(workerPublish), func(s string) bool { return s == "$JS.API.STREAM.INFO.SCIMRELAY_WORKERS" }))
+	purge()
+	if err := worker.srv.sinks.Ready(t.Context()); err == nil {
+		t.Error("the worker that cannot read the notices is still ready to deliver when the purge has ended")
+	}
+	slow.release()
+	workerMay(workerPublish)
+	front.createUser(t, "ann")
+	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if n := slow.delivered("acme"); n != 1 {
+			return fmt.Errorf("%d of acme's events reached the receiver", n)
+		}
+		st, err := front.srv.sinks.Status(t.Context(), "crm")
+		if err != nil || st.Pending != 0 || st.InFlight != 0 {
+			return fmt.Errorf("%d events wait in the stream, %d in the worker (%v)", st.Pending, st.InFlight, err)
+		}
+		return nil
+	})
+	if n := slow.delivered("globex"); n != 1 {
+		t.Fatalf("%d of the purged tenant's events reached the receiver; want the one under way", n)
 	}
 }

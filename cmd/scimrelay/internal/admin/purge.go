@@ -147,11 +147,11 @@ const maxStreamPurge = 2 * time.Minute
 
 // Purge deletes what tenant, which Begin marked, left: its NATS
 // subscribers first (their connections close, their consumers go), then
-// its data in the data file, then it tells the delivery workers to
-// deliver none of its events (sinks.Manager.AnnouncePurge: those they
-// took from the stream already), then its events in the stream (once the
-// publisher has let go of every outbox row it read: none of the tenant's
-// is published after) and its delivery attempts; it counts the dead
+// its data in the data file; once the publisher has let go of every
+// outbox row it read (none of the tenant's is published after), it tells
+// the delivery workers to deliver none of its events
+// (sinks.Manager.AnnouncePurge: those they took from the stream already),
+// then purges its events in the stream and its delivery attempts; it counts the dead
 // letters it leaves, and ends the purge. Stopped half-way, run again it
 // finishes, and counts what that run deleted.
 func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(PurgeResult)) (PurgeResult, error) {
@@ -191,6 +191,14 @@ func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(P
 	if err != nil {
 		return res, err
 	}
+	// None of the tenant's outbox rows is left; the publisher finishes the
+	// window it was sending, so none of its events reaches the stream
+	// after the purge. Before the workers' notice, so that the stream's
+	// purge follows the notice's wait at once, well before the notice ages
+	// out (a worker started meanwhile reads it).
+	if p.publisher != nil {
+		p.publisher.AwaitWindow()
+	}
 	if p.sinks != nil {
 		// Before the stream's purge: what a worker took from the stream
 		// already is not delivered once it has read this.
@@ -204,9 +212,6 @@ func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(P
 		}
 	}
 	report(stepStreams)
-	if p.publisher != nil {
-		p.publisher.AwaitWindow()
-	}
 	for _, s := range []struct {
 		stream, filter string
 		n              *uint64
