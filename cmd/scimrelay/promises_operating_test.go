@@ -333,9 +333,12 @@ var metricsOfTheirOwnTest = map[string]string{
 // summary and a description, and whose expressions name only metrics
 // README's Metrics paragraph names (which TestMetricsTheREADMENames
 // finds in a live relay's scrape, with their labels); a label a rule
-// groups by or reads is one README gives its metric. So a metric renamed
-// in the code fails here too. It covers each metric README says to alert
-// on.
+// reads is one README gives its metric. An aggregation is "without" the
+// per-process labels (instance, pod) and labels of the metric's own,
+// never "by" a list, which would drop the labels that tell installations
+// apart (job, namespace, cluster) and merge two releases' alerts; a label
+// the annotations read is not dropped. So a metric renamed in the code
+// fails here too. It covers each metric README says to alert on.
 func TestAlertRulesNameREADMEMetrics(t *testing.T) {
 	paragraph := operatingParagraph(t, "**Metrics**", "*Renamed in this release*")
 	documented := map[string][]string{}
@@ -366,7 +369,9 @@ func TestAlertRulesNameREADMEMetrics(t *testing.T) {
 		t.Fatalf("alerts.yaml: %v", err)
 	}
 	named := regexp.MustCompile(`scimrelay_[a-z_]+`)
-	labelUse := regexp.MustCompile(`(?:by \(([a-z_, ]+)\)|\$labels\.([a-z_]+)|[{,] *([a-z_]+) *[=!]~?")`)
+	labelUse := regexp.MustCompile(`(?:\$labels\.([a-z_]+)|[{,] *([a-z_]+) *[=!]~?")`)
+	aggregation := regexp.MustCompile(`\b(by|without) *\(([a-z_, ]*)\)`)
+	perProcess := []string{"instance", "pod"} // what one installation spreads series over
 	alerted := map[string]bool{}
 	for _, g := range file.Groups {
 		for _, r := range g.Rules {
@@ -388,11 +393,31 @@ func TestAlertRulesNameREADMEMetrics(t *testing.T) {
 				t.Errorf("%s: %s is not in README's Metrics paragraph", r.Alert, metrics[0])
 			}
 			alerted[metrics[0]] = true
-			for _, use := range labelUse.FindAllStringSubmatch(r.Expr+" "+r.Annotations["summary"]+" "+r.Annotations["description"], -1) {
-				for _, l := range strings.Split(use[1]+use[2]+use[3], ",") {
-					if l = strings.TrimSpace(l); l != "" && l != "outcome" && l != "status" && !slices.Contains(labels, l) {
-						t.Errorf("%s: label %q is not one README gives %s (%v)", r.Alert, l, metrics[0], labels)
+			// An aggregation drops only what one installation spreads
+			// series over, and labels of the metric's own: never "by" a
+			// list, which would drop job, namespace, cluster and the
+			// like, and merge two installations' alerts.
+			var dropped []string
+			for _, agg := range aggregation.FindAllStringSubmatch(r.Expr, -1) {
+				if agg[1] == "by" {
+					t.Errorf("%s: %q aggregates by a list, dropping the labels that tell installations apart; use without", r.Alert, agg[0])
+					continue
+				}
+				for _, l := range strings.Split(agg[2], ",") {
+					l = strings.TrimSpace(l)
+					if !slices.Contains(perProcess, l) && !slices.Contains(labels, l) {
+						t.Errorf("%s: %q drops %q, neither a per-process label %v nor one README gives %s (%v)", r.Alert, agg[0], l, perProcess, metrics[0], labels)
 					}
+					dropped = append(dropped, l)
+				}
+			}
+			for _, use := range labelUse.FindAllStringSubmatch(r.Expr+" "+r.Annotations["summary"]+" "+r.Annotations["description"], -1) {
+				l := use[1] + use[2]
+				if !slices.Contains(labels, l) {
+					t.Errorf("%s: label %q is not one README gives %s (%v)", r.Alert, l, metrics[0], labels)
+				}
+				if use[1] != "" && slices.Contains(dropped, l) {
+					t.Errorf("%s: the annotations read label %q, which the expression drops", r.Alert, l)
 				}
 			}
 		}
