@@ -276,10 +276,11 @@ func chaosReadStream(t *testing.T, urls string) (map[string]streamMsg, uint64) {
 	})
 	last := info.State.LastSeq
 	out := map[string]streamMsg{}
-	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var oc jetstream.Consumer
+	eventstest.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() (err error) {
+		oc, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		return err // JetStream may answer 503 for a moment after a quorum loss
+	})
 	var seen uint64
 	for empty := 0; seen < last && empty < 10; {
 		b, err := oc.Fetch(500, jetstream.FetchMaxWait(time.Second))
