@@ -603,16 +603,24 @@ func (h *Handler) createResource(ctx context.Context, c *call, body []byte) (*Re
 	return created.Resource, nil
 }
 
-func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error {
+// writeRequest reads what a PUT or PATCH of a resource brings: its
+// precondition, the attributes its answer is to show (refused before
+// anything is written) and its body.
+func (h *Handler) writeRequest(w http.ResponseWriter, r *http.Request, c *call) (Precondition, *Projection, []byte, error) {
 	ifMatch, err := writePrecondition(r)
 	if err != nil {
-		return err
+		return ifMatch, nil, nil, err
 	}
-	proj, err := projectionOf(c.rt, r) // refused before anything is written
+	proj, err := projectionOf(c.rt, r)
 	if err != nil {
-		return err
+		return ifMatch, nil, nil, err
 	}
 	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
+	return ifMatch, proj, body, err
+}
+
+func (h *Handler) replace(w http.ResponseWriter, r *http.Request, c *call) error {
+	ifMatch, proj, body, err := h.writeRequest(w, r, c)
 	if err != nil {
 		return err
 	}
@@ -665,15 +673,7 @@ func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifM
 }
 
 func (h *Handler) patch(w http.ResponseWriter, r *http.Request, c *call) error {
-	ifMatch, err := writePrecondition(r)
-	if err != nil {
-		return err
-	}
-	proj, err := projectionOf(c.rt, r) // refused before anything is written
-	if err != nil {
-		return err
-	}
-	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
+	ifMatch, proj, body, err := h.writeRequest(w, r, c)
 	if err != nil {
 		return err
 	}
