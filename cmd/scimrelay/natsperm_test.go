@@ -10,14 +10,19 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
@@ -259,36 +264,79 @@ func TestSinkWorkerStreamGauges(t *testing.T) {
 // permission, and worker, with README's row for a sink worker
 // (workerPublish).
 func natsWithWorkerUser(t *testing.T) *natsserver.Server {
-	ns, _ := natsWithWorkerUserToChange(t)
-	return ns
-}
-
-// natsWithWorkerUserToChange is natsWithWorkerUser, and a function that
-// gives the worker user other publish permissions while it is connected:
-// a configuration reload, which nats-server applies to the connections
-// open.
-func natsWithWorkerUserToChange(t *testing.T) (*natsserver.Server, func(publish []string)) {
-	users := func(publish []string) []*natsserver.User {
-		return []*natsserver.User{
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
+		o.Users = []*natsserver.User{
 			{Username: "front", Password: "front-secret"},
 			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
-				Publish:   &natsserver.SubjectPermission{Allow: publish},
+				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
 				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
 			}},
 		}
-	}
-	var opts *natsserver.Options
-	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
-		o.Users = users(workerPublish)
-		opts = o
 	})
-	return ns, func(publish []string) {
+	return ns
+}
+
+// externalNATSWithWorkerUser runs natsWithWorkerUser's two users on a
+// nats-server of its own process, and returns its client URL and a
+// function that gives the worker user other publish permissions while it
+// is connected: the configuration file rewritten and reloaded (SIGHUP),
+// which nats-server applies to the connections open. In a process of its
+// own because nats-server's reload races with its own direct gets, which
+// the race detector reports in the test's process.
+func externalNATSWithWorkerUser(t *testing.T) (string, func(publish []string)) {
+	t.Helper()
+	bin := natsServerBin(t)
+	conf, store, addr := filepath.Join(t.TempDir(), "nats.conf"), t.TempDir(), freeAddr(t)
+	write := func(publish []string) {
 		t.Helper()
-		next := opts.Clone()
-		next.Users = users(publish)
-		if err := ns.ReloadOptions(next); err != nil {
-			t.Fatalf("reloading NATS with the worker's new permissions: %v", err)
+		quoted := make([]string, len(publish))
+		for i, s := range publish {
+			quoted[i] = strconv.Quote(s)
 		}
+		allow := "[" + strings.Join(quoted, ", ") + "]"
+		text := fmt.Sprintf(`listen: %q
+jetstream {store_dir: %q}
+authorization {users: [
+  {user: front, password: front-secret}
+  {user: worker, password: worker-secret, permissions: {publish: {allow: %s}, subscribe: {allow: ["_INBOX.>"]}}}
+]}
+`, addr, store, allow)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(workerPublish)
+	p := runProcess(t, bin, []string{"-c", conf})
+	url := "nats://" + addr
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-p.exited:
+			t.Fatalf("nats-server exited: %v\n%s", p.err, p.stderr)
+		default:
+		}
+		nc, err := nats.Connect(url, nats.UserInfo("front", "front-secret"))
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	})
+	reloads := 0
+	return url, func(publish []string) {
+		t.Helper()
+		write(publish)
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		reloads++
+		eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			if strings.Contains(p.stderr.String(), "Failed to reload") {
+				t.Fatalf("nats-server did not reload its configuration:\n%s", p.stderr)
+			}
+			if n := strings.Count(p.stderr.String(), "Reloaded server configuration"); n < reloads {
+				return fmt.Errorf("nats-server has reloaded its configuration %d times, want %d:\n%s", n, reloads, p.stderr)
+			}
+			return nil
+		})
 	}
 }
 

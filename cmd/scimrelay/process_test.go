@@ -30,34 +30,55 @@ import (
 // because what they check (SIGKILL, SIGTERM, a second process on the same
 // data) cannot happen inside the test's own process.
 
+// built is a binary go build made once per test run.
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	relayBinary      built
+	natsServerBinary built
 )
 
 // binary builds scimrelay once per test run.
 func binary(t *testing.T) string {
 	t.Helper()
+	return relayBinary.get(t, "scimrelay", ".")
+}
+
+// natsServerBin builds the nats-server go.mod names once per test run, for a
+// test that reloads a server's configuration: nats-server cannot do that
+// in the test's own process under the race detector (its reload writes
+// the options its direct gets read unlocked).
+func natsServerBin(t *testing.T) string {
+	t.Helper()
+	return natsServerBinary.get(t, "nats-server", "github.com/nats-io/nats-server/v2")
+}
+
+// get builds pkg into a binary named name the first time it is called.
+func (b *built) get(t *testing.T, name, pkg string) string {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("builds and runs the binary")
+		t.Skip("builds and runs " + name)
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "scimrelay-bin")
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", name+"-bin")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "scimrelay")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		b.path = filepath.Join(dir, name)
+		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 func freeAddr(t *testing.T) string {
@@ -116,7 +137,14 @@ type proc struct {
 // environment.
 func startProcess(t *testing.T, bin, configPath string, env ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, "serve", "--config", configPath), stderr: &eventstest.Log{}, exited: make(chan struct{})}
+	return runProcess(t, bin, []string{"serve", "--config", configPath}, env...)
+}
+
+// runProcess runs bin with args, with env added to the test's environment,
+// until the test ends.
+func runProcess(t *testing.T, bin string, args []string, env ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), stderr: &eventstest.Log{}, exited: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr, p.cmd.Stdout = p.stderr, p.stderr
 	if err := p.cmd.Start(); err != nil {

@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/config"
@@ -515,14 +514,14 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 // at a time, and n delivery workers of the sink (user worker), the shape
 // deployed. purge removes globex from the front end's relay.yaml, reloads
 // it and purges the tenant.
-func purgeAcrossProcesses(t *testing.T, ns *natsserver.Server, slow *heldReceiver, n int) (front *relayProc, workers []*relayProc, purge func()) {
+func purgeAcrossProcesses(t *testing.T, natsURL string, slow *heldReceiver, n int) (front *relayProc, workers []*relayProc, purge func()) {
 	t.Helper()
 	path, dataDir := filepath.Join(t.TempDir(), "relay.yaml"), t.TempDir()
 	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
 	writeFront := func(tenants string) {
 		t.Helper()
 		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n  user: front\n  password: front-secret\n%s%s",
-			dataDir, adminSecret, ns.ClientURL(), tenants, sinkFile)
+			dataDir, adminSecret, natsURL, tenants, sinkFile)
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -532,7 +531,7 @@ func purgeAcrossProcesses(t *testing.T, ns *natsserver.Server, slow *heldReceive
 	cliConf := cliConfig(t, front, adminSecret)
 	for range n {
 		cfg := testConfig(t, t.TempDir())
-		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "worker", "worker-secret"
+		cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = natsURL, "worker", "worker-secret"
 		withSink(cfg, "crm", slow.URL, func(s *config.Sink) { s.Concurrency, s.Timeout = 1, config.Duration(5*time.Minute) })
 		workers = append(workers, startRelay(t, cfg, roleSinks))
 	}
@@ -559,7 +558,7 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 		t.Skip("two workers on an external NATS")
 	}
 	slow := newHeldReceiver(t, http.StatusNoContent)
-	front, workers, purge := purgeAcrossProcesses(t, natsWithWorkerUser(t), slow, 2)
+	front, workers, purge := purgeAcrossProcesses(t, natsWithWorkerUser(t).ClientURL(), slow, 2)
 	// Both workers have taken their share of the partitions: no hand-over
 	// comes while deliveries are held.
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -624,9 +623,9 @@ func TestPurgeWaitsOutAWorkerThatCannotReadTheNotices(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a front end and a worker on an external NATS")
 	}
-	ns, workerMay := natsWithWorkerUserToChange(t)
+	natsURL, workerMay := externalNATSWithWorkerUser(t)
 	slow := newHeldReceiver(t, http.StatusNoContent)
-	front, workers, purge := purgeAcrossProcesses(t, ns, slow, 1)
+	front, workers, purge := purgeAcrossProcesses(t, natsURL, slow, 1)
 	worker := workers[0]
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if n := metric(t, worker, "scimrelay_sink_partitions"); n != float64(events.DefaultPartitions) {
