@@ -509,7 +509,7 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	})
 }
 
-// purgeAcrossProcesses starts, on ns, a front end (user front) with
+// purgeAcrossProcesses starts, on the NATS at natsURL, a front end (user front) with
 // tenants acme and globex and sink crm, which delivers to slow one event
 // at a time, and n delivery workers of the sink (user worker), the shape
 // deployed. purge removes globex from the front end's relay.yaml, reloads
@@ -548,7 +548,7 @@ func purgeAcrossProcesses(t *testing.T, natsURL string, slow *heldReceiver, n in
 }
 
 // TestPurgeStopsDeliveryAcrossWorkers: the same in the shape deployed, a
-// front end and two delivery workers, each a process of its own, on an
+// front end and two delivery workers, each a relay of its own, on an
 // external NATS where the workers have exactly their permission row
 // (README, Who can reach what): each worker reads the purge's notice and
 // delivers none of what it holds of the tenant, past the deliveries under
