@@ -509,12 +509,12 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	})
 }
 
-// purgeAcrossProcesses starts, on the NATS at natsURL, a front end (user front) with
+// purgeAcrossRelays starts, on the NATS at natsURL, a front end (user front) with
 // tenants acme and globex and sink crm, which delivers to slow one event
 // at a time, and n delivery workers of the sink (user worker), the shape
 // deployed. purge removes globex from the front end's relay.yaml, reloads
 // it and purges the tenant.
-func purgeAcrossProcesses(t *testing.T, natsURL string, slow *heldReceiver, n int) (front *relayProc, workers []*relayProc, purge func()) {
+func purgeAcrossRelays(t *testing.T, natsURL string, slow *heldReceiver, n int) (front *relayProc, workers []*relayProc, purge func()) {
 	t.Helper()
 	path, dataDir := filepath.Join(t.TempDir(), "relay.yaml"), t.TempDir()
 	sinkFile := "sinks:\n" + sinkYAML("crm", slow.URL) + "    concurrency: 1\n    timeout: 5m\n"
@@ -558,7 +558,7 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 		t.Skip("two workers on an external NATS")
 	}
 	slow := newHeldReceiver(t, http.StatusNoContent)
-	front, workers, purge := purgeAcrossProcesses(t, natsWithWorkerUser(t).ClientURL(), slow, 2)
+	front, workers, purge := purgeAcrossRelays(t, natsWithWorkerUser(t).ClientURL(), slow, 2)
 	// Both workers have taken their share of the partitions: no hand-over
 	// comes while deliveries are held.
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -625,7 +625,7 @@ func TestPurgeWaitsOutAWorkerThatCannotReadTheNotices(t *testing.T) {
 	}
 	natsURL, workerMay := externalNATSWithWorkerUser(t)
 	slow := newHeldReceiver(t, http.StatusNoContent)
-	front, workers, purge := purgeAcrossProcesses(t, natsURL, slow, 1)
+	front, workers, purge := purgeAcrossRelays(t, natsURL, slow, 1)
 	worker := workers[0]
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if n := metric(t, worker, "scimrelay_sink_partitions"); n != float64(events.DefaultPartitions) {
