@@ -35,9 +35,10 @@ close and their consumers go, as with subscriber remove), its provisioning
 log entries, its events not yet published (they never will be), its events
 in the stream SCIMRELAY, the delivery attempts of its events, and its dead
 letters in every sink's queue. Before it purges the stream it tells the
-delivery workers, and waits 3 s for them to read it: they then deliver none
-of the tenant's events they had taken already (one under way ends as it
-would have). It keeps the last sequence number the
+delivery workers, and waits 9 s, a worker's lease, after which a worker
+that has not read it has stopped delivering: they then deliver none of the
+tenant's events they had taken already (one under way ends as it would
+have). It keeps the last sequence number the
 tenant's events reached: a tenant added again under the name continues
 after it. Backups taken before keep what they hold.
 
