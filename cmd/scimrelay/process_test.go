@@ -57,6 +57,21 @@ func natsServerBin(t *testing.T) string {
 	return natsServerBinary.get(t, "nats-server", "github.com/nats-io/nats-server/v2")
 }
 
+// TestMain removes the binaries the tests built once they have run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	relayBinary.remove()
+	natsServerBinary.remove()
+	os.Exit(code)
+}
+
+// remove deletes the binary's directory, if it was built.
+func (b *built) remove() {
+	if b.path != "" {
+		_ = os.RemoveAll(filepath.Dir(b.path))
+	}
+}
+
 // get builds pkg into a binary named name the first time it is called.
 func (b *built) get(t *testing.T, name, pkg string) string {
 	t.Helper()
