@@ -23,6 +23,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary the tests built once they have run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // scimrelay builds the binary once per test run: the deployment files are
 // checked against the real command line, not a copy of its rules.
 func scimrelay(t *testing.T) string {
