@@ -47,15 +47,25 @@ func (m *Manager) AnnouncePurge(ctx context.Context, tenant string, seq uint64) 
 	if !events.ValidName(tenant) {
 		return fmt.Errorf("telling the delivery workers that tenant %q is purged: not a tenant name", tenant)
 	}
-	if _, err := m.o.JS.Publish(ctx, purgedSubjectRoot+tenant+"."+strconv.FormatUint(seq, 10), nil); err != nil {
-		return fmt.Errorf("telling the delivery workers that tenant %s is purged: %w", tenant, err)
+	notice := func() error {
+		if _, err := m.o.JS.Publish(ctx, purgedSubjectRoot+tenant+"."+strconv.FormatUint(seq, 10), nil); err != nil {
+			return fmt.Errorf("telling the delivery workers that tenant %s is purged: %w", tenant, err)
+		}
+		return nil
+	}
+	if err := notice(); err != nil {
+		return err
 	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(m.shared.t.lease + time.Second):
-		return nil
 	}
+	// Written again as the wait ends, so that the notice lives its whole
+	// memberTTL from now: the stream's purge, which follows, has that long
+	// before a worker that starts meanwhile could miss both the notice and
+	// the purge.
+	return notice()
 }
 
 // purgedTenants is what a worker read of the purge notices: each purged

@@ -3,9 +3,11 @@
 package sinks
 
 import (
+	"errors"
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -74,6 +76,38 @@ func TestPurgeNoticesAreRead(t *testing.T) {
 		if c := w.purgedCovers(e); c != tc.covers {
 			t.Errorf("a worker whose notices aged out: an event of %s numbered %d covered %v, want %v", tc.tenant, tc.seq, c, tc.covers)
 		}
+	}
+}
+
+// TestPurgeNoticeOutlivesTheWait: AnnouncePurge returns a worker's lease
+// after it wrote the notice, and writes it again as it returns, so that
+// the notice lives its whole member age from then on: the stream's purge,
+// which follows, has that long before a worker that starts meanwhile could
+// miss both the notice and the purge.
+func TestPurgeNoticeOutlivesTheWait(t *testing.T) {
+	_, _, js := natsServer(t)
+	m, _ := runManager(t, Options{JS: js, Heartbeat: fastHeartbeat})
+	began := time.Now()
+	if err := m.AnnouncePurge(t.Context(), "globex", 41); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	if waited, lease := ended.Sub(began), timingFor(fastHeartbeat).lease; waited < lease {
+		t.Fatalf("AnnouncePurge returned after %v, before a worker's lease (%v)", waited, lease)
+	}
+	workers, err := js.Stream(t.Context(), WorkersStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := workers.GetLastMsgForSubject(t.Context(), purgedSubjectRoot+"globex.41")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatal("the notice aged out of the workers' stream during the wait: it was not written again as the wait ended")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := last.Time; stored.Before(began.Add(timingFor(fastHeartbeat).lease)) {
+		t.Fatalf("the notice was last written %v after the purge began; want at the end of the wait, %v after", stored.Sub(began), ended.Sub(began))
 	}
 }
 
