@@ -28,10 +28,11 @@ import (
 // nothing once its lease has run out, so the purge waits a lease (and a
 // second) after the notice is stored: by then every worker that still
 // delivers has read it. A notice stays in the stream for its memberTTL,
-// longer than that; the worker keeps what it read until it stops, and one
-// that starts later finds none of the tenant's events in the stream. Sink
-// names begin with a letter or digit, so no sink's announcements share
-// the subjects.
+// and the purge writes it again as its wait ends, so that it outlives the
+// stream's purge that follows; the worker keeps what it read until it
+// stops, and one that starts later finds none of the tenant's events in
+// the stream. Sink names begin with a letter or digit, so no sink's
+// announcements share the subjects.
 const purgedSubjectRoot = workersSubjectRoot + "_purged."
 
 // AnnouncePurge tells every delivery worker, of every sink and process

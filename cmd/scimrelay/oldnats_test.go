@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -33,11 +32,7 @@ func TestOlderNATSIsRefusedAtStart(t *testing.T) {
 		t.Skipf("set %s to an older nats-server, e.g. GOBIN=/tmp/oldnats go install github.com/nats-io/nats-server/v2@v2.10.22 (.ci/run does)", oldNATSEnv)
 	}
 	port := eventstest.FreePort(t)
-	ns := exec.Command(bin, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir())
-	if err := ns.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Process.Kill(); _ = ns.Wait() })
+	runProcess(t, bin, []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir()})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		c, err := net.Dial("tcp", addr)

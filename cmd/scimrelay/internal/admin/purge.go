@@ -194,8 +194,8 @@ func (p *TenantPurger) Purge(ctx context.Context, tenant string, progress func(P
 	// None of the tenant's outbox rows is left; the publisher finishes the
 	// window it was sending, so none of its events reaches the stream
 	// after the purge. Before the workers' notice, so that the stream's
-	// purge follows the notice's wait at once, well before the notice ages
-	// out (a worker started meanwhile reads it).
+	// purge follows the notice's wait at once, while the notice is in the
+	// workers' stream (a worker started meanwhile reads it).
 	if p.publisher != nil {
 		p.publisher.AwaitWindow()
 	}
