@@ -105,7 +105,8 @@ func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 
 // StorageStats describes the space the data file takes, by bucket.
 type StorageStats struct {
-	// FileBytes is the size of the data file; it includes free pages.
+	// FileBytes is the size of the data file on disk (FileSpace): its
+	// free pages included, and the room bbolt grew it by ahead of them.
 	FileBytes int64 `json:"file_bytes"`
 	// FreeBytes is the size of its free pages: what the relay reuses
 	// before the file grows, and what scimrelay compact gives back.
@@ -142,7 +143,6 @@ func (s *Store) FileSpace() (file, free int64, err error) {
 func (s *Store) StorageStats() (StorageStats, error) {
 	var out StorageStats
 	err := s.db.View(func(tx *bolt.Tx) error {
-		out.FileBytes = tx.Size()
 		add := func(name string, b *bolt.Bucket) {
 			st := b.Stats()
 			out.Buckets = append(out.Buckets, BucketStats{
@@ -166,7 +166,7 @@ func (s *Store) StorageStats() (StorageStats, error) {
 		})
 	})
 	if err == nil {
-		_, out.FreeBytes, err = s.FileSpace()
+		out.FileBytes, out.FreeBytes, err = s.FileSpace()
 	}
 	if err != nil {
 		return StorageStats{}, fmt.Errorf("reading the data file's statistics: %w", err)
