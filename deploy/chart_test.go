@@ -1189,3 +1189,72 @@ secret:
 		}
 	}
 }
+
+// TestChartMaintenance: scim.maintenance=true runs scimrelay maintenance in
+// the front end's pod instead of the relay: no ports, so the Services route
+// nothing to it, and no probes (it answers none); everything a restore or
+// a compaction run in it through kubectl exec uses is the relay's (image,
+// the data volume's claim and mount, relay.yaml, environment, user); the
+// workers are left as they were. NOTES.txt gives the commands, which
+// scimrelay takes, in that pod, on the relay's relay.yaml.
+func TestChartMaintenance(t *testing.T) {
+	normal := mustRender(t, "scimrelay", "")
+	files, err := render(t, "scimrelay", "scim:\n  maintenance: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, files)
+	pod, was := m.podOf(t, "scim"), normal.podOf(t, "scim")
+	c, r := pod.Spec.Containers[0], was.Spec.Containers[0]
+	checkCommandLine(t, "the maintenance pod", c.Args)
+	if !slices.Equal(c.Args, []string{"maintenance"}) {
+		t.Errorf("with scim.maintenance the front end's pod runs %q", c.Args)
+	}
+	if len(c.Ports) != 0 || c.StartupProbe != nil || c.LivenessProbe != nil || c.ReadinessProbe != nil {
+		t.Errorf("the maintenance pod declares ports %+v and probes %v %v %v; want none", c.Ports, c.StartupProbe, c.LivenessProbe, c.ReadinessProbe)
+	}
+	for _, svc := range m.services {
+		for _, p := range svc.Spec.Ports {
+			if p.TargetPort.Type != intstr.String {
+				t.Errorf("Service %s targets port %s by number: it would route to the maintenance pod", svc.Name, p.TargetPort.String())
+			}
+		}
+	}
+	if c.Image != r.Image || !reflect.DeepEqual(c.VolumeMounts, r.VolumeMounts) || !reflect.DeepEqual(c.EnvFrom, r.EnvFrom) || !reflect.DeepEqual(c.Env, r.Env) ||
+		!reflect.DeepEqual(c.SecurityContext, r.SecurityContext) || !reflect.DeepEqual(pod.Spec.SecurityContext, was.Spec.SecurityContext) || !reflect.DeepEqual(pod.Spec.Volumes, was.Spec.Volumes) {
+		t.Errorf("the maintenance pod is not the relay's in what restore and compact use:\n%+v\n%+v", pod.Spec, was.Spec)
+	}
+	sts, before := m.statefulSets[0], normal.statefulSets[0]
+	if sts.Name != before.Name || !reflect.DeepEqual(sts.Spec.VolumeClaimTemplates, before.Spec.VolumeClaimTemplates) {
+		t.Errorf("the maintenance StatefulSet %s does not keep the relay's %s and its claims", sts.Name, before.Name)
+	}
+	if workers := m.podOf(t, "sinks"); !reflect.DeepEqual(workers, normal.podOf(t, "sinks")) {
+		t.Errorf("scim.maintenance changed the workers' pod: %+v", workers.Spec)
+	}
+
+	notes := files["scimrelay/templates/NOTES.txt"]
+	if strings.Contains(files["scimrelay/templates/NOTES.txt"], "MAINTENANCE") == strings.Contains(mustRenderNotes(t, ""), "MAINTENANCE") {
+		t.Error("NOTES.txt says MAINTENANCE in both renders or in neither")
+	}
+	execs := regexp.MustCompile(`kubectl -n (\S+) exec (?:-i )?(\S+) -- scimrelay ([^<\n]+)`).FindAllStringSubmatch(notes, -1)
+	if len(execs) != 2 {
+		t.Fatalf("NOTES.txt gives %d kubectl exec commands; want restore and compact:\n%s", len(execs), notes)
+	}
+	for _, e := range execs {
+		args := strings.Fields(e[3])
+		checkCommandLine(t, "NOTES.txt's "+args[0], args)
+		if e[1] != "scimrelay" || e[2] != sts.Name+"-0" || flagValue(args, "--config") != flagValue(r.Args, "--config") {
+			t.Errorf("NOTES.txt runs %s in %s/%s on %s; the pod is scimrelay/%s-0, the relay's relay.yaml %s", args[0], e[1], e[2], flagValue(args, "--config"), sts.Name, flagValue(r.Args, "--config"))
+		}
+	}
+}
+
+// mustRenderNotes is NOTES.txt as rendered with values.
+func mustRenderNotes(t *testing.T, values string) string {
+	t.Helper()
+	files, err := render(t, "scimrelay", values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files["scimrelay/templates/NOTES.txt"]
+}

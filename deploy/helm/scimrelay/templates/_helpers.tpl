@@ -292,10 +292,19 @@ containers:
   - name: scimrelay
     image: {{ include "scimrelay.image" $ | quote }}
     imagePullPolicy: {{ $.Values.image.pullPolicy }}
+    {{- if and (eq .role "scim") $values.maintenance }}
+    # scim.maintenance: the relay is stopped; restore or compact run
+    # beside this process through kubectl exec. No ports, so the Services
+    # send nothing to the pod (an ingress answers 503, and Entra retries),
+    # and no probes.
+    args: ["maintenance"]
+    {{- else }}
     args: ["serve", "--role", {{ .role | quote }}, "--config", "{{ include "scimrelay.configDir" $ }}/relay.yaml"]
+    {{- end }}
     envFrom:
       - secretRef:
           name: {{ include "scimrelay.secretName" . }}
+    {{- if not (and (eq .role "scim") $values.maintenance) }}
     ports:
       {{- if eq .role "scim" }}
       - name: scim
@@ -314,6 +323,7 @@ containers:
     readinessProbe:
       httpGet: {path: /readyz, port: admin}
       {{- toYaml $.Values.probes.readiness | nindent 6 }}
+    {{- end }}
     resources:
       {{- toYaml $values.resources | nindent 6 }}
     securityContext:
