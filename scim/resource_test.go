@@ -273,3 +273,57 @@ func TestExtensionsListedInSchemas(t *testing.T) {
 		})
 	}
 }
+
+// TestBinaryAndReferenceValuesAreCaseExact: RFC 7643 §2.3.6 "A binary is
+// case exact" and §2.3.7 "A reference is case exact" (erratum 6001 asks
+// §8.7.1's listing to say so). Two certificates, or two photo URLs, that
+// differ only in case are different values: a create keeps both, a
+// filter does not find one by the other, a PATCH removing one leaves the
+// other, and /Schemas says so.
+func TestBinaryAndReferenceValuesAreCaseExact(t *testing.T) {
+	// "QUJD" is base64 of "ABC"; "qujd" is another, equally valid, base64 text.
+	r, err := ParseResource(UserResourceType, []byte(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u",
+		"x509Certificates":[{"value":"QUJD"},{"value":"qujd"}],
+		"photos":[{"value":"https://cdn.example.com/p/Ab.png","type":"photo"},{"value":"https://cdn.example.com/p/aB.png","type":"photo"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"x509Certificates", "photos"} {
+		if list, _ := r.Attrs[name].([]any); len(list) != 2 {
+			t.Errorf("a create with two %s differing in case kept %v: one was merged away", name, r.Attrs[name])
+		}
+	}
+
+	u := fixture(t, UserResourceType, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"1","userName":"u",
+		"x509Certificates":[{"value":"qujd"}],"profileUrl":"https://example.com/Ann"}`)
+	for _, filter := range []string{`x509Certificates.value eq "QUJD"`, `profileUrl eq "https://example.com/ann"`} {
+		f, err := ParseFilter(UserResourceType, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Match(u) {
+			t.Errorf("%s matches a user who holds the value in another case", filter)
+		}
+	}
+	p, err := ParsePatch(UserResourceType, []byte(patchBody(`{"op":"remove","path":"x509Certificates[value eq \"QUJD\"]"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := p.Apply(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := up.Resource.Attrs["x509Certificates"]; !ok {
+		t.Error(`PATCH remove x509Certificates[value eq "QUJD"] removed the certificate "qujd"`)
+	}
+
+	for _, a := range []*Attribute{
+		UserResourceType.Schema.Attribute("x509Certificates").Sub("value"),
+		UserResourceType.Schema.Attribute("photos").Sub("value"),
+		UserResourceType.Schema.Attribute("profileUrl"),
+	} {
+		if !a.CaseExact {
+			t.Errorf("/Schemas says %s (%s) is not case exact", a.Name, a.Type)
+		}
+	}
+}

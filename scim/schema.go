@@ -149,7 +149,12 @@ func indexAttributes(attrs []*Attribute) map[string]*Attribute {
 // attr builds a single-valued, read-write, case-insensitive attribute returned by default;
 // the options below adjust it.
 func attr(name string, t Type, desc string, opts ...func(*Attribute)) *Attribute {
-	a := &Attribute{Name: name, Type: t, Description: desc, Mutability: ReadWrite, Returned: ReturnedDefault, Uniqueness: "none"}
+	a := &Attribute{Name: name, Type: t, Description: desc, Mutability: ReadWrite, Returned: ReturnedDefault, Uniqueness: "none",
+		// RFC 7643 §2.3.6 "A binary is case exact", §2.3.7 "A reference is
+		// case exact" (§8.7.1's listing says otherwise of
+		// x509Certificates.value, photos.value and profileUrl; erratum
+		// 6001): two certificates or URLs differing in case are two values.
+		CaseExact: t == Binary || t == Reference}
 	for _, o := range opts {
 		o(a)
 	}
@@ -208,7 +213,7 @@ var (
 		attr("resourceType", String, "The name of the resource type of the resource.", caseExact, readOnly),
 		attr("created", DateTime, "The DateTime that the resource was added to the service provider.", readOnly),
 		attr("lastModified", DateTime, "The most recent DateTime that the details of this resource were updated at the service provider.", readOnly),
-		attr("location", Reference, "The URI of the resource being returned.", caseExact, readOnly),
+		attr("location", Reference, "The URI of the resource being returned.", readOnly),
 		attr("version", String, "The version of the resource being returned.", caseExact, readOnly),
 	))
 	commonAttributes = indexAttributes([]*Attribute{idAttribute, externalIDAttribute, metaAttribute})
@@ -256,7 +261,7 @@ var UserResourceType = &ResourceType{
 		)),
 		attr("groups", Complex, "A list of groups to which the user belongs.", multi, readOnly, subs(
 			attr("value", String, "The identifier of the User's group.", caseExact),
-			attr("$ref", Reference, "The URI of the corresponding 'Group' resource to which the user belongs.", caseExact, refTypes("Group")),
+			attr("$ref", Reference, "The URI of the corresponding 'Group' resource to which the user belongs.", refTypes("Group")),
 			attr("display", String, "A human-readable name, primarily used for display purposes."),
 			attr("type", String, "A label indicating the attribute's function.", canonical("direct", "indirect")),
 		), readOnlySubs),
@@ -272,7 +277,7 @@ var UserResourceType = &ResourceType{
 		attr("department", String, "Identifies the name of a department."),
 		attr("manager", Complex, "The User's manager.", subs(
 			attr("value", String, "The id of the SCIM resource representing the User's manager.", caseExact),
-			attr("$ref", Reference, "The URI of the SCIM resource representing the User's manager.", caseExact, refTypes("User")),
+			attr("$ref", Reference, "The URI of the SCIM resource representing the User's manager.", refTypes("User")),
 			attr("displayName", String, "The displayName of the User's manager.", readOnly),
 		)),
 	)}},
@@ -288,7 +293,7 @@ var GroupResourceType = &ResourceType{
 		attr("displayName", String, "A human-readable name for the Group. Unique within a tenant, as Microsoft Entra ID requires for group matching.", required, serverUnique),
 		attr("members", Complex, "A list of members of the Group.", multi, subs(
 			attr("value", String, "Identifier of the member of this Group.", caseExact, immutable),
-			attr("$ref", Reference, "The URI corresponding to a SCIM resource that is a member of this Group.", caseExact, immutable, refTypes("User", "Group")),
+			attr("$ref", Reference, "The URI corresponding to a SCIM resource that is a member of this Group.", immutable, refTypes("User", "Group")),
 			attr("display", String, "A human-readable name, primarily used for display purposes.", immutable),
 			attr("type", String, "A label indicating the type of resource, e.g., 'User' or 'Group'.", immutable, canonical("User", "Group")),
 		)),
