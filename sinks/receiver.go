@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -90,7 +91,20 @@ func ReadDelivery(h http.Header, body []byte) ([]event.Event, error) {
 		}
 		return es, nil
 	}
-	req := &http.Request{Header: h, Body: io.NopCloser(bytes.NewReader(body))}
+	// A ce- header's value is percent-encoded (the HTTP binding, 3.1.3.2),
+	// which sdk-go does not decode. A sequence that is not an escape (a
+	// sender that did not encode) is read as it is.
+	decoded := h.Clone()
+	for name, vs := range decoded {
+		if isCEHeader(name) {
+			for i, v := range vs {
+				if u, err := url.PathUnescape(v); err == nil {
+					vs[i] = u
+				}
+			}
+		}
+	}
+	req := &http.Request{Header: decoded, Body: io.NopCloser(bytes.NewReader(body))}
 	e, err := binding.ToEvent(context.Background(), cehttp.NewMessageFromHttpRequest(req))
 	if err != nil {
 		return nil, fmt.Errorf("not a CloudEvent: %w", err)

@@ -484,6 +484,13 @@ func (w *Webhook) encode(ctx context.Context, e *event.Event) ([]byte, http.Head
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(e), req); err != nil {
 		return nil, nil, err
 	}
+	for name, vs := range req.Header {
+		if isCEHeader(name) {
+			for i, v := range vs {
+				vs[i] = percentEncode(v)
+			}
+		}
+	}
 	var body []byte
 	if req.Body != nil {
 		if body, err = io.ReadAll(req.Body); err != nil {
@@ -491,6 +498,32 @@ func (w *Webhook) encode(ctx context.Context, e *event.Event) ([]byte, http.Head
 		}
 	}
 	return body, req.Header, nil
+}
+
+// isCEHeader reports whether a header (its canonical name) carries a
+// CloudEvents attribute in binary mode.
+func isCEHeader(name string) bool { return strings.HasPrefix(name, "Ce-") }
+
+// percentEncode encodes a ce- header's value as the CloudEvents HTTP
+// binding asks (3.1.3.2, which sdk-go does not do): space, '"', '%' and
+// every byte outside printable ASCII as %XX, the bytes of its UTF-8. A
+// public_url with an escaped path or a non-ASCII host puts '%' in every
+// event's source, and a W3C tracestate may hold spaces.
+func percentEncode(v string) string {
+	i := strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '"' || r == '%' })
+	if i < 0 {
+		return v
+	}
+	var b strings.Builder
+	b.WriteString(v[:i])
+	for ; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // sign sets webhook-timestamp and webhook-signature for this attempt.
@@ -631,13 +664,18 @@ func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		switch {
-		case secs <= 0:
-			return 0
-		case secs > int64(maxRetryAfter/time.Second):
-			return maxRetryAfter // and no overflow multiplying it
-		}
+	secs, err := strconv.ParseInt(v, 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) && v[0] != '-':
+		// delay-seconds is 1*DIGIT (RFC 9110 10.2.3), of any length:
+		// past int64, still the longest wait asked for.
+		return maxRetryAfter
+	case err != nil:
+	case secs <= 0:
+		return 0
+	case secs > int64(maxRetryAfter/time.Second):
+		return maxRetryAfter // and no overflow multiplying it
+	default:
 		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {

@@ -153,6 +153,41 @@ func TestBinaryModeDelivery(t *testing.T) {
 	}
 }
 
+// TestBinaryModePercentEncodesCEHeaders: a ce- header's value is the
+// attribute percent-encoded (CloudEvents HTTP binding 3.1.3.2: space, '"',
+// '%' and everything outside printable ASCII), which sdk-go does not do.
+// A public_url with an escaped path or a non-ASCII host puts '%' in every
+// event's source, and a W3C tracestate may hold spaces and '%'; sent raw,
+// a receiver decoding as the binding says read another source than the
+// structured form's, or failed on the tracestate. ReadDelivery (scimrelay
+// receive) decodes them back to the event's attributes.
+func TestBinaryModePercentEncodesCEHeaders(t *testing.T) {
+	rc := newReceiver(t, nil)
+	e := testEvent(t, events.UserCreated, "u1", 1)
+	e.SetSource("https://rel%C3%A9.example.com/r%C3%A9lais/scim/v2/acme")
+	e.SetExtension("tracestate", `congo=t61 rcW%kgMzE,ro="é"`)
+	if res := webhook(t, rc.URL, nil).Deliver(ctx, e); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	r := rc.requests()[0]
+	for name, want := range map[string]string{
+		"Ce-Source":     "https://rel%25C3%25A9.example.com/r%25C3%25A9lais/scim/v2/acme",
+		"Ce-Tracestate": "congo=t61%20rcW%25kgMzE,ro=%22%C3%A9%22",
+		"Ce-Subject":    "Users/u1",
+	} {
+		if got := r.header.Get(name); got != want {
+			t.Errorf("%s: sent %q, want %q", name, got, want)
+		}
+	}
+	got, err := ReadDelivery(r.header, r.body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Source() != e.Source() || got[0].Extensions()["tracestate"] != e.Extensions()["tracestate"] {
+		t.Errorf("read back: source %q, tracestate %v; sent %q, %v", got[0].Source(), got[0].Extensions()["tracestate"], e.Source(), e.Extensions()["tracestate"])
+	}
+}
+
 func TestStructuredModeDelivery(t *testing.T) {
 	rc := newReceiver(t, nil)
 	e := testEvent(t, events.GroupMemberAdded, "g1", 1)
@@ -377,6 +412,29 @@ func FuzzRetryAfter(f *testing.F) {
 			t.Fatalf("retryAfter(%q) = %s, outside [0, %s]", s, d, maxRetryAfter)
 		}
 	})
+}
+
+// TestHugeRetryAfterIsCappedNotIgnored: Retry-After's delay-seconds is
+// 1*DIGIT, of any length (RFC 9110 10.2.3), and a long one is the least
+// the schedule waits, up to 24 h (README). One past int64 was read as no
+// Retry-After at all: the receiver that asked for the longest wait was
+// sent the request twice more at once and again 5 s later.
+func TestHugeRetryAfterIsCappedNotIgnored(t *testing.T) {
+	rc := newReceiver(t, nil)
+	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc.mu.Lock()
+		rc.got = append(rc.got, received{})
+		rc.mu.Unlock()
+		w.Header().Set("Retry-After", "99999999999999999999")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	res := webhook(t, rc.URL, nil).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.RetryAfter != maxRetryAfter || res.Attempts != 1 || len(rc.requests()) != 1 {
+		t.Fatalf("503 with Retry-After 99999999999999999999: RetryAfter %s after %d tries (%d requests); want %s after 1", res.RetryAfter, res.Attempts, len(rc.requests()), maxRetryAfter)
+	}
+	if d := retryAfter("-99999999999999999999", time.Now()); d != 0 {
+		t.Errorf("a negative Retry-After past int64 reads as %s; want none", d)
+	}
 }
 
 func BenchmarkSign(b *testing.B) {

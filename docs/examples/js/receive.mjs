@@ -52,8 +52,10 @@ function eventsOf(headers, body) {
       return body;
     case "application/cloudevents+json": // structured mode: the whole event
       return [body];
-    case "application/json": // binary mode: ce-* headers (node lowercases names), data as the body
-      return [{ id: headers["ce-id"], type: headers["ce-type"], subject: headers["ce-subject"], subjectseq: headers["ce-subjectseq"], data: body }];
+    case "application/json": { // binary mode: ce-* headers (node lowercases names), percent-encoded, data as the body
+      const ce = (name) => decodeURIComponent(headers["ce-" + name] ?? "");
+      return [{ id: ce("id"), type: ce("type"), subject: ce("subject"), subjectseq: ce("subjectseq"), data: body }];
+    }
     default:
       throw new Error(`unexpected Content-Type ${headers["content-type"]}`);
   }
