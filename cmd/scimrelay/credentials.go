@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -166,8 +165,7 @@ func (k credentialCLI) revokeCommand(extra string) *cobra.Command {
 
 // writeCredentialTable lists tokens or clients with their state.
 func writeCredentialTable(w io.Writer, list []relay.Token, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTENANT\tNAME\tCREATED\tEXPIRES\tLAST USED\tSTATE")
+	tw := newTable(w, "ID", "TENANT", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATE")
 	day := func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
@@ -179,9 +177,9 @@ func writeCredentialTable(w io.Writer, list []relay.Token, now time.Time) error 
 		if !t.Expires.IsZero() {
 			expires = day(t.Expires)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Tenant, t.Name, day(t.Created), expires, day(t.LastUsed), t.State(now))
+		tw.row(t.ID, t.Tenant, t.Name, day(t.Created), expires, day(t.LastUsed), t.State(now))
 	}
-	return tw.Flush()
+	return tw.flush()
 }
 
 // expiresText is a credential's expiry for people.

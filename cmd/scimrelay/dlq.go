@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -63,10 +62,11 @@ the list stops after that many and says how to go on (--after).`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			var head []string
 			if !asJSON {
-				fmt.Fprintln(tw, "EVENT ID\tTYPE\tSUBJECT\tTENANT\tSTATUS\tATTEMPTS\tDEAD SINCE\tERROR")
+				head = []string{"EVENT ID", "TYPE", "SUBJECT", "TENANT", "STATUS", "ATTEMPTS", "DEAD SINCE", "ERROR"}
 			}
+			tw := newTable(out, head...)
 			for shown := 0; ; {
 				pageSize := 0
 				if limit > 0 {
@@ -83,9 +83,9 @@ the list stops after that many and says how to go on (--after).`,
 						}
 						continue
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Type, d.Subject, d.Tenant, statusWord(d.Status, d.ErrorClass), d.Attempts, d.Time.Local().Format("2006-01-02 15:04:05"), d.Error)
+					tw.row(d.ID, d.Type, d.Subject, d.Tenant, statusWord(d.Status, d.ErrorClass), d.Attempts, d.Time.Local().Format("2006-01-02 15:04:05"), d.Error)
 				}
-				if err := tw.Flush(); err != nil {
+				if err := tw.flush(); err != nil {
 					return err
 				}
 				shown += len(page.DeadLetters)
@@ -160,7 +160,7 @@ that fails again joins that sink's queue.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d in the queue behind an earlier one of their resource that failed again, in order\n", res.Held)
 			}
 			for _, f := range res.Failures {
-				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", f.ID, f.Error)
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", f.ID, printable(f.Error))
 			}
 			if more := res.Failed - len(res.Failures); more > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "  and %d more (scimrelay dlq list --sink %s)\n", more, sink)
@@ -206,16 +206,15 @@ with how many each holds.`,
 			if asJSON {
 				return writeJSONLines(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SINK\tDEAD LETTERS\tCONFIGURED")
+			tw := newTable(cmd.OutOrStdout(), "SINK", "DEAD LETTERS", "CONFIGURED")
 			for _, q := range list {
 				configured := "yes"
 				if !q.Configured {
 					configured = "no: scimrelay dlq redrive --sink " + q.Sink + " --to SINK --all"
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", q.Sink, q.DeadLetters, configured)
+				tw.row(q.Sink, q.DeadLetters, configured)
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	configFlagOn(queues)

@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,20 +60,20 @@ func newKeysListCommand() *cobra.Command {
 
 // writeKeys prints the keys for people, one a line.
 func writeKeys(w io.Writer, k admin.KeysInfo) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTable(w)
 	if k.Events.Key == "" {
-		fmt.Fprintf(tw, "event-signing key\tnone: %s\n", k.Events.Note)
+		tw.row("event-signing key", "none: "+k.Events.Note)
 	} else {
-		fmt.Fprintf(tw, "event-signing key\t%s (this front end's)\n", k.Events.Key)
+		tw.row("event-signing key", fmt.Sprintf("%s (this front end's)", k.Events.Key))
 		if s := k.Events.Stream; s != nil {
 			for _, named := range s.Named {
-				fmt.Fprintf(tw, "named by the stream\t%s\n", named)
+				tw.row("named by the stream", named)
 			}
 			for _, r := range s.Retired {
-				fmt.Fprintf(tw, "retired\t%s: verifies events stored up to stream sequence %d, dead letters stored before %s\n", r.Key, r.UpTo, r.At.Local().Format(time.RFC3339))
+				tw.row("retired", fmt.Sprintf("%s: verifies events stored up to stream sequence %d, dead letters stored before %s", r.Key, r.UpTo, r.At.Local().Format(time.RFC3339)))
 			}
 			for _, d := range s.Dropped {
-				fmt.Fprintf(tw, "dropped\t%s: retired, nothing it signed is left; verifies nothing and is never named again\n", d)
+				tw.row("dropped", fmt.Sprintf("%s: retired, nothing it signed is left; verifies nothing and is never named again", d))
 			}
 		}
 	}
@@ -82,11 +81,11 @@ func writeKeys(w io.Writer, k admin.KeysInfo) error {
 	if !k.OAuth.Created.IsZero() {
 		created = k.OAuth.Created.Local().Format(time.RFC3339)
 	}
-	fmt.Fprintf(tw, "access-token key\t%s, created %s\n", k.OAuth.ID, created)
+	tw.row("access-token key", fmt.Sprintf("%s, created %s", k.OAuth.ID, created))
 	if k.OAuth.Previous != "" {
-		fmt.Fprintf(tw, "previous access-token key\t%s, its access tokens accepted until %s\n", k.OAuth.Previous, k.OAuth.PreviousUntil.Local().Format(time.RFC3339))
+		tw.row("previous access-token key", fmt.Sprintf("%s, its access tokens accepted until %s", k.OAuth.Previous, k.OAuth.PreviousUntil.Local().Format(time.RFC3339)))
 	}
-	return tw.Flush()
+	return tw.flush()
 }
 
 // The kinds of key keys rotate takes.

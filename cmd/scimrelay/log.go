@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -232,10 +231,11 @@ func readLog(ctx context.Context, q url.Values, read func(url.Values) (logPage, 
 }
 
 func writeLogTable(w io.Writer, list []relay.LogEntry, header bool) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var head []string
 	if header {
-		fmt.Fprintln(tw, "TIME\tTENANT\tOPERATION\tRESOURCE\tNAME\tSTATUS\tLATENCY\tEVENTS\tERROR")
+		head = []string{"TIME", "TENANT", "OPERATION", "RESOURCE", "NAME", "STATUS", "LATENCY", "EVENTS", "ERROR"}
 	}
+	tw := newTable(w, head...)
 	for _, e := range list {
 		resource := e.Resource
 		if e.ResourceID != "" {
@@ -245,26 +245,27 @@ func writeLogTable(w io.Writer, list []relay.LogEntry, header bool) error {
 		if e.ScimType != "" {
 			problem = e.ScimType + ": " + e.Detail
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Tenant, e.Operation,
+		tw.row(e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Tenant, e.Operation,
 			resource, e.Name, e.Status, e.Latency.Round(10*time.Microsecond), e.Events(), problem)
 	}
-	return tw.Flush()
+	return tw.flush()
 }
 
 func writeDeliveryTable(w io.Writer, list []sinks.Attempt, header bool) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var head []string
 	if header {
-		fmt.Fprintln(tw, "TIME\tSINK\tEVENT ID\tTYPE\tSUBJECT\tOUTCOME\tSTATUS\tATTEMPT\tLATENCY\tNEXT ATTEMPT\tERROR")
+		head = []string{"TIME", "SINK", "EVENT ID", "TYPE", "SUBJECT", "OUTCOME", "STATUS", "ATTEMPT", "LATENCY", "NEXT ATTEMPT", "ERROR"}
 	}
+	tw := newTable(w, head...)
 	for _, a := range list {
 		next := ""
 		if !a.NextAttempt.IsZero() {
 			next = a.NextAttempt.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Time.Local().Format("2006-01-02 15:04:05.000"), a.Sink, a.EventID,
+		tw.row(a.Time.Local().Format("2006-01-02 15:04:05.000"), a.Sink, a.EventID,
 			a.Type, a.Subject, a.Outcome, statusWord(a.Status, a.ErrorClass), a.Attempt, a.Latency.Round(10*time.Microsecond), next, a.Error)
 	}
-	return tw.Flush()
+	return tw.flush()
 }
 
 // statusWord is what a STATUS column says of a delivery attempt: its

@@ -218,3 +218,37 @@ func TestCLILogDeliveriesFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestLogTableShowsControlCharactersEscaped: text a SCIM client chose
+// reaches scimrelay log's table, here the id in a request's path from a
+// client with no credential, or a wrong one (the provisioning log keeps
+// refusals), and the 404 detail that repeats it to the tenant's own
+// client. The table writes its control characters as escapes: raw, ESC ]
+// 0 ; ... BEL set the operator's terminal title and ESC [ 2 J cleared it.
+func TestLogTableShowsControlCharactersEscaped(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	const evil = "%1B%5D0%3Bpwned%07%1B%5B2J"
+	for _, auth := range []string{"", "Bearer scimrelay_wrong_0123456789abcdef", "Bearer " + acmeToken} {
+		req, err := http.NewRequest(http.MethodGet, p.scimURL+"/scim/v2/acme/Users/x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = "/scim/v2/acme/Users/" + evil
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		do(t, req)
+	}
+	var out string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		_, out, _ = cli(t, "log", "--config", cfg)
+		if n := strings.Count(out, `User/\x1b]0;pwned\a\x1b[2J`); n != 3 {
+			return fmt.Errorf("%d of the 3 requests shown with the id escaped:\n%s", n, out)
+		}
+		return nil
+	})
+	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `User \x1b]0;pwned\a\x1b[2J not found`) {
+		t.Fatalf("scimrelay log:\n%q", out)
+	}
+}

@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,8 +64,7 @@ command that lists them.`,
 
 // writeSinks writes the sinks' states as a table.
 func writeSinks(w io.Writer, list []sinks.Status, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SINK\tURL\tFORMAT\tPENDING\tIN FLIGHT\tPARKED\tOLDEST\tDEAD LETTERS\tATTEMPTS 5M/1H\tLAST ATTEMPT")
+	tw := newTable(w, "SINK", "URL", "FORMAT", "PENDING", "IN FLIGHT", "PARKED", "OLDEST", "DEAD LETTERS", "ATTEMPTS 5M/1H", "LAST ATTEMPT")
 	for _, s := range list {
 		last := "none yet"
 		if a := s.LastAttempt; a != nil {
@@ -82,7 +80,7 @@ func writeSinks(w io.Writer, list []sinks.Status, now time.Time) error {
 		if s.OldestUndelivered != nil {
 			oldest = max(now.Sub(*s.OldestUndelivered), 0).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d/%d\t%s\n", s.Name, s.URL, s.Format, s.Pending, s.InFlight, s.Parked, oldest, s.DeadLetters, s.Attempts5m, s.Attempts1h, last)
+		tw.row(s.Name, s.URL, s.Format, s.Pending, s.InFlight, s.Parked, oldest, s.DeadLetters, fmt.Sprintf("%d/%d", s.Attempts5m, s.Attempts1h), last)
 	}
-	return tw.Flush()
+	return tw.flush()
 }

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
@@ -184,8 +183,7 @@ func newSubscriberListCommand() *cobra.Command {
 			if asJSON {
 				return writeJSONLines(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSUBJECTS\tFROM\tPUBLIC KEY\tCREATED")
+			tw := newTable(cmd.OutOrStdout(), "NAME", "SUBJECTS", "FROM", "PUBLIC KEY", "CREATED")
 			for _, s := range list {
 				subjects := s.Subjects
 				if subjects == "" {
@@ -194,9 +192,9 @@ func newSubscriberListCommand() *cobra.Command {
 				if s.CutOff {
 					subjects += " (cut off: its tenant is not configured)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, subjects, s.From, s.PublicKey, s.Created.Local().Format("2006-01-02 15:04"))
+				tw.row(s.Name, subjects, s.From, s.PublicKey, s.Created.Local().Format("2006-01-02 15:04"))
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	configFlagOn(cmd)

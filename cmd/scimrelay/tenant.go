@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -101,11 +100,11 @@ func writePurged(w io.Writer, res admin.PurgeResult, finished bool) error {
 	} else {
 		fmt.Fprintf(w, "the purge of tenant %s stopped; it deleted:\n", res.Tenant)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTable(w)
 	for _, c := range res.Counts() {
-		fmt.Fprintf(tw, "  %s\t%s\n", c.What, c.Count)
+		tw.row("  "+c.What, c.Count)
 	}
-	if err := tw.Flush(); err != nil {
+	if err := tw.flush(); err != nil {
 		return err
 	}
 	for _, line := range res.DeadLettersDeleted() {
