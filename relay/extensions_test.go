@@ -5,6 +5,7 @@ package relay
 import (
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -148,5 +149,47 @@ func TestFilterOnSchemas(t *testing.T) {
 		if r["scimType"] != "invalidFilter" {
 			t.Errorf("filter %s: %v", f, r)
 		}
+	}
+}
+
+// TestPutNamesAnUnknownExtensionsAttributeOnceWhateverItsCase: names match
+// in any case, an unknown extension's included (README), and a PUT carries
+// the changes a PATCH of the same change would (Okta's profile push). A PUT
+// spelling a custom attribute's URN or name in another case than the one
+// stored reported the attribute twice, or a removal beside an addition
+// (which a consumer folding case applied as: no postal code at all); a PUT
+// changing only the case emitted an update.
+func TestPutNamesAnUnknownExtensionsAttributeOnceWhateverItsCase(t *testing.T) {
+	const token = "acme-static-token-0123456789"
+	const urn = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	for _, tt := range []struct{ name, urn, key string }{
+		{"urn in lower case", strings.ToLower(urn[:len(urn)-4]) + "User", "postalCode"},
+		{"attribute in another case", urn, "PostalCode"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _, _ := openStore(t)
+			do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", token)
+			u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`","`+urn+`"],"userName":"ann","`+urn+`":{"postalCode":"2"}}`, 201)
+			id := u["id"].(string)
+
+			n := len(outbox(t, s))
+			put := `{"schemas":["` + scim.UserSchema + `","` + tt.urn + `"],"userName":"ann","` + tt.urn + `":{"` + tt.key + `":"%s"}}`
+			do("PUT", "/Users/"+id, fmt.Sprintf(put, "2"), 200)
+			if got := since(t, s, n); len(got) != 0 {
+				t.Fatalf("a PUT changing only the name's case emitted %s", actionsOf(got))
+			}
+			do("PUT", "/Users/"+id, fmt.Sprintf(put, "3"), 200)
+			got := since(t, s, n)
+			if actionsOf(got) != "user.updated" {
+				t.Fatalf("the PUT emitted %q, want one user.updated", actionsOf(got))
+			}
+			var changes []string
+			for _, c := range got[0].data.Changes {
+				changes = append(changes, fmt.Sprintf("%s %s → %s", c.Path, c.Old, c.New))
+			}
+			if c := got[0].data.Changes; len(c) != 1 || !strings.EqualFold(c[0].Path, urn+":postalCode") || string(c[0].Old) != `"2"` || string(c[0].New) != `"3"` {
+				t.Errorf("the PUT changing postalCode 2 → 3 reports\n  %s\nwant one change, postalCode \"2\" → \"3\"", strings.Join(changes, "\n  "))
+			}
+		})
 	}
 }

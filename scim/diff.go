@@ -2,6 +2,10 @@
 
 package scim
 
+import (
+	"sort"
+)
+
 // Change is one attribute whose value a request changed. Old is nil when the
 // attribute was unassigned, New is nil when it was removed.
 //
@@ -27,11 +31,16 @@ func Diff(old, new *Resource) []Change {
 		n, _ := new.Attrs[e.Schema.ID].(map[string]any)
 		out = diffAttrs(out, e.Schema.ID+":", e.Schema.Attributes, o, n)
 	}
-	for _, urn := range unionKeys(old.unknownExtensions(), new.unknownExtensions()) {
+	// Names match in any case (RFC 7643 §2.1), those of an extension the
+	// relay does not know too: a PUT that spells a URN or an attribute in
+	// another case than the one stored changes one attribute, named once,
+	// as the PATCH of the same change does.
+	for _, urn := range unionFold(old.unknownExtensions(), new.unknownExtensions()) {
 		_, o := containerFor(old.Attrs, urn)
 		_, n := containerFor(new.Attrs, urn)
-		for _, k := range unionKeys(sortedKeys(o), sortedKeys(n)) {
-			ov, nv := o[k], n[k]
+		keys := foldedKeys{}
+		for _, k := range unionFold(sortedKeys(o), sortedKeys(n)) {
+			ov, nv := o[keys.find("old", o, k)], n[keys.find("new", n, k)]
 			if !jsonEqual(ov, nv) {
 				out = append(out, Change{Path: urn + ":" + k, Old: ov, New: nv})
 			}
@@ -65,23 +74,20 @@ func diffAttrs(out []Change, prefix string, attrs []*Attribute, old, new map[str
 	return out
 }
 
-// unionKeys merges two sorted string lists, dropping duplicates.
-func unionKeys(a, b []string) []string {
+// unionFold lists the names of a and b, one for each name in any case:
+// b's spelling where both have it (the state after a change), in sorted
+// order.
+func unionFold(a, b []string) []string {
+	seen := make(map[string]bool, len(a)+len(b))
 	out := make([]string, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		switch {
-		case j >= len(b) || (i < len(a) && a[i] < b[j]):
-			out = append(out, a[i])
-			i++
-		case i >= len(a) || b[j] < a[i]:
-			out = append(out, b[j])
-			j++
-		default:
-			out = append(out, a[i])
-			i++
-			j++
+	for _, list := range [][]string{b, a} {
+		for _, k := range list {
+			if f := Fold(k); !seen[f] {
+				seen[f] = true
+				out = append(out, k)
+			}
 		}
 	}
+	sort.Strings(out)
 	return out
 }
