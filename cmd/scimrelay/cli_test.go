@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -635,5 +636,66 @@ func TestCLISinksList(t *testing.T) {
 	empty := cliConfig(t, startRelay(t, testConfig(t, t.TempDir()), roleAll), adminSecret)
 	if code, out, stderr := cli(t, "sinks", "list", "--config", empty); code != exitOK || out != "" || stderr != "relay.yaml declares no sink\n" {
 		t.Fatalf("sinks list without sinks: %d %q %q", code, out, stderr)
+	}
+}
+
+// TestCLICredentialTimesAreLocal: token create and rotate say expiries in
+// the machine's zone, as token list and every other command show times
+// (they said them in UTC: on a machine at +09:00, create said
+// 2027-01-03T16:21:40Z where list showed 2027-01-04 01:21).
+func TestCLICredentialTimesAreLocal(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	bin := binary(t)
+	// In Tokyo, and with Go's own zone database should the machine have none.
+	tokyo := []string{"TZ=Asia/Tokyo", "ZONEINFO=" + filepath.Join(runtime.GOROOT(), "lib", "time", "zoneinfo.zip")}
+	run := func(args ...string) string {
+		t.Helper()
+		c := runProcess(t, bin, append(args, "--config", cfg), tokyo...)
+		select {
+		case <-c.exited:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("scimrelay %s did not exit", args)
+		}
+		if c.err != nil {
+			t.Fatalf("scimrelay %s: %v\n%s", args, c.err, c.stderr.String())
+		}
+		return c.stderr.String()
+	}
+	for _, said := range []string{
+		run("token", "create", "--tenant", "acme", "--name", "entra", "--expires", "30d"),
+		run("token", "rotate", "--tenant", "acme", "--overlap", "1h"),
+	} {
+		if !regexp.MustCompile(`expires (at )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+09:00`).MatchString(said) {
+			t.Errorf("an expiry not in the machine's zone (+09:00):\n%s", said)
+		}
+	}
+}
+
+// TestCLIRedriveNamesTheSinkThatLeftDeadLetters: a redrive of a sink's own
+// queue leaves the dead letters of what the sink no longer takes (a reload
+// narrowed its tenants), and says which sink does not take them (without
+// --to, it named none: "sink  does not take").
+func TestCLIRedriveNamesTheSinkThatLeftDeadLetters(t *testing.T) {
+	h, gone := goneHook(t)
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write(twoTenants + "sinks:\n" + sinkYAML("crm", h.URL))
+	p := startReloadable(t, f.path, io.Discard)
+	cfg := cliConfig(t, p, adminSecret)
+	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if _, out, _ := cli(t, "dlq", "list", "--sink", "crm", "--json", "--config", cfg); strings.Count(out, "\n") != 1 {
+			return fmt.Errorf("dead letters:\n%s", out)
+		}
+		return nil
+	})
+	gone.Store(false)
+	f.write(twoTenants + "sinks:\n" + sinkYAML("crm", h.URL) + "    tenants: [acme]\n")
+	if code, out, stderr := cli(t, "reload", "--config", cfg); code != exitOK {
+		t.Fatalf("reload: %d %s %s", code, out, stderr)
+	}
+	code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, "left 1 in the queue: sink crm does not take their tenant or event type") {
+		t.Fatalf("redrive: %d\n%s\n%s", code, out, stderr)
 	}
 }

@@ -77,7 +77,7 @@ func (k credentialCLI) rotateCommand(long, example string) *cobra.Command {
 				return err
 			}
 			for _, old := range res.Expired {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (%s) now expires at %s\n", k.noun, old.ID, old.Name, old.Expires.Format(time.RFC3339))
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (%s) now expires at %s\n", k.noun, old.ID, old.Name, old.Expires.Local().Format(time.RFC3339))
 			}
 			for _, kept := range res.StillValid {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s %s (%s in relay.yaml) stays valid after the overlap: rotate does not change relay.yaml; remove it from relay.yaml and reload the relay (SIGHUP or scimrelay reload) to end it\n", k.noun, kept.ID, kept.Name)
@@ -187,5 +187,5 @@ func expiresText(t relay.Token) string {
 	if t.Expires.IsZero() {
 		return "never"
 	}
-	return t.Expires.Format(time.RFC3339)
+	return t.Expires.Local().Format(time.RFC3339)
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -154,7 +155,7 @@ that fails again joins that sink's queue.`,
 			})
 			fmt.Fprintf(cmd.OutOrStdout(), "delivered %d, still failing %d\n", res.Delivered, res.Failed)
 			if res.Skipped > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "left %d in the queue: sink %s does not take their tenant or event type\n", res.Skipped, to)
+				fmt.Fprintf(cmd.OutOrStdout(), "left %d in the queue: sink %s does not take their tenant or event type\n", res.Skipped, cmp.Or(to, sink))
 			}
 			if res.Held > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d in the queue behind an earlier one of their resource that failed again, in order\n", res.Held)

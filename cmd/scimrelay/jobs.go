@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
@@ -23,14 +24,14 @@ func followJob(ctx context.Context, c *adminclient.Client, j adminclient.Job, st
 	shown := time.Now()
 	j, err := c.Follow(ctx, j, func(j adminclient.Job) {
 		if len(j.Progress) > 0 && time.Since(shown) >= showEvery {
-			if err := json.Unmarshal(j.Progress, result); err == nil {
+			if err := readProgress(j.Progress, result); err == nil {
 				fmt.Fprintf(stderr, "%s: %s\n", j.ID, describe())
 				shown = time.Now()
 			}
 		}
 	})
 	if len(j.Progress) > 0 {
-		if uerr := json.Unmarshal(j.Progress, result); uerr != nil && err == nil {
+		if uerr := readProgress(j.Progress, result); uerr != nil && err == nil {
 			return fmt.Errorf("reading the result of job %s: %w", j.ID, uerr)
 		}
 	}
@@ -41,4 +42,12 @@ func followJob(ctx context.Context, c *adminclient.Client, j adminclient.Job, st
 		return fmt.Errorf("job %s (%s of %s) failed: %s", j.ID, j.Kind, j.Target, j.Error)
 	}
 	return nil
+}
+
+// readProgress decodes a job's progress into result afresh: a field the
+// progress leaves out (the step of a purge that has finished) does not
+// keep what an earlier progress said.
+func readProgress(progress json.RawMessage, result any) error {
+	reflect.ValueOf(result).Elem().SetZero()
+	return json.Unmarshal(progress, result)
 }

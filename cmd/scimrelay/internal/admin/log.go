@@ -78,7 +78,11 @@ func (h *Handler) queryLog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := h.checkTenant(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "user", "operation", "until")); err != nil {
+	held := func() (bool, error) {
+		first, err := h.o.Log.Query(r.Context(), relay.LogQuery{Tenant: q.Tenant, Limit: 1})
+		return len(first) > 0, err
+	}
+	if err := h.checkTenantHeld(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "user", "operation"), held); err != nil {
 		return err
 	}
 	writeList(w, list)

@@ -233,7 +233,11 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fromNATS(r.Context(), err)
 	}
-	if err := h.checkTenant(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "sink", "until")); err != nil {
+	held := func() (bool, error) {
+		first, err := h.o.Attempts(r.Context(), sinks.AttemptQuery{Tenant: q.Tenant, Limit: 1})
+		return len(first) > 0, fromNATS(r.Context(), err)
+	}
+	if err := h.checkTenantHeld(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "sink"), held); err != nil {
 		return err
 	}
 	writeList(w, list)

@@ -66,6 +66,21 @@ func (h *Handler) checkTenant(tenant string, found bool) error {
 	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured, and the relay holds nothing of that name that this asks for (tenants: %s)", tenant, configured)
 }
 
+// checkTenantHeld is checkTenant for a query within a time window: a
+// window without entries of a tenant no longer configured says nothing of
+// whether the relay holds any (the tenant's last request may be a day
+// old), so held, a look outside the window, decides; it is asked only
+// then.
+func (h *Handler) checkTenantHeld(tenant string, found bool, held func() (bool, error)) error {
+	if !found && tenant != "" && h.o.Tenants != nil && !slices.Contains(h.tenantNames(), tenant) {
+		var err error
+		if found, err = held(); err != nil {
+			return err
+		}
+	}
+	return h.checkTenant(tenant, found)
+}
+
 // narrowedBy reports whether a query narrows its answer by more than its
 // tenant and time window, with any of names (a page cursor, a filter): an
 // empty page of such a query says nothing of whether the relay holds
