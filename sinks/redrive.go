@@ -217,7 +217,13 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 	// The resources whose dead letter failed again: their later dead
 	// letters are not delivered before it, but moved behind it.
 	held := map[resourceKey]bool{}
-	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, func(n uint64) { res.Total = n }, func(dl DeadLetter, e *event.Event) error {
+	total := func(n uint64) {
+		if q.ID != "" {
+			n = min(n, 1) // the one dead letter asked for, not the queue
+		}
+		res.Total = n
+	}
+	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, total, func(dl DeadLetter, e *event.Event) error {
 		if q.ID != "" && dl.ID != q.ID {
 			return nil
 		}

@@ -245,7 +245,11 @@ func writeLogTable(w io.Writer, list []relay.LogEntry, header bool) error {
 		if e.ScimType != "" {
 			problem = e.ScimType + ": " + e.Detail
 		}
-		tw.row(e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Tenant, e.Operation,
+		operation := e.Operation
+		if e.Count > 0 { // a minute's summary: the rest is its last request's
+			operation += fmt.Sprintf(" (%d requests)", e.Count)
+		}
+		tw.row(e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Tenant, operation,
 			resource, e.Name, e.Status, e.Latency.Round(10*time.Microsecond), e.Events(), problem)
 	}
 	return tw.flush()

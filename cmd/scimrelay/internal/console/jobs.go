@@ -20,6 +20,19 @@ type jobData struct {
 	Purge   *admin.PurgeResult
 }
 
+// LeftUndone reports whether a redrive or replay left dead letters: one
+// that failed again, was held behind one, was not taken by the sink, or
+// an event a replay dead-lettered. Its page says so beside "done".
+func (d jobData) LeftUndone() bool {
+	switch {
+	case d.Redrive != nil:
+		return d.Redrive.Failed+d.Redrive.Held+d.Redrive.Skipped > 0
+	case d.Replay != nil:
+		return d.Replay.DeadLettered > 0
+	}
+	return false
+}
+
 // GET /ui/jobs/{id}
 func (c *Console) job(w http.ResponseWriter, r *http.Request, s *session) error {
 	j, err := c.api(s).Job(r.Context(), r.PathValue("id"))

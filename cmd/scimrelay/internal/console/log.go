@@ -101,20 +101,34 @@ type shownEvent struct {
 }
 
 type sinkAttempts struct {
-	Sink     string
+	Sink string
+	// Gone: the sink is no longer configured (its dead letters are kept,
+	// listed on the sinks page); it has no page of its own to link to.
+	Gone     bool
 	Attempts []sinks.Attempt
 }
 
 // GET /ui/log/{key}
 func (c *Console) logEntry(w http.ResponseWriter, r *http.Request, s *session) error {
-	detail, err := c.api(s).LogEntry(r.Context(), r.PathValue("key"))
+	api := c.api(s)
+	detail, err := api.LogEntry(r.Context(), r.PathValue("key"))
 	if err != nil {
 		return err
+	}
+	d := showDetail(detail)
+	if len(d.Deliveries) > 0 {
+		// Which sinks are still configured; without an answer (NATS
+		// away) each keeps its link.
+		if list, err := api.Sinks(r.Context()); err == nil {
+			for i := range d.Deliveries {
+				d.Deliveries[i].Gone = !slices.ContainsFunc(list, func(st sinks.Status) bool { return st.Name == d.Deliveries[i].Sink })
+			}
+		}
 	}
 	// An entry written before the relay made every request id its own may
 	// hold a client's, bidi control characters and all.
 	id := detail.Entry.RequestID
-	c.render(w, r, http.StatusOK, "logentry", page{Title: "Request " + id, Heading: "Request " + isolate(id), Nav: "log", CSRF: s.csrf, Data: showDetail(detail)})
+	c.render(w, r, http.StatusOK, "logentry", page{Title: "Request " + id, Heading: "Request " + isolate(id), Nav: "log", CSRF: s.csrf, Data: d})
 	return nil
 }
 

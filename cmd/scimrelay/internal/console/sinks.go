@@ -3,13 +3,16 @@
 package console
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -51,8 +54,7 @@ type sinkData struct {
 	Now    time.Time
 	Status sinks.Status
 	// Recent are the latest delivery attempts of the last 10 minutes,
-	// newest first (of the first 5,000 of that window on a sink busier
-	// than that: the attempts are read oldest first).
+	// newest first (latestAttempts).
 	Recent      []sinks.Attempt
 	DeadLetters sinks.DeadLetterPage
 	// After is the dead-letter page shown ("" for the first); Next links on.
@@ -67,13 +69,9 @@ func (c *Console) sink(w http.ResponseWriter, r *http.Request, s *session) error
 	if d.Status, err = api.Sink(ctx, name); err != nil {
 		return err
 	}
-	recent, err := api.Deliveries(ctx, url.Values{"sink": {name}, "since": {"10m"}, "limit": {"5000"}})
-	if err != nil {
+	if d.Recent, err = latestAttempts(ctx, api, name); err != nil {
 		return err
 	}
-	recent = recent[max(0, len(recent)-recentAttempts):]
-	slices.Reverse(recent)
-	d.Recent = recent
 	if d.DeadLetters, err = api.DeadLetters(ctx, name, d.After, deadLetterPage); err != nil {
 		return err
 	}
@@ -82,6 +80,38 @@ func (c *Console) sink(w http.ResponseWriter, r *http.Request, s *session) error
 	}
 	c.render(w, r, http.StatusOK, "sink", page{Title: "Sink " + name, Nav: "sinks", CSRF: s.csrf, Notice: s.takeNotice(), Data: d})
 	return nil
+}
+
+// latestAttempts returns a sink's latest recentAttempts delivery attempts
+// of the last 10 minutes, newest first. The delivery log is read oldest
+// first, a page at a time, so it reads the last minute to its end, and
+// the 10 minutes only when the last minute holds fewer; a page of 5,000
+// from the window's start would show, on a sink busier than that,
+// attempts minutes old and never the latest.
+func latestAttempts(ctx context.Context, api *adminclient.Client, sink string) ([]sinks.Attempt, error) {
+	var latest []sinks.Attempt
+	for _, since := range []string{"1m", "10m"} {
+		latest = latest[:0]
+		q := url.Values{"sink": {sink}, "since": {since}, "limit": {"5000"}}
+		for {
+			page, err := api.Deliveries(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			if len(page) == 0 {
+				break
+			}
+			latest = append(latest, page...)
+			latest = latest[len(latest)-min(len(latest), recentAttempts):]
+			q.Set("after", strconv.FormatUint(page[len(page)-1].Seq, 10))
+		}
+		if len(latest) >= recentAttempts {
+			break
+		}
+	}
+	latest = slices.Clone(latest)
+	slices.Reverse(latest)
+	return latest, nil
 }
 
 // POST /ui/sinks/{sink}/redrive: id=<event id>, or all=1.

@@ -221,7 +221,12 @@ func (c *Console) revoke(w http.ResponseWriter, r *http.Request, s *session) err
 	if err != nil {
 		return err
 	}
-	s.say(fmt.Sprintf("Revoked %s %s (%s): it stops working at once.", strings.TrimSuffix(kind, "s"), t.ID, t.Name))
+	if t.AlreadyRevoked {
+		noun := strings.TrimSuffix(kind, "s")
+		s.say(fmt.Sprintf("%s %s (%s) was revoked already, at %s.", strings.ToUpper(noun[:1])+noun[1:], t.ID, t.Name, when(t.Revoked)))
+	} else {
+		s.say(fmt.Sprintf("Revoked %s %s (%s): it stops working at once.", strings.TrimSuffix(kind, "s"), t.ID, t.Name))
+	}
 	http.Redirect(w, r, Prefix+"tenants/"+url.PathEscape(d.Tenant)+"#"+kind, http.StatusSeeOther)
 	return nil
 }
