@@ -62,6 +62,11 @@ func readableLayout(meta *bolt.Bucket) (uint64, error) {
 // fault on the first page past the end), and records a layout this build
 // reads or upgrades.
 func CheckCopy(path string) error {
+	// bbolt would try to write a new file's first pages into an empty
+	// one (opened read-only: "bad file descriptor").
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		return errors.New("it is empty (0 bytes)")
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	if err != nil {
 		return err

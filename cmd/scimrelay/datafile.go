@@ -42,8 +42,36 @@ func lockDataFile(path string) (*bolt.DB, error) {
 	return db, err
 }
 
+// holdDataFile takes the lock of the data file at path, shared, as
+// lockDataFile does, without reading the file: a restore replaces a data
+// file that may be damaged (which bbolt would not open), and needs its
+// lock only to keep a relay from running on it meanwhile. Held until the
+// returned file is closed. A file a running relay holds is
+// errRelayRunning.
+func holdDataFile(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(dataFileLockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		switch {
+		case err == nil:
+			return f, nil
+		case !errors.Is(err, syscall.EWOULDBLOCK):
+			_ = f.Close()
+			return nil, err
+		case time.Now().After(deadline):
+			_ = f.Close()
+			return nil, errRelayRunning
+		}
+		time.Sleep(50 * time.Millisecond) // bbolt's own pace
+	}
+}
+
 // dataFileOf reads data_dir from the relay.yaml cmd names and returns the
-// data file's absolute path and, when no file is there, the data_dir it
+// data file's absolute path (the file a symbolic link there names) and, when no file is there, the data_dir it
 // came from, for the error: a relative data_dir is the current
 // directory's, and a command run elsewhere would work on a file nobody
 // serves.
@@ -60,8 +88,17 @@ func dataFileOf(cmd *cobra.Command) (target, missing string, err error) {
 		if !filepath.IsAbs(cfg.DataDir) {
 			missing += ", relative to this directory"
 		}
+		return target, missing, nil
 	}
-	return target, missing, nil
+	// The file the relay serves, where the path is a symbolic link (a data
+	// file on another volume): the copy is staged beside it and renamed
+	// over it there. Renamed over the link, it would replace the link,
+	// leave the file as it was, and a link put back would serve that.
+	real, err := filepath.EvalSymlinks(target)
+	if err != nil {
+		return "", "", err
+	}
+	return real, "", nil
 }
 
 // putInPlace renames staged, a checked copy in the data file's directory,

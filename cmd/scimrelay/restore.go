@@ -30,8 +30,12 @@ no data file to replace, unless --new says the machine has none yet. The copy is
 first (whole, and a scimrelay data file of a layout this build opens);
 nothing is changed when it is not. The copy takes the data file's place
 in one rename, with the owner of the file it replaces; that file is kept
-beside it as scimrelay.db.replaced-<time> unless --keep=false. A relay
-started meanwhile waits for the restore and opens the copy. With
+beside it as scimrelay.db.replaced-<time> unless --keep=false. A damaged
+data file is replaced like any other; where scimrelay.db is a symbolic
+link, the file it names is. The backup is copied and checked before the
+data file's lock is taken: a relay started while it arrives makes the
+restore refuse, changing nothing; one started as the copy is put in
+place waits for it and opens the copy. With
 --from -, the backup is read from stdin, which is how it reaches a
 container whose image has no shell.
 
@@ -66,6 +70,9 @@ recovery) for what subscribers and revoked credentials see.`,
 					return err
 				}
 				defer f.Close()
+				if fi, err := f.Stat(); err == nil && fi.IsDir() {
+					return usageError{fmt.Errorf("--from %s: %s, not a backup file", from, fileKind(fi.Mode()))}
+				}
 				src, name = f, from
 			}
 			kept, err := restoreDataFile(src, name, target, keep)
@@ -93,26 +100,22 @@ recovery) for what subscribers and revoked credentials see.`,
 const fromStdin = "-"
 
 // restoreDataFile puts a copy of what src holds (name says what it is) in
-// place of the data file at target, holding the data file's lock
-// meanwhile, so that a running relay refuses it and one starting waits.
-// The copy is checked (relay.CheckCopy) before it replaces anything. With
-// keep, the data file replaced stays beside it (a hard link, so it costs
-// no copy); its path is returned. A copy cut short (a full disk) leaves
-// the data file as it was.
+// place of the data file at target. It copies and checks the backup
+// (relay.CheckCopy) beside the data file first, then takes the data
+// file's lock (holdDataFile, which a damaged data file does not stop) to
+// put the copy in place: a relay running then makes it refuse, and one
+// starting waits for it and opens the copy. The lock is not held while
+// the backup arrives, which may take minutes from stdin, longer than a
+// starting relay waits. With keep, the data file replaced stays beside it
+// (a hard link, so it costs no copy); its path is returned. A copy cut
+// short (a full disk) leaves the data file as it was.
 func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string, err error) {
-	if _, err := os.Stat(target); err == nil {
-		db, err := lockDataFile(target)
-		if errors.Is(err, errRelayRunning) {
-			return "", fmt.Errorf("%s: %w: stop it first; nothing was changed", target, err)
-		}
-		if err != nil {
-			return "", fmt.Errorf("opening the data file %s: %w", target, err)
-		}
-		// Held until the copy is in place.
-		defer func() { _ = db.Close() }()
-	} else if !errors.Is(err, os.ErrNotExist) {
+	// Refused at once rather than after the copy when the relay runs.
+	held, err := holdTarget(target, ": stop it first")
+	if err != nil {
 		return "", err
 	}
+	_ = held.Close()
 	dir := filepath.Dir(target)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
@@ -136,5 +139,26 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string
 	if err := relay.CheckCopy(tmp.Name()); err != nil {
 		return "", fmt.Errorf("%s is not a backup this relay can restore (nothing was changed): %w", name, err)
 	}
+	if held, err = holdTarget(target, " (it started while the backup was copied): stop it, then restore again"); err != nil {
+		return "", err
+	}
+	defer func() { _ = held.Close() }() // until the copy is in place
 	return putInPlace(tmp.Name(), target, keep)
+}
+
+// holdTarget holds the lock of the data file at target (holdDataFile)
+// until the returned file is closed; with no data file there, it holds
+// nothing (a nil *os.File closes without harm). A relay that holds it is
+// an error, saying what to do (do).
+func holdTarget(target, do string) (*os.File, error) {
+	f, err := holdDataFile(target)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, nil
+	case errors.Is(err, errRelayRunning):
+		return nil, fmt.Errorf("%s: %w%s; nothing was changed", target, err, do)
+	case err != nil:
+		return nil, fmt.Errorf("opening the data file %s: %w", target, err)
+	}
+	return f, nil
 }

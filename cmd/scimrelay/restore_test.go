@@ -15,6 +15,7 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/disk/disktest"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
 // relayWithABackup starts a relay, creates ann, backs it up with the CLI
@@ -144,6 +145,184 @@ func TestBackupCopiedOverARunningRelay(t *testing.T) {
 	}
 }
 
+// stoppedDataFile makes a data file, as a relay that stopped leaves it, a
+// backup of it, and the relay.yaml that restore and compact read.
+func stoppedDataFile(t *testing.T) (target, backup, cfg string) {
+	t.Helper()
+	dataDir := t.TempDir()
+	target = testConfig(t, dataDir).DBPath()
+	s, err := relay.Open(target, relay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	data, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup = filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(backup, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dataDir+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return target, backup, cfg
+}
+
+// TestRestoreReplacesADamagedDataFile: a damaged data file is what a
+// restore is for. It was refused ("invalid database", or for an empty
+// file "bad file descriptor"): the data file's lock was taken by opening
+// it with bbolt. The damaged file is kept beside the copy.
+func TestRestoreReplacesADamagedDataFile(t *testing.T) {
+	for name, damage := range map[string]func(path string) error{
+		"meta pages overwritten": func(path string) error {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte(strings.Repeat("\xa5", 8192)), 0)
+			return err
+		},
+		"empty": func(path string) error { return os.Truncate(path, 0) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			target, backup, cfg := stoppedDataFile(t)
+			if err := damage(target); err != nil {
+				t.Fatal(err)
+			}
+			code, out, stderr := cli(t, "restore", "--from", backup, "--config", cfg)
+			kept, found := strings.CutPrefix(strings.Split(out, "\n")[1], "the data file it replaced is kept at ")
+			if code != exitOK || !found {
+				t.Fatalf("restore over a damaged data file: %d\n%s\n%s", code, out, stderr)
+			}
+			if err := relay.CheckCopy(target); err != nil {
+				t.Fatalf("the data file after the restore: %v", err)
+			}
+			if relay.CheckCopy(kept) == nil {
+				t.Fatalf("the file kept, %s, is not the damaged one", kept)
+			}
+		})
+	}
+}
+
+// TestRestoreRefusesWhatIsNotABackup: an empty backup (kubectl exec
+// without -i gives an empty stdin) is refused as empty, not with bbolt's
+// "bad file descriptor" that pointed at the data disk; a directory given
+// to --from is bad usage, naming it.
+func TestRestoreRefusesWhatIsNotABackup(t *testing.T) {
+	target, _, cfg := stoppedDataFile(t)
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := cli(t, "restore", "--from", empty, "--config", cfg); code != exitError || !strings.Contains(stderr, "is not a backup this relay can restore (nothing was changed): it is empty (0 bytes)") {
+		t.Errorf("restore of an empty backup: %d %s", code, stderr)
+	}
+	dir := t.TempDir()
+	if code, _, stderr := cli(t, "restore", "--from", dir, "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--from "+dir+": a directory, not a backup file") {
+		t.Errorf("restore --from a directory: %d %s", code, stderr)
+	}
+	if err := relay.CheckCopy(target); err != nil {
+		t.Fatalf("the data file after the refused restores: %v", err)
+	}
+}
+
+// TestRestoreAndCompactThroughASymlink: where the data file's path is a
+// symbolic link (the file on another volume), restore and compact replace
+// the file it names and keep the link; they replaced the link with a
+// regular file in data_dir, leaving the file the relay served as it was
+// (a link put back would serve it, losing what was written since).
+func TestRestoreAndCompactThroughASymlink(t *testing.T) {
+	target, backup, cfg := stoppedDataFile(t)
+	real := filepath.Join(t.TempDir(), "real.db")
+	if err := os.Rename(target, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, target); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"restore", "--from", backup, "--keep=false"}, {"compact"}} {
+		before, err := os.Stat(real)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, out, stderr := cli(t, append(args, "--config", cfg)...); code != exitOK || !strings.Contains(out, real) {
+			t.Fatalf("%s: %d\n%s\n%s", args[0], code, out, stderr)
+		}
+		fi, err := os.Lstat(target)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("after %s, %s is %v (%v); want the link kept", args[0], target, fi.Mode(), err)
+		}
+		after, err := os.Stat(real)
+		if err != nil || os.SameFile(before, after) {
+			t.Fatalf("%s left %s, the file the link names, as it was (%v)", args[0], real, err)
+		}
+	}
+}
+
+// TestRelayStartedWhileTheBackupArrives: the restore copies and checks
+// the backup before it takes the data file's lock, so a relay started
+// while a backup arrives on stdin (minutes, through kubectl exec -i) opens
+// the data file as it was, and the restore then refuses, changing nothing;
+// it held the lock throughout before, and the relay gave up after a
+// second, saying another process held the file.
+func TestRelayStartedWhileTheBackupArrives(t *testing.T) {
+	target, backup, cfg := stoppedDataFile(t)
+	data, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin := os.Stdin
+	os.Stdin = r
+	t.Cleanup(func() { os.Stdin = stdin })
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	restored := make(chan result, 1)
+	go func() {
+		code, out, stderr := cli(t, "restore", "--from", "-", "--config", cfg)
+		restored <- result{code, out, stderr}
+	}()
+	if _, err := w.Write(data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// Half the backup is beside the data file.
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		staged, _ := filepath.Glob(filepath.Join(filepath.Dir(target), ".scimrelay-restore-*"))
+		if len(staged) != 1 {
+			return errors.New("the restore has not begun its copy")
+		}
+		if fi, err := os.Stat(staged[0]); err != nil || fi.Size() < int64(len(data)/2) {
+			return fmt.Errorf("the copy has not half the backup yet (%v)", err)
+		}
+		return nil
+	})
+	s, err := relay.Open(target, relay.Options{})
+	if err != nil {
+		t.Fatalf("a relay started while the backup arrives: %v", err)
+	}
+	defer s.Close()
+	if _, err := w.Write(data[len(data)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	res := <-restored
+	if res.code != exitError || !strings.Contains(res.stderr, "it started while the backup was copied") || !strings.Contains(res.stderr, "nothing was changed") {
+		t.Fatalf("the restore, the relay started meanwhile: %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	if staged, _ := filepath.Glob(filepath.Join(filepath.Dir(target), ".scimrelay-*")); len(staged) != 0 {
+		t.Fatalf("the refused restore left %v", staged)
+	}
+}
+
 // TestRestoreKeepsTheDataFilesOwner: a restore run as root (sudo, as the
 // systemd README runs the CLI) for a relay that runs as its own user
 // leaves the data file with that user as owner; before, it was root's,
@@ -155,32 +334,14 @@ func TestRestoreKeepsTheDataFilesOwner(t *testing.T) {
 		t.Skip("needs root to give a file to another user")
 	}
 	const uid, gid = 4242, 4343
-	dataDir := t.TempDir()
-	c := testConfig(t, dataDir)
-	s, err := relay.Open(c.DBPath(), relay.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close()
-	backup := filepath.Join(t.TempDir(), "copy.db")
-	data, err := os.ReadFile(c.DBPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(backup, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(c.DBPath(), uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(t.TempDir(), "relay.yaml")
-	if err := os.WriteFile(cfg, []byte("data_dir: "+dataDir+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+	target, backup, cfg := stoppedDataFile(t)
+	if err := os.Chown(target, uid, gid); err != nil {
 		t.Fatal(err)
 	}
 	if code, out, stderr := cli(t, "restore", "--from", backup, "--config", cfg); code != exitOK {
 		t.Fatalf("restore: %d %s %s", code, out, stderr)
 	}
-	fi, err := os.Stat(c.DBPath())
+	fi, err := os.Stat(target)
 	if err != nil {
 		t.Fatal(err)
 	}
