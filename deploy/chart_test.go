@@ -1258,3 +1258,46 @@ func mustRenderNotes(t *testing.T, values string) string {
 	}
 	return files["scimrelay/templates/NOTES.txt"]
 }
+
+// TestChartREADMEInstallKeepsTheAdminTokenFromTheWorkers renders the
+// README's my-values.yaml (secret.existingSecret holding the keys its
+// comment lists, SCIMRELAY_ADMIN_TOKEN among them, and no
+// sinks.existingSecret) and resolves each role's environment as the
+// kubelet does (envFrom, then env, which wins): the README says the sink
+// workers always generate their own admin token and are never given the
+// front end's, with which one could mint SCIM tokens through the front
+// end's admin API. They were given it through the shared Secret.
+func TestChartREADMEInstallKeepsTheAdminTokenFromTheWorkers(t *testing.T) {
+	section := readmeSection(t, "### Kubernetes (Helm)", "### systemd")
+	values := regexp.MustCompile("(?s)```yaml\n# my-values.yaml\n(.*?)```").FindStringSubmatch(section)[1]
+	comment := regexp.MustCompile(`existingSecret: (\S+)\s+# (.*)`).FindStringSubmatch(values)
+	if comment == nil || !strings.Contains(comment[2], "SCIMRELAY_ADMIN_TOKEN") {
+		t.Fatalf("the README's my-values.yaml does not list the admin token in its Secret:\n%s", values)
+	}
+	secret := map[string]string{}
+	for _, k := range strings.Split(comment[2], ", ") {
+		secret[k] = strings.ToLower(k) + "-0123456789abcdef"
+	}
+	m := mustRender(t, "scimrelay", values)
+	for role, want := range map[string]string{"scim": secret["SCIMRELAY_ADMIN_TOKEN"], "sinks": ""} {
+		c := m.podOf(t, role).Spec.Containers[0]
+		env := map[string]string{}
+		for _, e := range c.EnvFrom {
+			if e.SecretRef != nil && e.SecretRef.Name == comment[1] {
+				maps.Copy(env, secret)
+			}
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				env[e.Name] = e.Value
+			}
+		}
+		relay, err := config.Parse([]byte(m.relayYAML(t)), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if relay.Admin.Token != want {
+			t.Errorf("with the README's my-values.yaml the %s pods run with admin.token %q, want %q", role, relay.Admin.Token, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -334,6 +335,27 @@ func TestComposeRoutePasswordIsURLSafe(t *testing.T) {
 		}
 		if pass := string(out); len(pass) < 32 || strings.ContainsAny(pass, "/+=") {
 			t.Fatalf("%s gave %q: want 32 or more characters a URL's user info holds as they are", cmd, pass)
+		}
+	}
+}
+
+// TestREADMEComposeCommandsNameTheFile: compose.yaml's header runs every
+// command from the repository root with -f deploy/compose.yaml; the
+// README's backup, restore, compaction and health commands left it out,
+// and run from there Compose finds no compose.yaml ("no configuration
+// file provided").
+func TestREADMEComposeCommandsNameTheFile(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uses := regexp.MustCompile(`docker compose [^\n`+"`"+`]*`).FindAllString(string(readme), -1)
+	if len(uses) < 5 {
+		t.Fatalf("the README has %d docker compose commands; the test reads it wrongly", len(uses))
+	}
+	for _, use := range uses {
+		if !strings.HasPrefix(use, "docker compose -f deploy/compose.yaml ") {
+			t.Errorf("the README's %q does not name deploy/compose.yaml", use)
 		}
 	}
 }

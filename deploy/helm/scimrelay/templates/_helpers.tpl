@@ -304,6 +304,16 @@ containers:
     envFrom:
       - secretRef:
           name: {{ include "scimrelay.secretName" . }}
+    {{- if ne .role "scim" }}
+    env:
+      # Each worker generates its own admin token: with the front end's,
+      # a worker could mint SCIM tokens through the front end's admin API.
+      # env wins over envFrom, so a SCIMRELAY_ADMIN_TOKEN in a Secret of
+      # yours (secret.existingSecret, which the workers share unless
+      # sinks.existingSecret is set) does not reach them.
+      - name: SCIMRELAY_ADMIN_TOKEN
+        value: ""
+    {{- end }}
     {{- if not (and (eq .role "scim") $values.maintenance) }}
     ports:
       {{- if eq .role "scim" }}
