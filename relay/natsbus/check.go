@@ -64,8 +64,11 @@ func (o Options) Check() error {
 	if o.Password != "" && o.User == "" {
 		add("password", "needs nats.user")
 	}
-	if o.ConnectTimeout < 0 {
-		add("connect_timeout", "must not be negative, got %s", o.ConnectTimeout)
+	if o.ConnectTimeout < 0 || (o.ConnectTimeout > 0 && o.ConnectTimeout < minConnectTimeout) {
+		// Shorter, even the embedded server's in-process connection did
+		// not start: serve failed with "read pipe: i/o timeout", naming
+		// no key.
+		add("connect_timeout", "must be 0 (the default, 5s) or at least %s, got %s", minConnectTimeout, o.ConnectTimeout)
 	}
 	if o.SyncInterval < 0 || o.SyncInterval > maxSyncInterval || (o.SyncInterval > 0 && o.SyncInterval < minSyncInterval) {
 		add("sync_interval", "must be 0 (every message written to disk before it is acknowledged) or from %s to %s (a shorter interval keeps the server writing to disk all the time), got %s", minSyncInterval, maxSyncInterval, o.SyncInterval)
@@ -88,3 +91,8 @@ const maxSyncInterval = 24 * time.Hour
 // nanoseconds; 0 (sync_always) is what a file wanting every write on disk
 // sets.
 const minSyncInterval = 10 * time.Millisecond
+
+// minConnectTimeout is the shortest nats.connect_timeout other than 0 (the
+// default): a few milliseconds failed even the embedded server's
+// in-process connection at start on a busy machine.
+const minConnectTimeout = 100 * time.Millisecond

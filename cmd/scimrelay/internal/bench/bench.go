@@ -167,6 +167,14 @@ func (o Options) withDefaults() (Options, error) {
 	if (o.Mode == ModeScale || o.Mode == ModeOps) && o.Rate > 0 {
 		errs = append(errs, fmt.Errorf("rate: the %s mode runs closed loop only", o.Mode))
 	}
+	// What a mode would ignore is refused, rather than a report that
+	// leaves out what was asked for.
+	if (o.Mode == ModeScale || o.Mode == ModeOps) && o.receiving() {
+		errs = append(errs, fmt.Errorf("receiver: the %s mode sends no webhook to wait for; only the cycle measures deliveries", o.Mode))
+	}
+	if o.Mode == ModeScale && o.Baseline {
+		errs = append(errs, errors.New("baseline: the scale mode measures the relay at a size alone; the cycle and ops modes compare with the baseline"))
+	}
 	if o.MembersPerGroup < 0 {
 		errs = append(errs, fmt.Errorf("members per group is %d; want 0 or more", o.MembersPerGroup))
 	}

@@ -374,6 +374,24 @@ func TestModesRejectRate(t *testing.T) {
 	}
 }
 
+// TestModesRejectWhatTheyIgnore: a receiver outside the cycle mode, and a
+// baseline in the scale mode, are refused, naming the option: the modes
+// ran without them, exit 0, their reports silent on what was asked for.
+func TestModesRejectWhatTheyIgnore(t *testing.T) {
+	// A closed port, not a name to look up: without the check the run
+	// fails at once, not after a resolver's timeout.
+	receiving := Options{URL: "http://127.0.0.1:1", Users: 1, Receiver: "127.0.0.1:0"}
+	if _, err := RunOps(context.Background(), receiving); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "receiver: the ops mode sends no webhook") {
+		t.Errorf("RunOps with a receiver: %v", err)
+	}
+	if _, err := RunScale(context.Background(), receiving); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "receiver: the scale mode sends no webhook") {
+		t.Errorf("RunScale with a receiver: %v", err)
+	}
+	if _, err := RunScale(context.Background(), Options{URL: "http://127.0.0.1:1", Users: 1, Baseline: true}); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "baseline: the scale mode") {
+		t.Errorf("RunScale with a baseline: %v", err)
+	}
+}
+
 // wantThrottledReported checks that a report's JSON (b, which counted
 // inJSON) and its table give the throttled answers the phases counted.
 func wantThrottledReported(t *testing.T, rep interface{ WriteTable(io.Writer) error }, b []byte, inJSON, throttled int) {
