@@ -193,3 +193,27 @@ func TestPutNamesAnUnknownExtensionsAttributeOnceWhateverItsCase(t *testing.T) {
 		})
 	}
 }
+
+// TestPutSpellingOfANestedUnknownKeyEmitsNothing: the names inside a
+// custom namespace's objects match in any case too: a PUT spelling one in
+// another case, changing no value, emits nothing and keeps the version (it
+// emitted user.updated with old and new differing only in the key's case).
+func TestPutSpellingOfANestedUnknownKeyEmitsNothing(t *testing.T) {
+	const space = "urn:ietf:params:scim:schemas:custom:Space"
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	body := `{"schemas":["` + scim.UserSchema + `","` + space + `"],"userName":"ann","` + space + `":{"badge":"A1","info":%s}}`
+	id := do("POST", "/Users", fmt.Sprintf(body, `{"floor":3,"rooms":[{"wing":"N"}]}`), 201)["id"].(string)
+	n := len(outbox(t, s))
+	put := do("PUT", "/Users/"+id, fmt.Sprintf(body, `{"Floor":3,"rooms":[{"WING":"N"}]}`), 200)
+	if got := since(t, s, n); len(got) != 0 {
+		t.Errorf("a PUT changing only the case of nested names emitted %s %+v", actionsOf(got), got[0].data.Changes)
+	}
+	if v := put["meta"].(map[string]any)["version"]; v != `W/"1"` {
+		t.Errorf("a PUT changing only the case of nested names moved the version to %v", v)
+	}
+	do("PUT", "/Users/"+id, fmt.Sprintf(body, `{"Floor":4,"rooms":[{"WING":"N"}]}`), 200)
+	if got := since(t, s, n); actionsOf(got) != "user.updated" {
+		t.Errorf("a PUT changing a nested value emitted %q, want user.updated", actionsOf(got))
+	}
+}

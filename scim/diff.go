@@ -41,7 +41,7 @@ func Diff(old, new *Resource) []Change {
 		keys := foldedKeys{}
 		for _, k := range unionFold(sortedKeys(o), sortedKeys(n)) {
 			ov, nv := o[keys.find("old", o, k)], n[keys.find("new", n, k)]
-			if !jsonEqual(ov, nv) {
+			if !jsonEqualFold(ov, nv) {
 				out = append(out, Change{Path: urn + ":" + k, Old: ov, New: nv})
 			}
 		}

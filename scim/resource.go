@@ -252,7 +252,14 @@ func (r *Resource) schemas(unknown []string) []string {
 // jsonEqual reports whether two decoded JSON values are equal; it is
 // reflect.DeepEqual for the types decoding and normalization produce, without
 // reflection on the PATCH path.
-func jsonEqual(a, b any) bool {
+func jsonEqual(a, b any) bool { return jsonEquals(a, b, false) }
+
+// jsonEqualFold is jsonEqual with the keys of objects matched in any case:
+// for the values of an extension the relay does not know, kept as sent,
+// whose names match in any case as every attribute name does.
+func jsonEqualFold(a, b any) bool { return jsonEquals(a, b, true) }
+
+func jsonEquals(a, b any, fold bool) bool {
 	switch a := a.(type) {
 	case nil:
 		return b == nil
@@ -270,9 +277,16 @@ func jsonEqual(a, b any) bool {
 		if !ok || len(a) != len(bm) {
 			return false
 		}
+		var keys foldedKeys
+		if fold {
+			keys = foldedKeys{}
+		}
 		for k, v := range a {
+			if fold {
+				k = keys.find("b", bm, k)
+			}
 			bv, ok := bm[k]
-			if !ok || !jsonEqual(v, bv) {
+			if !ok || !jsonEquals(v, bv, fold) {
 				return false
 			}
 		}
@@ -283,7 +297,7 @@ func jsonEqual(a, b any) bool {
 			return false
 		}
 		for i := range a {
-			if !jsonEqual(a[i], bl[i]) {
+			if !jsonEquals(a[i], bl[i], fold) {
 				return false
 			}
 		}

@@ -820,6 +820,64 @@ func TestEventsTailAcrossOutage(t *testing.T) {
 	wantLine(t, lines, f.publishWhenBack("acme", events.UserUpdated), "after the outage")
 }
 
+// TestNoFollowTailEndsWhenNATSGoes: a tail that does not follow, for a
+// script, ends with an error when NATS goes away while it reads a backlog
+// of more than one batch (256 events): it retried until NATS was back (for
+// ever, if it never came), and an error after the answer began ended the
+// answer as a whole one ends, so the CLI exited 0 with part of the events.
+func TestNoFollowTailEndsWhenNATSGoes(t *testing.T) {
+	f := newFixture(t)
+	pad := strings.Repeat("x", 64<<10) // 300 × 64 KiB: more than the sockets hold
+	for i := range 300 {
+		e, err := events.New(events.Meta{Tenant: "acme", Action: events.UserCreated, ResourceID: fmt.Sprintf("u%d", i), Sequence: uint64(i + 1), SubjectSeq: 1, Time: time.Now()},
+			events.Data{Tenant: "acme", ResourceType: "User", ID: fmt.Sprintf("u%d", i), Resource: json.RawMessage(`{"pad":"` + pad + `"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := events.ToMsg(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.js.PublishMsg(context.Background(), msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequestWithContext(t.Context(), "GET", f.url+"/admin/v1/events?tenant=acme&since=1h&follow=false", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("tail: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	r := bufio.NewReaderSize(res.Body, 1<<20)
+	if _, err := r.ReadString('\n'); err != nil { // the first batch is on its way
+		t.Fatal(err)
+	}
+	f.stopNATS() // and not back
+	ended := make(chan error, 1)
+	lines := 1
+	go func() {
+		for {
+			if _, err := r.ReadString('\n'); err != nil {
+				ended <- err
+				return
+			}
+			lines++
+		}
+	}()
+	select {
+	case err := <-ended:
+		if err == io.EOF || lines >= 300 {
+			t.Errorf("the tail ended as a whole answer ends (%v) after %d of 300 events", err, lines)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("a tail that does not follow still runs 30 s after NATS went away, %d of 300 events read", lines)
+	}
+}
+
 // TestEventsTailStartedDuringOutage: a following tail asked for while NATS
 // is away begins, waits for NATS as a tail that began before the outage
 // does, and then has the events stored since it was asked: the first one

@@ -134,7 +134,10 @@ func statusOf(err error) (int, bool) {
 }
 
 // writeError answers err. When the answer had already begun (a stream, a
-// backup), it can only be cut short: the error is logged.
+// backup), it can only be cut short: the error is logged and the answer
+// aborted (http.ErrAbortHandler), so that the client reads an error, not
+// an answer that ended as a whole one does (a --no-follow event tail
+// exited 0 with part of the events).
 func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	id, ids := requestIDOf(r.Context()), requestIDs(r.Context())
 	status, public := statusOf(err)
@@ -146,7 +149,7 @@ func (h *Handler) writeError(w *responseWriter, r *http.Request, err error) {
 	}
 	if w.started {
 		h.log.ErrorContext(r.Context(), "admin request failed after its answer began", append(ids, "path", r.URL.Path, "err", err)...)
-		return
+		panic(http.ErrAbortHandler)
 	}
 	// A length set for the answer that did not begin (a backup's) is not
 	// the error's.

@@ -145,25 +145,31 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, open func(context.Context) (jetstream.Consumer, error), w http.ResponseWriter, follow bool, render func(jetstream.Msg) ([]byte, bool)) error {
 	rc := http.NewResponseController(w)
 	retry, empty := tailRetryMin, 0
-	failed := func(err error) bool {
+	// failed says whether to try again: a following tail waits and does;
+	// one that does not follow ends with the error (NATS went away while
+	// it read), which cuts its answer short.
+	failed := func(err error) (bool, error) {
 		if ctx.Err() != nil {
-			return false
+			return false, nil
+		}
+		if !follow {
+			return false, fmt.Errorf("reading stream %s: %w", events.StreamName, fromNATS(ctx, err))
 		}
 		h.log.WarnContext(ctx, "tailing events: reading the stream failed", append(requestIDs(ctx), "err", err, "retry_in", retry)...)
 		select {
 		case <-ctx.Done():
-			return false
+			return false, nil
 		case <-time.After(retry):
 		}
 		retry = min(2*retry, tailRetryMax)
-		return true
+		return true, nil
 	}
 	for ctx.Err() == nil {
 		if cons == nil {
 			c, err := await(ctx, func() (jetstream.Consumer, error) { return open(ctx) })
 			if err != nil {
-				if !failed(err) {
-					return nil
+				if again, err := failed(err); !again {
+					return err
 				}
 				continue
 			}
@@ -176,8 +182,8 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, open func(c
 			return cons.Fetch(tailBatch, jetstream.FetchMaxWait(h.tailWait))
 		})
 		if err != nil {
-			if !failed(err) {
-				return nil
+			if again, err := failed(err); !again {
+				return err
 			}
 			continue
 		}
@@ -212,8 +218,8 @@ func (h *Handler) tail(ctx context.Context, cons jetstream.Consumer, open func(c
 			}
 		}
 		if err := batch.Error(); err != nil {
-			if !failed(err) {
-				return nil
+			if again, err := failed(err); !again {
+				return err
 			}
 			continue
 		}
