@@ -385,7 +385,6 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 			h.writeError(w, r, err)
 			return
 		}
-		info.Tenant = c.tenant
 		c.base = h.baseURL(r, c.tenant)
 		if err := f(w, r, c); err != nil {
 			h.writeError(w, r, err)
@@ -401,7 +400,9 @@ func (h *Handler) admit(r *http.Request, c *call) error {
 	if err := h.authenticate(r, c.tenant); err != nil {
 		return err
 	}
-	c.info.Authenticated = true
+	// The request is the tenant's from here: a 429 is counted and logged
+	// under it (it was under no tenant).
+	c.info.Authenticated, c.info.Tenant = true, c.tenant
 	return h.limit(c.tenant, 1)
 }
 
@@ -791,6 +792,10 @@ func resourceName(r *Resource) string {
 // with the request id, never with their text.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	info := infoOf(w)
+	id := "" // the request's, for the log lines about it
+	if info != nil {
+		id = info.RequestID
+	}
 	var se *Error
 	var rl *rateLimited
 	switch {
@@ -801,12 +806,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away (Entra timed out, a connection dropped):
 		// nothing failed on our side, and nobody reads the answer.
-		h.log.DebugContext(r.Context(), "scim client went away before the answer", "method", r.Method, "path", r.URL.Path)
+		h.log.DebugContext(r.Context(), "scim client went away before the answer", "request_id", id, "method", r.Method, "path", r.URL.Path)
 		se = Errorf(ErrClientClosedRequest, "the client closed the request")
 	default:
-		id := ""
 		if info != nil {
-			id = info.RequestID
 			info.FailureLogged = true
 		}
 		h.log.ErrorContext(r.Context(), "scim request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -233,5 +234,70 @@ func TestMetricsFollowConventions(t *testing.T) {
 		if names[old] {
 			t.Errorf("%s is still exported; it was renamed", old)
 		}
+	}
+}
+
+// TestRateLimitedRequestIsItsTenants: a request of acme's refused with 429
+// (its credential accepted, its rate limit spent) is counted under
+// tenant="acme" and filed under acme in the provisioning log, as README
+// says of a refused request whose path names a configured tenant; it was
+// under tenant="", so a per-tenant alert or `log --tenant acme --status
+// 429` did not see acme throttled.
+func TestRateLimitedRequestIsItsTenants(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.Rate, cfg.Limits.Burst = 0.001, 1 // no request comes back during the test
+	p := startRelay(t, cfg, roleAll)
+	p.scim("acme", acmeToken, "GET", "/Users?count=0", "").want(t, 200)
+	id := p.scim("acme", acmeToken, "GET", "/Users?count=0", "").want(t, 429).header.Get("X-Request-Id")
+	if n := metric(t, p, "scimrelay_scim_requests_total", "tenant", "acme", "status", "429"); n != 1 {
+		t.Errorf("scimrelay_scim_requests_total{tenant=acme,status=429} = %v, want 1 (under tenant=\"\": %v)",
+			n, metric(t, p, "scimrelay_scim_requests_total", "tenant", "", "status", "429"))
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var all []relay.LogEntry
+		if err := json.Unmarshal(adminRequest(t, p, "GET", "/admin/v1/log?since=1h&status=429", adminSecret, "").want(t, 200).raw, &all); err != nil {
+			return err
+		}
+		if len(all) != 1 || all[0].RequestID != id {
+			return fmt.Errorf("the 429 (%s) is not in the log yet: %+v", id, all)
+		}
+		if all[0].Tenant != "acme" {
+			t.Fatalf("acme's 429 is filed under tenant %q", all[0].Tenant)
+		}
+		return nil
+	})
+}
+
+// TestClientGoneLineNamesItsRequest: the Debug line of a SCIM client that
+// went away before its answer (recorded 499) carries the request's id, as
+// its answer and its log entry do; it had none.
+func TestClientGoneLineNamesItsRequest(t *testing.T) {
+	var out eventstest.Log
+	cfg := testConfig(t, t.TempDir())
+	cfg.Log = config.Log{Level: "debug", Format: "json"}
+	log, err := newLogger(cfg.Log, &out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+	gone, giveUp := context.WithCancel(context.Background())
+	giveUp()
+	req := httptest.NewRequestWithContext(gone, "POST", "/scim/v2/acme/Users", strings.NewReader(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`))
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	rec := httptest.NewRecorder()
+	p.srv.scimHTTP.Handler.ServeHTTP(rec, req)
+	if rec.Code != 499 {
+		t.Fatalf("a request whose client went away: %d %s, want 499", rec.Code, rec.Body)
+	}
+	id := rec.Header().Get("X-Request-Id")
+	var line map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "scim client went away before the answer" {
+			line = m
+		}
+	}
+	if line == nil || id == "" || line["request_id"] != id {
+		t.Fatalf("the line about the request %q: %v\n%s", id, line, out.String())
 	}
 }
