@@ -128,10 +128,12 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 	if failOn != nil {
 		n, ok := failOn.(json.Number)
 		v, err := n.Int64()
-		if !ok || err != nil || v < 0 || v > int64(maxOps) {
-			return nil, Errorf(ErrInvalidValue, "failOnErrors must be an integer from 0 to %d, got %s", maxOps, Truncate(fmt.Sprint(failOn), 32))
+		if !ok || err != nil || v < 0 {
+			return nil, Errorf(ErrInvalidValue, "failOnErrors must be an integer, 0 or more, got %s", Truncate(fmt.Sprint(failOn), 32))
 		}
-		req.failOnErrors = int(v)
+		// RFC 7644 §3.7 bounds it by nothing: one past the operations a
+		// request may hold never stops it, as any larger one.
+		req.failOnErrors = int(min(v, int64(maxOps)+1))
 	}
 	list, ok := operations.([]any)
 	if !ok || len(list) == 0 {
@@ -172,7 +174,9 @@ func parseBulkOp(i int, o any) *bulkOp {
 	op.bulkID, bulkIDIsString = f["bulkid"].(string)
 	version, versionIsString := f["version"].(string)
 	var versionOK bool
-	op.version, versionOK = parsePrecondition(version, version != "")
+	// A version present is a condition, an empty one too (it matches
+	// nothing, as an empty If-Match does).
+	op.version, versionOK = parsePrecondition(version, versionIsString)
 	op.path, pathIsString = f["path"].(string)
 	op.data = f["data"]
 	switch {
@@ -382,6 +386,10 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	case http.MethodPost:
 		if c.id != "" {
 			return fail(Errorf(ErrInvalidSyntax, "Operations[%d]: POST goes to %s, not to a resource", op.index, c.rt.Endpoint))
+		}
+		if op.version.present {
+			// As a create carrying If-Match (writePrecondition).
+			return fail(Errorf(ErrNotImplemented, "Operations[%d]: a version (If-Match) is not supported on a create; nothing was created", op.index))
 		}
 		if out, err = b.h.createResource(ctx, c, body); err != nil {
 			return fail(err)

@@ -472,3 +472,38 @@ func (b *revokingBackend) Create(ctx context.Context, tenant string, r *Resource
 	}
 	return res, err
 }
+
+// TestBulkVersionsAsIfMatch: a Bulk operation's version is its If-Match
+// (README, ETags). An empty one matches nothing, 412, as an empty If-Match
+// does (it was no condition: the group was patched, replaced and deleted);
+// a create carrying one is refused, 501, creating nothing, as a POST with
+// If-Match is (it was ignored).
+func TestBulkVersionsAsIfMatch(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	gid := ts.do("POST", "/Groups", `{`+groupSchemas+`,"displayName":"g"}`).want(t, 201).str("id")
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"/Groups/`+gid+`","version":"","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"displayName","value":"patched"}]}},
+		{"method":"PUT","path":"/Groups/`+gid+`","version":"","data":{`+groupSchemas+`,"displayName":"put"}},
+		{"method":"DELETE","path":"/Groups/`+gid+`","version":""},
+		{"method":"POST","path":"/Users","bulkId":"b","version":"W/\"9\"","data":{`+userSchemas+`,"userName":"bob"}}`))
+	if got := a.statuses(); got != "PATCH 412, PUT 412, DELETE 412, POST b 501" {
+		t.Errorf("operations with an empty version, and a create with one: %s", got)
+	}
+	if r := ts.do("GET", "/Groups/"+gid, "").want(t, 200); r.str("displayName") != "g" {
+		t.Errorf("the group after the refused operations: %s", r.body)
+	}
+	if r := ts.do("GET", "/Users?filter=userName%20eq%20%22bob%22", "").want(t, 200); r.str("totalResults") != "0" {
+		t.Errorf("the refused create made the user: %s", r.body)
+	}
+}
+
+// TestBulkFailOnErrorsAboveMaxOperations: RFC 7644 §3.7 bounds failOnErrors
+// by nothing; one larger than the operations sent never stops the request
+// (it was refused whole, 400, above maxOperations).
+func TestBulkFailOnErrorsAboveMaxOperations(t *testing.T) {
+	ts := newTestServer(t, Options{BulkMaxOperations: 10})
+	a := ts.bulk(t, bulkBody(`"failOnErrors":11`, `{"method":"POST","path":"/Users","bulkId":"a","data":{`+userSchemas+`,"userName":"ann"}}`))
+	if got := a.statuses(); got != "POST a 201" {
+		t.Errorf("failOnErrors 11 with maxOperations 10: %s", got)
+	}
+}
