@@ -437,10 +437,13 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 	return secret, fresh.Token, old, nil
 }
 
-// EnsureToken makes sure a tenant can be reached: when it has no static
-// token and no live stored credential (token or OAuth client), it issues a
-// token named "generated" that expires after DefaultTokenLifetime and
-// returns its secret with created true.
+// EnsureToken gives a tenant its first token: when it has no static token
+// and has never had a stored credential (token or OAuth client; or was
+// purged since), it issues a token named "generated" that expires after
+// DefaultTokenLifetime and returns its secret with created true. A tenant
+// whose credentials were all revoked or expired gets none: a revocation is
+// the operator's (it was undone by the next start or reload, which issued
+// a new token), and an expired one is renewed with token rotate.
 func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, bool, error) {
 	t, ok := s.tenantMap()[tenantName]
 	if !ok {
@@ -454,7 +457,7 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 	now := s.now()
 	s.tokens.mu.RLock()
 	for _, st := range s.tokens.byID {
-		if st.Tenant == tenantName && st.Live(now) {
+		if st.Tenant == tenantName {
 			s.tokens.mu.RUnlock()
 			return "", false, nil
 		}

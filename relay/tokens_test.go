@@ -252,11 +252,17 @@ func TestEnsureToken(t *testing.T) {
 	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
 		t.Fatal("a second token while one is live")
 	}
+	// Revoked, or expired, it stays the tenant's last: a revocation is the
+	// operator's, not undone by the next start or reload.
 	if _, _, err := s.Tokens().Revoke(ctx, gen.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, created, _ := s.EnsureToken(ctx, "globex"); !created {
-		t.Fatal("no new token once the only one was revoked")
+	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+		t.Fatal("a new token once the only one was revoked")
+	}
+	c.add(DefaultTokenLifetime + time.Hour)
+	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+		t.Fatal("a new token once the only one expired")
 	}
 	if _, _, err := s.EnsureToken(ctx, "initech"); err == nil {
 		t.Fatal("EnsureToken for an unknown tenant")

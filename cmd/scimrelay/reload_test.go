@@ -787,3 +787,41 @@ func TestRemovedTenantsSubscribers(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadDoesNotUndoARevocation: a tenant's first token is issued once
+// (at start here); revoked by the operator (a leak, a customer paused), it
+// is not replaced by the next reload, whatever that changes (a log level
+// here), nor the next start: each issued a new live token, written to the
+// first-token file, and the reload's answer did not say so.
+func TestReloadDoesNotUndoARevocation(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	const tenants = "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n  - name: initech\n"
+	f.write("log:\n  level: info\n" + tenants)
+	p := startReloadable(t, f.path, io.Discard)
+	cfg := cliConfig(t, p, adminSecret)
+	list, err := p.srv.store.Tokens().List(t.Context(), "initech")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("initech's tokens at start: %v %v", list, err)
+	}
+	if code, out, stderr := cli(t, "token", "revoke", list[0].ID, "--config", cfg); code != exitOK {
+		t.Fatalf("token revoke: %d %s %s", code, out, stderr)
+	}
+	live := func(when string) {
+		t.Helper()
+		list, err := p.srv.store.Tokens().List(t.Context(), "initech")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range list {
+			if tok.Revoked.IsZero() {
+				t.Errorf("%s, initech, whose token was revoked, has a live token %s (%q)", when, tok.ID, tok.Name)
+			}
+		}
+	}
+	f.write("log:\n  level: debug\n" + tenants)
+	reloadNow(t, p)
+	live("after a reload")
+	p.stop()
+	p = startReloadable(t, f.path, io.Discard)
+	live("after a restart")
+}

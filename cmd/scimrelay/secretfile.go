@@ -18,7 +18,9 @@ import (
 	"github.com/scimrelay/scimrelay/relay"
 )
 
-// ensureTokens gives every tenant without a way in a token: the two values
+// ensureTokens gives every tenant its first token, one that never had a
+// credential (relay.EnsureToken; not one whose credentials were revoked or
+// expired): the two values
 // an Entra admin pastes, shown once. They are printed when the relay's
 // output is a terminal (s.out); otherwise they go to data_dir/initial-token
 // (mode 0600) and the log says where, so that a secret never lands in
