@@ -155,6 +155,9 @@ func (s *Pair) recheck() {
 	state := digest(certPEM, keyPEM)
 	if err == nil {
 		if state == s.read {
+			// Back to what is served (a broken renewal undone): the same
+			// broken files again are news again, to be said.
+			s.refused = [sha256.Size]byte{}
 			return
 		}
 		var cert *tls.Certificate

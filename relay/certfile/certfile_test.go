@@ -134,3 +134,42 @@ func TestClientTrustsTheFilesCertificateAlone(t *testing.T) {
 		t.Fatalf("a key file as the certificate: %v", err)
 	}
 }
+
+// TestBrokenRenewalAgainIsSaidAgain: a half-written renewal (a certificate
+// without its key) is said once at Warn; the files put back as they were,
+// the same half-written renewal again (a deploy hook run again) is said
+// again: it was not, the refusal of the first still remembered.
+func TestBrokenRenewalAgainIsSaidAgain(t *testing.T) {
+	dir := t.TempDir()
+	first := certfiletest.Write(t, dir, time.Now().Add(time.Hour))
+	var log bytes.Buffer
+	s, err := Load(first.CertFile, first.KeyFile, x509.ExtKeyUsageServerAuth, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	s.now = func() time.Time { return clock }
+	served, err := os.ReadFile(first.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile(certfiletest.Write(t, t.TempDir(), time.Now().Add(2*time.Hour)).CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(first.CertFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(RecheckEvery)
+		s.Certificate()
+	}
+	for i := range 2 {
+		write(other) // a certificate without its key
+		if n := strings.Count(log.String(), "cannot be used"); n != i+1 {
+			t.Fatalf("the broken renewal, #%d: said %d times in all, want %d:\n%s", i+1, n, i+1, log.String())
+		}
+		write(served) // put back
+	}
+}
