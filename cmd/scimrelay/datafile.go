@@ -71,10 +71,10 @@ func holdDataFile(path string) (*os.File, error) {
 }
 
 // dataFileOf reads data_dir from the relay.yaml cmd names and returns the
-// data file's absolute path (the file a symbolic link there names) and, when no file is there, the data_dir it
-// came from, for the error: a relative data_dir is the current
-// directory's, and a command run elsewhere would work on a file nobody
-// serves.
+// data file's absolute path (the file a symbolic link there names) and,
+// when no file is there, the data_dir it came from, for the error: a
+// relative data_dir is the current directory's, and a command run
+// elsewhere would work on a file nobody serves.
 func dataFileOf(cmd *cobra.Command) (target, missing string, err error) {
 	cfg, err := config.Read(configPathOf(cmd), "data_dir")
 	if err != nil {
