@@ -38,7 +38,9 @@ data_dir needs room for what the file holds in use), checked to hold
 every bucket, key and value of the data file and nothing else, and put
 in its place in one rename, with the owner of the file it replaces. The
 data file is not changed until then: a copy that fails (a full disk) is
-removed. With --keep, the file it replaces stays beside it as
+removed. Where scimrelay.db is a symbolic link (the file on another
+volume), the file it names is compacted, beside itself, and the link
+kept. With --keep, the file it replaces stays beside it as
 scimrelay.db.replaced-<time> (a hard link: it keeps its space until you
 delete it).
 

@@ -79,6 +79,19 @@ func TestRepeatedKey(t *testing.T) {
 	}
 }
 
+// startRelayLogging runs a relay of cfg whose log is relay.yaml's JSON at
+// debug level, every line kept in the returned log.
+func startRelayLogging(t *testing.T, cfg *config.Config) (*relayProc, *eventstest.Log) {
+	t.Helper()
+	out := &eventstest.Log{}
+	cfg.Log = config.Log{Level: "debug", Format: "json"}
+	log, err := newLogger(cfg.Log, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRelayWith(t, cfg, roleAll, log, io.Discard), out
+}
+
 // TestLogs runs a relay with relay.yaml's JSON log at debug level through
 // what makes it talk (SCIM requests good and bad, /Me, a client that hangs
 // up mid-body, a sink that fails and one that is gone for good, an admin
@@ -86,20 +99,14 @@ func TestRepeatedKey(t *testing.T) {
 // object without a repeated key, and nothing that was expected (a 501, a
 // refused delivery, a client gone) is logged at ERROR.
 func TestLogs(t *testing.T) {
-	var out eventstest.Log
 	cfg := testConfig(t, t.TempDir())
-	cfg.Log = config.Log{Level: "debug", Format: "json"}
-	log, err := newLogger(cfg.Log, &out, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) }))
 	defer failing.Close()
 	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) }))
 	defer gone.Close()
 	withSink(cfg, "failing", failing.URL, func(s *config.Sink) { s.Retry = []config.Duration{config.Duration(time.Hour)} })
 	withSink(cfg, "gone", gone.URL, nil)
-	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+	p, out := startRelayLogging(t, cfg)
 
 	p.createUser(t, "ann")
 	p.scim("acme", acmeToken, "GET", "/Me", "").want(t, 501)
@@ -272,14 +279,7 @@ func TestRateLimitedRequestIsItsTenants(t *testing.T) {
 // went away before its answer (recorded 499) carries the request's id, as
 // its answer and its log entry do; it had none.
 func TestClientGoneLineNamesItsRequest(t *testing.T) {
-	var out eventstest.Log
-	cfg := testConfig(t, t.TempDir())
-	cfg.Log = config.Log{Level: "debug", Format: "json"}
-	log, err := newLogger(cfg.Log, &out, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+	p, out := startRelayLogging(t, testConfig(t, t.TempDir()))
 	gone, giveUp := context.WithCancel(context.Background())
 	giveUp()
 	req := httptest.NewRequestWithContext(gone, "POST", "/scim/v2/acme/Users", strings.NewReader(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob"}`))

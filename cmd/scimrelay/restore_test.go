@@ -394,3 +394,29 @@ func TestRestoreWhereThereIsNoDataFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHoldDataFileIsTheRelaysLock: the lock a restore takes to put its
+// copy in place (holdDataFile, a plain flock, so that a damaged data file
+// does not stop it) is the lock the relay takes: a relay started while it
+// is held waits for it, here past its second, and is refused; released, it
+// opens. Another lock (an fcntl one, a lock file) would let the relay run
+// on the file the restore replaces.
+func TestHoldDataFileIsTheRelaysLock(t *testing.T) {
+	target, _, _ := stoppedDataFile(t)
+	held, err := holdDataFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := relay.Open(target, relay.Options{}); !errors.Is(err, relay.ErrInUse) {
+		if err == nil {
+			_ = s.Close()
+		}
+		t.Fatalf("a relay started while a restore holds the data file: %v, want %v", err, relay.ErrInUse)
+	}
+	_ = held.Close()
+	s, err := relay.Open(target, relay.Options{})
+	if err != nil {
+		t.Fatalf("the lock released, the relay: %v", err)
+	}
+	_ = s.Close()
+}

@@ -511,6 +511,23 @@ func TestPurgeStopsDeliveryOfWhatWorkersHold(t *testing.T) {
 	})
 }
 
+// holdGlobexEvents creates n of globex's users through front and waits
+// until the workers hold every one's event, underWay of them in deliveries
+// slow has not answered, none left in the stream.
+func holdGlobexEvents(t *testing.T, front *relayProc, slow *heldReceiver, n, underWay int) {
+	t.Helper()
+	for i := range n {
+		front.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := front.srv.sinks.Status(t.Context(), "crm")
+		if err != nil || st.Pending != 0 || st.InFlight != n || slow.delivered("globex") != underWay {
+			return fmt.Errorf("the workers hold %d events, %d wait in the stream, %d deliveries under way (%v)", st.InFlight, st.Pending, slow.delivered("globex"), err)
+		}
+		return nil
+	})
+}
+
 // purgeAcrossRelays starts, on the NATS at natsURL, a front end (user front) with
 // tenants acme and globex and sink crm, which delivers to slow one event
 // at a time, and n delivery workers of the sink (user worker), the shape
@@ -576,17 +593,8 @@ func TestPurgeStopsDeliveryAcrossWorkers(t *testing.T) {
 		return nil
 	})
 	const users = 40
-	for i := range users {
-		front.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
-	}
 	// Both workers hold some: each one's first is under way, its others wait.
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		st, err := front.srv.sinks.Status(t.Context(), "crm")
-		if err != nil || st.Pending != 0 || st.InFlight != users || slow.delivered("globex") != 2 {
-			return fmt.Errorf("the workers hold %d events, %d wait in the stream, %d deliveries under way (%v)", st.InFlight, st.Pending, slow.delivered("globex"), err)
-		}
-		return nil
-	})
+	holdGlobexEvents(t, front, slow, users, 2)
 	purge()
 	slow.release()
 	front.createUser(t, "ann")
@@ -636,16 +644,7 @@ func TestPurgeWaitsOutAWorkerThatCannotReadTheNotices(t *testing.T) {
 		return worker.srv.sinks.Ready(t.Context())
 	})
 	const users = 20
-	for i := range users {
-		front.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i)).want(t, 201)
-	}
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		st, err := front.srv.sinks.Status(t.Context(), "crm")
-		if err != nil || st.Pending != 0 || st.InFlight != users || slow.delivered("globex") != 1 {
-			return fmt.Errorf("the worker holds %d events, %d wait in the stream, %d deliveries under way (%v)", st.InFlight, st.Pending, slow.delivered("globex"), err)
-		}
-		return nil
-	})
+	holdGlobexEvents(t, front, slow, users, 1)
 	// The worker may announce itself, and no longer read the workers'
 	// stream, where the notices are.
 	workerMay(slices.DeleteFunc(slices.Clone(workerPublish), func(s string) bool { return s == "$JS.API.STREAM.INFO.SCIMRELAY_WORKERS" }))

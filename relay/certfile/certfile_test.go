@@ -22,14 +22,7 @@ import (
 // the old certificate served, said once, until the key arrives.
 func TestServerTakesRenewedFiles(t *testing.T) {
 	dir := t.TempDir()
-	first := certfiletest.Write(t, dir, time.Now().Add(time.Hour))
-	var log bytes.Buffer
-	s, err := Load(first.CertFile, first.KeyFile, x509.ExtKeyUsageServerAuth, slog.New(slog.NewTextHandler(&log, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := time.Now()
-	s.now = func() time.Time { return clock }
+	s, first, log, later := loadWatched(t, dir)
 	served := func() []byte {
 		t.Helper()
 		c, err := s.ServerConfig().GetCertificate(nil)
@@ -60,7 +53,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 		t.Fatal("files looked at again within a second")
 	}
 	for range 3 {
-		clock = clock.Add(RecheckEvery)
+		later()
 		if !bytes.Equal(served(), first.DER) {
 			t.Fatal("a certificate without its key was served")
 		}
@@ -78,7 +71,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clock = clock.Add(RecheckEvery)
+	later()
 	if !bytes.Equal(served(), second.DER) || !s.Leaf().NotAfter.Equal(second.NotAfter) {
 		t.Fatalf("the renewal was not served (expiry %s, want %s):\n%s", s.Leaf().NotAfter, second.NotAfter, log.String())
 	}
@@ -140,15 +133,7 @@ func TestClientTrustsTheFilesCertificateAlone(t *testing.T) {
 // the same half-written renewal again (a deploy hook run again) is said
 // again: it was not, the refusal of the first still remembered.
 func TestBrokenRenewalAgainIsSaidAgain(t *testing.T) {
-	dir := t.TempDir()
-	first := certfiletest.Write(t, dir, time.Now().Add(time.Hour))
-	var log bytes.Buffer
-	s, err := Load(first.CertFile, first.KeyFile, x509.ExtKeyUsageServerAuth, slog.New(slog.NewTextHandler(&log, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := time.Now()
-	s.now = func() time.Time { return clock }
+	s, first, log, later := loadWatched(t, t.TempDir())
 	served, err := os.ReadFile(first.CertFile)
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +147,7 @@ func TestBrokenRenewalAgainIsSaidAgain(t *testing.T) {
 		if err := os.WriteFile(first.CertFile, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		clock = clock.Add(RecheckEvery)
+		later()
 		s.Certificate()
 	}
 	for i := range 2 {
@@ -172,4 +157,20 @@ func TestBrokenRenewalAgainIsSaidAgain(t *testing.T) {
 		}
 		write(served) // put back
 	}
+}
+
+// loadWatched loads a pair written in dir for the test, with its log in
+// log and its clock in the test's hands: later moves it past RecheckEvery,
+// so that the next look reads the files again.
+func loadWatched(t *testing.T, dir string) (s *Pair, files certfiletest.Pair, log *bytes.Buffer, later func()) {
+	t.Helper()
+	files = certfiletest.Write(t, dir, time.Now().Add(time.Hour))
+	log = &bytes.Buffer{}
+	s, err := Load(files.CertFile, files.KeyFile, x509.ExtKeyUsageServerAuth, slog.New(slog.NewTextHandler(log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	s.now = func() time.Time { return clock }
+	return s, files, log, func() { clock = clock.Add(RecheckEvery) }
 }

@@ -39,6 +39,10 @@ func (t HandlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	go func() {
 		defer func() {
 			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { // as net/http takes it: an answer cut short, its error logged
+					w.fail(fmt.Errorf("the answer to %s %s was cut short: the relay's log says why", req.Method, req.URL.Path))
+					return
+				}
 				w.fail(fmt.Errorf("the admin handler panicked serving %s %s: %v", req.Method, req.URL.Path, p))
 				return
 			}

@@ -94,3 +94,25 @@ func TestHandlerTransportAnswers(t *testing.T) {
 		t.Fatalf("401: %v", err)
 	}
 }
+
+// TestHandlerTransportCutShort: an answer the handler aborts after it began
+// (http.ErrAbortHandler, as the admin API does when it fails mid-stream)
+// ends in a read error saying so, as over the network, not in the end of a
+// whole answer.
+func TestHandlerTransportCutShort(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "first\n")
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://admin.invalid/admin/v1/events?follow=false", nil)
+	res, err := (&http.Client{Transport: HandlerTransport{Handler: h}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if string(body) != "first\n" || err == nil || !strings.Contains(err.Error(), "was cut short") {
+		t.Fatalf("read %q, %v; want the first line, then an error saying the answer was cut short", body, err)
+	}
+}
