@@ -788,6 +788,9 @@ func TestEventsTail(t *testing.T) {
 		}
 	}
 	f.request("GET", "/admin/v1/events?from_seq=3", "").wantError(t, http.StatusBadRequest, "from_seq needs a tenant")
+	// Both starts at once are refused, as the CLI refuses them, rather
+	// than one of them taken without a word.
+	f.request("GET", "/admin/v1/events?tenant=acme&since=1h&from_seq=3", "").wantError(t, http.StatusBadRequest, "since and from_seq exclude each other")
 }
 
 // TestEventsTailAcrossOutage: a following tail keeps going while NATS is

@@ -67,6 +67,9 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) error {
 	if tenant != "" {
 		cfg.FilterSubjects = []string{events.TenantSubjects(tenant)}
 	}
+	if q.Get("since") != "" && q.Get("from_seq") != "" {
+		return badRequest("since and from_seq exclude each other")
+	}
 	if s := q.Get("since"); s != "" {
 		start, err := sinceParam(s, 0)
 		if err != nil {
