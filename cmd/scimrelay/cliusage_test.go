@@ -345,7 +345,7 @@ func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
 
 	post := func(secret, id string) int {
 		t.Helper()
-		body := `{"specversion":"1.0","id":"` + id + `","source":"/scimrelay/acme","type":"io.scimrelay.user.created","datacontenttype":"application/json","data":{}}`
+		body := `{"specversion":"1.0","id":"` + id + `","source":"/scimrelay/acme","type":"io.scimrelay.user.created","datacontenttype":"application/json","data":{"displayName":"Ann` + "\u009b" + `2J"}}` // raw, as JSON may carry it
 		req, err := http.NewRequest("POST", base, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
@@ -384,6 +384,10 @@ func TestCLIReceiveTakesItsSecretFromTheEnvironment(t *testing.T) {
 	})
 	if strings.Contains(out.String(), "forged-1") {
 		t.Errorf("receive printed the forged event: %s", out.String())
+	}
+	// What the sender chose reaches the terminal escaped (printableJSON).
+	if !strings.Contains(out.String(), `"Ann\u009b2J"`) || strings.ContainsRune(out.String(), '\u009b') {
+		t.Errorf("receive printed a C1 control raw: %q", out.String())
 	}
 }
 

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -66,7 +67,7 @@ follows the stream until interrupted unless --no-follow is given.`,
 				return answeredTenant(unknown, err)
 			}
 			defer tail.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), tail)
+			err = copyPrintableJSON(cmd.OutOrStdout(), tail)
 			switch {
 			case cmd.Context().Err() != nil:
 				return nil // interrupted: the normal end of a tail
@@ -87,4 +88,24 @@ follows the stream until interrupted unless --no-follow is given.`,
 	tail.Flags().BoolVar(&noFollow, "no-follow", false, "stop once caught up")
 	cmd.AddCommand(tail)
 	return cmd
+}
+
+// copyPrintableJSON copies lines of JSON from r to w as each arrives,
+// each one printable (printableJSON).
+func copyPrintableJSON(w io.Writer, r io.Reader) error {
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			if _, werr := w.Write(printableJSON(line)); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -282,12 +282,12 @@ func statusWord(status int, class string) string {
 	return cmp.Or(class, "-")
 }
 
-// writeJSONLine writes v as one line of JSON.
+// writeJSONLine writes v as one line of JSON, printable (printableJSON).
 func writeJSONLine(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(append(printableJSON(b), '\n'))
 	return err
 }

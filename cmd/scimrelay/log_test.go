@@ -3,8 +3,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -251,4 +253,55 @@ func TestLogTableShowsControlCharactersEscaped(t *testing.T) {
 	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `User \x1b]0;pwned\a\x1b[2J not found`) {
 		t.Fatalf("scimrelay log:\n%q", out)
 	}
+}
+
+// TestCLIJSONIsPrintable: what the CLI prints as JSON carries no rune a
+// terminal acts on, from the SCIM listener (a path's id, before its
+// credential is checked) or from the identity provider (a user's name in
+// an event), and decodes to the same values.
+func TestCLIJSONIsPrintable(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	const csi = "\u009b2J\u202e\x7f"
+	req, err := http.NewRequest(http.MethodGet, p.scimURL+"/scim/v2/acme/Users/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque = "/scim/v2/acme/Users/" + url.PathEscape(csi)
+	do(t, req)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann","displayName":"Ann\u009b2J\u202e\u007f"}`).want(t, 201)
+	readStream(t, p.srv.js, 1)
+
+	check := func(what, out, want string) {
+		t.Helper()
+		if i := strings.IndexFunc(out, unprintableInJSON); i >= 0 {
+			t.Fatalf("%s: raw %U in\n%s", what, []rune(out[i:])[0], out)
+		}
+		var found bool
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var v any
+			if err := json.Unmarshal([]byte(line), &v); err != nil {
+				t.Fatalf("%s: %v: %s", what, err, line)
+			}
+			b, _ := json.Marshal(v)
+			found = found || strings.Contains(string(b), want)
+		}
+		if !found {
+			t.Fatalf("%s: %q not in what it decodes to:\n%s", what, want, out)
+		}
+	}
+	var out string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		_, out, _ = cli(t, "log", "--json", "--config", cfg)
+		if strings.Count(out, "\n") < 2 {
+			return fmt.Errorf("log --json: %s", out)
+		}
+		return nil
+	})
+	check("log --json", out, "Users/"+csi)
+	code, out, stderr := cli(t, "events", "tail", "--tenant", "acme", "--since", "1h", "--no-follow", "--config", cfg)
+	if code != exitOK {
+		t.Fatalf("events tail: %d %s", code, stderr)
+	}
+	check("events tail", out, "Ann"+csi)
 }

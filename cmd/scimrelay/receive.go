@@ -60,7 +60,7 @@ command line, where ps shows it to every user of the machine.`,
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				fmt.Fprintf(out, "%s\n", line)
+				fmt.Fprintf(out, "%s\n", printableJSON(line))
 			})
 			if err != nil {
 				return usageError{err}

@@ -3,12 +3,15 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // table writes aligned columns for people: every table the CLI prints.
@@ -68,4 +71,34 @@ func printable(s string) string {
 		b.WriteString(strings.Trim(strconv.QuoteRuneToGraphic(r), "'"))
 	}
 	return b.String()
+}
+
+// printableJSON is the JSON b with every rune that is neither graphic nor
+// JSON's white space written as its \u escape: the same JSON, and nothing
+// in it that a terminal acts on. encoding/json escapes the controls below
+// U+0020 but writes DEL, the C1 controls (U+009B is CSI to a terminal
+// reading UTF-8) and format characters (U+202E) as they are, and the
+// CLI's JSON carries text from outside as its tables do.
+func printableJSON(b []byte) []byte {
+	if bytes.IndexFunc(b, unprintableInJSON) < 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch r1, r2 := utf16.EncodeRune(r); {
+		case !unprintableInJSON(r):
+			out = append(out, b[:n]...)
+		case r1 != unicode.ReplacementChar:
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		default:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		b = b[n:]
+	}
+	return out
+}
+
+func unprintableInJSON(r rune) bool {
+	return !unicode.IsGraphic(r) && !strings.ContainsRune(" \t\n\r", r)
 }

@@ -3,6 +3,9 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -21,5 +24,32 @@ func TestTableCellsArePrintable(t *testing.T) {
 	want := "A         B\nZoë 東京 ✓  a\\tb\\nc\\u202ed\\u009be\\x7f\n"
 	if b.String() != want {
 		t.Fatalf("table:\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+// TestPrintableJSON: JSON for a terminal carries no rune a terminal acts
+// on (DEL, C1, format characters, those past U+FFFF too, as surrogate
+// pairs) and means what it meant.
+func TestPrintableJSON(t *testing.T) {
+	in, err := json.Marshal(map[string]string{"v": "Zoë 東京 ✓ a\x7fb\u009b2Jc\u202ed\U000E0041e\tf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := printableJSON(in)
+	if i := bytes.IndexFunc(out, unprintableInJSON); i >= 0 {
+		t.Fatalf("raw %q at %d in %s", string([]rune(string(out[i:]))[0]), i, out)
+	}
+	if want := `{"v":"Zoë 東京 ✓ a\u007fb\u009b2Jc\u202ed\udb40\udc41e\tf"}`; string(out) != want {
+		t.Fatalf("printableJSON:\n%s\nwant\n%s", out, want)
+	}
+	var before, after any
+	if err := json.Unmarshal(in, &before); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out, &after); err != nil || !reflect.DeepEqual(before, after) {
+		t.Fatalf("%v: %v, want %v", err, after, before)
+	}
+	if got := printableJSON([]byte("{\n\t\"a\": 1\r\n}")); string(got) != "{\n\t\"a\": 1\r\n}" {
+		t.Fatalf("white space between values changed: %q", got)
 	}
 }
