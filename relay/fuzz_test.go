@@ -71,7 +71,7 @@ func FuzzParseRequirement(f *testing.F) {
 			}
 			return
 		}
-		if req.path == "" || req.present == nil {
+		if req.path.Name == "" || req.present == nil {
 			t.Fatalf("requirement %+v from %q", req, s)
 		}
 	})

@@ -230,7 +230,7 @@ func checkRequired(t *tenant, r *scim.Resource) error {
 	}
 	for _, req := range t.required {
 		if !req.present.Match(r) {
-			return scim.Errorf(scim.ErrInvalidValue, "attribute %s is required in tenant %s", req.path, t.name)
+			return scim.Errorf(scim.ErrInvalidValue, "attribute %s is required in tenant %s", req.path.String(), t.name)
 		}
 	}
 	if t.uniqueEmail && r.WorkEmail() == "" {

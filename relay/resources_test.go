@@ -202,6 +202,77 @@ func TestEmailUniqueTenantSaysUserNameIsNotUnique(t *testing.T) {
 	}
 }
 
+// TestSchemasSayWhatATenantRequires: an attribute a tenant requires
+// (tenants[].required, at start or by a reload; emails in a tenant unique
+// by email) is refused when missing, and the tenant's /Schemas says it is
+// required (RFC 7643 §7), with the complex attribute a required
+// sub-attribute belongs to; before, every tenant's schema said what RFC
+// 7643's does, and a client reading it could not know what it would be
+// refused.
+func TestSchemasSayWhatATenantRequires(t *testing.T) {
+	const token = "acme-static-token-0123456789"
+	s, err := Open(filepath.Join(t.TempDir(), "scimrelay.db"), Options{Tenants: []TenantOptions{
+		{Name: "acme", StaticTokens: []string{token}},
+		{Name: "globex", StaticTokens: []string{"globex-static-token-0123456789"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	h := scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100})
+	acme, globex := scimClient(t, h, "acme", token), scimClient(t, h, "globex", "globex-static-token-0123456789")
+	if err := s.SetTenants([]TenantOptions{
+		{Name: "acme", StaticTokens: []string{token}, Required: []string{"emails", "name.givenName", scim.EnterpriseUserSchema + ":employeeNumber", "externalId"}},
+		{Name: "globex", StaticTokens: []string{"globex-static-token-0123456789"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	acme("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"noemail"}`, http.StatusBadRequest)
+
+	// required gives each attribute's required, and each sub-attribute's
+	// as "name.sub", of a schema document.
+	required := func(schema map[string]any) map[string]any {
+		out := map[string]any{}
+		for _, a := range schema["attributes"].([]any) {
+			a := a.(map[string]any)
+			out[a["name"].(string)] = a["required"]
+			subs, _ := a["subAttributes"].([]any)
+			for _, sub := range subs {
+				sub := sub.(map[string]any)
+				out[a["name"].(string)+"."+sub["name"].(string)] = sub["required"]
+			}
+		}
+		return out
+	}
+	want := func(who string, got map[string]any, attrs map[string]bool) {
+		t.Helper()
+		for name, w := range attrs {
+			if got[name] != w {
+				t.Errorf("%s: %s's required is %v, want %v", who, name, got[name], w)
+			}
+		}
+	}
+	user := required(acme("GET", "/Schemas/"+scim.UserSchema, "", http.StatusOK))
+	want("acme's User schema", user, map[string]bool{"userName": true, "emails": true, "name": true, "name.givenName": true, "name.familyName": false, "displayName": false})
+	want("acme's enterprise schema", required(acme("GET", "/Schemas/"+scim.EnterpriseUserSchema, "", http.StatusOK)), map[string]bool{"employeeNumber": true, "department": false})
+	for _, sc := range acme("GET", "/Schemas", "", http.StatusOK)["Resources"].([]any) {
+		if sc := sc.(map[string]any); sc["id"] == scim.UserSchema {
+			want("acme's /Schemas", required(sc), map[string]bool{"emails": true, "name.givenName": true})
+		}
+	}
+	want("globex's User schema", required(globex("GET", "/Schemas/"+scim.UserSchema, "", http.StatusOK)), map[string]bool{"userName": true, "emails": false, "name": false, "name.givenName": false})
+
+	// A tenant unique by email refuses a User without one.
+	_, safe := workEmailTenant(t)
+	safe("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"noemail"}`, http.StatusBadRequest)
+	want("the email-unique tenant's User schema", required(safe("GET", "/Schemas/"+scim.UserSchema, "", http.StatusOK)), map[string]bool{"emails": true, "name": false})
+
+	// The schema itself is shared: it is not changed.
+	if scim.UserResourceType.Schema.Attribute("emails").Required {
+		t.Error("the shared User schema was changed")
+	}
+}
+
 // jsonEqual reports whether a and b, decoded JSON, are the same.
 func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)

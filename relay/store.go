@@ -184,9 +184,9 @@ type Store struct {
 }
 
 var (
-	_ scim.Backend         = (*Store)(nil)
-	_ scim.Authenticator   = (*Store)(nil)
-	_ scim.EmailUniqueness = (*Store)(nil)
+	_ scim.Backend       = (*Store)(nil)
+	_ scim.Authenticator = (*Store)(nil)
+	_ scim.TenantRules   = (*Store)(nil)
 )
 
 // Bucket names.

@@ -63,7 +63,7 @@ type tenant struct {
 
 // requirement is one attribute a tenant requires of its users.
 type requirement struct {
-	path    string
+	path    scim.AttrPath
 	present *scim.Filter // "<path> pr"
 }
 
@@ -184,7 +184,7 @@ func parseRequirement(r string) (requirement, error) {
 	if err != nil {
 		return requirement{}, fmt.Errorf("required attribute %q: %w", r, err)
 	}
-	return requirement{path: p.String(), present: f}, nil
+	return requirement{path: p, present: f}, nil
 }
 
 // tenantMap returns the configured tenants; SetTenants replaces the map,
@@ -233,10 +233,24 @@ func (s *Store) HasTenant(name string) bool {
 
 // UniqueByEmail reports whether tenant holds its users unique by work
 // email (unique: email) rather than by userName: its User schema then
-// says userName is not unique.
+// says userName is not unique, and emails required.
 func (s *Store) UniqueByEmail(tenant string) bool {
 	t, ok := s.tenantMap()[tenant]
 	return ok && t.uniqueEmail
+}
+
+// RequiredPaths returns the attributes tenant requires of its users
+// (tenants[].required): its User schema says they are required.
+func (s *Store) RequiredPaths(tenant string) []scim.AttrPath {
+	t, ok := s.tenantMap()[tenant]
+	if !ok {
+		return nil
+	}
+	paths := make([]scim.AttrPath, len(t.required))
+	for i, r := range t.required {
+		paths[i] = r.path
+	}
+	return paths
 }
 
 // Tenants returns the names of the configured tenants.

@@ -230,25 +230,51 @@ func (h *Handler) schemas(w http.ResponseWriter, r *http.Request, c *call) error
 	return writeJSON(w, http.StatusOK, listResponse(docs))
 }
 
-// EmailUniqueness is what a Backend implements whose tenants may hold
-// their users unique by work email instead of userName (the relay's
-// unique: email); the handler asks it for the User schema a tenant
-// advertises.
-type EmailUniqueness interface {
+// TenantRules is what a Backend implements whose tenants hold their users
+// to rules of their own (the relay's tenants[].unique and
+// tenants[].required); the handler asks it for the User schema a tenant
+// advertises, so that the schema says what the tenant refuses.
+type TenantRules interface {
+	// UniqueByEmail reports whether tenant's users are unique by work
+	// email instead of userName: userName is then not unique, and a User
+	// needs an email.
 	UniqueByEmail(tenant string) bool
+	// RequiredPaths returns the attributes tenant requires of a User, as
+	// UserResourceType.ParsePath resolved them.
+	RequiredPaths(tenant string) []AttrPath
 }
 
-// tenantSchema is s as c's tenant has it: in a tenant whose users are
-// unique by work email, userName is not unique, and the User schema says
-// so rather than what RFC 7643 asks of userName.
+// tenantSchema is s as c's tenant has it (TenantRules): in a tenant whose
+// users are unique by work email, userName is not unique, and the User
+// schema says so rather than what RFC 7643 asks of userName; an attribute
+// the tenant requires is required (RFC 7643 §7), and so is the complex
+// attribute a required sub-attribute belongs to.
 func (h *Handler) tenantSchema(c *call, s *Schema) schemaDoc {
 	doc := schemaDocument(c.base, s)
-	if u, ok := h.backend.(EmailUniqueness); ok && s == UserResourceType.Schema && u.UniqueByEmail(c.tenant) {
-		doc.Attributes = slices.Clone(doc.Attributes)
+	rules, ok := h.backend.(TenantRules)
+	if !ok {
+		return doc
+	}
+	required := rules.RequiredPaths(c.tenant)
+	if rules.UniqueByEmail(c.tenant) && s == UserResourceType.Schema {
 		for i := range doc.Attributes {
 			if doc.Attributes[i].Name == "userName" {
 				doc.Attributes[i].Uniqueness = "none"
 			}
+		}
+		required = append(slices.Clip(required), AttrPath{Name: "emails"})
+	}
+	for _, p := range required {
+		// Paths are of the User resource type, in canonical case.
+		inSchema := p.URN == s.ID || (p.URN == "" && s == UserResourceType.Schema)
+		i := slices.IndexFunc(doc.Attributes, func(a attributeDoc) bool { return a.Name == p.Name })
+		if !inSchema || i < 0 {
+			continue // a common attribute (externalId), or of an extension not known
+		}
+		a := &doc.Attributes[i]
+		a.Required = true
+		if j := slices.IndexFunc(a.SubAttributes, func(sub attributeDoc) bool { return sub.Name == p.Sub }); j >= 0 {
+			a.SubAttributes[j].Required = true
 		}
 	}
 	return doc
