@@ -258,12 +258,13 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			return nil, next, err
 		}
 		for _, raw := range raws {
-			again := w.trust != nil && (raw.Sequence < next || w.trust.Unsigned(raw.Sequence))
+			again := w.trust != nil && (raw.Sequence < next || w.trust.SequenceDecides(raw.Sequence, raw.Header))
 			if again {
 				// A direct get's sequence is a header a stored message can
 				// hide (events.Trust.StoredMsg): one behind the reader, or
-				// one that would be taken unsigned, is read again where
-				// the sequence is the server's, and the batch after it.
+				// one whose sequence decides whether it is taken (unsigned,
+				// or signed by a retired key), is read again where the
+				// sequence is the server's, and the batch after it.
 				if raw, err = w.trust.StoredMsg(p.ctx, next, filter); err != nil {
 					if errors.Is(err, jetstream.ErrMsgNotFound) {
 						err = nil

@@ -91,6 +91,106 @@ func TestReadBackTakesUnsignedOnlyAsStored(t *testing.T) {
 	})
 }
 
+// TestReadBackRefusesARetiredKeysForgeryClaimingAnEarlierSequence: the
+// key of a leaked data file is retired (keys rotate events) at the
+// stream's last sequence. A client that can have the stream store a
+// message (a worker's user) stores an event signed by the leaked key,
+// after the bound, with a header block that hides the server's and says
+// it was stored at a sequence up to the bound, ahead of the parked
+// resource's reader: it is read again where the sequence is the
+// server's, refused, and the resource's events around it delivered in
+// order (before, it was delivered).
+func TestReadBackRefusesARetiredKeysForgeryClaimingAnEarlierSequence(t *testing.T) {
+	srv, nc, js := natsServer(t)
+	p := newPublisher(t, js)
+	leaked, trust := signStream(t, nc, js) // signing from 1
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var mu sync.Mutex
+	var tried int
+	var delivered []string
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		mu.Lock()
+		defer mu.Unlock()
+		tried++
+		if refuse.Load() {
+			return http.StatusServiceUnavailable
+		}
+		delivered = append(delivered, r.Header.Get("ce-id"))
+		return http.StatusNoContent
+	})
+	runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = []string{"acme"} })}, JS: js, Trust: trust, LaneLimit: 1})
+	first := p.publishSigned(leaked, "acme", events.UserCreated, "ann") // seq 1: ann parks
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if tried == 0 {
+			return errors.New("no delivery tried yet")
+		}
+		return nil
+	})
+	// Other tenants' events the sink does not take: the stream moves on.
+	for range 5 {
+		p.publishSigned(leaked, "globex", events.UserUpdated, "bob") // seq 2..6
+	}
+	// The rotation: a new key named, the leaked one retired at seq 6.
+	next, err := events.NewSigner([]byte(strings.Repeat("n", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if err := events.NameSigningKey(ctx, js, next.PublicKey(), log); err != nil {
+		t.Fatal(err)
+	}
+	r, err := events.RetireSigningKey(ctx, js, leaked.PublicKey(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.UpTo != 6 {
+		t.Fatalf("retired at %d, want 6", r.UpTo)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The forgery, signed by the retired key, stored at 7 and saying 3.
+	forged, id := p.next("acme", events.UserDeleted, "ann")
+	if err := leaked.Sign(forged); err != nil {
+		t.Fatal(err)
+	}
+	// As when the rotation answers: the readers have read the retirement.
+	subject := strings.Replace(stored.Subject, ".created.", ".deleted.", 1)
+	h := nats.Header{}
+	for k, v := range forged.Header {
+		h[k] = slices.Clone(v)
+	}
+	h.Set(jetstream.ExpectedStreamHeader, events.StreamName)
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := trust.Published(7, subject, h, forged.Data); !errors.Is(err, events.ErrUnknownKey) {
+			return fmt.Errorf("the reader takes the retired key's event at 7: %v", err)
+		}
+		return nil
+	})
+	storeHidingTheServersHeaders(t, srv.Addr().String(), forged, 3, subject, time.Now())
+	third := p.publishSigned(next, "acme", events.UserUpdated, "ann")
+	refuse.Store(false)
+	eventstest.CheckFor(t, 40*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if slices.Contains(delivered, id) {
+			t.Fatalf("the event forged with the retired key %s, stored after its bound, was delivered: %v", leaked.PublicKey(), delivered)
+		}
+		if !slices.Equal(delivered, []string{first, third}) {
+			return fmt.Errorf("delivered %v; want %s and %s, in order", delivered, first, third)
+		}
+		return nil
+	})
+}
+
 // signStream has the event stream name a new signing key, as a front end
 // that signs does at its start, and returns the key and a reader's trust.
 func signStream(t testing.TB, nc *nats.Conn, js jetstream.JetStream) (*events.Signer, *events.Trust) {

@@ -584,6 +584,30 @@ func (t *Trust) Unsigned(seq uint64) bool {
 	return t != nil && seq < t.state.Load().from
 }
 
+// SequenceDecides reports whether a message said to be stored at seq,
+// with headers h, is taken or refused by where the stream stored it: one
+// before the relay began to sign (taken unsigned), or one signed by a key
+// the stream retired (taken up to the key's bound). A reader whose seq
+// comes from a header a stored message can forge (a direct get's) reads
+// such a message again where the sequence is the server's (StoredMsg):
+// else an event signed with a leaked key after its retirement, saying it
+// was stored before, would be taken.
+func (t *Trust) SequenceDecides(seq uint64, h nats.Header) bool {
+	if t == nil {
+		return false
+	}
+	s := t.state.Load()
+	if seq < s.from {
+		return true
+	}
+	parts := strings.Fields(h.Get(SignatureHeader))
+	if len(parts) != 3 {
+		return false
+	}
+	_, retired := t.fresh(s).retired[parts[1]]
+	return retired
+}
+
 // VerifyDeadLetter checks the signature an event kept in a dead letter
 // that the queue stored at stored: a dead letter is written by a sink
 // worker, whose NATS user may write any, so a redrive delivers only one
