@@ -73,7 +73,7 @@ func writeKeys(w io.Writer, k admin.KeysInfo) error {
 				tw.row("retired", fmt.Sprintf("%s: verifies events stored up to stream sequence %d, dead letters stored before %s", r.Key, r.UpTo, r.At.Local().Format(time.RFC3339)))
 			}
 			for _, d := range s.Dropped {
-				tw.row("dropped", fmt.Sprintf("%s: retired, nothing it signed is left; verifies nothing and is never named again", d))
+				tw.row("dropped", fmt.Sprintf("%s: retired and dropped; verifies nothing and is never named again", d))
 			}
 		}
 	}

@@ -237,7 +237,7 @@ func TestRestoredDataFileTakesNewKey(t *testing.T) {
 	}
 	// keys list and the console's Keys page show it among the dropped.
 	code, out, stderr := cli(t, "keys", "list", "--config", cliConfig(t, front, adminSecret))
-	if code != exitOK || !regexp.MustCompile(`(?m)^dropped +`+old+`: retired, nothing it signed is left; verifies nothing and is never named again$`).MatchString(out) {
+	if code != exitOK || !regexp.MustCompile(`(?m)^dropped +`+old+`: retired and dropped; verifies nothing and is never named again$`).MatchString(out) {
 		t.Errorf("keys list: code %d, %s %s; want %s dropped", code, out, stderr, old)
 	}
 	var listed admin.KeysInfo

@@ -212,7 +212,9 @@ func RetireSigningKey(ctx context.Context, js jetstream.JetStream, old string, l
 // which another front end's stale write took out again: a later bound
 // would cover what the key signed meanwhile. Retired keys none of whose
 // events either the stream or the dead-letter queue can still hold are
-// dropped, and then the oldest beyond maxRetiredKeys, which it returns.
+// dropped, and then the oldest beyond maxRetiredKeys, which it returns. A
+// key dropped already stays dropped: it is only taken out of the signing
+// keys.
 func retiredMetadata(have *jetstream.StreamInfo, old string, bound *retiredKey, now time.Time) (map[string]string, retiredKey, []retiredKey, error) {
 	meta := map[string]string{}
 	for k, v := range have.Config.Metadata {
@@ -229,6 +231,13 @@ func retiredMetadata(have *jetstream.StreamInfo, old string, bound *retiredKey, 
 		return nil, retiredKey{}, nil, err
 	}
 	r, ok := byName[old]
+	if !ok && slices.Contains(strings.Fields(meta[metaDroppedKeys]), old) {
+		// Dropped from the retired keys: it verifies nothing and is
+		// never listed again, with a new bound least of all (which would
+		// make what a leaked key signed since verify).
+		meta[metaSigningKeys] = strings.Join(keys, " ")
+		return meta, retiredKey{name: old}, nil, nil
+	}
 	if !ok && bound != nil {
 		r = *bound
 		list = append([]retiredKey{r}, list...)

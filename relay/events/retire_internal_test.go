@@ -29,7 +29,7 @@ func testPublicKey(t *testing.T) string {
 // retirement out meanwhile (a later bound would cover what the leaked key
 // signed in between: the diff review); a retired key stays listed while
 // the stream or the dead-letter queue may hold what it signed, and past
-// maxRetiredKeys the oldest goes.
+// maxRetiredKeys the oldest goes; a dropped key is never listed again.
 func TestRetiredMetadataBounds(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	old, cur := testPublicKey(t), testPublicKey(t)
@@ -75,6 +75,19 @@ func TestRetiredMetadataBounds(t *testing.T) {
 	have.Config.Metadata[metaSigningKeys] = cur + " " + aged
 	if named := signingMetadata(have, testPublicKey(t), now)[metaSigningKeys]; strings.Contains(named, aged) || !strings.Contains(named, cur) {
 		t.Errorf("a front end naming its key names %q; want %s kept and the dropped %s left out", named, cur, aged)
+	}
+	// Retired again (a restored data file lists it as retiring), a
+	// dropped key stays dropped: listed with a new bound, it would make
+	// what a leaked key signed since verify. A retry's bound changes
+	// nothing.
+	for _, bound := range []*retiredKey{nil, {name: aged}} {
+		meta, _, dropped, err := retiredMetadata(have, aged, bound, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(meta[metaRetiredKeys], aged) || strings.Contains(meta[metaSigningKeys], aged) || meta[metaDroppedKeys] != aged || len(dropped) != 0 {
+			t.Errorf("the dropped key retired again (bound %v): retired %q, named %q, dropped %q; want it dropped only", bound, meta[metaRetiredKeys], meta[metaSigningKeys], meta[metaDroppedKeys])
+		}
 	}
 	have.Config.Metadata[metaSigningKeys] = cur + " " + old
 
