@@ -164,8 +164,9 @@ func (p *partition) work(l *lane) {
 // or read back alike: an event without one cannot be delivered in order,
 // and is refused, as is one the relay did not publish (events.Published).
 //
-// An event signed by a key the stream does not name is read again, the
-// stream's keys with it (at most once a second: events.Trust), until
+// An event signed by a key the stream does not name (not one it retired)
+// is read again, the stream's keys with it (at most once a second:
+// events.Trust), until
 // keyWait has passed since the event was stored: its front end may be
 // writing its key back (events.KeepSigningKey), and its events are then
 // delivered in their order rather than dead-lettered. Its resource waits
@@ -177,7 +178,11 @@ func (p *partition) work(l *lane) {
 func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string, h nats.Header, data []byte) (event.Event, uint64, error) {
 	w := p.w
 	e, err := w.trust.Published(sseq, subject, h, data)
-	if errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
+	if waitsForKey := func() bool {
+		// A retired key's event stored after its bound is refused at
+		// once: no reading of the keys makes it verify.
+		return errors.Is(err, events.ErrUnknownKey) && !errors.Is(err, events.ErrRetiredKey) && w.waitsForKey(storedAt)
+	}; waitsForKey() {
 		w.keyWaits.failed(time.Now(), 0, err.Error(), "subject", subject, "stream_seq", sseq, "wait_until", storedAt.Add(w.keyWait))
 		if w.batches == nil {
 			// The lane's request slot (work) serves other resources
@@ -185,7 +190,7 @@ func (p *partition) orderedEvent(sseq uint64, storedAt time.Time, subject string
 			<-w.sem
 			defer func() { w.sem <- struct{}{} }()
 		}
-		for errors.Is(err, events.ErrUnknownKey) && w.waitsForKey(storedAt) {
+		for waitsForKey() {
 			if p.ctx.Err() != nil || p.isStopping() {
 				return e, 0, errKeyWaitStopped
 			}

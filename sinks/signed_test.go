@@ -134,18 +134,7 @@ func TestReadBackRefusesARetiredKeysForgeryClaimingAnEarlierSequence(t *testing.
 		p.publishSigned(leaked, "globex", events.UserUpdated, "bob") // seq 2..6
 	}
 	// The rotation: a new key named, the leaked one retired at seq 6.
-	next, err := events.NewSigner([]byte(strings.Repeat("n", 32)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if err := events.NameSigningKey(ctx, js, next.PublicKey(), log); err != nil {
-		t.Fatal(err)
-	}
-	r, err := events.RetireSigningKey(ctx, js, leaked.PublicKey(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	next, r := rotateSigner(t, js, leaked)
 	if r.UpTo != 6 {
 		t.Fatalf("retired at %d, want 6", r.UpTo)
 	}
@@ -241,4 +230,71 @@ func storeHidingTheServersHeaders(t testing.TB, addr string, msg *nats.Msg, seq 
 	}
 	header += "\nX-B: b\r\n\r\n"
 	eventstest.RawPublish(t, addr, "", "", msg.Subject, header, msg.Data)
+}
+
+// TestRetiredKeysEventIsRefusedAtOnce: an event signed by a retired key
+// and stored after its bound is dead-lettered at once, not after the key
+// wait (10 minutes here) that an unknown key's event gets: reading the
+// keys again cannot make it verify. Before, the worker re-verified it in
+// a loop without a pause for the whole wait, a core spent and its
+// resource held (a leaked key's holder could do that per message).
+func TestRetiredKeysEventIsRefusedAtOnce(t *testing.T) {
+	_, nc, js := natsServer(t)
+	p := newPublisher(t, js)
+	leaked, trust := signStream(t, nc, js)
+	rc := newReceiver(t, nil)
+	const keyWait = 10 * time.Minute // far longer than the test waits
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, Trust: trust, KeyWait: keyWait})
+	p.publishSigned(leaked, "acme", events.UserCreated, "ann")
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if len(rc.requests()) != 1 {
+			return errors.New("ann's first event not delivered yet")
+		}
+		return nil
+	})
+	rotateSigner(t, js, leaked)
+	// As when the rotation answers: the reader has read the retirement.
+	probe, _ := p.next("acme", events.UserUpdated, "probe")
+	if err := leaked.Sign(probe); err != nil {
+		t.Fatal(err)
+	}
+	probe.Header.Set(jetstream.ExpectedStreamHeader, events.StreamName)
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := trust.Published(100, probe.Subject+".0", probe.Header, probe.Data); !errors.Is(err, events.ErrUnknownKey) {
+			return fmt.Errorf("the reader takes the retired key's event at 100: %v", err)
+		}
+		return nil
+	})
+	start := time.Now()
+	id := p.publishSigned(leaked, "acme", events.UserUpdated, "ann") // after the bound
+	eventstest.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		page, err := m.DeadLetters(ctx, "crm", "", 10)
+		if err != nil || len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != id {
+			return fmt.Errorf("dead letters %+v, %v; want the retired key's event", page, err)
+		}
+		if why := page.DeadLetters[0].Error; !strings.Contains(why, "lists this signing key as retired at stream sequence") {
+			t.Errorf("the dead letter says %q; want why: retired", why)
+		}
+		return nil
+	})
+	t.Logf("refused after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// rotateSigner does what scimrelay keys rotate events does to the stream:
+// names a new key, and retires old at the stream's last sequence.
+func rotateSigner(t *testing.T, js jetstream.JetStream, old *events.Signer) (*events.Signer, events.RetiredKey) {
+	t.Helper()
+	next, err := events.NewSigner([]byte(strings.Repeat("n", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if err := events.NameSigningKey(ctx, js, next.PublicKey(), log); err != nil {
+		t.Fatal(err)
+	}
+	r, err := events.RetireSigningKey(ctx, js, old.PublicKey(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return next, r
 }

@@ -530,6 +530,10 @@ func (w *worker) deadLetterRaw(ctx context.Context, m jetstream.Msg, cause error
 		w.log.Error("message is not a scimrelay event, and dead-lettering it failed; it is dropped", "subject", m.Subject(), "cause", cause, "err", err)
 	case already:
 		w.log.Debug("malformed message dead-lettered again; the queue had it", "subject", m.Subject())
+	case errors.Is(cause, events.ErrRetiredKey):
+		w.log.Error("an event is signed by a key the event stream retired, and was stored after its retirement: a forgery with a leaked key (scimrelay keys rotate events retired it); dead-lettered, and never delivered",
+			"subject", m.Subject(), "err", cause)
+		w.metrics.outcome(w.name, "dead_lettered")
 	case errors.Is(cause, events.ErrUnknownKey):
 		w.log.Error("an event is signed by a key the event stream does not name: a forgery, or the relay's own signed by a key its front end began to use since (its data file was replaced, or another front end wrote over its key and it has not written it back in time); dead-lettered, and a redrive delivers it once the stream names the key",
 			"subject", m.Subject(), "err", cause)

@@ -5,7 +5,6 @@ package events
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,11 +88,12 @@ func parseRetired(v string) (map[string]retiredKey, []retiredKey, error) {
 		if len(parts) != 3 {
 			return nil, nil, fmt.Errorf("the event stream's retired key %q is not key:sequence:time", f)
 		}
-		k, err := base64.RawURLEncoding.DecodeString(parts[0])
-		if err != nil || len(k) != ed25519.PublicKeySize {
+		k, ok := publicKey(parts[0])
+		if !ok {
 			return nil, nil, fmt.Errorf("the event stream's retired key %q is not an Ed25519 public key in base64url", parts[0])
 		}
 		r := retiredKey{name: parts[0], key: k}
+		var err error
 		if r.upTo, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
 			return nil, nil, fmt.Errorf("the event stream's retired key %s has %q for a sequence", parts[0], parts[1])
 		}
@@ -242,8 +242,8 @@ func retiredMetadata(have *jetstream.StreamInfo, old string, bound *retiredKey, 
 		r = *bound
 		list = append([]retiredKey{r}, list...)
 	} else if !ok {
-		k, err := base64.RawURLEncoding.DecodeString(old)
-		if err != nil || len(k) != ed25519.PublicKeySize {
+		k, ok := publicKey(old)
+		if !ok {
 			return nil, retiredKey{}, nil, fmt.Errorf("retiring signing key %q: not an Ed25519 public key in base64url", old)
 		}
 		at := now

@@ -141,3 +141,80 @@ func TestRetiredKeysBounded(t *testing.T) {
 		t.Errorf("an event the first retired key signed before its retirement: %v", err)
 	}
 }
+
+// TestOddRetiredKeysLeaveWhereSigningBeganAlone: a front end that starts
+// on a stream whose retired keys it cannot read refuses, saying so, as the
+// workers do, and writes nothing; and nothing but the stream's own record
+// of where signing began moves it (a key in the named ones that is no key
+// is left out). Before, either made the start move scimrelay_signed_from
+// to the stream's end, and the unsigned messages stored since signing
+// began were taken as the relay's.
+func TestOddRetiredKeysLeaveWhereSigningBeganAlone(t *testing.T) {
+	ctx := context.Background()
+	nc, js := eventstest.Connect(t, eventstest.RunServer(t).ClientURL())
+	signer := newSigner(t)
+	o := events.StreamOptions{SigningKey: signer.PublicKey()}
+	st, err := events.EnsureStream(ctx, js, o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := eventstest.StreamMetadata(t, js)
+	forged := publishEvent(t, js, st, nil, "u1") // unsigned, seq 1
+	trust, err := events.NewTrust(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.Published(forged.Sequence, forged.Subject, forged.Header, forged.Data); err == nil {
+		t.Fatal("an unsigned message stored after signing began was taken")
+	}
+	edit := func(f func(map[string]string)) {
+		t.Helper()
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := info.Config
+		meta := map[string]string{}
+		for k, v := range cfg.Metadata {
+			if !strings.HasPrefix(k, "_nats.") {
+				meta[k] = v
+			}
+		}
+		f(meta)
+		cfg.Metadata = meta
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(func(m map[string]string) { m["scimrelay_retired_keys"] = "not-a-key" })
+	// The front end restarts.
+	_, startErr := events.EnsureStream(ctx, js, o, slog.New(slog.DiscardHandler))
+	if startErr == nil || !strings.Contains(startErr.Error(), `retired key "not-a-key" is not key:sequence:time`) {
+		t.Errorf("a start with unreadable retired keys: %v; want it refused, naming them", startErr)
+	}
+	now := eventstest.StreamMetadata(t, js)
+	if now["scimrelay_signed_from"] != was["scimrelay_signed_from"] || now["scimrelay_signed_since"] != was["scimrelay_signed_since"] {
+		t.Errorf("a start (err %v) with unreadable retired keys moved where signing began: signed_from %s -> %s, signed_since %s -> %s",
+			startErr, was["scimrelay_signed_from"], now["scimrelay_signed_from"], was["scimrelay_signed_since"], now["scimrelay_signed_since"])
+	}
+	// A named key that is no key: left out, and nothing else moves.
+	edit(func(m map[string]string) {
+		delete(m, "scimrelay_retired_keys")
+		m["scimrelay_signing_keys"] += " not-a-key"
+	})
+	if _, err := events.EnsureStream(ctx, js, o, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	now = eventstest.StreamMetadata(t, js)
+	if now["scimrelay_signed_from"] != was["scimrelay_signed_from"] || now["scimrelay_signed_since"] != was["scimrelay_signed_since"] || now["scimrelay_signing_keys"] != signer.PublicKey() {
+		t.Errorf("a start with a named key that is no key: signed_from %s -> %s, signed_since %s -> %s, keys %q; want where signing began kept and the key alone named",
+			was["scimrelay_signed_from"], now["scimrelay_signed_from"], was["scimrelay_signed_since"], now["scimrelay_signed_since"], now["scimrelay_signing_keys"])
+	}
+	trust, err = events.NewTrust(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.Published(forged.Sequence, forged.Subject, forged.Header, forged.Data); err == nil {
+		t.Errorf("the unsigned message stored at %d, after signing began, is now taken as the relay's", forged.Sequence)
+	}
+}

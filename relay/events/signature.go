@@ -376,6 +376,13 @@ func (t *Trust) StoredPublished(ctx context.Context, seq uint64, h nats.Header, 
 }
 
 // trustOf reads the signing metadata of a stream configuration.
+// publicKey decodes name, an Ed25519 public key in base64url as the
+// stream's metadata lists keys.
+func publicKey(name string) (ed25519.PublicKey, bool) {
+	k, err := base64.RawURLEncoding.DecodeString(name)
+	return k, err == nil && len(k) == ed25519.PublicKeySize
+}
+
 func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
 	fields := strings.Fields(cfg.Metadata[metaSigningKeys])
 	if len(fields) == 0 {
@@ -383,8 +390,8 @@ func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
 	}
 	s := &trustState{keys: make(map[string]ed25519.PublicKey, len(fields))}
 	for _, f := range fields {
-		k, err := base64.RawURLEncoding.DecodeString(f)
-		if err != nil || len(k) != ed25519.PublicKeySize {
+		k, ok := publicKey(f)
+		if !ok {
 			return nil, fmt.Errorf("the event stream's signing key %q is not an Ed25519 public key in base64url", f)
 		}
 		s.keys[f] = k
@@ -404,9 +411,12 @@ func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
 
 // signingMetadata returns the metadata of a stream that now signs with
 // key, keeping what the stream had (have, with its state, nil when there
-// is none): the keys it listed after it, and when signing began; a stream
-// that did not sign begins after its last message, and at the time the
-// server said have (now, by this clock, when it did not).
+// is none): the keys it listed after it (not one that is no key: it
+// verifies nothing), and when signing began; a stream that did not sign
+// (no sequence and time of its beginning) begins after its last message,
+// and at the time the server said have (now, by this clock, when it did
+// not). Nothing else in the metadata moves where signing began: that
+// would take as the relay's what the stream stored unsigned since.
 func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[string]string {
 	meta := map[string]string{}
 	keys := []string{key}
@@ -417,17 +427,18 @@ func signingMetadata(have *jetstream.StreamInfo, key string, now time.Time) map[
 			}
 		}
 		for _, k := range strings.Fields(have.Config.Metadata[metaSigningKeys]) {
-			if !isRetired(have, k) && !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
+			if _, ok := publicKey(k); ok && !isRetired(have, k) && !slices.Contains(keys, k) && len(keys) < maxSigningKeys {
 				keys = append(keys, k)
 			}
 		}
 	}
 	meta[metaSigningKeys] = strings.Join(keys, " ")
-	if _, err := trustOf(jetstream.StreamConfig{Metadata: meta}); err != nil {
+	_, ferr := strconv.ParseUint(meta[metaSignedFrom], 10, 64)
+	_, serr := time.Parse(time.RFC3339Nano, meta[metaSignedSince])
+	if ferr != nil || serr != nil {
 		// Signing begins now: what the stream holds was published
-		// unsigned (or its metadata is not ours to read).
-		// When, by the server's clock, which stamps what the streams
-		// store, when it says.
+		// unsigned. When, by the server's clock, which stamps what the
+		// streams store, when it says.
 		from, since := uint64(1), now
 		if have != nil {
 			from = have.State.LastSeq + 1
@@ -532,7 +543,9 @@ func (s *trustState) key(name string, seq uint64, stored time.Time) (ed25519.Pub
 		if r.signed(seq, stored) {
 			return r.key, nil
 		}
-		return nil, fmt.Errorf("%w %s: it was retired at stream sequence %d (%s), and the event was stored after", ErrUnknownKey, name, r.upTo, r.at.UTC().Format(time.RFC3339))
+		// Both errors: reading the keys again cannot make it verify, and
+		// a reader waiting for a key (sinks) does not wait for it.
+		return nil, fmt.Errorf("%w %s (%w at stream sequence %d, %s, and the event was stored after)", ErrUnknownKey, name, ErrRetiredKey, r.upTo, r.at.UTC().Format(time.RFC3339))
 	}
 	if key, ok := s.keys[name]; ok {
 		return key, nil

@@ -105,6 +105,13 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 		} else if err != nil {
 			return nil, err
 		}
+		if have != nil {
+			// Retired keys it cannot read: the front end writes nothing
+			// over them, as the workers take nothing (OpenStream).
+			if _, _, err := parseRetired(have.Config.Metadata[metaRetiredKeys]); err != nil {
+				return nil, err
+			}
+		}
 		if isRetired(have, key) {
 			return nil, fmt.Errorf("signing key %s: %w", key, ErrRetiredKey)
 		}
