@@ -558,6 +558,21 @@ public_url: ${EMPTY}
 	if cfg.OAuth.BasicAuth != def.OAuth.BasicAuth || cfg.PublicURL != def.PublicURL {
 		t.Errorf("oauth.basic_auth %t public_url %q, want the defaults", cfg.OAuth.BasicAuth, cfg.PublicURL)
 	}
+	// With nats.url, sync_interval's default is the external server's
+	// (2m, assumed), as for the key with nothing after it; before, the
+	// key counted as set and kept the embedded 250ms, and the relay
+	// deleted published events that server had not yet written.
+	left, ps := parse(t, minimal+"nats:\n  url: nats://nats-1:4222\n  sync_interval:\n", nil)
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	empty, ps := parse(t, minimal+"nats:\n  url: nats://nats-1:4222\n  sync_interval: ${EMPTY:-}\n", map[string]string{"EMPTY": ""})
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	if time.Duration(empty.NATS.SyncInterval) != ExternalSyncInterval || !empty.SyncIntervalAssumed() || empty.NATS.SyncInterval != left.NATS.SyncInterval {
+		t.Errorf("sync_interval expanding to nothing with nats.url: %s (assumed %t); want %s, assumed, as left out", time.Duration(empty.NATS.SyncInterval), empty.SyncIntervalAssumed(), ExternalSyncInterval)
+	}
 	// In quotes it is an empty string: a problem where a number belongs.
 	_, ps = parse(t, minimal+"limits:\n  rate: \"${EMPTY}\"\n", map[string]string{"EMPTY": ""})
 	if len(ps) != 1 || ps[0].Field != "limits.rate" {
@@ -612,5 +627,21 @@ func TestUnknownTagsAreRefused(t *testing.T) {
 	cfg, ps := parse(t, minimal+"admin:\n  token: !!str 12345678901234567890\nlimits: !!map\n  rate: !!float 5\n  burst: !!int 10\n  max_body: !!str 4MiB\nstorage:\n  no_sync: !!bool true\nlog: !!null\n", nil)
 	if ps != nil || cfg.Admin.Token != "12345678901234567890" || cfg.Limits.Rate != 5 || cfg.Limits.Burst != 10 || !cfg.Storage.NoSync {
 		t.Errorf("core tags: %v; token %q, rate %v, burst %v, no_sync %v", ps, cfg.Admin.Token, cfg.Limits.Rate, cfg.Limits.Burst, cfg.Storage.NoSync)
+	}
+}
+
+// TestLeadingZeroIsRefused: a whole number with a leading zero is
+// refused, naming its field, where YAML 1.1's octal took "partitions:
+// 016" as 14 without a word; 0o16 (octal said so), a quoted "016" for a
+// string and 0 itself are taken.
+func TestLeadingZeroIsRefused(t *testing.T) {
+	_, ps := parse(t, minimal+"nats:\n  stream:\n    partitions: 016\nlimits:\n  max_json_depth: -032\n", nil)
+	if len(ps) != 2 || ps[0].Field != "nats.stream.partitions" || !strings.Contains(ps[0].Message, "016 has a leading zero, which YAML reads as octal (14): write 16, or 0o16 for octal") ||
+		ps[1].Field != "limits.max_json_depth" || !strings.Contains(ps[1].Message, "write -32, or -0o32") {
+		t.Fatalf("problems: %v", ps)
+	}
+	cfg, ps := parse(t, minimal+"nats:\n  stream:\n    partitions: 0o16\nlimits:\n  burst: 0\n", nil)
+	if ps != nil || cfg.NATS.Stream.Partitions != 14 || cfg.Limits.Burst != 0 {
+		t.Fatalf("0o16 and 0: %v %v", cfg, ps)
 	}
 }

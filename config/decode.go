@@ -4,11 +4,13 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
 	"math"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -113,7 +115,10 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			if expanded.Value == "" {
 				// "rate: ${RATE:-}" with RATE empty keeps rate's default, as
 				// "rate:" with nothing after it does; before, a number
-				// became 0 ("no limit") and a boolean false.
+				// became 0 ("no limit") and a boolean false. The key is
+				// not set either: a default that depends on others
+				// (nats.sync_interval's, with nats.url) is that default.
+				delete(d.lines, path)
 				return
 			}
 			// A variable holding "null" or "~" is that text, not YAML's
@@ -189,7 +194,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 	case reflect.Int, reflect.Int64:
 		var i int64
-		if d.scalar(n, path, "a whole number") && d.notFloat(n, path) && d.decodeScalar(n, &i, path, "a whole number") {
+		if d.scalar(n, path, "a whole number") && d.notFloat(n, path) && d.notOctal(n, path) && d.decodeScalar(n, &i, path, "a whole number") {
 			if v.OverflowInt(i) {
 				d.add(n, path, "%s is out of range", n.Value)
 				return
@@ -304,6 +309,29 @@ func (d *decoder) notFloat(n *yaml.Node, path string) bool {
 		msg += fmt.Sprintf("; write %d", int64(f)) // 1e3, 2.0
 	}
 	d.add(n, path, "%s", msg)
+	return false
+}
+
+// leadingZero is a whole number written with a leading zero, which YAML
+// 1.1 (and yaml.v3) reads as octal, and YAML 1.2 as decimal.
+var leadingZero = regexp.MustCompile(`^[-+]?0[0-9]+$`)
+
+// notOctal refuses a whole number with a leading zero: "partitions: 016"
+// was taken as 14 without a word. 0o16 says octal.
+func (d *decoder) notOctal(n *yaml.Node, path string) bool {
+	if n.Style&yaml.TaggedStyle != 0 || n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 || !leadingZero.MatchString(n.Value) {
+		return true
+	}
+	var i int64
+	if n.Decode(&i) != nil {
+		return true // not a number to YAML (08): decodeScalar says so
+	}
+	sign, digits := "", strings.TrimLeft(n.Value, "+")
+	if strings.HasPrefix(digits, "-") {
+		sign, digits = "-", digits[1:]
+	}
+	digits = cmp.Or(strings.TrimLeft(digits, "0"), "0")
+	d.add(n, path, "%s has a leading zero, which YAML reads as octal (%d): write %s%s, or %s0o%s for octal", n.Value, i, sign, digits, sign, digits)
 	return false
 }
 
