@@ -64,6 +64,21 @@ func (o Options) Check() error {
 	if o.Password != "" && o.User == "" {
 		add("password", "needs nats.user")
 	}
+	// One credential: nats.go refuses a .creds file with an nkey at
+	// connect ("user callback and nkey defined", naming no key), and
+	// which of the others a server takes is its choice.
+	var given []string
+	for _, c := range []struct {
+		key string
+		set bool
+	}{{"credentials", o.Credentials != ""}, {"nkey", o.NkeySeedFile != ""}, {"token", o.Token != ""}, {"user", o.User != ""}} {
+		if c.set {
+			given = append(given, c.key)
+		}
+	}
+	if len(given) > 1 {
+		add(given[1], "goes with nats.%s: give the relay one credential (credentials, nkey, token, or user with password)", given[0])
+	}
 	if o.ConnectTimeout < 0 || (o.ConnectTimeout > 0 && o.ConnectTimeout < minConnectTimeout) {
 		// Shorter, even the embedded server's in-process connection did
 		// not start: serve failed with "read pipe: i/o timeout", naming

@@ -28,6 +28,8 @@ func TestCheck(t *testing.T) {
 		{"scheme", Options{URL: "http://a:4222"}, `nats.url: scheme "http"`},
 		{"cert without key", Options{URL: "tls://a:4222", TLS: TLS{CertFile: "c"}}, "nats.tls: cert_file and key_file go together"},
 		{"password without user", Options{URL: "nats://a:4222", Password: "p"}, "nats.password: needs nats.user"},
+		{"two credentials", Options{URL: "nats://a:4222", Credentials: "x.creds", NkeySeedFile: "relay.nk"}, "nats.nkey: goes with nats.credentials: give the relay one credential"},
+		{"token and user", Options{URL: "nats://a:4222", Token: "t", User: "u", Password: "p"}, "nats.user: goes with nats.token"},
 		{"timeout", Options{ConnectTimeout: -time.Second}, "nats.connect_timeout: must be 0 (the default, 5s) or at least 100ms, got -1s"},
 		{"timeout too short", Options{ConnectTimeout: time.Nanosecond}, "nats.connect_timeout: must be 0 (the default, 5s) or at least 100ms, got 1ns"},
 		{"sync interval", Options{SyncInterval: -time.Second}, "nats.sync_interval: must be 0"},
