@@ -467,7 +467,10 @@ func publicURL(s string) (string, error) {
 		// It would be in every resource's meta.location and every
 		// event's source.
 		return "", errors.New("must not hold a user or password: every resource's location and every event's source starts with it")
-	case u.RawQuery != "" || u.Fragment != "":
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		// A bare "?" too: "https://relay.example.com/?" made every
+		// source "https://relay.example.com/?/scim/v2/acme", the path a
+		// query.
 		return "", errors.New("must not have a query or fragment")
 	}
 	return strings.TrimRight(u.String(), "/"), nil

@@ -324,4 +324,24 @@ func TestPublicURLIsWrittenAsEventsReadIt(t *testing.T) {
 			t.Errorf("public_url %q: an event's source %q reads back as %q", in, got+"/scim/v2/acme", e.Source())
 		}
 	}
+	// A bare "?" is a query too: every source would be one.
+	if got, err := publicURL("https://relay.example.com/?"); err == nil {
+		t.Errorf("public_url https://relay.example.com/? is taken as %q", got)
+	}
+
+	// The SCIM answers' Location and meta.location take it the same way:
+	// they name where the event's source says the resource is.
+	cfg := testConfig(t, t.TempDir())
+	cfg.PublicURL = "HTTPS://relay.example.com/a b/"
+	p := startRelay(t, cfg, roleAll)
+	created := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+	source := readStream(t, p.srv.js, 1)[0].source
+	want := source + "/Users/" + created.str("id")
+	if !strings.HasPrefix(want, "https://relay.example.com/a%20b/scim/v2/acme/") {
+		t.Fatalf("event source %q", source)
+	}
+	meta, _ := created.body["meta"].(map[string]any)
+	if loc := created.header.Get("Location"); loc != want || meta["location"] != want {
+		t.Errorf("Location %q, meta.location %v; the event's source says the resource is at %q", loc, meta["location"], want)
+	}
 }

@@ -219,6 +219,7 @@ type streamed struct {
 	subjectSeq uint64
 	time       time.Time
 	data       events.Data
+	source     string
 }
 
 func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
@@ -264,7 +265,7 @@ func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {
 		if stored, err := events.ParseStoredSubject(m.Subject); err != nil || stored.Tenant != events.Tenant(e) || stored.Action != a || stored.ResourceID != id {
 			t.Errorf("event %s on subject %s, want %s.<partition> (%v)", e.ID(), m.Subject, events.Subject(events.Tenant(e), a, id), err)
 		}
-		out = append(out, streamed{a, e.ID(), e.Subject(), events.Tenant(e), s, ss, e.Time(), d})
+		out = append(out, streamed{a, e.ID(), e.Subject(), events.Tenant(e), s, ss, e.Time(), d, e.Source()})
 	}
 	if len(out) != n {
 		t.Fatalf("the stream holds %d events, want exactly %d", len(out), n)

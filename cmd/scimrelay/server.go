@@ -599,8 +599,10 @@ func (s *server) scimHandler() http.Handler {
 // the one new requests get.
 func (s *server) setSCIMHandler(cfg *config.Config) {
 	l := cfg.Limits
+	// As the events' source takes it: locations and sources agree.
+	public, _ := publicURL(cfg.PublicURL)
 	h := scim.NewHandler(s.store, s.store, scim.Options{
-		BaseURL:           cfg.PublicURL,
+		BaseURL:           public,
 		Logger:            s.log.With("component", "scim"),
 		MaxBodyBytes:      int64(l.MaxBody),
 		MaxJSONDepth:      l.MaxJSONDepth,
