@@ -82,7 +82,7 @@ func unusedBy(role string) func(field string) bool {
 // Bounds of the settings the composition layer applies itself.
 const (
 	minJSONDepth, maxJSONDepth = 4, 1000
-	minMaxHeader               = 4 << 10
+	minMaxHeader, maxMaxHeader = 4 << 10, 16 << 20
 	minBulkOps, maxBulkOps     = 1, 100_000
 	minBulkPayload             = 1 << 10
 	maxBulkPayload             = 256 << 20
@@ -362,8 +362,10 @@ func checkLimits(add func(field, format string, args ...any), cfg *config.Config
 	if l.MaxSortMatches <= 0 {
 		add("limits.max_sort_matches", "must be positive, e.g. 50000, got %d", l.MaxSortMatches)
 	}
-	if l.MaxHeader < minMaxHeader {
-		add("limits.max_header", "must be at least 4KiB")
+	if l.MaxHeader < minMaxHeader || l.MaxHeader > maxMaxHeader {
+		// Near the largest int64, Go's HTTP server's own margin
+		// overflowed, and every request got 431.
+		add("limits.max_header", "must be between 4KiB and 16MiB")
 	}
 	if l.BulkMaxOperations < minBulkOps || l.BulkMaxOperations > maxBulkOps {
 		add("limits.bulk_max_operations", "must be between %d and %d, got %d", minBulkOps, maxBulkOps, l.BulkMaxOperations)

@@ -68,7 +68,7 @@ var keyRules = map[string][]badValue{
 	"limits.burst":               {{"0", "", "must be at least 1 when limits.rate is set"}},
 	"limits.max_body":            {{"0", "", "must be positive"}},
 	"limits.max_json_depth":      {{"1", "", "must be between 4 and 1000"}, {"1001", "", "must be between 4 and 1000"}},
-	"limits.max_header":          {{"1KiB", "", "must be at least 4KiB"}},
+	"limits.max_header":          {{"1KiB", "", "must be between 4KiB and 16MiB"}, {"9223372036854775807", "", "must be between 4KiB and 16MiB"}},
 	"limits.bulk_max_operations": {{"0", "", "must be between 1 and 100000"}, {"100001", "", "must be between 1 and 100000"}},
 	"limits.bulk_max_payload":    {{"100", "", "must be between 1KiB and 256MiB"}, {"257MiB", "", "must be between 1KiB and 256MiB"}},
 	"limits.max_sort_matches":    {{"0", "", "must be positive"}},
