@@ -55,7 +55,7 @@ func TestCheck(t *testing.T) {
 		{"timeout of a nanosecond", []Config{good(func(c *Config) { c.Timeout = time.Nanosecond })}, []string{"sinks[0].timeout: must be 0 (10s) or between 100ms and 5m0s, got 1ns"}},
 		{"header", []Config{good(func(c *Config) { c.Headers = map[string]string{"ce-id": "x"} })}, []string{"sinks[0].headers.ce-id: is set by scimrelay on every delivery and cannot be overridden"}},
 		{"header with _ for -", []Config{good(func(c *Config) { c.Headers = map[string]string{"Webhook_Signature": "x"} })}, []string{"sinks[0].headers.Webhook_Signature: is set by scimrelay on every delivery and cannot be overridden"}},
-		{"header name not a token", []Config{good(func(c *Config) { c.Headers = map[string]string{"X Bad": "v"} })}, []string{`sinks[0].headers."X Bad": is not an HTTP header name`}},
+		{"header name not a token", []Config{good(func(c *Config) { c.Headers = map[string]string{"X Bad": "v"} })}, []string{`sinks[0].headers: "X Bad" is not an HTTP header name`}},
 		{"header value with a line break", []Config{good(func(c *Config) { c.Headers = map[string]string{"X-Key": "a\nb"} })}, []string{"sinks[0].headers.X-Key: its value holds a line break"}},
 		{"hop-by-hop header", []Config{good(func(c *Config) { c.Headers = map[string]string{"Connection": "close"} })}, []string{"sinks[0].headers.Connection: is set by scimrelay on every delivery and cannot be overridden"}},
 		{"trace header", []Config{good(func(c *Config) { c.Headers = map[string]string{"traceparent": "00-x"} })}, []string{"sinks[0].headers.traceparent: is set by scimrelay on every delivery and cannot be overridden"}},

@@ -155,7 +155,9 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	for h, v := range o.Headers {
 		switch {
 		case !httpguts.ValidHeaderFieldName(h):
-			errs = append(errs, fmt.Errorf("headers.%q: is not an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~)", h))
+			// The field is headers: a name that is no header name would
+			// not be a field relay.yaml's problems can find the line of.
+			errs = append(errs, fmt.Errorf("headers: %q is not an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~)", h))
 			continue
 		case !httpguts.ValidHeaderFieldValue(v):
 			// The value is not quoted: it may be a secret.
