@@ -3,6 +3,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -66,6 +67,26 @@ func Load(path string) (*Config, error) {
 // values are still errors.
 func Read(path string, keys ...string) (*Config, error) {
 	return load(path, func(field string) bool { return slices.Contains(keys, field) })
+}
+
+// ReadOnly is Read for a command that must work while the file holds a
+// mistake elsewhere: healthcheck, the container's probe, which failed on
+// an edit the running relay had not loaded (or had refused at a reload),
+// so that the container was marked unhealthy and replaced by a process
+// that could not start. Problems of other keys, unknown keys among them,
+// are left to check and serve; one of the keys named, or of the file as
+// a whole, is still an error.
+func ReadOnly(path string, keys ...string) (*Config, error) {
+	cfg, err := Read(path, keys...)
+	var ps Problems
+	if cfg == nil || !errors.As(err, &ps) {
+		return cfg, err
+	}
+	ps = slices.DeleteFunc(slices.Clone(ps), func(p Problem) bool { return p.Field != "" && !slices.Contains(keys, p.Field) })
+	if len(ps) == 0 {
+		return cfg, nil
+	}
+	return cfg, fmt.Errorf("%s: %w", path, ps)
 }
 
 // LoadExcept is Load for a process that never reads some keys (a delivery

@@ -44,7 +44,7 @@ Kubernetes probes ask /healthz and /readyz over HTTP themselves.`,
 			if timeout <= 0 {
 				return usageError{fmt.Errorf("--timeout must be positive, got %s", timeout)}
 			}
-			cfg, err := config.Read(configPathOf(cmd), "admin_listen", "admin.tls.cert_file")
+			cfg, err := config.ReadOnly(configPathOf(cmd), "admin_listen", "admin.tls.cert_file")
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,31 @@ func TestHealthcheck(t *testing.T) {
 		t.Fatalf("ready relay: exit %d, stderr %q", code, stderr)
 	}
 	wantOneLine(t, "ready relay", out, "ready", "/readyz answered 200")
+
+	// relay.yaml edited with a mistake elsewhere, not yet loaded: the
+	// relay runs on, and its probe says so; a mistake in what the probe
+	// reads is still one.
+	text, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mistake := range []string{"limits:\n  rate: fast\n", "limtis:\n  rate: 5\n"} {
+		if err := os.WriteFile(cfg, append(slices.Clip(text), mistake...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, stderr := cli(t, "healthcheck", "--config", cfg); code != exitOK {
+			t.Errorf("ready relay, relay.yaml with %q: exit %d, stderr %q", mistake, code, stderr)
+		}
+	}
+	if err := os.WriteFile(cfg, []byte("admin_listen: [1]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := cli(t, "healthcheck", "--config", cfg); code == exitOK || !strings.Contains(stderr, "admin_listen: want a string") {
+		t.Errorf("admin_listen a list: exit %d, stderr %q", code, stderr)
+	}
+	if err := os.WriteFile(cfg, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	p.stop()
 	code, _, stderr = cli(t, "healthcheck", "--config", cfg)
