@@ -96,7 +96,12 @@ func newBatcher(sender batchSender, b Batch, slots chan struct{}) *batcher {
 // batch's outcome. An event that cannot be encoded fails the slice at
 // once, as a permanent failure. A slice whose batch another lane abandoned
 // goes into the next batch at once: that failure was not the receiver's.
-func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
+// When stopping closes (the lane's partition hands over gracefully: a
+// reload of the sink, a worker joining or leaving) the batch is sent at
+// once rather than after maxWait, which may outlast the hand-over: the
+// hand-over then became a hard stop, and the next owner sent again every
+// event after this one's, delivered already. nil: never.
+func (b *batcher) submit(ctx context.Context, stopping <-chan struct{}, es []*event.Event) Result {
 	parts := make([][]byte, len(es))
 	ids := make([]string, len(es))
 	for i, e := range es {
@@ -108,14 +113,30 @@ func (b *batcher) submit(ctx context.Context, es []*event.Event) Result {
 	}
 	for {
 		pb := b.add(ctx, ids, parts)
+		res, again := b.await(ctx, stopping, pb)
+		if !again {
+			return res
+		}
+	}
+}
+
+// await waits for pb's outcome (again: the slice goes into the next
+// batch), sending pb at once if stopping closes meanwhile.
+func (b *batcher) await(ctx context.Context, stopping <-chan struct{}, pb *pendingBatch) (res Result, again bool) {
+	for {
 		select {
+		case <-stopping:
+			b.mu.Lock()
+			b.closeLocked(pb) // a no-op once it is closed
+			b.mu.Unlock()
+			stopping = nil
 		case <-pb.done:
 			if pb.res.Err != nil && pb.abandoned.Load() && ctx.Err() == nil {
-				continue
+				return Result{}, true
 			}
-			return pb.res
+			return pb.res, false
 		case <-ctx.Done():
-			return Result{Err: ctx.Err()}
+			return Result{Err: ctx.Err()}, false
 		}
 	}
 }

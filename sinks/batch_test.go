@@ -292,7 +292,7 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	stopped, stop := context.WithCancel(ctx)
 	stoppedRes := make(chan Result, 1)
 	gone := testEvent(t, events.UserCreated, "gone", 1) // on the test goroutine: it may call t.Fatal
-	go func() { stoppedRes <- b.submit(stopped, []*event.Event{gone}) }()
+	go func() { stoppedRes <- b.submit(stopped, nil, []*event.Event{gone}) }()
 	eventstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -304,7 +304,7 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	// The second slice fills the batch of two, which goes out at once.
 	otherRes := make(chan Result, 1)
 	kept := testEvent(t, events.UserCreated, "kept", 1)
-	go func() { otherRes <- b.submit(ctx, []*event.Event{kept}) }()
+	go func() { otherRes <- b.submit(ctx, nil, []*event.Event{kept}) }()
 	eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if reqs := rc.requests(); len(reqs) != 1 || len(subjectsOf(t, reqs[0])) != 2 {
 			return fmt.Errorf("%d requests so far, want the batch of two", len(reqs))
@@ -512,14 +512,14 @@ func TestBatchBytesBounded(t *testing.T) {
 	results := make(chan Result, 11)
 	for i := range 10 {
 		e := testEvent(t, events.UserCreated, fmt.Sprintf("u%d", i), 1) // on the test goroutine: it may call t.Fatal
-		go func() { results <- b.submit(ctx, []*event.Event{e}) }()
+		go func() { results <- b.submit(ctx, nil, []*event.Event{e}) }()
 	}
 	// One resource's four events, more than the limit, in one slice.
 	var burst []*event.Event
 	for seq := range uint64(4) {
 		burst = append(burst, testEvent(t, events.UserUpdated, "burst", seq+1))
 	}
-	go func() { results <- b.submit(ctx, burst) }()
+	go func() { results <- b.submit(ctx, nil, burst) }()
 	for range 11 {
 		if res := <-results; res.Err != nil {
 			t.Fatal(res.Err)
@@ -587,5 +587,65 @@ func TestReadNextTakesWhatTheServerSays(t *testing.T) {
 		if _, err := unsigned.Published(m.Sequence, m.Subject, m.Header, m.Data); !errors.Is(err, events.ErrNotPublished) {
 			t.Errorf("reading %d: the message stored with the server's headers of its own reads as the relay's (%v)", n, err)
 		}
+	}
+}
+
+// TestReloadWhileABatchGathersRepeatsNothing: a reload (a graceful
+// hand-over) while a batch gathers with a max_wait longer than the
+// hand-over's 8 s sends that batch at once: nothing delivered before is
+// sent again. Before, the hand-over waited out max_wait, became a hard
+// stop at 8 s, and the next owner sent again from the ack floor every
+// event other batches had delivered since.
+func TestReloadWhileABatchGathersRepeatsNothing(t *testing.T) {
+	js := onePartition(t)
+	l := newLedger()
+	rc := newReceiver(t, func(_ int, r *http.Request) int { return l.admitBatch(t, r, nil) })
+	cfg := batchConfig(rc.URL, func(c *Config) { c.Batch = &Batch{MaxEvents: 5, MaxWait: 10 * time.Second} })
+	var logs eventstest.Log
+	m, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error { return m.Ready(ctx) })
+	b := m.sinks["crm"].worker.batches
+	openEvents := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.open == nil {
+			return 0
+		}
+		return len(b.open.ids)
+	}
+	pub := newPublisher(t, js)
+	pub.publish("acme", events.UserCreated, "x") // stream sequence 1: opens a batch
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if openEvents() != 1 {
+			return fmt.Errorf("x's event is not gathering yet")
+		}
+		return nil
+	})
+	pub.publish("acme", events.UserUpdated, "x") // 2: waits in x's lane behind 1
+	for _, id := range []string{"a", "b", "c", "d"} {
+		pub.publish("acme", events.UserCreated, id) // 3-6: fill the batch with x's first, which goes out at once
+	}
+	// x's second event then waits in a batch of its own for max_wait, while
+	// 3-6, after it in the stream, were delivered and acknowledged.
+	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if err := l.deliveredEach(expect{"Users/x": 1, "Users/a": 1, "Users/b": 1, "Users/c": 1, "Users/d": 1}); err != nil {
+			return err
+		}
+		if openEvents() != 1 {
+			return fmt.Errorf("x's second event is not gathering yet")
+		}
+		return nil
+	})
+	cfg.Timeout = 3 * time.Second // a reload that changes only the sink's timeout
+	began := time.Now()
+	if _, err := m.Apply(ctx, []Config{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(began)
+	l.wantDelivered(t, expect{"Users/x": 2, "Users/a": 1, "Users/b": 1, "Users/c": 1, "Users/d": 1}, 60*time.Second, true)
+	if r := l.repeats(); len(r) > 0 {
+		slices.Sort(r)
+		t.Errorf("a reload that changed only the timeout, the receiver answering at once (Apply took %v): %d events delivered twice: %v\n%s%s", took.Round(time.Millisecond), len(r), r,
+			grepLines(logs.String(), "outlasted"), grepLines(logs.String(), "ack floor"))
 	}
 }

@@ -487,7 +487,7 @@ func (p *partition) deliver(items []item, alone bool, tries int) Result {
 			<-w.sem
 		}
 	default:
-		res = w.batches.submit(ctx, out)
+		res = w.batches.submit(ctx, p.stopping, out)
 	}
 	if span != nil {
 		endAttempt(span, res)

@@ -238,7 +238,7 @@ func TestBatchWaitsAtMostMaxWait(t *testing.T) {
 	// Alone, an event goes out once max_wait has passed, though its batch
 	// could take 99 more.
 	start := time.Now()
-	if res := b.submit(bounded, []*event.Event{testEvent(t, events.UserCreated, "alone", 1)}); res.Err != nil {
+	if res := b.submit(bounded, nil, []*event.Event{testEvent(t, events.UserCreated, "alone", 1)}); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if took := rc.requests()[0].at.Sub(start); took < maxWait || took > maxWait+5*time.Second {
@@ -250,7 +250,7 @@ func TestBatchWaitsAtMostMaxWait(t *testing.T) {
 	results := make(chan Result, 3)
 	submit := func(id string) {
 		e := testEvent(t, events.UserCreated, id, 1) // on the test goroutine: it may call t.Fatal
-		go func() { results <- b.submit(bounded, []*event.Event{e}) }()
+		go func() { results <- b.submit(bounded, nil, []*event.Event{e}) }()
 	}
 	submit("held")
 	eventstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
