@@ -41,6 +41,9 @@ type memberPlan struct {
 	// the plan is worked out inside the committer, which every tenant's
 	// writes wait for. It is the write's (txWrite.examined).
 	walked *budget
+	// removedAll is set once the plan has removed every member: another
+	// such removal is counted (removeWhere).
+	removedAll bool
 }
 
 // memberState is one member's presence before the request and after the
@@ -152,15 +155,28 @@ func (p *memberPlan) add(m scim.Member) error {
 }
 
 // removeWhere removes every current member that f matches (all when f is
-// nil): the stored ones in id order, then those this request added.
+// nil): the stored ones in id order, then those this request added. The
+// members a filter walks are counted (walked); the first removal of every
+// member is not: it reads each member once, whatever the request says,
+// and a group too large for the bound could otherwise never be emptied.
+// A second one in the same request is: 999 of them walked a group of
+// 10,000 members 999 times inside the committer, uncounted.
 func (p *memberPlan) removeWhere(f *scim.Filter) error {
 	match := func(m events.Member) bool {
 		return f == nil || f.MatchValue(memberObject(m))
 	}
+	counted := f != nil || p.removedAll
+	p.removedAll = p.removedAll || f == nil
+	spend := func() error {
+		if !counted {
+			return nil
+		}
+		return p.walked.spend()
+	}
 	prefix := memberKey(p.groupID, "")
 	c := p.tb.Bucket(bucketMembers).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		if err := p.walked.spendOn(f); err != nil {
+		if err := spend(); err != nil {
 			return err
 		}
 		value := string(k[len(prefix):])
@@ -185,7 +201,7 @@ func (p *memberPlan) removeWhere(f *scim.Filter) error {
 	}
 	slices.Sort(added)
 	for _, value := range added {
-		if err := p.walked.spendOn(f); err != nil {
+		if err := spend(); err != nil {
 			return err
 		}
 		if st := p.state[value]; match(st.added) {
@@ -651,7 +667,8 @@ func groupElements(tb *bolt.Bucket, memberID string, names map[string]string, b 
 // the committer (every tenant's writes wait for it) or a core for long:
 // a member or group named by value costs a sixteenth of a read
 // (lookupsPerRead), and a group's name read from a large record a read per
-// KiB (cardBytesPerRead); removing every member costs nothing (spendOn).
+// KiB (cardBytesPerRead); removing every member once costs nothing
+// (removeWhere).
 const maxMembershipsExamined = 1_000_000
 
 // maxNamesKept bounds the group names one List keeps (groupElements).
@@ -670,17 +687,6 @@ func (b *budget) spendN(n int) error {
 		return scim.Errorf(scim.ErrTooMany, "the request reads more than %d memberships; name members by value (members[value eq \"<id>\"]) or send fewer filter terms or operations", b.limit)
 	}
 	return nil
-}
-
-// spendOn counts one member a removal by filter f walks. Removing every
-// member (f nil: a PUT of the members, a remove of them all) is not
-// counted: it reads each member once, whatever the request says, and a
-// group too large for the bound could otherwise never be emptied.
-func (b *budget) spendOn(f *scim.Filter) error {
-	if f == nil {
-		return nil
-	}
-	return b.spend()
 }
 
 // lookupsPerRead is how many key lookups (a term naming a member or a

@@ -540,6 +540,41 @@ type applying struct {
 	// in: the Patch is not changed, and may be applied again (to a
 	// resource read again).
 	given map[*valueTargets]*valueTargets
+	// walked counts the values of the lists the operations after the
+	// first changed (maxPatchWalk); ops counts the operations.
+	walked, ops int
+}
+
+// maxPatchWalk bounds the values of the lists a PATCH's operations change,
+// summed over its operations after the first: each operation reads (and
+// copies) the whole list it changes, inside the backend's write (the
+// relay's single writer, which every tenant's writes wait for), and 1,000
+// operations each adding one email to a user holding 10,000 held it for
+// seconds while costing their tenant one request. The first operation is
+// free, as a PUT of the resource is: a list of any size can be changed.
+// It is about the values a body of limits.max_body can hold; a group's
+// members are the backend's to bound.
+const maxPatchWalk = 100_000
+
+// walk counts the list at pp in r, which the operation about to be
+// applied reads, against maxPatchWalk.
+func (a *applying) walk(r *Resource, pp *patchPath) error {
+	if a.ops++; a.ops == 1 {
+		return nil
+	}
+	obj, at := r.Attrs, ""
+	if pp.attr.URN != "" {
+		at, obj = containerFor(r.Attrs, pp.attr.URN)
+	}
+	name := pp.attr.Name // a known attribute's is as stored
+	if pp.attr.attr == nil {
+		name = a.keys.find(at, obj, name) // by the index, not key by key
+	}
+	list, _ := obj[name].([]any)
+	if a.walked += len(list); a.walked > maxPatchWalk {
+		return Errorf(ErrTooMany, "the operations after the first read more than %d values of the lists they change (%s has %d); send fewer operations, or the list whole in one replace", maxPatchWalk, pp.attr.Name, len(list))
+	}
+	return nil
 }
 
 // applyOp applies op to r.
@@ -568,6 +603,9 @@ func (p *Patch) applyOp(r *Resource, op patchOp, a *applying) error {
 	}
 	if r.Type == GroupResourceType && pp.attr.Name == "members" {
 		return applyMembers(op, a.u)
+	}
+	if err := a.walk(r, pp); err != nil {
+		return err
 	}
 	if pp.filter != nil {
 		return applyFiltered(r, op, a.keys)

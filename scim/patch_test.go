@@ -946,3 +946,68 @@ func TestPatchUnknownExtensionKeysApplyAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestPatchWalkIsBounded: the values of the lists a PATCH's operations
+// change, summed over its operations, are bounded (maxPatchWalk): each
+// operation reads and copies the list it changes inside the backend's
+// write, and 1,000 operations each adding one email to a user holding
+// 10,000 held the relay's single writer, every tenant's writes behind it,
+// for seconds, at the cost of one request. The bound counts the lists of
+// unknown extensions and filtered operations too; a PATCH within it, and
+// the list replaced whole, are applied.
+func TestPatchWalkIsBounded(t *testing.T) {
+	const held = 10_000
+	const urn = "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"
+	values := make([]string, held)
+	for i := range held {
+		values[i] = fmt.Sprintf(`{"value":"a%d@b.example"}`, i)
+	}
+	list := "[" + strings.Join(values, ",") + "]"
+	base := fixture(t, UserResourceType, `{"schemas":["`+UserSchema+`","`+urn+`"],"userName":"many","emails":`+list+`,"`+urn+`":{"tags":`+list+`}}`)
+	ops := func(n int, op string) string {
+		out := make([]string, n)
+		for i := range n {
+			out[i] = fmt.Sprintf(op, i)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tt := range []struct {
+		name, ops string
+		refused   bool
+	}{
+		{"adds of one email each", ops(MaxPatchOperations, `{"op":"add","path":"emails","value":[{"value":"z%d@b.example"}]}`), true},
+		{"filtered replaces", ops(MaxPatchOperations, `{"op":"replace","path":"emails[value eq \"a%d@b.example\"].type","value":"work"}`), true},
+		{"adds to an unknown extension's list", ops(MaxPatchOperations, `{"op":"add","path":"`+urn+`:tags","value":[{"value":"z%d"}]}`), true},
+		{"adds within the bound", ops(maxPatchWalk/held, `{"op":"add","path":"emails","value":[{"value":"z%d@b.example"}]}`), false},
+		{"adds just past it", ops(maxPatchWalk/held+1, `{"op":"add","path":"emails","value":[{"value":"z%d@b.example"}]}`), true},
+		{"the list replaced whole", `{"op":"replace","path":"emails","value":` + list + `}`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePatch(UserResourceType, []byte(patchBody(tt.ops)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Apply(base)
+			var se *Error
+			switch {
+			case tt.refused && (!asSCIM(err, &se) || se.Status != 400 || se.Type != "tooMany"):
+				t.Fatalf("Apply: %v; want 400 tooMany", err)
+			case !tt.refused && err != nil:
+				t.Fatalf("Apply: %v", err)
+			}
+		})
+	}
+	// The first operation is free: one on a list longer than the bound.
+	long := make([]string, maxPatchWalk+1)
+	for i := range long {
+		long[i] = fmt.Sprintf("%q", fmt.Sprint(i))
+	}
+	big := fixture(t, UserResourceType, `{"schemas":["`+UserSchema+`","`+urn+`"],"userName":"long","`+urn+`":{"tags":[`+strings.Join(long, ",")+`]}}`)
+	p, err := ParsePatch(UserResourceType, []byte(patchBody(`{"op":"add","path":"`+urn+`:tags","value":["new"]}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Apply(big); err != nil {
+		t.Fatalf("one operation on a list of %d: %v", len(long), err)
+	}
+}
