@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -420,5 +421,56 @@ func TestRenamedSinksDeadLettersGoToTheSinkThatTookItsPlace(t *testing.T) {
 		if r.header.Get("ce-tenant") == "globex" {
 			t.Fatalf("crm2, which takes acme alone, received globex's event %s", r.header.Get("ce-id"))
 		}
+	}
+}
+
+// TestReplayAfterUpgradeFromTheLayoutBeforePartitions: a release before
+// partitions stored events on scimrelay.<tenant>.<kind>.<action>, and its
+// single consumer per sink, removed at the upgrade with events it had not
+// delivered, is said to be made good by scimrelay sinks replay. The
+// replay delivers them; before, it read them as not the relay's and
+// skipped them without a word.
+func TestReplayAfterUpgradeFromTheLayoutBeforePartitions(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	opts := events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}
+	old := events.StreamConfig(opts)
+	old.SubjectTransform = nil // the stream as that release made it
+	old.Subjects = []string{"scimrelay.>"}
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable: "scimrelay-sink-crm", Description: "scimrelay sink crm", DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20_000,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		msg, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, fmt.Sprintf("u%d", i), uint64(i+1), 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.Subject = "scimrelay.acme." + string(events.UserCreated) // that release's subject
+		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The upgrade: this release's front end makes the stream its own and
+	// sets the sinks up.
+	if _, err := events.EnsureStream(ctx, js, opts, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, nil)
+	var logs eventstest.Log
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if !strings.Contains(logs.String(), "`scimrelay sinks replay` sends them again") || !strings.Contains(logs.String(), "pending=3") {
+		t.Fatalf("no warning that the old consumer's events are sent by a replay:\n%s", logs.String())
+	}
+	res, err := m.Replay(ctx, "crm", time.Now().Add(-time.Hour), nil)
+	if err != nil || res.Delivered != 3 {
+		t.Fatalf("replay after the upgrade: %+v, %v; want the 3 events the removed consumer had not delivered", res, err)
 	}
 }

@@ -65,13 +65,21 @@ func (t *Trust) Published(seq uint64, subject string, h nats.Header, data []byte
 	if err != nil {
 		return e, err
 	}
-	s, err := ParseStoredSubject(subject) // with the partition the stream appended
-	if err != nil {
-		return e, fmt.Errorf("%w: %w", ErrNotPublished, err)
-	}
 	a, err := ActionOf(e)
 	if err != nil {
 		return e, err
+	}
+	s, err := ParseStoredSubject(subject) // with the partition the stream appended
+	if err != nil {
+		if subject == layoutBeforePartitions(Tenant(e), a) {
+			// Stored by a release before partitions, on the subject it
+			// published on: the stream takes no such subject since, so
+			// only an event from before the upgrade is on it, and
+			// scimrelay sinks replay sends those (the consumer of that
+			// layout, removed at the upgrade, had not).
+			return e, nil
+		}
+		return e, fmt.Errorf("%w: %w", ErrNotPublished, err)
 	}
 	id, err := ResourceID(e)
 	if err != nil {

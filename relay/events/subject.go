@@ -68,6 +68,13 @@ func Subject(tenant string, a Action, resourceID string) string {
 // TenantSubjects returns the subject filter for every event of a tenant.
 func TenantSubjects(tenant string) string { return subjectPrefix + tenant + ".>" }
 
+// layoutBeforePartitions is the subject a release before partitions
+// published and stored a's events of tenant on (the resource's id was not
+// in it); the stream takes only five tokens since.
+func layoutBeforePartitions(tenant string, a Action) string {
+	return subjectPrefix + tenant + "." + string(a)
+}
+
 // PatternTenant returns the tenant a subject pattern is limited to, its
 // second token ("acme" of scimrelay.acme.user.>), or "" when the pattern
 // takes every tenant: a wildcard there (scimrelay.*.user.>, scimrelay.>),
