@@ -49,6 +49,9 @@ func readableLayout(meta *bolt.Bucket) (uint64, error) {
 		return 0, errors.New("the file records no layout version; it was written by an older scimrelay")
 	}
 	layout := binary.BigEndian.Uint64(v)
+	if from := meta.Get(keyUpgradingFrom); layout == layoutVersion && len(from) == 8 {
+		layout = binary.BigEndian.Uint64(from) // an upgrade cut short
+	}
 	if layout < upgradableLayout || layout > layoutVersion {
 		return 0, fmt.Errorf("the file has layout version %d; this build reads version %d, and upgrades a file of versions %d to %d", layout, layoutVersion, upgradableLayout, layoutVersion-1)
 	}

@@ -26,16 +26,21 @@ const maxSharersLogged = 10
 // to layoutVersion. Layout 3 changed the outbox rows only, which are read
 // in either form (readOutboxRow); layout 4 indexes every work email
 // (indexWorkEmails). Open runs it before it serves, so nothing else
-// writes meanwhile. The file is marked layoutVersion only when all is
-// done: an upgrade cut short (a crash, a full disk) runs again on the next
-// Open, and each step may run twice.
+// writes meanwhile. The file is marked layoutVersion before anything
+// changes (prepare), with the layout it came from under
+// keyUpgradingFrom, which is deleted only when all is done: an upgrade cut
+// short (a crash, a full disk) runs again on the next Open, each step may
+// run twice, and a release before layoutVersion refuses the file rather
+// than write it as of its own layout (a rollback to one left a deleted
+// user's work-email keys in a half-upgraded file, which no upgrade
+// removes).
 func (s *Store) upgradeLayout(from uint64) error {
 	added, err := s.indexWorkEmails()
 	if err != nil {
 		return err
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyLayout, u64(layoutVersion))
+		return tx.Bucket(bucketMeta).Delete(keyUpgradingFrom)
 	}); err != nil {
 		return fmt.Errorf("recording layout %d: %w", layoutVersion, err)
 	}

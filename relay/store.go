@@ -213,6 +213,9 @@ var (
 		ixUserName, ixEmail, ixWorkEmail, ixUserExt, ixGroupExt, ixDisplayName}
 	keyOutboxCounter = []byte("outbox")
 	keyLayout        = []byte("layout")
+	// keyUpgradingFrom holds the layout an upgrade under way began from,
+	// while keyLayout already says layoutVersion (upgradeLayout).
+	keyUpgradingFrom = []byte("upgrading_from")
 	keySequence      = []byte("sequence")
 )
 
@@ -379,6 +382,15 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 	layout, err := readableLayout(meta)
 	if err != nil {
 		return 0, err
+	}
+	if layout != layoutVersion && meta.Get(keyUpgradingFrom) == nil {
+		// Marked before anything changes (upgradeLayout).
+		if err := meta.Put(keyUpgradingFrom, u64(layout)); err != nil {
+			return 0, err
+		}
+		if err := meta.Put(keyLayout, u64(layoutVersion)); err != nil {
+			return 0, err
+		}
 	}
 	for _, b := range [][]byte{bucketOutbox, bucketQuarant, bucketTokens, bucketSubscribers, bucketPurged} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {

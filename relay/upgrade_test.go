@@ -4,9 +4,12 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,6 +176,9 @@ func checkLayout(t testing.TB, s *Store) {
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyLayout); binary.BigEndian.Uint64(v) != layoutVersion {
 			return fmt.Errorf("layout %d after the upgrade", binary.BigEndian.Uint64(v))
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyUpgradingFrom); v != nil {
+			return fmt.Errorf("still upgrading from %x after the upgrade", v)
 		}
 		return nil
 	}); err != nil {
@@ -406,3 +412,127 @@ func TestUpgradeNamesTenSharersAtMost(t *testing.T) {
 		t.Fatalf("the warning names %d of the 12 users sharing emails, want 10, and emails=6:\n%s", named, logs.String())
 	}
 }
+
+// TestUpgradeCutShortIsRefusedByEarlierReleases: an upgrade killed
+// mid-way (a crash, a full disk) leaves the file marked with the new
+// layout and where it came from, so that a release before it, rolled back
+// to, refuses it as it refuses an upgraded one (a layout 3 release opened
+// it, deleted a user and left her second work email's key, which no
+// upgrade removes: a new user could never take that email), and this
+// release finishes the upgrade at its next start.
+func TestUpgradeCutShortIsRefusedByEarlierReleases(t *testing.T) {
+	if path := os.Getenv("SCIMRELAY_TEST_UPGRADE_KILL"); path != "" {
+		// The process killed mid-upgrade: it exits where the upgrade
+		// warns of the damaged user, the last of the last tenant.
+		upgradeChunk = 1
+		o := testOptions(&clock{t: time.Now()})
+		o.Logger = slog.New(exitOnWarn{})
+		_, err := Open(path, o)
+		t.Fatalf("the upgrade ended without meeting the damaged user: %v", err)
+	}
+	s, c, path := openStore(t)
+	ann := create(t, s, "safe", user(t, `"userName":"ann","emails":[{"value":"ann@x.com","type":"work"},{"value":"ann2@x.com","type":"work"}]`))
+	create(t, s, "safe", user(t, `"userName":"bob","emails":[{"value":"bob@x.com","type":"work"}]`))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The file layout 3 wrote, with a damaged user sorting after ann.
+	rewriteFile(t, path, 3, func(tx *bolt.Tx) error {
+		if err := oldWorkEmailIndex(tx); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketTenants).Bucket([]byte("safe")).Bucket(bucketUsers).Put([]byte("ffffffff-ffff-7fff-bfff-ffffffffffff"), []byte("damaged"))
+	})
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestUpgradeCutShortIsRefusedByEarlierReleases$")
+	cmd.Env = append(os.Environ(), "SCIMRELAY_TEST_UPGRADE_KILL="+path)
+	if out, err := cmd.CombinedOutput(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 9 {
+		t.Fatalf("the upgrade was not killed mid-way: %v\n%s", err, out)
+	}
+
+	// Cut short, the file already says layout 4, and where it came from.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if l, from := meta.Get(keyLayout), meta.Get(keyUpgradingFrom); binary.BigEndian.Uint64(l) != layoutVersion || len(from) != 8 || binary.BigEndian.Uint64(from) != 3 {
+			return fmt.Errorf("an upgrade cut short left layout %x, upgrading from %x; want %d from 3", l, from, layoutVersion)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The release of layout 3 (c4eac9d): it refuses a file whose layout
+	// is not 2 or 3; otherwise it deletes ann, removing her record and the
+	// keys it indexes (ix_workemail: her first work email alone).
+	refused := false
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if l := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keyLayout)); l != 2 && l != 3 {
+			refused = true
+			return nil
+		}
+		tb := tx.Bucket(bucketTenants).Bucket([]byte("safe"))
+		entries, err := indexEntries(ann)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if bytes.Equal(e.bucket, ixWorkEmail) && !bytes.HasPrefix(e.key, ixKey(scim.Fold(ann.WorkEmail()))) {
+				continue
+			}
+			if err := tb.Bucket(e.bucket).Delete(e.key); err != nil {
+				return err
+			}
+		}
+		return tb.Bucket(bucketUsers).Delete([]byte(ann.ID()))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !refused {
+		t.Error("the release before layout 4 opens a file whose upgrade was cut short")
+	}
+
+	// This release again: the upgrade is finished.
+	s, err = Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	checkLayout(t, s)
+	cid := user(t, `"userName":"cid","emails":[{"value":"ann2@x.com","type":"work"}]`)
+	if _, err := s.Create(ctx, "safe", cid); err == nil {
+		t.Fatal("ann's second work email is not indexed after the upgrade was finished")
+	}
+	if _, err := s.Delete(ctx, "safe", scim.UserResourceType, ann.ID(), scim.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "safe", cid); err != nil {
+		t.Fatalf("a new user with the second work email of a user deleted since: %v\nix_workemail: %q", err, workEmailIndex(t, s.db))
+	}
+}
+
+// exitOnWarn ends the process, as a kill would, at the first warning.
+type exitOnWarn struct{}
+
+func (exitOnWarn) Enabled(context.Context, slog.Level) bool { return true }
+func (exitOnWarn) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		os.Exit(9)
+	}
+	return nil
+}
+func (h exitOnWarn) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h exitOnWarn) WithGroup(string) slog.Handler      { return h }
