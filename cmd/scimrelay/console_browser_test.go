@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -420,4 +421,133 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.do("coming back", chromedp.Navigate(ui))
 	c.waitText("main h1", "Sign in")
 	c.checkConsole("sign-out")
+}
+
+// TestConsoleLiveTailAcrossReconnect: the live tail's connection drops and
+// the browser's EventSource reconnects by itself. An event published while
+// it was away must show once it is back, and an event shown before must
+// not show twice.
+func TestConsoleLiveTailAcrossReconnect(t *testing.T) {
+	c := newChrome(t)
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	px := newCutProxy(t, strings.TrimPrefix(p.adminURL, "http://"))
+	ui := px.URL() + "/ui/"
+
+	c.do("opening the console", chromedp.Navigate(ui))
+	c.waitText("main h1", "Sign in")
+	c.do("signing in", chromedp.SendKeys(chromedp.ID("token"), adminSecret), chromedp.KeyEvent(kb.Enter))
+	c.waitText("main h1", "Overview")
+
+	shown := func(name string) int {
+		return eval[int](c, fmt.Sprintf(`[...document.querySelectorAll("#tail li pre")].filter(p => p.textContent.includes(%q)).length`, name))
+	}
+	waitShown := func(name string) {
+		t.Helper()
+		eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			if n := shown(name); n == 0 {
+				return fmt.Errorf("the tail does not show %s yet; it says %q", name, c.text("#tail-status"))
+			}
+			return nil
+		})
+	}
+	dropAndWait := func(during func()) {
+		t.Helper()
+		px.cut(true)
+		c.waitText("#tail-status", "Reconnecting")
+		if during != nil {
+			during()
+		}
+		px.cut(false)
+		c.waitText("#tail-status", "Watching")
+	}
+
+	// New events only: an event published while the connection was down.
+	c.do("opening the events", chromedp.Navigate(ui+"events?tenant=acme"))
+	c.waitText("#tail-status", "Watching")
+	p.createUser(t, "before-drop")
+	waitShown("before-drop")
+	dropAndWait(func() {
+		p.createUser(t, "during-drop")
+		waitDelivered(t, h, 2) // in the stream before the browser is back
+	})
+	p.createUser(t, "after-drop")
+	waitShown("after-drop")
+	if n := shown("during-drop"); n != 1 {
+		t.Errorf("new events only: the event published while the tail reconnected shows %d times, want once (the tail says %q)", n, c.text("#tail-status"))
+	}
+
+	// Starting with the last 10 minutes: what was shown before the drop
+	// is not shown again after it.
+	c.do("opening the events of the last 10 minutes", chromedp.Navigate(ui+"events?tenant=acme&since=10m"))
+	waitShown("after-drop")
+	dropAndWait(nil)
+	p.createUser(t, "after-second-drop")
+	waitShown("after-second-drop")
+	for _, name := range []string{"before-drop", "during-drop", "after-drop"} {
+		if n := shown(name); n != 1 {
+			t.Errorf("since 10m: the user.created of %s shows %d times after the reconnection, want once", name, n)
+		}
+	}
+}
+
+// cutProxy forwards TCP connections to target; cut closes every
+// connection under way, and while held it closes new ones at once (a
+// proxy or a network that drops the browser's connection for a while).
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	held   bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.cut(false) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			held := p.held
+			p.mu.Unlock()
+			if held {
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// cut closes every connection, and holds new ones off while hold.
+func (p *cutProxy) cut(hold bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = hold
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }

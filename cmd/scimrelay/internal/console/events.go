@@ -25,6 +25,12 @@ import (
 const (
 	keepAlive   = 10 * time.Second
 	maxEventLen = 4 << 20
+	// resumeMargin is how far before the last message a browser had the
+	// tail starts again when it reconnects (eventStream): an event stored
+	// just before that message may not have reached it yet, and the NATS
+	// server's clock, which stamps what the stream stores, may be behind
+	// this one's. What it had is sent again; its script drops those.
+	resumeMargin = 5 * time.Second
 )
 
 // eventsData is the live tail's page.
@@ -59,6 +65,13 @@ func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request, s *session)
 // CloudEvent each, "failure" when the tail cannot go on (then the script
 // stops, rather than reconnecting into the same failure), "signed-out"
 // when the session ends.
+//
+// Each message's id is when it was sent. A browser's EventSource that
+// lost the stream reconnects by itself with the last id it had
+// (Last-Event-ID), and the tail starts again resumeMargin before it, in
+// place of the since asked for: the events stored while it was away are
+// sent, where a new tail sent only those after the reconnection (or all
+// of since again); the script drops the repeats by their id.
 func (c *Console) eventStream(w http.ResponseWriter, r *http.Request, s *session) error {
 	in := r.URL.Query()
 	q := url.Values{"follow": {"true"}}
@@ -67,11 +80,14 @@ func (c *Console) eventStream(w http.ResponseWriter, r *http.Request, s *session
 			q.Set(k, v)
 		}
 	}
+	if last, err := time.Parse(time.RFC3339Nano, r.Header.Get("Last-Event-ID")); err == nil && !last.After(time.Now()) {
+		q.Set("since", fmt.Sprintf("%dms", (time.Since(last) + resumeMargin).Milliseconds()))
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	rc := http.NewResponseController(w)
 	send := func(event, data string) bool {
-		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+		_, err := fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", time.Now().UTC().Format(time.RFC3339Nano), event, data)
 		return err == nil && rc.Flush() == nil
 	}
 	tail, err := c.api(s).Tail(ctx, q)

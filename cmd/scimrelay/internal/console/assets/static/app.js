@@ -81,6 +81,10 @@
   }
   var shown = 0;
   var keep = 200;
+  // The ids of the events shown lately: after a reconnection the stream
+  // starts again a little before where it was, and sends some again.
+  var seen = new Set();
+  var seenOrder = [];
   var say = function (text) { status.textContent = text; };
   say("Connecting…");
   var source = new EventSource(tail.dataset.stream);
@@ -91,6 +95,16 @@
       e = JSON.parse(message.data);
     } catch (err) {
       return;
+    }
+    if (e.id) {
+      if (seen.has(e.id)) {
+        return;
+      }
+      seen.add(e.id);
+      seenOrder.push(e.id);
+      if (seenOrder.length > 10 * keep) {
+        seen.delete(seenOrder.shift());
+      }
     }
     var item = document.createElement("li");
     var details = document.createElement("details");
