@@ -81,7 +81,7 @@ func (c *Console) eventStream(w http.ResponseWriter, r *http.Request, s *session
 		}
 	}
 	if last, err := time.Parse(time.RFC3339Nano, r.Header.Get("Last-Event-ID")); err == nil && !last.After(time.Now()) {
-		q.Set("since", fmt.Sprintf("%dms", (time.Since(last) + resumeMargin).Milliseconds()))
+		q.Set("since", fmt.Sprintf("%dms", (time.Since(last)+resumeMargin).Milliseconds()))
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
