@@ -551,3 +551,90 @@ func (p *cutProxy) cut(hold bool) {
 	}
 	p.conns = nil
 }
+
+// TestConsoleDoubleSubmitGeneratesOneToken: a double click on Generate
+// token, on a console reached over a link with 300 ms of latency each way,
+// issues one token: not a second, live one whose secret nobody ever sees.
+func TestConsoleDoubleSubmitGeneratesOneToken(t *testing.T) {
+	c := newChrome(t)
+	cfg := testConfig(t, t.TempDir())
+	p := startRelay(t, cfg, roleAll)
+	ui := slowLink(t, strings.TrimPrefix(p.adminURL, "http://"), 300*time.Millisecond) + "/ui/"
+	c.do("opening the console", chromedp.Navigate(ui))
+	c.waitText("main h1", "Sign in")
+	c.do("signing in", chromedp.SendKeys(chromedp.ID("token"), adminSecret), chromedp.KeyEvent(kb.Enter))
+	c.waitText("main h1", "Overview")
+	c.do("opening the tenant", chromedp.Navigate(ui+"tenants/acme"))
+	c.waitText("main h1", "Tenant acme")
+	c.do("naming the token", chromedp.SetValue(chromedp.ID("tokens-name"), "double"))
+	// Two clicks of the mouse on the button, the second before the
+	// first's answer came: an impatient user, or a slow relay.
+	box := eval[[]float64](c, `(() => { const b = document.querySelector('form[action="/ui/tenants/acme/tokens"] button[type="submit"]'); b.scrollIntoView({block: "center"}); const r = b.getBoundingClientRect(); return [r.x + r.width/2, r.y + r.height/2] })()`)
+	x, y := box[0], box[1]
+	// A double click: the second 100 ms after the first.
+	c.do("clicking Generate token", chromedp.MouseClickXY(x, y))
+	<-time.After(100 * time.Millisecond)
+	c.do("clicking Generate token again", chromedp.MouseClickXY(x, y))
+	c.waitText("main h1", "New secret for acme")
+	c.do("opening the tenant", chromedp.Navigate(ui+"tenants/acme"))
+	c.waitText("main h1", "Tenant acme")
+	n := eval[int](c, `[...document.querySelectorAll("#tokens ~ .table-wrap tbody th")].filter(th => th.textContent.trim() === "double").length`)
+	if n != 1 {
+		t.Errorf("a double click on Generate token issued %d tokens named double, want 1 (one whose secret nobody saw stays live)", n)
+	}
+}
+
+// slowLink forwards TCP connections to target with latency each way, the
+// closing of a side too: a console reached over a long link (an SSH tunnel,
+// a port-forward to another region).
+func slowLink(t *testing.T, target string, latency time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	pipe := func(dst, src net.Conn) {
+		type chunk struct {
+			b  []byte
+			at time.Time
+		}
+		q := make(chan chunk, 1024)
+		go func() {
+			defer close(q)
+			for {
+				b := make([]byte, 32<<10)
+				n, err := src.Read(b)
+				if n > 0 {
+					q <- chunk{b[:n], time.Now().Add(latency)}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		for c := range q {
+			<-time.After(time.Until(c.at))
+			if _, err := dst.Write(c.b); err != nil {
+				break
+			}
+		}
+		<-time.After(latency)
+		dst.Close()
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}

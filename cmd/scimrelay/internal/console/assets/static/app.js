@@ -52,6 +52,25 @@
     });
   }
 
+  // A form is sent once: a second click before its answer came (a slow
+  // link, a double click) sent it again, and a token issued twice left one
+  // live whose secret nobody was shown. A page the back/forward cache
+  // brings back may send it again.
+  document.querySelectorAll('form[method="post"]').forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      if (form.dataset.sent) {
+        e.preventDefault();
+        return;
+      }
+      form.dataset.sent = "1";
+    });
+  });
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[data-sent]").forEach(function (form) {
+      delete form.dataset.sent;
+    });
+  });
+
   // A running job's page follows it: the region is fetched again and
   // replaced until the job ends.
   var refresh = function (region) {
