@@ -120,7 +120,7 @@ type membership struct {
 	id     string
 	t      timing
 	// leaseUntil is when this worker stops considering itself a member
-	// (unix nanoseconds), unless a heartbeat succeeds before (renew).
+	// (a clock reading), unless a heartbeat succeeds before (renew).
 	leaseUntil atomic.Int64
 	// present is the workers whose announcement (as a member, or as
 	// leaving) the last beat found: those that may hold partition claims.
@@ -256,14 +256,18 @@ func (m *membership) alive(ctx context.Context, id string) (bool, error) {
 	return slices.Contains(present, id), nil
 }
 
-// leaseValid reports whether this worker may still deliver.
-func (m *membership) leaseValid() bool { return time.Now().UnixNano() < m.leaseUntil.Load() }
+// leaseValid reports whether this worker may still deliver. The lease is
+// on the monotonic clock (clock): on the wall clock a step forward (NTP, a
+// VM resumed) dropped every partition with nothing wrong, and a step back
+// kept a worker cut off from NATS delivering beside its partitions' next
+// owner.
+func (m *membership) leaseValid() bool { return clock(time.Now()) < m.leaseUntil.Load() }
 
 // renew extends the lease to a lease from began, when the heartbeat that
 // succeeded began: before its announcement, so that the lease ends no
 // later than the other workers' view of the announcement does.
 func (m *membership) renew(began time.Time) {
-	m.leaseUntil.Store(began.Add(m.t.lease).UnixNano())
+	m.leaseUntil.Store(clock(began.Add(m.t.lease)))
 }
 
 // leave withdraws the worker from the assignment, so that the others take
