@@ -647,10 +647,12 @@ func (l *RequestLog) measure() error {
 	return err
 }
 
-// prune deletes entries older than the retention.
+// prune deletes entries older than the retention. The cutoff is a key as
+// timeKey makes it: a retention reaching before 1970 (a century, for
+// "keep it") deletes nothing, where its negative time, taken unsigned,
+// sorted after every entry and deleted them all.
 func (l *RequestLog) prune() error {
-	cutoff := make([]byte, 8)
-	binary.BigEndian.PutUint64(cutoff, uint64(l.store.now().Add(-l.retention).UnixNano()))
+	cutoff := timeKey(l.store.now().Add(-l.retention))
 	return l.deleteOldest(func(k []byte, _ int64) bool { return bytes.Compare(k[:8], cutoff) < 0 })
 }
 

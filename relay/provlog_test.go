@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -564,5 +565,34 @@ func TestLogOldest(t *testing.T) {
 	})
 	if got, err := l.Oldest(); err != nil || !got.Equal(first) {
 		t.Fatalf("the oldest entry was filed at %v (%v), want %v", got, err, first)
+	}
+}
+
+// TestLogKeptForALongRetention: provisioning_log.retention may be any
+// positive duration (LogOptions.Check accepts a century, the longest
+// config.ParseDuration takes in days). A log kept 100 years must keep a
+// request made an hour ago through a prune; the cutoff, 1926, is before
+// 1970, its UnixNano negative, and as an unsigned key it sorts after
+// every entry.
+func TestLogKeptForALongRetention(t *testing.T) {
+	s, c, _ := openStore(t)
+	now := c.now()
+	o := LogOptions{Retention: 36500 * 24 * time.Hour, MaxBytes: 512 << 20}
+	if err := o.Check(); err != nil {
+		t.Fatalf("the options are refused: %v", err)
+	}
+	runLog(t, s, o, []LogEntry{{Time: now.Add(-time.Hour), RequestID: "1h", Tenant: "acme", Operation: "create", Status: 201}})
+	runLog(t, s, o, nil) // a restart prunes by age
+	l := NewRequestLog(s, o, slog.New(slog.DiscardHandler))
+	got, err := l.Query(context.Background(), LogQuery{Since: now.Add(-24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range got {
+		ids = append(ids, e.RequestID)
+	}
+	if !slices.Equal(ids, []string{"1h"}) {
+		t.Fatalf("with a retention of 100 years, the log holds %v after a prune, want the request of an hour ago", ids)
 	}
 }
