@@ -200,3 +200,23 @@ func TestShortLivedCredentialWarnsAtIssue(t *testing.T) {
 		t.Errorf("warnings:\n%s", out)
 	}
 }
+
+// TestFarExpiryInTheExpiryMetric: `scimrelay token create --expires
+// 2562047h` is accepted (config.ParseDuration: at most what a
+// time.Duration holds, about 292 years), so a token may expire after
+// 2262, past what UnixNano represents. The metric must still say when it
+// expires, not a time in the past that fires the README's alert
+// (scimrelay_token_expiry_timestamp_seconds - time() < 14 * 86400).
+func TestFarExpiryInTheExpiryMetric(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	expires := c.now().Add(2562047 * time.Hour) // year 2319
+	_, tok, err := s.Tokens().Create(ctx, "acme", "forever", expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][tok.ID]
+	if want := float64(expires.Unix()); got != want {
+		t.Fatalf("a token expiring %s: scimrelay_token_expiry_timestamp_seconds is %v (%s), want %v",
+			expires.Format(time.RFC3339), got, time.Unix(int64(got), 0).UTC().Format(time.RFC3339), want)
+	}
+}

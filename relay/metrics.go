@@ -128,7 +128,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 				case t.IsZero():
 					return 0
 				}
-				return float64(t.UnixNano()) / 1e9
+				return unixSeconds(t)
 			}))
 	}
 	return m
@@ -151,8 +151,15 @@ func (m *Metrics) WatchPublisher(p *Publisher) {
 		if t.IsZero() {
 			return 0
 		}
-		return float64(t.UnixNano()) / 1e9
+		return unixSeconds(t)
 	}))
+}
+
+// unixSeconds is t in unix seconds, as a timestamp metric has it. Not by
+// UnixNano, which holds no time after 2262: a token that expires in 2319
+// read as expired in 1734, and fired the expiry alert.
+func unixSeconds(t time.Time) float64 {
+	return float64(t.Unix()) + float64(t.Nanosecond())/1e9
 }
 
 // ObservePublished records an event JetStream acknowledged.
@@ -183,7 +190,7 @@ func (c tokenExpiry) Describe(ch chan<- *prometheus.Desc) {
 func (c tokenExpiry) Collect(ch chan<- prometheus.Metric) {
 	now := c.s.now()
 	for _, t := range c.s.TokenExpiries() {
-		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, float64(t.Expires.UnixNano())/1e9, t.Tenant, string(t.Kind), t.ID, t.Name)
+		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, unixSeconds(t.Expires), t.Tenant, string(t.Kind), t.ID, t.Name)
 		ch <- prometheus.MustNewConstMetric(tokenExpiryDeprecatedDesc, prometheus.GaugeValue, t.Expires.Sub(now).Seconds(), t.Tenant, string(t.Kind), t.ID, t.Name)
 	}
 }
