@@ -108,6 +108,11 @@ func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret
 	if !st.Expires.IsZero() && st.Expires.Before(exp) {
 		exp = st.Expires.Truncate(time.Second)
 	}
+	if !exp.After(issued) {
+		// The client expires within this second: a token would be
+		// expired as it is issued (expires_in 0).
+		return AccessToken{}, refuseClient(ErrInvalidClient, "client %s expires at %s; issue a new one with scimrelay client rotate", st.ID, st.Expires.UTC().Format(time.RFC3339Nano))
+	}
 	payload, err := json.Marshal(accessClaims{Tenant: tenantName, Client: st.ID, Expires: exp.Unix()})
 	if err != nil {
 		return AccessToken{}, fmt.Errorf("encoding an access token: %w", err)

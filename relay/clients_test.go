@@ -251,3 +251,30 @@ func TestExpiryWarnings(t *testing.T) {
 	cancelRepeats()
 	<-ended
 }
+
+// TestAccessTokenIssuedInItsClientsLastSecond: a client live at the
+// request (it expires 700 ms later) is given an access token. The token
+// endpoint answers 200 with it, so it must work until the client expires
+// ("never past its client's expiry"), with an expires_in above 0; the
+// relay instead truncates the client's expiry to the second, below the
+// issue time, and hands out a token that is expired as it is issued
+// (expires_in 0). It is refused as an expired client is instead.
+func TestAccessTokenIssuedInItsClientsLastSecond(t *testing.T) {
+	s, c, _ := openStore(t)
+	c.add(200 * time.Millisecond) // 09:00:00.2
+	secret, cl, err := s.Clients().Create(ctx, "acme", "okta", c.now().Add(700*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour)
+	if err != nil {
+		if !errors.Is(err, ErrInvalidClient) || !strings.Contains(err.Error(), "client rotate") {
+			t.Fatalf("a client in its last second: %v; want invalid_client, saying what to do", err)
+		}
+		return // refused, as an expired client is: Entra asks again, and is told
+	}
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil || at.ExpiresIn <= 0 {
+		t.Fatalf("a token issued to a live client at %s (client expires %s): expires_in %s, and its first use: %v",
+			c.now().Format("15:04:05.000"), cl.Expires.Format("15:04:05.000"), at.ExpiresIn, err)
+	}
+}
