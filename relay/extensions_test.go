@@ -217,3 +217,65 @@ func TestPutSpellingOfANestedUnknownKeyEmitsNothing(t *testing.T) {
 		t.Errorf("a PUT changing a nested value emitted %q, want user.updated", actionsOf(got))
 	}
 }
+
+// TestEmptyStringOfACustomAttributeIsUnassigned: README, "What the relay
+// does with what Entra sends": "Empty strings
+// count as unassigned", and "A request that changes nothing emits
+// nothing". An attribute of Entra's custom extension (README, Mappings:
+// urn:…:CustomExtensionName:2.0:User:postalCode, the SAFE guide's custom
+// field) given as "" is unassigned like any other: an add or replace of ""
+// on a user that has no value writes no version and no event, a replace of
+// "" on one that has a value removes it (a change without `new`), and a
+// POST does not store it.
+func TestEmptyStringOfACustomAttributeIsUnassigned(t *testing.T) {
+	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	patch := func(id, op string) map[string]any {
+		t.Helper()
+		return do("PATCH", "/Users/"+id, `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[`+op+`]}`, 200)
+	}
+	ext := func(r map[string]any) string {
+		b, _ := json.Marshal(r[custom])
+		return string(b)
+	}
+
+	// A POST: "" is not stored, as "nickName":"" is not.
+	created := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`","`+custom+`"],"userName":"ann@contoso.com","nickName":"",`+
+		`"`+custom+`":{"postalCode":"","badge":"green"}}`, 201)
+	id := created["id"].(string)
+	if got := ext(created); got != `{"badge":"green"}` {
+		t.Errorf("POST stored %s %s, want {\"badge\":\"green\"}", custom, got)
+	}
+
+	// Entra's PATCH of "" on an attribute the user does not have: nothing changes.
+	n := len(outbox(t, s))
+	for _, op := range []string{
+		`{"op":"Replace","path":"` + custom + `:costCenter","value":""}`,
+		`{"op":"Add","path":"` + custom + `:division","value":""}`,
+		`{"op":"replace","value":{"` + custom + `:org":""}}`,
+	} {
+		r := patch(id, op)
+		if v := r["meta"].(map[string]any)["version"]; v != `W/"1"` {
+			t.Errorf("%s: version %v, want W/\"1\" (no change); %s is %s", op, v, custom, ext(r))
+		}
+	}
+	for _, e := range since(t, s, n) {
+		c, _ := json.Marshal(e.data.Changes)
+		t.Errorf("a PATCH of \"\" on an unassigned attribute emitted %s %s", e.action, c)
+	}
+
+	// Clearing a value with "": removed, as a core attribute is.
+	patch(id, `{"op":"Replace","path":"`+custom+`:badge","value":"blue"}`)
+	n = len(outbox(t, s))
+	if got := ext(patch(id, `{"op":"Replace","path":"`+custom+`:badge","value":""}`)); got != "null" {
+		t.Errorf("after a replace of \"\", %s is %s, want it gone", custom, got)
+	}
+	evs := since(t, s, n)
+	if len(evs) != 1 || len(evs[0].data.Changes) != 1 || evs[0].data.Changes[0].New != nil {
+		for _, e := range evs {
+			c, _ := json.Marshal(e.data.Changes)
+			t.Errorf("clearing %s:badge emitted %s %s, want one user.updated whose change has no new", custom, e.action, c)
+		}
+	}
+}

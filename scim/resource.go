@@ -531,14 +531,15 @@ func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
 	return setNew(attrs, p, nv, in.keys)
 }
 
-// mergeUnknown keeps an unknown extension's object as sent, without its nulls.
+// mergeUnknown keeps an unknown extension's object as sent, without its
+// unassigned values (unassignedUnknown).
 func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
 	key, container, err := openContainer(attrs, urn)
 	if err != nil {
 		return err
 	}
 	for k, v := range obj {
-		if v == nil {
+		if unassignedUnknown(v) {
 			continue
 		}
 		if existing := in.keys.find(key, container, k); existing != "" {
@@ -672,13 +673,35 @@ var readingAllKeys func(n int)
 // are refused: a PATCH leaves out unknown paths and path-less keys
 // (ParsePatchNoting), not what is inside a value.
 func normalizeValue(p AttrPath, v any, in *input) (any, error) {
-	if p.attr == nil { // unknown extension: as sent
+	if p.attr == nil { // unknown extension: as sent, unless unassigned
+		if unassignedUnknown(v) {
+			return nil, nil
+		}
 		return v, nil
 	}
 	if p.Sub != "" {
 		return normalizeSingle(p.sub, p.String(), v, in)
 	}
 	return normalizeAttr(p.attr, p.String(), v, in)
+}
+
+// unassignedUnknown reports whether v, a value of an attribute of an
+// extension this service does not know, is unassigned as RFC 7643 §2.5
+// has it (null, "", an empty list or object), as a known attribute's is:
+// Entra clears a custom attribute with "", which was stored as a value,
+// and every such PATCH of an attribute the user lacked was a change.
+func unassignedUnknown(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
 }
 
 // normalizeAttr normalizes a value for attribute a, multi-valued or not.
