@@ -1020,7 +1020,8 @@ func eachValue(obj map[string]any, p AttrPath, f func(any) bool) {
 // empty reports whether a value counts as unassigned for "pr": nothing, an
 // empty string, or a complex value none of whose sub-attributes is
 // assigned (RFC 7644 §3.4.2.2: a complex attribute is present when it
-// "contains a non-empty node").
+// "contains a non-empty node"). A value of an extension this service does
+// not know is stored only when it is not empty (normalizeValue).
 func empty(v any) bool {
 	switch v := v.(type) {
 	case nil:

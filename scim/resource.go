@@ -532,14 +532,15 @@ func (in *input) set(attrs map[string]any, p AttrPath, v any) error {
 }
 
 // mergeUnknown keeps an unknown extension's object as sent, without its
-// unassigned values (unassignedUnknown).
+// unassigned values (empty, as a filter's "pr" reads them: Entra clears a
+// custom attribute with "").
 func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]any) error {
 	key, container, err := openContainer(attrs, urn)
 	if err != nil {
 		return err
 	}
 	for k, v := range obj {
-		if unassignedUnknown(v) {
+		if empty(v) {
 			continue
 		}
 		if existing := in.keys.find(key, container, k); existing != "" {
@@ -673,8 +674,8 @@ var readingAllKeys func(n int)
 // are refused: a PATCH leaves out unknown paths and path-less keys
 // (ParsePatchNoting), not what is inside a value.
 func normalizeValue(p AttrPath, v any, in *input) (any, error) {
-	if p.attr == nil { // unknown extension: as sent, unless unassigned
-		if unassignedUnknown(v) {
+	if p.attr == nil { // unknown extension: as sent, unless unassigned (empty)
+		if empty(v) {
 			return nil, nil
 		}
 		return v, nil
@@ -683,25 +684,6 @@ func normalizeValue(p AttrPath, v any, in *input) (any, error) {
 		return normalizeSingle(p.sub, p.String(), v, in)
 	}
 	return normalizeAttr(p.attr, p.String(), v, in)
-}
-
-// unassignedUnknown reports whether v, a value of an attribute of an
-// extension this service does not know, is unassigned as RFC 7643 §2.5
-// has it (null, "", an empty list or object), as a known attribute's is:
-// Entra clears a custom attribute with "", which was stored as a value,
-// and every such PATCH of an attribute the user lacked was a change.
-func unassignedUnknown(v any) bool {
-	switch v := v.(type) {
-	case nil:
-		return true
-	case string:
-		return v == ""
-	case []any:
-		return len(v) == 0
-	case map[string]any:
-		return len(v) == 0
-	}
-	return false
 }
 
 // normalizeAttr normalizes a value for attribute a, multi-valued or not.
