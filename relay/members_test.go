@@ -422,3 +422,39 @@ func TestWorkOfAFailedWriteIsNotChargedForEvents(t *testing.T) {
 		t.Fatalf("a write that stored nothing charged %v", charged)
 	}
 }
+
+// TestMembersNeNullSkipsEmptyGroups: "ne null" means present (scim
+// filter.go), so members ne null lists the groups that have members and
+// groups ne null the users that are in a group, as emails ne null lists
+// the users that have an email.
+func TestMembersNeNullSkipsEmptyGroups(t *testing.T) {
+	s, _, _ := openStore(t)
+	ann := create(t, s, "acme", user(t, `"userName":"ann"`))
+	bob := create(t, s, "acme", user(t, `"userName":"bob"`))
+	full := create(t, s, "acme", group(t, fmt.Sprintf(`"displayName":"Full","members":[{"value":%q}]`, ann.ID())))
+	create(t, s, "acme", group(t, `"displayName":"Empty"`))
+	if got := listFilter(t, s, scim.GroupResourceType, `members ne null`); len(got) != 1 || got[0] != full.ID() {
+		t.Errorf("members ne null lists %v; want only the group with members, %s", got, full.ID())
+	}
+	if got := listFilter(t, s, scim.UserResourceType, `groups ne null`); len(got) != 1 || got[0] != ann.ID() {
+		t.Errorf("groups ne null lists %v; want only ann, %s (bob %s is in no group)", got, ann.ID(), bob.ID())
+	}
+}
+
+// listFilter lists the ids of acme's resources of rt that filter matches.
+func listFilter(t *testing.T, s *Store, rt *scim.ResourceType, filter string) []string {
+	t.Helper()
+	f, err := scim.ParseFilter(rt, filter)
+	if err != nil {
+		t.Fatalf("filter %s: %v", filter, err)
+	}
+	p, err := s.List(ctx, "acme", rt, scim.Query{Filter: f, Count: 100})
+	if err != nil {
+		t.Fatalf("list %s: %v", filter, err)
+	}
+	var ids []string
+	for _, r := range p.Resources {
+		ids = append(ids, r.ID())
+	}
+	return ids
+}

@@ -69,14 +69,15 @@ func (m *elementMatcher) eval(e expr) bool {
 }
 
 // term evaluates one term on the external attribute. A term on a
-// multi-valued attribute is either "some element passes" (eq, co, pr,
-// value paths …) or "every element passes" (ne, eq null), and an element
+// multi-valued attribute is either "some element passes" (eq, co, pr, ne
+// null, value paths …) or "every element passes" (ne a value, eq null):
+// "ne null" is "present", which no element of an empty group is. An element
 // passes when the term, evaluated on a resource holding that element
 // alone, is true. Only the elements the term can be about are read.
 func (m *elementMatcher) term(e expr, name string) bool {
 	every := false
 	if c, ok := e.(*compareExpr); ok {
-		every = c.op == opNe || (c.value == nil && c.op == opEq)
+		every = (c.op == opNe && c.value != nil) || (c.op == opEq && c.value == nil)
 	}
 	passes := func(el map[string]any) bool {
 		return e.match(map[string]any{name: []any{el}})

@@ -163,3 +163,34 @@ func FuzzMatchElements(f *testing.F) {
 		}
 	})
 }
+
+// TestMatchElementsOnAnEmptyGroup: on a group without members,
+// MatchElements answers what Match answers on the group as it is (no
+// members attribute): "ne null" means present, so an empty group does not
+// match members ne null, as it does not match members pr.
+func TestMatchElementsOnAnEmptyGroup(t *testing.T) {
+	r := &Resource{Type: GroupResourceType, Attrs: map[string]any{"id": "g1", "displayName": "Empty"}}
+	for _, filter := range []string{
+		`members ne null`,
+		`members.value ne null`,
+		`members.display ne null`,
+		`members eq null`,
+		`members pr`,
+		`members.value ne "u1"`,
+	} {
+		t.Run(filter, func(t *testing.T) {
+			f, err := ParseFilter(GroupResourceType, filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &countingElements{}
+			got, err := f.MatchElements(r, c.elements())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := f.Match(r); got != want {
+				t.Errorf("MatchElements %v, Match on the group without members %v", got, want)
+			}
+		})
+	}
+}
