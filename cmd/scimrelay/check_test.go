@@ -119,6 +119,7 @@ func TestCheckAgreesWithServe(t *testing.T) {
 		// Serve failed to read them, after opening the data file.
 		{"NATS files missing", "nats:\n  url: nats://127.0.0.1:1\n  credentials: /nonexistent/relay.creds\n  nkey: /\n  tls:\n    ca_file: /nonexistent/ca.pem\n    cert_file: /nonexistent/cert.pem\n    key_file: /nonexistent/key.pem\n" + tenant, roleAll, []string{
 			"nats.credentials: /nonexistent/relay.creds does not exist (line 3)",
+			"nats.nkey: goes with nats.credentials: give the relay one credential (credentials, nkey, token, or user with password) (line 4)",
 			"nats.nkey: / is a directory, not a file (line 4)",
 			"nats.tls.ca_file: /nonexistent/ca.pem does not exist (line 6)",
 			"nats.tls.cert_file: /nonexistent/cert.pem does not exist (line 7)",
