@@ -74,7 +74,7 @@ type batcher struct {
 type pendingBatch struct {
 	ids   []string
 	parts [][]byte
-	bytes int64         // of parts
+	bytes int64         // of the request body: parts, and the array's brackets and commas
 	full  chan struct{} // closed when it cannot take more
 	done  chan struct{} // closed when res is set
 	res   Result
@@ -143,11 +143,12 @@ func (b *batcher) await(ctx context.Context, stopping <-chan struct{}, pb *pendi
 
 // add puts a slice's encoded events into the open batch, opening one (and
 // its sender) when none is open or the slice would overfill it, in events
-// or in bytes (maxBytes 0: no bound).
+// or in bytes (maxBytes 0: no bound). The bytes are the request body's,
+// the JSON array's brackets and commas with the events.
 func (b *batcher) add(ctx context.Context, ids []string, parts [][]byte) *pendingBatch {
 	var size int64
 	for _, p := range parts {
-		size += int64(len(p))
+		size += int64(len(p)) + 1 // and its ',' or the closing ']'
 	}
 	over := func(n int, bytes int64) bool {
 		return n > b.maxEvents || (b.maxBytes > 0 && bytes > b.maxBytes)
@@ -158,7 +159,8 @@ func (b *batcher) add(ctx context.Context, ids []string, parts [][]byte) *pendin
 	}
 	pb := b.open
 	if pb == nil {
-		pb = &pendingBatch{full: make(chan struct{}), done: make(chan struct{})}
+		pb = &pendingBatch{full: make(chan struct{}), done: make(chan struct{}), bytes: 1} // the '['
+
 		pb.ctx, pb.cancel = context.WithCancel(context.Background())
 		b.open = pb
 		go b.send(pb)

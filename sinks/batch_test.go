@@ -649,3 +649,38 @@ func TestReloadWhileABatchGathersRepeatsNothing(t *testing.T) {
 			grepLines(logs.String(), "outlasted"), grepLines(logs.String(), "ack floor"))
 	}
 }
+
+// TestBatchRequestWithinMaxBytes: a batch's request body, brackets and
+// commas with the events, is at most batch.max_bytes: a receiver whose
+// proxy takes exactly that answered 413 to a full batch, and its events
+// went again one per request.
+func TestBatchRequestWithinMaxBytes(t *testing.T) {
+	rc := newReceiver(t, nil)
+	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
+	// Four events of four resources; max_bytes is exactly their bytes.
+	var es []*event.Event
+	var limit int64
+	for i := range 4 {
+		e := testEvent(t, events.UserCreated, fmt.Sprintf("u%d", i), 1)
+		part, err := w.part(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, limit = append(es, e), limit+int64(len(part))
+	}
+	b := newBatcher(w, Batch{MaxEvents: 100, MaxWait: time.Second, MaxBytes: limit}, make(chan struct{}, 8))
+	results := make(chan Result, len(es))
+	for _, e := range es {
+		go func() { results <- b.submit(ctx, nil, []*event.Event{e}) }()
+	}
+	for range es {
+		if res := <-results; res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	for _, r := range rc.requests() {
+		if int64(len(r.body)) > limit {
+			t.Errorf("a request body of %d bytes, over batch.max_bytes %d (a proxy taking max_bytes answers 413)", len(r.body), limit)
+		}
+	}
+}
