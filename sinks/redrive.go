@@ -225,6 +225,15 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 	}
 	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, total, func(dl DeadLetter, e *event.Event) error {
 		if q.ID != "" && dl.ID != q.ID {
+			// The one asked for failed again and went to the end of the
+			// queue: its resource's later dead letters go behind it, as
+			// in a redrive of all, or the next one sends them first.
+			if key := (resourceKey{dl.Tenant, dl.Subject}); e != nil && held[key] && selects(s.cfg.Tenants, s.patterns, *e) {
+				if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil {
+					return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
+				}
+				res.Held++
+			}
 			return nil
 		}
 		found = true
@@ -253,8 +262,8 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		if progress != nil {
 			progress(res)
 		}
-		if q.ID != "" {
-			return errStop
+		if q.ID != "" && len(held) == 0 {
+			return errStop // nothing of its resource to keep behind it
 		}
 		return nil
 	})

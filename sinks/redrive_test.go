@@ -474,3 +474,44 @@ func TestReplayAfterUpgradeFromTheLayoutBeforePartitions(t *testing.T) {
 		t.Fatalf("replay after the upgrade: %+v, %v; want the 3 events the removed consumer had not delivered", res, err)
 	}
 }
+
+// TestRedriveOfOneThatFailsKeepsItsResourceInOrder: a dead letter
+// redriven alone (--id) that fails again goes to the end of the queue,
+// and its resource's later dead letters go behind it, so that the next
+// redrive of all sends them in order; before, they stayed ahead of it,
+// and a receiver dropping what is below the subjectseq it applied dropped
+// the user's creation.
+func TestRedriveOfOneThatFailsKeepsItsResourceInOrder(t *testing.T) {
+	js := natsStream(t)
+	var down atomic.Bool
+	down.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if down.Load() {
+			return http.StatusGone
+		}
+		return http.StatusNoContent
+	})
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	annCreated := p.publish("acme", events.UserCreated, "ann")
+	annUpdated := p.publish("acme", events.UserUpdated, "ann")
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 2 {
+			return fmt.Errorf("%d dead letters (%v), want 2", n, err)
+		}
+		return nil
+	})
+	stop()
+	// The operator tries ann's first dead letter alone; still refused.
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", ID: annCreated}, nil); err != nil || res.Failed != 1 {
+		t.Fatalf("redrive --id: %+v, %v", res, err)
+	}
+	down.Store(false)
+	before := len(rc.requests())
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil || res.Delivered != 2 {
+		t.Fatalf("redrive --all: %+v, %v", res, err)
+	}
+	if got, want := ids(rc)[before:], []string{annCreated, annUpdated}; !slices.Equal(got, want) {
+		t.Errorf("redrive --all sent ann's dead letters as %v, want in her order %v", got, want)
+	}
+}
