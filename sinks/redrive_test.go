@@ -138,18 +138,9 @@ func TestRedriveAll(t *testing.T) {
 // other resources' are delivered. The next redrive delivers the resource's
 // in their order.
 func TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails(t *testing.T) {
-	js := natsStream(t)
 	var refuse sync.Map // event ids the receiver refuses; all while it is "down"
-	var down atomic.Bool
-	down.Store(true)
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		if _, ok := refuse.Load(r.Header.Get("ce-id")); ok || down.Load() {
-			return http.StatusGone
-		}
-		return http.StatusNoContent
-	})
-	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
-	p := newPublisher(t, js)
+	d := goneReceiverSink(t, &refuse)
+	m, rc, p, down, stop := d.m, d.rc, d.p, &d.down, d.stop
 	annCreated := p.publish("acme", events.UserCreated, "ann")
 	annUpdated := p.publish("acme", events.UserUpdated, "ann")
 	bob := p.publish("acme", events.UserCreated, "bob")
@@ -482,17 +473,8 @@ func TestReplayAfterUpgradeFromTheLayoutBeforePartitions(t *testing.T) {
 // and a receiver dropping what is below the subjectseq it applied dropped
 // the user's creation.
 func TestRedriveOfOneThatFailsKeepsItsResourceInOrder(t *testing.T) {
-	js := natsStream(t)
-	var down atomic.Bool
-	down.Store(true)
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		if down.Load() {
-			return http.StatusGone
-		}
-		return http.StatusNoContent
-	})
-	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
-	p := newPublisher(t, js)
+	d := goneReceiverSink(t, &sync.Map{})
+	m, rc, p, down, stop := d.m, d.rc, d.p, &d.down, d.stop
 	annCreated := p.publish("acme", events.UserCreated, "ann")
 	annUpdated := p.publish("acme", events.UserUpdated, "ann")
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -514,4 +496,31 @@ func TestRedriveOfOneThatFailsKeepsItsResourceInOrder(t *testing.T) {
 	if got, want := ids(rc)[before:], []string{annCreated, annUpdated}; !slices.Equal(got, want) {
 		t.Errorf("redrive --all sent ann's dead letters as %v, want in her order %v", got, want)
 	}
+}
+
+// goneSink is sink crm delivering to a receiver that answers 410 (so
+// that events are dead-lettered at once) while down, and to the event ids
+// in refused.
+type goneSink struct {
+	m    *Manager
+	rc   *receiver
+	p    *publisher
+	down atomic.Bool
+	stop func()
+}
+
+func goneReceiverSink(t *testing.T, refused *sync.Map) *goneSink {
+	t.Helper()
+	js := natsStream(t)
+	d := &goneSink{}
+	d.down.Store(true)
+	d.rc = newReceiver(t, func(_ int, r *http.Request) int {
+		if _, ok := refused.Load(r.Header.Get("ce-id")); ok || d.down.Load() {
+			return http.StatusGone
+		}
+		return http.StatusNoContent
+	})
+	d.m, d.stop = runSinks(t, js, 5*time.Second, sinkConfig("crm", d.rc.URL, nil))
+	d.p = newPublisher(t, js)
+	return d
 }
