@@ -497,49 +497,30 @@ func TestConsoleLiveTailAcrossReconnect(t *testing.T) {
 // connection under way, and while held it closes new ones at once (a
 // proxy or a network that drops the browser's connection for a while).
 type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	held   bool
+	addr  string
+	mu    sync.Mutex
+	conns []net.Conn
+	held  bool
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); p.cut(false) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			held := p.held
-			p.mu.Unlock()
-			if held {
-				c.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
+	p := &cutProxy{}
+	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.held {
+			c.Close()
+			up.Close()
+			return
 		}
-	}()
+		p.conns = append(p.conns, c, up)
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+	})
 	return p
 }
 
-func (p *cutProxy) URL() string { return "http://" + p.ln.Addr().String() }
+func (p *cutProxy) URL() string { return "http://" + p.addr }
 
 // cut closes every connection, and holds new ones off while hold.
 func (p *cutProxy) cut(hold bool) {
@@ -588,11 +569,6 @@ func TestConsoleDoubleSubmitGeneratesOneToken(t *testing.T) {
 // closing of a side too: a console reached over a long link (an SSH tunnel,
 // a port-forward to another region).
 func slowLink(t *testing.T, target string, latency time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	pipe := func(dst, src net.Conn) {
 		type chunk struct {
 			b  []byte
@@ -621,20 +597,8 @@ func slowLink(t *testing.T, target string, latency time.Duration) string {
 		<-time.After(latency)
 		dst.Close()
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go pipe(up, c)
-			go pipe(c, up)
-		}
-	}()
-	return "http://" + ln.Addr().String()
+	return "http://" + eventstest.Proxy(t, target, func(c, up net.Conn) {
+		go pipe(up, c)
+		go pipe(c, up)
+	})
 }

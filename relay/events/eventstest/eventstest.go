@@ -244,8 +244,8 @@ func belowEphemeral() (low, high int) {
 	return 10000, first
 }
 
-// Proxy listens on loopback for connections to target, a NATS server's
-// address, and returns the address to connect to instead. For each
+// Proxy listens on loopback for connections to target, a server's address
+// (NATS's, the relay's), and returns the address to connect to instead. For each
 // connection it dials target and calls pass with both ends, which copies
 // between them as the test needs (losing or holding some of it); both
 // close when the test ends.
