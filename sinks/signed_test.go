@@ -45,50 +45,19 @@ func TestReadBackTakesUnsignedOnlyAsStored(t *testing.T) {
 	}
 	// A front end that signs starts: signing begins at 2.
 	signer, trust := signStream(t, nc, js)
-	var refuse atomic.Bool
-	refuse.Store(true)
-	var mu sync.Mutex
-	var tried int
-	var delivered []string // event ids answered 2xx, in order
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		mu.Lock()
-		defer mu.Unlock()
-		tried++
-		if refuse.Load() {
-			return http.StatusServiceUnavailable
-		}
-		delivered = append(delivered, r.Header.Get("ce-id"))
-		return http.StatusNoContent
-	})
+	rc := newParkingReceiver(t)
 	// One event waits in the worker at most: the rest are read back from the
 	// stream, by direct get.
 	runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, Trust: trust, LaneLimit: 1})
 	signed := func(a events.Action) string { return p.publishSigned(signer, "acme", a, "ann") }
 	second := signed(events.UserUpdated) // refused: ann is parked
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if tried == 0 {
-			return errors.New("no delivery tried yet")
-		}
-		return nil
-	})
+	rc.waitTried(t)
 	// The forgery, as an answer aimed at the stream stores it.
 	forged, id := p.next("acme", events.UserDeleted, "ann")
 	storeHidingTheServersHeaders(t, srv.Addr().String(), forged, 1, strings.Replace(first.Subject, ".created.", ".deleted.", 1), first.Time)
 	third := signed(events.UserUpdated)
-	refuse.Store(false)
-	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if slices.Contains(delivered, id) {
-			t.Fatalf("the forged event %s was delivered: %v", id, delivered)
-		}
-		if !slices.Equal(delivered, []string{second, third}) {
-			return fmt.Errorf("delivered %v; want ann's signed events %s and %s, in order", delivered, second, third)
-		}
-		return nil
-	})
+	rc.refuse.Store(false)
+	rc.wantDelivered(t, id, second, third)
 }
 
 // TestReadBackRefusesARetiredKeysForgeryClaimingAnEarlierSequence: the
@@ -104,31 +73,10 @@ func TestReadBackRefusesARetiredKeysForgeryClaimingAnEarlierSequence(t *testing.
 	srv, nc, js := natsServer(t)
 	p := newPublisher(t, js)
 	leaked, trust := signStream(t, nc, js) // signing from 1
-	var refuse atomic.Bool
-	refuse.Store(true)
-	var mu sync.Mutex
-	var tried int
-	var delivered []string
-	rc := newReceiver(t, func(_ int, r *http.Request) int {
-		mu.Lock()
-		defer mu.Unlock()
-		tried++
-		if refuse.Load() {
-			return http.StatusServiceUnavailable
-		}
-		delivered = append(delivered, r.Header.Get("ce-id"))
-		return http.StatusNoContent
-	})
+	rc := newParkingReceiver(t)
 	runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = []string{"acme"} })}, JS: js, Trust: trust, LaneLimit: 1})
 	first := p.publishSigned(leaked, "acme", events.UserCreated, "ann") // seq 1: ann parks
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if tried == 0 {
-			return errors.New("no delivery tried yet")
-		}
-		return nil
-	})
+	rc.waitTried(t)
 	// Other tenants' events the sink does not take: the stream moves on.
 	for range 5 {
 		p.publishSigned(leaked, "globex", events.UserUpdated, "bob") // seq 2..6
@@ -166,18 +114,8 @@ func TestReadBackRefusesARetiredKeysForgeryClaimingAnEarlierSequence(t *testing.
 	})
 	storeHidingTheServersHeaders(t, srv.Addr().String(), forged, 3, subject, time.Now())
 	third := p.publishSigned(next, "acme", events.UserUpdated, "ann")
-	refuse.Store(false)
-	eventstest.CheckFor(t, 40*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if slices.Contains(delivered, id) {
-			t.Fatalf("the event forged with the retired key %s, stored after its bound, was delivered: %v", leaked.PublicKey(), delivered)
-		}
-		if !slices.Equal(delivered, []string{first, third}) {
-			return fmt.Errorf("delivered %v; want %s and %s, in order", delivered, first, third)
-		}
-		return nil
-	})
+	rc.refuse.Store(false)
+	rc.wantDelivered(t, id, first, third)
 }
 
 // signStream has the event stream name a new signing key, as a front end
@@ -297,4 +235,60 @@ func rotateSigner(t *testing.T, js jetstream.JetStream, old *events.Signer) (*ev
 		t.Fatal(err)
 	}
 	return next, r
+}
+
+// parkingReceiver answers 503 while refuse is set, so that the sink parks
+// the resource, and 204 after, noting the event ids it took, in order.
+type parkingReceiver struct {
+	*receiver
+	refuse    atomic.Bool
+	mu        sync.Mutex
+	tried     int
+	delivered []string
+}
+
+func newParkingReceiver(t *testing.T) *parkingReceiver {
+	r := &parkingReceiver{}
+	r.refuse.Store(true)
+	r.receiver = newReceiver(t, func(_ int, req *http.Request) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.tried++
+		if r.refuse.Load() {
+			return http.StatusServiceUnavailable
+		}
+		r.delivered = append(r.delivered, req.Header.Get("ce-id"))
+		return http.StatusNoContent
+	})
+	return r
+}
+
+// waitTried returns once a delivery was tried (and refused).
+func (r *parkingReceiver) waitTried(t *testing.T) {
+	t.Helper()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.tried == 0 {
+			return errors.New("no delivery tried yet")
+		}
+		return nil
+	})
+}
+
+// wantDelivered waits until the events taken are want, in order, failing
+// at once if forged is among them.
+func (r *parkingReceiver) wantDelivered(t *testing.T, forged string, want ...string) {
+	t.Helper()
+	eventstest.CheckFor(t, 40*time.Second, 10*time.Millisecond, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if slices.Contains(r.delivered, forged) {
+			t.Fatalf("the forged event %s was delivered: %v", forged, r.delivered)
+		}
+		if !slices.Equal(r.delivered, want) {
+			return fmt.Errorf("delivered %v; want %v, in order", r.delivered, want)
+		}
+		return nil
+	})
 }
