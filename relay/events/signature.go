@@ -375,7 +375,6 @@ func (t *Trust) StoredPublished(ctx context.Context, seq uint64, h nats.Header, 
 	return err == nil && bytes.Equal(want, got)
 }
 
-// trustOf reads the signing metadata of a stream configuration.
 // publicKey decodes name, an Ed25519 public key in base64url as the
 // stream's metadata lists keys.
 func publicKey(name string) (ed25519.PublicKey, bool) {
@@ -383,6 +382,7 @@ func publicKey(name string) (ed25519.PublicKey, bool) {
 	return k, err == nil && len(k) == ed25519.PublicKeySize
 }
 
+// trustOf reads the signing metadata of a stream configuration.
 func trustOf(cfg jetstream.StreamConfig) (*trustState, error) {
 	fields := strings.Fields(cfg.Metadata[metaSigningKeys])
 	if len(fields) == 0 {
