@@ -279,3 +279,38 @@ func jsonEqual(a, b any) bool {
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
 }
+
+// TestOktaPutRepeatingTheUserInAnotherOrderEmitsNothing: Okta's profile
+// push is a PUT of the whole user. One that lists the same emails and
+// phone numbers in another order, or spells out the "primary": false that
+// the stored values leave out, repeats the stored user: it must change
+// nothing (no event, no new version), as README promises for a PUT that
+// changes nothing.
+func TestOktaPutRepeatingTheUserInAnotherOrderEmitsNothing(t *testing.T) {
+	const core = "urn:ietf:params:scim:schemas:core:2.0:User"
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	const stored = `"emails":[{"primary":true,"value":"USER@x.org","type":"work"},{"value":"USER@home.org","type":"home"}],` +
+		`"phoneNumbers":[{"value":"+1 555 0100","type":"work"},{"value":"+1 555 0199","type":"mobile"}]`
+	for _, tt := range []struct{ user, put string }{
+		{"reordered", `"emails":[{"value":"USER@home.org","type":"home","display":""},{"primary":true,"value":"USER@x.org","type":"work","display":""}],` +
+			`"phoneNumbers":[{"value":"+1 555 0199","type":"mobile"},{"value":"+1 555 0100","type":"work"}]`},
+		{"primaryfalse", `"emails":[{"primary":true,"value":"USER@x.org","type":"work"},{"primary":false,"value":"USER@home.org","type":"home"}],` +
+			`"phoneNumbers":[{"value":"+1 555 0100","type":"work","primary":false},{"value":"+1 555 0199","type":"mobile","primary":false}]`},
+	} {
+		fill := func(s string) string { return strings.ReplaceAll(s, "USER", tt.user) }
+		id := do("POST", "/Users", fill(`{"schemas":["`+core+`"],"userName":"USER@x.org","active":true,`+stored+`,"groups":[],"password":"p"}`), 201)["id"].(string)
+		n := len(outbox(t, s))
+		put := do("PUT", "/Users/"+id, fill(`{"schemas":["`+core+`"],"id":"`+id+`","userName":"USER@x.org","active":true,`+tt.put+`,"groups":[],"meta":{"resourceType":"User"}}`), 200)
+		if v := put["meta"].(map[string]any)["version"]; v != `W/"1"` {
+			t.Errorf("%s: version %v, want W/\"1\"", tt.user, v)
+		}
+		for _, e := range since(t, s, n) {
+			var paths []string
+			for _, c := range e.data.Changes {
+				paths = append(paths, c.Path+": "+string(c.Old)+" -> "+string(c.New))
+			}
+			t.Errorf("%s: %s, want no event; changes:\n  %s", tt.user, e.action, strings.Join(paths, "\n  "))
+		}
+	}
+}

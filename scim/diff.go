@@ -3,6 +3,8 @@
 package scim
 
 import (
+	"encoding/json"
+	"maps"
 	"sort"
 )
 
@@ -55,7 +57,7 @@ func diffAttrs(out []Change, prefix string, attrs []*Attribute, old, new map[str
 			continue
 		}
 		ov, nv := old[a.Name], new[a.Name]
-		if jsonEqual(ov, nv) {
+		if jsonEqual(ov, nv) || (a.MultiValued && sameValues(ov, nv)) {
 			continue
 		}
 		if a.Type == Complex && !a.MultiValued {
@@ -90,4 +92,42 @@ func unionFold(a, b []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// sameValues reports whether two lists of a multi-valued attribute hold
+// the same values in any order, "primary": false counting as absent (what
+// an absent primary means, RFC 7643 §2.4): a PUT repeating the stored
+// emails in another order, or spelling out the false, changes nothing a
+// client can use, and was a user.updated carrying both lists whole.
+// Linear: each value's JSON is counted.
+func sameValues(a, b any) bool {
+	al, _ := a.([]any)
+	bl, _ := b.([]any)
+	if len(al) == 0 || len(al) != len(bl) {
+		return false
+	}
+	count := make(map[string]int, len(al))
+	for _, v := range al {
+		count[valueKey(v)]++
+	}
+	for _, v := range bl {
+		k := valueKey(v)
+		if count[k] == 0 {
+			return false
+		}
+		count[k]--
+	}
+	return true
+}
+
+// valueKey is a value of a multi-valued attribute as sameValues compares
+// it: its JSON (object keys sorted), without a "primary": false.
+func valueKey(v any) string {
+	if m, ok := v.(map[string]any); ok && m["primary"] == false {
+		m = maps.Clone(m)
+		delete(m, "primary")
+		v = m
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
 }
