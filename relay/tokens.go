@@ -266,11 +266,16 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 // shown once and never stored. A zero expires means it never expires.
 func (c Credentials) Create(ctx context.Context, tenantName, name string, expires time.Time) (string, Token, error) {
 	s := c.s
+	// The tenant is checked holding writeMu, which a purge's removal of
+	// the tenant's credentials takes: a credential written after that,
+	// by a create that found the tenant configured before it was
+	// removed, outlived the purge and let in the tenant added again
+	// under the name.
+	s.tokens.writeMu.Lock()
+	defer s.tokens.writeMu.Unlock()
 	if _, ok := s.tenantMap()[tenantName]; !ok {
 		return "", Token{}, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
-	s.tokens.writeMu.Lock()
-	defer s.tokens.writeMu.Unlock()
 	return c.create(ctx, tenantName, name, expires)
 }
 
@@ -401,6 +406,11 @@ func (c Credentials) Revoke(ctx context.Context, id string) (Token, bool, error)
 // until relay.yaml no longer has them and the relay is reloaded.
 func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expires time.Time, overlap time.Duration) (string, Token, []Token, error) {
 	s := c.s
+	if overlap < 0 {
+		return "", Token{}, nil, fmt.Errorf("rotating %ss of %s: overlap %s is negative", c.kind, tenantName, overlap)
+	}
+	s.tokens.writeMu.Lock() // before the tenant is checked, as in Create
+	defer s.tokens.writeMu.Unlock()
 	if _, ok := s.tenantMap()[tenantName]; !ok {
 		return "", Token{}, nil, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
 	}
@@ -408,11 +418,6 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 	if err != nil {
 		return "", Token{}, nil, err
 	}
-	if overlap < 0 {
-		return "", Token{}, nil, fmt.Errorf("rotating %ss of %s: overlap %s is negative", c.kind, tenantName, overlap)
-	}
-	s.tokens.writeMu.Lock()
-	defer s.tokens.writeMu.Unlock()
 	now := s.now()
 	cutoff := now.Add(overlap).UTC()
 	changed := []*storedToken{fresh}
@@ -445,6 +450,8 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 // the operator's (it was undone by the next start or reload, which issued
 // a new token), and an expired one is renewed with token rotate.
 func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, bool, error) {
+	s.tokens.writeMu.Lock() // before the tenant is checked, as in Create
+	defer s.tokens.writeMu.Unlock()
 	t, ok := s.tenantMap()[tenantName]
 	if !ok {
 		return "", false, scim.Errorf(scim.ErrNotFound, "no tenant %q", tenantName)
@@ -452,8 +459,6 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 	if len(t.static) > 0 {
 		return "", false, nil
 	}
-	s.tokens.writeMu.Lock()
-	defer s.tokens.writeMu.Unlock()
 	now := s.now()
 	s.tokens.mu.RLock()
 	for _, st := range s.tokens.byID {

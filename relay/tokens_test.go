@@ -5,6 +5,7 @@ package relay
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -310,5 +312,56 @@ func TestTokenUseKeptWhenFlushFails(t *testing.T) {
 	s.tokens.mu.RUnlock()
 	if pending == 0 {
 		t.Fatal("the last use of a token was dropped by a failed flush; want it kept for the next")
+	}
+}
+
+// TestNoCredentialForATenantRemovedMeanwhile: a token create or rotate
+// that waits for the credentials' lock while its tenant is removed from
+// relay.yaml writes nothing, so that a purge (which removes the tenant's
+// credentials under that lock) leaves none behind. It checked the tenant
+// before taking the lock, and a credential written after the purge's
+// step let in the tenant added again under the name (review, 2026-12-04:
+// 26 tokens left by a script issuing tokens while the operator purged).
+func TestNoCredentialForATenantRemovedMeanwhile(t *testing.T) {
+	for _, op := range []struct {
+		name, fn string
+		do       func(s *Store) error
+	}{
+		{"create", "relay.Credentials.Create(", func(s *Store) error {
+			_, _, err := s.Tokens().Create(ctx, "globex", "script", time.Time{})
+			return err
+		}},
+		{"rotate", "relay.Credentials.Rotate(", func(s *Store) error {
+			_, _, _, err := s.Clients().Rotate(ctx, "globex", "script", time.Time{}, time.Hour)
+			return err
+		}},
+	} {
+		t.Run(op.name, func(t *testing.T) {
+			s, _, _ := openStore(t)
+			s.tokens.writeMu.Lock() // a purge's step, or another create, under way
+			unlock := sync.OnceFunc(s.tokens.writeMu.Unlock)
+			t.Cleanup(unlock) // before the store closes, should the test stop early
+			done := make(chan error, 1)
+			go func() { done <- op.do(s) }()
+			eventstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+				if !eventstest.WaitingForLock(op.fn) {
+					return errors.New("the call does not wait for the credentials' lock yet")
+				}
+				return nil
+			})
+			// The reload that removes globex, before the lock comes free.
+			if err := s.SetTenants(testOptions(&clock{}).Tenants[:2]); err != nil {
+				t.Fatal(err)
+			}
+			unlock()
+			if err := <-done; !errors.Is(err, scim.ErrNotFound) {
+				t.Fatalf("%s for globex, removed while it waited: %v; want no tenant", op.name, err)
+			}
+			for _, c := range []Credentials{s.Tokens(), s.Clients()} {
+				if left, err := c.List(ctx, "globex"); err != nil || len(left) != 0 {
+					t.Fatalf("globex's credentials: %v %v", left, err)
+				}
+			}
+		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -456,4 +457,19 @@ func RawPublish(t testing.TB, addr, user, password, subject, header string, data
 			t.Fatalf("publishing on %s as %s: %s", subject, user, line)
 		}
 	}
+}
+
+// WaitingForLock reports whether a goroutine with fn in its stack (a
+// function's name as a stack shows it, "relay.Credentials.Create(") waits
+// for a mutex or a read-write one: how a test knows a call has reached the
+// lock it holds, to change the world before the call goes on.
+func WaitingForLock(fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn) && (strings.Contains(g, "sync.(*Mutex).Lock") || strings.Contains(g, "sync.(*RWMutex).")) {
+			return true
+		}
+	}
+	return false
 }
