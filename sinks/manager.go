@@ -158,6 +158,11 @@ type Manager struct {
 	order   []string
 	runCtx  context.Context // set while Run runs: Apply starts new workers in it
 	applyMu sync.Mutex      // one Apply at a time
+	// jobsMu is held, shared, by the redrives and replays that put dead
+	// letters back or new, and alone by a tenant's purge of its dead
+	// letters: one that ran beside the purge put back the purged tenant's
+	// dead letter it had read before.
+	jobsMu sync.RWMutex
 }
 
 // shared is what the sinks' workers share, made once by Setup.

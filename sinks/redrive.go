@@ -98,6 +98,8 @@ func (m *Manager) queue(ctx context.Context, name string) error {
 // through). Left, a redrive would deliver them under the tenant's name to
 // whoever has it next.
 func (m *Manager) DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error) {
+	m.jobsMu.Lock() // after the redrives and replays under way (jobsMu)
+	defer m.jobsMu.Unlock()
 	queues, err := m.DeadLetterQueues(ctx)
 	if err != nil {
 		return nil, err
@@ -200,6 +202,8 @@ type RedriveQuery struct {
 // to, with its status and error updated. progress, when not nil, is called
 // after each dead letter.
 func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(RedriveResult)) (RedriveResult, error) {
+	m.jobsMu.RLock()
+	defer m.jobsMu.RUnlock()
 	if err := m.queue(ctx, q.Sink); err != nil {
 		return RedriveResult{}, err
 	}
@@ -224,6 +228,13 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		res.Total = n
 	}
 	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, total, func(dl DeadLetter, e *event.Event) error {
+		// The sink as configured now: a reload may have narrowed it (its
+		// tenants, its events) or removed it since the redrive began.
+		cur, err := m.sink(to)
+		if err != nil {
+			return err
+		}
+		s = cur
 		if q.ID != "" && dl.ID != q.ID {
 			// The one asked for failed again and went to the end of the
 			// queue: its resource's later dead letters go behind it, as

@@ -32,6 +32,8 @@ type ReplayResult struct {
 // time, up to the last one there was when it started; events that fail
 // are dead-lettered. progress, when not nil, is called after each event.
 func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, progress func(ReplayResult)) (ReplayResult, error) {
+	m.jobsMu.RLock() // its dead letters are not put beside a tenant's purge of them
+	defer m.jobsMu.RUnlock()
 	s, err := m.sink(sink)
 	if err != nil {
 		return ReplayResult{}, err
@@ -57,6 +59,13 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 				progress(res)
 			}
 		}()
+		// The sink as configured now: a reload may have narrowed it or
+		// removed it since the replay began.
+		cur, err := m.sink(sink)
+		if err != nil {
+			return err
+		}
+		s = cur
 		seq, _ := events.StoredAt(msg)
 		e, err := m.o.Trust.Published(seq, msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,11 +11,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -824,4 +827,150 @@ func TestReloadDoesNotUndoARevocation(t *testing.T) {
 	p.stop()
 	p = startReloadable(t, f.path, io.Discard)
 	live("after a restart")
+}
+
+// TestJobsAcrossAReloadThatNarrowsTheSink: a redrive of three dead
+// letters of globex to sink crm, or a replay of globex's three events to
+// it, is under way (its first delivery at the receiver) when a reload
+// narrows crm to tenant acme. "Once a reload narrows them, nothing they
+// leave out is sent": the job may not send the other two, as it did
+// with the sink as it was when it began.
+func TestJobsAcrossAReloadThatNarrowsTheSink(t *testing.T) {
+	for _, job := range []struct {
+		name string
+		args []string
+	}{
+		{"redrive", []string{"dlq", "redrive", "--sink", "crm", "--all"}},
+		{"replay", []string{"sinks", "replay", "--sink", "crm", "--since", "1h"}},
+	} {
+		t.Run(job.name, func(t *testing.T) {
+			rcv := newJobReceiver(t, `"userName":"globex-`, http.StatusNoContent)
+			f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+			sinkWith := func(tenants string) string {
+				return "sinks:\n" + sinkYAML("crm", rcv.URL) + "    tenants: [" + tenants + "]\n"
+			}
+			f.write(twoTenants + sinkWith("acme, globex"))
+			p := startReloadable(t, f.path, io.Discard)
+			conf := cliConfig(t, p, adminSecret)
+			for i := range 3 {
+				p.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"globex-%d"}`, i)).want(t, 201)
+			}
+			eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+				page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
+				if err != nil || len(page.DeadLetters) != 3 {
+					return fmt.Errorf("%d dead letters (%v), want 3", len(page.DeadLetters), err)
+				}
+				return nil
+			})
+			ran := rcv.run(t, append(job.args, "--config", conf)...)
+			f.write(twoTenants + sinkWith("acme"))
+			if code, out, stderr := cli(t, "reload", "--config", conf); code != exitOK || !strings.Contains(out, "sink crm changed") {
+				t.Fatalf("reload narrowing crm: %d %s %s", code, out, stderr)
+			}
+			rcv.answer()
+			r := ran.wait(t)
+			if n := rcv.deliveries(); n != 1 {
+				t.Errorf("after the reload that narrowed crm to acme, the %s sent %d more of globex's events to crm (%d in all; exit %d %s %s)", job.name, n-1, n, r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+// jobReceiver is a sink's receiver for a test of a job (a redrive, a
+// replay) under way: the deliveries of events whose body holds mark are
+// answered 410 (dead-lettered at once) until the job runs; the job's are
+// counted and answered status, the first once answer is called, so that
+// the test can change the world while it is at the receiver. Other
+// deliveries are taken.
+type jobReceiver struct {
+	*httptest.Server
+	status  int
+	mu      sync.Mutex
+	job     bool
+	n       int
+	reached chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newJobReceiver(t *testing.T, mark string, status int) *jobReceiver {
+	r := &jobReceiver{status: status, reached: make(chan struct{}), release: make(chan struct{})}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if !bytes.Contains(body, []byte(mark)) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		r.mu.Lock()
+		job := r.job
+		if job {
+			r.n++
+		}
+		first := job && r.n == 1
+		r.mu.Unlock()
+		if !job {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		if first {
+			close(r.reached)
+			<-r.release
+		}
+		w.WriteHeader(r.status)
+	}))
+	t.Cleanup(r.Close)
+	t.Cleanup(r.answer) // before the server closes
+	return r
+}
+
+// answer lets the job's first delivery be answered.
+func (r *jobReceiver) answer() { r.once.Do(func() { close(r.release) }) }
+
+// deliveries counts the job's deliveries.
+func (r *jobReceiver) deliveries() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// run starts the CLI command of the job, and returns once its first
+// delivery is at the receiver.
+func (r *jobReceiver) run(t *testing.T, args ...string) *cliRun {
+	t.Helper()
+	r.mu.Lock()
+	r.job = true
+	r.mu.Unlock()
+	c := &cliRun{done: make(chan cliResult, 1)}
+	go func() {
+		code, stdout, stderr := cli(t, args...)
+		c.done <- cliResult{code, stdout, stderr}
+	}()
+	select {
+	case <-r.reached:
+	case res := <-c.done:
+		t.Fatalf("%v ended before its first delivery: %d %s %s", args, res.code, res.stdout, res.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v never reached the receiver", args)
+	}
+	return c
+}
+
+// cliRun is a CLI command running.
+type cliRun struct{ done chan cliResult }
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// wait returns the command's result once it ends.
+func (c *cliRun) wait(t *testing.T) cliResult {
+	t.Helper()
+	select {
+	case r := <-c.done:
+		return r
+	case <-time.After(60 * time.Second):
+		t.Fatal("the command did not end")
+		return cliResult{}
+	}
 }

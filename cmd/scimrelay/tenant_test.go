@@ -669,3 +669,72 @@ func TestPurgeWaitsOutAWorkerThatCannotReadTheNotices(t *testing.T) {
 		t.Fatalf("%d of the purged tenant's events reached the receiver; want the one under way", n)
 	}
 }
+
+// TestPurgeDuringRedriveLeavesNoDeadLetter redrives sink crm's queue,
+// which holds a dead letter of globex, while globex (removed from
+// relay.yaml) is purged: the redrive's delivery of globex's event is held
+// by the receiver until the purge has ended, then fails again. The purge
+// said it deleted globex's dead letters; none of globex's may be left in
+// any queue after it.
+func TestPurgeDuringRedriveLeavesNoDeadLetter(t *testing.T) {
+	rcv := newJobReceiver(t, `"userName":"dee"`, http.StatusGone) // refused again
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
+		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
+	sinkFile := "sinks:\n" + sinkYAML("crm", rcv.URL)
+	f.write(twoTenants + sinkFile)
+	p := startReloadable(t, f.path, io.Discard)
+	conf := cliConfig(t, p, adminSecret)
+	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"dee"}`).want(t, 201)
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
+		if err != nil || len(page.DeadLetters) != 1 {
+			return fmt.Errorf("%d dead letters (%v), want dee's", len(page.DeadLetters), err)
+		}
+		return nil
+	})
+	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n" + sinkFile)
+	if code, out, stderr := cli(t, "reload", "--config", conf); code != exitOK {
+		t.Fatalf("reload removing globex: %d %s %s", code, out, stderr)
+	}
+	redrive := rcv.run(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", conf)
+	// The purge runs while the redrive's delivery is held. The receiver
+	// answers once the purge has ended, or once it waits for the redrive
+	// (as it should) to read the queues.
+	purge := &cliRun{done: make(chan cliResult, 1)}
+	go func() {
+		code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", conf)
+		purge.done <- cliResult{code, stdout, stderr}
+	}()
+	var purged *cliResult
+	eventstest.CheckFor(t, 60*time.Second, 5*time.Millisecond, func() error {
+		select {
+		case r := <-purge.done:
+			purged = &r
+			return nil
+		default:
+		}
+		if eventstest.WaitingForLock("sinks.(*Manager).DeleteTenantDeadLetters(") {
+			return nil
+		}
+		return errors.New("the purge has neither ended nor reached the dead letters")
+	})
+	rcv.answer()
+	if purged == nil {
+		r := purge.wait(t)
+		purged = &r
+	}
+	if purged.code != exitOK {
+		t.Fatalf("tenant purge globex: %d %s %s", purged.code, purged.stdout, purged.stderr)
+	}
+	r := redrive.wait(t)
+	t.Logf("redrive: exit %d %s %s", r.code, r.stdout, r.stderr)
+	page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dl := range page.DeadLetters {
+		if dl.Tenant == "globex" {
+			t.Errorf("after globex's purge (done, exit 0) sink crm's queue holds a dead letter of globex (%s): a redrive under way put it back", dl.ID)
+		}
+	}
+}
