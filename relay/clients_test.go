@@ -189,7 +189,7 @@ func TestClientAuthentication(t *testing.T) {
 func TestClientLifecycle(t *testing.T) {
 	s, c, _ := openStore(t)
 	secret, cl, _ := s.Clients().Create(ctx, "globex", "entra", c.now().Add(10*24*time.Hour))
-	if _, created, err := s.EnsureToken(ctx, "globex"); created || err != nil {
+	if _, created, err := s.EnsureToken(ctx, "globex", nil); created || err != nil {
 		t.Fatalf("EnsureToken for a tenant with a live client: %v %v", created, err)
 	}
 	exp := s.TokenExpiries()
@@ -206,7 +206,7 @@ func TestClientLifecycle(t *testing.T) {
 	if _, _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+	if _, created, _ := s.EnsureToken(ctx, "globex", nil); created {
 		t.Fatal("a first token once the only client was revoked: the revocation is the operator's")
 	}
 }

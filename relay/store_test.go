@@ -1022,14 +1022,14 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("revoking an unknown token: %v", err)
 	}
 	// EnsureToken: only when a tenant has no way in.
-	if _, created, _ := s.EnsureToken(ctx, "acme"); created {
+	if _, created, _ := s.EnsureToken(ctx, "acme", nil); created {
 		t.Fatal("EnsureToken created a token for a tenant with a static one")
 	}
-	gen, created, err := s.EnsureToken(ctx, "safe")
+	gen, created, err := s.EnsureToken(ctx, "safe", nil)
 	if err != nil || !created || s.Authenticate(ctx, "safe", gen) != nil {
 		t.Fatalf("EnsureToken for safe: %v %v", created, err)
 	}
-	if _, created, _ := s.EnsureToken(ctx, "safe"); created {
+	if _, created, _ := s.EnsureToken(ctx, "safe", nil); created {
 		t.Fatal("EnsureToken created a second token")
 	}
 	// Last-use times are written on flush and survive.

@@ -448,8 +448,12 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 // DefaultTokenLifetime and returns its secret with created true. A tenant
 // whose credentials were all revoked or expired gets none: a revocation is
 // the operator's (it was undone by the next start or reload, which issued
-// a new token), and an expired one is renewed with token rotate.
-func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, bool, error) {
+// a new token), and an expired one is renewed with token rotate. show,
+// when not nil, is given the secret before the token is stored, and a
+// failure of it stores nothing: a token whose secret could not be shown
+// (a full disk under data_dir/initial-token) would be one nobody has, and
+// the tenant, having had a credential, would get none at the next start.
+func (s *Store) EnsureToken(ctx context.Context, tenantName string, show func(secret string) error) (string, bool, error) {
 	s.tokens.writeMu.Lock() // before the tenant is checked, as in Create
 	defer s.tokens.writeMu.Unlock()
 	t, ok := s.tenantMap()[tenantName]
@@ -468,8 +472,20 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string) (string, boo
 		}
 	}
 	s.tokens.mu.RUnlock()
-	secret, _, err := s.Tokens().create(ctx, tenantName, "generated", now.Add(DefaultTokenLifetime))
-	return secret, err == nil, err
+	secret, st, err := s.Tokens().issue(tenantName, "generated", now.Add(DefaultTokenLifetime))
+	if err != nil {
+		return "", false, err
+	}
+	if show != nil {
+		if err := show(secret); err != nil {
+			return "", false, err
+		}
+	}
+	if err := s.putTokens(ctx, st); err != nil {
+		return "", false, err
+	}
+	s.warnShortLived(st.Token, "issued")
+	return secret, true, nil
 }
 
 // TokenExpiries returns every stored credential (tokens and OAuth clients)

@@ -240,10 +240,10 @@ func TestRevokeRacesFlush(t *testing.T) {
 
 func TestEnsureToken(t *testing.T) {
 	s, c, _ := openStore(t)
-	if _, created, err := s.EnsureToken(ctx, "acme"); created || err != nil {
+	if _, created, err := s.EnsureToken(ctx, "acme", nil); created || err != nil {
 		t.Fatalf("tenant with a static token: created %v, %v", created, err)
 	}
-	secret, created, err := s.EnsureToken(ctx, "globex")
+	secret, created, err := s.EnsureToken(ctx, "globex", nil)
 	if err != nil || !created || s.Authenticate(ctx, "globex", secret) != nil {
 		t.Fatalf("EnsureToken: %v %v", created, err)
 	}
@@ -251,7 +251,7 @@ func TestEnsureToken(t *testing.T) {
 	if !gen.Expires.Equal(c.now().Add(DefaultTokenLifetime)) {
 		t.Fatalf("generated token expires %v", gen.Expires)
 	}
-	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+	if _, created, _ := s.EnsureToken(ctx, "globex", nil); created {
 		t.Fatal("a second token while one is live")
 	}
 	// Revoked, or expired, it stays the tenant's last: a revocation is the
@@ -259,14 +259,14 @@ func TestEnsureToken(t *testing.T) {
 	if _, _, err := s.Tokens().Revoke(ctx, gen.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+	if _, created, _ := s.EnsureToken(ctx, "globex", nil); created {
 		t.Fatal("a new token once the only one was revoked")
 	}
 	c.add(DefaultTokenLifetime + time.Hour)
-	if _, created, _ := s.EnsureToken(ctx, "globex"); created {
+	if _, created, _ := s.EnsureToken(ctx, "globex", nil); created {
 		t.Fatal("a new token once the only one expired")
 	}
-	if _, _, err := s.EnsureToken(ctx, "initech"); err == nil {
+	if _, _, err := s.EnsureToken(ctx, "initech", nil); err == nil {
 		t.Fatal("EnsureToken for an unknown tenant")
 	}
 }

@@ -3,12 +3,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -110,4 +116,112 @@ func TestDiskFullIsSaidOnce(t *testing.T) {
 	if t.Failed() {
 		t.Logf("log:\n%s", out)
 	}
+}
+
+// TestAdminWritesOnAFullDisk: an admin API write refused for a full data
+// disk (a token issued) is 507 saying so, as a SCIM write is, and logs no
+// Error for it; it was 500 "internal error".
+func TestAdminWritesOnAFullDisk(t *testing.T) {
+	p, dataDir, logs := startOnSmallDisk(t)
+	disktest.Fill(t, dataDir)
+	for i := 0; ; i++ {
+		r := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"full%d"}`, i))
+		if r.status == 507 {
+			break
+		}
+		if r.status != 201 || i == 500 {
+			t.Fatalf("write %d on a full disk: %d %s", i, r.status, r.raw)
+		}
+	}
+	var r reply
+	for i := range 500 {
+		req, err := http.NewRequest("POST", p.adminURL+"/admin/v1/tokens", strings.NewReader(fmt.Sprintf(`{"tenant":"acme","name":"during-%d"}`, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+adminSecret)
+		req.Header.Set("Content-Type", "application/json")
+		r = do(t, req)
+		if r.status == 201 || r.status == 200 {
+			continue // it fitted into pages bbolt had freed
+		}
+		break
+	}
+	if r.status != 507 || !strings.Contains(string(r.raw), "disk is full") {
+		t.Errorf("issuing a token on a full data disk: %d %s, want 507 saying the data disk is full", r.status, r.raw)
+	}
+	if n := strings.Count(logs.String(), "admin request failed"); n != 0 {
+		t.Errorf("a token refused for a full disk logged %d Error lines:\n%s", n, logs)
+	}
+}
+
+// TestFirstTokenOnAFullDisk: a start on a full disk that cannot write a
+// new tenant's first token to data_dir/initial-token stores no token, so
+// that the next start, with room, makes one and writes it; stored first,
+// it was a token nobody had, and the tenant got none again.
+func TestFirstTokenOnAFullDisk(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	disktest.MountTmpfs(t, dataDir, "24m")
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, dataDir)
+	cfg.NATS.URL = ns.ClientURL()
+	log := slog.New(slog.DiscardHandler)
+	p := startRelayWith(t, cfg, roleAll, log, nil)
+	var ids []string
+	for i := range 50 {
+		ids = append(ids, p.createUser(t, fmt.Sprintf("u%d", i)))
+	}
+	for _, id := range ids { // pages bbolt frees and reuses
+		p.scim("acme", acmeToken, "DELETE", "/Users/"+id, "").want(t, 204)
+	}
+	p.stop()
+
+	filler := disktest.Fill(t, dataDir)
+	cfg.Tenants = append(cfg.Tenants, config.Tenant{Name: "newco"})
+	srv, err := newServer(context.Background(), cfg, roleAll, log, nil)
+	if err == nil {
+		runServer(t, srv).stop()
+	} else {
+		t.Logf("the start on a full disk: %v", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	p = startRelayWith(t, cfg, roleAll, log, nil)
+	text, _ := os.ReadFile(cfg.InitialTokenPath())
+	token := tokenPattern.FindString(string(text))
+	if token == "" || !strings.Contains(string(text), "/scim/v2/newco") {
+		r := adminRequest(t, p, "GET", "/admin/v1/tokens?tenant=newco", adminSecret, "")
+		t.Fatalf("once the disk has room, %s holds %q; the tenant's tokens: %s", cfg.InitialTokenPath(), text, r.raw)
+	}
+	p.scim("newco", token, "GET", "/Users", "").want(t, 200)
+}
+
+// TestAdminTokenOnAFullDisk: a start on a full disk that cannot write the
+// generated admin token leaves no empty admin.token behind, which every
+// later start refused ("0 characters").
+func TestAdminTokenOnAFullDisk(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	disktest.MountTmpfs(t, dataDir, "24m")
+	ns := eventstest.RunServer(t)
+	cfg := testConfig(t, dataDir)
+	cfg.NATS.URL = ns.ClientURL()
+	startRelayWith(t, cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard).stop()
+
+	cfg.Admin.Token = "" // serve generates data_dir/admin.token
+	filler := disktest.Fill(t, dataDir)
+	if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil {
+		srv.close()
+		t.Skip("the start wrote its admin token on a full disk")
+	} else {
+		t.Logf("the start on a full disk: %v", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatalf("once the disk has room, the start: %v", err)
+	}
+	runServer(t, srv)
 }

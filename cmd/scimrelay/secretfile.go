@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -25,7 +26,8 @@ import (
 // output is a terminal (s.out); otherwise they go to data_dir/initial-token
 // (mode 0600) and the log says where, so that a secret never lands in
 // journald or kubectl logs. The file is opened before any token is made,
-// so that one that cannot be written is never created.
+// and a secret written to it before its token is stored, so that one that
+// cannot be written is never created.
 func (s *server) ensureTokens(ctx context.Context) (err error) {
 	cfg := s.config()
 	path := cfg.InitialTokenPath()
@@ -40,8 +42,33 @@ func (s *server) ensureTokens(ctx context.Context) (err error) {
 		}()
 	}
 	for _, t := range cfg.Tenants {
-		secret, created, err := s.store.EnsureToken(ctx, t.Name)
+		// To the file, the secret is written and flushed before the token
+		// is stored (relay.EnsureToken): stored first, a token whose
+		// secret a full disk kept out of the file was one nobody had, and
+		// the next start made none.
+		var show func(string) error
+		shownAt := int64(-1) // where the file ended before the secret, once written
+		if file != nil {
+			show = func(secret string) error {
+				end, err := file.Seek(0, io.SeekEnd)
+				if err == nil {
+					shownAt = end
+					_, err = fmt.Fprintf(file, "tenant %s (expires in 90 days)\n  Tenant URL:    %s\n%s  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), s.originHint(), secret)
+				}
+				if err == nil {
+					err = file.Sync()
+				}
+				if err != nil {
+					return fmt.Errorf("writing its first token to %s: %w", path, err)
+				}
+				return nil
+			}
+		}
+		secret, created, err := s.store.EnsureToken(ctx, t.Name, show)
 		if err != nil {
+			if shownAt >= 0 {
+				_ = file.Truncate(shownAt) // a secret written, not stored: it opens nothing
+			}
 			return fmt.Errorf("tenant %s: %w", t.Name, err)
 		}
 		if !created {
@@ -53,9 +80,6 @@ func (s *server) ensureTokens(ctx context.Context) (err error) {
 				"The token is shown only this once and expires in 90 days (scimrelay token rotate --tenant %s issues a new one).\n\n",
 				t.Name, s.tenantURL(t.Name), s.originHint(), secret, t.Name)
 			continue
-		}
-		if _, err := fmt.Fprintf(file, "tenant %s (expires in 90 days)\n  Tenant URL:    %s\n%s  Secret Token:  %s\n", t.Name, s.tenantURL(t.Name), s.originHint(), secret); err != nil {
-			return fmt.Errorf("tenant %s: writing its first token to %s: %w", t.Name, path, err)
 		}
 		s.log.Warn("created a SCIM token for a tenant without one; paste it into Microsoft Entra ID, then delete the file", "tenant", t.Name, "file", path)
 	}
@@ -129,6 +153,7 @@ func adminToken(cfg *config.Config, log *slog.Logger) (string, error) {
 		err = errors.Join(err, f.Close())
 	}
 	if err != nil {
+		_ = removeIfEmpty(path) // a start with room writes one again
 		return "", fmt.Errorf("writing the admin token to %s: %w", path, err)
 	}
 	log.Info("generated an admin token for the CLI", "path", path)

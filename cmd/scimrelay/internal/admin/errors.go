@@ -115,7 +115,10 @@ type errorBody struct {
 func statusOf(err error) (int, bool) {
 	var se *statusError
 	var ri *reloadIncomplete
+	var scimErr *scim.Error
 	switch {
+	case errors.As(err, &scimErr) && (scimErr.Status == http.StatusInsufficientStorage || scimErr.Status == http.StatusServiceUnavailable):
+		return scimErr.Status, true
 	case errors.As(err, &se):
 		return se.status, true
 	case errors.As(err, &ri):
