@@ -160,11 +160,7 @@ func TestAdminWritesOnAFullDisk(t *testing.T) {
 // that the next start, with room, makes one and writes it; stored first,
 // it was a token nobody had, and the tenant got none again.
 func TestFirstTokenOnAFullDisk(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "data")
-	disktest.MountTmpfs(t, dataDir, "24m")
-	ns := eventstest.RunServer(t)
-	cfg := testConfig(t, dataDir)
-	cfg.NATS.URL = ns.ClientURL()
+	cfg, dataDir := smallDiskConfig(t)
 	log := slog.New(slog.DiscardHandler)
 	p := startRelayWith(t, cfg, roleAll, log, nil)
 	var ids []string
@@ -201,11 +197,7 @@ func TestFirstTokenOnAFullDisk(t *testing.T) {
 // generated admin token leaves no empty admin.token behind, which every
 // later start refused ("0 characters").
 func TestAdminTokenOnAFullDisk(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "data")
-	disktest.MountTmpfs(t, dataDir, "24m")
-	ns := eventstest.RunServer(t)
-	cfg := testConfig(t, dataDir)
-	cfg.NATS.URL = ns.ClientURL()
+	cfg, dataDir := smallDiskConfig(t)
 	startRelayWith(t, cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard).stop()
 
 	cfg.Admin.Token = "" // serve generates data_dir/admin.token
@@ -224,4 +216,15 @@ func TestAdminTokenOnAFullDisk(t *testing.T) {
 		t.Fatalf("once the disk has room, the start: %v", err)
 	}
 	runServer(t, srv)
+}
+
+// smallDiskConfig is a relay's configuration whose data_dir is a 24 MiB
+// tmpfs of its own (the NATS server outside it, on another disk).
+func smallDiskConfig(t *testing.T) (*config.Config, string) {
+	t.Helper()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	disktest.MountTmpfs(t, dataDir, "24m")
+	cfg := testConfig(t, dataDir)
+	cfg.NATS.URL = eventstest.RunServer(t).ClientURL()
+	return cfg, dataDir
 }
