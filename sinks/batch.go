@@ -160,7 +160,6 @@ func (b *batcher) add(ctx context.Context, ids []string, parts [][]byte) *pendin
 	pb := b.open
 	if pb == nil {
 		pb = &pendingBatch{full: make(chan struct{}), done: make(chan struct{}), bytes: 1} // the '['
-
 		pb.ctx, pb.cancel = context.WithCancel(context.Background())
 		b.open = pb
 		go b.send(pb)

@@ -28,7 +28,9 @@ func newHealthcheckCommand() *cobra.Command {
 Exit status 0 when it answers 200; 1 when it answers anything else (the
 failing checks on one line on stderr); 3 when it cannot be reached. With
 admin.tls set it asks over HTTPS, and accepts the certificate in
-admin.tls.cert_file alone.
+admin.tls.cert_file alone. It reads those two keys of relay.yaml alone: a
+mistake elsewhere in the file (an edit not yet reloaded, which the running
+relay does not use) does not fail it; scimrelay check reports it.
 
 It needs no admin token (/readyz is open), no shell and no curl, so it is
 the health check of the distroless image and of deploy/compose.yaml:
