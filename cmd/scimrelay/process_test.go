@@ -281,9 +281,21 @@ func TestKillDuringWrites(t *testing.T) {
 	js := sub.js
 	names := map[string]int{}
 	ids := map[string]bool{}
+	// Wait for every acknowledged write's event, not for a count: writes
+	// committed but cut off before their 201 have events too, so the stream
+	// can hold as many events as acknowledged writes while the restarted
+	// publisher is still sending some of theirs.
 	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
 		names, ids = map[string]int{}, map[string]bool{}
-		return collectCreated(js, names, ids, len(acknowledged))
+		if err := collectCreated(js, names, ids, len(acknowledged)); err != nil {
+			return err
+		}
+		for _, name := range acknowledged {
+			if names[name] == 0 {
+				return fmt.Errorf("acknowledged write %s has no user.created event yet", name)
+			}
+		}
+		return nil
 	})
 	for _, name := range acknowledged {
 		if names[name] != 1 {
