@@ -13,10 +13,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -697,5 +699,45 @@ func TestCLIRedriveNamesTheSinkThatLeftDeadLetters(t *testing.T) {
 	code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg)
 	if code != exitOK || !strings.Contains(out, "left 1 in the queue: sink crm does not take their tenant or event type") {
 		t.Fatalf("redrive: %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+// TestCLISendsTheAdminTokenToAdminListenOnly: the CLI connects to
+// admin_listen itself, never through $HTTP_PROXY (a company shell, a CI
+// runner), which would be handed the admin token in clear text. Before,
+// over plain HTTP the CLI used http.DefaultClient, which sends a request
+// for any admin_listen that is not loopback to the proxy. The binary, not
+// execute: net/http reads the proxy variables once per process.
+func TestCLISendsTheAdminTokenToAdminListenOnly(t *testing.T) {
+	bin := binary(t)
+	var mu sync.Mutex
+	var got []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.String()+" Authorization: "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	defer proxy.Close()
+	const token = "admin-token-0123456789abcdef"
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	// A name, as admin_listen may give; .invalid never resolves, so a
+	// direct request fails at once.
+	text := "admin_listen: relay-admin.invalid:8081\nadmin:\n  token: \"" + token + "\"\ntenants:\n  - name: acme\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"token", "list"}, {"healthcheck"}} {
+		cmd := exec.Command(bin, append(args, "--config", cfg)...)
+		cmd.Env = append(os.Environ(), "HTTP_PROXY="+proxy.URL, "http_proxy="+proxy.URL, "NO_PROXY=", "no_proxy=")
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 3 {
+			t.Errorf("%v with admin_listen unreachable: exit %d, want 3 (nothing answers): %s", args, code, out)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, g := range got {
+		t.Errorf("the proxy of $HTTP_PROXY received %s", g)
 	}
 }

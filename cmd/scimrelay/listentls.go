@@ -84,15 +84,17 @@ func schemeOf(t config.ListenerTLS) string {
 // adminHTTPClient is how a command on the relay's machine talks to its
 // admin listener: plain HTTP, or with admin.tls, TLS that accepts the
 // certificate in admin.tls.cert_file alone (certfile.ClientTrusting).
+// Either way it connects to admin_listen itself: never through
+// $HTTP_PROXY, which would be handed the admin token.
 func adminHTTPClient(cfg *config.Config) (*http.Client, error) {
-	if !cfg.Admin.TLS.On() {
-		return http.DefaultClient, nil
-	}
-	tc, err := certfile.ClientTrusting(cfg.Admin.TLS.CertFile)
-	if err != nil {
-		return nil, fmt.Errorf("admin.tls.cert_file: %w", err)
-	}
 	t := http.DefaultTransport.(*http.Transport).Clone() // its dial and handshake timeouts
-	t.TLSClientConfig, t.Proxy = tc, nil
+	t.Proxy = nil
+	if cfg.Admin.TLS.On() {
+		tc, err := certfile.ClientTrusting(cfg.Admin.TLS.CertFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.tls.cert_file: %w", err)
+		}
+		t.TLSClientConfig = tc
+	}
 	return &http.Client{Transport: t}, nil
 }
