@@ -154,6 +154,7 @@ func NewHandler(o Options) *Handler {
 	// admin token like the rest of the API.
 	h.api("GET /debug/pprof/", profile)
 	h.api("/admin/", h.noEndpoint)
+	h.api("/debug/pprof/", h.noEndpoint)
 	h.root = withRequestID(h.mux)
 	return h
 }
@@ -165,7 +166,7 @@ func (h *Handler) noEndpoint(w http.ResponseWriter, r *http.Request) error {
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		other := r.Clone(r.Context())
 		other.Method = m
-		if _, pattern := h.mux.Handler(other); pattern != "/admin/" && pattern != "" {
+		if _, pattern := h.mux.Handler(other); strings.HasPrefix(pattern, m+" ") {
 			allow = append(allow, m)
 		}
 	}

@@ -294,6 +294,10 @@ var routes = []struct{ method, path, body string }{
 	{"GET", "/admin/v1/nothing-here", ""},
 	{"GET", "/debug/pprof/", ""},
 	{"GET", "/debug/pprof/heap", ""},
+	// Profiles take GET alone; other methods are refused the token first
+	// (before, the mux answered them 405 in plain text).
+	{"POST", "/debug/pprof/", ""},
+	{"DELETE", "/debug/pprof/symbol", ""},
 }
 
 // TestAuthentication: every admin route refuses a missing or wrong admin
@@ -424,6 +428,7 @@ func TestTokens(t *testing.T) {
 	}
 	f.request("PATCH", "/admin/v1/tokens/tok_x", ``).wantError(t, http.StatusMethodNotAllowed, "takes DELETE")
 	f.request("GET", "/admin/v1/nothing-here", ``).wantError(t, http.StatusNotFound, "no admin endpoint")
+	f.request("POST", "/debug/pprof/symbol", ``).wantError(t, http.StatusMethodNotAllowed, "takes GET")
 }
 
 // TestClients: OAuth clients go through the same routes and errors as tokens.
