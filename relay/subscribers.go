@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -38,6 +39,9 @@ func (s Subscriber) Tenant() string { return events.PatternTenant(s.Subjects) }
 var (
 	ErrSubscriberExists   = errors.New("a subscriber with this name exists")
 	ErrSubscriberNotFound = errors.New("no such subscriber")
+	// ErrSubscriberTenantGone: the subjects name a tenant that is not
+	// configured, or is being purged.
+	ErrSubscriberTenantGone = errors.New("its tenant is not configured")
 )
 
 var bucketSubscribers = []byte("subscribers")
@@ -56,6 +60,14 @@ func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, 
 		b := tx.Bucket(bucketSubscribers)
 		if b.Get([]byte(sub.Name)) != nil {
 			return w.refuse(fmt.Errorf("adding subscriber %s: %w", sub.Name, ErrSubscriberExists))
+		}
+		// The tenant is checked again here, in the write a purge's
+		// beginning is ordered with: a subscriber whose caller found the
+		// tenant configured, written after the tenant was removed and
+		// its purge had looked for its subscribers, outlived the purge
+		// and read the events of the next tenant given the name.
+		if t := sub.Tenant(); t != "" && (!s.HasTenant(t) || slices.Contains(purgingTenants(tx), t)) {
+			return w.refuse(fmt.Errorf("adding subscriber %s: tenant %s: %w", sub.Name, t, ErrSubscriberTenantGone))
 		}
 		return b.Put([]byte(sub.Name), v)
 	})

@@ -128,7 +128,7 @@ func statusOf(err error) (int, bool) {
 		return http.StatusNotFound, true
 	case errors.Is(err, ErrExternalNATS), errors.Is(err, relay.ErrSubscriberExists), errors.Is(err, relay.ErrStaticToken):
 		return http.StatusConflict, true
-	case errors.Is(err, sinks.ErrInvalidCursor), errors.Is(err, relay.ErrInvalidLogKey):
+	case errors.Is(err, sinks.ErrInvalidCursor), errors.Is(err, relay.ErrInvalidLogKey), errors.Is(err, relay.ErrSubscriberTenantGone):
 		return http.StatusBadRequest, true
 	case errors.Is(err, ErrReloadRefused):
 		return http.StatusUnprocessableEntity, true

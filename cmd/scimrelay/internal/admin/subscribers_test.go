@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+)
+
+// pausingJS holds the registry's first consumer look-up until released:
+// the moment between AddSubscriber's check of the tenant and its write.
+type pausingJS struct {
+	jetstream.JetStream
+	once    sync.Once
+	reached chan struct{}
+	release chan struct{}
+}
+
+func (p *pausingJS) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	p.once.Do(func() {
+		close(p.reached)
+		<-p.release
+	})
+	return p.JetStream.Consumer(ctx, stream, name)
+}
+
+// TestNoSubscriberForATenantRemovedAndPurgedMeanwhile: a subscriber add
+// for a tenant that is removed from relay.yaml and purged while the add is
+// under way must leave nothing behind (README, purge: "Operations running
+// meanwhile leave nothing behind"; the NATS subscribers scoped to it are
+// removed): otherwise the subscriber comes back, with a consumer, for
+// whichever tenant is given the name next.
+func TestNoSubscriberForATenantRemovedAndPurgedMeanwhile(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(&eventstest.Log{}, nil))
+	store, err := relay.Open(filepath.Join(t.TempDir(), "scimrelay.db"), relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}, {Name: "globex"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, err := natsbus.Connect(natsbus.Options{}, e, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(t.Context(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.EnsureConsumers(); err != nil {
+		t.Fatal(err)
+	}
+	pjs := &pausingJS{JetStream: js, reached: make(chan struct{}), release: make(chan struct{})}
+	reg := NewSubscriberRegistry(store, e, pjs)
+	reqLog := relay.NewRequestLog(store, relay.LogOptions{Retention: time.Hour}, log)
+	logCtx, stopLog := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = reqLog.Run(logCtx) })
+	t.Cleanup(func() { stopLog(); wg.Wait() })
+	purger := NewTenantPurger(store, reqLog, nil, reg, nc, nil)
+
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	done := make(chan error, 1)
+	go func() {
+		_, err := reg.AddSubscriber(t.Context(), relay.Subscriber{Name: "globex-audit", PublicKey: pub, Subjects: "scimrelay.globex.>"}, AddHow{})
+		done <- err
+	}()
+	select {
+	case <-pjs.reached:
+	case <-time.After(30 * time.Second): // a deadline
+		t.Fatal("the add did not reach its consumer look-up")
+	}
+	// Meanwhile the operator removes globex from relay.yaml (a reload) and purges it.
+	if err := store.SetTenants([]relay.TenantOptions{{Name: "acme"}}); err != nil {
+		t.Fatal(err)
+	}
+	// (The reload's TenantsChanged waits for the add's lock: it comes after.)
+	if err := purger.Begin(t.Context(), "globex"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := purger.Purge(t.Context(), "globex", nil); err != nil {
+		t.Fatal(err)
+	}
+	close(pjs.release)
+	addErr := <-done
+	if status, _ := statusOf(addErr); status != http.StatusBadRequest || !errors.Is(addErr, relay.ErrSubscriberTenantGone) {
+		t.Errorf("the add that found globex configured before it was removed and purged: %v (%d), want it refused 400: its tenant is gone", addErr, status)
+	}
+	left, err := store.SubscribersOf(t.Context(), "globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("after globex was removed and purged, subscriber %v of globex is stored (add returned %v): it is let in for the next tenant named globex", left, addErr)
+	}
+	// The next customer given the name.
+	if err := store.SetTenants([]relay.TenantOptions{{Name: "acme"}, {Name: "globex"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.TenantsChanged(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	list, err := reg.ListSubscribers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.Name == "globex-audit" && !s.CutOff {
+			t.Errorf("subscriber globex-audit, added for the purged globex, is admitted for the new tenant globex: %+v", s.Subscriber)
+		}
+	}
+}
