@@ -109,7 +109,7 @@ func (p *partition) failed(failed []item, res Result, tries int, early *early) (
 		w.retrying(out, res, tries, rec.Due)
 		return sendAlone, rec, nil
 	}
-	if w.purgedCovers(*out[0]) {
+	if w.purgedCovers(*out[0], sent(failed).sseq) {
 		// Its tenant was purged while it was under way (purged.go): a
 		// dead letter written now would outlive the purge, whose
 		// deletion of the tenant's dead letters may be over.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -18,12 +19,18 @@ import (
 // A tenant's purge deletes its events from the stream, but not the ones a
 // worker has taken already: waiting in a resource's lane, or for a retry
 // in memory. So the purge tells the workers, by a notice in the workers'
-// stream whose subject says the tenant and the last sequence its events
-// reached (purgedSubjectRoot<tenant>.<sequence>), and each worker reads
-// the notices at every heartbeat and from then on delivers none of the
-// tenant's events numbered up to it: they are settled as "purged". A
-// tenant added again under the name numbers its events after that
-// sequence, and they are delivered. A worker renews its lease only at a
+// stream whose subject says the tenant, the last sequence its events
+// reached and the event stream's last sequence when its events were all
+// in it (purgedSubjectRoot<tenant>.<sequence>.<stream sequence>), and
+// each worker reads the notices at every heartbeat and from then on
+// delivers none of the tenant's events numbered up to the one and stored
+// up to the other: they are settled as "purged". A tenant added again
+// under the name numbers its events after that sequence, and they are
+// delivered; so are the events of a tenant of the name on another front
+// end sharing the stream (its own data file numbers them from 1), stored
+// after the purge. Before the stream sequence was in the notice, such a
+// front end's events numbered up to the purged sequence were settled as
+// purged by every running worker. A worker renews its lease only at a
 // heartbeat at which it read the notices (reconcile), and delivers
 // nothing once its lease has run out, so the purge waits a lease (and a
 // second) after the notice is stored: by then every worker that still
@@ -48,8 +55,18 @@ func (m *Manager) AnnouncePurge(ctx context.Context, tenant string, seq uint64) 
 	if !events.ValidName(tenant) {
 		return fmt.Errorf("telling the delivery workers that tenant %q is purged: not a tenant name", tenant)
 	}
+	// The caller has every event of the tenant in the stream by now.
+	st, err := m.o.JS.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("telling the delivery workers that tenant %s is purged: reading the event stream: %w", tenant, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("telling the delivery workers that tenant %s is purged: reading the event stream: %w", tenant, err)
+	}
+	subject := purgedSubjectRoot + tenant + "." + strconv.FormatUint(seq, 10) + "." + strconv.FormatUint(info.State.LastSeq, 10)
 	notice := func() error {
-		if _, err := m.o.JS.Publish(ctx, purgedSubjectRoot+tenant+"."+strconv.FormatUint(seq, 10), nil); err != nil {
+		if _, err := m.o.JS.Publish(ctx, subject, nil); err != nil {
 			return fmt.Errorf("telling the delivery workers that tenant %s is purged: %w", tenant, err)
 		}
 		return nil
@@ -69,41 +86,58 @@ func (m *Manager) AnnouncePurge(ctx context.Context, tenant string, seq uint64) 
 	return notice()
 }
 
-// purgedTenants is what a worker read of the purge notices: each purged
-// tenant's last sequence. Replaced whole, never changed.
-type purgedTenants map[string]uint64
+// purgedTenants is what a worker read of the purge notices: how far each
+// purged tenant's purge reached. Replaced whole, never changed.
+type purgedTenants map[string]purgeReach
 
-// covers reports whether e is an event of a purged tenant, numbered up to
-// the sequence its purge reached.
-func (p purgedTenants) covers(e event.Event) bool {
-	last, ok := p[events.Tenant(e)]
+// purgeReach is how far a tenant's purges reached: the last sequence of
+// the tenant's events, and the event stream's last sequence then
+// (math.MaxUint64 from a notice of an earlier release, which said only
+// the first). Of two purges of a name, each the furthest: the stream's
+// purge deleted every event of the name stored before it.
+type purgeReach struct{ seq, stream uint64 }
+
+// covers reports whether e, stored at stream sequence sseq (0: not
+// known), is an event of a purged tenant, numbered up to the sequence its
+// purge reached and stored before it.
+func (p purgedTenants) covers(e event.Event, sseq uint64) bool {
+	reach, ok := p[events.Tenant(e)]
 	if !ok {
 		return false
 	}
 	seq, err := events.Sequence(e)
-	return err == nil && seq <= last
+	return err == nil && seq <= reach.seq && sseq <= reach.stream
 }
 
-// withNotices returns had with the notices' tenants and sequences added
+// withNotices returns had with the notices' tenants and reaches added
 // (had itself when they add nothing), each notice a subject past
 // purgedSubjectRoot; what is not a notice AnnouncePurge writes is passed
 // over.
 func withNotices(had purgedTenants, notices []string) purgedTenants {
 	next, copied := had, false
 	for _, notice := range notices {
-		tenant, num, ok := strings.Cut(notice, ".")
-		seq, err := strconv.ParseUint(num, 10, 64)
+		reach := purgeReach{stream: math.MaxUint64}
+		tenant, nums, ok := strings.Cut(notice, ".")
+		num, streamNum, bounded := strings.Cut(nums, ".")
+		var err error
+		reach.seq, err = strconv.ParseUint(num, 10, 64)
+		if bounded && err == nil {
+			reach.stream, err = strconv.ParseUint(streamNum, 10, 64)
+		}
 		if !ok || err != nil || !events.ValidName(tenant) {
 			continue
 		}
-		if last, known := next[tenant]; known && last >= seq {
-			continue
+		if known, ok := next[tenant]; ok {
+			if known.seq >= reach.seq && known.stream >= reach.stream {
+				continue
+			}
+			reach = purgeReach{seq: max(known.seq, reach.seq), stream: max(known.stream, reach.stream)}
 		}
 		if !copied {
 			next, copied = make(purgedTenants, len(had)+1), true
 			maps.Copy(next, had)
 		}
-		next[tenant] = seq
+		next[tenant] = reach
 	}
 	return next
 }
@@ -123,9 +157,10 @@ func (w *worker) takePurged(notices []string) {
 	}
 }
 
-// purgedCovers reports whether e is an event of a tenant purged since the
-// worker started, numbered up to the sequence the purge reached.
-func (w *worker) purgedCovers(e event.Event) bool {
+// purgedCovers reports whether e, stored at stream sequence sseq, is an
+// event of a tenant purged since the worker started, within the purge's
+// reach.
+func (w *worker) purgedCovers(e event.Event, sseq uint64) bool {
 	p := w.purged.Load()
-	return p != nil && p.covers(e)
+	return p != nil && p.covers(e, sseq)
 }

@@ -5,6 +5,7 @@ package sinks
 import (
 	"errors"
 	"maps"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -21,19 +22,22 @@ import (
 // what was read before kept (a notice ages out of the stream); subjects
 // that are not notices, and sinks' announcements, are not; another sink's
 // workers are not the sink's; an event is covered when its tenant's notice
-// reaches its sequence.
+// reaches its sequence and where the stream stored it (an earlier
+// release's notice, without the latter, reaches the whole stream).
 func TestPurgeNoticesAreRead(t *testing.T) {
 	ctx := t.Context()
 	js, workers := workersStream(t)
 	for _, subject := range []string{
-		purgedSubjectRoot + "globex.41",
-		purgedSubjectRoot + "globex.7",  // an earlier purge of the name
-		purgedSubjectRoot + "initech.0", // purged before it made an event
-		purgedSubjectRoot + "Bad.3",     // not a tenant name
-		purgedSubjectRoot + "acme.x",    // not a sequence
-		purgedSubjectRoot + "acme",      // no sequence
-		workersSubjectRoot + "crm.w1",   // a worker's announcement
-		workersSubjectRoot + "erp.w2",   // another sink's worker
+		purgedSubjectRoot + "globex.41.900",
+		purgedSubjectRoot + "globex.7.100", // an earlier purge of the name
+		purgedSubjectRoot + "initech.0.50", // purged before it made an event
+		purgedSubjectRoot + "hooli.5",      // an earlier release's: no stream sequence
+		purgedSubjectRoot + "Bad.3.9",      // not a tenant name
+		purgedSubjectRoot + "acme.x.9",     // not a sequence
+		purgedSubjectRoot + "acme.9.x",     // not a stream sequence
+		purgedSubjectRoot + "acme",         // no sequence
+		workersSubjectRoot + "crm.w1",      // a worker's announcement
+		workersSubjectRoot + "erp.w2",      // another sink's worker
 	} {
 		if _, err := js.Publish(ctx, subject, nil); err != nil {
 			t.Fatal(err)
@@ -47,9 +51,9 @@ func TestPurgeNoticesAreRead(t *testing.T) {
 	if strings.Join(live, ",") != "w1,w3" {
 		t.Fatalf("sink crm's workers: %v, want w1 and w3", live)
 	}
-	had := purgedTenants{"umbrella": 3}
+	had := purgedTenants{"umbrella": {3, 30}}
 	got := withNotices(had, notices)
-	if want := (purgedTenants{"globex": 41, "initech": 0, "umbrella": 3}); !maps.Equal(got, want) {
+	if want := (purgedTenants{"globex": {41, 900}, "initech": {0, 50}, "hooli": {5, math.MaxUint64}, "umbrella": {3, 30}}); !maps.Equal(got, want) {
 		t.Fatalf("read %v, want %v", got, want)
 	}
 	if len(had) != 1 {
@@ -62,19 +66,24 @@ func TestPurgeNoticesAreRead(t *testing.T) {
 	w.takePurged(notices)
 	w.takePurged(nil) // the notices aged out of the stream
 	for _, tc := range []struct {
-		tenant string
-		seq    uint64
-		covers bool
+		tenant    string
+		seq, sseq uint64
+		covers    bool
 	}{
-		{"globex", 41, true}, {"globex", 1, true}, {"globex", 42, false},
-		{"acme", 1, false}, {"initech", 1, false},
+		{"globex", 41, 900, true}, {"globex", 1, 5, true}, {"globex", 42, 901, false},
+		// A tenant of the name on another front end sharing the stream,
+		// numbered from 1 by its own data file, stored after the purge.
+		{"globex", 1, 901, false},
+		{"acme", 1, 1, false}, {"initech", 1, 51, false},
+		{"hooli", 5, 1 << 40, true}, {"hooli", 6, 1, false},
+		{"globex", 41, 0, true}, // stored where the worker could not tell
 	} {
 		e := eventstest.Event(t, tc.tenant, events.UserCreated, "u1", tc.seq, 1)
-		if c := got.covers(e); c != tc.covers {
-			t.Errorf("an event of %s numbered %d: covered %v, want %v", tc.tenant, tc.seq, c, tc.covers)
+		if c := got.covers(e, tc.sseq); c != tc.covers {
+			t.Errorf("an event of %s numbered %d, stored at %d: covered %v, want %v", tc.tenant, tc.seq, tc.sseq, c, tc.covers)
 		}
-		if c := w.purgedCovers(e); c != tc.covers {
-			t.Errorf("a worker whose notices aged out: an event of %s numbered %d covered %v, want %v", tc.tenant, tc.seq, c, tc.covers)
+		if c := w.purgedCovers(e, tc.sseq); c != tc.covers {
+			t.Errorf("a worker whose notices aged out: an event of %s numbered %d, stored at %d: covered %v, want %v", tc.tenant, tc.seq, tc.sseq, c, tc.covers)
 		}
 	}
 }
@@ -99,7 +108,7 @@ func TestPurgeNoticeOutlivesTheWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := workers.GetLastMsgForSubject(t.Context(), purgedSubjectRoot+"globex.41")
+	last, err := workers.GetLastMsgForSubject(t.Context(), purgedSubjectRoot+"globex.41.*")
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatal("the notice aged out of the workers' stream during the wait: it was not written again as the wait ended")
 	}

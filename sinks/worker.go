@@ -190,8 +190,8 @@ func (w *worker) sliceMax() int {
 // events read back from the stream (a parked resource, a redrive) pass no
 // filter, and a reload may have narrowed the tenants since they were
 // parked.
-func (w *worker) skips(e event.Event) (skip, purged bool) {
-	purged = w.purgedCovers(e)
+func (w *worker) skips(e event.Event, sseq uint64) (skip, purged bool) {
+	purged = w.purgedCovers(e, sseq)
 	return purged || !selects(w.tenants, w.patterns, e), purged
 }
 

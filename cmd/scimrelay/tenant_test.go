@@ -738,3 +738,49 @@ func TestPurgeDuringRedriveLeavesNoDeadLetter(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeOnOneFrontEndSparesAnotherFrontEndsTenant: two front ends
+// share one stream, each with tenants of its own. Front end A purges
+// globex, a tenant it no longer serves; afterwards front end B serves a
+// tenant named globex (moved there, or a new customer under the name).
+// B's globex events are numbered from 1 by B's own data file, so they fall
+// under the purge notice's "up to sequence N", which the running workers
+// keep until they stop: B's events must still be delivered.
+func TestPurgeOnOneFrontEndSparesAnotherFrontEndsTenant(t *testing.T) {
+	ns := natsWithWorkerUser(t)
+	recv := newHeldReceiver(t, 204)
+	recv.release() // answers at once
+	frontA, workers, purge := purgeAcrossRelays(t, ns.ClientURL(), recv, 1)
+	const users = 3
+	for i := range users {
+		frontA.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a%d"}`, i)).want(t, 201)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := recv.delivered("globex"); n != users {
+			return fmt.Errorf("%d of A's globex events delivered", n)
+		}
+		return nil
+	})
+	purge() // on front end A only
+
+	// Front end B, its own data file, serves globex from now on.
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = ns.ClientURL(), "front", "front-secret"
+	cfg.Tenants = []config.Tenant{{Name: "globex", Tokens: []string{globexToken}}}
+	withSink(cfg, "crm", recv.URL, func(s *config.Sink) { s.Concurrency, s.Timeout = 1, config.Duration(5*time.Minute) })
+	frontB := startRelay(t, cfg, roleSCIM)
+	frontB.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"b0"}`).want(t, 201)
+	frontA.createUser(t, "ann") // acme, on A: shows the worker delivers
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := recv.delivered("acme"); n != 1 {
+			return fmt.Errorf("%d of acme's events delivered", n)
+		}
+		return nil
+	})
+	eventstest.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if n := recv.delivered("globex"); n != users+1 {
+			return fmt.Errorf("%d globex events delivered, want %d; the worker counts %v events as purged", n, users+1, metric(t, workers[0], "scimrelay_sink_events_total", "outcome", "purged"))
+		}
+		return nil
+	})
+}
