@@ -120,7 +120,18 @@ func TestForgetDeletesWhatARemovedSinkLeft(t *testing.T) {
 		}
 		return nil
 	})
-	crmBefore, erpBefore := stateOf(t, m, "crm"), stateOf(t, m, "erp")
+	// A delivery's attempt is written once the receiver has answered, and
+	// without waiting for NATS: the receiver has its request before the
+	// attempt is stored. Wait for erp's seven before taking the states the
+	// rest compares with (erp's last ones landed after, and it "changed").
+	var crmBefore, erpBefore sinkState
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		crmBefore, erpBefore = stateOf(t, m, "crm"), stateOf(t, m, "erp")
+		if erpBefore.attempts != 7 || crmBefore.attempts < 3 {
+			return fmt.Errorf("%d attempts of erp stored, want its 7; crm %d, want at least 3", erpBefore.attempts, crmBefore.attempts)
+		}
+		return nil
+	})
 	if want := (sinkState{consumers: m.shared.partitions, bucket: true, deadLetters: 1, attempts: crmBefore.attempts}); crmBefore != want || crmBefore.attempts < 3 {
 		t.Fatalf("crm, removed, has %+v; want %+v and at least 3 attempts", crmBefore, want)
 	}

@@ -590,11 +590,14 @@ func TestCLISinksList(t *testing.T) {
 		if len(list) != 6 || list[1].DeadLetters != 2 || list[2].InFlight+int(list[2].Pending) != 2 || list[3].Parked != 2 || list[4].Parked != 2 || list[5].DeadLetters != 2 {
 			return fmt.Errorf("sinks list --json:\n%s", out)
 		}
+		// The receiver has an event a moment before the worker has its
+		// answer, records the attempt and acknowledges it: until then crm
+		// shows it in flight, and its attempt may not be read yet.
+		if s := list[0]; s.Name != "crm" || s.LastAttempt == nil || s.LastAttempt.Outcome != "delivered" || s.DeadLetters != 0 || s.Attempts5m != 2 || s.OldestUndelivered != nil || s.InFlight+int(s.Pending) != 0 {
+			return fmt.Errorf("crm: %+v", s)
+		}
 		return nil
 	})
-	if s := list[0]; s.Name != "crm" || s.LastAttempt == nil || s.LastAttempt.Outcome != "delivered" || s.DeadLetters != 0 || s.Attempts5m != 2 || s.OldestUndelivered != nil {
-		t.Fatalf("crm: %+v", s)
-	}
 	// The down sink's events are neither pending nor in flight, but their
 	// age shows: ann's user.created, stored after before.
 	if s := list[3]; s.Name != "down" || s.Pending != 0 || s.InFlight != 0 || s.OldestUndelivered == nil ||

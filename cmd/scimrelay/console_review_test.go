@@ -176,7 +176,14 @@ func TestConsoleRemovedSinkIsNotLinked(t *testing.T) {
 	if key == nil {
 		t.Fatal("the create is not in the log")
 	}
-	b.get("/ui/log/"+key[1]).want(t, http.StatusOK, `Sink <a href="/ui/sinks/old-crm">old-crm</a>`)
+	// The request's page lists its deliveries from the attempts log, which
+	// the worker writes after the dead letter, without waiting for NATS.
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if res := b.get("/ui/log/" + key[1]); res.status != http.StatusOK || !strings.Contains(res.body, `Sink <a href="/ui/sinks/old-crm">old-crm</a>`) {
+			return fmt.Errorf("the request's page (%d) does not list its delivery to old-crm yet:\n%s", res.status, res.body)
+		}
+		return nil
+	})
 
 	cfg := p.srv.cfg
 	p.stop()

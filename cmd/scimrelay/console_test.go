@@ -788,9 +788,23 @@ func TestConsoleShowsParkedBacklog(t *testing.T) {
 	})
 	// An attempt without a status says why it failed, in a word, where
 	// the status would be.
-	b.get("/ui/sinks").want(t, http.StatusOK, `retry</span> 503 `, `retry</span> connection refused `)
-	b.get("/ui/").want(t, http.StatusOK, `retry</span> 503 `, `retry</span> connection refused `)
-	b.get("/ui/sinks/nowhere").want(t, http.StatusOK, "<td>connection refused</td>")
+	// The attempts log is written without waiting for NATS: the pages
+	// show an attempt a moment after the resource is parked.
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for path, says := range map[string][]string{
+			"/ui/sinks":         {`retry</span> 503 `, `retry</span> connection refused `},
+			"/ui/":              {`retry</span> 503 `, `retry</span> connection refused `},
+			"/ui/sinks/nowhere": {"<td>connection refused</td>"},
+		} {
+			res := b.get(path)
+			for _, s := range says {
+				if res.status != http.StatusOK || !strings.Contains(res.body, s) {
+					return fmt.Errorf("%s (%d) does not say %q yet:\n%s", path, res.status, s, res.body)
+				}
+			}
+		}
+		return nil
+	})
 	// So does a dead letter, in its queue's table.
 	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if !strings.Contains(b.get("/ui/sinks/unreachable").body, "<td>acme</td><td>connection refused</td>") {
