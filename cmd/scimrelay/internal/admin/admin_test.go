@@ -362,6 +362,7 @@ func TestAuthentication(t *testing.T) {
 
 func TestTokens(t *testing.T) {
 	f := newFixture(t)
+	f.h.o.Tenants = func() []TenantInfo { return []TenantInfo{{Name: "acme"}, {Name: "globex"}} } // as the store holds
 	// A body is one JSON value: one with more is refused, not acted on.
 	for _, body := range []string{`{"tenant":"acme"} trailing garbage`, `{"tenant":"acme"}{"tenant":"acme"}`, `{"tenant":"acme"} 1`} {
 		f.request("POST", "/admin/v1/tokens", body).wantError(t, http.StatusBadRequest, "data after the JSON value")
@@ -398,8 +399,8 @@ func TestTokens(t *testing.T) {
 	}
 	// The caller's mistakes.
 	f.request("DELETE", "/admin/v1/tokens/tok_nope", "").wantError(t, http.StatusNotFound, "no such token")
-	f.request("POST", "/admin/v1/tokens", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
-	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `tenant: no such tenant "initech"`)
+	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `tenant: no such tenant "initech"`)
 	f.request("POST", "/admin/v1/tokens", `{"name":"x"}`).wantError(t, http.StatusBadRequest, "tenant is required")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","expires":"soon"}`).wantError(t, http.StatusBadRequest, "expires:")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","expires":"-1h"}`).wantError(t, http.StatusBadRequest, "expires:")
@@ -449,7 +450,7 @@ func TestClients(t *testing.T) {
 	}
 	f.request("DELETE", "/admin/v1/clients/"+created.Token.ID, "").want(t, http.StatusOK, nil)
 	f.request("DELETE", "/admin/v1/clients/cli_nope", "").wantError(t, http.StatusNotFound, "no such client cli_nope")
-	f.request("POST", "/admin/v1/clients", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `no tenant "initech"`)
+	f.request("POST", "/admin/v1/clients", `{"tenant":"initech"}`).wantError(t, http.StatusNotFound, `tenant: no such tenant "initech"`)
 	// Audited as the client's actions, without its secret.
 	for _, want := range []string{
 		`msg="admin action" action=client.issue tenant=acme id=` + created.Token.ID + ` name=okta via=api`,

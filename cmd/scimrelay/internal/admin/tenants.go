@@ -52,7 +52,18 @@ func (h *Handler) tenantNames() []string {
 // as an unknown sink is. Without a list of tenants (Options.Tenants nil)
 // nothing is refused.
 func (h *Handler) checkTenant(tenant string, found bool) error {
-	if tenant == "" || found || h.o.Tenants == nil {
+	if found {
+		return nil
+	}
+	return h.checkConfigured(tenant, ", and the relay holds nothing of that name that this asks for")
+}
+
+// checkConfigured refuses a tenant parameter that names no configured
+// tenant, 404 naming the parameter, saying why after "not configured";
+// as checkTenant, it refuses nothing without a list of tenants. A
+// credential is issued only to a configured tenant.
+func (h *Handler) checkConfigured(tenant, why string) error {
+	if tenant == "" || h.o.Tenants == nil {
 		return nil
 	}
 	names := h.tenantNames()
@@ -63,7 +74,7 @@ func (h *Handler) checkTenant(tenant string, found bool) error {
 	if len(names) > 0 {
 		configured = strings.Join(names, ", ")
 	}
-	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured, and the relay holds nothing of that name that this asks for (tenants: %s)", tenant, configured)
+	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured%s (tenants: %s)", tenant, why, configured)
 }
 
 // checkTenantHeld is checkTenant for a query within a time window: a

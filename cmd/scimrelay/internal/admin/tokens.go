@@ -124,6 +124,9 @@ func (c credentialAPI) request(r *http.Request) (TokenRequest, time.Time, error)
 	if req.Tenant == "" {
 		return req, time.Time{}, badRequest("tenant is required")
 	}
+	if err := c.h.checkConfigured(req.Tenant, ""); err != nil {
+		return req, time.Time{}, err
+	}
 	if err := checkCredentialName(req.Name); err != nil {
 		return req, time.Time{}, err
 	}

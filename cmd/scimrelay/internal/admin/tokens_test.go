@@ -109,3 +109,15 @@ func TestBodyErrorsSayWhatIsWrong(t *testing.T) {
 		}
 	}
 }
+
+// TestCreatingACredentialForAnUnknownTenantNamesTheParameter: a token or
+// client created or rotated for a tenant that is not configured is 404
+// naming the parameter, as on every endpoint that takes a tenant (README,
+// Operating); before, these answered in the store's words, "no tenant".
+func TestCreatingACredentialForAnUnknownTenantNamesTheParameter(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/admin/v1/tokens", "/admin/v1/tokens/rotate", "/admin/v1/clients", "/admin/v1/clients/rotate"} {
+		f.request("POST", path, `{"tenant":"initech","name":"x"}`, "Content-Type", "application/json").
+			wantError(t, http.StatusNotFound, `tenant: no such tenant "initech": it is not configured (tenants: acme)`)
+	}
+}
