@@ -152,6 +152,8 @@ func TestOpenRefusesBadOptions(t *testing.T) {
 		{"required read-only", []TenantOptions{{Name: "acme", Required: []string{"emails", "groups"}}}, `tenants[0].required[1]: required attribute "groups" is not one a client writes`},
 		{"required password", []TenantOptions{{Name: "acme", Required: []string{"password"}}}, `"password" is not one a client writes and the relay keeps`},
 		{"short token", []TenantOptions{{Name: "acme", StaticTokens: []string{"", "short"}}}, "tenants[0].tokens[1]: is 5 characters; a bearer token needs at least 20"},
+		// Characters, not bytes: 11 of two bytes each are 11.
+		{"short token of wide characters", []TenantOptions{{Name: "acme", StaticTokens: []string{"ééééééééééé"}}}, "tenants[0].tokens[0]: is 11 characters; a bearer token needs at least 20"},
 		{"one token, two tenants", []TenantOptions{{Name: "acme", StaticTokens: []string{"shared-token-0123456789"}}, {Name: "globex", StaticTokens: []string{"globex-token-0123456789", " shared-token-0123456789\n"}}},
 			"tenants[1].tokens[1]: is also a token of tenants[0]; each tenant needs tokens of its own"},
 		{"every problem", []TenantOptions{{Name: "A"}, {Name: "b", Unique: "x"}}, "tenants[0].name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got \"A\"\ntenants[1].unique: must be"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -75,8 +76,8 @@ const minTokenLength = 20
 // tenant's static token, the admin token), cannot be one: it is too short
 // to resist guessing. The token is never part of the error.
 func CheckStaticToken(tok string) error {
-	if len(tok) < minTokenLength {
-		return fmt.Errorf("is %d characters; a bearer token needs at least %d", len(tok), minTokenLength)
+	if n := utf8.RuneCountInString(tok); n < minTokenLength {
+		return fmt.Errorf("is %d characters; a bearer token needs at least %d", n, minTokenLength)
 	}
 	return nil
 }
