@@ -16,7 +16,7 @@ import (
 // hostile filter from costing more than a legitimate one could.
 const (
 	MaxFilterLength = 4096 // bytes
-	MaxFilterNodes  = 100  // comparisons and logical operators
+	MaxFilterTerms  = 100  // comparisons; the and/or joining them are one fewer, not and nesting bounded by depth
 	maxFilterDepth  = 32   // nesting of parentheses, not and value paths
 )
 
@@ -334,7 +334,7 @@ type filterParser struct {
 	rt     *ResourceType
 	lex    lexer
 	parent *AttrPath // set when parsing inside attr[...]
-	nodes  int
+	terms  int
 	depth  int
 }
 
@@ -345,10 +345,13 @@ func (p *filterParser) errorf(format string, args ...any) error {
 	return fmt.Errorf(format, args...)
 }
 
-func (p *filterParser) node() error {
-	p.nodes++
-	if p.nodes > MaxFilterNodes {
-		return Errorf(ErrInvalidFilter, "filter has more than %d terms", MaxFilterNodes)
+// term counts a comparison (a term): at most MaxFilterTerms. Before, and,
+// or and not counted too, so a filter of 51 terms joined by or was
+// refused as having "more than 100 terms".
+func (p *filterParser) term() error {
+	p.terms++
+	if p.terms > MaxFilterTerms {
+		return Errorf(ErrInvalidFilter, "filter has more than %d terms", MaxFilterTerms)
 	}
 	return nil
 }
@@ -374,9 +377,6 @@ func (p *filterParser) parseOr() (expr, error) {
 	}
 	for p.keyword("or") {
 		p.lex.next()
-		if err := p.node(); err != nil {
-			return nil, err
-		}
 		right, err := p.parseAnd()
 		if err != nil {
 			return nil, err
@@ -394,9 +394,6 @@ func (p *filterParser) parseAnd() (expr, error) {
 	}
 	for p.keyword("and") {
 		p.lex.next()
-		if err := p.node(); err != nil {
-			return nil, err
-		}
 		right, err := p.parseTerm()
 		if err != nil {
 			return nil, err
@@ -417,9 +414,6 @@ func (p *filterParser) parseTerm() (expr, error) {
 	switch {
 	case t.kind == tokWord && strings.EqualFold(t.text, "not"):
 		p.lex.next()
-		if err := p.node(); err != nil {
-			return nil, err
-		}
 		if p.lex.peek().kind != tokLParen {
 			return nil, p.errorf("expected \"(\" after not, got %s", p.lex.peek())
 		}
@@ -453,7 +447,7 @@ func (p *filterParser) parseParen() (expr, error) {
 // `path[filter].sub op value` form that Entra's docs use for matching on the
 // work email.
 func (p *filterParser) parseAttrExpr() (expr, error) {
-	if err := p.node(); err != nil {
+	if err := p.term(); err != nil {
 		return nil, err
 	}
 	word := p.lex.next()

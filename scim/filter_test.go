@@ -172,6 +172,7 @@ func TestFilterErrors(t *testing.T) {
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User pr`, "names a whole extension"},
 		{`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User eq "x"`, "names a whole extension"},
 		{strings.Repeat(`userName eq "a" or `, 120) + `userName eq "b"`, "more than 100 terms"},
+		{strings.Repeat(`userName eq "a" or `, 100) + `userName eq "b"`, "more than 100 terms"}, // 101
 		{strings.Repeat("(", 40) + `userName eq "a"` + strings.Repeat(")", 40), "deeper than 32"},
 		{strings.Repeat("a", MaxFilterLength+1), "limit is 4096"},
 		{"userName eq \"\xff\"", "not valid UTF-8"},
@@ -185,6 +186,25 @@ func TestFilterErrors(t *testing.T) {
 			_, err := ParseFilter(UserResourceType, tt.filter)
 			assertSCIMError(t, err, ErrInvalidFilter, tt.detail)
 		})
+	}
+}
+
+// TestFilterOfAHundredTerms: a filter may have 100 terms (README), however
+// they are joined; before, and, or and not counted as terms too, and 51
+// comparisons joined by or were refused as "more than 100 terms".
+func TestFilterOfAHundredTerms(t *testing.T) {
+	for _, join := range []string{" or ", " and ", " or not "} {
+		terms := make([]string, MaxFilterTerms)
+		for i := range terms {
+			terms[i] = fmt.Sprintf(`(userName eq "u%d")`, i)
+		}
+		f := strings.Join(terms, join)
+		if len(f) > MaxFilterLength {
+			t.Fatalf("the filter of %d terms is %d bytes", len(terms), len(f))
+		}
+		if _, err := ParseFilter(UserResourceType, f); err != nil {
+			t.Errorf("%d terms joined by %q (%d bytes): %v", len(terms), join, len(f), err)
+		}
 	}
 }
 
