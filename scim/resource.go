@@ -361,7 +361,7 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 		return nil, nil, err
 	}
 	in := &input{rt: rt, keys: foldedKeys{}}
-	declared := declaredExtensions(rt, raw)
+	held, declared := declaredExtensions(rt, raw)
 	attrs := make(map[string]any, len(raw))
 	for k, v := range raw {
 		if strings.EqualFold(k, "schemas") || v == nil {
@@ -377,7 +377,10 @@ func ParseResourceNoting(rt *ResourceType, data []byte) (*Resource, []string, er
 			// there.
 			p = AttrPath{URN: k}
 		} else {
-			p, err = rt.ParsePath(k)
+			// An attribute of such an extension may be named by a key
+			// its URN qualifies ("urn:okta:app:1.0:user:custom:badge");
+			// until 2026-12-04 only a URN ending with :User was read there.
+			p, err = rt.parsePathIn(k, held)
 		}
 		if err != nil {
 			if errors.Is(err, errUnknownAttribute) {
@@ -443,12 +446,12 @@ func UnmarshalResource(rt *ResourceType, data []byte) (*Resource, error) {
 	return &Resource{Type: rt, Attrs: attrs}, nil
 }
 
-// declaredExtensions returns, folded (Fold), the URNs a body's schemas lists (RFC 7643 §3:
+// declaredExtensions returns the URNs a body's schemas lists (RFC 7643 §3:
 // the schemas the resource uses) that neither are nor start with the URN
 // of a schema this service knows, core or extension: those of extensions
-// it keeps as sent.
-func declaredExtensions(rt *ResourceType, raw map[string]any) map[string]bool {
-	out := map[string]bool{}
+// it keeps as sent; as sent, and folded (Fold).
+func declaredExtensions(rt *ResourceType, raw map[string]any) (urns []string, folded map[string]bool) {
+	folded = map[string]bool{}
 	for k, v := range raw {
 		if !strings.EqualFold(k, "schemas") {
 			continue
@@ -457,12 +460,13 @@ func declaredExtensions(rt *ResourceType, raw map[string]any) map[string]bool {
 		for _, e := range list {
 			if urn, ok := e.(string); ok && hasPrefixFold(urn, "urn:") {
 				if schema, _ := rt.splitURN(urn); schema == nil {
-					out[Fold(urn)] = true
+					urns = append(urns, urn)
+					folded[Fold(urn)] = true
 				}
 			}
 		}
 	}
-	return out
+	return urns, folded
 }
 
 // checkSchemas requires the schemas attribute to list the resource type's core schema.

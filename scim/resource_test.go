@@ -242,6 +242,13 @@ func TestExtensionsListedInSchemas(t *testing.T) {
 			want: `{"schemas":[` + core + `,"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],"userName":"a","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"m1"}}}`,
 		},
 		{
+			// Until 2026-12-04 the URN-qualified key was read by the
+			// :User rule alone: "unknown schema", or cut at ":user:".
+			name: "an attribute by a key its listed URN qualifies",
+			body: `{"schemas":[` + core + `,"` + space + `","` + okta + `"],"userName":"a","` + space + `:badge":"B1","` + okta + `:favColor":"blue"}`,
+			want: `{"schemas":[` + core + `,"` + space + `","` + okta + `"],"userName":"a","` + space + `":{"badge":"B1"},"` + okta + `":{"favColor":"blue"}}`,
+		},
+		{
 			name: "not listed: the :User rule",
 			body: `{"schemas":[` + core + `],"userName":"a","` + space + `":{"custom1":"v"}}`,
 			want: "error: unknown schema",
@@ -249,7 +256,7 @@ func TestExtensionsListedInSchemas(t *testing.T) {
 		{
 			name: "listed, but not an object",
 			body: `{"schemas":[` + core + `,"` + space + `"],"userName":"a","` + space + `":"v"}`,
-			want: "error: unknown schema",
+			want: "error: extension " + space + " must be a JSON object",
 		},
 	}
 	for _, tt := range tests {
