@@ -726,6 +726,11 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
+	// Nothing is answered to project, but what is not an attribute name
+	// is refused here as on every other request, before the delete.
+	if _, err := projectionOf(c.rt, r); err != nil {
+		return err
+	}
 	if err := h.deleteResource(r.Context(), c, ifMatch); err != nil {
 		return err
 	}

@@ -156,6 +156,9 @@ func TestProjectionRefusesWhatIsNotAName(t *testing.T) {
 			body, _ := json.Marshal(map[string]any{"schemas": []string{SearchRequestSchema}, param: []string{"userName", name}})
 			ts.do("POST", "/Users/.search", string(body)).wantError(t, 400, "invalidValue", detail)
 			ts.do("PATCH", "/Users/"+id+q, PatchBody(`{"op":"replace","path":"title","value":"x"}`)).wantError(t, 400, "invalidValue", detail)
+			// A DELETE answers no body, but the parameter is refused the
+			// same, before the user is deleted (before, it was).
+			ts.do("DELETE", "/Users/"+id+q, "").wantError(t, 400, "invalidValue", detail)
 		}
 	}
 	if r := ts.do("GET", "/Users/"+id, "").want(t, 200); r.str("title") != "" || r.header.Get("ETag") != `W/"1"` {
