@@ -236,6 +236,10 @@ func TestProblems(t *testing.T) {
 	}{
 		{"unknown key", minimal + "listne: x\n", "listne", "unknown key"},
 		{"swapped letters suggest", minimal + "listne: x\n", "listne", `did you mean "listen"`},
+		// With nothing after it, as well (it was taken silently).
+		{"unknown key with no value", minimal + "listne:\n", "listne", `unknown key; did you mean "listen"`},
+		{"unknown nested key with no value", minimal + "nats:\n  sync_intervall:\n", "nats.sync_intervall", `did you mean "sync_interval"`},
+		{"unknown tenant key with no value", "tenants:\n  - name: a\n    tokenz:\n", "tenants[0].tokenz", `did you mean "tokens"`},
 		{"a letter left out suggests", "tenants:\n  - name: a\n    token: x\n", "tenants[0].token", `did you mean "tokens"`},
 		{"misspelt key suggests", minimal + "adminListen: x\n", "adminListen", `did you mean "admin_listen"`},
 		{"unknown nested key", minimal + "nats:\n  urll: x\n", "nats.urll", "unknown key"},
@@ -640,8 +644,21 @@ func TestLeadingZeroIsRefused(t *testing.T) {
 		ps[1].Field != "limits.max_json_depth" || !strings.Contains(ps[1].Message, "write -32, or -0o32") {
 		t.Fatalf("problems: %v", ps)
 	}
-	cfg, ps := parse(t, minimal+"nats:\n  stream:\n    partitions: 0o16\nlimits:\n  burst: 0\n", nil)
-	if ps != nil || cfg.NATS.Stream.Partitions != 14 || cfg.Limits.Burst != 0 {
-		t.Fatalf("0o16 and 0: %v %v", cfg, ps)
+	// On number keys too, tagged, or with _ (which YAML passes over):
+	// each was taken as 14 without a word.
+	for _, text := range []string{
+		minimal + "limits: {rate: 016}\n",
+		minimal + "oauth: {rate: 016}\n",
+		"tenants: [{name: acme, rate: 016}]\n",
+		minimal + "nats: {stream: {partitions: !!int 016}}\n",
+		minimal + "nats: {stream: {partitions: 0_16}}\n",
+	} {
+		if _, ps := parse(t, text, nil); len(ps) != 1 || !strings.Contains(ps[0].Message, "has a leading zero, which YAML reads as octal (14): write 16, or 0o16 for octal") {
+			t.Errorf("%q: problems %v, want the leading zero refused", text, ps)
+		}
+	}
+	cfg, ps := parse(t, minimal+"nats:\n  stream:\n    partitions: 0o16\nlimits:\n  burst: 0\n  rate: 0.5\n", nil)
+	if ps != nil || cfg.NATS.Stream.Partitions != 14 || cfg.Limits.Burst != 0 || cfg.Limits.Rate != 0.5 {
+		t.Fatalf("0o16, 0 and 0.5: %v %v", cfg, ps)
 	}
 }

@@ -177,10 +177,13 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
-		d.entries(n, path, func(key string, val *yaml.Node, field string) {
+		d.entries(n, path, func(key, val *yaml.Node, field string) {
+			if val == nil {
+				return
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
 			d.value(val, elem, field)
-			m.SetMapIndex(reflect.ValueOf(key), elem)
+			m.SetMapIndex(reflect.ValueOf(key.Value), elem)
 		})
 		v.Set(m)
 	case reflect.String:
@@ -203,7 +206,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 	case reflect.Float64:
 		var f float64
-		if d.scalar(n, path, "a number") && d.decodeScalar(n, &f, path, "a number") {
+		if d.scalar(n, path, "a number") && d.notOctal(n, path) && d.decodeScalar(n, &f, path, "a number") {
 			if math.IsInf(f, 0) || math.IsNaN(f) {
 				d.add(n, path, "want a finite number, got %s", n.Value)
 				return
@@ -229,20 +232,22 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 			fields[name] = i
 		}
 	}
-	d.entries(n, path, func(key string, val *yaml.Node, field string) {
-		i, ok := fields[key]
-		if !ok {
-			d.add(val, field, "unknown key%s", suggest(key, fields))
-			return
+	d.entries(n, path, func(key, val *yaml.Node, field string) {
+		i, ok := fields[key.Value]
+		switch {
+		case !ok:
+			// With nothing after it too: "listne:" was taken silently.
+			d.add(key, field, "unknown key%s", suggest(key.Value, fields))
+		case val != nil:
+			d.value(val, v.Field(i), field)
 		}
-		d.value(val, v.Field(i), field)
 	})
 }
 
-// entries calls f for each key of a mapping whose value is not null: a key
-// with nothing after it keeps its default. Keys must be strings and appear
-// once.
-func (d *decoder) entries(n *yaml.Node, path string, f func(key string, val *yaml.Node, field string)) {
+// entries calls f for each key of a mapping, with its value, nil when it
+// is null: a key with nothing after it keeps its default. Keys must be
+// strings and appear once.
+func (d *decoder) entries(n *yaml.Node, path string, f func(key, val *yaml.Node, field string)) {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -260,10 +265,11 @@ func (d *decoder) entries(n *yaml.Node, path string, f func(key string, val *yam
 			val = val.Alias
 		}
 		if val.Kind == yaml.ScalarNode && val.ShortTag() == "!!null" {
+			f(k, nil, field)
 			continue
 		}
 		d.lines[field] = k.Line
-		f(k.Value, val, field)
+		f(k, val, field)
 	}
 }
 
@@ -314,12 +320,12 @@ func (d *decoder) notFloat(n *yaml.Node, path string) bool {
 
 // leadingZero is a whole number written with a leading zero, which YAML
 // 1.1 (and yaml.v3) reads as octal, and YAML 1.2 as decimal.
-var leadingZero = regexp.MustCompile(`^[-+]?0[0-9]+$`)
+var leadingZero = regexp.MustCompile(`^[-+]?0[0-9_]*[0-9]$`)
 
 // notOctal refuses a whole number with a leading zero: "partitions: 016"
 // was taken as 14 without a word. 0o16 says octal.
 func (d *decoder) notOctal(n *yaml.Node, path string) bool {
-	if n.Style&yaml.TaggedStyle != 0 || n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 || !leadingZero.MatchString(n.Value) {
+	if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0 || !leadingZero.MatchString(n.Value) {
 		return true
 	}
 	var i int64
@@ -330,7 +336,7 @@ func (d *decoder) notOctal(n *yaml.Node, path string) bool {
 	if strings.HasPrefix(digits, "-") {
 		sign, digits = "-", digits[1:]
 	}
-	digits = cmp.Or(strings.TrimLeft(digits, "0"), "0")
+	digits = cmp.Or(strings.TrimLeft(strings.ReplaceAll(digits, "_", ""), "0"), "0")
 	d.add(n, path, "%s has a leading zero, which YAML reads as octal (%d): write %s%s, or %s0o%s for octal", n.Value, i, sign, digits, sign, digits)
 	return false
 }
