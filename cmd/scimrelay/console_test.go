@@ -293,7 +293,8 @@ func TestConsoleStaleSignInPage(t *testing.T) {
 }
 
 // TestConsoleSessionExpiry: a session ends after admin.session_idle
-// without a request, and 12 hours after sign-in whatever its use.
+// without a request (the live tail's stream, and its reconnects, are no
+// request of a person's), and 12 hours after sign-in whatever its use.
 func TestConsoleSessionExpiry(t *testing.T) {
 	clock := newTestClock()
 	_, b := consoleRelay(t, func(c *config.Config) { c.Admin.SessionIdle = config.Duration(30 * time.Minute) }, withClock(clock.now))
@@ -306,6 +307,23 @@ func TestConsoleSessionExpiry(t *testing.T) {
 	defer tail.close()
 	clock.add(31 * time.Minute)
 	tail.next(t, "signed-out")
+	b.get("/ui/").redirect(t, "/ui/login")
+
+	// Nor is the stream reconnecting, as the browser does by itself when
+	// a proxy cuts a long connection: each reconnect kept the session
+	// alive, a tab left open on the tail signed in for 12 hours.
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	b.get("/ui/events").want(t, http.StatusOK)
+	clock.add(20 * time.Minute)
+	openTail(t, b, "/ui/events/stream").close() // reconnected, 20 minutes on
+	clock.add(20 * time.Minute)                 // 40 minutes after the page
+	req, _ := http.NewRequest("GET", b.base+"/ui/events/stream", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	if res, err := b.client.Do(req); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the stream reconnecting 40 minutes after the page: %v %v, want 401: the session ended", res, err)
+	} else {
+		res.Body.Close()
+	}
 	b.get("/ui/").redirect(t, "/ui/login")
 
 	b.signIn(adminSecret).redirect(t, "/ui/")

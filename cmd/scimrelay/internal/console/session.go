@@ -113,8 +113,9 @@ func (ss *sessions) create(token string) (string, *session) {
 	return id, s
 }
 
-// get returns the live session of a cookie id and marks it used.
-func (ss *sessions) get(id string) (*session, bool) {
+// get returns the live session of a cookie id, marking it used when use
+// (a person's request).
+func (ss *sessions) get(id string, use bool) (*session, bool) {
 	now := ss.now()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -126,9 +127,11 @@ func (ss *sessions) get(id string) (*session, bool) {
 		delete(ss.m, s.key)
 		return nil, false
 	}
-	s.mu.Lock()
-	s.seen = now
-	s.mu.Unlock()
+	if use {
+		s.mu.Lock()
+		s.seen = now
+		s.mu.Unlock()
+	}
 	return s, true
 }
 
@@ -187,7 +190,11 @@ func (c *Console) session(r *http.Request) (*session, error) {
 	if err != nil {
 		return nil, errSignIn
 	}
-	s, ok := c.sessions.get(ck.Value)
+	// The live tail's stream, which the browser reconnects by itself
+	// when the connection drops, is no person's request: it does not
+	// keep the session alive (before, each reconnect did, and a tab left
+	// open behind a proxy that cuts long connections stayed signed in).
+	s, ok := c.sessions.get(ck.Value, r.URL.Path != Prefix+"events/stream")
 	if !ok {
 		return nil, errSignIn
 	}

@@ -25,7 +25,7 @@ func TestSessionTable(t *testing.T) {
 		now = now.Add(time.Millisecond)
 		ss.create("tok")
 	}
-	if _, ok := ss.get(first); !ok { // used: now the most recent
+	if _, ok := ss.get(first, true); !ok { // used: now the most recent
 		t.Fatal("the first session is gone before the table is full")
 	}
 	now = now.Add(time.Millisecond)
@@ -33,15 +33,15 @@ func TestSessionTable(t *testing.T) {
 	if len(ss.m) != maxSessions {
 		t.Fatalf("%d sessions, want at most %d", len(ss.m), maxSessions)
 	}
-	if _, ok := ss.get(first); !ok {
+	if _, ok := ss.get(first, true); !ok {
 		t.Fatal("the most recently used session was dropped, not the least")
 	}
 	now = now.Add(29 * time.Minute)
-	if _, ok := ss.get(first); !ok {
+	if _, ok := ss.get(first, true); !ok {
 		t.Fatal("ended before its idle timeout")
 	}
 	now = now.Add(30 * time.Minute)
-	if _, ok := ss.get(first); ok || ss.alive(s1) {
+	if _, ok := ss.get(first, true); ok || ss.alive(s1) {
 		t.Fatal("alive after its idle timeout")
 	}
 	id, s2 := ss.create("tok")
@@ -51,7 +51,7 @@ func TestSessionTable(t *testing.T) {
 	default:
 		t.Fatal("ending a session does not end its streams")
 	}
-	if _, ok := ss.get(id); ok {
+	if _, ok := ss.get(id, true); ok {
 		t.Fatal("an ended session is found")
 	}
 }
