@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -167,8 +168,15 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 		outcome = "failed"
 	}
 	attrs := []any{"kind", "events", "outcome", outcome, "key", res.Key, "signing", k.o.Signer.PublicKey() == res.Key}
-	for _, ret := range res.Retired {
-		attrs = append(attrs, "retired", ret.Key, "up_to_seq", ret.UpTo, "retired_at", ret.At)
+	// One group per key retired, numbered, so that a line retiring two (a
+	// rotation run again after one that failed) names no key twice: its
+	// JSON repeated "retired", and a parser kept only the last.
+	if len(res.Retired) > 0 {
+		var each []any
+		for i, ret := range res.Retired {
+			each = append(each, slog.Group(strconv.Itoa(i+1), "key", ret.Key, "up_to_seq", ret.UpTo, "retired_at", ret.At))
+		}
+		attrs = append(attrs, slog.Group("retired", each...))
 	}
 	if err != nil {
 		h.audit(r, actionKeyRotate, append(attrs, "err", err)...)

@@ -3,8 +3,13 @@
 package admin
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,4 +48,82 @@ func TestEventKeyRotationIsAuditedWhenItFails(t *testing.T) {
 	wantAuditLines(t, f.log.String(),
 		`action=key.rotate kind=events outcome=rotated key=`+done.Key+` signing=true`,
 		`action=key.rotate kind=events outcome=failed key=`+stored.PublicKey()+` signing=false err="naming the new event-signing key`)
+}
+
+// TestRotationRetiringTwoKeysNamesEachOnce: a rotation run again after one
+// that failed once the data file held its new key (README, Keys) retires
+// two keys; its audit line, in JSON, names each under retired.<n> and
+// repeats no key (README, Logs: "A JSON line never repeats a key"). It
+// repeated retired, up_to_seq and retired_at, and a parser kept the last.
+func TestRotationRetiringTwoKeysNamesEachOnce(t *testing.T) {
+	f := newFixture(t)
+	out := &eventstest.Log{}
+	f.h.log = slog.New(slog.NewJSONHandler(out, nil)) // log.format: json
+	// What a rotation that failed leaves: the new key stored, named and
+	// signing, the old one still to be retired.
+	ctx := t.Context()
+	old := f.signer.PublicKey()
+	seed, err := f.store.RotateEventSigningSeed(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := events.NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.NameSigningKey(ctx, f.js, next.PublicKey(), slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.signer.Switch(seed); err != nil {
+		t.Fatal(err)
+	}
+	var done KeyRotation
+	f.request("POST", "/admin/v1/keys/events/rotate", "").want(t, http.StatusOK, &done)
+	if len(done.Retired) != 2 {
+		t.Fatalf("the rotation retired %d keys, want 2: %+v", len(done.Retired), done.Retired)
+	}
+	var line string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, `"admin action"`) {
+			line = l
+		}
+	}
+	var audit struct {
+		Retired map[string]events.RetiredKey `json:"retired"`
+	}
+	if err := json.Unmarshal([]byte(line), &audit); err != nil {
+		t.Fatalf("the audit line: %v\n%s", err, line)
+	}
+	for i, want := range done.Retired {
+		if got := audit.Retired[strconv.Itoa(i+1)]; got.Key != want.Key || got.UpTo != want.UpTo || !got.At.Equal(want.At) {
+			t.Errorf("retired.%d in the audit line is %+v, want %+v:\n%s", i+1, got, want, line)
+		}
+	}
+	// Every key once, at each level.
+	var check func(d *json.Decoder, at string)
+	check = func(d *json.Decoder, at string) {
+		if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+			t.Fatalf("%s: %v %v", at, tok, err)
+		}
+		seen := map[string]bool{}
+		for d.More() {
+			tok, err := d.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := tok.(string)
+			if seen[key] {
+				t.Errorf("the audit line repeats %s%q:\n%s", at, key, line)
+			}
+			seen[key] = true
+			var v json.RawMessage
+			if err := d.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			if len(v) > 0 && v[0] == '{' {
+				check(json.NewDecoder(bytes.NewReader(v)), at+key+".")
+			}
+		}
+	}
+	check(json.NewDecoder(strings.NewReader(line)), "")
 }
