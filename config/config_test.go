@@ -423,18 +423,20 @@ func TestDurationAndSize(t *testing.T) {
 			t.Errorf("ParseDuration(%q): %v; want %q", in, err, want)
 		}
 	}
-	for in, want := range map[string]int64{"4MiB": 4 << 20, "64KiB": 64 << 10, "1048576": 1 << 20, "1GB": 1e9, "2 MiB": 2 << 20, "10B": 10} {
+	for in, want := range map[string]int64{"4MiB": 4 << 20, "64KiB": 64 << 10, "1048576": 1 << 20, "1GB": 1e9, "2 MiB": 2 << 20, "10B": 10,
+		// gc_floor's bound, as relay.yaml writes it (refused until 2026-12-04).
+		"1TiB": 1 << 40, "2TB": 2e12} {
 		got, err := parseSize(in)
 		if err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "MiB", "-1", "1.5MiB", "1TB", "99999999999GiB"} {
+	for _, bad := range []string{"", "MiB", "-1", "1.5MiB", "1PB", "99999999999GiB", "99999999TiB"} {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted it", bad)
 		}
 	}
-	if Duration(7*24*time.Hour).String() != "7d" || Duration(90*time.Second).String() != "1m30s" || Size(4<<20).String() != "4MiB" || Size(1000).String() != "1000" {
+	if Duration(7*24*time.Hour).String() != "7d" || Duration(90*time.Second).String() != "1m30s" || Size(4<<20).String() != "4MiB" || Size(1000).String() != "1000" || Size(1<<40).String() != "1TiB" {
 		t.Error("String forms are not what relay.yaml spells")
 	}
 }

@@ -66,15 +66,15 @@ func (d Duration) String() string {
 	return td.String()
 }
 
-// Size is a byte count written as "4MiB", "64KiB", "1GB" or "1048576".
+// Size is a byte count written as "4MiB", "64KiB", "1GB", "1TiB" or "1048576".
 type Size int64
 
 var sizeUnits = []struct {
 	suffix string
 	factor int64
 }{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"TB", 1000 * 1000 * 1000 * 1000},
 	{"B", 1},
 }
 
@@ -107,7 +107,7 @@ func (z Size) String() string {
 	for _, u := range []struct {
 		suffix string
 		factor int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
 		if int64(z) >= u.factor && int64(z)%u.factor == 0 {
 			return strconv.FormatInt(int64(z)/u.factor, 10) + u.suffix
 		}
