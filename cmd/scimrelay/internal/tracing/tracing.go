@@ -53,9 +53,15 @@ func Enabled(getenv func(string) string) (bool, error) {
 	default:
 		errs = append(errs, fmt.Errorf("OTEL_TRACES_EXPORTER: scimrelay exports traces with otlp (or none), got %q", exporter))
 	}
-	for _, name := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
-		if p := strings.TrimSpace(getenv(name)); p != "" && p != "http/protobuf" {
-			errs = append(errs, fmt.Errorf("%s: scimrelay speaks OTLP over HTTP (http/protobuf), got %q", name, p))
+	// The traces' own protocol wins over the generic one, as the
+	// specification says: a generic grpc set for a sidecar's other
+	// signals is no matter when the traces' is http/protobuf.
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if p := strings.TrimSpace(getenv(name)); p != "" {
+			if p != "http/protobuf" {
+				errs = append(errs, fmt.Errorf("%s: scimrelay speaks OTLP over HTTP (http/protobuf), got %q", name, p))
+			}
+			break
 		}
 	}
 	if len(errs) > 0 {
