@@ -393,6 +393,14 @@ func TestCLIRenamedSinksDeadLetters(t *testing.T) {
 	if code, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--config", cfg); code != exitOK || !strings.Contains(out, "410") {
 		t.Fatalf("dlq list of the old name: %d %s %s", code, out, stderr)
 	}
+	// Its delivery attempts too, until sinks forget (the name was refused
+	// as no sink); a name that never had one is still bad usage.
+	if code, out, stderr := cli(t, "log", "--deliveries", "--sink", "crm", "--since", "1h", "--config", cfg); code != exitOK || !strings.Contains(out, "crm") || !strings.Contains(out, "dead_lettered") {
+		t.Fatalf("log --deliveries of the old name: %d %s %s", code, out, stderr)
+	}
+	if code, _, stderr := cli(t, "log", "--deliveries", "--sink", "crn", "--since", "1h", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--sink crn: no such sink") {
+		t.Fatalf("log --deliveries of a misspelt sink: %d %s", code, stderr)
+	}
 	// The console's sinks page says they are there, and how to deliver them.
 	b := newBrowser(t, p)
 	b.signIn(adminSecret)

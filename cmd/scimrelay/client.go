@@ -148,13 +148,14 @@ func adminBaseURL(cfg *config.Config) string {
 	return schemeOf(cfg.Admin.TLS) + "://" + host
 }
 
-// tenantFilter checks a --tenant filter that a tenant no longer
+// heldFilters checks --tenant and --sink filters that a name no longer
 // configured may still answer: the relay keeps what a removed tenant left
-// (credentials, log entries, events) until it is purged. A name that is
-// not configured comes back as unknown, the usage error to give if the
-// relay answers 404 for it too (answeredTenant); err is any other failure.
-func tenantFilter(ctx context.Context, c *adminclient.Client, tenant string) (unknown, err error) {
-	err = checkFilters(ctx, c, tenant, "")
+// (credentials, log entries, events) until it is purged, and a removed
+// sink's delivery attempts until it is forgotten. A name that is not
+// configured comes back as unknown, the usage error to give if the relay
+// answers 404 for it too (answeredFilters); err is any other failure.
+func heldFilters(ctx context.Context, c *adminclient.Client, tenant, sink string) (unknown, err error) {
+	err = checkFilters(ctx, c, tenant, sink)
 	var usage usageError
 	if errors.As(err, &usage) {
 		return err, nil
@@ -162,9 +163,9 @@ func tenantFilter(ctx context.Context, c *adminclient.Client, tenant string) (un
 	return nil, err
 }
 
-// answeredTenant is err, or unknown (tenantFilter) when the relay answered
-// 404: the tenant is not configured and holds nothing asked for.
-func answeredTenant(unknown, err error) error {
+// answeredFilters is err, or unknown (heldFilters) when the relay
+// answered 404: the name is not configured and holds nothing asked for.
+func answeredFilters(unknown, err error) error {
 	var api *adminclient.Error
 	if unknown != nil && errors.As(err, &api) && api.Status == http.StatusNotFound {
 		return unknown

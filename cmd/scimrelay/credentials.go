@@ -111,7 +111,7 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			// (one removed, whose come back with its name): they are
 			// listed, so that they can be revoked; with none (the relay
 			// answers 404), the name is bad usage, as for every filter.
-			unknown, err := tenantFilter(cmd.Context(), c, tenant)
+			unknown, err := heldFilters(cmd.Context(), c, tenant, "")
 			if err != nil {
 				return err
 			}
@@ -120,7 +120,7 @@ func (k credentialCLI) listCommand() *cobra.Command {
 			case unknown != nil && err == nil && len(list) == 0:
 				return unknown
 			case err != nil:
-				return answeredTenant(unknown, err)
+				return answeredFilters(unknown, err)
 			case unknown != nil:
 				fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s is not configured; these %ss of it come back if a tenant of that name is configured again: scimrelay %s revoke ID\n", tenant, k.noun, k.noun)
 			}

@@ -46,7 +46,7 @@ follows the stream until interrupted unless --no-follow is given.`,
 				return err
 			}
 			// A removed tenant's events are read until they age out.
-			unknown, err := tenantFilter(cmd.Context(), c, tenant)
+			unknown, err := heldFilters(cmd.Context(), c, tenant, "")
 			if err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ follows the stream until interrupted unless --no-follow is given.`,
 			}
 			tail, err := c.Tail(cmd.Context(), q)
 			if err != nil {
-				return answeredTenant(unknown, err)
+				return answeredFilters(unknown, err)
 			}
 			defer tail.Close()
 			err = copyPrintableJSON(cmd.OutOrStdout(), tail)

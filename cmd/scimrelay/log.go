@@ -59,12 +59,10 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			if err != nil {
 				return err
 			}
-			// A removed tenant's log is read until it is purged.
-			unknown, err := tenantFilter(cmd.Context(), c, tenant)
+			// A removed tenant's log is read until it is purged, a
+			// removed sink's attempts until it is forgotten.
+			unknown, err := heldFilters(cmd.Context(), c, tenant, sink)
 			if err != nil {
-				return err
-			}
-			if err := checkFilters(cmd.Context(), c, "", sink); err != nil {
 				return err
 			}
 			q := url.Values{}
@@ -89,7 +87,7 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 					return pageOf(out, asJSON, list, err, writeDeliveryTable, func(a sinks.Attempt) string { return strconv.FormatUint(a.Seq, 10) })
 				}
 			}
-			err = answeredTenant(unknown, readLog(cmd.Context(), q, read, limit, follow))
+			err = answeredFilters(unknown, readLog(cmd.Context(), q, read, limit, follow))
 			if errors.Is(err, errMoreFollow) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "more %s follow: add --after %s\n", what, q.Get("after"))
 				return nil

@@ -200,7 +200,7 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	}
 	v := r.URL.Query()
 	q := sinks.AttemptQuery{Sink: v.Get("sink"), Tenant: v.Get("tenant")}
-	if q.Sink != "" && h.o.Sinks != nil && !slices.Contains(h.o.Sinks.Names(), q.Sink) {
+	if q.Sink != "" && !events.ValidName(q.Sink) {
 		return errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, q.Sink)
 	}
 	if q.Tenant != "" && !events.ValidName(q.Tenant) {
@@ -239,6 +239,19 @@ func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := h.checkTenantHeld(q.Tenant, len(list) > 0 || narrowedBy(v, "after", "status", "sink"), held); err != nil {
 		return err
+	}
+	// A sink removed from relay.yaml keeps its attempts until sinks
+	// forget, and they are read by its name (before, the name was
+	// refused 404 while its attempts were listed without the filter); a
+	// name with none stored is a misspelt one.
+	if len(list) == 0 && q.Sink != "" && h.o.Sinks != nil && !slices.Contains(h.o.Sinks.Names(), q.Sink) {
+		first, err := h.o.Attempts(r.Context(), sinks.AttemptQuery{Sink: q.Sink, Limit: 1})
+		if err != nil {
+			return fromNATS(r.Context(), err)
+		}
+		if len(first) == 0 {
+			return errorf(http.StatusNotFound, "%v %q", sinks.ErrUnknownSink, q.Sink)
+		}
 	}
 	writeList(w, list)
 	return nil

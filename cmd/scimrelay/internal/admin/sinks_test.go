@@ -263,3 +263,32 @@ func TestSinkStatus(t *testing.T) {
 	})
 	f.request("GET", "/admin/v1/sinks/nope", "").wantError(t, http.StatusNotFound, "no such sink")
 }
+
+// TestRemovedSinksAttemptsAreReadByItsName: a sink removed from relay.yaml
+// keeps its delivery attempts until sinks forget (README, Operating), and
+// deliveries?sink=<its name> lists them; before, the name was refused 404
+// while the list without the filter held them. A name that never had an
+// attempt is still 404.
+func TestRemovedSinksAttemptsAreReadByItsName(t *testing.T) {
+	f := newFixture(t)
+	f.publish("acme", events.UserCreated, 2)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		var attempts []sinks.Attempt
+		f.request("GET", "/admin/v1/deliveries?sink=crm&since=1h", "").want(t, http.StatusOK, &attempts)
+		if len(attempts) != 2 {
+			return fmt.Errorf("%d of crm's attempts stored, want 2", len(attempts))
+		}
+		return nil
+	})
+	renamed := sinks.Config{Name: "crm2", URL: f.sinkURL, Secret: sinkSecret, AllowPrivate: true, Tenants: []string{"acme"}}
+	if _, err := f.sinks.Apply(t.Context(), []sinks.Config{renamed}); err != nil { // crm removed by a reload
+		t.Fatal(err)
+	}
+	var attempts []sinks.Attempt
+	f.request("GET", "/admin/v1/deliveries?sink=crm&since=1h", "").want(t, http.StatusOK, &attempts)
+	if len(attempts) != 2 || attempts[0].Sink != "crm" {
+		t.Fatalf("deliveries?sink=crm after crm was removed: %+v, want its 2 attempts", attempts)
+	}
+	f.request("GET", "/admin/v1/deliveries?sink=crn&since=1h", "").wantError(t, http.StatusNotFound, `no such sink "crn"`)
+	f.request("GET", "/admin/v1/deliveries?sink=c.>&since=1h", "").wantError(t, http.StatusNotFound, `no such sink "c.>"`)
+}
