@@ -3,12 +3,14 @@
 package relay
 
 import (
-	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,16 +96,14 @@ type PublisherOptions struct {
 // the publisher catches up.
 //
 // Order under partial failure: the first event of a window is published
-// alone, and the others pipelined behind it, each expecting the stream's
-// last sequence to be the one before its own (Nats-Expected-Last-Sequence,
-// counted from the first's). If one is refused or lost, every later one of
-// the window is refused too, so that nothing overtakes it; the next
-// attempt starts again from it. An event whose acknowledgement does not
-// come within ResendAfter is sent again as it was, expectation included
-// (JetStream stores it once, by its Nats-Msg-Id, and answers every copy):
-// a stream leader that stops with a message in hand answers nothing, and
-// waiting AckTimeout for it held every new event back for 10 s at each
-// leader change.
+// alone, and the others behind it in JetStream atomic batches, stored all
+// or none, each sent once the one before it is stored (publishWindow). If
+// one is refused or lost, nothing after it is stored; the next attempt
+// starts again from it. A first event whose acknowledgement does not come
+// within ResendAfter is sent again as it was (JetStream stores it once, by
+// its Nats-Msg-Id, and answers every copy): a stream leader that stops
+// with a message in hand answers nothing, and waiting AckTimeout for it
+// held every new event back for 10 s at each leader change.
 type Publisher struct {
 	outbox Outbox
 	js     jetstream.JetStream
@@ -134,6 +134,13 @@ type Publisher struct {
 	after    uint64
 	kept     []keptRows
 	deleting *outboxDelete
+	// singly is the key up to which rows are published one at a time,
+	// each the head of its window: a batch JetStream refused for what one
+	// of its rows may be (a per-subject limit, a message too large) is
+	// refused whole, naming none, and the rows it held go alone until the
+	// one refused is the head, set aside when it can never be stored
+	// (quarantine) and tried again after a backoff when it may be.
+	singly uint64
 }
 
 // keptRows are rows JetStream acknowledged at the same time.
@@ -424,32 +431,41 @@ func (p *Publisher) AwaitWindow() {
 	p.window.Unlock()
 }
 
-// publishWindow sends rows asynchronously, each chained to the one before,
-// and waits for the acks. Rows are deleted only once acknowledged. It
-// stops at the first row that fails: with the chain, JetStream refused the
-// rows after it too, and the next attempt starts again from it. A row that
-// can never become a message, or that JetStream refuses for what it is, is
-// quarantined instead, so that it does not hold back the rows behind it.
+// publishWindow sends rows and waits for JetStream's answers. Rows are
+// deleted only once acknowledged. It stops at the first row that fails,
+// nothing after it stored, and the next attempt starts again from it. A
+// row that can never become a message, or that JetStream refuses for what
+// it is, is quarantined instead, so that it does not hold back the rows
+// behind it.
 //
-// The chain is by stream sequence, not by the previous event's id
-// (Nats-Expected-Last-Msg-Id): a replicated stream's leader checks an
-// expected sequence before it proposes the message, counting the ones in
-// flight, and refuses a wrong one, while it proposes a message expecting
-// a last id unchecked, and its replicas, finding the id wrong as they
-// store it, take that for a write error and stop serving the stream
-// (nats-server 2.15: no leader, nothing published, until a restart). A
-// link of the chain missing is the very case the chain is for: an event
-// refused mid-window, a leader change mid-window, another front end in
-// between. So the first row goes alone, and the others follow once its
-// acknowledgement gives the sequence to count from.
+// The first row goes alone; the others follow in atomic batches (stored
+// all or none, nats-server 2.12 and later), or alone when a few
+// (smallTail), each sent once the one before is stored. A batch refused or lost leaves nothing stored behind it, and
+// none can be stored late ahead of a row missing: its first row was sent
+// once every row before it was stored. Each batch's first message expects
+// the stream's last sequence to be the last one stored (the head's, then
+// the batch before's), so that another publisher in between (a front end
+// of other tenants) ends the window, as the chain before did.
+//
+// Why not each row expecting the last sequence, counted from the first's,
+// pipelined (until 2026-12-04): the expectation is stream-wide, so when
+// another publisher stored m messages just before row k, rows k..k+m-1
+// were refused and row k+m's expectation held again: it and the rows
+// after it were stored ahead of those refused, and the delivery workers
+// dropped the overtaken ones as duplicates
+// (TestTwoFrontEndsPublishIntoOneStream). A chain by the previous
+// event's id (Nats-Expected-Last-Msg-Id) stops a replicated stream
+// (nats-server 2.15: its replicas take a wrong one for a write error),
+// and per-subject expectations cannot be pipelined on a clustered stream
+// (docs/decisions.md, Publishing).
 func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, error) {
 	w := &pubWindow{p: p, ctx: ctx, rows: rows}
 	defer w.endSpans()
 	err := w.publish()
-	if len(w.futures) > len(w.acked) {
+	if w.sent > len(w.acked) {
 		// Conservatively, even those JetStream refused: a copy sent by
 		// an earlier window may still be on its way.
-		p.unanswered = max(p.unanswered, rows[len(w.futures)-1].Key)
+		p.unanswered = max(p.unanswered, rows[w.sent-1].Key)
 	}
 	if len(w.acked) > 0 {
 		now := time.Now()
@@ -465,33 +481,56 @@ func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, e
 }
 
 // pubWindow is one window being published: its rows, the futures of
-// those sent (futures[i] is rows[i]'s), their publish spans (nil when not
-// traced) and the keys of the rows acknowledged, in order.
+// the rows sent alone (futures[i] is rows[i]'s), the publish spans of the
+// rows sent (nil when not traced), how many were sent, and the keys of
+// the rows acknowledged, in order.
 type pubWindow struct {
 	p       *Publisher
 	ctx     context.Context
 	rows    []OutboxRow
 	futures []jetstream.PubAckFuture
 	spans   []trace.Span
+	sent    int
 	acked   []uint64
-	// first is the stream sequence rows[base] was stored at, once
-	// acknowledged: the others' expectations count from it. The rows
-	// before base were duplicates.
-	first uint64
-	base  int
+	// base is the row that was stored alone; the rows before it were
+	// duplicates, or went alone after a batch refused (Publisher.singly).
+	base int
 }
 
+// maxAtomicBatch is the most rows sent in one atomic batch: nats-server's
+// default limit (jetstream.limits.max_batch_size), above which a batch is
+// refused whole.
+const maxAtomicBatch = 1000
+
+// smallTail is the most rows after the head sent one at a time, each
+// once the one before is stored, rather than in a batch: a batch is
+// staged on the server first, in a store of its own (files on disk,
+// synced, on a stream of one replica), which at 500 writes a second,
+// windows of a few events, raised the p99 from write to stream from
+// about 1 ms to 3-12 ms, and on a loaded machine from 4 ms to 40-60 ms
+// (BenchmarkAckToStream).
+const smallTail = 8
+
+// The headers of an atomic batch (nats-server's JSBatchId, JSBatchSeq,
+// JSBatchCommit), which nats.go has no names for.
+const (
+	batchIDHeader     = "Nats-Batch-Id"
+	batchSeqHeader    = "Nats-Batch-Sequence"
+	batchCommitHeader = "Nats-Batch-Commit"
+)
+
 // publish sends the window's first row and waits for its acknowledgement,
-// then sends the others chained to its sequence and waits for theirs. A
-// row that JetStream already held (a duplicate: a row kept, or sent again
-// after a crash) leaves the stream's last sequence unknown, so the rows
-// go one by one while their answers are duplicates, and the chain starts
-// at the first one stored (base). A duplicate used to end the window,
-// each one costing an outbox read of a window's rows: 6,000 kept events
-// sent again after a restart took a minute before a new one went out.
+// then sends the others in atomic batches. A row that JetStream already
+// held (a duplicate: a row kept, or sent again after a crash) is refused
+// in a batch, with the whole batch, so the rows go one by one while their
+// answers are duplicates, and the batches start after the first one
+// stored (base). A duplicate used to end the window, each one costing an
+// outbox read of a window's rows: 6,000 kept events sent again after a
+// restart took a minute before a new one went out.
 func (w *pubWindow) publish() error {
 	deadline := time.NewTimer(w.p.o.AckTimeout)
 	defer deadline.Stop()
+	var last uint64 // the stream sequence of the last row stored
 	for ; ; w.base++ {
 		if w.base == len(w.rows) {
 			return nil
@@ -500,89 +539,247 @@ func (w *pubWindow) publish() error {
 			return err
 		}
 		deadline.Reset(w.p.o.AckTimeout)
-		first, stop, err := w.await(w.base, deadline)
+		ack, stop, err := w.await(w.base, deadline)
 		if stop {
 			return err
 		}
-		if !first.Duplicate {
-			w.first = first.Sequence
+		if !ack.Duplicate && w.rows[w.base].Key > w.p.singly {
+			last = ack.Sequence
 			break
 		}
 	}
-	var sendErr error
-	for i := w.base + 1; i < len(w.rows); i++ {
+	for start := w.base + 1; start < len(w.rows); {
+		size := maxAtomicBatch
+		if len(w.rows)-start <= smallTail {
+			size = 1
+		}
+		end := min(start+size, len(w.rows))
 		var stop bool
-		if stop, sendErr = w.send(i); stop {
-			break
+		var err error
+		if last, stop, err = w.sendBatch(start, end, last); stop {
+			return err
 		}
+		start = end
 	}
-	// Each future's own timeout (AckTimeout) started when it was sent; the
-	// window's starts now, after the last one.
-	deadline.Reset(w.p.o.AckTimeout)
-	for i := w.base + 1; i < len(w.futures); i++ {
-		if _, stop, err := w.await(i, deadline); stop {
-			return cmp.Or(err, sendErr)
-		}
-	}
-	return sendErr
+	return nil
 }
 
-// send publishes rows[i] with its expectations (publishOpts). It reports
-// whether the window stops there, and why when that is a failure; a row
-// that cannot be sent is quarantined when it is the first (the next read
-// starts after it), and left for the next window otherwise.
+// message returns rows[i]'s message as it goes out, signed when the
+// publisher signs, or why it cannot go out. It goes as it was encoded
+// when the change was committed; JetStream's expectations are headers of
+// their own.
+func (w *pubWindow) message(i int) (*nats.Msg, error) {
+	row := w.rows[i]
+	if row.Err != nil {
+		return nil, row.Err
+	}
+	if w.p.o.Signer != nil {
+		if err := w.p.o.Signer.Sign(row.Msg); err != nil {
+			return nil, err
+		}
+	}
+	return row.Msg, nil
+}
+
+// send publishes rows[i] alone, expecting the stream (publishOpts). It
+// reports whether the window stops there, and why when that is a failure;
+// a row that cannot be sent is quarantined (the next read starts after
+// it).
 func (w *pubWindow) send(i int) (stop bool, err error) {
 	p, row := w.p, w.rows[i]
-	if row.Err != nil {
-		if i == w.base {
-			return true, p.quarantine(row, row.Err)
-		}
-		return true, nil // after what is in flight
-	}
-	// The message goes out as it was encoded when the change was
-	// committed; JetStream's expectations are headers of their own.
-	msg := row.Msg
-	if p.o.Signer != nil {
-		if err := p.o.Signer.Sign(msg); err != nil {
-			if i == w.base {
-				return true, p.quarantine(row, err)
-			}
-			return true, nil
-		}
-	}
-	f, err := p.js.PublishMsgAsync(msg, w.publishOpts(i)...)
+	msg, err := w.message(i)
 	if err != nil {
-		if i == w.base && refusesMessage(err) {
+		return true, p.quarantine(row, err)
+	}
+	f, err := p.js.PublishMsgAsync(msg, publishOpts()...)
+	if err != nil {
+		if refusesMessage(err) {
 			return true, p.quarantine(row, err)
 		}
 		return true, fmt.Errorf("publishing event %s: %w", row.ID, err)
 	}
 	w.futures = append(w.futures, f)
+	w.sent = i + 1
 	if p.o.Tracer != nil {
 		w.spans = append(w.spans, p.startSpan(w.ctx, row))
 	}
 	return false, nil
 }
 
-// publishOpts are rows[i]'s expectations: the stream, and for every row
-// but the first the stream's last sequence, the one before its own.
-func (w *pubWindow) publishOpts(i int) []jetstream.PublishOpt {
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
-	if i > w.base {
-		opts = append(opts, jetstream.WithExpectLastSequence(w.first+uint64(i-w.base)-1))
-	}
-	return opts
+// publishOpts are a row's expectations when sent alone: the stream.
+func publishOpts() []jetstream.PublishOpt {
+	return []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
 }
 
-// await waits for rows[i]'s acknowledgement and returns it; stop reports
-// that the window ends there, err why when that is a failure. Each
-// ResendAfter without an answer it sends the row again, the same message
-// with the same expectations, and takes the first answer to the row or
-// to its latest copy: a copy of a row JetStream stored is answered as a
-// duplicate naming where it is (or, the stream having moved on, refused
-// by its expected sequence, and the next window sends the row again); a
-// copy of a row a replicated stream is still storing is answered that it
-// is in process, and the wait goes on for the row's own answer.
+// errAtomicContainsDuplicate is JetStream's refusal of an atomic batch
+// holding a message whose Nats-Msg-Id it has stored
+// (JSAtomicPublishContainsDuplicateMessageErr; nats.go names no constant
+// for it).
+const errAtomicContainsDuplicate jetstream.ErrorCode = 10201
+
+// sendBatch publishes rows[start:end] as one atomic batch (one row as a
+// plain message: smallTail), the first expecting the stream's last sequence to be after (the last row stored),
+// and waits for JetStream's answer to its commit: last is the sequence of
+// the batch's last row once stored. stop reports that the window ends
+// there, and err why when that is a failure. The batch ends before a row
+// that cannot be sent, and the window after it: the next window has that
+// row for its head, which sets it aside. The messages before the commit
+// go without a reply subject, which JetStream answers nothing on.
+//
+// A batch refused by its expectation (another publisher stored messages
+// since the last row) or because a row of it is stored already ends the
+// window, not a failure: the next window starts from its first row,
+// alone. Refused otherwise, its rows go one at a time (Publisher.singly);
+// that too is not a failure, the row that fails alone is. Each
+// ResendAfter without an answer the batch is sent again under a new id
+// (an id's batch that a stream's leader stopped with is gone, and a copy
+// of its commit alone would be refused as incomplete), and the first
+// answer to it or to a copy taken, as await does for a row: a copy of a
+// batch stored is refused as holding a duplicate, and the next window
+// finds the rows stored; a copy of one being stored is answered that it
+// is in process, and the wait goes on.
+func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop bool, err error) {
+	p := w.p
+	batch := make([]*nats.Msg, 0, end-start)
+	for i := start; i < end; i++ {
+		msg, err := w.message(i)
+		if err != nil {
+			stop = true
+			break
+		}
+		h := maps.Clone(msg.Header)
+		h.Set(jetstream.ExpectedStreamHeader, events.StreamName)
+		if len(batch) == 0 {
+			// Only a batch's first message may carry it.
+			h.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(after, 10))
+		}
+		batch = append(batch, &nats.Msg{Subject: msg.Subject, Header: h, Data: msg.Data})
+	}
+	if len(batch) == 0 {
+		return after, true, nil
+	}
+	end = start + len(batch)
+	first, lastID := w.rows[start].ID, w.rows[end-1].ID
+	// One row is sent as a plain message (smallTail).
+	alone := len(batch) == 1
+	nc := p.js.Conn()
+	answers := make(chan *nats.Msg, 1+int(p.o.AckTimeout/p.o.ResendAfter))
+	sub, err := nc.ChanSubscribe(nc.NewInbox(), answers)
+	if err != nil {
+		return after, true, fmt.Errorf("subscribing to JetStream's answer to events %s to %s: %w", first, lastID, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	commit := batch[len(batch)-1]
+	if !alone {
+		commit.Header.Set(batchCommitHeader, "1")
+	}
+	commit.Reply = sub.Subject
+	if p.o.Tracer != nil {
+		for i := start; i < end; i++ {
+			w.spans = append(w.spans, p.startSpan(w.ctx, w.rows[i]))
+		}
+	}
+	settle := func(err error) {
+		for i := start; i < end; i++ {
+			w.endSpan(i, err)
+		}
+	}
+	goesSingly := func(err error) (uint64, bool, error) {
+		p.singly = max(p.singly, w.rows[end-1].Key)
+		p.log.Debug("JetStream refused a batch of events; they go one at a time", "first", first, "events", len(batch), "err", err)
+		settle(err)
+		return after, true, nil
+	}
+	// send publishes the batch under a new id: nats.go has written each
+	// message out by the time PublishMsg returns, so the next id can be
+	// set on the same messages.
+	send := func() error {
+		id := rand.Text()
+		for i, msg := range batch {
+			if !alone {
+				msg.Header.Set(batchIDHeader, id)
+				msg.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
+			}
+			if err := nc.PublishMsg(msg); err != nil {
+				w.sent = max(w.sent, start+i)
+				return err
+			}
+		}
+		w.sent = max(w.sent, end)
+		return nil
+	}
+	if err := send(); err != nil {
+		if refusesMessage(err) {
+			return goesSingly(err)
+		}
+		return after, true, fmt.Errorf("publishing events %s to %s: %w", first, lastID, err)
+	}
+	resend := time.NewTicker(p.o.ResendAfter)
+	defer resend.Stop()
+	deadline := time.NewTimer(p.o.AckTimeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case m := <-answers:
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				return after, true, fmt.Errorf("publishing events %s to %s: %w", first, lastID, jetstream.ErrNoStreamResponse)
+			}
+			var ack struct {
+				jetstream.PubAck
+				Count int                 `json:"count"`
+				Error *jetstream.APIError `json:"error"`
+			}
+			if err := json.Unmarshal(m.Data, &ack); err != nil {
+				return after, true, fmt.Errorf("reading JetStream's answer to events %s to %s: %w", first, lastID, err)
+			}
+			// A copy of a row sent alone that JetStream stored is
+			// answered as a duplicate, naming where it is.
+			if ack.Error == nil && (ack.Count == len(batch) || alone) {
+				settle(nil)
+				for i := start; i < end; i++ {
+					w.acked = append(w.acked, w.rows[i].Key)
+					if p.o.Observe != nil {
+						p.o.Observe(w.rows[i].Time)
+					}
+				}
+				return ack.Sequence, stop, nil
+			}
+			if ack.Error == nil {
+				return after, true, fmt.Errorf("JetStream answered a batch of %d events, %s to %s, with a count of %d", len(batch), first, lastID, ack.Count)
+			}
+			switch ack.Error.ErrorCode {
+			case errDuplicateInProcess:
+				continue // a copy: the batch, or an earlier copy, is being stored
+			case jetstream.JSErrCodeStreamWrongLastSequence, errAtomicContainsDuplicate:
+				settle(ack.Error)
+				return after, true, nil
+			}
+			return goesSingly(ack.Error)
+		case <-resend.C:
+			if err := send(); err != nil {
+				settle(err)
+				return after, true, fmt.Errorf("publishing events %s to %s again: %w", first, lastID, err)
+			}
+			if p.o.Resent != nil {
+				p.o.Resent()
+			}
+			p.log.Debug("no acknowledgement yet; sent the batch of events again", "first", first, "events", len(batch), "after", p.o.ResendAfter)
+		case <-deadline.C:
+			return after, true, fmt.Errorf("no acknowledgement from JetStream within %s", p.o.AckTimeout)
+		case <-w.ctx.Done():
+			return after, true, w.ctx.Err()
+		}
+	}
+}
+
+// await waits for the acknowledgement of rows[i], sent alone, and returns
+// it; stop reports that the window ends there, err why when that is a
+// failure. Each ResendAfter without an answer it sends the row again, the
+// same message, and takes the first answer to the row or to its latest
+// copy: a copy of a row JetStream stored is answered as a duplicate
+// naming where it is; a copy of a row a replicated stream is still
+// storing is answered that it is in process, and the wait goes on for the
+// row's own answer.
 func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, stop bool, err error) {
 	p, row := w.p, w.rows[i]
 	resend := time.NewTicker(p.o.ResendAfter)
@@ -612,7 +809,7 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 			// server answers for the stream), and a publish writes its
 			// expectations into the headers.
 			again := &nats.Msg{Subject: row.Msg.Subject, Header: maps.Clone(row.Msg.Header), Data: row.Msg.Data}
-			f, err := p.js.PublishMsgAsync(again, w.publishOpts(i)...)
+			f, err := p.js.PublishMsgAsync(again, publishOpts()...)
 			if err != nil {
 				w.endSpan(i, err)
 				return nil, true, fmt.Errorf("publishing event %s again: %w", row.ID, err)
@@ -654,16 +851,8 @@ func (w *pubWindow) answered(i int, ack *jetstream.PubAck, err error) (*jetstrea
 		}
 		return ack, false, nil
 	}
-	if i == w.base && refusesMessage(err) {
+	if refusesMessage(err) {
 		return nil, true, p.quarantine(row, err)
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		// Everything before it is stored, so another publisher (the
-		// front end of other tenants) came in between, or a row before
-		// it was a duplicate, or this is a copy of a row stored since:
-		// not a failure. The next window starts from this row.
-		return nil, true, nil
 	}
 	return nil, true, fmt.Errorf("publishing event %s: %w", row.ID, err)
 }

@@ -109,6 +109,32 @@ func checkOrder(t testing.TB, list []seen) {
 	}
 }
 
+// TestTwoPublishersShareTheStream: two front ends, each with tenants of
+// its own, publish into one stream at once. Neither's events are stored
+// out of their tenant's order: with each event of a window expecting the
+// stream's last sequence to be the one before its own, the other's
+// messages in between had some refused and the ones after them stored
+// ahead of them (TestTwoFrontEndsPublishIntoOneStream end to end).
+func TestTwoPublishersShareTheStream(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	const each = 600
+	var stores []*Store
+	for _, tenant := range []string{"acme", "globex"} {
+		s, _, _ := openStore(t)
+		for i := range each {
+			create(t, s, tenant, user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+		}
+		stores = append(stores, s)
+	}
+	// Small windows, so that each publisher's come between the other's.
+	for _, s := range stores {
+		runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{Window: 16})
+	}
+	checkOrder(t, streamContents(t, js, 2*each))
+}
+
 func TestPublisherDrainsInOrder(t *testing.T) {
 	s, _, _ := openStore(t)
 	ns := eventstest.RunServer(t)

@@ -38,7 +38,10 @@ type StreamOptions struct {
 // StreamConfig returns the SCIMRELAY stream's configuration: the event
 // subjects with the transform that appends each resource's partition,
 // file storage, limits retention (consumers do not remove events; age
-// does), the duplicate window that makes re-publishing safe.
+// does), the duplicate window that makes re-publishing safe, and atomic
+// batches, in which the publisher sends a window's events (relay.Publisher:
+// stored all or none, so that none overtakes another however the stream's
+// other publishers interleave).
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	replicas := o.Replicas
 	if replicas <= 0 {
@@ -63,6 +66,8 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Duplicates:  o.Duplicates,
 		Replicas:    replicas,
 		AllowDirect: true,
+
+		AllowAtomicPublish: true,
 	}
 }
 
