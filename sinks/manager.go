@@ -522,12 +522,21 @@ func (m *Manager) Ready(context.Context) error {
 // other workers. A worker never stops on its own: it retries whatever
 // fails, and Ready says so meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	if err := m.startAll(ctx); err != nil {
 		return err
 	}
 	backlog := make(chan struct{})
 	go func() { defer close(backlog); m.watchBacklog(ctx) }()
-	<-ctx.Done()
+	changed := make(chan error, 1)
+	go func() { changed <- m.watchPartitions(ctx, partitionsCheckEvery) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-changed:
+		stop()
+	}
 	<-backlog
 	// Every worker ends with ctx, those Apply started too; wait for each
 	// to hand its partitions over.
@@ -538,7 +547,41 @@ func (m *Manager) Run(ctx context.Context) error {
 			<-s.done
 		}
 	}
-	return nil
+	return err
+}
+
+// partitionsCheckEvery is how often Run reads the event stream's partitions.
+const partitionsCheckEvery = 10 * time.Second
+
+// watchPartitions reads the event stream's partitions every interval, until
+// ctx ends (nil) or they are not the ones the workers divide (an error
+// saying so, at which Run stops them). A front end started with other
+// nats.stream.partitions changes them, and the workers would go on with
+// the count they read at Setup: those of a raised count's new partitions
+// went undelivered, and two workers reading different counts left some
+// to no one. Stopped, the relay exits with the error, and its supervisor
+// starts it again with the stream's count (the shipped Compose, Helm and
+// systemd files restart a relay that fails). A read that fails changes
+// nothing: the next one decides.
+func (m *Manager) watchPartitions(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := events.Partitions(ctx, m.o.JS)
+		if err != nil {
+			m.log.Debug("reading the event stream's partitions", "err", err)
+			continue
+		}
+		if had := m.shared.partitions; n != had {
+			m.log.Error("the event stream's partitions changed (nats.stream.partitions): the delivery workers stop, so that the relay starts again and divides the new ones", "partitions", n, "were", had)
+			return fmt.Errorf("the event stream has %d partitions, %d when delivery began: a front end changed nats.stream.partitions; start the relay again to deliver from all of them", n, had)
+		}
+	}
 }
 
 // startAll starts every sink's worker in ctx, which Apply then starts new

@@ -160,6 +160,54 @@ func TestWorkersReadPartitionsFromTheStream(t *testing.T) {
 	}
 }
 
+// TestWorkersTakeUpChangedPartitions: nats.stream.partitions raised on
+// the front end (backlog drained, as README asks), a delivery worker
+// running: the worker stops, saying why, and started again (as its
+// supervisor does) delivers every event made after the change. Before,
+// it went on dividing the 4 partitions it read at start, and the events
+// of the 12 new ones waited for a restart no one was told to do (10 of 20
+// delivered).
+func TestWorkersTakeUpChangedPartitions(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	h := newHook(t)
+	fcfg := testConfig(t, t.TempDir())
+	fcfg.NATS.URL = eventstest.URL(ns)
+	fcfg.NATS.Stream.Partitions = 4
+	withSink(fcfg, "crm", h.URL, nil)
+	wcfg := *fcfg
+	wcfg.DataDir = t.TempDir()
+	front := startRelay(t, fcfg, roleSCIM)
+	worker := startRelay(t, &wcfg, roleSinks)
+	worker.wantStatus("/readyz", 200, 30*time.Second)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1) // the backlog drained
+
+	front.stop()
+	fcfg.NATS.Stream.Partitions = 16
+	front = startRelay(t, fcfg, roleSCIM)
+	for i := range 20 {
+		front.createUser(t, fmt.Sprintf("u%d", i))
+	}
+	select {
+	case err := <-worker.done:
+		worker.cancel()
+		worker.cancel = nil // stopped already
+		if err == nil || !strings.Contains(err.Error(), "the event stream has 16 partitions, 4 when delivery began") {
+			t.Fatalf("the worker stopped with %v, want it to say the partitions changed", err)
+		}
+	case <-time.After(30 * time.Second): // a deadline: it reads them every 10 s
+		t.Fatalf("the worker still runs %v partitions of the stream's 16", metric(t, worker, "scimrelay_sink_partitions"))
+	}
+	again := startRelay(t, &wcfg, roleSinks)
+	waitDelivered(t, h, 21)
+	if p := metric(t, again, "scimrelay_sink_partitions"); p != 16 {
+		t.Errorf("the worker started again owns %v partitions, want the stream's 16", p)
+	}
+	if v := h.orderViolation(); v != "" {
+		t.Errorf("out of order: %s", v)
+	}
+}
+
 // TestHandOverTimings holds the numbers the README gives for a worker's
 // presence and hand-over, as the relay sets them up on NATS: each worker
 // announces itself on stream SCIMRELAY_WORKERS about every second; an
