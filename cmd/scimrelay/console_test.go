@@ -410,7 +410,7 @@ func TestConsoleTokens(t *testing.T) {
 	for _, days := range []string{"0", "-3", "ninety", "99999"} {
 		b.post("/ui/tenants/acme/tokens", url.Values{"days": {days}}).want(t, http.StatusBadRequest, "number of days")
 	}
-	b.post("/ui/tenants/initech/tokens", url.Values{"days": {"90"}}).want(t, http.StatusNotFound, "no tenant")
+	b.post("/ui/tenants/initech/tokens", url.Values{"days": {"90"}}).want(t, http.StatusNotFound, "no such tenant")
 	b.post("/ui/tenants/acme/secrets", url.Values{"days": {"90"}}).want(t, http.StatusNotFound)
 
 	// Rotation: a new token; the others expire after the overlap.
