@@ -314,6 +314,56 @@ func TestFrontEndsStartTogether(t *testing.T) {
 // is undone within the check's interval, keeping the other's key and
 // changing nothing else of the stream, and said; a failing check is said
 // once, and the check stops with its context.
+// TestRunningFrontEndTurnsAtomicBatchesBackOn: a front end of an earlier
+// release writes the stream's configuration without atomic batches as it
+// starts; a running front end writes the setting back at its next check
+// (before, its events went one at a time until it started again), said
+// once at Warn, changing nothing else.
+func TestRunningFrontEndTurnsAtomicBatchesBackOn(t *testing.T) {
+	ctx := context.Background()
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, ns.ClientURL())
+	mine := newSigner(t).PublicKey()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowAtomicPublish {
+		t.Fatal("the stream a front end made does not take atomic batches")
+	}
+	cfg.AllowAtomicPublish, cfg.MaxAge = false, 72*time.Hour // as the earlier release writes it, and a setting of its own
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var out eventstest.Log
+	keepCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		events.KeepSigningKey(keepCtx, js, func() string { return mine }, 20*time.Millisecond, slog.New(slog.NewTextHandler(&out, nil)))
+	}()
+	defer func() { stop(); <-done }()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return err
+		}
+		if got := st.CachedInfo().Config; !got.AllowAtomicPublish || got.MaxAge != 72*time.Hour || got.Metadata["scimrelay_signing_keys"] != mine {
+			return fmt.Errorf("atomic batches %v, max age %s, keys %q: want the setting back and the rest as it was", got.AllowAtomicPublish, got.MaxAge, got.Metadata["scimrelay_signing_keys"])
+		}
+		return nil
+	})
+	stop()
+	<-done
+	if n := strings.Count(out.String(), "does not take atomic batches"); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, out.String())
+	}
+}
+
 func TestRunningFrontEndKeepsItsKey(t *testing.T) {
 	ctx := context.Background()
 	ns := eventstest.RunServer(t)

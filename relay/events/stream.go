@@ -170,7 +170,11 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 // keys the stream keeps writes its key back each interval, dropping
 // another's, which that one writes back in turn: each is said. A key the
 // stream lists as retired is never written back: that is said at Warn
-// each interval, since what it signs is refused.
+// each interval, since what it signs is refused. It writes back, the same
+// way, the setting that takes atomic batches (AllowAtomicPublish, which
+// the publisher sends its windows in), which a front end of an earlier
+// release turns off as it starts: without it every front end publishes
+// one event at a time.
 func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key func() string, interval time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -189,10 +193,18 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key func() stri
 			log.Warn("the event stream lists this front end's signing key as retired: it is not written back, and the workers refuse what it signs; give this front end a new key: scimrelay keys rotate events", "key", key)
 			continue
 		}
-		if err == nil && !slices.Contains(strings.Fields(info.Config.Metadata[metaSigningKeys]), key) {
+		named := err == nil && slices.Contains(strings.Fields(info.Config.Metadata[metaSigningKeys]), key)
+		if err == nil && !named {
 			log.Warn("the event stream no longer names this front end's signing key (another front end wrote its keys without it, or more than eight front ends share the stream): writing it back. The workers held what it signed meanwhile and deliver it now, in order; they dead-lettered what waited longer than three checks, as signed by an unknown key: redrive those dead letters (scimrelay dlq redrive --sink SINK --all)",
 				"key", key, "named", info.Config.Metadata[metaSigningKeys])
-			_, err = ensureSigningKey(ctx, js, info.Config, key, log)
+		}
+		if err == nil && !info.Config.AllowAtomicPublish {
+			log.Warn("the event stream's configuration does not take atomic batches (a front end of an earlier release wrote it as it started): writing the setting back; meanwhile the front end publishes its events one at a time")
+		}
+		if err == nil && (!named || !info.Config.AllowAtomicPublish) {
+			cfg := info.Config
+			cfg.AllowAtomicPublish = true
+			_, err = ensureSigningKey(ctx, js, cfg, key, log)
 		}
 		switch {
 		case ctx.Err() != nil:
