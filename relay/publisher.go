@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -664,7 +665,12 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 	alone := len(batch) == 1
 	nc := p.js.Conn()
 	answers := make(chan *nats.Msg, 1+int(p.o.AckTimeout/p.o.ResendAfter))
-	sub, err := nc.ChanSubscribe(nc.NewInbox(), answers)
+	// A private reply subject, not nc.NewInbox(): a client allowed
+	// _INBOX.> (the delivery workers' user) sees the answers there, and
+	// a new inbox's token follows the last one's by a fixed step, so it
+	// could answer the next commit first and have the publisher delete
+	// events JetStream refused (a review did).
+	sub, err := nc.ChanSubscribe(events.PrivateInbox(nc), answers)
 	if err != nil {
 		return after, true, fmt.Errorf("subscribing to JetStream's answer to events %s to %s: %w", first, lastID, err)
 	}
@@ -693,8 +699,10 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 	// send publishes the batch under a new id: nats.go has written each
 	// message out by the time PublishMsg returns, so the next id can be
 	// set on the same messages.
+	var ids []string // the batch ids sent, which JetStream's answer names
 	send := func() error {
 		id := rand.Text()
+		ids = append(ids, id)
 		for i, msg := range batch {
 			if !alone {
 				msg.Header.Set(batchIDHeader, id)
@@ -726,11 +734,19 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 			}
 			var ack struct {
 				jetstream.PubAck
+				Batch string              `json:"batch"`
 				Count int                 `json:"count"`
 				Error *jetstream.APIError `json:"error"`
 			}
 			if err := json.Unmarshal(m.Data, &ack); err != nil {
 				return after, true, fmt.Errorf("reading JetStream's answer to events %s to %s: %w", first, lastID, err)
+			}
+			if ack.Error == nil && (ack.Stream != events.StreamName || !alone && !slices.Contains(ids, ack.Batch)) {
+				// Not JetStream's answer to this batch, which names its
+				// stream and the id sent (crypto/rand, seen by no one
+				// else): taken, it would delete events never stored.
+				p.log.Warn("an answer to a batch of events that is not JetStream's was passed over", "first", first, "stream", ack.Stream, "batch", ack.Batch)
+				continue
 			}
 			// A copy of a row sent alone that JetStream stored is
 			// answered as a duplicate, naming where it is.
@@ -761,7 +777,9 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 				return after, true, fmt.Errorf("publishing events %s to %s again: %w", first, lastID, err)
 			}
 			if p.o.Resent != nil {
-				p.o.Resent()
+				for range batch { // each event sent again counts
+					p.o.Resent()
+				}
 			}
 			p.log.Debug("no acknowledgement yet; sent the batch of events again", "first", first, "events", len(batch), "after", p.o.ResendAfter)
 		case <-deadline.C:

@@ -306,8 +306,8 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 	for _, c := range []unansweredCase{
 		{name: "the first of a window, lost twice", events: 1, nth: 0, copies: 2, sentAgain: 2},
 		{name: "in the middle of a window", events: 6, nth: 3, copies: 1},
-		{name: "the commit of a batch", events: 6, nth: 5, copies: 1, sentAgain: 1},
-		{name: "answered late", events: 6, late: true, sentAgain: 2}, // the copies held with the event
+		{name: "the commit of a batch", events: 12, nth: 11, copies: 1, sentAgain: 11}, // a batch of 11, past smallTail
+		{name: "answered late", events: 6, late: true, sentAgain: 2},                   // the copies held with the event
 	} {
 		for _, replicas := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s, %d replicas", c.name, replicas), func(t *testing.T) {
@@ -343,6 +343,9 @@ func (c unansweredCase) run(t *testing.T, replicas int) {
 	_, js := eventstest.Connect(t, url)
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Replicas: replicas}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
+	}
+	if replicas > 1 {
+		eventstest.AwaitStreamLeader(t, js, ns)
 	}
 	addr := ""
 	var losing *eventstest.EventLosingProxy

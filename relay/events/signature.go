@@ -266,13 +266,7 @@ func streamInfo(ctx context.Context, nc *nats.Conn) (*jetstream.StreamInfo, erro
 // user may subscribe only there must not need _INBOX.>, which would show
 // it every delivery to the relay's own workers.
 func privateRequest(ctx context.Context, nc *nats.Conn, subject string, body []byte, v any) error {
-	var token [16]byte
-	_, _ = rand.Read(token[:]) // crypto/rand.Read never fails (Go 1.24+)
-	prefix := nats.InboxPrefix
-	if p := nc.Opts.InboxPrefix; p != "" {
-		prefix = p + "." // nats.CustomInboxPrefix refuses a trailing dot
-	}
-	inbox := prefix + hex.EncodeToString(token[:])
+	inbox := PrivateInbox(nc)
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return err
@@ -289,6 +283,22 @@ func privateRequest(ctx context.Context, nc *nats.Conn, subject string, body []b
 		return nats.ErrNoResponders
 	}
 	return json.Unmarshal(msg.Data, v)
+}
+
+// PrivateInbox returns a reply subject of 128 random bits under nc's inbox
+// prefix (nats.CustomInboxPrefix; _INBOX when none is set), for an answer
+// that no other client may predict and answer first: a client allowed to
+// subscribe on the prefix sees the answers on the connection's shared
+// inbox, whose tokens it could come to predict (those of nc.NewInbox
+// follow one another by a fixed step).
+func PrivateInbox(nc *nats.Conn) string {
+	var token [16]byte
+	_, _ = rand.Read(token[:]) // crypto/rand.Read never fails (Go 1.24+)
+	prefix := nats.InboxPrefix
+	if p := nc.Opts.InboxPrefix; p != "" {
+		prefix = p + "." // nats.CustomInboxPrefix refuses a trailing dot
+	}
+	return prefix + hex.EncodeToString(token[:])
 }
 
 // StoredMsg returns the event stream's first message at or after

@@ -135,6 +135,35 @@ func AwaitMetaLeader(t testing.TB, servers []*server.Server) {
 	})
 }
 
+// AwaitStreamLeader waits until the event stream, replicated, has a leader,
+// every replica is current, and node on, which a publisher is connected
+// to, knows the stream takes events: a stream just made answers a publish
+// there "no responders" until its leader's interest has reached that node
+// (a test counting failures saw one in about 15 runs).
+func AwaitStreamLeader(t testing.TB, js jetstream.JetStream, on *server.Server) {
+	t.Helper()
+	subject := events.Subject("acme", events.UserCreated, "00000000-0000-0000-0000-000000000000")
+	CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if !on.GlobalAccount().SubscriptionInterest(subject) {
+			return fmt.Errorf("node %s does not know the stream takes %s yet", on.Name(), subject)
+		}
+		st, err := js.Stream(context.Background(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		c := st.CachedInfo().Cluster
+		if c == nil || c.Leader == "" {
+			return fmt.Errorf("stream %s has no leader yet", events.StreamName)
+		}
+		for _, r := range c.Replicas {
+			if !r.Current {
+				return fmt.Errorf("stream %s's replica on %s is not current", events.StreamName, r.Name)
+			}
+		}
+		return nil
+	})
+}
+
 // startCluster starts the nodes of a cluster and waits for each to be
 // ready; on error it returns the nodes it started, for the caller to shut
 // down.
