@@ -372,6 +372,22 @@ func TestFirstTokenAsTheREADMEShowsIt(t *testing.T) {
 func TestCodeMapNamesWhatExists(t *testing.T) {
 	const root = "../.."
 	section := readme(t, "Code map")
+	// The .ci row names the go test commands .ci/run runs, and no other
+	// (it named a step without -race that .ci/run had dropped).
+	if m := regexp.MustCompile("(?m)^\\| `\\.ci` \\| (.*) \\|$").FindStringSubmatch(section); m == nil {
+		t.Error("the Code map has no .ci row")
+	} else if ci, err := os.ReadFile(filepath.Join(root, ".ci", "run")); err != nil {
+		t.Error(err)
+	} else {
+		for _, line := range regexp.MustCompile(`(?m)^\s*go test .*$`).FindAllString(string(ci), -1) {
+			if line = strings.TrimSpace(line); !strings.Contains(m[1], "`"+line+"`") {
+				t.Errorf(".ci/run runs %q; the Code map's .ci row does not name it: %s", line, m[1])
+			}
+		}
+		if strings.Contains(m[1], "without `-race`") {
+			t.Errorf("the Code map's .ci row names a step without -race, which .ci/run has not: %s", m[1])
+		}
+	}
 	if _, ok := testFuncs(t, ".")["TestImportRules"]; !ok || !strings.Contains(section, "`cmd/scimrelay/imports_test.go`") {
 		t.Error("the Code map points at cmd/scimrelay/imports_test.go for the import rules; it must hold TestImportRules")
 	}
@@ -456,7 +472,7 @@ func testFuncs(t *testing.T, dir string) map[string]*ast.FuncDecl {
 // TestTestsSectionCommands holds the commands and names of the README's
 // Tests section: each fuzz command's -fuzz matches exactly one fuzz target
 // of its package (as go test requires); the tests it names exist where it
-// says; TestEmbeddedNATSStoreFull is the one test that skips under -race;
+// says; no test skips under -race;
 // the variable TestOlderNATSIsRefusedAtStart reads is the one it names;
 // .ci/run runs what the section says it runs; golden files are compared
 // through scimtest.Golden, which -update rewrites.
