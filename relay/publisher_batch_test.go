@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -54,11 +55,7 @@ func TestRowTooLargeMidBatchIsSetAsideAlone(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	s, _, _ := openStore(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
-	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute})
-	cfg.MaxMsgSize = 8 << 10
-	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	streamOfSmallMessages(t, js)
 	for i := range 40 {
 		body := fmt.Sprintf(`"userName":"u%d"`, i)
 		if i == 20 {
@@ -97,11 +94,7 @@ func TestForgedCommitAnswersLoseNoEvents(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	s, _, _ := openStore(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
-	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute})
-	cfg.MaxMsgSize = 8 << 10
-	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	streamOfSmallMessages(t, js)
 	spy, _ := eventstest.Connect(t, eventstest.URL(ns))
 	seen := make(chan string, 100)
 	if _, err := spy.Subscribe("_INBOX.>", func(m *nats.Msg) {
@@ -186,6 +179,17 @@ func TestForgedCommitAnswersLoseNoEvents(t *testing.T) {
 	if got := info.State.Msgs + uint64(quarantined.Load()); got != uint64(committed) || quarantined.Load() != 1 {
 		t.Fatalf("the outbox is empty; the stream holds %d events and %d are quarantined, of the %d committed: %d deleted from the outbox unstored, on a forged answer to their batch's commit",
 			info.State.Msgs, quarantined.Load(), committed, int64(committed)-int64(got))
+	}
+}
+
+// streamOfSmallMessages makes the event stream take messages of at most
+// 8 KiB: an event with a larger attribute is refused for what it is.
+func streamOfSmallMessages(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute})
+	cfg.MaxMsgSize = 8 << 10
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
 	}
 }
 
