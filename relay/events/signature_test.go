@@ -314,6 +314,20 @@ func TestFrontEndsStartTogether(t *testing.T) {
 // is undone within the check's interval, keeping the other's key and
 // changing nothing else of the stream, and said; a failing check is said
 // once, and the check stops with its context.
+// keepSigningKey runs KeepSigningKey for key, checking every 20 ms and
+// logging to out at Debug, until stop; done closes when it has returned
+// (and the test's cleanup stops it and waits).
+func keepSigningKey(t *testing.T, js jetstream.JetStream, key string, out *eventstest.Log) (stop context.CancelFunc, done <-chan struct{}) {
+	ctx, stop := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		events.KeepSigningKey(ctx, js, func() string { return key }, 20*time.Millisecond, slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}()
+	t.Cleanup(func() { stop(); <-ended })
+	return stop, ended
+}
+
 // TestRunningFrontEndTurnsAtomicBatchesBackOn: a front end of an earlier
 // release writes the stream's configuration without atomic batches as it
 // starts; a running front end writes the setting back at its next check
@@ -340,13 +354,7 @@ func TestRunningFrontEndTurnsAtomicBatchesBackOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out eventstest.Log
-	keepCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		events.KeepSigningKey(keepCtx, js, func() string { return mine }, 20*time.Millisecond, slog.New(slog.NewTextHandler(&out, nil)))
-	}()
-	defer func() { stop(); <-done }()
+	stop, done := keepSigningKey(t, js, mine, &out)
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		st, err := js.Stream(ctx, events.StreamName)
 		if err != nil {
@@ -373,13 +381,7 @@ func TestRunningFrontEndKeepsItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out eventstest.Log
-	keepCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		events.KeepSigningKey(keepCtx, js, func() string { return mine }, 20*time.Millisecond, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	}()
-	defer func() { stop(); <-done }()
+	stop, done := keepSigningKey(t, js, mine, &out)
 
 	// The stale write: the other's key alone, and a setting of its own.
 	st, err := js.Stream(ctx, events.StreamName)
