@@ -205,6 +205,11 @@ func (h *Handler) routes() *mux.Router {
 	// not a redirect to the list.
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	r.NotFoundHandler = notFound
+	// A query across resource types, from the base URL (RFC 7644 §3.4.2,
+	// §3.4.3: a service provider MAY support it) is not served: each
+	// resource type is queried on its own endpoint.
+	across := "a query across resource types from the base URL is not supported: query /Users or /Groups under it"
+	r.Handle("/scim/v2/{tenant}", h.methods(get(h.route(nil, "list", notImplemented(across)))))
 	t := r.PathPrefix("/scim/v2/{tenant}").Subrouter()
 	t.NotFoundHandler = notFound
 	for _, rt := range ResourceTypes {
@@ -227,6 +232,7 @@ func (h *Handler) routes() *mux.Router {
 	t.Handle("/ResourceTypes/{id}", h.methods(get(h.route(nil, "discovery", h.resourceType))))
 	t.Handle("/Bulk", h.methods(post(h.route(nil, "bulk", h.bulk))))
 	t.Handle("/Me", h.route(nil, "me", notImplemented("/Me is not supported: scimrelay has no authenticated subject")))
+	t.Handle("/.search", h.methods(post(h.route(nil, "search", notImplemented(across+" (POST /Users/.search, /Groups/.search)")))))
 	return r
 }
 

@@ -431,7 +431,15 @@ func TestAuthAndRouting(t *testing.T) {
 	for _, p := range []string{"/scim/v2/acme/Users/%2F", "/scim/v2/acme/Users/%2F/", "/scim/v2/acme/Users/%2f%2F", "/scim/v2/acme/Groups/%2F"} {
 		ts.do("GET", p, "").wantError(t, 404, "", "not found")
 	}
-	ts.do("GET", "/", "").wantError(t, 404, "", "no SCIM endpoint")
+	ts.do("GET", "/scim/v2", "").wantError(t, 404, "", "no SCIM endpoint")
+	// A query across resource types from the base URL (RFC 7644 §3.4.2,
+	// §3.4.3) is not supported, and says so, after authentication.
+	ts.do("GET", "/", "").wantError(t, 501, "", "across resource types")
+	ts.do("GET", "?filter="+url.QueryEscape(`userName eq "x"`), "").wantError(t, 501, "", "query /Users or /Groups")
+	ts.do("POST", "/.search", `{"schemas":["`+SearchRequestSchema+`"]}`).wantError(t, 501, "", "POST /Users/.search")
+	ts.do("POST", "/.search", `{}`, "Authorization", "-").wantError(t, 401, "", "missing Authorization")
+	ts.do("GET", "/.search", "").wantError(t, 405, "", "not allowed")
+	ts.do("DELETE", "", "").wantError(t, 405, "", "not allowed")
 	ts.do("DELETE", "/Users", "").wantError(t, 405, "", "not allowed")
 	ts.do("POST", "/Bulk", `{}`).wantError(t, 400, "invalidSyntax", "BulkRequest")
 	ts.do("GET", "/Bulk", "").wantError(t, 405, "", "not allowed")
