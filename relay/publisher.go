@@ -226,12 +226,14 @@ func (p *Publisher) LastPublished() time.Time {
 
 const minBackoff = 100 * time.Millisecond
 
-// Run publishes until ctx ends. While NATS is away it retries with capped
+// Run publishes until ctx ends, and then what the outbox holds, for at
+// most AckTimeout (drainOnStop). While NATS is away it retries with capped
 // exponential backoff, cut short when the connection comes back, saying so
 // in the log once per outage and when it recovers.
 func (p *Publisher) Run(ctx context.Context) error {
 	p.healthy.Store(true)
 	defer p.deleteKept() // a clean stop leaves nothing to publish twice
+	defer p.drainOnStop()
 	// The wait between attempts ends early when the connection is back:
 	// NATS may have been away far longer than the backoff it reached.
 	reconnected := make(chan nats.Status, 1)
@@ -298,6 +300,20 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-due.C: // drain deletes them
 		}
 		due.Stop()
+	}
+}
+
+// drainOnStop, once Run's context has ended, publishes what the outbox
+// holds, for at most AckTimeout: the relay stops its SCIM listener before
+// its publisher, so these are the events of the last requests it
+// answered, which would otherwise wait for this front end's next start
+// (and for ever, for one that is not started again). Its first failure
+// ends it: with NATS away they wait, as they did.
+func (p *Publisher) drainOnStop() {
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.AckTimeout)
+	defer cancel()
+	if _, err := p.drain(ctx); err != nil {
+		p.log.Warn("stopping with events not yet published to NATS; they stay in the outbox and are published at the next start", "err", err)
 	}
 }
 
