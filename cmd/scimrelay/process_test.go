@@ -523,6 +523,54 @@ func TestASecondSignalStopsAtOnce(t *testing.T) {
 	}
 }
 
+// TestStopWhileAWorkerWaitsForItsFrontEnd: SIGTERM reaches a delivery
+// worker (`--role sinks`) that waits for its front end to make the event
+// stream, as workers started first do on a first deployment: it stops at
+// once, exit status 0, ending with `stopped`, not with an error that
+// blames the front end (it exited 1, "start or reload it first: context
+// canceled").
+func TestStopWhileAWorkerWaitsForItsFrontEnd(t *testing.T) {
+	bin := binary(t)
+	ns := eventstest.RunServer(t)
+	h := newHook(t)
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	text := fmt.Sprintf(`admin_listen: %s
+data_dir: %s
+admin:
+  token: %s
+nats:
+  url: %s
+tenants:
+  - name: acme
+    tokens: [%s]
+sinks:
+  - name: crm
+    type: webhook
+    url: %s
+    secret: %s
+    allow_private: true
+`, freeAddr(t), t.TempDir(), adminSecret, eventstest.URL(ns), acmeToken, h.URL, sinkSecret)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := runProcess(t, bin, []string{"serve", "--role", "sinks", "--config", path})
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-p.exited:
+			t.Fatalf("the worker exited: %v\n%s", p.err, p.stderr.String())
+		default:
+		}
+		if !strings.Contains(p.stderr.String(), "waiting for the SCIM front end") {
+			return errors.New("not waiting for the front end yet")
+		}
+		return nil
+	})
+	p.stopWith(t, syscall.SIGTERM)
+	if !strings.Contains(p.stderr.String(), "msg=stopped") {
+		t.Fatalf("the worker's log does not end with stopped:\n%s", p.stderr.String())
+	}
+}
+
 // TestGracefulStopPublishesEveryAcknowledgedWrite: a front end on a NATS
 // of its own (`--role scim`) stopped as SIGTERM stops it while eight
 // clients create users: every write answered 201 has its event in the

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,12 @@ off).`,
 			log.Info("starting", "version", versionString(), "role", string(role), "config", configPathOf(cmd),
 				"data_dir", cfg.DataDir, "nats", natsDescription(cfg.NATS.URL))
 			srv, err := newServer(cmd.Context(), cfg, string(role), log, out, withReload(configPathOf(cmd), level))
+			if err != nil && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
+				// SIGTERM while starting (a worker waiting for its front
+				// end, say): a stop asked for, not a failure to start.
+				log.Info("stopped", "while", "starting")
+				return nil
+			}
 			if err != nil {
 				return err
 			}
