@@ -490,3 +490,41 @@ func TestRunAfterAFailedApply(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestPlainHTTPSinkIsSaidOnceWhenSetUp: a sink whose url is plain http to
+// a public host is said at Warn when it is set up (README, Plain http:
+// "serve says it once at Warn when it sets the sink up"): at the start,
+// and by a reload that adds it or gives it a new url; not by reloads that
+// leave it as it was (each said it again) or change only another setting.
+func TestPlainHTTPSinkIsSaidOnceWhenSetUp(t *testing.T) {
+	js := natsStream(t)
+	logs := &eventstest.Log{}
+	said := func() int { return strings.Count(logs.String(), "cross the network unencrypted") }
+	public := func(name, url string) Config {
+		return sinkConfig(name, url, func(c *Config) { c.AllowPrivate = false })
+	}
+	list := []Config{public("crm", "http://crm.example.com/hooks")}
+	m, _ := runManager(t, Options{Sinks: list, JS: js,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	apply := func(list []Config) {
+		t.Helper()
+		if _, err := m.Apply(ctx, list); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		apply(list)
+	}
+	if n := said(); n != 1 {
+		t.Fatalf("said %d times over a start and three reloads that left the sink as it was, want once:\n%s", n, logs)
+	}
+	list[0].Timeout = 3 * time.Second
+	apply(list)
+	list = append(list, public("erp", "http://erp.example.com/hooks"))
+	apply(list)
+	list[0].URL = "http://crm2.example.com/hooks"
+	apply(list)
+	if n := said(); n != 3 || !strings.Contains(logs.String(), "sink=erp") || !strings.Contains(logs.String(), "host=crm2.example.com") {
+		t.Fatalf("said %d times, want 3: at the start, for the sink added, for the new url:\n%s", n, logs)
+	}
+}

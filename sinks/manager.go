@@ -236,8 +236,18 @@ func NewManager(o Options) (*Manager, error) {
 		s.added = m.added.since(s.cfg.Name)
 		m.sinks[s.cfg.Name] = s
 		m.order = append(m.order, s.cfg.Name)
+		m.sayClearText(s)
 	}
 	return m, nil
+}
+
+// sayClearText says at Warn, once for each sink set up (not at each
+// reload that leaves it as it was), that its deliveries cross a network
+// unencrypted, when its url says so (ClearText).
+func (m *Manager) sayClearText(s *sinkRuntime) {
+	if why := ClearText(s.cfg.URL); why != "" {
+		m.log.Warn("this sink's deliveries cross the network unencrypted: "+why, "sink", s.cfg.Name, "host", ClearTextHost(s.cfg.URL))
+	}
 }
 
 // Names returns the sinks' names in configuration order.
@@ -663,6 +673,9 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		case !reflect.DeepEqual(n.cfg, s.cfg):
 			ch.Changed = append(ch.Changed, name)
 			stop = append(stop, s)
+			if n.cfg.URL != s.cfg.URL {
+				m.sayClearText(n)
+			}
 			if s.worker == nil { // never set up: it still starts from when it was added
 				n.added = s.added
 			}
@@ -674,6 +687,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 		if _, had := old[name]; !had {
 			ch.Added = append(ch.Added, name)
 			next[name].added = now
+			m.sayClearText(next[name])
 		}
 	}
 	// Kept before their setup is tried: a process that stops during it

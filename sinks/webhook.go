@@ -182,9 +182,6 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 	if o.proxyEnv == nil {
 		o.proxyEnv = httpproxy.FromEnvironment()
 	}
-	if why := ClearText(o.URL); why != "" {
-		log.Warn("this sink's deliveries cross the network unencrypted: "+why, "sink", o.Name, "host", u.Hostname())
-	}
 	w := &Webhook{o: o, url: o.URL, signer: s, transport: newTransport(o), log: log}
 	w.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
