@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -399,5 +400,56 @@ func TestProxyLeavesUnknownNamesAndAllowPrivate(t *testing.T) {
 	}
 	for _, r := range rc.requests() {
 		verify(t, r)
+	}
+}
+
+// TestRequestsInFlightAreBoundedByConcurrency: README, Webhooks, Retries:
+// "Each worker of a sink has at most `concurrency` requests in flight (16
+// by default), whatever the number of resources". Many resources, some of
+// which fail (quick retries, parking, read-back on a short schedule), a
+// receiver that counts the requests it is answering at once; binary and
+// batching sinks.
+func TestRequestsInFlightAreBoundedByConcurrency(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(map[bool]string{false: "binary", true: "batch"}[batch], func(t *testing.T) {
+			const concurrency, users = 3, 120
+			js := natsStream(t)
+			var now, peak atomic.Int64
+			var failed sync.Map // subject -> failed once
+			l := newLedger()
+			rc := newReceiver(t, func(_ int, r *http.Request) int {
+				n := now.Add(1)
+				defer now.Add(-1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				fail := func(subject string) int {
+					time.Sleep(3 * time.Millisecond) // the receiver's own latency
+					if strings.HasSuffix(subject, "7") {
+						if _, again := failed.LoadOrStore(subject, true); !again {
+							return http.StatusServiceUnavailable
+						}
+					}
+					return http.StatusNoContent
+				}
+				if batch {
+					return l.admitBatch(t, r, func(es []event.Event) int { return fail(es[0].Subject()) })
+				}
+				return l.admit(r, func(subject string, _ uint64) int { return fail(subject) })
+			})
+			runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, func(c *Config) {
+				c.Concurrency = concurrency
+				if batch {
+					c.Format = ""
+					c.Batch = &Batch{MaxEvents: 1, MaxWait: time.Millisecond}
+				}
+			}))
+			p := newPublisher(t, js)
+			want := provision(p, "c", users, 2, 0, 0)
+			l.wantDelivered(t, want, 60*time.Second, true)
+			if got := peak.Load(); got > concurrency {
+				t.Fatalf("%d requests in flight at once, want at most concurrency %d", got, concurrency)
+			}
+			t.Logf("peak %d requests in flight", peak.Load())
+		})
 	}
 }

@@ -117,7 +117,7 @@ func jsReceiverExample(t *testing.T) (node, dir string) {
 // mode: binary, structured, batches. Each sink has a receiver of its own,
 // since a receiver drops an event id it has applied. Every event must be
 // verified and applied once, in order per resource, whatever the mode; the
-// names carry &, < and >, which the relay's JSON escapes, so a receiver
+// names carry &, < and >, which a structured body escapes, so a receiver
 // that verified re-serialised JSON would refuse them. A forged delivery is
 // answered 401.
 func TestJavaScriptReceiverExample(t *testing.T) {

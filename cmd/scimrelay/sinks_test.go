@@ -3,7 +3,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -279,4 +281,62 @@ func BenchmarkAckToWebhook(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+}
+
+// TestStructuredBodiesAreVerifiedAsSent holds README's Signatures
+// promise: a structured body writes &, < and > as \u0026, \u003c and
+// \u003e, so JSON parsed and written again (as JSON.stringify writes it)
+// is not the bytes signed and fails verification; the body as it came
+// verifies.
+func TestStructuredBodiesAreVerifiedAsSent(t *testing.T) {
+	var mu sync.Mutex
+	var body []byte
+	var header http.Header
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		if body == nil {
+			body, header = b, r.Header.Clone()
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rc.Close)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", rc.URL, func(s *config.Sink) { s.Format = "structured" })
+	p := startRelay(t, cfg, roleAll)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann&co<1>@example.com"}`).want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if body == nil {
+			return fmt.Errorf("no delivery yet")
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	wh, err := standardwebhooks.NewWebhook(sinkSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(body, header); err != nil {
+		t.Fatalf("the body as it came does not verify: %v", err)
+	}
+	if !strings.Contains(string(body), `ann\u0026co\u003c1\u003e@example.com`) {
+		t.Fatalf("the structured body does not write &, < and > escaped: %s", body)
+	}
+	var parsed any
+	if err := json.Unmarshal(body, &parsed); err != nil {
+		t.Fatal(err)
+	}
+	var again bytes.Buffer
+	enc := json.NewEncoder(&again)
+	enc.SetEscapeHTML(false) // as JSON.stringify writes
+	if err := enc.Encode(parsed); err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(bytes.TrimSuffix(again.Bytes(), []byte("\n")), header); err == nil {
+		t.Fatal("JSON parsed and written again verified")
+	}
 }

@@ -69,8 +69,8 @@ function refuse(req, res, status, why) {
 createServer(async (req, res) => {
   if (req.method !== "POST") return refuse(req, res, 405, "POST only");
   // The raw bytes: the signature covers the body exactly as sent. Parsing and
-  // re-serialising changes them (the relay's JSON escapes &, < and > as \u0026,
-  // \u003c and \u003e, JSON.stringify does not), and verification fails.
+  // re-serialising can change them (a structured body escapes &, < and > as
+  // \u0026, \u003c and \u003e, JSON.stringify does not), and verification fails.
   const chunks = [];
   let size = 0;
   for await (const chunk of req) {
