@@ -142,6 +142,17 @@ type Publisher struct {
 	// one refused is the head, set aside when it can never be stored
 	// (quarantine) and tried again after a backoff when it may be.
 	singly uint64
+	// observed is the key of the last row counted by Observe.
+	observed uint64
+}
+
+// observe counts row once, however often JetStream acknowledges it.
+func (p *Publisher) observe(row OutboxRow) {
+	if p.o.Observe == nil || row.Key <= p.observed {
+		return
+	}
+	p.observed = row.Key
+	p.o.Observe(row.Time)
 }
 
 // keptRows are rows JetStream acknowledged at the same time.
@@ -770,9 +781,7 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 				settle(nil)
 				for i := start; i < end; i++ {
 					w.acked = append(w.acked, w.rows[i].Key)
-					if p.o.Observe != nil {
-						p.o.Observe(w.rows[i].Time)
-					}
+					p.observe(w.rows[i])
 				}
 				return ack.Sequence, stop, nil
 			}
@@ -880,9 +889,7 @@ func (w *pubWindow) answered(i int, ack *jetstream.PubAck, err error) (*jetstrea
 	w.endSpan(i, err)
 	if err == nil {
 		w.acked = append(w.acked, row.Key)
-		if p.o.Observe != nil {
-			p.o.Observe(row.Time)
-		}
+		p.observe(row)
 		return ack, false, nil
 	}
 	if refusesMessage(err) {
