@@ -437,19 +437,24 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 const apiTimeout = 5 * time.Second
 
 // gone reports whether the partition's consumer is really gone: JetStream
-// says so twice, a moment apart, while the stream is there. A server that
-// has just restarted answers "not found" for a consumer it has not
-// recovered yet, and recreating it then would lose its position.
+// says so twice, a moment apart, while the stream is there and still has
+// the partition. A server that has just restarted answers "not found" for
+// a consumer it has not recovered yet, and recreating it then would lose
+// its position. A partition the stream no longer has (a front end started
+// with fewer removed its consumers) is not brought back: the worker stops
+// within watchPartitions' interval and starts again with the stream's
+// count; brought back by a worker taking it over, it was read from the
+// stream's first event, delivering its history again.
 func (p *partition) gone() bool {
 	for i := range 2 {
 		if i > 0 && !p.pause(2*time.Second) {
 			return false
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
-		_, serr := p.w.js.Stream(ctx, events.StreamName)
+		n, serr := events.Partitions(ctx, p.w.js)
 		_, cerr := p.w.js.Consumer(ctx, events.StreamName, p.name)
 		cancel()
-		if serr != nil || !errors.Is(cerr, jetstream.ErrConsumerNotFound) {
+		if serr != nil || p.n >= n || !errors.Is(cerr, jetstream.ErrConsumerNotFound) {
 			return false
 		}
 	}

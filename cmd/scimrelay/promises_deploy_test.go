@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -160,13 +161,18 @@ func TestWorkersReadPartitionsFromTheStream(t *testing.T) {
 	}
 }
 
-// TestWorkersTakeUpChangedPartitions: nats.stream.partitions raised on
-// the front end (backlog drained, as README asks), a delivery worker
-// running: the worker stops, saying why, and started again (as its
-// supervisor does) delivers every event made after the change. Before,
-// it went on dividing the 4 partitions it read at start, and the events
-// of the 12 new ones waited for a restart no one was told to do (10 of 20
-// delivered).
+// TestWorkersTakeUpChangedPartitions: the shape compose and the chart
+// deploy (a front end, two delivery workers), nats.stream.partitions
+// raised from 4 to 16 and then lowered to 8 on the front end, the backlog
+// drained each time, as README asks: each worker stops, saying why, and
+// started again (as its supervisor does) delivers every event made after
+// the change, once and in order, and no sink has a consumer beyond the
+// stream's partitions. Before, a worker went on dividing the 4 partitions
+// it read at start (10 of 20 events delivered); and when lowered, the
+// workers brought back the consumers of the partitions the front end had
+// removed, one taking a partition over reading its whole history again
+// (16 events delivered twice; TestLoweredPartitionsWhileAWorkerJoinsRepeatNothing
+// in sinks shows it every time).
 func TestWorkersTakeUpChangedPartitions(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	h := newHook(t)
@@ -174,37 +180,67 @@ func TestWorkersTakeUpChangedPartitions(t *testing.T) {
 	fcfg.NATS.URL = eventstest.URL(ns)
 	fcfg.NATS.Stream.Partitions = 4
 	withSink(fcfg, "crm", h.URL, nil)
-	wcfg := *fcfg
-	wcfg.DataDir = t.TempDir()
-	front := startRelay(t, fcfg, roleSCIM)
-	worker := startRelay(t, &wcfg, roleSinks)
-	worker.wantStatus("/readyz", 200, 30*time.Second)
-	front.createUser(t, "ann")
-	waitDelivered(t, h, 1) // the backlog drained
-
-	front.stop()
-	fcfg.NATS.Stream.Partitions = 16
-	front = startRelay(t, fcfg, roleSCIM)
-	for i := range 20 {
-		front.createUser(t, fmt.Sprintf("u%d", i))
-	}
-	select {
-	case err := <-worker.done:
-		worker.cancel()
-		worker.cancel = nil // stopped already
-		if err == nil || !strings.Contains(err.Error(), "the event stream has 16 partitions, 4 when delivery began") {
-			t.Fatalf("the worker stopped with %v, want it to say the partitions changed", err)
+	w1cfg, w2cfg := *fcfg, *fcfg
+	w1cfg.DataDir, w2cfg.DataDir = t.TempDir(), t.TempDir()
+	startWorkers := func() []*relayProc {
+		ws := []*relayProc{startRelay(t, &w1cfg, roleSinks), startRelay(t, &w2cfg, roleSinks)}
+		for _, w := range ws {
+			w.wantStatus("/readyz", 200, 30*time.Second)
 		}
-	case <-time.After(30 * time.Second): // a deadline: it reads them every 10 s
-		t.Fatalf("the worker still runs %v partitions of the stream's 16", metric(t, worker, "scimrelay_sink_partitions"))
+		return ws
 	}
-	again := startRelay(t, &wcfg, roleSinks)
-	waitDelivered(t, h, 21)
-	if p := metric(t, again, "scimrelay_sink_partitions"); p != 16 {
-		t.Errorf("the worker started again owns %v partitions, want the stream's 16", p)
+	front := startRelay(t, fcfg, roleSCIM)
+	workers := startWorkers()
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, front.createUser(t, fmt.Sprintf("a%d", i)))
 	}
-	if v := h.orderViolation(); v != "" {
-		t.Errorf("out of order: %s", v)
+	n := len(ids)
+	waitDelivered(t, h, n) // the backlog drained
+	for round, parts := range []int{16, 8} {
+		front.stop()
+		fcfg.NATS.Stream.Partitions = parts
+		front = startRelay(t, fcfg, roleSCIM)
+		for i := range 20 {
+			ids = append(ids, front.createUser(t, fmt.Sprintf("r%d-u%d", round, i)))
+		}
+		for _, id := range ids {
+			front.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"r`+fmt.Sprint(round)+`"}]}`).want(t, 200)
+		}
+		n += 20 + len(ids)
+		for i, w := range workers {
+			select {
+			case err := <-w.done:
+				w.cancel()
+				w.cancel = nil // stopped already
+				if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("the event stream has %d partitions", parts)) {
+					t.Fatalf("worker %d stopped with %v, want it to say the partitions changed", i, err)
+				}
+			case <-time.After(30 * time.Second): // a deadline: it reads them every 10 s
+				t.Fatalf("worker %d still runs %v partitions of the stream's %d", i, metric(t, w, "scimrelay_sink_partitions"), parts)
+			}
+		}
+		workers = startWorkers()
+		waitDelivered(t, h, n)
+		if v := h.orderViolation(); v != "" {
+			t.Fatalf("out of order: %s", v)
+		}
+		if r := h.repeated(); r > 0 {
+			t.Errorf("%d events delivered twice", r)
+		}
+	}
+	st, err := front.srv.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var beyond []string
+	for name := range st.ConsumerNames(context.Background()).Name() {
+		if i, err := strconv.Atoi(strings.TrimPrefix(name, "scimrelay-sink-crm-P")); err == nil && i >= 8 {
+			beyond = append(beyond, name)
+		}
+	}
+	if len(beyond) > 0 {
+		t.Errorf("the stream has 8 partitions, and crm has consumers %v", beyond)
 	}
 }
 
