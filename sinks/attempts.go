@@ -327,7 +327,7 @@ func readAttempts(ctx context.Context, js jetstream.JetStream, r attemptRange, l
 	if err != nil {
 		return nil, err
 	}
-	defer deleteReader(st, cons)
+	defer events.DeleteReader(st, cons)
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		return out, nil // nothing selected: no need to wait for a fetch
 	}
@@ -391,25 +391,12 @@ func countAttempts(ctx context.Context, js jetstream.JetStream, sink string, sin
 	if err != nil {
 		return 0, err
 	}
-	defer deleteReader(st, cons)
+	defer events.DeleteReader(st, cons)
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
 	return info.NumPending, nil
-}
-
-// deleteReader deletes the consumer a reading of the attempts made, once
-// read: left, it would stay on the server for its five minutes of
-// inactivity, two more for each status a console refreshes.
-func deleteReader(st jetstream.Stream, cons jetstream.Consumer) {
-	ci := cons.CachedInfo()
-	if ci == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = st.DeleteConsumer(ctx, ci.Name) // left to its inactivity limit when this fails
 }
 
 // sinkAttemptSubjects are the subjects of every attempt record of a sink.

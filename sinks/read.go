@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/scimrelay/scimrelay/relay/events"
 )
 
 // errStop ends a readRange early without an error.
@@ -22,10 +24,9 @@ var errStop = errors.New("stop reading")
 // "nothing is left" from "JetStream did not answer": an empty fetch while
 // messages remain is an error, never taken for the end.
 const (
-	readWait      = 5 * time.Second // longest wait for a batch JetStream says is there
-	readEmptyMax  = 3               // empty fetches in a row before giving up
-	readInactive  = 2 * time.Minute // the consumer goes away if its reader dies
-	readDeleteMax = 2 * time.Second // deleting is a courtesy: the threshold removes it anyway
+	readWait     = 5 * time.Second // longest wait for a batch JetStream says is there
+	readEmptyMax = 3               // empty fetches in a row before giving up
+	readInactive = 2 * time.Minute // the consumer goes away if its reader dies
 )
 
 // readRange calls f for each message cfg selects from stream, in stream
@@ -48,11 +49,7 @@ func readRange(ctx context.Context, stream jetstream.Stream, cfg jetstream.Consu
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", name, err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readDeleteMax)
-		defer cancel()
-		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
+	defer events.DeleteReader(stream, cons)
 	consumer, pending := cons.CachedInfo().Name, cons.CachedInfo().NumPending
 	if total != nil {
 		total(pending)

@@ -26,6 +26,7 @@ import (
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -888,4 +889,44 @@ func TestConsoleKeys(t *testing.T) {
 			t.Fatal("the keys page shows a secret")
 		}
 	}
+}
+
+// TestReadingALogEntryLeavesNoConsumer: each read of a provisioning-log
+// entry (the console's /ui/log/<key>, GET /admin/v1/log/<key>) looks its
+// events up through a consumer on the event stream, deleted once read.
+// It was left to its five minutes of inactivity: 20 reads of one entry,
+// 20 consumers left on the server.
+func TestReadingALogEntryLeavesNoConsumer(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201).str("id")
+	var key string
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		m := regexp.MustCompile(`href="/ui/log/([0-9a-f]{32})"`).FindAllStringSubmatch(b.get("/ui/log?operation=create").body, -1)
+		if len(m) != 1 {
+			return fmt.Errorf("%d entries", len(m))
+		}
+		key = m[0][1]
+		return nil
+	})
+	consumers := func() int {
+		st, err := p.srv.js.Stream(context.Background(), events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	base := consumers()
+	for range 10 {
+		b.get("/ui/log/"+key).want(t, http.StatusOK, "Users/"+uid)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if got := consumers(); got > base {
+			return fmt.Errorf("the event stream has %d consumers after 10 reads of a log entry, %d before", got, base)
+		}
+		return nil
+	})
 }

@@ -482,3 +482,18 @@ func Partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
 	}
 	return PartitionsOf(info.Config.SubjectTransform.Destination)
 }
+
+// DeleteReader deletes the consumer made to read a stream once, when the
+// reading is over: left, it would stay on the server until its inactivity
+// threshold (five minutes for an ordered consumer), and a console or a
+// script that reads again and again would keep one for each read. A
+// failure is left to that threshold.
+func DeleteReader(st jetstream.Stream, cons jetstream.Consumer) {
+	ci := cons.CachedInfo()
+	if ci == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = st.DeleteConsumer(ctx, ci.Name)
+}

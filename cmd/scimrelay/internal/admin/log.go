@@ -217,6 +217,7 @@ func findEvents(ctx context.Context, js jetstream.JetStream, trust *events.Trust
 	if err != nil {
 		return nil, err
 	}
+	defer events.DeleteReader(stream, cons)
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		return found, nil
 	}
