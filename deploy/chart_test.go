@@ -451,8 +451,8 @@ func TestChartDefaults(t *testing.T) {
 		if tpl.Annotations["checksum/secret"] == "" {
 			t.Errorf("%s does not roll when the chart's Secret changes", role)
 		}
-		if g := tpl.Spec.TerminationGracePeriodSeconds; g == nil || *g < 45 {
-			t.Errorf("%s: terminationGracePeriodSeconds %v; want at least 45, for a graceful stop (SCIM requests 30 s, a worker's hand-over)", role, g)
+		if g := tpl.Spec.TerminationGracePeriodSeconds; g == nil || *g < 60 {
+			t.Errorf("%s: terminationGracePeriodSeconds %v; want at least 60, for a graceful stop (SCIM requests 30 s and their events 15 s, or a worker's hand-over)", role, g)
 		}
 	}
 	checkNames(t, m)
@@ -472,9 +472,10 @@ func TestChartDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A stopping scim pod answers while the Service takes it out of its
-	// endpoints, within its grace period with the 30 s for requests.
-	if d, g := time.Duration(relay.Limits.ShutdownDelay), m.podOf(t, "scim").Spec.TerminationGracePeriodSeconds; d < time.Second || g == nil || d+30*time.Second > time.Duration(*g)*time.Second {
-		t.Errorf("relay.yaml: limits.shutdown_delay %s with terminationGracePeriodSeconds %v; want a delay the grace period holds with 30 s for requests", d, g)
+	// endpoints, within its grace period with the 30 s for requests and
+	// the 15 s to publish their events and delete them from the outbox.
+	if d, g := time.Duration(relay.Limits.ShutdownDelay), m.podOf(t, "scim").Spec.TerminationGracePeriodSeconds; d < time.Second || g == nil || d+45*time.Second > time.Duration(*g)*time.Second {
+		t.Errorf("relay.yaml: limits.shutdown_delay %s with terminationGracePeriodSeconds %v; want a delay the grace period holds with 30 s for requests and 15 s for their events", d, g)
 	}
 	// Replicas 0 is automatic: 3 on the cluster the NATS chart runs.
 	if r := relay.NATS.Stream.Replicas; relay.Embedded() || relay.NATS.URL != "nats://nats:4222" || (r != 0 && r != 3) {

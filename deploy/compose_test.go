@@ -77,8 +77,8 @@ func TestComposeFile(t *testing.T) {
 			roles[flagValue(s.Command, "--role")]++
 			// A graceful stop (HTTP requests 30 s, a worker's hand-over)
 			// must not be cut short by Docker's 10 s default.
-			if g := s.StopGracePeriod; g == nil || time.Duration(*g) < 45*time.Second {
-				t.Errorf("%s: stop_grace_period %v, want at least 45s, as the chart gives (one role: SCIM requests 30 s or a hand-over up to about 25 s)", name, g)
+			if g := s.StopGracePeriod; g == nil || time.Duration(*g) < 60*time.Second {
+				t.Errorf("%s: stop_grace_period %v, want at least 60s, as the chart gives (one role: SCIM requests 30 s and their events 15 s, or a hand-over up to about 25 s)", name, g)
 			}
 		}
 	}

@@ -49,16 +49,21 @@ type StoreHealer interface {
 
 // PublisherOptions tunes a Publisher; the zero value works.
 type PublisherOptions struct {
-	// Window is how many events are in flight to JetStream at once.
+	// Window is how many outbox rows are read and published together:
+	// the first alone, the others in atomic batches of at most 1,000,
+	// each sent once the one before is stored.
 	Window int
-	// AckTimeout bounds the wait for one window's acknowledgements, and
-	// each event's pending acknowledgement in nats.go.
+	// AckTimeout bounds each wait for JetStream's answer: to a row sent
+	// alone (a window's first, one of its last few) or to a batch's
+	// commit; a window may wait several times. It also bounds a first
+	// row's pending acknowledgement in nats.go.
 	AckTimeout time.Duration
 	// ResendAfter is how long the publisher waits for an event's
 	// acknowledgement before it sends the event again, and again after as
 	// long, until AckTimeout: a message that reached a stream's leader as
 	// it stopped leading is never answered, and its copy reaches the next
-	// leader. Below AckTimeout; 0: one second.
+	// leader. 0, or not below AckTimeout: one second, or half AckTimeout
+	// when that is shorter.
 	ResendAfter time.Duration
 	// MaxBackoff caps the wait between attempts while NATS is away.
 	MaxBackoff time.Duration
@@ -135,12 +140,13 @@ type Publisher struct {
 	after    uint64
 	kept     []keptRows
 	deleting *outboxDelete
-	// singly is the key up to which rows are published one at a time,
-	// each the head of its window: a batch JetStream refused for what one
-	// of its rows may be (a per-subject limit, a message too large) is
-	// refused whole, naming none, and the rows it held go alone until the
-	// one refused is the head, set aside when it can never be stored
-	// (quarantine) and tried again after a backoff when it may be.
+	// singly is the key up to which rows are published one at a time:
+	// a batch JetStream refused for what one of its rows may be (a
+	// per-subject limit, a message too large) is refused whole, naming
+	// none, and the rows it held go alone, one after another, each once
+	// the one before is stored, until the one refused is reached: set
+	// aside when it can never be stored (quarantine), tried again after a
+	// backoff when it may be.
 	singly uint64
 	// observed is the key of the last row counted by Observe.
 	observed uint64
@@ -210,11 +216,10 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 //
 // The context is the publisher's own so that the timeout always matches
 // AckTimeout, and so that no other async publisher on the connection (the
-// sinks' attempt records) takes from its limit. The limit is two windows:
-// a window whose chain another publisher broke ends without waiting for
-// the refusals of the events behind the break, and the next starts at
-// once. The copies of events sent again (ResendAfter) may outlive their
-// window by as long; there are at most AckTimeout/ResendAfter of them.
+// sinks' attempt records) takes from its limit. Only the rows sent alone
+// are asynchronous, a window's first and the copies sent again
+// (ResendAfter), at most 1 + AckTimeout/ResendAfter a row, one row at a
+// time: the limit of two windows is far from reached.
 func newPublishContext(nc *nats.Conn, o PublisherOptions) (jetstream.JetStream, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(o.AckTimeout), jetstream.WithPublishAsyncMaxPending(2*o.Window))
 	if err != nil {
@@ -411,7 +416,8 @@ func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error
 // rotation of the event-signing key waits for that before it retires the
 // old key at the stream's last sequence, so that no event the old key
 // signed is stored after the bound. It returns ctx's error when ctx ends
-// first (once the window under way has ended, within AckTimeout).
+// first (once the window under way has ended, each of its waits for an
+// answer within AckTimeout).
 func (p *Publisher) AwaitSettled(ctx context.Context) error {
 	p.window.Lock() // the window under way, if any, ends first
 	// Only the rows sent by now: under a steady load of two front ends,
@@ -450,7 +456,8 @@ func (p *Publisher) answeredTo(key uint64) {
 
 // AwaitWindow returns once the window being published, if any, has ended:
 // every row the publisher read from the outbox before the call has been
-// acknowledged by JetStream or given up on (within AckTimeout). A purge
+// acknowledged by JetStream or given up on (each wait for an answer
+// within AckTimeout). A purge
 // calls it after deleting a tenant's rows from the outbox, so that no
 // event of the tenant reaches the stream after its events are purged
 // there.
@@ -530,8 +537,9 @@ type pubWindow struct {
 // refused whole.
 const maxAtomicBatch = 1000
 
-// smallTail is the most rows after the head sent one at a time, each
-// once the one before is stored, rather than in a batch: a batch is
+// smallTail is the most rows at the end of a window (after its head, or
+// after a batch) sent one at a time, each once the one before is stored,
+// rather than in a batch: a batch is
 // staged on the server first, in a store of its own (files on disk,
 // synced, on a stream of one replica), which at 500 writes a second,
 // windows of a few events, raised the p99 from write to stream from
@@ -979,7 +987,7 @@ func (p *Publisher) settleDelete(wait bool) error {
 }
 
 // maxStopWait bounds how long a clean stop waits for kept rows to come
-// due: well inside a stop's grace period (45 s in the shipped deployments)
+// due: within a stop's grace period (60 s in the shipped deployments)
 // whatever nats.sync_interval says.
 const maxStopWait = 5 * time.Second
 

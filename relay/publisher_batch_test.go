@@ -49,8 +49,8 @@ func TestBatchCommitLostCountsEveryEventSentAgain(t *testing.T) {
 // TestRowTooLargeMidBatchIsSetAsideAlone: one event in the middle of a
 // window is larger than the stream's max_msg_size; JetStream refuses its
 // batch whole, naming no event, and the batch's events go one at a time
-// until that one is a window's head: it alone is quarantined, every other
-// stored once, in order.
+// until that one is reached: it alone is quarantined, every other stored
+// once, in order.
 func TestRowTooLargeMidBatchIsSetAsideAlone(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	s, _, _ := openStore(t)

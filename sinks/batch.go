@@ -32,7 +32,8 @@ type Batch struct {
 	// MaxWait is how long the first event of a batch waits for others
 	// (at most 10 s; 0 is 50 ms).
 	MaxWait time.Duration
-	// MaxBytes bounds the events' bytes in one request (64 KiB to 64 MiB;
+	// MaxBytes bounds one request's body, the events and the JSON array's
+	// brackets and commas (64 KiB to 64 MiB;
 	// 0 is 1 MiB, what many receivers' proxies take by default): a batch
 	// closes before a slice that would take it past them. A slice larger
 	// alone (one resource's events) goes in a request of its own.

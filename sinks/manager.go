@@ -529,8 +529,11 @@ func (m *Manager) Ready(context.Context) error {
 }
 
 // Run delivers until ctx ends, then hands this process's partitions to the
-// other workers. A worker never stops on its own: it retries whatever
-// fails, and Ready says so meanwhile.
+// other workers; or until the event stream's partitions change, when it
+// stops the workers and returns an error saying so (watchPartitions), for
+// its supervisor to start it again with the new count. Otherwise a
+// worker never stops on its own: it retries whatever fails, and Ready
+// says so meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -44,7 +44,9 @@ const purgedSubjectRoot = workersSubjectRoot + "_purged."
 
 // AnnouncePurge tells every delivery worker, of every sink and process
 // sharing the NATS stream, that tenant is purged and that none of its
-// events numbered up to seq is to be delivered any more, and returns once
+// events numbered up to seq and stored up to the event stream's last
+// sequence now is to be delivered any more (a tenant of the name on
+// another front end numbers its own), and returns once
 // every worker that has not read it has stopped delivering: a lease, and
 // a second, after the notice was stored. A delivery already under way
 // ends as it would have.

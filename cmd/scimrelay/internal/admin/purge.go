@@ -97,8 +97,9 @@ const (
 )
 
 // TenantSinks is what a purge asks of the sinks (sinks.Manager): that the
-// delivery workers deliver none of a tenant's events numbered up to seq,
-// and the tenant's dead letters deleted from every sink's queue.
+// delivery workers deliver none of a tenant's events numbered up to seq
+// and stored by then, and the tenant's dead letters deleted from every
+// sink's queue.
 type TenantSinks interface {
 	AnnouncePurge(ctx context.Context, tenant string, seq uint64) error
 	DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error)
