@@ -67,6 +67,26 @@ func (c *tokenCache) trackStatic(tenants map[string]*tenant) {
 	}
 }
 
+// refuseShared refuses a relay.yaml token of tenants that is the secret
+// of a credential stored for another tenant (a `token create` secret
+// pasted under the wrong tenant): it would open both, as a token given to
+// two tenants in relay.yaml would (resolve refuses that).
+func (c *tokenCache) refuseShared(tenants map[string]*tenant) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var errs []error
+	for name, t := range tenants {
+		for _, st := range t.static {
+			if other := c.byHash[st.hash]; other != nil && other.Tenant != name {
+				// Not quoting the token: it is a secret.
+				errs = append(errs, fmt.Errorf("%s: is the secret of %s %s of tenant %s; each tenant needs tokens of its own", st.field, other.Kind, other.ID, other.Tenant))
+			}
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
 // staticTokens lists the relay.yaml tokens of a tenant ("" for every
 // tenant), by tenant and then in relay.yaml's order, as Tokens; the caller
 // holds the cache's read lock.

@@ -348,6 +348,10 @@ func Open(path string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := s.tokens.refuseShared(tenants); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s.tokens.trackStatic(tenants)
 	if err := s.loadOAuthKeys(); err != nil {
 		_ = db.Close()

@@ -204,6 +204,9 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := s.tokens.refuseShared(tenants); err != nil {
+		return err
+	}
 	// Open upgraded the file, so its layout is layoutVersion. Through the
 	// committer, as every write after Open: it refuses once writes have
 	// stopped, and checks that the file is still the relay's.

@@ -43,6 +43,11 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			`admin.token: ${SCIMRELAY_TEST_UNSET}: the admin token must come from the vault (line 2)`,
 		}},
 		{"unknown key", "listne: x\n" + tenant, roleAll, []string{`listne: unknown key; did you mean "listen"? (line 1)`}},
+		// A tenant's identity provider, holding its SCIM token, would
+		// have the admin API, every tenant's tokens and events included.
+		{"admin token is a tenant's", "admin: {token: " + acmeToken + "}\ntenants: [{name: acme, tokens: [\"" + acmeToken + " \"]}]\n", roleAll, []string{
+			"tenants[0].tokens[0]: is admin.token; a tenant's SCIM token must not open the admin API",
+		}},
 		// A shell's $NAME was taken as text: the admin API accepted the
 		// token "$SCIMRELAY_ADMIN_TOKEN" and refused the variable's value.
 		{"shell variables", "admin: {token: $SCIMRELAY_ADMIN_TOKEN}\ntenants: [{name: default, tokens: [$DEFAULT_SCIM_TOKEN_VALUE]}]\n" +

@@ -149,6 +149,15 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 		if err := relay.CheckStaticToken(cfg.Admin.Token); err != nil {
 			add("admin.token", "%v", err)
 		}
+		// A tenant's identity provider holds its SCIM token: the same
+		// secret would give it the admin API, every tenant's included.
+		for i, tn := range cfg.Tenants {
+			for j, tok := range tn.Tokens {
+				if strings.TrimSpace(tok) == strings.TrimSpace(cfg.Admin.Token) {
+					add(fmt.Sprintf("tenants[%d].tokens[%d]", i, j), "is admin.token; a tenant's SCIM token must not open the admin API")
+				}
+			}
+		}
 	}
 	if cfg.Memory.GCFloor > gcfloor.MaxFloor {
 		add("memory.gc_floor", "must be at most 1TiB (0 turns the floor off), got %d bytes", cfg.Memory.GCFloor)

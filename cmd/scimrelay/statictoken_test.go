@@ -3,10 +3,13 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -119,5 +122,45 @@ func TestTokenInRelayYAML(t *testing.T) {
 
 	if strings.Contains(said.String(), "SECRETVALUE") || strings.Contains(logs.String(), "SECRETVALUE") {
 		t.Fatal("the relay.yaml token is in an answer or the log")
+	}
+}
+
+// TestNoRelayYAMLTokenIsAnotherTenantsStoredToken: the secret `token
+// create --tenant globex` printed, pasted into acme's relay.yaml tokens by
+// mistake, would open both tenants (README, Who can reach what: "a
+// credential of one tenant gets 401 on every other"). A reload with it is
+// refused, naming the field and the token it is, and so is a start; the
+// secret keeps opening globex alone. Before, both answered 200.
+func TestNoRelayYAMLTokenIsAnotherTenantsStoredToken(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write(twoTenants)
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
+	code, secret, stderr := cli(t, "token", "create", "--tenant", "globex", "--name", "entra", "--config", cliConfig(t, p, adminSecret))
+	if code != exitOK {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	secret = strings.TrimSpace(secret)
+	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + ", " + secret + "]\n  - name: globex\n    tokens: [" + globexToken + "]\n")
+	_, err = p.srv.reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "tenants[0].tokens[1]: is the secret of token ") || !strings.Contains(err.Error(), "of tenant globex") {
+		t.Fatalf("a reload giving acme globex's stored token: %v", err)
+	}
+	if a, g := p.scim("acme", secret, "GET", "/Users", "").status, p.scim("globex", secret, "GET", "/Users", "").status; a != http.StatusUnauthorized || g != http.StatusOK {
+		t.Fatalf("globex's token after the refused reload: acme %d, globex %d; want 401 and 200", a, g)
+	}
+	p.stop()
+	cfg, err = loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil {
+		srv.close()
+		t.Fatal("the relay started with acme's relay.yaml token being globex's stored token")
+	} else if !strings.Contains(err.Error(), "tenants[0].tokens[1]: is the secret of token ") {
+		t.Fatalf("start: %v", err)
 	}
 }
