@@ -61,13 +61,8 @@ func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, 
 		if b.Get([]byte(sub.Name)) != nil {
 			return w.refuse(fmt.Errorf("adding subscriber %s: %w", sub.Name, ErrSubscriberExists))
 		}
-		// The tenant is checked again here, in the write a purge's
-		// beginning is ordered with: a subscriber whose caller found the
-		// tenant configured, written after the tenant was removed and
-		// its purge had looked for its subscribers, outlived the purge
-		// and read the events of the next tenant given the name.
-		if t := sub.Tenant(); t != "" && (!s.HasTenant(t) || slices.Contains(purgingTenants(tx), t)) {
-			return w.refuse(fmt.Errorf("adding subscriber %s: tenant %s: %w", sub.Name, t, ErrSubscriberTenantGone))
+		if err := s.refuseTenantGone(tx, sub); err != nil {
+			return w.refuse(fmt.Errorf("adding subscriber %s: %w", sub.Name, err))
 		}
 		return b.Put([]byte(sub.Name), v)
 	})
@@ -75,6 +70,20 @@ func (s *Store) AddSubscriber(ctx context.Context, sub Subscriber) (Subscriber, 
 		return Subscriber{}, err
 	}
 	return sub, nil
+}
+
+// refuseTenantGone refuses, in a write, a subscriber whose subjects name
+// a tenant not configured or being purged. Its caller checked the tenant
+// before, but this write is the one a purge's beginning is ordered with: a
+// subscriber written after the tenant was removed and its purge had
+// looked for its subscribers (an add, or a replace narrowing one to the
+// tenant) outlived the purge and read the events of the next tenant
+// given the name.
+func (s *Store) refuseTenantGone(tx *bolt.Tx, sub Subscriber) error {
+	if t := sub.Tenant(); t != "" && (!s.HasTenant(t) || slices.Contains(purgingTenants(tx), t)) {
+		return fmt.Errorf("tenant %s: %w", t, ErrSubscriberTenantGone)
+	}
+	return nil
 }
 
 // UpdateSubscriber replaces the subscriber named name with what update
@@ -93,6 +102,9 @@ func (s *Store) UpdateSubscriber(ctx context.Context, name string, update func(o
 			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, err))
 		}
 		sub.Name = name
+		if err := s.refuseTenantGone(tx, sub); err != nil {
+			return w.refuse(fmt.Errorf("updating subscriber %s: %w", name, err))
+		}
 		v, err := json.Marshal(sub)
 		if err != nil {
 			return err

@@ -68,6 +68,23 @@ func TestSubscriberUpdated(t *testing.T) {
 	if _, err := s.UpdateSubscriber(ctx, "audit", func(old Subscriber) (Subscriber, error) { return old, nil }); !errors.Is(err, ErrSubscriberNotFound) {
 		t.Fatalf("updating a subscriber that is not there: %v", err)
 	}
+	// A subscriber narrowed to a tenant that is not configured (removed,
+	// and its purge begun, since its caller looked) is refused in the
+	// write, as an add is; the record stays as it was.
+	for _, subjects := range []string{"scimrelay.initech.>", "scimrelay.initech.user.>"} {
+		if _, err := s.UpdateSubscriber(ctx, "billing", func(old Subscriber) (Subscriber, error) {
+			old.Subjects = subjects
+			return old, nil
+		}); !errors.Is(err, ErrSubscriberTenantGone) {
+			t.Fatalf("narrowing billing to %s, a tenant not configured: %v", subjects, err)
+		}
+	}
+	if _, err := s.AddSubscriber(ctx, Subscriber{Name: "audit", PublicKey: "UDEF", Subjects: "scimrelay.initech.>"}); !errors.Is(err, ErrSubscriberTenantGone) {
+		t.Fatalf("adding a subscriber of a tenant not configured: %v", err)
+	}
+	if list, _ := s.Subscribers(ctx); len(list) != 1 || list[0] != got {
+		t.Fatalf("after the refused updates: %+v, want %+v", list, got)
+	}
 	refused := errors.New("no")
 	if _, err := s.UpdateSubscriber(ctx, "billing", func(Subscriber) (Subscriber, error) { return Subscriber{}, refused }); !errors.Is(err, refused) {
 		t.Fatalf("a refused update: %v", err)
