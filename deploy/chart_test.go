@@ -1302,3 +1302,54 @@ func TestChartREADMEInstallKeepsTheAdminTokenFromTheWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestChartRefusesLiteralCredentialsInURLs: a URL's user information and
+// a sink URL's query values are secrets to the relay (it redacts them
+// wherever it shows a URL, the admin API included), and the chart writes
+// relay.yaml into a ConfigMap the view role reads: a literal one in
+// config.sinks[].url or nats.url is refused, naming the key, as a literal
+// sink secret is. The same URLs with those parts, or the whole URL, from
+// ${VARIABLE}s render and pass the role's check. They rendered, the
+// credential in the ConfigMap.
+func TestChartRefusesLiteralCredentialsInURLs(t *testing.T) {
+	for _, c := range []struct{ values, key string }{
+		{`config: {sinks: [{name: crm, url: "https://relay:s3cr3t@crm.example.com/hooks/scim", secret: "${CRM_WEBHOOK_SECRET}"}]}`, "config.sinks[0].url"},
+		{`config: {sinks: [{name: crm, url: "https://crm.example.com/hooks/scim?x=1&api_key=s3cr3t", secret: "${CRM_WEBHOOK_SECRET}"}]}`, "config.sinks[0].url"},
+		{`nats: {url: "nats://relay:s3cr3t@nats:4222"}`, "nats.url"},
+		{`nats: {url: "nats://s3cr3t@nats:4222"}`, "nats.url"},
+	} {
+		_, err := render(t, "scimrelay", c.values)
+		if err == nil || !strings.Contains(err.Error(), c.key+" holds a credential") {
+			t.Errorf("values %s: %v; want it refused naming %s", c.values, err, c.key)
+		}
+	}
+	m := mustRender(t, "scimrelay", `
+config: {sinks: [{name: crm, url: "${CRM_URL}", secret: "${CRM_WEBHOOK_SECRET}"}, {name: erp, url: "https://relay:${ERP_PASSWORD}@erp.example.com/h?api_key=${ERP_KEY}", secret: "${CRM_WEBHOOK_SECRET}"}]}
+nats: {url: "nats://relay:${NATS_PASSWORD}@nats:4222"}
+secret: {webhookSecrets: {CRM_URL: "https://crm.example.com/hooks/scim?api_key=s3cr3t", ERP_PASSWORD: pw, ERP_KEY: k, NATS_PASSWORD: pw, CRM_WEBHOOK_SECRET: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}}
+`)
+	if text := m.relayYAML(t); strings.Contains(text, "s3cr3t") {
+		t.Fatalf("the ConfigMap holds a credential:\n%s", text)
+	}
+	checkRoleYAML(t, "sink and NATS URLs with variables", "sinks", m.relayYAML(t), m.envOf(t, "sinks"))
+}
+
+// TestChartRefusesNATSFilesItDoesNotMount: config.nats.credentials or
+// config.nats.nkey names a file no pod of the chart mounts (values.yaml:
+// the chart sets nats.credentials from nats.credentialsSecret), and a
+// credentials key with a "/" or of "." or ".." names one no Secret can
+// hold: each is refused when rendering, as config.nats.tls is, where both
+// roles failed their start in a loop.
+func TestChartRefusesNATSFilesItDoesNotMount(t *testing.T) {
+	for _, c := range []struct{ values, want string }{
+		{`config: {nats: {credentials: /etc/nats/relay.creds}}`, "config.nats.credentials and config.nats.nkey name files the chart does not mount"},
+		{`config: {nats: {nkey: /etc/nats/relay.nk}}`, "config.nats.credentials and config.nats.nkey name files the chart does not mount"},
+		{`nats: {credentialsSecret: {name: scimrelay-nats, key: "../relay.creds"}}`, "credentialsSecret/key"},
+		{`nats: {credentialsSecret: {name: scimrelay-nats, key: "nats/relay.creds"}}`, "credentialsSecret/key"},
+		{`nats: {credentialsSecret: {name: scimrelay-nats, key: ".."}}`, "is not a key a Secret can have"},
+	} {
+		if _, err := render(t, "scimrelay", c.values); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("values %s: %v; want it refused, saying %q", c.values, err, c.want)
+		}
+	}
+}

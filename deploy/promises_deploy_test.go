@@ -359,7 +359,7 @@ config:
   listen: 127.0.0.1:9999
   admin_listen: 127.0.0.1:9998
   data_dir: /tmp/elsewhere
-  nats: {url: "nats://elsewhere:4222", credentials: /tmp/x.creds}
+  nats: {url: "nats://elsewhere:4222"}
 `)
 	var cfg struct {
 		Listen      string `json:"listen"`

@@ -156,6 +156,7 @@ itself ("sk_live_... ${X:-}").
 {{- range $k := list "secret" "previous_secret" }}
 {{- $fields = append $fields (dict "key" (printf "config.sinks[%d].%s" $i $k) "value" (get $s $k) "slot" "secret.webhookSecrets") }}
 {{- end }}
+{{- $fields = append $fields (dict "key" (printf "config.sinks[%d].url" $i) "value" (get $s "url") "slot" "secret.webhookSecrets" "url" true) }}
 {{- $headers := get $s "headers" }}
 {{- if kindIs "map" $headers }}
 {{- range $h, $v := $headers }}
@@ -165,9 +166,20 @@ itself ("sk_live_... ${X:-}").
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $fields = append $fields (dict "key" "nats.url" "value" .Values.nats.url "slot" "secret.webhookSecrets (both roles get it)" "url" true) }}
 {{- $ref := `\$\{[A-Za-z_][A-Za-z0-9_]*(:-|:\?[^}]*)?\}` }}
 {{- range $f := $fields }}
-{{- if not (kindIs "invalid" $f.value) }}
+{{- if and $f.url (not (kindIs "invalid" $f.value)) }}
+{{- /* A URL is no secret, but its user information and query values
+are: the relay redacts them wherever it shows one. Each may be a
+${VARIABLE}, or the whole URL. */}}
+{{- $rest := regexReplaceAll $ref (toString $f.value) "" }}
+{{- /* A literal password, or a literal user alone (a NATS token);
+a literal user before a ${VARIABLE} password is no secret. */}}
+{{- if or (regexMatch `://[^/?#@]*:[^/?#@]+@` $rest) (regexMatch `://[^/?#:@]+@` $rest) (regexMatch `[?&][^=&#]+=[^&#]+` $rest) }}
+{{- fail (printf "%s holds a credential (a user or password before @, or a query value) that the chart would write in plain text into its ConfigMap: write that part, or the whole URL, as a ${VARIABLE} and give the variable its value in %s or in your Secret (secret.existingSecret)" $f.key $f.slot) }}
+{{- end }}
+{{- else if not (kindIs "invalid" $f.value) }}
 {{- $pattern := printf "^(%s)+$" $ref }}
 {{- $scheme := "" }}
 {{- if $f.scheme }}
@@ -243,6 +255,12 @@ own values, so that ports, volume and NATS agree with the manifests.
 {{- $_ = set $cfg "admin_listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) }}
 {{- $_ = set $cfg "data_dir" (include "scimrelay.dataDir" .) }}
 {{- $nats := get $cfg "nats" | default dict }}
+{{- if or (get $nats "credentials") (get $nats "nkey") }}
+{{- fail "config.nats.credentials and config.nats.nkey name files the chart does not mount: give the credentials file in a Secret named in nats.credentialsSecret.name instead, and the chart sets nats.credentials" }}
+{{- end }}
+{{- if has .Values.nats.credentialsSecret.key (list "." "..") }}
+{{- fail (printf "nats.credentialsSecret.key %q is not a key a Secret can have" .Values.nats.credentialsSecret.key) }}
+{{- end }}
 {{- $_ = set $nats "url" (required "nats.url must name the NATS cluster's client URL(s)" .Values.nats.url) }}
 {{- if include "scimrelay.natsCredentialsSecret" (dict "root" . "role" "scim") }}
 {{- $_ = set $nats "credentials" (printf "%s/%s" (include "scimrelay.natsCredsDir" .) .Values.nats.credentialsSecret.key) }}
