@@ -332,7 +332,14 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	if err := ctx.Err(); err != nil {
 		return err // cut short: the dead letter stays as it was
 	}
-	if _, err := m.dlq.put(ctx, sink, e, dl.from, r, dl.Attempts+1); err != nil {
+	// Its own id, as moveToEnd's: the id put would give it is that of any
+	// other dead letter of the event with as many attempts (an earlier
+	// redrive's, within the queue's ten minutes of duplicates), and the
+	// queue dropped it as a copy of that one while this one was removed.
+	// A redrive of this very dead letter cut short and run again puts the
+	// same id, which the queue drops as the copy it is.
+	id := deadLetterID(sink, e.ID(), dl.Attempts+1) + ".redriven-from." + strconv.FormatUint(dl.seq, 10)
+	if _, err := m.dlq.putAs(ctx, sink, e, dl.from, r, dl.Attempts+1, id); err != nil {
 		return err
 	}
 	if err := m.dlq.remove(ctx, dl); err != nil {

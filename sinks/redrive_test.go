@@ -524,3 +524,46 @@ func goneReceiverSink(t *testing.T, refused *sync.Map) *goneSink {
 	d.p = newPublisher(t, js)
 	return d
 }
+
+// TestRedriveThatFailsAgainKeepsTheDeadLetterAfterAnEarlierRedrive: an
+// event dead-lettered, redriven while the receiver still refused (back in
+// the queue with 2 attempts), redriven and delivered, then dead-lettered
+// again by a replay (1 attempt): a redrive failing within ten minutes of
+// the first put it back under the first's message id, which the queue
+// dropped as a copy, and removed the dead letter: README says "one that
+// fails again goes back to the queue with its new error", and the queue
+// was empty.
+func TestRedriveThatFailsAgainKeepsTheDeadLetterAfterAnEarlierRedrive(t *testing.T) {
+	js := natsStream(t)
+	var status atomic.Int32
+	status.Store(http.StatusGone)
+	rc := newReceiver(t, func(int, *http.Request) int { return int(status.Load()) })
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	deadLetterAll(t, m, js, 1) // attempts 1
+	stop()
+
+	// The receiver still refuses: the redrive puts it back with attempts 2.
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil || res.Failed != 1 {
+		t.Fatalf("first redrive: %+v, %v", res, err)
+	}
+	// The receiver is back: delivered, out of the queue.
+	status.Store(http.StatusNoContent)
+	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil || res.Delivered != 1 {
+		t.Fatalf("second redrive: %+v, %v", res, err)
+	}
+	// The receiver lost its data and is refusing again: a replay
+	// dead-letters the event (attempts 1).
+	status.Store(http.StatusGone)
+	if res, err := m.Replay(ctx, "crm", time.Now().Add(-time.Hour), nil); err != nil || res.DeadLettered != 1 {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+	// A redrive that fails again: README, "one that fails again goes back
+	// to the queue with its new error".
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil)
+	if err != nil || res.Failed != 1 {
+		t.Fatalf("third redrive: %+v, %v", res, err)
+	}
+	if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 1 {
+		t.Fatalf("the redrive reported the event failed again, and the queue holds %d dead letters (%v), want 1", n, err)
+	}
+}
