@@ -227,7 +227,34 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		}
 		res.Total = n
 	}
+	// A resource's dead letter that an earlier one of it follows in the
+	// queue (put back at the end by a redrive cut short before it moved
+	// the later ones behind it) is held behind it too.
+	earliest := map[resourceKey]uint64{} // lowest subjectseq of each resource in the queue
+	if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, e *event.Event) error {
+		if e == nil {
+			return nil
+		}
+		if n, err := events.SubjectSeq(*e); err == nil {
+			if k := (resourceKey{dl.Tenant, dl.Subject}); earliest[k] == 0 || n < earliest[k] {
+				earliest[k] = n
+			}
+		}
+		return nil
+	}); err != nil {
+		return RedriveResult{}, fmt.Errorf("redriving the dead letters of sink %s: %w", q.Sink, err)
+	}
 	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, total, func(dl DeadLetter, e *event.Event) error {
+		behind := false // an earlier one of its resource is further on in the queue
+		if e != nil {
+			k := resourceKey{dl.Tenant, dl.Subject}
+			if n, err := events.SubjectSeq(*e); err == nil && earliest[k] != 0 {
+				behind = n > earliest[k]
+				if n == earliest[k] {
+					delete(earliest, k) // reached: the rest follow it
+				}
+			}
+		}
 		// The sink as configured now: a reload may have narrowed it (its
 		// tenants, its events) or removed it since the redrive began.
 		cur, err := m.sink(to)
@@ -256,7 +283,7 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			// it, and could put another tenant's signed event there
 			// (README, Who can reach what); or the sink was narrowed.
 			res.Skipped++
-		case e != nil && held[key]:
+		case e != nil && (held[key] || behind):
 			if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil {
 				return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
 			}

@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,12 +146,7 @@ func TestRedriveKeepsAResourcesLaterDeadLettersBehindOneThatFails(t *testing.T) 
 	annUpdated := p.publish("acme", events.UserUpdated, "ann")
 	bob := p.publish("acme", events.UserCreated, "bob")
 	annDeactivated := p.publish("acme", events.UserDeactivated, "ann")
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 4 {
-			return fmt.Errorf("%d dead letters (%v), want 4", n, err)
-		}
-		return nil
-	})
+	awaitDeadLetters(t, m, "crm", 4)
 	stop()
 	queue := func() []string {
 		t.Helper()
@@ -477,12 +473,7 @@ func TestRedriveOfOneThatFailsKeepsItsResourceInOrder(t *testing.T) {
 	m, rc, p, down, stop := d.m, d.rc, d.p, &d.down, d.stop
 	annCreated := p.publish("acme", events.UserCreated, "ann")
 	annUpdated := p.publish("acme", events.UserUpdated, "ann")
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 2 {
-			return fmt.Errorf("%d dead letters (%v), want 2", n, err)
-		}
-		return nil
-	})
+	awaitDeadLetters(t, m, "crm", 2)
 	stop()
 	// The operator tries ann's first dead letter alone; still refused.
 	if res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", ID: annCreated}, nil); err != nil || res.Failed != 1 {
@@ -566,4 +557,71 @@ func TestRedriveThatFailsAgainKeepsTheDeadLetterAfterAnEarlierRedrive(t *testing
 	if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 1 {
 		t.Fatalf("the redrive reported the event failed again, and the queue holds %d dead letters (%v), want 1", n, err)
 	}
+}
+
+// TestInterruptedRedriveKeepsAResourceInOrder: the queue holds ann's
+// creation, bob's, ann's update; a redrive --all tries ann's creation,
+// which fails again and goes to the end, and the relay stops before the
+// redrive reaches ann's update (which it would have moved behind). The
+// next redrive must send ann's creation before her update (README, Dead
+// letters: a resource's later dead letters stay behind one that failed
+// again); it sent the update first, the queue being [bob, update,
+// creation].
+func TestInterruptedRedriveKeepsAResourceInOrder(t *testing.T) {
+	var refuse sync.Map
+	d := goneReceiverSink(t, &refuse)
+	m, rc, p, down, stop := d.m, d.rc, d.p, &d.down, d.stop
+	annCreated := p.publish("acme", events.UserCreated, "ann")
+	bob := p.publish("acme", events.UserCreated, "bob")
+	annUpdated := p.publish("acme", events.UserUpdated, "ann")
+	awaitDeadLetters(t, m, "crm", 3)
+	stop()
+	// The receiver is back but still refuses ann's creation; the relay
+	// stops right after the redrive tried it.
+	down.Store(false)
+	refuse.Store(annCreated, true)
+	jobCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err := m.Redrive(jobCtx, RedriveQuery{Sink: "crm"}, func(r RedriveResult) {
+		if r.Failed == 1 { // ann's creation, refused again and put at the end
+			cancel()
+		}
+	})
+	if err == nil {
+		t.Fatal("the interrupted redrive ended without an error")
+	}
+	refuse.Delete(annCreated)
+	before := len(rc.requests())
+	// The next redrives, until the queue is empty.
+	for range 3 {
+		if n, err := m.dlq.count(ctx, "crm"); err != nil || n == 0 {
+			break
+		}
+		if _, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil {
+			t.Fatalf("the next redrive: %v", err)
+		}
+	}
+	if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 0 {
+		t.Fatalf("%d dead letters left (%v)", n, err)
+	}
+	var ann []string
+	for _, id := range ids(rc)[before:] {
+		if id != bob {
+			ann = append(ann, id)
+		}
+	}
+	if want := []string{annCreated, annUpdated}; !slices.Equal(ann, want) {
+		t.Errorf("the redrive after an interrupted one sent ann's dead letters as %v, want in her order %v", ann, want)
+	}
+}
+
+// awaitDeadLetters waits until sink's queue holds n dead letters.
+func awaitDeadLetters(t *testing.T, m *Manager, sink string, n uint64) {
+	t.Helper()
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got, err := m.dlq.count(ctx, sink); err != nil || got != n {
+			return fmt.Errorf("%d dead letters in %s (%v), want %d", got, sink, err, n)
+		}
+		return nil
+	})
 }
