@@ -83,9 +83,16 @@ func (c *tokenCache) refuseShared(tenants map[string]*tenant) error {
 			}
 		}
 	}
+	if len(errs) == 0 {
+		return nil
+	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
+	return fmt.Errorf("%w: %w", ErrSharedToken, errors.Join(errs...))
 }
+
+// ErrSharedToken: a relay.yaml token of a tenant is another tenant's
+// stored credential (refuseShared); the file is wrong, not the relay.
+var ErrSharedToken = errors.New("relay.yaml gives a tenant another tenant's stored credential")
 
 // staticTokens lists the relay.yaml tokens of a tenant ("" for every
 // tenant), by tenant and then in relay.yaml's order, as Tokens; the caller

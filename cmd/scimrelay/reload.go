@@ -122,10 +122,11 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	// error) leaves the relay as it was: the tenants, then the rest.
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
-			if errors.Is(err, relay.ErrBeingPurged) {
+			if errors.Is(err, relay.ErrBeingPurged) || errors.Is(err, relay.ErrSharedToken) {
 				s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
 				return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
 			}
+			s.log.Error("reloading relay.yaml failed; the running configuration stays", "file", s.configPath, "err", err)
 			return res, fmt.Errorf("applying the tenants: %w", err)
 		}
 		before, after := tenantNames(old.Tenants), tenantNames(next.Tenants)
