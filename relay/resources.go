@@ -500,6 +500,7 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 		if err := w.emit(tx, tb, t, rec, action, nil, nil); err != nil {
 			return err
 		}
+		w.deleted = rec.res // its name and email for the provisioning log
 		return resourceBucket(tb, rt).Delete([]byte(id))
 	})
 }

@@ -641,7 +641,7 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 		s.depth.Add(int64(len(w.eventIDs)))
 		s.signal()
 	}
-	return scim.WriteResult{Resource: w.result, EventIDs: w.eventIDs}, nil
+	return scim.WriteResult{Resource: w.result, EventIDs: w.eventIDs, Deleted: w.deleted}, nil
 }
 
 // eventExtensions are the extension attributes of the events a request
@@ -655,8 +655,9 @@ func (s *Store) eventExtensions(ctx context.Context) map[string]string {
 
 // txWrite collects what one run of a write transaction did.
 type txWrite struct {
-	store *Store
-	now   time.Time // one time for the whole change: lastModified and event time agree
+	store   *Store
+	deleted *scim.Resource // what a Delete removed
+	now     time.Time      // one time for the whole change: lastModified and event time agree
 	// ext is the request's trace context (events.TraceExtensions), which
 	// every event of the change carries; nil when not tracing.
 	ext      map[string]string

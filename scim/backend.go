@@ -65,6 +65,8 @@ type WriteResult struct {
 	// relay, its CloudEvents), in commit order; empty when the write changed
 	// nothing or the backend emits no events.
 	EventIDs []string
+	// Deleted is the resource a Delete removed, as it was (nil otherwise).
+	Deleted *Resource
 }
 
 // UpdateFunc computes the change to a stored resource. It returns an Update

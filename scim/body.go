@@ -61,6 +61,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 		if errors.As(err, &tooLarge) {
 			return nil, Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", limit)
 		}
+		if errors.Is(err, io.ErrUnexpectedEOF) || r.Context().Err() != nil {
+			return nil, Errorf(ErrClientClosedRequest, "the client closed the request")
+		}
 		return nil, Errorf(ErrInvalidSyntax, "reading request body: %v", err)
 	}
 	if depth := jsonDepth(body); depth > h.o.MaxJSONDepth {

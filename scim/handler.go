@@ -565,7 +565,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	c.info.Name, c.info.Email = resourceName(res), res.PrimaryEmail()
+	c.info.Name, c.info.Email = resourceName(res), logEmail(res)
 	// If-None-Match is not answered with 304: a user's groups and a group's
 	// members' names come from other records, and change without a new
 	// version of this one. The whole answer is always right.
@@ -599,7 +599,7 @@ func (h *Handler) createResource(ctx context.Context, c *call, body []byte) (*Re
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name, c.info.Email = resourceName(res), res.PrimaryEmail()
+	c.info.Name, c.info.Email = resourceName(res), logEmail(res)
 	c.noteIgnored(ignored)
 	created, err := h.backend.Create(ctx, c.tenant, res)
 	if err != nil {
@@ -648,7 +648,7 @@ func (h *Handler) replaceResource(ctx context.Context, c *call, body []byte, ifM
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name, c.info.Email = resourceName(in), in.PrimaryEmail()
+	c.info.Name, c.info.Email = resourceName(in), logEmail(in)
 	c.noteIgnored(ignored)
 	var ops []MemberOp
 	if c.rt == GroupResourceType {
@@ -714,6 +714,7 @@ func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMat
 	}
 	c.noteIgnored(ignored)
 	res, err := h.backend.Update(ctx, c.tenant, c.rt, c.id, func(cur *Resource) (*Update, error) {
+		c.info.Name, c.info.Email = resourceName(cur), logEmail(cur)
 		if err := ifMatch.Check(cur); err != nil {
 			return nil, err
 		}
@@ -722,7 +723,7 @@ func (h *Handler) patchResource(ctx context.Context, c *call, body []byte, ifMat
 	if err != nil {
 		return nil, err
 	}
-	c.info.Name, c.info.Email = resourceName(res.Resource), res.Resource.PrimaryEmail()
+	c.info.Name, c.info.Email = resourceName(res.Resource), logEmail(res.Resource)
 	c.produced(res)
 	return res.Resource, nil
 }
@@ -747,6 +748,9 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request, c *call) error 
 // deleteResource is a DELETE of the resource c.id.
 func (h *Handler) deleteResource(ctx context.Context, c *call, ifMatch Precondition) error {
 	res, err := h.backend.Delete(ctx, c.tenant, c.rt, c.id, ifMatch)
+	if res.Deleted != nil {
+		c.info.Name, c.info.Email = resourceName(res.Deleted), logEmail(res.Deleted)
+	}
 	if err != nil {
 		return err
 	}
@@ -789,6 +793,13 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func logEmail(r *Resource) string {
+	if e := r.PrimaryEmail(); e != "" {
+		return e
+	}
+	return r.WorkEmail()
 }
 
 func resourceName(r *Resource) string {

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
+
+// TestProvisioningLogNamesTheResource holds README's provisioning log
+// promises: every SCIM request is recorded with "userName or displayName,
+// a user's email", and `scimrelay log --user` finds a user's requests by
+// any of them. Before, a refused PATCH and a DELETE had neither (log
+// --user found only ann's create), nor had a user whose one email is
+// neither primary nor typed work; and a client that hung up while sending
+// its body was recorded as a 400 the relay refused, not 499 ("client
+// closed request", as README says of a client that hangs up).
+func TestProvisioningLogNamesTheResource(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	ann := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@acme.com","emails":[{"value":"ann@acme.com","primary":true}]}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob@acme.com"}`).want(t, 201)
+	// Entra renames ann to a userName taken: refused, and the operator
+	// looks for why with --user ann.
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+ann, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"userName","value":"bob@acme.com"}]}`).want(t, 409)
+	p.scim("acme", acmeToken, "DELETE", "/Users/"+ann, "").want(t, 204)
+	group := p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Sales"}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "DELETE", "/Groups/"+group, "").want(t, 204)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u1001","emails":[{"value":"cy@acme.com"}]}`).want(t, 201)
+	logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 7)
+	for _, c := range []struct{ user, want string }{
+		{"ann@acme.com", "[create 201 patch 409 delete 204]"},
+		{"Sales", "[create 201 delete 204]"},
+		{"cy@acme.com", "[create 201]"},
+	} {
+		var ops []string
+		for _, e := range logEntries(t, p, relay.LogQuery{Tenant: "acme", User: c.user}, -1) {
+			ops = append(ops, fmt.Sprint(e.Operation, " ", e.Status))
+		}
+		if fmt.Sprint(ops) != c.want {
+			t.Errorf("log --user %s found %v, want %s", c.user, ops, c.want)
+		}
+	}
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.scimURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"dee@acme.com"}`
+	fmt.Fprintf(conn, "POST /scim/v2/acme/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/scim+json\r\nContent-Length: %d\r\n\r\n%s",
+		acmeToken, len(body)+100, body)
+	conn.Close() // hangs up with 100 bytes of its body unsent
+	all := logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 8)
+	if e := all[len(all)-1]; e.Status != 499 {
+		t.Errorf("a client that hung up while sending its body recorded as %d %s %q, want 499", e.Status, e.ScimType, e.Detail)
+	}
+}
+
+// logEntries returns the provisioning log's entries q selects, once there
+// are n (any number when n is negative).
+func logEntries(t *testing.T, p *relayProc, q relay.LogQuery, n int) []relay.LogEntry {
+	t.Helper()
+	var got []relay.LogEntry
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if got, err = p.srv.reqLog.Query(context.Background(), q); err != nil {
+			return err
+		}
+		if n >= 0 && len(got) != n {
+			return fmt.Errorf("%d log entries, want %d", len(got), n)
+		}
+		return nil
+	})
+	return got
+}
