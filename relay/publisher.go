@@ -148,8 +148,9 @@ type Publisher struct {
 	// aside when it can never be stored (quarantine), tried again after a
 	// backoff when it may be.
 	singly uint64
-	// observed is the key of the last row counted by Observe.
-	observed uint64
+	// observed is the key of the last row counted by Observe; sent the
+	// key of the last row sent.
+	observed, sent uint64
 }
 
 // observe counts row once, however often JetStream acknowledges it.
@@ -494,9 +495,12 @@ func (p *Publisher) AwaitWindow() {
 // and per-subject expectations cannot be pipelined on a clustered stream
 // (docs/decisions.md, Publishing).
 func (p *Publisher) publishWindow(ctx context.Context, rows []OutboxRow) (int, error) {
-	w := &pubWindow{p: p, ctx: ctx, rows: rows}
+	w := &pubWindow{p: p, ctx: ctx, rows: rows, sentBefore: p.sent}
 	defer w.endSpans()
 	err := w.publish()
+	if w.sent > 0 {
+		p.sent = max(p.sent, rows[w.sent-1].Key)
+	}
 	if w.sent > len(w.acked) {
 		// Conservatively, even those JetStream refused: a copy sent by
 		// an earlier window may still be on its way.
@@ -527,6 +531,14 @@ type pubWindow struct {
 	spans   []trace.Span
 	sent    int
 	acked   []uint64
+	// sentBefore is the key of the last row this process sent before the
+	// window; resent the rows the window sent again. A duplicate answer to
+	// one of either may be to a copy this process stored, and the event
+	// is counted as published (once: Publisher.observe); to another row,
+	// it is to a copy an earlier process stored (a row kept in the outbox
+	// across a restart), which that process counted.
+	sentBefore uint64
+	resent     map[int]bool
 	// base is the row that was stored alone; the rows before it were
 	// duplicates, or went alone after a batch refused (Publisher.singly).
 	base int
@@ -698,6 +710,7 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 	first, lastID := w.rows[start].ID, w.rows[end-1].ID
 	// One row is sent as a plain message (smallTail).
 	alone := len(batch) == 1
+	resent := false
 	nc := p.js.Conn()
 	answers := make(chan *nats.Msg, 1+int(p.o.AckTimeout/p.o.ResendAfter))
 	// A private reply subject, not nc.NewInbox(): a client allowed
@@ -789,7 +802,9 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 				settle(nil)
 				for i := start; i < end; i++ {
 					w.acked = append(w.acked, w.rows[i].Key)
-					p.observe(w.rows[i])
+					if !ack.Duplicate || resent || w.rows[i].Key <= w.sentBefore {
+						p.observe(w.rows[i])
+					}
 				}
 				return ack.Sequence, stop, nil
 			}
@@ -809,6 +824,7 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 				settle(err)
 				return after, true, fmt.Errorf("publishing events %s to %s again: %w", first, lastID, err)
 			}
+			resent = true
 			if p.o.Resent != nil {
 				for range batch { // each event sent again counts
 					p.o.Resent()
@@ -866,6 +882,10 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 				return nil, true, fmt.Errorf("publishing event %s again: %w", row.ID, err)
 			}
 			copyAcked, copyFailed = f.Ok(), f.Err()
+			if w.resent == nil {
+				w.resent = map[int]bool{}
+			}
+			w.resent[i] = true
 			if p.o.Resent != nil {
 				p.o.Resent()
 			}
@@ -897,7 +917,9 @@ func (w *pubWindow) answered(i int, ack *jetstream.PubAck, err error) (*jetstrea
 	w.endSpan(i, err)
 	if err == nil {
 		w.acked = append(w.acked, row.Key)
-		p.observe(row)
+		if !ack.Duplicate || w.resent[i] || row.Key <= w.sentBefore {
+			p.observe(row)
+		}
 		return ack, false, nil
 	}
 	if refusesMessage(err) {

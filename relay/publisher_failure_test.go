@@ -366,8 +366,9 @@ func (c unansweredCase) run(t *testing.T, replicas int) {
 	}
 	logs := &eventstest.Log{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	var resent atomic.Int64
-	runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond, Resent: func() { resent.Add(1) }})
+	var resent, observed atomic.Int64
+	runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond, Resent: func() { resent.Add(1) },
+		Observe: func(time.Time) { observed.Add(1) }})
 	if c.late {
 		// The first event and copies of it wait in the proxy.
 		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -395,6 +396,10 @@ func (c unansweredCase) run(t *testing.T, replicas int) {
 	}
 	if strings.Contains(logs.String(), "publishing events to NATS failed") {
 		t.Fatalf("a resent event counted as a failure:\n%s", logs.String())
+	}
+	// Each event counted once as published, whichever copy's answer came.
+	if observed.Load() != int64(c.events) {
+		t.Fatalf("%d events published, counted %d times", c.events, observed.Load())
 	}
 }
 

@@ -605,3 +605,35 @@ func TestRepublishedEventsShareAWindow(t *testing.T) {
 		t.Fatalf("%d kept events sent again took %d reads of the outbox: a window each", n, r)
 	}
 }
+
+// TestRestartDoesNotCountKeptEventsAgain: events JetStream acknowledged
+// and the outbox kept (nats.sync_interval long enough that a clean stop's
+// 5 s do not see them due) are published again at the next start, and
+// JetStream drops the copies. The next process does not count them in
+// scimrelay_outbox_published_total, nor their commit-to-answer time (the
+// whole restart) in the publish lag: it counted each again.
+func TestRestartDoesNotCountKeptEventsAgain(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	var first, again atomic.Int64
+	stop := runStoppable(t, newPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: 30 * time.Second, AckTimeout: 2 * time.Second,
+		Observe: func(time.Time) { first.Add(1) }}))
+	for i := range 3 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	streamContents(t, js, 3)
+	stop()
+	if n, _ := s.OutboxDepth(); n != 3 {
+		t.Fatalf("the outbox keeps %d after the stop, want the 3 not yet due", n)
+	}
+	runStoppable(t, newPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second,
+		Observe: func(time.Time) { again.Add(1) }}))
+	create(t, s, "acme", user(t, `"userName":"u3"`))
+	outboxEmpties(t, s)
+	checkOrder(t, streamContents(t, js, 4)) // JetStream dropped the copies
+	if first.Load() != 3 || again.Load() != 1 {
+		t.Fatalf("3 events published by a process and 1 by the next, the 3 kept sent again: counted %d and %d times, want 3 and 1", first.Load(), again.Load())
+	}
+}
