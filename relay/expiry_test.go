@@ -220,3 +220,35 @@ func TestFarExpiryInTheExpiryMetric(t *testing.T) {
 			expires.Format(time.RFC3339), got, time.Unix(int64(got), 0).UTC().Format(time.RFC3339), want)
 	}
 }
+
+// TestRemovedTenantLeavesTheExpiryMetric: a tenant removed from relay.yaml
+// (reloaded, not yet purged) has no SCIM endpoint and its credentials
+// authenticate nothing; `token rotate --tenant` is refused for it (404).
+// Its stored token must not stay in scimrelay_token_expiry_timestamp_seconds,
+// or ScimrelayCredentialExpiring fires for it ("issue a new one ... token
+// rotate --tenant globex"), and after the expiry keeps firing for 30 days.
+func TestRemovedTenantLeavesTheExpiryMetric(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	_, tok, err := s.Tokens().Create(ctx, "globex", "entra", c.now().Add(10*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][tok.ID]; !ok {
+		t.Fatal("the configured tenant's token is not in the metric")
+	}
+	// The customer left: globex removed from relay.yaml, reloaded.
+	if err := s.SetTenants(testOptions(c).Tenants[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.Tokens().Rotate(ctx, "globex", "entra", c.now().Add(90*24*time.Hour), 0); err == nil {
+		t.Fatal("rotate for a removed tenant was accepted")
+	}
+	if v, ok := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][tok.ID]; ok {
+		t.Errorf("removed tenant globex: its token is still in the expiry metric (expires in %.0f days): ScimrelayCredentialExpiring fires for a tenant that is not configured",
+			(v-float64(c.now().Unix()))/86400)
+	}
+	c.add(11 * 24 * time.Hour) // expired a day ago
+	if _, ok := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][tok.ID]; ok {
+		t.Errorf("removed tenant globex: its expired token stays in the expiry metric (for %s)", ExpiredKept)
+	}
+}

@@ -494,7 +494,10 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string, show func(se
 // so that an alert on the metric goes on firing when the credential expires
 // (the moment the identity provider starts being refused) rather than
 // resolving then. A revoked credential is left out: it was ended on
-// purpose. So are those that never expire and static tokens.
+// purpose. So are those that never expire, static tokens, and those of a
+// tenant no longer configured (removed, not yet purged): they open
+// nothing, and the remedy the alert names (token rotate) refuses the
+// tenant.
 func (s *Store) TokenExpiries() []Token {
 	now := s.now()
 	s.tokens.mu.RLock()
@@ -513,9 +516,10 @@ func (s *Store) TokenExpiries() []Token {
 			live[tenantKind{st.Tenant, st.Kind}] = true
 		}
 	}
+	configured := s.tenantMap()
 	var out []Token
 	for _, st := range s.tokens.byID {
-		if !st.Revoked.IsZero() || st.Expires.IsZero() {
+		if _, ok := configured[st.Tenant]; !ok || !st.Revoked.IsZero() || st.Expires.IsZero() {
 			continue
 		}
 		if st.Live(now) || !live[tenantKind{st.Tenant, st.Kind}] && now.Before(st.Expires.Add(ExpiredKept)) {
