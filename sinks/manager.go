@@ -734,6 +734,12 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 			idle := old[name] == s // kept, but its last setup failed
 			if s.worker, err = m.setupSink(ctx, s); err != nil {
 				// The sink stays configured but idle; Ready reports it.
+				// One added now has never had its state read: its state
+				// read is now, so that ScimrelaySinkStateStale fires a
+				// minute on, as for a sink whose reads stopped.
+				if _, had := old[name]; !had {
+					m.metrics.stateRead.WithLabelValues(name).SetToCurrentTime()
+				}
 				errs = append(errs, err)
 				continue
 			}

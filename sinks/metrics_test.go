@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -141,4 +142,93 @@ func TestGaugesKeepTheirValuesWhileNATSIsAway(t *testing.T) {
 	// manager's, which would then hand over through an outage.
 	release()
 	stop()
+}
+
+// TestPartitionsGaugeFollowsALapsedLease: scimrelay_sink_partitions is
+// "partitions the worker owns". A worker cut off from NATS past its lease
+// lets every partition go (another worker takes them over), and the gauge
+// must say 0, not the count it owned before.
+func TestPartitionsGaugeFollowsALapsedLease(t *testing.T) {
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	ns, js := natsStreamAt(t, dir, port)
+	rc := newReceiver(t, nil)
+	reg := prometheus.NewRegistry()
+	m, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, Registerer: reg, Heartbeat: fastHeartbeat})
+	g := m.metrics.partitions.WithLabelValues("crm")
+	w := m.sinks["crm"].worker
+	eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if got := testutil.ToFloat64(g); got == 0 || int(got) != w.ownedCount() {
+			return fmt.Errorf("partitions gauge %v, owned %d", got, w.ownedCount())
+		}
+		return nil
+	})
+	before := testutil.ToFloat64(g)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := w.ownedCount(); n > 0 {
+			return fmt.Errorf("the worker still owns %d partitions", n)
+		}
+		return nil
+	})
+	// The gauge is set at each heartbeat (every 100 ms here): a few of
+	// them after the worker let its partitions go.
+	eventstest.CheckFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+		if got := testutil.ToFloat64(g); got != 0 {
+			return fmt.Errorf("the lease lapsed and the worker owns %d partitions; scimrelay_sink_partitions says %v (it said %v before)", w.ownedCount(), got, before)
+		}
+		return nil
+	})
+	eventstest.RunServerAt(t, dir, port)
+	eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if w.ownedCount() == 0 {
+			return errors.New("not taken back")
+		}
+		return nil
+	})
+	stop()
+}
+
+// TestIdleAddedSinkIsSeenByTheStateAlert: a reload that adds a sink whose
+// setup fails (a worker's reload before the front end's: README, "a reload
+// that adds a sink waits ... then fails, leaving the sink idle until the
+// next reload") leaves a configured sink that delivers nothing while its
+// events age in the stream. ScimrelaySinkStateStale (time() -
+// scimrelay_sink_state_read_timestamp_seconds > 60) is the alert for a
+// sink whose state is not read; it fires for a changed sink left idle (its
+// last read stays), and must fire for an added one too: the series must
+// exist for the expression to match.
+func TestIdleAddedSinkIsSeenByTheStateAlert(t *testing.T) {
+	js := natsStream(t)
+	rc := newReceiver(t, func(int, *http.Request) int { return 200 })
+	crm, erp := sinkConfig("crm", rc.URL, nil), sinkConfig("erp", rc.URL, nil)
+	front, err := NewManager(Options{Sinks: []Config{crm}, JS: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	worker, _ := runManager(t, Options{Sinks: []Config{crm}, JS: js, OpenOnly: true, Registerer: reg, Heartbeat: fastHeartbeat})
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := worker.Apply(short, []Config{crm, erp}); err == nil || !strings.Contains(err.Error(), "sink erp") {
+		t.Fatalf("the worker's reload adding erp before the front end's: %v, want erp's setup failed", err)
+	}
+	if err := worker.Ready(ctx); err == nil || !strings.Contains(err.Error(), "erp") {
+		t.Fatalf("Ready: %v, want erp not set up", err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		worker.observeBacklog(ctx, worker.runtimes())
+		if got := seriesOf(t, reg, "crm"); !slices.Contains(got, "scimrelay_sink_state_read_timestamp_seconds{}") {
+			return fmt.Errorf("crm's series: %v", got)
+		}
+		return nil
+	})
+	worker.observeBacklog(ctx, worker.runtimes())
+	if got := seriesOf(t, reg, "erp"); !slices.Contains(got, "scimrelay_sink_state_read_timestamp_seconds{}") {
+		t.Errorf("sink erp is configured and idle (its setup failed); ScimrelaySinkStateStale cannot fire for it: it has no scimrelay_sink_state_read_timestamp_seconds, only %v", got)
+	}
 }

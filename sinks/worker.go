@@ -244,6 +244,9 @@ func (w *worker) reconcile(ctx context.Context) error {
 		// The lease lapsed: another worker may take these partitions over
 		// at any moment. Stop at once, abandoning in-flight deliveries.
 		w.log.Warn("this worker lost contact for too long; stopping its deliveries")
+		// It owns none from now on (another worker may have them), said
+		// before the wait for its deliveries to end, long with NATS away.
+		w.metrics.partitions.WithLabelValues(w.name).Set(0)
 		w.releaseAll(false)
 	}
 	began := time.Now()
