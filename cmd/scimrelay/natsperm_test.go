@@ -52,12 +52,14 @@ var workerPublish = []string{
 	"$JS.API.STREAM.INFO.SCIMRELAY_DLQ",
 	"$JS.API.STREAM.MSG.DELETE.SCIMRELAY_DLQ", // a redrive takes a delivered dead letter out of the queue
 	"$JS.API.STREAM.INFO.SCIMRELAY_DELIVERIES",
+	"$JS.API.DIRECT.GET.SCIMRELAY_DELIVERIES.>", // a sink's last attempt, for its status
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DLQ.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DLQ.>",
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.INFO.SCIMRELAY_DELIVERIES.>", "$JS.API.CONSUMER.DELETE.SCIMRELAY_DELIVERIES.>",
 	// The parked-resource buckets (here of the sink crm).
 	"$KV.scimrelay-parked-crm.>", "$JS.API.STREAM.INFO.KV_scimrelay-parked-crm", "$JS.API.DIRECT.GET.KV_scimrelay-parked-crm.>",
 	"$JS.API.CONSUMER.CREATE.KV_scimrelay-parked-crm.>", "$JS.API.CONSUMER.DELETE.KV_scimrelay-parked-crm.>",
 	"$JS.API.STREAM.PURGE.KV_scimrelay-parked-crm", // the markers of records taken out, once old
+	"$JS.FC.KV_scimrelay-parked-crm.>",             // flow control of a watch listing a partition's records
 }
 
 // TestComposeGivesTheWorkersTheirPermissions: deploy/compose/nats.conf
@@ -858,4 +860,89 @@ func TestUpgradeToSignedEvents(t *testing.T) {
 		return nil
 	})
 	waitDelivered(t, h, 4)
+}
+
+// TestSinkWorkerSinksStatusWithItsPermissions: `scimrelay sinks list` and
+// `sinks status` through a delivery worker's admin API (docker compose
+// exec relay-sinks-1 scimrelay ...), the worker's NATS user holding
+// exactly README's row (workerPublish, which compose/nats.conf equals).
+func TestSinkWorkerSinksStatusWithItsPermissions(t *testing.T) {
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
+	var workerLog eventstest.Log
+	log := slog.New(slog.NewTextHandler(&workerLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	worker := startRelayWith(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks, log, io.Discard)
+	front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	wc := &adminclient.Client{BaseURL: worker.adminURL, Token: adminSecret, Timeout: 15 * time.Second}
+	if _, err := wc.Sinks(t.Context()); err != nil {
+		t.Errorf("sinks list through the worker's admin API: %v", err)
+	}
+	if _, err := wc.Sink(t.Context(), "crm"); err != nil {
+		t.Errorf("sinks status crm through the worker's admin API: %v", err)
+	}
+	if strings.Contains(workerLog.String(), "ermissions") {
+		t.Errorf("the worker's account refused a request:\n%s", workerLog.String())
+	}
+}
+
+// TestSinkWorkerListsABigPartitionWithItsPermissions: a worker holding
+// exactly README's row takes over a partition whose parking bucket holds
+// many entries (here 10,000 markers of records taken out within the
+// hour). It lists them through a KV watch, a push consumer with flow
+// control, whose flow-control replies ($JS.FC.KV_scimrelay-parked-crm.>)
+// the row does not allow.
+func TestSinkWorkerListsABigPartitionWithItsPermissions(t *testing.T) {
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
+	worker := startRelay(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks)
+	ctx := t.Context()
+	uid := front.createUser(t, "ann")
+	waitDelivered(t, h, 1)
+	worker.stop()
+	// ann's partition.
+	st, err := front.srv.js.Stream(ctx, "SCIMRELAY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetMsg(ctx, st.CachedInfo().State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.ParseStoredSubject(last.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10,000 resources of the partition parked and taken out in the last
+	// hour: a marker each, as the workers leave them.
+	const n = 10000
+	bucket := "$KV.scimrelay-parked-crm."
+	for i := range n {
+		key := fmt.Sprintf("%d.acme.user.%08x-0000-4000-8000-%012x", s.Partition, i, i)
+		if _, err := front.srv.js.PublishAsync(bucket+key, []byte(`{"from":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(bucket + key)
+		m.Header.Set("KV-Operation", "PURGE")
+		m.Header.Set("Nats-Rollup", "sub")
+		if _, err := front.srv.js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 {
+			<-front.srv.js.PublishAsyncComplete()
+		}
+	}
+	<-front.srv.js.PublishAsyncComplete()
+	var workerLog eventstest.Log
+	log := slog.New(slog.NewTextHandler(&workerLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	startRelayWith(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks, log, io.Discard)
+	patched := time.Now()
+	front.scim("acme", acmeToken, "PATCH", "/Users/"+uid, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"title","value":"Guide"}]}`).want(t, 200)
+	waitDelivered(t, h, 2)
+	t.Logf("ann's update delivered %v after it was made", time.Since(patched).Round(100*time.Millisecond))
+	if strings.Contains(workerLog.String(), "ermissions") {
+		t.Errorf("the worker's account refused a request:\n%s", workerLog.String())
+	}
 }
