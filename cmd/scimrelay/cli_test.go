@@ -22,6 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -750,5 +754,39 @@ func TestCLISendsTheAdminTokenToAdminListenOnly(t *testing.T) {
 	defer mu.Unlock()
 	for _, g := range got {
 		t.Errorf("the proxy of $HTTP_PROXY received %s", g)
+	}
+}
+
+// TestCLIWaitsAsLongAsTheRelayWorks: `scimrelay reload` and `keys rotate`
+// wait for the relay's answer longer than the relay may work on them
+// (maxReload, two minutes: a worker waiting for its front end's bucket;
+// admin.RotationTime). With the default minute, a worker's reload before
+// its front end's had the CLI give up after a minute and say the relay
+// could not be reached (exit 3) while the relay was still at it, and the
+// 500 with what it applied, which README says reload prints, never shown.
+func TestCLIWaitsAsLongAsTheRelayWorks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte("admin_listen: 127.0.0.1:1\nadmin:\n  token: "+adminSecret+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		cmd   *cobra.Command
+		make  func(*cobra.Command) (*adminclient.Client, error)
+		bound time.Duration
+	}{
+		{"reload", newReloadCommand(), reloadClient, maxReload},
+		{"keys rotate", newKeysRotateCommand(), keysRotateClient, admin.RotationTime},
+	} {
+		if err := c.cmd.Flags().Set("config", path); err != nil {
+			t.Fatal(err)
+		}
+		client, err := c.make(c.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if client.Timeout <= c.bound {
+			t.Errorf("%s waits %s for the relay, which may work on it %s", c.name, client.Timeout, c.bound)
+		}
 	}
 }

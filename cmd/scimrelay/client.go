@@ -56,6 +56,26 @@ var adminClientKeys = []string{"admin_listen", "admin.token", "data_dir", "admin
 // command's relay.yaml says. The working directory's is taken only when
 // no one else could have put it there (readWorkingDirConfig).
 func adminClientOf(cmd *cobra.Command) (*adminclient.Client, error) {
+	return adminClientWaiting(cmd, 0)
+}
+
+// adminClientWaiting is adminClientOf for a request the relay may work on
+// for up to bound before it answers (a reload, an event-key rotation): the
+// client waits that long and half a minute more. With the default minute
+// a reload of a worker waiting two minutes for its front end's bucket
+// gave up first and said the relay could not be reached (exit 3), while
+// the relay answered later with what it applied.
+func adminClientWaiting(cmd *cobra.Command, bound time.Duration) (*adminclient.Client, error) {
+	c, err := adminClient(cmd)
+	if err != nil {
+		return nil, err
+	}
+	c.Timeout = max(c.Timeout, bound+30*time.Second)
+	return c, nil
+}
+
+// adminClient is the client of the admin API that cmd's relay.yaml names.
+func adminClient(cmd *cobra.Command) (*adminclient.Client, error) {
 	path := configPathOf(cmd)
 	if configNamed(cmd) {
 		return newAdminClient(path)

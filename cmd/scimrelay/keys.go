@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 )
 
 func init() { subcommands = append(subcommands, newKeysCommand) }
@@ -132,7 +133,7 @@ at once, for a leak. Only the key replaced last is kept for the overlap.`,
 			return nil
 		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := adminClientOf(cmd)
+			c, err := keysRotateClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -163,4 +164,11 @@ at once, for a leak. Only the key replaced last is kept for the overlap.`,
 	configFlagOn(cmd)
 	cmd.Flags().StringVar(&overlap, "overlap", "", "rotate oauth: how long access tokens of the old key keep working, e.g. 1h, or 0 (default: oauth.token_lifetime)")
 	return cmd
+}
+
+// keysRotateClient is the keys rotate command's client: it waits for the
+// relay's answer as long as a rotation may run (admin.RotationTime) and
+// more.
+func keysRotateClient(cmd *cobra.Command) (*adminclient.Client, error) {
+	return adminClientWaiting(cmd, admin.RotationTime)
 }

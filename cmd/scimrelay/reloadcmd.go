@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 )
 
 func init() { subcommands = append(subcommands, newReloadCommand) }
@@ -39,7 +41,7 @@ keep their running values.`,
   SCIMRELAY_CONFIG=/etc/scimrelay/relay.yaml scimrelay reload --json`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := adminClientOf(cmd)
+			c, err := reloadClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -68,4 +70,10 @@ keep their running values.`,
 	configFlagOn(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	return cmd
+}
+
+// reloadClient is the reload command's client: it waits for the relay's
+// answer as long as a reload may run (maxReload) and more.
+func reloadClient(cmd *cobra.Command) (*adminclient.Client, error) {
+	return adminClientWaiting(cmd, maxReload)
 }

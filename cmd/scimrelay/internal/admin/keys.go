@@ -138,10 +138,10 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// rotationTime bounds a rotation, which runs to its end once begun: one
+// RotationTime bounds a rotation, which runs to its end once begun: one
 // cut short by its client leaves the relay signing with a key the
 // stream may not name, or the old key named.
-const rotationTime = time.Minute
+const RotationTime = time.Minute
 
 func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 	k := h.o.Keys
@@ -154,7 +154,7 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 	if err := noBody(r); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), rotationTime)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), RotationTime)
 	defer cancel()
 	res, err := k.rotateEvents(ctx)
 	if err != nil && res.Key == "" {

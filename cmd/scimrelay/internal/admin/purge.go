@@ -67,7 +67,7 @@ func (r PurgeResult) Counts() []PurgeCount {
 		{"keys (resources, memberships, indexes)", fmt.Sprint(r.Keys)},
 		{"SCIM tokens", fmt.Sprint(r.Tokens)}, {"OAuth clients", fmt.Sprint(r.Clients)}, {"NATS subscribers", subscribers},
 		{"provisioning log entries", fmt.Sprint(r.LogEntries)},
-		{"events in the outbox (never to be published)", fmt.Sprint(r.Outbox)}, {"events in quarantine", fmt.Sprint(r.Quarantined)},
+		{"events in the outbox (not yet published, or published and kept)", fmt.Sprint(r.Outbox)}, {"events in quarantine", fmt.Sprint(r.Quarantined)},
 		{"events in the stream", fmt.Sprint(r.Events)}, {"delivery attempts", fmt.Sprint(r.Attempts)},
 	}
 }
