@@ -227,22 +227,25 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		}
 		res.Total = n
 	}
-	// A resource's dead letter that an earlier one of it follows in the
-	// queue (put back at the end by a redrive cut short before it moved
-	// the later ones behind it) is held behind it too.
+	// In a redrive of all, a resource's dead letter that an earlier one of
+	// it follows in the queue (put back at the end by a redrive cut short
+	// before it moved the later ones behind it) is held behind it too. A
+	// redrive of one delivers the one asked for.
 	earliest := map[resourceKey]uint64{} // lowest subjectseq of each resource in the queue
-	if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, e *event.Event) error {
-		if e == nil {
-			return nil
-		}
-		if n, err := events.SubjectSeq(*e); err == nil {
-			if k := (resourceKey{dl.Tenant, dl.Subject}); earliest[k] == 0 || n < earliest[k] {
-				earliest[k] = n
+	if q.ID == "" {
+		if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, e *event.Event) error {
+			if e == nil {
+				return nil
 			}
+			if n, err := events.SubjectSeq(*e); err == nil {
+				if k := (resourceKey{dl.Tenant, dl.Subject}); earliest[k] == 0 || n < earliest[k] {
+					earliest[k] = n
+				}
+			}
+			return nil
+		}); err != nil {
+			return RedriveResult{}, fmt.Errorf("redriving the dead letters of sink %s: %w", q.Sink, err)
 		}
-		return nil
-	}); err != nil {
-		return RedriveResult{}, fmt.Errorf("redriving the dead letters of sink %s: %w", q.Sink, err)
 	}
 	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, total, func(dl DeadLetter, e *event.Event) error {
 		behind := false // an earlier one of its resource is further on in the queue
