@@ -478,6 +478,7 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 		if rec == nil {
 			return err
 		}
+		w.deleted = rec.res // its name and email for the provisioning log, refused or not
 		if err := ifMatch.Check(rec.res); err != nil {
 			return w.refuse(err)
 		}
@@ -500,7 +501,6 @@ func (s *Store) Delete(ctx context.Context, tenantName string, rt *scim.Resource
 		if err := w.emit(tx, tb, t, rec, action, nil, nil); err != nil {
 			return err
 		}
-		w.deleted = rec.res // its name and email for the provisioning log
 		return resourceBucket(tb, rt).Delete([]byte(id))
 	})
 }

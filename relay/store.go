@@ -635,7 +635,7 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 		span.SetAttributes(attribute.Int("scimrelay.events", len(w.eventIDs)))
 	}
 	if w.refused != nil {
-		return scim.WriteResult{}, w.refused
+		return scim.WriteResult{Deleted: w.deleted}, w.refused
 	}
 	if len(w.eventIDs) > 0 {
 		s.depth.Add(int64(len(w.eventIDs)))

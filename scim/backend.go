@@ -65,7 +65,8 @@ type WriteResult struct {
 	// relay, its CloudEvents), in commit order; empty when the write changed
 	// nothing or the backend emits no events.
 	EventIDs []string
-	// Deleted is the resource a Delete removed, as it was (nil otherwise).
+	// Deleted is the resource a Delete removed, or would have removed when
+	// refused by a precondition, as it was (nil otherwise).
 	Deleted *Resource
 }
 

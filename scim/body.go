@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -60,6 +61,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", limit)
+		}
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			// The listener's read_timeout ended the read; the client is
+			// still there to be answered (the request's context is
+			// cancelled by the read error all the same).
+			return nil, Errorf(ErrInvalidSyntax, "the request body did not arrive within the server's read timeout")
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || r.Context().Err() != nil {
 			return nil, Errorf(ErrClientClosedRequest, "the client closed the request")

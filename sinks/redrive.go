@@ -231,15 +231,17 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 	// it follows in the queue (put back at the end by a redrive cut short
 	// before it moved the later ones behind it) is held behind it too. A
 	// redrive of one delivers the one asked for.
-	earliest := map[resourceKey]uint64{} // lowest subjectseq of each resource in the queue
+	earliest := map[resourceKey]string{} // lowest event id of each resource in the queue
 	if q.ID == "" {
 		if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, e *event.Event) error {
 			if e == nil {
 				return nil
 			}
-			if n, err := events.SubjectSeq(*e); err == nil {
-				if k := (resourceKey{dl.Tenant, dl.Subject}); earliest[k] == 0 || n < earliest[k] {
-					earliest[k] = n
+			if _, err := events.SubjectSeq(*e); err == nil {
+				// By id (a UUIDv7, ordered by when the event was made): after
+				// a restore a later event may be numbered below an earlier one.
+				if k := (resourceKey{dl.Tenant, dl.Subject}); earliest[k] == "" || e.ID() < earliest[k] {
+					earliest[k] = e.ID()
 				}
 			}
 			return nil
@@ -251,9 +253,9 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		behind := false // an earlier one of its resource is further on in the queue
 		if e != nil {
 			k := resourceKey{dl.Tenant, dl.Subject}
-			if n, err := events.SubjectSeq(*e); err == nil && earliest[k] != 0 {
-				behind = n > earliest[k]
-				if n == earliest[k] {
+			if id := e.ID(); earliest[k] != "" {
+				behind = id > earliest[k]
+				if id == earliest[k] {
 					delete(earliest, k) // reached: the rest follow it
 				}
 			}

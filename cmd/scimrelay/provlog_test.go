@@ -3,13 +3,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -23,7 +26,9 @@ import (
 // its body was recorded as a 400 the relay refused, not 499 ("client
 // closed request", as README says of a client that hangs up).
 func TestProvisioningLogNamesTheResource(t *testing.T) {
-	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.ReadTimeout = config.Duration(500 * time.Millisecond)
+	p := startRelay(t, cfg, roleAll)
 	ann := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@acme.com","emails":[{"value":"ann@acme.com","primary":true}]}`).want(t, 201).str("id")
 	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"bob@acme.com"}`).want(t, 201)
 	// Entra renames ann to a userName taken: refused, and the operator
@@ -33,11 +38,14 @@ func TestProvisioningLogNamesTheResource(t *testing.T) {
 	group := p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Sales"}`).want(t, 201).str("id")
 	p.scim("acme", acmeToken, "DELETE", "/Groups/"+group, "").want(t, 204)
 	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u1001","emails":[{"value":"cy@acme.com"}]}`).want(t, 201)
-	logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 7)
+	eve := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"eve@acme.com"}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "DELETE", "/Users/"+eve, "", "If-Match", `W/"nope"`).want(t, 412)
+	logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 9)
 	for _, c := range []struct{ user, want string }{
 		{"ann@acme.com", "[create 201 patch 409 delete 204]"},
 		{"Sales", "[create 201 delete 204]"},
 		{"cy@acme.com", "[create 201]"},
+		{"eve@acme.com", "[create 201 delete 412]"},
 	} {
 		var ops []string
 		for _, e := range logEntries(t, p, relay.LogQuery{Tenant: "acme", User: c.user}, -1) {
@@ -56,9 +64,31 @@ func TestProvisioningLogNamesTheResource(t *testing.T) {
 	fmt.Fprintf(conn, "POST /scim/v2/acme/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/scim+json\r\nContent-Length: %d\r\n\r\n%s",
 		acmeToken, len(body)+100, body)
 	conn.Close() // hangs up with 100 bytes of its body unsent
-	all := logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 8)
+	all := logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 10)
 	if e := all[len(all)-1]; e.Status != 499 {
 		t.Errorf("a client that hung up while sending its body recorded as %d %s %q, want 499", e.Status, e.ScimType, e.Detail)
+	}
+
+	// A client still there whose body does not come within read_timeout
+	// did not hang up: it is answered (400, saying so), and so recorded.
+	conn, err = net.Dial("tcp", strings.TrimPrefix(p.scimURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /scim/v2/acme/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/scim+json\r\nContent-Length: %d\r\n\r\n%s",
+		acmeToken, len(body)+100, body)
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a client still connected: %v", err)
+	}
+	res.Body.Close()
+	all = logEntries(t, p, relay.LogQuery{Tenant: "acme"}, 11)
+	if e := all[len(all)-1]; res.StatusCode != http.StatusBadRequest || e.Status != http.StatusBadRequest || !strings.Contains(e.Detail, "read timeout") {
+		t.Errorf("a body slower than read_timeout: answered %d, recorded %d %q; want 400 saying so", res.StatusCode, e.Status, e.Detail)
 	}
 }
 
