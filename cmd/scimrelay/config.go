@@ -91,9 +91,10 @@ const (
 	// SCIM listener starts and every request fails.
 	minListenerTimeout = 100 * time.Millisecond
 	// maxShutdownDelay bounds limits.shutdown_delay: a stop's grace period
-	// must hold it and the 30 s that requests under way are given to
-	// finish, and the outbox's drain (60 s in Compose and the chart), and in role all the sinks'
-	// hand-over too (the systemd unit's 75 s).
+	// must hold it, the 30 s that requests under way are given to finish
+	// and the 15 s to publish their events (60 s in Compose and the
+	// chart), and in role all the sinks' hand-over too (the systemd
+	// unit's 75 s).
 	maxShutdownDelay = 10 * time.Second
 )
 
