@@ -4,6 +4,7 @@ package main
 
 import (
 	"cmp"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -150,14 +151,8 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 		if err := relay.CheckStaticToken(cfg.Admin.Token); err != nil {
 			add("admin.token", "%v", err)
 		}
-		// A tenant's identity provider holds its SCIM token: the same
-		// secret would give it the admin API, every tenant's included.
-		for i, tn := range cfg.Tenants {
-			for j, tok := range tn.Tokens {
-				if strings.TrimSpace(tok) == strings.TrimSpace(cfg.Admin.Token) {
-					add(fmt.Sprintf("tenants[%d].tokens[%d]", i, j), "is admin.token; a tenant's SCIM token must not open the admin API")
-				}
-			}
+		for _, field := range tenantTokensOpeningAdmin(cfg, cfg.Admin.Token) {
+			add(field, "is admin.token; a tenant's SCIM token must not open the admin API")
 		}
 	}
 	if cfg.Memory.GCFloor > gcfloor.MaxFloor {
@@ -647,4 +642,36 @@ func parseLevel(s string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("log.level: must be one of debug, info, warn, error, got %q", s)
+}
+
+// tenantTokensOpeningAdmin names the relay.yaml tokens of cfg's tenants
+// that are adminToken: a tenant's identity provider holds its SCIM token,
+// and the same secret would give it the admin API, every tenant's
+// included. serve compares them with the admin token in force too (one it
+// generated into data_dir/admin.token when admin.token is empty), which
+// check cannot read.
+func tenantTokensOpeningAdmin(cfg *config.Config, adminToken string) []string {
+	adminToken = strings.TrimSpace(adminToken)
+	if adminToken == "" {
+		return nil
+	}
+	var fields []string
+	for i, tn := range cfg.Tenants {
+		for j, tok := range tn.Tokens {
+			if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(adminToken)) == 1 {
+				fields = append(fields, fmt.Sprintf("tenants[%d].tokens[%d]", i, j))
+			}
+		}
+	}
+	return fields
+}
+
+// refuseTenantTokensOpeningAdmin refuses cfg when a tenant's token is the
+// admin token in force, naming each such token's key.
+func refuseTenantTokensOpeningAdmin(cfg *config.Config, adminToken string) error {
+	var errs []error
+	for _, field := range tenantTokensOpeningAdmin(cfg, adminToken) {
+		errs = append(errs, fmt.Errorf("%s: is the admin token in force (admin.token, or %s when it is empty); a tenant's SCIM token must not open the admin API", field, cfg.AdminTokenPath()))
+	}
+	return errors.Join(errs...)
 }

@@ -120,6 +120,10 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	next = applicable(old, next)
 	// What changes as a whole goes first, so that its failure (a disk
 	// error) leaves the relay as it was: the tenants, then the rest.
+	if err := refuseTenantTokensOpeningAdmin(next, s.adminToken); err != nil {
+		s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
+		return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
+	}
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
 			if errors.Is(err, relay.ErrBeingPurged) || errors.Is(err, relay.ErrSharedToken) {

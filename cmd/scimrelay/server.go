@@ -260,6 +260,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if s.adminToken, err = adminToken(cfg, log); err != nil {
 		return nil, err
 	}
+	if err := refuseTenantTokensOpeningAdmin(cfg, s.adminToken); err != nil {
+		return nil, err
+	}
 	if role != roleSinks {
 		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)

@@ -7,10 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -173,6 +175,49 @@ func TestNoRelayYAMLTokenIsAnotherTenantsStoredToken(t *testing.T) {
 		srv.close()
 		t.Fatal("the relay started with acme's relay.yaml token being globex's stored token")
 	} else if !strings.Contains(err.Error(), "tenants[0].tokens[1]: is the secret of token ") {
+		t.Fatalf("start: %v", err)
+	}
+}
+
+// TestNoTenantTokenIsTheGeneratedAdminToken: with admin.token empty serve
+// writes a generated admin token to data_dir/admin.token, which the CLI
+// reads. A relay.yaml giving a tenant that token would give the tenant's
+// identity provider the admin API: a reload with it is refused, naming the
+// key, and so is a start. check cannot read the file; it refuses a token
+// equal to admin.token in relay.yaml (TestCheckAgreesWithServe). Before,
+// both took it, and the tenant's token opened /admin/v1/.
+func TestNoTenantTokenIsTheGeneratedAdminToken(t *testing.T) {
+	dataDir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	write := func(globex string) {
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nnats:\n  listen: \"\"\ntenants:\n  - name: acme\n    tokens: [%s]\n  - name: globex\n    tokens: [%s]\n", dataDir, acmeToken, globex)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(globexToken)
+	p := startReloadable(t, path, io.Discard)
+	b, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated := strings.TrimSpace(string(b))
+	write(generated)
+	if _, err := p.srv.reload(context.Background()); !errors.Is(err, admin.ErrReloadRefused) || !strings.Contains(err.Error(), "tenants[1].tokens[0]: is the admin token in force") {
+		t.Fatalf("a reload giving globex the generated admin token: %v", err)
+	}
+	if s := p.scim("globex", generated, "GET", "/Users", "").status; s != http.StatusUnauthorized {
+		t.Fatalf("the admin token opens globex's SCIM endpoint after the refused reload: %d", s)
+	}
+	p.stop()
+	cfg, err := loadConfig(path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil {
+		srv.close()
+		t.Fatal("the relay started with globex's token being the generated admin token")
+	} else if !strings.Contains(err.Error(), "tenants[1].tokens[0]: is the admin token in force") {
 		t.Fatalf("start: %v", err)
 	}
 }
