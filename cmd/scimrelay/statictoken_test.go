@@ -167,15 +167,22 @@ func TestNoRelayYAMLTokenIsAnotherTenantsStoredToken(t *testing.T) {
 		t.Fatalf("globex's token after the refused reload: acme %d, globex %d; want 401 and 200", a, g)
 	}
 	p.stop()
-	cfg, err = loadConfig(f.path, roleAll)
+	wantStartRefused(t, f.path, "tenants[0].tokens[1]: is the secret of token ")
+}
+
+// wantStartRefused starts a relay from the relay.yaml at path and wants it
+// refused, saying want.
+func wantStartRefused(t *testing.T, path, want string) {
+	t.Helper()
+	cfg, err := loadConfig(path, roleAll)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil {
 		srv.close()
-		t.Fatal("the relay started with acme's relay.yaml token being globex's stored token")
-	} else if !strings.Contains(err.Error(), "tenants[0].tokens[1]: is the secret of token ") {
-		t.Fatalf("start: %v", err)
+		t.Fatalf("the relay started; want it refused, saying %q", want)
+	} else if !strings.Contains(err.Error(), want) {
+		t.Fatalf("start refused with %v; want it to say %q", err, want)
 	}
 }
 
@@ -210,14 +217,5 @@ func TestNoTenantTokenIsTheGeneratedAdminToken(t *testing.T) {
 		t.Fatalf("the admin token opens globex's SCIM endpoint after the refused reload: %d", s)
 	}
 	p.stop()
-	cfg, err := loadConfig(path, roleAll)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil {
-		srv.close()
-		t.Fatal("the relay started with globex's token being the generated admin token")
-	} else if !strings.Contains(err.Error(), "tenants[1].tokens[0]: is the admin token in force") {
-		t.Fatalf("start: %v", err)
-	}
+	wantStartRefused(t, path, "tenants[1].tokens[0]: is the admin token in force")
 }
