@@ -22,6 +22,7 @@ import (
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/relay/natsbus/natsbustest"
 )
 
 // bus is an embedded server as the relay runs it: the relay's connection,
@@ -41,7 +42,7 @@ func startBus(t testing.TB, subscribers ...natsbus.Subscriber) *bus {
 // startBusLogging is startBus with the relay's log going to log.
 func startBusLogging(t testing.TB, log *slog.Logger, subscribers ...natsbus.Subscriber) *bus {
 	t.Helper()
-	e, js := startEmbedded(t, natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, log, subscribers...)
+	e, js := natsbustest.Start(t, natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, log, subscribers...)
 	ctx := t.Context()
 	for _, subject := range []string{events.Subject("acme", events.UserCreated, "u1"), events.Subject("acme", events.GroupCreated, "g1"), events.Subject("globex", events.UserCreated, "u2")} {
 		if _, err := js.Publish(ctx, subject, []byte(`{"subject":"`+subject+`"}`)); err != nil {
@@ -58,35 +59,6 @@ func startBusLogging(t testing.TB, log *slog.Logger, subscribers ...natsbus.Subs
 		t.Fatal(err)
 	}
 	return &bus{e: e, js: js, url: e.ClientURL()}
-}
-
-// startEmbedded starts the embedded server of o with subscribers, as the
-// relay does: connected in process, the event stream made and, once it
-// is there, the subscribers' consumers.
-func startEmbedded(t testing.TB, o natsbus.Options, log *slog.Logger, subscribers ...natsbus.Subscriber) (*natsbus.Embedded, jetstream.JetStream) {
-	t.Helper()
-	e, err := natsbus.StartEmbedded(o, subscribers, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := natsbus.Connect(natsbus.Options{}, e, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := events.EnsureStream(t.Context(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
-		t.Fatal(err)
-	}
-	// As the relay does once the stream is there (cmd/scimrelay).
-	if err := e.EnsureConsumers(); err != nil {
-		t.Fatal(err)
-	}
-	return e, js
 }
 
 // newSubscriber returns a subscriber with a fresh key pair and its seed file.

@@ -18,6 +18,7 @@ import (
 	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/relay/natsbus/natsbustest"
 )
 
 // TestHealedStoreHandlesEachRequestOnce: the embedded server's store
@@ -35,7 +36,7 @@ func TestHealedStoreHandlesEachRequestOnce(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	audit, auditSeed := newSubscriber(t, "audit", "")
 	o := natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: dir}
-	e, js := startEmbedded(t, o, log, audit)
+	e, js := natsbustest.Start(t, o, log, audit)
 	healer, err := natsbus.NewStoreHealer(e.Server(), o, log)
 	if err != nil {
 		t.Fatal(err)

@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/scimrelay/scimrelay/relay"
-	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/relay/natsbus/natsbustest"
 )
 
 // pausingJS holds the registry's first consumer look-up until released:
@@ -52,26 +52,7 @@ func TestNoSubscriberForATenantRemovedAndPurgedMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	e, err := natsbus.StartEmbedded(natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := natsbus.Connect(natsbus.Options{}, e, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := events.EnsureStream(t.Context(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, log); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.EnsureConsumers(); err != nil {
-		t.Fatal(err)
-	}
+	e, js := natsbustest.Start(t, natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, log)
 	pjs := &pausingJS{JetStream: js, reached: make(chan struct{}), release: make(chan struct{})}
 	reg := NewSubscriberRegistry(store, e, pjs)
 	reqLog := relay.NewRequestLog(store, relay.LogOptions{Retention: time.Hour}, log)
@@ -79,7 +60,7 @@ func TestNoSubscriberForATenantRemovedAndPurgedMeanwhile(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = reqLog.Run(logCtx) })
 	t.Cleanup(func() { stopLog(); wg.Wait() })
-	purger := NewTenantPurger(store, reqLog, nil, reg, nc, nil)
+	purger := NewTenantPurger(store, reqLog, nil, reg, js.Conn(), nil)
 
 	kp, err := nkeys.CreateUser()
 	if err != nil {
