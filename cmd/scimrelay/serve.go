@@ -61,7 +61,9 @@ Roles split the relay across machines that share an external NATS cluster:
          up to 2 minutes at start), creating none
 
 SIGHUP (or 'scimrelay reload') re-reads relay.yaml and applies what can change
-while running; SIGTERM or SIGINT stops it gracefully.
+while running; SIGTERM or SIGINT stops it gracefully: requests under way
+finish, their events go to NATS (up to 10 s more), workers hand their
+partitions over. A second signal ends it at once.
 
 Environment: SCIMRELAY_CONFIG names relay.yaml; OTEL_* turns on tracing;
 GOGC overrides memory.gc_floor; in a container with a memory limit, Go's soft
