@@ -208,6 +208,28 @@ func TestFilterOfAHundredTerms(t *testing.T) {
 	}
 }
 
+// TestFilterOfValuePathsCountsComparisons: a value path is not a term of
+// its own, its comparisons are; 60 `emails[type eq "tN"]` joined by or
+// were refused as "more than 100 terms" (a review).
+func TestFilterOfValuePathsCountsComparisons(t *testing.T) {
+	terms := make([]string, 60)
+	for i := range terms {
+		terms[i] = fmt.Sprintf(`emails[type eq "t%d"]`, i)
+	}
+	f := strings.Join(terms, " or ")
+	if len(f) > MaxFilterLength {
+		t.Fatalf("the filter is %d bytes", len(f))
+	}
+	if _, err := ParseFilter(UserResourceType, f); err != nil {
+		t.Errorf("%d comparisons in value paths joined by or (%d bytes): %v", len(terms), len(f), err)
+	}
+	// 101 comparisons inside value paths are still too many.
+	over := strings.Repeat(`emails[type eq "a" and value eq "b"] or `, 50) + `title eq "c"`
+	if _, err := ParseFilter(UserResourceType, over); err == nil || !strings.Contains(err.Error(), "more than 100 terms") {
+		t.Errorf("101 comparisons, 100 of them in value paths: %v, want more than 100 terms", err)
+	}
+}
+
 func TestFilterEqualities(t *testing.T) {
 	tests := []struct {
 		rt     *ResourceType
