@@ -231,35 +231,14 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 	// it follows in the queue (put back at the end by a redrive cut short
 	// before it moved the later ones behind it) is held behind it too. A
 	// redrive of one delivers the one asked for.
-	earliest := map[resourceKey]string{} // lowest event id of each resource in the queue
+	var heldBack map[uint64]bool
 	if q.ID == "" {
-		if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, e *event.Event) error {
-			if e == nil {
-				return nil
-			}
-			if _, err := events.SubjectSeq(*e); err == nil {
-				// By id (a UUIDv7, ordered by when the event was made): after
-				// a restore a later event may be numbered below an earlier one.
-				if k := (resourceKey{dl.Tenant, dl.Subject}); earliest[k] == "" || e.ID() < earliest[k] {
-					earliest[k] = e.ID()
-				}
-			}
-			return nil
-		}); err != nil {
+		if heldBack, err = m.outOfOrder(ctx, q.Sink); err != nil {
 			return RedriveResult{}, fmt.Errorf("redriving the dead letters of sink %s: %w", q.Sink, err)
 		}
 	}
 	err = m.dlq.each(ctx, q.Sink, 0, redriveBatch, total, func(dl DeadLetter, e *event.Event) error {
-		behind := false // an earlier one of its resource is further on in the queue
-		if e != nil {
-			k := resourceKey{dl.Tenant, dl.Subject}
-			if id := e.ID(); earliest[k] != "" {
-				behind = id > earliest[k]
-				if id == earliest[k] {
-					delete(earliest, k) // reached: the rest follow it
-				}
-			}
-		}
+		behind := e != nil && heldBack[dl.seq] // an earlier one of its resource is further on in the queue
 		// The sink as configured now: a reload may have narrowed it (its
 		// tenants, its events) or removed it since the redrive began.
 		cur, err := m.sink(to)
@@ -321,6 +300,47 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 		return res, fmt.Errorf("sink %s has no dead letter with event id %s", q.Sink, q.ID)
 	}
 	return res, nil
+}
+
+// outOfOrder reads sink's queue and returns the dead letters (by their
+// sequence in it) that a dead letter of the same resource made earlier
+// follows, anywhere further on: not only the resource's earliest, which a
+// redrive cut short twice leaves behind later ones as well ([1, 3, 2]
+// sent 3 before 2 when only those before 1 were held). Earlier is by id,
+// a UUIDv7 ordered by when the event was made: after a restore a later
+// event may be numbered below an earlier one.
+func (m *Manager) outOfOrder(ctx context.Context, sink string) (map[uint64]bool, error) {
+	type entry struct {
+		seq uint64
+		id  string
+	}
+	queued := map[resourceKey][]entry{} // each resource's, in queue order
+	err := m.dlq.each(ctx, sink, 0, redriveBatch, nil, func(dl DeadLetter, e *event.Event) error {
+		if e == nil {
+			return nil
+		}
+		if _, err := events.SubjectSeq(*e); err == nil {
+			k := resourceKey{dl.Tenant, dl.Subject}
+			queued[k] = append(queued[k], entry{dl.seq, e.ID()})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	behind := map[uint64]bool{}
+	for _, list := range queued {
+		least := "" // the earliest id from i on
+		for i := len(list) - 1; i >= 0; i-- {
+			if least != "" && least < list[i].id {
+				behind[list[i].seq] = true
+			}
+			if least == "" || list[i].id < least {
+				least = list[i].id
+			}
+		}
+	}
+	return behind, nil
 }
 
 // countDeadLetters sets a configured sink's dead-letter gauge.

@@ -593,17 +593,7 @@ func TestInterruptedRedriveKeepsAResourceInOrder(t *testing.T) {
 	refuse.Delete(annCreated)
 	before := len(rc.requests())
 	// The next redrives, until the queue is empty.
-	for range 3 {
-		if n, err := m.dlq.count(ctx, "crm"); err != nil || n == 0 {
-			break
-		}
-		if _, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil {
-			t.Fatalf("the next redrive: %v", err)
-		}
-	}
-	if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 0 {
-		t.Fatalf("%d dead letters left (%v)", n, err)
-	}
+	redriveUntilEmpty(t, m, "crm")
 	var ann []string
 	for _, id := range ids(rc)[before:] {
 		if id != bob {
@@ -612,6 +602,72 @@ func TestInterruptedRedriveKeepsAResourceInOrder(t *testing.T) {
 	}
 	if want := []string{annCreated, annUpdated}; !slices.Equal(ann, want) {
 		t.Errorf("the redrive after an interrupted one sent ann's dead letters as %v, want in her order %v", ann, want)
+	}
+}
+
+// TestRedriveOfAllHoldsALaterDeadLetterBehindAnyEarlierOne: ann's
+// creation, update and deactivation are dead letters; a redrive of her
+// update alone fails again and puts it at the end, and the relay stops
+// before it moved her deactivation behind it: the queue is [creation,
+// deactivation, update]. The next redrive of all must send them in her
+// order; it held only what came before her earliest dead letter, and sent
+// the deactivation before the update (a review of the fix above).
+func TestRedriveOfAllHoldsALaterDeadLetterBehindAnyEarlierOne(t *testing.T) {
+	var refuse sync.Map
+	d := goneReceiverSink(t, &refuse)
+	m, rc, p, down, stop := d.m, d.rc, d.p, &d.down, d.stop
+	annCreated := p.publish("acme", events.UserCreated, "ann")
+	annUpdated := p.publish("acme", events.UserUpdated, "ann")
+	annDeactivated := p.publish("acme", events.UserDeactivated, "ann")
+	awaitDeadLetters(t, m, "crm", 3)
+	stop()
+	down.Store(false)
+	refuse.Store(annUpdated, true)
+	jobCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err := m.Redrive(jobCtx, RedriveQuery{Sink: "crm", ID: annUpdated}, func(r RedriveResult) {
+		if r.Failed == 1 { // ann's update, refused again and put at the end
+			cancel()
+		}
+	})
+	if err == nil {
+		t.Fatal("the interrupted redrive ended without an error")
+	}
+	awaitDeadLetters(t, m, "crm", 3)
+	page, err := m.DeadLetters(ctx, "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queue []string
+	for _, dl := range page.DeadLetters {
+		queue = append(queue, dl.ID)
+	}
+	if want := []string{annCreated, annDeactivated, annUpdated}; !slices.Equal(queue, want) {
+		t.Fatalf("queue after the interrupted redrive %v, want %v", queue, want)
+	}
+	refuse.Delete(annUpdated)
+	before := len(rc.requests())
+	redriveUntilEmpty(t, m, "crm")
+	if got, want := ids(rc)[before:], []string{annCreated, annUpdated, annDeactivated}; !slices.Equal(got, want) {
+		t.Errorf("the redrives sent ann's dead letters as %v, want in her order %v", got, want)
+	}
+}
+
+// redriveUntilEmpty redrives all of sink's dead letters, up to three
+// times (each redrive holding back what it must), until its queue is
+// empty.
+func redriveUntilEmpty(t *testing.T, m *Manager, sink string) {
+	t.Helper()
+	for range 3 {
+		if n, err := m.dlq.count(ctx, sink); err != nil || n == 0 {
+			break
+		}
+		if _, err := m.Redrive(ctx, RedriveQuery{Sink: sink}, nil); err != nil {
+			t.Fatalf("redrive: %v", err)
+		}
+	}
+	if n, err := m.dlq.count(ctx, sink); err != nil || n != 0 {
+		t.Fatalf("%d dead letters left (%v)", n, err)
 	}
 }
 
@@ -658,14 +714,7 @@ func TestRedriveAfterARestoreKeepsTheQueuesOrder(t *testing.T) {
 
 	down.Store(false)
 	before := len(rc.requests())
-	for range 3 {
-		if n, err := m.dlq.count(ctx, "crm"); err != nil || n == 0 {
-			break
-		}
-		if _, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil); err != nil {
-			t.Fatalf("redrive: %v", err)
-		}
-	}
+	redriveUntilEmpty(t, m, "crm")
 	if got, want := ids(rc)[before:], []string{old, newer}; !slices.Equal(got, want) {
 		t.Errorf("the redrives sent ann's dead letters as %v, want in the queue's (commit) order %v", got, want)
 	}
