@@ -206,6 +206,36 @@ func TestUserLifecycle(t *testing.T) {
 	}
 }
 
+// TestStoredPatchesKeepWhatTheyDoNotName: through the store, as the relay
+// serves it (a fuzz review): clearing a user's givenName by a replace of
+// name keeps her familyName (the whole name was deleted), and a retried
+// replace of emails[value eq "old"].value is 400 noTarget, the user
+// unchanged (it stored the new address twice, version 3).
+func TestStoredPatchesKeepWhatTheyDoNotName(t *testing.T) {
+	s, _, _ := openStore(t)
+	u := create(t, s, "acme", user(t, `"userName":"ann@x.com","name":{"givenName":"Ann","familyName":"Lee"},"emails":[{"value":"ann@x.com","type":"work","primary":true}]`))
+	mustPatch(t, s, "acme", scim.UserResourceType, u.ID(), `{"op":"replace","path":"name","value":{"givenName":null}}`)
+	got, err := s.Get(ctx, "acme", scim.UserResourceType, u.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, _ := got.Attrs["name"].(map[string]any); len(name) != 1 || name["familyName"] != "Lee" {
+		t.Errorf("after clearing givenName the stored user is %s, want name {familyName: Lee}", got.AppendJSON(nil))
+	}
+	const op = `{"op":"replace","path":"emails[value eq \"ann@x.com\"].value","value":"ann.lee@x.com"}`
+	first := mustPatch(t, s, "acme", scim.UserResourceType, u.ID(), op)
+	if _, err := patch(t, s, "acme", scim.UserResourceType, u.ID(), op); !errors.Is(err, scim.ErrNoTarget) {
+		t.Errorf("the retried PATCH: %v, want 400 noTarget", err)
+	}
+	after, err := s.Get(ctx, "acme", scim.UserResourceType, u.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := string(after.AppendJSON(nil)), string(first.AppendJSON(nil)); a != b {
+		t.Errorf("the retry changed the user:\n%s\nwant\n%s", a, b)
+	}
+}
+
 func TestUniqueness(t *testing.T) {
 	s, _, _ := openStore(t)
 	create(t, s, "acme", user(t, `"userName":"ann@x.com","externalId":"shared"`))

@@ -735,6 +735,15 @@ func applyPlain(r *Resource, op patchOp, keys foldedKeys) error {
 	if ap.Sub != "" && a != nil && a.MultiValued {
 		return Errorf(ErrInvalidPath, "Operations[%d]: %s is multi-valued; select values with %s[filter]", op.index, ap, ap.Name)
 	}
+	if raw := givenObject(op.value); raw != nil && op.kind == patchReplace && ap.Sub == "" && a != nil && a.Type == Complex && !a.MultiValued {
+		// The sub-attributes given are set, those given null or "" cleared
+		// and the others kept (RFC 7644 §3.5.2.3). An object that amounts
+		// to nothing ({"givenName":null}, a manager's read-only
+		// displayName alone) took the whole attribute away.
+		given, _ := value.(map[string]any) // nil when nothing given is kept
+		replaceSubAttributes(obj, name, a, given, clearedSubAttributes(a, raw))
+		return nil
+	}
 	if value == nil {
 		// Replacing with null, "" for a complex value, or [] unassigns
 		// (RFC 7643 §2.5); Entra clears a manager this way. An add of
@@ -786,6 +795,10 @@ func checkGiven(rt *ResourceType, ap AttrPath, list []any) error {
 	return (&Resource{Type: rt, Attrs: given}).checkMultiValued()
 }
 
+// describesValue lists the sub-attributes that describe the resource a
+// complex value's "value" names (a manager's): they go with it.
+var describesValue = []string{"$ref", "display", "displayName"}
+
 // setSubAttributes returns the value of the singular complex attribute a
 // (nil for one no schema here defines) with the given sub-attributes set
 // and the others kept. A new value names another resource (Entra replaces
@@ -796,13 +809,62 @@ func setSubAttributes(a *Attribute, cur, given map[string]any) map[string]any {
 	maps.Copy(merged, cur)
 	maps.Copy(merged, given)
 	if v, ok := given["value"]; ok && a != nil && cur != nil && !jsonEqual(cur["value"], v) {
-		for _, derived := range []string{"$ref", "display", "displayName"} {
+		for _, derived := range describesValue {
 			if _, anew := given[derived]; !anew {
 				delete(merged, derived)
 			}
 		}
 	}
 	return merged
+}
+
+// givenObject returns v, a PATCH operation's value, when it is an object
+// with members (Entra sends manager as a list of one), else nil.
+func givenObject(v any) map[string]any {
+	if list, ok := v.([]any); ok && len(list) == 1 {
+		v = list[0]
+	}
+	if m, ok := v.(map[string]any); ok && len(m) > 0 {
+		return m
+	}
+	return nil
+}
+
+// clearedSubAttributes returns the sub-attributes of the singular complex
+// attribute a that m, a replace's value, gives as null or "": unassigned
+// (RFC 7643 §2.5).
+func clearedSubAttributes(a *Attribute, m map[string]any) []string {
+	var cleared []string
+	for k, sv := range m {
+		if sa := a.Sub(k); sa != nil && (sv == nil || sv == "") {
+			cleared = append(cleared, sa.Name)
+		}
+	}
+	return cleared
+}
+
+// replaceSubAttributes sets obj[name], a singular complex attribute, to
+// its value with the given sub-attributes set, the cleared ones removed
+// and the others kept, and removes it when nothing is left. A cleared
+// value takes what described it along (setSubAttributes), unless given.
+func replaceSubAttributes(obj map[string]any, name string, a *Attribute, given map[string]any, cleared []string) {
+	cur, _ := obj[name].(map[string]any)
+	next := setSubAttributes(a, cur, given)
+	for _, sub := range cleared {
+		delete(next, sub)
+		if sub == "value" {
+			for _, derived := range describesValue {
+				if _, anew := given[derived]; !anew {
+					delete(next, derived)
+				}
+			}
+		}
+	}
+	if len(next) == 0 {
+		delete(obj, name)
+		return
+	}
+	obj[name] = next
 }
 
 // addUnknown is what an add of value makes of cur, an attribute no schema
@@ -1032,6 +1094,13 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			for k, sv := range v {
 				el[k] = sv
 			}
+		}
+		if !pp.filter.MatchValue(el) {
+			// The value given changes what the filter selects by:
+			// replacing emails[value eq "a"].value with "b" on a user
+			// without "a" (as a retry of the PATCH finds it) would add "b"
+			// beside, or a second copy of it.
+			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s", op.index, ap, pp.text)
 		}
 		if lacksValue(ap.attr, el) {
 			// emails[type eq "work"].primary on a user without a work

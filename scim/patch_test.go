@@ -381,6 +381,78 @@ func TestPatchTypesAnUntypedValue(t *testing.T) {
 	}
 }
 
+// TestPatchReplaceByAFilterOnWhatItReplaces: replacing
+// emails[value eq "a"].value with "b" where no email is "a" (a retry of
+// the PATCH, whose first try made it "b") is 400 noTarget (RFC 7644
+// §3.5.2.3): the element built from the filter's terms no longer matches
+// the filter, and "b" was added again beside the first (a fuzz review).
+// Entra's emails[type eq "work"].value still makes a work email.
+func TestPatchReplaceByAFilterOnWhatItReplaces(t *testing.T) {
+	base := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann","emails":[{"value":"a@x.com","type":"work","primary":true}]}`)
+	const op = `{"op":"replace","path":"emails[value eq \"a@x.com\"].value","value":"b@x.com"}`
+	once := applyPatch(t, base, op)
+	if got, want := valueAt(t, once.Resource, "emails"), `[{"primary":true,"type":"work","value":"b@x.com"}]`; got != want {
+		t.Fatalf("emails after the first try: %s, want %s", got, want)
+	}
+	for _, ops := range []string{
+		op, // the retry
+		`{"op":"replace","path":"emails[value eq \"absent@x.com\"]","value":{"value":"other@x.com"}}`,
+	} {
+		p, err := ParsePatch(UserResourceType, []byte(patchBody(ops)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := p.Apply(once.Resource)
+		var se *Error
+		if err == nil {
+			t.Errorf("%s: emails %s, want 400 noTarget", ops, valueAt(t, u.Resource, "emails"))
+		} else if !asSCIM(err, &se) || se.Type != ErrNoTarget.Type || se.Status != 400 {
+			t.Errorf("%s: %v, want 400 noTarget", ops, err)
+		}
+	}
+	noWork := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann"}`)
+	u := applyPatch(t, noWork, `{"op":"replace","path":"emails[type eq \"work\"].value","value":"w@x.com"}`)
+	if got, want := valueAt(t, u.Resource, "emails"), `[{"type":"work","value":"w@x.com"}]`; got != want {
+		t.Errorf("Entra's work email: %s, want %s", got, want)
+	}
+}
+
+// TestPatchReplaceClearsTheSubAttributesGivenNull: a replace of a complex
+// attribute with a sub-attribute null or "" clears that one and leaves the
+// others (RFC 7644 §3.5.2.3, RFC 7643 §2.5); the whole name went, its
+// familyName with it, and beside another sub-attribute the null was
+// ignored (a fuzz review). A manager whose value is cleared goes whole:
+// what described it goes with it; one given its read-only displayName
+// alone is kept (it was removed).
+func TestPatchReplaceClearsTheSubAttributesGivenNull(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	const mgr = `"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"m1","displayName":"Boss"}}`
+	base := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann","name":{"givenName":"Ann","familyName":"Lee"},`+mgr+`}`)
+	for _, tt := range []struct{ ops, at, want string }{
+		{`{"op":"replace","path":"name","value":{"givenName":null}}`, "name", `{"familyName":"Lee"}`},
+		{`{"op":"replace","path":"name","value":{"GivenName":""}}`, "name", `{"familyName":"Lee"}`},
+		{`{"op":"replace","value":{"name":{"givenName":null}}}`, "name", `{"familyName":"Lee"}`},
+		{`{"op":"replace","value":{"name":{"givenName":null,"middleName":"M"}}}`, "name", `{"familyName":"Lee","middleName":"M"}`},
+		{`{"op":"replace","path":"name","value":{"givenName":null,"familyName":null}}`, "name", ``},
+		{`{"op":"replace","path":"manager","value":{"displayName":null}}`, ent + ":manager", `{"value":"m1"}`},
+		{`{"op":"replace","path":"manager","value":{"displayName":"Other"}}`, ent + ":manager", `{"value":"m1"}`},
+		{`{"op":"replace","path":"manager","value":{}}`, ent + ":manager", ``},
+		{`{"op":"replace","path":"manager","value":{"value":null}}`, ent + ":manager", ``},
+		{`{"op":"replace","path":"manager","value":[{"value":""}]}`, ent + ":manager", ``},
+		{`{"op":"replace","path":"manager","value":{"value":null,"displayName":"Other"}}`, ent + ":manager", ``}, // names no one
+	} {
+		u := applyPatch(t, base, tt.ops)
+		if got := valueAt(t, u.Resource, tt.at); got != tt.want {
+			t.Errorf("%s: %s = %s, want %s", tt.ops, tt.at, got, tt.want)
+		}
+	}
+	// An add of null adds nothing, as before.
+	u := applyPatch(t, base, `{"op":"add","path":"name","value":{"givenName":null,"middleName":"M"}}`)
+	if got, want := valueAt(t, u.Resource, "name"), `{"familyName":"Lee","givenName":"Ann","middleName":"M"}`; got != want {
+		t.Errorf("add with a null sub-attribute: name = %s, want %s", got, want)
+	}
+}
+
 // TestPatchRemoveOfEveryValue: remove emails.value, without a filter,
 // removes the value of every email, and an email left without its address
 // is removed whole, as emails[type eq "work"].value removes one
