@@ -313,7 +313,7 @@ func (p *passer) answerCreate(subject string, m *nats.Msg) {
 		if filter == "" {
 			filter = "none (every event)"
 		}
-		answer(400, filterMismatchCode, "the relay manages this consumer: its filter is %s; change it with scimrelay subscriber add %s --subjects ...", filter, s.Name)
+		answer(400, filterMismatchCode, "the relay manages this consumer: its filter is %s; change it with scimrelay subscriber add %s --replace --subjects ... (which gives it a new key)", filter, s.Name)
 		return
 	}
 	res, err := p.ask(p.ctx, jsAPI+"CONSUMER.INFO."+events.StreamName+"."+s.Name, nil)

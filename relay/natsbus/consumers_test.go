@@ -332,7 +332,7 @@ func TestCreateAnsweredByTheRelay(t *testing.T) {
 		t.Fatalf("read %v", got)
 	}
 	_, err = c.js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{Durable: "acme-users", FilterSubject: "scimrelay.acme.user.created.>"})
-	if err == nil || !strings.Contains(err.Error(), "the relay manages this consumer: its filter is scimrelay.acme.user.>; change it with scimrelay subscriber add acme-users --subjects") {
+	if err == nil || !strings.Contains(err.Error(), "the relay manages this consumer: its filter is scimrelay.acme.user.>; change it with scimrelay subscriber add acme-users --replace --subjects ... (which gives it a new key)") {
 		t.Fatalf("a creation asking for another filter: %v", err)
 	}
 	// The same through the older nats.go API, without a filter for the

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/relay/natsbus/natsbustest"
 )
 
 // subscribe is what the README shows a service doing: with the credential
@@ -33,8 +36,12 @@ func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action
 	if err != nil {
 		return err
 	}
-	// The subscriber's nkey, and its private inbox prefix.
-	nc, err := nats.Connect(natsURL, nkey, nats.CustomInboxPrefix("_INBOX_billing-users"))
+	// The subscriber's nkey, and its private inbox prefix. It reconnects for
+	// ever, refused or not: through a relay restart, and when its tenant is
+	// cut off and let in again (by default it gives up after 2 minutes, or
+	// at the second refusal, and reads nothing more).
+	nc, err := nats.Connect(natsURL, nkey, nats.CustomInboxPrefix("_INBOX_billing-users"),
+		nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort())
 	if err != nil {
 		return err
 	}
@@ -126,30 +133,13 @@ func TestSubscribeExample(t *testing.T) {
 // TestJavaScriptExample runs docs/examples/js/subscribe.mjs (the README's
 // JavaScript example) with node against the embedded server.
 func TestJavaScriptExample(t *testing.T) {
-	dir, _ := filepath.Abs("../../docs/examples/js")
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed; the JavaScript example needs it")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "nats")); err != nil {
-		t.Skip("docs/examples/js has no node_modules: run npm ci --prefix docs/examples/js")
-	}
 	b, seed := examplesBus(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "subscribe.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NATS_URL="+b.url, "SEED_FILE="+seed, "LIMIT=2")
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("node subscribe.mjs: %v\n%s%s", err, out, stderr)
+	js := startJSExample(t, b.url, seed, 2)
+	if err := js.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("node subscribe.mjs: %v\n%s%s", err, js.out.String(), js.stderr.String())
 	}
 	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc := bufio.NewScanner(strings.NewReader(js.out.String()))
 	for sc.Scan() {
 		var ev struct{ Type, UserName string }
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
@@ -159,6 +149,184 @@ func TestJavaScriptExample(t *testing.T) {
 	}
 	if strings.Join(lines, ",") != "io.scimrelay.user.created user-id-2,io.scimrelay.user.deactivated user-id-3" {
 		t.Fatalf("the JavaScript example printed %v", lines)
+	}
+}
+
+// jsExample is docs/examples/js/subscribe.mjs running under node.
+type jsExample struct {
+	out, stderr eventstest.Log
+	done        chan error
+}
+
+// startJSExample runs the JavaScript example against the server at url
+// with the subscriber's seed, until it has read limit events; it skips
+// the test where node or the example's packages are missing.
+func startJSExample(t *testing.T, url, seed string, limit int) *jsExample {
+	t.Helper()
+	dir, _ := filepath.Abs("../../docs/examples/js")
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed; the JavaScript example needs it")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "nats")); err != nil {
+		t.Skip("docs/examples/js has no node_modules: run npm ci --prefix docs/examples/js")
+	}
+	cmd := exec.CommandContext(t.Context(), node, "subscribe.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NATS_URL="+url, "SEED_FILE="+seed, fmt.Sprintf("LIMIT=%d", limit))
+	js := &jsExample{done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = &js.out, &js.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { js.done <- cmd.Wait() }()
+	return js
+}
+
+// wait waits up to d for the example to end, and returns how it ended.
+func (js *jsExample) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-js.done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("still running after %v", d)
+	}
+}
+
+// printed waits until the example has printed userName.
+func (js *jsExample) printed(t *testing.T, userName string) {
+	t.Helper()
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(js.out.String(), `"userName":"`+userName+`"`) {
+			return fmt.Errorf("printed %q%s", js.out.String(), js.stderr.String())
+		}
+		return nil
+	})
+}
+
+// cutOffAndLetIn cuts sub off, as a reload removing its tenant does, waits
+// until the server has refused its client twice (where nats.go and nats.js
+// give up by default), and lets it in again.
+func cutOffAndLetIn(t *testing.T, b *bus, logs *eventstest.Log, sub natsbus.Subscriber) {
+	t.Helper()
+	if err := b.e.SetSubscribers(nil); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if n := strings.Count(logs.String(), "authentication error"); n < 2 {
+			return fmt.Errorf("%d refusals", n)
+		}
+		return nil
+	})
+	if err := b.e.SetSubscribers([]natsbus.Subscriber{sub}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishUser publishes, as the relay, acme's user.created for id.
+func publishUser(t *testing.T, js jetstream.JetStream, id string, seq uint64) {
+	t.Helper()
+	msg, err := events.ToMsg(eventstest.Event(t, "acme", events.UserCreated, id, seq, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cutOffBus is the embedded server with one subscriber, logging to logs,
+// its stream holding only CloudEvents.
+func cutOffBus(t *testing.T, logs *eventstest.Log) (*bus, natsbus.Subscriber, string) {
+	t.Helper()
+	sub, seed := newSubscriber(t, "billing-users", "scimrelay.acme.user.>")
+	b := startBusLogging(t, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), sub)
+	st, err := b.js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context()); err != nil { // startBus's messages are not CloudEvents
+		t.Fatal(err)
+	}
+	return b, sub, seed
+}
+
+// TestSubscribeExampleComesBackAfterCutOff: README, a subscriber whose
+// tenant is removed "is cut off, its consumer kept, and let in again if
+// the name is added back" (a reload). The README's Go example, cut off and
+// let in again, reads on: by default nats.go closed the connection at the
+// second refusal, and the example read nothing more, without an error (a
+// review).
+func TestSubscribeExampleComesBackAfterCutOff(t *testing.T) {
+	var logs eventstest.Log
+	b, sub, seed := cutOffBus(t, &logs)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan string, 10)
+	go func() {
+		_ = subscribe(ctx, b.url, seed, func(a events.Action, d events.Data) { got <- d.ID })
+	}()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case id := <-got:
+			if id != want {
+				t.Fatalf("read %s, want %s", id, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the README's Go example read nothing in 20 s, want %s (%d refusals logged)", want, strings.Count(logs.String(), "authentication error"))
+		}
+	}
+	publishUser(t, b.js, "before", 1)
+	next("before")
+	cutOffAndLetIn(t, b, &logs, sub)
+	publishUser(t, b.js, "after", 2)
+	next("after")
+}
+
+// TestJavaScriptExampleComesBackAfterCutOff: the same for the README's
+// JavaScript example (nats.js also closed at the second refusal, and node
+// exited 13 with the event unread).
+func TestJavaScriptExampleComesBackAfterCutOff(t *testing.T) {
+	var logs eventstest.Log
+	b, sub, seed := cutOffBus(t, &logs)
+	publishUser(t, b.js, "before", 1)
+	js := startJSExample(t, b.url, seed, 2)
+	js.printed(t, "user-before")
+	cutOffAndLetIn(t, b, &logs, sub)
+	publishUser(t, b.js, "after", 2)
+	if err := js.wait(t, 40*time.Second); err != nil || !strings.Contains(js.out.String(), `"userName":"user-after"`) {
+		t.Fatalf("node subscribe.mjs ended (%v) without reading the event stored after it was let in again; printed:\n%s%s", err, js.out.String(), js.stderr.String())
+	}
+}
+
+// TestJavaScriptExampleResumesAfterARelayRestart: README, the JavaScript
+// example "remembers where it got to across restarts": with the relay's
+// NATS down 25 s (an upgrade, a restore), it reads on once it is back; by
+// default nats.js gave up after 10 reconnects 2 s apart and node exited.
+func TestJavaScriptExampleResumesAfterARelayRestart(t *testing.T) {
+	store := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	sub, seed := newSubscriber(t, "billing-users", "scimrelay.acme.user.>")
+	listen := fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	start := func() (*natsbus.Embedded, jetstream.JetStream) {
+		return natsbustest.Start(t, natsbus.Options{Listen: listen, StoreDir: store}, log, sub)
+	}
+	e, js := start()
+	publishUser(t, js, "before", 1)
+	ex := startJSExample(t, e.ClientURL(), seed, 2)
+	ex.printed(t, "user-before")
+	js.Conn().Close()
+	e.Shutdown()
+	// Down for 25 s: longer than nats.js's default 10 reconnects.
+	if err := ex.wait(t, 25*time.Second); err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("node subscribe.mjs ended (%v) while the relay was down; printed:\n%s%s", err, ex.out.String(), ex.stderr.String())
+	}
+	_, js = start()
+	publishUser(t, js, "after", 2)
+	if err := ex.wait(t, 40*time.Second); err != nil || !strings.Contains(ex.out.String(), `"userName":"user-after"`) {
+		t.Fatalf("node subscribe.mjs ended (%v) without reading the event stored after the restart; printed:\n%s%s", err, ex.out.String(), ex.stderr.String())
 	}
 }
 

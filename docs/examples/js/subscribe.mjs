@@ -8,6 +8,10 @@ const nc = await connect({
   servers: process.env.NATS_URL ?? "nats://127.0.0.1:4222",
   authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
   inboxPrefix: "_INBOX_billing-users", // the subscriber's private inbox
+  // Reconnect for ever, refused or not: through a relay restart, and when its
+  // tenant is cut off and let in again (by default it gives up after 20 s).
+  maxReconnectAttempts: -1,
+  ignoreAuthErrorAbort: true,
 });
 // The relay keeps a durable consumer named as the subscriber, filtered on its
 // --subjects; it remembers where it got to across restarts.
