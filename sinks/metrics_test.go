@@ -220,6 +220,15 @@ func TestIdleAddedSinkIsSeenByTheStateAlert(t *testing.T) {
 	if err := worker.Ready(ctx); err == nil || !strings.Contains(err.Error(), "erp") {
 		t.Fatalf("Ready: %v, want erp not set up", err)
 	}
+	// Its status (sinks list, the console's sink page) says so, and not
+	// that nothing waits for it (it said 0 events waiting while the
+	// front end's consumers held them: a review of the console on a worker).
+	if st, err := worker.Status(ctx, "erp"); err != nil || !st.NotSetUp {
+		t.Errorf("the worker's status of erp, which it has not set up: %+v, %v; want it marked not set up", st, err)
+	}
+	if st, err := worker.Status(ctx, "crm"); err != nil || st.NotSetUp {
+		t.Errorf("the worker's status of crm, which it delivers: %+v, %v", st, err)
+	}
 	eventstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		worker.observeBacklog(ctx, worker.runtimes())
 		if got := seriesOf(t, reg, "crm"); !slices.Contains(got, "scimrelay_sink_state_read_timestamp_seconds{}") {

@@ -45,6 +45,13 @@ type Status struct {
 	Attempts1h uint64 `json:"attempts_1h"`
 	// LastAttempt is the latest attempt recorded; nil when none is.
 	LastAttempt *Attempt `json:"last_attempt,omitempty"`
+	// NotSetUp is set for a sink this process has not set up: its setup
+	// at start, or at the reload that added it, failed (NATS away; on a
+	// delivery worker, the front end had not made its bucket yet), and a
+	// reload or restart tries again. Nothing here delivers it, and its
+	// backlog is not known here: Pending, InFlight, Parked and
+	// OldestUndelivered say nothing (they said 0 while events waited).
+	NotSetUp bool `json:"not_set_up,omitempty"`
 }
 
 // Status returns the state of the sink named.
@@ -60,7 +67,9 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 	case st.Format == "":
 		st.Format = "binary"
 	}
-	if s.worker != nil {
+	if s.worker == nil {
+		st.NotSetUp = true
+	} else {
 		b, err := s.worker.backlog(ctx)
 		if err != nil {
 			return st, err

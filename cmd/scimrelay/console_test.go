@@ -16,12 +16,16 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
@@ -845,6 +849,81 @@ func TestConsoleShowsParkedBacklog(t *testing.T) {
 		if res := b.get(page).want(t, http.StatusOK, want); !stored.MatchString(res.body) {
 			t.Fatalf("%s does not say how old the oldest undelivered event is", page)
 		}
+	}
+}
+
+// TestConsoleOfAWorkerShowsAnIdleSinksBacklog: a delivery worker (role
+// sinks, README's NATS permissions for two sinks) reloaded with a sink
+// added before the front end was: its reload gives up waiting for the
+// sink's bucket and leaves the sink idle until its next reload (README,
+// Who can reach what). The front end's reload then makes the sink's
+// consumers, and events wait in them. The worker's console pages and
+// sinks list say the sink is not set up there; they said 0 events
+// waiting (a review of the console on a worker).
+func TestConsoleOfAWorkerShowsAnIdleSinksBacklog(t *testing.T) {
+	publish := workerPublish
+	for _, s := range workerPublish {
+		if strings.Contains(s, "-crm") {
+			publish = append(publish, strings.ReplaceAll(s, "-crm", "-erp"))
+		}
+	}
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
+		o.Users = []*natsserver.User{
+			{Username: "front", Password: "front-secret"},
+			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
+				Publish:   &natsserver.SubjectPermission{Allow: publish},
+				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			}},
+		}
+	})
+	hook := newHook(t)
+	down := newFlakyHook(t) // erp's receiver; it never gets a delivery here anyway
+	frontPath, workerPath := filepath.Join(t.TempDir(), "relay.yaml"), filepath.Join(t.TempDir(), "relay.yaml")
+	frontData, workerData := t.TempDir(), t.TempDir()
+	write := func(path, dataDir, user, sinks string) {
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n  user: %s\n  password: %s-secret\ntenants:\n  - name: acme\n    tokens: [%s]\nsinks:\n%s",
+			dataDir, adminSecret, ns.ClientURL(), user, user, acmeToken, sinks)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crm := sinkYAML("crm", hook.URL)
+	both := crm + sinkYAML("erp", down.URL)
+	write(frontPath, frontData, "front", crm)
+	write(workerPath, workerData, "worker", crm)
+	front := startReloadableAs(t, frontPath, roleSCIM, io.Discard)
+	worker := startReloadableAs(t, workerPath, roleSinks, io.Discard, withMaxReload(2*time.Second))
+	// The worker is reloaded first: it gives up on erp, idle since.
+	write(workerPath, workerData, "worker", both)
+	if _, err := worker.srv.reload(context.Background()); err == nil {
+		t.Fatal("the worker's reload set erp up before the front end made its bucket")
+	}
+	write(frontPath, frontData, "front", both)
+	if _, err := front.srv.reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	front.createUser(t, "ann")
+	front.createUser(t, "bob")
+	waitDelivered(t, hook, 2) // crm delivered both; erp's two wait
+	fb := newBrowser(t, front)
+	fb.signIn(adminSecret).redirect(t, "/ui/")
+	eventstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if pg := fb.get("/ui/sinks/erp"); !strings.Contains(pg.body, "2 events waiting in the stream") {
+			return fmt.Errorf("the front end's page of sink erp does not say 2 events wait:\n%s", pg.body)
+		}
+		return nil
+	})
+	wb := newBrowser(t, worker)
+	wb.signIn(adminSecret).redirect(t, "/ui/")
+	for _, page := range []string{"/ui/sinks/erp", "/ui/sinks", "/ui/"} {
+		res := wb.get(page).want(t, http.StatusOK, "not known here: this relay has not set the sink up")
+		if strings.Contains(res.body, "0 events waiting") {
+			t.Errorf("%s on the worker says 0 events wait for erp", page)
+		}
+	}
+	code, out, stderr := cli(t, "sinks", "list", "--config", cliConfig(t, worker, adminSecret))
+	if code != exitOK || !regexp.MustCompile(`(?m)^erp .* not set up +- +- +- `).MatchString(out) {
+		t.Errorf("sinks list on the worker (exit %d) does not say erp is not set up there:\n%s%s", code, out, stderr)
 	}
 }
 

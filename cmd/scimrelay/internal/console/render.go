@@ -146,11 +146,18 @@ func when(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05") + " UTC"
 }
 
+// notSetUp is what the console says of a sink's backlog on a relay that
+// has not set the sink up (sinks.Status.NotSetUp).
+const notSetUp = "not known here: this relay has not set the sink up and delivers nothing for it (its setup failed; see its log); a reload or restart tries again"
+
 // backlog says what a sink has not delivered yet: its events in the
 // stream and in the workers, the resources parked (whose events wait to
 // be read back from the stream: while a receiver is down, most of the
 // backlog), and how old the oldest undelivered event is.
 func backlog(now time.Time, st sinks.Status) string {
+	if st.NotSetUp {
+		return notSetUp
+	}
 	s := fmt.Sprintf("%d events", st.Pending+uint64(st.InFlight))
 	if st.Parked > 0 {
 		s += fmt.Sprintf(", %d resources parked", st.Parked)
