@@ -33,8 +33,9 @@ demo receiver of deploy/compose.yaml.
 
 It answers 204 to a delivery it verified, 401 to a bad or missing
 signature, 400 to a body that is not a CloudEvent (or a batch of them),
-413 to a body over 8 MiB, and 405 to anything but POST. A sink takes a
-400, 413 or 405 as permanent (as every 4xx but 401, 403, 408, 425 and
+413 to a body over 64 MiB (a batch's largest max_bytes, and more than the
+structured body of the largest event), and 405 to anything but POST. A sink
+takes a 400, 413 or 405 as permanent (as every 4xx but 401, 403, 408, 425 and
 429): the delivery goes to the sink's dead letters at once. A 401 (this
 receiver's secret is not the sink's) is retried on the sink's schedule,
 its resource's events waiting in order until the secrets agree.

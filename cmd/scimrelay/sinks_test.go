@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/scimrelay/scimrelay/config"
@@ -338,5 +339,57 @@ func TestStructuredBodiesAreVerifiedAsSent(t *testing.T) {
 	}
 	if err := wh.Verify(bytes.TrimSuffix(again.Bytes(), []byte("\n")), header); err == nil {
 		t.Fatal("JSON parsed and written again verified")
+	}
+}
+
+// TestReceiveTakesAStructuredDeliveryOfAnyEventTheRelayTakes: scimrelay
+// receive (sinks.NewReceiver) answers 204 to a delivery it verified. A
+// user whose title holds 1.5 MiB of '&' is an event of ~1.5 MiB, within
+// the relay's 8 MiB; a structured sink writes each '&' as \u0026, a body
+// of 9 MiB, and the receiver, which took 8 MiB, answered 413: the sink
+// dead-lettered a genuine event (a review of the receivers).
+func TestReceiveTakesAStructuredDeliveryOfAnyEventTheRelayTakes(t *testing.T) {
+	var mu sync.Mutex
+	var statuses []int
+	var handled int
+	h, err := sinks.NewReceiver(sinkSecret, func(event.Event) {
+		mu.Lock()
+		handled++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		mu.Lock()
+		statuses = append(statuses, rec.Code)
+		size = int(r.ContentLength)
+		mu.Unlock()
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+	}))
+	t.Cleanup(rc.Close)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", rc.URL+"/h", func(s *config.Sink) { s.Format = "structured" })
+	p := startRelay(t, cfg, roleAll)
+	title := strings.Repeat("&", 1536<<10)
+	p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@example.com","title":%q}`, title)).want(t, 201)
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(statuses) == 0 {
+			return fmt.Errorf("no delivery yet")
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if handled != 1 {
+		t.Fatalf("scimrelay receive answered %v to the structured delivery of a %d KiB event (request body %d bytes), handled %d events, want 204 and 1", statuses, len(title)>>10, size, handled)
 	}
 }
