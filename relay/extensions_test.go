@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -276,6 +277,60 @@ func TestEmptyStringOfACustomAttributeIsUnassigned(t *testing.T) {
 		for _, e := range evs {
 			c, _ := json.Marshal(e.data.Changes)
 			t.Errorf("clearing %s:badge emitted %s %s, want one user.updated whose change has no new", custom, e.action, c)
+		}
+	}
+}
+
+// TestProjectionOfUnknownSubAttributeInAnyCase: names match in any case,
+// the sub-attributes of an extension the relay does not know included
+// (README), so excludedAttributes=…:nested.a leaves out the "A" stored
+// under "Nested", and attributes=…:nested.a answers it; the projection
+// compared them exactly, and answered the excluded value (a fuzz review).
+func TestProjectionOfUnknownSubAttributeInAnyCase(t *testing.T) {
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	const urn = "urn:okta:custom:1.0:user"
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`","`+urn+`"],"userName":"ann",
+		"`+urn+`":{"Badge":"7","Nested":{"A":"secret","b":"2"}}}`, http.StatusCreated)
+	id := u["id"].(string)
+	nested := func(res map[string]any) map[string]any {
+		ext, _ := res[urn].(map[string]any)
+		n, _ := ext["Nested"].(map[string]any)
+		return n
+	}
+	if got := do("GET", "/Users/"+id+"?excludedAttributes="+url.QueryEscape(urn+":Nested.A"), "", http.StatusOK); nested(got)["A"] != nil {
+		t.Fatalf("exact case: excluded sub-attribute still there: %v", got[urn])
+	}
+	if got := do("GET", "/Users/"+id+"?excludedAttributes="+url.QueryEscape(urn+":nested.a"), "", http.StatusOK); nested(got)["A"] != nil {
+		t.Errorf("excludedAttributes=%s:nested.a answers %v; Nested.A should be left out", urn, got[urn])
+	}
+	if got := do("GET", "/Users/"+id+"?attributes="+url.QueryEscape(urn+":nested.a"), "", http.StatusOK); nested(got)["A"] != "secret" {
+		t.Errorf("attributes=%s:nested.a answers %v; want Nested.A", urn, got)
+	}
+}
+
+// TestRefSubAttributeInAnyCase: "$ref" is a sub-attribute name like any
+// other, matched in any case (RFC 7643 §2.1): members.$Ref is
+// members.$ref in attributes, excludedAttributes and filters (it was 400).
+func TestRefSubAttributeInAnyCase(t *testing.T) {
+	s, _, _ := openStore(t)
+	h := scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100})
+	do := scimClient(t, h, "acme", "acme-static-token-0123456789")
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann"}`, http.StatusCreated)
+	g := do("POST", "/Groups", `{"schemas":["`+scim.GroupSchema+`"],"displayName":"G","members":[{"value":"`+u["id"].(string)+`"}]}`, http.StatusCreated)
+	gid := g["id"].(string)
+	do("GET", "/Groups/"+gid+"?excludedAttributes=members.$ref", "", http.StatusOK) // lower case is accepted
+	for _, q := range []string{"excludedAttributes=members.$Ref", "excludedAttributes=MEMBERS.$REF", "attributes=members.$REF",
+		"filter=" + url.QueryEscape(`members.$Ref pr`)} {
+		req := httptest.NewRequest("GET", "/scim/v2/acme/Groups/"+gid+"?"+q, nil)
+		if q[0] == 'f' {
+			req = httptest.NewRequest("GET", "/scim/v2/acme/Groups?"+q, nil)
+		}
+		req.Header.Set("Authorization", "Bearer acme-static-token-0123456789")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Errorf("GET ?%s: %d %s", q, rec.Code, rec.Body)
 		}
 	}
 }

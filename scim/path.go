@@ -261,9 +261,9 @@ func (p AttrPath) elementPath(name string) (AttrPath, error) {
 }
 
 // validAttrName reports whether s is an ATTRNAME (RFC 7644 §3.10: ALPHA then
-// ALPHA, DIGIT, "-" or "_"), or "$ref".
+// ALPHA, DIGIT, "-" or "_"), or "$ref" in any case (RFC 7643 §2.1).
 func validAttrName(s string) bool {
-	if s == "$ref" {
+	if strings.EqualFold(s, "$ref") {
 		return true
 	}
 	if s == "" || !isAlpha(s[0]) {

@@ -189,6 +189,23 @@ func (p *Projection) Apply(r *Resource) *Resource {
 	return out
 }
 
+// subKey is the key under which m holds p's sub-attribute: its name as
+// the schema spells it, or, in an extension no schema here defines (kept
+// as sent), the key that matches it in any case (RFC 7643 §2.1), as a
+// PATCH finds it; "" when m has none.
+func subKey(m map[string]any, p AttrPath) string {
+	if p.attr != nil {
+		return p.Sub
+	}
+	return findKeyFold(m, p.Sub)
+}
+
+// namesSub reports whether k, a key of a value at p, is p's sub-attribute:
+// in any case in an extension no schema here defines.
+func (p AttrPath) namesSub(k string) bool {
+	return k == p.Sub || p.attr == nil && strings.EqualFold(k, p.Sub)
+}
+
 // copyPath copies the value at p from src into dst, sharing values.
 func copyPath(dst, src map[string]any, p AttrPath) {
 	if p.URN != "" {
@@ -225,7 +242,8 @@ func copyPath(dst, src map[string]any, p AttrPath) {
 	}
 	switch v := v.(type) {
 	case map[string]any:
-		sv, ok := v[p.Sub]
+		sub := subKey(v, p)
+		sv, ok := v[sub]
 		if !ok {
 			return
 		}
@@ -234,7 +252,7 @@ func copyPath(dst, src map[string]any, p AttrPath) {
 			m = map[string]any{}
 			dst[name] = m
 		}
-		m[p.Sub] = sv
+		m[sub] = sv
 	case []any:
 		// emails.value: keep that sub-attribute of every element, merging with
 		// sub-attributes already copied for the same elements.
@@ -248,8 +266,9 @@ func copyPath(dst, src map[string]any, p AttrPath) {
 				}
 			}
 			if em, ok := el.(map[string]any); ok {
-				if sv, ok := em[p.Sub]; ok {
-					m[p.Sub] = sv
+				sub := subKey(em, p)
+				if sv, ok := em[sub]; ok {
+					m[sub] = sv
 				}
 			}
 			out[i] = m
@@ -327,7 +346,7 @@ func removePath(obj map[string]any, p AttrPath) {
 	case map[string]any:
 		c := make(map[string]any, len(v))
 		for k, sv := range v {
-			if k != p.Sub {
+			if !p.namesSub(k) {
 				c[k] = sv
 			}
 		}
@@ -341,7 +360,7 @@ func removePath(obj map[string]any, p AttrPath) {
 			}
 			c := make(map[string]any, len(em))
 			for k, sv := range em {
-				if k != p.Sub {
+				if !p.namesSub(k) {
 					c[k] = sv
 				}
 			}
