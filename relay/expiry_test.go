@@ -3,8 +3,11 @@
 package relay
 
 import (
+	"bytes"
+	"context"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +128,58 @@ func TestRotatedOutTokenLeavesTheExpiryMetric(t *testing.T) {
 	at = expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"]
 	if _, ok := at[next.ID]; !ok {
 		t.Errorf("with no live token, the expired one is not in the metric: %v", at)
+	}
+}
+
+// TestExpiringAlertEndsOnceItsAdviceIsFollowed: ScimrelayCredentialExpiring
+// fires 14 days before a token expires and says to rotate it. Once
+// rotated, the token replaced is left out of the metric (and the daily
+// warning) while the identity provider does not use it: it fired for the
+// whole overlap after every routine rotation, and following its advice
+// again cut the token just put into Entra to the overlap (a review of the
+// advice the relay gives). If the identity provider goes on using the old
+// token, the new one was not put in: it fires again, for the old one.
+func TestExpiringAlertEndsOnceItsAdviceIsFollowed(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	oldSecret, old, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	firing := func() []string {
+		t.Helper()
+		var ids []string
+		for id, at := range expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"] {
+			if at-float64(c.now().Unix()) < 14*86400 {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	c.add(80 * 24 * time.Hour) // 10 days left: the alert fires, rightly
+	if got := firing(); !slices.Equal(got, []string{old.ID}) {
+		t.Fatalf("alert series 10 days before the expiry: %v, want %s", got, old.ID)
+	}
+	// Its advice: token rotate --tenant acme (90 days, an overlap of 24 h).
+	if _, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute) // the new token is in Entra
+	if got := firing(); len(got) != 0 {
+		t.Errorf("after the rotation the alert still fires for %v, asking for another", got)
+	}
+	var buf bytes.Buffer
+	done, cancel := context.WithCancel(ctx)
+	cancel() // one round of warnings, then return
+	s.WarnExpiringTokens(done, slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
+	if strings.Contains(buf.String(), old.ID) {
+		t.Errorf("the daily warning names the token the rotation replaced:\n%s", buf.String())
+	}
+	// Entra still uses the old token: the new one was not put in.
+	if err := s.Authenticate(ctx, "acme", oldSecret); err != nil {
+		t.Fatal(err)
+	}
+	if got := firing(); !slices.Equal(got, []string{old.ID}) {
+		t.Errorf("the identity provider uses the replaced token, 24 h from its end: the alert fires for %v, want %s", got, old.ID)
 	}
 }
 

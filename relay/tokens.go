@@ -51,13 +51,16 @@ const (
 // Token describes a stored credential, a SCIM bearer token or an OAuth
 // client; the secret itself is never stored.
 type Token struct {
-	Kind     Kind      `json:"kind"`
-	ID       string    `json:"id"`
-	Tenant   string    `json:"tenant"`
-	Name     string    `json:"name"`
-	Created  time.Time `json:"created,omitzero"` // zero: a relay.yaml token
-	Expires  time.Time `json:"expires,omitzero"` // zero: never
-	Revoked  time.Time `json:"revoked,omitzero"`
+	Kind    Kind      `json:"kind"`
+	ID      string    `json:"id"`
+	Tenant  string    `json:"tenant"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created,omitzero"` // zero: a relay.yaml token
+	Expires time.Time `json:"expires,omitzero"` // zero: never
+	Revoked time.Time `json:"revoked,omitzero"`
+	// Replaced is when a rotation issued this credential's successor
+	// (TokenExpiries); zero for one never replaced.
+	Replaced time.Time `json:"replaced,omitzero"`
 	LastUsed time.Time `json:"last_used,omitzero"`
 	// Source is SourceConfig for a token written in relay.yaml, which
 	// works until it is removed from there and the relay reloaded; empty
@@ -427,12 +430,13 @@ func (c Credentials) Rotate(ctx context.Context, tenantName, name string, expire
 		if st.Kind != c.kind || st.Tenant != tenantName || !st.Live(now) {
 			continue
 		}
-		if st.Expires.IsZero() || st.Expires.After(cutoff) {
-			cp := *st
+		cp := *st
+		cp.Replaced = now.UTC()
+		if cp.Expires.IsZero() || cp.Expires.After(cutoff) {
 			cp.Expires = cutoff
-			changed = append(changed, &cp)
 			old = append(old, cp.Token)
 		}
+		changed = append(changed, &cp)
 	}
 	s.tokens.mu.RUnlock()
 	if err := s.putTokens(ctx, changed...); err != nil {
@@ -506,15 +510,27 @@ func (s *Store) TokenExpiries() []Token {
 	// kind: the identity provider is being refused. One a rotation
 	// replaced (its overlap over, the new one live) goes, or the alert on
 	// this metric would fire for a month after every routine rotation.
+	// Within the overlap it goes too while its successor is live and the
+	// identity provider has not used it since the rotation: the alert,
+	// whose advice is to rotate, fired through every overlap, and
+	// following it again cut the token just put into Entra to the overlap.
+	// Used since, it stays: the identity provider still holds it.
 	type tenantKind struct {
 		tenant string
 		kind   Kind
 	}
-	live := map[tenantKind]bool{}
+	live, successor := map[tenantKind]bool{}, map[tenantKind]bool{}
 	for _, st := range s.tokens.byID {
 		if st.Live(now) {
 			live[tenantKind{st.Tenant, st.Kind}] = true
+			if st.Replaced.IsZero() {
+				successor[tenantKind{st.Tenant, st.Kind}] = true
+			}
 		}
+	}
+	handedOver := func(st *storedToken) bool {
+		return !st.Replaced.IsZero() && successor[tenantKind{st.Tenant, st.Kind}] &&
+			!s.tokens.lastUseOf(st.ID, st.LastUsed).After(st.Replaced)
 	}
 	configured := s.tenantMap()
 	var out []Token
@@ -522,7 +538,7 @@ func (s *Store) TokenExpiries() []Token {
 		if _, ok := configured[st.Tenant]; !ok || !st.Revoked.IsZero() || st.Expires.IsZero() {
 			continue
 		}
-		if st.Live(now) || !live[tenantKind{st.Tenant, st.Kind}] && now.Before(st.Expires.Add(ExpiredKept)) {
+		if st.Live(now) && !handedOver(st) || !live[tenantKind{st.Tenant, st.Kind}] && now.Before(st.Expires.Add(ExpiredKept)) {
 			out = append(out, st.Token)
 		}
 	}
