@@ -790,3 +790,45 @@ func TestCLIWaitsAsLongAsTheRelayWorks(t *testing.T) {
 		}
 	}
 }
+
+// TestRedriveToSaysWhereItsFailuresAre: a redrive --to of a renamed
+// sink's queue puts the dead letters that fail again in the --to sink's
+// queue; past the 100 it names, it says "and N more (scimrelay dlq list
+// --sink SINK)": following that lists them. It named the old sink, whose
+// queue is empty (a review of the advice the relay gives).
+func TestRedriveToSaysWhereItsFailuresAre(t *testing.T) {
+	h, _ := goneHook(t) // the receiver answers 410 throughout
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	tenant := "limits:\n  rate: 0\ntenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+	f.write(tenant + "sinks:\n" + sinkYAML("crm", h.URL))
+	p := startReloadable(t, f.path, io.Discard)
+	cfg := cliConfig(t, p, adminSecret)
+	const n = 103
+	p.createUsers(t, "u", n)
+	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if _, out, stderr := cli(t, "dlq", "list", "--sink", "crm", "--json", "--config", cfg); strings.Count(out, "\n") != n {
+			return fmt.Errorf("dead letters: %d, want %d %s", strings.Count(out, "\n"), n, stderr)
+		}
+		return nil
+	})
+	f.write(tenant + "sinks:\n" + sinkYAML("crm2", h.URL))
+	if code, out, stderr := cli(t, "reload", "--config", cfg); code != exitOK {
+		t.Fatalf("reload: %d %s %s", code, out, stderr)
+	}
+	code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--to", "crm2", "--all", "--config", cfg)
+	i := strings.Index(stderr, "and 3 more (")
+	if code != 1 || i < 0 {
+		t.Fatalf("redrive --to: exit %d, want 1 and \"and 3 more (...)\"", code)
+	}
+	advice := stderr[i+len("and 3 more ("):]
+	advice = advice[:strings.Index(advice, ")")]
+	args := strings.Fields(strings.TrimPrefix(advice, "scimrelay "))
+	// Follow the advice literally.
+	code, out, stderr = cli(t, append(args, "--json", "--config", cfg)...)
+	if code != exitOK || strings.Count(out, "\n") != n {
+		t.Errorf("followed %q: exit %d, %d dead letters listed, want %d (they are all in crm2's queue): %s", advice, code, strings.Count(out, "\n"), n, stderr)
+	}
+	if _, out, _ := cli(t, "dlq", "list", "--sink", "crm2", "--json", "--config", cfg); strings.Count(out, "\n") != n {
+		t.Errorf("crm2's queue has %d dead letters, want %d", strings.Count(out, "\n"), n)
+	}
+}

@@ -107,7 +107,11 @@ func adminClientFor(cfg *config.Config, configPath string) (*adminclient.Client,
 	if token == "" {
 		b, err := os.ReadFile(cfg.AdminTokenPath())
 		if err != nil {
-			return nil, fmt.Errorf("no admin token: admin.token in %s is empty and %s cannot be read (%v); run this where serve runs, or give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", configPath, cfg.AdminTokenPath(), err, configPath)
+			do := fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", configPath)
+			if raw, rerr := os.ReadFile(configPath); rerr == nil && strings.Contains(string(raw), "${SCIMRELAY_ADMIN_TOKEN") {
+				do = "set SCIMRELAY_ADMIN_TOKEN, which " + configPath + " reads admin.token from"
+			}
+			return nil, fmt.Errorf("no admin token: admin.token in %s is empty and %s cannot be read (%v); run this where serve runs, or %s", configPath, cfg.AdminTokenPath(), err, do)
 		}
 		token = strings.TrimSpace(string(b))
 	}

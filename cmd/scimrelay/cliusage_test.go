@@ -416,4 +416,24 @@ func TestCLINoAdminTokenHint(t *testing.T) {
 	if c.Token != adminSecret {
 		t.Fatalf("following the hint, the token is %q, want SCIMRELAY_ADMIN_TOKEN's", c.Token)
 	}
+	// The shipped relay.yaml reads admin.token from SCIMRELAY_ADMIN_TOKEN
+	// already: the hint says to set it, and that works. It said to add the
+	// line, and the file so changed was refused ("admin: is set twice").
+	shipped, err := os.ReadFile("../../relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(shipped), "data_dir: ./data", "data_dir: "+t.TempDir(), 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SCIMRELAY_ADMIN_TOKEN", "")
+	_, err = newAdminClient(path)
+	if err == nil || strings.Contains(err.Error(), line) || !strings.Contains(err.Error(), "set SCIMRELAY_ADMIN_TOKEN, which "+path+" reads admin.token from") {
+		t.Fatalf("no admin token with the shipped relay.yaml: %v; want only to set SCIMRELAY_ADMIN_TOKEN", err)
+	}
+	t.Setenv("SCIMRELAY_ADMIN_TOKEN", adminSecret)
+	if c, err := newAdminClient(path); err != nil || c.Token != adminSecret {
+		t.Fatalf("the shipped relay.yaml with SCIMRELAY_ADMIN_TOKEN set: %v", err)
+	}
 }

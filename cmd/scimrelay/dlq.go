@@ -164,7 +164,7 @@ that fails again joins that sink's queue.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", f.ID, printable(f.Error))
 			}
 			if more := res.Failed - len(res.Failures); more > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "  and %d more (scimrelay dlq list --sink %s)\n", more, sink)
+				fmt.Fprintf(cmd.ErrOrStderr(), "  and %d more (scimrelay dlq list --sink %s)\n", more, cmp.Or(to, sink))
 			}
 			switch {
 			case err != nil:

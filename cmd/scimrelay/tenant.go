@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -45,7 +46,9 @@ The relay deletes in the background, a few thousand keys per transaction, so
 the other tenants' requests keep flowing however large the tenant; this
 command follows the job, shows its progress, and prints what it deleted, by
 kind. A purge that stops half-way (a restart, NATS away) keeps the name from
-being configured again until the command, run again, finishes it. A name the
+being configured again until the command, run again, finishes it. The
+command interrupted (Ctrl-C) stops following and the purge goes on: run
+again, it follows the purge under way to its end. A name the
 relay holds nothing under is refused as a misspelt one (exit 2), a tenant
 that is configured is refused (exit 1). Deleting cannot be undone: --yes is
 required.`,
@@ -65,6 +68,11 @@ required.`,
 			if errors.As(err, &api) && api.Status == http.StatusNotFound {
 				return usageError{err} // nothing under the name: misspelt, as for --tenant filters
 			}
+			if errors.As(err, &api) && api.Status == http.StatusConflict && api.JobID != "" {
+				// A purge of the name under way (one this command left when
+				// interrupted): follow it to its end.
+				j, err = c.Job(cmd.Context(), api.JobID)
+			}
 			if err != nil {
 				return err
 			}
@@ -72,6 +80,12 @@ required.`,
 			err = followJob(cmd.Context(), c, j, cmd.ErrOrStderr(), &res, func() string {
 				return fmt.Sprintf("%s: %d users, %d groups, %d keys in all deleted so far", res.Step, res.Users, res.Groups, res.Keys)
 			})
+			if err != nil && cmd.Context().Err() != nil {
+				// Interrupted: the purge goes on, and the command run again
+				// follows it (it said the purge stopped, for an empty name).
+				return fmt.Errorf("%w; run the command again to follow it to its end", err)
+			}
+			res.Tenant = cmp.Or(res.Tenant, name)
 			if asJSON {
 				if werr := writeJSONLine(cmd.OutOrStdout(), res); werr != nil {
 					return werr

@@ -18,11 +18,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -783,4 +786,68 @@ func TestPurgeOnOneFrontEndSparesAnotherFrontEndsTenant(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// heldPurger is the admin API's purger with purges that run until
+// released: a purge long enough to interrupt the command following it.
+type heldPurger struct{ release chan struct{} }
+
+func (p *heldPurger) Begin(context.Context, string) error { return nil }
+
+func (p *heldPurger) Purge(ctx context.Context, tenant string, _ func(admin.PurgeResult)) (admin.PurgeResult, error) {
+	select {
+	case <-p.release:
+		return admin.PurgeResult{Tenant: tenant}, nil
+	case <-ctx.Done():
+		return admin.PurgeResult{Tenant: tenant}, ctx.Err()
+	}
+}
+
+// TestInterruptedTenantPurgeIsFollowedWhenRunAgain: tenant purge
+// interrupted (Ctrl-C) while it follows the purge's job says the purge
+// goes on and to run the command again, and run again it follows that
+// purge to its end. It said "the purge of tenant  stopped" (no name; the
+// purge had not stopped) and "run the command again to finish the
+// purge", and the command run again was refused: "a purge of globex is
+// already running" (a review of the advice the relay gives).
+func TestInterruptedTenantPurgeIsFollowedWhenRunAgain(t *testing.T) {
+	purger := &heldPurger{release: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(purger.release) }) }
+	t.Cleanup(release)
+	runner := jobs.NewRunner(nil)
+	t.Cleanup(runner.Close)
+	api := admin.NewHandler(admin.Options{Token: adminSecret, Purge: purger, Jobs: runner})
+	polled := make(chan struct{}, 64)
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.ServeHTTP(w, r)
+		switch {
+		case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/admin/v1/jobs/"):
+			polled <- struct{}{}
+		case r.Method == http.MethodPost && posts.Add(1) == 2:
+			release() // the command run again has asked: the purge ends
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	text := fmt.Sprintf("admin_listen: %s\nadmin:\n  token: %q\ntenants:\n  - name: acme\n", strings.TrimPrefix(srv.URL, "http://"), adminSecret)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Ctrl-C while the command follows the purge's job.
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		<-polled
+		cancel()
+	}()
+	var out, errOut bytes.Buffer
+	code := execute(ctx, []string{"tenant", "purge", "globex", "--yes", "--config", cfg}, &out, &errOut)
+	if code == exitOK || !strings.Contains(errOut.String(), "keeps running on the relay") || !strings.Contains(errOut.String(), "run the command again to follow it to its end") || strings.Contains(out.String(), "stopped") {
+		t.Fatalf("interrupted purge: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cfg)
+	if code != exitOK || !strings.Contains(stdout, "purged tenant globex") {
+		t.Errorf("the command run again, as advised: exit %d\n%s%s", code, stdout, stderr)
+	}
 }
