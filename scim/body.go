@@ -30,9 +30,9 @@ func utf8Charset(cs string) bool {
 	return false
 }
 
-// readBody reads a request body of at most limit bytes and within the
-// depth limit.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// readBody reads a request body of at most limit bytes nesting at most
+// depth levels.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, depth int) ([]byte, error) {
 	// A body in a content coding is not read: a gzip body would be refused
 	// for what it is not, and a plain one sent under a coding's name taken
 	// as if the name were not there. RFC 9110 §15.5.16: 415, saying in
@@ -73,8 +73,8 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 		}
 		return nil, Errorf(ErrInvalidSyntax, "reading request body: %v", err)
 	}
-	if depth := jsonDepth(body); depth > h.o.MaxJSONDepth {
-		return nil, Errorf(ErrInvalidSyntax, "request body nests deeper than %d levels", h.o.MaxJSONDepth)
+	if jsonDepth(body) > depth {
+		return nil, Errorf(ErrInvalidSyntax, "request body nests deeper than %d levels", depth)
 	}
 	// A JSON decoder would replace invalid UTF-8 and lone surrogate escapes
 	// by U+FFFD, silently changing a name (and making it collide with

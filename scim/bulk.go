@@ -3,6 +3,7 @@
 package scim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,9 +79,28 @@ type bulkResponse struct {
 	Operations []*bulkResult `json:"Operations"`
 }
 
+// bulkEnvelopeDepth is how many levels a Bulk request adds around an
+// operation's data.
+const bulkEnvelopeDepth = 3
+
+// encodeData writes an operation's data as the body of its single request:
+// compact, and with &, < and > as they came (json.Marshal writes each as
+// six bytes, which the size limit would count).
+func encodeData(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
 // bulk serves POST /Bulk.
 func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := h.readBody(w, r, h.o.BulkMaxPayload)
+	// The envelope ({"Operations":[{"data": …}]}) takes three levels; each
+	// operation's data is held to the depth of its single request (run).
+	body, err := h.readBody(w, r, h.o.BulkMaxPayload, h.o.MaxJSONDepth+bulkEnvelopeDepth)
 	if err != nil {
 		if errors.Is(err, ErrPayloadTooLarge) {
 			return Errorf(ErrPayloadTooLarge, "the size of the bulk request exceeds maxPayloadSize (%d bytes)", h.o.BulkMaxPayload)
@@ -101,10 +121,12 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err := h.limit(c.tenant, cost-1); err != nil {
 		return err
 	}
-	run := &bulkRun{h: h, r: r, c: c, req: req, state: make([]int, len(req.ops)), created: map[string]string{}}
+	run := &bulkRun{h: h, r: r, c: c, req: req, state: make([]int, len(req.ops)), created: map[string]string{},
+		waitsOn: map[int]int{}, waiting: map[int][]int{}}
 	for i := range req.ops {
-		run.visit(r.Context(), i, nil)
+		run.visit(r.Context(), i)
 	}
+	run.finish(r.Context())
 	c.info.Detail = Truncate(run.summary(), 1024)
 	return writeJSON(w, http.StatusOK, bulkResponse{Schemas: []string{BulkResponseSchema}, Operations: run.results})
 }
@@ -265,7 +287,7 @@ func walkBulkStrings(v any, patch bool, f func(s string, inPath bool) string) an
 // Visit states of a bulk operation.
 const (
 	opPending = iota
-	opRunning // its references are being resolved
+	opWaiting // for the POST creating a bulkId it refers to (waitsOn)
 	opDone
 )
 
@@ -276,6 +298,8 @@ type bulkRun struct {
 	c       *call
 	req     *bulkRequest
 	state   []int
+	waitsOn map[int]int    // a waiting operation → the POST it waits for
+	waiting map[int][]int  // a POST → the operations waiting for it, in the order they came
 	cyclic  map[int]string // operation → the cycle it is in, for its error
 	created map[string]string
 	results []*bulkResult
@@ -283,58 +307,90 @@ type bulkRun struct {
 	ignored []string
 }
 
-// visit runs operation i after the operations creating the bulkIds it refers
-// to. stack holds the operations waiting on i, to name a cycle.
-func (b *bulkRun) visit(ctx context.Context, i int, stack []int) {
+// visit runs operation i, unless it refers to a bulkId whose POST has not
+// run yet: then it waits, and runs right after that POST. The others keep
+// the order they were sent in: a forward reference ran the POST it named
+// ahead of the operations sent before it, and a DELETE of a user sent
+// before the POST that takes her userName ran after it (RFC 7644 §3.7: the
+// same stateful result as in the order sent).
+func (b *bulkRun) visit(ctx context.Context, i int) {
 	if b.stopped() || b.state[i] == opDone {
 		return
 	}
-	if b.state[i] == opRunning {
-		b.markCycle(i, stack)
-		return
-	}
-	b.state[i] = opRunning
-	op := b.req.ops[i]
-	for _, ref := range op.refs {
-		if j, ok := b.req.creates[ref]; ok {
-			b.visit(ctx, j, append(stack, i))
+	for _, ref := range b.req.ops[i].refs {
+		if j, ok := b.req.creates[ref]; ok && b.state[j] != opDone {
+			b.state[i], b.waitsOn[i] = opWaiting, j
+			b.waiting[j] = append(b.waiting[j], i)
+			return
 		}
 	}
-	if b.stopped() {
+	b.runNow(ctx, i)
+}
+
+// finish runs what still waits once every operation was visited: each
+// waits, in the end, on a circle of operations referring to each other's
+// bulkIds, whose members fail (circular) and whose waiters then fail
+// (what they refer to failed).
+func (b *bulkRun) finish(ctx context.Context) {
+	for i := range b.state {
+		if b.state[i] == opWaiting {
+			b.markCycle(i)
+		}
+	}
+	for i := range b.state {
+		if _, ok := b.cyclic[i]; ok {
+			b.runNow(ctx, i)
+		}
+	}
+}
+
+// runNow runs operation i, whatever it waits for, then those waiting for
+// it.
+func (b *bulkRun) runNow(ctx context.Context, i int) {
+	if b.stopped() || b.state[i] == opDone {
 		return
 	}
 	b.state[i] = opDone
-	res := b.run(ctx, op)
+	res := b.run(ctx, b.req.ops[i])
 	b.results = append(b.results, res)
 	if st, _ := strconv.Atoi(res.Status); st >= 400 {
 		b.failed++
 	}
+	waiters := b.waiting[i]
+	delete(b.waiting, i)
+	for _, k := range waiters {
+		if b.state[k] == opWaiting && b.waitsOn[k] == i {
+			b.state[k] = opPending
+			b.visit(ctx, k)
+		}
+	}
 }
 
-// markCycle records that the operations on stack from i onwards, and i,
-// refer to each other in a circle.
-func (b *bulkRun) markCycle(i int, stack []int) {
-	start := len(stack)
-	for k := len(stack) - 1; k >= 0; k-- {
-		if stack[k] == i {
-			start = k
-			break
+// markCycle follows what operation i waits for, and records the circle it
+// reaches: the operations referring to each other's bulkIds.
+func (b *bulkRun) markCycle(i int) {
+	at := map[int]int{} // operation → its place on the path
+	var path []int
+	for cur := i; b.state[cur] == opWaiting; cur = b.waitsOn[cur] {
+		if k, ok := at[cur]; ok {
+			members := append(append([]int(nil), path[k:]...), cur)
+			names := make([]string, len(members))
+			for n, m := range members {
+				names[n] = "Operations[" + strconv.Itoa(m) + "]"
+				if id := b.req.ops[m].bulkID; id != "" {
+					names[n] += " (bulkId " + Truncate(id, 64) + ")"
+				}
+			}
+			if b.cyclic == nil {
+				b.cyclic = map[int]string{}
+			}
+			for _, m := range path[k:] {
+				b.cyclic[m] = strings.Join(names, " → ")
+			}
+			return
 		}
-	}
-	members := append(append([]int(nil), stack[start:]...), i)
-	names := make([]string, len(members))
-	for k, m := range members {
-		names[k] = "Operations[" + strconv.Itoa(m) + "]"
-		if id := b.req.ops[m].bulkID; id != "" {
-			names[k] += " (bulkId " + Truncate(id, 64) + ")"
-		}
-	}
-	cycle := strings.Join(names, " → ")
-	if b.cyclic == nil {
-		b.cyclic = map[int]string{}
-	}
-	for _, m := range members {
-		b.cyclic[m] = cycle
+		at[cur] = len(path)
+		path = append(path, cur)
 	}
 }
 
@@ -377,8 +433,17 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	}
 	var body []byte
 	if op.data != nil {
-		if body, err = json.Marshal(op.data); err != nil {
+		if body, err = encodeData(op.data); err != nil {
 			return fail(fmt.Errorf("encoding operation %d: %w", op.index, err))
+		}
+		// The checks of the single request's body: a Bulk of a larger
+		// one stored it, and one an envelope took past the depth refused
+		// the whole Bulk.
+		if int64(len(body)) > b.h.o.MaxBodyBytes {
+			return fail(Errorf(ErrPayloadTooLarge, "Operations[%d]: data is larger than %d bytes", op.index, b.h.o.MaxBodyBytes))
+		}
+		if jsonDepth(body) > b.h.o.MaxJSONDepth {
+			return fail(Errorf(ErrInvalidSyntax, "Operations[%d]: data nests deeper than %d levels", op.index, b.h.o.MaxJSONDepth))
 		}
 	}
 	var out *Resource

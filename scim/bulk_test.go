@@ -162,10 +162,13 @@ func TestBulkCircularReferences(t *testing.T) {
 		{"method":"POST","path":"/Groups","bulkId":"self","data":{`+groupSchemas+`,"displayName":"S","members":[{"value":"bulkId:self"}]}},
 		{"method":"PATCH","path":"/Groups/bulkId:a","data":{`+patchSchemas+`,"Operations":[{"op":"replace","path":"displayName","value":"A2"}]}},
 		{"method":"POST","path":"/Users","bulkId":"fine","data":{`+userSchemas+`,"userName":"fine"}}`))
-	if got := a.statuses(); got != "POST b 409, POST a 409, POST self 409, PATCH 409, POST fine 201" {
+	// The operations referring to nothing unresolved run in the order
+	// sent; the circles fail once every operation was visited, each
+	// member, then what waits on it.
+	if got := a.statuses(); got != "POST fine 201, POST a 409, POST b 409, PATCH 409, POST self 409" {
 		t.Fatalf("statuses: %s", got)
 	}
-	for i, want := range []string{"circular", "circular", "circular", "Operations[0], which creates it, failed"} {
+	for i, want := range map[int]string{1: "Operations[0] (bulkId a) → Operations[1] (bulkId b) → Operations[0] (bulkId a)", 2: "circular", 3: "Operations[0], which creates it, failed", 4: "Operations[2] (bulkId self) → Operations[2] (bulkId self)"} {
 		r := a.Operations[i].Response
 		if r["status"] != "409" || !strings.Contains(fmt.Sprint(r["detail"]), want) {
 			t.Errorf("result %d: %v, want a 409 error saying %q", i, r, want)
@@ -173,6 +176,56 @@ func TestBulkCircularReferences(t *testing.T) {
 	}
 	if n := ts.do("GET", "/Groups", "").str("totalResults"); n != "0" {
 		t.Fatalf("%s groups were created from circular references", n)
+	}
+}
+
+// TestBulkForwardReferenceKeepsTheOthersInOrder: an operation referring to
+// a later POST's bulkId waits for it; the operations sent between run in
+// the order sent (RFC 7644 §3.7: the same stateful result). The POST was
+// run ahead of them: ann's replacement was created before the DELETE of
+// the old ann (409, her userName taken), the group then failed, and the
+// DELETE left no ann at all (a Bulk review).
+func TestBulkForwardReferenceKeepsTheOthersInOrder(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	old := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann"}`).want(t, 201).str("id")
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"Ops","members":[{"value":"bulkId:new"}]}},
+		{"method":"DELETE","path":"/Users/`+old+`"},
+		{"method":"POST","path":"/Users","bulkId":"new","data":{`+userSchemas+`,"userName":"ann"}}`))
+	if got := a.statuses(); got != "DELETE 204, POST new 201, POST g 201" {
+		t.Fatalf("statuses: %s, want the DELETE first, then the POST the group waits for, then the group", got)
+	}
+	if n := ts.do("GET", "/Users", "").str("totalResults"); n != "1" {
+		t.Errorf("%s users, want the new ann", n)
+	}
+	if n := ts.do("GET", "/Groups", "").str("totalResults"); n != "1" {
+		t.Errorf("%s groups, want Ops", n)
+	}
+}
+
+// TestBulkOperationsHaveTheirSingleRequestsLimits: each operation is held
+// to the body limits of its single request, no more and no less: the
+// Bulk envelope's three levels counted against max_json_depth (a PATCH
+// that passes alone made the whole Bulk 400), and an operation's data
+// larger than max_body was stored (alone, 413).
+func TestBulkOperationsHaveTheirSingleRequestsLimits(t *testing.T) {
+	ts := newTestServer(t, Options{MaxJSONDepth: 6, MaxBodyBytes: 1024})
+	uid := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann"}`).want(t, 201).str("id")
+	gid := ts.do("POST", "/Groups", `{`+groupSchemas+`,"displayName":"Ops"}`).want(t, 201).str("id")
+	add := `{` + patchSchemas + `,"Operations":[{"op":"add","path":"members","value":[{"value":"` + uid + `"}]}]}`
+	deep := `{` + userSchemas + `,"userName":"deep","urn:x:custom":{"a":{"b":{"c":{"d":{"e":1}}}}}}`
+	ts.do("POST", "/Users", deep).want(t, 400)
+	large := `{` + userSchemas + `,"userName":"large","title":"` + strings.Repeat("x", 2000) + `"}`
+	ts.do("POST", "/Users", large).want(t, 413)
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"/Groups/`+gid+`","data":`+add+`},
+		{"method":"POST","path":"/Users","bulkId":"deep","data":`+deep+`},
+		{"method":"POST","path":"/Users","bulkId":"large","data":`+large+`}`))
+	if got := a.statuses(); got != "PATCH 204, POST deep 400, POST large 413" {
+		t.Fatalf("statuses: %s, want each as its single request", got)
+	}
+	if n := ts.do("GET", "/Users", "").str("totalResults"); n != "1" {
+		t.Errorf("%s users, want ann alone", n)
 	}
 }
 

@@ -580,7 +580,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes, h.o.MaxJSONDepth)
 	if err != nil {
 		return err
 	}
@@ -622,7 +622,7 @@ func (h *Handler) writeRequest(w http.ResponseWriter, r *http.Request, c *call) 
 	if err != nil {
 		return ifMatch, nil, nil, err
 	}
-	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes, h.o.MaxJSONDepth)
 	return ifMatch, proj, body, err
 }
 

@@ -47,7 +47,7 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error 
 			}
 		}
 	}
-	body, err := h.readBody(w, r, h.o.MaxBodyBytes)
+	body, err := h.readBody(w, r, h.o.MaxBodyBytes, h.o.MaxJSONDepth)
 	if err != nil {
 		return err
 	}
