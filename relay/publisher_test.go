@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -635,5 +637,66 @@ func TestRestartDoesNotCountKeptEventsAgain(t *testing.T) {
 	checkOrder(t, streamContents(t, js, 4)) // JetStream dropped the copies
 	if first.Load() != 3 || again.Load() != 1 {
 		t.Fatalf("3 events published by a process and 1 by the next, the 3 kept sent again: counted %d and %d times, want 3 and 1", first.Load(), again.Load())
+	}
+}
+
+// TestAsyncAPINamesEveryHeaderOfAStoredEvent: README, the schema folder
+// holds "an AsyncAPI 3.0 document of the NATS subjects, their headers";
+// every header of an event as the front end stores it on an external NATS
+// (signed) is described there: Scimrelay-Signature was not (a review of
+// the event contract). Nats-* headers are JetStream's.
+func TestAsyncAPINamesEveryHeaderOfAStoredEvent(t *testing.T) {
+	s, _, _ := openStore(t)
+	ns := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	signer, err := events.NewSigner(newSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{Signer: signer, AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
+	create(t, s, "acme", user(t, `"userName":"ann"`))
+	streamContents(t, js, 1)
+	b, err := fs.ReadFile(events.Schemas(), "asyncapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]any `yaml:"properties"`
+				AllOf      []struct {
+					Properties map[string]any `yaml:"properties"`
+				} `yaml:"allOf"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]bool{}
+	for h := range doc.Components.Schemas["ceHeaders"].Properties {
+		named[h] = true
+	}
+	for _, part := range doc.Components.Schemas["natsHeaders"].AllOf {
+		for h := range part.Properties {
+			named[h] = true
+		}
+	}
+	st, err := js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(events.SignatureHeader) == "" {
+		t.Fatal("the stored event is not signed")
+	}
+	for h := range m.Header {
+		if !named[h] && !strings.HasPrefix(h, "Nats-") {
+			t.Errorf("the stored event carries the header %s, which asyncapi.yaml's natsHeaders does not describe", h)
+		}
 	}
 }

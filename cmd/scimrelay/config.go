@@ -479,6 +479,10 @@ func publicURL(s string) (string, error) {
 		// source "https://relay.example.com/?/scim/v2/acme", the path a
 		// query.
 		return "", errors.New("must not have a query or fragment")
+	case strings.Contains(strings.TrimRight(u.EscapedPath(), "/"), "//"):
+		// Every event's source would have an empty segment, which the
+		// published schema (event.json) refuses.
+		return "", errors.New("must not have an empty path segment (//)")
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }

@@ -34,7 +34,7 @@ var keyRules = map[string][]badValue{
 	"tls.cert_file":              {{"cert.pem", "tls.key_file", "must be set with tls.cert_file"}},
 	"tls.key_file":               {{"key.pem", "tls.cert_file", "must be set with tls.key_file"}},
 	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}, {"127.0.0.1:65536", "", "must be host:port"}},
-	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}},
+	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}, {"https://relay.example.com/a//b", "", "must not have an empty path segment"}},
 	"data_dir":                   {{`""`, "", "must not be empty"}},
 	"log.level":                  {{"loud", "", "must be one of debug, info, warn, error"}},
 	"log.format":                 {{"xml", "", "must be one of text, json"}},
