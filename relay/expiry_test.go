@@ -307,3 +307,70 @@ func TestRemovedTenantLeavesTheExpiryMetric(t *testing.T) {
 		t.Errorf("removed tenant globex: its expired token stays in the expiry metric (for %s)", ExpiredKept)
 	}
 }
+
+// TestTokenRotatedByThePreviousReleaseLeavesTheExpiryMetric: a token
+// rotated by the release before this one (37537d8) and still in its
+// overlap when this release starts on the same data file. That release's
+// Rotate stored the fresh token and shortened the old one's expiry to the
+// overlap's end, and wrote no "replaced" (the field is new). The README:
+// "one a rotation replaced goes … and within the overlap too, and out of
+// the daily warning, while the identity provider has not used it since
+// the rotation". After the upgrade it stays, its expiry a day away, and
+// the alert (value - time() < 14 days), whose advice is to rotate again,
+// fired through the rest of the overlap: what the Replaced mark fixed, for
+// every rotation made before the upgrade (an upgrade review).
+// markReplacedBefore gives such a record the mark at load.
+func TestTokenRotatedByThePreviousReleaseLeavesTheExpiryMetric(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "scimrelay.db")
+	s, err := Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, old, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(80 * 24 * time.Hour) // 10 days left: the alert fires, and says to rotate
+	// What 37537d8's `token rotate --tenant acme --overlap 48h` stored: the
+	// new token, and the old one's expiry cut to the overlap's end.
+	_, next, err := s.Tokens().Create(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tokens.writeMu.Lock()
+	cp := *s.tokens.byID[old.ID]
+	cp.Expires = c.now().Add(48 * time.Hour).UTC()
+	err = s.putTokens(ctx, &cp)
+	s.tokens.writeMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// This release starts on the file; the new token is in Entra, the old
+	// one is not used again.
+	c.add(time.Minute)
+	s, err = Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	at := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"]
+	if _, ok := at[next.ID]; !ok {
+		t.Fatalf("the live token is not in the metric: %v", at)
+	}
+	if v, ok := at[old.ID]; ok {
+		t.Errorf("after the upgrade, the token the previous release's rotation replaced (not used since) is in the metric, "+
+			"expiring in %s: the alert asking for a rotation fires through the overlap",
+			time.Unix(int64(v), 0).Sub(c.now()).Round(time.Minute))
+	}
+	var buf bytes.Buffer
+	done, cancel := context.WithCancel(ctx)
+	cancel() // one round of warnings, then return
+	s.WarnExpiringTokens(done, slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
+	if strings.Contains(buf.String(), old.ID) {
+		t.Errorf("the daily warning names the token the previous release's rotation replaced:\n%s", buf.String())
+	}
+}

@@ -210,7 +210,40 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading tokens: %w", err)
 	}
+	c.markReplacedBefore()
 	return c, nil
+}
+
+// markReplacedBefore gives each credential an earlier release's rotation
+// replaced the Replaced this release would have written: the creation of
+// the first credential of its tenant and kind made after it, while it was
+// unexpired, that outlives it. That release wrote none, and each rotation
+// made before an upgrade kept the expiry alert firing through its overlap.
+// A record so marked is written with the mark at its next change.
+func (c *tokenCache) markReplacedBefore() {
+	type tenantKind struct {
+		tenant string
+		kind   Kind
+	}
+	groups := map[tenantKind][]*storedToken{}
+	for _, st := range c.byID {
+		k := tenantKind{st.Tenant, st.Kind}
+		groups[k] = append(groups[k], st)
+	}
+	for _, group := range groups {
+		for _, st := range group {
+			if !st.Replaced.IsZero() || !st.Revoked.IsZero() || st.Expires.IsZero() {
+				continue
+			}
+			for _, o := range group {
+				outlives := o.Expires.IsZero() || o.Expires.After(st.Expires)
+				if o.Created.After(st.Created) && o.Created.Before(st.Expires) && outlives &&
+					(st.Replaced.IsZero() || o.Created.Before(st.Replaced)) {
+					st.Replaced = o.Created
+				}
+			}
+		}
+	}
 }
 
 // Authenticate checks a bearer token for a tenant: one of its relay.yaml
