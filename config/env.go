@@ -64,6 +64,19 @@ func expandEnv(s string, lookupEnv func(string) (string, bool), strict bool) (st
 	return b.String(), nil
 }
 
+// EnvNames returns the environment variables s refers to with ${...}, in
+// order, as relay.yaml reads them; none where s is not a valid value.
+func EnvNames(s string) []string {
+	var names []string
+	if _, err := expandEnv(s, func(name string) (string, bool) {
+		names = append(names, name)
+		return "", false
+	}, false); err != nil {
+		return nil
+	}
+	return names
+}
+
 // reference resolves the inside of one ${...}.
 func reference(expr string, lookupEnv func(string) (string, bool)) (string, error) {
 	name, op, arg := expr, "", ""

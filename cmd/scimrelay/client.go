@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
@@ -107,11 +108,7 @@ func adminClientFor(cfg *config.Config, configPath string) (*adminclient.Client,
 	if token == "" {
 		b, err := os.ReadFile(cfg.AdminTokenPath())
 		if err != nil {
-			do := fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", configPath)
-			if raw, rerr := os.ReadFile(configPath); rerr == nil && strings.Contains(string(raw), "${SCIMRELAY_ADMIN_TOKEN") {
-				do = "set SCIMRELAY_ADMIN_TOKEN, which " + configPath + " reads admin.token from"
-			}
-			return nil, fmt.Errorf("no admin token: admin.token in %s is empty and %s cannot be read (%v); run this where serve runs, or %s", configPath, cfg.AdminTokenPath(), err, do)
+			return nil, fmt.Errorf("no admin token: admin.token in %s is empty and %s cannot be read (%v); run this where serve runs, or %s", configPath, cfg.AdminTokenPath(), err, adminTokenHint(configPath))
 		}
 		token = strings.TrimSpace(string(b))
 	}
@@ -120,6 +117,33 @@ func adminClientFor(cfg *config.Config, configPath string) (*adminclient.Client,
 		return nil, err
 	}
 	return &adminclient.Client{BaseURL: adminBaseURL(cfg), Token: token, HTTP: hc, Timeout: time.Minute}, nil
+}
+
+// adminTokenHint says how to give the CLI an admin token through the
+// relay.yaml at path, as it is written: set the variable its admin.token
+// reads, or add the token under its admin section, or add the section.
+// Each is what works when followed: the whole line added to a file that
+// has an admin section already made it invalid ("admin: is set twice").
+func adminTokenHint(path string) string {
+	var file struct {
+		Admin *struct {
+			Token string `yaml:"token"`
+		} `yaml:"admin"`
+	}
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		err = yaml.Unmarshal(raw, &file)
+	}
+	switch {
+	case err != nil || file.Admin == nil:
+		return fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", path)
+	case file.Admin.Token == "":
+		return fmt.Sprintf("add token: \"${SCIMRELAY_ADMIN_TOKEN}\" under admin: in %s and set SCIMRELAY_ADMIN_TOKEN", path)
+	}
+	if names := config.EnvNames(file.Admin.Token); len(names) > 0 {
+		return fmt.Sprintf("set %s, which %s reads admin.token from", strings.Join(names, " and "), path)
+	}
+	return fmt.Sprintf("set admin.token in %s", path)
 }
 
 // readWorkingDirConfig reads the relay.yaml of the working directory,

@@ -436,4 +436,33 @@ func TestCLINoAdminTokenHint(t *testing.T) {
 	if c, err := newAdminClient(path); err != nil || c.Token != adminSecret {
 		t.Fatalf("the shipped relay.yaml with SCIMRELAY_ADMIN_TOKEN set: %v", err)
 	}
+	// An admin section without a token: the token goes under it (the
+	// whole line added made the file invalid, "admin: is set twice"); one
+	// whose token reads another variable: that variable.
+	withSection := base + "admin:\n  console: true\n"
+	if err := os.WriteFile(path, []byte(withSection), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = newAdminClient(path)
+	const under = `add token: "${SCIMRELAY_ADMIN_TOKEN}" under admin: in `
+	if err == nil || !strings.Contains(err.Error(), under+path) {
+		t.Fatalf("no admin token, an admin section: %v; want %q", err, under+path)
+	}
+	if err := os.WriteFile(path, []byte(base+"admin:\n  console: true\n  token: \"${SCIMRELAY_ADMIN_TOKEN}\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := newAdminClient(path); err != nil || c.Token != adminSecret {
+		t.Fatalf("following the hint under the admin section: %v", err)
+	}
+	if err := os.WriteFile(path, []byte(base+"admin:\n  token: \"${OPS_ADMIN_TOKEN:-}\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OPS_ADMIN_TOKEN", "")
+	if _, err := newAdminClient(path); err == nil || !strings.Contains(err.Error(), "set OPS_ADMIN_TOKEN, which "+path+" reads admin.token from") {
+		t.Fatalf("no admin token, admin.token reading OPS_ADMIN_TOKEN: %v", err)
+	}
+	t.Setenv("OPS_ADMIN_TOKEN", adminSecret)
+	if c, err := newAdminClient(path); err != nil || c.Token != adminSecret {
+		t.Fatalf("with OPS_ADMIN_TOKEN set: %v", err)
+	}
 }
