@@ -151,7 +151,8 @@ func (p *memberPlan) add(m scim.Member) error {
 	if st.after {
 		return nil // already a member: adding it again changes nothing
 	}
-	if !st.before && st.added.Value == "" {
+	if !st.before {
+		// resolved again on each add: the last one names the member
 		if st.added, err = resolveMember(p.tb, p.groupID, m); err != nil {
 			return err
 		}

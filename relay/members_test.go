@@ -6,12 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -328,6 +331,41 @@ func TestRepeatedRemovalsOfAllCountWhatTheRequestNamed(t *testing.T) {
 		`{"op":"remove","path":"members","value":[`+strings.Join(named, ",")+`]},{"op":"remove","path":"members"}`)
 	if err != nil {
 		t.Errorf("2,000 values named, then one removal of all: %v", err)
+	}
+}
+
+// TestReaddedMemberTakesTheLastDisplay: a member a PATCH adds, removes
+// and adds again (not a member before it) ends as the last add names it,
+// the operations applied in order (RFC 7644 §3.5.2); the first add's
+// resolution was kept, its display in the stored member and the event (a
+// model-based review of memberships).
+func TestReaddedMemberTakesTheLastDisplay(t *testing.T) {
+	s, _, _ := openStore(t)
+	h := scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100})
+	do := scimClient(t, h, "acme", "acme-static-token-0123456789")
+	u := do("POST", "/Users", userBody("ann@acme.com"), http.StatusCreated)["id"].(string)
+	g := do("POST", "/Groups", `{"schemas":["`+scim.GroupSchema+`"],"displayName":"Staff","members":[]}`, http.StatusCreated)["id"].(string)
+	before := mark(t, s)
+	req := httptest.NewRequest("PATCH", "/scim/v2/acme/Groups/"+g, strings.NewReader(`{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[
+		{"op":"add","path":"members","value":[{"value":"`+u+`"}]},
+		{"op":"remove","path":"members[value eq \"`+u+`\"]"},
+		{"op":"add","path":"members","value":[{"value":"`+u+`","display":"Ann Lee"}]}]}`))
+	req.Header.Set("Authorization", "Bearer acme-static-token-0123456789")
+	req.Header.Set("Content-Type", "application/scim+json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("PATCH: %d %s", rec.Code, rec.Body)
+	}
+	got := do("GET", "/Groups/"+g, "", http.StatusOK)["members"].([]any)[0].(map[string]any)["display"]
+	var added []string
+	for _, e := range eventsAfter(t, s, before) {
+		if e.action == events.GroupMemberAdded {
+			added = append(added, e.data.Member.Display)
+		}
+	}
+	if got != "Ann Lee" || !slices.Equal(added, []string{"Ann Lee"}) {
+		t.Fatalf("member display %q, member_added displays %q; want \"Ann Lee\" (the last add's), once", got, added)
 	}
 }
 
