@@ -334,3 +334,20 @@ func TestRefSubAttributeInAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// TestPatchRemoveValueFromUnknownExtensionArray: "A remove with a value
+// removes that value" (docs/decisions.md), and an add to an unknown
+// extension's array adds each value not held. A remove with a value of one
+// element of such an array removes that element; it answered 200 and
+// changed nothing, so the value stayed while the client saw success.
+func TestPatchRemoveValueFromUnknownExtensionArray(t *testing.T) {
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	const x = "urn:example:custom:2.0:User"
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`","`+x+`"],"userName":"ann","`+x+`":{"tags":["a","b"]}}`, http.StatusCreated)
+	got := do("PATCH", "/Users/"+u["id"].(string), `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[{"op":"remove","path":"`+x+`:tags","value":["a"]}]}`, http.StatusOK)
+	tags, _ := json.Marshal(got[x].(map[string]any)["tags"])
+	if string(tags) != `["b"]` {
+		t.Fatalf("remove of value \"a\" from tags [\"a\",\"b\"] leaves %s, want [\"b\"]", tags)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -233,6 +234,45 @@ func TestStoredPatchesKeepWhatTheyDoNotName(t *testing.T) {
 	}
 	if a, b := string(after.AppendJSON(nil)), string(first.AppendJSON(nil)); a != b {
 		t.Errorf("the retry changed the user:\n%s\nwant\n%s", a, b)
+	}
+}
+
+// TestPatchAddSecondWorkAddressKeepsBoth: docs/decisions.md says
+// "Addresses, which have no value, merge only exact repeats: two work
+// addresses are two addresses", and RFC 7644 §3.5.2.1 says an add to a
+// multi-valued attribute adds a new value. A PATCH add of a second, different
+// work address must keep the first, as a POST or PUT of both does; it was
+// merged into the first, which was lost (a fuzz review of PATCH).
+func TestPatchAddSecondWorkAddressKeepsBoth(t *testing.T) {
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann","addresses":[{"type":"work","locality":"Paris","country":"FR"}]}`, http.StatusCreated)
+	id := u["id"].(string)
+	got := do("PATCH", "/Users/"+id, `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[{"op":"add","path":"addresses","value":[{"type":"work","locality":"Berlin","country":"DE"}]}]}`, http.StatusOK)
+	// The same two addresses through a PUT, for comparison.
+	v := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"bob"}`, http.StatusCreated)
+	put := do("PUT", "/Users/"+v["id"].(string), `{"schemas":["`+scim.UserSchema+`"],"userName":"bob","addresses":[{"type":"work","locality":"Paris","country":"FR"},{"type":"work","locality":"Berlin","country":"DE"}]}`, http.StatusOK)
+	a, _ := json.Marshal(got["addresses"])
+	b, _ := json.Marshal(put["addresses"])
+	if string(a) != string(b) {
+		t.Fatalf("PATCH add of a second work address gives %s; a PUT of both gives %s", a, b)
+	}
+}
+
+// TestPatchRemoveOneWorkAddressByValueKeepsTheOther: removing one of two
+// work addresses by value (Entra's remove dialect, a value array) removes
+// that one only; it removed both (a fuzz review of PATCH).
+func TestPatchRemoveOneWorkAddressByValueKeepsTheOther(t *testing.T) {
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann","addresses":[{"type":"work","locality":"Paris"},{"type":"work","locality":"Berlin"}]}`, http.StatusCreated)
+	if n := len(u["addresses"].([]any)); n != 2 {
+		t.Fatalf("POST kept %d addresses", n)
+	}
+	got := do("PATCH", "/Users/"+u["id"].(string), `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[{"op":"remove","path":"addresses","value":[{"type":"work","locality":"Berlin"}]}]}`, http.StatusOK)
+	a, _ := json.Marshal(got["addresses"])
+	if string(a) != `[{"locality":"Paris","type":"work"}]` {
+		t.Fatalf("removing the Berlin work address leaves %s, want the Paris one", a)
 	}
 }
 

@@ -930,6 +930,24 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 		setList(obj, name, kept)
 		return nil
 	}
+	if held, ok := obj[name].([]any); ok && ap.attr == nil && op.value != nil {
+		// The same dialect for an array of an extension no schema here
+		// defines: remove these elements (it compared the whole array
+		// with them, and answered 200 having removed nothing).
+		values, ok := op.value.([]any)
+		if !ok {
+			values = []any{op.value}
+		}
+		given := newRepeatIndex(nil, values)
+		kept := held[:0:0]
+		for _, el := range held {
+			if given.find(el) < 0 {
+				kept = append(kept, el)
+			}
+		}
+		setList(obj, name, kept)
+		return nil
+	}
 	if op.value != nil && !namesHeld(ap.attr, obj[name], op.value) {
 		// The same dialect for a single value: remove this one. A remove
 		// of the manager sent when it was X does not clear Y.
@@ -1321,7 +1339,7 @@ func MembersFromValue(v any) ([]Member, error) {
 // last value added as primary stays the only primary (RFC 7644 §3.5.2).
 func mergeValues(a *Attribute, cur any, add []any) []any {
 	list, _ := cur.([]any)
-	out, last := mergeInto(a, append(make([]any, 0, len(list)+len(add)), list...), add)
+	out, last := mergeInto(repeatsBy(a), append(make([]any, 0, len(list)+len(add)), list...), add)
 	if last >= 0 {
 		return enforceSinglePrimary(out, last)
 	}
@@ -1333,11 +1351,20 @@ func mergeValues(a *Attribute, cur any, add []any) []any {
 // sub-attribute (addresses) only loses exact repeats: two work addresses are
 // two addresses.
 func dedupeValues(a *Attribute, list []any) []any {
-	if a.Sub("value") == nil {
-		a = nil // exact repeats only
-	}
-	out, _ := mergeInto(a, make([]any, 0, len(list)), list)
+	out, _ := mergeInto(repeatsBy(a), make([]any, 0, len(list)), list)
 	return out
+}
+
+// repeatsBy is the attribute by which two elements of a repeat one
+// another (repeats): a itself where its elements have a value, nil (exact
+// repeats only) where they have none (addresses): two work addresses are
+// two addresses, in a POST or PUT, and in a PATCH add (it merged the new
+// one into the old) or remove by value (it removed both) alike.
+func repeatsBy(a *Attribute) *Attribute {
+	if a.Sub("value") == nil {
+		return nil
+	}
+	return a
 }
 
 // mergeInto appends each of add to out, or merges it into the element of out
@@ -1371,7 +1398,7 @@ func mergeInto(a *Attribute, out, add []any) ([]any, int) {
 // alone (Entra sends {"value": id}).
 func removedBy(a *Attribute, values any) func(el any) bool {
 	list, _ := values.([]any)
-	x := newRepeatIndex(a, list)
+	x := newRepeatIndex(repeatsBy(a), list)
 	named := make(map[string]bool)
 	for _, v := range list {
 		if m, ok := v.(map[string]any); ok && len(m) == 1 {
