@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
@@ -346,6 +347,10 @@ func TestTokenRotatedByThePreviousReleaseLeavesTheExpiryMetric(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A file that release wrote has no mark of this release's first start.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyReplacedMarked) }); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -372,5 +377,53 @@ func TestTokenRotatedByThePreviousReleaseLeavesTheExpiryMetric(t *testing.T) {
 	s.WarnExpiringTokens(done, slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
 	if strings.Contains(buf.String(), old.ID) {
 		t.Errorf("the daily warning names the token the previous release's rotation replaced:\n%s", buf.String())
+	}
+}
+
+// TestSecondTokenMadeOnPurposeStaysInTheExpiryMetric: a second token made
+// for another identity provider, outliving the first, is no rotation: the
+// first stays in the expiry metric across restarts. Rotations an earlier
+// release made are inferred once, at this release's first start; inferred
+// at every start, the first token left the metric after any restart, its
+// alert silent while its identity provider did not use it (a review of the
+// day's later diff).
+func TestSecondTokenMadeOnPurposeStaysInTheExpiryMetric(t *testing.T) {
+	c := &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "scimrelay.db")
+	s, err := Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretA, a, err := s.Tokens().Create(ctx, "acme", "entra-eu", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(80 * 24 * time.Hour)
+	if err := s.Authenticate(ctx, "acme", secretA); err != nil { // its identity provider syncs
+		t.Fatal(err)
+	}
+	c.add(10 * time.Minute)
+	_, b, err := s.Tokens().Create(ctx, "acme", "entra-us", c.now().Add(365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][a.ID]; !ok {
+		t.Fatalf("before the restart, token a (10 days left) is not in the metric")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.add(5 * time.Minute)
+	s, err = Open(path, testOptions(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	at := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"]
+	if _, ok := at[b.ID]; !ok {
+		t.Fatalf("token b is not in the metric: %v", at)
+	}
+	if _, ok := at[a.ID]; !ok {
+		t.Errorf("after a restart, token a (never rotated, 10 days left) left the expiry metric: %v", at)
 	}
 }

@@ -348,6 +348,10 @@ func Open(path string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := markReplacedOnce(db, s.tokens); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("marking the credentials earlier rotations replaced in %s: %w", path, err)
+	}
 	if err := s.tokens.refuseShared(tenants); err != nil {
 		_ = db.Close()
 		return nil, err

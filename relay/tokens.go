@@ -210,17 +210,45 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading tokens: %w", err)
 	}
-	c.markReplacedBefore()
 	return c, nil
 }
 
+// keyReplacedMarked in the meta bucket says markReplacedOnce has run on
+// the data file.
+var keyReplacedMarked = []byte("tokens-replaced-marked")
+
+// markReplacedOnce, at the first start of a release that records
+// rotations (Token.Replaced) on a data file an earlier one wrote, marks
+// the credentials those rotations replaced (markReplacedBefore) and
+// writes them, once: each rotation made before the upgrade kept the
+// expiry alert firing through its overlap. Only once: run at every start,
+// it took a second token made on purpose for another identity provider
+// as the first one's successor, and hid the first from the alert.
+func markReplacedOnce(db *bolt.DB, c *tokenCache) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(keyReplacedMarked) != nil {
+			return nil
+		}
+		b := tx.Bucket(bucketTokens)
+		for _, st := range c.markReplacedBefore() {
+			v, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(st.ID), v); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyReplacedMarked, []byte{1})
+	})
+}
+
 // markReplacedBefore gives each credential an earlier release's rotation
-// replaced the Replaced this release would have written: the creation of
-// the first credential of its tenant and kind made after it, while it was
-// unexpired, that outlives it. That release wrote none, and each rotation
-// made before an upgrade kept the expiry alert firing through its overlap.
-// A record so marked is written with the mark at its next change.
-func (c *tokenCache) markReplacedBefore() {
+// replaced the Replaced this release would have written, and returns them:
+// the creation of the first credential of its tenant and kind made after
+// it, while it was unexpired, that outlives it (not revoked).
+func (c *tokenCache) markReplacedBefore() []*storedToken {
 	type tenantKind struct {
 		tenant string
 		kind   Kind
@@ -230,6 +258,7 @@ func (c *tokenCache) markReplacedBefore() {
 		k := tenantKind{st.Tenant, st.Kind}
 		groups[k] = append(groups[k], st)
 	}
+	var marked []*storedToken
 	for _, group := range groups {
 		for _, st := range group {
 			if !st.Replaced.IsZero() || !st.Revoked.IsZero() || st.Expires.IsZero() {
@@ -237,13 +266,17 @@ func (c *tokenCache) markReplacedBefore() {
 			}
 			for _, o := range group {
 				outlives := o.Expires.IsZero() || o.Expires.After(st.Expires)
-				if o.Created.After(st.Created) && o.Created.Before(st.Expires) && outlives &&
+				if o.Created.After(st.Created) && o.Created.Before(st.Expires) && outlives && o.Revoked.IsZero() &&
 					(st.Replaced.IsZero() || o.Created.Before(st.Replaced)) {
 					st.Replaced = o.Created
 				}
 			}
+			if !st.Replaced.IsZero() {
+				marked = append(marked, st)
+			}
 		}
 	}
+	return marked
 }
 
 // Authenticate checks a bearer token for a tenant: one of its relay.yaml

@@ -57,6 +57,12 @@ type bulkOp struct {
 	err     *Error   // what is wrong with the operation itself
 }
 
+// endpoint is the first segment of the operation's path (Users, Groups).
+func (op *bulkOp) endpoint() string {
+	e, _, _ := strings.Cut(strings.TrimPrefix(op.path, "/"), "/")
+	return e
+}
+
 // resourceID is the id in the operation's path ("" for a POST to a
 // collection), as target reads it; a bulkId reference stays as written.
 func (op *bulkOp) resourceID() string {
@@ -375,22 +381,46 @@ func (b *bulkRun) wait(i, j int) {
 
 // actsAfter returns the last operation sent before i that waits and that
 // operation i would act on ahead of it, -1 for none: one on the same
-// resource, or that names i's resource in its data (a member, a manager).
-// Run ahead, a PATCH adding a member sent after a waiting replace of the
-// members lost it, and a DELETE made the waiting PATCH before it 404 (a
-// review of the order of a Bulk).
+// resource; one whose data names i's resource (a member, a manager); one
+// on a resource i's data names; and, for a POST, one on a resource of
+// the same type, whose name the POST may take (a DELETE of ann before the
+// POST of a new ann). Run ahead, a PATCH adding a member sent after a
+// waiting replace of the members lost it, a DELETE made the waiting PATCH
+// before it 404, and a POST of ann failed on the ann a waiting DELETE was
+// to remove (reviews of the order of a Bulk). An operation does not wait
+// for one that waits, in the end, for it: the POST a waiting operation
+// needs runs.
 func (b *bulkRun) actsAfter(i int) int {
-	id := b.req.ops[i].resourceID()
-	if id == "" {
-		return -1
-	}
+	op := b.req.ops[i]
+	id := op.resourceID()
 	last := -1
 	for j := range b.waitsOn {
-		if j < i && j > last && b.state[j] == opWaiting && (b.req.ops[j].resourceID() == id || b.mentions(j)[id]) {
+		if j >= i || j <= last || b.state[j] != opWaiting {
+			continue
+		}
+		w := b.req.ops[j]
+		wid := w.resourceID()
+		conflict := id != "" && (wid == id || b.mentions(j)[id]) ||
+			wid != "" && b.mentions(i)[wid] ||
+			op.method == http.MethodPost && wid != "" && strings.EqualFold(op.endpoint(), w.endpoint())
+		if conflict && !b.needs(j, i) {
 			last = j
 		}
 	}
 	return last
+}
+
+// needs reports whether waiting operation j waits, in the end, for
+// operation i.
+func (b *bulkRun) needs(j, i int) bool {
+	cur := j
+	for n := 0; b.state[cur] == opWaiting && n <= len(b.state); n++ {
+		cur = b.waitsOn[cur]
+		if cur == i {
+			return true
+		}
+	}
+	return false
 }
 
 // mentions returns the strings in operation j's data, where it names

@@ -245,6 +245,39 @@ func TestBulkWaitingOperationKeepsItsPlaceOnItsResource(t *testing.T) {
 	}
 }
 
+// TestBulkPostKeepsItsPlaceBehindAWaitingOperation: a POST sent after a
+// waiting DELETE of a user does not run ahead of it: not the POST of a
+// new user under her userName (it failed 409, and no ann was left), nor
+// a group naming her (made with her as a member before she was deleted);
+// the POST a waiting operation needs still runs first (a review of the
+// day's later diff).
+func TestBulkPostKeepsItsPlaceBehindAWaitingOperation(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	mgr := `{` + patchSchemas + `,"Operations":[{"op":"replace","path":"` + ent + `:manager","value":"bulkId:boss"}]}`
+	ts := newTestServer(t, Options{})
+	old := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann"}`).want(t, 201).str("id")
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"/Users/`+old+`","data":`+mgr+`},
+		{"method":"DELETE","path":"/Users/`+old+`"},
+		{"method":"POST","path":"/Users","bulkId":"new","data":{`+userSchemas+`,"userName":"ann"}},
+		{"method":"POST","path":"/Users","bulkId":"boss","data":{`+userSchemas+`,"userName":"boss"}}`))
+	if got := a.statuses(); got != "POST boss 201, PATCH 200, DELETE 204, POST new 201" {
+		t.Errorf("statuses %s", got)
+	}
+	if n := ts.do("GET", "/Users?filter=userName%20eq%20%22ann%22", "").str("totalResults"); n != "1" {
+		t.Errorf("%s users named ann, want the new one", n)
+	}
+	bea := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"bea"}`).want(t, 201).str("id")
+	a = ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"/Users/`+bea+`","data":`+strings.Replace(mgr, "boss", "boss2", 1)+`},
+		{"method":"DELETE","path":"/Users/`+bea+`"},
+		{"method":"POST","path":"/Groups","bulkId":"g","data":{`+groupSchemas+`,"displayName":"Ops","members":[{"value":"`+bea+`"}]}},
+		{"method":"POST","path":"/Users","bulkId":"boss2","data":{`+userSchemas+`,"userName":"boss2"}}`))
+	if got := a.statuses(); got != "POST boss2 201, PATCH 200, DELETE 204, POST g 400" {
+		t.Errorf("statuses %s: the group naming bea, sent after her DELETE, must run after it (and fail: she is gone)", got)
+	}
+}
+
 // TestBulkOperationsHaveTheirSingleRequestsLimits: each operation is held
 // to the body limits of its single request, no more and no less: the
 // Bulk envelope's three levels counted against max_json_depth (a PATCH

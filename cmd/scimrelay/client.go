@@ -125,22 +125,22 @@ func adminClientFor(cfg *config.Config, configPath string) (*adminclient.Client,
 // Each is what works when followed: the whole line added to a file that
 // has an admin section already made it invalid ("admin: is set twice").
 func adminTokenHint(path string) string {
-	var file struct {
-		Admin *struct {
-			Token string `yaml:"token"`
-		} `yaml:"admin"`
-	}
+	var file map[string]yaml.Node // a key given null ("admin:" with its lines commented out) is there
 	raw, err := os.ReadFile(path)
 	if err == nil {
 		err = yaml.Unmarshal(raw, &file)
 	}
-	switch {
-	case err != nil || file.Admin == nil:
+	section, ok := file["admin"]
+	if err != nil || !ok {
 		return fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", path)
-	case file.Admin.Token == "":
+	}
+	var admin struct {
+		Token string `yaml:"token"`
+	}
+	if section.Decode(&admin) != nil || admin.Token == "" {
 		return fmt.Sprintf("add token: \"${SCIMRELAY_ADMIN_TOKEN}\" under admin: in %s and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
-	if names := config.EnvNames(file.Admin.Token); len(names) > 0 {
+	if names := config.EnvNames(admin.Token); len(names) > 0 {
 		return fmt.Sprintf("set %s, which %s reads admin.token from", strings.Join(names, " and "), path)
 	}
 	return fmt.Sprintf("set admin.token in %s", path)

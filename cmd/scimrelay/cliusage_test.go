@@ -439,14 +439,15 @@ func TestCLINoAdminTokenHint(t *testing.T) {
 	// An admin section without a token: the token goes under it (the
 	// whole line added made the file invalid, "admin: is set twice"); one
 	// whose token reads another variable: that variable.
-	withSection := base + "admin:\n  console: true\n"
-	if err := os.WriteFile(path, []byte(withSection), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = newAdminClient(path)
 	const under = `add token: "${SCIMRELAY_ADMIN_TOKEN}" under admin: in `
-	if err == nil || !strings.Contains(err.Error(), under+path) {
-		t.Fatalf("no admin token, an admin section: %v; want %q", err, under+path)
+	for _, section := range []string{"admin:\n  console: true\n", "admin:\n  # token: \"${SCIMRELAY_ADMIN_TOKEN:-}\"\n"} {
+		if err := os.WriteFile(path, []byte(base+section), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err = newAdminClient(path)
+		if err == nil || !strings.Contains(err.Error(), under+path) {
+			t.Fatalf("no admin token, an admin section %q: %v; want %q", section, err, under+path)
+		}
 	}
 	if err := os.WriteFile(path, []byte(base+"admin:\n  console: true\n  token: \"${SCIMRELAY_ADMIN_TOKEN}\"\n"), 0o600); err != nil {
 		t.Fatal(err)
