@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -361,6 +362,20 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 	cfg.Limits.ShutdownDelay = config.Duration(10 * time.Second) // for a stop asked for, not a failure
 	p := startRelay(t, cfg, roleAll)
 	before := p.createUser(t, "before")
+	// Nothing else writes while the disk fails: the create's provisioning
+	// log entry and the outbox rows it kept are written first. A
+	// background write that hit the failure stopped the relay before the
+	// POST below, which found it gone (CI, once, under load).
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		entries, err := p.srv.reqLog.Query(t.Context(), relay.LogQuery{Tenant: "acme", Limit: 10})
+		if err != nil || len(entries) == 0 {
+			return fmt.Errorf("%d log entries (%v), want the create's", len(entries), err)
+		}
+		if n, err := p.srv.store.OutboxDepth(); err != nil || n != 0 {
+			return fmt.Errorf("%d rows in the outbox (%v)", n, err)
+		}
+		return nil
+	})
 	restore := disktest.FailWrites(t, cfg.DBPath())
 	r := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"during"}`)
 	restore() // the disk is back: the relay stops all the same
