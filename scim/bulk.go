@@ -57,19 +57,31 @@ type bulkOp struct {
 	err     *Error   // what is wrong with the operation itself
 }
 
+// splitPath reads the operation's path as its endpoint (Users, Groups) and
+// what follows it, as written ("" for a POST to a collection); hasID says
+// there was a second segment.
+func (op *bulkOp) splitPath() (endpoint, rest string, hasID bool) {
+	return strings.Cut(strings.TrimSuffix(strings.TrimPrefix(op.path, "/"), "/"), "/")
+}
+
 // endpoint is the first segment of the operation's path (Users, Groups).
 func (op *bulkOp) endpoint() string {
-	e, _, _ := strings.Cut(strings.TrimPrefix(op.path, "/"), "/")
+	e, _, _ := op.splitPath()
 	return e
 }
 
-// resourceID is the id in the operation's path ("" for a POST to a
-// collection), as target reads it; a bulkId reference stays as written.
+// resourceID is the id in the operation's path, unescaped, as target reads
+// it ("" for a POST to a collection; a bulkId reference stays as written).
 func (op *bulkOp) resourceID() string {
-	p := strings.TrimSuffix(strings.TrimPrefix(op.path, "/"), "/")
-	_, id, _ := strings.Cut(p, "/")
+	_, id, _ := op.splitPath()
+	return unescapeID(id)
+}
+
+// unescapeID is a path's id segment unescaped, or as written when it is
+// not a valid escape.
+func unescapeID(id string) string {
 	if uid, err := url.PathUnescape(id); err == nil {
-		id = uid
+		return uid
 	}
 	return id
 }
@@ -342,7 +354,7 @@ type bulkRun struct {
 	state   []int
 	waitsOn map[int]int             // a waiting operation → the operation it waits for
 	waiting map[int][]int           // an operation → those waiting for it, in the order they came
-	named   map[int]map[string]bool // a waiting operation → the strings in its data (mentions)
+	named   map[int]map[string]bool // an operation → the strings in its data (mentions)
 	cyclic  map[int]string          // operation → the cycle it is in, for its error
 	created map[string]string
 	results []*bulkResult
@@ -430,22 +442,10 @@ func (b *bulkRun) mentions(j int) map[string]bool {
 		return m
 	}
 	m := map[string]bool{}
-	var walk func(v any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case string:
-			m[v] = true
-		case []any:
-			for _, e := range v {
-				walk(e)
-			}
-		case map[string]any:
-			for _, e := range v {
-				walk(e)
-			}
-		}
-	}
-	walk(b.req.ops[j].data)
+	walkBulkStrings(b.req.ops[j].data, false, func(s string, _ bool) string {
+		m[s] = true
+		return s
+	})
 	if b.named == nil {
 		b.named = map[int]map[string]bool{}
 	}
@@ -568,7 +568,7 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 		// The checks of the single request's body: a Bulk of a larger
 		// one stored it, and one an envelope took past the depth refused
 		// the whole Bulk.
-		if int64(len(body)-3*lineSeparators(op.data)) > b.h.o.MaxBodyBytes {
+		if n := int64(len(body)); n > b.h.o.MaxBodyBytes && n-3*int64(lineSeparators(op.data)) > b.h.o.MaxBodyBytes {
 			return fail(Errorf(ErrPayloadTooLarge, "Operations[%d]: data is larger than %d bytes", op.index, b.h.o.MaxBodyBytes))
 		}
 		if jsonDepth(body) > b.h.o.MaxJSONDepth {
@@ -656,8 +656,7 @@ func (b *bulkRun) resolve(op *bulkOp) error {
 // of its own (its endpoint matched in any case and a trailing slash
 // trimmed, as on the URL).
 func (b *bulkRun) target(op *bulkOp) (*call, error) {
-	p := strings.TrimSuffix(strings.TrimPrefix(op.path, "/"), "/")
-	endpoint, id, hasID := strings.Cut(p, "/")
+	endpoint, id, hasID := op.splitPath()
 	var rt *ResourceType
 	for _, t := range ResourceTypes {
 		if strings.EqualFold("/"+endpoint, t.Endpoint) {
@@ -667,9 +666,7 @@ func (b *bulkRun) target(op *bulkOp) (*call, error) {
 	if rt == nil || (hasID && (id == "" || strings.Contains(id, "/"))) {
 		return nil, Errorf(ErrInvalidValue, "Operations[%d]: path must be /Users, /Groups, /Users/<id> or /Groups/<id>, got %q", op.index, Truncate(op.path, 128))
 	}
-	if uid, err := url.PathUnescape(id); err == nil {
-		id = uid
-	}
+	id = unescapeID(id)
 	if op.method != http.MethodPost && id == "" {
 		return nil, Errorf(ErrInvalidValue, "Operations[%d]: %s needs the path of a resource, e.g. %s/<id>", op.index, op.method, rt.Endpoint)
 	}
