@@ -809,13 +809,19 @@ func setSubAttributes(a *Attribute, cur, given map[string]any) map[string]any {
 	maps.Copy(merged, cur)
 	maps.Copy(merged, given)
 	if v, ok := given["value"]; ok && a != nil && cur != nil && !jsonEqual(cur["value"], v) {
-		for _, derived := range describesValue {
-			if _, anew := given[derived]; !anew {
-				delete(merged, derived)
-			}
-		}
+		forgetDescription(merged, given)
 	}
 	return merged
+}
+
+// forgetDescription deletes from m what described the resource its value
+// named (describesValue), but what given gives anew.
+func forgetDescription(m, given map[string]any) {
+	for _, derived := range describesValue {
+		if _, anew := given[derived]; !anew {
+			delete(m, derived)
+		}
+	}
 }
 
 // givenObject returns v, a PATCH operation's value, when it is an object
@@ -853,11 +859,7 @@ func replaceSubAttributes(obj map[string]any, name string, a *Attribute, given m
 	for _, sub := range cleared {
 		delete(next, sub)
 		if sub == "value" {
-			for _, derived := range describesValue {
-				if _, anew := given[derived]; !anew {
-					delete(next, derived)
-				}
-			}
+			forgetDescription(next, given)
 		}
 	}
 	if len(next) == 0 {
@@ -919,18 +921,10 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 		if err != nil {
 			return opError(op, err)
 		}
-		removed := removedBy(ap.attr, values)
-		list, _ := obj[name].([]any)
-		kept := list[:0:0]
-		for _, el := range list {
-			if !removed(el) {
-				kept = append(kept, el)
-			}
-		}
-		setList(obj, name, kept)
+		removeElements(obj, name, removedBy(ap.attr, values))
 		return nil
 	}
-	if held, ok := obj[name].([]any); ok && ap.attr == nil && op.value != nil {
+	if _, held := obj[name].([]any); held && ap.attr == nil && op.value != nil {
 		// The same dialect for an array of an extension no schema here
 		// defines: remove these elements (it compared the whole array
 		// with them, and answered 200 having removed nothing).
@@ -939,13 +933,7 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 			values = []any{op.value}
 		}
 		given := newRepeatIndex(nil, values)
-		kept := held[:0:0]
-		for _, el := range held {
-			if given.find(el) < 0 {
-				kept = append(kept, el)
-			}
-		}
-		setList(obj, name, kept)
+		removeElements(obj, name, func(el any) bool { return given.find(el) >= 0 })
 		return nil
 	}
 	if op.value != nil && !namesHeld(ap.attr, obj[name], op.value) {
@@ -955,6 +943,19 @@ func removePlain(obj map[string]any, name string, ap AttrPath, op patchOp) error
 	}
 	delete(obj, name)
 	return nil
+}
+
+// removeElements removes from the list obj[name] the elements removed
+// says, and the list when none is left (setList).
+func removeElements(obj map[string]any, name string, removed func(el any) bool) {
+	list, _ := obj[name].([]any)
+	kept := list[:0:0]
+	for _, el := range list {
+		if !removed(el) {
+			kept = append(kept, el)
+		}
+	}
+	setList(obj, name, kept)
 }
 
 // namesHeld reports whether given, the value of a remove, names held, the
