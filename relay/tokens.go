@@ -213,6 +213,16 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 	return c, nil
 }
 
+// tenantKind groups a tenant's credentials of one kind: what one of them
+// is replaced by, or stands beside, is one of the same group.
+type tenantKind struct {
+	tenant string
+	kind   Kind
+}
+
+// group is the credential's tenantKind.
+func (t Token) group() tenantKind { return tenantKind{t.Tenant, t.Kind} }
+
 // keyReplacedMarked in the meta bucket says markReplacedOnce has run on
 // the data file.
 var keyReplacedMarked = []byte("tokens-replaced-marked")
@@ -230,18 +240,26 @@ func markReplacedOnce(db *bolt.DB, c *tokenCache) error {
 		if meta.Get(keyReplacedMarked) != nil {
 			return nil
 		}
-		b := tx.Bucket(bucketTokens)
-		for _, st := range c.markReplacedBefore() {
-			v, err := json.Marshal(st)
-			if err != nil {
-				return err
-			}
-			if err := b.Put([]byte(st.ID), v); err != nil {
-				return err
-			}
+		if err := putTokenRecords(tx, c.markReplacedBefore()...); err != nil {
+			return err
 		}
 		return meta.Put(keyReplacedMarked, []byte{1})
 	})
+}
+
+// putTokenRecords writes credentials' records in tx.
+func putTokenRecords(tx *bolt.Tx, list ...*storedToken) error {
+	b := tx.Bucket(bucketTokens)
+	for _, st := range list {
+		v, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(st.ID), v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // markReplacedBefore gives each credential an earlier release's rotation
@@ -249,14 +267,9 @@ func markReplacedOnce(db *bolt.DB, c *tokenCache) error {
 // the creation of the first credential of its tenant and kind made after
 // it, while it was unexpired, that outlives it (not revoked).
 func (c *tokenCache) markReplacedBefore() []*storedToken {
-	type tenantKind struct {
-		tenant string
-		kind   Kind
-	}
 	groups := map[tenantKind][]*storedToken{}
 	for _, st := range c.byID {
-		k := tenantKind{st.Tenant, st.Kind}
-		groups[k] = append(groups[k], st)
+		groups[st.group()] = append(groups[st.group()], st)
 	}
 	var marked []*storedToken
 	for _, group := range groups {
@@ -387,17 +400,7 @@ func (c Credentials) issue(tenantName, name string, expires time.Time) (string, 
 // holds writeMu.
 func (s *Store) putTokens(ctx context.Context, list ...*storedToken) error {
 	_, err := s.write(ctx, "", func(tx *bolt.Tx, _ *txWrite) error {
-		b := tx.Bucket(bucketTokens)
-		for _, st := range list {
-			v, err := json.Marshal(st)
-			if err != nil {
-				return err
-			}
-			if err := b.Put([]byte(st.ID), v); err != nil {
-				return err
-			}
-		}
-		return nil
+		return putTokenRecords(tx, list...)
 	})
 	if err != nil {
 		return fmt.Errorf("storing tokens: %w", err)
@@ -581,21 +584,17 @@ func (s *Store) TokenExpiries() []Token {
 	// whose advice is to rotate, fired through every overlap, and
 	// following it again cut the token just put into Entra to the overlap.
 	// Used since, it stays: the identity provider still holds it.
-	type tenantKind struct {
-		tenant string
-		kind   Kind
-	}
 	live, successor := map[tenantKind]bool{}, map[tenantKind]bool{}
 	for _, st := range s.tokens.byID {
 		if st.Live(now) {
-			live[tenantKind{st.Tenant, st.Kind}] = true
+			live[st.group()] = true
 			if st.Replaced.IsZero() {
-				successor[tenantKind{st.Tenant, st.Kind}] = true
+				successor[st.group()] = true
 			}
 		}
 	}
 	handedOver := func(st *storedToken) bool {
-		return !st.Replaced.IsZero() && successor[tenantKind{st.Tenant, st.Kind}] &&
+		return !st.Replaced.IsZero() && successor[st.group()] &&
 			!s.tokens.lastUseOf(st.ID, st.LastUsed).After(st.Replaced)
 	}
 	configured := s.tenantMap()
@@ -604,7 +603,7 @@ func (s *Store) TokenExpiries() []Token {
 		if _, ok := configured[st.Tenant]; !ok || !st.Revoked.IsZero() || st.Expires.IsZero() {
 			continue
 		}
-		if st.Live(now) && !handedOver(st) || !live[tenantKind{st.Tenant, st.Kind}] && now.Before(st.Expires.Add(ExpiredKept)) {
+		if st.Live(now) && !handedOver(st) || !live[st.group()] && now.Before(st.Expires.Add(ExpiredKept)) {
 			out = append(out, st.Token)
 		}
 	}
