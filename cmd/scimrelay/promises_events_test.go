@@ -136,7 +136,8 @@ func TestSubscriberAddSendsOnlyThePublicKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"nats://" + cfg.NATS.Listen, "nats.NkeyOptionFromSeed", "nkeyAuthenticator", "--nkey", "_INBOX_billing-users",
-		"nats.CustomInboxPrefix", "inboxPrefix", "--inbox-prefix"} {
+		"nats.CustomInboxPrefix", "inboxPrefix", "--inbox-prefix",
+		"nats.MaxReconnects(-1)", "nats.IgnoreAuthErrorAbort()", "maxReconnectAttempts: -1", "ignoreAuthErrorAbort: true"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("subscriber add does not say %q:\n%s", want, out)
 		}

@@ -80,11 +80,11 @@ func writeSinks(w io.Writer, list []sinks.Status, now time.Time) error {
 		if s.OldestUndelivered != nil {
 			oldest = max(now.Sub(*s.OldestUndelivered), 0).Round(time.Second).String()
 		}
+		pending, inFlight, parked := any(s.Pending), any(s.InFlight), any(s.Parked)
 		if s.NotSetUp { // its backlog is not known on this relay
-			tw.row(s.Name, s.URL, s.Format, "not set up", "-", "-", "-", s.DeadLetters, fmt.Sprintf("%d/%d", s.Attempts5m, s.Attempts1h), last)
-			continue
+			pending, inFlight, parked, oldest = "not set up", "-", "-", "-"
 		}
-		tw.row(s.Name, s.URL, s.Format, s.Pending, s.InFlight, s.Parked, oldest, s.DeadLetters, fmt.Sprintf("%d/%d", s.Attempts5m, s.Attempts1h), last)
+		tw.row(s.Name, s.URL, s.Format, pending, inFlight, parked, oldest, s.DeadLetters, fmt.Sprintf("%d/%d", s.Attempts5m, s.Attempts1h), last)
 	}
 	return tw.flush()
 }
