@@ -319,18 +319,23 @@ func TestRefSubAttributeInAnyCase(t *testing.T) {
 	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann"}`, http.StatusCreated)
 	g := do("POST", "/Groups", `{"schemas":["`+scim.GroupSchema+`"],"displayName":"G","members":[{"value":"`+u["id"].(string)+`"}]}`, http.StatusCreated)
 	gid := g["id"].(string)
-	do("GET", "/Groups/"+gid+"?excludedAttributes=members.$ref", "", http.StatusOK) // lower case is accepted
-	for _, q := range []string{"excludedAttributes=members.$Ref", "excludedAttributes=MEMBERS.$REF", "attributes=members.$REF",
-		"filter=" + url.QueryEscape(`members.$Ref pr`)} {
-		req := httptest.NewRequest("GET", "/scim/v2/acme/Groups/"+gid+"?"+q, nil)
-		if q[0] == 'f' {
-			req = httptest.NewRequest("GET", "/scim/v2/acme/Groups?"+q, nil)
-		}
+	get := func(path string) (int, string) {
+		req := httptest.NewRequest("GET", "/scim/v2/acme"+path, nil)
 		req.Header.Set("Authorization", "Bearer acme-static-token-0123456789")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			t.Errorf("GET ?%s: %d %s", q, rec.Code, rec.Body)
+		return rec.Code, rec.Body.String()
+	}
+	// Each spelling answers what the lower-case one does.
+	for variant, canonical := range map[string]string{
+		"/Groups/" + gid + "?excludedAttributes=members.$Ref":  "/Groups/" + gid + "?excludedAttributes=members.$ref",
+		"/Groups/" + gid + "?excludedAttributes=MEMBERS.$REF":  "/Groups/" + gid + "?excludedAttributes=members.$ref",
+		"/Groups/" + gid + "?attributes=members.$REF":          "/Groups/" + gid + "?attributes=members.$ref",
+		"/Groups?filter=" + url.QueryEscape(`members.$Ref pr`): "/Groups?filter=" + url.QueryEscape(`members.$ref pr`),
+	} {
+		wantCode, want := get(canonical)
+		if code, got := get(variant); wantCode != http.StatusOK || code != wantCode || got != want {
+			t.Errorf("GET %s: %d %s\nwant as GET %s: %d %s", variant, code, got, canonical, wantCode, want)
 		}
 	}
 }
