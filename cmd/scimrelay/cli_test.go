@@ -85,6 +85,17 @@ func TestCLITokens(t *testing.T) {
 	}
 	p.scim("acme", strings.TrimSpace(fresh), "GET", "/Users", "").want(t, 200)
 	p.scim("acme", secret, "GET", "/Users", "").want(t, 200) // inside the overlap
+	// Its JSON says which token the rotation replaced, and when.
+	code, out, _ = cli(t, "token", "list", "--tenant", "acme", "--json", "--config", cfg)
+	var rotated []relay.Token
+	if code != exitOK || jsonLines(out, &rotated) != nil {
+		t.Fatalf("token list --json after the rotation: code %d:\n%s", code, out)
+	}
+	for _, tok := range storedOnly(rotated) {
+		if replaced := !tok.Replaced.IsZero(); replaced != (tok.ID == list[0].ID) {
+			t.Errorf("token %s (%s): replaced %v, want it set on the rotated one alone:\n%s", tok.ID, tok.Name, tok.Replaced, out)
+		}
+	}
 
 	code, out, _ = cli(t, "token", "revoke", list[0].ID, "--config", cfg)
 	if code != exitOK || !strings.Contains(out, "revoked token "+list[0].ID) {
