@@ -91,6 +91,7 @@ type bulkRequest struct {
 	failOnErrors int // 0: never stop
 	ops          []*bulkOp
 	creates      map[string]int // bulkId → index of the POST that creates it
+	referrers    map[int][]int  // index of a POST creating a bulkId → the operations referring to it
 }
 
 // bulkResult is one operation's entry in the bulk response.
@@ -227,6 +228,14 @@ func parseBulk(body []byte, maxOps int) (*bulkRequest, error) {
 			req.creates[op.bulkID] = i
 		}
 		req.ops = append(req.ops, op)
+	}
+	req.referrers = map[int][]int{}
+	for i, op := range req.ops {
+		for _, ref := range op.refs {
+			if k, ok := req.creates[ref]; ok {
+				req.referrers[k] = append(req.referrers[k], i)
+			}
+		}
 	}
 	return req, nil
 }
@@ -406,6 +415,7 @@ func (b *bulkRun) actsAfter(i int) int {
 	op := b.req.ops[i]
 	id := op.resourceID()
 	last := -1
+	var needI []bool // the operations that wait, in the end, for i
 	for j := range b.waitsOn {
 		if j >= i || j <= last || b.state[j] != opWaiting {
 			continue
@@ -414,25 +424,52 @@ func (b *bulkRun) actsAfter(i int) int {
 		wid := w.resourceID()
 		conflict := id != "" && (wid == id || b.mentions(j)[id]) ||
 			wid != "" && b.mentions(i)[wid] ||
-			op.method == http.MethodPost && wid != "" && strings.EqualFold(op.endpoint(), w.endpoint())
-		if conflict && !b.needs(j, i) {
+			op.method == http.MethodPost && strings.EqualFold(op.endpoint(), w.endpoint())
+		if !conflict {
+			continue
+		}
+		if needI == nil {
+			needI = b.needing(i)
+		}
+		if !needI[j] {
 			last = j
 		}
 	}
 	return last
 }
 
-// needs reports whether waiting operation j waits, in the end, for
-// operation i.
-func (b *bulkRun) needs(j, i int) bool {
-	cur := j
-	for n := 0; b.state[cur] == opWaiting && n <= len(b.state); n++ {
-		cur = b.waitsOn[cur]
-		if cur == i {
-			return true
+// needing marks the operations that wait, in the end, for operation i:
+// through what they wait for now, or through a bulkId they, or one on
+// their way, refer to, whose POST they will wait for once what they wait
+// for now has run. Following the first alone, a POST of dir was made to
+// wait behind ann's PATCH naming mgr, whose POST, sent after, names dir: a
+// circle none of them made, and all three failed 409. One walk back from
+// i, in time linear in the operations and their references.
+func (b *bulkRun) needing(i int) []bool {
+	need := make([]bool, len(b.state))
+	var next []int
+	mark := func(w int) {
+		if !need[w] {
+			need[w] = true
+			next = append(next, w)
 		}
 	}
-	return false
+	for x := i; ; {
+		if b.state[x] != opDone { // a done operation is waited for by none
+			for _, w := range b.waiting[x] {
+				if b.state[w] == opWaiting && b.waitsOn[w] == x {
+					mark(w)
+				}
+			}
+			for _, w := range b.req.referrers[x] {
+				mark(w)
+			}
+		}
+		if len(next) == 0 {
+			return need
+		}
+		x, next = next[len(next)-1], next[:len(next)-1]
+	}
 }
 
 // mentions returns the strings in operation j's data, where it names
@@ -456,16 +493,22 @@ func (b *bulkRun) mentions(j int) map[string]bool {
 // finish runs what still waits once every operation was visited: each
 // waits, in the end, on a circle of operations referring to each other's
 // bulkIds, whose members fail (circular) and whose waiters then fail
-// (what they refer to failed).
+// (what they refer to failed). A waiter let go may then wait on another
+// circle (a DELETE of a circle's member held the POSTs of a second one):
+// so it goes on until nothing waits, or failOnErrors stops the request.
 func (b *bulkRun) finish(ctx context.Context) {
-	for i := range b.state {
-		if _, marked := b.cyclic[i]; b.state[i] == opWaiting && !marked {
-			b.markCycle(i) // named from its first member
+	for ran := true; ran && !b.stopped(); {
+		ran = false
+		for i := range b.state {
+			if _, marked := b.cyclic[i]; b.state[i] == opWaiting && !marked {
+				b.markCycle(i) // named from its first member
+			}
 		}
-	}
-	for i := range b.state {
-		if _, ok := b.cyclic[i]; ok {
-			b.runNow(ctx, i)
+		for i := range b.state {
+			if _, ok := b.cyclic[i]; ok && b.state[i] != opDone {
+				b.runNow(ctx, i)
+				ran = true
+			}
 		}
 	}
 }

@@ -278,6 +278,66 @@ func TestBulkPostKeepsItsPlaceBehindAWaitingOperation(t *testing.T) {
 	}
 }
 
+// TestBulkNoFalseCircle: an operation is not made to wait behind one that
+// will, in the end, wait for it through a bulkId not yet reached. ann's
+// PATCH names mgr, sent after dir, whose POST names dir: dir waited behind
+// the PATCH (a POST of its type), mgr then waited for dir, and the three
+// failed 409 as a circle none of them made (a review of the Bulk order).
+func TestBulkNoFalseCircle(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	ts := newTestServer(t, Options{})
+	ann := ts.do("POST", "/Users", `{`+userSchemas+`,"userName":"ann"}`).want(t, 201).str("id")
+	setMgr := `{` + patchSchemas + `,"Operations":[{"op":"replace","path":"` + ent + `:manager","value":"bulkId:mgr"}]}`
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"PATCH","path":"/Users/`+ann+`","data":`+setMgr+`},
+		{"method":"POST","path":"/Users","bulkId":"dir","data":{`+userSchemas+`,"userName":"dir"}},
+		{"method":"POST","path":"/Users","bulkId":"mgr","data":{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+ent+`"],"userName":"mgr","`+ent+`":{"manager":{"value":"bulkId:dir"}}}}`))
+	if got := a.statuses(); got != "POST dir 201, POST mgr 201, PATCH 200" {
+		t.Fatalf("statuses %s: dir, then mgr naming it, then ann's PATCH naming mgr", got)
+	}
+}
+
+// TestBulkAnswersEveryOperation: every operation has a result, whatever
+// circles it waits behind (RFC 7644 §3.7.3). A DELETE waiting on the
+// circle a↔b held c and d, a circle of their own reached only once the
+// first circle had failed: c and d were neither run nor listed.
+func TestBulkAnswersEveryOperation(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	user := func(name, mgr string) string {
+		return `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","` + ent + `"],"userName":"` + name + `","` + ent + `":{"manager":{"value":"bulkId:` + mgr + `"}}}`
+	}
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"DELETE","path":"/Users/bulkId:a"},
+		{"method":"POST","path":"/Users","bulkId":"a","data":`+user("a", "b")+`},
+		{"method":"POST","path":"/Users","bulkId":"b","data":`+user("b", "a")+`},
+		{"method":"POST","path":"/Users","bulkId":"c","data":`+user("c", "d")+`},
+		{"method":"POST","path":"/Users","bulkId":"d","data":`+user("d", "c")+`}`))
+	if got := a.statuses(); got != "POST a 409, DELETE 409, POST b 409, POST c 409, POST d 409" {
+		t.Fatalf("statuses %s: every operation answered, the two circles refused", got)
+	}
+}
+
+// TestBulkPostStaysBehindAWaitingPost: a POST does not overtake a waiting
+// POST of its type, whose name it may take: ann, whose manager comes
+// later in the request, was overtaken by a second POST of the userName
+// ann, which took the name; in the order sent the first is made and the
+// second is 409.
+func TestBulkPostStaysBehindAWaitingPost(t *testing.T) {
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	ts := newTestServer(t, Options{})
+	a := ts.bulk(t, bulkBody("", `
+		{"method":"POST","path":"/Users","bulkId":"ann","data":{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","`+ent+`"],"userName":"ann","title":"first","`+ent+`":{"manager":{"value":"bulkId:boss"}}}},
+		{"method":"POST","path":"/Users","bulkId":"ann2","data":{`+userSchemas+`,"userName":"ann","title":"second"}},
+		{"method":"POST","path":"/Users","bulkId":"boss","data":{`+userSchemas+`,"userName":"boss"}}`))
+	if got := a.statuses(); got != "POST boss 201, POST ann 201, POST ann2 409" {
+		t.Fatalf("statuses %s", got)
+	}
+	if u := string(ts.do("GET", "/Users?filter=userName%20eq%20%22ann%22", "").want(t, 200).body); !strings.Contains(u, `"first"`) {
+		t.Errorf("the ann stored is not the first sent: %s", u)
+	}
+}
+
 // TestBulkOperationsHaveTheirSingleRequestsLimits: each operation is held
 // to the body limits of its single request, no more and no less: the
 // Bulk envelope's three levels counted against max_json_depth (a PATCH
