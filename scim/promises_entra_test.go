@@ -104,6 +104,20 @@ func TestEntraManagerForms(t *testing.T) {
 	if got := managerOf(ts.do("GET", "/Users/"+id, "").want(t, 200)); got != "null" {
 		t.Fatalf("a refused PATCH set the manager to %s", got)
 	}
+
+	// A manager is kept as sent: the manager's deletion leaves a report's
+	// manager, its version (no event) and the filter on it as they were;
+	// Entra sends the report's own PATCH when its manager changes.
+	report := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`","`+ent+`"],"userName":"report@contoso.com","`+ent+`":{"manager":"`+boss+`"}}`).want(t, 201)
+	ts.do("DELETE", "/Users/"+boss, "").want(t, 204)
+	after := ts.do("GET", "/Users/"+report.str("id"), "").want(t, 200)
+	if got := managerOf(after); got != want || after.str("meta.version") != report.str("meta.version") {
+		t.Fatalf("after the manager's deletion: manager %s, version %s (was %s), want %s unchanged", got, after.str("meta.version"), report.str("meta.version"), want)
+	}
+	q := url.QueryEscape(`userName eq "report@contoso.com" and ` + ent + `:manager.value eq "` + boss + `"`)
+	if n := ts.do("GET", "/Users?filter="+q, "").want(t, 200).str("totalResults"); n != "1" {
+		t.Fatalf("the filter on the deleted manager's id found %s users, want the report", n)
+	}
 }
 
 // README, Mappings: Entra's default attribute mappings work as they are.
