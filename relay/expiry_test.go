@@ -427,3 +427,49 @@ func TestSecondTokenMadeOnPurposeStaysInTheExpiryMetric(t *testing.T) {
 		t.Errorf("after a restart, token a (never rotated, 10 days left) left the expiry metric: %v", at)
 	}
 }
+
+// TestReplacedTokenInUseStaysInTheExpiryMetricWhileItsUseIsWritten: a
+// replaced token the identity provider still uses stays in the expiry
+// metric while the flush writes that use. The flush took the use out of
+// memory before its write committed, and for that while the token read
+// as unused since the rotation: it left the metric, and the alert on it
+// ended and fired again (a review of the token rotation).
+func TestReplacedTokenInUseStaysInTheExpiryMetricWhileItsUseIsWritten(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	secret, old, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(10*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() bool {
+		for _, tok := range s.TokenExpiries() {
+			if tok.ID == old.ID {
+				return true
+			}
+		}
+		return false
+	}
+	for round := range 100 {
+		c.add(time.Second)
+		if err := s.Authenticate(ctx, "acme", secret); err != nil { // Entra has not the new one yet
+			t.Fatal(err)
+		}
+		flushed := make(chan error, 1)
+		go func() { flushed <- s.flushTokenUse() }()
+		for writing := true; writing; {
+			select {
+			case err := <-flushed:
+				if err != nil {
+					t.Fatal(err)
+				}
+				writing = false
+			default:
+			}
+			if !listed() {
+				t.Fatalf("round %d: the replaced token, used since the rotation, left the expiry metric while its use was written", round)
+			}
+		}
+	}
+}

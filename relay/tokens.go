@@ -12,8 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"iter"
-	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -617,7 +615,12 @@ func (s *Store) TokenExpiries() []Token {
 }
 
 // flushTokenUse writes the last-use times gathered since the last flush:
-// a stored credential's in its record, a relay.yaml token's in meta.
+// a stored credential's in its record, a relay.yaml token's in meta. Each
+// stays in memory until its write has committed, and goes then unless a
+// newer use came: taken out before, a replaced token the identity
+// provider still used read for that while as unused since its rotation,
+// and left the expiry metric. One a write fails to store stays for the
+// next flush.
 func (s *Store) flushTokenUse() error {
 	c := s.tokens
 	c.writeMu.Lock()
@@ -625,11 +628,13 @@ func (s *Store) flushTokenUse() error {
 	c.mu.RLock()
 	var list []*storedToken
 	static := map[string]time.Time{}
+	taken := map[string]int64{} // id → the use this flush writes
 	for id, u := range c.used {
-		ns := u.at.Swap(0)
+		ns := u.at.Load()
 		if ns == 0 {
 			continue
 		}
+		taken[id] = ns
 		at := time.Unix(0, ns).UTC()
 		if st, ok := c.byID[id]; ok {
 			if at.After(st.LastUsed) {
@@ -646,33 +651,25 @@ func (s *Store) flushTokenUse() error {
 	if len(list) > 0 {
 		if err := s.putTokens(context.Background(), list...); err != nil {
 			errs = append(errs, err)
-			s.keepUse(func(yield func(string, time.Time) bool) {
-				for _, st := range list {
-					if !yield(st.ID, st.LastUsed) {
-						return
-					}
-				}
-			})
+			for _, st := range list {
+				delete(taken, st.ID)
+			}
 		}
 	}
 	if len(static) > 0 {
 		if err := s.putStaticUse(static); err != nil {
 			errs = append(errs, err)
-			s.keepUse(maps.All(static))
+			for id := range static {
+				delete(taken, id)
+			}
 		}
 	}
-	return errors.Join(errs...)
-}
-
-// keepUse puts back last uses a flush could not write, for the next flush;
-// a use noted since is newer and is kept instead.
-func (s *Store) keepUse(times iter.Seq2[string, time.Time]) {
-	c := s.tokens
 	c.mu.RLock()
-	defer c.mu.RUnlock()
-	for id, at := range times {
+	for id, ns := range taken {
 		if u, ok := c.used[id]; ok {
-			u.at.CompareAndSwap(0, at.UnixNano())
+			u.at.CompareAndSwap(ns, 0)
 		}
 	}
+	c.mu.RUnlock()
+	return errors.Join(errs...)
 }
