@@ -38,7 +38,7 @@ const (
 )
 
 type testServer struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	backend *eventingBackend
 	mu      sync.Mutex
@@ -111,7 +111,7 @@ func (b *eventingBackend) Delete(ctx context.Context, tenant string, rt *Resourc
 	return b.produced(b.Backend.Delete(ctx, tenant, rt, id, ifMatch))
 }
 
-func newTestServer(t *testing.T, o Options) *testServer {
+func newTestServer(t testing.TB, o Options) *testServer {
 	t.Helper()
 	mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme, "globex": tokenGlobex})
 	ts := &testServer{t: t}
@@ -200,7 +200,7 @@ func (ts *testServer) send(req *http.Request) response {
 	return r
 }
 
-func (r response) want(t *testing.T, status int) response {
+func (r response) want(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
