@@ -106,6 +106,11 @@ func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
 			add(fmt.Sprintf("retry[%d]", j), "must be positive, got %s", d)
 		}
 	}
+	if c.Retry != nil && len(c.Retry) == 0 {
+		// "retry: []" was the default schedule, eight retries over 32 hours,
+		// where README says retry replaces the schedule.
+		add("retry", "is an empty schedule; leave retry out for the default (%v), or give at least one delay", DefaultSchedule)
+	}
 	if len(c.Retry) == 0 {
 		c.Retry = DefaultSchedule
 	}
@@ -121,7 +126,7 @@ func (o Options) buildOne(field string, c Config) (*sinkRuntime, error) {
 		case b.MaxWait == 0:
 			b.MaxWait = defaultBatchWait
 		case b.MaxWait < 0 || b.MaxWait > maxBatchWait:
-			add("batch.max_wait", "must be between 0 and %s, got %s", maxBatchWait, b.MaxWait)
+			add("batch.max_wait", "must be 0 (the default, %s) or at most %s, got %s", defaultBatchWait, maxBatchWait, b.MaxWait)
 		}
 		switch {
 		case b.MaxBytes == 0:

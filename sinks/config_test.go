@@ -24,6 +24,7 @@ func TestCheck(t *testing.T) {
 		want  []string // every line of the error, in order
 	}{
 		{"name", []Config{good(func(c *Config) { c.Name = "CRM" })}, []string{`sinks[0].name: must match [a-z0-9][a-z0-9_-]* (at most 64 characters), got "CRM"`}},
+		{"empty retry schedule", []Config{good(func(c *Config) { c.Retry = []time.Duration{} })}, []string{"sinks[0].retry: is an empty schedule; leave retry out for the default"}},
 		{"duplicate", []Config{good(nil), good(nil)}, []string{`sinks[1].name: "crm" is also sinks[0]`}},
 		{"type", []Config{good(func(c *Config) { c.Type = "kafka" })}, []string{`sinks[0].type: must be webhook, got "kafka"`}},
 		{"event outside the catalog", []Config{good(func(c *Config) { c.Events = []string{"user.*", "user.exploded"} })}, []string{`sinks[0].events[1]: event pattern "user.exploded": no such event`}},
@@ -61,7 +62,7 @@ func TestCheck(t *testing.T) {
 		{"trace header", []Config{good(func(c *Config) { c.Headers = map[string]string{"traceparent": "00-x"} })}, []string{"sinks[0].headers.traceparent: is set by scimrelay on every delivery and cannot be overridden"}},
 		{"batch with a format", []Config{good(func(c *Config) { c.Batch = &Batch{}; c.Format = "binary" })}, []string{`sinks[0].format: batched deliveries are always application/cloudevents-batch+json; leave format out, got "binary"`}},
 		{"batch bounds", []Config{good(func(c *Config) { c.Batch = &Batch{MaxEvents: 5000, MaxWait: time.Minute} })},
-			[]string{"sinks[0].batch.max_events: must be between 1 and 1000, got 5000", "sinks[0].batch.max_wait: must be between 0 and 10s, got 1m0s"}},
+			[]string{"sinks[0].batch.max_events: must be between 1 and 1000, got 5000", "sinks[0].batch.max_wait: must be 0 (the default, 50ms) or at most 10s, got 1m0s"}},
 		{"batch bytes", []Config{good(func(c *Config) { c.Batch = &Batch{MaxBytes: 1000} })},
 			[]string{"sinks[0].batch.max_bytes: must be between 64KiB and 64MiB, got 1000 bytes"}},
 		{"previous secret", []Config{good(func(c *Config) { c.PreviousSecret = testSecret; c.PreviousSecretExpires = "soon" })},

@@ -600,6 +600,9 @@ func sinkOptions(cfg *config.Config) sinks.Options {
 		if b := c.Batch; b != nil {
 			sc.Batch = &sinks.Batch{MaxEvents: b.MaxEvents, MaxWait: time.Duration(b.MaxWait), MaxBytes: int64(b.MaxBytes)}
 		}
+		if c.Retry != nil { // "retry: []" is an empty schedule, which sinks refuses; nil is its default
+			sc.Retry = make(sinks.Schedule, 0, len(c.Retry))
+		}
 		for _, d := range c.Retry {
 			sc.Retry = append(sc.Retry, time.Duration(d))
 		}

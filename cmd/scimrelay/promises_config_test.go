@@ -106,9 +106,9 @@ var keyRules = map[string][]badValue{
 	"sinks[].allow_private_proxy": nil, // on or off
 	"sinks[].concurrency":         {{"5000", "", "must be between 1 and 1024"}},
 	"sinks[].batch.max_events":    {{"5000", "", "must be between 1 and 1000"}, {"-1", "", "must be between 1 and 1000"}},
-	"sinks[].batch.max_wait":      {{"1m", "", "must be between 0 and 10s"}},
+	"sinks[].batch.max_wait":      {{"1m", "", "or at most 10s"}},
 	"sinks[].batch.max_bytes":     {{"1000", "", "must be between 64KiB and 64MiB"}, {"65MiB", "", "must be between 64KiB and 64MiB"}},
-	"sinks[].retry":               {{"[5s, 0s]", "sinks[0].retry[1]", "must be positive"}},
+	"sinks[].retry":               {{"[5s, 0s]", "sinks[0].retry[1]", "must be positive"}, {"[]", "sinks[0].retry", "is an empty schedule"}},
 }
 
 // setKey sets the key at a field path ("sinks[0].batch.max_wait") of a
