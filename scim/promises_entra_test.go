@@ -105,14 +105,23 @@ func TestEntraManagerForms(t *testing.T) {
 		t.Fatalf("a refused PATCH set the manager to %s", got)
 	}
 
-	// A manager is kept as sent: the manager's deletion leaves a report's
-	// manager, its version (no event) and the filter on it as they were;
-	// Entra sends the report's own PATCH when its manager changes.
+	// A manager is kept as sent: the manager's rename, then deletion, leave
+	// a report's manager, its version (no event) and the filter on it as
+	// they were; Entra sends the report's own PATCH when its manager changes.
 	report := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`","`+ent+`"],"userName":"report@contoso.com","`+ent+`":{"manager":"`+boss+`"}}`).want(t, 201)
-	ts.do("DELETE", "/Users/"+boss, "").want(t, 204)
-	after := ts.do("GET", "/Users/"+report.str("id"), "").want(t, 200)
-	if got := managerOf(after); got != want || after.str("meta.version") != report.str("meta.version") {
-		t.Fatalf("after the manager's deletion: manager %s, version %s (was %s), want %s unchanged", got, after.str("meta.version"), report.str("meta.version"), want)
+	for _, c := range []struct {
+		change, method, body string
+		status               int
+	}{
+		{"rename", "PATCH", `{` + patchSchemas + `,"Operations":[{"op":"replace","path":"userName","value":"boss2@contoso.com"}]}`, 200},
+		{"deletion", "DELETE", "", 204},
+	} {
+		change := c.change
+		ts.do(c.method, "/Users/"+boss, c.body).want(t, c.status)
+		after := ts.do("GET", "/Users/"+report.str("id"), "").want(t, 200)
+		if got := managerOf(after); got != want || after.str("meta.version") != report.str("meta.version") {
+			t.Fatalf("after the manager's %s: manager %s, version %s (was %s), want %s unchanged", change, got, after.str("meta.version"), report.str("meta.version"), want)
+		}
 	}
 	q := url.QueryEscape(`userName eq "report@contoso.com" and ` + ent + `:manager.value eq "` + boss + `"`)
 	if n := ts.do("GET", "/Users?filter="+q, "").want(t, 200).str("totalResults"); n != "1" {
