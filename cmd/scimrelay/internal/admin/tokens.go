@@ -206,6 +206,9 @@ func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	if c.store == nil {
 		return unavailable(c.what)
 	}
+	if err := noBody(r); err != nil {
+		return err
+	}
 	tok, revoked, err := c.store.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
