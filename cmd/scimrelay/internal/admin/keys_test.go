@@ -24,6 +24,13 @@ import (
 // signs with it; one that fails before changing anything is not an action.
 func TestEventKeyRotationIsAuditedWhenItFails(t *testing.T) {
 	f := newFixture(t)
+	// It takes no body: one given is refused and nothing rotated (README,
+	// Operating, TestActionsThatTakeNoBodyRefuseOne).
+	signing := f.signer.PublicKey()
+	f.request("POST", "/admin/v1/keys/events/rotate", `{"dry_run":true}`).wantError(t, http.StatusBadRequest, `unknown field "dry_run"`)
+	if f.signer.PublicKey() != signing {
+		t.Fatal("a rotation refused for its body rotated the key")
+	}
 	var done KeyRotation
 	f.request("POST", "/admin/v1/keys/events/rotate", "").want(t, http.StatusOK, &done)
 	if done.Key == "" || f.signer.PublicKey() != done.Key {
