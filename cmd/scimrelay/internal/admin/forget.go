@@ -31,9 +31,6 @@ func (h *Handler) forgetSink(w http.ResponseWriter, r *http.Request) error {
 	if h.o.ForgetSinks == nil {
 		return errorf(http.StatusServiceUnavailable, "forgetting a sink is not available on this relay: a delivery worker's NATS user may not delete a sink's bucket nor its dead letters; ask the admin API of a SCIM front end (--role scim or all)")
 	}
-	if err := noBody(r); err != nil {
-		return err
-	}
 	name := r.PathValue("sink")
 	f, err := h.o.ForgetSinks.Forget(r.Context(), name)
 	switch {

@@ -114,7 +114,7 @@ type KeyRotation struct {
 // keyRoutes serves the keys.
 func (h *Handler) keyRoutes() {
 	h.api("GET /admin/v1/keys", h.listKeys)
-	h.api("POST /admin/v1/keys/events/rotate", h.rotateEventKey)
+	h.api("POST /admin/v1/keys/events/rotate", takesNoBody(h.rotateEventKey))
 	h.api("POST /admin/v1/keys/oauth/rotate", h.rotateOAuthKey)
 }
 
@@ -150,9 +150,6 @@ func (h *Handler) rotateEventKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	if k.o.Signer == nil {
 		return errorf(http.StatusConflict, "nothing to rotate: NATS is embedded in this relay, so events are not signed (no other client can publish into its stream) and there is no event-signing key")
-	}
-	if err := noBody(r); err != nil {
-		return err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), RotationTime)
 	defer cancel()

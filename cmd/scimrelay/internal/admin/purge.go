@@ -250,9 +250,6 @@ func (h *Handler) purgeTenant(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Purge == nil {
 		return unavailable("purging a tenant")
 	}
-	if err := noBody(r); err != nil {
-		return err
-	}
 	tenant := r.PathValue("tenant")
 	if err := h.o.Purge.Begin(r.Context(), tenant); err != nil {
 		return err

@@ -59,9 +59,6 @@ func (h *Handler) reload(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Reload == nil {
 		return unavailable("reloading")
 	}
-	if err := noBody(r); err != nil {
-		return err // before the reload: a refused request changes nothing
-	}
 	// A reload, once begun, runs to its end: a client that gives up (the
 	// CLI's timeout, ^C) must not leave a changed sink's old worker
 	// stopped and its new one unstarted.

@@ -370,9 +370,6 @@ func (h *Handler) addSubscriber(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) removeSubscriber(w http.ResponseWriter, r *http.Request) error {
-	if err := noBody(r); err != nil {
-		return err
-	}
 	sub, err := h.o.Subscribers.RemoveSubscriber(r.Context(), r.PathValue("name"))
 	if sub.Name != "" {
 		// Removed, even when deleting its consumer then failed.

@@ -33,7 +33,7 @@ func (h *Handler) credentialRoutes(prefix, what, noun string, store Credentials)
 	h.api("GET "+prefix, c.list)
 	h.api("POST "+prefix, c.create)
 	h.api("POST "+prefix+"/rotate", c.rotate)
-	h.api("DELETE "+prefix+"/{id}", c.revoke)
+	h.api("DELETE "+prefix+"/{id}", takesNoBody(c.revoke))
 }
 
 // credentialAPI is the admin endpoints of one set of credentials.
@@ -205,9 +205,6 @@ type RevokeResponse struct {
 func (c credentialAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	if c.store == nil {
 		return unavailable(c.what)
-	}
-	if err := noBody(r); err != nil {
-		return err
 	}
 	tok, revoked, err := c.store.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
