@@ -286,12 +286,28 @@ func TestProblems(t *testing.T) {
 		{"not yaml", "tenants: [\n", "", "not valid YAML"},
 		{"tab indent", "limits:\n\trate: 5\n", "", "line 2 is indented with a tab, and YAML indents with spaces only"},
 		{"two documents", minimal + "---\nlisten: bad\n", "", "one YAML document"},
+		{"a document after an empty one", minimal + "---\n---\nlisten: bad\n", "", "one YAML document"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, ps := parse(t, tt.yaml, map[string]string{"EMPTY": "", "FRACTION": "2.5", "SCIMRELAY_ADMIN_TOKEN": "admin-token-0123456789abcdef"})
 			wantProblem(t, ps, tt.field, tt.message)
 		})
+	}
+}
+
+// TestEmptyDocumentAfterTheFirstIsTaken: a --- with nothing but comments
+// after it (an editor's or a template's habit) ends the file; it was
+// refused as a second document, where README refuses only "a --- with
+// more after it".
+func TestEmptyDocumentAfterTheFirstIsTaken(t *testing.T) {
+	for _, tail := range []string{"---\n", "---\n# the end\n", "...\n", "---\n---\n"} {
+		cfg, ps := parse(t, minimal+"limits:\n  burst: 7\n"+tail, nil)
+		if ps != nil {
+			t.Errorf("%q after the document: %v", tail, ps)
+		} else if cfg.Limits.Burst != 7 {
+			t.Errorf("%q after the document: burst %d, want 7", tail, cfg.Limits.Burst)
+		}
 	}
 }
 

@@ -25,6 +25,18 @@ const maxNodes = 100_000
 // core schema, whose meaning the decoder gives them.
 var coreTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!!bool": true, "!!null": true, "!!map": true, "!!seq": true}
 
+// emptyDocument reports whether a YAML document holds nothing: a --- with
+// at most comments after it, which the parser reads as a null written as
+// nothing.
+func emptyDocument(doc *yaml.Node) bool {
+	for _, n := range doc.Content {
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!null" || n.Value != "" || n.Style != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // decode expands and strictly decodes relay.yaml text over the defaults.
 // strictEnv says for which fields an unset variable is an error.
 func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(field string) bool) (*Config, error) {
@@ -37,9 +49,18 @@ func decode(data []byte, lookupEnv func(string) (string, bool), strictEnv func(f
 		}
 		return nil, Problems{{Message: msg}}
 	}
-	// A second document (after ---) would be ignored: refused instead.
-	var next yaml.Node
-	if err := dec.Decode(&next); err != io.EOF {
+	// A second document (after ---) would be ignored: refused instead. A
+	// --- with nothing after it (an editor's or a template's habit) holds
+	// none, and is taken.
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if err == io.EOF {
+			break
+		}
+		if err == nil && emptyDocument(&next) {
+			continue
+		}
 		line := 0
 		if err == nil {
 			line = next.Line

@@ -36,6 +36,7 @@ func TestCheck(t *testing.T) {
 		{"retry", []Config{good(func(c *Config) { c.Retry = Schedule{time.Second, 0} })}, []string{"sinks[0].retry[1]: must be positive"}},
 		{"url", []Config{good(func(c *Config) { c.URL = "ftp://x" })}, []string{`sinks[0].url: must be an absolute http(s) URL, got "ftp://x"`}},
 		{"port out of range", []Config{good(func(c *Config) { c.URL = "https://crm.example.com:99999/h" })}, []string{"sinks[0].url: port 99999 is not between 1 and 65535"}},
+		{"fragment", []Config{good(func(c *Config) { c.URL = "https://crm.example.com/h#tok3n" })}, []string{"sinks[0].url: has a #fragment, which is never sent"}},
 		{"port 0", []Config{good(func(c *Config) { c.URL = "https://crm.example.com:0/h" })}, []string{"sinks[0].url: port 0 is not between 1 and 65535"}},
 		{"loopback", []Config{good(func(c *Config) { c.URL = "http://127.0.0.1:9000/h" })}, []string{"sinks[0].url: 127.0.0.1 is a loopback, private or link-local address; set allow_private: true"}},
 		// Hosts the relay and a proxy would read differently.

@@ -144,6 +144,10 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 		errs = append(errs, fmt.Errorf("url: %w", err))
 	} else if p := u.Port(); p != "" && !validPort(p) {
 		errs = append(errs, fmt.Errorf("url: port %s is not between 1 and 65535", p))
+	} else if strings.Contains(o.URL, "#") {
+		// A client never sends a fragment: a token put there reached no
+		// receiver, and deliveries were refused with no word of why.
+		errs = append(errs, errors.New("url: has a #fragment, which is never sent to the receiver; remove it (put a token in the path, the query or headers)"))
 	} else if !o.AllowPrivate {
 		if addr, err := netip.ParseAddr(u.Hostname()); err == nil && blocked(addr) {
 			errs = append(errs, fmt.Errorf("url: %s is a loopback, private or link-local address; set allow_private: true to deliver there", u.Hostname()))

@@ -48,6 +48,12 @@ func TestCLIBadUsage(t *testing.T) {
 		{[]string{"serve", "--role", "everything"}, "must be all, scim or sinks"},                                   // refused while parsing
 		{[]string{"healthcheck", "--timeout", "-1s"}, "--timeout must be positive"},                                 //
 		{[]string{"events", "tail", "--since", "10m", "--from-seq", "3", "--tenant", "acme"}, "exclude each other"}, //
+		{[]string{"token", "revoke", ""}, "ID is empty"},                                                            // an unset "$ID"
+		{[]string{"client", "revoke", " "}, "ID is empty"},                                                          //
+		{[]string{"sinks", "forget", "", "--yes"}, "NAME is empty"},                                                 //
+		{[]string{"tenant", "purge", "", "--yes"}, "NAME is empty"},                                                 //
+		{[]string{"subscriber", "remove", ""}, "NAME is empty"},                                                     //
+		{[]string{"subscriber", "add", ""}, "NAME is empty"},                                                        //
 	} {
 		code, stdout, stderr := cli(t, append(tc.args, "--config", cfg)...)
 		hint := "Run 'scimrelay " + strings.Join(subcommandOf(tc.args), " ") + " --help' for usage."
@@ -103,10 +109,11 @@ func TestCLIGroupsRefuseUnknownSubcommands(t *testing.T) {
 	}
 }
 
-// subcommandOf returns the command words of args (up to the first flag).
+// subcommandOf returns the command words of args (up to the first flag or
+// empty argument).
 func subcommandOf(args []string) []string {
 	for i, a := range args {
-		if strings.HasPrefix(a, "-") {
+		if strings.HasPrefix(a, "-") || strings.TrimSpace(a) == "" {
 			return args[:i]
 		}
 	}

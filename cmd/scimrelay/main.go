@@ -178,11 +178,24 @@ func unknownSubcommand(cmd *cobra.Command, args []string) error {
 	return usageError{err}
 }
 
-// positional wraps an argument validator so that its errors count as usage errors.
+// positional wraps an argument validator so that its errors count as usage
+// errors, and refuses an empty argument.
 func positional(v cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := v(cmd, args); err != nil {
 			return usageError{err}
+		}
+		// An empty argument (an unset shell variable, "$ID") named
+		// nothing and got the admin API's answer to a path without it.
+		names := strings.Fields(cmd.Use)[1:]
+		for i, a := range args {
+			if strings.TrimSpace(a) == "" {
+				name := fmt.Sprintf("argument %d", i+1)
+				if i < len(names) {
+					name = names[i]
+				}
+				return usageError{fmt.Errorf("%s is empty", name)}
+			}
 		}
 		return nil
 	}
