@@ -63,17 +63,13 @@ func (s *Store) WarnExpiringTokens(ctx context.Context, log *slog.Logger, every 
 	defer t.Stop()
 	for {
 		now := s.now()
-		for _, tok := range s.TokenExpiries() {
-			// An expired one is in TokenExpiries for the metric; one still
-			// presented is warned about when refused (warnExpiredRefused).
-			if left := tok.Expires.Sub(now); left > 0 && left <= ExpiryWarning {
-				msg := "a SCIM token expires soon; issue a new one with scimrelay token rotate before Entra's provisioning stops"
-				if tok.Kind == KindClient {
-					msg = "an OAuth client expires soon; issue a new one with scimrelay client rotate before the identity provider's provisioning stops"
-				}
-				log.Warn(msg, "tenant", tok.Tenant, "kind", string(tok.Kind), "token", tok.ID, "name", tok.Name,
-					"expires", tok.Expires.Format(time.RFC3339), "days_left", int(left.Hours()/24))
+		for _, tok := range DueForRotation(s.TokenExpiries(), now) {
+			msg := "a SCIM token expires soon; issue a new one with scimrelay token rotate before Entra's provisioning stops"
+			if tok.Kind == KindClient {
+				msg = "an OAuth client expires soon; issue a new one with scimrelay client rotate before the identity provider's provisioning stops"
 			}
+			log.Warn(msg, "tenant", tok.Tenant, "kind", string(tok.Kind), "token", tok.ID, "name", tok.Name,
+				"expires", tok.Expires.Format(time.RFC3339), "days_left", int(tok.Expires.Sub(now).Hours()/24))
 		}
 		select {
 		case <-ctx.Done():

@@ -559,20 +559,36 @@ func (s *Store) EnsureToken(ctx context.Context, tenantName string, show func(se
 	return secret, true, nil
 }
 
-// TokenExpiries returns every stored credential (tokens and OAuth clients)
-// that expires and is not revoked, soonest first, for the expiry metric and
-// warnings: the live ones, and those that expired less than ExpiredKept ago,
-// so that an alert on the metric goes on firing when the credential expires
-// (the moment the identity provider starts being refused) rather than
-// resolving then. A revoked credential is left out: it was ended on
-// purpose. So are those that never expire, static tokens, and those of a
-// tenant no longer configured (removed, not yet purged): they open
-// nothing, and the remedy the alert names (token rotate) refuses the
-// tenant.
+// TokenExpiries returns the stored credentials (tokens and OAuth clients)
+// the expiry metric shows (Expiries), with their last use as the relay
+// knows it now.
 func (s *Store) TokenExpiries() []Token {
-	now := s.now()
+	configured := s.tenantMap()
 	s.tokens.mu.RLock()
-	defer s.tokens.mu.RUnlock()
+	list := make([]Token, 0, len(s.tokens.byID))
+	for _, st := range s.tokens.byID {
+		t := st.Token
+		t.LastUsed = s.tokens.lastUseOf(st.ID, st.LastUsed)
+		list = append(list, t)
+	}
+	s.tokens.mu.RUnlock()
+	return Expiries(list, func(tenant string) bool { _, ok := configured[tenant]; return ok }, s.now())
+}
+
+// Expiries returns, of list (credentials with their last use), those that
+// expire and are not revoked, soonest first, for the expiry metric, the
+// daily warnings and the console (DueForRotation): the live ones, and
+// those that expired less than ExpiredKept ago, so that an alert on the
+// metric goes on firing when the credential expires (the moment the
+// identity provider starts being refused) rather than resolving then. A
+// revoked credential is left out: it was ended on purpose. So are those
+// that never expire, relay.yaml tokens, and those of a tenant no longer
+// configured (configured says; removed, not yet purged): they open
+// nothing, and the remedy the alert names (token rotate) refuses the
+// tenant. The console's overview chose its own and asked to rotate both
+// (TestConsoleOverviewDoesNotAskToRotateAHandedOverToken,
+// TestConsoleOverviewAsksNotToRotateARemovedTenantsToken).
+func Expiries(list []Token, configured func(tenant string) bool, now time.Time) []Token {
 	// An expired credential stays while its tenant has no live one of its
 	// kind: the identity provider is being refused. One a rotation
 	// replaced (its overlap over, the new one live) goes, or the alert on
@@ -583,26 +599,24 @@ func (s *Store) TokenExpiries() []Token {
 	// following it again cut the token just put into Entra to the overlap.
 	// Used since, it stays: the identity provider still holds it.
 	live, successor := map[tenantKind]bool{}, map[tenantKind]bool{}
-	for _, st := range s.tokens.byID {
-		if st.Live(now) {
-			live[st.group()] = true
-			if st.Replaced.IsZero() {
-				successor[st.group()] = true
+	for _, t := range list {
+		if t.Source == "" && t.Live(now) {
+			live[t.group()] = true
+			if t.Replaced.IsZero() {
+				successor[t.group()] = true
 			}
 		}
 	}
-	handedOver := func(st *storedToken) bool {
-		return !st.Replaced.IsZero() && successor[st.group()] &&
-			!s.tokens.lastUseOf(st.ID, st.LastUsed).After(st.Replaced)
+	handedOver := func(t Token) bool {
+		return !t.Replaced.IsZero() && successor[t.group()] && !t.LastUsed.After(t.Replaced)
 	}
-	configured := s.tenantMap()
 	var out []Token
-	for _, st := range s.tokens.byID {
-		if _, ok := configured[st.Tenant]; !ok || !st.Revoked.IsZero() || st.Expires.IsZero() {
+	for _, t := range list {
+		if t.Source != "" || !configured(t.Tenant) || !t.Revoked.IsZero() || t.Expires.IsZero() {
 			continue
 		}
-		if st.Live(now) && !handedOver(st) || !live[st.group()] && now.Before(st.Expires.Add(ExpiredKept)) {
-			out = append(out, st.Token)
+		if t.Live(now) && !handedOver(t) || !live[t.group()] && now.Before(t.Expires.Add(ExpiredKept)) {
+			out = append(out, t)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -611,6 +625,20 @@ func (s *Store) TokenExpiries() []Token {
 		}
 		return out[i].ID < out[j].ID
 	})
+	return out
+}
+
+// DueForRotation returns those of expiries (Expiries) that have not
+// expired and expire within ExpiryWarning: what the daily warning names
+// and the console's overview asks to rotate. One that expired is refused
+// already, and warned about when presented (warnExpiredRefused).
+func DueForRotation(expiries []Token, now time.Time) []Token {
+	var out []Token
+	for _, t := range expiries {
+		if left := t.Expires.Sub(now); left > 0 && left <= ExpiryWarning {
+			out = append(out, t)
+		}
+	}
 	return out
 }
 

@@ -18,8 +18,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -541,12 +543,7 @@ func TestConsoleDoubleSubmitGeneratesOneToken(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	p := startRelay(t, cfg, roleAll)
 	ui := slowLink(t, strings.TrimPrefix(p.adminURL, "http://"), 300*time.Millisecond) + "/ui/"
-	c.do("opening the console", chromedp.Navigate(ui))
-	c.waitText("main h1", "Sign in")
-	c.do("signing in", chromedp.SendKeys(chromedp.ID("token"), adminSecret), chromedp.KeyEvent(kb.Enter))
-	c.waitText("main h1", "Overview")
-	c.do("opening the tenant", chromedp.Navigate(ui+"tenants/acme"))
-	c.waitText("main h1", "Tenant acme")
+	c.openTenant(ui, "acme")
 	c.do("naming the token", chromedp.SetValue(chromedp.ID("tokens-name"), "double"))
 	// Two clicks of the mouse on the button, the second before the
 	// first's answer came: an impatient user, or a slow relay.
@@ -563,6 +560,42 @@ func TestConsoleDoubleSubmitGeneratesOneToken(t *testing.T) {
 	if n != 1 {
 		t.Errorf("a double click on Generate token issued %d tokens named double, want 1 (one whose secret nobody saw stays live)", n)
 	}
+}
+
+// TestConsoleNameFieldTakesWhatTheAPITakes: a name the API takes (up to
+// 100 characters) is issued whole from the console. The name fields had
+// maxlength="100", which the browser counts in UTF-16 units: 60 emoji
+// pasted in were cut to 50 with nothing said, and the token issued under
+// the cut name (found by the console review).
+func TestConsoleNameFieldTakesWhatTheAPITakes(t *testing.T) {
+	c := newChrome(t)
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	ui := p.adminURL + "/ui/"
+	c.openTenant(ui, "acme")
+	name := strings.Repeat("😀", 60)
+	eval[bool](c, `(document.getElementById("tokens-name").value = "", true)`)
+	c.do("focusing the name", chromedp.Focus(chromedp.ID("tokens-name")))
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second) // pasting the name
+	defer cancel()
+	if _, err := chromedp.Call(ctx, input.InsertText, input.InsertTextParams{Text: name}); err != nil {
+		t.Fatal(err)
+	}
+	c.do("generating a token", chromedp.Click(chromedp.CSS(`form[action="/ui/tenants/acme/tokens"] button[type="submit"]`)))
+	c.waitText("main h1", "New secret for acme")
+	if shown := eval[string](c, `document.querySelectorAll("dl.facts dd")[0].textContent`); shown != name {
+		t.Errorf("a name of %d characters (the API takes up to 100) was issued as one of %d: %q", utf8.RuneCountInString(name), utf8.RuneCountInString(shown), shown)
+	}
+}
+
+// openTenant signs in to the console at ui with the admin token and opens
+// tenant's page.
+func (c *chrome) openTenant(ui, tenant string) {
+	c.do("opening the console", chromedp.Navigate(ui))
+	c.waitText("main h1", "Sign in")
+	c.do("signing in", chromedp.SendKeys(chromedp.ID("token"), adminSecret), chromedp.KeyEvent(kb.Enter))
+	c.waitText("main h1", "Overview")
+	c.do("opening the tenant", chromedp.Navigate(ui+"tenants/"+tenant))
+	c.waitText("main h1", "Tenant "+tenant)
 }
 
 // slowLink forwards TCP connections to target with latency each way, the

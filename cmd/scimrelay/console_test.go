@@ -970,6 +970,31 @@ func TestConsoleKeys(t *testing.T) {
 	}
 }
 
+// TestConsoleKeysPageLeakAdviceRefusesTheLeakedKey: the keys page's advice
+// after a leak, followed as written, refuses access tokens the leaked
+// copy's key signs (README, Keys: "--overlap 0"). It said "scimrelay keys
+// rotate oauth [--overlap 1h]", which left the leaked key opening every
+// tenant for an hour (found by the console review).
+func TestConsoleKeysPageLeakAdviceRefusesTheLeakedKey(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	cl := createClient(t, p, "acme")
+	// What whoever holds the copy can sign at will.
+	leaked := p.tokenRequest("acme", grant(), cl.id+":"+cl.secret).accessToken(t)
+	p.scim("acme", leaked, "GET", "/Users", "").want(t, 200)
+
+	page := html.UnescapeString(b.get("/ui/keys").want(t, http.StatusOK, "leaked").body)
+	m := regexp.MustCompile(`<code>scimrelay (keys rotate oauth[^<]*)</code>`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the keys page gives no access-token key rotation:\n%s", page)
+	}
+	if code, out, stderr := cli(t, append(strings.Fields(m[1]), "--config", cliConfig(t, p, adminSecret))...); code != exitOK {
+		t.Fatalf("scimrelay %s: exit %d %s %s", m[1], code, out, stderr)
+	}
+	if r := p.scim("acme", leaked, "GET", "/Users", ""); r.status != http.StatusUnauthorized {
+		t.Errorf("the keys page says after a leak: scimrelay %s; followed, the leaked key's access token gets %d, want 401", m[1], r.status)
+	}
+}
+
 // TestReadingALogEntryLeavesNoConsumer: each read of a provisioning-log
 // entry (the console's /ui/log/<key>, GET /admin/v1/log/<key>) looks its
 // events up through a consumer on the event stream, deleted once read.

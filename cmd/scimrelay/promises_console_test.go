@@ -14,10 +14,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -352,6 +354,75 @@ func TestConsoleOverviewShows(t *testing.T) {
 		t.Errorf("a token expiring in 20 days is listed as expiring within 14")
 	}
 }
+
+// TestConsoleOverviewDoesNotAskToRotateAHandedOverToken: the overview's
+// "Rotate these before they expire" lists what the daily warning and the
+// expiry metric name (relay.DueForRotation), not the token a rotation
+// just replaced that the identity provider has not used since: rotating
+// that again cut the token just put into Entra to the overlap. It listed
+// every live credential expiring within 14 days (found by the console
+// review).
+func TestConsoleOverviewDoesNotAskToRotateAHandedOverToken(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	b.get("/ui/tenants/acme").want(t, http.StatusOK)
+	issued := b.post("/ui/tenants/acme/tokens", url.Values{"name": {"entra"}, "days": {"5"}}).redirect(t, "/ui/secrets/")
+	shown := b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusOK, "Secret Token")
+	secret := regexp.MustCompile(`value="(scimrelay_[^"]+)"`).FindStringSubmatch(shown.body)[1]
+	p.scim("acme", secret, "GET", "/Users", "").want(t, 200)
+	list, _ := p.srv.store.Tokens().List(context.Background(), "acme")
+	old := storedOnly(list)[0]
+	if sec := expiringSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); !strings.Contains(sec, old.ID) {
+		t.Fatalf("a token Entra uses, expiring in 5 days, is not listed to rotate:\n%s", sec)
+	}
+
+	// Rotated in the console, as the overview asks; the new one goes into Entra.
+	b.get("/ui/tenants/acme").want(t, http.StatusOK)
+	rotated := b.post("/ui/tenants/acme/tokens/rotate", url.Values{"name": {"next"}, "days": {"90"}, "overlap": {"24"}}).redirect(t, "/ui/secrets/")
+	b.get(strings.TrimPrefix(rotated, p.adminURL)).want(t, http.StatusOK, old.ID)
+	if sec := expiringSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); strings.Contains(sec, old.ID) {
+		t.Errorf("right after a rotation, the overview asks to rotate the token it replaced, %s, unused since:\n%s", old.ID, sec)
+	}
+
+	// Used since, Entra still holds it: listed again.
+	p.scim("acme", secret, "GET", "/Users", "").want(t, 200)
+	if sec := expiringSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); !strings.Contains(sec, old.ID) {
+		t.Errorf("the replaced token, used after the rotation, is not listed to rotate:\n%s", sec)
+	}
+}
+
+// TestConsoleOverviewAsksNotToRotateARemovedTenantsToken: a tenant removed
+// from relay.yaml (not yet purged) keeps its stored tokens; the overview
+// asked to rotate one expiring within 14 days, linked to a tenant page
+// that answers 404, while the rotation is refused (the tenant is not
+// configured). The daily warning and the metric leave it out: it opens
+// nothing.
+func TestConsoleOverviewAsksNotToRotateARemovedTenantsToken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	dataDir := t.TempDir()
+	write := func(tenants string) {
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  listen: \"\"\nlimits:\n  rate: 0\ntenants:\n%s", dataDir, adminSecret, tenants)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("  - name: acme\n    tokens: [" + acmeToken + "]\n  - name: globex\n    tokens: [" + globexToken + "]\n")
+	p := startReloadable(t, path, io.Discard)
+	b := newBrowser(t, p)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	b.get("/ui/tenants/globex").want(t, http.StatusOK)
+	b.post("/ui/tenants/globex/tokens", url.Values{"name": {"entra"}, "days": {"5"}}).redirect(t, "/ui/secrets/")
+	if sec := expiringSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); !strings.Contains(sec, `href="/ui/tenants/globex"`) {
+		t.Fatalf("globex's token expiring in 5 days is not listed to rotate:\n%s", sec)
+	}
+	write("  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	reloadNow(t, p)
+	if sec := expiringSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); strings.Contains(sec, `href="/ui/tenants/globex"`) {
+		t.Errorf("the overview asks to rotate a token of globex, a tenant relay.yaml no longer has (its page answers %d):\n%s", b.get("/ui/tenants/globex").status, sec)
+	}
+}
+
+// expiringSection is the overview's "Expiring within 14 days" section.
+var expiringSection = regexp.MustCompile(`(?s)<section aria-labelledby="expiring">.*?</section>`)
 
 // TestConsoleLogSearch: the provisioning log is newest first and searched
 // by tenant, a group's displayName, userName and time; the live tail keeps

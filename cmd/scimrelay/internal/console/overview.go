@@ -29,8 +29,8 @@ type overviewData struct {
 	// has none.
 	DataFile *admin.DataFileSpace
 	Sinks    []sinks.Status
-	// Expiring are the live tokens and clients that expire within
-	// relay.ExpiryWarning.
+	// Expiring are the tokens and clients to rotate, as the daily warning
+	// names them (relay.DueForRotation).
 	Expiring []relay.Token
 }
 
@@ -79,12 +79,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 		}
 		d.Tenants = append(d.Tenants, row)
 	}
-	for _, cr := range creds {
-		if cr.Live(d.Now) && !cr.Expires.IsZero() && cr.Expires.Sub(d.Now) < relay.ExpiryWarning {
-			d.Expiring = append(d.Expiring, cr)
-		}
+	configured := func(tenant string) bool {
+		return slices.ContainsFunc(tenants, func(t admin.TenantInfo) bool { return t.Name == tenant })
 	}
-	slices.SortFunc(d.Expiring, func(a, b relay.Token) int { return a.Expires.Compare(b.Expires) })
+	d.Expiring = relay.DueForRotation(relay.Expiries(creds, configured, d.Now), d.Now)
 	if d.Sinks, err = api.Sinks(ctx); err != nil {
 		return err
 	}
