@@ -4,8 +4,13 @@ package main
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"log"
+	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,8 +50,9 @@ func listenerFiles(field string, t config.ListenerTLS) []fileKey {
 
 // configureTLS makes srv, the listener relay.yaml's field ("tls",
 // "admin.tls") configures, speak HTTPS over HTTP/1.1 with the certificate
-// its files hold, and registers when that certificate expires as a
-// metric, labelled listener. It does nothing when the setting is off.
+// its files hold, and registers when that certificate expires and how many
+// handshakes failed (handshakeLog) as metrics, labelled listener. It does
+// nothing when the setting is off.
 //
 // HTTP/1.1 only, as over plain HTTP: what identity providers send, and
 // what the listeners' limits (header and read timeouts, one request at a
@@ -66,11 +72,40 @@ func (s *server) configureTLS(srv *http.Server, field, listener string, t config
 	var http1 http.Protocols
 	http1.SetHTTP1(true)
 	srv.Protocols = &http1
-	return s.registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	failed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "scimrelay_tls_handshake_errors_total",
+		Help:        "TLS handshakes a listener failed: a client in clear text, one that does not trust the certificate, a scanner; each is said at Debug.",
+		ConstLabels: prometheus.Labels{"listener": listener},
+	})
+	srv.ErrorLog = log.New(handshakeLog{next: srv.ErrorLog.Writer(), log: s.log.With("listener", listener), failed: failed}, "", 0)
+	return errors.Join(s.registry.Register(failed), s.registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "scimrelay_tls_certificate_expiry_timestamp_seconds",
 		Help:        "When the certificate a listener serves expires (Unix time); it is read again from its files when they change.",
 		ConstLabels: prometheus.Labels{"listener": listener},
-	}, func() float64 { return float64(certs.Certificate().Leaf.NotAfter.Unix()) })) // renewed files count without a handshake
+	}, func() float64 { return float64(certs.Certificate().Leaf.NotAfter.Unix()) }))) // renewed files count without a handshake
+}
+
+// handshakeLog is the error log of a listener that speaks TLS: Go's line
+// for a failed handshake (a client in clear text, one that does not trust
+// the certificate, a scanner) is counted and said at Debug; the server's
+// other lines go on to next. Each was a Warn line, which anyone who
+// reaches the port, a public one, could write at will, past the summaries
+// that keep refused requests to a few lines a minute
+// (TestClientsCannotWriteTheServerLogAtWill).
+type handshakeLog struct {
+	next   io.Writer
+	log    *slog.Logger
+	failed prometheus.Counter
+}
+
+func (h handshakeLog) Write(p []byte) (int, error) {
+	line := strings.TrimSuffix(string(p), "\n")
+	if !strings.HasPrefix(line, "http: TLS handshake error") {
+		return h.next.Write(p)
+	}
+	h.failed.Inc()
+	h.log.Debug(line)
+	return len(p), nil
 }
 
 // schemeOf is the URL scheme a listener of this tls setting speaks.

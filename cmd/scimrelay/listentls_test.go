@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -260,6 +261,58 @@ func TestListenerTLSProblems(t *testing.T) {
 		if strings.HasPrefix(p.Field, "tls") {
 			t.Errorf("role sinks: %v", p)
 		}
+	}
+}
+
+// TestClientsCannotWriteTheServerLogAtWill: a failed TLS handshake on
+// either listener (a client in clear text, one that does not trust the
+// certificate, a connection that sends nothing) counts in
+// scimrelay_tls_handshake_errors_total{listener} and is said at Debug:
+// each was a Warn line Go's server wrote, which anyone who reaches a port
+// could make it write at will.
+func TestClientsCannotWriteTheServerLogAtWill(t *testing.T) {
+	pair := certfiletest.Write(t, t.TempDir(), time.Now().Add(48*time.Hour))
+	cfg := testConfig(t, t.TempDir())
+	cfg.TLS = config.ListenerTLS{CertFile: pair.CertFile, KeyFile: pair.KeyFile}
+	cfg.Admin.TLS = cfg.TLS
+	var logs eventstest.Log
+	p := startRelayWith(t, cfg, roleAll, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), io.Discard)
+	const rounds = 5
+	for _, l := range []struct{ listener, base string }{{"scim", p.scimURL}, {"admin", p.adminURL}} {
+		addr := strings.TrimPrefix(l.base, "https://")
+		for range rounds {
+			// In clear text: Go's 400.
+			res, err := http.Get("http://" + addr + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			// Not trusting the certificate.
+			if _, err := http.Get(l.base + "/healthz"); err == nil {
+				t.Fatal("a client without the certificate got through")
+			}
+			// Connected, then gone.
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+		}
+		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if n := metric(t, p, "scimrelay_tls_handshake_errors_total", "listener", l.listener); n != 3*rounds {
+				return fmt.Errorf("%s: %v failed handshakes counted, want %d", l.listener, n, 3*rounds)
+			}
+			return nil
+		})
+	}
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := strings.Count(logs.String(), `"level":"DEBUG","msg":"http: TLS handshake error`); n != 2*3*rounds {
+			return fmt.Errorf("%d failed handshakes said at Debug, want %d", n, 2*3*rounds)
+		}
+		return nil
+	})
+	if n := strings.Count(logs.String(), `"level":"WARN","msg":"http: `); n != 0 {
+		t.Errorf("%d lines of Go's server said at Warn, want none:\n%s", n, logs.String())
 	}
 }
 

@@ -324,7 +324,8 @@ var metricMention = regexp.MustCompile("`(scimrelay_[a-z_]+)(?:\\{([a-z_,]+)\\})
 // metricsOfTheirOwnTest are the metrics the README names that a relay of
 // testConfig does not export, each with the test that scrapes it.
 var metricsOfTheirOwnTest = map[string]string{
-	"scimrelay_tls_certificate_expiry_timestamp_seconds": "TestListenersSpeakTLS", // with tls and admin.tls set
+	"scimrelay_tls_certificate_expiry_timestamp_seconds": "TestListenersSpeakTLS",                    // with tls and admin.tls set
+	"scimrelay_tls_handshake_errors_total":               "TestClientsCannotWriteTheServerLogAtWill", // the same
 }
 
 // TestAlertRulesNameREADMEMetrics: deploy/prometheus/alerts.yaml, the
