@@ -135,12 +135,16 @@ func adminTokenHint(path string) string {
 		return fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
 	var admin struct {
-		Token string `yaml:"token"`
+		Token *string `yaml:"token"`
 	}
-	if section.Decode(&admin) != nil || admin.Token == "" {
+	if section.Decode(&admin) != nil || admin.Token == nil {
 		return fmt.Sprintf("add token: \"${SCIMRELAY_ADMIN_TOKEN}\" under admin: in %s and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
-	if names := config.EnvNames(admin.Token); len(names) > 0 {
+	if *admin.Token == "" {
+		// The key is there, empty: a second token: line would be "set twice".
+		return fmt.Sprintf("change admin.token in %s to \"${SCIMRELAY_ADMIN_TOKEN}\" and set SCIMRELAY_ADMIN_TOKEN", path)
+	}
+	if names := config.EnvNames(*admin.Token); len(names) > 0 {
 		return fmt.Sprintf("set %s, which %s reads admin.token from", strings.Join(names, " and "), path)
 	}
 	return fmt.Sprintf("set admin.token in %s", path)

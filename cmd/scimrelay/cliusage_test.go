@@ -462,6 +462,21 @@ func TestCLINoAdminTokenHint(t *testing.T) {
 	if c, err := newAdminClient(path); err != nil || c.Token != adminSecret {
 		t.Fatalf("following the hint under the admin section: %v", err)
 	}
+	// A token key there, empty: it is changed, not added (a second
+	// token: line made the file invalid, "admin.token: is set twice").
+	if err := os.WriteFile(path, []byte(base+"admin:\n  token: \"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const change = `change admin.token in `
+	if _, err = newAdminClient(path); err == nil || !strings.Contains(err.Error(), change+path+` to "${SCIMRELAY_ADMIN_TOKEN}"`) {
+		t.Fatalf("no admin token, admin.token empty: %v; want %q", err, change+path)
+	}
+	if err := os.WriteFile(path, []byte(base+"admin:\n  token: \"${SCIMRELAY_ADMIN_TOKEN}\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := newAdminClient(path); err != nil || c.Token != adminSecret {
+		t.Fatalf("following the hint to change admin.token: %v", err)
+	}
 	if err := os.WriteFile(path, []byte(base+"admin:\n  token: \"${OPS_ADMIN_TOKEN:-}\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

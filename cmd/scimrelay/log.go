@@ -89,7 +89,17 @@ Entries are kept for provisioning_log.retention (30 days by default).`,
 			}
 			err = answeredFilters(unknown, readLog(cmd.Context(), q, read, limit, follow))
 			if errors.Is(err, errMoreFollow) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "more %s follow: add --after %s\n", what, q.Get("after"))
+				// --after takes the place of --since, which it refuses
+				// beside it; a relative --until is given as the time it
+				// named, so that the next page ends where this listing does.
+				how := "add --after " + q.Get("after")
+				if cmd.Flags().Changed("since") {
+					how = "run it again with --after " + q.Get("after") + " in place of --since " + since
+				}
+				if u := q.Get("until"); u != "" && u != until {
+					how += " and --until " + u + " in place of --until " + until
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "more %s follow: %s\n", what, how)
 				return nil
 			}
 			return err

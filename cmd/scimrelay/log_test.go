@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -119,6 +120,19 @@ func TestCLILogPrintsEveryPage(t *testing.T) {
 	code, out, stderr = cli(t, "log", "--json", "--after", entries[9].Key, "--limit", "5", "--config", cfg)
 	if got := linesOf[relay.LogEntry](t, out); code != exitOK || len(got) != 5 || got[0].Key != entries[10].Key || !strings.Contains(stderr, "--after "+entries[14].Key) {
 		t.Fatalf("log --after the 10th: %d, %d entries, stderr %q", code, len(got), stderr)
+	}
+	// With --since, which --after refuses beside it, the advice says to
+	// put --after in its place, and a relative --until is given as the
+	// time it named: "add --after" was refused when followed (found by
+	// the review of the relay's advice).
+	code, out, stderr = cli(t, "log", "--json", "--since", "1h", "--until", "0s", "--limit", "10", "--config", cfg)
+	advice := regexp.MustCompile(`^more entries follow: run it again with --after (\S+) in place of --since 1h and --until (\S+) in place of --until 0s\n$`).FindStringSubmatch(stderr)
+	if got := linesOf[relay.LogEntry](t, out); code != exitOK || len(got) != 10 || advice == nil || advice[1] != got[9].Key {
+		t.Fatalf("log --since 1h --until 0s --limit 10: %d, %d entries, stderr %q", code, len(got), stderr)
+	}
+	code, out, stderr = cli(t, "log", "--json", "--after", advice[1], "--until", advice[2], "--limit", "10", "--config", cfg)
+	if got := linesOf[relay.LogEntry](t, out); code != exitOK || len(got) != 10 || got[0].Key != entries[10].Key {
+		t.Fatalf("the advice followed: %d, %d entries, stderr %q", code, len(got), stderr)
 	}
 	code, out, stderr = cli(t, "log", "--deliveries", "--json", "--limit", "10", "--config", cfg)
 	seq := fmt.Sprint(attempts[9].Seq)
