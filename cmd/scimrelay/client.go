@@ -134,17 +134,20 @@ func adminTokenHint(path string) string {
 	if err != nil || !ok {
 		return fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
-	var admin struct {
-		Token *string `yaml:"token"`
+	var admin map[string]yaml.Node // "token:" with no value (null) is there too
+	tokenNode, ok := yaml.Node{}, false
+	if section.Decode(&admin) == nil {
+		tokenNode, ok = admin["token"]
 	}
-	if section.Decode(&admin) != nil || admin.Token == nil {
+	var token string
+	if !ok || tokenNode.Decode(&token) != nil {
 		return fmt.Sprintf("add token: \"${SCIMRELAY_ADMIN_TOKEN}\" under admin: in %s and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
-	if *admin.Token == "" {
+	if token == "" { // "", or null
 		// The key is there, empty: a second token: line would be "set twice".
 		return fmt.Sprintf("change admin.token in %s to \"${SCIMRELAY_ADMIN_TOKEN}\" and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
-	if names := config.EnvNames(*admin.Token); len(names) > 0 {
+	if names := config.EnvNames(token); len(names) > 0 {
 		return fmt.Sprintf("set %s, which %s reads admin.token from", strings.Join(names, " and "), path)
 	}
 	return fmt.Sprintf("set admin.token in %s", path)

@@ -464,12 +464,14 @@ func TestCLINoAdminTokenHint(t *testing.T) {
 	}
 	// A token key there, empty: it is changed, not added (a second
 	// token: line made the file invalid, "admin.token: is set twice").
-	if err := os.WriteFile(path, []byte(base+"admin:\n  token: \"\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	const change = `change admin.token in `
-	if _, err = newAdminClient(path); err == nil || !strings.Contains(err.Error(), change+path+` to "${SCIMRELAY_ADMIN_TOKEN}"`) {
-		t.Fatalf("no admin token, admin.token empty: %v; want %q", err, change+path)
+	for _, empty := range []string{`""`, "", "~", "null"} { // a template's blank value is null
+		if err := os.WriteFile(path, []byte(base+"admin:\n  token: "+empty+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err = newAdminClient(path); err == nil || !strings.Contains(err.Error(), change+path+` to "${SCIMRELAY_ADMIN_TOKEN}"`) {
+			t.Fatalf("no admin token, admin.token %q: %v; want %q", empty, err, change+path)
+		}
 	}
 	if err := os.WriteFile(path, []byte(base+"admin:\n  token: \"${SCIMRELAY_ADMIN_TOKEN}\"\n"), 0o600); err != nil {
 		t.Fatal(err)
