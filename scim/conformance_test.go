@@ -21,8 +21,9 @@ const (
 
 // RFC 7643 §2.4: the primary value "MUST appear no more than once". A POST
 // or PUT naming two primaries is refused (there is no telling which one the
-// client meant); a PATCH that makes a value primary clears the others, as
-// RFC 7644 §3.5.2 asks of PATCH.
+// client meant), and so is a PATCH whose filter selects two values and
+// makes each primary; a PATCH that makes a value primary clears the
+// others, as RFC 7644 §3.5.2 asks of PATCH.
 func TestPrimaryAtMostOnce(t *testing.T) {
 	ts := newTestServer(t, Options{})
 	two := `"emails":[{"value":"a@x","type":"work","primary":true},{"value":"b@x","type":"home","primary":true}]`
@@ -37,6 +38,33 @@ func TestPrimaryAtMostOnce(t *testing.T) {
 	r := ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"add","path":"emails","value":[{"value":"b@x","type":"home","primary":true}]}]}`).want(t, 200)
 	if got := r.str("emails"); got != `[{"primary":false,"type":"work","value":"a@x"},{"primary":true,"type":"home","value":"b@x"}]` {
 		t.Fatalf("PATCH adding a primary: emails %s, want the new one alone primary", got)
+	}
+	// A new primary beside a repeat of the one primary now (a client
+	// sending back the list it holds): the new one is primary. The
+	// repeat, given without primary, took the flag back, and the relay
+	// answered 200 with the old one primary (the PATCH review).
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"add","path":"emails","value":[{"value":"c@x","type":"other","primary":true},{"value":"b@x","type":"home"}]}]}`).want(t, 200)
+	if got := r.str("emails"); got != `[{"primary":false,"type":"work","value":"a@x"},{"primary":false,"type":"home","value":"b@x"},{"primary":true,"type":"other","value":"c@x"}]` {
+		t.Errorf("PATCH adding a primary beside a repeat of the old one: emails %s, want the new one alone primary", got)
+	}
+	// A filter selecting two values, each made primary: which one the
+	// client meant cannot be told, as for a POST naming two (it answered
+	// 200 and kept the last).
+	before := ts.do("GET", "/Users/"+id, "").want(t, 200).str("emails")
+	for _, op := range []string{
+		`{"op":"replace","path":"emails[type ne \"other\"].primary","value":true}`,
+		`{"op":"replace","path":"emails[type ne \"other\"]","value":{"primary":true}}`,
+		`{"op":"add","path":"emails[type ne \"other\"].primary","value":true}`,
+	} {
+		ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[`+op+`]}`).wantError(t, 400, "invalidValue", "selects 2 values of emails and marks each primary")
+		if got := ts.do("GET", "/Users/"+id, "").want(t, 200).str("emails"); got != before {
+			t.Fatalf("a refused PATCH %s changed the emails: %s, was %s", op, got, before)
+		}
+	}
+	// One value selected and made primary clears the others.
+	r = ts.do("PATCH", "/Users/"+id, `{`+patchSchemas+`,"Operations":[{"op":"replace","path":"emails[type eq \"work\"].primary","value":true}]}`).want(t, 200)
+	if got := r.str("emails"); got != `[{"primary":true,"type":"work","value":"a@x"},{"primary":false,"type":"home","value":"b@x"},{"primary":false,"type":"other","value":"c@x"}]` {
+		t.Errorf("PATCH making the work email primary: emails %s", got)
 	}
 }
 

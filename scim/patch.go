@@ -1040,6 +1040,7 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 	list, _ := obj[name].([]any)
 	out := make([]any, 0, len(list)+1)
 	matched := -1
+	madePrimary := 0 // elements this op marks primary
 	for _, el := range list {
 		m, ok := el.(map[string]any)
 		if !ok || !pp.filter.MatchValue(m) {
@@ -1072,6 +1073,9 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 				matched = -2 // dropped
 				continue
 			}
+			if strings.EqualFold(pp.sub.Name, "primary") && isPrimary(c) {
+				madePrimary++
+			}
 			out = append(out, c)
 		default:
 			v, err := normalizeElement(ap, op.value)
@@ -1085,8 +1089,16 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 			// found it by, and its primary.
 			c := cloneObject(m)
 			maps.Copy(c, v)
+			if isPrimary(v) {
+				madePrimary++
+			}
 			out = append(out, c)
 		}
+	}
+	if madePrimary > 1 {
+		// Which of them the client meant cannot be told, as for a POST
+		// or PUT marking two (RFC 7643 §2.4).
+		return Errorf(ErrInvalidValue, "Operations[%d]: %s selects %d values of %s and marks each primary; at most one value may be primary", op.index, pp.text, madePrimary, ap)
 	}
 	if matched == -1 && op.kind != patchRemove {
 		// No element matched. Entra replaces emails[type eq "work"].value on
@@ -1370,7 +1382,7 @@ func repeatsBy(a *Attribute) *Attribute {
 
 // mergeInto appends each of add to out, or merges it into the element of out
 // it repeats (repeats); it returns out and the index of the last element a
-// primary value landed on (-1 when none).
+// value given as primary landed on (-1 when none).
 func mergeInto(a *Attribute, out, add []any) ([]any, int) {
 	x := newRepeatIndex(a, out)
 	last := -1
@@ -1386,7 +1398,11 @@ func mergeInto(a *Attribute, out, add []any) ([]any, int) {
 			}
 			x.set(i, c)
 		}
-		if isPrimary(x.list[i]) {
+		// Only a value given as primary makes its element the primary
+		// one: a repeat of the element that is primary now, given without
+		// "primary", must not take it back from a new primary given
+		// before it in the same value.
+		if isPrimary(v) && isPrimary(x.list[i]) {
 			last = i
 		}
 	}
