@@ -4,6 +4,7 @@ package relay
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -79,7 +80,13 @@ func CheckCopy(path string) error {
 	if err != nil {
 		return err
 	}
-	return db.View(func(tx *bolt.Tx) error {
+	return db.View(func(tx *bolt.Tx) (err error) {
+		// bbolt panics at a damaged page (its type, its id).
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("it is damaged: %v", r)
+			}
+		}()
 		if want := tx.Size(); fi.Size() < want {
 			return fmt.Errorf("%d bytes of the %d its pages take: the copy was cut short", fi.Size(), want)
 		}
@@ -87,8 +94,21 @@ func CheckCopy(path string) error {
 		if meta == nil {
 			return errors.New("it has no meta bucket: it is not a scimrelay data file")
 		}
-		_, err := readableLayout(meta)
-		return err
+		if _, err := readableLayout(meta); err != nil {
+			return err
+		}
+		// Every page it uses, read (in this goroutine, so that the
+		// recover above takes bbolt's panic at a damaged page; tx.Check
+		// would rebuild the free list of a file that keeps none, as the
+		// relay's, in a goroutine of its own): a page damaged in a copy
+		// of the right length (a disk or a transfer error) made the
+		// relay panic at its start, on the file the restore had put in
+		// place.
+		n := 0
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			digestBucket(sha256.New(), &n, name, b)
+			return nil
+		})
 	})
 }
 

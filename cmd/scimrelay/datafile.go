@@ -84,6 +84,10 @@ func dataFileOf(cmd *cobra.Command) (target, missing string, err error) {
 		return "", "", err
 	}
 	if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) {
+		// A symbolic link that names no file yet (a new volume): the
+		// file it names is where serve makes the data file, and where a
+		// restore --new puts it, keeping the link.
+		target = linkTarget(target)
 		missing = fmt.Sprintf("data_dir %q", cfg.DataDir)
 		if !filepath.IsAbs(cfg.DataDir) {
 			missing += ", relative to this directory"
@@ -145,4 +149,24 @@ func ownLike(path, target, dir string) error {
 		return fmt.Errorf("giving the copy the owner of %s, uid %d gid %d (nothing was changed): run the command as that user or as root: %w", fi.Name(), st.Uid, st.Gid, err)
 	}
 	return nil
+}
+
+// linkTarget returns the path the symbolic links at path lead to, where
+// no file is yet; path itself when it is no link.
+func linkTarget(path string) string {
+	for range 40 { // the kernel's bound on links followed
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return path
+		}
+		dest, err := os.Readlink(path)
+		if err != nil {
+			return path
+		}
+		if !filepath.IsAbs(dest) {
+			dest = filepath.Join(filepath.Dir(path), dest)
+		}
+		path = dest
+	}
+	return path
 }

@@ -3,14 +3,18 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
@@ -227,6 +231,98 @@ func TestRestoreRefusesWhatIsNotABackup(t *testing.T) {
 	}
 	if err := relay.CheckCopy(target); err != nil {
 		t.Fatalf("the data file after the refused restores: %v", err)
+	}
+}
+
+// TestRestoreRefusesADamagedBackup: a copy of the right length with a page
+// it uses damaged (a disk or a transfer error) is refused by the check
+// backup, restore and compact make, never a panic; a restore of it
+// changes nothing. The check read only the meta pages: such a backup was
+// restored, and the relay panicked at its start on it, or the check
+// itself panicked with a Go stack trace (the backup review).
+func TestRestoreRefusesADamagedBackup(t *testing.T) {
+	target, _, cfg := stoppedDataFile(t)
+	_, _, _, backup := relayWithABackup(t) // a user, tokens, keys: pages of several buckets
+	whole, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(backup, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true}) // tx.Page reads it
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []int // the leaf and branch pages the file uses
+	size := db.Info().PageSize
+	_ = db.View(func(tx *bolt.Tx) error {
+		for id := 2; (id+1)*size <= len(whole); id++ {
+			if p, err := tx.Page(id); err == nil && p != nil && (p.Type == "leaf" || p.Type == "branch") {
+				used = append(used, id)
+			}
+		}
+		return nil
+	})
+	_ = db.Close()
+	if len(used) < 3 {
+		t.Fatalf("the backup uses %d pages", len(used))
+	}
+	damaged := filepath.Join(t.TempDir(), "damaged.db")
+	for _, id := range used {
+		d := slices.Clone(whole)
+		clear(d[id*size : (id+1)*size])
+		if err := os.WriteFile(damaged, d, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("page %d zeroed: the check panicked: %v", id, r)
+				}
+			}()
+			if err := relay.CheckCopy(damaged); err == nil {
+				t.Errorf("page %d zeroed: the check took the copy", id)
+			}
+		}()
+		if id == used[len(used)/2] {
+			if code, _, stderr := cli(t, "restore", "--from", damaged, "--config", cfg); code != exitError || !strings.Contains(stderr, "nothing was changed") {
+				t.Errorf("restore of a copy with page %d zeroed: %d %s", id, code, stderr)
+			}
+		}
+	}
+	if after, err := os.ReadFile(target); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("the refused restore changed the data file (%v)", err)
+	}
+}
+
+// TestRestoreNewThroughALinkToANewVolume: where scimrelay.db is a symbolic
+// link to a file that does not exist yet (a new, empty volume), restore
+// --new (which the refusal without it advises) puts the copy in the file
+// the link names and keeps the link, where serve makes the data file. It
+// replaced the link with a file in data_dir, and the relay ran off the
+// root volume (the backup review).
+func TestRestoreNewThroughALinkToANewVolume(t *testing.T) {
+	_, _, _, backup := relayWithABackup(t)
+	dataDir := t.TempDir()
+	real := filepath.Join(t.TempDir(), "scimrelay.db")
+	target := filepath.Join(dataDir, "scimrelay.db")
+	if err := os.Symlink(real, target); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dataDir+"\ntenants:\n  - name: acme\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(t, "restore", "--from", backup, "--new", "--config", cfg); code != exitOK {
+		t.Fatalf("restore --new: %d %s %s", code, out, stderr)
+	}
+	if fi, err := os.Lstat(target); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("after restore --new, %s is not the link (%v)", target, err)
+	}
+	if err := relay.CheckCopy(real); err != nil {
+		t.Errorf("the file the link names holds no restored copy: %v", err)
 	}
 }
 
