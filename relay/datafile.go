@@ -4,10 +4,10 @@ package relay
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 
@@ -106,7 +106,7 @@ func CheckCopy(path string) error {
 		// place.
 		n := 0
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			digestBucket(sha256.New(), &n, name, b)
+			digestBucket(crc32.NewIEEE(), &n, name, b) // the read is the check; a cheap sum of it will do
 			return nil
 		})
 	})

@@ -134,11 +134,9 @@ func adminTokenHint(path string) string {
 	if err != nil || !ok {
 		return fmt.Sprintf("give %s the line admin: {token: \"${SCIMRELAY_ADMIN_TOKEN}\"} and set SCIMRELAY_ADMIN_TOKEN", path)
 	}
-	var admin map[string]yaml.Node // "token:" with no value (null) is there too
-	tokenNode, ok := yaml.Node{}, false
-	if section.Decode(&admin) == nil {
-		tokenNode, ok = admin["token"]
-	}
+	var admin map[string]yaml.Node // "token:" with no value (null) is there too; nil if no mapping
+	_ = section.Decode(&admin)
+	tokenNode, ok := admin["token"]
 	var token string
 	if !ok || tokenNode.Decode(&token) != nil {
 		return fmt.Sprintf("add token: \"${SCIMRELAY_ADMIN_TOKEN}\" under admin: in %s and set SCIMRELAY_ADMIN_TOKEN", path)
