@@ -181,7 +181,7 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 	}
 	run := &bulkRun{h: h, r: r, c: c, req: req, state: make([]int, len(req.ops)), created: map[string]string{},
 		waitsOn: map[int]int{}, waiting: map[int][]int{}, ids: make([]string, len(req.ops)), refsDone: make([]int, len(req.ops)),
-		named: make([]map[string]bool, len(req.ops)), touches: make([][]int, len(req.ops))}
+		touches: make([][]int, len(req.ops))}
 	for i, op := range req.ops {
 		run.ids[i] = op.resourceID()
 	}
@@ -367,237 +367,17 @@ type bulkRun struct {
 	c        *call
 	req      *bulkRequest
 	state    []int
-	waitsOn  map[int]int       // a waiting operation → the operation it waits for
-	waiting  map[int][]int     // an operation → those waiting for it, in the order they came
-	named    []map[string]bool // an operation → the strings in its data (mentions), once read
-	touches  [][]int           // an operation → those before it that it touches (touching), once read
-	cyclic   map[int]string    // operation → the cycle it is in, for its error
+	waitsOn  map[int]int    // a waiting operation → the operation it waits for
+	waiting  map[int][]int  // an operation → those waiting for it, in the order they came
+	touch    *bulkTouches   // what the operations touch, by the key they share (touchIndex)
+	touches  [][]int        // an operation → those before it that it touches (touching), once read
+	cyclic   map[int]string // operation → the cycle it is in, for its error
 	created  map[string]string
 	results  []*bulkResult
 	failed   int
 	ignored  []string
 	ids      []string // an operation → its resourceID
 	refsDone []int    // an operation → how many of its refs, from the first, name a POST done
-}
-
-// visit runs operation i, unless it refers to a bulkId whose POST has not
-// run yet: then it waits, and runs right after that POST. The others keep
-// the order they were sent in: a forward reference ran the POST it named
-// ahead of the operations sent before it, and a DELETE of a user sent
-// before the POST that takes her userName ran after it (RFC 7644 §3.7: the
-// same stateful result as in the order sent).
-func (b *bulkRun) visit(ctx context.Context, i int) {
-	if b.stopped() || b.state[i] == opDone {
-		return
-	}
-	if j := b.actsAfter(i); j >= 0 {
-		b.wait(i, j)
-		return
-	}
-	// The references before refsDone[i] were to POSTs done (they stay
-	// done): a revisit does not read them again.
-	for refs := b.req.ops[i].refs; b.refsDone[i] < len(refs); b.refsDone[i]++ {
-		if j, ok := b.req.creates[refs[b.refsDone[i]]]; ok && b.state[j] != opDone {
-			b.wait(i, j)
-			return
-		}
-	}
-	b.runNow(ctx, i)
-}
-
-// wait makes operation i wait for operation j.
-func (b *bulkRun) wait(i, j int) {
-	b.state[i], b.waitsOn[i] = opWaiting, j
-	b.waiting[j] = append(b.waiting[j], i)
-}
-
-// actsAfter returns the last operation sent before i that waits and that
-// operation i touches (touching), -1 for none. An operation does not wait
-// for one that waits, in the end, for it: the POST a waiting operation
-// needs runs.
-func (b *bulkRun) actsAfter(i int) int {
-	var needI []bool // the operations that wait, in the end, for i
-	for _, j := range b.touching(i) {
-		if b.state[j] != opWaiting {
-			continue
-		}
-		if needI == nil {
-			needI = b.needing(i)
-		}
-		if !needI[j] {
-			return j
-		}
-	}
-	return -1
-}
-
-// touching returns the operations sent before i that i would act on
-// ahead of, were they waiting, the last first: one on the same resource;
-// one whose data names i's resource (a member, a manager); one on a
-// resource i's data names; and, for a POST, one on a resource of the same
-// type, whose name the POST may take (a DELETE of ann before the POST of
-// a new ann). Run ahead, a PATCH adding a member sent after a waiting
-// replace of the members lost it, a DELETE made the waiting PATCH before
-// it 404, and a POST of ann failed on the ann a waiting DELETE was to
-// remove (reviews of the order of a Bulk). What they say decides it, so
-// it is read once: an operation visited again as each POST it names runs
-// scanned every operation before it each time, seconds for 1,000.
-func (b *bulkRun) touching(i int) []int {
-	if b.touches[i] != nil {
-		return b.touches[i]
-	}
-	op, id := b.req.ops[i], b.ids[i]
-	list := []int{}
-	for j := i - 1; j >= 0; j-- {
-		w, wid := b.req.ops[j], b.ids[j]
-		if id != "" && (wid == id || b.mentions(j)[id]) ||
-			wid != "" && b.mentions(i)[wid] ||
-			op.method == http.MethodPost && strings.EqualFold(op.endpoint(), w.endpoint()) {
-			list = append(list, j)
-		}
-	}
-	b.touches[i] = list
-	return list
-}
-
-// needing marks the operations that wait, in the end, for operation i:
-// through what they wait for now, or through a bulkId they, or one on
-// their way, refer to, whose POST they will wait for once what they wait
-// for now has run. Following the first alone, a POST of dir was made to
-// wait behind ann's PATCH naming mgr, whose POST, sent after, names dir: a
-// circle none of them made, and all three failed 409. One walk back from
-// i, in time linear in the operations and their references.
-func (b *bulkRun) needing(i int) []bool {
-	need := make([]bool, len(b.state))
-	var next []int
-	mark := func(w int) {
-		if !need[w] {
-			need[w] = true
-			next = append(next, w)
-		}
-	}
-	for x := i; ; {
-		if b.state[x] != opDone { // a done operation is waited for by none
-			for _, w := range b.waiting[x] {
-				if b.state[w] == opWaiting && b.waitsOn[w] == x {
-					mark(w)
-				}
-			}
-			for _, w := range b.req.referrers[x] {
-				mark(w)
-			}
-		}
-		if len(next) == 0 {
-			return need
-		}
-		x, next = next[len(next)-1], next[:len(next)-1]
-	}
-}
-
-// mentions returns the strings in operation j's data, where it names
-// other resources by id.
-func (b *bulkRun) mentions(j int) map[string]bool {
-	if m := b.named[j]; m != nil {
-		return m
-	}
-	m := map[string]bool{}
-	op := b.req.ops[j]
-	walkBulkStrings(op.data, op.method == http.MethodPatch, func(s string, inPath bool) string {
-		m[s] = true
-		if inPath { // members[value eq "<id>"] names <id> as a value does
-			for _, q := range filterString.FindAllStringSubmatch(s, -1) {
-				m[q[1]] = true
-			}
-		}
-		return s
-	})
-	b.named[j] = m
-	return m
-}
-
-// finish runs what still waits once every operation was visited: each
-// waits, in the end, on a circle of operations referring to each other's
-// bulkIds, whose members fail (circular) and whose waiters then fail
-// (what they refer to failed). A waiter let go may then wait on another
-// circle (a DELETE of a circle's member held the POSTs of a second one):
-// so it goes on until nothing waits, or failOnErrors stops the request.
-func (b *bulkRun) finish(ctx context.Context) {
-	for ran := true; ran && !b.stopped(); {
-		ran = false
-		walked := make([]bool, len(b.state)) // this pass: each waiting operation is followed once
-		for i := range b.state {
-			if _, marked := b.cyclic[i]; b.state[i] == opWaiting && !marked {
-				b.markCycle(i, walked) // named from its first member
-			}
-		}
-		for i := range b.state {
-			if _, ok := b.cyclic[i]; ok && b.state[i] != opDone {
-				b.runNow(ctx, i)
-				ran = true
-			}
-		}
-	}
-}
-
-// runNow runs operation i, whatever it waits for, then those waiting for
-// it.
-func (b *bulkRun) runNow(ctx context.Context, i int) {
-	if b.stopped() || b.state[i] == opDone {
-		return
-	}
-	b.state[i] = opDone
-	res := b.run(ctx, b.req.ops[i])
-	b.results = append(b.results, res)
-	if st, _ := strconv.Atoi(res.Status); st >= 400 {
-		b.failed++
-	}
-	waiters := b.waiting[i]
-	delete(b.waiting, i)
-	for _, k := range waiters {
-		if b.state[k] == opWaiting && b.waitsOn[k] == i {
-			b.state[k] = opPending
-			b.visit(ctx, k)
-		}
-	}
-}
-
-// markCycle follows what operation i waits for, and records the circle it
-// reaches: the operations referring to each other's bulkIds.
-// walked holds the operations already followed in this pass: what they
-// reach was named then (one walk per operation, not one per waiter behind
-// it: a chain of circles held behind each other took seconds).
-func (b *bulkRun) markCycle(i int, walked []bool) {
-	at := map[int]int{} // operation → its place on the path
-	var path []int
-	defer func() {
-		for _, m := range path {
-			walked[m] = true
-		}
-	}()
-	for cur := i; b.state[cur] == opWaiting; cur = b.waitsOn[cur] {
-		if _, marked := b.cyclic[cur]; marked || walked[cur] {
-			return // a circle already named, or reached by a walk before
-		}
-		if k, ok := at[cur]; ok {
-			members := append(append([]int(nil), path[k:]...), cur)
-			names := make([]string, len(members))
-			for n, m := range members {
-				names[n] = "Operations[" + strconv.Itoa(m) + "]"
-				if id := b.req.ops[m].bulkID; id != "" {
-					names[n] += " (bulkId " + Truncate(id, 64) + ")"
-				}
-			}
-			if b.cyclic == nil {
-				b.cyclic = map[int]string{}
-			}
-			for _, m := range path[k:] {
-				b.cyclic[m] = strings.Join(names, " → ")
-			}
-			return
-		}
-		at[cur] = len(path)
-		path = append(path, cur)
-	}
 }
 
 // stopped reports whether failOnErrors was reached.
