@@ -32,9 +32,13 @@ func (s *Store) warnExpiredRefused(tok Token, now time.Time) {
 	if !due {
 		return
 	}
-	s.log.Warn("requests are refused with an expired SCIM token; issue a new one with scimrelay token create --tenant "+tok.Tenant+
-		" (or scimrelay token rotate --tenant "+tok.Tenant+") and paste it into the identity provider's provisioning",
-		"tenant", tok.Tenant, "token", tok.ID, "name", tok.Name, "expired", tok.Expires.UTC().Format(time.RFC3339),
+	msg := "requests are refused with an expired SCIM token; issue a new one with scimrelay token create --tenant " + tok.Tenant +
+		" (or scimrelay token rotate --tenant " + tok.Tenant + ") and paste it into the identity provider's provisioning"
+	if tok.Kind == KindClient {
+		msg = "requests are refused with an expired OAuth client; issue a new one with scimrelay client rotate --tenant " + tok.Tenant +
+			" (or scimrelay client create --tenant " + tok.Tenant + ") and enter its id and secret in the identity provider's provisioning"
+	}
+	s.log.Warn(msg, "tenant", tok.Tenant, "kind", string(tok.Kind), "token", tok.ID, "name", tok.Name, "expired", tok.Expires.UTC().Format(time.RFC3339),
 		"refused", held+1) // since the last such line of the token
 }
 

@@ -847,11 +847,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 }
 
 // challenge names the schemes a 401 takes (RFC 7235 §4.1): Bearer, with
-// error="invalid_token" when the request carried a credential (RFC 6750
-// §3.1; none when it carried nothing, §3), and Basic where enabled.
+// error="invalid_token" when the request carried a bearer token (RFC 6750
+// §3.1; none when it carried nothing, or a credential of another scheme:
+// "SHOULD NOT include an error code", §3.1), and Basic where enabled.
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) {
 	bearer := `Bearer realm="scimrelay"`
-	if r.Header.Get("Authorization") != "" {
+	if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
 		bearer += `, error="invalid_token"`
 	}
 	w.Header().Set("WWW-Authenticate", bearer)

@@ -385,6 +385,15 @@ func TestAuthAndRouting(t *testing.T) {
 	if got := r.header.Values("WWW-Authenticate"); !slices.Equal(got, []string{`Bearer realm="scimrelay", error="invalid_token"`}) {
 		t.Errorf("401 for a wrong token challenges %q, want error=\"invalid_token\" (RFC 6750 §3.1)", got)
 	}
+	// Another scheme is a credential of a method not supported: no error
+	// code (RFC 6750 §3.1, "SHOULD NOT"); it got error="invalid_token".
+	for _, auth := range []string{"Basic YTpi", "Token " + tokenAcme, `Digest username="x"`} {
+		r = ts.do("GET", "/Users", "", "Authorization", auth)
+		r.wantError(t, 401, "", "")
+		if got := r.header.Values("WWW-Authenticate"); !slices.Equal(got, []string{`Bearer realm="scimrelay"`}) {
+			t.Errorf("401 for %q challenges %q, want Bearer without an error (RFC 6750 §3.1)", auth, got)
+		}
+	}
 	// A method the endpoint lacks is answered before authentication, and
 	// its detail does not carry a path of any length back.
 	long := "/Users/" + strings.Repeat("x", 8000)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -386,5 +387,39 @@ func TestCLIClients(t *testing.T) {
 	}
 	if code, _, stderr := cli(t, "client", "create", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "tenant") {
 		t.Errorf("missing --tenant: %d %s", code, stderr)
+	}
+}
+
+// TestExpiredClientRefusalsAreLogged: requests refused with an expired
+// OAuth client are logged once a client an hour, naming the tenant and
+// the command that issues a new one, as an expired SCIM token's are
+// (README: clients have "the same warnings"). Entra's token requests and
+// Okta's Basic were refused with nothing in the log (a review of the
+// token endpoint).
+func TestExpiredClientRefusalsAreLogged(t *testing.T) {
+	clock := newTestClock()
+	log := &eventstest.Log{}
+	p := startRelayWith(t, testConfig(t, t.TempDir()), roleAll,
+		slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn})), io.Discard, withClock(clock.now))
+	c := createClient(t, p, "acme", "--name", "entra", "--expires", "10d")
+	clock.add(10*24*time.Hour + time.Minute)
+	for range 4 {
+		p.tokenRequest("acme", grant(), c.id+":"+c.secret).wantError(t, 401, "invalid_client", "expired")
+	}
+	p.scim("acme", "", "GET", "/Users", "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.id+":"+c.secret))).want(t, 401)
+	var refused []string
+	for l := range strings.Lines(log.String()) {
+		if strings.Contains(l, "expired OAuth client") {
+			refused = append(refused, l)
+		}
+	}
+	if len(refused) != 1 || !strings.Contains(refused[0], "token="+c.id) || !strings.Contains(refused[0], "tenant=acme") ||
+		!strings.Contains(refused[0], "scimrelay client rotate --tenant acme") {
+		t.Fatalf("want one Warn line for the five requests refused with the expired client %s, naming it, the tenant and the command; log:\n%s", c.id, log)
+	}
+	clock.add(time.Hour)
+	p.tokenRequest("acme", grant(), c.id+":"+c.secret).wantError(t, 401, "invalid_client", "expired")
+	if n := strings.Count(log.String(), "expired OAuth client"); n != 2 || !strings.Contains(log.String(), "refused=5\n") {
+		t.Errorf("an hour on, want a second line counting the four held back and this one:\n%s", log)
 	}
 }
