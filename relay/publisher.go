@@ -151,6 +151,10 @@ type Publisher struct {
 	// observed is the key of the last row counted by Observe; sent the
 	// key of the last row sent.
 	observed, sent uint64
+	// reconnects is the connection's reconnection count as of the last
+	// window: a reconnection may be to a server that crashed and came back
+	// without what it had not yet written to disk, the very events kept.
+	reconnects uint64
 }
 
 // observe counts row once, however often JetStream acknowledges it.
@@ -197,7 +201,11 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{outbox: outbox, js: js, log: log, o: o}, nil
+	p := &Publisher{outbox: outbox, js: js, log: log, o: o}
+	if nc != nil {
+		p.reconnects = nc.Stats().Reconnects
+	}
+	return p, nil
 }
 
 // newPublishContext returns the publisher's JetStream context, whose
@@ -386,11 +394,42 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 	}
 }
 
+// againAfterReconnect publishes the kept rows again, from the start of the
+// outbox, once the connection has reconnected since the last window: the
+// server may have crashed and come back without the events it had
+// acknowledged but not yet written to disk, which is what they are kept
+// for. JetStream drops the copies it still has by their Nats-Msg-Id (the
+// keep is within the duplicate window: scimrelay check), and the rows
+// behind them go after them, so that none overtakes a lost one.
+func (p *Publisher) againAfterReconnect() error {
+	nc := p.js.Conn()
+	if nc == nil {
+		return nil
+	}
+	r := nc.Stats().Reconnects
+	if r == p.reconnects {
+		return nil
+	}
+	p.reconnects = r
+	if len(p.kept) == 0 && p.deleting == nil {
+		return nil
+	}
+	if err := p.settleDelete(true); err != nil {
+		return err // it read the outbox again from its start already
+	}
+	p.log.Info("NATS reconnected: publishing the kept events again, in case the server lost what it had not yet written to disk", "kept", len(p.kept))
+	p.after, p.kept = 0, nil
+	return nil
+}
+
 // nextWindow reads a window of the outbox and publishes it, holding
 // p.window meanwhile; more is false when the outbox had nothing to read.
 func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error) {
 	p.window.Lock()
 	defer p.window.Unlock()
+	if err := p.againAfterReconnect(); err != nil {
+		return 0, false, err
+	}
 	rows, err := p.outbox.ReadOutbox(p.after, p.o.Window)
 	if err != nil {
 		return 0, false, fmt.Errorf("reading the outbox: %w", err)

@@ -390,7 +390,7 @@ func (p *partition) pastSettled(l *lane, items []item) {
 		return // the park failed, or is from later
 	}
 	rec := *l.park
-	rec.From, rec.Attempts, rec.Status, rec.Error = last+1, 0, 0, ""
+	rec.From, rec.Attempts, rec.Status, rec.Error, rec.Stored = last+1, 0, 0, "", time.Time{}
 	l.park = &rec
 	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)

@@ -43,15 +43,22 @@ const (
 // is earlier. A margin of a tenth of max_age (at most an hour) leaves time
 // to read the event back and for clocks that differ.
 func (w *worker) dropsBefore(it item, t time.Time) bool {
-	if w.keepFor <= 0 {
-		return false
-	}
 	stored := it.stored
 	if stored.IsZero() {
 		stored = it.e.Time()
 	}
-	margin := min(w.keepFor/10, time.Hour)
-	return t.After(stored.Add(w.keepFor - margin))
+	drop, ok := w.dropTime(stored)
+	return ok && t.After(drop)
+}
+
+// dropTime is the last time an event the stream stored at stored is
+// tried, the margin before it may drop it (dropsBefore); false when the
+// stream keeps events for ever.
+func (w *worker) dropTime(stored time.Time) (time.Time, bool) {
+	if w.keepFor <= 0 {
+		return time.Time{}, false
+	}
+	return stored.Add(w.keepFor - min(w.keepFor/10, time.Hour)), true
 }
 
 // failed applies the sink's retry policy to a slice of one resource whose
@@ -71,7 +78,7 @@ func (p *partition) failed(failed []item, res Result, tries int, early *early) (
 		// resource the receiver fails alone would start the next one.
 		w.sawFailure(res)
 	}
-	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256)}
+	rec := parkRecord{From: failed[0].sseq, Attempts: tries, Status: res.Status, Error: truncate(errText(res.Err), 256), Stored: failed[0].stored}
 	if !res.Permanent && early != nil {
 		rec.Attempts, rec.Due, rec.Down, rec.failed = early.rec.Attempts, early.rec.Due, downs(res), time.Now()
 		if ra := w.now().Add(min(res.RetryAfter, maxRetryAfter)); ra.After(rec.Due) && !w.dropsBefore(failed[0], ra) {

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1023,4 +1024,71 @@ func TestParkedResourceOfATenantTheSinkNoLongerTakes(t *testing.T) {
 	if n := foreign.Load(); n > 0 {
 		t.Fatalf("the sink received %d events of a tenant it no longer takes", n)
 	}
+}
+
+// TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt: a
+// resource parked with its next try due after the time the stream, its
+// max_age lowered across a restart, drops the event is tried before then,
+// and dead-lettered when that try fails: the retry kept its time, the
+// stream dropped the event, and it was neither delivered nor
+// dead-lettered (a review of restarts during retries).
+func TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt(t *testing.T) {
+	js := natsStream(t)
+	rc := newReceiver(t, func(int, *http.Request) int { return 503 })
+	// The stream keeps events an hour: a retry in 30 minutes is kept.
+	cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Retry = Schedule{100 * time.Millisecond, 30 * time.Minute, 30 * time.Minute} })
+	m, stop := runSinks(t, js, 2*time.Second, cfg)
+	p := newPublisher(t, js)
+	id := p.publish("acme", events.UserCreated, "u1")
+	kv, err := js.KeyValue(ctx, parkingBucketName("crm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		keys, err := kv.ListKeysFiltered(ctx, "*.acme.user.u1")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = keys.Stop() }()
+		var entry jetstream.KeyValueEntry
+		for k := range keys.Keys() {
+			if entry, err = kv.Get(ctx, k); err != nil {
+				return err
+			}
+		}
+		if entry == nil {
+			return fmt.Errorf("Users/u1 is not parked")
+		}
+		var r parkRecord
+		if err := json.Unmarshal(entry.Value(), &r); err != nil || time.Until(r.Due) < 20*time.Minute {
+			return fmt.Errorf("Users/u1 is not parked for its retry in 30 minutes: %s (%v)", entry.Value(), err)
+		}
+		return nil
+	})
+	stop()
+	const keep = 6 * time.Second
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: keep, Duplicates: time.Second}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	m, _ = runSinks(t, js, 2*time.Second, cfg)
+	eventstest.CheckFor(t, 3*keep, 20*time.Millisecond, func() error {
+		page, err := m.DeadLetters(ctx, "crm", "", 0)
+		if err != nil {
+			return err
+		}
+		if len(page.DeadLetters) == 1 {
+			if dl := page.DeadLetters[0]; dl.ID != id || !strings.Contains(dl.Error, "max_age") {
+				t.Fatalf("dead letter %+v, want event %s, saying the stream's max_age is why", dl, id)
+			}
+			return nil
+		}
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return err
+		}
+		if info, err := st.Info(ctx); err == nil && info.State.Msgs == 0 {
+			t.Fatal("the stream dropped the parked event: neither delivered nor dead-lettered")
+		}
+		return fmt.Errorf("%d dead letters", len(page.DeadLetters))
+	})
 }

@@ -37,6 +37,11 @@ type parkRecord struct {
 	Attempts int `json:"attempts,omitempty"`
 	// Due is when From is tried (again).
 	Due time.Time `json:"due"`
+	// Stored is when the stream stored the event at From (zero: not known,
+	// or written by an earlier release): a worker that loads the record
+	// brings Due back to the time the stream may drop the event by the
+	// max_age it read, which a restart may have lowered since.
+	Stored time.Time `json:"stored,omitzero"`
 	// Status and Error are the last failure's, for people reading the bucket
 	// (a try before its time, wake.go, leaves the stored record as it was).
 	Status int    `json:"status,omitempty"`

@@ -58,6 +58,7 @@ type partition struct {
 	inFlight  map[jetstream.Msg]struct{} // consumer messages being delivered
 	highest   uint64                     // highest stream sequence received from the consumer
 	floor     uint64                     // the consumer's ack floor when this worker took it
+	made      time.Time                  // when the consumer this worker took was created (a stream made after it is another stream)
 	pin       string                     // the pin id of the messages last received
 	claimRev  uint64                     // the revision of the claim this run wrote; 0: none
 	wg        sync.WaitGroup             // lane goroutines
@@ -355,6 +356,12 @@ func (p *partition) loadParked() error {
 			continue // this worker has it in hand already
 		}
 		rec := pr.record
+		if drop, ok := p.w.dropTime(rec.Stored); ok && !rec.Stored.IsZero() && rec.Due.After(drop) {
+			// max_age was lowered since the record was written: its next
+			// try would come after the stream drops the event. It is tried
+			// then, and dead-lettered if it fails, rather than lost.
+			rec.Due = drop
+		}
 		l.park = &rec
 		p.scheduleLocked(l)
 	}
@@ -392,6 +399,7 @@ func (p *partition) waitForPin(cons jetstream.Consumer) (bool, error) {
 			defer cancel()
 			p.mu.Lock()
 			p.floor = max(p.floor, info.AckFloor.Stream)
+			p.made = info.Created
 			p.seenDelivered = info.Delivered.Consumer
 			p.lastDelivery, p.consumed = 0, 0
 			p.nextDelivery, p.gap, p.gapPin = info.Delivered.Consumer+1, false, ""
@@ -467,9 +475,24 @@ func (p *partition) gone() bool {
 // acknowledged nothing when this worker took it starts at the stream's
 // first event: "deliver new" would skip what was published between the
 // deletion and now.
+//
+// A stream made anew since the consumer was (an operator deleted and
+// made it again, or a front end made it after the NATS store was lost)
+// numbers its events from 1 again: starting after the last event received
+// from the old one would skip every event the new one stores up to there,
+// so the consumer starts at its first event.
 func (p *partition) recreate(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := p.w.consumerConfig(p.n)
+	st, err := p.w.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
+	if info := st.CachedInfo(); info != nil && (!p.made.IsZero() && info.Created.After(p.made) || info.State.LastSeq < max(p.highest, p.floor)) {
+		p.w.log.Error("the event stream was made anew since this partition's consumer was: recreating the consumer from the new stream's first event (the events the old stream held and this sink had not delivered are gone)",
+			"consumer", p.name, "received_up_to", max(p.highest, p.floor), "stream_created", info.Created, "stream_last_seq", info.State.LastSeq)
+		p.highest, p.floor, p.consumed = 0, 0, 0
+	}
 	if from := max(p.highest, p.floor); from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
 	} else {

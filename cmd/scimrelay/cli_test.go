@@ -271,6 +271,59 @@ func TestCLIUsage(t *testing.T) {
 	}
 }
 
+// TestCLIRedriveCutShortByAStopFails: a redrive the relay stops under
+// (a stop ends its jobs) is a command that failed, exit 1, saying the job
+// may not have finished (README: "exits 1 if it fails (NATS went away, the relay
+// shut down)"); it exited 3, "cannot reach the relay's admin API", the
+// code of a relay never reached (a review of restarts during retries).
+func TestCLIRedriveCutShortByAStopFails(t *testing.T) {
+	h, gone := goneHook(t)
+	reached, release := make(chan struct{}, 16), make(chan struct{})
+	receiver := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !gone.Load() {
+			reached <- struct{}{}
+			select { // the redrive is under way until the relay stops
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		receiver.ServeHTTP(w, r)
+	})
+	t.Cleanup(func() { close(release) })
+	c := testConfig(t, t.TempDir())
+	withSink(c, "crm", h.URL, nil)
+	p := startRelay(t, c, roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	p.createUsers(t, "u", 2)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := metric(t, p, "scimrelay_sink_dead_letters", "sink", "crm"); n != 2 {
+			return fmt.Errorf("%v dead letters", n)
+		}
+		return nil
+	})
+	gone.Store(false)
+	type result struct {
+		code        int
+		out, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg)
+		done <- result{code, out, stderr}
+	}()
+	select {
+	case <-reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the redrive sent nothing")
+	}
+	p.stop()
+	r := <-done
+	if r.code != exitError || !strings.Contains(r.stderr, "may not have finished: the relay stopped answering") {
+		t.Errorf("a redrive cut short by a stop: exit %d, want 1 saying it may not have finished: %s %s", r.code, r.out, r.stderr)
+	}
+}
+
 // TestCLILogAndDeadLetters drives the provisioning log, the dead-letter queue
 // and replay from the command line against a running relay.
 func TestCLILogAndDeadLetters(t *testing.T) {

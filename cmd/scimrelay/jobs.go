@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -34,6 +35,13 @@ func followJob(ctx context.Context, c *adminclient.Client, j adminclient.Job, st
 		if uerr := readProgress(j.Progress, result); uerr != nil && err == nil {
 			return fmt.Errorf("reading the result of job %s: %w", j.ID, uerr)
 		}
+	}
+	var gone *adminclient.UnreachableError
+	if errors.As(err, &gone) {
+		// The relay went away while the job ran (a stop ends its jobs):
+		// the command failed (exit 1), as README says; exit 3 is for a
+		// relay never reached, and the job may have ended in any state.
+		return fmt.Errorf("job %s (%s of %s) may not have finished: the relay stopped answering while it ran: %v", j.ID, j.Kind, j.Target, gone.Err)
 	}
 	if err != nil {
 		return err
