@@ -422,6 +422,19 @@ func (p *Publisher) againAfterReconnect() error {
 	return nil
 }
 
+// mayHaveLost reports whether the server may have lost what it
+// acknowledged and had not yet written to disk: the connection is down, or
+// came back since the last window, which has not yet published the kept
+// rows again (againAfterReconnect). The kept rows stay meanwhile, however
+// long ago they came due: deleted on their timer while a crashed server
+// was away, they were lost when it came back without them (a review of
+// the reconnection's republishing). A server that died without the
+// connection noticing yet (its ping interval) is not seen.
+func (p *Publisher) mayHaveLost() bool {
+	nc := p.js.Conn()
+	return nc != nil && (!nc.IsConnected() || nc.Stats().Reconnects != p.reconnects)
+}
+
 // nextWindow reads a window of the outbox and publishes it, holding
 // p.window meanwhile; more is false when the outbox had nothing to read.
 func (p *Publisher) nextWindow(ctx context.Context) (n int, more bool, err error) {
@@ -996,7 +1009,7 @@ func (p *Publisher) deleteDue(now time.Time) error {
 	if err := p.settleDelete(false); err != nil {
 		return err
 	}
-	if p.deleting != nil {
+	if p.deleting != nil || p.mayHaveLost() {
 		return nil
 	}
 	n := 0
@@ -1092,7 +1105,7 @@ func (p *Publisher) deleteDone() <-chan struct{} {
 // that never fires when none are kept or a delete is in flight (its end
 // wakes the publisher instead).
 func (p *Publisher) keptDue() *time.Timer {
-	if len(p.kept) == 0 || p.deleting != nil {
+	if len(p.kept) == 0 || p.deleting != nil || p.mayHaveLost() {
 		t := time.NewTimer(time.Hour)
 		t.Stop()
 		return t

@@ -597,101 +597,123 @@ func TestDataFileFailureDuringShutdownDelay(t *testing.T) {
 	}
 }
 
-// TestExternalServerCrashLosesNoEventItAcknowledged: the external NATS server
-// crashes (its machine loses power) and comes back with its store as it last
-// wrote it to disk: the events it acknowledged since its last sync are gone.
-// The relay keeps each published event in its outbox for three times
-// nats.sync_interval for exactly this ("an event stays in the outbox until
-// the server has written it to disk", README, Events), so once the server is
-// back every acknowledged write's event must be in the stream again, in
-// order per resource, and reach the webhook. They were published again
-// only at the relay's next start, and deleted when their time was up (a
-// review of an external NATS under restarts).
+// TestExternalServerCrashLosesNoEventItAcknowledged: the external NATS
+// server crashes (its machine loses power) and comes back with its store
+// as it last wrote it to disk: the events it acknowledged since its last
+// sync are gone. The relay keeps each published event in its outbox for
+// three times nats.sync_interval for exactly this ("an event stays in the
+// outbox until the server has written it to disk", README, Events), so
+// once the server is back every acknowledged write's event must be in the
+// stream again, in order per resource, and reach the webhook, whether the
+// server is back at once or after longer than the keep. They were
+// published again only at the relay's next start, and deleted once their
+// time was up; then, for a server down longer than the keep, deleted
+// while it was away (reviews of an external NATS under restarts and of
+// the fix).
 //
 // The crash is simulated by restoring a copy of the server's store taken
 // before the last writes (what its disk held), on the same port.
 func TestExternalServerCrashLosesNoEventItAcknowledged(t *testing.T) {
-	dir, port := t.TempDir(), eventstest.FreePort(t)
-	ns := eventstest.RunServerAt(t, dir, port)
-	h := newHook(t)
-	down := &atomic.Bool{} // the receiver is down while the server crashes
-	receiver := h.Config.Handler
-	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		receiver.ServeHTTP(w, r)
-	})
-	cfg := testConfig(t, t.TempDir())
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.NATS.SyncInterval = config.Duration(time.Minute) // the server's: kept 3 minutes
-	withSink(cfg, "crm", h.URL, nil)
-	p := startRelay(t, cfg, roleAll)
-	writes := p.createUsers(t, "synced", 3)
-	readStream(t, p.srv.js, writes)
-	waitDelivered(t, h, writes)
+	for _, c := range []struct {
+		name string
+		sync time.Duration // nats.sync_interval: the relay keeps events 3 times that
+		down time.Duration // how long the server stays away
+	}{
+		{"back at once", time.Minute, 0},
+		{"away longer than the keep", time.Second, 5 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir, port := t.TempDir(), eventstest.FreePort(t)
+			ns := eventstest.RunServerAt(t, dir, port)
+			h := newHook(t)
+			down := &atomic.Bool{} // the receiver is down while the server crashes
+			receiver := h.Config.Handler
+			h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if down.Load() {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				receiver.ServeHTTP(w, r)
+			})
+			cfg := testConfig(t, t.TempDir())
+			cfg.NATS.URL = ns.ClientURL()
+			cfg.NATS.SyncInterval = config.Duration(c.sync)
+			withSink(cfg, "crm", h.URL, nil)
+			p := startRelay(t, cfg, roleAll)
+			writes := p.createUsers(t, "synced", 3)
+			readStream(t, p.srv.js, writes)
+			waitDelivered(t, h, writes)
 
-	// What the server's disk holds: its store as of now.
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	disk := filepath.Join(t.TempDir(), "disk")
-	if err := os.CopyFS(disk, os.DirFS(dir)); err != nil {
-		t.Fatal(err)
-	}
-	ns = eventstest.RunServerAt(t, dir, port)
-	p.wantStatus("/readyz/nats", 200, 30*time.Second)
-	p.wantStatus("/readyz/publisher", 200, 30*time.Second)
+			// What the server's disk holds: its store as of now.
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			disk := filepath.Join(t.TempDir(), "disk")
+			if err := os.CopyFS(disk, os.DirFS(dir)); err != nil {
+				t.Fatal(err)
+			}
+			ns = eventstest.RunServerAt(t, dir, port)
+			p.wantStatus("/readyz/nats", 200, 30*time.Second)
+			p.wantStatus("/readyz/publisher", 200, 30*time.Second)
 
-	// Writes JetStream acknowledges but has not yet written to disk.
-	down.Store(true)
-	var ids []string
-	for i := range 3 {
-		ids = append(ids, p.createUser(t, fmt.Sprintf("unsynced%d", i)))
-		writes++
-	}
-	readStream(t, p.srv.js, writes)
-	if n, err := p.srv.store.OutboxDepth(); err != nil || n < 3 {
-		t.Fatalf("the outbox keeps %d events (%v), want the 3 the server has not written to disk", n, err)
-	}
+			// Writes JetStream acknowledges but has not yet written to disk.
+			down.Store(true)
+			var ids []string
+			for i := range 3 {
+				ids = append(ids, p.createUser(t, fmt.Sprintf("unsynced%d", i)))
+				writes++
+			}
+			readStream(t, p.srv.js, writes)
+			if n, err := p.srv.store.OutboxDepth(); err != nil || n < 3 {
+				t.Fatalf("the outbox keeps %d events (%v), want the 3 the server has not written to disk", n, err)
+			}
 
-	// The server's machine loses power: it comes back with what its disk held.
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.CopyFS(dir, os.DirFS(disk)); err != nil {
-		t.Fatal(err)
-	}
-	eventstest.RunServerAt(t, dir, port)
-	down.Store(false)
-	p.wantStatus("/readyz/nats", 200, 30*time.Second)
-	// Entra goes on: it changes a user whose creation the server lost.
-	p.scim("acme", acmeToken, "PATCH", "/Users/"+ids[0], `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"Ann"}]}`).want(t, 200)
-	writes++
+			// The server's machine loses power: it comes back with what its
+			// disk held, after c.down.
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			away := time.Now()
+			eventstest.CheckFor(t, c.down+10*time.Second, 100*time.Millisecond, func() error {
+				if time.Since(away) < c.down {
+					return fmt.Errorf("the server is still away")
+				}
+				return nil
+			})
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.CopyFS(dir, os.DirFS(disk)); err != nil {
+				t.Fatal(err)
+			}
+			eventstest.RunServerAt(t, dir, port)
+			down.Store(false)
+			p.wantStatus("/readyz/nats", 200, 30*time.Second)
+			// Entra goes on: it changes a user whose creation the server lost.
+			p.scim("acme", acmeToken, "PATCH", "/Users/"+ids[0], `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"Ann"}]}`).want(t, 200)
+			writes++
 
-	eventstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		info, err := p.srv.js.Stream(context.Background(), events.StreamName)
-		if err != nil {
-			return err
-		}
-		n, _ := p.srv.store.OutboxDepth()
-		if got := info.CachedInfo().State.Msgs; got != uint64(writes) {
-			return fmt.Errorf("the stream holds %d events of the %d writes answered 2xx (the relay's outbox still keeps %d)", got, writes, n)
-		}
-		return nil
-	})
-	last := map[string]uint64{}
-	for _, e := range readStream(t, p.srv.js, writes) {
-		if e.subjectSeq != last[e.subject]+1 {
-			t.Errorf("the stream holds %s's event %d after its event %d", e.subject, e.subjectSeq, last[e.subject])
-		}
-		last[e.subject] = e.subjectSeq
-	}
-	waitDelivered(t, h, writes)
-	if v := h.orderViolation(); v != "" {
-		t.Fatal(v)
+			eventstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+				info, err := p.srv.js.Stream(context.Background(), events.StreamName)
+				if err != nil {
+					return err
+				}
+				n, _ := p.srv.store.OutboxDepth()
+				if got := info.CachedInfo().State.Msgs; got != uint64(writes) {
+					return fmt.Errorf("the stream holds %d events of the %d writes answered 2xx (the relay's outbox still keeps %d)", got, writes, n)
+				}
+				return nil
+			})
+			last := map[string]uint64{}
+			for _, e := range readStream(t, p.srv.js, writes) {
+				if e.subjectSeq != last[e.subject]+1 {
+					t.Errorf("the stream holds %s's event %d after its event %d", e.subject, e.subjectSeq, last[e.subject])
+				}
+				last[e.subject] = e.subjectSeq
+			}
+			waitDelivered(t, h, writes)
+			if v := h.orderViolation(); v != "" {
+				t.Fatal(v)
+			}
+		})
 	}
 }
 
