@@ -149,7 +149,7 @@ func (s *Store) authenticateClient(tenantName, clientID, secret string) (*stored
 	if !ok || subtle.ConstantTimeCompare(h[:], st.Hash) != 1 || st.Kind != KindClient {
 		return nil, refuseClient(ErrInvalidClient, "invalid client credentials")
 	}
-	if err := s.clientLiveWarned(st, s.now()); err != nil {
+	if err := s.clientLive(st, s.now()); err != nil {
 		return nil, err
 	}
 	// A live client asking at another name's endpoint gets the same answer
@@ -161,26 +161,18 @@ func (s *Store) authenticateClient(tenantName, clientID, secret string) (*stored
 	return st, nil
 }
 
-// clientLive says why a client no longer works, nil when it does.
-func clientLive(st *storedToken, now time.Time) error {
+// clientLive says why a client no longer works, nil when it does. The
+// refusals of an expired client are said once an hour, as an expired SCIM
+// token's are (warnExpiredRefused).
+func (s *Store) clientLive(st *storedToken, now time.Time) error {
 	switch {
 	case !st.Revoked.IsZero():
 		return refuseClient(ErrInvalidClient, "client %s was revoked at %s", st.ID, st.Revoked.UTC().Format(time.RFC3339))
 	case !st.Expires.IsZero() && !now.Before(st.Expires):
+		s.warnExpiredRefused(st.Token, now)
 		return refuseClient(ErrInvalidClient, "client %s expired at %s; issue a new one with scimrelay client rotate", st.ID, st.Expires.UTC().Format(time.RFC3339))
 	}
 	return nil
-}
-
-// clientLiveWarned is clientLive, and says once an hour that an expired
-// client is refused, as an expired SCIM token's refusals are
-// (warnExpiredRefused).
-func (s *Store) clientLiveWarned(st *storedToken, now time.Time) error {
-	err := clientLive(st, now)
-	if err != nil && st.Revoked.IsZero() {
-		s.warnExpiredRefused(st.Token, now)
-	}
-	return err
 }
 
 // authenticateAccessToken checks an access token presented as a bearer
@@ -214,7 +206,7 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 	if !ok || st.Kind != KindClient || st.Tenant != tenantName {
 		return invalid
 	}
-	if err := s.clientLiveWarned(st, now); err != nil {
+	if err := s.clientLive(st, now); err != nil {
 		return scim.Errorf(scim.ErrUnauthorized, "access token of a client that no longer works: %v", err)
 	}
 	if !known {

@@ -176,7 +176,8 @@ func (b *bulkRun) touchIndex() *bulkTouches {
 // bulkTouches indexes which operations of a Bulk request touch which
 // (touching) by the key they share, as lists of the operations sharing
 // one, in the order sent: a resource's id (the operations on it; those
-// whose data names it) and a resource type (its operations; its POSTs).
+// whose data names it) and a resource type (its operations, which a POST
+// of it touches).
 // Each operation knows the lists holding the operations before it that it
 // touches (back: touching reads them) and those after it that touch it on
 // its resource (ahead: needing walks them; a POST touching it by type

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -625,16 +624,7 @@ func TestExternalServerCrashLosesNoEventItAcknowledged(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir, port := t.TempDir(), eventstest.FreePort(t)
 			ns := eventstest.RunServerAt(t, dir, port)
-			h := newHook(t)
-			down := &atomic.Bool{} // the receiver is down while the server crashes
-			receiver := h.Config.Handler
-			h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if down.Load() {
-					w.WriteHeader(http.StatusServiceUnavailable)
-					return
-				}
-				receiver.ServeHTTP(w, r)
-			})
+			h, down := refusingHook(t, http.StatusServiceUnavailable) // down while the server crashes
 			cfg := testConfig(t, t.TempDir())
 			cfg.NATS.URL = ns.ClientURL()
 			cfg.NATS.SyncInterval = config.Duration(c.sync)

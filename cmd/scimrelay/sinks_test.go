@@ -49,17 +49,24 @@ type hook struct {
 // goneHook is a hook that answers 410 Gone, permanent, while gone is true,
 // as it starts.
 func goneHook(t testing.TB) (h *hook, gone *atomic.Bool) {
-	h, gone = newHook(t), &atomic.Bool{}
+	h, gone = refusingHook(t, http.StatusGone)
 	gone.Store(true)
+	return h, gone
+}
+
+// refusingHook is a hook that answers status while refusing is true (it
+// starts false).
+func refusingHook(t testing.TB, status int) (h *hook, refusing *atomic.Bool) {
+	h, refusing = newHook(t), &atomic.Bool{}
 	receiver := h.Config.Handler
 	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if gone.Load() {
-			w.WriteHeader(http.StatusGone)
+		if refusing.Load() {
+			w.WriteHeader(status)
 			return
 		}
 		receiver.ServeHTTP(w, r)
 	})
-	return h, gone
+	return h, refusing
 }
 
 func newHook(t testing.TB) *hook {
