@@ -180,7 +180,7 @@ func (s *Store) clientLive(st *storedToken, now time.Time) error {
 func (s *Store) authenticateAccessToken(tenantName string, known bool, token string) error {
 	invalid := scim.Errorf(scim.ErrUnauthorized, "invalid bearer token")
 	signed, sig, ok := strings.Cut(token, ".")
-	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(sig) // one string per token
 	if !ok || err != nil || !s.oauth.Load().verifies(signed, mac, s.now()) {
 		return invalid
 	}

@@ -95,6 +95,11 @@ func TestAccessTokens(t *testing.T) {
 	wantErr(t, s.Authenticate(ctx, "globex", forged), scim.ErrUnauthorized, "invalid bearer token")
 	wantErr(t, s.Authenticate(ctx, "acme", at.Token[:len(at.Token)-2]+"AA"), scim.ErrUnauthorized, "invalid bearer token")
 	wantErr(t, s.Authenticate(ctx, "acme", AccessTokenPrefix+"garbage"), scim.ErrUnauthorized, "invalid bearer token")
+	// A signature's last character holds two bits no byte uses: a token
+	// differing there is another string, not the one issued.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, at.Token[len(at.Token)-1])
+	wantErr(t, s.Authenticate(ctx, "acme", at.Token[:len(at.Token)-1]+alphabet[last^1:last^1+1]), scim.ErrUnauthorized, "invalid bearer token")
 	// One that says it lives longer than any the relay issues was not
 	// issued by it, even with a valid signature (the key is in backups).
 	longPayload, _ := json.Marshal(accessClaims{Tenant: "acme", Client: cl.ID, Expires: c.now().Add(30 * 24 * time.Hour).Unix()})

@@ -492,7 +492,7 @@ func (t *Trust) verify(seq uint64, stored time.Time, h nats.Header, data []byte)
 	if err != nil {
 		return err
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(parts[2]) // one string per signature
 	if err != nil {
 		return fmt.Errorf("%w: its signature is not base64url", ErrNotPublished)
 	}

@@ -139,6 +139,13 @@ func TestSignedEvents(t *testing.T) {
 			h.Add(events.SignatureHeader, h.Get(events.SignatureHeader))
 			return h, data
 		},
+		"the signature's unused bits changed": func(h nats.Header, data []byte) (nats.Header, []byte) {
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			v := h.Get(events.SignatureHeader)
+			last := strings.IndexByte(alphabet, v[len(v)-1])
+			h.Set(events.SignatureHeader, v[:len(v)-1]+alphabet[last^1:last^1+1])
+			return h, data
+		},
 		"signature of another key": func(h nats.Header, data []byte) (nats.Header, []byte) {
 			msg := &nats.Msg{Header: h, Data: data}
 			if err := newSigner(t).Sign(msg); err != nil {
