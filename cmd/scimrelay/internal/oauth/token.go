@@ -20,6 +20,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -247,7 +248,7 @@ func tenantOf(escaped string) (string, bool) {
 
 // readForm reads the form-encoded body (RFC 6749 §4.4.2, appendix B).
 // Credentials in the query string are refused (§2.3.1), and so is any
-// parameter given twice (§3.2).
+// parameter given a value twice (§3.2; an empty one is omitted).
 func readForm(r *http.Request) (url.Values, error) {
 	for _, p := range []string{"client_secret", "client_id", "grant_type"} {
 		if r.URL.Query().Has(p) {
@@ -263,8 +264,16 @@ func readForm(r *http.Request) (url.Values, error) {
 		return nil, fail(http.StatusBadRequest, errInvalidRequest, "reading the form: %s", formError(err))
 	}
 	for k, v := range r.PostForm {
-		if len(v) > 1 {
+		// "Parameters sent without a value MUST be treated as if they
+		// were omitted" (§3.2): an empty one is no second value.
+		v = slices.DeleteFunc(v, func(s string) bool { return s == "" })
+		switch {
+		case len(v) == 0:
+			delete(r.PostForm, k)
+		case len(v) > 1:
 			return nil, fail(http.StatusBadRequest, errInvalidRequest, "parameter %s is given %d times", scim.Truncate(k, 32), len(v))
+		default:
+			r.PostForm[k] = v
 		}
 	}
 	return r.PostForm, nil

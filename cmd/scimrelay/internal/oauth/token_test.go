@@ -149,3 +149,34 @@ func TestTokenEndpointDetails(t *testing.T) {
 		t.Fatalf("log info of a request with the secret as its id: %+v", last)
 	}
 }
+
+// TestEmptyParametersAreOmitted: RFC 6749 §3.2, "Parameters sent without
+// a value MUST be treated as if they were omitted from the request", so an
+// empty one repeated, or beside a value, is not a parameter given twice; a
+// value given twice still is.
+func TestEmptyParametersAreOmitted(t *testing.T) {
+	srv, s, _ := newEndpoint(t)
+	secret, cl, err := s.Clients().Create(context.Background(), "acme", "x", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := "&client_id=" + cl.ID + "&client_secret=" + url.QueryEscape(secret)
+	for form, want := range map[string]int{
+		"grant_type=client_credentials&scope=&scope=" + creds:                            200,
+		"grant_type=&grant_type=client_credentials" + creds:                              200,
+		"grant_type=client_credentials&client_id=" + creds:                               200,
+		"grant_type=client_credentials&scope=a&scope=" + creds:                           200,
+		"grant_type=client_credentials&scope=a&scope=a" + creds:                          400,
+		"grant_type=client_credentials&grant_type=client_credentials" + creds:            400,
+		"grant_type=&grant_type=" + creds:                                                400,
+		"grant_type=client_credentials&client_secret=&client_secret=&client_id=" + cl.ID: 401,
+	} {
+		status, body := post(t, srv.URL+"/oauth2/acme/token", "", form)
+		if status != want {
+			t.Errorf("%s: %d %v, want %d", strings.ReplaceAll(form, secret, "SECRET"), status, body, want)
+		}
+		if status == 400 && !strings.Contains(body["error_description"], "given 2 times") && !strings.Contains(body["error_description"], "grant_type is missing") {
+			t.Errorf("%s: %v", strings.ReplaceAll(form, secret, "SECRET"), body)
+		}
+	}
+}
