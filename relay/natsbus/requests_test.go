@@ -231,8 +231,11 @@ func TestCreationFloodCutsOnlyItsOwnConnection(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // a request every 5 ms, as a client would loop
 		}
 	})
+	// Before the fix audit's requests went unanswered for as long as the
+	// flood lasted, which is until the test ends: a bound of 15 s a
+	// request leaves room for two cores under -race and still fails then.
 	for i := range 10 {
-		cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		cctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 		_, err := ac.js.CreateOrUpdateConsumer(cctx, events.StreamName, jetstream.ConsumerConfig{Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy})
 		cancel()
 		if err != nil {
@@ -241,7 +244,7 @@ func TestCreationFloodCutsOnlyItsOwnConnection(t *testing.T) {
 	}
 	// Billing's API requests go on meanwhile; audit's are answered.
 	for start := time.Now(); time.Since(start) < 3*time.Second; {
-		cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		cctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 		_, err := ac.js.Stream(cctx, events.StreamName)
 		cancel()
 		if err != nil {
