@@ -723,13 +723,14 @@ func (s *sseTail) next(t *testing.T, name string) string {
 type flakyHook struct {
 	URL    string
 	mu     sync.Mutex
-	answer int // 0: take the delivery
-	count  int // deliveries taken
+	answer int    // 0: take the delivery
+	count  int    // deliveries taken
+	last   string // the ce-subject of the last delivery taken
 }
 
 func newFlakyHook(t *testing.T) *flakyHook {
 	h := &flakyHook{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if h.answer != 0 {
@@ -737,6 +738,7 @@ func newFlakyHook(t *testing.T) *flakyHook {
 			return
 		}
 		h.count++
+		h.last = r.Header.Get("ce-subject")
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(srv.Close)
@@ -749,6 +751,9 @@ func (h *flakyHook) fail(status int) { h.mu.Lock(); h.answer = status; h.mu.Unlo
 
 // delivered counts the deliveries taken.
 func (h *flakyHook) delivered() int { h.mu.Lock(); defer h.mu.Unlock(); return h.count }
+
+// lastTaken is the ce-subject of the last delivery taken.
+func (h *flakyHook) lastTaken() string { h.mu.Lock(); defer h.mu.Unlock(); return h.last }
 
 // TestConsoleRequestOfManyEvents: a request whose events are more than its
 // log entry keeps the ids of says how many it made, and shows the first.

@@ -288,7 +288,12 @@ func TestExternalNATSWithoutSyncInterval(t *testing.T) {
 // than NATS takes (the embedded server's 8 MiB): it is refused, 413, and
 // nothing changes; it was answered 200 and its event quarantined.
 func TestChangeTooLargeForItsEventIsRefused(t *testing.T) {
-	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := testConfig(t, t.TempDir())
+	// Each request of 3 MiB takes many seconds under -race on a loaded
+	// machine (the three took 81 s): more than write_timeout's 60 s
+	// would cut an answer.
+	cfg.Limits.WriteTimeout = config.Duration(10 * time.Minute)
+	p := startRelay(t, cfg, roleAll)
 	title := strings.Repeat("x", 3<<20)
 	id := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann","title":"`+title+`"}`).want(t, 201).str("id")
 	r := p.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":"`+strings.Repeat("y", 3<<20)+`"}]}`)

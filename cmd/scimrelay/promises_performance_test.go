@@ -293,7 +293,8 @@ func TestStreamDuplicateWindow(t *testing.T) {
 		t.Fatalf("nats.stream.duplicates: %s made a window of %s", short, d)
 	}
 	p.createUser(t, "ann")
-	waitDelivered(t, h, 1)
+	// Read and published again at once: the delivery, waited for below,
+	// can take much of the window on a loaded machine.
 	stored := readStream(t, p.srv.js, 1)[0]
 	// Published as the relay publishes it: on its subject before the
 	// stream appends the partition, with the Nats-Msg-Id it was stored with.
@@ -332,6 +333,7 @@ func TestStreamDuplicateWindow(t *testing.T) {
 	if ack := again(p); !ack.Duplicate || copies(p) != 1 {
 		t.Fatalf("an event published again within the window was stored (sequence %d)", ack.Sequence)
 	}
+	waitDelivered(t, h, 1) // before its copy is stored past the window
 	pastTheWindow := func(p *relayProc) {
 		t.Helper()
 		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
