@@ -552,7 +552,7 @@ func TestTestsSectionCommands(t *testing.T) {
 	}
 	for _, want := range []string{
 		"go install github.com/nats-io/nats-server/v2@v2.10.22", "export SCIMRELAY_OLD_NATS_SERVER=",
-		"go test -race -timeout 20m ./...",
+		"go test -race -timeout 30m ./...",
 	} {
 		if !strings.Contains(string(ci), want) || !strings.Contains(section, strings.Fields(want)[len(strings.Fields(want))-1]) {
 			t.Errorf(".ci/run or the Tests section lacks %q", want)
