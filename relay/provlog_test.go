@@ -331,7 +331,7 @@ func TestLogFollowFindsSlowRequests(t *testing.T) {
 	follow := func(l *RequestLog, after, id string) []LogEntry {
 		t.Helper()
 		var got []LogEntry
-		eventstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		eventstest.CheckFor(t, logWriteWait, 5*time.Millisecond, func() error {
 			var err error
 			if got, err = l.Query(ctx, LogQuery{Since: start.Add(-time.Hour), After: after}); err != nil {
 				return err

@@ -474,15 +474,25 @@ func TestPublisherKeepsPublishedEventsUntilNATSWroteThem(t *testing.T) {
 	ns := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
 	ensureStream(t, js)
-	const keep = 2 * time.Second
+	const keep = 5 * time.Second
 	runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{KeepFor: keep, AckTimeout: 2 * time.Second})
 	before := time.Now() // every acknowledgement comes after it
 	for i := range 3 {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
 	}
 	checkOrder(t, streamContents(t, js, 3))
-	if n, err := s.OutboxDepth(); err != nil || n != 3 {
-		t.Fatalf("the outbox holds %d events once JetStream has them (%v), want the 3 kept", n, err)
+	// An event gone from the outbox before keep has passed since before
+	// was deleted too early. Later, a delete is no proof: on a loaded
+	// machine (CI under -race) the three writes and the wait for the
+	// stream can outlast keep, and then its kept time has rightly run out.
+	n, err := s.OutboxDepth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked := time.Since(before); n != 3 && checked < keep {
+		t.Fatalf("the outbox holds %d events %s after they were committed, once JetStream has them, want the 3 kept for %s", n, checked.Round(time.Millisecond), keep)
+	} else if checked >= keep {
+		t.Logf("the outbox was read %s after the commits, past keep: its depth (%d) proves nothing", checked.Round(time.Millisecond), n)
 	}
 	outboxEmpties(t, s)
 	if kept := time.Since(before); kept < keep {

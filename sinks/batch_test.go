@@ -126,12 +126,13 @@ func TestBatchesKeepOrderWithTwoWorkers(t *testing.T) {
 		return l.admitBatch(t, r, nil)
 	})
 	cfg := batchConfig(rc.URL, nil)
-	m1, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
-	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js2, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	log, logs := debugLog(t)
+	m1, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, Logger: log})
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js2, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, Logger: log})
 	waitBalanced(t, m1, m2)
 
 	want := provision(newPublisher(t, js), "t", 300, 3, 6, 150)
-	l.wantDelivered(t, want, 60*time.Second, false)
+	l.wantDeliveredOnce(t, want, 60*time.Second, logs)
 	if d1, d2 := deliveredBy(m1), deliveredBy(m2); d1 == 0 || d2 == 0 {
 		t.Fatalf("worker 1 delivered %v, worker 2 %v: both should take part", d1, d2)
 	}
@@ -288,7 +289,11 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 	})
 	defer close(release)
 	w := webhook(t, rc.URL, func(o *WebhookOptions) { o.Batch = true })
-	b := newBatcher(w, Batch{MaxEvents: 2, MaxWait: time.Second}, make(chan struct{}, 4))
+	// The two slices must meet in one batch before max_wait sends the
+	// first alone: 3 s, not 1, leaves room for a loaded CI machine under
+	// -race between the first slice's submit and the second's.
+	const maxWait = 3 * time.Second
+	b := newBatcher(w, Batch{MaxEvents: 2, MaxWait: maxWait}, make(chan struct{}, 4))
 	stopped, stop := context.WithCancel(ctx)
 	stoppedRes := make(chan Result, 1)
 	gone := testEvent(t, events.UserCreated, "gone", 1) // on the test goroutine: it may call t.Fatal
@@ -320,7 +325,7 @@ func TestBatchOfAStoppedLaneRetriesTheOthers(t *testing.T) {
 		if res.Err != nil || res.Status != 204 {
 			t.Fatalf("the other lane's slice: %+v, want it delivered in the next request", res)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(maxWait + 10*time.Second): // its next batch waits max_wait for another slice
 		t.Fatal("the other lane's slice never came back")
 	}
 	reqs := rc.requests()
@@ -379,7 +384,12 @@ func TestBatchingLaneTakesABurstAndReadsBackInBatches(t *testing.T) {
 		return l.admitBatch(t, r, nil)
 	})
 	logs := &eventstest.Log{}
-	m, _ := runManager(t, Options{Sinks: []Config{batchConfig(rc.URL, nil)}, JS: js, AckWait: 30 * time.Second, Heartbeat: fastHeartbeat,
+	// A minute's timeout: the requests held until their phase opens must
+	// not time out and go again (the receiver, released, takes both). The
+	// helper's 2 s ran out on a loaded CI machine while the test looked
+	// at the consumers, and two events were delivered twice.
+	cfg := batchConfig(rc.URL, func(c *Config) { c.Timeout = time.Minute })
+	m, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 30 * time.Second, Heartbeat: fastHeartbeat,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(func() { // before the worker stops: it waits for its requests
 		for range len(gates) - int(opened.Load()) {
@@ -444,7 +454,7 @@ func TestBatchingLaneTakesABurstAndReadsBackInBatches(t *testing.T) {
 		t.Fatalf("the partitions pulled at most %d messages at a time, want two batches' worth (100)", largest)
 	}
 	open()
-	l.wantDelivered(t, expect{"Groups/small": 400}, 30*time.Second, false)
+	l.wantDeliveredOnce(t, expect{"Groups/small": 400}, 30*time.Second, logs)
 
 	// 800 events: past half the window, the resource is parked and read
 	// back from the stream.
@@ -457,7 +467,7 @@ func TestBatchingLaneTakesABurstAndReadsBackInBatches(t *testing.T) {
 		return nil
 	})
 	open()
-	l.wantDelivered(t, expect{"Groups/small": 400, "Groups/large": 800}, 30*time.Second, false)
+	l.wantDeliveredOnce(t, expect{"Groups/small": 400, "Groups/large": 800}, 30*time.Second, logs)
 	// 16 batches' worth at most, with a read that finds the end after each
 	// part read back; one request per event would be about 750.
 	if n := gets.count(); n == 0 || n > 50 {

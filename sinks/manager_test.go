@@ -815,7 +815,14 @@ func benchmarkReadBack(b *testing.B, batch int) {
 func TestEventsAreDeadLetteredBeforeTheStreamDropsThem(t *testing.T) {
 	s := eventstest.RunServer(t)
 	_, js := eventstest.Connect(t, eventstest.URL(s))
-	const keep = 3 * time.Second
+	// Each event is dead-lettered after its second try, once the next
+	// (an hour later) would come after the stream drops it; the third
+	// event's second try comes after six tries of the others, and must
+	// still come before its drop time (keep − keep/10) or it is
+	// dead-lettered after one. 10 s, not 3: that is 1.4 s on a quiet
+	// machine, far more under -race on two shared cores; a quiet run
+	// takes no longer, as nothing waits for keep.
+	const keep = 10 * time.Second
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: keep, Duplicates: time.Second}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
@@ -1066,7 +1073,13 @@ func TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt(t *testing.T
 		return nil
 	})
 	stop()
-	const keep = 6 * time.Second
+	// The event is tried at keep − keep/10 after it was stored, and must
+	// be dead-lettered before the stream drops it at keep: the try (its
+	// quick retries up to a second apart) and the dead letter fit in
+	// keep/10. 20 s, not 6: on a loaded CI machine under -race the 0.6 s
+	// margin of 6 s did not hold them, and the event was a few seconds
+	// old already when max_age was lowered.
+	const keep = 20 * time.Second
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: keep, Duplicates: time.Second}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}

@@ -206,10 +206,11 @@ func TestPartitionOwnersRemoveOldMarkers(t *testing.T) {
 		}
 		return http.StatusNoContent
 	})
+	log, logs := debugLog(t)
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: js, AckWait: 5 * time.Second,
-		Heartbeat: fastHeartbeat, MarkerAge: 300 * time.Millisecond})
+		Heartbeat: fastHeartbeat, MarkerAge: 300 * time.Millisecond, Logger: log})
 	want := provision(newPublisher(t, js), "m", 40, 2, 0, 0)
-	l.wantDelivered(t, want, 30*time.Second, false)
+	l.wantDeliveredOnce(t, want, 30*time.Second, logs)
 	// Each resource's record was written (at least once) and taken out.
 	st, err := js.Stream(ctx, "KV_"+parkingBucketName("crm"))
 	if err != nil {

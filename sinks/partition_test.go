@@ -41,6 +41,29 @@ func handOverCut(log string) bool {
 	return strings.Contains(log, "outlasted its time") || strings.Contains(log, "lost contact for too long")
 }
 
+// repeatsExplained reports whether a worker's log, kept at Debug, says why
+// an event may have been delivered twice, as at-least-once delivery
+// allows: a hand-over cut short (handOverCut), or a try that the sink's
+// timeout gave up on, which the receiver may have taken all the same and
+// which is sent again. On a quiet machine neither happens, and a repeat
+// fails the test; CI under -race on two shared cores saw both.
+func repeatsExplained(log string) bool {
+	return handOverCut(log) || strings.Contains(log, "no answer within the sink's timeout")
+}
+
+// debugLog is a worker's logger at Debug, for repeatsExplained; its lines
+// are shown when the test fails.
+func debugLog(t testing.TB) (*slog.Logger, *eventstest.Log) {
+	t.Helper()
+	logs := &eventstest.Log{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the workers' warnings:\n%s", grepLines(logs.String(), "level=WARN", "level=ERROR"))
+		}
+	})
+	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), logs
+}
+
 // natsServer starts a JetStream server with the SCIMRELAY stream and returns
 // it with a connection.
 func natsServer(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
@@ -142,6 +165,20 @@ func (l *ledger) wantDelivered(t testing.TB, want expect, within time.Duration, 
 	}
 }
 
+// wantDeliveredOnce is wantDelivered allowing repeats only where the
+// workers' log, read once every event has arrived, explains them
+// (repeatsExplained).
+func (l *ledger) wantDeliveredOnce(t testing.TB, want expect, within time.Duration, logs *eventstest.Log) {
+	t.Helper()
+	l.wantDelivered(t, want, within, true)
+	if r := l.repeats(); len(r) > 0 && !repeatsExplained(logs.String()) {
+		t.Fatalf("%d events delivered twice, e.g. %s; the workers' log says no hand-over was cut short and no try timed out", len(r), r[0])
+	} else if len(r) > 0 {
+		t.Logf("%d events delivered twice, e.g. %s; a hand-over was cut short: %t, a try timed out: %t (the machine is loaded)",
+			len(r), r[0], handOverCut(logs.String()), strings.Contains(logs.String(), "no answer within the sink's timeout"))
+	}
+}
+
 // provision publishes users × rounds events and groups created with
 // members: group.created then one member_added per member, as the relay
 // commits a group created with members.
@@ -181,12 +218,13 @@ func TestTwoWorkersKeepOrderPerResource(t *testing.T) {
 	l := newLedger()
 	rc := slowReceiver(t, l, 20*time.Millisecond, nil)
 	cfg := sinkConfig("crm", rc.URL, nil)
-	m1, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
-	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js2, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	log, logs := debugLog(t)
+	m1, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, Logger: log})
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js2, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, Logger: log})
 	waitBalanced(t, m1, m2)
 
 	want := provision(newPublisher(t, js), "t", 201, 3, 10, 20)
-	l.wantDelivered(t, want, 60*time.Second, false)
+	l.wantDeliveredOnce(t, want, 60*time.Second, logs)
 	if d1, d2 := deliveredBy(m1), deliveredBy(m2); d1 == 0 || d2 == 0 {
 		t.Fatalf("worker 1 delivered %v, worker 2 %v: both should take part", d1, d2)
 	}
@@ -266,11 +304,12 @@ func TestGracefulHandOverRepeatsNothing(t *testing.T) {
 	l := newLedger()
 	rc := slowReceiver(t, l, 2*time.Millisecond, nil)
 	cfg := sinkConfig("crm", rc.URL, func(c *Config) { c.Concurrency = 8 })
-	m1, stop1 := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	log, logs := debugLog(t)
+	m1, stop1 := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, Logger: log})
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return m1.Ready(ctx) })
 	p := newPublisher(t, js)
 	want := provision(p, "a", 200, 3, 4, 50)
-	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat})
+	m2, _ := runManager(t, Options{Sinks: []Config{cfg}, JS: js, AckWait: 5 * time.Second, Heartbeat: fastHeartbeat, Logger: log})
 	waitBalanced(t, m1, m2)
 	for k, v := range provision(p, "b", 200, 3, 4, 50) {
 		want[k] = v
@@ -279,7 +318,9 @@ func TestGracefulHandOverRepeatsNothing(t *testing.T) {
 	for k, v := range provision(p, "c", 50, 2, 1, 10) {
 		want[k] = v
 	}
-	l.wantDelivered(t, want, 60*time.Second, false) // graceful hand-overs repeat nothing
+	// Graceful hand-overs repeat nothing; one cut short, or a try timed
+	// out, may (repeatsExplained).
+	l.wantDeliveredOnce(t, want, 60*time.Second, logs)
 }
 
 // TestBlockedResourceHoldsBackOnlyItself: a group whose events fail has
@@ -315,7 +356,14 @@ func TestBlockedResourceHoldsBackOnlyItself(t *testing.T) {
 		}
 	}
 	published := time.Now()
-	eventstest.CheckFor(t, 2*time.Second, 5*time.Millisecond, func() error { return l.deliveredEach(others) })
+	// Blocked behind the group, they would not arrive before it heals:
+	// its 301 events outnumber MaxAckPending. 4 s, not 2 (they take
+	// 30–232 ms on a quiet machine, docs/decisions.md; CI runs this under
+	// -race on two cores shared with other packages), and no more: the
+	// group's head must still be held when the receiver heals, and
+	// fastRetry's 13 tries of it, each with two quick retries (0.1 s and
+	// 0.2 s), dead-letter it after about 5 s.
+	eventstest.CheckFor(t, 4*time.Second, 5*time.Millisecond, func() error { return l.deliveredEach(others) })
 	t.Logf("the other resources' 30 events arrived %s after they were published", time.Since(published).Round(time.Millisecond))
 	l.heldBackThenHealed(t, "Groups/big", 301, others, func() { broken.Store(false) })
 }
@@ -529,8 +577,10 @@ func TestParkingUnderLoadKeepsOrder(t *testing.T) {
 		}()
 	}
 	// A graceful hand-over while parks are written: the new owner reads
-	// each parked resource from its record.
-	eventstest.CheckFor(t, 30*time.Second, 2*time.Millisecond, func() error {
+	// each parked resource from its record. (90 s: the moment to hand
+	// over, not a bound on delivery; CI under -race on two shared cores
+	// delivered 505 in 30 s.)
+	eventstest.CheckFor(t, 90*time.Second, 2*time.Millisecond, func() error {
 		if d := deliveredBy(m1) + deliveredBy(m2); d < 600 {
 			return fmt.Errorf("%v delivered so far", d)
 		}
@@ -927,11 +977,11 @@ func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	u.l.wantDelivered(t, expect{"Users/stuck": 1}, 30*time.Second, false)
 }
 
-// grepLines returns the lines of s that contain sub.
-func grepLines(s, sub string) string {
+// grepLines returns the lines of s that contain one of subs.
+func grepLines(s string, subs ...string) string {
 	var out []string
 	for _, line := range strings.Split(s, "\n") {
-		if strings.Contains(line, sub) {
+		if slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(line, sub) }) {
 			out = append(out, line)
 		}
 	}

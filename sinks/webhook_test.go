@@ -755,7 +755,17 @@ func TestOversizedAnswerHeaders(t *testing.T) {
 			t.Cleanup(srv.Close)
 			pool := x509.NewCertPool()
 			pool.AddCert(srv.Certificate())
-			res := webhook(t, srv.URL, func(o *WebhookOptions) { o.rootCAs = pool }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			res := webhook(t, srv.URL, func(o *WebhookOptions) {
+				o.rootCAs = pool
+				if tt.exactly {
+					// The answer must fail on its headers, not on time: a
+					// TLS handshake under -race on a loaded machine can
+					// take the helper's 2 s. (The others fail either way;
+					// a field far over the limit can leave the try
+					// waiting for its timeout.)
+					o.Timeout = 30 * time.Second
+				}
+			}).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
 			if tt.exactly {
 				check(t, res, requests.Load())
 			} else if res.Err == nil || res.Permanent || len(res.Err.Error()) > 256 {
@@ -807,7 +817,9 @@ func TestTransportErrorsSayWhatToDo(t *testing.T) {
 	}
 	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	t.Cleanup(tlsSrv.Close)
-	res = webhook(t, tlsSrv.URL, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	// Refused at the handshake, not timed out: 30 s, as a loaded machine
+	// (CI under -race) took more than the helper's 2 s for the handshake.
+	res = webhook(t, tlsSrv.URL, func(o *WebhookOptions) { o.Timeout, o.MaxRetries = 30*time.Second, -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
 	if res.Err == nil || res.Permanent || !strings.Contains(res.Err.Error(), "certificate signed by unknown authority") || !strings.Contains(res.Err.Error(), "SSL_CERT_FILE") {
 		t.Errorf("a receiver with a certificate of its own: permanent %v, %v", res.Permanent, res.Err)
 	}
@@ -843,22 +855,28 @@ func TestErrorClasses(t *testing.T) {
 	t.Cleanup(huge.Close)
 	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
 	t.Cleanup(failing.Close)
+	// Only the silent receiver's case waits for the timeout; the others
+	// fail without it, and are given long enough that a loaded machine
+	// (CI under -race: a TLS handshake past 2 s, a hang-up seen after
+	// 300 ms) does not time them out first.
+	const short, long = 300 * time.Millisecond, 30 * time.Second
 	for _, tc := range []struct {
 		name, url    string
 		allowPrivate bool
+		timeout      time.Duration
 		want         string
 	}{
-		{"nothing listening", closed.URL, true, classRefused},
-		{"the receiver hangs up", hangUp.URL, true, classClosed},
-		{"no answer in time", silent.URL, true, classTimeout},
-		{"a certificate of its own", ownCert.URL, true, classTLS},
-		{"a private address", strings.Replace(failing.URL, "127.0.0.1", "localhost", 1), false, classBlocked},
-		{"headers too large", huge.URL, true, classAnswer},
-		{"a status", failing.URL, true, ""},
+		{"nothing listening", closed.URL, true, long, classRefused},
+		{"the receiver hangs up", hangUp.URL, true, long, classClosed},
+		{"no answer in time", silent.URL, true, short, classTimeout},
+		{"a certificate of its own", ownCert.URL, true, long, classTLS},
+		{"a private address", strings.Replace(failing.URL, "127.0.0.1", "localhost", 1), false, long, classBlocked},
+		{"headers too large", huge.URL, true, long, classAnswer},
+		{"a status", failing.URL, true, long, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := webhook(t, tc.url, func(o *WebhookOptions) {
-				o.Timeout, o.MaxRetries, o.AllowPrivate = 300*time.Millisecond, -1, tc.allowPrivate
+				o.Timeout, o.MaxRetries, o.AllowPrivate = tc.timeout, -1, tc.allowPrivate
 			}).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
 			if res.Err == nil {
 				t.Fatal("delivered")
