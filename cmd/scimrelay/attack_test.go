@@ -129,36 +129,22 @@ func TestRateLimit(t *testing.T) {
 	var retryAfter string
 	var lastLimited time.Time
 	get := func() {
-		req, err := http.NewRequest("GET", p.scimURL+"/scim/v2/acme/Users?count=1", nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		req.Header.Set("Authorization", "Bearer "+acmeToken)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		raw, err := io.ReadAll(res.Body)
-		res.Body.Close()
+		r, err := p.send("acme", acmeToken, "GET", "/Users?count=1", "")
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		counts[res.StatusCode]++
-		if res.StatusCode != 429 {
+		counts[r.status]++
+		if r.status != 429 {
 			return
 		}
 		lastLimited = time.Now()
 		if retryAfter == "" {
-			retryAfter = res.Header.Get("Retry-After")
-			var body map[string]any
-			_ = json.Unmarshal(raw, &body)
-			if detail, _ := body["detail"].(string); body["status"] != "429" || !strings.Contains(detail, "retry in") {
-				t.Errorf("429 body: %s", raw)
+			retryAfter = r.header.Get("Retry-After")
+			if r.str("status") != "429" || !strings.Contains(r.str("detail"), "retry in") {
+				t.Errorf("429 body: %s", r.raw)
 			}
 		}
 	}

@@ -126,9 +126,19 @@ type reply struct {
 // as name, value pairs.
 func (p *relayProc) scim(tenant, token, method, path, body string, header ...string) reply {
 	p.t.Helper()
-	req, err := http.NewRequest(method, p.scimURL+"/scim/v2/"+tenant+path, strings.NewReader(body))
+	r, err := p.send(tenant, token, method, path, body, header...)
 	if err != nil {
 		p.t.Fatal(err)
+	}
+	return r
+}
+
+// send is scim returning its error, for a request sent from a goroutine
+// of the test's own (which may not call t.Fatal).
+func (p *relayProc) send(tenant, token, method, path, body string, header ...string) (reply, error) {
+	req, err := http.NewRequest(method, p.scimURL+"/scim/v2/"+tenant+path, strings.NewReader(body))
+	if err != nil {
+		return reply{}, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -139,7 +149,7 @@ func (p *relayProc) scim(tenant, token, method, path, body string, header ...str
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	return do(p.t, req)
+	return sendRequest(req)
 }
 
 // answered sends up to n+1 GET /Users as tenant and says how many were
@@ -158,22 +168,32 @@ func (p *relayProc) answered(tenant, token string, n int) int {
 	return n + 1
 }
 
+// do sends req and reads its answer, failing the test when it cannot.
 func do(t testing.TB, req *http.Request) reply {
 	t.Helper()
-	res, err := http.DefaultClient.Do(req)
+	r, err := sendRequest(req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// sendRequest sends req and reads its answer.
+func sendRequest(req *http.Request) (reply, error) {
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return reply{}, err
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatal(err)
+		return reply{}, err
 	}
 	r := reply{status: res.StatusCode, header: res.Header, raw: raw}
 	if len(raw) > 0 {
 		_ = json.Unmarshal(raw, &r.body)
 	}
-	return r
+	return r, nil
 }
 
 func (r reply) want(t testing.TB, status int) reply {
