@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,9 +51,15 @@ type StoreHealer interface {
 // PublisherOptions tunes a Publisher; the zero value works.
 type PublisherOptions struct {
 	// Window is how many outbox rows are read and published together:
-	// the first alone, the others in atomic batches of at most 1,000,
+	// the first alone, the others in atomic batches of at most MaxBatch,
 	// each sent once the one before is stored.
 	Window int
+	// MaxBatch is the most rows sent in one atomic batch: the NATS
+	// server's jetstream.limits.max_batch_size, above which it refuses a
+	// batch whole. 0: 1,000, nats-server's default. A server that refuses
+	// a batch as too large names its limit, and the publisher keeps to
+	// that from then on.
+	MaxBatch int
 	// AckTimeout bounds each wait for JetStream's answer: to a row sent
 	// alone (a window's first, one of its last few) or to a batch's
 	// commit; a window may wait several times. It also bounds a first
@@ -151,6 +158,9 @@ type Publisher struct {
 	// observed is the key of the last row counted by Observe; sent the
 	// key of the last row sent.
 	observed, sent uint64
+	// maxBatch is the most rows sent in one atomic batch: MaxBatch until
+	// the server names a lower limit (sendBatch).
+	maxBatch int
 	// reconnects is the connection's reconnection count as of the last
 	// window: a reconnection may be to a server that crashed and came back
 	// without what it had not yet written to disk, the very events kept.
@@ -197,11 +207,14 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxAtomicBatch
+	}
 	js, err := newPublishContext(nc, o)
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{outbox: outbox, js: js, log: log, o: o}
+	p := &Publisher{outbox: outbox, js: js, log: log, o: o, maxBatch: o.MaxBatch}
 	if nc != nil {
 		p.reconnects = nc.Stats().Reconnects
 	}
@@ -596,10 +609,10 @@ type pubWindow struct {
 	base int
 }
 
-// maxAtomicBatch is the most rows sent in one atomic batch: nats-server's
-// default limit (jetstream.limits.max_batch_size), above which a batch is
-// refused whole.
-const maxAtomicBatch = 1000
+// DefaultMaxAtomicBatch is the most rows sent in one atomic batch unless
+// PublisherOptions.MaxBatch says otherwise: nats-server's default
+// jetstream.limits.max_batch_size, above which a batch is refused whole.
+const DefaultMaxAtomicBatch = 1000
 
 // smallTail is the most rows at the end of a window (after its head, or
 // after a batch) sent one at a time, each once the one before is stored,
@@ -649,7 +662,7 @@ func (w *pubWindow) publish() error {
 		}
 	}
 	for start := w.base + 1; start < len(w.rows); {
-		size := maxAtomicBatch
+		size := w.p.maxBatch
 		if len(w.rows)-start <= smallTail {
 			size = 1
 		}
@@ -716,6 +729,31 @@ func publishOpts() []jetstream.PublishOpt {
 // (JSAtomicPublishContainsDuplicateMessageErr; nats.go names no constant
 // for it).
 const errAtomicContainsDuplicate jetstream.ErrorCode = 10201
+
+// errAtomicTooLarge is JetStream's refusal of an atomic batch of more
+// messages than the server's max_batch_size, which its description names
+// (JSAtomicPublishTooLargeBatchErrF: "atomic publish batch is too large:
+// 1000").
+const errAtomicTooLarge jetstream.ErrorCode = 10199
+
+// lowerMaxBatch keeps the batches to the limit a refusal as too large
+// (errAtomicTooLarge) names, or to half the batch refused when it names
+// none it can read, and reports whether that is lower than before.
+func (p *Publisher) lowerMaxBatch(refused int, e *jetstream.APIError) bool {
+	limit := refused / 2
+	if _, n, ok := strings.Cut(e.Description, ": "); ok {
+		if v, err := strconv.Atoi(strings.TrimSpace(n)); err == nil && v >= 1 {
+			limit = v
+		}
+	}
+	if limit < 1 || limit >= p.maxBatch {
+		return false
+	}
+	p.log.Warn("the NATS server refuses atomic batches of more than this many events; publishing in batches of that size (raise jetstream.limits.max_batch_size on the server to publish faster)",
+		"max_batch", limit, "refused", refused)
+	p.maxBatch = limit
+	return true
+}
 
 // sendBatch publishes rows[start:end] as one atomic batch (one row as a
 // plain message: smallTail), the first expecting the stream's last sequence to be after (the last row stored),
@@ -869,6 +907,13 @@ func (w *pubWindow) sendBatch(start, end int, after uint64) (last uint64, stop b
 			case jetstream.JSErrCodeStreamWrongLastSequence, errAtomicContainsDuplicate:
 				settle(ack.Error)
 				return after, true, nil
+			case errAtomicTooLarge:
+				if p.lowerMaxBatch(len(batch), ack.Error) {
+					// Nothing of it stored: the next window starts
+					// from its first row, in batches the server takes.
+					settle(ack.Error)
+					return after, true, nil
+				}
 			}
 			return goesSingly(ack.Error)
 		case <-resend.C:

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -233,4 +234,33 @@ func gcd(a, b int64) int64 {
 		a, b = b, a%b
 	}
 	return a
+}
+
+// TestBatchesKeepToTheServersLimit: a NATS server whose
+// jetstream.limits.max_batch_size is below the publisher's batches
+// refuses the first as too large, naming its limit; the publisher says so
+// once, at Warn, and publishes the rest in batches of that size, every
+// event once and in order. It used to take the refusal for what one of
+// the batch's events might be, and send each batch's events one at a time,
+// each waiting for the one before to be stored, for as long as it ran.
+func TestBatchesKeepToTheServersLimit(t *testing.T) {
+	const limit, n = 10, 200
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = limit })
+	s, _, _ := openStore(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	for i := range n {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	logs := &eventstest.Log{}
+	runPublisher(t, s, js, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), PublisherOptions{AckTimeout: 10 * time.Second})
+	outboxEmpties(t, s)
+	checkOrder(t, streamContents(t, js, n))
+	out := logs.String()
+	if got := strings.Count(out, "level=WARN msg=\"the NATS server refuses atomic batches of more than this many events"); got != 1 || !strings.Contains(out, fmt.Sprintf("max_batch=%d ", limit)) {
+		t.Fatalf("said %d times that the server's limit is lower (want once, max_batch=%d):\n%s", got, limit, out)
+	}
+	if strings.Contains(out, "they go one at a time") {
+		t.Fatalf("events went one at a time:\n%s", out)
+	}
 }

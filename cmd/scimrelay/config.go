@@ -576,6 +576,18 @@ func keepPublished(cfg *config.Config) time.Duration {
 	return 3 * time.Duration(cfg.NATS.SyncInterval)
 }
 
+// atomicBatch is the most events the publisher sends in one atomic batch:
+// the embedded server's limit, which the relay sets; for an external
+// server, the publisher's default (0: nats-server's default limit),
+// which it lowers to the limit a server names when it refuses a batch as
+// too large.
+func atomicBatch(cfg *config.Config) int {
+	if cfg.Embedded() {
+		return natsbus.MaxAtomicBatch
+	}
+	return 0
+}
+
 // streamOptions are the SCIMRELAY stream's options as configured; serve
 // resolves automatic replicas (0) once it knows the server it reached.
 func streamOptions(cfg *config.Config) events.StreamOptions {

@@ -24,6 +24,7 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
 // performanceSection returns the README's Performance section.
@@ -473,5 +474,22 @@ func TestFilterAnswersAreTheStoredUsers(t *testing.T) {
 	}
 	if groups := p.scim("acme", acmeToken, "GET", "/Users/"+ann.str("id"), "").body["groups"]; len(groups.([]any)) != 2 {
 		t.Fatalf("ann's groups: %v", groups)
+	}
+}
+
+// TestPublisherBatchesAsTheServerAllows (README, Events: "in one atomic
+// batch"): on the embedded server, which the relay starts with a
+// max_batch_size of natsbus.MaxAtomicBatch, the publisher sends a window's
+// events after its first in one batch; on an external server it starts
+// at nats-server's default and keeps to the limit a refusal names
+// (relay.TestBatchesKeepToTheServersLimit).
+func TestPublisherBatchesAsTheServerAllows(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	if got := atomicBatch(cfg); got != natsbus.MaxAtomicBatch {
+		t.Errorf("on the embedded server the publisher's batches are of up to %d events, want the server's %d", got, natsbus.MaxAtomicBatch)
+	}
+	cfg.NATS.URL = "nats://nats.example.com:4222"
+	if got := atomicBatch(cfg); got != 0 {
+		t.Errorf("on an external server the publisher's batches are of up to %d events, want its default (0: nats-server's)", got)
 	}
 }
