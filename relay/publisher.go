@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -51,15 +52,19 @@ type StoreHealer interface {
 // PublisherOptions tunes a Publisher; the zero value works.
 type PublisherOptions struct {
 	// Window is how many outbox rows are read and published together:
-	// the first alone, the others in atomic batches of at most MaxBatch,
-	// each sent once the one before is stored.
+	// the first alone, the others in atomic batches of at most 1,000,
+	// each sent once the one before is stored, or chained (Sole).
 	Window int
-	// MaxBatch is the most rows sent in one atomic batch: the NATS
-	// server's jetstream.limits.max_batch_size, above which it refuses a
-	// batch whole. 0: 1,000, nats-server's default. A server that refuses
-	// a batch as too large names its limit, and the publisher keeps to
-	// that from then on.
-	MaxBatch int
+	// Sole says that no other client publishes to the stream: the
+	// embedded server, where only the relay's own connection may. A
+	// window's rows after its first then go at once, each expecting the
+	// stream's last sequence to be the one before its own, instead of in
+	// atomic batches: with no one else storing in between, a row refused
+	// or lost has every later one of the window refused with it, and
+	// nothing overtakes it (docs/decisions.md, Publishing). With other
+	// publishers (front ends sharing an external stream) the chain let
+	// another's messages fill the gap a refused row left.
+	Sole bool
 	// AckTimeout bounds each wait for JetStream's answer: to a row sent
 	// alone (a window's first, one of its last few) or to a batch's
 	// commit; a window may wait several times. It also bounds a first
@@ -158,8 +163,8 @@ type Publisher struct {
 	// observed is the key of the last row counted by Observe; sent the
 	// key of the last row sent.
 	observed, sent uint64
-	// maxBatch is the most rows sent in one atomic batch: MaxBatch until
-	// the server names a lower limit (sendBatch).
+	// maxBatch is the most rows sent in one atomic batch: maxAtomicBatch
+	// until the server names a lower limit (sendBatch).
 	maxBatch int
 	// reconnects is the connection's reconnection count as of the last
 	// window: a reconnection may be to a server that crashed and came back
@@ -207,14 +212,11 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = DefaultMaxAtomicBatch
-	}
 	js, err := newPublishContext(nc, o)
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{outbox: outbox, js: js, log: log, o: o, maxBatch: o.MaxBatch}
+	p := &Publisher{outbox: outbox, js: js, log: log, o: o, maxBatch: maxAtomicBatch}
 	if nc != nil {
 		p.reconnects = nc.Stats().Reconnects
 	}
@@ -607,12 +609,16 @@ type pubWindow struct {
 	// base is the row that was stored alone; the rows before it were
 	// duplicates, or went alone after a batch refused (Publisher.singly).
 	base int
+	// head is the stream sequence rows[base] was stored at, once a chain
+	// counts from it (PublisherOptions.Sole); 0 otherwise.
+	head uint64
 }
 
-// DefaultMaxAtomicBatch is the most rows sent in one atomic batch unless
-// PublisherOptions.MaxBatch says otherwise: nats-server's default
-// jetstream.limits.max_batch_size, above which a batch is refused whole.
-const DefaultMaxAtomicBatch = 1000
+// maxAtomicBatch is the most rows sent in one atomic batch: nats-server's
+// default jetstream.limits.max_batch_size, above which a batch is refused
+// whole. A server set lower names its limit as it refuses one, and the
+// publisher keeps to that (lowerMaxBatch); one set higher is not asked.
+const maxAtomicBatch = 1000
 
 // smallTail is the most rows at the end of a window (after its head, or
 // after a batch) sent one at a time, each once the one before is stored,
@@ -661,6 +667,9 @@ func (w *pubWindow) publish() error {
 			break
 		}
 	}
+	if w.p.o.Sole {
+		return w.chain(last, deadline)
+	}
 	for start := w.base + 1; start < len(w.rows); {
 		size := w.p.maxBatch
 		if len(w.rows)-start <= smallTail {
@@ -675,6 +684,31 @@ func (w *pubWindow) publish() error {
 		start = end
 	}
 	return nil
+}
+
+// chain sends the rows after the head at once, each expecting the
+// stream's last sequence to be the one before its own, counted from the
+// head's, stored at head (PublisherOptions.Sole), then waits for their
+// answers in order. The first that fails ends the window: every later one
+// was refused by its expectation, and the next window starts from it.
+func (w *pubWindow) chain(head uint64, deadline *time.Timer) error {
+	w.head = head
+	var sendErr error
+	for i := w.base + 1; i < len(w.rows); i++ {
+		var stop bool
+		if stop, sendErr = w.send(i); stop {
+			break
+		}
+	}
+	// Each future's own timeout (AckTimeout) started when it was sent;
+	// the window's wait starts now, after the last one.
+	deadline.Reset(w.p.o.AckTimeout)
+	for i := w.base + 1; i < len(w.futures); i++ {
+		if _, stop, err := w.await(i, deadline); stop {
+			return cmp.Or(err, sendErr)
+		}
+	}
+	return sendErr
 }
 
 // message returns rows[i]'s message as it goes out, signed when the
@@ -694,19 +728,26 @@ func (w *pubWindow) message(i int) (*nats.Msg, error) {
 	return row.Msg, nil
 }
 
-// send publishes rows[i] alone, expecting the stream (publishOpts). It
+// send publishes rows[i] alone, with its expectations (publishOpts). It
 // reports whether the window stops there, and why when that is a failure;
-// a row that cannot be sent is quarantined (the next read starts after
-// it).
+// a row that cannot be sent is quarantined when it is the window's head
+// (the next read starts after it), and left for the next window, whose
+// head it is, when rows before it are still on their way.
 func (w *pubWindow) send(i int) (stop bool, err error) {
 	p, row := w.p, w.rows[i]
 	msg, err := w.message(i)
 	if err != nil {
+		if i > w.base {
+			return true, nil
+		}
 		return true, p.quarantine(row, err)
 	}
-	f, err := p.js.PublishMsgAsync(msg, publishOpts()...)
+	f, err := p.js.PublishMsgAsync(msg, w.publishOpts(i)...)
 	if err != nil {
 		if refusesMessage(err) {
+			if i > w.base {
+				return true, nil
+			}
 			return true, p.quarantine(row, err)
 		}
 		return true, fmt.Errorf("publishing event %s: %w", row.ID, err)
@@ -719,9 +760,15 @@ func (w *pubWindow) send(i int) (stop bool, err error) {
 	return false, nil
 }
 
-// publishOpts are a row's expectations when sent alone: the stream.
-func publishOpts() []jetstream.PublishOpt {
-	return []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
+// publishOpts are rows[i]'s expectations when sent alone: the stream,
+// and in a chain (PublisherOptions.Sole) for every row after the head
+// the stream's last sequence, the one before its own.
+func (w *pubWindow) publishOpts(i int) []jetstream.PublishOpt {
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamName)}
+	if w.head != 0 && i > w.base {
+		opts = append(opts, jetstream.WithExpectLastSequence(w.head+uint64(i-w.base)-1))
+	}
+	return opts
 }
 
 // errAtomicContainsDuplicate is JetStream's refusal of an atomic batch
@@ -973,7 +1020,7 @@ func (w *pubWindow) await(i int, deadline *time.Timer) (ack *jetstream.PubAck, s
 			// server answers for the stream), and a publish writes its
 			// expectations into the headers.
 			again := &nats.Msg{Subject: row.Msg.Subject, Header: maps.Clone(row.Msg.Header), Data: row.Msg.Data}
-			f, err := p.js.PublishMsgAsync(again, publishOpts()...)
+			f, err := p.js.PublishMsgAsync(again, w.publishOpts(i)...)
 			if err != nil {
 				w.endSpan(i, err)
 				return nil, true, fmt.Errorf("publishing event %s again: %w", row.ID, err)
@@ -1021,6 +1068,13 @@ func (w *pubWindow) answered(i int, ack *jetstream.PubAck, err error) (*jetstrea
 	}
 	if refusesMessage(err) {
 		return nil, true, p.quarantine(row, err)
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		// In a chain: a row before it failed, or this is a copy of a
+		// row stored since. Not a failure; the next window starts from
+		// it.
+		return nil, true, nil
 	}
 	return nil, true, fmt.Errorf("publishing event %s: %w", row.ID, err)
 }

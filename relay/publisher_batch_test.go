@@ -51,8 +51,15 @@ func TestBatchCommitLostCountsEveryEventSentAgain(t *testing.T) {
 // window is larger than the stream's max_msg_size; JetStream refuses its
 // batch whole, naming no event, and the batch's events go one at a time
 // until that one is reached: it alone is quarantined, every other stored
-// once, in order.
+// once, in order. So too in the sole publisher's chain, where JetStream
+// refuses that event alone and the ones after it by their expected
+// sequence.
 func TestRowTooLargeMidBatchIsSetAsideAlone(t *testing.T) {
+	t.Run("atomic batches", func(t *testing.T) { rowTooLargeMidWindowIsSetAsideAlone(t, false) })
+	t.Run("the sole publisher's chain", func(t *testing.T) { rowTooLargeMidWindowIsSetAsideAlone(t, true) })
+}
+
+func rowTooLargeMidWindowIsSetAsideAlone(t *testing.T, sole bool) {
 	ns := eventstest.RunServer(t)
 	s, _, _ := openStore(t)
 	_, js := eventstest.Connect(t, eventstest.URL(ns))
@@ -65,7 +72,7 @@ func TestRowTooLargeMidBatchIsSetAsideAlone(t *testing.T) {
 		create(t, s, "acme", user(t, body))
 	}
 	var quarantined atomic.Int32
-	runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 5 * time.Second, MaxBackoff: 100 * time.Millisecond, Quarantined: func() { quarantined.Add(1) }})
+	runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 5 * time.Second, MaxBackoff: 100 * time.Millisecond, Quarantined: func() { quarantined.Add(1) }, Sole: sole})
 	outboxEmpties(t, s)
 	var stored []uint64
 	for _, e := range streamContents(t, js, 39) {
@@ -262,5 +269,53 @@ func TestBatchesKeepToTheServersLimit(t *testing.T) {
 	}
 	if strings.Contains(out, "they go one at a time") {
 		t.Fatalf("events went one at a time:\n%s", out)
+	}
+}
+
+// TestSolePublisherChainsItsWindows: the sole publisher (the embedded
+// server) sends a window's events after its first as a chain by the
+// stream's last sequence, not in atomic batches: on a stream that refuses
+// atomic batches every event is stored once, in order, without a batch
+// refused and its events sent one at a time (what the publisher of a
+// shared stream does there), and a run of duplicates at the window's
+// start (events kept and sent again after a restart) goes before the
+// chain.
+func TestSolePublisherChainsItsWindows(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	s, _, _ := openStore(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute})
+	cfg.AllowAtomicPublish = false
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	const kept, n = 30, 200
+	for i := range kept {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"k%d"`, i)))
+	}
+	// Published, and still in the outbox as if kept across a restart.
+	rows, err := s.ReadOutbox(0, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows {
+		if _, err := js.PublishMsg(ctx, row.Msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n - kept {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	logs := &eventstest.Log{}
+	var observed atomic.Int64
+	runPublisher(t, s, js, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		PublisherOptions{AckTimeout: 10 * time.Second, Sole: true, Observe: func(time.Time) { observed.Add(1) }})
+	outboxEmpties(t, s)
+	checkOrder(t, streamContents(t, js, n))
+	if out := logs.String(); strings.Contains(out, "they go one at a time") || strings.Contains(out, "failed") {
+		t.Fatalf("the chain went as atomic batches, or failed:\n%s", out)
+	}
+	if got := observed.Load(); got != n-kept {
+		t.Fatalf("%d events published by this publisher, counted %d", n-kept, got)
 	}
 }

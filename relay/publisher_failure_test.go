@@ -60,13 +60,16 @@ func runPublisher(t testing.TB, outbox Outbox, js jetstream.JetStream, log *slog
 // the refused one proposed unchecked, and every replica then stopped
 // serving the stream as it found the id wrong (a write error, nats-server
 // 2.15): no leader, and nothing more was stored (TestScaleOut lost the
-// stream's leader that way in CI).
+// stream's leader that way in CI). And with the publisher the sole one
+// (the embedded server), whose window is a chain by the stream's last
+// sequence instead of atomic batches.
 func TestStreamOrderUnderPartialFailure(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		nodes    int
 		replicas int
-	}{{"one server", 1, 1}, {"three-node cluster, three replicas", 3, 3}} {
+		sole     bool
+	}{{"one server", 1, 1, false}, {"three-node cluster, three replicas", 3, 3, false}, {"one server, the sole publisher", 1, 1, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.nodes > 1 && testing.Short() {
 				t.Skip("runs a 3-node NATS cluster")
@@ -77,12 +80,12 @@ func TestStreamOrderUnderPartialFailure(t *testing.T) {
 			} else {
 				url = eventstest.ClusterURLs(eventstest.RunCluster(t, c.nodes))
 			}
-			streamOrderUnderPartialFailure(t, url, c.replicas)
+			streamOrderUnderPartialFailure(t, url, c.replicas, c.sole)
 		})
 	}
 }
 
-func streamOrderUnderPartialFailure(t *testing.T, url string, replicas int) {
+func streamOrderUnderPartialFailure(t *testing.T, url string, replicas int, sole bool) {
 	s, _, _ := openStore(t)
 	_, js := eventstest.Connect(t, url)
 	cfg := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Replicas: replicas})
@@ -105,7 +108,7 @@ func streamOrderUnderPartialFailure(t *testing.T, url string, replicas int) {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"b%d"`, i)))
 	}
 	const total = 1 + 5 + 2 + 20
-	p := runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 100 * time.Millisecond})
+	p := runPublisher(t, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 100 * time.Millisecond, Sole: sole})
 	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if p.Healthy() {
 			return fmt.Errorf("the refusal has not happened yet")
@@ -308,6 +311,11 @@ func TestUnansweredEventIsSentAgain(t *testing.T) {
 		{name: "in the middle of a window", events: 6, nth: 3, copies: 1},
 		{name: "the commit of a batch", events: 12, nth: 11, copies: 1, sentAgain: 11}, // a batch of 11, past smallTail
 		{name: "answered late", events: 6, late: true, sentAgain: 2},                   // the copies held with the event
+		// The sole publisher's chain: the rows after the lost one are
+		// refused by their expected sequence, and the next window
+		// starts from them once its copy is stored.
+		{name: "in the middle of a chain", events: 6, nth: 3, copies: 1, sentAgain: 1, sole: true},
+		{name: "a chain answered late", events: 6, late: true, sentAgain: 2, sole: true},
 	} {
 		for _, replicas := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s, %d replicas", c.name, replicas), func(t *testing.T) {
@@ -327,6 +335,7 @@ type unansweredCase struct {
 	copies      int // copies of it lost
 	sentAgain   int // copies counted as sent again, at least
 	late        bool
+	sole        bool // PublisherOptions.Sole
 }
 
 func (c unansweredCase) run(t *testing.T, replicas int) {
@@ -368,7 +377,7 @@ func (c unansweredCase) run(t *testing.T, replicas int) {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var resent, observed atomic.Int64
 	runPublisher(t, s, pjs, log, PublisherOptions{AckTimeout: time.Minute, ResendAfter: 200 * time.Millisecond, Resent: func() { resent.Add(1) },
-		Observe: func(time.Time) { observed.Add(1) }})
+		Observe: func(time.Time) { observed.Add(1) }, Sole: c.sole})
 	if c.late {
 		// The first event and copies of it wait in the proxy.
 		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {

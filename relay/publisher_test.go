@@ -245,8 +245,15 @@ func TestPublisherSurvivesNATSOutage(t *testing.T) {
 }
 
 // BenchmarkPublisherDrain measures how fast the publisher moves a full
-// outbox into an embedded JetStream stream (file storage).
+// outbox into an embedded JetStream stream (file storage): in atomic
+// batches, as into a stream front ends share, and chained, as the sole
+// publisher (the relay's embedded server).
 func BenchmarkPublisherDrain(b *testing.B) {
+	b.Run("batches", func(b *testing.B) { benchmarkPublisherDrain(b, false) })
+	b.Run("sole", func(b *testing.B) { benchmarkPublisherDrain(b, true) })
+}
+
+func benchmarkPublisherDrain(b *testing.B, sole bool) {
 	s := openFastStore(b)
 	const n = 20_000
 	var wg sync.WaitGroup
@@ -266,7 +273,7 @@ func BenchmarkPublisherDrain(b *testing.B) {
 	ns := eventstest.RunServer(b)
 	_, js := eventstest.Connect(b, eventstest.URL(ns))
 	ensureStream(b, js)
-	p := newPublisher(b, s, js, slog.New(slog.DiscardHandler), PublisherOptions{})
+	p := newPublisher(b, s, js, slog.New(slog.DiscardHandler), PublisherOptions{Sole: sole})
 	b.ResetTimer()
 	start := time.Now()
 	published, err := p.drain(ctx)

@@ -576,16 +576,15 @@ func keepPublished(cfg *config.Config) time.Duration {
 	return 3 * time.Duration(cfg.NATS.SyncInterval)
 }
 
-// atomicBatch is the most events the publisher sends in one atomic batch:
-// the embedded server's limit, which the relay sets; for an external
-// server, the publisher's default (0: nats-server's default limit),
-// which it lowers to the limit a server names when it refuses a batch as
-// too large.
-func atomicBatch(cfg *config.Config) int {
-	if cfg.Embedded() {
-		return natsbus.MaxAtomicBatch
-	}
-	return 0
+// publisherOptions are the publisher's options as configured: how long
+// it keeps what it published, and whether it is the stream's sole
+// publisher, as on the embedded server, where only the relay's own
+// connection may publish (subscribers read; README, Who can reach what),
+// so that it chains a window's events instead of sending them in atomic
+// batches (relay.PublisherOptions.Sole). Front ends sharing an external
+// stream are not.
+func publisherOptions(cfg *config.Config) relay.PublisherOptions {
+	return relay.PublisherOptions{KeepFor: keepPublished(cfg), Sole: cfg.Embedded()}
 }
 
 // streamOptions are the SCIMRELAY stream's options as configured; serve

@@ -24,7 +24,6 @@ import (
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
-	"github.com/scimrelay/scimrelay/relay/natsbus"
 )
 
 // performanceSection returns the README's Performance section.
@@ -477,19 +476,19 @@ func TestFilterAnswersAreTheStoredUsers(t *testing.T) {
 	}
 }
 
-// TestPublisherBatchesAsTheServerAllows (README, Events: "in one atomic
-// batch"): on the embedded server, which the relay starts with a
-// max_batch_size of natsbus.MaxAtomicBatch, the publisher sends a window's
-// events after its first in one batch; on an external server it starts
-// at nats-server's default and keeps to the limit a refusal names
-// (relay.TestBatchesKeepToTheServersLimit).
-func TestPublisherBatchesAsTheServerAllows(t *testing.T) {
+// TestEmbeddedPublisherChains (README, Events): on the embedded server,
+// where no one but the relay may publish, the publisher is the stream's
+// sole one and chains a window's events; on an external server, which
+// other front ends may share, it sends them in atomic batches
+// (relay.TestSolePublisherChainsItsWindows,
+// relay.TestStreamOrderUnderPartialFailure).
+func TestEmbeddedPublisherChains(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	if got := atomicBatch(cfg); got != natsbus.MaxAtomicBatch {
-		t.Errorf("on the embedded server the publisher's batches are of up to %d events, want the server's %d", got, natsbus.MaxAtomicBatch)
+	if !publisherOptions(cfg).Sole {
+		t.Error("on the embedded server the publisher does not chain its windows")
 	}
 	cfg.NATS.URL = "nats://nats.example.com:4222"
-	if got := atomicBatch(cfg); got != 0 {
-		t.Errorf("on an external server the publisher's batches are of up to %d events, want its default (0: nats-server's)", got)
+	if publisherOptions(cfg).Sole {
+		t.Error("on an external server the publisher chains its windows, where another front end's events can fill a gap")
 	}
 }

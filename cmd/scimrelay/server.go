@@ -267,7 +267,9 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)
 		s.reqMetrics = httpmw.NewRequestMetrics(s.registry)
-		po := relay.PublisherOptions{Observe: s.metrics.ObservePublished, Quarantined: s.metrics.ObserveQuarantined, Resent: s.metrics.ObserveResent, Tracer: s.tracing.Tracer(), KeepFor: keepPublished(cfg), MaxBatch: atomicBatch(cfg), Signer: s.signer}
+		po := publisherOptions(cfg)
+		po.Observe, po.Quarantined, po.Resent = s.metrics.ObservePublished, s.metrics.ObserveQuarantined, s.metrics.ObserveResent
+		po.Tracer, po.Signer = s.tracing.Tracer(), s.signer
 		if s.healer != nil {
 			po.Healer = s.healer
 		}

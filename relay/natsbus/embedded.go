@@ -53,14 +53,6 @@ type Embedded struct {
 	rates     passRates          // what the passers started next pass on a second, under mu
 }
 
-// MaxAtomicBatch is the most messages the embedded server takes in one
-// atomic batch (jetstream.limits.max_batch_size; nats-server's default is
-// 1,000): the publisher's window of 2,048 events goes as its first alone
-// and the rest in one batch, where in batches of 1,000 each waited for
-// the one before to be stored (docs/decisions.md, Publishing). Only the
-// relay publishes on the embedded server.
-const MaxAtomicBatch = 2048
-
 // StartEmbedded starts an in-process nats-server with JetStream storing
 // under o.StoreDir, admitting the relay and subscribers. It listens on
 // o.Listen (loopback by default, with TLS when o.TLS has a certificate) so
@@ -94,9 +86,8 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		MaxPending: 16 << 20,
 		// The publisher deletes an event from the outbox only once the
 		// server has written it to disk (nats.sync_interval).
-		SyncInterval:    o.SyncInterval,
-		SyncAlways:      o.SyncAlways,
-		JetStreamLimits: server.JSLimitOpts{MaxBatchSize: MaxAtomicBatch},
+		SyncInterval: o.SyncInterval,
+		SyncAlways:   o.SyncAlways,
 	}
 	if o.Listen == "" {
 		opts.DontListen = true

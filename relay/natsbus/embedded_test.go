@@ -4,7 +4,6 @@ package natsbus_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -563,60 +562,4 @@ func TestSubscriberConnectionsLimited(t *testing.T) {
 		conns[0] = nc
 		return nil
 	})
-}
-
-// TestEmbeddedTakesAWindowInOneAtomicBatch: the embedded server takes an
-// atomic batch of MaxAtomicBatch events, the relay's publishing window
-// after its first event, and refuses one more as too large, as
-// nats-server does at its default of 1,000 (the publisher's batches then
-// waited for each other twice a window).
-func TestEmbeddedTakesAWindowInOneAtomicBatch(t *testing.T) {
-	_, js := natsbustest.Start(t, natsbus.Options{StoreDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	commit := func(n int) (count int, errCode int) {
-		t.Helper()
-		nc := js.Conn()
-		reply := nc.NewRespInbox()
-		sub, err := nc.SubscribeSync(reply)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = sub.Unsubscribe() }()
-		id := nats.NewInbox()[len(nats.InboxPrefix):]
-		for i := 1; i <= n; i++ {
-			m := nats.NewMsg(events.Subject("acme", events.UserCreated, fmt.Sprintf("u%d-%d", n, i)))
-			m.Data = []byte(`{}`)
-			m.Header.Set("Nats-Batch-Id", id)
-			m.Header.Set("Nats-Batch-Sequence", fmt.Sprint(i))
-			if i == n {
-				m.Header.Set("Nats-Batch-Commit", "1")
-				m.Reply = reply
-			}
-			if err := nc.PublishMsg(m); err != nil {
-				t.Fatal(err)
-			}
-		}
-		answer, err := sub.NextMsg(30 * time.Second)
-		if err != nil {
-			t.Fatalf("no answer to the commit of a batch of %d: %v", n, err)
-		}
-		var ack struct {
-			Count int `json:"count"`
-			Error *struct {
-				ErrCode int `json:"err_code"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(answer.Data, &ack); err != nil {
-			t.Fatalf("%s: %v", answer.Data, err)
-		}
-		if ack.Error != nil {
-			return 0, ack.Error.ErrCode
-		}
-		return ack.Count, 0
-	}
-	if count, code := commit(natsbus.MaxAtomicBatch); count != natsbus.MaxAtomicBatch {
-		t.Fatalf("a batch of %d: stored %d, error %d", natsbus.MaxAtomicBatch, count, code)
-	}
-	if _, code := commit(natsbus.MaxAtomicBatch + 1); code != 10199 { // JSAtomicPublishTooLargeBatchErrF
-		t.Fatalf("a batch of %d: error %d, want 10199 (too large)", natsbus.MaxAtomicBatch+1, code)
-	}
 }
