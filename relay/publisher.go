@@ -240,10 +240,12 @@ func NewPublisher(outbox Outbox, nc *nats.Conn, log *slog.Logger, o PublisherOpt
 //
 // The context is the publisher's own so that the timeout always matches
 // AckTimeout, and so that no other async publisher on the connection (the
-// sinks' attempt records) takes from its limit. Only the rows sent alone
-// are asynchronous, a window's first and the copies sent again
-// (ResendAfter), at most 1 + AckTimeout/ResendAfter a row, one row at a
-// time: the limit of two windows is far from reached.
+// sinks' attempt records) takes from its limit. The rows sent alone are
+// asynchronous: a window's first, the copies sent again (ResendAfter), and
+// in a chain (PublisherOptions.Sole) every row of the window, whose
+// answers come at once when the chain breaks (refused by their expected
+// sequence): the limit holds the window under way and what is left of the
+// one before.
 func newPublishContext(nc *nats.Conn, o PublisherOptions) (jetstream.JetStream, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(o.AckTimeout), jetstream.WithPublishAsyncMaxPending(2*o.Window))
 	if err != nil {
