@@ -290,12 +290,19 @@ func benchmarkPublisherDrain(b *testing.B, sole bool) {
 
 // BenchmarkAckToStream measures the time from a durable write's
 // acknowledgement (Create returning, fsync on) to its event being in the
-// stream, at 500 writes/s.
+// stream, at 500 writes/s: in atomic batches, as into a stream front ends
+// share, and chained, as the sole publisher (the relay's embedded server).
 func BenchmarkAckToStream(b *testing.B) {
+	b.Run("batches", func(b *testing.B) { benchmarkAckToStream(b, false) })
+	b.Run("sole", func(b *testing.B) { benchmarkAckToStream(b, true) })
+}
+
+func benchmarkAckToStream(b *testing.B, sole bool) {
 	s, _, _ := openStore(b)
 	ns := eventstest.RunServer(b)
 	nc, js := eventstest.Connect(b, eventstest.URL(ns))
-	startPublisher(b, s, js, slog.New(slog.DiscardHandler))
+	ensureStream(b, js)
+	runPublisher(b, s, js, slog.New(slog.DiscardHandler), PublisherOptions{AckTimeout: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, Sole: sole})
 	var mu sync.Mutex
 	acked := map[string]time.Time{}
 	arrivals := map[string]time.Time{}

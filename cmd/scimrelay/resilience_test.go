@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -376,9 +377,15 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 		}
 		return nil
 	})
+	// The relay's stop closes the data file once the read transaction
+	// held here ends, after the disk is back: closed before, the
+	// descriptor FailWrites put back held the file's lock, and the
+	// relay started again below found its data file in use (CI, once).
+	release := holdReadTransaction(t, p.srv.store)
 	restore := disktest.FailWrites(t, cfg.DBPath())
 	r := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"during"}`)
 	restore() // the disk is back: the relay stops all the same
+	release()
 	if r.status != 503 || !strings.Contains(r.str("detail"), "could not write its data file") {
 		t.Fatalf("a write whose commit failed: %d %s", r.status, r.raw)
 	}
@@ -398,6 +405,45 @@ func TestDataFileWriteFailureStopsTheRelay(t *testing.T) {
 		t.Fatalf("the failed write is in the data file: %s", got.raw)
 	}
 	p.createUser(t, "after")
+}
+
+// holdReadTransaction keeps a read transaction of s's data file open,
+// a backup into a writer that waits, until release is called (the test's
+// end does too): the store's close waits for it.
+func holdReadTransaction(t *testing.T, s *relay.Store) (release func()) {
+	t.Helper()
+	w := &waitingWriter{started: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = s.Backup(w, nil)
+	}()
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backup holding a read transaction did not begin")
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(w.release)
+			<-done
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// waitingWriter is a writer whose first write waits for release, and fails.
+type waitingWriter struct {
+	started, release chan struct{}
+	once             sync.Once
+}
+
+func (w *waitingWriter) Write([]byte) (int, error) {
+	w.once.Do(func() { close(w.started) })
+	<-w.release
+	return 0, errors.New("released")
 }
 
 // TestLostStreamIsSaid: a relay that finds its event stream missing,

@@ -24,7 +24,10 @@ import (
 // vanish and its flushes fail, as on a failing disk: the file's descriptor
 // is pointed at /dev/null (fdatasync fails there with EINVAL, and the file
 // reads as empty to fstat, which bbolt checks before it writes).
-// What it returns puts the disk back (the test's end does too).
+// What it returns puts the disk back (the test's end does too), unless
+// the process closed the descriptor meanwhile (a relay that stopped on the
+// failure): the number may name another file by then, and a descriptor
+// put back on the data file would hold its lock until the test ends.
 func FailWrites(t testing.TB, path string) (restore func()) {
 	t.Helper()
 	fd := openFD(t, path)
@@ -33,6 +36,10 @@ func FailWrites(t testing.TB, path string) (restore func()) {
 		t.Fatal(err)
 	}
 	defer null.Close()
+	var devNull unix.Stat_t
+	if err := unix.Fstat(int(null.Fd()), &devNull); err != nil {
+		t.Fatal(err)
+	}
 	saved, err := unix.Dup(fd)
 	if err != nil {
 		t.Fatal(err)
@@ -44,8 +51,11 @@ func FailWrites(t testing.TB, path string) (restore func()) {
 	restore = func() {
 		if !restored {
 			restored = true
-			if err := unix.Dup2(saved, fd); err != nil {
-				t.Fatal(err)
+			var st unix.Stat_t
+			if unix.Fstat(fd, &st) == nil && st.Dev == devNull.Dev && st.Ino == devNull.Ino && st.Rdev == devNull.Rdev {
+				if err := unix.Dup2(saved, fd); err != nil {
+					t.Fatal(err)
+				}
 			}
 			_ = unix.Close(saved)
 		}
