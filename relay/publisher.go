@@ -428,6 +428,10 @@ func (p *Publisher) againAfterReconnect() error {
 		return nil
 	}
 	p.reconnects = r
+	// The server reached may take larger batches than the one that
+	// named a lower limit (its limit raised, as lowerMaxBatch advises, and
+	// restarted): it refuses a larger one once, naming its own.
+	p.maxBatch = maxAtomicBatch
 	if len(p.kept) == 0 && p.deleting == nil {
 		return nil
 	}
@@ -798,7 +802,7 @@ func (p *Publisher) lowerMaxBatch(refused int, e *jetstream.APIError) bool {
 	if limit < 1 || limit >= p.maxBatch {
 		return false
 	}
-	p.log.Warn("the NATS server refuses atomic batches of more than this many events; publishing in batches of that size (raise jetstream.limits.max_batch_size on the server to publish faster)",
+	p.log.Warn("the NATS server refuses atomic batches of more than this many events; publishing in batches of that size (raise jetstream.limits.max_batch_size on the server to publish faster; the publisher tries larger batches again when it reconnects, as after the server's restart)",
 		"max_batch", limit, "refused", refused)
 	p.maxBatch = limit
 	return true

@@ -319,3 +319,38 @@ func TestSolePublisherChainsItsWindows(t *testing.T) {
 		t.Fatalf("%d events published by this publisher, counted %d", n-kept, got)
 	}
 }
+
+// TestRaisedBatchLimitIsTakenAfterAReconnect: the publisher kept to a
+// server's batch limit of 10 says to raise it; once the server is
+// restarted with 1,000 (as the advice asks), the publisher, reconnected,
+// sends batches of 1,000 again. It kept to 10 for as long as it ran.
+func TestRaisedBatchLimitIsTakenAfterAReconnect(t *testing.T) {
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	ns := eventstest.RunServerWith(t, dir, port, func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = 10 })
+	s, _, _ := openStore(t)
+	_, js := eventstest.Connect(t, eventstest.URL(ns))
+	ensureStream(t, js)
+	for i := range 100 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d"`, i)))
+	}
+	logs := &eventstest.Log{}
+	p := runPublisher(t, s, js, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), PublisherOptions{AckTimeout: 10 * time.Second})
+	outboxEmpties(t, s)
+	if !strings.Contains(logs.String(), "raise jetstream.limits.max_batch_size on the server") {
+		t.Fatalf("no advice:\n%s", logs.String())
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventstest.RunServerWith(t, dir, port, func(o *server.Options) { o.JetStreamLimits.MaxBatchSize = 1000 })
+	for i := range 2000 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"v%d"`, i)))
+	}
+	outboxEmpties(t, s)
+	checkOrder(t, streamContents(t, js, 2100))
+	p.window.Lock() // maxBatch changes under it
+	got := p.maxBatch
+	p.window.Unlock()
+	if got != maxAtomicBatch {
+		t.Fatalf("the server now takes batches of 1,000; the publisher still sends batches of %d", got)
+	}
+}

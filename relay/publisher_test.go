@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
@@ -247,13 +248,18 @@ func TestPublisherSurvivesNATSOutage(t *testing.T) {
 // BenchmarkPublisherDrain measures how fast the publisher moves a full
 // outbox into an embedded JetStream stream (file storage): in atomic
 // batches, as into a stream front ends share, and chained, as the sole
-// publisher (the relay's embedded server).
+// publisher (the relay's embedded server); and both with the server
+// writing every message to disk before it answers (sync_always, the
+// embedded server's nats.sync_interval: 0), where the relay does not
+// chain.
 func BenchmarkPublisherDrain(b *testing.B) {
-	b.Run("batches", func(b *testing.B) { benchmarkPublisherDrain(b, false) })
-	b.Run("sole", func(b *testing.B) { benchmarkPublisherDrain(b, true) })
+	b.Run("batches", func(b *testing.B) { benchmarkPublisherDrain(b, false, false) })
+	b.Run("sole", func(b *testing.B) { benchmarkPublisherDrain(b, true, false) })
+	b.Run("batches, sync_always", func(b *testing.B) { benchmarkPublisherDrain(b, false, true) })
+	b.Run("sole, sync_always", func(b *testing.B) { benchmarkPublisherDrain(b, true, true) })
 }
 
-func benchmarkPublisherDrain(b *testing.B, sole bool) {
+func benchmarkPublisherDrain(b *testing.B, sole, syncAlways bool) {
 	s := openFastStore(b)
 	const n = 20_000
 	var wg sync.WaitGroup
@@ -270,7 +276,7 @@ func benchmarkPublisherDrain(b *testing.B, sole bool) {
 		}()
 	}
 	wg.Wait()
-	ns := eventstest.RunServer(b)
+	ns := eventstest.RunServerWith(b, b.TempDir(), -1, func(o *server.Options) { o.SyncAlways = syncAlways })
 	_, js := eventstest.Connect(b, eventstest.URL(ns))
 	ensureStream(b, js)
 	p := newPublisher(b, s, js, slog.New(slog.DiscardHandler), PublisherOptions{Sole: sole})

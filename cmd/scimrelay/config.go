@@ -577,14 +577,18 @@ func keepPublished(cfg *config.Config) time.Duration {
 }
 
 // publisherOptions are the publisher's options as configured: how long
-// it keeps what it published, and whether it is the stream's sole
-// publisher, as on the embedded server, where only the relay's own
-// connection may publish (subscribers read; README, Who can reach what),
-// so that it chains a window's events instead of sending them in atomic
-// batches (relay.PublisherOptions.Sole). Front ends sharing an external
-// stream are not.
+// it keeps what it published, and whether it chains a window's events as
+// the stream's sole publisher instead of sending them in atomic batches
+// (relay.PublisherOptions.Sole). It is the sole one on the embedded
+// server, where only the relay's own connection may publish (subscribers
+// read; README, Who can reach what); front ends sharing an external
+// stream are not. It does not chain when the embedded server writes every
+// message to disk before answering (nats.sync_interval 0, sync_always):
+// each event of a chain then waits for its own write, and a window's
+// batch for one (BenchmarkPublisherDrain: 1,140-1,365 events/s chained,
+// 15,692-16,656 in batches).
 func publisherOptions(cfg *config.Config) relay.PublisherOptions {
-	return relay.PublisherOptions{KeepFor: keepPublished(cfg), Sole: cfg.Embedded()}
+	return relay.PublisherOptions{KeepFor: keepPublished(cfg), Sole: cfg.Embedded() && cfg.NATS.SyncInterval != 0}
 }
 
 // streamOptions are the SCIMRELAY stream's options as configured; serve

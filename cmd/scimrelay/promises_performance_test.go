@@ -478,8 +478,10 @@ func TestFilterAnswersAreTheStoredUsers(t *testing.T) {
 
 // TestEmbeddedPublisherChains (README, Events): on the embedded server,
 // where no one but the relay may publish, the publisher is the stream's
-// sole one and chains a window's events; on an external server, which
-// other front ends may share, it sends them in atomic batches
+// sole one and chains a window's events, unless the server writes each
+// message to disk before it answers (sync_always), where a chain waits
+// for every write; on an external server, which other front ends may
+// share, it sends them in atomic batches
 // (relay.TestSolePublisherChainsItsWindows,
 // relay.TestStreamOrderUnderPartialFailure).
 func TestEmbeddedPublisherChains(t *testing.T) {
@@ -487,6 +489,11 @@ func TestEmbeddedPublisherChains(t *testing.T) {
 	if !publisherOptions(cfg).Sole {
 		t.Error("on the embedded server the publisher does not chain its windows")
 	}
+	cfg.NATS.SyncInterval = 0
+	if publisherOptions(cfg).Sole {
+		t.Error("on the embedded server with sync_always the publisher chains its windows, each event waiting for its own write")
+	}
+	cfg.NATS.SyncInterval = config.Duration(250 * time.Millisecond)
 	cfg.NATS.URL = "nats://nats.example.com:4222"
 	if publisherOptions(cfg).Sole {
 		t.Error("on an external server the publisher chains its windows, where another front end's events can fill a gap")
