@@ -66,6 +66,33 @@ func TestCommitFailureStopsWrites(t *testing.T) {
 	create(t, s, "acme", user(t, `"userName":"again"`))
 }
 
+// TestPruneWithNothingToDeleteWritesNothing: pruning the provisioning log
+// (at each start and every hour) when no entry is past its retention
+// commits nothing, so it does not fail, and stop, a relay whose data disk
+// fails while nothing else writes (a relay draining for its shutdown
+// delay: its start's prune failed first in CI, where a test waited for a
+// request's commit to). An entry past its retention is still deleted.
+func TestPruneWithNothingToDeleteWritesNothing(t *testing.T) {
+	s, c, path := openStore(t)
+	o := LogOptions{Retention: 24 * time.Hour}
+	l := runLog(t, s, o, []LogEntry{{Time: c.now(), RequestID: "young", Tenant: "acme", Operation: "create", Status: 201}})
+	restore := disktest.FailWrites(t, path)
+	if err := l.prune(); err != nil {
+		t.Fatalf("a prune with nothing to delete: %v", err)
+	}
+	if err := s.Failure(); err != nil {
+		t.Fatalf("a prune with nothing to delete failed the store: %v", err)
+	}
+	restore()
+	c.add(25 * time.Hour)
+	if err := l.prune(); err != nil {
+		t.Fatal(err)
+	}
+	if got := logIDs(t, l, c.now().Add(-48*time.Hour)); len(got) != 0 {
+		t.Fatalf("past its retention the log still holds %v", got)
+	}
+}
+
 // storeWithACopy opens a store, writes ann, takes a copy of its file
 // (a backup), then writes three more users.
 func storeWithACopy(t *testing.T) (s *Store, path string, backup []byte) {
