@@ -528,3 +528,57 @@ func TestPlainHTTPSinkIsSaidOnceWhenSetUp(t *testing.T) {
 		t.Fatalf("said %d times, want 3: at the start, for the sink added, for the new url:\n%s", n, logs)
 	}
 }
+
+// TestWideningASinkByReload: a reload that widens a sink's filters (a
+// tenant added to its tenants, a type to its events) sends it what they
+// newly take from the reload on; the events the sink passed over before
+// are not sent (a replay sends the past: README, Webhooks, Filters). What
+// the sink took before goes on as it did.
+func TestWideningASinkByReload(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		narrow, widened func(*Config)
+		tenant          string        // of the resource the sink newly takes
+		first, next     events.Action // its events before and after the reload
+	}{
+		{"tenants", func(c *Config) { c.Tenants = []string{"acme"} }, func(c *Config) { c.Tenants = []string{"acme", "globex"} },
+			"globex", events.UserCreated, events.UserUpdated},
+		{"events", func(c *Config) { c.Events = []string{"user.created", "user.updated"} }, func(c *Config) { c.Events = []string{"user.*", "group.*"} },
+			"acme", events.GroupCreated, events.GroupUpdated},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			js := onePartition(t) // one partition: the event after the passed-over one shows the consumer passed it
+			rc := newReceiver(t, nil)
+			m, _ := runSinks(t, js, 0, sinkConfig("crm", rc.URL, c.narrow))
+			pub := newPublisher(t, js)
+			a1 := pub.publish("acme", events.UserCreated, "a")
+			pub.publish(c.tenant, c.first, "g") // not the sink's yet
+			a2 := pub.publish("acme", events.UserUpdated, "a")
+			eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+				if got := ids(rc); !slices.Equal(got, []string{a1, a2}) {
+					return fmt.Errorf("the sink received %v, want %v", got, []string{a1, a2})
+				}
+				return nil
+			})
+
+			if ch, err := m.Apply(ctx, []Config{sinkConfig("crm", rc.URL, c.widened)}); err != nil || !slices.Equal(ch.Changed, []string{"crm"}) {
+				t.Fatalf("Apply: %+v, %v", ch, err)
+			}
+			// The resource's next event comes after the one passed over:
+			// had that one been sent now, it would come first (per-resource
+			// order), where the next is looked for.
+			g2 := pub.publish(c.tenant, c.next, "g")
+			a3 := pub.publish("acme", events.UserUpdated, "a")
+			eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+				if got := ids(rc); len(got) < 4 {
+					return fmt.Errorf("the sink received %v, want %v then %v and %v", got, []string{a1, a2}, g2, a3)
+				}
+				return nil
+			})
+			got := ids(rc)
+			if !slices.Equal(got[:2], []string{a1, a2}) || len(got) != 4 || !slices.Contains(got[2:], g2) || !slices.Contains(got[2:], a3) {
+				t.Fatalf("the sink received %v, want %v then %v and %v (in either order: two resources), and not the event it passed over before the reload", got, []string{a1, a2}, g2, a3)
+			}
+		})
+	}
+}
