@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -364,10 +365,7 @@ func TestConsoleOverviewShows(t *testing.T) {
 // review).
 func TestConsoleOverviewDoesNotAskToRotateAHandedOverToken(t *testing.T) {
 	p, b := consoleRelay(t, nil)
-	b.get("/ui/tenants/acme").want(t, http.StatusOK)
-	issued := b.post("/ui/tenants/acme/tokens", url.Values{"name": {"entra"}, "days": {"5"}}).redirect(t, "/ui/secrets/")
-	shown := b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusOK, "Secret Token")
-	secret := regexp.MustCompile(`value="(scimrelay_[^"]+)"`).FindStringSubmatch(shown.body)[1]
+	secret := generateInConsole(t, p, b, "entra", 5)
 	p.scim("acme", secret, "GET", "/Users", "").want(t, 200)
 	list, _ := p.srv.store.Tokens().List(context.Background(), "acme")
 	old := storedOnly(list)[0]
@@ -423,6 +421,56 @@ func TestConsoleOverviewAsksNotToRotateARemovedTenantsToken(t *testing.T) {
 
 // expiringSection is the overview's "Expiring within 14 days" section.
 var expiringSection = regexp.MustCompile(`(?s)<section aria-labelledby="expiring">.*?</section>`)
+
+// TestConsoleOverviewShowsExpiredCredentials: a token that expired with no
+// live one generated since in its tenant is on the overview as expired,
+// while the identity provider using it is refused, until a new one is
+// generated; "Expiring within 14 days" leaves it out (it is past rotating)
+// and the overview said nothing of it, where the expiry metric goes on
+// naming it (the console review's note).
+func TestConsoleOverviewShowsExpiredCredentials(t *testing.T) {
+	clock := newTestClock()
+	p, b := consoleRelay(t, nil, withClock(clock.now))
+	secret := generateInConsole(t, p, b, "entra", 1)
+	p.scim("acme", secret, "GET", "/Users", "").want(t, 200)
+	list, err := p.srv.store.Tokens().List(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := storedOnly(list)[0].ID
+	if sec := expiredSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); sec != "" {
+		t.Fatalf("a live token is shown expired:\n%s", sec)
+	}
+
+	clock.add(25 * time.Hour)
+	p.scim("acme", secret, "GET", "/Users", "").want(t, 401)
+	b.signIn(adminSecret).redirect(t, "/ui/") // the session's idle time is over too
+	body := b.get("/ui/").want(t, http.StatusOK).body
+	if sec := expiredSection.FindString(body); !strings.Contains(sec, id) || !strings.Contains(sec, `href="/ui/tenants/acme"`) {
+		t.Fatalf("the expired token %s is not on the overview:\n%s", id, sec)
+	}
+	if strings.Contains(expiringSection.FindString(body), id) {
+		t.Errorf("the expired token is listed as expiring within 14 days")
+	}
+
+	generateInConsole(t, p, b, "entra-2", 90)
+	if sec := expiredSection.FindString(b.get("/ui/").want(t, http.StatusOK).body); sec != "" {
+		t.Errorf("a new token was generated, and the overview still shows the expired one:\n%s", sec)
+	}
+}
+
+// generateInConsole generates a token of acme's on its console page,
+// expiring in days, and returns the secret the console shows once.
+func generateInConsole(t *testing.T, p *relayProc, b *browser, name string, days int) string {
+	t.Helper()
+	b.get("/ui/tenants/acme").want(t, http.StatusOK)
+	issued := b.post("/ui/tenants/acme/tokens", url.Values{"name": {name}, "days": {strconv.Itoa(days)}}).redirect(t, "/ui/secrets/")
+	shown := b.get(strings.TrimPrefix(issued, p.adminURL)).want(t, http.StatusOK, "Secret Token")
+	return regexp.MustCompile(`value="(scimrelay_[^"]+)"`).FindStringSubmatch(shown.body)[1]
+}
+
+// expiredSection is the overview's "Expired" section (only there when one is).
+var expiredSection = regexp.MustCompile(`(?s)<section aria-labelledby="expired">.*?</section>`)
 
 // TestConsoleLogSearch: the provisioning log is newest first and searched
 // by tenant, a group's displayName, userName and time; the live tail keeps

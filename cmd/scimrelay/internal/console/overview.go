@@ -32,6 +32,10 @@ type overviewData struct {
 	// Expiring are the tokens and clients to rotate, as the daily warning
 	// names them (relay.DueForRotation).
 	Expiring []relay.Token
+	// Expired are those the expiry metric keeps after they expired
+	// (relay.Expiries): their tenant has no live one of their kind, so the
+	// identity provider is refused until it is given a new one.
+	Expired []relay.Token
 }
 
 type tenantRow struct {
@@ -82,7 +86,13 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	configured := func(tenant string) bool {
 		return slices.ContainsFunc(tenants, func(t admin.TenantInfo) bool { return t.Name == tenant })
 	}
-	d.Expiring = relay.DueForRotation(relay.Expiries(creds, configured, d.Now), d.Now)
+	expiries := relay.Expiries(creds, configured, d.Now)
+	d.Expiring = relay.DueForRotation(expiries, d.Now)
+	for _, t := range expiries {
+		if !t.Live(d.Now) {
+			d.Expired = append(d.Expired, t)
+		}
+	}
 	if d.Sinks, err = api.Sinks(ctx); err != nil {
 		return err
 	}
