@@ -281,14 +281,14 @@ func onlySchemasOf(rt *ResourceType, v any) bool {
 // operation per key: each key is a path of its own, which is how Entra
 // sends "name.givenName" and URN-qualified keys. A key naming a whole
 // extension adds one operation per key of its object. Keys naming what no
-// known schema defines are noted in in and left out. Keys go in sorted
-// order, so that "name" comes before "name.givenName" whatever the map's
-// order. One attribute set by two keys is refused (valueTargets); origin
-// is the key of the extension whose object obj is, "" at the top.
+// known schema defines are noted in in and left out. Keys go in the order
+// of valueKeyOrder, so that "name" comes before "name.givenName" whatever
+// the map's order. One attribute set by two keys is refused (valueTargets);
+// origin is the key of the extension whose object obj is, "" at the top.
 func expandValue(in *input, op patchOp, obj map[string]any, prefix string, given *valueTargets, origin string) ([]patchOp, error) {
 	ops := make([]patchOp, 0, len(obj))
 	spelled := make(map[string]string, len(obj)) // Fold(key) → key
-	for _, k := range sortedKeys(obj) {
+	for _, k := range valueKeyOrder(obj) {
 		// One attribute in two spellings: which value won would be the
 		// order of the keys, so it is refused, as in a POST.
 		if other, twice := spelled[Fold(k)]; twice {
@@ -326,6 +326,25 @@ func expandValue(in *input, op patchOp, obj map[string]any, prefix string, given
 		ops = append(ops, patchOp{kind: op.kind, path: pp, value: v, index: op.index, key: true})
 	}
 	return ops, nil
+}
+
+// valueKeyOrder returns the keys of a path-less value sorted, except that
+// the key setting the value of the elements a filter selects
+// (emails[type eq "work"].value) goes before the keys setting their other
+// sub-attributes (…].primary, …].display): it makes the element they then
+// find. In plain sorted order they came first, found no element, could not
+// make one without a value, and failed the PATCH (noTarget), though the
+// value described the element whole (a conformance review).
+func valueKeyOrder(obj map[string]any) []string {
+	keys := sortedKeys(obj)
+	rank := func(k string) string {
+		if i := strings.LastIndex(k, "]."); i >= 0 && strings.EqualFold(k[i+2:], "value") {
+			return k[:i+2]
+		}
+		return k
+	}
+	slices.SortStableFunc(keys, func(a, b string) int { return strings.Compare(rank(a), rank(b)) })
+	return keys
 }
 
 // valueTargets is what the keys of one path-less value set, so that one

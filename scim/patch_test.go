@@ -417,6 +417,31 @@ func TestPatchReplaceByAFilterOnWhatItReplaces(t *testing.T) {
 	}
 }
 
+// TestPatchPathlessValueMakesTheElementItsKeysDescribe: a path-less add or
+// replace whose value gives a new element by filtered keys, its value and
+// another sub-attribute, makes that element, whatever the keys' names sort
+// to; the keys applied in sorted order put …].display and …].primary
+// before …].value, which found no element and failed the PATCH with 400
+// noTarget (a conformance review).
+func TestPatchPathlessValueMakesTheElementItsKeysDescribe(t *testing.T) {
+	base := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann","emails":[{"value":"h@x.com","type":"home"}]}`)
+	for _, c := range []struct{ value, attr, want string }{
+		{`{"emails[type eq \"work\"].value":"w@x.com","emails[type eq \"work\"].display":"W"}`, "emails",
+			`[{"type":"home","value":"h@x.com"},{"display":"W","type":"work","value":"w@x.com"}]`},
+		{`{"emails[type eq \"work\"].primary":true,"emails[type eq \"work\"].value":"w@x.com"}`, "emails",
+			`[{"type":"home","value":"h@x.com"},{"primary":true,"type":"work","value":"w@x.com"}]`},
+		{`{"phoneNumbers[type eq \"mobile\"].Primary":"True","phoneNumbers[type eq \"mobile\"].VALUE":"123"}`, "phoneNumbers",
+			`[{"primary":true,"type":"mobile","value":"123"}]`},
+	} {
+		for _, op := range []string{"add", "replace"} {
+			u := applyPatch(t, base, `{"op":"`+op+`","value":`+c.value+`}`)
+			if got := valueAt(t, u.Resource, c.attr); got != c.want {
+				t.Errorf("%s %s: %s %s, want %s", op, c.value, c.attr, got, c.want)
+			}
+		}
+	}
+}
+
 // TestPatchReplaceClearsTheSubAttributesGivenNull: a replace of a complex
 // attribute with a sub-attribute null or "" clears that one and leaves the
 // others (RFC 7644 §3.5.2.3, RFC 7643 §2.5); the whole name went, its
