@@ -595,15 +595,21 @@ func TestPublisherCleanStopWaitsAtMostMaxStopWait(t *testing.T) {
 	}
 }
 
-// countingReads is the store's outbox, counting its reads.
+// countingReads is the store's outbox, counting its reads that found rows:
+// the publisher also reads once a second when nothing wakes it, and a
+// loaded machine's slower test had more of those (CI: 12 reads in all;
+// 2 find rows on a quiet one).
 type countingReads struct {
 	*Store
 	reads atomic.Int64
 }
 
 func (c *countingReads) ReadOutbox(after uint64, limit int) ([]OutboxRow, error) {
-	c.reads.Add(1)
-	return c.Store.ReadOutbox(after, limit)
+	rows, err := c.Store.ReadOutbox(after, limit)
+	if len(rows) > 0 {
+		c.reads.Add(1)
+	}
+	return rows, err
 }
 
 // TestRepublishedEventsShareAWindow: events kept in the outbox after they
@@ -634,7 +640,7 @@ func TestRepublishedEventsShareAWindow(t *testing.T) {
 	got := streamContents(t, js, n+1) // each once, the new one last
 	checkOrder(t, got)
 	if r := c.reads.Load(); r > 10 {
-		t.Fatalf("%d kept events sent again took %d reads of the outbox: a window each", n, r)
+		t.Fatalf("%d kept events sent again took %d reads of the outbox that found rows: a window each", n, r)
 	}
 }
 
