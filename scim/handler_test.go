@@ -492,6 +492,12 @@ func TestBadInput(t *testing.T) {
 	ts.do("PATCH", "/Users/"+id, patchBody(`{"op":"add","path":"x[","value":1}`)).wantError(t, 400, "invalidPath", "")
 	ts.do("PATCH", "/Users/nope", patchBody(`{"op":"add","path":"title","value":"x"}`)).wantError(t, 404, "", "not found")
 	ts.do("GET", "/Users?"+filterQuery(`userName eq`), "").wantError(t, 400, "invalidFilter", "expected a value")
+	// An empty filter is refused, not read as none: a client whose
+	// filter's text went missing would get every resource as its match.
+	for _, q := range []string{"filter=", "Filter=", "filter=%20%20"} {
+		ts.do("GET", "/Users?"+q, "").wantError(t, 400, "invalidFilter", "filter is empty")
+		ts.do("GET", "/Groups?"+q, "").wantError(t, 400, "invalidFilter", "filter is empty")
+	}
 	// A search request lists its schema, as a PATCH body lists PatchOp.
 	ts.do("POST", "/Users/.search", `{"filter":"userName eq \"ann\""}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
 	ts.do("POST", "/Users/.search", `{"schemas":["`+ListResponseSchema+`"]}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
@@ -617,6 +623,7 @@ func TestSearchRequestMembers(t *testing.T) {
 		{`"count":true`, "invalidValue", "count must be an integer, got a boolean"},
 		{`"filter":5`, "invalidFilter", "filter must be a string, a filter such as userName eq \"ann\", got a number"},
 		{`"filter":["userName pr"]`, "invalidFilter", "filter must be a string, a filter such as userName eq \"ann\", got an array"},
+		{`"filter":""`, "invalidFilter", "filter is empty"},
 		{`"sortBy":{}`, "invalidValue", "sortBy must be a string, an attribute name, got an object"},
 		{`"sortOrder":1`, "invalidValue", `sortOrder must be "ascending" or "descending", got a number`},
 		{`"attributes":"userName"`, "invalidValue", `attributes must be an array of attribute names, got "userName"`},

@@ -23,7 +23,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err
 	}
 	return h.query(w, r, c, listParams{
-		filter: q.Get("filter"), startIndex: q.Get("startIndex"), count: q.Get("count"),
+		filter: q.Get("filter"), filterGiven: q.Has("filter"),
+		startIndex: q.Get("startIndex"), count: q.Get("count"),
 		sortBy: q.Get("sortBy"), sortOrder: q.Get("sortOrder"),
 		attributes: q.Get("attributes"), excluded: q.Get("excludedAttributes"),
 	})
@@ -90,6 +91,7 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, c *call) error 
 		}
 		*f.to = s
 	}
+	p.filterGiven = m["filter"] != nil
 	return h.query(w, r, c, p)
 }
 
@@ -120,6 +122,12 @@ func searchNames(v any) (string, bool) {
 
 type listParams struct {
 	filter, startIndex, count, sortBy, sortOrder, attributes, excluded string
+	// filterGiven is whether the query names a filter, also an empty
+	// one: that is refused as any filter that does not parse, not read as
+	// none. A client whose filter's text went missing (filter=, or
+	// "filter": "") would otherwise get every resource, and one that takes
+	// the first of a match's results for its own would take a stranger.
+	filterGiven bool
 }
 
 // atoiSaturating reads a decimal integer, one beyond int's range as the
@@ -135,7 +143,10 @@ func atoiSaturating(s string) (int, error) {
 
 func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listParams) error {
 	q := Query{StartIndex: 1, Count: h.o.DefaultCount}
-	if p.filter != "" {
+	if p.filterGiven {
+		if strings.TrimSpace(p.filter) == "" {
+			return Errorf(ErrInvalidFilter, `filter is empty: give one, such as userName eq "ann", or leave filter out to list every resource`)
+		}
 		f, err := ParseFilter(c.rt, p.filter)
 		if err != nil {
 			return err
