@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -144,9 +143,9 @@ func TestConnectTimeoutDefault(t *testing.T) {
 func TestSilentServerIsGivenUp(t *testing.T) {
 	t.Parallel() // it waits out the pings, 20 to 30 s
 	s := eventstest.RunServer(t)
-	p := newSilencingProxy(t, s.Addr().String())
+	p := eventstest.NewSilencingProxy(t, s.Addr().String())
 	logs := &eventstest.Log{}
-	nc, err := natsbus.Connect(natsbus.Options{URL: "nats://" + p.addr}, nil, slog.New(slog.NewTextHandler(logs, nil)))
+	nc, err := natsbus.Connect(natsbus.Options{URL: "nats://" + p.Addr}, nil, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +153,7 @@ func TestSilentServerIsGivenUp(t *testing.T) {
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	p.silence()
+	p.Silence()
 	silenced := time.Now()
 	if err := nc.FlushTimeout(time.Second); err == nil {
 		t.Fatal("a round trip through the silenced connection was answered")
@@ -171,59 +170,6 @@ func TestSilentServerIsGivenUp(t *testing.T) {
 	if !strings.Contains(logs.String(), "disconnected from NATS") || !strings.Contains(logs.String(), nats.ErrStaleConnection.Error()) {
 		t.Fatalf("the log does not say the connection was given up as stale:\n%s", logs)
 	}
-}
-
-// silencingProxy passes connections through to a NATS server until
-// silence; from then on the connections it holds pass nothing, either way,
-// and stay open, as a server whose machine is lost looks to its client.
-// Connections made later pass.
-type silencingProxy struct {
-	addr   string
-	mu     sync.Mutex
-	silent chan struct{} // closed by silence: the connections made before it
-}
-
-func newSilencingProxy(t *testing.T, target string) *silencingProxy {
-	p := &silencingProxy{silent: make(chan struct{})}
-	ended := make(chan struct{})
-	t.Cleanup(func() { close(ended) })
-	pass := func(to, from net.Conn, silent <-chan struct{}) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := from.Read(buf)
-			select {
-			case <-silent:
-				<-ended // read no more and pass nothing: the peer's writes fill the buffers
-				return
-			default:
-			}
-			if n > 0 {
-				if _, werr := to.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				_ = to.Close()
-				return
-			}
-		}
-	}
-	p.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
-		p.mu.Lock()
-		silent := p.silent
-		p.mu.Unlock()
-		go pass(up, c, silent)
-		go pass(c, up, silent)
-	})
-	return p
-}
-
-// silence makes the connections made so far pass nothing more.
-func (p *silencingProxy) silence() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	close(p.silent)
-	p.silent = make(chan struct{})
 }
 
 // TestEmbeddedTLS: with a certificate the embedded listener speaks TLS

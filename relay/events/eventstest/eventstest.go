@@ -92,9 +92,16 @@ func URL(s *server.Server) string { return s.ClientURL() }
 // Such a start is shut down and tried again on other ports.
 func RunCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	return RunClusterWith(t, n, nil)
+}
+
+// RunClusterWith is RunCluster with node i's options changed by edit(i, o)
+// first (nil: none).
+func RunClusterWith(t testing.TB, n int, edit func(i int, o *server.Options)) []*server.Server {
+	t.Helper()
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		servers, err := startCluster(t, n)
+		servers, err := startCluster(t, n, edit)
 		if err == nil {
 			t.Cleanup(func() {
 				for _, s := range servers {
@@ -167,7 +174,7 @@ func AwaitStreamLeader(t testing.TB, js jetstream.JetStream, on *server.Server) 
 // startCluster starts the nodes of a cluster and waits for each to be
 // ready; on error it returns the nodes it started, for the caller to shut
 // down.
-func startCluster(t testing.TB, n int) ([]*server.Server, error) {
+func startCluster(t testing.TB, n int, edit func(i int, o *server.Options)) ([]*server.Server, error) {
 	ports := FreePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range ports {
@@ -189,6 +196,9 @@ func startCluster(t testing.TB, n int) ([]*server.Server, error) {
 				Port: ports[i],
 			},
 			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		if edit != nil {
+			edit(i, opts)
 		}
 		s, err := server.NewServer(opts)
 		if err != nil {
@@ -281,6 +291,13 @@ func belowEphemeral() (low, high int) {
 // close when the test ends.
 func Proxy(t testing.TB, target string, pass func(client, server net.Conn)) string {
 	t.Helper()
+	return proxyTo(t, func() string { return target }, pass)
+}
+
+// proxyTo is Proxy to the address target returns when a connection comes,
+// for a proxy whose address its server must know before it starts.
+func proxyTo(t testing.TB, target func() string, pass func(client, server net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +309,7 @@ func Proxy(t testing.TB, target string, pass func(client, server net.Conn)) stri
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", target)
+			up, err := net.Dial("tcp", target())
 			if err != nil {
 				c.Close()
 				continue
