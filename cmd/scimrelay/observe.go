@@ -22,7 +22,13 @@ func (s *server) observe(ctx context.Context, info *scim.RequestInfo) {
 	// expired shows its 401s. A name no tenant has is counted under "",
 	// so that requests cannot make label values of their choosing.
 	tenant := s.logTenant(info)
-	s.reqMetrics.Observe(info, tenant)
+	metricTenant := tenant
+	if metricTenant != "" && s.store != nil && !s.store.HasTenant(metricTenant) {
+		// Removed by a reload while the request ran: the reload forgot
+		// the tenant's series, which this would make again for good.
+		metricTenant = ""
+	}
+	s.reqMetrics.Observe(info, metricTenant)
 	client := clientRequestID(info)
 	if s.tracing != nil {
 		tracing.Annotate(ctx, tracing.Request{

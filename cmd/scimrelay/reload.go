@@ -138,6 +138,11 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 		res.Applied = append(res.Applied, listChanges("tenant", before, after, func(name string) bool {
 			return !reflect.DeepEqual(tenantNamed(old.Tenants, name), tenantNamed(next.Tenants, name))
 		}, notes)...)
+		if s.reqMetrics != nil {
+			for _, name := range without(before, after) {
+				s.reqMetrics.Forget(name)
+			}
+		}
 		if err := s.subscribers.TenantsChanged(ctx); err != nil {
 			s.log.Error("reloading relay.yaml: the NATS subscribers could not be admitted anew for the tenants configured now; reload again once that is mended", "applied", res.Applied, "err", err)
 			return res, err

@@ -974,3 +974,43 @@ func (c *cliRun) wait(t *testing.T) cliResult {
 		return cliResult{}
 	}
 }
+
+// TestRemovedTenantLeavesTheRequestMetrics: a tenant a reload removes
+// takes its SCIM request series off /metrics with it, as a removed sink
+// takes its own, and the tenants that stay keep theirs; a request to the
+// removed name afterwards counts under tenant="", as for any name no
+// tenant has. Before, every tenant ever served kept its series until a
+// restart (from a review of what grows in a relay that runs for months).
+func TestRemovedTenantLeavesTheRequestMetrics(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write("limits:\n  rate: 0\n" + twoTenants)
+	p := startReloadable(t, f.path, io.Discard)
+	for _, tt := range []struct{ tenant, token string }{{"acme", acmeToken}, {"globex", globexToken}} {
+		p.scim(tt.tenant, tt.token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201)
+	}
+	series := func(tenant string) int {
+		_, body := p.get("/metrics")
+		n := 0
+		for line := range strings.SplitSeq(body, "\n") {
+			if strings.HasPrefix(line, "scimrelay_scim_request") && strings.Contains(line, `tenant="`+tenant+`"`) {
+				n++
+			}
+		}
+		return n
+	}
+	if series("acme") == 0 || series("globex") == 0 {
+		t.Fatalf("before the reload: %d series of acme, %d of globex; want some of each", series("acme"), series("globex"))
+	}
+	f.write("limits:\n  rate: 0\ntenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	reloadNow(t, p)
+	if n := series("globex"); n != 0 {
+		t.Errorf("globex, removed by the reload, still has %d lines of SCIM request series on /metrics", n)
+	}
+	if series("acme") == 0 {
+		t.Error("acme, still configured, lost its SCIM request series at the reload")
+	}
+	p.scim("globex", globexToken, "GET", "/Users", "").want(t, 401)
+	if n := series("globex"); n != 0 {
+		t.Errorf("a request to the removed tenant made %d lines of series under its name again", n)
+	}
+}

@@ -20,8 +20,8 @@ type RequestMetrics struct {
 	// series holds the children of requests and latency by their labels,
 	// so that a request finds its own without prometheus hashing its
 	// labels twice and its status formatted each time. It grows as the
-	// vectors do, one entry per series they hold, and as they do keeps a
-	// tenant's series after a reload removes the tenant.
+	// vectors do, one entry per series they hold; Forget drops a removed
+	// tenant's from both.
 	mu     sync.RWMutex
 	series map[seriesKey]requestSeries
 }
@@ -84,4 +84,18 @@ func (m *RequestMetrics) seriesOf(k seriesKey) requestSeries {
 	m.series[k] = s
 	m.mu.Unlock()
 	return s
+}
+
+// Forget drops the series of tenant, which a reload removed: left, every
+// tenant ever served would keep its series until a restart.
+func (m *RequestMetrics) Forget(tenant string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.series {
+		if k.tenant == tenant {
+			delete(m.series, k)
+		}
+	}
+	m.requests.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
+	m.latency.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
 }
