@@ -190,7 +190,16 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 	}
 	run.finish(r.Context())
 	c.info.Detail = Truncate(run.summary(), 1024)
-	return writeJSON(w, http.StatusOK, bulkResponse{Schemas: []string{BulkResponseSchema}, Operations: run.results})
+	if err := r.Context().Err(); err != nil {
+		return err // the client went away: nobody reads the answer (writeError records 499)
+	}
+	if err := writeJSON(w, http.StatusOK, bulkResponse{Schemas: []string{BulkResponseSchema}, Operations: run.results}); err != nil {
+		if ctxErr := r.Context().Err(); ctxErr != nil {
+			return ctxErr // it went away while the answer was written
+		}
+		return err
+	}
+	return nil
 }
 
 // parseBulk decodes a bulk request and checks it as a whole; problems of a
@@ -390,7 +399,12 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	res := &bulkResult{Method: op.method, BulkID: op.bulkID}
 	fail := func(err error) *bulkResult {
 		var se *Error
-		if !errors.As(err, &se) {
+		if !errors.As(err, &se) && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			// The client went away: the operation was not performed, and
+			// nothing failed on the relay's side (writeError says so at Debug).
+			se = Errorf(ErrClientClosedRequest, "Operations[%d]: not performed: the client closed the request", op.index)
+		}
+		if se == nil {
 			id := b.c.info.RequestID
 			b.h.log.ErrorContext(ctx, "scim bulk operation failed", "request_id", id, "operation", op.index, "err", err)
 			se = Errorf(ErrInternal, "internal error (request %s, operation %d)", id, op.index)
@@ -401,6 +415,9 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	}
 	if op.err != nil {
 		return fail(op.err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err) // the client went away: what is left is not performed
 	}
 	// A credential revoked (or expired) while a Bulk runs stops what is
 	// left of it, as it stops the next request.

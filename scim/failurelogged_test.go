@@ -5,8 +5,11 @@ package scim_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"syscall"
 	"testing"
 
 	"github.com/scimrelay/scimrelay/scim"
@@ -30,7 +33,8 @@ func (b getFails) Get(context.Context, string, *scim.ResourceType, string) (*sci
 // TestFailureLogged: RequestInfo.FailureLogged is set exactly when the
 // handler logged the failure with its cause (an internal error, 500), so
 // that an observer logging 5xx answers logs each failure once; a 503 the
-// backend chose is the observer's to log.
+// backend chose is the observer's to log, and a client that hung up is
+// no failure (499).
 func TestFailureLogged(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -42,6 +46,11 @@ func TestFailureLogged(t *testing.T) {
 		{"internal", errors.New("disk on fire"), false, http.StatusInternalServerError, true},
 		{"panic", errors.New("nil map"), true, http.StatusInternalServerError, true},
 		{"unavailable", scim.Errorf(scim.ErrUnavailable, "retry later"), false, http.StatusServiceUnavailable, false},
+		// Writing the answer found the connection closed (a list or a
+		// Bulk's answer under way when the client hung up): expected,
+		// recorded 499 at Debug as a client gone before its answer.
+		{"broken pipe", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}, false, 499, false},
+		{"connection reset", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.ECONNRESET)}, false, 499, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme})
@@ -57,5 +66,43 @@ func TestFailureLogged(t *testing.T) {
 				t.Errorf("status %d, FailureLogged %v; want %d, %v", got.Status, got.FailureLogged, tt.status, tt.logged)
 			}
 		})
+	}
+}
+
+// brokenConn is a response writer whose connection is gone: every Write
+// fails as writing to a socket the client closed does. It counts the
+// statuses written.
+type brokenConn struct {
+	*httptest.ResponseRecorder
+	statuses int
+}
+
+func (b *brokenConn) WriteHeader(code int) { b.statuses++; b.ResponseRecorder.WriteHeader(code) }
+
+func (b *brokenConn) Write([]byte) (int, error) {
+	return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}
+}
+
+// TestAnswerToAClientGoneIsNotWrittenTwice: a list whose answer cannot be
+// written (the client hung up once its status line went out) is recorded
+// as a client gone, not a failure, and no error answer follows the one
+// under way (a second status, which net/http warns of, and an error
+// appended to a page).
+func TestAnswerToAClientGoneIsNotWrittenTwice(t *testing.T) {
+	mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme})
+	var got scim.RequestInfo
+	h := scim.NewHandler(mem, mem, scim.Options{
+		ValidTenant: func(string) bool { return true },
+		Observe:     func(_ context.Context, info *scim.RequestInfo) { got = *info },
+	})
+	req := httptest.NewRequest("GET", "/scim/v2/acme/Users", nil)
+	req.Header.Set("Authorization", "Bearer "+tokenAcme)
+	w := &brokenConn{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(w, req)
+	if w.statuses != 1 {
+		t.Errorf("%d statuses written to one answer; want 1", w.statuses)
+	}
+	if got.FailureLogged || got.Detail != "the client closed the request" {
+		t.Errorf("recorded %d %q, FailureLogged %v; want the client gone, not a failure", got.Status, got.Detail, got.FailureLogged)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -825,7 +826,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		w.Header().Set("Retry-After", rl.retryAfter())
 		se = Errorf(ErrTooManyRequests, "%s", rl.Error())
 	case errors.As(err, &se):
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil,
+		// Writing the answer found the connection closed: the client hung
+		// up while the answer was under way (a list, a Bulk's answer).
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET):
 		// The client went away (Entra timed out, a connection dropped):
 		// nothing failed on our side, and nobody reads the answer.
 		h.log.DebugContext(r.Context(), "scim client went away before the answer", "request_id", id, "method", r.Method, "path", r.URL.Path)
@@ -842,6 +846,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if info != nil {
 		info.ScimType, info.Detail = se.Type, se.Detail
+	}
+	if rec, ok := w.(*statusRecorder); ok && rec.wrote {
+		// The answer had begun (a list's page, written as it is read):
+		// its status is gone, and an error appended to its body would
+		// only spoil it, and make net/http warn of a second status.
+		return
 	}
 	_ = writeJSON(w, se.Status, se.body())
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,4 +109,69 @@ func logEntries(t *testing.T, p *relayProc, q relay.LogQuery, n int) []relay.Log
 		return nil
 	})
 	return got
+}
+
+// TestBulkWhoseClientHangsUpIsNoError: README, Logs: "what is expected
+// is not an error: … a client that hung up before its answer (Debug;
+// recorded with status 499)". A Bulk whose client hangs up while it runs
+// is such a client: it stops there, the operations done before stay, and
+// nothing is logged at Error. Before, each operation left was answered
+// 500 and logged at Error (990 lines for one Bulk of 1,000), writing the
+// answer failed at Error too, and the request was recorded 200 with
+// "internal error" (from a helper's hunt of concurrent writes).
+func TestBulkWhoseClientHangsUpIsNoError(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	p, out := startRelayLogging(t, cfg)
+	var ops []string
+	for i := range 1000 {
+		ops = append(ops, fmt.Sprintf(`{"method":"POST","path":"/Users","bulkId":"b%d","data":{%s,"userName":"gone%04d"}}`, i, userSchema, i))
+	}
+	body := fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[%s]}`, strings.Join(ops, ","))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", p.scimURL+"/scim/v2/acme/Bulk", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	req.Header.Set("Content-Type", "application/scim+json")
+	sent := make(chan error, 1)
+	go func() { _, err := sendRequest(req); sent <- err }()
+	// The client hangs up once the Bulk is under way.
+	eventstest.CheckFor(t, 20*time.Second, time.Millisecond, func() error {
+		r := p.scim("acme", acmeToken, "GET", "/Users?"+q(`userName eq "gone0010"`), "")
+		if n, _ := r.body["totalResults"].(float64); n != 1 {
+			return fmt.Errorf("the Bulk has not made gone0010 yet")
+		}
+		return nil
+	})
+	cancel()
+	<-sent
+	// The Bulk ends: its entry is in the provisioning log.
+	var entry map[string]any
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		var list []map[string]any
+		if err := json.Unmarshal(adminRequest(t, p, "GET", "/admin/v1/log?tenant=acme&since=1h", adminSecret, "").want(t, 200).raw, &list); err != nil {
+			return err
+		}
+		for _, e := range list {
+			if e["path"] == "/scim/v2/acme/Bulk" {
+				entry = e
+				return nil
+			}
+		}
+		return fmt.Errorf("the Bulk is not in the provisioning log yet")
+	})
+	if made, _ := p.scim("acme", acmeToken, "GET", "/Users?count=0", "").body["totalResults"].(float64); made < 11 || made == 1000 {
+		t.Errorf("%v users made by the Bulk whose client hung up after its 11th; want those before the hang-up, not all 1,000", made)
+	}
+	if st, _ := entry["status"].(float64); st != 499 {
+		t.Errorf("the Bulk whose client hung up is recorded %v (%v), want 499 (README, Provisioning log)", entry["status"], entry["detail"])
+	}
+	var errs []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			errs = append(errs, line)
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("a Bulk whose client hung up logged %d lines at ERROR, the first: %s", len(errs), errs[0])
+	}
 }
