@@ -601,8 +601,14 @@ func TestWideningASinkThatIsBehind(t *testing.T) {
 		}
 		return http.StatusNoContent
 	})
-	narrow := func(c *Config) { c.Tenants = []string{"acme"}; c.Concurrency = 1 }
-	widened := func(c *Config) { c.Tenants = []string{"acme", "globex"}; c.Concurrency = 1 }
+	// The held delivery must stay held until the Apply: with the sink's
+	// 2 s timeout, had the ten publishes below taken longer (a loaded
+	// machine; shown by stretching them 2.5 s), it was given up, sent
+	// again and answered, the ack pending freed and the globex events
+	// passed over before the reload: "missing" the first of them. The
+	// gate, not the timeout, ends it.
+	narrow := func(c *Config) { c.Tenants = []string{"acme"}; c.Concurrency = 1; c.Timeout = time.Minute }
+	widened := func(c *Config) { c.Tenants = []string{"acme", "globex"}; c.Concurrency = 1; c.Timeout = time.Minute }
 	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, narrow)}, JS: js, MaxAckPending: 2, Heartbeat: fastHeartbeat})
 	pub := newPublisher(t, js)
 	a1 := pub.publish("acme", events.UserCreated, "a")
