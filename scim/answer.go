@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"syscall"
 )
 
 // Answers: a resource written as its projection asks (a group's members
@@ -271,6 +272,12 @@ func (jw *jsonWriter) finish() error {
 func (jw *jsonWriter) abort(err error) error {
 	if !jw.started {
 		return err
+	}
+	if rec, ok := jw.w.(*statusRecorder); ok && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, context.Canceled)) {
+		// The client hung up while the answer was sent: recorded as such
+		// (499), not with the 200 that went out, as an answer delivered.
+		se := Errorf(ErrClientClosedRequest, "the client closed the request")
+		rec.status, rec.info.ScimType, rec.info.Detail = se.Status, se.Type, se.Detail
 	}
 	panic(http.ErrAbortHandler)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -194,8 +195,11 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, c *call) error {
 		return err // the client went away: nobody reads the answer (writeError records 499)
 	}
 	if err := writeJSON(w, http.StatusOK, bulkResponse{Schemas: []string{BulkResponseSchema}, Operations: run.results}); err != nil {
-		if ctxErr := r.Context().Err(); ctxErr != nil {
-			return ctxErr // it went away while the answer was written
+		if ctxErr := r.Context().Err(); ctxErr != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			// it went away while the answer was written (net/http cancels
+			// the context after any failed write, also one cut by the
+			// relay's own write_timeout: that one is no client gone)
+			return ctxErr
 		}
 		return err
 	}

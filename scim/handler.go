@@ -850,7 +850,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if rec, ok := w.(*statusRecorder); ok && rec.wrote {
 		// The answer had begun (a list's page, written as it is read):
 		// its status is gone, and an error appended to its body would
-		// only spoil it, and make net/http warn of a second status.
+		// only spoil it, and make net/http warn of a second status. What
+		// is recorded is what became of it (499: the client gone), not
+		// the status that went out.
+		rec.status = se.Status
 		return
 	}
 	_ = writeJSON(w, se.Status, se.body())

@@ -145,20 +145,7 @@ func TestBulkWhoseClientHangsUpIsNoError(t *testing.T) {
 	cancel()
 	<-sent
 	// The Bulk ends: its entry is in the provisioning log.
-	var entry map[string]any
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		var list []map[string]any
-		if err := json.Unmarshal(adminRequest(t, p, "GET", "/admin/v1/log?tenant=acme&since=1h", adminSecret, "").want(t, 200).raw, &list); err != nil {
-			return err
-		}
-		for _, e := range list {
-			if e["path"] == "/scim/v2/acme/Bulk" {
-				entry = e
-				return nil
-			}
-		}
-		return fmt.Errorf("the Bulk is not in the provisioning log yet")
-	})
+	entry := bulkLogEntry(t, p)
 	if made, _ := p.scim("acme", acmeToken, "GET", "/Users?count=0", "").body["totalResults"].(float64); made < 11 || made == 1000 {
 		t.Errorf("%v users made by the Bulk whose client hung up after its 11th; want those before the hang-up, not all 1,000", made)
 	}
@@ -174,4 +161,63 @@ func TestBulkWhoseClientHangsUpIsNoError(t *testing.T) {
 	if len(errs) > 0 {
 		t.Errorf("a Bulk whose client hung up logged %d lines at ERROR, the first: %s", len(errs), errs[0])
 	}
+}
+
+// TestBulkOutlivingTheWriteTimeoutIsNoClientGone: a Bulk that runs past
+// limits.write_timeout has its answer cut by the relay (the client, still
+// waiting, gets no answer while every operation was performed). That is
+// not "a client that hung up" (README, Provisioning log: 499; Logs: Debug):
+// the operator must see it, at Error, as a request whose answer was not
+// delivered. net/http cancels the request's context after any failed
+// write, this one too: a first version of the hang-up's handling read
+// that as the client gone (from a review).
+func TestBulkOutlivingTheWriteTimeoutIsNoClientGone(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.WriteTimeout = config.Duration(100 * time.Millisecond)
+	p, out := startRelayLogging(t, cfg)
+	var ops []string
+	for i := range 300 {
+		ops = append(ops, fmt.Sprintf(`{"method":"POST","path":"/Users","bulkId":"b%d","data":{%s,"userName":"slow%04d"}}`, i, userSchema, i))
+	}
+	body := fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[%s]}`, strings.Join(ops, ","))
+	req, _ := http.NewRequest("POST", p.scimURL+"/scim/v2/acme/Bulk", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	req.Header.Set("Content-Type", "application/scim+json")
+	start := time.Now()
+	r, err := sendRequest(req) // the client waits for its answer: it never hangs up
+	took := time.Since(start)
+	if err == nil && r.status == 200 {
+		t.Skipf("the Bulk was answered within the write timeout (%v): precondition not met", took)
+	}
+	t.Logf("client: %v (after %v; it waited)", err, took)
+	entry := bulkLogEntry(t, p)
+	t.Logf("recorded %v %v %v", entry["status"], entry["scim_type"], entry["detail"])
+	made, _ := p.scim("acme", acmeToken, "GET", "/Users?count=0", "").body["totalResults"].(float64)
+	if st, _ := entry["status"].(float64); st == 499 {
+		t.Errorf("a Bulk whose answer the write timeout cut (%v users made, the client waiting) is recorded 499 %q: the client did not hang up", made, entry["detail"])
+	}
+	if !strings.Contains(out.String(), `"level":"ERROR"`) {
+		t.Errorf("a Bulk whose answer the write timeout cut logged nothing at ERROR: the operator cannot tell the relay's limit from a client gone")
+	}
+}
+
+// bulkLogEntry waits for acme's Bulk request in the provisioning log and
+// returns its entry.
+func bulkLogEntry(t *testing.T, p *relayProc) map[string]any {
+	t.Helper()
+	var entry map[string]any
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		var list []map[string]any
+		if err := json.Unmarshal(adminRequest(t, p, "GET", "/admin/v1/log?tenant=acme&since=1h", adminSecret, "").want(t, 200).raw, &list); err != nil {
+			return err
+		}
+		for _, e := range list {
+			if e["path"] == "/scim/v2/acme/Bulk" {
+				entry = e
+				return nil
+			}
+		}
+		return fmt.Errorf("the Bulk is not in the provisioning log yet")
+	})
+	return entry
 }
