@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
-	"syscall"
 )
 
 // Answers: a resource written as its projection asks (a group's members
@@ -60,7 +59,7 @@ func (h *Handler) writeLatest(ctx context.Context, jw *jsonWriter, c *call, res 
 // One that sent nothing is a 503 when a group kept changing.
 func (h *Handler) fail(r *http.Request, jw *jsonWriter, err error, what string) error {
 	if !errors.Is(err, ErrChanged) {
-		return jw.abort(err)
+		return jw.abort(r, err)
 	}
 	if jw.started {
 		const detail = "answer cut off: a group changed while its members were sent; read again"
@@ -69,7 +68,7 @@ func (h *Handler) fail(r *http.Request, jw *jsonWriter, err error, what string) 
 			id, info.Detail = info.RequestID, detail
 		}
 		h.log.InfoContext(r.Context(), "scim "+detail, "path", r.URL.Path, "request_id", id)
-		return jw.abort(err)
+		return jw.abort(r, err)
 	}
 	return Errorf(ErrUnavailable, "%s changed %d times while the answer was read; read again", what, readAttempts)
 }
@@ -269,14 +268,14 @@ func (jw *jsonWriter) finish() error {
 
 // abort returns err for the error response if nothing was sent yet; after
 // the status line went out, the connection is the only thing left to break.
-func (jw *jsonWriter) abort(err error) error {
+func (jw *jsonWriter) abort(r *http.Request, err error) error {
 	if !jw.started {
 		return err
 	}
-	if rec, ok := jw.w.(*statusRecorder); ok && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, context.Canceled)) {
+	if rec, ok := jw.w.(*statusRecorder); ok && clientGone(r, err) {
 		// The client hung up while the answer was sent: recorded as such
 		// (499), not with the 200 that went out, as an answer delivered.
-		se := Errorf(ErrClientClosedRequest, "the client closed the request")
+		se := errClientGone()
 		rec.status, rec.info.ScimType, rec.info.Detail = se.Status, se.Type, se.Detail
 	}
 	panic(http.ErrAbortHandler)

@@ -69,7 +69,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 			return nil, Errorf(ErrInvalidSyntax, "the request body did not arrive within the server's read timeout")
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || r.Context().Err() != nil {
-			return nil, Errorf(ErrClientClosedRequest, "the client closed the request")
+			return nil, errClientGone()
 		}
 		return nil, Errorf(ErrInvalidSyntax, "reading request body: %v", err)
 	}

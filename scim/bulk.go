@@ -403,7 +403,7 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	res := &bulkResult{Method: op.method, BulkID: op.bulkID}
 	fail := func(err error) *bulkResult {
 		var se *Error
-		if !errors.As(err, &se) && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		if !errors.As(err, &se) && clientGone(b.r, err) {
 			// The client went away: the operation was not performed, and
 			// nothing failed on the relay's side (writeError says so at Debug).
 			se = Errorf(ErrClientClosedRequest, "Operations[%d]: not performed: the client closed the request", op.index)

@@ -826,14 +826,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		w.Header().Set("Retry-After", rl.retryAfter())
 		se = Errorf(ErrTooManyRequests, "%s", rl.Error())
 	case errors.As(err, &se):
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil,
-		// Writing the answer found the connection closed: the client hung
-		// up while the answer was under way (a list, a Bulk's answer).
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET):
+	case clientGone(r, err):
 		// The client went away (Entra timed out, a connection dropped):
 		// nothing failed on our side, and nobody reads the answer.
 		h.log.DebugContext(r.Context(), "scim client went away before the answer", "request_id", id, "method", r.Method, "path", r.URL.Path)
-		se = Errorf(ErrClientClosedRequest, "the client closed the request")
+		se = errClientGone()
 	default:
 		if info != nil {
 			info.FailureLogged = true
@@ -858,6 +855,19 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	_ = writeJSON(w, se.Status, se.body())
 }
+
+// clientGone reports whether err means that the client went away: its
+// request's context canceled (it hung up, or timed out), or its answer's
+// write finding the connection closed (EPIPE, ECONNRESET: it hung up while
+// a list or a Bulk's answer was under way).
+func clientGone(r *http.Request, err error) bool {
+	return errors.Is(err, context.Canceled) && r.Context().Err() != nil ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// errClientGone is what a request whose client went away is recorded
+// with (499, nginx's "client closed request"); nobody reads it.
+func errClientGone() *Error { return Errorf(ErrClientClosedRequest, "the client closed the request") }
 
 // challenge names the schemes a 401 takes (RFC 7235 §4.1): Bearer, with
 // error="invalid_token" when the request carried a bearer token (RFC 6750
