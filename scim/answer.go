@@ -51,26 +51,34 @@ func (h *Handler) writeLatest(ctx context.Context, jw *jsonWriter, c *call, res 
 	}
 }
 
-// fail ends an answer that err broke. An answer whose first bytes were
-// sent cannot be taken back: a group that changed while its members were
-// sent (a group of more than a page of members, or a list whose earlier
-// groups filled the first 64 KiB) cuts the connection, and the client
-// reads again as after any broken read; the request's log entry says so.
-// One that sent nothing is a 503 when a group kept changing.
+// fail ends an answer that err broke. One that sent nothing is err's
+// error answer, or a 503 when a group kept changing. One whose first bytes
+// were sent cannot be taken back: the connection is cut (the client reads
+// again as after any broken read), and the request is recorded with what
+// became of it, not with the 200 that went out: a group that changed while
+// its members were sent (a group of more than a page of members, or a list
+// whose earlier groups filled the first 64 KiB) says so at Info; a client
+// that hung up is a 499 at Debug; anything else (the relay's own
+// write_timeout passed, a read that failed) is a failure, a 500 logged at
+// Error with its cause (writeError).
 func (h *Handler) fail(r *http.Request, jw *jsonWriter, err error, what string) error {
-	if !errors.Is(err, ErrChanged) {
-		return jw.abort(r, err)
-	}
-	if jw.started {
+	changed := errors.Is(err, ErrChanged)
+	switch {
+	case !jw.started && changed:
+		return Errorf(ErrUnavailable, "%s changed %d times while the answer was read; read again", what, readAttempts)
+	case !jw.started:
+		return err
+	case changed:
 		const detail = "answer cut off: a group changed while its members were sent; read again"
 		id := ""
 		if info := infoOf(jw.w); info != nil {
 			id, info.Detail = info.RequestID, detail
 		}
 		h.log.InfoContext(r.Context(), "scim "+detail, "path", r.URL.Path, "request_id", id)
-		return jw.abort(r, err)
+	default:
+		h.writeError(jw.w, r, err)
 	}
-	return Errorf(ErrUnavailable, "%s changed %d times while the answer was read; read again", what, readAttempts)
+	panic(http.ErrAbortHandler) // net/http drops the connection
 }
 
 // respond writes one resource with its ETag. A Group that changed after
@@ -264,19 +272,4 @@ func (jw *jsonWriter) finish() error {
 	}
 	jw.buf, jw.pooled = nil, nil
 	return err
-}
-
-// abort returns err for the error response if nothing was sent yet; after
-// the status line went out, the connection is the only thing left to break.
-func (jw *jsonWriter) abort(r *http.Request, err error) error {
-	if !jw.started {
-		return err
-	}
-	if rec, ok := jw.w.(*statusRecorder); ok && clientGone(r, err) {
-		// The client hung up while the answer was sent: recorded as such
-		// (499), not with the 200 that went out, as an answer delivered.
-		se := errClientGone()
-		rec.status, rec.info.ScimType, rec.info.Detail = se.Status, se.Type, se.Detail
-	}
-	panic(http.ErrAbortHandler)
 }
