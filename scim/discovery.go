@@ -195,13 +195,14 @@ func resourceTypeDocument(base string, rt *ResourceType) resourceTypeDoc {
 
 // The discovery endpoints' handlers.
 
-// checkDiscoveryQuery refuses a filter on discovery endpoints (RFC 7644 §4).
+// checkDiscoveryQuery refuses a filter on discovery endpoints (RFC 7644 §4),
+// an empty one too: it is not read as none, as on /Users.
 func checkDiscoveryQuery(r *http.Request) error {
 	q, err := queryOf(r)
 	if err != nil {
 		return err
 	}
-	if q.Get("filter") != "" {
+	if q.Has("filter") {
 		return Errorf(ErrForbidden, "discovery endpoints do not support filtering")
 	}
 	return nil
