@@ -156,8 +156,8 @@ type LogQuery struct {
 	Newest bool
 	// Status is "2xx", "4xx", "5xx", an exact code such as "409", or "".
 	Status string
-	// User matches userName, displayName or email, case-insensitively, by
-	// substring.
+	// User matches userName, displayName or email, by substring, ignoring
+	// case as the SCIM filter does (scim.Fold).
 	User string
 	// Operation is one operation (create, patch, token …), or "".
 	Operation string
@@ -883,7 +883,7 @@ func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) 
 		}
 	}
 	out := []LogEntry{}
-	user := strings.ToLower(q.User)
+	user := scim.Fold(q.User) // the SCIM filter's case rule: a name it calls the same is found
 	err := l.store.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketProvLog)
 		if b == nil {
@@ -918,7 +918,7 @@ func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) 
 			}
 			if q.Tenant != "" && e.Tenant != q.Tenant || !StatusMatches(q.Status, e.Status) ||
 				q.Operation != "" && e.Operation != q.Operation ||
-				user != "" && !strings.Contains(strings.ToLower(e.Name), user) && !strings.Contains(strings.ToLower(e.Email), user) {
+				user != "" && !strings.Contains(scim.Fold(e.Name), user) && !strings.Contains(scim.Fold(e.Email), user) {
 				continue
 			}
 			e.Key = encodeLogKey(k)

@@ -596,3 +596,29 @@ func TestLogKeptForALongRetention(t *testing.T) {
 		t.Fatalf("with a retention of 100 years, the log holds %v after a prune, want the request of an hour ago", ids)
 	}
 }
+
+// TestLogUserSearchFoldsAsSCIMDoes: the provisioning log's user search
+// ("userName, displayName or email (substring, any case)") finds a request
+// about a user by a spelling the SCIM filter calls the same userName.
+func TestLogUserSearchFoldsAsSCIMDoes(t *testing.T) {
+	s, c, _ := openStore(t)
+	entries := []LogEntry{
+		{Time: c.now(), RequestID: "greek", Tenant: "acme", Operation: "create", Status: 201, Name: "ΟΔΥΣΣΕΥΣ"},
+		{Time: c.now().Add(time.Millisecond), RequestID: "longs", Tenant: "acme", Operation: "create", Status: 201, Name: "ſam@x.com"},
+		{Time: c.now().Add(2 * time.Millisecond), RequestID: "mail", Tenant: "acme", Operation: "create", Status: 201, Name: "x", Email: "ΣΟΦΙΑ@x.com"},
+	}
+	l := runLog(t, s, LogOptions{}, entries)
+	for _, tc := range []struct{ user, want string }{
+		{"οδυσσευς", "greek"}, // userName eq "οδυσσευς" finds ΟΔΥΣΣΕΥΣ
+		{"sam@x", "longs"},    // userName eq "sam@x.com" finds ſam@x.com
+		{"ςοφια", "mail"},     // emails.value eq "ςοφια@x.com" finds ΣΟΦΙΑ@x.com
+	} {
+		got, err := l.Query(ctx, LogQuery{Since: c.now().Add(-time.Hour), User: tc.user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].RequestID != tc.want {
+			t.Errorf("user=%s finds %d entries, want the request %q (the SCIM filter calls its name the same)", tc.user, len(got), tc.want)
+		}
+	}
+}
