@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -94,59 +95,62 @@ type workEmailUpgrade struct {
 	added       int
 	shared      map[string]bool // index key prefixes (emails) more than one user holds
 	sharers     []string        // up to maxSharersLogged of the users holding them
-	after       []byte          // the last user done
 }
 
-// run indexes the tenant's users, a chunk per transaction, until none is left.
+// run indexes the tenant's users, a chunk per transaction.
 func (u *workEmailUpgrade) run() error {
+	return u.store.eachStored(u.tenant, scim.UserResourceType, "its work emails are not indexed", func(tb *bolt.Bucket, r *scim.Resource) error {
+		ix, err := tb.CreateBucketIfNotExists(ixWorkEmail)
+		if err != nil {
+			return err
+		}
+		return u.user(ix, r)
+	})
+}
+
+// eachStored calls each for every resource of type rt stored for tenant,
+// in id order, upgradeChunk of them a transaction, with the tenant's bucket
+// in that transaction, so that a walk over a file of a million users holds
+// its dirty pages for one chunk at a time. A record that cannot be read is
+// read by nothing: it is logged (left, what is not done for it) and left
+// as it is, rather than keep the relay from starting.
+func (s *Store) eachStored(tenant string, rt *scim.ResourceType, left string, each func(tb *bolt.Bucket, r *scim.Resource) error) error {
+	var after []byte // the last resource done
 	for {
 		n := 0
-		if err := u.store.db.Update(func(tx *bolt.Tx) (err error) {
-			n, err = u.chunk(tx)
-			return err
-		}); err != nil {
-			return err
-		}
-		if n < upgradeChunk {
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			tb := tx.Bucket(bucketTenants).Bucket([]byte(tenant))
+			b := tb.Bucket(bucketUsers)
+			if rt == scim.GroupResourceType {
+				b = tb.Bucket(bucketGroups)
+			}
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && n < upgradeChunk; k, v = c.Next() {
+				after = bytes.Clone(k)
+				n++
+				rec, err := decodeRecord(rt, v)
+				if err != nil {
+					s.log.Warn("upgrading the data file: a stored "+strings.ToLower(rt.Name)+" cannot be read; "+left, "tenant", tenant, "id", string(k), "err", err)
+					continue
+				}
+				if err := each(tb, rec.res); err != nil {
+					return err
+				}
+			}
 			return nil
+		}); err != nil || n < upgradeChunk {
+			return err
 		}
 	}
-}
-
-// chunk indexes up to upgradeChunk users after u.after and says how many.
-func (u *workEmailUpgrade) chunk(tx *bolt.Tx) (int, error) {
-	tb := tx.Bucket(bucketTenants).Bucket([]byte(u.tenant))
-	users := tb.Bucket(bucketUsers)
-	if users == nil {
-		return 0, nil
-	}
-	ix, err := tb.CreateBucketIfNotExists(ixWorkEmail)
-	if err != nil {
-		return 0, err
-	}
-	c := users.Cursor()
-	k, v := c.First()
-	if u.after != nil {
-		if k, v = c.Seek(u.after); bytes.Equal(k, u.after) {
-			k, v = c.Next()
-		}
-	}
-	n := 0
-	for ; k != nil && n < upgradeChunk; k, v = c.Next() {
-		u.after = bytes.Clone(k)
-		n++
-		rec, err := decodeRecord(scim.UserResourceType, v)
-		if err != nil {
-			// A damaged record is read by nothing; it is left as it is
-			// rather than keep the relay from starting.
-			u.store.log.Warn("upgrading the data file: a stored user cannot be read; its work emails are not indexed", "tenant", u.tenant, "id", string(k), "err", err)
-			continue
-		}
-		if err := u.user(ix, rec.res); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // user puts r's missing work email keys in ix. What layouts before 4

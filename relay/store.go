@@ -17,6 +17,7 @@
 //	                          "event_signing_retiring" → the public keys, space-separated, of seeds a rotation replaced that the event stream may not have retired yet (keys.go; absent when none)
 //	                          "tenants" → JSON list of the tenants configured when a start last said its notes, or a reload set them (leftovers.go)
 //	                          "purging" → JSON list of the tenants whose purge began and has not finished (purge.go)
+//	                          "fold_unicode" → the Unicode version (unicode.Version) of the case tables the folded index keys were built with (absent: 15.0.0; foldtables.go)
 //	                          "static_token_use" → JSON object from the id of each relay.yaml token (yaml_ and the first 12 hex digits of its SHA-256) to its last use (statictokens.go; an older release ignores it)
 //	outbox                    u64 commit number → event, as the NATS message to publish (events.Message's stored form)
 //	quarantine                u64 commit number → outbox row that could not be published (JSON: reason, time, row)
@@ -336,6 +337,10 @@ func Open(path string, o Options) (*Store, error) {
 			_ = db.Close()
 			return nil, fmt.Errorf("upgrading data file %s from layout %d: %w", path, layout, err)
 		}
+	}
+	if err := s.refoldIndexes(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("upgrading data file %s: %w", path, err)
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
 		s.depth.Store(int64(tx.Bucket(bucketOutbox).Stats().KeyN))

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
@@ -223,18 +224,23 @@ func oldWorkEmailIndex(tx *bolt.Tx) error {
 	return nil
 }
 
-// workEmailIndex lists the keys of every tenant's ix_workemail, as
-// "<tenant> <key>".
-func workEmailIndex(t testing.TB, db *bolt.DB) []string {
+// indexKeys lists the keys of every tenant's index buckets named, as
+// "<tenant> <bucket> <key>".
+func indexKeys(t testing.TB, db *bolt.DB, buckets ...[]byte) []string {
 	t.Helper()
 	var keys []string
 	if err := db.View(func(tx *bolt.Tx) error {
 		root := tx.Bucket(bucketTenants)
 		return root.ForEachBucket(func(name []byte) error {
-			return root.Bucket(name).Bucket(ixWorkEmail).ForEach(func(k, _ []byte) error {
-				keys = append(keys, fmt.Sprintf("%s %q", name, k))
-				return nil
-			})
+			for _, b := range buckets {
+				if err := root.Bucket(name).Bucket(b).ForEach(func(k, _ []byte) error {
+					keys = append(keys, fmt.Sprintf("%s %s %q", name, b, k))
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	}); err != nil {
 		t.Fatal(err)
@@ -263,7 +269,7 @@ func TestUpgradeIndexesEveryWorkEmail(t *testing.T) {
 			}
 			create(t, s, "acme", user(t, `"userName":"ann","emails":[{"value":"ann@x.com","type":"work"},{"value":"ann@y.com","type":"work"}]`))
 			create(t, s, "acme", user(t, `"userName":"bob","emails":[{"value":"bob@home.com"},{"value":"bob@x.com","primary":true}]`))
-			want := workEmailIndex(t, s.db)
+			want := indexKeys(t, s.db, ixWorkEmail)
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -276,7 +282,7 @@ func TestUpgradeIndexesEveryWorkEmail(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = s.Close() })
 			checkLayout(t, s)
-			if got := workEmailIndex(t, s.db); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			if got := indexKeys(t, s.db, ixWorkEmail); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("ix_workemail after the upgrade:\n%s\nwant what this release writes:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 			for _, second := range seconds {
@@ -520,7 +526,7 @@ func TestUpgradeCutShortIsRefusedByEarlierReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := s.Create(ctx, "safe", cid); err != nil {
-		t.Fatalf("a new user with the second work email of a user deleted since: %v\nix_workemail: %q", err, workEmailIndex(t, s.db))
+		t.Fatalf("a new user with the second work email of a user deleted since: %v\nix_workemail: %q", err, indexKeys(t, s.db, ixWorkEmail))
 	}
 }
 
@@ -536,3 +542,109 @@ func (exitOnWarn) Handle(_ context.Context, r slog.Record) error {
 }
 func (h exitOnWarn) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h exitOnWarn) WithGroup(string) slog.Handler      { return h }
+
+// TestIndexesRefoldedForOtherCaseTables: a file whose folded index keys
+// were built with other Unicode case tables than this build's (a release
+// built with another Go; here, keys such tables would have left: a user's
+// key under another fold, a deleted user's key left behind) has its
+// folded indexes rebuilt by Open, a few resources a transaction, in every
+// tenant: each is then what this release writes, the user is found by
+// userName and email again, and the name the deleted user's leftover key
+// held is free. The file then records this build's version, and the next
+// Open rebuilds nothing. A file that records none (every release before
+// this one) was built with Unicode 15.0.0's tables.
+func TestIndexesRefoldedForOtherCaseTables(t *testing.T) {
+	chunk := upgradeChunk
+	upgradeChunk = 2
+	t.Cleanup(func() { upgradeChunk = chunk })
+	s, c, path := openStore(t)
+	ann := create(t, s, "acme", user(t, `"userName":"Ann","emails":[{"value":"Ann@X.com","type":"work"}]`))
+	for i := range 4 {
+		create(t, s, "globex", user(t, fmt.Sprintf(`"userName":"u%d","emails":[{"value":"u%d@x.com"}]`, i, i)))
+	}
+	create(t, s, "acme", group(t, `"displayName":"Ops"`))
+	want := indexKeys(t, s.db, foldedIndexes...)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stale := func(tx *bolt.Tx) error {
+		acme := tx.Bucket(bucketTenants).Bucket([]byte("acme"))
+		for _, k := range []struct {
+			bucket    []byte
+			now, then string
+		}{
+			{ixUserName, "ann", "ann-other-tables"},
+			{ixWorkEmail, "ann@x.com", "ann@x.com-other-tables"},
+			{ixDisplayName, "ops", "ops-other-tables"},
+		} {
+			b := acme.Bucket(k.bucket)
+			id := ann.ID()
+			if bytes.Equal(k.bucket, ixDisplayName) {
+				id = firstID(t, acme.Bucket(bucketGroups))
+			}
+			if err := b.Delete(append(ixKey(k.now), id...)); err != nil {
+				return err
+			}
+			if err := b.Put(append(ixKey(k.then), id...), nil); err != nil {
+				return err
+			}
+		}
+		if err := acme.Bucket(ixUserName).Put(append(ixKey("ghost"), "0190a000-0000-7000-8000-00000000dead"...), nil); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyFoldTables, []byte("14.0.0"))
+	}
+	rewriteFile(t, path, layoutVersion, stale)
+
+	open := func() (*Store, string) {
+		t.Helper()
+		var logs bytes.Buffer
+		o := testOptions(c)
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		s, err := Open(path, o)
+		if err != nil {
+			t.Fatalf("Open of a file indexed with other case tables: %v", err)
+		}
+		return s, logs.String()
+	}
+	s, logs := open()
+	if !strings.Contains(logs, "rebuilt the case-folded indexes") || !strings.Contains(logs, "from_unicode=14.0.0 to_unicode="+unicode.Version) {
+		t.Errorf("Open said nothing of the rebuild: %s", logs)
+	}
+	if got := indexKeys(t, s.db, foldedIndexes...); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("folded indexes after the rebuild:\n%s\nwant what this release writes:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, filter := range []string{`userName eq "ANN"`, `emails[type eq "work"].value eq "ann@x.com"`} {
+		page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: mustParseFilter(t, scim.UserResourceType, filter), StartIndex: 1, Count: 10})
+		if err != nil || page.Total != 1 || len(page.Resources) != 1 || page.Resources[0].ID() != ann.ID() {
+			t.Errorf("%s finds %d (%v) after the rebuild, want Ann", filter, page.Total, err)
+		}
+	}
+	create(t, s, "acme", user(t, `"userName":"Ghost"`)) // its leftover key is gone
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, logs = open()
+	defer s.Close()
+	if strings.Contains(logs, "rebuilt") {
+		t.Errorf("the second Open rebuilt the indexes again: %s", logs)
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if v := string(tx.Bucket(bucketMeta).Get(keyFoldTables)); v != unicode.Version {
+			return fmt.Errorf("the file records case tables %q, want this build's %q", v, unicode.Version)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
+
+// firstID is the key of b's first record.
+func firstID(t testing.TB, b *bolt.Bucket) string {
+	t.Helper()
+	k, _ := b.Cursor().First()
+	if k == nil {
+		t.Fatal("no record")
+	}
+	return string(k)
+}
