@@ -79,9 +79,14 @@ func streamContents(t testing.TB, js jetstream.JetStream, n int) []seen {
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		// A direct get, which a replicated stream's replicas answer once
 		// each is set up to: "no responders" for a moment after a write
-		// on a cluster just made (seen once in about 25 runs).
+		// on a cluster just made (seen once in about 25 runs). A node
+		// picks the replica at random, its own or another's: one lost
+		// whole, its peers' routes to it not yet given up (90 s in a
+		// run), never answers, so each try waits 2 s, not the library's 5.
 		var m *jetstream.RawStreamMsg
-		eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() (err error) {
+		eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() (err error) {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
 			m, err = st.GetMsg(ctx, seq)
 			return err
 		})

@@ -31,10 +31,27 @@ import (
 // (README, Operating). The sink worker's side is the test of the same name
 // in sinks.
 func TestSilentNodeOfTheClusterIsLeft(t *testing.T) {
+	silentNodeIsLeft(t)
+}
+
+// TestNodeLostWholeIsLeft is TestSilentNodeOfTheClusterIsLeft with the
+// node lost whole: its routes fall silent too (eventstest.RoutesToo), so
+// that the other two nodes elect a leader of their own and the old one,
+// cut off, stores nothing more. The routes are cut first, and the first
+// event after is one the old leader took into its log and could not
+// replicate when its clients lost it: the front end's copy, kept,
+// published again on the new leader, is stored once, in order with the
+// rest (README, Operating). The worker's side is the test of the same
+// name in sinks.
+func TestNodeLostWholeIsLeft(t *testing.T) {
+	silentNodeIsLeft(t, eventstest.RoutesToo)
+}
+
+func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c := eventstest.RunSilentLeader(t, func(url string) (*nats.Conn, error) {
 		return natsbus.Connect(natsbus.Options{URL: url}, nil, log)
-	}, log)
+	}, log, opts...)
 	front := c.Connect(t)
 	fjs, err := jetstream.New(front)
 	if err != nil {
@@ -53,13 +70,39 @@ func TestSilentNodeOfTheClusterIsLeft(t *testing.T) {
 	t.Cleanup(stopAll)
 	defer stopAll()
 	ann := create(t, s, "acme", user(t, `"userName":"ann"`))
-	_, ojs := eventstest.Connect(t, eventstest.ClusterURLs(c.Nodes)) // the test's own, to the nodes directly
+	// The test's own, to the other nodes directly.
+	_, ojs := eventstest.Connect(t, eventstest.ClusterURLs(c.Others()))
 	streamContents(t, ojs, 1)
 
-	silenced := c.Lose(t, ojs)
 	const after = 4
-	for i := range after {
+	patch := func(i int) {
 		mustPatch(t, s, "acme", scim.UserResourceType, ann.ID(), fmt.Sprintf(`{"op":"replace","path":"title","value":"T%d"}`, i))
+	}
+	first := 0
+	var cutCommitted uint64
+	if c.RouteProxies != nil {
+		// Lost whole: the routes first, then an event the leader takes
+		// and cannot replicate, then the clients.
+		before, _ := c.LeaderLog(t)
+		c.CutRoutes(t, ojs)
+		patch(0)
+		first = 1
+		var last, committed uint64
+		eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if last, committed = c.LeaderLog(t); last <= before {
+				return fmt.Errorf("the leader's log ends at %d, as before the event", last)
+			}
+			return nil
+		})
+		if committed >= last {
+			t.Fatalf("the leader committed its log up to %d, cut off from its peers", committed)
+		}
+		t.Logf("the cut-off leader took the event: log at %d, committed %d", last, committed)
+		cutCommitted = committed
+	}
+	silenced := c.Lose(t, ojs)
+	for i := first; i < after; i++ {
+		patch(i)
 	}
 	eventstest.CheckFor(t, 45*time.Second, 100*time.Millisecond, func() error {
 		if err := c.Left("front end", front, silenced); err != nil {
@@ -76,4 +119,10 @@ func TestSilentNodeOfTheClusterIsLeft(t *testing.T) {
 	})
 	t.Logf("moved on and stored in %s", time.Since(silenced).Round(100*time.Millisecond))
 	checkOrder(t, streamContents(t, ojs, 1+after)) // each once, in order
+	if c.RouteProxies != nil {
+		// Cut off all along: it never heard of the new leader's entries.
+		if last, committed := c.LeaderLog(t); committed != cutCommitted {
+			t.Fatalf("the lost node's log is at %d, committed %d (%d when it was lost): it heard from its peers", last, committed, cutCommitted)
+		}
+	}
 }

@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -30,10 +31,25 @@ import (
 // each once and in order after the one delivered before it (README,
 // Operating).
 func TestSilentNodeOfTheClusterIsLeft(t *testing.T) {
+	silentNodeIsLeft(t)
+}
+
+// TestNodeLostWholeIsLeft is TestSilentNodeOfTheClusterIsLeft with the
+// node lost whole: its routes fall silent too (eventstest.RoutesToo), its
+// peers not told either, so that the other two nodes elect leaders
+// between them (the stream's, the consumers' it held). The worker moves and
+// delivers the events stored after the silence (published through the
+// other nodes once they take them), each once and in order (README,
+// Operating). The front end's side is the test of the same name in relay.
+func TestNodeLostWholeIsLeft(t *testing.T) {
+	silentNodeIsLeft(t, eventstest.RoutesToo)
+}
+
+func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c := eventstest.RunSilentLeader(t, func(url string) (*nats.Conn, error) {
 		return natsbus.Connect(natsbus.Options{URL: url}, nil, log)
-	}, log)
+	}, log, opts...)
 	worker := c.Connect(t)
 	wjs, err := jetstream.New(worker)
 	if err != nil {
@@ -52,7 +68,8 @@ func TestSilentNodeOfTheClusterIsLeft(t *testing.T) {
 	// the proxies' last, made after these were, first).
 	_, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, JS: wjs, Replicas: 3, Logger: log})
 	defer stop()
-	_, ojs := eventstest.Connect(t, eventstest.ClusterURLs(c.Nodes)) // the test's own publisher, to the nodes directly
+	// The test's own publisher, to the other nodes directly.
+	_, ojs := eventstest.Connect(t, eventstest.ClusterURLs(c.Others()))
 	pub := newPublisher(t, ojs)
 	want := []string{pub.publish("acme", events.UserCreated, "ann")}
 	// Delivered and acknowledged before the silence, so that no
@@ -77,8 +94,19 @@ func TestSilentNodeOfTheClusterIsLeft(t *testing.T) {
 
 	silenced := c.Lose(t, ojs)
 	for range 4 {
-		want = append(want, pub.publish("acme", events.UserUpdated, "ann"))
+		// Until the other nodes have a leader of the stream (a node lost
+		// whole), a publish gets no answer: the same message again, which
+		// JetStream stores once by its Nats-Msg-Id.
+		msg, id := pub.next("acme", events.UserUpdated, "ann")
+		eventstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := ojs.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName))
+			return err
+		})
+		want = append(want, id)
 	}
+	t.Logf("published the events after the silence in %s", time.Since(silenced).Round(100*time.Millisecond))
 	eventstest.CheckFor(t, 45*time.Second, 100*time.Millisecond, func() error {
 		if err := c.Left("worker", worker, silenced); err != nil {
 			return err
