@@ -120,6 +120,9 @@ func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret
 	signed := AccessTokenPrefix + base64.RawURLEncoding.EncodeToString(payload)
 	token := signed + "." + base64.RawURLEncoding.EncodeToString(s.sign(signed))
 	s.noteUse(st.ID, now)
+	for until := s.issuedUntil.Load(); exp.Unix() > until && !s.issuedUntil.CompareAndSwap(until, exp.Unix()); {
+		until = s.issuedUntil.Load()
+	}
 	return AccessToken{Token: token, ClientID: st.ID, ExpiresIn: exp.Sub(issued)}, nil
 }
 
@@ -197,7 +200,10 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 	if !now.Before(exp) {
 		return scim.Errorf(scim.ErrUnauthorized, "access token expired at %s; request a new one from the token endpoint", exp.UTC().Format(time.RFC3339))
 	}
-	if exp.After(now.Add(MaxAccessTokenLifetime + time.Minute)) { // a minute for clocks
+	// Past the longest lifetime from now, and later than any token this
+	// process issued: a wall clock stepped back (NTP) since a token was
+	// issued must not refuse it, with a reason nobody sees.
+	if exp.After(now.Add(MaxAccessTokenLifetime+time.Minute)) && claims.Expires > s.issuedUntil.Load() { // a minute for clocks
 		return invalid
 	}
 	s.tokens.mu.RLock()
@@ -234,7 +240,20 @@ func hmacOf(key []byte, signed string) []byte {
 func (s *Store) noteUse(id string, now time.Time) {
 	s.tokens.mu.RLock()
 	u := s.tokens.used[id]
+	var replaced time.Time
+	if st := s.tokens.byID[id]; st != nil {
+		replaced = st.Replaced
+	}
 	s.tokens.mu.RUnlock()
+	// A use seen once the credential's rotation is in the cache came
+	// after the rotation, whatever the wall clock says: stepped back
+	// since (NTP correcting a clock that ran ahead), it would date the
+	// use before the rotation, and Expiries would take the credential
+	// the identity provider still uses for one handed over, out of the
+	// expiry alert until its overlap ends.
+	if !replaced.IsZero() && !now.After(replaced) {
+		now = replaced.Add(time.Nanosecond)
+	}
 	if u != nil {
 		u.at.Store(now.UnixNano())
 	}

@@ -283,3 +283,25 @@ func TestAccessTokenIssuedInItsClientsLastSecond(t *testing.T) {
 			c.now().Format("15:04:05.000"), cl.Expires.Format("15:04:05.000"), at.ExpiresIn, err)
 	}
 }
+
+// TestAccessTokenAfterAClockStepBack: with oauth.token_lifetime 24h (the
+// most the relay allows), Entra fetches an access token; the relay's
+// wall clock then steps back 5 minutes (NTP). The token this relay issued
+// a moment ago, still within its lifetime, is refused as "invalid bearer
+// token" for the next 4 minutes: every SCIM request fails 401, and
+// neither Entra nor the provisioning log says why.
+func TestAccessTokenAfterAClockStepBack(t *testing.T) {
+	s, c, _ := openStore(t)
+	secret, cl, err := s.Clients().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, MaxAccessTokenLifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(-5 * time.Minute)
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatalf("the access token issued a moment ago (24h lifetime) is refused once the wall clock stepped back 5 minutes: %v", err)
+	}
+}

@@ -443,14 +443,6 @@ func TestReplacedTokenInUseStaysInTheExpiryMetricWhileItsUseIsWritten(t *testing
 	if _, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	listed := func() bool {
-		for _, tok := range s.TokenExpiries() {
-			if tok.ID == old.ID {
-				return true
-			}
-		}
-		return false
-	}
 	for round := range 100 {
 		c.add(time.Second)
 		if err := s.Authenticate(ctx, "acme", secret); err != nil { // Entra has not the new one yet
@@ -467,9 +459,64 @@ func TestReplacedTokenInUseStaysInTheExpiryMetricWhileItsUseIsWritten(t *testing
 				writing = false
 			default:
 			}
-			if !listed() {
+			if !inExpiries(s, old.ID) {
 				t.Fatalf("round %d: the replaced token, used since the rotation, left the expiry metric while its use was written", round)
 			}
 		}
 	}
+}
+
+// TestReplacedTokenUsedAfterAClockStepBackStaysInTheExpiryMetric: a token
+// is rotated, then the wall clock steps back an hour (NTP correcting a
+// clock that ran ahead), and Entra, which was not given the new token,
+// goes on using the old one. README: "while the identity provider has not
+// used it since the rotation; used since, it is shown again, as the new
+// one is not in the identity provider yet". The use came after the
+// rotation; the old token must stay in the expiry metric (and the daily
+// warning, the console's overview), or its overlap ends with Entra
+// refused and no alert having fired.
+func TestReplacedTokenUsedAfterAClockStepBackStaysInTheExpiryMetric(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	secret, old, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(10*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	if err := s.Authenticate(ctx, "acme", secret); err != nil { // Entra's last sync before the rotation
+		t.Fatal(err)
+	}
+	if err := s.flushTokenUse(); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	if _, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 7*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if inExpiries(s, old.ID) {
+		t.Fatal("set-up: the replaced token, not used since the rotation, is listed")
+	}
+	c.add(-time.Hour) // the wall clock steps back
+	for range 3 {
+		c.add(10 * time.Minute) // Entra syncs with the old token
+		if err := s.Authenticate(ctx, "acme", secret); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.flushTokenUse(); err != nil {
+			t.Fatal(err)
+		}
+		if !inExpiries(s, old.ID) {
+			t.Fatalf("the replaced token, used by Entra after the rotation (the wall clock stepped back an hour since), is out of the expiry metric and the daily warning: its overlap ends with Entra refused and no alert")
+		}
+	}
+}
+
+// inExpiries reports whether the credential id is in s.TokenExpiries (the
+// expiry metric, the daily warning, the console's tokens to rotate).
+func inExpiries(s *Store, id string) bool {
+	for _, tok := range s.TokenExpiries() {
+		if tok.ID == id {
+			return true
+		}
+	}
+	return false
 }

@@ -292,11 +292,14 @@ func (m summaries) forget(tenant string) {
 }
 
 // due takes out the summaries of minutes that ended before now (all of
-// them with now zero), ready to write.
+// them with now zero), ready to write. A minute that begins after now
+// is over too: the wall clock stepped back past it (NTP correcting a
+// clock that ran ahead), and its summary would otherwise wait, unseen,
+// until the clock passed that minute again.
 func (m summaries) due(now time.Time) []LogEntry {
 	var out []LogEntry
 	for k, s := range m {
-		if !now.IsZero() && now.Before(s.Time.Add(time.Minute)) {
+		if !now.IsZero() && !now.Before(s.Time) && now.Before(s.Time.Add(time.Minute)) {
 			continue
 		}
 		s.Latency /= time.Duration(s.Count)

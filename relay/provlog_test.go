@@ -622,3 +622,51 @@ func TestLogUserSearchFoldsAsSCIMDoes(t *testing.T) {
 		}
 	}
 }
+
+// TestLogWritesReadSummariesAfterAClockStepBack: successful reads are
+// summed up per minute and written once their minute is over. The wall
+// clock then steps back an hour (NTP correcting a clock that ran ahead):
+// the minute is over (no request of it can come any more), yet its
+// summary must not wait an hour, unseen by `scimrelay log`, the console's
+// counts and a log follower, and lost if the relay is killed meanwhile.
+func TestLogWritesReadSummariesAfterAClockStepBack(t *testing.T) {
+	s, c, _ := openStore(t)
+	l := NewRequestLog(s, LogOptions{}, slog.New(slog.DiscardHandler))
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(runCtx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	start := c.now()
+	for i := range 5 {
+		l.Record(LogEntry{Time: start.Add(time.Duration(i) * time.Millisecond), RequestID: fmt.Sprint("g", i), Tenant: "acme",
+			Method: "GET", Operation: "get", Resource: "User", Status: 200, Latency: time.Millisecond})
+	}
+	l.Record(LogEntry{Time: start, Tenant: "acme", Method: "POST", Operation: "create", Resource: "User", Status: 201, RequestID: "create"})
+	found := func() (summary, create bool) {
+		got, err := l.Query(ctx, LogQuery{Since: start.Add(-2 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range got {
+			summary = summary || e.Count == 5
+			create = create || e.RequestID == "create"
+		}
+		return summary, create
+	}
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, create := found(); !create {
+			return fmt.Errorf("set-up: the create was not written")
+		}
+		return nil
+	})
+	c.add(-time.Hour) // the wall clock steps back
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if summary, _ := found(); !summary {
+			return fmt.Errorf("the summary of 5 successful reads of a minute that is over was not written after the wall clock stepped back an hour (it waits for the clock to pass that minute again)")
+		}
+		return nil
+	})
+}

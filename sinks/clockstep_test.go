@@ -5,25 +5,9 @@ package sinks
 import (
 	"testing"
 	"time"
-	"unsafe"
-)
 
-// wallStepped is what time.Now() read when the wall clock had not yet been
-// stepped by step (an NTP step, a VM resumed, made since): t's monotonic
-// reading with its wall reading moved by -step. Only the wall clock
-// steps; Go's monotonic clock does not.
-// (No API makes such a reading; time.Time's layout, a wall word and a
-// monotonic one, is the one Go has had since 1.9.)
-func wallStepped(t time.Time, step time.Duration) time.Time {
-	s := t.Add(-step) // moves the wall and the monotonic reading
-	type timeLayout struct {
-		wall uint64
-		ext  int64 // the monotonic reading, when the wall has its flag
-		loc  *time.Location
-	}
-	(*timeLayout)(unsafe.Pointer(&s)).ext = (*timeLayout)(unsafe.Pointer(&t)).ext
-	return s
-}
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
 
 // TestLeaseSurvivesAWallClockStepForward: a worker renews its lease on a
 // heartbeat; the wall clock then steps forward a minute (NTP, a VM
@@ -34,7 +18,7 @@ func wallStepped(t time.Time, step time.Duration) time.Time {
 func TestLeaseSurvivesAWallClockStepForward(t *testing.T) {
 	m := &membership{t: timingFor(time.Second)}
 	now := time.Now()
-	began := wallStepped(now, time.Minute) // read before the clock stepped a minute forward
+	began := eventstest.WallStepped(now, -time.Minute) // read before the clock stepped a minute forward
 	if got := now.Sub(began); got != 0 {
 		t.Fatalf("test set-up: monotonic distance %s, want 0", got)
 	}
@@ -50,8 +34,8 @@ func TestLeaseSurvivesAWallClockStepForward(t *testing.T) {
 // another worker can be pinned to its partitions (pinnedTTL); else it
 // delivers for an hour beside the partitions' next owner.
 func TestLeaseLapsesAfterAWallClockStepBack(t *testing.T) {
-	m := &membership{t: timingFor(10 * time.Millisecond)} // lease 80 ms
-	began := wallStepped(time.Now(), -time.Hour)          // read before the clock stepped an hour back
+	m := &membership{t: timingFor(10 * time.Millisecond)}  // lease 80 ms
+	began := eventstest.WallStepped(time.Now(), time.Hour) // read before the clock stepped an hour back
 	m.renew(began)
 	deadline := time.Now().Add(5 * time.Second)
 	for m.leaseValid() {

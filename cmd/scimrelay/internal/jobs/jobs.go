@@ -43,6 +43,11 @@ type Job struct {
 	Error    string     `json:"error,omitempty"` // why it failed
 	Started  time.Time  `json:"started"`
 	Finished *time.Time `json:"finished,omitempty"`
+	// ended is when it finished as r.now read it, with Go's monotonic
+	// reading (Finished, in UTC, has none): how long ago it finished is
+	// measured on the monotonic clock, which a step of the wall clock
+	// (NTP, a VM resumed) does not move.
+	ended time.Time
 }
 
 // ErrNotFound means no job has the id, or it ended too long ago.
@@ -115,7 +120,8 @@ func (r *Runner) run(j *Job, f Func) {
 	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	end := r.now().UTC()
+	j.ended = r.now()
+	end := j.ended.UTC()
 	j.Finished = &end
 	if result != nil {
 		j.Progress = result
@@ -151,7 +157,7 @@ func (r *Runner) forget() {
 	for id, j := range r.jobs {
 		switch {
 		case j.Finished == nil:
-		case r.now().Sub(*j.Finished) > keepFor:
+		case r.now().Sub(j.ended) > keepFor:
 			delete(r.jobs, id)
 		default:
 			finished = append(finished, j)
@@ -160,7 +166,7 @@ func (r *Runner) forget() {
 	for len(finished) > keepMost {
 		oldest := 0
 		for i, j := range finished {
-			if j.Finished.Before(*finished[oldest].Finished) {
+			if j.ended.Before(finished[oldest].ended) {
 				oldest = i
 			}
 		}

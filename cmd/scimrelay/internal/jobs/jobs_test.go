@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,5 +120,29 @@ func TestClose(t *testing.T) {
 	}
 	if _, err := r.Start("redrive", "crm", nil); err == nil {
 		t.Fatal("a closed runner started a job")
+	}
+}
+
+// TestFinishedJobSurvivesAWallClockStepForward: a redrive ends; the wall
+// clock then steps forward two hours. A second later (monotonic) the job
+// ended a second ago: its caller (the CLI following it, the console's job
+// page) must still read its result, where it got "no such job".
+func TestFinishedJobSurvivesAWallClockStepForward(t *testing.T) {
+	r := NewRunner(nil)
+	defer r.Close()
+	var step atomic.Int64
+	r.now = func() time.Time { return eventstest.WallStepped(time.Now(), time.Duration(step.Load())) }
+	j, err := r.Start("redrive", "crm", func(context.Context, func(any)) (any, error) { return "12 redelivered", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, j.ID)
+	step.Store(int64(2 * time.Hour))
+	got, err := r.Get(j.ID)
+	if err != nil {
+		t.Fatalf("a job that ended a moment ago (by the monotonic clock) is gone once the wall clock stepped forward 2h: %v", err)
+	}
+	if got.Progress != "12 redelivered" {
+		t.Fatalf("result %v", got.Progress)
 	}
 }
