@@ -285,13 +285,17 @@ func TestAccessTokenIssuedInItsClientsLastSecond(t *testing.T) {
 }
 
 // TestAccessTokenAfterAClockStepBack: with oauth.token_lifetime 24h (the
-// most the relay allows), Entra fetches an access token; the relay's
-// wall clock then steps back 5 minutes (NTP). The token this relay issued
-// a moment ago, still within its lifetime, is refused as "invalid bearer
-// token" for the next 4 minutes: every SCIM request fails 401, and
-// neither Entra nor the provisioning log says why.
+// most the relay allows), Entra fetches an access token; the relay's wall
+// clock then steps back 5 minutes (NTP), in a running relay or as its host
+// boots. The token this relay issued a moment ago, still within its
+// lifetime, is taken (until a hunt found it, it was refused as "invalid
+// bearer token" for 4 minutes, every SCIM request failing 401 with no
+// reason anyone saw). One issued while the clock ran 30 days ahead (a bad
+// RTC) is refused once NTP corrects the clock: it would live a month
+// (from a review of a first fix, which kept the latest expiry issued in
+// memory: that let it, and forgot it at a restart).
 func TestAccessTokenAfterAClockStepBack(t *testing.T) {
-	s, c, _ := openStore(t)
+	s, c, path := openStore(t)
 	secret, cl, err := s.Clients().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -303,5 +307,27 @@ func TestAccessTokenAfterAClockStepBack(t *testing.T) {
 	c.add(-5 * time.Minute)
 	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
 		t.Fatalf("the access token issued a moment ago (24h lifetime) is refused once the wall clock stepped back 5 minutes: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.add(-5 * time.Minute) // and 5 more as the host boots
+	if s, err = Open(path, testOptions(c)); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatalf("the access token is refused after a restart, the clock stepped back 10 minutes since it was issued: %v", err)
+	}
+
+	c.add(30 * 24 * time.Hour) // the clock runs 30 days ahead
+	ahead, err := s.IssueAccessToken(ctx, "acme", cl.ID, secret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(-30 * 24 * time.Hour) // NTP corrects it
+	c.add(2 * time.Hour)        // past the token's lifetime
+	if err := s.Authenticate(ctx, "acme", ahead.Token); err == nil {
+		t.Fatal("an access token issued with a 1 h lifetime while the clock ran 30 days ahead is taken 2 h after NTP corrected the clock: it would live a month")
 	}
 }

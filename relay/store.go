@@ -159,11 +159,6 @@ type Store struct {
 	keyMu     sync.Mutex                // one key rotation at a time; guards eventSeed
 	eventSeed []byte                    // of the key events are signed with on an external NATS
 
-	// issuedUntil is the latest expiry (unix seconds) of an access token
-	// this process issued: one expiring no later was issued within the
-	// longest lifetime of one, whatever the wall clock did since.
-	issuedUntil atomic.Int64
-
 	// full is set when a write failed for want of disk space, and cleared
 	// when the disk has room again (minFreeToWrite; roomAgain).
 	full atomic.Bool
