@@ -414,9 +414,15 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte, header http.
 		res.Err = fmt.Errorf("POST %s: %s", RedactURL(w.url), status)
 	case refusesCredentials(code):
 		res.Err = fmt.Errorf("POST %s: %s: the receiver refused the request's credentials; check that its secret is the sink's (secret, previous_secret) and the sink's headers", RedactURL(w.url), status)
-	default: // 410 and the other 4xx: the receiver will never take it
+	case code >= 400 && code < 500: // 410 and the other 4xx: the receiver will never take it
 		res.Err = fmt.Errorf("POST %s: %s (permanent)", RedactURL(w.url), status)
 		res.Permanent = true
+	default:
+		// No 2xx, and no 4xx either (a 101 from a proxy that took the POST
+		// for an upgrade, a 0xx): not the receiver's word that it will
+		// never take the event. Retried on the schedule, as README says of
+		// everything but the 4xx.
+		res.Err = fmt.Errorf("POST %s: %s (not a status a receiver answers a delivery with)", RedactURL(w.url), status)
 	}
 	w.log.Debug("delivery refused", "sink", w.o.Name, "webhook_id", id, "status", resp.StatusCode, "body", string(snippet))
 	return res
@@ -567,13 +573,32 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	if err != nil {
 		return !refusedOnly(ctx, err) && !headersTooLarge(err) && !timedOut(err), nil
 	}
+	retry := false
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-		return retryAfter(resp.Header.Get("Retry-After"), time.Now()) <= maxRetryAfterNow, nil
+		retry = retryAfter(resp.Header.Get("Retry-After"), time.Now()) <= maxRetryAfterNow
 	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500 && code != http.StatusGatewayTimeout:
-		return true, nil
+		retry = true
 	}
-	return false, nil
+	if retry && answerTimedOut(resp) {
+		// The status came, the rest of the answer did not within the
+		// sink's timeout: as for no answer at all, the schedule's next
+		// try, not two more timeouts now.
+		return false, nil
+	}
+	return retry, nil
+}
+
+// answerTimedOut reads the body of an answer to be retried, as far as the
+// relay reads one, and reports whether the sink's timeout ran out before
+// it ended. What it read is put back for post.
+func answerTimedOut(resp *http.Response) bool {
+	read, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(read), resp.Body), resp.Body}
+	return err != nil && timedOut(err)
 }
 
 // transportHint says what an operator can do about a request that got no
@@ -716,6 +741,13 @@ func newTransport(o WebhookOptions) *http.Transport {
 	if o.lookup != nil {
 		d.lookup = o.lookup
 	}
+	// The sink's timeout bounds the whole request (the client's Timeout):
+	// a dial or TLS handshake of its own shorter than it failed a request
+	// the timeout allowed, with an error telling to raise the timeout,
+	// which could not help.
+	for _, nd := range []*net.Dialer{d.direct, d.guarded, d.guardedProxy} {
+		nd.Timeout = max(nd.Timeout, o.Timeout)
+	}
 	t := &http.Transport{
 		Proxy:                  d.proxy,
 		DialContext:            d.dial,
@@ -723,7 +755,7 @@ func newTransport(o WebhookOptions) *http.Transport {
 		MaxIdleConns:           256,
 		MaxIdleConnsPerHost:    128,
 		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    10 * time.Second,
+		TLSHandshakeTimeout:    max(10*time.Second, o.Timeout),
 		ResponseHeaderTimeout:  0, // the client's Timeout bounds the whole request
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: maxResponseHeader,

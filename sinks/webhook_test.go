@@ -895,3 +895,103 @@ func TestErrorClasses(t *testing.T) {
 		t.Errorf("a delivery: class %q", got)
 	}
 }
+
+// TestOddStatusesAreNotPermanent: README, Retries: "410 and the other 4xx
+// (but 401, 403, 408, 425, 429) are permanent: dead-lettered at once ...
+// Everything else is retried". A status that is no 4xx (a 101 from a
+// proxy that took the POST for an upgrade, a 0xx) must not be dead-lettered
+// at once.
+func TestOddStatusesAreNotPermanent(t *testing.T) {
+	for _, tt := range []struct{ name, answer string }{
+		{"101", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"},
+		{"101 without upgrade", "HTTP/1.1 101 Switching Protocols\r\nContent-Length: 0\r\n\r\n"},
+		{"000", "HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n"},
+		{"099", "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, requests := rawReceiver(t, tt.answer)
+			res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			if res.Err == nil || res.Permanent {
+				t.Fatalf("answer %q: status %d, permanent %v, error %v after %d requests: want a failure retried on the schedule, not dead-lettered at once",
+					tt.name, res.Status, res.Permanent, res.Err, requests.Load())
+			}
+		})
+	}
+}
+
+// slowConn delays its first Read: a receiver slow to start the TLS
+// handshake (a loaded terminator).
+type slowConn struct {
+	net.Conn
+	once  sync.Once
+	delay time.Duration
+}
+
+func (c *slowConn) Read(p []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return c.Conn.Read(p)
+}
+
+type slowListener struct {
+	net.Listener
+	delay time.Duration
+}
+
+func (l slowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &slowConn{Conn: c, delay: l.delay}, nil
+}
+
+// TestSlowHandshakeWithinTheSinksTimeout: README, Retries: "Each request
+// waits for its answer at most the sink's timeout (10 s by default, from
+// 100 ms up to 5 m)", and a delivery cut short "says to answer first and
+// work after, or to raise timeout". A receiver whose TLS handshake takes
+// 12 s, with a timeout of 60 s, is delivered to, or at least not told
+// that the 60 s ran out.
+func TestSlowHandshakeWithinTheSinksTimeout(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Listener = slowListener{Listener: srv.Listener, delay: 12 * time.Second}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	start := time.Now()
+	res := webhook(t, srv.URL, func(o *WebhookOptions) {
+		o.rootCAs, o.Timeout, o.MaxRetries = pool, time.Minute, -1
+	}).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.Err != nil {
+		t.Fatalf("after %s, with a sink timeout of 1m: %v", time.Since(start).Round(time.Second), res.Err)
+	}
+}
+
+// TestAnswerCutShortByTheTimeoutIsNotRepeatedAtOnce: README, Retries:
+// "Each request waits for its answer at most the sink's timeout ... a
+// request that runs out of it is not sent again within the delivery but at
+// the schedule's next try (TestTimedOutTryIsNotRepeatedAtOnce)". A
+// receiver that sends a 500's status line and then nothing more of its
+// answer runs the request out of its timeout as surely as one that sends
+// nothing.
+func TestAnswerCutShortByTheTimeoutIsNotRepeatedAtOnce(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, "working on it")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest of the answer never comes
+	}))
+	t.Cleanup(srv.Close)
+	start := time.Now()
+	res := webhook(t, srv.URL, func(o *WebhookOptions) { o.Timeout = time.Second }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+	if res.Err == nil || res.Permanent || requests.Load() != 1 {
+		t.Fatalf("status %d, permanent %v, %d tries after %d requests in %s: want one request, cut short by the 1s timeout, retried on the schedule",
+			res.Status, res.Permanent, res.Attempts, requests.Load(), time.Since(start).Round(time.Millisecond))
+	}
+}
