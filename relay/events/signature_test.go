@@ -39,6 +39,31 @@ func newSigner(t *testing.T) *events.Signer {
 // publishEvent publishes a user's event as the relay's publisher does,
 // signed by s when s is set, and returns the message as the stream
 // stored it.
+// runSigningStream runs a NATS server with a user "relay" and users, and
+// the event stream on it, made by relay as the front end makes it on an
+// external NATS: naming the key of the signer it returns.
+func runSigningStream(t *testing.T, users ...*server.User) (*server.Server, jetstream.JetStream, jetstream.Stream, *events.Signer) {
+	t.Helper()
+	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
+		o.Users = append([]*server.User{{Username: "relay", Password: "relay-password"}}, users...)
+	})
+	relay, err := nats.Connect(s.ClientURL(), nats.UserInfo("relay", "relay-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(relay.Close)
+	js, err := jetstream.New(relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := newSigner(t)
+	st, err := events.EnsureStream(context.Background(), js, events.StreamOptions{SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, js, st, signer
+}
+
 func publishEvent(t *testing.T, js jetstream.JetStream, st jetstream.Stream, s *events.Signer, id string) *jetstream.RawStreamMsg {
 	t.Helper()
 	ctx := context.Background()
@@ -542,32 +567,13 @@ func TestSignatureWireFormat(t *testing.T) {
 // shows every delivery to the relay's own workers.
 func TestTrustOnItsOwnInboxPrefix(t *testing.T) {
 	ctx := context.Background()
-	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "relay", Password: "relay-password"},
-			{Username: "audit", Password: "audit-password", Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Allow: []string{
-					"$JS.API.STREAM.INFO." + events.StreamName,
-					"$JS.API.STREAM.MSG.GET." + events.StreamName,
-				}},
-				Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_audit.>"}},
-			}},
-		}
-	})
-	relay, err := nats.Connect(s.ClientURL(), nats.UserInfo("relay", "relay-password"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(relay.Close)
-	js, err := jetstream.New(relay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := newSigner(t)
-	st, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, js, st, signer := runSigningStream(t, &server.User{Username: "audit", Password: "audit-password", Permissions: &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.STREAM.INFO." + events.StreamName,
+			"$JS.API.STREAM.MSG.GET." + events.StreamName,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_audit.>"}},
+	}})
 	signed := publishEvent(t, js, st, signer, "u1")
 
 	refused := make(chan error, 1)

@@ -4,7 +4,6 @@ package events_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -37,25 +36,7 @@ func TestOneTenantsSubscriberWithTheAdvisedPermissions(t *testing.T) {
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_billing.>"}},
 	}
-	s := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "relay", Password: "relay-password"},
-			{Username: "billing", Password: "billing-password", Permissions: advised},
-		}
-	})
-	relay, err := nats.Connect(s.ClientURL(), nats.UserInfo("relay", "relay-password"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(relay.Close)
-	js, err := jetstream.New(relay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := newSigner(t)
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: signer.PublicKey()}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	s, js, _, signer := runSigningStream(t, &server.User{Username: "billing", Password: "billing-password", Permissions: advised})
 	// The operator's consumer for billing: acme's events only.
 	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
 		Durable: "billing", FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
