@@ -5,10 +5,12 @@ package sinks
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,4 +126,214 @@ func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 	if !slices.Equal(delivered, want) {
 		t.Fatalf("delivered %v; want %v, once each and in order", delivered, want)
 	}
+}
+
+// TestNodeLostWholeReadsParkedBack: TestNodeLostWholeIsLeft with the
+// worker reading events back from the stream in the loss. The lost node's
+// peers keep their routes to it about 90 s, and a node sends a direct get
+// to any of the stream's replicas, the lost one's too, which never
+// answers. The receiver refuses each resource's first event twice, so
+// that its events are parked and read back by direct get (one at a time,
+// LaneLimit 1 parking bursts too) after the worker has moved, in that
+// window. Every event is delivered once, in order per resource; a replay
+// of another sink in the loss sends it every event again; and the sink's
+// status (its parked records, the oldest waiting event and the last
+// attempt are read by direct get) answers or fails within its requests'
+// time meanwhile, never hangs (README, Operating: the figures).
+func TestNodeLostWholeReadsParkedBack(t *testing.T) {
+	logs := &eventstest.Log{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c := eventstest.RunSilentLeader(t, func(url string) (*nats.Conn, error) {
+		return natsbus.Connect(natsbus.Options{URL: url}, nil, log)
+	}, log, eventstest.RoutesToo)
+	worker := c.Connect(t)
+	wjs, err := jetstream.New(worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	delivered := map[string][]string{} // resource → ce-ids, as they come
+	count := map[string]int{}          // ce-id → deliveries
+	refused := map[string]int{}        // ce-id → refusals
+	refuse := map[string]bool{}        // ce-ids refused twice
+	resourceOf := map[string]string{}  // ce-id → resource
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("ce-id")
+		mu.Lock()
+		defer mu.Unlock()
+		if refuse[id] && refused[id] < 2 {
+			refused[id]++
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		res := resourceOf[id]
+		delivered[res] = append(delivered[res], id)
+		count[id]++
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rc.Close)
+	// audit takes every event as it comes, and again from a replay in the
+	// loss.
+	var amu sync.Mutex
+	audited := map[string]int{} // ce-id → deliveries
+	ra := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		amu.Lock()
+		audited[r.Header.Get("ce-id")]++
+		amu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(ra.Close)
+	m, stop := runManager(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil), sinkConfig("audit", ra.URL, nil)},
+		JS: wjs, Replicas: 3, Logger: log, LaneLimit: 1})
+	defer stop()
+	_, ojs := eventstest.Connect(t, eventstest.ClusterURLs(c.Others()))
+	pub := newPublisher(t, ojs)
+	first := pub.publish("acme", events.UserCreated, "ann")
+	mu.Lock()
+	resourceOf[first] = "ann"
+	mu.Unlock()
+	want := map[string][]string{"ann": {first}}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := ojs.Stream(ctx, events.StreamName)
+		if err != nil {
+			return err
+		}
+		for info := range st.ListConsumers(ctx).Info() {
+			if info.AckFloor.Stream != 1 || info.NumAckPending != 0 || info.NumPending != 0 {
+				return fmt.Errorf("consumer %s: acknowledged up to %d, %d acknowledgements and %d events pending", info.Name, info.AckFloor.Stream, info.NumAckPending, info.NumPending)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(delivered["ann"]) != 1 {
+			return fmt.Errorf("%d deliveries, want the first event's", len(delivered["ann"]))
+		}
+		return nil
+	})
+
+	before := time.Now()
+	silenced := c.Lose(t, ojs)
+	resources := []string{"bob", "carl", "dave", "eve", "fay", "gus"}
+	total := 1
+	for i := range 4 {
+		for _, res := range resources {
+			a := events.UserUpdated
+			if i == 0 {
+				a = events.UserCreated
+			}
+			msg, id := pub.next("acme", a, res)
+			mu.Lock()
+			resourceOf[id] = res
+			refuse[id] = i == 0
+			mu.Unlock()
+			eventstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				_, err := ojs.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName))
+				return err
+			})
+			want[res] = append(want[res], id)
+			total++
+		}
+	}
+	t.Logf("published the events after the silence in %s", time.Since(silenced).Round(100*time.Millisecond))
+	var slowest time.Duration
+	var statusCalls int
+	var statusErrs []string
+	type replayed struct {
+		res        ReplayResult
+		err        error
+		began, end time.Duration
+	}
+	replay := make(chan replayed, 1)
+	replaying := false
+	eventstest.CheckFor(t, 150*time.Second, 100*time.Millisecond, func() error {
+		if err := c.Left("worker", worker, silenced); err != nil {
+			return err
+		}
+		if !replaying {
+			// A replay of audit since before the loss, from the worker,
+			// in the loss too.
+			replaying = true
+			go func() {
+				began := time.Since(silenced)
+				res, err := m.Replay(context.Background(), "audit", before.Add(-time.Minute), nil)
+				replay <- replayed{res, err, began, time.Since(silenced)}
+			}()
+		}
+		// The sink's status, as the admin API asks it (no deadline of its
+		// own: the library's 5 s per request).
+		began := time.Now()
+		statusCalls++
+		if _, err := m.Status(context.Background(), "crm"); err != nil {
+			statusErrs = append(statusErrs, err.Error())
+		}
+		slowest = max(slowest, time.Since(began))
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range count {
+			n += c
+		}
+		if n < total {
+			return fmt.Errorf("%d of %d events delivered %s after the silence", n, total, time.Since(silenced).Round(time.Second))
+		}
+		return nil
+	})
+	took := time.Since(silenced)
+	t.Logf("moved on and delivered in %s; slowest status %s, %d of %d failed %v", took.Round(100*time.Millisecond), slowest.Round(100*time.Millisecond), len(statusErrs), statusCalls, statusErrs[:min(len(statusErrs), 1)])
+	if slowest > 15*time.Second {
+		t.Errorf("a status call took %s", slowest.Round(time.Second))
+	}
+	r := <-replay
+	t.Logf("replay from %s to %s after the silence: %+v, %v", r.began.Round(100*time.Millisecond), r.end.Round(100*time.Millisecond), r.res, r.err)
+	if r.err != nil || r.res.Delivered != total {
+		t.Errorf("replay: %+v, %v; want %d delivered", r.res, r.err, total)
+	}
+	// audit has each event once from its worker and once from the replay.
+	eventstest.CheckFor(t, 150*time.Second, 100*time.Millisecond, func() error {
+		amu.Lock()
+		defer amu.Unlock()
+		if len(audited) != total {
+			return fmt.Errorf("audit has %d events of %d", len(audited), total)
+		}
+		for id, n := range audited {
+			if n != 2 {
+				return fmt.Errorf("audit has %s (%s) %d times %s after the silence, want twice (its worker's, the replay's)", id, resourceOf[id], n, time.Since(silenced).Round(time.Second))
+			}
+		}
+		return nil
+	})
+	t.Logf("audit delivered %s after the silence", time.Since(silenced).Round(100*time.Millisecond))
+	failed, last := readsFailed(logs.String())
+	t.Logf("%d reads back unanswered, the last %s after the silence", failed, last.Sub(silenced).Round(100*time.Millisecond))
+	mu.Lock()
+	defer mu.Unlock()
+	for res, ids := range want {
+		if !slices.Equal(delivered[res], ids) {
+			t.Errorf("%s: delivered %v; want %v, once each and in order", res, delivered[res], ids)
+		}
+	}
+	for id, n := range count {
+		if n != 1 {
+			t.Errorf("%s (%s) delivered %d times", id, resourceOf[id], n)
+		}
+	}
+}
+
+// readsFailed counts the parked resources' reads the log says failed, and
+// when the last did.
+func readsFailed(log string) (n int, last time.Time) {
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, "reading a parked resource's events failed") {
+			continue
+		}
+		n++
+		if f := strings.Fields(line); len(f) > 0 {
+			if at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
+				last = at
+			}
+		}
+	}
+	return n, last
 }
