@@ -74,24 +74,10 @@ func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 	_, ojs := eventstest.Connect(t, eventstest.ClusterURLs(c.Others()))
 	pub := newPublisher(t, ojs)
 	want := []string{pub.publish("acme", events.UserCreated, "ann")}
-	// Delivered and acknowledged before the silence, so that no
-	// acknowledgement is lost in it.
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		st, err := ojs.Stream(ctx, events.StreamName)
-		if err != nil {
-			return err
-		}
-		for info := range st.ListConsumers(ctx).Info() {
-			if info.AckFloor.Stream != 1 || info.NumAckPending != 0 || info.NumPending != 0 {
-				return fmt.Errorf("consumer %s: acknowledged up to %d, %d acknowledgements and %d events pending", info.Name, info.AckFloor.Stream, info.NumAckPending, info.NumPending)
-			}
-		}
+	awaitFirstAcknowledged(t, ojs, func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(delivered) != 1 {
-			return fmt.Errorf("%d deliveries, want the first event's", len(delivered))
-		}
-		return nil
+		return len(delivered)
 	})
 
 	silenced := c.Lose(t, ojs)
@@ -193,22 +179,10 @@ func TestNodeLostWholeReadsParkedBack(t *testing.T) {
 	resourceOf[first] = "ann"
 	mu.Unlock()
 	want := map[string][]string{"ann": {first}}
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		st, err := ojs.Stream(ctx, events.StreamName)
-		if err != nil {
-			return err
-		}
-		for info := range st.ListConsumers(ctx).Info() {
-			if info.AckFloor.Stream != 1 || info.NumAckPending != 0 || info.NumPending != 0 {
-				return fmt.Errorf("consumer %s: acknowledged up to %d, %d acknowledgements and %d events pending", info.Name, info.AckFloor.Stream, info.NumAckPending, info.NumPending)
-			}
-		}
+	awaitFirstAcknowledged(t, ojs, func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(delivered["ann"]) != 1 {
-			return fmt.Errorf("%d deliveries, want the first event's", len(delivered["ann"]))
-		}
-		return nil
+		return len(delivered["ann"])
 	})
 
 	before := time.Now()
@@ -319,6 +293,30 @@ func TestNodeLostWholeReadsParkedBack(t *testing.T) {
 			t.Errorf("%s (%s) delivered %d times", id, resourceOf[id], n)
 		}
 	}
+}
+
+// awaitFirstAcknowledged waits until the first event is delivered
+// (delivered says how many deliveries the receiver has) and every
+// consumer of the event stream has acknowledged it with nothing pending:
+// delivered and acknowledged before a silence, so that no acknowledgement
+// is lost in it.
+func awaitFirstAcknowledged(t *testing.T, js jetstream.JetStream, delivered func() int) {
+	t.Helper()
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return err
+		}
+		for info := range st.ListConsumers(ctx).Info() {
+			if info.AckFloor.Stream != 1 || info.NumAckPending != 0 || info.NumPending != 0 {
+				return fmt.Errorf("consumer %s: acknowledged up to %d, %d acknowledgements and %d events pending", info.Name, info.AckFloor.Stream, info.NumAckPending, info.NumPending)
+			}
+		}
+		if n := delivered(); n != 1 {
+			return fmt.Errorf("%d deliveries, want the first event's", n)
+		}
+		return nil
+	})
 }
 
 // readsFailed counts the parked resources' reads the log says failed, and
