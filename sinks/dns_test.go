@@ -76,7 +76,7 @@ func TestGuardRefusalIsRetriedOnTheSchedule(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := newDialer(false, false, nil)
+		d := newDialer(false, false, 0, nil)
 		d.guarded.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "udp", srv)
 		}}

@@ -15,12 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
-	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/relay/natsbus/natsbustest"
 )
 
 // TestSilentNodeOfTheClusterIsLeft: the sink worker's side of the test of
@@ -49,14 +48,7 @@ func TestNodeLostWholeIsLeft(t *testing.T) {
 
 func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c := eventstest.RunSilentLeader(t, func(url string) (*nats.Conn, error) {
-		return natsbus.Connect(natsbus.Options{URL: url}, nil, log)
-	}, log, opts...)
-	worker := c.Connect(t)
-	wjs, err := jetstream.New(worker)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, worker, wjs := natsbustest.SilentLeader(t, log, opts...)
 	var mu sync.Mutex
 	var delivered []string // ce-id, as they come
 	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -136,14 +128,7 @@ func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 func TestNodeLostWholeReadsParkedBack(t *testing.T) {
 	logs := &eventstest.Log{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c := eventstest.RunSilentLeader(t, func(url string) (*nats.Conn, error) {
-		return natsbus.Connect(natsbus.Options{URL: url}, nil, log)
-	}, log, eventstest.RoutesToo)
-	worker := c.Connect(t)
-	wjs, err := jetstream.New(worker)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, worker, wjs := natsbustest.SilentLeader(t, log, eventstest.RoutesToo)
 	var mu sync.Mutex
 	delivered := map[string][]string{} // resource → ce-ids, as they come
 	count := map[string]int{}          // ce-id → deliveries

@@ -143,9 +143,11 @@ type dialer struct {
 	proxyFor                      func(*url.URL) (*url.URL, error) // nil: no proxy configured
 }
 
-func newDialer(allowPrivate, allowPrivateProxy bool, env *httpproxy.Config) *dialer {
+// newDialer's connections may take up to timeout (the sink's, which bounds
+// the whole request), at least minConnectTimeout.
+func newDialer(allowPrivate, allowPrivateProxy bool, timeout time.Duration, env *httpproxy.Config) *dialer {
 	base := func(control func(context.Context, string, string, syscall.RawConn) error) *net.Dialer {
-		return &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: control}
+		return &net.Dialer{Timeout: max(minConnectTimeout, timeout), KeepAlive: 30 * time.Second, ControlContext: control}
 	}
 	d := &dialer{
 		direct: base(nil), guarded: base(guardDial), guardedProxy: base(guardProxyDial),

@@ -132,7 +132,7 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 		o.MaxRetries = 2
 	}
 	if o.MaxResponseBody <= 0 {
-		o.MaxResponseBody = 64 << 10
+		o.MaxResponseBody = defaultResponseBody
 	}
 	if o.UserAgent == "" {
 		o.UserAgent = "scimrelay"
@@ -447,6 +447,17 @@ func refusesCredentials(code int) bool {
 // read and hold).
 const maxResponseHeader = 64 << 10
 
+// minConnectTimeout is the least a sink's connection and its TLS handshake
+// may each take. The sink's timeout bounds the whole request (the client's
+// Timeout), so a longer one allows them as long: one of their own shorter
+// than it failed a request the timeout allowed, with an error telling to
+// raise the timeout, which could not help.
+const minConnectTimeout = 10 * time.Second
+
+// defaultResponseBody is how much of a receiver's answer is read unless
+// WebhookOptions.MaxResponseBody says otherwise.
+const defaultResponseBody = 64 << 10
+
 // maxLocationInError caps how much of a redirect's Location a delivery
 // error quotes.
 const maxLocationInError = 256
@@ -593,7 +604,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 // relay reads one, and reports whether the sink's timeout ran out before
 // it ended. What it read is put back for post.
 func answerTimedOut(resp *http.Response) bool {
-	read, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	read, err := io.ReadAll(io.LimitReader(resp.Body, defaultResponseBody))
 	resp.Body = struct {
 		io.Reader
 		io.Closer
@@ -737,16 +748,9 @@ type keptAlive struct{ http.RoundTripper }
 // dial (unless private targets are allowed), proxies from the environment
 // under the guard's rules (ssrf.go), and connections kept for reuse.
 func newTransport(o WebhookOptions) *http.Transport {
-	d := newDialer(o.AllowPrivate, o.AllowPrivateProxy, o.proxyEnv)
+	d := newDialer(o.AllowPrivate, o.AllowPrivateProxy, o.Timeout, o.proxyEnv)
 	if o.lookup != nil {
 		d.lookup = o.lookup
-	}
-	// The sink's timeout bounds the whole request (the client's Timeout):
-	// a dial or TLS handshake of its own shorter than it failed a request
-	// the timeout allowed, with an error telling to raise the timeout,
-	// which could not help.
-	for _, nd := range []*net.Dialer{d.direct, d.guarded, d.guardedProxy} {
-		nd.Timeout = max(nd.Timeout, o.Timeout)
 	}
 	t := &http.Transport{
 		Proxy:                  d.proxy,
@@ -755,7 +759,7 @@ func newTransport(o WebhookOptions) *http.Transport {
 		MaxIdleConns:           256,
 		MaxIdleConnsPerHost:    128,
 		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    max(10*time.Second, o.Timeout),
+		TLSHandshakeTimeout:    max(minConnectTimeout, o.Timeout),
 		ResponseHeaderTimeout:  0, // the client's Timeout bounds the whole request
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: maxResponseHeader,
