@@ -10,12 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
-	"github.com/scimrelay/scimrelay/relay/natsbus"
+	"github.com/scimrelay/scimrelay/relay/natsbus/natsbustest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -49,14 +46,7 @@ func TestNodeLostWholeIsLeft(t *testing.T) {
 
 func silentNodeIsLeft(t *testing.T, opts ...eventstest.SilenceOption) {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c := eventstest.RunSilentLeader(t, func(url string) (*nats.Conn, error) {
-		return natsbus.Connect(natsbus.Options{URL: url}, nil, log)
-	}, log, opts...)
-	front := c.Connect(t)
-	fjs, err := jetstream.New(front)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, front, fjs := natsbustest.SilentLeader(t, log, opts...)
 	s, _, _ := openStore(t)
 	// As serve runs it on an external NATS: kept for three times the
 	// sync_interval assumed of one (2 minutes), published again after a reconnect.

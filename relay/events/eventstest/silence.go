@@ -31,7 +31,7 @@ type SilencingProxy struct {
 	mu     sync.Mutex
 	silent chan struct{} // closed by Silence: the connections made before it
 	lost   bool          // Lose: the connections made later too
-	// A node's route port (RunClusterBehindProxies with routes): each
+	// A node's route port (runClusterBehindProxies with routes): each
 	// connection is known by the node that made it (its CONNECT's name, the
 	// server's ID), and LoseFrom silences those of one node.
 	routes   bool
@@ -175,20 +175,13 @@ func (p *SilencingProxy) LoseFrom(id string) {
 	p.lostFrom[id] = true
 }
 
-// RunClusterBehindProxies is RunCluster with each node's clients reaching
+// runClusterBehindProxies is RunCluster with each node's clients reaching
 // it only through a SilencingProxy of its own, proxies[i] node i's. The
 // nodes advertise their proxy's address to clients (ClientAdvertise), as a
 // deployment's nodes advertise the addresses its clients are given: a
-// client learns of no other way to a node.
-func RunClusterBehindProxies(t testing.TB, n int) (nodes []*server.Server, proxies []*SilencingProxy) {
-	t.Helper()
-	nodes, proxies, _ = runClusterBehindProxies(t, n, false)
-	return nodes, proxies
-}
-
-// runClusterBehindProxies is RunClusterBehindProxies, and with routesToo
-// the nodes' routes behind proxies too, routes[i] to node i's route port:
-// each node routes to its peers' proxies and advertises its own to them
+// client learns of no other way to a node. With routesToo the nodes'
+// routes are behind proxies too, routes[i] to node i's route port: each
+// node routes to its peers' proxies and advertises its own to them
 // (Cluster.Advertise, which the routes its peers learn of from each other
 // go to as well), so that a peer reaches a node by no other way.
 func runClusterBehindProxies(t testing.TB, n int, routesToo bool) (nodes []*server.Server, proxies, routes []*SilencingProxy) {
@@ -235,8 +228,8 @@ func runClusterBehindProxies(t testing.TB, n int, routesToo bool) (nodes []*serv
 	return nodes, proxies, routes
 }
 
-// ProxyURLs returns the addresses of proxies as NATS URLs, comma-separated.
-func ProxyURLs(proxies []*SilencingProxy) string {
+// proxyURLs returns the addresses of proxies as NATS URLs, comma-separated.
+func proxyURLs(proxies []*SilencingProxy) string {
 	urls := make([]string, len(proxies))
 	for i, p := range proxies {
 		urls[i] = "nats://" + p.Addr
@@ -310,7 +303,7 @@ func RunSilentLeader(t *testing.T, connect func(url string) (*nats.Conn, error),
 
 func (c *SilentLeader) dial() *nats.Conn {
 	c.t.Helper()
-	nc, err := c.connect(ProxyURLs(c.Proxies))
+	nc, err := c.connect(proxyURLs(c.Proxies))
 	if err != nil {
 		c.t.Fatal(err)
 	}
