@@ -282,6 +282,9 @@ func (h *Handler) tenantSchema(c *call, s *Schema) schemaDoc {
 }
 
 func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
 	id := c.id
 	for _, s := range knownSchemas() {
 		if strings.EqualFold(s.ID, id) {
@@ -303,6 +306,9 @@ func (h *Handler) resourceTypes(w http.ResponseWriter, r *http.Request, c *call)
 }
 
 func (h *Handler) resourceType(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := checkDiscoveryQuery(r); err != nil {
+		return err
+	}
 	id := c.id
 	for _, rt := range ResourceTypes {
 		if strings.EqualFold(rt.ID, id) {

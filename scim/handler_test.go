@@ -833,9 +833,14 @@ func TestListPagingAndProjection(t *testing.T) {
 		ts.do("GET", "/Users?"+q, "").wantError(t, 400, "invalidSyntax", "more than once")
 	}
 	ts.do("GET", "/Schemas?filter=&Filter=x", "").wantError(t, 400, "invalidSyntax", "more than once")
-	// A filter on a discovery endpoint is refused (RFC 7644 §4), an empty
-	// one too (until this release it answered 200, the filter read as none).
-	for _, path := range []string{"/Schemas?filter=id+pr", "/Schemas?filter=", "/ResourceTypes?Filter=", "/ServiceProviderConfig?filter=%20"} {
+	ts.do("GET", "/ResourceTypes/User?filter=&Filter=x", "").wantError(t, 400, "invalidSyntax", "more than once")
+	// A filter on a discovery endpoint, one schema or resource type by its
+	// id too, is refused (RFC 7644 §4), an empty one too (until this
+	// release it answered 200, the filter read as none).
+	for _, path := range []string{
+		"/Schemas?filter=id+pr", "/Schemas?filter=", "/ResourceTypes?Filter=", "/ServiceProviderConfig?filter=%20",
+		"/Schemas/urn:ietf:params:scim:schemas:core:2.0:User?filter=id+pr", "/ResourceTypes/User?Filter=",
+	} {
 		ts.do("GET", path, "").wantError(t, 403, "", "do not support filtering")
 	}
 	if r = ts.do("GET", "/Users?count=1&"+filterQuery(`userName eq "user03"`)+"&"+filterQuery(`userName eq "user03"`), "").want(t, 200); r.str("totalResults") != "1" {
