@@ -193,17 +193,11 @@ func loadTokens(db *bolt.DB) (*tokenCache, error) {
 		if c.staticUse, err = loadStaticUse(tx); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
-			var st storedToken
-			if err := json.Unmarshal(v, &st); err != nil {
-				return fmt.Errorf("decoding token %s: %w", k, err)
-			}
-			if st.Kind == "" {
-				st.Kind = KindToken // written before there were kinds
-			}
-			c.put(&st)
-			return nil
-		})
+		stored, err := tokenRecords(tx)
+		for _, st := range stored {
+			c.put(st)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading tokens: %w", err)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -44,9 +46,13 @@ mv) is not a restore: the relay may crash while cp writes; otherwise it
 finds the file changed, refuses writes and stops, and serves the new
 file when started again.
 
-A restore brings back the state at the backup: restart provisioning in
-Entra so that it sends what changed since, and see README (Backup and
-recovery) for what subscribers and revoked credentials see.`,
+A restore brings back the state at the backup. It lists what the data
+file it replaces held that the backup does not, for you to set right:
+users and groups made since (gone; the sinks had their events), and
+deleted since (back), each by id; credentials and subscribers made,
+revoked or changed since; an OAuth key rotated since. Then restart
+provisioning in Entra so that it sends what changed since, and see
+README (Backup and recovery) for what subscribers and receivers see.`,
 		Example: `  scimrelay restore --from /backups/scimrelay-2026-11-30.db
   docker compose run --rm -T relay-scim restore --from - < scimrelay-2026-11-30.db`,
 		Args: positional(cobra.NoArgs),
@@ -75,15 +81,16 @@ recovery) for what subscribers and revoked credentials see.`,
 				}
 				src, name = f, from
 			}
-			kept, err := restoreDataFile(src, name, target, keep)
+			r, err := restoreDataFile(src, name, target, keep)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "restored %s to %s\n", name, target)
-			if kept != "" {
-				fmt.Fprintf(out, "the data file it replaced is kept at %s\n", kept)
+			if r.kept != "" {
+				fmt.Fprintf(out, "the data file it replaced is kept at %s\n", r.kept)
 			}
+			sayWhatCameBack(out, r)
 			fmt.Fprintln(out, "once the relay runs, restart provisioning in Entra, so that its next cycle sends what changed since the backup (README, Backup and recovery)")
 			return nil
 		},
@@ -108,21 +115,23 @@ const fromStdin = "-"
 // the backup arrives, which may take minutes from stdin, longer than a
 // starting relay waits. With keep, the data file replaced stays beside it
 // (a hard link, so it costs no copy); its path is returned. A copy cut
-// short (a full disk) leaves the data file as it was.
-func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string, err error) {
+// short (a full disk) leaves the data file as it was. What the data file
+// replaced held that the backup does not is compared before it is
+// replaced (restored.since), under the same lock.
+func restoreDataFile(src io.Reader, name, target string, keep bool) (restored, error) {
 	// Refused at once rather than after the copy when the relay runs.
 	held, err := holdTarget(target, ": stop it first")
 	if err != nil {
-		return "", err
+		return restored{}, err
 	}
 	_ = held.Close()
 	dir := filepath.Dir(target)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+		return restored{}, err
 	}
 	tmp, err := os.CreateTemp(dir, ".scimrelay-restore-*")
 	if err != nil {
-		return "", err
+		return restored{}, err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
@@ -134,16 +143,80 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (kept string
 		err = cerr
 	}
 	if err != nil {
-		return "", fmt.Errorf("copying %s beside the data file (nothing was changed): %w", name, err)
+		return restored{}, fmt.Errorf("copying %s beside the data file (nothing was changed): %w", name, err)
 	}
 	if err := relay.CheckCopy(tmp.Name()); err != nil {
-		return "", fmt.Errorf("%s is not a backup this relay can restore (nothing was changed): %w", name, err)
+		return restored{}, fmt.Errorf("%s is not a backup this relay can restore (nothing was changed): %w", name, err)
 	}
 	if held, err = holdTarget(target, " (it started while the backup was copied): stop it, then restore again"); err != nil {
-		return "", err
+		return restored{}, err
 	}
 	defer func() { _ = held.Close() }() // until the copy is in place
-	return putInPlace(tmp.Name(), target, keep)
+	var r restored
+	if held != nil {
+		r.since, r.sinceErr = relay.CompareWithBackup(target, tmp.Name())
+		r.compared = true
+	}
+	r.kept, err = putInPlace(tmp.Name(), target, keep)
+	return r, err
+}
+
+// restored is what a restore did: where it kept the data file it
+// replaced (empty: nowhere), and what that file held that the backup
+// does not (compared: there was one; sinceErr: it could not be read).
+type restored struct {
+	kept     string
+	compared bool
+	since    relay.SinceBackup
+	sinceErr error
+}
+
+// sayWhatCameBack tells the operator what the restore took back, one line
+// a kind and a line a resource or credential, for them to set right
+// (README, Backup and recovery): every id, since receivers and Entra
+// need them all.
+func sayWhatCameBack(out io.Writer, r restored) {
+	switch {
+	case !r.compared:
+		return
+	case r.sinceErr != nil:
+		fmt.Fprintf(out, "what changed since the backup is not known: the data file it replaced could not be compared with it (%v)\n", r.sinceErr)
+		return
+	case r.since.Empty():
+		fmt.Fprintln(out, "the data file it replaced held nothing the backup does not: no resource or credential was made, deleted or revoked since")
+		return
+	}
+	s := r.since
+	for _, tenant := range slices.Sorted(maps.Keys(s.Made)) {
+		fmt.Fprintf(out, "tenant %s: %d user(s) and group(s) made since the backup, gone now; the sinks had their events, and Entra makes them again under new ids: remove these from receivers that keep the relay's ids\n", tenant, len(s.Made[tenant]))
+		for _, id := range s.Made[tenant] {
+			fmt.Fprintf(out, "  %s\n", id)
+		}
+	}
+	for _, tenant := range slices.Sorted(maps.Keys(s.Deleted)) {
+		fmt.Fprintf(out, "tenant %s: %d user(s) and group(s) the data file it replaced no longer held (deleted since the backup), back now; the sinks were told, and Entra, which deleted them, does not know they are back: delete each with the tenant's token (DELETE <public_url>/scim/v2/%s/<the line>)\n", tenant, len(s.Deleted[tenant]), tenant)
+		for _, id := range s.Deleted[tenant] {
+			fmt.Fprintf(out, "  %s\n", id)
+		}
+	}
+	for _, t := range s.CredentialsMade {
+		fmt.Fprintf(out, "%s %s of tenant %s (%s) was made since the backup and is refused now: make it again, and give Entra the new one before restarting provisioning\n", t.Kind, t.Name, t.Tenant, t.ID)
+	}
+	for _, t := range s.CredentialsRevoked {
+		fmt.Fprintf(out, "%s %s of tenant %s (%s) was revoked since the backup and is live again: revoke it again\n", t.Kind, t.Name, t.Tenant, t.ID)
+	}
+	for _, name := range s.SubscribersAdded {
+		fmt.Fprintf(out, "subscriber %s was added since the backup and is gone now: add it again\n", name)
+	}
+	for _, name := range s.SubscribersRemoved {
+		fmt.Fprintf(out, "subscriber %s was removed since the backup and is back now: remove it again\n", name)
+	}
+	for _, name := range s.SubscribersChanged {
+		fmt.Fprintf(out, "subscriber %s was changed since the backup and is back as it was: change it again\n", name)
+	}
+	if s.OAuthKeyChanged {
+		fmt.Fprintln(out, "the key that signs OAuth access tokens was rotated since the backup and the old one is back: scimrelay keys rotate oauth")
+	}
 }
 
 // holdTarget holds the lock of the data file at target (holdDataFile)
