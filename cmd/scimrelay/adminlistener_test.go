@@ -563,6 +563,28 @@ func TestAdminCommandsSayNATSIsAway(t *testing.T) {
 	tail.waitFor(t, id)
 }
 
+// TestConsoleSaysNATSIsAwayAsTheAPIDoes: with NATS silent, the console's
+// sinks page says what the admin API says, 503 "JetStream did not answer
+// in time", after the API's 5 s. The console's in-process call carried its
+// client's one-minute deadline, which nats.go took instead of those 5 s,
+// and the listener's read deadline (30 s; 2 s here), still set while the
+// page was made, ended it: "internal error". The next page on the same
+// keep-alive connection, which needs no NATS, is served (it failed at
+// once, as every later one on the connection did).
+func TestConsoleSaysNATSIsAwayAsTheAPIDoes(t *testing.T) {
+	path := newStallingPath(t, eventstest.URL(eventstest.RunServer(t)))
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = path.url()
+	withSink(cfg, "crm", newHook(t).URL, nil)
+	p := startRelay(t, cfg, roleAll, withAdminReadTimeout(2*time.Second))
+	b := newBrowser(t, p)
+	b.signIn(adminSecret).redirect(t, "/ui/")
+	b.get("/ui/sinks").want(t, http.StatusOK, "crm")
+	path.stall()
+	b.get("/ui/sinks").want(t, http.StatusServiceUnavailable, "JetStream did not answer in time")
+	b.get("/ui/tenants/acme").want(t, http.StatusOK, "Generate token")
+}
+
 // adminListenerHandler is adminListener's handler alone, for tests that
 // serve the admin listener without running the console's sweep.
 func (s *server) adminListenerHandler() (http.Handler, error) {

@@ -25,12 +25,23 @@ import (
 // ReadTimeout, which would cut them.
 const DefaultReadTimeout = 30 * time.Second
 
-// WithReadDeadline gives each request d to be read.
+// WithReadDeadline gives each request with a body d to be read. It bounds
+// the request's arrival, never its answer: a deadline still set while a
+// slow answer is made (a page while NATS is away) fires in net/http's read
+// of the connection, which then ends the context of that request (the
+// admin API answered 200 with no body, the console 500) and of every later
+// one on the same keep-alive connection (a browser's next pages, 500 at
+// once). So a request without a body, read whole already, gets none; one
+// with a body has it lifted by net/http once the body is read to its end,
+// where its read of the connection for the next request begins
+// (TestReadDeadlineBoundsArrivalOnly).
 func WithReadDeadline(next http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Not supported in-process (the console's calls): they have no
-		// connection to hold.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		if r.Body != nil && r.Body != http.NoBody {
+			// Not supported in-process (the console's calls): they have
+			// no connection to hold.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -3,12 +3,16 @@
 package admin
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -47,6 +51,49 @@ func TestRefusedHostNamesAreBounded(t *testing.T) {
 	} {
 		if n := strings.Count(log, name); n != want {
 			t.Errorf("%q in %d lines of the log, want %d:\n%s", name, n, want, log)
+		}
+	}
+}
+
+// TestReadDeadlineBoundsArrivalOnly: WithReadDeadline bounds a request's
+// arrival, not its answer. Answers made past the deadline, to a request
+// without a body and to one whose body was read, go out whole, their
+// context not ended (the body read first: net/http lifts the deadline at
+// its end), and the next request on the same keep-alive
+// connection is served: before, the deadline fired in net/http's read of
+// the connection while the answer was made, which ended that request's
+// context and every later one's on the connection. (A trickled body is
+// still cut: TestAdminListenerReadDeadline in cmd/scimrelay.)
+func TestReadDeadlineBoundsArrivalOnly(t *testing.T) {
+	const deadline = 200 * time.Millisecond
+	srv := httptest.NewServer(WithReadDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		select { // the answer takes longer than the deadline
+		case <-time.After(3 * deadline):
+		case <-r.Context().Done():
+		}
+		fmt.Fprintf(w, "%s %q context: %v", r.Method, body, r.Context().Err())
+	}), deadline))
+	defer srv.Close()
+	client := srv.Client()
+	for i, req := range []struct{ method, body string }{{"POST", `{"all":true}`}, {"GET", ""}, {"GET", ""}} {
+		reused := false
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(c httptrace.GotConnInfo) { reused = c.Reused }})
+		r, err := http.NewRequestWithContext(ctx, req.method, srv.URL, strings.NewReader(req.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.Do(r)
+		if err != nil {
+			t.Fatalf("%s #%d: %v", req.method, i, err)
+		}
+		got, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if want := fmt.Sprintf("%s %q context: <nil>", req.method, req.body); err != nil || res.StatusCode != http.StatusOK || string(got) != want {
+			t.Errorf("%s #%d answered past the read deadline: %d %q (%v), want %q", req.method, i, res.StatusCode, got, err, want)
+		}
+		if i > 0 && !reused {
+			t.Errorf("%s #%d came on a new connection: the one before was closed", req.method, i)
 		}
 	}
 }

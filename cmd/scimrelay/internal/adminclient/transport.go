@@ -3,6 +3,7 @@
 package adminclient
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,7 +29,16 @@ var _ http.RoundTripper = HandlerTransport{}
 
 // RoundTrip serves req with the handler.
 func (t HandlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	in := req.Clone(req.Context())
+	// The handler is served as over a connection: its context ends when
+	// the caller's does, and carries no deadline of the caller's (the
+	// console's Client.Timeout), which would stand in for the bounds the
+	// handler's own calls take when given none (a JetStream request's
+	// 5 s): NATS silent, a console page waited the minute out and said
+	// "internal error" where the API says "JetStream did not answer in
+	// time" (503) after 5 s.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(req.Context()))
+	stop := context.AfterFunc(req.Context(), cancel)
+	in := req.Clone(ctx)
 	in.RequestURI = req.URL.RequestURI()
 	in.RemoteAddr = admin.InProcess
 	if in.Body == nil {
@@ -37,6 +47,8 @@ func (t HandlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	pr, pw := io.Pipe()
 	w := &pipeWriter{header: http.Header{}, pw: pw, ready: make(chan struct{})}
 	go func() {
+		defer stop()
+		defer cancel()
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler { // as net/http takes it: an answer cut short, its error logged
