@@ -138,18 +138,35 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 // cannot change a consumer's deliver policy, and one a worker recreated
 // (partition.recreate) starts at a stream sequence, so asking for
 // DeliverNew again would fail every later start and reload of the sink.
+//
+// Another process may make the consumer between the look and the create
+// (the processes of a deployment reloaded at once, each adding the sink
+// with the time of its own reload): the create then fails, and the
+// consumer is looked at again, so that the first to make it sets where it
+// starts. Created or updated regardless, JetStream refused to change the
+// start time ("start time can not be updated"): the reload failed, and a
+// front end that lost left the sink's bucket unmade, so the workers'
+// reloads failed too and the sink delivered nothing until the next
+// (TestConcurrentReloadsAddingASink).
 func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 	cfg := w.consumerConfig(partition)
-	cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
-	switch {
-	case err == nil:
-		was := cons.CachedInfo().Config
-		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
-	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return err
+	for range 2 {
+		cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
+		switch {
+		case err == nil:
+			was := cons.CachedInfo().Config
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
+			_, err = w.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
+			return err
+		case !errors.Is(err, jetstream.ErrConsumerNotFound):
+			return err
+		}
+		if _, err = w.js.CreateConsumer(ctx, events.StreamName, cfg); !errors.Is(err, jetstream.ErrConsumerExists) {
+			return err
+		}
+		// Made meanwhile by another process: looked at again, its start kept.
 	}
-	_, err = w.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
-	return err
+	return fmt.Errorf("consumer %s: made by another process and not found by this one, twice", cfg.Durable)
 }
 
 // partitionRuns numbers the runs of partitions across the process, from 1:

@@ -342,6 +342,58 @@ func consumersPending(t *testing.T, p *relayProc, sink string) int {
 	return n
 }
 
+// TestConcurrentReloadsAddingASink: the deployed shape (a front end and
+// two sink workers on one JetStream) reloaded at once with a sink added,
+// as a script reloading each process does: every reload succeeds, the
+// first process to make the sink's consumers starting them from its own
+// reload and the others taking them as made, and the sink delivers.
+// Before, a process that found no consumer and created one with its own
+// start was refused ("start time can not be updated") when another had
+// made it meanwhile: its reload failed, a front end that lost left the
+// sink's bucket unmade (the workers' reloads then failed waiting for it),
+// and the sink delivered nothing until the next reload.
+func TestConcurrentReloadsAddingASink(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	a, b := newHook(t), newHook(t)
+	var paths []string
+	write := func(sinks string) {
+		for i, path := range paths {
+			text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n"+twoTenants+"sinks:\n%s",
+				filepath.Join(filepath.Dir(path), fmt.Sprint("data", i)), adminSecret, eventstest.URL(ns), sinks)
+			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 3 {
+		paths = append(paths, filepath.Join(t.TempDir(), "relay.yaml"))
+	}
+	write(sinkYAML("a", a.URL))
+	var procs []*relayProc
+	for i, role := range []string{roleSCIM, roleSinks, roleSinks} {
+		procs = append(procs, startReloadableAs(t, paths[i], role, io.Discard, withMaxReload(20*time.Second)))
+	}
+	write(sinkYAML("a", a.URL) + sinkYAML("b", b.URL))
+	errs := make([]error, len(procs))
+	var reloads sync.WaitGroup
+	for i, p := range procs {
+		reloads.Go(func() { _, errs[i] = p.srv.reload(context.Background()) })
+	}
+	reloads.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("the reload of %s: %v", []string{"the front end", "worker 1", "worker 2"}[i], err)
+		}
+	}
+	procs[0].createUser(t, "ann")
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if b.distinct() == 0 {
+			return errors.New("sink b got nothing")
+		}
+		return nil
+	})
+}
+
 // TestReloadOnSIGHUP runs the binary with SCIMRELAY_CONFIG naming its
 // relay.yaml (no --config), adds a sink to the file and sends SIGHUP: the
 // sink receives the next event.
