@@ -296,7 +296,7 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			p.settled.Add(1)
 			continue
 		}
-		skip, purged := w.skips(e, sseq)
+		skip, purged := p.skips(e, sseq)
 		items = append(items, item{e: e, sig: m.Headers().Get(events.SignatureHeader), seq: seq, sseq: sseq, stored: at, m: m, skip: skip, purged: purged})
 	}
 	if len(items) == 0 {

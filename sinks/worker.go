@@ -206,10 +206,49 @@ func (w *worker) sliceMax() int {
 // consumers' subject filters select the tenants too, but a resource's
 // events read back from the stream (a parked resource, a redrive) pass no
 // filter, and a reload may have narrowed the tenants since they were
-// parked.
-func (w *worker) skips(e event.Event, sseq uint64) (skip, purged bool) {
-	purged = w.purgedCovers(e, sseq)
-	return purged || !selects(w.tenants, w.patterns, e), purged
+// parked. A tenant the partition's consumer takes is not passed over
+// (widenedFor).
+func (p *partition) skips(e event.Event, sseq uint64) (skip, purged bool) {
+	w := p.w
+	if purged = w.purgedCovers(e, sseq); purged {
+		return true, true
+	}
+	return !selects(w.tenants, w.patterns, e) && !p.widenedFor(e), false
+}
+
+// widenedFor reports whether e, which this worker's tenants leave out
+// (skips), is of a tenant the partition's consumer takes all the same:
+// another process's reload added the tenant to the sink and widened the
+// consumer before this process's reload. Such an event is delivered, not
+// passed over: the sink takes the tenant from the first process's reload
+// on, as an added sink starts at the first's. Passed over, the added
+// tenant's events on the partitions of a worker not reloaded yet were
+// acknowledged and never sent (TestWideningAcrossProcesses). An event of
+// a type the sink leaves out stays passed over: the consumer's filter
+// names tenants and partitions only. The filter is read at most once a
+// second a partition, and only for such events (none while every process
+// has the same tenants).
+func (p *partition) widenedFor(e event.Event) bool {
+	w := p.w
+	if len(w.tenants) == 0 || slices.Contains(w.tenants, events.Tenant(e)) || !selects(nil, w.patterns, e) {
+		return false
+	}
+	p.filterMu.Lock()
+	defer p.filterMu.Unlock()
+	if p.filterRead.IsZero() || time.Since(p.filterRead) >= time.Second {
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		defer cancel()
+		cons, err := w.js.Consumer(ctx, events.StreamName, consumerName(w.name, p.n))
+		if err != nil {
+			return false // as before: passed over
+		}
+		cfg := cons.CachedInfo().Config
+		p.filter, p.filterRead = append(slices.Clone(cfg.FilterSubjects), cfg.FilterSubject), time.Now()
+	}
+	return slices.ContainsFunc(p.filter, func(f string) bool {
+		t := events.PatternTenant(f)
+		return f != "" && (t == "" || t == events.Tenant(e))
+	})
 }
 
 // selects reports whether a sink of these tenants (empty: all) and event

@@ -342,38 +342,41 @@ func consumersPending(t *testing.T, p *relayProc, sink string) int {
 	return n
 }
 
-// TestConcurrentReloadsAddingASink: the deployed shape (a front end and
-// two sink workers on one JetStream) reloaded at once with a sink added,
-// as a script reloading each process does: every reload succeeds, the
-// first process to make the sink's consumers starting them from its own
-// reload and the others taking them as made, and the sink delivers.
-// Before, a process that found no consumer and created one with its own
-// start was refused ("start time can not be updated") when another had
-// made it meanwhile: its reload failed, a front end that lost left the
-// sink's bucket unmade (the workers' reloads then failed waiting for it),
-// and the sink delivered nothing until the next reload.
-func TestConcurrentReloadsAddingASink(t *testing.T) {
-	ns := eventstest.RunServer(t)
-	a, b := newHook(t), newHook(t)
-	var paths []string
-	write := func(sinks string) {
-		for i, path := range paths {
-			text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n"+twoTenants+"sinks:\n%s",
-				filepath.Join(filepath.Dir(path), fmt.Sprint("data", i)), adminSecret, eventstest.URL(ns), sinks)
-			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-				t.Fatal(err)
-			}
+// deployedShape runs the deployed shape, a front end and two sink workers
+// on one JetStream, each with a relay.yaml of its own that write writes
+// (every one the same, with these sinks), for reloads.
+type deployedShape struct {
+	t     *testing.T
+	nats  string
+	paths []string
+	procs []*relayProc // the front end, worker 1, worker 2
+}
+
+func runDeployedShape(t *testing.T, sinks string) *deployedShape {
+	d := &deployedShape{t: t, nats: eventstest.URL(eventstest.RunServer(t))}
+	for range 3 {
+		d.paths = append(d.paths, filepath.Join(t.TempDir(), "relay.yaml"))
+	}
+	d.write(sinks)
+	for i, role := range []string{roleSCIM, roleSinks, roleSinks} {
+		d.procs = append(d.procs, startReloadableAs(t, d.paths[i], role, io.Discard, withMaxReload(20*time.Second)))
+	}
+	return d
+}
+
+func (d *deployedShape) write(sinks string) {
+	for i, path := range d.paths {
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n"+twoTenants+"sinks:\n%s",
+			filepath.Join(filepath.Dir(path), fmt.Sprint("data", i)), adminSecret, d.nats, sinks)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			d.t.Fatal(err)
 		}
 	}
-	for range 3 {
-		paths = append(paths, filepath.Join(t.TempDir(), "relay.yaml"))
-	}
-	write(sinkYAML("a", a.URL))
-	var procs []*relayProc
-	for i, role := range []string{roleSCIM, roleSinks, roleSinks} {
-		procs = append(procs, startReloadableAs(t, paths[i], role, io.Discard, withMaxReload(20*time.Second)))
-	}
-	write(sinkYAML("a", a.URL) + sinkYAML("b", b.URL))
+}
+
+// reload reloads the processes given at once, and fails the test if one
+// fails.
+func (d *deployedShape) reload(procs ...*relayProc) {
 	errs := make([]error, len(procs))
 	var reloads sync.WaitGroup
 	for i, p := range procs {
@@ -382,16 +385,63 @@ func TestConcurrentReloadsAddingASink(t *testing.T) {
 	reloads.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Errorf("the reload of %s: %v", []string{"the front end", "worker 1", "worker 2"}[i], err)
+			d.t.Errorf("the reload of %s: %v", []string{"the front end", "worker 1", "worker 2"}[slices.Index(d.procs, procs[i])], err)
 		}
 	}
-	procs[0].createUser(t, "ann")
+}
+
+// TestConcurrentReloadsAddingASink: the deployed shape reloaded at once
+// with a sink added, as a script reloading each process does: every
+// reload succeeds, the first process to make the sink's consumers
+// starting them from its own reload and the others taking them as made,
+// and the sink delivers. Before, a process that found no consumer and
+// created one with its own start was refused ("start time can not be
+// updated") when another had made it meanwhile: its reload failed, a
+// front end that lost left the sink's bucket unmade (the workers' reloads
+// then failed waiting for it), and the sink delivered nothing until the
+// next reload.
+func TestConcurrentReloadsAddingASink(t *testing.T) {
+	a, b := newHook(t), newHook(t)
+	d := runDeployedShape(t, sinkYAML("a", a.URL))
+	d.write(sinkYAML("a", a.URL) + sinkYAML("b", b.URL))
+	d.reload(d.procs...)
+	d.procs[0].createUser(t, "ann")
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if b.distinct() == 0 {
 			return errors.New("sink b got nothing")
 		}
 		return nil
 	})
+}
+
+// TestWideningAcrossProcesses: in the deployed shape, a tenant added to a
+// sink's tenants is taken from the first process's reload on, here the
+// front end's, which widens the sink's consumers: the workers, not
+// reloaded yet, deliver the added tenant's events, each once. Before, a
+// worker not reloaded passed over (acknowledged, never sent) the events
+// of a tenant its relay.yaml did not give the sink, all those of the
+// window between the first process's reload and its own.
+func TestWideningAcrossProcesses(t *testing.T) {
+	h := newHook(t)
+	d := runDeployedShape(t, sinkYAML("crm", h.URL)+"    tenants: [acme]\n")
+	d.write(sinkYAML("crm", h.URL) + "    tenants: [acme, globex]\n")
+	d.reload(d.procs[0])
+	var want []string
+	for i := range 2 * events.DefaultPartitions { // on the partitions of both workers
+		id := d.procs[0].scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"g%d"}`, i)).want(t, 201).str("id")
+		want = append(want, "Users/"+id+" user.created")
+	}
+	eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		got := h.received()
+		if missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return slices.Contains(got, w) }); len(missing) > 0 {
+			return fmt.Errorf("%d of the %d globex users' events not delivered by the workers not reloaded, %s the first", len(missing), len(want), missing[0])
+		}
+		return nil
+	})
+	if n := h.repeated(); n > 0 {
+		t.Errorf("%d events delivered twice", n)
+	}
+	d.reload(d.procs[1:]...)
 }
 
 // TestReloadOnSIGHUP runs the binary with SCIMRELAY_CONFIG naming its
