@@ -455,6 +455,7 @@ func TestStopEndsTailWhileNATSIsAway(t *testing.T) {
 type stallingPath struct {
 	ln      net.Listener
 	stalled atomic.Bool
+	open    sync.Map // net.Conn → true: both ends of every connection carried
 	mu      sync.Mutex
 	held    []byte // what the client sent once stalled
 }
@@ -467,10 +468,9 @@ func newStallingPath(t *testing.T, natsURL string) *stallingPath {
 	}
 	p := &stallingPath{ln: ln}
 	var conns sync.WaitGroup
-	var open sync.Map
 	t.Cleanup(func() {
 		_ = ln.Close()
-		open.Range(func(c, _ any) bool { _ = c.(net.Conn).Close(); return true })
+		p.cut()
 		conns.Wait()
 	})
 	to := strings.TrimPrefix(natsURL, "nats://")
@@ -485,8 +485,8 @@ func newStallingPath(t *testing.T, natsURL string) *stallingPath {
 				_ = in.Close()
 				continue
 			}
-			open.Store(in, true)
-			open.Store(out, true)
+			p.open.Store(in, true)
+			p.open.Store(out, true)
 			conns.Go(func() { p.carry(out, in, true) })
 			conns.Go(func() { p.carry(in, out, false) })
 		}
@@ -523,6 +523,23 @@ func (p *stallingPath) carry(dst, src net.Conn, fromClient bool) {
 func (p *stallingPath) url() string { return "nats://" + p.ln.Addr().String() }
 
 func (p *stallingPath) stall() { p.stalled.Store(true) }
+
+// heal cuts the stalled connections and carries new ones again: the
+// client reconnects, as after a network that came back (a test's relay
+// then stops at once rather than waiting out its bounds on NATS).
+func (p *stallingPath) heal() {
+	p.stalled.Store(false)
+	p.cut()
+}
+
+// cut closes every connection the path carries.
+func (p *stallingPath) cut() {
+	p.open.Range(func(c, _ any) bool {
+		_ = c.(net.Conn).Close()
+		p.open.Delete(c)
+		return true
+	})
+}
 
 // sent reports whether the client sent s once the path stalled.
 func (p *stallingPath) sent(s string) bool {
@@ -583,6 +600,7 @@ func TestConsoleSaysNATSIsAwayAsTheAPIDoes(t *testing.T) {
 	path.stall()
 	b.get("/ui/sinks").want(t, http.StatusServiceUnavailable, "JetStream did not answer in time")
 	b.get("/ui/tenants/acme").want(t, http.StatusOK, "Generate token")
+	path.heal()
 }
 
 // adminListenerHandler is adminListener's handler alone, for tests that
