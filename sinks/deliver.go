@@ -296,7 +296,11 @@ func (p *partition) handle(l *lane, ms []jetstream.Msg, prev *held) {
 			p.settled.Add(1)
 			continue
 		}
-		skip, purged := p.skips(e, sseq)
+		first := false
+		if md, err := m.Metadata(); err == nil {
+			first = prev == nil && md.NumDelivered == 1
+		}
+		skip, purged := p.skips(e, sseq, first)
 		items = append(items, item{e: e, sig: m.Headers().Get(events.SignatureHeader), seq: seq, sseq: sseq, stored: at, m: m, skip: skip, purged: purged})
 	}
 	if len(items) == 0 {

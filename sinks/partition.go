@@ -50,8 +50,8 @@ type partition struct {
 	// renumberSaid is set once renumbered has logged.
 	renumberSaid atomic.Bool
 
-	// filter is the consumer's filter as widenedFor last read it, at
-	// filterRead.
+	// filter is the consumer's filter subjects as consumerFilter last
+	// read them, at filterRead.
 	filterMu   sync.Mutex
 	filter     []string
 	filterRead time.Time

@@ -302,7 +302,7 @@ func (p *partition) readSlice(l *lane, from uint64) (items []item, next uint64, 
 			if seq <= done.seq() {
 				p.renumbered(e, seq, done.seq())
 			}
-			skip, purged := p.skips(e, raw.Sequence)
+			skip, purged := p.skips(e, raw.Sequence, false)
 			it := item{e: e, sig: raw.Header.Get(events.SignatureHeader), seq: seq, sseq: raw.Sequence, stored: raw.Time, skip: skip, purged: purged}
 			items = append(items, it)
 			if !it.skip {

@@ -202,52 +202,68 @@ func (w *worker) sliceMax() int {
 }
 
 // skips reports whether the sink passes over e: not one of its types or
-// tenants, or of a tenant purged (purged says so, purged.go). The
-// consumers' subject filters select the tenants too, but a resource's
-// events read back from the stream (a parked resource, a redrive) pass no
-// filter, and a reload may have narrowed the tenants since they were
-// parked. A tenant the partition's consumer takes is not passed over
-// (widenedFor).
-func (p *partition) skips(e event.Event, sseq uint64) (skip, purged bool) {
+// tenants, or of a tenant purged (purged says so, purged.go). first says
+// the partition's consumer has just delivered e for the first time.
+//
+// Which tenants the sink takes is its consumers' filter's to say, where
+// this worker's own configuration may lag: the processes of a deployment
+// reload one after another, and the first to reload with a tenant added
+// or removed changes the filter for all (TestWideningAcrossProcesses,
+// TestNarrowingAcrossProcesses). So an event the consumer has just
+// delivered is of a tenant the sink takes (its filter took it), whatever
+// this worker's tenants say; before, a worker not reloaded yet passed
+// over (acknowledged, never sent) the events of a tenant another process
+// had added. An event tried again (held after a failure, delivered again,
+// read back from the stream, which no filter passes) is held to the
+// filter as read now: a tenant this worker leaves out, to a fresh read
+// (passing it over loses it), and one it takes, to a read at most a
+// second old (each retry asks). Where the filter cannot be read, this
+// worker's tenants say. Types are not in the filter: an event of a type
+// the sink leaves out is passed over.
+func (p *partition) skips(e event.Event, sseq uint64, first bool) (skip, purged bool) {
 	w := p.w
 	if purged = w.purgedCovers(e, sseq); purged {
 		return true, true
 	}
-	return !selects(w.tenants, w.patterns, e) && !p.widenedFor(e), false
+	tenant := events.Tenant(e)
+	switch {
+	case !selects(nil, w.patterns, e):
+		return true, false
+	case first, len(w.tenants) == 0:
+		return false, false
+	case !slices.Contains(w.tenants, tenant):
+		filter, ok := p.consumerFilter(0)
+		return !ok || !filterTakes(filter, tenant), false
+	}
+	filter, ok := p.consumerFilter(time.Second)
+	return ok && !filterTakes(filter, tenant), false
 }
 
-// widenedFor reports whether e, which this worker's tenants leave out
-// (skips), is of a tenant the partition's consumer takes all the same:
-// another process's reload added the tenant to the sink and widened the
-// consumer before this process's reload. Such an event is delivered, not
-// passed over: the sink takes the tenant from the first process's reload
-// on, as an added sink starts at the first's. Passed over, the added
-// tenant's events on the partitions of a worker not reloaded yet were
-// acknowledged and never sent (TestWideningAcrossProcesses). An event of
-// a type the sink leaves out stays passed over: the consumer's filter
-// names tenants and partitions only. The filter is read at most once a
-// second a partition, and only for such events (none while every process
-// has the same tenants).
-func (p *partition) widenedFor(e event.Event) bool {
+// consumerFilter reads the partition consumer's filter subjects, or
+// returns those it read less than fresh ago (ok false: it cannot be read).
+func (p *partition) consumerFilter(fresh time.Duration) (filter []string, ok bool) {
 	w := p.w
-	if len(w.tenants) == 0 || slices.Contains(w.tenants, events.Tenant(e)) || !selects(nil, w.patterns, e) {
-		return false
-	}
 	p.filterMu.Lock()
 	defer p.filterMu.Unlock()
-	if p.filterRead.IsZero() || time.Since(p.filterRead) >= time.Second {
+	if p.filterRead.IsZero() || time.Since(p.filterRead) >= fresh {
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 		defer cancel()
 		cons, err := w.js.Consumer(ctx, events.StreamName, consumerName(w.name, p.n))
 		if err != nil {
-			return false // as before: passed over
+			return nil, false
 		}
 		cfg := cons.CachedInfo().Config
 		p.filter, p.filterRead = append(slices.Clone(cfg.FilterSubjects), cfg.FilterSubject), time.Now()
 	}
-	return slices.ContainsFunc(p.filter, func(f string) bool {
+	return p.filter, true
+}
+
+// filterTakes reports whether a partition consumer of these filter
+// subjects takes the events of tenant.
+func filterTakes(filter []string, tenant string) bool {
+	return slices.ContainsFunc(filter, func(f string) bool {
 		t := events.PatternTenant(f)
-		return f != "" && (t == "" || t == events.Tenant(e))
+		return f != "" && (t == "" || t == tenant)
 	})
 }
 
