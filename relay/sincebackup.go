@@ -32,6 +32,15 @@ type SinceBackup struct {
 	// CredentialsRevoked are those revoked since the backup: live again
 	// after the restore.
 	CredentialsRevoked []Token
+	// CredentialsBack are those deleted since the backup (a tenant's
+	// purge deletes its credentials) that were not revoked then: back after
+	// the restore, and live.
+	CredentialsBack []Token
+	// Purged holds, by tenant, how many users and groups the backup has
+	// of each tenant purged since (its bucket gone from the data file):
+	// all back after the restore, its credentials too; they are not in
+	// Deleted.
+	Purged map[string]int
 	// SubscribersAdded are the NATS subscribers added since the backup,
 	// gone after the restore; SubscribersRemoved those removed since,
 	// back; SubscribersChanged those whose key, subjects or start changed
@@ -45,6 +54,7 @@ type SinceBackup struct {
 // Empty reports whether nothing changed since the backup.
 func (s SinceBackup) Empty() bool {
 	return len(s.Made) == 0 && len(s.Deleted) == 0 && len(s.CredentialsMade) == 0 && len(s.CredentialsRevoked) == 0 &&
+		len(s.CredentialsBack) == 0 && len(s.Purged) == 0 &&
 		len(s.SubscribersAdded) == 0 && len(s.SubscribersRemoved) == 0 && len(s.SubscribersChanged) == 0 && !s.OAuthKeyChanged
 }
 
@@ -85,12 +95,18 @@ func CompareWithBackup(current, backup string) (since SinceBackup, err error) {
 
 // compareTx is CompareWithBackup's work, in a transaction on each file.
 func compareTx(now, then *bolt.Tx) (SinceBackup, error) {
-	s := SinceBackup{Made: map[string][]string{}, Deleted: map[string][]string{}}
+	s := SinceBackup{Made: map[string][]string{}, Deleted: map[string][]string{}, Purged: map[string]int{}}
 	for _, tenant := range tenantNames(now, then) {
+		// Only a purge removes a tenant's bucket.
+		purged := now.Bucket(bucketTenants).Bucket([]byte(tenant)) == nil
 		for _, rt := range []*scim.ResourceType{scim.UserResourceType, scim.GroupResourceType} {
 			made, deleted := compareKeys(storedOf(now, tenant, rt), storedOf(then, tenant, rt))
 			for _, id := range made {
 				s.Made[tenant] = append(s.Made[tenant], rt.Name+"s/"+id)
+			}
+			if purged {
+				s.Purged[tenant] += len(deleted)
+				continue
 			}
 			for _, id := range deleted {
 				s.Deleted[tenant] = append(s.Deleted[tenant], rt.Name+"s/"+id)
@@ -114,6 +130,11 @@ func compareTx(now, then *bolt.Tx) (SinceBackup, error) {
 			s.CredentialsRevoked = append(s.CredentialsRevoked, t.Token)
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(thenTokens)) {
+		if t := thenTokens[id]; nowTokens[id] == nil && t.Revoked.IsZero() {
+			s.CredentialsBack = append(s.CredentialsBack, t.Token)
+		}
+	}
 	nowSubs, thenSubs := now.Bucket(bucketSubscribers), then.Bucket(bucketSubscribers)
 	s.SubscribersAdded, s.SubscribersRemoved = compareKeys(nowSubs, thenSubs)
 	if nowSubs != nil && thenSubs != nil {
@@ -133,6 +154,11 @@ func compareTx(now, then *bolt.Tx) (SinceBackup, error) {
 	for tenant, l := range s.Deleted {
 		if len(l) == 0 {
 			delete(s.Deleted, tenant)
+		}
+	}
+	for tenant, n := range s.Purged {
+		if n == 0 && !slices.ContainsFunc(s.CredentialsBack, func(t Token) bool { return t.Tenant == tenant }) {
+			delete(s.Purged, tenant) // a tenant the backup knew nothing of
 		}
 	}
 	return s, nil

@@ -43,6 +43,17 @@ func cli(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
+// cliOK runs the command line with --config cfg, fails the test unless it
+// exits 0, and returns its stdout.
+func cliOK(t *testing.T, cfg string, args ...string) string {
+	t.Helper()
+	code, out, stderr := cli(t, append(args, "--config", cfg)...)
+	if code != exitOK {
+		t.Fatalf("%s: %d %s %s", strings.Join(args, " "), code, out, stderr)
+	}
+	return out
+}
+
 // cliConfig writes the relay.yaml a CLI on the relay's machine would use.
 func cliConfig(t *testing.T, p *relayProc, token string) string {
 	t.Helper()

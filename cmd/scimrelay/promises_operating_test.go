@@ -567,14 +567,7 @@ sinks:
 	p := startReloadable(t, path, &out)
 	cliConf := cliConfig(t, p, adminSecret)
 	secrets := []string{adminSecret, acmeToken, newStatic, shortToken, guess, sinkSecret}
-	run := func(args ...string) string {
-		t.Helper()
-		code, stdout, stderr := cli(t, append(args, "--config", cliConf)...)
-		if code != exitOK {
-			t.Fatalf("%v: %d %s %s", args, code, stdout, stderr)
-		}
-		return stdout
-	}
+	run := func(args ...string) string { t.Helper(); return cliOK(t, cliConf, args...) }
 	secrets = append(secrets, strings.TrimSpace(run("token", "create", "--tenant", "acme", "--expires", "30d")))
 	secrets = append(secrets, strings.TrimSpace(run("token", "rotate", "--tenant", "acme", "--overlap", "1h")))
 	for _, args := range [][]string{{"client", "create", "--tenant", "acme"}, {"client", "rotate", "--tenant", "acme", "--overlap", "1h"}} {

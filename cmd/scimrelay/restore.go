@@ -199,11 +199,17 @@ func sayWhatCameBack(out io.Writer, r restored) {
 			fmt.Fprintf(out, "  %s\n", id)
 		}
 	}
+	for _, tenant := range slices.Sorted(maps.Keys(s.Purged)) {
+		fmt.Fprintf(out, "tenant %s was purged since the backup, and %d of its users and groups and its credentials are back: once the relay runs, with %s not in relay.yaml, purge it again (scimrelay tenant purge %s --yes)\n", tenant, s.Purged[tenant], tenant, tenant)
+	}
 	for _, t := range s.CredentialsMade {
 		fmt.Fprintf(out, "%s %s of tenant %s (%s) was made since the backup and is refused now: make it again, and give Entra the new one before restarting provisioning\n", t.Kind, t.Name, t.Tenant, t.ID)
 	}
 	for _, t := range s.CredentialsRevoked {
 		fmt.Fprintf(out, "%s %s of tenant %s (%s) was revoked since the backup and is live again: revoke it again\n", t.Kind, t.Name, t.Tenant, t.ID)
+	}
+	for _, t := range s.CredentialsBack {
+		fmt.Fprintf(out, "%s %s of tenant %s (%s) was deleted since the backup (a purge deletes them) and is back as it was then: revoke it again, or purge its tenant again\n", t.Kind, t.Name, t.Tenant, t.ID)
 	}
 	for _, name := range s.SubscribersAdded {
 		fmt.Fprintf(out, "subscriber %s was added since the backup and is gone now: add it again\n", name)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,14 +32,7 @@ func relayWithABackup(t *testing.T) (p *relayProc, c *config.Config, cliYAML, ba
 	c = testConfig(t, t.TempDir())
 	p = startRelay(t, c, roleAll)
 	cliYAML = cliConfig(t, p, adminSecret)
-	f, err := os.OpenFile(cliYAML, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := fmt.Fprintf(f, "data_dir: %s\n", c.DataDir); err != nil {
-		t.Fatal(err)
-	}
+	appendDataDir(t, cliYAML, c.DataDir)
 	p.createUser(t, "ann")
 	backup = filepath.Join(t.TempDir(), "copy.db")
 	if code, out, stderr := cli(t, "backup", "--out", backup, "--config", cliYAML); code != exitOK {
@@ -46,6 +40,20 @@ func relayWithABackup(t *testing.T) (p *relayProc, c *config.Config, cliYAML, ba
 	}
 	p.createUser(t, "bob")
 	return p, c, cliYAML, backup
+}
+
+// appendDataDir adds data_dir to the relay.yaml a CLI uses (cliConfig),
+// for the commands that work on the data file (backup, restore).
+func appendDataDir(t *testing.T, cliYAML, dataDir string) {
+	t.Helper()
+	f, err := os.OpenFile(cliYAML, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "data_dir: %s\n", dataDir); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // userCount is how many users a tenant of the relay has.
@@ -131,20 +139,8 @@ func TestRestoreSaysWhatItTakesBack(t *testing.T) {
 	c.NATS.Listen = fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)) // for subscribers
 	p := startRelay(t, c, roleAll)
 	cfg := cliConfig(t, p, adminSecret)
-	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "data_dir: %s\n", c.DataDir)
-	f.Close()
-	run := func(args ...string) string {
-		t.Helper()
-		code, out, stderr := cli(t, append(args, "--config", cfg)...)
-		if code != exitOK {
-			t.Fatalf("%s: %d %s %s", strings.Join(args, " "), code, out, stderr)
-		}
-		return out
-	}
+	appendDataDir(t, cfg, c.DataDir)
+	run := func(args ...string) string { t.Helper(); return cliOK(t, cfg, args...) }
 	tokenID := func(name string) string {
 		t.Helper()
 		var list []relay.Token
@@ -214,6 +210,41 @@ func TestRestoreSaysWhatItTakesBack(t *testing.T) {
 	}
 	p = startRelay(t, c, roleAll)
 	p.scim("acme", acmeToken, "GET", "/Users/"+ann, "").want(t, 200)
+}
+
+// TestRestoreNamesAPurgedTenantsCredentials: a tenant purged after the
+// backup is back whole in the restored file, its Secret Tokens too, which
+// would work again once its name is configured again: restore says to
+// purge it again and names each token, rather than listing its users as
+// deleted since, to be deleted with a token of a tenant no longer
+// configured (from the review of restore's list).
+func TestRestoreNamesAPurgedTenantsCredentials(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write(twoTenants)
+	p := startReloadable(t, f.path, io.Discard)
+	cfg := cliConfig(t, p, adminSecret)
+	run := func(args ...string) string { t.Helper(); return cliOK(t, cfg, args...) }
+	gus := p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"gus"}`).want(t, 201).str("id")
+	run("token", "create", "--tenant", "globex", "--name", "extra")
+	backup := filepath.Join(t.TempDir(), "copy.db")
+	run("backup", "--out", backup)
+	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	run("reload")
+	run("tenant", "purge", "globex", "--yes")
+	p.stop()
+	appendDataDir(t, cfg, f.dataDir)
+	out := run("restore", "--from", backup)
+	for _, want := range []string{
+		"tenant globex was purged since the backup, and 1 of its users and groups and its credentials are back: once the relay runs, with globex not in relay.yaml, purge it again (scimrelay tenant purge globex --yes)",
+		"token extra of tenant globex (",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("restore does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, gus) {
+		t.Errorf("restore lists a user of the purged tenant as deleted since:\n%s", out)
+	}
 }
 
 // TestBackupCopiedOverARunningRelay: a backup copied over the data file
