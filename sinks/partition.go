@@ -50,12 +50,6 @@ type partition struct {
 	// renumberSaid is set once renumbered has logged.
 	renumberSaid atomic.Bool
 
-	// filter is the consumer's filter subjects as consumerFilter last
-	// read them, at filterRead.
-	filterMu   sync.Mutex
-	filter     []string
-	filterRead time.Time
-
 	mu        sync.Mutex
 	lanes     map[string]*lane
 	recovery  int64                      // when the recovery whose resources this partition wakes began, a clock reading (0: none): set by a look, kept while it does not consume, cleared when none is left (wake.go)

@@ -205,21 +205,20 @@ func (w *worker) sliceMax() int {
 // tenants, or of a tenant purged (purged says so, purged.go). first says
 // the partition's consumer has just delivered e for the first time.
 //
-// Which tenants the sink takes is its consumers' filter's to say, where
-// this worker's own configuration may lag: the processes of a deployment
-// reload one after another, and the first to reload with a tenant added
-// or removed changes the filter for all (TestWideningAcrossProcesses,
-// TestNarrowingAcrossProcesses). So an event the consumer has just
-// delivered is of a tenant the sink takes (its filter took it), whatever
-// this worker's tenants say; before, a worker not reloaded yet passed
-// over (acknowledged, never sent) the events of a tenant another process
-// had added. An event tried again (held after a failure, delivered again,
-// read back from the stream, which no filter passes) is held to the
-// filter as read now: a tenant this worker leaves out, to a fresh read
-// (passing it over loses it), and one it takes, to a read at most a
-// second old (each retry asks). Where the filter cannot be read, this
-// worker's tenants say. Types are not in the filter: an event of a type
-// the sink leaves out is passed over.
+// The processes of a deployment reload one after another, and the first
+// to reload with a tenant added changes the consumers' filter for all: an
+// event the consumer has just delivered passed that filter, so it is of a
+// tenant the sink takes, whatever this worker's tenants, perhaps not
+// reloaded yet, say (TestWideningAcrossProcesses); before, such a worker
+// passed over (acknowledged, never sent) the added tenant's events. An
+// event tried again (held after a failure, delivered again, read back from
+// the stream, which no filter passes) of a tenant this worker leaves out
+// is held to the filter as read now, since passing it over loses it; where
+// the filter cannot be read, this worker's tenants say. An event of a
+// tenant this worker takes is taken: a tenant another process removed is
+// sent from what this worker holds or has parked until its own reload
+// (README, Filters). Types are not in the filter: an event of a type the
+// sink leaves out is passed over.
 func (p *partition) skips(e event.Event, sseq uint64, first bool) (skip, purged bool) {
 	w := p.w
 	if purged = w.purgedCovers(e, sseq); purged {
@@ -229,33 +228,23 @@ func (p *partition) skips(e event.Event, sseq uint64, first bool) (skip, purged 
 	switch {
 	case !selects(nil, w.patterns, e):
 		return true, false
-	case first, len(w.tenants) == 0:
+	case first, len(w.tenants) == 0, slices.Contains(w.tenants, tenant):
 		return false, false
-	case !slices.Contains(w.tenants, tenant):
-		filter, ok := p.consumerFilter(0)
-		return !ok || !filterTakes(filter, tenant), false
 	}
-	filter, ok := p.consumerFilter(time.Second)
-	return ok && !filterTakes(filter, tenant), false
+	filter, err := p.consumerFilter()
+	return err != nil || !filterTakes(filter, tenant), false
 }
 
-// consumerFilter reads the partition consumer's filter subjects, or
-// returns those it read less than fresh ago (ok false: it cannot be read).
-func (p *partition) consumerFilter(fresh time.Duration) (filter []string, ok bool) {
-	w := p.w
-	p.filterMu.Lock()
-	defer p.filterMu.Unlock()
-	if p.filterRead.IsZero() || time.Since(p.filterRead) >= fresh {
-		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-		defer cancel()
-		cons, err := w.js.Consumer(ctx, events.StreamName, consumerName(w.name, p.n))
-		if err != nil {
-			return nil, false
-		}
-		cfg := cons.CachedInfo().Config
-		p.filter, p.filterRead = append(slices.Clone(cfg.FilterSubjects), cfg.FilterSubject), time.Now()
+// consumerFilter reads the partition consumer's filter subjects.
+func (p *partition) consumerFilter() ([]string, error) {
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	cons, err := p.w.js.Consumer(ctx, events.StreamName, consumerName(p.w.name, p.n))
+	if err != nil {
+		return nil, err
 	}
-	return p.filter, true
+	cfg := cons.CachedInfo().Config
+	return append(slices.Clone(cfg.FilterSubjects), cfg.FilterSubject), nil
 }
 
 // filterTakes reports whether a partition consumer of these filter
