@@ -146,19 +146,9 @@ func compareTx(now, then *bolt.Tx) (SinceBackup, error) {
 		})
 	}
 	s.OAuthKeyChanged = !bytes.Equal(now.Bucket(bucketMeta).Get(keyOAuth), then.Bucket(bucketMeta).Get(keyOAuth))
-	for tenant, l := range s.Made {
-		if len(l) == 0 {
-			delete(s.Made, tenant)
-		}
-	}
-	for tenant, l := range s.Deleted {
-		if len(l) == 0 {
-			delete(s.Deleted, tenant)
-		}
-	}
 	for tenant, n := range s.Purged {
 		if n == 0 && !slices.ContainsFunc(s.CredentialsBack, func(t Token) bool { return t.Tenant == tenant }) {
-			delete(s.Purged, tenant) // a tenant the backup knew nothing of
+			delete(s.Purged, tenant) // nothing of it comes back
 		}
 	}
 	return s, nil
