@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // Status is what an operator sees of a sink: where it delivers, what it
@@ -67,30 +68,42 @@ func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
 	case st.Format == "":
 		st.Format = "binary"
 	}
+	// Its figures are read at once, each a JetStream request or a few:
+	// one after another, a slow NATS's lateness adds up (worker.backlog).
+	g, gctx := errgroup.WithContext(ctx)
 	if s.worker == nil {
 		st.NotSetUp = true
 	} else {
-		b, err := s.worker.backlog(ctx)
-		if err != nil {
-			return st, err
-		}
-		st.Pending, st.InFlight, st.Parked = b.pending, b.inFlight, b.parked
-		if !b.oldest.IsZero() {
-			st.OldestUndelivered = &b.oldest
-		}
-	}
-	if st.DeadLetters, err = m.dlq.count(ctx, name); err != nil {
-		return st, err
+		g.Go(func() error {
+			b, err := s.worker.backlog(gctx)
+			if err != nil {
+				return err
+			}
+			st.Pending, st.InFlight, st.Parked = b.pending, b.inFlight, b.parked
+			if !b.oldest.IsZero() {
+				st.OldestUndelivered = &b.oldest
+			}
+			return nil
+		})
 	}
 	now := time.Now()
-	if st.Attempts5m, err = countAttempts(ctx, m.o.JS, name, now.Add(-5*time.Minute)); err != nil {
-		return st, err
-	}
-	if st.Attempts1h, err = countAttempts(ctx, m.o.JS, name, now.Add(-time.Hour)); err != nil {
-		return st, err
-	}
-	st.LastAttempt, err = lastAttempt(ctx, m.o.JS, name)
-	return st, err
+	g.Go(func() (err error) {
+		st.DeadLetters, err = m.dlq.count(gctx, name)
+		return err
+	})
+	g.Go(func() (err error) {
+		st.Attempts5m, err = countAttempts(gctx, m.o.JS, name, now.Add(-5*time.Minute))
+		return err
+	})
+	g.Go(func() (err error) {
+		st.Attempts1h, err = countAttempts(gctx, m.o.JS, name, now.Add(-time.Hour))
+		return err
+	})
+	g.Go(func() (err error) {
+		st.LastAttempt, err = lastAttempt(gctx, m.o.JS, name)
+		return err
+	})
+	return st, g.Wait()
 }
 
 // lastAttempt reads the latest attempt recorded for a sink, nil when none is.

@@ -2,7 +2,15 @@
 
 package sinks
 
-import "testing"
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+)
 
 // TestRedactURL: what the admin API, logs and delivery errors show of a
 // sink's URL has neither its user information (a username alone is often a
@@ -39,5 +47,48 @@ func TestRedactURL(t *testing.T) {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestStatusWithNATSAnsweringLate: a sink's status reads its partitions,
+// and its other figures, at once, so that with NATS answering every
+// request late it takes a few of those delays rather than one for each of
+// its requests (about sixty, with the default 16 partitions: read one
+// after another, a second late each, it took a minute; README: `sinks
+// status` answers within 5 s or fails).
+func TestStatusWithNATSAnsweringLate(t *testing.T) {
+	s, fast := natsStreamAt(t, t.TempDir(), -1)
+	slow := eventstest.NewSlowProxy(t, s.Addr().String())
+	_, js := eventstest.Connect(t, "nats://"+slow.Addr)
+	down := newReceiver(t, func(int, *http.Request) int { return http.StatusServiceUnavailable })
+	later := func(c *Config) { c.Retry = []time.Duration{30 * time.Minute} }
+	m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("a", down.URL, later)}, JS: js})
+	p := newPublisher(t, fast)
+	p.publish("acme", events.UserCreated, "u1")
+	p.publish("acme", events.UserCreated, "u2")
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if a, err := m.Status(ctx, "a"); err != nil || a.Parked != 2 {
+			return fmt.Errorf("sink a: %+v, %v", a, err)
+		}
+		return nil
+	})
+
+	const late = 250 * time.Millisecond
+	slow.SetDelay(late)
+	start := time.Now()
+	st, err := m.Status(ctx, "a")
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Parked != 2 || st.OldestUndelivered == nil || st.Attempts5m == 0 || st.LastAttempt == nil {
+		t.Errorf("status with NATS answering late: %+v", st)
+	}
+	// Read at once: about six delays (a partition's consumer, its parked
+	// resources listed and read, the oldest's lookup); one after another,
+	// sixty.
+	t.Logf("the status took %s with NATS answering %s late", took, late)
+	if took > 20*late {
+		t.Errorf("the status took %s with NATS answering %s late: %.0f delays", took, late, took.Seconds()/late.Seconds())
 	}
 }

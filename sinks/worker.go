@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -443,29 +444,48 @@ func (w *worker) shutdown() {
 // worker (from the partition consumers), the resources parked (from the
 // parking bucket: their events were taken from the consumers and are read
 // back from the stream), and when the oldest of all these was stored.
+// The partitions are read statusReads at a time: each is a few JetStream
+// requests, and one after another, with NATS answering a second late,
+// the default 16 partitions took a minute (the sinks status's "within
+// 5 s" in README).
 func (w *worker) backlog(ctx context.Context) (b backlog, err error) {
-	var waiting []parkedAt // where undelivered events start
+	type read struct {
+		info   *jetstream.ConsumerInfo
+		parked []parked
+	}
+	reads := make([]read, w.partitions)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(statusReads)
 	for p := range w.partitions {
-		c, err := w.js.Consumer(ctx, events.StreamName, consumerName(w.name, p))
-		if err != nil {
-			return backlog{}, fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
-		}
-		info := c.CachedInfo() // Consumer has just read it
-		b.pending += info.NumPending
-		b.inFlight += info.NumAckPending
-		waiting = append(waiting, consumerWaiting(info)...)
-		parked, err := w.parked.load(ctx, p)
-		if err != nil {
-			return backlog{}, err
-		}
-		b.parked += len(parked)
-		for _, pr := range parked {
+		g.Go(func() error {
+			c, err := w.js.Consumer(gctx, events.StreamName, consumerName(w.name, p))
+			if err != nil {
+				return fmt.Errorf("reading consumer %s: %w", consumerName(w.name, p), err)
+			}
+			reads[p].info = c.CachedInfo() // Consumer has just read it
+			reads[p].parked, err = w.parked.load(gctx, p)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return backlog{}, err
+	}
+	var waiting []parkedAt // where undelivered events start
+	for _, r := range reads {
+		b.pending += r.info.NumPending
+		b.inFlight += r.info.NumAckPending
+		waiting = append(waiting, consumerWaiting(r.info)...)
+		b.parked += len(r.parked)
+		for _, pr := range r.parked {
 			waiting = append(waiting, parkedAt{from: pr.record.From, filter: pr.subject.ResourceSubjects()})
 		}
 	}
 	b.oldest, err = oldestStored(waiting, w.firstStored(ctx))
 	return b, err
 }
+
+// statusReads is how many JetStream reads a sink's status makes at once.
+const statusReads = 16
 
 // backlog is what a sink has not delivered yet (worker.backlog).
 type backlog struct {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -408,4 +409,41 @@ func TestReceiveTakesAStructuredDeliveryOfAnyEventTheRelayTakes(t *testing.T) {
 	if handled != 1 {
 		t.Fatalf("scimrelay receive answered %v to the structured delivery of a %d KiB event (request body %d bytes), handled %d events, want 204 and 1", statuses, len(title)>>10, size, handled)
 	}
+}
+
+// TestSinksListWithNATSAnsweringLate: with NATS answering every request a
+// quarter of a second late, `sinks list` of eight sinks answers within
+// README's 5 s: each sink's figures are read at once (sinks'
+// TestStatusWithNATSAnsweringLate), and four sinks at a time. One sink
+// after another, it took 8 s.
+func TestSinksListWithNATSAnsweringLate(t *testing.T) {
+	slow := eventstest.NewSlowProxy(t, eventstest.RunServer(t).Addr().String())
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = "nats://" + slow.Addr
+	const n = 8
+	hooks := make([]*hook, n)
+	for i := range hooks {
+		hooks[i] = newHook(t)
+		withSink(cfg, "s"+strconv.Itoa(i), hooks[i].URL, nil)
+	}
+	p := startRelay(t, cfg, roleAll)
+	config := cliConfig(t, p, adminSecret)
+	p.createUser(t, "ann")
+	for _, h := range hooks {
+		waitDelivered(t, h, 1)
+	}
+
+	const late = 250 * time.Millisecond
+	slow.SetDelay(late)
+	start := time.Now()
+	code, out, stderr := cli(t, "sinks", "list", "--json", "--config", config)
+	took := time.Since(start)
+	if code != exitOK || strings.Count(out, `"attempts_5m":1`) != n {
+		t.Fatalf("sinks list --json: exit %d, %s%s", code, out, stderr)
+	}
+	t.Logf("sinks list of %d sinks took %s with NATS answering %s late", n, took, late)
+	if took > 5*time.Second {
+		t.Errorf("sinks list of %d sinks took %s with NATS answering %s late, past README's 5 s", n, took, late)
+	}
+	slow.SetDelay(0) // the relay stops without waiting on it
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -65,13 +67,22 @@ func (h *Handler) listSinks(w http.ResponseWriter, r *http.Request) error {
 	if h.o.Sinks == nil {
 		return unavailable("sink management")
 	}
-	var list []sinks.Status
-	for _, name := range h.o.Sinks.Names() {
-		st, err := h.o.Sinks.Status(r.Context(), name)
-		if err != nil {
-			return fmt.Errorf("reading the state of sink %s: %w", name, fromNATS(r.Context(), err))
-		}
-		list = append(list, st)
+	// A few sinks at once: each status is JetStream requests, whose
+	// lateness would add up one sink after another.
+	names := h.o.Sinks.Names()
+	list := make([]sinks.Status, len(names))
+	g, ctx := errgroup.WithContext(r.Context())
+	g.SetLimit(4)
+	for i, name := range names {
+		g.Go(func() (err error) {
+			if list[i], err = h.o.Sinks.Status(ctx, name); err != nil {
+				return fmt.Errorf("reading the state of sink %s: %w", name, fromNATS(r.Context(), err))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	writeList(w, list)
 	return nil
