@@ -887,50 +887,90 @@ func (l *RequestLog) Query(ctx context.Context, q LogQuery) ([]LogEntry, error) 
 	}
 	out := []LogEntry{}
 	user := scim.Fold(q.User) // the SCIM filter's case rule: a name it calls the same is found
-	err := l.store.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketProvLog)
-		if b == nil {
-			return nil
+	err := l.scan(ctx, first, last, q.Newest, func(k, v []byte) (bool, error) {
+		if after != nil && bytes.Equal(k, after) {
+			return true, nil
 		}
-		c := b.Cursor()
-		k, v := c.Seek(first)
-		step := c.Next
-		if q.Newest {
-			step = c.Prev
-			if last == nil {
-				k, v = c.Last()
-			} else if k, v = c.Seek(last); k == nil {
-				k, v = c.Last()
-			} else {
-				k, v = c.Prev()
-			}
+		var e LogEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return false, fmt.Errorf("decoding a log entry: %w", err)
 		}
-		for n := 0; k != nil && len(out) < q.Limit; k, v = step() {
-			if n++; n%4096 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if bytes.Compare(k, first) < 0 || last != nil && bytes.Compare(k, last) >= 0 {
-				break // past the window: keys are in time order
-			}
-			if after != nil && bytes.Equal(k, after) {
-				continue
-			}
-			var e LogEntry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("decoding a log entry: %w", err)
-			}
-			if q.Tenant != "" && e.Tenant != q.Tenant || !StatusMatches(q.Status, e.Status) ||
-				q.Operation != "" && e.Operation != q.Operation ||
-				user != "" && !strings.Contains(scim.Fold(e.Name), user) && !strings.Contains(scim.Fold(e.Email), user) {
-				continue
-			}
-			e.Key = encodeLogKey(k)
-			out = append(out, e)
+		if q.Tenant != "" && e.Tenant != q.Tenant || !StatusMatches(q.Status, e.Status) ||
+			q.Operation != "" && e.Operation != q.Operation ||
+			user != "" && !strings.Contains(scim.Fold(e.Name), user) && !strings.Contains(scim.Fold(e.Email), user) {
+			return true, nil
 		}
-		return nil
+		e.Key = encodeLogKey(k)
+		out = append(out, e)
+		return len(out) < q.Limit, nil
 	})
 	return out, err
 }
+
+// scan calls each with the log's entries whose keys are from first up to
+// last (exclusive; nil: to the end), oldest first, or newest first, until
+// each returns false or an error. It reads logReadChunk entries a read
+// transaction, each going on from where the last stopped: a search that
+// matches little reads the whole log, 10 s at a million entries, and one
+// read transaction held that long kept bbolt from remapping a data file
+// that grew meanwhile, so that every SCIM write waited for the search
+// (TestLogSearchReadsInChunks), and kept the pages pruning freed from
+// reuse. Keys only grow, so an entry written or pruned between two chunks
+// is seen or not, as between two pages, and none is seen twice.
+func (l *RequestLog) scan(ctx context.Context, first, last []byte, newest bool, each func(k, v []byte) (bool, error)) error {
+	for more := true; more; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		more = false
+		err := l.store.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketProvLog)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			k, v := c.Seek(first)
+			step := c.Next
+			if newest {
+				step = c.Prev
+				if last == nil {
+					k, v = c.Last()
+				} else if k, v = c.Seek(last); k == nil {
+					k, v = c.Last()
+				} else {
+					k, v = c.Prev()
+				}
+			}
+			for n := 0; k != nil; k, v = step() {
+				if bytes.Compare(k, first) < 0 || last != nil && bytes.Compare(k, last) >= 0 {
+					return nil // past the window: keys are in time order
+				}
+				if n++; n > logReadChunk {
+					// k in the next transaction: the window narrowed to it.
+					if newest {
+						last = append(bytes.Clone(k), 0) // the first key after k
+					} else {
+						first = bytes.Clone(k)
+					}
+					more = true
+					return nil
+				}
+				if goOn, err := each(k, v); err != nil || !goOn {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// logReadChunk is how many entries of the log scan reads in one read
+// transaction.
+const logReadChunk = 4096
 
 // timeKey is the first key an entry at t or later can have.
 func timeKey(t time.Time) []byte {
@@ -982,42 +1022,31 @@ type LogCount struct {
 func (l *RequestLog) Count(ctx context.Context, since time.Time) ([]LogCount, error) {
 	start := timeKey(since)
 	counts := map[string]*LogCount{}
-	err := l.store.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketProvLog)
-		if b == nil {
-			return nil
+	err := l.scan(ctx, start, nil, false, func(_, v []byte) (bool, error) {
+		var e struct {
+			Tenant string `json:"tenant"`
+			Status int    `json:"status"`
+			Count  int    `json:"count"`
 		}
-		c := b.Cursor()
-		n := 0
-		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
-			if n++; n%4096 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			var e struct {
-				Tenant string `json:"tenant"`
-				Status int    `json:"status"`
-				Count  int    `json:"count"`
-			}
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("decoding a log entry: %w", err)
-			}
-			lc := counts[e.Tenant]
-			if lc == nil {
-				lc = &LogCount{Tenant: e.Tenant}
-				counts[e.Tenant] = lc
-			}
-			n := max(e.Count, 1)
-			lc.Total += n
-			switch e.Status / 100 {
-			case 2:
-				lc.Class2 += n
-			case 4:
-				lc.Class4 += n
-			case 5:
-				lc.Class5 += n
-			}
+		if err := json.Unmarshal(v, &e); err != nil {
+			return false, fmt.Errorf("decoding a log entry: %w", err)
 		}
-		return nil
+		lc := counts[e.Tenant]
+		if lc == nil {
+			lc = &LogCount{Tenant: e.Tenant}
+			counts[e.Tenant] = lc
+		}
+		n := max(e.Count, 1)
+		lc.Total += n
+		switch e.Status / 100 {
+		case 2:
+			lc.Class2 += n
+		case 4:
+			lc.Class4 += n
+		case 5:
+			lc.Class5 += n
+		}
+		return true, nil
 	})
 	out := make([]LogCount, 0, len(counts))
 	for _, lc := range counts {

@@ -670,3 +670,95 @@ func TestLogWritesReadSummariesAfterAClockStepBack(t *testing.T) {
 		return nil
 	})
 }
+
+// TestLogSearchReadsInChunks: a search that matches little reads the
+// whole log, which at a million entries took 10 s in one read
+// transaction, and a SCIM write that needed bbolt to remap the growing
+// data file waited all of it (9.3 s; 47 s and 71 s under -race, the hunt's
+// TestHuntWritesDuringALongRead). The log is read logReadChunk entries a
+// transaction, and finds the same entries, those at the chunks' edges
+// included, in both orders, paged or not; Count too.
+func TestLogSearchReadsInChunks(t *testing.T) {
+	s, c, _ := openStore(t)
+	const n = 5*logReadChunk + 7
+	start := c.now().Add(-time.Hour)
+	needles := map[int]bool{0: true, logReadChunk - 1: true, logReadChunk: true, logReadChunk + 1: true, 2 * logReadChunk: true, 3*logReadChunk + 5: true, n - 1: true}
+	var entries []LogEntry
+	for i := range n {
+		name := fmt.Sprintf("user%d@acme.com", i)
+		if needles[i] {
+			name = fmt.Sprintf("needle%d@acme.com", i)
+		}
+		entries = append(entries, LogEntry{Time: start.Add(time.Duration(i) * time.Millisecond), RequestID: fmt.Sprint(i), Tenant: []string{"acme", "globex"}[i%2],
+			Method: "POST", Operation: "create", Resource: "User", Name: name, Status: 201})
+	}
+	l := NewRequestLog(s, LogOptions{}, slog.New(slog.DiscardHandler))
+	for i := 0; i < n; i += 1000 {
+		if err := l.write(entries[i:min(i+1000, n)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{}
+	for i := range n {
+		if needles[i] {
+			want = append(want, fmt.Sprint(i))
+		}
+	}
+	before := s.db.Stats()
+	got, err := l.Query(ctx, LogQuery{Since: start, User: "needle", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txs := s.db.Stats().TxN - before.TxN; txs < n/logReadChunk {
+		t.Errorf("a search of %d entries took %d read transactions, want one per %d entries at least", n, txs, logReadChunk)
+	}
+	ids := func(list []LogEntry) []string {
+		out := []string{}
+		for _, e := range list {
+			out = append(out, e.RequestID)
+		}
+		return out
+	}
+	if !slices.Equal(ids(got), want) {
+		t.Errorf("oldest first: %v, want %v", ids(got), want)
+	}
+	got, err = l.Query(ctx, LogQuery{Since: start, User: "needle", Newest: true, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := slices.Clone(want)
+	slices.Reverse(rev)
+	if !slices.Equal(ids(got), rev) {
+		t.Errorf("newest first: %v, want %v", ids(got), rev)
+	}
+	// Paged by 2 in both orders, within an Until.
+	for _, newest := range []bool{false, true} {
+		q := LogQuery{Since: start, Until: start.Add(time.Duration(n-1) * time.Millisecond), User: "needle", Newest: newest, Limit: 2}
+		var all []string
+		for {
+			page, err := l.Query(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, ids(page)...)
+			if len(page) < q.Limit {
+				break
+			}
+			q.After = page[len(page)-1].Key
+		}
+		w := slices.Clone(want[:len(want)-1]) // n-1 is at Until
+		if newest {
+			slices.Reverse(w)
+		}
+		if !slices.Equal(all, w) {
+			t.Errorf("paged, newest %v: %v, want %v", newest, all, w)
+		}
+	}
+	counts, err := l.Count(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts) != 2 || counts[0].Total+counts[1].Total != n || counts[0].Total != (n+1)/2 {
+		t.Errorf("Count: %+v, want %d in all", counts, n)
+	}
+}
