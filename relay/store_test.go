@@ -985,18 +985,24 @@ func openFastStore(t testing.TB) *Store {
 // benchmarks of what comes after.
 func bulkUsers(t testing.TB, s *Store, n int) []string {
 	t.Helper()
-	ids := make([]string, n)
 	prefix := uuid.NewString()[:8]
+	return bulkUsersLike(t, s, n, func(i int) *scim.Resource {
+		return &scim.Resource{Type: scim.UserResourceType, Attrs: map[string]any{"userName": fmt.Sprintf("bulk-%s-%06d@x.com", prefix, i)}}
+	})
+}
+
+// bulkUsersLike is bulkUsers of the users made by like(i), given an id.
+func bulkUsersLike(t testing.TB, s *Store, n int, like func(i int) *scim.Resource) []string {
+	t.Helper()
+	ids := make([]string, n)
 	now := s.now()
 	for start := 0; start < n; start += 20_000 {
 		err := s.commits.do(func(tx *bolt.Tx) error {
 			tb := tx.Bucket(bucketTenants).Bucket([]byte("acme"))
 			for i := start; i < min(start+20_000, n); i++ {
 				id := uuid.Must(uuid.NewV7()).String()
-				rec := &record{version: 1, res: &scim.Resource{Type: scim.UserResourceType, Attrs: map[string]any{
-					"id":       id,
-					"userName": fmt.Sprintf("bulk-%s-%06d@x.com", prefix, i),
-				}}}
+				rec := &record{version: 1, res: like(i)}
+				rec.res.Attrs["id"] = id
 				rec.res.SetMeta(scim.Meta{Created: now, LastModified: now, Version: versionTag(1)})
 				entries, err := indexEntries(rec.res)
 				if err != nil {

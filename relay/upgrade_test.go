@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -647,4 +648,67 @@ func firstID(t testing.TB, b *bolt.Bucket) string {
 		t.Fatal("no record")
 	}
 	return string(k)
+}
+
+// BenchmarkOpenUpgrading measures what Open takes before it serves when a
+// file of Entra-like users needs its layout upgraded (every work email
+// indexed, from layout 3) or its folded indexes rebuilt (a release built
+// with other Unicode case tables): the relay answers nothing meanwhile,
+// and the Helm chart's startup probe gives a pod 180 s; beside them, an
+// Open with nothing to upgrade. Users from
+// SCIMRELAY_BENCH_USERS, 100,000 when unset:
+//
+//	SCIMRELAY_BENCH_USERS=1000000 go test ./relay -run x -bench OpenUpgrading -benchtime 1x -timeout 1h
+func BenchmarkOpenUpgrading(b *testing.B) {
+	n := 100_000
+	if v := os.Getenv("SCIMRELAY_BENCH_USERS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		name    string
+		layout  uint64
+		rewrite func(tx *bolt.Tx) error
+		said    string
+	}{
+		{"nothing to upgrade", layoutVersion, func(*bolt.Tx) error { return nil }, ""},
+		{"work emails from layout 3", 3, oldWorkEmailIndex, "upgraded the data file's layout"},
+		{"folded indexes for other case tables", layoutVersion, func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyFoldTables, []byte("14.0.0"))
+		}, "rebuilt the case-folded indexes"},
+	} {
+		b.Run(step.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				s, c, path := openStore(b)
+				bulkUsersLike(b, s, n, func(i int) *scim.Resource { return entraUser(b, i) })
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+				rewriteFile(b, path, step.layout, step.rewrite)
+				var logs bytes.Buffer
+				o := testOptions(c)
+				o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+				b.StartTimer()
+				start := time.Now()
+				s, err := Open(path, o)
+				took := time.Since(start)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !strings.Contains(logs.String(), step.said) {
+					b.Fatalf("Open did not say %q: %s", step.said, logs.String())
+				}
+				b.ReportMetric(took.Seconds(), "s/open")
+				b.ReportMetric(float64(n)/took.Seconds(), "users/s")
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
 }
