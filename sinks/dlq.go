@@ -112,11 +112,16 @@ func deadLetterID(sink, msgID string, attempts int) string {
 
 // putAs is put with the message id id, by which JetStream drops a copy.
 func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, from origin, res Result, attempts int, id string) (already bool, err error) {
-	ack, err := d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), ErrorClass: errorClass(res), Attempts: attempts, Time: time.Now(), from: from}, id)
+	ack, err := d.putAck(ctx, sink, e, from, res, attempts, id)
 	if err != nil {
 		return false, err
 	}
 	return ack.Duplicate, nil
+}
+
+// putAck is putAs, returning the queue's acknowledgement.
+func (d *deadLetters) putAck(ctx context.Context, sink string, e *event.Event, from origin, res Result, attempts int, id string) (*jetstream.PubAck, error) {
+	return d.publish(ctx, sink, e, DeadLetter{Status: res.Status, Error: errText(res.Err), ErrorClass: errorClass(res), Attempts: attempts, Time: time.Now(), from: from}, id)
 }
 
 // moveToEnd puts a dead letter again at the end of the queue, as it was
@@ -124,11 +129,43 @@ func (d *deadLetters) putAs(ctx context.Context, sink string, e *event.Event, fr
 func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter, e *event.Event) error {
 	// Its own id: the dead letter's would be dropped as a copy of itself.
 	id := deadLetterID(sink, e.ID(), dl.Attempts) + ".moved-from." + strconv.FormatUint(dl.seq, 10)
-	if _, err := d.publish(ctx, sink, e, dl, id); err != nil {
+	ack, err := d.publish(ctx, sink, e, dl, id)
+	if err != nil {
 		return err
 	}
-	return d.remove(ctx, dl)
+	return d.replaced(ctx, dl, ack)
 }
+
+// replaced removes dl, which the dead letter ack acknowledged was put in
+// place of. When dl is gone already (a tenant's purge deleted its dead
+// letters meanwhile, through another process's admin API whose purge does
+// not wait for this process's redrives, or another redrive took it), the
+// one put in its place is taken back too, and it returns
+// errDeadLetterGone: left, it would put back a dead letter the purge said
+// it deleted, or repeat the other redrive's.
+func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck) error {
+	err := d.remove(ctx, dl)
+	if err == nil || !deletedAlready(err) {
+		return err
+	}
+	if derr := d.stream.DeleteMsg(ctx, ack.Sequence); derr != nil && !deletedAlready(derr) {
+		return fmt.Errorf("taking back the dead letter put in place of one deleted meanwhile: %w", derr)
+	}
+	return errDeadLetterGone
+}
+
+// deletedAlready reports whether err, of a deletion of a message, says
+// the message was not there (JetStream answers "no message found", as a
+// failed deletion; a worker may not read the queue's messages one by one
+// to tell).
+func deletedAlready(err error) bool {
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "no message found")
+}
+
+// errDeadLetterGone: the dead letter a redrive put again was deleted
+// meanwhile (a tenant's purge, another process's redrive), and so was the
+// one put in its place.
+var errDeadLetterGone = errors.New("the dead letter was deleted meanwhile")
 
 // publish adds e to a sink's queue with what dl says of its deliveries.
 func (d *deadLetters) publish(ctx context.Context, sink string, e *event.Event, dl DeadLetter, id string) (*jetstream.PubAck, error) {

@@ -177,6 +177,12 @@ type RedriveResult struct {
 	// redrive delivers them to (the queue's own, or RedriveQuery.To) does
 	// not take their tenant or type.
 	Skipped int `json:"skipped,omitempty"`
+	// Purged are dead letters taken out of the queue undelivered: of a
+	// tenant purged while the redrive ran (through another process, whose
+	// purge does not wait for this one's jobs), or deleted meanwhile by
+	// that purge or another process's redrive (the one this redrive would
+	// have put in its place is taken back).
+	Purged int `json:"purged,omitempty"`
 	// Failures are the first of the failed ones, with their new error.
 	Failures []DeadLetter `json:"failures,omitempty"`
 }
@@ -251,7 +257,7 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			// queue: its resource's later dead letters go behind it, as
 			// in a redrive of all, or the next one sends them first.
 			if key := (resourceKey{dl.Tenant, dl.Subject}); e != nil && held[key] && selects(s.cfg.Tenants, s.patterns, *e) {
-				if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil {
+				if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil && !errors.Is(err, errDeadLetterGone) {
 					return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
 				}
 				res.Held++
@@ -267,8 +273,18 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			// it, and could put another tenant's signed event there
 			// (README, Who can reach what); or the sink was narrowed.
 			res.Skipped++
+		case e != nil && s.worker != nil && s.worker.purgedCovers(*e, dl.from.seq):
+			// Of a tenant purged through another process's admin API
+			// (whose purge does not wait for this process's redrives):
+			// this process's worker read the notice, and delivers none of
+			// its events; the purge deletes its dead letters, so none is
+			// sent or put back.
+			if err := m.dlq.remove(ctx, dl); err != nil && !deletedAlready(err) {
+				return fmt.Errorf("removing dead letter %s of a purged tenant: %w", dl.ID, err)
+			}
+			res.Purged++
 		case e != nil && (held[key] || behind):
-			if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil {
+			if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil && !errors.Is(err, errDeadLetterGone) {
 				return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
 			}
 			res.Held++
@@ -391,10 +407,16 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	// A redrive of this very dead letter cut short and run again puts the
 	// same id, which the queue drops as the copy it is.
 	id := deadLetterID(sink, e.ID(), dl.Attempts+1) + ".redriven-from." + strconv.FormatUint(dl.seq, 10)
-	if _, err := m.dlq.putAs(ctx, sink, e, dl.from, r, dl.Attempts+1, id); err != nil {
+	ack, err := m.dlq.putAck(ctx, sink, e, dl.from, r, dl.Attempts+1, id)
+	if err != nil {
 		return err
 	}
-	if err := m.dlq.remove(ctx, dl); err != nil {
+	if err := m.dlq.replaced(ctx, dl, ack); errors.Is(err, errDeadLetterGone) {
+		// Deleted meanwhile, by a tenant's purge or a redrive through
+		// another process: not put back.
+		res.Purged++
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("removing the earlier dead letter of event %s: %w", dl.ID, err)
 	}
 	dl.Status, dl.Error, dl.Attempts = r.Status, errText(r.Err), dl.Attempts+1

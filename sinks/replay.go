@@ -24,6 +24,11 @@ type ReplayResult struct {
 	Matched      int    `json:"matched"`
 	Delivered    int    `json:"delivered"`
 	DeadLettered int    `json:"dead_lettered"`
+	// Purged are events of a tenant purged while the replay ran (through
+	// another process's admin API, whose purge does not wait for this
+	// process's replays): neither sent nor dead-lettered once this
+	// process's worker has read the purge's notice.
+	Purged int `json:"purged,omitempty"`
 }
 
 // Replay sends a sink the events of the stream since a time again, in
@@ -78,6 +83,11 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 			return nil
 		}
 		res.Matched++
+		purged := func() bool { return s.worker != nil && s.worker.purgedCovers(e, seq) }
+		if purged() {
+			res.Purged++
+			return nil
+		}
 		r := s.sink.Deliver(ctx, &e)
 		if r.Err == nil {
 			res.Delivered++
@@ -87,6 +97,12 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if purged() {
+			// Refused while the purge ran: a dead letter, or a record of
+			// the attempt, would outlive the purge's deletion of them.
+			res.Purged++
+			return nil
 		}
 		if _, err := m.dlq.putAs(ctx, sink, &e, origin{sig: msg.Headers().Get(events.SignatureHeader), seq: seq}, r, 1, sink+"."+e.ID()+".replay."+run); err != nil {
 			return err

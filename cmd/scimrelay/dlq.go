@@ -157,6 +157,9 @@ that fails again joins that sink's queue.`,
 			if res.Skipped > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "left %d in the queue: sink %s does not take their tenant or event type\n", res.Skipped, cmp.Or(to, sink))
 			}
+			if res.Purged > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "took %d out of the queue, undelivered: deleted meanwhile (their tenant purged, or redriven through another relay)\n", res.Purged)
+			}
 			if res.Held > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d in the queue behind an earlier one of their resource that failed again, in order\n", res.Held)
 			}
@@ -285,6 +288,9 @@ dead-lettered (scimrelay dlq list).`,
 				return fmt.Sprintf("%d of at most %d events read: %d delivered, %d dead-lettered", res.Done, res.Total, res.Delivered, res.DeadLettered)
 			})
 			fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events: %d delivered, %d dead-lettered\n", res.Matched, res.Delivered, res.DeadLettered)
+			if res.Purged > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "none sent of %d of a tenant purged meanwhile\n", res.Purged)
+			}
 			if err == nil && res.DeadLettered > 0 {
 				err = fmt.Errorf("%d event(s) failed and were dead-lettered (scimrelay dlq list --sink %s)", res.DeadLettered, sink)
 			}

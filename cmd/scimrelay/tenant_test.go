@@ -742,6 +742,57 @@ func TestPurgeDuringRedriveLeavesNoDeadLetter(t *testing.T) {
 	}
 }
 
+// TestPurgeDuringAWorkersJobLeavesNoDeadLetter: as
+// TestPurgeDuringRedriveLeavesNoDeadLetter in the deployed shape, where the
+// redrive or replay runs through a delivery worker's admin API and the
+// purge through the front end's, which does not wait for another
+// process's jobs. The job's delivery of globex's event is held until the
+// purge has ended, then refused for good: no dead letter of globex may be
+// left. Before, the worker's redrive put the new dead letter and failed to
+// remove the old one the purge had deleted ("no message found"), leaving
+// the new one; its replay dead-lettered the event.
+func TestPurgeDuringAWorkersJobLeavesNoDeadLetter(t *testing.T) {
+	for _, job := range [][]string{
+		{"dlq", "redrive", "--sink", "crm", "--all"},
+		{"sinks", "replay", "--sink", "crm", "--since", "1h"},
+	} {
+		t.Run(job[1], func(t *testing.T) {
+			ns := natsWithWorkerUser(t)
+			rcv := newJobReceiver(t, `"userName":"dee`, http.StatusGone) // refused again
+			front, workers, purge := purgeAcrossRelays(t, ns.ClientURL(), &heldReceiver{Server: rcv.Server}, 1)
+			for _, name := range []string{"dee", "dee2"} {
+				front.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
+			}
+			eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+				page, err := front.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
+				if err != nil || len(page.DeadLetters) != 2 {
+					return fmt.Errorf("%d dead letters (%v), want dee's and dee2's", len(page.DeadLetters), err)
+				}
+				return nil
+			})
+			run := rcv.run(t, append(job, "--config", cliConfig(t, workers[0], adminSecret))...)
+			purge() // through the front end, while the worker's delivery is held
+			rcv.answer()
+			if r := run.wait(t); r.code != exitOK || !strings.Contains(r.stdout, "meanwhile") {
+				t.Errorf("%s through the worker during the purge: exit %d, %s%s; want 0 saying what was deleted or purged meanwhile", job[1], r.code, r.stdout, r.stderr)
+			}
+			// dee2's event, which the job reached after the purge, was not sent.
+			if n := rcv.deliveries(); n != 1 {
+				t.Errorf("the worker's %s sent %d events of globex, want dee's alone, under way when the purge began", job[1], n)
+			}
+			page, err := front.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, dl := range page.DeadLetters {
+				if dl.Tenant == "globex" {
+					t.Errorf("after globex's purge sink crm's queue holds a dead letter of globex (%s), which the worker's %s under way put there", dl.ID, job[1])
+				}
+			}
+		})
+	}
+}
+
 // TestPurgeOnOneFrontEndSparesAnotherFrontEndsTenant: two front ends
 // share one stream, each with tenants of its own. Front end A purges
 // globex, a tenant it no longer serves; afterwards front end B serves a
