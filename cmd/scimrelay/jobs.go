@@ -41,7 +41,7 @@ func followJob(ctx context.Context, c *adminclient.Client, j adminclient.Job, st
 		// The relay went away while the job ran (a stop ends its jobs):
 		// the command failed (exit 1), as README says; exit 3 is for a
 		// relay never reached, and the job may have ended in any state.
-		return fmt.Errorf("job %s (%s of %s) may not have finished: the relay stopped answering while it ran: %v", j.ID, j.Kind, j.Target, gone.Err)
+		return jobLostError{fmt.Errorf("job %s (%s of %s) may not have finished: the relay stopped answering while it ran: %v", j.ID, j.Kind, j.Target, gone.Err)}
 	}
 	if err != nil {
 		return err
@@ -51,6 +51,13 @@ func followJob(ctx context.Context, c *adminclient.Client, j adminclient.Job, st
 	}
 	return nil
 }
+
+// jobLostError: the relay stopped answering while the command followed
+// its job, which may have gone on after the last progress the command
+// read, or ended in any state. Not an UnreachableError: exit 1, not 3.
+type jobLostError struct{ error }
+
+func (e jobLostError) Unwrap() error { return e.error }
 
 // readProgress decodes a job's progress into result afresh: a field the
 // progress leaves out (the step of a purge that has finished) does not

@@ -85,12 +85,23 @@ required.`,
 				// follows it (it said the purge stopped, for an empty name).
 				return fmt.Errorf("%w; run the command again to follow it to its end", err)
 			}
+			seen := res.Tenant != "" // a progress of the job was read
 			res.Tenant = cmp.Or(res.Tenant, name)
+			state := purgeFinished
+			var lost jobLostError
+			switch {
+			case errors.As(err, &lost) && !seen:
+				state = purgeUnknown
+			case errors.As(err, &lost):
+				state = purgeLastSeen
+			case err != nil:
+				state = purgeStopped
+			}
 			if asJSON {
 				if werr := writeJSONLine(cmd.OutOrStdout(), res); werr != nil {
 					return werr
 				}
-			} else if werr := writePurged(cmd.OutOrStdout(), res, err == nil); werr != nil {
+			} else if werr := writePurged(cmd.OutOrStdout(), res, state); werr != nil {
 				return werr
 			}
 			if err != nil {
@@ -106,13 +117,31 @@ required.`,
 	return cmd
 }
 
+// How far the command knows what a purge deleted.
+type purgeState int
+
+const (
+	purgeFinished purgeState = iota // the job is done: its result
+	purgeStopped                    // the job failed: its result
+	purgeLastSeen                   // the relay stopped answering: the last progress read
+	purgeUnknown                    // the relay stopped answering before any progress was read
+)
+
 // writePurged says what a purge deleted, one kind a line (as the
 // console's page of its job shows it), and the dead letters it deleted.
-func writePurged(w io.Writer, res admin.PurgeResult, finished bool) error {
-	if finished {
+// When the relay stopped answering, what the command last read of the
+// job is all it knows: the purge may have deleted more.
+func writePurged(w io.Writer, res admin.PurgeResult, state purgeState) error {
+	switch state {
+	case purgeFinished:
 		fmt.Fprintf(w, "purged tenant %s:\n", res.Tenant)
-	} else {
+	case purgeStopped:
 		fmt.Fprintf(w, "the purge of tenant %s stopped; it deleted:\n", res.Tenant)
+	case purgeLastSeen:
+		fmt.Fprintf(w, "the relay stopped answering during the purge of tenant %s; it had deleted at least:\n", res.Tenant)
+	case purgeUnknown:
+		_, err := fmt.Fprintf(w, "the relay stopped answering during the purge of tenant %s, before saying what it deleted (its audit line tenant.purge says)\n", res.Tenant)
+		return err
 	}
 	tw := newTable(w)
 	for _, c := range res.Counts() {

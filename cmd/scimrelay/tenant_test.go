@@ -793,6 +793,97 @@ func TestPurgeDuringAWorkersJobLeavesNoDeadLetter(t *testing.T) {
 	}
 }
 
+// TestPurgeCutShortByAStopIsFinishedAfterTheRestart: a purge under way
+// (in its wait for the delivery workers) when the relay stops: the command
+// fails, saying what it last read of the job as what the purge deleted at
+// least, or that it read nothing (it printed every count 0 as what the
+// purge deleted, having deleted the users); the restarted relay warns of it;
+// run again, the purge finishes, purging the tenant's events from the
+// stream; the name added again is served, its events delivered.
+func TestPurgeCutShortByAStopIsFinishedAfterTheRestart(t *testing.T) {
+	rcv := newHeldReceiver(t, http.StatusNoContent)
+	rcv.release()
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir(),
+		natsListen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))}
+	sinkFile := "sinks:\n" + sinkYAML("crm", rcv.URL)
+	f.write(twoTenants + sinkFile)
+	p := startReloadable(t, f.path, io.Discard)
+	conf := cliConfig(t, p, adminSecret)
+	const users = 5
+	p.createDelivered(t, "globex", globexToken, "u", users, rcv)
+	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n" + sinkFile)
+	if code, out, stderr := cli(t, "reload", "--config", conf); code != exitOK {
+		t.Fatalf("reload: %d %s %s", code, out, stderr)
+	}
+	purge := &cliRun{done: make(chan cliResult, 1)}
+	go func() {
+		code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", conf)
+		purge.done <- cliResult{code, stdout, stderr}
+	}()
+	// In the wait for the workers: the notice is in the workers' stream.
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		st, err := p.srv.js.Stream(t.Context(), "SCIMRELAY_WORKERS")
+		if err != nil {
+			return err
+		}
+		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter("scimrelay-workers._purged.>"))
+		if err != nil || len(info.State.Subjects) == 0 {
+			return fmt.Errorf("no notice yet (%v)", err)
+		}
+		return nil
+	})
+	p.stop()
+	r := purge.wait(t)
+	t.Logf("purge cut short: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	if r.code != exitError {
+		t.Errorf("the purge cut short: exit %d %s", r.code, r.stdout)
+	}
+	// It had deleted globex's users (the purge run again finds none left):
+	// the command says what it read of the job as a least, or that it read
+	// nothing, never that it deleted none.
+	if !strings.Contains(r.stdout, "it had deleted at least:") && !strings.Contains(r.stdout, "before saying what it deleted") ||
+		regexp.MustCompile(`(?m)^ +users +0$`).MatchString(r.stdout) {
+		t.Errorf("the purge cut short says (it had deleted %d users; run again, it finds none):\n%s", users, r.stdout)
+	}
+	log := &eventstest.Log{}
+	p = startReloadable(t, f.path, log)
+	conf = cliConfig(t, p, adminSecret)
+	if !strings.Contains(log.String(), "did not finish") {
+		t.Errorf("the restart does not warn of the purge:\n%s", log.String())
+	}
+	code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", conf)
+	t.Logf("purge again: exit %d\n%s\n%s", code, stdout, stderr)
+	if code != exitOK || !regexp.MustCompile(fmt.Sprintf(`events in the stream +%d\n`, users)).MatchString(stdout) {
+		t.Errorf("purge again: %d %s %s", code, stdout, stderr)
+	}
+	f.write(twoTenants + sinkFile)
+	if code, out, stderr := cli(t, "reload", "--config", conf); code != exitOK {
+		t.Fatalf("reload adding globex again: %d %s %s", code, out, stderr)
+	}
+	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"new"}`).want(t, 201)
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := rcv.delivered("globex"); n != users+1 {
+			return fmt.Errorf("%d of globex's delivered, want the new tenant's too", n)
+		}
+		return nil
+	})
+}
+
+// createDelivered creates n users of tenant, named prefix0, prefix1, …,
+// and waits until rcv has had a delivery of each, of the tenant's first n.
+func (p *relayProc) createDelivered(t *testing.T, tenant, token, prefix string, n int, rcv *heldReceiver) {
+	t.Helper()
+	for i := range n {
+		p.scim(tenant, token, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"%s%d"}`, prefix, i)).want(t, 201)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := rcv.delivered(tenant); got != n {
+			return fmt.Errorf("%d of %s's %d events delivered", got, tenant, n)
+		}
+		return nil
+	})
+}
+
 // TestPurgeOnOneFrontEndSparesAnotherFrontEndsTenant: two front ends
 // share one stream, each with tenants of its own. Front end A purges
 // globex, a tenant it no longer serves; afterwards front end B serves a
@@ -806,15 +897,7 @@ func TestPurgeOnOneFrontEndSparesAnotherFrontEndsTenant(t *testing.T) {
 	recv.release() // answers at once
 	frontA, workers, purge := purgeAcrossRelays(t, ns.ClientURL(), recv, 1)
 	const users = 3
-	for i := range users {
-		frontA.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a%d"}`, i)).want(t, 201)
-	}
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if n := recv.delivered("globex"); n != users {
-			return fmt.Errorf("%d of A's globex events delivered", n)
-		}
-		return nil
-	})
+	frontA.createDelivered(t, "globex", globexToken, "a", users, recv)
 	purge() // on front end A only
 
 	// Front end B, its own data file, serves globex from now on.
