@@ -312,7 +312,7 @@ func (w *worker) reconcile(ctx context.Context) error {
 		w.releaseAll(false)
 	}
 	began := time.Now()
-	bctx, cancel := context.WithTimeout(ctx, max(w.t.heartbeat, 2*time.Second))
+	bctx, cancel := context.WithTimeout(ctx, w.beatTimeout())
 	live, notices, err := w.members.beat(bctx, w.ownedList())
 	cancel()
 	if err != nil {
@@ -352,6 +352,24 @@ func (w *worker) reconcile(ctx context.Context) error {
 	}
 	w.metrics.partitions.WithLabelValues(w.name).Set(float64(w.ownedCount()))
 	return nil
+}
+
+// beatTimeout is how long a heartbeat (two round trips: the announcement,
+// then the listing) may take: half the lease, at least 2 s and a
+// heartbeat, but no longer than the lease has left to run, so that a
+// worker cut off from NATS is back at its lease check about when the
+// lease runs out. With 2 s, a NATS that answered each request a second
+// late (slow, not silent) failed every heartbeat: every lease lapsed and
+// delivery stopped for as long as NATS stayed slow
+// (TestSlowNATSKeepsTheLease). The lease is renewed from when the beat
+// began, so a long one gives it no more time.
+func (w *worker) beatTimeout() time.Duration {
+	floor := max(2*time.Second, w.t.heartbeat)
+	d := max(floor, w.t.lease/2)
+	if left := time.Duration(w.members.leaseUntil.Load() - clock(time.Now())); left > 0 && left < d {
+		d = max(floor, left)
+	}
+	return d
 }
 
 func (w *worker) start(n int) {
