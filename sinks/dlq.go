@@ -148,6 +148,13 @@ func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstrea
 	if err == nil || !deletedAlready(err) {
 		return err
 	}
+	if ack.Duplicate {
+		// The queue dropped ours as a copy of a dead letter with its id:
+		// another redrive of this one (same attempts, same sequence) put
+		// it and removed dl. The acknowledgement names that one, which
+		// stays: taken back, the dead letter would be lost.
+		return errDeadLetterGone
+	}
 	if derr := d.stream.DeleteMsg(ctx, ack.Sequence); derr != nil && !deletedAlready(derr) {
 		return fmt.Errorf("taking back the dead letter put in place of one deleted meanwhile: %w", derr)
 	}
@@ -159,7 +166,14 @@ func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstrea
 // failed deletion; a worker may not read the queue's messages one by one
 // to tell).
 func deletedAlready(err error) bool {
-	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "no message found")
+	if !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		return false
+	}
+	// "no message found" below the stream's first sequence; a sequence
+	// deleted inside a block that holds others answers JSSequenceNotFoundErr
+	// (err_code 10043, "sequence N not found"), which nats.go gives as text.
+	msg := err.Error()
+	return strings.Contains(msg, "no message found") || strings.Contains(msg, "err_code=10043")
 }
 
 // errDeadLetterGone: the dead letter a redrive put again was deleted

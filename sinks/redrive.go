@@ -116,7 +116,12 @@ func (m *Manager) DeleteTenantDeadLetters(ctx context.Context, tenant string) (m
 			return deleted, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, err)
 		}
 		for _, dl := range of {
-			if err := m.dlq.remove(ctx, dl); err != nil {
+			// Gone meanwhile: a redrive through another relay, which
+			// this purge does not wait for, took it out (and puts none
+			// back in its place: deadLetters.replaced).
+			if err := m.dlq.remove(ctx, dl); deletedAlready(err) {
+				continue
+			} else if err != nil {
 				return deleted, fmt.Errorf("deleting a dead letter of sink %s: %w", q.Sink, err)
 			}
 			if deleted == nil {
@@ -257,10 +262,13 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			// queue: its resource's later dead letters go behind it, as
 			// in a redrive of all, or the next one sends them first.
 			if key := (resourceKey{dl.Tenant, dl.Subject}); e != nil && held[key] && selects(s.cfg.Tenants, s.patterns, *e) {
-				if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil && !errors.Is(err, errDeadLetterGone) {
+				if err := m.dlq.moveToEnd(ctx, to, dl, e); errors.Is(err, errDeadLetterGone) {
+					res.Purged++ // deleted meanwhile: not in the queue
+				} else if err != nil {
 					return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
+				} else {
+					res.Held++
 				}
-				res.Held++
 			}
 			return nil
 		}
@@ -284,10 +292,13 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			}
 			res.Purged++
 		case e != nil && (held[key] || behind):
-			if err := m.dlq.moveToEnd(ctx, to, dl, e); err != nil && !errors.Is(err, errDeadLetterGone) {
+			if err := m.dlq.moveToEnd(ctx, to, dl, e); errors.Is(err, errDeadLetterGone) {
+				res.Purged++ // deleted meanwhile: not in the queue
+			} else if err != nil {
 				return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
+			} else {
+				res.Held++
 			}
-			res.Held++
 		default:
 			failed := res.Failed
 			if err := m.redriveOne(ctx, s, dl, e, &res); err != nil {
@@ -389,7 +400,9 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	}
 	r := s.sink.Deliver(ctx, e)
 	if r.Err == nil {
-		if err := m.dlq.remove(ctx, dl); err != nil {
+		// Deleted meanwhile (a purge, another process's redrive): gone,
+		// as this would leave it.
+		if err := m.dlq.remove(ctx, dl); err != nil && !deletedAlready(err) {
 			return fmt.Errorf("removing redriven event %s: %w", dl.ID, err)
 		}
 		res.Delivered++

@@ -719,3 +719,246 @@ func TestRedriveAfterARestoreKeepsTheQueuesOrder(t *testing.T) {
 		t.Errorf("the redrives sent ann's dead letters as %v, want in the queue's (commit) order %v", got, want)
 	}
 }
+
+// TestRedriveOfADeadLetterDeletedMeanwhileInTheMiddleOfTheQueue: a
+// redrive through one process while another process's tenant purge
+// deletes the tenant's dead letters (DeleteTenantDeadLetters, which does
+// not wait for another process's redrives): the dead letter being sent is
+// not put back, and the redrive counts it as deleted meanwhile (README: "a
+// dead letter it was sending as the purge deleted it is not put back (the
+// command says so: `deleted meanwhile`"). Here another tenant's dead
+// letter is before it in the queue, as in any queue but one holding the
+// purged tenant's alone: deleting it a second time then answers
+// "sequence N not found" (err_code 10043), not "no message found".
+func TestRedriveOfADeadLetterDeletedMeanwhileInTheMiddleOfTheQueue(t *testing.T) {
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	var purging atomic.Bool
+	var other *Manager // the process that purges
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if purging.CompareAndSwap(true, false) {
+			// The purge elsewhere deletes globex's dead letters while
+			// this redrive sends globex's.
+			if _, err := other.DeleteTenantDeadLetters(ctx, "globex"); err != nil {
+				t.Errorf("the purge's deletion of globex's dead letters: %v", err)
+			}
+		}
+		return http.StatusGone
+	})
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "ann")
+	awaitDeadLetters(t, m, "crm", 1)
+	globex := p.publish("globex", events.UserCreated, "dee")
+	awaitDeadLetters(t, m, "crm", 2)
+	p.publish("acme", events.UserCreated, "bob")
+	awaitDeadLetters(t, m, "crm", 3)
+	stop()
+	other = otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+
+	purging.Store(true)
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", ID: globex}, nil)
+	if err != nil {
+		t.Errorf("redrive of a dead letter deleted meanwhile: %v", err)
+	}
+	if res.Purged != 1 {
+		t.Errorf("redrive result %+v, want Purged 1", res)
+	}
+	after, err := m.DeadLetters(ctx, "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dl := range after.DeadLetters {
+		if dl.Tenant == "globex" {
+			t.Errorf("after globex's purge the queue holds a dead letter of globex, put back by the redrive: %+v", dl)
+		}
+	}
+	if len(after.DeadLetters) != 2 {
+		t.Errorf("%d dead letters left, want acme's 2", len(after.DeadLetters))
+	}
+}
+
+// TestRedriveCountsAHeldDeadLetterDeletedMeanwhileAsDeleted: dead
+// letters the redrive would keep behind their resource's earlier one that
+// failed again, deleted meanwhile by a purge of their tenant through
+// another process (DeleteTenantDeadLetters), are not in the queue after
+// the redrive: the redrive counts them with those deleted meanwhile (the
+// command's "took N out of the queue, undelivered: deleted meanwhile"),
+// not as "kept N in the queue behind an earlier one".
+func TestRedriveCountsAHeldDeadLetterDeletedMeanwhileAsDeleted(t *testing.T) {
+	var (
+		down  atomic.Bool
+		other *Manager // the process that purges
+	)
+	down.Store(true)
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if down.Load() || strings.Contains(r.Header.Get("ce-subject"), "dee") {
+			return http.StatusGone
+		}
+		return http.StatusNoContent
+	})
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "ann")
+	awaitDeadLetters(t, m, "crm", 1)
+	p.publish("globex", events.UserCreated, "dee")
+	p.publish("globex", events.UserUpdated, "dee")
+	p.publish("globex", events.UserDeactivated, "dee")
+	awaitDeadLetters(t, m, "crm", 4)
+	stop()
+	other = otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+
+	// The receiver is back but refuses dee's events: dee's first fails
+	// again, and her later two are to be kept behind it; then (once the
+	// redrive has done ann's and dee's first) a purge elsewhere deletes
+	// globex's dead letters.
+	down.Store(false)
+	var n atomic.Int32
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, func(r RedriveResult) {
+		if n.Add(1) == 2 {
+			if _, err := other.DeleteTenantDeadLetters(ctx, "globex"); err != nil {
+				t.Errorf("the purge's deletion of globex's dead letters: %v", err)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := m.DeadLetters(ctx, "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.DeadLetters) != 0 {
+		t.Fatalf("queue after the redrive and the purge: %+v, want empty", after.DeadLetters)
+	}
+	if res.Delivered != 1 || res.Failed != 1 || res.Held != 0 || res.Purged != 2 {
+		t.Errorf("redrive %+v: Delivered %d Failed %d Held %d Purged %d; want ann's delivered, dee's first failed, her later 2 deleted meanwhile, none kept in the queue", res, res.Delivered, res.Failed, res.Held, res.Purged)
+	}
+}
+
+// TestRedriveGoesOnPastADeliveredDeadLetterDeletedMeanwhile: a dead
+// letter that a purge elsewhere deletes while this redrive delivers it
+// is gone, as the redrive would leave it: the redrive goes on with the
+// rest of the queue rather than failing.
+func TestRedriveGoesOnPastADeliveredDeadLetterDeletedMeanwhile(t *testing.T) {
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	var up, purging atomic.Bool
+	var other *Manager
+	rc := newReceiver(t, func(int, *http.Request) int {
+		if !up.Load() {
+			return http.StatusGone
+		}
+		if purging.CompareAndSwap(true, false) {
+			if _, err := other.DeleteTenantDeadLetters(ctx, "globex"); err != nil {
+				t.Errorf("the purge's deletion of globex's dead letters: %v", err)
+			}
+		}
+		return http.StatusNoContent
+	})
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	p.publish("globex", events.UserCreated, "dee")
+	awaitDeadLetters(t, m, "crm", 1)
+	p.publish("acme", events.UserCreated, "ann")
+	p.publish("acme", events.UserCreated, "bob")
+	awaitDeadLetters(t, m, "crm", 3)
+	stop()
+	other = otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+
+	up.Store(true)
+	purging.Store(true) // as dee's, the first, is delivered
+	res, err := m.Redrive(ctx, RedriveQuery{Sink: "crm"}, nil)
+	if err != nil {
+		t.Errorf("redrive: %v", err)
+	}
+	if res.Done != 3 || res.Delivered != 3 {
+		t.Errorf("redrive %+v: want all three done and delivered", res)
+	}
+	if n, err := m.dlq.count(ctx, "crm"); err != nil || n != 0 {
+		t.Errorf("%d dead letters left (%v), want 0", n, err)
+	}
+}
+
+// TestTwoRedrivesOfOneDeadLetterKeepIt: two processes redrive the same
+// dead letter at once (README: a redrive through a worker's admin API and
+// another through the front end's), and the receiver refuses it both
+// times: the queue keeps the dead letter, with its new error. The second
+// redrive puts the same message id as the first (redriven-from the same
+// sequence), which the queue drops as a copy, acknowledging the first's;
+// finding the old one gone (the first removed it), it took back what the
+// acknowledgement named: the first redrive's dead letter.
+func TestTwoRedrivesOfOneDeadLetterKeepIt(t *testing.T) {
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	var (
+		mu      sync.Mutex
+		calls   int
+		second  = make(chan struct{}) // the second redrive's request has arrived
+		firstOK = make(chan struct{}) // the first redrive has ended
+		active  atomic.Bool
+	)
+	rc := newReceiver(t, func(int, *http.Request) int {
+		if !active.Load() {
+			return http.StatusGone
+		}
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		switch n {
+		case 1:
+			<-second // both redrives have read the dead letter
+		case 2:
+			close(second)
+			<-firstOK
+		}
+		return http.StatusGone
+	})
+	m1, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "ann")
+	id := p.publish("acme", events.UserCreated, "bob")
+	awaitDeadLetters(t, m1, "crm", 2)
+	stop()
+	m2 := otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+
+	active.Store(true)
+	type out struct {
+		res RedriveResult
+		err error
+	}
+	done1, done2 := make(chan out, 1), make(chan out, 1)
+	go func() {
+		res, err := m1.Redrive(ctx, RedriveQuery{Sink: "crm", ID: id}, nil)
+		close(firstOK)
+		done1 <- out{res, err}
+	}()
+	eventstest.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if calls < 1 {
+			return fmt.Errorf("the first redrive's request is not at the receiver yet")
+		}
+		return nil
+	})
+	go func() {
+		res, err := m2.Redrive(ctx, RedriveQuery{Sink: "crm", ID: id}, nil)
+		done2 <- out{res, err}
+	}()
+	r1, r2 := <-done1, <-done2
+	res1, err1 := r1.res, r1.err
+	t.Logf("first redrive %+v %v; second %+v %v", res1, err1, r2.res, r2.err)
+
+	page, err := m1.DeadLetters(ctx, "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, dl := range page.DeadLetters {
+		if dl.ID == id {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("after two redrives that both failed, the queue has no dead letter of event %s (%d dead letters): it was lost", id, len(page.DeadLetters))
+	}
+}
