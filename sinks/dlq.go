@@ -129,11 +129,12 @@ func (d *deadLetters) putAck(ctx context.Context, sink string, e *event.Event, f
 func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter, e *event.Event) error {
 	// Its own id: the dead letter's would be dropped as a copy of itself.
 	id := deadLetterID(sink, e.ID(), dl.Attempts) + ".moved-from." + strconv.FormatUint(dl.seq, 10)
-	ack, err := d.publish(ctx, sink, e, dl, id)
+	put := func(id string) (*jetstream.PubAck, error) { return d.publish(ctx, sink, e, dl, id) }
+	ack, err := put(id)
 	if err != nil {
 		return err
 	}
-	return d.replaced(ctx, dl, ack)
+	return d.replaced(ctx, dl, ack, put, id)
 }
 
 // replaced removes dl, which the dead letter ack acknowledged was put in
@@ -143,8 +144,24 @@ func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter,
 // one put in its place is taken back too, and it returns
 // errDeadLetterGone: left, it would put back a dead letter the purge said
 // it deleted, or repeat the other redrive's.
-func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck) error {
+//
+// Of two redrives of dl, the one whose removal of dl succeeds keeps the
+// dead letter. When its put was dropped as a copy, the one the
+// acknowledgement names is another's (another process's redrive, or this
+// one's earlier run cut short), which that one takes back on finding dl
+// gone: put (with id, and a suffix of its own) puts it again, and the copy
+// is taken back here, so that one stays.
+func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck, put func(id string) (*jetstream.PubAck, error), id string) error {
 	err := d.remove(ctx, dl)
+	if err == nil && ack.Duplicate {
+		if _, err := put(id + ".kept"); err != nil {
+			return fmt.Errorf("putting again a dead letter another redrive may take back: %w", err)
+		}
+		if derr := d.stream.DeleteMsg(ctx, ack.Sequence); derr != nil && !deletedAlready(derr) {
+			return fmt.Errorf("taking back another redrive's copy of a dead letter: %w", derr)
+		}
+		return nil
+	}
 	if err == nil || !deletedAlready(err) {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 )
@@ -106,28 +107,35 @@ func (m *Manager) DeleteTenantDeadLetters(ctx context.Context, tenant string) (m
 	}
 	var deleted map[string]int
 	for _, q := range queues {
-		var of []DeadLetter
-		if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, _ *event.Event) error {
-			if dl.Tenant == tenant {
-				of = append(of, dl)
+		for again := true; again; {
+			again = false
+			var of []DeadLetter
+			if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, _ *event.Event) error {
+				if dl.Tenant == tenant {
+					of = append(of, dl)
+				}
+				return nil
+			}); err != nil {
+				return deleted, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, err)
 			}
-			return nil
-		}); err != nil {
-			return deleted, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, err)
-		}
-		for _, dl := range of {
-			// Gone meanwhile: a redrive through another relay, which
-			// this purge does not wait for, took it out (and puts none
-			// back in its place: deadLetters.replaced).
-			if err := m.dlq.remove(ctx, dl); deletedAlready(err) {
-				continue
-			} else if err != nil {
-				return deleted, fmt.Errorf("deleting a dead letter of sink %s: %w", q.Sink, err)
+			for _, dl := range of {
+				// Gone meanwhile: a redrive through another relay, which
+				// this purge does not wait for, took it out. A redrive
+				// that failed again put its new dead letter before
+				// removing this one (deadLetters.replaced takes it back
+				// only when this purge deleted the old one first): the
+				// queue is read again.
+				if err := m.dlq.remove(ctx, dl); deletedAlready(err) {
+					again = true
+					continue
+				} else if err != nil {
+					return deleted, fmt.Errorf("deleting a dead letter of sink %s: %w", q.Sink, err)
+				}
+				if deleted == nil {
+					deleted = map[string]int{}
+				}
+				deleted[q.Sink]++
 			}
-			if deleted == nil {
-				deleted = map[string]int{}
-			}
-			deleted[q.Sink]++
 		}
 	}
 	return deleted, nil
@@ -287,10 +295,9 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			// this process's worker read the notice, and delivers none of
 			// its events; the purge deletes its dead letters, so none is
 			// sent or put back.
-			if err := m.dlq.remove(ctx, dl); err != nil && !deletedAlready(err) {
-				return fmt.Errorf("removing dead letter %s of a purged tenant: %w", dl.ID, err)
+			if err := m.dropPurged(ctx, dl, &res); err != nil {
+				return err
 			}
-			res.Purged++
 		case e != nil && (held[key] || behind):
 			if err := m.dlq.moveToEnd(ctx, to, dl, e); errors.Is(err, errDeadLetterGone) {
 				res.Purged++ // deleted meanwhile: not in the queue
@@ -385,6 +392,16 @@ func (m *Manager) countDeadLetters(ctx context.Context, sink string) {
 // subject (Users/<id>).
 type resourceKey struct{ tenant, subject string }
 
+// dropPurged takes a dead letter of a purged tenant out of the queue,
+// undelivered (gone already is as good), and counts it.
+func (m *Manager) dropPurged(ctx context.Context, dl DeadLetter, res *RedriveResult) error {
+	if err := m.dlq.remove(ctx, dl); err != nil && !deletedAlready(err) {
+		return fmt.Errorf("removing dead letter %s of a purged tenant: %w", dl.ID, err)
+	}
+	res.Purged++
+	return nil
+}
+
 // redriveOne delivers one dead letter again.
 func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter, e *event.Event, res *RedriveResult) error {
 	sink := s.cfg.Name
@@ -420,11 +437,14 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 	// A redrive of this very dead letter cut short and run again puts the
 	// same id, which the queue drops as the copy it is.
 	id := deadLetterID(sink, e.ID(), dl.Attempts+1) + ".redriven-from." + strconv.FormatUint(dl.seq, 10)
-	ack, err := m.dlq.putAck(ctx, sink, e, dl.from, r, dl.Attempts+1, id)
+	put := func(id string) (*jetstream.PubAck, error) {
+		return m.dlq.putAck(ctx, sink, e, dl.from, r, dl.Attempts+1, id)
+	}
+	ack, err := put(id)
 	if err != nil {
 		return err
 	}
-	if err := m.dlq.replaced(ctx, dl, ack); errors.Is(err, errDeadLetterGone) {
+	if err := m.dlq.replaced(ctx, dl, ack, put, id); errors.Is(err, errDeadLetterGone) {
 		// Deleted meanwhile, by a tenant's purge or a redrive through
 		// another process: not put back.
 		res.Purged++

@@ -962,3 +962,164 @@ func TestTwoRedrivesOfOneDeadLetterKeepIt(t *testing.T) {
 		t.Errorf("after two redrives that both failed, the queue has no dead letter of event %s (%d dead letters): it was lost", id, len(page.DeadLetters))
 	}
 }
+
+// TestPurgeThatFindsADeadLetterRedrivenMeanwhileLeavesNoneOfItsTenant: a
+// redrive through one process (a worker's admin API) of globex's dead
+// letter dee, whose delivery is under way when another process's purge of
+// globex (DeleteTenantDeadLetters, which does not wait for it) reads the
+// queue. The redrive's delivery fails again after the purge has read the
+// queue, before it reaches dee: the redrive puts dee's new dead letter and
+// removes the old one; the purge, finding the old one gone, skips it. The
+// new one is left: a dead letter of the purged tenant.
+func TestPurgeThatFindsADeadLetterRedrivenMeanwhileLeavesNoneOfItsTenant(t *testing.T) {
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	var active atomic.Bool
+	arrived, release := make(chan struct{}), make(chan struct{})
+	rc := newReceiver(t, func(_ int, r *http.Request) int {
+		if active.Load() && strings.Contains(r.Header.Get("ce-subject"), "dee") {
+			close(arrived)
+			<-release
+		}
+		return http.StatusGone
+	})
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	const before = 5 // globex's dead letters before dee's in the queue
+	for i := range before {
+		p.publish("globex", events.UserCreated, "u"+strconv.Itoa(i))
+		awaitDeadLetters(t, m, "crm", uint64(i+1))
+	}
+	dee := p.publish("globex", events.UserCreated, "dee")
+	awaitDeadLetters(t, m, "crm", before+1)
+	stop()
+	slow := eventstest.NewSlowProxy(t, s.Addr().String())
+	other := otherProcess(t, "nats://"+slow.Addr, sinkConfig("crm", rc.URL, nil)) // the purging relay, answered a little late
+
+	active.Store(true)
+	redrove := make(chan error, 1)
+	go func() {
+		_, err := m.Redrive(ctx, RedriveQuery{Sink: "crm", ID: dee}, nil)
+		redrove <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the redrive of dee's dead letter did not reach the receiver")
+	}
+	slow.SetDelay(300 * time.Millisecond)
+	purged := make(chan error, 1)
+	go func() {
+		_, err := other.DeleteTenantDeadLetters(ctx, "globex")
+		purged <- err
+	}()
+	// The purge has read the queue and deleted the first of globex's.
+	awaitDeadLetters(t, m, "crm", before)
+	close(release) // dee's delivery fails again
+	if err := <-redrove; err != nil {
+		t.Errorf("redrive: %v", err)
+	}
+	if err := <-purged; err != nil {
+		t.Errorf("purge: %v", err)
+	}
+	page, err := m.DeadLetters(ctx, "crm", "", 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, dl := range page.DeadLetters {
+		if dl.Tenant == "globex" {
+			left = append(left, fmt.Sprintf("%s (%s, %d attempts)", dl.ID, dl.Subject, dl.Attempts))
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("after globex's purge sink crm's queue holds globex's dead letters %v", left)
+	}
+}
+
+// TestTwoFailingRedrivesInterleavedKeepTheDeadLetter: as
+// TestTwoRedrivesOfOneDeadLetterKeepIt, two processes redrive bob's dead
+// letter at once and the receiver refuses it both times, but here the
+// first's new dead letter is in the queue, and the second puts its copy
+// (dropped, the acknowledgement naming the first's) and removes the old
+// one before the first removes it (the first's NATS answers a little
+// late). The first, finding the old one gone and its own put not a copy,
+// takes back what it put: the one the second counts on. The queue is left
+// without bob's dead letter.
+func TestTwoFailingRedrivesInterleavedKeepTheDeadLetter(t *testing.T) {
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	var (
+		active     atomic.Bool
+		calls      atomic.Int32
+		arrivedA   = make(chan struct{})
+		arrivedB   = make(chan struct{})
+		relA, relB = make(chan struct{}), make(chan struct{})
+	)
+	rc := newReceiver(t, func(int, *http.Request) int {
+		if !active.Load() {
+			return http.StatusGone
+		}
+		switch calls.Add(1) {
+		case 1:
+			close(arrivedA)
+			<-relA
+		case 2:
+			close(arrivedB)
+			<-relB
+		}
+		return http.StatusGone
+	})
+	b, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	p := newPublisher(t, js)
+	p.publish("acme", events.UserCreated, "ann")
+	awaitDeadLetters(t, b, "crm", 1)
+	id := p.publish("acme", events.UserCreated, "bob")
+	awaitDeadLetters(t, b, "crm", 2)
+	stop()
+	slow := eventstest.NewSlowProxy(t, s.Addr().String())
+	a := otherProcess(t, "nats://"+slow.Addr, sinkConfig("crm", rc.URL, nil))
+
+	active.Store(true)
+	type out struct {
+		res RedriveResult
+		err error
+	}
+	doneA, doneB := make(chan out, 1), make(chan out, 1)
+	go func() {
+		res, err := a.Redrive(ctx, RedriveQuery{Sink: "crm", ID: id}, nil)
+		doneA <- out{res, err}
+	}()
+	wait := func(c chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not reach the receiver", what)
+		}
+	}
+	wait(arrivedA, "the first redrive")
+	go func() {
+		res, err := b.Redrive(ctx, RedriveQuery{Sink: "crm", ID: id}, nil)
+		doneB <- out{res, err}
+	}()
+	wait(arrivedB, "the second redrive")
+	slow.SetDelay(time.Second) // the first's answers from now on
+	close(relA)
+	awaitDeadLetters(t, b, "crm", 3) // the first's new dead letter is in
+	close(relB)
+	rb := <-doneB
+	ra := <-doneA
+	t.Logf("first %+v %v; second %+v %v", ra.res, ra.err, rb.res, rb.err)
+	page, err := b.DeadLetters(ctx, "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bobs int
+	for _, dl := range page.DeadLetters {
+		if dl.ID == id {
+			bobs++
+		}
+	}
+	if bobs != 1 {
+		t.Errorf("after two redrives of bob's dead letter that both failed, the queue holds %d of his (%+v), want 1", bobs, page.DeadLetters)
+	}
+}
