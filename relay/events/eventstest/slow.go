@@ -69,10 +69,15 @@ func (p *SlowProxy) holdBack(client, server net.Conn) {
 		}
 	}()
 	defer client.Close()
-	for c := range held {
+	broken := false
+	for c := range held { // to the end, so that the reader never blocks
+		if broken {
+			continue
+		}
 		time.Sleep(time.Until(c.due)) // the network's latency, not a wait for anything
 		if _, err := client.Write(c.data); err != nil {
-			return
+			broken = true
+			_ = server.Close() // the reader's end
 		}
 	}
 }
