@@ -137,45 +137,45 @@ func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter,
 	return d.replaced(ctx, dl, ack, put, id)
 }
 
-// replaced removes dl, which the dead letter ack acknowledged was put in
-// place of. When dl is gone already (a tenant's purge deleted its dead
-// letters meanwhile, through another process's admin API whose purge does
-// not wait for this process's redrives, or another redrive took it), the
-// one put in its place is taken back too, and it returns
-// errDeadLetterGone: left, it would put back a dead letter the purge said
-// it deleted, or repeat the other redrive's.
-//
-// Of two redrives of dl, the one whose removal of dl succeeds keeps the
-// dead letter. When its put was dropped as a copy, the one the
-// acknowledgement names is another's (another process's redrive, or this
-// one's earlier run cut short), which that one takes back on finding dl
-// gone: put (with id, and a suffix of its own) puts it again, and the copy
-// is taken back here, so that one stays.
+// replaced removes dl, which a redrive has just put again (ack: the
+// queue's acknowledgement of that put, with the message id id; put puts
+// it once more). Another relay may have raced it (a tenant's purge, whose
+// wait is for its own relay's jobs; a redrive of the same dead letter,
+// whose put has the same id, so that the second is dropped as a copy):
+//   - the removal succeeds: this redrive's put stays; if the queue dropped
+//     it as a copy, the one the acknowledgement names is the other
+//     redrive's, which that one takes back on finding dl gone, so it is
+//     put again under an id of its own and that copy taken back;
+//   - dl is gone already: what this redrive put is taken back (a purge
+//     said it deleted the dead letter; another redrive's removal keeps
+//     its own), unless it was dropped as a copy, which names the other's,
+//     and errDeadLetterGone says so.
 func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck, put func(id string) (*jetstream.PubAck, error), id string) error {
 	err := d.remove(ctx, dl)
-	if err == nil && ack.Duplicate {
+	switch {
+	case err == nil && !ack.Duplicate:
+		return nil
+	case err == nil:
 		if _, err := put(id + ".kept"); err != nil {
 			return fmt.Errorf("putting again a dead letter another redrive may take back: %w", err)
 		}
-		if derr := d.stream.DeleteMsg(ctx, ack.Sequence); derr != nil && !deletedAlready(derr) {
-			return fmt.Errorf("taking back another redrive's copy of a dead letter: %w", derr)
-		}
-		return nil
-	}
-	if err == nil || !deletedAlready(err) {
+		return d.takeBack(ctx, ack.Sequence)
+	case !deletedAlready(err):
 		return err
-	}
-	if ack.Duplicate {
-		// The queue dropped ours as a copy of a dead letter with its id:
-		// another redrive of this one (same attempts, same sequence) put
-		// it and removed dl. The acknowledgement names that one, which
-		// stays: taken back, the dead letter would be lost.
-		return errDeadLetterGone
-	}
-	if derr := d.stream.DeleteMsg(ctx, ack.Sequence); derr != nil && !deletedAlready(derr) {
-		return fmt.Errorf("taking back the dead letter put in place of one deleted meanwhile: %w", derr)
+	case !ack.Duplicate:
+		if err := d.takeBack(ctx, ack.Sequence); err != nil {
+			return err
+		}
 	}
 	return errDeadLetterGone
+}
+
+// takeBack deletes the dead letter at seq, gone already being as good.
+func (d *deadLetters) takeBack(ctx context.Context, seq uint64) error {
+	if err := d.stream.DeleteMsg(ctx, seq); err != nil && !deletedAlready(err) {
+		return fmt.Errorf("taking back a dead letter put again: %w", err)
+	}
+	return nil
 }
 
 // deletedAlready reports whether err, of a deletion of a message, says
