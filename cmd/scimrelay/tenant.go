@@ -98,7 +98,7 @@ required.`,
 				state = purgeStopped
 			}
 			if asJSON {
-				if werr := writeJSONLine(cmd.OutOrStdout(), res); werr != nil {
+				if werr := writeJSONLine(cmd.OutOrStdout(), purgeJSON{res, state.String()}); werr != nil {
 					return werr
 				}
 			} else if werr := writePurged(cmd.OutOrStdout(), res, state); werr != nil {
@@ -126,6 +126,28 @@ const (
 	purgeLastSeen                   // the relay stopped answering: the last progress read
 	purgeUnknown                    // the relay stopped answering before any progress was read
 )
+
+// String names the state in the object --json prints: "done", "failed"
+// (the counts are what the purge deleted before it failed), or "lost"
+// (the relay stopped answering: the counts are what the purge had deleted
+// at least, zero when the command read nothing of it).
+func (s purgeState) String() string {
+	switch s {
+	case purgeFinished:
+		return "done"
+	case purgeStopped:
+		return "failed"
+	default:
+		return "lost"
+	}
+}
+
+// purgeJSON is the object tenant purge --json prints: the result and how
+// far it is known.
+type purgeJSON struct {
+	admin.PurgeResult
+	State string `json:"state"`
+}
 
 // writePurged says what a purge deleted, one kind a line (as the
 // console's page of its job shows it), and the dead letters it deleted.

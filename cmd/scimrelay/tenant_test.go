@@ -387,7 +387,7 @@ func TestTenantPurge(t *testing.T) {
 	}
 	// Its result has no step: the purge is done (a step shown while it
 	// waited for the workers stayed in the result).
-	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--json", "--config", cliConf); code != exitOK || !strings.Contains(stdout, `"users":1`) || strings.Contains(stdout, `"step"`) || !strings.Contains(stderr, "telling the delivery workers") {
+	if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--json", "--config", cliConf); code != exitOK || !strings.Contains(stdout, `"users":1`) || !strings.Contains(stdout, `"state":"done"`) || strings.Contains(stdout, `"step"`) || !strings.Contains(stderr, "telling the delivery workers") {
 		t.Errorf("finishing the purge: %d %s %s", code, stdout, stderr)
 	}
 	if code, stdout, stderr := reload(twoTenants); code != exitOK {
@@ -705,7 +705,7 @@ func TestPurgeDuringRedriveLeavesNoDeadLetter(t *testing.T) {
 	// (as it should) to read the queues.
 	purge := &cliRun{done: make(chan cliResult, 1)}
 	go func() {
-		code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", conf)
+		code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--json", "--config", conf)
 		purge.done <- cliResult{code, stdout, stderr}
 	}()
 	var purged *cliResult
@@ -817,7 +817,7 @@ func TestPurgeCutShortByAStopIsFinishedAfterTheRestart(t *testing.T) {
 	}
 	purge := &cliRun{done: make(chan cliResult, 1)}
 	go func() {
-		code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", conf)
+		code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--json", "--config", conf)
 		purge.done <- cliResult{code, stdout, stderr}
 	}()
 	// In the wait for the workers: the notice is in the workers' stream.
@@ -839,11 +839,14 @@ func TestPurgeCutShortByAStopIsFinishedAfterTheRestart(t *testing.T) {
 		t.Errorf("the purge cut short: exit %d %s", r.code, r.stdout)
 	}
 	// It had deleted globex's users (the purge run again finds none left):
-	// the command says what it read of the job as a least, or that it read
-	// nothing, never that it deleted none.
-	if !strings.Contains(r.stdout, "it had deleted at least:") && !strings.Contains(r.stdout, "before saying what it deleted") ||
-		regexp.MustCompile(`(?m)^ +users +0$`).MatchString(r.stdout) {
-		t.Errorf("the purge cut short says (it had deleted %d users; run again, it finds none):\n%s", users, r.stdout)
+	// the object says its counts are what the purge had deleted at least
+	// (it said nothing of it: every count 0, as a purge done would), as
+	// the text does (TestWritePurgedSaysHowFarItKnows).
+	var cut struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &cut); err != nil || cut.State != "lost" {
+		t.Errorf("the purge cut short prints (it had deleted %d users; run again, it finds none): %v\n%s", users, err, r.stdout)
 	}
 	log := &eventstest.Log{}
 	p = startReloadable(t, f.path, log)
@@ -983,5 +986,28 @@ func TestInterruptedTenantPurgeIsFollowedWhenRunAgain(t *testing.T) {
 	code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cfg)
 	if code != exitOK || !strings.Contains(stdout, "purged tenant globex") {
 		t.Errorf("the command run again, as advised: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestWritePurgedSaysHowFarItKnows: the counts of a purge the relay stopped
+// answering during are what it had deleted at least, or unknown; a purge
+// done or failed says so (TestPurgeCutShortByAStopIsFinishedAfterTheRestart
+// runs the command cut short).
+func TestWritePurgedSaysHowFarItKnows(t *testing.T) {
+	res := admin.PurgeResult{Tenant: "globex", Purged: relay.Purged{Users: 5}}
+	for state, want := range map[purgeState]string{
+		purgeFinished: "purged tenant globex:\n",
+		purgeStopped:  "the purge of tenant globex stopped; it deleted:\n",
+		purgeLastSeen: "the relay stopped answering during the purge of tenant globex; it had deleted at least:\n",
+		purgeUnknown:  "the relay stopped answering during the purge of tenant globex, before saying what it deleted",
+	} {
+		var b strings.Builder
+		if err := writePurged(&b, res, state); err != nil {
+			t.Fatal(err)
+		}
+		counted := regexp.MustCompile(`(?m)^ +users +5$`).MatchString(b.String())
+		if !strings.HasPrefix(b.String(), want) || counted == (state == purgeUnknown) {
+			t.Errorf("%s: %q, want it to begin %q, and the counts unless nothing was read", state, b.String(), want)
+		}
 	}
 }
