@@ -356,3 +356,36 @@ func TestPatchRemoveValueFromUnknownExtensionArray(t *testing.T) {
 		t.Fatalf("remove of value \"a\" from tags [\"a\",\"b\"] leaves %s, want [\"b\"]", tags)
 	}
 }
+
+// TestOktaCustomAppPutsDeactivation: an Okta app of its own (not from the
+// catalogue) sends every change as a PUT of the whole user, deactivation
+// too: `"active": false` is user.deactivated, true again
+// user.reactivated, each with the other changes of the PUT in `changes`,
+// and a PUT that leaves `active` out of an inactive user reactivates it
+// (README, Connecting Okta; the event table).
+func TestOktaCustomAppPutsDeactivation(t *testing.T) {
+	s, _, _ := openStore(t)
+	do := scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "acme", "acme-static-token-0123456789")
+	body := `{"schemas":["` + scim.UserSchema + `"],"userName":"ann@x.com","displayName":%q%s}`
+	id := do("POST", "/Users", fmt.Sprintf(body, "Ann", `,"active":true`), 201)["id"].(string)
+	for _, step := range []struct{ display, active, want, paths string }{
+		{"Ann", `,"active":false`, "user.deactivated", "active"},
+		{"Ann", `,"active":false`, "", ""},
+		{"Ann B", `,"active":true`, "user.reactivated", "displayName active"},
+		{"Ann B", `,"active":false`, "user.deactivated", "active"},
+		{"Ann B", ``, "user.reactivated", "active"},
+	} {
+		n := len(outbox(t, s))
+		got := do("PUT", "/Users/"+id, fmt.Sprintf(body, step.display, step.active), 200)
+		evs := since(t, s, n)
+		var paths []string
+		for _, e := range evs {
+			for _, c := range e.data.Changes {
+				paths = append(paths, c.Path)
+			}
+		}
+		if actionsOf(evs) != step.want || strings.Join(paths, " ") != step.paths {
+			t.Errorf("PUT %s%s: %q changing %v, want %q changing %q (answered active %v)", step.display, step.active, actionsOf(evs), paths, step.want, step.paths, got["active"])
+		}
+	}
+}
