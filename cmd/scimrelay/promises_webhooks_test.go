@@ -3,12 +3,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -16,9 +18,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
+	"github.com/scimrelay/scimrelay/sinks"
 )
 
 // TestSinkConsumersExistBeforeServing holds the README's "Webhooks"
@@ -190,5 +195,38 @@ func TestRefusedRedriveAndReplayFormsDoNothing(t *testing.T) {
 	}
 	if n := hook.delivered(); n != 4 {
 		t.Errorf("the receiver took %d deliveries, want 4: two replayed and two redriven", n)
+	}
+}
+
+// TestJobFieldsAsTheREADMEListsThem: the README's bullet on jobs names
+// every field of a job as the admin API answers it, and of a redrive's,
+// replay's and purge's progress: a field added without a word there
+// fails (the admin API's job results had no field listed anywhere).
+func TestJobFieldsAsTheREADMEListsThem(t *testing.T) {
+	_, bullet, ok := strings.Cut(readme(t, "Webhooks"), "- **Redrive and replay run as jobs.**")
+	if !ok {
+		t.Fatal("README, Webhooks: no bullet on jobs")
+	}
+	bullet, _, _ = strings.Cut(bullet, "\n- ")
+	var fields func(reflect.Type) []string
+	fields = func(typ reflect.Type) []string {
+		var names []string
+		for f := range typ.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch {
+			case f.Anonymous && f.Type.Kind() == reflect.Struct && name == "":
+				names = append(names, fields(f.Type)...)
+			case f.IsExported() && name != "-":
+				names = append(names, cmp.Or(name, f.Name))
+			}
+		}
+		return names
+	}
+	for _, v := range []any{jobs.Job{}, sinks.RedriveResult{}, sinks.ReplayResult{}, admin.PurgeResult{}} {
+		for _, name := range fields(reflect.TypeOf(v)) {
+			if !strings.Contains(bullet, "`"+name+"`") {
+				t.Errorf("README, Webhooks, the bullet on jobs: no `%s` of %T", name, v)
+			}
+		}
 	}
 }
