@@ -64,13 +64,18 @@ what subscribers and revoked credentials see.`,
 				dest = "stdout"
 				tmp, err = createStaging(configPathOf(cmd))
 			} else {
-				tmp, err = os.CreateTemp(filepath.Dir(out), ".scimrelay-backup-*")
+				tmp, err = os.CreateTemp(filepath.Dir(out), stagedBackup)
 			}
 			if err != nil {
 				return fmt.Errorf("writing the backup: %w", err)
 			}
 			defer os.Remove(tmp.Name())
 			defer tmp.Close()
+			staged, err := holdStaged(tmp.Name()) // a relay starting meanwhile leaves it
+			if err != nil {
+				return fmt.Errorf("writing the backup: %w", err)
+			}
+			defer staged.Close()
 			n, err := io.Copy(tmp, res.Body)
 			if err != nil {
 				return fmt.Errorf("receiving the backup (cut short after %d bytes; nothing was written to %s): %w", n, dest, err)
@@ -167,7 +172,7 @@ func fileKind(m fs.FileMode) string {
 // cannot be written (a container's read-only root file system), in the
 // data directory.
 func createStaging(configPath string) (*os.File, error) {
-	f, err := os.CreateTemp("", ".scimrelay-backup-*")
+	f, err := os.CreateTemp("", stagedBackup)
 	if err == nil {
 		return f, nil
 	}
@@ -175,7 +180,7 @@ func createStaging(configPath string) (*os.File, error) {
 	if cerr != nil {
 		return nil, errors.Join(err, cerr)
 	}
-	f, derr := os.CreateTemp(cfg.DataDir, ".scimrelay-backup-*")
+	f, derr := os.CreateTemp(cfg.DataDir, stagedBackup)
 	if derr != nil {
 		return nil, errors.Join(err, derr)
 	}

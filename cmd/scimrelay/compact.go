@@ -96,7 +96,7 @@ func compactDataFile(target string, keep bool) (before, after int64, kept string
 	if err != nil {
 		return 0, 0, "", err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(target), ".scimrelay-compact-*")
+	tmp, err := os.CreateTemp(filepath.Dir(target), stagedCompact)
 	if err != nil {
 		return 0, 0, "", err
 	}

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -169,4 +170,61 @@ func linkTarget(path string) string {
 		path = dest
 	}
 	return path
+}
+
+// The copies restore, compact and backup (to stdout, where $TMPDIR cannot
+// be written) stage beside the data file while they work, removed when
+// they end; a process killed (SIGKILL, a second Ctrl-C, a container
+// stopped past its grace) removes nothing, and its copy, as large as the
+// data file, would stay hidden in data_dir for good: removeStaleCopies.
+const (
+	stagedRestore = ".scimrelay-restore-*"
+	stagedCompact = ".scimrelay-compact-*"
+	stagedBackup  = ".scimrelay-backup-*"
+)
+
+// holdStaged takes a shared lock on the copy staged at path, held until
+// the returned file is closed: removeStaleCopies leaves a copy so held,
+// whose command still runs. (A compaction's copy needs none: compact holds
+// the data file's lock throughout, so no relay starts meanwhile.)
+func holdStaged(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// removeStaleCopies removes the copies that restore, compact and backup
+// staged beside the data file at path (the file a link there names) and
+// left when they were killed. The caller holds the data file's lock, as a
+// relay that opened it does: no compact runs meanwhile, and a restore or
+// backup still running holds its copy's lock (holdStaged).
+func removeStaleCopies(path string, log *slog.Logger) {
+	dir := filepath.Dir(linkTarget(path))
+	for _, pattern := range []string{stagedRestore, stagedCompact, stagedBackup} {
+		names, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, name := range names {
+			f, err := os.Open(name)
+			if err != nil {
+				continue
+			}
+			fi, err := f.Stat()
+			if err != nil || !fi.Mode().IsRegular() || syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+				_ = f.Close()
+				continue // in use: its command still runs
+			}
+			err = os.Remove(name)
+			_ = f.Close()
+			if err != nil {
+				log.Warn("a copy a restore, compact or backup cut short left beside the data file could not be removed; delete it to free its space", "file", name, "bytes", fi.Size(), "err", err)
+				continue
+			}
+			log.Info("removed a copy a restore, compact or backup cut short left beside the data file", "file", name, "bytes", fi.Size())
+		}
+	}
 }
