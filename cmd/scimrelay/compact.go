@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -38,7 +39,8 @@ data_dir needs room for what the file holds in use), checked to hold
 every bucket, key and value of the data file and nothing else, and put
 in its place in one rename, with the owner of the file it replaces. The
 data file is not changed until then: a copy that fails (a full disk) is
-removed. Where scimrelay.db is a symbolic link (the file on another
+removed, and so is, first, one a compact, restore or backup killed left
+(the relay's start removes them too). Where scimrelay.db is a symbolic link (the file on another
 volume), the file it names is compacted, beside itself, and the link
 kept. With --keep, the file it replaces stays beside it as
 scimrelay.db.replaced-<time> (a hard link: it keeps its space until you
@@ -57,7 +59,7 @@ Entra and the sinks notice nothing but the relay's stop.`,
 			if missing != "" {
 				return usageError{fmt.Errorf("there is no data file at %s to compact (%s): run compact where serve runs, with its relay.yaml", target, missing)}
 			}
-			before, after, kept, err := compactDataFile(target, keep)
+			before, after, kept, err := compactDataFile(target, keep, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -78,8 +80,10 @@ Entra and the sinks notice nothing but the relay's stop.`,
 // place (relay.CompactCopy), holding the data file's lock throughout, so
 // that a running relay refuses it and one starting waits. It returns the
 // file's sizes before and after, and with keep the path of the file
-// replaced. On an error the data file is as it was.
-func compactDataFile(target string, keep bool) (before, after int64, kept string, err error) {
+// replaced. On an error the data file is as it was. It first removes
+// the copies killed commands left beside the data file, saying so on
+// stderr.
+func compactDataFile(target string, keep bool, stderr io.Writer) (before, after int64, kept string, err error) {
 	db, err := lockDataFile(target)
 	if errors.Is(err, errRelayRunning) {
 		return 0, 0, "", fmt.Errorf("%s: %w: stop it first; nothing was changed", target, err)
@@ -89,6 +93,15 @@ func compactDataFile(target string, keep bool) (before, after int64, kept string
 	}
 	// Held until the copy is in place.
 	defer func() { _ = db.Close() }()
+	// A copy a compact killed left (the relay's start removes them too)
+	// would take the room this one needs.
+	removeStaleCopies(target, func(name string, size int64, err error) {
+		if err != nil {
+			fmt.Fprintf(stderr, "could not remove %s (%s), a copy a restore, compact or backup cut short left: %v\n", name, sizeMiB(size), err)
+			return
+		}
+		fmt.Fprintf(stderr, "removed %s (%s), a copy a restore, compact or backup cut short left\n", name, sizeMiB(size))
+	})
 	if err := relay.CheckCopy(target); err != nil {
 		return 0, 0, "", fmt.Errorf("%s is not a data file this relay can compact (nothing was changed): %w", target, err)
 	}

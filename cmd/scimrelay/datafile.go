@@ -201,10 +201,11 @@ func holdStaged(path string) (*os.File, error) {
 
 // removeStaleCopies removes the copies that restore, compact and backup
 // staged beside the data file at path (the file a link there names) and
-// left when they were killed. The caller holds the data file's lock, as a
-// relay that opened it does: no compact runs meanwhile, and a restore or
+// left when they were killed, and tells report of each (err: it could
+// not be removed). The caller holds the data file's lock, as a relay that
+// opened it and compact do: no compact runs meanwhile, and a restore or
 // backup still running holds its copy's lock (holdStaged).
-func removeStaleCopies(path string, log *slog.Logger) {
+func removeStaleCopies(path string, report func(name string, size int64, err error)) {
 	dir := filepath.Dir(linkTarget(path))
 	for _, pattern := range []string{stagedRestore, stagedCompact, stagedBackup} {
 		names, _ := filepath.Glob(filepath.Join(dir, pattern))
@@ -220,11 +221,18 @@ func removeStaleCopies(path string, log *slog.Logger) {
 			}
 			err = os.Remove(name)
 			_ = f.Close()
-			if err != nil {
-				log.Warn("a copy a restore, compact or backup cut short left beside the data file could not be removed; delete it to free its space", "file", name, "bytes", fi.Size(), "err", err)
-				continue
-			}
-			log.Info("removed a copy a restore, compact or backup cut short left beside the data file", "file", name, "bytes", fi.Size())
+			report(name, fi.Size(), err)
 		}
+	}
+}
+
+// logStaleCopy is removeStaleCopies' report to a relay's log.
+func logStaleCopy(log *slog.Logger) func(name string, size int64, err error) {
+	return func(name string, size int64, err error) {
+		if err != nil {
+			log.Warn("a copy a restore, compact or backup cut short left beside the data file could not be removed; delete it to free its space", "file", name, "bytes", size, "err", err)
+			return
+		}
+		log.Info("removed a copy a restore, compact or backup cut short left beside the data file", "file", name, "bytes", size)
 	}
 }

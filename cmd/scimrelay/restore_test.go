@@ -729,7 +729,7 @@ func TestKilledRestoreLeavesNoCopyBehind(t *testing.T) {
 // (SIGKILL) leaves its copy beside the data file, unlocked, as large as
 // the file; the relay's start removes each and logs it, and leaves the
 // copy of a restore still running (it holds its copy's lock; the restore
-// is then refused, the relay holding the data file). A compact killed at
+// is then refused, the relay holding the data file); so does compact. A compact killed at
 // a chosen point cannot be arranged from outside the process (it holds
 // the data file's lock throughout): the copies are made as it makes
 // them; TestKilledRestoreLeavesNoCopyBehind kills a restore.
@@ -762,5 +762,17 @@ func TestStartRemovesTheCopiesOfKilledCommands(t *testing.T) {
 		if !strings.Contains(log.String(), name) {
 			t.Errorf("the start does not log the removal of %s:\n%s", name, log.String())
 		}
+	}
+	// compact, run again after one killed, removes its copy first, which
+	// would take the room its own needs.
+	target, _, cfg := stoppedDataFile(t)
+	f, err := os.CreateTemp(filepath.Dir(target), stagedCompact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	code, out, stderr := cli(t, "compact", "--config", cfg)
+	if left := stagedCopies(t, filepath.Dir(target)); code != exitOK || len(left) != 0 || !strings.Contains(stderr, "removed "+f.Name()) {
+		t.Errorf("compact after one killed: exit %d, copies left %v\n%s\n%s", code, left, out, stderr)
 	}
 }

@@ -164,7 +164,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		if s.store, err = relay.Open(cfg.DBPath(), so); err != nil {
 			return nil, err
 		}
-		removeStaleCopies(cfg.DBPath(), log)
+		removeStaleCopies(cfg.DBPath(), logStaleCopy(log))
 	}
 	if err := s.connectNATS(ctx); err != nil {
 		return nil, err
