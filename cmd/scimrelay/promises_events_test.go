@@ -137,7 +137,7 @@ func TestSubscriberAddSendsOnlyThePublicKey(t *testing.T) {
 	}
 	for _, want := range []string{"nats://" + cfg.NATS.Listen, "nats.NkeyOptionFromSeed", "nkeyAuthenticator", "--nkey", "_INBOX_billing-users",
 		"nats.CustomInboxPrefix", "inboxPrefix", "--inbox-prefix",
-		"nats.MaxReconnects(-1)", "nats.IgnoreAuthErrorAbort()", "maxReconnectAttempts: -1", "ignoreAuthErrorAbort: true"} {
+		"nats.MaxReconnects(-1)", "nats.IgnoreAuthErrorAbort()", "nats.RetryOnFailedConnect(true)", "maxReconnectAttempts: -1", "ignoreAuthErrorAbort: true", "waitOnFirstConnect: true"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("subscriber add does not say %q:\n%s", want, out)
 		}

@@ -156,8 +156,8 @@ func printConnectHelp(w io.Writer, info admin.SubscriberInfo, seedFile string) {
 	}
 	fmt.Fprintf(w, "It connects to %s with that nkey and the inbox prefix %s, and reads with the durable pull consumer %q on stream %s, which the relay keeps (filter %s, from %s): bind to it (nats.go js.Consumer, nats.js consumers.get); it may not create or delete consumers.\n",
 		natsURL, info.InboxPrefix, info.Consumer, info.Stream, filter, info.From)
-	fmt.Fprintf(w, "  nats.go:  opt, err := nats.NkeyOptionFromSeed(%q)\n            nc, err := nats.Connect(%q, opt, nats.CustomInboxPrefix(%q), nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort())\n", seedFile, natsURL, info.InboxPrefix)
-	fmt.Fprintf(w, "  nats.js:  connect({ servers: %q, authenticator: nkeyAuthenticator(seed), inboxPrefix: %q, maxReconnectAttempts: -1, ignoreAuthErrorAbort: true })\n", natsURL, info.InboxPrefix)
+	fmt.Fprintf(w, "  nats.go:  opt, err := nats.NkeyOptionFromSeed(%q)\n            nc, err := nats.Connect(%q, opt, nats.CustomInboxPrefix(%q), nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort(), nats.RetryOnFailedConnect(true))\n", seedFile, natsURL, info.InboxPrefix)
+	fmt.Fprintf(w, "  nats.js:  connect({ servers: %q, authenticator: nkeyAuthenticator(seed), inboxPrefix: %q, maxReconnectAttempts: -1, ignoreAuthErrorAbort: true, waitOnFirstConnect: true })\n", natsURL, info.InboxPrefix)
 	fmt.Fprintf(w, "Keep reconnecting, refused or not (the options above): by default the client gives up at the second refusal (a reload cutting its tenant off) or after a few minutes without the relay, and reads nothing more.\n")
 	fmt.Fprintf(w, "  nats CLI: nats --server %s --nkey %s --inbox-prefix %s ...\n", natsURL, seedFile, info.InboxPrefix)
 	if strings.HasPrefix(natsURL, "tls://") {

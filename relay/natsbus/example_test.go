@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action
 	// cut off and let in again (by default it gives up after 2 minutes, or
 	// at the second refusal, and reads nothing more).
 	nc, err := nats.Connect(natsURL, nkey, nats.CustomInboxPrefix("_INBOX_billing-users"),
-		nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort())
+		nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort(), nats.RetryOnFailedConnect(true))
 	if err != nil {
 		return err
 	}
@@ -51,10 +52,17 @@ func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action
 		return err
 	}
 	// The relay keeps a durable consumer named as the subscriber, filtered on its
-	// --subjects; it remembers where it got to across restarts.
+	// --subjects; it remembers where it got to across restarts. Bind to it once
+	// NATS answers: a service started before the relay (at boot) waits for it.
 	cons, err := js.Consumer(ctx, "SCIMRELAY", "billing-users")
-	if err != nil {
-		return err
+	for err != nil {
+		log.Printf("binding to the consumer: %v", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(2 * time.Second):
+		}
+		cons, err = js.Consumer(ctx, "SCIMRELAY", "billing-users")
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		// Binary mode: ce-id, ce-type, ce-subject, ce-sequence ... in headers.
@@ -72,14 +80,18 @@ func subscribe(ctx context.Context, natsURL, seedFile string, handle func(action
 	if err != nil {
 		return err
 	}
-	defer cc.Stop()
 	<-ctx.Done()
+	// Drain, not Stop: the events already pulled (up to 500) go to handle
+	// first. Left unhandled, they would come back only after ack_wait
+	// (30 s), behind later events of the same resources.
+	cc.Drain()
+	<-cc.Closed()
 	return nil
 }
 
-// examplesBus starts the embedded server with the README's subscriber and
-// publishes, as the relay, a user and a group event of two tenants.
-func examplesBus(t *testing.T) (*bus, string) {
+// exampleSubscriberBus starts the embedded server with the README's
+// subscriber, its stream empty, and returns the subscriber's seed file.
+func exampleSubscriberBus(t *testing.T) (*bus, string) {
 	t.Helper()
 	sub, seed := newSubscriber(t, "billing-users", "scimrelay.acme.user.>")
 	b := startBus(t, sub)
@@ -90,6 +102,14 @@ func examplesBus(t *testing.T) (*bus, string) {
 	if err := st.Purge(t.Context()); err != nil { // startBus's messages are not CloudEvents
 		t.Fatal(err)
 	}
+	return b, seed
+}
+
+// examplesBus starts the embedded server with the README's subscriber and
+// publishes, as the relay, a user and a group event of two tenants.
+func examplesBus(t *testing.T) (*bus, string) {
+	t.Helper()
+	b, seed := exampleSubscriberBus(t)
 	for i, ev := range []struct {
 		tenant string
 		a      events.Action
@@ -358,5 +378,149 @@ func TestREADMEExamples(t *testing.T) {
 		if !strings.Contains(string(readme), "```js\n"+string(js)+"```\n") {
 			t.Errorf("README.md does not contain docs/examples/js/%s as it is, as a js block; copy it over", name)
 		}
+	}
+}
+
+// TestSubscribeExampleRestartKeepsEachResourcesOrder: README, the Go example
+// reads "with the durable consumer the relay keeps for it, which resumes
+// where it stopped", and sequence: "events reach a receiver in that order
+// only within one resource". A service running the example is stopped
+// (its ctx cancelled, as on SIGTERM) while it works through a backlog,
+// and started again at once: each resource's events must still reach it
+// in order, created before updated.
+func TestSubscribeExampleRestartKeepsEachResourcesOrder(t *testing.T) {
+	b, seed := exampleSubscriberBus(t)
+	const n = 1000
+	seq := uint64(0)
+	publish := func(a events.Action, id string, subjectSeq uint64) {
+		seq++
+		msg, err := events.ToMsg(eventstest.Event(t, "acme", a, id, seq, subjectSeq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.js.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		publish(events.UserCreated, fmt.Sprintf("u%d", i), 1)
+	}
+	for i := range n {
+		publish(events.UserUpdated, fmt.Sprintf("u%d", i), 2)
+	}
+	type seen struct {
+		session int
+		what    string
+	}
+	var mu sync.Mutex
+	var order []seen
+	run := func(session int, stopAfter int) (stopped chan error) {
+		ctx, cancel := context.WithCancel(t.Context())
+		t.Cleanup(cancel)
+		stopped = make(chan error, 1)
+		handled := 0
+		go func() {
+			stopped <- subscribe(ctx, b.url, seed, func(a events.Action, d events.Data) {
+				time.Sleep(time.Millisecond) // the service's work on each event (a call, a write)
+				mu.Lock()
+				defer mu.Unlock()
+				order = append(order, seen{session, string(a) + " " + d.ID})
+				if handled++; handled == stopAfter {
+					cancel() // the service is told to stop
+				}
+			})
+		}()
+		return stopped
+	}
+	if err := <-run(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	run(2, -1)
+	// Every event, once at least, within ack_wait and then some.
+	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		got := map[string]bool{}
+		for _, s := range order {
+			got[s.what] = true
+		}
+		if len(got) < 2*n {
+			return fmt.Errorf("%d of %d events handled", len(got), 2*n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	created := map[string]bool{}
+	var wrong []string
+	for i, s := range order {
+		a, id, _ := strings.Cut(s.what, " ")
+		switch a {
+		case string(events.UserCreated):
+			created[id] = true
+		case string(events.UserUpdated):
+			if !created[id] {
+				wrong = append(wrong, fmt.Sprintf("#%d (session %d) %s", i, s.session, s.what))
+			}
+		}
+	}
+	if len(wrong) > 0 {
+		t.Fatalf("after the restart %d resources' user.updated reached the example before their user.created (first: %v); %d events handled in session 1",
+			len(wrong), wrong[0], func() int {
+				k := 0
+				for _, s := range order {
+					if s.session == 1 {
+						k++
+					}
+				}
+				return k
+			}())
+	}
+}
+
+// TestSubscribeExampleStartedBeforeTheRelay: README, the examples reconnect
+// "for ever, refused or not: through a relay restart". A service started
+// while the relay restarts, or at boot before it, reads once it is up; the
+// Go example returned at once ("nats: no servers available for
+// connection"), and the JavaScript one (node: CONNECTION_REFUSED).
+func TestSubscribeExampleStartedBeforeTheRelay(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing-users", "scimrelay.acme.user.>")
+	listen := fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan string, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- subscribe(ctx, "nats://"+listen, seed, func(a events.Action, d events.Data) { got <- d.ID })
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the README's Go example, started while the relay was down, returned at once: %v", err)
+	case <-time.After(time.Second): // still trying (it failed at once): start the relay
+	}
+	_, js := natsbustest.Start(t, natsbus.Options{Listen: listen, StoreDir: t.TempDir()}, slog.New(slog.DiscardHandler), sub)
+	publishUser(t, js, "after", 1)
+	select {
+	case <-got:
+	case err := <-done:
+		t.Fatalf("the Go example returned %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the Go example read nothing within 30 s of the relay's start")
+	}
+}
+
+// TestJavaScriptExampleStartedBeforeTheRelay: the same for the JavaScript
+// example.
+func TestJavaScriptExampleStartedBeforeTheRelay(t *testing.T) {
+	sub, seed := newSubscriber(t, "billing-users", "scimrelay.acme.user.>")
+	listen := fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t))
+	ex := startJSExample(t, "nats://"+listen, seed, 1)
+	if err := ex.wait(t, 3*time.Second); err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("node subscribe.mjs, started while the relay was down, ended at once (%v):\n%s", err, ex.stderr.String())
+	}
+	_, js := natsbustest.Start(t, natsbus.Options{Listen: listen, StoreDir: t.TempDir()}, slog.New(slog.DiscardHandler), sub)
+	publishUser(t, js, "after", 1)
+	if err := ex.wait(t, 30*time.Second); err != nil || !strings.Contains(ex.out.String(), `"userName":"user-after"`) {
+		t.Fatalf("node subscribe.mjs ended (%v) without reading the event stored once the relay was up; printed:\n%s%s", err, ex.out.String(), ex.stderr.String())
 	}
 }

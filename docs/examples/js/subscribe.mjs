@@ -12,6 +12,7 @@ const nc = await connect({
   // tenant is cut off and let in again (by default it gives up after 20 s).
   maxReconnectAttempts: -1,
   ignoreAuthErrorAbort: true,
+  waitOnFirstConnect: true, // started before the relay (at boot), it waits for it
 });
 // The relay keeps a durable consumer named as the subscriber, filtered on its
 // --subjects; it remembers where it got to across restarts.
