@@ -685,3 +685,72 @@ func TestTwoWideningsAcrossProcesses(t *testing.T) {
 	i := pub.publish("initech", events.UserCreated, "i")
 	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, delivered(i))
 }
+
+// TestReloadChangingManySlowSinksStopsThemAtOnce: a reload that changes 16
+// sinks (a header added to each) whose receivers hold a delivery each,
+// within cmd/scimrelay's maxReload of 2 minutes. Each hand-over waits its
+// 8 s for the delivery in flight; one sink after another, that was 128 s,
+// the setups that followed found the reload's time spent, and every
+// changed sink was left idle ("not set up") until the next reload.
+func TestReloadChangingManySlowSinksStopsThemAtOnce(t *testing.T) {
+	s := eventstest.RunServer(t)
+	url := eventstest.URL(s)
+	_, js := eventstest.Connect(t, url)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	rcs := make([]*receiver, n)
+	cfgs := make([]Config, n)
+	changed := make([]Config, n)
+	for i := range n {
+		rcs[i] = newReceiver(t, func(_ int, r *http.Request) int {
+			select { // the receiver's own latency
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Minute):
+			}
+			return 204
+		})
+		edit := func(c *Config) { c.Timeout = 5 * time.Minute; c.Retry = DefaultSchedule }
+		cfgs[i] = sinkConfig(fmt.Sprintf("s%02d", i), rcs[i].URL, edit)
+		changed[i] = sinkConfig(fmt.Sprintf("s%02d", i), rcs[i].URL, func(c *Config) {
+			edit(c)
+			c.Headers = map[string]string{"X-Environment": "production"}
+		})
+	}
+	_, wjs := eventstest.Connect(t, url)
+	m, _ := runManager(t, Options{Sinks: cfgs, JS: wjs}) // the default heartbeat: 8 s hand-overs
+	eventstest.CheckFor(t, time.Minute, 20*time.Millisecond, func() error { return m.Ready(ctx) })
+	newPublisher(t, js).publish("acme", events.UserCreated, "u1")
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		for i, rc := range rcs {
+			if len(rc.requests()) == 0 {
+				return fmt.Errorf("sink s%02d has no delivery in flight yet", i)
+			}
+		}
+		return nil
+	})
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // cmd/scimrelay's maxReload
+	defer cancel()
+	start := time.Now()
+	ch, err := m.Apply(rctx, changed)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("the reload failed after %v: %v", took, err)
+	}
+	if len(ch.Changed) != n {
+		t.Fatalf("changed %v", ch.Changed)
+	}
+	t.Logf("the reload took %v", took) // 8 s, one hand-over; one after another, 128 s, past the 2 minutes
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error { return m.Ready(ctx) })
+	// The event abandoned at the hand-over goes out again, with the header.
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		for i, rc := range rcs {
+			got := rc.requests()
+			if got[len(got)-1].header.Get("X-Environment") != "production" {
+				return fmt.Errorf("sink s%02d: not sent again by its changed worker", i)
+			}
+		}
+		return nil
+	})
+}

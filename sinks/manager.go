@@ -699,10 +699,18 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 	slices.Sort(ch.Removed)
 	slices.Sort(ch.Changed)
 	// Stop first, so that a changed sink's partitions are free for its new
-	// worker; its events wait in the consumers meanwhile.
+	// worker; its events wait in the consumers meanwhile. All at once, as
+	// at shutdown: each hand-over may wait up to its 8 s for a delivery in
+	// flight, and one after another, a reload changing or removing many
+	// sinks with slow receivers outlasted its 2 minutes and left every
+	// changed and added sink idle.
 	for _, s := range stop {
 		if s.stop != nil {
 			s.stop()
+		}
+	}
+	for _, s := range stop {
+		if s.stop != nil {
 			<-s.done
 		}
 		// Nothing delivers through it any more: its kept connections

@@ -200,8 +200,9 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	return res, nil
 }
 
-// maxReload bounds a reload: stopping changed sinks (each hand-over up to
-// 8 s) and setting up their consumers again, with time to spare. Tests
+// maxReload bounds a reload: stopping changed sinks (at once, their
+// hand-overs up to 8 s together) and setting up their consumers again,
+// with time to spare. Tests
 // shorten it (withMaxReload).
 const maxReload = 2 * time.Minute
 
