@@ -52,6 +52,7 @@ type DeadLetter struct {
 	Time       time.Time `json:"time"` // when it was dead-lettered
 	EventTime  time.Time `json:"event_time"`
 	seq        uint64    // in the dead-letter stream
+	queue      string    // the sink whose queue holds it
 	from       origin    // where its event came from
 }
 
@@ -141,25 +142,36 @@ func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter,
 // queue's acknowledgement of that put, with the message id id; put puts
 // it once more). Another relay may have raced it (a tenant's purge, whose
 // wait is for its own relay's jobs; a redrive of the same dead letter,
-// whose put has the same id, so that the second is dropped as a copy):
-//   - the removal succeeds: this redrive's put stays; if the queue dropped
-//     it as a copy, the one the acknowledgement names is the other
-//     redrive's, which that one takes back on finding dl gone, so it is
-//     put again under an id of its own and that copy taken back;
+// whose put has the same id, so that the second is dropped as a copy).
+// The queue holds a replacement of dl at every moment dl is gone, until
+// whoever finds dl gone takes back its own: a purge that finds dl gone
+// reads the queue again, and must find there whatever will stay.
+//   - the put was dropped as a copy: the one the acknowledgement names is
+//     the other redrive's, which that one takes back on finding dl gone, so
+//     it is put again under an id of its own before dl is removed (put
+//     after, a purge that found dl gone could read the queue in between
+//     and miss it; and a removal whose answer was lost would leave none);
+//     then, the removal succeeding, the other's is taken back, and dl gone
+//     already, this one's;
+//   - the removal succeeds: this redrive's put stays;
 //   - dl is gone already: what this redrive put is taken back (a purge
 //     said it deleted the dead letter; another redrive's removal keeps
-//     its own), unless it was dropped as a copy, which names the other's,
-//     and errDeadLetterGone says so.
+//     its own), and errDeadLetterGone says so.
 func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck, put func(id string) (*jetstream.PubAck, error), id string) error {
-	err := d.remove(ctx, dl)
-	switch {
-	case err == nil && !ack.Duplicate:
-		return nil
-	case err == nil:
-		if _, err := put(id + ".kept"); err != nil {
+	other := uint64(0)
+	if ack.Duplicate {
+		own, err := put(id + ".kept")
+		if err != nil {
 			return fmt.Errorf("putting again a dead letter another redrive may take back: %w", err)
 		}
-		return d.takeBack(ctx, ack.Sequence)
+		other, ack = ack.Sequence, own
+	}
+	err := d.remove(ctx, dl)
+	switch {
+	case err == nil && other != 0 && other != ack.Sequence:
+		return d.takeBack(ctx, other)
+	case err == nil:
+		return nil
 	case !deletedAlready(err):
 		return err
 	case !ack.Duplicate:
@@ -292,9 +304,10 @@ func (d *deadLetters) toDeadLetter(ctx context.Context, m jetstream.Msg, seq uin
 	return dl, &e
 }
 
-// each calls f for each of a sink's dead letters after the one at sequence
-// after (0: from the first), oldest first, up to the last one there was
-// when it started; total is told how many that is at most.
+// each calls f for each of a sink's dead letters (sink ">": of every
+// queue, in the order they were stored) after the one at sequence after
+// (0: from the first), oldest first, up to the last one there was when it
+// started; total is told how many that is at most.
 func (d *deadLetters) each(ctx context.Context, sink string, after uint64, batch int, total func(uint64), f func(DeadLetter, *event.Event) error) error {
 	if after == math.MaxUint64 {
 		return nil // nothing follows the last sequence there can be (after+1 would be 0: from the first)
@@ -309,6 +322,7 @@ func (d *deadLetters) each(ctx context.Context, sink string, after uint64, batch
 			stored = meta.Timestamp
 		}
 		dl, e := d.toDeadLetter(ctx, m, seq, stored)
+		dl.queue = strings.TrimPrefix(m.Subject(), dlqSubjectRoot)
 		return f(dl, e)
 	})
 }

@@ -98,47 +98,58 @@ func (m *Manager) queue(ctx context.Context, name string) error {
 // tenant's purge: a queue's subjects name its sink alone, so each is read
 // through). Left, a redrive would deliver them under the tenant's name to
 // whoever has it next.
+//
+// It reads every queue at once, in the order the dead letters were
+// stored, to the end, and again from there until nothing was added: a
+// redrive through another relay, which this purge does not wait for, puts
+// a dead letter's replacement (in the same queue, or another sink's for a
+// redrive --to) before it removes the old one (deadLetters.replaced), so
+// the replacement is stored after the old one, and is there before the
+// old one is gone. Read queue by queue, a replacement put in a queue read
+// already was missed.
 func (m *Manager) DeleteTenantDeadLetters(ctx context.Context, tenant string) (map[string]int, error) {
 	m.jobsMu.Lock() // after the redrives and replays under way (jobsMu)
 	defer m.jobsMu.Unlock()
-	queues, err := m.DeadLetterQueues(ctx)
-	if err != nil {
-		return nil, err
+	if m.dlq == nil {
+		return nil, errors.New("sinks are not set up yet")
 	}
 	var deleted map[string]int
-	for _, q := range queues {
-		for again := true; again; {
-			again = false
-			var of []DeadLetter
-			if err := m.dlq.each(ctx, q.Sink, 0, redriveBatch, nil, func(dl DeadLetter, _ *event.Event) error {
-				if dl.Tenant == tenant {
-					of = append(of, dl)
-				}
-				return nil
-			}); err != nil {
-				return deleted, fmt.Errorf("reading the dead letters of sink %s: %w", q.Sink, err)
-			}
-			for _, dl := range of {
-				// Gone meanwhile: a redrive through another relay, which
-				// this purge does not wait for, took it out. A redrive
-				// that failed again put its new dead letter before
-				// removing this one (deadLetters.replaced takes it back
-				// only when this purge deleted the old one first): the
-				// queue is read again.
-				if err := m.dlq.remove(ctx, dl); deletedAlready(err) {
-					again = true
-					continue
-				} else if err != nil {
-					return deleted, fmt.Errorf("deleting a dead letter of sink %s: %w", q.Sink, err)
-				}
-				if deleted == nil {
-					deleted = map[string]int{}
-				}
-				deleted[q.Sink]++
-			}
+	var after uint64 // read up to here
+	for {
+		info, err := m.dlq.stream.Info(ctx)
+		if err != nil {
+			return deleted, fmt.Errorf("reading the dead-letter queues: %w", err)
 		}
+		if info.State.LastSeq <= after {
+			return deleted, nil
+		}
+		read := info.State.LastSeq
+		var of []DeadLetter
+		if err := m.dlq.each(ctx, ">", after, redriveBatch, nil, func(dl DeadLetter, _ *event.Event) error {
+			read = max(read, dl.seq)
+			if dl.Tenant == tenant {
+				of = append(of, dl)
+			}
+			return nil
+		}); err != nil {
+			return deleted, fmt.Errorf("reading the dead-letter queues: %w", err)
+		}
+		for _, dl := range of {
+			// Gone meanwhile: a redrive through another relay took it out,
+			// having put its replacement further on, which this purge
+			// reads next.
+			if err := m.dlq.remove(ctx, dl); deletedAlready(err) {
+				continue
+			} else if err != nil {
+				return deleted, fmt.Errorf("deleting a dead letter of sink %s: %w", dl.queue, err)
+			}
+			if deleted == nil {
+				deleted = map[string]int{}
+			}
+			deleted[dl.queue]++
+		}
+		after = read
 	}
-	return deleted, nil
 }
 
 // DeadLetters returns a page of at most limit of a sink's dead letters

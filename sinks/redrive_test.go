@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -1121,5 +1123,307 @@ func TestTwoFailingRedrivesInterleavedKeepTheDeadLetter(t *testing.T) {
 	}
 	if bobs != 1 {
 		t.Errorf("after two redrives of bob's dead letter that both failed, the queue holds %d of his (%+v), want 1", bobs, page.DeadLetters)
+	}
+}
+
+// gateProxy passes one process's NATS connection through, and can hold
+// the first client message a predicate picks (until release is closed),
+// or lose the server's answer to the first request another picks: a
+// process stalled between two steps, and an answer lost on the way back
+// after the server did what was asked.
+type gateProxy struct {
+	addr    string
+	mu      sync.Mutex
+	hold    func(f []string, payload []byte) bool
+	held    chan struct{} // closed once a message is held
+	release chan struct{}
+	loseFor func(f []string, payload []byte) bool
+	lose    map[string]bool // reply subjects whose answer is lost
+	lost    chan struct{}   // closed once an answer is lost
+}
+
+func newGateProxy(t *testing.T, target string) *gateProxy {
+	t.Helper()
+	g := &gateProxy{held: make(chan struct{}), release: make(chan struct{}), lose: map[string]bool{}, lost: make(chan struct{})}
+	t.Cleanup(func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		select {
+		case <-g.release:
+		default:
+			close(g.release)
+		}
+	})
+	g.addr = eventstest.Proxy(t, target, func(c, up net.Conn) {
+		go func() { eventstest.PassProtocol(up, c, g.fromClient); up.Close() }()
+		go func() { eventstest.PassProtocol(c, up, g.fromServer); c.Close() }()
+	})
+	return g
+}
+
+func (g *gateProxy) fromClient(f []string, payload []byte) bool {
+	g.mu.Lock()
+	hold := g.hold != nil && g.hold(f, payload)
+	if hold {
+		g.hold = nil
+	}
+	if g.loseFor != nil && len(f) >= 4 && g.loseFor(f, payload) {
+		g.loseFor = nil
+		g.lose[f[2]] = true // PUB <subject> <reply> <size>
+	}
+	g.mu.Unlock()
+	if hold {
+		close(g.held)
+		<-g.release
+	}
+	return false
+}
+
+func (g *gateProxy) fromServer(f []string, _ []byte) bool {
+	if len(f) < 2 || !strings.EqualFold(f[0], "MSG") && !strings.EqualFold(f[0], "HMSG") {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lose[f[1]] {
+		delete(g.lose, f[1])
+		close(g.lost)
+		return true
+	}
+	return false
+}
+
+func (g *gateProxy) setHold(p func(f []string, payload []byte) bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hold = p
+}
+
+func (g *gateProxy) setLoseAnswer(p func(f []string, payload []byte) bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.loseFor = p
+}
+
+func (g *gateProxy) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	close(g.release)
+}
+
+// bobDeadLettered dead-letters acme's user bob in sink crm, whose
+// receiver refuses every delivery, and stops the manager that did. It
+// returns the server, its JetStream, the receiver, the stopped manager
+// (to read the queue with), bob's event id and his dead letter's
+// sequence.
+func bobDeadLettered(t *testing.T) (*server.Server, jetstream.JetStream, *receiver, *Manager, string, uint64) {
+	t.Helper()
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusGone })
+	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
+	id := newPublisher(t, js).publish("acme", events.UserCreated, "bob")
+	awaitDeadLetters(t, m, "crm", 1)
+	stop()
+	page, err := m.DeadLetters(ctx, "crm", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, js, rc, m, id, page.DeadLetters[0].seq
+}
+
+// redriveOut is what a redrive run in the background returned.
+type redriveOut struct {
+	res RedriveResult
+	err error
+}
+
+// redriveInBackground runs m's redrive of q, and sends what it returned.
+func redriveInBackground(m *Manager, q RedriveQuery) <-chan redriveOut {
+	done := make(chan redriveOut, 1)
+	go func() {
+		res, err := m.Redrive(ctx, q, nil)
+		done <- redriveOut{res, err}
+	}()
+	return done
+}
+
+// deleteOf picks the request deleting the dead letter at seq.
+func deleteOf(seq uint64) func(f []string, payload []byte) bool {
+	return func(f []string, payload []byte) bool {
+		return len(f) >= 2 && f[1] == "$JS.API.STREAM.MSG.DELETE."+dlqStream &&
+			(strings.Contains(string(payload), fmt.Sprintf(`"seq":%d,`, seq)) || strings.Contains(string(payload), fmt.Sprintf(`"seq":%d}`, seq)))
+	}
+}
+
+// keptPut picks a redrive's put of its dead letter again under an id of its
+// own (deadLetters.replaced, when its first put was dropped as a copy).
+func keptPut(f []string, payload []byte) bool {
+	return len(f) >= 2 && strings.EqualFold(f[0], "HPUB") && strings.HasPrefix(f[1], dlqSubjectRoot) &&
+		strings.Contains(string(payload), ".kept\r\n")
+}
+
+// awaitClosed waits for c to close, what saying what its closing means.
+func awaitClosed(t *testing.T, c chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not happen", what)
+	}
+}
+
+// deadLettersOf lists the dead letters of sink crm that pick picks.
+func deadLettersOf(t *testing.T, m *Manager, pick func(DeadLetter) bool) []string {
+	t.Helper()
+	page, err := m.DeadLetters(ctx, "crm", "", 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, dl := range page.DeadLetters {
+		if pick(dl) {
+			out = append(out, fmt.Sprintf("%s (%s, %d attempts, seq %d)", dl.ID, dl.Subject, dl.Attempts, dl.seq))
+		}
+	}
+	return out
+}
+
+// awaitGone waits until the queue no longer holds the message at seq.
+func awaitGone(t *testing.T, js jetstream.JetStream, seq uint64) {
+	t.Helper()
+	st, err := js.Stream(ctx, dlqStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if _, err := st.GetMsg(ctx, seq); err == nil {
+			return fmt.Errorf("dead letter at %d still there", seq)
+		}
+		return nil
+	})
+}
+
+// TestTwoRedrivesKeepTheDeadLetterWhenARemovalsAnswerIsLost: two
+// processes redrive bob's dead letter and the receiver refuses it both
+// times. A's new dead letter is in the queue, held before A removes the
+// old one; B's put is dropped as a copy of A's; B removes the old one and
+// the server's answer to B is lost (the removal happened). Then A finds
+// the old one gone and takes back its new one. The queue keeps bob's dead
+// letter once (README: "when both fail the queue keeps it once"): B puts
+// its own before its removal (deadLetters.replaced). Before, B put its own
+// only after a removal it knew had succeeded, and bob's dead letter was
+// neither delivered nor kept.
+func TestTwoRedrivesKeepTheDeadLetterWhenARemovalsAnswerIsLost(t *testing.T) {
+	s, js, rc, m, id, old := bobDeadLettered(t)
+	ga := newGateProxy(t, s.Addr().String())
+	gb := newGateProxy(t, s.Addr().String())
+	a := otherProcess(t, "nats://"+ga.addr, sinkConfig("crm", rc.URL, nil))
+	b := otherProcess(t, "nats://"+gb.addr, sinkConfig("crm", rc.URL, nil))
+	ga.setHold(deleteOf(old))       // A stalls between its put and its removal
+	gb.setLoseAnswer(deleteOf(old)) // B's removal happens, its answer is lost
+
+	doneA := redriveInBackground(a, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, ga.held, "A's removal of the old dead letter")
+	doneB := redriveInBackground(b, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, gb.lost, "the answer to B's removal")
+	awaitGone(t, js, old)
+	ga.open()
+	ra := <-doneA
+	rb := <-doneB
+	resB, errB := rb.res, rb.err
+	t.Logf("A: %+v %v; B: %+v %v", ra.res, ra.err, resB, errB)
+
+	if bobs := deadLettersOf(t, m, func(dl DeadLetter) bool { return dl.ID == id }); len(bobs) != 1 {
+		t.Errorf("after two redrives of bob's dead letter that both failed (B's removal answered late), the queue holds %d of his %v, want 1: delivered %d+%d times",
+			len(bobs), bobs, ra.res.Delivered, resB.Delivered)
+	}
+}
+
+// TestPurgeBetweenARedrivesRemovalAndItsPutAgainLeavesNoneOfItsTenant:
+// two processes redrive acme's dead letter and both fail again; A's put
+// is in the queue (A held before its removal), B's dropped as a copy of
+// it, and B is held at its put again under an id of its own (".kept")
+// while a third process purges acme. After all three, the queue holds
+// none of acme's. Before, B put ".kept" after removing the old one: the
+// purge, reading the queue between, deleted A's and ended, and B's put
+// came after it, surviving the purge.
+func TestPurgeBetweenARedrivesRemovalAndItsPutAgainLeavesNoneOfItsTenant(t *testing.T) {
+	s, _, rc, m, id, old := bobDeadLettered(t)
+	ga := newGateProxy(t, s.Addr().String())
+	gb := newGateProxy(t, s.Addr().String())
+	a := otherProcess(t, "nats://"+ga.addr, sinkConfig("crm", rc.URL, nil))
+	b := otherProcess(t, "nats://"+gb.addr, sinkConfig("crm", rc.URL, nil))
+	purger := otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+	ga.setHold(deleteOf(old)) // A stalls between its put and its removal
+	gb.setHold(keptPut)       // B stalls between its removal and its put again
+
+	doneA := redriveInBackground(a, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, ga.held, "A's removal of the old dead letter")
+	doneB := redriveInBackground(b, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, gb.held, "B's put again")
+	deleted, err := purger.DeleteTenantDeadLetters(ctx, "acme")
+	if err != nil {
+		t.Fatalf("purge: %v", err)
+	}
+	gb.open()
+	rb := <-doneB
+	ga.open()
+	ra := <-doneA
+	t.Logf("purge deleted %v; A: %+v %v; B: %+v %v", deleted, ra.res, ra.err, rb.res, rb.err)
+
+	if left := deadLettersOf(t, m, func(dl DeadLetter) bool { return dl.Tenant == "acme" }); len(left) > 0 {
+		t.Errorf("after acme's purge sink crm's queue holds acme's dead letters %v", left)
+	}
+}
+
+// TestPurgeDuringARedriveToAnotherSinkLeavesNoneOfItsTenant: sink crm-old
+// was renamed crm, leaving acme's dead letter under crm-old. A redrive
+// through one process (--to crm) and acme's purge through another run at
+// once: the purge is held at its read of the queues while the redrive's
+// delivery fails again, its new dead letter joining crm's queue and the
+// old one leaving crm-old's. After both, no queue holds acme's. Before,
+// the purge read queue by queue: it had read crm's when the redrive moved
+// the dead letter there, found nothing in crm-old's, and ended.
+func TestPurgeDuringARedriveToAnotherSinkLeavesNoneOfItsTenant(t *testing.T) {
+	s, js := natsStreamAt(t, t.TempDir(), -1)
+	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusGone })
+	m0, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm-old", rc.URL, nil))
+	p := newPublisher(t, js)
+	id := p.publish("acme", events.UserCreated, "bob")
+	awaitDeadLetters(t, m0, "crm-old", 1)
+	stop()
+
+	r := otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+	g := newGateProxy(t, s.Addr().String())
+	purger := otherProcess(t, "nats://"+g.addr, sinkConfig("crm", rc.URL, nil))
+	g.setHold(func(f []string, payload []byte) bool { // the purge's read of crm-old's queue (or of every queue at once)
+		return len(f) >= 2 && strings.HasPrefix(f[1], "$JS.API.CONSUMER.") &&
+			(strings.Contains(f[1]+string(payload), dlqSubjectRoot+"crm-old") || strings.HasSuffix(f[1], "."+dlqSubjectRoot+">"))
+	})
+	type out struct {
+		deleted map[string]int
+		err     error
+	}
+	purged := make(chan out, 1)
+	go func() {
+		d, err := purger.DeleteTenantDeadLetters(ctx, "acme")
+		purged <- out{d, err}
+	}()
+	awaitClosed(t, g.held, "the purge's read of crm-old's queue")
+	res, err := r.Redrive(ctx, RedriveQuery{Sink: "crm-old", To: "crm", ID: id}, nil)
+	t.Logf("redrive --to crm: %+v %v", res, err)
+	g.open()
+	o := <-purged
+	t.Logf("purge: %v %v", o.deleted, o.err)
+	for _, sink := range []string{"crm", "crm-old"} {
+		page, err := r.DeadLetters(ctx, sink, "", 50)
+		if err != nil && !strings.Contains(err.Error(), "nor dead letters") {
+			t.Fatal(err)
+		}
+		for _, dl := range page.DeadLetters {
+			if dl.Tenant == "acme" {
+				t.Errorf("after acme's purge sink %s's queue holds acme's dead letter %s (%s, %d attempts)", sink, dl.ID, dl.Subject, dl.Attempts)
+			}
+		}
 	}
 }
