@@ -39,6 +39,21 @@ func adminRequest(t *testing.T, p *relayProc, method, path, token, host string) 
 	return do(t, req)
 }
 
+// adminJSON sends a request to the admin listener with the admin token,
+// and body, when not "", as JSON.
+func adminJSON(t *testing.T, p *relayProc, method, path, body string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, p.adminURL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return do(t, req)
+}
+
 // TestWrongAdminTokensAreLimited: a guesser of the admin token gets 10
 // tries a minute from its address, then 429 with Retry-After, the right
 // token included; the console's sign-in spends the same budget; the

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/adminclient"
 	"github.com/scimrelay/scimrelay/config"
 )
@@ -241,7 +242,7 @@ func checkFilters(ctx context.Context, c *adminclient.Client, tenant, sink strin
 			names[i] = t.Name
 		}
 		if !slices.Contains(names, tenant) {
-			return usageError{fmt.Errorf("--tenant %s: no such tenant (tenants: %s)", tenant, strings.Join(names, ", "))}
+			return usageError{fmt.Errorf("--tenant %s: no such tenant (tenants: %s)", tenant, admin.TenantNames(names))}
 		}
 	}
 	if sink != "" {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
@@ -1009,5 +1010,36 @@ func TestWritePurgedSaysHowFarItKnows(t *testing.T) {
 		if !strings.HasPrefix(b.String(), want) || counted == (state == purgeUnknown) {
 			t.Errorf("%s: %q, want it to begin %q, and the counts unless nothing was read", state, b.String(), want)
 		}
+	}
+}
+
+// TestMisspeltTenantAmongMany: a name no configured tenant has, refused
+// on a relay hosting many tenants, names the first ten and how many more
+// there are, not every one: with 2,000 tenants each such answer (the
+// admin API's token list and create, a subscriber's subjects, a purge,
+// `log --tenant`) was some 22 KB.
+func TestMisspeltTenantAmongMany(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	for i := range 25 {
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{Name: fmt.Sprintf("cust%02d", i)})
+	}
+	p := startRelay(t, cfg, roleAll)
+	more := fmt.Sprintf("and %d more; GET /admin/v1/tenants lists them", len(cfg.Tenants)-10)
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/admin/v1/tokens?tenant=nosuch", ""},
+		{"POST", "/admin/v1/tokens", `{"tenant":"nosuch","name":"x"}`},
+		{"POST", "/admin/v1/subscribers", `{"name":"sub1","public_key":"` + pub + `","subjects":"scimrelay.nosuch.>"}`},
+		{"POST", "/admin/v1/tenants/nosuch/purge", ""},
+	} {
+		r := adminJSON(t, p, c.method, c.path, c.body)
+		if r.status/100 != 4 || !strings.Contains(string(r.raw), more) || strings.Contains(string(r.raw), "cust24") {
+			t.Errorf("%s %s: %d %s; want a 4xx naming ten tenants and saying %q", c.method, c.path, r.status, r.raw, more)
+		}
+	}
+	code, _, stderr := cli(t, "log", "--tenant", "nosuch", "--config", cliConfig(t, p, adminSecret))
+	if code != exitUsage || !strings.Contains(stderr, more) || strings.Contains(stderr, "cust24") {
+		t.Errorf("log --tenant nosuch: exit %d: %s", code, stderr)
 	}
 }

@@ -5,6 +5,7 @@ package events_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -308,6 +309,29 @@ func TestEnsureStreamIsIdempotentAndUpdates(t *testing.T) {
 	defer cancel()
 	if _, err := events.EnsureStream(short, js, events.StreamOptions{MaxAge: time.Minute, Duplicates: time.Hour}, log); err == nil || short.Err() != nil {
 		t.Fatalf("duplicate window above max age: err %v, ctx %v; want an immediate error", err, short.Err())
+	}
+}
+
+// TestEventStreamTakesMoreThanAThousandConsumers: the event stream, on a
+// server with nats-server's defaults (an external NATS as one runs it, or
+// the embedded one), takes more consumers than the server's default of
+// 1,000 a stream: it holds one per subscriber, sixteen per sink and one
+// per tail, replay or redrive under way. A relay of a thousand tenants,
+// each given a subscriber scoped to it, refused the 985th with a 500, and
+// a sink added after that could not be set up.
+func TestEventStreamTakesMoreThanAThousandConsumers(t *testing.T) {
+	s := eventstest.RunServer(t)
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	if _, err := events.EnsureStream(t.Context(), js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1010
+	for i := range n {
+		if _, err := js.CreateOrUpdateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("sub%05d", i), FilterSubject: fmt.Sprintf("scimrelay.cust%05d.>", i), AckPolicy: jetstream.AckExplicitPolicy,
+		}); err != nil {
+			t.Fatalf("consumer %d of %d on the event stream: %v", i+1, n, err)
+		}
 	}
 }
 

@@ -41,7 +41,7 @@ type StreamOptions struct {
 // does), the duplicate window that makes re-publishing safe, and atomic
 // batches, in which the publisher sends a window's events (relay.Publisher:
 // stored all or none, so that none overtakes another however the stream's
-// other publishers interleave).
+// other publishers interleave), and MaxConsumers.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	replicas := o.Replicas
 	if replicas <= 0 {
@@ -68,8 +68,19 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		AllowDirect: true,
 
 		AllowAtomicPublish: true,
+		MaxConsumers:       MaxConsumers,
 	}
 }
+
+// MaxConsumers bounds the consumers on the event stream: one per NATS
+// subscriber, one per partition of each sink, one per tail, replay or
+// redrive under way. Said on the stream, since a server holds a stream
+// that says none to its default, 1,000 (nats-server 2.11 on; -1 counts as
+// none): a relay of a thousand tenants, each given a subscriber scoped to
+// it, refused the 985th with a 500, and a sink added after that could not
+// be set up. An account limit on an external NATS, when lower, still
+// holds.
+const MaxConsumers = 100_000
 
 // EnsureStream creates the stream or updates it to o. While a cluster is
 // electing a leader, or JetStream is not yet reachable, it retries with

@@ -138,7 +138,7 @@ func (p *TenantPurger) Begin(ctx context.Context, tenant string) error {
 	case errors.Is(err, relay.ErrNothingToPurge):
 		names := p.store.Tenants()
 		slices.Sort(names)
-		return errorf(http.StatusNotFound, "no tenant %q to purge: the data file holds nothing under that name (tenants configured: %s)", tenant, strings.Join(names, ", "))
+		return errorf(http.StatusNotFound, "no tenant %q to purge: the data file holds nothing under that name (tenants configured: %s)", tenant, TenantNames(names))
 	}
 	return err
 }

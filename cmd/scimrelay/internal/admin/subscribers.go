@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -158,7 +157,7 @@ func (r *SubscriberRegistry) checkTenant(s relay.Subscriber) error {
 	names := r.store.Tenants()
 	slices.Sort(names)
 	return errorf(http.StatusBadRequest, "subscriber %s: subjects %s name tenant %q, which is not configured (tenants: %s): configure it first (relay.yaml, then reload), or put a wildcard in the tenant's place (scimrelay.*.…) to read every tenant's events",
-		s.Name, s.Subjects, t, strings.Join(names, ", "))
+		s.Name, s.Subjects, t, TenantNames(names))
 }
 
 func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {

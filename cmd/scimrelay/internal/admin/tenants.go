@@ -3,6 +3,7 @@
 package admin
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -70,11 +71,25 @@ func (h *Handler) checkConfigured(tenant, why string) error {
 	if slices.Contains(names, tenant) {
 		return nil
 	}
-	configured := "none"
-	if len(names) > 0 {
-		configured = strings.Join(names, ", ")
+	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured%s (tenants: %s)", tenant, why, TenantNames(names))
+}
+
+// namedTenants is how many tenant names a message names at most.
+const namedTenants = 10
+
+// TenantNames lists configured tenants in a message that refuses a name
+// none of them has: "none", the names, or, of a relay hosting more than
+// namedTenants, the first of them in order and how many more there are
+// (a relay of 2,000 tenants answered a misspelt one with some 22 KB).
+func TenantNames(names []string) string {
+	if len(names) == 0 {
+		return "none"
 	}
-	return errorf(http.StatusNotFound, "tenant: no such tenant %q: it is not configured%s (tenants: %s)", tenant, why, configured)
+	if len(names) <= namedTenants {
+		return strings.Join(names, ", ")
+	}
+	sorted := slices.Sorted(slices.Values(names))
+	return fmt.Sprintf("%s and %d more; GET /admin/v1/tenants lists them", strings.Join(sorted[:namedTenants], ", "), len(names)-namedTenants)
 }
 
 // checkTenantHeld is checkTenant for a query within a time window: a
