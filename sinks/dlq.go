@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -160,7 +161,11 @@ func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter,
 func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck, put func(id string) (*jetstream.PubAck, error), id string) error {
 	other := uint64(0)
 	if ack.Duplicate {
-		own, err := put(id + ".kept")
+		// An id of this redrive's alone: ".kept" alone is every
+		// dropped redrive's, and a third redrive of dl would take a
+		// second's for its own, which that one takes back on finding
+		// dl gone (TestThreeRedrivesKeepTheDeadLetter).
+		own, err := put(id + ".kept." + uuid.NewString())
 		if err != nil {
 			return fmt.Errorf("putting again a dead letter another redrive may take back: %w", err)
 		}

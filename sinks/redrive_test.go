@@ -1212,14 +1212,18 @@ func (g *gateProxy) open() {
 }
 
 // bobDeadLettered dead-letters acme's user bob in sink crm, whose
-// receiver refuses every delivery, and stops the manager that did. It
+// receiver answers as respond does (nil: refuses every delivery, 410;
+// respond must refuse the first), and stops the manager that did. It
 // returns the server, its JetStream, the receiver, the stopped manager
 // (to read the queue with), bob's event id and his dead letter's
 // sequence.
-func bobDeadLettered(t *testing.T) (*server.Server, jetstream.JetStream, *receiver, *Manager, string, uint64) {
+func bobDeadLettered(t *testing.T, respond func(int, *http.Request) int) (*server.Server, jetstream.JetStream, *receiver, *Manager, string, uint64) {
 	t.Helper()
 	s, js := natsStreamAt(t, t.TempDir(), -1)
-	rc := newReceiver(t, func(int, *http.Request) int { return http.StatusGone })
+	if respond == nil {
+		respond = func(int, *http.Request) int { return http.StatusGone }
+	}
+	rc := newReceiver(t, respond)
 	m, stop := runSinks(t, js, 5*time.Second, sinkConfig("crm", rc.URL, nil))
 	id := newPublisher(t, js).publish("acme", events.UserCreated, "bob")
 	awaitDeadLetters(t, m, "crm", 1)
@@ -1259,7 +1263,7 @@ func deleteOf(seq uint64) func(f []string, payload []byte) bool {
 // own (deadLetters.replaced, when its first put was dropped as a copy).
 func keptPut(f []string, payload []byte) bool {
 	return len(f) >= 2 && strings.EqualFold(f[0], "HPUB") && strings.HasPrefix(f[1], dlqSubjectRoot) &&
-		strings.Contains(string(payload), ".kept\r\n")
+		strings.Contains(string(payload), ".kept.")
 }
 
 // awaitClosed waits for c to close, what saying what its closing means.
@@ -1314,7 +1318,7 @@ func awaitGone(t *testing.T, js jetstream.JetStream, seq uint64) {
 // only after a removal it knew had succeeded, and bob's dead letter was
 // neither delivered nor kept.
 func TestTwoRedrivesKeepTheDeadLetterWhenARemovalsAnswerIsLost(t *testing.T) {
-	s, js, rc, m, id, old := bobDeadLettered(t)
+	s, js, rc, m, id, old := bobDeadLettered(t, nil)
 	ga := newGateProxy(t, s.Addr().String())
 	gb := newGateProxy(t, s.Addr().String())
 	a := otherProcess(t, "nats://"+ga.addr, sinkConfig("crm", rc.URL, nil))
@@ -1348,7 +1352,7 @@ func TestTwoRedrivesKeepTheDeadLetterWhenARemovalsAnswerIsLost(t *testing.T) {
 // purge, reading the queue between, deleted A's and ended, and B's put
 // came after it, surviving the purge.
 func TestPurgeBetweenARedrivesRemovalAndItsPutAgainLeavesNoneOfItsTenant(t *testing.T) {
-	s, _, rc, m, id, old := bobDeadLettered(t)
+	s, _, rc, m, id, old := bobDeadLettered(t, nil)
 	ga := newGateProxy(t, s.Addr().String())
 	gb := newGateProxy(t, s.Addr().String())
 	a := otherProcess(t, "nats://"+ga.addr, sinkConfig("crm", rc.URL, nil))
@@ -1425,5 +1429,66 @@ func TestPurgeDuringARedriveToAnotherSinkLeavesNoneOfItsTenant(t *testing.T) {
 				t.Errorf("after acme's purge sink %s's queue holds acme's dead letter %s (%s, %d attempts)", sink, dl.ID, dl.Subject, dl.Attempts)
 			}
 		}
+	}
+}
+
+// TestThreeRedrivesKeepTheDeadLetter (review 3): three processes redrive
+// bob's dead letter at once and the receiver refuses it each time. A's
+// put is in the queue (A held before its removal); B's is dropped as a
+// copy of A's, B puts its own (".kept") and is held before its removal;
+// C's put is dropped as a copy of A's, and C's ".kept" as a copy of B's:
+// C takes B's for its own. C removes the old one and takes back A's; B,
+// finding the old one gone, takes back its own, the one C counts on; A
+// takes back its own. README: "when both fail the queue keeps it once,
+// whichever order their steps interleave in".
+func TestThreeRedrivesKeepTheDeadLetter(t *testing.T) {
+	var (
+		active  atomic.Bool
+		calls   atomic.Int32
+		arrived = [4]chan struct{}{nil, make(chan struct{}), make(chan struct{}), make(chan struct{})}
+		rel     = [4]chan struct{}{nil, make(chan struct{}), make(chan struct{}), make(chan struct{})}
+	)
+	s, _, rc, m, id, old := bobDeadLettered(t, func(int, *http.Request) int {
+		if !active.Load() {
+			return http.StatusGone
+		}
+		if n := calls.Add(1); n <= 3 {
+			close(arrived[n])
+			<-rel[n]
+		}
+		return http.StatusGone
+	})
+
+	ga := newGateProxy(t, s.Addr().String())
+	gb := newGateProxy(t, s.Addr().String())
+	a := otherProcess(t, "nats://"+ga.addr, sinkConfig("crm", rc.URL, nil))
+	b := otherProcess(t, "nats://"+gb.addr, sinkConfig("crm", rc.URL, nil))
+	c := otherProcess(t, eventstest.URL(s), sinkConfig("crm", rc.URL, nil))
+	ga.setHold(deleteOf(old)) // A stalls between its put and its removal
+	gb.setHold(deleteOf(old)) // B stalls between its ".kept" put and its removal
+	active.Store(true)
+
+	// Each reads the queue (the old dead letter alone) and sends it.
+	doneC := redriveInBackground(c, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, arrived[1], "C's delivery")
+	doneB := redriveInBackground(b, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, arrived[2], "B's delivery")
+	doneA := redriveInBackground(a, RedriveQuery{Sink: "crm", ID: id})
+	awaitClosed(t, arrived[3], "A's delivery")
+	close(rel[3])
+	awaitClosed(t, ga.held, "A's removal of the old dead letter")
+	close(rel[2])
+	awaitClosed(t, gb.held, "B's removal of the old dead letter")
+	close(rel[1])
+	rc3 := <-doneC
+	gb.open()
+	rb := <-doneB
+	ga.open()
+	ra := <-doneA
+	t.Logf("A: %+v %v; B: %+v %v; C: %+v %v", ra.res, ra.err, rb.res, rb.err, rc3.res, rc3.err)
+
+	if bobs := deadLettersOf(t, m, func(dl DeadLetter) bool { return dl.ID == id }); len(bobs) != 1 {
+		t.Errorf("after three redrives of bob's dead letter that all failed, the queue holds %d of his %v, want 1: delivered %d+%d+%d times",
+			len(bobs), bobs, ra.res.Delivered, rb.res.Delivered, rc3.res.Delivered)
 	}
 }

@@ -169,8 +169,8 @@ func fileKind(m fs.FileMode) string {
 
 // createStaging creates the temporary file in which a backup for stdout
 // waits until it is checked: in the temporary directory or, where that
-// cannot be written (a container's read-only root file system), in the
-// data directory.
+// cannot be written (a container's read-only root file system), beside
+// the data file.
 func createStaging(configPath string) (*os.File, error) {
 	f, err := os.CreateTemp("", stagedBackup)
 	if err == nil {
@@ -180,7 +180,10 @@ func createStaging(configPath string) (*os.File, error) {
 	if cerr != nil {
 		return nil, errors.Join(err, cerr)
 	}
-	f, derr := os.CreateTemp(cfg.DataDir, stagedBackup)
+	// Beside the data file (the file a link there names, on another
+	// volume), where the relay's start and compact look for the copies
+	// of commands killed (removeStaleCopies).
+	f, derr := os.CreateTemp(filepath.Dir(linkTarget(cfg.DBPath())), stagedBackup)
 	if derr != nil {
 		return nil, errors.Join(err, derr)
 	}

@@ -119,6 +119,14 @@ func compactDataFile(target string, keep bool, stderr io.Writer) (before, after 
 	if err := relay.CompactCopy(db, staged); err != nil {
 		return 0, 0, "", fmt.Errorf("compacting %s (nothing was changed): %w", target, err)
 	}
+	// Held until it is in place: bbolt held it while it was written, and
+	// a second compact of this file (whose lock is shared) removes an
+	// unheld copy as one a compact killed left.
+	held, err := holdStaged(staged)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	defer held.Close()
 	if compacting != nil {
 		compacting(staged)
 	}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,5 +193,27 @@ func TestCompactOnAFullDisk(t *testing.T) {
 	}
 	if code, out, stderr := cli(t, "compact", "--config", cfg); code != exitOK {
 		t.Fatalf("compact with room again: %d %s %s", code, out, stderr)
+	}
+}
+
+// TestTwoCompactsAtOnceBothFinish (review 3): two compacts of one data
+// file at once (a scheduled one and an operator's); both take the data
+// file's lock, shared. The second, starting while the first's copy is
+// made and closed but not yet in place, takes it for one a killed compact
+// left, and removes it: the first fails.
+func TestTwoCompactsAtOnceBothFinish(t *testing.T) {
+	target, _, cfg := stoppedDataFile(t)
+	var second error
+	compacting = func(string) {
+		compacting = nil
+		_, _, _, second = compactDataFile(target, false, io.Discard)
+	}
+	t.Cleanup(func() { compacting = nil })
+	code, out, stderr := cli(t, "compact", "--keep=false", "--config", cfg)
+	if second != nil {
+		t.Fatalf("the second compact: %v", second)
+	}
+	if code != exitOK {
+		t.Fatalf("the first compact, the second run meanwhile: exit %d\n%s\n%s", code, out, stderr)
 	}
 }

@@ -185,8 +185,9 @@ const (
 
 // holdStaged takes a shared lock on the copy staged at path, held until
 // the returned file is closed: removeStaleCopies leaves a copy so held,
-// whose command still runs. (A compaction's copy needs none: compact holds
-// the data file's lock throughout, so no relay starts meanwhile.)
+// whose command still runs. (A compaction's copy is held by bbolt while
+// it is written, then so: compact holds the data file's lock, shared,
+// throughout, so no relay starts meanwhile, but a second compact may.)
 func holdStaged(path string) (*os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -203,8 +204,9 @@ func holdStaged(path string) (*os.File, error) {
 // staged beside the data file at path (the file a link there names) and
 // left when they were killed, and tells report of each (err: it could
 // not be removed). The caller holds the data file's lock, as a relay that
-// opened it and compact do: no compact runs meanwhile, and a restore or
-// backup still running holds its copy's lock (holdStaged).
+// opened it and compact do; a restore, backup or (beside another compact,
+// the lock being shared) compact still running holds its copy's lock
+// (holdStaged), and its copy stays.
 func removeStaleCopies(path string, report func(name string, size int64, err error)) {
 	dir := filepath.Dir(linkTarget(path))
 	for _, pattern := range []string{stagedRestore, stagedCompact, stagedBackup} {

@@ -776,3 +776,41 @@ func TestStartRemovesTheCopiesOfKilledCommands(t *testing.T) {
 		t.Errorf("compact after one killed: exit %d, copies left %v\n%s\n%s", code, left, out, stderr)
 	}
 }
+
+// TestCompactRemovesAKilledBackupsCopyWhereTheDataFileIsALink (review 3):
+// scimrelay.db is a symbolic link to the file on another volume (README:
+// compact and restore work on the file it names, beside itself). A backup
+// to stdout where $TMPDIR cannot be written stages its copy in data_dir
+// (createStaging), beside the link; killed, it leaves it there. README:
+// "the copy a compact, a restore or a backup to stdout staged in data_dir
+// and left when killed ... is removed by the relay's next start ... and by
+// the next compact".
+func TestCompactRemovesAKilledBackupsCopyWhereTheDataFileIsALink(t *testing.T) {
+	target, _, cfg := stoppedDataFile(t)
+	dataDir := filepath.Dir(target)
+	real := filepath.Join(t.TempDir(), "scimrelay.db") // the other volume
+	if err := os.Rename(target, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, target); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "read-only-root")) // not there: cannot be written
+	f, err := createStaging(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close() // the backup is killed here: nothing removes it
+	code, out, stderr := cli(t, "compact", "--config", cfg)
+	if code != exitOK {
+		t.Fatalf("compact: %d\n%s\n%s", code, out, stderr)
+	}
+	for _, dir := range []string{dataDir, filepath.Dir(real)} {
+		if left := stagedCopies(t, dir); len(left) != 0 {
+			t.Errorf("after compact, %s still holds %v, the copy a killed backup left\n%s", dir, left, stderr)
+		}
+	}
+}

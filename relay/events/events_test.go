@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -437,5 +438,32 @@ func BenchmarkFromMsg(b *testing.B) {
 		if _, err := events.FromMsg(msg.Subject, msg.Header, msg.Data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestEventStreamOnAnAccountWithAConsumerLimit (review 3): an external
+// NATS whose account limits its consumers (a jetstream block's
+// max_consumers in the account, a hosted NATS's plan) to fewer than
+// events.MaxConsumers. README: "said on the stream, so on an external NATS
+// too, unless an account limit there is lower": the limit there holds, and
+// the front end starts. The stream the last release made (MaxConsumers
+// unset) is there already: the upgrade must keep working.
+func TestEventStreamOnAnAccountWithAConsumerLimit(t *testing.T) {
+	s := eventstest.RunServer(t)
+	if err := s.GlobalAccount().UpdateJetStreamLimits(map[string]server.JetStreamAccountLimits{
+		"": {MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: 1000},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, js := eventstest.Connect(t, eventstest.URL(s))
+	old := events.StreamConfig(events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute})
+	old.MaxConsumers = 0 // as the last release made it
+	if _, err := js.CreateStream(t.Context(), old); err != nil {
+		t.Fatalf("the last release's stream: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: time.Minute}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("the front end's start on an account limited to 1,000 consumers: %v", err)
 	}
 }
