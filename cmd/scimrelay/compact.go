@@ -134,7 +134,17 @@ func compactDataFile(target string, keep bool, stderr io.Writer) (before, after 
 	if err != nil {
 		return 0, 0, "", err
 	}
-	if kept, err = putInPlace(staged, target, keep); err != nil {
+	if kept, err = putInPlace(staged, target, keep, fi); errors.Is(err, errReplacedMeanwhile) {
+		// Another compact (the same data, compacted) or a restore (which
+		// a copy of the file it replaced must not undo) put its file
+		// in place meanwhile: that one stays.
+		fmt.Fprintf(stderr, "%s was replaced while this compact ran (another compact or a restore); it is left as that one put it\n", target)
+		now, serr := os.Stat(target)
+		if serr != nil {
+			return 0, 0, "", serr
+		}
+		return fi.Size(), now.Size(), "", nil
+	} else if err != nil {
 		return 0, 0, "", err
 	}
 	return fi.Size(), done.Size(), kept, nil

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/disk/disktest"
 )
@@ -215,5 +217,55 @@ func TestTwoCompactsAtOnceBothFinish(t *testing.T) {
 	}
 	if code != exitOK {
 		t.Fatalf("the first compact, the second run meanwhile: exit %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+// TestRestoreDuringACompactIsKept (review 4): restore and compact both take
+// the data file's lock shared, so a restore runs to its end while a
+// compact works. The compact then renames its copy of the file as it was
+// before the restore over the restored one: both say they succeeded, and
+// the restore is undone.
+func TestRestoreDuringACompactIsKept(t *testing.T) {
+	target, backup, cfg := stoppedDataFile(t)
+	// The data file now holds what the backup does not.
+	db, err := bolt.Open(target, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("review4-after-the-backup"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	var restoreErr error
+	compacting = func(string) {
+		compacting = nil
+		f, err := os.Open(backup)
+		if err != nil {
+			restoreErr = err
+			return
+		}
+		defer f.Close()
+		_, restoreErr = restoreDataFile(f, backup, target, false)
+	}
+	t.Cleanup(func() { compacting = nil })
+	code, out, stderr := cli(t, "compact", "--keep=false", "--config", cfg)
+	if restoreErr == nil && code == exitOK {
+		db, err := bolt.Open(target, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		_ = db.View(func(tx *bolt.Tx) error {
+			if tx.Bucket([]byte("review4-after-the-backup")) != nil {
+				t.Errorf("both the restore and the compact succeeded, and the data file holds what it held before the restore: the restore was undone\n%s\n%s", out, stderr)
+			}
+			return nil
+		})
 	}
 }

@@ -111,10 +111,31 @@ func dataFileOf(cmd *cobra.Command) (target, missing string, err error) {
 // With keep, the data file replaced stays beside it (a hard link, so it
 // costs no copy) and its path is returned. The caller holds the data
 // file's lock (lockDataFile).
-func putInPlace(staged, target string, keep bool) (kept string, err error) {
+//
+// That lock is shared (restore and compact each take it so), so the
+// rename is made under an exclusive lock on the data directory, and when
+// from is not nil (compact: the file its copy was made of) only while
+// target still names from: a restore that put its backup in place while
+// the compact ran would otherwise be undone by a copy of the file it
+// replaced. Otherwise errReplacedMeanwhile, and nothing is changed.
+func putInPlace(staged, target string, keep bool, from os.FileInfo) (kept string, err error) {
 	dir := filepath.Dir(target)
 	if err := ownLike(staged, target, dir); err != nil {
 		return "", err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("locking %s to put the copy in place: %w", dir, err)
+	}
+	defer func() { _ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN) }()
+	if from != nil {
+		if now, err := os.Stat(target); err != nil || !os.SameFile(now, from) {
+			return "", errReplacedMeanwhile
+		}
 	}
 	if keep {
 		kept = target + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
@@ -151,6 +172,10 @@ func ownLike(path, target, dir string) error {
 	}
 	return nil
 }
+
+// errReplacedMeanwhile: the data file was replaced (a restore, another
+// compact) after the copy that was to replace it was made of it.
+var errReplacedMeanwhile = errors.New("the data file was replaced (a restore or another compact) while this copy of it was made; the copy was not put in place")
 
 // linkTarget returns the path the symbolic links at path lead to, where
 // no file is yet; path itself when it is no link.

@@ -162,7 +162,7 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (restored, e
 		r.since, r.sinceErr = relay.CompareWithBackup(target, tmp.Name())
 		r.compared = true
 	}
-	r.kept, err = putInPlace(tmp.Name(), target, keep)
+	r.kept, err = putInPlace(tmp.Name(), target, keep, nil)
 	return r, err
 }
 
