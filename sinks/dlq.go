@@ -146,25 +146,22 @@ func (d *deadLetters) moveToEnd(ctx context.Context, sink string, dl DeadLetter,
 // whose put has the same id, so that the second is dropped as a copy).
 // The queue holds a replacement of dl at every moment dl is gone, until
 // whoever finds dl gone takes back its own: a purge that finds dl gone
-// reads the queue again, and must find there whatever will stay.
+// reads on, and must find there whatever will stay.
 //   - the put was dropped as a copy: the one the acknowledgement names is
 //     the other redrive's, which that one takes back on finding dl gone, so
-//     it is put again under an id of its own before dl is removed (put
-//     after, a purge that found dl gone could read the queue in between
-//     and miss it; and a removal whose answer was lost would leave none);
-//     then, the removal succeeding, the other's is taken back, and dl gone
-//     already, this one's;
-//   - the removal succeeds: this redrive's put stays;
-//   - dl is gone already: what this redrive put is taken back (a purge
-//     said it deleted the dead letter; another redrive's removal keeps
-//     its own), and errDeadLetterGone says so.
+//     it is put again under an id of this redrive's alone, before dl is
+//     removed (after, a purge that found dl gone could read the queue in
+//     between and miss it; and a removal whose answer was lost would leave
+//     none; with an id every dropped redrive shares, a third redrive would
+//     take a second's for its own: TestThreeRedrivesKeepTheDeadLetter);
+//   - the removal succeeds: this redrive's put stays, and the other's, if
+//     it was dropped as a copy, is taken back;
+//   - dl is gone already: this redrive's put is taken back (a purge said
+//     it deleted the dead letter; another redrive's removal keeps its
+//     own), and errDeadLetterGone says so.
 func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstream.PubAck, put func(id string) (*jetstream.PubAck, error), id string) error {
-	other := uint64(0)
+	var other uint64 // the other redrive's put, when this one's was dropped
 	if ack.Duplicate {
-		// An id of this redrive's alone: ".kept" alone is every
-		// dropped redrive's, and a third redrive of dl would take a
-		// second's for its own, which that one takes back on finding
-		// dl gone (TestThreeRedrivesKeepTheDeadLetter).
 		own, err := put(id + ".kept." + uuid.NewString())
 		if err != nil {
 			return fmt.Errorf("putting again a dead letter another redrive may take back: %w", err)
@@ -173,16 +170,15 @@ func (d *deadLetters) replaced(ctx context.Context, dl DeadLetter, ack *jetstrea
 	}
 	err := d.remove(ctx, dl)
 	switch {
-	case err == nil && other != 0 && other != ack.Sequence:
+	case err == nil && other != 0:
 		return d.takeBack(ctx, other)
 	case err == nil:
 		return nil
 	case !deletedAlready(err):
 		return err
-	case !ack.Duplicate:
-		if err := d.takeBack(ctx, ack.Sequence); err != nil {
-			return err
-		}
+	}
+	if err := d.takeBack(ctx, ack.Sequence); err != nil {
+		return err
 	}
 	return errDeadLetterGone
 }

@@ -281,13 +281,7 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 			// queue: its resource's later dead letters go behind it, as
 			// in a redrive of all, or the next one sends them first.
 			if key := (resourceKey{dl.Tenant, dl.Subject}); e != nil && held[key] && selects(s.cfg.Tenants, s.patterns, *e) {
-				if err := m.dlq.moveToEnd(ctx, to, dl, e); errors.Is(err, errDeadLetterGone) {
-					res.Purged++ // deleted meanwhile: not in the queue
-				} else if err != nil {
-					return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
-				} else {
-					res.Held++
-				}
+				return m.keepBehind(ctx, to, dl, e, &res)
 			}
 			return nil
 		}
@@ -310,12 +304,8 @@ func (m *Manager) Redrive(ctx context.Context, q RedriveQuery, progress func(Red
 				return err
 			}
 		case e != nil && (held[key] || behind):
-			if err := m.dlq.moveToEnd(ctx, to, dl, e); errors.Is(err, errDeadLetterGone) {
-				res.Purged++ // deleted meanwhile: not in the queue
-			} else if err != nil {
-				return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
-			} else {
-				res.Held++
+			if err := m.keepBehind(ctx, to, dl, e, &res); err != nil {
+				return err
 			}
 		default:
 			failed := res.Failed
@@ -402,6 +392,23 @@ func (m *Manager) countDeadLetters(ctx context.Context, sink string) {
 // resourceKey names a resource across tenants: its tenant and its events'
 // subject (Users/<id>).
 type resourceKey struct{ tenant, subject string }
+
+// keepBehind moves dl to the end of sink to's queue, behind an earlier
+// dead letter of its resource that failed again, and counts it held, or
+// purged when it was deleted meanwhile (a purge, another process's
+// redrive).
+func (m *Manager) keepBehind(ctx context.Context, to string, dl DeadLetter, e *event.Event, res *RedriveResult) error {
+	err := m.dlq.moveToEnd(ctx, to, dl, e)
+	switch {
+	case errors.Is(err, errDeadLetterGone):
+		res.Purged++ // not in the queue
+	case err != nil:
+		return fmt.Errorf("keeping dead letter %s behind the earlier one of %s: %w", dl.ID, dl.Subject, err)
+	default:
+		res.Held++
+	}
+	return nil
+}
 
 // dropPurged takes a dead letter of a purged tenant out of the queue,
 // undelivered (gone already is as good), and counts it.

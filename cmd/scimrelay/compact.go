@@ -40,9 +40,11 @@ every bucket, key and value of the data file and nothing else, and put
 in its place in one rename, with the owner of the file it replaces. The
 data file is not changed until then: a copy that fails (a full disk) is
 removed, and so is, first, one a compact, restore or backup killed left
-(the relay's start removes them too). Where scimrelay.db is a symbolic link (the file on another
-volume), the file it names is compacted, beside itself, and the link
-kept. With --keep, the file it replaces stays beside it as
+(the relay's start removes them too). A restore that puts a backup in
+place while compact runs stays: compact then leaves the data file as the
+restore put it, saying so. Where scimrelay.db is a symbolic link (the
+file on another volume), the file it names is compacted, beside itself,
+and the link kept. With --keep, the file it replaces stays beside it as
 scimrelay.db.replaced-<time> (a hard link: it keeps its space until you
 delete it).
 

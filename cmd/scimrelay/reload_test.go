@@ -957,13 +957,7 @@ func TestJobsAcrossAReloadThatNarrowsTheSink(t *testing.T) {
 			for i := range 3 {
 				p.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"globex-%d"}`, i)).want(t, 201)
 			}
-			eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-				page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
-				if err != nil || len(page.DeadLetters) != 3 {
-					return fmt.Errorf("%d dead letters (%v), want 3", len(page.DeadLetters), err)
-				}
-				return nil
-			})
+			p.awaitDeadLetters(t, "crm", 3)
 			ran := rcv.run(t, append(job.args, "--config", conf)...)
 			f.write(twoTenants + sinkWith("acme"))
 			if code, out, stderr := cli(t, "reload", "--config", conf); code != exitOK || !strings.Contains(out, "sink crm changed") {

@@ -689,13 +689,7 @@ func TestPurgeDuringRedriveLeavesNoDeadLetter(t *testing.T) {
 	p := startReloadable(t, f.path, io.Discard)
 	conf := cliConfig(t, p, adminSecret)
 	p.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"dee"}`).want(t, 201)
-	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		page, err := p.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
-		if err != nil || len(page.DeadLetters) != 1 {
-			return fmt.Errorf("%d dead letters (%v), want dee's", len(page.DeadLetters), err)
-		}
-		return nil
-	})
+	p.awaitDeadLetters(t, "crm", 1)
 	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n" + sinkFile)
 	if code, out, stderr := cli(t, "reload", "--config", conf); code != exitOK {
 		t.Fatalf("reload removing globex: %d %s %s", code, out, stderr)
@@ -764,13 +758,7 @@ func TestPurgeDuringAWorkersJobLeavesNoDeadLetter(t *testing.T) {
 			for _, name := range []string{"dee", "dee2"} {
 				front.scim("globex", globexToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`).want(t, 201)
 			}
-			eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-				page, err := front.srv.sinks.DeadLetters(t.Context(), "crm", "", 10)
-				if err != nil || len(page.DeadLetters) != 2 {
-					return fmt.Errorf("%d dead letters (%v), want dee's and dee2's", len(page.DeadLetters), err)
-				}
-				return nil
-			})
+			front.awaitDeadLetters(t, "crm", 2)
 			run := rcv.run(t, append(job, "--config", cliConfig(t, workers[0], adminSecret))...)
 			purge() // through the front end, while the worker's delivery is held
 			rcv.answer()
@@ -868,6 +856,18 @@ func TestPurgeCutShortByAStopIsFinishedAfterTheRestart(t *testing.T) {
 	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if n := rcv.delivered("globex"); n != users+1 {
 			return fmt.Errorf("%d of globex's delivered, want the new tenant's too", n)
+		}
+		return nil
+	})
+}
+
+// awaitDeadLetters waits until sink's queue holds n dead letters.
+func (p *relayProc) awaitDeadLetters(t *testing.T, sink string, n int) {
+	t.Helper()
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		page, err := p.srv.sinks.DeadLetters(t.Context(), sink, "", 10)
+		if err != nil || len(page.DeadLetters) != n {
+			return fmt.Errorf("%d dead letters in sink %s's queue (%v), want %d", len(page.DeadLetters), sink, err, n)
 		}
 		return nil
 	})

@@ -441,13 +441,12 @@ func BenchmarkFromMsg(b *testing.B) {
 	}
 }
 
-// TestEventStreamOnAnAccountWithAConsumerLimit (review 3): an external
-// NATS whose account limits its consumers (a jetstream block's
-// max_consumers in the account, a hosted NATS's plan) to fewer than
-// events.MaxConsumers. README: "said on the stream, so on an external NATS
-// too, unless an account limit there is lower": the limit there holds, and
-// the front end starts. The stream the last release made (MaxConsumers
-// unset) is there already: the upgrade must keep working.
+// TestEventStreamOnAnAccountWithAConsumerLimit: an external NATS whose
+// account limits its consumers (max_consumers in the account's jetstream
+// block, a hosted NATS's plan) to fewer than the stream asks for
+// (100,000), which nats-server refuses a stream for. README: "the stream
+// says none and the account's limit holds": the front end starts, the
+// stream the last release made (no bound) being there already.
 func TestEventStreamOnAnAccountWithAConsumerLimit(t *testing.T) {
 	s := eventstest.RunServer(t)
 	if err := s.GlobalAccount().UpdateJetStreamLimits(map[string]server.JetStreamAccountLimits{

@@ -41,7 +41,7 @@ type StreamOptions struct {
 // does), the duplicate window that makes re-publishing safe, and atomic
 // batches, in which the publisher sends a window's events (relay.Publisher:
 // stored all or none, so that none overtakes another however the stream's
-// other publishers interleave), and MaxConsumers.
+// other publishers interleave), and maxConsumers.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	replicas := o.Replicas
 	if replicas <= 0 {
@@ -68,11 +68,11 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		AllowDirect: true,
 
 		AllowAtomicPublish: true,
-		MaxConsumers:       MaxConsumers,
+		MaxConsumers:       maxConsumers,
 	}
 }
 
-// MaxConsumers bounds the consumers on the event stream: one per NATS
+// maxConsumers bounds the consumers on the event stream: one per NATS
 // subscriber, one per partition of each sink, one per tail, replay or
 // redrive under way. Said on the stream, since a server holds a stream
 // that says none to its default, 1,000 (nats-server 2.11 on; -1 counts as
@@ -80,7 +80,7 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 // it, refused the 985th with a 500, and a sink added after that could not
 // be set up. An account limit on an external NATS, when lower, still
 // holds.
-const MaxConsumers = 100_000
+const maxConsumers = 100_000
 
 // EnsureStream creates the stream or updates it to o. While a cluster is
 // electing a leader, or JetStream is not yet reachable, it retries with
@@ -339,7 +339,7 @@ func retryStream(ctx context.Context, o StreamOptions, log *slog.Logger, op func
 		s, err = op(ctx, cfg)
 		if cfg.MaxConsumers > 0 && errors.Is(err, jetstream.ErrMaximumConsumersLimit) {
 			// The account (an external NATS) limits its consumers below
-			// MaxConsumers, and refuses a stream that says more: the
+			// maxConsumers, and refuses a stream that says more: the
 			// stream says none, and the account's limit holds
 			// (TestEventStreamOnAnAccountWithAConsumerLimit).
 			log.Info("the NATS account limits its consumers to fewer than the event stream would take; its limit holds", "stream", StreamName, "would_take", cfg.MaxConsumers)

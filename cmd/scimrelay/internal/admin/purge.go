@@ -136,9 +136,7 @@ func (p *TenantPurger) Begin(ctx context.Context, tenant string) error {
 	case errors.Is(err, relay.ErrTenantConfigured):
 		return errorf(http.StatusConflict, "tenant %s is configured: remove it from relay.yaml and reload (scimrelay reload) before purging it", tenant)
 	case errors.Is(err, relay.ErrNothingToPurge):
-		names := p.store.Tenants()
-		slices.Sort(names)
-		return errorf(http.StatusNotFound, "no tenant %q to purge: the data file holds nothing under that name (tenants configured: %s)", tenant, TenantNames(names))
+		return errorf(http.StatusNotFound, "no tenant %q to purge: the data file holds nothing under that name (tenants configured: %s)", tenant, TenantNames(p.store.Tenants()))
 	}
 	return err
 }

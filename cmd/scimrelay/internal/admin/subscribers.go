@@ -154,10 +154,8 @@ func (r *SubscriberRegistry) checkTenant(s relay.Subscriber) error {
 	if t == "" || r.store.HasTenant(t) {
 		return nil
 	}
-	names := r.store.Tenants()
-	slices.Sort(names)
 	return errorf(http.StatusBadRequest, "subscriber %s: subjects %s name tenant %q, which is not configured (tenants: %s): configure it first (relay.yaml, then reload), or put a wildcard in the tenant's place (scimrelay.*.…) to read every tenant's events",
-		s.Name, s.Subjects, t, TenantNames(names))
+		s.Name, s.Subjects, t, TenantNames(r.store.Tenants()))
 }
 
 func (r *SubscriberRegistry) info(s relay.Subscriber) SubscriberInfo {

@@ -77,19 +77,20 @@ func (h *Handler) checkConfigured(tenant, why string) error {
 // namedTenants is how many tenant names a message names at most.
 const namedTenants = 10
 
-// TenantNames lists configured tenants in a message that refuses a name
-// none of them has: "none", the names, or, of a relay hosting more than
-// namedTenants, the first of them in order and how many more there are
-// (a relay of 2,000 tenants answered a misspelt one with some 22 KB).
+// TenantNames lists configured tenants, in order, in a message that
+// refuses a name none of them has: "none", the names, or, of a relay
+// hosting more than namedTenants, the first of them and how many more
+// there are (a relay of 2,000 tenants answered a misspelt one with some
+// 22 KB).
 func TenantNames(names []string) string {
-	if len(names) == 0 {
-		return "none"
-	}
-	if len(names) <= namedTenants {
-		return strings.Join(names, ", ")
-	}
 	sorted := slices.Sorted(slices.Values(names))
-	return fmt.Sprintf("%s and %d more; GET /admin/v1/tenants lists them", strings.Join(sorted[:namedTenants], ", "), len(names)-namedTenants)
+	switch {
+	case len(sorted) == 0:
+		return "none"
+	case len(sorted) <= namedTenants:
+		return strings.Join(sorted, ", ")
+	}
+	return fmt.Sprintf("%s and %d more; GET /admin/v1/tenants lists them", strings.Join(sorted[:namedTenants], ", "), len(sorted)-namedTenants)
 }
 
 // checkTenantHeld is checkTenant for a query within a time window: a
