@@ -220,7 +220,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 			// this attempt left for a later add to adopt (with another
 			// --from); one that was there before is left, with its
 			// position.
-			err = fromNATS(ctx, err)
+			err = refusedByNATS(sub.Name, fromNATS(ctx, err))
 			undo := context.WithoutCancel(ctx)
 			if _, rerr := r.store.RemoveSubscriber(undo, sub.Name); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
@@ -265,7 +265,7 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	if err := r.admit(next); !natsbus.OnlyOthersNotAdmitted(err, sub.Name) {
 		// Back to what it was, as far as that goes: a subscriber whose
 		// consumer could not be updated stays cut off.
-		err = fromNATS(ctx, err)
+		err = refusedByNATS(sub.Name, fromNATS(ctx, err))
 		undo := context.WithoutCancel(ctx)
 		if _, rerr := r.store.UpdateSubscriber(undo, sub.Name, func(relay.Subscriber) (relay.Subscriber, error) { return old, nil }); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing: %w", rerr))
@@ -277,6 +277,19 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 	info := r.info(stored)
 	info.Replaced = true
 	return info, nil
+}
+
+// refusedByNATS answers a subscriber's consumer that JetStream refused as
+// a request's fault (a 4xx: a limit of the stream or of the account
+// reached, a setting it does not take) 409, with JetStream's words: the
+// operator can act on them, and a bare 500 left them in the log only.
+// Any other error is returned as it is.
+func refusedByNATS(name string, err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.Code >= http.StatusInternalServerError {
+		return err
+	}
+	return errorf(http.StatusConflict, "subscriber %s was not admitted: NATS refused its consumer: %s (JetStream error %d)", name, apiErr.Description, apiErr.ErrorCode)
 }
 
 // ListSubscribers lists the subscribers by name.

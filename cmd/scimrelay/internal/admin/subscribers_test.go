@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -115,5 +116,56 @@ func TestNoSubscriberForATenantRemovedAndPurgedMeanwhile(t *testing.T) {
 		if s.Name == "globex-audit" && !s.CutOff {
 			t.Errorf("subscriber globex-audit, added for the purged globex, is admitted for the new tenant globex: %+v", s.Subscriber)
 		}
+	}
+}
+
+// TestSubscriberNATSRefusesIsAnsweredWithItsCause: a subscriber whose
+// consumer NATS refuses (here the stream's bound on consumers, reached)
+// is answered 409 with JetStream's words, not a bare 500 whose cause only
+// the log had, and is not kept.
+func TestSubscriberNATSRefusesIsAnsweredWithItsCause(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(&eventstest.Log{}, nil))
+	store, err := relay.Open(filepath.Join(t.TempDir(), "scimrelay.db"), relay.Options{Tenants: []relay.TenantOptions{{Name: "acme"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	e, js := natsbustest.Start(t, natsbus.Options{Listen: fmt.Sprintf("127.0.0.1:%d", eventstest.FreePort(t)), StoreDir: t.TempDir()}, log)
+	reg := NewSubscriberRegistry(store, e, js)
+	stream, err := js.Stream(t.Context(), "SCIMRELAY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.MaxConsumers = max(info.State.Consumers, 1)
+	if info.State.Consumers == 0 {
+		if _, err := js.CreateConsumer(t.Context(), "SCIMRELAY", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	_, addErr := reg.AddSubscriber(t.Context(), relay.Subscriber{Name: "acme-audit", PublicKey: pub, Subjects: "scimrelay.acme.>"}, AddHow{})
+	status, public := statusOf(addErr)
+	if status != http.StatusConflict || !public || !strings.Contains(addErr.Error(), "maximum consumers limit reached") {
+		t.Errorf("a subscriber whose consumer NATS refuses: %v (%d, its text public: %v), want 409 naming JetStream's refusal", addErr, status, public)
+	}
+	list, err := store.Subscribers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 0 {
+		t.Errorf("the refused subscriber is stored: %+v", list)
 	}
 }
