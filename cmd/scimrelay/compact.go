@@ -62,10 +62,16 @@ Entra and the sinks notice nothing but the relay's stop.`,
 				return usageError{fmt.Errorf("there is no data file at %s to compact (%s): run compact where serve runs, with its relay.yaml", target, missing)}
 			}
 			before, after, kept, err := compactDataFile(target, keep, cmd.ErrOrStderr())
+			out := cmd.OutOrStdout()
+			if errors.Is(err, errReplacedMeanwhile) {
+				// Not a failure: the file another compact or a restore
+				// put in place is what the relay is to serve.
+				fmt.Fprintf(out, "%s was not compacted: it was replaced while this compact ran (a restore or another compact) and is left as that one put it, %s\n", target, sizeMiB(after))
+				return nil
+			}
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "compacted %s: %s before, %s now\n", target, sizeMiB(before), sizeMiB(after))
 			if kept != "" {
 				fmt.Fprintf(out, "the data file it replaced is kept at %s (delete it to free its space)\n", kept)
@@ -82,7 +88,9 @@ Entra and the sinks notice nothing but the relay's stop.`,
 // place (relay.CompactCopy), holding the data file's lock throughout, so
 // that a running relay refuses it and one starting waits. It returns the
 // file's sizes before and after, and with keep the path of the file
-// replaced. On an error the data file is as it was. It first removes
+// replaced. On an error the data file is as it was; errReplacedMeanwhile
+// (with after the size of the file now there) when another compact or a
+// restore put its file in place meanwhile, which stays. It first removes
 // the copies killed commands left beside the data file, saying so on
 // stderr.
 func compactDataFile(target string, keep bool, stderr io.Writer) (before, after int64, kept string, err error) {
@@ -140,12 +148,11 @@ func compactDataFile(target string, keep bool, stderr io.Writer) (before, after 
 		// Another compact (the same data, compacted) or a restore (which
 		// a copy of the file it replaced must not undo) put its file
 		// in place meanwhile: that one stays.
-		fmt.Fprintf(stderr, "%s was replaced while this compact ran (another compact or a restore); it is left as that one put it\n", target)
 		now, serr := os.Stat(target)
 		if serr != nil {
 			return 0, 0, "", serr
 		}
-		return fi.Size(), now.Size(), "", nil
+		return fi.Size(), now.Size(), "", err
 	} else if err != nil {
 		return 0, 0, "", err
 	}

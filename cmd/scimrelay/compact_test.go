@@ -255,6 +255,9 @@ func TestRestoreDuringACompactIsKept(t *testing.T) {
 	}
 	t.Cleanup(func() { compacting = nil })
 	code, out, stderr := cli(t, "compact", "--keep=false", "--config", cfg)
+	if restoreErr == nil && code == exitOK && !strings.Contains(out, "was not compacted: it was replaced while this compact ran") {
+		t.Errorf("compact left the restored file; its output does not say so:\n%s", out)
+	}
 	if restoreErr == nil && code == exitOK {
 		db, err := bolt.Open(target, 0o600, &bolt.Options{ReadOnly: true})
 		if err != nil {
