@@ -31,7 +31,8 @@ func newBackupCommand() *cobra.Command {
 groups, memberships, tokens, the undelivered outbox) and write it to FILE. A
 copy that does not arrive whole is refused and nothing is written. FILE is
 replaced only if it is a regular file, and not the data file of a running
-relay.
+relay. The copy is staged beside FILE (.scimrelay-backup-*); one that a
+backup killed left there is removed by the next backup to that directory.
 
 With --out -, the copy goes to stdout (never a terminal) once it has arrived
 whole: it waits for that in a temporary file, in $TMPDIR (/tmp) or, where
@@ -64,6 +65,10 @@ what subscribers and revoked credentials see.`,
 				dest = "stdout"
 				tmp, err = createStaging(configPathOf(cmd))
 			} else {
+				// A copy a backup killed here left (a nightly job stopped
+				// past its time) would stay hidden beside the backups,
+				// one more each time.
+				removeStale(filepath.Dir(out), []string{stagedBackup}, tellStaleCopy(cmd.ErrOrStderr()))
 				tmp, err = os.CreateTemp(filepath.Dir(out), stagedBackup)
 			}
 			if err != nil {

@@ -175,3 +175,45 @@ func TestCLIBackupRefusesTheRelaysDataFile(t *testing.T) {
 		t.Fatalf("backup over the stopped relay's file: exit %d, %s", code, stderr)
 	}
 }
+
+// TestBackupRemovesTheCopyOfAKilledBackup: `backup --out FILE` stages its
+// copy beside FILE; one killed (a nightly job stopped past its time, a
+// second Ctrl-C) left it there, as large as the data file, hidden among
+// the backups for good, one more each time. The next backup there removes
+// it, saying so, and leaves the copy of a backup still running.
+func TestBackupRemovesTheCopyOfAKilledBackup(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	backups := t.TempDir()
+	stage := func() string {
+		f, err := os.CreateTemp(backups, stagedBackup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+		return f.Name()
+	}
+	killed, running := stage(), stage()
+	held, err := holdStaged(running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	out := filepath.Join(backups, "nightly.db")
+	code, stdout, stderr := cli(t, "backup", "--out", out, "--config", cfg)
+	if code != exitOK {
+		t.Fatalf("backup: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if left := stagedCopies(t, backups); len(left) != 1 || left[filepath.Base(running)] == 0 {
+		t.Errorf("after the backup %s holds the copies %v, want only the running backup's %s", backups, left, filepath.Base(running))
+	}
+	if !strings.Contains(stderr, "removed "+killed) {
+		t.Errorf("the backup does not say it removed %s: %q", killed, stderr)
+	}
+	if err := relay.CheckCopy(out); err != nil {
+		t.Errorf("the backup beside them: %v", err)
+	}
+}

@@ -105,13 +105,7 @@ func compactDataFile(target string, keep bool, stderr io.Writer) (before, after 
 	defer func() { _ = db.Close() }()
 	// A copy a compact killed left (the relay's start removes them too)
 	// would take the room this one needs.
-	removeStaleCopies(target, func(name string, size int64, err error) {
-		if err != nil {
-			fmt.Fprintf(stderr, "could not remove %s (%s), a copy a restore, compact or backup cut short left: %v\n", name, sizeMiB(size), err)
-			return
-		}
-		fmt.Fprintf(stderr, "removed %s (%s), a copy a restore, compact or backup cut short left\n", name, sizeMiB(size))
-	})
+	removeStaleCopies(target, tellStaleCopy(stderr))
 	if err := relay.CheckCopy(target); err != nil {
 		return 0, 0, "", fmt.Errorf("%s is not a data file this relay can compact (nothing was changed): %w", target, err)
 	}

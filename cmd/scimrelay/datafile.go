@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -233,8 +234,13 @@ func holdStaged(path string) (*os.File, error) {
 // the lock being shared) compact still running holds its copy's lock
 // (holdStaged), and its copy stays.
 func removeStaleCopies(path string, report func(name string, size int64, err error)) {
-	dir := filepath.Dir(linkTarget(path))
-	for _, pattern := range []string{stagedRestore, stagedCompact, stagedBackup} {
+	removeStale(filepath.Dir(linkTarget(path)), []string{stagedRestore, stagedCompact, stagedBackup}, report)
+}
+
+// removeStale removes the copies in dir named by patterns that no running
+// command holds (holdStaged), telling report of each.
+func removeStale(dir string, patterns []string, report func(name string, size int64, err error)) {
+	for _, pattern := range patterns {
 		names, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, name := range names {
 			f, err := os.Open(name)
@@ -250,6 +256,17 @@ func removeStaleCopies(path string, report func(name string, size int64, err err
 			_ = f.Close()
 			report(name, fi.Size(), err)
 		}
+	}
+}
+
+// tellStaleCopy is removeStale's report to a command's stderr.
+func tellStaleCopy(stderr io.Writer) func(name string, size int64, err error) {
+	return func(name string, size int64, err error) {
+		if err != nil {
+			fmt.Fprintf(stderr, "could not remove %s (%s), a copy a restore, compact or backup cut short left: %v\n", name, sizeMiB(size), err)
+			return
+		}
+		fmt.Fprintf(stderr, "removed %s (%s), a copy a restore, compact or backup cut short left\n", name, sizeMiB(size))
 	}
 }
 
