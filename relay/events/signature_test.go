@@ -360,47 +360,67 @@ func keepSigningKey(t *testing.T, js jetstream.JetStream, key string, out *event
 	return stop, ended
 }
 
-// TestRunningFrontEndTurnsAtomicBatchesBackOn: a front end of an earlier
-// release writes the stream's configuration without atomic batches as it
-// starts; a running front end writes the setting back at its next check
-// (before, its events went one at a time until it started again), said
-// once at Warn, changing nothing else.
-func TestRunningFrontEndTurnsAtomicBatchesBackOn(t *testing.T) {
-	ctx := context.Background()
-	ns := eventstest.RunServer(t)
-	_, js := eventstest.Connect(t, ns.ClientURL())
-	mine := newSigner(t).PublicKey()
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
-	if !cfg.AllowAtomicPublish {
-		t.Fatal("the stream a front end made does not take atomic batches")
-	}
-	cfg.AllowAtomicPublish, cfg.MaxAge = false, 72*time.Hour // as the earlier release writes it, and a setting of its own
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	var out eventstest.Log
-	stop, done := keepSigningKey(t, js, mine, &out)
-	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		st, err := js.Stream(ctx, events.StreamName)
-		if err != nil {
-			return err
-		}
-		if got := st.CachedInfo().Config; !got.AllowAtomicPublish || got.MaxAge != 72*time.Hour || got.Metadata["scimrelay_signing_keys"] != mine {
-			return fmt.Errorf("atomic batches %v, max age %s, keys %q: want the setting back and the rest as it was", got.AllowAtomicPublish, got.MaxAge, got.Metadata["scimrelay_signing_keys"])
-		}
-		return nil
-	})
-	stop()
-	<-done
-	if n := strings.Count(out.String(), "does not take atomic batches"); n != 1 {
-		t.Errorf("said %d times, want once:\n%s", n, out.String())
+// TestRunningFrontEndWritesBackWhatAnEarlierReleaseLeftOut: a front end
+// of an earlier release writes the stream's configuration as it starts
+// without atomic batches (the release before the last) or without the
+// bound on consumers (the last; nats-server then holds the stream to
+// 1,000); a running front end writes each back at its next check, said
+// once at Warn, changing nothing else. Before, its events went one at a
+// time, or the stream stayed at 1,000 consumers, until it started again.
+func TestRunningFrontEndWritesBackWhatAnEarlierReleaseLeftOut(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		leave   func(*jetstream.StreamConfig)
+		back    func(jetstream.StreamConfig) bool
+		warning string
+	}{
+		{"atomic batches", func(c *jetstream.StreamConfig) { c.AllowAtomicPublish = false },
+			func(c jetstream.StreamConfig) bool { return c.AllowAtomicPublish }, "does not take atomic batches"},
+		{"consumer bound", func(c *jetstream.StreamConfig) { c.MaxConsumers = 0 },
+			func(c jetstream.StreamConfig) bool { return c.MaxConsumers >= 100_000 }, "did not bound its consumers"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := eventstest.RunServer(t)
+			_, js := eventstest.Connect(t, ns.ClientURL())
+			mine := newSigner(t).PublicKey()
+			if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
+				t.Fatal(err)
+			}
+			st, err := js.Stream(ctx, events.StreamName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			if !c.back(cfg) {
+				t.Fatalf("the stream a front end made lacks its %s", c.name)
+			}
+			c.leave(&cfg)
+			cfg.MaxAge = 72 * time.Hour // a setting of its own
+			if _, err := js.UpdateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			var out eventstest.Log
+			stop, done := keepSigningKey(t, js, mine, &out)
+			eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				st, err := js.Stream(ctx, events.StreamName)
+				if err != nil {
+					return err
+				}
+				if got := st.CachedInfo().Config; !c.back(got) || got.MaxAge != 72*time.Hour || got.Metadata["scimrelay_signing_keys"] != mine {
+					return fmt.Errorf("%s back: %v, max age %s, keys %q: want it back and the rest as it was", c.name, c.back(got), got.MaxAge, got.Metadata["scimrelay_signing_keys"])
+				}
+				if !strings.Contains(out.String(), c.warning) { // said once written (the bound) or as it is written
+					return fmt.Errorf("not said yet:\n%s", out.String())
+				}
+				return nil
+			})
+			stop()
+			<-done
+			if n := strings.Count(out.String(), c.warning); n != 1 {
+				t.Errorf("said %d times, want once:\n%s", n, out.String())
+			}
+		})
 	}
 }
 
@@ -608,5 +628,49 @@ func TestTrustOnItsOwnInboxPrefix(t *testing.T) {
 	case err := <-refused:
 		t.Errorf("the reader was refused: %v", err)
 	default:
+	}
+}
+
+// TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey: on an
+// account that refuses the stream's bound, the running front end still
+// writes its signing key back, and stops asking for the bound.
+func TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey(t *testing.T) {
+	ctx := context.Background()
+	ns := eventstest.RunServer(t)
+	if err := ns.GlobalAccount().UpdateJetStreamLimits(map[string]server.JetStreamAccountLimits{
+		"": {MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: 1000},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, js := eventstest.Connect(t, ns.ClientURL())
+	mine, other := newSigner(t).PublicKey(), newSigner(t).PublicKey()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	var out eventstest.Log
+	stop, done := keepSigningKey(t, js, mine, &out)
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Metadata = map[string]string{"scimrelay_signing_keys": other}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return err
+		}
+		if keys := st.CachedInfo().Config.Metadata["scimrelay_signing_keys"]; !strings.Contains(keys, mine) {
+			return fmt.Errorf("keys %q: want %s written back", keys, mine)
+		}
+		return nil
+	})
+	stop()
+	<-done
+	if strings.Contains(out.String(), "checking that the event stream names this front end's signing key failed") {
+		t.Errorf("the check failed:\n%s", out.String())
 	}
 }

@@ -185,11 +185,15 @@ func ensureSigningKey(ctx context.Context, js jetstream.JetStream, cfg jetstream
 // way, the setting that takes atomic batches (AllowAtomicPublish, which
 // the publisher sends its windows in), which a front end of an earlier
 // release turns off as it starts: without it every front end publishes
-// one event at a time.
+// one event at a time. It writes back too the stream's bound on consumers
+// (maxConsumers), which a front end of the previous release leaves out as
+// it starts (nats-server then holds the stream to 1,000), unless the
+// account refused the bound once (its own limit holds, as in EnsureStream).
 func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key func() string, interval time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	failing := false
+	accountLimited := false // the account refused the stream's bound on consumers
 	for {
 		select {
 		case <-ctx.Done():
@@ -212,10 +216,26 @@ func KeepSigningKey(ctx context.Context, js jetstream.JetStream, key func() stri
 		if err == nil && !info.Config.AllowAtomicPublish {
 			log.Warn("the event stream's configuration does not take atomic batches (a front end of an earlier release wrote it as it started): writing the setting back; meanwhile the front end publishes its events one at a time")
 		}
-		if err == nil && (!named || !info.Config.AllowAtomicPublish) {
+		// The bound on consumers, which a front end of the previous
+		// release writes the stream without as it starts (nats-server then
+		// holds it to 1,000), unless the account refused it (its own limit
+		// holds: EnsureStream).
+		unbound := err == nil && info.Config.MaxConsumers <= 0 && !accountLimited
+		if err == nil && (!named || !info.Config.AllowAtomicPublish || unbound) {
 			cfg := info.Config
 			cfg.AllowAtomicPublish = true
+			if unbound {
+				cfg.MaxConsumers = maxConsumers
+			}
 			_, err = ensureSigningKey(ctx, js, cfg, key, log)
+			switch {
+			case unbound && errors.Is(err, jetstream.ErrMaximumConsumersLimit):
+				accountLimited = true
+				cfg.MaxConsumers = info.Config.MaxConsumers
+				_, err = ensureSigningKey(ctx, js, cfg, key, log)
+			case unbound && err == nil:
+				log.Warn("the event stream's configuration did not bound its consumers (a front end of an earlier release wrote it as it started, and nats-server held it to 1,000): wrote the bound back", "max_consumers", maxConsumers)
+			}
 		}
 		switch {
 		case ctx.Err() != nil:
