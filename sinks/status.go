@@ -138,8 +138,9 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 
 // RedactURL is a sink's URL as the admin API, logs and errors show it
 // (and public_url as a problem with it shows it):
-// its user information (a username alone is often a token) and query
-// values are "redacted", its path is kept only to its first segment, the
+// its user information (a username alone is often a token, and so is
+// what is before an "@" in a URL written without its scheme), query values
+// and a query part without "=" are "redacted", its path is kept only to its first segment, the
 // rest shown as "/…" (Slack, Discord, Teams and Zapier put the webhook's
 // token in the path: /services/T/B/<token>, /api/webhooks/<id>/<token>),
 // and the fragment is dropped.
@@ -157,11 +158,28 @@ func RedactURL(raw string) string {
 	u.Fragment, u.RawFragment = "", ""
 	query := ""
 	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			q[k] = []string{"redacted"}
+		// Keys kept, each value "redacted"; a part without "=" may be the
+		// whole token (https://host/hook?TOKEN): "redacted" too.
+		q, bare := url.Values{}, false
+		for _, part := range strings.Split(u.RawQuery, "&") {
+			k, _, hasValue := strings.Cut(part, "=")
+			k, err := url.QueryUnescape(k)
+			switch {
+			case part == "":
+			case !hasValue || err != nil:
+				bare = true
+			default:
+				q.Set(k, "redacted")
+			}
 		}
-		query = "?" + q.Encode()
+		shown := []string{}
+		if len(q) > 0 {
+			shown = append(shown, q.Encode())
+		}
+		if bare {
+			shown = append(shown, "redacted")
+		}
+		query = "?" + strings.Join(shown, "&")
 		u.RawQuery, u.ForceQuery = "", false
 	}
 	// The first segment as written (escaped: an escaped "/" stays in it).
@@ -173,6 +191,11 @@ func RedactURL(raw string) string {
 		}
 		first, rest, found := strings.Cut(p, "/")
 		more = rest != ""
+		if at := strings.LastIndex(first, "@"); at >= 0 && u.Host == "" {
+			// Written without its scheme (TOKEN@host/path): url.Parse
+			// takes the user information for the path's first segment.
+			first = "redacted" + first[at:]
+		}
 		u.RawPath = lead + first
 		if found && !more {
 			u.RawPath += "/"

@@ -43,6 +43,13 @@ func TestRedactURL(t *testing.T) {
 		"/moved/SECRET":      "/moved/…",
 		"moved/SECRET":       "moved/…",
 		"mailto:SECRET@x.io": "mailto:…",
+		// A token as the whole query, or a part of it without "=".
+		"https://fn.example.net/scim?SECRET":       "https://fn.example.net/scim?redacted",
+		"https://fn.example.net/scim?a=1&SECRET&b": "https://fn.example.net/scim?a=redacted&redacted",
+		// Written without its scheme: the user information is read as the
+		// path's first segment.
+		"SECRET@crm.example.com/hook": "redacted@crm.example.com/…",
+		"SECRET@crm.example.com":      "redacted@crm.example.com",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

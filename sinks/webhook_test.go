@@ -612,6 +612,7 @@ func TestDeliveryErrorsShowNoCredentials(t *testing.T) {
 		{"/hook?code=abc123secret", "/hook?code=redacted"},
 		{"/services/T000/B000/XXXXabc123secretXXXX", "/services/…"},
 		{"/api/webhooks/123/abc123secretToken", "/api/…"},
+		{"/hook?abc123secretToken", "/hook?redacted"}, // the whole query a token
 	} {
 		u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + tt.path
 		res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))

@@ -25,6 +25,9 @@ func TestCheck(t *testing.T) {
 		{"embedded client CA alone", Options{Listen: "127.0.0.1:4222", TLS: TLS{CAFile: "ca"}}, "nats.tls.ca_file: verifies subscribers' client certificates"},
 		{"url", Options{URL: "nats://a:4222,b"}, `nats.url: "b" is not a URL`},
 		{"url credentials stay out of messages", Options{URL: "nats://u:secret@a:4222,x"}, `nats.url: "x"`},
+		// Without the scheme, url.Parse reads no user information.
+		{"url without its scheme, user and password", Options{URL: "relay:secret@nats-1:4222"}, `nats.url: "redacted@nats-1:4222"`},
+		{"url without its scheme, token", Options{URL: "nats://a:4222, secret@nats-1"}, `nats.url: "redacted@nats-1"`},
 		{"scheme", Options{URL: "http://a:4222"}, `nats.url: scheme "http"`},
 		{"cert without key", Options{URL: "tls://a:4222", TLS: TLS{CertFile: "c"}}, "nats.tls: cert_file and key_file go together"},
 		{"password without user", Options{URL: "nats://a:4222", Password: "p"}, "nats.password: needs nats.user"},

@@ -292,3 +292,52 @@ func TestEmbeddedListenerBeyondLoopbackWithoutTLSWarns(t *testing.T) {
 		}
 	}
 }
+
+// TestReconnectLogShowsNoCredentialOfTheURL: README says the relay redacts
+// a URL's user information wherever it shows one, "a literal password or
+// lone user (a NATS token) before @". nats.url may carry the token as a
+// lone user (nats://TOKEN@host:4222, which nats.go sends as the token):
+// the "reconnected to NATS" line at Info must not show it, nor the
+// password of nats://user:password@host.
+func TestReconnectLogShowsNoCredentialOfTheURL(t *testing.T) {
+	const (
+		token    = "natsTok3nS3cret0123456789"
+		password = "natsPassw0rdS3cret0123"
+	)
+	for name, tt := range map[string]struct {
+		edit     func(*server.Options)
+		userinfo string
+	}{
+		"token as lone user": {func(o *server.Options) { o.Authorization = token }, token},
+		"user and password":  {func(o *server.Options) { o.Users = []*server.User{{Username: "relay", Password: password}} }, "relay:" + password},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir, port := t.TempDir(), eventstest.FreePort(t)
+			s := eventstest.RunServerWith(t, dir, port, tt.edit)
+			var buf eventstest.Log
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			url := fmt.Sprintf("nats://%s@127.0.0.1:%d", tt.userinfo, port)
+			nc, err := natsbus.Connect(natsbus.Options{URL: url}, nil, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			// The server restarts, as on an upgrade: the relay reconnects.
+			s.Shutdown()
+			s.WaitForShutdown()
+			eventstest.RunServerWith(t, dir, port, tt.edit)
+			eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+				if !strings.Contains(buf.String(), "reconnected to NATS") {
+					return fmt.Errorf("no reconnection logged yet:\n%s", buf.String())
+				}
+				return nil
+			})
+			out := buf.String()
+			for _, secret := range []string{token, password} {
+				if strings.Contains(out, secret) {
+					t.Errorf("the Info log shows the credential %q of nats.url:\n%s", secret, out)
+				}
+			}
+		})
+	}
+}

@@ -100,7 +100,9 @@ func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			// Not ConnectedUrlRedacted: url.Redacted hides a password
+			// only, and a lone user is a token (nats://TOKEN@host).
+			log.Info("reconnected to NATS", "server", redactURL(nc.ConnectedUrl()))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
@@ -194,6 +196,12 @@ func redactURL(urls string) string {
 		case u.User != nil:
 			u.User = url.User("redacted")
 			parts[i] = u.String()
+		case strings.Contains(p, "@"):
+			// Without its scheme (user:password@host, TOKEN@host) url.Parse
+			// takes what is before the @ for a scheme or a path, not
+			// user information: not shown either.
+			q := strings.TrimSpace(p)
+			parts[i] = "redacted@" + q[strings.LastIndex(q, "@")+1:]
 		}
 	}
 	return strings.Join(parts, ",")
