@@ -30,12 +30,32 @@ type authenticator struct {
 	conns map[string]map[uint64]bool  // public nkey → ids of its connections
 	// cooling are keys refused until a time (coolDown), public nkey → it.
 	cooling map[string]time.Time
+	// internal are the keys of the relay's own in-process connections
+	// into the subscribers' accounts (its passers, requests.go), each
+	// generated in memory for one passer, never written anywhere, public
+	// nkey → its account and permissions.
+	internal map[string]*server.NkeyUser
 }
 
 var _ server.Authentication = (*authenticator)(nil)
 
 func newAuthenticator(relay string) *authenticator {
-	return &authenticator{relay: relay, users: map[string]*server.NkeyUser{}, conns: map[string]map[uint64]bool{}, cooling: map[string]time.Time{}}
+	return &authenticator{relay: relay, users: map[string]*server.NkeyUser{}, conns: map[string]map[uint64]bool{}, cooling: map[string]time.Time{}, internal: map[string]*server.NkeyUser{}}
+}
+
+// addInternal admits u, one of the relay's own keys, in-process only,
+// into its account with its permissions, until removeInternal.
+func (a *authenticator) addInternal(u *server.NkeyUser) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.internal[u.Nkey] = u
+}
+
+// removeInternal stops admitting the relay's key pub.
+func (a *authenticator) removeInternal(pub string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.internal, pub)
 }
 
 // MaxSubscriberConns is how many connections one subscriber key may hold
@@ -61,13 +81,16 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	inProcess := c.RemoteAddress() != nil && c.RemoteAddress().Network() == "pipe"
 	a.mu.Lock()
 	user, known := a.users[o.Nkey]
+	own, internal := a.internal[o.Nkey]
 	a.mu.Unlock()
 	relay := o.Nkey == a.relay
 	switch {
-	case relay && !inProcess:
-		return false // the relay's key is only ever used in-process
+	case (relay || internal) && !inProcess:
+		return false // the relay's keys are only ever used in-process
 	case relay:
 		user = &server.NkeyUser{Nkey: a.relay}
+	case internal:
+		user = own
 	case !known || inProcess:
 		return false
 	}
@@ -77,6 +100,11 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	reg, ok := c.(nkeyRegistrar)
 	if !ok || reg.RegisterNkeyUser(user) != nil {
 		return false
+	}
+	if internal {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.internal[o.Nkey] == own // not removed meanwhile
 	}
 	if !relay {
 		a.mu.Lock()
@@ -188,5 +216,5 @@ func (a *authenticator) coolDown(key string, until time.Time) []uint64 {
 // sameUser reports whether two users of a key put a client in the same
 // account with the same permissions.
 func sameUser(a, b *server.NkeyUser) bool {
-	return a.Account == b.Account && reflect.DeepEqual(a.Permissions, b.Permissions)
+	return a == b || a.Account == b.Account && reflect.DeepEqual(a.Permissions, b.Permissions)
 }

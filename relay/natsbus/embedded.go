@@ -38,6 +38,8 @@ type Embedded struct {
 	js    jetstream.JetStream // on own
 	log   *slog.Logger
 	opts  server.Options // as started
+	// passOn is the passers' connection in the relay's account (requests.go).
+	passOn *passOn
 
 	mu       sync.Mutex                 // serialises SetSubscribers
 	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
@@ -51,6 +53,8 @@ type Embedded struct {
 	passers   map[string]*passer // each subscriber's requests by its name, under mu
 	apiSlot   chan struct{}      // one subscriber API request in JetStream at a time (requests.go)
 	rates     passRates          // what the passers started next pass on a second, under mu
+	// users are the nkey users usersOf last returned, by subscriber, under mu.
+	users map[Subscriber]*server.NkeyUser
 }
 
 // StartEmbedded starts an in-process nats-server with JetStream storing
@@ -183,10 +187,16 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		s.Shutdown()
 		return nil, fmt.Errorf("opening JetStream on embedded NATS: %w", err)
 	}
+	if e.passOn, err = e.connectPassOn(); err != nil {
+		e.own.Close()
+		s.Shutdown()
+		return nil, err
+	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there. One whose consumer cannot be
 	// made is refused (SetSubscribers logs it), not the relay.
 	if err := e.SetSubscribers(subscribers); err != nil && !OnlyOthersNotAdmitted(err, "") {
+		e.passOn.close()
 		e.own.Close()
 		s.Shutdown()
 		return nil, err
@@ -293,7 +303,7 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 			delete(users, sub.PublicKey)
 			continue
 		}
-		p, err := e.startPasser(sub)
+		p, err := e.startPasser(sub, users[sub.PublicKey].Account)
 		if err != nil {
 			return err
 		}
@@ -306,19 +316,38 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 }
 
 // usersOf returns the nkey users of subscribers, each in its account.
-// e.mu is held.
+// A subscriber given last time as it is now keeps its user, which the
+// authenticator then knows unchanged without comparing its permissions:
+// every change of subscribers gives them all, and comparing each one's
+// took most of adding the 2,001st. e.mu is held.
 func (e *Embedded) usersOf(subscribers []Subscriber) (map[string]*server.NkeyUser, error) {
-	users, err := subscriberUsers(e.auth.relay, subscribers)
-	if err != nil {
-		return nil, err
-	}
+	users := make(map[string]*server.NkeyUser, len(subscribers))
 	for _, sub := range subscribers {
-		acc, err := e.subscriberAccount(sub)
-		if err != nil {
-			return nil, err
+		u := e.users[sub]
+		if u == nil {
+			if err := sub.Check(); err != nil {
+				return nil, err
+			}
+			u = &server.NkeyUser{Nkey: sub.PublicKey, Permissions: SubscriberPermissions(sub)}
 		}
-		users[sub.PublicKey].Account = acc
+		if sub.PublicKey == e.auth.relay || users[sub.PublicKey] != nil {
+			return nil, fmt.Errorf("subscriber %s: its public key is already in use", sub.Name)
+		}
+		users[sub.PublicKey] = u
 	}
+	known := make(map[Subscriber]*server.NkeyUser, len(subscribers))
+	for _, sub := range subscribers {
+		u := users[sub.PublicKey]
+		if u.Account == nil {
+			acc, err := e.subscriberAccount(sub)
+			if err != nil {
+				return nil, err
+			}
+			u.Account = acc
+		}
+		known[sub] = u
+	}
+	e.users = known
 	return users, nil
 }
 
@@ -362,6 +391,7 @@ func (e *Embedded) Shutdown() {
 		p.close()
 	}
 	e.mu.Unlock()
+	e.passOn.close()
 	e.own.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()

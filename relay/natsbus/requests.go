@@ -5,22 +5,28 @@ package natsbus
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/time/rate"
 )
 
-// A subscriber's JetStream requests reach the relay's account through a
-// stream import of its account's subjects, under requestPrefix, and the
-// relay passes them on to JetStream itself, at a bounded rate, with the
-// subscriber's reply, or answers them (consumer creations: answerCreate).
-// The answers, and the messages a pull is given, come back through the
-// relay account's stream export of the subscriber's inbox, which the
-// subscriber's account imports. Nothing in between is kept per request.
+// A subscriber's JetStream requests reach the relay in the subscriber's
+// own account, where the relay's passer of that subscriber takes them on
+// a connection of its own, subscribed there, and passes on those to the
+// subjects of subscriberAPI only; it passes them on to JetStream in the
+// relay's account, at a bounded rate, with the subscriber's reply, on the
+// passers' one connection there (passOn), or answers them (consumer
+// creations: answerCreate). The answers, and the messages a pull is
+// given, come back through the relay account's stream export of the
+// subscriber's inbox, which the subscriber's account imports. Nothing in
+// between is kept per request.
 //
 // Why not service imports: each request with a reply through a service
 // import leaves a route in the relay's account until it is answered, which
@@ -34,6 +40,9 @@ import (
 // subscriber gets SubscriberRequestsPerSecond of them passed a second
 // (and SubscriberAcksPerSecond acknowledgements), beyond which they wait
 // in its own queue and, past that queue, are dropped.
+//
+// Why not stream imports of the subscriber's subjects into the relay's
+// account, passed on from there: accounts.go.
 
 const (
 	// SubscriberRequestsPerSecond is how many JetStream requests of one
@@ -63,9 +72,50 @@ const (
 // lower ones, which any machine outruns).
 type passRates struct{ requests, acks int }
 
-// requestPrefix is where the requests of a subscriber's account arrive in
-// the relay's account, followed by the subject they were sent to.
-func requestPrefix(account string) string { return "$SCIMRELAY.FROM." + account }
+// passOn is the passers' one connection in the relay's account, on which
+// they pass the subscribers' requests on to JetStream, each at its
+// subscriber's rates. Its connCtx ends when it drops: an answer due on a
+// connection the server cut never comes.
+type passOn struct {
+	conn *nats.Conn
+
+	mu       sync.Mutex
+	connCtx  context.Context    // ends when the connection drops, under mu
+	connDone context.CancelFunc // ends connCtx, under mu
+}
+
+// connectPassOn connects the passers' connection in the relay's account.
+func (e *Embedded) connectPassOn() (*passOn, error) {
+	own, err := e.connectOptions()
+	if err != nil {
+		return nil, err
+	}
+	po := &passOn{}
+	po.connCtx, po.connDone = context.WithCancel(context.Background())
+	onDisconnect := nats.DisconnectErrHandler(func(*nats.Conn, error) {
+		po.mu.Lock()
+		po.connDone()
+		po.connCtx, po.connDone = context.WithCancel(context.Background())
+		po.mu.Unlock()
+	})
+	if po.conn, err = nats.Connect("", append(own, nats.Name("scimrelay subscribers' requests"), onDisconnect, nats.MaxReconnects(-1))...); err != nil {
+		return nil, fmt.Errorf("connecting for the subscribers' requests: %w", err)
+	}
+	return po, nil
+}
+
+// close closes the passers' connection.
+func (po *passOn) close() {
+	po.conn.Close()
+	po.mu.Lock()
+	po.connDone()
+	po.mu.Unlock()
+}
+
+// passerSubscriptions is how many subscriptions a passer holds in its
+// subscriber's account, which the subscriber's own count leaves out
+// (subscriptions.go).
+const passerSubscriptions = 2
 
 // passer passes one subscriber's requests on to JetStream, on a connection
 // of its own: a flood that the connection cannot take cuts it off, and not
@@ -74,32 +124,44 @@ type passer struct {
 	sub     Subscriber // as configured when it started
 	account string     // the subscriber's account, whose requests it takes
 	inbox   string     // the subscriber's inbox prefix, with its final "."
-	conn    *nats.Conn
+	api     []string   // subscriberAPI(sub): the subjects it passes on
+	conn    *nats.Conn // in the subscriber's account: its requests, and answers to them
+	out     *passOn    // in the relay's account: requests passed on
 	stop    context.CancelFunc
 	ctx     context.Context
 	apiSlot chan struct{} // the subscribers' one place in JetStream's API queue
+	key     nkeys.KeyPair // its own, in the subscriber's account
+	forget  func()        // stops admitting key
 
-	mu       sync.Mutex
-	connCtx  context.Context    // ends when the connection drops, under mu
-	connDone context.CancelFunc // ends connCtx, under mu
-	dropped  atomic.Bool        // a drop was logged in the last minute
+	dropped atomic.Bool // a drop was logged in the last minute
 }
 
-// startPasser connects and subscribes for the requests of s, consumer
-// creations included, in its account as it is now. A subscriber that
-// changes (its key, its subjects) gets a new passer: what it queued
-// before is dropped with the old one. e.mu is held.
-func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
-	ctx, stop := context.WithCancel(context.Background())
-	rates := e.rates
-	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", ctx: ctx, stop: stop, apiSlot: e.apiSlot}
-	requests := rate.NewLimiter(rate.Limit(rates.requests), rates.requests)
-	acks := rate.NewLimiter(rate.Limit(rates.acks), rates.acks)
-	own, err := e.connectOptions()
+// startPasser connects into the account of s, acc, and subscribes for
+// its requests, consumer creations included. It connects with a key of
+// its own, generated in memory and admitted in-process only, allowed to
+// take the subscriber's JetStream requests and to answer into its inbox,
+// nothing else. A subscriber that changes (its key, its subjects) gets a
+// new passer: what it queued before is dropped with the old one. e.mu is
+// held.
+func (e *Embedded) startPasser(s Subscriber, acc *server.Account) (*passer, error) {
+	key, err := nkeys.CreateUser()
 	if err != nil {
-		stop()
+		return nil, fmt.Errorf("generating the NATS credential for the requests of subscriber %s: %w", s.Name, err)
+	}
+	pub, err := key.PublicKey()
+	if err != nil {
 		return nil, err
 	}
+	e.auth.addInternal(&server.NkeyUser{Nkey: pub, Account: acc, Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{InboxPrefix(s.Name) + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{jsAPI + ">", "$JS.ACK.>"}},
+	}})
+	ctx, stop := context.WithCancel(context.Background())
+	rates := e.rates
+	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", api: subscriberAPI(s), out: e.passOn,
+		ctx: ctx, stop: stop, apiSlot: e.apiSlot, key: key, forget: func() { e.auth.removeInternal(pub) }}
+	requests := rate.NewLimiter(rate.Limit(rates.requests), rates.requests)
+	acks := rate.NewLimiter(rate.Limit(rates.acks), rates.acks)
 	log := e.log.With("subscriber", s.Name)
 	onError := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if !p.dropped.Swap(true) {
@@ -109,27 +171,19 @@ func (e *Embedded) startPasser(s Subscriber) (*passer, error) {
 		}
 	})
 	// A flood the connection cannot take makes the server cut it; it
-	// comes back, for as long as the subscriber is configured. The
-	// answers of requests in flight are lost with it: they stop waiting.
-	p.connCtx, p.connDone = context.WithCancel(ctx)
-	onDisconnect := nats.DisconnectErrHandler(func(*nats.Conn, error) {
-		p.mu.Lock()
-		p.connDone()
-		p.connCtx, p.connDone = context.WithCancel(ctx)
-		p.mu.Unlock()
-	})
-	if p.conn, err = nats.Connect("", append(own, nats.Name("scimrelay requests of subscriber "+s.Name), onError, onDisconnect, nats.MaxReconnects(-1))...); err != nil {
-		stop()
+	// comes back, for as long as the subscriber is configured.
+	if p.conn, err = nats.Connect("", nats.InProcessServer(e.srv), nats.Nkey(pub, key.Sign),
+		nats.Name("scimrelay requests of subscriber "+s.Name), onError, nats.MaxReconnects(-1)); err != nil {
+		p.close()
 		return nil, fmt.Errorf("connecting for the requests of subscriber %s: %w", s.Name, err)
 	}
-	prefix := requestPrefix(p.account) + "."
 	for _, q := range []struct {
 		subject       string
 		handle        nats.MsgHandler
 		queue, octets int
-	}{
-		{prefix + jsAPI + ">", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, requests) }, requestQueue, 1 << 20},
-		{prefix + "$JS.ACK.>", func(m *nats.Msg) { p.pass(strings.TrimPrefix(m.Subject, prefix), m, acks) }, ackQueue, 1 << 20},
+	}{ // passerSubscriptions of them
+		{jsAPI + ">", func(m *nats.Msg) { p.pass(m.Subject, m, requests) }, requestQueue, 1 << 20},
+		{"$JS.ACK.>", func(m *nats.Msg) { p.pass(m.Subject, m, acks) }, ackQueue, 1 << 20},
 	} {
 		sub, err := p.conn.Subscribe(q.subject, q.handle)
 		if err == nil {
@@ -156,6 +210,11 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 	if len(m.Reply) > maxReply || m.Reply != "" && !strings.HasPrefix(m.Reply, p.inbox) {
 		return
 	}
+	// Only the subjects of subscriberAPI, which its permissions allow,
+	// should they ever allow more.
+	if !slices.ContainsFunc(p.api, func(allowed string) bool { return server.SubjectMatchesFilter(subject, allowed) }) {
+		return
+	}
 	if lim.Wait(p.ctx) != nil {
 		return // the subscriber is gone
 	}
@@ -180,7 +239,7 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 	case answeredInPlace(subject):
 		// The subscriber's headers stay behind: JetStream's requests
 		// need none, and it reads some as the server's own.
-		_ = p.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: body})
+		_ = p.out.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Data: body})
 	case m.Reply != "":
 		// The server answers JetStream's API through its own account,
 		// and does not pass such an answer on through a stream export:
@@ -205,19 +264,21 @@ func (p *passer) ask(ctx context.Context, subject string, body []byte) (*nats.Ms
 	return p.request(subject, body)
 }
 
-// request asks JetStream on the passer's connection and waits for the
+// request asks JetStream on the passers' connection and waits for the
 // answer at most apiTimeout, and no longer than the connection lasts: an
 // answer due on a connection the server cut never comes, and the
 // subscribers' one place in the API queue must not wait for it (a cut
 // passer held it a minute, and every other subscriber's API requests
 // failed meanwhile).
 func (p *passer) request(subject string, body []byte) (*nats.Msg, error) {
-	p.mu.Lock()
-	conn := p.connCtx
-	p.mu.Unlock()
+	p.out.mu.Lock()
+	conn := p.out.connCtx
+	p.out.mu.Unlock()
 	ctx, cancel := context.WithTimeout(conn, apiTimeout)
 	defer cancel()
-	return p.conn.RequestWithContext(ctx, subject, body)
+	stop := context.AfterFunc(p.ctx, cancel) // the subscriber is gone
+	defer stop()
+	return p.out.conn.RequestWithContext(ctx, subject, body)
 }
 
 // apiTimeout is how long the relay waits for JetStream to answer a
@@ -244,4 +305,5 @@ func (p *passer) close() {
 	if p.conn != nil {
 		p.conn.Close()
 	}
+	p.forget()
 }

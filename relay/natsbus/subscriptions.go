@@ -58,7 +58,7 @@ func (e *Embedded) checkSubscriptions() {
 		if acc == nil {
 			continue
 		}
-		if n := acc.TotalSubs() - e.internalSubs[p.account]; n > MaxSubscriberSubscriptions {
+		if n := acc.TotalSubs() - e.internalSubs[p.account] - passerSubscriptions; n > MaxSubscriberSubscriptions {
 			found = append(found, over{p.sub, n})
 		}
 	}
