@@ -153,6 +153,11 @@ func RedactURL(raw string) string {
 		u.User = url.User("redacted")
 	}
 	if u.Opaque != "" { // "scheme:rest", no host: the rest may be anything
+		if strings.HasPrefix(u.Opaque, "@") {
+			// TOKEN:@host written without its scheme: the "scheme" is
+			// the user information.
+			u.Scheme = "redacted"
+		}
 		u.Opaque = "…"
 	}
 	u.Fragment, u.RawFragment = "", ""
@@ -162,11 +167,14 @@ func RedactURL(raw string) string {
 		// whole token (https://host/hook?TOKEN): "redacted" too.
 		q, bare := url.Values{}, false
 		for _, part := range strings.Split(u.RawQuery, "&") {
-			k, _, hasValue := strings.Cut(part, "=")
+			k, v, hasValue := strings.Cut(part, "=")
 			k, err := url.QueryUnescape(k)
 			switch {
 			case part == "":
-			case !hasValue || err != nil:
+			// A value of "=" alone, or none, is a token's base64 padding
+			// as likely as a key's; a key with ";" (which Go's query
+			// parser drops whole) may hold a token before it.
+			case !hasValue || err != nil || strings.Trim(v, "=") == "" || strings.Contains(k, ";"):
 				bare = true
 			default:
 				q.Set(k, "redacted")

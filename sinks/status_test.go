@@ -50,6 +50,14 @@ func TestRedactURL(t *testing.T) {
 		// path's first segment.
 		"SECRET@crm.example.com/hook": "redacted@crm.example.com/…",
 		"SECRET@crm.example.com":      "redacted@crm.example.com",
+		// A part with ";" (which Go's own query parser drops whole) and a
+		// token whose base64 padding reads as "=" are not keys to show.
+		"https://fn.example.net/scim?SECRET;v=2":           "https://fn.example.net/scim?redacted",
+		"https://fn.example.net/scim?a=1&SECRET;v=2":       "https://fn.example.net/scim?a=redacted&redacted",
+		"https://fn.example.net/scim?U0VDUkVUc2VjcmV0VA==": "https://fn.example.net/scim?redacted",
+		"https://fn.example.net/scim?SECRET=":              "https://fn.example.net/scim?redacted",
+		// Without its scheme, user:password@ reads as a scheme.
+		"SECRETTOKEN:@crm.example.com/hook": "redacted:…",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

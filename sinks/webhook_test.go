@@ -612,7 +612,9 @@ func TestDeliveryErrorsShowNoCredentials(t *testing.T) {
 		{"/hook?code=abc123secret", "/hook?code=redacted"},
 		{"/services/T000/B000/XXXXabc123secretXXXX", "/services/…"},
 		{"/api/webhooks/123/abc123secretToken", "/api/…"},
-		{"/hook?abc123secretToken", "/hook?redacted"}, // the whole query a token
+		{"/hook?abc123secretToken", "/hook?redacted"},        // the whole query a token
+		{"/hook?abc123secretToken;v=2", "/hook?redacted"},    // ";" in the part
+		{"/hook?YWJjMTIzc2VjcmV0VG9rZW4=", "/hook?redacted"}, // base64, padded
 	} {
 		u := strings.Replace(rc.URL, "http://", "http://tok_user0123456789:pa55word@", 1) + tt.path
 		res := webhook(t, u, func(o *WebhookOptions) { o.MaxRetries = -1 }).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
@@ -620,7 +622,7 @@ func TestDeliveryErrorsShowNoCredentials(t *testing.T) {
 			t.Fatal("a 400 was not an error")
 		}
 		msg := res.Err.Error()
-		for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret"} {
+		for _, secret := range []string{"tok_user0123456789", "pa55word", "abc123secret", "YWJjMTIzc2VjcmV0VG9rZW4"} {
 			if strings.Contains(msg, secret) {
 				t.Errorf("the error %q shows %q", msg, secret)
 			}

@@ -60,26 +60,29 @@ what subscribers and revoked credentials see.`,
 			}
 			defer res.Body.Close()
 			dest := out
-			var tmp *os.File
 			if out == toStdout {
 				dest = "stdout"
-				tmp, err = createStaging(configPathOf(cmd))
 			} else {
 				// A copy a backup killed here left (a nightly job stopped
 				// past its time) would stay hidden beside the backups,
 				// one more each time.
 				removeStale(filepath.Dir(out), []string{stagedBackup}, tellStaleCopy(cmd.ErrOrStderr()))
-				tmp, err = os.CreateTemp(filepath.Dir(out), stagedBackup)
 			}
+			// Held (holdStaged), so that a relay starting meanwhile, or
+			// another backup to the same directory, leaves it; one that
+			// other removed between its creation and its hold is made
+			// again.
+			tmp, staged, err := stageHeld(func() (*os.File, error) {
+				if out == toStdout {
+					return createStaging(configPathOf(cmd))
+				}
+				return os.CreateTemp(filepath.Dir(out), stagedBackup)
+			})
 			if err != nil {
 				return fmt.Errorf("writing the backup: %w", err)
 			}
 			defer os.Remove(tmp.Name())
 			defer tmp.Close()
-			staged, err := holdStaged(tmp.Name()) // a relay starting meanwhile leaves it
-			if err != nil {
-				return fmt.Errorf("writing the backup: %w", err)
-			}
 			defer staged.Close()
 			n, err := io.Copy(tmp, res.Body)
 			if err != nil {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/scimrelay/scimrelay/relay"
 )
@@ -215,5 +217,78 @@ func TestBackupRemovesTheCopyOfAKilledBackup(t *testing.T) {
 	}
 	if err := relay.CheckCopy(out); err != nil {
 		t.Errorf("the backup beside them: %v", err)
+	}
+}
+
+// TestBackupCopyRemovedAsItIsMadeIsMadeAgain: two backups to one
+// directory at once (two relays' nightly jobs sharing /backups). Each
+// removes the unheld .scimrelay-backup-* beside its FILE as a killed
+// backup's copy, and the other's is unheld between its creation and its
+// hold: that one failed after receiving the whole backup ("no such file
+// or directory"). The other's removal here comes exactly in that gap.
+func TestBackupCopyRemovedAsItIsMadeIsMadeAgain(t *testing.T) {
+	dir := t.TempDir()
+	removed := 0
+	tmp, held, err := stageHeld(func() (*os.File, error) {
+		f, err := os.CreateTemp(dir, stagedBackup)
+		if err == nil && removed == 0 {
+			removeStale(dir, []string{stagedBackup}, func(string, int64, error) { removed++ }) // the other backup
+		}
+		return f, err
+	})
+	if err != nil {
+		t.Fatalf("staging a copy the other backup removed as it was made: %v", err)
+	}
+	defer tmp.Close()
+	defer held.Close()
+	if removed != 1 {
+		t.Fatalf("the other backup removed %d copies, want the first one made", removed)
+	}
+	removeStale(dir, []string{stagedBackup}, func(name string, _ int64, _ error) {
+		t.Errorf("another backup removed %s, the copy staged and held", name)
+	})
+	if fi, err := os.Stat(tmp.Name()); err != nil {
+		t.Fatalf("the copy staged: %v", err)
+	} else if hi, err := held.Stat(); err != nil || !os.SameFile(fi, hi) {
+		t.Fatalf("the copy held is not the one at %s (%v)", tmp.Name(), err)
+	}
+}
+
+// TestBackupBesideAFIFONamedAsACopyFinishes: --out in a shared directory
+// (/tmp/nightly.db): anyone there can make a named pipe called
+// .scimrelay-backup-*. The backup, looking for a killed backup's copy to
+// remove, must not wait on it for a writer that never comes.
+func TestBackupBesideAFIFONamedAsACopyFinishes(t *testing.T) {
+	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	shared := t.TempDir()
+	fifo := filepath.Join(shared, ".scimrelay-backup-planted")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := cli(t, "backup", "--out", filepath.Join(shared, "nightly.db"), "--config", cfg)
+		done <- result{code, stdout, stderr}
+	}()
+	select {
+	case r := <-done:
+		if r.code != exitOK {
+			t.Fatalf("backup: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		if _, err := os.Lstat(fifo); err != nil {
+			t.Errorf("the named pipe, no copy of a backup, was removed: %v", err)
+		}
+	case <-time.After(20 * time.Second): // a deadline
+		// Let the stuck backup go: open the pipe's other end.
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			defer f.Close()
+		}
+		<-done
+		t.Fatal("backup --out beside a named pipe called .scimrelay-backup-* has not finished in 20 s: it waits on the pipe")
 	}
 }

@@ -226,6 +226,36 @@ func holdStaged(path string) (*os.File, error) {
 	return f, nil
 }
 
+// stageHeld creates a staged copy's file with create and holds it
+// (holdStaged), as restore and backup stage theirs. Another command's
+// removeStale (a relay starting, a compact, another backup to the same
+// directory) takes an unheld copy for a killed one's and may remove it
+// between its creation and its hold: the hold then names no file, or
+// another, and the copy is created again.
+func stageHeld(create func() (*os.File, error)) (tmp, held *os.File, err error) {
+	for attempt := 1; ; attempt++ {
+		tmp, err := create()
+		if err != nil {
+			return nil, nil, err
+		}
+		held, err := holdStaged(tmp.Name())
+		if err == nil {
+			a, aerr := tmp.Stat()
+			b, berr := held.Stat()
+			c, cerr := os.Stat(tmp.Name())
+			if aerr == nil && berr == nil && cerr == nil && os.SameFile(a, b) && os.SameFile(a, c) {
+				return tmp, held, nil
+			}
+			_ = held.Close()
+			err = fmt.Errorf("%s was removed as it was made: %w", tmp.Name(), os.ErrNotExist)
+		}
+		_ = tmp.Close()
+		if !errors.Is(err, os.ErrNotExist) || attempt >= 10 {
+			return nil, nil, err
+		}
+	}
+}
+
 // removeStaleCopies removes the copies that restore, compact and backup
 // staged beside the data file at path (the file a link there names) and
 // left when they were killed, and tells report of each (err: it could
@@ -243,7 +273,10 @@ func removeStale(dir string, patterns []string, report func(name string, size in
 	for _, pattern := range patterns {
 		names, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, name := range names {
-			f, err := os.Open(name)
+			// Not blocking: a named pipe of that name (anyone can make
+			// one in a shared directory such as /tmp, --out's) would
+			// wait for a writer; it is not a regular file, and is left.
+			f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 			if err != nil {
 				continue
 			}

@@ -129,16 +129,13 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (restored, e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return restored{}, err
 	}
-	tmp, err := os.CreateTemp(dir, stagedRestore)
+	// Held, so that a relay starting meanwhile leaves it.
+	tmp, staged, err := stageHeld(func() (*os.File, error) { return os.CreateTemp(dir, stagedRestore) })
 	if err != nil {
 		return restored{}, err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	staged, err := holdStaged(tmp.Name()) // a relay starting meanwhile leaves it
-	if err != nil {
-		return restored{}, err
-	}
 	defer staged.Close()
 	_, err = io.Copy(tmp, src)
 	if err == nil {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -633,7 +634,9 @@ func TestTrustOnItsOwnInboxPrefix(t *testing.T) {
 
 // TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey: on an
 // account that refuses the stream's bound, the running front end still
-// writes its signing key back, and stops asking for the bound.
+// writes its signing key back, and stops asking for the bound: its later
+// checks write the stream no more (with the refusal not remembered, each
+// wrote it twice, once refused, every 5 s, from each front end).
 func TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey(t *testing.T) {
 	ctx := context.Background()
 	ns := eventstest.RunServer(t)
@@ -642,9 +645,25 @@ func TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_, js := eventstest.Connect(t, ns.ClientURL())
+	nc, js := eventstest.Connect(t, ns.ClientURL())
 	mine, other := newSigner(t).PublicKey(), newSigner(t).PublicKey()
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	var checks, writes atomic.Int64
+	sub, err := nc.Subscribe("$JS.API.STREAM.>", func(m *nats.Msg) {
+		switch {
+		case strings.HasPrefix(m.Subject, "$JS.API.STREAM.INFO."):
+			checks.Add(1)
+		case strings.HasPrefix(m.Subject, "$JS.API.STREAM.UPDATE."), strings.HasPrefix(m.Subject, "$JS.API.STREAM.CREATE."):
+			writes.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	var out eventstest.Log
@@ -668,8 +687,20 @@ func TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey(t *testing.T) {
 		}
 		return nil
 	})
+	// The bound was refused by now (asked for at the first check, the
+	// key's or before it): thirty more checks write nothing.
+	from, wrote := checks.Load(), writes.Load()
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := checks.Load() - from; n < 30 {
+			return fmt.Errorf("%d checks so far", n)
+		}
+		return nil
+	})
 	stop()
 	<-done
+	if n := writes.Load() - wrote; n > 0 {
+		t.Errorf("%d writes of the stream in %d checks after the key was back: want the refused bound not asked for again", n, checks.Load()-from)
+	}
 	if strings.Contains(out.String(), "checking that the event stream names this front end's signing key failed") {
 		t.Errorf("the check failed:\n%s", out.String())
 	}

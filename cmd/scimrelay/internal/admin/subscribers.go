@@ -285,8 +285,20 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 // operator can act on them, and a bare 500 left them in the log only.
 // Any other error is returned as it is.
 func refusedByNATS(name string, err error) error {
+	// Its own refusal: another subscriber cut off meanwhile has its own
+	// in the same joined error.
+	own := err
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		own = nil
+		for _, leaf := range joined.Unwrap() {
+			var na *natsbus.NotAdmitted
+			if errors.As(leaf, &na) && na.Name == name {
+				own = leaf
+			}
+		}
+	}
 	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.Code >= http.StatusInternalServerError {
+	if !errors.As(own, &apiErr) || apiErr.Code >= http.StatusInternalServerError {
 		return err
 	}
 	return errorf(http.StatusConflict, "subscriber %s was not admitted: NATS refused its consumer: %s (JetStream error %d)", name, apiErr.Description, apiErr.ErrorCode)

@@ -169,3 +169,22 @@ func TestSubscriberNATSRefusesIsAnsweredWithItsCause(t *testing.T) {
 		t.Errorf("the refused subscriber is stored: %+v", list)
 	}
 }
+
+// TestSubscriberRefusedForAnothersCauseIsNotAnswered409: a change of
+// subscribers that fails for this one (NATS not answering) while another,
+// cut off meanwhile, was refused by JetStream for a limit: the answer is
+// not the other's refusal, as this one's, 409.
+func TestSubscriberRefusedForAnothersCauseIsNotAnswered409(t *testing.T) {
+	limit := &jetstream.APIError{Code: http.StatusBadRequest, ErrorCode: 10026, Description: "maximum consumers limit reached"}
+	err := refusedByNATS("mine", errors.Join(
+		&natsbus.NotAdmitted{Name: "other", Err: limit},
+		&natsbus.NotAdmitted{Name: "mine", Err: context.DeadlineExceeded},
+	))
+	if status, _ := statusOf(err); status == http.StatusConflict {
+		t.Errorf("answered 409 with another subscriber's refusal: %v", err)
+	}
+	err = refusedByNATS("mine", errors.Join(&natsbus.NotAdmitted{Name: "other", Err: context.DeadlineExceeded}, &natsbus.NotAdmitted{Name: "mine", Err: limit}))
+	if status, _ := statusOf(err); status != http.StatusConflict || !strings.Contains(err.Error(), "subscriber mine was not admitted: NATS refused its consumer: maximum consumers limit reached (JetStream error 10026)") {
+		t.Errorf("its own refusal beside another's failure: %v (%d), want 409 with JetStream's words", err, status)
+	}
+}
