@@ -38,8 +38,6 @@ type Embedded struct {
 	js    jetstream.JetStream // on own
 	log   *slog.Logger
 	opts  server.Options // as started
-	// passOn is the passers' connection in the relay's account (requests.go).
-	passOn *passOn
 
 	mu       sync.Mutex                 // serialises SetSubscribers
 	accounts map[string]*server.Account // the subscribers' accounts by name, under mu
@@ -187,16 +185,10 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		s.Shutdown()
 		return nil, fmt.Errorf("opening JetStream on embedded NATS: %w", err)
 	}
-	if e.passOn, err = e.connectPassOn(); err != nil {
-		e.own.Close()
-		s.Shutdown()
-		return nil, err
-	}
 	// Subscribers are admitted once their accounts can import from the
 	// relay's, whose JetStream is now there. One whose consumer cannot be
 	// made is refused (SetSubscribers logs it), not the relay.
 	if err := e.SetSubscribers(subscribers); err != nil && !OnlyOthersNotAdmitted(err, "") {
-		e.passOn.close()
 		e.own.Close()
 		s.Shutdown()
 		return nil, err
@@ -391,7 +383,6 @@ func (e *Embedded) Shutdown() {
 		p.close()
 	}
 	e.mu.Unlock()
-	e.passOn.close()
 	e.own.Close()
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,7 @@ import (
 // a connection of its own, subscribed there, and passes on those to the
 // subjects of subscriberAPI only; it passes them on to JetStream in the
 // relay's account, at a bounded rate, with the subscriber's reply, on the
-// passers' one connection there (passOn), or answers them (consumer
+// passer's own connection there (passOn), or answers them (consumer
 // creations: answerCreate). The answers, and the messages a pull is
 // given, come back through the relay account's stream export of the
 // subscriber's inbox, which the subscriber's account imports. Nothing in
@@ -72,9 +73,12 @@ const (
 // lower ones, which any machine outruns).
 type passRates struct{ requests, acks int }
 
-// passOn is the passers' one connection in the relay's account, on which
-// they pass the subscribers' requests on to JetStream, each at its
-// subscriber's rates. Its connCtx ends when it drops: an answer due on a
+// passOn is a passer's connection in the relay's account, on which it
+// passes its subscriber's requests on to JetStream, at its subscriber's
+// rates: one per passer, so that what one subscriber's requests cost the
+// server to read (a direct get reads up to maxDirectBatch events where
+// it is read) holds up only its own, and a line the server refuses cuts
+// only its own. Its connCtx ends when it drops: an answer due on a
 // connection the server cut never comes.
 type passOn struct {
 	conn *nats.Conn
@@ -84,8 +88,8 @@ type passOn struct {
 	connDone context.CancelFunc // ends connCtx, under mu
 }
 
-// connectPassOn connects the passers' connection in the relay's account.
-func (e *Embedded) connectPassOn() (*passOn, error) {
+// connectPassOn connects a passer's connection in the relay's account.
+func (e *Embedded) connectPassOn(name string) (*passOn, error) {
 	own, err := e.connectOptions()
 	if err != nil {
 		return nil, err
@@ -98,13 +102,13 @@ func (e *Embedded) connectPassOn() (*passOn, error) {
 		po.connCtx, po.connDone = context.WithCancel(context.Background())
 		po.mu.Unlock()
 	})
-	if po.conn, err = nats.Connect("", append(own, nats.Name("scimrelay subscribers' requests"), onDisconnect, nats.MaxReconnects(-1))...); err != nil {
-		return nil, fmt.Errorf("connecting for the subscribers' requests: %w", err)
+	if po.conn, err = nats.Connect("", append(own, nats.Name("scimrelay passes on the requests of subscriber "+name), onDisconnect, nats.MaxReconnects(-1))...); err != nil {
+		return nil, fmt.Errorf("connecting to pass on the requests of subscriber %s: %w", name, err)
 	}
 	return po, nil
 }
 
-// close closes the passers' connection.
+// close closes the passer's connection in the relay's account.
 func (po *passOn) close() {
 	po.conn.Close()
 	po.mu.Lock()
@@ -158,7 +162,7 @@ func (e *Embedded) startPasser(s Subscriber, acc *server.Account) (*passer, erro
 	}})
 	ctx, stop := context.WithCancel(context.Background())
 	rates := e.rates
-	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", api: subscriberAPI(s), out: e.passOn,
+	p := &passer{sub: s, account: accountName(s), inbox: InboxPrefix(s.Name) + ".", api: subscriberAPI(s),
 		ctx: ctx, stop: stop, apiSlot: e.apiSlot, key: key, forget: func() { e.auth.removeInternal(pub) }}
 	requests := rate.NewLimiter(rate.Limit(rates.requests), rates.requests)
 	acks := rate.NewLimiter(rate.Limit(rates.acks), rates.acks)
@@ -170,6 +174,10 @@ func (e *Embedded) startPasser(s Subscriber, acc *server.Account) (*passer, erro
 			time.AfterFunc(time.Minute, func() { p.dropped.Store(false) })
 		}
 	})
+	if p.out, err = e.connectPassOn(s.Name); err != nil {
+		p.close()
+		return nil, err
+	}
 	// A flood the connection cannot take makes the server cut it; it
 	// comes back, for as long as the subscriber is configured.
 	if p.conn, err = nats.Connect("", nats.InProcessServer(e.srv), nats.Nkey(pub, key.Sign),
@@ -231,6 +239,16 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 		}
 		return
 	}
+	// The line passOn writes must fit the server's bound on one, or the
+	// server cuts passOn, and the subscriber's other requests with it: a body
+	// re-encoded longer (encoding/json writes a direct get's & as \u0026)
+	// takes a line the subscriber sent at the bound over it.
+	if answeredInPlace(subject) && pubLine(subject, m.Reply, len(body)) > server.MAX_CONTROL_LINE_SIZE {
+		if m.Reply != "" {
+			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{"Status": {"400"}, "Description": {"a scimrelay subscriber's request is too long"}}})
+		}
+		return
+	}
 	switch {
 	case subject == jsAPI+"INFO":
 		if m.Reply != "" {
@@ -264,7 +282,7 @@ func (p *passer) ask(ctx context.Context, subject string, body []byte) (*nats.Ms
 	return p.request(subject, body)
 }
 
-// request asks JetStream on the passers' connection and waits for the
+// request asks JetStream on the passer's connection and waits for the
 // answer at most apiTimeout, and no longer than the connection lasts: an
 // answer due on a connection the server cut never comes, and the
 // subscribers' one place in the API queue must not wait for it (a cut
@@ -279,6 +297,17 @@ func (p *passer) request(subject string, body []byte) (*nats.Msg, error) {
 	stop := context.AfterFunc(p.ctx, cancel) // the subscriber is gone
 	defer stop()
 	return p.out.conn.RequestWithContext(ctx, subject, body)
+}
+
+// pubLine is the length of the arguments of the PUB line that publishes
+// size bytes to subject with reply, which the server bounds
+// (MAX_CONTROL_LINE_SIZE, as the relay leaves it).
+func pubLine(subject, reply string, size int) int {
+	n := len(subject) + 1 + len(strconv.Itoa(size))
+	if reply != "" {
+		n += len(reply) + 1
+	}
+	return n
 }
 
 // apiTimeout is how long the relay waits for JetStream to answer a
@@ -304,6 +333,9 @@ func (p *passer) close() {
 	p.stop()
 	if p.conn != nil {
 		p.conn.Close()
+	}
+	if p.out != nil {
+		p.out.close()
 	}
 	p.forget()
 }

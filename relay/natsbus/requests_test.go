@@ -458,3 +458,127 @@ func TestOneSubscriberAPIRequestAtATime(t *testing.T) {
 		t.Fatalf("%d subscriber requests were in JetStream's API queue at once, want one at a time", most)
 	}
 }
+
+// TestLongRequestLineCutsOnlyItsSender: a subscriber's request whose
+// protocol line is as long as the server allows, and which the relay
+// passes on with a longer one (its body re-encoded one digit longer),
+// cuts at most that subscriber's own passing, not another subscriber's
+// requests.
+func TestLongRequestLineCutsOnlyItsSender(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "scimrelay.acme.>")
+	b := startBus(t, billing, audit)
+	attacker := connectAs(t, b.url, "billing", billingSeed)
+	ac := connectAs(t, b.url, "audit", auditSeed)
+	cons := ac.consumer(t, "audit")
+	if _, err := cons.Info(t.Context()); err != nil {
+		t.Fatalf("audit's consumer info before: %v", err)
+	}
+
+	// 33 bytes; encoding/json writes each & as \u0026: 103 bytes.
+	body := []byte(`{"last_by_subj":"` + strings.Repeat("&", 14) + `"}`)
+	reply := natsbus.InboxPrefix("billing") + ".x"
+	prefix := "$JS.API.DIRECT.GET." + events.StreamName + ".scimrelay."
+	// The PUB line's arguments: subject, reply, size; 4096 at most.
+	tail := 4096 - len(prefix) - len(" "+reply+" 33")
+	subject := prefix + strings.Repeat("a", tail)
+	if n := len(subject + " " + reply + " 33"); n != 4096 {
+		t.Fatalf("line %d", n)
+	}
+
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for ctx.Err() == nil {
+			if attacker.nc.PublishRequest(subject, reply, body) != nil {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+	})
+	for i := range 10 {
+		cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := cons.Info(cctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("audit's consumer info %d while billing sends long lines: %v", i, err)
+		}
+	}
+	if !attacker.nc.IsConnected() {
+		t.Log("the attacker's own connection was cut")
+	}
+}
+
+// TestDirectGetFloodDelaysOnlyItsSender: a subscriber's direct gets of
+// a thousand events each, as many as it is allowed, do not hold up
+// another subscriber's requests.
+func TestDirectGetFloodDelaysOnlyItsSender(t *testing.T) {
+	billing, billingSeed := newSubscriber(t, "billing", "")
+	audit, auditSeed := newSubscriber(t, "audit", "scimrelay.acme.>")
+	b := startBus(t, billing, audit)
+	publishUsers(t, b, 3000)
+	flooders := []*client{connectAs(t, b.url, "billing", billingSeed), connectAs(t, b.url, "billing", billingSeed)}
+	ac := connectAs(t, b.url, "audit", auditSeed)
+	cons := ac.consumer(t, "audit")
+	quiet := time.Duration(0)
+	for range 5 {
+		start := time.Now()
+		if _, err := cons.Info(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		quiet = max(quiet, time.Since(start))
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	body := []byte(`{"seq":1,"batch":1000}`)
+	reply := natsbus.InboxPrefix("billing") + ".x"
+	for _, f := range flooders {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				for range 100 {
+					if f.nc.PublishRequest("$JS.API.DIRECT.GET.SCIMRELAY", reply, body) != nil {
+						return
+					}
+				}
+				_ = f.nc.Flush()
+			}
+		})
+	}
+	worst := time.Duration(0)
+	for i := range 20 {
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := cons.Info(cctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("audit's consumer info %d during billing's direct gets: %v", i, err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	// And its events: a pull, and the acknowledgement of what it gives.
+	for i := range 5 {
+		start := time.Now()
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := <-batch.Messages()
+		if !ok {
+			t.Fatalf("audit's pull %d during billing's direct gets: no event in %v (%v)", i, time.Since(start), batch.Error())
+		}
+		if err := m.DoubleAck(t.Context()); err != nil {
+			t.Fatalf("audit's acknowledgement %d during billing's direct gets: %v", i, err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("audit's consumer info at most %v quiet; its requests at most %v during billing's direct gets", quiet, worst)
+}

@@ -29,8 +29,10 @@ import (
 // API subjects (until 2026-12-06), run interleaved with the one after on
 // a shared two-core machine: adding one to 500, 1,000 and 2,000 took 21,
 // 27 and 59 ms, a restart 3.5, 10.0 and 32.7 s, the first start 5.0,
-// 16.8 and 54.8 s; since, 3.6, 6.3 and 8.0 ms, 2.1, 5.7 and 6.9 s, 1.8,
-// 3.2 and 6.5 s (at 6,000: 13 ms, 36 s and 15 s).
+// 16.8 and 54.8 s. Since, with each passer's connection to JetStream
+// its own (docs/performance.md, 2026-12-06), 4.5, 6.4 and 15.1 ms, 2.9,
+// 7.8 and 16.2 s, 2.6, 4.1 and 5.7 s, on the machine busy with other
+// tests; 16 goroutines and 260-280 KiB a subscriber.
 func BenchmarkManySubscribers(b *testing.B) {
 	for _, n := range []int{500, 1000, 2000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
