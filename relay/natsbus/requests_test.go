@@ -188,7 +188,9 @@ func TestPullsStayBounded(t *testing.T) {
 // reach one connection the relay checked every subscriber's creations
 // on, which the server cut as a slow consumer within a second: another
 // subscriber's creations failed for as long as the flood lasted. Now each
-// subscriber's arrive on a connection of its own, and another
+// subscriber's arrive on a connection of its own (in the subscriber's
+// account since 2026-12-06; the passer's connection that passes requests
+// on to JetStream is another, which the flood does not reach), and another
 // subscriber's API requests, which share one place in JetStream's API
 // queue with billing's, are answered during the flood. (An attack round
 // saw a request in flight on a cut connection hold that place for a
