@@ -136,6 +136,10 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 	return &all[len(all)-1], nil
 }
 
+// knownScheme: schemes RedactURL shows before an opaque "…@host" (any
+// other is taken for a token written as user information).
+var knownScheme = map[string]bool{"http": true, "https": true, "mailto": true, "nats": true, "tls": true, "ws": true, "wss": true}
+
 // RedactURL is a sink's URL as the admin API, logs and errors show it
 // (and public_url as a problem with it shows it):
 // its user information (a username alone is often a token, and so is
@@ -153,9 +157,9 @@ func RedactURL(raw string) string {
 		u.User = url.User("redacted")
 	}
 	if u.Opaque != "" { // "scheme:rest", no host: the rest may be anything
-		if strings.HasPrefix(u.Opaque, "@") {
-			// TOKEN:@host written without its scheme: the "scheme" is
-			// the user information.
+		if auth, _, _ := strings.Cut(u.Opaque, "/"); strings.Contains(auth, "@") && !knownScheme[u.Scheme] {
+			// TOKEN:@host or TOKEN:PASSWORD@host written without its
+			// scheme: the "scheme" is the user information.
 			u.Scheme = "redacted"
 		}
 		u.Opaque = "…"

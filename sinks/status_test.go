@@ -57,7 +57,9 @@ func TestRedactURL(t *testing.T) {
 		"https://fn.example.net/scim?U0VDUkVUc2VjcmV0VA==": "https://fn.example.net/scim?redacted",
 		"https://fn.example.net/scim?SECRET=":              "https://fn.example.net/scim?redacted",
 		// Without its scheme, user:password@ reads as a scheme.
-		"SECRETTOKEN:@crm.example.com/hook": "redacted:…",
+		"SECRETTOKEN:@crm.example.com/hook":         "redacted:…",
+		"SECRETTOKEN:pa55word@crm.example.com/hook": "redacted:…",
+		"crm.example.com:8443/hook":                 "crm.example.com:…",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

@@ -287,21 +287,46 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 func refusedByNATS(name string, err error) error {
 	// Its own refusal: another subscriber cut off meanwhile has its own
 	// in the same joined error.
-	own := err
-	if joined, ok := err.(interface{ Unwrap() []error }); ok {
-		own = nil
-		for _, leaf := range joined.Unwrap() {
-			var na *natsbus.NotAdmitted
-			if errors.As(leaf, &na) && na.Name == name {
-				own = leaf
-			}
-		}
+	// fromNATS may have wrapped the join ("%w (%w)"), and SetSubscribers
+	// joins in no set order: every NotAdmitted in the tree is looked at.
+	own, some := ownNotAdmitted(err, name)
+	if own == nil && !some {
+		own = err
 	}
 	var apiErr *jetstream.APIError
 	if !errors.As(own, &apiErr) || apiErr.Code >= http.StatusInternalServerError {
 		return err
 	}
 	return errorf(http.StatusConflict, "subscriber %s was not admitted: NATS refused its consumer: %s (JetStream error %d)", name, apiErr.Description, apiErr.ErrorCode)
+}
+
+// ownNotAdmitted returns the NotAdmitted of the subscriber name in err's
+// tree (nil: none), and whether the tree holds any NotAdmitted.
+func ownNotAdmitted(err error, name string) (own error, some bool) {
+	if na, ok := err.(*natsbus.NotAdmitted); ok {
+		if na.Name == name {
+			return na, true
+		}
+		return nil, true
+	}
+	var next []error
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		next = e.Unwrap()
+	case interface{ Unwrap() error }:
+		next = []error{e.Unwrap()}
+	}
+	for _, e := range next {
+		if e == nil {
+			continue
+		}
+		o, a := ownNotAdmitted(e, name)
+		some = some || a
+		if o != nil {
+			return o, true
+		}
+	}
+	return nil, some
 }
 
 // ListSubscribers lists the subscribers by name.
