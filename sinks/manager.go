@@ -63,6 +63,13 @@ type Options struct {
 	// event stream, and every sink would deliver what it put there
 	// (README, Who can reach what). Partition consumers it still creates.
 	OpenOnly bool
+	// SetupOnly is the SCIM front end's (serve --role scim): it sets the
+	// sinks up and runs no worker, so it reads no sink's state from NATS
+	// again and sets none of the sinks' gauges. A value it read once (its
+	// dead letters at a start or a reload) stayed in its /metrics for good:
+	// ScimrelayDeadLetters, the maximum over every process, fired on it
+	// after the workers' queue was emptied.
+	SetupOnly bool
 	// Replicas is the replica count of the streams and buckets the sinks
 	// create (the SCIMRELAY stream's).
 	Replicas int
@@ -467,7 +474,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	if err != nil {
 		return nil, err
 	}
-	if n, err := m.dlq.count(ctx, name); err == nil {
+	if n, err := m.dlq.count(ctx, name); err == nil && !m.o.SetupOnly {
 		m.metrics.deadLetters.WithLabelValues(name).Set(float64(n))
 	}
 	return w, nil
@@ -745,7 +752,7 @@ func (m *Manager) Apply(ctx context.Context, list []Config) (Changes, error) {
 				// One added now has never had its state read: its state
 				// read is now, so that ScimrelaySinkStateStale fires a
 				// minute on, as for a sink whose reads stopped.
-				if _, had := old[name]; !had {
+				if _, had := old[name]; !had && !m.o.SetupOnly {
 					m.metrics.stateRead.WithLabelValues(name).SetToCurrentTime()
 				}
 				errs = append(errs, err)

@@ -381,7 +381,7 @@ func (m *Manager) outOfOrder(ctx context.Context, sink string) (map[uint64]bool,
 // countDeadLetters sets a configured sink's dead-letter gauge.
 func (m *Manager) countDeadLetters(ctx context.Context, sink string) {
 	s, err := m.sink(sink)
-	if err != nil {
+	if err != nil || m.o.SetupOnly {
 		return
 	}
 	if n, err := m.dlq.count(ctx, sink); err == nil {

@@ -248,6 +248,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	so.JS, so.Replicas, so.Logger, so.Registerer = s.js, stream.Replicas, log.With("component", "sinks"), s.registry
 	so.Tracer, so.MarkerAge, so.KeyWait = s.tracing.Tracer(), s.markerAge, s.keyWait
 	so.OpenOnly = role == roleSinks
+	so.SetupOnly = role == roleSCIM // runs no worker: exports no sink gauge it would never read again
 	so.Trust = s.trust
 	// Where a sink a reload added keeps its start until its consumers
 	// exist, should the process restart first.
