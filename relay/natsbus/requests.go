@@ -4,6 +4,8 @@ package natsbus
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -263,7 +265,15 @@ func (p *passer) pass(subject string, m *nats.Msg, lim *rate.Limiter) {
 		// and does not pass such an answer on through a stream export:
 		// the relay asks, and passes the answer on.
 		if res, err := p.ask(p.ctx, subject, body); err == nil {
-			_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
+			err = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: res.Header, Data: res.Data})
+			if errors.Is(err, nats.ErrMaxPayload) {
+				// JetStream's answer (a message get's event, in base64
+				// in JSON) is longer than a message may be: say so
+				// rather than leave the client waiting.
+				b, _ := json.Marshal(server.ApiResponse{Error: &server.ApiError{Code: 413, ErrCode: refusedCode,
+					Description: "JetStream's answer is longer than a NATS message may be; read the event with a direct get"}})
+				_ = p.conn.PublishMsg(&nats.Msg{Subject: m.Reply, Data: b})
+			}
 		}
 	}
 }

@@ -584,3 +584,35 @@ func TestDirectGetFloodDelaysOnlyItsSender(t *testing.T) {
 	}
 	t.Logf("audit's consumer info at most %v quiet; its requests at most %v during billing's direct gets", quiet, worst)
 }
+
+// TestLargeEventMessageGetIsAnswered: README lets events up to NATS's
+// max_payload be stored, and a subscriber without --subjects read them
+// with message gets, which the relay asks JetStream for and passes the
+// answer on: JetStream's answer holds the event in base64 in JSON, 4/3 of
+// its size, and past about 6 MiB it did not fit a NATS message; the
+// publish failed unseen and the client waited for its timeout. It is now
+// answered with an error that says to use a direct get.
+func TestLargeEventMessageGetIsAnswered(t *testing.T) {
+	billing, seed := newSubscriber(t, "billing", "")
+	b := startBus(t, billing)
+	ack, err := b.js.Publish(t.Context(), events.Subject("acme", events.UserCreated, "big"), make([]byte, 6<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := connectAs(t, b.url, "billing", seed)
+	res, err := c.nc.Request("$JS.API.STREAM.MSG.GET.SCIMRELAY", fmt.Appendf(nil, `{"seq":%d}`, ack.Sequence), 10*time.Second)
+	if err != nil {
+		t.Fatalf("message get of a 6 MiB event: %v", err)
+	}
+	if !strings.Contains(string(res.Data), `"code":413`) || !strings.Contains(string(res.Data), "direct get") {
+		t.Fatalf("message get of a 6 MiB event answered %.300s, want a 413 saying to use a direct get", res.Data)
+	}
+	// A direct get reads it.
+	msg, err := c.js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := msg.GetMsg(t.Context(), ack.Sequence); err != nil || len(got.Data) != 6<<20 {
+		t.Fatalf("a direct get of the 6 MiB event: %v", err)
+	}
+}
