@@ -157,9 +157,10 @@ func RedactURL(raw string) string {
 		u.User = url.User("redacted")
 	}
 	if u.Opaque != "" { // "scheme:rest", no host: the rest may be anything
-		if auth, _, _ := strings.Cut(u.Opaque, "/"); strings.Contains(auth, "@") && !knownScheme[u.Scheme] {
+		if _, rest, _ := strings.Cut(raw, ":"); strings.Contains(rest, "@") && !knownScheme[u.Scheme] {
 			// TOKEN:@host or TOKEN:PASSWORD@host written without its
-			// scheme: the "scheme" is the user information.
+			// scheme: the "scheme" is the user information (its password
+			// may hold a "/", "?" or "#", which end the opaque part).
 			u.Scheme = "redacted"
 		}
 		u.Opaque = "…"

@@ -59,7 +59,11 @@ func TestRedactURL(t *testing.T) {
 		// Without its scheme, user:password@ reads as a scheme.
 		"SECRETTOKEN:@crm.example.com/hook":         "redacted:…",
 		"SECRETTOKEN:pa55word@crm.example.com/hook": "redacted:…",
-		"crm.example.com:8443/hook":                 "crm.example.com:…",
+		// A password with "/", "#" or "?", which end the opaque part.
+		"SECRETTOKEN:pa/ss@crm.example.com/hook": "redacted:…",
+		"SECRETTOKEN:pa#ss@crm.example.com/hook": "redacted:…",
+		"SECRETTOKEN:pa?ss@crm.example.com/hook": "redacted:…?redacted",
+		"crm.example.com:8443/hook":              "crm.example.com:…",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
