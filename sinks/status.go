@@ -141,13 +141,14 @@ func lastAttempt(ctx context.Context, js jetstream.JetStream, sink string) (*Att
 var knownScheme = map[string]bool{"http": true, "https": true, "mailto": true, "nats": true, "tls": true, "ws": true, "wss": true}
 
 // RedactURL is a sink's URL as the admin API, logs and errors show it
-// (and public_url as a problem with it shows it):
-// its user information (a username alone is often a token, and so is
-// what is before an "@" in a URL written without its scheme), query values
-// and a query part without "=" are "redacted", its path is kept only to its first segment, the
-// rest shown as "/…" (Slack, Discord, Teams and Zapier put the webhook's
-// token in the path: /services/T/B/<token>, /api/webhooks/<id>/<token>),
-// and the fragment is dropped.
+// (and public_url as a problem with it shows it): its user information
+// (a username alone is often a token, and so is what is before an "@" in
+// a URL written without its scheme) and its query values are "redacted",
+// and so is a query part that may be a token whole (no "=", no value, "="
+// alone, a ";"); its path is kept only to its first segment, the rest
+// shown as "/…" (Slack, Discord, Teams and Zapier put the webhook's token
+// in the path: /services/T/B/<token>, /api/webhooks/<id>/<token>); the
+// fragment is dropped.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {

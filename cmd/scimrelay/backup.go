@@ -72,18 +72,22 @@ what subscribers and revoked credentials see.`,
 			// another backup to the same directory, leaves it; one that
 			// other removed between its creation and its hold is made
 			// again.
-			tmp, staged, err := stageHeld(func() (*os.File, error) {
+			path, staged, err := stageHeld(created(func() (*os.File, error) {
 				if out == toStdout {
 					return createStaging(configPathOf(cmd))
 				}
 				return os.CreateTemp(filepath.Dir(out), stagedBackup)
-			})
+			}))
 			if err != nil {
 				return fmt.Errorf("writing the backup: %w", err)
 			}
-			defer os.Remove(tmp.Name())
-			defer tmp.Close()
+			defer os.Remove(path)
 			defer staged.Close()
+			tmp, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				return fmt.Errorf("writing the backup: %w", err)
+			}
+			defer tmp.Close()
 			n, err := io.Copy(tmp, res.Body)
 			if err != nil {
 				return fmt.Errorf("receiving the backup (cut short after %d bytes; nothing was written to %s): %w", n, dest, err)

@@ -229,17 +229,16 @@ func TestBackupRemovesTheCopyOfAKilledBackup(t *testing.T) {
 func TestBackupCopyRemovedAsItIsMadeIsMadeAgain(t *testing.T) {
 	dir := t.TempDir()
 	removed := 0
-	tmp, held, err := stageHeld(func() (*os.File, error) {
+	path, held, err := stageHeld(created(func() (*os.File, error) {
 		f, err := os.CreateTemp(dir, stagedBackup)
 		if err == nil && removed == 0 {
 			removeStale(dir, []string{stagedBackup}, func(string, int64, error) { removed++ }) // the other backup
 		}
 		return f, err
-	})
+	}))
 	if err != nil {
 		t.Fatalf("staging a copy the other backup removed as it was made: %v", err)
 	}
-	defer tmp.Close()
 	defer held.Close()
 	if removed != 1 {
 		t.Fatalf("the other backup removed %d copies, want the first one made", removed)
@@ -247,10 +246,10 @@ func TestBackupCopyRemovedAsItIsMadeIsMadeAgain(t *testing.T) {
 	removeStale(dir, []string{stagedBackup}, func(name string, _ int64, _ error) {
 		t.Errorf("another backup removed %s, the copy staged and held", name)
 	})
-	if fi, err := os.Stat(tmp.Name()); err != nil {
+	if fi, err := os.Stat(path); err != nil {
 		t.Fatalf("the copy staged: %v", err)
 	} else if hi, err := held.Stat(); err != nil || !os.SameFile(fi, hi) {
-		t.Fatalf("the copy held is not the one at %s (%v)", tmp.Name(), err)
+		t.Fatalf("the copy held is not the one at %s (%v)", path, err)
 	}
 }
 

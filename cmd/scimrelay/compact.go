@@ -113,38 +113,26 @@ func compactDataFile(target string, keep bool, stderr io.Writer) (before, after 
 	if err != nil {
 		return 0, 0, "", err
 	}
-	// Held until it is in place: bbolt held it while it was written, and
+	// Held until it is in place: bbolt holds it while it writes it, and
 	// a second compact of this file (whose lock is shared) removes an
-	// unheld copy as one a compact killed left, also the one between
-	// bbolt's close and this hold: that one is made again (as stageHeld).
-	var staged string
-	var held *os.File
-	for attempt := 1; ; attempt++ {
+	// unheld copy as one a compact killed left, one caught between bbolt's
+	// close and the hold too (stageHeld makes that one again).
+	staged, held, err := stageHeld(func() (string, error) {
 		tmp, err := os.CreateTemp(filepath.Dir(target), stagedCompact)
 		if err != nil {
-			return 0, 0, "", err
+			return "", err
 		}
-		staged = tmp.Name()
 		_ = tmp.Close()
-		defer os.Remove(staged)
-		if err := relay.CompactCopy(db, staged); err != nil {
-			return 0, 0, "", fmt.Errorf("compacting %s (nothing was changed): %w", target, err)
+		if err := relay.CompactCopy(db, tmp.Name()); err != nil {
+			_ = os.Remove(tmp.Name())
+			return "", fmt.Errorf("compacting %s (nothing was changed): %w", target, err)
 		}
-		h, herr := holdStaged(staged)
-		if herr == nil {
-			a, aerr := h.Stat()
-			b, berr := os.Stat(staged)
-			if aerr == nil && berr == nil && os.SameFile(a, b) {
-				held = h
-				break
-			}
-			_ = h.Close()
-			herr = fmt.Errorf("%s was removed as it was made: %w", staged, os.ErrNotExist)
-		}
-		if !errors.Is(herr, os.ErrNotExist) || attempt >= 10 {
-			return 0, 0, "", herr
-		}
+		return tmp.Name(), nil
+	})
+	if err != nil {
+		return 0, 0, "", err
 	}
+	defer os.Remove(staged)
 	defer held.Close()
 	if compacting != nil {
 		compacting(staged)

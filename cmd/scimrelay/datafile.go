@@ -226,33 +226,46 @@ func holdStaged(path string) (*os.File, error) {
 	return f, nil
 }
 
-// stageHeld creates a staged copy's file with create and holds it
-// (holdStaged), as restore and backup stage theirs. Another command's
-// removeStale (a relay starting, a compact, another backup to the same
-// directory) takes an unheld copy for a killed one's and may remove it
-// between its creation and its hold: the hold then names no file, or
-// another, and the copy is created again.
-func stageHeld(create func() (*os.File, error)) (tmp, held *os.File, err error) {
+// stageHeld makes a staged copy with stage, which leaves it at the path
+// it returns, and holds it (holdStaged), as restore, backup and compact
+// stage theirs. Another command's removeStale (a relay starting, a
+// compact, another backup to the same directory) takes an unheld copy for
+// a killed one's and may remove it between stage and the hold: the hold
+// then names no file, or another, and the copy is made again, at most ten
+// times. On an error no copy is left.
+func stageHeld(stage func() (string, error)) (path string, held *os.File, err error) {
 	for attempt := 1; ; attempt++ {
-		tmp, err := create()
-		if err != nil {
-			return nil, nil, err
+		if path, err = stage(); err != nil {
+			return "", nil, err
 		}
-		held, err := holdStaged(tmp.Name())
-		if err == nil {
-			a, aerr := tmp.Stat()
-			b, berr := held.Stat()
-			c, cerr := os.Stat(tmp.Name())
-			if aerr == nil && berr == nil && cerr == nil && os.SameFile(a, b) && os.SameFile(a, c) {
-				return tmp, held, nil
+		if held, err = holdStaged(path); err == nil {
+			a, aerr := held.Stat()
+			b, berr := os.Stat(path)
+			if aerr == nil && berr == nil && os.SameFile(a, b) {
+				return path, held, nil
 			}
 			_ = held.Close()
-			err = fmt.Errorf("%s was removed as it was made: %w", tmp.Name(), os.ErrNotExist)
+			err = fmt.Errorf("%s was removed as it was made: %w", path, os.ErrNotExist)
 		}
-		_ = tmp.Close()
+		_ = os.Remove(path)
 		if !errors.Is(err, os.ErrNotExist) || attempt >= 10 {
-			return nil, nil, err
+			return "", nil, err
 		}
+	}
+}
+
+// created is a stage for stageHeld: the empty file create makes.
+func created(create func() (*os.File, error)) func() (string, error) {
+	return func() (string, error) {
+		f, err := create()
+		if err != nil {
+			return "", err
+		}
+		if err := f.Close(); err != nil {
+			_ = os.Remove(f.Name())
+			return "", err
+		}
+		return f.Name(), nil
 	}
 }
 

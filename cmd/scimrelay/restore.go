@@ -130,13 +130,17 @@ func restoreDataFile(src io.Reader, name, target string, keep bool) (restored, e
 		return restored{}, err
 	}
 	// Held, so that a relay starting meanwhile leaves it.
-	tmp, staged, err := stageHeld(func() (*os.File, error) { return os.CreateTemp(dir, stagedRestore) })
+	path, staged, err := stageHeld(created(func() (*os.File, error) { return os.CreateTemp(dir, stagedRestore) }))
 	if err != nil {
 		return restored{}, err
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer os.Remove(path)
 	defer staged.Close()
+	tmp, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return restored{}, err
+	}
+	defer tmp.Close()
 	_, err = io.Copy(tmp, src)
 	if err == nil {
 		err = tmp.Sync()

@@ -388,11 +388,7 @@ func TestRunningFrontEndWritesBackWhatAnEarlierReleaseLeftOut(t *testing.T) {
 			if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: mine}, slog.New(slog.DiscardHandler)); err != nil {
 				t.Fatal(err)
 			}
-			st, err := js.Stream(ctx, events.StreamName)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := st.CachedInfo().Config
+			cfg := streamConfig(t, js)
 			if !c.back(cfg) {
 				t.Fatalf("the stream a front end made lacks its %s", c.name)
 			}
@@ -437,11 +433,7 @@ func TestRunningFrontEndKeepsItsKey(t *testing.T) {
 	stop, done := keepSigningKey(t, js, mine, &out)
 
 	// The stale write: the other's key alone, and a setting of its own.
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
+	cfg := streamConfig(t, js)
 	cfg.Metadata["scimrelay_signing_keys"] = other
 	cfg.MaxAge = 72 * time.Hour
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
@@ -457,11 +449,7 @@ func TestRunningFrontEndKeepsItsKey(t *testing.T) {
 		}
 		return nil
 	})
-	st, err = js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := st.CachedInfo().Config; got.MaxAge != 72*time.Hour || got.Metadata["scimrelay_signed_from"] != cfg.Metadata["scimrelay_signed_from"] {
+	if got := streamConfig(t, js); got.MaxAge != 72*time.Hour || got.Metadata["scimrelay_signed_from"] != cfg.Metadata["scimrelay_signed_from"] {
 		t.Errorf("writing the key back changed the rest: max age %s, signed from %q; want 72h and %q", got.MaxAge, got.Metadata["scimrelay_signed_from"], cfg.Metadata["scimrelay_signed_from"])
 	}
 	if n := strings.Count(out.String(), "no longer names this front end's signing key"); n != 1 {
@@ -497,11 +485,7 @@ func TestFrontEndOutwrittenAtStartSaysSo(t *testing.T) {
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: other}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := st.CachedInfo().Config
+	stale := streamConfig(t, js)
 	writeCtx, stop := context.WithCancel(ctx)
 	wrote := make(chan error, 1)
 	go func() { // another front end's stale write, again and again
@@ -514,7 +498,7 @@ func TestFrontEndOutwrittenAtStartSaysSo(t *testing.T) {
 		wrote <- nil
 	}()
 	var out eventstest.Log
-	_, err = events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: newSigner(t).PublicKey()}, slog.New(slog.NewTextHandler(&out, nil)))
+	_, err := events.EnsureStream(ctx, js, events.StreamOptions{SigningKey: newSigner(t).PublicKey()}, slog.New(slog.NewTextHandler(&out, nil)))
 	stop()
 	if err != nil {
 		t.Fatalf("a front end whose key others keep writing out did not start: %v", err)
@@ -668,11 +652,7 @@ func TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey(t *testing.T) {
 	}
 	var out eventstest.Log
 	stop, done := keepSigningKey(t, js, mine, &out)
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
+	cfg := streamConfig(t, js)
 	cfg.Metadata = map[string]string{"scimrelay_signing_keys": other}
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
@@ -704,4 +684,14 @@ func TestRunningFrontEndOnAnAccountWithAConsumerLimitKeepsItsKey(t *testing.T) {
 	if strings.Contains(out.String(), "checking that the event stream names this front end's signing key failed") {
 		t.Errorf("the check failed:\n%s", out.String())
 	}
+}
+
+// streamConfig reads the event stream's configuration as it is now.
+func streamConfig(t *testing.T, js jetstream.JetStream) jetstream.StreamConfig {
+	t.Helper()
+	st, err := js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().Config
 }

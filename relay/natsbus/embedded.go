@@ -313,31 +313,20 @@ func (e *Embedded) SetSubscribers(subscribers []Subscriber) error {
 // every change of subscribers gives them all, and comparing each one's
 // took most of adding the 2,001st. e.mu is held.
 func (e *Embedded) usersOf(subscribers []Subscriber) (map[string]*server.NkeyUser, error) {
-	users := make(map[string]*server.NkeyUser, len(subscribers))
-	for _, sub := range subscribers {
-		u := e.users[sub]
-		if u == nil {
-			if err := sub.Check(); err != nil {
-				return nil, err
-			}
-			u = &server.NkeyUser{Nkey: sub.PublicKey, Permissions: SubscriberPermissions(sub)}
-		}
-		if sub.PublicKey == e.auth.relay || users[sub.PublicKey] != nil {
-			return nil, fmt.Errorf("subscriber %s: its public key is already in use", sub.Name)
-		}
-		users[sub.PublicKey] = u
+	users, err := subscriberUsers(e.auth.relay, subscribers)
+	if err != nil {
+		return nil, err
 	}
 	known := make(map[Subscriber]*server.NkeyUser, len(subscribers))
 	for _, sub := range subscribers {
-		u := users[sub.PublicKey]
-		if u.Account == nil {
-			acc, err := e.subscriberAccount(sub)
-			if err != nil {
+		u := e.users[sub]
+		if u == nil {
+			u = users[sub.PublicKey]
+			if u.Account, err = e.subscriberAccount(sub); err != nil {
 				return nil, err
 			}
-			u.Account = acc
 		}
-		known[sub] = u
+		users[sub.PublicKey], known[sub] = u, u
 	}
 	e.users = known
 	return users, nil

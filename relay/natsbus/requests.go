@@ -90,18 +90,19 @@ type passOn struct {
 	connDone context.CancelFunc // ends connCtx, under mu
 }
 
-// connectPassOn connects a passer's connection in the relay's account.
-func (e *Embedded) connectPassOn(name string) (*passOn, error) {
+// connectPassOn connects a passer's connection in the relay's account;
+// its connCtx ends with ctx, the passer's, too.
+func (e *Embedded) connectPassOn(ctx context.Context, name string) (*passOn, error) {
 	own, err := e.connectOptions()
 	if err != nil {
 		return nil, err
 	}
 	po := &passOn{}
-	po.connCtx, po.connDone = context.WithCancel(context.Background())
+	po.connCtx, po.connDone = context.WithCancel(ctx)
 	onDisconnect := nats.DisconnectErrHandler(func(*nats.Conn, error) {
 		po.mu.Lock()
 		po.connDone()
-		po.connCtx, po.connDone = context.WithCancel(context.Background())
+		po.connCtx, po.connDone = context.WithCancel(ctx)
 		po.mu.Unlock()
 	})
 	if po.conn, err = nats.Connect("", append(own, nats.Name("scimrelay passes on the requests of subscriber "+name), onDisconnect, nats.MaxReconnects(-1))...); err != nil {
@@ -176,7 +177,7 @@ func (e *Embedded) startPasser(s Subscriber, acc *server.Account) (*passer, erro
 			time.AfterFunc(time.Minute, func() { p.dropped.Store(false) })
 		}
 	})
-	if p.out, err = e.connectPassOn(s.Name); err != nil {
+	if p.out, err = e.connectPassOn(ctx, s.Name); err != nil {
 		p.close()
 		return nil, err
 	}
@@ -304,8 +305,6 @@ func (p *passer) request(subject string, body []byte) (*nats.Msg, error) {
 	p.out.mu.Unlock()
 	ctx, cancel := context.WithTimeout(conn, apiTimeout)
 	defer cancel()
-	stop := context.AfterFunc(p.ctx, cancel) // the subscriber is gone
-	defer stop()
 	return p.out.conn.RequestWithContext(ctx, subject, body)
 }
 

@@ -285,10 +285,9 @@ func (r *SubscriberRegistry) AddSubscriber(ctx context.Context, sub relay.Subscr
 // operator can act on them, and a bare 500 left them in the log only.
 // Any other error is returned as it is.
 func refusedByNATS(name string, err error) error {
-	// Its own refusal: another subscriber cut off meanwhile has its own
-	// in the same joined error.
-	// fromNATS may have wrapped the join ("%w (%w)"), and SetSubscribers
-	// joins in no set order: every NotAdmitted in the tree is looked at.
+	// Its own refusal: SetSubscribers joins each subscriber's, another's
+	// cut off meanwhile too, in no set order, and fromNATS may have
+	// wrapped the join ("%w (%w)"): the whole tree is looked at.
 	own, some := ownNotAdmitted(err, name)
 	if own == nil && !some {
 		own = err
