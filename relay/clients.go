@@ -127,7 +127,7 @@ func (s *Store) IssueAccessToken(_ context.Context, tenantName, clientID, secret
 	}
 	signed := AccessTokenPrefix + base64.RawURLEncoding.EncodeToString(payload)
 	token := signed + "." + base64.RawURLEncoding.EncodeToString(s.sign(signed))
-	s.noteUse(st.ID, now)
+	s.noteUse(tenantName, st.ID, now)
 	return AccessToken{Token: token, ClientID: st.ID, ExpiresIn: exp.Sub(issued)}, nil
 }
 
@@ -141,7 +141,7 @@ func (s *Store) AuthenticateBasic(_ context.Context, tenantName, user, password 
 		}
 		return scim.Errorf(scim.ErrUnauthorized, "%v", err)
 	}
-	s.noteUse(st.ID, s.now())
+	s.noteUse(tenantName, st.ID, s.now())
 	return nil
 }
 
@@ -175,9 +175,11 @@ func (s *Store) authenticateClient(tenantName, clientID, secret string) (*stored
 func (s *Store) clientLive(st *storedToken, now time.Time) error {
 	switch {
 	case !st.Revoked.IsZero():
+		s.noteRefused(st.Token, now)
 		return refuseClient(ErrInvalidClient, "client %s was revoked at %s", st.ID, st.Revoked.UTC().Format(time.RFC3339))
 	case !st.Expires.IsZero() && !now.Before(st.Expires):
 		s.warnExpiredRefused(st.Token, now)
+		s.noteRefused(st.Token, now)
 		return refuseClient(ErrInvalidClient, "client %s expired at %s; issue a new one with scimrelay client rotate", st.ID, st.Expires.UTC().Format(time.RFC3339))
 	}
 	return nil
@@ -222,7 +224,7 @@ func (s *Store) authenticateAccessToken(tenantName string, known bool, token str
 		// an access token issued before the removal must not outlive it.
 		return scim.Errorf(scim.ErrNotFound, "no tenant %q", scim.Truncate(tenantName, 64))
 	}
-	s.noteUse(st.ID, now)
+	s.noteUse(tenantName, st.ID, now)
 	return nil
 }
 
@@ -237,9 +239,11 @@ func hmacOf(key []byte, signed string) []byte {
 	return m.Sum(nil)
 }
 
-// noteUse records a credential's last use, written by the next flush. It
-// takes no write lock: requests authenticate in parallel.
-func (s *Store) noteUse(id string, now time.Time) {
+// noteUse records a credential's last use, written by the next flush, and
+// that a credential of tenant was accepted. It takes no write lock:
+// requests authenticate in parallel.
+func (s *Store) noteUse(tenant, id string, now time.Time) {
+	s.noteAccepted(tenant, now)
 	s.tokens.mu.RLock()
 	u := s.tokens.used[id]
 	var replaced time.Time

@@ -520,3 +520,118 @@ func inExpiries(s *Store, id string) bool {
 	}
 	return false
 }
+
+// credentialSeries gathers scimrelay_tenant_credential_*_timestamp_seconds:
+// by "accepted" or "refused", and tenant, the value.
+func credentialSeries(t *testing.T, s *Store) map[string]map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(credentialSeen{s})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]float64{}
+	for _, f := range families {
+		which := strings.TrimSuffix(strings.TrimPrefix(f.GetName(), "scimrelay_tenant_credential_"), "_timestamp_seconds")
+		out[which] = map[string]float64{}
+		for _, m := range f.GetMetric() {
+			out[which][m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// TestRefusedCredentialMetricsSayWhichCameLast: the two timestamps the
+// refusal alert compares. Every configured tenant has both from 0; each
+// way a credential is accepted (a static token, a stored one, the token
+// endpoint, an access token, Basic) sets the accepted one, each way a
+// credential of the tenant that no longer works is presented (a revoked
+// or expired token; a revoked or expired client, at the token endpoint,
+// with Basic, or by an access token it had) sets the refused one, and a
+// credential the relay does not know (anyone can send one) sets neither.
+func TestRefusedCredentialMetricsSayWhichCameLast(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	at := func(which, tenant string) float64 { return credentialSeries(t, s)[which][tenant] }
+	for _, tenant := range []string{"acme", "safe", "globex"} {
+		if a, r := at("accepted", tenant), at("refused", tenant); a != 0 || r != 0 {
+			t.Fatalf("%s before any request: accepted %v, refused %v; want both 0", tenant, a, r)
+		}
+	}
+	secret, _, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokedSecret, revoked, _ := s.Tokens().Create(ctx, "acme", "leaked", time.Time{})
+	if _, _, err := s.Tokens().Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	clSecret, cl, err := s.Clients().Create(ctx, "acme", "okta", c.now().Add(48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, err := s.IssueAccessToken(ctx, "acme", cl.ID, clSecret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs := func() float64 { return unixSeconds(c.now()) }
+	step := func(what string, do func() error, wantErr bool, which string) {
+		t.Helper()
+		c.add(time.Minute)
+		before := credentialSeries(t, s)
+		if err := do(); (err != nil) != wantErr {
+			t.Fatalf("%s: %v", what, err)
+		}
+		after := credentialSeries(t, s)
+		for _, w := range []string{"accepted", "refused"} {
+			want := before[w]["acme"]
+			if w == which {
+				want = secs()
+			}
+			if after[w]["acme"] != want {
+				t.Errorf("%s: %s %v, want %v", what, w, after[w]["acme"], want)
+			}
+			if after[w]["globex"] != 0 {
+				t.Errorf("%s: another tenant's %s is %v", what, w, after[w]["globex"])
+			}
+		}
+	}
+	step("a static token", func() error { return s.Authenticate(ctx, "acme", "acme-static-token-0123456789") }, false, "accepted")
+	step("a revoked token", func() error { return s.Authenticate(ctx, "acme", revokedSecret) }, true, "refused")
+	step("an unknown token", func() error { return s.Authenticate(ctx, "acme", "scimrelay_tok_nothing_of_ours") }, true, "")
+	step("the revoked token at another tenant", func() error { return s.Authenticate(ctx, "globex", revokedSecret) }, true, "")
+	step("a stored token", func() error { return s.Authenticate(ctx, "acme", secret) }, false, "accepted")
+	step("the token endpoint", func() error {
+		_, err := s.IssueAccessToken(ctx, "acme", cl.ID, clSecret, time.Hour)
+		return err
+	}, false, "accepted")
+	step("an access token", func() error { return s.Authenticate(ctx, "acme", access.Token) }, false, "accepted")
+	step("Basic", func() error { return s.AuthenticateBasic(ctx, "acme", cl.ID, clSecret) }, false, "accepted")
+	step("a wrong client secret", func() error { return s.AuthenticateBasic(ctx, "acme", cl.ID, "wrong") }, true, "")
+
+	c.add(48 * time.Hour) // the token and the client expired
+	step("an expired token", func() error { return s.Authenticate(ctx, "acme", secret) }, true, "refused")
+	step("the static token again", func() error { return s.Authenticate(ctx, "acme", "acme-static-token-0123456789") }, false, "accepted")
+	step("an expired client at the token endpoint", func() error {
+		_, err := s.IssueAccessToken(ctx, "acme", cl.ID, clSecret, time.Hour)
+		return err
+	}, true, "refused")
+	step("an expired client with Basic", func() error { return s.AuthenticateBasic(ctx, "acme", cl.ID, clSecret) }, true, "refused")
+	step("an expired access token", func() error { return s.Authenticate(ctx, "acme", access.Token) }, true, "") // the client asks for another
+
+	clSecret, cl, err = s.Clients().Create(ctx, "acme", "okta-2", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if access, err = s.IssueAccessToken(ctx, "acme", cl.ID, clSecret, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Clients().Revoke(ctx, cl.ID); err != nil {
+		t.Fatal(err)
+	}
+	step("a revoked client's access token", func() error { return s.Authenticate(ctx, "acme", access.Token) }, true, "refused")
+	step("a revoked client at the token endpoint", func() error {
+		_, err := s.IssueAccessToken(ctx, "acme", cl.ID, clSecret, time.Hour)
+		return err
+	}, true, "refused")
+}

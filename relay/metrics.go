@@ -91,6 +91,7 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			return max(s.now().Sub(t).Seconds(), 0)
 		}),
 		tokenExpiry{s},
+		credentialSeen{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "store", Name: "file_bytes",
 			Help: "Size of the data file, its free pages included.",

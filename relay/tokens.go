@@ -153,6 +153,9 @@ type tokenCache struct {
 	// expiredUse keeps the warning that an expired token was refused to
 	// one a token an hour (ExpiredRefusalWarnEvery), by id.
 	expiredUse *lograte.Limiter[string]
+	// seen is when each tenant's credentials were last accepted and
+	// refused, for the refusal alert.
+	seen authSeenMap
 }
 
 // lastUse is a credential's last use not yet written, in unix nanoseconds
@@ -303,7 +306,7 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 		}
 	}
 	if static != nil {
-		s.noteUse(static.id, s.now())
+		s.noteUse(tenantName, static.id, s.now())
 		return nil
 	}
 	c := s.tokens
@@ -327,12 +330,14 @@ func (s *Store) Authenticate(_ context.Context, tenantName, secret string) error
 	now := s.now()
 	switch {
 	case !match.Revoked.IsZero():
+		s.noteRefused(match.Token, now)
 		return scim.Errorf(scim.ErrUnauthorized, "token %s was revoked at %s", match.ID, match.Revoked.UTC().Format(time.RFC3339))
 	case !match.Expires.IsZero() && !now.Before(match.Expires):
 		s.warnExpiredRefused(match.Token, now)
+		s.noteRefused(match.Token, now)
 		return scim.Errorf(scim.ErrUnauthorized, "token %s expired at %s; issue a new one with scimrelay token create", match.ID, match.Expires.UTC().Format(time.RFC3339))
 	}
-	s.noteUse(match.ID, now)
+	s.noteUse(tenantName, match.ID, now)
 	return nil
 }
 

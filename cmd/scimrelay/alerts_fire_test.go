@@ -238,3 +238,88 @@ func TestDeadLettersAlertEndsOncePurgedInTheDeployedShape(t *testing.T) {
 	}
 	deadLettersAlertEnds(t, procs)
 }
+
+// refusedCredentialsRule is ScimrelayRefusedCredentials' expression, which
+// refusedCredentialsFiring evaluates by hand.
+const refusedCredentialsRule = "max without (instance, pod) (scimrelay_tenant_credential_refused_timestamp_seconds) > max without (instance, pod) (scimrelay_tenant_credential_accepted_timestamp_seconds)"
+
+// refusedCredentialsFiring evaluates refusedCredentialsRule over every
+// process's scrape: the groups (tenants) it fires for.
+func refusedCredentialsFiring(t *testing.T, procs map[string]*relayProc) []string {
+	t.Helper()
+	refused, err := scrapeProcs(t, "scimrelay_tenant_credential_refused_timestamp_seconds", procs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, err := scrapeProcs(t, "scimrelay_tenant_credential_accepted_timestamp_seconds", procs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := maxWithout(accepted, "instance", "pod")
+	var firing []string
+	for group, v := range maxWithout(refused, "instance", "pod") {
+		if a, ok := last[group]; ok && v > a {
+			firing = append(firing, group)
+		}
+	}
+	sort.Strings(firing)
+	return firing
+}
+
+// TestRefusedCredentialsAlertFiresAtEntrasCadence: in the deployed shape,
+// Entra provisions acme; the operator revokes its token without putting a
+// new one into Entra; Entra's next cycle is refused once, and Entra, its
+// job in quarantine, sends nothing for hours. ScimrelayRefusedCredentials
+// must fire for acme from then on with no further request (the rule until
+// this release, a rate of 401s over 10 minutes for 15 minutes, held for
+// ten minutes after such a refusal and so never fired), for acme alone,
+// and end at the first request the new token makes. A wrong token anyone
+// can send fires nothing.
+func TestRefusedCredentialsAlertFiresAtEntrasCadence(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a front end and two workers")
+	}
+	raw, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "- alert: ScimrelayRefusedCredentials\n        expr: "+refusedCredentialsRule+"\n") {
+		t.Fatalf("alerts.yaml's ScimrelayRefusedCredentials is not the expression this test evaluates:\n%s", refusedCredentialsRule)
+	}
+	d := runDeployedShape(t, sinkYAML("crm", newHook(t).URL))
+	front := d.procs[0]
+	procs := map[string]*relayProc{"front": front, "worker-1": d.procs[1], "worker-2": d.procs[2]}
+	store := front.srv.store
+	secret, tok, err := store.Tokens().Create(t.Context(), "acme", "entra", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front.scim("acme", secret, "GET", "/Users", "").want(t, 200)
+	front.scim("globex", globexToken, "GET", "/Users", "").want(t, 200)
+	front.scim("acme", "scimrelay_tok_not-one-of-ours", "GET", "/Users", "").want(t, 401)
+	if f := refusedCredentialsFiring(t, procs); len(f) != 0 {
+		t.Fatalf("fires for %v after a wrong token anyone can send", f)
+	}
+
+	if _, _, err := store.Tokens().Revoke(t.Context(), tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	front.scim("acme", secret, "GET", "/Users", "").want(t, 401)
+	front.scim("globex", globexToken, "GET", "/Users", "").want(t, 200)
+	// No request from here on: the condition must hold at every
+	// evaluation, for the rule's `for`.
+	for range 3 {
+		if f := refusedCredentialsFiring(t, procs); !slices.Equal(f, []string{"{tenant=acme}"}) {
+			t.Fatalf("with Entra refused and quiet, the rule fires for %v, want acme alone", f)
+		}
+	}
+
+	fresh, _, err := store.Tokens().Create(t.Context(), "acme", "entra-2", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front.scim("acme", fresh, "GET", "/Users", "").want(t, 200)
+	if f := refusedCredentialsFiring(t, procs); len(f) != 0 {
+		t.Fatalf("fires for %v once the new token is in", f)
+	}
+}

@@ -385,15 +385,25 @@ func TestAlertRulesNameREADMEMetrics(t *testing.T) {
 				}
 			}
 			metrics := named.FindAllString(r.Expr, -1)
-			if len(metrics) != 1 {
-				t.Errorf("%s: %q names %d metrics of the relay's, want one", r.Alert, r.Expr, len(metrics))
+			if len(metrics) == 0 {
+				t.Errorf("%s: %q names no metric of the relay's", r.Alert, r.Expr)
 				continue
 			}
-			labels, ok := documented[metrics[0]]
-			if !ok {
-				t.Errorf("%s: %s is not in README's Metrics paragraph", r.Alert, metrics[0])
+			// A rule naming several metrics (one compared with another)
+			// reads only labels every one of them has.
+			var labels []string
+			for i, m := range metrics {
+				has, ok := documented[m]
+				if !ok {
+					t.Errorf("%s: %s is not in README's Metrics paragraph", r.Alert, m)
+				}
+				alerted[m] = true
+				if i == 0 {
+					labels = has
+				} else {
+					labels = slices.DeleteFunc(slices.Clone(labels), func(l string) bool { return !slices.Contains(has, l) })
+				}
 			}
-			alerted[metrics[0]] = true
 			// An aggregation drops only what one installation spreads
 			// series over, and labels of the metric's own: never "by" a
 			// list, which would drop job, namespace, cluster and the
@@ -407,7 +417,7 @@ func TestAlertRulesNameREADMEMetrics(t *testing.T) {
 				for _, l := range strings.Split(agg[2], ",") {
 					l = strings.TrimSpace(l)
 					if !slices.Contains(perProcess, l) && !slices.Contains(labels, l) {
-						t.Errorf("%s: %q drops %q, neither a per-process label %v nor one README gives %s (%v)", r.Alert, agg[0], l, perProcess, metrics[0], labels)
+						t.Errorf("%s: %q drops %q, neither a per-process label %v nor one README gives %v (%v)", r.Alert, agg[0], l, perProcess, metrics, labels)
 					}
 					dropped = append(dropped, l)
 				}
@@ -415,7 +425,7 @@ func TestAlertRulesNameREADMEMetrics(t *testing.T) {
 			for _, use := range labelUse.FindAllStringSubmatch(r.Expr+" "+r.Annotations["summary"]+" "+r.Annotations["description"], -1) {
 				l := use[1] + use[2]
 				if !slices.Contains(labels, l) {
-					t.Errorf("%s: label %q is not one README gives %s (%v)", r.Alert, l, metrics[0], labels)
+					t.Errorf("%s: label %q is not one README gives %v (%v)", r.Alert, l, metrics, labels)
 				}
 				if use[1] != "" && slices.Contains(dropped, l) {
 					t.Errorf("%s: the annotations read label %q, which the expression drops", r.Alert, l)
