@@ -326,6 +326,7 @@ var metricMention = regexp.MustCompile("`(scimrelay_[a-z_]+)(?:\\{([a-z_,]+)\\})
 var metricsOfTheirOwnTest = map[string]string{
 	"scimrelay_tls_certificate_expiry_timestamp_seconds": "TestListenersSpeakTLS",                    // with tls and admin.tls set
 	"scimrelay_tls_handshake_errors_total":               "TestClientsCannotWriteTheServerLogAtWill", // the same
+	"scimrelay_scim_error_timestamp_seconds":             "TestDiskFullDataFile",                     // after a server error
 }
 
 // TestAlertRulesNameREADMEMetrics: deploy/prometheus/alerts.yaml, the

@@ -277,6 +277,11 @@ func TestDiskFullDataFile(t *testing.T) {
 	for i := range 5 {
 		p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"more%d"}`, i)).want(t, 507)
 	}
+	// ScimrelaySCIMErrors, time() - scimrelay_scim_error_timestamp_seconds
+	// < 3600, fires for acme: the gauge holds the time of the last 507.
+	if at := metric(t, p, "scimrelay_scim_error_timestamp_seconds", "tenant", "acme"); time.Since(time.Unix(int64(at), 0)) > time.Minute {
+		t.Errorf("scimrelay_scim_error_timestamp_seconds{tenant=acme} = %v after six 507s, want the time of the last", at)
+	}
 	if n := strings.Count(logs.String(), "the data disk is full;"); n != 1 {
 		t.Errorf("six writes refused for a full disk logged it %d times, want once:\n%s", n, logs)
 	}

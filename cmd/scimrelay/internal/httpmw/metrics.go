@@ -5,6 +5,7 @@ package httpmw
 import (
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -12,10 +13,12 @@ import (
 )
 
 // RequestMetrics counts SCIM requests by tenant, operation and status, and
-// their latency.
+// their latency, and says when each tenant's last request answered with a
+// server error was.
 type RequestMetrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	lastError *prometheus.GaugeVec
 
 	// series holds the children of requests and latency by their labels,
 	// so that a request finds its own without prometheus hashing its
@@ -48,9 +51,18 @@ func NewRequestMetrics(reg prometheus.Registerer) *RequestMetrics {
 			Help:    "SCIM request latency by tenant and operation.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60},
 		}, []string{"tenant", "operation"}),
+		// A timestamp, not only the counter: the identity provider tries a
+		// request a server error answered again only at its next cycle
+		// (Entra's come 40 minutes apart), so a rate of errors is zero most
+		// of the time they go on, and an alert on a rate never held for
+		// its `for` (docs/decisions.md, Tracing, metrics and logs).
+		lastError: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "scim", Name: "error_timestamp_seconds",
+			Help: "When this process last answered a SCIM request of the tenant with a server error (5xx, 501 Not Implemented aside), in unix seconds.",
+		}, []string{"tenant"}),
 		series: map[seriesKey]requestSeries{},
 	}
-	reg.MustRegister(m.requests, m.latency)
+	reg.MustRegister(m.requests, m.latency, m.lastError)
 	return m
 }
 
@@ -66,6 +78,9 @@ func (m *RequestMetrics) Observe(info *scim.RequestInfo, tenant string) {
 	s := m.seriesOf(seriesKey{tenant: tenant, operation: op, status: info.Status})
 	s.requests.Inc()
 	s.latency.Observe(info.Latency.Seconds())
+	if info.Status >= 500 && info.Status != 501 {
+		m.lastError.WithLabelValues(tenant).Set(float64(time.Now().UnixNano()) / 1e9)
+	}
 }
 
 // seriesOf returns the series of k's labels, made on first use.
@@ -98,4 +113,5 @@ func (m *RequestMetrics) Forget(tenant string) {
 	}
 	m.requests.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
 	m.latency.DeletePartialMatch(prometheus.Labels{"tenant": tenant})
+	m.lastError.DeleteLabelValues(tenant)
 }

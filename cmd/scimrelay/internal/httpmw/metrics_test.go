@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/scimrelay/scimrelay/scim"
@@ -21,9 +22,12 @@ func TestRequestMetricsCountEachSeries(t *testing.T) {
 		{Tenant: "acme", Operation: "list", Status: 429, Latency: time.Millisecond},
 		{Tenant: "beta", Operation: "create", Status: 201, Latency: time.Millisecond},
 		{Status: 404, Latency: time.Millisecond},
+		{Tenant: "beta", Operation: "filter", Status: 501, Latency: time.Millisecond},
 	} {
 		m.Observe(&info, info.Tenant)
 	}
+	before := float64(time.Now().UnixNano()) / 1e9
+	m.Observe(&scim.RequestInfo{Tenant: "acme", Operation: "create", Status: 507}, "acme")
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +42,9 @@ func TestRequestMetricsCountEachSeries(t *testing.T) {
 			if h := metric.GetHistogram(); h != nil {
 				counts[key] = float64(h.GetSampleCount())
 			}
+			if g := metric.GetGauge(); g != nil {
+				counts[key] = g.GetValue()
+			}
 		}
 	}
 	want := map[string]float64{
@@ -45,10 +52,21 @@ func TestRequestMetricsCountEachSeries(t *testing.T) {
 		"scimrelay_scim_requests_total{operation=list,status=429,tenant=acme}":   1,
 		"scimrelay_scim_requests_total{operation=create,status=201,tenant=beta}": 1,
 		"scimrelay_scim_requests_total{operation=none,status=404,tenant=}":       1,
+		"scimrelay_scim_requests_total{operation=filter,status=501,tenant=beta}": 1,
+		"scimrelay_scim_requests_total{operation=create,status=507,tenant=acme}": 1,
 		"scimrelay_scim_request_duration_seconds{operation=list,tenant=acme}":    3,
 		"scimrelay_scim_request_duration_seconds{operation=create,tenant=beta}":  1,
 		"scimrelay_scim_request_duration_seconds{operation=none,tenant=}":        1,
+		"scimrelay_scim_request_duration_seconds{operation=filter,tenant=beta}":  1,
+		"scimrelay_scim_request_duration_seconds{operation=create,tenant=acme}":  1,
 	}
+	// A server error sets its tenant's error timestamp; 501 (a feature the
+	// relay does not offer) and a 4xx set none.
+	const lastError = "scimrelay_scim_error_timestamp_seconds{tenant=acme}"
+	if at := counts[lastError]; at < before || at > float64(time.Now().UnixNano())/1e9 {
+		t.Errorf("%s = %v, want the time of the 507 (%v or just after)", lastError, at, before)
+	}
+	delete(counts, lastError)
 	if len(counts) != len(want) {
 		t.Errorf("series: got %v, want %v", counts, want)
 	}
@@ -56,6 +74,10 @@ func TestRequestMetricsCountEachSeries(t *testing.T) {
 		if counts[k] != v {
 			t.Errorf("%s = %v, want %v", k, counts[k], v)
 		}
+	}
+	m.Forget("acme")
+	if n := testutil.CollectAndCount(m.lastError); n != 0 {
+		t.Errorf("after Forget(acme), %d error timestamps are left, want none", n)
 	}
 }
 
