@@ -660,6 +660,31 @@ func TestConsoleLogSinksAndEvents(t *testing.T) {
 	b.get("/ui/events/stream").redirect(t, "/ui/login")
 }
 
+// TestConsoleTailShowsALargeEvent: an event the relay accepted and stored
+// (the embedded NATS takes up to 8 MiB; a PATCH of a large attribute
+// carries the resource and the old and new values) is shown by the live
+// tail, which goes on to the next event. The tail read the admin API's
+// lines up to 4 MiB and stopped at a longer one ("token too long"), and
+// the page's script does not reconnect after a failure: one large PATCH
+// by a tenant's SCIM client ended every operator's tail, and a tail
+// started with "the last hour" stopped at it again for that hour (from an
+// attack round on the console).
+func TestConsoleTailShowsALargeEvent(t *testing.T) {
+	p, b := consoleRelay(t, nil)
+	tail := openTail(t, b, "/ui/events/stream")
+	defer tail.close()
+	// 2.2 MiB values: each request is within max_body (4 MiB); the PATCH's
+	// event (resource, old and new value) is about 6.6 MiB.
+	uid := p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"big","title":%q}`, strings.Repeat("a", 2200<<10))).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+uid, fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"title","value":%q}]}`, strings.Repeat("b", 2200<<10))).want(t, 200)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"small"}`).want(t, 201)
+	for _, want := range []string{"user.created", "user.updated", "user.created"} {
+		if e := tail.next(t, "cloudevent"); !strings.Contains(e, `"type":"io.scimrelay.`+want+`"`) {
+			t.Fatalf("want the %s event, got %.300s", want, e)
+		}
+	}
+}
+
 // sseTail reads a console event stream.
 type sseTail struct {
 	events chan [2]string // event name, data
@@ -683,6 +708,7 @@ func openTail(t *testing.T, b *browser, path string) *sseTail {
 	s := &sseTail{events: make(chan [2]string, 64), close: func() { cancel(); res.Body.Close() }}
 	go func() {
 		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(nil, 64<<20) // an event up to NATS's largest message
 		var name string
 		for sc.Scan() {
 			line := sc.Text()

@@ -668,7 +668,9 @@ func TestConsoleOwnAssetsOnly(t *testing.T) {
 }
 
 // TestConsoleRedirectHeaders: the answer to /ui (without the slash) is
-// the console's too, with its security headers.
+// the console's too, with its security headers, and so is the redirect of
+// a path under /ui/ that is not clean to its clean form (the admin
+// listener's mux made that one without them: an attack round).
 func TestConsoleRedirectHeaders(t *testing.T) {
 	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
 	b := newBrowser(t, p)
@@ -680,6 +682,22 @@ func TestConsoleRedirectHeaders(t *testing.T) {
 	res = b.get("/ui/")
 	res.redirect(t, "/ui/login")
 	checkHeaders(t, "GET /ui/ signed out", res)
+	for path, to := range map[string]string{"/ui//log": "/ui/log", "/ui/./": "/ui/", "/ui/x/../log": "/ui/log", "/ui/static/../login": "/ui/login"} {
+		req, err := http.NewRequest("GET", b.base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = path // as sent, not cleaned by the client
+		res := b.do(req)
+		if res.status/100 != 3 || res.header.Get("Location") != to {
+			t.Errorf("GET %s: %d to %q, want a redirect to %s", path, res.status, res.header.Get("Location"), to)
+		}
+		checkHeaders(t, "GET "+path, res)
+	}
+	// Outside /ui/ the admin API's answers are as they were.
+	if res := b.get("/admin/v1/tenants"); res.status != http.StatusUnauthorized {
+		t.Errorf("GET /admin/v1/tenants without a token: %d", res.status)
+	}
 }
 
 // TestConsoleBatchAttemptsCountOnce: in batch mode, a resource's events

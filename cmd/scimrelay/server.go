@@ -488,7 +488,17 @@ func (s *server) adminListener() (http.Handler, *console.Console, error) {
 	mux.Handle("/", api)
 	mux.Handle(console.Prefix, ui)
 	mux.Handle("GET /ui", ui) // its redirect to /ui/ carries the console's headers
-	return mux, ui, nil
+	// A path under /ui/ that is not clean (/ui//log, /ui/x/../log) is the
+	// console's too: this mux's redirect to the clean path carried none
+	// of the console's headers, the console's own mux makes the same one
+	// with them.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, console.Prefix) {
+			ui.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}), ui, nil
 }
 
 func (s *server) adminHandler() http.Handler {
