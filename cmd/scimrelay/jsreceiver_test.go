@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -329,4 +330,46 @@ func TestJavaScriptReceiverAfterARedrive(t *testing.T) {
 	if s := r.stderr.String(); s != "" {
 		t.Errorf("the receiver refused deliveries:\n%s", s)
 	}
+}
+
+// TestJavaScriptReceiverOutlivesARequestCutShort: README, the JavaScript
+// receiver "takes a sink's deliveries" and answers 401, 400 or 413 for
+// what it refuses. A request whose sender goes away while it sends the
+// body (the sink's timeout, a relay stopping, any client on the network)
+// must cost that request alone: the relay's next deliveries are applied.
+// The request here is cut short by closing its connection mid-body, as an
+// HTTP client whose timeout expires does.
+func TestJavaScriptReceiverOutlivesARequestCutShort(t *testing.T) {
+	node, dir := jsReceiverExample(t)
+	r := startJSReceiver(t, node, dir)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", r.url+"/scim-events", nil)
+	p := startRelay(t, cfg, roleAll)
+
+	// A POST whose sender goes away after part of its body, as an HTTP
+	// client does when its timeout cuts the request short.
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "POST /scim-events HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{\"tenant\":\"acme\",\"resource\":{\"userName\":\""); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+
+	const user = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann@example.com"}`
+	p.scim("acme", acmeToken, "POST", "/Users", user).want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-r.exited:
+			t.Fatalf("node receive.mjs exited after a request cut short (%v), and takes no delivery more:\n%s", r.err, r.stderr.String())
+		default:
+		}
+		for _, e := range r.applied(t) {
+			if e.UserName == "ann@example.com" {
+				return nil
+			}
+		}
+		return fmt.Errorf("applied %v; stderr %q", r.applied(t), strings.TrimSpace(r.stderr.String()))
+	})
 }

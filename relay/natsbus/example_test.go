@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,6 +177,7 @@ func TestJavaScriptExample(t *testing.T) {
 type jsExample struct {
 	out, stderr eventstest.Log
 	done        chan error
+	cmd         *exec.Cmd
 }
 
 // startJSExample runs the JavaScript example against the server at url
@@ -194,7 +196,7 @@ func startJSExample(t *testing.T, url, seed string, limit int) *jsExample {
 	cmd := exec.CommandContext(t.Context(), node, "subscribe.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NATS_URL="+url, "SEED_FILE="+seed, fmt.Sprintf("LIMIT=%d", limit))
-	js := &jsExample{done: make(chan error, 1)}
+	js := &jsExample{done: make(chan error, 1), cmd: cmd}
 	cmd.Stdout, cmd.Stderr = &js.out, &js.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -391,23 +393,7 @@ func TestREADMEExamples(t *testing.T) {
 func TestSubscribeExampleRestartKeepsEachResourcesOrder(t *testing.T) {
 	b, seed := exampleSubscriberBus(t)
 	const n = 1000
-	seq := uint64(0)
-	publish := func(a events.Action, id string, subjectSeq uint64) {
-		seq++
-		msg, err := events.ToMsg(eventstest.Event(t, "acme", a, id, seq, subjectSeq))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.js.PublishMsg(t.Context(), msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range n {
-		publish(events.UserCreated, fmt.Sprintf("u%d", i), 1)
-	}
-	for i := range n {
-		publish(events.UserUpdated, fmt.Sprintf("u%d", i), 2)
-	}
+	publishCreatedThenUpdated(t, b, n)
 	type seen struct {
 		session int
 		what    string
@@ -451,20 +437,11 @@ func TestSubscribeExampleRestartKeepsEachResourcesOrder(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	created := map[string]bool{}
-	var wrong []string
-	for i, s := range order {
-		a, id, _ := strings.Cut(s.what, " ")
-		switch a {
-		case string(events.UserCreated):
-			created[id] = true
-		case string(events.UserUpdated):
-			if !created[id] {
-				wrong = append(wrong, fmt.Sprintf("#%d (session %d) %s", i, s.session, s.what))
-			}
-		}
+	var what []string
+	for _, s := range order {
+		what = append(what, s.what)
 	}
-	if len(wrong) > 0 {
+	if wrong := updatedBeforeCreated(what); len(wrong) > 0 {
 		t.Fatalf("after the restart %d resources' user.updated reached the example before their user.created (first: %v); %d events handled in session 1",
 			len(wrong), wrong[0], func() int {
 				k := 0
@@ -523,4 +500,111 @@ func TestJavaScriptExampleStartedBeforeTheRelay(t *testing.T) {
 	if err := ex.wait(t, 30*time.Second); err != nil || !strings.Contains(ex.out.String(), `"userName":"user-after"`) {
 		t.Fatalf("node subscribe.mjs ended (%v) without reading the event stored once the relay was up; printed:\n%s%s", err, ex.out.String(), ex.stderr.String())
 	}
+}
+
+// TestJavaScriptExampleRestartKeepsEachResourcesOrder: the README's
+// JavaScript subscriber is "the same" as the Go one, which, stopped,
+// "drains its consumption: the events it had pulled and not yet handled
+// ... go to its handler first; stopped with them unhandled, they would
+// come back only after ack_wait, behind later events of the same
+// resources". A service running subscribe.mjs is stopped with SIGTERM
+// (systemd, Kubernetes, docker stop) while it works through a backlog and
+// started again at once: each resource's events must still reach it in
+// order, created before updated.
+func TestJavaScriptExampleRestartKeepsEachResourcesOrder(t *testing.T) {
+	b, seed := exampleSubscriberBus(t)
+	const n = 3000
+	publishCreatedThenUpdated(t, b, n)
+	lines := func(ex *jsExample) []string {
+		var out []string
+		sc := bufio.NewScanner(strings.NewReader(ex.out.String()))
+		for sc.Scan() {
+			var ev struct{ Type, UserName string }
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				continue // a line being written
+			}
+			out = append(out, strings.TrimPrefix(ev.Type, "io.scimrelay.")+" "+ev.UserName)
+		}
+		return out
+	}
+
+	first := startJSExample(t, b.url, seed, 1<<30)
+	eventstest.CheckFor(t, 30*time.Second, time.Millisecond, func() error {
+		if k := len(lines(first)); k < 10 {
+			return fmt.Errorf("printed %d events%s", k, first.stderr.String())
+		}
+		return nil
+	})
+	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil { // the service is told to stop
+		t.Fatal(err)
+	}
+	if err := first.wait(t, 30*time.Second); err != nil && !strings.Contains(err.Error(), "signal: terminated") {
+		t.Fatalf("node subscribe.mjs, stopped: %v\n%s", err, first.stderr.String())
+	}
+	firstLines := lines(first)
+	if len(firstLines) >= 2*n {
+		t.Fatalf("the first run printed all %d events before it was stopped: nothing to check", len(firstLines))
+	}
+	second := startJSExample(t, b.url, seed, 1<<30)
+	// Every event, once at least, within ack_wait and then some.
+	var order []string
+	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		order = append(append([]string(nil), firstLines...), lines(second)...)
+		got := map[string]bool{}
+		for _, l := range order {
+			got[l] = true
+		}
+		if len(got) < 2*n {
+			return fmt.Errorf("%d of %d events printed%s", len(got), 2*n, second.stderr.String())
+		}
+		return nil
+	})
+	if wrong := updatedBeforeCreated(order); len(wrong) > 0 {
+		t.Fatalf("after a SIGTERM and a restart %d resources' user.updated reached subscribe.mjs before their user.created (first: %v); %d events printed before the stop",
+			len(wrong), wrong[0], len(firstLines))
+	}
+}
+
+// publishCreatedThenUpdated publishes n users' user.created (u0 … u<n-1>),
+// then their user.updated: a backlog in which a subscriber stopped midway
+// and started again must still see each user's events in order.
+func publishCreatedThenUpdated(t *testing.T, b *bus, n int) {
+	t.Helper()
+	seq := uint64(0)
+	for k, a := range []events.Action{events.UserCreated, events.UserUpdated} {
+		for i := range n {
+			seq++
+			msg, err := events.ToMsg(eventstest.Event(t, "acme", a, fmt.Sprintf("u%d", i), seq, uint64(k+1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.js.PublishMsgAsync(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-b.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishing did not complete")
+	}
+}
+
+// updatedBeforeCreated returns the entries of order ("user.updated X",
+// "user.created X") that are a user's update seen before its creation.
+func updatedBeforeCreated(order []string) []string {
+	created := map[string]bool{}
+	var wrong []string
+	for i, l := range order {
+		a, user, _ := strings.Cut(l, " ")
+		switch a {
+		case string(events.UserCreated):
+			created[user] = true
+		case string(events.UserUpdated):
+			if !created[user] {
+				wrong = append(wrong, fmt.Sprintf("#%d %s", i, l))
+			}
+		}
+	}
+	return wrong
 }

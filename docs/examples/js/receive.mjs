@@ -73,9 +73,15 @@ createServer(async (req, res) => {
   // \u0026, \u003c and \u003e, JSON.stringify does not), and verification fails.
   const chunks = [];
   let size = 0;
-  for await (const chunk of req) {
-    if ((size += chunk.length) > maxBytes) return refuse(req, res, 413, `body over ${maxBytes} bytes`);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req) {
+      if ((size += chunk.length) > maxBytes) return refuse(req, res, 413, `body over ${maxBytes} bytes`);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    // The sender went away mid-body (its timeout, a stop): that request
+    // alone is lost, and the relay tries again. Uncaught, it ended node.
+    return console.error(`${req.method} ${req.url}: body cut short: ${err.message}`);
   }
   let body;
   try {

@@ -18,11 +18,20 @@ const nc = await connect({
 // --subjects; it remembers where it got to across restarts.
 const consumer = await nc.jetstream().consumers.get("SCIMRELAY", "billing-users");
 const limit = Number(process.env.LIMIT ?? Infinity); // for the test: stop after LIMIT events
+const messages = await consumer.consume();
+// Stopped (SIGTERM, Ctrl-C): drain, not close. Draining the pull's
+// subscription lets the events already pulled or on their way (up to 100)
+// through the loop, then ends it; close() drops those on their way, which
+// would come back only after ack_wait (30 s), behind later events of the
+// same resources; nc.drain() here fails the acknowledgements of the
+// events still in the loop. nats.js 2.29 gives the consumption no drain of
+// its own: `sub` is its subscription. A second signal ends node at once.
+for (const signal of ["SIGTERM", "SIGINT"]) process.once(signal, () => messages.sub.drain().catch(() => {}));
 let n = 0;
-for await (const m of await consumer.consume()) {
+for await (const m of messages) {
   const data = m.json(); // tenant, resourceType, id, resource, changes, member
   console.log(JSON.stringify({ id: m.headers.get("ce-id"), type: m.headers.get("ce-type"), userName: data.resource.userName }));
   m.ack(); // at-least-once: a repeat has the same ce-id
   if (++n >= limit) break;
 }
-await nc.close();
+await nc.drain(); // sends the last acknowledgements before it closes
