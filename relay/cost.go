@@ -2,11 +2,18 @@
 
 package relay
 
+import (
+	"strings"
+
+	"github.com/scimrelay/scimrelay/scim"
+)
+
 // What a request's work costs its tenant's rate limit beyond the request
-// itself: every EventsPerRequest events it makes, and every
+// itself: every EventsPerRequest events it makes, every
 // MembershipsPerRequest memberships it reads one by one (what the
-// membership bound counts, maxMembershipsExamined), cost one request more,
-// charged once it is done, refused or not.
+// membership bound counts, maxMembershipsExamined), and every
+// BytesPerRequest of stored resource a write reads and stores, cost one
+// request more, charged once it is done, refused or not.
 //
 // A membership change is one event per member, and every tenant's events
 // go through one outbox in commit order: a PATCH of 100 bytes removing
@@ -15,20 +22,53 @@ package relay
 // walking a million memberships holds the committer, which every tenant's
 // writes wait for, for about a second, and one refused by the bound had
 // cost its sender one request.
+//
+// A write decodes, copies, checks and encodes the whole resource it
+// changes inside the committer: a one-attribute PATCH of a user of 2.4 MB
+// (100,000 phone numbers, within limits.max_body) held it about 250 ms,
+// and eight at once held every tenant's writes for four seconds, at the
+// cost of eight requests (an attack round). MaxResourceBytes bounds one
+// write; BytesPerRequest makes a tenant that writes large resources pay
+// for them, about a millisecond of the committer a request.
 const (
 	EventsPerRequest      = 100
 	MembershipsPerRequest = 1000
+	BytesPerRequest       = 8 << 10
 )
+
+// MaxResourceBytes bounds a user or group as stored, its members aside (a
+// group's are kept apart): a create, or a write that leaves a resource
+// larger than this and grows it by more than resizeSlack, is refused (400
+// invalidValue). A resource an earlier release stored larger can still be
+// written without growing, deactivated (active, meta.version and
+// lastModified grow it by a few bytes) and deleted. An identity
+// provider's users are a few KiB; the bound is on what one write can make
+// the committer do.
+const MaxResourceBytes = 256 << 10
+
+// resizeSlack is what a write may grow a resource already over
+// MaxResourceBytes by.
+const resizeSlack = 256
+
+// checkSize refuses a resource whose stored value (header included) is
+// size bytes, once it is over MaxResourceBytes and over was (the value it
+// replaces; 0 for a create) by more than resizeSlack.
+func checkSize(rt *scim.ResourceType, size, was int) error {
+	if size-recordHeader <= MaxResourceBytes || (was > 0 && size <= was+resizeSlack) {
+		return nil
+	}
+	return scim.Errorf(scim.ErrInvalidValue, "the %s would be %d bytes as stored (its members aside); the limit is %d", strings.ToLower(rt.Name), size-recordHeader, MaxResourceBytes)
+}
 
 // ChargeTo sets what the store charges a tenant's requests to (the SCIM
 // listener's rate limit): charge takes requests from tenant's limit,
 // past what it holds if need be. Set before the store serves.
 func (s *Store) ChargeTo(charge func(tenant string, requests int)) { s.charge = charge }
 
-// chargeFor charges tenant for the events a request made and the
-// memberships it read.
-func (s *Store) chargeFor(tenant string, events, examined int) {
-	if n := events/EventsPerRequest + examined/MembershipsPerRequest; n > 0 && tenant != "" && s.charge != nil {
+// chargeFor charges tenant for the events a request made, the
+// memberships it read and the bytes of stored resources it read and wrote.
+func (s *Store) chargeFor(tenant string, events, examined, bytes int) {
+	if n := events/EventsPerRequest + examined/MembershipsPerRequest + bytes/BytesPerRequest; n > 0 && tenant != "" && s.charge != nil {
 		s.charge(tenant, n)
 	}
 }

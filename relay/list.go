@@ -64,7 +64,7 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		return nil
 	})
 	if examined != nil {
-		s.chargeFor(tenantName, 0, examined.spent)
+		s.chargeFor(tenantName, 0, examined.spent, 0)
 	}
 	if err != nil {
 		return scim.Page{}, err

@@ -20,6 +20,7 @@ type record struct {
 	subjectSeq uint64 // events emitted on this resource so far
 	version    uint64 // meta.version is W/"<version>"
 	res        *scim.Resource
+	size       int // bytes of the stored value it was read from (0: not read from the file)
 }
 
 const recordHeader = 16
@@ -48,6 +49,7 @@ func decodeRecord(rt *scim.ResourceType, v []byte) (*record, error) {
 		subjectSeq: binary.BigEndian.Uint64(v[0:8]),
 		version:    recordVersion(v),
 		res:        res,
+		size:       len(v),
 	}, nil
 }
 

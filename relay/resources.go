@@ -116,6 +116,9 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 		return nil, err
 	}
 	p.value = encodeRecord(&record{version: 1, subjectSeq: 1, res: res})
+	if err := checkSize(res.Type, len(p.value), 0); err != nil {
+		return nil, err
+	}
 	p.resource = s.eventResource(t.name, res, p.value[recordHeader:])
 	action := events.UserCreated
 	if res.Type == scim.GroupResourceType {
@@ -162,6 +165,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 			return err
 		}
 	}
+	w.bytes += len(p.value)
 	// Validation is over; from here on an error aborts the transaction.
 	if err := reindex(tb, nil, p.entries); err != nil {
 		return err
@@ -366,6 +370,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 	if rec == nil {
 		return err
 	}
+	w.bytes += rec.size // decoded, and copied for fn
 	cur := rec.res
 	u, err := fn(cur.Clone())
 	if err != nil {
@@ -403,16 +408,21 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		w.result, err = withGroups(tb, cur)
 		return err
 	}
+	was := rec.size
+	rec.res = next
+	w.touch(rec)
+	// The resource as stored and as its events carry it, encoded once.
+	value := encodeRecord(rec)
+	w.bytes += len(value)
+	if err := checkSize(rt, len(value), was); err != nil {
+		return w.refuse(err)
+	}
 	// Validation is over; from here on an error aborts the transaction.
 	if plan != nil {
 		if err := plan.write(changes); err != nil {
 			return err
 		}
 	}
-	rec.res = next
-	w.touch(rec)
-	// The resource as stored and as its events carry it, encoded once.
-	value := encodeRecord(rec)
 	resource := w.store.eventResource(t.name, rec.res, value[recordHeader:])
 	if len(u.Changes) > 0 {
 		if err := reindex(tb, oldEntries, newEntries); err != nil {

@@ -4,12 +4,16 @@ package relay
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/scim"
 )
@@ -313,4 +317,72 @@ func TestOktaPutRepeatingTheUserInAnotherOrderEmitsNothing(t *testing.T) {
 			t.Errorf("%s: %s, want no event; changes:\n  %s", tt.user, e.action, strings.Join(paths, "\n  "))
 		}
 	}
+}
+
+// TestResourceSizeIsBounded: a user or group larger than MaxResourceBytes
+// as stored cannot be made, by a create or by a write that grows one
+// (400 invalidValue, nothing stored); one an earlier release stored
+// larger can still be deactivated and shrunk; and a write is charged
+// every BytesPerRequest of the resource it read and stored. A
+// one-attribute PATCH of a user of 2.4 MB held the committer, which every
+// tenant's writes wait for, about 250 ms at the cost of one request (an
+// attack round).
+func TestResourceSizeIsBounded(t *testing.T) {
+	s, _, _ := openStore(t)
+	var mu sync.Mutex
+	charged := 0
+	s.ChargeTo(func(_ string, n int) { mu.Lock(); charged += n; mu.Unlock() })
+	take := func() int { mu.Lock(); defer mu.Unlock(); n := charged; charged = 0; return n }
+	nextPhone := 0
+	phones := func(n int) string { // n numbers, each new
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(`{"value":"+1 555 %07d"}`, nextPhone)
+			nextPhone++
+		}
+		return "[" + strings.Join(out, ",") + "]"
+	}
+	// 27 bytes a phone number as stored: 9,600 are under the bound, 10,000 over.
+	_, err := s.Create(ctx, "acme", user(t, `"userName":"big","phoneNumbers":`+phones(10_000)))
+	wantErr(t, err, scim.ErrInvalidValue, "the limit is 262144")
+	u := create(t, s, "acme", user(t, `"userName":"near","phoneNumbers":`+phones(9_600)))
+	created := take()
+	if created < 28 || created > 36 { // about 260 KiB stored: 31 or so
+		t.Errorf("creating a user of about 260 KiB charged %d requests, want about 32", created)
+	}
+	_, err = patch(t, s, "acme", scim.UserResourceType, u.ID(), `{"op":"add","path":"phoneNumbers","value":`+phones(500)+`}`)
+	wantErr(t, err, scim.ErrInvalidValue, "the limit is 262144")
+	if n := take(); n < 2*created-4 { // read and encoded: about twice the create
+		t.Errorf("a refused PATCH reading and encoding the user charged %d requests, want about %d", n, 2*created)
+	}
+	if got, err := s.Get(ctx, "acme", scim.UserResourceType, u.ID()); err != nil || len(got.Attrs["phoneNumbers"].([]any)) != 9_600 {
+		t.Fatalf("after the refused PATCH: %v", err)
+	}
+
+	// A user an earlier release stored larger (written here as it would
+	// have been): deactivated, then shrunk; grown, refused.
+	old := create(t, s, "acme", user(t, `"userName":"old","active":true`))
+	if err := s.commits.do(func(tx *bolt.Tx) error {
+		tb, _, err := s.tenantBucket(tx, "acme")
+		if err != nil {
+			return err
+		}
+		rec, err := getRecord(tb, scim.UserResourceType, old.ID())
+		if err != nil {
+			return err
+		}
+		var list []any
+		if err := json.Unmarshal([]byte(phones(20_000)), &list); err != nil {
+			return err
+		}
+		rec.res.Attrs["phoneNumbers"] = list
+		return putRecord(tb, rec)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustPatch(t, s, "acme", scim.UserResourceType, old.ID(), `{"op":"replace","path":"active","value":false}`)
+	_, err = patch(t, s, "acme", scim.UserResourceType, old.ID(), `{"op":"add","path":"title","value":"`+strings.Repeat("t", 1000)+`"}`)
+	wantErr(t, err, scim.ErrInvalidValue, "the limit is 262144")
+	mustPatch(t, s, "acme", scim.UserResourceType, old.ID(), `{"op":"remove","path":"phoneNumbers"}`)
+	mustPatch(t, s, "acme", scim.UserResourceType, old.ID(), `{"op":"add","path":"title","value":"`+strings.Repeat("t", 1000)+`"}`)
 }

@@ -622,7 +622,7 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 		if err != nil {
 			events = 0 // not stored; the walk was done all the same
 		}
-		s.chargeFor(tenant, events, w.examined.spent)
+		s.chargeFor(tenant, events, w.examined.spent, w.bytes)
 	}
 	if err != nil {
 		if span != nil {
@@ -675,7 +675,10 @@ type txWrite struct {
 	// examined counts the memberships the write read one by one (the
 	// membership bound).
 	examined budget
-	result   *scim.Resource // the resource as stored; nil after a delete
+	// bytes counts the stored resources' bytes the write read and encoded
+	// (BytesPerRequest).
+	bytes  int
+	result *scim.Resource // the resource as stored; nil after a delete
 }
 
 // refuse records a refusal. Only a function that has not written anything

@@ -24,8 +24,9 @@ const (
 // resource type so that attribute names are canonical and each comparison
 // knows its attribute's type and case rule.
 type Filter struct {
-	root expr
-	src  string
+	root  expr
+	src   string
+	terms int // comparisons (MaxFilterTerms)
 }
 
 // String returns the filter as it was given.
@@ -205,7 +206,7 @@ func parseFilter(rt *ResourceType, s string, parent *AttrPath) (*Filter, error) 
 		}
 		return nil, Errorf(ErrInvalidFilter, "filter %q: %v", Truncate(s, 200), err)
 	}
-	return &Filter{root: root, src: s}, nil
+	return &Filter{root: root, src: s, terms: p.terms}, nil
 }
 
 // --- lexer

@@ -562,6 +562,54 @@ type applying struct {
 	// walked counts the values of the lists the operations after the
 	// first changed (maxPatchWalk); ops counts the operations.
 	walked, ops int
+	// compared counts the bytes the operations' filters compare
+	// (maxPatchFilterBytes), the first operation's too.
+	compared int
+}
+
+// maxPatchFilterBytes bounds the bytes a PATCH's value filters compare,
+// summed over its operations, the first one included: each comparison
+// of a filter reads (and, case-insensitive, folds anew) every value of
+// the list the operation changes, inside the backend's write. The values
+// bound (maxPatchWalk) does not see their length: one operation whose
+// 100-term filter ran over a 1 MiB phone number held every tenant's
+// writes for two seconds. A filter of a few terms over a list as large
+// as limits.max_body (4 MiB) passes.
+const maxPatchFilterBytes = 16 << 20
+
+// filterWork counts what the filter of pp will compare in r's list, its
+// terms times the bytes of the list's strings, against maxPatchFilterBytes.
+func (a *applying) filterWork(r *Resource, pp *patchPath) error {
+	list, _ := a.target(r, pp).([]any)
+	n := 0
+	for _, el := range list {
+		n += stringBytes(el)
+	}
+	if a.compared += n * max(pp.filter.terms, 1); a.compared > maxPatchFilterBytes {
+		return Errorf(ErrTooMany, "the operations' filters compare more than %d bytes of the lists they change (%s holds %d bytes, its filter has %d terms); send filters of fewer terms", maxPatchFilterBytes, pp.attr.Name, n, pp.filter.terms)
+	}
+	return nil
+}
+
+// stringBytes is the length of the strings (values and keys) in v.
+func stringBytes(v any) int {
+	switch v := v.(type) {
+	case string:
+		return len(v)
+	case map[string]any:
+		n := 0
+		for k, e := range v {
+			n += len(k) + stringBytes(e)
+		}
+		return n
+	case []any:
+		n := 0
+		for _, e := range v {
+			n += stringBytes(e)
+		}
+		return n
+	}
+	return 8
 }
 
 // maxPatchWalk bounds the values of the lists a PATCH's operations change,
@@ -581,6 +629,25 @@ func (a *applying) walk(r *Resource, pp *patchPath) error {
 	if a.ops++; a.ops == 1 {
 		return nil
 	}
+	// A list is read and copied whole, and so is an object whose member
+	// an operation sets (setSubAttributes): 100 operations on members of
+	// an extension's object of 100,000 held the writer for seconds.
+	n := 0
+	switch v := a.target(r, pp).(type) {
+	case []any:
+		n = len(v)
+	case map[string]any:
+		n = len(v)
+	}
+	if a.walked += n; a.walked > maxPatchWalk {
+		return Errorf(ErrTooMany, "the operations after the first read more than %d values of the lists and objects they change (%s has %d); send fewer operations, or the attribute whole in one replace", maxPatchWalk, pp.attr.Name, n)
+	}
+	return nil
+}
+
+// target returns the value at pp's attribute in r, which the operation
+// about to be applied reads (nil when r has none).
+func (a *applying) target(r *Resource, pp *patchPath) any {
 	obj, at := r.Attrs, ""
 	if pp.attr.URN != "" {
 		at, obj = containerFor(r.Attrs, pp.attr.URN)
@@ -589,11 +656,7 @@ func (a *applying) walk(r *Resource, pp *patchPath) error {
 	if pp.attr.attr == nil {
 		name = a.keys.find(at, obj, name) // by the index, not key by key
 	}
-	list, _ := obj[name].([]any)
-	if a.walked += len(list); a.walked > maxPatchWalk {
-		return Errorf(ErrTooMany, "the operations after the first read more than %d values of the lists they change (%s has %d); send fewer operations, or the list whole in one replace", maxPatchWalk, pp.attr.Name, len(list))
-	}
-	return nil
+	return obj[name]
 }
 
 // applyOp applies op to r.
@@ -627,6 +690,9 @@ func (p *Patch) applyOp(r *Resource, op patchOp, a *applying) error {
 		return err
 	}
 	if pp.filter != nil {
+		if err := a.filterWork(r, pp); err != nil {
+			return err
+		}
 		return applyFiltered(r, op, a.keys)
 	}
 	return applyPlain(r, op, a.keys)

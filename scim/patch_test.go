@@ -1079,20 +1079,7 @@ func TestPatchWalkIsBounded(t *testing.T) {
 		{"adds just past it", ops(maxPatchWalk/held+1, `{"op":"add","path":"emails","value":[{"value":"z%d@b.example"}]}`), true},
 		{"the list replaced whole", `{"op":"replace","path":"emails","value":` + list + `}`, false},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			p, err := ParsePatch(UserResourceType, []byte(patchBody(tt.ops)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = p.Apply(base)
-			var se *Error
-			switch {
-			case tt.refused && (!asSCIM(err, &se) || se.Status != 400 || se.Type != "tooMany"):
-				t.Fatalf("Apply: %v; want 400 tooMany", err)
-			case !tt.refused && err != nil:
-				t.Fatalf("Apply: %v", err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { applyWantTooMany(t, base, tt.ops, tt.refused) })
 	}
 	// The first operation is free: one on a list longer than the bound.
 	long := make([]string, maxPatchWalk+1)
@@ -1106,5 +1093,67 @@ func TestPatchWalkIsBounded(t *testing.T) {
 	}
 	if _, err := p.Apply(big); err != nil {
 		t.Fatalf("one operation on a list of %d: %v", len(long), err)
+	}
+}
+
+// TestPatchWorkOnLargeValuesIsBounded: the values bound (maxPatchWalk)
+// counts values, not their length nor an object's members. One operation
+// whose 100-term filter compared a 1 MiB phone number held the relay's
+// writer, which every tenant's writes wait for, for two seconds (each
+// case-insensitive term folds the value anew), and 100 operations setting
+// members of an extension's object of 100,000 held it for seconds: both
+// 400 tooMany now, the first operation's filter counted too (an attack
+// round).
+func TestPatchWorkOnLargeValuesIsBounded(t *testing.T) {
+	const urn = "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"
+	long := strings.Repeat("k", 200<<10)
+	keys := make([]string, 50_000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf(`"k%d":"v"`, i)
+	}
+	base := fixture(t, UserResourceType, `{"schemas":["`+UserSchema+`","`+urn+`"],"userName":"large","phoneNumbers":[{"value":"`+long+`"}],"`+urn+`":{"bag":{`+strings.Join(keys, ",")+`}}}`)
+	terms := func(n int) string { // the last one matches
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(`value co \"z%d\"`, i)
+		}
+		out[n-1] = `value co \"kkk\"`
+		return strings.Join(out, " or ")
+	}
+	ops := func(n int, op string) string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf(op, i)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tt := range []struct {
+		name, ops string
+		refused   bool
+	}{
+		{"a filter of 100 terms over 200 KiB", `{"op":"replace","path":"phoneNumbers[` + terms(100) + `].display","value":"x"}`, true},
+		{"a filter of 10 terms over it", `{"op":"replace","path":"phoneNumbers[` + terms(10) + `].display","value":"x"}`, false},
+		{"members of a 50,000-member object set by 4 operations", ops(4, `{"op":"add","path":"`+urn+`:bag.z%d","value":"v"}`), true},
+		{"by 2", ops(2, `{"op":"add","path":"`+urn+`:bag.z%d","value":"v"}`), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) { applyWantTooMany(t, base, tt.ops, tt.refused) })
+	}
+}
+
+// applyWantTooMany applies the PATCH of ops to base: refused, it must be
+// 400 tooMany; else it must apply.
+func applyWantTooMany(t *testing.T, base *Resource, ops string, refused bool) {
+	t.Helper()
+	p, err := ParsePatch(UserResourceType, []byte(patchBody(ops)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Apply(base)
+	var se *Error
+	switch {
+	case refused && (!asSCIM(err, &se) || se.Status != 400 || se.Type != "tooMany"):
+		t.Fatalf("Apply: %v; want 400 tooMany", err)
+	case !refused && err != nil:
+		t.Fatalf("Apply: %v", err)
 	}
 }
