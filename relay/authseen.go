@@ -37,13 +37,37 @@ func (a *authSeenMap) of(tenant string) *authSeen {
 
 // noteAccepted records that a credential of tenant was accepted at now.
 func (s *Store) noteAccepted(tenant string, now time.Time) {
-	s.tokens.seen.of(tenant).accepted.Store(now.UnixNano())
+	a := s.tokens.seen.of(tenant)
+	a.accepted.Store(after(now, a.refused.Load()))
 }
 
 // noteRefused records that tok, a credential of its tenant that no longer
-// works, was presented at now and refused.
+// works, was presented at now and refused. A tenant no longer configured
+// gets no entry: its name would keep it past its purge and configured
+// again.
 func (s *Store) noteRefused(tok Token, now time.Time) {
-	s.tokens.seen.of(tok.Tenant).refused.Store(now.UnixNano())
+	if !s.HasTenant(tok.Tenant) {
+		return
+	}
+	a := s.tokens.seen.of(tok.Tenant)
+	a.refused.Store(after(now, a.accepted.Load()))
+}
+
+// after is now in unix nanoseconds, or just after other if the clock,
+// stepped back since other was noted, says earlier: the alert compares
+// the two, and what came later must stay the later.
+func after(now time.Time, other int64) int64 {
+	return max(now.UnixNano(), other+1)
+}
+
+// forgetSeen drops what was noted of the tenants no longer in tenants.
+func (a *authSeenMap) forgetSeen(tenants map[string]*tenant) {
+	a.m.Range(func(k, _ any) bool {
+		if _, ok := tenants[k.(string)]; !ok {
+			a.m.Delete(k)
+		}
+		return true
+	})
 }
 
 // credentialSeen exports, at each scrape, authSeen of each configured

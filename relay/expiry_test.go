@@ -635,3 +635,68 @@ func TestRefusedCredentialMetricsSayWhichCameLast(t *testing.T) {
 		return err
 	}, true, "refused")
 }
+
+// TestRefusedCredentialAlertAfterAClockStepBack: the refusal alert fires
+// while refused > accepted. Entra's revoked token is refused; the clock,
+// which ran ahead, is stepped back two minutes by NTP (noteUse already
+// guards the last use against exactly this); the operator's new token is
+// then accepted. The latest credential presented was accepted: the
+// accepted timestamp must be the later one.
+func TestRefusedCredentialAlertAfterAClockStepBack(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	revokedSecret, revoked, err := s.Tokens().Create(ctx, "acme", "entra", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Tokens().Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	if err := s.Authenticate(ctx, "acme", revokedSecret); err == nil {
+		t.Fatal("a revoked token was accepted")
+	}
+	c.add(-2 * time.Minute) // NTP steps the clock back
+	fresh, _, err := s.Tokens().Create(ctx, "acme", "entra-2", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authenticate(ctx, "acme", fresh); err != nil {
+		t.Fatal(err)
+	}
+	got := credentialSeries(t, s)
+	if r, a := got["refused"]["acme"], got["accepted"]["acme"]; r > a {
+		t.Errorf("the new token was accepted after the refusal, yet refused %v > accepted %v: ScimrelayRefusedCredentials fires until Entra's next cycle", r, a)
+	}
+}
+
+// TestRefusedCredentialOfAPurgedTenantNamesNoNewOne: globex's revoked
+// token is refused (the alert fires), the operator removes globex and
+// purges it; later a tenant of that name is configured again, with no
+// credential of its own used yet. Nothing of the new tenant was refused:
+// the alert must not fire for it.
+func TestRefusedCredentialOfAPurgedTenantNamesNoNewOne(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	secret, tok, err := s.Tokens().Create(ctx, "globex", "entra", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Tokens().Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	if err := s.Authenticate(ctx, "globex", secret); err == nil {
+		t.Fatal("a revoked token was accepted")
+	}
+	if err := s.SetTenants(withoutTenant(c, "globex")); err != nil {
+		t.Fatal(err)
+	}
+	purgeAll(t, s, "globex", nil)
+	c.add(time.Hour)
+	if err := s.SetTenants(testOptions(c).Tenants); err != nil {
+		t.Fatal(err)
+	}
+	got := credentialSeries(t, s)
+	if r, a := got["refused"]["globex"], got["accepted"]["globex"]; r > a {
+		t.Errorf("globex configured anew after its purge: refused %v > accepted %v, so ScimrelayRefusedCredentials fires for a tenant nothing was refused of", r, a)
+	}
+}

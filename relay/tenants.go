@@ -226,6 +226,7 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	}
 	s.tokens.trackStatic(tenants)
 	s.tenants.Store(&tenants)
+	s.tokens.seen.forgetSeen(tenants)
 	return nil
 }
 

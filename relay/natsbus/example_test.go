@@ -608,3 +608,22 @@ func updatedBeforeCreated(order []string) []string {
 	}
 	return wrong
 }
+
+// TestJavaScriptExampleStopsWhileNATSIsAway: subscribe.mjs, told to stop
+// (SIGTERM: systemd, Kubernetes, docker stop) while NATS is away, must
+// end: nothing it pulled can be handled or acknowledged then, and before
+// the drain on SIGTERM node ended at once.
+func TestJavaScriptExampleStopsWhileNATSIsAway(t *testing.T) {
+	b, seed := exampleSubscriberBus(t)
+	publishUser(t, b.js, "before", 1)
+	ex := startJSExample(t, b.url, seed, 1<<30)
+	ex.printed(t, "user-before")
+	b.js.Conn().Close()
+	b.e.Shutdown()
+	if err := ex.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.wait(t, 20*time.Second); err != nil && strings.Contains(err.Error(), "still running") {
+		t.Fatalf("node subscribe.mjs, sent SIGTERM while NATS is away: %v\n%s%s", err, ex.out.String(), ex.stderr.String())
+	}
+}

@@ -26,7 +26,11 @@ const messages = await consumer.consume();
 // same resources; nc.drain() here fails the acknowledgements of the
 // events still in the loop. nats.js 2.29 gives the consumption no drain of
 // its own: `sub` is its subscription. A second signal ends node at once.
-for (const signal of ["SIGTERM", "SIGINT"]) process.once(signal, () => messages.sub.drain().catch(() => {}));
+for (const signal of ["SIGTERM", "SIGINT"]) process.once(signal, () => {
+  messages.sub.drain().catch(() => {});
+  // NATS away, nothing can be acknowledged: end after 10 s, not when it is back.
+  setTimeout(() => nc.close(), 10_000).unref();
+});
 let n = 0;
 for await (const m of messages) {
   const data = m.json(); // tenant, resourceType, id, resource, changes, member
@@ -34,4 +38,4 @@ for await (const m of messages) {
   m.ack(); // at-least-once: a repeat has the same ce-id
   if (++n >= limit) break;
 }
-await nc.drain(); // sends the last acknowledgements before it closes
+if (!nc.isClosed()) await nc.drain().catch(() => {}); // sends the last acknowledgements before it closes
