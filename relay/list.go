@@ -64,7 +64,7 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		return nil
 	})
 	if examined != nil {
-		s.chargeFor(tenantName, 0, examined.spent, 0)
+		s.chargeFor(tenantName, work{memberships: examined.spent, compared: examined.compared})
 	}
 	if err != nil {
 		return scim.Page{}, err
@@ -222,9 +222,12 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 	case rt == scim.UserResourceType && f.References("groups"):
 		elements = func(id string) scim.Elements { return b.bounded(ctx, groupElements(tb, id, names, b)) }
 	}
-	test := func(r *scim.Resource) error {
+	test := func(r *scim.Resource, size int) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if f != nil {
+			b.compared += size * max(f.Terms(), 1)
 		}
 		ok := f == nil
 		read := r
@@ -253,7 +256,7 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 			if rec == nil {
 				continue
 			}
-			if err := test(rec.res); err != nil {
+			if err := test(rec.res, rec.size); err != nil {
 				return err
 			}
 		}
@@ -265,7 +268,7 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 		if err != nil {
 			return fmt.Errorf("reading %s %s: %w", rt.Name, k, err)
 		}
-		if err := test(rec.res); err != nil {
+		if err := test(rec.res, len(v)); err != nil {
 			return err
 		}
 	}

@@ -684,7 +684,12 @@ const maxMembershipsExamined = 1_000_000
 const maxNamesKept = 10_000
 
 // budget counts what one request reads, up to limit.
-type budget struct{ spent, looked, limit int }
+type budget struct {
+	spent, looked, limit int
+	// compared counts the bytes of stored resources a list's filter
+	// tested, times its terms (ReadBytesPerRequest).
+	compared int
+}
 
 // spend counts one membership read, refusing the request past the limit.
 func (b *budget) spend() error { return b.spendN(1) }

@@ -386,3 +386,50 @@ func TestResourceSizeIsBounded(t *testing.T) {
 	mustPatch(t, s, "acme", scim.UserResourceType, old.ID(), `{"op":"remove","path":"phoneNumbers"}`)
 	mustPatch(t, s, "acme", scim.UserResourceType, old.ID(), `{"op":"add","path":"title","value":"`+strings.Repeat("t", 1000)+`"}`)
 }
+
+// TestListFilterWorkIsCharged: a list's filter tests every resource no
+// index narrows it to, each term reading the values it names anew; every
+// MiB of resources tested, times the filter's terms, costs its tenant one
+// request more (ComparedBytesPerRequest). A 100-term filter of `co`s over
+// one user holding a 1 MiB value took 2 s of CPU at the cost of one
+// request (an attack round). A filter an index answers reads only what
+// it names.
+func TestListFilterWorkIsCharged(t *testing.T) {
+	s, _, _ := openStore(t)
+	var mu sync.Mutex
+	charged := map[string]int{}
+	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
+	take := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		got := charged
+		charged = map[string]int{}
+		return got
+	}
+	for i := range 4 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d","title":"%s"`, i, strings.Repeat("t", 200<<10))))
+	}
+	take()
+	list := func(filter string) {
+		t.Helper()
+		f, err := scim.ParseFilter(scim.UserResourceType, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	terms := make([]string, 10)
+	for i := range terms {
+		terms[i] = fmt.Sprintf(`title co "z%d"`, i)
+	}
+	list(strings.Join(terms, " or ")) // 4 × 200 KiB × 10 terms: 7.8 MiB
+	if got := take(); got["acme"] != 7 || len(got) != 1 {
+		t.Errorf("a 10-term filter testing 800 KiB of users charged %v, want acme 7", got)
+	}
+	list(`userName eq "u1"`) // the index names one user
+	if got := take(); len(got) != 0 {
+		t.Errorf("a filter the userName index answers charged %v", got)
+	}
+}

@@ -622,7 +622,7 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 		if err != nil {
 			events = 0 // not stored; the walk was done all the same
 		}
-		s.chargeFor(tenant, events, w.examined.spent, w.bytes)
+		s.chargeFor(tenant, work{events: events, memberships: w.examined.spent, stored: w.bytes})
 	}
 	if err != nil {
 		if span != nil {

@@ -29,6 +29,10 @@ type Filter struct {
 	terms int // comparisons (MaxFilterTerms)
 }
 
+// Terms returns the filter's comparisons (at most MaxFilterTerms): what
+// testing a resource against it costs, per byte the resource holds.
+func (f *Filter) Terms() int { return f.terms }
+
 // String returns the filter as it was given.
 func (f *Filter) String() string { return f.src }
 
