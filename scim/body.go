@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -61,6 +62,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", limit)
+		}
+		var busy *bodiesInFlight
+		if errors.As(err, &busy) {
+			return nil, &rateLimited{wait: time.Second, tenant: busy.tenant, bodies: true}
 		}
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 			// The listener's read_timeout ended the read; the client is

@@ -17,3 +17,7 @@ var (
 	PatchBody     = patchBody
 	MemberOpsJSON = memberOpsJSON
 )
+
+// BodiesHeld is the bytes of request bodies tenant's requests hold
+// (inflight.go).
+func (h *Handler) BodiesHeld(tenant string) int64 { return h.inFlight.of(tenant).Load() }

@@ -56,6 +56,11 @@ type Options struct {
 	// MaxSortMatches bounds a list with sortBy: when more resources match,
 	// the answer is 400 tooMany (Query.SortLimit).
 	MaxSortMatches int
+	// MaxBodiesInFlight bounds the bytes of request bodies one tenant's
+	// requests have read and not yet answered (inflight.go): a read past
+	// it ends its request with 429. Zero takes DefaultMaxBodiesInFlight,
+	// or four times MaxBodyBytes or BulkMaxPayload if that is more.
+	MaxBodiesInFlight int64
 	// Limiter, when set, is asked once per authenticated request, and for
 	// a /Bulk request once more for each of its operations but the first.
 	Limiter Limiter
@@ -141,11 +146,12 @@ type RequestInfo struct {
 
 // Handler serves the SCIM 2.0 protocol for every tenant under /scim/v2/{tenant}.
 type Handler struct {
-	backend Backend
-	auth    Authenticator
-	o       Options
-	router  *mux.Router
-	log     *slog.Logger
+	backend  Backend
+	auth     Authenticator
+	o        Options
+	router   *mux.Router
+	log      *slog.Logger
+	inFlight inFlight
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -175,6 +181,11 @@ func NewHandler(b Backend, auth Authenticator, o Options) *Handler {
 	}
 	if o.BulkMaxPayload <= 0 {
 		o.BulkMaxPayload = DefaultBulkMaxPayload
+	}
+	if o.MaxBodiesInFlight <= 0 {
+		// Four of the largest bodies taken, so that a body the limits
+		// allow is never refused for its size alone.
+		o.MaxBodiesInFlight = max(DefaultMaxBodiesInFlight, 4*o.MaxBodyBytes, 4*o.BulkMaxPayload)
 	}
 	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
 	log := o.Logger
@@ -392,6 +403,11 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 			h.writeError(w, r, err)
 			return
 		}
+		if r.Body != nil && r.Body != http.NoBody {
+			b := &heldBody{ReadCloser: r.Body, tenant: c.tenant, count: h.inFlight.of(c.tenant), limit: h.o.MaxBodiesInFlight}
+			defer b.release()
+			r.Body = b
+		}
 		c.base = h.baseURL(r, c.tenant)
 		if err := f(w, r, c); err != nil {
 			h.writeError(w, r, err)
@@ -479,9 +495,15 @@ const (
 type rateLimited struct {
 	wait   time.Duration
 	tenant string
+	// bodies: the tenant's requests hold too many bodies (inflight.go),
+	// not over its rate.
+	bodies bool
 }
 
 func (e *rateLimited) Error() string {
+	if e.bodies {
+		return fmt.Sprintf("tenant %s's requests under way hold more than the relay takes of request bodies at once; retry in %s s", e.tenant, e.retryAfter())
+	}
 	return fmt.Sprintf("tenant %s is over its request rate; retry in %s s", e.tenant, e.retryAfter())
 }
 
