@@ -112,7 +112,7 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 	if p.entries, err = indexEntries(res); err != nil {
 		return nil, err
 	}
-	if err := checkRequired(t, res); err != nil {
+	if err := checkRequired(t, nil, res); err != nil {
 		return nil, err
 	}
 	p.value = encodeRecord(&record{version: 1, subjectSeq: 1, res: res})
@@ -144,7 +144,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if t != p.t {
 		// The tenant was reloaded since the create was prepared: its
 		// required attributes are checked as they are now, as uniqueness is.
-		if err := checkRequired(t, res); err != nil {
+		if err := checkRequired(t, nil, res); err != nil {
 			return w.refuse(err)
 		}
 	}
@@ -212,17 +212,21 @@ func (w *txWrite) inOrder(tb *bolt.Bucket, t *tenant, p *preparedCreate) (*prepa
 }
 
 // checkResource enforces the tenant's required attributes and uniqueness
-// on a resource about to be stored.
-func checkResource(tb *bolt.Bucket, t *tenant, r *scim.Resource) error {
-	if err := checkRequired(t, r); err != nil {
+// on a resource about to replace cur.
+func checkResource(tb *bolt.Bucket, t *tenant, cur, r *scim.Resource) error {
+	if err := checkRequired(t, cur, r); err != nil {
 		return err
 	}
 	return checkUnique(tb, t, r)
 }
 
-// checkRequired enforces what needs no stored state: the identifying
-// attribute and the tenant's required attributes.
-func checkRequired(t *tenant, r *scim.Resource) error {
+// checkRequired enforces what needs no stored state on r, about to replace
+// cur (nil for a create): the identifying attribute and the tenant's
+// required attributes. A required attribute cur already lacked (stored
+// before the tenant required it: `required` and `unique` change on a
+// reload) does not hold up r's other changes, or Entra could not
+// deactivate such a user; a change may not remove one.
+func checkRequired(t *tenant, cur, r *scim.Resource) error {
 	if r.Type == scim.GroupResourceType {
 		if r.String("displayName") == "" {
 			return scim.Errorf(scim.ErrInvalidValue, "attribute displayName is required")
@@ -233,11 +237,11 @@ func checkRequired(t *tenant, r *scim.Resource) error {
 		return scim.Errorf(scim.ErrInvalidValue, "attribute userName is required")
 	}
 	for _, req := range t.required {
-		if !req.present.Match(r) {
+		if !req.present.Match(r) && (cur == nil || req.present.Match(cur)) {
 			return scim.Errorf(scim.ErrInvalidValue, "attribute %s is required in tenant %s", req.path.String(), t.name)
 		}
 	}
-	if t.uniqueEmail && r.WorkEmail() == "" {
+	if t.uniqueEmail && r.WorkEmail() == "" && (cur == nil || cur.WorkEmail() != "") {
 		return scim.Errorf(scim.ErrInvalidValue, "a User needs an email in tenant %s, which tells users apart by their work email", t.name)
 	}
 	return nil
@@ -389,7 +393,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		if newEntries, err = indexEntries(next); err != nil {
 			return w.refuse(err)
 		}
-		if err := checkResource(tb, t, next); err != nil {
+		if err := checkResource(tb, t, cur, next); err != nil {
 			return w.refuse(err)
 		}
 		// The stored state was indexed when it was written, so it cannot be too long.

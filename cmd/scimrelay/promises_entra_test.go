@@ -243,3 +243,41 @@ func TestEntraSectionDefaults(t *testing.T) {
 	c := createClient(t, p, "acme", "--name", "entra")
 	p.tokenRequest("acme", grant(), c.id+":"+c.secret).accessToken(t) // expires_in 3600
 }
+
+// TestEntraDeactivatesUsersStoredBeforeATenantRequiredMore: `required` and
+// `unique` change on a reload or restart. A user stored before, without
+// what the tenant now asks, must still be deactivated when Entra sends
+// its PATCH of active (a leaver, an unassignment): refusing it leaves the
+// person active downstream, with no user.deactivated, on every cycle.
+func TestEntraDeactivatesUsersStoredBeforeATenantRequiredMore(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		edit func(*config.Tenant)
+	}{
+		{"required emails", func(tn *config.Tenant) { tn.Required = []string{"emails"} }},
+		{"unique email", func(tn *config.Tenant) { tn.Unique = "email" }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := startRelay(t, testConfig(t, dir), roleAll)
+			a := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"a@x.com"}`).want(t, 201).str("id")
+			p.stop()
+			cfg := testConfig(t, dir)
+			c.edit(&cfg.Tenants[0])
+			p = startRelay(t, cfg, roleAll)
+			ps := func(ops string) string { return `{` + patchSchema + `,"Operations":[` + ops + `]}` }
+			if r := p.scim("acme", acmeToken, "PATCH", "/Users/"+a, ps(`{"op":"Replace","path":"active","value":"False"}`)); r.status != 200 {
+				t.Fatalf("Entra's deactivation: %d %s, want 200", r.status, r.raw)
+			}
+			evs := readStream(t, p.srv.js, 2)
+			if evs[1].action != events.UserDeactivated {
+				t.Errorf("second event %s, want user.deactivated", evs[1].action.Type())
+			}
+			// What the tenant requires still cannot be removed from a user that has it.
+			b := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"b@x.com","emails":[{"type":"work","value":"b@x.com"}]}`).want(t, 201).str("id")
+			p.scim("acme", acmeToken, "PATCH", "/Users/"+b, ps(`{"op":"Remove","path":"emails"}`)).want(t, 400)
+			// Nor may a new user lack it.
+			p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"c@x.com"}`).want(t, 400)
+		})
+	}
+}
