@@ -531,21 +531,8 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 	next := r.Clone()
 	u := &Update{Resource: next}
 	a := &applying{u: u, keys: foldedKeys{}}
-	var valueless []patchOp
 	for _, op := range p.ops {
-		var v *valuelessError
-		if err := p.applyOp(next, op, a); errors.As(err, &v) {
-			valueless = append(valueless, op)
-		} else if err != nil {
-			return nil, err
-		}
-	}
-	for _, op := range valueless {
 		if err := p.applyOp(next, op, a); err != nil {
-			var v *valuelessError
-			if errors.As(err, &v) {
-				return nil, v.err
-			}
 			return nil, err
 		}
 	}
@@ -561,14 +548,6 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 	u.Changes = Diff(r, next)
 	return u, nil
 }
-
-// valuelessError is applyFiltered's answer to an add or replace through a
-// filter that matches no element and would make one without its value:
-// Apply takes the operation again after the others, and answers err if
-// it still would.
-type valuelessError struct{ err *Error }
-
-func (e *valuelessError) Error() string { return e.err.Error() }
 
 // applying is what one Apply keeps while it applies a PATCH's operations.
 type applying struct {
@@ -1241,12 +1220,8 @@ func applyFiltered(r *Resource, op patchOp, keys foldedKeys) error {
 		}
 		if lacksValue(ap.attr, el) {
 			// emails[type eq "work"].primary on a user without a work
-			// email would make an email of no address. Apply takes it
-			// again after the PATCH's other operations (Entra without
-			// aadOptscim062020 sends one per mapping, in the mappings'
-			// order, so the value may come next, as a path-less value's
-			// keys are taken value first), and refuses it then.
-			return &valuelessError{Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s, and the element it would make has no value", op.index, ap, pp.text)}
+			// email would make an email of no address.
+			return Errorf(ErrNoTarget, "Operations[%d]: no value of %s matches %s, and the element it would make has no value", op.index, ap, pp.text)
 		}
 		if i := untypedOf(ap, out, el); i >= 0 {
 			// An element of no type holds the very value: it takes the

@@ -281,32 +281,3 @@ func TestEntraDeactivatesUsersStoredBeforeATenantRequiredMore(t *testing.T) {
 		})
 	}
 }
-
-// TestEntraWorkEmailPrimaryMapping: a common Entra set-up maps a constant
-// "True" to emails[type eq "work"].primary beside mail to
-// emails[type eq "work"].value. When a user's mail appears, Entra sends
-// both: with aadOptscim062020 as keys of one path-less value, without it
-// as one operation per mapping, in the mappings' order. The relay must
-// make the work email either way, whichever comes first.
-func TestEntraWorkEmailPrimaryMapping(t *testing.T) {
-	p := startRelay(t, testConfig(t, t.TempDir()), roleAll)
-	s := func(method, path, body string) reply {
-		t.Helper()
-		return p.scim("acme", acmeToken, method, path, body)
-	}
-	ps := func(ops string) string { return `{` + patchSchema + `,"Operations":[` + ops + `]}` }
-
-	// Mail set in Entra: both mappings in one PATCH. The path-less form
-	// (with the flag) makes the email whatever the keys' order; one
-	// operation each (without the flag) must too.
-	b := s("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"b@x.com"}`).want(t, 201).str("id")
-	c := s("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"c@x.com"}`).want(t, 201).str("id")
-	s("PATCH", "/Users/"+b, ps(`{"op":"replace","value":{"emails[type eq \"work\"].primary":"True","emails[type eq \"work\"].value":"b@x.com"}}`)).want(t, 200)
-	r := s("PATCH", "/Users/"+c, ps(`{"op":"Add","path":"emails[type eq \"work\"].primary","value":"True"},{"op":"Add","path":"emails[type eq \"work\"].value","value":"c@x.com"}`))
-	if r.status != 200 {
-		t.Fatalf("one operation per mapping, primary first: %d %s, want 200 as with the flag", r.status, r.raw)
-	}
-	if got := s("GET", "/Users?"+q(`emails[type eq "work"].value eq "c@x.com"`), "").want(t, 200).body["totalResults"]; got != float64(1) {
-		t.Errorf("the work email was not made: %v users match it", got)
-	}
-}
