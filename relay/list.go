@@ -72,16 +72,25 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 	return page, nil
 }
 
+// MaxPageBytes bounds a list's page by the bytes of the resources it
+// holds as stored: a page stops at the first resource that takes it past
+// this (RFC 7644 §3.4.2.4 lets a page hold fewer than count; itemsPerPage
+// says how many). A resource takes some 18 times its stored size in heap
+// decoded, and a page of 1,000 users at MaxResourceBytes about 4.5 GiB,
+// for one request (an attack round).
+const MaxPageBytes = 4 << 20
+
 // listAll pages through every resource without decoding the ones it skips.
 func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Page, error) {
 	page := scim.Page{Resources: []*scim.Resource{}}
 	c := resourceBucket(tb, rt).Cursor()
-	i := 0
+	i, held := 0, 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		i++
-		if i < start || len(page.Resources) >= count {
+		if i < start || len(page.Resources) >= count || held >= MaxPageBytes {
 			continue
 		}
+		held += len(v)
 		rec, err := decodeRecord(rt, v)
 		if err != nil {
 			return page, fmt.Errorf("reading %s %s: %w", rt.Name, k, err)
@@ -143,9 +152,11 @@ func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start,
 // listMatching filters and pages in id order, keeping only the page.
 func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, view func(*scim.Resource) *scim.Resource, b *budget, start, count int) (scim.Page, error) {
 	page := scim.Page{Resources: []*scim.Resource{}}
-	err := eachMatch(ctx, tb, rt, f, view, b, func(r *scim.Resource) error {
+	held := 0
+	err := eachMatch(ctx, tb, rt, f, view, b, func(r *scim.Resource, size int) error {
 		page.Total++
-		if page.Total >= start && len(page.Resources) < count {
+		if page.Total >= start && len(page.Resources) < count && held < MaxPageBytes {
+			held += size
 			page.Resources = append(page.Resources, r)
 		}
 		return nil
@@ -159,7 +170,7 @@ func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f
 // known.
 func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q scim.Query, view func(*scim.Resource) *scim.Resource, b *budget, start, count int) (scim.Page, error) {
 	var sorted []sortable
-	err := eachMatch(ctx, tb, rt, q.Filter, view, b, func(r *scim.Resource) error {
+	err := eachMatch(ctx, tb, rt, q.Filter, view, b, func(r *scim.Resource, _ int) error {
 		if q.SortLimit > 0 && len(sorted) >= q.SortLimit {
 			return tooManyToSort(rt, q.SortLimit)
 		}
@@ -176,7 +187,8 @@ func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q s
 		return strings.Compare(a.id, b.id)
 	})
 	page := scim.Page{Total: len(sorted), Resources: []*scim.Resource{}}
-	for i := start - 1; i < len(sorted) && len(page.Resources) < count; i++ {
+	held := 0
+	for i := start - 1; i < len(sorted) && len(page.Resources) < count && held < MaxPageBytes; i++ {
 		rec, err := getRecord(tb, rt, sorted[i].id)
 		if err != nil {
 			return scim.Page{}, err
@@ -184,6 +196,7 @@ func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q s
 		if rec == nil {
 			return scim.Page{}, fmt.Errorf("reading %s %s: matched, then gone within one read transaction", rt.Name, sorted[i].id)
 		}
+		held += rec.size
 		page.Resources = append(page.Resources, rec.res)
 	}
 	return page, nil
@@ -212,7 +225,7 @@ func filterView(t *tenant, rt *scim.ResourceType, f *scim.Filter) func(*scim.Res
 // order, until fn returns an error; f reads each as view returns it (nil:
 // as it is), fn gets it as stored. The memberships f reads count against
 // b, and it stops with ctx's error once ctx is done.
-func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, view func(*scim.Resource) *scim.Resource, b *budget, fn func(*scim.Resource) error) error {
+func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *scim.Filter, view func(*scim.Resource) *scim.Resource, b *budget, fn func(*scim.Resource, int) error) error {
 	var elements func(id string) scim.Elements
 	names := map[string]string{}
 	switch {
@@ -226,9 +239,13 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// Without a filter (sortBy) each resource is decoded all the
+		// same, for its sort key: one term's worth.
+		terms := 1
 		if f != nil {
-			b.compared += size * max(f.Terms(), 1)
+			terms = max(f.Terms(), 1)
 		}
+		b.compared += size * terms
 		ok := f == nil
 		read := r
 		if !ok && view != nil {
@@ -243,7 +260,7 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 			ok = f.Match(read)
 		}
 		if ok {
-			return fn(r)
+			return fn(r, size)
 		}
 		return nil
 	}

@@ -433,3 +433,49 @@ func TestListFilterWorkIsCharged(t *testing.T) {
 		t.Errorf("a filter the userName index answers charged %v", got)
 	}
 }
+
+// TestListPageIsBoundedByItsBytes: a page of a list ends at the first
+// resource that takes it past MaxPageBytes as stored (itemsPerPage says
+// how many it holds; totalResults stays exact), whether listed whole,
+// filtered or sorted: a resource takes some 18 times its stored size in
+// heap decoded, and one GET of 1,000 users at MaxResourceBytes about
+// 4.7 GiB (an attack round). A sorted list with no filter decodes every
+// resource for its sort key, and is charged as a one-term filter is.
+func TestListPageIsBoundedByItsBytes(t *testing.T) {
+	s, _, _ := openStore(t)
+	charged := 0
+	s.ChargeTo(func(_ string, n int) { charged += n })
+	const n, size = 24, 250 << 10
+	for i := range n {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%02d","title":"%s"`, i, strings.Repeat("t", size))))
+	}
+	fits := MaxPageBytes/size + 1 // the one that takes it past the bound is in
+	f, err := scim.ParseFilter(scim.UserResourceType, `title pr`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort, err := scim.UserResourceType.ParsePath("userName")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, q := range map[string]scim.Query{
+		"whole":    {StartIndex: 1, Count: 100},
+		"filtered": {Filter: f, StartIndex: 1, Count: 100},
+		"sorted":   {SortBy: &sort, StartIndex: 1, Count: 100},
+	} {
+		page, err := s.List(ctx, "acme", scim.UserResourceType, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Resources) != fits || page.Total != n {
+			t.Errorf("%s: a page of %d of %d users of %d KiB, want %d of %d", name, len(page.Resources), page.Total, size>>10, fits, n)
+		}
+	}
+	charged = 0
+	if _, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{SortBy: &sort, StartIndex: 1, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if want := n * (size + 300) / ComparedBytesPerRequest; charged < want-1 {
+		t.Errorf("a sorted list decoding %d users of %d KiB charged %d, want about %d", n, size>>10, charged, want)
+	}
+}
