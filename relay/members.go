@@ -687,7 +687,7 @@ const maxNamesKept = 10_000
 type budget struct {
 	spent, looked, limit int
 	// compared counts the bytes of stored resources a list's filter
-	// tested, times its terms (ReadBytesPerRequest).
+	// tested, times its terms (ComparedBytesPerRequest).
 	compared int
 }
 

@@ -26,7 +26,6 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
@@ -675,24 +674,7 @@ func TestConsoleTailShowsALargeEvent(t *testing.T) {
 	p, b := consoleRelay(t, nil)
 	tail := openTail(t, b, "/ui/events/stream")
 	defer tail.close()
-	js, err := jetstream.New(p.srv.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := events.Data{Tenant: "acme", ResourceType: "User", ID: "big",
-		Resource: []byte(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"big","userName":"big","meta":{"resourceType":"User","created":"2026-11-23T09:00:00Z","lastModified":"2026-11-23T09:00:00Z","version":"W/\"2\""}}`),
-		Changes:  []events.Change{{Path: "title", Old: []byte(strconv.Quote(strings.Repeat("a", 2200<<10))), New: []byte(strconv.Quote(strings.Repeat("b", 2200<<10)))}}}
-	e, err := events.New(events.Meta{Tenant: "acme", Action: events.UserUpdated, ResourceID: "big", Sequence: 1 << 20, SubjectSeq: 2, Time: time.Now()}, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := events.ToMsg(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.PublishMsg(t.Context(), msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
-		t.Fatal(err)
-	}
+	publishUserEvent(t, p, events.UserUpdated, "big", "", strings.Repeat("a", 2200<<10), strings.Repeat("b", 2200<<10))
 	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"small"}`).want(t, 201)
 	for _, want := range []string{"user.updated", "user.created"} {
 		if e := tail.next(t, "cloudevent"); !strings.Contains(e, `"type":"io.scimrelay.`+want+`"`) {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -240,6 +241,45 @@ type streamed struct {
 	time       time.Time
 	data       events.Data
 	source     string
+}
+
+// publishUserEvent puts a user event of acme into the event stream as the
+// relay's own NATS connection does, its resource's title and its change's
+// old and new title given: for events a SCIM request can no longer make
+// (a resource is at most 256 KiB, relay.MaxResourceBytes) but an earlier
+// release stored, which stay for the stream's retention.
+func publishUserEvent(t testing.TB, p *relayProc, a events.Action, id, title, oldTitle, newTitle string) {
+	t.Helper()
+	encode := func(v any) []byte { // as the relay does: '&' as it is, not \u0026
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			t.Fatal(err)
+		}
+		return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	}
+	resource := encode(map[string]any{"schemas": []string{scim.UserSchema}, "id": id, "userName": id, "title": title,
+		"meta": map[string]any{"resourceType": "User", "created": "2026-11-23T09:00:00Z", "lastModified": "2026-11-23T09:00:00Z", "version": `W/"1"`}})
+	d := events.Data{Tenant: "acme", ResourceType: "User", ID: id, Resource: resource}
+	if oldTitle != "" || newTitle != "" {
+		d.Changes = []events.Change{{Path: "title", Old: encode(oldTitle), New: encode(newTitle)}}
+	}
+	e, err := events.New(events.Meta{Tenant: "acme", Action: a, ResourceID: id, Sequence: 1 << 20, SubjectSeq: 1, Time: time.Now()}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := events.ToMsg(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(p.srv.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), msg, jetstream.WithExpectStream(events.StreamName)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func readStream(t testing.TB, js jetstream.JetStream, n int) []streamed {

@@ -25,10 +25,10 @@ import (
 const (
 	keepAlive = 10 * time.Second
 	// maxEventLen bounds a line of the admin API's tail: above the
-	// largest message NATS takes (64 MiB), so that every event the relay
-	// stored is shown. At 4 MiB, an event a SCIM client made by a PATCH
-	// of a large attribute (the resource, the old and the new value: up
-	// to the embedded server's 8 MiB) ended every open tail.
+	// largest message NATS takes (64 MiB), so that every event in the
+	// stream is shown. At 4 MiB, one larger event (a PATCH of large
+	// values, before resources were bounded; an earlier release's, kept
+	// for the stream's retention) ended every open tail.
 	maxEventLen = 64<<20 + 64<<10
 	// resumeMargin is how far before the last message a browser had the
 	// tail starts again when it reconnects (eventStream): an event stored

@@ -79,7 +79,8 @@ func (m *RequestMetrics) Observe(info *scim.RequestInfo, tenant string) {
 	s.requests.Inc()
 	s.latency.Observe(info.Latency.Seconds())
 	if info.Status >= 500 && info.Status != 501 {
-		m.lastError.WithLabelValues(tenant).Set(float64(time.Now().UnixNano()) / 1e9)
+		now := time.Now()
+		m.lastError.WithLabelValues(tenant).Set(float64(now.Unix()) + float64(now.Nanosecond())/1e9)
 	}
 }
 
