@@ -235,15 +235,15 @@ func eachMatch(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f *s
 	case rt == scim.UserResourceType && f.References("groups"):
 		elements = func(id string) scim.Elements { return b.bounded(ctx, groupElements(tb, id, names, b)) }
 	}
+	// Without a filter (sortBy) each resource is decoded all the same, for
+	// its sort key: one term's worth.
+	terms := 1
+	if f != nil {
+		terms = max(f.Terms(), 1)
+	}
 	test := func(r *scim.Resource, size int) error {
 		if err := ctx.Err(); err != nil {
 			return err
-		}
-		// Without a filter (sortBy) each resource is decoded all the
-		// same, for its sort key: one term's worth.
-		terms := 1
-		if f != nil {
-			terms = max(f.Terms(), 1)
 		}
 		b.compared += size * terms
 		ok := f == nil

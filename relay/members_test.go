@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -319,11 +318,10 @@ func TestRepeatedRemovalsOfAllCountWhatTheRequestNamed(t *testing.T) {
 	}
 	ops := `{"op":"remove","path":"members","value":[` + strings.Join(named, ",") + `]},` +
 		repeatOps(4, func(int) string { return `{"op":"remove","path":"members"}` })
-	var charged int
-	s.ChargeTo(func(_ string, n int) { charged += n })
+	take := recordCharges(s)
 	_, err := patch(t, s, "acme", scim.GroupResourceType, g.ID(), ops)
 	wantErr(t, err, scim.ErrTooMany, "more than 1000 memberships")
-	if charged == 0 {
+	if take()["acme"] == 0 {
 		t.Errorf("a PATCH refused for walking 6,000 named values was charged nothing")
 	}
 	// Named once and removed once, as Entra does, it is not counted.
@@ -420,16 +418,7 @@ func TestWorkIsChargedToTheTenant(t *testing.T) {
 	s := openFastStore(t)
 	s.maxExamined = 20 * MembershipsPerRequest
 	g, _ := buildGroup(t, s, 2*EventsPerRequest+50)
-	var mu sync.Mutex
-	charged := map[string]int{}
-	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
-	take := func() map[string]int {
-		mu.Lock()
-		defer mu.Unlock()
-		got := charged
-		charged = map[string]int{}
-		return got
-	}
+	take := recordCharges(s)
 	// Removing every member: 250 events, 2 requests; nothing read one by one.
 	mustPatch(t, s, "acme", scim.GroupResourceType, g.ID(), `{"op":"remove","path":"members"}`)
 	if got := take(); got["acme"] != 2 || len(got) != 1 {
@@ -472,9 +461,7 @@ func TestWorkOfAFailedWriteIsNotChargedForEvents(t *testing.T) {
 	ids := bulkUsers(t, s, 2*EventsPerRequest)
 	long := create(t, s, "acme", user(t, `"userName":"long","displayName":"`+strings.Repeat("d", 80<<10)+`"`))
 	g := create(t, s, "acme", group(t, `"displayName":"g"`))
-	var mu sync.Mutex
-	charged := map[string]int{}
-	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
+	take := recordCharges(s)
 	s.LimitEvents(64<<10 + eventHeadroom)
 	var members []string
 	for _, id := range append(ids, long.ID()) {
@@ -485,9 +472,7 @@ func TestWorkOfAFailedWriteIsNotChargedForEvents(t *testing.T) {
 	if left, err := s.Members(ctx, "acme", g.ID(), "", "", 0); err != nil || len(left) != 0 {
 		t.Fatalf("members after the failed write: %d, %v", len(left), err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(charged) != 0 {
+	if charged := take(); len(charged) != 0 {
 		t.Fatalf("a write that stored nothing charged %v", charged)
 	}
 }

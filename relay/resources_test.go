@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -329,10 +328,8 @@ func TestOktaPutRepeatingTheUserInAnotherOrderEmitsNothing(t *testing.T) {
 // attack round).
 func TestResourceSizeIsBounded(t *testing.T) {
 	s, _, _ := openStore(t)
-	var mu sync.Mutex
-	charged := 0
-	s.ChargeTo(func(_ string, n int) { mu.Lock(); charged += n; mu.Unlock() })
-	take := func() int { mu.Lock(); defer mu.Unlock(); n := charged; charged = 0; return n }
+	charges := recordCharges(s)
+	take := func() int { return charges()["acme"] }
 	nextPhone := 0
 	phones := func(n int) string { // n numbers, each new
 		out := make([]string, n)
@@ -396,16 +393,7 @@ func TestResourceSizeIsBounded(t *testing.T) {
 // it names.
 func TestListFilterWorkIsCharged(t *testing.T) {
 	s, _, _ := openStore(t)
-	var mu sync.Mutex
-	charged := map[string]int{}
-	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
-	take := func() map[string]int {
-		mu.Lock()
-		defer mu.Unlock()
-		got := charged
-		charged = map[string]int{}
-		return got
-	}
+	take := recordCharges(s)
 	for i := range 4 {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%d","title":"%s"`, i, strings.Repeat("t", 200<<10))))
 	}
@@ -443,8 +431,7 @@ func TestListFilterWorkIsCharged(t *testing.T) {
 // resource for its sort key, and is charged as a one-term filter is.
 func TestListPageIsBoundedByItsBytes(t *testing.T) {
 	s, _, _ := openStore(t)
-	charged := 0
-	s.ChargeTo(func(_ string, n int) { charged += n })
+	take := recordCharges(s)
 	const n, size = 24, 250 << 10
 	for i := range n {
 		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%02d","title":"%s"`, i, strings.Repeat("t", size))))
@@ -471,11 +458,11 @@ func TestListPageIsBoundedByItsBytes(t *testing.T) {
 			t.Errorf("%s: a page of %d of %d users of %d KiB, want %d of %d", name, len(page.Resources), page.Total, size>>10, fits, n)
 		}
 	}
-	charged = 0
+	take()
 	if _, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{SortBy: &sort, StartIndex: 1, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if want := n * (size + 300) / ComparedBytesPerRequest; charged < want-1 {
+	if want, charged := n*(size+300)/ComparedBytesPerRequest, take()["acme"]; charged < want-1 {
 		t.Errorf("a sorted list decoding %d users of %d KiB charged %d, want about %d", n, size>>10, charged, want)
 	}
 }

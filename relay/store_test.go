@@ -88,6 +88,21 @@ func create(t testing.TB, s *Store, tenant string, r *scim.Resource) *scim.Resou
 	return out.Resource
 }
 
+// recordCharges records what s charges each tenant's rate limit (ChargeTo);
+// take returns what was charged since the last take.
+func recordCharges(s *Store) (take func() map[string]int) {
+	var mu sync.Mutex
+	charged := map[string]int{}
+	s.ChargeTo(func(tenant string, n int) { mu.Lock(); charged[tenant] += n; mu.Unlock() })
+	return func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		got := charged
+		charged = map[string]int{}
+		return got
+	}
+}
+
 func patch(t testing.TB, s *Store, tenant string, rt *scim.ResourceType, id, ops string) (*scim.Resource, error) {
 	t.Helper()
 	p, err := scim.ParsePatch(rt, []byte(`{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[`+ops+`]}`))
