@@ -530,6 +530,10 @@ func TestChartDefaults(t *testing.T) {
 			t.Errorf("Service %s does not reach pod %v", metrics.Name, podLabels)
 		}
 	}
+	// An unready pod is scraped too: its scimrelay_ready says why.
+	if !metrics.Spec.PublishNotReadyAddresses {
+		t.Errorf("Service %s leaves unready pods out of Prometheus's scrape", metrics.Name)
+	}
 
 	// A node drain takes the workers one at a time; the single scim pod has
 	// no budget by default (minAvailable 1 would block every drain).

@@ -289,6 +289,11 @@ func TestDiskFullDataFile(t *testing.T) {
 	if !strings.Contains(body, "[-]store failed: the data disk is full") {
 		t.Fatalf("/readyz on a full disk: %s", body)
 	}
+	// ScimrelayNotReady, scimrelay_ready == 0, sees it: on Kubernetes
+	// nothing else does (the Service sends the pod no request).
+	if v := metric(t, p, "scimrelay_ready", "check", "store"); v != 0 {
+		t.Errorf("scimrelay_ready{check=store} = %v on a full disk, want 0", v)
+	}
 	// 2 MiB free is not room yet: it takes 4 MiB (README).
 	fi, err := os.Stat(filler)
 	if err != nil {
@@ -304,6 +309,11 @@ func TestDiskFullDataFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.wantStatus("/readyz", 200, 10*time.Second)
+	for _, check := range []string{"shutdown", "store"} {
+		if v := metric(t, p, "scimrelay_ready", "check", check); v != 1 {
+			t.Errorf("scimrelay_ready{check=%s} = %v with room again, want 1", check, v)
+		}
+	}
 	p.createUser(t, "after")
 	if !strings.Contains(logs.String(), "the data disk has room again") {
 		t.Errorf("room came back, unsaid:\n%s", logs)

@@ -502,6 +502,8 @@ func (s *server) adminListener() (http.Handler, *console.Console, error) {
 }
 
 func (s *server) adminHandler() http.Handler {
+	checks := s.readinessChecks()
+	s.registry.MustRegister(admin.ReadinessMetric(checks))
 	o := admin.Options{
 		Token:   s.adminToken,
 		Logger:  s.log.With("component", "admin"),
@@ -513,7 +515,7 @@ func (s *server) adminHandler() http.Handler {
 		Events: s.js,
 		Trust:  s.trust,
 		Jobs:   s.jobs,
-		Checks: s.readinessChecks(),
+		Checks: checks,
 
 		TokenAttempts: s.tokenAttempts,
 	}

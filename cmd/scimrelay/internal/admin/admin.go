@@ -17,11 +17,13 @@ import (
 	"math"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -283,11 +285,49 @@ func readiness(ctx context.Context, checks []Check) Readiness {
 	return res
 }
 
+// readinessTimeout bounds one run of the readiness checks: for /readyz,
+// and for a scrape of scimrelay_ready.
+const readinessTimeout = 5 * time.Second
+
+// readyDesc is scimrelay_ready{check}.
+var readyDesc = prometheus.NewDesc("scimrelay_ready",
+	"1 while the check passes, 0 while it fails: each check that gates /readyz, run at each scrape.",
+	[]string{"check"}, nil)
+
+// ReadinessMetric exports scimrelay_ready{check} for each of checks that
+// gates /readyz (an informational one has its own alert: the outbox's,
+// the sinks' state), run at each scrape as /readyz runs it. A process
+// whose /readyz fails is one its orchestrator sends nothing to: on
+// Kubernetes, a SCIM front end on a full data disk is out of its Service,
+// so the identity provider's requests fail before they reach it, and no
+// SCIM error or refusal is there to alert on. ScimrelayNotReady alerts on
+// this instead; Prometheus scrapes an unready pod too (the chart's metrics
+// Service publishes unready addresses).
+func ReadinessMetric(checks []Check) prometheus.Collector {
+	return readinessMetric(slices.DeleteFunc(slices.Clone(checks), func(c Check) bool { return c.Informational }))
+}
+
+type readinessMetric []Check
+
+func (m readinessMetric) Describe(ch chan<- *prometheus.Desc) { ch <- readyDesc }
+
+func (m readinessMetric) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), readinessTimeout)
+	defer cancel()
+	for _, c := range readiness(ctx, m).Checks {
+		v := 0.0
+		if c.OK {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, v, c.Name)
+	}
+}
+
 // ready answers the way Kubernetes' own /readyz does: 200 "ok" when every
 // gating check passes, else 503 naming the failing ones; ?verbose lists
 // every check, [+] passed or [-] failed. The console asks for JSON.
 func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), readinessTimeout)
 	defer cancel()
 	res := readiness(ctx, h.o.Checks)
 	status := http.StatusOK
@@ -326,7 +366,7 @@ func (h *Handler) readyCheck(w http.ResponseWriter, r *http.Request) {
 		if c.Name != name {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), readinessTimeout)
 		defer cancel()
 		res := readiness(ctx, []Check{c})
 		status := http.StatusOK
