@@ -960,11 +960,11 @@ func TestSort(t *testing.T) {
 	}{
 		{"userName", false, "", []string{ann, bob, cid, dee, eve}},
 		{"userName", true, "", []string{eve, dee, cid, bob, ann}},
-		{"title", false, "", []string{dee, bob, ann, eve, cid}}, // case-insensitive, ties by id, missing last
-		{"title", true, "", []string{bob, ann, eve, dee, cid}},
+		{"title", false, "", []string{dee, bob, ann, eve, cid}},      // case-insensitive, ties by id, missing last
+		{"title", true, "", []string{cid, bob, ann, eve, dee}},       // missing first (RFC 7644 §3.4.2.3)
 		{"externalId", false, "", []string{dee, eve, bob, ann, cid}}, // case-exact: "B" < "a"
 		{"emails", false, "", []string{bob, ann, cid, dee, eve}},     // the primary email
-		{"emails.value", true, "", []string{ann, bob, cid, dee, eve}},
+		{"emails.value", true, "", []string{cid, dee, eve, ann, bob}},
 		{"name.familyName", false, "", []string{cid, bob, ann, dee, eve}},
 		{"title", false, `title pr and userName ne "dee"`, []string{bob, ann, eve}},
 	}

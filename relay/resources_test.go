@@ -35,19 +35,25 @@ func scimClient(t *testing.T, h http.Handler, tenant, token string) func(method,
 	}
 }
 
-// workEmailTenant serves the SCIM handler over a store whose tenant "safe"
-// makes the work email unique (unique: email), through scimClient.
-func workEmailTenant(t *testing.T) (*Store, func(method, path, body string, status int) map[string]any) {
+// servedTenant serves the SCIM handler over a store in t.TempDir() that
+// holds the one tenant, through scimClient.
+func servedTenant(t *testing.T, tenant TenantOptions) (*Store, func(method, path, body string, status int) map[string]any) {
 	t.Helper()
-	const token = "safe-static-token-0123456789"
-	s, err := Open(filepath.Join(t.TempDir(), "scimrelay.db"), Options{Tenants: []TenantOptions{
-		{Name: "safe", Unique: UniqueEmail, StaticTokens: []string{token}},
-	}})
+	const token = "served-static-token-0123456789"
+	tenant.StaticTokens = []string{token}
+	s, err := Open(filepath.Join(t.TempDir(), "scimrelay.db"), Options{Tenants: []TenantOptions{tenant}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return s, scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), "safe", token)
+	return s, scimClient(t, scim.NewHandler(s, s, scim.Options{MaxResults: 100, DefaultCount: 100}), tenant.Name, token)
+}
+
+// workEmailTenant serves a tenant "safe" that makes the work email unique
+// (unique: email).
+func workEmailTenant(t *testing.T) (*Store, func(method, path, body string, status int) map[string]any) {
+	t.Helper()
+	return servedTenant(t, TenantOptions{Name: "safe", Unique: UniqueEmail})
 }
 
 // userBody is a User's JSON with the given userName and emails (JSON objects).
@@ -464,5 +470,69 @@ func TestListPageIsBoundedByItsBytes(t *testing.T) {
 	}
 	if want, charged := n*(size+300)/ComparedBytesPerRequest, take()["acme"]; charged < want-1 {
 		t.Errorf("a sorted list decoding %d users of %d KiB charged %d, want about %d", n, size>>10, charged, want)
+	}
+}
+
+// TestDateTimeSubstringFiltersCompareTheStoredText: co, sw and ew on a
+// dateTime compare the stored text (README, Filters), so that
+// meta.created sw "2026-12-06" finds the users created that day. RFC 7644
+// §3.4.2.2 refuses them only for boolean and binary attributes; they were
+// 400 unless the value was a whole RFC 3339 time.
+func TestDateTimeSubstringFiltersCompareTheStoredText(t *testing.T) {
+	_, do := servedTenant(t, TenantOptions{Name: "acme"})
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann"}`, http.StatusCreated)
+	created := u["meta"].(map[string]any)["created"].(string)
+	for _, f := range []string{
+		`meta.created sw "` + created[:10] + `"`, // the day it was created
+		`meta.lastModified sw "` + created[:7] + `"`,
+		`meta.created co "T"`,
+		`meta.created ew "Z"`,
+		`meta.created ew "` + created[len(created)-5:] + `"`,
+	} {
+		if list := do("GET", "/Users?filter="+url.QueryEscape(f), "", http.StatusOK); list["totalResults"] != 1.0 {
+			t.Errorf("%s (created %s): %v, want the user", f, created, list)
+		}
+	}
+	if list := do("GET", "/Users?filter="+url.QueryEscape(`meta.created sw "1999"`), "", http.StatusOK); list["totalResults"] != 0.0 {
+		t.Errorf("meta.created sw 1999: %v, want none", list)
+	}
+}
+
+// TestPatchRemovingARequiredAttributeIsMutability: RFC 7644 §3.5.2.2, "If
+// an attribute is removed or becomes unassigned and is defined as a
+// required attribute or a read-only attribute, the server SHALL return
+// ... a "scimType" error code of "mutability"", as /Schemas says userName
+// and a group's displayName are required; the resource keeps it.
+func TestPatchRemovingARequiredAttributeIsMutability(t *testing.T) {
+	_, do := servedTenant(t, TenantOptions{Name: "acme"})
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann"}`, http.StatusCreated)
+	g := do("POST", "/Groups", `{"schemas":["`+scim.GroupSchema+`"],"displayName":"g"}`, http.StatusCreated)
+	for _, c := range []struct{ path, op, attr, want string }{
+		{"/Users/" + u["id"].(string), `{"op":"remove","path":"userName"}`, "userName", "ann"},
+		{"/Users/" + u["id"].(string), `{"op":"replace","path":"userName","value":null}`, "userName", "ann"},
+		{"/Groups/" + g["id"].(string), `{"op":"remove","path":"displayName"}`, "displayName", "g"},
+	} {
+		if e := do("PATCH", c.path, `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[`+c.op+`]}`, http.StatusBadRequest); e["scimType"] != "mutability" {
+			t.Errorf("PATCH %s %s: %v, want mutability", c.path, c.op, e)
+		}
+		if got := do("GET", c.path, "", http.StatusOK)[c.attr]; got != c.want {
+			t.Errorf("%s after the refused PATCH: %s %v, want %q", c.path, c.attr, got, c.want)
+		}
+	}
+}
+
+// TestSchemasMustBeStrings: RFC 7643 §3 makes schemas "an array of
+// Strings containing URIs"; a body whose schemas holds anything else is
+// 400 invalidSyntax, as one whose schemas is not an array already is,
+// and creates nothing.
+func TestSchemasMustBeStrings(t *testing.T) {
+	_, do := servedTenant(t, TenantOptions{Name: "acme"})
+	for _, schemas := range []string{`["` + scim.UserSchema + `",5]`, `["` + scim.UserSchema + `",null]`, `[{"id":"x"},"` + scim.UserSchema + `"]`} {
+		if e := do("POST", "/Users", `{"schemas":`+schemas+`,"userName":"ann"}`, http.StatusBadRequest); e["scimType"] != "invalidSyntax" {
+			t.Errorf("POST with schemas %s: %v, want invalidSyntax", schemas, e)
+		}
+	}
+	if list := do("GET", "/Users", "", http.StatusOK); list["totalResults"] != 0.0 {
+		t.Errorf("the refused POSTs created %v", list["totalResults"])
 	}
 }

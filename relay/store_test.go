@@ -561,9 +561,9 @@ func TestPagingAndSorting(t *testing.T) {
 	if first, last := page.Resources[0].String("title"), page.Resources[len(page.Resources)-1]; first != "b" || last.String("userName") != "untitled" {
 		t.Fatalf("sorted by title: first %q, last %q (no title sorts last)", first, last.String("userName"))
 	}
-	page, _ = s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 1, SortBy: &title, Descending: true})
-	if page.Resources[0].String("title") != "z" {
-		t.Fatalf("descending: %q", page.Resources[0].String("title"))
+	page, _ = s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 2, SortBy: &title, Descending: true})
+	if first, second := page.Resources[0], page.Resources[1].String("title"); first.String("userName") != "untitled" || second != "z" {
+		t.Fatalf("descending: first %q, then title %q (no title sorts first, RFC 7644 §3.4.2.3)", first.String("userName"), second)
 	}
 }
 

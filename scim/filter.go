@@ -776,6 +776,12 @@ func (c *compareExpr) setValue(t token) error {
 		c.value, c.number, c.isNumber = json.Number(s), f, true
 		return c.checkOp(Decimal)
 	case DateTime:
+		if c.op == opCo || c.op == opSw || c.op == opEw {
+			// co, sw and ew compare the text of the stored form,
+			// TimeFormat, with any part of it (sw "2026-12-06": the
+			// day); only the operators that compare instants need one.
+			break
+		}
 		tm, err := parseDateTime(s)
 		if err != nil {
 			return fmt.Errorf("%s is a date-time; %q is not RFC 3339", c.path, s)

@@ -542,6 +542,18 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 	if err := next.checkMultiValued(); err != nil {
 		return nil, err
 	}
+	if err := next.checkRequired(); err != nil && r.checkRequired() == nil {
+		// RFC 7644 §3.5.2.2: "If an attribute is removed or becomes
+		// unassigned and is defined as a required attribute ..., the
+		// server SHALL return ... a "scimType" error code of
+		// "mutability"". A resource stored without it (none should be)
+		// is refused as before.
+		var se *Error
+		if errors.As(err, &se) {
+			return nil, Errorf(ErrMutability, "%s: a PATCH may not remove it", se.Detail)
+		}
+		return nil, err
+	}
 	if err := next.check(); err != nil {
 		return nil, err
 	}

@@ -774,7 +774,7 @@ func TestPatchErrors(t *testing.T) {
 		{"path-less add of a non-object", UserResourceType, patchBody(`{"op":"add","value":"x"}`), ErrInvalidValue, "object value"},
 		{"number for a string", UserResourceType, patchBody(`{"op":"replace","path":"title","value":7}`), ErrInvalidValue, "title must be a string"},
 		{"object for active", UserResourceType, patchBody(`{"op":"replace","path":"active","value":{"v":false}}`), ErrInvalidValue, "active must be a boolean"},
-		{"removing userName", UserResourceType, patchBody(`{"op":"remove","path":"userName"}`), ErrInvalidValue, "userName is required"},
+		{"removing userName", UserResourceType, patchBody(`{"op":"remove","path":"userName"}`), ErrMutability, "userName is required"},
 		{"member without value", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"display":"x"}]}`), ErrInvalidValue, "has no value"},
 		{"member value not a string", GroupResourceType, patchBody(`{"op":"add","path":"members","value":[{"value":5}]}`), ErrInvalidValue, "must be a string"},
 		{"change a member's sub-attribute", GroupResourceType, patchBody(`{"op":"replace","path":"members[value eq \"u\"].display","value":"x"}`), ErrInvalidPath, "cannot be changed"},

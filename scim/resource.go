@@ -479,10 +479,17 @@ func checkSchemas(rt *ResourceType, raw map[string]any) error {
 		if !ok {
 			return Errorf(ErrInvalidSyntax, "schemas must be an array of schema URNs")
 		}
-		for _, s := range list {
-			if s, ok := s.(string); ok && strings.EqualFold(s, rt.Schema.ID) {
-				return nil
+		found := false
+		for i, s := range list {
+			// RFC 7643 §3: "an array of Strings containing URIs".
+			u, ok := s.(string)
+			if !ok {
+				return Errorf(ErrInvalidSyntax, "schemas[%d] must be a schema URN (a string), got %s", i, quoteOrKind(s))
 			}
+			found = found || strings.EqualFold(u, rt.Schema.ID)
+		}
+		if found {
+			return nil
 		}
 		return Errorf(ErrInvalidSyntax, "schemas must include %s", rt.Schema.ID)
 	}

@@ -84,14 +84,9 @@ func SortKeyOf(r *Resource, p AttrPath) SortKey {
 }
 
 // Compare orders k before o (-1), after (+1) or with it (0), in the
-// direction asked for; missing values come last in both directions.
+// direction asked for. A missing value comes last ascending and first
+// descending, as RFC 7644 §3.4.2.3 asks (sortMissing is the last kind).
 func (k SortKey) Compare(o SortKey, descending bool) int {
-	if (k.kind == sortMissing) != (o.kind == sortMissing) {
-		if k.kind == sortMissing {
-			return 1
-		}
-		return -1
-	}
 	c := cmp.Compare(k.kind, o.kind)
 	if c == 0 {
 		c = cmp.Compare(k.num, o.num)

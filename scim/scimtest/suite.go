@@ -728,11 +728,12 @@ func testSort(t *testing.T, b scim.Backend) {
 		}
 		return out
 	}
-	// Case-insensitive, missing values last in both directions.
+	// Case-insensitive; missing values last ascending, first descending
+	// (RFC 7644 §3.4.2.3).
 	if got, err := sortList(false, 1, 10, 0); err != nil || !slices.Equal(got, want("Alpha", "bravo", "charlie", "delta", "")) {
 		t.Fatalf("ascending: %v, %v", got, err)
 	}
-	if got, err := sortList(true, 1, 10, 0); err != nil || !slices.Equal(got, want("delta", "charlie", "bravo", "Alpha", "")) {
+	if got, err := sortList(true, 1, 10, 0); err != nil || !slices.Equal(got, want("", "delta", "charlie", "bravo", "Alpha")) {
 		t.Fatalf("descending: %v, %v", got, err)
 	}
 	if got, err := sortList(false, 2, 2, 0); err != nil || !slices.Equal(got, want("bravo", "charlie")) {
