@@ -245,6 +245,9 @@ func TestProblems(t *testing.T) {
 		{"unknown nested key", minimal + "nats:\n  urll: x\n", "nats.urll", "unknown key"},
 		{"unknown tenant key", "tenants:\n  - name: a\n    token: x\n", "tenants[0].token", "unknown key"},
 		{"key set twice", minimal + "listen: a:1\nlisten: b:2\n", "listen", "set twice (also on line 3)"},
+		// Read as an unknown key, with the keys its anchor gave reported
+		// missing.
+		{"merge key", minimal + "sinks:\n  - &crm {name: crm, url: \"https://crm.example.com/h\"}\n  - <<: *crm\n    name: crm2\n", "sinks[1].<<", "a YAML merge key (<<: *anchor), which relay.yaml does not read"},
 		{"number", minimal + "limits:\n  rate: fast\n", "limits.rate", `want a number, got "fast"`},
 		{"quoted number", minimal + "limits:\n  burst: \"40\"\n", "limits.burst", "remove the quotes"},
 		{"whole number", minimal + "limits:\n  burst: lots\n", "limits.burst", `want a whole number, got "lots"`},

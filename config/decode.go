@@ -277,6 +277,13 @@ func (d *decoder) entries(n *yaml.Node, path string, f func(key, val *yaml.Node,
 			continue
 		}
 		field := joinPath(path, k.Value)
+		if k.ShortTag() == "!!merge" {
+			// YAML 1.1's merge (<<: *anchor) is not read: "unknown key"
+			// left the operator looking for a typo, and the keys the
+			// anchor supplies reported missing.
+			d.add(k, field, "a YAML merge key (<<: *anchor), which relay.yaml does not read; write the keys out in full")
+			continue
+		}
 		if line, dup := seen[k.Value]; dup {
 			d.add(k, field, "is set twice (also on line %d)", line)
 			continue

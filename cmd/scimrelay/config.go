@@ -87,6 +87,10 @@ const (
 	minBulkOps, maxBulkOps     = 1, 100_000
 	minBulkPayload             = 1 << 10
 	maxBulkPayload             = 256 << 20
+	// maxMaxBody bounds limits.max_body: the SCIM handler takes four of
+	// the largest bodies in flight per tenant, which past 2 EiB overflowed
+	// and refused every body above 16 MiB with 429 for ever.
+	maxMaxBody                 = 256 << 20
 	minTokenLife, maxTokenLife = time.Minute, relay.MaxAccessTokenLifetime
 	// minListenerTimeout bounds limits' *_timeout from below: at 1ns the
 	// SCIM listener starts and every request fails.
@@ -123,6 +127,10 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	}
 	if strings.TrimSpace(cfg.DataDir) == "" {
 		add("data_dir", "must not be empty")
+	} else if d := strings.TrimSpace(cfg.DataDir); d == "~" || strings.HasPrefix(d, "~/") {
+		// Only a shell expands ~: the relay would make a directory named
+		// "~" where it runs and keep its data there.
+		add("data_dir", "starts with ~, which only a shell expands to a home directory (the relay would create a directory named ~ where it runs); write the absolute path")
 	}
 	if _, err := newLogger(cfg.Log, io.Discard, nil); err != nil {
 		ps = append(ps, problemsOf(cfg, err)...)
@@ -358,8 +366,11 @@ func checkLimits(add func(field, format string, args ...any), cfg *config.Config
 	if l.Rate > 0 && l.Burst < 1 {
 		add("limits.burst", "must be at least 1 when limits.rate is set")
 	}
-	if l.MaxBody <= 0 {
+	switch {
+	case l.MaxBody <= 0:
 		add("limits.max_body", "must be positive, e.g. 4MiB")
+	case l.MaxBody > maxMaxBody:
+		add("limits.max_body", "must be at most 256MiB, e.g. 4MiB, got %s", l.MaxBody)
 	}
 	if l.MaxJSONDepth < minJSONDepth || l.MaxJSONDepth > maxJSONDepth {
 		add("limits.max_json_depth", "must be between %d and %d, got %d", minJSONDepth, maxJSONDepth, l.MaxJSONDepth)
@@ -468,8 +479,10 @@ func publicURL(s string) (string, error) {
 	}
 	u, err := url.Parse(s)
 	switch {
-	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+	case err != nil || u.Hostname() == "" || (u.Scheme != "http" && u.Scheme != "https"):
 		return "", fmt.Errorf("must be an absolute http(s) URL such as https://relay.example.com, got %q", sinks.RedactURL(s))
+	case u.Port() != "" && !validPublicPort(u.Port()):
+		return "", fmt.Errorf("port %s is not a port from 1 to 65535", u.Port())
 	case u.User != nil:
 		// It would be in every resource's meta.location and every
 		// event's source.
@@ -485,6 +498,12 @@ func publicURL(s string) (string, error) {
 		return "", errors.New("must not have an empty path segment (//)")
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// validPublicPort reports whether a URL's port is one a listener can have.
+func validPublicPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // problemsOf turns a component's error into problems. Components name the

@@ -34,8 +34,8 @@ var keyRules = map[string][]badValue{
 	"tls.cert_file":              {{"cert.pem", "tls.key_file", "must be set with tls.cert_file"}},
 	"tls.key_file":               {{"key.pem", "tls.cert_file", "must be set with tls.key_file"}},
 	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}, {"127.0.0.1:65536", "", "must be host:port"}},
-	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}, {"https://relay.example.com/a//b", "", "must not have an empty path segment"}},
-	"data_dir":                   {{`""`, "", "must not be empty"}},
+	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}, {"https://relay.example.com/a//b", "", "must not have an empty path segment"}, {"https://:443", "", "must be an absolute http(s) URL"}, {"https://relay.example.com:99999", "", "port 99999 is not a port from 1 to 65535"}},
+	"data_dir":                   {{`""`, "", "must not be empty"}, {"~/scimrelay-data", "", "starts with ~, which only a shell expands"}},
 	"log.level":                  {{"loud", "", "must be one of debug, info, warn, error"}},
 	"log.format":                 {{"xml", "", "must be one of text, json"}},
 	"admin.token":                {{"short-admin-token", "", "is 17 characters; a bearer token needs at least 20"}},
@@ -48,7 +48,7 @@ var keyRules = map[string][]badValue{
 	"storage.batch_size":         {{"-1", "", "must not be negative"}},
 	"storage.no_sync":            nil,                                                                                      // on or off
 	"memory.gc_floor":            {{"1025GiB", "", "must be at most 1TiB"}, {"8589934591GiB", "", "must be at most 1TiB"}}, // 0 turns the floor off
-	"nats.url":                   {{"http://n1:4222", "", `scheme "http" is not one of nats, tls, ws, wss`}, {"nats://n1:4222,n2", "", `"n2" is not a URL`}},
+	"nats.url":                   {{"http://n1:4222", "", `scheme "http" is not one of nats, tls, ws, wss`}, {"nats://n1:4222,n2", "", `"n2" is not a URL`}, {"nats://127.0.0.1:99999", "", "port 99999 is not a port from 1 to 65535"}},
 	"nats.listen":                {{"4222", "", "must be host:port"}, {"0.0.0.0:8081", "", "shares port 8081 with admin_listen"}, {"127.0.0.1:65536", "", "must be host:port"}},
 	"nats.credentials":           {{"/etc/relay.creds", "", "applies only to an external NATS"}},
 	"nats.nkey":                  {{"/etc/relay.nk", "", "applies only to an external NATS"}},
@@ -66,7 +66,7 @@ var keyRules = map[string][]badValue{
 	"nats.stream.partitions":     {{"1000", "", "must be between 1 and 256"}, {"-1", "", "must be between 1 and 256"}},
 	"limits.rate":                {{"-1", "", "must not be negative"}},
 	"limits.burst":               {{"0", "", "must be at least 1 when limits.rate is set"}},
-	"limits.max_body":            {{"0", "", "must be positive"}},
+	"limits.max_body":            {{"0", "", "must be positive"}, {"257MiB", "", "must be at most 256MiB"}, {"3000000TiB", "", "must be at most 256MiB"}}, // four of it overflowed the bodies in flight
 	"limits.max_json_depth":      {{"1", "", "must be between 4 and 1000"}, {"1001", "", "must be between 4 and 1000"}},
 	"limits.max_header":          {{"1KiB", "", "must be between 4KiB and 16MiB"}, {"9223372036854775807", "", "must be between 4KiB and 16MiB"}},
 	"limits.bulk_max_operations": {{"0", "", "must be between 1 and 100000"}, {"100001", "", "must be between 1 and 100000"}},

@@ -102,7 +102,7 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	if err := cmp.Or(stopping, ctx.Err()); err != nil {
 		return res, fmt.Errorf("not reloaded: the relay is stopping, or the reload's caller gave up before its turn: %w", err)
 	}
-	next, err := loadConfig(s.configPath, s.role)
+	next, err := readForReload(ctx, s.configPath, s.role)
 	if err != nil {
 		s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
 		return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
@@ -198,6 +198,43 @@ func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 		s.log.Warn("relay.yaml changed settings that only a restart applies; the running values stay", "keys", res.RestartNeeded)
 	}
 	return res, nil
+}
+
+// readForReload is loadConfig for a reload. A file that is not a regular
+// one is refused at once: a named pipe (sops exec-file hands a decrypted
+// file over in one, written once, at start) gives nothing the second
+// time, and reading it held the reload, and with it the relay's stop, for
+// ever. The read is bounded by ctx too (the reload's bound, the relay's
+// stop), for a file on a mount that does not answer.
+func readForReload(ctx context.Context, path, role string) (*config.Config, error) {
+	if info, err := os.Stat(path); err == nil && !info.Mode().IsRegular() && !info.IsDir() {
+		why := "is not a regular file (" + info.Mode().Type().String() + ")"
+		if info.Mode()&os.ModeNamedPipe != 0 {
+			why = "is a named pipe, which gives relay.yaml only to the read at start"
+		}
+		return nil, fmt.Errorf("%s %s; give the relay a regular file (with sops exec-file, --no-fifo)", path, why)
+	}
+	return loadBounded(ctx, path, role)
+}
+
+// loadBounded is loadConfig, given up when ctx ends; the read left behind
+// ends with the file's, its result dropped.
+func loadBounded(ctx context.Context, path, role string) (*config.Config, error) {
+	type result struct {
+		cfg *config.Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cfg, err := loadConfig(path, role)
+		done <- result{cfg, err}
+	}()
+	select {
+	case r := <-done:
+		return r.cfg, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reading %s did not finish (a file on a mount that does not answer?): %w", path, ctx.Err())
+	}
 }
 
 // maxReload bounds a reload: stopping changed sinks (at once, their

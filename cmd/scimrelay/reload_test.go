@@ -753,6 +753,79 @@ func TestReloadGivesUp(t *testing.T) {
 	}
 }
 
+// TestReloadOfANamedPipeIsRefused: relay.yaml as a named pipe (sops
+// exec-file's default), read at start, is refused at a reload, naming it,
+// and the relay stops on SIGTERM after; the read was not bounded and held
+// the reload, and the relay's stop behind it, for ever.
+func TestReloadOfANamedPipeIsRefused(t *testing.T) {
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	f.write("tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n")
+	cfg, err := loadConfig(f.path, roleAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, cfg, roleAll, withReload(f.path, nil))
+	pipe := makePipe(t, f.path)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.srv.reload(context.WithoutCancel(context.Background())) // as the admin API and SIGHUP call it
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, admin.ErrReloadRefused) || !strings.Contains(err.Error(), "is a named pipe") {
+			t.Errorf("reload of relay.yaml as a named pipe: %v, want it refused, naming the pipe", err)
+		}
+	case <-time.After(time.Minute):
+		pipe.release()
+		t.Fatal("the reload of a named pipe did not end")
+	}
+	p.cancel() // SIGTERM
+	p.cancel = nil
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("relay stopped with %v", err)
+		}
+	case <-time.After(time.Minute):
+		pipe.release()
+		<-p.done
+		t.Fatal("SIGTERM after the refused reload: the relay did not stop")
+	}
+	// A file that does not answer: the read gives up with its context.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := loadBounded(ctx, f.path, roleAll); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("reading a pipe nobody writes, bounded: %v, want the context's end", err)
+	}
+}
+
+// namedPipe is a FIFO in place of a file.
+type namedPipe struct{ path string }
+
+// makePipe replaces the file at path with a named pipe, whose blocked
+// readers the test's end releases.
+func makePipe(t *testing.T, path string) namedPipe {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := namedPipe{path}
+	t.Cleanup(p.release)
+	return p
+}
+
+// release gives each reader blocked on the pipe an end of file: a writer
+// that opens and closes it.
+func (p namedPipe) release() {
+	if w, err := os.OpenFile(p.path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+		w.Close()
+	}
+}
+
 // TestRemovedTenantsSubscribers: a subscriber for a tenant that is not
 // configured is refused (one for every tenant is not). Removing a tenant
 // cuts off the subscribers scoped to it, and the reload says so, naming

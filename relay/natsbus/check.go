@@ -56,6 +56,9 @@ func (o Options) Check() error {
 			default:
 				add("url", "scheme %q is not one of nats, tls, ws, wss", u.Scheme)
 			}
+			if port := u.Port(); port != "" && (!validPort(port) || port == "0") {
+				add("url", "port %s is not a port from 1 to 65535", port)
+			}
 		}
 	}
 	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
