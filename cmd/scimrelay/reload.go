@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
@@ -88,6 +90,13 @@ func isReloadable(key string) bool {
 func (s *server) reload(ctx context.Context) (admin.ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	res, err := s.reloadOnce(ctx)
+	s.reloads.observe(err)
+	return res, err
+}
+
+// reloadOnce is reload's work, under reloadMu.
+func (s *server) reloadOnce(ctx context.Context) (admin.ReloadResult, error) {
 	res := admin.ReloadResult{Config: s.configPath}
 	// The bound starts once this reload's turn has come; one that waited
 	// behind another past its time, or behind the relay's stop, applies
@@ -235,6 +244,41 @@ func loadBounded(ctx context.Context, path, role string) (*config.Config, error)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("reading %s did not finish (a file on a mount that does not answer?): %w", path, ctx.Err())
 	}
+}
+
+// reloadMetrics are scimrelay_config_last_reload_successful and
+// scimrelay_config_last_reload_success_timestamp_seconds, named as
+// Prometheus and Alertmanager name theirs: a reload sent by SIGHUP (systemd's
+// reload, a config-management run) has no one to tell it was refused or
+// failed half-way but the log, and the running configuration is then not
+// the file's. The configuration the process started with counts as the
+// first success.
+type reloadMetrics struct{ ok, at prometheus.Gauge }
+
+func newReloadMetrics(reg prometheus.Registerer) reloadMetrics {
+	m := reloadMetrics{
+		ok: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "scimrelay_config_last_reload_successful",
+			Help: "1 when the last reload of relay.yaml applied all of it (or none was asked since the start), 0 when it was refused or failed part-way.",
+		}),
+		at: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "scimrelay_config_last_reload_success_timestamp_seconds",
+			Help: "When relay.yaml was last applied whole: at the start, or by the last successful reload.",
+		}),
+	}
+	reg.MustRegister(m.ok, m.at)
+	m.observe(nil)
+	return m
+}
+
+// observe notes a reload's outcome.
+func (m reloadMetrics) observe(err error) {
+	if err != nil {
+		m.ok.Set(0)
+		return
+	}
+	m.ok.Set(1)
+	m.at.SetToCurrentTime()
 }
 
 // maxReload bounds a reload: stopping changed sinks (at once, their

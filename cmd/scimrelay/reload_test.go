@@ -225,7 +225,12 @@ limits:
 		t.Error("removed sink a still has a status")
 	}
 
-	// A broken file is refused whole; the relay keeps what it had.
+	// A broken file is refused whole; the relay keeps what it had, and
+	// its metrics say the running configuration is not the file's.
+	applied := metric(t, p, "scimrelay_config_last_reload_success_timestamp_seconds")
+	if ok := metric(t, p, "scimrelay_config_last_reload_successful"); ok != 1 || time.Since(time.Unix(int64(applied), 0)) > time.Minute {
+		t.Errorf("after successful reloads: scimrelay_config_last_reload_successful %v, its time %v; want 1, now", ok, applied)
+	}
 	f.write(`limits:
   rate: fast
 tenants:
@@ -242,6 +247,9 @@ sinks:
 	}
 	if !strings.Contains(out.String(), "reloading relay.yaml refused") {
 		t.Error("the refusal is not logged")
+	}
+	if ok, at := metric(t, p, "scimrelay_config_last_reload_successful"), metric(t, p, "scimrelay_config_last_reload_success_timestamp_seconds"); ok != 0 || at != applied {
+		t.Errorf("after a refused reload: scimrelay_config_last_reload_successful %v, its time %v; want 0, still %v", ok, at, applied)
 	}
 	req, _ := http.NewRequest("POST", p.adminURL+"/admin/v1/reload", nil)
 	req.Header.Set("Authorization", "Bearer "+adminSecret)
@@ -313,6 +321,9 @@ sinks:
 ` + sinkYAML("b", hookB.URL))
 	if code, stdout, stderr := cli(t, "reload", "--config", cliConf); code != exitOK || !strings.Contains(stdout, "tenant globex added") {
 		t.Fatalf("reload adding globex again: %d %s %s", code, stdout, stderr)
+	}
+	if ok, at := metric(t, p, "scimrelay_config_last_reload_successful"), metric(t, p, "scimrelay_config_last_reload_success_timestamp_seconds"); ok != 1 || at < applied {
+		t.Errorf("after a successful reload: scimrelay_config_last_reload_successful %v, its time %v; want 1, %v or later", ok, at, applied)
 	}
 	p.scim("globex", access.Token, "GET", "/Users/"+bob, "").want(t, 200)
 	if r := p.scim("globex", globexToken, "GET", "/Users/"+bob, ""); r.status != http.StatusUnauthorized {

@@ -103,6 +103,7 @@ type server struct {
 	configPath                string         // relay.yaml; "": no reload
 	level                     *slog.LevelVar // the log's level; nil: fixed
 	reloadMu                  sync.Mutex     // one reload at a time
+	reloads                   reloadMetrics  // the last reload's outcome
 	scimCurrent               atomic.Pointer[http.Handler]
 	scimLimiter, oauthLimiter *httpmw.Limiter
 
@@ -147,6 +148,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 		o(s)
 	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric(currentBuild()))
+	s.reloads = newReloadMetrics(s.registry)
 	defer func() {
 		if err != nil {
 			s.close()
