@@ -684,3 +684,68 @@ func TestTheREADMEFirstLookRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotedCommandsAreTheCLIs holds what an operator copies to the CLI:
+// every command README.md quotes whose first word is a group of commands
+// (`sinks list`, `scimrelay dlq list --sink crm`), and every command an
+// alert's annotations quote (deploy/prometheus/alerts.yaml, in backquotes,
+// `scimrelay check --config relay.yaml`), is one the CLI has, with flags
+// it takes and arguments it accepts. The README named a `sinks status`
+// the CLI never had, and an alert `scimrelay check relay.yaml`, refused.
+func TestQuotedCommandsAreTheCLIs(t *testing.T) {
+	text := readme(t, "")
+	alerts, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]bool{}
+	for _, c := range newRootCommand().Commands() {
+		groups[c.Name()] = c.HasSubCommands()
+	}
+	quoted := regexp.MustCompile("`([^`\n]+)`")
+	template := regexp.MustCompile(`\{\{[^}]*\}\}`)
+	// check finds the command and its flags; whole, it parses the line
+	// as the CLI would (the README names commands in prose, `token
+	// revoke`, with their arguments left out).
+	check := func(where, line string, whole bool) {
+		words := strings.Fields(template.ReplaceAllString(strings.TrimPrefix(line, "scimrelay "), "x"))
+		root := newRootCommand()
+		cmd, args, err := root.Find(words)
+		switch {
+		case err == nil && cmd.HasSubCommands():
+			err = fmt.Errorf("%s has no subcommand %q", cmd.CommandPath(), strings.Join(args, " "))
+		case err == nil && whole:
+			if err = cmd.ParseFlags(args); err == nil {
+				err = cmd.ValidateArgs(cmd.Flags().Args())
+			}
+		case err == nil:
+			for _, w := range args {
+				name, ok := strings.CutPrefix(strings.TrimPrefix(w, "["), "--")
+				name, _, _ = strings.Cut(name, "=")
+				if ok && name != "help" && cmd.Flags().Lookup(name) == nil && cmd.InheritedFlags().Lookup(name) == nil {
+					err = fmt.Errorf("%s has no flag --%s", cmd.CommandPath(), name)
+				}
+			}
+		}
+		if err != nil {
+			t.Errorf("%s quotes `%s`: %v", where, line, err)
+		}
+	}
+	for _, m := range quoted.FindAllStringSubmatchIndex(text, -1) {
+		words := strings.Fields(strings.TrimPrefix(text[m[2]:m[3]], "scimrelay "))
+		if len(words) < 2 || !groups[words[0]] || strings.HasPrefix(words[1], "-") || strings.Join(words[:2], " ") == "token revok" { // its example of bad usage
+			continue
+		}
+		check(fmt.Sprintf("README line %d", strings.Count(text[:m[0]], "\n")+1), text[m[2]:m[3]], false)
+	}
+	n := 0
+	for _, m := range quoted.FindAllStringSubmatch(string(alerts), -1) {
+		if strings.HasPrefix(m[1], "scimrelay ") {
+			check("alerts.yaml", m[1], true)
+			n++
+		}
+	}
+	if n < 8 {
+		t.Errorf("alerts.yaml quotes %d commands; its descriptions name at least 8", n)
+	}
+}
