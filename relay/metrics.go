@@ -3,9 +3,11 @@
 package relay
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Metrics are the store's Prometheus series: the outbox and its publisher,
@@ -56,7 +58,9 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 		commitSize.Observe(float64(writes))
 	}
 	s.commits.observe.Store(&observe)
-	reg.MustRegister(m.publishLag, m.published, m.quarantined, m.resent, commitTime, commitSize,
+	reg.MustRegister(m.publishLag, m.published, m.quarantined, m.resent, commitTime, commitSize)
+	// The series read from the data file at each scrape, bounded together.
+	read := collectors{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "scimrelay", Subsystem: "outbox", Name: "quarantine",
 			Help: "Outbox rows in quarantine now.",
@@ -112,27 +116,115 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			}
 			return float64(free)
 		}),
-	)
+	}
 	if l != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "dropped_total",
 			Help: "Provisioning log entries dropped: the log writer was behind, or could not write them (a full data disk).",
-		}, func() float64 { return float64(l.Dropped()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "oldest_timestamp_seconds",
-				Help: "When the oldest SCIM request the provisioning log keeps was filed (unix seconds; 0 when empty): time() minus this is how far back the log reaches, which max_bytes may keep shorter than the retention.",
-			}, func() float64 {
-				t, err := l.Oldest()
-				switch {
-				case err != nil:
-					return -1
-				case t.IsZero():
-					return 0
-				}
-				return unixSeconds(t)
-			}))
+		}, func() float64 { return float64(l.Dropped()) }))
+		read = append(read, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "scimrelay", Subsystem: "provisioning_log", Name: "oldest_timestamp_seconds",
+			Help: "When the oldest SCIM request the provisioning log keeps was filed (unix seconds; 0 when empty): time() minus this is how far back the log reaches, which max_bytes may keep shorter than the retention.",
+		}, func() float64 {
+			t, err := l.Oldest()
+			switch {
+			case err != nil:
+				return -1
+			case t.IsZero():
+				return 0
+			}
+			return unixSeconds(t)
+		}))
 	}
+	reg.MustRegister(NewBoundedCollector(read, ScrapeReadBound))
 	return m
+}
+
+// ScrapeReadBound bounds what one scrape waits for a collector that reads
+// the data file or asks another process.
+const ScrapeReadBound = 2 * time.Second
+
+// collectors collects several collectors as one.
+type collectors []prometheus.Collector
+
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
+}
+
+// NewBoundedCollector collects c within bound at each scrape; past it, the
+// scrape answers the series c gave last and the collection goes on in the
+// background, one at a time, for the next scrape. A read of the data file
+// waits behind a remap of it, which waits for every read under way, a
+// backup's included (README, Backup and recovery): every series of the
+// scrape, and the scrape itself, waited with it, and Prometheus took the
+// whole process for down, scimrelay_ready among its series.
+func NewBoundedCollector(c prometheus.Collector, bound time.Duration) prometheus.Collector {
+	return &boundedCollector{inner: c, bound: bound}
+}
+
+type boundedCollector struct {
+	inner prometheus.Collector
+	bound time.Duration
+
+	mu      sync.Mutex
+	last    []prometheus.Metric // what the last collection to end gave
+	running chan struct{}       // closed when the collection under way ends; nil when none is
+}
+
+func (c *boundedCollector) Describe(ch chan<- *prometheus.Desc) { c.inner.Describe(ch) }
+
+func (c *boundedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	done := c.running
+	if done == nil {
+		done = make(chan struct{})
+		c.running = done
+		go c.collect(done)
+	}
+	c.mu.Unlock()
+	timer := time.NewTimer(c.bound)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+	}
+	c.mu.Lock()
+	last := c.last
+	c.mu.Unlock()
+	for _, m := range last {
+		ch <- m
+	}
+}
+
+// collect runs one collection of the inner collector and keeps what it
+// gave.
+func (c *boundedCollector) collect(done chan struct{}) {
+	got := make(chan prometheus.Metric)
+	go func() {
+		c.inner.Collect(got)
+		close(got)
+	}()
+	var ms []prometheus.Metric
+	for m := range got {
+		// A GaugeFunc reads when written, not when collected: write it
+		// here, in the background.
+		var v dto.Metric
+		if err := m.Write(&v); err == nil {
+			ms = append(ms, written{m.Desc(), &v})
+		}
+	}
+	c.mu.Lock()
+	c.last, c.running = ms, nil
+	c.mu.Unlock()
+	close(done)
 }
 
 // ObserveQuarantined records an outbox row put in quarantine.
@@ -194,4 +286,18 @@ func (c tokenExpiry) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, unixSeconds(t.Expires), t.Tenant, string(t.Kind), t.ID, t.Name)
 		ch <- prometheus.MustNewConstMetric(tokenExpiryDeprecatedDesc, prometheus.GaugeValue, t.Expires.Sub(now).Seconds(), t.Tenant, string(t.Kind), t.ID, t.Name)
 	}
+}
+
+// written is a metric as one collection wrote it.
+type written struct {
+	desc *prometheus.Desc
+	v    *dto.Metric
+}
+
+func (w written) Desc() *prometheus.Desc { return w.desc }
+
+func (w written) Write(out *dto.Metric) error {
+	out.Label, out.Gauge, out.Counter, out.Untyped = w.v.Label, w.v.Gauge, w.v.Counter, w.v.Untyped
+	out.Histogram, out.Summary, out.TimestampMs = w.v.Histogram, w.v.Summary, w.v.TimestampMs
+	return nil
 }

@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 	"github.com/scimrelay/scimrelay/scim"
 )
 
@@ -1336,4 +1337,66 @@ func TestMemberEventsCarryTheGroupWithoutItsExtensions(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("group events (action, displayName, externalId, id, extension):\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// TestBoundedCollectorAnswersTheLastValues: a scrape of series read from
+// the data file does not wait past its bound for a read that does not
+// answer (behind a remap that waits for a backup): it answers the values
+// read last, starts no second read while the first goes on, and answers
+// the new values once the read ends.
+func TestBoundedCollectorAnswersTheLastValues(t *testing.T) {
+	var mu sync.Mutex
+	value, reads := 1.0, 0
+	stuck := make(chan struct{})
+	close(stuck) // not stuck at first
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "scimrelay_test_read"}, func() float64 {
+		mu.Lock()
+		reads++
+		wait := stuck
+		mu.Unlock()
+		<-wait
+		mu.Lock()
+		defer mu.Unlock()
+		return value
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewBoundedCollector(collectors{g}, 50*time.Millisecond))
+	scrape := func() []float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vs []float64
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				vs = append(vs, m.GetGauge().GetValue())
+			}
+		}
+		return vs
+	}
+	if got := scrape(); !slices.Equal(got, []float64{1}) {
+		t.Fatalf("first scrape: %v, want [1]", got)
+	}
+	release := make(chan struct{})
+	mu.Lock()
+	stuck, value = release, 2
+	mu.Unlock()
+	for range 3 {
+		if got := scrape(); !slices.Equal(got, []float64{1}) {
+			t.Fatalf("scrape while the read does not answer: %v, want the last value, [1]", got)
+		}
+	}
+	mu.Lock()
+	if reads != 2 {
+		t.Errorf("%d reads begun for four scrapes, one of them stuck; want 2", reads)
+	}
+	mu.Unlock()
+	close(release)
+	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if got := scrape(); !slices.Equal(got, []float64{2}) {
+			return fmt.Errorf("scrape once the read answered: %v, want [2]", got)
+		}
+		return nil
+	})
 }

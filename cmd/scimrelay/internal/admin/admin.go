@@ -271,12 +271,31 @@ type CheckResult struct {
 	Informational bool   `json:"informational,omitempty"`
 }
 
-// readiness runs checks.
+// readiness runs checks, at once, each until ctx ends: one that has not
+// answered by then has failed. The data file's check waits behind a remap
+// of it, which waits for a backup's read (README, Backup and recovery),
+// and does not heed ctx; /readyz, and a scrape of scimrelay_ready, waited
+// with it.
 func readiness(ctx context.Context, checks []Check) Readiness {
 	res := Readiness{Ready: true, Checks: []CheckResult{}}
-	for _, c := range checks {
+	answers := make([]chan error, len(checks))
+	for i, c := range checks {
+		answers[i] = make(chan error, 1)
+		go func() { answers[i] <- c.Check(ctx) }()
+	}
+	for i, c := range checks {
 		cr := CheckResult{Name: c.Name, OK: true, Informational: c.Informational}
-		if err := c.Check(ctx); err != nil {
+		var err error
+		select {
+		case err = <-answers[i]:
+		case <-ctx.Done():
+			select { // an answer and the end at once: the answer
+			case err = <-answers[i]:
+			default:
+				err = fmt.Errorf("did not answer within %s", readinessTimeout)
+			}
+		}
+		if err != nil {
 			cr.OK, cr.Error = false, err.Error()
 			res.Ready = res.Ready && c.Informational
 		}

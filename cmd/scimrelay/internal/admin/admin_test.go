@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
@@ -1040,5 +1041,40 @@ func TestLogFilterTakesEveryOperation(t *testing.T) {
 	f := newFixture(t)
 	for _, op := range append(scim.Operations(), "token") {
 		f.request("GET", "/admin/v1/log?operation="+op, "").want(t, http.StatusOK, nil)
+	}
+}
+
+// TestReadinessEndsAtItsBound: a check that does not answer (the data
+// file's, behind a remap that waits for a backup) fails /readyz's run of
+// the checks at its bound, the others answered, and a scrape of
+// scimrelay_ready says 0 for it: both waited for it.
+func TestReadinessEndsAtItsBound(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	checks := []Check{
+		{Name: "shutdown", Check: func(context.Context) error { return nil }},
+		{Name: "store", Check: func(context.Context) error { <-release; return nil }},
+		{Name: "nats", Informational: true, Check: func(context.Context) error { return errors.New("away") }},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	res := readiness(ctx, checks)
+	if res.Ready || len(res.Checks) != 3 || !res.Checks[0].OK || res.Checks[1].OK || !strings.Contains(res.Checks[1].Error, "did not answer") || res.Checks[2].Error != "away" {
+		t.Fatalf("readiness with the store check stuck: %+v", res)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(ReadinessMetric(checks))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	if len(got) != 2 || got["shutdown"] != 1 || got["store"] != 0 {
+		t.Errorf("scimrelay_ready with the store check stuck: %v, want shutdown 1, store 0, nats (informational) left out", got)
 	}
 }
