@@ -519,6 +519,12 @@ func TestPatchRemovingARequiredAttributeIsMutability(t *testing.T) {
 			t.Errorf("%s after the refused PATCH: %s %v, want %q", c.path, c.attr, got, c.want)
 		}
 	}
+	// A blank value removes nothing: it is an invalid value, as in a PUT.
+	if e := do("PATCH", "/Users/"+u["id"].(string), `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[{"op":"replace","path":"userName","value":"   "}]}`, http.StatusBadRequest); e["scimType"] != "invalidValue" {
+		t.Errorf("PATCH userName to blanks: %v, want invalidValue", e)
+	}
+	// Removed and given again in one PATCH: taken.
+	do("PATCH", "/Users/"+u["id"].(string), `{"schemas":["`+scim.PatchOpSchema+`"],"Operations":[{"op":"remove","path":"userName"},{"op":"add","path":"userName","value":"ann2"}]}`, http.StatusOK)
 }
 
 // TestSchemasMustBeStrings: RFC 7643 §3 makes schemas "an array of

@@ -548,8 +548,10 @@ func (p *Patch) Apply(r *Resource) (*Update, error) {
 		// server SHALL return ... a "scimType" error code of
 		// "mutability"". A resource stored without it (none should be)
 		// is refused as before.
+		// One given a blank value was not removed: that value is
+		// invalid, as in a PUT.
 		var se *Error
-		if errors.As(err, &se) {
+		if errors.As(err, &se) && next.lacksRequired() {
 			return nil, Errorf(ErrMutability, "%s: a PATCH may not remove it", se.Detail)
 		}
 		return nil, err

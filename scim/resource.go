@@ -897,6 +897,17 @@ func (r *Resource) checkRequired() error {
 	return nil
 }
 
+// lacksRequired reports whether a required attribute of r's schema is
+// absent (unassigned), not merely blank.
+func (r *Resource) lacksRequired() bool {
+	for _, a := range r.Type.Schema.Attributes {
+		if _, ok := r.Attrs[a.Name]; a.Required && !ok {
+			return true
+		}
+	}
+	return false
+}
+
 // checkMultiValued merges the values of each multi-valued complex attribute
 // that repeat a {value, type} pair (as a PATCH add does) and refuses more than
 // one value marked primary: RFC 7643 §2.4 says the primary value "MUST appear

@@ -127,9 +127,10 @@ func checkConfig(cfg *config.Config, role string) config.Problems {
 	}
 	if strings.TrimSpace(cfg.DataDir) == "" {
 		add("data_dir", "must not be empty")
-	} else if d := strings.TrimSpace(cfg.DataDir); d == "~" || strings.HasPrefix(d, "~/") {
-		// Only a shell expands ~: the relay would make a directory named
-		// "~" where it runs and keep its data there.
+	} else if d := strings.TrimSpace(cfg.DataDir); strings.HasPrefix(d, "~") {
+		// Only a shell expands ~ (and ~user): the relay would make a
+		// directory named "~" (or "~user") where it runs and keep its
+		// data there.
 		add("data_dir", "starts with ~, which only a shell expands to a home directory (the relay would create a directory named ~ where it runs); write the absolute path")
 	}
 	if _, err := newLogger(cfg.Log, io.Discard, nil); err != nil {

@@ -35,7 +35,7 @@ var keyRules = map[string][]badValue{
 	"tls.key_file":               {{"key.pem", "tls.cert_file", "must be set with tls.key_file"}},
 	"admin_listen":               {{"nope", "", "must be host:port"}, {"127.0.0.1:8080", "", "shares port 8080 with listen"}, {"127.0.0.1:65536", "", "must be host:port"}},
 	"public_url":                 {{"relay.example.com", "", "must be an absolute http(s) URL"}, {"https://relay.example.com/?a=b", "", "must not have a query"}, {"https://user:s3cretpw@relay.example.com", "", "must not hold a user or password"}, {"https://relay.example.com/a//b", "", "must not have an empty path segment"}, {"https://:443", "", "must be an absolute http(s) URL"}, {"https://relay.example.com:99999", "", "port 99999 is not a port from 1 to 65535"}},
-	"data_dir":                   {{`""`, "", "must not be empty"}, {"~/scimrelay-data", "", "starts with ~, which only a shell expands"}},
+	"data_dir":                   {{`""`, "", "must not be empty"}, {"~/scimrelay-data", "", "starts with ~, which only a shell expands"}, {"~scimrelay/data", "", "starts with ~, which only a shell expands"}},
 	"log.level":                  {{"loud", "", "must be one of debug, info, warn, error"}},
 	"log.format":                 {{"xml", "", "must be one of text, json"}},
 	"admin.token":                {{"short-admin-token", "", "is 17 characters; a bearer token needs at least 20"}},
