@@ -433,7 +433,7 @@ func (m *Manager) redriveOne(ctx context.Context, s *sinkRuntime, dl DeadLetter,
 		fail(dl) // not a valid event: nothing to send
 		return nil
 	}
-	r := s.sink.Deliver(ctx, e)
+	r := deliverTraced(ctx, m.o.Tracer, sink, s.sink, e)
 	if r.Err == nil {
 		// Deleted meanwhile (a purge, another process's redrive): gone,
 		// as this would leave it.

@@ -88,7 +88,7 @@ func (m *Manager) Replay(ctx context.Context, sink string, since time.Time, prog
 			res.Purged++
 			return nil
 		}
-		r := s.sink.Deliver(ctx, &e)
+		r := deliverTraced(ctx, m.o.Tracer, sink, s.sink, &e)
 		if r.Err == nil {
 			res.Delivered++
 			m.ifCurrent(s, func() { m.metrics.outcome(sink, "replayed") })

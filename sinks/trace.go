@@ -47,6 +47,20 @@ func startAttempt(ctx context.Context, tracer trace.Tracer, sink string, es []*e
 	return tracer.Start(trace.ContextWithRemoteSpanContext(ctx, parent), "deliver "+sink, opts...)
 }
 
+// deliverTraced is one delivery attempt of e outside a worker's lanes (a
+// redrive, a replay), traced as the workers' are: a child of the request
+// that made the event, whose traceparent the webhook request carries.
+func deliverTraced(ctx context.Context, tracer trace.Tracer, sink string, d interface {
+	Deliver(context.Context, *event.Event) Result
+}, e *event.Event) Result {
+	ctx, span := startAttempt(ctx, tracer, sink, []*event.Event{e})
+	r := d.Deliver(ctx, e)
+	if span != nil {
+		endAttempt(span, r)
+	}
+	return r
+}
+
 // endAttempt records a delivery attempt's outcome on its span and ends it.
 func endAttempt(span trace.Span, res Result) {
 	span.SetAttributes(attribute.Int("scimrelay.delivery.attempts", res.Attempts))

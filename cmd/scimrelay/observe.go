@@ -98,14 +98,19 @@ func (s *server) logTenant(info *scim.RequestInfo) string {
 // routeOf is a request's path as a template, without the tenant or the
 // resource id: /scim/v2/{tenant}/Users/{id}, /oauth2/{tenant}/token.
 func routeOf(info *scim.RequestInfo) string {
+	// Only a path the handler routed has a template: any other is the
+	// caller's text (a userName, an email pasted into a path), which no
+	// span, log label or metric may keep.
 	segs := strings.Split(info.Path, "/")
 	switch {
-	case len(segs) >= 4 && segs[1] == "scim" && segs[2] == "v2":
+	case info.Operation == "":
+		return ""
+	case len(segs) >= 5 && len(segs) <= 6 && segs[1] == "scim" && segs[2] == "v2":
 		segs[3] = "{tenant}"
-		if info.ResourceID != "" && len(segs) >= 6 {
-			segs[5] = "{id}"
+		if len(segs) == 6 && segs[5] != ".search" {
+			segs[5] = "{id}" // a resource's, a schema's or a resource type's
 		}
-	case len(segs) >= 3 && "/"+segs[1]+"/" == oauth.PathPrefix:
+	case len(segs) == 4 && "/"+segs[1]+"/" == oauth.PathPrefix && segs[3] == "token":
 		segs[2] = "{tenant}"
 	default:
 		return ""

@@ -154,7 +154,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 			s.close()
 		}
 	}()
-	if s.tracing, err = tracing.FromEnv(ctx, versionString()); err != nil {
+	if s.tracing, err = tracing.FromEnv(ctx, versionString(), log.With("component", "tracing")); err != nil {
 		return nil, err
 	}
 	if s.tracing != nil {

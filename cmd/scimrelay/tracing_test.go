@@ -5,14 +5,18 @@ package main
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,4 +335,312 @@ func anyValue(v *commonpb.AnyValue) string {
 		return fmt.Sprint(x.DoubleValue)
 	}
 	return v.String()
+}
+
+// TestTracingKeepsNoUnroutedPath: requests whose path the router does
+// not match keep the path, as it came, as http.route.
+func TestTracingKeepsNoUnroutedPath(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	cfg := testConfig(t, t.TempDir())
+	p := startRelay(t, cfg, roleAll)
+	const email = "ann.secret@acme.example"
+	paths := []string{"/Users/" + email + "/x", "/Userz/" + email, "/Users/.search/" + email, "/Schemas/" + email}
+	for _, path := range paths {
+		p.scim("acme", acmeToken, "GET", path, "")
+	}
+	// Unauthenticated, and the token endpoint.
+	for _, path := range []string{"/scim/v2/acme/Users/" + email + "/x", "/oauth2/acme/token/" + email, "/oauth2/acme/" + email} {
+		resp, err := http.Post(p.scimURL+path, "application/x-www-form-urlencoded", strings.NewReader("grant_type=client_credentials"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		otlp.mu.Lock()
+		defer otlp.mu.Unlock()
+		if len(otlp.spans) < len(paths)+3 {
+			return fmt.Errorf("%d spans so far", len(otlp.spans))
+		}
+		return nil
+	})
+	for _, found := range otlp.holding(email) {
+		t.Error(found)
+	}
+	otlp.mu.Lock()
+	for _, s := range otlp.spans {
+		for _, kv := range s.Attributes {
+			if strings.Contains(anyValue(kv.Value), email) {
+				t.Logf("span %q %s = %s", s.Name, kv.Key, anyValue(kv.Value))
+			}
+		}
+	}
+	otlp.mu.Unlock()
+}
+
+// TestTracingAcrossAFrontEndAndAWorker: a front end and a separate sinks worker; the
+// delivery span is a child of the SCIM request.
+func TestTracingAcrossAFrontEndAndAWorker(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	got := make(chan string, 8)
+	inner := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("traceparent") + " " + r.Header.Get("ce-traceparent")
+		inner.ServeHTTP(w, r)
+	})
+	front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
+	startRelay(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks)
+	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	front.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`,
+		"traceparent", "00-"+traceID+"-"+callerSpan+"-01").want(t, 201)
+	var hdrs string
+	select {
+	case hdrs = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no delivery")
+	}
+	var request, deliver *tracepb.Span
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		request, deliver = otlp.span("SCIM create User"), otlp.span("deliver crm")
+		if request == nil || deliver == nil {
+			return fmt.Errorf("request %v deliver %v", request != nil, deliver != nil)
+		}
+		return nil
+	})
+	if hex.EncodeToString(deliver.TraceId) != traceID || hex.EncodeToString(deliver.ParentSpanId) != hex.EncodeToString(request.SpanId) {
+		t.Errorf("deliver span trace %x parent %x; request span %x", deliver.TraceId, deliver.ParentSpanId, request.SpanId)
+	}
+	t.Logf("webhook headers: %s", hdrs)
+}
+
+var w3c = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// TestTracingIncomingContext: malformed, unsampled and oversized incoming trace
+// context.
+func TestTracingIncomingContext(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	got := make(chan http.Header, 16)
+	hook := newHook(t)
+	inner := hook.Config.Handler
+	hook.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		inner.ServeHTTP(w, r)
+	})
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", hook.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	var big []string
+	for i := 0; i < 32; i++ {
+		big = append(big, fmt.Sprintf("k%d=%s", i, strings.Repeat("v", 250)))
+	}
+	for i, c := range []struct{ tp, ts string }{
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "evil=1"},
+		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", "evil=1"},
+		{"zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "evil=1"},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "a=b"},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", strings.Join(big, ",")},
+		{"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "x=y"},
+		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever", "x=y"},
+	} {
+		p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"u%d"}`, i),
+			"traceparent", c.tp, "tracestate", c.ts)
+		select {
+		case h := <-got:
+			t.Logf("case %d: traceparent %q ce-traceparent %q ce-tracestate len %d %.40q", i, h.Get("traceparent"), h.Get("ce-traceparent"), len(h.Get("ce-tracestate")), h.Get("ce-tracestate"))
+			if v := h.Get("ce-traceparent"); v != "" && !w3c.MatchString(v) {
+				t.Errorf("case %d: ce-traceparent %q", i, v)
+			}
+			if strings.Contains(h.Get("ce-tracestate"), "evil") {
+				t.Errorf("case %d: tracestate of a refused traceparent kept", i)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("case %d: no delivery", i)
+		}
+	}
+}
+
+// TestTracingExportFailureIsLoggedAsTheRelayLogs: with log.format json,
+// every line serve writes is a JSON object (README "Logs": log/slog, text
+// or JSON); an OTLP collector refusing exports must not add lines of
+// another format.
+func TestTracingExportFailureIsLoggedAsTheRelayLogs(t *testing.T) {
+	var refused atomic.Int64
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		refused.Add(1)
+		w.WriteHeader(http.StatusBadRequest) // not retryable: the export fails at once
+	}))
+	defer collector.Close()
+	bin := binary(t)
+	path, addrs := processConfig(t, t.TempDir())
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("log:\n  format: json\n")
+	f.Close()
+	p := startProcess(t, bin, path, "OTEL_EXPORTER_OTLP_ENDPOINT="+collector.URL, "OTEL_BSP_SCHEDULE_DELAY=20")
+	waitReady(t, p, addrs.admin)
+	req, _ := http.NewRequest("POST", "http://"+addrs.scim+"/scim/v2/acme/Users", strings.NewReader(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`))
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	req.Header.Set("Content-Type", "application/scim+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if refused.Load() == 0 {
+			return fmt.Errorf("no export yet")
+		}
+		if !strings.Contains(p.stderr.String(), "traces export") {
+			return fmt.Errorf("export failure not logged yet")
+		}
+		return nil
+	})
+	for _, line := range strings.Split(strings.TrimSpace(p.stderr.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("not a JSON log line: %s", line)
+		}
+	}
+}
+
+// TestTracingBulkAndGroupsHoldNoPII: a Bulk with failing operations (a duplicate
+// userName, a bad filter-like path) and a group PATCH with members; no
+// span holds the userName, and every span is in the caller's trace.
+func TestTracingBulkAndGroupsHoldNoPII(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	const userName, email = "ann.secret@acme.example", "ann.private@acme.example"
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	tp := "00-" + traceID + "-00f067aa0ba902b7-01"
+	user := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"` + userName + `","emails":[{"value":"` + email + `"}]}`
+	bulk := `{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[
+{"method":"POST","bulkId":"a","path":"/Users","data":` + user + `},
+{"method":"POST","bulkId":"b","path":"/Users","data":` + user + `},
+{"method":"POST","bulkId":"g","path":"/Groups","data":{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"` + email + `","members":[{"value":"bulkId:a"}]}},
+{"method":"PATCH","path":"/Users/bulkId:a","data":{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"emails[value eq \"` + email + `\"].value","value":"x` + email + `"}]}}]}`
+	r := p.scim("acme", acmeToken, "POST", "/Bulk", bulk, "traceparent", tp)
+	t.Logf("bulk %d %v", r.status, r.body)
+	// Errors that quote: a duplicate, a bad filter.
+	p.scim("acme", acmeToken, "POST", "/Users", user, "traceparent", tp)
+	p.scim("acme", acmeToken, "GET", "/Users?filter="+q(`userName eq "`+userName+`" and`), "", "traceparent", tp)
+	p.scim("acme", acmeToken, "GET", "/Users?filter="+q(`userName zz "`+userName+`"`), "", "traceparent", tp)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if otlp.count("SCIM bulk") < 1 || otlp.count("deliver crm") < 3 || otlp.count("SCIM list User") < 2 {
+			return fmt.Errorf("bulk %d deliver %d list %d", otlp.count("SCIM bulk"), otlp.count("deliver crm"), otlp.count("SCIM list User"))
+		}
+		return nil
+	})
+	for _, found := range otlp.holding(userName, email, "userName eq", "userName zz") {
+		t.Error(found)
+	}
+	otlp.mu.Lock()
+	for _, s := range otlp.spans {
+		if hex.EncodeToString(s.TraceId) != traceID {
+			t.Errorf("span %q in trace %x", s.Name, s.TraceId)
+		}
+		if s.Status != nil && s.Status.Message != "" {
+			t.Logf("span %q status %v %q", s.Name, s.Status.Code, s.Status.Message)
+		}
+	}
+	t.Logf("%d spans", len(otlp.spans))
+	otlp.mu.Unlock()
+}
+
+// TestTracingRedriveAndReplay: a dead-lettered event redriven is delivered with
+// its request's trace: ce-traceparent, and a delivery span child of it.
+func TestTracingRedriveAndReplay(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	h, gone := goneHook(t)
+	got := make(chan http.Header, 8)
+	inner := h.Config.Handler
+	h.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !gone.Load() {
+			got <- r.Header.Clone()
+		}
+		inner.ServeHTTP(w, r)
+	})
+	c := testConfig(t, t.TempDir())
+	withSink(c, "crm", h.URL, nil)
+	p := startRelay(t, c, roleAll)
+	cfg := cliConfig(t, p, adminSecret)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`,
+		"traceparent", "00-"+traceID+"-00f067aa0ba902b7-01").want(t, 201)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := metric(t, p, "scimrelay_sink_dead_letters", "sink", "crm"); n != 1 {
+			return fmt.Errorf("%v dead letters", n)
+		}
+		return nil
+	})
+	gone.Store(false)
+	if code, out, stderr := cli(t, "dlq", "redrive", "--sink", "crm", "--all", "--config", cfg); code != 0 {
+		t.Fatalf("redrive: %d %s %s", code, out, stderr)
+	}
+	var hdr http.Header
+	select {
+	case hdr = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no redelivery")
+	}
+	t.Logf("redelivery traceparent %q ce-traceparent %q", hdr.Get("traceparent"), hdr.Get("ce-traceparent"))
+	if !strings.Contains(hdr.Get("ce-traceparent"), traceID) || !strings.Contains(hdr.Get("traceparent"), traceID) {
+		t.Errorf("redelivery lost the request's trace")
+	}
+	// A replay of the past: the same.
+	if code, out, stderr := cli(t, "sinks", "replay", "--sink", "crm", "--since", "1h", "--config", cfg); code != 0 {
+		t.Fatalf("replay: %d %s %s", code, out, stderr)
+	}
+	select {
+	case hdr = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no replayed delivery")
+	}
+	t.Logf("replay traceparent %q ce-traceparent %q", hdr.Get("traceparent"), hdr.Get("ce-traceparent"))
+	if !strings.Contains(hdr.Get("traceparent"), traceID) {
+		t.Errorf("replayed delivery carries no traceparent of a delivery span")
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := otlp.count("deliver crm"); n < 3 {
+			return fmt.Errorf("%d delivery spans (the dead-lettered attempt, the redrive, the replay)", n)
+		}
+		return nil
+	})
+}
+
+// TestTracingSamplerOff: OTEL_TRACES_SAMPLER=always_off exports nothing
+// and the relay still delivers.
+func TestTracingSamplerOff(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+	t.Setenv("OTEL_TRACES_SAMPLER", "always_off")
+	h := newHook(t)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`,
+		"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").want(t, 201)
+	waitDelivered(t, h, 1)
+	p.stop() // flushes
+	otlp.mu.Lock()
+	defer otlp.mu.Unlock()
+	if len(otlp.spans) != 0 {
+		t.Errorf("always_off exported %d spans", len(otlp.spans))
+	}
 }

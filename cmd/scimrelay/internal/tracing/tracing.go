@@ -10,11 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -78,10 +80,18 @@ func Enabled(getenv func(string) string) (bool, error) {
 // reads the rest of OTEL_EXPORTER_OTLP_* (headers, timeout, TLS), the
 // provider OTEL_TRACES_SAMPLER and OTEL_BSP_*, and the resource
 // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-func FromEnv(ctx context.Context, version string) (*Tracing, error) {
+func FromEnv(ctx context.Context, version string, log *slog.Logger) (*Tracing, error) {
 	on, err := Enabled(os.Getenv)
 	if err != nil || !on {
 		return nil, err
+	}
+	// The SDK reports a failed export to its global error handler, by
+	// default the standard library's log: a line of its own format on
+	// stderr, beside the relay's slog text or JSON.
+	if log != nil {
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("tracing: exporting spans failed", "err", err)
+		}))
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {
