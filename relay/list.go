@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -30,6 +31,10 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 	start, count := max(q.StartIndex, 1), max(q.Count, 0)
 	var page scim.Page
 	var examined *budget // the memberships a filter reads, charged to the tenant
+	// The memberships read for the page's users' groups, charged as a
+	// filter's are but not refused: the page ends at MaxPageBytes with
+	// them (groupElementBytes).
+	groupsRead := &budget{limit: math.MaxInt}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, t, err := s.tenantBucket(tx, tenantName)
 		if err != nil {
@@ -39,7 +44,7 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		eq, exact := exactEquality(rt, q.Filter)
 		switch {
 		case exact && q.Stored && q.SortBy == nil:
-			page, err = listStored(tb, rt, eq, start, count)
+			page, err = listStored(tb, rt, eq, start, count, groupsRead)
 			return err // with their groups, and nothing sorted
 		case q.Filter == nil && (q.SortBy == nil || count == 0):
 			page, err = listAll(tb, rt, start, count)
@@ -56,16 +61,35 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		if q.SortBy != nil && q.SortLimit > 0 && page.Total > q.SortLimit {
 			return tooManyToSort(rt, q.SortLimit) // count 0: nothing sorted, the answer is the same
 		}
-		for _, r := range page.Resources {
-			if _, err := withGroups(tb, r); err != nil {
+		if examined == nil {
+			examined = &budget{limit: s.maxExamined}
+		}
+		// A user's groups are held with it, outside its record: they
+		// count towards the page's bytes too, groupElementBytes each, and
+		// the page ends at the user whose groups take it past
+		// MaxPageBytes (a page of 1,000 users each in 1,000 groups
+		// allocated 981 MiB, at the cost of one request: an attack round).
+		groupsHeld := 0
+		for i, r := range page.Resources {
+			if _, err := withGroups(tb, r, groupsRead); err != nil {
 				return err
+			}
+			if g, ok := r.Attrs["groups"].([]any); ok {
+				groupsHeld += len(g) * groupElementBytes
+			}
+			if groupsHeld >= MaxPageBytes {
+				page.Resources = page.Resources[:i+1]
+				break
 			}
 		}
 		return nil
 	})
+	read := work{memberships: groupsRead.spent}
 	if examined != nil {
-		s.chargeFor(tenantName, work{memberships: examined.spent, compared: examined.compared})
+		read.memberships += examined.spent
+		read.compared = examined.compared
 	}
+	s.chargeFor(tenantName, read)
 	if err != nil {
 		return scim.Page{}, err
 	}
@@ -79,6 +103,11 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 // decoded, and a page of 1,000 users at MaxResourceBytes about 4.5 GiB,
 // for one request (an attack round).
 const MaxPageBytes = 4 << 20
+
+// groupElementBytes is what one of a user's groups counts towards
+// MaxPageBytes: about its size as answered ({"value","display","$ref",
+// "type"}); decoded it takes some 1 KiB of heap.
+const groupElementBytes = 128
 
 // listAll pages through every resource without decoding the ones it skips.
 func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Page, error) {
@@ -119,10 +148,11 @@ func exactEquality(rt *scim.ResourceType, f *scim.Filter) (scim.Equality, bool) 
 // listStored pages through the resources an exact equality finds, in id
 // order, without decoding them: each as stored, with its groups. Entra's
 // userName eq query before every user it provisions comes this way.
-func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start, count int) (scim.Page, error) {
+func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start, count int, examined *budget) (scim.Page, error) {
 	page := scim.Page{Stored: []scim.StoredResource{}}
 	ids, _ := lookupEquality(tb, rt, eq, -1)
 	b := resourceBucket(tb, rt)
+	held := 0
 	for _, id := range ids {
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -135,10 +165,14 @@ func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start,
 		if len(v) < recordHeader {
 			return scim.Page{}, fmt.Errorf("reading %s %s: stored record is %d bytes, shorter than its header", rt.Name, id, len(v))
 		}
-		groups, err := groupsOf(tb, id)
+		if held >= MaxPageBytes {
+			continue // the page ends at the user whose groups took it past the bound
+		}
+		groups, err := groupsOf(tb, id, examined)
 		if err != nil {
 			return scim.Page{}, err
 		}
+		held += len(v) + len(groups)*groupElementBytes
 		page.Stored = append(page.Stored, scim.StoredResource{
 			Type:   rt,
 			ID:     id,

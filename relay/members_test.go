@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -511,4 +512,134 @@ func listFilter(t *testing.T, s *Store, rt *scim.ResourceType, filter string) []
 		ids = append(ids, r.ID())
 	}
 	return ids
+}
+
+// TestRenameInManyGroupsIsCharged: renaming a user (or a group) rewrites
+// its display in every group it is a member of, one membership at a time,
+// inside the committer every tenant's writes wait for. The memberships a
+// write reads one by one are charged, one request per
+// MembershipsPerRequest (TestWorkIsChargedToTheTenant); a rename's are
+// not, so a user in many groups can be renamed again and again, each a
+// request of a hundred bytes holding the committer for as long as its
+// groups take.
+func TestRenameInManyGroupsIsCharged(t *testing.T) {
+	s, _, _ := openStore(t)
+	take := recordCharges(s)
+	u := create(t, s, "acme", user(t, `"userName":"ann","displayName":"Ann"`))
+	n := 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 32)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := s.Create(ctx, "acme", group(t, fmt.Sprintf(`"displayName":"g%d","members":[{"value":"%s"}]`, i, u.ID()))); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	take()
+	for i := range 3 {
+		mustPatch(t, s, "acme", scim.UserResourceType, u.ID(), fmt.Sprintf(`{"op":"replace","path":"displayName","value":"Ann %d"}`, i))
+	}
+	// Each reads the memberships twice: to rename them, and for its answer.
+	if got, want := take()["acme"], 2*3*n/MembershipsPerRequest; got < want {
+		t.Errorf("three renames of a user in %d groups, each rewriting %d memberships, charged %d requests, want at least %d", n, n, got, want)
+	}
+}
+
+// TestGroupsOfAPageAreChargedAndBounded: a user's groups attribute is
+// read with it, one membership (and one group card) at a time, and held
+// whole: a Get of a user in 100,000 groups allocated 105 MiB and held 80
+// MiB, at the cost of one request, and a page of users holds every
+// user's groups, whatever MaxPageBytes (4 MiB of records as stored, their
+// groups aside). The memberships a read reads one by one are charged
+// (MembershipsPerRequest) when a filter reads them; a user's groups are
+// not, on a Get, a list page, or a write's answer (read inside the
+// committer).
+func TestGroupsOfAPageAreChargedAndBounded(t *testing.T) {
+	s, _, _ := openStore(t)
+	take := recordCharges(s)
+	users, groups := 40, 1000 // a page fits 33 of them
+	var members []string
+	var first string
+	for i := range users {
+		u := create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%03d"`, i)))
+		if i == 0 {
+			first = u.ID()
+		}
+		members = append(members, fmt.Sprintf(`{"value":"%s"}`, u.ID()))
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range groups {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := s.Create(ctx, "acme", group(t, fmt.Sprintf(`"displayName":"g%04d","members":[%s]`, i, strings.Join(members, ",")))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	take()
+	if _, err := s.Get(ctx, "acme", scim.UserResourceType, first); err != nil {
+		t.Fatal(err)
+	}
+	if c := take()["acme"]; c < groups/MembershipsPerRequest {
+		t.Errorf("a Get reading a user's %d memberships one by one charged %d, want at least %d", groups, c, groups/MembershipsPerRequest)
+	}
+	for _, stored := range []bool{false, true} {
+		page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{StartIndex: 1, Count: users, Stored: stored})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := len(page.Resources) + len(page.Stored)
+		if c, want := take()["acme"], held*groups/MembershipsPerRequest; c < want {
+			t.Errorf("a page (stored %v) reading %d users' %d memberships one by one charged %d, want at least %d", stored, held, held*groups, c, want)
+		}
+		// Their groups count towards the page's bytes, about 128 bytes
+		// each: the page ends at the user that takes it past the bound.
+		if fits := MaxPageBytes/(groups*groupElementBytes) + 1; held > fits {
+			t.Errorf("a page (stored %v) held %d users each in %d groups, %d group elements; want at most %d users", stored, held, groups, held*groups, fits)
+		}
+	}
+	mustPatch(t, s, "acme", scim.UserResourceType, first, `{"op":"replace","path":"title","value":"T"}`)
+	if c := take()["acme"]; c < groups/MembershipsPerRequest {
+		t.Errorf("a PATCH whose answer reads the user's %d memberships one by one in the committer charged %d, want at least %d", groups, c, groups/MembershipsPerRequest)
+	}
+}
+
+// TestStoredPageIsBoundedByItsBytes: a page an index answers exactly
+// (externalId eq, which many users may share; userName eq), read as
+// stored without decoding, ends at MaxPageBytes as the other pages do
+// (TestListPageIsBoundedByItsBytes): 24 users of 250 KiB sharing an
+// externalId were all in one page.
+func TestStoredPageIsBoundedByItsBytes(t *testing.T) {
+	s, _, _ := openStore(t)
+	const n, size = 24, 250 << 10
+	for i := range n {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"u%02d","externalId":"same","title":"%s"`, i, strings.Repeat("t", size))))
+	}
+	f, err := scim.ParseFilter(scim.UserResourceType, `externalId eq "same"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{Filter: f, StartIndex: 1, Count: 100, Stored: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fits := MaxPageBytes/size + 1; len(page.Stored) != fits || page.Total != n {
+		t.Errorf("a page of %d of %d users of %d KiB read as stored, want %d of %d", len(page.Stored), page.Total, size>>10, fits, n)
+	}
 }

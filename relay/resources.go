@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -289,6 +290,10 @@ func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType,
 		return nil, fmt.Errorf("getting %s: %w", scim.Truncate(id, 64), err)
 	}
 	var out *scim.Resource
+	// A user's groups are read one membership (and group card) at a
+	// time, and charged as a filter's reads are; never refused, so that
+	// a user in any number of groups can be read.
+	read := &budget{limit: math.MaxInt}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		tb, _, err := s.tenantBucket(tx, tenantName)
 		if err != nil {
@@ -301,9 +306,10 @@ func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType,
 		if rec == nil {
 			return notFound(rt, id)
 		}
-		out, err = withGroups(tb, rec.res)
+		out, err = withGroups(tb, rec.res, read)
 		return err
 	})
+	s.chargeFor(tenantName, work{memberships: read.spent})
 	if err != nil {
 		return nil, err
 	}
@@ -312,11 +318,11 @@ func (s *Store) Get(_ context.Context, tenantName string, rt *scim.ResourceType,
 
 // withGroups adds a User's read-only groups attribute from its memberships
 // (direct ones only: nesting is not expanded).
-func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
+func withGroups(tb *bolt.Bucket, r *scim.Resource, b *budget) (*scim.Resource, error) {
 	if r.Type != scim.UserResourceType {
 		return r, nil
 	}
-	groups, err := groupsOf(tb, r.ID())
+	groups, err := groupsOf(tb, r.ID(), b)
 	if err != nil {
 		return nil, err
 	}
@@ -326,13 +332,24 @@ func withGroups(tb *bolt.Bucket, r *scim.Resource) (*scim.Resource, error) {
 	return r, nil
 }
 
-// groupsOf lists the groups a member belongs to as groups attribute values.
-func groupsOf(tb *bolt.Bucket, memberID string) ([]any, error) {
+// groupsOf lists the groups a member belongs to as groups attribute
+// values. Each one counts in b as a membership read one by one (and its
+// group's card past its first KiB, as groupElements counts it): a user in
+// 1,000 groups is 1,000 maps in the heap, and a page of 100 such users
+// allocated 98 MiB at the cost of one request (an attack round).
+func groupsOf(tb *bolt.Bucket, memberID string, b *budget) ([]any, error) {
 	var groups []any
-	err := groupElements(tb, memberID, nil, nil).Each(func(g map[string]any) bool {
+	var refused error
+	err := groupElements(tb, memberID, nil, b).Each(func(g map[string]any) bool {
+		if refused = b.spend(); refused != nil {
+			return false
+		}
 		groups = append(groups, g)
 		return true
 	})
+	if err == nil {
+		err = refused
+	}
 	return groups, err
 }
 
@@ -409,7 +426,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		changes = plan.changes()
 	}
 	if len(u.Changes) == 0 && len(changes) == 0 {
-		w.result, err = withGroups(tb, cur)
+		w.result, err = withGroups(tb, cur, &w.answered)
 		return err
 	}
 	was := rec.size
@@ -433,7 +450,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 			return err
 		}
 		if d := memberDisplay(next); d != memberDisplay(cur) {
-			if err := renameInGroups(tb, id, d); err != nil {
+			if err := renameInGroups(tb, id, d, &w.examined); err != nil {
 				return err
 			}
 		}
@@ -447,7 +464,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 	if err := putEncoded(tb, rec, value); err != nil {
 		return err
 	}
-	w.result, err = withGroups(tb, rec.res)
+	w.result, err = withGroups(tb, rec.res, &w.answered)
 	return err
 }
 

@@ -92,6 +92,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -614,7 +615,7 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 	}
 	var w *txWrite
 	err := s.commits.do(func(tx *bolt.Tx) error {
-		w = &txWrite{store: s, now: s.now(), ext: ext, examined: budget{limit: s.maxExamined}} // a commit may run fn again: start clean
+		w = &txWrite{store: s, now: s.now(), ext: ext, examined: budget{limit: s.maxExamined}, answered: budget{limit: math.MaxInt}} // a commit may run fn again: start clean
 		return fn(tx, w)
 	})
 	if w != nil {
@@ -622,7 +623,7 @@ func (s *Store) write(ctx context.Context, tenant string, fn func(tx *bolt.Tx, w
 		if err != nil {
 			events = 0 // not stored; the walk was done all the same
 		}
-		s.chargeFor(tenant, work{events: events, memberships: w.examined.spent, stored: w.bytes})
+		s.chargeFor(tenant, work{events: events, memberships: w.examined.spent + w.answered.spent, stored: w.bytes})
 	}
 	if err != nil {
 		if span != nil {
@@ -675,6 +676,9 @@ type txWrite struct {
 	// examined counts the memberships the write read one by one (the
 	// membership bound).
 	examined budget
+	// answered counts the memberships read for the answer (a user's
+	// groups), charged as examined is but never refused: the write is done.
+	answered budget
 	// bytes counts the stored resources' bytes the write read and encoded
 	// (BytesPerRequest).
 	bytes  int

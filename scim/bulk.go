@@ -420,6 +420,18 @@ func (b *bulkRun) run(ctx context.Context, op *bulkOp) *bulkResult {
 	if err := b.h.authenticate(b.r, b.c.tenant); err != nil {
 		return fail(err)
 	}
+	// The operations before this one were charged their work (events,
+	// memberships read, stored bytes) past the tenant's bucket, as their
+	// single requests would be: once that has spent the budget, the rest
+	// are refused as the tenant's next request would be. Without this,
+	// one Bulk of a thousand writes of a 256 KiB user, admitted for the
+	// burst, held the committer for every one of them (each charged 63).
+	if b.h.o.Limiter != nil {
+		if ok, wait := b.h.o.Limiter.AllowN(b.c.tenant, 0); !ok {
+			rl := &rateLimited{wait: wait, tenant: b.c.tenant}
+			return fail(Errorf(ErrTooManyRequests, "Operations[%d]: not performed: %s", op.index, rl.Error()))
+		}
+	}
 	if cycle, ok := b.cyclic[op.index]; ok {
 		return fail(Errorf(ErrConflict, "Operations[%d]: circular bulkId references (%s); create the resources first and link them in a later request", op.index, cycle))
 	}

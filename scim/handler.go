@@ -502,7 +502,7 @@ type rateLimited struct {
 
 func (e *rateLimited) Error() string {
 	if e.bodies {
-		return fmt.Sprintf("tenant %s's requests under way hold more than the relay takes of request bodies at once; retry in %s s", e.tenant, e.retryAfter())
+		return fmt.Sprintf("tenant %s's requests under way hold more than the relay takes of request bodies and list pages at once; retry in %s s", e.tenant, e.retryAfter())
 	}
 	return fmt.Sprintf("tenant %s is over its request rate; retry in %s s", e.tenant, e.retryAfter())
 }

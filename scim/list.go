@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Lists: GET on a resource type's endpoint and POST .search (RFC 7644
@@ -207,6 +208,11 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 		}
 		err = h.writePage(r.Context(), lw, c, q, page, proj, still)
 		if err == nil {
+			release, err := h.holdAnswer(c.tenant, lw)
+			if err != nil {
+				return err
+			}
+			defer release()
 			return lw.finish()
 		}
 		if !errors.Is(err, ErrChanged) || lw.started || attempt == readAttempts {
@@ -250,4 +256,24 @@ func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Quer
 	}
 	lw.raw("]}")
 	return nil
+}
+
+// holdAnswer counts a list answer's bytes, written and not yet sent,
+// against what its tenant's requests may hold at once (MaxBodiesInFlight,
+// with their bodies) until release: a GET has no body, and a client that
+// reads its answers slowly kept each page's answer (up to 4 MiB of
+// resources as stored, more as written) in the heap until write_timeout
+// (200 list GETs, one second of the default rate, held 932 MiB). Past the
+// bound the request is 429 with Retry-After, before anything is sent.
+func (h *Handler) holdAnswer(tenant string, lw *jsonWriter) (release func(), err error) {
+	n := int64(len(lw.buf))
+	if lw.started || n < flushSize {
+		return func() {}, nil
+	}
+	count := h.inFlight.of(tenant)
+	if count.Add(n) > h.o.MaxBodiesInFlight && n < h.o.MaxBodiesInFlight {
+		count.Add(-n)
+		return nil, &rateLimited{wait: time.Second, tenant: tenant, bodies: true}
+	}
+	return func() { count.Add(-n) }, nil
 }

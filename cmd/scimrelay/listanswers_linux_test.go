@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scimrelay/scimrelay/config"
+)
+
+// TestListAnswersHeldUnreadAreBoundedPerTenant: a list GET has no body,
+// and a client that reads its answers slowly kept each page's answer (up
+// to 4 MiB of resources as stored) in the relay until write_timeout: 200
+// such GETs of one tenant, one second of the default rate, held 924 MiB
+// (an attack round). An answer waiting to be sent counts with the
+// tenant's request bodies (16 MiB at once by default): past it, a list
+// GET is 429 with Retry-After before anything is sent.
+func TestListAnswersHeldUnreadAreBoundedPerTenant(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Limits.WriteTimeout = config.Duration(10 * time.Minute)
+	p := startRelay(t, cfg, roleAll)
+	for i := range 17 { // a page of about 4.2 MiB
+		p.scim("acme", acmeToken, "POST", "/Users", fmt.Sprintf(`{%s,"userName":"u%02d","title":"%s"}`, userSchema, i, strings.Repeat("t", 250<<10))).want(t, 201)
+	}
+	host := strings.TrimPrefix(p.scimURL, "http://")
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	statuses := map[string]int{}
+	for range 8 {
+		// A small receive buffer: the answer waits in the relay, not in
+		// the kernel, as it does for a client across a network.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		c, err := d.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET /scim/v2/acme/Users?count=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", acmeToken)
+		head := make([]byte, 512)
+		n, err := io.ReadAtLeast(c, head, len("HTTP/1.1 200"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := string(head[:len("HTTP/1.1 200")])
+		statuses[status]++
+		if status == "HTTP/1.1 429" && !strings.Contains(strings.ToLower(string(head[:n])), "retry-after") {
+			t.Errorf("a 429 without Retry-After: %q", head[:n])
+		}
+	}
+	// Four answers of 4.2 MiB pass 16 MiB.
+	if statuses["HTTP/1.1 200"] > 4 || statuses["HTTP/1.1 429"] < 4 {
+		t.Errorf("8 list GETs of 4.2 MiB each, their answers unread: %v; want at most 4 answered, the rest 429", statuses)
+	}
+}
