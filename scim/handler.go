@@ -114,11 +114,14 @@ type RequestInfo struct {
 	Start time.Time
 	// RequestID is the relay's own id of the request (NewRequestID), the
 	// one its answer's X-Request-Id carries: never the client's choice.
-	RequestID    string
-	Tenant       string
-	Method       string
-	Path         string
-	Operation    string // one of Operations()
+	RequestID string
+	Tenant    string
+	Method    string
+	Path      string
+	Operation string // one of Operations()
+	// Route is the template of the route the request took
+	// (/scim/v2/{tenant}/Users/{id}); "" when no route matched.
+	Route        string
 	ResourceType string // User, Group, or "" for discovery and errors before routing
 	ResourceID   string
 	Name         string // userName or displayName of the resource, when known
@@ -395,6 +398,9 @@ func (h *Handler) route(rt *ResourceType, op string, f handlerFunc) http.Handler
 			c.id = vars["id"]
 		}
 		info.Operation = op
+		if cur := mux.CurrentRoute(r); cur != nil {
+			info.Route, _ = cur.GetPathTemplate()
+		}
 		if rt != nil {
 			info.ResourceType = rt.Name
 			info.ResourceID = c.id

@@ -105,6 +105,8 @@ func routeOf(info *scim.RequestInfo) string {
 	switch {
 	case info.Operation == "":
 		return ""
+	case info.Route != "":
+		return info.Route // the router's template: the path as routed, canonical
 	case len(segs) >= 5 && len(segs) <= 6 && segs[1] == "scim" && segs[2] == "v2":
 		segs[3] = "{tenant}"
 		if len(segs) == 6 && segs[5] != ".search" {

@@ -644,3 +644,61 @@ func TestTracingSamplerOff(t *testing.T) {
 		t.Errorf("always_off exported %d spans", len(otlp.spans))
 	}
 }
+
+// TestTracingRouteOfRoutedPaths: every path the handler routes has its
+// template as http.route, as sent by the IdPs the README names (Entra's
+// Tenant URL with a trailing slash: //Users; a trailing slash; a
+// lowercase endpoint, which the handler routes as the canonical one).
+func TestTracingRouteOfRoutedPaths(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	cfg := testConfig(t, t.TempDir())
+	p := startRelay(t, cfg, roleAll)
+	cases := []struct{ method, path, body, want string }{
+		{"GET", "/Users?aadOptscim062020", "", "/scim/v2/{tenant}/Users"},
+		{"GET", "//Users", "", "/scim/v2/{tenant}/Users"},
+		{"GET", "//Users/0b5f7a0e-0000-4000-8000-000000000000", "", "/scim/v2/{tenant}/Users/{id}"},
+		{"GET", "/Users/", "", "/scim/v2/{tenant}/Users"},
+		{"GET", "/users", "", "/scim/v2/{tenant}/Users"},
+		{"POST", "/Users/.SEARCH", `{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}`, "/scim/v2/{tenant}/Users/.search"},
+		{"GET", "/Users/a%2Fb", "", "/scim/v2/{tenant}/Users/{id}"},
+	}
+	ids := map[string]int{}
+	for i, c := range cases {
+		r := p.scim("acme", acmeToken, c.method, c.path, c.body)
+		t.Logf("%s %s: %d", c.method, c.path, r.status)
+		if r.status == 404 && r.body["scimType"] == nil && c.path != "/Users/a%2Fb" && c.path != "//Users/0b5f7a0e-0000-4000-8000-000000000000" {
+			t.Errorf("%s %s: not routed (%d)", c.method, c.path, r.status)
+		}
+		ids[r.header.Get("X-Request-Id")] = i
+	}
+	got := map[int]string{}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		otlp.mu.Lock()
+		defer otlp.mu.Unlock()
+		for _, s := range otlp.spans {
+			var id, route string
+			for _, kv := range s.Attributes {
+				switch kv.Key {
+				case "scimrelay.request_id":
+					id = anyValue(kv.Value)
+				case "http.route":
+					route = anyValue(kv.Value)
+				}
+			}
+			if i, ok := ids[id]; ok {
+				got[i] = route
+			}
+		}
+		if len(got) < len(cases) {
+			return fmt.Errorf("%d of %d request spans", len(got), len(cases))
+		}
+		return nil
+	})
+	for i, c := range cases {
+		if got[i] != c.want {
+			t.Errorf("%s %s: http.route %q, want %q", c.method, c.path, got[i], c.want)
+		}
+	}
+}
