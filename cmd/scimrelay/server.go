@@ -305,6 +305,7 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if s.tokenAttempts == nil {
 		s.tokenAttempts = admin.NewTokenAttempts(admin.TokenPerAddress, admin.TokenOverall, log.With("component", "admin"))
 	}
+	s.registry.MustRegister(admin.ReadinessMetric(s.readinessChecks()))
 	adminHandler, ui, err := s.adminListener()
 	if err != nil {
 		return nil, err
@@ -504,8 +505,6 @@ func (s *server) adminListener() (http.Handler, *console.Console, error) {
 }
 
 func (s *server) adminHandler() http.Handler {
-	checks := s.readinessChecks()
-	s.registry.MustRegister(admin.ReadinessMetric(checks))
 	o := admin.Options{
 		Token:   s.adminToken,
 		Logger:  s.log.With("component", "admin"),
@@ -517,7 +516,7 @@ func (s *server) adminHandler() http.Handler {
 		Events: s.js,
 		Trust:  s.trust,
 		Jobs:   s.jobs,
-		Checks: checks,
+		Checks: s.readinessChecks(),
 
 		TokenAttempts: s.tokenAttempts,
 	}
