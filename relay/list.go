@@ -61,13 +61,9 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 		if q.SortBy != nil && q.SortLimit > 0 && page.Total > q.SortLimit {
 			return tooManyToSort(rt, q.SortLimit) // count 0: nothing sorted, the answer is the same
 		}
-		if examined == nil {
-			examined = &budget{limit: s.maxExamined}
-		}
-		// A user's groups are held with it, outside its record: they
-		// count towards the page's bytes too, groupElementBytes each, and
-		// the page ends at the user whose groups take it past
-		// MaxPageBytes (a page of 1,000 users each in 1,000 groups
+		// A user's groups are held with it, outside its record: they are
+		// bounded too, groupElementBytes each, and the page ends at the
+		// user whose groups take them past MaxPageBytes (a page of 1,000 users each in 1,000 groups
 		// allocated 981 MiB, at the cost of one request: an attack round).
 		groupsHeld := 0
 		for i, r := range page.Resources {

@@ -136,13 +136,13 @@ func NewMetrics(reg prometheus.Registerer, s *Store, l *RequestLog) *Metrics {
 			return unixSeconds(t)
 		}))
 	}
-	reg.MustRegister(NewBoundedCollector(read, ScrapeReadBound))
+	reg.MustRegister(newBoundedCollector(read, scrapeReadBound))
 	return m
 }
 
-// ScrapeReadBound bounds what one scrape waits for a collector that reads
-// the data file or asks another process.
-const ScrapeReadBound = 2 * time.Second
+// scrapeReadBound bounds what one scrape waits for the series read from
+// the data file.
+const scrapeReadBound = 2 * time.Second
 
 // collectors collects several collectors as one.
 type collectors []prometheus.Collector
@@ -159,14 +159,14 @@ func (cs collectors) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// NewBoundedCollector collects c within bound at each scrape; past it, the
+// newBoundedCollector collects c within bound at each scrape; past it, the
 // scrape answers the series c gave last and the collection goes on in the
 // background, one at a time, for the next scrape. A read of the data file
 // waits behind a remap of it, which waits for every read under way, a
 // backup's included (README, Backup and recovery): every series of the
 // scrape, and the scrape itself, waited with it, and Prometheus took the
 // whole process for down, scimrelay_ready among its series.
-func NewBoundedCollector(c prometheus.Collector, bound time.Duration) prometheus.Collector {
+func newBoundedCollector(c prometheus.Collector, bound time.Duration) prometheus.Collector {
 	return &boundedCollector{inner: c, bound: bound}
 }
 

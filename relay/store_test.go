@@ -1360,7 +1360,7 @@ func TestBoundedCollectorAnswersTheLastValues(t *testing.T) {
 		return value
 	})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewBoundedCollector(collectors{g}, 50*time.Millisecond))
+	reg.MustRegister(newBoundedCollector(collectors{g}, 50*time.Millisecond))
 	scrape := func() []float64 {
 		t.Helper()
 		families, err := reg.Gather()

@@ -50,9 +50,7 @@ func startAttempt(ctx context.Context, tracer trace.Tracer, sink string, es []*e
 // deliverTraced is one delivery attempt of e outside a worker's lanes (a
 // redrive, a replay), traced as the workers' are: a child of the request
 // that made the event, whose traceparent the webhook request carries.
-func deliverTraced(ctx context.Context, tracer trace.Tracer, sink string, d interface {
-	Deliver(context.Context, *event.Event) Result
-}, e *event.Event) Result {
+func deliverTraced(ctx context.Context, tracer trace.Tracer, sink string, d Sink, e *event.Event) Result {
 	ctx, span := startAttempt(ctx, tracer, sink, []*event.Event{e})
 	r := d.Deliver(ctx, e)
 	if span != nil {

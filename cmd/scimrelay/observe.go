@@ -106,12 +106,7 @@ func routeOf(info *scim.RequestInfo) string {
 	case info.Operation == "":
 		return ""
 	case info.Route != "":
-		return info.Route // the router's template: the path as routed, canonical
-	case len(segs) >= 5 && len(segs) <= 6 && segs[1] == "scim" && segs[2] == "v2":
-		segs[3] = "{tenant}"
-		if len(segs) == 6 && segs[5] != ".search" {
-			segs[5] = "{id}" // a resource's, a schema's or a resource type's
-		}
+		return info.Route // the SCIM router's template: the path as routed, canonical
 	case len(segs) == 4 && "/"+segs[1]+"/" == oauth.PathPrefix && segs[3] == "token":
 		segs[2] = "{tenant}"
 	default:
