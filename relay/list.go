@@ -78,6 +78,7 @@ func (s *Store) List(ctx context.Context, tenantName string, rt *scim.ResourceTy
 				break
 			}
 		}
+		page.Bytes += groupsHeld
 		return nil
 	})
 	read := work{memberships: groupsRead.spent}
@@ -122,7 +123,7 @@ func listAll(tb *bolt.Bucket, rt *scim.ResourceType, start, count int) (scim.Pag
 		}
 		page.Resources = append(page.Resources, rec.res)
 	}
-	page.Total = i
+	page.Total, page.Bytes = i, held
 	return page, nil
 }
 
@@ -176,6 +177,7 @@ func listStored(tb *bolt.Bucket, rt *scim.ResourceType, eq scim.Equality, start,
 			Groups: groups,
 		})
 	}
+	page.Bytes = held
 	return page, nil
 }
 
@@ -191,6 +193,7 @@ func listMatching(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, f
 		}
 		return nil
 	})
+	page.Bytes = held
 	return page, err
 }
 
@@ -229,6 +232,7 @@ func listSorted(ctx context.Context, tb *bolt.Bucket, rt *scim.ResourceType, q s
 		held += rec.size
 		page.Resources = append(page.Resources, rec.res)
 	}
+	page.Bytes = held
 	return page, nil
 }
 

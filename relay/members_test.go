@@ -613,6 +613,11 @@ func TestGroupsOfAPageAreChargedAndBounded(t *testing.T) {
 		if fits := MaxPageBytes/(groups*groupElementBytes) + 1; held > fits {
 			t.Errorf("a page (stored %v) held %d users each in %d groups, %d group elements; want at most %d users", stored, held, groups, held*groups, fits)
 		}
+		// And tell the handler, which counts them while the answer waits
+		// for its client.
+		if want := held * groups * groupElementBytes; page.Bytes < want {
+			t.Errorf("a page (stored %v) of %d users each in %d groups says it holds %d bytes, want at least %d", stored, held, groups, page.Bytes, want)
+		}
 	}
 	mustPatch(t, s, "acme", scim.UserResourceType, first, `{"op":"replace","path":"title","value":"T"}`)
 	if c := take()["acme"]; c < groups/MembershipsPerRequest {
@@ -641,5 +646,8 @@ func TestStoredPageIsBoundedByItsBytes(t *testing.T) {
 	}
 	if fits := MaxPageBytes/size + 1; len(page.Stored) != fits || page.Total != n {
 		t.Errorf("a page of %d of %d users of %d KiB read as stored, want %d of %d", len(page.Stored), page.Total, size>>10, fits, n)
+	}
+	if page.Bytes < len(page.Stored)*size {
+		t.Errorf("a page of %d users of %d KiB read as stored says it holds %d bytes", len(page.Stored), size>>10, page.Bytes)
 	}
 }

@@ -463,6 +463,9 @@ func TestListPageIsBoundedByItsBytes(t *testing.T) {
 		if len(page.Resources) != fits || page.Total != n {
 			t.Errorf("%s: a page of %d of %d users of %d KiB, want %d of %d", name, len(page.Resources), page.Total, size>>10, fits, n)
 		}
+		if page.Bytes < fits*size {
+			t.Errorf("%s: a page of %d users of %d KiB says it holds %d bytes", name, len(page.Resources), size>>10, page.Bytes)
+		}
 	}
 	take()
 	if _, err := s.List(ctx, "acme", scim.UserResourceType, scim.Query{SortBy: &sort, StartIndex: 1, Count: 1}); err != nil {

@@ -148,6 +148,11 @@ type Page struct {
 	Total     int
 	Resources []*Resource
 	Stored    []StoredResource
+	// Bytes is about what the page holds in memory: its resources' size
+	// as stored, with what the backend reads with them (a user's groups).
+	// The handler counts it against the tenant's MaxBodiesInFlight until
+	// the answer is sent. 0: not told.
+	Bytes int
 }
 
 // Authenticator checks a request's credentials for a tenant. Both methods

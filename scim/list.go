@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -201,18 +202,25 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 	still := func(cur *Resource) bool {
 		return q.Filter == nil || (!q.Filter.References("members") && q.Filter.Match(cur))
 	}
+	held := h.answerHold(c.tenant)
+	defer held.release()
 	for attempt := 1; ; attempt++ {
 		page, err := h.backend.List(r.Context(), c.tenant, c.rt, q)
 		if err != nil {
 			return err
 		}
+		if err := held.set(int64(page.Bytes)); err != nil {
+			return err
+		}
 		err = h.writePage(r.Context(), lw, c, q, page, proj, still)
 		if err == nil {
-			release, err := h.holdAnswer(c.tenant, lw)
-			if err != nil {
-				return err
+			if !lw.started {
+				// Written whole, not yet sent: the answer, larger than
+				// the page as stored, is what waits for the client.
+				if err := held.set(max(int64(page.Bytes), int64(len(lw.buf)))); err != nil {
+					return err
+				}
 			}
-			defer release()
 			return lw.finish()
 		}
 		if !errors.Is(err, ErrChanged) || lw.started || attempt == readAttempts {
@@ -258,22 +266,47 @@ func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Quer
 	return nil
 }
 
-// holdAnswer counts a list answer's bytes, written and not yet sent,
-// against what its tenant's requests may hold at once (MaxBodiesInFlight,
-// with their bodies) until release: a GET has no body, and a client that
-// reads its answers slowly kept each page's answer (up to 4 MiB of
-// resources as stored, more as written) in the heap until write_timeout
-// (200 list GETs, one second of the default rate, held 932 MiB). Past the
-// bound the request is 429 with Retry-After, before anything is sent.
-func (h *Handler) holdAnswer(tenant string, lw *jsonWriter) (release func(), err error) {
-	n := int64(len(lw.buf))
-	if lw.started || n < flushSize {
-		return func() {}, nil
+// answerHold counts a list answer's bytes against what its tenant's
+// requests may hold at once (MaxBodiesInFlight, with their bodies) until
+// it is sent: a GET has no body, and a client that reads its answers
+// slowly kept each page (up to 4 MiB of resources as stored, more as
+// written) in the heap until write_timeout: 200 list GETs, one second of
+// the default rate, held 924 MiB; 20 of groups whose members are sent as
+// they are read (the answer started before it was whole) held 100 MiB
+// (attack rounds). The page is counted from its read, before anything is
+// written, so that past the bound the request is still a 429 with
+// Retry-After; then the answer, when it is written whole and larger.
+func (h *Handler) answerHold(tenant string) *heldAnswer {
+	return &heldAnswer{tenant: tenant, count: h.inFlight.of(tenant), limit: h.o.MaxBodiesInFlight}
+}
+
+// heldAnswer is the count of one list answer (answerHold).
+type heldAnswer struct {
+	tenant string
+	count  *atomic.Int64
+	limit  int64
+	held   int64
+}
+
+// set makes the answer count n bytes, or is a 429 when that takes the
+// tenant past its bound; the count is unchanged then. An answer of less
+// than flushSize counts nothing (an identity provider's pages are never
+// refused), and one larger than the bound alone is never refused (it
+// could never be answered).
+func (a *heldAnswer) set(n int64) error {
+	if n < flushSize {
+		n = 0
 	}
-	count := h.inFlight.of(tenant)
-	if count.Add(n) > h.o.MaxBodiesInFlight && n < h.o.MaxBodiesInFlight {
-		count.Add(-n)
-		return nil, &rateLimited{wait: time.Second, tenant: tenant, bodies: true}
+	if a.count.Add(n-a.held) > a.limit && n > a.held && n < a.limit {
+		a.count.Add(a.held - n)
+		return &rateLimited{wait: time.Second, tenant: a.tenant, bodies: true}
 	}
-	return func() { count.Add(-n) }, nil
+	a.held = n
+	return nil
+}
+
+// release gives the bytes counted back.
+func (a *heldAnswer) release() {
+	a.count.Add(-a.held)
+	a.held = 0
 }
