@@ -97,6 +97,16 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, statu
 	if err != nil {
 		return h.fail(r, jw, err, c.rt.Name+" "+res.ID())
 	}
+	if r.Method == http.MethodGet && !jw.started {
+		// A GET has no body: its answer, waiting for a client that reads
+		// slowly, counts as a list's does (answerHold). A write's body
+		// is counted until its answer is sent.
+		held := h.answerHold(c.tenant)
+		defer held.release()
+		if err := held.set(int64(len(jw.buf))); err != nil {
+			return err
+		}
+	}
 	return jw.finish()
 }
 

@@ -3,10 +3,12 @@
 package scim_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,4 +103,104 @@ func TestBodiesInFlightAreBoundedPerTenant(t *testing.T) {
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("acme's POST once its bodies were answered: %d, want 201", res.StatusCode)
 	}
+}
+
+// TestAnswersWaitingForTheirClientAreBounded: a GET has no body, and an
+// answer written and waiting for a client that reads slowly counts with
+// its tenant's bodies until it is sent: past the bound the next GET of a
+// large answer is 429 with Retry-After before anything is sent, and the
+// bytes are given back once the answer is sent. A user in 30,000 groups
+// answers 4 MiB, more than the kernel takes for a connection (attack
+// rounds: 200 unread list GETs held 924 MiB).
+func TestAnswersWaitingForTheirClientAreBounded(t *testing.T) {
+	mem := scimtest.NewMemory(map[string]string{"acme": tokenAcme})
+	h := NewHandler(mem, mem, Options{MaxBodiesInFlight: 1 << 20})
+	sent := make(chan struct{})
+	// A client reading slowly: the flagged request's answer is written
+	// to the connection only once sent is closed.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test-Slow-Reader") != "" {
+			w = slowReader{w, sent}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	var once sync.Once
+	send := func() { once.Do(func() { close(sent) }) }
+	t.Cleanup(send) // before srv.Close, which waits for the handler
+	do := func(method, path, body string, slow bool) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+"/scim/v2/acme"+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokenAcme)
+		req.Header.Set("Content-Type", "application/scim+json")
+		if slow {
+			req.Header.Set("X-Test-Slow-Reader", "1")
+		}
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+			return nil, nil
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res, b
+	}
+	res, b := do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"big","title":"`+strings.Repeat("t", 900<<10)+`"}`, false)
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: %d %.200s", res.StatusCode, b)
+	}
+	var created struct{ ID string }
+	if err := json.Unmarshal(b, &created); err != nil {
+		t.Fatal(err)
+	}
+	id := created.ID
+
+	answered := make(chan int, 1)
+	go func() {
+		res, b := do("GET", "/Users/"+id, "", true)
+		if res != nil && len(b) < 900<<10 {
+			t.Errorf("the slow reader's answer: %d bytes", len(b))
+		}
+		if res != nil {
+			answered <- res.StatusCode
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); h.BodiesHeld("acme") < 900<<10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("an answer waiting for its client holds %d bytes", h.BodiesHeld("acme"))
+		}
+		time.Sleep(5 * time.Millisecond) // polling, with a deadline
+	}
+	res, b = do("GET", "/Users/"+id, "", false)
+	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("a GET while another answer waits at the bound: %d %s %.200s", res.StatusCode, res.Header, b)
+	}
+	send()
+	if status := <-answered; status != http.StatusOK {
+		t.Fatalf("the slow reader's GET: %d", status)
+	}
+	for deadline := time.Now().Add(20 * time.Second); h.BodiesHeld("acme") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("answers sent, still held: %d bytes", h.BodiesHeld("acme"))
+		}
+		time.Sleep(5 * time.Millisecond) // polling, with a deadline
+	}
+	if res, b := do("GET", "/Users/"+id, "", false); res.StatusCode != http.StatusOK {
+		t.Fatalf("a GET once the answer was sent: %d %.200s", res.StatusCode, b)
+	}
+}
+
+// slowReader is a connection whose client reads nothing until sent is
+// closed.
+type slowReader struct {
+	http.ResponseWriter
+	sent <-chan struct{}
+}
+
+func (s slowReader) Write(p []byte) (int, error) {
+	<-s.sent
+	return s.ResponseWriter.Write(p)
 }
