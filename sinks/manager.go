@@ -118,6 +118,9 @@ type Options struct {
 	// outageMin, in tests, sets how long a worker sees no success before
 	// one is a recovery (wake.go).
 	outageMin time.Duration
+	// streamCheckEvery, in tests, sets how often Run reads the event
+	// stream (streamCheckEvery).
+	streamCheckEvery time.Duration
 	// wakeEvery, in tests, sets the least time between two looks for
 	// parked resources to wake (wake.go).
 	wakeEvery time.Duration
@@ -178,6 +181,9 @@ type shared struct {
 	stream     jetstream.Stream // SCIMRELAY
 	workers    jetstream.Stream // the workers' announcements
 	partitions int
+	// keepFor is the stream's max_age as read at Setup, which every
+	// worker's retries and park records derive from (setupSink).
+	keepFor time.Duration
 }
 
 // sinkRuntime is one sink: its config, its transport and its worker.
@@ -343,6 +349,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("opening stream %s: %w", events.StreamName, err)
 	}
+	sh.keepFor = sh.stream.CachedInfo().Config.MaxAge
 	m.shared = sh
 	// A sink a reload added, then removed before its consumers were made,
 	// starts afresh if it is added again.
@@ -414,7 +421,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	js, sh, name := m.o.JS, m.shared, s.cfg.Name
 	// The retries and the park records' life both derive from max_age as
 	// read here: a record outlives the latest retry its worker schedules.
-	keepFor := sh.stream.CachedInfo().Config.MaxAge
+	keepFor := sh.keepFor
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
 		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
@@ -536,9 +543,10 @@ func (m *Manager) Ready(context.Context) error {
 }
 
 // Run delivers until ctx ends, then hands this process's partitions to the
-// other workers; or until the event stream's partitions change, when it
-// stops the workers and returns an error saying so (watchPartitions), for
-// its supervisor to start it again with the new count. Otherwise a
+// other workers; or until the event stream's partitions change or its
+// max_age is lowered, when it stops the workers and returns an error
+// saying so (watchStream), for its supervisor to start it again with the
+// new ones. Otherwise a
 // worker never stops on its own: it retries whatever fails, and Ready
 // says so meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
@@ -550,7 +558,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	backlog := make(chan struct{})
 	go func() { defer close(backlog); m.watchBacklog(ctx) }()
 	changed := make(chan error, 1)
-	go func() { changed <- m.watchPartitions(ctx, partitionsCheckEvery) }()
+	go func() { changed <- m.watchStream(ctx, cmp.Or(m.o.streamCheckEvery, streamCheckEvery)) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -570,12 +578,14 @@ func (m *Manager) Run(ctx context.Context) error {
 	return err
 }
 
-// partitionsCheckEvery is how often Run reads the event stream's partitions.
-const partitionsCheckEvery = 10 * time.Second
+// streamCheckEvery is how often Run reads the event stream's partitions
+// and max_age.
+const streamCheckEvery = 10 * time.Second
 
-// watchPartitions reads the event stream's partitions every interval, until
-// ctx ends (nil) or they are not the ones the workers divide (an error
-// saying so, at which Run stops them). A front end started with other
+// watchStream reads the event stream's partitions and max_age every
+// interval, until ctx ends (nil) or they are not the ones the workers
+// work with (an error saying so, at which Run stops them): other
+// partitions, or a lower max_age. A front end started with other
 // nats.stream.partitions changes them, and the workers would go on with
 // the count they read at Setup: those of a raised count's new partitions
 // went undelivered, and two workers reading different counts left some
@@ -583,7 +593,7 @@ const partitionsCheckEvery = 10 * time.Second
 // starts it again with the stream's count (the shipped Compose, Helm and
 // systemd files restart a relay that fails). A read that fails changes
 // nothing: the next one decides.
-func (m *Manager) watchPartitions(ctx context.Context, interval time.Duration) error {
+func (m *Manager) watchStream(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -592,14 +602,32 @@ func (m *Manager) watchPartitions(ctx context.Context, interval time.Duration) e
 			return nil
 		case <-t.C:
 		}
-		n, err := events.Partitions(ctx, m.o.JS)
+		st, err := m.o.JS.Stream(ctx, events.StreamName)
+		if err != nil {
+			m.log.Debug("reading the event stream", "err", err)
+			continue
+		}
+		n, err := events.PartitionsOf(st.CachedInfo().Config)
 		if err != nil {
 			m.log.Debug("reading the event stream's partitions", "err", err)
 			continue
 		}
+		age := st.CachedInfo().Config.MaxAge
 		if had := m.shared.partitions; n != had {
 			m.log.Error("the event stream's partitions changed (nats.stream.partitions): the delivery workers stop, so that the relay starts again and divides the new ones", "partitions", n, "were", had)
 			return fmt.Errorf("the event stream has %d partitions, %d when delivery began: a front end changed nats.stream.partitions; start the relay again to deliver from all of them", n, had)
+		}
+		// A max_age lowered under running workers (a front end started
+		// again alone with a lower nats.stream.max_age, or the stream
+		// edited): their retries, scheduled against the max_age read at
+		// Setup, would come after the stream drops the events they wait
+		// for, neither delivered nor dead-lettered. Started again, a
+		// worker brings each parked resource's next try before the drop
+		// (loadParked). A raised one loses nothing: a retry is only
+		// dead-lettered sooner than it need be until the next start.
+		if was := m.shared.keepFor; age > 0 && (was <= 0 || age < was) {
+			m.log.Error("the event stream's max_age was lowered (nats.stream.max_age): the delivery workers stop, so that the relay starts again and tries parked resources before the stream drops their events", "max_age", age, "was", was)
+			return fmt.Errorf("the event stream keeps events %s, %s when delivery began: a front end or an operator lowered nats.stream.max_age; start the relay again so that no retry comes after the stream drops its event", age, was)
 		}
 	}
 }

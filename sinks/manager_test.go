@@ -1035,23 +1035,42 @@ func TestParkedResourceOfATenantTheSinkNoLongerTakes(t *testing.T) {
 
 // TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt: a
 // resource parked with its next try due after the time the stream, its
-// max_age lowered across a restart, drops the event is tried before then,
-// and dead-lettered when that try fails: the retry kept its time, the
-// stream dropped the event, and it was neither delivered nor
-// dead-lettered (a review of restarts during retries).
+// max_age lowered, drops the event is tried before then, and
+// dead-lettered when that try fails: the retry kept its time, the stream
+// dropped the event, and it was neither delivered nor dead-lettered (a
+// review of restarts during retries). Lowered across a restart, or under
+// a running worker (a front end started again alone, as the shipped Helm
+// and Compose shapes may, or `nats stream edit`), which stops and is
+// started again by its supervisor (a hunt of JetStream's limits).
 func TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt(t *testing.T) {
-	js := natsStream(t)
+	for _, running := range []bool{false, true} {
+		t.Run(fmt.Sprintf("running=%t", running), func(t *testing.T) { loweredMaxAge(t, running) })
+	}
+}
+
+func loweredMaxAge(t *testing.T, running bool) {
+	srv, js := natsStreamAt(t, t.TempDir(), -1)
 	rc := newReceiver(t, func(int, *http.Request) int { return 503 })
 	// The stream keeps events an hour: a retry in 30 minutes is kept.
 	cfg := sinkConfig("crm", rc.URL, func(s *Config) { s.Retry = Schedule{100 * time.Millisecond, 30 * time.Minute, 30 * time.Minute} })
-	m, stop := runSinks(t, js, 2*time.Second, cfg)
+	var m func() *Manager
+	stop := func() {}
+	if running {
+		w := superviseWorker(t, Options{Sinks: []Config{cfg}, AckWait: 2 * time.Second, streamCheckEvery: 100 * time.Millisecond}, eventstest.URL(srv))
+		m = func() *Manager { m, _ := w.state(); return m }
+		waitDividing(t, events.DefaultPartitions, w) // a sink new to the stream takes the events after it
+	} else {
+		var first *Manager
+		first, stop = runSinks(t, js, 2*time.Second, cfg)
+		m = func() *Manager { return first }
+	}
 	p := newPublisher(t, js)
 	id := p.publish("acme", events.UserCreated, "u1")
-	kv, err := js.KeyValue(ctx, parkingBucketName("crm"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		kv, err := js.KeyValue(ctx, parkingBucketName("crm")) // a supervised worker makes it as it starts
+		if err != nil {
+			return err
+		}
 		keys, err := kv.ListKeysFiltered(ctx, "*.acme.user.u1")
 		if err != nil {
 			return err
@@ -1072,7 +1091,7 @@ func TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt(t *testing.T
 		}
 		return nil
 	})
-	stop()
+	stop() // when not running
 	// The event is tried at keep − keep/10 after it was stored, and must
 	// be dead-lettered before the stream drops it at keep: the try (its
 	// quick retries up to a second apart) and the dead letter fit in
@@ -1083,9 +1102,12 @@ func TestLoweredMaxAgeDeadLettersAParkedEventBeforeTheStreamDropsIt(t *testing.T
 	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: keep, Duplicates: time.Second}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	m, _ = runSinks(t, js, 2*time.Second, cfg)
+	if !running {
+		again, _ := runSinks(t, js, 2*time.Second, cfg)
+		m = func() *Manager { return again }
+	}
 	eventstest.CheckFor(t, 3*keep, 20*time.Millisecond, func() error {
-		page, err := m.DeadLetters(ctx, "crm", "", 0)
+		page, err := m().DeadLetters(ctx, "crm", "", 0)
 		if err != nil {
 			return err
 		}

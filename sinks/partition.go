@@ -450,7 +450,7 @@ const apiTimeout = 5 * time.Second
 // a consumer it has not recovered yet, and recreating it then would lose
 // its position. A partition the stream no longer has (a front end started
 // with fewer removed its consumers) is not brought back: the worker stops
-// within watchPartitions' interval and starts again with the stream's
+// within watchStream's interval and starts again with the stream's
 // count; brought back by a worker taking it over, it was read from the
 // stream's first event, delivering its history again.
 func (p *partition) gone() bool {

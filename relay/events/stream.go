@@ -326,10 +326,7 @@ func OpenStream(ctx context.Context, js jetstream.JetStream, o StreamOptions, lo
 func warnIfDiffers(have, want jetstream.StreamConfig, log *slog.Logger) {
 	var diffs []string
 	partitions := func(c jetstream.StreamConfig) int {
-		if c.SubjectTransform == nil {
-			return 0
-		}
-		n, _ := PartitionsOf(c.SubjectTransform.Destination)
+		n, _ := PartitionsOf(c)
 		return n
 	}
 	if h, w := partitions(have), partitions(want); h != w {
@@ -517,10 +514,7 @@ func Partitions(ctx context.Context, js jetstream.JetStream) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("reading stream %s: %w", StreamName, err)
 	}
-	if info.Config.SubjectTransform == nil {
-		return 0, fmt.Errorf("stream %s does not partition its subjects; the relay that owns it sets that up", StreamName)
-	}
-	return PartitionsOf(info.Config.SubjectTransform.Destination)
+	return PartitionsOf(info.Config)
 }
 
 // DeleteReader deletes the consumer made to read a stream once, when the

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The subject catalog: every rule about NATS subjects lives here, once.
@@ -146,13 +147,16 @@ func partitionTransform(p int) string {
 
 var transformPattern = regexp.MustCompile(`^scimrelay\.\{\{wildcard\(1\)\}\}\.\{\{wildcard\(2\)\}\}\.\{\{wildcard\(3\)\}\}\.\{\{wildcard\(4\)\}\}\.\{\{partition\((\d+),1,2,4\)\}\}$`)
 
-// PartitionsOf returns the partition count of a stream's subject
-// transform destination, so that workers read it from the stream rather
-// than trusting their own configuration to agree.
-func PartitionsOf(transformDestination string) (int, error) {
-	m := transformPattern.FindStringSubmatch(transformDestination)
+// PartitionsOf returns the partition count of a stream's configuration,
+// from its subject transform, so that workers read it from the stream
+// rather than trusting their own configuration to agree.
+func PartitionsOf(cfg jetstream.StreamConfig) (int, error) {
+	if cfg.SubjectTransform == nil {
+		return 0, fmt.Errorf("stream %s does not partition its subjects; the relay that owns it sets that up", StreamName)
+	}
+	m := transformPattern.FindStringSubmatch(cfg.SubjectTransform.Destination)
 	if m == nil {
-		return 0, fmt.Errorf("stream %s does not partition its subjects (transform %q); the relay that owns it sets that up", StreamName, transformDestination)
+		return 0, fmt.Errorf("stream %s does not partition its subjects (transform %q); the relay that owns it sets that up", StreamName, cfg.SubjectTransform.Destination)
 	}
 	return strconv.Atoi(m[1])
 }

@@ -136,14 +136,19 @@ func TestPatternTenant(t *testing.T) {
 
 func TestPartitionsOf(t *testing.T) {
 	cfg := events.StreamConfig(events.StreamOptions{Partitions: 32})
-	if p, err := events.PartitionsOf(cfg.SubjectTransform.Destination); err != nil || p != 32 {
+	if p, err := events.PartitionsOf(cfg); err != nil || p != 32 {
 		t.Fatalf("PartitionsOf = %d, %v", p, err)
 	}
 	if p := events.StreamConfig(events.StreamOptions{}).SubjectTransform.Destination; p == "" {
 		t.Fatal("no transform by default")
 	}
-	if _, err := events.PartitionsOf("scimrelay.{{wildcard(1)}}"); err == nil {
+	cfg.SubjectTransform.Destination = "scimrelay.{{wildcard(1)}}"
+	if _, err := events.PartitionsOf(cfg); err == nil {
 		t.Fatal("a foreign transform was accepted")
+	}
+	cfg.SubjectTransform = nil
+	if _, err := events.PartitionsOf(cfg); err == nil {
+		t.Fatal("a stream without a transform was accepted")
 	}
 	if _, err := events.EnsureStream(context.Background(), nil, events.StreamOptions{Partitions: events.MaxPartitions + 1}, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("too many partitions accepted")
