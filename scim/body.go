@@ -4,6 +4,7 @@ package scim
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net"
@@ -20,9 +21,9 @@ import (
 // coding, a media type or charset other than SCIM's, invalid UTF-8, a lone
 // surrogate escape) or they nest too deep.
 
-// utf8Charset reports whether a body in charset cs can be read as UTF-8:
+// UTF8Charset reports whether a body in charset cs can be read as UTF-8:
 // UTF-8 (also spelled utf8), or ASCII, which is part of it.
-func utf8Charset(cs string) bool {
+func UTF8Charset(cs string) bool {
 	for _, name := range []string{"utf-8", "utf8", "us-ascii", "ascii"} {
 		if strings.EqualFold(cs, name) {
 			return true
@@ -38,13 +39,14 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 	// for what it is not, and a plain one sent under a coding's name taken
 	// as if the name were not there. RFC 9110 §15.5.16: 415, saying in
 	// Accept-Encoding what is taken.
-	for _, line := range r.Header.Values("Content-Encoding") {
-		for _, coding := range strings.Split(line, ",") {
-			if coding = strings.TrimSpace(coding); coding != "" && !strings.EqualFold(coding, "identity") {
-				w.Header().Set("Accept-Encoding", "identity")
-				return nil, Errorf(ErrUnsupportedMedia, "Content-Encoding %q is not supported; send the body uncompressed, without Content-Encoding", Truncate(coding, 32))
-			}
-		}
+	if coding := ContentCoding(r.Header); coding != "" {
+		w.Header().Set("Accept-Encoding", "identity")
+		return nil, Errorf(ErrUnsupportedMedia, "Content-Encoding %q is not supported; send the body uncompressed, without Content-Encoding", Truncate(coding, 32))
+	}
+	// Content-Type is one value (RFC 9110 §8.3): of two, which gives the
+	// body's media type and charset is anyone's guess.
+	if len(r.Header.Values("Content-Type")) > 1 {
+		return nil, Errorf(ErrInvalidSyntax, "more than one Content-Type header; send exactly one")
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
@@ -53,7 +55,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 		}
 		// SCIM is UTF-8 (RFC 7644 §3.8); a body in another charset
 		// would be read as UTF-8 and stored wrong.
-		if cs, ok := params["charset"]; ok && !utf8Charset(cs) {
+		if cs, ok := params["charset"]; ok && !UTF8Charset(cs) {
 			return nil, Errorf(ErrUnsupportedMedia, "a SCIM body is UTF-8, got charset %q", Truncate(cs, 64))
 		}
 	}
@@ -81,16 +83,38 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 	if jsonDepth(body) > depth {
 		return nil, Errorf(ErrInvalidSyntax, "request body nests deeper than %d levels", depth)
 	}
-	// A JSON decoder would replace invalid UTF-8 and lone surrogate escapes
-	// by U+FFFD, silently changing a name (and making it collide with
-	// others): refuse them instead.
-	if !utf8.Valid(body) {
-		return nil, Errorf(ErrInvalidSyntax, "request body is not valid UTF-8")
-	}
-	if at := loneSurrogate(body); at >= 0 {
-		return nil, Errorf(ErrInvalidSyntax, "request body has an unpaired UTF-16 surrogate escape at byte %d", at)
+	if err := CheckText(body); err != nil {
+		return nil, Errorf(ErrInvalidSyntax, "request body: %v", err)
 	}
 	return body, nil
+}
+
+// ContentCoding returns the first content coding h's Content-Encoding
+// names other than identity, "" for none: a body in one is not decoded,
+// and read as if plain it would be taken under a false label.
+func ContentCoding(h http.Header) string {
+	for _, line := range h.Values("Content-Encoding") {
+		for _, coding := range strings.Split(line, ",") {
+			if coding = strings.TrimSpace(coding); coding != "" && !strings.EqualFold(coding, "identity") {
+				return coding
+			}
+		}
+	}
+	return ""
+}
+
+// CheckText returns an error when a JSON decoder would read body other
+// than as sent: it replaces invalid UTF-8 and an unpaired surrogate escape
+// by U+FFFD, silently changing a name (and making it collide with
+// others).
+func CheckText(body []byte) error {
+	if !utf8.Valid(body) {
+		return errors.New("not valid UTF-8")
+	}
+	if at := loneSurrogate(body); at >= 0 {
+		return fmt.Errorf("an unpaired UTF-16 surrogate escape at byte %d", at)
+	}
+	return nil
 }
 
 // loneSurrogate returns the offset of the first \uD800–\uDFFF escape in a

@@ -263,16 +263,25 @@ func patch(h http.Handler) methodRoute { return methodRoute{http.MethodPatch, h}
 func del(h http.Handler) methodRoute   { return methodRoute{http.MethodDelete, h} }
 
 // methods dispatches on the request method, answering 405 with an Allow
-// header for the others.
+// header for the others. HEAD is answered as GET is, without the content
+// (net/http drops it): "All general-purpose servers MUST support the
+// methods GET and HEAD" (RFC 9110 §9.1).
 func (h *Handler) methods(routes ...methodRoute) http.Handler {
-	allowed := make([]string, len(routes))
-	for i, m := range routes {
-		allowed[i] = m.method
+	var allowed []string
+	for _, m := range routes {
+		allowed = append(allowed, m.method)
+		if m.method == http.MethodGet {
+			allowed = append(allowed, http.MethodHead)
+		}
 	}
 	allow := strings.Join(allowed, ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		if method == http.MethodHead {
+			method = http.MethodGet
+		}
 		for _, m := range routes {
-			if m.method == r.Method {
+			if m.method == method {
 				m.h.ServeHTTP(w, r)
 				return
 			}
@@ -563,7 +572,10 @@ var queryParams = []string{"filter", "startIndex", "count", "sortBy", "sortOrder
 // depend on their order), but for attributes and excludedAttributes,
 // whose values are lists: theirs are joined.
 func queryOf(r *http.Request) (url.Values, error) {
-	q := r.URL.Query()
+	q, err := parseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, err
+	}
 	for k, vs := range q {
 		for _, name := range queryParams {
 			if k != name && strings.EqualFold(k, name) {
@@ -581,6 +593,44 @@ func queryOf(r *http.Request) (url.Values, error) {
 		case slices.ContainsFunc(vs, func(v string) bool { return v != vs[0] }):
 			return nil, Errorf(ErrInvalidSyntax, "the query gives %s more than once (its name in any case), with different values", name)
 		}
+	}
+	return q, nil
+}
+
+// maxQueryParams bounds the parameters of a query, as url.ParseQuery does.
+const maxQueryParams = 10000
+
+// parseQuery reads a query as url.ParseQuery does, but for what it drops
+// in silence: a pair holding a ";" (a character RFC 3986 allows in a
+// query, which clients leave unencoded in a value such as a group's
+// "Sales;EMEA") is read with its ";" as data, and a pair that is not
+// valid percent-encoding (a "%" the client did not encode) is refused
+// when it could be a SCIM parameter. A filter dropped so answered with
+// every resource, and the client took a stranger for its match, and so
+// did one past url.ParseQuery's bound on parameters.
+func parseQuery(raw string) (url.Values, error) {
+	// url.ParseQuery reads nothing at all past 10,000 parameters, the
+	// filter among them.
+	if strings.Count(raw, "&") >= maxQueryParams {
+		return nil, Errorf(ErrInvalidSyntax, "the query has more than %d parameters", maxQueryParams)
+	}
+	q := url.Values{}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		key, errKey := url.QueryUnescape(k)
+		value, errValue := url.QueryUnescape(v)
+		if errKey != nil || errValue != nil {
+			if errKey == nil && !containsFold(queryParams, key) {
+				continue // not one of SCIM's: ignored, as any unknown parameter is
+			}
+			return nil, Errorf(ErrInvalidSyntax, "the query is not valid percent-encoding at %q: encode %% as %%25", Truncate(pair, 64))
+		}
+		q[key] = append(q[key], value)
 	}
 	return q, nil
 }

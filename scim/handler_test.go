@@ -452,6 +452,28 @@ func TestAuthAndRouting(t *testing.T) {
 	ts.do("DELETE", "/Users", "").wantError(t, 405, "", "not allowed")
 	ts.do("POST", "/Bulk", `{}`).wantError(t, 400, "invalidSyntax", "BulkRequest")
 	ts.do("GET", "/Bulk", "").wantError(t, 405, "", "not allowed")
+	// HEAD is GET without the content (RFC 9110 §9.1: "All
+	// general-purpose servers MUST support the methods GET and HEAD"),
+	// and a 405 names it wherever GET is allowed.
+	head := ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"head"}`).want(t, 201)
+	for _, path := range []string{"/Users/" + head.str("id"), "/Users", "/ServiceProviderConfig"} {
+		if r := ts.do("HEAD", path, ""); r.status != 200 || len(r.body) != 0 {
+			t.Errorf("HEAD %s: %d %q, want 200 without content", path, r.status, r.body)
+		} else if path == "/Users/"+head.str("id") && r.header.Get("ETag") != head.header.Get("ETag") {
+			t.Errorf("HEAD %s: ETag %q, want %q", path, r.header.Get("ETag"), head.header.Get("ETag"))
+		}
+	}
+	if r := ts.do("HEAD", "/Users/nobody", ""); r.status != 404 {
+		t.Errorf("HEAD of no user: %d, want 404", r.status)
+	}
+	if r := ts.do("HEAD", "/Users", "", "Authorization", "-"); r.status != 401 {
+		t.Errorf("HEAD without a token: %d, want 401", r.status)
+	}
+	for path, allow := range map[string]string{"/Users": "GET, HEAD, POST", "/Bulk": "POST"} {
+		if r := ts.do("TRACE", path, ""); r.status != 405 || r.header.Get("Allow") != allow {
+			t.Errorf("TRACE %s: %d, Allow %q, want 405 and %q", path, r.status, r.header.Get("Allow"), allow)
+		}
+	}
 	// A trailing slash is tolerated, and so is a Tenant URL entered with
 	// one, to which the client appends the endpoint: /scim/v2/acme//Users.
 	ts.do("GET", "/Users/", "").want(t, 200)
@@ -484,6 +506,16 @@ func TestBadInput(t *testing.T) {
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"utf8-charset-2"}`, "Content-Type", "application/scim+json; charset=utf8").want(t, 201) // a common misspelling, meaning the same
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"ascii-charset"}`, "Content-Type", "application/json; charset=US-ASCII").want(t, 201)   // a part of UTF-8
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"x"}`, "Content-Type", "application/json; charset=utf-8").want(t, 201)
+	// Content-Type is one value: of two, which says the body's charset is
+	// anyone's guess (the first was read, the body stored, while the
+	// second said ISO-8859-1, in which C3 A9 is not "é").
+	for _, second := range []string{"application/scim+json; charset=iso-8859-1", "text/plain"} {
+		req, _ := http.NewRequest("POST", ts.srv.URL+"/scim/v2/acme/Users", strings.NewReader(`{"schemas":["`+UserSchema+`"],"userName":"j\xc3\xa9r"}`))
+		req.Header.Set("Authorization", "Bearer "+tokenAcme)
+		req.Header.Add("Content-Type", "application/scim+json")
+		req.Header.Add("Content-Type", second)
+		ts.send(req).wantError(t, 400, "invalidSyntax", "more than one Content-Type")
+	}
 	ts.do("POST", "/Users", `{"schemas":["`+UserSchema+`"],"userName":"`+strings.Repeat("x", 4096)+`"}`).wantError(t, 413, "", "larger than 2048")
 	ts.do("POST", "/Users", strings.Repeat("[", 9)+strings.Repeat("]", 9)).wantError(t, 400, "invalidSyntax", "deeper than 8")
 	ts.do("PATCH", "/Users/"+id, `{"Operations":[]}`).wantError(t, 400, "invalidSyntax", "PatchOp")
@@ -498,6 +530,21 @@ func TestBadInput(t *testing.T) {
 		ts.do("GET", "/Users?"+q, "").wantError(t, 400, "invalidFilter", "filter is empty")
 		ts.do("GET", "/Groups?"+q, "").wantError(t, 400, "invalidFilter", "filter is empty")
 	}
+	// Nor is a filter Go's url.ParseQuery drops in silence: a ";", which
+	// RFC 3986 allows in a query, is data; a "%" not encoded is refused;
+	// past 10,000 parameters ParseQuery read none. Each answered every
+	// resource.
+	for _, q := range []string{
+		"/Users?filter=userName%20eq%20%22carol;x%22",
+		"/Groups?filter=displayName%20eq%20%22Sales;EMEA%22",
+		"/Users?" + filterQuery(`userName eq "carol"`) + "&x=a;b&y=%zz", // other pairs unreadable: ignored
+	} {
+		if r := ts.do("GET", q, "").want(t, 200); r.str("totalResults") != "0" {
+			t.Errorf("GET %s: %s matches, want none", q, r.str("totalResults"))
+		}
+	}
+	ts.do("GET", "/Users?filter=userName%20eq%20%22100%off%22", "").wantError(t, 400, "invalidSyntax", "percent-encoding")
+	ts.do("GET", "/Users?"+filterQuery(`userName eq "carol"`)+strings.Repeat("&", 10000), "").wantError(t, 400, "invalidSyntax", "10000 parameters")
 	// A search request lists its schema, as a PATCH body lists PatchOp.
 	ts.do("POST", "/Users/.search", `{"filter":"userName eq \"ann\""}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)
 	ts.do("POST", "/Users/.search", `{"schemas":["`+ListResponseSchema+`"]}`).wantError(t, 400, "invalidSyntax", SearchRequestSchema)

@@ -421,6 +421,15 @@ func TestTokens(t *testing.T) {
 	before := count()
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Type", "text/plain").wantError(t, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Type", "application/x-www-form-urlencoded").wantError(t, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	// Read as the SCIM listener reads one: a body a JSON decoder would read
+	// other than as sent (a Latin-1 "é", what Windows PowerShell 5.1 sends
+	// by default; an unpaired surrogate escape) is refused, not stored with
+	// U+FFFD in its place, and one in another charset or a content coding
+	// is 415.
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"caf`+"\xe9"+`"}`).wantError(t, http.StatusBadRequest, "not valid UTF-8")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","name":"x\ud800y"}`).wantError(t, http.StatusBadRequest, "surrogate")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Type", "application/json; charset=iso-8859-1").wantError(t, http.StatusUnsupportedMediaType, "UTF-8")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"}`, "Content-Encoding", "br").wantError(t, http.StatusUnsupportedMediaType, "Content-Encoding")
 	if after := count(); after != before {
 		t.Fatalf("%d tokens after bodies that are not JSON, want %d", after, before)
 	}

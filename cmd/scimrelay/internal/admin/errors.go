@@ -294,9 +294,20 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 	// (curl's -d says a form: add -H 'Content-Type: application/json');
 	// one without a Content-Type is taken as JSON.
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
 			return errorf(http.StatusUnsupportedMediaType, "request body: Content-Type must be application/json, got %q", ct)
 		}
+		// Read as UTF-8 whatever it says, a body in another charset
+		// would be stored wrong (RFC 8259 §8.1: JSON is UTF-8).
+		if cs, ok := params["charset"]; ok && !scim.UTF8Charset(cs) {
+			return errorf(http.StatusUnsupportedMediaType, "request body: JSON is UTF-8, got charset %q", scim.Truncate(cs, 64))
+		}
+	}
+	// A body in a content coding is not decoded (RFC 9110 §15.5.16), as
+	// the SCIM listener refuses it.
+	if coding := scim.ContentCoding(r.Header); coding != "" {
+		return errorf(http.StatusUnsupportedMediaType, "request body: Content-Encoding %q is not supported; send the body uncompressed", scim.Truncate(coding, 32))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	switch {
@@ -304,6 +315,9 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 		return badRequest("request body: larger than %d bytes (1 MiB)", maxBody)
 	case err != nil:
 		return badRequest("request body: not read whole (the connection broke or sent too slowly)")
+	}
+	if err := scim.CheckText(body); err != nil {
+		return badRequest("request body: %v (JSON is UTF-8: a client sending Latin-1 must encode it as UTF-8)", err)
 	}
 	trimmed := bytes.TrimSpace(body)
 	switch {
