@@ -1357,3 +1357,113 @@ func TestChartRefusesNATSFilesItDoesNotMount(t *testing.T) {
 		}
 	}
 }
+
+// TestChartValuesCommentsHold holds promises the comments of values.yaml
+// (and docs/decisions.md, Packaging and Operations) make about the rendered
+// chart that no other test looked at.
+func TestChartValuesCommentsHold(t *testing.T) {
+	files, err := render(t, "scimrelay", `nats: {credentialsSecret: {name: nats-creds}, tlsSecret: {name: nats-tls}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, files)
+
+	// values.yaml, probes: "Start-up waits for NATS and the stream (up to 2
+	// minutes) before the admin listener opens; liveness starts counting
+	// after it." The startup probe must outlast those 2 minutes, or the
+	// kubelet kills a pod that is waiting as designed (serve's
+	// context.WithTimeout(ctx, 2*time.Minute) before the admin listener).
+	const startWait = 2 * time.Minute
+	for _, role := range []string{"scim", "sinks"} {
+		c := m.podOf(t, role).Spec.Containers[0]
+		p := c.StartupProbe
+		if p == nil {
+			t.Errorf("%s: no startup probe", role)
+			continue
+		}
+		period, failures := p.PeriodSeconds, p.FailureThreshold
+		if period == 0 {
+			period = 10 // Kubernetes' default
+		}
+		if failures == 0 {
+			failures = 3
+		}
+		if budget := time.Duration(period*failures) * time.Second; budget <= startWait {
+			t.Errorf("%s: the startup probe gives up after %s (periodSeconds %d × failureThreshold %d); values.yaml promises start-up may wait %s for NATS and the stream before /healthz answers", role, budget, period, failures, startWait)
+		}
+	}
+
+	// values.yaml, sinks.spreadAcrossNodes: "Prefer spreading the workers
+	// over nodes": a preference, which never leaves a worker unscheduled.
+	for _, c := range m.deployments[0].Spec.Template.Spec.TopologySpreadConstraints {
+		if c.WhenUnsatisfiable != corev1.ScheduleAnyway {
+			t.Errorf("the workers' topology spread constraint on %s is %s; values.yaml says the chart prefers spreading (ScheduleAnyway), never refusing to schedule a worker", c.TopologyKey, c.WhenUnsatisfiable)
+		}
+	}
+
+	// docs/decisions.md (a key everyone can read is said): the chart gives
+	// the relay its NATS credentials and TLS key with defaultMode 0440,
+	// readable by the pod's group (fsGroup) and not by every user, so that
+	// serve does not warn of them at each start.
+	for _, role := range []string{"scim", "sinks"} {
+		seen := 0
+		for _, v := range m.podOf(t, role).Spec.Volumes {
+			if v.Secret == nil {
+				continue
+			}
+			seen++
+			if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0 {
+				t.Errorf("%s: Secret volume %s has defaultMode %v; want no access for other users (0440)", role, v.Name, v.Secret.DefaultMode)
+			}
+		}
+		if seen != 2 {
+			t.Errorf("%s: %d Secret volumes; want the NATS credentials and TLS files", role, seen)
+		}
+	}
+
+	// NOTES.txt, step 1: "Route HTTPS from your ingress to Service
+	// <release>-scim, port <ports.scim>": that Service, on that port,
+	// reaching the scim pod's SCIM port.
+	for _, values := range []string{"", "ports: {scim: 9443}"} {
+		files, err := render(t, "scimrelay", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := decode(t, files)
+		step := regexp.MustCompile(`Route HTTPS from your ingress to Service (\S+), port (\d+),`).FindStringSubmatch(files["scimrelay/templates/NOTES.txt"])
+		if step == nil {
+			t.Fatalf("values %q: NOTES.txt no longer says where to route HTTPS", values)
+		}
+		svc := m.service(t, step[1])
+		ok := false
+		for _, p := range svc.Spec.Ports {
+			if fmt.Sprint(p.Port) == step[2] && p.TargetPort.String() == "scim" {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("values %q: NOTES.txt routes HTTPS to Service %s port %s, which it does not serve SCIM on: %+v", values, step[1], step[2], svc.Spec.Ports)
+		}
+	}
+
+	// values.yaml, serviceMonitor: interval and scrapeTimeout are the
+	// ServiceMonitor's; and a scrape runs the readiness checks, each
+	// bounded at 5 s (docs/decisions.md, Readiness: scimrelay_ready), so
+	// the default timeout must outlast them.
+	files, err = render(t, "scimrelay", "serviceMonitor: {enabled: true, interval: 45s, scrapeTimeout: 20s}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm := decode(t, files).serviceMonitors; len(sm) != 1 || len(sm[0].Spec.Endpoints) != 1 || sm[0].Spec.Endpoints[0].Interval != "45s" || sm[0].Spec.Endpoints[0].ScrapeTimeout != "20s" {
+		t.Errorf("serviceMonitor.interval 45s and scrapeTimeout 20s rendered as %+v", sm)
+	}
+	files, err = render(t, "scimrelay", "serviceMonitor: {enabled: true}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm := decode(t, files).serviceMonitors; len(sm) == 1 && len(sm[0].Spec.Endpoints) == 1 {
+		if d, err := time.ParseDuration(string(sm[0].Spec.Endpoints[0].ScrapeTimeout)); err != nil || d <= 5*time.Second {
+			t.Errorf("the ServiceMonitor's default scrapeTimeout %q; a scrape may wait 5 s for the readiness checks", sm[0].Spec.Endpoints[0].ScrapeTimeout)
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -414,5 +415,56 @@ func TestComposeNATSAdmitsOnlyItsUsers(t *testing.T) {
 	}
 	if c := st.CachedInfo().Cluster; c == nil || len(c.Replicas) != 2 {
 		t.Errorf("the stream's cluster: %+v; want a leader and two replicas, on the three nodes", c)
+	}
+}
+
+// natsDefaultSyncInterval is how often nats-server writes JetStream's store
+// to disk when its configuration says nothing (its defaultSyncInterval).
+const natsDefaultSyncInterval = 2 * time.Minute
+
+// TestComposeRelayKnowsItsNATSSyncInterval holds deploy/compose/relay.yaml's
+// comment: "The three nodes share this host (and its power), and write to
+// disk every 2m (nats-server's default): the relay keeps published events
+// 3 x 2m, so that a crash of the host loses none." The relay's
+// nats.sync_interval must be what compose.yaml's NATS nodes do: shorter (or
+// 0, "the nodes are on separate machines"), and a crash of the one host
+// loses events NATS acknowledged but had not written.
+func TestComposeRelayKnowsItsNATSSyncInterval(t *testing.T) {
+	p, err := loadCompose(t, composeEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes time.Duration
+	for _, name := range []string{"nats-1", "nats-2", "nats-3"} {
+		o := composeNodeConfig(t, p, name)
+		if o.SyncAlways {
+			t.Fatalf("%s writes every message to disk (sync_always); the relay.yaml comment says every 2m", name)
+		}
+		every := o.SyncInterval
+		if every == 0 {
+			every = natsDefaultSyncInterval
+		}
+		if nodes != 0 && every != nodes {
+			t.Fatalf("the nodes write to disk at different intervals: %s and %s", nodes, every)
+		}
+		nodes = every
+	}
+	text, err := os.ReadFile("compose/relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"NATS_USER": "scim", "NATS_PASSWORD": composeEnv["NATS_SCIM_PASSWORD"]}
+	for k, v := range composeEnv {
+		env[k] = v
+	}
+	cfg, err := config.Parse(text, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(cfg.NATS.SyncInterval); got != nodes {
+		t.Errorf("compose/relay.yaml: nats.sync_interval %s, but compose.yaml's NATS nodes, all on one host, write to disk every %s: the relay would delete from its outbox events a crash of the host can still lose", got, nodes)
+	}
+	if cfg.NATS.Stream.Replicas != 3 {
+		t.Errorf("compose/relay.yaml: stream replicas %d; its header says replicated streams on the 3-node cluster", cfg.NATS.Stream.Replicas)
 	}
 }

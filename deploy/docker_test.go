@@ -5,6 +5,7 @@ package deploy
 import (
 	"encoding/json"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -348,5 +349,49 @@ func TestDockerignore(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDockerImageKeepsNATSInProcess holds the comments of the image's
+// relay.yaml (deploy/docker/relay.yaml: the embedded server "stays
+// in-process in a container") and of the Dockerfile ("EXPOSE 8080 8081:
+// 8080 SCIM, 8081 health/metrics/admin API"): with no SCIMRELAY_NATS_URL,
+// the relay runs the embedded NATS with no client port, and the image
+// exposes the two ports its relay.yaml listens on, and no other.
+func TestDockerImageKeepsNATSInProcess(t *testing.T) {
+	t.Setenv("SCIMRELAY_NATS_URL", "")
+	cfg, err := config.Read(filepath.Join(repoRoot, "deploy/docker/relay.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Embedded() || cfg.NATS.Listen != "" {
+		t.Errorf("the image's relay.yaml: embedded %t, nats.listen %q; want the embedded server in-process, with no client port", cfg.Embedded(), cfg.NATS.Listen)
+	}
+	var ports []string
+	for _, addr := range []string{cfg.Listen, cfg.AdminListen} {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "listen on all interfaces inside the container": else the
+		// published ports reach nothing.
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			t.Errorf("the image's relay.yaml listens on %s; its header says all interfaces inside the container", addr)
+		}
+		ports = append(ports, port)
+	}
+	if !slices.Equal(ports, []string{"8080", "8081"}) {
+		t.Errorf("the image's relay.yaml listens on %v; the Dockerfile's comment says 8080 SCIM, 8081 admin", ports)
+	}
+	ins := readDockerfile(t)
+	final := ins[len(ins)-1].stage
+	var exposed []string
+	for _, in := range ins {
+		if in.stage == final && in.keyword == "EXPOSE" {
+			exposed = append(exposed, strings.Fields(in.args)...)
+		}
+	}
+	if slices.Sort(exposed); !slices.Equal(exposed, ports) {
+		t.Errorf("the image EXPOSEs %v; its relay.yaml listens on %v", exposed, ports)
 	}
 }

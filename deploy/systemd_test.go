@@ -30,6 +30,14 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("ExecStart %q; the README installs the binary as /usr/local/bin/scimrelay", exec)
 	}
 	checkCommandLine(t, "ExecStart", exec[1:])
+	// deploy/systemd/README.md: "The unit gives the relay no capabilities,
+	// so it cannot bind a port below 1024": an empty bounding set and
+	// ambient set (a unit's bounding set is otherwise every one).
+	for _, k := range []string{"CapabilityBoundingSet", "AmbientCapabilities"} {
+		if !slices.Equal(keys[k], []string{""}) {
+			t.Errorf("%s=%q; the systemd README says the unit gives the relay no capabilities (%s= empty)", k, keys[k], k)
+		}
+	}
 	// systemctl reload: scimrelay reload, with the relay.yaml serve reads,
 	// so that it fails when the relay refuses the file or is not up yet
 	// (TestReloadWhileStarting), where a SIGHUP could end it.

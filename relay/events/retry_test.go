@@ -88,3 +88,39 @@ func TestAwaitMadeSaysWhoMakesItWhenTimeRunsOutMidAttempt(t *testing.T) {
 		t.Fatalf("after %d attempts: %v; want the error naming the SCIM front end", n, err)
 	}
 }
+
+// TestRetryAsDecisionsSays holds docs/decisions.md (Readiness, "Start-up
+// requests to JetStream are tried again, each with 10 s"): "every one of
+// them goes through events.Retry (10 s an attempt; timeouts, no responders
+// and 503s are tried again, backing off to 5 s; anything else fails at
+// once)". TestRetry holds the timeouts, the no responders and what fails
+// at once; this holds the 503s and the 10 s.
+func TestRetryAsDecisionsSays(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// A 503 JetStream answers while a cluster forms ("insufficient
+	// resources", "cluster not available"), under an error code TestRetry
+	// does not name: tried again.
+	unavailable := &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}
+	attempts := 0
+	var attemptLeft time.Duration
+	err := events.Retry(ctx, "test", log, func(ctx context.Context) error {
+		attempts++
+		if dl, ok := ctx.Deadline(); ok && attempts == 1 {
+			attemptLeft = time.Until(dl)
+		}
+		if attempts == 1 {
+			return unavailable
+		}
+		return nil
+	})
+	if err != nil || attempts != 2 {
+		t.Fatalf("after a 503: %v, %d attempts; want success at the second", err, attempts)
+	}
+	// 10 s an attempt (within the caller's minute).
+	if attemptLeft <= 9*time.Second || attemptLeft > 10*time.Second {
+		t.Errorf("an attempt had %s before its deadline; want 10 s", attemptLeft)
+	}
+}

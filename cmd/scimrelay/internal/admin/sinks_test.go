@@ -292,3 +292,48 @@ func TestRemovedSinksAttemptsAreReadByItsName(t *testing.T) {
 	f.request("GET", "/admin/v1/deliveries?sink=crn&since=1h", "").wantError(t, http.StatusNotFound, `no such sink "crn"`)
 	f.request("GET", "/admin/v1/deliveries?sink=c.>&since=1h", "").wantError(t, http.StatusNotFound, `no such sink "c.>"`)
 }
+
+// TestDeadLetterPageLimits holds docs/decisions.md (Delivery): "Dead-letter
+// pages take an opaque cursor ... and a limit of at most 1,000 (100 by
+// default)". TestDeadLetterPages walks pages of 2; nothing held the
+// default page or the ceiling.
+func TestDeadLetterPageLimits(t *testing.T) {
+	f := newFixture(t)
+	f.status.Store(http.StatusGone)
+	const n = 1001
+	ids := f.publish("acme", events.UserCreated, n)
+	count := func() (int, error) {
+		total, after := 0, ""
+		for range n {
+			var page sinks.DeadLetterPage
+			a := f.request("GET", "/admin/v1/sinks/crm/dlq?limit=1000&after="+after, "")
+			if a.status != http.StatusOK {
+				return 0, fmt.Errorf("GET dlq: %d", a.status)
+			}
+			a.want(t, http.StatusOK, &page)
+			total += len(page.DeadLetters)
+			if page.Next == "" || len(page.DeadLetters) == 0 {
+				return total, nil
+			}
+			after = page.Next
+		}
+		return total, nil
+	}
+	eventstest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if got, err := count(); err != nil || got != n {
+			return fmt.Errorf("%d dead letters (%v), want %d", got, err, n)
+		}
+		return nil
+	})
+
+	var page sinks.DeadLetterPage
+	f.request("GET", "/admin/v1/sinks/crm/dlq", "").want(t, http.StatusOK, &page)
+	if len(page.DeadLetters) != 100 || page.Next == "" {
+		t.Errorf("GET dlq without a limit: %d dead letters, next %q; want a page of 100 and a cursor", len(page.DeadLetters), page.Next)
+	}
+	page = sinks.DeadLetterPage{}
+	f.request("GET", "/admin/v1/sinks/crm/dlq?limit=5000", "").want(t, http.StatusOK, &page)
+	if len(page.DeadLetters) != 1000 || page.Next == "" {
+		t.Errorf("GET dlq?limit=5000 of %d dead letters: %d, next %q; want at most 1,000 and a cursor", len(ids), len(page.DeadLetters), page.Next)
+	}
+}
