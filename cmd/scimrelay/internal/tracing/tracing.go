@@ -49,7 +49,9 @@ func Enabled(getenv func(string) string) (bool, error) {
 		return false, nil
 	}
 	var errs []error
-	exporter := strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER"))
+	// Enumerations are read in any case (the OpenTelemetry specification,
+	// "Configuration: Environment Variable Specification").
+	exporter := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")))
 	switch exporter {
 	case "", "otlp", "none":
 	default:
@@ -60,7 +62,7 @@ func Enabled(getenv func(string) string) (bool, error) {
 	// signals is no matter when the traces' is http/protobuf.
 	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
 		if p := strings.TrimSpace(getenv(name)); p != "" {
-			if p != "http/protobuf" {
+			if !strings.EqualFold(p, "http/protobuf") {
 				errs = append(errs, fmt.Errorf("%s: scimrelay speaks OTLP over HTTP (http/protobuf), got %q", name, p))
 			}
 			break
