@@ -166,6 +166,11 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 		case !httpguts.ValidHeaderFieldValue(v):
 			// The value is not quoted: it may be a secret.
 			errs = append(errs, fmt.Errorf("headers.%s: its value holds a line break or another control character", h))
+		case strings.TrimSpace(v) == "":
+			// `X-Api-Key:` with nothing after it, or a secret's variable
+			// that expanded to nothing: sent empty, and a receiver refused
+			// the deliveries with no word of why.
+			errs = append(errs, fmt.Errorf("headers.%s: has no value; give it one or leave the header out", h))
 		}
 		if other, twice := seen[strings.ToLower(h)]; twice {
 			errs = append(errs, fmt.Errorf("headers.%s: is headers.%s again (header names are case-insensitive); give it once", h, other))

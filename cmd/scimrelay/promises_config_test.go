@@ -101,7 +101,7 @@ var keyRules = map[string][]badValue{
 	"sinks[].tenants":             {{"[globex]", "sinks[0].tenants[0]", `no tenant "globex" is configured`}, {"[Acme]", "sinks[0].tenants[0]", "must be a tenant name"}},
 	"sinks[].format":              {{"xml", "", "must be binary or structured"}},
 	"sinks[].timeout":             {{"1h", "", "between 100ms and 5m0s"}, {"99ms", "", "between 100ms and 5m0s"}},
-	"sinks[].headers":             {{"{webhook-signature: x}", "sinks[0].headers.webhook-signature", "is set by scimrelay on every delivery"}, {"{X Bad: v}", "sinks[0].headers", `"X Bad" is not an HTTP header name`}},
+	"sinks[].headers":             {{"{webhook-signature: x}", "sinks[0].headers.webhook-signature", "is set by scimrelay on every delivery"}, {"{X Bad: v}", "sinks[0].headers", `"X Bad" is not an HTTP header name`}, {"{X-Api-Key: }", "sinks[0].headers.X-Api-Key", "has no value"}},
 	"sinks[].allow_private":       nil, // on or off
 	"sinks[].allow_private_proxy": nil, // on or off
 	"sinks[].concurrency":         {{"5000", "", "must be between 1 and 1024"}},
