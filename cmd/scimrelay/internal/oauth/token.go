@@ -293,6 +293,11 @@ func formError(err error) string {
 // may be used: HTTP Basic (client_secret_basic) or client_id and
 // client_secret in the body (client_secret_post), RFC 6749 §2.3.1.
 func clientCredentials(r *http.Request, form url.Values) (id, secret string, err error) {
+	// Checked before the first header is read: an empty one before a
+	// Basic one would hide the Basic credentials (and a second method).
+	if len(r.Header.Values("Authorization")) > 1 {
+		return "", "", fail(http.StatusBadRequest, errInvalidRequest, "more than one Authorization header")
+	}
 	hdr := r.Header.Get("Authorization")
 	postID, postSecret := form.Get("client_id"), form.Get("client_secret")
 	if hdr == "" {
@@ -301,9 +306,6 @@ func clientCredentials(r *http.Request, form url.Values) (id, secret string, err
 				"no client authentication: send the client's id and secret with HTTP Basic, or as client_id and client_secret in the body")
 		}
 		return postID, postSecret, nil
-	}
-	if len(r.Header.Values("Authorization")) > 1 {
-		return "", "", fail(http.StatusBadRequest, errInvalidRequest, "more than one Authorization header")
 	}
 	user, password, ok := r.BasicAuth()
 	if !ok {

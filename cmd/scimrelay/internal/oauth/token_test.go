@@ -180,3 +180,30 @@ func TestEmptyParametersAreOmitted(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyFirstAuthorizationHeaderIsStillTwo: a request with two
+// Authorization headers is refused whatever the first says: one left
+// empty before a Basic one hid the Basic credentials, and the request
+// that also sent client_secret in the body (two methods, RFC 6749 §2.3)
+// got its token.
+func TestEmptyFirstAuthorizationHeaderIsStillTwo(t *testing.T) {
+	srv, s, _ := newEndpoint(t)
+	secret, cl, err := s.Clients().Create(context.Background(), "acme", "x", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", srv.URL+"/oauth2/acme/token",
+		strings.NewReader("grant_type=client_credentials&client_id="+cl.ID+"&client_secret="+url.QueryEscape(secret)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header["Authorization"] = []string{"", "Basic " + base64.StdEncoding.EncodeToString([]byte(cl.ID+":"+secret))}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	if res.StatusCode != http.StatusBadRequest || body["error"] != "invalid_request" {
+		t.Fatalf("two Authorization headers (the first empty) and client_secret in the body: %d %v, want 400 invalid_request", res.StatusCode, body)
+	}
+}
