@@ -255,9 +255,18 @@ func readForm(r *http.Request) (url.Values, error) {
 			return nil, fail(http.StatusBadRequest, errInvalidRequest, "%s must be sent in the form-encoded body, not in the URL", p)
 		}
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, fail(http.StatusBadRequest, errInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	// Read as the SCIM listener reads a body: not decoded from a content
+	// coding nor from a charset other than UTF-8 (a gzipped form was
+	// refused for its credentials, a misleading answer).
+	if cs, ok := params["charset"]; ok && !scim.UTF8Charset(cs) {
+		return nil, fail(http.StatusBadRequest, errInvalidRequest, "the body must be UTF-8, got charset %q", scim.Truncate(cs, 32))
+	}
+	if coding := scim.ContentCoding(r.Header); coding != "" {
+		return nil, fail(http.StatusBadRequest, errInvalidRequest, "Content-Encoding %q is not supported; send the body uncompressed", scim.Truncate(coding, 32))
 	}
 	r.Body = http.MaxBytesReader(nil, r.Body, maxBody)
 	if err := r.ParseForm(); err != nil {

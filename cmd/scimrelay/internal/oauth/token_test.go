@@ -181,29 +181,39 @@ func TestEmptyParametersAreOmitted(t *testing.T) {
 	}
 }
 
-// TestEmptyFirstAuthorizationHeaderIsStillTwo: a request with two
-// Authorization headers is refused whatever the first says: one left
-// empty before a Basic one hid the Basic credentials, and the request
-// that also sent client_secret in the body (two methods, RFC 6749 §2.3)
-// got its token.
-func TestEmptyFirstAuthorizationHeaderIsStillTwo(t *testing.T) {
+// TestRequestsReadOtherThanSentAreRefused: a request is refused, 400
+// invalid_request, when reading it one way could be another: two
+// Authorization headers whatever the first says (one left empty before a
+// Basic one hid the Basic credentials, and a request that also sent
+// client_secret in the body, two methods, RFC 6749 §2.3, got its token);
+// a body in a content coding or a charset other than UTF-8 (read as a
+// plain form, a gzipped one was refused for its credentials).
+func TestRequestsReadOtherThanSentAreRefused(t *testing.T) {
 	srv, s, _ := newEndpoint(t)
 	secret, cl, err := s.Clients().Create(context.Background(), "acme", "x", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("POST", srv.URL+"/oauth2/acme/token",
-		strings.NewReader("grant_type=client_credentials&client_id="+cl.ID+"&client_secret="+url.QueryEscape(secret)))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header["Authorization"] = []string{"", "Basic " + base64.StdEncoding.EncodeToString([]byte(cl.ID+":"+secret))}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&body)
-	if res.StatusCode != http.StatusBadRequest || body["error"] != "invalid_request" {
-		t.Fatalf("two Authorization headers (the first empty) and client_secret in the body: %d %v, want 400 invalid_request", res.StatusCode, body)
+	form := "grant_type=client_credentials&client_id=" + cl.ID + "&client_secret=" + url.QueryEscape(secret)
+	for name, h := range map[string]http.Header{
+		"two Authorization headers, the first empty": {"Authorization": {"", "Basic " + base64.StdEncoding.EncodeToString([]byte(cl.ID+":"+secret))}},
+		"Content-Encoding gzip":                      {"Content-Encoding": {"gzip"}},
+		"charset ISO-8859-1":                         {"Content-Type": {"application/x-www-form-urlencoded; charset=ISO-8859-1"}},
+	} {
+		req, _ := http.NewRequest("POST", srv.URL+"/oauth2/acme/token", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || body["error"] != "invalid_request" {
+			t.Errorf("%s: %d %v, want 400 invalid_request", name, res.StatusCode, body)
+		}
 	}
 }
