@@ -90,14 +90,16 @@ func (h *Handler) fail(r *http.Request, jw *jsonWriter, err error, what string) 
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, c *call, status int, res *Resource, proj *Projection) error {
 	jw := newJSONWriter(w, status, res.Meta().Version)
 	err := h.writeLatest(r.Context(), jw, c, res, proj, nil)
-	if err != nil && r.Method != http.MethodGet && !jw.started && (errors.Is(err, ErrChanged) || errors.Is(err, ErrNotFound)) {
+	// HEAD is a read, answered as GET is (methods).
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	if err != nil && !read && !jw.started && (errors.Is(err, ErrChanged) || errors.Is(err, ErrNotFound)) {
 		jw.buf, jw.etag = h.appendResource(jw.buf[:0], c, res, proj), res.Meta().Version
 		err = nil
 	}
 	if err != nil {
 		return h.fail(r, jw, err, c.rt.Name+" "+res.ID())
 	}
-	if r.Method == http.MethodGet && !jw.started {
+	if read && !jw.started {
 		// A GET has no body: its answer, waiting for a client that reads
 		// slowly, counts as a list's does (answerHold). A write's body
 		// is counted until its answer is sent.

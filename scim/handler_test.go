@@ -1100,6 +1100,20 @@ func TestGroupAnswersAreOfOneVersion(t *testing.T) {
 		r := ts.do("GET", "/Groups/"+gid, "")
 		hook(nil)
 		r.wantError(t, 503, "", fmt.Sprintf("Group %s changed %d times while the answer was read; read again", gid, readAttempts))
+		// HEAD is a read, answered as GET is: it answered as a write
+		// does, 200 with the version first read.
+		gid = group("g3-head")
+		users = []string{user("hy"), user("ip"), user("jo"), user("ku")}
+		hook(func(call int) {
+			if call <= len(users) {
+				addMember(gid, users[call-1])
+			}
+		})
+		r = ts.do("HEAD", "/Groups/"+gid, "")
+		hook(nil)
+		if r.status != 503 {
+			t.Errorf("HEAD of a group that changes at every read: %d ETag %q, want 503 as GET", r.status, r.header.Get("ETag"))
+		}
 	})
 
 	t.Run("a write's answer when the group keeps changing", func(t *testing.T) {
