@@ -68,9 +68,13 @@ var blockedPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("fec0::/10"),         // site-local (deprecated)
 }
 
-// blocked reports whether the guard refuses addr.
+// blocked reports whether the guard refuses addr. A zone ("::%lo",
+// "64:ff9b::a9fe:a9fe%eth0") is dropped first: it only names a link-local
+// address's interface, and the kernel dials the address without it (Linux
+// dials :: as ::1), but netip's IsUnspecified and Prefix.Contains are false
+// for any zoned address.
 func blocked(addr netip.Addr) bool {
-	addr = addr.Unmap()
+	addr = addr.WithZone("").Unmap()
 	if addr.IsLoopback() || addr.IsPrivate() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() ||
 		addr.IsInterfaceLocalMulticast() || addr.IsMulticast() || addr.IsUnspecified() {
 		return true

@@ -27,6 +27,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
@@ -996,5 +997,63 @@ func TestAnswerCutShortByTheTimeoutIsNotRepeatedAtOnce(t *testing.T) {
 	if res.Err == nil || res.Permanent || requests.Load() != 1 {
 		t.Fatalf("status %d, permanent %v, %d tries after %d requests in %s: want one request, cut short by the 1s timeout, retried on the schedule",
 			res.Status, res.Permanent, res.Attempts, requests.Load(), time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// TestSSRFGuardWithAZone: an IPv6 address written with a zone is the same
+// address to the kernel (the zone only picks a link-local address's
+// interface), so the guard refuses it as it refuses the address without.
+// netip's IsUnspecified and Prefix.Contains are false for a zoned address,
+// and Linux dials the unspecified address :: as ::1: "http://[::%25lo]:port"
+// reached a receiver on [::1] without allow_private, at setup and at the dial.
+func TestSSRFGuardWithAZone(t *testing.T) {
+	for _, addr := range []string{"::%lo", "::%1", "64:ff9b::a9fe:a9fe%eth0", "::a9fe:a9fe%eth0", "2002:a9fe:a9fe::1%eth0",
+		"fec0::1%eth0", "::ffff:0:a9fe:a9fe%eth0", "2001:0:4136:e378:8000:63bf:3fff:fdd2%eth0", "100::1%eth0", "fd00:ec2::254%eth0"} {
+		if !blocked(netip.MustParseAddr(addr)) {
+			t.Errorf("blocked(%s) = false", addr)
+		}
+	}
+	if blocked(netip.MustParseAddr("2606:4700::1111%eth0")) {
+		t.Error("a public address with a zone is blocked")
+	}
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	var hits atomic.Int32
+	rc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1); w.WriteHeader(204) }))
+	rc.Listener = ln
+	rc.Start()
+	defer rc.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	for _, host := range []string{"[::%25lo]", "[::%251]"} {
+		url := "http://" + host + ":" + port + "/hook"
+		// Set up, as relay.yaml or the admin API does: before the fix it
+		// passed, and its delivery reached the receiver.
+		if w, err := NewWebhook(WebhookOptions{Name: "x", URL: url, Secret: testSecret, MaxRetries: -1}, nil); err == nil {
+			res := w.Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
+			t.Errorf("%s set up without allow_private; its delivery: %+v", url, res)
+		} else if !strings.Contains(err.Error(), "allow_private") {
+			t.Errorf("%s: %v", url, err)
+		}
+		// Dialled (what a name's answer or a redirect would reach): refused.
+		d := newDialer(false, false, 2e9, nil)
+		if c, err := d.dial(ctx, "tcp", strings.ReplaceAll(host, "%25", "%")+":"+port); err == nil {
+			c.Close()
+			t.Errorf("the guard dialled %s", host)
+		} else if !strings.Contains(err.Error(), "allow_private") {
+			t.Errorf("dialling %s: %v", host, err)
+		}
+	}
+	// Through a proxy, the target is checked before the proxy is asked to
+	// reach it: the proxy would dial [::%lo] as ::1 too.
+	pd := newDialer(false, true, 2e9, &httpproxy.Config{HTTPSProxy: "http://127.0.0.1:3128"})
+	for _, host := range []string{"[::%lo]:443", "[64:ff9b::a9fe:a9fe%eth0]:443"} {
+		if u, err := pd.proxy(&http.Request{URL: &url.URL{Scheme: "https", Host: host, Path: "/hook"}}); u != nil || err == nil {
+			t.Errorf("a target %s through the proxy: proxy %v, %v; want it refused", host, u, err)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the guard let %d requests through to [::1]", n)
 	}
 }

@@ -319,6 +319,10 @@ func TestListenersAndNamedFiles(t *testing.T) {
 		{"port 0", "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nnats: {listen: 127.0.0.1:0}\n", roleAll, nil},
 		{"same host", "listen: 127.0.0.1:9000\nadmin_listen: 127.0.0.1:9000\n", roleSCIM, []string{"admin_listen: shares port 9000 with listen (127.0.0.1:9000)"}},
 		{"same IPv6 host written twice", "listen: \"[::1]:9000\"\nadmin_listen: \"[0:0::1]:9000\"\n", roleAll, []string{"admin_listen: shares port 9000 with listen ([::1]:9000)"}},
+		// A zone names a link-local address's interface only: ::1%lo is ::1.
+		{"same IPv6 host, one with a zone", "listen: \"[::1%lo]:9000\"\nadmin_listen: \"[::1]:9000\"\n", roleAll, []string{"admin_listen: shares port 9000 with listen ([::1%lo]:9000)"}},
+		{"IPv6 wildcard with a zone", "listen: \"[::%lo]:9000\"\nadmin_listen: 127.0.0.5:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen"}},
+		{"link-local on two interfaces", "listen: \"[fe80::1%eth0]:9000\"\nadmin_listen: \"[fe80::1%eth1]:9000\"\n", roleAll, nil},
 		{"same name", "listen: localhost:9000\nadmin_listen: LOCALHOST:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen"}},
 		// localhost is not resolved: it is taken to be 127.0.0.1 or ::1, a clash with either.
 		{"localhost and 127.0.0.1", "listen: localhost:9000\nadmin_listen: 127.0.0.1:9000\n", roleAll, []string{"admin_listen: shares port 9000 with listen (localhost:9000)"}},

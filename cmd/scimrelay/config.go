@@ -261,12 +261,25 @@ func sharedPort(a, b string) (string, bool) {
 	if errA != nil || errB != nil || errPA != nil || errPB != nil || na == 0 || na != nb {
 		return "", false // a malformed address is a problem of its own
 	}
-	ipA, ipB := net.ParseIP(ha), net.ParseIP(hb)
+	ipA, ipB := listenIP(ha), listenIP(hb)
 	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
 	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) ||
 		isLocalhost(ha) && (isLocalhost(hb) || localhostIP(ipB)) ||
 		isLocalhost(hb) && localhostIP(ipA)
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
+}
+
+// listenIP is host's IP address, nil for a name. A zone is dropped but
+// from a link-local address, whose interface it names: the kernel binds
+// [::1%lo] as ::1 and [::%lo] as every address.
+func listenIP(host string) net.IP {
+	if addr, _, ok := strings.Cut(host, "%"); ok {
+		if ip := net.ParseIP(addr); ip != nil && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() && !ip.IsInterfaceLocalMulticast() {
+			return ip
+		}
+		return nil // link-local: its interface is part of the address
+	}
+	return net.ParseIP(host)
 }
 
 // localhostIP reports whether ip is one localhost resolves to: 127.0.0.1

@@ -102,6 +102,12 @@ func StartEmbedded(o Options, subscribers []Subscriber, log *slog.Logger) (*Embe
 		if err != nil {
 			return nil, fmt.Errorf("embedded NATS listen address %q: bad port", o.Listen)
 		}
+		if p == 0 {
+			// nats-server reads 0 as its default, 4222; -1 is a port of
+			// the system's choosing, which 0 is everywhere else (listen,
+			// admin_listen, and check's "port 0 is always free").
+			p = server.RANDOM_PORT
+		}
 		opts.Host, opts.Port = host, p
 		if o.TLS.CertFile != "" {
 			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -562,4 +563,32 @@ func TestSubscriberConnectionsLimited(t *testing.T) {
 		conns[0] = nc
 		return nil
 	})
+}
+
+// TestEmbeddedListenOnPortZero: nats.listen with port 0 listens on a port
+// of the system's choosing, as listen and admin_listen do, and as check
+// takes it ("port 0 is always free"): not nats-server's default 4222, so
+// two relays (or a relay beside anything on 4222) can both use it.
+func TestEmbeddedListenOnPortZero(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", "[::1]:0"} {
+		if ln, err := net.Listen("tcp", listen); err != nil {
+			t.Logf("%s: %v; not tried", listen, err) // a machine without IPv6
+			continue
+		} else {
+			ln.Close()
+		}
+		var urls []string
+		for i := range 2 {
+			e, err := natsbus.StartEmbedded(natsbus.Options{Listen: listen, StoreDir: t.TempDir()}, nil, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Errorf("%s, server %d: %v (first at %v)", listen, i+1, err, urls)
+				continue
+			}
+			t.Cleanup(e.Shutdown)
+			urls = append(urls, e.ClientURL())
+			if _, port, _ := net.SplitHostPort(strings.TrimPrefix(e.ClientURL(), "nats://")); port == "4222" {
+				t.Errorf("%s: listening on %s, nats-server's default port", listen, e.ClientURL())
+			}
+		}
+	}
 }
