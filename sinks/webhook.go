@@ -171,6 +171,12 @@ func NewWebhook(o WebhookOptions, log *slog.Logger) (*Webhook, error) {
 			// that expanded to nothing: sent empty, and a receiver refused
 			// the deliveries with no word of why.
 			errs = append(errs, fmt.Errorf("headers.%s: has no value; give it one or leave the header out", h))
+		case schemeAlone(h, v):
+			// "Bearer ${CRM_API_KEY}" (the Helm chart's example) with the
+			// variable empty: a scheme and no credential, sent as
+			// `Authorization: Bearer`, refused by the receiver as the
+			// empty header was.
+			errs = append(errs, fmt.Errorf("headers.%s: has its scheme %q and no credential after it; did its variable expand to nothing?", h, strings.TrimSpace(v)))
 		}
 		if other, twice := seen[strings.ToLower(h)]; twice {
 			errs = append(errs, fmt.Errorf("headers.%s: is headers.%s again (header names are case-insensitive); give it once", h, other))
@@ -773,4 +779,24 @@ func newTransport(o WebhookOptions) *http.Transport {
 		t.TLSClientConfig = &tls.Config{RootCAs: o.rootCAs, MinVersion: tls.VersionTLS12}
 	}
 	return t
+}
+
+// authSchemes are the schemes an Authorization header's value may start
+// with before its credential (the Helm chart lets relay.yaml write them
+// before a ${VARIABLE}).
+var authSchemes = []string{"bearer", "basic", "token", "bot", "apikey", "key", "ssws", "digest"}
+
+// schemeAlone reports whether v, the value of header h, is an
+// Authorization scheme with no credential after it.
+func schemeAlone(h, v string) bool {
+	if !strings.EqualFold(h, "Authorization") {
+		return false
+	}
+	v = strings.TrimSpace(v)
+	for _, s := range authSchemes {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
 }

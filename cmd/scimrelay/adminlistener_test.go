@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -623,4 +624,42 @@ func TestConsoleSaysNATSIsAwayAsTheAPIDoes(t *testing.T) {
 func (s *server) adminListenerHandler() (http.Handler, error) {
 	h, _, err := s.adminListener()
 	return h, err
+}
+
+// TestRefusedAdminRequestsLogPrintableBoundedLines: the path of a request
+// refused for its admin token, or for its Host (421), is the caller's, who
+// needs no credential, and is logged at Warn. With log.format json it held
+// a terminal's controls raw (the C1 CSI U+009B, the bidi override U+202E),
+// which act on the terminal of an operator tailing the log; the text format
+// escapes them (strconv.Quote), and so now does the JSON one, as the CLI's
+// JSON does (printableJSON). And a line carried all of it, as long as the
+// request line Go takes (about 1 MiB): one request a minute wrote 1.8 MB a
+// minute (a hunt of the log's integrity).
+func TestRefusedAdminRequestsLogPrintableBoundedLines(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	out := &eventstest.Log{}
+	cfg.Log.Format, cfg.Log.Level = "json", "info"
+	log, err := newLogger(cfg.Log, out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelayWith(t, cfg, roleAll, log, io.Discard)
+	// CSI 2J (clear screen), CSI 3J (clear scrollback), then a RLO; then
+	// a path as long as a request line may be, with and without a token.
+	adminRequest(t, p, "GET", "/admin/v1/%C2%9B2J%C2%9B3J%E2%80%AEnimda"+strings.Repeat("%01", 300_000), "wrong-token-0123456789abcdef", "")
+	adminRequest(t, p, "GET", "/admin/v1/%C2%9B2J"+strings.Repeat("%01", 300_000), adminSecret, "rebound.example.com")
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "admin token refused") || !strings.Contains(out.String(), "(421)") {
+			return errors.New("no refusal lines yet")
+		}
+		return nil
+	})
+	for _, line := range strings.Split(out.String(), "\n") {
+		if len(line) > 16<<10 {
+			t.Errorf("one unauthenticated request wrote a log line of %d bytes: %.200q…", len(line), line)
+		}
+		if i := strings.IndexFunc(line, func(r rune) bool { return !unicode.IsGraphic(r) && r != '\t' }); i >= 0 {
+			t.Errorf("a JSON log line holds %U raw, which a terminal acts on: %.300q", []rune(line[i:])[0], line)
+		}
+	}
 }

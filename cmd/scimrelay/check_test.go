@@ -471,3 +471,30 @@ func TestCheckAliasBombIsOneProblem(t *testing.T) {
 		t.Fatalf("check: %.500v; want the one problem that the file expands to more than 100000 values", err)
 	}
 }
+
+// TestSinkHeaderOfASchemeAloneIsRefused: README, Headers of your own: "a
+// header without a value (`X-Api-Key:`, or a variable that expanded to
+// nothing) is refused". The Helm chart's own example,
+// `headers: {Authorization: "Bearer ${CRM_API_KEY}"}`, with the variable
+// set but empty, left "Bearer " alone: check took it, and every delivery
+// carried `Authorization: Bearer` with no credential.
+func TestSinkHeaderOfASchemeAloneIsRefused(t *testing.T) {
+	text := `tenants:
+  - name: acme
+    tokens: [` + acmeToken + `]
+sinks:
+  - name: crm
+    url: https://crm.example.com/h
+    secret: ` + sinkSecret + `
+    headers: {Authorization: "Bearer ${SCIMRELAY_TEST_CRM_API_KEY}"}
+`
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SCIMRELAY_TEST_CRM_API_KEY", "")
+	code, out, stderr := cli(t, "check", "--config", path)
+	if code == exitOK || !strings.Contains(stderr, "sinks[0].headers.Authorization") {
+		t.Errorf("check of Authorization: \"Bearer ${SCIMRELAY_TEST_CRM_API_KEY}\" with the variable empty: %d %s %s; want it refused, naming the header", code, out, stderr)
+	}
+}

@@ -679,9 +679,25 @@ func newLogger(c config.Log, w io.Writer, level *slog.LevelVar) (*slog.Logger, e
 	level.Set(lvl)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(printableLines{w}, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// printableLines writes each JSON line of the log as printableJSON does:
+// slog's JSON handler escapes the controls below U+0020 but writes DEL, the
+// C1 controls (U+009B is CSI to a terminal reading UTF-8) and format
+// characters (U+202E) as they are, and a line can carry text a client
+// without a credential chose (the path of a request refused for its admin
+// token), which an operator tailing the log would have acted on by the
+// terminal. The text format quotes them already (strconv.Quote).
+type printableLines struct{ w io.Writer }
+
+func (p printableLines) Write(b []byte) (int, error) {
+	if _, err := p.w.Write(printableJSON(b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // parseLevel reads log.level.

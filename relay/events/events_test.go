@@ -466,3 +466,35 @@ func TestEventStreamOnAnAccountWithAConsumerLimit(t *testing.T) {
 		t.Fatalf("the front end's start on an account limited to 1,000 consumers: %v", err)
 	}
 }
+
+// TestNATSHeadersAreWrittenAsTheyAre: README, Subscribing on NATS: "two
+// differences from the binding's binary mode as the CloudEvents
+// specification's main branch now writes it": datacontenttype is
+// content-type, not ce-datacontenttype, and ce- values are written as
+// they are, not percent-encoded (a public_url with escapes in its path
+// gives a ce-source holding %). Subscribers written against earlier
+// releases read them so: a change to either must fail here.
+func TestNATSHeadersAreWrittenAsTheyAre(t *testing.T) {
+	e := newEvent(t, events.UserCreated, 1, 1)
+	source := "https://relay.example.com/%C3%BCber/scim/v2/acme"
+	e.SetSource(source)
+	msg, err := events.ToMsg(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := msg.Header.Values("ce-source"); len(got) != 1 || got[0] != source {
+		t.Errorf("ce-source %q, want %q as it is", got, source)
+	}
+	if got := msg.Header.Get("content-type"); got != "application/json" {
+		t.Errorf("content-type %q, want application/json", got)
+	}
+	for name := range msg.Header {
+		if strings.EqualFold(name, "ce-datacontenttype") {
+			t.Errorf("a %s header: datacontenttype is content-type", name)
+		}
+	}
+	back, err := events.FromMsg(msg.Subject, msg.Header, msg.Data)
+	if err != nil || back.Source() != source {
+		t.Errorf("read back: source %q (%v), want %q", back.Source(), err, source)
+	}
+}

@@ -12,7 +12,13 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/httpmw"
+	"github.com/scimrelay/scimrelay/scim"
 )
+
+// maxPathLogged is how much of a refused request's path a log line says:
+// the path is the caller's, as long as the request line the listener
+// takes (about 1 MiB), and a refusal needs no token.
+const maxPathLogged = 256
 
 // TokenPerAddress and TokenOverall limit wrong admin tokens: 10 a minute
 // per client address (bursts of 10), 60 a minute in all (30), on the
@@ -191,7 +197,7 @@ func (a *TokenAttempts) note(r *http.Request, where string, wrong bool) {
 			reason = "wrong admin token"
 		}
 		a.log.WarnContext(r.Context(), "admin token refused; more refusals are summed up once a minute",
-			append([]any{"reason", reason, "client", client, "where", where, "path", r.URL.Path}, requestIDs(r.Context())...)...)
+			append([]any{"reason", reason, "client", client, "where", where, "path", scim.Truncate(r.URL.Path, maxPathLogged)}, requestIDs(r.Context())...)...)
 		return
 	}
 	defer a.mu.Unlock()
@@ -203,7 +209,7 @@ func (a *TokenAttempts) note(r *http.Request, where string, wrong bool) {
 	if _, ok := a.clients[client]; ok || len(a.clients) < maxClientsCounted {
 		a.clients[client]++
 	}
-	a.lastPath, a.where = r.URL.Path, where
+	a.lastPath, a.where = scim.Truncate(r.URL.Path, maxPathLogged), where
 }
 
 // Run sums up the refusals once a minute until ctx ends.

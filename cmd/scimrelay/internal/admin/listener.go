@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // The admin listener's guards around its whole handler (API, probes and
@@ -116,7 +118,7 @@ func (s *saidHosts) refused(r *http.Request, log *slog.Logger) {
 	}
 	s.names[name] = true
 	log.WarnContext(r.Context(), "admin request refused (421): its host name is not in admin.hosts; add the name there if a proxy or a Service reaches the listener by it (each name is said once)",
-		append(requestIDs(r.Context()), "host", name, "remote_addr", r.RemoteAddr, "path", r.URL.Path)...)
+		append(requestIDs(r.Context()), "host", name, "remote_addr", r.RemoteAddr, "path", scim.Truncate(r.URL.Path, maxPathLogged))...)
 }
 
 // knownHost reports whether a Host header may be answered: empty, an IP

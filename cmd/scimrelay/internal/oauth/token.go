@@ -255,6 +255,11 @@ func readForm(r *http.Request) (url.Values, error) {
 			return nil, fail(http.StatusBadRequest, errInvalidRequest, "%s must be sent in the form-encoded body, not in the URL", p)
 		}
 	}
+	// Content-Type is one value (RFC 9110 §8.3), as the SCIM listener
+	// reads it: of two, the second's charset was not seen.
+	if len(r.Header.Values("Content-Type")) > 1 {
+		return nil, fail(http.StatusBadRequest, errInvalidRequest, "more than one Content-Type header; send exactly one")
+	}
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, fail(http.StatusBadRequest, errInvalidRequest, "the body must be application/x-www-form-urlencoded")

@@ -187,7 +187,8 @@ func TestEmptyParametersAreOmitted(t *testing.T) {
 // Basic one hid the Basic credentials, and a request that also sent
 // client_secret in the body, two methods, RFC 6749 §2.3, got its token);
 // a body in a content coding or a charset other than UTF-8 (read as a
-// plain form, a gzipped one was refused for its credentials).
+// plain form, a gzipped one was refused for its credentials), or with two
+// Content-Type headers (the second's charset was not seen).
 func TestRequestsReadOtherThanSentAreRefused(t *testing.T) {
 	srv, s, _ := newEndpoint(t)
 	secret, cl, err := s.Clients().Create(context.Background(), "acme", "x", time.Time{})
@@ -196,9 +197,10 @@ func TestRequestsReadOtherThanSentAreRefused(t *testing.T) {
 	}
 	form := "grant_type=client_credentials&client_id=" + cl.ID + "&client_secret=" + url.QueryEscape(secret)
 	for name, h := range map[string]http.Header{
-		"two Authorization headers, the first empty": {"Authorization": {"", "Basic " + base64.StdEncoding.EncodeToString([]byte(cl.ID+":"+secret))}},
-		"Content-Encoding gzip":                      {"Content-Encoding": {"gzip"}},
-		"charset ISO-8859-1":                         {"Content-Type": {"application/x-www-form-urlencoded; charset=ISO-8859-1"}},
+		"two Authorization headers, the first empty":      {"Authorization": {"", "Basic " + base64.StdEncoding.EncodeToString([]byte(cl.ID+":"+secret))}},
+		"Content-Encoding gzip":                           {"Content-Encoding": {"gzip"}},
+		"charset ISO-8859-1":                              {"Content-Type": {"application/x-www-form-urlencoded; charset=ISO-8859-1"}},
+		"two Content-Type headers, the second ISO-8859-1": {"Content-Type": {"application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=ISO-8859-1"}},
 	} {
 		req, _ := http.NewRequest("POST", srv.URL+"/oauth2/acme/token", strings.NewReader(form))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
