@@ -260,16 +260,15 @@ func readForm(r *http.Request) (url.Values, error) {
 	if len(r.Header.Values("Content-Type")) > 1 {
 		return nil, fail(http.StatusBadRequest, errInvalidRequest, "more than one Content-Type header; send exactly one")
 	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, fail(http.StatusBadRequest, errInvalidRequest, "the body must be application/x-www-form-urlencoded")
 	}
-	// Read as the SCIM listener reads a body: not decoded from a content
-	// coding nor from a charset other than UTF-8 (a gzipped form was
-	// refused for its credentials, a misleading answer).
-	if cs, ok := params["charset"]; ok && !scim.UTF8Charset(cs) {
-		return nil, fail(http.StatusBadRequest, errInvalidRequest, "the body must be UTF-8, got charset %q", scim.Truncate(cs, 32))
-	}
+	// Not decoded from a content coding, as the SCIM listener reads a
+	// body (a gzipped form was refused for its credentials, a misleading
+	// answer). The charset is no matter: the parameters the endpoint
+	// reads are ASCII, the same in ISO-8859-1, which Apache HttpClient's
+	// forms say by default.
 	if coding := scim.ContentCoding(r.Header); coding != "" {
 		return nil, fail(http.StatusBadRequest, errInvalidRequest, "Content-Encoding %q is not supported; send the body uncompressed", scim.Truncate(coding, 32))
 	}
