@@ -61,6 +61,7 @@ func TestCheck(t *testing.T) {
 		{"header value with a line break", []Config{good(func(c *Config) { c.Headers = map[string]string{"X-Key": "a\nb"} })}, []string{"sinks[0].headers.X-Key: its value holds a line break"}},
 		{"header without a value", []Config{good(func(c *Config) { c.Headers = map[string]string{"X-Api-Key": " "} })}, []string{"sinks[0].headers.X-Api-Key: has no value"}},
 		{"authorization scheme alone", []Config{good(func(c *Config) { c.Headers = map[string]string{"Authorization": "Bearer "} })}, []string{`sinks[0].headers.Authorization: has its scheme "Bearer" and no credential`}},
+		{"authorization of another scheme alone", []Config{good(func(c *Config) { c.Headers = map[string]string{"Authorization": "Splunk "} })}, []string{`sinks[0].headers.Authorization: has its scheme "Splunk" and no credential`}}, // "Splunk ${HEC_TOKEN}", the variable empty
 		{"hop-by-hop header", []Config{good(func(c *Config) { c.Headers = map[string]string{"Connection": "close"} })}, []string{"sinks[0].headers.Connection: is set by scimrelay on every delivery and cannot be overridden"}},
 		{"trace header", []Config{good(func(c *Config) { c.Headers = map[string]string{"traceparent": "00-x"} })}, []string{"sinks[0].headers.traceparent: is set by scimrelay on every delivery and cannot be overridden"}},
 		{"batch with a format", []Config{good(func(c *Config) { c.Batch = &Batch{}; c.Format = "binary" })}, []string{`sinks[0].format: batched deliveries are always application/cloudevents-batch+json; leave format out, got "binary"`}},

@@ -792,7 +792,14 @@ func schemeAlone(h, v string) bool {
 	if !strings.EqualFold(h, "Authorization") {
 		return false
 	}
-	v = strings.TrimSpace(v)
+	t := strings.TrimSpace(v)
+	// One word and the space that followed it: "Splunk ${HEC_TOKEN}",
+	// "GenieKey ${KEY}" with the variable empty, whatever the scheme (a
+	// header's trailing space is never sent, RFC 9110 §5.5).
+	if t != v && strings.HasPrefix(v, t) && !strings.ContainsAny(t, " \t") {
+		return true
+	}
+	v = t
 	for _, s := range authSchemes {
 		if strings.EqualFold(v, s) {
 			return true

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -496,5 +498,56 @@ sinks:
 	code, out, stderr := cli(t, "check", "--config", path)
 	if code == exitOK || !strings.Contains(stderr, "sinks[0].headers.Authorization") {
 		t.Errorf("check of Authorization: \"Bearer ${SCIMRELAY_TEST_CRM_API_KEY}\" with the variable empty: %d %s %s; want it refused, naming the header", code, out, stderr)
+	}
+}
+
+// TestLinkLocalListenersWrittenTwoWays: README, check: "no two listeners
+// the role opens a port where their addresses overlap (... a zone counts
+// only on a link-local address". One link-local address on one interface,
+// written with the interface's index or another spelling of the address,
+// is one address to the kernel: serve could not open both.
+func TestLinkLocalListenersWrittenTwoWays(t *testing.T) {
+	var ip net.IP
+	var ifi net.Interface
+	ifs, _ := net.Interfaces()
+	for _, i := range ifs {
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil && n.IP.IsLinkLocalUnicast() {
+				ip, ifi = n.IP, i
+			}
+		}
+	}
+	if ip == nil {
+		t.Skip("no IPv6 link-local address")
+	}
+	first := "[" + ip.String() + "%" + ifi.Name + "]"
+	for _, second := range []string{"[" + ip.String() + "%" + strconv.Itoa(ifi.Index) + "]", "[" + strings.Replace(ip.String(), "fe80::", "fe80:0::", 1) + "%" + ifi.Name + "]"} {
+		ln, err := net.Listen("tcp", first+":0")
+		if err != nil {
+			t.Skip(err)
+		}
+		port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+		ln2, bindErr := net.Listen("tcp", second+":"+port)
+		ln.Close()
+		if bindErr == nil {
+			ln2.Close()
+			t.Logf("%s and %s both bound: not one address", first, second)
+			continue
+		}
+		yaml := "listen: \"" + first + ":" + port + "\"\nadmin_listen: \"" + second + ":" + port + "\"\ntenants: [{name: acme}]\n"
+		cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, p := range checkConfig(cfg, roleAll) {
+			if strings.Contains(p.String(), "shares port") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("check took listen %s:%s beside admin_listen %s:%s, which serve cannot open (%v)", first, port, second, port, bindErr)
+		}
 	}
 }

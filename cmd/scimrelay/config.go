@@ -263,7 +263,10 @@ func sharedPort(a, b string) (string, bool) {
 	}
 	ipA, ipB := listenIP(ha), listenIP(hb)
 	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
+	zA, zoneA := linkLocal(ha)
+	zB, zoneB := linkLocal(hb)
 	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) ||
+		zA != nil && zA.Equal(zB) && zoneA == zoneB ||
 		isLocalhost(ha) && (isLocalhost(hb) || localhostIP(ipB)) ||
 		isLocalhost(hb) && localhostIP(ipA)
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
@@ -280,6 +283,23 @@ func listenIP(host string) net.IP {
 		return nil // link-local: its interface is part of the address
 	}
 	return net.ParseIP(host)
+}
+
+// linkLocal is host's link-local address and its zone, the interface's
+// name where the zone is its index ([fe80::1%2] is [fe80::1%eth0]); nil
+// for any other host.
+func linkLocal(host string) (net.IP, string) {
+	addr, zone, ok := strings.Cut(host, "%")
+	ip := net.ParseIP(addr)
+	if !ok || ip == nil || listenIP(host) != nil {
+		return nil, ""
+	}
+	if n, err := strconv.Atoi(zone); err == nil {
+		if ifi, err := net.InterfaceByIndex(n); err == nil {
+			zone = ifi.Name
+		}
+	}
+	return ip, zone
 }
 
 // localhostIP reports whether ip is one localhost resolves to: 127.0.0.1

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -364,10 +365,19 @@ func (e *Embedded) ClientURL() string {
 		scheme = "tls"
 	}
 	host := e.opts.Host
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+	if ip := net.ParseIP(unzoned(host)); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1" // reachable from this machine; other hosts use the machine's address
 	}
-	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(addr.(*net.TCPAddr).Port))
+	// url.URL writes an IPv6 zone as %25, which a client's URL parser
+	// needs ([fe80::1%eth0] is not a URL's host).
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(addr.(*net.TCPAddr).Port))}
+	return u.String()
+}
+
+// unzoned is host without an IPv6 zone.
+func unzoned(host string) string {
+	h, _, _ := strings.Cut(host, "%")
+	return h
 }
 
 // Shutdown stops the server and waits for it.
@@ -402,7 +412,7 @@ func loopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
+	ip := net.ParseIP(unzoned(host))
 	return ip != nil && ip.IsLoopback()
 }
 

@@ -592,3 +592,44 @@ func TestEmbeddedListenOnPortZero(t *testing.T) {
 		}
 	}
 }
+
+// A subscriber connects to the URL the relay prints for it (ClientURL,
+// which `scimrelay subscriber add` and the admin API give), whatever
+// zone nats.listen's IPv6 address carries.
+func TestClientURLWithAZone(t *testing.T) {
+	var listens []string
+	ifs, _ := net.Interfaces()
+	for _, i := range ifs {
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil && n.IP.IsLinkLocalUnicast() {
+				listens = append(listens, "["+n.IP.String()+"%"+i.Name+"]:0")
+			}
+		}
+	}
+	listens = append(listens, "[::1%lo]:0")
+	for _, listen := range listens {
+		if ln, err := net.Listen("tcp", listen); err != nil {
+			t.Logf("%s: %v; not tried", listen, err)
+			continue
+		} else {
+			ln.Close()
+		}
+		sub, seed := newSubscriber(t, "billing", "")
+		e, err := natsbus.StartEmbedded(natsbus.Options{Listen: listen, StoreDir: t.TempDir()}, []natsbus.Subscriber{sub}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatalf("%s: %v", listen, err)
+		}
+		t.Cleanup(e.Shutdown)
+		nkey, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(e.ClientURL(), nkey, nats.CustomInboxPrefix(natsbus.InboxPrefix("billing")), nats.MaxReconnects(0))
+		if err != nil {
+			t.Errorf("nats.listen %s: a subscriber cannot connect to the URL it is given, %s: %v", listen, e.ClientURL(), err)
+			continue
+		}
+		nc.Close()
+	}
+}
