@@ -536,7 +536,6 @@ func TestBadInput(t *testing.T) {
 	// resource.
 	for _, q := range []string{
 		"/Users?filter=userName%20eq%20%22carol;x%22",
-		"/Groups?filter=displayName%20eq%20%22Sales;EMEA%22",
 		"/Users?" + filterQuery(`userName eq "carol"`) + "&x=a;b&y=%zz", // other pairs unreadable: ignored
 	} {
 		if r := ts.do("GET", q, "").want(t, 200); r.str("totalResults") != "0" {

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 )
 
 // Lists: GET on a resource type's endpoint and POST .search (RFC 7644
@@ -264,49 +262,4 @@ func (h *Handler) writePage(ctx context.Context, lw *jsonWriter, c *call, q Quer
 	}
 	lw.raw("]}")
 	return nil
-}
-
-// answerHold counts a list answer's bytes against what its tenant's
-// requests may hold at once (MaxBodiesInFlight, with their bodies) until
-// it is sent: a GET has no body, and a client that reads its answers
-// slowly kept each page (up to 4 MiB of resources as stored, more as
-// written) in the heap until write_timeout: 200 list GETs, one second of
-// the default rate, held 924 MiB; 20 of groups whose members are sent as
-// they are read (the answer started before it was whole) held 100 MiB
-// (attack rounds). The page is counted from its read, before anything is
-// written, so that past the bound the request is still a 429 with
-// Retry-After; then the answer, when it is written whole and larger.
-func (h *Handler) answerHold(tenant string) *heldAnswer {
-	return &heldAnswer{tenant: tenant, count: h.inFlight.of(tenant), limit: h.o.MaxBodiesInFlight}
-}
-
-// heldAnswer is the count of one list answer (answerHold).
-type heldAnswer struct {
-	tenant string
-	count  *atomic.Int64
-	limit  int64
-	held   int64
-}
-
-// set makes the answer count n bytes, or is a 429 when that takes the
-// tenant past its bound; the count is unchanged then. An answer of less
-// than flushSize counts nothing (an identity provider's pages are never
-// refused), and one larger than the bound alone is never refused (it
-// could never be answered).
-func (a *heldAnswer) set(n int64) error {
-	if n < flushSize {
-		n = 0
-	}
-	if a.count.Add(n-a.held) > a.limit && n > a.held && n < a.limit {
-		a.count.Add(a.held - n)
-		return &rateLimited{wait: time.Second, tenant: a.tenant, bodies: true}
-	}
-	a.held = n
-	return nil
-}
-
-// release gives the bytes counted back.
-func (a *heldAnswer) release() {
-	a.count.Add(-a.held)
-	a.held = 0
 }

@@ -546,9 +546,8 @@ func (m *Manager) Ready(context.Context) error {
 // other workers; or until the event stream's partitions change or its
 // max_age is lowered, when it stops the workers and returns an error
 // saying so (watchStream), for its supervisor to start it again with the
-// new ones. Otherwise a
-// worker never stops on its own: it retries whatever fails, and Ready
-// says so meanwhile.
+// new ones. Otherwise a worker never stops on its own: it retries
+// whatever fails, and Ready says so meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

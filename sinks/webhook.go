@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -781,29 +782,13 @@ func newTransport(o WebhookOptions) *http.Transport {
 	return t
 }
 
-// authSchemes are the schemes an Authorization header's value may start
-// with before its credential (the Helm chart lets relay.yaml write them
-// before a ${VARIABLE}).
-var authSchemes = []string{"bearer", "basic", "token", "bot", "apikey", "key", "ssws", "digest"}
-
 // schemeAlone reports whether v, the value of header h, is an
-// Authorization scheme with no credential after it.
+// Authorization of one word and the space that should have come before its
+// credential: "Bearer ${CRM_API_KEY}", "Splunk ${HEC_TOKEN}" with the
+// variable empty, whatever the scheme (a header's trailing space is never
+// sent, RFC 9110 §5.5).
 func schemeAlone(h, v string) bool {
-	if !strings.EqualFold(h, "Authorization") {
-		return false
-	}
-	t := strings.TrimSpace(v)
-	// One word and the space that followed it: "Splunk ${HEC_TOKEN}",
-	// "GenieKey ${KEY}" with the variable empty, whatever the scheme (a
-	// header's trailing space is never sent, RFC 9110 §5.5).
-	if t != v && strings.HasPrefix(v, t) && !strings.ContainsAny(t, " \t") {
-		return true
-	}
-	v = t
-	for _, s := range authSchemes {
-		if strings.EqualFold(v, s) {
-			return true
-		}
-	}
-	return false
+	word := strings.TrimSpace(v)
+	return strings.EqualFold(h, "Authorization") && word != "" && !strings.ContainsAny(word, " \t") &&
+		strings.TrimRightFunc(v, unicode.IsSpace) != v
 }

@@ -261,38 +261,24 @@ func sharedPort(a, b string) (string, bool) {
 	if errA != nil || errB != nil || errPA != nil || errPB != nil || na == 0 || na != nb {
 		return "", false // a malformed address is a problem of its own
 	}
-	ipA, ipB := listenIP(ha), listenIP(hb)
+	ipA, zoneA := listenIP(ha)
+	ipB, zoneB := listenIP(hb)
 	every := func(host string, ip net.IP) bool { return host == "" || ip != nil && ip.IsUnspecified() }
-	zA, zoneA := linkLocal(ha)
-	zB, zoneB := linkLocal(hb)
-	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) ||
-		zA != nil && zA.Equal(zB) && zoneA == zoneB ||
+	same := strings.EqualFold(ha, hb) || ipA != nil && ipA.Equal(ipB) && zoneA == zoneB ||
 		isLocalhost(ha) && (isLocalhost(hb) || localhostIP(ipB)) ||
 		isLocalhost(hb) && localhostIP(ipA)
 	return strconv.Itoa(na), same || every(ha, ipA) || every(hb, ipB)
 }
 
-// listenIP is host's IP address, nil for a name. A zone is dropped but
-// from a link-local address, whose interface it names: the kernel binds
-// [::1%lo] as ::1 and [::%lo] as every address.
-func listenIP(host string) net.IP {
-	if addr, _, ok := strings.Cut(host, "%"); ok {
-		if ip := net.ParseIP(addr); ip != nil && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() && !ip.IsInterfaceLocalMulticast() {
-			return ip
-		}
-		return nil // link-local: its interface is part of the address
-	}
-	return net.ParseIP(host)
-}
-
-// linkLocal is host's link-local address and its zone, the interface's
-// name where the zone is its index ([fe80::1%2] is [fe80::1%eth0]); nil
-// for any other host.
-func linkLocal(host string) (net.IP, string) {
-	addr, zone, ok := strings.Cut(host, "%")
+// listenIP is host's IP address, nil for a name, and the zone that is
+// part of it: a link-local address's, its interface's name where it is
+// its index ([fe80::1%2] is [fe80::1%eth0]). Any other zone is dropped:
+// the kernel binds [::1%lo] as ::1 and [::%lo] as every address.
+func listenIP(host string) (net.IP, string) {
+	addr, zone, _ := strings.Cut(host, "%")
 	ip := net.ParseIP(addr)
-	if !ok || ip == nil || listenIP(host) != nil {
-		return nil, ""
+	if ip == nil || !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() && !ip.IsInterfaceLocalMulticast() {
+		return ip, ""
 	}
 	if n, err := strconv.Atoi(zone); err == nil {
 		if ifi, err := net.InterfaceByIndex(n); err == nil {

@@ -340,8 +340,9 @@ func anyValue(v *commonpb.AnyValue) string {
 	return v.String()
 }
 
-// TestTracingKeepsNoUnroutedPath: requests whose path the router does
-// not match keep the path, as it came, as http.route.
+// TestTracingKeepsNoUnroutedPath: a request whose path the router does
+// not match keeps nothing of the path in its span: the path is as anyone
+// sent it, with or without a credential, and may hold an email.
 func TestTracingKeepsNoUnroutedPath(t *testing.T) {
 	otlp := newOTLPReceiver(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
