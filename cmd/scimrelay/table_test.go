@@ -52,4 +52,19 @@ func TestPrintableJSON(t *testing.T) {
 	if got := printableJSON([]byte("{\n\t\"a\": 1\r\n}")); string(got) != "{\n\t\"a\": 1\r\n}" {
 		t.Fatalf("white space between values changed: %q", got)
 	}
+	if got := printableJSON([]byte("{\"a\":\"bc\x7f\"}")); string(got) != `{"a":"bc\u007f"}` {
+		t.Fatalf("DEL after ASCII only: %q", got)
+	}
+}
+
+// BenchmarkPrintableJSON is the cost printableJSON adds to each line of the
+// JSON log, whose lines are nearly always printable ASCII.
+func BenchmarkPrintableJSON(b *testing.B) {
+	line := []byte(`{"time":"2026-12-06T21:40:00.123456789Z","level":"INFO","msg":"scim request","tenant":"acme","method":"PATCH","path":"/scim/v2/acme/Users/2819c223-7f76-453a-919d-413861904646","status":204,"duration_ms":3.2,"request_id":"4f1c9c2e-8d1b-4bb0-9d35-0f3a1d2b6f7e"}`)
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if out := printableJSON(line); len(out) != len(line) {
+			b.Fatal("changed a printable line")
+		}
+	}
 }
