@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -110,6 +111,7 @@ func NewHandler(o Options) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	o.Checks = oneAtATime(o.Checks)
 	h := &Handler{o: o, mux: http.NewServeMux(), log: log, tailWait: tailWait, backupStall: backupStall, attempts: o.TokenAttempts}
 	if h.attempts == nil {
 		h.attempts = NewTokenAttempts(TokenPerAddress, TokenOverall, log)
@@ -323,7 +325,36 @@ var readyDesc = prometheus.NewDesc("scimrelay_ready",
 // this instead; Prometheus scrapes an unready pod too (the chart's metrics
 // Service publishes unready addresses).
 func ReadinessMetric(checks []Check) prometheus.Collector {
-	return readinessMetric(slices.DeleteFunc(slices.Clone(checks), func(c Check) bool { return c.Informational }))
+	return readinessMetric(oneAtATime(slices.DeleteFunc(slices.Clone(checks), func(c Check) bool { return c.Informational })))
+}
+
+// oneAtATime makes each of checks run once at a time: a caller that comes
+// while a run is under way waits for that run's answer, up to its own
+// context's end, instead of starting another. A run has readinessTimeout
+// of its own, whoever asked. A check that hangs (a data file on a network
+// mount that stopped answering holds its thread in the kernel) then holds
+// one goroutine and one thread, not one for each probe and scrape: the
+// kubelet's probe every 10 s and Prometheus's every 15 s would pile them
+// up to Go's 10,000 threads, which end the process.
+func oneAtATime(checks []Check) []Check {
+	out := slices.Clone(checks)
+	for i, c := range out {
+		var runs singleflight.Group
+		out[i].Check = func(ctx context.Context) error {
+			run := runs.DoChan("", func() (any, error) {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readinessTimeout)
+				defer cancel()
+				return nil, c.Check(ctx)
+			})
+			select {
+			case r := <-run:
+				return r.Err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return out
 }
 
 type readinessMetric []Check

@@ -1087,3 +1087,38 @@ func TestReadinessEndsAtItsBound(t *testing.T) {
 		t.Errorf("scimrelay_ready with the store check stuck: %v, want shutdown 1, store 0, nats (informational) left out", got)
 	}
 }
+
+// TestAHungCheckRunsOnceAtATime: probes and scrapes that come while a check
+// hangs wait for the run under way instead of each starting its own (each
+// would hold a goroutine, and in a hung system call a thread, for good).
+func TestAHungCheckRunsOnceAtATime(t *testing.T) {
+	var runs atomic.Int32
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	h := NewHandler(Options{Checks: []Check{{Name: "store", Check: func(context.Context) error {
+		runs.Add(1)
+		<-release
+		return nil
+	}}}})
+	readyz := func(wait time.Duration) int {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil).WithContext(ctx))
+		return rec.Code
+	}
+	for range 10 {
+		if code := readyz(10 * time.Millisecond); code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz while the store check hangs: %d, want 503", code)
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("10 probes while the check hung started %d runs of it, want 1", n)
+	}
+	unblock()
+	if code := readyz(time.Minute); code != http.StatusOK {
+		t.Fatalf("/readyz once the check answers: %d, want 200", code)
+	}
+}
