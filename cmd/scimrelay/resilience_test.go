@@ -220,9 +220,23 @@ func TestReadinessByRole(t *testing.T) {
 		t.Errorf("role sinks has no store, yet /readyz/store answered %d %q", status, body)
 	}
 
+	// The README's Metrics: a delivery worker's gating checks, each a
+	// series of scimrelay_ready.
+	workerReady := func(want map[string]float64) {
+		t.Helper()
+		for check, want := range want {
+			if v := metric(t, worker, "scimrelay_ready", "check", check); v != want {
+				t.Errorf("the worker's scimrelay_ready{check=%s} = %v, want %v", check, v, want)
+			}
+		}
+	}
+	ready := map[string]float64{"shutdown": 1, "nats": 1, "sinks": 1}
+	workerReady(ready)
+
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	worker.wantStatus("/readyz", 503, 10*time.Second)
+	workerReady(map[string]float64{"shutdown": 1, "nats": 0})
 	front.wantStatus("/readyz/nats", 503, 10*time.Second)
 	front.wantStatus("/readyz", 200, time.Second)
 	front.createUser(t, "while-away") // and it does take writes
@@ -231,6 +245,7 @@ func TestReadinessByRole(t *testing.T) {
 
 	eventstest.RunServerAt(t, dir, port)
 	worker.wantStatus("/readyz", 200, 30*time.Second)
+	workerReady(ready)
 	front.wantStatus("/readyz/publisher", 200, 30*time.Second)
 	waitDelivered(t, h, 1)
 }
