@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -648,6 +649,116 @@ func otherProcess(t *testing.T, url string, sinks ...Config) *Manager {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestFrontEndsOfOtherTenantsKeepEachOthersInASink: a sink of acme and
+// globex, whose worker configures every tenant, is set up again by a front
+// end of acme alone (its relay.yaml can give the sink acme alone) and by
+// one of globex and initech (which gives it globex): each writes the
+// consumers' filter for its own tenants and keeps the other's, so the
+// sink's consumers take acme and globex, and not initech, and the worker
+// delivers globex's event. Before, each front end's start wrote its own
+// tenants alone: the other's were passed over for every worker, never
+// sent. A reload that gives the process a tenant (SetTenants) makes the
+// filter of that tenant its own to write: a sink it now leaves out is
+// narrowed.
+func TestFrontEndsOfOtherTenantsKeepEachOthersInASink(t *testing.T) {
+	js, url := onePartitionServer(t)
+	rc := newReceiver(t, nil)
+	cfg := func(tenants ...string) Config {
+		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
+	}
+	startWorker(t, Options{Sinks: []Config{cfg("acme", "globex")}, Tenants: []string{"acme", "globex", "initech"}, Heartbeat: fastHeartbeat}, url)
+	frontEnd := func(tenants []string, sink Config) *Manager {
+		_, js := eventstest.Connect(t, url)
+		m, err := NewManager(Options{Sinks: []Config{sink}, JS: js, Tenants: tenants, SetupOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Setup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	filterTenants := func() []string {
+		cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tenants []string
+		for _, f := range cons.CachedInfo().Config.FilterSubjects {
+			tenants = append(tenants, events.PatternTenant(f))
+		}
+		slices.Sort(tenants)
+		return tenants
+	}
+	frontEnd([]string{"acme"}, cfg("acme"))
+	b := frontEnd([]string{"globex", "initech"}, cfg("globex"))
+	if got := filterTenants(); !slices.Equal(got, []string{"acme", "globex"}) {
+		t.Fatalf("after both front ends' starts the sink's consumer takes %v, want [acme globex]", got)
+	}
+	g := newPublisher(t, js).publish("globex", events.UserCreated, "g")
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !slices.Contains(ids(rc), g) {
+			return fmt.Errorf("globex's event not delivered; got %v", ids(rc))
+		}
+		return nil
+	})
+	// Front end B takes acme over (a reload), and its sink leaves acme out.
+	b.SetTenants([]string{"acme", "globex", "initech"})
+	if _, err := b.Apply(ctx, []Config{cfg("globex", "initech")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := filterTenants(); !slices.Equal(got, []string{"globex", "initech"}) {
+		t.Fatalf("after B's reload the sink's consumer takes %v, want [globex initech]", got)
+	}
+}
+
+// TestRetriedEventOfAWideningIsTakenWhenTheFilterCannotBeRead: a worker
+// not reloaded, whose sink another process widened to globex, tries
+// globex's event again after a 503, and its look at the consumer's filter
+// goes unanswered (a consumer's leader lost): the event is taken and
+// delivered. Before, it was passed over, neither sent nor dead-lettered,
+// and its resource's later events were sent without it.
+func TestRetriedEventOfAWideningIsTakenWhenTheFilterCannotBeRead(t *testing.T) {
+	js, url := onePartitionServer(t)
+	var looks, delivered atomic.Bool
+	var unanswered atomic.Int64
+	rc := newReceiver(t, func(int, *http.Request) int {
+		if unanswered.Load() == 0 { // refused until a retry's look went unanswered
+			return http.StatusServiceUnavailable
+		}
+		delivered.Store(true)
+		return http.StatusNoContent
+	})
+	cfg := func(tenants ...string) Config {
+		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
+	}
+	proxy := eventstest.Proxy(t, strings.TrimPrefix(url, "nats://"), func(c, up net.Conn) {
+		go func() {
+			eventstest.PassProtocol(up, c, func(f []string, _ []byte) bool {
+				if looks.Load() && len(f) > 1 && strings.HasPrefix(f[1], "$JS.API.CONSUMER.INFO."+events.StreamName+"."+consumerName("crm", 0)) {
+					unanswered.Add(1)
+					return true
+				}
+				return false
+			})
+			up.Close()
+		}()
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+	})
+	startWorker(t, Options{Sinks: []Config{cfg("acme")}, Heartbeat: fastHeartbeat}, "nats://"+proxy) // not reloaded
+	if _, err := otherProcess(t, url, cfg("acme")).Apply(ctx, []Config{cfg("acme", "globex")}); err != nil {
+		t.Fatal(err)
+	}
+	looks.Store(true)
+	g := newPublisher(t, js).publish("globex", events.UserCreated, "g")
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := ids(rc); !delivered.Load() || slices.ContainsFunc(got, func(id string) bool { return id != g }) {
+			return fmt.Errorf("globex's event not delivered once a retry's look at the consumer went unanswered; sent %v, %d looks unanswered", got, unanswered.Load())
+		}
+		return nil
+	})
 }
 
 // TestTwoWideningsAcrossProcesses: a worker not reloaded delivers the

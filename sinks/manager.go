@@ -56,6 +56,14 @@ type Config struct {
 type Options struct {
 	Sinks []Config
 	JS    jetstream.JetStream
+	// Tenants are the tenants this process's relay.yaml configures. A
+	// sink's consumers, and their filter of its tenants, are shared by
+	// every process of the sink; each process writes the filter for its
+	// own tenants and keeps what the consumers take of the others, which
+	// another process (a front end of other tenants) said (README,
+	// Filters). Empty: the filter is this process's alone. SetTenants
+	// changes them for the setups that follow (a reload).
+	Tenants []string
 	// OpenOnly is a delivery worker's (serve --role sinks): Setup and Apply
 	// open the streams and buckets delivery uses as the SCIM front end made
 	// them, waiting for them, and create or update none. Its NATS user may
@@ -167,7 +175,7 @@ type Manager struct {
 	sinks   map[string]*sinkRuntime
 	order   []string
 	runCtx  context.Context // set while Run runs: Apply starts new workers in it
-	applyMu sync.Mutex      // one Apply at a time
+	applyMu sync.Mutex      // one Apply at a time; it guards o.Tenants too
 	// jobsMu is held, shared, by the redrives and replays that put dead
 	// letters back or new, and alone by a tenant's purge of its dead
 	// letters: one that ran beside the purge put back the purged tenant's
@@ -424,7 +432,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	keepFor := sh.keepFor
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
-		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
+		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, scope: m.o.Tenants,
 		schedule: s.cfg.Retry, keepFor: keepFor, since: s.added,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
@@ -661,6 +669,15 @@ func (m *Manager) start(s *sinkRuntime) {
 		defer close(done)
 		_ = w.run(ctx) // returns when ctx ends, partitions handed over
 	}()
+}
+
+// SetTenants sets the tenants this process's relay.yaml configures
+// (Options.Tenants) for the setups of later Applies: a reload calls it
+// before Apply.
+func (m *Manager) SetTenants(tenants []string) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.o.Tenants = slices.Clone(tenants)
 }
 
 // Changes says what Apply did, by sink name. Restarted names the sinks

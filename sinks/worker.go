@@ -31,6 +31,9 @@ type worker struct {
 	sink     Sink
 	patterns events.Patterns
 	tenants  []string
+	// scope is the tenants this process's relay.yaml configures
+	// (Options.Tenants): its consumers' filter keeps the others' (othersKept).
+	scope    []string
 	schedule Schedule
 	// keepFor is how long the stream keeps an event (its max_age when the
 	// worker was set up; 0: for ever): a retry is not put off past it.
@@ -157,6 +160,7 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 		case err == nil:
 			was := cons.CachedInfo().Config
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
+			cfg.FilterSubjects = w.othersKept(cfg.FilterSubjects, was)
 			_, err = w.js.CreateOrUpdateConsumer(ctx, events.StreamName, cfg)
 			return err
 		case !errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -168,6 +172,32 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 		// Made meanwhile by another process: looked at again, its start kept.
 	}
 	return fmt.Errorf("consumer %s: made by another process and not found by this one, twice", cfg.Durable)
+}
+
+// othersKept is filter, a partition consumer's filter subjects of the
+// tenants this process's sink takes, with those of was, the consumer as
+// found, whose tenant this process does not configure (scope): a front
+// end serves its own tenants (README, Deploying: one per set of
+// tenants), and its relay.yaml can give a sink no tenant of another's,
+// so the front ends' relay.yaml and the workers' cannot agree on a sink
+// that takes tenants of two front ends. Before, each start of one front
+// end wrote its own tenants alone: the other front end's were passed
+// over for every worker, never sent, with nothing said
+// (TestFrontEndsOfOtherTenantsKeepEachOthersInASink).
+//
+// A sink that takes every tenant (no tenants) is written as such, and
+// one that takes some narrows consumers that took every tenant: the
+// processes that configure a tenant must agree on the sink.
+func (w *worker) othersKept(filter []string, was jetstream.ConsumerConfig) []string {
+	if len(w.tenants) == 0 || len(w.scope) == 0 {
+		return filter
+	}
+	for _, f := range append(slices.Clone(was.FilterSubjects), was.FilterSubject) {
+		if t := events.PatternTenant(f); t != "" && !slices.Contains(w.scope, t) && !slices.Contains(filter, f) {
+			filter = append(filter, f)
+		}
+	}
+	return filter
 }
 
 // partitionRuns numbers the runs of partitions across the process, from 1:
@@ -215,7 +245,12 @@ func (w *worker) sliceMax() int {
 // event tried again (held after a failure, delivered again, read back from
 // the stream, which no filter passes) of a tenant this worker leaves out
 // is held to the filter as read now, since passing it over loses it; where
-// the filter cannot be read, this worker's tenants say. An event of a
+// the filter cannot be read (a look at the consumer that timed out: its
+// leader lost), it is taken, for the same reason: at worst it was due to
+// the sink before a narrowing, which a worker not reloaded sends anyway
+// (README, Filters). Before, it was passed over, never sent nor
+// dead-lettered, and its resource's later events sent
+// (TestRetriedEventOfAWideningIsTakenWhenTheFilterCannotBeRead). An event of a
 // tenant this worker takes is taken: a tenant another process removed is
 // sent from what this worker holds or has parked until its own reload
 // (README, Filters). Types are not in the filter: an event of a type the
@@ -233,7 +268,7 @@ func (p *partition) skips(e event.Event, sseq uint64, first bool) (skip, purged 
 		return false, false
 	}
 	filter, err := p.consumerFilter()
-	return err != nil || !filterTakes(filter, tenant), false
+	return err == nil && !filterTakes(filter, tenant), false
 }
 
 // consumerFilter reads the partition consumer's filter subjects.

@@ -644,6 +644,9 @@ func streamOptions(cfg *config.Config) events.StreamOptions {
 // sinkOptions are the sinks' options without their connection to NATS.
 func sinkOptions(cfg *config.Config) sinks.Options {
 	o := sinks.Options{Retention: time.Duration(cfg.ProvisioningLog.Retention), AttemptsMaxBytes: int64(cfg.ProvisioningLog.MaxBytes), UserAgent: "scimrelay/" + versionString()}
+	for _, t := range cfg.Tenants {
+		o.Tenants = append(o.Tenants, t.Name)
+	}
 	for _, c := range cfg.Sinks {
 		sc := sinks.Config{
 			Name: c.Name, Type: c.Type, URL: c.URL, Secret: c.Secret, Events: c.Events, Tenants: c.Tenants,

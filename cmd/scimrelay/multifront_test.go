@@ -4,12 +4,14 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
 
@@ -96,4 +98,52 @@ func TestTwoFrontEndsPublishIntoOneStream(t *testing.T) {
 	if v := h.orderViolation(); v != "" {
 		t.Errorf("out of order at the receiver: %s", v)
 	}
+}
+
+// TestFrontEndsOfOtherTenantsShareATenantScopedSink: README, Deploying (a
+// front end per set of tenants) and Filters. Sink crm takes acme (front
+// end A's) and globex (front end B's, beside initech). Neither front end's
+// relay.yaml can name the other's tenant, so A's gives the sink acme and
+// B's globex; the workers' give it both. A restarts (an upgrade, a node
+// drained): the sink still receives globex's events. Before, A's start
+// wrote acme alone into the sink's consumers, and globex's events were
+// passed over by every worker, never sent, with nothing said.
+func TestFrontEndsOfOtherTenantsShareATenantScopedSink(t *testing.T) {
+	ns := eventstest.RunServer(t)
+	h := newHook(t)
+	acme := config.Tenant{Name: "acme", Tokens: []string{acmeToken}}
+	globex := config.Tenant{Name: "globex", Tokens: []string{globexToken}}
+	initech := config.Tenant{Name: "initech", Tokens: []string{"initech-static-token-0123456789abcdef"}}
+	configure := func(dir string, sinkTenants []string, tenants ...config.Tenant) *config.Config {
+		cfg := testConfig(t, dir)
+		cfg.NATS.URL = eventstest.URL(ns)
+		cfg.Tenants = tenants
+		withSink(cfg, "crm", h.URL, func(s *config.Sink) { s.Tenants = sinkTenants })
+		if ps := checkConfig(cfg, roleSCIM); len(ps) > 0 {
+			t.Fatalf("relay.yaml refused: %v", ps)
+		}
+		return cfg
+	}
+	aDir := t.TempDir()
+	a := startRelay(t, configure(aDir, []string{"acme"}, acme), roleSCIM)
+	b := startRelay(t, configure(t.TempDir(), []string{"globex"}, globex, initech), roleSCIM)
+	worker := startRelay(t, configure(t.TempDir(), []string{"acme", "globex"}, acme, globex, initech), roleSinks)
+	worker.wantStatus("/readyz", 200, 20*time.Second)
+	a.stop()
+	a = startRelay(t, configure(aDir, []string{"acme"}, acme), roleSCIM)
+	a.wantStatus("/readyz", 200, 20*time.Second)
+
+	var want []string
+	for i := range 2 * events.DefaultPartitions { // across the partitions
+		id := b.scim("globex", globexToken, "POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"g%d"}`, i)).want(t, 201).str("id")
+		want = append(want, "Users/"+id+" user.created")
+	}
+	want = append(want, "Users/"+a.createUser(t, "ann")+" user.created")
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		got := h.received()
+		if missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return slices.Contains(got, w) }); len(missing) > 0 {
+			return fmt.Errorf("%d of the %d events not delivered after front end A's restart, %s the first", len(missing), len(want), missing[0])
+		}
+		return nil
+	})
 }

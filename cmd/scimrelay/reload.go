@@ -179,7 +179,9 @@ func (s *server) reloadOnce(ctx context.Context) (admin.ReloadResult, error) {
 	s.mu.Lock()
 	s.cfg = next
 	s.mu.Unlock()
-	changes, err := s.sinks.Apply(ctx, sinkOptions(next).Sinks)
+	so := sinkOptions(next)
+	s.sinks.SetTenants(so.Tenants)
+	changes, err := s.sinks.Apply(ctx, so.Sinks)
 	for _, c := range []struct {
 		what  string
 		names []string
