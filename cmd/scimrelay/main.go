@@ -52,18 +52,26 @@ func main() {
 
 // stopOnSignal returns a context that ends at the first SIGTERM or
 // interrupt. That signal begins a graceful stop, which may wait
-// (limits.shutdown_delay, requests under way, a sink's hand-over); the
-// signals are handed back to their default before the context ends, so a
+// (limits.shutdown_delay, requests under way, a sink's hand-over); a
 // second one stops the process at once, as an operator pressing Ctrl-C
-// twice expects.
+// twice expects: the signals are handed back to their default and the
+// second is raised again. The signals stay caught throughout, into a
+// channel with room for both: handed back at the first (signal.Stop), a
+// second sent right behind it reached the process while it was still
+// caught, and was dropped (TestTwoSignalsBackToBackStopAtOnce).
 func stopOnSignal() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
+	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sigs
-		signal.Stop(sigs)
 		cancel()
+		second := <-sigs
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		if self, err := os.FindProcess(os.Getpid()); err == nil {
+			_ = self.Signal(second) // its default: the process ends
+		}
+		os.Exit(exitError)
 	}()
 	return ctx
 }

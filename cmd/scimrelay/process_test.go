@@ -523,6 +523,41 @@ func TestASecondSignalStopsAtOnce(t *testing.T) {
 	}
 }
 
+// TestTwoSignalsBackToBackStopAtOnce: a SIGTERM and a SIGINT sent back
+// to back (a double Ctrl-C reaching a process group, a supervisor and a
+// wrapper each forwarding one) end the process at once, as a second
+// signal later does. The second used to be dropped: it reached the
+// process while the first was still caught, and the relay waited out
+// its 10 s delay.
+func TestTwoSignalsBackToBackStopAtOnce(t *testing.T) {
+	bin := binary(t)
+	configPath, addrs := processConfig(t, t.TempDir())
+	text, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(configPath, []byte(strings.Replace(string(text), "  rate: 0\n", "  rate: 0\n  shutdown_delay: 10s\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, bin, configPath)
+	waitReady(t, p, addrs.admin)
+	start := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.exited:
+		return
+	case <-time.After(8 * time.Second): // the delay alone is 10 s
+	}
+	readiness := ready(addrs.admin)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+	}
+	t.Fatalf("two signals sent back to back: /readyz at 8 s: %v; the relay exited %s after them (%v), not at once:\n%s",
+		readiness, time.Since(start).Round(100*time.Millisecond), p.err, p.stderr.String())
+}
+
 // TestStopWhileAWorkerWaitsForItsFrontEnd: SIGTERM reaches a delivery
 // worker (`--role sinks`) that waits for its front end to make the event
 // stream, as workers started first do on a first deployment: it stops at
