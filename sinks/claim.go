@@ -190,7 +190,7 @@ func (p *partition) dropClaim() {
 	rev := p.claimRev
 	p.claimRev = 0
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	ctx, cancel := w.stopRequest()
 	defer cancel()
 	var err error
 	if rev != 0 {

@@ -533,3 +533,30 @@ func TestStaleClaimOfALiveWorkerIdIsLetGo(t *testing.T) {
 		t.Fatalf("the claim its earlier worker left is still there: %v", err)
 	}
 }
+
+// TestStopWithNATSSilentKeepsItsBound: a worker whose NATS stops answering
+// is stopped. Each request of its end (its withdrawal, its partition's
+// claim's release, the releases tried again, its last word to the other
+// workers) runs out its time, together within the stop's bound
+// (worker.stopRequest), which the grace periods of the chart, Compose and
+// the systemd unit count on. Before, each ran out its own 5 s, one after
+// another.
+func TestStopWithNATSSilentKeepsItsBound(t *testing.T) {
+	_, url := onePartitionServer(t)
+	proxy := eventstest.NewSilencingProxy(t, strings.TrimPrefix(url, "nats://"))
+	rc := newReceiver(t, nil)
+	m, stop := startWorker(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, Heartbeat: fastHeartbeat}, "nats://"+proxy.Addr)
+	// The withdrawal, the hand-over, the release, and a second at least
+	// for each of the two requests after it.
+	bound := apiTimeout + m.sinks["crm"].worker.t.handOver + stopRelease + 2*time.Second
+	proxy.Lose()
+	began := time.Now()
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(bound + time.Second):
+		<-stopped
+		t.Fatalf("with NATS silent the worker stopped in %s, past its bound of %s", time.Since(began).Round(100*time.Millisecond), bound)
+	}
+}

@@ -95,6 +95,10 @@ type worker struct {
 	running    map[uint64]struct{}
 	unreleased map[int]struct{}
 
+	// stopBy, once shutdown began, is when the stop's requests to NATS
+	// end (stopRequest): unix nanoseconds, 0 before.
+	stopBy atomic.Int64
+
 	// sweepFailing is set while removing the parking bucket's old markers
 	// fails (sweepMarkers), so that it is said once.
 	sweepFailing atomic.Bool
@@ -468,7 +472,8 @@ func (w *worker) releaseAll(graceful bool) {
 // and hands them over. It stays announced as leaving until every
 // partition's claim is released, so that nobody takes one before.
 func (w *worker) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	w.stopBy.Store(time.Now().Add(apiTimeout + w.t.handOver + stopRelease).UnixNano())
+	ctx, cancel := w.stopRequest()
 	defer cancel()
 	if err := w.members.leave(ctx); err != nil {
 		w.log.Debug("withdrawing the worker", "err", err)
@@ -482,14 +487,33 @@ func (w *worker) shutdown() {
 	w.releaseAll(true)
 	w.wg.Wait() // partitions handed over earlier
 	close(handedOver)
-	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	rctx, rcancel := w.stopRequest()
 	defer rcancel()
 	w.retryUnclaims(rctx)
-	gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	gctx, gcancel := w.stopRequest()
 	defer gcancel()
 	if err := w.members.gone(gctx); err != nil {
 		w.log.Debug("withdrawing the worker", "err", err)
 	}
+}
+
+// stopRelease is what a worker's stop gives its partitions' claims'
+// release after their hand-over (stopRequest).
+const stopRelease = 7 * time.Second
+
+// stopRequest is the context of one request to NATS of the worker's
+// end: apiTimeout, and once shutdown began no later than its bound (its
+// withdrawal, the hand-over, stopRelease), yet a second at least. With
+// NATS silent each step ran out its own 5 s one after another, and a
+// worker's stop took 27 to 35 s, past the "about 25 s" that the grace
+// periods of the chart, Compose and the systemd unit count on (README,
+// Docker Compose; from a shutdown hunt).
+func (w *worker) stopRequest() (context.Context, context.CancelFunc) {
+	d := apiTimeout
+	if by := w.stopBy.Load(); by != 0 {
+		d = min(d, max(time.Until(time.Unix(0, by)), time.Second))
+	}
+	return context.WithTimeout(context.Background(), d)
 }
 
 // backlog reads what the sink has not delivered yet, in every partition,
