@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -71,6 +72,21 @@ func CheckCopy(path string) error {
 	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
 		return errors.New("it is empty (0 bytes)")
 	}
+	return checkPages(path, "the copy", func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errors.New("it has no meta bucket: it is not a scimrelay data file")
+		}
+		_, err := readableLayout(meta)
+		return err
+	})
+}
+
+// checkPages opens the file at path read-only (a shared lock, taken
+// within lockTimeout), reads every page it uses (readEveryPage; what
+// names the file in the error) and then runs then, when not nil, in the
+// same read.
+func checkPages(path, what string, then func(*bolt.Tx) error) error {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	if err != nil {
 		return err
@@ -80,35 +96,40 @@ func CheckCopy(path string) error {
 	if err != nil {
 		return err
 	}
-	return db.View(func(tx *bolt.Tx) (err error) {
-		// bbolt panics at a damaged page (its type, its id).
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("it is damaged: %v", r)
-			}
-		}()
-		if want := tx.Size(); fi.Size() < want {
-			return fmt.Errorf("%d bytes of the %d its pages take: the copy was cut short", fi.Size(), want)
-		}
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			return errors.New("it has no meta bucket: it is not a scimrelay data file")
-		}
-		if _, err := readableLayout(meta); err != nil {
+	return db.View(func(tx *bolt.Tx) error {
+		if err := readEveryPage(tx, fi.Size(), what); err != nil || then == nil {
 			return err
 		}
-		// Every page it uses, read (in this goroutine, so that the
-		// recover above takes bbolt's panic at a damaged page; tx.Check
-		// would rebuild the free list of a file that keeps none, as the
-		// relay's, in a goroutine of its own): a page damaged in a copy
-		// of the right length (a disk or a transfer error) made the
-		// relay panic at its start, on the file the restore had put in
-		// place.
-		n := 0
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			digestBucket(crc32.NewIEEE(), &n, name, b) // the read is the check; a cheap sum of it will do
-			return nil
-		})
+		return then(tx)
+	})
+}
+
+// readEveryPage checks that a file of size bytes holds every page tx
+// counts, and reads every page it uses, in this goroutine: bbolt opens a
+// file cut short without a complaint (it reads only the meta pages) and
+// faults (SIGBUS) on the first page past the end, and it panics at a
+// damaged page (its type, its id), in a goroutine of its own when it
+// rebuilds the free list of a file that keeps none, as the relay's, at
+// the first write: either ended the process. Here both are an error.
+// what names the file in the error ("the copy", "the data file").
+func readEveryPage(tx *bolt.Tx, size int64, what string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("it is damaged: %v", r)
+		}
+	}()
+	if want := tx.Size(); size < want {
+		return fmt.Errorf("%d bytes of the %d its pages take: %s was cut short", size, want, what)
+	}
+	// A page damaged in a copy of the right length (a disk or a transfer
+	// error) made the relay panic at its start, on the file the restore
+	// had put in place. tx.Check would rebuild the free list in a
+	// goroutine of its own, where a panic cannot be taken.
+	n := 0
+	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		digestBucket(crc32.NewIEEE(), &n, name, b) // the read is the check; a cheap sum of it will do
+		return nil
 	})
 }
 

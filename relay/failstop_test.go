@@ -294,16 +294,31 @@ func openedTimes(t *testing.T, path string) int {
 }
 
 // TestCheckCopy: a copy is a backup this build can restore only when it
-// holds every page its meta page counts, has the relay's meta bucket, and
-// records a layout this build reads or upgrades.
+// holds every page its meta page counts, each page readable, has the
+// relay's meta bucket, and records a layout this build reads or upgrades.
+// Open, which serve runs, refuses the same files, naming the file: one cut
+// short (a copy or a volume migration that stopped part-way) or with a
+// damaged page crashed the process (SIGBUS past the end; bbolt's panic in
+// the goroutine that rebuilds the free list), and another program's bbolt
+// file was taken for a new data file, an empty index served.
 func TestCheckCopy(t *testing.T) {
 	s, _, _ := openStore(t)
-	create(t, s, "acme", user(t, `"userName":"ann"`))
+	for i := range 300 {
+		create(t, s, "acme", user(t, fmt.Sprintf(`"userName":"user%04d@example.com","displayName":%q`, i, strings.Repeat("x", 200))))
+	}
 	var backup bytes.Buffer
 	if _, err := s.Backup(&backup, nil); err != nil {
 		t.Fatal(err)
 	}
 	whole := backup.Bytes()
+	const page = 4096
+	damaged := func(off int) []byte {
+		d := bytes.Clone(whole)
+		for i := off; i < off+64; i++ {
+			d[i] ^= 0xff
+		}
+		return d
+	}
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
@@ -340,7 +355,10 @@ func TestCheckCopy(t *testing.T) {
 		name, path, says string
 	}{
 		{"whole", write("whole.db", whole), ""},
-		{"cut short", write("short.db", whole[:len(whole)/2]), "cut short"},
+		{"cut short", write("short.db", whole[:len(whole)/2/page*page]), "cut short"},
+		{"cut to its meta pages", write("metas.db", whole[:4*page]), "cut short"},
+		{"a damaged page", write("damaged.db", damaged(3*page)), "damaged"},
+		{"a damaged page in the middle", write("middle.db", damaged(len(whole)/2/page*page)), "damaged"},
 		{"another program's", other, "not a scimrelay data file"},
 		{"a later layout", later, fmt.Sprintf("layout version %d", layoutVersion+1)},
 		{"not bbolt", write("text.db", []byte("hello")), ""},
@@ -353,6 +371,23 @@ func TestCheckCopy(t *testing.T) {
 			t.Errorf("%s: accepted", c.name)
 		case c.says != "" && (err == nil || !strings.Contains(err.Error(), c.says)):
 			t.Errorf("%s: %v, want it to say %q", c.name, err, c.says)
+		}
+		data, rerr := os.ReadFile(c.path)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		served := write("served-"+filepath.Base(c.path), data)
+		opened, err := Open(served, testOptions(&clock{}))
+		if err == nil {
+			_ = opened.Close()
+		}
+		switch {
+		case c.name == "whole" && err != nil:
+			t.Errorf("Open %s: %v", c.name, err)
+		case c.name != "whole" && err == nil:
+			t.Errorf("Open %s: served", c.name)
+		case c.name != "whole" && (!strings.Contains(err.Error(), served) || !strings.Contains(err.Error(), c.says)):
+			t.Errorf("Open %s: %v, want it to name the file and say %q", c.name, err, c.says)
 		}
 	}
 }

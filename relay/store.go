@@ -289,6 +289,18 @@ func Open(path string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
+	// bbolt's open for writing rebuilds the free list by reading every
+	// page, in a goroutine where a damaged page, or one past the end of a
+	// file cut short, ends the process: read first where a panic can be
+	// taken.
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+		if err := checkPages(path, "the data file", nil); err != nil {
+			if errors.Is(err, bolterrors.ErrTimeout) {
+				return nil, fmt.Errorf("data file %s is %w", path, ErrInUse)
+			}
+			return nil, fmt.Errorf("data file %s cannot be read: %w; restore it from a backup (scimrelay restore)", path, err)
+		}
+	}
 	// The freelist is not written on commit (less to fsync) and is rebuilt
 	// on open by scanning the file.
 	db, err := openDataFile(path, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, InitialMmapSize: initialMmapSize})
@@ -384,6 +396,11 @@ func prepare(tx *bolt.Tx, tenants map[string]*tenant) (uint64, error) {
 	if meta == nil {
 		if tx.Bucket(bucketTenants) != nil {
 			return 0, errors.New("the file has tenants but no meta bucket; it is not a scimrelay data file")
+		}
+		// A new data file has no bucket yet; one with buckets and no meta
+		// is another program's bbolt file (CheckCopy refuses it too).
+		if name, _ := tx.Cursor().First(); name != nil {
+			return 0, fmt.Errorf("the file holds a bucket %q but no meta bucket; it is not a scimrelay data file", scim.Truncate(string(name), 64))
 		}
 		var err error
 		if meta, err = tx.CreateBucket(bucketMeta); err != nil {

@@ -95,6 +95,11 @@ type worker struct {
 	running    map[uint64]struct{}
 	unreleased map[int]struct{}
 
+	// renumberSeen is set once streamRenumbered found the stream behind a
+	// consumer twice, a moment apart: the setup's later partitions (set
+	// up one after another) are not asked twice again.
+	renumberSeen bool
+
 	// stopBy, once shutdown began, is when the stop's requests to NATS
 	// end (stopRequest): unix nanoseconds, 0 before.
 	stopBy atomic.Int64
@@ -162,6 +167,15 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 		cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
 		switch {
 		case err == nil:
+			if renumbered, err := w.streamRenumbered(ctx, cons.CachedInfo()); err != nil {
+				return err
+			} else if renumbered {
+				// Deleted: made again from the stream's first event, as
+				// partition.recreate does ("deliver new" would skip what
+				// was published since the stream lost its events).
+				cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
+				continue
+			}
 			was := cons.CachedInfo().Config
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
 			cfg.FilterSubjects = w.othersKept(cfg.FilterSubjects, was)
@@ -202,6 +216,47 @@ func (w *worker) othersKept(filter []string, was jetstream.ConsumerConfig) []str
 		}
 	}
 	return filter
+}
+
+// streamRenumbered reports whether the event stream's last event is
+// before where the consumer info describes has reached, and then deletes
+// the consumer. The stream's sequence never goes back while it keeps its
+// store: such a stream lost its events (a message block of the embedded
+// NATS store damaged, which nats-server drops at its start, keeping the
+// stream and its consumers' positions) and numbers new ones from there
+// again, and the consumer would skip every one of them up to its old
+// position, as partition.recreate says of a stream made anew.
+func (w *worker) streamRenumbered(ctx context.Context, info *jetstream.ConsumerInfo) (bool, error) {
+	at := max(info.Delivered.Stream, info.AckFloor.Stream)
+	var last uint64
+	// Asked twice, a moment apart, as gone does: a stream's leader just
+	// elected may not have applied every entry yet.
+	for i := range 2 {
+		if i > 0 && w.renumberSeen {
+			break
+		}
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
+		st, err := w.js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return false, err
+		}
+		if last = st.CachedInfo().State.LastSeq; at <= last {
+			return false, nil
+		}
+	}
+	w.renumberSeen = true
+	w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
+		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
+	if err := w.js.DeleteConsumer(ctx, events.StreamName, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, err
+	}
+	return true, nil
 }
 
 // partitionRuns numbers the runs of partitions across the process, from 1:

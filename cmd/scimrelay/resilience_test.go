@@ -511,6 +511,47 @@ func TestLostStreamIsSaid(t *testing.T) {
 	}
 }
 
+// TestStreamThatLostItsMessagesKeepsDelivering: the embedded NATS store's
+// first message block is damaged while the relay is stopped (a damaged
+// disk): nats-server opens the stream empty, its sequence back at 0, and
+// keeps the sink's consumers at the positions they had reached. The
+// events made after the restart are numbered from 1 again; the relay
+// says so at Error and recreates the consumers from the stream's first
+// event, so they reach the webhook. Before, every consumer passed over
+// the new events up to its old position, /readyz all ok, nothing said.
+func TestStreamThatLostItsMessagesKeepsDelivering(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	h := newHook(t)
+	withSink(cfg, "crm", h.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+	writes := p.createUsers(t, "before", 20)
+	waitDelivered(t, h, writes)
+	p.stop()
+	block := filepath.Join(cfg.NATSDir(), "jetstream", "$G", "streams", events.StreamName, "msgs", "1.blk")
+	b, err := os.ReadFile(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(block, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &eventstest.Log{}
+	p = startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError})), io.Discard)
+	writes += p.createUsers(t, "after", 10)
+	eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if got := h.distinct(); got < writes {
+			return fmt.Errorf("%d of the %d events delivered (the 20 before the damage, the 10 after)", got, writes)
+		}
+		return nil
+	})
+	if !strings.Contains(logs.String(), "the stream lost its events") {
+		t.Errorf("nothing said at Error of a stream that lost its events:\n%s", logs)
+	}
+}
+
 // TestAnEventTheStreamRefusesIsQuarantined: an event the stream refuses
 // for good (an external stream whose max_msg_size an operator lowered) is
 // set aside in the quarantine, counted (scimrelay_outbox_quarantined_total,

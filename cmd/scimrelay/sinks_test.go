@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -448,4 +449,135 @@ func TestSinksListWithNATSAnsweringLate(t *testing.T) {
 		t.Errorf("sinks list of %d sinks took %s with NATS answering %s late, past README's 5 s", n, took, late)
 	}
 	slow.SetDelay(0) // the relay stops without waiting on it
+}
+
+// orderReceiver applies events as README's Order section says: the highest
+// subjectseq per mark (subject, or subject and member.value for member
+// events), kept after a delete; member events dropped once their group's
+// group.deleted is applied; a member not known yet taken from the member
+// event, unless its deletion was applied.
+type orderReceiver struct {
+	mu      sync.Mutex
+	marks   map[string]uint64
+	gone    map[string]bool            // Users/<id>, Groups/<id> whose delete was applied
+	users   map[string]string          // id: userName
+	members map[string]map[string]bool // group id: member ids
+	trace   []string                   // type and member of each event applied, in order
+}
+
+func (o *orderReceiver) apply(typ, subject string, sseq uint64, d events.Data) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	mark := subject
+	member := typ == "group.member_added" || typ == "group.member_removed"
+	if member {
+		mark += " " + d.Member.Value
+	}
+	if sseq <= o.marks[mark] || member && o.gone[subject] {
+		return
+	}
+	o.marks[mark] = sseq
+	o.trace = append(o.trace, typ)
+	switch typ {
+	case "user.created", "user.updated":
+		var u struct{ UserName string }
+		_ = json.Unmarshal(d.Resource, &u)
+		o.users[d.ID] = u.UserName
+	case "user.deleted":
+		delete(o.users, d.ID)
+		o.gone[subject] = true
+	case "group.deleted":
+		delete(o.members, d.ID)
+		o.gone[subject] = true
+	case "group.member_added":
+		if _, known := o.users[d.Member.Value]; d.Member.Type == "User" && !known && !o.gone["Users/"+d.Member.Value] {
+			o.users[d.Member.Value] = d.Member.UserName // a member not known yet
+		}
+		if o.members[d.ID] == nil {
+			o.members[d.ID] = map[string]bool{}
+		}
+		o.members[d.ID][d.Member.Value] = true
+	case "group.member_removed":
+		delete(o.members[d.ID], d.Member.Value)
+	}
+}
+
+// TestReceiverKeepsNoDeletedMember: a group's events held back behind a
+// failure reach the receiver after the user.deleted of a member they add
+// and remove. A receiver that takes an unknown member from a member event
+// would make the deleted user again, for good; one that keeps the deleted
+// user's mark does not.
+func TestReceiverKeepsNoDeletedMember(t *testing.T) {
+	o := &orderReceiver{marks: map[string]uint64{}, gone: map[string]bool{}, users: map[string]string{}, members: map[string]map[string]bool{}}
+	var mu sync.Mutex
+	failing := "" // the subject the receiver fails on
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		es, err := sinks.ReadDelivery(r.Header, body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		f := failing
+		mu.Unlock()
+		for _, e := range es {
+			if f != "" && e.Subject() == f {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+		}
+		for _, e := range es {
+			sseq, _ := events.SubjectSeq(e)
+			d, err := events.DataOf(e)
+			if err != nil {
+				t.Error(err)
+			}
+			o.apply(strings.TrimPrefix(e.Type(), "io.scimrelay."), e.Subject(), sseq, d)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t, t.TempDir())
+	withSink(cfg, "crm", srv.URL, nil)
+	p := startRelay(t, cfg, roleAll)
+
+	uid := p.scim("acme", acmeToken, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ann"}`).want(t, 201).str("id")
+	gid := p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"g"}`).want(t, 201).str("id")
+	mu.Lock()
+	failing = "Groups/" + gid
+	mu.Unlock()
+	p.scim("acme", acmeToken, "PATCH", "/Groups/"+gid, fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"add","path":"members","value":[{"value":%q}]}]}`, uid)).want(t, 204)
+	p.scim("acme", acmeToken, "DELETE", "/Users/"+uid, "").want(t, 204)
+	eventstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if !o.gone["Users/"+uid] {
+			return fmt.Errorf("user.deleted not applied yet")
+		}
+		return nil
+	})
+	mu.Lock()
+	failing = ""
+	mu.Unlock()
+	eventstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if o.marks["Groups/"+gid+" "+uid] < 3 {
+			return fmt.Errorf("the group's member events not applied yet")
+		}
+		return nil
+	})
+	p.scim("acme", acmeToken, "GET", "/Users/"+uid, "").want(t, 404)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if slices.Index(o.trace, "user.deleted") > slices.Index(o.trace, "group.member_added") {
+		t.Fatalf("the member_added did not come after the user.deleted: %v", o.trace)
+	}
+	if name, ok := o.users[uid]; ok {
+		t.Errorf("the receiver holds user %s (%s), deleted in the relay", uid, name)
+	}
+	if len(o.members[gid]) != 0 {
+		t.Errorf("group %s holds %v in the receiver, none in the relay", gid, o.members[gid])
+	}
 }
