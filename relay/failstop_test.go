@@ -359,6 +359,7 @@ func TestCheckCopy(t *testing.T) {
 		{"cut to its meta pages", write("metas.db", whole[:4*page]), "cut short"},
 		{"a damaged page", write("damaged.db", damaged(3*page)), "damaged"},
 		{"a damaged page in the middle", write("middle.db", damaged(len(whole)/2/page*page)), "damaged"},
+		{"keys out of order", write("keys.db", bytes.ReplaceAll(whole, []byte("user0150@"), []byte("user0001@"))), "out of order"},
 		{"another program's", other, "not a scimrelay data file"},
 		{"a later layout", later, fmt.Sprintf("layout version %d", layoutVersion+1)},
 		{"not bbolt", write("text.db", []byte("hello")), ""},

@@ -865,3 +865,65 @@ func TestReloadChangingManySlowSinksStopsThemAtOnce(t *testing.T) {
 		return nil
 	})
 }
+
+// TestFrontEndAfterLostStreamKeepsOthersTenants: the sink crm takes acme
+// and globex (the workers' relay.yaml). The NATS store loses its messages
+// (a damaged block, nats-server restarted), and front end A, of acme alone,
+// is the first to set the sink up after it: streamRenumbered deletes the
+// consumer and makes it again with globex kept (README, Filters: "the
+// start of one front end leaves the other's tenants in the sink"); before
+// (a review), it was made with A's filter alone.
+func TestFrontEndAfterLostStreamKeepsOthersTenants(t *testing.T) {
+	dir := t.TempDir()
+	port := eventstest.FreePort(t)
+	s := eventstest.RunServerAt(t, dir, port)
+	url := eventstest.URL(s)
+	_, js := eventstest.Connect(t, url)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, nil)
+	cfg := func(tenants ...string) Config {
+		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
+	}
+	_, stop := startWorker(t, Options{Sinks: []Config{cfg("acme", "globex")}, Tenants: []string{"acme", "globex"}, Heartbeat: fastHeartbeat}, url)
+	p := newPublisher(t, js)
+	var sent []string
+	for i := range 20 {
+		sent = append(sent, p.publish("acme", events.UserCreated, fmt.Sprint("a", i)))
+	}
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if got := ids(rc); len(got) < len(sent) {
+			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
+		}
+		return nil
+	})
+	stop()
+	s.Shutdown()
+	s.WaitForShutdown()
+	eventstest.DamageFirstBlock(t, dir)
+	s = eventstest.RunServerAt(t, dir, port)
+	_, js = eventstest.Connect(t, eventstest.URL(s))
+	// Front end A, of acme alone, starts first.
+	m, err := NewManager(Options{Sinks: []Config{cfg("acme")}, JS: js, Tenants: []string{"acme"}, SetupOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tenants []string
+	for _, f := range append(cons.CachedInfo().Config.FilterSubjects, cons.CachedInfo().Config.FilterSubject) {
+		if f != "" {
+			tenants = append(tenants, events.PatternTenant(f))
+		}
+	}
+	slices.Sort(tenants)
+	if !slices.Equal(tenants, []string{"acme", "globex"}) {
+		t.Fatalf("after front end A's start on the stream that lost its events, the sink's consumer takes %v, want [acme globex]", tenants)
+	}
+}

@@ -163,7 +163,7 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 // (TestConcurrentReloadsAddingASink).
 func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 	cfg := w.consumerConfig(partition)
-	for range 2 {
+	for range 3 { // a renumbered stream's consumer deleted, then made
 		cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
 		switch {
 		case err == nil:
@@ -173,7 +173,10 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 				// Deleted: made again from the stream's first event, as
 				// partition.recreate does ("deliver new" would skip what
 				// was published since the stream lost its events).
+				// The filter of the tenants this process does not
+				// configure is kept as for a consumer updated.
 				cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
+				cfg.FilterSubjects = w.othersKept(cfg.FilterSubjects, cons.CachedInfo().Config)
 				continue
 			}
 			was := cons.CachedInfo().Config
@@ -189,7 +192,7 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 		}
 		// Made meanwhile by another process: looked at again, its start kept.
 	}
-	return fmt.Errorf("consumer %s: made by another process and not found by this one, twice", cfg.Durable)
+	return fmt.Errorf("consumer %s: made or deleted by another process each time this one looked", cfg.Durable)
 }
 
 // othersKept is filter, a partition consumer's filter subjects of the
@@ -253,6 +256,15 @@ func (w *worker) streamRenumbered(ctx context.Context, info *jetstream.ConsumerI
 	w.renumberSeen = true
 	w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
 		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
+	// Another process of the deployment, set up at the same time, may
+	// have made it again meanwhile: that one is not deleted (the caller
+	// looks again). A delete racing another's create of the same name can
+	// leave nats-server a consumer without its store (err_code 10012 at
+	// every later start); looking again narrows that window, and does not
+	// close it.
+	if now, err := w.js.Consumer(ctx, events.StreamName, info.Name); err != nil || !now.CachedInfo().Created.Equal(info.Created) {
+		return true, nil
+	}
 	if err := w.js.DeleteConsumer(ctx, events.StreamName, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, err
 	}

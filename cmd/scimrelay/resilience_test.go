@@ -527,17 +527,7 @@ func TestStreamThatLostItsMessagesKeepsDelivering(t *testing.T) {
 	writes := p.createUsers(t, "before", 20)
 	waitDelivered(t, h, writes)
 	p.stop()
-	block := filepath.Join(cfg.NATSDir(), "jetstream", "$G", "streams", events.StreamName, "msgs", "1.blk")
-	b, err := os.ReadFile(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 40 {
-		b[i] ^= 0xff
-	}
-	if err := os.WriteFile(block, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	eventstest.DamageFirstBlock(t, cfg.NATSDir())
 	logs := &eventstest.Log{}
 	p = startRelayWith(t, cfg, roleAll, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError})), io.Discard)
 	writes += p.createUsers(t, "after", 10)

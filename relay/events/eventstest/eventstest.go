@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -47,6 +48,26 @@ func RunServer(t testing.TB) *server.Server {
 func RunServerAt(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
 	return RunServerWith(t, dir, port, nil)
+}
+
+// DamageFirstBlock damages the first record of the event stream's first
+// message block in dir, the store of a stopped server (RunServerAt's dir,
+// a relay's NATSDir), as a disk error does: nats-server then opens the
+// stream empty, its sequence back at 0, and keeps its consumers where
+// they were.
+func DamageFirstBlock(t testing.TB, dir string) {
+	t.Helper()
+	block := filepath.Join(dir, "jetstream", "$G", "streams", events.StreamName, "msgs", "1.blk")
+	b, err := os.ReadFile(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(block, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // RunServerWith is RunServerAt with the server's options changed by edit
