@@ -11,6 +11,8 @@ import (
 	"hash"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/scimrelay/scimrelay/scim"
 )
 
 // bbolt reuses the pages that deleted data leaves (events published, users
@@ -80,8 +82,7 @@ func contentDigest(db *bolt.DB) ([]byte, int, error) {
 	err := db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			n++
-			digestBucket(h, &n, name, b)
-			return nil
+			return digestBucket(h, &n, name, b)
 		})
 	})
 	return h.Sum(nil), n, err
@@ -89,7 +90,9 @@ func contentDigest(db *bolt.DB) ([]byte, int, error) {
 
 // digestBucket adds bucket b, named name, to h: each entry is written
 // with its length first, so that no two different contents read alike.
-func digestBucket(h hash.Hash, n *int, name []byte, b *bolt.Bucket) {
+// A key not after the one before it is an error: a damaged page, whose
+// keys read without a fault (readEveryPage).
+func digestBucket(h hash.Hash, n *int, name []byte, b *bolt.Bucket) error {
 	field := func(p []byte) {
 		var l [9]byte
 		if p == nil {
@@ -105,13 +108,21 @@ func digestBucket(h hash.Hash, n *int, name []byte, b *bolt.Bucket) {
 	binary.BigEndian.PutUint64(seq[:], b.Sequence())
 	h.Write(seq[:])
 	c := b.Cursor()
+	var prev []byte
 	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if prev != nil && bytes.Compare(prev, k) >= 0 {
+			return fmt.Errorf("it is damaged: in bucket %q a key is out of order", scim.Truncate(string(name), 64))
+		}
+		prev = k
 		*n++
 		field(k)
 		field(v)
 		if v == nil {
-			digestBucket(h, n, k, b.Bucket(k))
+			if err := digestBucket(h, n, k, b.Bucket(k)); err != nil {
+				return err
+			}
 		}
 	}
 	field([]byte("end"))
+	return nil
 }

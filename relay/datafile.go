@@ -7,15 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"os"
 	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/scimrelay/scimrelay/scim"
 )
 
 // The data file as a file: opened under its lock, checked as a copy
@@ -132,33 +129,10 @@ func readEveryPage(tx *bolt.Tx, size int64, what string) (err error) {
 	// Keys out of order (a leaf page's keys damaged, its header intact)
 	// read without a fault, yet the free list's rebuild at the open for
 	// writing checks their order and panics.
-	h := crc32.NewIEEE()
+	n := 0
 	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-		return readOrdered(h, name, b) // the read is the check; a cheap sum of it will do
+		return digestBucket(crc32.NewIEEE(), &n, name, b) // the read is the check; a cheap sum of it will do
 	})
-}
-
-// readOrdered reads every key and value of b and its nested buckets,
-// and says where a key is not after the one before it.
-func readOrdered(h hash.Hash, name []byte, b *bolt.Bucket) error {
-	var prev []byte
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if prev != nil && bytes.Compare(prev, k) >= 0 {
-			return fmt.Errorf("it is damaged: in bucket %q a key is out of order", scim.Truncate(string(name), 64))
-		}
-		prev = k
-		h.Write(k)
-		h.Write(v)
-		if v == nil {
-			if nb := b.Bucket(k); nb != nil {
-				if err := readOrdered(h, k, nb); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // Backup writes a consistent copy of the data file to w while the store

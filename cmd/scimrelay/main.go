@@ -58,7 +58,7 @@ func main() {
 // second is raised again. The signals stay caught throughout, into a
 // channel with room for both: handed back at the first (signal.Stop), a
 // second sent right behind it reached the process while it was still
-// caught, and was dropped (TestTwoSignalsBackToBackStopAtOnce).
+// caught, and was dropped (TestASecondSignalStopsAtOnce).
 func stopOnSignal() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)

@@ -294,7 +294,7 @@ func readiness(ctx context.Context, checks []Check) Readiness {
 			select { // an answer and the end at once: the answer
 			case err = <-answers[i]:
 			default:
-				err = fmt.Errorf("did not answer within %s", readinessTimeout)
+				err = errNoAnswer
 			}
 		}
 		if err != nil {
@@ -309,6 +309,9 @@ func readiness(ctx context.Context, checks []Check) Readiness {
 // readinessTimeout bounds one run of the readiness checks: for /readyz,
 // and for a scrape of scimrelay_ready.
 const readinessTimeout = 5 * time.Second
+
+// errNoAnswer is a check's failure when it has not answered by then.
+var errNoAnswer = fmt.Errorf("did not answer within %s", readinessTimeout)
 
 // readyDesc is scimrelay_ready{check}.
 var readyDesc = prometheus.NewDesc("scimrelay_ready",
@@ -350,7 +353,7 @@ func oneAtATime(checks []Check) []Check {
 			case r := <-run:
 				return r.Err
 			case <-ctx.Done():
-				return ctx.Err()
+				return errNoAnswer
 			}
 		}
 	}

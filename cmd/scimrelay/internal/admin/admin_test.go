@@ -1102,23 +1102,23 @@ func TestAHungCheckRunsOnceAtATime(t *testing.T) {
 		<-release
 		return nil
 	}}}})
-	readyz := func(wait time.Duration) int {
+	readyz := func(wait time.Duration) (int, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil).WithContext(ctx))
-		return rec.Code
+		return rec.Code, rec.Body.String()
 	}
 	for range 10 {
-		if code := readyz(10 * time.Millisecond); code != http.StatusServiceUnavailable {
-			t.Fatalf("/readyz while the store check hangs: %d, want 503", code)
+		if code, body := readyz(10 * time.Millisecond); code != http.StatusServiceUnavailable || !strings.Contains(body, "did not answer within") {
+			t.Fatalf("/readyz while the store check hangs: %d %q, want 503 saying it did not answer", code, body)
 		}
 	}
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("10 probes while the check hung started %d runs of it, want 1", n)
 	}
 	unblock()
-	if code := readyz(time.Minute); code != http.StatusOK {
+	if code, _ := readyz(time.Minute); code != http.StatusOK {
 		t.Fatalf("/readyz once the check answers: %d, want 200", code)
 	}
 }
