@@ -255,8 +255,16 @@ func TestRequiredAttributes(t *testing.T) {
 	create(t, named, "named", user(t, `"userName":"bob","name":{"familyName":"Lee"},"addresses":[{"locality":"Oslo"}]`))
 	_, err = named.Create(ctx, "named", user(t, `"userName":"cy","name":{"familyName":""},"addresses":[{"locality":"Oslo"}]`))
 	wantErr(t, err, scim.ErrInvalidValue, "attribute name is required in tenant named")
-	// Removing a required attribute is refused, and changes nothing.
+	// Removing a required attribute is refused, and changes nothing: by
+	// a PATCH with "mutability" (RFC 7644 §3.5.2.2), by a PUT leaving it
+	// out with "invalidValue", as a POST.
 	_, err = patch(t, s, "strict", scim.UserResourceType, u.ID(), `{"op":"remove","path":"name.givenName"}`)
+	wantErr(t, err, scim.ErrMutability, "attribute name.givenName is required in tenant strict: a PATCH may not remove it")
+	_, err = s.Update(ctx, "strict", scim.UserResourceType, u.ID(), func(cur *scim.Resource) (*scim.Update, error) {
+		next := cur.Clone()
+		next.Attrs["name"] = map[string]any{"familyName": "Lee"}
+		return &scim.Update{Resource: next, Changes: scim.Diff(cur, next)}, nil
+	})
 	wantErr(t, err, scim.ErrInvalidValue, "attribute name.givenName is required in tenant strict")
 	if got, _ := s.Get(ctx, "strict", scim.UserResourceType, u.ID()); got.Meta().Version != `W/"1"` {
 		t.Fatalf("a refused update changed the version to %s", got.Meta().Version)
@@ -292,6 +300,8 @@ func TestEmailMode(t *testing.T) {
 	if err != nil || page.Total != 1 || page.Resources[0].ID() != b.ID() {
 		t.Fatalf("lookup by work email: %+v %v", page, err)
 	}
+	_, err = patch(t, s, "safe", scim.UserResourceType, b.ID(), `{"op":"remove","path":"emails"}`)
+	wantErr(t, err, scim.ErrMutability, "a User needs an email in tenant safe, which tells users apart by their work email: a PATCH may not remove it")
 }
 
 // TestUnicodeCaseFolding: the index and uniqueness agree with the filter's

@@ -113,7 +113,7 @@ func (s *Store) prepareCreate(t *tenant, res *scim.Resource, members []scim.Memb
 	if p.entries, err = indexEntries(res); err != nil {
 		return nil, err
 	}
-	if err := checkRequired(t, nil, res); err != nil {
+	if err := checkRequired(t, nil, res, false); err != nil {
 		return nil, err
 	}
 	p.value = encodeRecord(&record{version: 1, subjectSeq: 1, res: res})
@@ -145,7 +145,7 @@ func (w *txWrite) create(tx *bolt.Tx, p *preparedCreate) error {
 	if t != p.t {
 		// The tenant was reloaded since the create was prepared: its
 		// required attributes are checked as they are now, as uniqueness is.
-		if err := checkRequired(t, nil, res); err != nil {
+		if err := checkRequired(t, nil, res, false); err != nil {
 			return w.refuse(err)
 		}
 	}
@@ -213,9 +213,9 @@ func (w *txWrite) inOrder(tb *bolt.Bucket, t *tenant, p *preparedCreate) (*prepa
 }
 
 // checkResource enforces the tenant's required attributes and uniqueness
-// on a resource about to replace cur.
-func checkResource(tb *bolt.Bucket, t *tenant, cur, r *scim.Resource) error {
-	if err := checkRequired(t, cur, r); err != nil {
+// on a resource about to replace cur (by a PATCH when patch is set).
+func checkResource(tb *bolt.Bucket, t *tenant, cur, r *scim.Resource, patch bool) error {
+	if err := checkRequired(t, cur, r, patch); err != nil {
 		return err
 	}
 	return checkUnique(tb, t, r)
@@ -226,8 +226,9 @@ func checkResource(tb *bolt.Bucket, t *tenant, cur, r *scim.Resource) error {
 // required attributes. A required attribute cur already lacked (stored
 // before the tenant required it: `required` and `unique` change on a
 // reload) does not hold up r's other changes, or Entra could not
-// deactivate such a user; a change may not remove one.
-func checkRequired(t *tenant, cur, r *scim.Resource) error {
+// deactivate such a user; a change may not remove one: a PATCH (patch)
+// that does is refused with "mutability", as RFC 7644 §3.5.2.2 says.
+func checkRequired(t *tenant, cur, r *scim.Resource, patch bool) error {
 	if r.Type == scim.GroupResourceType {
 		if r.String("displayName") == "" {
 			return scim.Errorf(scim.ErrInvalidValue, "attribute displayName is required")
@@ -237,13 +238,17 @@ func checkRequired(t *tenant, cur, r *scim.Resource) error {
 	if r.String("userName") == "" {
 		return scim.Errorf(scim.ErrInvalidValue, "attribute userName is required")
 	}
+	code, removing := scim.ErrInvalidValue, ""
+	if cur != nil && patch {
+		code, removing = scim.ErrMutability, ": a PATCH may not remove it"
+	}
 	for _, req := range t.required {
 		if !req.present.Match(r) && (cur == nil || req.present.Match(cur)) {
-			return scim.Errorf(scim.ErrInvalidValue, "attribute %s is required in tenant %s", req.path.String(), t.name)
+			return scim.Errorf(code, "attribute %s is required in tenant %s%s", req.path.String(), t.name, removing)
 		}
 	}
 	if t.uniqueEmail && r.WorkEmail() == "" && (cur == nil || cur.WorkEmail() != "") {
-		return scim.Errorf(scim.ErrInvalidValue, "a User needs an email in tenant %s, which tells users apart by their work email", t.name)
+		return scim.Errorf(code, "a User needs an email in tenant %s, which tells users apart by their work email%s", t.name, removing)
 	}
 	return nil
 }
@@ -410,7 +415,7 @@ func (w *txWrite) update(tx *bolt.Tx, tenantName string, rt *scim.ResourceType, 
 		if newEntries, err = indexEntries(next); err != nil {
 			return w.refuse(err)
 		}
-		if err := checkResource(tb, t, cur, next); err != nil {
+		if err := checkResource(tb, t, cur, next, u.Patch); err != nil {
 			return w.refuse(err)
 		}
 		// The stored state was indexed when it was written, so it cannot be too long.

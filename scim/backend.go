@@ -84,6 +84,10 @@ type Update struct {
 	// Resource. The backend decides which of them change anything: adding a
 	// member twice adds it once, removing an absent one removes nothing.
 	Members []MemberOp
+	// Patch marks a PATCH's update: a required attribute the stored state
+	// has and Resource lacks was removed, which RFC 7644 §3.5.2.2 refuses
+	// with "mutability" (a PUT leaving it out is "invalidValue").
+	Patch bool
 }
 
 // Changed reports whether the update changes anything.

@@ -529,7 +529,7 @@ func trimPathPrefix(err error, path string) string {
 // returns an Update with no changes.
 func (p *Patch) Apply(r *Resource) (*Update, error) {
 	next := r.Clone()
-	u := &Update{Resource: next}
+	u := &Update{Resource: next, Patch: true}
 	a := &applying{u: u, keys: foldedKeys{}}
 	for _, op := range p.ops {
 		if err := p.applyOp(next, op, a); err != nil {
