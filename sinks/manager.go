@@ -1024,3 +1024,56 @@ func (m *Manager) sink(name string) (*sinkRuntime, error) {
 	}
 	return s, nil
 }
+
+// Narrow is called by a reload before it serves tenants, the tenants it
+// configures: it writes the consumers of each sink that lists tenants
+// again where tenants holds one that neither the sink's last setup had
+// nor the sink, as next (the sinks the reload configures) lists it,
+// takes. Its filter may still take that tenant: one this process's
+// relay.yaml removed is kept as another front end's (othersKept), and a
+// tenant given the name again, a new customer, purged before or not,
+// was sent to the sink until a restart
+// (TestReaddedTenantReachesNoSinkThatDoesNotListIt). A delivery worker
+// serves no tenant: a front end's reload narrows the consumers they share.
+func (m *Manager) Narrow(ctx context.Context, tenants []string, next []Config) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.RLock()
+	cur := make([]*sinkRuntime, 0, len(m.order))
+	for _, name := range m.order {
+		cur = append(cur, m.sinks[name])
+	}
+	m.mu.RUnlock()
+	var errs []error
+	for _, s := range cur {
+		listed := s.cfg.Tenants
+		if i := slices.IndexFunc(next, func(c Config) bool { return c.Name == s.cfg.Name }); i >= 0 {
+			listed = next[i].Tenants
+		}
+		errs = append(errs, m.narrow(ctx, s, tenants, listed))
+	}
+	return errors.Join(errs...)
+}
+
+// narrow writes the consumers of s again with tenants as the process's
+// when tenants holds one that neither its worker's last setup had nor
+// listed (the sink's tenants) takes. The caller holds applyMu: setups
+// are its.
+func (m *Manager) narrow(ctx context.Context, s *sinkRuntime, tenants, listed []string) error {
+	w := s.worker
+	gains := slices.ContainsFunc(tenants, func(t string) bool {
+		return w != nil && !slices.Contains(w.scope, t) && !slices.Contains(listed, t)
+	})
+	if m.shared == nil || w == nil || len(w.tenants) == 0 || len(listed) == 0 || !gains {
+		return nil
+	}
+	w.scope = slices.Clone(tenants)
+	for p := range m.shared.partitions {
+		if err := events.Retry(ctx, "the consumers of sink "+s.cfg.Name, m.log, func(ctx context.Context) error {
+			return w.setupConsumer(ctx, p)
+		}); err != nil {
+			return fmt.Errorf("holding the consumers of sink %s to its tenants: %w", s.cfg.Name, err)
+		}
+	}
+	return nil
+}

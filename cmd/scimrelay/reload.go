@@ -134,6 +134,14 @@ func (s *server) reloadOnce(ctx context.Context) (admin.ReloadResult, error) {
 		return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
 	}
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
+		// Before a tenant added is served: a sink that does not list it
+		// may still take it (a tenant of the name removed earlier).
+		if so := sinkOptions(next); s.sinks != nil {
+			if err := s.sinks.Narrow(ctx, so.Tenants, so.Sinks); err != nil {
+				s.log.Error("reloading relay.yaml failed; the running configuration stays", "file", s.configPath, "err", err)
+				return res, fmt.Errorf("applying the tenants: %w", err)
+			}
+		}
 		if err := s.store.SetTenants(storeOptions(next, nil).Tenants); err != nil {
 			if errors.Is(err, relay.ErrBeingPurged) || errors.Is(err, relay.ErrSharedToken) {
 				s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay/events"
@@ -334,23 +335,31 @@ sinks:
 // consumersPending sums the events waiting in a sink's partition consumers.
 func consumersPending(t *testing.T, p *relayProc, sink string) int {
 	t.Helper()
+	n := 0
+	for _, info := range partitionConsumers(t, p, sink) {
+		n += int(info.NumPending) + info.NumAckPending
+	}
+	return n
+}
+
+// partitionConsumers reads a sink's partition consumers, by partition.
+func partitionConsumers(t *testing.T, p *relayProc, sink string) []*jetstream.ConsumerInfo {
+	t.Helper()
 	partitions, err := events.Partitions(context.Background(), p.srv.js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	infos := make([]*jetstream.ConsumerInfo, partitions)
 	for i := range partitions {
 		c, err := p.srv.js.Consumer(context.Background(), events.StreamName, fmt.Sprintf("scimrelay-sink-%s-P%d", sink, i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := c.Info(context.Background())
-		if err != nil {
+		if infos[i], err = c.Info(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		n += int(info.NumPending) + info.NumAckPending
 	}
-	return n
+	return infos
 }
 
 // deployedShape runs the deployed shape, a front end and two sink workers
@@ -1192,5 +1201,128 @@ func TestRemovedTenantLeavesTheRequestMetrics(t *testing.T) {
 	p.scim("globex", globexToken, "GET", "/Users", "").want(t, 401)
 	if n := series("globex"); n != 0 {
 		t.Errorf("a request to the removed tenant made %d lines of series under its name again", n)
+	}
+}
+
+// consumersTaking returns the partitions whose consumer of sink takes
+// tenant's events.
+func consumersTaking(t *testing.T, p *relayProc, sink, tenant string) []int {
+	t.Helper()
+	var taking []int
+	for i, info := range partitionConsumers(t, p, sink) {
+		for _, f := range append(info.Config.FilterSubjects, info.Config.FilterSubject) {
+			if f != "" && events.PatternTenant(f) == tenant {
+				taking = append(taking, i)
+			}
+		}
+	}
+	return taking
+}
+
+// TestReaddedTenantReachesNoSinkThatDoesNotListIt: sink crm takes acme
+// and globex. globex leaves (out of tenants and of crm's tenants in one
+// reload, as check requires), and stays in crm's consumers' filter as a
+// tenant this process does not configure; later a reload gives the name
+// to a new customer and leaves crm as it is, tenants [acme]. From the
+// moment the new globex is served, crm's consumers must not take it
+// ("events and tenants select what a sink is sent"): before, crm was sent
+// the new customer's events until a restart, purged before or not, and
+// while another sink's hand-over held the reload up.
+func TestReaddedTenantReachesNoSinkThatDoesNotListIt(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		purge, slow bool
+	}{
+		{"given back", false, false},
+		{"purged, then given back", true, false},
+		{"given back while another sink's hand-over waits", false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			crm, all := newHook(t), newHook(t)
+			reached, release := make(chan struct{}), make(chan struct{})
+			var reachedOnce, releaseOnce sync.Once
+			free := func() { releaseOnce.Do(func() { close(release) }) }
+			slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if body, _ := io.ReadAll(r.Body); bytes.Contains(body, []byte("slowpoke")) {
+					reachedOnce.Do(func() { close(reached) })
+					<-release
+				}
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			t.Cleanup(slow.Close)
+			t.Cleanup(free)
+			f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+			const newGlobexToken = "newcustomer-globex-token-ZZZZZZZZZZ"
+			sinks := func(crmTenants, slowTimeout string) string {
+				return "sinks:\n" + sinkYAML("crm", crm.URL) + "    tenants: [" + crmTenants + "]\n" + sinkYAML("all", all.URL) +
+					sinkYAML("slow", slow.URL) + "    tenants: [acme]\n    timeout: " + slowTimeout + "\n"
+			}
+			acmeOnly := "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+			f.write("limits:\n  rate: 0\n" + twoTenants + sinks("acme, globex", "20s"))
+			p := startReloadable(t, f.path, io.Discard)
+			user := func(tenant, token, name string) string {
+				r := p.scim(tenant, token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`)
+				r.want(t, 201)
+				return r.body["id"].(string)
+			}
+			has := func(h *hook, id string) bool {
+				return slices.ContainsFunc(h.received(), func(s string) bool { return strings.Contains(s, id) })
+			}
+			waitFor := func(h *hook, id string) {
+				t.Helper()
+				eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+					if !has(h, id) {
+						return fmt.Errorf("%s not received", id)
+					}
+					return nil
+				})
+			}
+			waitFor(crm, user("globex", globexToken, "gina"))
+
+			// globex leaves: out of tenants and of crm's tenants.
+			f.write("limits:\n  rate: 0\n" + acmeOnly + sinks("acme", "20s"))
+			reloadNow(t, p)
+			if len(consumersTaking(t, p, "crm", "globex")) == 0 {
+				t.Fatal("crm's consumers no longer take globex: the case this test is about (a tenant taken out of every relay.yaml stays in the filter) did not arise")
+			}
+			if c.purge { // as the reload's answer advises for a new customer
+				if code, stdout, stderr := cli(t, "tenant", "purge", "globex", "--yes", "--config", cliConfig(t, p, adminSecret)); code != exitOK {
+					t.Fatalf("tenant purge globex: %d %s %s", code, stdout, stderr)
+				}
+			}
+			if c.slow {
+				user("acme", acmeToken, "slowpoke")
+				select {
+				case <-reached:
+				case <-time.After(20 * time.Second):
+					t.Fatal("slow's receiver was not reached")
+				}
+			}
+
+			// A new customer is given the name; crm is left as it is (slow's
+			// timeout changes: its worker is handed over).
+			f.write("limits:\n  rate: 0\n" + acmeOnly + "  - name: globex\n    tokens: [" + newGlobexToken + "]\n" + sinks("acme", "21s"))
+			reloaded := make(chan error, 1)
+			go func() { _, err := p.srv.reload(context.Background()); reloaded <- err }()
+			eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+				if r, err := p.send("globex", newGlobexToken, "GET", "/Users?count=0", ""); err != nil || r.status != 200 {
+					return fmt.Errorf("the new globex is not served yet: %v %d", err, r.status)
+				}
+				return nil
+			})
+			if taking := consumersTaking(t, p, "crm", "globex"); len(taking) > 0 {
+				t.Errorf("the new globex is served while crm's consumers of partitions %v take it", taking)
+			}
+			fresh := user("globex", newGlobexToken, "newcustomer-alice")
+			waitFor(all, fresh)
+			free()
+			if err := <-reloaded; err != nil {
+				t.Fatal(err)
+			}
+			waitFor(crm, user("acme", acmeToken, "ann"))
+			if has(crm, fresh) {
+				t.Errorf("crm, whose tenants are [acme], received the new globex customer's user.created %s", fresh)
+			}
+		})
 	}
 }
