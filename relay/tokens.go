@@ -189,6 +189,20 @@ func (c *tokenCache) lastUseOf(id string, at time.Time) time.Time {
 
 func hashToken(secret string) [32]byte { return sha256.Sum256([]byte(secret)) }
 
+// StoredCredentialOf returns the stored credential, a tenant's token or an
+// OAuth client, whose secret is secret (revoked or expired too), if any:
+// serve refuses an admin token that is one, since the tenant's identity
+// provider holds it.
+func (s *Store) StoredCredentialOf(secret string) (Token, bool) {
+	c := s.tokens
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if st := c.byHash[hashToken(strings.TrimSpace(secret))]; st != nil {
+		return st.Token, true
+	}
+	return Token{}, false
+}
+
 func loadTokens(db *bolt.DB) (*tokenCache, error) {
 	c := &tokenCache{byID: map[string]*storedToken{}, byHash: map[[32]byte]*storedToken{}, used: map[string]*lastUse{},
 		expiredUse: lograte.New[string](ExpiredRefusalWarnEvery)}

@@ -267,6 +267,12 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if err := refuseTenantTokensOpeningAdmin(cfg, s.adminToken); err != nil {
 		return nil, err
 	}
+	if s.store != nil {
+		if cr, ok := s.store.StoredCredentialOf(s.adminToken); ok {
+			return nil, fmt.Errorf("the admin token in force (admin.token, or %s when it is empty) is the secret of %s %s of tenant %s; a tenant's credential must not open the admin API: set another admin token, and revoke that %s",
+				cfg.AdminTokenPath(), cr.Kind, cr.ID, cr.Tenant, cr.Kind)
+		}
+	}
 	if role != roleSinks {
 		s.reqLog = relay.NewRequestLog(s.store, logOptions(cfg), log.With("component", "provisioning-log"))
 		s.metrics = relay.NewMetrics(s.registry, s.store, s.reqLog)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
+	"github.com/scimrelay/scimrelay/config"
 	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -178,12 +179,21 @@ func wantStartRefused(t *testing.T, path, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard); err == nil {
+	wantConfigRefused(t, cfg, want)
+}
+
+// wantConfigRefused checks that serve refuses to start with cfg, saying
+// want, and returns what it said.
+func wantConfigRefused(t *testing.T, cfg *config.Config, want string) string {
+	t.Helper()
+	srv, err := newServer(context.Background(), cfg, roleAll, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil {
 		srv.close()
 		t.Fatalf("the relay started; want it refused, saying %q", want)
 	} else if !strings.Contains(err.Error(), want) {
 		t.Fatalf("start refused with %v; want it to say %q", err, want)
 	}
+	return err.Error()
 }
 
 // TestNoTenantTokenIsTheGeneratedAdminToken: with admin.token empty serve
@@ -218,4 +228,37 @@ func TestNoTenantTokenIsTheGeneratedAdminToken(t *testing.T) {
 	}
 	p.stop()
 	wantStartRefused(t, path, "tenants[1].tokens[0]: is the admin token in force")
+}
+
+// TestNoStoredCredentialIsTheAdminToken: an admin token that is the secret
+// of a tenant's stored token (`token create`, or the first token serve
+// writes to data_dir/initial-token, beside data_dir/admin.token) or of an
+// OAuth client would give that tenant's identity provider the admin API,
+// as a relay.yaml token would (TestNoTenantTokenIsTheGeneratedAdminToken):
+// a start with it is refused, naming the credential, not its secret.
+// Before, it started, and the one secret opened both.
+func TestNoStoredCredentialIsTheAdminToken(t *testing.T) {
+	for _, kind := range []string{"token", "client"} {
+		t.Run(kind, func(t *testing.T) {
+			cfg := testConfig(t, t.TempDir())
+			p := startRelay(t, cfg, roleAll)
+			req, err := http.NewRequest("POST", p.adminURL+"/admin/v1/"+kind+"s", strings.NewReader(`{"tenant":"acme","name":"entra"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+adminSecret)
+			req.Header.Set("Content-Type", "application/json")
+			r := do(t, req)
+			if r.status != http.StatusCreated {
+				t.Fatalf("creating acme's %s: %d %s", kind, r.status, r.raw)
+			}
+			secret := r.body["secret"].(string)
+			p.stop()
+			next := *cfg
+			next.Admin.Token = secret
+			if said := wantConfigRefused(t, &next, "is the secret of "+kind+" "); strings.Contains(said, secret) {
+				t.Errorf("the refusal shows the secret: %s", said)
+			}
+		})
+	}
 }
