@@ -136,6 +136,17 @@ func TestConsoleSessionAttacks(t *testing.T) {
 		t.Fatalf("another session was shown the secret:\n%s", res.body)
 	}
 	victim.get(shownAt).want(t, http.StatusOK, "Secret Token")
+
+	// A session cookie another service on the host (cookies ignore ports)
+	// plants for a deeper path is sent first (RFC 6265 §5.4): it reaches
+	// nothing, and the victim's own session still opens the pages under
+	// it. Before, the first cookie alone was read: the tenant pages sent
+	// the victim to sign in, whose clearing of the cookie dropped the real
+	// one, and no sign-in replaced the planted one.
+	tenantsUI, _ := url.Parse(p.adminURL + "/ui/tenants/")
+	victim.client.Jar.SetCookies(tenantsUI, []*http.Cookie{{Name: "scimrelay_console", Value: planted, Path: "/ui/tenants/"}})
+	victim.get("/ui/tenants/acme").want(t, http.StatusOK)
+	victim.get("/ui/").want(t, http.StatusOK)
 }
 
 // rawTail reads a console event stream line by line, comments (the

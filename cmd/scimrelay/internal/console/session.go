@@ -186,19 +186,22 @@ func (s *session) lastSeen() time.Time {
 
 // session returns the request's live session, or errSignIn.
 func (c *Console) session(r *http.Request) (*session, error) {
-	ck, err := r.Cookie(sessionCookie)
-	if err != nil {
-		return nil, errSignIn
-	}
 	// The live tail's stream, which the browser reconnects by itself
 	// when the connection drops, is no person's request: it does not
 	// keep the session alive (before, each reconnect did, and a tab left
 	// open behind a proxy that cuts long connections stayed signed in).
-	s, ok := c.sessions.get(ck.Value, r.URL.Path != Prefix+"events/stream")
-	if !ok {
-		return nil, errSignIn
+	use := r.URL.Path != Prefix+"events/stream"
+	// Every cookie of the name, not the first alone: another service on
+	// the host (cookies ignore ports) can plant one for a deeper path
+	// (/ui/tenants/), which the browser sends first; taking it alone
+	// signed the user out of those pages for good, and the sign-in page's
+	// clearing of the cookie dropped the real one.
+	for _, ck := range r.CookiesNamed(sessionCookie) {
+		if s, ok := c.sessions.get(ck.Value, use); ok {
+			return s, nil
+		}
 	}
-	return s, nil
+	return nil, errSignIn
 }
 
 // secure reports whether the browser reached the console over TLS: on the
