@@ -84,21 +84,33 @@ func CheckCopy(path string) error {
 
 // checkPages opens the file at path read-only (a shared lock, taken
 // within lockTimeout), reads every page it uses (readEveryPage; what
-// names the file in the error) and then runs then, when not nil, in the
-// same read.
+// names the file in the error), checks its tree (checkTree) and then runs
+// then, when not nil, in the same read.
 func checkPages(path, what string, then func(*bolt.Tx) error) error {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = db.Close() }()
+	leaveOpen := false
+	defer func() {
+		if !leaveOpen {
+			_ = db.Close()
+		}
+	}()
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
 	return db.View(func(tx *bolt.Tx) error {
-		if err := readEveryPage(tx, fi.Size(), what); err != nil || then == nil {
+		if err := readEveryPage(tx, fi.Size(), what); err != nil {
 			return err
+		}
+		if err := checkTree(tx); err != nil {
+			leaveOpen = true
+			return err
+		}
+		if then == nil {
+			return nil
 		}
 		return then(tx)
 	})
@@ -133,6 +145,24 @@ func readEveryPage(tx *bolt.Tx, size int64, what string) (err error) {
 	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 		return digestBucket(crc32.NewIEEE(), &n, name, b) // the read is the check; a cheap sum of it will do
 	})
+}
+
+// checkTree runs bbolt's own check of tx's file, every page of which
+// readEveryPage has read without a fault: the free list's rebuild checks
+// more than a walk of the keys reads (a branch page's keys, which the
+// walk steps past; no page used twice), and panicked where this returns
+// an error. After its first error bbolt's check goes on reading the file
+// in a goroutine of its own, which an unmapping would fault: the caller
+// must leave the file open (a mapping and a descriptor, in a process
+// about to end on the error).
+func checkTree(tx *bolt.Tx) error {
+	var damage error
+	for err := range tx.Check() {
+		if damage == nil {
+			damage = fmt.Errorf("it is damaged: %v", err)
+		}
+	}
+	return damage
 }
 
 // Backup writes a consistent copy of the data file to w while the store

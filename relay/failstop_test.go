@@ -4,6 +4,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -319,6 +320,49 @@ func TestCheckCopy(t *testing.T) {
 		}
 		return d
 	}
+	// A branch page's second key made lower than its first: the walk of
+	// the keys steps past it, bbolt's rebuild of the free list did not.
+	// The page is the root of a bucket (a free page may look like one).
+	branchKeyDamaged := func() []byte {
+		src := filepath.Join(t.TempDir(), "whole.db")
+		if err := os.WriteFile(src, whole, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true}) // tx.Page needs the free list
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var root int
+		var find func(tx *bolt.Tx, b *bolt.Bucket) error
+		find = func(tx *bolt.Tx, b *bolt.Bucket) error {
+			if p, err := tx.Page(int(b.Root())); err == nil && p != nil && p.Type == "branch" && p.Count >= 2 {
+				root = p.ID
+				return nil
+			}
+			return b.ForEachBucket(func(k []byte) error {
+				if root == 0 {
+					return find(tx, b.Bucket(k))
+				}
+				return nil
+			})
+		}
+		if err := db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				if root == 0 {
+					return find(tx, b)
+				}
+				return nil
+			})
+		}); err != nil || root == 0 {
+			t.Fatalf("no bucket whose root is a branch page of two keys: %v", err)
+		}
+		d := bytes.Clone(whole)
+		elem := root*page + 16 + 16 // 16 bytes of page header, then elements of 16 (pos, ksize, pgid)
+		pos, ksize := binary.LittleEndian.Uint32(d[elem:]), binary.LittleEndian.Uint32(d[elem+4:])
+		clear(d[elem+int(pos) : elem+int(pos)+int(ksize)])
+		return d
+	}
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
@@ -360,6 +404,7 @@ func TestCheckCopy(t *testing.T) {
 		{"a damaged page", write("damaged.db", damaged(3*page)), "damaged"},
 		{"a damaged page in the middle", write("middle.db", damaged(len(whole)/2/page*page)), "damaged"},
 		{"keys out of order", write("keys.db", bytes.ReplaceAll(whole, []byte("user0150@"), []byte("user0001@"))), "out of order"},
+		{"a branch page's keys out of order", write("branch.db", branchKeyDamaged()), "damaged"},
 		{"another program's", other, "not a scimrelay data file"},
 		{"a later layout", later, fmt.Sprintf("layout version %d", layoutVersion+1)},
 		{"not bbolt", write("text.db", []byte("hello")), ""},
