@@ -384,9 +384,13 @@ func runDeployedShape(t *testing.T, sinks string) *deployedShape {
 	return d
 }
 
-func (d *deployedShape) write(sinks string) {
+func (d *deployedShape) write(sinks string) { d.writeTenants(twoTenants, sinks) }
+
+// writeTenants writes every process's relay.yaml with these tenants (a
+// tenants: section) and sinks.
+func (d *deployedShape) writeTenants(tenants, sinks string) {
 	for i, path := range d.paths {
-		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n"+twoTenants+"sinks:\n%s",
+		text := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nadmin:\n  token: %s\nnats:\n  url: %s\n"+tenants+"sinks:\n%s",
 			filepath.Join(filepath.Dir(path), fmt.Sprint("data", i)), adminSecret, d.nats, sinks)
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			d.t.Fatal(err)
@@ -1226,16 +1230,18 @@ func consumersTaking(t *testing.T, p *relayProc, sink, tenant string) []int {
 // to a new customer and leaves crm as it is, tenants [acme]. From the
 // moment the new globex is served, crm's consumers must not take it
 // ("events and tenants select what a sink is sent"): before, crm was sent
-// the new customer's events until a restart, purged before or not, and
-// while another sink's hand-over held the reload up.
+// the new customer's events until a restart, purged before or not, while
+// another sink's hand-over held the reload up, and in the deployed shape
+// (a front end and two workers, each reloaded).
 func TestReaddedTenantReachesNoSinkThatDoesNotListIt(t *testing.T) {
 	for _, c := range []struct {
-		name        string
-		purge, slow bool
+		name                  string
+		purge, slow, deployed bool
 	}{
-		{"given back", false, false},
-		{"purged, then given back", true, false},
-		{"given back while another sink's hand-over waits", false, true},
+		{"given back", false, false, false},
+		{"purged, then given back", true, false, false},
+		{"given back while another sink's hand-over waits", false, true, false},
+		{"given back to a front end and two workers", false, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			crm, all := newHook(t), newHook(t)
@@ -1251,15 +1257,42 @@ func TestReaddedTenantReachesNoSinkThatDoesNotListIt(t *testing.T) {
 			}))
 			t.Cleanup(slow.Close)
 			t.Cleanup(free)
-			f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
 			const newGlobexToken = "newcustomer-globex-token-ZZZZZZZZZZ"
 			sinks := func(crmTenants, slowTimeout string) string {
-				return "sinks:\n" + sinkYAML("crm", crm.URL) + "    tenants: [" + crmTenants + "]\n" + sinkYAML("all", all.URL) +
+				return sinkYAML("crm", crm.URL) + "    tenants: [" + crmTenants + "]\n" + sinkYAML("all", all.URL) +
 					sinkYAML("slow", slow.URL) + "    tenants: [acme]\n    timeout: " + slowTimeout + "\n"
 			}
 			acmeOnly := "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
-			f.write("limits:\n  rate: 0\n" + twoTenants + sinks("acme, globex", "20s"))
-			p := startReloadable(t, f.path, io.Discard)
+			// write writes every process's relay.yaml; procs[0] serves SCIM.
+			var write func(tenants, sinks string)
+			var procs []*relayProc
+			if c.deployed {
+				d := runDeployedShape(t, sinks("acme, globex", "20s"))
+				write, procs = d.writeTenants, d.procs
+			} else {
+				f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+				write = func(tenants, sinks string) { f.write("limits:\n  rate: 0\n" + tenants + "sinks:\n" + sinks) }
+				write(twoTenants, sinks("acme, globex", "20s"))
+				procs = []*relayProc{startReloadable(t, f.path, io.Discard)}
+			}
+			p := procs[0]
+			// reload reloads every process at once; wait runs while they
+			// may still be under way (slow's hand-over holds them until
+			// free).
+			reload := func(wait func()) {
+				errs := make(chan error, len(procs))
+				for _, q := range procs {
+					go func() { _, err := q.srv.reload(context.Background()); errs <- err }()
+				}
+				if wait != nil {
+					wait()
+				}
+				for range procs {
+					if err := <-errs; err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			user := func(tenant, token, name string) string {
 				r := p.scim(tenant, token, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`"}`)
 				r.want(t, 201)
@@ -1280,8 +1313,8 @@ func TestReaddedTenantReachesNoSinkThatDoesNotListIt(t *testing.T) {
 			waitFor(crm, user("globex", globexToken, "gina"))
 
 			// globex leaves: out of tenants and of crm's tenants.
-			f.write("limits:\n  rate: 0\n" + acmeOnly + sinks("acme", "20s"))
-			reloadNow(t, p)
+			write(acmeOnly, sinks("acme", "20s"))
+			reload(nil)
 			if len(consumersTaking(t, p, "crm", "globex")) == 0 {
 				t.Fatal("crm's consumers no longer take globex: the case this test is about (a tenant taken out of every relay.yaml stays in the filter) did not arise")
 			}
@@ -1301,24 +1334,22 @@ func TestReaddedTenantReachesNoSinkThatDoesNotListIt(t *testing.T) {
 
 			// A new customer is given the name; crm is left as it is (slow's
 			// timeout changes: its worker is handed over).
-			f.write("limits:\n  rate: 0\n" + acmeOnly + "  - name: globex\n    tokens: [" + newGlobexToken + "]\n" + sinks("acme", "21s"))
-			reloaded := make(chan error, 1)
-			go func() { _, err := p.srv.reload(context.Background()); reloaded <- err }()
-			eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-				if r, err := p.send("globex", newGlobexToken, "GET", "/Users?count=0", ""); err != nil || r.status != 200 {
-					return fmt.Errorf("the new globex is not served yet: %v %d", err, r.status)
+			write(acmeOnly+"  - name: globex\n    tokens: ["+newGlobexToken+"]\n", sinks("acme", "21s"))
+			var fresh string
+			reload(func() {
+				eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+					if r, err := p.send("globex", newGlobexToken, "GET", "/Users?count=0", ""); err != nil || r.status != 200 {
+						return fmt.Errorf("the new globex is not served yet: %v %d", err, r.status)
+					}
+					return nil
+				})
+				if taking := consumersTaking(t, p, "crm", "globex"); len(taking) > 0 {
+					t.Errorf("the new globex is served while crm's consumers of partitions %v take it", taking)
 				}
-				return nil
+				fresh = user("globex", newGlobexToken, "newcustomer-alice")
+				waitFor(all, fresh)
+				free()
 			})
-			if taking := consumersTaking(t, p, "crm", "globex"); len(taking) > 0 {
-				t.Errorf("the new globex is served while crm's consumers of partitions %v take it", taking)
-			}
-			fresh := user("globex", newGlobexToken, "newcustomer-alice")
-			waitFor(all, fresh)
-			free()
-			if err := <-reloaded; err != nil {
-				t.Fatal(err)
-			}
 			waitFor(crm, user("acme", acmeToken, "ann"))
 			if has(crm, fresh) {
 				t.Errorf("crm, whose tenants are [acme], received the new globex customer's user.created %s", fresh)
