@@ -887,22 +887,9 @@ func TestFrontEndAfterLostStreamKeepsOthersTenants(t *testing.T) {
 		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
 	}
 	_, stop := startWorker(t, Options{Sinks: []Config{cfg("acme", "globex")}, Tenants: []string{"acme", "globex"}, Heartbeat: fastHeartbeat}, url)
-	p := newPublisher(t, js)
-	var sent []string
-	for i := range 20 {
-		sent = append(sent, p.publish("acme", events.UserCreated, fmt.Sprint("a", i)))
-	}
-	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if got := ids(rc); len(got) < len(sent) {
-			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
-		}
-		return nil
-	})
+	publishDelivered(t, newPublisher(t, js), rc, 20, "a")
 	stop()
-	s.Shutdown()
-	s.WaitForShutdown()
-	eventstest.DamageFirstBlock(t, dir)
-	s = eventstest.RunServerAt(t, dir, port)
+	s = eventstest.RestartLosingEvents(t, s, dir, port)
 	_, js = eventstest.Connect(t, eventstest.URL(s))
 	// Front end A, of acme alone, starts first.
 	m, err := NewManager(Options{Sinks: []Config{cfg("acme")}, JS: js, Tenants: []string{"acme"}, SetupOnly: true})

@@ -49,6 +49,9 @@ type partition struct {
 
 	// renumberSaid is set once renumbered has logged.
 	renumberSaid atomic.Bool
+	// reconnects is the connection's reconnect count when findHandedOver
+	// last found the stream not behind the consumer (lostUnderway).
+	reconnects atomic.Uint64
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
@@ -781,6 +784,9 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 		return // the next look; a consumer that is gone shows in consume
 	}
 	pin := pinned(info)
+	if p.lostUnderway(info) {
+		return // the consumer deleted: consume returns and acquire takes the new one
+	}
 	p.findLostTail(info, pin)
 	p.findLostAcks(info, pin)
 	p.mu.Lock()
@@ -805,6 +811,60 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	p.mu.Lock()
 	p.seenDelivered = delivered
 	p.mu.Unlock()
+}
+
+// lostUnderway looks, after the connection to NATS was made again, for a
+// stream that lost its events meanwhile (a damaged block of nats-server's
+// store, the server restarted: the stream numbers new events from 0 again
+// and the consumer keeps its position), as a setup does
+// (worker.streamRenumbered). The consumer, past the stream's end, passed
+// over every event stored since up to its old position, readyz all ok
+// (TestLostStreamUnderRunningWorkers). Found so twice, 2 s apart, it is
+// made again from the stream's first event by this worker, which holds the
+// partition's claim, under the partition's recovery (recoverConsumer),
+// and reports true.
+func (p *partition) lostUnderway(info *jetstream.ConsumerInfo) bool {
+	nc := p.w.js.Conn()
+	if nc == nil {
+		return false
+	}
+	reconnects := nc.Stats().Reconnects
+	if reconnects == p.reconnects.Load() {
+		return false
+	}
+	at := max(info.Delivered.Stream, info.AckFloor.Stream)
+	var last uint64
+	for i := range 2 {
+		if i > 0 && !p.pause(2*time.Second) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
+		st, err := p.w.js.Stream(ctx, events.StreamName)
+		cancel()
+		if err != nil {
+			return false // the next look
+		}
+		if last = st.CachedInfo().State.LastSeq; at <= last {
+			p.reconnects.Store(reconnects)
+			return false
+		}
+	}
+	p.w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
+		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
+	cfg := p.w.consumerConfig(p.n)
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
+	cfg.FilterSubjects = p.w.othersKept(cfg.FilterSubjects, info.Config)
+	p.mu.Lock()
+	p.highest, p.floor, p.consumed = 0, 0, 0
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(p.ctx, 4*apiTimeout)
+	defer cancel()
+	if err := p.w.recoverConsumer(ctx, p.n, info, cfg); err != nil {
+		p.w.log.Warn("recreating the consumer of a stream that lost its events failed; will look again", "partition", p.n, "err", err)
+		return false
+	}
+	p.reconnects.Store(reconnects)
+	return true
 }
 
 // A lane whose park write failed is parked again no sooner than

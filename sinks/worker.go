@@ -163,21 +163,26 @@ func (w *worker) consumerConfig(partition int) jetstream.ConsumerConfig {
 // (TestConcurrentReloadsAddingASink).
 func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 	cfg := w.consumerConfig(partition)
-	for range 3 { // a renumbered stream's consumer deleted, then made
+	for range 3 { // a renumbered stream's consumer made again, or another's recovery waited for
 		cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
 		switch {
 		case err == nil:
 			if renumbered, err := w.streamRenumbered(ctx, cons.CachedInfo()); err != nil {
 				return err
 			} else if renumbered {
-				// Deleted: made again from the stream's first event, as
+				// Made again from the stream's first event, as
 				// partition.recreate does ("deliver new" would skip what
-				// was published since the stream lost its events).
-				// The filter of the tenants this process does not
-				// configure is kept as for a consumer updated.
-				cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
-				cfg.FilterSubjects = w.othersKept(cfg.FilterSubjects, cons.CachedInfo().Config)
-				continue
+				// was published since the stream lost its events), by
+				// whoever holds the partition's recovery; the filter of
+				// the tenants this process does not configure is kept
+				// as for a consumer updated.
+				again := cfg
+				again.DeliverPolicy, again.OptStartSeq, again.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
+				again.FilterSubjects = w.othersKept(cfg.FilterSubjects, cons.CachedInfo().Config)
+				if err := w.recoverConsumer(ctx, partition, cons.CachedInfo(), again); err != nil {
+					return err
+				}
+				continue // looked at again: this one's, or another's
 			}
 			was := cons.CachedInfo().Config
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
@@ -187,12 +192,132 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 		case !errors.Is(err, jetstream.ErrConsumerNotFound):
 			return err
 		}
+		// Not there: perhaps deleted by another process that is making it
+		// again from the stream's first event. Made here with "deliver
+		// new" meanwhile, it would win that process's create and skip
+		// every event stored since the stream lost its events.
+		waited, interrupted, err := w.awaitRecovery(ctx, partition)
+		if err != nil {
+			return err
+		}
+		if interrupted {
+			// Its holder stopped between its delete and its create: made
+			// here as it would have made it.
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
+		} else if waited {
+			continue
+		}
 		if _, err = w.js.CreateConsumer(ctx, events.StreamName, cfg); !errors.Is(err, jetstream.ErrConsumerExists) {
 			return err
 		}
 		// Made meanwhile by another process: looked at again, its start kept.
 	}
 	return fmt.Errorf("consumer %s: made or deleted by another process each time this one looked", cfg.Durable)
+}
+
+// recoveryKey is the key of the sink's parking bucket that a process
+// holds while it deletes partition n's consumer, found past the end of a
+// stream that lost its events, and makes it again: the processes of a
+// deployment set up at once (a rolling start after the NATS store was
+// damaged) each found it so, and each deleted it and made it again. One
+// deleted the consumer another had just made, which could leave
+// nats-server a consumer without its store (err_code 10012 at every
+// later setup), and one that looked in between found none and made it
+// with "deliver new", which won the other's create and skipped every
+// event stored since the loss (TestLostStreamConcurrentSetups).
+func recoveryKey(partition int) string { return "recover." + strconv.Itoa(partition) }
+
+// recoveryStale is how old a recovery's key is taken to be left by a
+// process that stopped while it held it.
+const recoveryStale = 30 * time.Second
+
+// recoveryBucket opens the sink's parking bucket, nil when there is none
+// yet (a sink set up for the first time has no consumer to recover).
+func (w *worker) recoveryBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := w.js.KeyValue(ctx, parkingBucketName(w.name))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	return kv, err
+}
+
+// awaitRecovery waits while another process holds partition n's recovery
+// (recoveryKey), and reports whether there was one, and whether it was
+// left by a process that stopped while it held it (recoveryStale: it is
+// let go of here).
+func (w *worker) awaitRecovery(ctx context.Context, partition int) (waited, interrupted bool, err error) {
+	kv, err := w.recoveryBucket(ctx)
+	if kv == nil || err != nil {
+		return false, false, err
+	}
+	for {
+		e, err := kv.Get(ctx, recoveryKey(partition))
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return waited, false, nil
+		}
+		if err != nil {
+			return waited, false, err
+		}
+		if time.Since(e.Created()) > recoveryStale {
+			if err := kv.Delete(ctx, recoveryKey(partition), jetstream.LastRevision(e.Revision())); err != nil && !casConflict(err) {
+				return waited, false, err
+			}
+			w.log.Warn("a partition's consumer recovery was left by a process that stopped while it held it; let go of it", "partition", partition, "holder", string(e.Value()))
+			return true, true, nil
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			return waited, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// recoverConsumer deletes partition n's consumer, found as info past the
+// stream's end, and makes it again as cfg, holding the partition's
+// recovery (recoveryKey) meanwhile; held by another process, it waits for
+// that one to end. The caller looks at the consumer again either way.
+func (w *worker) recoverConsumer(ctx context.Context, partition int, info *jetstream.ConsumerInfo, cfg jetstream.ConsumerConfig) error {
+	kv, err := w.recoveryBucket(ctx)
+	if err != nil {
+		return err
+	}
+	if kv != nil {
+		if _, err := kv.Create(ctx, recoveryKey(partition), []byte(w.members.id)); casConflict(err) {
+			_, _, err := w.awaitRecovery(ctx, partition)
+			return err
+		} else if err != nil {
+			return err
+		}
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
+			defer cancel()
+			if err := kv.Delete(dctx, recoveryKey(partition)); err != nil {
+				w.log.Warn("letting go of a partition's consumer recovery failed; the others set up wait for it to age", "partition", partition, "err", err, "wait", recoveryStale)
+			}
+		}()
+	}
+	// Another process may have made it again before this one held the
+	// recovery: that one is kept.
+	now, err := w.js.Consumer(ctx, events.StreamName, info.Name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		_, err = w.js.CreateConsumer(ctx, events.StreamName, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			return nil
+		}
+		return err
+	}
+	if err != nil || !now.CachedInfo().Created.Equal(info.Created) {
+		return err
+	}
+	if err := w.js.DeleteConsumer(ctx, events.StreamName, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	if _, err = w.js.CreateConsumer(ctx, events.StreamName, cfg); errors.Is(err, jetstream.ErrConsumerExists) {
+		return nil
+	}
+	return err
 }
 
 // othersKept is filter, a partition consumer's filter subjects of the
@@ -222,8 +347,8 @@ func (w *worker) othersKept(filter []string, was jetstream.ConsumerConfig) []str
 }
 
 // streamRenumbered reports whether the event stream's last event is
-// before where the consumer info describes has reached, and then deletes
-// the consumer. The stream's sequence never goes back while it keeps its
+// before where the consumer info describes has reached (the caller
+// makes it again: recoverConsumer). The stream's sequence never goes back while it keeps its
 // store: such a stream lost its events (a message block of the embedded
 // NATS store damaged, which nats-server drops at its start, keeping the
 // stream and its consumers' positions) and numbers new ones from there
@@ -256,18 +381,6 @@ func (w *worker) streamRenumbered(ctx context.Context, info *jetstream.ConsumerI
 	w.renumberSeen = true
 	w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
 		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
-	// Another process of the deployment, set up at the same time, may
-	// have made it again meanwhile: that one is not deleted (the caller
-	// looks again). A delete racing another's create of the same name can
-	// leave nats-server a consumer without its store (err_code 10012 at
-	// every later start); looking again narrows that window, and does not
-	// close it.
-	if now, err := w.js.Consumer(ctx, events.StreamName, info.Name); err != nil || !now.CachedInfo().Created.Equal(info.Created) {
-		return true, nil
-	}
-	if err := w.js.DeleteConsumer(ctx, events.StreamName, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return false, err
-	}
 	return true, nil
 }
 

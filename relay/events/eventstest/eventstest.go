@@ -70,6 +70,18 @@ func DamageFirstBlock(t testing.TB, dir string) {
 	}
 }
 
+// RestartLosingEvents stops s, a server RunServerAt started on dir and
+// port, damages its event stream's first block (DamageFirstBlock) and
+// starts it again, on the same store and port: a stream that lost its
+// events.
+func RestartLosingEvents(t testing.TB, s *server.Server, dir string, port int) *server.Server {
+	t.Helper()
+	s.Shutdown()
+	s.WaitForShutdown()
+	DamageFirstBlock(t, dir)
+	return RunServerAt(t, dir, port)
+}
+
 // RunServerWith is RunServerAt with the server's options changed by edit
 // first (nil: none), e.g. to give it users and their permissions.
 func RunServerWith(t testing.TB, dir string, port int, edit func(*server.Options)) *server.Server {
