@@ -132,6 +132,20 @@ func TestRotatedOutTokenLeavesTheExpiryMetric(t *testing.T) {
 	}
 }
 
+// alertFiring returns the credentials whose expiry series the alert
+// (less than 14 days left) fires for, by id.
+func alertFiring(t *testing.T, s *Store, c *clock) []string {
+	t.Helper()
+	var ids []string
+	for id, at := range expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"] {
+		if at-float64(c.now().Unix()) < 14*86400 {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // TestExpiringAlertEndsOnceItsAdviceIsFollowed: ScimrelayCredentialExpiring
 // fires 14 days before a token expires and says to rotate it. Once
 // rotated, the token replaced is left out of the metric (and the daily
@@ -146,22 +160,14 @@ func TestExpiringAlertEndsOnceItsAdviceIsFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	firing := func() []string {
-		t.Helper()
-		var ids []string
-		for id, at := range expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"] {
-			if at-float64(c.now().Unix()) < 14*86400 {
-				ids = append(ids, id)
-			}
-		}
-		return ids
-	}
+	firing := func() []string { t.Helper(); return alertFiring(t, s, c) }
 	c.add(80 * 24 * time.Hour) // 10 days left: the alert fires, rightly
 	if got := firing(); !slices.Equal(got, []string{old.ID}) {
 		t.Fatalf("alert series 10 days before the expiry: %v, want %s", got, old.ID)
 	}
 	// Its advice: token rotate --tenant acme (90 days, an overlap of 24 h).
-	if _, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour); err != nil {
+	newSecret, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour)
+	if err != nil {
 		t.Fatal(err)
 	}
 	c.add(time.Minute) // the new token is in Entra
@@ -181,6 +187,15 @@ func TestExpiringAlertEndsOnceItsAdviceIsFollowed(t *testing.T) {
 	}
 	if got := firing(); !slices.Equal(got, []string{old.ID}) {
 		t.Errorf("the identity provider uses the replaced token, 24 h from its end: the alert fires for %v, want %s", got, old.ID)
+	}
+	// Then the new one is put in, and Entra uses it alone: the replaced
+	// token leaves the alert (before, it stayed for the whole overlap).
+	c.add(40 * time.Minute)
+	if err := s.Authenticate(ctx, "acme", newSecret); err != nil {
+		t.Fatal(err)
+	}
+	if got := firing(); len(got) != 0 {
+		t.Errorf("Entra uses the new token alone, yet the alert (advice: rotate) fires for %v, the token replaced", got)
 	}
 }
 
@@ -698,5 +713,98 @@ func TestRefusedCredentialOfAPurgedTenantNamesNoNewOne(t *testing.T) {
 	got := credentialSeries(t, s)
 	if r, a := got["refused"]["globex"], got["accepted"]["globex"]; r > a {
 		t.Errorf("globex configured anew after its purge: refused %v > accepted %v, so ScimrelayRefusedCredentials fires for a tenant nothing was refused of", r, a)
+	}
+}
+
+// TestClientExpiringAlertEndsOnceItsAdviceIsFollowed is
+// TestExpiringAlertEndsOnceItsAdviceIsFollowed for an OAuth client, as
+// Entra uses one: it holds an access token the old client was issued (up
+// to oauth.token_lifetime) and goes on presenting it after the client was
+// rotated and the new client put in; it asks the token endpoint (with the
+// new client) only once that access token expires.
+func TestClientExpiringAlertEndsOnceItsAdviceIsFollowed(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	oldSecret, old, err := s.Clients().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	firing := func() []string { t.Helper(); return alertFiring(t, s, c) }
+	c.add(80 * 24 * time.Hour) // 10 days left: the alert fires, rightly
+	// Entra's access token, issued a minute before the rotation.
+	at, err := s.IssueAccessToken(ctx, "acme", old.ID, oldSecret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := firing(); !slices.Equal(got, []string{old.ID}) {
+		t.Fatalf("alert series 10 days before the expiry: %v, want %s", got, old.ID)
+	}
+	c.add(time.Minute)
+	// Its advice: client rotate --tenant acme (90 days, an overlap of 24 h).
+	newSecret, next, _, err := s.Clients().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute) // the new client is in Entra
+	if got := firing(); len(got) != 0 {
+		t.Fatalf("right after the rotation the alert fires for %v", got)
+	}
+	// Entra's next SCIM request carries the access token it holds, which
+	// is good for the rest of its hour.
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatal(err)
+	}
+	if got := firing(); len(got) != 0 {
+		t.Errorf("Entra presents the access token it holds (issued before the rotation), and the alert (advice: rotate) fires again for %v, the client replaced", got)
+	}
+	c.add(time.Hour) // that access token expired; Entra asks with the new client
+	if _, err := s.IssueAccessToken(ctx, "acme", next.ID, newSecret, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := firing(); len(got) != 0 {
+		t.Errorf("Entra holds the new client and uses it alone, yet the alert (advice: rotate) fires for %v, the client it replaced (new client %s)", got, next.ID)
+	}
+	var buf bytes.Buffer
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	s.WarnExpiringTokens(done, slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
+	if strings.Contains(buf.String(), old.ID) {
+		t.Errorf("the daily warning names the client the rotation replaced, which Entra no longer uses:\n%s", buf.String())
+	}
+}
+
+// TestClientUsedAfterItsRotationStaysInTheAlert: an identity
+// provider that asks the token endpoint with the old client after the
+// rotation (the new one was not put in) keeps it in the alert, and so does
+// the use of an access token it was issued then.
+func TestClientUsedAfterItsRotationStaysInTheAlert(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	oldSecret, old, err := s.Clients().Create(ctx, "acme", "entra", c.now().Add(90*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(80 * 24 * time.Hour)
+	if _, _, _, err := s.Clients().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c.add(2 * time.Second)
+	at, err := s.IssueAccessToken(ctx, "acme", old.ID, oldSecret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := expirySeries(t, s)["scimrelay_token_expiry_timestamp_seconds"][old.ID]; !ok {
+		t.Fatal("the old client, used at the token endpoint after the rotation, is not in the metric")
+	}
+	if err := s.flushTokenUse(); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	if err := s.Authenticate(ctx, "acme", at.Token); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := s.Clients().List(ctx, "acme")
+	for _, cl := range list {
+		if cl.ID == old.ID && !cl.LastUsed.Equal(c.now()) {
+			t.Errorf("an access token issued after the rotation: last used %s, want %s", cl.LastUsed, c.now())
+		}
 	}
 }

@@ -611,17 +611,25 @@ func Expiries(list []Token, configured func(tenant string) bool, now time.Time) 
 	// whose advice is to rotate, fired through every overlap, and
 	// following it again cut the token just put into Entra to the overlap.
 	// Used since, it stays: the identity provider still holds it.
+	// Used since, but the identity provider has used a successor after
+	// that (the new one pasted in after a cycle or two with the old one),
+	// it goes again: the identity provider no longer uses it.
 	live, successor := map[tenantKind]bool{}, map[tenantKind]bool{}
+	successorUsed := map[tenantKind]time.Time{}
 	for _, t := range list {
 		if t.Source == "" && t.Live(now) {
 			live[t.group()] = true
 			if t.Replaced.IsZero() {
 				successor[t.group()] = true
+				if t.LastUsed.After(successorUsed[t.group()]) {
+					successorUsed[t.group()] = t.LastUsed
+				}
 			}
 		}
 	}
 	handedOver := func(t Token) bool {
-		return !t.Replaced.IsZero() && successor[t.group()] && !t.LastUsed.After(t.Replaced)
+		return !t.Replaced.IsZero() && successor[t.group()] &&
+			(!t.LastUsed.After(t.Replaced) || successorUsed[t.group()].After(t.LastUsed))
 	}
 	var out []Token
 	for _, t := range list {
