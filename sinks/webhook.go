@@ -679,7 +679,7 @@ func errorClass(res Result) string {
 	case errors.As(err, &dnsErr):
 		return classDNS
 	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid),
-		errors.As(err, &verify), errors.As(err, &record), errors.As(err, &alert):
+		errors.As(err, &verify), errors.As(err, &record), errors.As(err, &alert), handshakeRefused(err):
 		return classTLS
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return classRefused
@@ -689,6 +689,22 @@ func errorClass(res Result) string {
 		return classAnswer
 	}
 	return classOther
+}
+
+// handshakeRefused reports whether the TLS handshake failed in a way
+// the types above do not tell: an alert, the receiver's (it requires a
+// client certificate, shares no protocol version or cipher suite with the
+// relay) or the relay's, which crypto/tls returns as a *net.OpError
+// around a type of its own, and its other refusals, plain errors; each
+// says "tls: " first. Or Go's transport found plain HTTP where an https
+// URL wants TLS, which it says in a text of its own.
+func handshakeRefused(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if strings.HasPrefix(e.Error(), "tls: ") {
+			return true
+		}
+	}
+	return strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
 }
 
 // timedOut reports whether a request failed for want of an answer in time:

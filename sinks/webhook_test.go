@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -832,7 +833,8 @@ func TestTransportErrorsSayWhatToDo(t *testing.T) {
 // TestErrorClasses: a delivery that got no status is recorded with why, in
 // a word (what `sinks list` and the console show), from real failures on
 // loopback: nothing listening, a receiver that hangs up or never answers,
-// a certificate of its own, an address the SSRF guard refuses, headers
+// a certificate of its own, a handshake refused (an alert, or plain HTTP
+// on an https URL: "network" until 2026-12-07), an address the SSRF guard refuses, headers
 // too large; one with a status has none. A failed name lookup, which no
 // loopback test can make, is its error as the HTTP client wraps it.
 func TestErrorClasses(t *testing.T) {
@@ -859,6 +861,19 @@ func TestErrorClasses(t *testing.T) {
 	t.Cleanup(huge.Close)
 	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
 	t.Cleanup(failing.Close)
+	// Receivers whose certificate the relay trusts that refuse the
+	// handshake (with an alert, which crypto/tls returns as a type of its
+	// own: before, these were "network").
+	refusing := func(edit func(*tls.Config)) string {
+		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+		srv.TLS = &tls.Config{}
+		edit(srv.TLS)
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	trusted := x509.NewCertPool()
+	trusted.AddCert(ownCert.Certificate()) // every httptest server's
 	// Only the silent receiver's case waits for the timeout; the others
 	// fail without it, and are given long enough that a loaded machine
 	// (CI under -race: a TLS handshake past 2 s, a hang-up seen after
@@ -869,18 +884,28 @@ func TestErrorClasses(t *testing.T) {
 		allowPrivate bool
 		timeout      time.Duration
 		want         string
+		trust        bool // the httptest servers' certificate
 	}{
-		{"nothing listening", closed.URL, true, long, classRefused},
-		{"the receiver hangs up", hangUp.URL, true, long, classClosed},
-		{"no answer in time", silent.URL, true, short, classTimeout},
-		{"a certificate of its own", ownCert.URL, true, long, classTLS},
-		{"a private address", strings.Replace(failing.URL, "127.0.0.1", "localhost", 1), false, long, classBlocked},
-		{"headers too large", huge.URL, true, long, classAnswer},
-		{"a status", failing.URL, true, long, ""},
+		{"nothing listening", closed.URL, true, long, classRefused, false},
+		{"the receiver hangs up", hangUp.URL, true, long, classClosed, false},
+		{"no answer in time", silent.URL, true, short, classTimeout, false},
+		{"a certificate of its own", ownCert.URL, true, long, classTLS, false},
+		{"a client certificate required", refusing(func(c *tls.Config) { c.ClientAuth = tls.RequireAnyClientCert }), true, long, classTLS, true},
+		{"TLS 1.1 at most", refusing(func(c *tls.Config) { c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11 }), true, long, classTLS, true},
+		{"no cipher suite in common", refusing(func(c *tls.Config) {
+			c.MaxVersion, c.CipherSuites = tls.VersionTLS12, []uint16{tls.TLS_RSA_WITH_RC4_128_SHA}
+		}), true, long, classTLS, true},
+		{"plain HTTP on an https URL", "https://" + failing.Listener.Addr().String(), true, long, classTLS, true},
+		{"a private address", strings.Replace(failing.URL, "127.0.0.1", "localhost", 1), false, long, classBlocked, false},
+		{"headers too large", huge.URL, true, long, classAnswer, false},
+		{"a status", failing.URL, true, long, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := webhook(t, tc.url, func(o *WebhookOptions) {
 				o.Timeout, o.MaxRetries, o.AllowPrivate = tc.timeout, -1, tc.allowPrivate
+				if tc.trust {
+					o.rootCAs = trusted
+				}
 			}).Deliver(ctx, testEvent(t, events.UserCreated, "u1", 1))
 			if res.Err == nil {
 				t.Fatal("delivered")
