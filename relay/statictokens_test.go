@@ -135,4 +135,28 @@ func TestStaticTokenRemovedByReload(t *testing.T) {
 	if kept {
 		t.Error("the last use of a token no longer in relay.yaml is kept")
 	}
+	// Every relay.yaml token removed, with no stored credential: the
+	// tenant is given a token as a new tenant is (README, Tokens: revoke
+	// it to shut the tenant out), and none again once that is revoked.
+	o.Tenants[0].StaticTokens = nil
+	if err := s.SetTenants(o.Tenants); err != nil {
+		t.Fatal(err)
+	}
+	secret, created, err := s.EnsureToken(ctx, "acme", nil)
+	if err != nil || !created {
+		t.Fatalf("the tenant left with no credential: EnsureToken %t %v, want a token", created, err)
+	}
+	if err := s.Authenticate(ctx, "acme", secret); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = s.Tokens().List(ctx, "acme")
+	if len(list) != 1 || list[0].Name != "generated" {
+		t.Fatalf("the tenant's tokens: %+v, want the one generated", list)
+	}
+	if _, _, err := s.Tokens().Revoke(ctx, list[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := s.EnsureToken(ctx, "acme", nil); err != nil || created {
+		t.Fatalf("after its generated token was revoked: EnsureToken %t %v, want none", created, err)
+	}
 }
