@@ -312,7 +312,7 @@ func (c *Config) resolve() {
 	// A token from an environment variable filled from a file (a
 	// Kubernetes Secret) often ends in a newline, which no client sends.
 	c.Admin.Token = strings.TrimSpace(c.Admin.Token)
-	if !c.Embedded() && !c.isSet("nats.sync_interval") {
+	if !c.Embedded() && !c.Sets("nats.sync_interval") {
 		c.NATS.SyncInterval = Duration(ExternalSyncInterval)
 		c.syncAssumed = true
 	}
@@ -323,9 +323,9 @@ func (c *Config) resolve() {
 // the key out.
 func (c *Config) SyncIntervalAssumed() bool { return c.syncAssumed }
 
-// isSet reports whether the file sets field (a path such as
+// Sets reports whether the file sets field (a path such as
 // "nats.sync_interval"), as opposed to leaving it at its default.
-func (c *Config) isSet(field string) bool {
+func (c *Config) Sets(field string) bool {
 	_, ok := c.lines[field]
 	return ok
 }

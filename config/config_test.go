@@ -141,8 +141,8 @@ func TestExternalNATSSyncInterval(t *testing.T) {
 			if cfg.SyncIntervalAssumed() != (tt.want == ExternalSyncInterval && !tt.set) {
 				t.Errorf("SyncIntervalAssumed is %t", cfg.SyncIntervalAssumed())
 			}
-			if cfg.isSet("nats.sync_interval") != tt.set || cfg.isSet("nats.stream.duplicates") {
-				t.Errorf("isSet: nats.sync_interval %t (want %t), nats.stream.duplicates %t (want false)", cfg.isSet("nats.sync_interval"), tt.set, cfg.isSet("nats.stream.duplicates"))
+			if cfg.Sets("nats.sync_interval") != tt.set || cfg.Sets("nats.stream.duplicates") {
+				t.Errorf("Sets: nats.sync_interval %t (want %t), nats.stream.duplicates %t (want false)", cfg.Sets("nats.sync_interval"), tt.set, cfg.Sets("nats.stream.duplicates"))
 			}
 		})
 	}

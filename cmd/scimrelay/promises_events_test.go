@@ -249,7 +249,9 @@ func TestPublishedEventsWaitForTheDisk(t *testing.T) {
 // external NATS and leaves nats.sync_interval out makes the relay assume
 // nats-server's own default, 2m, and keep published events 6m; it says so
 // as a warning at start. The embedded server's 250ms would let it delete
-// events such a server had not yet written to disk.
+// events such a server had not yet written to disk. One that keeps
+// nats.listen (the example relay.yaml sets it), which an external NATS
+// leaves unused, is told so at start too.
 func TestExternalNATSWithoutSyncInterval(t *testing.T) {
 	for _, tt := range []struct {
 		name, sync string
@@ -258,6 +260,7 @@ func TestExternalNATSWithoutSyncInterval(t *testing.T) {
 	}{
 		{"unset", "", 3 * config.ExternalSyncInterval, true},
 		{"set", "  sync_interval: 10s\n", 30 * time.Second, false},
+		{"set, with nats.listen", "  sync_interval: 10s\n  listen: 127.0.0.1:4222\n", 30 * time.Second, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -278,6 +281,10 @@ func TestExternalNATSWithoutSyncInterval(t *testing.T) {
 			}
 			if n, err := p.srv.store.OutboxDepth(); err != nil || n != 1 {
 				t.Fatalf("the outbox holds %d events (%v) once JetStream has the one, want it kept", n, err)
+			}
+			listening := strings.Contains(tt.sync, "listen:")
+			if said := strings.Contains(logs.String(), "level=WARN msg=\"nats.listen is the embedded NATS server's listener"); said != listening {
+				t.Errorf("nats.listen set %t, said unused %t; the log:\n%s", listening, said, logs.String())
 			}
 		})
 	}

@@ -143,6 +143,12 @@ func newServer(ctx context.Context, cfg *config.Config, role string, log *slog.L
 	if why := clearTextOrigin(cfg); why != "" && role != roleSinks {
 		log.Warn("public_url: " + why)
 	}
+	if !cfg.Embedded() && cfg.Sets("nats.listen") {
+		// The example relay.yaml sets it: one switched to an external
+		// NATS by adding nats.url keeps a setting that does nothing.
+		log.Warn("nats.listen is the embedded NATS server's listener, and nats.url names an external NATS: the relay runs no NATS server and does not use nats.listen; remove it (subscribers connect to the external NATS)",
+			"nats.listen", cfg.NATS.Listen)
+	}
 	s := &server{cfg: cfg, role: role, log: log, out: out, registry: prometheus.NewRegistry(), keyCheck: events.KeyCheckInterval, maxReload: maxReload}
 	for _, o := range opts {
 		o(s)
