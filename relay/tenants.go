@@ -200,11 +200,8 @@ func (s *Store) tenantMap() map[string]*tenant { return *s.tenants.Load() }
 // refuses, and a tenant being purged (ErrBeingPurged), changing nothing. Requests under way finish with the tenant as
 // they found it.
 func (s *Store) SetTenants(list []TenantOptions) error {
-	tenants, err := Options{Tenants: list}.resolve()
+	tenants, err := s.admissible(list)
 	if err != nil {
-		return err
-	}
-	if err := s.tokens.refuseShared(tenants); err != nil {
 		return err
 	}
 	// Open upgraded the file, so its layout is layoutVersion. Through the
@@ -228,6 +225,33 @@ func (s *Store) SetTenants(list []TenantOptions) error {
 	s.tenants.Store(&tenants)
 	s.tokens.seen.forgetSeen(tenants)
 	return nil
+}
+
+// CheckTenants refuses what SetTenants would refuse of list for what the
+// store holds (a relay.yaml token that is another tenant's stored
+// credential, a tenant being purged), changing nothing: a reload checks
+// before it changes anything outside the store (the sinks' consumers).
+func (s *Store) CheckTenants(list []TenantOptions) error {
+	tenants, err := s.admissible(list)
+	if err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bolt.Tx) error { return refuseBeingPurged(tx, tenants) })
+}
+
+// admissible resolves list, refusing what Options.Check refuses and a
+// relay.yaml token that is another tenant's stored credential
+// (ErrSharedToken). A tenant being purged is refused in the transaction
+// that would change the tenants (refuseBeingPurged).
+func (s *Store) admissible(list []TenantOptions) (map[string]*tenant, error) {
+	tenants, err := Options{Tenants: list}.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.tokens.refuseShared(tenants); err != nil {
+		return nil, err
+	}
+	return tenants, nil
 }
 
 // HasTenant reports whether a tenant is configured.

@@ -669,29 +669,8 @@ func TestFrontEndsOfOtherTenantsKeepEachOthersInASink(t *testing.T) {
 		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
 	}
 	startWorker(t, Options{Sinks: []Config{cfg("acme", "globex")}, Tenants: []string{"acme", "globex", "initech"}, Heartbeat: fastHeartbeat}, url)
-	frontEnd := func(tenants []string, sink Config) *Manager {
-		_, js := eventstest.Connect(t, url)
-		m, err := NewManager(Options{Sinks: []Config{sink}, JS: js, Tenants: tenants, SetupOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Setup(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	filterTenants := func() []string {
-		cons, err := js.Consumer(ctx, events.StreamName, consumerName("crm", 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tenants []string
-		for _, f := range cons.CachedInfo().Config.FilterSubjects {
-			tenants = append(tenants, events.PatternTenant(f))
-		}
-		slices.Sort(tenants)
-		return tenants
-	}
+	frontEnd := func(tenants []string, sink Config) *Manager { return frontEndSinks(t, url, tenants, sink) }
+	filterTenants := func() []string { return consumerTenants(t, js, "crm") }
 	frontEnd([]string{"acme"}, cfg("acme"))
 	b := frontEnd([]string{"globex", "initech"}, cfg("globex"))
 	if got := filterTenants(); !slices.Equal(got, []string{"acme", "globex"}) {
@@ -711,6 +690,130 @@ func TestFrontEndsOfOtherTenantsKeepEachOthersInASink(t *testing.T) {
 	}
 	if got := filterTenants(); !slices.Equal(got, []string{"globex", "initech"}) {
 		t.Fatalf("after B's reload the sink's consumer takes %v, want [globex initech]", got)
+	}
+}
+
+// frontEndSinks is a front end's sinks manager (role scim: it sets the
+// sinks up and runs no worker), of these tenants, on the NATS at url.
+func frontEndSinks(t *testing.T, url string, tenants []string, sink Config) *Manager {
+	t.Helper()
+	_, js := eventstest.Connect(t, url)
+	m, err := NewManager(Options{Sinks: []Config{sink}, JS: js, Tenants: tenants, SetupOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// consumerTenants returns the tenants whose events sink's consumer of
+// partition 0 takes, sorted.
+func consumerTenants(t *testing.T, js jetstream.JetStream, sink string) []string {
+	t.Helper()
+	cons, err := js.Consumer(ctx, events.StreamName, consumerName(sink, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tenants []string
+	for _, f := range cons.CachedInfo().Config.FilterSubjects {
+		tenants = append(tenants, events.PatternTenant(f))
+	}
+	slices.Sort(tenants)
+	return tenants
+}
+
+// TestNarrowFailedThenRetriedNarrows: a reload giving a tenant's name back
+// while NATS is away fails "with the running configuration kept"; the
+// operator's next reload, NATS back, must still take the tenant out of the
+// consumers of the sink that does not list it.
+func TestNarrowFailedThenRetriedNarrows(t *testing.T) {
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	s := eventstest.RunServerAt(t, dir, port)
+	url := eventstest.URL(s)
+	_, js := eventstest.Connect(t, url)
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, nil)
+	cfg := func(tenants ...string) Config {
+		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
+	}
+	_, fjs := eventstest.Connect(t, url)
+	m, err := NewManager(Options{Sinks: []Config{cfg("acme", "globex")}, JS: fjs, Tenants: []string{"acme", "globex"}, SetupOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	filterTenants := func() []string {
+		_, js := eventstest.Connect(t, url) // the server may have been restarted
+		return consumerTenants(t, js, "crm")
+	}
+	// A reload takes globex out: the filter keeps it (othersKept).
+	m.SetTenants([]string{"acme"})
+	if _, err := m.Apply(ctx, []Config{cfg("acme")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := filterTenants(); !slices.Equal(got, []string{"acme", "globex"}) {
+		t.Fatalf("after globex's removal the filter is %v, want [acme globex]", got)
+	}
+	// A reload gives globex back while NATS is away: it fails.
+	s.Shutdown()
+	s.WaitForShutdown()
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = m.Narrow(short, []string{"acme", "globex"}, []Config{cfg("acme")})
+	cancel()
+	if err == nil {
+		t.Fatal("Narrow with NATS away succeeded")
+	}
+	// NATS back; the operator reloads again.
+	s = eventstest.RunServerAt(t, dir, port)
+	if err := m.Narrow(ctx, []string{"acme", "globex"}, []Config{cfg("acme")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := filterTenants(); !slices.Equal(got, []string{"acme"}) {
+		t.Fatalf("after the retried reload gave globex back, sink crm (tenants [acme]) still takes %v: the new customer's events reach it", got)
+	}
+}
+
+// TestReaddedTenantAfterAnotherFrontEndHadItReachesNoSinkThatDoesNotListIt:
+// front end A gives globex up (its sink crm, [acme], unchanged: its
+// worker keeps its scope), front end B takes globex, lists it in crm and
+// gives it up again (globex stays in the filter, kept as another's); A
+// then gives the name to a new customer. README: "until a process
+// configures it again: that reload first takes it out of the consumers of
+// each sink that does not list it".
+func TestReaddedTenantAfterAnotherFrontEndHadItReachesNoSinkThatDoesNotListIt(t *testing.T) {
+	js, url := onePartitionServer(t)
+	rc := newReceiver(t, nil)
+	cfg := func(tenants ...string) Config {
+		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })
+	}
+	// reload is what reloadOnce does with the sinks.
+	reload := func(m *Manager, tenants []string, sink Config) {
+		if err := m.Narrow(ctx, tenants, []Config{sink}); err != nil {
+			t.Fatal(err)
+		}
+		m.SetTenants(tenants)
+		if _, err := m.Apply(ctx, []Config{sink}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filterTenants := func() []string { return consumerTenants(t, js, "crm") }
+	a := frontEndSinks(t, url, []string{"acme", "globex"}, cfg("acme"))
+	b := frontEndSinks(t, url, []string{"initech"}, cfg("initech"))
+	reload(a, []string{"acme"}, cfg("acme"))                           // A gives globex up
+	reload(b, []string{"globex", "initech"}, cfg("globex", "initech")) // B takes it, crm lists it
+	reload(b, []string{"initech"}, cfg("initech"))                     // B gives it up: kept
+	if got := filterTenants(); !slices.Equal(got, []string{"acme", "globex", "initech"}) {
+		t.Fatalf("before A gives globex back the filter is %v, want [acme globex initech]", got)
+	}
+	reload(a, []string{"acme", "globex"}, cfg("acme")) // a new customer named globex on A
+	if got := filterTenants(); slices.Contains(got, "globex") {
+		t.Fatalf("after A gave globex to a new customer, sink crm (A lists [acme], B [initech]) takes %v: the new customer's events reach it", got)
 	}
 }
 

@@ -1061,17 +1061,27 @@ func (m *Manager) Narrow(ctx context.Context, tenants []string, next []Config) e
 // are its.
 func (m *Manager) narrow(ctx context.Context, s *sinkRuntime, tenants, listed []string) error {
 	w := s.worker
+	// Against the tenants the process serves (the last reload that took
+	// them), not the worker's scope: a worker whose sink a reload left
+	// unchanged keeps the scope of its setup, which may still hold a
+	// tenant given up since (and taken by another front end meanwhile),
+	// and a reload that failed after this wrote scope served nothing new.
 	gains := slices.ContainsFunc(tenants, func(t string) bool {
-		return w != nil && !slices.Contains(w.scope, t) && !slices.Contains(listed, t)
+		return w != nil && !slices.Contains(m.o.Tenants, t) && !slices.Contains(listed, t)
 	})
 	if m.shared == nil || w == nil || len(w.tenants) == 0 || len(listed) == 0 || !gains {
 		return nil
 	}
+	// Kept as it was when a write fails: the reload fails with the running
+	// configuration kept, and the next one must find the gain again and
+	// write every consumer (some may still take the tenant).
+	was := w.scope
 	w.scope = slices.Clone(tenants)
 	for p := range m.shared.partitions {
 		if err := events.Retry(ctx, "the consumers of sink "+s.cfg.Name, m.log, func(ctx context.Context) error {
 			return w.setupConsumer(ctx, p)
 		}); err != nil {
+			w.scope = was
 			return fmt.Errorf("holding the consumers of sink %s to its tenants: %w", s.cfg.Name, err)
 		}
 	}

@@ -134,6 +134,12 @@ func (s *server) reloadOnce(ctx context.Context) (admin.ReloadResult, error) {
 		return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
 	}
 	if s.store != nil && !reflect.DeepEqual(old.Tenants, next.Tenants) { // role sinks serves no tenant
+		// What the store would refuse is refused first: a refused reload
+		// keeps the running configuration, the consumers' filters too.
+		if err := s.store.CheckTenants(storeOptions(next, nil).Tenants); errors.Is(err, relay.ErrBeingPurged) || errors.Is(err, relay.ErrSharedToken) {
+			s.log.Error("reloading relay.yaml refused; the running configuration stays", "file", s.configPath, "err", err)
+			return res, fmt.Errorf("%w: %w", admin.ErrReloadRefused, err)
+		}
 		// Before a tenant added is served: a sink that does not list it
 		// may still take it (a tenant of the name removed earlier).
 		if so := sinkOptions(next); s.sinks != nil {

@@ -23,10 +23,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/admin"
 	"github.com/scimrelay/scimrelay/config"
+	"github.com/scimrelay/scimrelay/relay"
 	"github.com/scimrelay/scimrelay/relay/events"
 	"github.com/scimrelay/scimrelay/relay/events/eventstest"
 )
@@ -1355,5 +1356,44 @@ func TestReaddedTenantReachesNoSinkThatDoesNotListIt(t *testing.T) {
 				t.Errorf("crm, whose tenants are [acme], received the new globex customer's user.created %s", fresh)
 			}
 		})
+	}
+}
+
+// TestRefusedReloadKeepsARemovedTenantInTheFilter: globex leaves the relay
+// (its events the stream still holds are still sent: README, "a tenant
+// taken out of every relay.yaml stays in the filter ... until a process
+// configures it again"); a reload giving the name back is then refused
+// (its relay.yaml token is acme's stored token), "with the running
+// configuration kept". The consumers of crm must still take globex.
+func TestRefusedReloadKeepsARemovedTenantInTheFilter(t *testing.T) {
+	crm := newHook(t)
+	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
+	write := func(tenants, crmTenants string) {
+		f.write("limits:\n  rate: 0\n" + tenants + "sinks:\n" + sinkYAML("crm", crm.URL) + "    tenants: [" + crmTenants + "]\n")
+	}
+	acmeOnly := "tenants:\n  - name: acme\n    tokens: [" + acmeToken + "]\n"
+	write(twoTenants, "acme, globex")
+	p := startReloadable(t, f.path, io.Discard)
+	write(acmeOnly, "acme")
+	if _, err := p.srv.reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(consumersTaking(t, p, "crm", "globex")) == 0 {
+		t.Fatal("crm's consumers no longer take globex after it left: the case does not arise")
+	}
+	code, secret, stderr := cli(t, "token", "create", "--tenant", "acme", "--name", "entra", "--config", cliConfig(t, p, adminSecret))
+	if code != exitOK {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	secret = strings.TrimSpace(secret)
+	write(acmeOnly+"  - name: globex\n    tokens: ["+secret+"]\n", "acme")
+	if _, err := p.srv.reload(context.Background()); !errors.Is(err, relay.ErrSharedToken) {
+		t.Fatalf("a reload giving globex acme's stored token: %v, want it refused", err)
+	}
+	if p.scim("globex", globexToken, "GET", "/Users?count=0", "").status == 200 {
+		t.Fatal("globex is served after the refused reload")
+	}
+	if len(consumersTaking(t, p, "crm", "globex")) == 0 {
+		t.Errorf("the refused reload (running configuration kept, globex not served) took globex out of crm's consumers: the events of globex the stream still holds are no longer sent")
 	}
 }
