@@ -389,3 +389,32 @@ func TestOktaCustomAppPutsDeactivation(t *testing.T) {
 		}
 	}
 }
+
+// TestProjectionOfAWholeExtensionAndOneOfItsAttributes: attributes
+// naming a whole extension keeps it whole; naming one of its
+// sub-attributes too removes nothing of it from the answer (until
+// 2026-12-07 its tags were left out of a GET's answer and the whole
+// extension out of a POST's, and the projection wrote into the stored
+// resource's maps), and the event is the whole user.
+func TestProjectionOfAWholeExtensionAndOneOfItsAttributes(t *testing.T) {
+	s, do := servedTenant(t, TenantOptions{Name: "acme"})
+	const ext = "urn:custom:ext:1.0:User"
+	uid := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`","`+ext+`"],"userName":"ann","`+ext+`":{"tags":["a","b"],"badge":{"level":3}}}`, http.StatusCreated)["id"].(string)
+	q := "attributes=" + ext + "," + ext + ":tags.x"
+	res := do("GET", "/Users/"+uid+"?"+q, "", http.StatusOK)
+	e, _ := res[ext].(map[string]any)
+	if tags, _ := e["tags"].([]any); len(tags) != 2 {
+		t.Errorf("GET ?%s: %s holds %v, want its tags [a b] kept, the whole extension being asked for", q, ext, res[ext])
+	}
+	// The same projection on a POST's answer: the answer, not the event.
+	n := mark(t, s)
+	res = do("POST", "/Users?"+q, `{"schemas":["`+scim.UserSchema+`","`+ext+`"],"userName":"bob","`+ext+`":{"tags":["a","b"]}}`, http.StatusCreated)
+	e, _ = res[ext].(map[string]any)
+	if tags, _ := e["tags"].([]any); len(tags) != 2 {
+		t.Errorf("POST ?%s: answered %s %v, want its tags", q, ext, res[ext])
+	}
+	evs := eventsAfter(t, s, n)
+	if len(evs) != 1 || !strings.Contains(string(evs[0].data.Resource), `"tags":["a","b"]`) {
+		t.Errorf("the POST's event is not the whole user: %d events, %s", len(evs), evs[0].data.Resource)
+	}
+}

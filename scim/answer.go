@@ -121,8 +121,44 @@ func (h *Handler) appendResource(b []byte, c *call, res *Resource, proj *Project
 	}
 	if proj.keeps("groups", "$ref") {
 		l.base = c.base
+		if !proj.whole() {
+			// Each group's $ref is made from its value, which the
+			// projection may leave out (excludedAttributes=groups.value,
+			// attributes=groups.$ref): it is set before projecting.
+			res = withGroupRefs(res, c.base)
+		}
 	}
 	return proj.Apply(res).appendJSON(b, l)
+}
+
+// withGroupRefs returns res with each of its groups holding its $ref,
+// sharing the rest with res; res itself when it holds no groups.
+func withGroupRefs(res *Resource, base string) *Resource {
+	groups, ok := res.Attrs["groups"].([]any)
+	if !ok || len(groups) == 0 {
+		return res
+	}
+	out := &Resource{Type: res.Type, Attrs: make(map[string]any, len(res.Attrs))}
+	for k, v := range res.Attrs {
+		out.Attrs[k] = v
+	}
+	linked := make([]any, len(groups))
+	for i, g := range groups {
+		linked[i] = g
+		m, ok := g.(map[string]any)
+		id, _ := m["value"].(string)
+		if !ok || id == "" {
+			continue
+		}
+		c := make(map[string]any, len(m)+1)
+		for k, v := range m {
+			c[k] = v
+		}
+		c["$ref"] = Location(base, GroupResourceType, id)
+		linked[i] = c
+	}
+	out.Attrs["groups"] = linked
+	return out
 }
 
 // writeResource writes a resource, projected, with meta.location and $ref

@@ -165,19 +165,22 @@ func (p *Projection) Apply(r *Resource) *Resource {
 			out.Attrs[k] = v
 		}
 	} else {
+		// A path inside another one named (name.givenName beside name, an
+		// extension's attribute beside the whole extension) is already
+		// copied whole: copying it again would write into the values the
+		// whole copy shares with r, and keep only part of them.
 		for _, i := range p.include {
-			copyPath(out.Attrs, r.Attrs, i)
+			if !p.inWholeIncluded(i) {
+				copyPath(out.Attrs, r.Attrs, i)
+			}
 		}
 		for _, i := range p.include {
-			if i.Sub != "" {
+			if i.Sub != "" && !p.inWholeIncluded(i) {
 				dropEmptyElements(out.Attrs, i)
 			}
 		}
 		if id, ok := r.Attrs["id"]; ok {
 			out.Attrs["id"] = id
-		}
-		if _, ok := out.Attrs["meta"]; !ok && r.Attrs["meta"] != nil && p.keeps("meta", "location") {
-			out.Attrs["meta"] = map[string]any{} // for the location the answer adds
 		}
 	}
 	for _, e := range p.exclude {
@@ -186,7 +189,30 @@ func (p *Projection) Apply(r *Resource) *Resource {
 		}
 		removePath(out.Attrs, e)
 	}
+	// meta.location is added by the answer, not stored: it stays when
+	// meta's stored sub-attributes are all left out but it is not.
+	if _, ok := out.Attrs["meta"]; !ok && r.Attrs["meta"] != nil && p.keeps("meta", "location") {
+		out.Attrs["meta"] = map[string]any{} // for the location the answer adds
+	}
 	return out
+}
+
+// inWholeIncluded reports whether attributes also names something holding
+// i whole: i's attribute when i is a sub-attribute, i's extension when i
+// is one of its attributes.
+func (p *Projection) inWholeIncluded(i AttrPath) bool {
+	for _, j := range p.include {
+		if !strings.EqualFold(j.URN, i.URN) {
+			continue
+		}
+		if j.Name == "" && i.Name != "" && j.URN != "" {
+			return true // the whole extension
+		}
+		if j.Sub == "" && i.Sub != "" && strings.EqualFold(j.Name, i.Name) {
+			return true // the whole attribute
+		}
+	}
+	return false
 }
 
 // subKey is the key under which m holds p's sub-attribute: its name as

@@ -3,6 +3,7 @@
 package scim_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -168,6 +169,37 @@ func TestProjectionRefusesWhatIsNotAName(t *testing.T) {
 	for _, name := range []string{"nosuch", "emails.nosuch", "title.sub", "urn:ietf:params:scim:schemas:extension:Custom:2.0:User:badge", "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"} {
 		if r := ts.do("GET", "/Users/"+id+"?attributes="+url.QueryEscape("userName,"+name), "").want(t, 200); r.str("userName") != "ann" {
 			t.Errorf("attributes=userName,%s: %s", name, r.body)
+		}
+	}
+}
+
+// TestProjectionLeavesTheResourceAlone: Apply shares values with the
+// resource it projects and changes none of them, for every pair of
+// names in attributes and excludedAttributes, nested and overlapping
+// ones (a whole attribute or extension beside one of its sub-attributes)
+// included.
+func TestProjectionLeavesTheResourceAlone(t *testing.T) {
+	body := `{"schemas":["` + UserSchema + `","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User","urn:custom:ext:1.0:User"],"id":"x","userName":"ann","name":{"givenName":"Ann","familyName":"Lee"},"emails":[{"value":"a@x.com","type":"work"},{"type":"home","display":"B","value":"b@x.com"}],"addresses":[{"locality":"Oslo"},{"country":"NO","type":"work"}],"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"employeeNumber":"7","manager":{"value":"m1"}},"urn:custom:ext:1.0:User":{"tags":["a",{"x":1}],"badge":{"Level":3}}}`
+	names := []string{"name", "name.givenName", "emails", "emails.value", "emails.display", "addresses.locality", "addresses", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value", "urn:custom:ext:1.0:User", "urn:custom:ext:1.0:User:tags.x", "urn:custom:ext:1.0:User:badge.level", "URN:custom:ext:1.0:user", "userName", "id", "meta"}
+	for _, a := range names {
+		for _, b := range names {
+			for _, ex := range []string{"", a, b} {
+				for _, attrs := range []string{a + "," + b, ""} {
+					r, _, err := ParseResourceNoting(UserResourceType, []byte(body))
+					if err != nil {
+						t.Fatal(err)
+					}
+					before := r.AppendJSON(nil)
+					p, err := ParseProjection(UserResourceType, attrs, ex)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p.Apply(r).AppendJSON(nil)
+					if after := r.AppendJSON(nil); !bytes.Equal(before, after) {
+						t.Errorf("attributes=%s excluded=%s changed the resource:\n%s\n%s", attrs, ex, before, after)
+					}
+				}
+			}
 		}
 	}
 }
