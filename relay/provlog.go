@@ -7,11 +7,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -975,7 +977,16 @@ const logReadChunk = 4096
 // timeKey is the first key an entry at t or later can have.
 func timeKey(t time.Time) []byte {
 	k := make([]byte, 8)
-	binary.BigEndian.PutUint64(k, uint64(max(t.UnixNano(), 0)))
+	// UnixNano is undefined outside 1678-2262: a valid RFC 3339 until=
+	// such as 2300-01-01 wrapped to a negative number (an empty answer),
+	// and 1600-01-01 to a positive one (every entry).
+	switch {
+	case t.Before(time.Unix(0, 0)):
+	case t.After(time.Unix(0, math.MaxInt64)):
+		binary.BigEndian.PutUint64(k, math.MaxInt64)
+	default:
+		binary.BigEndian.PutUint64(k, uint64(t.UnixNano()))
+	}
 	return k
 }
 
@@ -1001,7 +1012,7 @@ func (l *RequestLog) Entry(_ context.Context, key string) (LogEntry, error) {
 		if err := json.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("decoding log entry %s: %w", key, err)
 		}
-		e.Key = key
+		e.Key = encodeLogKey(k)
 		return nil
 	})
 	return e, err
@@ -1074,8 +1085,11 @@ func encodeLogKey(k []byte) string { return fmt.Sprintf("%x", k) }
 var ErrInvalidLogKey = errors.New("not a log entry key")
 
 func decodeLogKey(s string) ([]byte, error) {
-	var k []byte
-	if _, err := fmt.Sscanf(s, "%x", &k); err != nil || len(k) != 16 {
+	// hex.DecodeString reads the whole string: fmt.Sscanf's %x stopped at
+	// the first byte not a hex digit and skipped leading spaces, taking
+	// "<key>junk" for the key.
+	k, err := hex.DecodeString(s)
+	if err != nil || len(k) != 16 {
 		return nil, fmt.Errorf("%q: %w", s, ErrInvalidLogKey)
 	}
 	return k, nil

@@ -19,7 +19,9 @@ import (
 // of a removed sink, the revocation of a token or client and the removal
 // of a subscriber take none; each acted on any body, {"dry_run":true} or
 // text saying not to, and audited what it did (an admin API review). Now
-// each is refused and nothing is done, then done without a body.
+// each is refused and nothing is done, then done without a body. So is
+// a query (?dry_run=true was ignored, and the action done, until
+// 2026-12-07).
 func TestActionsThatTakeNoBodyRefuseOne(t *testing.T) {
 	crm, _ := goneHook(t)
 	f := reloadFile{t: t, path: filepath.Join(t.TempDir(), "relay.yaml"), dataDir: t.TempDir()}
@@ -69,6 +71,10 @@ func TestActionsThatTakeNoBodyRefuseOne(t *testing.T) {
 			if r := admin(a.method, a.path, body.contentType, body.text); r.status != body.status {
 				t.Errorf("%s %s (%s) %q: %d %s, want %d and nothing done", a.method, a.path, body.contentType, body.text, r.status, r.raw, body.status)
 			}
+		}
+		// Nor a query: ?dry_run=true was ignored and the action done.
+		if r := admin(a.method, a.path+"?dry_run=true", "", ""); r.status != http.StatusBadRequest || !strings.Contains(string(r.raw), "dry_run") {
+			t.Errorf("%s %s?dry_run=true: %d %s, want 400 naming dry_run and nothing done", a.method, a.path, r.status, r.raw)
 		}
 	}
 	if after := logs.String()[before:]; strings.Contains(after, `"admin action"`) {

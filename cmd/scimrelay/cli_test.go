@@ -171,6 +171,12 @@ func TestCLIEventsTailAndBackup(t *testing.T) {
 	if code != exitOK || strings.Count(out, "\n") != 1 || !strings.Contains(out, "deactivated") {
 		t.Fatalf("events tail --from-seq: %d:\n%s", code, out)
 	}
+	// --from-seq 0 is every event of the tenant, as from_seq=0 is to the
+	// API (it was taken for the flag left out: none with --no-follow).
+	code, out, _ = cli(t, "events", "tail", "--tenant", "acme", "--from-seq", "0", "--no-follow", "--config", cfg)
+	if code != exitOK || strings.Count(out, "\n") != 2 {
+		t.Fatalf("events tail --from-seq 0: %d:\n%s", code, out)
+	}
 	if code, _, stderr := cli(t, "events", "tail", "--from-seq", "2", "--config", cfg); code != exitUsage || !strings.Contains(stderr, "--tenant") {
 		t.Errorf("--from-seq without --tenant: %d %s", code, stderr)
 	}

@@ -48,6 +48,8 @@ func TestCLIBadUsage(t *testing.T) {
 		{[]string{"serve", "--role", "everything"}, "must be all, scim or sinks"},                                   // refused while parsing
 		{[]string{"healthcheck", "--timeout", "-1s"}, "--timeout must be positive"},                                 //
 		{[]string{"events", "tail", "--since", "10m", "--from-seq", "3", "--tenant", "acme"}, "exclude each other"}, //
+		{[]string{"events", "tail", "--since", "10m", "--from-seq", "0", "--tenant", "acme"}, "exclude each other"}, // 0 is given too
+		{[]string{"events", "tail", "--from-seq", "0"}, "give --tenant too"},                                        //
 		{[]string{"token", "revoke", ""}, "ID is empty"},                                                            // an unset "$ID"
 		{[]string{"client", "revoke", " "}, "ID is empty"},                                                          //
 		{[]string{"sinks", "forget", "", "--yes"}, "NAME is empty"},                                                 //

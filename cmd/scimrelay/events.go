@@ -35,10 +35,13 @@ follows the stream until interrupted unless --no-follow is given.`,
   scimrelay events tail --tenant acme --from-seq 1200 --no-follow | jq .type`,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if since != "" && fromSeq > 0 {
+			// --from-seq 0 is a start given (every event, as from_seq=0
+			// is to the API), not the flag left out.
+			seqGiven := cmd.Flags().Changed("from-seq")
+			if since != "" && seqGiven {
 				return usageError{errors.New("--since and --from-seq exclude each other")}
 			}
-			if fromSeq > 0 && tenant == "" {
+			if seqGiven && tenant == "" {
 				return usageError{errors.New("--from-seq counts a tenant's events: give --tenant too")}
 			}
 			c, err := adminClientOf(cmd)
@@ -56,7 +59,7 @@ follows the stream until interrupted unless --no-follow is given.`,
 					q.Set(k, v)
 				}
 			}
-			if fromSeq > 0 {
+			if seqGiven {
 				q.Set("from_seq", strconv.FormatUint(fromSeq, 10))
 			}
 			if noFollow {

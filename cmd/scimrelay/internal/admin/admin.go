@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/scimrelay/scimrelay/cmd/scimrelay/internal/jobs"
 	"github.com/scimrelay/scimrelay/relay/events"
+	"github.com/scimrelay/scimrelay/scim"
 	"github.com/scimrelay/scimrelay/sinks"
 )
 
@@ -204,6 +207,9 @@ func (h *Handler) api(pattern string, f apiFunc) {
 	h.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &responseWriter{ResponseWriter: w}
 		err := h.authenticate(w, r)
+		if err == nil && strings.Contains(pattern, " ") { // an endpoint's, not a catch-all's
+			err = noQuery(r)
+		}
 		if err == nil {
 			r = withClientRequestID(r)
 			err = f(rw, r)
@@ -212,6 +218,20 @@ func (h *Handler) api(pattern string, f apiFunc) {
 			h.writeError(rw, r, err)
 		}
 	}))
+}
+
+// noQuery refuses query parameters on an action: none reads any (their
+// input is the path and the JSON body), so one given, ?dry_run=true, was
+// ignored while a purge, a revocation or a removal went ahead.
+func noQuery(r *http.Request) error {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead || r.URL.RawQuery == "" {
+		return nil
+	}
+	name := r.URL.RawQuery
+	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil && len(q) > 0 {
+		name = slices.Sorted(maps.Keys(q))[0]
+	}
+	return badRequest("%s %s takes no query parameters, got %q: nothing was done", r.Method, r.URL.Path, scim.Truncate(name, 64))
 }
 
 // authenticate requires the admin token as a bearer token. A client that

@@ -119,3 +119,70 @@ func TestTenantsAndStats(t *testing.T) {
 	}
 	f.request("GET", "/admin/v1/stats?since=later", "").wantError(t, http.StatusBadRequest, "since:")
 }
+
+// TestLogUntilFarFromNow: until= names a point in time; one past 2262 (or
+// before 1678), a valid RFC 3339 time, bounds the entries as any other
+// does: all of them for a time in the future, none for one long past.
+// Until 2026-12-07 the time's nanoseconds wrapped and inverted the window.
+func TestLogUntilFarFromNow(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	for i := range 3 {
+		f.reqLog.Record(relay.LogEntry{Time: now.Add(time.Duration(i) * time.Millisecond), Tenant: "acme", Status: 201})
+	}
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var list []relay.LogEntry
+		f.request("GET", "/admin/v1/log", "").want(t, http.StatusOK, &list)
+		if len(list) != 3 {
+			return fmt.Errorf("%d entries", len(list))
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		until string
+		want  int
+	}{
+		{"2200-01-01T00:00:00Z", 3},
+		{"2300-01-01T00:00:00Z", 3},
+		{"9999-01-01T00:00:00Z", 3},
+		{"1900-01-01T00:00:00Z", 0},
+		{"1600-01-01T00:00:00Z", 0},
+	} {
+		var list []relay.LogEntry
+		f.request("GET", "/admin/v1/log?until="+c.until, "").want(t, http.StatusOK, &list)
+		if len(list) != c.want {
+			t.Errorf("until=%s: %d entries, want %d", c.until, len(list), c.want)
+		}
+	}
+}
+
+// TestLogKeyWithTrailingText: a log entry key, in GET /admin/v1/log/{key}
+// and as after=, is 32 hex digits; one with more after them is no key
+// the log gave and is refused (400, or 404 for the entry), not read as
+// its first 32 digits and echoed back as the entry's key (until
+// 2026-12-07).
+func TestLogKeyWithTrailingText(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	for i := range 2 {
+		f.reqLog.Record(relay.LogEntry{Time: now.Add(time.Duration(i) * time.Millisecond), Tenant: "acme", Status: 201})
+	}
+	var list []relay.LogEntry
+	eventstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		f.request("GET", "/admin/v1/log", "").want(t, http.StatusOK, &list)
+		if len(list) != 2 {
+			return fmt.Errorf("%d entries", len(list))
+		}
+		return nil
+	})
+	for _, bad := range []string{list[0].Key + "zz", list[0].Key + "%20junk", "%20" + list[0].Key} {
+		a := f.request("GET", "/admin/v1/log/"+bad, "")
+		if a.status == http.StatusOK {
+			t.Errorf("GET /admin/v1/log/%s: 200, want 400 or 404: %s", bad, a.body)
+		}
+		a = f.request("GET", "/admin/v1/log?after="+bad, "")
+		if a.status != http.StatusBadRequest {
+			t.Errorf("after=%s: status %d, want 400: %s", bad, a.status, a.body)
+		}
+	}
+}

@@ -192,7 +192,10 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d, err := config.ParseDuration(req.Since)
-	if err != nil || d <= 0 {
+	if err != nil {
+		return badRequest("since: want a duration such as 24h, got %q (%v)", req.Since, err)
+	}
+	if d <= 0 {
 		return badRequest("since: want a duration such as 24h, got %q", req.Since)
 	}
 	since := time.Now().Add(-d)

@@ -139,6 +139,11 @@ func (c credentialAPI) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if req.Overlap != "" {
+		// Read by a rotation only: a create given one issued as if it
+		// had not been, rotating nothing.
+		return badRequest("overlap: applies to a rotation (POST %s/rotate), not to a create, which takes tenant, name and expires", r.URL.Path)
+	}
 	if req.Name == "" {
 		req.Name = "unnamed"
 	}
@@ -226,7 +231,11 @@ func expiry(s string) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	d, err := config.ParseDuration(s)
-	if err != nil || d <= 0 {
+	if err != nil {
+		// Its reason: "100000d" is such a duration, longer than a century.
+		return time.Time{}, badRequest("expires: want a duration such as 90d, or never; got %q (%v)", s, err)
+	}
+	if d <= 0 {
 		return time.Time{}, badRequest("expires: want a duration such as 90d, or never; got %q", s)
 	}
 	return time.Now().Add(d), nil

@@ -121,3 +121,25 @@ func TestCreatingACredentialForAnUnknownTenantNamesTheParameter(t *testing.T) {
 			wantError(t, http.StatusNotFound, `tenant: no such tenant "initech": it is not configured (tenants: acme)`)
 	}
 }
+
+// TestCreateRefusesOverlap: overlap applies to a rotation; a create given
+// one (even one that is no duration) is refused naming overlap (until
+// 2026-12-07 it issued a credential as if none had been given).
+func TestCreateRefusesOverlap(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/admin/v1/tokens", "/admin/v1/clients"} {
+		for _, body := range []string{`{"tenant":"acme","overlap":"1h"}`, `{"tenant":"acme","overlap":"yesterday"}`} {
+			f.request("POST", path, body).wantError(t, http.StatusBadRequest, "overlap: applies to a rotation")
+		}
+	}
+}
+
+// TestTooLongDurationsSayWhy: a duration past the century ParseDuration
+// takes is refused naming the field and saying why (as overlap does), not
+// "want a duration such as 90d", which the caller gave.
+func TestTooLongDurationsSayWhy(t *testing.T) {
+	f := newFixture(t)
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","expires":"100000d"}`).wantError(t, http.StatusBadRequest, "longer than a century")
+	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"acme","overlap":"100000d"}`).wantError(t, http.StatusBadRequest, "overlap: duration \"100000d\" is longer than a century")
+	f.request("POST", "/admin/v1/sinks/crm/replay", `{"since":"100000d"}`).wantError(t, http.StatusBadRequest, "longer than a century")
+}
