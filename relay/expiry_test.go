@@ -808,3 +808,49 @@ func TestClientUsedAfterItsRotationStaysInTheAlert(t *testing.T) {
 		}
 	}
 }
+
+// TestReplacedTokenAnotherIdentityProviderStillUsesStaysInTheExpiryMetric:
+// a tenant with a token per identity provider (README: token create
+// --name entra, --name okta); token rotate replaces both and issues one
+// new token. Entra is given the new one; Okta goes on with its old one.
+// README: "used since, it is shown again, as the new one is not in the
+// identity provider yet". Entra's use of the new token after Okta's use
+// of its old one does not take Okta's token out of the alert: a
+// successor used after a replaced credential hands it over only where
+// the rotation replaced that one alone (the first version of that rule,
+// 6066d52, dropped it; found by a review).
+func TestReplacedTokenAnotherIdentityProviderStillUsesStaysInTheExpiryMetric(t *testing.T) {
+	s, c, _ := openStoreLogging(t)
+	_, _, err := s.Tokens().Create(ctx, "acme", "entra", c.now().Add(10*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oktaSecret, okta, err := s.Tokens().Create(ctx, "acme", "okta", c.now().Add(10*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Minute)
+	newSecret, _, _, err := s.Tokens().Rotate(ctx, "acme", "rotated", c.now().Add(90*24*time.Hour), 7*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		c.add(10 * time.Minute)
+		if err := s.Authenticate(ctx, "acme", oktaSecret); err != nil { // Okta, not given the new one
+			t.Fatal(err)
+		}
+		if !inExpiries(s, okta.ID) {
+			t.Fatalf("round %d: okta's replaced token, just used, is not in the expiry metric", round)
+		}
+		c.add(time.Minute)
+		if err := s.Authenticate(ctx, "acme", newSecret); err != nil { // Entra, given the new one
+			t.Fatal(err)
+		}
+		if err := s.flushTokenUse(); err != nil {
+			t.Fatal(err)
+		}
+		if !inExpiries(s, okta.ID) {
+			t.Fatalf("round %d: okta's replaced token, which Okta still uses (last a minute ago, after the rotation), left the expiry metric once Entra used the new token", round)
+		}
+	}
+}

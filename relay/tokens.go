@@ -614,9 +614,21 @@ func Expiries(list []Token, configured func(tenant string) bool, now time.Time) 
 	// Used since, but the identity provider has used a successor after
 	// that (the new one pasted in after a cycle or two with the old one),
 	// it goes again: the identity provider no longer uses it.
+	// Only where the rotation replaced that one credential alone: one that
+	// replaced several (a token per identity provider, Entra's and
+	// Okta's) issued one successor for all of them, whose use by one
+	// identity provider says nothing of the others.
 	live, successor := map[tenantKind]bool{}, map[tenantKind]bool{}
 	successorUsed := map[tenantKind]time.Time{}
+	type rotation struct {
+		group tenantKind
+		at    int64
+	}
+	replacedBy := map[rotation]int{}
 	for _, t := range list {
+		if t.Source == "" && !t.Replaced.IsZero() && t.Revoked.IsZero() {
+			replacedBy[rotation{t.group(), t.Replaced.UnixNano()}]++
+		}
 		if t.Source == "" && t.Live(now) {
 			live[t.group()] = true
 			if t.Replaced.IsZero() {
@@ -629,7 +641,8 @@ func Expiries(list []Token, configured func(tenant string) bool, now time.Time) 
 	}
 	handedOver := func(t Token) bool {
 		return !t.Replaced.IsZero() && successor[t.group()] &&
-			(!t.LastUsed.After(t.Replaced) || successorUsed[t.group()].After(t.LastUsed))
+			(!t.LastUsed.After(t.Replaced) ||
+				replacedBy[rotation{t.group(), t.Replaced.UnixNano()}] == 1 && successorUsed[t.group()].After(t.LastUsed))
 	}
 	var out []Token
 	for _, t := range list {
