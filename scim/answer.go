@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync"
 )
@@ -138,10 +139,7 @@ func withGroupRefs(res *Resource, base string) *Resource {
 	if !ok || len(groups) == 0 {
 		return res
 	}
-	out := &Resource{Type: res.Type, Attrs: make(map[string]any, len(res.Attrs))}
-	for k, v := range res.Attrs {
-		out.Attrs[k] = v
-	}
+	out := &Resource{Type: res.Type, Attrs: maps.Clone(res.Attrs)}
 	linked := make([]any, len(groups))
 	for i, g := range groups {
 		linked[i] = g
@@ -150,10 +148,7 @@ func withGroupRefs(res *Resource, base string) *Resource {
 		if !ok || id == "" {
 			continue
 		}
-		c := make(map[string]any, len(m)+1)
-		for k, v := range m {
-			c[k] = v
-		}
+		c := maps.Clone(m)
 		c["$ref"] = Location(base, GroupResourceType, id)
 		linked[i] = c
 	}

@@ -977,14 +977,8 @@ func TestReloadChangingManySlowSinksStopsThemAtOnce(t *testing.T) {
 // start of one front end leaves the other's tenants in the sink"); before
 // (a review), it was made with A's filter alone.
 func TestFrontEndAfterLostStreamKeepsOthersTenants(t *testing.T) {
-	dir := t.TempDir()
-	port := eventstest.FreePort(t)
-	s := eventstest.RunServerAt(t, dir, port)
+	s, dir, port, js := storedStream(t, 1)
 	url := eventstest.URL(s)
-	_, js := eventstest.Connect(t, url)
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, nil); err != nil {
-		t.Fatal(err)
-	}
 	rc := newReceiver(t, nil)
 	cfg := func(tenants ...string) Config {
 		return sinkConfig("crm", rc.URL, func(c *Config) { c.Tenants = tenants })

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,6 +23,21 @@ import (
 // nats-server restarted: it numbers new events from 0 again, and the
 // consumers keep their positions), with several processes of a
 // deployment setting up or running through it.
+
+// storedStream runs a JetStream server storing in a directory of its own
+// on a port of its own, so that RestartLosingEvents can stop it and
+// start it again, and makes the event stream on it (partitions, 0: the
+// default).
+func storedStream(t *testing.T, partitions int) (s *server.Server, dir string, port int, js jetstream.JetStream) {
+	t.Helper()
+	dir, port = t.TempDir(), eventstest.FreePort(t)
+	s = eventstest.RunServerAt(t, dir, port)
+	_, js = eventstest.Connect(t, eventstest.URL(s))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: partitions}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir, port, js
+}
 
 // publishDelivered publishes n user.created events of tenant acme, of
 // resources named prefix and a number, and waits until rc has received
@@ -47,13 +63,7 @@ func publishDelivered(t *testing.T, p *publisher, rc *receiver, n int, prefix st
 // NATS. B finds no consumer and made it with "deliver new", which won A's
 // create: the ten events were never delivered.
 func TestSetupDuringAnotherProcessRecoveryKeepsEvents(t *testing.T) {
-	dir := t.TempDir()
-	port := eventstest.FreePort(t)
-	s := eventstest.RunServerAt(t, dir, port)
-	_, js := eventstest.Connect(t, eventstest.URL(s))
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, nil); err != nil {
-		t.Fatal(err)
-	}
+	s, dir, port, js := storedStream(t, 1)
 	rc := newReceiver(t, nil)
 	cfg := sinkConfig("crm", rc.URL, nil)
 	_, stop := startWorker(t, Options{Sinks: []Config{cfg}, Heartbeat: fastHeartbeat}, eventstest.URL(s))
@@ -150,13 +160,7 @@ type lostRaceResult struct {
 // and run; after more events. It measures events lost, delivered twice
 // and out of their resource's order.
 func lostRaceTrial(t *testing.T, trial, n, partitions int, spread time.Duration, rnd *rand.Rand) lostRaceResult {
-	dir := t.TempDir()
-	port := eventstest.FreePort(t)
-	s := eventstest.RunServerAt(t, dir, port)
-	_, js := eventstest.Connect(t, eventstest.URL(s))
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: partitions}, nil); err != nil {
-		t.Fatal(err)
-	}
+	s, dir, port, js := storedStream(t, partitions)
 	rc := newReceiver(t, nil)
 	cfg := sinkConfig("crm", rc.URL, nil)
 	_, stop := startWorker(t, Options{Sinks: []Config{cfg}, Heartbeat: fastHeartbeat}, eventstest.URL(s))
@@ -302,14 +306,8 @@ func TestLostStreamConcurrentSetups(t *testing.T) {
 // stream's events; the workers keep running and reconnect. Are the
 // events made since delivered, once each, in order?
 func TestLostStreamUnderRunningWorkers(t *testing.T) {
-	dir := t.TempDir()
-	port := eventstest.FreePort(t)
-	s := eventstest.RunServerAt(t, dir, port)
+	s, dir, port, js := storedStream(t, 0)
 	url := eventstest.URL(s)
-	_, js := eventstest.Connect(t, url)
-	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Duplicates: 10 * time.Minute}, nil); err != nil {
-		t.Fatal(err)
-	}
 	rc := newReceiver(t, nil)
 	cfg := sinkConfig("crm", rc.URL, nil)
 	startWorkers(t, Options{Sinks: []Config{cfg}, Heartbeat: fastHeartbeat, Logger: slog.New(slog.DiscardHandler)}, url, 2)

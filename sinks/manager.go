@@ -1027,9 +1027,9 @@ func (m *Manager) sink(name string) (*sinkRuntime, error) {
 
 // Narrow is called by a reload before it serves tenants, the tenants it
 // configures: it writes the consumers of each sink that lists tenants
-// again where tenants holds one that neither the sink's last setup had
-// nor the sink, as next (the sinks the reload configures) lists it,
-// takes. Its filter may still take that tenant: one this process's
+// again where tenants holds one the process does not serve yet and the
+// sink, as next (the sinks the reload configures) lists it, does not
+// take. Its filter may still take that tenant: one this process's
 // relay.yaml removed is kept as another front end's (othersKept), and a
 // tenant given the name again, a new customer, purged before or not,
 // was sent to the sink until a restart
@@ -1056,20 +1056,21 @@ func (m *Manager) Narrow(ctx context.Context, tenants []string, next []Config) e
 }
 
 // narrow writes the consumers of s again with tenants as the process's
-// when tenants holds one that neither its worker's last setup had nor
-// listed (the sink's tenants) takes. The caller holds applyMu: setups
-// are its.
+// when tenants holds one the process does not serve yet and listed (the
+// sink's tenants) leaves out. The caller holds applyMu: setups are its.
 func (m *Manager) narrow(ctx context.Context, s *sinkRuntime, tenants, listed []string) error {
 	w := s.worker
+	if m.shared == nil || w == nil || len(w.tenants) == 0 || len(listed) == 0 {
+		return nil
+	}
 	// Against the tenants the process serves (the last reload that took
 	// them), not the worker's scope: a worker whose sink a reload left
 	// unchanged keeps the scope of its setup, which may still hold a
 	// tenant given up since (and taken by another front end meanwhile),
 	// and a reload that failed after this wrote scope served nothing new.
-	gains := slices.ContainsFunc(tenants, func(t string) bool {
-		return w != nil && !slices.Contains(m.o.Tenants, t) && !slices.Contains(listed, t)
-	})
-	if m.shared == nil || w == nil || len(w.tenants) == 0 || len(listed) == 0 || !gains {
+	if !slices.ContainsFunc(tenants, func(t string) bool {
+		return !slices.Contains(m.o.Tenants, t) && !slices.Contains(listed, t)
+	}) {
 		return nil
 	}
 	// Kept as it was when a write fails: the reload fails with the running

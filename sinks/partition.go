@@ -832,28 +832,15 @@ func (p *partition) lostUnderway(info *jetstream.ConsumerInfo) bool {
 	if reconnects == p.reconnects.Load() {
 		return false
 	}
-	at := max(info.Delivered.Stream, info.AckFloor.Stream)
-	var last uint64
-	for i := range 2 {
-		if i > 0 && !p.pause(2*time.Second) {
-			return false
-		}
-		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
-		st, err := p.w.js.Stream(ctx, events.StreamName)
-		cancel()
-		if err != nil {
-			return false // the next look
-		}
-		if last = st.CachedInfo().State.LastSeq; at <= last {
-			p.reconnects.Store(reconnects)
-			return false
-		}
+	behind, err := p.w.behindStream(p.ctx, info, false, func() bool { return p.pause(2 * time.Second) })
+	if err != nil {
+		return false // the next look
 	}
-	p.w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
-		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
-	cfg := p.w.consumerConfig(p.n)
-	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
-	cfg.FilterSubjects = p.w.othersKept(cfg.FilterSubjects, info.Config)
+	if !behind {
+		p.reconnects.Store(reconnects)
+		return false
+	}
+	cfg := p.w.fromFirstEvent(p.n, info.Config)
 	p.mu.Lock()
 	p.highest, p.floor, p.consumed = 0, 0, 0
 	p.mu.Unlock()

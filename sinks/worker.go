@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -176,10 +177,7 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 				// whoever holds the partition's recovery; the filter of
 				// the tenants this process does not configure is kept
 				// as for a consumer updated.
-				again := cfg
-				again.DeliverPolicy, again.OptStartSeq, again.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
-				again.FilterSubjects = w.othersKept(cfg.FilterSubjects, cons.CachedInfo().Config)
-				if err := w.recoverConsumer(ctx, partition, cons.CachedInfo(), again); err != nil {
+				if err := w.recoverConsumer(ctx, partition, cons.CachedInfo(), w.fromFirstEvent(partition, cons.CachedInfo().Config)); err != nil {
 					return err
 				}
 				continue // looked at again: this one's, or another's
@@ -346,31 +344,50 @@ func (w *worker) othersKept(filter []string, was jetstream.ConsumerConfig) []str
 	return filter
 }
 
-// streamRenumbered reports whether the event stream's last event is
-// before where the consumer info describes has reached (the caller
-// makes it again: recoverConsumer). The stream's sequence never goes back while it keeps its
-// store: such a stream lost its events (a message block of the embedded
-// NATS store damaged, which nats-server drops at its start, keeping the
-// stream and its consumers' positions) and numbers new ones from there
-// again, and the consumer would skip every one of them up to its old
-// position, as partition.recreate says of a stream made anew.
+// streamRenumbered reports whether the event stream lost its events
+// under the consumer info describes (behindStream; the caller makes it
+// again: recoverConsumer). Once a setup found it so, its later
+// partitions, set up one after another, are asked once.
 func (w *worker) streamRenumbered(ctx context.Context, info *jetstream.ConsumerInfo) (bool, error) {
+	behind, err := w.behindStream(ctx, info, w.renumberSeen, func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(2 * time.Second):
+			return true
+		}
+	})
+	if behind {
+		w.renumberSeen = true
+	}
+	return behind, err
+}
+
+// behindStream reports whether the event stream's last event is before
+// where the consumer info describes has reached, and says so at Error.
+// The stream's sequence never goes back while it keeps its store: such a
+// stream lost its events (a message block of nats-server's store
+// damaged, which it drops at its start, keeping the stream and its
+// consumers' positions) and numbers new ones from there again, and the
+// consumer would skip every one of them up to its old position, as
+// partition.recreate says of a stream made anew. Asked twice, wait apart
+// (a stream's leader just elected may not have applied every entry yet),
+// unless once; wait false ends the look with an error.
+func (w *worker) behindStream(ctx context.Context, info *jetstream.ConsumerInfo, once bool, wait func() bool) (bool, error) {
 	at := max(info.Delivered.Stream, info.AckFloor.Stream)
 	var last uint64
-	// Asked twice, a moment apart, as gone does: a stream's leader just
-	// elected may not have applied every entry yet.
 	for i := range 2 {
-		if i > 0 && w.renumberSeen {
-			break
-		}
 		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return false, ctx.Err()
-			case <-time.After(2 * time.Second):
+			if once {
+				break
+			}
+			if !wait() {
+				return false, cmp.Or(ctx.Err(), context.Canceled)
 			}
 		}
-		st, err := w.js.Stream(ctx, events.StreamName)
+		actx, cancel := context.WithTimeout(ctx, apiTimeout)
+		st, err := w.js.Stream(actx, events.StreamName)
+		cancel()
 		if err != nil {
 			return false, err
 		}
@@ -378,10 +395,20 @@ func (w *worker) streamRenumbered(ctx context.Context, info *jetstream.ConsumerI
 			return false, nil
 		}
 	}
-	w.renumberSeen = true
 	w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
 		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
 	return true, nil
+}
+
+// fromFirstEvent is partition's consumer made again from the stream's
+// first event ("deliver new" would skip what was published since the
+// stream lost its events), keeping the filter of the tenants this process
+// does not configure from was, the consumer found (othersKept).
+func (w *worker) fromFirstEvent(partition int, was jetstream.ConsumerConfig) jetstream.ConsumerConfig {
+	cfg := w.consumerConfig(partition)
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
+	cfg.FilterSubjects = w.othersKept(cfg.FilterSubjects, was)
+	return cfg
 }
 
 // partitionRuns numbers the runs of partitions across the process, from 1:
