@@ -160,7 +160,7 @@ func (m *Manager) stored(ctx context.Context, name string) (Forgotten, storedSta
 			return f, st, fmt.Errorf("listing bucket %s: %w", b, err)
 		}
 		for k := range keys.Keys() {
-			if !strings.HasPrefix(k, "claim.") && !strings.HasPrefix(k, "recover.") {
+			if !bookkeepingKey(k) {
 				f.Parked++
 			}
 		}

@@ -49,9 +49,14 @@ type partition struct {
 
 	// renumberSaid is set once renumbered has logged.
 	renumberSaid atomic.Bool
-	// reconnects is the connection's reconnect count when findHandedOver
-	// last found the stream not behind the consumer (lostUnderway).
+	// reconnects is the connection's reconnect count when the partition
+	// last found that the stream had not lost its events (lostUnderway),
+	// which lookMu serializes; recovered is the creation time (in
+	// nanoseconds) of the consumer it found so, from which nothing more is
+	// taken (take).
 	reconnects atomic.Uint64
+	lookMu     sync.Mutex
+	recovered  atomic.Int64
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
@@ -64,6 +69,8 @@ type partition struct {
 	made      time.Time                  // when the consumer this worker took was created (a stream made after it is another stream)
 	pin       string                     // the pin id of the messages last received
 	claimRev  uint64                     // the revision of the claim this run wrote; 0: none
+	marked    uint64                     // the ack floor the partition's mark last written holds (markReached)
+	markedAt  time.Time                  // when it was written
 	wg        sync.WaitGroup             // lane goroutines
 	released  bool                       // release has begun: no lane starts (enqueue after a Drain or Stop that consume did not wait for)
 
@@ -548,7 +555,8 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 		default:
 		}
 	}
-	cc, err := cons.Consume(p.enqueue,
+	made := cons.CachedInfo().Created.UnixNano()
+	cc, err := cons.Consume(func(m jetstream.Msg) { p.take(cons, made, m) },
 		jetstream.PullMaxMessages(w.pullBatch()),
 		jetstream.PullExpiry(w.t.pullExpiry),
 		jetstream.PullPriorityGroup(priorityGroup),
@@ -789,6 +797,7 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	}
 	p.findLostTail(info, pin)
 	p.findLostAcks(info, pin)
+	p.markReached(info, pin)
 	p.mu.Lock()
 	p.ackFloor = max(p.ackFloor, info.AckFloor.Stream)
 	if pin != "" && pin != p.pin {
@@ -811,47 +820,6 @@ func (p *partition) findHandedOver(cons jetstream.Consumer) {
 	p.mu.Lock()
 	p.seenDelivered = delivered
 	p.mu.Unlock()
-}
-
-// lostUnderway looks, after the connection to NATS was made again, for a
-// stream that lost its events meanwhile (a damaged block of nats-server's
-// store, the server restarted: the stream numbers new events from 0 again
-// and the consumer keeps its position), as a setup does
-// (worker.streamRenumbered). The consumer, past the stream's end, passed
-// over every event stored since up to its old position, readyz all ok
-// (TestLostStreamUnderRunningWorkers). Found so twice, 2 s apart, it is
-// made again from the stream's first event by this worker, which holds the
-// partition's claim, under the partition's recovery (recoverConsumer),
-// and reports true.
-func (p *partition) lostUnderway(info *jetstream.ConsumerInfo) bool {
-	nc := p.w.js.Conn()
-	if nc == nil {
-		return false
-	}
-	reconnects := nc.Stats().Reconnects
-	if reconnects == p.reconnects.Load() {
-		return false
-	}
-	behind, err := p.w.behindStream(p.ctx, info, false, func() bool { return p.pause(2 * time.Second) })
-	if err != nil {
-		return false // the next look
-	}
-	if !behind {
-		p.reconnects.Store(reconnects)
-		return false
-	}
-	cfg := p.w.fromFirstEvent(p.n, info.Config)
-	p.mu.Lock()
-	p.highest, p.floor, p.consumed = 0, 0, 0
-	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(p.ctx, 4*apiTimeout)
-	defer cancel()
-	if err := p.w.recoverConsumer(ctx, p.n, info, cfg); err != nil {
-		p.w.log.Warn("recreating the consumer of a stream that lost its events failed; will look again", "partition", p.n, "err", err)
-		return false
-	}
-	p.reconnects.Store(reconnects)
-	return true
 }
 
 // A lane whose park write failed is parked again no sooner than

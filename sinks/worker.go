@@ -3,7 +3,6 @@
 package sinks
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -168,7 +167,7 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 		cons, err := w.js.Consumer(ctx, events.StreamName, cfg.Durable)
 		switch {
 		case err == nil:
-			if renumbered, err := w.streamRenumbered(ctx, cons.CachedInfo()); err != nil {
+			if renumbered, err := w.streamRenumbered(ctx, partition, cons.CachedInfo()); err != nil {
 				return err
 			} else if renumbered {
 				// Made again from the stream's first event, as
@@ -213,111 +212,6 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 	return fmt.Errorf("consumer %s: made or deleted by another process each time this one looked", cfg.Durable)
 }
 
-// recoveryKey is the key of the sink's parking bucket that a process
-// holds while it deletes partition n's consumer, found past the end of a
-// stream that lost its events, and makes it again: the processes of a
-// deployment set up at once (a rolling start after the NATS store was
-// damaged) each found it so, and each deleted it and made it again. One
-// deleted the consumer another had just made, which could leave
-// nats-server a consumer without its store (err_code 10012 at every
-// later setup), and one that looked in between found none and made it
-// with "deliver new", which won the other's create and skipped every
-// event stored since the loss (TestLostStreamConcurrentSetups).
-func recoveryKey(partition int) string { return "recover." + strconv.Itoa(partition) }
-
-// recoveryStale is how old a recovery's key is taken to be left by a
-// process that stopped while it held it.
-const recoveryStale = 30 * time.Second
-
-// recoveryBucket opens the sink's parking bucket, nil when there is none
-// yet (a sink set up for the first time has no consumer to recover).
-func (w *worker) recoveryBucket(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := w.js.KeyValue(ctx, parkingBucketName(w.name))
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	return kv, err
-}
-
-// awaitRecovery waits while another process holds partition n's recovery
-// (recoveryKey), and reports whether there was one, and whether it was
-// left by a process that stopped while it held it (recoveryStale: it is
-// let go of here).
-func (w *worker) awaitRecovery(ctx context.Context, partition int) (waited, interrupted bool, err error) {
-	kv, err := w.recoveryBucket(ctx)
-	if kv == nil || err != nil {
-		return false, false, err
-	}
-	for {
-		e, err := kv.Get(ctx, recoveryKey(partition))
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return waited, false, nil
-		}
-		if err != nil {
-			return waited, false, err
-		}
-		if time.Since(e.Created()) > recoveryStale {
-			if err := kv.Delete(ctx, recoveryKey(partition), jetstream.LastRevision(e.Revision())); err != nil && !casConflict(err) {
-				return waited, false, err
-			}
-			w.log.Warn("a partition's consumer recovery was left by a process that stopped while it held it; let go of it", "partition", partition, "holder", string(e.Value()))
-			return true, true, nil
-		}
-		waited = true
-		select {
-		case <-ctx.Done():
-			return waited, false, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// recoverConsumer deletes partition n's consumer, found as info past the
-// stream's end, and makes it again as cfg, holding the partition's
-// recovery (recoveryKey) meanwhile; held by another process, it waits for
-// that one to end. The caller looks at the consumer again either way.
-func (w *worker) recoverConsumer(ctx context.Context, partition int, info *jetstream.ConsumerInfo, cfg jetstream.ConsumerConfig) error {
-	kv, err := w.recoveryBucket(ctx)
-	if err != nil {
-		return err
-	}
-	if kv != nil {
-		if _, err := kv.Create(ctx, recoveryKey(partition), []byte(w.members.id)); casConflict(err) {
-			_, _, err := w.awaitRecovery(ctx, partition)
-			return err
-		} else if err != nil {
-			return err
-		}
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
-			defer cancel()
-			if err := kv.Delete(dctx, recoveryKey(partition)); err != nil {
-				w.log.Warn("letting go of a partition's consumer recovery failed; the others set up wait for it to age", "partition", partition, "err", err, "wait", recoveryStale)
-			}
-		}()
-	}
-	// Another process may have made it again before this one held the
-	// recovery: that one is kept.
-	now, err := w.js.Consumer(ctx, events.StreamName, info.Name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		_, err = w.js.CreateConsumer(ctx, events.StreamName, cfg)
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			return nil
-		}
-		return err
-	}
-	if err != nil || !now.CachedInfo().Created.Equal(info.Created) {
-		return err
-	}
-	if err := w.js.DeleteConsumer(ctx, events.StreamName, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return err
-	}
-	if _, err = w.js.CreateConsumer(ctx, events.StreamName, cfg); errors.Is(err, jetstream.ErrConsumerExists) {
-		return nil
-	}
-	return err
-}
-
 // othersKept is filter, a partition consumer's filter subjects of the
 // tenants this process's sink takes, with those of was, the consumer as
 // found, whose tenant this process does not configure (scope): a front
@@ -342,73 +236,6 @@ func (w *worker) othersKept(filter []string, was jetstream.ConsumerConfig) []str
 		}
 	}
 	return filter
-}
-
-// streamRenumbered reports whether the event stream lost its events
-// under the consumer info describes (behindStream; the caller makes it
-// again: recoverConsumer). Once a setup found it so, its later
-// partitions, set up one after another, are asked once.
-func (w *worker) streamRenumbered(ctx context.Context, info *jetstream.ConsumerInfo) (bool, error) {
-	behind, err := w.behindStream(ctx, info, w.renumberSeen, func() bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(2 * time.Second):
-			return true
-		}
-	})
-	if behind {
-		w.renumberSeen = true
-	}
-	return behind, err
-}
-
-// behindStream reports whether the event stream's last event is before
-// where the consumer info describes has reached, and says so at Error.
-// The stream's sequence never goes back while it keeps its store: such a
-// stream lost its events (a message block of nats-server's store
-// damaged, which it drops at its start, keeping the stream and its
-// consumers' positions) and numbers new ones from there again, and the
-// consumer would skip every one of them up to its old position, as
-// partition.recreate says of a stream made anew. Asked twice, wait apart
-// (a stream's leader just elected may not have applied every entry yet),
-// unless once; wait false ends the look with an error.
-func (w *worker) behindStream(ctx context.Context, info *jetstream.ConsumerInfo, once bool, wait func() bool) (bool, error) {
-	at := max(info.Delivered.Stream, info.AckFloor.Stream)
-	var last uint64
-	for i := range 2 {
-		if i > 0 {
-			if once {
-				break
-			}
-			if !wait() {
-				return false, cmp.Or(ctx.Err(), context.Canceled)
-			}
-		}
-		actx, cancel := context.WithTimeout(ctx, apiTimeout)
-		st, err := w.js.Stream(actx, events.StreamName)
-		cancel()
-		if err != nil {
-			return false, err
-		}
-		if last = st.CachedInfo().State.LastSeq; at <= last {
-			return false, nil
-		}
-	}
-	w.log.Error("the event stream's last event is before this partition's consumer position: the stream lost its events (its NATS store damaged) and numbers new ones from there again; recreating the consumer from the stream's first event (the events the stream lost and this sink had not delivered are gone)",
-		"consumer", info.Name, "consumer_at_stream_seq", at, "stream_last_seq", last)
-	return true, nil
-}
-
-// fromFirstEvent is partition's consumer made again from the stream's
-// first event ("deliver new" would skip what was published since the
-// stream lost its events), keeping the filter of the tenants this process
-// does not configure from was, the consumer found (othersKept).
-func (w *worker) fromFirstEvent(partition int, was jetstream.ConsumerConfig) jetstream.ConsumerConfig {
-	cfg := w.consumerConfig(partition)
-	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverAllPolicy, 0, nil
-	cfg.FilterSubjects = w.othersKept(cfg.FilterSubjects, was)
-	return cfg
 }
 
 // partitionRuns numbers the runs of partitions across the process, from 1:
