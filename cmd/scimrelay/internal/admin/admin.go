@@ -132,9 +132,9 @@ func NewHandler(o Options) *Handler {
 	h.clientRoutes(o.Clients)
 	h.keyRoutes()
 	h.api("GET /admin/v1/backup", h.backup)
-	h.api("GET /admin/v1/log", h.queryLog)
+	h.api("GET /admin/v1/log", h.queryLog, "tenant", "since", "until", "after", "status", "user", "operation", "order", "limit")
 	h.api("GET /admin/v1/log/{key}", h.logEntry)
-	h.api("GET /admin/v1/stats", h.stats)
+	h.api("GET /admin/v1/stats", h.stats, "since")
 	h.api("GET /admin/v1/storage", h.storage)
 	h.api("GET /admin/v1/tenants", h.tenants)
 	h.api("POST /admin/v1/tenants/{tenant}/purge", takesNoBody(h.purgeTenant))
@@ -148,18 +148,18 @@ func NewHandler(o Options) *Handler {
 	}
 	h.api("GET /admin/v1/schemas", h.listSchemas)
 	h.api("GET /admin/v1/schemas/{name}", h.schema)
-	h.api("GET /admin/v1/events", h.tailEvents)
+	h.api("GET /admin/v1/events", h.tailEvents, "tenant", "type", "since", "from_seq", "follow")
 	h.api("GET /admin/v1/dlq", h.listDeadLetterQueues)
-	h.api("GET /admin/v1/sinks/{sink}/dlq", h.listDeadLetters)
+	h.api("GET /admin/v1/sinks/{sink}/dlq", h.listDeadLetters, "after", "limit")
 	h.api("POST /admin/v1/sinks/{sink}/dlq/redrive", h.redrive)
 	h.api("POST /admin/v1/sinks/{sink}/replay", h.replay)
 	h.api("POST /admin/v1/sinks/{sink}/forget", takesNoBody(h.forgetSink))
-	h.api("GET /admin/v1/deliveries", h.deliveries)
+	h.api("GET /admin/v1/deliveries", h.deliveries, "sink", "tenant", "since", "until", "after", "status", "limit")
 	h.api("GET /admin/v1/jobs/{id}", h.job)
-	h.api("GET /admin/v1/outbox/quarantine", h.listQuarantine)
+	h.api("GET /admin/v1/outbox/quarantine", h.listQuarantine, "after", "limit")
 	// Profiles, for when the relay is slow and nobody knows why; behind the
 	// admin token like the rest of the API.
-	h.api("GET /debug/pprof/", profile)
+	h.api("GET /debug/pprof/", profile, anyQuery) // seconds, debug, gc: net/http/pprof's
 	h.api("/admin/", h.noEndpoint)
 	h.api("/debug/pprof/", h.noEndpoint)
 	h.root = withRequestID(h.mux)
@@ -202,13 +202,14 @@ func (h *Handler) noEndpoint(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.root.ServeHTTP(w, r) }
 
 // api routes pattern to f behind the admin token; f's error, and a refused
-// token, are answered by writeError.
-func (h *Handler) api(pattern string, f apiFunc) {
+// token, are answered by writeError. An endpoint takes the query
+// parameters params names, each once, and no other (checkQuery).
+func (h *Handler) api(pattern string, f apiFunc, params ...string) {
 	h.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &responseWriter{ResponseWriter: w}
 		err := h.authenticate(w, r)
 		if err == nil && strings.Contains(pattern, " ") { // an endpoint's, not a catch-all's
-			err = noQuery(r)
+			err = checkQuery(r, params)
 		}
 		if err == nil {
 			r = withClientRequestID(r)
@@ -220,18 +221,41 @@ func (h *Handler) api(pattern string, f apiFunc) {
 	}))
 }
 
-// noQuery refuses query parameters on an action: none reads any (their
-// input is the path and the JSON body), so one given, ?dry_run=true, was
-// ignored while a purge, a revocation or a removal went ahead.
-func noQuery(r *http.Request) error {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead || r.URL.RawQuery == "" {
+// anyQuery, among an endpoint's parameters, takes every query (the
+// profiles, whose parameters are net/http/pprof's).
+const anyQuery = "*"
+
+// checkQuery refuses a query parameter the endpoint does not read, and one
+// given twice. An action reads none (its input is the path and the JSON
+// body), so one given, ?dry_run=true, was ignored while a purge, a
+// revocation or a removal went ahead; a listing that was given one it
+// does not read, misspelt (?tenat=acme), answered as if none had been
+// given: every tenant's tokens.
+func checkQuery(r *http.Request, params []string) error {
+	if r.URL.RawQuery == "" || slices.Contains(params, anyQuery) {
 		return nil
 	}
-	name := r.URL.RawQuery
-	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil && len(q) > 0 {
-		name = slices.Sorted(maps.Keys(q))[0]
+	takes := "takes no query parameters"
+	if len(params) > 0 {
+		takes = "takes the query parameters " + strings.Join(params, ", ")
 	}
-	return badRequest("%s %s takes no query parameters, got %q: nothing was done", r.Method, r.URL.Path, scim.Truncate(name, 64))
+	after := ""
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		after = ": nothing was done"
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return badRequest("%s %s: the query is not valid (%v)%s", r.Method, r.URL.Path, scim.Truncate(err.Error(), 96), after)
+	}
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		switch {
+		case !slices.Contains(params, name):
+			return badRequest("%s %s %s, got %q%s", r.Method, r.URL.Path, takes, scim.Truncate(name, 64), after)
+		case len(q[name]) > 1:
+			return badRequest("%s %s: %s is given %d times; give it once", r.Method, r.URL.Path, name, len(q[name]))
+		}
+	}
+	return nil
 }
 
 // authenticate requires the admin token as a bearer token. A client that

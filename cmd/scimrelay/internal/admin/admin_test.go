@@ -408,7 +408,7 @@ func TestTokens(t *testing.T) {
 	f.request("POST", "/admin/v1/tokens/rotate", `{"tenant":"acme","overlap":"a while"}`).wantError(t, http.StatusBadRequest, "overlap:")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme"`).wantError(t, http.StatusBadRequest, "request body")
 	f.request("POST", "/admin/v1/tokens", `{"tenant":"acme","tenants":["x"]}`).wantError(t, http.StatusBadRequest, "unknown field")
-	f.request("POST", "/admin/v1/tokens", `{"tenant":"`+strings.Repeat("a", 2<<20)+`"}`).wantError(t, http.StatusBadRequest, "request body")
+	f.request("POST", "/admin/v1/tokens", `{"tenant":"`+strings.Repeat("a", 2<<20)+`"}`).wantError(t, http.StatusRequestEntityTooLarge, "request body")
 	// A body its sender says is not JSON, and a method the path does not
 	// take, are refused as such; nothing is issued.
 	count := func() int {

@@ -312,7 +312,7 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	switch {
 	case errors.As(err, new(*http.MaxBytesError)):
-		return badRequest("request body: larger than %d bytes (1 MiB)", maxBody)
+		return errorf(http.StatusRequestEntityTooLarge, "request body: larger than %d bytes (1 MiB)", maxBody)
 	case err != nil:
 		return badRequest("request body: not read whole (the connection broke or sent too slowly)")
 	}

@@ -114,7 +114,7 @@ func TestRefusedRedriveAndReplayDoNothing(t *testing.T) {
 		{adminToken, "POST", redrive, `{"id":"` + ids[0] + `","all":true}`, http.StatusBadRequest, "either an id or all"},
 		{adminToken, "POST", redrive, `{"all":"yes"}`, http.StatusBadRequest, "request body"},
 		{adminToken, "POST", redrive, `{"all":true,"force":true}`, http.StatusBadRequest, "request body"},
-		{adminToken, "POST", redrive, `{"all":true,"note":"` + strings.Repeat("x", 1<<20) + `"}`, http.StatusBadRequest, "request body"},
+		{adminToken, "POST", redrive, `{"all":true,"note":"` + strings.Repeat("x", 1<<20) + `"}`, http.StatusRequestEntityTooLarge, "request body"},
 		{adminToken, "GET", redrive, ``, http.StatusMethodNotAllowed, "the endpoint takes POST"},
 		{"", "POST", replay, `{"since":"1h"}`, http.StatusUnauthorized, "admin token"},
 		{"wrong-token-0123456789abcdef", "POST", replay, `{"since":"1h"}`, http.StatusUnauthorized, "admin token"},

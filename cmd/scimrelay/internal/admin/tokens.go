@@ -30,7 +30,7 @@ var _ Credentials = relay.Credentials{}
 // trail.
 func (h *Handler) credentialRoutes(prefix, what, noun string, store Credentials) {
 	c := credentialAPI{h: h, store: store, what: what, noun: noun}
-	h.api("GET "+prefix, c.list)
+	h.api("GET "+prefix, c.list, "tenant")
 	h.api("POST "+prefix, c.create)
 	h.api("POST "+prefix+"/rotate", c.rotate)
 	h.api("DELETE "+prefix+"/{id}", takesNoBody(c.revoke))
