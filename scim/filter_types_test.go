@@ -13,7 +13,7 @@ import "testing"
 func TestFilterUnknownAttributeTypes(t *testing.T) {
 	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 	r := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann",
-		"`+custom+`":{"postalCode":"98052","floor":3,"remote":true,"badge":"TRUE"}}`)
+		"`+custom+`":{"postalCode":"98052","floor":3,"remote":true,"badge":"TRUE","empId":9007199254740993}}`)
 	tests := []struct {
 		filter string
 		want   bool
@@ -32,6 +32,13 @@ func TestFilterUnknownAttributeTypes(t *testing.T) {
 		{`remote eq true`, true},
 		{`badge eq true`, true},
 		{`badge eq false`, false},
+		// Numbers by their value, exactly: as float64, 9007199254740993
+		// was 9007199254740992 (until 2026-12-07).
+		{`empId eq 9007199254740993`, true},
+		{`empId eq 9007199254740992`, false},
+		{`empId gt 9007199254740992`, true},
+		{`empId le 9.007199254740992e15`, false},
+		{`empId lt 9007199254740993.5`, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter, func(t *testing.T) {
@@ -43,5 +50,26 @@ func TestFilterUnknownAttributeTypes(t *testing.T) {
 				t.Errorf("Match = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPatchValueFilterComparesNumbersExactly: a PATCH's value filter
+// compares numbers as the list's filter does: removing the element whose
+// id is 9007199254740992 removed 9007199254740993's too (until
+// 2026-12-07), an element the request did not name.
+func TestPatchValueFilterComparesNumbersExactly(t *testing.T) {
+	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+	stored := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann",
+		"`+custom+`":{"accounts":[{"id":9007199254740993,"name":"keep"},{"id":9007199254740992,"name":"drop"}]}}`)
+	p, err := ParsePatch(UserResourceType, []byte(patchBody(`{"op":"remove","path":"`+custom+`:accounts[id eq 9007199254740992]"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := p.Apply(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := extensionOrError(u.Resource, custom, nil); got != `{"accounts":[{"id":9007199254740993,"name":"keep"}]}` {
+		t.Errorf("after removing accounts[id eq 9007199254740992]: %s", got)
 	}
 }

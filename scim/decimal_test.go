@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package scim
+
+import (
+	"math/big"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestCompareDecimalsIsExact: numbers compare by their value, exactly,
+// past float64's 53 bits too; what is not a plain decimal is left to
+// float64.
+func TestCompareDecimalsIsExact(t *testing.T) {
+	pairs := [][2]string{
+		{"9007199254740993", "9007199254740992"}, {"1", "1.0"}, {"-0", "0"}, {"0.1", "0.10000000000000000001"},
+		{"1e400", "1e399"}, {"-1e400", "1"}, {"100", "1e2"}, {"1E+2", "99.99"}, {"-5", "-50"}, {"0.001", "1e-3"},
+		{"123456789012345678901234567890", "123456789012345678901234567891"}, {"-0.5", "-0.50"}, {"+7", "7"},
+		{"10", "9"}, {"0", "-0.0"}, {"2.5e-1", "0.25"},
+	}
+	for _, p := range pairs {
+		got, ok := compareDecimals(p[0], p[1])
+		x, _ := new(big.Rat).SetString(p[0])
+		y, _ := new(big.Rat).SetString(p[1])
+		if want := x.Cmp(y); !ok || got != want {
+			t.Errorf("compareDecimals(%s, %s) = %d, %v; want %d", p[0], p[1], got, ok, want)
+		}
+	}
+	for _, s := range []string{"Inf", "NaN", "0x1p3", "1e", ".5", "5.", "1e99999999999999999"} {
+		if _, ok := compareDecimals(s, "1"); ok {
+			t.Errorf("%s read as a decimal", s)
+		}
+	}
+}
+
+// FuzzCompareDecimals: compareDecimals agrees with big.Rat on every pair it
+// reads (exponents kept small for big.Rat's sake).
+func FuzzCompareDecimals(f *testing.F) {
+	f.Add("9007199254740993", "9007199254740992")
+	f.Add("-0.0e5", "0")
+	f.Add("1.50", "15e-1")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		got, ok := compareDecimals(a, b)
+		if !ok {
+			return
+		}
+		for _, s := range []string{a, b} {
+			if i := strings.IndexAny(s, "eE"); i >= 0 {
+				if e, err := strconv.Atoi(s[i+1:]); err != nil || e > 300 || e < -300 {
+					return
+				}
+			}
+		}
+		x, okx := new(big.Rat).SetString(a)
+		y, oky := new(big.Rat).SetString(b)
+		if !okx || !oky {
+			t.Fatalf("compareDecimals read %q and %q, big.Rat does not", a, b)
+		}
+		if want := x.Cmp(y); got != want {
+			t.Fatalf("compareDecimals(%q, %q) = %d, want %d", a, b, got, want)
+		}
+	})
+}
