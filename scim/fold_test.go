@@ -100,8 +100,9 @@ func TestUnknownExtensionKeysAreNotReadPerKey(t *testing.T) {
 
 // TestUnknownExtensionKeySpellings: a key of an unknown extension is one
 // attribute in any spelling, as findKeyFold reads it: given twice it is
-// refused in a body, changed it keeps the spelling it has; keys stored in two
-// spellings (which no request makes) are each found.
+// refused in a body, changed it keeps the spelling it has, and so is a
+// member of an object inside it; keys stored in two spellings (which no
+// request makes) are each found.
 func TestUnknownExtensionKeySpellings(t *testing.T) {
 	const urn = "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"
 	schemas := `"schemas":["` + UserSchema + `","` + urn + `"],"userName":"a"`
@@ -110,6 +111,10 @@ func TestUnknownExtensionKeySpellings(t *testing.T) {
 		{"in the object and URN-qualified", `{` + schemas + `,"` + urn + `":{"a":1},"` + urn + `:A":2}`, "invalidValue given twice"},
 		{"a null beside its other spelling", `{` + schemas + `,"` + urn + `":{"a":null,"A":2}}`, `{"A":2}`},
 		{"two spellings of the URN", `{` + schemas + `,"` + urn + `":{"a":1},"` + strings.ToUpper(urn) + `":{"b":2}}`, `{"a":1,"b":2}`},
+		// Inside an object too (until 2026-12-07 stored as given, so
+		// which of the two counted depended on the reader).
+		{"a sub-attribute in two spellings", `{` + schemas + `,"` + urn + `":{"badge":{"level":"1","LEVEL":"2"}}}`, "invalidValue given twice"},
+		{"a sub-attribute in two spellings in an array", `{` + schemas + `,"` + urn + `":{"badges":[{"id":1},{"id":2,"ID":3}]}}`, "invalidValue given twice"},
 	}
 	for _, tt := range posts {
 		t.Run("POST "+tt.name, func(t *testing.T) {
@@ -130,6 +135,10 @@ func TestUnknownExtensionKeySpellings(t *testing.T) {
 		{"a sub-attribute replaced in another spelling", `{"badge":{"level":"1"}}`, `{"op":"replace","path":"` + urn + `:badge.Level","value":"2"}`, `{"badge":{"level":"2"}}`},
 		{"a sub-attribute removed in another spelling", `{"badge":{"level":"1","x":1}}`, `{"op":"remove","path":"` + urn + `:badge.LEVEL"}`, `{"badge":{"x":1}}`},
 		{"a new sub-attribute keeps its spelling", `{"badge":{"level":"1"}}`, `{"op":"add","path":"` + urn + `:badge.Rank","value":3}`, `{"badge":{"Rank":3,"level":"1"}}`},
+		// An object added onto one holding the member in another spelling
+		// changes it (until 2026-12-07 both were kept, the old value too).
+		{"an object added, its member held in another spelling", `{"badge":{"level":"1"}}`, `{"op":"add","path":"` + urn + `:badge","value":{"Level":"2","rank":3}}`, `{"badge":{"level":"2","rank":3}}`},
+		{"a value replaced with two spellings in one object", `{"badge":{"level":"1"}}`, `{"op":"replace","path":"` + urn + `:badge","value":{"level":"2","Level":"3"}}`, "invalidValue given twice"},
 		{"the extension removed, then added to", `{"Foo":1}`, `{"op":"remove","path":"` + urn + `"},{"op":"add","path":"` + urn + `:foo","value":4}`, `{"foo":4}`},
 		{"keys stored in two spellings, both removed", `{"ab":1,"AB":2,"c":3}`, `{"op":"remove","path":"` + urn + `:Ab"},{"op":"remove","path":"` + urn + `:aB"}`, `{"c":3}`},
 		{"keys stored in two spellings, one set exactly", `{"ab":1,"AB":2}`, `{"op":"replace","path":"` + urn + `:AB","value":5}`, `{"AB":5,"ab":1}`},

@@ -994,7 +994,14 @@ func addUnknown(cur, value any) any {
 		}
 		merged := make(map[string]any, len(c)+len(given))
 		maps.Copy(merged, c)
-		maps.Copy(merged, given)
+		for k, v := range given {
+			// A member held in another spelling is that member (names
+			// match in any case), and keeps the spelling it has.
+			if held := findKeyFold(c, k); held != "" {
+				k = held
+			}
+			merged[k] = v
+		}
 		return merged
 	}
 	return value

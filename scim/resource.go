@@ -557,6 +557,9 @@ func (in *input) mergeUnknown(attrs map[string]any, urn string, obj map[string]a
 		if existing := in.keys.find(key, container, k); existing != "" {
 			return Errorf(ErrInvalidValue, "attribute %s:%s is given twice", urn, k)
 		}
+		if twice := spelledTwice(v); twice != "" {
+			return Errorf(ErrInvalidValue, "attribute %s:%s.%s is given twice", urn, k, twice)
+		}
 		container[k] = v
 		in.keys.note(key, container, k)
 	}
@@ -688,6 +691,9 @@ func normalizeValue(p AttrPath, v any, in *input) (any, error) {
 	if p.attr == nil { // unknown extension: as sent, unless unassigned (empty)
 		if empty(v) {
 			return nil, nil
+		}
+		if twice := spelledTwice(v); twice != "" {
+			return nil, Errorf(ErrInvalidValue, "attribute %s.%s is given twice", p, twice)
 		}
 		return v, nil
 	}
@@ -966,4 +972,37 @@ func jsonKind(v any) string {
 	default:
 		return fmt.Sprintf("%T", v)
 	}
+}
+
+// spelledTwice returns the name of a member that an object inside v, a
+// value of an extension the relay does not know, gives in two spellings
+// ("level" and "Level"), "" when none does: names match in any case, so
+// which of the two counted would depend on the reader.
+func spelledTwice(v any) string {
+	switch v := v.(type) {
+	case []any:
+		for _, e := range v {
+			if twice := spelledTwice(e); twice != "" {
+				return twice
+			}
+		}
+	case map[string]any:
+		var seen map[string]bool
+		if len(v) > 1 {
+			seen = make(map[string]bool, len(v))
+		}
+		for k, e := range v {
+			if seen != nil {
+				f := Fold(k)
+				if seen[f] {
+					return k
+				}
+				seen[f] = true
+			}
+			if twice := spelledTwice(e); twice != "" {
+				return k + "." + twice
+			}
+		}
+	}
+	return ""
 }
