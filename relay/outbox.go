@@ -98,16 +98,14 @@ func (s *Store) encodeEvent(tenant string, r *scim.Resource, resource json.RawMe
 	}
 	for _, c := range changes {
 		ec := events.Change{Path: c.Path}
-		var err error
+		// As the resource is written (scim.AppendValue): &, < and > as
+		// they are, where json.Marshal wrote each as six bytes, and the
+		// event of a change of such a value grew six times its size.
 		if c.Old != nil {
-			if ec.Old, err = json.Marshal(c.Old); err != nil {
-				return nil, err
-			}
+			ec.Old = scim.AppendValue(nil, c.Old)
 		}
 		if c.New != nil {
-			if ec.New, err = json.Marshal(c.New); err != nil {
-				return nil, err
-			}
+			ec.New = scim.AppendValue(nil, c.New)
 		}
 		data.Changes = append(data.Changes, ec)
 	}

@@ -158,6 +158,12 @@ func appendLinked(b []byte, a *Attribute, v any, link func(obj map[string]any) s
 	}
 }
 
+// AppendValue appends v, a value as decoding or normalization holds it
+// (Change.Old and Change.New), as AppendJSON writes the values of a
+// resource: numbers with their text, object keys sorted, &, < and > as
+// they are.
+func AppendValue(b []byte, v any) []byte { return appendAny(b, v) }
+
 // appendAny appends any decoded JSON value; object keys are sorted.
 func appendAny(b []byte, v any) []byte {
 	switch v := v.(type) {

@@ -37,8 +37,10 @@ type hook struct {
 	t     testing.TB
 	mu    sync.Mutex
 	types []string // ce-type of each verified delivery, in arrival order
-	// requests holds the Content-Type of each verified request.
+	// requests holds the Content-Type of each verified request, bodies
+	// its body as it came.
 	requests []string
+	bodies   []string
 	at       map[string]time.Time
 	ids      map[string]int // deliveries per event id
 	// Order per resource: the highest subjectseq answered 2xx per subject,
@@ -100,6 +102,7 @@ func newHook(t testing.TB) *hook {
 		}
 		h.mu.Lock()
 		h.requests = append(h.requests, ct)
+		h.bodies = append(h.bodies, string(body))
 		next := map[string]uint64{} // within this request, per subject
 		for _, e := range es {
 			// What the webhook gets matches the contract (relay/events/schema).
@@ -348,6 +351,54 @@ func TestStructuredBodiesAreVerifiedAsSent(t *testing.T) {
 	}
 	if err := wh.Verify(bytes.TrimSuffix(again.Bytes(), []byte("\n")), header); err == nil {
 		t.Fatal("JSON parsed and written again verified")
+	}
+}
+
+// TestEventsWriteAmpersandsAndAnglesAsSent holds the rest of that
+// promise: binary and batch bodies write &, < and > as they are. The
+// resource did; the event's externalId, the changes' old and new values
+// and a member's fields were written as \u0026, \u003c and \u003e (until
+// 2026-12-07), on NATS too, so a change of a value full of them grew six
+// times: a 100 KiB title's change was refused 413 by a NATS taking its
+// default max_payload (1 MiB), which README, Events, says only a NATS set
+// lower than about 800 KiB sees.
+func TestEventsWriteAmpersandsAndAnglesAsSent(t *testing.T) {
+	binary, batch := newHook(t), newHook(t)
+	ns := eventstest.RunServerWith(t, t.TempDir(), -1, nil) // nats-server's default max_payload
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATS.URL = eventstest.URL(ns)
+	withSink(cfg, "binary", binary.URL, nil)
+	withSink(cfg, "batch", batch.URL, func(s *config.Sink) {
+		s.Format = ""
+		s.Batch = &config.SinkBatch{MaxEvents: 10, MaxWait: config.Duration(20 * time.Millisecond)}
+	})
+	p := startRelay(t, cfg, roleAll)
+	const user = `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],`
+	id := p.scim("acme", acmeToken, "POST", "/Users", user+`"userName":"ann","externalId":"e&1","displayName":"R&D <Ann>","title":"a"}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+id, `{`+patchSchema+`,"Operations":[{"op":"replace","path":"title","value":"<&>"}]}`).want(t, 200)
+	p.scim("acme", acmeToken, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"g","members":[{"value":"`+id+`"}]}`).want(t, 201)
+	big := p.scim("acme", acmeToken, "POST", "/Users", user+`"userName":"big","title":"`+strings.Repeat("&", 100<<10)+`"}`).want(t, 201).str("id")
+	p.scim("acme", acmeToken, "PATCH", "/Users/"+big, `{`+patchSchema+`,"Operations":[{"op":"replace","path":"title","value":"`+strings.Repeat("<", 100<<10)+`"}]}`).want(t, 200)
+	for name, h := range map[string]*hook{"binary": binary, "batch": batch} {
+		eventstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+			if n := h.distinct(); n < 6 {
+				return fmt.Errorf("sink %s got %d of 6 events", name, n)
+			}
+			return nil
+		})
+		h.mu.Lock()
+		bodies := strings.Join(h.bodies, "\n")
+		h.mu.Unlock()
+		for _, want := range []string{`"externalId":"e&1"`, `"new":"<&>"`, `"display":"R&D <Ann>"`} {
+			if !strings.Contains(bodies, want) {
+				t.Errorf("%s: no %s in what came", name, want)
+			}
+		}
+		for _, escaped := range []string{`\u0026`, `\u003c`, `\u003e`} {
+			if strings.Contains(bodies, escaped) {
+				t.Errorf("%s: a body writes %s", name, escaped)
+			}
+		}
 	}
 }
 

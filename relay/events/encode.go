@@ -3,6 +3,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -298,12 +299,18 @@ func appendRaw(b []byte, raw json.RawMessage) []byte {
 }
 
 // appendJSONString appends s as a JSON string: as it is when nothing in it
-// needs escaping (the usual case), else as encoding/json writes it.
+// needs escaping (the usual case), else as encoding/json writes it without
+// its HTML escapes: &, < and > as they are, as the resource beside it
+// writes them (README, Webhooks: binary and batch bodies write them as
+// they are), not as six bytes each.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf || c == '<' || c == '>' || c == '&' {
-			enc, _ := json.Marshal(s) // a string always encodes
-			return append(b, enc...)
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 		}
 	}
 	b = append(b, '"')

@@ -38,8 +38,8 @@ func encodeCases() map[events.Action]events.Data {
 }
 
 // TestEncodeMatchesToMsg: the message Encode writes once holds the data
-// json.Marshal writes for the payload, byte for byte (what earlier
-// releases sent), and carries exactly the headers ToMsg puts on NATS for
+// encoding/json writes for the payload without its HTML escapes, byte for
+// byte (&, < and > as they are, as the resource writes them), and carries exactly the headers ToMsg puts on NATS for
 // the event it decodes to (ToMsg publishes the rows earlier releases
 // stored), which is the event New builds.
 func TestEncodeMatchesToMsg(t *testing.T) {
@@ -59,10 +59,13 @@ func TestEncodeMatchesToMsg(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			data, err := json.Marshal(d)
-			if err != nil {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false) // &, < and > as the resource writes them
+			if err := enc.Encode(d); err != nil {
 				t.Fatal(err)
 			}
+			data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 			if !bytes.Equal(got.Data, data) {
 				t.Errorf("data %s\nwant %s", got.Data, data)
 			}
