@@ -43,7 +43,7 @@ var workerPublish = []string{
 	"$JS.API.STREAM.MSG.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY", "$JS.API.DIRECT.GET.SCIMRELAY.>",
 	// The sinks' partition consumers, their hand-over and acknowledgements.
 	"$JS.API.CONSUMER.CREATE.SCIMRELAY.*", "$JS.API.CONSUMER.CREATE.SCIMRELAY.*.>", "$JS.API.CONSUMER.INFO.SCIMRELAY.*",
-	"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.*", "$JS.API.CONSUMER.DELETE.SCIMRELAY.*", "$JS.API.CONSUMER.NAMES.SCIMRELAY",
+	"$JS.API.CONSUMER.MSG.NEXT.SCIMRELAY.*", "$JS.API.CONSUMER.DELETE.SCIMRELAY.*",
 	"$JS.API.CONSUMER.RESET.SCIMRELAY.*", "$JS.API.CONSUMER.UNPIN.SCIMRELAY.*", "$JS.ACK.SCIMRELAY.>",
 	// The workers' announcements.
 	"scimrelay-workers.>", "$JS.API.STREAM.INFO.SCIMRELAY_WORKERS", "$JS.API.STREAM.PURGE.SCIMRELAY_WORKERS",
@@ -383,8 +383,9 @@ func onNATSAs(t *testing.T, ns *natsserver.Server, user, password string, h *hoo
 	return cfg
 }
 
-// onlyClaims fails unless sink's parking bucket holds nothing but claims:
-// no record, no marker.
+// onlyClaims fails unless sink's parking bucket holds nothing but the
+// partitions' claims and marks (claim.<n>, reached.<n>): no record, no
+// marker.
 func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error {
 	bucket := "scimrelay-parked-" + sink
 	st, err := js.Stream(ctx, "KV_"+bucket)
@@ -399,7 +400,7 @@ func onlyClaims(ctx context.Context, js jetstream.JetStream, sink string) error 
 		return errors.New("the parking bucket took no write")
 	}
 	for subject := range info.State.Subjects {
-		if !strings.HasPrefix(subject, "$KV."+bucket+".claim.") {
+		if !strings.HasPrefix(subject, "$KV."+bucket+".claim.") && !strings.HasPrefix(subject, "$KV."+bucket+".reached.") {
 			return fmt.Errorf("the parking bucket still holds %s", subject)
 		}
 	}
@@ -934,4 +935,57 @@ func TestSinkWorkerListsABigPartitionWithItsPermissions(t *testing.T) {
 	if strings.Contains(workerLog.String(), "ermissions") {
 		t.Errorf("the worker's account refused a request:\n%s", workerLog.String())
 	}
+}
+
+// TestSinkWorkerCannotListConsumers: no path of a sink worker lists the
+// event stream's consumers (the removal of an earlier layout's consumers,
+// which did, is the front end's alone, and so is sinks forget), so README's
+// row does not let the workers' user learn their names: a subscriber's
+// consumer that the operator made under a name of its own (README: your
+// own subscribers) stays unknown to it. Named, it is open to the
+// consumer requests the row gives on SCIMRELAY.* (pull its events away and
+// acknowledge them, reset it, update its filter, delete it).
+func TestSinkWorkerCannotListConsumers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS server with users")
+	}
+	ns := natsWithWorkerUser(t)
+	h := newHook(t)
+	startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
+	connect := func(user, password string) jetstream.JetStream {
+		nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	const subscriber = "audit-k3v9q" // the operator's, for a subscriber of its own
+	operator := connect("front", "front-secret")
+	if _, err := operator.CreateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: subscriber, FilterSubject: "scimrelay.acme.>", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	worker := connect("worker", "worker-secret")
+	st, err := worker.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	lister := st.ConsumerNames(ctx)
+	var listed []string
+	for name := range lister.Name() {
+		listed = append(listed, name)
+	}
+	if !slices.Contains(listed, subscriber) {
+		return
+	}
+	// What the name opens: the subscriber's consumer deleted by the
+	// workers' user.
+	deleted := worker.DeleteConsumer(t.Context(), events.StreamName, subscriber)
+	t.Errorf("the workers' NATS user lists the event stream's consumers (%d, %s among them), which no worker path needs ($JS.API.CONSUMER.NAMES.SCIMRELAY); with the name it deleted the subscriber's consumer: %v (nil: deleted)", len(listed), subscriber, deleted)
 }
