@@ -70,7 +70,7 @@ func SortKeyOf(r *Resource, p AttrPath) SortKey {
 		return SortKey{kind: sortString, str: v}
 	case json.Number:
 		if f, err := v.Float64(); err == nil {
-			return SortKey{kind: sortNumber, num: f}
+			return SortKey{kind: sortNumber, num: f, str: string(v)}
 		}
 	case float64:
 		return SortKey{kind: sortNumber, num: v}
@@ -92,7 +92,14 @@ func (k SortKey) Compare(o SortKey, descending bool) int {
 		c = cmp.Compare(k.num, o.num)
 	}
 	if c == 0 {
-		c = strings.Compare(k.str, o.str)
+		if k.kind == sortNumber {
+			// Two numbers float64 cannot tell apart (9007199254740993
+			// and 9007199254740992) by their texts' values, as a filter
+			// compares them; equal values are a tie.
+			c, _ = compareDecimals(k.str, o.str)
+		} else {
+			c = strings.Compare(k.str, o.str)
+		}
 	}
 	if descending {
 		return -c
