@@ -130,7 +130,7 @@ func TestAddedFileUnreadableIsIgnored(t *testing.T) {
 			pub := newPublisher(t, js)
 			pub.publish("acme", events.UserCreated, "u0") // before d's consumers
 			m, _ := runManager(t, Options{Sinks: []Config{sinkConfig("d", d.URL, nil)}, JS: js, AddedFile: file, Logger: log})
-			if got := grepLines(out.String(), "level=WARN"); !strings.Contains(got, "ignoring the file of sinks added by a reload") || !strings.Contains(got, file) {
+			if got := eventstest.GrepLines(out.String(), "level=WARN"); !strings.Contains(got, "ignoring the file of sinks added by a reload") || !strings.Contains(got, file) {
 				t.Errorf("log says %q; want a warning that names %s", out.String(), file)
 			}
 			e1 := pub.publish("acme", events.UserCreated, "u1")

@@ -656,7 +656,7 @@ func TestReloadWhileABatchGathersRepeatsNothing(t *testing.T) {
 	if r := l.repeats(); len(r) > 0 {
 		slices.Sort(r)
 		t.Errorf("a reload that changed only the timeout, the receiver answering at once (Apply took %v): %d events delivered twice: %v\n%s%s", took.Round(time.Millisecond), len(r), r,
-			grepLines(logs.String(), "outlasted"), grepLines(logs.String(), "ack floor"))
+			eventstest.GrepLines(logs.String(), "outlasted"), eventstest.GrepLines(logs.String(), "ack floor"))
 	}
 }
 

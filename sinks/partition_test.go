@@ -58,7 +58,7 @@ func debugLog(t testing.TB) (*slog.Logger, *eventstest.Log) {
 	logs := &eventstest.Log{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the workers' warnings:\n%s", grepLines(logs.String(), "level=WARN", "level=ERROR"))
+			t.Logf("the workers' warnings:\n%s", eventstest.GrepLines(logs.String(), "level=WARN", "level=ERROR"))
 		}
 	})
 	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), logs
@@ -963,7 +963,7 @@ func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	owner := u.holder(t)
 	u.stops[owner]()
 	if out := logs.String(); strings.Contains(out, "releasing a partition's pin") {
-		t.Fatalf("a pin was not released:\n%s", grepLines(out, "releasing a partition's pin"))
+		t.Fatalf("a pin was not released:\n%s", eventstest.GrepLines(out, "releasing a partition's pin"))
 	}
 	eventstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
@@ -975,17 +975,6 @@ func TestGracefulHandOverReleasesItsPins(t *testing.T) {
 	})
 	u.broken.Store(false)
 	u.l.wantDelivered(t, expect{"Users/stuck": 1}, 30*time.Second, false)
-}
-
-// grepLines returns the lines of s that contain one of subs.
-func grepLines(s string, subs ...string) string {
-	var out []string
-	for _, line := range strings.Split(s, "\n") {
-		if slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(line, sub) }) {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // TestParkedResourcesAreReadAgainWhenThePinChanges: two workers can both

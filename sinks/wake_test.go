@@ -147,12 +147,12 @@ func TestParkedResourcesAreTriedWhenTheReceiverAnswersAgain(t *testing.T) {
 			o.hasAccepted("Users/u2#1"), o.hasAccepted("Groups/g1#1"))
 	})
 	if logs := o.logs.String(); !strings.Contains(logs, `level=INFO msg="the receiver answers again: resources parked while it was down are tried now, not on their schedule" sink=crm resources=3 down_for=`) {
-		t.Errorf("the wake is not said at Info with its count and how long the receiver was down:\n%s", grepLines(logs, "receiver answers"))
+		t.Errorf("the wake is not said at Info with its count and how long the receiver was down:\n%s", eventstest.GrepLines(logs, "receiver answers"))
 	}
 	// And its end, once every woken resource has been tried.
 	eventstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(o.logs.String(), `level=INFO msg="the receiver has caught up: every resource parked while it was down has been tried again (one that failed again keeps its schedule)" sink=crm took=`) {
-			return fmt.Errorf("the recovery's end is not said at Info:\n%s", grepLines(o.logs.String(), "receiver"))
+			return fmt.Errorf("the recovery's end is not said at Info:\n%s", eventstest.GrepLines(o.logs.String(), "receiver"))
 		}
 		return nil
 	})
@@ -686,7 +686,7 @@ func TestARecoveryIsSaidAtInfoOnce(t *testing.T) {
 	o.up.Store(true)
 	p.publish("acme", events.UserCreated, "first")
 	waitParked(t, m, 0)
-	said := grepLines(o.logs.String(), "the receiver answers again")
+	said := eventstest.GrepLines(o.logs.String(), "the receiver answers again")
 	if info, debug := strings.Count(said, "level=INFO"), strings.Count(said, "level=DEBUG"); info != 1 || debug == 0 {
 		t.Errorf("the recovery said %d times at Info and %d at Debug, want once at Info, then at Debug:\n%s", info, debug, said)
 	}
@@ -755,7 +755,7 @@ func TestAReceiverWithAnotherSecretHoldsItsEvents(t *testing.T) {
 				t.Fatalf("dead letters while the secrets disagree: %+v, %v", page.DeadLetters, err)
 			}
 			if !strings.Contains(logs.String(), "401 Unauthorized: the receiver refused the request's credentials; check that its secret is the sink's") {
-				t.Errorf("the failures do not say what to check:\n%s", grepLines(logs.String(), "level=WARN"))
+				t.Errorf("the failures do not say what to check:\n%s", eventstest.GrepLines(logs.String(), "level=WARN"))
 			}
 
 			serving.Store(&right)

@@ -280,16 +280,84 @@ func TestSinkWorkerStreamGauges(t *testing.T) {
 // permission, and worker, with README's row for a sink worker
 // (workerPublish).
 func natsWithWorkerUser(t *testing.T) *natsserver.Server {
-	ns := eventstest.RunServerWith(t, t.TempDir(), -1, func(o *natsserver.Options) {
-		o.Users = []*natsserver.User{
-			{Username: "front", Password: "front-secret"},
-			{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
-				Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
-				Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
-			}},
-		}
-	})
-	return ns
+	return eventstest.RunServerWith(t, t.TempDir(), -1, withWorkerUser)
+}
+
+// withWorkerUser gives a NATS server the front end's user and the workers'
+// (README's row, workerPublish).
+func withWorkerUser(o *natsserver.Options) {
+	o.Users = []*natsserver.User{
+		{Username: "front", Password: "front-secret"},
+		{Username: "worker", Password: "worker-secret", Permissions: &natsserver.Permissions{
+			Publish:   &natsserver.SubjectPermission{Allow: workerPublish},
+			Subscribe: &natsserver.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}},
+	}
+}
+
+// TestSinkWorkersRecoverALostStreamWithTheirPermissions: an external NATS
+// restarts on a damaged store, its stream's events lost, and stores more
+// new ones than the sink had reached. Workers with exactly README's row
+// find it, running through it or starting after it (two at once), and
+// make the consumers again from the stream's first event: the recovery
+// key, the marks (reached.<n>), the consumers' deletion and creation are
+// all requests of that row, and every new event is delivered in order.
+// Until 2026-12-07 nothing ran a recovery under the row.
+func TestSinkWorkersRecoverALostStreamWithTheirPermissions(t *testing.T) {
+	for _, running := range []bool{true, false} {
+		t.Run(map[bool]string{true: "ran through", false: "set up after"}[running], func(t *testing.T) {
+			dir, port := t.TempDir(), eventstest.FreePort(t)
+			ns := eventstest.RunServerWith(t, dir, port, withWorkerUser)
+			h := newHook(t)
+			var workerLog eventstest.Log
+			log := slog.New(slog.NewTextHandler(&workerLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("the workers' warnings:\n%s", eventstest.GrepLines(workerLog.String(), "level=WARN", "level=ERROR"))
+				}
+			})
+			front := startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
+			worker := startRelayWith(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks, log, io.Discard)
+			writes := front.createUsers(t, "old", 20)
+			waitDelivered(t, h, writes)
+			// Every partition that took events has its mark.
+			kv, err := front.srv.js.KeyValue(t.Context(), "scimrelay-parked-crm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+				for i, info := range partitionConsumers(t, front, "crm") {
+					if _, err := kv.Get(t.Context(), fmt.Sprint("reached.", i)); info.AckFloor.Stream > 0 && err != nil {
+						return fmt.Errorf("partition %d: no mark (%v)", i, err)
+					}
+				}
+				return nil
+			})
+			if !running {
+				worker.stop()
+			}
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			eventstest.DamageFirstBlock(t, dir)
+			eventstest.RunServerWith(t, dir, port, withWorkerUser)
+			writes += front.createUsers(t, "new", 40)
+			if !running {
+				for range 2 {
+					startRelayWith(t, onNATSAs(t, ns, "worker", "worker-secret", h), roleSinks, log, io.Discard)
+				}
+			}
+			waitDelivered(t, h, writes)
+			if v := h.orderViolation(); v != "" {
+				t.Error(v)
+			}
+			if !strings.Contains(workerLog.String(), "lost its events") {
+				t.Error("no worker said the stream lost its events")
+			}
+			if strings.Contains(workerLog.String(), "ermissions") { // a violation is logged at Warn
+				t.Errorf("the workers' account refused a request:\n%s", eventstest.GrepLines(workerLog.String(), "ermissions"))
+			}
+		})
+	}
 }
 
 // externalNATSWithWorkerUser runs natsWithWorkerUser's two users on a

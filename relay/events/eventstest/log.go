@@ -4,6 +4,8 @@ package eventstest
 
 import (
 	"bytes"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -26,4 +28,15 @@ func (l *Log) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// GrepLines returns the lines of s that contain one of subs.
+func GrepLines(s string, subs ...string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(line, sub) }) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
