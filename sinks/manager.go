@@ -432,7 +432,7 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 	keepFor := sh.keepFor
 	// s.cfg is as build made it: Retry has its default.
 	w := &worker{
-		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants, scope: m.o.Tenants,
+		name: name, sink: s.sink, patterns: s.patterns, tenants: s.cfg.Tenants,
 		schedule: s.cfg.Retry, keepFor: keepFor, since: s.added,
 		js: js, stream: sh.stream, dlq: m.dlq, attempts: m.tries, metrics: m.metrics,
 		log: m.log.With("sink", name), partitions: sh.partitions, ackWait: m.o.AckWait,
@@ -440,6 +440,8 @@ func (m *Manager) setupSink(ctx context.Context, s *sinkRuntime) (*worker, error
 		sem: make(chan struct{}, max(s.cfg.Concurrency, 1)), owned: map[int]*partition{},
 		running: map[uint64]struct{}{}, unreleased: map[int]struct{}{},
 	}
+	scope := slices.Clone(m.o.Tenants)
+	w.scope.Store(&scope)
 	m.metrics.started(name)
 	w.retries = newFailureLog(w.log, failureWindow, "delivery failed; will retry",
 		"more deliveries failed and will be retried; past the first few a minute they are counted here, each is in the delivery log (scimrelay log --deliveries)")
@@ -1076,13 +1078,14 @@ func (m *Manager) narrow(ctx context.Context, s *sinkRuntime, tenants, listed []
 	// Kept as it was when a write fails: the reload fails with the running
 	// configuration kept, and the next one must find the gain again and
 	// write every consumer (some may still take the tenant).
-	was := w.scope
-	w.scope = slices.Clone(tenants)
+	was := w.scope.Load()
+	scope := slices.Clone(tenants)
+	w.scope.Store(&scope)
 	for p := range m.shared.partitions {
 		if err := events.Retry(ctx, "the consumers of sink "+s.cfg.Name, m.log, func(ctx context.Context) error {
 			return w.setupConsumer(ctx, p)
 		}); err != nil {
-			w.scope = was
+			w.scope.Store(was)
 			return fmt.Errorf("holding the consumers of sink %s to its tenants: %w", s.cfg.Name, err)
 		}
 	}

@@ -33,7 +33,9 @@ type worker struct {
 	tenants  []string
 	// scope is the tenants this process's relay.yaml configures
 	// (Options.Tenants): its consumers' filter keeps the others' (othersKept).
-	scope    []string
+	// A reload's narrow writes it while a running partition's lost-stream
+	// recovery may read it.
+	scope    atomic.Pointer[[]string]
 	schedule Schedule
 	// keepFor is how long the stream keeps an event (its max_age when the
 	// worker was set up; 0: for ever): a retry is not put off past it.
@@ -227,11 +229,15 @@ func (w *worker) setupConsumer(ctx context.Context, partition int) error {
 // one that takes some narrows consumers that took every tenant: the
 // processes that configure a tenant must agree on the sink.
 func (w *worker) othersKept(filter []string, was jetstream.ConsumerConfig) []string {
-	if len(w.tenants) == 0 || len(w.scope) == 0 {
+	var scope []string
+	if p := w.scope.Load(); p != nil {
+		scope = *p
+	}
+	if len(w.tenants) == 0 || len(scope) == 0 {
 		return filter
 	}
 	for _, f := range append(slices.Clone(was.FilterSubjects), was.FilterSubject) {
-		if t := events.PatternTenant(f); t != "" && !slices.Contains(w.scope, t) && !slices.Contains(filter, f) {
+		if t := events.PatternTenant(f); t != "" && !slices.Contains(scope, t) && !slices.Contains(filter, f) {
 			filter = append(filter, f)
 		}
 	}
