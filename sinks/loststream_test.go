@@ -150,8 +150,12 @@ func TestSetupDuringAnotherProcessRecoveryKeepsEvents(t *testing.T) {
 // lostRaceResult is what one trial measured.
 type lostRaceResult struct {
 	lost, dup, disorder int
-	setupErrs           []error
-	notes               []string
+	// explained is set when the workers' log says why an event may have
+	// been delivered twice (repeatsExplained: a lease lapsed on a loaded
+	// machine), as at-least-once delivery allows.
+	explained bool
+	setupErrs []error
+	notes     []string
 }
 
 // lostRaceTrial: a stream of partitions partitions delivered to by one
@@ -194,14 +198,15 @@ func lostRaceTrial(t *testing.T, trial, n, partitions int, spread time.Duration,
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var res lostRaceResult
+	var logs eventstest.Log
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for i := range n {
 		delay := time.Duration(0)
 		if i > 0 && spread > 0 {
 			delay = time.Duration(rnd.Int64N(int64(spread)))
 		}
 		_, wjs := eventstest.Connect(t, url)
-		m, err := NewManager(Options{Sinks: []Config{cfg}, JS: wjs, Heartbeat: fastHeartbeat,
-			Logger: slog.New(slog.DiscardHandler)})
+		m, err := NewManager(Options{Sinks: []Config{cfg}, JS: wjs, Heartbeat: fastHeartbeat, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,6 +285,7 @@ func lostRaceTrial(t *testing.T, trial, n, partitions int, spread time.Duration,
 			res.lost++
 		}
 	}
+	res.explained = repeatsExplained(logs.String())
 	return res
 }
 
@@ -292,8 +298,8 @@ func TestLostStreamConcurrentSetups(t *testing.T) {
 	bad := 0
 	for i := range trials {
 		r := lostRaceTrial(t, i, workers, 16, spread, rnd)
-		t.Logf("trial %d: lost %d, twice %d, out of order %d, setup errors %v; %v", i, r.lost, r.dup, r.disorder, r.setupErrs, r.notes)
-		if r.lost > 0 || r.dup > 0 || r.disorder > 0 || len(r.setupErrs) > 0 {
+		t.Logf("trial %d: lost %d, twice %d (explained by the log: %v), out of order %d, setup errors %v; %v", i, r.lost, r.dup, r.explained, r.disorder, r.setupErrs, r.notes)
+		if r.lost > 0 || r.dup > 0 && !r.explained || r.disorder > 0 || len(r.setupErrs) > 0 {
 			bad++
 		}
 	}

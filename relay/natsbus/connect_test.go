@@ -341,3 +341,56 @@ func TestReconnectLogShowsNoCredentialOfTheURL(t *testing.T) {
 		})
 	}
 }
+
+// TestReconnectingThroughRefusals: README, NATS: the relay reconnects
+// for ever, and says why it cannot, once a minute per reason: a server
+// away, then one that comes back refusing the relay's credential (one
+// restarted before its users were loaded, a credential rotated on the
+// server first) made nats.go close the connection for good at its second
+// refusal: the relay never reconnected once the server took it again,
+// readyz failing until a restart by hand; each refusal was said, every
+// second, and a dial refused not at all.
+func TestReconnectingThroughRefusals(t *testing.T) {
+	dir, port := t.TempDir(), eventstest.FreePort(t)
+	s := eventstest.RunServerAt(t, dir, port)
+	var buf eventstest.Log
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	nc, err := natsbus.Connect(natsbus.Options{URL: fmt.Sprintf("nats://127.0.0.1:%d", port)}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+	// Away: why each attempt failed is said (once a minute).
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(buf.String(), "reconnecting to NATS failed") || !strings.Contains(buf.String(), "connection refused") {
+			return fmt.Errorf("the log:\n%s", buf.String())
+		}
+		return nil
+	})
+	s = eventstest.RunServerWith(t, dir, port, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "other", Password: "other-secret"}}
+	})
+	// Refused three times at least (the second closed the connection).
+	away := nc.Stats().Reconnects
+	refused := func() int { return int(nc.Stats().Reconnects - away) }
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := refused(); n < 3 || nc.IsClosed() {
+			return fmt.Errorf("%d refusals, the connection closed: %v", n, nc.IsClosed())
+		}
+		return nil
+	})
+	if n := strings.Count(buf.String(), "uthorization"); n != 1 {
+		t.Errorf("%d refusals said in %d lines, want one:\n%s", refused(), n, buf.String())
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
+	eventstest.RunServerAt(t, dir, port)
+	eventstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not reconnected (closed %v)", nc.IsClosed())
+		}
+		return nil
+	})
+}

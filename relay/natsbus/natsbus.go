@@ -84,6 +84,7 @@ func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
+	reconnectFailures, asyncErrors := lograte.New[string](time.Minute), lograte.New[string](time.Minute)
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.Timeout(timeout),
@@ -99,18 +100,41 @@ func Connect(o Options, embedded *Embedded, log *slog.Logger) (*nats.Conn, error
 				log.Warn("disconnected from NATS; reconnecting (a front end's events wait in its outbox, a worker's deliveries pause)", "err", err)
 			}
 		}),
+		// Each attempt that fails (every second or so while NATS is away),
+		// said once a minute per error: after the disconnection line, a
+		// server that refuses the relay (a TLS handshake, a credential
+		// rotated on the server) said nothing of why it stayed away.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return
+			}
+			if due, held := reconnectFailures.Note(err.Error(), time.Now()); due {
+				log.Warn("reconnecting to NATS failed; trying again every second (each error said once a minute)", "err", err, "failed_since", held)
+			}
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			// Not ConnectedUrlRedacted: url.Redacted hides a password
 			// only, and a lone user is a token (nats://TOKEN@host).
 			log.Info("reconnected to NATS", "server", redactURL(nc.ConnectedUrl()))
 		}),
+		// A server that refuses the relay's credential says so at every
+		// attempt (each second): said once a minute per subject and error.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {
 				subject = sub.Subject
 			}
-			log.Warn("NATS asynchronous error", "subject", subject, "err", err)
+			if due, held := asyncErrors.Note(subject+" "+err.Error(), time.Now()); due {
+				log.Warn("NATS asynchronous error (each said once a minute)", "subject", subject, "err", err, "repeated_since", held)
+			}
 		}),
+		// Reconnecting forever means through refusals too: by default
+		// nats.go closes the connection for good at the second refusal of
+		// the same credential by a server (one restarted before its users
+		// or accounts were loaded, a credential rotated on the server
+		// before relay.yaml), and the relay never reconnected, readyz
+		// failing until it was restarted by hand.
+		nats.IgnoreAuthErrorAbort(),
 	}
 	if embedded != nil {
 		own, err := embedded.connectOptions()
