@@ -65,8 +65,9 @@ func FuzzCompareDecimals(f *testing.F) {
 
 // TestSortKeysCompareNumbersExactly: sortBy orders numbers as a filter
 // compares them: 9007199254740993 after 9007199254740992 (as float64 they
-// were one, a tie), and -9007199254740993 before -9007199254740992; equal
-// values written apart (100 and 1e2) are a tie, left to the id.
+// were one, a tie), and -9007199254740993 before -9007199254740992; 1e400
+// is a number, not a missing value; equal values written apart (100 and
+// 1e2) are a tie, left to the id.
 func TestSortKeysCompareNumbersExactly(t *testing.T) {
 	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 	path, err := UserResourceType.ParsePath(custom + ":n")
@@ -84,6 +85,10 @@ func TestSortKeysCompareNumbersExactly(t *testing.T) {
 		{"-9007199254740993", "-9007199254740992", -1},
 		{"100", "1e2", 0},
 		{"2", "10", -1},
+		// Past float64's range: a number (it sorted as missing), by value.
+		{"1e400", "5", 1},
+		{"1e400", "2e400", -1},
+		{"-1e400", "-5", -1},
 	} {
 		if got := key(c.a).Compare(key(c.b), false); got != c.want {
 			t.Errorf("%s against %s: %d, want %d", c.a, c.b, got, c.want)

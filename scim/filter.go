@@ -744,7 +744,7 @@ func (c *compareExpr) setValue(t token) error {
 			c.value = lw == "true"
 			return c.checkOp(Boolean)
 		case typ == Integer || typ == Decimal || typ == "":
-			if f, err := strconv.ParseFloat(t.text, 64); err == nil {
+			if f, ok := readNumber(t.text); ok {
 				c.value, c.number, c.isNumber = json.Number(t.text), f, true
 				return c.checkOp(Decimal)
 			}
@@ -769,8 +769,8 @@ func (c *compareExpr) setValue(t token) error {
 		}
 		return c.checkOp(Boolean)
 	case Integer, Decimal:
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
+		f, ok := readNumber(s)
+		if !ok {
 			return fmt.Errorf("%s is a number; %q is not", c.path, s)
 		}
 		c.value, c.number, c.isNumber = json.Number(s), f, true
@@ -915,7 +915,7 @@ func asTypeOf(want, v any) any {
 		}
 	case json.Number:
 		if s, ok := v.(string); ok {
-			if _, err := strconv.ParseFloat(s, 64); err == nil {
+			if _, ok := readNumber(s); ok {
 				return json.Number(s)
 			}
 		}
@@ -930,6 +930,20 @@ func asTypeOf(want, v any) any {
 		}
 	}
 	return v
+}
+
+// readNumber reads s as a number when it is a number's text (JSON's
+// grammar, a leading '+' too), also one past float64's range, which
+// compares exactly by its text (compareDecimals); f is its nearest
+// float64, ±Inf past the range. Go's ParseFloat alone refused 1e400, so
+// `x lt 1e400` compared as text and 5 was not below it, and took
+// "Infinity", "NaN" and "0x1p4", which no JSON number writes.
+func readNumber(s string) (f float64, ok bool) {
+	if _, ok := parseDecimal(s); !ok {
+		return 0, false
+	}
+	f, _ = strconv.ParseFloat(s, 64)
+	return f, true
 }
 
 // compareOrder reports whether an ordering comparison holds, given

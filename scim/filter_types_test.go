@@ -13,7 +13,8 @@ import "testing"
 func TestFilterUnknownAttributeTypes(t *testing.T) {
 	const custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 	r := fixture(t, UserResourceType, `{`+userSchemas+`,"id":"u1","userName":"ann",
-		"`+custom+`":{"postalCode":"98052","floor":3,"remote":true,"badge":"TRUE","empId":9007199254740993}}`)
+		"`+custom+`":{"postalCode":"98052","floor":3,"remote":true,"badge":"TRUE","empId":9007199254740993,
+		"huge":2e400,"inf":"Infinity","hex":"0x1p4"}}`)
 	tests := []struct {
 		filter string
 		want   bool
@@ -39,6 +40,14 @@ func TestFilterUnknownAttributeTypes(t *testing.T) {
 		{`empId gt 9007199254740992`, true},
 		{`empId le 9.007199254740992e15`, false},
 		{`empId lt 9007199254740993.5`, true},
+		// Past float64's range a number still (1e400 compared as text);
+		// what no JSON number writes is not one (Go's ParseFloat reads
+		// "Infinity" and "0x1p4").
+		{`huge gt 1e400`, true},
+		{`huge lt 1e400`, false},
+		{`floor lt 1e400`, true},
+		{`inf gt 5`, false},
+		{`hex eq 16`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter, func(t *testing.T) {

@@ -69,8 +69,13 @@ func SortKeyOf(r *Resource, p AttrPath) SortKey {
 		}
 		return SortKey{kind: sortString, str: v}
 	case json.Number:
-		if f, err := v.Float64(); err == nil {
+		// A number's text is kept for Compare; one past float64's range
+		// (1e400) is ±Inf here, not missing.
+		if f, ok := readNumber(string(v)); ok {
 			return SortKey{kind: sortNumber, num: f, str: string(v)}
+		}
+		if f, err := v.Float64(); err == nil {
+			return SortKey{kind: sortNumber, num: f}
 		}
 	case float64:
 		return SortKey{kind: sortNumber, num: v}
@@ -94,8 +99,9 @@ func (k SortKey) Compare(o SortKey, descending bool) int {
 	if c == 0 {
 		if k.kind == sortNumber {
 			// Two numbers float64 cannot tell apart (9007199254740993
-			// and 9007199254740992) by their texts' values, as a filter
-			// compares them; equal values are a tie.
+			// and 9007199254740992, or 1e400 and 2e400, both +Inf) by
+			// their texts' values, as a filter compares them; equal
+			// values are a tie.
 			c, _ = compareDecimals(k.str, o.str)
 		} else {
 			c = strings.Compare(k.str, o.str)
