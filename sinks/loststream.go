@@ -20,8 +20,10 @@ import (
 // at its start, keeping the stream and its consumers' positions) numbers
 // new ones from 0 again, and each sink consumer would pass over the new
 // events up to where it had been. A worker looks for it at a setup
-// (streamRenumbered) and, running, after each reconnection to NATS,
-// before it takes anything more (take, lostUnderway); found, the
+// (streamRenumbered) and, running, after each reconnection to NATS or
+// trouble consuming (the stream's node of a cluster away while the worker
+// stayed connected to another), before it takes anything more (take,
+// lostUnderway); found, the
 // consumer is made again from the stream's first event, one process at a
 // time (recoverConsumer).
 //
@@ -306,7 +308,11 @@ func (w *worker) storedAnew(ctx context.Context, partition int, info *jetstream.
 func (p *partition) markReached(info *jetstream.ConsumerInfo, pin string) {
 	floor := info.AckFloor.Stream
 	p.mu.Lock()
-	due := floor != 0 && floor != p.marked && time.Since(p.markedAt) >= reachedEvery && (pin == "" || pin == p.pin)
+	// A consumer made since the last mark (made again from the first
+	// event, here or by another process) has none of its own yet: it is
+	// marked at once, not reachedEvery after the last consumer's.
+	fresh := !info.Created.Equal(p.markedFor)
+	due := floor != 0 && (fresh || floor != p.marked && time.Since(p.markedAt) >= reachedEvery) && (pin == "" || pin == p.pin)
 	p.mu.Unlock()
 	if !due {
 		return
@@ -329,7 +335,7 @@ func (p *partition) markReached(info *jetstream.ConsumerInfo, pin string) {
 		return
 	}
 	p.mu.Lock()
-	p.marked, p.markedAt = floor, time.Now()
+	p.marked, p.markedAt, p.markedFor = floor, time.Now(), info.Created
 	p.mu.Unlock()
 }
 
@@ -392,7 +398,7 @@ func (p *partition) endConsume(err error) {
 // again since the partition last looked for a stream that lost its events.
 func (p *partition) reconnectUnchecked() bool {
 	nc := p.w.js.Conn()
-	return nc != nil && nc.Stats().Reconnects != p.reconnects.Load()
+	return nc != nil && (p.disturbed.Load() || nc.Stats().Reconnects != p.reconnects.Load())
 }
 
 // lostUnderway looks, after the connection to NATS was made again, for a
@@ -413,11 +419,15 @@ func (p *partition) lostUnderway(info *jetstream.ConsumerInfo) bool {
 		return false
 	}
 	reconnects := nc.Stats().Reconnects
-	if reconnects == p.reconnects.Load() {
+	disturbed := p.disturbed.Swap(false)
+	if reconnects == p.reconnects.Load() && !disturbed {
 		return false
 	}
 	behind, err := p.w.behindStream(p.ctx, p.n, info, false, func() bool { return p.pause(2 * time.Second) })
 	if err != nil {
+		if disturbed {
+			p.disturbed.Store(true)
+		}
 		return false // the next look
 	}
 	if !behind {
@@ -434,6 +444,9 @@ func (p *partition) lostUnderway(info *jetstream.ConsumerInfo) bool {
 	ctx, cancel := context.WithTimeout(p.ctx, 4*apiTimeout)
 	defer cancel()
 	if err := p.w.recoverConsumer(ctx, p.n, info, cfg); err != nil {
+		if disturbed {
+			p.disturbed.Store(true)
+		}
 		p.w.log.Warn("recreating the consumer of a stream that lost its events failed; will look again", "partition", p.n, "err", err)
 		return false
 	}

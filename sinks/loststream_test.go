@@ -425,3 +425,121 @@ func TestLostStreamStoringMoreThanTheConsumerHadReached(t *testing.T) {
 		})
 	}
 }
+
+// TestLostStreamOnAClusterNodeUnderAWorkerConnectedElsewhere: a
+// three-node cluster holds the event stream with one replica; the worker
+// is connected to another node. The stream's node restarts on a damaged
+// store and the stream stores more new events than the consumer had
+// reached. The worker's connection was never made again, so it never
+// looked (30 of 60 passed over until 2026-12-07); a partition whose
+// consuming reported trouble (no heartbeats while the node was away) now
+// looks as after a reconnection.
+func TestLostStreamOnAClusterNodeUnderAWorkerConnectedElsewhere(t *testing.T) {
+	opts := make([]*server.Options, 3)
+	servers := eventstest.RunClusterWith(t, 3, func(i int, o *server.Options) { opts[i] = o })
+	_, js := eventstest.Connect(t, eventstest.ClusterURLs(servers))
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{Replicas: 1, MaxAge: time.Hour, Duplicates: 10 * time.Minute, Partitions: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := slices.IndexFunc(servers, func(s *server.Server) bool { return s.Name() == st.CachedInfo().Cluster.Leader })
+	if at < 0 {
+		t.Fatalf("no node holds the stream (%q)", st.CachedInfo().Cluster.Leader)
+	}
+	other := (at + 1) % 3
+	rc := newReceiver(t, nil)
+	startWorker(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, Replicas: 3, Logger: slog.New(slog.DiscardHandler)}, eventstest.URL(servers[other]))
+	publishDelivered(t, newPublisher(t, js), rc, 30, "old")
+	awaitMark(t, js, time.Time{})
+	servers[at].Shutdown()
+	servers[at].WaitForShutdown()
+	eventstest.DamageFirstBlock(t, opts[at].StoreDir)
+	s, err := server.NewServer(opts[at])
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(20 * time.Second) {
+		t.Fatal("the restarted node is not ready")
+	}
+	_, js = eventstest.Connect(t, eventstest.URL(servers[other]))
+	eventstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		st, err := js.Stream(ctx, events.StreamName)
+		if err == nil && st.CachedInfo().State.LastSeq != 0 {
+			err = fmt.Errorf("the stream's last sequence is %d", st.CachedInfo().State.LastSeq)
+		}
+		return err
+	})
+	wantStoredSince(t, rc, newPublisher(t, js), 60)
+}
+
+// TestLostStreamTwiceInARow: a running worker goes through a stream that
+// lost its events, its consumer made again from the first event, and the
+// stream loses them again, then stores more new events than the new
+// consumer had reached. The consumer made again was not marked for 30 s
+// after the one before it had been (until 2026-12-07; the second loss
+// then passed 20 of 60 over): a consumer made since the last mark is
+// marked at the next look.
+func TestLostStreamTwiceInARow(t *testing.T) {
+	s, dir, port, js := storedStream(t, 1)
+	rc := newReceiver(t, nil)
+	// The default heartbeat: a lease of 8 s, which a quick restart of NATS
+	// does not lapse, so the partition is the same through both losses.
+	startWorker(t, Options{Sinks: []Config{sinkConfig("crm", rc.URL, nil)}, Logger: slog.New(slog.DiscardHandler)}, eventstest.URL(s))
+	publishDelivered(t, newPublisher(t, js), rc, 30, "old")
+	first := awaitMark(t, js, time.Time{})
+	s = eventstest.RestartLosingEvents(t, s, dir, port)
+	_, js = eventstest.Connect(t, eventstest.URL(s))
+	wantStoredSince(t, rc, newPublisher(t, js), 20)
+	awaitMark(t, js, first)
+	s = eventstest.RestartLosingEvents(t, s, dir, port)
+	_, js = eventstest.Connect(t, eventstest.URL(s))
+	wantStoredSince(t, rc, newPublisher(t, js), 60)
+}
+
+// awaitMark waits until partition 0 of sink crm is marked for a consumer
+// made after madeAfter, and returns when that consumer was made.
+func awaitMark(t *testing.T, js jetstream.JetStream, madeAfter time.Time) time.Time {
+	t.Helper()
+	kv, err := js.KeyValue(ctx, parkingBucketName("crm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mark reached
+	eventstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		e, err := kv.Get(ctx, reachedKey(0))
+		if err != nil {
+			return err
+		}
+		if mark, err = parseReached(e.Value()); err == nil && !mark.made.After(madeAfter) {
+			err = fmt.Errorf("the mark is of the consumer made %v, not of one made since", mark.made)
+		}
+		return err
+	})
+	return mark.made
+}
+
+// wantStoredSince publishes n user.created events through p, of ten
+// resources, and waits until rc has received each of them.
+func wantStoredSince(t *testing.T, rc *receiver, p *publisher, n int) {
+	t.Helper()
+	before := len(ids(rc))
+	var sent []string
+	for i := range n {
+		sent = append(sent, p.publish("acme", events.UserCreated, fmt.Sprint("since", i%10)))
+	}
+	eventstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		got := map[string]bool{}
+		for _, id := range ids(rc)[before:] {
+			got[id] = true
+		}
+		if missing := slices.DeleteFunc(slices.Clone(sent), func(id string) bool { return got[id] }); len(missing) > 0 {
+			return fmt.Errorf("%d of the %d events stored since the stream lost its events not delivered", len(missing), n)
+		}
+		return nil
+	})
+}

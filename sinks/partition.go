@@ -55,8 +55,14 @@ type partition struct {
 	// nanoseconds) of the consumer it found so, from which nothing more is
 	// taken (take).
 	reconnects atomic.Uint64
-	lookMu     sync.Mutex
-	recovered  atomic.Int64
+	// disturbed is set when consuming reported trouble without the
+	// connection being made again (no heartbeats: the stream's node of a
+	// cluster away, perhaps restarted on a damaged store while this
+	// worker stayed connected to another node); the partition then looks
+	// as after a reconnection (lostUnderway).
+	disturbed atomic.Bool
+	lookMu    sync.Mutex
+	recovered atomic.Int64
 
 	mu        sync.Mutex
 	lanes     map[string]*lane
@@ -71,6 +77,7 @@ type partition struct {
 	claimRev  uint64                     // the revision of the claim this run wrote; 0: none
 	marked    uint64                     // the ack floor the partition's mark last written holds (markReached)
 	markedAt  time.Time                  // when it was written
+	markedFor time.Time                  // the creation time of the consumer it is of
 	wg        sync.WaitGroup             // lane goroutines
 	released  bool                       // release has begun: no lane starts (enqueue after a Drain or Stop that consume did not wait for)
 
@@ -561,6 +568,7 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 		jetstream.PullExpiry(w.t.pullExpiry),
 		jetstream.PullPriorityGroup(priorityGroup),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			p.disturbed.Store(true)
 			switch {
 			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
 				gone(err)
