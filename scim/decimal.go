@@ -86,17 +86,8 @@ func parseDecimal(s string) (d decimal, ok bool) {
 	return d, true
 }
 
-// compareDecimals compares two numbers' texts exactly (-1, 0, +1); ok is
-// false when either is not a plain decimal.
-func compareDecimals(a, b string) (int, bool) {
-	x, ok := parseDecimal(a)
-	if !ok {
-		return 0, false
-	}
-	y, ok := parseDecimal(b)
-	if !ok {
-		return 0, false
-	}
+// compare compares x with y exactly (-1, 0, +1).
+func (x decimal) compare(y decimal) int {
 	sign := func(d decimal) int {
 		switch {
 		case d.digits == "":
@@ -107,7 +98,7 @@ func compareDecimals(a, b string) (int, bool) {
 		return 1
 	}
 	if sx, sy := sign(x), sign(y); sx != sy || sx == 0 {
-		return cmp.Compare(sx, sy), true
+		return cmp.Compare(sx, sy)
 	}
 	// The same sign: compare magnitudes, by the place of the first digit,
 	// then digit by digit.
@@ -118,7 +109,7 @@ func compareDecimals(a, b string) (int, bool) {
 		mag = strings.Compare(x.digits, y.digits) // no trailing zeros: a longer one with the same start is larger
 	}
 	if x.neg {
-		return -mag, true
+		return -mag
 	}
-	return mag, true
+	return mag
 }

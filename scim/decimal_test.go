@@ -9,6 +9,17 @@ import (
 	"testing"
 )
 
+// compareDecimals compares two numbers' texts exactly; ok is false when
+// either is not a number's text.
+func compareDecimals(a, b string) (int, bool) {
+	x, okx := parseDecimal(a)
+	y, oky := parseDecimal(b)
+	if !okx || !oky {
+		return 0, false
+	}
+	return x.compare(y), true
+}
+
 // TestCompareDecimalsIsExact: numbers compare by their value, exactly,
 // past float64's 53 bits too; what is not a plain decimal is left to
 // float64.

@@ -716,6 +716,7 @@ type compareExpr struct {
 	value     any    // string, bool, json.Number, or nil for null
 	folded    string // Fold(value), for case-insensitive comparisons
 	number    float64
+	decimal   decimal // the number's text read exactly (readNumber)
 	isNumber  bool
 	instant   time.Time // a date-time value, parsed
 	isTime    bool
@@ -744,8 +745,8 @@ func (c *compareExpr) setValue(t token) error {
 			c.value = lw == "true"
 			return c.checkOp(Boolean)
 		case typ == Integer || typ == Decimal || typ == "":
-			if f, ok := readNumber(t.text); ok {
-				c.value, c.number, c.isNumber = json.Number(t.text), f, true
+			if d, f, ok := readNumber(t.text); ok {
+				c.value, c.decimal, c.number, c.isNumber = json.Number(t.text), d, f, true
 				return c.checkOp(Decimal)
 			}
 			if typ != "" {
@@ -769,11 +770,11 @@ func (c *compareExpr) setValue(t token) error {
 		}
 		return c.checkOp(Boolean)
 	case Integer, Decimal:
-		f, ok := readNumber(s)
+		d, f, ok := readNumber(s)
 		if !ok {
 			return fmt.Errorf("%s is a number; %q is not", c.path, s)
 		}
-		c.value, c.number, c.isNumber = json.Number(s), f, true
+		c.value, c.decimal, c.number, c.isNumber = json.Number(s), d, f, true
 		return c.checkOp(Decimal)
 	case DateTime:
 		if c.op == opCo || c.op == opSw || c.op == opEw {
@@ -868,8 +869,8 @@ func (c *compareExpr) test(o op, v any) bool {
 			// decimals: as float64, 9007199254740993 was 9007199254740992,
 			// and a filter naming one selected the other (a PATCH's
 			// value filter removed an element it did not name).
-			if order, ok := compareDecimals(string(n), string(want)); ok {
-				return compareOrder(o, order)
+			if d, ok := parseDecimal(string(n)); ok {
+				return compareOrder(o, d.compare(c.decimal))
 			}
 			f, err := n.Float64()
 			if err != nil {
@@ -915,7 +916,7 @@ func asTypeOf(want, v any) any {
 		}
 	case json.Number:
 		if s, ok := v.(string); ok {
-			if _, ok := readNumber(s); ok {
+			if _, _, ok := readNumber(s); ok {
 				return json.Number(s)
 			}
 		}
@@ -934,16 +935,16 @@ func asTypeOf(want, v any) any {
 
 // readNumber reads s as a number when it is a number's text (JSON's
 // grammar, a leading '+' too), also one past float64's range, which
-// compares exactly by its text (compareDecimals); f is its nearest
+// compares exactly by its text (d); f is its nearest
 // float64, ±Inf past the range. Go's ParseFloat alone refused 1e400, so
 // `x lt 1e400` compared as text and 5 was not below it, and took
 // "Infinity", "NaN" and "0x1p4", which no JSON number writes.
-func readNumber(s string) (f float64, ok bool) {
-	if _, ok := parseDecimal(s); !ok {
-		return 0, false
+func readNumber(s string) (d decimal, f float64, ok bool) {
+	if d, ok = parseDecimal(s); !ok {
+		return decimal{}, 0, false
 	}
 	f, _ = strconv.ParseFloat(s, 64)
-	return f, true
+	return d, f, true
 }
 
 // compareOrder reports whether an ordering comparison holds, given

@@ -16,6 +16,9 @@ type SortKey struct {
 	kind sortKind
 	num  float64
 	str  string
+	// dec is a number's text read exactly, where exact.
+	dec   decimal
+	exact bool
 }
 
 // sortKind orders values of different JSON types, which only an attribute
@@ -69,10 +72,10 @@ func SortKeyOf(r *Resource, p AttrPath) SortKey {
 		}
 		return SortKey{kind: sortString, str: v}
 	case json.Number:
-		// A number's text is kept for Compare; one past float64's range
-		// (1e400) is ±Inf here, not missing.
-		if f, ok := readNumber(string(v)); ok {
-			return SortKey{kind: sortNumber, num: f, str: string(v)}
+		// Read exactly for Compare; one past float64's range (1e400) is
+		// ±Inf as a float, not missing.
+		if d, f, ok := readNumber(string(v)); ok {
+			return SortKey{kind: sortNumber, num: f, dec: d, exact: true}
 		}
 		if f, err := v.Float64(); err == nil {
 			return SortKey{kind: sortNumber, num: f}
@@ -94,18 +97,17 @@ func SortKeyOf(r *Resource, p AttrPath) SortKey {
 func (k SortKey) Compare(o SortKey, descending bool) int {
 	c := cmp.Compare(k.kind, o.kind)
 	if c == 0 {
-		c = cmp.Compare(k.num, o.num)
+		if k.exact && o.exact {
+			// Numbers by their texts' values, as a filter compares them:
+			// float64 cannot tell 9007199254740993 from 9007199254740992,
+			// nor 1e400 from 2e400 (both +Inf).
+			c = k.dec.compare(o.dec)
+		} else {
+			c = cmp.Compare(k.num, o.num)
+		}
 	}
 	if c == 0 {
-		if k.kind == sortNumber {
-			// Two numbers float64 cannot tell apart (9007199254740993
-			// and 9007199254740992, or 1e400 and 2e400, both +Inf) by
-			// their texts' values, as a filter compares them; equal
-			// values are a tie.
-			c, _ = compareDecimals(k.str, o.str)
-		} else {
-			c = strings.Compare(k.str, o.str)
-		}
+		c = strings.Compare(k.str, o.str)
 	}
 	if descending {
 		return -c

@@ -101,8 +101,5 @@ func (p *partition) findLostTail(info *jetstream.ConsumerInfo, pin string) {
 	}
 	p.w.log.Warn("messages the partition's consumer delivered never reached this worker (NATS lost them in transit); taking the partition again from its ack floor once the events taken are delivered",
 		"partition", p.n, "consumer", p.name, "expected_delivery", next, "delivered", info.Delivered.Consumer)
-	select {
-	case p.lost <- errDeliveryGap:
-	default:
-	}
+	p.endConsume(errDeliveryGap)
 }

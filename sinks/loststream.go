@@ -323,7 +323,7 @@ func (p *partition) markReached(info *jetstream.ConsumerInfo, pin string) {
 	if err != nil {
 		return // gone (a tenant's events purged): the next floor
 	}
-	if p.reconnectUnchecked() {
+	if p.lookDue() {
 		// Answered after a reconnection no look has checked yet: the
 		// stream may have lost its events meanwhile, and this would mark
 		// a new event as the one the consumer had reached (lostUnderway
@@ -364,7 +364,7 @@ var errRecovered = errors.New("the event stream lost its events: the partition's
 // consumer made again sent them. Nothing is taken from a consumer made
 // again or gone, and consume ends.
 func (p *partition) take(cons jetstream.Consumer, made int64, m jetstream.Msg) {
-	for p.reconnectUnchecked() { // looked at again while a recovery fails
+	for p.lookDue() { // looked at again while a recovery fails
 		ctx, cancel := context.WithTimeout(p.ctx, apiTimeout)
 		info, err := cons.Info(ctx)
 		cancel()
@@ -375,7 +375,7 @@ func (p *partition) take(cons jetstream.Consumer, made int64, m jetstream.Msg) {
 		if err == nil && p.lostUnderway(info) {
 			break
 		}
-		if p.ctx.Err() != nil || p.reconnectUnchecked() && !p.pause(time.Second) {
+		if p.ctx.Err() != nil || p.lookDue() && !p.pause(time.Second) {
 			return
 		}
 	}
@@ -386,7 +386,8 @@ func (p *partition) take(cons jetstream.Consumer, made int64, m jetstream.Msg) {
 	p.enqueue(m)
 }
 
-// endConsume ends the partition's consume with err, unless ending already.
+// endConsume ends the partition's consume with err, unless it is ending
+// already (consume takes the first).
 func (p *partition) endConsume(err error) {
 	select {
 	case p.lost <- err:
@@ -394,9 +395,11 @@ func (p *partition) endConsume(err error) {
 	}
 }
 
-// reconnectUnchecked reports whether the connection to NATS was made
-// again since the partition last looked for a stream that lost its events.
-func (p *partition) reconnectUnchecked() bool {
+// lookDue reports whether the partition must look for a stream that lost
+// its events (lostUnderway) before it takes anything more: the connection
+// to NATS was made again, or consuming reported trouble (disturbed),
+// since it last looked.
+func (p *partition) lookDue() bool {
 	nc := p.w.js.Conn()
 	return nc != nil && (p.disturbed.Load() || nc.Stats().Reconnects != p.reconnects.Load())
 }

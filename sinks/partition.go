@@ -556,12 +556,6 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 	case <-lost: // from the consuming before, which has ended
 	default:
 	}
-	gone := func(err error) {
-		select {
-		case lost <- err:
-		default:
-		}
-	}
 	made := cons.CachedInfo().Created.UnixNano()
 	cc, err := cons.Consume(func(m jetstream.Msg) { p.take(cons, made, m) },
 		jetstream.PullMaxMessages(w.pullBatch()),
@@ -571,13 +565,13 @@ func (p *partition) consume(cons jetstream.Consumer) error {
 			p.disturbed.Store(true)
 			switch {
 			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
-				gone(err)
+				p.endConsume(err)
 			case errors.Is(err, jetstream.ErrNoHeartbeat):
 				// NATS was away or slow: consuming carries on by itself
 				// unless the consumer itself is gone.
 				go func() {
 					if p.gone() {
-						gone(jetstream.ErrConsumerNotFound)
+						p.endConsume(jetstream.ErrConsumerNotFound)
 					}
 				}()
 			default:
@@ -711,10 +705,7 @@ func (p *partition) enqueue(m jetstream.Msg) {
 		if expected > 0 {
 			w.log.Warn("a message the partition's consumer delivered never reached this worker (NATS lost it in transit); taking nothing more, and taking the partition again from its ack floor once the events taken are delivered, so that none of its resource's later events goes out before it",
 				"partition", p.n, "consumer", p.name, "expected_delivery", expected, "delivery", meta.Sequence.Consumer, "stream_seq", meta.Sequence.Stream)
-			select {
-			case p.lost <- errDeliveryGap:
-			default:
-			}
+			p.endConsume(errDeliveryGap)
 		}
 		return // unacknowledged: delivered again after the reset
 	}

@@ -1021,15 +1021,7 @@ func TestSinkWorkerCannotListConsumers(t *testing.T) {
 	h := newHook(t)
 	startRelay(t, onNATSAs(t, ns, "front", "front-secret", h), roleSCIM)
 	connect := func(user, password string) jetstream.JetStream {
-		nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, password))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, js := eventstest.Connect(t, strings.Replace(ns.ClientURL(), "nats://", "nats://"+user+":"+password+"@", 1))
 		return js
 	}
 	const subscriber = "audit-k3v9q" // the operator's, for a subscriber of its own
@@ -1050,6 +1042,9 @@ func TestSinkWorkerCannotListConsumers(t *testing.T) {
 		listed = append(listed, name)
 	}
 	if !slices.Contains(listed, subscriber) {
+		if lister.Err() == nil {
+			t.Errorf("the workers' NATS user listed the event stream's consumers without error (%v), %s not among them", listed, subscriber)
+		}
 		return
 	}
 	// What the name opens: the subscriber's consumer deleted by the
