@@ -538,6 +538,11 @@ func (b *bulkRun) resolve(op *bulkOp) error {
 // of its own (its endpoint matched in any case and a trailing slash
 // trimmed, as on the URL).
 func (b *bulkRun) target(op *bulkOp) (*call, error) {
+	if i := strings.IndexAny(op.path, "?#"); i >= 0 {
+		// Not an id holding "?": the relay's ids never do, and a client
+		// that sent a query meant it, which an operation cannot take.
+		return nil, Errorf(ErrInvalidValue, "Operations[%d]: path takes no query or fragment (%q); give the resource's path alone", op.index, Truncate(op.path[i:], 64))
+	}
 	endpoint, id, hasID := op.splitPath()
 	var rt *ResourceType
 	for _, t := range ResourceTypes {
