@@ -328,15 +328,52 @@ func TestRefSubAttributeInAnyCase(t *testing.T) {
 	}
 	// Each spelling answers what the lower-case one does.
 	for variant, canonical := range map[string]string{
-		"/Groups/" + gid + "?excludedAttributes=members.$Ref":  "/Groups/" + gid + "?excludedAttributes=members.$ref",
-		"/Groups/" + gid + "?excludedAttributes=MEMBERS.$REF":  "/Groups/" + gid + "?excludedAttributes=members.$ref",
-		"/Groups/" + gid + "?attributes=members.$REF":          "/Groups/" + gid + "?attributes=members.$ref",
-		"/Groups?filter=" + url.QueryEscape(`members.$Ref pr`): "/Groups?filter=" + url.QueryEscape(`members.$ref pr`),
+		"/Groups/" + gid + "?excludedAttributes=members.$Ref": "/Groups/" + gid + "?excludedAttributes=members.$ref",
+		"/Groups/" + gid + "?excludedAttributes=MEMBERS.$REF": "/Groups/" + gid + "?excludedAttributes=members.$ref",
+		"/Groups/" + gid + "?attributes=members.$REF":         "/Groups/" + gid + "?attributes=members.$ref",
 	} {
 		wantCode, want := get(canonical)
 		if code, got := get(variant); wantCode != http.StatusOK || code != wantCode || got != want {
 			t.Errorf("GET %s: %d %s\nwant as GET %s: %d %s", variant, code, got, canonical, wantCode, want)
 		}
+	}
+}
+
+// TestFiltersOnLinksAreRefused: the links an answer adds (a member's and a
+// group's $ref, meta.location) are made from the URL the client used and
+// not stored. A list filtering on one matched nothing and a PATCH removing
+// the members a $ref filter names answered 204 and removed none, while
+// every answer showed the links (a groups differential hunt): each is 400
+// naming what to filter on (invalidFilter; invalidPath for the PATCH, as
+// any bad filter in its path), and nothing changes; sortBy on
+// meta.location is 400 invalidValue.
+func TestFiltersOnLinksAreRefused(t *testing.T) {
+	_, do := servedTenant(t, TenantOptions{Name: "acme"})
+	u := do("POST", "/Users", `{"schemas":["`+scim.UserSchema+`"],"userName":"ann"}`, http.StatusCreated)
+	uid := u["id"].(string)
+	g := do("POST", "/Groups", `{"schemas":["`+scim.GroupSchema+`"],"displayName":"G","members":[{"value":"`+uid+`"}]}`, http.StatusCreated)
+	gid := g["id"].(string)
+	ref := g["members"].([]any)[0].(map[string]any)["$ref"].(string)
+	for _, c := range []struct{ method, path, body, detail string }{ // PATCH: invalidPath, else invalidFilter
+		{"GET", "/Groups?filter=" + url.QueryEscape(`members.$ref eq "`+ref+`"`), "", "filter on members.value"},
+		{"GET", "/Groups?filter=" + url.QueryEscape(`members.$Ref pr`), "", "filter on members.value"},
+		{"GET", "/Users?filter=" + url.QueryEscape(`groups[$ref ew "`+gid+`"]`), "", "filter on groups.value"},
+		{"GET", "/Users?filter=" + url.QueryEscape(`meta.location pr`), "", "filter on id"},
+		{"POST", "/Groups/.search", `{"schemas":["` + scim.SearchRequestSchema + `"],"filter":"members.$ref pr"}`, "filter on members.value"},
+		{"PATCH", "/Groups/" + gid, `{"schemas":["` + scim.PatchOpSchema + `"],"Operations":[{"op":"remove","path":"members[$ref co \"/Users/\"]"}]}`, "filter on members.value"},
+	} {
+		e := do(c.method, c.path, c.body, http.StatusBadRequest)
+		want := map[bool]string{true: "invalidPath", false: "invalidFilter"}[c.method == "PATCH"]
+		if e["scimType"] != want || !strings.Contains(fmt.Sprint(e["detail"]), c.detail) {
+			t.Errorf("%s %s: %v, want a 400 %s saying %q", c.method, c.path, e, want, c.detail)
+		}
+	}
+	e := do("GET", "/Users?sortBy=meta.location", "", http.StatusBadRequest)
+	if e["scimType"] != "invalidValue" || !strings.Contains(fmt.Sprint(e["detail"]), "sort by id") {
+		t.Errorf("sortBy=meta.location: %v, want 400 invalidValue saying to sort by id", e)
+	}
+	if got := do("GET", "/Groups/"+gid, "", http.StatusOK); len(got["members"].([]any)) != 1 || got["meta"].(map[string]any)["version"] != g["meta"].(map[string]any)["version"] {
+		t.Errorf("the group after the refused PATCH: %v, want it unchanged (%v)", got, g)
 	}
 }
 

@@ -492,6 +492,9 @@ func (p *filterParser) parseValuePath(path AttrPath) (expr, error) {
 	if t := p.lex.peek(); t.kind == tokWord && strings.HasPrefix(t.text, ".") {
 		p.lex.next()
 		sub, err := path.elementPath(t.text[1:])
+		if err == nil {
+			err = p.notALink(path, sub.Name)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -586,9 +589,16 @@ func (p *filterParser) parseSchemas() (expr, error) {
 // attribute inside a value path.
 func (p *filterParser) resolve(s string) (AttrPath, error) {
 	if p.parent != nil {
-		return p.parent.elementPath(s)
+		path, err := p.parent.elementPath(s)
+		if err == nil {
+			err = p.notALink(*p.parent, path.Name)
+		}
+		return path, err
 	}
 	path, err := p.rt.ParsePath(s)
+	if err == nil {
+		err = p.notALink(path, path.Sub)
+	}
 	if err != nil && hasPrefixFold(s, "urn:") && !errors.Is(err, errUnknownAttribute) {
 		if schema, _ := p.rt.splitURN(s); schema == nil {
 			// Where the URN of an extension a resource listed in schemas
@@ -603,6 +613,16 @@ func (p *filterParser) resolve(s string) (AttrPath, error) {
 		return AttrPath{}, p.errorf("%s names a whole extension; filter on one of its attributes", s)
 	}
 	return path, err
+}
+
+// notALink refuses a comparison of the sub-attribute sub of path that is
+// a link an answer adds (addedLink): not stored, it matched nothing, in a
+// list and in a PATCH path's filter alike, while every answer showed it.
+func (p *filterParser) notALink(path AttrPath, sub string) error {
+	if instead := addedLink(path.URN, path.Name, sub); instead != "" {
+		return p.errorf("%s.%s is a link the answer makes from the URL the client used, not stored, and no filter matches it; filter on %s", path.Name, sub, instead)
+	}
+	return nil
 }
 
 // --- expressions

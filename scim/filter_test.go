@@ -176,6 +176,14 @@ func TestFilterErrors(t *testing.T) {
 		{strings.Repeat("(", 40) + `userName eq "a"` + strings.Repeat(")", 40), "deeper than 32"},
 		{strings.Repeat("a", MaxFilterLength+1), "limit is 4096"},
 		{"userName eq \"\xff\"", "not valid UTF-8"},
+		// The links an answer adds are not stored: a filter on them
+		// matched nothing while every answer showed them.
+		{`meta.location pr`, "meta.location is a link the answer makes from the URL the client used, not stored, and no filter matches it; filter on id"},
+		{`META.Location eq "https://x/scim/v2/t/Users/1"`, "filter on id"},
+		{`groups.$ref pr`, "groups.$ref is a link the answer makes from the URL the client used, not stored, and no filter matches it; filter on groups.value"},
+		{`groups[$REF co "/Groups/"]`, "filter on groups.value"},
+		{`groups[type eq "direct"].$ref pr`, "filter on groups.value"},
+		{`urn:ietf:params:scim:schemas:core:2.0:User:groups.$ref pr`, "filter on groups.value"},
 	}
 	for _, tt := range tests {
 		name := tt.filter
@@ -187,6 +195,22 @@ func TestFilterErrors(t *testing.T) {
 			assertSCIMError(t, err, ErrInvalidFilter, tt.detail)
 		})
 	}
+}
+
+// TestFilterOnAMembersLinkIsRefused: as a group's link in a user's groups
+// (TestFilterErrors), a member's $ref is not stored, in a list's filter
+// and in a PATCH path's alike.
+func TestFilterOnAMembersLinkIsRefused(t *testing.T) {
+	members, err := GroupResourceType.ParsePath("members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{`members.$ref pr`, `members[$ref ew "/Users/1" and type eq "User"]`, `members[type eq "User"].$Ref pr`} {
+		_, err := ParseFilter(GroupResourceType, f)
+		assertSCIMError(t, err, ErrInvalidFilter, "members.$ref is a link the answer makes from the URL the client used, not stored, and no filter matches it; filter on members.value")
+	}
+	_, err = ParseValueFilter(GroupResourceType, members, `$ref co "/Users/"`)
+	assertSCIMError(t, err, ErrInvalidFilter, "filter on members.value")
 }
 
 // TestFilterOfAHundredTerms: a filter may have 100 terms (README), however

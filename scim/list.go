@@ -179,6 +179,10 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, c *call, p listP
 			// sort by them would be a sort by nothing.
 			return Errorf(ErrInvalidValue, "sortBy: %s are memberships, which lists do not sort by; sort by another attribute", sp.Name)
 		}
+		if instead := addedLink(sp.URN, sp.Name, sp.Sub); instead != "" {
+			// meta.location: every resource's is missing to the sort.
+			return Errorf(ErrInvalidValue, "sortBy: %s.%s is a link the answer makes from the URL the client used, not stored, which lists do not sort by; sort by %s", sp.Name, sp.Sub, instead)
+		}
 		q.SortBy, q.SortLimit = &sp, h.o.MaxSortMatches
 	}
 	switch strings.ToLower(p.sortOrder) {

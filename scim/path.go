@@ -43,6 +43,23 @@ func (p AttrPath) String() string {
 // Attribute returns the definition of the named attribute, nil when its schema is unknown.
 func (p AttrPath) Attribute() *Attribute { return p.attr }
 
+// addedLink returns, where the sub-attribute sub of the core attribute
+// name is a link an answer adds (meta.location, a member's or a group's
+// $ref: made from the URL the client used, not stored), the attribute to
+// compare instead; "" for anything else.
+func addedLink(urn, name, sub string) string {
+	if urn != "" {
+		return ""
+	}
+	switch {
+	case strings.EqualFold(name, "meta") && strings.EqualFold(sub, "location"):
+		return "id"
+	case strings.EqualFold(sub, "$ref") && (strings.EqualFold(name, "members") || strings.EqualFold(name, "groups")):
+		return strings.ToLower(name) + ".value"
+	}
+	return ""
+}
+
 // Leaf returns the definition of what the path ends at: the sub-attribute if
 // there is one, else the attribute. Nil when the schema is unknown.
 func (p AttrPath) Leaf() *Attribute {
