@@ -139,13 +139,28 @@ func (t *Tracing) Middleware(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx := propagation.TraceContext{}.Extract(r.Context(), fieldLines(r.Header))
 		ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(r.Method)))
 		defer span.End()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// fieldLines reads a request's W3C Trace Context headers whole: the lines
+// of a header sent in several (a proxy or a client library adding its
+// tracestate entry as a line of its own) are one comma-separated list
+// (RFC 9110 §5.3), where propagation.HeaderCarrier read the first line
+// alone and lost the rest of the tracestate. Two traceparent lines so
+// joined do not parse, and the request starts a trace of its own, as
+// W3C's test suite asks of a duplicated traceparent.
+type fieldLines http.Header
+
+func (h fieldLines) Get(key string) string { return strings.Join(http.Header(h).Values(key), ",") }
+
+func (h fieldLines) Set(key, value string) { http.Header(h).Set(key, value) }
+
+func (h fieldLines) Keys() []string { return propagation.HeaderCarrier(h).Keys() }
 
 // Request is what a span of a SCIM or token request says: never a
 // userName, an email, a filter or a credential.
