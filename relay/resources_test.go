@@ -270,6 +270,31 @@ func TestSchemasSayWhatATenantRequires(t *testing.T) {
 		}
 	}
 	want("globex's User schema", required(globex("GET", "/Schemas/"+scim.UserSchema, "", http.StatusOK)), map[string]bool{"userName": true, "emails": false, "name": false, "name.givenName": false})
+	// And /ResourceTypes, which said the enterprise extension was optional
+	// where a User without it is refused (a schema-driven hunt).
+	extensionRequired := func(rt map[string]any) any {
+		for _, e := range rt["schemaExtensions"].([]any) {
+			if e := e.(map[string]any); e["schema"] == scim.EnterpriseUserSchema {
+				return e["required"]
+			}
+		}
+		return nil
+	}
+	for who, c := range map[string]struct {
+		get  func(method, path, body string, status int) map[string]any
+		want bool
+	}{"acme": {acme, true}, "globex": {globex, false}} {
+		one := c.get("GET", "/ResourceTypes/User", "", http.StatusOK)
+		var listed map[string]any
+		for _, rt := range c.get("GET", "/ResourceTypes", "", http.StatusOK)["Resources"].([]any) {
+			if rt := rt.(map[string]any); rt["id"] == "User" {
+				listed = rt
+			}
+		}
+		if got, inList := extensionRequired(one), extensionRequired(listed); got != c.want || inList != c.want {
+			t.Errorf("%s's /ResourceTypes/User says the enterprise extension's required is %v (%v in the list), want %v", who, got, inList, c.want)
+		}
+	}
 
 	// A tenant unique by email refuses a User without one.
 	_, safe := workEmailTenant(t)

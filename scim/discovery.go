@@ -281,6 +281,26 @@ func (h *Handler) tenantSchema(c *call, s *Schema) schemaDoc {
 	return doc
 }
 
+// tenantResourceType is rt as c's tenant has it (TenantRules): an
+// extension one of whose attributes the tenant requires is required, since
+// a User without it is refused (RFC 7643 §6: "a resource of this type MUST
+// include this schema extension").
+func (h *Handler) tenantResourceType(c *call, rt *ResourceType) resourceTypeDoc {
+	doc := resourceTypeDocument(c.base, rt)
+	rules, ok := h.backend.(TenantRules)
+	if !ok || rt != UserResourceType {
+		return doc
+	}
+	for _, p := range rules.RequiredPaths(c.tenant) {
+		for i := range doc.SchemaExtensions {
+			if p.URN != "" && strings.EqualFold(p.URN, doc.SchemaExtensions[i].Schema) {
+				doc.SchemaExtensions[i].Required = true
+			}
+		}
+	}
+	return doc
+}
+
 func (h *Handler) schema(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err := checkDiscoveryQuery(r); err != nil {
 		return err
@@ -300,7 +320,7 @@ func (h *Handler) resourceTypes(w http.ResponseWriter, r *http.Request, c *call)
 	}
 	var docs []any
 	for _, rt := range ResourceTypes {
-		docs = append(docs, resourceTypeDocument(c.base, rt))
+		docs = append(docs, h.tenantResourceType(c, rt))
 	}
 	return writeJSON(w, http.StatusOK, listResponse(docs))
 }
@@ -312,7 +332,7 @@ func (h *Handler) resourceType(w http.ResponseWriter, r *http.Request, c *call) 
 	id := c.id
 	for _, rt := range ResourceTypes {
 		if strings.EqualFold(rt.ID, id) {
-			return writeJSON(w, http.StatusOK, resourceTypeDocument(c.base, rt))
+			return writeJSON(w, http.StatusOK, h.tenantResourceType(c, rt))
 		}
 	}
 	return Errorf(ErrNotFound, "no resource type %q", Truncate(id, 128))
