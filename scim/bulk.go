@@ -292,6 +292,13 @@ func parseBulkOp(i int, o any) *bulkOp {
 		op.err = Errorf(ErrInvalidValue, "Operations[%d]: bulkId %q could never be referred to: a bulkId holds no space, quote, bracket, slash or comma", i, Truncate(op.bulkID, 64))
 	case op.path == "":
 		op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: path is required (/Users, /Groups, or /Users/<id> ...)", i)
+	case strings.ContainsAny(op.path, "?#"):
+		// Not an id, nor a bulkId, holding "?": the relay's ids never do,
+		// and a client that sent a query meant it, which an operation
+		// cannot take. Refused here, before a reference in the path would
+		// be looked for with the query (409, "no POST has that bulkId").
+		q := op.path[strings.IndexAny(op.path, "?#"):]
+		op.err = Errorf(ErrInvalidValue, "Operations[%d]: path takes no query or fragment (%q); give the resource's path alone", i, Truncate(q, 64))
 	case op.method != http.MethodDelete:
 		if _, ok := op.data.(map[string]any); !ok {
 			op.err = Errorf(ErrInvalidSyntax, "Operations[%d]: %s needs data, a JSON object", i, op.method)
@@ -538,11 +545,6 @@ func (b *bulkRun) resolve(op *bulkOp) error {
 // of its own (its endpoint matched in any case and a trailing slash
 // trimmed, as on the URL).
 func (b *bulkRun) target(op *bulkOp) (*call, error) {
-	if i := strings.IndexAny(op.path, "?#"); i >= 0 {
-		// Not an id holding "?": the relay's ids never do, and a client
-		// that sent a query meant it, which an operation cannot take.
-		return nil, Errorf(ErrInvalidValue, "Operations[%d]: path takes no query or fragment (%q); give the resource's path alone", op.index, Truncate(op.path[i:], 64))
-	}
 	endpoint, id, hasID := op.splitPath()
 	var rt *ResourceType
 	for _, t := range ResourceTypes {
