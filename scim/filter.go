@@ -596,9 +596,6 @@ func (p *filterParser) resolve(s string) (AttrPath, error) {
 		return path, err
 	}
 	path, err := p.rt.ParsePath(s)
-	if err == nil {
-		err = p.notALink(path, path.Sub)
-	}
 	if err != nil && hasPrefixFold(s, "urn:") && !errors.Is(err, errUnknownAttribute) {
 		if schema, _ := p.rt.splitURN(s); schema == nil {
 			// Where the URN of an extension a resource listed in schemas
@@ -611,6 +608,9 @@ func (p *filterParser) resolve(s string) (AttrPath, error) {
 		// A path may name a whole extension (PATCH takes one); a filter
 		// compares attributes, and would match nothing.
 		return AttrPath{}, p.errorf("%s names a whole extension; filter on one of its attributes", s)
+	}
+	if err == nil {
+		err = p.notALink(path, path.Sub)
 	}
 	return path, err
 }
